@@ -1,0 +1,27 @@
+# Two entry points a newcomer needs: `make demo` and `make test`. Both bootstrap .venv first.
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: install demo test bench clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e '.[test]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: install
+	$(BIN)/multihome demo
+
+test: install
+	$(BIN)/python -m pytest
+
+bench: install
+	bash bench/run.sh
+
+clean:
+	rm -rf $(VENV) build *.egg-info src/*.egg-info

@@ -1,0 +1,1 @@
+"""Front doors: the OpenAI-compatible API (and later admin API and dashboard)."""

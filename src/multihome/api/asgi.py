@@ -1,0 +1,62 @@
+"""Tiny ASGI helpers: read a bounded body, send JSON and errors. No framework on the hot path."""
+
+from __future__ import annotations
+
+from ..schema.errors import ApiError
+
+JSON = (b"content-type", b"application/json")
+
+
+def header(scope: dict, name: bytes) -> bytes | None:
+    for key, value in scope["headers"]:
+        if key == name:
+            return value
+    return None
+
+
+async def read_body(scope: dict, receive, limit: int) -> bytes:
+    length = header(scope, b"content-length")
+    if length is not None:
+        try:
+            declared = int(length)
+        except ValueError:
+            raise ApiError(400, "Content-Length is not a number.", code="invalid_header") from None
+        if declared > limit:
+            raise _too_large(limit)
+    chunks = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise ClientGone()
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            raise _too_large(limit)
+        chunks.append(chunk)
+        if not message.get("more_body"):
+            break
+    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
+class ClientGone(Exception):
+    """The client disconnected; there is nobody to answer."""
+
+
+def _too_large(limit: int) -> ApiError:
+    return ApiError(
+        413,
+        f"Request body is larger than the gateway's limit of {limit} bytes (server.max_body_bytes).",
+        code="request_too_large",
+    )
+
+
+async def send_bytes(send, status: int, body: bytes, headers: list[tuple[bytes, bytes]]) -> None:
+    headers.append((b"content-length", str(len(body)).encode()))
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+async def send_error(send, err: ApiError, headers: list[tuple[bytes, bytes]]) -> None:
+    extra = [(k.encode(), v.encode()) for k, v in err.headers.items()]
+    await send_bytes(send, err.status, err.to_bytes(), [JSON, *headers, *extra])

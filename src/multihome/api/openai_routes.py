@@ -1,0 +1,190 @@
+"""OpenAI-compatible routes: chat completions (unary and SSE), embeddings, models."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+
+import msgspec
+
+from ..providers.errors import error_code
+from ..routing.attempts import AttemptRunner, Served, attempts_header
+from ..routing.catalog import Catalog, GroupRuntime
+from ..routing.planner import plan
+from ..schema.chat import parse_chat
+from ..schema.embeddings import parse_embeddings
+from ..schema.errors import ApiError
+from .asgi import JSON, header, read_body, send_bytes
+
+_SSE_HEADERS = [(b"content-type", b"text/event-stream"), (b"cache-control", b"no-cache"), (b"x-accel-buffering", b"no")]
+
+
+class _UpstreamErrorPeek(msgspec.Struct):
+    message: str | None = None
+    code: str | int | None = None
+    param: str | None = None
+    type: str | None = None
+
+
+class _UpstreamError(msgspec.Struct):
+    error: _UpstreamErrorPeek | str | None = None
+
+
+_upstream_error = msgspec.json.Decoder(_UpstreamError)
+
+
+def new_request_id() -> str:
+    return "req_" + os.urandom(12).hex()
+
+
+def _served_headers(request_id: bytes, served: Served) -> list[tuple[bytes, bytes]]:
+    return [
+        (b"x-request-id", request_id),
+        (b"x-multihome-deployment", served.deployment.name.encode()),
+        (b"x-multihome-attempts", attempts_header(served.attempts).encode()),
+    ]
+
+
+def upstream_client_error(served: Served) -> ApiError:
+    """An upstream 4xx, re-shaped into OpenAI's envelope and attributed to the deployment."""
+    dep = served.deployment
+    try:
+        err = _upstream_error.decode(served.body).error
+    except msgspec.DecodeError:
+        err = None
+    detail = err.message if isinstance(err, _UpstreamErrorPeek) and err.message else (err if isinstance(err, str) else "")
+    code = err.code if isinstance(err, _UpstreamErrorPeek) and err.code is not None else None
+    param = err.param if isinstance(err, _UpstreamErrorPeek) else None
+    if served.status in (401, 403):
+        # The client's key was fine; the gateway's own credentials for this provider were not.
+        return ApiError(
+            502,
+            f"Deployment '{dep.name}' (provider '{dep.provider}') rejected the gateway's credentials "
+            f"(HTTP {served.status}). An operator must fix the provider's credentials.",
+            type="server_error",
+            code="upstream_auth_failed",
+        )
+    message = f"Deployment '{dep.name}' rejected the request (HTTP {served.status})" + (f": {detail}" if detail else ".")
+    return ApiError(served.status, message, param=param, code=str(code) if code is not None else None)
+
+
+class OpenAIRoutes:
+    def __init__(self, catalog: Catalog, runner: AttemptRunner, max_body: int) -> None:
+        self.catalog = catalog
+        self.runner = runner
+        self.max_body = max_body
+        created = int(time.time())
+        self._models = msgspec.json.encode(
+            {
+                "object": "list",
+                "data": [
+                    {"id": name, "object": "model", "created": created, "owned_by": "multihome"}
+                    for name in catalog.groups
+                ],
+            }
+        )
+        self._model_bodies = {
+            name: msgspec.json.encode({"id": name, "object": "model", "created": created, "owned_by": "multihome"})
+            for name in catalog.groups
+        }
+
+    def _group(self, name: str) -> GroupRuntime:
+        group = self.catalog.groups.get(name)
+        if group is None:
+            known = ", ".join(sorted(self.catalog.groups)) or "none"
+            raise ApiError(
+                404,
+                f"The model '{name}' does not exist on this gateway. Available models: {known}.",
+                param="model",
+                code="model_not_found",
+            )
+        return group
+
+    async def models(self, scope, receive, send, request_id: bytes) -> None:
+        await send_bytes(send, 200, self._models, [JSON, (b"x-request-id", request_id)])
+
+    async def model(self, scope, receive, send, request_id: bytes, name: str) -> None:
+        body = self._model_bodies.get(name)
+        if body is None:
+            self._group(name)
+        await send_bytes(send, 200, body, [JSON, (b"x-request-id", request_id)])
+
+    async def chat(self, scope, receive, send, request_id: bytes) -> None:
+        parsed = parse_chat(await read_body(scope, receive, self.max_body))
+        group = self._group(parsed.request.model)
+        route = _plan_or_refuse(group, parsed.needs)
+        rid = request_id.decode()
+        adapter_call = lambda dep, auth: _with_request_id(dep.adapter.chat_request(parsed, dep.upstream_model, auth), rid)  # noqa: E731
+        served = await self.runner.run(group, route, adapter_call, stream=parsed.stream, forward_usage=parsed.include_usage)
+        if served.stream is not None:
+            await _send_stream(scope, receive, send, served, _served_headers(request_id, served))
+            return
+        await self._send_unary(send, served, request_id)
+
+    async def embeddings(self, scope, receive, send, request_id: bytes) -> None:
+        parsed = parse_embeddings(await read_body(scope, receive, self.max_body))
+        group = self._group(parsed.request.model)
+        route = _plan_or_refuse(group, parsed.needs)
+        rid = request_id.decode()
+        adapter_call = lambda dep, auth: _with_request_id(dep.adapter.embeddings_request(parsed, dep.upstream_model, auth), rid)  # noqa: E731
+        served = await self.runner.run(group, route, adapter_call, stream=False)
+        await self._send_unary(send, served, request_id)
+
+    async def _send_unary(self, send, served: Served, request_id: bytes) -> None:
+        headers = _served_headers(request_id, served)
+        if served.status >= 400:
+            err = upstream_client_error(served)
+            extra = [(k.encode(), v.encode()) for k, v in err.headers.items()]
+            await send_bytes(send, err.status, err.to_bytes(), [JSON, *headers, *extra])
+            return
+        await send_bytes(send, served.status, served.body, [JSON, *headers])
+
+
+def _with_request_id(req, request_id: str):
+    req.headers = {**req.headers, "x-request-id": request_id}
+    return req
+
+
+def _plan_or_refuse(group: GroupRuntime, needs: frozenset[str]):
+    route = plan(group, needs)
+    if not route.ordered:
+        reasons = "; ".join(f"{s.deployment} {s.reason}" for s in route.skipped)
+        raise ApiError(
+            400,
+            f"No deployment of model '{group.name}' supports this request ({reasons}). "
+            "Remove the unsupported feature or use another model.",
+            code="unsupported_capability",
+        )
+    return route
+
+
+async def _send_stream(scope, receive, send, served: Served, headers: list[tuple[bytes, bytes]]) -> None:
+    relay = served.stream
+    task = asyncio.current_task()
+    gone = asyncio.Event()
+
+    async def watch_disconnect() -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                gone.set()
+                task.cancel()
+                return
+
+    watcher = asyncio.create_task(watch_disconnect())
+    try:
+        await send({"type": "http.response.start", "status": 200, "headers": [*_SSE_HEADERS, *headers]})
+        await send({"type": "http.response.body", "body": served.first, "more_body": True})
+        async for piece in relay.rest():
+            await send({"type": "http.response.body", "body": piece, "more_body": True})
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
+    except asyncio.CancelledError:
+        if not gone.is_set():
+            raise
+        task.uncancel()
+    except OSError:
+        pass  # the client went away while we were writing
+    finally:
+        watcher.cancel()
+        relay.close()

@@ -1,0 +1,94 @@
+"""The `multihome` command: serve, demo, config check."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from .config import ConfigError, load_config
+
+
+def _serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from .app import CONFIG_ENV, app_from_env, build_app
+
+    config = load_config(args.config)
+    host = args.host or config.server.host
+    port = args.port or config.server.port
+    common = dict(
+        host=host,
+        port=port,
+        loop="uvloop",
+        http="httptools",
+        lifespan="on",
+        access_log=False,
+        log_level=args.log_level,
+        backlog=4096,
+        timeout_graceful_shutdown=5,
+    )
+    if args.workers > 1:
+        os.environ[CONFIG_ENV] = os.path.abspath(args.config)
+        uvicorn.run("multihome.app:app_from_env", factory=True, workers=args.workers, **common)
+    else:
+        uvicorn.run(build_app(config), **common)
+    return 0
+
+
+def _config_check(args: argparse.Namespace) -> int:
+    try:
+        config = load_config(args.file)
+    except ConfigError as exc:
+        print(f"invalid: {exc}", file=sys.stderr)
+        return 1
+    print(
+        f"ok: {len(config.providers)} providers, {len(config.deployments)} deployments, "
+        f"{len(config.model_groups)} model groups"
+    )
+    for name, group in config.model_groups.items():
+        print(f"  {name}: {' -> '.join(group.deployments)}")
+    return 0
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from .demo import run_demo
+
+    return run_demo(port=args.port, scripted_only=args.once)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="multihome", description="One OpenAI-compatible gateway for every AI cloud.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser("serve", help="run the gateway")
+    serve.add_argument("--config", "-c", required=True, help="YAML config file")
+    serve.add_argument("--host", help="listen address (default: server.host)")
+    serve.add_argument("--port", type=int, help="listen port (default: server.port)")
+    serve.add_argument("--workers", type=int, default=1, help="worker processes (one per core)")
+    serve.add_argument("--log-level", default="warning")
+    serve.set_defaults(func=_serve)
+
+    demo = sub.add_parser("demo", help="run the gateway in front of three simulated clouds")
+    demo.add_argument("--port", type=int, default=4000)
+    demo.add_argument("--once", action="store_true", help="show the failover, then exit")
+    demo.set_defaults(func=_demo)
+
+    config = sub.add_parser("config", help="work with config files")
+    config_sub = config.add_subparsers(dest="config_command", required=True)
+    check = config_sub.add_parser("check", help="validate a config file")
+    check.add_argument("file")
+    check.set_defaults(func=_config_check)
+
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except ConfigError as exc:
+        print(f"config error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,205 @@
+"""YAML config -> typed, validated config. Errors name the key path and what is wrong.
+
+Secrets never live in the file: providers and gateway keys name environment variables.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Literal
+
+import msgspec
+import yaml
+
+CAPABILITIES = frozenset(
+    {"chat", "embeddings", "streaming", "tools", "parallel_tools", "vision", "json_schema", "reasoning", "stateful"}
+)
+DEFAULT_CHAT_CAPS = ("chat", "streaming", "tools", "parallel_tools", "vision", "json_schema")
+DECLINES = frozenset({"capacity", "unavailable", "refusal"})
+
+
+class ConfigError(Exception):
+    """A config problem, phrased as `path: what is wrong`."""
+
+
+class _Strict(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    pass
+
+
+class EntraAuth(_Strict):
+    # With no ids, azure-identity's DefaultAzureCredential chain is used (managed identity, env, CLI...).
+    tenant_id_env: str | None = None
+    client_id_env: str | None = None
+    client_secret_env: str | None = None
+    scope: str = "https://cognitiveservices.azure.com/.default"
+
+
+class ProviderAuth(_Strict):
+    api_key_env: str | None = None
+    entra: EntraAuth | None = None
+
+
+class Provider(_Strict):
+    kind: Literal["openai", "azure"]
+    endpoint: str
+    region: str | None = None
+    data_zone: str | None = None
+    auth: ProviderAuth = msgspec.field(default_factory=ProviderAuth)
+    # Azure only: a dated api-version for deployment URLs, or "v1" for the /openai/v1/ form.
+    api_version: str = "2024-10-21"
+    max_connections: int = 256
+
+
+class Price(_Strict):
+    input: float = 0.0
+    output: float = 0.0
+    cached_input: float | None = None
+    currency: str = "USD"
+
+
+class Deployment(_Strict):
+    provider: str
+    model: str
+    capabilities: list[str] = msgspec.field(default_factory=lambda: list(DEFAULT_CHAT_CAPS))
+    context_window: int | None = None
+    max_output_tokens: int | None = None
+    price: Price | None = None
+
+
+class Timeouts(_Strict):
+    connect_s: float = 5.0
+    first_byte_s: float = 60.0
+    total_s: float = 600.0
+
+
+class ModelGroup(_Strict):
+    deployments: list[str]
+    retries: int = 1
+    backoff_ms: int = 100
+    max_retry_after_s: float = 2.0
+    fail_over_on: list[str] = msgspec.field(default_factory=lambda: ["capacity", "unavailable"])
+    timeouts: Timeouts = msgspec.field(default_factory=Timeouts)
+
+
+class Server(_Strict):
+    host: str = "127.0.0.1"
+    port: int = 4000
+    max_body_bytes: int = 20 * 1024 * 1024
+    # Environment variables holding the API keys clients may present (identity grows in its own issue).
+    api_keys_env: list[str] = msgspec.field(default_factory=list)
+    allow_unauthenticated: bool = False
+
+
+class Config(_Strict):
+    providers: dict[str, Provider]
+    deployments: dict[str, Deployment]
+    model_groups: dict[str, ModelGroup]
+    server: Server = msgspec.field(default_factory=Server)
+
+
+_AT = re.compile(r" - at `\$(?P<path>[^`]*)`$")
+
+
+def _path_error(exc: msgspec.ValidationError, prefix: str) -> ConfigError:
+    text = str(exc)
+    match = _AT.search(text)
+    sub = match.group("path") if match else ""
+    path = (prefix + sub).lstrip(".") or "(top level)"
+    return ConfigError(f"{path}: {text[: match.start()] if match else text}")
+
+
+def _convert(data: object, type_: type, prefix: str):
+    try:
+        return msgspec.convert(data, type_)
+    except msgspec.ValidationError as exc:
+        raise _path_error(exc, prefix) from None
+
+
+# Sections keyed by user-chosen names are converted entry by entry so errors name the entry.
+_SECTIONS = {"providers": Provider, "deployments": Deployment, "model_groups": ModelGroup}
+
+
+def load_config(path: str | os.PathLike[str]) -> Config:
+    try:
+        text = Path(path).read_text()
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read config file ({exc.strerror})") from None
+    return parse_config(text, source=str(path))
+
+
+def parse_config(text: str, *, source: str = "<config>") -> Config:
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{source}: not valid YAML: {exc}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: the config must be a mapping with providers, deployments and model_groups")
+    unknown = set(data) - set(_SECTIONS) - {"server"}
+    if unknown:
+        raise ConfigError(f"{sorted(unknown)[0]}: unknown top-level key (known: server, {', '.join(_SECTIONS)})")
+    sections = {}
+    for section, type_ in _SECTIONS.items():
+        entries = data.get(section)
+        if not isinstance(entries, dict):
+            raise ConfigError(f"{section}: required, a mapping of name -> {section[:-1].replace('_', ' ')}")
+        sections[section] = {
+            str(name): _convert(entry, type_, f"{section}.{name}") for name, entry in entries.items()
+        }
+    server = _convert(data.get("server") or {}, Server, "server")
+    config = Config(server=server, **sections)
+    _check_references(config)
+    return config
+
+
+def _check_references(config: Config) -> None:
+    for name, prov in config.providers.items():
+        if not prov.endpoint.startswith(("http://", "https://")):
+            raise ConfigError(f"providers.{name}.endpoint: must start with http:// or https://")
+        if prov.auth.api_key_env and prov.auth.entra:
+            raise ConfigError(f"providers.{name}.auth: set api_key_env or entra, not both")
+        if prov.auth.entra and prov.kind != "azure":
+            raise ConfigError(f"providers.{name}.auth.entra: Entra ID auth is only for kind 'azure'")
+    for name, dep in config.deployments.items():
+        if dep.provider not in config.providers:
+            raise ConfigError(
+                f"deployments.{name}.provider: unknown provider '{dep.provider}' "
+                f"(known: {', '.join(sorted(config.providers)) or 'none'})"
+            )
+        for i, cap in enumerate(dep.capabilities):
+            if cap not in CAPABILITIES:
+                raise ConfigError(
+                    f"deployments.{name}.capabilities[{i}]: unknown capability '{cap}' "
+                    f"(known: {', '.join(sorted(CAPABILITIES))})"
+                )
+    for name, group in config.model_groups.items():
+        if not group.deployments:
+            raise ConfigError(f"model_groups.{name}.deployments: list at least one deployment; the first is the primary")
+        for i, dep in enumerate(group.deployments):
+            if dep not in config.deployments:
+                raise ConfigError(f"model_groups.{name}.deployments[{i}]: unknown deployment '{dep}'")
+        if len(set(group.deployments)) != len(group.deployments):
+            raise ConfigError(f"model_groups.{name}.deployments: a deployment is listed twice")
+        for i, decline in enumerate(group.fail_over_on):
+            if decline not in DECLINES:
+                raise ConfigError(
+                    f"model_groups.{name}.fail_over_on[{i}]: unknown decline '{decline}' (known: {', '.join(sorted(DECLINES))})"
+                )
+        if group.retries < 0 or group.backoff_ms < 0:
+            raise ConfigError(f"model_groups.{name}: retries and backoff_ms must not be negative")
+    if not config.server.api_keys_env and not config.server.allow_unauthenticated:
+        raise ConfigError(
+            "server.api_keys_env: name at least one environment variable holding a client API key, "
+            "or set server.allow_unauthenticated: true"
+        )
+
+
+def env_secret(var: str | None, *, what: str) -> str | None:
+    """Read a secret from the environment; a named but unset variable is a start-up error."""
+    if var is None:
+        return None
+    value = os.environ.get(var)
+    if not value:
+        raise ConfigError(f"{what}: environment variable {var} is not set")
+    return value

@@ -1,0 +1,1 @@
+"""Who is calling: API keys now; tenants, OIDC and RBAC grow here."""

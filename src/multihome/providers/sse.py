@@ -1,0 +1,43 @@
+"""Server-sent events framing: split a byte stream into `data:` payloads, frame payloads back."""
+
+from __future__ import annotations
+
+DONE = b"[DONE]"
+
+
+class SseSplitter:
+    """Feed raw network chunks; get back the data payloads of every complete event."""
+
+    __slots__ = ("_buf",)
+
+    def __init__(self) -> None:
+        self._buf = b""
+
+    def feed(self, chunk: bytes) -> list[bytes]:
+        buf = self._buf + chunk if self._buf else chunk
+        if b"\r" in buf:
+            buf = buf.replace(b"\r\n", b"\n")
+        events = buf.split(b"\n\n")
+        self._buf = events.pop()
+        out = []
+        for event in events:
+            payload = _data_of(event)
+            if payload is not None:
+                out.append(payload)
+        return out
+
+    @property
+    def pending(self) -> bytes:
+        return self._buf
+
+
+def _data_of(event: bytes) -> bytes | None:
+    """Join the event's data lines (comments and other fields are ignored, per the SSE spec)."""
+    if event.startswith(b"data:") and b"\n" not in event:
+        return event[5:].lstrip(b" ")
+    lines = [line[5:].lstrip(b" ") for line in event.split(b"\n") if line.startswith(b"data:")]
+    return b"\n".join(lines) if lines else None
+
+
+def frame(payload: bytes) -> bytes:
+    return b"data: " + payload + b"\n\n"

@@ -1,0 +1,1 @@
+"""Catalog of deployments, planning, and the attempt loop that walks a plan."""

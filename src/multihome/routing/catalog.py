@@ -1,0 +1,87 @@
+"""Deployments and model groups as runtime objects, built once from the validated config."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import aiohttp
+
+from ..config import Config, ModelGroup, env_secret
+from ..providers.azure import AzureAdapter, EntraTokens
+from ..providers.base import Adapter
+from ..providers.openai import OpenAIAdapter
+from ..providers.transport import Transport
+
+
+@dataclass(slots=True)
+class DeploymentRuntime:
+    name: str
+    provider: str
+    adapter: Adapter
+    upstream_model: str
+    capabilities: frozenset[str]
+    region: str | None
+    data_zone: str | None
+    session: aiohttp.ClientSession | None = None
+
+
+@dataclass(slots=True)
+class GroupRuntime:
+    name: str
+    deployments: list[DeploymentRuntime]
+    policy: ModelGroup
+    stream_timeout: aiohttp.ClientTimeout = field(init=False)
+    unary_timeout: aiohttp.ClientTimeout = field(init=False)
+
+    def __post_init__(self) -> None:
+        t = self.policy.timeouts
+        # sock_read bounds the wait for the first byte and, for streams, every later gap.
+        self.unary_timeout = aiohttp.ClientTimeout(total=t.total_s, sock_connect=t.connect_s, sock_read=t.first_byte_s)
+        self.stream_timeout = aiohttp.ClientTimeout(total=t.total_s, sock_connect=t.connect_s, sock_read=t.first_byte_s)
+
+
+def _adapter(name: str, config: Config) -> Adapter:
+    prov = config.providers[name]
+    where = f"providers.{name}.auth"
+    api_key = env_secret(prov.auth.api_key_env, what=f"{where}.api_key_env")
+    if prov.kind == "openai":
+        return OpenAIAdapter(prov.endpoint, api_key)
+    entra = EntraTokens(prov.auth.entra, f"{where}.entra") if prov.auth.entra else None
+    return AzureAdapter(prov.endpoint, prov.api_version, api_key, entra)
+
+
+class Catalog:
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.adapters = {name: _adapter(name, config) for name in config.providers}
+        self.deployments = {
+            name: DeploymentRuntime(
+                name=name,
+                provider=dep.provider,
+                adapter=self.adapters[dep.provider],
+                upstream_model=dep.model,
+                capabilities=frozenset(dep.capabilities),
+                region=config.providers[dep.provider].region,
+                data_zone=config.providers[dep.provider].data_zone,
+            )
+            for name, dep in config.deployments.items()
+        }
+        self.groups = {
+            name: GroupRuntime(name, [self.deployments[d] for d in group.deployments], group)
+            for name, group in config.model_groups.items()
+        }
+        self._transport = Transport()
+
+    async def start(self) -> None:
+        sessions = {
+            name: self._transport.open(name, prov.max_connections) for name, prov in self.config.providers.items()
+        }
+        for dep in self.deployments.values():
+            dep.session = sessions[dep.provider]
+
+    async def close(self) -> None:
+        await self._transport.close()
+        for adapter in self.adapters.values():
+            close = getattr(adapter, "close", None)
+            if close is not None:
+                await close()

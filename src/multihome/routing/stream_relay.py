@@ -1,0 +1,126 @@
+"""Forward an upstream SSE stream chunk by chunk, reading only what must be read.
+
+Each event is checked (valid JSON, finish reason, usage) and re-framed; nothing buffers the
+whole stream. A stream that breaks after the first byte ends with an OpenAI-shaped error
+event, which the SDK raises, never with a silent truncation.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import aiohttp
+import msgspec
+
+from ..providers.base import Adapter
+from ..providers.sse import DONE, SseSplitter, frame
+from ..schema.errors import ErrorBody, ErrorEnvelope
+from ..schema.peek import Usage, peek_decoder
+
+
+class StreamBroken(Exception):
+    """The upstream stream failed; `label` is the attempt outcome."""
+
+    def __init__(self, label: str, detail: str) -> None:
+        super().__init__(detail)
+        self.label = label
+
+
+def error_event(message: str, code: str) -> bytes:
+    body = ErrorEnvelope(ErrorBody(message=message, type="server_error", param=None, code=code))
+    return frame(msgspec.json.encode(body))
+
+
+class StreamRelay:
+    def __init__(self, resp: aiohttp.ClientResponse, adapter: Adapter, deployment: str, forward_usage: bool) -> None:
+        self._resp = resp
+        self._adapter = adapter
+        self._splitter = SseSplitter()
+        self._forward_usage = forward_usage
+        self.deployment = deployment
+        self.usage: Usage | None = None
+        self.finish_reasons: list[str] = []
+        self.events = 0
+        self.done = False
+        self.error: str | None = None
+
+    async def first(self) -> bytes:
+        """Read until there is something to forward. Raises StreamBroken so the caller can fail over."""
+        while True:
+            data = await self._read()
+            if not data:
+                raise StreamBroken("stream_ended_early", "upstream stream ended before the first event")
+            out = self._process(data)
+            if self.error:
+                raise StreamBroken("malformed_stream", self.error)
+            if out:
+                return out
+            if self.done:
+                raise StreamBroken("stream_ended_early", "upstream stream finished without any event")
+
+    async def rest(self) -> AsyncIterator[bytes]:
+        while not self.done:
+            try:
+                data = await self._read()
+            except StreamBroken as exc:
+                yield self._broken(exc.label, str(exc))
+                return
+            if not data:
+                yield self._broken("stream_interrupted", "upstream stream ended without [DONE]")
+                return
+            out = self._process(data)
+            if out:
+                yield out
+            if self.error:
+                yield self._broken("malformed_stream", self.error)
+                return
+
+    def close(self) -> None:
+        self._resp.close()
+
+    async def _read(self) -> bytes:
+        try:
+            return await self._resp.content.readany()
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            label = "timeout" if isinstance(exc, TimeoutError) else "stream_interrupted"
+            raise StreamBroken(label, f"upstream stream failed: {type(exc).__name__}") from None
+
+    def _broken(self, label: str, detail: str) -> bytes:
+        self.error = label
+        self.close()
+        return error_event(
+            f"The stream from deployment '{self.deployment}' broke after {self.events} events ({detail}); "
+            "the answer is incomplete. Retry the request.",
+            "upstream_" + label,
+        )
+
+    def _process(self, data: bytes) -> bytes:
+        out = []
+        for payload in self._splitter.feed(data):
+            if payload == DONE:
+                self.done = True
+                out.append(frame(DONE))
+                break
+            try:
+                peek = peek_decoder.decode(payload)
+            except msgspec.DecodeError:
+                self.error = f"event {self.events + 1} is not valid JSON"
+                break
+            if peek.error is not None:
+                # An upstream error event ends the stream; pass it on so the SDK raises it.
+                self.done = True
+                self.error = "upstream_error_event"
+                out.append(frame(payload))
+                break
+            if self._adapter.skip_stream_chunk(peek):
+                continue
+            self.events += 1
+            if peek.usage is not None:
+                self.usage = peek.usage
+                if not peek.choices and not self._forward_usage:
+                    continue
+            for choice in peek.choices:
+                if choice.finish_reason:
+                    self.finish_reasons.append(choice.finish_reason)
+            out.append(frame(payload))
+        return b"".join(out)

@@ -1,0 +1,1 @@
+"""Canonical request, response and error types shared by every layer."""

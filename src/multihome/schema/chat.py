@@ -1,0 +1,222 @@
+"""OpenAI chat-completions request, decoded once into typed structs.
+
+The typed view is what routing and translation read; `raw` keeps every top-level field as
+received (including ones this version does not model) so pass-through adapters forward
+them untouched.
+"""
+
+from __future__ import annotations
+
+import msgspec
+
+from .decoding import decode_error
+from .errors import bad_request
+
+ROLES = frozenset({"system", "developer", "user", "assistant", "tool", "function"})
+TOOL_CHOICES = frozenset({"none", "auto", "required"})
+RESPONSE_FORMATS = frozenset({"text", "json_object", "json_schema"})
+
+
+class ImageUrl(msgspec.Struct):
+    url: str
+    detail: str | None = None
+
+
+class ContentPart(msgspec.Struct):
+    type: str
+    text: str | None = None
+    image_url: ImageUrl | None = None
+    refusal: str | None = None
+    input_audio: msgspec.Raw | None = None
+    file: msgspec.Raw | None = None
+
+
+class FunctionCall(msgspec.Struct):
+    name: str
+    arguments: str
+
+
+class ToolCall(msgspec.Struct):
+    id: str
+    function: FunctionCall
+    type: str = "function"
+
+
+class Message(msgspec.Struct):
+    role: str
+    content: str | list[ContentPart] | None = None
+    name: str | None = None
+    tool_calls: list[ToolCall] | None = None
+    tool_call_id: str | None = None
+    refusal: str | None = None
+
+
+class FunctionDef(msgspec.Struct):
+    name: str
+    description: str | None = None
+    parameters: msgspec.Raw | None = None
+    strict: bool | None = None
+
+
+class Tool(msgspec.Struct):
+    type: str
+    function: FunctionDef | None = None
+    custom: msgspec.Raw | None = None
+
+
+class NamedFunction(msgspec.Struct):
+    name: str
+
+
+class NamedToolChoice(msgspec.Struct):
+    type: str
+    function: NamedFunction | None = None
+
+
+class JsonSchemaFormat(msgspec.Struct):
+    name: str
+    description: str | None = None
+    schema: msgspec.Raw | None = None
+    strict: bool | None = None
+
+
+class ResponseFormat(msgspec.Struct):
+    type: str
+    json_schema: JsonSchemaFormat | None = None
+
+
+class StreamOptions(msgspec.Struct):
+    include_usage: bool | None = None
+    include_obfuscation: bool | None = None
+
+
+class ChatRequest(msgspec.Struct):
+    model: str
+    messages: list[Message]
+    stream: bool | None = None
+    stream_options: StreamOptions | None = None
+    tools: list[Tool] | None = None
+    tool_choice: str | NamedToolChoice | None = None
+    parallel_tool_calls: bool | None = None
+    response_format: ResponseFormat | None = None
+    max_tokens: int | None = None
+    max_completion_tokens: int | None = None
+    n: int | None = None
+    temperature: float | None = None
+    top_p: float | None = None
+    stop: str | list[str] | None = None
+    seed: int | None = None
+
+
+_typed = msgspec.json.Decoder(ChatRequest)
+_top = msgspec.json.Decoder(dict[str, msgspec.Raw])
+
+
+class ParsedChat(msgspec.Struct):
+    """The typed request plus its top-level fields as raw JSON, and what it needs from a deployment."""
+
+    request: ChatRequest
+    raw: dict[str, msgspec.Raw]
+    needs: frozenset[str]
+
+    @property
+    def stream(self) -> bool:
+        return bool(self.request.stream)
+
+    @property
+    def include_usage(self) -> bool:
+        opts = self.request.stream_options
+        return bool(opts and opts.include_usage)
+
+
+def parse_chat(body: bytes) -> ParsedChat:
+    try:
+        raw = _top.decode(body)
+    except msgspec.DecodeError as exc:
+        if isinstance(exc, msgspec.ValidationError):
+            raise bad_request("Request body must be a JSON object.", code="invalid_json") from None
+        raise decode_error(exc) from None
+    try:
+        req = _typed.decode(body)
+    except msgspec.DecodeError as exc:
+        raise decode_error(exc) from None
+    _validate(req)
+    return ParsedChat(request=req, raw=raw, needs=_needs(req))
+
+
+def _validate(req: ChatRequest) -> None:
+    if not req.model:
+        raise bad_request("'model' must be a non-empty string naming a model group (see GET /v1/models).", param="model")
+    if not req.messages:
+        raise bad_request("'messages' must contain at least one message.", param="messages", code="empty_array")
+    for i, msg in enumerate(req.messages):
+        if msg.role not in ROLES:
+            raise bad_request(
+                f"messages[{i}].role '{msg.role}' is not one of: {', '.join(sorted(ROLES))}.",
+                param=f"messages[{i}].role",
+            )
+        if msg.role == "tool" and not msg.tool_call_id:
+            raise bad_request(
+                f"messages[{i}] has role 'tool' but no 'tool_call_id'; set it to the id of the tool call it answers.",
+                param=f"messages[{i}].tool_call_id",
+            )
+        if msg.role in ("user", "system", "developer", "tool") and msg.content is None:
+            raise bad_request(f"messages[{i}].content is required for role '{msg.role}'.", param=f"messages[{i}].content")
+        if isinstance(msg.content, list):
+            for j, part in enumerate(msg.content):
+                if part.type == "image_url" and part.image_url is None:
+                    raise bad_request(
+                        f"messages[{i}].content[{j}] is an image_url part without 'image_url.url'.",
+                        param=f"messages[{i}].content[{j}].image_url",
+                    )
+                if part.type == "text" and part.text is None:
+                    raise bad_request(
+                        f"messages[{i}].content[{j}] is a text part without 'text'.",
+                        param=f"messages[{i}].content[{j}].text",
+                    )
+    if isinstance(req.tool_choice, str) and req.tool_choice not in TOOL_CHOICES:
+        raise bad_request("'tool_choice' must be 'none', 'auto', 'required' or a named function.", param="tool_choice")
+    if req.tool_choice is not None and not req.tools and req.tool_choice != "none":
+        raise bad_request("'tool_choice' is only allowed when 'tools' are specified.", param="tool_choice")
+    for i, tool in enumerate(req.tools or ()):
+        if tool.type == "function" and tool.function is None:
+            raise bad_request(f"tools[{i}] has type 'function' but no 'function'.", param=f"tools[{i}].function")
+    fmt = req.response_format
+    if fmt is not None:
+        if fmt.type not in RESPONSE_FORMATS:
+            raise bad_request(
+                f"response_format.type '{fmt.type}' is not one of: text, json_object, json_schema.",
+                param="response_format.type",
+            )
+        if fmt.type == "json_schema" and fmt.json_schema is None:
+            raise bad_request("response_format of type 'json_schema' needs 'json_schema'.", param="response_format.json_schema")
+    if req.n is not None and not 1 <= req.n <= 128:
+        raise bad_request("'n' must be between 1 and 128.", param="n")
+    if req.temperature is not None and not 0 <= req.temperature <= 2:
+        raise bad_request("'temperature' must be between 0 and 2.", param="temperature")
+    if req.top_p is not None and not 0 <= req.top_p <= 1:
+        raise bad_request("'top_p' must be between 0 and 1.", param="top_p")
+    if isinstance(req.stop, list) and len(req.stop) > 4:
+        raise bad_request("'stop' accepts at most 4 sequences.", param="stop")
+    for name in ("max_tokens", "max_completion_tokens"):
+        value = getattr(req, name)
+        if value is not None and value < 1:
+            raise bad_request(f"'{name}' must be at least 1.", param=name)
+    if req.stream_options is not None and not req.stream:
+        raise bad_request("'stream_options' is only allowed when 'stream' is true.", param="stream_options")
+
+
+def _needs(req: ChatRequest) -> frozenset[str]:
+    """Capabilities a deployment must have to serve this request."""
+    needs = {"chat"}
+    if req.stream:
+        needs.add("streaming")
+    if req.tools and req.tool_choice != "none":
+        needs.add("tools")
+    if req.response_format is not None and req.response_format.type == "json_schema":
+        needs.add("json_schema")
+    for msg in req.messages:
+        if isinstance(msg.content, list) and any(p.type == "image_url" for p in msg.content):
+            needs.add("vision")
+            break
+    return frozenset(needs)

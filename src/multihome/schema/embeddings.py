@@ -1,0 +1,56 @@
+"""OpenAI embeddings request: validated, forwarded with only the model replaced."""
+
+from __future__ import annotations
+
+import msgspec
+
+from .decoding import decode_error
+from .errors import bad_request
+
+
+class EmbeddingsRequest(msgspec.Struct):
+    model: str
+    # str, list[str], list[int] or list[list[int]]; item types are checked in parse_embeddings.
+    input: str | list[str | int | list[int]]
+    encoding_format: str | None = None
+    dimensions: int | None = None
+    user: str | None = None
+
+
+_typed = msgspec.json.Decoder(EmbeddingsRequest)
+_top = msgspec.json.Decoder(dict[str, msgspec.Raw])
+
+
+class ParsedEmbeddings(msgspec.Struct):
+    request: EmbeddingsRequest
+    raw: dict[str, msgspec.Raw]
+    needs: frozenset[str] = frozenset({"embeddings"})
+    stream: bool = False
+
+
+def parse_embeddings(body: bytes) -> ParsedEmbeddings:
+    try:
+        raw = _top.decode(body)
+        req = _typed.decode(body)
+    except msgspec.ValidationError as exc:
+        if "Expected `object`" in str(exc) and "at `$." not in str(exc):
+            raise bad_request("Request body must be a JSON object.", code="invalid_json") from None
+        raise decode_error(exc) from None
+    except msgspec.DecodeError as exc:
+        raise decode_error(exc) from None
+    if not req.model:
+        raise bad_request("'model' must be a non-empty string naming a model group.", param="model")
+    if isinstance(req.input, str):
+        if not req.input:
+            raise bad_request("'input' must not be empty.", param="input")
+    elif not req.input or len(req.input) > 2048:
+        raise bad_request("'input' must hold between 1 and 2048 items.", param="input")
+    elif len({type(item) for item in req.input}) > 1:
+        raise bad_request("'input' must be a string, a list of strings, a list of tokens or a list of token lists.", param="input")
+    elif any(item == "" or item == [] for item in req.input):
+        raise bad_request("'input' must not contain empty items.", param="input")
+    if req.encoding_format not in (None, "float", "base64"):
+        raise bad_request("'encoding_format' must be 'float' or 'base64'.", param="encoding_format")
+    if req.dimensions is not None and req.dimensions < 1:
+        raise bad_request("'dimensions' must be at least 1.", param="dimensions")
+    return ParsedEmbeddings(request=req, raw=raw)
