@@ -9,12 +9,22 @@ import sys
 from .config import ConfigError, load_config
 
 
+def _raise_fd_limit() -> None:
+    """Each open stream holds two sockets (client and upstream); allow as many as the host permits."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
 def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from .app import CONFIG_ENV, app_from_env, build_app
 
     config = load_config(args.config)
+    _raise_fd_limit()
     host = args.host or config.server.host
     port = args.port or config.server.port
     common = dict(

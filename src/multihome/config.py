@@ -49,7 +49,7 @@ class Provider(_Strict):
     auth: ProviderAuth = msgspec.field(default_factory=ProviderAuth)
     # Azure only: a dated api-version for deployment URLs, or "v1" for the /openai/v1/ form.
     api_version: str = "2024-10-21"
-    max_connections: int = 256
+    max_connections: int = 2048  # pooled connections to this provider; streams hold one each
 
 
 class Price(_Strict):

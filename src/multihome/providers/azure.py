@@ -95,7 +95,7 @@ class AzureAdapter:
     def skip_stream_chunk(self, peek: ResponsePeek) -> bool:
         # Azure's first chunk often carries only prompt_filter_results with `choices: []`;
         # clients that index choices[0] break on it, so it is not forwarded.
-        return not peek.choices and peek.usage is None and peek.error is None
+        return not peek.choices and peek.usage is None and not peek.has_error
 
     async def close(self) -> None:
         if self._entra is not None:

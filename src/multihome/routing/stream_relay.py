@@ -43,20 +43,26 @@ class StreamRelay:
         self.events = 0
         self.done = False
         self.error: str | None = None
+        self._produced = False  # whether any chunk beyond the role-only preamble has been seen
 
     async def first(self) -> bytes:
-        """Read until there is something to forward. Raises StreamBroken so the caller can fail over."""
+        """Read until the upstream has produced something (not just the role preamble).
+
+        Raises StreamBroken so the caller can fail over: nothing has reached the client yet.
+        """
+        held = []
         while True:
             data = await self._read()
             if not data:
-                raise StreamBroken("stream_ended_early", "upstream stream ended before the first event")
+                raise StreamBroken("stream_ended_early", "upstream stream ended before producing output")
             out = self._process(data)
             if self.error:
                 raise StreamBroken("malformed_stream", self.error)
-            if out:
-                return out
+            held.append(out)
+            if self._produced:
+                return b"".join(held)
             if self.done:
-                raise StreamBroken("stream_ended_early", "upstream stream finished without any event")
+                raise StreamBroken("stream_ended_early", "upstream stream finished without output")
 
     async def rest(self) -> AsyncIterator[bytes]:
         while not self.done:
@@ -106,7 +112,7 @@ class StreamRelay:
             except msgspec.DecodeError:
                 self.error = f"event {self.events + 1} is not valid JSON"
                 break
-            if peek.error is not None:
+            if peek.has_error:
                 # An upstream error event ends the stream; pass it on so the SDK raises it.
                 self.done = True
                 self.error = "upstream_error_event"
@@ -115,6 +121,8 @@ class StreamRelay:
             if self._adapter.skip_stream_chunk(peek):
                 continue
             self.events += 1
+            if not self._produced and not peek.is_preamble:
+                self._produced = True
             if peek.usage is not None:
                 self.usage = peek.usage
                 if not peek.choices and not self._forward_usage:

@@ -27,8 +27,8 @@ class ContentPart(msgspec.Struct):
     text: str | None = None
     image_url: ImageUrl | None = None
     refusal: str | None = None
-    input_audio: msgspec.Raw | None = None
-    file: msgspec.Raw | None = None
+    input_audio: msgspec.Raw = msgspec.Raw()  # empty when absent (Raw cannot sit in a union)
+    file: msgspec.Raw = msgspec.Raw()  # empty when absent (Raw cannot sit in a union)
 
 
 class FunctionCall(msgspec.Struct):
@@ -54,14 +54,14 @@ class Message(msgspec.Struct):
 class FunctionDef(msgspec.Struct):
     name: str
     description: str | None = None
-    parameters: msgspec.Raw | None = None
+    parameters: msgspec.Raw = msgspec.Raw()  # empty when absent (Raw cannot sit in a union)
     strict: bool | None = None
 
 
 class Tool(msgspec.Struct):
     type: str
     function: FunctionDef | None = None
-    custom: msgspec.Raw | None = None
+    custom: msgspec.Raw = msgspec.Raw()  # empty when absent (Raw cannot sit in a union)
 
 
 class NamedFunction(msgspec.Struct):
@@ -76,7 +76,7 @@ class NamedToolChoice(msgspec.Struct):
 class JsonSchemaFormat(msgspec.Struct):
     name: str
     description: str | None = None
-    schema: msgspec.Raw | None = None
+    schema: msgspec.Raw = msgspec.Raw()  # empty when absent (Raw cannot sit in a union)
     strict: bool | None = None
 
 

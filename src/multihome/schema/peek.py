@@ -16,8 +16,15 @@ class Usage(msgspec.Struct):
     prompt_tokens_details: PromptDetails | None = None
 
 
+class DeltaPeek(msgspec.Struct):
+    content: str | None = None
+    refusal: str | None = None
+    tool_calls: msgspec.Raw = msgspec.Raw()  # empty when absent (Raw cannot sit in a union)
+
+
 class ChoicePeek(msgspec.Struct):
     finish_reason: str | None = None
+    delta: DeltaPeek | None = None
 
 
 class ResponsePeek(msgspec.Struct):
@@ -25,8 +32,22 @@ class ResponsePeek(msgspec.Struct):
 
     choices: list[ChoicePeek] = []
     usage: Usage | None = None
-    error: msgspec.Raw | None = None
-    prompt_filter_results: msgspec.Raw | None = None
+    error: msgspec.Raw = msgspec.Raw()  # empty when absent (Raw cannot sit in a union)
+    prompt_filter_results: msgspec.Raw = msgspec.Raw()  # empty when absent (Raw cannot sit in a union)
+
+
+    @property
+    def is_preamble(self) -> bool:
+        """A stream chunk that only opens the assistant turn (role, empty content): nothing produced yet."""
+        for choice in self.choices:
+            d = choice.delta
+            if choice.finish_reason or d is None or d.content or d.refusal or len(d.tool_calls):
+                return False
+        return bool(self.choices) and self.usage is None
+
+    @property
+    def has_error(self) -> bool:
+        return len(self.error) > 0 and bytes(self.error) != b"null"
 
 
 peek_decoder = msgspec.json.Decoder(ResponsePeek)

@@ -1,0 +1,196 @@
+"""`multihome demo`: the gateway in front of three simulated clouds, and a failover to watch.
+
+Everything runs in one process on loopback: an Azure OpenAI region (the primary), OpenAI, and a
+self-hosted OpenAI-compatible server. Provider keys are generated per run and live only in this
+process's environment, as real deployments would take them from the environment.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import secrets
+import tempfile
+import time
+from pathlib import Path
+
+DEMO_KEY = "mh-demo-key"
+
+_CONFIG = """\
+# Written by `multihome demo`. Provider keys come from environment variables, never this file.
+server:
+  host: 127.0.0.1
+  port: {port}
+  api_keys_env: [MULTIHOME_DEMO_CLIENT_KEY]
+
+providers:
+  azure-eastus:
+    kind: azure
+    endpoint: {azure}
+    region: eastus
+    data_zone: US
+    api_version: "2024-10-21"
+    auth: {{api_key_env: MULTIHOME_DEMO_AZURE_KEY}}
+  openai:
+    kind: openai
+    endpoint: {openai}/v1
+    auth: {{api_key_env: MULTIHOME_DEMO_OPENAI_KEY}}
+  selfhosted:
+    kind: openai
+    endpoint: {selfhosted}/v1
+
+deployments:
+  gpt-4o@azure-eastus:
+    provider: azure-eastus
+    model: gpt-4o-prod
+    context_window: 128000
+    price: {{input: 2.50, output: 10.00}}
+  gpt-4o@openai:
+    provider: openai
+    model: gpt-4o
+    context_window: 128000
+    price: {{input: 2.50, output: 10.00}}
+  llama-3.1-8b@selfhosted:
+    provider: selfhosted
+    model: meta-llama/Llama-3.1-8B-Instruct
+    capabilities: [chat, streaming, tools]
+    context_window: 32768
+  embed-small@azure-eastus:
+    provider: azure-eastus
+    model: text-embedding-3-small
+    capabilities: [embeddings]
+  embed-small@openai:
+    provider: openai
+    model: text-embedding-3-small
+    capabilities: [embeddings]
+
+model_groups:
+  gpt-4o:
+    deployments: [gpt-4o@azure-eastus, gpt-4o@openai, llama-3.1-8b@selfhosted]
+    retries: 1
+    backoff_ms: 50
+  llama-3.1-8b:
+    deployments: [llama-3.1-8b@selfhosted]
+  text-embedding-3-small:
+    deployments: [embed-small@azure-eastus, embed-small@openai]
+"""
+
+
+def run_demo(*, port: int = 4000, scripted_only: bool = False) -> int:
+    try:
+        import uvloop
+
+        uvloop.install()
+    except ImportError:
+        pass
+    try:
+        asyncio.run(_demo(port, scripted_only))
+    except KeyboardInterrupt:
+        print("\nstopped.")
+    return 0
+
+
+async def _demo(port: int, scripted_only: bool) -> None:
+    import uvicorn
+
+    from .app import build_app
+    from .config import parse_config
+    from .simulators import SimulatorConfig, start_simulator
+
+    started = time.perf_counter()
+    keys = {"azure": secrets.token_urlsafe(24), "openai": secrets.token_urlsafe(24)}
+    os.environ["MULTIHOME_DEMO_AZURE_KEY"] = keys["azure"]
+    os.environ["MULTIHOME_DEMO_OPENAI_KEY"] = keys["openai"]
+    os.environ["MULTIHOME_DEMO_CLIENT_KEY"] = DEMO_KEY
+
+    azure = await start_simulator(
+        SimulatorConfig(kind="azure", name="azure-eastus", api_key=keys["azure"], region="eastus")
+    )
+    openai = await start_simulator(SimulatorConfig(kind="openai", name="openai", api_key=keys["openai"]))
+    selfhosted = await start_simulator(SimulatorConfig(kind="openai", name="selfhosted-vllm"))
+    sims = [azure, openai, selfhosted]
+
+    text = _CONFIG.format(port=port, azure=azure.url, openai=openai.url, selfhosted=selfhosted.url)
+    config_path = Path(tempfile.gettempdir()) / f"multihome-demo-{port}.yaml"
+    config_path.write_text(text)
+    gateway = build_app(parse_config(text, source=str(config_path)))
+    server = uvicorn.Server(
+        uvicorn.Config(gateway, host="127.0.0.1", port=port, loop="none", http="httptools", lifespan="on", access_log=False, log_level="warning")
+    )
+    serving = asyncio.create_task(server.serve())
+    while not server.started:
+        if serving.done():
+            await serving  # surfaces the start-up error (port taken, ...)
+            raise SystemExit(f"the gateway could not start on 127.0.0.1:{port}")
+        await asyncio.sleep(0.02)
+
+    base = f"http://127.0.0.1:{port}/v1"
+    print(_banner(base, config_path, azure.url))
+    try:
+        await _show_failover(base, azure)
+        print(f"\nDemo ready in {time.perf_counter() - started:.1f}s.", end=" ")
+        if scripted_only:
+            print("Exiting (--once).")
+            return
+        print("The gateway keeps serving; press Ctrl-C to stop.")
+        await serving
+    finally:
+        server.should_exit = True
+        if not serving.done():
+            await serving
+        for sim in sims:
+            await sim.close()
+
+
+def _banner(base: str, config_path: Path, azure_url: str) -> str:
+    return f"""
+Multihome demo: the gateway is serving on {base}
+  model groups: gpt-4o (azure-eastus -> openai -> selfhosted), llama-3.1-8b, text-embedding-3-small
+  config:       {config_path}
+
+Point any OpenAI client at it:
+
+  export OPENAI_BASE_URL={base}
+  export OPENAI_API_KEY={DEMO_KEY}
+
+  curl -s $OPENAI_BASE_URL/chat/completions -H "Authorization: Bearer $OPENAI_API_KEY" \\
+    -H 'Content-Type: application/json' -D - \\
+    -d '{{"model":"gpt-4o","messages":[{{"role":"user","content":"Hello"}}]}}'
+
+  python -c 'from openai import OpenAI; r = OpenAI().chat.completions.with_raw_response.create(model="gpt-4o", messages=[{{"role":"user","content":"Hello"}}]); print(r.headers["x-multihome-deployment"], r.parse().choices[0].message.content)'
+
+Take the primary down and bring it back yourself:
+
+  curl -s -X POST {azure_url}/_sim/faults -d '{{"status":503}}'
+  curl -s -X DELETE {azure_url}/_sim/faults
+"""
+
+
+async def _show_failover(base: str, azure) -> None:
+    import aiohttp
+
+    body = {"model": "gpt-4o", "messages": [{"role": "user", "content": "Which cloud am I on?"}]}
+    headers = {"authorization": f"Bearer {DEMO_KEY}"}
+    async with aiohttp.ClientSession() as http:
+
+        async def call(step: str) -> None:
+            t0 = time.perf_counter()
+            async with http.post(f"{base}/chat/completions", json=body, headers=headers) as resp:
+                data = await resp.json()
+                ms = (time.perf_counter() - t0) * 1000
+                if resp.status != 200:
+                    print(f"  {step:<28} HTTP {resp.status}: {data['error']['message']}")
+                    return
+                print(f"  {step:<28} served by {resp.headers['x-multihome-deployment']:<22} in {ms:5.1f} ms")
+                print(f"  {'':<28} attempts: {resp.headers['x-multihome-attempts']}")
+                print(f"  {'':<28} reply: {data['choices'][0]['message']['content']!r}")
+
+        print("Failover, live:")
+        await call("1. primary healthy")
+        azure.state.set_fault({"status": 503})
+        await call("2. primary returns 503")
+        azure.state.clear_faults()
+        azure.state.set_fault({"throttle": 1, "times": 1})
+        await call("3. primary throttles once")
+        azure.state.clear_faults()
+        await call("4. primary recovered")

@@ -1,0 +1,106 @@
+"""Start and stop real processes for end-to-end tests: simulators and the `multihome` gateway."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+VENV_BIN = Path(sys.executable).parent
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Proc:
+    def __init__(self, args: list[str], env: dict[str, str] | None = None) -> None:
+        self.args = args
+        self.popen = subprocess.Popen(
+            args,
+            env={**os.environ, **(env or {})},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+
+    def stop(self, sig_timeout: float = 5) -> str:
+        if self.popen.poll() is None:
+            self.popen.terminate()
+            try:
+                self.popen.wait(sig_timeout)
+            except subprocess.TimeoutExpired:
+                self.popen.kill()
+                self.popen.wait()
+        return self.popen.stderr.read() if self.popen.stderr else ""
+
+
+class Simulator(Proc):
+    """`python -m multihome.simulators`, controlled through its /_sim/ endpoints."""
+
+    def __init__(self, kind: str, name: str, *extra: str, env: dict[str, str] | None = None) -> None:
+        super().__init__(
+            [sys.executable, "-m", "multihome.simulators", "--kind", kind, "--name", name, "--port", "0", *extra], env
+        )
+        deadline = time.monotonic() + 15
+        line = ""
+        while time.monotonic() < deadline:
+            line = self.popen.stdout.readline()
+            if line.startswith("READY "):
+                break
+            if self.popen.poll() is not None:
+                raise RuntimeError(f"simulator {name} exited: {self.popen.stderr.read()}")
+        else:
+            raise RuntimeError(f"simulator {name} did not become ready")
+        self.url = line.split()[1].rstrip("/")
+        self.http = httpx.Client(base_url=self.url, timeout=5)
+
+    def fault(self, **knobs) -> None:
+        self.http.post("/_sim/faults", json=knobs).raise_for_status()
+
+    def clear_faults(self) -> None:
+        self.http.delete("/_sim/faults").raise_for_status()
+
+    def reset(self) -> None:
+        self.http.post("/_sim/reset").raise_for_status()
+
+    def stats(self) -> dict:
+        return self.http.get("/_sim/stats").json()
+
+    def requests(self) -> list[dict]:
+        return self.http.get("/_sim/requests").json()
+
+    def stop(self, sig_timeout: float = 5) -> str:
+        self.http.close()
+        return super().stop(sig_timeout)
+
+
+class Gateway(Proc):
+    """`multihome serve` on a free port with the given config text."""
+
+    def __init__(self, config_text: str, tmp: Path, env: dict[str, str], *extra: str) -> None:
+        self.port = free_port()
+        path = tmp / f"gateway-{self.port}.yaml"
+        path.write_text(config_text)
+        super().__init__(
+            [str(VENV_BIN / "multihome"), "serve", "--config", str(path), "--port", str(self.port), *extra], env
+        )
+        self.url = f"http://127.0.0.1:{self.port}"
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            if self.popen.poll() is not None:
+                raise RuntimeError(f"gateway exited: {self.popen.stderr.read()}")
+            try:
+                if httpx.get(self.url + "/readyz", timeout=1).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.05)
+        raise RuntimeError("gateway did not become ready")
