@@ -1,0 +1,107 @@
+"""The attempt loop, table-driven, against a real in-process simulator over real HTTP.
+
+The sleep function is recorded instead of awaited so backoff decisions are visible and fast.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+
+import msgspec
+import pytest
+
+from multihome.config import parse_config
+from multihome.routing.attempts import AttemptRunner
+from multihome.routing.catalog import Catalog
+from multihome.routing.planner import plan
+from multihome.schema.chat import parse_chat
+from multihome.schema.errors import ApiError
+from multihome.simulators import SimulatorConfig, start_simulator
+
+CONFIG = """
+server: {{allow_unauthenticated: true}}
+providers:
+  sim: {{kind: openai, endpoint: "{url}/v1"}}
+deployments:
+  primary: {{provider: sim, model: primary-model}}
+  secondary: {{provider: sim, model: secondary-model}}
+  textonly: {{provider: sim, model: text-model, capabilities: [chat]}}
+model_groups:
+  g: {{deployments: [primary, secondary], retries: 1, backoff_ms: 100, max_retry_after_s: 2, fail_over_on: {fail_over_on}}}
+  tools: {{deployments: [textonly, secondary]}}
+"""
+
+DEFAULT = "[capacity, unavailable]"
+WITH_REFUSAL = "[capacity, unavailable, refusal]"
+CAPACITY_ONLY = "[capacity]"
+
+CASES = [
+    # (name, fail_over_on, fault on primary, expected attempts, served by, status, sleeps)
+    ("healthy", DEFAULT, None, ["primary:ok"], "primary", 200, []),
+    ("down", DEFAULT, {"status": 503}, ["primary:http_503", "primary:http_503", "secondary:ok"], "secondary", 200, [0.05]),
+    ("throttled once", DEFAULT, {"throttle": 0.5, "times": 1}, ["primary:http_429", "primary:ok"], "primary", 200, [0.5]),
+    ("long retry-after", DEFAULT, {"throttle": 30}, ["primary:http_429", "secondary:ok"], "secondary", 200, []),
+    ("bad request", DEFAULT, {"status": 400}, ["primary:http_400"], "primary", 400, []),
+    ("not found", DEFAULT, {"status": 404}, ["primary:http_404"], "primary", 404, []),
+    ("prompt filter kept", DEFAULT, {"content_filter": "prompt"}, ["primary:content_filter"], "primary", 400, []),
+    ("prompt filter fails over", WITH_REFUSAL, {"content_filter": "prompt"}, ["primary:content_filter", "secondary:ok"], "secondary", 200, []),
+    ("output filter kept", DEFAULT, {"content_filter": "output"}, ["primary:content_filter"], "primary", 200, []),
+    ("output filter fails over", WITH_REFUSAL, {"content_filter": "output"}, ["primary:content_filter", "secondary:ok"], "secondary", 200, []),
+    ("5xx not a decline here", CAPACITY_ONLY, {"status": 502}, ["primary:http_502"], "primary", 502, []),
+    ("connection cut", DEFAULT, {"cut_after": 0}, ["primary:disconnected", "primary:disconnected", "secondary:ok"], "secondary", 200, [0.05]),
+]
+
+BODY = msgspec.json.encode({"model": "g", "messages": [{"role": "user", "content": "hi"}]})
+
+
+async def _run(fail_over_on: str, fault: dict | None, body: bytes = BODY, group: str = "g"):
+    sim = await start_simulator(SimulatorConfig(kind="openai", name="unit"))
+    catalog = Catalog(parse_config(CONFIG.format(url=sim.url, fail_over_on=fail_over_on)))
+    await catalog.start()
+    sleeps: list[float] = []
+
+    async def record(delay: float) -> None:
+        sleeps.append(delay)
+
+    try:
+        if fault:
+            sim.state.set_fault({"match": "primary-model", **fault})
+        parsed = parse_chat(body)
+        grp = catalog.groups[group]
+        runner = AttemptRunner(sleep=record, rand=lambda: 0.5)
+        try:
+            served = await runner.run(
+                grp, plan(grp, parsed.needs), lambda d, auth: d.adapter.chat_request(parsed, d.upstream_model, auth), stream=False
+            )
+        except ApiError as err:
+            return err, sleeps, sim.state.stats.to_dict()
+        return served, sleeps, sim.state.stats.to_dict()
+    finally:
+        await catalog.close()
+        await sim.close()
+
+
+@pytest.mark.parametrize("name, fail_over_on, fault, attempts, served_by, status, sleeps", CASES, ids=[c[0] for c in CASES])
+def test_attempt_rules(name, fail_over_on, fault, attempts, served_by, status, sleeps):
+    served, slept, _ = asyncio.run(_run(fail_over_on, fault))
+    assert [f"{a.deployment}:{a.outcome}" for a in served.attempts] == attempts
+    assert served.deployment.name == served_by
+    assert served.status == status
+    assert slept == pytest.approx(sleeps)
+
+
+def test_everything_down_names_each_attempt():
+    err, _, stats = asyncio.run(_run(DEFAULT, {"status": 503, "match": None}))
+    assert isinstance(err, ApiError) and err.status == 503
+    assert err.body.code == "all_deployments_failed"
+    assert "primary: http_503" in err.body.message and "secondary: http_503" in err.body.message
+    assert stats["requests"] == 4  # two tries on each deployment, no more
+
+
+def test_capability_skip_happens_before_any_call():
+    tool = {"type": "function", "function": {"name": "f", "parameters": {"type": "object", "properties": {}}}}
+    body = msgspec.json.encode({"model": "tools", "messages": [{"role": "user", "content": "hi"}], "tools": [tool]})
+    served, _, stats = asyncio.run(_run(DEFAULT, None, body=body, group="tools"))
+    assert [a.deployment for a in served.attempts] == ["secondary"]
+    assert stats["requests"] == 1
