@@ -72,7 +72,7 @@ async def _run(fail_over_on: str, fault: dict | None, body: bytes = BODY, group:
         runner = AttemptRunner(sleep=record, rand=lambda: 0.5)
         try:
             served = await runner.run(
-                grp, plan(grp, parsed.needs), lambda d, auth: d.adapter.chat_request(parsed, d.upstream_model, auth), stream=False
+                grp, plan(grp, parsed.needs), lambda d: d.adapter.chat_request(parsed, d.upstream_model), lambda d, b: b, stream=False
             )
         except ApiError as err:
             return err, sleeps, sim.state.stats.to_dict()

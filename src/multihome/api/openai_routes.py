@@ -39,11 +39,15 @@ def new_request_id() -> str:
 
 
 def _served_headers(request_id: bytes, served: Served) -> list[tuple[bytes, bytes]]:
-    return [
+    headers = [
         (b"x-request-id", request_id),
         (b"x-multihome-deployment", served.deployment.name.encode()),
         (b"x-multihome-attempts", attempts_header(served.attempts).encode()),
     ]
+    if served.dropped:
+        # Parameters the serving provider cannot honour; the adapter dropped them (docs/translation.md).
+        headers.append((b"x-multihome-dropped-params", ",".join(served.dropped).encode()))
+    return headers
 
 
 def upstream_client_error(served: Served) -> ApiError:
@@ -115,8 +119,13 @@ class OpenAIRoutes:
         group = self._group(parsed.request.model)
         route = _plan_or_refuse(group, parsed.needs)
         rid = request_id.decode()
-        adapter_call = lambda dep, auth: _with_request_id(dep.adapter.chat_request(parsed, dep.upstream_model, auth), rid)  # noqa: E731
-        served = await self.runner.run(group, route, adapter_call, stream=parsed.stream, forward_usage=parsed.include_usage)
+
+        async def build(dep):
+            return _with_request_id(await dep.adapter.chat_request(parsed, dep.upstream_model), rid)
+
+        served = await self.runner.run(
+            group, route, build, _chat_response, stream=parsed.stream, forward_usage=parsed.include_usage
+        )
         if served.stream is not None:
             await _send_stream(scope, receive, send, served, _served_headers(request_id, served))
             return
@@ -127,8 +136,11 @@ class OpenAIRoutes:
         group = self._group(parsed.request.model)
         route = _plan_or_refuse(group, parsed.needs)
         rid = request_id.decode()
-        adapter_call = lambda dep, auth: _with_request_id(dep.adapter.embeddings_request(parsed, dep.upstream_model, auth), rid)  # noqa: E731
-        served = await self.runner.run(group, route, adapter_call, stream=False)
+
+        async def build(dep):
+            return _with_request_id(await dep.adapter.embeddings_request(parsed, dep.upstream_model), rid)
+
+        served = await self.runner.run(group, route, build, _embeddings_response, stream=False)
         await self._send_unary(send, served, request_id)
 
     async def _send_unary(self, send, served: Served, request_id: bytes) -> None:
@@ -139,6 +151,14 @@ class OpenAIRoutes:
             await send_bytes(send, err.status, err.to_bytes(), [JSON, *headers, *extra])
             return
         await send_bytes(send, served.status, served.body, [JSON, *headers])
+
+
+def _chat_response(dep, body: bytes) -> bytes:
+    return dep.adapter.chat_response(body, dep.upstream_model)
+
+
+def _embeddings_response(dep, body: bytes) -> bytes:
+    return dep.adapter.embeddings_response(body, dep.upstream_model)
 
 
 def _with_request_id(req, request_id: str):

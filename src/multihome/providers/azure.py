@@ -7,16 +7,14 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Mapping
 from urllib.parse import quote
 
 from ..config import EntraAuth, env_secret
 from ..schema.chat import ParsedChat
 from ..schema.embeddings import ParsedEmbeddings
 from ..schema.peek import ResponsePeek
-from .base import Classified, UpstreamRequest
-from .errors import classify_http
-from .openai import passthrough_body, wants_stream_usage
+from .base import UpstreamRequest
+from .passthrough import PassThrough, passthrough_body, wants_stream_usage
 
 # Refresh Entra tokens this long before they expire, so no call waits on a refresh at the edge.
 _REFRESH_MARGIN_S = 300
@@ -57,7 +55,7 @@ class EntraTokens:
         await self._credential.close()
 
 
-class AzureAdapter:
+class AzureAdapter(PassThrough):
     kind = "azure"
 
     def __init__(self, endpoint: str, api_version: str, api_key: str | None, entra: EntraTokens | None) -> None:
@@ -69,7 +67,7 @@ class AzureAdapter:
         if api_key:
             self._static["api-key"] = api_key
 
-    async def auth_headers(self) -> dict[str, str]:
+    async def _auth_headers(self) -> dict[str, str]:
         if self._entra is None:
             return self._static
         return {**self._static, "authorization": f"Bearer {await self._entra.bearer()}"}
@@ -79,18 +77,13 @@ class AzureAdapter:
             return f"{self.base}/openai/v1/{operation}"
         return f"{self.base}/openai/deployments/{quote(deployment, safe='')}/{operation}?api-version={self.api_version}"
 
-    def chat_request(self, parsed: ParsedChat, upstream_model: str, auth: dict[str, str]) -> UpstreamRequest:
+    async def chat_request(self, parsed: ParsedChat, upstream_model: str) -> UpstreamRequest:
         body = passthrough_body(parsed.raw, upstream_model, stream_usage=wants_stream_usage(parsed))
-        return UpstreamRequest(self._url(upstream_model, "chat/completions"), auth, body)
+        return UpstreamRequest(self._url(upstream_model, "chat/completions"), await self._auth_headers(), body)
 
-    def embeddings_request(self, parsed: ParsedEmbeddings, upstream_model: str, auth: dict[str, str]) -> UpstreamRequest:
-        return UpstreamRequest(self._url(upstream_model, "embeddings"), auth, passthrough_body(parsed.raw, upstream_model))
-
-    def classify_error(self, status: int, headers: Mapping[str, str], body: bytes) -> Classified:
-        return classify_http(status, headers, body)
-
-    def is_refusal(self, peek: ResponsePeek) -> bool:
-        return any(c.finish_reason == "content_filter" for c in peek.choices)
+    async def embeddings_request(self, parsed: ParsedEmbeddings, upstream_model: str) -> UpstreamRequest:
+        body = passthrough_body(parsed.raw, upstream_model)
+        return UpstreamRequest(self._url(upstream_model, "embeddings"), await self._auth_headers(), body)
 
     def skip_stream_chunk(self, peek: ResponsePeek) -> bool:
         # Azure's first chunk often carries only prompt_filter_results with `choices: []`;

@@ -1,4 +1,9 @@
-"""The small interface every provider adapter implements, and the outcome vocabulary."""
+"""The small interface every provider adapter implements, and the outcome vocabulary.
+
+Clients speak OpenAI's chat schema. A pass-through adapter (OpenAI, Azure) forwards bytes; a
+translating adapter (Bedrock, Anthropic, Gemini) builds its own upstream body and turns the
+upstream answer back into OpenAI JSON, and its stream into OpenAI chunk payloads.
+"""
 
 from __future__ import annotations
 
@@ -11,7 +16,7 @@ from ..schema.chat import ParsedChat
 from ..schema.embeddings import ParsedEmbeddings
 from ..schema.peek import ResponsePeek
 
-# Outcome kinds. The first two are declines: the next deployment may serve the call.
+# Outcome kinds. The first three are declines: the next deployment may serve the call.
 CAPACITY = "capacity"  # 429 / throttling
 UNAVAILABLE = "unavailable"  # 5xx, timeout, connection error, broken stream before the first byte
 REFUSAL = "refusal"  # content filter
@@ -23,6 +28,8 @@ class UpstreamRequest(msgspec.Struct):
     url: str
     headers: dict[str, str]
     body: bytes
+    # Request parameters the provider cannot honour and the adapter dropped (reported to the client).
+    dropped: list[str] = []
 
 
 class Classified(msgspec.Struct):
@@ -33,16 +40,32 @@ class Classified(msgspec.Struct):
     retry_after: float | None = None
 
 
+class StreamDecoder(Protocol):
+    """Upstream stream bytes in; OpenAI `chat.completion.chunk` JSON payloads (or b"[DONE]") out.
+
+    `feed` raises ValueError on a corrupt frame; `end` is called at upstream EOF and returns any
+    final payloads (a protocol without a [DONE] sentinel emits it here).
+    """
+
+    def feed(self, data: bytes) -> list[bytes]: ...
+
+    def end(self) -> list[bytes]: ...
+
+
 class Adapter(Protocol):
     kind: str
 
-    async def auth_headers(self) -> dict[str, str]: ...
+    async def chat_request(self, parsed: ParsedChat, upstream_model: str) -> UpstreamRequest: ...
 
-    def chat_request(self, parsed: ParsedChat, upstream_model: str, auth: dict[str, str]) -> UpstreamRequest: ...
+    async def embeddings_request(self, parsed: ParsedEmbeddings, upstream_model: str) -> UpstreamRequest: ...
 
-    def embeddings_request(
-        self, parsed: ParsedEmbeddings, upstream_model: str, auth: dict[str, str]
-    ) -> UpstreamRequest: ...
+    def chat_response(self, body: bytes, upstream_model: str) -> bytes:
+        """A 2xx upstream body as an OpenAI chat.completion JSON body."""
+        ...
+
+    def embeddings_response(self, body: bytes, upstream_model: str) -> bytes: ...
+
+    def stream_decoder(self, upstream_model: str) -> StreamDecoder: ...
 
     def classify_error(self, status: int, headers: Mapping[str, str], body: bytes) -> Classified: ...
 
@@ -50,3 +73,4 @@ class Adapter(Protocol):
 
     def skip_stream_chunk(self, peek: ResponsePeek) -> bool: ...
 
+    async def close(self) -> None: ...

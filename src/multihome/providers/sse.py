@@ -6,7 +6,10 @@ DONE = b"[DONE]"
 
 
 class SseSplitter:
-    """Feed raw network chunks; get back the data payloads of every complete event."""
+    """Feed raw network chunks; get back the data payloads of every complete event.
+
+    Also the StreamDecoder of pass-through adapters, whose upstream already speaks OpenAI SSE.
+    """
 
     __slots__ = ("_buf",)
 
@@ -26,9 +29,8 @@ class SseSplitter:
                 out.append(payload)
         return out
 
-    @property
-    def pending(self) -> bytes:
-        return self._buf
+    def end(self) -> list[bytes]:
+        return []
 
 
 def _data_of(event: bytes) -> bytes | None:

@@ -46,6 +46,7 @@ class Served:
     body: bytes = b""
     stream: StreamRelay | None = None
     first: bytes = b""
+    dropped: list[str] | None = None
 
 
 @dataclass(slots=True)
@@ -64,22 +65,25 @@ class AttemptRunner:
         self._sleep = sleep
         self._rand = rand
 
-    async def run(self, group: GroupRuntime, plan: Plan, build, *, stream: bool, forward_usage: bool = False) -> Served:
-        """`build(deployment, auth_headers) -> UpstreamRequest`; returns Served or raises ApiError."""
+    async def run(
+        self, group: GroupRuntime, plan: Plan, build, translate, *, stream: bool, forward_usage: bool = False
+    ) -> Served:
+        """Walk the plan. `await build(deployment) -> UpstreamRequest`; `translate(deployment, body) -> bytes`
+        turns a 2xx upstream body into the client's schema. Returns Served or raises ApiError."""
         policy = group.policy
         attempts: list[Attempt] = []
         last: _Result | None = None
         for dep in plan.ordered:
             for retry in range(policy.retries + 1):
                 t0 = time.perf_counter()
-                req = build(dep, await dep.adapter.auth_headers())
+                req = await build(dep)
                 if stream:
                     result = await self._stream_once(dep, group, req, forward_usage)
                 else:
-                    result = await self._unary_once(dep, group, req)
+                    result = await self._unary_once(dep, group, req, translate)
                 attempts.append(Attempt(dep.name, result.label, (time.perf_counter() - t0) * 1000))
                 if result.kind == "ok":
-                    return Served(dep, result.status, attempts, result.body, result.stream, result.first)
+                    return Served(dep, result.status, attempts, result.body, result.stream, result.first, req.dropped)
                 last = result
                 if result.kind == CLIENT_ERROR:
                     return Served(dep, result.status, attempts, result.body)
@@ -102,7 +106,7 @@ class AttemptRunner:
             return retry_after if retry_after <= cap_s else None
         return self._rand() * base_ms * (2**retry) / 1000
 
-    async def _unary_once(self, dep: DeploymentRuntime, group: GroupRuntime, req: UpstreamRequest) -> _Result:
+    async def _unary_once(self, dep: DeploymentRuntime, group: GroupRuntime, req: UpstreamRequest, translate) -> _Result:
         try:
             resp = await dep.session.post(req.url, data=req.body, headers=req.headers, timeout=group.unary_timeout)
             body = await resp.read()
@@ -112,8 +116,9 @@ class AttemptRunner:
             return _Result(UNAVAILABLE, _conn_label(exc))
         if resp.status < 300:
             try:
+                body = translate(dep, body)
                 peek = peek_decoder.decode(body)
-            except msgspec.DecodeError:
+            except (msgspec.DecodeError, ValueError):
                 return _Result(UNAVAILABLE, "malformed_response")
             if dep.adapter.is_refusal(peek):
                 return _Result(REFUSAL, "content_filter", status=resp.status, body=body)
@@ -137,7 +142,7 @@ class AttemptRunner:
                 body = b""
             c = dep.adapter.classify_error(resp.status, resp.headers, body)
             return _Result(c.kind, c.label, c.retry_after, resp.status, body)
-        relay = StreamRelay(resp, dep.adapter, dep.name, forward_usage)
+        relay = StreamRelay(resp, dep.adapter, dep.upstream_model, dep.name, forward_usage)
         try:
             first = await relay.first()
         except StreamBroken as exc:

@@ -82,6 +82,4 @@ class Catalog:
     async def close(self) -> None:
         await self._transport.close()
         for adapter in self.adapters.values():
-            close = getattr(adapter, "close", None)
-            if close is not None:
-                await close()
+            await adapter.close()

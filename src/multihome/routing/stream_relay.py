@@ -13,7 +13,7 @@ import aiohttp
 import msgspec
 
 from ..providers.base import Adapter
-from ..providers.sse import DONE, SseSplitter, frame
+from ..providers.sse import DONE, frame
 from ..schema.errors import ErrorBody, ErrorEnvelope
 from ..schema.peek import Usage, peek_decoder
 
@@ -32,10 +32,12 @@ def error_event(message: str, code: str) -> bytes:
 
 
 class StreamRelay:
-    def __init__(self, resp: aiohttp.ClientResponse, adapter: Adapter, deployment: str, forward_usage: bool) -> None:
+    def __init__(
+        self, resp: aiohttp.ClientResponse, adapter: Adapter, upstream_model: str, deployment: str, forward_usage: bool
+    ) -> None:
         self._resp = resp
         self._adapter = adapter
-        self._splitter = SseSplitter()
+        self._decoder = adapter.stream_decoder(upstream_model)
         self._forward_usage = forward_usage
         self.deployment = deployment
         self.usage: Usage | None = None
@@ -53,9 +55,9 @@ class StreamRelay:
         held = []
         while True:
             data = await self._read()
-            if not data:
-                raise StreamBroken("stream_ended_early", "upstream stream ended before producing output")
             out = self._process(data)
+            if not data and not self._produced:
+                raise StreamBroken("stream_ended_early", "upstream stream ended before producing output")
             if self.error:
                 raise StreamBroken("malformed_stream", self.error)
             held.append(out)
@@ -71,14 +73,14 @@ class StreamRelay:
             except StreamBroken as exc:
                 yield self._broken(exc.label, str(exc))
                 return
-            if not data:
-                yield self._broken("stream_interrupted", "upstream stream ended without [DONE]")
-                return
             out = self._process(data)
             if out:
                 yield out
             if self.error:
                 yield self._broken("malformed_stream", self.error)
+                return
+            if not data and not self.done:
+                yield self._broken("stream_interrupted", "upstream stream ended before it was complete")
                 return
 
     def close(self) -> None:
@@ -101,8 +103,14 @@ class StreamRelay:
         )
 
     def _process(self, data: bytes) -> bytes:
+        """Decode, check and re-frame what arrived; `data == b""` means the upstream reached EOF."""
         out = []
-        for payload in self._splitter.feed(data):
+        try:
+            payloads = self._decoder.feed(data) if data else self._decoder.end()
+        except ValueError as exc:
+            self.error = f"corrupt upstream stream frame ({exc})"
+            return b""
+        for payload in payloads:
             if payload == DONE:
                 self.done = True
                 out.append(frame(DONE))

@@ -1,0 +1,55 @@
+"""Shared behaviour of adapters whose upstream already speaks OpenAI's schema: bytes pass through."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import msgspec
+
+from ..schema.chat import ParsedChat
+from ..schema.peek import ResponsePeek
+from .base import Classified
+from .errors import classify_http
+from .sse import SseSplitter
+
+_encode = msgspec.json.encode
+# Ask every streaming upstream for usage so metering sees it; the relay hides it from clients
+# that did not ask for it.
+_USAGE_ON = msgspec.Raw(b'{"include_usage":true}')
+
+
+def passthrough_body(raw: dict[str, msgspec.Raw], model: str, *, stream_usage: bool = False) -> bytes:
+    body = dict(raw)
+    body["model"] = msgspec.Raw(_encode(model))
+    if stream_usage:
+        body["stream_options"] = _USAGE_ON
+    return _encode(body)
+
+
+def wants_stream_usage(parsed: ParsedChat) -> bool:
+    return parsed.stream and not parsed.include_usage
+
+
+class PassThrough:
+    """Mixin: responses and streams are already OpenAI-shaped; only errors need reading."""
+
+    def chat_response(self, body: bytes, upstream_model: str) -> bytes:
+        return body
+
+    def embeddings_response(self, body: bytes, upstream_model: str) -> bytes:
+        return body
+
+    def stream_decoder(self, upstream_model: str) -> SseSplitter:
+        return SseSplitter()
+
+    def classify_error(self, status: int, headers: Mapping[str, str], body: bytes) -> Classified:
+        return classify_http(status, headers, body)
+
+    def is_refusal(self, peek: ResponsePeek) -> bool:
+        return any(c.finish_reason == "content_filter" for c in peek.choices)
+
+    def skip_stream_chunk(self, peek: ResponsePeek) -> bool:
+        return False
+
+    async def close(self) -> None:
+        return None
