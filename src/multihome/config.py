@@ -36,19 +36,42 @@ class EntraAuth(_Strict):
     scope: str = "https://cognitiveservices.azure.com/.default"
 
 
+class AwsAuth(_Strict):
+    # Unset fields fall back to botocore's standard credential chain (env, profile, IMDS...).
+    profile: str | None = None
+    role_arn: str | None = None
+    role_session_name: str = "multihome"
+    external_id_env: str | None = None
+
+
+class GoogleAuth(_Strict):
+    # Unset: google-auth's application default credentials.
+    service_account_file_env: str | None = None
+    scope: str = "https://www.googleapis.com/auth/cloud-platform"
+
+
 class ProviderAuth(_Strict):
     api_key_env: str | None = None
     entra: EntraAuth | None = None
+    aws: AwsAuth | None = None
+    google: GoogleAuth | None = None
+
+
+PROVIDER_KINDS = ("openai", "azure", "bedrock", "anthropic", "gemini", "vertex")
+# Kinds whose public endpoint is derived (from region/project) when `endpoint` is not set.
+_DERIVED_ENDPOINT = frozenset({"bedrock", "anthropic", "gemini", "vertex"})
 
 
 class Provider(_Strict):
-    kind: Literal["openai", "azure"]
-    endpoint: str
+    kind: Literal["openai", "azure", "bedrock", "anthropic", "gemini", "vertex"]
+    endpoint: str | None = None
     region: str | None = None
     data_zone: str | None = None
     auth: ProviderAuth = msgspec.field(default_factory=ProviderAuth)
-    # Azure only: a dated api-version for deployment URLs, or "v1" for the /openai/v1/ form.
-    api_version: str = "2024-10-21"
+    # Azure: a dated api-version for deployment URLs, or "v1" for the /openai/v1/ form (default
+    # 2024-10-21). Anthropic: the anthropic-version header (default 2023-06-01).
+    api_version: str | None = None
+    project: str | None = None  # vertex: Google Cloud project id
     max_connections: int = 2048  # pooled connections to this provider; streams hold one each
 
 
@@ -155,12 +178,21 @@ def parse_config(text: str, *, source: str = "<config>") -> Config:
 
 def _check_references(config: Config) -> None:
     for name, prov in config.providers.items():
-        if not prov.endpoint.startswith(("http://", "https://")):
+        if prov.endpoint is None:
+            if prov.kind not in _DERIVED_ENDPOINT:
+                raise ConfigError(f"providers.{name}.endpoint: required for kind '{prov.kind}'")
+        elif not prov.endpoint.startswith(("http://", "https://")):
             raise ConfigError(f"providers.{name}.endpoint: must start with http:// or https://")
-        if prov.auth.api_key_env and prov.auth.entra:
-            raise ConfigError(f"providers.{name}.auth: set api_key_env or entra, not both")
-        if prov.auth.entra and prov.kind != "azure":
-            raise ConfigError(f"providers.{name}.auth.entra: Entra ID auth is only for kind 'azure'")
+        if prov.kind in ("bedrock", "vertex") and not prov.region:
+            raise ConfigError(f"providers.{name}.region: required for kind '{prov.kind}'")
+        if prov.kind == "vertex" and not prov.project:
+            raise ConfigError(f"providers.{name}.project: required for kind 'vertex'")
+        methods = [m for m in ("api_key_env", "entra", "aws", "google") if getattr(prov.auth, m)]
+        if len(methods) > 1:
+            raise ConfigError(f"providers.{name}.auth: set one of {', '.join(methods)}, not several")
+        for method, kinds in (("entra", ("azure",)), ("aws", ("bedrock",)), ("google", ("vertex",))):
+            if getattr(prov.auth, method) and prov.kind not in kinds:
+                raise ConfigError(f"providers.{name}.auth.{method}: only for kind {' or '.join(kinds)}")
     for name, dep in config.deployments.items():
         if dep.provider not in config.providers:
             raise ConfigError(

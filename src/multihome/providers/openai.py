@@ -26,3 +26,9 @@ class OpenAIAdapter(PassThrough):
 
     async def embeddings_request(self, parsed: ParsedEmbeddings, upstream_model: str) -> UpstreamRequest:
         return UpstreamRequest(self.base + "/embeddings", self._headers, passthrough_body(parsed.raw, upstream_model))
+
+
+def build(name: str, provider) -> OpenAIAdapter:
+    from ..config import env_secret
+
+    return OpenAIAdapter(provider.endpoint, env_secret(provider.auth.api_key_env, what=f"providers.{name}.auth.api_key_env"))

@@ -6,10 +6,9 @@ from dataclasses import dataclass, field
 
 import aiohttp
 
-from ..config import Config, ModelGroup, env_secret
-from ..providers.azure import AzureAdapter, EntraTokens
+from ..config import Config, ModelGroup
 from ..providers.base import Adapter
-from ..providers.openai import OpenAIAdapter
+from ..providers.registry import build_adapter
 from ..providers.transport import Transport
 
 
@@ -40,20 +39,10 @@ class GroupRuntime:
         self.stream_timeout = aiohttp.ClientTimeout(total=t.total_s, sock_connect=t.connect_s, sock_read=t.first_byte_s)
 
 
-def _adapter(name: str, config: Config) -> Adapter:
-    prov = config.providers[name]
-    where = f"providers.{name}.auth"
-    api_key = env_secret(prov.auth.api_key_env, what=f"{where}.api_key_env")
-    if prov.kind == "openai":
-        return OpenAIAdapter(prov.endpoint, api_key)
-    entra = EntraTokens(prov.auth.entra, f"{where}.entra") if prov.auth.entra else None
-    return AzureAdapter(prov.endpoint, prov.api_version, api_key, entra)
-
-
 class Catalog:
     def __init__(self, config: Config) -> None:
         self.config = config
-        self.adapters = {name: _adapter(name, config) for name in config.providers}
+        self.adapters: dict[str, Adapter] = {name: build_adapter(name, prov) for name, prov in config.providers.items()}
         self.deployments = {
             name: DeploymentRuntime(
                 name=name,
