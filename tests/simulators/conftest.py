@@ -14,7 +14,7 @@ except ImportError:  # not installed (no pyproject yet): use the source tree
     sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "..", "src"))
 
 from multihome.simulators import SimulatorConfig, start_simulator_in_thread  # noqa: E402
-from sim_helpers import AZURE_DEPLOYMENTS, AZURE_KEY, OPENAI_KEY, wait_for  # noqa: E402
+from .sim_helpers import AZURE_DEPLOYMENTS, AZURE_KEY, OPENAI_KEY, wait_for  # noqa: E402
 
 @pytest.fixture(scope="module")
 def openai_sim():

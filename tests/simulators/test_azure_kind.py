@@ -8,7 +8,7 @@ import httpx
 import openai
 import pytest
 
-from sim_helpers import AZURE_KEY
+from .sim_helpers import AZURE_KEY
 
 USER = [{"role": "user", "content": "Hello Azure"}]
 CLASSIC = "/openai/deployments/{d}/chat/completions?api-version=2024-10-21"

@@ -72,3 +72,17 @@ def test_fault_table_match_and_times():
     assert t.take("a").status == 503  # the matched rule is used up
     t.add(Fault(status=502, match=None))  # same target replaces the catch-all
     assert [r.status for r in t.rules] == [502]
+
+
+def test_schema_examples_validate_with_jsonschema():
+    jsonschema = pytest.importorskip("jsonschema")
+    schemas = [
+        {"type": "object", "properties": {"a": {"type": "string", "format": "email", "maxLength": 5}},
+         "required": ["a"], "additionalProperties": False},
+        {"type": "array", "items": {"type": "number", "exclusiveMinimum": 3, "multipleOf": 2}, "minItems": 2},
+        {"oneOf": [{"type": "null"}, {"type": "object", "properties": {"k": {"enum": [3, 4]}}}]},
+        {"$defs": {"p": {"type": "object", "properties": {"x": {"type": "integer", "maximum": -5}}}},
+         "type": "object", "properties": {"p": {"$ref": "#/$defs/p"}, "q": {"type": ["null", "boolean"]}}},
+    ]
+    for schema in schemas:
+        jsonschema.validate(schema_example(schema), schema)

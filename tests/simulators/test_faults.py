@@ -9,7 +9,7 @@ import httpx
 import openai
 import pytest
 
-from sim_helpers import AZURE_KEY, OPENAI_KEY
+from .sim_helpers import AZURE_KEY, OPENAI_KEY
 
 USER = [{"role": "user", "content": "one two three four five six"}]
 AUTH = {"Authorization": f"Bearer {OPENAI_KEY}"}

@@ -7,7 +7,7 @@ import socket
 
 import pytest
 
-from sim_helpers import OPENAI_KEY
+from .sim_helpers import OPENAI_KEY
 
 CHAT = b'{"model":"m","messages":[{"role":"user","content":"hi"}]}'
 
@@ -105,3 +105,11 @@ def test_in_process_api_and_close_drops_hanging_clients():
         writer.close()
 
     asyncio.run(main())
+
+
+def test_oversize_body_is_413(conn, monkeypatch):
+    from multihome.simulators import http
+
+    monkeypatch.setattr(http, "MAX_BODY", 1000)
+    conn.sendall(request(b"x" * 2000))
+    assert read_until_closed(conn).startswith(b"HTTP/1.1 413")

@@ -10,7 +10,7 @@ import httpx
 import openai
 import pytest
 
-from sim_helpers import OPENAI_KEY
+from .sim_helpers import OPENAI_KEY
 
 USER = [{"role": "user", "content": "What is the capital of France, please tell me now?"}]
 REPLY = "Hello from openai-sim. You said: What is the capital of France, please te"  # first 40 chars
@@ -211,6 +211,12 @@ def test_json_schema_output_validates(oclient):
         "type": "json_schema", "json_schema": {"name": "person", "schema": schema, "strict": True}})
     data = json.loads(r.choices[0].message.content)
     assert _valid(data, schema)
+    try:
+        import jsonschema
+    except ImportError:  # the small checker above still runs
+        pass
+    else:
+        jsonschema.validate(data, schema)
     assert data["age"] == 18 and data["kind"] == "cat" and len(data["friends"]) == 2
     assert not _valid({"name": "x"}, schema)  # the checker itself can fail
 

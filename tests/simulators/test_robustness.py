@@ -7,7 +7,7 @@ import copy
 import httpx
 import pytest
 
-from sim_helpers import AZURE_KEY, OPENAI_KEY
+from .sim_helpers import AZURE_KEY, OPENAI_KEY
 
 BASE = {
     "model": "m",

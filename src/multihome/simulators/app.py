@@ -376,7 +376,7 @@ class ProviderApp:
                     raise asyncio.CancelledError
                 if delay:
                     await sleep(delay)
-                elif conn._paused:
+                elif conn.write_paused:
                     await conn.drain()
             if cut_after is not None:
                 entry.outcome = "cut"

@@ -122,7 +122,10 @@ class Connection(asyncio.Protocol):
         except httptools.HttpParserUpgrade:
             self._fail(400, b"upgrade not supported")
         except httptools.HttpParserError:
-            self._fail(400, b"malformed HTTP request")
+            if self._body_len > MAX_BODY:
+                self._fail(413, b"request body too large")
+            else:
+                self._fail(400, b"malformed HTTP request")
 
     # -- httptools callbacks ---------------------------------------------------------------
     def on_message_begin(self):
@@ -146,7 +149,7 @@ class Connection(asyncio.Protocol):
     def on_body(self, body: bytes):
         self._body_len += len(body)
         if self._body_len > MAX_BODY:
-            raise ValueError("body too large")  # surfaces as HttpParserCallbackError -> 400
+            raise ValueError("body too large")  # surfaces as HttpParserCallbackError -> 413
         self._body.append(body)
 
     def on_message_complete(self):
@@ -197,6 +200,10 @@ class Connection(asyncio.Protocol):
         if not keep_alive and not self.closed:
             self.closed = True
             self.transport.close()
+
+    @property
+    def write_paused(self) -> bool:
+        return self._paused
 
     async def drain(self):
         """Wait while the transport's write buffer is over its high-water mark."""

@@ -1,0 +1,1 @@
+"""Tests for multihome.simulators."""
