@@ -23,7 +23,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--port", type=int, default=0, help="0 picks a free port (see the READY line)")
     p.add_argument("--api-key-env", metavar="VAR", help="require the API key held in this environment variable")
     p.add_argument("--entra-token-env", metavar="VAR", help="azure: require this bearer token (env var name)")
-    p.add_argument("--region", default="eastus", help="azure: value of the x-ms-region header")
+    p.add_argument("--region", default="eastus", help="azure: x-ms-region header; bedrock/vertex: the region served")
+    p.add_argument("--aws-access-key-id-env", metavar="VAR", help="bedrock: verify SigV4 against this access key id")
+    p.add_argument("--aws-secret-access-key-env", metavar="VAR", help="bedrock: ... and this secret access key")
+    p.add_argument("--oauth-token-env", metavar="VAR", help="vertex: require this OAuth bearer token")
     p.add_argument("--deployment", action="append", dest="deployments", metavar="NAME[=MODEL]",
                    help="known model/deployment (repeatable); default: accept any name")
     p.add_argument("--embedding-dimensions", type=int, default=8)
@@ -54,6 +57,9 @@ def config_from_args(args: argparse.Namespace) -> SimulatorConfig:
         api_key=_secret(args.api_key_env, "--api-key-env"),
         entra_token=_secret(args.entra_token_env, "--entra-token-env"),
         region=args.region,
+        aws_access_key_id=_secret(args.aws_access_key_id_env, "--aws-access-key-id-env"),
+        aws_secret_access_key=_secret(args.aws_secret_access_key_env, "--aws-secret-access-key-env"),
+        oauth_token=_secret(args.oauth_token_env, "--oauth-token-env"),
         deployments=deployments,
         embedding_dimensions=args.embedding_dimensions,
     )

@@ -5,12 +5,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal, Mapping, Sequence
 
-KINDS = ("openai", "azure")
+KINDS = ("openai", "azure", "bedrock", "anthropic", "gemini", "vertex")
 
 
 @dataclass
 class SimulatorConfig:
-    kind: Literal["openai", "azure"] = "openai"
+    kind: Literal["openai", "azure", "bedrock", "anthropic", "gemini", "vertex"] = "openai"
     name: str = "sim"
     host: str = "127.0.0.1"
     port: int = 0  # 0 = pick a free port
@@ -20,6 +20,11 @@ class SimulatorConfig:
     # azure kind: when set, a bearer token must equal it; otherwise any non-empty token passes.
     entra_token: str | None = None
     region: str = "eastus"
+    # bedrock kind: SigV4 signatures are verified against this key pair.
+    aws_access_key_id: str | None = None
+    aws_secret_access_key: str | None = None
+    # vertex kind: the OAuth bearer token to accept (any non-empty token when unset).
+    oauth_token: str | None = None
     # Known models (openai) / deployments (azure). A list of names, or a mapping
     # deployment -> underlying model name reported in responses. None = accept any name.
     deployments: Sequence[str] | Mapping[str, str] | None = None

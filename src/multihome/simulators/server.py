@@ -4,14 +4,27 @@ from __future__ import annotations
 
 import asyncio
 
+import importlib
+
 from .app import ProviderApp
-from .azure_api import AzureApp
 from .config import SimulatorConfig
 from .http import serve
-from .openai_api import OpenAIApp
 from .state import SimState
 
-_APPS: dict[str, type[ProviderApp]] = {"openai": OpenAIApp, "azure": AzureApp}
+# kind -> "module:Class"; imported only when a simulator of that kind starts.
+_APPS: dict[str, str] = {
+    "openai": "openai_api:OpenAIApp",
+    "azure": "azure_api:AzureApp",
+    "bedrock": "bedrock_api:BedrockApp",
+    "anthropic": "anthropic_api:AnthropicApp",
+    "gemini": "gemini_api:GeminiApp",
+    "vertex": "gemini_api:GeminiApp",
+}
+
+
+def _app_class(kind: str) -> type[ProviderApp]:
+    module, _, cls = _APPS[kind].partition(":")
+    return getattr(importlib.import_module(f"{__package__}.{module}"), cls)
 
 
 class Simulator:
@@ -46,6 +59,6 @@ class Simulator:
 
 
 async def start_simulator(config: SimulatorConfig) -> Simulator:
-    app = _APPS[config.kind](config, SimState(config.log_size))
+    app = _app_class(config.kind)(config, SimState(config.log_size))
     server = await serve(app, config.host, config.port)
     return Simulator(config, app, server)

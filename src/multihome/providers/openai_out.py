@@ -1,0 +1,102 @@
+"""Build OpenAI-shaped answers from a translating adapter's parts: one place for the schema.
+
+Translating adapters (Bedrock, Anthropic, Gemini) decode their upstream into these calls, so
+every provider's answer reaches the client in exactly the same shape.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+import msgspec
+
+_encode = msgspec.json.encode
+
+# Provider stop reasons -> OpenAI finish_reason.
+FINISH_STOP, FINISH_LENGTH, FINISH_TOOLS, FINISH_FILTER = "stop", "length", "tool_calls", "content_filter"
+
+
+def completion_id() -> str:
+    return "chatcmpl-" + os.urandom(12).hex()
+
+
+class ToolCallOut(msgspec.Struct):
+    id: str
+    name: str
+    arguments: str  # JSON text, as OpenAI sends it
+
+
+class UsageOut(msgspec.Struct):
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cached_tokens: int = 0
+
+    def to_openai(self) -> dict:
+        return {
+            "prompt_tokens": self.prompt_tokens,
+            "completion_tokens": self.completion_tokens,
+            "total_tokens": self.prompt_tokens + self.completion_tokens,
+            "prompt_tokens_details": {"cached_tokens": self.cached_tokens},
+        }
+
+
+def completion(
+    model: str,
+    *,
+    text: str | None,
+    tool_calls: list[ToolCallOut] | None,
+    finish_reason: str,
+    usage: UsageOut,
+    refusal: str | None = None,
+    id: str | None = None,
+) -> bytes:
+    message: dict = {"role": "assistant", "content": text, "refusal": refusal}
+    if tool_calls:
+        message["tool_calls"] = [
+            {"id": c.id, "type": "function", "function": {"name": c.name, "arguments": c.arguments}} for c in tool_calls
+        ]
+    return _encode(
+        {
+            "id": id or completion_id(),
+            "object": "chat.completion",
+            "created": int(time.time()),
+            "model": model,
+            "choices": [{"index": 0, "message": message, "logprobs": None, "finish_reason": finish_reason}],
+            "usage": usage.to_openai(),
+        }
+    )
+
+
+class ChunkWriter:
+    """OpenAI `chat.completion.chunk` payloads (without SSE framing) for one streamed answer."""
+
+    def __init__(self, model: str, id: str | None = None) -> None:
+        self._head = {"id": id or completion_id(), "object": "chat.completion.chunk", "created": int(time.time()), "model": model}
+
+    def _chunk(self, delta: dict, finish_reason: str | None = None) -> bytes:
+        return _encode({**self._head, "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason}]})
+
+    def role(self) -> bytes:
+        return self._chunk({"role": "assistant", "content": ""})
+
+    def text(self, delta: str) -> bytes:
+        return self._chunk({"content": delta})
+
+    def refusal(self, delta: str) -> bytes:
+        return self._chunk({"refusal": delta})
+
+    def tool_start(self, index: int, call_id: str, name: str) -> bytes:
+        return self._chunk(
+            {"tool_calls": [{"index": index, "id": call_id, "type": "function", "function": {"name": name, "arguments": ""}}]}
+        )
+
+    def tool_args(self, index: int, fragment: str) -> bytes:
+        return self._chunk({"tool_calls": [{"index": index, "function": {"arguments": fragment}}]})
+
+    def finish(self, reason: str) -> bytes:
+        return self._chunk({}, reason)
+
+    def usage(self, usage: UsageOut) -> bytes:
+        """The final usage chunk: empty choices. The relay forwards it only to clients that asked."""
+        return _encode({**self._head, "choices": [], "usage": usage.to_openai()})
