@@ -17,7 +17,9 @@ CAPABILITIES = frozenset(
     {"chat", "embeddings", "streaming", "tools", "parallel_tools", "vision", "json_schema", "reasoning", "stateful"}
 )
 DEFAULT_CHAT_CAPS = ("chat", "streaming", "tools", "parallel_tools", "vision", "json_schema")
-DECLINES = frozenset({"capacity", "unavailable", "refusal"})
+# Declines a model group may fail over on (see docs/routing.md for what produces each).
+DECLINES = frozenset({"capacity", "unavailable", "refusal", "unsupported", "context_overflow"})
+STRATEGIES = ("primary-first", "lowest-cost", "lowest-latency", "weighted", "commitment-burn-down")
 
 
 class ConfigError(Exception):
@@ -89,21 +91,51 @@ class Deployment(_Strict):
     context_window: int | None = None
     max_output_tokens: int | None = None
     price: Price | None = None
+    commitment: str | None = None  # committed-spend pool this deployment draws on
+
+
+class Breaker(_Strict):
+    # Opens after this many consecutive failures (429, 5xx, timeouts, dropped connections)...
+    consecutive_failures: int = 5
+    # ...or when at least `min_requests` in the last `window_s` failed at this rate (0 disables).
+    error_rate: float = 0.0
+    min_requests: int = 20
+    window_s: float = 30.0
+    # How long it stays open before one half-open probe call is let through.
+    cooldown_s: float = 30.0
 
 
 class Timeouts(_Strict):
     connect_s: float = 5.0
     first_byte_s: float = 60.0
-    total_s: float = 600.0
+    total_s: float = 600.0  # one attempt, first byte to last
+    budget_s: float | None = None  # the whole call across every attempt and backoff
 
 
 class ModelGroup(_Strict):
     deployments: list[str]
+    strategy: Literal["primary-first", "lowest-cost", "lowest-latency", "weighted", "commitment-burn-down"] = (
+        "primary-first"
+    )
+    weights: dict[str, float] = msgspec.field(default_factory=dict)  # strategy: weighted
     retries: int = 1
     backoff_ms: int = 100
     max_retry_after_s: float = 2.0
-    fail_over_on: list[str] = msgspec.field(default_factory=lambda: ["capacity", "unavailable"])
+    fail_over_on: list[str] = msgspec.field(
+        default_factory=lambda: ["capacity", "unavailable", "unsupported", "context_overflow"]
+    )
     timeouts: Timeouts = msgspec.field(default_factory=Timeouts)
+    # Start the next deployment when the first has not answered (first byte) after this long.
+    hedge_after_ms: int | None = None
+    # Groups to try, in order, when every deployment of this one declined.
+    fallback_groups: list[str] = msgspec.field(default_factory=list)
+
+
+class Routing(_Strict):
+    breaker: Breaker = msgspec.field(default_factory=Breaker)
+    # Shares breaker state across replicas; unset = per process.
+    redis_url_env: str | None = None
+    latency_ewma_alpha: float = 0.2
 
 
 class Server(_Strict):
@@ -120,6 +152,7 @@ class Config(_Strict):
     deployments: dict[str, Deployment]
     model_groups: dict[str, ModelGroup]
     server: Server = msgspec.field(default_factory=Server)
+    routing: Routing = msgspec.field(default_factory=Routing)
 
 
 _AT = re.compile(r" - at `\$(?P<path>[^`]*)`$")
@@ -159,9 +192,9 @@ def parse_config(text: str, *, source: str = "<config>") -> Config:
         raise ConfigError(f"{source}: not valid YAML: {exc}") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{source}: the config must be a mapping with providers, deployments and model_groups")
-    unknown = set(data) - set(_SECTIONS) - {"server"}
+    unknown = set(data) - set(_SECTIONS) - {"server", "routing"}
     if unknown:
-        raise ConfigError(f"{sorted(unknown)[0]}: unknown top-level key (known: server, {', '.join(_SECTIONS)})")
+        raise ConfigError(f"{sorted(unknown)[0]}: unknown top-level key (known: server, routing, {', '.join(_SECTIONS)})")
     sections = {}
     for section, type_ in _SECTIONS.items():
         entries = data.get(section)
@@ -171,7 +204,8 @@ def parse_config(text: str, *, source: str = "<config>") -> Config:
             str(name): _convert(entry, type_, f"{section}.{name}") for name, entry in entries.items()
         }
     server = _convert(data.get("server") or {}, Server, "server")
-    config = Config(server=server, **sections)
+    routing = _convert(data.get("routing") or {}, Routing, "routing")
+    config = Config(server=server, routing=routing, **sections)
     _check_references(config)
     return config
 
@@ -220,6 +254,14 @@ def _check_references(config: Config) -> None:
                 )
         if group.retries < 0 or group.backoff_ms < 0:
             raise ConfigError(f"model_groups.{name}: retries and backoff_ms must not be negative")
+        for dep, weight in group.weights.items():
+            if dep not in group.deployments:
+                raise ConfigError(f"model_groups.{name}.weights.{dep}: not one of this group's deployments")
+            if weight < 0:
+                raise ConfigError(f"model_groups.{name}.weights.{dep}: must not be negative")
+        for i, other in enumerate(group.fallback_groups):
+            if other not in config.model_groups or other == name:
+                raise ConfigError(f"model_groups.{name}.fallback_groups[{i}]: unknown model group '{other}'")
     if not config.server.api_keys_env and not config.server.allow_unauthenticated:
         raise ConfigError(
             "server.api_keys_env: name at least one environment variable holding a client API key, "

@@ -18,6 +18,8 @@ CONFIG = """
 server:
   api_keys_env: [MH_TEST_CLIENT_KEY]
   max_body_bytes: 65536
+routing:
+  breaker: {{consecutive_failures: 0}}  # tests share this gateway; breakers get their own in test_routing.py
 providers:
   azure:
     kind: azure

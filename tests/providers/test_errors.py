@@ -1,6 +1,6 @@
 import pytest
 
-from multihome.providers.base import CAPACITY, CLIENT_ERROR, REFUSAL, UNAVAILABLE
+from multihome.providers.base import CAPACITY, CLIENT_ERROR, CONTEXT_OVERFLOW, REFUSAL, UNAVAILABLE, UNSUPPORTED
 from multihome.providers.errors import classify_http, retry_after_seconds
 
 AZURE_FILTER = b'{"error":{"code":"content_filter","message":"filtered","param":"prompt","status":400,"innererror":{"code":"ResponsibleAIPolicyViolation"}}}'
@@ -15,7 +15,8 @@ AZURE_FILTER = b'{"error":{"code":"content_filter","message":"filtered","param":
         (503, {}, b'{"error":{"message":"overloaded"}}', UNAVAILABLE, None),
         (500, {}, b"not json", UNAVAILABLE, None),
         (400, {}, AZURE_FILTER, REFUSAL, None),
-        (400, {}, b'{"error":{"code":"context_length_exceeded"}}', CLIENT_ERROR, None),
+        (400, {}, b'{"error":{"code":"context_length_exceeded"}}', CONTEXT_OVERFLOW, None),
+        (400, {}, b'{"error":{"code":"unsupported_parameter"}}', UNSUPPORTED, None),
         (404, {}, b"{}", CLIENT_ERROR, None),
         (401, {}, b"", CLIENT_ERROR, None),
     ],

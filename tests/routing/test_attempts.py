@@ -11,10 +11,12 @@ import os
 import msgspec
 import pytest
 
-from multihome.config import parse_config
+from multihome.config import Breaker, parse_config
 from multihome.routing.attempts import AttemptRunner
+from multihome.routing.breakers import Breakers
 from multihome.routing.catalog import Catalog
-from multihome.routing.planner import plan
+from multihome.routing.latency import LatencyStats
+from multihome.routing.planner import Planner, RequestShape
 from multihome.schema.chat import parse_chat
 from multihome.schema.errors import ApiError
 from multihome.simulators import SimulatorConfig, start_simulator
@@ -69,10 +71,12 @@ async def _run(fail_over_on: str, fault: dict | None, body: bytes = BODY, group:
             sim.state.set_fault({"match": "primary-model", **fault})
         parsed = parse_chat(body)
         grp = catalog.groups[group]
-        runner = AttemptRunner(sleep=record, rand=lambda: 0.5)
+        breakers, latency = Breakers(Breaker()), LatencyStats()
+        runner = AttemptRunner(breakers, latency, sleep=record, rand=lambda: 0.5)
+        plan = Planner(breakers, latency).plan(grp, RequestShape(parsed.needs, False, parsed.request))
         try:
             served = await runner.run(
-                grp, plan(grp, parsed.needs), lambda d: d.adapter.chat_request(parsed, d.upstream_model), lambda d, b: b, stream=False
+                grp, plan, lambda d: d.adapter.chat_request(parsed, d.upstream_model), lambda d, b: b, stream=False
             )
         except ApiError as err:
             return err, sleeps, sim.state.stats.to_dict()

@@ -25,6 +25,7 @@ class Gateway:
         self.ready = False
         self._post = {b"/v1/chat/completions": routes.chat, b"/v1/embeddings": routes.embeddings}
         self._post.update({p[3:]: h for p, h in list(self._post.items())})  # also without /v1, as OpenAI allows
+        self._post[b"/v1/route/explain"] = routes.explain
 
     async def __call__(self, scope, receive, send) -> None:
         kind = scope["type"]

@@ -9,10 +9,11 @@ import time
 import msgspec
 
 from ..providers.errors import error_code
-from ..routing.attempts import AttemptRunner, Served, attempts_header
+from ..routing.attempts import Served, attempts_header
 from ..routing.catalog import Catalog, GroupRuntime
-from ..routing.planner import plan
-from ..schema.chat import parse_chat
+from ..routing.planner import RequestShape
+from ..routing.router import Router
+from ..schema.chat import ParsedChat, parse_chat
 from ..schema.embeddings import parse_embeddings
 from ..schema.errors import ApiError
 from .asgi import JSON, header, read_body, send_bytes
@@ -73,10 +74,57 @@ def upstream_client_error(served: Served) -> ApiError:
     return ApiError(served.status, message, param=param, code=str(code) if code is not None else None)
 
 
+class _Narrowing(msgspec.Struct):
+    deployments: list[str] | None = None
+
+
+class _Extension(msgspec.Struct):
+    """The `multihome` body extension (`extra_body={"multihome": {...}}` in the OpenAI SDK)."""
+
+    route: _Narrowing | None = None
+
+
+_extension = msgspec.json.Decoder(_Extension)
+
+
+def narrowing(scope, raw: dict[str, msgspec.Raw], group: GroupRuntime) -> frozenset[str] | None:
+    """Deployments the client restricted this call to: header `x-multihome-deployments: a,b` or
+    body `{"multihome": {"route": {"deployments": [...]}}}`. Only a subset of the group's own
+    deployments is allowed, so a client can narrow routing but never widen it."""
+    names: list[str] | None = None
+    ext = raw.pop("multihome", None)  # never forwarded upstream
+    if ext is not None:
+        try:
+            route = _extension.decode(ext).route
+        except msgspec.DecodeError as exc:
+            raise ApiError(400, f"Invalid 'multihome' extension: {exc}.", param="multihome") from None
+        names = route.deployments if route else None
+    value = header(scope, b"x-multihome-deployments")
+    if value is not None:
+        names = [n.strip() for n in value.decode(errors="replace").split(",") if n.strip()]
+    if names is None:
+        return None
+    known = {d.name for d in group.deployments}
+    unknown = [n for n in names if n not in known]
+    if unknown or not names:
+        raise ApiError(
+            400,
+            f"Cannot narrow model '{group.name}' to {', '.join(unknown) or 'nothing'}: a request may only pick among "
+            f"the group's deployments ({', '.join(sorted(known))}).",
+            param="x-multihome-deployments",
+            code="invalid_route_narrowing",
+        )
+    return frozenset(names)
+
+
+def chat_shape(scope, parsed: ParsedChat, group: GroupRuntime) -> RequestShape:
+    return RequestShape(parsed.needs, parsed.stream, parsed.request, narrowing(scope, parsed.raw, group))
+
+
 class OpenAIRoutes:
-    def __init__(self, catalog: Catalog, runner: AttemptRunner, max_body: int) -> None:
+    def __init__(self, catalog: Catalog, router: Router, max_body: int) -> None:
         self.catalog = catalog
-        self.runner = runner
+        self.router = router
         self.max_body = max_body
         created = int(time.time())
         self._models = msgspec.json.encode(
@@ -117,15 +165,13 @@ class OpenAIRoutes:
     async def chat(self, scope, receive, send, request_id: bytes) -> None:
         parsed = parse_chat(await read_body(scope, receive, self.max_body))
         group = self._group(parsed.request.model)
-        route = _plan_or_refuse(group, parsed.needs)
+        shape = chat_shape(scope, parsed, group)
         rid = request_id.decode()
 
         async def build(dep):
             return _with_request_id(await dep.adapter.chat_request(parsed, dep.upstream_model), rid)
 
-        served = await self.runner.run(
-            group, route, build, _chat_response, stream=parsed.stream, forward_usage=parsed.include_usage
-        )
+        served = await self.router.route(group, shape, build, _chat_response, forward_usage=parsed.include_usage)
         if served.stream is not None:
             await _send_stream(scope, receive, send, served, _served_headers(request_id, served))
             return
@@ -134,14 +180,32 @@ class OpenAIRoutes:
     async def embeddings(self, scope, receive, send, request_id: bytes) -> None:
         parsed = parse_embeddings(await read_body(scope, receive, self.max_body))
         group = self._group(parsed.request.model)
-        route = _plan_or_refuse(group, parsed.needs)
+        shape = RequestShape(parsed.needs, False, None, narrowing(scope, parsed.raw, group))
         rid = request_id.decode()
 
         async def build(dep):
             return _with_request_id(await dep.adapter.embeddings_request(parsed, dep.upstream_model), rid)
 
-        served = await self.runner.run(group, route, build, _embeddings_response, stream=False)
+        served = await self.router.route(group, shape, build, _embeddings_response)
         await self._send_unary(send, served, request_id)
+
+    async def explain(self, scope, receive, send, request_id: bytes) -> None:
+        """The plan for a chat or embeddings request, computed by the same code as a real call; nothing is sent."""
+        body = await read_body(scope, receive, self.max_body)
+        try:
+            keys = msgspec.json.decode(body, type=dict[str, msgspec.Raw])
+        except msgspec.DecodeError:
+            keys = {}  # parse_chat below reports what is wrong
+        if "input" in keys and "messages" not in keys:
+            parsed_e = parse_embeddings(body)
+            group = self._group(parsed_e.request.model)
+            shape = RequestShape(parsed_e.needs, False, None, narrowing(scope, parsed_e.raw, group))
+        else:
+            parsed = parse_chat(body)
+            group = self._group(parsed.request.model)
+            shape = chat_shape(scope, parsed, group)
+        out = msgspec.json.encode(self.router.explain(group, shape))
+        await send_bytes(send, 200, out, [JSON, (b"x-request-id", request_id)])
 
     async def _send_unary(self, send, served: Served, request_id: bytes) -> None:
         headers = _served_headers(request_id, served)
@@ -164,19 +228,6 @@ def _embeddings_response(dep, body: bytes) -> bytes:
 def _with_request_id(req, request_id: str):
     req.headers = {**req.headers, "x-request-id": request_id}
     return req
-
-
-def _plan_or_refuse(group: GroupRuntime, needs: frozenset[str]):
-    route = plan(group, needs)
-    if not route.ordered:
-        reasons = "; ".join(f"{s.deployment} {s.reason}" for s in route.skipped)
-        raise ApiError(
-            400,
-            f"No deployment of model '{group.name}' supports this request ({reasons}). "
-            "Remove the unsupported feature or use another model.",
-            code="unsupported_capability",
-        )
-    return route
 
 
 async def _send_stream(scope, receive, send, served: Served, headers: list[tuple[bytes, bytes]]) -> None:

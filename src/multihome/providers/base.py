@@ -16,10 +16,13 @@ from ..schema.chat import ParsedChat
 from ..schema.embeddings import ParsedEmbeddings
 from ..schema.peek import ResponsePeek
 
-# Outcome kinds. The first three are declines: the next deployment may serve the call.
+# Outcome kinds. All but CLIENT_ERROR are declines: the next deployment may serve the call,
+# if the model group's `fail_over_on` lists the kind.
 CAPACITY = "capacity"  # 429 / throttling
 UNAVAILABLE = "unavailable"  # 5xx, timeout, connection error, broken stream before the first byte
 REFUSAL = "refusal"  # content filter
+UNSUPPORTED = "unsupported"  # this deployment rejects a parameter another one may accept
+CONTEXT_OVERFLOW = "context_overflow"  # the prompt does not fit; a larger window may take it
 CLIENT_ERROR = "client_error"  # the request itself is wrong; no other deployment will do better
 OK = "ok"
 

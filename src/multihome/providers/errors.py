@@ -8,7 +8,10 @@ import time
 
 import msgspec
 
-from .base import CAPACITY, CLIENT_ERROR, REFUSAL, UNAVAILABLE, Classified
+from .base import CAPACITY, CLIENT_ERROR, CONTEXT_OVERFLOW, REFUSAL, UNAVAILABLE, UNSUPPORTED, Classified
+
+# Error codes that mean "not this deployment" rather than "not this request".
+_UNSUPPORTED_CODES = frozenset({"unsupported_parameter", "unsupported_value", "unsupported_model_feature"})
 
 
 class _ErrorInner(msgspec.Struct):
@@ -60,6 +63,11 @@ def classify_http(status: int, headers: Mapping[str, str], body: bytes) -> Class
         return Classified(CAPACITY, label, retry_after_seconds(headers))
     if status >= 500:
         return Classified(UNAVAILABLE, label, retry_after_seconds(headers))
-    if error_code(body) == "content_filter":
+    code = error_code(body)
+    if code == "content_filter":
         return Classified(REFUSAL, "content_filter")
+    if code == "context_length_exceeded":
+        return Classified(CONTEXT_OVERFLOW, "context_overflow")
+    if code in _UNSUPPORTED_CODES:
+        return Classified(UNSUPPORTED, "unsupported_parameter")
     return Classified(CLIENT_ERROR, label)

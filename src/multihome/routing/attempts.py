@@ -1,7 +1,9 @@
 """Walk a plan: retry on the same deployment with jittered backoff, then fail over on a decline.
 
-Client errors are returned at once; content-filter refusals fail over only when the group
-says so; streams fail over only before their first byte reaches the client.
+Client errors are returned at once; other declines fail over only when the group lists them in
+`fail_over_on`; streams fail over only before their first byte reaches the client. Breakers and
+latency statistics learn from every attempt. With `hedge_after_ms`, a slow first deployment is
+raced against the next one and the loser is cancelled.
 """
 
 from __future__ import annotations
@@ -14,12 +16,16 @@ from dataclasses import dataclass
 import aiohttp
 import msgspec
 
-from ..providers.base import CAPACITY, CLIENT_ERROR, REFUSAL, UNAVAILABLE, Classified, UpstreamRequest
+from ..providers.base import CAPACITY, CLIENT_ERROR, CONTEXT_OVERFLOW, REFUSAL, UNAVAILABLE, UpstreamRequest
 from ..schema.errors import ApiError
 from ..schema.peek import peek_decoder
+from .breakers import Breakers
 from .catalog import DeploymentRuntime, GroupRuntime
+from .latency import LatencyStats
 from .planner import Plan
 from .stream_relay import StreamBroken, StreamRelay
+
+_UNWELL = frozenset({CAPACITY, UNAVAILABLE})  # what counts against a deployment's breaker
 
 
 @dataclass(slots=True)
@@ -58,100 +64,265 @@ class _Result:
     body: bytes = b""
     stream: StreamRelay | None = None
     first: bytes = b""
+    dropped: list[str] | None = None
+
+    def discard(self) -> None:
+        if self.stream is not None:
+            self.stream.close()
+
+
+class AllDeclined(ApiError):
+    """Every deployment declined; carries the attempts so a fallback group can continue the story."""
+
+    def __init__(self, err: ApiError, attempts: list[Attempt]) -> None:
+        headers = {**err.headers, "x-multihome-attempts": attempts_header(attempts)}
+        super().__init__(err.status, err.body.message, type=err.body.type, code=err.body.code, headers=headers)
+        self.attempts = attempts
 
 
 class AttemptRunner:
-    def __init__(self, *, sleep=asyncio.sleep, rand=random.random) -> None:
+    def __init__(
+        self,
+        breakers: Breakers | None = None,
+        latency: LatencyStats | None = None,
+        *,
+        sleep=asyncio.sleep,
+        rand=random.random,
+    ) -> None:
+        self.breakers = breakers
+        self.latency = latency
         self._sleep = sleep
         self._rand = rand
 
     async def run(
-        self, group: GroupRuntime, plan: Plan, build, translate, *, stream: bool, forward_usage: bool = False
+        self,
+        group: GroupRuntime,
+        plan: Plan,
+        build,
+        translate,
+        *,
+        stream: bool,
+        forward_usage: bool = False,
+        attempts: list[Attempt] | None = None,
     ) -> Served:
         """Walk the plan. `await build(deployment) -> UpstreamRequest`; `translate(deployment, body) -> bytes`
         turns a 2xx upstream body into the client's schema. Returns Served or raises ApiError."""
-        policy = group.policy
-        attempts: list[Attempt] = []
-        last: _Result | None = None
-        for dep in plan.ordered:
-            for retry in range(policy.retries + 1):
-                t0 = time.perf_counter()
-                req = await build(dep)
-                if stream:
-                    result = await self._stream_once(dep, group, req, forward_usage)
-                else:
-                    result = await self._unary_once(dep, group, req, translate)
-                attempts.append(Attempt(dep.name, result.label, (time.perf_counter() - t0) * 1000))
-                if result.kind == "ok":
-                    return Served(dep, result.status, attempts, result.body, result.stream, result.first, req.dropped)
-                last = result
-                if result.kind == CLIENT_ERROR:
-                    return Served(dep, result.status, attempts, result.body)
-                if result.kind not in policy.fail_over_on:
-                    if result.status:
-                        # Not a decline this group fails over on: the client gets the upstream answer.
-                        return Served(dep, result.status, attempts, result.body)
-                    raise _all_failed(group, plan, attempts, last)
-                if result.kind == REFUSAL or retry == policy.retries:
-                    break
-                delay = self._backoff(policy.backoff_ms, retry, result.retry_after, policy.max_retry_after_s)
-                if delay is None:
-                    break
-                await self._sleep(delay)
-        raise _all_failed(group, plan, attempts, last)
+        walk = _Walk(self, group, build, translate, stream, forward_usage, attempts if attempts is not None else [])
+        budget = group.policy.timeouts.budget_s
+        if budget is None:
+            return await walk.run(plan)
+        try:
+            async with asyncio.timeout(budget):
+                return await walk.run(plan)
+        except TimeoutError:
+            walk.attempts.append(Attempt("(budget)", "budget_exhausted", budget * 1000))
+            raise _failed(group, plan, walk.attempts, None, budget_s=budget) from None
 
-    def _backoff(self, base_ms: int, retry: int, retry_after: float | None, cap_s: float) -> float | None:
+    def backoff(self, base_ms: int, retry: int, retry_after: float | None, cap_s: float) -> float | None:
         if retry_after is not None:
             # A Retry-After longer than the group tolerates means: try the next deployment now.
             return retry_after if retry_after <= cap_s else None
         return self._rand() * base_ms * (2**retry) / 1000
 
-    async def _unary_once(self, dep: DeploymentRuntime, group: GroupRuntime, req: UpstreamRequest, translate) -> _Result:
-        try:
-            resp = await dep.session.post(req.url, data=req.body, headers=req.headers, timeout=group.unary_timeout)
-            body = await resp.read()
-        except (TimeoutError, asyncio.TimeoutError):
-            return _Result(UNAVAILABLE, "timeout")
-        except aiohttp.ClientError as exc:
-            return _Result(UNAVAILABLE, _conn_label(exc))
-        if resp.status < 300:
-            try:
-                body = translate(dep, body)
-                peek = peek_decoder.decode(body)
-            except (msgspec.DecodeError, ValueError):
-                return _Result(UNAVAILABLE, "malformed_response")
-            if dep.adapter.is_refusal(peek):
-                return _Result(REFUSAL, "content_filter", status=resp.status, body=body)
-            return _Result("ok", "ok", status=resp.status, body=body)
-        c: Classified = dep.adapter.classify_error(resp.status, resp.headers, body)
-        return _Result(c.kind, c.label, c.retry_after, resp.status, body)
 
-    async def _stream_once(
-        self, dep: DeploymentRuntime, group: GroupRuntime, req: UpstreamRequest, forward_usage: bool
-    ) -> _Result:
+class _Walk:
+    """One call's walk through a plan."""
+
+    def __init__(self, runner: AttemptRunner, group, build, translate, stream, forward_usage, attempts) -> None:
+        self.runner = runner
+        self.group = group
+        self.policy = group.policy
+        self.build = build
+        self.translate = translate
+        self.stream = stream
+        self.forward_usage = forward_usage
+        self.attempts: list[Attempt] = attempts
+        self.last: _Result | None = None
+        self.overflow_window: int | None = None
+
+    async def run(self, plan: Plan) -> Served:
+        queue = plan.ordered
+        i = 0
+        while i < len(queue):
+            dep = queue[i]
+            if self._too_small(dep):
+                i += 1
+                continue
+            partner = self._hedge_partner(queue, i)
+            if partner is not None:
+                result, served_by = await self._hedged(dep, partner)
+                i += 2
+            else:
+                result, served_by = await self._with_retries(dep), dep
+                i += 1
+            if result.kind == "ok":
+                return self._served(served_by, result)
+            decision = self._decide(served_by, result)
+            if decision is not None:
+                return decision
+        raise _failed(self.group, plan, self.attempts, self.last)
+
+    def _too_small(self, dep: DeploymentRuntime) -> bool:
+        if self.overflow_window is not None and dep.context_window is not None and dep.context_window <= self.overflow_window:
+            self.attempts.append(Attempt(dep.name, "skipped_window_too_small", 0.0))
+            return True
+        return False
+
+    def _hedge_partner(self, queue, i) -> DeploymentRuntime | None:
+        if self.policy.hedge_after_ms is None:
+            return None
+        for dep in queue[i + 1 :]:
+            if not self._too_small_silent(dep):
+                return dep if dep is queue[i + 1] else None
+        return None
+
+    def _too_small_silent(self, dep) -> bool:
+        return self.overflow_window is not None and dep.context_window is not None and dep.context_window <= self.overflow_window
+
+    def _served(self, dep: DeploymentRuntime, result: _Result) -> Served:
+        return Served(dep, result.status, self.attempts, result.body, result.stream, result.first, result.dropped)
+
+    def _decide(self, dep: DeploymentRuntime, result: _Result) -> Served | None:
+        """After a deployment gave up: answer the client now (Served), or go on (None)."""
+        self.last = result
+        if result.kind == CLIENT_ERROR:
+            return Served(dep, result.status, self.attempts, result.body)
+        if result.kind not in self.policy.fail_over_on:
+            if result.status:
+                # Not a decline this group fails over on: the client gets the upstream answer.
+                return Served(dep, result.status, self.attempts, result.body)
+            raise _failed(self.group, None, self.attempts, result)
+        if result.kind == CONTEXT_OVERFLOW and dep.context_window is not None:
+            self.overflow_window = max(self.overflow_window or 0, dep.context_window)
+        return None
+
+    async def _with_retries(self, dep: DeploymentRuntime) -> _Result:
+        result = _Result(UNAVAILABLE, "breaker_open")
+        for retry in range(self.policy.retries + 1):
+            result = await self._one(dep)
+            # Only a deployment that is unwell is worth asking again, and only if the group
+            # treats that as a decline at all.
+            if result.kind not in _UNWELL or result.kind not in self.policy.fail_over_on:
+                return result
+            if retry == self.policy.retries or result.label == "breaker_open":
+                return result
+            delay = self.runner.backoff(self.policy.backoff_ms, retry, result.retry_after, self.policy.max_retry_after_s)
+            if delay is None:
+                return result
+            await self.runner._sleep(delay)
+        return result
+
+    async def _one(self, dep: DeploymentRuntime) -> _Result:
+        breakers = self.runner.breakers
+        if breakers is not None and not breakers.begin(dep.name):
+            self.attempts.append(Attempt(dep.name, "breaker_open", 0.0))
+            return _Result(UNAVAILABLE, "breaker_open")
+        t0 = time.perf_counter()
         try:
-            resp = await dep.session.post(req.url, data=req.body, headers=req.headers, timeout=group.stream_timeout)
-        except (TimeoutError, asyncio.TimeoutError):
-            return _Result(UNAVAILABLE, "timeout")
-        except aiohttp.ClientError as exc:
-            return _Result(UNAVAILABLE, _conn_label(exc))
-        if resp.status >= 300:
-            try:
-                body = await resp.read()
-            except (aiohttp.ClientError, TimeoutError, asyncio.TimeoutError):
-                body = b""
-            c = dep.adapter.classify_error(resp.status, resp.headers, body)
-            return _Result(c.kind, c.label, c.retry_after, resp.status, body)
-        relay = StreamRelay(resp, dep.adapter, dep.upstream_model, dep.name, forward_usage)
-        try:
-            first = await relay.first()
-        except StreamBroken as exc:
-            relay.close()
-            return _Result(UNAVAILABLE, exc.label)
-        except BaseException:
-            relay.close()
+            req = await self.build(dep)
+            if self.stream:
+                result = await _stream_once(dep, self.group, req, self.forward_usage)
+            else:
+                result = await _unary_once(dep, self.group, req, self.translate)
+        except asyncio.CancelledError:
+            # Lost a hedge race, or the client went away: the breaker must not stay half-open.
+            if breakers is not None:
+                breakers.get(dep.name).probing = False
+            self.attempts.append(Attempt(dep.name, "cancelled", (time.perf_counter() - t0) * 1000))
             raise
-        return _Result("ok", "ok", status=200, stream=relay, first=first)
+        ms = (time.perf_counter() - t0) * 1000
+        self.attempts.append(Attempt(dep.name, result.label, ms))
+        if breakers is not None:
+            breakers.record(dep.name, result.kind not in _UNWELL)
+        if result.kind == "ok" and self.runner.latency is not None:
+            self.runner.latency.observe(dep.name, ms, stream=self.stream)
+        if result.kind == "ok":
+            result.dropped = req.dropped or None
+        return result
+
+    async def _hedged(self, first: DeploymentRuntime, second: DeploymentRuntime) -> tuple[_Result, DeploymentRuntime]:
+        """Race `first` against `second`, which starts only if `first` is slow. The loser is cancelled."""
+        a = asyncio.create_task(self._with_retries(first))
+        done, _ = await asyncio.wait({a}, timeout=self.policy.hedge_after_ms / 1000)
+        if done:
+            result = a.result()
+            if result.kind == "ok" or self._decide_peek(first, result):
+                return result, first
+            return await self._with_retries(second), second
+        b = asyncio.create_task(self._with_retries(second))
+        owners = {a: first, b: second}
+        pending = {a, b}
+        fallback: tuple[_Result, DeploymentRuntime] | None = None
+        try:
+            while pending:
+                done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+                for task in done:
+                    result = task.result()
+                    if result.kind == "ok":
+                        return result, owners[task]
+                    if fallback is None or self._decide_peek(owners[task], result):
+                        fallback = (result, owners[task])
+            return fallback
+        finally:
+            for task in pending:
+                task.cancel()
+            for task in pending:
+                try:
+                    leftover = await task
+                except (asyncio.CancelledError, Exception):
+                    continue
+                leftover.discard()
+
+    def _decide_peek(self, dep: DeploymentRuntime, result: _Result) -> bool:
+        """Whether this result would end the walk (so it must be the one reported)."""
+        return result.kind == CLIENT_ERROR or (result.kind not in self.policy.fail_over_on and bool(result.status))
+
+
+async def _unary_once(dep: DeploymentRuntime, group: GroupRuntime, req: UpstreamRequest, translate) -> _Result:
+    try:
+        resp = await dep.session.post(req.url, data=req.body, headers=req.headers, timeout=group.unary_timeout)
+        body = await resp.read()
+    except (TimeoutError, asyncio.TimeoutError):
+        return _Result(UNAVAILABLE, "timeout")
+    except aiohttp.ClientError as exc:
+        return _Result(UNAVAILABLE, _conn_label(exc))
+    if resp.status < 300:
+        try:
+            body = translate(dep, body)
+            peek = peek_decoder.decode(body)
+        except (msgspec.DecodeError, ValueError):
+            return _Result(UNAVAILABLE, "malformed_response")
+        if dep.adapter.is_refusal(peek):
+            return _Result(REFUSAL, "content_filter", status=resp.status, body=body)
+        return _Result("ok", "ok", status=resp.status, body=body)
+    c = dep.adapter.classify_error(resp.status, resp.headers, body)
+    return _Result(c.kind, c.label, c.retry_after, resp.status, body)
+
+
+async def _stream_once(dep: DeploymentRuntime, group: GroupRuntime, req: UpstreamRequest, forward_usage: bool) -> _Result:
+    try:
+        resp = await dep.session.post(req.url, data=req.body, headers=req.headers, timeout=group.stream_timeout)
+    except (TimeoutError, asyncio.TimeoutError):
+        return _Result(UNAVAILABLE, "timeout")
+    except aiohttp.ClientError as exc:
+        return _Result(UNAVAILABLE, _conn_label(exc))
+    if resp.status >= 300:
+        try:
+            body = await resp.read()
+        except (aiohttp.ClientError, TimeoutError, asyncio.TimeoutError):
+            body = b""
+        c = dep.adapter.classify_error(resp.status, resp.headers, body)
+        return _Result(c.kind, c.label, c.retry_after, resp.status, body)
+    relay = StreamRelay(resp, dep.adapter, dep.upstream_model, dep.name, forward_usage)
+    try:
+        first = await relay.first()
+    except StreamBroken as exc:
+        relay.close()
+        return _Result(UNAVAILABLE, exc.label)
+    except BaseException:
+        relay.close()
+        raise
+    return _Result("ok", "ok", status=200, stream=relay, first=first)
 
 
 def _conn_label(exc: aiohttp.ClientError) -> str:
@@ -162,16 +333,22 @@ def _conn_label(exc: aiohttp.ClientError) -> str:
     return "upstream_error"
 
 
-def _all_failed(group: GroupRuntime, plan: Plan, attempts: list[Attempt], last: _Result | None) -> ApiError:
+def _failed(group: GroupRuntime, plan: Plan | None, attempts: list[Attempt], last: _Result | None, budget_s=None) -> AllDeclined:
     tried = "; ".join(f"{a.deployment}: {a.outcome} after {a.ms:.0f} ms" for a in attempts)
-    skipped = "; ".join(f"{s.deployment}: {s.reason}" for s in plan.skipped)
     parts = [f"No deployment of model '{group.name}' could serve the request."]
+    if budget_s is not None:
+        parts.append(f"The time budget of {budget_s:g}s ran out.")
     if tried:
         parts.append(f"Tried: {tried}.")
+    skipped = "; ".join(f"{s.deployment}: {s.reason}" for s in plan.skipped) if plan is not None else ""
     if skipped:
         parts.append(f"Skipped: {skipped}.")
-    only_capacity = bool(attempts) and last is not None and all(a.outcome == "http_429" for a in attempts)
-    if only_capacity:
+    real = [a for a in attempts if a.ms > 0 or a.outcome != "breaker_open"]
+    if budget_s is not None:
+        err = ApiError(504, " ".join(parts), type="server_error", code="routing_budget_exhausted")
+    elif real and all(a.outcome == "http_429" for a in real) and last is not None:
         headers = {"retry-after": str(max(1, round(last.retry_after or 1)))}
-        return ApiError(429, " ".join(parts), type="rate_limit_error", code="all_deployments_throttled", headers=headers)
-    return ApiError(503, " ".join(parts), type="server_error", code="all_deployments_failed")
+        err = ApiError(429, " ".join(parts), type="rate_limit_error", code="all_deployments_throttled", headers=headers)
+    else:
+        err = ApiError(503, " ".join(parts), type="server_error", code="all_deployments_failed")
+    return AllDeclined(err, attempts)

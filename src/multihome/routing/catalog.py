@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 
 import aiohttp
 
-from ..config import Config, ModelGroup
+from ..config import Config, ModelGroup, Price
 from ..providers.base import Adapter
 from ..providers.registry import build_adapter
 from ..providers.transport import Transport
@@ -21,6 +21,10 @@ class DeploymentRuntime:
     capabilities: frozenset[str]
     region: str | None
     data_zone: str | None
+    context_window: int | None = None
+    max_output_tokens: int | None = None
+    price: Price | None = None
+    commitment: str | None = None
     session: aiohttp.ClientSession | None = None
 
 
@@ -31,8 +35,14 @@ class GroupRuntime:
     policy: ModelGroup
     stream_timeout: aiohttp.ClientTimeout = field(init=False)
     unary_timeout: aiohttp.ClientTimeout = field(init=False)
+    strategy: str = field(init=False)
+    needs_size: bool = field(init=False)  # whether any deployment has a window or output limit to check
 
     def __post_init__(self) -> None:
+        self.strategy = self.policy.strategy
+        self.needs_size = self.policy.strategy == "lowest-cost" or any(
+            d.context_window or d.max_output_tokens for d in self.deployments
+        )
         t = self.policy.timeouts
         # sock_read bounds the wait for the first byte and, for streams, every later gap.
         self.unary_timeout = aiohttp.ClientTimeout(total=t.total_s, sock_connect=t.connect_s, sock_read=t.first_byte_s)
@@ -52,6 +62,10 @@ class Catalog:
                 capabilities=frozenset(dep.capabilities),
                 region=config.providers[dep.provider].region,
                 data_zone=config.providers[dep.provider].data_zone,
+                context_window=dep.context_window,
+                max_output_tokens=dep.max_output_tokens,
+                price=dep.price,
+                commitment=dep.commitment,
             )
             for name, dep in config.deployments.items()
         }

@@ -1,13 +1,40 @@
-"""Order a model group's deployments for one request; skip those lacking a needed capability."""
+"""Order a model group's deployments for one request, and say why, deployment by deployment.
+
+The same `Planner.plan` serves real calls and `/v1/route/explain`, so the explanation is the
+plan that runs. Skips happen before any call: a deployment that lacks a needed capability, whose
+context window is too small, that the client narrowed away, or whose breaker is open.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import random
+from dataclasses import dataclass, field
 
+from ..schema.chat import ChatRequest
+from . import estimate
+from .breakers import Breakers
 from .catalog import DeploymentRuntime, GroupRuntime
+from .commitments import CommitmentSource, OnPlan
+from .latency import LatencyStats
+
+ORDERED, SKIPPED = "ordered", "skipped"
 
 
-@dataclass(slots=True, frozen=True)
+@dataclass(slots=True)
+class Considered:
+    deployment: str
+    decision: str  # ordered | skipped
+    reason: str
+    score: float | None = None
+
+    def to_dict(self) -> dict:
+        out = {"deployment": self.deployment, "decision": self.decision, "reason": self.reason}
+        if self.score is not None:
+            out["score"] = round(self.score, 6)
+        return out
+
+
+@dataclass(slots=True)
 class Skip:
     deployment: str
     reason: str
@@ -15,17 +42,117 @@ class Skip:
 
 @dataclass(slots=True)
 class Plan:
+    group: str
+    strategy: str
     ordered: list[DeploymentRuntime]
-    skipped: list[Skip]
+    considered: list[Considered] = field(default_factory=list)
+    needs: frozenset[str] = frozenset()
+    prompt_tokens: int | None = None
+
+    @property
+    def skipped(self) -> list[Skip]:
+        return [Skip(c.deployment, c.reason) for c in self.considered if c.decision == SKIPPED]
+
+    def to_dict(self) -> dict:
+        return {
+            "model": self.group,
+            "strategy": self.strategy,
+            "needs": sorted(self.needs),
+            "estimated_prompt_tokens": self.prompt_tokens,
+            "order": [d.name for d in self.ordered],
+            "deployments": [c.to_dict() for c in self.considered],
+        }
 
 
-def plan(group: GroupRuntime, needs: frozenset[str]) -> Plan:
-    ordered: list[DeploymentRuntime] = []
-    skipped: list[Skip] = []
-    for dep in group.deployments:
-        missing = needs - dep.capabilities
+@dataclass(slots=True)
+class RequestShape:
+    """What planning reads from a request."""
+
+    needs: frozenset[str]
+    stream: bool = False
+    chat: ChatRequest | None = None
+    narrow: frozenset[str] | None = None  # deployments the client restricted itself to
+
+    def tokens(self) -> tuple[int, int | None]:
+        if self.chat is None:
+            return 0, None
+        return estimate.prompt_tokens(self.chat), estimate.output_tokens(self.chat)
+
+
+class Planner:
+    def __init__(
+        self,
+        breakers: Breakers,
+        latency: LatencyStats,
+        commitments: CommitmentSource | None = None,
+        rand: random.Random | None = None,
+    ) -> None:
+        self.breakers = breakers
+        self.latency = latency
+        self.commitments = commitments or OnPlan()
+        self._rand = rand or random.Random()
+
+    def plan(self, group: GroupRuntime, shape: RequestShape) -> Plan:
+        considered: list[Considered] = []
+        candidates: list[DeploymentRuntime] = []
+        prompt = output = None
+        if group.needs_size:
+            prompt, output = shape.tokens()
+        for dep in group.deployments:
+            reason = self._skip_reason(dep, shape, prompt, output)
+            if reason:
+                considered.append(Considered(dep.name, SKIPPED, reason))
+            else:
+                candidates.append(dep)
+        ordered, scores = self._order(group, candidates, shape, prompt, output)
+        for rank, dep in enumerate(ordered, 1):
+            label = "primary" if dep is group.deployments[0] else f"position {group.deployments.index(dep) + 1} in config"
+            why = f"rank {rank}: {label}" if group.strategy == "primary-first" else f"rank {rank} by {group.strategy}"
+            considered.append(Considered(dep.name, ORDERED, why, scores.get(dep.name)))
+        return Plan(group.name, group.strategy, ordered, considered, shape.needs, prompt)
+
+    def _skip_reason(self, dep: DeploymentRuntime, shape: RequestShape, prompt: int | None, output: int | None) -> str:
+        if shape.narrow is not None and dep.name not in shape.narrow:
+            return "not among the deployments the request narrowed to"
+        missing = shape.needs - dep.capabilities
         if missing:
-            skipped.append(Skip(dep.name, "lacks " + ",".join(sorted(missing))))
-        else:
-            ordered.append(dep)
-    return Plan(ordered, skipped)
+            return "lacks " + ", ".join(sorted(missing))
+        if dep.context_window and prompt is not None:
+            wanted = prompt + (output or 0)
+            if wanted > dep.context_window:
+                return f"context window {dep.context_window} < ~{wanted} tokens needed"
+        if dep.max_output_tokens and output and output > dep.max_output_tokens:
+            return f"max output {dep.max_output_tokens} < {output} tokens requested"
+        ok, why = self.breakers.allows(dep.name)
+        if not ok:
+            return why
+        return ""
+
+    def _order(self, group, candidates, shape, prompt, output) -> tuple[list[DeploymentRuntime], dict[str, float]]:
+        strategy = group.strategy
+        if strategy == "primary-first" or len(candidates) < 2:
+            return candidates, {}
+        position = {d.name: i for i, d in enumerate(group.deployments)}
+        if strategy == "lowest-cost":
+            scores = {d.name: _cost(d, prompt or 0, output or estimate.DEFAULT_OUTPUT_TOKENS) for d in candidates}
+        elif strategy == "lowest-latency":
+            # Never-measured deployments go first (score 0) so they get measured.
+            scores = {d.name: self.latency.estimate(d.name, stream=shape.stream) or 0.0 for d in candidates}
+        elif strategy == "commitment-burn-down":
+            # Most behind plan first: negate so that lower sorts first like the others.
+            scores = {d.name: -self.commitments.behind_plan(d.commitment) if d.commitment else 0.0 for d in candidates}
+        else:  # weighted: a weighted random order without replacement (Efraimidis-Spirakis keys)
+            weights = group.policy.weights
+            scores = {}
+            for d in candidates:
+                w = weights.get(d.name, 1.0)
+                scores[d.name] = -(self._rand.random() ** (1.0 / w)) if w > 0 else 0.0
+        ordered = sorted(candidates, key=lambda d: (scores[d.name], position[d.name]))
+        return ordered, scores
+
+
+def _cost(dep: DeploymentRuntime, prompt: int, output: int) -> float:
+    price = dep.price
+    if price is None:
+        return 0.0
+    return (prompt * price.input + output * price.output) / 1_000_000

@@ -1,0 +1,41 @@
+"""Cheap request-size estimates for planning: no tokenizer on the hot path.
+
+About four characters per token for English text is the usual rule of thumb; images count a
+flat amount. The estimate only has to be good enough to skip a deployment whose window is
+clearly too small; an upstream context-overflow decline catches the rest.
+"""
+
+from __future__ import annotations
+
+from ..schema.chat import ChatRequest
+
+CHARS_PER_TOKEN = 4
+IMAGE_TOKENS = 800
+PER_MESSAGE_TOKENS = 4
+DEFAULT_OUTPUT_TOKENS = 1024  # for cost estimates when the client sets no limit
+
+
+def prompt_tokens(req: ChatRequest) -> int:
+    chars = 0
+    tokens = 0
+    for msg in req.messages:
+        tokens += PER_MESSAGE_TOKENS
+        content = msg.content
+        if isinstance(content, str):
+            chars += len(content)
+        elif content:
+            for part in content:
+                if part.text:
+                    chars += len(part.text)
+                elif part.type == "image_url":
+                    tokens += IMAGE_TOKENS
+        for call in msg.tool_calls or ():
+            chars += len(call.function.name) + len(call.function.arguments)
+    for tool in req.tools or ():
+        if tool.function is not None:
+            chars += len(tool.function.name) + len(tool.function.description or "") + len(tool.function.parameters)
+    return tokens + chars // CHARS_PER_TOKEN
+
+
+def output_tokens(req: ChatRequest) -> int | None:
+    return req.max_completion_tokens if req.max_completion_tokens is not None else req.max_tokens

@@ -1,0 +1,80 @@
+"""Plan, walk, and fall back to other model groups: the routing entry point for every front door."""
+
+from __future__ import annotations
+
+from ..schema.errors import ApiError
+from .attempts import AllDeclined, Attempt, AttemptRunner, Served
+from .catalog import Catalog, GroupRuntime
+from .planner import Plan, Planner, RequestShape
+
+
+class Router:
+    def __init__(self, catalog: Catalog, planner: Planner, runner: AttemptRunner) -> None:
+        self.catalog = catalog
+        self.planner = planner
+        self.runner = runner
+
+    def chain(self, group: GroupRuntime, shape: RequestShape) -> list[GroupRuntime]:
+        """The group, then its fallback groups — unless the client narrowed to named deployments."""
+        if shape.narrow is not None:
+            return [group]
+        return [group, *(self.catalog.groups[name] for name in group.policy.fallback_groups)]
+
+    def plans(self, group: GroupRuntime, shape: RequestShape) -> list[Plan]:
+        return [self.planner.plan(g, shape) for g in self.chain(group, shape)]
+
+    async def route(self, group: GroupRuntime, shape: RequestShape, build, translate, *, forward_usage: bool = False) -> Served:
+        attempts: list[Attempt] = []
+        plans = self.plans(group, shape)
+        if not any(p.ordered for p in plans):
+            raise _unsupported(group, plans[0])
+        last: AllDeclined | None = None
+        for i, plan in enumerate(plans):
+            if not plan.ordered:
+                continue
+            if i > 0:
+                attempts.append(Attempt(plan.group, "fallback_group", 0.0))
+            try:
+                return await self.runner.run(
+                    self.catalog.groups[plan.group], plan, build, translate,
+                    stream=shape.stream, forward_usage=forward_usage, attempts=attempts,
+                )
+            except AllDeclined as exc:
+                last = exc
+        assert last is not None
+        raise last
+
+    def explain(self, group: GroupRuntime, shape: RequestShape) -> dict:
+        plans = self.plans(group, shape)
+        breakers = self.planner.breakers.snapshot()
+        return {
+            "object": "route.explanation",
+            "model": group.name,
+            "fallback_groups": [p.group for p in plans[1:]],
+            "plans": [p.to_dict() for p in plans],
+            "breakers": {d: breakers[d] for p in plans for d in (c.deployment for c in p.considered) if d in breakers},
+            "would_attempt": [d.name for p in plans for d in p.ordered],
+            "policy": {
+                "retries": group.policy.retries,
+                "fail_over_on": group.policy.fail_over_on,
+                "hedge_after_ms": group.policy.hedge_after_ms,
+            },
+        }
+
+
+def _unsupported(group: GroupRuntime, plan: Plan) -> ApiError:
+    reasons = "; ".join(f"{s.deployment}: {s.reason}" for s in plan.skipped)
+    if any(s.reason.startswith("breaker") for s in plan.skipped):
+        return ApiError(
+            503,
+            f"No deployment of model '{group.name}' is available right now ({reasons}).",
+            type="server_error",
+            code="all_deployments_unavailable",
+            headers={"retry-after": "1"},
+        )
+    return ApiError(
+        400,
+        f"No deployment of model '{group.name}' can take this request ({reasons}). "
+        "Remove the unsupported feature, shorten the request, or use another model.",
+        code="unsupported_capability",
+    )
