@@ -228,7 +228,10 @@ class ProviderApp:
                 msg = f"Rate limit reached for requests. Please try again in {fault.throttle:g}s."
                 return self._error_reply(err._replace(message=msg), route.deployment, self.throttle_headers(fault.throttle))
             if fault.status is not None and fault.status >= 400:
-                return self._error_reply(error_for_status(fault.status), route.deployment)
+                spec = error_for_status(fault.status)
+                if fault.error_code:
+                    spec = spec._replace(code=fault.error_code, message=f"{spec.message} ({fault.error_code})")
+                return self._error_reply(spec, route.deployment)
             if fault.cut_after is not None and not (op == CHAT and isinstance(body, dict) and body.get("stream") is True):
                 return Reply("cut")
             if fault.content_filter == "prompt" and op == CHAT:

@@ -23,6 +23,7 @@ class Fault:
     chunk_delay_ms: int = 0  # delay between stream chunks
     chunks: int | None = None  # force the reply to have exactly n content chunks (words)
     hang: bool = False  # never reply; the client must give up
+    error_code: str | None = None  # with `status`: the error body's code (e.g. context_length_exceeded)
     # Run-time rules only:
     times: int | None = None  # apply to the next N matching requests, then clear
     match: str | None = None  # only requests whose model/deployment equals this
@@ -85,6 +86,8 @@ def _coerce(key: str, value: Any) -> Any:
         return v
     if key == "match":
         return None if value is None else str(value)
+    if key == "error_code":
+        return str(value)
     raise FaultError(f"unknown fault key {key!r}")
 
 

@@ -1,0 +1,200 @@
+"""Routing policy end to end: breakers, context overflow, hedging, fallback groups, strategies,
+narrowing, budgets, and explain agreeing with what the gateway then does."""
+
+from __future__ import annotations
+
+import time
+
+import httpx
+import openai
+import pytest
+
+from .conftest import CLIENT_KEY
+from .processes import Gateway, Simulator
+
+USER = [{"role": "user", "content": "hello"}]
+
+CONFIG = """
+server: {{api_keys_env: [MH_TEST_CLIENT_KEY]}}
+routing:
+  breaker: {{consecutive_failures: 3, cooldown_s: 1.0}}
+providers:
+  pa: {{kind: openai, endpoint: "{a}/v1"}}
+  pb: {{kind: openai, endpoint: "{b}/v1"}}
+deployments:
+  a-small: {{provider: pa, model: a-small, context_window: 4000}}
+  b-big: {{provider: pb, model: b-big, context_window: 128000}}
+  a-brk: {{provider: pa, model: a-brk}}
+  b-brk: {{provider: pb, model: b-brk}}
+  a-hedge: {{provider: pa, model: a-hedge}}
+  b-hedge: {{provider: pb, model: b-hedge}}
+  a-p: {{provider: pa, model: a-p}}
+  b-p: {{provider: pb, model: b-p, capabilities: [chat, streaming]}}
+  b-backup: {{provider: pb, model: b-backup}}
+  a-exp: {{provider: pa, model: a-exp, price: {{input: 10, output: 30}}}}
+  b-cheap: {{provider: pb, model: b-cheap, price: {{input: 0.1, output: 0.4}}}}
+  a-bud: {{provider: pa, model: a-bud}}
+  b-bud: {{provider: pb, model: b-bud}}
+model_groups:
+  overflow: {{deployments: [a-small, b-big], retries: 0}}
+  breaker: {{deployments: [a-brk, b-brk], retries: 0}}
+  hedge: {{deployments: [a-hedge, b-hedge], hedge_after_ms: 100, retries: 0}}
+  primary: {{deployments: [a-p, b-p], retries: 0, fallback_groups: [backup]}}
+  backup: {{deployments: [b-backup]}}
+  cheap: {{deployments: [a-exp, b-cheap], strategy: lowest-cost}}
+  budget: {{deployments: [a-bud, b-bud], retries: 0, timeouts: {{budget_s: 0.6, first_byte_s: 5}}}}
+"""
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    a, b = Simulator("openai", "sim-a"), Simulator("openai", "sim-b")
+    gw = Gateway(CONFIG.format(a=a.url, b=b.url), tmp_path_factory.mktemp("routing"), {"MH_TEST_CLIENT_KEY": CLIENT_KEY})
+    client = openai.OpenAI(base_url=gw.url + "/v1", api_key=CLIENT_KEY, max_retries=0, timeout=10)
+    yield a, b, gw, client
+    gw.stop()
+    a.stop()
+    b.stop()
+
+
+@pytest.fixture(autouse=True)
+def _reset(world):
+    world[0].reset()
+    world[1].reset()
+
+
+def _outcomes(headers) -> list[str]:
+    return [part.split(";")[0] + ":" + part.split(";")[1].removeprefix("outcome=") for part in headers["x-multihome-attempts"].split(", ")]
+
+
+def test_context_overflow_moves_to_a_larger_window(world):
+    a, b, gw, client = world
+    a.fault(status=400, error_code="context_length_exceeded", match="a-small")
+    raw = client.chat.completions.with_raw_response.create(model="overflow", messages=USER)
+    assert _outcomes(raw.headers) == ["a-small:context_overflow", "b-big:ok"]
+
+
+def test_estimated_context_skips_the_small_window_before_any_call(world):
+    a, b, gw, client = world
+    raw = client.chat.completions.with_raw_response.create(model="overflow", messages=[{"role": "user", "content": "word " * 5000}])
+    assert raw.headers["x-multihome-deployment"] == "b-big"
+    assert a.stats()["requests"] == 0
+
+
+def test_breaker_opens_after_n_failures_and_closes_after_a_good_probe(world):
+    a, b, gw, client = world
+    a.fault(status=503, match="a-brk")
+    for _ in range(3):
+        raw = client.chat.completions.with_raw_response.create(model="breaker", messages=USER)
+        assert raw.headers["x-multihome-deployment"] == "b-brk"
+    assert a.stats()["requests"] == 3
+    # Open: the primary is skipped before any call.
+    raw = client.chat.completions.with_raw_response.create(model="breaker", messages=USER)
+    assert _outcomes(raw.headers) == ["b-brk:ok"]
+    assert a.stats()["requests"] == 3
+    explain = httpx.post(gw.url + "/v1/route/explain", json={"model": "breaker", "messages": USER},
+                         headers={"authorization": f"Bearer {CLIENT_KEY}"}).json()
+    assert explain["breakers"]["a-brk"]["state"] == "open"
+    # Cooldown over and the primary healthy again: one probe closes the breaker.
+    a.clear_faults()
+    time.sleep(1.1)
+    raw = client.chat.completions.with_raw_response.create(model="breaker", messages=USER)
+    assert _outcomes(raw.headers) == ["a-brk:ok"]
+    raw = client.chat.completions.with_raw_response.create(model="breaker", messages=USER)
+    assert raw.headers["x-multihome-deployment"] == "a-brk"
+
+
+def test_failed_half_open_probe_reopens(world):
+    a, b, gw, client = world
+    a.fault(status=500, match="a-brk")
+    for _ in range(3):
+        client.chat.completions.create(model="breaker", messages=USER)
+    time.sleep(1.1)
+    raw = client.chat.completions.with_raw_response.create(model="breaker", messages=USER)
+    assert _outcomes(raw.headers) == ["a-brk:http_500", "b-brk:ok"]  # the probe failed
+    raw = client.chat.completions.with_raw_response.create(model="breaker", messages=USER)
+    assert _outcomes(raw.headers) == ["b-brk:ok"]  # open again
+    a.clear_faults()
+    time.sleep(1.1)
+    client.chat.completions.create(model="breaker", messages=USER)  # let the probe close it for later tests
+
+
+def test_hedging_returns_the_faster_answer_and_cancels_the_slower_call(world):
+    a, b, gw, client = world
+    a.fault(latency_ms=2000, match="a-hedge")
+    started = time.perf_counter()
+    raw = client.chat.completions.with_raw_response.create(model="hedge", messages=USER)
+    elapsed = time.perf_counter() - started
+    assert raw.headers["x-multihome-deployment"] == "b-hedge"
+    assert elapsed < 1.5
+    assert "a-hedge:cancelled" in _outcomes(raw.headers)
+    deadline = time.monotonic() + 3
+    while a.stats()["cancelled"] < 1 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert a.stats()["cancelled"] == 1
+
+
+def test_hedging_does_not_start_a_second_call_when_the_first_is_fast(world):
+    a, b, gw, client = world
+    raw = client.chat.completions.with_raw_response.create(model="hedge", messages=USER)
+    assert _outcomes(raw.headers) == ["a-hedge:ok"]
+    assert b.stats()["requests"] == 0
+
+
+def test_fallback_group_serves_when_the_whole_group_fails(world):
+    a, b, gw, client = world
+    a.fault(status=503, match="a-p")
+    b.fault(status=503, match="b-p")
+    raw = client.chat.completions.with_raw_response.create(model="primary", messages=USER)
+    assert _outcomes(raw.headers) == ["a-p:http_503", "b-p:http_503", "backup:fallback_group", "b-backup:ok"]
+
+
+def test_explain_plan_equals_what_the_gateway_does(world):
+    a, b, gw, client = world
+    tool = {"type": "function", "function": {"name": "f", "parameters": {"type": "object", "properties": {}}}}
+    for body in ({"model": "primary", "messages": USER}, {"model": "primary", "messages": USER, "tools": [tool]}):
+        explain = httpx.post(gw.url + "/v1/route/explain", json=body, headers={"authorization": f"Bearer {CLIENT_KEY}"}).json()
+        a.fault(status=503)
+        b.fault(status=503)
+        with pytest.raises(openai.APIStatusError) as info:
+            client.chat.completions.create(**body)
+        names = [o.split(":")[0] for o in _outcomes(info.value.response.headers) if not o.endswith("fallback_group")]
+        tried = [n for i, n in enumerate(names) if i == 0 or names[i - 1] != n]  # same-deployment retries fold
+        assert tried == explain["would_attempt"]
+        a.clear_faults()
+        b.clear_faults()
+    assert {"deployment": "b-p", "decision": "skipped", "reason": "lacks tools"} in explain["plans"][0]["deployments"]
+
+
+def test_lowest_cost_strategy(world):
+    a, b, gw, client = world
+    raw = client.chat.completions.with_raw_response.create(model="cheap", messages=USER)
+    assert raw.headers["x-multihome-deployment"] == "b-cheap"
+
+
+def test_client_may_narrow_but_not_widen(world):
+    a, b, gw, client = world
+    raw = client.chat.completions.with_raw_response.create(
+        model="primary", messages=USER, extra_headers={"x-multihome-deployments": "b-p"}
+    )
+    assert _outcomes(raw.headers) == ["b-p:ok"]
+    raw = client.chat.completions.with_raw_response.create(
+        model="primary", messages=USER, extra_body={"multihome": {"route": {"deployments": ["b-p"]}}}
+    )
+    assert raw.headers["x-multihome-deployment"] == "b-p"
+    assert all("multihome" not in str(r) for r in b.requests())
+    with pytest.raises(openai.BadRequestError) as info:
+        client.chat.completions.create(model="primary", messages=USER, extra_headers={"x-multihome-deployments": "b-cheap"})
+    assert info.value.code == "invalid_route_narrowing"
+
+
+def test_time_budget_ends_the_walk_with_504(world):
+    a, b, gw, client = world
+    a.fault(latency_ms=2000, match="a-bud")
+    b.fault(latency_ms=2000, match="b-bud")
+    started = time.perf_counter()
+    with pytest.raises(openai.APIStatusError) as info:
+        client.chat.completions.create(model="budget", messages=USER)
+    assert info.value.status_code == 504
+    assert info.value.code == "routing_budget_exhausted"
+    assert time.perf_counter() - started < 1.5

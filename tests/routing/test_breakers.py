@@ -1,0 +1,51 @@
+from multihome.config import Breaker
+from multihome.routing.breakers import Breakers
+
+
+class Clock:
+    def __init__(self):
+        self.t = 1000.0
+
+    def __call__(self):
+        return self.t
+
+
+def test_opens_after_consecutive_failures_and_closes_after_one_good_probe():
+    clock = Clock()
+    b = Breakers(Breaker(consecutive_failures=3, cooldown_s=10), clock=clock)
+    assert b.record("d", False) is None and b.record("d", False) is None
+    assert b.record("d", False) == "open"
+    assert b.allows("d")[0] is False
+    clock.t += 10
+    assert b.begin("d") is True  # the one half-open probe
+    assert b.begin("d") is False  # nobody else while it is in flight
+    assert b.record("d", True) == "closed"
+    assert b.allows("d") == (True, "")
+
+
+def test_failed_probe_reopens_for_a_new_cooldown():
+    clock = Clock()
+    b = Breakers(Breaker(consecutive_failures=1, cooldown_s=5), clock=clock)
+    b.record("d", False)
+    clock.t += 5
+    assert b.begin("d")
+    assert b.record("d", False) == "open"
+    assert not b.allows("d")[0]
+    clock.t += 4.9
+    assert not b.begin("d")
+
+
+def test_success_resets_the_consecutive_count():
+    b = Breakers(Breaker(consecutive_failures=2))
+    b.record("d", False)
+    b.record("d", True)
+    assert b.record("d", False) is None
+
+
+def test_error_rate_mode():
+    clock = Clock()
+    b = Breakers(Breaker(consecutive_failures=0, error_rate=0.5, min_requests=10, window_s=30), clock=clock)
+    for i in range(9):
+        b.record("d", i % 2 == 0)  # 4 failures of 9: below min_requests anyway
+    assert b.allows("d")[0]
+    assert b.record("d", False) == "open"  # 5 of 10 failed
