@@ -214,7 +214,7 @@ class _Walk:
 
     async def _one(self, dep: DeploymentRuntime) -> _Result:
         breakers = self.runner.breakers
-        if breakers is not None and not breakers.begin(dep.name):
+        if breakers is not None and not await breakers.admit(dep.name):
             self.attempts.append(Attempt(dep.name, "breaker_open", 0.0))
             return _Result(UNAVAILABLE, "breaker_open")
         t0 = time.perf_counter()

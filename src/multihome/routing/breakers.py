@@ -23,6 +23,7 @@ class BreakerState:
     open_until: float = 0.0
     probing: bool = False
     recent: deque = field(default_factory=deque)  # (time, ok) within window_s, for error_rate
+    shared_failures: int = 0  # the replica-wide count last seen in Redis (SharedBreakers)
 
     def allows(self, now: float) -> tuple[bool, str]:
         """Whether a call may go to this deployment now; a half-open breaker admits one probe."""
@@ -90,15 +91,14 @@ class Breakers:
     """All deployments' breakers in this process. `on_change` lets a shared store follow along."""
 
     def __init__(self, policy: BreakerPolicy, clock=time.monotonic) -> None:
-        self._policy = policy
+        self.policy = policy
         self._clock = clock
         self._states: dict[str, BreakerState] = {}
-        self.on_change = None  # async callback(deployment, state, open_until) set by SharedBreakers
 
     def get(self, deployment: str) -> BreakerState:
         state = self._states.get(deployment)
         if state is None:
-            state = self._states[deployment] = BreakerState(self._policy)
+            state = self._states[deployment] = BreakerState(self.policy)
         return state
 
     def now(self) -> float:
@@ -110,12 +110,18 @@ class Breakers:
     def begin(self, deployment: str) -> bool:
         return self.get(deployment).begin(self._clock())
 
+    async def admit(self, deployment: str) -> bool:
+        """May a call go to this deployment now? Takes the half-open probe slot when due."""
+        return self.begin(deployment)
+
     def record(self, deployment: str, ok: bool) -> str | None:
-        state = self.get(deployment)
-        changed = state.record(ok, self._clock())
-        if changed is not None and self.on_change is not None:
-            self.on_change(deployment, changed, state)
-        return changed
+        return self.get(deployment).record(ok, self._clock())
+
+    async def start(self, deployments: list[str]) -> None:
+        return None
+
+    async def close(self) -> None:
+        return None
 
     def snapshot(self) -> dict[str, dict]:
         now = self._clock()

@@ -1,0 +1,155 @@
+"""Breaker state shared by every replica through Redis.
+
+The hot path still reads only local memory. Failures are counted in Redis (so N failures across
+replicas open the breaker once), openings and closings are published to every replica, and the
+half-open probe slot is claimed with SET NX so only one replica probes a recovering deployment.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+import redis.asyncio as aioredis
+
+from ..config import Breaker as BreakerPolicy
+from .breakers import CLOSED, OPEN, Breakers
+
+log = logging.getLogger("multihome.breakers")
+CHANNEL = "multihome:breakers"
+
+
+def _key(kind: str, deployment: str) -> str:
+    return f"multihome:breaker:{kind}:{deployment}"
+
+
+class SharedBreakers(Breakers):
+    def __init__(self, policy: BreakerPolicy, url: str) -> None:
+        super().__init__(policy)
+        self._redis = aioredis.Redis.from_url(url, decode_responses=True)
+        self._tasks: set[asyncio.Task] = set()
+        self._listener: asyncio.Task | None = None
+        self._pubsub = None
+
+    async def start(self, deployments: list[str]) -> None:
+        self._pubsub = self._redis.pubsub()
+        await self._pubsub.subscribe(CHANNEL)
+        self._listener = asyncio.create_task(self._listen())
+        for dep in deployments:  # pick up breakers other replicas opened before we started
+            until = await self._redis.get(_key("open", dep))
+            if until is not None:
+                self._apply(dep, OPEN, float(until))
+
+    async def close(self) -> None:
+        if self._listener is not None:
+            self._listener.cancel()
+        for task in list(self._tasks):
+            task.cancel()
+        if self._pubsub is not None:
+            await self._pubsub.aclose()
+        await self._redis.aclose()
+
+    # -- hot path: local decision, Redis work in the background --------------------------------
+    def record(self, deployment: str, ok: bool) -> str | None:
+        state = self.get(deployment)
+        was = state.state
+        changed = state.record(ok, self.now())
+        if ok:
+            if changed == CLOSED or was != CLOSED:
+                self._spawn(self._publish_closed(deployment))
+            elif state.consecutive == 0 and getattr(state, "shared_failures", 0):
+                state.shared_failures = 0
+                self._spawn(self._redis.delete(_key("fails", deployment)))
+            return changed
+        if changed == OPEN:
+            self._spawn(self._publish_open(deployment, state.open_until))
+        else:
+            self._spawn(self._count_failure(deployment))
+        return changed
+
+    async def admit(self, deployment: str) -> bool:
+        state = self.get(deployment)
+        if state.state == CLOSED:
+            return True
+        if not state.begin(self.now()):
+            return False
+        # Our local cooldown is over: claim the one probe for all replicas.
+        try:
+            claimed = await self._redis.set(_key("probe", deployment), "1", nx=True, px=int(self.policy.cooldown_s * 1000))
+        except aioredis.RedisError:
+            claimed = True  # Redis down: fall back to a per-replica probe rather than never probing
+        if not claimed:
+            state.probing = False
+            state.state = OPEN
+            return False
+        return True
+
+    # -- background ----------------------------------------------------------------------------
+    def _spawn(self, coro) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _count_failure(self, deployment: str) -> None:
+        key = _key("fails", deployment)
+        try:
+            async with self._redis.pipeline(transaction=True) as pipe:
+                count, _ = await pipe.incr(key).expire(key, int(self.policy.window_s) or 60).execute()
+        except aioredis.RedisError as exc:
+            log.warning("breaker failure count for %s not shared: %s", deployment, exc)
+            return
+        state = self.get(deployment)
+        state.shared_failures = count
+        n = self.policy.consecutive_failures
+        if n and count >= n and state.state == CLOSED:
+            state.trip(self.now())
+            await self._publish_open(deployment, state.open_until)
+
+    async def _publish_open(self, deployment: str, open_until_monotonic: float) -> None:
+        until_wall = time.time() + (open_until_monotonic - self.now())
+        ms = max(1, int((open_until_monotonic - self.now()) * 1000))
+        try:
+            async with self._redis.pipeline(transaction=True) as pipe:
+                await (
+                    pipe.set(_key("open", deployment), repr(until_wall), px=ms)
+                    .delete(_key("fails", deployment), _key("probe", deployment))
+                    .publish(CHANNEL, f"{OPEN} {deployment} {until_wall!r}")
+                    .execute()
+                )
+        except aioredis.RedisError as exc:
+            log.warning("breaker opening for %s not shared: %s", deployment, exc)
+
+    async def _publish_closed(self, deployment: str) -> None:
+        try:
+            async with self._redis.pipeline(transaction=True) as pipe:
+                await (
+                    pipe.delete(_key("open", deployment), _key("fails", deployment), _key("probe", deployment))
+                    .publish(CHANNEL, f"{CLOSED} {deployment} 0")
+                    .execute()
+                )
+        except aioredis.RedisError as exc:
+            log.warning("breaker closing for %s not shared: %s", deployment, exc)
+
+    async def _listen(self) -> None:
+        while True:
+            try:
+                message = await self._pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
+            except aioredis.RedisError as exc:
+                log.warning("breaker channel lost: %s; retrying", exc)
+                await asyncio.sleep(1)
+                continue
+            if message is None:
+                continue
+            try:
+                state, deployment, until = message["data"].split(" ")
+                self._apply(deployment, state, float(until))
+            except ValueError:
+                continue
+
+    def _apply(self, deployment: str, state: str, until_wall: float) -> None:
+        local = self.get(deployment)
+        if state == OPEN:
+            local.trip(self.now(), until=self.now() + max(0.0, until_wall - time.time()))
+        elif state == CLOSED and local.state != CLOSED:
+            local.record(True, self.now())
