@@ -6,7 +6,7 @@ import os
 
 from .api.gateway import Gateway
 from .api.openai_routes import OpenAIRoutes
-from .config import Config, load_config
+from .config import Config, env_secret, load_config
 from .identity.static_keys import StaticKeys
 from .routing.attempts import AttemptRunner
 from .routing.breakers import Breakers
@@ -21,11 +21,34 @@ CONFIG_ENV = "MULTIHOME_CONFIG"
 def build_app(config: Config) -> Gateway:
     catalog = Catalog(config)
     keys = StaticKeys(config.server.api_keys_env, allow_unauthenticated=config.server.allow_unauthenticated)
-    breakers = Breakers(config.routing.breaker)
+    breakers = _breakers(config)
     latency = LatencyStats(config.routing.latency_ewma_alpha)
     router = Router(catalog, Planner(breakers, latency), AttemptRunner(breakers, latency))
     routes = OpenAIRoutes(catalog, router, config.server.max_body_bytes)
-    return Gateway(catalog, keys, routes)
+    services = [catalog, _Started(breakers, list(catalog.deployments))]
+    return Gateway(catalog, keys, routes, None, services=services)
+
+
+def _breakers(config: Config) -> Breakers:
+    url = env_secret(config.routing.redis_url_env, what="routing.redis_url_env")
+    if url is None:
+        return Breakers(config.routing.breaker)
+    from .routing.breakers_redis import SharedBreakers
+
+    return SharedBreakers(config.routing.breaker, url)
+
+
+class _Started:
+    """Adapts a service whose start() needs arguments to the gateway's start()/close() lifecycle."""
+
+    def __init__(self, service, *args) -> None:
+        self._service, self._args = service, args
+
+    async def start(self) -> None:
+        await self._service.start(*self._args)
+
+    async def close(self) -> None:
+        await self._service.close()
 
 
 def app_from_env() -> Gateway:

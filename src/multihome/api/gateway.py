@@ -18,11 +18,17 @@ _JSON_TYPES = (b"application/json",)
 
 
 class Gateway:
-    def __init__(self, catalog: Catalog, keys: StaticKeys, routes: OpenAIRoutes) -> None:
+    def __init__(
+        self, catalog: Catalog, keys: StaticKeys, routes: OpenAIRoutes, own_auth_posts=None, services: list | None = None
+    ) -> None:
         self.catalog = catalog
+        # Started in order at start-up, closed in reverse at shutdown (each has start() and close()).
+        self.services = services if services is not None else [catalog]
         self.keys = keys
         self.routes = routes
         self.ready = False
+        # POST routes that check keys and render errors themselves (the Anthropic door: x-api-key, its envelope).
+        self._own_auth_posts = own_auth_posts or {}
         self._post = {b"/v1/chat/completions": routes.chat, b"/v1/embeddings": routes.embeddings}
         self._post.update({p[3:]: h for p, h in list(self._post.items())})  # also without /v1, as OpenAI allows
         self._post[b"/v1/route/explain"] = routes.explain
@@ -38,13 +44,20 @@ class Gateway:
         while True:
             message = await receive()
             if message["type"] == "lifespan.startup":
-                await self.catalog.start()
+                try:
+                    for service in self.services:
+                        await service.start()
+                except Exception as exc:
+                    log.exception("start-up failed")
+                    await send({"type": "lifespan.startup.failed", "message": str(exc)})
+                    return
                 _tune_gc()
                 self.ready = True
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
                 self.ready = False
-                await self.catalog.close()
+                for service in reversed(self.services):
+                    await service.close()
                 await send({"type": "lifespan.shutdown.complete"})
                 return
 
@@ -53,7 +66,9 @@ class Gateway:
         path = scope["raw_path"] or scope["path"].encode()
         method = scope["method"]
         try:
-            if method == "POST" and path in self._post:
+            if method == "POST" and path in self._own_auth_posts:
+                await self._own_auth_posts[path](scope, receive, send, request_id)
+            elif method == "POST" and path in self._post:
                 self.keys.check(header(scope, b"authorization"))
                 _check_content_type(scope)
                 await self._post[path](scope, receive, send, request_id)
