@@ -61,6 +61,48 @@ def _config_check(args: argparse.Namespace) -> int:
     return 0
 
 
+def _route_explain(args: argparse.Namespace) -> int:
+    """Ask a running gateway for its plan: live breaker and latency state included."""
+    import json
+    import urllib.error
+    import urllib.request
+
+    body = args.body
+    if body.startswith("@"):
+        with open(body[1:]) as f:
+            body = f.read()
+    elif not body.lstrip().startswith("{"):
+        body = json.dumps({"model": body, "messages": [{"role": "user", "content": args.prompt}]})
+    key = args.key or os.environ.get("OPENAI_API_KEY", "")
+    url = args.url.rstrip("/")
+    if not url.endswith("/v1"):
+        url += "/v1"
+    request = urllib.request.Request(
+        url + "/route/explain",
+        data=body.encode(),
+        headers={"content-type": "application/json", "authorization": f"Bearer {key}"},
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=10) as resp:
+            plan = json.load(resp)
+    except urllib.error.HTTPError as exc:
+        print(f"error {exc.code}: {json.load(exc)['error']['message']}", file=sys.stderr)
+        return 1
+    except OSError as exc:
+        print(f"cannot reach the gateway at {url}: {exc}", file=sys.stderr)
+        return 1
+    if args.json:
+        print(json.dumps(plan, indent=2))
+        return 0
+    for p in plan["plans"]:
+        print(f"{p['model']} ({p['strategy']}), needs: {', '.join(p['needs'])}")
+        for d in p["deployments"]:
+            mark = "->" if d["decision"] == "ordered" else "  x"
+            print(f"  {mark} {d['deployment']}: {d['reason']}")
+    print("would attempt: " + " -> ".join(plan["would_attempt"]) if plan["would_attempt"] else "would attempt: nothing")
+    return 0
+
+
 def _demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
@@ -83,6 +125,16 @@ def main(argv: list[str] | None = None) -> int:
     demo.add_argument("--port", type=int, default=4000)
     demo.add_argument("--once", action="store_true", help="show the failover, then exit")
     demo.set_defaults(func=_demo)
+
+    route = sub.add_parser("route", help="inspect routing")
+    route_sub = route.add_subparsers(dest="route_command", required=True)
+    explain = route_sub.add_parser("explain", help="show the plan a running gateway would follow, without sending")
+    explain.add_argument("body", help="a model group name, a JSON request body, or @file.json")
+    explain.add_argument("--prompt", default="hello", help="user message when BODY is a model name")
+    explain.add_argument("--url", default="http://127.0.0.1:4000", help="gateway base URL")
+    explain.add_argument("--key", help="gateway API key (default: $OPENAI_API_KEY)")
+    explain.add_argument("--json", action="store_true", help="print the raw explanation")
+    explain.set_defaults(func=_route_explain)
 
     config = sub.add_parser("config", help="work with config files")
     config_sub = config.add_subparsers(dest="config_command", required=True)

@@ -198,3 +198,23 @@ def test_time_budget_ends_the_walk_with_504(world):
     assert info.value.status_code == 504
     assert info.value.code == "routing_budget_exhausted"
     assert time.perf_counter() - started < 1.5
+
+
+def test_route_explain_cli(world):
+    import subprocess
+
+    from .processes import VENV_BIN
+
+    a, b, gw, client = world
+    out = subprocess.run(
+        [str(VENV_BIN / "multihome"), "route", "explain", "primary", "--url", gw.url, "--key", CLIENT_KEY],
+        capture_output=True, text=True, timeout=20,
+    )
+    assert out.returncode == 0, out.stderr
+    assert "-> a-p: rank 1: primary" in out.stdout
+    assert "would attempt: a-p -> b-p -> b-backup" in out.stdout
+    bad = subprocess.run(
+        [str(VENV_BIN / "multihome"), "route", "explain", "nope", "--url", gw.url, "--key", CLIENT_KEY],
+        capture_output=True, text=True, timeout=20,
+    )
+    assert bad.returncode == 1 and "does not exist" in bad.stderr

@@ -88,7 +88,7 @@ def test_lowest_cost_orders_by_estimated_cost_with_config_order_breaking_ties(wo
     plan = planner.plan(catalog.groups["cost"], _shape(max_tokens=100))
     # 4 prompt tokens-ish: cost is driven by output price: small 1.5 < text 2.0 < vision 3.0 < big 15.0
     assert [d.name for d in plan.ordered] == ["small", "text", "vision", "big"]
-    assert all(c.score is not None for c in plan.considered)
+    assert all(c.score is not None for c in planner.plan(catalog.groups["cost"], _shape(max_tokens=100), explain=True).considered)
 
 
 def test_lowest_latency_uses_observed_latency_and_tries_unmeasured_first(world):
@@ -118,6 +118,6 @@ def test_commitment_burn_down_prefers_the_pool_furthest_behind(world):
 
 def test_plan_is_fast_enough_to_be_explained_as_data(world):
     catalog, planner = world
-    out = planner.plan(catalog.groups["first"], _shape(tools=[TOOL])).to_dict()
+    out = planner.plan(catalog.groups["first"], _shape(tools=[TOOL]), explain=True).to_dict()
     assert out["order"] == ["big", "small", "vision"]
     assert {"deployment": "text", "decision": "skipped", "reason": "lacks tools"} in out["deployments"]

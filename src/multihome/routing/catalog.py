@@ -36,10 +36,12 @@ class GroupRuntime:
     stream_timeout: aiohttp.ClientTimeout = field(init=False)
     unary_timeout: aiohttp.ClientTimeout = field(init=False)
     strategy: str = field(init=False)
+    position: dict[str, int] = field(init=False)  # deployment -> index in config order
     needs_size: bool = field(init=False)  # whether any deployment has a window or output limit to check
 
     def __post_init__(self) -> None:
         self.strategy = self.policy.strategy
+        self.position = {d.name: i for i, d in enumerate(self.deployments)}
         self.needs_size = self.policy.strategy == "lowest-cost" or any(
             d.context_window or d.max_output_tokens for d in self.deployments
         )

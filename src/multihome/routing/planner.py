@@ -92,7 +92,7 @@ class Planner:
         self.commitments = commitments or OnPlan()
         self._rand = rand or random.Random()
 
-    def plan(self, group: GroupRuntime, shape: RequestShape) -> Plan:
+    def plan(self, group: GroupRuntime, shape: RequestShape, *, explain: bool = False) -> Plan:
         considered: list[Considered] = []
         candidates: list[DeploymentRuntime] = []
         prompt = output = None
@@ -105,10 +105,12 @@ class Planner:
             else:
                 candidates.append(dep)
         ordered, scores = self._order(group, candidates, shape, prompt, output)
-        for rank, dep in enumerate(ordered, 1):
-            label = "primary" if dep is group.deployments[0] else f"position {group.deployments.index(dep) + 1} in config"
-            why = f"rank {rank}: {label}" if group.strategy == "primary-first" else f"rank {rank} by {group.strategy}"
-            considered.append(Considered(dep.name, ORDERED, why, scores.get(dep.name)))
+        if explain:  # the hot path needs only the order; reasons for ordered ones are for people
+            for rank, dep in enumerate(ordered, 1):
+                pos = group.position[dep.name]
+                label = "primary" if pos == 0 else f"position {pos + 1} in config"
+                why = f"rank {rank}: {label}" if group.strategy == "primary-first" else f"rank {rank} by {group.strategy}"
+                considered.append(Considered(dep.name, ORDERED, why, scores.get(dep.name)))
         return Plan(group.name, group.strategy, ordered, considered, shape.needs, prompt)
 
     def _skip_reason(self, dep: DeploymentRuntime, shape: RequestShape, prompt: int | None, output: int | None) -> str:
@@ -132,7 +134,7 @@ class Planner:
         strategy = group.strategy
         if strategy == "primary-first" or len(candidates) < 2:
             return candidates, {}
-        position = {d.name: i for i, d in enumerate(group.deployments)}
+        position = group.position
         if strategy == "lowest-cost":
             scores = {d.name: _cost(d, prompt or 0, output or estimate.DEFAULT_OUTPUT_TOKENS) for d in candidates}
         elif strategy == "lowest-latency":

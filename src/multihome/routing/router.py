@@ -20,8 +20,8 @@ class Router:
             return [group]
         return [group, *(self.catalog.groups[name] for name in group.policy.fallback_groups)]
 
-    def plans(self, group: GroupRuntime, shape: RequestShape) -> list[Plan]:
-        return [self.planner.plan(g, shape) for g in self.chain(group, shape)]
+    def plans(self, group: GroupRuntime, shape: RequestShape, *, explain: bool = False) -> list[Plan]:
+        return [self.planner.plan(g, shape, explain=explain) for g in self.chain(group, shape)]
 
     async def route(self, group: GroupRuntime, shape: RequestShape, build, translate, *, forward_usage: bool = False) -> Served:
         attempts: list[Attempt] = []
@@ -45,7 +45,7 @@ class Router:
         raise last
 
     def explain(self, group: GroupRuntime, shape: RequestShape) -> dict:
-        plans = self.plans(group, shape)
+        plans = self.plans(group, shape, explain=True)
         breakers = self.planner.breakers.snapshot()
         return {
             "object": "route.explanation",
