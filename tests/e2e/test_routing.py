@@ -90,7 +90,8 @@ def test_breaker_opens_after_n_failures_and_closes_after_a_good_probe(world):
     assert a.stats()["requests"] == 3
     # Open: the primary is skipped before any call.
     raw = client.chat.completions.with_raw_response.create(model="breaker", messages=USER)
-    assert _outcomes(raw.headers) == ["b-brk:ok"]
+    assert _outcomes(raw.headers) == ["a-brk:skipped", "b-brk:ok"]
+    assert 'a-brk;outcome=skipped;reason="breaker open for' in raw.headers["x-multihome-attempts"]
     assert a.stats()["requests"] == 3
     explain = httpx.post(gw.url + "/v1/route/explain", json={"model": "breaker", "messages": USER},
                          headers={"authorization": f"Bearer {CLIENT_KEY}"}).json()
@@ -113,7 +114,7 @@ def test_failed_half_open_probe_reopens(world):
     raw = client.chat.completions.with_raw_response.create(model="breaker", messages=USER)
     assert _outcomes(raw.headers) == ["a-brk:http_500", "b-brk:ok"]  # the probe failed
     raw = client.chat.completions.with_raw_response.create(model="breaker", messages=USER)
-    assert _outcomes(raw.headers) == ["b-brk:ok"]  # open again
+    assert _outcomes(raw.headers) == ["a-brk:skipped", "b-brk:ok"]  # open again
     a.clear_faults()
     time.sleep(1.1)
     client.chat.completions.create(model="breaker", messages=USER)  # let the probe close it for later tests
@@ -158,7 +159,7 @@ def test_explain_plan_equals_what_the_gateway_does(world):
         b.fault(status=503)
         with pytest.raises(openai.APIStatusError) as info:
             client.chat.completions.create(**body)
-        names = [o.split(":")[0] for o in _outcomes(info.value.response.headers) if not o.endswith("fallback_group")]
+        names = [o.split(":")[0] for o in _outcomes(info.value.response.headers) if not o.endswith(("fallback_group", "skipped"))]
         tried = [n for i, n in enumerate(names) if i == 0 or names[i - 1] != n]  # same-deployment retries fold
         assert tried == explain["would_attempt"]
         a.clear_faults()
@@ -177,7 +178,7 @@ def test_client_may_narrow_but_not_widen(world):
     raw = client.chat.completions.with_raw_response.create(
         model="primary", messages=USER, extra_headers={"x-multihome-deployments": "b-p"}
     )
-    assert _outcomes(raw.headers) == ["b-p:ok"]
+    assert _outcomes(raw.headers) == ["a-p:skipped", "b-p:ok"]
     raw = client.chat.completions.with_raw_response.create(
         model="primary", messages=USER, extra_body={"multihome": {"route": {"deployments": ["b-p"]}}}
     )
@@ -207,12 +208,12 @@ def test_route_explain_cli(world):
 
     a, b, gw, client = world
     out = subprocess.run(
-        [str(VENV_BIN / "multihome"), "route", "explain", "primary", "--url", gw.url, "--key", CLIENT_KEY],
+        [str(VENV_BIN / "multihome"), "route", "explain", "cheap", "--url", gw.url, "--key", CLIENT_KEY],
         capture_output=True, text=True, timeout=20,
     )
     assert out.returncode == 0, out.stderr
-    assert "-> a-p: rank 1: primary" in out.stdout
-    assert "would attempt: a-p -> b-p -> b-backup" in out.stdout
+    assert "-> b-cheap: rank 1 by lowest-cost" in out.stdout
+    assert "would attempt: b-cheap -> a-exp" in out.stdout
     bad = subprocess.run(
         [str(VENV_BIN / "multihome"), "route", "explain", "nope", "--url", gw.url, "--key", CLIENT_KEY],
         capture_output=True, text=True, timeout=20,

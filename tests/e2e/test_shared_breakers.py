@@ -78,7 +78,7 @@ def test_failures_on_both_replicas_open_one_shared_breaker_and_a_probe_closes_it
     assert _wait(lambda: all(_breaker(g) == "open" for g in gateways))
     for client in (one, two):
         deployment, attempts = _served(client)
-        assert deployment == "secondary" and attempts.startswith("secondary;outcome=ok")
+        assert deployment == "secondary" and attempts.startswith('primary;outcome=skipped;reason="breaker open')
     assert a.stats()["requests"] == 3
     # After the cooldown only one replica probes; the probe succeeds and both close.
     a.clear_faults()

@@ -33,8 +33,12 @@ class Attempt:
     deployment: str
     outcome: str
     ms: float
+    reason: str | None = None  # for skips: the planner's reason
 
     def header(self) -> str:
+        if self.reason is not None:
+            reason = self.reason.replace("\\", "").replace('"', "'")
+            return f'{self.deployment};outcome={self.outcome};reason="{reason}"'
         return f"{self.deployment};outcome={self.outcome};ms={self.ms:.1f}"
 
 

@@ -34,6 +34,7 @@ class Router:
                 continue
             if i > 0:
                 attempts.append(Attempt(plan.group, "fallback_group", 0.0))
+            attempts.extend(Attempt(s.deployment, "skipped", 0.0, s.reason) for s in plan.skipped)
             try:
                 return await self.runner.run(
                     self.catalog.groups[plan.group], plan, build, translate,

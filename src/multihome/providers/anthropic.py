@@ -1,0 +1,111 @@
+"""Anthropic Messages API (`POST {endpoint}/v1/messages`) as an upstream for OpenAI chat calls.
+
+Translation lives beside this file: anthropic_request (OpenAI -> Anthropic body),
+anthropic_response (message -> chat.completion), anthropic_stream (SSE events -> chunks).
+This module holds the transport-facing parts: URL, headers, error classification.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import msgspec
+
+from ..schema.chat import ParsedChat
+from ..schema.embeddings import ParsedEmbeddings
+from ..schema.errors import bad_request
+from ..schema.peek import ResponsePeek
+from . import anthropic_response
+from .anthropic_request import build_body
+from .anthropic_stream import AnthropicStreamDecoder
+from .base import CAPACITY, CLIENT_ERROR, UNAVAILABLE, Classified, UpstreamRequest
+from .errors import retry_after_seconds
+from .openai_out import FINISH_FILTER
+
+DEFAULT_ENDPOINT = "https://api.anthropic.com"
+DEFAULT_VERSION = "2023-06-01"
+_encode = msgspec.json.encode
+
+
+class _ErrorInner(msgspec.Struct):
+    type: str | None = None
+    message: str | None = None
+
+
+class _ErrorBody(msgspec.Struct):
+    error: _ErrorInner | None = None
+
+
+_error_body = msgspec.json.Decoder(_ErrorBody)
+
+
+def error_of(body: bytes) -> _ErrorInner:
+    try:
+        return _error_body.decode(body).error or _ErrorInner()
+    except msgspec.DecodeError:
+        return _ErrorInner()
+
+
+def classify(status: int, headers: Mapping[str, str], body: bytes) -> Classified:
+    """Anthropic statuses and error types -> routing outcome (docs/translation/anthropic.md)."""
+    err = error_of(body)
+    label = f"http_{status}"
+    retry_after = retry_after_seconds(headers)
+    if status in (429, 529) or err.type in ("rate_limit_error", "overloaded_error"):
+        return Classified(CAPACITY, label, retry_after)
+    if status == 408 or status >= 500 or err.type in ("api_error", "timeout_error"):
+        return Classified(UNAVAILABLE, label, retry_after)
+    if status == 402 or err.type == "billing_error":
+        # The gateway's account with this provider cannot pay; another deployment may serve.
+        return Classified(UNAVAILABLE, label)
+    if err.message and "prompt is too long" in err.message:
+        return Classified(CLIENT_ERROR, "context_length_exceeded")
+    return Classified(CLIENT_ERROR, label)
+
+
+class AnthropicAdapter:
+    kind = "anthropic"
+
+    def __init__(self, endpoint: str | None, api_key: str | None, version: str) -> None:
+        base = (endpoint or DEFAULT_ENDPOINT).rstrip("/")
+        # Accept both `https://api.anthropic.com` and `.../v1` as the configured endpoint.
+        self.url = base + ("/messages" if base.endswith("/v1") else "/v1/messages")
+        self._headers = {"content-type": "application/json", "anthropic-version": version}
+        if api_key:
+            self._headers["x-api-key"] = api_key
+
+    async def chat_request(self, parsed: ParsedChat, upstream_model: str) -> UpstreamRequest:
+        body, dropped = build_body(parsed, upstream_model)
+        return UpstreamRequest(self.url, self._headers, _encode(body), dropped)
+
+    async def embeddings_request(self, parsed: ParsedEmbeddings, upstream_model: str) -> UpstreamRequest:
+        raise bad_request("Anthropic has no embeddings API; route embeddings to a deployment that has them.",
+                          param="model", code="unsupported_capability")
+
+    def chat_response(self, body: bytes, upstream_model: str) -> bytes:
+        return anthropic_response.chat_response(body, upstream_model)
+
+    def embeddings_response(self, body: bytes, upstream_model: str) -> bytes:
+        raise ValueError("Anthropic has no embeddings API")
+
+    def stream_decoder(self, upstream_model: str) -> AnthropicStreamDecoder:
+        return AnthropicStreamDecoder(upstream_model)
+
+    def classify_error(self, status: int, headers: Mapping[str, str], body: bytes) -> Classified:
+        return classify(status, headers, body)
+
+    def is_refusal(self, peek: ResponsePeek) -> bool:
+        return any(c.finish_reason == FINISH_FILTER for c in peek.choices)
+
+    def skip_stream_chunk(self, peek: ResponsePeek) -> bool:
+        return False
+
+    async def close(self) -> None:
+        return None
+
+
+def build(name: str, provider) -> AnthropicAdapter:
+    from ..config import env_secret
+
+    api_key = env_secret(provider.auth.api_key_env, what=f"providers.{name}.auth.api_key_env")
+    return AnthropicAdapter(provider.endpoint, api_key, provider.api_version or DEFAULT_VERSION)
