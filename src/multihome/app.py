@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 
+from .api.anthropic_routes import AnthropicRoutes
 from .api.gateway import Gateway
 from .api.openai_routes import OpenAIRoutes
 from .config import Config, env_secret, load_config
@@ -25,8 +26,9 @@ def build_app(config: Config) -> Gateway:
     latency = LatencyStats(config.routing.latency_ewma_alpha)
     router = Router(catalog, Planner(breakers, latency), AttemptRunner(breakers, latency))
     routes = OpenAIRoutes(catalog, router, config.server.max_body_bytes)
+    anthropic = AnthropicRoutes(routes, keys)
     services = [catalog, _Started(breakers, list(catalog.deployments))]
-    return Gateway(catalog, keys, routes, None, services=services)
+    return Gateway(catalog, keys, routes, {b"/v1/messages": anthropic.messages}, services=services)
 
 
 def _breakers(config: Config) -> Breakers:

@@ -17,7 +17,7 @@ USER = [{"role": "user", "content": "hello"}]
 CONFIG = """
 server: {{api_keys_env: [MH_TEST_CLIENT_KEY]}}
 routing:
-  breaker: {{consecutive_failures: 3, cooldown_s: 1.0}}
+  breaker: {{consecutive_failures: 3, cooldown_s: 2.0}}
 providers:
   pa: {{kind: openai, endpoint: "{a}/v1"}}
   pb: {{kind: openai, endpoint: "{b}/v1"}}
@@ -98,7 +98,7 @@ def test_breaker_opens_after_n_failures_and_closes_after_a_good_probe(world):
     assert explain["breakers"]["a-brk"]["state"] == "open"
     # Cooldown over and the primary healthy again: one probe closes the breaker.
     a.clear_faults()
-    time.sleep(1.1)
+    time.sleep(2.1)
     raw = client.chat.completions.with_raw_response.create(model="breaker", messages=USER)
     assert _outcomes(raw.headers) == ["a-brk:ok"]
     raw = client.chat.completions.with_raw_response.create(model="breaker", messages=USER)
@@ -110,13 +110,13 @@ def test_failed_half_open_probe_reopens(world):
     a.fault(status=500, match="a-brk")
     for _ in range(3):
         client.chat.completions.create(model="breaker", messages=USER)
-    time.sleep(1.1)
+    time.sleep(2.1)
     raw = client.chat.completions.with_raw_response.create(model="breaker", messages=USER)
     assert _outcomes(raw.headers) == ["a-brk:http_500", "b-brk:ok"]  # the probe failed
     raw = client.chat.completions.with_raw_response.create(model="breaker", messages=USER)
     assert _outcomes(raw.headers) == ["a-brk:skipped", "b-brk:ok"]  # open again
     a.clear_faults()
-    time.sleep(1.1)
+    time.sleep(2.1)
     client.chat.completions.create(model="breaker", messages=USER)  # let the probe close it for later tests
 
 
@@ -219,3 +219,13 @@ def test_route_explain_cli(world):
         capture_output=True, text=True, timeout=20,
     )
     assert bad.returncode == 1 and "does not exist" in bad.stderr
+
+
+def test_context_overflow_everywhere_tells_the_client_why(world):
+    a, b, gw, client = world
+    a.fault(status=400, error_code="context_length_exceeded", match="a-small")
+    b.fault(status=400, error_code="context_length_exceeded", match="b-big")
+    with pytest.raises(openai.BadRequestError) as info:
+        client.chat.completions.create(model="overflow", messages=USER)
+    assert info.value.code == "context_length_exceeded"
+    assert _outcomes(info.value.response.headers) == ["a-small:context_overflow", "b-big:context_overflow"]

@@ -11,7 +11,7 @@ import pytest
 from multihome.providers.anthropic import AnthropicAdapter, classify
 from multihome.providers.anthropic_request import DEFAULT_MAX_TOKENS, JSON_TOOL
 from multihome.providers.anthropic_response import chat_response
-from multihome.providers.base import CAPACITY, CLIENT_ERROR, UNAVAILABLE
+from multihome.providers.base import CONTEXT_OVERFLOW, CAPACITY, CLIENT_ERROR, UNAVAILABLE
 from multihome.schema.chat import parse_chat
 from multihome.schema.errors import ApiError
 
@@ -183,7 +183,7 @@ ERRORS = [
     (500, {}, _err("api_error"), UNAVAILABLE, "http_500", None),
     (504, {}, _err("timeout_error"), UNAVAILABLE, "http_504", None),
     (402, {}, _err("billing_error"), UNAVAILABLE, "http_402", None),
-    (400, {}, _err("invalid_request_error", "prompt is too long: 210000 tokens > 200000 maximum"), CLIENT_ERROR,
+    (400, {}, _err("invalid_request_error", "prompt is too long: 210000 tokens > 200000 maximum"), CONTEXT_OVERFLOW,
      "context_length_exceeded", None),
     (400, {}, _err("invalid_request_error"), CLIENT_ERROR, "http_400", None),
     (401, {}, _err("authentication_error"), CLIENT_ERROR, "http_401", None),

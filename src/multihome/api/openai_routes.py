@@ -54,8 +54,10 @@ def _served_headers(request_id: bytes, served: Served) -> list[tuple[bytes, byte
 def upstream_client_error(served: Served) -> ApiError:
     """An upstream 4xx, re-shaped into OpenAI's envelope and attributed to the deployment."""
     dep = served.deployment
+    reshape = getattr(dep.adapter, "client_error_body", None)
+    body = reshape(served.status, served.body) if reshape is not None else served.body
     try:
-        err = _upstream_error.decode(served.body).error
+        err = _upstream_error.decode(body).error
     except msgspec.DecodeError:
         err = None
     detail = err.message if isinstance(err, _UpstreamErrorPeek) and err.message else (err if isinstance(err, str) else "")

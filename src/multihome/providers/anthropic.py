@@ -18,7 +18,7 @@ from ..schema.peek import ResponsePeek
 from . import anthropic_response
 from .anthropic_request import build_body
 from .anthropic_stream import AnthropicStreamDecoder
-from .base import CAPACITY, CLIENT_ERROR, UNAVAILABLE, Classified, UpstreamRequest
+from .base import CAPACITY, CLIENT_ERROR, CONTEXT_OVERFLOW, UNAVAILABLE, Classified, UpstreamRequest
 from .errors import retry_after_seconds
 from .openai_out import FINISH_FILTER
 
@@ -59,12 +59,20 @@ def classify(status: int, headers: Mapping[str, str], body: bytes) -> Classified
         # The gateway's account with this provider cannot pay; another deployment may serve.
         return Classified(UNAVAILABLE, label)
     if err.message and "prompt is too long" in err.message:
-        return Classified(CLIENT_ERROR, "context_length_exceeded")
+        return Classified(CONTEXT_OVERFLOW, "context_length_exceeded")
     return Classified(CLIENT_ERROR, label)
 
 
 class AnthropicAdapter:
     kind = "anthropic"
+
+    def client_error_body(self, status: int, body: bytes) -> bytes:
+        """Anthropic's error body in OpenAI's envelope, so clients get a code they know."""
+        err = error_of(body)
+        code = "context_length_exceeded" if err.message and "prompt is too long" in err.message else err.type
+        return msgspec.json.encode(
+            {"error": {"message": err.message or f"HTTP {status}", "type": "invalid_request_error", "param": None, "code": code}}
+        )
 
     def __init__(self, endpoint: str | None, api_key: str | None, version: str) -> None:
         base = (endpoint or DEFAULT_ENDPOINT).rstrip("/")

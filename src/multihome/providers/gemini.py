@@ -21,7 +21,7 @@ from ..schema.embeddings import ParsedEmbeddings
 from ..schema.errors import ApiError, bad_request
 from ..schema.peek import ResponsePeek
 from . import gemini_response as gr
-from .base import CAPACITY, CLIENT_ERROR, UNAVAILABLE, Classified, UpstreamRequest
+from .base import CAPACITY, CLIENT_ERROR, CONTEXT_OVERFLOW, UNAVAILABLE, Classified, UpstreamRequest
 from .errors import retry_after_seconds
 from .gemini_auth import GoogleTokens
 from .gemini_translate import PROVIDER, check_params, request_body
@@ -167,7 +167,7 @@ class GeminiAdapter:
             # e.g. "User location is not supported for the API use": another deployment may serve it.
             return Classified(UNAVAILABLE, label)
         if status == 400 and _TOO_LONG.search(err.message):
-            return Classified(CLIENT_ERROR, "context_length_exceeded")
+            return Classified(CONTEXT_OVERFLOW, "context_length_exceeded")
         return Classified(CLIENT_ERROR, label)
 
     def client_error_body(self, status: int, body: bytes) -> bytes:

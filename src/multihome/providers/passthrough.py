@@ -45,6 +45,9 @@ class PassThrough:
     def classify_error(self, status: int, headers: Mapping[str, str], body: bytes) -> Classified:
         return classify_http(status, headers, body)
 
+    def client_error_body(self, status: int, body: bytes) -> bytes:
+        return body
+
     def is_refusal(self, peek: ResponsePeek) -> bool:
         return any(c.finish_reason == "content_filter" for c in peek.choices)
 

@@ -16,7 +16,15 @@ from dataclasses import dataclass
 import aiohttp
 import msgspec
 
-from ..providers.base import CAPACITY, CLIENT_ERROR, CONTEXT_OVERFLOW, REFUSAL, UNAVAILABLE, UpstreamRequest
+from ..providers.base import (
+    CAPACITY,
+    CLIENT_ERROR,
+    CONTEXT_OVERFLOW,
+    REFUSAL,
+    UNAVAILABLE,
+    UNSUPPORTED,
+    UpstreamRequest,
+)
 from ..schema.errors import ApiError
 from ..schema.peek import peek_decoder
 from .breakers import Breakers
@@ -26,6 +34,8 @@ from .planner import Plan
 from .stream_relay import StreamBroken, StreamRelay
 
 _UNWELL = frozenset({CAPACITY, UNAVAILABLE})  # what counts against a deployment's breaker
+# Declines about the request, not the deployment: if nobody takes it, the client hears why.
+_ABOUT_REQUEST = frozenset({CONTEXT_OVERFLOW, UNSUPPORTED, REFUSAL})
 
 
 @dataclass(slots=True)
@@ -142,6 +152,7 @@ class _Walk:
         self.forward_usage = forward_usage
         self.attempts: list[Attempt] = attempts
         self.last: _Result | None = None
+        self.last_dep: DeploymentRuntime | None = None
         self.overflow_window: int | None = None
 
     async def run(self, plan: Plan) -> Served:
@@ -164,6 +175,9 @@ class _Walk:
             decision = self._decide(served_by, result)
             if decision is not None:
                 return decision
+        last = self.last
+        if last is not None and last.kind in _ABOUT_REQUEST and last.status and self.last_dep is not None:
+            return Served(self.last_dep, last.status, self.attempts, last.body)
         raise _failed(self.group, plan, self.attempts, self.last)
 
     def _too_small(self, dep: DeploymentRuntime) -> bool:
@@ -188,7 +202,7 @@ class _Walk:
 
     def _decide(self, dep: DeploymentRuntime, result: _Result) -> Served | None:
         """After a deployment gave up: answer the client now (Served), or go on (None)."""
-        self.last = result
+        self.last, self.last_dep = result, dep
         if result.kind == CLIENT_ERROR:
             return Served(dep, result.status, self.attempts, result.body)
         if result.kind not in self.policy.fail_over_on:

@@ -1,0 +1,104 @@
+"""Anthropic-compatible front door: `POST /v1/messages` for Claude-native clients.
+
+The request is translated into the canonical OpenAI chat request and walks the same plan and
+attempt loop as `/v1/chat/completions`, so routing, failover and the `x-multihome-*` headers
+are identical; the answer (or stream) is translated back. This route authenticates and
+renders its own errors, because Anthropic clients send `x-api-key` and expect Anthropic's
+error envelope.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+
+from ..identity.static_keys import StaticKeys
+from ..schema.anthropic import parse_messages
+from ..schema.errors import ApiError
+from .anthropic_errors import send_anthropic_error
+from .anthropic_stream import AnthropicStream, TranslatedRelay
+from .anthropic_translate import to_anthropic, to_canonical
+from .asgi import JSON, ClientGone, header, read_body, send_bytes
+from .gateway import _check_content_type
+from .openai_routes import (
+    OpenAIRoutes,
+    _chat_response,
+    _send_stream,
+    _served_headers,
+    _with_request_id,
+    chat_shape,
+    upstream_client_error,
+)
+
+log = logging.getLogger("multihome.anthropic")
+
+_MISSING_KEY = ApiError(
+    401,
+    "Missing API key. Send 'x-api-key: <key>' or 'Authorization: Bearer <key>' with the key issued for this gateway "
+    "(the anthropic SDK sends ANTHROPIC_API_KEY).",
+    code="invalid_api_key",
+)
+
+
+class AnthropicRoutes:
+    def __init__(self, openai: OpenAIRoutes, keys: StaticKeys) -> None:
+        self.openai = openai  # the same catalog, router and body limit as the OpenAI door
+        self.keys = keys
+
+    async def messages(self, scope, receive, send, request_id: bytes) -> None:
+        try:
+            self._authenticate(scope)
+            _check_content_type(scope)
+            await self._messages(scope, receive, send, request_id)
+        except ApiError as err:
+            await send_anthropic_error(send, err, [(b"x-request-id", request_id)], request_id)
+        except ClientGone:
+            return
+        except Exception:
+            log.exception("unexpected error serving POST /v1/messages (request %s)", request_id.decode())
+            err = ApiError(500, "The gateway hit an unexpected error; it has been logged.", type="server_error")
+            try:
+                await send_anthropic_error(send, err, [(b"x-request-id", request_id)], request_id)
+            except Exception:
+                pass  # the response had already started
+
+    def _authenticate(self, scope) -> None:
+        api_key = header(scope, b"x-api-key")
+        authorization = b"Bearer " + api_key.strip() if api_key else header(scope, b"authorization")
+        try:
+            self.keys.check(authorization)
+        except ApiError:
+            if not authorization or authorization[:7].lower() != b"bearer ":
+                raise _MISSING_KEY from None
+            raise
+
+    async def _messages(self, scope, receive, send, request_id: bytes) -> None:
+        parsed = parse_messages(await read_body(scope, receive, self.openai.max_body))
+        canonical, dropped = to_canonical(parsed)
+        group = self.openai._group(canonical.request.model)
+        shape = chat_shape(scope, canonical, group)
+        rid = request_id.decode()
+
+        async def build(dep):
+            return _with_request_id(await dep.adapter.chat_request(canonical, dep.upstream_model), rid)
+
+        # forward_usage: the usage-only last chunk must reach the converter (message_delta needs it).
+        served = await self.openai.router.route(group, shape, build, _chat_response, forward_usage=True)
+        if dropped:
+            served = dataclasses.replace(served, dropped=sorted({*dropped, *(served.dropped or ())}))
+        headers = _served_headers(request_id, served)
+        if served.stream is not None:
+            converter = AnthropicStream(parsed.request)
+            first = converter.feed(served.first)
+            translated = dataclasses.replace(served, first=first, stream=TranslatedRelay(served.stream, converter))
+            await _send_stream(scope, receive, send, translated, headers)
+            return
+        if served.status >= 400:
+            await send_anthropic_error(send, upstream_client_error(served), headers, request_id)
+            return
+        try:
+            body = to_anthropic(served.body, parsed.request, served.deployment.name)
+        except ApiError as err:
+            await send_anthropic_error(send, err, headers, request_id)
+            return
+        await send_bytes(send, served.status, body, [JSON, *headers])

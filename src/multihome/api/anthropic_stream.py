@@ -1,0 +1,217 @@
+"""OpenAI chat-completion chunks (as the relay forwards them) -> Anthropic Messages SSE events.
+
+Event order, as Anthropic documents it: message_start; per content block (text first, then
+each tool_use) content_block_start, content_block_delta..., content_block_stop; message_delta
+(stop_reason, cumulative usage); message_stop. An error event from the relay (the stream broke
+after the client got its first byte) becomes `event: error`, which the anthropic SDK raises.
+"""
+
+from __future__ import annotations
+
+import msgspec
+
+from ..providers.sse import DONE, SseSplitter
+from ..schema.anthropic import MessagesRequest
+from ..schema.peek import Usage
+from .anthropic_translate import message_id, stop_reason, usage_of
+
+_encode = msgspec.json.encode
+
+
+class _Fn(msgspec.Struct):
+    name: str | None = None
+    arguments: str | None = None
+
+
+class _ToolDelta(msgspec.Struct):
+    index: int = 0
+    id: str | None = None
+    function: _Fn | None = None
+
+
+class _Delta(msgspec.Struct):
+    content: str | None = None
+    refusal: str | None = None
+    tool_calls: list[_ToolDelta] | None = None
+
+
+class _Choice(msgspec.Struct):
+    delta: _Delta | None = None
+    finish_reason: str | None = None
+    stop_reason: str | int | None = None  # vLLM: the stop string that matched
+
+
+class _ErrorBody(msgspec.Struct):
+    message: str | None = None
+
+
+class _Chunk(msgspec.Struct):
+    id: str = ""
+    model: str = ""
+    choices: list[_Choice] = []
+    usage: Usage | None = None
+    error: _ErrorBody | str | None = None
+
+
+_chunk = msgspec.json.Decoder(_Chunk)
+
+
+def event(name: str, payload: dict) -> bytes:
+    return b"event: " + name.encode() + b"\ndata: " + _encode(payload) + b"\n\n"
+
+
+def error_event(message: str, kind: str = "api_error") -> bytes:
+    return event("error", {"type": "error", "error": {"type": kind, "message": message}})
+
+
+class AnthropicStream:
+    """Feed the relay's SSE bytes; get Anthropic SSE bytes. One instance per response."""
+
+    def __init__(self, req: MessagesRequest) -> None:
+        self._req = req
+        self._split = SseSplitter()
+        self._started = False
+        self._open: int | None = None  # index of the block currently open (Anthropic: one at a time)
+        self._open_text = False
+        self._next = 0
+        self._tools: dict[int, int] = {}  # OpenAI tool-call index -> content block index
+        self._finish: str | None = None
+        self._matched: str | int | None = None
+        self._refusal = False
+        self._usage: Usage | None = None
+        self.finished = False  # message_stop or error sent: nothing more may follow
+
+    def feed(self, data: bytes) -> bytes:
+        out: list[bytes] = []
+        for payload in self._split.feed(data):
+            if self.finished:
+                break
+            if payload == DONE:
+                self._finish_message(out)
+                continue
+            try:
+                chunk = _chunk.decode(payload)
+            except msgspec.DecodeError:
+                # The relay validates JSON before forwarding; anything else is a gateway bug worth surfacing.
+                out.append(self._fail("The gateway could not read a chunk of the upstream stream; the answer is incomplete."))
+                continue
+            if chunk.error is not None:
+                err = chunk.error
+                message = err if isinstance(err, str) else (err.message or "The upstream stream failed.")
+                out.append(self._fail(message))
+                continue
+            self._chunk(chunk, out)
+        return b"".join(out)
+
+    def end(self) -> bytes:
+        """The relay stopped. A stream that never finished must not look complete to the client."""
+        if self.finished:
+            return b""
+        return self._fail("The stream ended before it was complete; the answer is incomplete. Retry the request.")
+
+    def _fail(self, message: str) -> bytes:
+        self.finished = True
+        return error_event(message)
+
+    def _chunk(self, chunk: _Chunk, out: list[bytes]) -> None:
+        if not self._started:
+            self._started = True
+            message = {
+                "id": message_id(chunk.id),
+                "type": "message",
+                "role": "assistant",
+                "model": chunk.model or self._req.model,
+                "content": [],
+                "stop_reason": None,
+                "stop_sequence": None,
+                # OpenAI reports usage only in the last chunk: 0 here, true totals in message_delta.
+                "usage": usage_of(chunk.usage),
+            }
+            out.append(event("message_start", {"type": "message_start", "message": message}))
+        if chunk.usage is not None:
+            self._usage = chunk.usage
+        for choice in chunk.choices[:1]:  # the door never asks for n > 1
+            delta = choice.delta
+            if delta is not None:
+                text = (delta.content or "") + (delta.refusal or "")
+                if delta.refusal:
+                    self._refusal = True
+                if text:
+                    self._text(text, out)
+                for call in delta.tool_calls or ():
+                    self._tool(call, out)
+            if choice.finish_reason:
+                self._finish = choice.finish_reason
+                self._matched = choice.stop_reason
+                self._close(out)
+
+    def _text(self, text: str, out: list[bytes]) -> None:
+        if self._open is None or not self._open_text:
+            self._close(out)
+            self._start({"type": "text", "text": ""}, out)
+            self._open_text = True
+        delta = {"type": "text_delta", "text": text}
+        out.append(event("content_block_delta", {"type": "content_block_delta", "index": self._open, "delta": delta}))
+
+    def _tool(self, call: _ToolDelta, out: list[bytes]) -> None:
+        fn = call.function or _Fn()
+        index = self._tools.get(call.index)
+        if index is None:
+            self._close(out)
+            block = {"type": "tool_use", "id": call.id or f"toolu_gw_{self._next}", "name": fn.name or "", "input": {}}
+            index = self._start(block, out)
+            self._tools[call.index] = index
+        if fn.arguments:
+            delta = {"type": "input_json_delta", "partial_json": fn.arguments}
+            out.append(event("content_block_delta", {"type": "content_block_delta", "index": index, "delta": delta}))
+
+    def _start(self, block: dict, out: list[bytes]) -> int:
+        index = self._next
+        self._next += 1
+        self._open, self._open_text = index, False
+        out.append(event("content_block_start", {"type": "content_block_start", "index": index, "content_block": block}))
+        return index
+
+    def _close(self, out: list[bytes]) -> None:
+        if self._open is not None:
+            out.append(event("content_block_stop", {"type": "content_block_stop", "index": self._open}))
+            self._open, self._open_text = None, False
+
+    def _finish_message(self, out: list[bytes]) -> None:
+        self._close(out)
+        finish = self._finish
+        if self._refusal and finish in (None, "stop"):
+            finish = "content_filter"
+        reason, sequence = stop_reason(finish, self._matched, self._req.stop_sequences)
+        delta = {"type": "message_delta", "delta": {"stop_reason": reason, "stop_sequence": sequence}, "usage": usage_of(self._usage)}
+        out.append(event("message_delta", delta))
+        out.append(event("message_stop", {"type": "message_stop"}))
+        self.finished = True
+
+
+class TranslatedRelay:
+    """Wraps a StreamRelay so the OpenAI stream sender forwards Anthropic events instead.
+
+    Same `rest()`/`close()` surface, so the disconnect watcher and upstream cancellation of
+    the OpenAI door are reused unchanged.
+    """
+
+    def __init__(self, relay, converter: AnthropicStream) -> None:
+        self._relay = relay
+        self._converter = converter
+
+    async def rest(self):
+        async for piece in self._relay.rest():
+            out = self._converter.feed(piece)
+            if out:
+                yield out
+        tail = self._converter.end()
+        if tail:
+            yield tail
+
+    def close(self) -> None:
+        self._relay.close()
+
+    def __getattr__(self, name):
+        # usage, finish_reasons, events, error...: whoever meters the stream reads the real relay.
+        return getattr(self._relay, name)

@@ -1,0 +1,410 @@
+"""Anthropic Messages request -> canonical OpenAI chat request; OpenAI completion -> Anthropic message.
+
+The canonical body is built as plain data, encoded once and handed to `parse_chat`, so the
+typed view, the raw top-level fields that pass-through adapters forward, and the capability
+needs are exactly what an OpenAI client sending the same request would produce.
+Mapping rules and the reasons behind them: docs/anthropic-front-door.md.
+"""
+
+from __future__ import annotations
+
+import msgspec
+
+from ..schema.anthropic import Block, MessagesRequest, ParsedMessages
+from ..schema.chat import ParsedChat, parse_chat
+from ..schema.errors import ApiError, bad_request
+from ..schema.peek import Usage
+
+_encode = msgspec.json.encode
+_TOOL_CHOICE = {"auto": "auto", "any": "required", "none": "none"}
+_MEDIA_TYPES = frozenset({"image/jpeg", "image/png", "image/gif", "image/webp"})
+# OpenAI accepts at most four stop sequences; so does every canonical consumer.
+_MAX_STOP = 4
+# Input blocks that only an Anthropic model produced or can use; dropped from history (reported).
+_HISTORY_ONLY = frozenset({"thinking", "redacted_thinking"})
+
+
+def to_canonical(parsed: ParsedMessages) -> tuple[ParsedChat, list[str]]:
+    """The canonical chat request and the names of Anthropic parameters it could not carry."""
+    req = parsed.request
+    dropped: set[str] = set(parsed.unknown)
+    _check_scalars(req)
+    body: dict = {"model": req.model, "messages": _messages(req, dropped), "max_completion_tokens": req.max_tokens}
+    if req.stop_sequences:
+        if len(req.stop_sequences) > _MAX_STOP:
+            raise bad_request(
+                f"stop_sequences: at most {_MAX_STOP} sequences are supported by this gateway "
+                f"(got {len(req.stop_sequences)}).",
+                param="stop_sequences",
+            )
+        body["stop"] = req.stop_sequences
+    if req.temperature is not None:
+        body["temperature"] = req.temperature
+    if req.top_p is not None:
+        body["top_p"] = req.top_p
+    if req.top_k is not None:
+        dropped.add("top_k")  # OpenAI has no top-k sampling
+    if req.metadata is not None and req.metadata.user_id:
+        body["user"] = req.metadata.user_id
+    if req.stream:
+        # Usage arrives in the last chunk only when asked for; the door needs it for message_delta.
+        body["stream"] = True
+        body["stream_options"] = {"include_usage": True}
+    if req.tools:
+        body["tools"] = [_tool(t, i, dropped) for i, t in enumerate(req.tools)]
+        _tool_choice(req, body)
+    elif req.tool_choice is not None and req.tool_choice.type in ("any", "tool"):
+        raise bad_request(f"tool_choice: type '{req.tool_choice.type}' needs 'tools'.", param="tool_choice")
+    if req.thinking is not None and req.thinking.type != "disabled":
+        dropped.add("thinking")
+    if req.service_tier is not None:
+        dropped.add("service_tier")
+    _output_config(req, body, dropped)
+    if parsed.multihome is not None:
+        body["multihome"] = parsed.multihome  # routing narrowing, read (and removed) by the router's front half
+    try:
+        canonical = parse_chat(_encode(body))
+    except ApiError as err:
+        # The checks above should catch everything first; if not, say it came from the translation.
+        raise bad_request(f"The request cannot be served: {err.body.message}", param=err.body.param) from None
+    return canonical, sorted(dropped)
+
+
+def _check_scalars(req: MessagesRequest) -> None:
+    if not req.model:
+        raise bad_request("model: must be a non-empty string naming a model on this gateway.", param="model")
+    if req.max_tokens is not None and req.max_tokens < 1:
+        raise bad_request("max_tokens: must be at least 1.", param="max_tokens")
+    if req.temperature is not None and not 0 <= req.temperature <= 1:
+        raise bad_request("temperature: must be between 0 and 1.", param="temperature")
+    if req.top_p is not None and not 0 <= req.top_p <= 1:
+        raise bad_request("top_p: must be between 0 and 1.", param="top_p")
+    if req.top_k is not None and req.top_k < 0:
+        raise bad_request("top_k: must be at least 0.", param="top_k")
+    if not req.messages:
+        raise bad_request("messages: at least one message is required.", param="messages")
+
+
+def _messages(req: MessagesRequest, dropped: set[str]) -> list[dict]:
+    out: list[dict] = []
+    if req.system is not None:
+        system = _system(req.system, dropped)
+        if system:
+            out.append({"role": "system", "content": system})
+    for i, msg in enumerate(req.messages):
+        where = f"messages.{i}"
+        if msg.role == "user":
+            out.extend(_user(msg.content, where, dropped))
+        elif msg.role == "assistant":
+            out.append(_assistant(msg.content, where, dropped))
+        else:
+            hint = " Put system instructions in the top-level 'system' field." if msg.role == "system" else ""
+            raise bad_request(f"{where}.role: '{msg.role}' is not one of 'user', 'assistant'.{hint}", param=f"{where}.role")
+    return out
+
+
+def _system(system: str | list[Block], dropped: set[str]) -> str | list[dict]:
+    if isinstance(system, str):
+        return system
+    parts = []
+    for j, block in enumerate(system):
+        if block.type != "text" or block.text is None:
+            raise bad_request(f"system.{j}: only text blocks are allowed in 'system'.", param=f"system.{j}")
+        _note_cache(block, dropped)
+        parts.append(block.text)
+    # One block stays a plain string (accepted by every OpenAI-compatible server); several stay parts.
+    return parts[0] if len(parts) == 1 else [{"type": "text", "text": p} for p in parts]
+
+
+def _user(content: str | list[Block], where: str, dropped: set[str]) -> list[dict]:
+    """Tool results become `tool` messages, in order, before the user's remaining content."""
+    if isinstance(content, str):
+        return [{"role": "user", "content": content}]
+    tools: list[dict] = []
+    parts: list[dict] = []
+    for j, block in enumerate(content):
+        at = f"{where}.content.{j}"
+        _note_cache(block, dropped)
+        if block.type == "tool_result":
+            tools.append(_tool_result(block, at, dropped))
+        elif block.type == "text":
+            parts.append(_text_part(block, at))
+        elif block.type == "image":
+            parts.append(_image_part(block, at))
+        elif block.type in _HISTORY_ONLY:
+            dropped.add("thinking")
+        else:
+            raise _unsupported_block(block.type, at)
+    if not parts and not tools:
+        raise bad_request(f"{where}.content: at least one content block is required.", param=f"{where}.content")
+    if parts:
+        tools.append({"role": "user", "content": parts})
+    return tools
+
+
+def _assistant(content: str | list[Block], where: str, dropped: set[str]) -> dict:
+    if isinstance(content, str):
+        return {"role": "assistant", "content": content}
+    texts: list[str] = []
+    calls: list[dict] = []
+    for j, block in enumerate(content):
+        at = f"{where}.content.{j}"
+        _note_cache(block, dropped)
+        if block.type == "text":
+            texts.append(_text_part(block, at)["text"])
+        elif block.type == "tool_use":
+            calls.append(_tool_call(block, at))
+        elif block.type in _HISTORY_ONLY:
+            dropped.add("thinking")
+        else:
+            raise _unsupported_block(block.type, at)
+    message: dict = {"role": "assistant", "content": None}
+    if texts:
+        message["content"] = texts[0] if len(texts) == 1 else [{"type": "text", "text": t} for t in texts]
+    if calls:
+        message["tool_calls"] = calls
+    return message
+
+
+def _text_part(block: Block, at: str) -> dict:
+    if block.text is None:
+        raise bad_request(f"{at}.text: Field required.", param=f"{at}.text")
+    return {"type": "text", "text": block.text}
+
+
+def _image_part(block: Block, at: str) -> dict:
+    src = block.source
+    if src is None:
+        raise bad_request(f"{at}.source: Field required.", param=f"{at}.source")
+    if src.type == "base64":
+        if src.media_type not in _MEDIA_TYPES or not src.data:
+            raise bad_request(
+                f"{at}.source: a base64 image needs 'data' and a 'media_type' of {', '.join(sorted(_MEDIA_TYPES))}.",
+                param=f"{at}.source",
+            )
+        return {"type": "image_url", "image_url": {"url": f"data:{src.media_type};base64,{src.data}"}}
+    if src.type == "url":
+        if not src.url:
+            raise bad_request(f"{at}.source.url: Field required.", param=f"{at}.source.url")
+        return {"type": "image_url", "image_url": {"url": src.url}}
+    raise bad_request(
+        f"{at}.source.type: '{src.type}' is not supported by this gateway; use 'base64' or 'url'.",
+        param=f"{at}.source.type",
+    )
+
+
+def _tool_call(block: Block, at: str) -> dict:
+    if not block.id or not block.name:
+        raise bad_request(f"{at}: a tool_use block needs 'id' and 'name'.", param=at)
+    args = bytes(block.input) if len(block.input) else b"{}"
+    if not args.lstrip().startswith(b"{"):
+        raise bad_request(f"{at}.input: must be a JSON object.", param=f"{at}.input")
+    # Keep the client's bytes: OpenAI wants the arguments as JSON text, and re-encoding would reorder nothing useful.
+    return {"id": block.id, "type": "function", "function": {"name": block.name, "arguments": args.decode()}}
+
+
+def _tool_result(block: Block, at: str, dropped: set[str]) -> dict:
+    if not block.tool_use_id:
+        raise bad_request(f"{at}.tool_use_id: Field required.", param=f"{at}.tool_use_id")
+    content = block.content
+    if content is None:
+        text = ""
+    elif isinstance(content, str):
+        text = content
+    else:
+        pieces = []
+        for k, inner in enumerate(content):
+            _note_cache(inner, dropped)
+            if inner.type != "text":
+                raise bad_request(
+                    f"{at}.content.{k}: tool results may contain only text on this gateway "
+                    f"(got '{inner.type}'); OpenAI-compatible models cannot read images in tool results.",
+                    param=f"{at}.content.{k}",
+                )
+            pieces.append(_text_part(inner, f"{at}.content.{k}")["text"])
+        text = "\n".join(pieces)
+    if block.is_error:
+        # OpenAI tool messages have no error flag; say it in the text the model reads.
+        text = "Error: " + text
+    return {"role": "tool", "tool_call_id": block.tool_use_id, "content": text}
+
+
+def _tool(tool, i: int, dropped: set[str]) -> dict:
+    at = f"tools.{i}"
+    if tool.type not in (None, "custom"):
+        raise bad_request(
+            f"{at}.type: '{tool.type}' is an Anthropic server tool; this gateway serves only client tools "
+            "(name, description, input_schema).",
+            param=f"{at}.type",
+        )
+    if not len(tool.input_schema):
+        raise bad_request(f"{at}.input_schema: Field required.", param=f"{at}.input_schema")
+    if len(tool.cache_control):
+        dropped.add("cache_control")
+    function: dict = {"name": tool.name, "parameters": tool.input_schema}
+    if tool.description is not None:
+        function["description"] = tool.description
+    return {"type": "function", "function": function}
+
+
+def _tool_choice(req: MessagesRequest, body: dict) -> None:
+    choice = req.tool_choice
+    if choice is None:
+        return
+    if choice.type == "tool":
+        if not choice.name:
+            raise bad_request("tool_choice.name: Field required when type is 'tool'.", param="tool_choice.name")
+        if all(t.name != choice.name for t in req.tools or ()):
+            raise bad_request(f"tool_choice.name: no tool named '{choice.name}' in 'tools'.", param="tool_choice.name")
+        body["tool_choice"] = {"type": "function", "function": {"name": choice.name}}
+    elif choice.type in _TOOL_CHOICE:
+        body["tool_choice"] = _TOOL_CHOICE[choice.type]
+    else:
+        raise bad_request(
+            f"tool_choice.type: '{choice.type}' is not one of 'auto', 'any', 'tool', 'none'.", param="tool_choice.type"
+        )
+    if choice.disable_parallel_tool_use and choice.type != "none":
+        body["parallel_tool_calls"] = False
+
+
+def _output_config(req: MessagesRequest, body: dict, dropped: set[str]) -> None:
+    cfg = req.output_config
+    if cfg is None:
+        return
+    if cfg.effort is not None:
+        dropped.add("output_config.effort")
+    fmt = cfg.format
+    if fmt is None:
+        return
+    if fmt.type != "json_schema" or not len(fmt.schema):
+        raise bad_request("output_config.format: only {type: 'json_schema', schema} is supported.", param="output_config.format")
+    body["response_format"] = {"type": "json_schema", "json_schema": {"name": "output", "schema": fmt.schema, "strict": True}}
+
+
+def _note_cache(block: Block, dropped: set[str]) -> None:
+    if len(block.cache_control):
+        dropped.add("cache_control")
+
+
+def _unsupported_block(kind: str, at: str) -> ApiError:
+    return bad_request(
+        f"{at}.type: content blocks of type '{kind}' are not supported by this gateway "
+        "(supported: text, image, tool_use, tool_result).",
+        param=f"{at}.type",
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# Response: OpenAI chat.completion -> Anthropic message
+
+
+class _Function(msgspec.Struct):
+    name: str = ""
+    arguments: str = ""
+
+
+class _ToolCall(msgspec.Struct):
+    id: str = ""
+    function: _Function | None = None
+
+
+class _Message(msgspec.Struct):
+    content: str | None = None
+    refusal: str | None = None
+    tool_calls: list[_ToolCall] | None = None
+
+
+class _Choice(msgspec.Struct):
+    message: _Message | None = None
+    finish_reason: str | None = None
+    stop_reason: str | int | None = None  # vLLM: the stop string that matched
+
+
+class _Completion(msgspec.Struct):
+    id: str = ""
+    model: str = ""
+    choices: list[_Choice] = []
+    usage: Usage | None = None
+
+
+_completion = msgspec.json.Decoder(_Completion)
+_STOP = {"stop": "end_turn", "length": "max_tokens", "tool_calls": "tool_use", "function_call": "tool_use", "content_filter": "refusal"}
+
+
+def message_id(openai_id: str) -> str:
+    """`chatcmpl-abc` -> `msg_abc`: Anthropic-shaped, still traceable to the upstream answer."""
+    suffix = openai_id.partition("-")[2] or openai_id
+    return "msg_" + (suffix or "gateway")
+
+
+def stop_reason(finish_reason: str | None, matched: str | int | None, stop_sequences: list[str] | None) -> tuple[str, str | None]:
+    """OpenAI finish_reason -> (Anthropic stop_reason, stop_sequence).
+
+    OpenAI does not say which stop sequence matched; servers that do (vLLM's `stop_reason`)
+    get `stop_sequence`, everything else that stopped naturally is `end_turn`.
+    """
+    if finish_reason == "stop" and isinstance(matched, str) and stop_sequences and matched in stop_sequences:
+        return "stop_sequence", matched
+    return _STOP.get(finish_reason or "stop", "end_turn"), None
+
+
+def usage_of(usage: Usage | None) -> dict:
+    """Anthropic's input_tokens excludes cache reads; OpenAI's prompt_tokens includes them."""
+    if usage is None:
+        return {"input_tokens": 0, "output_tokens": 0, "cache_creation_input_tokens": 0, "cache_read_input_tokens": 0}
+    cached = (usage.prompt_tokens_details.cached_tokens or 0) if usage.prompt_tokens_details else 0
+    return {
+        "input_tokens": max(0, usage.prompt_tokens - cached),
+        "output_tokens": usage.completion_tokens,
+        "cache_creation_input_tokens": 0,
+        "cache_read_input_tokens": cached,
+    }
+
+
+def tool_input(arguments: str, deployment: str) -> dict:
+    try:
+        value = msgspec.json.decode(arguments) if arguments.strip() else {}
+    except msgspec.DecodeError:
+        value = None
+    if not isinstance(value, dict):
+        raise ApiError(
+            502,
+            f"Deployment '{deployment}' returned tool-call arguments that are not a JSON object; "
+            "the answer cannot be given as a tool_use block. Retry the request.",
+            type="server_error",
+            code="upstream_bad_tool_arguments",
+        )
+    return value
+
+
+def to_anthropic(body: bytes, req: MessagesRequest, deployment: str) -> bytes:
+    """An OpenAI chat.completion body (any adapter's output) as an Anthropic message body."""
+    try:
+        completion = _completion.decode(body)
+    except msgspec.DecodeError:
+        raise ApiError(502, f"Deployment '{deployment}' returned a malformed completion.", type="server_error") from None
+    choice = completion.choices[0] if completion.choices else _Choice()
+    msg = choice.message or _Message()
+    content: list[dict] = []
+    text = (msg.content or "") + (msg.refusal or "")
+    if text:
+        content.append({"type": "text", "text": text})
+    for call in msg.tool_calls or ():
+        fn = call.function or _Function()
+        content.append({"type": "tool_use", "id": call.id, "name": fn.name, "input": tool_input(fn.arguments, deployment)})
+    finish = choice.finish_reason
+    if msg.refusal and finish in (None, "stop"):
+        finish = "content_filter"
+    reason, sequence = stop_reason(finish, choice.stop_reason, req.stop_sequences)
+    return _encode(
+        {
+            "id": message_id(completion.id),
+            "type": "message",
+            "role": "assistant",
+            "model": completion.model or req.model,
+            "content": content,
+            "stop_reason": reason,
+            "stop_sequence": sequence,
+            "usage": usage_of(completion.usage),
+        }
+    )
