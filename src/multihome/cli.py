@@ -21,7 +21,7 @@ def _raise_fd_limit() -> None:
 def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
-    from .app import CONFIG_ENV, app_from_env, build_app
+    from .app import CONFIG_ENV, build_app
 
     config = load_config(args.config)
     _raise_fd_limit()

@@ -6,7 +6,6 @@ The sleep function is recorded instead of awaited so backoff decisions are visib
 from __future__ import annotations
 
 import asyncio
-import os
 
 import msgspec
 import pytest

@@ -8,7 +8,6 @@ import time
 
 import msgspec
 
-from ..providers.errors import error_code
 from ..routing.attempts import Served, attempts_header
 from ..routing.catalog import Catalog, GroupRuntime
 from ..routing.planner import RequestShape

@@ -7,7 +7,6 @@ reply building and the stream writer are Anthropic's own."""
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 from . import anthropic_wire as wire
@@ -16,7 +15,7 @@ from .chat import plan_chat
 from .content import short_hash
 from .errors import ErrorSpec, error_for_status
 from .faults import Fault
-from .http import Connection, Request, build_response, status_line
+from .http import Request, status_line
 
 # status -> Anthropic error type (protocols.md section 6).
 ERROR_TYPES = {
@@ -109,8 +108,10 @@ class AnthropicApp(ProviderApp):
                 return self._error_reply(err, None, self.throttle_headers(fault.throttle))
             if fault.status is not None and fault.status >= 400:
                 generic = error_for_status(fault.status)
-                return self._error_reply(generic._replace(message=_MESSAGES.get(fault.status, generic.message),
-                                                          type=None), None)
+                message = _MESSAGES.get(fault.status, generic.message)
+                if fault.error_code == "context_length_exceeded":  # Anthropic's words for an over-long prompt
+                    message = "prompt is too long: 200001 tokens > 200000 maximum"
+                return self._error_reply(generic._replace(message=message, type=None), None)
             if fault.cut_after is not None and not (op == CHAT and body.get("stream") is True):
                 return Reply("cut")
         if op == MODELS:
@@ -176,47 +177,11 @@ class AnthropicApp(ProviderApp):
         parts.append(b"0\r\n\r\n")
         return b"".join(parts)
 
-    async def _stream(self, conn: Connection, req: Request, entry, reply: Reply, fault: Fault | None) -> None:
-        st = self.state.stats
-        chunked = req.http_11
-        wrap = frame if chunked else (lambda b: b)
-        framing = b"transfer-encoding: chunked\r\n" if chunked else b""
-        if not (chunked and req.keep_alive):
-            framing += b"connection: close\r\n"
-        conn.write(status_line(200) + reply.headers + framing + b"\r\n")
-        st.open_streams += 1
-        try:
-            delay = fault.chunk_delay_ms / 1000 if fault else 0
-            cut_after = fault.cut_after if fault else None
-            bad_at = fault.malformed_at if fault else None
-            events = content = 0
-            for stage, event, data in wire.stream_events(reply.plan):
-                if stage == wire.CONTENT:
-                    if cut_after is not None and content >= cut_after:
-                        break
-                    content += 1
-                events += 1
-                if events == bad_at:
-                    conn.write(wrap(b"event: content_block_delta\ndata: {not json\n\n"))
-                    events += 1
-                conn.write(wrap(wire.sse(event, data)))
-                if conn.closed:
-                    raise asyncio.CancelledError
-                if delay:
-                    await asyncio.sleep(delay)
-                elif conn.write_paused:
-                    await conn.drain()
-            if cut_after is not None:
-                entry.outcome = "cut"
-                st.cut += 1
-                conn.abort()
-                return
-            if bad_at is not None and bad_at > events:
-                conn.write(wrap(b"event: content_block_delta\ndata: {not json\n\n"))
-            if chunked:
-                conn.write(b"0\r\n\r\n")
-            entry.outcome = "ok"
-            st.completed += 1
-            conn.finish(req.keep_alive and chunked)
-        finally:
-            st.open_streams -= 1
+    stream_end = b""  # Anthropic streams end with message_stop, no sentinel
+
+    def stream_frames(self, reply: Reply, fault: Fault | None):
+        for stage, event, data in wire.stream_events(reply.plan):
+            yield stage == wire.CONTENT, wire.sse(event, data)
+
+    def malformed_frame(self, good: bytes) -> bytes:
+        return b"event: content_block_delta\ndata: {not json\n\n" + good

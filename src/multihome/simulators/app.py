@@ -349,6 +349,18 @@ class ProviderApp:
             self.state.stats.errors += 1
             conn.abort()  # the response may be half written: never leave the client waiting
 
+    # -- stream framing hooks: each kind says how its events look on the wire ---------------
+    stream_end = b"data: [DONE]\n\n"  # what closes a complete stream (OpenAI's sentinel)
+
+    def stream_frames(self, reply: Reply, fault: Fault | None) -> Iterator[tuple[bool, bytes]]:
+        """(is_content, wire bytes) per event; content events are what cut_after counts."""
+        for stage, _, chunk in self.stream_events(reply.plan, fault):
+            yield stage == CONTENT, b"data: " + _encode(chunk) + b"\n\n"
+
+    def malformed_frame(self, good: bytes) -> bytes:
+        """What goes out at position `malformed_at`: by default a broken event before the good one."""
+        return b"data: {not json\n\n" + good
+
     async def _stream(self, conn: Connection, req: Request, entry: LogEntry, reply: Reply, fault: Fault | None) -> None:
         st = self.state.stats
         chunked = req.http_11  # HTTP/1.0 clients get a close-delimited body instead
@@ -365,16 +377,13 @@ class ProviderApp:
             events = 0
             content = 0
             sleep = asyncio.sleep
-            for stage, _, chunk in self.stream_events(reply.plan, fault):
-                if stage == CONTENT:
+            for is_content, data in self.stream_frames(reply, fault):
+                if is_content:
                     if cut_after is not None and content >= cut_after:
                         break
                     content += 1
                 events += 1
-                if events == bad_at:
-                    conn.write(wrap(b"data: {not json\n\n"))
-                    events += 1
-                conn.write(wrap(b"data: " + _encode(chunk) + b"\n\n"))
+                conn.write(wrap(self.malformed_frame(data) if events == bad_at else data))
                 if conn.closed:
                     raise asyncio.CancelledError
                 if delay:
@@ -386,9 +395,9 @@ class ProviderApp:
                 st.cut += 1
                 conn.abort()
                 return
-            if bad_at is not None and bad_at > events:
-                conn.write(wrap(b"data: {not json\n\n"))
-            conn.write(wrap(b"data: [DONE]\n\n") + (b"0\r\n\r\n" if chunked else b""))
+            tail = self.malformed_frame(b"") if bad_at is not None and bad_at > events else b""
+            tail += self.stream_end
+            conn.write((wrap(tail) if tail else b"") + (b"0\r\n\r\n" if chunked else b""))
             entry.outcome = "ok"
             st.completed += 1
             conn.finish(req.keep_alive and chunked)

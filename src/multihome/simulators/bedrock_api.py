@@ -6,7 +6,6 @@ gateway's assume-role path can be exercised against a local STS via AWS_ENDPOINT
 
 from __future__ import annotations
 
-import asyncio
 import datetime
 from typing import Any
 from urllib.parse import parse_qs, unquote
@@ -152,7 +151,10 @@ class BedrockApp(ProviderApp):
                 return self._error_reply(ErrorSpec(429, _MESSAGES["ThrottlingException"], "ThrottlingException"), None)
             if fault.status is not None and fault.status >= 400:
                 name = EXCEPTION_FOR_STATUS.get(fault.status) or ("InternalServerException" if fault.status >= 500 else VALIDATION)
-                return self._error_reply(ErrorSpec(fault.status, _MESSAGES.get(name, "Simulated error."), name), None)
+                message = _MESSAGES.get(name, "Simulated error.")
+                if fault.error_code == "context_length_exceeded" and name == VALIDATION:  # Bedrock's words
+                    message = "Input is too long for requested model."
+                return self._error_reply(ErrorSpec(fault.status, message, name), None)
             if fault.cut_after is not None and not stream:
                 return Reply("cut")
         if self.models is not None and model not in self.models:
@@ -191,46 +193,18 @@ class BedrockApp(ProviderApp):
         data = b"".join(es.event(name, payload) for _, name, payload in stream_events(reply.plan, None))
         return status_line(200) + reply.headers + b"transfer-encoding: chunked\r\n\r\n" + b"%x\r\n%s\r\n0\r\n\r\n" % (len(data), data)
 
-    async def _stream(self, conn: Connection, req: Request, entry, reply: Reply, fault: Fault | None) -> None:
-        st = self.state.stats
-        chunked = req.http_11
-        wrap = (lambda b: b"%x\r\n%s\r\n" % (len(b), b)) if chunked else (lambda b: b)
-        framing = b"transfer-encoding: chunked\r\n" if chunked else b""
-        if not (chunked and req.keep_alive):
-            framing += b"connection: close\r\n"
-        conn.write(status_line(200) + reply.headers + framing + b"\r\n")
-        st.open_streams += 1
-        try:
-            delay = fault.chunk_delay_ms / 1000 if fault else 0
-            cut_after = fault.cut_after if fault else None
-            bad_at = fault.malformed_at if fault else None
-            filtered = fault.content_filter if fault else None
-            events = content = 0
-            for is_content, name, payload in stream_events(reply.plan, filtered):
-                if is_content:
-                    if cut_after is not None and content >= cut_after:
-                        break
-                    content += 1
-                events += 1
-                # malformed_at=n: the n-th frame goes out with a wrong message CRC.
-                conn.write(wrap(es.event(name, payload, corrupt=events == bad_at)))
-                if conn.closed:
-                    raise asyncio.CancelledError
-                if delay:
-                    await asyncio.sleep(delay)
-                elif conn.write_paused:
-                    await conn.drain()
-            if cut_after is not None:
-                entry.outcome = "cut"
-                st.cut += 1
-                conn.abort()
-                return
-            conn.write(b"0\r\n\r\n" if chunked else b"")
-            entry.outcome = "ok"
-            st.completed += 1
-            conn.finish(req.keep_alive and chunked)
-        finally:
-            st.open_streams -= 1
+    stream_end = b""  # event-stream ends with messageStop/metadata frames
+
+    def stream_frames(self, reply: Reply, fault: Fault | None):
+        filtered = fault.content_filter if fault else None
+        for is_content, name, payload in stream_events(reply.plan, filtered):
+            yield is_content, es.event(name, payload)
+
+    def malformed_frame(self, good: bytes) -> bytes:
+        """malformed_at=n: the n-th frame goes out with a wrong message CRC (a trailing one: none)."""
+        if not good:
+            return b""
+        return good[:-4] + bytes(b ^ 0xFF for b in good[-4:])
 
     # -- STS AssumeRole --------------------------------------------------------------------------
     def _sts(self, conn: Connection, req: Request) -> None:

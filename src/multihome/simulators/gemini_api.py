@@ -7,7 +7,6 @@ reply content comes from the shared planner, so every kind answers by the same r
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 from urllib.parse import parse_qs, unquote
 
@@ -175,7 +174,10 @@ class GeminiApp(ProviderApp):
                 return self._error_reply(err, None)
             if fault.status is not None and fault.status >= 400:
                 status = fault.status
-                return self._error_reply(ErrorSpec(status, _MESSAGES.get(status, "Simulated error."), code=google_status(status)), None)
+                message = _MESSAGES.get(status, "Simulated error.")
+                if fault.error_code == "context_length_exceeded":  # Google's words for an over-long prompt
+                    message = "The input token count (1048577) exceeds the maximum number of tokens allowed (1048576)."
+                return self._error_reply(ErrorSpec(status, message, code=google_status(status)), None)
             if fault.cut_after is not None and not route.stream:
                 return Reply("cut")
         if self.models is not None and model not in self.models:
@@ -248,48 +250,12 @@ class GeminiApp(ProviderApp):
         parts.append(b"0\r\n\r\n")
         return b"".join(parts)
 
-    async def _stream(self, conn, req, entry, reply: Reply, fault: Fault | None) -> None:
-        """Paced `alt=sse` stream with the shared knobs (chunk_delay_ms, cut_after, malformed_at)."""
-        st = self.state.stats
-        chunked = req.http_11
-        wrap = frame if chunked else (lambda b: b)
-        framing = b"transfer-encoding: chunked\r\n" if chunked else b""
-        if not (chunked and req.keep_alive):
-            framing += b"connection: close\r\n"
-        conn.write(status_line(200) + reply.headers + framing + b"\r\n")
-        st.open_streams += 1
-        try:
-            delay = fault.chunk_delay_ms / 1000 if fault else 0
-            cut_after = fault.cut_after if fault else None
-            bad_at = fault.malformed_at if fault else None
-            events = content = 0
-            for stage, _, chunk in stream_chunks(reply.plan, reply.plan.model):
-                if stage == CONTENT:
-                    if cut_after is not None and content >= cut_after:
-                        break
-                    content += 1
-                events += 1
-                if events == bad_at:
-                    conn.write(wrap(b"data: {not json" + _EVENT_END))
-                    events += 1
-                conn.write(wrap(b"data: " + _encode(chunk) + _EVENT_END))
-                if conn.closed:
-                    raise asyncio.CancelledError
-                if delay:
-                    await asyncio.sleep(delay)
-                elif conn.write_paused:
-                    await conn.drain()
-            if cut_after is not None:
-                entry.outcome = "cut"
-                st.cut += 1
-                conn.abort()
-                return
-            if bad_at is not None and bad_at > events:
-                conn.write(wrap(b"data: {not json" + _EVENT_END))
-            if chunked:
-                conn.write(b"0\r\n\r\n")
-            entry.outcome = "ok"
-            st.completed += 1
-            conn.finish(req.keep_alive and chunked)
-        finally:
-            st.open_streams -= 1
+    stream_end = b""  # Google's alt=sse streams have no sentinel
+
+    def stream_frames(self, reply: Reply, fault: Fault | None):
+        """Paced `alt=sse` chunks with Google's CRLF event framing."""
+        for stage, _, chunk in stream_chunks(reply.plan, reply.plan.model):
+            yield stage == CONTENT, b"data: " + _encode(chunk) + _EVENT_END
+
+    def malformed_frame(self, good: bytes) -> bytes:
+        return b"data: {not json" + _EVENT_END + good
