@@ -121,3 +121,20 @@ def test_plan_is_fast_enough_to_be_explained_as_data(world):
     out = planner.plan(catalog.groups["first"], _shape(tools=[TOOL]), explain=True).to_dict()
     assert out["order"] == ["big", "small", "vision"]
     assert {"deployment": "text", "decision": "skipped", "reason": "lacks tools"} in out["deployments"]
+
+
+def test_policy_view_excludes_deployments_first_with_its_reason(world):
+    from dataclasses import dataclass
+
+    @dataclass
+    class View:
+        deployments: frozenset
+        denied: dict
+
+    catalog, planner = world
+    shape = _shape()
+    shape.policy = lambda group: View(frozenset({"small", "vision"}), {"big": "tenant eu-only: deny data_zone US"})
+    plan = planner.plan(catalog.groups["first"], shape)
+    assert [d.name for d in plan.ordered] == ["small", "vision"]
+    skipped = {c.deployment: c.reason for c in plan.considered if c.decision == "skipped"}
+    assert skipped == {"big": "denied by policy: tenant eu-only: deny data_zone US", "text": "denied by policy: not allowed"}

@@ -8,7 +8,9 @@ context window is too small, that the client narrowed away, or whose breaker is 
 from __future__ import annotations
 
 import random
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from ..schema.chat import ChatRequest
 from . import estimate
@@ -64,6 +66,13 @@ class Plan:
         }
 
 
+class PolicyView(Protocol):
+    """What policy allows for one caller and one model group (policy.engine.Decision fits)."""
+
+    deployments: frozenset[str]  # the deployments the caller may reach
+    denied: Mapping[str, str]  # deployment -> the rule that excluded it
+
+
 @dataclass(slots=True)
 class RequestShape:
     """What planning reads from a request."""
@@ -72,6 +81,8 @@ class RequestShape:
     stream: bool = False
     chat: ChatRequest | None = None
     narrow: frozenset[str] | None = None  # deployments the client restricted itself to
+    # Per model group (the requested one and its fallbacks): what the caller's policy allows.
+    policy: Callable[[GroupRuntime], PolicyView] | None = None
 
     def tokens(self) -> tuple[int, int | None]:
         if self.chat is None:
@@ -98,7 +109,11 @@ class Planner:
         prompt = output = None
         if group.needs_size:
             prompt, output = shape.tokens()
+        view = shape.policy(group) if shape.policy is not None else None
         for dep in group.deployments:
+            if view is not None and dep.name not in view.deployments:
+                considered.append(Considered(dep.name, SKIPPED, "denied by policy: " + view.denied.get(dep.name, "not allowed")))
+                continue
             reason = self._skip_reason(dep, shape, prompt, output)
             if reason:
                 considered.append(Considered(dep.name, SKIPPED, reason))
