@@ -13,6 +13,8 @@ from typing import Literal
 import msgspec
 import yaml
 
+from .identity.oidc_config import IssuerConfig
+
 CAPABILITIES = frozenset(
     {"chat", "embeddings", "streaming", "tools", "parallel_tools", "vision", "json_schema", "reasoning", "stateful"}
 )
@@ -129,6 +131,8 @@ class ModelGroup(_Strict):
     hedge_after_ms: int | None = None
     # Groups to try, in order, when every deployment of this one declined.
     fallback_groups: list[str] = msgspec.field(default_factory=list)
+    # A licensed model: tenants need an active entitlement (granted through the admin API).
+    requires_entitlement: bool = False
 
 
 class Routing(_Strict):
@@ -136,6 +140,22 @@ class Routing(_Strict):
     # Shares breaker state across replicas; unset = per process.
     redis_url_env: str | None = None
     latency_ewma_alpha: float = 0.2
+
+
+class Storage(_Strict):
+    # SQLAlchemy URL: sqlite+aiosqlite:///path/multihome.db (default, embedded) or
+    # postgresql+asyncpg://host/db. A URL with a password belongs in an environment variable.
+    url: str | None = None
+    url_env: str | None = None
+    refresh_s: float = 0.25  # how often replicas look for changes (key revocation, policies)
+
+
+class Identity(_Strict):
+    oidc: list[IssuerConfig] = msgspec.field(default_factory=list)
+    # An org-admin key from the environment, to bootstrap the admin API (create the first tenant).
+    admin_key_env: str | None = None
+    # Tenant that keys from server.api_keys_env belong to.
+    static_keys_tenant: str = "default"
 
 
 class Server(_Strict):
@@ -153,6 +173,8 @@ class Config(_Strict):
     model_groups: dict[str, ModelGroup]
     server: Server = msgspec.field(default_factory=Server)
     routing: Routing = msgspec.field(default_factory=Routing)
+    storage: Storage = msgspec.field(default_factory=Storage)
+    identity: Identity = msgspec.field(default_factory=Identity)
 
 
 _AT = re.compile(r" - at `\$(?P<path>[^`]*)`$")
@@ -192,9 +214,11 @@ def parse_config(text: str, *, source: str = "<config>") -> Config:
         raise ConfigError(f"{source}: not valid YAML: {exc}") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{source}: the config must be a mapping with providers, deployments and model_groups")
-    unknown = set(data) - set(_SECTIONS) - {"server", "routing"}
+    singles = {"server": Server, "routing": Routing, "storage": Storage, "identity": Identity}
+    unknown = set(data) - set(_SECTIONS) - set(singles)
     if unknown:
-        raise ConfigError(f"{sorted(unknown)[0]}: unknown top-level key (known: server, routing, {', '.join(_SECTIONS)})")
+        known = ", ".join([*singles, *_SECTIONS])
+        raise ConfigError(f"{sorted(unknown)[0]}: unknown top-level key (known: {known})")
     sections = {}
     for section, type_ in _SECTIONS.items():
         entries = data.get(section)
@@ -203,9 +227,8 @@ def parse_config(text: str, *, source: str = "<config>") -> Config:
         sections[section] = {
             str(name): _convert(entry, type_, f"{section}.{name}") for name, entry in entries.items()
         }
-    server = _convert(data.get("server") or {}, Server, "server")
-    routing = _convert(data.get("routing") or {}, Routing, "routing")
-    config = Config(server=server, routing=routing, **sections)
+    parts = {name: _convert(data.get(name) or {}, type_, name) for name, type_ in singles.items()}
+    config = Config(**parts, **sections)
     _check_references(config)
     return config
 
@@ -262,11 +285,17 @@ def _check_references(config: Config) -> None:
         for i, other in enumerate(group.fallback_groups):
             if other not in config.model_groups or other == name:
                 raise ConfigError(f"model_groups.{name}.fallback_groups[{i}]: unknown model group '{other}'")
-    if not config.server.api_keys_env and not config.server.allow_unauthenticated:
+    has_identity = config.server.api_keys_env or config.storage.url or config.storage.url_env or config.identity.oidc
+    if not has_identity and not config.server.allow_unauthenticated:
         raise ConfigError(
-            "server.api_keys_env: name at least one environment variable holding a client API key, "
-            "or set server.allow_unauthenticated: true"
+            "server.api_keys_env: name at least one environment variable holding a client API key "
+            "(or configure storage for managed keys, or identity.oidc), or set server.allow_unauthenticated: true"
         )
+    if config.storage.url and config.storage.url_env:
+        raise ConfigError("storage: set url or url_env, not both")
+    names = [i.name for i in config.identity.oidc]
+    if len(set(names)) != len(names):
+        raise ConfigError("identity.oidc: issuer names must be unique")
 
 
 def env_secret(var: str | None, *, what: str) -> str | None:
