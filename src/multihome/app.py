@@ -8,7 +8,7 @@ from .api.anthropic_routes import AnthropicRoutes
 from .api.gateway import Gateway
 from .api.openai_routes import OpenAIRoutes
 from .config import Config, env_secret, load_config
-from .identity.static_keys import StaticKeys
+from .identity.authenticator import Authenticator
 from .routing.attempts import AttemptRunner
 from .routing.breakers import Breakers
 from .routing.catalog import Catalog
@@ -21,14 +21,14 @@ CONFIG_ENV = "MULTIHOME_CONFIG"
 
 def build_app(config: Config) -> Gateway:
     catalog = Catalog(config)
-    keys = StaticKeys(config.server.api_keys_env, allow_unauthenticated=config.server.allow_unauthenticated)
+    auth = Authenticator.from_config(config)
     breakers = _breakers(config)
     latency = LatencyStats(config.routing.latency_ewma_alpha)
     router = Router(catalog, Planner(breakers, latency), AttemptRunner(breakers, latency))
     routes = OpenAIRoutes(catalog, router, config.server.max_body_bytes)
-    anthropic = AnthropicRoutes(routes, keys)
+    anthropic = AnthropicRoutes(routes, auth)
     services = [catalog, _Started(breakers, list(catalog.deployments))]
-    return Gateway(catalog, keys, routes, {b"/v1/messages": anthropic.messages}, services=services)
+    return Gateway(catalog, auth, routes, {b"/v1/messages": anthropic.messages}, services=services)
 
 
 def _breakers(config: Config) -> Breakers:

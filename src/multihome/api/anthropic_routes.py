@@ -12,13 +12,13 @@ from __future__ import annotations
 import dataclasses
 import logging
 
-from ..identity.static_keys import StaticKeys
+from ..identity.authenticator import Authenticator, credential_of
 from ..schema.anthropic import parse_messages
 from ..schema.errors import ApiError
 from .anthropic_errors import send_anthropic_error
 from .anthropic_stream import AnthropicStream, TranslatedRelay
 from .anthropic_translate import to_anthropic, to_canonical
-from .asgi import JSON, ClientGone, header, read_body, send_bytes
+from .asgi import JSON, ClientGone, read_body, send_bytes
 from .gateway import _check_content_type
 from .openai_routes import (
     OpenAIRoutes,
@@ -41,13 +41,13 @@ _MISSING_KEY = ApiError(
 
 
 class AnthropicRoutes:
-    def __init__(self, openai: OpenAIRoutes, keys: StaticKeys) -> None:
+    def __init__(self, openai: OpenAIRoutes, auth: Authenticator) -> None:
         self.openai = openai  # the same catalog, router and body limit as the OpenAI door
-        self.keys = keys
+        self.auth = auth
 
     async def messages(self, scope, receive, send, request_id: bytes) -> None:
         try:
-            self._authenticate(scope)
+            await self._authenticate(scope)
             _check_content_type(scope)
             await self._messages(scope, receive, send, request_id)
         except ApiError as err:
@@ -62,15 +62,10 @@ class AnthropicRoutes:
             except Exception:
                 pass  # the response had already started
 
-    def _authenticate(self, scope) -> None:
-        api_key = header(scope, b"x-api-key")
-        authorization = b"Bearer " + api_key.strip() if api_key else header(scope, b"authorization")
-        try:
-            self.keys.check(authorization)
-        except ApiError:
-            if not authorization or authorization[:7].lower() != b"bearer ":
-                raise _MISSING_KEY from None
-            raise
+    async def _authenticate(self, scope) -> None:
+        if credential_of(scope) is None and not self.auth.open_access:
+            raise _MISSING_KEY
+        scope["multihome.principal"] = await self.auth.authenticate(scope)
 
     async def _messages(self, scope, receive, send, request_id: bytes) -> None:
         parsed = parse_messages(await read_body(scope, receive, self.openai.max_body))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import gc
 import logging
 
-from ..identity.static_keys import StaticKeys
+from ..identity.authenticator import Authenticator
 from ..routing.catalog import Catalog
 from ..schema.errors import ApiError
 from .asgi import JSON, ClientGone, header, send_bytes, send_error
@@ -19,12 +19,12 @@ _JSON_TYPES = (b"application/json",)
 
 class Gateway:
     def __init__(
-        self, catalog: Catalog, keys: StaticKeys, routes: OpenAIRoutes, own_auth_posts=None, services: list | None = None
+        self, catalog: Catalog, auth: Authenticator, routes: OpenAIRoutes, own_auth_posts=None, services: list | None = None
     ) -> None:
         self.catalog = catalog
         # Started in order at start-up, closed in reverse at shutdown (each has start() and close()).
         self.services = services if services is not None else [catalog]
-        self.keys = keys
+        self.auth = auth
         self.routes = routes
         self.ready = False
         # POST routes that check keys and render errors themselves (the Anthropic door: x-api-key, its envelope).
@@ -69,7 +69,7 @@ class Gateway:
             if method == "POST" and path in self._own_auth_posts:
                 await self._own_auth_posts[path](scope, receive, send, request_id)
             elif method == "POST" and path in self._post:
-                self.keys.check(header(scope, b"authorization"))
+                scope["multihome.principal"] = await self.auth.authenticate(scope)
                 _check_content_type(scope)
                 await self._post[path](scope, receive, send, request_id)
             elif method == "GET" and path == b"/healthz":
@@ -78,10 +78,10 @@ class Gateway:
                 body = _OK if self.ready else b'{"status":"starting"}'
                 await send_bytes(send, 200 if self.ready else 503, body, [JSON])
             elif method == "GET" and path in (b"/v1/models", b"/models"):
-                self.keys.check(header(scope, b"authorization"))
+                scope["multihome.principal"] = await self.auth.authenticate(scope)
                 await self.routes.models(scope, receive, send, request_id)
             elif method == "GET" and path.startswith(b"/v1/models/"):
-                self.keys.check(header(scope, b"authorization"))
+                scope["multihome.principal"] = await self.auth.authenticate(scope)
                 await self.routes.model(scope, receive, send, request_id, scope["path"][len("/v1/models/") :])
             else:
                 raise _not_found(method, path, self._post)

@@ -1,0 +1,110 @@
+"""Turn a request's credential into a Principal: managed API keys, keys from the environment,
+the bootstrap admin key, or an OIDC JWT. Served from memory; only a JWKS refresh touches the network.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable
+from typing import Any
+
+from ..config import Config, env_secret
+from ..schema.errors import ApiError
+from .principal import MEMBER, ORG_ADMIN, Principal
+
+_MISSING = ApiError(
+    401,
+    "Missing API key. Send 'Authorization: Bearer <key>' (the OpenAI SDKs do this from OPENAI_API_KEY) "
+    "or 'x-api-key: <key>'.",
+    code="invalid_api_key",
+)
+_INVALID = ApiError(
+    401,
+    "Invalid API key: it is unknown, revoked or expired. Ask your tenant admin for a key.",
+    code="invalid_api_key",
+)
+_ANONYMOUS = Principal(tenant="default", subject="anonymous", source="unauthenticated")
+
+
+def credential_of(scope: dict) -> bytes | None:
+    """The presented secret: `Authorization: Bearer <x>`, else `x-api-key: <x>`."""
+    authorization = api_key = None
+    for name, value in scope["headers"]:
+        if name == b"authorization":
+            authorization = value
+        elif name == b"x-api-key":
+            api_key = value
+    if authorization is not None and authorization[:7].lower() == b"bearer ":
+        return authorization[7:].strip() or None
+    if api_key is not None:
+        return api_key.strip() or None
+    return None
+
+
+def principal_of_key(record: Any) -> Principal:
+    """A managed key record (storage.records.KeyRecord) as the caller it identifies."""
+    return Principal(
+        tenant=record.tenant_id,
+        subject=record.id,
+        source="api_key",
+        team=record.team_id,
+        key_id=record.id,
+        roles=frozenset(record.roles),
+        scopes_models=frozenset(record.scopes_models) if record.scopes_models is not None else None,
+        scopes_endpoints=frozenset(record.scopes_endpoints) if record.scopes_endpoints is not None else None,
+    )
+
+
+class Authenticator:
+    def __init__(
+        self,
+        env_keys: dict[bytes, Principal],
+        *,
+        managed: Callable[[str], Any] | None = None,
+        oidc=None,
+        open_access: bool = False,
+    ) -> None:
+        self._env_keys = env_keys  # SHA-256 digest -> principal
+        self._managed = managed  # presented key -> KeyRecord | None (storage's KeyIndex.lookup)
+        self._oidc = oidc  # identity.oidc.OidcVerifier
+        self._open = open_access and not env_keys and managed is None and oidc is None
+
+    @property
+    def open_access(self) -> bool:
+        return self._open
+
+    @classmethod
+    def from_config(cls, config: Config, *, managed=None, oidc=None) -> "Authenticator":
+        env_keys: dict[bytes, Principal] = {}
+        tenant = config.identity.static_keys_tenant
+        for i, var in enumerate(config.server.api_keys_env):
+            secret = env_secret(var, what=f"server.api_keys_env[{i}]")
+            env_keys[_digest(secret.encode())] = Principal(tenant=tenant, subject=f"env:{var}", source="static", roles=frozenset({MEMBER}))
+        admin = env_secret(config.identity.admin_key_env, what="identity.admin_key_env")
+        if admin:
+            env_keys[_digest(admin.encode())] = Principal(
+                tenant="*", subject="bootstrap-admin", source="static", roles=frozenset({ORG_ADMIN})
+            )
+        return cls(env_keys, managed=managed, oidc=oidc, open_access=config.server.allow_unauthenticated)
+
+    async def authenticate(self, scope: dict) -> Principal:
+        if self._open:
+            return _ANONYMOUS
+        credential = credential_of(scope)
+        if credential is None:
+            raise _MISSING
+        if credential.startswith(b"mh_") and self._managed is not None:
+            record = self._managed(credential.decode("ascii", "replace"))
+            if record is not None:
+                return principal_of_key(record)
+            raise _INVALID
+        if self._oidc is not None and credential.count(b".") == 2:
+            return await self._oidc.verify(credential)
+        principal = self._env_keys.get(_digest(credential))
+        if principal is None:
+            raise _INVALID
+        return principal
+
+
+def _digest(secret: bytes) -> bytes:
+    return hashlib.sha256(secret).digest()
