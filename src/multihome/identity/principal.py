@@ -1,0 +1,25 @@
+"""Who is calling, as every layer after identity sees it. Never holds a secret."""
+
+from __future__ import annotations
+
+import msgspec
+
+# Roles, from most to least powerful. org-admin manages everything; tenant-admin manages one
+# tenant; auditor reads one tenant's audit trail; member calls models.
+ORG_ADMIN, TENANT_ADMIN, AUDITOR, MEMBER = "org-admin", "tenant-admin", "auditor", "member"
+ROLES = (ORG_ADMIN, TENANT_ADMIN, AUDITOR, MEMBER)
+
+
+class Principal(msgspec.Struct, frozen=True):
+    tenant: str  # tenant id ("*" only for org-admins acting across tenants)
+    subject: str  # key id ("key_...") or the token's `sub`
+    source: str  # "api_key" | "oidc:<issuer name>" | "static"
+    team: str | None = None
+    key_id: str | None = None  # set for API keys: the visible id, never the secret
+    roles: frozenset[str] = frozenset({MEMBER})
+    # Optional narrowing carried by the credential itself (API-key scopes).
+    scopes_models: frozenset[str] | None = None  # model groups this credential may call; None = any
+    scopes_endpoints: frozenset[str] | None = None  # e.g. {"chat", "embeddings"}; None = any
+
+    def has_role(self, role: str) -> bool:
+        return role in self.roles or ORG_ADMIN in self.roles
