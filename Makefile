@@ -26,5 +26,10 @@ test: install system-deps
 bench: install
 	bash bench/run.sh
 
+# Every chat scenario against every provider's simulator; rewrites docs/conformance.md.
+.PHONY: conformance
+conformance: install
+	$(BIN)/python -m tests.conformance.report
+
 clean:
 	rm -rf $(VENV) build *.egg-info src/*.egg-info

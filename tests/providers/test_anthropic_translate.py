@@ -184,7 +184,7 @@ ERRORS = [
     (504, {}, _err("timeout_error"), UNAVAILABLE, "http_504", None),
     (402, {}, _err("billing_error"), UNAVAILABLE, "http_402", None),
     (400, {}, _err("invalid_request_error", "prompt is too long: 210000 tokens > 200000 maximum"), CONTEXT_OVERFLOW,
-     "context_length_exceeded", None),
+     "context_overflow", None),
     (400, {}, _err("invalid_request_error"), CLIENT_ERROR, "http_400", None),
     (401, {}, _err("authentication_error"), CLIENT_ERROR, "http_401", None),
     (403, {}, _err("permission_error"), CLIENT_ERROR, "http_403", None),

@@ -10,7 +10,7 @@ import pytest
 
 from multihome.providers import bedrock_translate as bt
 from multihome.providers.bedrock import BedrockAdapter, error_name
-from multihome.providers.base import CAPACITY, CLIENT_ERROR, UNAVAILABLE
+from multihome.providers.base import CAPACITY, CLIENT_ERROR, CONTEXT_OVERFLOW, UNAVAILABLE
 from multihome.schema.chat import parse_chat
 from multihome.schema.errors import ApiError
 
@@ -161,7 +161,7 @@ def test_malformed_output_is_a_broken_upstream():
         (503, {"x-amzn-ErrorType": "ServiceUnavailableException"}, b'{"message":"x"}', UNAVAILABLE, "http_503"),
         (429, {"x-amzn-ErrorType": "ModelNotReadyException"}, b'{"message":"x"}', UNAVAILABLE, "http_429"),
         (408, {"x-amzn-ErrorType": "ModelTimeoutException"}, b'{"message":"x"}', UNAVAILABLE, "http_408"),
-        (400, {"x-amzn-ErrorType": "ValidationException"}, b'{"message":"Input is too long for requested model."}', CLIENT_ERROR, "context_length_exceeded"),
+        (400, {"x-amzn-ErrorType": "ValidationException"}, b'{"message":"Input is too long for requested model."}', CONTEXT_OVERFLOW, "context_overflow"),
         (400, {"x-amzn-ErrorType": "ValidationException"}, b'{"message":"bad field"}', CLIENT_ERROR, "http_400"),
         (403, {"x-amzn-ErrorType": "AccessDeniedException"}, b'{"message":"no"}', CLIENT_ERROR, "http_403"),
         (404, {"x-amzn-ErrorType": "ResourceNotFoundException"}, b'{"message":"no"}', CLIENT_ERROR, "http_404"),

@@ -337,7 +337,7 @@ ERROR_CASES = [
     (503, {}, gerr(503, "UNAVAILABLE"), UNAVAILABLE, "http_503", None),
     (504, {}, gerr(504, "DEADLINE_EXCEEDED"), UNAVAILABLE, "http_504", None),
     (400, {}, gerr(400, "INVALID_ARGUMENT", "The input token count (1200000) exceeds the maximum number of tokens allowed (1048576)."),
-     CONTEXT_OVERFLOW, "context_length_exceeded", None),
+     CONTEXT_OVERFLOW, "context_overflow", None),
     (400, {}, gerr(400, "INVALID_ARGUMENT"), CLIENT_ERROR, "http_400", None),
     (400, {}, gerr(400, "FAILED_PRECONDITION", "User location is not supported for the API use."), UNAVAILABLE, "http_400", None),
     (401, {}, gerr(401, "UNAUTHENTICATED"), CLIENT_ERROR, "http_401", None),

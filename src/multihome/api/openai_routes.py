@@ -8,6 +8,7 @@ import time
 
 import msgspec
 
+from ..providers.base import CREDENTIALS_REJECTED
 from ..routing.attempts import Served, attempts_header
 from ..routing.catalog import Catalog, GroupRuntime
 from ..routing.planner import RequestShape
@@ -62,7 +63,8 @@ def upstream_client_error(served: Served) -> ApiError:
     detail = err.message if isinstance(err, _UpstreamErrorPeek) and err.message else (err if isinstance(err, str) else "")
     code = err.code if isinstance(err, _UpstreamErrorPeek) and err.code is not None else None
     param = err.param if isinstance(err, _UpstreamErrorPeek) else None
-    if served.status in (401, 403):
+    rejected = bool(served.attempts) and served.attempts[-1].outcome == CREDENTIALS_REJECTED
+    if served.status in (401, 403) or rejected:
         # The client's key was fine; the gateway's own credentials for this provider were not.
         return ApiError(
             502,

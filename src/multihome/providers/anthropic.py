@@ -18,7 +18,7 @@ from ..schema.peek import ResponsePeek
 from . import anthropic_response
 from .anthropic_request import build_body
 from .anthropic_stream import AnthropicStreamDecoder
-from .base import CAPACITY, CLIENT_ERROR, CONTEXT_OVERFLOW, UNAVAILABLE, Classified, UpstreamRequest
+from .base import CAPACITY, CLIENT_ERROR, CONTEXT_OVERFLOW, CONTEXT_OVERFLOW_LABEL, UNAVAILABLE, Classified, UpstreamRequest
 from .errors import retry_after_seconds
 from .openai_out import FINISH_FILTER
 
@@ -59,7 +59,7 @@ def classify(status: int, headers: Mapping[str, str], body: bytes) -> Classified
         # The gateway's account with this provider cannot pay; another deployment may serve.
         return Classified(UNAVAILABLE, label)
     if err.message and "prompt is too long" in err.message:
-        return Classified(CONTEXT_OVERFLOW, "context_length_exceeded")
+        return Classified(CONTEXT_OVERFLOW, CONTEXT_OVERFLOW_LABEL)
     return Classified(CLIENT_ERROR, label)
 
 

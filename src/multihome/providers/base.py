@@ -26,6 +26,10 @@ CONTEXT_OVERFLOW = "context_overflow"  # the prompt does not fit; a larger windo
 CLIENT_ERROR = "client_error"  # the request itself is wrong; no other deployment will do better
 OK = "ok"
 
+# Attempt labels with a meaning beyond the HTTP status.
+CONTEXT_OVERFLOW_LABEL = "context_overflow"
+CREDENTIALS_REJECTED = "credentials_rejected"  # the gateway's own provider credentials, whatever the status
+
 
 class UpstreamRequest(msgspec.Struct):
     url: str

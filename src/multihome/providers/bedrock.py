@@ -18,7 +18,7 @@ from ..schema.chat import ParsedChat
 from ..schema.embeddings import ParsedEmbeddings
 from ..schema.peek import ResponsePeek
 from . import bedrock_embeddings
-from .base import CAPACITY, CLIENT_ERROR, UNAVAILABLE, Classified, UpstreamRequest
+from .base import CAPACITY, CLIENT_ERROR, CONTEXT_OVERFLOW, CONTEXT_OVERFLOW_LABEL, UNAVAILABLE, Classified, UpstreamRequest
 from .bedrock_auth import AwsCredentials, BearerSigner, SigV4Signer
 from .bedrock_stream import ConverseStreamDecoder
 from .bedrock_translate import chat_completion, converse_body
@@ -124,10 +124,9 @@ class BedrockAdapter:
         kind = EXCEPTIONS.get(name or "")
         if kind is None:
             return classify_http(status, headers, body)
-        label = f"http_{status}"
         if name == "ValidationException" and is_context_overflow(message):
-            label = "context_length_exceeded"
-        return Classified(kind, label, retry_after_seconds(headers) if kind != CLIENT_ERROR else None)
+            return Classified(CONTEXT_OVERFLOW, CONTEXT_OVERFLOW_LABEL)
+        return Classified(kind, f"http_{status}", retry_after_seconds(headers) if kind != CLIENT_ERROR else None)
 
     def client_error_body(self, status: int, body: bytes) -> bytes:
         """A Bedrock 4xx body (`{"message"}`) in OpenAI's envelope, for the front door: the code is

@@ -8,7 +8,16 @@ import time
 
 import msgspec
 
-from .base import CAPACITY, CLIENT_ERROR, CONTEXT_OVERFLOW, REFUSAL, UNAVAILABLE, UNSUPPORTED, Classified
+from .base import (
+    CAPACITY,
+    CLIENT_ERROR,
+    CONTEXT_OVERFLOW,
+    CONTEXT_OVERFLOW_LABEL,
+    REFUSAL,
+    UNAVAILABLE,
+    UNSUPPORTED,
+    Classified,
+)
 
 # Error codes that mean "not this deployment" rather than "not this request".
 _UNSUPPORTED_CODES = frozenset({"unsupported_parameter", "unsupported_value", "unsupported_model_feature"})
@@ -67,7 +76,7 @@ def classify_http(status: int, headers: Mapping[str, str], body: bytes) -> Class
     if code == "content_filter":
         return Classified(REFUSAL, "content_filter")
     if code == "context_length_exceeded":
-        return Classified(CONTEXT_OVERFLOW, "context_overflow")
+        return Classified(CONTEXT_OVERFLOW, CONTEXT_OVERFLOW_LABEL)
     if code in _UNSUPPORTED_CODES:
         return Classified(UNSUPPORTED, "unsupported_parameter")
     return Classified(CLIENT_ERROR, label)

@@ -21,7 +21,16 @@ from ..schema.embeddings import ParsedEmbeddings
 from ..schema.errors import ApiError, bad_request
 from ..schema.peek import ResponsePeek
 from . import gemini_response as gr
-from .base import CAPACITY, CLIENT_ERROR, CONTEXT_OVERFLOW, UNAVAILABLE, Classified, UpstreamRequest
+from .base import (
+    CAPACITY,
+    CLIENT_ERROR,
+    CONTEXT_OVERFLOW,
+    CONTEXT_OVERFLOW_LABEL,
+    CREDENTIALS_REJECTED,
+    UNAVAILABLE,
+    Classified,
+    UpstreamRequest,
+)
 from .errors import retry_after_seconds
 from .gemini_auth import GoogleTokens
 from .gemini_translate import PROVIDER, check_params, request_body
@@ -167,7 +176,10 @@ class GeminiAdapter:
             # e.g. "User location is not supported for the API use": another deployment may serve it.
             return Classified(UNAVAILABLE, label)
         if status == 400 and _TOO_LONG.search(err.message):
-            return Classified(CONTEXT_OVERFLOW, "context_length_exceeded")
+            return Classified(CONTEXT_OVERFLOW, CONTEXT_OVERFLOW_LABEL)
+        if any(isinstance(d, dict) and d.get("reason") == "API_KEY_INVALID" for d in err.details):
+            # Google answers a bad API key with 400, but it is the gateway's credential that is wrong.
+            return Classified(CLIENT_ERROR, CREDENTIALS_REJECTED)
         return Classified(CLIENT_ERROR, label)
 
     def client_error_body(self, status: int, body: bytes) -> bytes:

@@ -1,0 +1,224 @@
+"""The providers under test, declared as data, and the stack that serves them all.
+
+Each `Target` is one upstream API: the simulator that speaks it, how the gateway reaches it with
+good and with wrong credentials, the models it serves, and the scenarios it cannot do because of a
+limitation of the provider itself (`gaps`, with the reason). `KNOWN_BUGS` lists gateway bugs that
+make a scenario fail today: they run as strict xfails, so fixing one turns the run red until the
+entry is removed. Adding a provider is one more `Target` in `TARGETS`.
+
+`Stack` starts one simulator per target plus one OpenAI simulator (the failover backup), a local
+OAuth2 token endpoint for Vertex, an AWS credentials file for Bedrock, and one gateway whose
+config gives every target these model groups:
+
+  <name>        its primary deployment alone (no failover: errors reach the client)
+  <name>-fo     a second deployment on the same simulator (small context window), then the backup
+  <name>-bad    the primary's simulator reached with wrong credentials
+  <name>-embed  an embeddings deployment, when the provider has embeddings
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from urllib.parse import parse_qs
+
+import jwt
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+
+# pytest puts tests/ on sys.path for both packages (neither tests/ nor the rootdir is a package).
+from e2e.processes import Gateway, Simulator
+
+CLIENT_KEY = "mh-conformance-client-key"
+SECRETS = {
+    "CF_CLIENT_KEY": CLIENT_KEY,
+    "CF_OPENAI_KEY": "cf-openai-secret-111",
+    "CF_AZURE_KEY": "cf-azure-secret-222",
+    "CF_ANTHROPIC_KEY": "cf-anthropic-secret-333",
+    "CF_GEMINI_KEY": "cf-gemini-secret-444",
+    "CF_VERTEX_TOKEN": "ya29.cf-vertex-token-555",
+    "CF_AWS_AKID": "AKIDCONFORMANCE0001",
+    "CF_AWS_SECRET": "cf-aws-secret-access-key-666",
+    "CF_WRONG_KEY": "cf-not-the-right-key-000",
+}
+SA_EMAIL = "conformance@proj-1.iam.gserviceaccount.com"
+BACKUP_NAME = "backup-sim"
+
+
+@dataclass(frozen=True)
+class Target:
+    name: str  # the provider's name in the matrix and the prefix of its model groups
+    sim_kind: str
+    sim_args: tuple[str, ...]  # simulator credentials (names of env vars in SECRETS)
+    provider: str  # YAML flow mapping of the provider; {url} is the simulator's URL
+    bad_provider: str  # the same provider with credentials the simulator rejects
+    main_model: str
+    fo_model: str
+    embed_model: str | None = None
+    gaps: dict[str, str] = field(default_factory=dict)  # scenario id -> the provider's limitation
+
+    @property
+    def sim_name(self) -> str:
+        return f"{self.name}-sim"
+
+
+TARGETS: list[Target] = [
+    Target("openai", "openai", ("--api-key-env", "CF_OPENAI_KEY"),
+           '{{kind: openai, endpoint: "{url}/v1", auth: {{api_key_env: CF_OPENAI_KEY}}}}',
+           '{{kind: openai, endpoint: "{url}/v1", auth: {{api_key_env: CF_WRONG_KEY}}}}',
+           "gpt-4o-main", "gpt-4o-fo", "text-embedding-3-small"),
+    Target("azure", "azure", ("--api-key-env", "CF_AZURE_KEY"),
+           '{{kind: azure, endpoint: "{url}", auth: {{api_key_env: CF_AZURE_KEY}}}}',
+           '{{kind: azure, endpoint: "{url}", auth: {{api_key_env: CF_WRONG_KEY}}}}',
+           "gpt-4o-main", "gpt-4o-fo", "embed-small"),
+    Target("anthropic", "anthropic", ("--api-key-env", "CF_ANTHROPIC_KEY"),
+           '{{kind: anthropic, endpoint: "{url}", auth: {{api_key_env: CF_ANTHROPIC_KEY}}}}',
+           '{{kind: anthropic, endpoint: "{url}", auth: {{api_key_env: CF_WRONG_KEY}}}}',
+           "claude-sonnet-4-5", "claude-fo",
+           gaps={"embeddings": "Anthropic has no embeddings API"}),
+    Target("gemini", "gemini", ("--api-key-env", "CF_GEMINI_KEY"),
+           '{{kind: gemini, endpoint: "{url}", auth: {{api_key_env: CF_GEMINI_KEY}}}}',
+           '{{kind: gemini, endpoint: "{url}", auth: {{api_key_env: CF_WRONG_KEY}}}}',
+           "gemini-2.5-flash", "gemini-fo", "text-embedding-004",
+           gaps={"image_https_url": "the Gemini API fetches only its own Files API URIs, not arbitrary https URLs"}),
+    Target("vertex", "vertex", ("--oauth-token-env", "CF_VERTEX_TOKEN", "--region", "us-central1"),
+           '{{kind: vertex, endpoint: "{url}", region: us-central1, project: proj-1, '
+           'auth: {{google: {{service_account_file_env: CF_SA_FILE}}}}}}',
+           '{{kind: vertex, endpoint: "{url}", region: us-central1, project: proj-1, '
+           'auth: {{google: {{service_account_file_env: CF_SA_BAD_FILE}}}}}}',
+           "gemini-2.5-pro", "gemini-fo", "text-embedding-005"),
+    Target("bedrock", "bedrock", ("--region", "us-east-1", "--aws-access-key-id-env", "CF_AWS_AKID",
+                                  "--aws-secret-access-key-env", "CF_AWS_SECRET"),
+           '{{kind: bedrock, endpoint: "{url}", region: us-east-1, auth: {{aws: {{profile: cf-good}}}}}}',
+           '{{kind: bedrock, endpoint: "{url}", region: us-east-1, auth: {{aws: {{profile: cf-bad}}}}}}',
+           "us.anthropic.claude-3-5-haiku-20241022-v1:0", "anthropic.claude-fo-v1:0", "cohere.embed-english-v3",
+           gaps={"image_https_url": "Bedrock Converse takes image bytes only; it does not fetch URLs"}),
+]
+TARGET_NAMES = [t.name for t in TARGETS]
+
+# (provider, scenario id) -> what is wrong in the gateway today. Reported to the lead; not a gap.
+KNOWN_BUGS: dict[tuple[str, str], str] = {}
+
+
+def gateway_config(urls: dict[str, str]) -> str:
+    providers = [f'  backup: {{kind: openai, endpoint: "{urls["backup"]}/v1"}}']
+    deployments = ["  oa-backup: {provider: backup, model: gpt-4o-backup, context_window: 128000}"]
+    groups = []
+    for t in TARGETS:
+        url = urls[t.name]
+        providers += [f"  {t.name}: {t.provider.format(url=url)}", f"  {t.name}-bad: {t.bad_provider.format(url=url)}"]
+        deployments += [
+            f'  {t.name}-main: {{provider: {t.name}, model: "{t.main_model}"}}',
+            # A small window: a context overflow here fails over to the backup's larger one.
+            f'  {t.name}-fo: {{provider: {t.name}, model: "{t.fo_model}", context_window: 8000}}',
+            f'  {t.name}-bad: {{provider: {t.name}-bad, model: "{t.main_model}"}}',
+        ]
+        groups += [
+            f"  {t.name}: {{deployments: [{t.name}-main], retries: 0}}",
+            f"  {t.name}-fo: {{deployments: [{t.name}-fo, oa-backup], retries: 0,"
+            " fail_over_on: [capacity, unavailable, refusal, context_overflow]}",
+            f"  {t.name}-bad: {{deployments: [{t.name}-bad], retries: 0}}",
+        ]
+        if t.embed_model:
+            deployments.append(f'  {t.name}-embed: {{provider: {t.name}, model: "{t.embed_model}", capabilities: [embeddings]}}')
+            groups.append(f"  {t.name}-embed: {{deployments: [{t.name}-embed], retries: 0}}")
+    return "\n".join([
+        "server: {api_keys_env: [CF_CLIENT_KEY]}",
+        # Error scenarios decline on purpose; a breaker must not carry that into the next scenario.
+        "routing: {breaker: {consecutive_failures: 0}}",
+        "providers:", *providers, "deployments:", *deployments, "model_groups:", *groups, "",
+    ])
+
+
+class _TokenHandler(BaseHTTPRequestHandler):
+    """Google's OAuth2 token endpoint for the JWT-bearer grant google-auth's service accounts use:
+    it checks the assertion's signature against the one key it trusts."""
+
+    server: "TokenEndpoint"
+
+    def do_POST(self):  # noqa: N802
+        form = parse_qs(self.rfile.read(int(self.headers["content-length"])).decode())
+        try:
+            # google-auth signs for Google's token audience, whatever token_uri points at.
+            claims = jwt.decode(form["assertion"][0], self.server.public_key, algorithms=["RS256"],
+                                audience="https://oauth2.googleapis.com/token")
+        except (jwt.PyJWTError, KeyError):
+            claims = None
+        if claims is None or claims.get("iss") != SA_EMAIL:
+            body, status = b'{"error":"invalid_grant","error_description":"Invalid JWT Signature."}', 400
+        else:
+            body = json.dumps({"access_token": SECRETS["CF_VERTEX_TOKEN"], "expires_in": 3599, "token_type": "Bearer"}).encode()
+            status = 200
+        self.send_response(status)
+        self.send_header("content-type", "application/json")
+        self.send_header("content-length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+
+class TokenEndpoint(ThreadingHTTPServer):
+    def __init__(self) -> None:
+        super().__init__(("127.0.0.1", 0), _TokenHandler)
+        self.trusted = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        self.public_key = self.trusted.public_key()
+        self.uri = f"http://127.0.0.1:{self.server_address[1]}/token"
+        threading.Thread(target=self.serve_forever, daemon=True).start()
+
+    def service_account(self, path: Path, trusted: bool) -> Path:
+        """A service-account JSON; an untrusted one is signed by a key the endpoint does not know."""
+        key = self.trusted if trusted else rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                serialization.NoEncryption()).decode()
+        path.write_text(json.dumps({
+            "type": "service_account", "project_id": "proj-1", "private_key_id": "k1", "private_key": pem,
+            "client_email": SA_EMAIL, "client_id": "1", "token_uri": self.uri,
+        }))
+        return path
+
+
+class Stack:
+    """Every simulator, the token endpoint and one gateway, started together and stopped together."""
+
+    def __init__(self, tmp: Path) -> None:
+        self.sims: dict[str, Simulator] = {}
+        self.tokens = TokenEndpoint()
+        self.gateway: Gateway | None = None
+        try:
+            with ThreadPoolExecutor(len(TARGETS) + 1) as pool:  # each start is a Python process boot
+                jobs = {t.name: pool.submit(Simulator, t.sim_kind, t.sim_name, *t.sim_args, env=SECRETS) for t in TARGETS}
+                jobs["backup"] = pool.submit(Simulator, "openai", BACKUP_NAME)
+                for name, job in jobs.items():
+                    self.sims[name] = job.result()
+            creds = tmp / "aws-credentials"
+            creds.write_text(
+                f"[cf-good]\naws_access_key_id = {SECRETS['CF_AWS_AKID']}\naws_secret_access_key = {SECRETS['CF_AWS_SECRET']}\n"
+                f"[cf-bad]\naws_access_key_id = {SECRETS['CF_AWS_AKID']}\naws_secret_access_key = {SECRETS['CF_WRONG_KEY']}\n"
+            )
+            env = {
+                **SECRETS,
+                "CF_SA_FILE": str(self.tokens.service_account(tmp / "sa.json", trusted=True)),
+                "CF_SA_BAD_FILE": str(self.tokens.service_account(tmp / "sa-bad.json", trusted=False)),
+                # Bedrock: botocore's chain reads only this file (no ambient AWS identity, no IMDS).
+                "AWS_SHARED_CREDENTIALS_FILE": str(creds), "AWS_CONFIG_FILE": str(tmp / "no-aws-config"),
+                "AWS_EC2_METADATA_DISABLED": "true",
+                "AWS_ACCESS_KEY_ID": "", "AWS_SECRET_ACCESS_KEY": "", "AWS_SESSION_TOKEN": "", "AWS_PROFILE": "",
+            }
+            self.gateway = Gateway(gateway_config({n: s.url for n, s in self.sims.items()}), tmp, env)
+        except BaseException:
+            self.close()
+            raise
+
+    def close(self) -> str:
+        log = self.gateway.stop() if self.gateway else ""
+        for sim in self.sims.values():
+            sim.stop()
+        self.tokens.shutdown()
+        self.tokens.server_close()
+        return log
