@@ -1,0 +1,201 @@
+"""One decision per request: key scopes, exclusivity, entitlement, egress, with the reasons.
+
+`PolicyEngine.decide` serves real calls and explain alike: the trace it returns is the
+evaluation that decided. An engine is immutable and built once per data version
+(`from_rows`); a change in policies or entitlements means building a new engine, which also
+drops the decision cache.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import functools
+from collections.abc import Iterable, Sequence
+
+import msgspec
+
+from ..identity.principal import Principal
+from .egress import CompiledPolicy, PolicyResult, RuleTrace, compile_policy, compose
+from .entitlements import check_entitlement, check_exclusive
+from .model import KEY, TEAM, TENANT, DeploymentFacts, Entitlement, Policy, entitlement_problems, glob_matches, policy_problems
+
+MODEL_NOT_IN_KEY_SCOPE = "model_not_in_key_scope"
+ENDPOINT_NOT_IN_KEY_SCOPE = "endpoint_not_in_key_scope"
+EGRESS_DENIED = "egress_denied"
+POLICY_UNAVAILABLE = "policy_unavailable"
+
+
+class Decision(msgspec.Struct, frozen=True):
+    """Shared between callers through the cache: treat `denied` and `trace` as read-only."""
+
+    allowed: bool
+    deployments: frozenset[str]  # the allow-set for the planner; empty when refused
+    denied: dict[str, str]  # deployment -> why egress policy excluded it (also filled when refused for another reason)
+    code: str | None = None
+    message: str = ""
+    trace: list[RuleTrace] = []
+    entitlement_id: str | None = None  # the grant that licensed the call (or that the refusal names)
+
+    def to_dict(self) -> dict:
+        out = msgspec.to_builtins(self)
+        out["deployments"] = sorted(self.deployments)
+        return out
+
+
+class Snapshot:
+    """Policies and entitlements indexed for the hot path; immutable once built."""
+
+    def __init__(
+        self,
+        policies: dict[tuple[str, str, str], list[CompiledPolicy]],
+        entitlements: dict[str, list[Entitlement]],
+        exclusive: list[Entitlement],
+        licensed_groups: frozenset[str],
+        quarantined: dict[str, list[str]],
+    ) -> None:
+        self.policies = policies  # (tenant, scope, scope_id) -> policies in id order
+        self.entitlements = entitlements  # tenant -> its grants
+        self.exclusive = exclusive  # every live exclusive grant, all tenants
+        self.licensed_groups = licensed_groups
+        self.quarantined = quarantined  # tenant -> problems in its rows; its calls are refused
+
+    @classmethod
+    def build(
+        cls, policies: Iterable[Policy], entitlements: Iterable[Entitlement], licensed_groups: Iterable[str]
+    ) -> Snapshot:
+        compiled: dict[tuple[str, str, str], list[CompiledPolicy]] = {}
+        by_tenant: dict[str, list[Entitlement]] = {}
+        exclusive: list[Entitlement] = []
+        quarantined: dict[str, list[str]] = {}
+        for policy in sorted(policies, key=lambda p: p.id):
+            problems = policy_problems(policy)
+            if problems:  # skipping a bad row could drop a deny: refuse the tenant's calls instead
+                quarantined.setdefault(policy.tenant_id, []).extend(problems)
+                continue
+            if policy.rules:  # a policy without rules keeps everything
+                c = compile_policy(policy)
+                compiled.setdefault((policy.tenant_id, c.scope, c.scope_id), []).append(c)
+        for ent in entitlements:
+            problems = entitlement_problems(ent)
+            if problems:
+                quarantined.setdefault(ent.tenant_id, []).extend(problems)
+                continue
+            by_tenant.setdefault(ent.tenant_id, []).append(ent)
+            if ent.exclusive and not ent.revoked:
+                exclusive.append(ent)
+        return cls(compiled, by_tenant, exclusive, frozenset(licensed_groups), quarantined)
+
+
+class PolicyEngine:
+    def __init__(self, snapshot: Snapshot, *, cache_size: int = 8192, unavailable: str | None = None) -> None:
+        self.snapshot = snapshot
+        self._unavailable = unavailable
+        self._decide = functools.lru_cache(maxsize=cache_size)(self._evaluate)
+        # Second level: one policy's verdict on one group's deployments, shared by every caller the
+        # policy applies to, so a new key in a known team only evaluates the key's own policies.
+        self._policy_result = functools.lru_cache(maxsize=cache_size)(_evaluate_policy)
+
+    @classmethod
+    def from_rows(
+        cls,
+        policies: Iterable[Policy],
+        entitlements: Iterable[Entitlement],
+        licensed_groups: Iterable[str],
+        *,
+        cache_size: int = 8192,
+    ) -> PolicyEngine:
+        return cls(Snapshot.build(policies, entitlements, licensed_groups), cache_size=cache_size)
+
+    @classmethod
+    def closed(cls, why: str) -> PolicyEngine:
+        """An engine that refuses every call: for when policy data cannot be loaded at all."""
+        return cls(Snapshot({}, {}, [], frozenset(), {}), cache_size=1, unavailable=why)
+
+    def decide(
+        self,
+        principal: Principal,
+        model_group: str,
+        endpoint: str,
+        deployments: Sequence[DeploymentFacts],
+        today: dt.date | None = None,
+    ) -> Decision:
+        """Which of `deployments` (the group's) this caller may reach today (UTC), or a refusal."""
+        if today is None:
+            today = dt.datetime.now(dt.timezone.utc).date()
+        return self._decide(
+            principal.tenant, principal.team, principal.key_id, principal.scopes_models,
+            principal.scopes_endpoints, model_group, endpoint, tuple(deployments), today,
+        )
+
+    explain = decide  # one code path: the explanation is the decision
+
+    def cache_info(self):
+        return self._decide.cache_info()
+
+    def _evaluate(
+        self,
+        tenant: str,
+        team: str | None,
+        key_id: str | None,
+        scopes_models: frozenset[str] | None,
+        scopes_endpoints: frozenset[str] | None,
+        group: str,
+        endpoint: str,
+        deployments: tuple[DeploymentFacts, ...],
+        today: dt.date,
+    ) -> Decision:
+        snap = self.snapshot
+        if self._unavailable is not None:
+            return _refuse({}, [], POLICY_UNAVAILABLE, f"Policy is unavailable ({self._unavailable}); calls are refused until it loads.")
+        if tenant in snap.quarantined:
+            problems = snap.quarantined[tenant]
+            return _refuse({}, [], POLICY_UNAVAILABLE,
+                           f"Your tenant's policy data is invalid, so calls are refused until a tenant admin fixes it: "
+                           f"{'; '.join(problems[:3])}.")
+
+        applicable = list(snap.policies.get((tenant, TENANT, tenant), ()))
+        if team:
+            applicable += snap.policies.get((tenant, TEAM, team), ())
+        if key_id:
+            applicable += snap.policies.get((tenant, KEY, key_id), ())
+        results = [self._policy_result(p, group, deployments) for p in applicable]
+        allowed, denied, trace = compose(results, deployments)
+
+        who = f"This API key ({key_id})" if key_id else "This credential"
+        if scopes_endpoints is not None and endpoint not in scopes_endpoints:
+            return _refuse(denied, trace, ENDPOINT_NOT_IN_KEY_SCOPE,
+                           f"{who} may call only the {_listing(scopes_endpoints)} endpoints, not '{endpoint}'. "
+                           f"Ask a tenant admin for a key whose scope includes '{endpoint}'.")
+        if scopes_models is not None and not any(glob_matches(p, group) for p in scopes_models):
+            return _refuse(denied, trace, MODEL_NOT_IN_KEY_SCOPE,
+                           f"{who} may call only the model groups {_listing(scopes_models)}, not '{group}'. "
+                           f"Ask a tenant admin for a key whose scope includes '{group}'.")
+        excl = check_exclusive(tenant, group, today, snap.exclusive)
+        if not excl.ok:
+            # The other tenant's grant id stays out of the decision: explain output reaches this tenant.
+            return _refuse(denied, trace, excl.code, excl.message)
+        ent = check_entitlement(tenant, group, today, snap.entitlements.get(tenant, []), group in snap.licensed_groups)
+        if not ent.ok:
+            return _refuse(denied, trace, ent.code, ent.message, ent.entitlement_id)
+        if not allowed:
+            if not deployments:
+                why = f"model group '{group}' has no deployments."
+            else:
+                why = "; ".join(f"{name} is {denied[name]}" for name in (d.name for d in deployments))
+            return _refuse(denied, trace, EGRESS_DENIED,
+                           f"Policy allows no deployment of model group '{group}' for this caller: {why}. "
+                           "Ask a tenant admin to change the policy named, or call a model group with an allowed deployment.",
+                           ent.entitlement_id)
+        return Decision(True, frozenset(allowed), denied, None, "", trace, ent.entitlement_id)
+
+
+def _evaluate_policy(policy: CompiledPolicy, group: str, deployments: tuple[DeploymentFacts, ...]) -> PolicyResult:
+    return policy.evaluate(group, deployments)
+
+
+def _refuse(denied, trace, code, message, entitlement_id=None) -> Decision:
+    return Decision(False, frozenset(), denied, code, message, trace, entitlement_id)
+
+
+def _listing(values: frozenset[str]) -> str:
+    return "[" + ", ".join(sorted(values)) + "]"
