@@ -8,6 +8,8 @@ from .api.anthropic_routes import AnthropicRoutes
 from .api.gateway import Gateway
 from .api.openai_routes import OpenAIRoutes
 from .config import Config, env_secret, load_config
+from .api.admin_routes import AdminRoutes
+from .api.policy_gate import PolicyGate
 from .identity.authenticator import Authenticator
 from .routing.attempts import AttemptRunner
 from .routing.breakers import Breakers
@@ -15,20 +17,54 @@ from .routing.catalog import Catalog
 from .routing.latency import LatencyStats
 from .routing.planner import Planner
 from .routing.router import Router
+from .storage_service import StorageService
 
 CONFIG_ENV = "MULTIHOME_CONFIG"
 
 
 def build_app(config: Config) -> Gateway:
     catalog = Catalog(config)
-    auth = Authenticator.from_config(config)
+    storage = StorageService(config)
+    oidc = _oidc(config)
+    auth = Authenticator.from_config(
+        config,
+        managed=storage.lookup_key if storage.enabled else None,
+        managed_miss=storage.refresh_after_miss if storage.enabled else None,
+        oidc=oidc,
+    )
+    gate = PolicyGate(catalog, _Lazy(storage, "snapshots") if storage.enabled else None)
     breakers = _breakers(config)
     latency = LatencyStats(config.routing.latency_ewma_alpha)
     router = Router(catalog, Planner(breakers, latency), AttemptRunner(breakers, latency))
-    routes = OpenAIRoutes(catalog, router, config.server.max_body_bytes)
+    routes = OpenAIRoutes(catalog, router, config.server.max_body_bytes, gate)
     anthropic = AnthropicRoutes(routes, auth)
-    services = [catalog, _Started(breakers, list(catalog.deployments))]
-    return Gateway(catalog, auth, routes, {b"/v1/messages": anthropic.messages}, services=services)
+    async def after_change() -> None:
+        await storage.refresh()
+        await gate.refresh()
+
+    admin = AdminRoutes(_Lazy(storage, "store") if storage.enabled else None, gate, frozenset(catalog.groups), after_change)
+    services = [storage, gate, catalog, _Started(breakers, list(catalog.deployments))]
+    if oidc is not None:
+        services.append(oidc)
+    return Gateway(catalog, auth, routes, {b"/v1/messages": anthropic.messages}, services=services, admin=admin)
+
+
+def _oidc(config: Config):
+    if not config.identity.oidc:
+        return None
+    from .identity.oidc import OidcVerifier
+
+    return OidcVerifier(list(config.identity.oidc))
+
+
+class _Lazy:
+    """Stands in for an object a service creates at start-up (the store, its snapshot cache)."""
+
+    def __init__(self, owner, attr: str) -> None:
+        self._owner, self._attr = owner, attr
+
+    def __getattr__(self, name: str):
+        return getattr(getattr(self._owner, self._attr), name)
 
 
 def _breakers(config: Config) -> Breakers:

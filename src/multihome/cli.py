@@ -103,6 +103,18 @@ def _route_explain(args: argparse.Namespace) -> int:
     return 0
 
 
+def _db_upgrade(args: argparse.Namespace) -> int:
+    from .storage import migrate_sync
+    from .storage_service import StorageService
+
+    service = StorageService(load_config(args.config))
+    if not service.enabled:
+        print("no storage configured (storage.url / storage.url_env): nothing to upgrade", file=sys.stderr)
+        return 1
+    print(f"database at revision {migrate_sync(service.url)}")
+    return 0
+
+
 def _demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
@@ -136,6 +148,15 @@ def main(argv: list[str] | None = None) -> int:
     explain.add_argument("--json", action="store_true", help="print the raw explanation")
     explain.set_defaults(func=_route_explain)
 
+    from .cli_admin import add_commands
+
+    add_commands(sub)
+
+    db = sub.add_parser("db", help="the gateway's database").add_subparsers(dest="db_command", required=True)
+    upgrade = db.add_parser("upgrade", help="bring the database schema to this version (idempotent)")
+    upgrade.add_argument("--config", "-c", required=True)
+    upgrade.set_defaults(func=_db_upgrade)
+
     config = sub.add_parser("config", help="work with config files")
     config_sub = config.add_subparsers(dest="config_command", required=True)
     check = config_sub.add_parser("check", help="validate a config file")
@@ -144,7 +165,7 @@ def main(argv: list[str] | None = None) -> int:
 
     args = parser.parse_args(argv)
     try:
-        return args.func(args)
+        return args.func(args) or 0
     except ConfigError as exc:
         print(f"config error: {exc}", file=sys.stderr)
         return 2

@@ -71,7 +71,7 @@ class AnthropicRoutes:
         parsed = parse_messages(await read_body(scope, receive, self.openai.max_body))
         canonical, dropped = to_canonical(parsed)
         group = self.openai._group(canonical.request.model)
-        shape = chat_shape(scope, canonical, group)
+        shape = chat_shape(scope, canonical, group, self.openai.gate, "messages")
         rid = request_id.decode()
 
         async def build(dep):

@@ -19,8 +19,15 @@ _JSON_TYPES = (b"application/json",)
 
 class Gateway:
     def __init__(
-        self, catalog: Catalog, auth: Authenticator, routes: OpenAIRoutes, own_auth_posts=None, services: list | None = None
+        self,
+        catalog: Catalog,
+        auth: Authenticator,
+        routes: OpenAIRoutes,
+        own_auth_posts=None,
+        services: list | None = None,
+        admin=None,
     ) -> None:
+        self.admin = admin
         self.catalog = catalog
         # Started in order at start-up, closed in reverse at shutdown (each has start() and close()).
         self.services = services if services is not None else [catalog]
@@ -72,6 +79,12 @@ class Gateway:
                 scope["multihome.principal"] = await self.auth.authenticate(scope)
                 _check_content_type(scope)
                 await self._post[path](scope, receive, send, request_id)
+            elif path.startswith(b"/admin/v1/") and self.admin is not None:
+                if path == b"/admin/v1/openapi.json" and method == "GET":
+                    await send_bytes(send, 200, _openapi(), [JSON])
+                else:
+                    principal = await self.auth.authenticate(scope)
+                    await self.admin.handle(scope, receive, send, request_id, principal)
             elif method == "GET" and path == b"/healthz":
                 await send_bytes(send, 200, _OK, [JSON])
             elif method == "GET" and path == b"/readyz":
@@ -96,6 +109,20 @@ class Gateway:
                 await send_error(send, err, [(b"x-request-id", request_id)])
             except Exception:
                 pass  # the response had already started
+
+
+_OPENAPI: bytes | None = None
+
+
+def _openapi() -> bytes:
+    global _OPENAPI
+    if _OPENAPI is None:
+        import msgspec
+
+        from .admin_openapi import openapi_document
+
+        _OPENAPI = msgspec.json.encode(openapi_document())
+    return _OPENAPI
 
 
 def _tune_gc() -> None:

@@ -120,15 +120,19 @@ def narrowing(scope, raw: dict[str, msgspec.Raw], group: GroupRuntime) -> frozen
     return frozenset(names)
 
 
-def chat_shape(scope, parsed: ParsedChat, group: GroupRuntime) -> RequestShape:
-    return RequestShape(parsed.needs, parsed.stream, parsed.request, narrowing(scope, parsed.raw, group))
+def chat_shape(scope, parsed: ParsedChat, group: GroupRuntime, gate=None, endpoint: str = "chat") -> RequestShape:
+    shape = RequestShape(parsed.needs, parsed.stream, parsed.request, narrowing(scope, parsed.raw, group))
+    if gate is not None:
+        shape.policy = gate.admit(scope["multihome.principal"], group, endpoint)
+    return shape
 
 
 class OpenAIRoutes:
-    def __init__(self, catalog: Catalog, router: Router, max_body: int) -> None:
+    def __init__(self, catalog: Catalog, router: Router, max_body: int, gate=None) -> None:
         self.catalog = catalog
         self.router = router
         self.max_body = max_body
+        self.gate = gate  # api.policy_gate.PolicyGate: who may reach which deployments
         created = int(time.time())
         self._models = msgspec.json.encode(
             {
@@ -168,7 +172,7 @@ class OpenAIRoutes:
     async def chat(self, scope, receive, send, request_id: bytes) -> None:
         parsed = parse_chat(await read_body(scope, receive, self.max_body))
         group = self._group(parsed.request.model)
-        shape = chat_shape(scope, parsed, group)
+        shape = chat_shape(scope, parsed, group, self.gate)
         rid = request_id.decode()
 
         async def build(dep):
@@ -184,6 +188,8 @@ class OpenAIRoutes:
         parsed = parse_embeddings(await read_body(scope, receive, self.max_body))
         group = self._group(parsed.request.model)
         shape = RequestShape(parsed.needs, False, None, narrowing(scope, parsed.raw, group))
+        if self.gate is not None:
+            shape.policy = self.gate.admit(scope["multihome.principal"], group, "embeddings")
         rid = request_id.decode()
 
         async def build(dep):
@@ -203,10 +209,12 @@ class OpenAIRoutes:
             parsed_e = parse_embeddings(body)
             group = self._group(parsed_e.request.model)
             shape = RequestShape(parsed_e.needs, False, None, narrowing(scope, parsed_e.raw, group))
+            if self.gate is not None:
+                shape.policy = self.gate.admit(scope["multihome.principal"], group, "embeddings")
         else:
             parsed = parse_chat(body)
             group = self._group(parsed.request.model)
-            shape = chat_shape(scope, parsed, group)
+            shape = chat_shape(scope, parsed, group, self.gate)
         out = msgspec.json.encode(self.router.explain(group, shape))
         await send_bytes(send, 200, out, [JSON, (b"x-request-id", request_id)])
 

@@ -5,11 +5,12 @@ the bootstrap admin key, or an OIDC JWT. Served from memory; only a JWKS refresh
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from ..config import Config, env_secret
 from ..schema.errors import ApiError
+from .oidc import looks_like_jwt
 from .principal import MEMBER, ORG_ADMIN, Principal
 
 _MISSING = ApiError(
@@ -61,11 +62,13 @@ class Authenticator:
         env_keys: dict[bytes, Principal],
         *,
         managed: Callable[[str], Any] | None = None,
+        managed_miss: Callable[[], Awaitable[bool]] | None = None,
         oidc=None,
         open_access: bool = False,
     ) -> None:
         self._env_keys = env_keys  # SHA-256 digest -> principal
         self._managed = managed  # presented key -> KeyRecord | None (storage's KeyIndex.lookup)
+        self._managed_miss = managed_miss  # re-reads stored keys after a miss; True if it did
         self._oidc = oidc  # identity.oidc.OidcVerifier
         self._open = open_access and not env_keys and managed is None and oidc is None
 
@@ -74,7 +77,7 @@ class Authenticator:
         return self._open
 
     @classmethod
-    def from_config(cls, config: Config, *, managed=None, oidc=None) -> "Authenticator":
+    def from_config(cls, config: Config, *, managed=None, managed_miss=None, oidc=None) -> "Authenticator":
         env_keys: dict[bytes, Principal] = {}
         tenant = config.identity.static_keys_tenant
         for i, var in enumerate(config.server.api_keys_env):
@@ -85,7 +88,8 @@ class Authenticator:
             env_keys[_digest(admin.encode())] = Principal(
                 tenant="*", subject="bootstrap-admin", source="static", roles=frozenset({ORG_ADMIN})
             )
-        return cls(env_keys, managed=managed, oidc=oidc, open_access=config.server.allow_unauthenticated)
+        return cls(env_keys, managed=managed, managed_miss=managed_miss, oidc=oidc,
+                   open_access=config.server.allow_unauthenticated)
 
     async def authenticate(self, scope: dict) -> Principal:
         if self._open:
@@ -94,11 +98,14 @@ class Authenticator:
         if credential is None:
             raise _MISSING
         if credential.startswith(b"mh_") and self._managed is not None:
-            record = self._managed(credential.decode("ascii", "replace"))
+            presented = credential.decode("ascii", "replace")
+            record = self._managed(presented)
+            if record is None and self._managed_miss is not None and await self._managed_miss():
+                record = self._managed(presented)  # created moments ago on another replica
             if record is not None:
                 return principal_of_key(record)
             raise _INVALID
-        if self._oidc is not None and credential.count(b".") == 2:
+        if self._oidc is not None and looks_like_jwt(credential):
             return await self._oidc.verify(credential)
         principal = self._env_keys.get(_digest(credential))
         if principal is None:

@@ -1,0 +1,94 @@
+"""Admin API request and response bodies (msgspec): decoded once, unknown fields refused."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any, Literal
+
+import msgspec
+
+from ..policy.model import EgressRule
+
+
+class _Body(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    pass
+
+
+class CreateTenant(_Body):
+    name: str
+    metadata: dict[str, Any] | None = None
+
+
+class CreateTeam(_Body):
+    name: str
+
+
+class CreateKey(_Body):
+    name: str
+    team_id: str | None = None
+    roles: list[str] = msgspec.field(default_factory=lambda: ["member"])
+    scopes_models: list[str] | None = None
+    scopes_endpoints: list[str] | None = None
+    expires_at: dt.datetime | None = None
+    expires_in_days: float | None = None
+    metadata: dict[str, Any] | None = None
+
+
+class CreatePolicy(_Body):
+    scope: Literal["tenant", "team", "key"]
+    rules: list[EgressRule]
+    scope_id: str | None = None  # team or key id; the tenant itself for scope "tenant"
+    description: str = ""
+
+
+class UpdatePolicy(_Body):
+    rules: list[EgressRule] | None = None
+    description: str | None = None
+
+
+class GrantEntitlement(_Body):
+    model_group: str
+    starts_on: dt.date
+    ends_on: dt.date
+    exclusive: bool = False
+    note: str = ""
+
+
+class ExplainPolicy(_Body):
+    """Whose call to explain: a key of the tenant, or a described caller."""
+
+    tenant_id: str
+    model: str
+    endpoint: Literal["chat", "embeddings", "messages"] = "chat"
+    key_id: str | None = None
+    team_id: str | None = None
+    roles: list[str] | None = None
+    on: dt.date | None = None  # explain as of this day (default: today, UTC)
+
+
+class KeyView(msgspec.Struct):
+    """A key as the admin API shows it: never the hash, never the secret (except `key` once, on create)."""
+
+    id: str
+    tenant_id: str
+    team_id: str | None
+    name: str
+    prefix: str
+    roles: tuple[str, ...]
+    scopes_models: tuple[str, ...] | None
+    scopes_endpoints: tuple[str, ...] | None
+    metadata: dict[str, Any]
+    expires_at: dt.datetime | None
+    revoked_at: dt.datetime | None
+    created_at: dt.datetime
+    object: str = "api_key"
+    key: str | None = None
+
+
+def key_view(record, secret: str | None = None) -> KeyView:
+    return KeyView(
+        id=record.id, tenant_id=record.tenant_id, team_id=record.team_id, name=record.name, prefix=record.prefix,
+        roles=record.roles, scopes_models=record.scopes_models, scopes_endpoints=record.scopes_endpoints,
+        metadata=record.metadata, expires_at=record.expires_at, revoked_at=record.revoked_at,
+        created_at=record.created_at, key=secret,
+    )

@@ -1,0 +1,64 @@
+"""The admin API's OpenAPI 3.1 document, generated from the route table and the body structs."""
+
+from __future__ import annotations
+
+import msgspec
+
+from .admin_bodies import KeyView
+from .admin_routes import ROUTES
+
+_ERROR = {
+    "description": "OpenAI-style error envelope",
+    "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
+}
+
+
+def openapi_document() -> dict:
+    bodies = sorted({r.body for r in ROUTES if r.body is not None}, key=lambda t: t.__name__)
+    _, components = msgspec.json.schema_components([*bodies, KeyView], ref_template="#/components/schemas/{name}")
+    components["Error"] = {
+        "type": "object",
+        "required": ["error"],
+        "properties": {
+            "error": {
+                "type": "object",
+                "required": ["message", "type", "param", "code"],
+                "properties": {k: {"type": ["string", "null"]} for k in ("message", "type", "param", "code")},
+            }
+        },
+    }
+    paths: dict[str, dict] = {}
+    for route in ROUTES:
+        path = route.pattern.pattern[1:-1]
+        path = _template(path)
+        op: dict = {
+            "summary": route.summary,
+            "operationId": route.handler,
+            "responses": {"200": {"description": "OK", "content": {"application/json": {"schema": {"type": "object"}}}},
+                          "4XX": _ERROR},
+        }
+        params = [name for name in route.pattern.groupindex]
+        if params:
+            op["parameters"] = [{"name": n, "in": "path", "required": True, "schema": {"type": "string"}} for n in params]
+        if route.body is not None:
+            op["requestBody"] = {
+                "required": True,
+                "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{route.body.__name__}"}}},
+            }
+        paths.setdefault(path, {})[route.method.lower()] = op
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "Multihome admin API", "version": "1"},
+        "components": {
+            "schemas": components,
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+        },
+        "security": [{"bearer": []}],
+        "paths": paths,
+    }
+
+
+def _template(regex_path: str) -> str:
+    import re
+
+    return re.sub(r"\(\?P<(\w+)>[^)]*\)", r"{\1}", regex_path)

@@ -1,0 +1,159 @@
+"""`multihome tenants|teams|keys|policy|entitlements|audit-events`: the admin API from a shell.
+
+Talks to a running gateway (`--url`, default $MULTIHOME_URL or http://127.0.0.1:4000) with an
+admin credential (`--key`, default $MULTIHOME_ADMIN_KEY), so RBAC and the admin-event record
+apply exactly as they do for any other client.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import urllib.error
+import urllib.request
+
+
+def _call(args, method: str, path: str, body: dict | None = None) -> dict:
+    url = args.url.rstrip("/") + "/admin/v1" + path
+    data = json.dumps(body).encode() if body is not None else None
+    headers = {"authorization": f"Bearer {args.key}", "content-type": "application/json"}
+    request = urllib.request.Request(url, data=data, method=method, headers=headers)
+    try:
+        with urllib.request.urlopen(request, timeout=15) as resp:
+            return json.load(resp)
+    except urllib.error.HTTPError as exc:
+        try:
+            message = json.load(exc)["error"]["message"]
+        except (ValueError, KeyError):
+            message = exc.reason
+        raise SystemExit(f"error {exc.code}: {message}") from None
+    except OSError as exc:
+        raise SystemExit(f"cannot reach the gateway at {args.url}: {exc}") from None
+
+
+def _print(obj, args) -> None:
+    if args.json or not isinstance(obj, dict) or obj.get("object") != "list":
+        print(json.dumps(obj, indent=2, default=str))
+        return
+    for item in obj["data"]:
+        fields = [str(item.get(k)) for k in ("id", "name", "model_group", "scope", "prefix", "action") if item.get(k)]
+        if item.get("revoked_at"):
+            fields.append("revoked")
+        print("  ".join(fields))
+
+
+def _with_common(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    p.add_argument("--url", default=os.environ.get("MULTIHOME_URL", "http://127.0.0.1:4000"))
+    p.add_argument("--key", default=os.environ.get("MULTIHOME_ADMIN_KEY", ""), help="admin credential")
+    p.add_argument("--json", action="store_true", help="print raw JSON")
+    return p
+
+
+def add_commands(sub) -> None:
+    t = sub.add_parser("tenants", help="manage tenants").add_subparsers(dest="action", required=True)
+    _with_common(t.add_parser("list")).set_defaults(func=lambda a: _print(_call(a, "GET", "/tenants"), a))
+    c = _with_common(t.add_parser("create"))
+    c.add_argument("name")
+    c.set_defaults(func=lambda a: _print(_call(a, "POST", "/tenants", {"name": a.name}), a))
+
+    tm = sub.add_parser("teams", help="manage teams").add_subparsers(dest="action", required=True)
+    c = _with_common(tm.add_parser("list"))
+    c.add_argument("--tenant", required=True)
+    c.set_defaults(func=lambda a: _print(_call(a, "GET", f"/tenants/{a.tenant}/teams"), a))
+    c = _with_common(tm.add_parser("create"))
+    c.add_argument("--tenant", required=True)
+    c.add_argument("name")
+    c.set_defaults(func=lambda a: _print(_call(a, "POST", f"/tenants/{a.tenant}/teams", {"name": a.name}), a))
+
+    k = sub.add_parser("keys", help="manage API keys").add_subparsers(dest="action", required=True)
+    c = _with_common(k.add_parser("list"))
+    c.add_argument("--tenant", required=True)
+    c.set_defaults(func=lambda a: _print(_call(a, "GET", f"/tenants/{a.tenant}/keys"), a))
+    c = _with_common(k.add_parser("create", help="create a key; the secret is printed once"))
+    c.add_argument("--tenant", required=True)
+    c.add_argument("--name", required=True)
+    c.add_argument("--team")
+    c.add_argument("--role", action="append", dest="roles", help="repeatable (default: member)")
+    c.add_argument("--model", action="append", dest="models", help="limit to model groups (repeatable)")
+    c.add_argument("--expires-in-days", type=float)
+    c.set_defaults(func=_create_key)
+    c = _with_common(k.add_parser("revoke"))
+    c.add_argument("--tenant", required=True)
+    c.add_argument("key_id")
+    c.set_defaults(func=lambda a: _print(_call(a, "DELETE", f"/tenants/{a.tenant}/keys/{a.key_id}"), a))
+
+    p = sub.add_parser("policy", help="egress/residency policies").add_subparsers(dest="action", required=True)
+    c = _with_common(p.add_parser("list"))
+    c.add_argument("--tenant", required=True)
+    c.set_defaults(func=lambda a: _print(_call(a, "GET", f"/tenants/{a.tenant}/policies"), a))
+    c = _with_common(p.add_parser("create", help="create a policy from a JSON file or string"))
+    c.add_argument("--tenant", required=True)
+    c.add_argument("body", help='JSON ({"scope": "tenant", "rules": [...]}) or @file.json')
+    c.set_defaults(func=lambda a: _print(_call(a, "POST", f"/tenants/{a.tenant}/policies", _json_arg(a.body)), a))
+    c = _with_common(p.add_parser("explain", help="the decision for a caller and model, rule by rule"))
+    c.add_argument("--tenant", required=True)
+    c.add_argument("--model", required=True)
+    c.add_argument("--key-id")
+    c.add_argument("--team")
+    c.add_argument("--endpoint", default="chat")
+    c.set_defaults(func=_explain)
+
+    e = sub.add_parser("entitlements", help="model licences").add_subparsers(dest="action", required=True)
+    c = _with_common(e.add_parser("list"))
+    c.add_argument("--tenant", required=True)
+    c.set_defaults(func=lambda a: _print(_call(a, "GET", f"/tenants/{a.tenant}/entitlements"), a))
+    c = _with_common(e.add_parser("grant"))
+    c.add_argument("--tenant", required=True)
+    c.add_argument("--model", required=True)
+    c.add_argument("--from", dest="starts_on", required=True, help="YYYY-MM-DD (inclusive)")
+    c.add_argument("--to", dest="ends_on", required=True, help="YYYY-MM-DD (inclusive)")
+    c.add_argument("--exclusive", action="store_true")
+    c.set_defaults(func=_grant)
+    c = _with_common(e.add_parser("revoke"))
+    c.add_argument("--tenant", required=True)
+    c.add_argument("entitlement_id")
+    c.set_defaults(func=lambda a: _print(_call(a, "DELETE", f"/tenants/{a.tenant}/entitlements/{a.entitlement_id}"), a))
+
+
+def _json_arg(value: str) -> dict:
+    if value.startswith("@"):
+        with open(value[1:]) as f:
+            return json.load(f)
+    return json.loads(value)
+
+
+def _create_key(a) -> None:
+    body = {"name": a.name, "roles": a.roles or ["member"]}
+    if a.team:
+        body["team_id"] = a.team
+    if a.models:
+        body["scopes_models"] = a.models
+    if a.expires_in_days is not None:
+        body["expires_in_days"] = a.expires_in_days
+    out = _call(a, "POST", f"/tenants/{a.tenant}/keys", body)
+    if a.json:
+        _print(out, a)
+        return
+    print(f"created {out['id']} ({', '.join(out['roles'])})")
+    print(f"key (shown once, store it now): {out['key']}")
+
+
+def _explain(a) -> None:
+    body = {"tenant_id": a.tenant, "model": a.model, "endpoint": a.endpoint}
+    if a.key_id:
+        body["key_id"] = a.key_id
+    if a.team:
+        body["team_id"] = a.team
+    out = _call(a, "POST", "/policy/explain", body)
+    if a.json:
+        _print(out, a)
+        return
+    print(("allowed: " if out["allowed"] else "denied: ") + (out.get("message") or ", ".join(out["deployments"])))
+    for name, why in sorted(out.get("denied", {}).items()):
+        print(f"  x {name}: {why}")
+
+
+def _grant(a) -> None:
+    body = {"model_group": a.model, "starts_on": a.starts_on, "ends_on": a.ends_on, "exclusive": a.exclusive}
+    _print(_call(a, "POST", f"/tenants/{a.tenant}/entitlements", body), a)

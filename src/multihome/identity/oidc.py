@@ -1,0 +1,227 @@
+"""OIDC / JWT bearer tokens from trusted issuers -> Principal.
+
+The issuer is chosen by the token's (unverified) `iss`, matched exactly against the configured
+issuers; everything after that is PyJWT's `jwt.decode` with the algorithm pinned to the issuer's
+list, the audience, the issuer, the leeway and exp/iat required, using a key from that issuer's
+JWKS (jwks.py). Verification is CPU work of tens of microseconds, done inline; key fetches happen
+off the request path except for the one request that finds a key missing.
+
+Errors are 401 (403 when a genuine token entitles its bearer to nothing) in OpenAI's envelope,
+each saying what is wrong; none repeats any part of the token.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import time
+from collections.abc import Callable
+
+import aiohttp
+import jwt
+from jwt import exceptions as jwt_errors
+
+from ..schema.errors import ApiError
+from .claims import principal_from_claims
+from .jwks import JwksCache
+from .oidc_config import IssuerConfig, check_issuers
+from .principal import Principal
+
+log = logging.getLogger("multihome.identity.oidc")
+
+MAX_TOKEN_BYTES = 16 * 1024
+_JWT_SHAPE = re.compile(rb"^eyJ[A-Za-z0-9_-]*\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*$")
+_REQUIRED = ["exp", "iat", "iss", "aud"]
+_UNAUTHORIZED = {"www-authenticate": 'Bearer error="invalid_token"'}
+
+
+def looks_like_jwt(credential: bytes | str) -> bool:
+    """True for a compact JWS (three base64url segments, a JSON header): send it to verify();
+    anything else is an API key. Unsigned (`alg: none`) tokens count, so they get a clear refusal."""
+    if isinstance(credential, str):
+        credential = credential.encode("ascii", "replace")
+    return len(credential) <= MAX_TOKEN_BYTES and _JWT_SHAPE.match(credential) is not None
+
+
+def _unauthorized(message: str, code: str) -> ApiError:
+    return ApiError(401, message, code=code, headers=_UNAUTHORIZED)
+
+
+_MALFORMED = _unauthorized("The bearer token is not a well-formed JWT.", "malformed_token")
+_TOO_LARGE = _unauthorized(f"The bearer token is larger than {MAX_TOKEN_BYTES} bytes.", "malformed_token")
+_UNKNOWN_ISSUER = _unauthorized(
+    "The token's issuer (iss) is not one this gateway trusts; see identity.oidc in the gateway config.",
+    "unknown_issuer",
+)
+
+
+class _Issuer:
+    __slots__ = ("cfg", "keys", "audiences", "options")
+
+    def __init__(self, cfg: IssuerConfig, keys: JwksCache) -> None:
+        self.cfg = cfg
+        self.keys = keys
+        self.audiences = list(cfg.audiences)
+        self.options = {"require": _REQUIRED, "enforce_minimum_key_length": True}
+
+
+class OidcVerifier:
+    """Verifies bearer JWTs from several issuers. start()/close() follow the gateway's lifecycle;
+    verify() also works without start() (keys are then fetched on first use)."""
+
+    def __init__(
+        self,
+        issuers: list[IssuerConfig],
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        verified_cache_size: int = 10_000,
+    ) -> None:
+        check_issuers(issuers)
+        # Clients reuse one token for its whole life: a token verified once is answered from here
+        # until its exp (+ leeway) or until its issuer's key set changes. Bounded; oldest out first.
+        self._verified: dict[str, tuple[Principal, float, JwksCache, int]] = {}
+        self._verified_max = verified_cache_size
+        self._clock = clock
+        self._session: aiohttp.ClientSession | None = None
+        self._by_iss = {cfg.issuer: _Issuer(cfg, JwksCache(cfg, self._get_session, clock=clock)) for cfg in issuers}
+        self._jwt = jwt.PyJWT()
+        self._loop_task: asyncio.Task | None = None
+
+    @property
+    def caches(self) -> dict[str, JwksCache]:
+        """Each issuer's key cache by issuer name (fetch counts, last error: for metrics and tests)."""
+        return {i.cfg.name: i.keys for i in self._by_iss.values()}
+
+    async def start(self) -> None:
+        """Fetch every issuer's keys (a provider that is down is logged, not fatal) and keep them fresh."""
+        if not self._by_iss:
+            return
+        await asyncio.gather(*(i.keys.refresh() for i in self._by_iss.values()))
+        self._loop_task = asyncio.create_task(self._refresh_loop(), name="oidc-jwks-refresh")
+
+    async def close(self) -> None:
+        if self._loop_task is not None:
+            self._loop_task.cancel()
+            try:
+                await self._loop_task
+            except asyncio.CancelledError:
+                pass
+            self._loop_task = None
+        for issuer in self._by_iss.values():
+            await issuer.keys.close()
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    async def verify(self, token: str | bytes) -> Principal:
+        if isinstance(token, bytes):
+            try:
+                token = token.decode("ascii")
+            except UnicodeDecodeError:
+                raise _MALFORMED from None
+        hit = self._verified.get(token)
+        if hit is not None:
+            principal, expires_at, keys, generation = hit
+            if time.time() < expires_at and keys.generation == generation:
+                if self._clock() >= keys.next_refresh:
+                    keys.refresh_in_background()
+                return principal
+            self._verified.pop(token, None)
+        if len(token) > MAX_TOKEN_BYTES:
+            raise _TOO_LARGE
+        try:
+            unverified = self._jwt.decode_complete(token, options={"verify_signature": False})
+        except (jwt_errors.PyJWTError, ValueError, TypeError):
+            raise _MALFORMED from None
+        header, claims = unverified["header"], unverified["payload"]
+        iss = claims.get("iss")
+        issuer = self._by_iss.get(iss) if isinstance(iss, str) else None
+        if issuer is None:
+            raise _UNKNOWN_ISSUER
+        cfg = issuer.cfg
+        alg = header.get("alg")
+        if not isinstance(alg, str) or alg not in cfg.algorithms:
+            raise _unauthorized(
+                f"The token's signing algorithm is not allowed for issuer '{cfg.name}' "
+                f"(allowed: {', '.join(cfg.algorithms)}).",
+                "algorithm_not_allowed",
+            )
+        key = await issuer.keys.key(header.get("kid"), alg)
+        try:
+            payload = self._jwt.decode(
+                token,
+                key,
+                algorithms=[alg],
+                audience=issuer.audiences,
+                issuer=cfg.issuer,
+                leeway=cfg.leeway_s,
+                options=issuer.options,
+            )
+        except jwt_errors.PyJWTError as exc:
+            raise _explain(exc, cfg) from None
+        principal = principal_from_claims(cfg, payload)
+        if self._verified_max > 0:
+            if len(self._verified) >= self._verified_max:
+                self._verified.pop(next(iter(self._verified)))
+            self._verified[token] = (principal, int(payload["exp"]) + cfg.leeway_s, issuer.keys, issuer.keys.generation)
+        return principal
+
+    # -- internals -----------------------------------------------------------------------------
+
+    def _get_session(self) -> aiohttp.ClientSession:
+        if self._session is None or self._session.closed:
+            self._session = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(limit=16, ttl_dns_cache=300),
+                cookie_jar=aiohttp.DummyCookieJar(),
+                headers={"accept": "application/json", "user-agent": "multihome-oidc"},
+            )
+        return self._session
+
+    async def _refresh_loop(self) -> None:
+        caches = [i.keys for i in self._by_iss.values()]
+        while True:
+            due = min(c.next_refresh for c in caches) - self._clock()
+            await asyncio.sleep(min(max(due, 1.0), 60.0))
+            for cache in caches:
+                if self._clock() >= cache.next_refresh:
+                    cache.refresh_in_background()
+
+
+def _explain(exc: jwt_errors.PyJWTError, cfg: IssuerConfig) -> ApiError:
+    """A PyJWT failure as a client-facing error. Messages are ours: PyJWT's may quote the token."""
+    if isinstance(exc, jwt_errors.ExpiredSignatureError):
+        return _unauthorized("The token has expired; get a new one from your identity provider.", "token_expired")
+    if isinstance(exc, jwt_errors.ImmatureSignatureError):
+        return _unauthorized(
+            f"The token is not valid yet (its nbf or iat is more than {cfg.leeway_s:g} s in the future); "
+            "check the clocks of the client and the identity provider.",
+            "token_not_yet_valid",
+        )
+    if isinstance(exc, jwt_errors.InvalidAudienceError):
+        return _unauthorized(
+            f"The token's audience (aud) is not this gateway (expected one of: {', '.join(cfg.audiences)}).",
+            "invalid_audience",
+        )
+    if isinstance(exc, jwt_errors.InvalidIssuerError):
+        return _unauthorized(f"The token's issuer (iss) does not match issuer '{cfg.name}'.", "invalid_issuer")
+    if isinstance(exc, jwt_errors.MissingRequiredClaimError):
+        return _unauthorized(f"The token lacks the required '{exc.claim}' claim.", "missing_claim")
+    if isinstance(exc, jwt_errors.InvalidSignatureError):
+        return _unauthorized(
+            f"The token's signature does not verify with the keys of issuer '{cfg.name}'.", "invalid_signature"
+        )
+    if isinstance(exc, jwt_errors.InvalidAlgorithmError):
+        return _unauthorized(
+            f"The token's signing algorithm is not allowed for issuer '{cfg.name}' (allowed: {', '.join(cfg.algorithms)}).",
+            "algorithm_not_allowed",
+        )
+    if isinstance(exc, jwt_errors.InvalidKeyError):
+        return _unauthorized(
+            f"The key issuer '{cfg.name}' signed this token with is too weak to be trusted.", "invalid_signature"
+        )
+    if isinstance(exc, jwt_errors.InvalidIssuedAtError):
+        return _unauthorized("The token's iat claim is not a number.", "malformed_token")
+    if isinstance(exc, jwt_errors.DecodeError):
+        return _unauthorized("The token's claims are malformed (exp, nbf, iat must be numbers).", "malformed_token")
+    return _unauthorized("The token is not valid.", "invalid_token")

@@ -1,0 +1,138 @@
+"""API keys: issued once, stored as SHA-256, revoked by setting revoked_at."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+
+from ..identity.principal import ROLES
+from .base import StoreBase, as_utc, nonempty, to_utc, utcnow
+from .errors import Invalid, NotFound
+from .ids import new_id, new_key_prefix, new_key_secret
+from .keys import hash_key
+from .records import KeyRecord
+from .tables import api_keys, teams
+from .tenancy import _metadata
+
+
+def key_from_row(r: Any) -> KeyRecord:
+    return KeyRecord(
+        id=r.id,
+        tenant_id=r.tenant_id,
+        team_id=r.team_id,
+        name=r.name,
+        prefix=r.prefix,
+        hash=r.hash,
+        roles=tuple(r.roles),
+        scopes_models=None if r.scopes_models is None else tuple(r.scopes_models),
+        scopes_endpoints=None if r.scopes_endpoints is None else tuple(r.scopes_endpoints),
+        metadata=dict(r.metadata),
+        expires_at=as_utc(r.expires_at),
+        revoked_at=as_utc(r.revoked_at),
+        created_at=as_utc(r.created_at),
+    )
+
+
+def _str_list(values: Iterable[str] | None, what: str) -> list[str] | None:
+    if values is None:
+        return None
+    if isinstance(values, str):
+        raise Invalid(f"{what} must be a list of strings, not a string")
+    out = sorted({nonempty(v, what) for v in values})
+    return out
+
+
+class KeysRepo(StoreBase):
+    async def create_key(
+        self,
+        tenant_id: str,
+        *,
+        name: str,
+        team_id: str | None = None,
+        roles: Iterable[str] = ("member",),
+        scopes_models: Iterable[str] | None = None,
+        scopes_endpoints: Iterable[str] | None = None,
+        expires_at: datetime | None = None,
+        metadata: dict[str, Any] | None = None,
+        actor: str,
+    ) -> tuple[KeyRecord, str]:
+        """Issue a key. Returns (record, secret); the secret is shown once and never stored."""
+        role_list = _str_list(roles, "roles") or []
+        if not role_list:
+            raise Invalid("a key needs at least one role")
+        unknown = [r for r in role_list if r not in ROLES]
+        if unknown:
+            raise Invalid(f"unknown role(s) {unknown}; roles are {list(ROLES)}")
+        values = dict(
+            id=new_id("key"),
+            tenant_id=tenant_id,
+            team_id=team_id,
+            name=nonempty(name, "key name"),
+            roles=role_list,
+            scopes_models=_str_list(scopes_models, "scopes_models"),
+            scopes_endpoints=_str_list(scopes_endpoints, "scopes_endpoints"),
+            metadata=_metadata(metadata),
+            expires_at=to_utc(expires_at, "expires_at"),
+            revoked_at=None,
+            created_at=utcnow(),
+        )
+        async with self._write() as conn:
+            await self._require_tenant(conn, tenant_id)
+            if team_id is not None and await conn.scalar(
+                sa.select(teams.c.id).where(teams.c.tenant_id == tenant_id, teams.c.id == team_id)
+            ) is None:
+                raise NotFound("team", team_id, tenant_id)
+            for _ in range(8):  # 36^8 prefixes: a collision is rare, and retried
+                prefix = new_key_prefix()
+                if await conn.scalar(sa.select(api_keys.c.id).where(api_keys.c.prefix == prefix)) is None:
+                    break
+            secret = new_key_secret(prefix)
+            values.update(prefix=prefix, hash=hash_key(secret))
+            await conn.execute(sa.insert(api_keys).values(**values))
+            await self._record(
+                conn, actor=actor, tenant_id=tenant_id, action="key.create", object_type="api_key",
+                object_id=values["id"],
+                detail={"name": name, "prefix": prefix, "team_id": team_id, "roles": role_list},
+            )
+        return key_from_row(_Row(values)), secret
+
+    async def get_key(self, tenant_id: str, key_id: str) -> KeyRecord:
+        async with self._read() as conn:
+            row = (await conn.execute(
+                sa.select(api_keys).where(api_keys.c.tenant_id == tenant_id, api_keys.c.id == key_id))).first()
+        if row is None:
+            raise NotFound("api key", key_id, tenant_id)
+        return key_from_row(row)
+
+    async def list_keys(self, tenant_id: str, *, include_revoked: bool = True) -> list[KeyRecord]:
+        q = sa.select(api_keys).where(api_keys.c.tenant_id == tenant_id)
+        if not include_revoked:
+            q = q.where(api_keys.c.revoked_at.is_(None))
+        async with self._read() as conn:
+            rows = (await conn.execute(q.order_by(api_keys.c.created_at, api_keys.c.id))).all()
+        return [key_from_row(r) for r in rows]
+
+    async def revoke_key(self, tenant_id: str, key_id: str, *, actor: str) -> KeyRecord:
+        """Revoke now. Revoking a revoked key changes nothing and records nothing."""
+        async with self._write() as conn:
+            q = sa.select(api_keys).where(api_keys.c.tenant_id == tenant_id, api_keys.c.id == key_id)
+            row = (await conn.execute(q)).first()
+            if row is None:
+                raise NotFound("api key", key_id, tenant_id)
+            if row.revoked_at is not None:
+                return key_from_row(row)
+            now = utcnow()
+            await conn.execute(sa.update(api_keys).where(api_keys.c.id == key_id).values(revoked_at=now))
+            await self._record(conn, actor=actor, tenant_id=tenant_id, action="key.revoke",
+                               object_type="api_key", object_id=key_id,
+                               detail={"name": row.name, "prefix": row.prefix}, at=now)
+            row = (await conn.execute(q)).first()
+        return key_from_row(row)
+
+
+class _Row:
+    def __init__(self, values: dict[str, Any]) -> None:
+        self.__dict__.update(values)

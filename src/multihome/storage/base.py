@@ -1,0 +1,122 @@
+"""Store plumbing shared by the repositories: transactions, the change record, row conversion."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from .engine import is_sqlite, write_connection
+from .errors import Conflict, Invalid
+from .ids import new_id
+from .errors import NotFound
+from .tables import admin_events, state_version, tenants
+
+_BUMP = sa.update(state_version).where(state_version.c.id == 1).values(version=state_version.c.version + 1)
+_VERSION = sa.select(state_version.c.version).where(state_version.c.id == 1)
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def as_utc(value: datetime | None) -> datetime | None:
+    """Read side: SQLite hands back naive datetimes; everything stored is UTC."""
+    if value is None:
+        return None
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def to_utc(value: datetime | None, what: str) -> datetime | None:
+    """Write side: refuse naive datetimes rather than guess their zone."""
+    if value is None:
+        return None
+    if value.tzinfo is None:
+        raise Invalid(f"{what} must be timezone-aware (e.g. datetime.now(UTC))")
+    return value.astimezone(UTC)
+
+
+def nonempty(value: str, what: str, max_len: int = 200) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise Invalid(f"{what} must be a non-empty string")
+    if len(value) > max_len:
+        raise Invalid(f"{what} is longer than {max_len} characters")
+    return value
+
+
+def advisory_lock_id(name: str) -> int:
+    """A stable signed 64-bit key for pg_advisory_xact_lock."""
+    return int.from_bytes(hashlib.sha256(name.encode()).digest()[:8], "big", signed=True)
+
+
+class StoreBase:
+    def __init__(self, engine: AsyncEngine) -> None:
+        self.engine = engine
+        self._sqlite = is_sqlite(engine)
+
+    @asynccontextmanager
+    async def _write(self, lock: str | None = None) -> AsyncIterator[AsyncConnection]:
+        """One write transaction. SQLite: BEGIN IMMEDIATE (the database write lock, so every write
+        is serialized). PostgreSQL: READ COMMITTED plus, if `lock` is given, a transaction-scoped
+        advisory lock on it taken first, so check-then-insert under the same lock is race-free."""
+        conn = await write_connection(self.engine)
+        try:
+            async with conn.begin():
+                if lock is not None and not self._sqlite:
+                    await conn.execute(sa.select(sa.func.pg_advisory_xact_lock(advisory_lock_id(lock))))
+                yield conn
+        except IntegrityError as exc:
+            raise Conflict(f"the change conflicts with stored data: {exc.orig}") from exc
+        finally:
+            await conn.close()
+
+    @asynccontextmanager
+    async def _read(self) -> AsyncIterator[AsyncConnection]:
+        async with self.engine.connect() as conn:
+            yield conn
+
+    async def _record(
+        self,
+        conn: AsyncConnection,
+        *,
+        actor: str,
+        tenant_id: str | None,
+        action: str,
+        object_type: str,
+        object_id: str,
+        detail: dict[str, Any] | None = None,
+        at: datetime | None = None,
+    ) -> int:
+        """Bump state_version and write the admin event, inside the caller's transaction."""
+        nonempty(actor, "actor")
+        await conn.execute(_BUMP)
+        seq = (await conn.execute(_VERSION)).scalar_one()
+        await conn.execute(
+            sa.insert(admin_events).values(
+                seq=seq,
+                id=new_id("evt"),
+                at=at or utcnow(),
+                actor=actor,
+                tenant_id=tenant_id,
+                action=action,
+                object_type=object_type,
+                object_id=object_id,
+                detail=detail or {},
+            )
+        )
+        return seq
+
+    async def _require_tenant(self, conn: AsyncConnection, tenant_id: str) -> None:
+        if await conn.scalar(sa.select(tenants.c.id).where(tenants.c.id == tenant_id)) is None:
+            raise NotFound("tenant", tenant_id)
+
+    async def version(self) -> int:
+        """The change counter: one single-row read. Bumped by every committed mutation."""
+        async with self._read() as conn:
+            return (await conn.execute(_VERSION)).scalar_one()

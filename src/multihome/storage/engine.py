@@ -1,0 +1,74 @@
+"""One async SQLAlchemy engine per database URL, with the settings each backend needs.
+
+SQLite (the embedded default) runs in WAL mode with foreign keys on, a busy timeout, and
+SQLAlchemy (not the sqlite3 module) emitting BEGIN, so that a write transaction can ask for
+`BEGIN IMMEDIATE` (take the write lock up front instead of failing on a lock upgrade).
+PostgreSQL goes through asyncpg.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import event
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+
+SQLITE_BUSY_TIMEOUT_MS = 10_000
+IMMEDIATE = "multihome_immediate"  # execution option: on SQLite, begin with BEGIN IMMEDIATE
+
+
+def normalize_url(url: str) -> URL:
+    """Accept `sqlite:///f.db`, `postgresql://...` and plain paths; pick the async drivers."""
+    if "://" not in url:
+        url = f"sqlite:///{url}"
+    u = make_url(url)
+    if u.drivername in ("sqlite", "sqlite+pysqlite"):
+        u = u.set(drivername="sqlite+aiosqlite")
+    elif u.drivername in ("postgresql", "postgres", "postgresql+psycopg2", "postgresql+psycopg"):
+        u = u.set(drivername="postgresql+asyncpg")
+    if u.drivername not in ("sqlite+aiosqlite", "postgresql+asyncpg"):
+        raise ValueError(
+            f"unsupported database URL scheme {u.drivername!r}: use sqlite+aiosqlite:///path or "
+            "postgresql+asyncpg://user@host/db"
+        )
+    return u
+
+
+def is_sqlite(engine: AsyncEngine) -> bool:
+    return engine.dialect.name == "sqlite"
+
+
+def create_engine(url: str) -> AsyncEngine:
+    u = normalize_url(url)
+    if u.drivername == "sqlite+aiosqlite":
+        engine = create_async_engine(u, pool_size=5, max_overflow=15, pool_timeout=30) if not _memory(u) else (
+            create_async_engine(u)
+        )
+        _configure_sqlite(engine)
+        return engine
+    return create_async_engine(u, pool_size=5, max_overflow=15, pool_timeout=30, pool_pre_ping=True)
+
+
+def _memory(u: URL) -> bool:
+    return u.database in (None, "", ":memory:")
+
+
+def _configure_sqlite(engine: AsyncEngine) -> None:
+    @event.listens_for(engine.sync_engine, "connect")
+    def _on_connect(dbapi_connection, _record) -> None:  # runs once per new pooled connection
+        dbapi_connection.isolation_level = None  # SQLAlchemy emits BEGIN, see _on_begin
+        cur = dbapi_connection.cursor()
+        cur.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")  # first: the WAL switch may wait for a lock
+        cur.execute("PRAGMA journal_mode=WAL")
+        cur.execute("PRAGMA foreign_keys=ON")
+        cur.execute("PRAGMA synchronous=FULL")  # admin changes are rare; survive power loss
+        cur.close()
+
+    @event.listens_for(engine.sync_engine, "begin")
+    def _on_begin(conn) -> None:
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if conn.get_execution_options().get(IMMEDIATE) else "BEGIN")
+
+
+async def write_connection(engine: AsyncEngine) -> AsyncConnection:
+    """A connection whose next transaction is a write transaction (BEGIN IMMEDIATE on SQLite)."""
+    conn = await engine.connect()
+    return await conn.execution_options(**{IMMEDIATE: True})

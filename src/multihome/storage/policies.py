@@ -1,0 +1,123 @@
+"""Policies: rules (JSON, interpreted by multihome.policy) attached to a tenant, a team or a key."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import sqlalchemy as sa
+
+from .base import StoreBase, as_utc, utcnow
+from .errors import Invalid, NotFound
+from .ids import new_id
+from .records import Policy, PolicyScope
+from .tables import api_keys, policies, teams
+
+SCOPES = ("tenant", "team", "key")
+
+
+def policy_from_row(r: Any) -> Policy:
+    return Policy(id=r.id, tenant_id=r.tenant_id, scope=r.scope, scope_id=r.scope_id, rules=dict(r.rules),
+                  description=r.description, created_at=as_utc(r.created_at), updated_at=as_utc(r.updated_at))
+
+
+def _rules(value: Any) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise Invalid("policy rules must be a JSON object")
+    return value
+
+
+class PoliciesRepo(StoreBase):
+    async def _require_scope(self, conn, tenant_id: str, scope: str, scope_id: str) -> None:
+        if scope == "tenant":
+            if scope_id != tenant_id:
+                raise Invalid(f"a tenant-scoped policy's scope_id must be the tenant id {tenant_id}")
+            return
+        table = teams if scope == "team" else api_keys
+        found = await conn.scalar(sa.select(table.c.id).where(table.c.tenant_id == tenant_id, table.c.id == scope_id))
+        if found is None:
+            raise NotFound("team" if scope == "team" else "api key", scope_id, tenant_id)
+
+    async def create_policy(
+        self,
+        tenant_id: str,
+        *,
+        scope: PolicyScope,
+        scope_id: str | None = None,
+        rules: dict[str, Any],
+        description: str = "",
+        actor: str,
+    ) -> Policy:
+        if scope not in SCOPES:
+            raise Invalid(f"policy scope must be one of {list(SCOPES)}, not {scope!r}")
+        now = utcnow()
+        policy = Policy(id=new_id("pol"), tenant_id=tenant_id, scope=scope, scope_id=scope_id or tenant_id,
+                        rules=_rules(rules), description=description, created_at=now, updated_at=now)
+        async with self._write() as conn:
+            await self._require_tenant(conn, tenant_id)
+            await self._require_scope(conn, tenant_id, scope, policy.scope_id)
+            await conn.execute(sa.insert(policies).values(
+                id=policy.id, tenant_id=tenant_id, scope=scope, scope_id=policy.scope_id, rules=policy.rules,
+                description=description, created_at=now, updated_at=now))
+            await self._record(conn, actor=actor, tenant_id=tenant_id, action="policy.create", object_type="policy",
+                               object_id=policy.id, detail={"scope": scope, "scope_id": policy.scope_id,
+                                                            "rules": policy.rules}, at=now)
+        return policy
+
+    async def get_policy(self, tenant_id: str, policy_id: str) -> Policy:
+        async with self._read() as conn:
+            row = (await conn.execute(sa.select(policies).where(
+                policies.c.tenant_id == tenant_id, policies.c.id == policy_id))).first()
+        if row is None:
+            raise NotFound("policy", policy_id, tenant_id)
+        return policy_from_row(row)
+
+    async def list_policies(
+        self, tenant_id: str, *, scope: PolicyScope | None = None, scope_id: str | None = None
+    ) -> list[Policy]:
+        q = sa.select(policies).where(policies.c.tenant_id == tenant_id)
+        if scope is not None:
+            q = q.where(policies.c.scope == scope)
+        if scope_id is not None:
+            q = q.where(policies.c.scope_id == scope_id)
+        async with self._read() as conn:
+            rows = (await conn.execute(q.order_by(policies.c.created_at, policies.c.id))).all()
+        return [policy_from_row(r) for r in rows]
+
+    async def update_policy(
+        self,
+        tenant_id: str,
+        policy_id: str,
+        *,
+        rules: dict[str, Any] | None = None,
+        description: str | None = None,
+        actor: str,
+    ) -> Policy:
+        now = utcnow()
+        changes: dict[str, Any] = {"updated_at": now}
+        if rules is not None:
+            changes["rules"] = _rules(rules)
+        if description is not None:
+            changes["description"] = description
+        where = (policies.c.tenant_id == tenant_id, policies.c.id == policy_id)
+        async with self._write() as conn:
+            before = (await conn.execute(sa.select(policies).where(*where))).first()
+            if before is None:
+                raise NotFound("policy", policy_id, tenant_id)
+            await conn.execute(sa.update(policies).where(*where).values(**changes))
+            await self._record(conn, actor=actor, tenant_id=tenant_id, action="policy.update", object_type="policy",
+                               object_id=policy_id,
+                               detail={"before": {"rules": before.rules, "description": before.description},
+                                       "after": {k: v for k, v in changes.items() if k != "updated_at"}}, at=now)
+            row = (await conn.execute(sa.select(policies).where(*where))).first()
+        return policy_from_row(row)
+
+    async def delete_policy(self, tenant_id: str, policy_id: str, *, actor: str) -> None:
+        where = (policies.c.tenant_id == tenant_id, policies.c.id == policy_id)
+        async with self._write() as conn:
+            before = (await conn.execute(sa.select(policies).where(*where))).first()
+            if before is None:
+                raise NotFound("policy", policy_id, tenant_id)
+            await conn.execute(sa.delete(policies).where(*where))
+            await self._record(conn, actor=actor, tenant_id=tenant_id, action="policy.delete", object_type="policy",
+                               object_id=policy_id, detail={"scope": before.scope, "scope_id": before.scope_id,
+                                                            "rules": before.rules})

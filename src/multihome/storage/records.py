@@ -1,0 +1,84 @@
+"""What the store hands out: immutable msgspec structs, never SQLAlchemy rows. No secrets here."""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+from typing import Any, Literal
+
+import msgspec
+
+PolicyScope = Literal["tenant", "team", "key"]
+
+
+class Tenant(msgspec.Struct, frozen=True):
+    id: str
+    name: str
+    metadata: dict[str, Any]
+    created_at: datetime
+
+
+class Team(msgspec.Struct, frozen=True):
+    id: str
+    tenant_id: str
+    name: str
+    created_at: datetime
+
+
+class KeyRecord(msgspec.Struct, frozen=True):
+    id: str
+    tenant_id: str
+    team_id: str | None
+    name: str
+    prefix: str  # visible part of the key, `mh_<prefix>_...`
+    hash: str  # SHA-256 hex of the whole presented key; the key itself is never stored
+    roles: tuple[str, ...]
+    scopes_models: tuple[str, ...] | None
+    scopes_endpoints: tuple[str, ...] | None
+    metadata: dict[str, Any]
+    expires_at: datetime | None
+    revoked_at: datetime | None
+    created_at: datetime
+
+    def usable_at(self, now: datetime) -> bool:
+        return self.revoked_at is None and (self.expires_at is None or now < self.expires_at)
+
+
+class Policy(msgspec.Struct, frozen=True):
+    id: str
+    tenant_id: str
+    scope: PolicyScope
+    scope_id: str
+    rules: dict[str, Any]
+    description: str
+    created_at: datetime
+    updated_at: datetime
+
+
+class Entitlement(msgspec.Struct, frozen=True):
+    id: str
+    tenant_id: str
+    model_group: str
+    starts_on: date  # inclusive
+    ends_on: date  # inclusive
+    exclusive: bool
+    note: str
+    created_at: datetime
+    revoked_at: datetime | None
+
+    def overlaps(self, starts_on: date, ends_on: date) -> bool:
+        return self.starts_on <= ends_on and starts_on <= self.ends_on
+
+    def active_on(self, day: date) -> bool:
+        return self.revoked_at is None and self.starts_on <= day <= self.ends_on
+
+
+class AdminEvent(msgspec.Struct, frozen=True):
+    seq: int  # the state_version this change produced; strictly increasing in commit order
+    id: str
+    at: datetime
+    actor: str
+    tenant_id: str | None
+    action: str  # e.g. "tenant.create", "key.revoke", "entitlement.grant"
+    object_type: str
+    object_id: str
+    detail: dict[str, Any]

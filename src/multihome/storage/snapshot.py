@@ -1,0 +1,107 @@
+"""The hot-path view: everything identity and policy need, held in memory and refreshed on change.
+
+`SnapshotCache` polls the store's one-row version counter every `interval_s` (one indexed
+single-row read) and reloads the whole snapshot only when it moved. A change committed on any
+replica is therefore served by every replica within `interval_s` + one snapshot load.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+import msgspec
+
+from .keys import KeyIndex
+from .records import Entitlement, KeyRecord, Policy, Team, Tenant
+
+if TYPE_CHECKING:
+    from .store import Store
+
+log = logging.getLogger("multihome.storage")
+
+
+class Snapshot(msgspec.Struct, frozen=True):
+    version: int
+    tenants: dict[str, Tenant]  # by id
+    teams: dict[str, Team]  # by id
+    keys: dict[str, KeyRecord]  # non-revoked keys by prefix
+    policies: tuple[Policy, ...]
+    entitlements: tuple[Entitlement, ...]  # non-revoked grants
+
+    def key_index(self) -> KeyIndex:
+        return KeyIndex(self.keys)
+
+    def policies_for(self, tenant_id: str) -> list[Policy]:
+        return [p for p in self.policies if p.tenant_id == tenant_id]
+
+    def entitlements_for(self, tenant_id: str) -> list[Entitlement]:
+        return [e for e in self.entitlements if e.tenant_id == tenant_id]
+
+
+class SnapshotCache:
+    """Holds the current Snapshot and its KeyIndex; a background task reloads them on change."""
+
+    def __init__(
+        self,
+        store: Store,
+        *,
+        interval_s: float = 0.25,
+        on_reload: Callable[[Snapshot], None] | None = None,
+    ) -> None:
+        self._store = store
+        self.interval_s = interval_s
+        self._on_reload = on_reload
+        self._snapshot: Snapshot | None = None
+        self._keys: KeyIndex = KeyIndex({})
+        self._task: asyncio.Task[None] | None = None
+        self.reloads = 0
+        self.poll_errors = 0
+
+    @property
+    def snapshot(self) -> Snapshot:
+        if self._snapshot is None:
+            raise RuntimeError("SnapshotCache.start() has not completed")
+        return self._snapshot
+
+    @property
+    def keys(self) -> KeyIndex:
+        return self._keys
+
+    async def start(self) -> None:
+        """Load the first snapshot (errors propagate: do not serve without one), then poll."""
+        await self.refresh()
+        if self._task is None:
+            self._task = asyncio.create_task(self._poll(), name="multihome-snapshot-poll")
+
+    async def stop(self) -> None:
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            try:
+                await task
+            except asyncio.CancelledError:
+                pass
+
+    async def refresh(self) -> Snapshot:
+        snap = await self._store.snapshot()
+        if self._snapshot is None or snap.version >= self._snapshot.version:
+            self._snapshot, self._keys = snap, snap.key_index()
+            self.reloads += 1
+            if self._on_reload is not None:
+                self._on_reload(snap)
+        return self.snapshot
+
+    async def _poll(self) -> None:
+        while True:
+            await asyncio.sleep(self.interval_s)
+            try:
+                if await self._store.version() != self.snapshot.version:
+                    await self.refresh()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # database briefly unreachable: keep serving the last snapshot
+                self.poll_errors += 1
+                log.warning("snapshot poll failed (serving version %s): %s", self.snapshot.version, exc)

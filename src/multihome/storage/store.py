@@ -1,0 +1,108 @@
+"""`Store`: the durable home of tenants, teams, API keys, policies, entitlements and admin events.
+
+Every mutation runs in one transaction that also writes an admin event and bumps the one-row
+`state_version` counter; replicas poll that counter (`SnapshotCache`) and serve identity and
+policy from an in-memory `Snapshot`.
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+
+from . import migrate as _migrate
+from .apikeys import KeysRepo, key_from_row
+from .engine import create_engine
+from .entitlements import EntitlementsRepo, entitlement_from_row
+from .errors import Invalid, SchemaOutOfDate
+from .policies import PoliciesRepo, policy_from_row
+from .records import AdminEvent
+from .snapshot import Snapshot
+from .tables import admin_events, api_keys, entitlements, policies, state_version, teams, tenants
+from .base import as_utc
+from .tenancy import TenancyRepo, team_from_row, tenant_from_row
+
+
+class Store(TenancyRepo, KeysRepo, PoliciesRepo, EntitlementsRepo):
+    @property
+    def url(self) -> str:
+        return self.engine.url.render_as_string(hide_password=True)
+
+    async def close(self) -> None:
+        await self.engine.dispose()
+
+    async def migrate(self) -> str:
+        """Bring the schema to head (idempotent, safe to run from several replicas at once)."""
+        await _migrate.upgrade(self.engine)
+        return _migrate.head_revision()
+
+    async def schema_revision(self) -> str | None:
+        return await _migrate.current_revision(self.engine)
+
+    async def ensure_current(self) -> None:
+        """Raise SchemaOutOfDate unless the database is at this code's head revision."""
+        current, head = await self.schema_revision(), _migrate.head_revision()
+        if current != head:
+            raise SchemaOutOfDate(current, head)
+
+    async def snapshot(self) -> Snapshot:
+        """Everything the hot path needs, read in one consistent transaction."""
+        conn = await self.engine.connect()
+        try:
+            if not self._sqlite:  # one MVCC snapshot for all the reads below
+                conn = await conn.execution_options(isolation_level="REPEATABLE READ")
+            async with conn.begin():
+                version = (await conn.execute(
+                    sa.select(state_version.c.version).where(state_version.c.id == 1))).scalar_one()
+                ten = (await conn.execute(sa.select(tenants))).all()
+                tms = (await conn.execute(sa.select(teams))).all()
+                keys = (await conn.execute(sa.select(api_keys).where(api_keys.c.revoked_at.is_(None)))).all()
+                pols = (await conn.execute(sa.select(policies).order_by(policies.c.created_at, policies.c.id))).all()
+                ents = (await conn.execute(sa.select(entitlements).where(entitlements.c.revoked_at.is_(None))
+                                           .order_by(entitlements.c.model_group, entitlements.c.starts_on))).all()
+        finally:
+            await conn.close()
+        return Snapshot(
+            version=version,
+            tenants={r.id: tenant_from_row(r) for r in ten},
+            teams={r.id: team_from_row(r) for r in tms},
+            keys={r.prefix: key_from_row(r) for r in keys},
+            policies=tuple(policy_from_row(r) for r in pols),
+            entitlements=tuple(entitlement_from_row(r) for r in ents),
+        )
+
+    async def admin_events(
+        self, tenant_id: str | None = None, *, limit: int = 100, after: int | None = None
+    ) -> list[AdminEvent]:
+        """Admin changes in commit order, oldest first. Page with `after=<last seq seen>`.
+
+        `tenant_id=None` returns every tenant's events and the org-wide ones.
+        """
+        if not 1 <= limit <= 10_000:
+            raise Invalid("limit must be between 1 and 10000")
+        q = sa.select(admin_events)
+        if tenant_id is not None:
+            q = q.where(admin_events.c.tenant_id == tenant_id)
+        if after is not None:
+            q = q.where(admin_events.c.seq > after)
+        async with self._read() as conn:
+            rows = (await conn.execute(q.order_by(admin_events.c.seq).limit(limit))).all()
+        return [
+            AdminEvent(seq=r.seq, id=r.id, at=as_utc(r.at), actor=r.actor, tenant_id=r.tenant_id, action=r.action,
+                       object_type=r.object_type, object_id=r.object_id, detail=dict(r.detail))
+            for r in rows
+        ]
+
+
+async def open_store(url: str, *, migrate: bool = False) -> Store:
+    """Open (not create) the database at `url`: `sqlite+aiosqlite:///path` or `postgresql+asyncpg://...`.
+
+    With `migrate=True` the schema is brought to head first (the embedded single-node default).
+    """
+    store = Store(create_engine(url))
+    if migrate:
+        try:
+            await store.migrate()
+        except BaseException:
+            await store.close()
+            raise
+    return store

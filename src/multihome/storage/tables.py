@@ -1,0 +1,114 @@
+"""Table definitions: the single source of truth the migrations must match (a test checks it).
+
+Ids are readable prefixed random strings (`ten_...`, `team_...`, `key_...`, `pol_...`, `ent_...`,
+`evt_...`). Timestamps are UTC. JSON columns hold plain JSON (dicts/lists of str, numbers, bools).
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+
+metadata = sa.MetaData(
+    naming_convention={
+        "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+        "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+        "ck": "ck_%(table_name)s_%(constraint_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_N_name)s_%(referred_table_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+ID = sa.String(40)
+TS = sa.DateTime(timezone=True)
+
+tenants = sa.Table(
+    "tenants",
+    metadata,
+    sa.Column("id", ID, primary_key=True),
+    sa.Column("name", sa.String(200), nullable=False, unique=True),
+    sa.Column("metadata", sa.JSON, nullable=False),
+    sa.Column("created_at", TS, nullable=False),
+)
+
+teams = sa.Table(
+    "teams",
+    metadata,
+    sa.Column("id", ID, primary_key=True),
+    sa.Column("tenant_id", ID, sa.ForeignKey("tenants.id", ondelete="CASCADE"), nullable=False),
+    sa.Column("name", sa.String(200), nullable=False),
+    sa.Column("created_at", TS, nullable=False),
+    sa.UniqueConstraint("tenant_id", "name"),
+    sa.UniqueConstraint("tenant_id", "id"),  # target of api_keys' (tenant_id, team_id) foreign key
+)
+
+api_keys = sa.Table(
+    "api_keys",
+    metadata,
+    sa.Column("id", ID, primary_key=True),
+    sa.Column("tenant_id", ID, sa.ForeignKey("tenants.id", ondelete="CASCADE"), nullable=False, index=True),
+    sa.Column("team_id", ID, nullable=True),
+    sa.Column("name", sa.String(200), nullable=False),
+    sa.Column("prefix", sa.String(16), nullable=False, unique=True),
+    sa.Column("hash", sa.String(64), nullable=False),
+    sa.Column("roles", sa.JSON, nullable=False),
+    sa.Column("scopes_models", sa.JSON, nullable=True),
+    sa.Column("scopes_endpoints", sa.JSON, nullable=True),
+    sa.Column("metadata", sa.JSON, nullable=False),
+    sa.Column("expires_at", TS, nullable=True),
+    sa.Column("revoked_at", TS, nullable=True),
+    sa.Column("created_at", TS, nullable=False),
+    # A key's team belongs to the key's tenant: enforced by the database, not only by code.
+    sa.ForeignKeyConstraint(["tenant_id", "team_id"], ["teams.tenant_id", "teams.id"]),
+)
+
+policies = sa.Table(
+    "policies",
+    metadata,
+    sa.Column("id", ID, primary_key=True),
+    sa.Column("tenant_id", ID, sa.ForeignKey("tenants.id", ondelete="CASCADE"), nullable=False, index=True),
+    sa.Column("scope", sa.String(16), nullable=False),
+    sa.Column("scope_id", ID, nullable=False),
+    sa.Column("rules", sa.JSON, nullable=False),
+    sa.Column("description", sa.String(1000), nullable=False),
+    sa.Column("created_at", TS, nullable=False),
+    sa.Column("updated_at", TS, nullable=False),
+    sa.CheckConstraint("scope IN ('tenant', 'team', 'key')", name="scope"),
+)
+
+entitlements = sa.Table(
+    "entitlements",
+    metadata,
+    sa.Column("id", ID, primary_key=True),
+    sa.Column("tenant_id", ID, sa.ForeignKey("tenants.id", ondelete="CASCADE"), nullable=False, index=True),
+    sa.Column("model_group", sa.String(200), nullable=False, index=True),
+    sa.Column("starts_on", sa.Date, nullable=False),
+    sa.Column("ends_on", sa.Date, nullable=False),
+    sa.Column("exclusive", sa.Boolean(create_constraint=False), nullable=False),
+    sa.Column("note", sa.String(1000), nullable=False),
+    sa.Column("created_at", TS, nullable=False),
+    sa.Column("revoked_at", TS, nullable=True),
+    sa.CheckConstraint("ends_on >= starts_on", name="dates"),
+)
+
+# `seq` is the state_version the change produced: a gap-free total order in commit order.
+admin_events = sa.Table(
+    "admin_events",
+    metadata,
+    sa.Column("seq", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True, autoincrement=False),
+    sa.Column("id", ID, nullable=False, unique=True),
+    sa.Column("at", TS, nullable=False),
+    sa.Column("actor", sa.String(200), nullable=False),
+    sa.Column("tenant_id", ID, nullable=True, index=True),  # no FK: the record outlives the tenant
+    sa.Column("action", sa.String(64), nullable=False),
+    sa.Column("object_type", sa.String(32), nullable=False),
+    sa.Column("object_id", ID, nullable=False),
+    sa.Column("detail", sa.JSON, nullable=False),
+)
+
+state_version = sa.Table(
+    "state_version",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("version", sa.BigInteger, nullable=False),
+    sa.CheckConstraint("id = 1", name="one_row"),
+)

@@ -1,0 +1,311 @@
+"""Identity, tenants and policy end to end, on SQLite and on a real PostgreSQL: API keys and OIDC
+JWTs, RBAC on the admin API, tenant isolation, revocation on every replica, EU-only residency
+that fails closed, and entitlements whose explanation agrees with enforcement."""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+
+import httpx
+import jwt
+import openai
+import pytest
+from openapi_spec_validator import validate
+
+from ..oidc_issuer import LocalIssuer
+from ..pg import PostgresServer
+from .processes import Gateway, Simulator
+
+ADMIN_KEY = "mh-bootstrap-admin-key-for-tests"
+USER = [{"role": "user", "content": "hello"}]
+TODAY = dt.datetime.now(dt.timezone.utc).date()
+
+CONFIG = """
+storage: {{url_env: MH_TEST_DB}}
+identity:
+  admin_key_env: MH_TEST_ADMIN_KEY
+  oidc:
+    - name: local
+      issuer: "{issuer}"
+      jwks_uri: "{jwks}"
+      audiences: ["{audience}"]
+      claims: {{tenant: tenant, roles: roles, role_map: {{ai-admins: tenant-admin}}}}
+providers:
+  us: {{kind: openai, endpoint: "{us}/v1", region: us-east-1, data_zone: US}}
+  eu: {{kind: openai, endpoint: "{eu}/v1", region: eu-west-1, data_zone: EU}}
+deployments:
+  us-main: {{provider: us, model: us-main}}
+  eu-main: {{provider: eu, model: eu-main}}
+  us-licensed: {{provider: us, model: us-licensed}}
+model_groups:
+  gpt-4o: {{deployments: [us-main, eu-main], retries: 0}}
+  licensed: {{deployments: [us-licensed], requires_entitlement: true}}
+"""
+
+
+class World:
+    def __init__(self, gateways, us, eu, issuer):
+        self.gw, self.gw2 = gateways
+        self.us, self.eu, self.issuer = us, eu, issuer
+        self.admin = self.http(ADMIN_KEY)
+
+    def http(self, key: str, gw=None) -> httpx.Client:
+        return httpx.Client(base_url=(gw or self.gw).url, headers={"authorization": f"Bearer {key}"}, timeout=10)
+
+    def sdk(self, key: str, gw=None) -> openai.OpenAI:
+        return openai.OpenAI(base_url=(gw or self.gw).url + "/v1", api_key=key, max_retries=0, timeout=10)
+
+    def ok(self, resp: httpx.Response, status: int = 200) -> dict:
+        assert resp.status_code == status, resp.text
+        return resp.json()
+
+    def key(self, tenant: str, roles=("member",), client=None, **extra) -> tuple[str, str]:
+        out = self.ok((client or self.admin).post(f"/admin/v1/tenants/{tenant}/keys",
+                                                  json={"name": "k", "roles": list(roles), **extra}), 201)
+        return out["id"], out["key"]
+
+
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def world(request, tmp_path_factory):
+    tmp = tmp_path_factory.mktemp(request.param)
+    pg = PostgresServer() if request.param == "postgresql" else None
+    db = pg.url if pg else f"sqlite+aiosqlite:///{tmp}/multihome.db"
+    us, eu = Simulator("openai", "us"), Simulator("openai", "eu")
+    issuer = LocalIssuer().start()
+    text = CONFIG.format(us=us.url, eu=eu.url, issuer=issuer.issuer, jwks=issuer.jwks_uri, audience=issuer.audience)
+    env = {"MH_TEST_DB": db, "MH_TEST_ADMIN_KEY": ADMIN_KEY}
+    gateways = [Gateway(text, tmp, env), Gateway(text, tmp, env)]  # two replicas, one database
+    w = World(gateways, us, eu, issuer)
+    w.a = w.ok(w.admin.post("/admin/v1/tenants", json={"name": "acme"}), 201)["id"]
+    w.b = w.ok(w.admin.post("/admin/v1/tenants", json={"name": "globex"}), 201)["id"]
+    yield w
+    logs = [g.stop() for g in gateways]
+    for sim in (us, eu):
+        sim.stop()
+    issuer.stop()
+    if pg:
+        pg.stop()
+    for log in logs:
+        assert ADMIN_KEY not in log and "mh_" not in log
+
+
+def _wait_for(predicate, seconds: float) -> float:
+    start = time.monotonic()
+    while time.monotonic() - start < seconds:
+        if predicate():
+            return time.monotonic() - start
+        time.sleep(0.02)
+    raise AssertionError(f"condition not met within {seconds}s")
+
+
+def test_managed_key_calls_models_and_is_stored_hashed(world):
+    key_id, secret = world.key(world.a)
+    assert secret.startswith("mh_") and key_id.startswith("key_")
+    reply = world.sdk(secret).chat.completions.create(model="gpt-4o", messages=USER)
+    assert reply.choices[0].message.content
+    listed = world.ok(world.admin.get(f"/admin/v1/tenants/{world.a}/keys"))["data"]
+    mine = [k for k in listed if k["id"] == key_id][0]
+    assert mine["key"] is None and "hash" not in mine and secret[3:11] == mine["prefix"]
+
+
+def test_revocation_reaches_every_replica_within_a_second(world):
+    key_id, secret = world.key(world.a)
+    other = world.sdk(secret, world.gw2)
+    assert other.chat.completions.create(model="gpt-4o", messages=USER).choices
+    world.ok(world.admin.delete(f"/admin/v1/tenants/{world.a}/keys/{key_id}"))
+
+    def refused() -> bool:
+        try:
+            other.chat.completions.create(model="gpt-4o", messages=USER)
+            return False
+        except openai.AuthenticationError:
+            return True
+
+    _wait_for(refused, 1.0)
+
+
+def test_expired_key_is_refused(world):
+    _, secret = world.key(world.a, expires_in_days=1.5 / 86400)
+    client = world.sdk(secret)
+    assert client.chat.completions.create(model="gpt-4o", messages=USER).choices
+    time.sleep(1.6)
+    with pytest.raises(openai.AuthenticationError) as info:
+        client.chat.completions.create(model="gpt-4o", messages=USER)
+    assert "revoked or expired" in info.value.message
+
+
+def test_tenant_isolation(world):
+    _, a_admin = world.key(world.a, roles=["tenant-admin"])
+    b_key_id, b_secret = world.key(world.b)
+    a = world.http(a_admin)
+    for method, path in [
+        ("GET", f"/admin/v1/tenants/{world.b}"),
+        ("GET", f"/admin/v1/tenants/{world.b}/keys"),
+        ("GET", f"/admin/v1/tenants/{world.b}/keys/{b_key_id}"),
+        ("DELETE", f"/admin/v1/tenants/{world.b}/keys/{b_key_id}"),
+        ("GET", f"/admin/v1/tenants/{world.b}/policies"),
+        ("GET", f"/admin/v1/tenants/{world.b}/events"),
+    ]:
+        resp = a.request(method, path)
+        assert resp.status_code == 403, (method, path, resp.text)
+        assert resp.json()["error"]["code"] == "other_tenant"
+    resp = a.post(f"/admin/v1/tenants/{world.b}/policies", json={"scope": "tenant", "rules": [{"effect": "deny"}]})
+    assert resp.status_code == 403
+    # Tenant A's admin sees only tenant A, and cannot reach B's key through A's path either.
+    assert [t["id"] for t in world.ok(a.get("/admin/v1/tenants"))["data"]] == [world.a]
+    assert a.get(f"/admin/v1/tenants/{world.a}/keys/{b_key_id}").status_code == 404
+    # B's key still works: A's attempt to revoke it did nothing.
+    assert world.sdk(b_secret).chat.completions.create(model="gpt-4o", messages=USER).choices
+
+
+def test_rbac_roles(world):
+    _, member = world.key(world.a)
+    _, auditor = world.key(world.a, roles=["auditor"])
+    _, tadmin = world.key(world.a, roles=["tenant-admin"])
+    m, au, ta = world.http(member), world.http(auditor), world.http(tadmin)
+    assert world.ok(m.get("/admin/v1/whoami"))["tenant"] == world.a
+    denied = m.get(f"/admin/v1/tenants/{world.a}/keys").json()["error"]
+    assert denied["code"] == "insufficient_role" and "tenant-admin" in denied["message"]
+    assert au.get(f"/admin/v1/tenants/{world.a}/events").status_code == 200
+    assert au.post(f"/admin/v1/tenants/{world.a}/keys", json={"name": "x"}).status_code == 403
+    grant = {"model_group": "licensed", "starts_on": str(TODAY), "ends_on": str(TODAY)}
+    assert ta.post(f"/admin/v1/tenants/{world.a}/entitlements", json=grant).status_code == 403
+    assert ta.post(f"/admin/v1/tenants/{world.a}/keys", json={"name": "x", "roles": ["org-admin"]}).status_code == 403
+    assert ta.post("/admin/v1/tenants", json={"name": "sneaky"}).status_code == 403
+
+
+def test_admin_changes_are_recorded_with_the_actor(world):
+    key_id, _ = world.key(world.a)
+    events = world.ok(world.admin.get(f"/admin/v1/tenants/{world.a}/events?limit=1000"))["data"]
+    (created,) = [e for e in events if e["object_id"] == key_id]
+    assert created["actor"] == "bootstrap-admin" and created["tenant_id"] == world.a
+    assert "mh_" not in str(events)
+
+
+def test_eu_only_tenant_never_reaches_a_us_deployment(world):
+    _, b_admin = world.key(world.b, roles=["tenant-admin"])
+    policy = {"scope": "tenant", "rules": [{"effect": "allow", "data_zones": ["EU"]}], "description": "EU only"}
+    world.ok(world.http(b_admin).post(f"/admin/v1/tenants/{world.b}/policies", json=policy), 201)
+    _, b_member = world.key(world.b)
+    client = world.sdk(b_member)
+
+    def eu_served() -> bool:
+        raw = client.chat.completions.with_raw_response.create(model="gpt-4o", messages=USER)
+        return raw.headers["x-multihome-deployment"] == "eu-main"
+
+    _wait_for(eu_served, 2.0)
+    world.eu.fault(status=503)
+    try:
+        rids = []
+        for _ in range(3):
+            with pytest.raises(openai.InternalServerError) as info:
+                client.chat.completions.create(model="gpt-4o", messages=USER)
+            assert info.value.status_code == 503
+            assert "us-main: denied by policy" in info.value.message
+            rids.append(info.value.response.headers["x-request-id"])
+    finally:
+        world.eu.clear_faults()
+    us_seen = {r["request_id"] for r in world.us.requests()}
+    assert not us_seen & set(rids), "an EU-only tenant's call reached the US simulator"
+    # Tenant A has no such policy: its calls still go to the US primary.
+    _, a_member = world.key(world.a)
+    raw = world.sdk(a_member).chat.completions.with_raw_response.create(model="gpt-4o", messages=USER)
+    assert raw.headers["x-multihome-deployment"] == "us-main"
+
+
+def test_entitlements_expiry_exclusivity_and_explain(world):
+    _, a_member = world.key(world.a)
+    a_id, b_member = world.key(world.b)
+    a_client, b_client = world.sdk(a_member), world.sdk(b_member)
+    with pytest.raises(openai.PermissionDeniedError) as info:
+        a_client.chat.completions.create(model="licensed", messages=USER)
+    assert info.value.code == "entitlement_required"
+    grant = {"model_group": "licensed", "starts_on": str(TODAY - dt.timedelta(days=1)),
+             "ends_on": str(TODAY + dt.timedelta(days=30)), "exclusive": True}
+    ent = world.ok(world.admin.post(f"/admin/v1/tenants/{world.a}/entitlements", json=grant), 201)
+    overlapping = world.admin.post(f"/admin/v1/tenants/{world.b}/entitlements", json={**grant, "exclusive": False})
+    assert overlapping.status_code == 409 and ent["id"] in overlapping.text
+    old = {"model_group": "licensed", "starts_on": "2020-01-01", "ends_on": "2020-12-31"}
+    expired = world.ok(world.admin.post(f"/admin/v1/tenants/{world.b}/entitlements", json=old), 201)
+
+    def a_allowed() -> bool:
+        try:
+            return bool(a_client.chat.completions.create(model="licensed", messages=USER).choices)
+        except openai.PermissionDeniedError:
+            return False
+
+    _wait_for(a_allowed, 2.0)
+    with pytest.raises(openai.PermissionDeniedError) as info:
+        b_client.chat.completions.create(model="licensed", messages=USER)
+    assert info.value.code in ("entitlement_expired", "exclusive_to_other_tenant")
+    enforced = info.value.code
+    explain = world.ok(world.admin.post("/admin/v1/policy/explain", json={"tenant_id": world.b, "model": "licensed"}))
+    assert explain["allowed"] is False and explain["code"] == enforced
+    if enforced == "entitlement_expired":
+        assert expired["id"] in explain["message"]
+    explain_a = world.ok(world.admin.post("/admin/v1/policy/explain", json={"tenant_id": world.a, "model": "licensed"}))
+    assert explain_a["allowed"] is True and explain_a["entitlement_id"] == ent["id"]
+    # Explaining a day after the term: refused, naming the grant.
+    later = str(TODAY + dt.timedelta(days=31))
+    after = world.ok(world.admin.post("/admin/v1/policy/explain", json={"tenant_id": world.a, "model": "licensed", "on": later}))
+    assert after["code"] == "entitlement_expired" and ent["id"] in after["message"]
+
+
+def test_key_scopes_give_403_with_the_rule(world):
+    _, scoped = world.key(world.a, scopes_models=["gpt-4o"])
+    with pytest.raises(openai.PermissionDeniedError) as info:
+        world.sdk(scoped).chat.completions.create(model="licensed", messages=USER)
+    assert info.value.code == "model_not_in_key_scope"
+
+
+def test_jwt_federation(world):
+    issuer = world.issuer
+    good = issuer.mint(tenant=world.a, roles=["ai-admins"])
+    reply = world.sdk(good).chat.completions.create(model="gpt-4o", messages=USER)
+    assert reply.choices
+    who = world.ok(world.http(good).get("/admin/v1/whoami"))
+    assert who["tenant"] == world.a and "tenant-admin" in who["roles"] and who["source"] == "oidc:local"
+    other = LocalIssuer().start()
+    try:
+        signed_by_stranger = other.mint(tenant=world.a, iss=issuer.issuer)
+        wrong_issuer = other.mint(tenant=world.a)
+    finally:
+        other.stop()
+    header, payload, sig = good.split(".")
+    tampered_payload = jwt.utils.base64url_encode(
+        jwt.utils.base64url_decode(payload).replace(world.a.encode(), world.b.encode())).decode()
+    cases = {
+        "expired": issuer.mint(tenant=world.a, exp_in=-120),
+        "wrong audience": issuer.mint(tenant=world.a, aud="someone-else"),
+        "wrong issuer": wrong_issuer,
+        "unknown signing key": signed_by_stranger,
+        "alg none": jwt.encode(issuer.claims(tenant=world.a), None, algorithm="none"),
+        "HS/RS confusion": _hs256_with_public_key(issuer, world.a),
+        "tampered payload": ".".join([header, tampered_payload, sig]),
+        "tampered signature": ".".join([header, payload, sig[:-4] + ("AAAA" if sig[-4:] != "AAAA" else "BBBB")]),
+    }
+    for name, token in cases.items():
+        with pytest.raises(openai.AuthenticationError) as info:
+            world.sdk(token).chat.completions.create(model="gpt-4o", messages=USER)
+        assert info.value.status_code == 401, name
+        assert token not in info.value.message, name
+
+
+def _hs256_with_public_key(issuer, tenant: str) -> str:
+    """The classic key-confusion forgery: HMAC-sign with the issuer's *public* RSA key as secret."""
+    import hashlib
+    import hmac
+    import json
+
+    enc = jwt.utils.base64url_encode
+    head = enc(json.dumps({"alg": "HS256", "typ": "JWT", "kid": issuer.default_kid}).encode())
+    body = enc(json.dumps(issuer.claims(tenant=tenant)).encode())
+    sig = enc(hmac.new(issuer.public_pem(), head + b"." + body, hashlib.sha256).digest())
+    return (head + b"." + body + b"." + sig).decode()
+
+
+def test_openapi_document_is_valid(world):
+    doc = httpx.get(world.gw.url + "/admin/v1/openapi.json").json()
+    validate(doc)
+    assert "/admin/v1/tenants/{tenant}/keys" in doc["paths"]

@@ -1,0 +1,133 @@
+"""Claims -> Principal mapping, required claims, and the config rules for issuers."""
+
+from __future__ import annotations
+
+import msgspec
+import pytest
+from oidc_issuer import LocalIssuer
+
+from multihome.identity.oidc import OidcVerifier
+from multihome.identity.oidc_config import IssuerConfig
+from multihome.identity.principal import AUDITOR, MEMBER, ORG_ADMIN, TENANT_ADMIN, Principal
+
+from .helpers import refused, verify_all, verify_one
+
+
+@pytest.fixture(scope="module")
+def idp():
+    with LocalIssuer() as issuer:
+        yield issuer
+
+
+def test_roles_from_a_list_a_space_separated_string_and_a_nested_claim(idp):
+    claims = {
+        "tenant": "tid",
+        "roles": ["roles", "scp", "realm_access.roles"],
+        "role_map": {"Gateway.Admin": TENANT_ADMIN, "audit.read": AUDITOR, "platform-owners": ORG_ADMIN},
+    }
+    c = idp.config(claims=claims)
+    listed, spaced, nested, unmapped = verify_all(
+        [c],
+        [
+            idp.mint(tid="acme", roles=["Gateway.Admin", "Something.Else"]),
+            idp.mint(tid="acme", scp="openid audit.read profile"),
+            idp.mint(tid="acme", realm_access={"roles": ["platform-owners", "offline_access"]}),
+            idp.mint(tid="acme", roles=["tenant-admin", "org-admin"]),  # raw role names are not trusted
+        ],
+    )
+    assert listed.roles == {MEMBER, TENANT_ADMIN}
+    assert spaced.roles == {MEMBER, AUDITOR}
+    assert nested.roles == {MEMBER, ORG_ADMIN} and nested.has_role(TENANT_ADMIN)
+    assert unmapped.roles == {MEMBER}
+
+
+def test_default_roles_and_a_token_that_grants_nothing(idp):
+    strict = idp.config(claims={"tenant": "tid", "roles": "roles", "role_map": {"ai-users": MEMBER}, "default_roles": []})
+    ok, nothing = verify_all([strict], [idp.mint(tid="acme", roles=["ai-users"]), idp.mint(tid="acme", roles=["other"])])
+    assert ok.roles == {MEMBER}
+    err = refused(nothing, 403, "no_role")
+    assert "role_map" in err.body.message
+
+
+def test_tenant_from_claim_fixed_value_or_map_and_missing_tenant_is_403(idp):
+    by_claim = idp.config(claims={"tenant": "org.tenant"})
+    assert verify_one(by_claim, idp.mint(org={"tenant": "acme"})).tenant == "acme"
+    err = refused(verify_one(by_claim, idp.mint()), 403, "no_tenant")
+    assert "'org.tenant'" in err.body.message
+    refused(verify_one(by_claim, idp.mint(org={"tenant": ["a", "b"]})), 403, "no_tenant")
+
+    fixed = idp.config(claims={"tenant_value": "retail"})
+    assert verify_one(fixed, idp.mint()).tenant == "retail"
+
+    mapped = idp.config(claims={"tenant": "tid", "tenant_map": {"72f988bf-86f1": "acme"}})
+    assert verify_one(mapped, idp.mint(tid="72f988bf-86f1")).tenant == "acme"
+    err = refused(verify_one(mapped, idp.mint(tid="00000000-0000")), 403, "unknown_tenant")
+    assert "00000000" not in err.body.message
+
+
+def test_subject_and_team_claims(idp):
+    c = idp.config(claims={"tenant": "tid", "team": "groups", "subject": "oid"})
+    p = verify_one(c, idp.mint(tid="acme", oid="obj-9", groups=["search"]))
+    assert (p.subject, p.team) == ("obj-9", "search")
+    assert verify_one(c, idp.mint(tid="acme", oid="obj-9")).team is None
+    refused(verify_one(c, idp.mint(tid="acme", oid="obj-9", groups=["a", "b"])), 403, "invalid_team")
+    refused(verify_one(c, idp.mint(tid="acme")), 401, "missing_claim")  # no oid
+
+
+def test_required_claims(idp):
+    c = idp.config(
+        claims={"tenant": "tid"},
+        required_claims={"tid": "acme", "groups": "ai-users", "scp": "access_as_user", "email_verified": True},
+    )
+    good = dict(tid="acme", groups=["x", "ai-users"], scp="openid access_as_user", email_verified=True)
+    assert isinstance(verify_one(c, idp.mint(**good)), Principal)
+    for bad in (
+        {**good, "tid": "other"},
+        {**good, "groups": ["x"]},
+        {**good, "scp": "openid"},
+        {**good, "email_verified": False},
+        {k: v for k, v in good.items() if k != "groups"},
+    ):
+        err = refused(verify_one(c, idp.mint(**bad)), 403, "claim_mismatch")
+        assert "other" not in err.body.message
+    # A list value requires every listed entry.
+    both = idp.config(claims={"tenant": "tid"}, required_claims={"groups": ["a", "b"]})
+    assert isinstance(verify_one(both, idp.mint(tid="acme", groups=["b", "c", "a"])), Principal)
+    refused(verify_one(both, idp.mint(tid="acme", groups=["a"])), 403, "claim_mismatch")
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"algorithms": ["none"]}, "'none'"),
+        ({"algorithms": ["RS256", "HS256"]}, "shared-secret"),
+        ({"algorithms": ["RS1"]}, "unknown algorithm"),
+        ({"algorithms": []}, "at least one"),
+        ({"audiences": []}, "audiences"),
+        ({"issuer": "http://idp.example.com"}, "issuer: must be an https"),
+        ({"jwks_uri": "ftp://idp.example.com/keys"}, "jwks_uri"),
+        ({"claims": {"tenant": "tid", "tenant_value": "x"}}, "exactly one"),
+        ({"claims": {}}, "exactly one"),
+        ({"claims": {"tenant": "tid", "roles": "r", "role_map": {"x": "superuser"}}}, "not a role"),
+        ({"claims": {"tenant": "tid", "default_roles": ["root"]}}, "not a role"),
+        ({"claims": {"tenant": "tid", "role_map": {"x": "member"}}}, "also set `roles`"),
+        ({"leeway_s": 3600}, "leeway_s"),
+        ({"surprise": 1}, "unknown field"),
+    ],
+)
+def test_config_rules(change, message):
+    base = {"name": "corp", "issuer": "https://login.example.com/t/v2.0", "audiences": ["api://multihome"]}
+    with pytest.raises(msgspec.ValidationError) as info:
+        msgspec.convert({**base, **change}, IssuerConfig)
+    assert message in str(info.value)
+
+
+def test_config_defaults_and_duplicates():
+    c = msgspec.convert({"name": "corp", "issuer": "https://idp.example.com", "audiences": ["a"]}, IssuerConfig)
+    assert (c.algorithms, c.leeway_s, c.refresh_s, c.min_refresh_interval_s) == (["RS256"], 30.0, 600.0, 30.0)
+    assert (c.claims.subject, c.claims.tenant, c.claims.default_roles) == ("sub", "tenant", ["member"])
+    other = msgspec.convert({"name": "corp", "issuer": "https://other.example.com", "audiences": ["a"]}, IssuerConfig)
+    with pytest.raises(ValueError, match=r"identity.oidc\[1\].name"):
+        OidcVerifier([c, other])
+    with pytest.raises(ValueError, match=r"identity.oidc\[1\].issuer"):
+        OidcVerifier([c, msgspec.structs.replace(c, name="b")])

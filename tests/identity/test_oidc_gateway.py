@@ -1,0 +1,77 @@
+"""End to end: the real `multihome serve` process trusting a local OIDC issuer, called with the openai SDK."""
+
+from __future__ import annotations
+
+import time
+
+import openai
+import pytest
+from e2e.processes import Gateway, Simulator
+from oidc_issuer import LocalIssuer
+
+CONFIG = """
+server:
+  api_keys_env: [MH_OIDC_TEST_KEY]
+identity:
+  oidc:
+    - name: corp
+      issuer: {issuer}
+      audiences: [api://multihome]
+      claims: {{tenant: tid, roles: roles, role_map: {{Gateway.Admin: tenant-admin}}}}
+providers:
+  openai:
+    kind: openai
+    endpoint: {sim}/v1
+    auth: {{api_key_env: MH_OIDC_TEST_UPSTREAM}}
+deployments:
+  oa: {{provider: openai, model: gpt-4o-oa}}
+model_groups:
+  gpt-4o:
+    deployments: [oa]
+    retries: 0
+"""
+ENV = {"MH_OIDC_TEST_KEY": "mh-oidc-test-static-key", "MH_OIDC_TEST_UPSTREAM": "upstream-secret"}
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory):
+    with LocalIssuer() as idp:
+        sim = Simulator("openai", "oidc-oa", env=ENV)
+        try:
+            gw = Gateway(CONFIG.format(issuer=idp.issuer, sim=sim.url), tmp_path_factory.mktemp("oidc"), ENV)
+            try:
+                yield idp, gw
+            finally:
+                gw.stop()
+        finally:
+            sim.stop()
+
+
+def chat(gw, key: str):
+    client = openai.OpenAI(base_url=gw.url + "/v1", api_key=key, max_retries=0, timeout=10)
+    return client.chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": "hi"}])
+
+
+def test_a_jwt_from_a_trusted_issuer_calls_a_model(stack):
+    idp, gw = stack
+    assert chat(gw, idp.mint(tid="acme", roles=["Gateway.Admin"])).choices[0].message.content
+    assert idp.jwks_fetches == 1  # fetched at start-up, then served from memory
+    assert chat(gw, idp.mint(tid="acme")).choices
+    assert idp.jwks_fetches == 1
+
+
+def test_bad_tokens_get_a_401_that_says_why_and_api_keys_still_work(stack):
+    idp, gw = stack
+    expired = idp.mint(tid="acme", exp=int(time.time()) - 120, iat=int(time.time()) - 600)
+    with pytest.raises(openai.AuthenticationError) as info:
+        chat(gw, expired)
+    assert info.value.code == "token_expired" and "expired" in info.value.message
+    assert expired.split(".")[1][:12] not in info.value.message
+    with LocalIssuer() as stranger:
+        with pytest.raises(openai.AuthenticationError) as info:
+            chat(gw, stranger.mint(tid="acme"))
+        assert info.value.code == "unknown_issuer"
+    with pytest.raises(openai.PermissionDeniedError) as info:
+        chat(gw, idp.mint())  # genuine, but no tenant claim
+    assert info.value.code == "no_tenant"
+    assert chat(gw, ENV["MH_OIDC_TEST_KEY"]).choices

@@ -1,0 +1,117 @@
+"""A real, private, throwaway PostgreSQL cluster for tests (Debian's `postgresql` package).
+
+    pg = PostgresServer()          # initdb + start on 127.0.0.1:<free port>, database "multihome"
+    url = pg.url                   # postgresql+asyncpg://postgres@127.0.0.1:<port>/multihome
+    other = pg.create_database()   # a fresh empty database, returns its URL
+    pg.stop()                      # fast shutdown, data directory removed
+
+`initdb` refuses to run as root, so as root the cluster runs as the `postgres` system user (via
+`runuser`) in a temp directory it owns. Durability is traded for speed (fsync off): test data only.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import pwd
+import secrets
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def postgres_bin_dir() -> Path | None:
+    found = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"), key=lambda p: int(p.split("/")[4]))
+    if found:
+        return Path(found[-1]).parent
+    initdb = shutil.which("initdb")
+    return Path(initdb).parent if initdb else None
+
+
+class PostgresServer:
+    def __init__(self, dbname: str = "multihome", *, start_timeout: float = 30) -> None:
+        bindir = postgres_bin_dir()
+        if bindir is None:
+            raise RuntimeError(
+                "PostgreSQL is not installed; run scripts/install-system-deps.sh (apt-get install postgresql)"
+            )
+        self.bindir = bindir
+        self._as_user: list[str] = []
+        self.dir = Path(tempfile.mkdtemp(prefix="multihome-pg-"))
+        if os.getuid() == 0:
+            pw = pwd.getpwnam("postgres")
+            os.chown(self.dir, pw.pw_uid, pw.pw_gid)
+            self._as_user = ["runuser", "-u", "postgres", "--"]
+        self.data = self.dir / "data"
+        self.port = _free_port()
+        self.host = "127.0.0.1"
+        self.user = "postgres"
+        self._started = False
+        try:
+            self._run("initdb", "-D", str(self.data), "-U", self.user, "--auth=trust", "-E", "UTF8",
+                      "--no-sync", "--no-instructions", "--locale=C")
+            opts = (f"-c listen_addresses={self.host} -p {self.port} -c unix_socket_directories={self.dir} "
+                    "-c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=200")
+            self._run("pg_ctl", "-D", str(self.data), "-o", opts, "-l", str(self.dir / "postgres.log"),
+                      "-w", "-t", str(int(start_timeout)), "start")
+            self._started = True
+            self.dbname = dbname
+            self.url = self.create_database(dbname)
+        except BaseException:
+            self.stop()
+            raise
+
+    def _run(self, tool: str, *args: str) -> str:
+        proc = subprocess.run([*self._as_user, str(self.bindir / tool), *args], capture_output=True, text=True,
+                              timeout=60, cwd=self.dir)
+        if proc.returncode != 0:
+            log = self.dir / "postgres.log"
+            tail = log.read_text()[-2000:] if log.exists() else ""
+            raise RuntimeError(f"{tool} failed ({proc.returncode}): {proc.stderr or proc.stdout}\n{tail}")
+        return proc.stdout
+
+    def url_for(self, dbname: str) -> str:
+        return f"postgresql+asyncpg://{self.user}@{self.host}:{self.port}/{dbname}"
+
+    def psql(self, sql: str, dbname: str = "postgres") -> str:
+        return self._run("psql", "-h", self.host, "-p", str(self.port), "-U", self.user, "-d", dbname,
+                         "-v", "ON_ERROR_STOP=1", "-AtXq", "-c", sql)
+
+    def create_database(self, dbname: str | None = None, *, template: str | None = None) -> str:
+        """A new database (a copy of `template` if given: fast way to hand out migrated databases)."""
+        dbname = dbname or "t_" + secrets.token_hex(6)
+        self.psql(f'CREATE DATABASE "{dbname}"' + (f' TEMPLATE "{template}"' if template else ""))
+        return self.url_for(dbname)
+
+    def drop_database(self, dbname: str) -> None:
+        self.psql(f'DROP DATABASE IF EXISTS "{dbname}" WITH (FORCE)')
+
+    def stop(self) -> None:
+        if self._started:
+            self._started = False
+            try:
+                self._run("pg_ctl", "-D", str(self.data), "-m", "fast", "-w", "-t", "30", "stop")
+            except (RuntimeError, subprocess.TimeoutExpired):
+                pid_file = self.data / "postmaster.pid"
+                if pid_file.exists():
+                    try:
+                        os.kill(int(pid_file.read_text().split()[0]), 9)
+                    except (ProcessLookupError, ValueError):
+                        pass
+                time.sleep(0.2)
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+    def __enter__(self) -> PostgresServer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

@@ -1,0 +1,106 @@
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+
+import pytest
+import sqlalchemy as sa
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+
+from multihome.storage import SchemaOutOfDate, head_revision, migrate_sync, open_store
+from multihome.storage.tables import metadata
+
+pytestmark = pytest.mark.anyio
+
+
+def _diff(conn):
+    return compare_metadata(MigrationContext.configure(conn, opts={"compare_type": True}), metadata)
+
+
+async def test_migrated_schema_equals_table_definitions(store):
+    async with store.engine.connect() as conn:
+        diff = await conn.run_sync(_diff)
+    assert diff == [], f"migrations and storage/tables.py disagree; write a migration: {diff}"
+
+
+async def test_migrate_is_idempotent_and_keeps_data(store):
+    tenant = await store.create_tenant("acme", actor="admin")
+    assert await store.migrate() == head_revision()
+    assert await store.migrate() == head_revision()
+    assert (await store.get_tenant(tenant.id)).name == "acme"
+    assert await store.schema_revision() == head_revision()
+
+
+async def test_unmigrated_database_is_reported_not_used(db_url):
+    store = await open_store(db_url)
+    try:
+        with pytest.raises(SchemaOutOfDate, match="multihome db upgrade"):
+            await store.ensure_current()
+        await store.migrate()
+        await store.ensure_current()
+        assert await store.version() == 0
+    finally:
+        await store.close()
+
+
+async def test_concurrent_migrations_from_several_processes(db_url):
+    """Four replicas starting at once each run `multihome db upgrade`: all succeed, schema once."""
+    code = "import sys; from multihome.storage import migrate_sync; print(migrate_sync(sys.argv[1]))"
+    procs = [subprocess.Popen([sys.executable, "-c", code, db_url], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True) for _ in range(4)]
+    outs = [p.communicate(timeout=60) for p in procs]
+    assert [p.returncode for p in procs] == [0] * 4, [err for _, err in outs]
+    assert {out.strip() for out, _ in outs} == {head_revision()}
+    store = await open_store(db_url)
+    try:
+        await store.ensure_current()
+        assert await store.version() == 0
+        await store.create_tenant("one", actor="admin")
+    finally:
+        await store.close()
+
+
+async def test_concurrent_migrations_in_one_process(db_url):
+    stores = [await open_store(db_url) for _ in range(4)]
+    try:
+        await asyncio.gather(*(s.migrate() for s in stores))
+        for s in stores:
+            await s.ensure_current()
+    finally:
+        for s in stores:
+            await s.close()
+
+
+def test_migrate_sync_for_the_cli(db_url):
+    assert migrate_sync(db_url) == head_revision()
+    assert migrate_sync(db_url) == head_revision()
+
+
+async def test_sqlite_runs_in_wal_mode_with_foreign_keys(tmp_path):
+    path = tmp_path / "wal.db"
+    store = await open_store(str(path), migrate=True)  # a plain path means SQLite
+    try:
+        async with store.engine.connect() as conn:
+            assert (await conn.exec_driver_sql("PRAGMA journal_mode")).scalar() == "wal"
+            assert (await conn.exec_driver_sql("PRAGMA foreign_keys")).scalar() == 1
+            assert (await conn.exec_driver_sql("PRAGMA busy_timeout")).scalar() >= 1000
+        await store.create_tenant("t", actor="admin")
+        assert path.exists() and path.with_name("wal.db-wal").exists()
+    finally:
+        await store.close()
+
+
+async def test_database_enforces_that_a_keys_team_belongs_to_its_tenant(store):
+    """Structural isolation: even a buggy caller cannot attach tenant A's team to tenant B's key."""
+    a = await store.create_tenant("a", actor="admin")
+    b = await store.create_tenant("b", actor="admin")
+    team_a = await store.create_team(a.id, "ml", actor="admin")
+    from multihome.storage.tables import api_keys
+
+    with pytest.raises(sa.exc.IntegrityError):
+        async with store.engine.begin() as conn:
+            await conn.execute(sa.insert(api_keys).values(
+                id="key_x", tenant_id=b.id, team_id=team_a.id, name="x", prefix="xxxxxxxx", hash="0" * 64,
+                roles=["member"], metadata={}, created_at=a.created_at))

@@ -1,0 +1,63 @@
+from __future__ import annotations
+
+import pytest
+
+from multihome.storage import Invalid, NotFound
+
+pytestmark = pytest.mark.anyio
+
+
+async def test_policy_crud_at_each_scope(store):
+    t = await store.create_tenant("t", actor="admin")
+    team = await store.create_team(t.id, "ml", actor="admin")
+    key, _ = await store.create_key(t.id, name="k", team_id=team.id, actor="admin")
+
+    pt = await store.create_policy(t.id, scope="tenant", rules={"egress": {"regions": ["eu"]}}, actor="admin")
+    assert pt.id.startswith("pol_") and pt.scope_id == t.id
+    pteam = await store.create_policy(t.id, scope="team", scope_id=team.id, rules={"models": ["gpt-4o"]},
+                                      description="ml team", actor="admin")
+    pkey = await store.create_policy(t.id, scope="key", scope_id=key.id, rules={"rpm": 10}, actor="admin")
+
+    assert [p.id for p in await store.list_policies(t.id)] == [pt.id, pteam.id, pkey.id]
+    assert [p.id for p in await store.list_policies(t.id, scope="team")] == [pteam.id]
+    assert [p.id for p in await store.list_policies(t.id, scope="key", scope_id=key.id)] == [pkey.id]
+
+    updated = await store.update_policy(t.id, pteam.id, rules={"models": ["claude"]}, actor="lead")
+    assert updated.rules == {"models": ["claude"]} and updated.description == "ml team"
+    assert updated.updated_at >= pteam.updated_at and updated.created_at == pteam.created_at
+    assert await store.get_policy(t.id, pteam.id) == updated
+    ev = (await store.admin_events(t.id))[-1]
+    assert ev.action == "policy.update" and ev.actor == "lead"
+    assert ev.detail["before"]["rules"] == {"models": ["gpt-4o"]} and ev.detail["after"]["rules"] == {"models": ["claude"]}
+
+    await store.delete_policy(t.id, pkey.id, actor="admin")
+    with pytest.raises(NotFound):
+        await store.get_policy(t.id, pkey.id)
+    assert {p.id for p in (await store.snapshot()).policies_for(t.id)} == {pt.id, pteam.id}
+
+
+async def test_policies_cannot_point_across_tenants(store):
+    a = await store.create_tenant("a", actor="admin")
+    b = await store.create_tenant("b", actor="admin")
+    team_b = await store.create_team(b.id, "ml", actor="admin")
+    key_b, _ = await store.create_key(b.id, name="k", actor="admin")
+    pol_b = await store.create_policy(b.id, scope="tenant", rules={}, actor="admin")
+
+    with pytest.raises(NotFound):
+        await store.create_policy(a.id, scope="team", scope_id=team_b.id, rules={}, actor="admin")
+    with pytest.raises(NotFound):
+        await store.create_policy(a.id, scope="key", scope_id=key_b.id, rules={}, actor="admin")
+    with pytest.raises(Invalid):
+        await store.create_policy(a.id, scope="tenant", scope_id=b.id, rules={}, actor="admin")
+    with pytest.raises(Invalid):
+        await store.create_policy(a.id, scope="org", rules={}, actor="admin")  # type: ignore[arg-type]
+    with pytest.raises(Invalid):
+        await store.create_policy(a.id, scope="tenant", rules=["x"], actor="admin")  # type: ignore[arg-type]
+    with pytest.raises(NotFound):
+        await store.get_policy(a.id, pol_b.id)
+    with pytest.raises(NotFound):
+        await store.update_policy(a.id, pol_b.id, rules={"hijack": True}, actor="admin")
+    with pytest.raises(NotFound):
+        await store.delete_policy(a.id, pol_b.id, actor="admin")
+    assert await store.list_policies(a.id) == []
+    assert (await store.get_policy(b.id, pol_b.id)).rules == {}
