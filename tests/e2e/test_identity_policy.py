@@ -13,8 +13,8 @@ import openai
 import pytest
 from openapi_spec_validator import validate
 
-from ..oidc_issuer import LocalIssuer
-from ..pg import PostgresServer
+from oidc_issuer import LocalIssuer  # tests/ is on sys.path (pytest rootdir insertion)
+from pg import PostgresServer
 from .processes import Gateway, Simulator
 
 ADMIN_KEY = "mh-bootstrap-admin-key-for-tests"
