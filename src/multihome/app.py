@@ -8,9 +8,11 @@ from .api.anthropic_routes import AnthropicRoutes
 from .api.gateway import Gateway
 from .api.openai_routes import OpenAIRoutes
 from .config import Config, env_secret, load_config
+from .accounting.tracker import Accounting
 from .api.admin_routes import AdminRoutes
 from .api.policy_gate import PolicyGate
 from .identity.authenticator import Authenticator
+from .observability.call_log import CallLog
 from .routing.attempts import AttemptRunner
 from .routing.breakers import Breakers
 from .routing.catalog import Catalog
@@ -36,14 +38,20 @@ def build_app(config: Config) -> Gateway:
     breakers = _breakers(config)
     latency = LatencyStats(config.routing.latency_ewma_alpha)
     router = Router(catalog, Planner(breakers, latency), AttemptRunner(breakers, latency))
-    routes = OpenAIRoutes(catalog, router, config.server.max_body_bytes, gate)
+    accounting = Accounting()
+    extra_services = []
+    if config.server.call_log:
+        call_log = CallLog(config.server.call_log)
+        accounting.sinks.append(call_log)
+        extra_services.append(call_log)
+    routes = OpenAIRoutes(catalog, router, config.server.max_body_bytes, gate, accounting)
     anthropic = AnthropicRoutes(routes, auth)
     async def after_change() -> None:
         await storage.refresh()
         await gate.refresh()
 
     admin = AdminRoutes(_Lazy(storage, "store") if storage.enabled else None, gate, frozenset(catalog.groups), after_change)
-    services = [storage, gate, catalog, _Started(breakers, list(catalog.deployments))]
+    services = [storage, gate, catalog, _Started(breakers, list(catalog.deployments)), *extra_services]
     if oidc is not None:
         services.append(oidc)
     return Gateway(catalog, auth, routes, {b"/v1/messages": anthropic.messages}, services=services, admin=admin)

@@ -165,6 +165,8 @@ class Server(_Strict):
     # Environment variables holding the API keys clients may present (identity grows in its own issue).
     api_keys_env: list[str] = msgspec.field(default_factory=list)
     allow_unauthenticated: bool = False
+    # Append one JSON line per call (who, what, where, outcome, tokens, hashes; never content).
+    call_log: str | None = None
 
 
 class Config(_Strict):

@@ -20,8 +20,13 @@ from .anthropic_stream import AnthropicStream, TranslatedRelay
 from .anthropic_translate import to_anthropic, to_canonical
 from .asgi import JSON, ClientGone, read_body, send_bytes
 from .gateway import _check_content_type
+from ..accounting.tracker import finish_failed
 from .openai_routes import (
     OpenAIRoutes,
+    admit_call,
+    begin_call,
+    finish_unary,
+    stream_finisher,
     _chat_response,
     _send_stream,
     _served_headers,
@@ -51,12 +56,14 @@ class AnthropicRoutes:
             _check_content_type(scope)
             await self._messages(scope, receive, send, request_id)
         except ApiError as err:
+            finish_failed(scope, err)
             await send_anthropic_error(send, err, [(b"x-request-id", request_id)], request_id)
         except ClientGone:
             return
         except Exception:
             log.exception("unexpected error serving POST /v1/messages (request %s)", request_id.decode())
             err = ApiError(500, "The gateway hit an unexpected error; it has been logged.", type="server_error")
+            finish_failed(scope, err)
             try:
                 await send_anthropic_error(send, err, [(b"x-request-id", request_id)], request_id)
             except Exception:
@@ -68,10 +75,13 @@ class AnthropicRoutes:
         scope["multihome.principal"] = await self.auth.authenticate(scope)
 
     async def _messages(self, scope, receive, send, request_id: bytes) -> None:
-        parsed = parse_messages(await read_body(scope, receive, self.openai.max_body))
+        raw = await read_body(scope, receive, self.openai.max_body)
+        parsed = parse_messages(raw)
         canonical, dropped = to_canonical(parsed)
         group = self.openai._group(canonical.request.model)
+        tracker = begin_call(scope, self.openai.accounting, request_id, "messages", raw, group, canonical.request)
         shape = chat_shape(scope, canonical, group, self.openai.gate, "messages")
+        extra = await admit_call(tracker, group, shape, parsed.request.max_tokens)
         rid = request_id.decode()
 
         async def build(dep):
@@ -81,19 +91,28 @@ class AnthropicRoutes:
         served = await self.openai.router.route(group, shape, build, _chat_response, forward_usage=True)
         if dropped:
             served = dataclasses.replace(served, dropped=sorted({*dropped, *(served.dropped or ())}))
-        headers = _served_headers(request_id, served)
+        if tracker is not None:
+            await tracker.durable()
+        headers = [*_served_headers(request_id, served), *extra]
         if served.stream is not None:
             converter = AnthropicStream(parsed.request)
             first = converter.feed(served.first)
             translated = dataclasses.replace(served, first=first, stream=TranslatedRelay(served.stream, converter))
-            await _send_stream(scope, receive, send, translated, headers)
+            await _send_stream(scope, receive, send, translated, headers, stream_finisher(tracker, served))
             return
         if served.status >= 400:
-            await send_anthropic_error(send, upstream_client_error(served), headers, request_id)
+            err = upstream_client_error(served)
+            await send_anthropic_error(send, err, headers, request_id)
+            if tracker is not None:
+                tracker.finish(err.status, "client_error", served=served, error_code=err.body.code)
             return
         try:
             body = to_anthropic(served.body, parsed.request, served.deployment.name)
         except ApiError as err:
             await send_anthropic_error(send, err, headers, request_id)
+            if tracker is not None:
+                tracker.finish(err.status, "stream_error", served=served, error_code=err.body.code)
             return
         await send_bytes(send, served.status, body, [JSON, *headers])
+        if tracker is not None:
+            finish_unary(tracker, served, body)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import gc
 import logging
 
+from ..accounting.tracker import finish_failed
 from ..identity.authenticator import Authenticator
 from ..routing.catalog import Catalog
 from ..schema.errors import ApiError
@@ -99,12 +100,14 @@ class Gateway:
             else:
                 raise _not_found(method, path, self._post)
         except ApiError as err:
+            finish_failed(scope, err)
             await send_error(send, err, [(b"x-request-id", request_id)])
         except ClientGone:
             return
         except Exception:
             log.exception("unexpected error serving %s %s (request %s)", method, scope["path"], request_id.decode())
             err = ApiError(500, "The gateway hit an unexpected error; it has been logged.", type="server_error")
+            finish_failed(scope, err)
             try:
                 await send_error(send, err, [(b"x-request-id", request_id)])
             except Exception:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import os
 import time
 
@@ -11,6 +12,7 @@ import msgspec
 from ..providers.base import CREDENTIALS_REJECTED
 from ..routing.attempts import Served, attempts_header
 from ..routing.catalog import Catalog, GroupRuntime
+from ..routing import estimate
 from ..routing.planner import RequestShape
 from ..routing.router import Router
 from ..schema.chat import ParsedChat, parse_chat
@@ -123,16 +125,37 @@ def narrowing(scope, raw: dict[str, msgspec.Raw], group: GroupRuntime) -> frozen
 def chat_shape(scope, parsed: ParsedChat, group: GroupRuntime, gate=None, endpoint: str = "chat") -> RequestShape:
     shape = RequestShape(parsed.needs, parsed.stream, parsed.request, narrowing(scope, parsed.raw, group))
     if gate is not None:
-        shape.policy = gate.admit(scope["multihome.principal"], group, endpoint)
+        shape.policy = gate.admit(scope["multihome.principal"], group, endpoint, scope.get("multihome.tracker"))
     return shape
 
 
+def begin_call(scope, accounting, request_id: bytes, endpoint: str, body: bytes, group: GroupRuntime, chat=None):
+    """Start accounting for a call (None when nothing is configured); the gateway finishes it on errors."""
+    if accounting is None or not accounting.enabled:
+        return None
+    tracker = accounting.begin(request_id.decode(), endpoint, scope["multihome.principal"], body)
+    tracker.model_group, tracker.chat = group.name, chat
+    scope["multihome.tracker"] = tracker
+    return tracker
+
+
+async def admit_call(tracker, group: GroupRuntime, shape: RequestShape, max_output: int | None) -> list:
+    """Limits and budgets for the deployments policy allows; the response headers they add."""
+    if tracker is None:
+        return []
+    decision = getattr(shape.policy, "decision", None)
+    deployments = [d for d in group.deployments if decision is None or d.name in decision.deployments]
+    return [(k if isinstance(k, bytes) else k.encode(), v if isinstance(v, bytes) else v.encode())
+            for k, v in await tracker.admit(group, deployments, max_output)]
+
+
 class OpenAIRoutes:
-    def __init__(self, catalog: Catalog, router: Router, max_body: int, gate=None) -> None:
+    def __init__(self, catalog: Catalog, router: Router, max_body: int, gate=None, accounting=None) -> None:
         self.catalog = catalog
         self.router = router
         self.max_body = max_body
         self.gate = gate  # api.policy_gate.PolicyGate: who may reach which deployments
+        self.accounting = accounting  # accounting.tracker.Accounting: limits, audit, metering
         created = int(time.time())
         self._models = msgspec.json.encode(
             {
@@ -170,33 +193,44 @@ class OpenAIRoutes:
         await send_bytes(send, 200, body, [JSON, (b"x-request-id", request_id)])
 
     async def chat(self, scope, receive, send, request_id: bytes) -> None:
-        parsed = parse_chat(await read_body(scope, receive, self.max_body))
+        body = await read_body(scope, receive, self.max_body)
+        parsed = parse_chat(body)
         group = self._group(parsed.request.model)
+        tracker = begin_call(scope, self.accounting, request_id, "chat", body, group, parsed.request)
         shape = chat_shape(scope, parsed, group, self.gate)
+        extra = await admit_call(tracker, group, shape, estimate.output_tokens(parsed.request))
         rid = request_id.decode()
 
         async def build(dep):
             return _with_request_id(await dep.adapter.chat_request(parsed, dep.upstream_model), rid)
 
         served = await self.router.route(group, shape, build, _chat_response, forward_usage=parsed.include_usage)
+        if tracker is not None:
+            await tracker.durable()
+        headers = [*_served_headers(request_id, served), *extra]
         if served.stream is not None:
-            await _send_stream(scope, receive, send, served, _served_headers(request_id, served))
+            await _send_stream(scope, receive, send, served, headers, stream_finisher(tracker, served))
             return
-        await self._send_unary(send, served, request_id)
+        await self._send_unary(send, served, headers, tracker)
 
     async def embeddings(self, scope, receive, send, request_id: bytes) -> None:
-        parsed = parse_embeddings(await read_body(scope, receive, self.max_body))
+        body = await read_body(scope, receive, self.max_body)
+        parsed = parse_embeddings(body)
         group = self._group(parsed.request.model)
+        tracker = begin_call(scope, self.accounting, request_id, "embeddings", body, group)
         shape = RequestShape(parsed.needs, False, None, narrowing(scope, parsed.raw, group))
         if self.gate is not None:
-            shape.policy = self.gate.admit(scope["multihome.principal"], group, "embeddings")
+            shape.policy = self.gate.admit(scope["multihome.principal"], group, "embeddings", tracker)
+        extra = await admit_call(tracker, group, shape, None)
         rid = request_id.decode()
 
         async def build(dep):
             return _with_request_id(await dep.adapter.embeddings_request(parsed, dep.upstream_model), rid)
 
         served = await self.router.route(group, shape, build, _embeddings_response)
-        await self._send_unary(send, served, request_id)
+        if tracker is not None:
+            await tracker.durable()
+        await self._send_unary(send, served, [*_served_headers(request_id, served), *extra], tracker)
 
     async def explain(self, scope, receive, send, request_id: bytes) -> None:
         """The plan for a chat or embeddings request, computed by the same code as a real call; nothing is sent."""
@@ -218,14 +252,43 @@ class OpenAIRoutes:
         out = msgspec.json.encode(self.router.explain(group, shape))
         await send_bytes(send, 200, out, [JSON, (b"x-request-id", request_id)])
 
-    async def _send_unary(self, send, served: Served, request_id: bytes) -> None:
-        headers = _served_headers(request_id, served)
+    async def _send_unary(self, send, served: Served, headers: list, tracker=None) -> None:
         if served.status >= 400:
             err = upstream_client_error(served)
             extra = [(k.encode(), v.encode()) for k, v in err.headers.items()]
             await send_bytes(send, err.status, err.to_bytes(), [JSON, *headers, *extra])
+            if tracker is not None:
+                tracker.finish(err.status, "client_error", served=served, error_code=err.body.code)
             return
         await send_bytes(send, served.status, served.body, [JSON, *headers])
+        if tracker is not None:
+            finish_unary(tracker, served, served.body)
+
+
+def finish_unary(tracker, served: Served, sent: bytes) -> None:
+    peek = served.peek
+    tracker.finish(
+        served.status, "ok", served=served, usage=peek.usage if peek else None,
+        content_chars=peek.content_chars() if peek else 0, tool_calls=peek.tool_calls() if peek else (),
+        response_sha256=hashlib.sha256(sent).hexdigest(),
+    )
+
+
+def stream_finisher(tracker, served: Served):
+    """What _send_stream calls once the stream is over (or abandoned): the call's record."""
+    if tracker is None:
+        return None
+    relay = served.stream
+
+    def done(outcome: str, digest, first_byte_ms: float | None) -> None:
+        if outcome == "ok" and (relay.error or not relay.done):
+            outcome = "stream_error"
+        tracker.finish(
+            200, outcome, served=served, usage=relay.usage, content_chars=relay.content_chars,
+            tool_calls=relay.tool_calls, response_sha256=digest.hexdigest(), first_byte_ms=first_byte_ms,
+        )
+
+    return done
 
 
 def _chat_response(dep, body: bytes) -> bytes:
@@ -241,10 +304,12 @@ def _with_request_id(req, request_id: str):
     return req
 
 
-async def _send_stream(scope, receive, send, served: Served, headers: list[tuple[bytes, bytes]]) -> None:
+async def _send_stream(scope, receive, send, served: Served, headers: list[tuple[bytes, bytes]], on_done=None) -> None:
     relay = served.stream
     task = asyncio.current_task()
     gone = asyncio.Event()
+    digest = hashlib.sha256() if on_done is not None else None
+    outcome, first_byte_ms, t0 = "cancelled", None, time.perf_counter()
 
     async def watch_disconnect() -> None:
         while True:
@@ -258,9 +323,15 @@ async def _send_stream(scope, receive, send, served: Served, headers: list[tuple
     try:
         await send({"type": "http.response.start", "status": 200, "headers": [*_SSE_HEADERS, *headers]})
         await send({"type": "http.response.body", "body": served.first, "more_body": True})
+        if digest is not None:
+            first_byte_ms = (time.perf_counter() - t0) * 1000
+            digest.update(served.first)
         async for piece in relay.rest():
             await send({"type": "http.response.body", "body": piece, "more_body": True})
+            if digest is not None:
+                digest.update(piece)
         await send({"type": "http.response.body", "body": b"", "more_body": False})
+        outcome = "ok"
     except asyncio.CancelledError:
         if not gone.is_set():
             raise
@@ -270,3 +341,5 @@ async def _send_stream(scope, receive, send, served: Served, headers: list[tuple
     finally:
         watcher.cancel()
         relay.close()
+        if on_done is not None:
+            on_done(outcome, digest, first_byte_ms)

@@ -99,9 +99,14 @@ class PolicyGate:
         """The decision (with its rule trace) for this caller; `on` explains another day (UTC)."""
         return self.engine().decide(principal, group, endpoint, self._facts[group], on)
 
-    def admit(self, principal: Principal, group: GroupRuntime, endpoint: str):
-        """Refuse the call (403) or return the planner's per-group policy view for it and its fallbacks."""
+    def admit(self, principal: Principal, group: GroupRuntime, endpoint: str, tracker=None):
+        """Refuse the call (403) or return the planner's per-group policy view for it and its fallbacks.
+
+        The view carries the requested group's decision as `.decision`; a tracker (accounting) is
+        told the policy code and the entitlement that licensed or refused the call."""
         decision = self.decide(principal, group.name, endpoint)
+        if tracker is not None:
+            tracker.policy_code, tracker.entitlement_id = decision.code, decision.entitlement_id
         if not decision.allowed:
             raise ApiError(403, decision.message, type="permission_error", code=decision.code or "policy_denied")
         first = {group.name: decision}
@@ -110,4 +115,5 @@ class PolicyGate:
             found = first.get(g.name)
             return found if found is not None else self.decide(principal, g.name, endpoint)
 
+        view.decision = decision
         return view

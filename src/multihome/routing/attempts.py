@@ -26,7 +26,7 @@ from ..providers.base import (
     UpstreamRequest,
 )
 from ..schema.errors import ApiError
-from ..schema.peek import peek_decoder
+from ..schema.peek import ResponsePeek, peek_decoder
 from .breakers import Breakers
 from .catalog import DeploymentRuntime, GroupRuntime
 from .latency import LatencyStats
@@ -67,6 +67,7 @@ class Served:
     stream: StreamRelay | None = None
     first: bytes = b""
     dropped: list[str] | None = None
+    peek: ResponsePeek | None = None  # the unary answer, read shallowly (usage, tool calls)
 
 
 @dataclass(slots=True)
@@ -79,6 +80,7 @@ class _Result:
     stream: StreamRelay | None = None
     first: bytes = b""
     dropped: list[str] | None = None
+    peek: ResponsePeek | None = None
 
     def discard(self) -> None:
         if self.stream is not None:
@@ -198,7 +200,7 @@ class _Walk:
         return self.overflow_window is not None and dep.context_window is not None and dep.context_window <= self.overflow_window
 
     def _served(self, dep: DeploymentRuntime, result: _Result) -> Served:
-        return Served(dep, result.status, self.attempts, result.body, result.stream, result.first, result.dropped)
+        return Served(dep, result.status, self.attempts, result.body, result.stream, result.first, result.dropped, result.peek)
 
     def _decide(self, dep: DeploymentRuntime, result: _Result) -> Served | None:
         """After a deployment gave up: answer the client now (Served), or go on (None)."""
@@ -311,8 +313,8 @@ async def _unary_once(dep: DeploymentRuntime, group: GroupRuntime, req: Upstream
         except (msgspec.DecodeError, ValueError):
             return _Result(UNAVAILABLE, "malformed_response")
         if dep.adapter.is_refusal(peek):
-            return _Result(REFUSAL, "content_filter", status=resp.status, body=body)
-        return _Result("ok", "ok", status=resp.status, body=body)
+            return _Result(REFUSAL, "content_filter", status=resp.status, body=body, peek=peek)
+        return _Result("ok", "ok", status=resp.status, body=body, peek=peek)
     c = dep.adapter.classify_error(resp.status, resp.headers, body)
     return _Result(c.kind, c.label, c.retry_after, resp.status, body)
 

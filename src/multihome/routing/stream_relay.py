@@ -46,6 +46,8 @@ class StreamRelay:
         self.done = False
         self.error: str | None = None
         self._produced = False  # whether any chunk beyond the role-only preamble has been seen
+        self.content_chars = 0  # for a usage estimate when the upstream reports none
+        self.tool_calls: list[tuple[str, str]] = []  # (name, id) as the calls start
 
     async def first(self) -> bytes:
         """Read until the upstream has produced something (not just the role preamble).
@@ -135,8 +137,16 @@ class StreamRelay:
                 self.usage = peek.usage
                 if not peek.choices and not self._forward_usage:
                     continue
+            calls = False
             for choice in peek.choices:
                 if choice.finish_reason:
                     self.finish_reasons.append(choice.finish_reason)
+                delta = choice.delta
+                if delta is not None:
+                    if delta.content:
+                        self.content_chars += len(delta.content)
+                    calls = calls or bool(delta.tool_calls)
+            if calls:
+                self.tool_calls.extend(peek.tool_calls())
             out.append(frame(payload))
         return b"".join(out)

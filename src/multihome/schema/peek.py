@@ -16,15 +16,30 @@ class Usage(msgspec.Struct):
     prompt_tokens_details: PromptDetails | None = None
 
 
+class FunctionPeek(msgspec.Struct):
+    name: str | None = None
+
+
+class ToolCallPeek(msgspec.Struct):
+    id: str | None = None
+    function: FunctionPeek | None = None
+
+
 class DeltaPeek(msgspec.Struct):
     content: str | None = None
     refusal: str | None = None
-    tool_calls: msgspec.Raw = msgspec.Raw()  # empty when absent (Raw cannot sit in a union)
+    tool_calls: list[ToolCallPeek] | None = None
+
+
+class MessagePeek(msgspec.Struct):
+    content: str | None = None
+    tool_calls: list[ToolCallPeek] | None = None
 
 
 class ChoicePeek(msgspec.Struct):
     finish_reason: str | None = None
     delta: DeltaPeek | None = None
+    message: MessagePeek | None = None
 
 
 class ResponsePeek(msgspec.Struct):
@@ -35,13 +50,30 @@ class ResponsePeek(msgspec.Struct):
     error: msgspec.Raw = msgspec.Raw()  # empty when absent (Raw cannot sit in a union)
     prompt_filter_results: msgspec.Raw = msgspec.Raw()  # empty when absent (Raw cannot sit in a union)
 
+    def tool_calls(self) -> list[tuple[str, str]]:
+        """(name, id) of the tool calls this body or chunk starts (stream fragments without an id are skipped)."""
+        out = []
+        for choice in self.choices:
+            part = choice.message or choice.delta
+            for call in (part.tool_calls or ()) if part is not None else ():
+                if call.id:
+                    out.append((call.function.name if call.function and call.function.name else "", call.id))
+        return out
+
+    def content_chars(self) -> int:
+        total = 0
+        for choice in self.choices:
+            part = choice.message or choice.delta
+            if part is not None and part.content:
+                total += len(part.content)
+        return total
 
     @property
     def is_preamble(self) -> bool:
         """A stream chunk that only opens the assistant turn (role, empty content): nothing produced yet."""
         for choice in self.choices:
             d = choice.delta
-            if choice.finish_reason or d is None or d.content or d.refusal or len(d.tool_calls):
+            if choice.finish_reason or d is None or d.content or d.refusal or d.tool_calls:
                 return False
         return bool(self.choices) and self.usage is None
 

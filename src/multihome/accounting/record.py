@@ -1,0 +1,66 @@
+"""The record of one call, built by the front door once the answer is complete (or abandoned).
+
+Every consumer (metering, budgets, contracts, audit) reads this one struct; none of them reaches
+back into HTTP or routing. It never holds a secret or message content: only hashes of content.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+import msgspec
+
+
+class Usage(msgspec.Struct, frozen=True):
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cached_tokens: int = 0
+    estimated: bool = False  # True when the provider reported no usage and the gateway estimated it
+
+
+class AttemptRecord(msgspec.Struct, frozen=True):
+    deployment: str
+    outcome: str  # "ok", "http_503", "timeout", "skipped", "fallback_group", ...
+    ms: float
+    reason: str | None = None
+
+
+class CallRecord(msgspec.Struct, frozen=True, kw_only=True):
+    request_id: str
+    started_at: float  # unix seconds
+    finished_at: float
+    endpoint: str  # "chat" | "embeddings" | "messages"
+    # who (never the key or token: key_id is the visible id)
+    tenant: str
+    subject: str
+    principal_source: str
+    team: str | None = None
+    key_id: str | None = None
+    # what
+    model_group: str
+    deployment: str | None = None  # the one that served (None if none did)
+    provider: str | None = None
+    provider_kind: str | None = None
+    region: str | None = None
+    data_zone: str | None = None
+    stream: bool = False
+    attempts: tuple[AttemptRecord, ...] = ()
+    status: int  # HTTP status the client got
+    # ok | client_error | declined (no deployment served) | denied (policy/limits) | cancelled (client left)
+    # | stream_error (broke after the first byte)
+    outcome: str
+    error_code: str | None = None
+    usage: Usage | None = None
+    latency_ms: float = 0.0
+    first_byte_ms: float | None = None
+    policy_code: str | None = None
+    entitlement_id: str | None = None
+    tool_calls: tuple[tuple[str, str], ...] = ()  # (function name, call id) the model asked for
+    request_sha256: str = ""
+    response_sha256: str | None = None
+
+
+class CallSink(Protocol):
+    """Consumes finished calls. `record` is called on the event loop and must not block: enqueue."""
+
+    def record(self, call: CallRecord) -> None: ...

@@ -1,0 +1,124 @@
+"""Follow one call from admission to its record: limits before, durability before the first byte,
+one CallRecord to every sink after. Costs nothing when no sink, limiter or audit is configured."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import time
+
+from ..identity.principal import Principal
+from ..routing import estimate
+from ..schema.errors import ApiError
+from .record import AttemptRecord, CallRecord, CallSink, Usage
+
+
+class Accounting:
+    def __init__(self, sinks: list[CallSink] | None = None, limiter=None, audit=None) -> None:
+        self.sinks = list(sinks or ())
+        self.limiter = limiter  # metering.Limiter: admit() before the call
+        self.audit = audit  # audit.AuditLog: call_started() durable before the answer
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.sinks or self.limiter or self.audit)
+
+    def begin(self, request_id: str, endpoint: str, principal: Principal, body: bytes) -> CallTracker | None:
+        if not self.enabled:
+            return None
+        return CallTracker(self, request_id, endpoint, principal, hashlib.sha256(body).hexdigest())
+
+
+def outcome_of(err: ApiError) -> str:
+    if err.status in (401, 403) or err.body.code in ("budget_exceeded", "rate_limit_exceeded"):
+        return "denied"
+    if err.body.code in ("all_deployments_failed", "all_deployments_throttled", "routing_budget_exhausted",
+                         "all_deployments_unavailable"):
+        return "declined"
+    return "client_error"
+
+
+class CallTracker:
+    __slots__ = ("acc", "request_id", "endpoint", "principal", "request_sha256", "started_at", "_t0",
+                 "model_group", "policy_code", "entitlement_id", "ticket", "_durable", "finished", "chat")
+
+    def __init__(self, acc: Accounting, request_id: str, endpoint: str, principal: Principal, request_sha256: str) -> None:
+        self.acc = acc
+        self.request_id = request_id
+        self.endpoint = endpoint
+        self.principal = principal
+        self.request_sha256 = request_sha256
+        self.started_at = time.time()
+        self._t0 = time.perf_counter()
+        self.model_group = ""
+        self.policy_code = self.entitlement_id = None
+        self.ticket = None
+        self._durable: asyncio.Future | None = None
+        self.finished = False
+        self.chat = None  # the canonical chat request, for usage estimates
+
+    async def admit(self, group, deployments, max_output_tokens: int | None) -> list[tuple[bytes, bytes]]:
+        """Limits and budgets (may raise 429); then start making the call's start durable."""
+        self.model_group = group.name
+        headers: list[tuple[bytes, bytes]] = []
+        if self.acc.limiter is not None:
+            prompt = estimate.prompt_tokens(self.chat) if self.chat is not None else 0
+            self.ticket = await self.acc.limiter.admit(
+                self.principal, group.name, deployments, prompt, max_output_tokens, self.request_id
+            )
+            headers = list(self.ticket.headers)
+        if self.acc.audit is not None:
+            # Runs while the upstream works; the answer waits for it (see docs/audit.md).
+            self._durable = asyncio.ensure_future(self.acc.audit.call_started(
+                self.request_id, self.principal, group.name, self.endpoint, self.request_sha256))
+        return headers
+
+    async def durable(self) -> None:
+        if self._durable is not None:
+            await self._durable
+
+    def finish(self, status: int, outcome: str, *, served=None, usage=None, content_chars: int = 0,
+               tool_calls=(), response_sha256: str | None = None, first_byte_ms: float | None = None,
+               error_code: str | None = None, attempts=None) -> None:
+        if self.finished:
+            return
+        self.finished = True
+        if self._durable is not None and not self._durable.done():
+            self._durable.add_done_callback(_swallow)
+        dep = served.deployment if served is not None else None
+        attempts = attempts if attempts is not None else (served.attempts if served is not None else ())
+        record = CallRecord(
+            request_id=self.request_id, started_at=self.started_at, finished_at=time.time(), endpoint=self.endpoint,
+            tenant=self.principal.tenant, subject=self.principal.subject, principal_source=self.principal.source,
+            team=self.principal.team, key_id=self.principal.key_id, model_group=self.model_group,
+            deployment=dep.name if dep else None, provider=dep.provider if dep else None,
+            provider_kind=dep.adapter.kind if dep else None, region=dep.region if dep else None,
+            data_zone=dep.data_zone if dep else None, stream=bool(served is not None and served.stream is not None),
+            attempts=tuple(AttemptRecord(a.deployment, a.outcome, round(a.ms, 3), a.reason) for a in attempts),
+            status=status, outcome=outcome, error_code=error_code,
+            usage=self._usage(usage, content_chars) if outcome in ("ok", "stream_error", "cancelled") else None,
+            latency_ms=round((time.perf_counter() - self._t0) * 1000, 3), first_byte_ms=first_byte_ms,
+            policy_code=self.policy_code, entitlement_id=self.entitlement_id, tool_calls=tuple(tool_calls),
+            request_sha256=self.request_sha256, response_sha256=response_sha256,
+        )
+        for sink in self.acc.sinks:
+            sink.record(record)
+
+    def _usage(self, usage, content_chars: int) -> Usage:
+        if usage is not None:
+            cached = usage.prompt_tokens_details.cached_tokens if usage.prompt_tokens_details else 0
+            return Usage(usage.prompt_tokens, usage.completion_tokens, cached or 0)
+        prompt = estimate.prompt_tokens(self.chat) if self.chat is not None else 0
+        return Usage(prompt, content_chars // estimate.CHARS_PER_TOKEN, 0, estimated=True)
+
+
+def _swallow(future: asyncio.Future) -> None:
+    if not future.cancelled():
+        future.exception()
+
+
+def finish_failed(scope: dict, err: ApiError) -> None:
+    """Record a call that ended in an error the gateway answered (denied, declined, bad request)."""
+    tracker = scope.get("multihome.tracker")
+    if tracker is not None:
+        tracker.finish(err.status, outcome_of(err), error_code=err.body.code, attempts=getattr(err, "attempts", ()))

@@ -1,0 +1,65 @@
+"""A JSON-lines log of every call (one CallRecord per line), for operators and log shippers.
+
+Records are queued on the event loop and written by a background task in batches, off the
+loop; no content, no secrets — only what CallRecord holds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import msgspec
+
+from ..accounting.record import CallRecord
+
+_encoder = msgspec.json.Encoder()
+
+
+class CallLog:
+    def __init__(self, path: str, max_queue: int = 100_000) -> None:
+        self.path = Path(path)
+        self._queue: asyncio.Queue[CallRecord] | None = None
+        self._max_queue = max_queue
+        self._task: asyncio.Task | None = None
+        self.dropped = 0
+
+    def record(self, call: CallRecord) -> None:
+        if self._queue is None:
+            return
+        try:
+            self._queue.put_nowait(call)
+        except asyncio.QueueFull:
+            self.dropped += 1  # a log line, not a ledger: never hold a request up for it
+
+    async def start(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._queue = asyncio.Queue(self._max_queue)
+        self._task = asyncio.create_task(self._write_loop())
+
+    async def close(self) -> None:
+        if self._task is None:
+            return
+        self._task.cancel()
+        batch = self._take()
+        if batch:
+            await self._write(batch)
+
+    async def _write_loop(self) -> None:
+        while True:
+            first = await self._queue.get()
+            await self._write([first, *self._take()])
+
+    def _take(self) -> list[CallRecord]:
+        batch = []
+        while not self._queue.empty() and len(batch) < 4096:
+            batch.append(self._queue.get_nowait())
+        return batch
+
+    async def _write(self, batch: list[CallRecord]) -> None:
+        data = b"".join(_encoder.encode(c) + b"\n" for c in batch)
+        await asyncio.to_thread(self._append, data)
+
+    def _append(self, data: bytes) -> None:
+        with self.path.open("ab") as f:
+            f.write(data)
