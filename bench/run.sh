@@ -1,8 +1,30 @@
 #!/usr/bin/env bash
-# `make bench`: install the load generator if missing, then run the gateway benchmark.
+# `make bench`: install the load generator if missing, run every benchmark, write bench/RESULTS.md.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if ! command -v wrk >/dev/null; then
   if [ "$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq wrk; else sudo apt-get install -y wrk; fi
 fi
-.venv/bin/python bench/gateway_bench.py "$@"
+mkdir -p bench/out
+PY=.venv/bin/python
+$PY bench/gateway_bench.py --out bench/out/gateway.md "$@"
+{
+  cat bench/out/gateway.md
+  echo
+  echo "## Hot-path components (in-process, median of 5 rounds)"
+  echo
+  echo "| component | per request | target | met |"
+  echo "|---|---|---|---|"
+  $PY bench/planner_bench.py | sed 's/^| \([a-z-]*\) |/| planning, 10 deployments, strategy \1 |/; s/ | yes |$/ | ≤ 50 µs | yes |/; s/ | \*\*no\*\* |$/ | ≤ 50 µs | **no** |/'
+  $PY bench/identity_policy_bench.py
+  echo
+  $PY bench/translation_bench.py
+  echo
+  echo '```'
+  $PY bench/policy_bench.py
+  echo '```'
+  for extra in metering_bench audit_bench; do
+    if [ -f "bench/$extra.py" ]; then echo; echo '```'; $PY "bench/$extra.py"; echo '```'; fi
+  done
+} > bench/RESULTS.md
+cat bench/RESULTS.md
