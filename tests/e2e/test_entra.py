@@ -53,8 +53,8 @@ def token_endpoint():
     server.shutdown()
 
 
-def test_entra_token_is_fetched_once_and_sent_as_bearer(token_endpoint, tmp_path):
-    sim = Simulator("azure", "azure-entra", "--entra-token-env", "SIM_ENTRA_TOKEN", env={"SIM_ENTRA_TOKEN": TOKEN})
+def _entra_gateway(sim, token_endpoint: str, tmp_path) -> Gateway:
+    """A gateway whose Azure provider authenticates with Entra ID through azure-identity's managed identity."""
     config = f"""
 server: {{api_keys_env: [MH_TEST_CLIENT_KEY]}}
 providers:
@@ -65,7 +65,12 @@ model_groups:
   gpt-4o: {{deployments: [d]}}
 """
     env = {"MH_TEST_CLIENT_KEY": CLIENT_KEY, "IDENTITY_ENDPOINT": token_endpoint, "IDENTITY_HEADER": IDENTITY_HEADER}
-    gw = Gateway(config, tmp_path, env)
+    return Gateway(config, tmp_path, env)
+
+
+def test_entra_token_is_fetched_once_and_sent_as_bearer(token_endpoint, tmp_path):
+    sim = Simulator("azure", "azure-entra", "--entra-token-env", "SIM_ENTRA_TOKEN", env={"SIM_ENTRA_TOKEN": TOKEN})
+    gw = _entra_gateway(sim, token_endpoint, tmp_path)
     try:
         client = openai.OpenAI(base_url=gw.url + "/v1", api_key=CLIENT_KEY, max_retries=0)
         for _ in range(3):
@@ -82,17 +87,7 @@ model_groups:
 
 def test_wrong_entra_token_is_an_operator_problem_not_a_client_one(token_endpoint, tmp_path):
     sim = Simulator("azure", "azure-entra", "--entra-token-env", "SIM_ENTRA_TOKEN", env={"SIM_ENTRA_TOKEN": "another-token"})
-    config = f"""
-server: {{api_keys_env: [MH_TEST_CLIENT_KEY]}}
-providers:
-  az: {{kind: azure, endpoint: "{sim.url}", auth: {{entra: {{}}}}}}
-deployments:
-  d: {{provider: az, model: gpt-4o-entra}}
-model_groups:
-  gpt-4o: {{deployments: [d]}}
-"""
-    env = {"MH_TEST_CLIENT_KEY": CLIENT_KEY, "IDENTITY_ENDPOINT": token_endpoint, "IDENTITY_HEADER": IDENTITY_HEADER}
-    gw = Gateway(config, tmp_path, env)
+    gw = _entra_gateway(sim, token_endpoint, tmp_path)
     try:
         client = openai.OpenAI(base_url=gw.url + "/v1", api_key=CLIENT_KEY, max_retries=0)
         with pytest.raises(openai.APIStatusError) as info:

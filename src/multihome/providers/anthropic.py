@@ -14,13 +14,12 @@ import msgspec
 from ..schema.chat import ParsedChat
 from ..schema.embeddings import ParsedEmbeddings
 from ..schema.errors import bad_request
-from ..schema.peek import ResponsePeek
 from . import anthropic_response
 from .anthropic_request import build_body
 from .anthropic_stream import AnthropicStreamDecoder
-from .base import CAPACITY, CLIENT_ERROR, CONTEXT_OVERFLOW, CONTEXT_OVERFLOW_LABEL, UNAVAILABLE, Classified, UpstreamRequest
+from .base import AdapterBase, CAPACITY, CLIENT_ERROR, CONTEXT_OVERFLOW, CONTEXT_OVERFLOW_LABEL, UNAVAILABLE, Classified, UpstreamRequest
 from .errors import retry_after_seconds
-from .openai_out import FINISH_FILTER
+
 
 DEFAULT_ENDPOINT = "https://api.anthropic.com"
 DEFAULT_VERSION = "2023-06-01"
@@ -63,7 +62,7 @@ def classify(status: int, headers: Mapping[str, str], body: bytes) -> Classified
     return Classified(CLIENT_ERROR, label)
 
 
-class AnthropicAdapter:
+class AnthropicAdapter(AdapterBase):
     kind = "anthropic"
 
     def client_error_body(self, status: int, body: bytes) -> bytes:
@@ -102,14 +101,8 @@ class AnthropicAdapter:
     def classify_error(self, status: int, headers: Mapping[str, str], body: bytes) -> Classified:
         return classify(status, headers, body)
 
-    def is_refusal(self, peek: ResponsePeek) -> bool:
-        return any(c.finish_reason == FINISH_FILTER for c in peek.choices)
 
-    def skip_stream_chunk(self, peek: ResponsePeek) -> bool:
-        return False
 
-    async def close(self) -> None:
-        return None
 
 
 def build(name: str, provider) -> AnthropicAdapter:

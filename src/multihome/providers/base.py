@@ -85,3 +85,20 @@ class Adapter(Protocol):
     def skip_stream_chunk(self, peek: ResponsePeek) -> bool: ...
 
     async def close(self) -> None: ...
+
+
+class AdapterBase:
+    """Defaults every adapter shares: refusals are `finish_reason: content_filter`, every stream
+    chunk is forwarded, error bodies are already OpenAI-shaped, nothing to close."""
+
+    def is_refusal(self, peek: ResponsePeek) -> bool:
+        return any(c.finish_reason == "content_filter" for c in peek.choices)
+
+    def skip_stream_chunk(self, peek: ResponsePeek) -> bool:
+        return False
+
+    def client_error_body(self, status: int, body: bytes) -> bytes:
+        return body
+
+    async def close(self) -> None:
+        return None

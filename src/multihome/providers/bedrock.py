@@ -16,9 +16,8 @@ import yarl
 from ..config import env_secret
 from ..schema.chat import ParsedChat
 from ..schema.embeddings import ParsedEmbeddings
-from ..schema.peek import ResponsePeek
 from . import bedrock_embeddings
-from .base import CAPACITY, CLIENT_ERROR, CONTEXT_OVERFLOW, CONTEXT_OVERFLOW_LABEL, UNAVAILABLE, Classified, UpstreamRequest
+from .base import AdapterBase, CAPACITY, CLIENT_ERROR, CONTEXT_OVERFLOW, CONTEXT_OVERFLOW_LABEL, UNAVAILABLE, Classified, UpstreamRequest
 from .bedrock_auth import AwsCredentials, BearerSigner, SigV4Signer
 from .bedrock_stream import ConverseStreamDecoder
 from .bedrock_translate import chat_completion, converse_body
@@ -75,7 +74,7 @@ def is_context_overflow(message: str) -> bool:
     return any(phrase in low for phrase in _TOO_LONG)
 
 
-class BedrockAdapter:
+class BedrockAdapter(AdapterBase):
     kind = "bedrock"
 
     def __init__(self, name: str, endpoint: str, signer) -> None:
@@ -137,14 +136,8 @@ class BedrockAdapter:
         text = f"AWS Bedrock: {message}" if message else f"AWS Bedrock error (HTTP {status})."
         return msgspec.json.encode({"error": {"message": text, "type": "invalid_request_error", "param": None, "code": code}})
 
-    def is_refusal(self, peek: ResponsePeek) -> bool:
-        return any(c.finish_reason == "content_filter" for c in peek.choices)
 
-    def skip_stream_chunk(self, peek: ResponsePeek) -> bool:
-        return False
 
-    async def close(self) -> None:
-        return None
 
 
 def build(name: str, provider) -> BedrockAdapter:

@@ -19,9 +19,9 @@ from ..config import ConfigError, env_secret
 from ..schema.chat import ParsedChat
 from ..schema.embeddings import ParsedEmbeddings
 from ..schema.errors import ApiError, bad_request
-from ..schema.peek import ResponsePeek
 from . import gemini_response as gr
 from .base import (
+    AdapterBase,
     CAPACITY,
     CLIENT_ERROR,
     CONTEXT_OVERFLOW,
@@ -84,7 +84,7 @@ def vertex_endpoint(region: str) -> str:
     return "https://aiplatform.googleapis.com" if region == "global" else f"https://{region}-aiplatform.googleapis.com"
 
 
-class GeminiAdapter:
+class GeminiAdapter(AdapterBase):
     def __init__(self, kind: str, base: str, *, api_key: str | None = None, tokens: GoogleTokens | None = None,
                  name: str = "") -> None:
         self.kind = kind
@@ -189,11 +189,7 @@ class GeminiAdapter:
         return _encode({"error": {"message": err.message or f"HTTP {status}", "type": "invalid_request_error",
                                   "param": None, "code": code}})
 
-    def is_refusal(self, peek: ResponsePeek) -> bool:
-        return any(c.finish_reason == "content_filter" for c in peek.choices)
 
-    def skip_stream_chunk(self, peek: ResponsePeek) -> bool:
-        return False
 
     async def close(self) -> None:
         if self._tokens is not None:

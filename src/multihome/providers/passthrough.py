@@ -7,8 +7,7 @@ from collections.abc import Mapping
 import msgspec
 
 from ..schema.chat import ParsedChat
-from ..schema.peek import ResponsePeek
-from .base import Classified
+from .base import AdapterBase, Classified
 from .errors import classify_http
 from .sse import SseSplitter
 
@@ -30,7 +29,7 @@ def wants_stream_usage(parsed: ParsedChat) -> bool:
     return parsed.stream and not parsed.include_usage
 
 
-class PassThrough:
+class PassThrough(AdapterBase):
     """Mixin: responses and streams are already OpenAI-shaped; only errors need reading."""
 
     def chat_response(self, body: bytes, upstream_model: str) -> bytes:
@@ -45,14 +44,3 @@ class PassThrough:
     def classify_error(self, status: int, headers: Mapping[str, str], body: bytes) -> Classified:
         return classify_http(status, headers, body)
 
-    def client_error_body(self, status: int, body: bytes) -> bytes:
-        return body
-
-    def is_refusal(self, peek: ResponsePeek) -> bool:
-        return any(c.finish_reason == "content_filter" for c in peek.choices)
-
-    def skip_stream_chunk(self, peek: ResponsePeek) -> bool:
-        return False
-
-    async def close(self) -> None:
-        return None

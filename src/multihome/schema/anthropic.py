@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import msgspec
 
-from .decoding import decode_error
+from .decoding import decode_views
 from .errors import bad_request
 
 # Top-level fields the front door maps (or deliberately drops and reports); anything else is reported as dropped.
@@ -120,21 +120,11 @@ class ParsedMessages(msgspec.Struct):
 
 
 _typed = msgspec.json.Decoder(MessagesRequest)
-_top = msgspec.json.Decoder(dict[str, msgspec.Raw])
 
 
 def parse_messages(body: bytes) -> ParsedMessages:
     """Decode and check the shape; raises ApiError (400) naming the field."""
-    try:
-        top = _top.decode(body)
-    except msgspec.DecodeError as exc:
-        if isinstance(exc, msgspec.ValidationError):
-            raise bad_request("Request body must be a JSON object.", code="invalid_json") from None
-        raise decode_error(exc) from None
-    try:
-        req = _typed.decode(body)
-    except msgspec.DecodeError as exc:
-        raise decode_error(exc) from None
+    top, req = decode_views(body, _typed)
     if req.max_tokens is None:
         raise bad_request("max_tokens: Field required. Set the maximum number of tokens to generate.", param="max_tokens")
     unknown = sorted(k for k in top if k not in KNOWN_FIELDS)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import msgspec
 
-from .decoding import decode_error
+from .decoding import decode_views
 from .errors import bad_request
 
 ROLES = frozenset({"system", "developer", "user", "assistant", "tool", "function"})
@@ -109,7 +109,6 @@ class ChatRequest(msgspec.Struct):
 
 
 _typed = msgspec.json.Decoder(ChatRequest)
-_top = msgspec.json.Decoder(dict[str, msgspec.Raw])
 
 
 class ParsedChat(msgspec.Struct):
@@ -130,16 +129,7 @@ class ParsedChat(msgspec.Struct):
 
 
 def parse_chat(body: bytes) -> ParsedChat:
-    try:
-        raw = _top.decode(body)
-    except msgspec.DecodeError as exc:
-        if isinstance(exc, msgspec.ValidationError):
-            raise bad_request("Request body must be a JSON object.", code="invalid_json") from None
-        raise decode_error(exc) from None
-    try:
-        req = _typed.decode(body)
-    except msgspec.DecodeError as exc:
-        raise decode_error(exc) from None
+    raw, req = decode_views(body, _typed)
     _validate(req)
     return ParsedChat(request=req, raw=raw, needs=_needs(req))
 

@@ -29,3 +29,22 @@ def decode_error(exc: msgspec.DecodeError, *, prefix: str = "") -> ApiError:
         f"Request body is not valid JSON ({text}). Send a JSON object with Content-Type: application/json.",
         code="invalid_json",
     )
+
+
+_top = msgspec.json.Decoder(dict[str, msgspec.Raw])
+
+
+def decode_views(body: bytes, typed: msgspec.json.Decoder):
+    """A request body as its top-level fields (raw, for pass-through) and as the typed struct.
+
+    Raises 400s that say what to fix: not JSON, not an object, or a field of the wrong type."""
+    try:
+        raw = _top.decode(body)
+    except msgspec.DecodeError as exc:
+        if isinstance(exc, msgspec.ValidationError):
+            raise bad_request("Request body must be a JSON object.", code="invalid_json") from None
+        raise decode_error(exc) from None
+    try:
+        return raw, typed.decode(body)
+    except msgspec.DecodeError as exc:
+        raise decode_error(exc) from None

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import msgspec
 
-from .decoding import decode_error
+from .decoding import decode_views
 from .errors import bad_request
 
 
@@ -18,7 +18,6 @@ class EmbeddingsRequest(msgspec.Struct):
 
 
 _typed = msgspec.json.Decoder(EmbeddingsRequest)
-_top = msgspec.json.Decoder(dict[str, msgspec.Raw])
 
 
 class ParsedEmbeddings(msgspec.Struct):
@@ -29,15 +28,7 @@ class ParsedEmbeddings(msgspec.Struct):
 
 
 def parse_embeddings(body: bytes) -> ParsedEmbeddings:
-    try:
-        raw = _top.decode(body)
-        req = _typed.decode(body)
-    except msgspec.ValidationError as exc:
-        if "Expected `object`" in str(exc) and "at `$." not in str(exc):
-            raise bad_request("Request body must be a JSON object.", code="invalid_json") from None
-        raise decode_error(exc) from None
-    except msgspec.DecodeError as exc:
-        raise decode_error(exc) from None
+    raw, req = decode_views(body, _typed)
     if not req.model:
         raise bad_request("'model' must be a non-empty string naming a model group.", param="model")
     if isinstance(req.input, str):
