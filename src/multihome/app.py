@@ -9,9 +9,11 @@ from .api.gateway import Gateway
 from .api.openai_routes import OpenAIRoutes
 from .config import Config, env_secret, load_config
 from .accounting.tracker import Accounting
+from .api.admin_metering_routes import MeteringAdminRoutes
 from .api.admin_routes import AdminRoutes
 from .api.policy_gate import PolicyGate
 from .identity.authenticator import Authenticator
+from .metering.service import Metering
 from .observability.call_log import CallLog
 from .routing.attempts import AttemptRunner
 from .routing.breakers import Breakers
@@ -38,8 +40,11 @@ def build_app(config: Config) -> Gateway:
     breakers = _breakers(config)
     latency = LatencyStats(config.routing.latency_ewma_alpha)
     router = Router(catalog, Planner(breakers, latency), AttemptRunner(breakers, latency))
-    accounting = Accounting()
-    extra_services = []
+    metering = Metering.from_config(config)
+    # Metering has work only with somewhere to write usage or limits to enforce.
+    metered = storage.enabled or bool(config.metering.budgets or config.metering.rate_limits)
+    accounting = Accounting(sinks=[metering], limiter=metering.limiter) if metered else Accounting()
+    extra_services = [metering] if metered else []
     if config.server.call_log:
         call_log = CallLog(config.server.call_log)
         accounting.sinks.append(call_log)
@@ -51,6 +56,7 @@ def build_app(config: Config) -> Gateway:
         await gate.refresh()
 
     admin = AdminRoutes(_Lazy(storage, "store") if storage.enabled else None, gate, frozenset(catalog.groups), after_change)
+    admin = MeteringAdminRoutes(metering, fallback=admin)
     services = [storage, gate, catalog, _Started(breakers, list(catalog.deployments)), *extra_services]
     if oidc is not None:
         services.append(oidc)

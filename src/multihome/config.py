@@ -14,6 +14,8 @@ import msgspec
 import yaml
 
 from .identity.oidc_config import IssuerConfig
+from .metering.config import MeteringConfig
+from .metering.config import check as check_metering
 
 CAPABILITIES = frozenset(
     {"chat", "embeddings", "streaming", "tools", "parallel_tools", "vision", "json_schema", "reasoning", "stateful"}
@@ -177,6 +179,7 @@ class Config(_Strict):
     routing: Routing = msgspec.field(default_factory=Routing)
     storage: Storage = msgspec.field(default_factory=Storage)
     identity: Identity = msgspec.field(default_factory=Identity)
+    metering: MeteringConfig = msgspec.field(default_factory=MeteringConfig)
 
 
 _AT = re.compile(r" - at `\$(?P<path>[^`]*)`$")
@@ -216,7 +219,7 @@ def parse_config(text: str, *, source: str = "<config>") -> Config:
         raise ConfigError(f"{source}: not valid YAML: {exc}") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{source}: the config must be a mapping with providers, deployments and model_groups")
-    singles = {"server": Server, "routing": Routing, "storage": Storage, "identity": Identity}
+    singles = {"server": Server, "routing": Routing, "storage": Storage, "identity": Identity, "metering": MeteringConfig}
     unknown = set(data) - set(_SECTIONS) - set(singles)
     if unknown:
         known = ", ".join([*singles, *_SECTIONS])
@@ -232,6 +235,9 @@ def parse_config(text: str, *, source: str = "<config>") -> Config:
     parts = {name: _convert(data.get(name) or {}, type_, name) for name, type_ in singles.items()}
     config = Config(**parts, **sections)
     _check_references(config)
+    problems = check_metering(config.metering, set(config.deployments))
+    if problems:
+        raise ConfigError(problems[0])
     return config
 
 

@@ -1,0 +1,105 @@
+"""Budget and rate counters: check-all-then-apply-all, in process or (counters_redis) in Redis.
+
+One admission is a `Plan`: budget counters (hard ones must fit, soft ones only count), rate
+counters (all must fit) and deployment alternatives (the first whose counters all fit is
+charged; none fitting refuses). Nothing is applied unless everything fits, so a refused call
+leaves no trace. Values are integers (budget: nano-units of a currency; rates: requests/tokens).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+OK, BUDGET, RATE, DEPLOYMENT = 0, 1, 2, 3
+
+
+@dataclass(slots=True)
+class Plan:
+    budgets: list[tuple[str, int, int, bool, int]] = field(default_factory=list)  # key, limit, reserve, hard, expire_at_ms (0 = never)
+    rates: list[tuple[str, int, int]] = field(default_factory=list)  # key, limit, increment
+    groups: list[list[tuple[str, int, int]]] = field(default_factory=list)  # per deployment: counters
+    rate_expire_ms: int = 0  # rate keys outlive their window a little so settlements still find them
+
+
+@dataclass(slots=True)
+class Outcome:
+    code: int  # OK, or which kind refused
+    index: int = -1  # refusing budget/rate index; on OK the chosen group (-1: none)
+    values: list[int] = field(default_factory=list)  # OK: budgets, rates, chosen group after applying; else [used]
+
+
+class LocalCounters:
+    """In-process counters: the same semantics as the Redis script, for one process."""
+
+    shared = False
+
+    def __init__(self) -> None:
+        self._v: dict[str, int] = {}
+        self._exp: dict[str, int] = {}
+        self._admits = 0
+
+    def _get(self, key: str, now_ms: int) -> int:
+        exp = self._exp.get(key)
+        if exp is not None and exp <= now_ms:
+            self._v.pop(key, None)
+            self._exp.pop(key, None)
+            return 0
+        return self._v.get(key, 0)
+
+    def admit(self, plan: Plan, now_ms: int) -> Outcome:
+        self._admits += 1
+        if self._admits % 4096 == 0:
+            self._prune(now_ms)
+        get = self._get
+        for i, (key, limit, reserve, hard, _) in enumerate(plan.budgets):
+            used = get(key, now_ms)
+            if hard and used + reserve > limit:
+                return Outcome(BUDGET, i, [used])
+        for i, (key, limit, incr) in enumerate(plan.rates):
+            used = get(key, now_ms)
+            if used + incr > limit:
+                return Outcome(RATE, i, [used])
+        chosen = -1
+        for g, counters in enumerate(plan.groups):
+            if all(get(k, now_ms) + incr <= limit for k, limit, incr in counters):
+                chosen = g
+                break
+        if plan.groups and chosen < 0:
+            return Outcome(DEPLOYMENT, -1, [])
+        v, exp, values = self._v, self._exp, []
+        for key, _, reserve, _, expire in plan.budgets:
+            v[key] = value = v.get(key, 0) + reserve
+            if expire:
+                exp[key] = expire
+            values.append(value)
+        for key, _, incr in [*plan.rates, *(plan.groups[chosen] if chosen >= 0 else ())]:
+            v[key] = value = v.get(key, 0) + incr
+            exp[key] = plan.rate_expire_ms
+            values.append(value)
+        return Outcome(OK, chosen, values)
+
+    def adjust(self, deltas: list[tuple[str, int]]) -> None:
+        """Settle: add deltas to counters that still exist (an expired window is not revived)."""
+        for key, delta in deltas:
+            if key in self._v:
+                self._v[key] += delta
+
+    async def seed(self, key: str, value: int, expire_at_ms: int) -> None:
+        if key not in self._v:
+            self._v[key] = value
+            if expire_at_ms:
+                self._exp[key] = expire_at_ms
+
+    async def read(self, keys: list[str], now_ms: int) -> list[int]:
+        return [self._get(k, now_ms) for k in keys]
+
+    def _prune(self, now_ms: int) -> None:
+        for key in [k for k, e in self._exp.items() if e <= now_ms]:
+            self._v.pop(key, None)
+            self._exp.pop(key, None)
+
+    async def start(self) -> None:
+        pass
+
+    async def close(self) -> None:
+        pass

@@ -1,0 +1,71 @@
+"""Time math: UTC calendar budget periods, fixed one-minute rate windows, Go-style durations."""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+
+UTC = dt.timezone.utc
+WINDOW_MS = 60_000  # rate limits count per fixed UTC minute
+
+
+def window(now_ms: int) -> tuple[int, int]:
+    """(window id, window end in ms) of the fixed minute containing `now_ms`."""
+    wid = now_ms // WINDOW_MS
+    return wid, (wid + 1) * WINDOW_MS
+
+
+class Period:
+    """The budget bucket a moment falls in: its key suffix, start and end (None for `total`)."""
+
+    __slots__ = ("bucket", "start", "end")
+
+    def __init__(self, bucket: str, start: dt.datetime | None, end: dt.datetime | None) -> None:
+        self.bucket, self.start, self.end = bucket, start, end
+
+    @property
+    def end_ms(self) -> int:
+        return 0 if self.end is None else int(self.end.timestamp() * 1000)
+
+
+def period(kind: str, now: float) -> Period:
+    if kind == "total":
+        return Period("all", None, None)
+    day = dt.datetime.fromtimestamp(now, UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+    if kind == "day":
+        return Period("d" + day.strftime("%Y%m%d"), day, day + dt.timedelta(days=1))
+    start = day.replace(day=1)
+    end = start.replace(year=start.year + 1, month=1) if start.month == 12 else start.replace(month=start.month + 1)
+    return Period("m" + start.strftime("%Y%m"), start, end)
+
+
+class Periods:
+    """`period()` cached per UTC day: the hot path computes calendar math once a day, not per call."""
+
+    def __init__(self) -> None:
+        self._day = -1
+        self._cache: dict[str, Period] = {}
+
+    def get(self, kind: str, now: float) -> Period:
+        day = int(now // 86400)
+        if day != self._day:
+            self._day, self._cache = day, {k: period(k, now) for k in ("day", "month", "total")}
+        return self._cache[kind]
+
+
+def go_duration(ms: float) -> str:
+    """A duration as Go's time.Duration.String() writes it, to the millisecond: 12ms, 1s, 1.5s, 6m0s, 1h0m0s."""
+    ms = max(0, math.ceil(ms))
+    if ms == 0:
+        return "0s"
+    if ms < 1000:
+        return f"{ms}ms"
+    hours, rest = divmod(ms, 3_600_000)
+    minutes, rest = divmod(rest, 60_000)
+    seconds, millis = divmod(rest, 1000)
+    sec = f"{seconds}.{millis:03d}".rstrip("0").rstrip(".") if millis else str(seconds)
+    if hours:
+        return f"{hours}h{minutes}m{sec}s"
+    if minutes:
+        return f"{minutes}m{sec}s"
+    return f"{sec}s"

@@ -1,0 +1,122 @@
+"""Which budgets and rate limits apply to a caller or a deployment, resolved once and cached.
+
+A rule names one id or "*" (each id separately). An explicit rule for an id replaces the "*"
+rules of the same scope for that id, so "every key $5/day, except key_ci $50/day" is two rules.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from ..identity.principal import Principal
+from .config import BudgetRule, MeteringConfig
+from .prices import to_nanos
+
+
+@dataclass(frozen=True, slots=True)
+class BudgetSpec:
+    base: str  # counter key without the period bucket
+    scope: str
+    id: str
+    limit_nanos: int
+    hard: bool
+    period: str
+    currency: str
+    rule: BudgetRule
+
+    def describe(self) -> str:
+        every = {"day": "daily", "month": "monthly", "total": "total"}[self.period]
+        return f"{self.scope} {self.id}'s {every} budget of {self.rule.limit} {self.currency}"
+
+
+@dataclass(frozen=True, slots=True)
+class RateSpec:
+    base: str
+    scope: str
+    id: str
+    rpm: int | None
+    tpm: int | None
+
+
+def principal_key(p: Principal) -> str:
+    """The `key` scope's id: the API key id, else the credential's subject (OIDC sub, env:VAR)."""
+    return p.key_id or p.subject
+
+
+def _index(rules):
+    explicit: dict[tuple[str, str], list] = {}
+    star: dict[str, list] = {}
+    for rule in rules:
+        if rule.id == "*":
+            star.setdefault(rule.scope, []).append(rule)
+        else:
+            explicit.setdefault((rule.scope, rule.id), []).append(rule)
+    return explicit, star
+
+
+class Rules:
+    def __init__(self, cfg: MeteringConfig) -> None:
+        self.prefix = cfg.key_prefix
+        self._budgets = _index(cfg.budgets)
+        self._rates = _index(cfg.rate_limits)
+        self._cache: dict[tuple, tuple[tuple[BudgetSpec, ...], tuple[RateSpec, ...]]] = {}
+        self._dep_cache: dict[str, RateSpec | None] = {}
+        self.any = bool(cfg.budgets or cfg.rate_limits)
+
+    def _pick(self, index, scope: str, ident: str):
+        explicit, star = index
+        return explicit.get((scope, ident)) or star.get(scope, ())
+
+    def budgets_for(self, scope: str, ident: str) -> tuple[BudgetSpec, ...]:
+        # One counter per (scope, id, period, currency): the amount is not part of the key, so raising
+        # a budget keeps what was spent. Two rules for the same counter: the smaller amount wins.
+        chosen: dict[tuple[str, str], BudgetRule] = {}
+        for rule in self._pick(self._budgets, scope, ident):
+            slot = (rule.period, rule.currency)
+            if slot not in chosen or rule.limit < chosen[slot].limit:
+                chosen[slot] = rule
+        return tuple(
+            BudgetSpec(f"{self.prefix}b:{scope}:{ident}:{r.period}:{r.currency}:", scope, ident, to_nanos(r.limit),
+                       r.mode == "hard", r.period, r.currency, r)
+            for r in chosen.values()
+        )
+
+    def for_principal(self, p: Principal) -> tuple[tuple[BudgetSpec, ...], tuple[RateSpec, ...]]:
+        cache_key = (p.tenant, p.team, principal_key(p))
+        hit = self._cache.get(cache_key)
+        if hit is not None:
+            return hit
+        budgets: list[BudgetSpec] = []
+        rates: list[RateSpec] = []
+        for scope, ident in (("tenant", p.tenant), ("team", p.team), ("key", principal_key(p))):
+            if ident is None:
+                continue
+            budgets.extend(self.budgets_for(scope, ident))
+            spec = self._rate(scope, ident, self._pick(self._rates, scope, ident))
+            if spec is not None:
+                rates.append(spec)
+        if len(self._cache) > 100_000:  # bounded: ids come from credentials, not from request bodies
+            self._cache.clear()
+        hit = self._cache[cache_key] = (tuple(budgets), tuple(rates))
+        return hit
+
+    def for_deployment(self, name: str) -> RateSpec | None:
+        try:
+            return self._dep_cache[name]
+        except KeyError:
+            spec = self._rate("deployment", name, self._pick(self._rates, "deployment", name))
+            self._dep_cache[name] = spec
+            return spec
+
+    def _rate(self, scope: str, ident: str, rules) -> RateSpec | None:
+        if not rules:
+            return None
+        # Several rules for one id: the strictest of each kind applies (one counter per kind).
+        rpm = [r.requests_per_minute for r in rules if r.requests_per_minute is not None]
+        tpm = [r.tokens_per_minute for r in rules if r.tokens_per_minute is not None]
+        return RateSpec(f"{self.prefix}r:{scope}:{ident}", scope, ident, min(rpm) if rpm else None, min(tpm) if tpm else None)
+
+
+def prompt_reserve(tokens: int, factor: float, extra: int) -> int:
+    return math.ceil(tokens * factor) + extra

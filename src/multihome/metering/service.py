@@ -1,0 +1,165 @@
+"""`Metering`: the CallSink that prices each call, settles its ticket, stores a usage row and hands
+a `MeteredCall` to contracts. Also the lifecycle owner of the limiter and the usage writer.
+
+Integration (app.py): `metering = Metering.from_config(config)`; add it to `services` after the
+storage service (it writes to the tables storage migrates); call `metering.limiter.admit(...)`
+before a call, register `metering` as a CallSink, and call `metering.limiter.release(request_id)`
+in the front door's `finally` for calls that end without a CallRecord.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import time
+
+import sqlalchemy as sa
+
+from ..accounting.record import CallRecord
+from ..config import env_secret
+from .config import MeteringConfig
+from .limiter import Limiter
+from .periods import UTC, period
+from .prices import ZERO, PriceTable, text, to_nanos
+from .record import MeteredCall, MeteredSink
+from .rules import principal_key
+
+log = logging.getLogger("multihome.metering")
+
+
+def _ts(seconds: float) -> dt.datetime:
+    return dt.datetime.fromtimestamp(seconds, UTC)
+
+
+class Metering:
+    def __init__(self, cfg: MeteringConfig, prices: PriceTable, *, storage_url: str | None = None,
+                 counters=None, clock=time.time) -> None:
+        self.cfg = cfg
+        self.prices = prices
+        self.storage_url = storage_url
+        self.limiter = Limiter(cfg, prices, counters, clock)
+        self.sinks: list[MeteredSink] = []
+        self.engine = None
+        self.writer = None
+        self.recorded = 0
+
+    @classmethod
+    def from_config(cls, config) -> Metering:
+        """From the root Config: `config.metering` (absent: defaults), deployment prices, storage URL."""
+        cfg = getattr(config, "metering", None) or MeteringConfig()
+        counters = None
+        url = env_secret(cfg.redis_url_env, what="metering.redis_url_env")
+        if url is not None:
+            from .counters_redis import RedisCounters
+
+            counters = RedisCounters(url)
+        storage = env_secret(config.storage.url_env, what="storage.url_env") or config.storage.url
+        return cls(cfg, PriceTable.from_config(config), storage_url=storage, counters=counters)
+
+    def add_sink(self, sink: MeteredSink) -> None:
+        self.sinks.append(sink)
+
+    # -- CallSink ------------------------------------------------------------------------------------
+    def record(self, call: CallRecord) -> None:
+        usage = call.usage
+        price = self.prices.get(call.deployment)
+        cost, currency = (price.cost(usage), price.currency) if price is not None and usage is not None else (
+            ZERO, price.currency if price is not None else "USD")
+        nanos = to_nanos(cost)
+        over = False
+        ticket = self.limiter.open.get(call.request_id)
+        if ticket is not None:
+            over = ticket.over_budget
+            tokens = usage.prompt_tokens + usage.completion_tokens if usage is not None else 0
+            ticket.settle(nanos, currency, tokens)
+        self.recorded += 1
+        if self.writer is not None:
+            self.writer.put({
+                "request_id": call.request_id, "started_at": _ts(call.started_at), "finished_at": _ts(call.finished_at),
+                "tenant_id": call.tenant, "team_id": call.team, "key_id": call.key_id or call.subject,
+                "endpoint": call.endpoint, "model_group": call.model_group, "deployment": call.deployment,
+                "provider": call.provider, "status": call.status, "outcome": call.outcome,
+                "prompt_tokens": usage.prompt_tokens if usage else 0,
+                "completion_tokens": usage.completion_tokens if usage else 0,
+                "cached_tokens": usage.cached_tokens if usage else 0, "estimated": bool(usage and usage.estimated),
+                "latency_ms": call.latency_ms, "cost": text(cost), "cost_nanos": nanos, "currency": currency,
+                "price_version": self.prices.version, "over_budget": over,
+            })
+        if self.sinks:
+            metered = MeteredCall(call=call, cost=cost, currency=currency, price_version=self.prices.version)
+            for sink in self.sinks:
+                try:
+                    sink.metered(metered)
+                except Exception:
+                    log.exception("metered sink %r failed on %s", sink, call.request_id)
+
+    # -- lifecycle -----------------------------------------------------------------------------------
+    async def start(self) -> None:
+        await self.limiter.start()
+        if self.storage_url is None:
+            return
+        from ..storage.engine import create_engine
+        from .tables import usage_calls
+        from .writer import UsageWriter
+
+        self.engine = create_engine(self.storage_url)
+        await self._store_price_version()
+        await self._seed_budgets()
+        w = self.cfg.writer
+        self.writer = UsageWriter(self.engine, usage_calls, batch_size=w.batch_size,
+                                  flush_interval_ms=w.flush_interval_ms, max_backlog=w.max_backlog)
+        self.limiter.overloaded = self.writer.overloaded
+        await self.writer.start()
+
+    async def flush(self) -> None:
+        await self.limiter.drain()
+        if self.writer is not None:
+            await self.writer.flush()
+
+    async def close(self) -> None:
+        if self.writer is not None:
+            await self.writer.close()
+        await self.limiter.close()
+        if self.engine is not None:
+            await self.engine.dispose()
+
+    async def _store_price_version(self) -> None:
+        from .tables import usage_price_versions as t
+
+        async with self.engine.begin() as conn:
+            found = (await conn.execute(sa.select(t.c.version).where(t.c.version == self.prices.version))).first()
+            if found is None:
+                try:
+                    await conn.execute(t.insert().values(version=self.prices.version, prices=self.prices.canonical,
+                                                         first_seen_at=dt.datetime.now(UTC)))
+                except sa.exc.IntegrityError:
+                    pass  # another replica stored the same version at the same moment
+
+    async def _seed_budgets(self) -> None:
+        """Start budget counters from stored usage, so a restart (or an empty Redis) keeps this period's spend.
+
+        Seeding sets a counter only if it does not exist (SET NX in Redis): a running replica's
+        counters, which also hold reservations in flight, always win.
+        """
+        from .tables import usage_calls as u
+
+        column = {"tenant": u.c.tenant_id, "team": u.c.team_id, "key": u.c.key_id}
+        now = self.limiter.clock()
+        for rule in self.cfg.budgets:
+            per = period(rule.period, now)
+            col = column[rule.scope]
+            q = sa.select(col, sa.func.sum(u.c.cost_nanos)).where(u.c.currency == rule.currency, col.is_not(None))
+            if per.start is not None:
+                q = q.where(u.c.started_at >= per.start)
+            if rule.id != "*":
+                q = q.where(col == rule.id)
+            async with self.engine.connect() as conn:
+                rows = (await conn.execute(q.group_by(col))).all()
+            for ident, spent in rows:
+                for spec in self.limiter.rules.budgets_for(rule.scope, ident):
+                    if spec.period == rule.period and spec.currency == rule.currency:
+                        expire = per.end_ms + 86_400_000 if per.end_ms else 0
+                        await self.limiter.counters.seed(spec.base + per.bucket, int(spent or 0), expire)
+
+
+__all__ = ["Metering", "MeteredCall", "MeteredSink", "principal_key"]

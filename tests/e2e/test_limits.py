@@ -1,0 +1,139 @@
+"""Budgets and rate limits shared by two gateway processes through one real Redis.
+
+200 concurrent calls through both replicas (the official openai SDK): a hard budget is never
+exceeded (reservations make the documented overshoot bound zero when the reservation covers the
+call, which it does here), and a per-deployment rate limit lets exactly its limit through.
+Needs the lead's wiring: `metering:` mounted in config.py, `Limiter.admit` before each call and
+`Metering` registered as a CallSink.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from decimal import Decimal
+
+import httpx
+import openai
+import pytest
+
+from .conftest import CLIENT_KEY
+from .processes import Gateway, Simulator
+from .services import RedisServer
+
+ADMIN_KEY = "mh-bootstrap-admin-key-for-limits"
+USER = [{"role": "user", "content": "hello"}]
+IN, OUT = Decimal(1000), Decimal(2000)  # per 1M tokens: expensive, so a few calls use up the budget
+BUDGET = Decimal("1.00")
+RPM = 37
+
+CONFIG = """
+server: {{api_keys_env: [MH_TEST_CLIENT_KEY]}}
+storage: {{url_env: MH_TEST_DB}}
+identity: {{admin_key_env: MH_TEST_ADMIN_KEY}}
+metering:
+  redis_url_env: MH_TEST_REDIS_URL
+  budgets:
+    - {{scope: key, id: "env:MH_TEST_CLIENT_KEY", amount: "{budget}", period: day, mode: hard}}
+  rate_limits:
+    - {{scope: deployment, id: limited, requests_per_minute: {rpm}}}
+providers:
+  p: {{kind: openai, endpoint: "{sim}/v1"}}
+deployments:
+  priced: {{provider: p, model: priced, price: {{input: {inp}, output: {out}}}}}
+  limited: {{provider: p, model: limited}}
+model_groups:
+  priced: {{deployments: [priced], retries: 0}}
+  limited: {{deployments: [limited], retries: 0}}
+"""
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("limits")
+    redis = RedisServer()
+    sim = Simulator("openai", "sim")
+    env = {"MH_TEST_CLIENT_KEY": CLIENT_KEY, "MH_TEST_REDIS_URL": redis.url, "MH_TEST_ADMIN_KEY": ADMIN_KEY,
+           "MH_TEST_DB": f"sqlite+aiosqlite:///{tmp}/multihome.db"}
+    text = CONFIG.format(sim=sim.url, budget=BUDGET, rpm=RPM, inp=IN, out=OUT)
+    gateways = [Gateway(text, tmp, env), Gateway(text, tmp, env)]
+    yield gateways
+    for g in gateways:
+        g.stop()
+    sim.stop()
+    redis.stop()
+
+
+async def _burst(gateways, model: str, n: int, **extra) -> list:
+    clients = [openai.AsyncOpenAI(base_url=g.url + "/v1", api_key=CLIENT_KEY, max_retries=0, timeout=30,
+                                  http_client=httpx.AsyncClient(limits=httpx.Limits(max_connections=n)))
+               for g in gateways]
+
+    async def one(i):
+        try:
+            return await clients[i % 2].chat.completions.with_raw_response.create(model=model, messages=USER, **extra)
+        except openai.APIStatusError as exc:
+            return exc
+
+    try:
+        return await asyncio.gather(*(one(i) for i in range(n)))
+    finally:
+        for c in clients:
+            await c.close()
+
+
+def _cost(usage) -> Decimal:
+    return (usage.prompt_tokens * IN + usage.completion_tokens * OUT) / 1_000_000
+
+
+def test_budget_is_never_exceeded_by_200_concurrent_calls_on_two_replicas(world):
+    results = asyncio.run(_burst(world, "priced", 200, max_tokens=20))
+    ok = [r.parse() for r in results if not isinstance(r, openai.APIStatusError)]
+    refused = [r for r in results if isinstance(r, openai.APIStatusError)]
+    assert ok and refused, "the burst should both spend and hit the budget"
+    assert all(r.status_code == 429 and r.body["code"] == "budget_exceeded" for r in refused), refused[0].body
+    # Use up the rest one call at a time, until the budget refuses (bounded).
+    client = openai.OpenAI(base_url=world[0].url + "/v1", api_key=CLIENT_KEY, max_retries=0, timeout=10)
+    for _ in range(100):
+        try:
+            ok.append(client.chat.completions.create(model="priced", messages=USER, max_tokens=20))
+        except openai.RateLimitError as exc:
+            assert exc.body["code"] == "budget_exceeded"
+            break
+    else:
+        pytest.fail("the budget never refused a call")
+    spent = sum((_cost(r.usage) for r in ok), Decimal(0))  # what the provider would bill
+    worst = max(_cost(r.usage) for r in ok)
+    assert spent <= BUDGET, f"spent {spent} > budget {BUDGET}"
+    # A refusal means the next reservation did not fit, so at most one call's reservation was left.
+    reservation = ((1 * 5 // 4 + 16 + 100) * IN + 20 * OUT) / 1_000_000  # generous upper bound of one reservation
+    assert spent >= BUDGET - reservation - worst
+    # The admin API's usage summary (shared database) agrees with the provider's numbers exactly.
+    admin = httpx.Client(base_url=world[1].url, headers={"authorization": f"Bearer {ADMIN_KEY}"}, timeout=10)
+    deadline = time.monotonic() + 5
+    while True:
+        summary = admin.get("/admin/v1/tenants/default/usage", params={"group_by": "deployment"}).json()
+        row = [d for d in summary["data"] if d["deployment"] == "priced"]
+        if (row and Decimal(row[0]["cost"]) == spent) or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
+    assert Decimal(row[0]["cost"]) == spent and row[0]["calls"] >= len(ok)
+
+
+def test_rate_limit_lets_exactly_the_limit_through_two_replicas(world):
+    # Fixed UTC-minute windows: start the burst well inside a minute so it cannot straddle two.
+    deadline = time.monotonic() + 70
+    while time.time() % 60 > 40 and time.monotonic() < deadline:
+        time.sleep(0.5)
+    results = asyncio.run(_burst(world, "limited", 200))
+    ok = [r for r in results if not isinstance(r, openai.APIStatusError)]
+    refused = [r for r in results if isinstance(r, openai.APIStatusError)]
+    assert len(ok) == RPM and len(refused) == 200 - RPM
+    for r in refused:
+        assert r.status_code == 429 and r.body["code"] == "rate_limit_exceeded"
+        retry = int(r.response.headers["retry-after"])
+        assert 1 <= retry <= 60 and int(r.response.headers["retry-after-ms"]) <= 60_000
+    remaining = sorted(int(r.headers["x-ratelimit-remaining-requests"]) for r in ok)
+    assert remaining == list(range(RPM))
+    assert {r.headers["x-ratelimit-limit-requests"] for r in ok} == {str(RPM)}
+    assert all(r.headers["x-ratelimit-reset-requests"].endswith("s") for r in ok)

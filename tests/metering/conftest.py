@@ -1,0 +1,50 @@
+"""Helpers for metering tests: real CallRecords, plan stand-ins, a real redis-server."""
+
+from __future__ import annotations
+
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/, for e2e.services
+from e2e.services import RedisServer  # noqa: E402
+
+from multihome.accounting.record import CallRecord, Usage  # noqa: E402
+from multihome.identity.principal import Principal  # noqa: E402
+
+
+@dataclass
+class Dep:
+    """The two fields of routing.catalog.DeploymentRuntime the limiter reads."""
+
+    name: str
+    max_output_tokens: int | None = None
+
+
+def call(request_id: str, deployment: str | None = "dep-a", prompt=1000, completion=500, cached=0, estimated=False,
+         tenant="ten_a", team=None, key_id="key_a", started=None, model_group="gpt-4o", status=200, outcome="ok") -> CallRecord:
+    started = time.time() if started is None else started
+    usage = Usage(prompt_tokens=prompt, completion_tokens=completion, cached_tokens=cached, estimated=estimated)
+    return CallRecord(request_id=request_id, started_at=started, finished_at=started + 0.25, endpoint="chat",
+                      tenant=tenant, subject=key_id or "sub", principal_source="api_key", team=team, key_id=key_id,
+                      model_group=model_group, deployment=deployment, provider="prov", status=status, outcome=outcome,
+                      usage=usage, latency_ms=250.0)
+
+
+def principal(tenant="ten_a", team=None, key_id="key_a") -> Principal:
+    return Principal(tenant=tenant, subject=key_id or "sub", source="api_key", team=team, key_id=key_id)
+
+
+@pytest.fixture(scope="session")
+def redis_server():
+    server = RedisServer()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def anyio_backend():
+    return "asyncio"

@@ -1,0 +1,190 @@
+"""Budgets by reservation and settlement, rate limits, headers: in process and through a real Redis."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+
+import pytest
+
+from multihome.metering.config import BudgetRule, MeteringConfig, RateLimitRule
+from multihome.metering.counters import LocalCounters
+from multihome.metering.counters_redis import RedisCounters
+from multihome.metering.limiter import Limiter
+from multihome.metering.prices import DeploymentPrice, PriceTable
+from multihome.schema.errors import ApiError
+
+from .conftest import Dep, principal
+
+pytestmark = pytest.mark.anyio
+# 10 s into the next minute: counters expire in real Redis time, so the test clock must be near it
+NOW = (time.time() // 60) * 60 + 70
+PRICES = PriceTable({
+    "dep-a": DeploymentPrice.of(1.0, 2.0, None, "USD"),  # per 1M tokens
+    "dep-b": DeploymentPrice.of(3.0, 4.0, None, "USD"),
+})
+
+
+@pytest.fixture(params=["local", "redis"])
+def counters_factory(request):
+    if request.param == "local":
+        yield lambda: LocalCounters()
+        return
+    server = request.getfixturevalue("redis_server")
+    made = []
+
+    def make():
+        made.append(RedisCounters(server.url))
+        return made[-1]
+
+    yield make
+
+
+async def limiter(factory, clock=lambda: NOW, counters=None, **cfg) -> Limiter:
+    # every test gets its own key space on the shared redis-server
+    cfg = MeteringConfig(key_prefix=f"t{uuid.uuid4().hex[:8]}:", **cfg)
+    lim = Limiter(cfg, PRICES, counters if counters is not None else factory(), clock)
+    await lim.start()
+    return lim
+
+
+def budget(amount, **kw):
+    return BudgetRule(scope=kw.pop("scope", "tenant"), id=kw.pop("id", "ten_a"), amount=amount, **kw)
+
+
+async def test_reservation_uses_dearest_planned_prices_and_settlement_replaces_it(counters_factory):
+    # Reserve: (ceil(1000*1.25)+16) prompt tokens at 3.0 + 500 output at 4.0 per 1M = 0.003798 + 0.002
+    lim = await limiter(counters_factory, budgets=[budget("0.0100")])
+    p, plan = principal(), [Dep("dep-a"), Dep("dep-b")]
+    t1 = await lim.admit(p, "g", plan, 1000, 500, "r1")
+    assert t1._budgets[0][2] == 5_798_000
+    # Only one reservation fits in 0.01: the second worst case would reach 0.011596.
+    with pytest.raises(ApiError) as refused:
+        await lim.admit(p, "g", plan, 1000, 500, "r2")
+    err = refused.value
+    assert err.status == 429 and err.body.code == "budget_exceeded" and err.body.type == "insufficient_quota"
+    assert "tenant ten_a's monthly budget of 0.0100 USD" in err.body.message and "retry-after" in err.headers
+    # The call cost 0.002 in fact: settling frees the rest, and the next call fits again.
+    assert lim.settle("r1", 2_000_000, "USD", 1500) is t1 and not lim.open
+    assert not t1.settle(1, "USD", 1)  # exactly once
+    await lim.drain()
+    key = t1._budgets[0][0]
+    assert await lim.counters.read([key], int(NOW * 1000)) == [2_000_000]
+    await lim.admit(p, "g", plan, 1000, 500, "r3")
+    await lim.close()
+
+
+async def test_unanswered_call_releases_its_reservation(counters_factory):
+    lim = await limiter(counters_factory, budgets=[budget("1")], ticket_ttl_s=0.0)
+    t = await lim.admit(principal(), "g", [Dep("dep-a")], 100, 100, "gone")
+    key = t._budgets[0][0]
+    lim.release("gone")
+    await lim.drain()
+    assert await lim.counters.read([key], int(NOW * 1000)) == [0]
+    # and one the front door forgot entirely is released by the sweeper
+    t2 = await lim.admit(principal(), "g", [Dep("dep-a")], 100, 100, "forgotten")
+    assert lim.sweep() == 1 and t2.settled
+    await lim.drain()
+    assert await lim.counters.read([key], int(NOW * 1000)) == [0]
+    await lim.close()
+
+
+async def test_soft_budget_allows_and_flags(counters_factory):
+    lim = await limiter(counters_factory, budgets=[budget("0.000001", mode="soft", scope="key", id="*")])
+    t = await lim.admit(principal(), "g", [Dep("dep-a")], 1000, 100, "r")
+    assert t.over_budget
+    assert dict(t.headers)[b"x-multihome-budget-warning"].startswith(b"key key_a's monthly budget")
+    await lim.close()
+
+
+async def test_rate_limit_admits_exactly_the_limit_across_two_limiters(counters_factory):
+    # Two replicas (two Limiters) on the same counters: 200 concurrent calls, 37 per minute.
+    shared = counters_factory()
+    rules = [RateLimitRule(scope="key", id="*", requests_per_minute=37)]
+    lim1 = await limiter(counters_factory, rate_limits=rules, counters=shared)
+    lim2 = Limiter(lim1.cfg, PRICES, shared if isinstance(shared, LocalCounters) else counters_factory(), lambda: NOW)
+    await lim2.start()
+
+    async def one(i):
+        try:
+            return await (lim1, lim2)[i % 2].admit(principal(), "g", [Dep("dep-a")], 10, 10, f"r{i}")
+        except ApiError as exc:
+            return exc
+
+    results = await asyncio.gather(*(one(i) for i in range(200)))
+    tickets = [r for r in results if not isinstance(r, ApiError)]
+    refusals = [r for r in results if isinstance(r, ApiError)]
+    assert len(tickets) == 37 and len(refusals) == 163
+    err = refusals[0]
+    assert err.status == 429 and err.body.code == "rate_limit_exceeded" and err.body.type == "requests"
+    assert err.headers["retry-after"] == "50" and err.headers["retry-after-ms"] == "50000"
+    assert err.headers["x-ratelimit-remaining-requests"] == "0" and err.headers["x-ratelimit-reset-requests"] == "50s"
+    remaining = sorted(int(dict(t.headers)[b"x-ratelimit-remaining-requests"]) for t in tickets)
+    assert remaining == list(range(37))
+    assert all(dict(t.headers)[b"x-ratelimit-limit-requests"] == b"37" for t in tickets)
+    assert dict(tickets[0].headers)[b"x-ratelimit-reset-requests"] == b"50s"
+    await lim1.close()
+    await lim2.close()
+
+
+async def test_next_window_starts_fresh(counters_factory):
+    now = [NOW]
+    lim = await limiter(counters_factory, clock=lambda: now[0], rate_limits=[RateLimitRule(scope="tenant", id="ten_a", requests_per_minute=1)])
+    await lim.admit(principal(), "g", [Dep("dep-a")], 1, 1, "a")
+    with pytest.raises(ApiError):
+        await lim.admit(principal(), "g", [Dep("dep-a")], 1, 1, "b")
+    now[0] += 50  # next minute
+    await lim.admit(principal(), "g", [Dep("dep-a")], 1, 1, "c")
+    await lim.close()
+
+
+async def test_tokens_per_minute_reserved_then_settled_to_actual(counters_factory):
+    lim = await limiter(counters_factory, rate_limits=[RateLimitRule(scope="team", id="*", tokens_per_minute=1000)])
+    p = principal(team="team_x")
+    t = await lim.admit(p, "g", [Dep("dep-a")], 200, 300, "a")  # 500 estimated
+    h = dict(t.headers)
+    assert h[b"x-ratelimit-limit-tokens"] == b"1000" and h[b"x-ratelimit-remaining-tokens"] == b"500"
+    with pytest.raises(ApiError) as refused:
+        await lim.admit(p, "g", [Dep("dep-a")], 400, 300, "b")  # 700 more would pass 1000
+    assert refused.value.body.type == "tokens"
+    lim.settle("a", 0, "USD", 120)  # it used 120 in fact
+    await lim.drain()
+    t3 = await lim.admit(p, "g", [Dep("dep-a")], 400, 300, "c")
+    assert dict(t3.headers)[b"x-ratelimit-remaining-tokens"] == b"180"
+    await lim.close()
+
+
+async def test_deployment_limit_charges_first_deployment_with_room(counters_factory):
+    lim = await limiter(counters_factory, rate_limits=[RateLimitRule(scope="deployment", id="dep-a", requests_per_minute=1),
+                                                       RateLimitRule(scope="deployment", id="dep-b", requests_per_minute=1)])
+    plan = [Dep("dep-a"), Dep("dep-b")]
+    t1 = await lim.admit(principal(), "g", plan, 1, 1, "1")
+    t2 = await lim.admit(principal(), "g", plan, 1, 1, "2")
+    assert (t1.deployment, t1.skip) == ("dep-a", frozenset())
+    assert (t2.deployment, t2.skip) == ("dep-b", frozenset({"dep-a"}))
+    with pytest.raises(ApiError) as refused:
+        await lim.admit(principal(), "g", plan, 1, 1, "3")
+    assert "every deployment" in refused.value.body.message
+    await lim.close()
+
+
+async def test_no_rules_no_headers_and_no_state(counters_factory):
+    lim = await limiter(counters_factory)
+    t = await lim.admit(principal(), "g", [Dep("dep-a")], 1, 1, "1")
+    assert t.headers == [] and not lim.open
+    await lim.close()
+
+
+async def test_redis_down_fails_open_or_closed():
+    for fail_open in (True, False):
+        lim = Limiter(MeteringConfig(fail_open=fail_open, budgets=[budget("1")]), PRICES,
+                      RedisCounters("redis://127.0.0.1:9/0"), lambda: NOW)
+        if fail_open:
+            t = await lim.admit(principal(), "g", [Dep("dep-a")], 1, 1, "1")
+            assert dict(t.headers)[b"x-multihome-limits"] == b"unavailable"
+        else:
+            with pytest.raises(ApiError) as refused:
+                await lim.admit(principal(), "g", [Dep("dep-a")], 1, 1, "1")
+            assert refused.value.status == 503 and refused.value.body.code == "limits_unavailable"
+        await lim.counters.close()

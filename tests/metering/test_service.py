@@ -1,0 +1,179 @@
+"""Metering as a CallSink: usage rows through the batched writer (SQLite and PostgreSQL), price
+versions that never rewrite the past, budgets that survive a restart, and the contracts hand-off."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from decimal import Decimal
+
+import pytest
+import sqlalchemy as sa
+
+from pg import PostgresServer
+from multihome.metering.config import BudgetRule, MeteringConfig, WriterConfig
+from multihome.metering.prices import DeploymentPrice, PriceTable
+from multihome.metering.service import Metering
+from multihome.metering.summary import usage_summary
+from multihome.metering.tables import usage_calls, usage_price_versions
+from multihome.schema.errors import ApiError
+from multihome.storage import open_store
+from multihome.storage.engine import create_engine
+
+from .conftest import Dep, call, principal
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture(scope="session")
+def pg_server():
+    server = PostgresServer()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+async def db_url(request, tmp_path):
+    url = (f"sqlite+aiosqlite:///{tmp_path / 'm.db'}" if request.param == "sqlite"
+           else request.getfixturevalue("pg_server").create_database())
+    store = await open_store(url, migrate=True)
+    await store.close()
+    return url
+
+
+def prices(a_in="2.5") -> PriceTable:
+    return PriceTable({"dep-a": DeploymentPrice.of(a_in, "10", "1.25", "USD")})
+
+
+async def started(url, table=None, **cfg) -> Metering:
+    m = Metering(MeteringConfig(**cfg), table or prices(), storage_url=url)
+    await m.start()
+    return m
+
+
+async def rows(m: Metering):
+    async with m.engine.connect() as conn:
+        return (await conn.execute(sa.select(usage_calls).order_by(usage_calls.c.started_at))).all()
+
+
+async def test_each_call_becomes_one_row_with_exact_cost_and_price_version(db_url):
+    m = await started(db_url)
+    handed = []
+    m.add_sink(type("Sink", (), {"metered": lambda self, x: handed.append(x)})())
+    m.record(call("r1", prompt=1000, completion=333, cached=200, estimated=True))
+    m.record(call("r2", deployment="unpriced"))
+    await m.flush()
+    r1, r2 = await rows(m)
+    # 800 * 2.5 + 200 * 1.25 + 333 * 10 per 1M = 0.002 + 0.00025 + 0.00333
+    assert (r1.cost, r1.cost_nanos, r1.currency) == ("0.00558", 5_580_000, "USD")
+    assert (r1.prompt_tokens, r1.completion_tokens, r1.cached_tokens, r1.estimated) == (1000, 333, 200, True)
+    assert r1.price_version == m.prices.version and r1.key_id == "key_a" and r1.latency_ms == 250.0
+    assert r2.cost == "0" and r2.cost_nanos == 0
+    assert [h.cost for h in handed] == [Decimal("0.00558"), Decimal(0)]
+    assert handed[0].call.request_id == "r1" and handed[0].price_version == m.prices.version
+    await m.close()
+
+
+async def test_price_change_never_rewrites_past_costs(db_url):
+    old = await started(db_url)
+    old.record(call("before", prompt=1_000_000, completion=0))
+    await old.close()  # close drains the writer
+    new = await started(db_url, table=prices("3"))
+    new.record(call("after", prompt=1_000_000, completion=0))
+    await new.flush()
+    before, after = await rows(new)
+    assert (before.cost, before.price_version) == ("2.5", old.prices.version)
+    assert (after.cost, after.price_version) == ("3", new.prices.version)
+    async with new.engine.connect() as conn:
+        stored = dict((await conn.execute(sa.select(usage_price_versions.c.version, usage_price_versions.c.prices))).all())
+    assert set(stored) == {old.prices.version, new.prices.version} and '"input":"2.5"' in stored[old.prices.version]
+    summary = await usage_summary(new.engine, "ten_a", "deployment")
+    assert summary[0]["cost"] == "5.5" and summary[0]["calls"] == 2
+    await new.close()
+
+
+async def test_budget_spend_survives_a_restart(db_url):
+    rule = [BudgetRule(scope="tenant", id="ten_a", amount="0.01", period="day")]
+    m = await started(db_url, budgets=rule)
+    ticket = await m.limiter.admit(principal(), "g", [Dep("dep-a")], 100, 100, "r1")
+    m.record(call("r1", prompt=1000, completion=900))  # 0.0025 + 0.009 = 0.0115: over the budget by the actual cost
+    assert ticket.settled
+    await m.close()
+    again = await started(db_url, budgets=rule)  # a fresh process: counters seeded from usage rows
+    with pytest.raises(ApiError) as refused:
+        await again.limiter.admit(principal(), "g", [Dep("dep-a")], 1, 1, "r2")
+    assert refused.value.body.code == "budget_exceeded"
+    await again.close()
+
+
+async def test_writer_retries_until_the_database_is_back(tmp_path):
+    url = f"sqlite+aiosqlite:///{tmp_path / 'w.db'}"
+    store = await open_store(url, migrate=True)
+    await store.close()
+    m = await started(url)
+    good = m.writer.engine
+    m.writer.engine = create_engine(f"sqlite+aiosqlite:///{tmp_path / 'missing' / 'dir.db'}")  # the database is away
+    m.record(call("kept"))
+    deadline = time.monotonic() + 5
+    while m.writer.failures == 0 and time.monotonic() < deadline:
+        await asyncio.sleep(0.02)
+    assert m.writer.failures >= 1 and len(m.writer.rows) == 1  # the failed batch is kept, not dropped
+    await m.writer.engine.dispose()
+    m.writer.engine = good  # and back
+    await m.flush()
+    assert [r.request_id for r in await rows(m)] == ["kept"]
+    await m.close()
+
+
+async def test_full_backlog_refuses_new_calls_instead_of_losing_usage(tmp_path):
+    url = f"sqlite+aiosqlite:///{tmp_path / 'x.db'}"
+    store = await open_store(url, migrate=True)
+    await store.close()
+    m = await started(url, writer=WriterConfig(max_backlog=2, flush_interval_ms=60_000, batch_size=100))
+    m.record(call("a"))
+    m.record(call("b"))
+    with pytest.raises(ApiError) as refused:
+        await m.limiter.admit(principal(), "g", [Dep("dep-a")], 1, 1, "c")
+    assert refused.value.status == 503 and refused.value.body.code == "usage_backlog"
+    await m.writer.close()  # close drains what was accepted
+    assert sorted(r.request_id for r in await rows(m)) == ["a", "b"]
+    await m.close()
+
+
+async def test_admin_usage_summary_and_rbac(db_url):
+    from multihome.api.admin_metering_routes import MeteringAdminRoutes
+    from multihome.identity.principal import Principal
+
+    rule = [BudgetRule(scope="tenant", id="ten_a", amount="1", period="month")]
+    m = await started(db_url, budgets=rule)
+    await m.limiter.admit(principal(), "g", [Dep("dep-a")], 10, 10, "x1")
+    m.record(call("x1", prompt=1000, completion=100, key_id="key_a"))
+    m.record(call("x2", prompt=1000, completion=0, key_id="key_b"))
+    m.record(call("y1", prompt=1000, completion=0, tenant="ten_b"))
+    routes = MeteringAdminRoutes(m)
+
+    async def get(path, who, query=b""):
+        sent = []
+
+        async def send(msg):
+            sent.append(msg)
+        scope = {"path": path, "method": "GET", "query_string": query}
+        try:
+            await routes.handle(scope, None, send, b"req", who)
+        except ApiError as exc:
+            return exc.status, exc.body.code
+        import json
+        return sent[0]["status"], json.loads(sent[1]["body"])
+
+    admin_a = Principal(tenant="ten_a", subject="k", source="api_key", roles=frozenset({"tenant-admin"}))
+    status, body = await get("/admin/v1/tenants/ten_a/usage", admin_a, b"group_by=key")
+    assert status == 200
+    assert [(e["key"], e["calls"], e["cost"]) for e in body["data"]] == [("key_a", 1, "0.0035"), ("key_b", 1, "0.0025")]
+    assert await get("/admin/v1/tenants/ten_b/usage", admin_a) == (403, "other_tenant")
+    assert await get("/admin/v1/usage", admin_a) == (403, "insufficient_role")
+    assert (await get("/admin/v1/tenants/ten_a/usage", admin_a, b"group_by=nope"))[0] == 400
+    status, body = await get("/admin/v1/tenants/ten_a/usage", admin_a, b"start=2999-01-01T00:00:00Z")
+    assert body["data"] == []
+    status, body = await get("/admin/v1/tenants/ten_a/budgets", admin_a)
+    assert [(b["amount"], b["spent_or_reserved"], b["remaining"]) for b in body["data"]] == [("1", "0.0035", "0.9965")]
+    await m.close()
