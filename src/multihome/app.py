@@ -49,6 +49,13 @@ def build_app(config: Config) -> Gateway:
         call_log = CallLog(config.server.call_log)
         accounting.sinks.append(call_log)
         extra_services.append(call_log)
+    audit_log = None
+    if config.audit.enabled:
+        from .audit import AuditLog
+
+        audit_log = AuditLog(config.audit)
+        accounting.audit = audit_log  # call_started is on disk before the answer's first byte
+        accounting.sinks.append(audit_log)  # then the completed call
     routes = OpenAIRoutes(catalog, router, config.server.max_body_bytes, gate, accounting)
     anthropic = AnthropicRoutes(routes, auth)
     async def after_change() -> None:
@@ -57,7 +64,14 @@ def build_app(config: Config) -> Gateway:
 
     admin = AdminRoutes(_Lazy(storage, "store") if storage.enabled else None, gate, frozenset(catalog.groups), after_change)
     admin = MeteringAdminRoutes(metering, fallback=admin)
+    if audit_log is not None:
+        from .api.admin_audit_routes import AuditedAdmin, AuditRoutes
+        from .audit import AuditReader
+
+        admin = AuditedAdmin(admin, AuditRoutes(AuditReader(config.audit.dir)), audit_log)
     services = [storage, gate, catalog, _Started(breakers, list(catalog.deployments)), *extra_services]
+    if audit_log is not None:
+        services.insert(0, audit_log)  # first up, last down: it records everything the others do
     if oidc is not None:
         services.append(oidc)
     return Gateway(catalog, auth, routes, {b"/v1/messages": anthropic.messages}, services=services, admin=admin)

@@ -149,8 +149,10 @@ def main(argv: list[str] | None = None) -> int:
     explain.set_defaults(func=_route_explain)
 
     from .cli_admin import add_commands
+    from .cli_audit import add_commands as add_audit_commands
 
     add_commands(sub)
+    add_audit_commands(sub)
 
     db = sub.add_parser("db", help="the gateway's database").add_subparsers(dest="db_command", required=True)
     upgrade = db.add_parser("upgrade", help="bring the database schema to this version (idempotent)")

@@ -13,6 +13,7 @@ from typing import Literal
 import msgspec
 import yaml
 
+from .audit.config import AuditConfig
 from .identity.oidc_config import IssuerConfig
 from .metering.config import MeteringConfig
 from .metering.config import check as check_metering
@@ -180,6 +181,7 @@ class Config(_Strict):
     storage: Storage = msgspec.field(default_factory=Storage)
     identity: Identity = msgspec.field(default_factory=Identity)
     metering: MeteringConfig = msgspec.field(default_factory=MeteringConfig)
+    audit: AuditConfig = msgspec.field(default_factory=AuditConfig)
 
 
 _AT = re.compile(r" - at `\$(?P<path>[^`]*)`$")
@@ -219,7 +221,8 @@ def parse_config(text: str, *, source: str = "<config>") -> Config:
         raise ConfigError(f"{source}: not valid YAML: {exc}") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{source}: the config must be a mapping with providers, deployments and model_groups")
-    singles = {"server": Server, "routing": Routing, "storage": Storage, "identity": Identity, "metering": MeteringConfig}
+    singles = {"server": Server, "routing": Routing, "storage": Storage, "identity": Identity, "metering": MeteringConfig,
+               "audit": AuditConfig}
     unknown = set(data) - set(_SECTIONS) - set(singles)
     if unknown:
         known = ", ".join([*singles, *_SECTIONS])

@@ -5,7 +5,16 @@ from __future__ import annotations
 import msgspec
 
 from .admin_bodies import KeyView
+from .admin_metering_routes import ROUTES as METERING_ROUTES
 from .admin_routes import ROUTES
+
+# GET-only routes served by other modules: (path, summary, query parameters).
+_EXTRA_GETS = [
+    *((pattern.pattern[1:-1], summary, ["group_by", "start", "end"]) for pattern, _, _, summary in METERING_ROUTES),
+    ("/admin/v1/audit/events", "The audit trail: filter by tenant, kind, model group, deployment, outcome, subject, time; "
+     "cursor pagination (org-admin: all tenants; auditor and tenant-admin: their own)",
+     ["tenant", "since", "until", "kind", "model_group", "deployment", "outcome", "subject", "limit", "after"]),
+]
 
 _ERROR = {
     "description": "OpenAI-style error envelope",
@@ -46,6 +55,16 @@ def openapi_document() -> dict:
                 "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{route.body.__name__}"}}},
             }
         paths.setdefault(path, {})[route.method.lower()] = op
+    for regex_path, summary, query in _EXTRA_GETS:
+        path = _template(regex_path)
+        params = [{"name": n, "in": "path", "required": True, "schema": {"type": "string"}} for n in _path_names(path)]
+        params += [{"name": n, "in": "query", "required": False, "schema": {"type": "string"}} for n in query]
+        paths.setdefault(path, {})["get"] = {
+            "summary": summary, "operationId": path.strip("/").replace("/", "_").replace("{", "").replace("}", ""),
+            "parameters": params,
+            "responses": {"200": {"description": "OK", "content": {"application/json": {"schema": {"type": "object"}}}},
+                          "4XX": _ERROR},
+        }
     return {
         "openapi": "3.1.0",
         "info": {"title": "Multihome admin API", "version": "1"},
@@ -56,6 +75,12 @@ def openapi_document() -> dict:
         "security": [{"bearer": []}],
         "paths": paths,
     }
+
+
+def _path_names(path: str) -> list[str]:
+    import re
+
+    return re.findall(r"\{(\w+)\}", path)
 
 
 def _template(regex_path: str) -> str:

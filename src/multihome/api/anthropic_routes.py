@@ -25,6 +25,7 @@ from .openai_routes import (
     OpenAIRoutes,
     admit_call,
     begin_call,
+    durable,
     finish_unary,
     stream_finisher,
     _chat_response,
@@ -91,8 +92,7 @@ class AnthropicRoutes:
         served = await self.openai.router.route(group, shape, build, _chat_response, forward_usage=True)
         if dropped:
             served = dataclasses.replace(served, dropped=sorted({*dropped, *(served.dropped or ())}))
-        if tracker is not None:
-            await tracker.durable()
+        await durable(tracker, served)
         headers = [*_served_headers(request_id, served), *extra]
         if served.stream is not None:
             converter = AnthropicStream(parsed.request)

@@ -205,8 +205,7 @@ class OpenAIRoutes:
             return _with_request_id(await dep.adapter.chat_request(parsed, dep.upstream_model), rid)
 
         served = await self.router.route(group, shape, build, _chat_response, forward_usage=parsed.include_usage)
-        if tracker is not None:
-            await tracker.durable()
+        await durable(tracker, served)
         headers = [*_served_headers(request_id, served), *extra]
         if served.stream is not None:
             await _send_stream(scope, receive, send, served, headers, stream_finisher(tracker, served))
@@ -228,8 +227,7 @@ class OpenAIRoutes:
             return _with_request_id(await dep.adapter.embeddings_request(parsed, dep.upstream_model), rid)
 
         served = await self.router.route(group, shape, build, _embeddings_response)
-        if tracker is not None:
-            await tracker.durable()
+        await durable(tracker, served)
         await self._send_unary(send, served, [*_served_headers(request_id, served), *extra], tracker)
 
     async def explain(self, scope, receive, send, request_id: bytes) -> None:
@@ -263,6 +261,18 @@ class OpenAIRoutes:
         await send_bytes(send, served.status, served.body, [JSON, *headers])
         if tracker is not None:
             finish_unary(tracker, served, served.body)
+
+
+async def durable(tracker, served: Served) -> None:
+    """Wait until the call's start is on the audit trail; without that the client gets no answer."""
+    if tracker is None:
+        return
+    try:
+        await tracker.durable()
+    except BaseException:
+        if served.stream is not None:
+            served.stream.close()  # the upstream call is abandoned, not leaked
+        raise
 
 
 def finish_unary(tracker, served: Served, sent: bytes) -> None:

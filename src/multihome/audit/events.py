@@ -1,0 +1,232 @@
+"""Audit event schema and its canonical encoding.
+
+Canonical form of an event = the UTF-8 JSON that `msgspec.json.Encoder(order="sorted")` writes for
+the envelope *without* its `hash` key: keys sorted at every level, no whitespace, integers as
+integers, floats in shortest round-trip form (`0.5`, `1.0`), strings with minimal escapes, absent
+values as `null` (every field is always present). `hash` = SHA-256 hex of those bytes. A stored
+line is the canonical form with `,"hash":"<hex>"` spliced in before the final `}`, so a verifier
+re-encodes the decoded line, recomputes the hash, and also checks the line is byte-for-byte that
+form (a line that says the same thing in other bytes was still edited).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+import msgspec
+
+from ..accounting.record import CallRecord
+
+KINDS = ("call", "call_started", "policy_denial", "admin_change", "agent_step")
+FORMAT = "multihome.audit.v1"
+
+_encoder = msgspec.json.Encoder(order="sorted")
+canonical = _encoder.encode
+
+
+def genesis(chain: str) -> str:
+    """The `prev` of a chain's first event: bound to the chain id, so events cannot move between chains."""
+    return hashlib.sha256(f"{FORMAT} genesis {chain}".encode()).hexdigest()
+
+
+class _Body(msgspec.Struct, frozen=True, kw_only=True):
+    pass
+
+
+class Attempt(_Body):
+    deployment: str
+    outcome: str
+    ms: float
+    reason: str | None = None
+
+
+class ToolCall(_Body):
+    name: str
+    id: str
+
+
+class Tokens(_Body):
+    prompt: int
+    completion: int
+    cached: int
+    estimated: bool
+
+
+class CallStarted(_Body):
+    """Written before the upstream call and durable before the answer's first byte leaves."""
+
+    request_id: str
+    tenant: str
+    team: str | None
+    key_id: str | None
+    subject: str
+    principal_source: str
+    endpoint: str
+    model_group: str
+    request_sha256: str
+
+
+class CallEvent(_Body):
+    request_id: str
+    started_at: float
+    finished_at: float
+    tenant: str
+    team: str | None
+    key_id: str | None
+    subject: str
+    principal_source: str
+    endpoint: str
+    model_group: str
+    deployment: str | None
+    provider: str | None
+    provider_kind: str | None
+    region: str | None
+    data_zone: str | None
+    stream: bool
+    attempts: tuple[Attempt, ...]
+    status: int
+    outcome: str
+    error_code: str | None
+    policy_code: str | None
+    entitlement_id: str | None
+    tool_calls: tuple[ToolCall, ...]
+    tokens: Tokens | None
+    latency_ms: float
+    first_byte_ms: float | None
+    request_sha256: str
+    response_sha256: str | None
+
+
+class PolicyDenial(_Body):
+    request_id: str
+    time: float
+    tenant: str
+    team: str | None
+    key_id: str | None
+    subject: str
+    principal_source: str
+    endpoint: str
+    model_group: str
+    status: int
+    policy_code: str | None
+    error_code: str | None
+    entitlement_id: str | None
+    request_sha256: str
+
+
+class AdminChange(_Body):
+    actor: str
+    tenant: str | None
+    action: str  # e.g. "key.revoke"
+    object_type: str
+    object_id: str | None
+    detail: dict[str, Any] = {}
+
+
+class AgentStep(_Body):
+    """Reserved for the stateful runtime: one step of a multi-step agent run."""
+
+    tenant: str
+    subject: str
+    run_id: str
+    step: int
+    action: str  # "model_call" | "tool_call" | "tool_result" | ...
+    detail: dict[str, Any] = {}
+
+
+BODY_TYPES: dict[str, type] = {
+    "call": CallEvent,
+    "call_started": CallStarted,
+    "policy_denial": PolicyDenial,
+    "admin_change": AdminChange,
+    "agent_step": AgentStep,
+}
+
+
+class EventCore(msgspec.Struct, frozen=True, kw_only=True):
+    """Everything the hash covers."""
+
+    chain: str
+    seq: int
+    time: float
+    prev: str
+    kind: str
+    body: Any
+
+
+def seal(core: EventCore) -> tuple[bytes, str]:
+    """-> (the stored line with its newline, the event hash)."""
+    data = canonical(core)
+    digest = hashlib.sha256(data).hexdigest()
+    return b"".join((data[:-1], b',"hash":"', digest.encode(), b'"}\n')), digest
+
+
+def check_line(line: bytes) -> tuple[dict, str, str | None]:
+    """Decode one stored line -> (event dict, recomputed hash, problem or None).
+
+    Raises msgspec.DecodeError when the line is not JSON at all."""
+    try:
+        event = msgspec.json.decode(line)
+    except UnicodeDecodeError as exc:  # invalid UTF-8 inside a string
+        raise msgspec.DecodeError(str(exc)) from None
+    if not isinstance(event, dict):
+        raise msgspec.DecodeError("not a JSON object")
+    stored = event.get("hash")
+    core = {k: v for k, v in event.items() if k != "hash"}
+    data = canonical(core)
+    digest = hashlib.sha256(data).hexdigest()
+    if stored != digest:
+        return event, digest, "hash mismatch: the event's content does not match its hash (modified)"
+    expected = b"".join((data[:-1], b',"hash":"', digest.encode(), b'"}'))
+    if line.rstrip(b"\n") != expected:
+        return event, digest, "not in canonical form: the line was re-encoded or edited"
+    for key in ("chain", "seq", "time", "prev", "kind", "body"):
+        if key not in event:
+            return event, digest, f"missing field {key!r}"
+    return event, digest, None
+
+
+def who(call) -> dict:
+    return dict(
+        tenant=call.tenant, team=call.team, key_id=call.key_id, subject=call.subject,
+        principal_source=call.principal_source,
+    )
+
+
+def call_body(call: CallRecord) -> CallEvent:
+    usage = call.usage
+    return CallEvent(
+        request_id=call.request_id, started_at=call.started_at, finished_at=call.finished_at,
+        tenant=call.tenant, team=call.team, key_id=call.key_id, subject=call.subject,
+        principal_source=call.principal_source, endpoint=call.endpoint, model_group=call.model_group,
+        deployment=call.deployment, provider=call.provider, provider_kind=call.provider_kind, region=call.region,
+        data_zone=call.data_zone, stream=call.stream,
+        attempts=tuple(Attempt(deployment=a.deployment, outcome=a.outcome, ms=a.ms, reason=a.reason) for a in call.attempts),
+        status=call.status, outcome=call.outcome, error_code=call.error_code, policy_code=call.policy_code,
+        entitlement_id=call.entitlement_id, tool_calls=tuple(ToolCall(name=n, id=i) for n, i in call.tool_calls),
+        tokens=None if usage is None else Tokens(
+            prompt=usage.prompt_tokens, completion=usage.completion_tokens, cached=usage.cached_tokens,
+            estimated=usage.estimated,
+        ),
+        latency_ms=call.latency_ms, first_byte_ms=call.first_byte_ms,
+        request_sha256=call.request_sha256, response_sha256=call.response_sha256,
+    )
+
+
+def denial_body(call: CallRecord) -> PolicyDenial:
+    return PolicyDenial(
+        request_id=call.request_id, time=call.finished_at, tenant=call.tenant, team=call.team, key_id=call.key_id,
+        subject=call.subject, principal_source=call.principal_source, endpoint=call.endpoint,
+        model_group=call.model_group, status=call.status, policy_code=call.policy_code, error_code=call.error_code,
+        entitlement_id=call.entitlement_id, request_sha256=call.request_sha256,
+    )
+
+
+def body_for(kind: str, payload) -> tuple[str, object]:
+    """Turn what a producer handed over into the body struct (runs on the writer thread)."""
+    if kind == "call":
+        if payload.outcome == "denied":
+            return "policy_denial", denial_body(payload)
+        return "call", call_body(payload)
+    return kind, payload

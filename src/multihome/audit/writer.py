@@ -1,0 +1,277 @@
+"""AuditLog: the per-process hash chain and its batched writer with group commit.
+
+The event loop only enqueues (a deque append and a wake-up); one writer thread turns payloads into
+events, chains and hashes them, writes a batch, fsyncs, and then resolves the futures of the whole
+batch on the loop. While one batch is being fsynced the next one gathers, so under load one fsync
+covers many events (group commit) and at low load an event waits for one fsync only.
+
+Durability promise: a future from `append` (and `call_started`) resolves only after the event's
+line, and every line before it, has been fsynced. `record` is fire-and-forget; its event follows
+within one group-commit interval.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import os
+import re
+import secrets
+import socket
+import threading
+import time
+
+from ..accounting.record import CallRecord
+from .checkpoint import make_checkpoint
+from .config import AuditConfig
+from .events import KINDS, CallStarted, EventCore, body_for, genesis, seal
+from .keys import key_id_of, load_signing_key
+
+log = logging.getLogger("multihome.audit")
+
+
+def new_chain_id() -> str:
+    host = re.sub(r"[^A-Za-z0-9-]", "-", socket.gethostname())[:40] or "host"
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    return f"chn_{stamp}_{host}_{os.getpid()}_{secrets.token_hex(4)}"
+
+
+class AuditClosed(RuntimeError):
+    pass
+
+
+class AuditLog:
+    """The CallSink for audit, plus `append` for every other kind. Start/close like other services."""
+
+    def __init__(self, config: AuditConfig, *, fsync=None) -> None:
+        if config.dir is None:
+            raise ValueError("audit.dir is not set")
+        self.config = config
+        self.dir = config.dir
+        self._fsync = fsync or (os.fsync if config.fsync else (lambda fd: None))
+        self._signing = load_signing_key(config.signing_key_file, config.signing_key_env)
+        self.key_id = None
+        if self._signing is not None:
+            self.key_id = config.key_id or key_id_of(self._signing.public_key())
+        self.chain = ""
+        self._pending: collections.deque = collections.deque()  # admitted, not yet taken by the writer
+        self._waiting: collections.deque = collections.deque()  # producers beyond max_queue, in order
+        self._inflight = 0  # admitted and not yet durable (loop thread only)
+        self._wake = threading.Event()
+        self._stopping = False
+        self._thread: threading.Thread | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._closed = True
+        # Writer-thread state.
+        self._fd = -1
+        self._cp_fd = -1
+        self._seq = 0
+        self._head = ""
+        self._cp_seq = 0
+        self._cp_time = 0.0
+        self.written = 0
+        self.batches = 0
+        self.max_inflight = 0
+        self.errors = 0
+        self.lost_after_close = 0
+
+    # -- lifecycle -----------------------------------------------------------------------------
+    async def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        await asyncio.to_thread(self._open_chain)
+        self._closed = False
+        self._thread = threading.Thread(target=self._run, name="audit-writer", daemon=True)
+        self._thread.start()
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        while self._waiting:  # shutting down: admit everyone still in line
+            self._admit(self._waiting.popleft())
+        self._stopping = True
+        self._wake.set()
+        await asyncio.to_thread(self._thread.join)
+        # The thread has exited, so futures it resolved are queued on the loop: let them run.
+        await asyncio.sleep(0)
+
+    # -- producers (event loop thread) ---------------------------------------------------------
+    def append(self, kind: str, body) -> asyncio.Future:
+        """Queue an event; the future resolves with its seq once it is on disk (fsynced)."""
+        if kind not in KINDS:
+            raise ValueError(f"unknown audit event kind {kind!r} (known: {', '.join(KINDS)})")
+        future = self._loop.create_future()
+        self._submit((kind, body, future))
+        return future
+
+    def record(self, call: CallRecord) -> None:
+        """CallSink: fire-and-forget. A denied call becomes a `policy_denial` event."""
+        if self._closed:
+            # A call finishing after shutdown began: say so loudly rather than break the caller.
+            self.lost_after_close += 1
+            log.error("audit: the log is closed; call %s was not recorded", call.request_id)
+            return
+        self._submit(("call", call, None))
+
+    async def call_started(self, request_id: str, principal, model_group: str, endpoint: str,
+                           request_sha256: str) -> None:
+        body = CallStarted(
+            request_id=request_id, tenant=principal.tenant, team=principal.team, key_id=principal.key_id,
+            subject=principal.subject, principal_source=principal.source, endpoint=endpoint,
+            model_group=model_group, request_sha256=request_sha256,
+        )
+        await self.append("call_started", body)
+
+    def _submit(self, item) -> None:
+        if self._closed:
+            raise AuditClosed("the audit log is closed")
+        if self._inflight >= self.config.max_queue or self._waiting:
+            # Full: wait in line (FIFO). The producer's future resolves later, which is how an
+            # awaiting producer (call_started) is held back; nothing is dropped.
+            self._waiting.append(item)
+            return
+        self._admit(item)
+
+    def _admit(self, item) -> None:
+        self._inflight += 1
+        if self._inflight > self.max_inflight:
+            self.max_inflight = self._inflight
+        self._pending.append(item)
+        self._wake.set()
+
+    def _batch_done(self, futures: list, count: int, seq_first: int, error: BaseException | None) -> None:
+        self._inflight -= count
+        for i, future in enumerate(futures):
+            if future is None or future.done():
+                continue
+            if error is None:
+                future.set_result(seq_first + i)
+            else:
+                future.set_exception(error)
+        while self._waiting and self._inflight < self.config.max_queue:
+            self._admit(self._waiting.popleft())
+
+    @property
+    def queued(self) -> int:
+        """Events admitted and not yet durable (never above max_queue)."""
+        return self._inflight
+
+    @property
+    def waiting(self) -> int:
+        """Producers in line because the queue is full."""
+        return len(self._waiting)
+
+    # -- writer thread -------------------------------------------------------------------------
+    def _open_chain(self) -> None:
+        os.makedirs(self.dir, mode=0o700, exist_ok=True)
+        self.chain = new_chain_id()
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND
+        self._fd = os.open(os.path.join(self.dir, f"{self.chain}.jsonl"), flags, 0o600)
+        if self._signing is not None:
+            self._cp_fd = os.open(os.path.join(self.dir, f"{self.chain}.checkpoints.jsonl"), flags, 0o600)
+        dfd = os.open(self.dir, os.O_RDONLY)  # make the new names themselves durable
+        try:
+            os.fsync(dfd)
+        finally:
+            os.close(dfd)
+        self._seq, self._head = 0, genesis(self.chain)
+        self._cp_seq, self._cp_time = 0, time.monotonic()
+        log.info("audit chain %s in %s", self.chain, self.dir)
+
+    def _close_chain(self) -> None:
+        for fd in (self._fd, self._cp_fd):
+            if fd >= 0:
+                try:
+                    os.close(fd)
+                except OSError:
+                    pass
+        self._fd = self._cp_fd = -1
+
+    def _run(self) -> None:
+        cfg = self.config
+        wait_s = min(cfg.checkpoint_every_s, 1.0) if self._signing is not None else 1.0
+        while True:
+            self._wake.wait(wait_s)
+            self._wake.clear()
+            while self._pending:
+                batch = self._take(cfg.max_batch)
+                if cfg.commit_delay_ms > 0 and len(batch) < cfg.max_batch:
+                    time.sleep(cfg.commit_delay_ms / 1000)
+                    batch.extend(self._take(cfg.max_batch - len(batch)))
+                self._write_batch(batch)
+                self._maybe_checkpoint(force=False)
+            if self._stopping and not self._pending:
+                break
+            self._maybe_checkpoint(force=False)
+        self._maybe_checkpoint(force=True)
+        self._close_chain()
+
+    def _take(self, n: int) -> list:
+        pending, out = self._pending, []
+        while pending and len(out) < n:
+            out.append(pending.popleft())
+        return out
+
+    def _write_batch(self, batch: list) -> None:
+        lines, futures = [], []
+        seq, head, chain = self._seq, self._head, self.chain
+        first = seq + 1
+        now = time.time()
+        for kind, payload, future in batch:
+            try:
+                kind, body = body_for(kind, payload)
+                line, digest = seal(EventCore(chain=chain, seq=seq + 1, time=now, prev=head, kind=kind, body=body))
+            except Exception as exc:  # a bad payload fails its own producer, not the batch
+                log.exception("audit: cannot encode a %s event", kind)
+                self._resolve([future], 1, 0, exc)
+                continue
+            seq, head = seq + 1, digest
+            lines.append(line)
+            futures.append(future)
+        if not lines:
+            return
+        try:
+            data = b"".join(lines)
+            view = memoryview(data)
+            while view:
+                view = view[os.write(self._fd, view):]
+            self._fsync(self._fd)
+        except OSError as exc:
+            # The file's tail is now unknown: fail these producers and continue on a fresh chain.
+            self.errors += 1
+            log.error("audit: writing chain %s failed (%s); starting a new chain", chain, exc)
+            self._resolve(futures, len(futures), 0, exc)
+            self._close_chain()
+            try:
+                self._open_chain()
+            except OSError as exc2:
+                log.error("audit: cannot open a new chain (%s)", exc2)
+            return
+        self._seq, self._head = seq, head
+        self.written += len(lines)
+        self.batches += 1
+        self._resolve(futures, len(futures), first, None)
+
+    def _resolve(self, futures: list, count: int, first: int, error) -> None:
+        try:
+            self._loop.call_soon_threadsafe(self._batch_done, futures, count, first, error)
+        except RuntimeError:
+            pass  # the loop is gone (process exiting): nobody is waiting any more
+
+    def _maybe_checkpoint(self, force: bool) -> None:
+        if self._signing is None or self._cp_fd < 0 or (self._seq == self._cp_seq and not force):
+            return
+        cfg = self.config
+        due = (self._seq - self._cp_seq >= cfg.checkpoint_every_events
+               or time.monotonic() - self._cp_time >= cfg.checkpoint_every_s)
+        if not (force or due):
+            return
+        line = make_checkpoint(self._signing, self.key_id, self.chain, self._seq, self._head, time.time(), final=force)
+        try:
+            os.write(self._cp_fd, line)
+            self._fsync(self._cp_fd)
+        except OSError as exc:
+            log.error("audit: cannot write a checkpoint for %s (%s)", self.chain, exc)
+            return
+        self._cp_seq, self._cp_time = self._seq, time.monotonic()

@@ -1,0 +1,199 @@
+"""The writer: events on disk, futures resolved only after fsync, group commit, backpressure."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import threading
+
+import msgspec
+import pytest
+
+from multihome.audit import AuditLog, AuditReader, Filters, verify_dir
+from multihome.audit.events import AdminChange, AgentStep
+from multihome.audit.keys import load_public_key, key_id_of
+from multihome.identity.principal import Principal
+
+from .helpers import call, config, key_files
+
+PRINCIPAL = Principal(tenant="ten_a", subject="key_abc", source="api_key", team="team_x", key_id="key_abc")
+
+
+class GatedFsync:
+    """fsync that blocks until released, so a test can look at the world before durability."""
+
+    def __init__(self) -> None:
+        self.gate = threading.Event()
+        self.calls = 0
+        self.entered = threading.Event()
+
+    def __call__(self, fd: int) -> None:
+        self.entered.set()
+        if not self.gate.wait(10):
+            raise OSError("test gate never opened")
+        self.calls += 1
+        os.fsync(fd)
+
+
+def lines(log: AuditLog) -> list[dict]:
+    with open(os.path.join(log.dir, log.chain + ".jsonl"), "rb") as f:
+        return [msgspec.json.decode(line) for line in f]
+
+
+def test_every_kind_is_written_chained_and_readable(tmp_path):
+    _, priv, pub = key_files(tmp_path)
+
+    async def main():
+        log = AuditLog(config(tmp_path / "audit", priv))
+        await log.start()
+        await log.call_started("req_000001", PRINCIPAL, "gpt-4o", "chat", "a" * 64)
+        log.record(call(1))
+        log.record(call(2, outcome="denied", status=403, policy_code="egress_denied", deployment=None))
+        await log.append("admin_change", AdminChange(actor="admin@x", tenant="ten_a", action="key.revoke",
+                                                     object_type="key", object_id="key_1"))
+        await log.append("agent_step", AgentStep(tenant="ten_a", subject="u", run_id="run_1", step=1, action="tool_call"))
+        await log.close()
+        return log
+
+    log = asyncio.run(main())
+    events = lines(log)
+    assert [e["kind"] for e in events] == ["call_started", "call", "policy_denial", "admin_change", "agent_step"]
+    assert [e["seq"] for e in events] == [1, 2, 3, 4, 5]
+    assert all(b["prev"] == a["hash"] for a, b in zip(events, events[1:]))
+    done = events[1]["body"]
+    assert done["attempts"][0] == {"deployment": "az-main", "outcome": "http_503", "ms": 2.5, "reason": "capacity"}
+    assert done["tool_calls"] == [{"name": "get_weather", "id": "call_1"}]
+    assert done["tokens"] == {"prompt": 12, "completion": 7, "cached": 3, "estimated": False}
+    assert events[2]["body"]["policy_code"] == "egress_denied"
+    report = verify_dir(str(tmp_path / "audit"), {key_id_of(load_public_key(pub)): load_public_key(pub)})
+    assert report.ok and not report.problems, [str(p) for p in report.problems]
+    assert report.events == 5 and report.checkpoints == 1  # the final checkpoint of a clean close
+    denied = list(AuditReader(str(tmp_path / "audit")).iter_events(Filters(outcome="denied")))
+    assert [e["body"]["request_id"] for _, e in denied] == ["req_000002"]
+
+
+def test_future_resolves_only_after_fsync(tmp_path):
+    gated = GatedFsync()
+
+    async def main():
+        log = AuditLog(config(tmp_path), fsync=gated)
+        await log.start()
+        started = asyncio.ensure_future(log.call_started("req_1", PRINCIPAL, "gpt-4o", "chat", "c" * 64))
+        for _ in range(200):  # bounded: until the writer is inside fsync
+            if gated.entered.is_set():
+                break
+            await asyncio.sleep(0.01)
+        assert gated.entered.is_set()
+        await asyncio.sleep(0.05)
+        # Written but not yet fsynced: the producer has not been told "durable".
+        assert not started.done()
+        assert [e["body"]["request_id"] for e in lines(log)] == ["req_1"]
+        gated.gate.set()
+        await asyncio.wait_for(started, 5)
+        assert gated.calls >= 1
+        await log.close()
+
+    asyncio.run(main())
+
+
+def test_group_commit_uses_fewer_fsyncs_than_events(tmp_path):
+    count = {"n": 0}
+
+    def slow_fsync(fd):
+        count["n"] += 1
+        threading.Event().wait(0.002)
+        os.fsync(fd)
+
+    async def main():
+        log = AuditLog(config(tmp_path), fsync=slow_fsync)
+        await log.start()
+        seqs = await asyncio.gather(*(log.append("agent_step", AgentStep(tenant="t", subject="s", run_id="r",
+                                                                       step=i, action="x")) for i in range(2000)))
+        await log.close()
+        return log, seqs
+
+    log, seqs = asyncio.run(main())
+    assert seqs == list(range(1, 2001))  # each future resolves with its own seq, in order
+    assert len(lines(log)) == 2000
+    assert count["n"] <= 2000 // 4, f"{count['n']} fsyncs for 2000 events: no group commit"
+
+
+def test_full_queue_makes_producers_wait_and_drops_nothing(tmp_path):
+    gated = GatedFsync()
+
+    async def main():
+        log = AuditLog(config(tmp_path, max_queue=8, max_batch=4), fsync=gated)
+        await log.start()
+        futures = [log.append("agent_step", AgentStep(tenant="t", subject="s", run_id="r", step=i, action="x"))
+                   for i in range(50)]
+        for i in range(10):
+            log.record(call(i))
+        await asyncio.sleep(0.05)
+        assert log.queued == 8  # never more than max_queue in flight
+        assert log.waiting == 52
+        assert not any(f.done() for f in futures)
+        blocked = asyncio.ensure_future(log.call_started("req_late", PRINCIPAL, "gpt-4o", "chat", "d" * 64))
+        await asyncio.sleep(0.02)
+        assert not blocked.done()  # call_started is held back too: that throttles new answers
+        gated.gate.set()
+        await asyncio.wait_for(asyncio.gather(*futures, blocked), 10)
+        assert log.max_inflight == 8
+        await log.close()
+        return log
+
+    log = asyncio.run(main())
+    events = lines(log)
+    assert len(events) == 61
+    assert [e["body"]["step"] for e in events[:50]] == list(range(50))  # FIFO, nothing lost or reordered
+    assert events[-1]["kind"] == "call_started"
+
+
+def test_a_failed_write_fails_its_producers_and_continues_on_a_new_chain(tmp_path):
+    state = {"fail": True}
+
+    def flaky(fd):
+        if state.pop("fail", False):
+            raise OSError(5, "Input/output error")
+        os.fsync(fd)
+
+    async def main():
+        log = AuditLog(config(tmp_path), fsync=flaky)
+        await log.start()
+        first_chain = log.chain
+        with pytest.raises(OSError):
+            await log.append("agent_step", AgentStep(tenant="t", subject="s", run_id="r", step=1, action="x"))
+        assert await log.append("agent_step", AgentStep(tenant="t", subject="s", run_id="r", step=2, action="x")) == 1
+        assert log.chain != first_chain
+        await log.close()
+
+    asyncio.run(main())
+    assert verify_dir(str(tmp_path)).ok
+
+
+def test_unknown_kind_and_closed_log_are_refused(tmp_path):
+    async def main():
+        log = AuditLog(config(tmp_path))
+        await log.start()
+        with pytest.raises(ValueError):
+            log.append("chat", {})
+        await log.close()
+        with pytest.raises(RuntimeError):
+            log.append("agent_step", AgentStep(tenant="t", subject="s", run_id="r", step=1, action="x"))
+        log.record(call(1))  # a call finishing during shutdown: counted and logged, never raised into the front door
+        assert log.lost_after_close == 1
+
+    asyncio.run(main())
+
+
+def test_no_secret_or_content_fields_in_events(tmp_path):
+    async def main():
+        log = AuditLog(config(tmp_path))
+        await log.start()
+        log.record(call(7))
+        await log.append("agent_step", AgentStep(tenant="t", subject="s", run_id="r", step=1, action="x"))
+        await log.close()
+        return log
+
+    body = lines(asyncio.run(main()))[0]["body"]
+    assert not {"messages", "content", "api_key", "authorization", "token", "prompt"} & set(body)
+    assert body["request_sha256"] == "a" * 64 and body["key_id"] == "key_ten_a"
