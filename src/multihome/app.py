@@ -9,10 +9,12 @@ from .api.gateway import Gateway
 from .api.openai_routes import OpenAIRoutes
 from .config import Config, env_secret, load_config
 from .accounting.tracker import Accounting
+from .api.admin_contracts_routes import ContractRoutes
 from .api.admin_metering_routes import MeteringAdminRoutes
 from .api.admin_routes import AdminRoutes
 from .api.policy_gate import PolicyGate
 from .identity.authenticator import Authenticator
+from .contracts.service import ContractsService
 from .metering.service import Metering
 from .observability.call_log import CallLog
 from .routing.attempts import AttemptRunner
@@ -39,12 +41,17 @@ def build_app(config: Config) -> Gateway:
     gate = PolicyGate(catalog, _Lazy(storage, "snapshots") if storage.enabled else None)
     breakers = _breakers(config)
     latency = LatencyStats(config.routing.latency_ewma_alpha)
-    router = Router(catalog, Planner(breakers, latency), AttemptRunner(breakers, latency))
+    contracts = ContractsService(config.contracts, url=storage.url)
+    planner = Planner(breakers, latency, commitments=contracts)
+    router = Router(catalog, planner, AttemptRunner(breakers, latency))
     metering = Metering.from_config(config)
     # Metering has work only with somewhere to write usage or limits to enforce.
     metered = storage.enabled or bool(config.metering.budgets or config.metering.rate_limits)
     accounting = Accounting(sinks=[metering], limiter=metering.limiter) if metered else Accounting()
     extra_services = [metering] if metered else []
+    if config.contracts.revenue_share or config.contracts.commitments:
+        metering.add_sink(contracts)  # metered cost accrues to revenue shares and commitments
+        extra_services.append(contracts)
     if config.server.call_log:
         call_log = CallLog(config.server.call_log)
         accounting.sinks.append(call_log)
@@ -64,6 +71,7 @@ def build_app(config: Config) -> Gateway:
 
     admin = AdminRoutes(_Lazy(storage, "store") if storage.enabled else None, gate, frozenset(catalog.groups), after_change)
     admin = MeteringAdminRoutes(metering, fallback=admin)
+    admin = _Prefixed(ContractRoutes(contracts), admin)
     if audit_log is not None:
         from .api.admin_audit_routes import AuditedAdmin, AuditRoutes
         from .audit import AuditReader
@@ -83,6 +91,17 @@ def _oidc(config: Config):
     from .identity.oidc import OidcVerifier
 
     return OidcVerifier(list(config.identity.oidc))
+
+
+class _Prefixed:
+    """Admin routes a module serves itself (`routes.handles(path)`), in front of the rest."""
+
+    def __init__(self, routes, fallback) -> None:
+        self._routes, self._fallback = routes, fallback
+
+    async def handle(self, scope, receive, send, request_id: bytes, principal) -> None:
+        target = self._routes if self._routes.handles(scope["path"]) else self._fallback
+        await target.handle(scope, receive, send, request_id, principal)
 
 
 class _Lazy:

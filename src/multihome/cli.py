@@ -150,9 +150,11 @@ def main(argv: list[str] | None = None) -> int:
 
     from .cli_admin import add_commands
     from .cli_audit import add_commands as add_audit_commands
+    from .cli_contracts import add_commands as add_contract_commands
 
     add_commands(sub)
     add_audit_commands(sub)
+    add_contract_commands(sub)
 
     db = sub.add_parser("db", help="the gateway's database").add_subparsers(dest="db_command", required=True)
     upgrade = db.add_parser("upgrade", help="bring the database schema to this version (idempotent)")

@@ -14,6 +14,8 @@ import msgspec
 import yaml
 
 from .audit.config import AuditConfig
+from .contracts.config import ContractsConfig, ContractsConfigError
+from .contracts.config import check as check_contracts
 from .identity.oidc_config import IssuerConfig
 from .metering.config import MeteringConfig
 from .metering.config import check as check_metering
@@ -182,6 +184,7 @@ class Config(_Strict):
     identity: Identity = msgspec.field(default_factory=Identity)
     metering: MeteringConfig = msgspec.field(default_factory=MeteringConfig)
     audit: AuditConfig = msgspec.field(default_factory=AuditConfig)
+    contracts: ContractsConfig = msgspec.field(default_factory=ContractsConfig)
 
 
 _AT = re.compile(r" - at `\$(?P<path>[^`]*)`$")
@@ -222,7 +225,7 @@ def parse_config(text: str, *, source: str = "<config>") -> Config:
     if not isinstance(data, dict):
         raise ConfigError(f"{source}: the config must be a mapping with providers, deployments and model_groups")
     singles = {"server": Server, "routing": Routing, "storage": Storage, "identity": Identity, "metering": MeteringConfig,
-               "audit": AuditConfig}
+               "audit": AuditConfig, "contracts": ContractsConfig}
     unknown = set(data) - set(_SECTIONS) - set(singles)
     if unknown:
         known = ", ".join([*singles, *_SECTIONS])
@@ -241,6 +244,12 @@ def parse_config(text: str, *, source: str = "<config>") -> Config:
     problems = check_metering(config.metering, set(config.deployments))
     if problems:
         raise ConfigError(problems[0])
+    try:
+        check_contracts(config.contracts, set(config.providers))
+    except ContractsConfigError as exc:
+        raise ConfigError(str(exc)) from None
+    if (config.contracts.revenue_share or config.contracts.commitments) and not (config.storage.url or config.storage.url_env):
+        raise ConfigError("contracts: the contract ledger needs storage (set storage.url or storage.url_env)")
     return config
 
 

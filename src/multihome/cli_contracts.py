@@ -1,0 +1,201 @@
+"""`multihome contracts list|report|project`: contract terms from a shell.
+
+Reads the ledger directly from the database named by the config's `storage` section (or `--db`),
+so it works with the gateway stopped; agreements are the config's `contracts:` section plus those
+created through the admin API.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime as dt
+import json
+import os
+import sys
+
+UTC = dt.timezone.utc
+
+
+def _load(args) -> tuple[object, str]:
+    import msgspec
+    import yaml
+
+    from .config import ConfigError, Storage, env_secret
+    from .contracts.config import ContractsConfigError, parse_contracts
+
+    if not args.config:
+        raise SystemExit("contracts: give --config FILE (or set MULTIHOME_CONFIG)")
+    try:
+        with open(args.config) as f:
+            data = yaml.safe_load(f) or {}
+    except (OSError, yaml.YAMLError) as exc:
+        raise SystemExit(f"{args.config}: cannot read config ({exc})") from None
+    try:
+        cfg = parse_contracts(data.get("contracts"))
+        storage = msgspec.convert(data.get("storage") or {}, Storage)
+        url = args.db or env_secret(storage.url_env, what="storage.url_env") or storage.url
+    except (ContractsConfigError, ConfigError, msgspec.ValidationError) as exc:
+        raise SystemExit(f"config error: {exc}") from None
+    if not url:
+        raise SystemExit("contracts: no database (set storage.url in the config, or --db URL)")
+    return cfg, url
+
+
+def _now(args) -> dt.datetime:
+    if not getattr(args, "at", None):
+        return dt.datetime.now(UTC)
+    at = dt.datetime.fromisoformat(args.at)
+    return at if at.tzinfo else at.replace(tzinfo=UTC)
+
+
+async def _open(args):
+    from .contracts.service import ContractsService
+    from .storage.engine import create_engine
+
+    cfg, url = _load(args)
+    engine = create_engine(url)
+    svc = ContractsService(cfg, engine=engine)
+    from .contracts.ledger import Ledger
+
+    svc.ledger = Ledger(engine)
+    try:
+        await svc.refresh()
+    except Exception:
+        await engine.dispose()
+        raise
+    return svc, engine
+
+
+def _pick(svc, contract_id: str | None):
+    items = svc.agreements()
+    if contract_id is None:
+        return items
+    a = svc.agreement(contract_id)
+    if a is None:
+        known = ", ".join(sorted(x.id for x in items)) or "none"
+        raise SystemExit(f"unknown contract {contract_id!r} (known: {known})")
+    return [a]
+
+
+def _list(args) -> int:
+    async def run():
+        svc, engine = await _open(args)
+        try:
+            for a in svc.agreements():
+                t = svc.totals.get(a.id)
+                print(f"{a.id}\t{type(a).__name__}\t{a.starts_on}..{a.ends_on}\t{a.currency}\t"
+                      f"accrued {t.accrued if t else 0}")
+        finally:
+            await engine.dispose()
+
+    asyncio.run(run())
+    return 0
+
+
+def _report(args) -> int:
+    from .contracts.report import build_reports, to_csv
+
+    async def run():
+        svc, engine = await _open(args)
+        try:
+            return await build_reports(_pick(svc, args.contract), svc.ledger, _now(args), svc.cfg.rate_window_days)
+        finally:
+            await engine.dispose()
+
+    reports = asyncio.run(run())
+    if args.csv:
+        out = to_csv(reports)
+    elif args.json:
+        out = json.dumps([r.to_dict() for r in reports], indent=2) + "\n"
+    else:
+        out = "".join(_human(r) for r in reports)
+    if args.out:
+        with open(args.out, "w", newline="") as f:
+            f.write(out)
+    else:
+        sys.stdout.write(out)
+    return 0
+
+
+def _human(r) -> str:
+    lines = [f"{r.contract_id} ({r.kind}, {r.starts_on}..{r.ends_on}, {r.currency}) as of {r.as_of}: {r.status}",
+             f"  accrued      {r.accrued} over {r.calls} calls"]
+    if r.kind == "revenue_share":
+        lines.append(f"  cap          {r.limit or 'none'}   remaining {r.remaining or '-'}   forgone {r.forgone}")
+    else:
+        lines.append(f"  commitment   {r.limit}   planned to date {r.planned_to_date}   "
+                     f"burn vs plan {r.burn_vs_plan:+.2%} ({r.status})   remaining {r.remaining}")
+        lines.append(f"  at the end   {r.projected_at_end} at the recent rate")
+    when = r.projected_date or ("reached" if r.status == "capped" else "not before the end")
+    lines.append(f"  recent rate  {r.daily_rate}/day over {r.window_days:g} days   projected to reach the limit: {when}")
+    return "\n".join(lines) + "\n"
+
+
+def _project(args) -> int:
+    from .contracts import scenario
+    from .contracts.report import build_report
+
+    async def run():
+        svc, engine = await _open(args)
+        try:
+            a = _pick(svc, args.contract)[0]
+            now = _now(args)
+            rep = await build_report(a, svc.ledger, now, svc.cfg.rate_window_days)
+            daily = await svc.ledger.daily(a.id)
+            return a, rep, daily, now
+        finally:
+            await engine.dispose()
+
+    a, rep, daily, now = asyncio.run(run())
+    until = None
+    if args.until:
+        until = dt.datetime.combine(dt.date.fromisoformat(args.until) + dt.timedelta(days=1), dt.time(), UTC)
+    base = args.base if args.base is not None else float(rep.daily_rate_exact)
+    try:
+        p = scenario.project(a, accrued_now=float(rep.accrued_exact), base_daily=base, growth=args.growth,
+                             growth_rate=args.rate, now=now, until=until,
+                             history=scenario.cumulative_history(daily))
+    except ValueError as exc:
+        raise SystemExit(f"contracts project: {exc}") from None
+    for path in args.out:
+        if not path.lower().endswith((".png", ".svg")):
+            raise SystemExit(f"--out {path}: use a .png or .svg file name")
+    if args.out:
+        scenario.render(p, args.out)
+    if args.json:
+        print(json.dumps({**p.to_dict(), "charts": args.out}, indent=2))
+    else:
+        print(f"{a.id}: {p.label} ({p.growth}, {p.growth_rate:+.1%} per 30 days from {p.base_daily:,.2f}/day); "
+              f"projected {p.at_until:,.2f} {p.currency} by the end of {p.last_day}")
+        for path in args.out:
+            print(f"wrote {path}")
+    return 0
+
+
+def _common(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    p.add_argument("--config", "-c", default=os.environ.get("MULTIHOME_CONFIG"), help="gateway config (YAML)")
+    p.add_argument("--db", help="database URL (default: the config's storage.url)")
+    p.add_argument("--at", help="compute as of this ISO time (default: now)")
+    return p
+
+
+def add_commands(sub) -> None:
+    c = sub.add_parser("contracts", help="revenue share, committed spend: reports and projections")
+    cs = c.add_subparsers(dest="contracts_command", required=True)
+    _common(cs.add_parser("list", help="agreements and what has accrued")).set_defaults(func=_list)
+    r = _common(cs.add_parser("report", help="accrued, remaining to cap, projected cap date, burn vs plan"))
+    r.add_argument("--contract", help="one contract id (default: all)")
+    r.add_argument("--csv", action="store_true", help="CSV (one row per contract)")
+    r.add_argument("--json", action="store_true")
+    r.add_argument("--out", help="write to this file instead of stdout")
+    r.set_defaults(func=_report)
+    p = _common(cs.add_parser("project", help="scenario planner: project to the end and chart it"))
+    p.add_argument("--contract", required=True)
+    p.add_argument("--growth", choices=("flat", "linear", "compound"), default="flat")
+    p.add_argument("--rate", type=float, default=0.0, help="growth per 30 days as a fraction (0.1 = +10%%)")
+    p.add_argument("--base", type=float, help="base accrual per day (default: the recent rate from the ledger)")
+    p.add_argument("--until", help="project to this date, YYYY-MM-DD inclusive (default: the contract's end)")
+    p.add_argument("--out", action="append", default=[], help="chart file, .png or .svg (repeatable)")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=_project)

@@ -1,0 +1,205 @@
+"""The accrual ledger: append-only, idempotent, capped, exact.
+
+One `apply(batch)` is one transaction (group commit). Inside it, for every contract the batch
+touches (in id order, so two replicas never deadlock), the contract's `ledger_totals` row is locked
+(PostgreSQL: SELECT ... FOR UPDATE; SQLite: the BEGIN IMMEDIATE write lock), accruals already on
+record for (contract, request) are skipped, and each new accrual is clipped to what is left under
+the cap. So the cap holds across any number of replicas, and a replay never counts twice.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterable
+from dataclasses import dataclass
+from decimal import Decimal
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from ..storage.engine import is_sqlite, write_connection
+from . import money
+from .config import Agreement, decode_agreement, encode_agreement
+from .tables import contract_agreements, ledger_accruals, ledger_totals
+
+UTC = dt.timezone.utc
+
+
+def _utc(value: dt.datetime | None) -> dt.datetime | None:
+    if value is None:
+        return None
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+@dataclass(frozen=True, slots=True)
+class Pending:
+    """An accrual waiting for the next group commit."""
+
+    contract_id: str
+    request_id: str
+    at: dt.datetime  # UTC, when the call finished
+    basis: Decimal  # metered cost
+    requested: Decimal  # before the cap
+    cap: Decimal | None
+    price_version: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Total:
+    contract_id: str
+    accrued: Decimal
+    requested: Decimal
+    calls: int
+    capped_at: dt.datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class Accrual:
+    contract_id: str
+    request_id: str
+    at: dt.datetime
+    basis: Decimal
+    requested: Decimal
+    amount: Decimal
+    price_version: str
+
+
+class Ledger:
+    def __init__(self, engine: AsyncEngine) -> None:
+        self.engine = engine
+        self._sqlite = is_sqlite(engine)
+        self._insert = sqlite.insert if self._sqlite else postgresql.insert
+
+    # -- writes ----------------------------------------------------------------------------------
+    async def apply(self, batch: list[Pending]) -> dict[str, Total]:
+        """Write one batch in one transaction. Returns the new totals of the contracts it touched.
+
+        Safe to call again with the same batch (after an ambiguous failure): nothing counts twice.
+        """
+        if not batch:
+            return {}
+        ids = sorted({p.contract_id for p in batch})
+        now = dt.datetime.now(UTC)
+        conn = await write_connection(self.engine)
+        try:
+            async with conn.begin():
+                await conn.execute(
+                    self._insert(ledger_totals)
+                    .values([dict(contract_id=c, accrued="0", requested="0", calls=0, capped_at=None, updated_at=now)
+                             for c in ids])
+                    .on_conflict_do_nothing(index_elements=["contract_id"])
+                )
+                q = sa.select(ledger_totals).where(ledger_totals.c.contract_id.in_(ids)).order_by(ledger_totals.c.contract_id)
+                if not self._sqlite:
+                    q = q.with_for_update()
+                totals = {r.contract_id: _total(r) for r in (await conn.execute(q)).all()}
+                seen: set[tuple[str, str]] = set()
+                for c in ids:
+                    keys = sorted({p.request_id for p in batch if p.contract_id == c})
+                    for i in range(0, len(keys), 500):
+                        rows = await conn.execute(
+                            sa.select(ledger_accruals.c.request_id).where(
+                                ledger_accruals.c.contract_id == c, ledger_accruals.c.request_id.in_(keys[i : i + 500])
+                            )
+                        )
+                        seen.update((c, r) for (r,) in rows.all())
+                rows_out, changed = [], {}
+                for p in batch:
+                    key = (p.contract_id, p.request_id)
+                    if key in seen:
+                        continue  # already on record: a replay or a retry
+                    seen.add(key)
+                    t = changed.get(p.contract_id) or totals[p.contract_id]
+                    amount = p.requested
+                    capped_at = t.capped_at
+                    if p.cap is not None:
+                        left = max(money.ZERO, money.sub(p.cap, t.accrued))
+                        amount = min(amount, left)  # the crossing accrual is partial
+                        if capped_at is None and money.add(t.accrued, amount) >= p.cap and p.requested > 0:
+                            capped_at = p.at
+                    changed[p.contract_id] = Total(
+                        p.contract_id, money.add(t.accrued, amount), money.add(t.requested, p.requested),
+                        t.calls + 1, capped_at,
+                    )
+                    rows_out.append(dict(
+                        contract_id=p.contract_id, request_id=p.request_id, at=p.at, basis=money.text(p.basis),
+                        requested=money.text(p.requested), amount=money.text(amount), price_version=p.price_version,
+                        recorded_at=now,
+                    ))
+                if rows_out:
+                    await conn.execute(sa.insert(ledger_accruals), rows_out)
+                for t in changed.values():
+                    await conn.execute(
+                        sa.update(ledger_totals).where(ledger_totals.c.contract_id == t.contract_id).values(
+                            accrued=money.text(t.accrued), requested=money.text(t.requested), calls=t.calls,
+                            capped_at=t.capped_at, updated_at=now,
+                        )
+                    )
+        finally:
+            await conn.close()
+        return {**{c: totals[c] for c in ids}, **changed}
+
+    # -- reads -----------------------------------------------------------------------------------
+    async def totals(self, contract_ids: Iterable[str] | None = None) -> dict[str, Total]:
+        q = sa.select(ledger_totals)
+        if contract_ids is not None:
+            q = q.where(ledger_totals.c.contract_id.in_(list(contract_ids)))
+        async with self.engine.connect() as conn:
+            return {r.contract_id: _total(r) for r in (await conn.execute(q)).all()}
+
+    async def accruals(
+        self, contract_id: str, *, since: dt.datetime | None = None, until: dt.datetime | None = None
+    ) -> list[Accrual]:
+        """Accruals of one contract in time order (`since` inclusive, `until` exclusive)."""
+        c = ledger_accruals.c
+        q = sa.select(ledger_accruals).where(c.contract_id == contract_id)
+        if since is not None:
+            q = q.where(c.at >= since)
+        if until is not None:
+            q = q.where(c.at < until)
+        async with self.engine.connect() as conn:
+            rows = (await conn.execute(q.order_by(c.at, c.request_id))).all()
+        return [
+            Accrual(r.contract_id, r.request_id, _utc(r.at), money.dec(r.basis), money.dec(r.requested),
+                    money.dec(r.amount), r.price_version)
+            for r in rows
+        ]
+
+    async def accrued_between(self, contract_id: str, since: dt.datetime, until: dt.datetime) -> Decimal:
+        c = ledger_accruals.c
+        q = sa.select(c.amount).where(c.contract_id == contract_id, c.at >= since, c.at < until)
+        async with self.engine.connect() as conn:
+            return money.total(money.dec(a) for (a,) in (await conn.execute(q)).all())
+
+    async def daily(self, contract_id: str) -> list[tuple[dt.date, Decimal]]:
+        """Accrued per UTC day, in day order (days without accruals are left out)."""
+        c = ledger_accruals.c
+        q = sa.select(c.at, c.amount).where(c.contract_id == contract_id).order_by(c.at)
+        out: dict[dt.date, Decimal] = {}
+        async with self.engine.connect() as conn:
+            for at, amount in (await conn.execute(q)).all():
+                day = _utc(at).date()
+                out[day] = money.add(out.get(day, money.ZERO), money.dec(amount))
+        return sorted(out.items())
+
+    # -- agreements created through the admin API -----------------------------------------------
+    async def create_agreement(self, a: Agreement, *, actor: str) -> None:
+        """Store an agreement. Raises sqlalchemy IntegrityError if the id is taken."""
+        spec = encode_agreement(a)
+        conn = await write_connection(self.engine)
+        try:
+            async with conn.begin():
+                await conn.execute(sa.insert(contract_agreements).values(
+                    id=a.id, kind=spec["kind"], spec=spec, actor=actor, created_at=dt.datetime.now(UTC)))
+        finally:
+            await conn.close()
+
+    async def agreements(self) -> list[Agreement]:
+        async with self.engine.connect() as conn:
+            rows = (await conn.execute(sa.select(contract_agreements.c.spec).order_by(contract_agreements.c.id))).all()
+        return [decode_agreement(spec) for (spec,) in rows]
+
+
+def _total(r) -> Total:
+    return Total(r.contract_id, money.dec(r.accrued), money.dec(r.requested), int(r.calls), _utc(r.capped_at))

@@ -1,0 +1,200 @@
+"""Scenario planner: project accruals (or commitment burn) to the agreement's end under a growth
+scenario, find where the cap (or the commitment) is reached, and draw it.
+
+With r0 the base daily accrual (the recent rate unless given), g the growth per 30 days and d the
+days from now, the daily rate and the cumulative projected accrual F(d) are:
+
+    flat:      r(d) = r0                        F(d) = r0 d
+    linear:    r(d) = r0 (1 + g d / 30)         F(d) = r0 (d + g d^2 / 60)          (r stops at 0 if g < 0)
+    compound:  r(d) = r0 (1 + g)^(d / 30)       F(d) = r0 * 30 / ln(1+g) * ((1+g)^(d/30) - 1)
+
+The limit L (cap or commitment amount) is reached when A0 + F(d) = L, K = (L - A0) / r0:
+
+    flat:      d = K
+    linear:    d = (-1 + sqrt(1 + 4 (g/60) K)) / (2 g / 60)
+    compound:  d = 30 ln(1 + K ln(1+g) / 30) / ln(1+g)
+
+Projections are floats (a plan, not money owed); the ledger stays Decimal.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+from dataclasses import dataclass, field
+
+from .config import Agreement, Commitment
+from . import terms
+
+GROWTH = ("flat", "linear", "compound")
+UTC = dt.timezone.utc
+
+
+def cumulative(growth: str, r0: float, g: float, d: float) -> float:
+    """F(d): projected accrual over the next d days."""
+    if d <= 0 or r0 <= 0:
+        return 0.0
+    if growth == "flat" or g == 0:
+        return r0 * d
+    if growth == "linear":
+        if g < 0:
+            d = min(d, 30.0 / -g)  # the rate has fallen to zero; nothing more accrues
+        return r0 * (d + g * d * d / 60.0)
+    if growth == "compound":
+        if g <= -1:
+            raise ValueError("compound growth needs a rate above -1")
+        k = math.log1p(g)
+        return r0 * 30.0 / k * math.expm1(d * k / 30.0)
+    raise ValueError(f"growth must be one of {', '.join(GROWTH)}")
+
+
+def days_to_reach(growth: str, r0: float, g: float, needed: float) -> float | None:
+    """Days until F(d) = needed (closed form), or None if it is never reached."""
+    if needed <= 0:
+        return 0.0
+    if r0 <= 0:
+        return None
+    k_days = needed / r0
+    if growth == "flat" or g == 0:
+        return k_days
+    if growth == "linear":
+        a = g / 60.0
+        disc = 1.0 + 4.0 * a * k_days
+        if disc < 0:
+            return None
+        d = (-1.0 + math.sqrt(disc)) / (2.0 * a)
+        if g < 0 and d > 30.0 / -g:
+            return None
+        return d
+    if growth == "compound":
+        k = math.log1p(g)
+        x = 1.0 + k_days * k / 30.0
+        if x <= 0:
+            return None
+        return 30.0 * math.log(x) / k
+    raise ValueError(f"growth must be one of {', '.join(GROWTH)}")
+
+
+@dataclass
+class Projection:
+    contract_id: str
+    kind: str
+    currency: str
+    growth: str
+    growth_rate: float
+    base_daily: float
+    now: dt.datetime
+    until: dt.datetime
+    accrued_now: float
+    limit: float | None
+    crossing: dt.datetime | None
+    at_until: float  # projected cumulative at `until` (capped for a revenue share)
+    history: list[tuple[dt.date, float]] = field(default_factory=list)  # cumulative by day, from the ledger
+    start: dt.datetime | None = None
+    end: dt.datetime | None = None
+
+    def to_dict(self) -> dict:
+        return {
+            "contract_id": self.contract_id, "kind": self.kind, "currency": self.currency, "growth": self.growth,
+            "growth_rate_per_30d": self.growth_rate, "base_daily": self.base_daily, "now": self.now.isoformat(),
+            "until": self.until.isoformat(), "last_day": self.last_day, "accrued_now": self.accrued_now, "limit": self.limit,
+            "crossing_date": self.crossing.date().isoformat() if self.crossing else None,
+            "projected_at_until": self.at_until,
+        }
+
+    def value_at(self, at: dt.datetime) -> float:
+        d = (at - self.now).total_seconds() / 86400.0
+        v = self.accrued_now + cumulative(self.growth, self.base_daily, self.growth_rate, d)
+        if self.kind == "revenue_share" and self.limit is not None:
+            v = min(v, self.limit)  # accrual stops at the cap
+        return v
+
+    @property
+    def last_day(self) -> str:
+        """`until` is exclusive (midnight after the last day): the inclusive last day, for people."""
+        return (self.until - dt.timedelta(microseconds=1)).date().isoformat()
+
+    @property
+    def label(self) -> str:
+        if self.crossing is None:
+            what = "cap" if self.kind == "revenue_share" else "commitment"
+            return f"{what} not reached by {self.last_day}"
+        if self.kind == "revenue_share":
+            return f"cap reached {self.crossing.date().isoformat()}"
+        return f"commitment used up {self.crossing.date().isoformat()}"
+
+
+def project(a: Agreement, *, accrued_now: float, base_daily: float, growth: str, growth_rate: float,
+            now: dt.datetime, until: dt.datetime | None = None,
+            history: list[tuple[dt.date, float]] | None = None) -> Projection:
+    if growth not in GROWTH:
+        raise ValueError(f"growth must be one of {', '.join(GROWTH)}, not {growth!r}")
+    start, end = terms.period(a)
+    until = until or end
+    if until <= now:
+        raise ValueError(f"nothing to project: {until.date()} is not after {now.date()}")
+    if growth == "compound" and growth_rate <= -1:
+        raise ValueError("compound growth needs a rate above -1")
+    limit = float(a.amount) if isinstance(a, Commitment) else (None if a.cap is None else float(a.cap))
+    crossing = None
+    if limit is not None:
+        d = days_to_reach(growth, base_daily, growth_rate, limit - accrued_now)
+        if d is not None:
+            at = now + dt.timedelta(days=d)
+            crossing = at if at <= until else None
+    p = Projection(a.id, "commitment" if isinstance(a, Commitment) else "revenue_share", a.currency, growth,
+                   growth_rate, base_daily, now, until, accrued_now, limit, crossing, 0.0, history or [], start, end)
+    p.at_until = p.value_at(until)
+    return p
+
+
+def cumulative_history(daily) -> list[tuple[dt.date, float]]:
+    """Ledger daily sums -> cumulative by day (for the chart's history line)."""
+    out, run = [], 0.0
+    for day, amount in daily:
+        run += float(amount)
+        out.append((day, run))
+    return out
+
+
+def render(p: Projection, paths: list[str], planned: bool = True) -> None:
+    """Draw the projection to each path (format from the extension: .png or .svg)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    matplotlib.rcParams["svg.fonttype"] = "none"  # keep text as text in SVG (searchable, testable)
+    fig, ax = plt.subplots(figsize=(10, 5.5), dpi=100)
+    try:
+        if p.history:
+            xs = [dt.datetime.combine(day, dt.time(), UTC) + dt.timedelta(days=1) for day, _ in p.history]
+            x0 = dt.datetime.combine(p.history[0][0], dt.time(), UTC)
+            ax.step([x0] + xs, [0.0] + [v for _, v in p.history], where="post",
+                    color="#1f77b4", label="accrued (ledger)")
+        n = 200
+        span = (p.until - p.now).total_seconds()
+        xs = [p.now + dt.timedelta(seconds=span * i / n) for i in range(n + 1)]
+        ax.plot(xs, [p.value_at(x) for x in xs], "--", color="#1f77b4",
+                label=f"projected ({p.growth}, {p.growth_rate:+.1%} / 30 days)")
+        what = "cap" if p.kind == "revenue_share" else "commitment"
+        if p.limit is not None:
+            ax.axhline(p.limit, color="#d62728", linestyle=":", label=f"{what} {p.limit:,.2f} {p.currency}")
+        if p.kind == "commitment" and planned and p.start and p.end and p.limit is not None:
+            ax.plot([p.start, p.end], [0.0, p.limit], color="#2ca02c", alpha=0.7, label="planned burn (linear)")
+        if p.crossing is not None:
+            ax.axvline(p.crossing, color="#d62728", alpha=0.6)
+            ax.annotate(p.label, xy=(p.crossing, p.limit), xytext=(10, -30), textcoords="offset points",
+                        arrowprops={"arrowstyle": "->", "color": "#d62728"}, color="#d62728")
+        else:
+            ax.annotate(p.label, xy=(0.02, 0.95), xycoords="axes fraction", va="top")
+        ax.set_title(f"{p.contract_id}: {'accruals' if p.kind == 'revenue_share' else 'commitment burn-down'}"
+                     f" to {p.last_day}")
+        ax.set_ylabel(p.currency)
+        ax.grid(alpha=0.3)
+        ax.legend(loc="lower right")
+        fig.autofmt_xdate()
+        for path in paths:
+            fig.savefig(path, format=path.rsplit(".", 1)[-1].lower())
+    finally:
+        plt.close(fig)

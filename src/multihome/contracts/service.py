@@ -1,0 +1,226 @@
+"""`ContractsService`: the metered-call sink, the group-commit writer and the burn-down source.
+
+- `metered(m)` runs on the event loop for every metered call: it finds the agreements the call
+  counts towards (an in-memory index) and appends one pending accrual per agreement. No I/O.
+- A writer task commits pending accruals in batches (`batch_max`, or every `flush_interval_s`),
+  one transaction per batch (`Ledger.apply`). A failed batch is put back at the head of the queue
+  and retried with backoff; because the ledger is idempotent, a retry after an ambiguous failure
+  never counts twice. Nothing is dropped; `close()` drains the queue.
+- Durability promise: an accrual is on disk once `flush()` has returned, or within
+  `flush_interval_s` (plus commit time) of the call; the client's answer does not wait for it. A
+  crash (kill -9) loses the accruals still queued: at most one flush interval of calls.
+- `behind_plan(pool)` serves routing from memory; totals are refreshed from the ledger after each
+  commit of this replica and every `refresh_s` for the others.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import logging
+import time
+from collections import deque
+from decimal import Decimal
+
+from . import terms
+from .config import Agreement, Commitment, ContractsConfig, agreements_of, problems
+from .ledger import Ledger, Pending, Total
+from .metered import MeteredCall
+
+log = logging.getLogger("multihome.contracts")
+UTC = dt.timezone.utc
+
+
+class AgreementConflict(ValueError):
+    pass
+
+
+class ContractsService:
+    def __init__(self, cfg: ContractsConfig, url: str | None = None, *, engine=None, clock=time.time) -> None:
+        self.cfg = cfg
+        self.url = url
+        self._engine = engine
+        self._own_engine = engine is None
+        self._clock = clock
+        self.ledger: Ledger | None = None
+        self._configured = agreements_of(cfg)
+        self._stored: list[Agreement] = []
+        self._index = terms.Index(self._configured)
+        self._plans: dict[str, tuple[float, float, float]] = {}  # commitment id -> (start, end, amount)
+        self._burned: dict[str, float] = {}
+        self.totals: dict[str, Total] = {}
+        self._queue: deque[Pending] = deque()
+        self._wake = asyncio.Event()
+        self._committed_evt = asyncio.Event()
+        self.enqueued = 0
+        self.committed = 0
+        self.batches = 0
+        self.write_errors = 0
+        self._writer: asyncio.Task | None = None
+        self._refresher: asyncio.Task | None = None
+        self._closing = False
+        self._set_agreements(self._configured)
+
+    # -- lifecycle -------------------------------------------------------------------------------
+    async def start(self) -> None:
+        if self._engine is None:
+            if self.url is None:
+                if self._configured:
+                    raise RuntimeError("contracts need a database: set storage.url (or storage.url_env) in the config")
+                return  # no storage, no contracts: a no-op sink
+            from ..storage.engine import create_engine
+
+            self._engine = create_engine(self.url)
+        self.ledger = Ledger(self._engine)
+        await self.refresh()
+        self._writer = asyncio.get_running_loop().create_task(self._write_loop(), name="contracts-writer")
+        self._refresher = asyncio.get_running_loop().create_task(self._refresh_loop(), name="contracts-refresh")
+
+    async def close(self, timeout_s: float = 10.0) -> None:
+        self._closing = True
+        if self._refresher is not None:
+            self._refresher.cancel()
+        if self._writer is not None:
+            self._wake.set()
+            try:
+                await asyncio.wait_for(asyncio.shield(self._writer), timeout_s)
+            except asyncio.TimeoutError:
+                self._writer.cancel()
+                log.error("contracts: %d accruals could not be written before shutdown (database unreachable); "
+                          "they are lost", len(self._queue))
+        if self._engine is not None and self._own_engine:
+            await self._engine.dispose()
+
+    # -- the sink (hot path) ---------------------------------------------------------------------
+    def metered(self, m: MeteredCall) -> None:
+        if self.ledger is None or not m.cost > 0:
+            return
+        call = m.call
+        found = self._index.matching(call.tenant, call.model_group, call.provider, m.currency, call.finished_at)
+        if not found:
+            return
+        at = dt.datetime.fromtimestamp(call.finished_at, UTC)
+        for a in found:
+            self._queue.append(Pending(a.id, call.request_id, at, m.cost, terms.requested(a, m.cost),
+                                       terms.limit(a), m.price_version[:64]))
+        was_idle = len(self._queue) == len(found)
+        self.enqueued += len(found)
+        if was_idle or len(self._queue) >= self.cfg.batch_max:
+            self._wake.set()  # an idle writer must not wait for a full batch
+
+    async def flush(self, timeout_s: float = 30.0) -> None:
+        """Return once every accrual enqueued before the call is committed (TimeoutError if not)."""
+        target = self.enqueued
+        deadline = time.monotonic() + timeout_s
+        while self.committed < target:
+            if self._writer is None or self._writer.done():
+                raise RuntimeError("the contracts writer is not running")
+            self._wake.set()
+            self._committed_evt.clear()
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError(f"{target - self.committed} accruals not yet committed")
+            try:
+                await asyncio.wait_for(self._committed_evt.wait(), min(left, 1.0))
+            except asyncio.TimeoutError:
+                pass
+
+    async def _write_loop(self) -> None:
+        failures = 0
+        while True:
+            if not self._queue:
+                if self._closing:
+                    return
+                self._wake.clear()
+                await self._wake.wait()
+                self._wake.clear()  # the first accrual woke us; now give others the flush interval to join
+            if len(self._queue) < self.cfg.batch_max and not self._closing:
+                # Group commit: let more calls join the batch, up to the flush interval.
+                try:
+                    await asyncio.wait_for(self._wake.wait(), self.cfg.flush_interval_s)
+                except asyncio.TimeoutError:
+                    pass
+                self._wake.clear()
+            n = min(len(self._queue), self.cfg.batch_max)
+            batch = [self._queue.popleft() for _ in range(n)]
+            try:
+                changed = await self.ledger.apply(batch)
+            except asyncio.CancelledError:
+                self._queue.extendleft(reversed(batch))
+                raise
+            except Exception as exc:  # keep the batch; the ledger makes the retry idempotent
+                self._queue.extendleft(reversed(batch))
+                self.write_errors += 1
+                failures += 1
+                delay = min(0.05 * 2 ** min(failures, 6), 2.0)
+                log.warning("contracts: writing %d accruals failed (%s); retrying in %.2fs", n, exc, delay)
+                await asyncio.sleep(delay)
+                continue
+            failures = 0
+            self.batches += 1
+            self.committed += n
+            self._apply_totals(changed)
+            self._committed_evt.set()
+
+    # -- agreements and totals -------------------------------------------------------------------
+    def agreements(self) -> list[Agreement]:
+        return list(self._index.by_id.values())
+
+    def agreement(self, contract_id: str) -> Agreement | None:
+        return self._index.by_id.get(contract_id)
+
+    async def create_agreement(self, a: Agreement, *, actor: str) -> Agreement:
+        errs = problems(a)
+        if errs:
+            raise ValueError("; ".join(errs))
+        if a.id in self._index.by_id:
+            raise AgreementConflict(f"a contract with id {a.id!r} already exists")
+        from sqlalchemy.exc import IntegrityError
+
+        try:
+            await self.ledger.create_agreement(a, actor=actor)
+        except IntegrityError:
+            raise AgreementConflict(f"a contract with id {a.id!r} already exists") from None
+        await self.refresh()
+        return a
+
+    async def refresh(self) -> None:
+        """Re-read stored agreements and every contract's ledger totals."""
+        stored = await self.ledger.agreements()
+        config_ids = {a.id for a in self._configured}
+        self._stored = [a for a in stored if a.id not in config_ids]  # config wins; the API refuses clashes
+        self._set_agreements([*self._configured, *self._stored])
+        self._apply_totals(await self.ledger.totals())
+
+    async def _refresh_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.cfg.refresh_s)
+            try:
+                await self.refresh()
+            except Exception as exc:
+                log.warning("contracts: refresh failed (%s); serving the last totals", exc)
+
+    def _set_agreements(self, agreements: list[Agreement]) -> None:
+        self._index = terms.Index(agreements)
+        self._plans = {a.id: (*terms.period_ts(a), float(a.amount)) for a in agreements if isinstance(a, Commitment)}
+
+    def _apply_totals(self, totals: dict[str, Total]) -> None:
+        for cid, t in totals.items():
+            cur = self.totals.get(cid)
+            if cur is None or t.calls >= cur.calls:  # never step back to an older reading
+                self.totals[cid] = t
+                self._burned[cid] = float(t.accrued)
+
+    # -- routing.commitments.CommitmentSource ----------------------------------------------------
+    def behind_plan(self, pool: str) -> float:
+        """(planned burn to now - actual burn) / commitment amount; 0.0 for an unknown pool."""
+        plan = self._plans.get(pool)
+        if plan is None:
+            return 0.0
+        start, end, amount = plan
+        frac = min(1.0, max(0.0, (self._clock() - start) / (end - start)))
+        return frac - self._burned.get(pool, 0.0) / amount
+
+    def accrued(self, contract_id: str) -> Decimal:
+        t = self.totals.get(contract_id)
+        return t.accrued if t is not None else Decimal(0)

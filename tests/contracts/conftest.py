@@ -1,0 +1,49 @@
+"""Contract ledger tests run against a SQLite file and a real PostgreSQL cluster (tests/pg.py)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/, for tests/pg.py
+from pg import PostgresServer  # noqa: E402
+
+import multihome.contracts.tables  # noqa: E402,F401  (registers contract_/ledger_ tables on the shared metadata)
+from multihome.storage import migrate_sync  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def contracts_pg():
+    server = PostgresServer()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def contracts_pg_template(contracts_pg):
+    migrate_sync(contracts_pg.create_database("contracts_template"))
+    return "contracts_template"
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def migrated_url(request, tmp_path):
+    if request.param == "sqlite":
+        url = f"sqlite+aiosqlite:///{tmp_path / 'contracts.db'}"
+        migrate_sync(url)
+        return url
+    template = request.getfixturevalue("contracts_pg_template")
+    return request.getfixturevalue("contracts_pg").create_database(template=template)
+
+
+@pytest.fixture
+def sqlite_url(tmp_path):
+    url = f"sqlite+aiosqlite:///{tmp_path / 'contracts.db'}"
+    migrate_sync(url)
+    return url
+
+
+@pytest.fixture
+def anyio_backend():
+    return "asyncio"

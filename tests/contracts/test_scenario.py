@@ -1,0 +1,147 @@
+"""Scenario planner: crossing dates from the closed forms (checked against a numeric integration
+and against hand numbers), and the CLI drawing PNG and SVG charts annotated with that date."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import csv
+import datetime as dt
+import io
+import math
+
+import pytest
+
+from multihome.cli_contracts import add_commands
+from multihome.contracts import scenario
+from multihome.contracts.config import parse_contracts
+from multihome.contracts.report import CSV_COLUMNS
+from multihome.contracts.service import ContractsService
+
+from .helpers import metered, ts
+
+UTC = dt.timezone.utc
+
+
+def _numeric_days(growth: str, r0: float, g: float, needed: float, step: float = 1e-3, horizon: float = 2000) -> float | None:
+    """Walk the daily rate forward in small steps (midpoint rule) until `needed` has accrued."""
+    acc, d = 0.0, 0.0
+    while d < horizon:
+        mid = d + step / 2
+        rate = {"flat": r0, "linear": max(0.0, r0 * (1 + g * mid / 30)), "compound": r0 * (1 + g) ** (mid / 30)}[growth]
+        if acc + rate * step >= needed:
+            return d + (needed - acc) / rate
+        acc += rate * step
+        d += step
+    return None
+
+
+@pytest.mark.parametrize("growth,g,hand", [
+    ("flat", 0.0, 100.0),  # K = 1000 / 10 = 100 days
+    ("linear", 0.3, (-1 + math.sqrt(3)) / 0.01),  # (g/60) d^2 + d = 100: d = (-1 + sqrt(1 + 4*0.005*100)) / 0.01 = 73.205
+    ("compound", 0.1, 30 * math.log(1 + 100 * math.log(1.1) / 30) / math.log(1.1)),  # = 86.84 days
+    ("linear", -0.1, None),  # the rate reaches 0 after 300 days, having accrued 10 * 150 = 1500 >= 1000: reached
+])
+def test_closed_form_crossing_matches_hand_numbers_and_integration(growth, g, hand):
+    d = scenario.days_to_reach(growth, 10.0, g, 1000.0)
+    assert d == pytest.approx(_numeric_days(growth, 10.0, g, 1000.0), abs=1e-3)
+    if hand is not None:
+        assert d == pytest.approx(hand, rel=1e-12)
+    assert scenario.cumulative(growth, 10.0, g, d) == pytest.approx(1000.0, rel=1e-9)
+
+
+def test_a_shrinking_rate_that_never_reaches_the_cap():
+    # linear g = -0.3: the rate hits 0 after 100 days, having accrued 10 * 100 / 2 = 500 < 1000
+    assert scenario.days_to_reach("linear", 10.0, -0.3, 1000.0) is None
+    assert _numeric_days("linear", 10.0, -0.3, 1000.0, step=0.01, horizon=400) is None
+
+
+CONFIG = """
+storage: {{url: "{url}"}}
+contracts:
+  revenue_share:
+    - {{id: rs-1, parties: [Contoso, Fabrikam], rate: "0.5", cap: "1200", starts_on: 2026-01-01, ends_on: 2026-12-31}}
+  commitments:
+    - {{id: az-1, provider: azure-eastus, amount: "36500", starts_on: 2026-01-01, ends_on: 2026-12-31}}
+"""
+
+
+@pytest.fixture
+def config_file(sqlite_url, tmp_path):
+    path = tmp_path / "gateway.yaml"
+    path.write_text(CONFIG.format(url=sqlite_url))
+    cfg = parse_contracts({"revenue_share": [{"id": "rs-1", "rate": "0.5", "cap": "1200", "starts_on": "2026-01-01",
+                                              "ends_on": "2026-12-31"}],
+                           "commitments": [{"id": "az-1", "provider": "azure-eastus", "amount": "36500",
+                                            "starts_on": "2026-01-01", "ends_on": "2026-12-31"}]})
+
+    async def fill():
+        svc = ContractsService(cfg, sqlite_url)
+        await svc.start()
+        svc.metered(metered("req_1", "400.00", ts("2026-01-01T10:00")))  # rs-1: 200.00; az-1: 400.00
+        await svc.flush()
+        await svc.close()
+
+    asyncio.run(fill())
+    return str(path)
+
+
+def _cli(*argv: str) -> int:
+    parser = argparse.ArgumentParser(prog="multihome")
+    add_commands(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(list(argv))
+    return args.func(args)
+
+
+def test_project_draws_png_and_svg_with_the_cap_crossing_date(config_file, tmp_path, capsys):
+    png, svg = tmp_path / "chart.png", tmp_path / "chart.svg"
+    assert _cli("contracts", "project", "--config", config_file, "--contract", "rs-1", "--growth", "linear",
+                "--rate", "0.3", "--base", "10", "--at", "2026-01-02T00:00:00+00:00",
+                "--out", str(png), "--out", str(svg)) == 0
+    # accrued 200, cap 1200, 10/day growing 30% per 30 days: 73.205 days after 2026-01-02 00:00
+    expected = (dt.datetime(2026, 1, 2, tzinfo=UTC) + dt.timedelta(days=(-1 + math.sqrt(3)) / 0.01)).date()
+    assert expected == dt.date(2026, 3, 16)
+    assert "cap reached 2026-03-16" in capsys.readouterr().out
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
+    text = svg.read_text()
+    assert "cap reached 2026-03-16" in text  # the annotation, as text
+    assert "cap 1,200.00 USD" in text  # the cap line's legend entry
+
+
+def test_project_uses_the_recent_ledger_rate_by_default(config_file, tmp_path, capsys):
+    out = tmp_path / "c.svg"
+    assert _cli("contracts", "project", "--config", config_file, "--contract", "rs-1", "--at",
+                "2026-01-02T00:00:00+00:00", "--out", str(out), "--json") == 0
+    import json
+
+    data = json.loads(capsys.readouterr().out)
+    # window [Jan 1, Jan 2) = 1 day with 200.00 accrued -> 200/day; 1000 left -> 5 days -> 2026-01-07
+    assert (data["base_daily"], data["crossing_date"]) == (200.0, "2026-01-07")
+    assert "cap reached 2026-01-07" in out.read_text()
+
+
+def test_project_commitment_burn_down_chart(config_file, tmp_path, capsys):
+    out = tmp_path / "az.svg"
+    assert _cli("contracts", "project", "--config", config_file, "--contract", "az-1", "--growth", "compound",
+                "--rate", "0.5", "--base", "100", "--at", "2026-01-02T00:00:00+00:00", "--out", str(out)) == 0
+    d = 30 * math.log(1 + (36500 - 400) / 100 * math.log(1.5) / 30) / math.log(1.5)  # 129.6 days
+    when = (dt.datetime(2026, 1, 2, tzinfo=UTC) + dt.timedelta(days=d)).date().isoformat()
+    text = out.read_text()
+    assert f"commitment used up {when}" in text and "planned burn (linear)" in text
+
+
+def test_report_csv_from_the_cli(config_file, capsys):
+    assert _cli("contracts", "report", "--config", config_file, "--csv", "--at", "2026-01-02T00:00:00+00:00") == 0
+    rows = list(csv.DictReader(io.StringIO(capsys.readouterr().out)))
+    assert tuple(rows[0]) == CSV_COLUMNS
+    by_id = {r["contract_id"]: r for r in rows}
+    assert (by_id["rs-1"]["accrued"], by_id["rs-1"]["remaining"], by_id["rs-1"]["projected_date"]) == (
+        "200.00", "1000.00", "2026-01-07")
+    # az-1: 36500 over 365 days = 100/day planned; 1 day gone -> 100.00 planned, 400.00 burned: ahead 300/36500
+    assert (by_id["az-1"]["planned_to_date"], by_id["az-1"]["burn_vs_plan"], by_id["az-1"]["status"]) == (
+        "100.00", "0.0082", "ahead")
+
+
+def test_cli_names_an_unknown_contract(config_file):
+    with pytest.raises(SystemExit, match="unknown contract 'nope' \\(known: az-1, rs-1\\)"):
+        _cli("contracts", "report", "--config", config_file, "--contract", "nope")

@@ -1,0 +1,78 @@
+"""Contract terms through the running gateway: real calls are metered, priced and accrued to a
+revenue share that stops exactly at its cap; reports come back from the admin API and the CLI."""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import io
+import subprocess
+import time
+from decimal import Decimal
+
+import httpx
+import openai
+
+from .processes import VENV_BIN, Gateway, Simulator
+
+ADMIN = "contracts-admin-key"
+TODAY = dt.datetime.now(dt.timezone.utc).date()
+
+CONFIG = """
+storage: {{url_env: MH_TEST_DB}}
+identity: {{admin_key_env: MH_TEST_ADMIN}}
+server: {{api_keys_env: [MH_TEST_CLIENT]}}
+providers:
+  oa: {{kind: openai, endpoint: "{url}/v1"}}
+deployments:
+  d: {{provider: oa, model: m, price: {{input: 1000000, output: 1000000}}}}
+model_groups:
+  gpt-4o: {{deployments: [d]}}
+contracts:
+  flush_interval_s: 0.02
+  revenue_share:
+    - id: rs-test
+      parties: [Us, Them]
+      rate: "0.5"
+      basis: {{providers: [oa]}}
+      starts_on: {start}
+      ends_on: {end}
+      cap: "100"
+      currency: USD
+"""
+
+
+def test_calls_accrue_to_a_capped_revenue_share(tmp_path):
+    sim = Simulator("openai", "oa")
+    db = f"sqlite+aiosqlite:///{tmp_path}/m.db"
+    text = CONFIG.format(url=sim.url, start=TODAY - dt.timedelta(days=10), end=TODAY + dt.timedelta(days=300))
+    env = {"MH_TEST_DB": db, "MH_TEST_ADMIN": ADMIN, "MH_TEST_CLIENT": "client-key"}
+    gw = Gateway(text, tmp_path, env)
+    try:
+        client = openai.OpenAI(base_url=gw.url + "/v1", api_key="client-key", max_retries=0)
+        costs = Decimal(0)
+        for _ in range(20):  # each call costs tokens x $1 per token: well past a $100 cap at a 50% share
+            usage = client.chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": "hi"}]).usage
+            costs += usage.prompt_tokens + usage.completion_tokens
+        admin = httpx.Client(base_url=gw.url, headers={"authorization": f"Bearer {ADMIN}"})
+        expected = min(Decimal(100), costs * Decimal("0.5"))
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            report = admin.get("/admin/v1/contracts/rs-test/report").json()
+            if Decimal(str(report["accrued"])) >= expected:
+                break
+            time.sleep(0.05)
+        assert Decimal(str(report["accrued"])) == expected
+        assert Decimal(str(report["remaining"])) == Decimal(100) - expected
+        assert costs * Decimal("0.5") > 100, "the calls should have crossed the cap"
+        rows = list(csv.DictReader(io.StringIO(admin.get("/admin/v1/contracts/rs-test/report.csv").text)))
+        assert rows[0]["contract_id"] == "rs-test" and Decimal(rows[0]["accrued"]) == Decimal(100)
+        assert admin.get("/admin/v1/contracts").status_code == 200
+    finally:
+        gw.stop()
+        sim.stop()
+    cfg = next(tmp_path.glob("gateway-*.yaml"))
+    out = subprocess.run([str(VENV_BIN / "multihome"), "contracts", "report", "--config", str(cfg), "--csv"],
+                         capture_output=True, text=True, env={**env, "PATH": str(VENV_BIN)}, timeout=30)
+    assert out.returncode == 0, out.stderr
+    assert "rs-test" in out.stdout
