@@ -2,28 +2,15 @@
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import pytest
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/, for tests/pg.py
-from pg import PostgresServer  # noqa: E402
 
 import multihome.contracts.tables  # noqa: E402,F401  (registers contract_/ledger_ tables on the shared metadata)
 from multihome.storage import migrate_sync  # noqa: E402
 
 
 @pytest.fixture(scope="session")
-def contracts_pg():
-    server = PostgresServer()
-    yield server
-    server.stop()
-
-
-@pytest.fixture(scope="session")
-def contracts_pg_template(contracts_pg):
-    migrate_sync(contracts_pg.create_database("contracts_template"))
+def contracts_pg_template(pg_server):
+    migrate_sync(pg_server.create_database("contracts_template"))
     return "contracts_template"
 
 
@@ -34,7 +21,7 @@ def migrated_url(request, tmp_path):
         migrate_sync(url)
         return url
     template = request.getfixturevalue("contracts_pg_template")
-    return request.getfixturevalue("contracts_pg").create_database(template=template)
+    return request.getfixturevalue("pg_server").create_database(template=template)
 
 
 @pytest.fixture

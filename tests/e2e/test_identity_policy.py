@@ -14,7 +14,6 @@ import pytest
 from openapi_spec_validator import validate
 
 from oidc_issuer import LocalIssuer  # tests/ is on sys.path (pytest rootdir insertion)
-from pg import PostgresServer
 from .processes import Gateway, Simulator
 
 ADMIN_KEY = "mh-bootstrap-admin-key-for-tests"
@@ -69,8 +68,8 @@ class World:
 @pytest.fixture(scope="module", params=["sqlite", "postgresql"])
 def world(request, tmp_path_factory):
     tmp = tmp_path_factory.mktemp(request.param)
-    pg = PostgresServer() if request.param == "postgresql" else None
-    db = pg.url if pg else f"sqlite+aiosqlite:///{tmp}/multihome.db"
+    pg = request.getfixturevalue("pg_server") if request.param == "postgresql" else None
+    db = pg.create_database() if pg else f"sqlite+aiosqlite:///{tmp}/multihome.db"
     us, eu = Simulator("openai", "us"), Simulator("openai", "eu")
     issuer = LocalIssuer().start()
     text = CONFIG.format(us=us.url, eu=eu.url, issuer=issuer.issuer, jwks=issuer.jwks_uri, audience=issuer.audience)
@@ -84,8 +83,6 @@ def world(request, tmp_path_factory):
     for sim in (us, eu):
         sim.stop()
     issuer.stop()
-    if pg:
-        pg.stop()
     for log in logs:
         assert ADMIN_KEY not in log and "mh_" not in log
 

@@ -10,7 +10,6 @@ from decimal import Decimal
 import pytest
 import sqlalchemy as sa
 
-from pg import PostgresServer
 from multihome.metering.config import BudgetRule, MeteringConfig, WriterConfig
 from multihome.metering.prices import DeploymentPrice, PriceTable
 from multihome.metering.service import Metering
@@ -23,13 +22,6 @@ from multihome.storage.engine import create_engine
 from .conftest import Dep, call, principal
 
 pytestmark = pytest.mark.anyio
-
-
-@pytest.fixture(scope="session")
-def pg_server():
-    server = PostgresServer()
-    yield server
-    server.stop()
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

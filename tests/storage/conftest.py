@@ -2,24 +2,13 @@
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/, for tests/pg.py
-from pg import PostgresServer  # noqa: E402
 
 from multihome.storage import migrate_sync, open_store  # noqa: E402
 
 BACKENDS = ["sqlite", "postgresql"]
-
-
-@pytest.fixture(scope="session")
-def pg_server():
-    server = PostgresServer()
-    yield server
-    server.stop()
 
 
 @pytest.fixture(scope="session")
