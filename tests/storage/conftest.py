@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-
 import pytest
 
-
-from multihome.storage import migrate_sync, open_store  # noqa: E402
+from multihome.storage import migrate_sync, open_store
 
 BACKENDS = ["sqlite", "postgresql"]
 
