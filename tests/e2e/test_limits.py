@@ -3,8 +3,7 @@
 200 concurrent calls through both replicas (the official openai SDK): a hard budget is never
 exceeded (reservations make the documented overshoot bound zero when the reservation covers the
 call, which it does here), and a per-deployment rate limit lets exactly its limit through.
-Needs the lead's wiring: `metering:` mounted in config.py, `Limiter.admit` before each call and
-`Metering` registered as a CallSink.
+A per-deployment limit also steers routing: a deployment over its own limit is passed over.
 """
 
 from __future__ import annotations
@@ -137,3 +136,39 @@ def test_rate_limit_lets_exactly_the_limit_through_two_replicas(world):
     assert remaining == list(range(RPM))
     assert {r.headers["x-ratelimit-limit-requests"] for r in ok} == {str(RPM)}
     assert all(r.headers["x-ratelimit-reset-requests"].endswith("s") for r in ok)
+
+
+def test_a_deployment_over_its_own_rate_limit_is_passed_over(tmp_path):
+    """A per-deployment limit steers routing: the next call goes to the next deployment, and says why."""
+    import openai
+
+    from .processes import Gateway, Simulator
+
+    a, b = Simulator("openai", "a"), Simulator("openai", "b")
+    config = f"""
+server: {{api_keys_env: [MH_TEST_CLIENT]}}
+metering:
+  rate_limits: [{{scope: deployment, id: primary, requests_per_minute: 1}}]
+providers:
+  pa: {{kind: openai, endpoint: "{a.url}/v1"}}
+  pb: {{kind: openai, endpoint: "{b.url}/v1"}}
+deployments:
+  primary: {{provider: pa, model: p}}
+  secondary: {{provider: pb, model: s}}
+model_groups:
+  g: {{deployments: [primary, secondary]}}
+"""
+    gw = Gateway(config, tmp_path, {"MH_TEST_CLIENT": "client"})
+    try:
+        client = openai.OpenAI(base_url=gw.url + "/v1", api_key="client", max_retries=0)
+        if time.time() % 60 > 57:  # the windows are UTC minutes: keep both calls inside one
+            time.sleep(60 - time.time() % 60 + 0.2)
+        first = client.chat.completions.with_raw_response.create(model="g", messages=[{"role": "user", "content": "hi"}])
+        second = client.chat.completions.with_raw_response.create(model="g", messages=[{"role": "user", "content": "hi"}])
+    finally:
+        gw.stop()
+        a.stop()
+        b.stop()
+    assert first.headers["x-multihome-deployment"] == "primary"
+    assert second.headers["x-multihome-deployment"] == "secondary"
+    assert 'primary;outcome=skipped;reason="deployment rate limit reached"' in second.headers["x-multihome-attempts"]

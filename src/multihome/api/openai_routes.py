@@ -145,8 +145,11 @@ async def admit_call(tracker, group: GroupRuntime, shape: RequestShape, max_outp
         return []
     decision = getattr(shape.policy, "decision", None)
     deployments = [d for d in group.deployments if decision is None or d.name in decision.deployments]
-    return [(k if isinstance(k, bytes) else k.encode(), v if isinstance(v, bytes) else v.encode())
-            for k, v in await tracker.admit(group, deployments, max_output)]
+    headers = await tracker.admit(group, deployments, max_output)
+    skip = getattr(tracker.ticket, "skip", None)
+    if skip:
+        shape.exclude = {name: "deployment rate limit reached" for name in skip}
+    return [(k if isinstance(k, bytes) else k.encode(), v if isinstance(v, bytes) else v.encode()) for k, v in headers]
 
 
 class OpenAIRoutes:

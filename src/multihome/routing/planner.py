@@ -83,6 +83,8 @@ class RequestShape:
     narrow: frozenset[str] | None = None  # deployments the client restricted itself to
     # Per model group (the requested one and its fallbacks): what the caller's policy allows.
     policy: Callable[[GroupRuntime], PolicyView] | None = None
+    # Deployments to pass over for this call, with why (e.g. their own rate limit is reached).
+    exclude: Mapping[str, str] | None = None
 
     def tokens(self) -> tuple[int, int | None]:
         if self.chat is None:
@@ -131,6 +133,8 @@ class Planner:
     def _skip_reason(self, dep: DeploymentRuntime, shape: RequestShape, prompt: int | None, output: int | None) -> str:
         if shape.narrow is not None and dep.name not in shape.narrow:
             return "not among the deployments the request narrowed to"
+        if shape.exclude is not None and dep.name in shape.exclude:
+            return shape.exclude[dep.name]
         missing = shape.needs - dep.capabilities
         if missing:
             return "lacks " + ", ".join(sorted(missing))
