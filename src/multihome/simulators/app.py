@@ -204,6 +204,11 @@ class ProviderApp:
                 model = m if isinstance(m, str) else None
             entry.model = model
             entry.stream = route.op == CHAT and body.get("stream") is True
+        return self._answer(conn, req, route, entry, body, model, fault)
+
+    def _answer(self, conn: Connection, req: Request, route: Route, entry: LogEntry, body: Any, model: str | None,
+                fault: Any):
+        """The shared tail of every kind's pipeline: pick the fault, prepare the reply, send it now or later."""
         if fault is FROM_TABLE:
             fault = self.state.faults.take(model) if self.state.faults.rules else None
         if fault is not None:
@@ -211,12 +216,16 @@ class ProviderApp:
         try:
             reply = self._prepare(req, route, body, model, fault)
         except BadRequest as e:
-            reply = self._error_reply(ErrorSpec(e.status, e.message, "invalid_request_error", e.code, e.param), route.deployment)
+            reply = self._error_reply(self.bad_request(e), route.deployment)
         delay = (fault.latency_ms + fault.first_byte_ms) if fault else 0
         if delay or reply.kind in ("stream", "hang"):
             return self._later(conn, req, entry, reply, fault, delay / 1000)
         self._deliver(conn, req, entry, reply)
         return None
+
+    def bad_request(self, e: BadRequest) -> ErrorSpec:
+        """How this provider reports a request it refuses (kinds override the shape)."""
+        return ErrorSpec(e.status, e.message, "invalid_request_error", e.code, e.param)
 
     def _prepare(self, req: Request, route: Route, body: Any, model: str | None, fault: Fault | None) -> Reply:
         op = route.op

@@ -12,7 +12,7 @@ from urllib.parse import parse_qs, unquote
 
 import msgspec
 
-from .app import CHAT, EMBEDDINGS, FROM_TABLE, INFERENCE, ProviderApp, Reply, Route, frame
+from .app import CHAT, EMBEDDINGS, INFERENCE, ProviderApp, Reply, Route, frame
 from .chat import CONTENT, BadRequest, plan_chat
 from .content import embedding, estimate_tokens
 from .errors import ErrorSpec
@@ -150,19 +150,10 @@ class GeminiApp(ProviderApp):
             if not isinstance(body, dict):
                 return self._send_error(conn, req, entry, ErrorSpec(400, "Invalid JSON payload received. Expected an object.",
                                                                     code="INVALID_ARGUMENT"))
-        if fault is FROM_TABLE:
-            fault = self.state.faults.take(model) if self.state.faults.rules else None
-        if fault is not None:
-            entry.fault = fault.describe() or None
-        try:
-            reply = self._prepare(req, route, body, model, fault)
-        except BadRequest as e:
-            reply = self._error_reply(ErrorSpec(e.status, e.message, code=e.code if e.code and e.code.isupper() else None), None)
-        delay = (fault.latency_ms + fault.first_byte_ms) if fault else 0
-        if delay or reply.kind in ("stream", "hang"):
-            return self._later(conn, req, entry, reply, fault, delay / 1000)
-        self._deliver(conn, req, entry, reply)
-        return None
+        return self._answer(conn, req, route, entry, body, model, fault)
+
+    def bad_request(self, e: BadRequest) -> ErrorSpec:
+        return ErrorSpec(e.status, e.message, code=e.code if e.code and e.code.isupper() else None)
 
     def _prepare(self, req, route: GeminiRoute, body: Any, model: str | None, fault: Fault | None) -> Reply:
         op = route.op
