@@ -129,6 +129,13 @@ def chat_shape(scope, parsed: ParsedChat, group: GroupRuntime, gate=None, endpoi
     return shape
 
 
+def embeddings_shape(scope, parsed, group: GroupRuntime, gate=None) -> RequestShape:
+    shape = RequestShape(parsed.needs, False, None, narrowing(scope, parsed.raw, group))
+    if gate is not None:
+        shape.policy = gate.admit(scope["multihome.principal"], group, "embeddings", scope.get("multihome.tracker"))
+    return shape
+
+
 def begin_call(scope, accounting, request_id: bytes, endpoint: str, body: bytes, group: GroupRuntime, chat=None):
     """Start accounting for a call (None when nothing is configured); the gateway finishes it on errors."""
     if accounting is None or not accounting.enabled:
@@ -220,9 +227,7 @@ class OpenAIRoutes:
         parsed = parse_embeddings(body)
         group = self._group(parsed.request.model)
         tracker = begin_call(scope, self.accounting, request_id, "embeddings", body, group)
-        shape = RequestShape(parsed.needs, False, None, narrowing(scope, parsed.raw, group))
-        if self.gate is not None:
-            shape.policy = self.gate.admit(scope["multihome.principal"], group, "embeddings", tracker)
+        shape = embeddings_shape(scope, parsed, group, self.gate)
         extra = await admit_call(tracker, group, shape, None)
         rid = request_id.decode()
 
@@ -243,9 +248,7 @@ class OpenAIRoutes:
         if "input" in keys and "messages" not in keys:
             parsed_e = parse_embeddings(body)
             group = self._group(parsed_e.request.model)
-            shape = RequestShape(parsed_e.needs, False, None, narrowing(scope, parsed_e.raw, group))
-            if self.gate is not None:
-                shape.policy = self.gate.admit(scope["multihome.principal"], group, "embeddings")
+            shape = embeddings_shape(scope, parsed_e, group, self.gate)
         else:
             parsed = parse_chat(body)
             group = self._group(parsed.request.model)
