@@ -6,16 +6,16 @@ import shutil
 import subprocess
 import time
 
-
 from .processes import free_port
 
 
 class RedisServer:
-    def __init__(self) -> None:
+    def __init__(self, port: int | None = None) -> None:
+        """`port`: reuse a stopped server's port, to play a Redis restart (it comes back empty)."""
         binary = shutil.which("redis-server")
         if binary is None:
             raise RuntimeError("redis-server is not installed; `make test` installs it (apt-get install redis-server)")
-        self.port = free_port()
+        self.port = port or free_port()
         self.url = f"redis://127.0.0.1:{self.port}/0"
         self.popen = subprocess.Popen(
             [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],

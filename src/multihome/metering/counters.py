@@ -98,6 +98,9 @@ class LocalCounters:
             self._v.pop(key, None)
             self._exp.pop(key, None)
 
+    async def drain(self) -> None:
+        pass  # settlements apply at once
+
     async def start(self) -> None:
         pass
 

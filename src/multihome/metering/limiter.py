@@ -62,6 +62,33 @@ class Ticket:
         return self.settle(0, "", 0)
 
 
+class _Route:
+    """What admission needs from one planned deployment list, worked out once per list."""
+
+    __slots__ = ("worst", "out_cap", "dep_specs")
+
+    def __init__(self, deployments, prices: PriceTable, rules: Rules, default_out: int) -> None:
+        # Worst case per currency: the dearest input and output prices among the planned deployments.
+        worst: dict[str, tuple[int, int]] = {}
+        for dep in deployments:
+            price = prices.get(dep.name)
+            if price is not None:
+                i, o = worst.get(price.currency, (0, 0))
+                worst[price.currency] = (max(i, price.in_micro), max(o, price.out_micro))
+        self.worst = worst
+        caps = [d.max_output_tokens for d in deployments if d.max_output_tokens]
+        self.out_cap = max(caps) if caps else default_out  # when the request names no max_tokens
+        # Per-deployment rate specs in plan order, cut after the first unlimited deployment (it always
+        # fits, so nothing after it can be charged); empty when no planned deployment has a limit.
+        specs = [rules.for_deployment(d.name) for d in deployments]
+        if any(spec is not None for spec in specs):
+            cut = next((i for i, spec in enumerate(specs) if spec is None), len(specs) - 1)
+            specs = specs[: cut + 1]
+        else:
+            specs = []
+        self.dep_specs = specs
+
+
 class Limiter:
     def __init__(self, cfg: MeteringConfig, prices: PriceTable, counters=None, clock: Callable[[], float] = time.time) -> None:
         from .counters import LocalCounters
@@ -74,11 +101,9 @@ class Limiter:
         self.periods = Periods()
         self.open: dict[str, Ticket] = {}
         self.overloaded: Callable[[], bool] | None = None  # set by Metering: its writer's backlog is full
-        self._pending: dict[str, int] = {}  # settlement deltas not yet sent to Redis
-        self._flusher: asyncio.Task | None = None
-        self._closing = False
         self._sweeper: asyncio.Task | None = None
         self._factor, self._extra = cfg.prompt_reserve.factor, cfg.prompt_reserve.extra_tokens
+        self._routes: dict[tuple, _Route] = {}
 
     # -- the hot path ------------------------------------------------------------------------------
     async def admit(self, principal: Principal, model_group: str, deployments: list, prompt_tokens: int,
@@ -90,37 +115,34 @@ class Limiter:
         if not self.rules.any:
             return ticket
         budgets, rates = self.rules.for_principal(principal)
-        out_tokens = self._output_tokens(deployments, max_output_tokens)
+        route = self._route(deployments)
+        out_tokens = max_output_tokens if max_output_tokens is not None else route.out_cap
         est_tokens = prompt_tokens + out_tokens
         now = self.clock()
         now_ms = int(now * 1000)
         wid, wend = window(now_ms)
         plan = Plan(rate_expire_ms=wend + _WINDOW_GRACE_MS)
         if budgets:
-            reserve = self._reserve(deployments, prompt_reserve(prompt_tokens, self._factor, self._extra), out_tokens)
+            tokens_in = prompt_reserve(prompt_tokens, self._factor, self._extra)
+            reserve = {cur: reserve_nanos(tokens_in, i, out_tokens, o) for cur, (i, o) in route.worst.items()}
+            periods = self.periods.at(now)
             for b in budgets:
-                per = self.periods.get(b.period, now)
+                per = periods[b.period]
                 key = b.base + per.bucket
                 held = reserve.get(b.currency, 0)
-                # A period counter expires a day after its period ends (totals never do).
-                plan.budgets.append((key, b.limit_nanos, held, b.hard, per.end_ms + 86_400_000 if per.end_ms else 0))
+                plan.budgets.append((key, b.limit_nanos, held, b.hard, per.expire_ms))
                 ticket._budgets.append((key, b.currency, held))
         meta: list[tuple[str, int]] = []  # per rate counter: ("requests"|"tokens", limit)
         for r in rates:
             self._rate_counters(r, wid, est_tokens, plan.rates, meta, ticket)
         group_meta: list[list[tuple[str, int]]] = []
-        limited = [d for d in deployments if self.rules.for_deployment(d.name) is not None]
-        if limited:
-            for dep in deployments:
-                spec = self.rules.for_deployment(dep.name)
-                counters: list = []
-                gm: list[tuple[str, int]] = []
-                if spec is not None:
-                    self._rate_counters(spec, wid, est_tokens, counters, gm, None)
-                plan.groups.append(counters)
-                group_meta.append(gm)
-                if spec is None:
-                    break  # an unlimited deployment always fits: nothing after it can be charged
+        for spec in route.dep_specs:
+            counters: list = []
+            gm: list[tuple[str, int]] = []
+            if spec is not None:
+                self._rate_counters(spec, wid, est_tokens, counters, gm, None)
+            plan.groups.append(counters)
+            group_meta.append(gm)
         outcome = await self._run(plan, now_ms, ticket)
         if outcome is None:
             return ticket  # Redis unreachable and fail_open: admitted without limits
@@ -146,22 +168,14 @@ class Limiter:
         self.open[request_id] = ticket
         return ticket
 
-    def _output_tokens(self, deployments, max_output_tokens: int | None) -> int:
-        if max_output_tokens is not None:
-            return max_output_tokens
-        caps = [d.max_output_tokens for d in deployments if d.max_output_tokens]
-        return max(caps) if caps else self.cfg.default_max_output_tokens
-
-    def _reserve(self, deployments, tokens_in: int, tokens_out: int) -> dict[str, int]:
-        """Worst case per currency: the dearest input and output prices among the planned deployments."""
-        worst: dict[str, list[int]] = {}
-        for dep in deployments:
-            price = self.prices.get(dep.name)
-            if price is None:
-                continue
-            w = worst.setdefault(price.currency, [0, 0])
-            w[0], w[1] = max(w[0], price.in_micro), max(w[1], price.out_micro)
-        return {cur: reserve_nanos(tokens_in, i, tokens_out, o) for cur, (i, o) in worst.items()}
+    def _route(self, deployments) -> _Route:
+        key = tuple((d.name, d.max_output_tokens) for d in deployments)
+        route = self._routes.get(key)
+        if route is None:
+            if len(self._routes) > 10_000:  # bounded: plans come from config, not from request bodies
+                self._routes.clear()
+            route = self._routes[key] = _Route(deployments, self.prices, self.rules, self.cfg.default_max_output_tokens)
+        return route
 
     def _rate_counters(self, spec, wid: int, est_tokens: int, out: list, meta: list, ticket: Ticket | None) -> None:
         if spec.rpm is not None:
@@ -239,39 +253,8 @@ class Limiter:
 
     def _finish(self, ticket: Ticket, deltas: list[tuple[str, int]]) -> None:
         self.open.pop(ticket.request_id, None)
-        if not deltas:
-            return
-        if not self.counters.shared:
+        if deltas:
             self.counters.adjust(deltas)
-            return
-        # Settlements are merged per counter and sent together: one script call for many calls.
-        pending = self._pending
-        for key, delta in deltas:
-            pending[key] = pending.get(key, 0) + delta
-        if self._flusher is None:
-            self._flusher = asyncio.get_running_loop().create_task(self._flush_settlements())
-
-    async def _flush_settlements(self) -> None:
-        try:
-            await asyncio.sleep(0)  # let the settlements of this loop iteration join the batch
-            backoff = 0.05
-            while self._pending:
-                batch, self._pending = self._pending, {}
-                deltas = [(k, d) for k, d in batch.items() if d]
-                try:
-                    await self.counters.adjust_async(deltas)
-                    backoff = 0.05
-                except Exception as exc:
-                    # Kept and retried: a lost settlement would leave a reservation counted forever.
-                    log.warning("could not settle %d counters in Redis (%s); retrying", len(deltas), type(exc).__name__)
-                    for key, delta in deltas:
-                        self._pending[key] = self._pending.get(key, 0) + delta
-                    if self._closing:
-                        return
-                    await asyncio.sleep(backoff)
-                    backoff = min(backoff * 2, 2.0)
-        finally:
-            self._flusher = None
 
     # -- lifecycle ---------------------------------------------------------------------------------
     async def start(self) -> None:
@@ -281,9 +264,6 @@ class Limiter:
     async def close(self) -> None:
         if self._sweeper is not None:
             self._sweeper.cancel()
-        self._closing = True
-        if self._flusher is not None:
-            await asyncio.wait([self._flusher], timeout=5)
         await self.counters.close()
 
     async def _sweep(self) -> None:
@@ -302,18 +282,19 @@ class Limiter:
         return len(stale)
 
     async def drain(self) -> None:
-        """Wait for settlements in flight to reach Redis (tests, shutdown)."""
-        for _ in range(100):
-            if self._flusher is None:
-                return
-            await asyncio.wait([self._flusher], timeout=5)
+        """Wait for settlements in flight to reach the counters (tests, shutdown)."""
+        await self.counters.drain()
+
+
+_HEADER_NAMES = {kind: (f"x-ratelimit-limit-{kind}".encode(), f"x-ratelimit-remaining-{kind}".encode(),
+                        f"x-ratelimit-reset-{kind}".encode()) for kind in ("requests", "tokens")}
 
 
 def _headers(meta: list[tuple[str, int]], values: list[int], reset_ms: int) -> list[tuple[bytes, bytes]]:
     """OpenAI's x-ratelimit-* headers from the most constrained counter of each kind."""
     best: dict[str, tuple[int, int]] = {}
     for (kind, limit), used in zip(meta, values):
-        remaining = max(0, limit - used)
+        remaining = limit - used if used < limit else 0
         if kind not in best or remaining < best[kind][1]:
             best[kind] = (limit, remaining)
     reset = go_duration(reset_ms).encode()
@@ -321,7 +302,6 @@ def _headers(meta: list[tuple[str, int]], values: list[int], reset_ms: int) -> l
     for kind in ("requests", "tokens"):
         if kind in best:
             limit, remaining = best[kind]
-            out += [(f"x-ratelimit-limit-{kind}".encode(), str(limit).encode()),
-                    (f"x-ratelimit-remaining-{kind}".encode(), str(remaining).encode()),
-                    (f"x-ratelimit-reset-{kind}".encode(), reset)]
+            limit_name, remaining_name, reset_name = _HEADER_NAMES[kind]
+            out += [(limit_name, str(limit).encode()), (remaining_name, str(remaining).encode()), (reset_name, reset)]
     return out

@@ -18,14 +18,13 @@ def window(now_ms: int) -> tuple[int, int]:
 class Period:
     """The budget bucket a moment falls in: its key suffix, start and end (None for `total`)."""
 
-    __slots__ = ("bucket", "start", "end")
+    __slots__ = ("bucket", "start", "end", "end_ms", "expire_ms")
 
     def __init__(self, bucket: str, start: dt.datetime | None, end: dt.datetime | None) -> None:
         self.bucket, self.start, self.end = bucket, start, end
-
-    @property
-    def end_ms(self) -> int:
-        return 0 if self.end is None else int(self.end.timestamp() * 1000)
+        self.end_ms = 0 if end is None else int(end.timestamp() * 1000)
+        # A period's counter expires a day after the period ends (a total's never does).
+        self.expire_ms = self.end_ms + 86_400_000 if self.end_ms else 0
 
 
 def period(kind: str, now: float) -> Period:
@@ -46,11 +45,15 @@ class Periods:
         self._day = -1
         self._cache: dict[str, Period] = {}
 
-    def get(self, kind: str, now: float) -> Period:
+    def at(self, now: float) -> dict[str, Period]:
+        """Every kind's period at `now`: {"day": ..., "month": ..., "total": ...}."""
         day = int(now // 86400)
         if day != self._day:
             self._day, self._cache = day, {k: period(k, now) for k in ("day", "month", "total")}
-        return self._cache[kind]
+        return self._cache
+
+    def get(self, kind: str, now: float) -> Period:
+        return self.at(now)[kind]
 
 
 def go_duration(ms: float) -> str:

@@ -158,8 +158,7 @@ class Metering:
             for ident, spent in rows:
                 for spec in self.limiter.rules.budgets_for(rule.scope, ident):
                     if spec.period == rule.period and spec.currency == rule.currency:
-                        expire = per.end_ms + 86_400_000 if per.end_ms else 0
-                        await self.limiter.counters.seed(spec.base + per.bucket, int(spent or 0), expire)
+                        await self.limiter.counters.seed(spec.base + per.bucket, int(spent or 0), per.expire_ms)
 
 
 __all__ = ["Metering", "MeteredCall", "MeteredSink", "principal_key"]

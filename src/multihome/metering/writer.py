@@ -20,6 +20,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 log = logging.getLogger("multihome.metering.writer")
+_CHUNK = 50  # rows per statement within a batch's transaction
 
 
 class UsageWriter:
@@ -86,7 +87,10 @@ class UsageWriter:
             batch = [self.rows[i] for i in range(min(self.batch_size, len(self.rows)))]
             try:
                 async with self.engine.begin() as conn:
-                    await conn.execute(self._insert, batch)
+                    # Chunks keep each synchronous stretch (parameter processing, encoding) short,
+                    # so a big batch never stalls the event loop for milliseconds.
+                    for i in range(0, len(batch), _CHUNK):
+                        await conn.execute(self._insert, batch[i : i + _CHUNK])
             except Exception as exc:
                 self.failures += 1
                 log.warning("usage batch of %d rows not written (%s); retrying in %.1fs", len(batch), exc, backoff)

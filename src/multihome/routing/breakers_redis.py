@@ -14,6 +14,7 @@ import time
 import redis.asyncio as aioredis
 
 from ..config import Breaker as BreakerPolicy
+from ..redis_client import connect
 from .breakers import CLOSED, OPEN, Breakers
 
 log = logging.getLogger("multihome.breakers")
@@ -27,7 +28,7 @@ def _key(kind: str, deployment: str) -> str:
 class SharedBreakers(Breakers):
     def __init__(self, policy: BreakerPolicy, url: str) -> None:
         super().__init__(policy)
-        self._redis = aioredis.Redis.from_url(url, decode_responses=True)
+        self._redis = connect(url, blocking=False, decode_responses=True)
         self._tasks: set[asyncio.Task] = set()
         self._listener: asyncio.Task | None = None
         self._pubsub = None
