@@ -1,5 +1,5 @@
-"""Cost of metering per call: Limiter.admit + Metering.record (budgets, rate limits, usage row
-through the batched SQLite writer), in process and with a real Redis, paced at 4,000 calls/s.
+"""Cost of metering per call: Limiter.admit + Metering.record (budgets, rate limits, the usage row
+and two contract ledger accruals, both batched), embedded and replicated, paced at 4,000 calls/s.
 
     .venv/bin/python bench/metering_bench.py [--seconds 5] [--rate 4000]
 
@@ -28,6 +28,8 @@ from pg import PostgresServer  # noqa: E402
 
 from multihome.accounting.record import CallRecord, Usage  # noqa: E402
 from multihome.identity.principal import Principal  # noqa: E402
+from multihome.contracts.config import parse_contracts  # noqa: E402
+from multihome.contracts.service import ContractsService  # noqa: E402
 from multihome.metering.config import BudgetRule, MeteringConfig, RateLimitRule  # noqa: E402
 from multihome.metering.counters_redis import RedisCounters  # noqa: E402
 from multihome.metering.prices import DeploymentPrice, PriceTable  # noqa: E402
@@ -47,6 +49,11 @@ CFG = dict(
     rate_limits=[RateLimitRule(scope="key", id="*", requests_per_minute=10_000_000, tokens_per_minute=10**12),
                  RateLimitRule(scope="deployment", id="a", requests_per_minute=10_000_000)],
 )
+# Every call accrues to a revenue share and a commitment: two ledger entries per call, batched.
+CONTRACTS = {
+    "revenue_share": [{"id": "rs", "rate": "0.15", "starts_on": "2026-01-01", "ends_on": "2030-12-31", "cap": "1000000"}],
+    "commitments": [{"id": "commit", "provider": "p", "amount": "1000000", "starts_on": "2026-01-01", "ends_on": "2030-12-31"}],
+}
 PRICES = PriceTable({"a": DeploymentPrice.of(2.5, 10, 1.25, "USD"), "b": DeploymentPrice.of(3, 12, None, "USD")})
 PLAN = [Dep("a"), Dep("b")]
 KEYS = [Principal(tenant=f"ten_{i % 10}", subject=f"key_{i}", source="api_key", key_id=f"key_{i}") for i in range(100)]
@@ -89,13 +96,18 @@ async def harness_cost(seconds: float, rate: int) -> float:
     return cpu / total
 
 
-async def run(redis_url: str | None, seconds: float, rate: int, db: str, tag: str) -> tuple[float, list[float], int]:
+async def run(redis_url: str | None, seconds: float, rate: int, db: str, tag: str,
+              with_contracts: bool) -> tuple[float, list[float], int]:
     """One metered run: (CPU seconds per call, admit latencies, rows written)."""
     store = await open_store(db, migrate=True)
     await store.close()
     counters = RedisCounters(redis_url) if redis_url else None
     m = Metering(MeteringConfig(**CFG), PRICES, storage_url=db, counters=counters)
     await m.start()
+    contracts = ContractsService(parse_contracts(CONTRACTS), db) if with_contracts else None
+    if contracts is not None:
+        await contracts.start()
+        m.add_sink(contracts)
     latencies: list[float] = []
 
     async def one(i: int) -> None:
@@ -108,29 +120,38 @@ async def run(redis_url: str | None, seconds: float, rate: int, db: str, tag: st
 
     total, cpu, _ = await paced(one, seconds, rate)
     t_flush = time.process_time()
-    await m.flush()  # rows still queued are part of the cost
+    await m.flush()  # rows and accruals still queued are part of the cost
+    if contracts is not None:
+        await contracts.flush()
     cpu += time.process_time() - t_flush
+    if contracts is not None:
+        assert contracts.committed == 2 * total, "every call accrues to both agreements"
+        await contracts.close()
     await m.close()
     return cpu / total, latencies, m.writer.written
 
 
-async def mode(label: str, redis_url: str | None, databases, seconds: float, rate: int, rounds: int) -> None:
+async def mode(label: str, redis_url: str | None, databases, seconds: float, rate: int, rounds: int,
+               with_contracts: bool) -> None:
     """Rounds of (harness alone, metered): the median of metered minus harness, so VM noise between
     rounds does not land on one side only."""
     net, harness, lat, rows = [], [], [], 0
     for r in range(rounds):
         base = await harness_cost(min(seconds, 2), rate)
-        cpu, latencies, written = await run(redis_url, seconds, rate, databases(r), f"{label}-{r}")
+        cpu, latencies, written = await run(redis_url, seconds, rate, databases(r), f"{label}-{r}", with_contracts)
         harness.append(base)
         net.append(cpu - base)
         lat += latencies
         rows += written
     lat.sort()
     us = statistics.median(net) * 1e6
+    target = "≤ 100 µs" if not with_contracts else "–"
+    met = ("yes" if us <= 100 else "**no**") if not with_contracts else "–"
+    label += " + 2 contract accruals" if with_contracts else ""
     print(f"| {label} | {rate:,} | {rounds} × {int(seconds * rate):,} | **{us:.1f} µs** "
           f"({min(net) * 1e6:.1f}–{max(net) * 1e6:.1f}) | {statistics.median(harness) * 1e6:.1f} µs | "
           f"{statistics.median(lat) * 1e6:.0f} µs | {lat[int(len(lat) * 0.99)] * 1e6:.0f} µs | {rows:,} | "
-          f"≤ 100 µs | {'yes' if us <= 100 else '**no**'} |")
+          f"{target} | {met} |")
 
 
 async def sync_cost(n: int = 50_000) -> None:
@@ -162,17 +183,21 @@ async def main() -> None:
     print("CPU of the whole gateway process per call (admission, settlement, usage row, the database and Redis")
     print("clients) minus the pacing loop's own cost; 2 budgets and 3 rate limits apply to every call.")
     print("Embedded: in-process counters, SQLite in the process. Replicated: Redis counters, PostgreSQL rows")
-    print("(the servers' own CPU is theirs, not the gateway's).")
+    print("(the servers' own CPU is theirs, not the gateway's). The target covers metering, budgets and rate")
+    print("limits; the last two rows add a revenue share and a commitment that every call accrues to.")
     print()
     await sync_cost()
     print()
     print("| mode | calls/s | calls | metering CPU per call, median (range) | harness | admit p50 | admit p99 | rows | target | met |")
     print("|---|---|---|---|---|---|---|---|---|---|")
     with tempfile.TemporaryDirectory() as tmp:
-        await mode("embedded", None, lambda r: f"sqlite+aiosqlite:///{tmp}/{r}.db", args.seconds, args.rate, args.rounds)
         redis, pg = RedisServer(), PostgresServer()
         try:
-            await mode("replicated", redis.url, lambda r: pg.create_database(), args.seconds, args.rate, args.rounds)
+            for with_contracts in (False, True):
+                await mode("embedded", None, lambda r: f"sqlite+aiosqlite:///{tmp}/{with_contracts}{r}.db",
+                           args.seconds, args.rate, args.rounds, with_contracts)
+                await mode("replicated", redis.url, lambda r: pg.create_database(), args.seconds, args.rate,
+                           args.rounds, with_contracts)
         finally:
             redis.stop()
             pg.stop()

@@ -23,8 +23,11 @@ $PY bench/gateway_bench.py --out bench/out/gateway.md "$@"
   echo '```'
   $PY bench/policy_bench.py
   echo '```'
-  for extra in metering_bench audit_bench; do
-    if [ -f "bench/$extra.py" ]; then echo; echo '```'; $PY "bench/$extra.py"; echo '```'; fi
-  done
+  echo
+  $PY bench/metering_bench.py
+  echo
+  echo '```'
+  $PY bench/audit_bench.py
+  echo '```'
 } > bench/RESULTS.md
 cat bench/RESULTS.md

@@ -10,6 +10,7 @@ the cap. So the cap holds across any number of replicas, and a replay never coun
 from __future__ import annotations
 
 import datetime as dt
+import json
 from collections.abc import Iterable
 from dataclasses import dataclass
 from decimal import Decimal
@@ -24,6 +25,9 @@ from .config import Agreement, decode_agreement, encode_agreement
 from .tables import contract_agreements, ledger_accruals, ledger_totals
 
 UTC = dt.timezone.utc
+_UPDATE_TOTALS = sa.update(ledger_totals).where(ledger_totals.c.contract_id == sa.bindparam("cid")).values(
+    accrued=sa.bindparam("accrued"), requested=sa.bindparam("requested"), calls=sa.bindparam("calls"),
+    capped_at=sa.bindparam("capped_at"), updated_at=sa.bindparam("updated_at"))
 
 
 def _utc(value: dt.datetime | None) -> dt.datetime | None:
@@ -70,6 +74,24 @@ class Ledger:
         self.engine = engine
         self._sqlite = is_sqlite(engine)
         self._insert = sqlite.insert if self._sqlite else postgresql.insert
+        # Which of a batch's requests are already on record: the ids travel as one parameter (a
+        # JSON array on SQLite, an array on PostgreSQL), not one bound parameter per id.
+        ids = sa.bindparam("ids")
+        if self._sqlite:
+            listed = ledger_accruals.c.request_id.in_(sa.select(sa.column("value")).select_from(sa.func.json_each(ids)))
+            self._ids = json.dumps
+        else:
+            listed = ledger_accruals.c.request_id == sa.any_(sa.bindparam("ids", type_=postgresql.ARRAY(sa.String)))
+            self._ids = list
+        self._seen = sa.select(ledger_accruals.c.request_id).where(
+            ledger_accruals.c.contract_id == sa.bindparam("contract"), listed)
+
+    async def _lock_totals(self, conn, ids: list[str]) -> dict[str, Total]:
+        """Read (and on PostgreSQL lock, in id order) the totals rows of `ids` that exist."""
+        q = sa.select(ledger_totals).where(ledger_totals.c.contract_id.in_(ids)).order_by(ledger_totals.c.contract_id)
+        if not self._sqlite:
+            q = q.with_for_update()
+        return {r.contract_id: _total(r) for r in (await conn.execute(q)).all()}
 
     # -- writes ----------------------------------------------------------------------------------
     async def apply(self, batch: list[Pending]) -> dict[str, Total]:
@@ -84,26 +106,21 @@ class Ledger:
         conn = await write_connection(self.engine)
         try:
             async with conn.begin():
-                await conn.execute(
-                    self._insert(ledger_totals)
-                    .values([dict(contract_id=c, accrued="0", requested="0", calls=0, capped_at=None, updated_at=now)
-                             for c in ids])
-                    .on_conflict_do_nothing(index_elements=["contract_id"])
-                )
-                q = sa.select(ledger_totals).where(ledger_totals.c.contract_id.in_(ids)).order_by(ledger_totals.c.contract_id)
-                if not self._sqlite:
-                    q = q.with_for_update()
-                totals = {r.contract_id: _total(r) for r in (await conn.execute(q)).all()}
+                totals = await self._lock_totals(conn, ids)
+                missing = [c for c in ids if c not in totals]
+                if missing:  # a contract's first accrual: create its totals row, then lock it
+                    await conn.execute(
+                        self._insert(ledger_totals)
+                        .values([dict(contract_id=c, accrued="0", requested="0", calls=0, capped_at=None, updated_at=now)
+                                 for c in missing])
+                        .on_conflict_do_nothing(index_elements=["contract_id"])
+                    )
+                    totals |= await self._lock_totals(conn, missing)
                 seen: set[tuple[str, str]] = set()
                 for c in ids:
                     keys = sorted({p.request_id for p in batch if p.contract_id == c})
-                    for i in range(0, len(keys), 500):
-                        rows = await conn.execute(
-                            sa.select(ledger_accruals.c.request_id).where(
-                                ledger_accruals.c.contract_id == c, ledger_accruals.c.request_id.in_(keys[i : i + 500])
-                            )
-                        )
-                        seen.update((c, r) for (r,) in rows.all())
+                    rows = await conn.execute(self._seen, {"contract": c, "ids": self._ids(keys)})
+                    seen.update((c, r) for (r,) in rows.all())
                 rows_out, changed = [], {}
                 for p in batch:
                     key = (p.contract_id, p.request_id)
@@ -129,13 +146,12 @@ class Ledger:
                     ))
                 if rows_out:
                     await conn.execute(sa.insert(ledger_accruals), rows_out)
-                for t in changed.values():
-                    await conn.execute(
-                        sa.update(ledger_totals).where(ledger_totals.c.contract_id == t.contract_id).values(
-                            accrued=money.text(t.accrued), requested=money.text(t.requested), calls=t.calls,
-                            capped_at=t.capped_at, updated_at=now,
-                        )
-                    )
+                if changed:
+                    await conn.execute(_UPDATE_TOTALS, [
+                        dict(cid=t.contract_id, accrued=money.text(t.accrued), requested=money.text(t.requested),
+                             calls=t.calls, capped_at=t.capped_at, updated_at=now)
+                        for t in changed.values()
+                    ])
         finally:
             await conn.close()
         return {**{c: totals[c] for c in ids}, **changed}

@@ -133,9 +133,11 @@ class ContractsService:
                     return
                 self._wake.clear()
                 await self._wake.wait()
-                self._wake.clear()  # the first accrual woke us; now give others the flush interval to join
             if len(self._queue) < self.cfg.batch_max and not self._closing:
-                # Group commit: let more calls join the batch, up to the flush interval.
+                # Group commit: let more calls join the batch, up to the flush interval. A wake-up
+                # from before (the first accrual, or one that arrived while the last batch was
+                # being written) must not cut the window short: only a full batch or flush() does.
+                self._wake.clear()
                 try:
                     await asyncio.wait_for(self._wake.wait(), self.cfg.flush_interval_s)
                 except asyncio.TimeoutError:

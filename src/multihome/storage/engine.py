@@ -45,7 +45,11 @@ def create_engine(url: str) -> AsyncEngine:
         )
         _configure_sqlite(engine)
         return engine
-    return create_async_engine(u, pool_size=5, max_overflow=15, pool_timeout=30, pool_pre_ping=True)
+    # use_insertmanyvalues=False: a many-row INSERT goes to asyncpg's executemany (one prepared
+    # statement, rows encoded in C) instead of a multi-VALUES statement rendered, bound and parsed
+    # anew for every batch size (the ledger writer spent ~30% more CPU that way).
+    return create_async_engine(u, pool_size=5, max_overflow=15, pool_timeout=30, pool_pre_ping=True,
+                               use_insertmanyvalues=False)
 
 
 def _memory(u: URL) -> bool:
