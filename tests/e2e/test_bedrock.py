@@ -262,6 +262,7 @@ def test_embeddings_titan_and_cohere(br):
     assert list(struct.unpack("<256f", base64.b64decode(b64))) == pytest.approx(one.data[0].embedding)
     many = br.embeddings.create(model="cohere", input=["a", "b", "c"])
     assert [d.index for d in many.data] == [0, 1, 2] and len(many.data[0].embedding) == 1024
+    assert many.usage.prompt_tokens == 3  # from Bedrock's x-amzn-bedrock-input-token-count header (1 per text)
     with pytest.raises(openai.BadRequestError):
         br.embeddings.create(model="titan", input=["a", "b"])
 

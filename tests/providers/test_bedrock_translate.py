@@ -179,3 +179,16 @@ def test_client_error_body_is_an_openai_envelope_naming_context_overflow():
     err = json.loads(adapter.client_error_body(404, b'{"__type":"com.amazon#ResourceNotFoundException","message":"no model"}'))["error"]
     assert err["code"] == "ResourceNotFoundException" and err["message"] == "AWS Bedrock: no model"
     assert error_name({}, b"not json") == (None, "")
+
+
+def test_cohere_embeddings_usage_comes_from_the_token_count_header():
+    adapter = BedrockAdapter("b", "http://x", None)
+    body = json.dumps({"embeddings": [[0.5], [0.25]], "id": "e", "response_type": "embeddings_floats",
+                       "texts": ["twelve chars", "and sixteen more"]}).encode()
+    counted = json.loads(adapter.embeddings_response(body, "cohere.embed-english-v3",
+                                                     {"x-amzn-bedrock-input-token-count": "9"}))
+    assert counted["usage"] == {"prompt_tokens": 9, "total_tokens": 9}
+    # Header missing (a proxy dropped it): estimated from the echoed texts (28 chars / 4), never 0.
+    guessed = json.loads(adapter.embeddings_response(body, "cohere.embed-english-v3", {}))
+    assert guessed["usage"] == {"prompt_tokens": 7, "total_tokens": 7}
+    assert [d["embedding"] for d in guessed["data"]] == [[0.5], [0.25]]

@@ -366,7 +366,7 @@ def test_gemini_embeddings_round_trip_float_and_base64():
 
     async def run():
         req = await a.embeddings_request(parsed, "text-embedding-004")
-        return req, a.embeddings_response(json.dumps({"embeddings": [{"values": [0.5, 1.0]}, {"values": [2.0, 0.25]}]}).encode(), "text-embedding-004")
+        return req, a.embeddings_response(json.dumps({"embeddings": [{"values": [0.5, 1.0]}, {"values": [2.0, 0.25]}]}).encode(), "text-embedding-004", {})
 
     req, body = asyncio.run(run())
     assert req.url.endswith("/v1beta/models/text-embedding-004:batchEmbedContents")
@@ -375,7 +375,7 @@ def test_gemini_embeddings_round_trip_float_and_base64():
         {"model": "models/text-embedding-004", "outputDimensionality": 2, "content": {"parts": [{"text": "b"}]}}]}
     data = json.loads(body)["data"]
     assert struct.unpack("<2f", base64.b64decode(data[1]["embedding"])) == (2.0, 0.25)
-    float_body = a.embeddings_response(json.dumps({"embeddings": [{"values": [0.5]}]}).encode(), "m")
+    float_body = a.embeddings_response(json.dumps({"embeddings": [{"values": [0.5]}]}).encode(), "m", {})
     assert json.loads(float_body)["data"][0]["embedding"] == [0.5]  # outside the request's context: float
 
 
@@ -386,7 +386,7 @@ def test_vertex_embeddings_use_predict_and_report_tokens():
     assert req.url == "https://x/v1/projects/p/locations/l/publishers/google/models/text-embedding-005:predict"
     assert json.loads(req.body) == {"instances": [{"content": "hi"}], "parameters": {"outputDimensionality": 3}}
     body = {"predictions": [{"embeddings": {"values": [1.0, 0.0, 0.0], "statistics": {"token_count": 2, "truncated": False}}}]}
-    out = json.loads(v.embeddings_response(json.dumps(body).encode(), "text-embedding-005"))
+    out = json.loads(v.embeddings_response(json.dumps(body).encode(), "text-embedding-005", {}))
     assert out["data"][0]["embedding"] == [1.0, 0.0, 0.0] and out["usage"]["prompt_tokens"] == 2
 
 

@@ -307,12 +307,12 @@ def stream_finisher(tracker, served: Served):
     return done
 
 
-def _chat_response(dep, body: bytes) -> bytes:
+def _chat_response(dep, body: bytes, headers) -> bytes:
     return dep.adapter.chat_response(body, dep.upstream_model)
 
 
-def _embeddings_response(dep, body: bytes) -> bytes:
-    return dep.adapter.embeddings_response(body, dep.upstream_model)
+def _embeddings_response(dep, body: bytes, headers) -> bytes:
+    return dep.adapter.embeddings_response(body, dep.upstream_model, headers)
 
 
 def _with_request_id(req, request_id: str):

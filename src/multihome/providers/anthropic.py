@@ -92,7 +92,7 @@ class AnthropicAdapter(AdapterBase):
     def chat_response(self, body: bytes, upstream_model: str) -> bytes:
         return anthropic_response.chat_response(body, upstream_model)
 
-    def embeddings_response(self, body: bytes, upstream_model: str) -> bytes:
+    def embeddings_response(self, body: bytes, upstream_model: str, headers: Mapping[str, str]) -> bytes:
         raise ValueError("Anthropic has no embeddings API")
 
     def stream_decoder(self, upstream_model: str) -> AnthropicStreamDecoder:

@@ -17,6 +17,7 @@ from ..config import env_secret
 from ..schema.chat import ParsedChat
 from ..schema.embeddings import ParsedEmbeddings
 from . import bedrock_embeddings
+from .bedrock_embeddings import INPUT_TOKENS_HEADER
 from .base import AdapterBase, CAPACITY, CLIENT_ERROR, CONTEXT_OVERFLOW, CONTEXT_OVERFLOW_LABEL, UNAVAILABLE, Classified, UpstreamRequest
 from .bedrock_auth import AwsCredentials, BearerSigner, SigV4Signer
 from .bedrock_stream import ConverseStreamDecoder
@@ -112,8 +113,8 @@ class BedrockAdapter(AdapterBase):
     def chat_response(self, body: bytes, upstream_model: str) -> bytes:
         return chat_completion(body, upstream_model)
 
-    def embeddings_response(self, body: bytes, upstream_model: str) -> bytes:
-        return bedrock_embeddings.openai_embeddings(body, upstream_model)
+    def embeddings_response(self, body: bytes, upstream_model: str, headers: Mapping[str, str]) -> bytes:
+        return bedrock_embeddings.openai_embeddings(body, upstream_model, headers.get(INPUT_TOKENS_HEADER))
 
     def stream_decoder(self, upstream_model: str) -> ConverseStreamDecoder:
         return ConverseStreamDecoder(upstream_model)

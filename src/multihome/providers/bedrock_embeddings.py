@@ -21,6 +21,7 @@ import struct
 
 import msgspec
 
+from ..routing import estimate
 from ..schema.embeddings import ParsedEmbeddings
 from ..schema.errors import bad_request
 from . import canonical_in
@@ -92,23 +93,31 @@ class _Titan(msgspec.Struct):
 
 class _Cohere(msgspec.Struct):
     embeddings: list[list[float]]
+    texts: list[str] = []  # the inputs, echoed
+
+
+INPUT_TOKENS_HEADER = "x-amzn-bedrock-input-token-count"
 
 
 _titan = msgspec.json.Decoder(_Titan)
 _cohere = msgspec.json.Decoder(_Cohere)
 
 
-def openai_embeddings(body: bytes, model: str) -> bytes:
+def openai_embeddings(body: bytes, model: str, header_tokens: str | None) -> bytes:
+    """`header_tokens`: the `x-amzn-bedrock-input-token-count` response header, where InvokeModel
+    reports the count for every model (Cohere's body has none)."""
     try:
         if family(model) == "titan":
             t = _titan.decode(body)
             vectors, tokens = [t.embedding], t.inputTextTokenCount
         else:
-            # Cohere's InvokeModel body has no token count (Bedrock puts it in a response header
-            # the adapter interface does not see): usage reports 0.
-            vectors, tokens = _cohere.decode(body).embeddings, 0
+            c = _cohere.decode(body)
+            # Without the header (a proxy dropped it), the echoed texts give an estimate, not zero.
+            vectors, tokens = c.embeddings, sum(len(t) for t in c.texts) // estimate.CHARS_PER_TOKEN
     except msgspec.DecodeError as exc:
         raise ValueError(f"not an InvokeModel embeddings response: {exc}") from None
+    if header_tokens is not None and header_tokens.isdigit():
+        tokens = int(header_tokens)
     b64 = _encoding.get() == "base64"
     data = [
         {

@@ -156,7 +156,7 @@ class GeminiAdapter(AdapterBase):
     def stream_decoder(self, upstream_model: str) -> gr.GeminiStreamDecoder:
         return gr.GeminiStreamDecoder(upstream_model)
 
-    def embeddings_response(self, body: bytes, upstream_model: str) -> bytes:
+    def embeddings_response(self, body: bytes, upstream_model: str, headers: Mapping[str, str]) -> bytes:
         vectors, tokens = gr.embedding_vectors(body, vertex=self.vertex)
         if _EMBED_FORMAT.get() == "base64":
             vectors = [base64.b64encode(struct.pack(f"<{len(v)}f", *v)).decode() for v in vectors]

@@ -35,7 +35,7 @@ class PassThrough(AdapterBase):
     def chat_response(self, body: bytes, upstream_model: str) -> bytes:
         return body
 
-    def embeddings_response(self, body: bytes, upstream_model: str) -> bytes:
+    def embeddings_response(self, body: bytes, upstream_model: str, headers: Mapping[str, str]) -> bytes:
         return body
 
     def stream_decoder(self, upstream_model: str) -> SseSplitter:

@@ -121,7 +121,7 @@ class AttemptRunner:
         forward_usage: bool = False,
         attempts: list[Attempt] | None = None,
     ) -> Served:
-        """Walk the plan. `await build(deployment) -> UpstreamRequest`; `translate(deployment, body) -> bytes`
+        """Walk the plan. `await build(deployment) -> UpstreamRequest`; `translate(deployment, body, headers) -> bytes`
         turns a 2xx upstream body into the client's schema. Returns Served or raises ApiError."""
         walk = _Walk(self, group, build, translate, stream, forward_usage, attempts if attempts is not None else [])
         budget = group.policy.timeouts.budget_s
@@ -308,7 +308,7 @@ async def _unary_once(dep: DeploymentRuntime, group: GroupRuntime, req: Upstream
         return _Result(UNAVAILABLE, _conn_label(exc))
     if resp.status < 300:
         try:
-            body = translate(dep, body)
+            body = translate(dep, body, resp.headers)
             peek = peek_decoder.decode(body)
         except (msgspec.DecodeError, ValueError):
             return _Result(UNAVAILABLE, "malformed_response")

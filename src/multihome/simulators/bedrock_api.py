@@ -161,7 +161,8 @@ class BedrockApp(ProviderApp):
             return self._error_reply(self.unknown_model(model or ""), None)
         reported = self.models[model] if self.models is not None else model
         if route.op == EMBEDDINGS:
-            reply = self._json_reply(req, render_invoke(body, reported or ""), None)
+            out, tokens = render_invoke(body, reported or "")
+            reply = self._json_reply(req, out, None, b"x-amzn-bedrock-input-token-count: %d\r\n" % tokens)
             if fault is None:
                 self._remember(req, model, False, reply.payload)
             return reply
@@ -181,9 +182,9 @@ class BedrockApp(ProviderApp):
             self._remember(req, model, False, reply.payload)
         return reply
 
-    def _json_reply(self, req: Request, obj: Any, deployment: str | None) -> Reply:
+    def _json_reply(self, req: Request, obj: Any, deployment: str | None, extra_headers: bytes = b"") -> Reply:
         head = b"content-type: application/json\r\nx-amzn-RequestId: " + _request_id(req.url, req.body).encode() + b"\r\n"
-        return Reply("response", build_response(200, head, _encode(obj)))
+        return Reply("response", build_response(200, head + extra_headers, _encode(obj)))
 
     def _stream_headers(self, req: Request) -> bytes:
         return (b"content-type: application/vnd.amazon.eventstream\r\nx-amzn-RequestId: "

@@ -247,7 +247,9 @@ def _model_family(model: str) -> str | None:
     return None
 
 
-def render_invoke(body: dict, model: str) -> dict:
+def render_invoke(body: dict, model: str) -> tuple[dict, int]:
+    """The InvokeModel reply body and its input token count (which Bedrock sends in the
+    `x-amzn-bedrock-input-token-count` header, not in every model's body)."""
     family = _model_family(model)
     if family == "titan":
         text = body.get("inputText")
@@ -259,13 +261,14 @@ def render_invoke(body: dict, model: str) -> dict:
         dims = body.get("dimensions", 1024)
         if dims not in TITAN_DIMENSIONS:
             raise invalid("Malformed input request: #/dimensions: " + f"{dims} is not a valid enum value, please reformat your input and try again.")
-        return {"embedding": embedding(text.encode(), dims), "inputTextTokenCount": estimate_tokens(text)}
+        tokens = estimate_tokens(text)
+        return {"embedding": embedding(text.encode(), dims), "inputTextTokenCount": tokens}, tokens
     if family == "cohere":
         texts = body.get("texts")
         if not isinstance(texts, list) or not texts or len(texts) > 96 or not all(isinstance(t, str) and t for t in texts):
             raise invalid("Malformed input request: #/texts: expected 1 to 96 non-empty strings, please reformat your input and try again.")
         if body.get("input_type") not in ("search_document", "search_query", "classification", "clustering"):
             raise invalid("Malformed input request: #: required key [input_type] not found, please reformat your input and try again.")
-        return {"embeddings": [embedding(t.encode(), 1024) for t in texts], "id": "emb-" + str(len(texts)),
-                "response_type": "embeddings_floats", "texts": texts}
+        return ({"embeddings": [embedding(t.encode(), 1024) for t in texts], "id": "emb-" + str(len(texts)),
+                 "response_type": "embeddings_floats", "texts": texts}, sum(estimate_tokens(t) for t in texts))
     raise invalid("The provided model identifier is invalid.")
