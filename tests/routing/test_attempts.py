@@ -75,7 +75,7 @@ async def _run(fail_over_on: str, fault: dict | None, body: bytes = BODY, group:
         plan = Planner(breakers, latency).plan(grp, RequestShape(parsed.needs, False, parsed.request))
         try:
             served = await runner.run(
-                grp, plan, lambda d: d.adapter.chat_request(parsed, d.upstream_model), lambda d, b: b, stream=False
+                grp, plan, lambda d: d.adapter.chat_request(parsed, d.upstream_model), lambda d, b, h: b, stream=False
             )
         except ApiError as err:
             return err, sleeps, sim.state.stats.to_dict()

@@ -40,7 +40,7 @@ def outcome_of(err: ApiError) -> str:
 
 class CallTracker:
     __slots__ = ("acc", "request_id", "endpoint", "principal", "request_sha256", "started_at", "_t0",
-                 "model_group", "policy_code", "entitlement_id", "ticket", "_durable", "finished", "chat")
+                 "model_group", "policy_code", "entitlement_id", "ticket", "_durable", "finished", "request")
 
     def __init__(self, acc: Accounting, request_id: str, endpoint: str, principal: Principal, request_sha256: str) -> None:
         self.acc = acc
@@ -55,14 +55,14 @@ class CallTracker:
         self.ticket = None
         self._durable: asyncio.Future | None = None
         self.finished = False
-        self.chat = None  # the canonical chat request, for usage estimates
+        self.request = None  # the canonical chat or embeddings request, for usage estimates
 
     async def admit(self, group, deployments, max_output_tokens: int | None) -> list[tuple[bytes, bytes]]:
         """Limits and budgets (may raise 429); then start making the call's start durable."""
         self.model_group = group.name
         headers: list[tuple[bytes, bytes]] = []
         if self.acc.limiter is not None:
-            prompt = estimate.prompt_tokens(self.chat) if self.chat is not None else 0
+            prompt = estimate.input_tokens(self.request)
             self.ticket = await self.acc.limiter.admit(
                 self.principal, group.name, deployments, prompt, max_output_tokens, self.request_id
             )
@@ -105,11 +105,13 @@ class CallTracker:
             sink.record(record)
 
     def _usage(self, usage, content_chars: int) -> Usage:
-        if usage is not None:
+        if usage is not None and (usage.prompt_tokens or usage.completion_tokens):
             cached = usage.prompt_tokens_details.cached_tokens if usage.prompt_tokens_details else 0
             return Usage(usage.prompt_tokens, usage.completion_tokens, cached or 0)
-        prompt = estimate.prompt_tokens(self.chat) if self.chat is not None else 0
-        return Usage(prompt, content_chars // estimate.CHARS_PER_TOKEN, 0, estimated=True)
+        # No usage, or none counted for a non-empty input (the Gemini API's batch embeddings
+        # report no token count): estimate, and say so.
+        prompt = estimate.input_tokens(self.request)
+        return Usage(prompt, content_chars // estimate.CHARS_PER_TOKEN, 0, estimated=prompt > 0 or usage is None)
 
 
 def _swallow(future: asyncio.Future) -> None:

@@ -136,12 +136,12 @@ def embeddings_shape(scope, parsed, group: GroupRuntime, gate=None) -> RequestSh
     return shape
 
 
-def begin_call(scope, accounting, request_id: bytes, endpoint: str, body: bytes, group: GroupRuntime, chat=None):
+def begin_call(scope, accounting, request_id: bytes, endpoint: str, body: bytes, group: GroupRuntime, request):
     """Start accounting for a call (None when nothing is configured); the gateway finishes it on errors."""
     if accounting is None or not accounting.enabled:
         return None
     tracker = accounting.begin(request_id.decode(), endpoint, scope["multihome.principal"], body)
-    tracker.model_group, tracker.chat = group.name, chat
+    tracker.model_group, tracker.request = group.name, request
     scope["multihome.tracker"] = tracker
     return tracker
 
@@ -226,9 +226,9 @@ class OpenAIRoutes:
         body = await read_body(scope, receive, self.max_body)
         parsed = parse_embeddings(body)
         group = self._group(parsed.request.model)
-        tracker = begin_call(scope, self.accounting, request_id, "embeddings", body, group)
+        tracker = begin_call(scope, self.accounting, request_id, "embeddings", body, group, parsed.request)
         shape = embeddings_shape(scope, parsed, group, self.gate)
-        extra = await admit_call(tracker, group, shape, None)
+        extra = await admit_call(tracker, group, shape, 0)  # embeddings produce no output tokens
         rid = request_id.decode()
 
         async def build(dep):

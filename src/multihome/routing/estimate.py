@@ -8,6 +8,7 @@ clearly too small; an upstream context-overflow decline catches the rest.
 from __future__ import annotations
 
 from ..schema.chat import ChatRequest
+from ..schema.embeddings import EmbeddingsRequest
 
 CHARS_PER_TOKEN = 4
 IMAGE_TOKENS = 800
@@ -35,6 +36,20 @@ def prompt_tokens(req: ChatRequest) -> int:
         if tool.function is not None:
             chars += len(tool.function.name) + len(tool.function.description or "") + len(tool.function.parameters)
     return tokens + chars // CHARS_PER_TOKEN
+
+
+def embedding_tokens(req: EmbeddingsRequest) -> int:
+    """Texts at four characters per token; token-id arrays count exactly."""
+    items = [req.input] if isinstance(req.input, str) else req.input
+    if items and all(isinstance(i, int) for i in items):
+        return len(items)  # one pre-tokenized input
+    return sum(len(i) if isinstance(i, list) else -(-len(i) // CHARS_PER_TOKEN) for i in items if not isinstance(i, int))
+
+
+def input_tokens(req: ChatRequest | EmbeddingsRequest | None) -> int:
+    if isinstance(req, EmbeddingsRequest):
+        return embedding_tokens(req)
+    return prompt_tokens(req) if req is not None else 0
 
 
 def output_tokens(req: ChatRequest) -> int | None:
