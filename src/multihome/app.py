@@ -9,6 +9,7 @@ from .api.gateway import Gateway
 from .api.openai_routes import OpenAIRoutes
 from .config import Config, env_secret, load_config
 from .accounting.tracker import Accounting
+from .api.admin_budget_routes import BudgetAdminRoutes
 from .api.admin_contracts_routes import ContractRoutes
 from .api.admin_metering_routes import MeteringAdminRoutes
 from .api.admin_routes import AdminRoutes
@@ -45,6 +46,8 @@ def build_app(config: Config) -> Gateway:
     planner = Planner(breakers, latency, commitments=contracts)
     router = Router(catalog, planner, AttemptRunner(breakers, latency))
     metering = Metering.from_config(config)
+    if storage.enabled:
+        metering.snapshots = _Lazy(storage, "snapshots")  # budgets set through the admin API
     # Metering has work only with somewhere to write usage or limits to enforce.
     metered = storage.enabled or bool(config.metering.budgets or config.metering.rate_limits)
     accounting = Accounting(sinks=[metering], limiter=metering.limiter) if metered else Accounting()
@@ -68,9 +71,12 @@ def build_app(config: Config) -> Gateway:
     async def after_change() -> None:
         await storage.refresh()
         await gate.refresh()
+        await metering.refresh_budgets()
 
-    admin = AdminRoutes(_Lazy(storage, "store") if storage.enabled else None, gate, frozenset(catalog.groups), after_change)
+    store = _Lazy(storage, "store") if storage.enabled else None
+    admin = AdminRoutes(store, gate, frozenset(catalog.groups), after_change)
     admin = MeteringAdminRoutes(metering, fallback=admin)
+    admin = BudgetAdminRoutes(metering, store, after_change, fallback=admin)
     admin = _Prefixed(ContractRoutes(contracts), admin)
     if audit_log is not None:
         from .api.admin_audit_routes import AuditedAdmin, AuditRoutes

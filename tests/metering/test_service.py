@@ -133,6 +133,7 @@ async def test_full_backlog_refuses_new_calls_instead_of_losing_usage(tmp_path):
 
 
 async def test_admin_usage_summary_and_rbac(db_url):
+    from multihome.api.admin_budget_routes import BudgetAdminRoutes
     from multihome.api.admin_metering_routes import MeteringAdminRoutes
     from multihome.identity.principal import Principal
 
@@ -142,7 +143,7 @@ async def test_admin_usage_summary_and_rbac(db_url):
     m.record(call("x1", prompt=1000, completion=100, key_id="key_a"))
     m.record(call("x2", prompt=1000, completion=0, key_id="key_b"))
     m.record(call("y1", prompt=1000, completion=0, tenant="ten_b"))
-    routes = MeteringAdminRoutes(m)
+    routes = BudgetAdminRoutes(m, None, fallback=MeteringAdminRoutes(m))  # chained as in app.py
 
     async def get(path, who, query=b""):
         sent = []
@@ -168,4 +169,5 @@ async def test_admin_usage_summary_and_rbac(db_url):
     assert body["data"] == []
     status, body = await get("/admin/v1/tenants/ten_a/budgets", admin_a)
     assert [(b["amount"], b["spent_or_reserved"], b["remaining"]) for b in body["data"]] == [("1", "0.0035", "0.9965")]
+    assert (body["data"][0]["source"], body["data"][0]["id"], body["data"][0]["in_force"]) == ("config", None, True)
     await m.close()

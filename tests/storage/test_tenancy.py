@@ -45,16 +45,18 @@ async def test_deleting_a_tenant_removes_its_keys_teams_policies_and_grants(stor
     await store.create_policy(t.id, scope="key", scope_id=key.id, rules={"deny": True}, actor="admin")
     await store.grant_entitlement(t.id, model_group="gpt-4o", starts_on=dt.date(2025, 1, 1),
                                   ends_on=dt.date(2025, 2, 1), exclusive=True, actor="admin")
+    await store.create_budget(t.id, scope="key", scope_id=key.id, amount=5, actor="admin")
     assert (await store.snapshot()).key_index().lookup(secret) is not None
 
     await store.delete_tenant(t.id, actor="admin")
     snap = await store.snapshot()
     assert snap.key_index().lookup(secret) is None
-    assert snap.teams == {} and snap.policies == () and snap.entitlements == ()
+    assert snap.teams == {} and snap.policies == () and snap.entitlements == () and snap.budgets == ()
     # The admin record outlives the tenant.
     events = await store.admin_events(t.id)
     assert events[-1].action == "tenant.delete"
-    assert events[-1].detail == {"name": "gone", "teams": 1, "keys": 1, "policies": 1, "entitlements": 1}
+    assert events[-1].detail == {"name": "gone", "teams": 1, "keys": 1, "policies": 1, "entitlements": 1,
+                                 "budgets": 1}
 
 
 async def test_teams_are_unique_per_tenant_and_isolated(store):

@@ -16,6 +16,7 @@ from ..audit.events import AdminChange
 from ..audit.reader import AuditReader, BadQuery, Filters, parse_time
 from ..identity.principal import ORG_ADMIN, Principal
 from ..schema.errors import ApiError
+from .admin_budget_routes import ROUTES as BUDGET_ROUTES
 from .admin_rbac import AUDIT, authorize
 from .admin_routes import ROUTES as ADMIN_ROUTES
 from .asgi import JSON, send_bytes
@@ -97,7 +98,7 @@ class AuditedAdmin:
 
 def change_of(method: str, path: str, principal: Principal, response: bytes) -> AdminChange:
     handler, params = "unknown", {}
-    for route in ADMIN_ROUTES:
+    for route in (*ADMIN_ROUTES, *BUDGET_ROUTES):
         m = route.pattern.match(path)
         if m and route.method == method:
             handler, params = route.handler, m.groupdict()

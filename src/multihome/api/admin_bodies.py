@@ -46,6 +46,22 @@ class UpdatePolicy(_Body):
     description: str | None = None
 
 
+class CreateBudget(_Body):
+    """A spending limit on the tenant, one of its teams or one of its API keys."""
+
+    scope: Literal["tenant", "team", "key"]
+    amount: str | int | float  # > 0, exact: send a string ("25.00") to avoid float rounding
+    scope_id: str | None = None  # team or key id; the tenant itself (or omitted) for scope "tenant"
+    currency: str = "USD"
+    period: Literal["day", "month", "total"] = "month"  # UTC calendar day / month, or forever
+    mode: Literal["hard", "soft"] = "hard"  # hard: refuse calls (429); soft: allow and flag
+
+
+class UpdateBudget(_Body):
+    amount: str | int | float | None = None
+    mode: Literal["hard", "soft"] | None = None
+
+
 class GrantEntitlement(_Body):
     model_group: str
     starts_on: dt.date

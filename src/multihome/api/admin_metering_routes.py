@@ -1,4 +1,5 @@
-"""Admin API for metering: usage summaries and budget status, RBAC-checked like api/admin_routes.
+"""Admin API for metering: usage summaries, RBAC-checked like api/admin_routes. Budgets (their
+status included) are served by api/admin_budget_routes.
 
 Mount by wrapping the main admin handler: `admin = MeteringAdminRoutes(metering, fallback=admin)`;
 paths it does not serve go to `fallback`.
@@ -8,14 +9,11 @@ from __future__ import annotations
 
 import datetime as dt
 import re
-from decimal import Decimal
 from urllib.parse import parse_qs
 
 import msgspec
 
 from ..identity.principal import Principal
-from ..metering.periods import period
-from ..metering.prices import NANOS, text
 from ..metering.summary import GROUPS, usage_summary
 from ..schema.errors import ApiError
 from .admin_rbac import ORG, READ, authorize
@@ -27,8 +25,6 @@ ROUTES = [
     (re.compile(f"^{P}/tenants/{_T}/usage$"), READ, "tenant_usage",
      "Usage and cost for a tenant, grouped by key, team, model_group or deployment (?group_by=&start=&end=)"),
     (re.compile(f"^{P}/usage$"), ORG, "org_usage", "Usage and cost across tenants (?group_by=tenant|...&start=&end=)"),
-    (re.compile(f"^{P}/tenants/{_T}/budgets$"), READ, "tenant_budgets",
-     "The tenant's budgets with what is spent or reserved now (?team=&key= for theirs)"),
 ]
 
 
@@ -75,29 +71,6 @@ class MeteringAdminRoutes:
         data = await usage_summary(self._engine(), tenant, group_by, start, end)
         return {"object": "list", "tenant_id": tenant, "group_by": group_by,
                 "start": start.isoformat() if start else None, "end": end.isoformat() if end else None, "data": data}
-
-    async def tenant_budgets(self, p, q):
-        limiter = self.metering.limiter
-        now = limiter.clock()
-        scopes = [("tenant", p["tenant"])]
-        for name in ("team", "key"):
-            value = _one(q, name)
-            if value:
-                scopes.append((name, value))
-        specs = [s for scope, ident in scopes for s in limiter.rules.budgets_for(scope, ident)]
-        keys = [s.base + period(s.period, now).bucket for s in specs]
-        used = await limiter.counters.read(keys, int(now * 1000))
-        data = []
-        for spec, value in zip(specs, used):
-            per = period(spec.period, now)
-            data.append({
-                "object": "budget", "scope": spec.scope, "scope_id": spec.id, "period": spec.period,
-                "mode": spec.rule.mode, "currency": spec.currency, "amount": text(spec.rule.limit),
-                "spent_or_reserved": text(Decimal(value) / NANOS),
-                "remaining": text(max(Decimal(0), (Decimal(spec.limit_nanos) - value) / NANOS)),
-                "resets_at": per.end.isoformat() if per.end else None,
-            })
-        return {"object": "list", "data": data}
 
 
 def _one(q, name) -> str | None:

@@ -5,8 +5,11 @@ from __future__ import annotations
 import msgspec
 
 from .admin_bodies import KeyView
+from .admin_budget_routes import ROUTES as BUDGET_ROUTES
 from .admin_metering_routes import ROUTES as METERING_ROUTES
-from .admin_routes import ROUTES
+from .admin_routes import ROUTES as ADMIN_ROUTES
+
+ROUTES = [*ADMIN_ROUTES, *BUDGET_ROUTES]
 
 # GET-only routes served by other modules: (path, summary, query parameters).
 _EXTRA_GETS = [
@@ -47,8 +50,10 @@ def openapi_document() -> dict:
                           "4XX": _ERROR},
         }
         params = [name for name in route.pattern.groupindex]
-        if params:
-            op["parameters"] = [{"name": n, "in": "path", "required": True, "schema": {"type": "string"}} for n in params]
+        parameters = [{"name": n, "in": "path", "required": True, "schema": {"type": "string"}} for n in params]
+        parameters += [{"name": n, "in": "query", "required": False, "schema": {"type": "string"}} for n in route.query]
+        if parameters:
+            op["parameters"] = parameters
         if route.body is not None:
             op["requestBody"] = {
                 "required": True,

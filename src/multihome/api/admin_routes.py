@@ -35,11 +35,12 @@ class Route:
     handler: str
     summary: str
     body: type | None = None
+    query: tuple[str, ...] = ()  # query parameters, for the OpenAPI document
 
 
-def _r(method, path, action, handler, summary, body=None) -> Route:
+def _r(method, path, action, handler, summary, body=None, query=()) -> Route:
     regex = re.sub(r"\{(\w+)\}", r"(?P<\1>[A-Za-z0-9_\\-]+)", path)
-    return Route(method, re.compile(f"^{regex}$"), action, handler, summary, body)
+    return Route(method, re.compile(f"^{regex}$"), action, handler, summary, body, tuple(query))
 
 
 P = "/admin/v1"

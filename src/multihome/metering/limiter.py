@@ -168,6 +168,12 @@ class Limiter:
         self.open[request_id] = ticket
         return ticket
 
+    def use_rules(self, rules: Rules) -> None:
+        """Switch to new rules (budgets changed): admissions from now on resolve against them.
+        Tickets already admitted keep their reservations and settle them as before."""
+        self.rules = rules
+        self._routes = {}  # built from the old rules
+
     def _route(self, deployments) -> _Route:
         key = tuple((d.name, d.max_output_tokens) for d in deployments)
         route = self._routes.get(key)

@@ -55,14 +55,36 @@ def _index(rules):
     return explicit, star
 
 
+class AdminBudget(BudgetRule, kw_only=True):
+    """A budget set through the admin API (stored, `bud_...`), as a rule beside the config ones."""
+
+    budget_id: str
+    tenant_id: str
+
+
+def admin_budget(record) -> AdminBudget:
+    """A stored budget (storage.records.Budget) as a rule."""
+    return AdminBudget(scope=record.scope, id=record.scope_id, amount=record.amount, currency=record.currency,
+                       period=record.period, mode=record.mode, budget_id=record.id, tenant_id=record.tenant_id)
+
+
+def slot(rule: BudgetRule) -> tuple[str, str, str, str]:
+    """The counter a rule counts against (for one id, or each id for "*"): the amount is not part of it."""
+    return rule.scope, rule.id, rule.period, rule.currency
+
+
 class Rules:
-    def __init__(self, cfg: MeteringConfig) -> None:
+    """Resolves rules for callers. Immutable once built: a change of budgets builds a new one, whose
+    per-principal caches start empty."""
+
+    def __init__(self, cfg: MeteringConfig, budgets: list[BudgetRule] | None = None) -> None:
         self.prefix = cfg.key_prefix
-        self._budgets = _index(cfg.budgets)
+        self.budget_rules: tuple[BudgetRule, ...] = tuple(cfg.budgets if budgets is None else budgets)
+        self._budgets = _index(self.budget_rules)
         self._rates = _index(cfg.rate_limits)
         self._cache: dict[tuple, tuple[tuple[BudgetSpec, ...], tuple[RateSpec, ...]]] = {}
         self._dep_cache: dict[str, RateSpec | None] = {}
-        self.any = bool(cfg.budgets or cfg.rate_limits)
+        self.any = bool(self.budget_rules or cfg.rate_limits)
 
     def _pick(self, index, scope: str, ident: str):
         explicit, star = index

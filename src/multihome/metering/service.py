@@ -5,10 +5,15 @@ Integration (app.py): `metering = Metering.from_config(config)`; add it to `serv
 storage service (it writes to the tables storage migrates); call `metering.limiter.admit(...)`
 before a call, register `metering` as a CallSink, and call `metering.limiter.release(request_id)`
 in the front door's `finally` for calls that end without a CallRecord.
+
+Budgets set through the admin API arrive through the storage snapshot (`metering.snapshots`, a
+SnapshotCache): on every change the limiter's rules become the config budgets plus the stored
+ones, after the counters of budgets new to this process are seeded from stored usage.
 """
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import logging
 import time
@@ -17,12 +22,12 @@ import sqlalchemy as sa
 
 from ..accounting.record import CallRecord
 from ..config import env_secret
-from .config import MeteringConfig
+from .config import BudgetRule, MeteringConfig
 from .limiter import Limiter
 from .periods import UTC, period
 from .prices import ZERO, PriceTable, text, to_nanos
 from .record import MeteredCall, MeteredSink
-from .rules import principal_key
+from .rules import AdminBudget, Rules, admin_budget, principal_key, slot
 
 log = logging.getLogger("multihome.metering")
 
@@ -33,7 +38,7 @@ def _ts(seconds: float) -> dt.datetime:
 
 class Metering:
     def __init__(self, cfg: MeteringConfig, prices: PriceTable, *, storage_url: str | None = None,
-                 counters=None, clock=time.time) -> None:
+                 counters=None, clock=time.time, snapshots=None) -> None:
         self.cfg = cfg
         self.prices = prices
         self.storage_url = storage_url
@@ -42,6 +47,13 @@ class Metering:
         self.engine = None
         self.writer = None
         self.recorded = 0
+        # storage.SnapshotCache (started before this service): where admin-set budgets come from.
+        self.snapshots = snapshots
+        self.admin_budgets: tuple[AdminBudget, ...] = ()  # the stored budgets the limiter enforces now
+        self._stored: tuple | None = None  # the snapshot's budget records they were made from
+        self._seeded: set[tuple[str, str, str, str]] = set()  # counters seeded from usage by this process
+        self._wanted = self._applied = None  # newest snapshot seen / applied
+        self._following: asyncio.Task | None = None
 
     @classmethod
     def from_config(cls, config) -> Metering:
@@ -104,7 +116,13 @@ class Metering:
 
         self.engine = create_engine(self.storage_url)
         await self._store_price_version()
-        await self._seed_budgets()
+        snap = self.snapshots.snapshot if self.snapshots is not None else None
+        # Seeds the config budgets' and the stored budgets' counters; a failure fails start-up.
+        await self._use_budgets(tuple(admin_budget(b) for b in snap.budgets) if snap is not None else ())
+        if snap is not None:
+            self._stored, self._applied = snap.budgets, snap
+            self.snapshots.subscribe(self._snapshot_changed)
+            self._snapshot_changed(self.snapshots.snapshot)  # a change that came in meanwhile
         w = self.cfg.writer
         self.writer = UsageWriter(self.engine, usage_calls, batch_size=w.batch_size,
                                   flush_interval_ms=w.flush_interval_ms, max_backlog=w.max_backlog)
@@ -117,6 +135,8 @@ class Metering:
             await self.writer.flush()
 
     async def close(self) -> None:
+        if self._following is not None:
+            self._following.cancel()
         if self.writer is not None:
             await self.writer.close()
         await self.limiter.close()
@@ -135,17 +155,64 @@ class Metering:
                 except sa.exc.IntegrityError:
                     pass  # another replica stored the same version at the same moment
 
-    async def _seed_budgets(self) -> None:
-        """Start budget counters from stored usage, so a restart (or an empty Redis) keeps this period's spend.
+    # -- budgets set through the admin API ---------------------------------------------------------
+    async def refresh_budgets(self) -> None:
+        """Apply the newest snapshot's budgets now (after a change made through this replica)."""
+        if self.snapshots is None:
+            return
+        self._snapshot_changed(self.snapshots.snapshot)
+        if self._following is not None:
+            await asyncio.shield(self._following)
+
+    def _snapshot_changed(self, snap) -> None:
+        """SnapshotCache listener: apply the newest snapshot in one background task at a time."""
+        self._wanted = snap
+        if self._following is None or self._following.done():
+            self._following = asyncio.get_running_loop().create_task(self._follow())
+
+    async def _follow(self) -> None:
+        while self._wanted is not self._applied:
+            snap = self._wanted
+            try:
+                if snap.budgets != self._stored:  # most changes are keys and policies: nothing to do
+                    await self._use_budgets(tuple(admin_budget(b) for b in snap.budgets))
+                    self._stored = snap.budgets
+            except Exception:
+                log.exception("could not apply the stored budgets of snapshot %s", snap.version)
+            self._applied = snap
+
+    async def _use_budgets(self, stored: tuple[AdminBudget, ...]) -> None:
+        """Make the limiter enforce the config budgets plus `stored`, seeding new counters first:
+        an admission before the seed would create the counter, and the seed would then not apply."""
+        rules = Rules(self.cfg, [*self.cfg.budgets, *stored])
+        new = [r for r in rules.budget_rules if slot(r) not in self._seeded]
+        if new and self.engine is not None:
+            try:
+                if self.writer is not None:  # this replica's usage rows into the database, so into the seed
+                    await self.writer.flush(timeout=5)
+                await self.seed_budgets(new, rules)
+            except Exception as exc:
+                if self.writer is None:
+                    raise  # at start-up: do not serve with budgets that forgot this period's spend
+                # Enforce the change anyway, counting from what the counters hold (fail towards limits).
+                log.error("new budget counters not seeded from stored usage (%s); they count from now", exc)
+        self._seeded.update(slot(r) for r in new)
+        self.limiter.use_rules(rules)
+        self.admin_budgets = stored
+
+    async def seed_budgets(self, budgets: list[BudgetRule], rules: Rules) -> None:
+        """Start these budgets' counters for the current period from stored usage, so a restart (or an
+        empty Redis, or a budget created mid-month) keeps this period's spend.
 
         Seeding sets a counter only if it does not exist (SET NX in Redis): a running replica's
-        counters, which also hold reservations in flight, always win.
+        counters, which also hold reservations in flight, always win. `rules` decides which budgets
+        apply to each id (an explicit rule for an id replaces the "*" rules of its scope).
         """
         from .tables import usage_calls as u
 
         column = {"tenant": u.c.tenant_id, "team": u.c.team_id, "key": u.c.key_id}
         now = self.limiter.clock()
-        for rule in self.cfg.budgets:
+        for rule in budgets:
             per = period(rule.period, now)
             col = column[rule.scope]
             q = sa.select(col, sa.func.sum(u.c.cost_nanos)).where(u.c.currency == rule.currency, col.is_not(None))
@@ -156,7 +223,7 @@ class Metering:
             async with self.engine.connect() as conn:
                 rows = (await conn.execute(q.group_by(col))).all()
             for ident, spent in rows:
-                for spec in self.limiter.rules.budgets_for(rule.scope, ident):
+                for spec in rules.budgets_for(rule.scope, ident):
                     if spec.period == rule.period and spec.currency == rule.currency:
                         await self.limiter.counters.seed(spec.base + per.bucket, int(spent or 0), per.expire_ms)
 

@@ -3,12 +3,12 @@
 from .errors import Conflict, Invalid, NotFound, SchemaOutOfDate, StorageError
 from .keys import KeyIndex, hash_key, parse_prefix
 from .migrate import head_revision, migrate_sync
-from .records import AdminEvent, Entitlement, KeyRecord, Policy, Team, Tenant
+from .records import AdminEvent, Budget, Entitlement, KeyRecord, Policy, Team, Tenant
 from .snapshot import Snapshot, SnapshotCache
 from .store import Store, open_store
 
 __all__ = [
-    "AdminEvent", "Conflict", "Entitlement", "Invalid", "KeyIndex", "KeyRecord", "NotFound", "Policy",
+    "AdminEvent", "Budget", "Conflict", "Entitlement", "Invalid", "KeyIndex", "KeyRecord", "NotFound", "Policy",
     "SchemaOutOfDate", "Snapshot", "SnapshotCache", "StorageError", "Store", "Team", "Tenant", "hash_key",
     "head_revision", "migrate_sync", "open_store", "parse_prefix",
 ]

@@ -16,7 +16,7 @@ from .engine import is_sqlite, write_connection
 from .errors import Conflict, Invalid
 from .ids import new_id
 from .errors import NotFound
-from .tables import admin_events, state_version, tenants
+from .tables import admin_events, api_keys, state_version, teams, tenants
 
 _BUMP = sa.update(state_version).where(state_version.c.id == 1).values(version=state_version.c.version + 1)
 _VERSION = sa.select(state_version.c.version).where(state_version.c.id == 1)
@@ -115,6 +115,17 @@ class StoreBase:
     async def _require_tenant(self, conn: AsyncConnection, tenant_id: str) -> None:
         if await conn.scalar(sa.select(tenants.c.id).where(tenants.c.id == tenant_id)) is None:
             raise NotFound("tenant", tenant_id)
+
+    async def _require_scope(self, conn: AsyncConnection, tenant_id: str, scope: str, scope_id: str, what: str) -> None:
+        """A tenant/team/key scope names this tenant, or a team or key of it (else Invalid/NotFound)."""
+        if scope == "tenant":
+            if scope_id != tenant_id:
+                raise Invalid(f"a tenant-scoped {what}'s scope_id must be the tenant id {tenant_id}")
+            return
+        table = teams if scope == "team" else api_keys
+        found = await conn.scalar(sa.select(table.c.id).where(table.c.tenant_id == tenant_id, table.c.id == scope_id))
+        if found is None:
+            raise NotFound("team" if scope == "team" else "api key", scope_id, tenant_id)
 
     async def version(self) -> int:
         """The change counter: one single-row read. Bumped by every committed mutation."""

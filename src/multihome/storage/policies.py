@@ -10,7 +10,7 @@ from .base import StoreBase, as_utc, utcnow
 from .errors import Invalid, NotFound
 from .ids import new_id
 from .records import Policy, PolicyScope
-from .tables import api_keys, policies, teams
+from .tables import policies
 
 SCOPES = ("tenant", "team", "key")
 
@@ -27,16 +27,6 @@ def _rules(value: Any) -> dict[str, Any]:
 
 
 class PoliciesRepo(StoreBase):
-    async def _require_scope(self, conn, tenant_id: str, scope: str, scope_id: str) -> None:
-        if scope == "tenant":
-            if scope_id != tenant_id:
-                raise Invalid(f"a tenant-scoped policy's scope_id must be the tenant id {tenant_id}")
-            return
-        table = teams if scope == "team" else api_keys
-        found = await conn.scalar(sa.select(table.c.id).where(table.c.tenant_id == tenant_id, table.c.id == scope_id))
-        if found is None:
-            raise NotFound("team" if scope == "team" else "api key", scope_id, tenant_id)
-
     async def create_policy(
         self,
         tenant_id: str,
@@ -54,7 +44,7 @@ class PoliciesRepo(StoreBase):
                         rules=_rules(rules), description=description, created_at=now, updated_at=now)
         async with self._write() as conn:
             await self._require_tenant(conn, tenant_id)
-            await self._require_scope(conn, tenant_id, scope, policy.scope_id)
+            await self._require_scope(conn, tenant_id, scope, policy.scope_id, "policy")
             await conn.execute(sa.insert(policies).values(
                 id=policy.id, tenant_id=tenant_id, scope=scope, scope_id=policy.scope_id, rules=policy.rules,
                 description=description, created_at=now, updated_at=now))

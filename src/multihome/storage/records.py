@@ -8,6 +8,8 @@ from typing import Any, Literal
 import msgspec
 
 PolicyScope = Literal["tenant", "team", "key"]
+BudgetPeriod = Literal["day", "month", "total"]
+BudgetMode = Literal["hard", "soft"]
 
 
 class Tenant(msgspec.Struct, frozen=True):
@@ -50,6 +52,21 @@ class Policy(msgspec.Struct, frozen=True):
     scope_id: str
     rules: dict[str, Any]
     description: str
+    created_at: datetime
+    updated_at: datetime
+
+
+class Budget(msgspec.Struct, frozen=True):
+    """A spending limit on one counter: (scope, scope_id, period, currency). Metering enforces it."""
+
+    id: str
+    tenant_id: str
+    scope: PolicyScope
+    scope_id: str  # the tenant id, a team id or an API key id of this tenant
+    amount: str  # exact decimal text, > 0 ("12.5")
+    currency: str
+    period: BudgetPeriod  # UTC calendar day / month, or forever
+    mode: BudgetMode  # hard: refuse with 429; soft: allow and flag
     created_at: datetime
     updated_at: datetime
 

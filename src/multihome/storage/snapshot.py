@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 import msgspec
 
 from .keys import KeyIndex
-from .records import Entitlement, KeyRecord, Policy, Team, Tenant
+from .records import Budget, Entitlement, KeyRecord, Policy, Team, Tenant
 
 if TYPE_CHECKING:
     from .store import Store
@@ -30,6 +30,7 @@ class Snapshot(msgspec.Struct, frozen=True):
     keys: dict[str, KeyRecord]  # non-revoked keys by prefix
     policies: tuple[Policy, ...]
     entitlements: tuple[Entitlement, ...]  # non-revoked grants
+    budgets: tuple[Budget, ...] = ()  # set through the admin API (metering adds the config ones)
 
     def key_index(self) -> KeyIndex:
         return KeyIndex(self.keys)
@@ -39,6 +40,9 @@ class Snapshot(msgspec.Struct, frozen=True):
 
     def entitlements_for(self, tenant_id: str) -> list[Entitlement]:
         return [e for e in self.entitlements if e.tenant_id == tenant_id]
+
+    def budgets_for(self, tenant_id: str) -> list[Budget]:
+        return [b for b in self.budgets if b.tenant_id == tenant_id]
 
 
 class SnapshotCache:
@@ -53,7 +57,7 @@ class SnapshotCache:
     ) -> None:
         self._store = store
         self.interval_s = interval_s
-        self._on_reload = on_reload
+        self._listeners: list[Callable[[Snapshot], None]] = [on_reload] if on_reload is not None else []
         self._snapshot: Snapshot | None = None
         self._keys: KeyIndex = KeyIndex({})
         self._task: asyncio.Task[None] | None = None
@@ -69,6 +73,10 @@ class SnapshotCache:
     @property
     def keys(self) -> KeyIndex:
         return self._keys
+
+    def subscribe(self, listener: Callable[[Snapshot], None]) -> None:
+        """Call `listener(snapshot)` (on the event loop, without awaiting) after every reload."""
+        self._listeners.append(listener)
 
     async def start(self) -> None:
         """Load the first snapshot (errors propagate: do not serve without one), then poll."""
@@ -90,8 +98,11 @@ class SnapshotCache:
         if self._snapshot is None or snap.version >= self._snapshot.version:
             self._snapshot, self._keys = snap, snap.key_index()
             self.reloads += 1
-            if self._on_reload is not None:
-                self._on_reload(snap)
+            for listener in self._listeners:
+                try:
+                    listener(snap)
+                except Exception:  # one listener's bug must not stop the others, nor the poll
+                    log.exception("snapshot listener %r failed", listener)
         return self.snapshot
 
     async def _poll(self) -> None:

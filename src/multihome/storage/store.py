@@ -1,4 +1,4 @@
-"""`Store`: the durable home of tenants, teams, API keys, policies, entitlements and admin events.
+"""`Store`: the durable home of tenants, teams, API keys, policies, entitlements, budgets and admin events.
 
 Every mutation runs in one transaction that also writes an admin event and bumps the one-row
 `state_version` counter; replicas poll that counter (`SnapshotCache`) and serve identity and
@@ -11,18 +11,19 @@ import sqlalchemy as sa
 
 from . import migrate as _migrate
 from .apikeys import KeysRepo, key_from_row
+from .budgets import BudgetsRepo, budget_from_row
 from .engine import create_engine
 from .entitlements import EntitlementsRepo, entitlement_from_row
 from .errors import Invalid, SchemaOutOfDate
 from .policies import PoliciesRepo, policy_from_row
 from .records import AdminEvent
 from .snapshot import Snapshot
-from .tables import admin_events, api_keys, entitlements, policies, state_version, teams, tenants
+from .tables import admin_events, api_keys, budgets, entitlements, policies, state_version, teams, tenants
 from .base import as_utc
 from .tenancy import TenancyRepo, team_from_row, tenant_from_row
 
 
-class Store(TenancyRepo, KeysRepo, PoliciesRepo, EntitlementsRepo):
+class Store(TenancyRepo, KeysRepo, PoliciesRepo, EntitlementsRepo, BudgetsRepo):
     @property
     def url(self) -> str:
         return self.engine.url.render_as_string(hide_password=True)
@@ -59,6 +60,7 @@ class Store(TenancyRepo, KeysRepo, PoliciesRepo, EntitlementsRepo):
                 pols = (await conn.execute(sa.select(policies).order_by(policies.c.created_at, policies.c.id))).all()
                 ents = (await conn.execute(sa.select(entitlements).where(entitlements.c.revoked_at.is_(None))
                                            .order_by(entitlements.c.model_group, entitlements.c.starts_on))).all()
+                buds = (await conn.execute(sa.select(budgets).order_by(budgets.c.created_at, budgets.c.id))).all()
         finally:
             await conn.close()
         return Snapshot(
@@ -68,6 +70,7 @@ class Store(TenancyRepo, KeysRepo, PoliciesRepo, EntitlementsRepo):
             keys={r.prefix: key_from_row(r) for r in keys},
             policies=tuple(policy_from_row(r) for r in pols),
             entitlements=tuple(entitlement_from_row(r) for r in ents),
+            budgets=tuple(budget_from_row(r) for r in buds),
         )
 
     async def admin_events(

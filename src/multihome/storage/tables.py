@@ -1,7 +1,7 @@
 """Table definitions: the single source of truth the migrations must match (a test checks it).
 
 Ids are readable prefixed random strings (`ten_...`, `team_...`, `key_...`, `pol_...`, `ent_...`,
-`evt_...`). Timestamps are UTC. JSON columns hold plain JSON (dicts/lists of str, numbers, bools).
+`bud_...`, `evt_...`). Timestamps are UTC. JSON columns hold plain JSON (dicts/lists of str, numbers, bools).
 """
 
 from __future__ import annotations
@@ -88,6 +88,27 @@ entitlements = sa.Table(
     sa.Column("created_at", TS, nullable=False),
     sa.Column("revoked_at", TS, nullable=True),
     sa.CheckConstraint("ends_on >= starts_on", name="dates"),
+)
+
+# Budgets set through the admin API (config budgets live in the config file). One row per
+# counter: (scope, scope_id, period, currency) is what metering counts spend against.
+budgets = sa.Table(
+    "budgets",
+    metadata,
+    sa.Column("id", ID, primary_key=True),
+    sa.Column("tenant_id", ID, sa.ForeignKey("tenants.id", ondelete="CASCADE"), nullable=False, index=True),
+    sa.Column("scope", sa.String(16), nullable=False),
+    sa.Column("scope_id", ID, nullable=False),
+    sa.Column("amount", sa.String(64), nullable=False),  # exact decimal as text ("12.5")
+    sa.Column("currency", sa.String(8), nullable=False),
+    sa.Column("period", sa.String(8), nullable=False),
+    sa.Column("mode", sa.String(8), nullable=False),
+    sa.Column("created_at", TS, nullable=False),
+    sa.Column("updated_at", TS, nullable=False),
+    sa.UniqueConstraint("scope", "scope_id", "period", "currency"),
+    sa.CheckConstraint("scope IN ('tenant', 'team', 'key')", name="scope"),
+    sa.CheckConstraint("period IN ('day', 'month', 'total')", name="period"),
+    sa.CheckConstraint("mode IN ('hard', 'soft')", name="mode"),
 )
 
 # `seq` is the state_version the change produced: a gap-free total order in commit order.

@@ -10,7 +10,7 @@ from .base import StoreBase, as_utc, nonempty, utcnow
 from .errors import Conflict, Invalid, NotFound
 from .ids import new_id
 from .records import Team, Tenant
-from .tables import api_keys, entitlements, policies, teams, tenants
+from .tables import api_keys, budgets, entitlements, policies, teams, tenants
 
 
 def tenant_from_row(r: Any) -> Tenant:
@@ -72,7 +72,7 @@ class TenancyRepo(StoreBase):
                 raise NotFound("tenant", tenant_id)
             counts = {}
             for label, table in (("teams", teams), ("keys", api_keys), ("policies", policies),
-                                 ("entitlements", entitlements)):
+                                 ("entitlements", entitlements), ("budgets", budgets)):
                 counts[label] = await conn.scalar(
                     sa.select(sa.func.count()).select_from(table).where(table.c.tenant_id == tenant_id))
             await conn.execute(sa.delete(tenants).where(tenants.c.id == tenant_id))  # ON DELETE CASCADE
@@ -110,7 +110,7 @@ class TenancyRepo(StoreBase):
         return [team_from_row(r) for r in rows]
 
     async def delete_team(self, tenant_id: str, team_id: str, *, actor: str) -> None:
-        """Refused while the team has usable keys; revoked keys are detached, team policies go."""
+        """Refused while the team has usable keys; revoked keys are detached, team policies and budgets go."""
         async with self._write() as conn:
             row = (await conn.execute(
                 sa.select(teams).where(teams.c.tenant_id == tenant_id, teams.c.id == team_id))).first()
@@ -126,6 +126,8 @@ class TenancyRepo(StoreBase):
                 api_keys.c.tenant_id == tenant_id, api_keys.c.team_id == team_id).values(team_id=None))
             await conn.execute(sa.delete(policies).where(
                 policies.c.tenant_id == tenant_id, policies.c.scope == "team", policies.c.scope_id == team_id))
+            await conn.execute(sa.delete(budgets).where(
+                budgets.c.tenant_id == tenant_id, budgets.c.scope == "team", budgets.c.scope_id == team_id))
             await conn.execute(sa.delete(teams).where(teams.c.id == team_id))
             await self._record(conn, actor=actor, tenant_id=tenant_id, action="team.delete",
                                object_type="team", object_id=team_id, detail={"name": row.name})

@@ -1,0 +1,212 @@
+"""Admin API for budgets, `/admin/v1/tenants/{t}/budgets...`: set, change and remove spending limits
+on a tenant, its teams and its API keys, and see what is spent against each one.
+
+    GET    .../budgets          config and admin-set budgets with spent_or_reserved and remaining (?team=&key=)
+    POST   .../budgets          create (one budget per scope, scope_id, period and currency)
+    GET    .../budgets/{id}     one admin-set budget with its status
+    PATCH  .../budgets/{id}     change amount and/or mode; the counter, and what it counted, stays
+    DELETE .../budgets/{id}     remove the limit
+
+Mount by wrapping the admin handler: `admin = BudgetAdminRoutes(metering, store, after_change, fallback=admin)`.
+A change is stored (and bumps the state version); this replica applies it before answering
+(`after_change`), every other one within `storage.refresh_s`.
+"""
+
+from __future__ import annotations
+
+import re
+from decimal import Decimal
+from urllib.parse import parse_qs
+
+import msgspec
+
+from ..identity.principal import Principal
+from ..metering.periods import period
+from ..metering.prices import NANOS, text, to_nanos
+from ..metering.rules import AdminBudget, admin_budget
+from ..schema.decoding import decode_error
+from ..schema.errors import ApiError
+from ..storage.budgets import budget_amount, budget_currency
+from ..storage.errors import Conflict, Invalid, NotFound
+from . import admin_bodies as B
+from .admin_rbac import READ, WRITE, authorize
+from .admin_routes import Route, _r
+from .asgi import JSON, read_body, send_bytes
+
+P = "/admin/v1/tenants/{tenant}/budgets"
+ROUTES = [
+    _r("GET", P, READ, "list_budgets", "Budgets that apply in the tenant, from config and from this API, with what is "
+       "spent or reserved now (?team=&key= narrow to those and the tenant's own)", query=("team", "key")),
+    _r("POST", P, WRITE, "create_budget", "Set a budget on the tenant, one of its teams or one of its API keys",
+       B.CreateBudget),
+    _r("GET", P + "/{id}", READ, "get_budget", "A budget set through this API, with what is spent or reserved now"),
+    _r("PATCH", P + "/{id}", WRITE, "update_budget", "Change a budget's amount and/or mode; what was spent is kept",
+       B.UpdateBudget),
+    _r("DELETE", P + "/{id}", WRITE, "delete_budget", "Remove a budget: calls are no longer limited by it"),
+]
+
+
+class BudgetAdminRoutes:
+    def __init__(self, metering, store, after_change=None, fallback=None) -> None:
+        self.metering = metering
+        self.store = store  # storage.Store (or a stand-in until storage starts); None without storage
+        self.after_change = after_change
+        self.fallback = fallback
+
+    async def handle(self, scope, receive, send, request_id: bytes, principal: Principal) -> None:
+        found = _match(scope["method"], scope["path"])
+        if found is None:
+            if self.fallback is None:
+                raise ApiError(404, f"Unknown admin endpoint {scope['method']} {scope['path']}.", code="unknown_url")
+            await self.fallback.handle(scope, receive, send, request_id, principal)
+            return
+        route, params = found
+        authorize(principal, route.action, params["tenant"])
+        body = None
+        if route.body is not None:
+            raw = await read_body(scope, receive, 1 << 20)
+            try:
+                body = msgspec.json.decode(raw, type=route.body)
+            except msgspec.DecodeError as exc:
+                raise _explained(decode_error(exc)) from None
+        if self.store is None and route.handler != "list_budgets":
+            raise ApiError(501, "Budgets set through the admin API need storage: set storage.url in the config.",
+                           code="storage_not_configured")
+        query = parse_qs(scope.get("query_string", b"").decode())
+        try:
+            status, out = await getattr(self, route.handler)(principal, params, body, query)
+        except NotFound as exc:
+            raise ApiError(404, f"{str(exc)[0].upper()}{str(exc)[1:]}.", code="not_found") from None
+        except Conflict as exc:
+            raise ApiError(409, f"{str(exc)[0].upper()}{str(exc)[1:]}.", code="conflict") from None
+        except Invalid as exc:
+            raise ApiError(400, f"Invalid budget: {exc}.", code="invalid_value") from None
+        if route.method != "GET" and self.after_change is not None:
+            await self.after_change()
+        await send_bytes(send, status, msgspec.json.encode(out), [JSON, (b"x-request-id", request_id)])
+
+    # -- handlers: (principal, path params, body, query) -> (status, json-able) -----------------------
+    async def list_budgets(self, who, p, body, q):
+        tenant, limiter = p["tenant"], self.metering.limiter
+        rules, stored = limiter.rules, self.metering.admin_budgets  # the ones enforced now, read together
+        asked = [("tenant", tenant)] + [(name, q[name][0]) for name in ("team", "key") if q.get(name) and q[name][0]]
+        rows = [(s.scope, s.id, s.rule, True) for scope, ident in asked for s in rules.budgets_for(scope, ident)]
+        listed = {id(rule) for _, _, rule, _ in rows}
+        for b in stored:  # admin-set budgets not listed above: other teams and keys, or outranked
+            if b.tenant_id == tenant and id(b) not in listed and (len(asked) == 1 or (b.scope, b.id) in asked):
+                rows.append((b.scope, b.id, b, _winner(rules, b.scope, b.id, b.period, b.currency) is b))
+        return 200, {"object": "list", "data": await self._status(rows)}
+
+    async def create_budget(self, who, p, body: B.CreateBudget, q):
+        tenant = p["tenant"]
+        if body.scope == "tenant":
+            if body.scope_id not in (None, tenant):
+                raise ApiError(400, f"scope_id must be the tenant id {tenant} (or be left out) for scope tenant.",
+                               param="scope_id", code="invalid_value")
+        elif not body.scope_id:
+            kinds = "teams" if body.scope == "team" else "API keys"
+            raise ApiError(400, f"scope_id is required for scope {body.scope}: the id of one of tenant {tenant}'s "
+                           f"{kinds}.", param="scope_id", code="invalid_value")
+        amount = _field(budget_amount, body.amount, "amount")
+        currency = _field(budget_currency, body.currency, "currency")
+        try:
+            record = await self.store.create_budget(
+                tenant, scope=body.scope, scope_id=body.scope_id or tenant, amount=amount, currency=currency,
+                period=body.period, mode=body.mode, actor=who.subject)
+        except NotFound as exc:
+            if exc.kind == "tenant":
+                raise
+            kind = "API key" if exc.kind == "api key" else exc.kind
+            raise ApiError(404, f"Tenant {tenant} has no {kind} {exc.id}: a {body.scope} budget's scope_id must "
+                           f"be one of its {kind}s.", param="scope_id", code="not_found") from None
+        return 201, _view(record)
+
+    async def get_budget(self, who, p, body, q):
+        record = await self.store.get_budget(p["tenant"], p["id"])
+        winner = _winner(self.metering.limiter.rules, record.scope, record.scope_id, record.period, record.currency)
+        in_force = isinstance(winner, AdminBudget) and winner.budget_id == record.id  # as this replica enforces now
+        [status] = await self._status([(record.scope, record.scope_id, admin_budget(record), in_force)])
+        return 200, {**_view(record), **status}
+
+    async def update_budget(self, who, p, body: B.UpdateBudget, q):
+        if body.amount is None and body.mode is None:
+            raise ApiError(400, "Nothing to change: send amount and/or mode.", param="amount", code="invalid_value")
+        amount = _field(budget_amount, body.amount, "amount") if body.amount is not None else None
+        return 200, _view(await self.store.update_budget(p["tenant"], p["id"], amount=amount, mode=body.mode,
+                                                         actor=who.subject))
+
+    async def delete_budget(self, who, p, body, q):
+        await self.store.delete_budget(p["tenant"], p["id"], actor=who.subject)
+        return 200, {"id": p["id"], "object": "budget.deleted", "deleted": True}
+
+    async def _status(self, rows) -> list[dict]:
+        """rows: (scope, id, rule, in_force) -> what the counters say, in the list's shape."""
+        limiter = self.metering.limiter
+        now = limiter.clock()
+        prefix = limiter.rules.prefix
+        keys = [f"{prefix}b:{scope}:{ident}:{r.period}:{r.currency}:{period(r.period, now).bucket}"
+                for scope, ident, r, _ in rows]
+        try:
+            used = await limiter.counters.read(keys, int(now * 1000))
+        except Exception:  # Redis unreachable
+            raise ApiError(503, "Budget counters cannot be read right now; retry shortly.", type="server_error",
+                           code="limits_unavailable") from None
+        out = []
+        for (scope, ident, rule, in_force), value in zip(rows, used):
+            ends = period(rule.period, now).end
+            admin = isinstance(rule, AdminBudget)
+            out.append({
+                "object": "budget", "id": rule.budget_id if admin else None, "source": "admin" if admin else "config",
+                "scope": scope, "scope_id": ident, "period": rule.period, "mode": rule.mode, "currency": rule.currency,
+                "amount": text(rule.limit), "in_force": in_force,
+                "spent_or_reserved": text(Decimal(value) / NANOS),
+                "remaining": text(max(Decimal(0), Decimal(to_nanos(rule.limit) - value) / NANOS)),
+                "resets_at": ends.isoformat() if ends else None,
+            })
+        return out
+
+
+def _winner(rules, scope: str, ident: str, period_: str, currency: str):
+    """The rule this replica enforces on the counter (scope, ident, period, currency), if any."""
+    found = (s.rule for s in rules.budgets_for(scope, ident) if (s.period, s.currency) == (period_, currency))
+    return next(found, None)
+
+
+def _view(record) -> dict:
+    return {"object": "budget", **msgspec.to_builtins(record), "source": "admin"}
+
+
+def _field(check, value, name: str):
+    try:
+        return check(value)
+    except Invalid as exc:
+        message = str(exc)
+        raise ApiError(400, f"{message[0].upper()}{message[1:]}.", param=name, code="invalid_value") from None
+
+
+_CHOICES = {"scope": "tenant, team, key", "period": "day, month, total", "mode": "hard, soft"}
+_MISSING = re.compile(r"(?:missing required|contains unknown) field `(\w+)`")
+
+
+def _explained(err: ApiError) -> ApiError:
+    """A body decode error with the field named in `param` and, for a choice, the choices."""
+    missing = _MISSING.search(err.body.message)
+    if missing and err.body.param is None:
+        err.body.param = missing.group(1)
+    if err.body.param in _CHOICES:
+        err.body.message = f"{err.body.message.rstrip('.')}; use one of: {_CHOICES[err.body.param]}."
+    return err
+
+
+def _match(method: str, path: str) -> tuple[Route, dict[str, str]] | None:
+    allowed = []
+    for route in ROUTES:
+        m = route.pattern.match(path)
+        if m:
+            if route.method == method:
+                return route, m.groupdict()
+            allowed.append(route.method)
+    if allowed:
+        raise ApiError(405, f"Method {method} is not allowed on {path}; use {' or '.join(allowed)}.",
+                       code="method_not_allowed")
+    return None

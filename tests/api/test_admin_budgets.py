@@ -1,0 +1,220 @@
+"""The budgets admin API in the real app (in process, SQLite storage, audit trail on): RBAC, 400s
+that name the field, 404/405/409, the audit trail and the change record, and the OpenAPI document."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+from openapi_spec_validator import validate
+
+from multihome.app import build_app
+from multihome.config import parse_config
+
+pytestmark = pytest.mark.anyio
+ADMIN_KEY = "mh-bootstrap-admin-key-for-budget-api"
+
+CONFIG = """
+storage: {{url: "sqlite+aiosqlite:///{tmp}/mh.db", refresh_s: 0.05}}
+identity: {{admin_key_env: MH_TEST_BUDGET_ADMIN}}
+audit: {{dir: "{tmp}/audit"}}
+providers:
+  p: {{kind: openai, endpoint: "http://127.0.0.1:9/v1"}}
+deployments:
+  d: {{provider: p, model: m, price: {{input: 1, output: 2}}}}
+model_groups:
+  g: {{deployments: [d]}}
+"""
+
+
+@pytest.fixture
+def anyio_backend():
+    return "asyncio"
+
+
+class Api:
+    def __init__(self, app) -> None:
+        self.app = app
+
+    def client(self, key: str) -> httpx.AsyncClient:
+        return httpx.AsyncClient(transport=httpx.ASGITransport(app=self.app), base_url="http://gw",
+                                 headers={"authorization": f"Bearer {key}"})
+
+
+async def start(tmp_path, extra: str = "") -> Api:
+    app = build_app(parse_config(CONFIG.format(tmp=tmp_path) + extra))
+    for service in app.services:
+        await service.start()
+    return Api(app)
+
+
+async def stop(api: Api) -> None:
+    for service in reversed(api.app.services):
+        await service.close()
+
+
+@pytest.fixture(autouse=True)
+def _admin_key(monkeypatch):
+    monkeypatch.setenv("MH_TEST_BUDGET_ADMIN", ADMIN_KEY)
+
+
+@pytest.fixture
+async def api(tmp_path):
+    started = await start(tmp_path)
+    yield started
+    await stop(started)
+
+
+async def ok(resp: httpx.Response, status: int = 200) -> dict:
+    assert resp.status_code == status, resp.text
+    return resp.json()
+
+
+def error(resp: httpx.Response, status: int) -> dict:
+    assert resp.status_code == status, resp.text
+    body = resp.json()["error"]
+    assert set(body) == {"message", "type", "param", "code"} and body["message"]
+    return body
+
+
+async def test_budget_crud_rbac_and_bad_input(api):
+    root = api.client(ADMIN_KEY)
+    a = (await ok(await root.post("/admin/v1/tenants", json={"name": "acme"}), 201))["id"]
+    b = (await ok(await root.post("/admin/v1/tenants", json={"name": "globex"}), 201))["id"]
+    team = (await ok(await root.post(f"/admin/v1/tenants/{a}/teams", json={"name": "ml"}), 201))["id"]
+
+    async def key(tenant, roles):
+        out = await ok(await root.post(f"/admin/v1/tenants/{tenant}/keys", json={"name": "k", "roles": roles}), 201)
+        return out["id"], api.client(out["key"])
+
+    member_id, _ = await key(a, ["member"])
+    other_key, _ = await key(b, ["member"])
+    _, admin_a = await key(a, ["tenant-admin"])
+    _, auditor_a = await key(a, ["auditor"])
+    _, admin_b = await key(b, ["tenant-admin"])
+    url = f"/admin/v1/tenants/{a}/budgets"
+
+    made = await ok(await admin_a.post(url, json={"scope": "key", "scope_id": member_id, "amount": "25.50",
+                                                  "period": "day"}), 201)
+    assert made["id"].startswith("bud_") and made["object"] == "budget" and made["source"] == "admin"
+    assert (made["scope"], made["scope_id"], made["amount"], made["currency"], made["period"], made["mode"]) == (
+        "key", member_id, "25.5", "USD", "day", "hard")
+    tenant_budget = await ok(await root.post(url, json={"scope": "tenant", "amount": 100, "mode": "soft"}), 201)
+    assert tenant_budget["scope_id"] == a and tenant_budget["period"] == "month"
+    team_budget = await ok(await admin_a.post(url, json={"scope": "team", "scope_id": team, "amount": 5.25,
+                                                         "currency": "eur"}), 201)
+    assert (team_budget["amount"], team_budget["currency"]) == ("5.25", "EUR")
+
+    # Auditors read, and the list carries ids, the source and what the counters say.
+    listed = (await ok(await auditor_a.get(url)))["data"]
+    assert {(e["id"], e["source"], e["in_force"], e["spent_or_reserved"]) for e in listed} == {
+        (made["id"], "admin", True, "0"), (tenant_budget["id"], "admin", True, "0"),
+        (team_budget["id"], "admin", True, "0")}
+    narrowed = (await ok(await auditor_a.get(url, params={"key": member_id})))["data"]
+    assert {e["id"] for e in narrowed} == {made["id"], tenant_budget["id"]}
+    one = await ok(await auditor_a.get(f"{url}/{made['id']}"))
+    assert (one["amount"], one["remaining"], one["in_force"], one["source"]) == ("25.5", "25.5", True, "admin")
+
+    # Writes need tenant-admin (or org-admin) of this tenant.
+    assert error(await auditor_a.post(url, json={"scope": "tenant", "amount": 1}), 403)["code"] == "insufficient_role"
+    assert error(await auditor_a.patch(f"{url}/{made['id']}", json={"amount": 1}), 403)["code"] == "insufficient_role"
+    assert error(await auditor_a.delete(f"{url}/{made['id']}"), 403)["code"] == "insufficient_role"
+    assert error(await admin_b.post(url, json={"scope": "tenant", "amount": 1}), 403)["code"] == "other_tenant"
+    assert error(await admin_b.get(url), 403)["code"] == "other_tenant"
+
+    # Bad input: 400 naming the field, never a 500.
+    bad = [
+        (b"{not json", None, "JSON"),
+        ({"scope": "org", "amount": 1}, "scope", "tenant, team, key"),
+        ({"scope": "tenant"}, "amount", "amount"),
+        ({"scope": "tenant", "amount": "-1"}, "amount", "greater than 0"),
+        ({"scope": "tenant", "amount": "lots"}, "amount", "decimal"),
+        ({"scope": "tenant", "amount": True}, "amount", "amount"),
+        ({"scope": "tenant", "amount": "0.0000000001"}, "amount", "9 decimal places"),
+        ({"scope": "tenant", "amount": 1, "currency": "dollars"}, "currency", "ISO 4217"),
+        ({"scope": "tenant", "amount": 1, "period": "week"}, "period", "day, month, total"),
+        ({"scope": "tenant", "amount": 1, "mode": "strict"}, "mode", "hard, soft"),
+        ({"scope": "tenant", "amount": 1, "colour": "red"}, "colour", "unknown field"),
+        ({"scope": "tenant", "scope_id": b, "amount": 1}, "scope_id", "tenant id"),
+        ({"scope": "key", "amount": 1}, "scope_id", "required"),
+        ([1, 2], None, "object"),
+    ]
+    for body, param, words in bad:
+        resp = await admin_a.post(url, content=body) if isinstance(body, bytes) else await admin_a.post(url, json=body)
+        err = error(resp, 400)
+        assert err["param"] == param and words in err["message"], (body, err)
+    err = error(await admin_a.patch(f"{url}/{made['id']}", json={}), 400)
+    assert "amount and/or mode" in err["message"]
+    assert error(await admin_a.patch(f"{url}/{made['id']}", json={"amount": 0}), 400)["param"] == "amount"
+    assert error(await admin_a.patch(f"{url}/{made['id']}", json={"mode": "x"}), 400)["param"] == "mode"
+
+    # A team or key of another tenant, an unknown id, a second budget on one counter, a wrong method.
+    err = error(await admin_a.post(url, json={"scope": "key", "scope_id": other_key, "amount": 1}), 404)
+    assert err["param"] == "scope_id" and other_key in err["message"]
+    err = error(await admin_a.post(url, json={"scope": "team", "scope_id": "team_nope", "amount": 1}), 404)
+    assert err["param"] == "scope_id"
+    for method in ("GET", "PATCH", "DELETE"):
+        resp = await admin_a.request(method, f"{url}/bud_unknown", json={"amount": 1} if method == "PATCH" else None)
+        assert error(resp, 404)["code"] == "not_found"
+    same_counter = {"scope": "key", "scope_id": member_id, "amount": 99, "period": "day"}
+    dup = error(await admin_a.post(url, json=same_counter), 409)
+    assert dup["code"] == "conflict" and made["id"] in dup["message"]
+    assert error(await admin_a.put(f"{url}/{made['id']}", json={}), 405)["code"] == "method_not_allowed"
+
+    # Change, then remove.
+    raised = await ok(await admin_a.patch(f"{url}/{made['id']}", json={"amount": "30", "mode": "soft"}))
+    assert (raised["id"], raised["amount"], raised["mode"], raised["period"]) == (made["id"], "30", "soft", "day")
+    assert (await ok(await auditor_a.get(f"{url}/{made['id']}")))["amount"] == "30"
+    assert await ok(await admin_a.delete(f"{url}/{made['id']}")) == {
+        "id": made["id"], "object": "budget.deleted", "deleted": True}
+    error(await auditor_a.get(f"{url}/{made['id']}"), 404)
+    assert made["id"] not in {e["id"] for e in (await ok(await auditor_a.get(url)))["data"]}
+
+    # Every change, and only those, is in the audit trail and in the change record, with the actor.
+    trail = (await ok(await root.get("/admin/v1/audit/events", params={"kind": "admin_change", "tenant": a})))["data"]
+    budget_changes = [(e["body"]["action"], e["body"]["object_id"]) for e in trail
+                      if e["body"]["object_type"] == "budget"]
+    assert budget_changes == [("budget.create", made["id"]), ("budget.create", tenant_budget["id"]),
+                              ("budget.create", team_budget["id"]), ("budget.update", made["id"]),
+                              ("budget.delete", made["id"])]
+    record = (await ok(await root.get(f"/admin/v1/tenants/{a}/events")))["data"]
+    assert [(e["action"], e["object_id"]) for e in record if e["object_type"] == "budget"] == budget_changes
+
+
+async def test_openapi_document_describes_the_budget_routes(api):
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=api.app), base_url="http://gw") as anon:
+        doc = (await anon.get("/admin/v1/openapi.json")).json()
+    validate(doc)
+    listed = doc["paths"]["/admin/v1/tenants/{tenant}/budgets"]
+    assert set(listed) == {"get", "post"}
+    assert {p["name"] for p in listed["get"]["parameters"]} == {"tenant", "team", "key"}
+    assert listed["post"]["requestBody"]["content"]["application/json"]["schema"]["$ref"].endswith("/CreateBudget")
+    one = doc["paths"]["/admin/v1/tenants/{tenant}/budgets/{id}"]
+    assert set(one) == {"get", "patch", "delete"}
+    assert one["patch"]["requestBody"]["content"]["application/json"]["schema"]["$ref"].endswith("/UpdateBudget")
+    assert {"scope", "amount"} <= set(doc["components"]["schemas"]["CreateBudget"]["required"])
+
+
+async def test_a_budget_outranked_by_a_smaller_config_budget_is_listed_as_not_in_force(tmp_path):
+    from multihome.storage import open_store
+
+    store = await open_store(f"sqlite+aiosqlite:///{tmp_path}/mh.db", migrate=True)
+    tenant = (await store.create_tenant("acme", actor="setup")).id
+    await store.close()
+    api = await start(tmp_path, f"""
+metering:
+  budgets: [{{scope: tenant, id: {tenant}, amount: "1", period: month}}]
+""")
+    try:
+        root = api.client(ADMIN_KEY)
+        url = f"/admin/v1/tenants/{tenant}/budgets"
+        big = await ok(await root.post(url, json={"scope": "tenant", "amount": "100"}), 201)
+        listed = (await ok(await root.get(url)))["data"]
+        assert [(e["id"], e["source"], e["amount"], e["in_force"]) for e in listed] == [
+            (None, "config", "1", True), (big["id"], "admin", "100", False)]
+        assert (await ok(await root.get(f"{url}/{big['id']}")))["in_force"] is False
+        await ok(await root.patch(f"{url}/{big['id']}", json={"amount": "0.5"}))  # now the smaller one
+        listed = (await ok(await root.get(url)))["data"]
+        assert [(e["id"], e["source"], e["amount"], e["in_force"]) for e in listed] == [
+            (big["id"], "admin", "0.5", True)]
+    finally:
+        await stop(api)
