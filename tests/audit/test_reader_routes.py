@@ -8,7 +8,7 @@ import json
 import msgspec
 import pytest
 
-from multihome.api.admin_audit_routes import AuditedAdmin, AuditRoutes
+from multihome.api.admin_audit_routes import AuditedAdmin, AuditRoutes, change_of
 from multihome.audit import AuditLog, AuditReader, Filters
 from multihome.audit.events import AgentStep
 from multihome.identity.principal import Principal
@@ -163,3 +163,14 @@ def test_admin_change_is_durable_before_the_response_and_holds_no_secret(tmp_pat
     assert event["body"]["action"] == "key.create" and event["body"]["object_id"] == "key_123"
     assert event["body"]["tenant"] == "ten_a" and event["body"]["actor"] == "aud"
     assert b"mh_secret_value" not in raw
+
+
+@pytest.mark.parametrize("method, path, action, object_id", [
+    ("POST", "/admin/v1/contracts", "contract.create", "key_123"),  # the id comes from the response
+    ("POST", "/admin/v1/tenants/ten_a/budgets", "budget.create", "key_123"),
+    ("DELETE", "/admin/v1/tenants/ten_a/budgets/bud_9", "budget.delete", "bud_9"),
+    ("POST", "/admin/v1/nowhere", "unknown", "key_123"),
+])
+def test_admin_changes_name_their_action(method, path, action, object_id):
+    change = change_of(method, path, AUDITOR_A, msgspec.json.encode({"id": "key_123"}))
+    assert (change.action, change.object_id) == (action, object_id)

@@ -17,6 +17,7 @@ from ..audit.reader import AuditReader, BadQuery, Filters, parse_time
 from ..identity.principal import ORG_ADMIN, Principal
 from ..schema.errors import ApiError
 from .admin_budget_routes import ROUTES as BUDGET_ROUTES
+from .admin_contracts_routes import ROUTES as CONTRACT_ROUTES
 from .admin_rbac import AUDIT, authorize
 from .admin_routes import ROUTES as ADMIN_ROUTES
 from .asgi import JSON, send_bytes
@@ -96,12 +97,17 @@ class AuditedAdmin:
         await self.admin.handle(scope, receive, hold, request_id, principal)
 
 
+# Every admin route as (method, pattern, handler); handlers read "verb_noun" ("create_key" -> key.create).
+_ROUTES = [(r.method, r.pattern, r.handler) for r in (*ADMIN_ROUTES, *BUDGET_ROUTES)] + [
+    (method, pattern, f"{name}_contract") for method, pattern, name, _ in CONTRACT_ROUTES]
+
+
 def change_of(method: str, path: str, principal: Principal, response: bytes) -> AdminChange:
     handler, params = "unknown", {}
-    for route in (*ADMIN_ROUTES, *BUDGET_ROUTES):
-        m = route.pattern.match(path)
-        if m and route.method == method:
-            handler, params = route.handler, m.groupdict()
+    for route_method, pattern, name in _ROUTES:
+        m = pattern.match(path)
+        if m and route_method == method:
+            handler, params = name, m.groupdict()
             break
     verb, _, noun = handler.partition("_")  # "create_key" -> key.create
     object_id = params.get("id")
