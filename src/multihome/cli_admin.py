@@ -1,4 +1,4 @@
-"""`multihome tenants|teams|keys|policy|entitlements|audit-events`: the admin API from a shell.
+"""`multihome tenants|teams|keys|budgets|policy|entitlements`: the admin API from a shell.
 
 Talks to a running gateway (`--url`, default $MULTIHOME_URL or http://127.0.0.1:4000) with an
 admin credential (`--key`, default $MULTIHOME_ADMIN_KEY), so RBAC and the admin-event record
@@ -99,6 +99,33 @@ def add_commands(sub) -> None:
     c.add_argument("--endpoint", default="chat")
     c.set_defaults(func=_explain)
 
+    b = sub.add_parser("budgets", help="spend budgets per tenant, team or key").add_subparsers(dest="action", required=True)
+    c = _with_common(b.add_parser("list", help="budgets that apply, with what is spent or reserved"))
+    c.add_argument("--tenant", required=True)
+    c.add_argument("--team", help="also the budgets of this team")
+    c.add_argument("--api-key", dest="key_id", help="also the budgets of this API key id")
+    c.set_defaults(func=_list_budgets)
+    c = _with_common(b.add_parser("create"))
+    c.add_argument("--tenant", required=True)
+    c.add_argument("--scope", choices=["tenant", "team", "key"], default="tenant")
+    c.add_argument("--id", dest="scope_id", help="the team or key id (scope team or key)")
+    c.add_argument("--amount", required=True, help="e.g. 250.00")
+    c.add_argument("--currency", default="USD")
+    c.add_argument("--period", choices=["day", "month", "total"], default="month")
+    c.add_argument("--mode", choices=["hard", "soft"], default="hard", help="hard refuses calls; soft only flags them")
+    c.set_defaults(func=_create_budget)
+    c = _with_common(b.add_parser("update", help="change the amount and/or mode; what was spent is kept"))
+    c.add_argument("--tenant", required=True)
+    c.add_argument("budget_id")
+    c.add_argument("--amount")
+    c.add_argument("--mode", choices=["hard", "soft"])
+    c.set_defaults(func=lambda a: _print(_call(a, "PATCH", f"/tenants/{a.tenant}/budgets/{a.budget_id}", {
+        k: v for k, v in (("amount", a.amount), ("mode", a.mode)) if v is not None}), a))
+    c = _with_common(b.add_parser("delete"))
+    c.add_argument("--tenant", required=True)
+    c.add_argument("budget_id")
+    c.set_defaults(func=lambda a: _print(_call(a, "DELETE", f"/tenants/{a.tenant}/budgets/{a.budget_id}"), a))
+
     e = sub.add_parser("entitlements", help="model licences").add_subparsers(dest="action", required=True)
     c = _with_common(e.add_parser("list"))
     c.add_argument("--tenant", required=True)
@@ -157,3 +184,22 @@ def _explain(a) -> None:
 def _grant(a) -> None:
     body = {"model_group": a.model, "starts_on": a.starts_on, "ends_on": a.ends_on, "exclusive": a.exclusive}
     _print(_call(a, "POST", f"/tenants/{a.tenant}/entitlements", body), a)
+
+
+def _create_budget(a) -> None:
+    body = {"scope": a.scope, "amount": a.amount, "currency": a.currency, "period": a.period, "mode": a.mode}
+    if a.scope_id:
+        body["scope_id"] = a.scope_id
+    _print(_call(a, "POST", f"/tenants/{a.tenant}/budgets", body), a)
+
+
+def _list_budgets(a) -> None:
+    query = "&".join(f"{k}={v}" for k, v in (("team", a.team), ("key", a.key_id)) if v)
+    out = _call(a, "GET", f"/tenants/{a.tenant}/budgets" + (f"?{query}" if query else ""))
+    if a.json:
+        _print(out, a)
+        return
+    for item in out["data"]:
+        print(f"{item['id'] or '(config)'}  {item['scope']} {item['scope_id']}  {item['period']} {item['mode']}  "
+              f"{item['spent_or_reserved']} of {item['amount']} {item['currency']}  remaining {item['remaining']}"
+              + ("" if item.get("in_force", True) else "  (outranked by a smaller budget)"))

@@ -9,6 +9,8 @@ bad bodies get 400s that name the field.
 
 from __future__ import annotations
 
+import json
+import subprocess
 import time
 from decimal import Decimal
 
@@ -16,7 +18,7 @@ import httpx
 import openai
 import pytest
 
-from .processes import Gateway, Simulator
+from .processes import VENV_BIN, Gateway, Simulator
 from .services import RedisServer
 
 ADMIN_KEY = "mh-bootstrap-admin-key-for-budgets"
@@ -160,3 +162,25 @@ def test_auditor_reads_but_cannot_write_and_bad_bodies_get_400(world):
         assert resp.status_code == 400 and resp.json()["error"]["param"] == param, resp.text
     resp = root.post(url, content=b"not json", headers={"content-type": "application/json"})
     assert resp.status_code == 400 and resp.json()["error"]["code"] == "invalid_json"
+
+
+def test_budgets_from_the_command_line(world):
+    gw1, _ = world
+    tenant = ok(admin(gw1).post("/admin/v1/tenants", json={"name": "initech"}), 201)["id"]
+
+    def cli(*args: str) -> str:
+        out = subprocess.run([str(VENV_BIN / "multihome"), "budgets", *args, "--url", gw1.url, "--key", ADMIN_KEY],
+                             capture_output=True, text=True, timeout=30)
+        assert out.returncode == 0, out.stderr
+        return out.stdout
+
+    made = json.loads(cli("create", "--tenant", tenant, "--amount", "75.50", "--period", "day", "--json"))
+    assert (made["scope"], made["scope_id"], made["amount"], made["period"]) == ("tenant", tenant, "75.5", "day")
+    cli("update", "--tenant", tenant, made["id"], "--amount", "80", "--mode", "soft")
+    listed = cli("list", "--tenant", tenant)
+    assert f"{made['id']}  tenant {tenant}  day soft  0 of 80 USD  remaining 80" in listed, listed
+    cli("delete", "--tenant", tenant, made["id"])
+    assert cli("list", "--tenant", tenant) == ""
+    refused = subprocess.run([str(VENV_BIN / "multihome"), "budgets", "create", "--tenant", tenant, "--amount", "-1",
+                              "--url", gw1.url, "--key", ADMIN_KEY], capture_output=True, text=True, timeout=30)
+    assert refused.returncode != 0 and "error 400" in refused.stderr
