@@ -30,7 +30,7 @@ from ..storage.budgets import budget_amount, budget_currency
 from ..storage.errors import Conflict, Invalid, NotFound
 from . import admin_bodies as B
 from .admin_rbac import READ, WRITE, authorize
-from .admin_routes import Route, _r
+from .admin_routes import _r, match_route
 from .asgi import JSON, read_body, send_bytes
 
 P = "/admin/v1/tenants/{tenant}/budgets"
@@ -54,7 +54,7 @@ class BudgetAdminRoutes:
         self.fallback = fallback
 
     async def handle(self, scope, receive, send, request_id: bytes, principal: Principal) -> None:
-        found = _match(scope["method"], scope["path"])
+        found = match_route(ROUTES, scope["method"], scope["path"])
         if found is None:
             if self.fallback is None:
                 raise ApiError(404, f"Unknown admin endpoint {scope['method']} {scope['path']}.", code="unknown_url")
@@ -196,17 +196,3 @@ def _explained(err: ApiError) -> ApiError:
     if err.body.param in _CHOICES:
         err.body.message = f"{err.body.message.rstrip('.')}; use one of: {_CHOICES[err.body.param]}."
     return err
-
-
-def _match(method: str, path: str) -> tuple[Route, dict[str, str]] | None:
-    allowed = []
-    for route in ROUTES:
-        m = route.pattern.match(path)
-        if m:
-            if route.method == method:
-                return route, m.groupdict()
-            allowed.append(route.method)
-    if allowed:
-        raise ApiError(405, f"Method {method} is not allowed on {path}; use {' or '.join(allowed)}.",
-                       code="method_not_allowed")
-    return None

@@ -88,7 +88,10 @@ class AdminRoutes:
 
     async def handle(self, scope, receive, send, request_id: bytes, principal: Principal) -> None:
         path, method = scope["path"], scope["method"]
-        route, params = _match(method, path)
+        found = match_route(ROUTES, method, path)
+        if found is None:
+            raise ApiError(404, f"Unknown admin endpoint {method} {path}. See GET /admin/v1/openapi.json.", code="unknown_url")
+        route, params = found
         tenant = params.get("tenant")
         if route.action == "list-tenants" or route.action == "any":
             pass  # filtered inside the handler
@@ -248,9 +251,10 @@ def _check_rules(tenant: str, scope: str, scope_id: str | None, rules) -> None:
         raise ApiError(400, "Invalid policy: " + "; ".join(problems), param="rules", code="invalid_policy")
 
 
-def _match(method: str, path: str) -> tuple[Route, dict[str, str]]:
+def match_route(routes, method: str, path: str) -> tuple[Route, dict[str, str]] | None:
+    """The route for (method, path) and its path parameters; 405 if only other methods match."""
     allowed = []
-    for route in ROUTES:
+    for route in routes:
         m = route.pattern.match(path)
         if m:
             if route.method == method:
@@ -258,7 +262,7 @@ def _match(method: str, path: str) -> tuple[Route, dict[str, str]]:
             allowed.append(route.method)
     if allowed:
         raise ApiError(405, f"Method {method} is not allowed on {path}; use {' or '.join(allowed)}.", code="method_not_allowed")
-    raise ApiError(404, f"Unknown admin endpoint {method} {path}. See GET /admin/v1/openapi.json.", code="unknown_url")
+    return None
 
 
 def _int(q, name, default) -> int:
