@@ -83,7 +83,13 @@ class UsageWriter:
                     await self._wake.wait()
                 continue
             if len(self.rows) < self.batch_size and not self._closing:
-                await asyncio.sleep(self.interval)  # gather a group: one commit for many calls
+                # Gather a group (one commit for many calls) for up to the flush interval; a full
+                # batch, flush() or close() ends the wait early.
+                self._wake.clear()
+                try:
+                    await asyncio.wait_for(self._wake.wait(), self.interval)
+                except asyncio.TimeoutError:
+                    pass
             batch = [self.rows[i] for i in range(min(self.batch_size, len(self.rows)))]
             try:
                 async with self.engine.begin() as conn:
