@@ -66,6 +66,19 @@ async def test_each_call_becomes_one_row_with_exact_cost_and_price_version(db_ur
     await m.close()
 
 
+async def test_a_row_written_twice_is_stored_once(db_url):
+    # A retry after an ambiguous commit re-sends rows that may already be stored.
+    m = await started(db_url)
+    m.record(call("dup", prompt=10))
+    await m.flush()
+    m.record(call("dup", prompt=10))
+    m.record(call("new", prompt=20))
+    await m.flush()
+    assert [(r.request_id, r.prompt_tokens) for r in await rows(m)] == [("dup", 10), ("new", 20)]
+    assert m.writer.written == 3 and m.writer.failures == 0
+    await m.close()
+
+
 async def test_price_change_never_rewrites_past_costs(db_url):
     old = await started(db_url)
     old.record(call("before", prompt=1_000_000, completion=0))

@@ -102,7 +102,8 @@ return 0
 
 
 log = logging.getLogger("multihome.metering")
-_BATCH = 256  # admissions per script call: bounds how long one call holds Redis
+_BATCH = 256
+SETTLE_DELAY_S = 0.02  # how long a settlement waits for admissions to ride along with  # admissions per script call: bounds how long one call holds Redis
 
 
 class RedisCounters:
@@ -121,6 +122,7 @@ class RedisCounters:
         self._pending: dict[str, int] = {}  # settlement deltas not yet sent
         self._sender: asyncio.Task | None = None
         self._wake = asyncio.Event()
+        self._settle_timer: asyncio.TimerHandle | None = None
         self._closing = False
 
     async def admit(self, plan: Plan, now_ms: int) -> Outcome:
@@ -151,11 +153,18 @@ class RedisCounters:
         return Outcome(code, int(out[1]), [int(out[2])])
 
     def adjust(self, deltas: list[tuple[str, int]]) -> None:
-        """Settle: deltas are merged per counter and ride along with the next script call."""
+        """Settle: deltas are merged per counter and ride along with the next admissions' script
+        call, or go on their own after SETTLE_DELAY_S when no admission comes (nobody waits on them)."""
         pending = self._pending
         for key, delta in deltas:
             pending[key] = pending.get(key, 0) + delta
-        self._kick()
+        if self._settle_timer is None and self._sender is None:
+            self._settle_timer = asyncio.get_running_loop().call_later(SETTLE_DELAY_S, self._settle_due)
+
+    def _settle_due(self) -> None:
+        self._settle_timer = None
+        if self._pending:
+            self._kick()
 
     def _kick(self) -> None:
         self._wake.set()
@@ -233,7 +242,12 @@ class RedisCounters:
         raise AssertionError("unreachable")
 
     async def drain(self, timeout: float = 5) -> None:
-        """Wait until queued settlements reached Redis (or the sender gave up)."""
+        """Send queued settlements now and wait until they reached Redis (or the sender gave up)."""
+        if self._settle_timer is not None:
+            self._settle_timer.cancel()
+            self._settle_timer = None
+        if self._pending and self._sender is None:
+            self._kick()
         while self._sender is not None:
             done, _ = await asyncio.wait([self._sender], timeout=timeout)
             if not done:
