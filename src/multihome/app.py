@@ -11,6 +11,7 @@ from .config import Config, env_secret, load_config
 from .accounting.tracker import Accounting
 from .api.admin_budget_routes import BudgetAdminRoutes
 from .api.admin_contracts_routes import ContractRoutes
+from .api.admin_revocation_routes import RevocationAdminRoutes
 from .api.admin_metering_routes import MeteringAdminRoutes
 from .api.admin_routes import AdminRoutes
 from .api.policy_gate import PolicyGate
@@ -33,6 +34,8 @@ def build_app(config: Config) -> Gateway:
     catalog = Catalog(config)
     storage = StorageService(config)
     oidc = _oidc(config)
+    if oidc is not None and storage.enabled:  # token revocations (admin API) refuse tokens on every replica
+        oidc.revocations = lambda: storage.snapshots.revocations if storage.snapshots is not None else None
     auth = Authenticator.from_config(
         config,
         managed=storage.lookup_key if storage.enabled else None,
@@ -59,6 +62,13 @@ def build_app(config: Config) -> Gateway:
         call_log = CallLog(config.server.call_log)
         accounting.sinks.append(call_log)
         extra_services.append(call_log)
+    telemetry = None
+    if config.telemetry is not None:
+        from .observability.telemetry import Telemetry  # the OpenTelemetry SDK runs in its worker process
+
+        telemetry = Telemetry.from_config(config)
+        accounting.sinks.append(telemetry)
+        accounting.trace_context = True  # spans join the client's trace (traceparent)
     audit_log = None
     if config.audit.enabled:
         from .audit import AuditLog
@@ -77,6 +87,7 @@ def build_app(config: Config) -> Gateway:
     admin = AdminRoutes(store, gate, frozenset(catalog.groups), after_change)
     admin = MeteringAdminRoutes(metering, fallback=admin)
     admin = BudgetAdminRoutes(metering, store, after_change, fallback=admin)
+    admin = RevocationAdminRoutes(store, config.identity.oidc, after_change, fallback=admin)
     admin = _Prefixed(ContractRoutes(contracts), admin)
     if audit_log is not None:
         from .api.admin_audit_routes import AuditedAdmin, AuditRoutes
@@ -84,6 +95,8 @@ def build_app(config: Config) -> Gateway:
 
         admin = AuditedAdmin(admin, AuditRoutes(AuditReader(config.audit.dir)), audit_log)
     services = [storage, gate, catalog, _Started(breakers, list(catalog.deployments)), *extra_services]
+    if telemetry is not None:
+        services.insert(0, telemetry)  # up before calls are served, flushed after the rest closed
     if audit_log is not None:
         services.insert(0, audit_log)  # first up, last down: it records everything the others do
     if oidc is not None:

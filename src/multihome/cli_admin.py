@@ -1,4 +1,4 @@
-"""`multihome tenants|teams|keys|budgets|policy|entitlements`: the admin API from a shell.
+"""`multihome tenants|teams|keys|budgets|policy|entitlements|token-revocations`: the admin API from a shell.
 
 Talks to a running gateway (`--url`, default $MULTIHOME_URL or http://127.0.0.1:4000) with an
 admin credential (`--key`, default $MULTIHOME_ADMIN_KEY), so RBAC and the admin-event record
@@ -11,6 +11,7 @@ import argparse
 import json
 import os
 import urllib.error
+import urllib.parse
 import urllib.request
 
 
@@ -142,6 +143,32 @@ def add_commands(sub) -> None:
     c.add_argument("entitlement_id")
     c.set_defaults(func=lambda a: _print(_call(a, "DELETE", f"/tenants/{a.tenant}/entitlements/{a.entitlement_id}"), a))
 
+    r = sub.add_parser("token-revocations", help="refuse OIDC tokens before their exp (docs/oidc.md)").add_subparsers(
+        dest="action", required=True)
+    c = _with_common(r.add_parser("list", help="token revocations (org-admin: all; others: their tenant's)"))
+    c.add_argument("--tenant", help="only this tenant's revocations (org-admin)")
+    c.add_argument("--kind", choices=["jti", "subject"])
+    c.add_argument("--issuer", help="an identity.oidc issuer name or exact iss")
+    c.add_argument("--subject")
+    c.add_argument("--live", action="store_true", help="only those not yet expired")
+    c.set_defaults(func=_list_revocations)
+    c = _with_common(r.add_parser("create", help="revoke one token (--jti) or a subject's tokens (--subject)"))
+    c.add_argument("--issuer", required=True, help="the identity.oidc issuer name, or its exact iss")
+    who = c.add_mutually_exclusive_group(required=True)
+    who.add_argument("--jti", help="revoke the one token with this jti claim")
+    who.add_argument("--subject", help="revoke every token of this subject issued at or before --not-before")
+    c.add_argument("--tenant", help="only tokens of this tenant (default: the caller's tenant for a tenant-admin, "
+                   "every tenant for an org-admin)")
+    c.add_argument("--not-before", help="subject: refuse tokens with iat at or before this (RFC 3339 or epoch "
+                   "seconds; default now)")
+    c.add_argument("--expires-at", help="when the revocation may be forgotten (RFC 3339 or epoch seconds); for "
+                   "--jti give the token's exp (default: the issuer's max_token_lifetime_s from now)")
+    c.add_argument("--reason", default="", help="free text, shown in lists and the change record (not secret)")
+    c.set_defaults(func=_create_revocation)
+    c = _with_common(r.add_parser("delete", help="lift a revocation: the tokens it refused work again"))
+    c.add_argument("revocation_id")
+    c.set_defaults(func=lambda a: _print(_call(a, "DELETE", f"/token-revocations/{a.revocation_id}"), a))
+
 
 def _json_arg(value: str) -> dict:
     if value.startswith("@"):
@@ -203,3 +230,41 @@ def _list_budgets(a) -> None:
         print(f"{item['id'] or '(config)'}  {item['scope']} {item['scope_id']}  {item['period']} {item['mode']}  "
               f"{item['spent_or_reserved']} of {item['amount']} {item['currency']}  remaining {item['remaining']}"
               + ("" if item.get("in_force", True) else "  (outranked by a smaller budget)"))
+
+
+def _time_arg(value: str | None):
+    """RFC 3339 text as given, or epoch seconds as a number (a token's exp/iat)."""
+    if value is None:
+        return None
+    return int(value) if value.strip().isdigit() else value
+
+
+def _create_revocation(a) -> None:
+    body = {"kind": "jti" if a.jti else "subject", "issuer": a.issuer, "reason": a.reason}
+    for name, value in (("jti", a.jti), ("subject", a.subject), ("tenant_id", a.tenant),
+                        ("not_before", _time_arg(a.not_before)), ("expires_at", _time_arg(a.expires_at))):
+        if value is not None:
+            body[name] = value
+    out = _call(a, "POST", "/token-revocations", body)
+    if a.json:
+        _print(out, a)
+        return
+    what = f"jti {out['jti']}" if out["kind"] == "jti" else f"subject {out['subject']} (iat <= {out['not_before']})"
+    scope = f"tenant {out['tenant_id']}" if out["tenant_id"] else "every tenant"
+    print(f"revoked {what} of {out['issuer_name'] or out['issuer']}: {out['id']}"
+          f" ({scope}, until {out['expires_at'] or 'deleted'})")
+
+
+def _list_revocations(a) -> None:
+    query = urllib.parse.urlencode({k: v for k, v in (("tenant", a.tenant), ("kind", a.kind), ("issuer", a.issuer),
+                                                      ("subject", a.subject), ("live", "true" if a.live else None))
+                                    if v})
+    out = _call(a, "GET", "/token-revocations" + (f"?{query}" if query else ""))
+    if a.json:
+        _print(out, a)
+        return
+    for item in out["data"]:
+        target = f"jti={item['jti']}" if item["kind"] == "jti" else f"sub={item['subject']} iat<={item['not_before']}"
+        print(f"{item['id']}  {item['issuer_name'] or item['issuer']}  {target}  "
+              f"{item['tenant_id'] or '(every tenant)'}  until {item['expires_at'] or '-'}"
+              + ("" if item["live"] else "  (expired)") + (f"  {item['reason']}" if item["reason"] else ""))

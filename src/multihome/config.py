@@ -174,6 +174,22 @@ class Server(_Strict):
     call_log: str | None = None
 
 
+class Telemetry(_Strict):
+    """OpenTelemetry export of every call (docs/telemetry.md). Absent section: nothing is loaded."""
+
+    otlp_endpoint: str | None = None  # OTLP/HTTP base URL, e.g. http://collector:4318 (/v1/traces is added)
+    otlp_endpoint_env: str | None = None
+    headers_env: str | None = None  # env var holding `k=v,k2=v2` export headers (a secret: never logged)
+    service_name: str = "multihome"
+    sample_ratio: float = 1.0  # share of new traces kept; a client's traceparent decides for its own trace
+    export_timeout_s: float = 10.0  # one export request
+    metrics: bool = True  # gen_ai.client.* histograms
+    metrics_interval_s: float = 60.0
+    batch_delay_ms: int = 1000  # longest a finished span waits for its batch
+    max_queue: int = 8192  # spans waiting for export; beyond this the oldest are dropped
+    shutdown_timeout_s: float = 5.0  # deadline for the final flush at shutdown
+
+
 class Config(_Strict):
     providers: dict[str, Provider]
     deployments: dict[str, Deployment]
@@ -185,6 +201,7 @@ class Config(_Strict):
     metering: MeteringConfig = msgspec.field(default_factory=MeteringConfig)
     audit: AuditConfig = msgspec.field(default_factory=AuditConfig)
     contracts: ContractsConfig = msgspec.field(default_factory=ContractsConfig)
+    telemetry: Telemetry | None = None
 
 
 _AT = re.compile(r" - at `\$(?P<path>[^`]*)`$")
@@ -226,9 +243,9 @@ def parse_config(text: str, *, source: str = "<config>") -> Config:
         raise ConfigError(f"{source}: the config must be a mapping with providers, deployments and model_groups")
     singles = {"server": Server, "routing": Routing, "storage": Storage, "identity": Identity, "metering": MeteringConfig,
                "audit": AuditConfig, "contracts": ContractsConfig}
-    unknown = set(data) - set(_SECTIONS) - set(singles)
+    unknown = set(data) - set(_SECTIONS) - set(singles) - {"telemetry"}
     if unknown:
-        known = ", ".join([*singles, *_SECTIONS])
+        known = ", ".join([*singles, "telemetry", *_SECTIONS])
         raise ConfigError(f"{sorted(unknown)[0]}: unknown top-level key (known: {known})")
     sections = {}
     for section, type_ in _SECTIONS.items():
@@ -239,6 +256,10 @@ def parse_config(text: str, *, source: str = "<config>") -> Config:
             str(name): _convert(entry, type_, f"{section}.{name}") for name, entry in entries.items()
         }
     parts = {name: _convert(data.get(name) or {}, type_, name) for name, type_ in singles.items()}
+    telemetry = data.get("telemetry")
+    if telemetry is not None:
+        parts["telemetry"] = _convert(telemetry, Telemetry, "telemetry")
+        _check_telemetry(parts["telemetry"])
     config = Config(**parts, **sections)
     _check_references(config)
     problems = check_metering(config.metering, set(config.deployments))
@@ -316,6 +337,20 @@ def _check_references(config: Config) -> None:
     names = [i.name for i in config.identity.oidc]
     if len(set(names)) != len(names):
         raise ConfigError("identity.oidc: issuer names must be unique")
+
+
+def _check_telemetry(t: Telemetry) -> None:
+    if (t.otlp_endpoint is None) == (t.otlp_endpoint_env is None):
+        raise ConfigError("telemetry: set one of otlp_endpoint or otlp_endpoint_env (the OTLP/HTTP base URL)")
+    if t.otlp_endpoint is not None and not t.otlp_endpoint.startswith(("http://", "https://")):
+        raise ConfigError("telemetry.otlp_endpoint: must start with http:// or https://")
+    if not 0.0 <= t.sample_ratio <= 1.0:
+        raise ConfigError("telemetry.sample_ratio: must be between 0 and 1")
+    for name in ("export_timeout_s", "metrics_interval_s", "batch_delay_ms", "max_queue", "shutdown_timeout_s"):
+        if getattr(t, name) <= 0:
+            raise ConfigError(f"telemetry.{name}: must be greater than 0")
+    if not t.service_name:
+        raise ConfigError("telemetry.service_name: must not be empty")
 
 
 def env_secret(var: str | None, *, what: str) -> str | None:

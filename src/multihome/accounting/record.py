@@ -58,6 +58,9 @@ class CallRecord(msgspec.Struct, frozen=True, kw_only=True):
     tool_calls: tuple[tuple[str, str], ...] = ()  # (function name, call id) the model asked for
     request_sha256: str = ""
     response_sha256: str | None = None
+    # The client's W3C trace context headers, kept only when a sink asks for them (telemetry).
+    traceparent: str | None = None
+    tracestate: str | None = None
 
 
 class CallSink(Protocol):

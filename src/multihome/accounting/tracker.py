@@ -18,6 +18,7 @@ class Accounting:
         self.sinks = list(sinks or ())
         self.limiter = limiter  # metering.Limiter: admit() before the call
         self.audit = audit  # audit.AuditLog: call_started() durable before the answer
+        self.trace_context = False  # keep the client's traceparent/tracestate on the record (telemetry)
 
     @property
     def enabled(self) -> bool:
@@ -40,7 +41,8 @@ def outcome_of(err: ApiError) -> str:
 
 class CallTracker:
     __slots__ = ("acc", "request_id", "endpoint", "principal", "request_sha256", "started_at", "_t0",
-                 "model_group", "policy_code", "entitlement_id", "ticket", "_durable", "finished", "request")
+                 "model_group", "policy_code", "entitlement_id", "ticket", "_durable", "finished", "request",
+                 "traceparent", "tracestate")
 
     def __init__(self, acc: Accounting, request_id: str, endpoint: str, principal: Principal, request_sha256: str) -> None:
         self.acc = acc
@@ -56,6 +58,8 @@ class CallTracker:
         self._durable: asyncio.Future | None = None
         self.finished = False
         self.request = None  # the canonical chat or embeddings request, for usage estimates
+        self.traceparent: bytes | None = None  # set by the front door when accounting.trace_context
+        self.tracestate: bytes | None = None
 
     async def admit(self, group, deployments, max_output_tokens: int | None) -> list[tuple[bytes, bytes]]:
         """Limits and budgets (may raise 429); then start making the call's start durable."""
@@ -100,6 +104,8 @@ class CallTracker:
             latency_ms=round((time.perf_counter() - self._t0) * 1000, 3), first_byte_ms=first_byte_ms,
             policy_code=self.policy_code, entitlement_id=self.entitlement_id, tool_calls=tuple(tool_calls),
             request_sha256=self.request_sha256, response_sha256=response_sha256,
+            traceparent=self.traceparent.decode("latin-1") if self.traceparent else None,
+            tracestate=self.tracestate.decode("latin-1") if self.tracestate else None,
         )
         for sink in self.acc.sinks:
             sink.record(record)

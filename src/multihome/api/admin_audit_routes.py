@@ -19,6 +19,7 @@ from ..schema.errors import ApiError
 from .admin_budget_routes import ROUTES as BUDGET_ROUTES
 from .admin_contracts_routes import ROUTES as CONTRACT_ROUTES
 from .admin_rbac import AUDIT, authorize
+from .admin_revocation_routes import ROUTES as REVOCATION_ROUTES
 from .admin_routes import ROUTES as ADMIN_ROUTES
 from .asgi import JSON, send_bytes
 
@@ -97,8 +98,9 @@ class AuditedAdmin:
         await self.admin.handle(scope, receive, hold, request_id, principal)
 
 
-# Every admin route as (method, pattern, handler); handlers read "verb_noun" ("create_key" -> key.create).
-_ROUTES = [(r.method, r.pattern, r.handler) for r in (*ADMIN_ROUTES, *BUDGET_ROUTES)] + [
+# Every admin route as (method, pattern, handler); handlers read "verb_noun" ("create_key" -> key.create,
+# "delete_token_revocation" -> token_revocation.delete).
+_ROUTES = [(r.method, r.pattern, r.handler) for r in (*ADMIN_ROUTES, *BUDGET_ROUTES, *REVOCATION_ROUTES)] + [
     (method, pattern, f"{name}_contract") for method, pattern, name, _ in CONTRACT_ROUTES]
 
 
@@ -110,16 +112,20 @@ def change_of(method: str, path: str, principal: Principal, response: bytes) -> 
             handler, params = name, m.groupdict()
             break
     verb, _, noun = handler.partition("_")  # "create_key" -> key.create
-    object_id = params.get("id")
-    if object_id is None:
+    object_id, tenant = params.get("id"), params.get("tenant")
+    if object_id is None or tenant is None:
         try:
             out = msgspec.json.decode(response)
-            object_id = out.get("id") if isinstance(out, dict) else None
         except msgspec.DecodeError:
-            pass
+            out = None
+        if isinstance(out, dict):
+            object_id = object_id if object_id is not None else out.get("id")
+            # Routes outside /tenants/{tenant} (token revocations) say their tenant in the response.
+            if tenant is None and isinstance(out.get("tenant_id"), str):
+                tenant = out["tenant_id"]
     # Only ids and the route: a response may carry a new key's secret, which never enters the trail.
     return AdminChange(
-        actor=principal.subject, tenant=params.get("tenant") or (object_id if noun == "tenant" else None),
+        actor=principal.subject, tenant=tenant or (object_id if noun == "tenant" else None),
         action=f"{noun}.{verb}" if noun else handler, object_type=noun or "unknown", object_id=object_id,
         detail={"method": method, "path": path, "actor_source": principal.source},
     )

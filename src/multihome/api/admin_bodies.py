@@ -62,6 +62,23 @@ class UpdateBudget(_Body):
     mode: Literal["hard", "soft"] | None = None
 
 
+class CreateTokenRevocation(_Body):
+    """Refuse OIDC tokens before their exp: one token by its jti, or a subject's tokens issued up to a cut-off."""
+
+    kind: Literal["jti", "subject"]
+    issuer: str  # the issuer's name in identity.oidc, or its exact `iss`
+    jti: str | None = None  # kind jti: the token's `jti` claim
+    subject: str | None = None  # kind subject: the issuer's subject claim (claims.subject, default `sub`)
+    # Only tokens that map to this tenant. Default: the caller's tenant for a tenant-admin; every
+    # tenant (org-wide) for an org-admin.
+    tenant_id: str | None = None
+    not_before: dt.datetime | int | None = None  # kind subject: refuse tokens with iat <= this (default: now)
+    # When the row may be ignored (RFC 3339 or epoch seconds). kind jti: give the token's exp; default:
+    # now + the issuer's max_token_lifetime_s. kind subject: optional, default never.
+    expires_at: dt.datetime | int | None = None
+    reason: str = ""  # free text for people (never a secret: it is listed and recorded)
+
+
 class GrantEntitlement(_Body):
     model_group: str
     starts_on: dt.date

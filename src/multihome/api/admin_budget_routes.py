@@ -14,9 +14,7 @@ A change is stored (and bumps the state version); this replica applies it before
 
 from __future__ import annotations
 
-import re
 from decimal import Decimal
-from urllib.parse import parse_qs
 
 import msgspec
 
@@ -24,14 +22,13 @@ from ..identity.principal import Principal
 from ..metering.periods import period
 from ..metering.prices import NANOS, text, to_nanos
 from ..metering.rules import AdminBudget, admin_budget
-from ..schema.decoding import decode_error
 from ..schema.errors import ApiError
 from ..storage.budgets import budget_amount, budget_currency
-from ..storage.errors import Conflict, Invalid, NotFound
+from ..storage.errors import Invalid, NotFound
 from . import admin_bodies as B
 from .admin_rbac import READ, WRITE, authorize
-from .admin_routes import _r, match_route
-from .asgi import JSON, read_body, send_bytes
+from .admin_link import AdminLink
+from .admin_routes import _r
 
 P = "/admin/v1/tenants/{tenant}/budgets"
 ROUTES = [
@@ -46,50 +43,25 @@ ROUTES = [
 ]
 
 
-class BudgetAdminRoutes:
-    def __init__(self, metering, store, after_change=None, fallback=None) -> None:
-        self.metering = metering
-        self.store = store  # storage.Store (or a stand-in until storage starts); None without storage
-        self.after_change = after_change
-        self.fallback = fallback
+class BudgetAdminRoutes(AdminLink):
+    routes = ROUTES
+    noun = "budget"
+    needs_storage = "Budgets set through the admin API need storage"
+    choices = {"scope": "tenant, team, key", "period": "day, month, total", "mode": "hard, soft"}
+    without_storage = frozenset({"list_budgets"})
 
-    async def handle(self, scope, receive, send, request_id: bytes, principal: Principal) -> None:
-        found = match_route(ROUTES, scope["method"], scope["path"])
-        if found is None:
-            if self.fallback is None:
-                raise ApiError(404, f"Unknown admin endpoint {scope['method']} {scope['path']}.", code="unknown_url")
-            await self.fallback.handle(scope, receive, send, request_id, principal)
-            return
-        route, params = found
+    def __init__(self, metering, store, after_change=None, fallback=None) -> None:
+        super().__init__(store, after_change, fallback)
+        self.metering = metering
+
+    def authorize(self, principal: Principal, route, params) -> None:
         authorize(principal, route.action, params["tenant"])
-        body = None
-        if route.body is not None:
-            raw = await read_body(scope, receive, 1 << 20)
-            try:
-                body = msgspec.json.decode(raw, type=route.body)
-            except msgspec.DecodeError as exc:
-                raise _explained(decode_error(exc)) from None
-        if self.store is None and route.handler != "list_budgets":
-            raise ApiError(501, "Budgets set through the admin API need storage: set storage.url in the config.",
-                           code="storage_not_configured")
-        query = parse_qs(scope.get("query_string", b"").decode())
-        try:
-            status, out = await getattr(self, route.handler)(principal, params, body, query)
-        except NotFound as exc:
-            raise ApiError(404, f"{str(exc)[0].upper()}{str(exc)[1:]}.", code="not_found") from None
-        except Conflict as exc:
-            raise ApiError(409, f"{str(exc)[0].upper()}{str(exc)[1:]}.", code="conflict") from None
-        except Invalid as exc:
-            raise ApiError(400, f"Invalid budget: {exc}.", code="invalid_value") from None
-        if route.method != "GET" and self.after_change is not None:
-            await self.after_change()
-        await send_bytes(send, status, msgspec.json.encode(out), [JSON, (b"x-request-id", request_id)])
 
     # -- handlers: (principal, path params, body, query) -> (status, json-able) -----------------------
     async def list_budgets(self, who, p, body, q):
         tenant, limiter = p["tenant"], self.metering.limiter
         rules, stored = limiter.rules, self.metering.admin_budgets  # the ones enforced now, read together
-        asked = [("tenant", tenant)] + [(name, q[name][0]) for name in ("team", "key") if q.get(name) and q[name][0]]
+        asked = [("tenant", tenant)] + [(name, q[name]) for name in ("team", "key") if q.get(name)]
         rows = [(s.scope, s.id, s.rule, True) for scope, ident in asked for s in rules.budgets_for(scope, ident)]
         listed = {id(rule) for _, _, rule, _ in rows}
         for b in stored:  # admin-set budgets not listed above: other teams and keys, or outranked
@@ -182,17 +154,3 @@ def _field(check, value, name: str):
     except Invalid as exc:
         message = str(exc)
         raise ApiError(400, f"{message[0].upper()}{message[1:]}.", param=name, code="invalid_value") from None
-
-
-_CHOICES = {"scope": "tenant, team, key", "period": "day, month, total", "mode": "hard, soft"}
-_MISSING = re.compile(r"(?:missing required|contains unknown) field `(\w+)`")
-
-
-def _explained(err: ApiError) -> ApiError:
-    """A body decode error with the field named in `param` and, for a choice, the choices."""
-    missing = _MISSING.search(err.body.message)
-    if missing and err.body.param is None:
-        err.body.param = missing.group(1)
-    if err.body.param in _CHOICES:
-        err.body.message = f"{err.body.message.rstrip('.')}; use one of: {_CHOICES[err.body.param]}."
-    return err

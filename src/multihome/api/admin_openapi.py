@@ -7,9 +7,10 @@ import msgspec
 from .admin_bodies import KeyView
 from .admin_budget_routes import ROUTES as BUDGET_ROUTES
 from .admin_metering_routes import ROUTES as METERING_ROUTES
+from .admin_revocation_routes import ROUTES as REVOCATION_ROUTES
 from .admin_routes import ROUTES as ADMIN_ROUTES
 
-ROUTES = [*ADMIN_ROUTES, *BUDGET_ROUTES]
+ROUTES = [*ADMIN_ROUTES, *BUDGET_ROUTES, *REVOCATION_ROUTES]
 
 # GET-only routes served by other modules: (path, summary, query parameters).
 _EXTRA_GETS = [

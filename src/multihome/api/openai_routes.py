@@ -142,6 +142,8 @@ def begin_call(scope, accounting, request_id: bytes, endpoint: str, body: bytes,
         return None
     tracker = accounting.begin(request_id.decode(), endpoint, scope["multihome.principal"], body)
     tracker.model_group, tracker.request = group.name, request
+    if accounting.trace_context:  # only with telemetry on (docs/telemetry.md)
+        tracker.traceparent, tracker.tracestate = header(scope, b"traceparent"), header(scope, b"tracestate")
     scope["multihome.tracker"] = tracker
     return tracker
 

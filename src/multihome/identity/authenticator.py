@@ -106,6 +106,7 @@ class Authenticator:
                 return principal_of_key(record)
             raise _INVALID
         if self._oidc is not None and looks_like_jwt(credential):
+            # Verified (or remembered) and checked against the live token revocations, every request.
             return await self._oidc.verify(credential)
         principal = self._env_keys.get(_digest(credential))
         if principal is None:

@@ -8,6 +8,10 @@ off the request path except for the one request that finds a key missing.
 
 Errors are 401 (403 when a genuine token entitles its bearer to nothing) in OpenAI's envelope,
 each saying what is wrong; none repeats any part of the token.
+
+Revocation: every accepted token, first seen or remembered, is checked against the live token
+revocations (`revocations()`, the storage snapshot's RevocationIndex) by (iss, jti) and by
+(iss, subject, iat): two dictionary lookups, none while no revocation is live.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ import logging
 import re
 import time
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import aiohttp
 import jwt
@@ -27,6 +32,9 @@ from .claims import principal_from_claims
 from .jwks import JwksCache
 from .oidc_config import IssuerConfig, check_issuers
 from .principal import Principal
+
+if TYPE_CHECKING:
+    from ..storage.revocations import RevocationIndex
 
 log = logging.getLogger("multihome.identity.oidc")
 
@@ -56,6 +64,28 @@ _UNKNOWN_ISSUER = _unauthorized(
 )
 
 
+def _revoked(revocation_id: str) -> ApiError:
+    return _unauthorized(
+        f"The token has been revoked by an administrator of this gateway (revocation {revocation_id}). "
+        "Sign in again for a new token; if that one is refused too, ask your administrator.",
+        "token_revoked",
+    )
+
+
+def _jti_of(payload: dict) -> str | None:
+    jti = payload.get("jti")
+    if isinstance(jti, str):
+        return jti
+    if isinstance(jti, int) and not isinstance(jti, bool):
+        return str(jti)
+    return None  # absent (or not an identifier): the token can be revoked by subject only
+
+
+def _iat_of(payload: dict) -> float | None:
+    iat = payload.get("iat")  # required and checked numeric by jwt.decode; None only if that changes
+    return float(iat) if isinstance(iat, (int, float)) and not isinstance(iat, bool) else None
+
+
 class _Issuer:
     __slots__ = ("cfg", "keys", "audiences", "options")
 
@@ -76,11 +106,16 @@ class OidcVerifier:
         *,
         clock: Callable[[], float] = time.monotonic,
         verified_cache_size: int = 10_000,
+        revocations: Callable[[], RevocationIndex | None] | None = None,
     ) -> None:
         check_issuers(issuers)
+        # The live token revocations (storage's SnapshotCache.revocations), read on every request;
+        # None (no storage) or returning None: nothing is revoked.
+        self.revocations = revocations
         # Clients reuse one token for its whole life: a token verified once is answered from here
         # until its exp (+ leeway) or until its issuer's key set changes. Bounded; oldest out first.
-        self._verified: dict[str, tuple[Principal, float, JwksCache, int]] = {}
+        # Value: (principal, exp + leeway, key cache, its generation, iss, jti, iat).
+        self._verified: dict[str, tuple[Principal, float, JwksCache, int, str, str | None, float | None]] = {}
         self._verified_max = verified_cache_size
         self._clock = clock
         self._session: aiohttp.ClientSession | None = None
@@ -122,10 +157,12 @@ class OidcVerifier:
                 raise _MALFORMED from None
         hit = self._verified.get(token)
         if hit is not None:
-            principal, expires_at, keys, generation = hit
+            principal, expires_at, keys, generation, iss, jti, iat = hit
             if time.time() < expires_at and keys.generation == generation:
                 if self._clock() >= keys.next_refresh:
                     keys.refresh_in_background()
+                if self.revocations is not None:
+                    self._check_revoked(principal, iss, jti, iat)
                 return principal
             self._verified.pop(token, None)
         if len(token) > MAX_TOKEN_BYTES:
@@ -161,11 +198,23 @@ class OidcVerifier:
         except jwt_errors.PyJWTError as exc:
             raise _explain(exc, cfg) from None
         principal = principal_from_claims(cfg, payload)
+        jti, iat = _jti_of(payload), _iat_of(payload)
         if self._verified_max > 0:
             if len(self._verified) >= self._verified_max:
                 self._verified.pop(next(iter(self._verified)))
-            self._verified[token] = (principal, int(payload["exp"]) + cfg.leeway_s, issuer.keys, issuer.keys.generation)
+            self._verified[token] = (principal, int(payload["exp"]) + cfg.leeway_s, issuer.keys, issuer.keys.generation,
+                                     cfg.issuer, jti, iat)
+        if self.revocations is not None:
+            self._check_revoked(principal, cfg.issuer, jti, iat)
         return principal
+
+    def _check_revoked(self, principal: Principal, iss: str, jti: str | None, iat: float | None) -> None:
+        """Raise 401 token_revoked if a live revocation covers this token (memory only, O(1))."""
+        index = self.revocations()  # type: ignore[misc]
+        if index:  # None, or empty: nothing revoked
+            found = index.match(iss, jti, principal.subject, iat, principal.tenant)
+            if found is not None:
+                raise _revoked(found.id)
 
     # -- internals -----------------------------------------------------------------------------
 

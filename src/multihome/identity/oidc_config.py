@@ -82,6 +82,9 @@ class IssuerConfig(_Strict):
     refresh_s: float = 600.0  # JWKS refresh period when the response has no Cache-Control max-age
     min_refresh_interval_s: float = 30.0  # at most one fetch per interval, whatever tokens arrive
     fetch_timeout_s: float = 5.0
+    # The longest lifetime (exp - iat) this issuer gives tokens. A revocation of one token (by jti)
+    # whose exp is not given is kept this long (docs/oidc.md "Revocation").
+    max_token_lifetime_s: float = 86400.0
 
     def __post_init__(self) -> None:
         if not self.name or not self.name.replace("-", "").replace("_", "").isalnum():
@@ -109,6 +112,8 @@ class IssuerConfig(_Strict):
             raise ValueError("refresh_s: must be at least min_refresh_interval_s (and 1 s)")
         if self.fetch_timeout_s <= 0:
             raise ValueError("fetch_timeout_s: must be positive")
+        if not 60 <= self.max_token_lifetime_s <= 366 * 86400:
+            raise ValueError("max_token_lifetime_s: between 60 seconds and 366 days")
 
 
 def check_issuers(issuers: list[IssuerConfig]) -> None:

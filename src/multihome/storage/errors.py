@@ -23,7 +23,12 @@ class Conflict(StorageError):
 
 
 class Invalid(StorageError, ValueError):
-    """A value the store will not accept (empty name, unknown role, ends_on before starts_on...)."""
+    """A value the store will not accept (empty name, unknown role, ends_on before starts_on...).
+    `field` names the offending argument when one is to blame (the admin API's `param`)."""
+
+    def __init__(self, message: str, *, field: str | None = None) -> None:
+        super().__init__(message)
+        self.field = field
 
 
 class SchemaOutOfDate(StorageError):

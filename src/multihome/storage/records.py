@@ -10,6 +10,7 @@ import msgspec
 PolicyScope = Literal["tenant", "team", "key"]
 BudgetPeriod = Literal["day", "month", "total"]
 BudgetMode = Literal["hard", "soft"]
+RevocationKind = Literal["jti", "subject"]
 
 
 class Tenant(msgspec.Struct, frozen=True):
@@ -69,6 +70,26 @@ class Budget(msgspec.Struct, frozen=True):
     mode: BudgetMode  # hard: refuse with 429; soft: allow and flag
     created_at: datetime
     updated_at: datetime
+
+
+class TokenRevocation(msgspec.Struct, frozen=True):
+    """OIDC access cut before the token's exp: one token (kind "jti") or every token of a subject
+    issued at or before `not_before` (kind "subject"). Enforced by identity.oidc from the snapshot."""
+
+    id: str
+    tenant_id: str | None  # only tokens that map to this tenant; None: every tenant (org-admins only)
+    kind: RevocationKind
+    issuer: str  # the exact `iss` of the issuer's tokens
+    subject: str | None  # kind subject: the issuer's subject claim (claims.subject, default `sub`)
+    jti: str | None  # kind jti: the token's `jti` claim
+    not_before: datetime | None  # kind subject: tokens with iat <= this are refused
+    expires_at: datetime | None  # the row is ignored from then on (None: never)
+    reason: str  # free text for people, never secret
+    actor: str
+    created_at: datetime
+
+    def live_at(self, now: datetime) -> bool:
+        return self.expires_at is None or now < self.expires_at
 
 
 class Entitlement(msgspec.Struct, frozen=True):

@@ -15,7 +15,8 @@ from typing import TYPE_CHECKING
 import msgspec
 
 from .keys import KeyIndex
-from .records import Budget, Entitlement, KeyRecord, Policy, Team, Tenant
+from .records import Budget, Entitlement, KeyRecord, Policy, Team, Tenant, TokenRevocation
+from .revocations import RevocationIndex
 
 if TYPE_CHECKING:
     from .store import Store
@@ -31,9 +32,14 @@ class Snapshot(msgspec.Struct, frozen=True):
     policies: tuple[Policy, ...]
     entitlements: tuple[Entitlement, ...]  # non-revoked grants
     budgets: tuple[Budget, ...] = ()  # set through the admin API (metering adds the config ones)
+    revocations: tuple[TokenRevocation, ...] = ()  # token revocations not yet expired when loaded
 
     def key_index(self) -> KeyIndex:
         return KeyIndex(self.keys)
+
+    def revocation_index(self) -> RevocationIndex:
+        """The revocations by (issuer, jti) and (issuer, subject), for identity.oidc's hot path."""
+        return RevocationIndex(self.revocations)
 
     def policies_for(self, tenant_id: str) -> list[Policy]:
         return [p for p in self.policies if p.tenant_id == tenant_id]
@@ -46,7 +52,8 @@ class Snapshot(msgspec.Struct, frozen=True):
 
 
 class SnapshotCache:
-    """Holds the current Snapshot and its KeyIndex; a background task reloads them on change."""
+    """Holds the current Snapshot, its KeyIndex and its RevocationIndex; a background task reloads
+    them on change."""
 
     def __init__(
         self,
@@ -60,6 +67,7 @@ class SnapshotCache:
         self._listeners: list[Callable[[Snapshot], None]] = [on_reload] if on_reload is not None else []
         self._snapshot: Snapshot | None = None
         self._keys: KeyIndex = KeyIndex({})
+        self._revocations: RevocationIndex = RevocationIndex()
         self._task: asyncio.Task[None] | None = None
         self.reloads = 0
         self.poll_errors = 0
@@ -73,6 +81,11 @@ class SnapshotCache:
     @property
     def keys(self) -> KeyIndex:
         return self._keys
+
+    @property
+    def revocations(self) -> RevocationIndex:
+        """Live token revocations (empty until start()); OidcVerifier checks every token against it."""
+        return self._revocations
 
     def subscribe(self, listener: Callable[[Snapshot], None]) -> None:
         """Call `listener(snapshot)` (on the event loop, without awaiting) after every reload."""
@@ -96,7 +109,7 @@ class SnapshotCache:
     async def refresh(self) -> Snapshot:
         snap = await self._store.snapshot()
         if self._snapshot is None or snap.version >= self._snapshot.version:
-            self._snapshot, self._keys = snap, snap.key_index()
+            self._snapshot, self._keys, self._revocations = snap, snap.key_index(), snap.revocation_index()
             self.reloads += 1
             for listener in self._listeners:
                 try:

@@ -1,4 +1,5 @@
-"""`Store`: the durable home of tenants, teams, API keys, policies, entitlements, budgets and admin events.
+"""`Store`: the durable home of tenants, teams, API keys, policies, entitlements, budgets, token
+revocations and admin events.
 
 Every mutation runs in one transaction that also writes an admin event and bumps the one-row
 `state_version` counter; replicas poll that counter (`SnapshotCache`) and serve identity and
@@ -17,13 +18,15 @@ from .entitlements import EntitlementsRepo, entitlement_from_row
 from .errors import Invalid, SchemaOutOfDate
 from .policies import PoliciesRepo, policy_from_row
 from .records import AdminEvent
+from .revocations import RevocationsRepo, live_revocations, revocation_from_row
 from .snapshot import Snapshot
-from .tables import admin_events, api_keys, budgets, entitlements, policies, state_version, teams, tenants
-from .base import as_utc
+from .tables import (admin_events, api_keys, budgets, entitlements, policies, state_version, teams, tenants,
+                     token_revocations)
+from .base import as_utc, utcnow
 from .tenancy import TenancyRepo, team_from_row, tenant_from_row
 
 
-class Store(TenancyRepo, KeysRepo, PoliciesRepo, EntitlementsRepo, BudgetsRepo):
+class Store(TenancyRepo, KeysRepo, PoliciesRepo, EntitlementsRepo, BudgetsRepo, RevocationsRepo):
     @property
     def url(self) -> str:
         return self.engine.url.render_as_string(hide_password=True)
@@ -61,6 +64,8 @@ class Store(TenancyRepo, KeysRepo, PoliciesRepo, EntitlementsRepo, BudgetsRepo):
                 ents = (await conn.execute(sa.select(entitlements).where(entitlements.c.revoked_at.is_(None))
                                            .order_by(entitlements.c.model_group, entitlements.c.starts_on))).all()
                 buds = (await conn.execute(sa.select(budgets).order_by(budgets.c.created_at, budgets.c.id))).all()
+                revs = (await conn.execute(sa.select(token_revocations).where(live_revocations(utcnow()))
+                                           .order_by(token_revocations.c.created_at, token_revocations.c.id))).all()
         finally:
             await conn.close()
         return Snapshot(
@@ -71,6 +76,7 @@ class Store(TenancyRepo, KeysRepo, PoliciesRepo, EntitlementsRepo, BudgetsRepo):
             policies=tuple(policy_from_row(r) for r in pols),
             entitlements=tuple(entitlement_from_row(r) for r in ents),
             budgets=tuple(budget_from_row(r) for r in buds),
+            revocations=tuple(revocation_from_row(r) for r in revs),
         )
 
     async def admin_events(

@@ -1,7 +1,7 @@
 """Table definitions: the single source of truth the migrations must match (a test checks it).
 
 Ids are readable prefixed random strings (`ten_...`, `team_...`, `key_...`, `pol_...`, `ent_...`,
-`bud_...`, `evt_...`). Timestamps are UTC. JSON columns hold plain JSON (dicts/lists of str, numbers, bools).
+`bud_...`, `rev_...`, `evt_...`). Timestamps are UTC. JSON columns hold plain JSON (dicts/lists of str, numbers, bools).
 """
 
 from __future__ import annotations
@@ -109,6 +109,32 @@ budgets = sa.Table(
     sa.CheckConstraint("scope IN ('tenant', 'team', 'key')", name="scope"),
     sa.CheckConstraint("period IN ('day', 'month', 'total')", name="period"),
     sa.CheckConstraint("mode IN ('hard', 'soft')", name="mode"),
+)
+
+# Revoked OIDC tokens (docs/oidc.md "Revocation"). kind "jti": one token, by its issuer and `jti`
+# claim. kind "subject": every token of an issuer's subject whose `iat` is at or before
+# `not_before`. A row with a tenant applies only to tokens that map to that tenant; without one,
+# to every tenant. After `expires_at` the row is ignored (the hot path checks it too).
+token_revocations = sa.Table(
+    "token_revocations",
+    metadata,
+    sa.Column("id", ID, primary_key=True),
+    sa.Column("tenant_id", ID, sa.ForeignKey("tenants.id", ondelete="CASCADE"), nullable=True, index=True),
+    sa.Column("kind", sa.String(8), nullable=False),
+    sa.Column("issuer", sa.String(1000), nullable=False),  # the exact `iss`
+    sa.Column("subject", sa.String(400), nullable=True),
+    sa.Column("jti", sa.String(400), nullable=True),
+    sa.Column("not_before", TS, nullable=True),
+    sa.Column("expires_at", TS, nullable=True, index=True),
+    sa.Column("reason", sa.String(1000), nullable=False),
+    sa.Column("actor", sa.String(200), nullable=False),
+    sa.Column("created_at", TS, nullable=False),
+    sa.CheckConstraint("kind IN ('jti', 'subject')", name="kind"),
+    sa.CheckConstraint(
+        "(kind = 'jti' AND jti IS NOT NULL AND subject IS NULL AND not_before IS NULL) OR "
+        "(kind = 'subject' AND subject IS NOT NULL AND jti IS NULL AND not_before IS NOT NULL)",
+        name="fields",
+    ),
 )
 
 # `seq` is the state_version the change produced: a gap-free total order in commit order.

@@ -1,0 +1,259 @@
+"""Token revocations: cut OIDC-authenticated access before a token's `exp`, on every replica.
+
+Two kinds:
+
+- `jti`: one token, named by its issuer and its `jti` claim. The row is kept until the token's
+  `exp` when the caller gives it, else for the issuer's maximum token lifetime.
+- `subject`: every token of an issuer's subject whose `iat` is at or before `not_before`
+  (default: now). Tokens issued later are accepted, so a user who signs in again after the
+  IdP has dealt with them gets back in; until then the IdP itself should refuse them.
+
+A row with a tenant refuses only tokens that map to that tenant (claims.py decides a token's
+tenant); a row without one refuses them whatever their tenant. Every change bumps
+`state_version`, so each replica's `SnapshotCache` reloads the live rows within its interval,
+and `RevocationIndex` answers the hot path with two dictionary lookups.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Iterable
+from datetime import datetime, timedelta
+from typing import Any
+
+import sqlalchemy as sa
+
+from .base import StoreBase, as_utc, to_utc, utcnow
+from .errors import Invalid, NotFound
+from .ids import new_id
+from .records import TokenRevocation
+from .tables import token_revocations
+
+KINDS = ("jti", "subject")
+DEFAULT_MAX_TOKEN_LIFETIME_S = 24 * 3600.0
+_MAX = {"issuer": 1000, "subject": 400, "jti": 400, "reason": 1000}
+
+
+def revocation_from_row(r: Any) -> TokenRevocation:
+    return TokenRevocation(
+        id=r.id, tenant_id=r.tenant_id, kind=r.kind, issuer=r.issuer, subject=r.subject, jti=r.jti,
+        not_before=as_utc(r.not_before), expires_at=as_utc(r.expires_at), reason=r.reason, actor=r.actor,
+        created_at=as_utc(r.created_at),
+    )
+
+
+def live_revocations(now: datetime):
+    """The WHERE clause of the rows the hot path must still see."""
+    return sa.or_(token_revocations.c.expires_at.is_(None), token_revocations.c.expires_at > now)
+
+
+def _text(value: Any, field: str, *, required: bool) -> str | None:
+    if value is None:
+        if required:
+            raise Invalid(f"{field} is required", field=field)
+        return None
+    if not isinstance(value, str) or (required and not value.strip()):
+        raise Invalid(f"{field} must be a non-empty string", field=field)
+    if len(value) > _MAX[field]:
+        raise Invalid(f"{field} is longer than {_MAX[field]} characters", field=field)
+    return value
+
+
+def _when(value: datetime | None, field: str) -> datetime | None:
+    try:
+        return to_utc(value, field)
+    except Invalid as exc:
+        raise Invalid(str(exc), field=field) from None
+
+
+def _detail(r: TokenRevocation) -> dict[str, Any]:
+    return {
+        "kind": r.kind, "issuer": r.issuer, "subject": r.subject, "jti": r.jti,
+        "not_before": r.not_before.isoformat() if r.not_before else None,
+        "expires_at": r.expires_at.isoformat() if r.expires_at else None, "reason": r.reason,
+    }
+
+
+class RevocationsRepo(StoreBase):
+    async def create_token_revocation(
+        self,
+        *,
+        kind: str,
+        issuer: str,
+        subject: str | None = None,
+        jti: str | None = None,
+        tenant_id: str | None = None,
+        not_before: datetime | None = None,
+        expires_at: datetime | None = None,
+        reason: str = "",
+        actor: str,
+        max_token_lifetime_s: float = DEFAULT_MAX_TOKEN_LIFETIME_S,
+    ) -> TokenRevocation:
+        """Store a revocation. Raises Invalid (with `.field`) for bad input, NotFound for an unknown tenant.
+
+        kind "jti": `jti` required; `expires_at` defaults to now + `max_token_lifetime_s` (pass the
+        token's exp to keep the row exactly as long as the token could be used).
+        kind "subject": `subject` required; `not_before` defaults to now; `expires_at` optional.
+        """
+        if kind not in KINDS:
+            raise Invalid(f"kind must be one of {', '.join(KINDS)}, not {kind!r}", field="kind")
+        issuer = _text(issuer, "issuer", required=True)
+        subject = _text(subject, "subject", required=kind == "subject")
+        jti = _text(jti, "jti", required=kind == "jti")
+        if not isinstance(reason, str):
+            raise Invalid("reason must be a string", field="reason")
+        _text(reason, "reason", required=False)
+        if kind == "jti" and subject is not None:
+            raise Invalid("subject is for kind subject; a jti revocation names only the token's jti", field="subject")
+        if kind == "subject" and jti is not None:
+            raise Invalid("jti is for kind jti; a subject revocation names only the subject", field="jti")
+        if kind == "jti" and not_before is not None:
+            raise Invalid("not_before is for kind subject (a jti revocation refuses that one token)",
+                          field="not_before")
+        now = utcnow()
+        not_before = _when(not_before, "not_before")
+        expires_at = _when(expires_at, "expires_at")
+        if kind == "subject" and not_before is None:
+            not_before = now
+        if expires_at is None and kind == "jti":
+            if not (isinstance(max_token_lifetime_s, (int, float)) and 0 < max_token_lifetime_s < math.inf):
+                raise Invalid("max_token_lifetime_s must be a positive number of seconds")
+            expires_at = now + timedelta(seconds=max_token_lifetime_s)
+        if expires_at is not None and expires_at <= now:
+            what = "the token has expired already, so it needs no revocation" if kind == "jti" else "it must be later"
+            raise Invalid(f"expires_at is in the past: {what}", field="expires_at")
+        record = TokenRevocation(
+            id=new_id("rev"), tenant_id=tenant_id, kind=kind, issuer=issuer, subject=subject,  # type: ignore[arg-type]
+            jti=jti, not_before=not_before, expires_at=expires_at, reason=reason, actor=actor, created_at=now,
+        )
+        async with self._write() as conn:
+            if tenant_id is not None:
+                await self._require_tenant(conn, tenant_id)
+            await conn.execute(sa.insert(token_revocations).values(
+                **{f: getattr(record, f) for f in record.__struct_fields__}))
+            await self._record(conn, actor=actor, tenant_id=tenant_id, action="token_revocation.create",
+                               object_type="token_revocation", object_id=record.id, detail=_detail(record), at=now)
+        return record
+
+    async def get_token_revocation(self, revocation_id: str, *, tenant_id: str | None = None) -> TokenRevocation:
+        """One revocation; with `tenant_id`, only if it is that tenant's (org-wide ones are not)."""
+        q = sa.select(token_revocations).where(token_revocations.c.id == revocation_id)
+        if tenant_id is not None:
+            q = q.where(token_revocations.c.tenant_id == tenant_id)
+        async with self._read() as conn:
+            row = (await conn.execute(q)).first()
+        if row is None:
+            raise NotFound("token revocation", revocation_id, tenant_id)
+        return revocation_from_row(row)
+
+    async def list_token_revocations(
+        self,
+        tenant_id: str | None = None,
+        *,
+        kind: str | None = None,
+        issuer: str | None = None,
+        subject: str | None = None,
+        live_only: bool = False,
+    ) -> list[TokenRevocation]:
+        """Oldest first. `tenant_id=None`: every row, org-wide ones included; else that tenant's only."""
+        q = sa.select(token_revocations)
+        if tenant_id is not None:
+            q = q.where(token_revocations.c.tenant_id == tenant_id)
+        if kind is not None:
+            if kind not in KINDS:
+                raise Invalid(f"kind must be one of {', '.join(KINDS)}, not {kind!r}", field="kind")
+            q = q.where(token_revocations.c.kind == kind)
+        if issuer is not None:
+            q = q.where(token_revocations.c.issuer == issuer)
+        if subject is not None:
+            q = q.where(token_revocations.c.subject == subject)
+        if live_only:
+            q = q.where(live_revocations(utcnow()))
+        async with self._read() as conn:
+            rows = (await conn.execute(q.order_by(token_revocations.c.created_at, token_revocations.c.id))).all()
+        return [revocation_from_row(r) for r in rows]
+
+    async def delete_token_revocation(
+        self, revocation_id: str, *, tenant_id: str | None = None, actor: str
+    ) -> TokenRevocation:
+        """Lift a revocation (tokens it refused work again once replicas reload); returns what was deleted.
+        With `tenant_id`, only that tenant's row can be deleted (others: NotFound)."""
+        where = [token_revocations.c.id == revocation_id]
+        if tenant_id is not None:
+            where.append(token_revocations.c.tenant_id == tenant_id)
+        async with self._write() as conn:
+            row = (await conn.execute(sa.select(token_revocations).where(*where))).first()
+            if row is None:
+                raise NotFound("token revocation", revocation_id, tenant_id)
+            gone = revocation_from_row(row)
+            await conn.execute(sa.delete(token_revocations).where(*where))
+            await self._record(conn, actor=actor, tenant_id=gone.tenant_id, action="token_revocation.delete",
+                               object_type="token_revocation", object_id=gone.id, detail=_detail(gone))
+        return gone
+
+
+class RevocationIndex:
+    """Live revocations in memory, for the OIDC hot path: O(1) by (issuer, jti) and (issuer, subject).
+
+    Built once per snapshot. `match()` costs one dictionary lookup per kind; the rows behind a hit
+    (usually one) are then checked for tenant, cut-off and expiry.
+    """
+
+    __slots__ = ("by_jti", "by_subject", "_size")
+
+    def __init__(self, revocations: Iterable[TokenRevocation] = ()) -> None:
+        # (issuer, jti) -> ((tenant_id, expires_at epoch, record), ...)
+        by_jti: dict[tuple[str, str], list[tuple[str | None, float, TokenRevocation]]] = {}
+        # (issuer, subject) -> ((tenant_id, not_before epoch, expires_at epoch, record), ...)
+        by_subject: dict[tuple[str, str], list[tuple[str | None, float, float, TokenRevocation]]] = {}
+        size = 0
+        for r in revocations:
+            expires = r.expires_at.timestamp() if r.expires_at is not None else math.inf
+            if r.kind == "jti" and r.jti is not None:
+                by_jti.setdefault((r.issuer, r.jti), []).append((r.tenant_id, expires, r))
+            elif r.kind == "subject" and r.subject is not None and r.not_before is not None:
+                by_subject.setdefault((r.issuer, r.subject), []).append(
+                    (r.tenant_id, r.not_before.timestamp(), expires, r))
+            else:
+                continue
+            size += 1
+        self.by_jti = {k: tuple(v) for k, v in by_jti.items()}
+        self.by_subject = {k: tuple(v) for k, v in by_subject.items()}
+        self._size = size
+
+    def __len__(self) -> int:
+        return self._size
+
+    def match(
+        self,
+        issuer: str,
+        jti: str | None,
+        subject: str,
+        iat: float | None,
+        tenant: str,
+        now: float | None = None,
+    ) -> TokenRevocation | None:
+        """The revocation that refuses this verified token, or None.
+
+        `iat` None (a token without an issue time) counts as issued before any cut-off: a subject
+        revocation refuses it (fail closed). `now` is epoch seconds (default: time.time(), read only
+        on a hit).
+        """
+        if jti is not None:
+            hits = self.by_jti.get((issuer, jti))
+            if hits is not None:
+                now = time.time() if now is None else now
+                for row_tenant, expires, record in hits:
+                    if (row_tenant is None or row_tenant == tenant) and now < expires:
+                        return record
+        hits2 = self.by_subject.get((issuer, subject))
+        if hits2 is not None:
+            now = time.time() if now is None else now
+            for row_tenant, cutoff, expires, record in hits2:
+                if (row_tenant is None or row_tenant == tenant) and now < expires and (iat is None or iat <= cutoff):
+                    return record
+        return None
+
+
+EMPTY_INDEX = RevocationIndex()

@@ -1,0 +1,168 @@
+"""Token revocations in the store, on SQLite and PostgreSQL: defaults, validation that names the
+field, tenant scoping, exactly one version bump and one admin event per change, only live rows in
+the snapshot, and propagation to another replica's snapshot cache."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from datetime import UTC, datetime, timedelta
+
+import pytest
+import sqlalchemy as sa
+
+from multihome.storage import Invalid, NotFound, SnapshotCache
+from multihome.storage.tables import token_revocations
+
+pytestmark = pytest.mark.anyio
+ISS = "https://idp.example.com/realms/acme"
+
+
+async def test_create_list_get_delete_bump_the_version_once_each_and_are_recorded(store):
+    t = await store.create_tenant("t", actor="admin")
+    v = await store.version()
+    before = datetime.now(UTC)
+    one = await store.create_token_revocation(kind="jti", issuer=ISS, jti="j-1", reason="leaked in a ticket",
+                                              actor="sec@example.com", max_token_lifetime_s=3600)
+    after = datetime.now(UTC)
+    assert await store.version() == v + 1
+    assert one.id.startswith("rev_") and (one.kind, one.issuer, one.jti, one.subject) == ("jti", ISS, "j-1", None)
+    assert one.tenant_id is None and one.not_before is None and one.actor == "sec@example.com"
+    # No exp given: kept for the issuer's maximum token lifetime.
+    assert before + timedelta(hours=1) <= one.expires_at <= after + timedelta(hours=1)
+
+    exp = datetime.now(UTC).replace(microsecond=0) + timedelta(minutes=30)
+    two = await store.create_token_revocation(kind="jti", issuer=ISS, jti="j-2", expires_at=exp, tenant_id=t.id,
+                                              actor="sec")
+    assert two.expires_at == exp and two.tenant_id == t.id
+    sub = await store.create_token_revocation(kind="subject", issuer=ISS, subject="alice", tenant_id=t.id,
+                                              actor="sec")
+    assert sub.expires_at is None and before <= sub.not_before <= datetime.now(UTC)  # default cut-off: now
+    cut = datetime(2030, 1, 1, tzinfo=UTC)
+    sub2 = await store.create_token_revocation(kind="subject", issuer=ISS, subject="bob", not_before=cut,
+                                               expires_at=cut + timedelta(days=1), actor="sec")
+    assert await store.version() == v + 4
+
+    assert await store.list_token_revocations() == [one, two, sub, sub2]
+    assert await store.list_token_revocations(t.id) == [two, sub]  # a tenant's own; org-wide rows are not
+    assert await store.list_token_revocations(kind="subject") == [sub, sub2]
+    assert await store.list_token_revocations(issuer=ISS, subject="bob") == [sub2]
+    assert await store.list_token_revocations(issuer="https://other") == []
+    assert await store.get_token_revocation(sub2.id) == sub2
+    assert await store.get_token_revocation(two.id, tenant_id=t.id) == two
+    with pytest.raises(NotFound):
+        await store.get_token_revocation(one.id, tenant_id=t.id)  # org-wide: not the tenant's to see
+
+    assert await store.delete_token_revocation(two.id, tenant_id=t.id, actor="tadmin") == two
+    assert await store.version() == v + 5
+    with pytest.raises(NotFound):
+        await store.get_token_revocation(two.id)
+    events = [(e.action, e.actor, e.tenant_id, e.object_id) for e in (await store.admin_events())[-5:]]
+    assert events == [("token_revocation.create", "sec@example.com", None, one.id),
+                      ("token_revocation.create", "sec", t.id, two.id),
+                      ("token_revocation.create", "sec", t.id, sub.id),
+                      ("token_revocation.create", "sec", None, sub2.id),
+                      ("token_revocation.delete", "tadmin", t.id, two.id)]
+    created = (await store.admin_events())[-5]
+    assert created.detail == {"kind": "jti", "issuer": ISS, "subject": None, "jti": "j-1", "not_before": None,
+                              "expires_at": one.expires_at.isoformat(), "reason": "leaked in a ticket"}
+
+
+@pytest.mark.parametrize("args,field,message", [
+    ({"kind": "token"}, "kind", "jti, subject"),
+    ({"kind": "jti"}, "jti", "jti is required"),
+    ({"kind": "jti", "jti": "  "}, "jti", "non-empty"),
+    ({"kind": "jti", "jti": "x" * 401}, "jti", "longer than 400"),
+    ({"kind": "subject"}, "subject", "subject is required"),
+    ({"kind": "subject", "subject": "a", "issuer": ""}, "issuer", "non-empty"),
+    ({"kind": "subject", "subject": "a", "issuer": "x" * 1001}, "issuer", "longer than 1000"),
+    ({"kind": "jti", "jti": "j", "subject": "a"}, "subject", "kind subject"),
+    ({"kind": "subject", "subject": "a", "jti": "j"}, "jti", "kind jti"),
+    ({"kind": "jti", "jti": "j", "not_before": datetime(2030, 1, 1, tzinfo=UTC)}, "not_before", "kind subject"),
+    ({"kind": "subject", "subject": "a", "not_before": datetime(2030, 1, 1)}, "not_before", "timezone-aware"),
+    ({"kind": "jti", "jti": "j", "expires_at": datetime(2020, 1, 1, tzinfo=UTC)}, "expires_at", "already"),
+    ({"kind": "subject", "subject": "a", "expires_at": datetime(2020, 1, 1, tzinfo=UTC)}, "expires_at", "past"),
+    ({"kind": "jti", "jti": "j", "reason": "r" * 1001}, "reason", "longer than 1000"),
+])
+async def test_bad_values_name_the_field_and_leave_nothing_behind(store, args, field, message):
+    v = await store.version()
+    with pytest.raises(Invalid, match=message) as info:
+        await store.create_token_revocation(**{"issuer": ISS, **args}, actor="admin")
+    assert info.value.field == field
+    assert await store.version() == v and await store.list_token_revocations() == []
+
+
+async def test_unknown_tenant_and_ids_are_not_found_and_tenants_cannot_touch_each_others_rows(store):
+    a = await store.create_tenant("a", actor="admin")
+    b = await store.create_tenant("b", actor="admin")
+    with pytest.raises(NotFound, match="tenant"):
+        await store.create_token_revocation(kind="jti", issuer=ISS, jti="j", tenant_id="ten_missing", actor="admin")
+    of_b = await store.create_token_revocation(kind="subject", issuer=ISS, subject="s", tenant_id=b.id, actor="admin")
+    org = await store.create_token_revocation(kind="subject", issuer=ISS, subject="s", actor="admin")
+    v = await store.version()
+    for rid in (of_b.id, org.id, "rev_unknown"):
+        with pytest.raises(NotFound):
+            await store.delete_token_revocation(rid, tenant_id=a.id, actor="admin")
+    assert await store.version() == v and await store.list_token_revocations() == [of_b, org]
+    # Deleting a tenant deletes its revocations; org-wide ones stay.
+    await store.delete_tenant(b.id, actor="admin")
+    assert await store.list_token_revocations() == [org]
+
+
+async def test_the_database_refuses_a_row_that_mixes_the_kinds(store):
+    now = datetime.now(UTC)
+    row = {"id": "rev_x", "tenant_id": None, "kind": "jti", "issuer": ISS, "subject": "s", "jti": None,
+           "not_before": None, "expires_at": None, "reason": "", "actor": "a", "created_at": now}
+    async with store.engine.begin() as conn:
+        with pytest.raises(sa.exc.IntegrityError):
+            await conn.execute(sa.insert(token_revocations).values(**row))
+
+
+async def test_snapshot_holds_only_live_revocations_indexed_by_issuer_and_jti_or_subject(store):
+    t = await store.create_tenant("t", actor="admin")
+    j = await store.create_token_revocation(kind="jti", issuer=ISS, jti="j-1", actor="admin")
+    cut = datetime.now(UTC)
+    s = await store.create_token_revocation(kind="subject", issuer=ISS, subject="alice", tenant_id=t.id,
+                                            not_before=cut, actor="admin")
+    gone = await store.create_token_revocation(kind="jti", issuer=ISS, jti="j-old", actor="admin")
+    async with store.engine.begin() as conn:  # as if its time had come (creating one in the past is refused)
+        await conn.execute(sa.update(token_revocations).where(token_revocations.c.id == gone.id)
+                           .values(expires_at=datetime.now(UTC) - timedelta(seconds=1)))
+
+    snap = await store.snapshot()
+    assert snap.revocations == (j, s)
+    assert [r.id for r in await store.list_token_revocations(live_only=True)] == [j.id, s.id]
+    index = snap.revocation_index()
+    assert len(index) == 2
+    assert index.match(ISS, "j-1", "anyone", 0, "any-tenant") == j
+    assert index.match(ISS, "j-old", "anyone", 0, "any-tenant") is None
+    assert index.match("https://other", "j-1", "anyone", 0, "any-tenant") is None
+    issued_before = cut.timestamp() - 1
+    assert index.match(ISS, None, "alice", issued_before, t.id) == s
+    assert index.match(ISS, None, "alice", issued_before, "ten_other") is None  # scoped to tenant t
+    assert index.match(ISS, None, "alice", cut.timestamp() + 1, t.id) is None  # issued after the cut-off
+
+
+async def test_revocations_reach_another_replicas_snapshot_within_a_second(store, store2):
+    cache = SnapshotCache(store2, interval_s=0.25)
+    await cache.start()
+    try:
+        assert len(cache.revocations) == 0
+        took = []
+        for i in range(5):
+            made = await store.create_token_revocation(kind="jti", issuer=ISS, jti=f"j-{i}", actor="admin")
+            start = time.monotonic()
+            while cache.revocations.match(ISS, f"j-{i}", "u", 0, "t") is None and time.monotonic() - start < 5:
+                await asyncio.sleep(0.01)
+            took.append(time.monotonic() - start)
+            assert cache.revocations.match(ISS, f"j-{i}", "u", 0, "t") == made, "never reached the other replica"
+        assert max(took) < 1.0, f"revocations took {took} s to propagate"
+
+        await store.delete_token_revocation(made.id, actor="admin")
+        start = time.monotonic()
+        while cache.revocations.match(ISS, "j-4", "u", 0, "t") is not None and time.monotonic() - start < 5:
+            await asyncio.sleep(0.01)
+        assert cache.revocations.match(ISS, "j-4", "u", 0, "t") is None and time.monotonic() - start < 1.0
+        assert len(cache.revocations) == 4 and cache.snapshot.version == await store.version()
+    finally:
+        await cache.stop()
