@@ -29,5 +29,9 @@ $PY bench/gateway_bench.py --out bench/out/gateway.md "$@"
   echo '```'
   $PY bench/audit_bench.py
   echo '```'
+  echo
+  echo '```'
+  $PY bench/otel_bench.py
+  echo '```'
 } > bench/RESULTS.md
 cat bench/RESULTS.md
