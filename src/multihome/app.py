@@ -21,6 +21,7 @@ from .metering.service import Metering
 from .observability.call_log import CallLog
 from .routing.attempts import AttemptRunner
 from .routing.breakers import Breakers
+from .routing.health import HealthProber
 from .routing.catalog import Catalog
 from .routing.latency import LatencyStats
 from .routing.planner import Planner
@@ -94,7 +95,9 @@ def build_app(config: Config) -> Gateway:
         from .audit import AuditReader
 
         admin = AuditedAdmin(admin, AuditRoutes(AuditReader(config.audit.dir)), audit_log)
-    services = [storage, gate, catalog, _Started(breakers, list(catalog.deployments)), *extra_services]
+    probe = config.routing.health_probe
+    prober = HealthProber(list(catalog.deployments.values()), breakers, probe.interval_s, probe.timeout_s)
+    services = [storage, gate, catalog, _Started(breakers, list(catalog.deployments)), prober, *extra_services]
     if telemetry is not None:
         services.insert(0, telemetry)  # up before calls are served, flushed after the rest closed
     if audit_log is not None:

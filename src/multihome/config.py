@@ -140,8 +140,15 @@ class ModelGroup(_Strict):
     requires_entitlement: bool = False
 
 
+class HealthProbe(_Strict):
+    # Probe deployments whose breaker is open this often (0: off; docs/routing.md).
+    interval_s: float = 0.0
+    timeout_s: float = 5.0
+
+
 class Routing(_Strict):
     breaker: Breaker = msgspec.field(default_factory=Breaker)
+    health_probe: HealthProbe = msgspec.field(default_factory=HealthProbe)
     # Shares breaker state across replicas; unset = per process.
     redis_url_env: str | None = None
     latency_ewma_alpha: float = 0.2
@@ -275,6 +282,9 @@ def parse_config(text: str, *, source: str = "<config>") -> Config:
 
 
 def _check_references(config: Config) -> None:
+    probe = config.routing.health_probe
+    if probe.interval_s < 0 or probe.timeout_s <= 0:
+        raise ConfigError("routing.health_probe: interval_s must be 0 (off) or more, timeout_s more than 0")
     for name, prov in config.providers.items():
         if prov.endpoint is None:
             if prov.kind not in _DERIVED_ENDPOINT:

@@ -1,0 +1,85 @@
+"""Active health probes (`routing.health_probe`): a deployment whose breaker is open is probed in
+the background, so it comes back as soon as it answers again, and no client call is spent as the
+half-open probe.
+
+Every `interval_s`, each deployment with an open breaker gets one minimal request: a one-token
+chat ("ping", max_tokens 1) or, for an embeddings-only deployment, a one-word embedding. Any
+answer from the deployment itself (a 2xx, or a 4xx that says the probe was wrong, not the
+deployment) closes the breaker on this replica and, with shared breakers, on every replica. A
+decline that says the deployment is unwell (capacity, unavailable) keeps it open for another
+cooldown. Closed breakers are not probed: live traffic already tells how they are.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import aiohttp
+
+from ..providers.base import CAPACITY, UNAVAILABLE
+from ..schema.chat import parse_chat
+from ..schema.embeddings import parse_embeddings
+from .breakers import CLOSED
+
+log = logging.getLogger("multihome.routing")
+_CHAT = parse_chat(b'{"model": "probe", "messages": [{"role": "user", "content": "ping"}], "max_tokens": 1}')
+_EMBED = parse_embeddings(b'{"model": "probe", "input": "ping"}')
+
+
+class HealthProber:
+    def __init__(self, deployments, breakers, interval_s: float, timeout_s: float) -> None:
+        self.deployments = deployments  # the catalog's DeploymentRuntime objects
+        self.breakers = breakers
+        self.interval = interval_s
+        self.timeout = aiohttp.ClientTimeout(total=timeout_s)
+        self.probes = 0
+        self._task: asyncio.Task | None = None
+
+    async def start(self) -> None:
+        if self.interval > 0:
+            self._task = asyncio.get_running_loop().create_task(self._run())
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+
+    async def _run(self) -> None:
+        while True:
+            await asyncio.sleep(self.interval)
+            due = [d for d in self.deployments if self._due(d.name)]
+            if due:
+                await asyncio.gather(*(self.probe(d) for d in due))
+
+    def _due(self, name: str) -> bool:
+        state = self.breakers.get(name)
+        return state.state != CLOSED and not state.probing  # a client call may hold the half-open slot
+
+    async def probe(self, dep) -> bool | None:
+        """Probe one deployment and record the outcome on its breaker; None if it cannot be probed."""
+        if "chat" in dep.capabilities:
+            build = dep.adapter.chat_request(_CHAT, dep.upstream_model)
+        elif "embeddings" in dep.capabilities:
+            build = dep.adapter.embeddings_request(_EMBED, dep.upstream_model)
+        else:
+            return None
+        state = self.breakers.get(dep.name)
+        state.probing = True  # no client call becomes the half-open probe meanwhile
+        self.probes += 1
+        try:
+            req = await build
+            async with dep.session.post(req.url, data=req.body, headers=req.headers, timeout=self.timeout) as resp:
+                body = await resp.read()
+                ok = resp.status < 300 or dep.adapter.classify_error(resp.status, resp.headers, body).kind not in (
+                    CAPACITY, UNAVAILABLE)
+        except (asyncio.TimeoutError, aiohttp.ClientError):
+            ok = False
+        except Exception:  # a probe must never take the prober down
+            log.exception("health probe of %s failed", dep.name)
+            ok = False
+        finally:
+            state.probing = False
+        changed = self.breakers.record(dep.name, ok)
+        if changed == CLOSED:
+            log.info("deployment %s answers again: breaker closed by a health probe", dep.name)
+        return ok
