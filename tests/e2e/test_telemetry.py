@@ -289,3 +289,36 @@ def test_a_dead_export_worker_never_fails_a_call(sims, tmp_path):
         assert "export worker exited" in log
     finally:
         receiver.close()
+
+
+def test_every_gateway_worker_exports_its_calls(sims, tmp_path):
+    # `serve --workers 2`: each worker process runs its own export worker; every call is exported once.
+    receiver = Receiver()
+    try:
+        text = CONFIG.format(**{n: s.url for n, s in sims.items()}) + TELEMETRY.format(
+            endpoint=receiver.url, batch_delay_ms=50, metrics_interval_s=0.2)
+        gw = Gateway(text, tmp_path, ENV, "--workers", "2")
+        ids = []
+        for _ in range(12):  # new connections, so both workers serve some
+            with openai.OpenAI(base_url=gw.url + "/v1", api_key=CLIENT_KEY, max_retries=0, timeout=10) as c:
+                raw = c.chat.completions.with_raw_response.create(model="gpt-4o", messages=[{"role": "user", "content": "hi"}])
+            ids.append(raw.headers["x-request-id"])
+        for request_id in ids:
+            receiver.span(request_id, seconds=5)  # exactly one span each, whichever worker served it
+        assert len(_descendants_running("multihome.observability.telemetry_worker", gw.popen.pid)) == 2
+        gw.stop()
+    finally:
+        receiver.close()
+
+
+def _descendants_running(module: str, pid: int) -> list[int]:
+    """Processes below `pid` whose command line runs `module` (one export worker per gateway worker)."""
+    found, todo = [], [pid]
+    while todo:
+        parent = todo.pop()
+        for task in os.listdir(f"/proc/{parent}/task"):
+            for child in open(f"/proc/{parent}/task/{task}/children").read().split():
+                todo.append(int(child))
+                if module in open(f"/proc/{child}/cmdline").read().replace("\0", " "):
+                    found.append(int(child))
+    return found
