@@ -19,15 +19,13 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from ..storage.engine import is_sqlite, write_connection
+from ..storage.engine import PgBulkInsert, is_sqlite, write_connection
 from . import money
 from .config import Agreement, decode_agreement, encode_agreement
 from .tables import contract_agreements, ledger_accruals, ledger_totals
 
 UTC = dt.timezone.utc
-_ACCRUAL_COLUMNS = [c.name for c in ledger_accruals.columns]
-_PG_INSERT_ACCRUALS = (f"INSERT INTO {ledger_accruals.name} ({', '.join(_ACCRUAL_COLUMNS)}) "
-                       f"VALUES ({', '.join(f'${i}' for i in range(1, len(_ACCRUAL_COLUMNS) + 1))})")
+_PG_INSERT_ACCRUALS = PgBulkInsert(ledger_accruals)
 _UPDATE_TOTALS = sa.update(ledger_totals).where(ledger_totals.c.contract_id == sa.bindparam("cid")).values(
     accrued=sa.bindparam("accrued"), requested=sa.bindparam("requested"), calls=sa.bindparam("calls"),
     capped_at=sa.bindparam("capped_at"), updated_at=sa.bindparam("updated_at"))
@@ -93,10 +91,7 @@ class Ledger:
         if self._sqlite:
             await conn.execute(sa.insert(ledger_accruals), rows)
             return
-        # PostgreSQL: straight to asyncpg, inside this transaction; SQLAlchemy's per-row parameter
-        # processing cost more than the driver's whole insert.
-        driver = (await conn.get_raw_connection()).driver_connection
-        await driver.executemany(_PG_INSERT_ACCRUALS, [tuple(row[c] for c in _ACCRUAL_COLUMNS) for row in rows])
+        await _PG_INSERT_ACCRUALS.run(conn, rows)  # PostgreSQL: inside this transaction
 
     async def _lock_totals(self, conn, ids: list[str]) -> dict[str, Total]:
         """Read (and on PostgreSQL lock, in id order) the totals rows of `ids` that exist."""

@@ -15,9 +15,10 @@ import logging
 from collections import deque
 
 import sqlalchemy as sa
-from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncEngine
+
+from ..storage.engine import PgBulkInsert
 
 log = logging.getLogger("multihome.metering.writer")
 _CHUNK = 50  # rows per statement within a batch's transaction
@@ -40,12 +41,8 @@ class UsageWriter:
         self._task: asyncio.Task | None = None
         self._closing = False
         postgres = engine.dialect.name == "postgresql"
-        self._insert = (pg_insert if postgres else sqlite_insert)(table).on_conflict_do_nothing()
-        self._columns = [c.name for c in table.columns]
-        # PostgreSQL: the same statement straight to asyncpg (see _write).
-        self._pg_sql = (f"INSERT INTO {table.name} ({', '.join(self._columns)}) VALUES "
-                        f"({', '.join(f'${i}' for i in range(1, len(self._columns) + 1))}) ON CONFLICT DO NOTHING"
-                        if postgres else None)
+        self._insert = sqlite_insert(table).on_conflict_do_nothing()  # SQLite; PostgreSQL uses self._pg
+        self._pg = PgBulkInsert(table, on_conflict_do_nothing=True) if postgres else None
 
     def put(self, row: dict) -> None:
         """Never blocks, never refuses: admission keeps the backlog bounded (see `overloaded`)."""
@@ -78,13 +75,9 @@ class UsageWriter:
                 log.error("usage writer closed with %d rows unwritten (database unreachable)", len(self.rows))
 
     async def _write(self, batch: list[dict]) -> None:
-        if self._pg_sql is not None:
-            # asyncpg's executemany is atomic and encodes rows in C; SQLAlchemy's per-row parameter
-            # processing on top of it cost three times the driver's own work.
-            cols = self._columns
+        if self._pg is not None:
             async with self.engine.connect() as conn:
-                driver = (await conn.get_raw_connection()).driver_connection
-                await driver.executemany(self._pg_sql, [tuple(row[c] for c in cols) for row in batch])
+                await self._pg.run(conn, batch)
             return
         async with self.engine.begin() as conn:
             # Chunks keep each synchronous stretch (parameter processing) short, so a big batch
