@@ -36,13 +36,18 @@ def private_from_text(text: str | bytes, what: str) -> Ed25519PrivateKey:
         if not isinstance(key, Ed25519PrivateKey):
             raise KeyError_(f"{what}: the PEM key is not an Ed25519 key")
         return key
+    return Ed25519PrivateKey.from_private_bytes(_raw_key(data, what, "key"))
+
+
+def _raw_key(data: bytes, what: str, kind: str) -> bytes:
+    """The 32 raw bytes of a base64-encoded Ed25519 key."""
     try:
-        seed = base64.b64decode(data.strip(), validate=True)
+        raw = base64.b64decode(data.strip(), validate=True)
     except (binascii.Error, ValueError):
         raise KeyError_(f"{what}: neither PEM nor base64") from None
-    if len(seed) != 32:
-        raise KeyError_(f"{what}: a raw Ed25519 key is 32 bytes, this decodes to {len(seed)}")
-    return Ed25519PrivateKey.from_private_bytes(seed)
+    if len(raw) != 32:
+        raise KeyError_(f"{what}: a raw Ed25519 {kind} is 32 bytes, this decodes to {len(raw)}")
+    return raw
 
 
 def load_signing_key(file: str | None, env: str | None) -> Ed25519PrivateKey | None:
@@ -72,13 +77,7 @@ def public_from_text(data: bytes, what: str) -> Ed25519PublicKey:
         if not isinstance(key, Ed25519PublicKey):
             raise KeyError_(f"{what}: not an Ed25519 public key")
         return key
-    try:
-        raw = base64.b64decode(data.strip(), validate=True)
-    except (binascii.Error, ValueError):
-        raise KeyError_(f"{what}: neither PEM nor base64") from None
-    if len(raw) != 32:
-        raise KeyError_(f"{what}: a raw Ed25519 public key is 32 bytes")
-    return Ed25519PublicKey.from_public_bytes(raw)
+    return Ed25519PublicKey.from_public_bytes(_raw_key(data, what, "public key"))
 
 
 def load_public_key(path: str) -> Ed25519PublicKey:
