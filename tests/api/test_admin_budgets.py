@@ -9,6 +9,7 @@ from openapi_spec_validator import validate
 
 from multihome.app import build_app
 from multihome.config import parse_config
+from admin_http import error, ok  # noqa: E402
 
 pytestmark = pytest.mark.anyio
 ADMIN_KEY = "mh-bootstrap-admin-key-for-budget-api"
@@ -62,18 +63,6 @@ async def api(tmp_path):
     started = await start(tmp_path)
     yield started
     await stop(started)
-
-
-async def ok(resp: httpx.Response, status: int = 200) -> dict:
-    assert resp.status_code == status, resp.text
-    return resp.json()
-
-
-def error(resp: httpx.Response, status: int) -> dict:
-    assert resp.status_code == status, resp.text
-    body = resp.json()["error"]
-    assert set(body) == {"message", "type", "param", "code"} and body["message"]
-    return body
 
 
 async def test_budget_crud_rbac_and_bad_input(api):

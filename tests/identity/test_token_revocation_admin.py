@@ -16,6 +16,7 @@ from multihome.api.admin_audit_routes import change_of
 from multihome.app import build_app
 from multihome.config import parse_config
 from multihome.identity.principal import Principal
+from admin_http import error, ok  # noqa: E402
 
 pytestmark = pytest.mark.anyio
 ADMIN_KEY = "mh-bootstrap-admin-key-for-revocation-api"
@@ -79,18 +80,6 @@ async def app(tmp_path, issuers):
 def client(app, credential: str) -> httpx.AsyncClient:
     return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://gw",
                              headers={"authorization": f"Bearer {credential}"})
-
-
-async def ok(resp: httpx.Response, status: int = 200) -> dict:
-    assert resp.status_code == status, resp.text
-    return resp.json()
-
-
-def error(resp: httpx.Response, status: int) -> dict:
-    assert resp.status_code == status, resp.text
-    body = resp.json()["error"]
-    assert set(body) == {"message", "type", "param", "code"} and body["message"]
-    return body
 
 
 async def test_revocation_api_rbac_scoping_bad_input_and_audit(app, issuers):
