@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import subprocess
 import time
+from pathlib import Path
 
 from .processes import free_port
 
@@ -38,3 +40,23 @@ class RedisServer:
     def stop(self) -> None:
         self.popen.terminate()
         self.popen.wait(5)
+
+
+@contextlib.contextmanager
+def replicas(tmp: Path, config_for, env: dict[str, str], n: int = 2):
+    """`n` gateway processes sharing one SQLite database and one Redis, in front of one OpenAI
+    simulator; `config_for(simulator_url)` gives the config text (it reads MH_TEST_DB and
+    MH_TEST_REDIS_URL from the environment)."""
+    from .processes import Gateway, Simulator
+
+    redis, sim = RedisServer(), Simulator("openai", "sim")
+    env = {**env, "MH_TEST_REDIS_URL": redis.url, "MH_TEST_DB": f"sqlite+aiosqlite:///{tmp}/multihome.db"}
+    gateways = []
+    try:
+        gateways = [Gateway(config_for(sim.url), tmp, env) for _ in range(n)]
+        yield gateways
+    finally:
+        for g in gateways:
+            g.stop()
+        sim.stop()
+        redis.stop()

@@ -18,8 +18,8 @@ import httpx
 import openai
 import pytest
 
-from .processes import VENV_BIN, Gateway, Simulator
-from .services import RedisServer
+from .processes import VENV_BIN, Gateway
+from .services import replicas
 
 ADMIN_KEY = "mh-bootstrap-admin-key-for-budgets"
 USER = [{"role": "user", "content": "hello"}]
@@ -40,18 +40,9 @@ model_groups:
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("budgets")
-    redis = RedisServer()
-    sim = Simulator("openai", "sim")
-    env = {"MH_TEST_ADMIN_KEY": ADMIN_KEY, "MH_TEST_REDIS_URL": redis.url,
-           "MH_TEST_DB": f"sqlite+aiosqlite:///{tmp}/multihome.db"}
-    text = CONFIG.format(sim=sim.url, inp=IN, out=OUT)
-    gateways = [Gateway(text, tmp, env), Gateway(text, tmp, env)]
-    yield gateways
-    for g in gateways:
-        g.stop()
-    sim.stop()
-    redis.stop()
+    with replicas(tmp_path_factory.mktemp("budgets"), lambda sim: CONFIG.format(sim=sim, inp=IN, out=OUT),
+                  {"MH_TEST_ADMIN_KEY": ADMIN_KEY}) as gateways:
+        yield gateways
 
 
 def admin(gw: Gateway, key: str = ADMIN_KEY) -> httpx.Client:

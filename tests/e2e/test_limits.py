@@ -18,7 +18,7 @@ import pytest
 
 from .conftest import CLIENT_KEY
 from .processes import Gateway, Simulator
-from .services import RedisServer
+from .services import replicas
 
 ADMIN_KEY = "mh-bootstrap-admin-key-for-limits"
 USER = [{"role": "user", "content": "hello"}]
@@ -49,18 +49,10 @@ model_groups:
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("limits")
-    redis = RedisServer()
-    sim = Simulator("openai", "sim")
-    env = {"MH_TEST_CLIENT_KEY": CLIENT_KEY, "MH_TEST_REDIS_URL": redis.url, "MH_TEST_ADMIN_KEY": ADMIN_KEY,
-           "MH_TEST_DB": f"sqlite+aiosqlite:///{tmp}/multihome.db"}
-    text = CONFIG.format(sim=sim.url, budget=BUDGET, rpm=RPM, inp=IN, out=OUT)
-    gateways = [Gateway(text, tmp, env), Gateway(text, tmp, env)]
-    yield gateways
-    for g in gateways:
-        g.stop()
-    sim.stop()
-    redis.stop()
+    env = {"MH_TEST_CLIENT_KEY": CLIENT_KEY, "MH_TEST_ADMIN_KEY": ADMIN_KEY}
+    with replicas(tmp_path_factory.mktemp("limits"),
+                  lambda sim: CONFIG.format(sim=sim, budget=BUDGET, rpm=RPM, inp=IN, out=OUT), env) as gateways:
+        yield gateways
 
 
 async def _burst(gateways, model: str, n: int, **extra) -> list:
@@ -140,10 +132,6 @@ def test_rate_limit_lets_exactly_the_limit_through_two_replicas(world):
 
 def test_a_deployment_over_its_own_rate_limit_is_passed_over(tmp_path):
     """A per-deployment limit steers routing: the next call goes to the next deployment, and says why."""
-    import openai
-
-    from .processes import Gateway, Simulator
-
     a, b = Simulator("openai", "a"), Simulator("openai", "b")
     config = f"""
 server: {{api_keys_env: [MH_TEST_CLIENT]}}
