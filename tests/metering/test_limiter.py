@@ -18,8 +18,17 @@ from multihome.schema.errors import ApiError
 from .conftest import Dep, principal
 
 pytestmark = pytest.mark.anyio
-# 10 s into the next minute: counters expire in real Redis time, so the test clock must be near it
-NOW = (time.time() // 60) * 60 + 70
+# The test clock: 10 s into the next minute, set per test by the fixture below. Counters expire in
+# real Redis time, so it must stay near the real clock.
+NOW = 0.0
+
+
+@pytest.fixture(autouse=True)
+def _now_is_near_real_time():
+    # Reset per test, not once at import: later in a long suite an import-time NOW lies in the past,
+    # and the counters Redis is told to expire then vanish at once.
+    global NOW
+    NOW = (time.time() // 60) * 60 + 70
 PRICES = PriceTable({
     "dep-a": DeploymentPrice.of(1.0, 2.0, None, "USD"),  # per 1M tokens
     "dep-b": DeploymentPrice.of(3.0, 4.0, None, "USD"),
