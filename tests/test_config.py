@@ -7,8 +7,12 @@ import sys
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+from multihome.accounting.record import Usage
 from multihome.config import ConfigError, load_config, parse_config
+from multihome.metering.prices import DeploymentPrice
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -52,6 +56,59 @@ def test_errors_name_the_path(old, new, message):
     with pytest.raises(ConfigError) as info:
         parse_config(BASE.replace(old, new))
     assert message in str(info.value)
+
+
+@pytest.mark.parametrize(
+    "field, message",
+    [
+        ("price: {input: -3, output: -15}", "deployments.d1.price.input: Expected `float` >= 0.0"),
+        ("price: {input: 3, output: -15}", "deployments.d1.price.output: Expected `float` >= 0.0"),
+        ("price: {input: 3, output: 15, cached_input: -1}", "deployments.d1.price.cached_input: Expected `float` >= 0.0"),
+        ("price: {input: 1.0e+12, output: 15}", "deployments.d1.price.input: Expected `float` <= 1000000.0"),
+        ("context_window: -5", "deployments.d1.context_window: Expected `int` >= 1"),
+        ("context_window: 0", "deployments.d1.context_window: Expected `int` >= 1"),
+        ("max_output_tokens: -1", "deployments.d1.max_output_tokens: Expected `int` >= 1"),
+    ],
+)
+def test_impossible_deployment_numbers_are_refused(field, message):
+    with pytest.raises(ConfigError) as info:
+        parse_config(BASE.replace("model: gpt-4o-prod}", f"model: gpt-4o-prod, {field}}}"))
+    assert message in str(info.value)
+
+
+@pytest.mark.parametrize(
+    "group, message",
+    [
+        ("retries: -1", "model_groups.gpt-4o.retries: Expected `int` >= 0"),
+        ("backoff_ms: -100", "model_groups.gpt-4o.backoff_ms: Expected `int` >= 0"),
+        ("timeouts: {total_s: 0}", "model_groups.gpt-4o.timeouts.total_s: Expected `float` > 0.0"),
+        ("hedge_after_ms: -5", "model_groups.gpt-4o.hedge_after_ms: Expected `int` >= 0"),
+        ("weights: {d1: -1}", "model_groups.gpt-4o.weights.d1: must not be negative"),
+    ],
+)
+def test_impossible_group_numbers_are_refused(group, message):
+    with pytest.raises(ConfigError) as info:
+        parse_config(BASE.replace("deployments: [d1]}", f"deployments: [d1], {group}}}"))
+    assert message in str(info.value)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    price_in=st.floats(allow_nan=True, allow_infinity=True),
+    price_out=st.floats(allow_nan=True, allow_infinity=True),
+    tokens_in=st.integers(0, 10**7),
+    tokens_out=st.integers(0, 10**7),
+)
+def test_no_accepted_price_gives_a_negative_cost(price_in, price_out, tokens_in, tokens_out):
+    text = BASE.replace("model: gpt-4o-prod}", f"model: gpt-4o-prod, price: {{input: {price_in!r}, output: {price_out!r}}}}}")
+    text = text.replace("nan", ".nan").replace("inf", ".inf")
+    try:
+        config = parse_config(text)
+    except ConfigError:
+        return
+    price = config.deployments["d1"].price
+    cost = DeploymentPrice.of(price.input, price.output, None, price.currency).cost(Usage(tokens_in, tokens_out))
+    assert cost >= 0
 
 
 def test_secrets_are_never_values_in_the_file():

@@ -8,7 +8,7 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 import msgspec
 import yaml
@@ -27,6 +27,17 @@ DEFAULT_CHAT_CAPS = ("chat", "streaming", "tools", "parallel_tools", "vision", "
 # Declines a model group may fail over on (see docs/routing.md for what produces each).
 DECLINES = frozenset({"capacity", "unavailable", "refusal", "unsupported", "context_overflow"})
 STRATEGIES = ("primary-first", "lowest-cost", "lowest-latency", "weighted", "commitment-burn-down")
+
+
+# Numbers a config may hold. Impossible values (a negative price, a zero window) are refused at load
+# with the key path, so no later arithmetic (costs, budgets, reservations) ever sees them.
+NonNegative = Annotated[float, msgspec.Meta(ge=0)]
+Positive = Annotated[float, msgspec.Meta(gt=0)]
+Count = Annotated[int, msgspec.Meta(ge=0)]
+PositiveCount = Annotated[int, msgspec.Meta(ge=1)]
+# Prices are per million tokens; no model costs a million units of currency per million tokens.
+PricePerMillion = Annotated[float, msgspec.Meta(ge=0, le=1_000_000)]
+Fraction = Annotated[float, msgspec.Meta(ge=0, le=1)]
 
 
 class ConfigError(Exception):
@@ -81,13 +92,14 @@ class Provider(_Strict):
     # 2024-10-21). Anthropic: the anthropic-version header (default 2023-06-01).
     api_version: str | None = None
     project: str | None = None  # vertex: Google Cloud project id
-    max_connections: int = 2048  # pooled connections to this provider; streams hold one each
+    max_connections: PositiveCount = 2048  # pooled connections to this provider; streams hold one each
 
 
 class Price(_Strict):
-    input: float = 0.0
-    output: float = 0.0
-    cached_input: float | None = None
+    # Per million tokens, in `currency`.
+    input: PricePerMillion = 0.0
+    output: PricePerMillion = 0.0
+    cached_input: PricePerMillion | None = None
     currency: str = "USD"
 
 
@@ -95,28 +107,28 @@ class Deployment(_Strict):
     provider: str
     model: str
     capabilities: list[str] = msgspec.field(default_factory=lambda: list(DEFAULT_CHAT_CAPS))
-    context_window: int | None = None
-    max_output_tokens: int | None = None
+    context_window: PositiveCount | None = None
+    max_output_tokens: PositiveCount | None = None
     price: Price | None = None
     commitment: str | None = None  # committed-spend pool this deployment draws on
 
 
 class Breaker(_Strict):
     # Opens after this many consecutive failures (429, 5xx, timeouts, dropped connections)...
-    consecutive_failures: int = 5
+    consecutive_failures: Count = 5  # 0: only the error rate opens it
     # ...or when at least `min_requests` in the last `window_s` failed at this rate (0 disables).
-    error_rate: float = 0.0
-    min_requests: int = 20
-    window_s: float = 30.0
+    error_rate: Fraction = 0.0
+    min_requests: PositiveCount = 20
+    window_s: Positive = 30.0
     # How long it stays open before one half-open probe call is let through.
-    cooldown_s: float = 30.0
+    cooldown_s: NonNegative = 30.0
 
 
 class Timeouts(_Strict):
-    connect_s: float = 5.0
-    first_byte_s: float = 60.0
-    total_s: float = 600.0  # one attempt, first byte to last
-    budget_s: float | None = None  # the whole call across every attempt and backoff
+    connect_s: Positive = 5.0
+    first_byte_s: Positive = 60.0
+    total_s: Positive = 600.0  # one attempt, first byte to last
+    budget_s: Positive | None = None  # the whole call across every attempt and backoff
 
 
 class ModelGroup(_Strict):
@@ -125,15 +137,15 @@ class ModelGroup(_Strict):
         "primary-first"
     )
     weights: dict[str, float] = msgspec.field(default_factory=dict)  # strategy: weighted
-    retries: int = 1
-    backoff_ms: int = 100
-    max_retry_after_s: float = 2.0
+    retries: Annotated[int, msgspec.Meta(ge=0, le=100)] = 1
+    backoff_ms: Count = 100
+    max_retry_after_s: NonNegative = 2.0
     fail_over_on: list[str] = msgspec.field(
         default_factory=lambda: ["capacity", "unavailable", "unsupported", "context_overflow"]
     )
     timeouts: Timeouts = msgspec.field(default_factory=Timeouts)
     # Start the next deployment when the first has not answered (first byte) after this long.
-    hedge_after_ms: int | None = None
+    hedge_after_ms: Count | None = None
     # Groups to try, in order, when every deployment of this one declined.
     fallback_groups: list[str] = msgspec.field(default_factory=list)
     # A licensed model: tenants need an active entitlement (granted through the admin API).
@@ -142,8 +154,8 @@ class ModelGroup(_Strict):
 
 class HealthProbe(_Strict):
     # Probe deployments whose breaker is open this often (0: off; docs/routing.md).
-    interval_s: float = 0.0
-    timeout_s: float = 5.0
+    interval_s: NonNegative = 0.0
+    timeout_s: Positive = 5.0
 
 
 class Routing(_Strict):
@@ -151,7 +163,7 @@ class Routing(_Strict):
     health_probe: HealthProbe = msgspec.field(default_factory=HealthProbe)
     # Shares breaker state across replicas; unset = per process.
     redis_url_env: str | None = None
-    latency_ewma_alpha: float = 0.2
+    latency_ewma_alpha: Annotated[float, msgspec.Meta(gt=0, le=1)] = 0.2
 
 
 class Storage(_Strict):
@@ -159,7 +171,7 @@ class Storage(_Strict):
     # postgresql+asyncpg://host/db. A URL with a password belongs in an environment variable.
     url: str | None = None
     url_env: str | None = None
-    refresh_s: float = 0.25  # how often replicas look for changes (key revocation, policies)
+    refresh_s: Positive = 0.25  # how often replicas look for changes (key revocation, policies)
 
 
 class Identity(_Strict):
@@ -172,8 +184,8 @@ class Identity(_Strict):
 
 class Server(_Strict):
     host: str = "127.0.0.1"
-    port: int = 4000
-    max_body_bytes: int = 20 * 1024 * 1024
+    port: Annotated[int, msgspec.Meta(ge=0, le=65535)] = 4000
+    max_body_bytes: PositiveCount = 20 * 1024 * 1024
     # Environment variables holding the API keys clients may present (identity grows in its own issue).
     api_keys_env: list[str] = msgspec.field(default_factory=list)
     allow_unauthenticated: bool = False
@@ -188,7 +200,7 @@ class Telemetry(_Strict):
     otlp_endpoint_env: str | None = None
     headers_env: str | None = None  # env var holding `k=v,k2=v2` export headers (a secret: never logged)
     service_name: str = "multihome"
-    sample_ratio: float = 1.0  # share of new traces kept; a client's traceparent decides for its own trace
+    sample_ratio: Fraction = 1.0  # share of new traces kept; a client's traceparent decides for its own trace
     export_timeout_s: float = 10.0  # one export request
     metrics: bool = True  # gen_ai.client.* histograms
     metrics_interval_s: float = 60.0
@@ -282,9 +294,6 @@ def parse_config(text: str, *, source: str = "<config>") -> Config:
 
 
 def _check_references(config: Config) -> None:
-    probe = config.routing.health_probe
-    if probe.interval_s < 0 or probe.timeout_s <= 0:
-        raise ConfigError("routing.health_probe: interval_s must be 0 (off) or more, timeout_s more than 0")
     for name, prov in config.providers.items():
         if prov.endpoint is None:
             if prov.kind not in _DERIVED_ENDPOINT:
@@ -326,12 +335,10 @@ def _check_references(config: Config) -> None:
                 raise ConfigError(
                     f"model_groups.{name}.fail_over_on[{i}]: unknown decline '{decline}' (known: {', '.join(sorted(DECLINES))})"
                 )
-        if group.retries < 0 or group.backoff_ms < 0:
-            raise ConfigError(f"model_groups.{name}: retries and backoff_ms must not be negative")
         for dep, weight in group.weights.items():
             if dep not in group.deployments:
                 raise ConfigError(f"model_groups.{name}.weights.{dep}: not one of this group's deployments")
-            if weight < 0:
+            if not weight >= 0:  # also refuses NaN
                 raise ConfigError(f"model_groups.{name}.weights.{dep}: must not be negative")
         for i, other in enumerate(group.fallback_groups):
             if other not in config.model_groups or other == name:
