@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -133,3 +134,50 @@ def test_config_check_cli(tmp_path):
     bad.write_text(BASE.replace("[d1]", "[d9]"))
     out = subprocess.run([sys.executable, "-m", "multihome.cli", "config", "check", str(bad)], capture_output=True, text=True)
     assert out.returncode == 1 and "model_groups.gpt-4o.deployments[0]: unknown deployment 'd9'" in out.stderr
+
+
+def test_every_problem_is_reported_at_once():
+    text = BASE.replace("kind: azure", "kind: azurre").replace("model: gpt-4o-prod}", "model: gpt-4o-prod, price: {input: -1}}")
+    text = text.replace("deployments: [d1]}", "deployments: [d1, d2]}") + "routes: {}\n"
+    with pytest.raises(ConfigError) as info:
+        parse_config(text)
+    assert info.value.problems == [
+        "routes: unknown top-level key (known: server, routing, storage, identity, metering, audit, contracts, telemetry, "
+        "providers, deployments, model_groups)",
+        "providers.az.kind: Invalid enum value 'azurre' (valid: anthropic, azure, bedrock, gemini, openai, vertex)",
+        "deployments.d1.price.input: Expected `float` >= 0.0",
+        "model_groups.gpt-4o.deployments[1]: unknown deployment 'd2'",
+    ]
+
+
+def test_enum_errors_list_the_valid_values_deep_in_a_section():
+    with pytest.raises(ConfigError, match=r"metering.budgets\[0\].period: Invalid enum value 'week' \(valid: day, month, total\)"):
+        parse_config(BASE + "metering: {budgets: [{scope: tenant, id: '*', amount: 1, period: week}]}\n")
+
+
+def test_a_key_written_twice_is_refused():
+    twice = BASE.replace("  d1: {provider: az, model: gpt-4o-prod}", "  d1: {provider: az, model: gpt-4o-prod}\n  d1: {provider: az, model: other}")
+    with pytest.raises(ConfigError, match=r"key 'd1' appears twice in one mapping \(first on line 6\)"):
+        parse_config(twice)
+    with pytest.raises(ConfigError, match="key 'model' appears twice"):
+        parse_config(BASE.replace("model: gpt-4o-prod}", "model: gpt-4o-prod, model: x}"))
+
+
+def test_config_check_reports_all_problems_and_unset_variables(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(BASE.replace("[d1]", "[d9]").replace("kind: azure", "kind: azurre"))
+    out = subprocess.run([sys.executable, "-m", "multihome.cli", "config", "check", str(bad)], capture_output=True, text=True)
+    assert out.returncode == 1
+    assert out.stderr.splitlines() == [
+        "invalid: providers.az.kind: Invalid enum value 'azurre' (valid: anthropic, azure, bedrock, gemini, openai, vertex)",
+        "invalid: model_groups.gpt-4o.deployments[0]: unknown deployment 'd9'",
+    ]
+    good = tmp_path / "good.yaml"
+    good.write_text(BASE.replace("[K]", "[MH_TEST_SET, MH_TEST_UNSET]"))
+    env = {**os.environ, "MH_TEST_SET": "x"}
+    env.pop("MH_TEST_UNSET", None)
+    out = subprocess.run([sys.executable, "-m", "multihome.cli", "config", "check", str(good)], capture_output=True, text=True, env=env)
+    assert out.returncode == 0
+    assert out.stderr.splitlines() == [
+        "warning: server.api_keys_env[1]: environment variable MH_TEST_UNSET is not set here; serve needs it"
+    ]

@@ -6,7 +6,7 @@ import argparse
 import os
 import sys
 
-from .config import ConfigError, load_config
+from .config import ConfigError, load_config, named_env_vars
 
 
 def _raise_fd_limit() -> None:
@@ -50,7 +50,8 @@ def _config_check(args: argparse.Namespace) -> int:
     try:
         config = load_config(args.file)
     except ConfigError as exc:
-        print(f"invalid: {exc}", file=sys.stderr)
+        for problem in exc.problems:
+            print(f"invalid: {problem}", file=sys.stderr)
         return 1
     print(
         f"ok: {len(config.providers)} providers, {len(config.deployments)} deployments, "
@@ -58,6 +59,9 @@ def _config_check(args: argparse.Namespace) -> int:
     )
     for name, group in config.model_groups.items():
         print(f"  {name}: {' -> '.join(group.deployments)}")
+    for path, var in named_env_vars(config):
+        if not os.environ.get(var):
+            print(f"warning: {path}: environment variable {var} is not set here; serve needs it", file=sys.stderr)
     return 0
 
 

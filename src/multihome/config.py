@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
+from collections.abc import Iterator
 from typing import Annotated, Literal
 
 import msgspec
@@ -41,7 +42,32 @@ Fraction = Annotated[float, msgspec.Meta(ge=0, le=1)]
 
 
 class ConfigError(Exception):
-    """A config problem, phrased as `path: what is wrong`."""
+    """Config problems, each phrased as `path: what is wrong`; str() gives one per line."""
+
+    def __init__(self, *problems: str) -> None:
+        super().__init__(*problems)
+        self.problems = list(problems)
+
+    def __str__(self) -> str:
+        return "\n".join(self.problems)
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """YAML's safe loader, refusing a key written twice in one mapping (YAML would keep the last)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen: dict[object, int] = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"key '{key}' appears twice in one mapping (first on line {seen[key] + 1})", key_node.start_mark
+                )
+            try:
+                seen[key] = key_node.start_mark.line
+            except TypeError:
+                pass  # an unhashable key: SafeLoader reports it itself
+        return super().construct_mapping(node, deep=deep)
 
 
 class _Strict(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -200,7 +226,7 @@ class Telemetry(_Strict):
     otlp_endpoint_env: str | None = None
     headers_env: str | None = None  # env var holding `k=v,k2=v2` export headers (a secret: never logged)
     service_name: str = "multihome"
-    sample_ratio: Fraction = 1.0  # share of new traces kept; a client's traceparent decides for its own trace
+    sample_ratio: float = 1.0  # share of new traces kept; a client's traceparent decides for its own trace
     export_timeout_s: float = 10.0  # one export request
     metrics: bool = True  # gen_ai.client.* histograms
     metrics_interval_s: float = 60.0
@@ -226,23 +252,62 @@ class Config(_Strict):
 _AT = re.compile(r" - at `\$(?P<path>[^`]*)`$")
 
 
-def _path_error(exc: msgspec.ValidationError, prefix: str) -> ConfigError:
+def _path_problem(exc: msgspec.ValidationError, type_: type, prefix: str) -> str:
     text = str(exc)
     match = _AT.search(text)
     sub = match.group("path") if match else ""
     path = (prefix + sub).lstrip(".") or "(top level)"
-    return ConfigError(f"{path}: {text[: match.start()] if match else text}")
+    what = text[: match.start()] if match else text
+    if what.startswith("Invalid enum value"):
+        valid = _literal_values(type_, sub)
+        if valid:
+            what += f" (valid: {', '.join(map(str, valid))})"
+    return f"{path}: {what}"
 
 
-def _convert(data: object, type_: type, prefix: str):
+_SEGMENT = re.compile(r"\.(\w+)|\[[^\]]*\]")
+
+
+def _literal_values(type_: type, path: str) -> tuple | None:
+    """The allowed values of the Literal field at `path` (msgspec's `.a[0].b` form), if it is one."""
+    info = msgspec.inspect.type_info(type_)
+    for match in _SEGMENT.finditer(path):
+        info = _unwrap(info)
+        if match.group(1) is not None:
+            fields = {f.name: f.type for f in getattr(info, "fields", ())}
+            if match.group(1) not in fields:
+                return None
+            info = fields[match.group(1)]
+        else:
+            info = getattr(info, "item_type", None) or getattr(info, "value_type", None)
+            if info is None:
+                return None
+    info = _unwrap(info)
+    return info.values if isinstance(info, msgspec.inspect.LiteralType) else None
+
+
+def _unwrap(info):
+    """`X | None` -> X, for walking a path through optional fields."""
+    if isinstance(info, msgspec.inspect.UnionType):
+        rest = [t for t in info.types if not isinstance(t, msgspec.inspect.NoneType)]
+        if len(rest) == 1:
+            return rest[0]
+    return info
+
+
+def _convert(data: object, type_: type, prefix: str, problems: list[str]):
+    """The typed value, or None after adding the problem (with its key path) to `problems`."""
     try:
         return msgspec.convert(data, type_)
     except msgspec.ValidationError as exc:
-        raise _path_error(exc, prefix) from None
+        problems.append(_path_problem(exc, type_, prefix))
+        return None
 
 
 # Sections keyed by user-chosen names are converted entry by entry so errors name the entry.
 _SECTIONS = {"providers": Provider, "deployments": Deployment, "model_groups": ModelGroup}
+_SINGLES = {"server": Server, "routing": Routing, "storage": Storage, "identity": Identity, "metering": MeteringConfig,
+            "audit": AuditConfig, "contracts": ContractsConfig}
 
 
 def load_config(path: str | os.PathLike[str]) -> Config:
@@ -254,120 +319,146 @@ def load_config(path: str | os.PathLike[str]) -> Config:
 
 
 def parse_config(text: str, *, source: str = "<config>") -> Config:
+    """The typed config, or a ConfigError listing every problem found (one per line)."""
+    problems: list[str] = []
     try:
-        data = yaml.safe_load(text)
+        data = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
     except yaml.YAMLError as exc:
         raise ConfigError(f"{source}: not valid YAML: {exc}") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{source}: the config must be a mapping with providers, deployments and model_groups")
-    singles = {"server": Server, "routing": Routing, "storage": Storage, "identity": Identity, "metering": MeteringConfig,
-               "audit": AuditConfig, "contracts": ContractsConfig}
-    unknown = set(data) - set(_SECTIONS) - set(singles) - {"telemetry"}
-    if unknown:
-        known = ", ".join([*singles, "telemetry", *_SECTIONS])
-        raise ConfigError(f"{sorted(unknown)[0]}: unknown top-level key (known: {known})")
-    sections = {}
+    known = ", ".join([*_SINGLES, "telemetry", *_SECTIONS])
+    for key in sorted(set(data) - set(_SECTIONS) - set(_SINGLES) - {"telemetry"}, key=str):
+        problems.append(f"{key}: unknown top-level key (known: {known})")
+    sections: dict[str, dict] = {}
+    names: dict[str, set[str]] = {}
     for section, type_ in _SECTIONS.items():
         entries = data.get(section)
         if not isinstance(entries, dict):
-            raise ConfigError(f"{section}: required, a mapping of name -> {section[:-1].replace('_', ' ')}")
-        sections[section] = {
-            str(name): _convert(entry, type_, f"{section}.{name}") for name, entry in entries.items()
-        }
-    parts = {name: _convert(data.get(name) or {}, type_, name) for name, type_ in singles.items()}
+            problems.append(f"{section}: required, a mapping of name -> {section[:-1].replace('_', ' ')}")
+            entries = {}
+        names[section] = {str(name) for name in entries}
+        converted = {str(name): _convert(entry, type_, f"{section}.{name}", problems) for name, entry in entries.items()}
+        sections[section] = {name: value for name, value in converted.items() if value is not None}
+    parts = {}
+    for name, type_ in _SINGLES.items():
+        parts[name] = _convert(data.get(name) or {}, type_, name, problems) or type_()
     telemetry = data.get("telemetry")
     if telemetry is not None:
-        parts["telemetry"] = _convert(telemetry, Telemetry, "telemetry")
-        _check_telemetry(parts["telemetry"])
+        parts["telemetry"] = _convert(telemetry, Telemetry, "telemetry", problems)
+        if parts["telemetry"] is not None:
+            problems.extend(_telemetry_problems(parts["telemetry"]))
     config = Config(**parts, **sections)
-    _check_references(config)
-    problems = check_metering(config.metering, set(config.deployments))
-    if problems:
-        raise ConfigError(problems[0])
+    problems.extend(_reference_problems(config, names))
+    problems.extend(check_metering(config.metering, names["deployments"]))
     try:
-        check_contracts(config.contracts, set(config.providers))
+        check_contracts(config.contracts, names["providers"])
     except ContractsConfigError as exc:
-        raise ConfigError(str(exc)) from None
+        problems.append(str(exc))
     if (config.contracts.revenue_share or config.contracts.commitments) and not (config.storage.url or config.storage.url_env):
-        raise ConfigError("contracts: the contract ledger needs storage (set storage.url or storage.url_env)")
+        problems.append("contracts: the contract ledger needs storage (set storage.url or storage.url_env)")
+    if problems:
+        raise ConfigError(*problems)
     return config
 
 
-def _check_references(config: Config) -> None:
+def _reference_problems(config: Config, names: dict[str, set[str]]) -> Iterator[str]:
+    """Cross-field problems. `names` holds every entry name in the file, converted or not, so an
+    entry with a type error is not also reported as unknown where it is referenced."""
     for name, prov in config.providers.items():
         if prov.endpoint is None:
             if prov.kind not in _DERIVED_ENDPOINT:
-                raise ConfigError(f"providers.{name}.endpoint: required for kind '{prov.kind}'")
+                yield (f"providers.{name}.endpoint: required for kind '{prov.kind}'")
         elif not prov.endpoint.startswith(("http://", "https://")):
-            raise ConfigError(f"providers.{name}.endpoint: must start with http:// or https://")
+            yield (f"providers.{name}.endpoint: must start with http:// or https://")
         if prov.kind in ("bedrock", "vertex") and not prov.region:
-            raise ConfigError(f"providers.{name}.region: required for kind '{prov.kind}'")
+            yield (f"providers.{name}.region: required for kind '{prov.kind}'")
         if prov.kind == "vertex" and not prov.project:
-            raise ConfigError(f"providers.{name}.project: required for kind 'vertex'")
+            yield (f"providers.{name}.project: required for kind 'vertex'")
         methods = [m for m in ("api_key_env", "entra", "aws", "google") if getattr(prov.auth, m)]
         if len(methods) > 1:
-            raise ConfigError(f"providers.{name}.auth: set one of {', '.join(methods)}, not several")
+            yield (f"providers.{name}.auth: set one of {', '.join(methods)}, not several")
         for method, kinds in (("entra", ("azure",)), ("aws", ("bedrock",)), ("google", ("vertex",))):
             if getattr(prov.auth, method) and prov.kind not in kinds:
-                raise ConfigError(f"providers.{name}.auth.{method}: only for kind {' or '.join(kinds)}")
+                yield (f"providers.{name}.auth.{method}: only for kind {' or '.join(kinds)}")
     for name, dep in config.deployments.items():
-        if dep.provider not in config.providers:
-            raise ConfigError(
+        if dep.provider not in names["providers"]:
+            yield (
                 f"deployments.{name}.provider: unknown provider '{dep.provider}' "
-                f"(known: {', '.join(sorted(config.providers)) or 'none'})"
+                f"(known: {', '.join(sorted(names['providers'])) or 'none'})"
             )
         for i, cap in enumerate(dep.capabilities):
             if cap not in CAPABILITIES:
-                raise ConfigError(
+                yield (
                     f"deployments.{name}.capabilities[{i}]: unknown capability '{cap}' "
                     f"(known: {', '.join(sorted(CAPABILITIES))})"
                 )
     for name, group in config.model_groups.items():
         if not group.deployments:
-            raise ConfigError(f"model_groups.{name}.deployments: list at least one deployment; the first is the primary")
+            yield (f"model_groups.{name}.deployments: list at least one deployment; the first is the primary")
         for i, dep in enumerate(group.deployments):
-            if dep not in config.deployments:
-                raise ConfigError(f"model_groups.{name}.deployments[{i}]: unknown deployment '{dep}'")
+            if dep not in names["deployments"]:
+                yield (f"model_groups.{name}.deployments[{i}]: unknown deployment '{dep}'")
         if len(set(group.deployments)) != len(group.deployments):
-            raise ConfigError(f"model_groups.{name}.deployments: a deployment is listed twice")
+            yield (f"model_groups.{name}.deployments: a deployment is listed twice")
         for i, decline in enumerate(group.fail_over_on):
             if decline not in DECLINES:
-                raise ConfigError(
+                yield (
                     f"model_groups.{name}.fail_over_on[{i}]: unknown decline '{decline}' (known: {', '.join(sorted(DECLINES))})"
                 )
         for dep, weight in group.weights.items():
             if dep not in group.deployments:
-                raise ConfigError(f"model_groups.{name}.weights.{dep}: not one of this group's deployments")
+                yield (f"model_groups.{name}.weights.{dep}: not one of this group's deployments")
             if not weight >= 0:  # also refuses NaN
-                raise ConfigError(f"model_groups.{name}.weights.{dep}: must not be negative")
+                yield (f"model_groups.{name}.weights.{dep}: must not be negative")
         for i, other in enumerate(group.fallback_groups):
-            if other not in config.model_groups or other == name:
-                raise ConfigError(f"model_groups.{name}.fallback_groups[{i}]: unknown model group '{other}'")
+            if other not in names["model_groups"] or other == name:
+                yield (f"model_groups.{name}.fallback_groups[{i}]: unknown model group '{other}'")
     has_identity = config.server.api_keys_env or config.storage.url or config.storage.url_env or config.identity.oidc
     if not has_identity and not config.server.allow_unauthenticated:
-        raise ConfigError(
+        yield (
             "server.api_keys_env: name at least one environment variable holding a client API key "
             "(or configure storage for managed keys, or identity.oidc), or set server.allow_unauthenticated: true"
         )
     if config.storage.url and config.storage.url_env:
-        raise ConfigError("storage: set url or url_env, not both")
+        yield ("storage: set url or url_env, not both")
     names = [i.name for i in config.identity.oidc]
     if len(set(names)) != len(names):
-        raise ConfigError("identity.oidc: issuer names must be unique")
+        yield ("identity.oidc: issuer names must be unique")
 
 
-def _check_telemetry(t: Telemetry) -> None:
+def _telemetry_problems(t: Telemetry) -> Iterator[str]:
     if (t.otlp_endpoint is None) == (t.otlp_endpoint_env is None):
-        raise ConfigError("telemetry: set one of otlp_endpoint or otlp_endpoint_env (the OTLP/HTTP base URL)")
+        yield ("telemetry: set one of otlp_endpoint or otlp_endpoint_env (the OTLP/HTTP base URL)")
     if t.otlp_endpoint is not None and not t.otlp_endpoint.startswith(("http://", "https://")):
-        raise ConfigError("telemetry.otlp_endpoint: must start with http:// or https://")
+        yield ("telemetry.otlp_endpoint: must start with http:// or https://")
     if not 0.0 <= t.sample_ratio <= 1.0:
-        raise ConfigError("telemetry.sample_ratio: must be between 0 and 1")
+        yield ("telemetry.sample_ratio: must be between 0 and 1")
     for name in ("export_timeout_s", "metrics_interval_s", "batch_delay_ms", "max_queue", "shutdown_timeout_s"):
         if getattr(t, name) <= 0:
-            raise ConfigError(f"telemetry.{name}: must be greater than 0")
+            yield (f"telemetry.{name}: must be greater than 0")
     if not t.service_name:
-        raise ConfigError("telemetry.service_name: must not be empty")
+        yield ("telemetry.service_name: must not be empty")
+
+
+def named_env_vars(value: object, path: str = "") -> Iterator[tuple[str, str]]:
+    """(key path, variable) for every environment variable the config names (`*_env` fields)."""
+    if isinstance(value, msgspec.Struct):
+        for field in value.__struct_fields__:
+            item = getattr(value, field)
+            where = f"{path}.{field}".lstrip(".")
+            if field.endswith("_env") and isinstance(item, str):
+                yield where, item
+            elif field.endswith("_env") and isinstance(item, list):
+                yield from ((f"{where}[{i}]", var) for i, var in enumerate(item) if isinstance(var, str))
+            else:
+                yield from named_env_vars(item, where)
+    elif isinstance(value, dict):
+        for name, item in value.items():
+            yield from named_env_vars(item, f"{path}.{name}")
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            yield from named_env_vars(item, f"{path}[{i}]")
 
 
 def env_secret(var: str | None, *, what: str) -> str | None:
