@@ -31,7 +31,7 @@ model_groups:
 def test_example_config_is_valid():
     config = load_config(ROOT / "examples/gateway.yaml")
     assert config.model_groups["gpt-4o"].deployments == ["gpt-4o@azure", "gpt-4o@openai"]
-    assert config.providers["openai"].auth.api_key_env == "OPENAI_API_KEY"
+    assert config.providers["openai"].auth.api_key_env == "OPENAI_UPSTREAM_KEY"
 
 
 @pytest.mark.parametrize(
@@ -181,3 +181,10 @@ def test_config_check_reports_all_problems_and_unset_variables(tmp_path):
     assert out.stderr.splitlines() == [
         "warning: server.api_keys_env[1]: environment variable MH_TEST_UNSET is not set here; serve needs it"
     ]
+
+
+def test_admin_command_without_a_key_names_the_admin_variable():
+    env = {k: v for k, v in os.environ.items() if k != "MULTIHOME_ADMIN_KEY"}
+    out = subprocess.run([sys.executable, "-m", "multihome.cli", "tenants", "list"], capture_output=True, text=True, env=env)
+    assert out.returncode != 0 and "set MULTIHOME_ADMIN_KEY (or pass --key)" in out.stderr
+    assert "OPENAI_API_KEY" not in out.stderr

@@ -16,6 +16,8 @@ import urllib.request
 
 
 def _call(args, method: str, path: str, body: dict | None = None) -> dict:
+    if not args.key:
+        raise SystemExit("no admin key: set MULTIHOME_ADMIN_KEY (or pass --key) to an org-admin, tenant-admin or auditor key")
     url = args.url.rstrip("/") + "/admin/v1" + path
     data = json.dumps(body).encode() if body is not None else None
     headers = {"authorization": f"Bearer {args.key}", "content-type": "application/json"}
@@ -45,8 +47,16 @@ def _print(obj, args) -> None:
 
 
 def _with_common(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    p.add_argument("--url", default=os.environ.get("MULTIHOME_URL", "http://127.0.0.1:4000"))
-    p.add_argument("--key", default=os.environ.get("MULTIHOME_ADMIN_KEY", ""), help="admin credential")
+    p.add_argument(
+        "--url",
+        default=os.environ.get("MULTIHOME_URL", "http://127.0.0.1:4000"),
+        help="the gateway's base URL (default: $MULTIHOME_URL, else http://127.0.0.1:4000)",
+    )
+    p.add_argument(
+        "--key",
+        default=os.environ.get("MULTIHOME_ADMIN_KEY", ""),
+        help="admin credential (default: $MULTIHOME_ADMIN_KEY)",
+    )
     p.add_argument("--json", action="store_true", help="print raw JSON")
     return p
 
