@@ -162,12 +162,14 @@ def _project(args) -> int:
         if not path.lower().endswith((".png", ".svg")):
             raise SystemExit(f"--out {path}: use a .png or .svg file name")
     if args.out:
-        scenario.render(p, args.out)
+        from .contracts.chart import render
+
+        render(p, args.out)
     if args.json:
         print(json.dumps({**p.to_dict(), "charts": args.out}, indent=2))
     else:
-        print(f"{a.id}: {p.label} ({p.growth}, {p.growth_rate:+.1%} per 30 days from {p.base_daily:,.2f}/day); "
-              f"projected {p.at_until:,.2f} {p.currency} by the end of {p.last_day}")
+        print(f"{a.id}: {p.headline}\n  {p.label} ({p.growth}, {p.growth_rate:+.1%} per 30 days from "
+              f"{scenario.money_text(p.base_daily, p.currency)}/day)")
         for path in args.out:
             print(f"wrote {path}")
     return 0

@@ -1,5 +1,6 @@
 """Scenario planner: crossing dates from the closed forms (checked against a numeric integration
-and against hand numbers), and the CLI drawing PNG and SVG charts annotated with that date."""
+and against hand numbers), and the CLI drawing PNG and SVG charts that state the money a finance
+reader asks for (the crossing or the shortfall, in the contract's currency) with a "today" marker."""
 
 from __future__ import annotations
 
@@ -8,12 +9,15 @@ import asyncio
 import csv
 import datetime as dt
 import io
+import json
 import math
+import xml.etree.ElementTree as ET
 
 import pytest
 
 from multihome.cli_contracts import add_commands
 from multihome.contracts import scenario
+from multihome.contracts.chart import history_steps
 from multihome.contracts.config import parse_contracts
 from multihome.contracts.report import CSV_COLUMNS
 from multihome.contracts.service import ContractsService
@@ -103,17 +107,25 @@ def test_project_draws_png_and_svg_with_the_cap_crossing_date(config_file, tmp_p
     assert expected == dt.date(2026, 3, 16)
     assert "cap reached 2026-03-16" in capsys.readouterr().out
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
-    text = svg.read_text()
-    assert "cap reached 2026-03-16" in text  # the annotation, as text
-    assert "cap 1,200.00 USD" in text  # the cap line's legend entry
+    texts = _svg_texts(svg)
+    assert "cap reached 2026-03-16" in texts  # the annotation at the crossing, as text...
+    assert "1,200.00 USD" in texts  # ...with the money it is about, in the contract's currency
+    assert "cap 1,200.00 USD" in texts  # the cap line's legend entry
+    assert "today 2026-01-02" in texts  # where the ledger ends and the projection begins
+    assert any(t.startswith("Cap 1,200.00 USD reached 2026-03-16") for t in texts)  # the headline
+    ticks = [t for t in texts if t.endswith(" USD") and t.replace(",", "").split()[0].isdigit()]
+    assert "0 USD" in ticks and "1,200 USD" in ticks  # the money axis is money, not bare numbers
+
+
+def _svg_texts(path) -> list[str]:
+    """Every text element of an SVG chart (matplotlib keeps text as text with svg.fonttype none)."""
+    return ["".join(e.itertext()).strip() for e in ET.parse(path).iter("{http://www.w3.org/2000/svg}text")]
 
 
 def test_project_uses_the_recent_ledger_rate_by_default(config_file, tmp_path, capsys):
     out = tmp_path / "c.svg"
     assert _cli("contracts", "project", "--config", config_file, "--contract", "rs-1", "--at",
                 "2026-01-02T00:00:00+00:00", "--out", str(out), "--json") == 0
-    import json
-
     data = json.loads(capsys.readouterr().out)
     # window [Jan 1, Jan 2) = 1 day with 200.00 accrued -> 200/day; 1000 left -> 5 days -> 2026-01-07
     assert (data["base_daily"], data["crossing_date"]) == (200.0, "2026-01-07")
@@ -126,8 +138,38 @@ def test_project_commitment_burn_down_chart(config_file, tmp_path, capsys):
                 "--rate", "0.5", "--base", "100", "--at", "2026-01-02T00:00:00+00:00", "--out", str(out)) == 0
     d = 30 * math.log(1 + (36500 - 400) / 100 * math.log(1.5) / 30) / math.log(1.5)  # 129.6 days
     when = (dt.datetime(2026, 1, 2, tzinfo=UTC) + dt.timedelta(days=d)).date().isoformat()
-    text = out.read_text()
-    assert f"commitment used up {when}" in text and "planned burn (linear)" in text
+    texts = _svg_texts(out)
+    assert f"commitment used up {when}" in texts and "planned burn (linear)" in texts
+    assert "36,500.00 USD" in texts and "today 2026-01-02" in texts
+
+
+def test_project_commitment_shortfall_is_a_labelled_money_figure(config_file, tmp_path, capsys):
+    out = tmp_path / "az.svg"
+    assert _cli("contracts", "project", "--config", config_file, "--contract", "az-1", "--base", "10",
+                "--at", "2026-01-02T00:00:00+00:00", "--out", str(out), "--json") == 0
+    data = json.loads(capsys.readouterr().out)
+    # 400.00 burned by Jan 2, then 10/day for the 364 days left: 4,040.00 of 36,500.00, short by 32,460.00
+    assert (data["crossing_date"], data["projected_at_until"], data["shortfall"]) == (None, 4040.0, 32460.0)
+    assert data["summary"] == "Projected shortfall 32,460.00 USD: 4,040.00 USD of 36,500.00 USD committed used by 2026-12-31"
+    texts = _svg_texts(out)
+    assert data["summary"] in texts  # the headline under the title
+    assert "shortfall" in texts and "32,460.00 USD" in texts  # the bracket at the last day, labelled
+    assert "today 2026-01-02" in texts
+    # The "not reached" note is not drawn on the commitment line: it is the headline, above the plot.
+    assert not any(t.startswith("commitment not reached") for t in texts)
+
+
+def test_the_ledger_line_ends_at_today_where_the_projection_starts():
+    a = parse_contracts({"revenue_share": [{"id": "rs", "rate": "1", "cap": "100", "starts_on": "2026-01-01",
+                                             "ends_on": "2026-01-31"}]}).revenue_share[0]
+    now = dt.datetime(2026, 1, 3, 15, 0, tzinfo=UTC)  # mid-afternoon: today's accruals are partial
+    history = scenario.cumulative_history([(dt.date(2026, 1, 1), 5), (dt.date(2026, 1, 2), 5), (dt.date(2026, 1, 3), 2)])
+    p = scenario.project(a, accrued_now=12.0, base_daily=5.0, growth="flat", growth_rate=0.0, now=now, history=history)
+    xs, ys = history_steps(p)
+    # Each day's accruals land at the end of that day, today's at "now", never at the next midnight.
+    assert xs == [dt.datetime(2026, 1, d, tzinfo=UTC) for d in (1, 2, 3)] + [now]
+    assert ys == [0.0, 5.0, 10.0, 12.0]
+    assert p.value_at(now) == ys[-1]  # the projection starts where the actual line ends
 
 
 def test_report_csv_from_the_cli(config_file, capsys):

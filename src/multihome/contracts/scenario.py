@@ -92,6 +92,7 @@ class Projection:
     history: list[tuple[dt.date, float]] = field(default_factory=list)  # cumulative by day, from the ledger
     start: dt.datetime | None = None
     end: dt.datetime | None = None
+    uncapped_at_until: float = 0.0  # what would have accrued by `until` without the cap
 
     def to_dict(self) -> dict:
         return {
@@ -100,6 +101,9 @@ class Projection:
             "until": self.until.isoformat(), "last_day": self.last_day, "accrued_now": self.accrued_now, "limit": self.limit,
             "crossing_date": self.crossing.date().isoformat() if self.crossing else None,
             "projected_at_until": self.at_until,
+            "shortfall": round(self.shortfall, 2) if self.limit is not None else None,
+            "beyond_limit": round(self.beyond_limit, 2) if self.limit is not None else None,
+            "summary": self.headline,
         }
 
     def value_at(self, at: dt.datetime) -> float:
@@ -115,6 +119,16 @@ class Projection:
         return (self.until - dt.timedelta(microseconds=1)).date().isoformat()
 
     @property
+    def shortfall(self) -> float:
+        """How far the projection ends below the limit (a commitment's unused, still paid, amount)."""
+        return max(0.0, self.limit - self.at_until) if self.limit is not None else 0.0
+
+    @property
+    def beyond_limit(self) -> float:
+        """Projected beyond the limit by `until`: spend past a commitment, or what a cap holds back."""
+        return max(0.0, self.uncapped_at_until - self.limit) if self.limit is not None else 0.0
+
+    @property
     def label(self) -> str:
         if self.crossing is None:
             what = "cap" if self.kind == "revenue_share" else "commitment"
@@ -122,6 +136,30 @@ class Projection:
         if self.kind == "revenue_share":
             return f"cap reached {self.crossing.date().isoformat()}"
         return f"commitment used up {self.crossing.date().isoformat()}"
+
+    @property
+    def headline(self) -> str:
+        """The money a finance reader asks for, in one sentence: shortfall, crossing, or total."""
+        cur, by = self.currency, self.last_day
+        if self.limit is None:
+            return f"Projected {money_text(self.at_until, cur)} accrued by {by} (no cap)"
+        limit = money_text(self.limit, cur)
+        if self.kind == "commitment":
+            if self.crossing is None:
+                return (f"Projected shortfall {money_text(self.shortfall, cur)}: {money_text(self.at_until, cur)} "
+                        f"of {limit} committed used by {by}")
+            return (f"Commitment {limit} used up {self.crossing.date().isoformat()}; projected "
+                    f"{money_text(self.beyond_limit, cur)} beyond it by {by}")
+        if self.crossing is None:
+            return (f"Cap not reached: projected {money_text(self.at_until, cur)} by {by}, "
+                    f"{money_text(self.shortfall, cur)} below the {limit} cap")
+        return (f"Cap {limit} reached {self.crossing.date().isoformat()}; it holds back a projected "
+                f"{money_text(self.beyond_limit, cur)} by {by}")
+
+
+def money_text(value: float, currency: str) -> str:
+    """A chart's money: two decimals, thousands separated, the contract's currency code after."""
+    return f"{value:,.2f} {currency}"
 
 
 def project(a: Agreement, *, accrued_now: float, base_daily: float, growth: str, growth_rate: float,
@@ -145,6 +183,7 @@ def project(a: Agreement, *, accrued_now: float, base_daily: float, growth: str,
     p = Projection(a.id, "commitment" if isinstance(a, Commitment) else "revenue_share", a.currency, growth,
                    growth_rate, base_daily, now, until, accrued_now, limit, crossing, 0.0, history or [], start, end)
     p.at_until = p.value_at(until)
+    p.uncapped_at_until = accrued_now + cumulative(growth, base_daily, growth_rate, (until - now).total_seconds() / 86400.0)
     return p
 
 
@@ -155,46 +194,3 @@ def cumulative_history(daily) -> list[tuple[dt.date, float]]:
         run += float(amount)
         out.append((day, run))
     return out
-
-
-def render(p: Projection, paths: list[str], planned: bool = True) -> None:
-    """Draw the projection to each path (format from the extension: .png or .svg)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    matplotlib.rcParams["svg.fonttype"] = "none"  # keep text as text in SVG (searchable, testable)
-    fig, ax = plt.subplots(figsize=(10, 5.5), dpi=100)
-    try:
-        if p.history:
-            xs = [dt.datetime.combine(day, dt.time(), UTC) + dt.timedelta(days=1) for day, _ in p.history]
-            x0 = dt.datetime.combine(p.history[0][0], dt.time(), UTC)
-            ax.step([x0] + xs, [0.0] + [v for _, v in p.history], where="post",
-                    color="#1f77b4", label="accrued (ledger)")
-        n = 200
-        span = (p.until - p.now).total_seconds()
-        xs = [p.now + dt.timedelta(seconds=span * i / n) for i in range(n + 1)]
-        ax.plot(xs, [p.value_at(x) for x in xs], "--", color="#1f77b4",
-                label=f"projected ({p.growth}, {p.growth_rate:+.1%} / 30 days)")
-        what = "cap" if p.kind == "revenue_share" else "commitment"
-        if p.limit is not None:
-            ax.axhline(p.limit, color="#d62728", linestyle=":", label=f"{what} {p.limit:,.2f} {p.currency}")
-        if p.kind == "commitment" and planned and p.start and p.end and p.limit is not None:
-            ax.plot([p.start, p.end], [0.0, p.limit], color="#2ca02c", alpha=0.7, label="planned burn (linear)")
-        if p.crossing is not None:
-            ax.axvline(p.crossing, color="#d62728", alpha=0.6)
-            ax.annotate(p.label, xy=(p.crossing, p.limit), xytext=(10, -30), textcoords="offset points",
-                        arrowprops={"arrowstyle": "->", "color": "#d62728"}, color="#d62728")
-        else:
-            ax.annotate(p.label, xy=(0.02, 0.95), xycoords="axes fraction", va="top")
-        ax.set_title(f"{p.contract_id}: {'accruals' if p.kind == 'revenue_share' else 'commitment burn-down'}"
-                     f" to {p.last_day}")
-        ax.set_ylabel(p.currency)
-        ax.grid(alpha=0.3)
-        ax.legend(loc="lower right")
-        fig.autofmt_xdate()
-        for path in paths:
-            fig.savefig(path, format=path.rsplit(".", 1)[-1].lower())
-    finally:
-        plt.close(fig)
