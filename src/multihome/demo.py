@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import os
 import secrets
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -157,13 +158,24 @@ Point any OpenAI client at it:
     -H 'Content-Type: application/json' -D - \\
     -d '{{"model":"gpt-4o","messages":[{{"role":"user","content":"Hello"}}]}}'
 
-  python -c 'from openai import OpenAI; r = OpenAI().chat.completions.with_raw_response.create(model="gpt-4o", messages=[{{"role":"user","content":"Hello"}}]); print(r.headers["x-multihome-deployment"], r.parse().choices[0].message.content)'
+  # Python: this interpreter has the openai package (`make demo` installed it in .venv)
+  {_python()} -c 'from openai import OpenAI; r = OpenAI().chat.completions.with_raw_response.create(model="gpt-4o", messages=[{{"role":"user","content":"Hello"}}]); print(r.headers["x-multihome-deployment"], r.parse().choices[0].message.content)'
 
 Take the primary down and bring it back yourself:
 
   curl -s -X POST {azure_url}/_sim/faults -d '{{"status":503}}'
   curl -s -X DELETE {azure_url}/_sim/faults
 """
+
+
+def _python() -> str:
+    """The interpreter running the demo, as the user can type it: `.venv/bin/python` from the
+    repository root. The system's `python` usually lacks the openai package."""
+    exe = Path(sys.executable)
+    try:
+        return str(exe.relative_to(Path.cwd()))
+    except ValueError:
+        return str(exe)
 
 
 async def _show_failover(base: str, azure) -> None:

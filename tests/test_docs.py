@@ -1,0 +1,144 @@
+"""docs/api.md is the one API reference: every endpoint the gateway serves is listed there.
+
+The endpoints are read from the code, not from a list kept by hand: the admin route tables
+(`ROUTES` of every `api/admin_*` module, whatever the shape of their rows), the admin OpenAPI
+document the gateway serves, the path literals of the gateway's public dispatch
+(`api/gateway.py`, `app.py`), the OpenAI-style aliases the gateway registers, and the public
+OpenAPI route list when there is one. A route added to any of them without a line in
+docs/api.md fails here, and so does a documented admin route that no longer exists.
+"""
+
+from __future__ import annotations
+
+import ast
+import importlib
+import importlib.util
+import pkgutil
+import re
+from pathlib import Path
+
+import multihome.api
+from multihome import app as app_module
+from multihome.api import gateway as gateway_module
+from multihome.api.admin_openapi import openapi_document
+
+ROOT = Path(__file__).resolve().parents[1]
+API_DOC = ROOT / "docs" / "api.md"
+METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
+# "`GET /admin/v1/tenants/{tenant}`": a method and a path in one code span.
+_DOCUMENTED = re.compile(r"`(GET|POST|PUT|PATCH|DELETE) (/[^`\s?]*)")
+_GROUP = re.compile(r"\(\?P<(\w+)>[^)]*\)")
+
+
+def documented() -> set[tuple[str, str]]:
+    return set(_DOCUMENTED.findall(API_DOC.read_text()))
+
+
+def _template(pattern: re.Pattern | str) -> str:
+    """`^/admin/v1/tenants/(?P<tenant>[A-Za-z0-9_\\-]+)/report\\.csv$` -> `/admin/v1/tenants/{tenant}/report.csv`."""
+    text = pattern.pattern if isinstance(pattern, re.Pattern) else pattern
+    return _GROUP.sub(r"{\1}", text).strip("^$").replace("\\", "")
+
+
+def _row(entry) -> tuple[str, str]:
+    """(method, path) of one route-table row: a Route-like object or a tuple with a compiled pattern."""
+    if hasattr(entry, "pattern") and hasattr(entry, "method"):
+        return entry.method, _template(entry.pattern)
+    parts = list(entry) if isinstance(entry, (tuple, list)) else []
+    pattern = next(p for p in parts if isinstance(p, re.Pattern))
+    method = next((p for p in parts if p in METHODS), "GET")  # GET-only tables have no method column
+    return method, _template(pattern)
+
+
+def admin_routes() -> set[tuple[str, str]]:
+    found: set[tuple[str, str]] = set()
+    for info in pkgutil.iter_modules(multihome.api.__path__):
+        if not info.name.startswith("admin_"):
+            continue
+        table = getattr(importlib.import_module(f"multihome.api.{info.name}"), "ROUTES", None)
+        for entry in table or ():
+            found.add(_row(entry))
+    for path, operations in openapi_document()["paths"].items():
+        found.update((method.upper(), path) for method in operations)
+    return found
+
+
+def _path_literals(module) -> set[str]:
+    """Every bytes or str constant in a module's source that is a URL path (`b"/v1/embeddings"`)."""
+    tree = ast.parse(Path(module.__file__).read_text())
+    out = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Constant) and isinstance(node.value, (bytes, str)):
+            value = node.value.decode() if isinstance(node.value, bytes) else node.value
+            if re.fullmatch(r"/[A-Za-z0-9_./{}-]*", value) and len(value) > 1:
+                out.add(value)
+    return out
+
+
+class _AnyHandler:
+    """Stands in for the routes objects the gateway takes: every attribute is a handler."""
+
+    def __getattr__(self, name):
+        return lambda *args, **kwargs: None
+
+
+def public_paths() -> set[str]:
+    paths = _path_literals(gateway_module) | _path_literals(app_module)
+    gateway = gateway_module.Gateway(None, None, _AnyHandler())
+    paths |= {p.decode() for p in gateway._post}  # the unprefixed aliases are derived, not literals
+    return {p for p in paths if not p.startswith("/admin/v1/") or p == "/admin/v1/openapi.json"}
+
+
+def public_openapi_routes() -> set[tuple[str, str]]:
+    """The public OpenAPI route list (api/public_openapi.py), where the gateway has one."""
+    if importlib.util.find_spec("multihome.api.public_openapi") is None:
+        return set()
+    module = importlib.import_module("multihome.api.public_openapi")
+    return {(r.method, r.path) for r in module.ROUTES}
+
+
+def test_every_admin_route_is_documented():
+    missing = sorted(admin_routes() - documented())
+    assert not missing, "docs/api.md lacks these admin routes: " + ", ".join(f"{m} {p}" for m, p in missing)
+
+
+def test_every_documented_admin_route_exists():
+    known = admin_routes() | {("GET", "/admin/v1/openapi.json")}
+    stale = sorted((m, p) for m, p in documented() if p.startswith("/admin/v1") and (m, p) not in known)
+    assert not stale, "docs/api.md lists admin routes the gateway does not serve: " + ", ".join(
+        f"{m} {p}" for m, p in stale)
+
+
+def test_every_public_endpoint_is_documented():
+    paths = {p for _, p in documented()}
+    # A literal ending in "/" is a prefix the gateway matches (`/v1/models/` + an id).
+    missing = sorted(p for p in public_paths()
+                     if not (p in paths or (p.endswith("/") and any(d.startswith(p) for d in paths))))
+    assert not missing, "docs/api.md lacks these endpoints: " + ", ".join(missing)
+    missing_routes = sorted(public_openapi_routes() - documented())
+    assert not missing_routes, "docs/api.md lacks: " + ", ".join(f"{m} {p}" for m, p in missing_routes)
+
+
+def test_every_multihome_header_is_explained():
+    """Each `x-multihome-*` header the gateway reads or sends has a line in the reference."""
+    doc = API_DOC.read_text()
+    names = set()
+    for path in (ROOT / "src" / "multihome").rglob("*.py"):
+        if "simulators" not in path.parts:
+            names |= set(re.findall(r"x-multihome-[a-z]+(?:-[a-z]+)*", path.read_text()))
+    names.discard("x-multihome-")  # a prefix in prose
+    missing = sorted(n for n in names if f"`{n}`" not in doc)
+    assert not missing, "docs/api.md does not explain: " + ", ".join(missing)
+
+
+def test_the_table_readers_see_every_table():
+    """Guards the test itself: the route tables are found and read (a refactor that hides them fails here)."""
+    admin = admin_routes()
+    assert ("GET", "/admin/v1/whoami") in admin and ("POST", "/admin/v1/tenants/{tenant}/budgets") in admin
+    assert ("GET", "/admin/v1/tenants/{tenant}/usage") in admin and ("GET", "/admin/v1/contracts/report.csv") in admin
+    assert ("DELETE", "/admin/v1/token-revocations/{id}") in admin and ("GET", "/admin/v1/audit/events") in admin
+    assert {"/v1/chat/completions", "/chat/completions", "/v1/messages", "/healthz", "/readyz"} <= public_paths()
+
+
+def test_the_readme_links_the_reference():
+    assert "docs/api.md" in (ROOT / "README.md").read_text()
