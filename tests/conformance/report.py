@@ -46,7 +46,7 @@ def render(results: dict[tuple[str, str], tuple[str, str]], seconds: float) -> s
         "Regenerate with `make conformance` (runs `tests/conformance/`; the same tests run in `make test`).",
         "",
         "- ✅ the scenario passed.",
-        "- ❌ the gateway does not do it right today (details below the table).",
+        "- ❌ the gateway gets it wrong (details below the table).",
         "- gap: the provider itself cannot do it (documented limitation; declared in `tests/conformance/providers.py`).",
         "",
         "Scenarios: `tests/conformance/scenarios.py`. Providers, their gaps and known gateway bugs:",
