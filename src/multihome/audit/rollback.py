@@ -30,8 +30,8 @@ class Vouch:
 
 
 class Expectations:
-    def __init__(self, names: list[str], records: dict[str, dict | None], heads: list | None, trail: str | None,
-                 keys: dict, report: Report) -> None:
+    def __init__(self, records: dict[str, dict | None], heads: list | None, trail: str | None, keys: dict,
+                 report: Report) -> None:
         self.report = report
         self.registry_given = heads is not None
         self.vouches: dict[str, list[Vouch]] = {}
@@ -48,7 +48,6 @@ class Expectations:
                 cp = head.checkpoint
                 self.vouches.setdefault(cp.chain, []).append(
                     Vouch(seq=cp.seq, head=cp.head, final=cp.final, source=REGISTRY, checkpoint=cp))
-        self.names = names
 
     def _select(self, heads: list, trail: str | None, records: dict, keys: dict) -> list:
         """The registry entries of this directory's trail(s), with valid signatures."""
@@ -107,8 +106,8 @@ class Expectations:
             return
         strongest = max([v.seq for v in vouches] + [cp.seq for _, cp in (state.checkpoints if state else [])])
         self.report.problems.append(Problem(
-            chain, "deleted", f"the chain file is gone, but {' and '.join(said)} expect it: expected seq "
-            f"{strongest}, found nothing", seq=strongest))
+            chain, "deleted", f"the chain file is gone, but {' and '.join(said)} "
+            f"{'expects' if len(said) == 1 else 'expect'} it: expected seq {strongest}, found nothing", seq=strongest))
 
     def _check(self, state: ChainState, vouch: Vouch) -> None:
         add = self.report.problems.append

@@ -115,8 +115,7 @@ def verify_dir(directory: str, public_keys: dict | None = None, heads: list | No
         report.problems.append(Problem("-", "unsigned", "no public key given: checkpoint signatures were not checked",
                                        severity="warning"))
     names = chains_in(directory)
-    expected = Expectations(names, {name: genesis_record(directory, name) for name in names}, heads, trail, keys,
-                            report)
+    expected = Expectations({name: genesis_record(directory, name) for name in names}, heads, trail, keys, report)
     states = {}
     for chain in names:
         report.chains += 1
@@ -139,15 +138,14 @@ def _verify_chain(directory: str, chain: str, keys: dict, report: Report, vouche
     state.last_seq, state.broken_at = last_seq, broken_at
     heads = state.heads
     key_id = state.genesis.key_id if state.genesis else None
-    if cp_lines is None and (key_id or (keys and state.genesis is None)):
-        why = (f"its genesis record says it is signed with {key_id}" if key_id
-               else "a public key was given, so checkpoints are expected")
-        add(Problem(chain, "deleted", f"the checkpoint file is missing but {why}: checkpoints were deleted "
-                    "(a cut tail or a rollback of this chain could otherwise not be detected)"))
+    if cp_lines is None and key_id:
+        add(Problem(chain, "deleted", f"the checkpoint file is missing but its genesis record says it is signed "
+                    f"with {key_id}: its checkpoints were deleted"))
     elif cp_lines == 0 and key_id and last_seq >= 1:
         add(Problem(chain, "rolled_back", "the checkpoint file is empty but the writer signs seq 0 when it opens "
                     f"a chain, and this one reaches seq {last_seq}: its checkpoints were removed", seq=0))
-    elif not checkpoints and keys and cp_lines is not None and state.genesis is None:
+    elif not checkpoints and keys and state.genesis is None:
+        # Written before genesis records: whether it was signed is not recorded anywhere.
         add(Problem(chain, "unsigned", "no signed checkpoint: a cut tail of this chain cannot be detected",
                     severity="warning"))
     elif state.genesis is not None and not key_id and keys:

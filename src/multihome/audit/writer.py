@@ -93,7 +93,12 @@ class AuditLog:
         self._loop = asyncio.get_running_loop()
         if self.heads is not None:
             await self.heads.start()
-        await asyncio.to_thread(self._open_chain)
+        try:
+            await asyncio.to_thread(self._open_chain)
+        except BaseException:
+            if self.heads is not None:
+                await self.heads.close()
+            raise
         self._closed = False
         self._thread = threading.Thread(target=self._run, name="audit-writer", daemon=True)
         self._thread.start()
