@@ -140,7 +140,8 @@ def _verify_chain(directory: str, chain: str, keys: dict, report: Report, vouche
     key_id = state.genesis.key_id if state.genesis else None
     if cp_lines is None and key_id:
         add(Problem(chain, "deleted", f"the checkpoint file is missing but its genesis record says it is signed "
-                    f"with {key_id}: its checkpoints were deleted"))
+                    f"with {key_id}: its checkpoints were deleted (expected one from seq 0, found none; the chain "
+                    f"reaches seq {last_seq})"))
     elif cp_lines == 0 and key_id and last_seq >= 1:
         add(Problem(chain, "rolled_back", "the checkpoint file is empty but the writer signs seq 0 when it opens "
                     f"a chain, and this one reaches seq {last_seq}: its checkpoints were removed", seq=0))
