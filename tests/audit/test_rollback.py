@@ -260,7 +260,8 @@ def test_every_chain_deleted_is_found_by_the_registry(trail):
 
 # -- the registry itself ------------------------------------------------------------------------------
 
-def test_registry_entry_altered_in_the_database_is_forged(trail):
+@pytest.mark.parametrize("sig", ["kept", "removed"])
+def test_registry_entry_altered_in_the_database_is_forged(trail, sig):
     async def alter():
         from multihome.storage.engine import create_engine
 
@@ -269,6 +270,8 @@ def test_registry_entry_altered_in_the_database_is_forged(trail):
             row = (await conn.execute(sa.text("SELECT chain, checkpoint FROM audit_heads LIMIT 1"))).one()
             cp = json.loads(row.checkpoint)
             cp["seq"] = 3  # "roll back" the registry entry without the signing key
+            if sig == "removed":
+                cp["sig"] = ""  # posing as the unsigned head of a chain written without a key
             await conn.execute(sa.text("UPDATE audit_heads SET checkpoint = :c, seq = 3 WHERE chain = :k"),
                                {"c": json.dumps(cp), "k": row.chain})
         await engine.dispose()
