@@ -74,7 +74,7 @@ def build_app(config: Config) -> Gateway:
     if config.audit.enabled:
         from .audit import AuditLog
 
-        audit_log = AuditLog(config.audit)
+        audit_log = AuditLog(config.audit, heads_url=storage.url)  # the head registry lives beside the rest
         accounting.audit = audit_log  # call_started is on disk before the answer's first byte
         accounting.sinks.append(audit_log)  # then the completed call
     routes = OpenAIRoutes(catalog, router, config.server.max_body_bytes, gate, accounting)

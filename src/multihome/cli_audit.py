@@ -1,7 +1,8 @@
-"""`multihome audit verify|export|keygen`: work on an audit directory directly (no gateway needed).
+"""`multihome audit verify|export|keygen|heads export`: work on an audit directory directly (no gateway needed).
 
 Keys and the directory come from flags, or from the `audit:` section of a gateway config
-(`--config`); flags win.
+(`--config`); the head registry from `--heads FILE`, `--database URL`, or the config's `storage:`
+section. Flags win.
 """
 
 from __future__ import annotations
@@ -20,6 +21,11 @@ def add_commands(sub) -> None:
     _common(v)
     v.add_argument("--public-key", action="append", default=[], metavar="[KEYID=]FILE",
                    help="Ed25519 public key (PEM) checkpoints may be signed with; repeatable (old keys after a rotation)")
+    v.add_argument("--heads", metavar="FILE", help="head registry export (`audit heads export`) to check the files "
+                   "against: a chain cut back or deleted since is found")
+    v.add_argument("--database", metavar="URL", help="check against the head registry in this database (default: "
+                   "storage.url of --config)")
+    v.add_argument("--trail", help="which trail of the registry this directory is (default: what its chains say)")
     v.add_argument("--quiet", action="store_true", help="print problems only")
     v.set_defaults(func=_verify)
 
@@ -31,6 +37,15 @@ def add_commands(sub) -> None:
     e.add_argument("--until", help="unix seconds or ISO-8601 (exclusive)")
     e.set_defaults(func=_export)
 
+    h = a.add_parser("heads", help="the head registry: the newest checkpoint of every chain, kept in the database")
+    x = h.add_subparsers(dest="heads_action", required=True).add_parser(
+        "export", help="write the head registry as signed JSON, for a witness the gateway's host cannot rewrite")
+    x.add_argument("--config", help="gateway config whose `storage:` section names the database")
+    x.add_argument("--database", metavar="URL", help="the database (default: storage.url of --config)")
+    x.add_argument("--trail", help="only this trail (default: every trail in the database)")
+    x.add_argument("--out", metavar="FILE", help="write here instead of stdout")
+    x.set_defaults(func=_export_heads)
+
     k = a.add_parser("keygen", help="write a new Ed25519 signing key (PEM) and print its public key and id")
     k.add_argument("--out", required=True, help="private key file to create (mode 0600)")
     k.set_defaults(func=_keygen)
@@ -41,18 +56,53 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", help="gateway config file whose `audit:` section to use")
 
 
-def _section(args) -> AuditConfig:
+def _config(args) -> dict:
     if not args.config:
-        return AuditConfig()
-    import msgspec
+        return {}
     import yaml
 
-    with open(args.config) as f:
-        data = yaml.safe_load(f) or {}
     try:
-        return msgspec.convert(data.get("audit") or {}, AuditConfig)
+        with open(args.config) as f:
+            data = yaml.safe_load(f) or {}
+    except (OSError, yaml.YAMLError) as exc:
+        raise SystemExit(f"{args.config}: {exc}") from None
+    return data if isinstance(data, dict) else {}
+
+
+def _section(args) -> AuditConfig:
+    import msgspec
+
+    try:
+        return msgspec.convert(_config(args).get("audit") or {}, AuditConfig)
     except msgspec.ValidationError as exc:
         raise SystemExit(f"audit: {exc}") from None
+
+
+def _database(args) -> str | None:
+    """--database, else the storage database the config names (where the gateway keeps the registry)."""
+    if args.database or not args.config:
+        return args.database
+    import msgspec
+
+    from .config import ConfigError, Storage, env_secret
+
+    try:
+        storage = msgspec.convert(_config(args).get("storage") or {}, Storage)
+        return env_secret(storage.url_env, what="storage.url_env") or storage.url
+    except (msgspec.ValidationError, ConfigError) as exc:
+        raise SystemExit(f"storage: {exc}") from None
+
+
+def _heads(args) -> list | None:
+    """The head registry to verify against: the export and/or the database; None when neither is given."""
+    from .audit.heads import load_file, load_from_database
+
+    url, heads = _database(args), None
+    if args.heads:
+        heads = load_file(args.heads)
+    if url:
+        heads = (heads or []) + load_from_database(url)
+    return heads
 
 
 def _dir(args, section: AuditConfig) -> str:
@@ -81,14 +131,22 @@ def _public_keys(args, section: AuditConfig) -> dict:
 
 
 def _verify(args) -> int:
+    from .audit.heads import HeadsError
     from .audit.verify import verify_dir
 
     section = _section(args)
-    report = verify_dir(_dir(args, section), _public_keys(args, section))
+    try:
+        heads = _heads(args)
+    except HeadsError as exc:
+        print(f"audit verify: {exc}", file=sys.stderr)
+        return 2
+    report = verify_dir(_dir(args, section), _public_keys(args, section), heads, args.trail)
     for problem in report.problems:
         print(problem, file=sys.stdout if problem.severity == "error" else sys.stderr)
     errors = len(report.errors)
     summary = f"{report.chains} chains, {report.events} events, {report.checkpoints} checkpoints"
+    if report.heads is not None:
+        summary += f", {report.heads} head registry entries"
     if errors:
         print(f"TAMPERED or damaged: {errors} problem(s) in {summary}")
         return 1
@@ -114,6 +172,29 @@ def _export(args) -> int:
     for raw, _ in AuditReader(_dir(args, section)).iter_events(filters):
         out.write(raw + b"\n")
     out.flush()
+    return 0
+
+
+def _export_heads(args) -> int:
+    from .audit.heads import HeadsError, dump, load_from_database
+
+    url = _database(args)
+    if not url:
+        raise SystemExit("no database: pass --database URL or --config with storage.url (or storage.url_env)")
+    try:
+        heads = load_from_database(url, args.trail)
+    except HeadsError as exc:
+        print(f"audit heads export: {exc}", file=sys.stderr)
+        return 2
+    data = dump(heads)
+    if args.out:
+        with open(args.out, "wb") as f:
+            f.write(data)
+    else:
+        sys.stdout.buffer.write(data)
+        sys.stdout.flush()
+    trails = len({h.trail for h in heads})
+    print(f"exported {len(heads)} chain heads of {trails} trail(s)", file=sys.stderr)
     return 0
 
 

@@ -75,46 +75,46 @@ def test_cli_without_public_key_warns_but_passes(trail):
 
 def test_edited_field_is_found_by_the_cli(trail):
     lines = trail.lines()
-    lines[6] = lines[6].replace(b'"status":200', b'"status":201')
+    lines[7] = lines[7].replace(b'"status":200', b'"status":201')  # line 8 is seq 7: line 1 is the genesis record
     trail.write(lines)
     out = cli("verify", "--dir", trail.dir, "--public-key", trail.public)
     assert out.returncode == 1
-    assert "line 7 (seq 7): modified: hash mismatch" in out.stdout
+    assert "line 8 (seq 7): modified: hash mismatch" in out.stdout
 
 
 def test_reencoded_line_is_modified(trail):
     lines = trail.lines()
-    lines[3] = json.dumps(json.loads(lines[3])).encode() + b"\n"  # same content, other bytes (spaces)
+    lines[4] = json.dumps(json.loads(lines[4])).encode() + b"\n"  # same content, other bytes (spaces)
     trail.write(lines)
-    assert errors(trail.verify()) == [("modified", 4, 4)]
+    assert errors(trail.verify()) == [("modified", 5, 4)]
 
 
 def test_edited_and_rehashed_event_breaks_the_next_link(trail):
     lines = trail.lines()
-    event = msgspec.json.decode(lines[8])
+    event = msgspec.json.decode(lines[9])
     event.pop("hash")
     event["body"]["tenant"] = "ten_other"
-    lines[8], _ = seal(EventCore(**event))
+    lines[9], _ = seal(EventCore(**event))
     trail.write(lines)
-    assert errors(trail.verify()) == [("unlinked", 10, 10)]
+    assert errors(trail.verify()) == [("unlinked", 11, 10)]
 
 
 def test_deleted_event_is_found_by_the_cli(trail):
     lines = trail.lines()
-    del lines[11]
+    del lines[12]
     trail.write(lines)
     out = cli("verify", "--dir", trail.dir, "--public-key", trail.public)
     assert out.returncode == 1
-    assert "line 12 (seq 13): deleted: seq 12 missing before this line" in out.stdout
+    assert "line 13 (seq 13): deleted: seq 12 missing before this line" in out.stdout
 
 
 def test_swapped_events_are_reordered(trail):
     lines = trail.lines()
-    lines[4], lines[5] = lines[5], lines[4]
+    lines[5], lines[6] = lines[6], lines[5]
     trail.write(lines)
     report = trail.verify()
-    assert errors(report) == [("reordered", 5, 6)]
-    assert "seq 5 appears later at line 6" in report.errors[0].message
+    assert errors(report) == [("reordered", 6, 6)]
+    assert "seq 5 appears later at line 7" in report.errors[0].message
 
 
 def test_truncated_tail_is_found_by_the_cli(trail):
@@ -131,25 +131,25 @@ def test_truncated_tail_is_found_even_without_the_public_key(trail):
 
 def test_inserted_event_with_valid_hash_is_named(trail):
     lines = trail.lines()
-    original = msgspec.json.decode(lines[9])  # seq 10
+    original = msgspec.json.decode(lines[10])  # seq 10
     original.pop("hash")
     original["body"]["request_id"] = "req_forged"
     forged, _ = seal(EventCore(**original))  # same seq and prev, hash recomputed
-    lines.insert(9, forged)
+    lines.insert(10, forged)
     trail.write(lines)
     report = trail.verify()
-    assert errors(report) == [("inserted", 10, 10)]
-    assert "line 10 was inserted" in report.errors[0].message
+    assert errors(report) == [("inserted", 11, 10)]
+    assert "line 11 was inserted" in report.errors[0].message
 
 
 def test_inserted_event_with_the_whole_tail_rehashed_is_caught_by_checkpoints(trail):
     lines = trail.lines()
     events = [msgspec.json.decode(line) for line in lines]
-    fake = dict(events[12], body={**events[12]["body"], "request_id": "req_forged"})
-    events.insert(12, fake)
-    prev = events[11]["hash"]
-    rewritten = lines[:12]
-    for seq, event in enumerate(events[12:], start=13):  # a perfect chain, recomputed end to end
+    fake = dict(events[13], body={**events[13]["body"], "request_id": "req_forged"})
+    events.insert(13, fake)
+    prev = events[12]["hash"]
+    rewritten = lines[:13]
+    for seq, event in enumerate(events[13:], start=13):  # a perfect chain, recomputed end to end
         event = {k: v for k, v in event.items() if k != "hash"}
         line, prev = seal(EventCore(**{**event, "seq": seq, "prev": prev}))
         rewritten.append(line)
@@ -176,9 +176,9 @@ def test_checkpoint_signed_by_another_key_is_forged(trail, tmp_path):
 
 def test_checkpoint_with_an_altered_head_is_forged(trail):
     cps = trail.checkpoints.read_bytes().splitlines(keepends=True)
-    cp = msgspec.json.decode(cps[1])
+    cp = msgspec.json.decode(cps[2])  # cps[0] signs the genesis record (seq 0)
     cp["head"] = "0" * 64
-    cps[1] = msgspec.json.encode(cp) + b"\n"
+    cps[2] = msgspec.json.encode(cp) + b"\n"
     trail.checkpoints.write_bytes(b"".join(cps))
     assert [(p.kind, p.seq) for p in trail.verify().errors] == [("forged_checkpoint", 10)]
     # Without the key the altered head still disagrees with the chain.
@@ -216,12 +216,12 @@ def test_torn_last_line_is_a_warning_when_no_checkpoint_covers_it(tmp_path):
         f.write(b'{"body":{"request_id":"req_000006","sta')
     out = cli("verify", "--dir", str(tmp_path / "a"), "--public-key", pub)
     assert out.returncode == 0, out.stdout
-    assert "line 7 (seq 7): torn_tail" in out.stderr
+    assert "line 8 (seq 7): torn_tail" in out.stderr
     # The same torn line under a checkpoint that covers it: a durable event was cut.
     lines = events.read_bytes().splitlines(keepends=True)
-    events.write_bytes(b"".join(lines[:5]) + lines[5].rstrip(b"\n"))  # tear seq 6, which is past checkpoint 4
+    events.write_bytes(b"".join(lines[:6]) + lines[6].rstrip(b"\n"))  # tear seq 6, which is past checkpoint 4
     assert cli("verify", "--dir", str(tmp_path / "a"), "--public-key", pub).returncode == 0
-    events.write_bytes(b"".join(lines[:3]) + lines[3][:40])  # tear seq 4, covered by the checkpoint at 4
+    events.write_bytes(b"".join(lines[:4]) + lines[4][:40])  # tear seq 4, covered by the checkpoint at 4
     out = cli("verify", "--dir", str(tmp_path / "a"), "--public-key", pub)
     assert out.returncode == 1 and "truncated" in out.stdout
 

@@ -1,16 +1,16 @@
-"""Crash test: the real gateway with audit on, under concurrent load, killed with SIGKILL.
+"""Crash test: the real gateway with audit on, under concurrent load, killed with SIGKILL, restarted.
 
 What a user relies on: every request id a client got a 200 for has a durable `call_started`
-event, and the trail a crash leaves behind still verifies (a torn last line is only a warning).
-
-Needs the lead's plumbing: `audit:` mounted in config (config.audit, an AuditConfig) and the front
-door awaiting `AuditLog.call_started` before the first byte and calling `AuditLog.record` after.
+event; the trail a crash and a restart leave behind still verifies (a torn last line and an
+unsigned tail are only warnings), against the head registry in the database and against an
+exported copy of it; and cutting the newest chain back to an earlier checkpoint then fails.
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
+import json
 import os
 import signal
 import subprocess
@@ -31,6 +31,7 @@ from .processes import Gateway, Simulator
 CLIENT_KEY = "mh-audit-client-key"
 CONFIG = """
 server: {{api_keys_env: [MH_TEST_CLIENT_KEY]}}
+storage: {{url: "sqlite+aiosqlite:///{db}"}}
 audit: {{dir: "{audit}", signing_key_env: MH_TEST_AUDIT_KEY, checkpoint_every_events: 100, checkpoint_every_s: 0.5}}
 providers:
   sim: {{kind: openai, endpoint: "{sim}/v1"}}
@@ -63,18 +64,42 @@ async def _load(url: str, answered: list[str], stop_after_s: float) -> None:
         await asyncio.gather(*(worker() for _ in range(16)))
 
 
-def test_sigkill_mid_load_keeps_every_answered_call_started(tmp_path):
+def _verify(audit_dir, pub, *extra) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "multihome.cli_audit", "audit", "verify", "--dir", str(audit_dir), "--public-key",
+         str(pub), *extra], capture_output=True, text=True, timeout=60,
+    )
+
+
+def _cut_back(audit_dir, chain: str) -> int:
+    """What someone with the directory can do: the chain and its checkpoint file back to an earlier
+    (validly signed) checkpoint. -> the seq it was cut back to."""
+    cps_path = audit_dir / f"{chain}.checkpoints.jsonl"
+    cps = [line for line in cps_path.read_bytes().splitlines(keepends=True) if not json.loads(line)["final"]]
+    assert len(cps) >= 2, "the restarted gateway wrote no periodic checkpoint to cut back to"
+    keep = json.loads(cps[-2])["seq"]
+    events = audit_dir / f"{chain}.jsonl"
+    events.write_bytes(b"".join(line for line in events.read_bytes().splitlines(keepends=True)
+                                if json.loads(line)["seq"] <= keep))
+    cps_path.write_bytes(b"".join(cps[:-1]))
+    return keep
+
+
+def test_sigkill_mid_load_then_restart_keeps_the_trail_verifiable(tmp_path):
     key = Ed25519PrivateKey.generate()
     seed = key.private_bytes(serialization.Encoding.Raw, serialization.PrivateFormat.Raw, serialization.NoEncryption())
     pub = tmp_path / "audit.pub.pem"
     pub.write_bytes(public_pem(key))
     audit_dir = tmp_path / "audit"
+    db = tmp_path / "multihome.db"
     sim = Simulator("openai", "sim")
     gw = None
+    config = ""
     try:
         sim.fault(latency_ms=2)
         env = {"MH_TEST_CLIENT_KEY": CLIENT_KEY, "MH_TEST_AUDIT_KEY": base64.b64encode(seed).decode()}
-        gw = Gateway(CONFIG.format(audit=audit_dir, sim=sim.url), tmp_path, env)
+        config = CONFIG.format(audit=audit_dir, sim=sim.url, db=db)
+        gw = Gateway(config, tmp_path, env)
         answered: list[str] = []
 
         async def scenario():
@@ -90,16 +115,26 @@ def test_sigkill_mid_load_keeps_every_answered_call_started(tmp_path):
         gw.popen.wait(10)
         assert gw.popen.returncode == -signal.SIGKILL
         assert len(answered) >= 50, "the gateway answered too little before the kill to test anything"
+        crashed = sorted(p.name for p in audit_dir.glob("chn_*.jsonl") if not p.name.endswith(".checkpoints.jsonl"))
+
+        # Restart on the same directory and database, serve a little, stop cleanly.
+        gw = Gateway(config, tmp_path, env)
+        after: list[str] = []
+        asyncio.run(_load(gw.url, after, stop_after_s=1.5))
+        assert after, "the restarted gateway answered nothing"
+        gw.stop(sig_timeout=20)
+        assert gw.popen.returncode in (0, -signal.SIGTERM)  # a clean shutdown (uvicorn re-raises the signal)
+        answered += after
     finally:
         if gw is not None:
             gw.stop()
         sim.stop()
 
-    verify = subprocess.run(
-        [sys.executable, "-m", "multihome.cli_audit", "audit", "verify", "--dir", str(audit_dir), "--public-key", str(pub)],
-        capture_output=True, text=True, timeout=60,
-    )
+    config_file = tmp_path / "verify.yaml"
+    config_file.write_text(config)
+    verify = _verify(audit_dir, pub, "--config", str(config_file))  # the config names the registry's database
     assert verify.returncode == 0, verify.stdout + verify.stderr
+    assert "head registry entries" in verify.stdout
     for line in verify.stderr.splitlines():  # only the warnings a crash may leave are allowed
         assert any(k in line for k in ("torn_tail", "unsigned_tail")), line
 
@@ -111,3 +146,21 @@ def test_sigkill_mid_load_keeps_every_answered_call_started(tmp_path):
     assert calls, "no call completion events were written"
     done = next(iter(calls.values()))
     assert done["deployment"] == "main" and done["status"] == 200 and done["tenant"]
+
+    # A witness copy of the registry, then the newest chain cut back: both the database and the copy see it.
+    witness = tmp_path / "witness.json"
+    export = subprocess.run([sys.executable, "-m", "multihome.cli_audit", "audit", "heads", "export", "--config",
+                             str(config_file), "--out", str(witness)], capture_output=True, text=True, timeout=60)
+    assert export.returncode == 0, export.stderr
+    assert _verify(audit_dir, pub, "--heads", str(witness)).returncode == 0
+    newest = sorted(p.name[:-len(".jsonl")] for p in audit_dir.glob("chn_*.jsonl")
+                    if not p.name.endswith(".checkpoints.jsonl") and p.name not in crashed)[-1]
+    kept = _cut_back(audit_dir, newest)
+    for extra in (("--config", str(config_file)), ("--heads", str(witness))):
+        cut = _verify(audit_dir, pub, *extra)
+        assert cut.returncode == 1, cut.stdout + cut.stderr
+        assert f"FAIL {newest}.jsonl" in cut.stdout and "rolled_back" in cut.stdout
+        assert f"found seq {kept}" in cut.stdout
+    # Without the registry the same cut passes, and verify says it could not have seen it.
+    blind = _verify(audit_dir, pub)
+    assert blind.returncode == 0 and "rollback of the newest chain cannot be detected" in blind.stderr

@@ -12,6 +12,9 @@ class AuditConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     signing_key_file: str | None = None
     signing_key_env: str | None = None
     key_id: str | None = None  # default: derived from the public key ("ed25519:<16 hex>")
+    # The name the head registry (in the storage database) files this directory's chains under.
+    # Default "<hostname>:<real path of dir>"; set it where the hostname changes at every restart.
+    trail: str | None = None
     # Public keys `verify` accepts: key id -> PEM file path (old keys stay here after a rotation).
     public_keys: dict[str, str] = msgspec.field(default_factory=dict)
     checkpoint_every_s: float = 10.0

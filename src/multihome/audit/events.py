@@ -20,13 +20,15 @@ from ..accounting.record import CallRecord
 
 KINDS = ("call", "call_started", "policy_denial", "admin_change", "agent_step")
 FORMAT = "multihome.audit.v1"
+GENESIS_KIND = "chain_opened"  # seq 0 of every chain, written by the writer itself (never by a producer)
 
 _encoder = msgspec.json.Encoder(order="sorted")
 canonical = _encoder.encode
 
 
 def genesis(chain: str) -> str:
-    """The `prev` of a chain's first event: bound to the chain id, so events cannot move between chains."""
+    """The `prev` of a chain's genesis record (seq 0): bound to the chain id, so events cannot move between
+    chains. (In a chain written before genesis records existed, the `prev` of seq 1.)"""
     return hashlib.sha256(f"{FORMAT} genesis {chain}".encode()).hexdigest()
 
 
@@ -135,12 +137,33 @@ class AgentStep(_Body):
     detail: dict[str, Any] = {}
 
 
+class Link(_Body):
+    """An earlier chain as a new chain saw it when it opened: it had reached `seq`, whose hash was `head`
+    (durable: fsynced before it was read), and `final` says a final checkpoint closed it there."""
+
+    chain: str
+    seq: int
+    head: str
+    final: bool
+
+
+class ChainOpened(_Body):
+    """The genesis record (seq 0): where the chain belongs, whether it is signed, and what came before it."""
+
+    trail: str  # the trail the head registry files this chain under (audit.trail, default "<host>:<dir>")
+    host: str
+    pid: int
+    key_id: str | None  # the checkpoint signing key; null: this chain has no checkpoint file
+    links: tuple[Link, ...] = ()
+
+
 BODY_TYPES: dict[str, type] = {
     "call": CallEvent,
     "call_started": CallStarted,
     "policy_denial": PolicyDenial,
     "admin_change": AdminChange,
     "agent_step": AgentStep,
+    GENESIS_KIND: ChainOpened,
 }
 
 

@@ -3,7 +3,8 @@
 The files are the source of truth, so a query is a scan: chains in name order (names start with
 the writer's start time), events in seq order. A cursor is `<chain>:<seq>` of the last event
 returned; the next page starts after it. Lines that do not decode and a torn last line are
-skipped here; `audit verify` is what reports them.
+skipped here; `audit verify` is what reports them. A chain's genesis record (seq 0, the writer's
+own bookkeeping, see docs/audit.md) is never returned.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from dataclasses import dataclass
 
 import msgspec
 
-from .verify import CP_SUFFIX
+from .chainfile import chain_names
 
 
 class BadQuery(ValueError):
@@ -86,10 +87,7 @@ class AuditReader:
         self.dir = directory
 
     def chains(self) -> list[str]:
-        if not os.path.isdir(self.dir):
-            return []
-        return sorted(n[: -len(".jsonl")] for n in os.listdir(self.dir)
-                      if n.endswith(".jsonl") and not n.endswith(CP_SUFFIX))
+        return chain_names(self.dir)
 
     def iter_events(self, filters: Filters, after: str | None = None) -> Iterator[tuple[bytes, dict]]:
         """-> (stored line without its newline, decoded event), in (chain, seq) order."""
@@ -114,7 +112,7 @@ class AuditReader:
                         continue
                     if not isinstance(event, dict) or not isinstance(event.get("seq"), int):
                         continue
-                    if event["seq"] <= skip_to:
+                    if event["seq"] <= skip_to:  # (seq 0 is the genesis record: never a result)
                         continue
                     if filters.match(event):
                         yield raw, event

@@ -8,6 +8,10 @@ covers many events (group commit) and at low load an event waits for one fsync o
 Durability promise: a future from `append` (and `call_started`) resolves only after the event's
 line, and every line before it, has been fsynced. `record` is fire-and-forget; its event follows
 within one group-commit interval.
+
+Each chain opens with a genesis record (seq 0) that links the earlier chains of the directory
+(links.py) and, with a signing key, a checkpoint over it. With a database, every checkpoint is
+also handed to the head registry (head_publisher.py) after it is durable in its file.
 """
 
 from __future__ import annotations
@@ -23,10 +27,13 @@ import threading
 import time
 
 from ..accounting.record import CallRecord
-from .checkpoint import make_checkpoint
+from .chainfile import CHAIN_SUFFIX, CP_SUFFIX
+from .checkpoint import encode_checkpoint, new_checkpoint
 from .config import AuditConfig
-from .events import KINDS, CallStarted, EventCore, body_for, genesis, seal
+from .events import GENESIS_KIND, KINDS, CallStarted, ChainOpened, EventCore, body_for, genesis, seal
+from .head_publisher import HeadPublisher
 from .keys import key_id_of, load_signing_key
+from .links import host_name, links_for_new_chain, trail_of
 
 log = logging.getLogger("multihome.audit")
 
@@ -44,16 +51,21 @@ class AuditClosed(RuntimeError):
 class AuditLog:
     """The CallSink for audit, plus `append` for every other kind. Start/close like other services."""
 
-    def __init__(self, config: AuditConfig, *, fsync=None) -> None:
+    def __init__(self, config: AuditConfig, *, fsync=None, heads_url: str | None = None) -> None:
+        """heads_url: the storage database, where the head registry lives (None: no registry)."""
         if config.dir is None:
             raise ValueError("audit.dir is not set")
         self.config = config
         self.dir = config.dir
         self._fsync = fsync or (os.fsync if config.fsync else (lambda fd: None))
+        self._fsync_open = os.fsync if config.fsync else (lambda fd: None)  # the genesis record, before any event
         self._signing = load_signing_key(config.signing_key_file, config.signing_key_env)
         self.key_id = None
         if self._signing is not None:
             self.key_id = config.key_id or key_id_of(self._signing.public_key())
+        self.trail = trail_of(config)
+        self.heads = HeadPublisher(heads_url, self.trail, host_name()) if heads_url else None
+        self._checkpoints = self._signing is not None or self.heads is not None
         self.chain = ""
         self._pending: collections.deque = collections.deque()  # admitted, not yet taken by the writer
         self._waiting: collections.deque = collections.deque()  # producers beyond max_queue, in order
@@ -79,7 +91,14 @@ class AuditLog:
     # -- lifecycle -----------------------------------------------------------------------------
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
-        await asyncio.to_thread(self._open_chain)
+        if self.heads is not None:
+            await self.heads.start()
+        try:
+            await asyncio.to_thread(self._open_chain)
+        except BaseException:
+            if self.heads is not None:
+                await self.heads.close()
+            raise
         self._closed = False
         self._thread = threading.Thread(target=self._run, name="audit-writer", daemon=True)
         self._thread.start()
@@ -95,6 +114,8 @@ class AuditLog:
         await asyncio.to_thread(self._thread.join)
         # The thread has exited, so futures it resolved are queued on the loop: let them run.
         await asyncio.sleep(0)
+        if self.heads is not None:  # after the final checkpoint, within a deadline
+            await self.heads.close()
 
     # -- producers (event loop thread) ---------------------------------------------------------
     def append(self, kind: str, body) -> asyncio.Future:
@@ -163,21 +184,35 @@ class AuditLog:
         return len(self._waiting)
 
     # -- writer thread -------------------------------------------------------------------------
-    def _open_chain(self) -> None:
+    def _open_chain(self, known: dict[str, tuple[int, str]] | None = None) -> None:
+        """A new chain: its genesis record, and with a key the checkpoint over it, durable before any
+        event. `known`: chains whose durable end this process knows better than their files."""
         os.makedirs(self.dir, mode=0o700, exist_ok=True)
+        links = links_for_new_chain(self.dir, known)
         self.chain = new_chain_id()
+        now = time.time()
+        record = ChainOpened(trail=self.trail, host=host_name(), pid=os.getpid(), key_id=self.key_id, links=links)
+        line, head = seal(EventCore(chain=self.chain, seq=0, time=now, prev=genesis(self.chain), kind=GENESIS_KIND,
+                                    body=record))
         flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND
-        self._fd = os.open(os.path.join(self.dir, f"{self.chain}.jsonl"), flags, 0o600)
-        if self._signing is not None:
-            self._cp_fd = os.open(os.path.join(self.dir, f"{self.chain}.checkpoints.jsonl"), flags, 0o600)
-        dfd = os.open(self.dir, os.O_RDONLY)  # make the new names themselves durable
         try:
-            os.fsync(dfd)
-        finally:
-            os.close(dfd)
-        self._seq, self._head = 0, genesis(self.chain)
-        self._cp_seq, self._cp_time = 0, time.monotonic()
-        log.info("audit chain %s in %s", self.chain, self.dir)
+            self._fd = os.open(os.path.join(self.dir, self.chain + CHAIN_SUFFIX), flags, 0o600)
+            self._write_all(self._fd, line)
+            self._fsync_open(self._fd)
+            if self._signing is not None:
+                self._cp_fd = os.open(os.path.join(self.dir, self.chain + CP_SUFFIX), flags, 0o600)
+            dfd = os.open(self.dir, os.O_RDONLY)  # make the new names themselves durable
+            try:
+                os.fsync(dfd)
+            finally:
+                os.close(dfd)
+        except OSError:
+            self._close_chain()
+            raise
+        self._seq, self._head = 0, head
+        self._cp_seq, self._cp_time = -1, time.monotonic()
+        self._maybe_checkpoint(force=False)  # seq 0: the genesis record is signed (and registered) at once
+        log.info("audit chain %s in %s (links %d earlier chain(s))", self.chain, self.dir, len(links))
 
     def _close_chain(self) -> None:
         for fd in (self._fd, self._cp_fd):
@@ -190,7 +225,7 @@ class AuditLog:
 
     def _run(self) -> None:
         cfg = self.config
-        wait_s = min(cfg.checkpoint_every_s, 1.0) if self._signing is not None else 1.0
+        wait_s = min(cfg.checkpoint_every_s, 1.0) if self._checkpoints else 1.0
         while True:
             self._wake.wait(wait_s)
             self._wake.clear()
@@ -232,10 +267,7 @@ class AuditLog:
         if not lines:
             return
         try:
-            data = b"".join(lines)
-            view = memoryview(data)
-            while view:
-                view = view[os.write(self._fd, view):]
+            self._write_all(self._fd, b"".join(lines))
             self._fsync(self._fd)
         except OSError as exc:
             # The file's tail is now unknown: fail these producers and continue on a fresh chain.
@@ -243,8 +275,9 @@ class AuditLog:
             log.error("audit: writing chain %s failed (%s); starting a new chain", chain, exc)
             self._resolve(futures, len(futures), 0, exc)
             self._close_chain()
+            durable = {chain: (self._seq, self._head)}  # the file's tail holds lines that were never fsynced
             try:
-                self._open_chain()
+                self._open_chain(durable)
             except OSError as exc2:
                 log.error("audit: cannot open a new chain (%s)", exc2)
             return
@@ -259,19 +292,29 @@ class AuditLog:
         except RuntimeError:
             pass  # the loop is gone (process exiting): nobody is waiting any more
 
+    @staticmethod
+    def _write_all(fd: int, data: bytes) -> None:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view):]
+
     def _maybe_checkpoint(self, force: bool) -> None:
-        if self._signing is None or self._cp_fd < 0 or (self._seq == self._cp_seq and not force):
+        if not self._checkpoints or self._fd < 0 or (self._seq == self._cp_seq and not force):
             return
         cfg = self.config
-        due = (self._seq - self._cp_seq >= cfg.checkpoint_every_events
+        due = (self._cp_seq < 0  # the genesis record
+               or self._seq - self._cp_seq >= cfg.checkpoint_every_events
                or time.monotonic() - self._cp_time >= cfg.checkpoint_every_s)
         if not (force or due):
             return
-        line = make_checkpoint(self._signing, self.key_id, self.chain, self._seq, self._head, time.time(), final=force)
-        try:
-            os.write(self._cp_fd, line)
-            self._fsync(self._cp_fd)
-        except OSError as exc:
-            log.error("audit: cannot write a checkpoint for %s (%s)", self.chain, exc)
-            return
+        cp = new_checkpoint(self._signing, self.key_id, self.chain, self._seq, self._head, time.time(), final=force)
+        if self._cp_fd >= 0:
+            try:
+                os.write(self._cp_fd, encode_checkpoint(cp))
+                self._fsync(self._cp_fd)
+            except OSError as exc:
+                log.error("audit: cannot write a checkpoint for %s (%s)", self.chain, exc)
+                return
         self._cp_seq, self._cp_time = self._seq, time.monotonic()
+        if self.heads is not None:  # only once durable in its file: the registry never runs ahead of it
+            self.heads.offer(cp)

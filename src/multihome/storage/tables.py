@@ -137,6 +137,21 @@ token_revocations = sa.Table(
     ),
 )
 
+# The audit head registry (docs/audit.md "Rollback"): the newest checkpoint of every audit chain,
+# kept apart from the audit files so that cutting the files back shows. `seq` never goes down.
+audit_heads = sa.Table(
+    "audit_heads",
+    metadata,
+    sa.Column("chain", sa.String(200), primary_key=True),
+    sa.Column("trail", sa.String(400), nullable=False, index=True),  # audit.trail: which directory
+    sa.Column("host", sa.String(200), nullable=False),
+    sa.Column("seq", sa.BigInteger, nullable=False),
+    sa.Column("head", sa.String(64), nullable=False),
+    sa.Column("final", sa.Boolean(create_constraint=False), nullable=False),
+    sa.Column("checkpoint", sa.Text, nullable=False),  # the checkpoint as signed (canonical JSON)
+    sa.Column("updated_at", TS, nullable=False),
+)
+
 # `seq` is the state_version the change produced: a gap-free total order in commit order.
 admin_events = sa.Table(
     "admin_events",

@@ -1,0 +1,125 @@
+"""Upserts this process's newest checkpoints into the head registry, off the hot path.
+
+The writer thread hands over each checkpoint after it is durable in its file (`offer`: a
+thread-safe hop onto the loop, nothing else). One task on the loop keeps only the newest checkpoint
+per chain and writes them in one statement; the database therefore lags the files by at most one
+write, which only narrows what it can prove, never makes an honest trail fail. A database that is
+down is retried with backoff and logged, and never holds back an audit write; `close` flushes the
+final checkpoint within a deadline.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+from .checkpoint import Checkpoint
+
+log = logging.getLogger("multihome.audit")
+
+CLOSE_DEADLINE_S = 5.0
+_RETRY_S = (0.1, 0.25, 0.5, 1.0, 2.0, 5.0)
+_QUIET_S = 10.0  # a registry that is only late (the storage service is still migrating) is not news
+
+
+class HeadPublisher:
+    def __init__(self, url: str, trail: str, host: str) -> None:
+        self.url, self.trail, self.host = url, trail, host
+        self.published = 0  # checkpoints written to the database
+        self._latest: dict[str, Checkpoint] = {}
+        self._wake = asyncio.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._engine = None
+        self._task: asyncio.Task | None = None
+        self._failing_since: float | None = None
+        self._last_warning = 0.0
+
+    async def start(self) -> None:
+        from ..storage.engine import create_engine  # SQLAlchemy only when there is a registry
+
+        self._loop = asyncio.get_running_loop()
+        self._engine = create_engine(self.url)
+        self._task = self._loop.create_task(self._run(), name="audit-head-publisher")
+
+    def offer(self, cp: Checkpoint) -> None:
+        """From any thread: publish `cp` soon (a later checkpoint of the same chain replaces it)."""
+        try:
+            self._loop.call_soon_threadsafe(self._put, cp)
+        except RuntimeError:
+            pass  # the loop is gone (process exiting): the files still hold the checkpoint
+
+    def _put(self, cp: Checkpoint) -> None:
+        held = self._latest.get(cp.chain)
+        if held is None or (held.seq, held.final) <= (cp.seq, cp.final):
+            self._latest[cp.chain] = cp
+        self._wake.set()
+
+    async def _run(self) -> None:
+        attempt = 0
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            if await self._flush():
+                attempt = 0
+                continue
+            await asyncio.sleep(_RETRY_S[min(attempt, len(_RETRY_S) - 1)])
+            attempt += 1
+            self._wake.set()
+
+    async def _flush(self) -> bool:
+        """Write what is held; True when nothing is left (or nothing was)."""
+        if not self._latest:
+            return True
+        batch, self._latest = self._latest, {}
+        from ..storage.engine import write_connection
+        from .heads import upsert
+
+        try:
+            conn = await write_connection(self._engine)
+            try:
+                async with conn.begin():
+                    await conn.execute(upsert(self._engine.dialect.name, self.trail, self.host, list(batch.values())))
+            finally:
+                await conn.close()
+        except BaseException as exc:  # any database failure (or a cancel mid-write): keep them, retry
+            for cp in batch.values():  # put back unless a newer one arrived meanwhile
+                self._put(cp)
+            if not isinstance(exc, Exception):
+                raise
+            self._failed(exc)
+            return False
+        self.published += len(batch)
+        if self._failing_since is not None:
+            log.info("audit: the head registry is written again")
+            self._failing_since = None
+        return not self._latest
+
+    def _failed(self, exc: Exception) -> None:
+        now = time.monotonic()
+        if self._failing_since is None:
+            self._failing_since = now
+        if now - self._failing_since >= _QUIET_S and now - self._last_warning >= 60:
+            self._last_warning = now
+            log.warning("audit: cannot write the head registry for %.0f s (%s: %s); retrying. Until it is "
+                        "written, a rollback of the newest checkpoints cannot be detected from the database",
+                        now - self._failing_since, exc.__class__.__name__, str(exc).splitlines()[0][:200])
+
+    async def close(self) -> None:
+        if self._task is None:
+            return
+        self._task.cancel()
+        await asyncio.gather(self._task, return_exceptions=True)
+        self._task = None
+        try:
+            await asyncio.wait_for(self._drain(), CLOSE_DEADLINE_S)
+        except asyncio.TimeoutError:
+            pass
+        if self._latest:
+            log.error("audit: the head registry did not take the last checkpoints of %s before shutdown; the "
+                      "checkpoint files still hold them", ", ".join(sorted(self._latest)))
+        await self._engine.dispose()
+
+    async def _drain(self) -> None:
+        while not await self._flush():
+            await asyncio.sleep(0.1)
