@@ -24,6 +24,7 @@ from .asgi import JSON, read_body, send_bytes
 from .policy_gate import EGRESS, PolicyGate
 
 _encode = msgspec.json.encode
+_PROBLEM_PATH = re.compile(r"^policy new\.(\S+?)(?::|\s)")
 Handler = Callable[..., Awaitable[tuple[int, object]]]
 
 
@@ -116,7 +117,7 @@ class AdminRoutes:
         except Conflict as exc:
             raise ApiError(409, str(exc), code="conflict") from None
         except Invalid as exc:
-            raise ApiError(400, str(exc), code="invalid_value") from None
+            raise ApiError(400, str(exc), param=exc.field, code="invalid_value") from None
         if route.method != "GET" and route.handler != "explain" and self.after_change is not None:
             await self.after_change()
         await send_bytes(send, status, _encode(out), [JSON, (b"x-request-id", request_id)])
@@ -248,7 +249,9 @@ class AdminRoutes:
 def _check_rules(tenant: str, scope: str, scope_id: str | None, rules) -> None:
     problems = policy_problems(EnginePolicy(id="new", tenant_id=tenant, scope=scope, scope_id=scope_id, rules=rules))
     if problems:
-        raise ApiError(400, "Invalid policy: " + "; ".join(problems), param="rules", code="invalid_policy")
+        where = _PROBLEM_PATH.match(problems[0])  # "policy new.rules[0].regions[1]: ..." -> param rules[0].regions[1]
+        raise ApiError(400, "Invalid policy: " + "; ".join(problems[:5]), param=where.group(1) if where else "rules",
+                       code="invalid_policy")
 
 
 def match_route(routes, method: str, path: str) -> tuple[Route, dict[str, str]] | None:

@@ -30,6 +30,8 @@ from typing import Literal
 
 import msgspec
 
+from ..schema import admin_fields as fields
+
 _ID = re.compile(r"^[A-Za-z0-9_\-]{1,64}$")  # also what the admin API's URL pattern accepts
 
 
@@ -90,6 +92,14 @@ def problems(a: Agreement) -> list[str]:
         out.append(f"{a.id}: ends_on {a.ends_on} is before starts_on {a.starts_on}")
     if not re.fullmatch(r"[A-Z]{3}", a.currency):
         out.append(f"{a.id}: currency must be a 3-letter ISO code, not {a.currency!r}")
+    # Stored, and held in memory by every replica: bounded like every admin-set field.
+    if isinstance(a, RevenueShare):
+        found = fields.strings(a.parties, "parties") or next(
+            (p for k in Basis.__struct_fields__ if (p := fields.strings(getattr(a.basis, k), f"basis.{k}"))), None)
+    else:
+        found = fields.text(a.provider, "provider") if a.provider else None
+    if found is not None:
+        out.append(f"{a.id}: {found.message}")
     if isinstance(a, RevenueShare):
         if not a.rate.is_finite() or not Decimal(0) <= a.rate <= Decimal(1):
             out.append(f"{a.id}: rate must be a fraction between 0 and 1, not {a.rate}")

@@ -9,7 +9,8 @@ from typing import Any
 import sqlalchemy as sa
 
 from ..identity.principal import ROLES
-from .base import StoreBase, as_utc, nonempty, to_utc, utcnow
+from ..schema import admin_fields as fields
+from .base import StoreBase, as_utc, checked, nonempty, to_utc, utcnow
 from .errors import Invalid, NotFound
 from .ids import new_id, new_key_prefix, new_key_secret
 from .keys import hash_key
@@ -39,10 +40,9 @@ def key_from_row(r: Any) -> KeyRecord:
 def _str_list(values: Iterable[str] | None, what: str) -> list[str] | None:
     if values is None:
         return None
-    if isinstance(values, str):
-        raise Invalid(f"{what} must be a list of strings, not a string")
-    out = sorted({nonempty(v, what) for v in values})
-    return out
+    values = list(values) if not isinstance(values, str) else values
+    checked(fields.strings(values, what))
+    return sorted(set(values))
 
 
 class KeysRepo(StoreBase):
@@ -70,7 +70,7 @@ class KeysRepo(StoreBase):
             id=new_id("key"),
             tenant_id=tenant_id,
             team_id=team_id,
-            name=nonempty(name, "key name"),
+            name=nonempty(name, "name"),
             roles=role_list,
             scopes_models=_str_list(scopes_models, "scopes_models"),
             scopes_endpoints=_str_list(scopes_endpoints, "scopes_endpoints"),

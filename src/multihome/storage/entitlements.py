@@ -18,6 +18,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from ..policy.model import globs_overlap
+from ..schema import admin_fields as fields
 from .base import StoreBase, as_utc, nonempty, utcnow
 from .errors import Conflict, Invalid, NotFound
 from .ids import new_id
@@ -55,6 +56,7 @@ class EntitlementsRepo(StoreBase):
             raise Invalid("starts_on and ends_on must be dates")
         if ends_on < starts_on:
             raise Invalid(f"ends_on {ends_on} is before starts_on {starts_on}")
+        nonempty(note, "note", fields.TEXT_MAX, required=False)
         ent = Entitlement(id=new_id("ent"), tenant_id=tenant_id, model_group=model_group, starts_on=starts_on,
                           ends_on=ends_on, exclusive=bool(exclusive), note=note, created_at=utcnow(), revoked_at=None)
         async with self._write(lock=_GRANT_LOCK) as conn:

@@ -24,7 +24,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from .base import StoreBase, as_utc, to_utc, utcnow
+from .base import StoreBase, as_utc, nonempty, to_utc, utcnow
 from .errors import Invalid, NotFound
 from .ids import new_id
 from .records import TokenRevocation
@@ -53,11 +53,7 @@ def _text(value: Any, field: str, *, required: bool) -> str | None:
         if required:
             raise Invalid(f"{field} is required", field=field)
         return None
-    if not isinstance(value, str) or (required and not value.strip()):
-        raise Invalid(f"{field} must be a non-empty string", field=field)
-    if len(value) > _MAX[field]:
-        raise Invalid(f"{field} is longer than {_MAX[field]} characters", field=field)
-    return value
+    return nonempty(value, field, _MAX[field], required=required)
 
 
 def _when(value: datetime | None, field: str) -> datetime | None:
