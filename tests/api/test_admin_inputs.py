@@ -125,3 +125,50 @@ async def test_stored_free_form_fields_are_bounded(root):
     # Nothing refused was stored.
     after = (await ok(await root.get(events)))["data"]
     assert [e["action"] for e in after[before:]] == ["key.create", "policy.create"]
+
+
+async def test_control_characters_are_refused_in_every_stored_string(root):
+    """A CR/LF in a rule description used to reach every call's x-multihome-attempts header; a NUL
+    made PostgreSQL fail with a 500. Refused at input, naming the field and the character."""
+    tenant = (await ok(await root.post("/admin/v1/tenants", json={"name": "acme"}), 201))["id"]
+    t = f"/admin/v1/tenants/{tenant}"
+    admin_secret = (await ok(await root.post(f"{t}/keys", json={"name": "ta", "roles": ["tenant-admin"]}), 201))["key"]
+    tenant_admin = httpx.AsyncClient(transport=root._transport, base_url="http://gw",
+                                     headers={"authorization": f"Bearer {admin_secret}"})
+    allow = {"effect": "allow", "deployments": ["d"]}
+    cases = [
+        (tenant_admin, "POST", f"{t}/policies",
+         {"scope": "tenant", "rules": [{**allow, "description": "EU\r\nX-Injected: 1"}]}, "rules[0].description",
+         "U+000D"),
+        (tenant_admin, "POST", f"{t}/policies", {"scope": "tenant", "rules": [{**allow, "deployments": ["d\nx"]}]},
+         "rules[0].deployments[0]", "U+000A"),
+        (tenant_admin, "POST", f"{t}/policies", {"scope": "tenant", "rules": [allow], "description": "a\tb"},
+         "description", "U+0009"),
+        (root, "POST", "/admin/v1/tenants", {"name": "evil\u0000corp"}, "name", "U+0000"),
+        (root, "POST", "/admin/v1/tenants", {"name": "x", "metadata": {"k": "line\u2028break"}}, "metadata.k",
+         "U+2028"),
+        (root, "POST", "/admin/v1/tenants", {"name": "x", "metadata": {"k\r": 1}}, "metadata", "U+000D"),
+        (tenant_admin, "POST", f"{t}/teams", {"name": "ml\x1b[31m"}, "name", "U+001B"),
+        (tenant_admin, "POST", f"{t}/keys", {"name": "ci\u0085"}, "name", "U+0085"),
+        (tenant_admin, "POST", f"{t}/keys", {"name": "ci", "scopes_endpoints": ["chat\r"]}, "scopes_endpoints[0]",
+         "U+000D"),
+        (root, "POST", f"{t}/entitlements", {"model_group": "g", "starts_on": "2025-01-01", "ends_on": "2025-01-02",
+                                             "note": "PO\n4711"}, "note", "U+000A"),
+        (root, "POST", f"{t}/entitlements", {"model_group": "g\u007f", "starts_on": "2025-01-01",
+                                             "ends_on": "2025-01-02"}, "model_group", "U+007F"),
+    ]
+    for client, method, url, body, param, char in cases:
+        err = await refused(await client.request(method, url, json=body), param, char, "control character")
+        assert "\r" not in err["message"] and "\n" not in err["message"]
+    policy = await ok(await tenant_admin.post(f"{t}/policies", json={"scope": "tenant", "rules": [allow]}), 201)
+    await refused(await tenant_admin.patch(f"{t}/policies/{policy['id']}", json={"description": "a\r\nb"}),
+                  "description", "U+000D")
+    await refused(await tenant_admin.patch(f"{t}/policies/{policy['id']}",
+                                           json={"rules": [{**allow, "description": "a\r\nb"}]}),
+                  "rules[0].description", "U+000D")
+    contract = {"kind": "commitment", "id": "c", "provider": "p\r\n", "amount": "1", "starts_on": "2025-01-01",
+                "ends_on": "2025-12-31"}
+    await refused(await root.post("/admin/v1/contracts", json=contract), None, "provider", "U+000D")
+    tenants = (await ok(await root.get("/admin/v1/tenants")))["data"]
+    assert [x["name"] for x in tenants] == ["acme"]
+    await tenant_admin.aclose()

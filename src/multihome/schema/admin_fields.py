@@ -11,6 +11,7 @@ the caller raises its own error (storage: `Invalid`, policy and contracts: a pro
 from __future__ import annotations
 
 import math
+import re
 from typing import Any, NamedTuple
 
 import msgspec
@@ -25,6 +26,10 @@ METADATA_MAX_DEPTH = 4  # nested objects and lists, the metadata object itself i
 METADATA_KEY_MAX = 100  # characters of one member name
 INT_MIN, INT_MAX = -(2**63), 2**63 - 1  # numbers in stored JSON: what every JSON reader can hold
 
+# C0 and C1 controls, DEL, and the Unicode line and paragraph separators: what could break a
+# header or forge a log line. No stored string may hold one (metadata included: one rule for all).
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+
 
 class Problem(NamedTuple):
     field: str  # path of the offending value: "metadata.owner", "rules[2].description"
@@ -32,18 +37,18 @@ class Problem(NamedTuple):
 
 
 def text(value: Any, field: str, *, max_len: int = NAME_MAX, required: bool = True) -> Problem | None:
-    """A string of at most `max_len` characters (non-blank when `required`)."""
+    """A single-line string of at most `max_len` characters (non-blank when `required`)."""
     if not isinstance(value, str):
         return Problem(field, f"{field} must be a string")
     if required and not value.strip():
         return Problem(field, f"{field} must be a non-empty string")
     if len(value) > max_len:
         return Problem(field, f"{field} is longer than {max_len} characters ({len(value)})")
-    return None
+    return _control(value, field)
 
 
 def strings(values: Any, field: str, *, max_items: int = LIST_MAX, max_len: int = NAME_MAX) -> Problem | None:
-    """A list of at most `max_items` non-empty strings of at most `max_len` characters."""
+    """A list of at most `max_items` non-empty single-line strings of at most `max_len` characters."""
     if isinstance(values, str) or not isinstance(values, (list, tuple, set, frozenset)):
         return Problem(field, f"{field} must be a list of strings")
     if len(values) > max_items:
@@ -107,3 +112,10 @@ def json_value(value: Any, field: str, *, max_bytes: int, max_items: int, max_de
         return Problem(field, f"{field} is larger than {max_bytes} bytes as JSON ({size})")
     return None
 
+
+def _control(value: str, field: str) -> Problem | None:
+    found = _CONTROL.search(value)
+    if found is None:
+        return None
+    return Problem(field, f"{field} contains a control character (U+{ord(found.group()):04X} at position "
+                   f"{found.start()}); line breaks, tabs and other control characters are not allowed")
