@@ -172,3 +172,48 @@ async def test_control_characters_are_refused_in_every_stored_string(root):
     tenants = (await ok(await root.get("/admin/v1/tenants")))["data"]
     assert [x["name"] for x in tenants] == ["acme"]
     await tenant_admin.aclose()
+
+
+async def test_numbers_dates_and_times_are_bounded(root):
+    """Each of these used to answer 500 (or store something unusable); now 400 saying what to fix."""
+    tenant = (await ok(await root.post("/admin/v1/tenants", json={"name": "acme"}), 201))["id"]
+    t = f"/admin/v1/tenants/{tenant}"
+    keys = f"{t}/keys"
+    for days in (1e12, 1e308, -5, 0, 36526):
+        await refused(await root.post(keys, json={"name": "k", "expires_in_days": days}), "expires_in_days",
+                      "more than 0 and at most 36525")
+    await refused(await root.post(keys, json={"name": "k", "expires_in_days": 1, "expires_at": "2030-01-01T00:00:00Z"}),
+                  "expires_in_days", "not both")
+    for when, words in (("0001-01-01T00:00:00+05:00", "from 1970-01-01"), ("9999-12-31T23:59:59-05:00", "to 9998-12-31"),
+                        ("0001-01-01T00:00:00Z", "from 1970-01-01"), ("2001-01-01T00:00:00Z", "in the past"),
+                        ("2300-01-01T00:00:00Z", "36525 days"), ("2030-01-01T00:00:00", "timezone-aware")):
+        await refused(await root.post(keys, json={"name": "k", "expires_at": when}), "expires_at", words)
+    made = await ok(await root.post(keys, json={"name": "k", "expires_in_days": 36525}), 201)
+    assert made["expires_at"].startswith(str(int(made["created_at"][:4]) + 100))
+
+    for query in ("after=99999999999999999999999", "after=-1", "after=1.5", "limit=0", "limit=1001", "limit=abc",
+                  "limit=" + "9" * 5000):
+        name = query.split("=")[0]
+        for url in (f"{t}/events", "/admin/v1/events"):
+            await refused(await root.get(f"{url}?{query}"), name, "whole number from")
+    assert (await ok(await root.get(f"{t}/events?limit=1000&after=0")))["data"]
+    assert (await ok(await root.get(f"/admin/v1/events?after={2**63 - 1}")))["data"] == []
+
+    grant = {"model_group": "g", "starts_on": "2025-01-01", "ends_on": "2025-12-31"}
+    await refused(await root.post(f"{t}/entitlements", json={**grant, "starts_on": "0001-01-01"}), "starts_on",
+                  "from 1970-01-01 to 9998-12-31")
+    await refused(await root.post(f"{t}/entitlements", json={**grant, "ends_on": "9999-12-31"}), "ends_on", "9998-12-31")
+
+    # Contracts: a far-future term used to be stored and then break every contracts refresh.
+    contract = {"kind": "commitment", "id": "c", "provider": "p", "amount": "1000", "starts_on": "2025-01-01",
+                "ends_on": "2025-12-31"}
+    for extra, words in (({"ends_on": "9999-12-31"}, "ends_on must be from"), ({"amount": "1e400"}, "at most"),
+                         ({"starts_on": "0001-01-01"}, "starts_on must be from")):
+        await refused(await root.post("/admin/v1/contracts", json={**contract, **extra}), None, words)
+    await ok(await root.post("/admin/v1/contracts", json=contract), 201)
+    for url in ("/admin/v1/contracts/base/report", "/admin/v1/contracts/report.csv"):
+        for at in ("0001-01-01T00:00:00%2B05:00", "9999-12-31T23:59:59-05:00"):
+            await refused(await root.get(f"{url}?at={at}"), "at", "from 1970-01-01")
+    for url in (f"{t}/usage", "/admin/v1/usage"):
+        await refused(await root.get(f"{url}?start=0001-01-01T00:00:00%2B05:00"), "start", "from 1970-01-01")
+        await refused(await root.get(f"{url}?end=9999-12-31T23:59:59-05:00"), "end", "to 9998-12-31")

@@ -1,5 +1,6 @@
 """Bounds on what an admin may store: the free-form fields of tenants, teams, API keys, policies,
-entitlements, token revocations and contracts (docs/storage.md "Field limits").
+entitlements, token revocations and contracts, and the dates and times they carry
+(docs/storage.md "Field limits").
 
 Why: every replica keeps the stored objects in memory (the snapshot), PostgreSQL refuses values
 that SQLite would keep, and names and descriptions end up in response headers and log lines. So
@@ -10,6 +11,7 @@ the caller raises its own error (storage: `Invalid`, policy and contracts: a pro
 
 from __future__ import annotations
 
+import datetime as dt
 import math
 import re
 from typing import Any, NamedTuple
@@ -25,6 +27,9 @@ METADATA_MAX_ITEMS = 64  # members and list entries, counted at every level
 METADATA_MAX_DEPTH = 4  # nested objects and lists, the metadata object itself included
 METADATA_KEY_MAX = 100  # characters of one member name
 INT_MIN, INT_MAX = -(2**63), 2**63 - 1  # numbers in stored JSON: what every JSON reader can hold
+# Dates and times an admin may give (UTC): far enough for any licence or expiry, and far enough
+# from the ends of Python's calendar that a UTC offset or a day's arithmetic cannot overflow it.
+FIRST_DAY, LAST_DAY = dt.date(1970, 1, 1), dt.date(9998, 12, 31)
 
 # C0 and C1 controls, DEL, and the Unicode line and paragraph separators: what could break a
 # header or forge a log line. No stored string may hold one (metadata included: one rule for all).
@@ -110,6 +115,33 @@ def json_value(value: Any, field: str, *, max_bytes: int, max_items: int, max_de
     size = len(msgspec.json.encode(value))
     if size > max_bytes:
         return Problem(field, f"{field} is larger than {max_bytes} bytes as JSON ({size})")
+    return None
+
+
+def day(value: Any, field: str) -> Problem | None:
+    """A date from FIRST_DAY to LAST_DAY."""
+    if not isinstance(value, dt.date):
+        return Problem(field, f"{field} must be a date (YYYY-MM-DD)")
+    if isinstance(value, dt.datetime):
+        value = value.date()
+    if not FIRST_DAY <= value <= LAST_DAY:
+        return Problem(field, f"{field} must be from {FIRST_DAY} to {LAST_DAY}, not {value}")
+    return None
+
+
+def moment(value: Any, field: str) -> Problem | None:
+    """A time with its UTC offset whose UTC date is from FIRST_DAY to LAST_DAY (then
+    `value.astimezone(UTC)` is safe)."""
+    if not isinstance(value, dt.datetime):
+        return Problem(field, f"{field} must be a time (RFC 3339, e.g. 2030-01-01T00:00:00Z)")
+    if value.tzinfo is None or value.utcoffset() is None:
+        return Problem(field, f"{field} must be timezone-aware: give its UTC offset (e.g. 2030-01-01T00:00:00Z)")
+    try:
+        found = day(value.astimezone(dt.timezone.utc).date(), field)
+    except OverflowError:  # year 1 at +05:00, year 9999 at -05:00
+        found = Problem(field, "")
+    if found is not None:
+        return Problem(field, f"{field} must be a time from {FIRST_DAY}T00:00:00Z to {LAST_DAY}T23:59:59Z")
     return None
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
@@ -17,6 +17,10 @@ from .keys import hash_key
 from .records import KeyRecord
 from .tables import api_keys, teams
 from .tenancy import _metadata
+
+# A key expires within this many days, or never (expires_at left out): a later date is a typo or
+# a wish for a key that never expires, and far-future dates are where date arithmetic overflows.
+KEY_MAX_LIFETIME_DAYS = 36525  # 100 years
 
 
 def key_from_row(r: Any) -> KeyRecord:
@@ -66,6 +70,7 @@ class KeysRepo(StoreBase):
         unknown = [r for r in role_list if r not in ROLES]
         if unknown:
             raise Invalid(f"unknown role(s) {unknown}; roles are {list(ROLES)}")
+        expires_at = _expiry(expires_at)
         values = dict(
             id=new_id("key"),
             tenant_id=tenant_id,
@@ -75,7 +80,7 @@ class KeysRepo(StoreBase):
             scopes_models=_str_list(scopes_models, "scopes_models"),
             scopes_endpoints=_str_list(scopes_endpoints, "scopes_endpoints"),
             metadata=_metadata(metadata),
-            expires_at=to_utc(expires_at, "expires_at"),
+            expires_at=expires_at,
             revoked_at=None,
             created_at=utcnow(),
         )
@@ -131,6 +136,19 @@ class KeysRepo(StoreBase):
                                detail={"name": row.name, "prefix": row.prefix}, at=now)
             row = (await conn.execute(q)).first()
         return key_from_row(row)
+
+
+def _expiry(expires_at: datetime | None) -> datetime | None:
+    expires_at = to_utc(expires_at, "expires_at")
+    if expires_at is None:
+        return None
+    now = utcnow()
+    if expires_at <= now:
+        raise Invalid("expires_at is in the past: give a time in the future", field="expires_at")
+    if expires_at > now + timedelta(days=KEY_MAX_LIFETIME_DAYS):
+        raise Invalid(f"expires_at is more than {KEY_MAX_LIFETIME_DAYS} days (100 years) away; leave it out for a "
+                      "key that does not expire", field="expires_at")
+    return expires_at
 
 
 class _Row:

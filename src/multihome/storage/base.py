@@ -35,11 +35,10 @@ def as_utc(value: datetime | None) -> datetime | None:
 
 
 def to_utc(value: datetime | None, what: str) -> datetime | None:
-    """Write side: refuse naive datetimes rather than guess their zone."""
+    """Write side: refuse naive datetimes rather than guess their zone, and times out of range."""
     if value is None:
         return None
-    if value.tzinfo is None:
-        raise Invalid(f"{what} must be timezone-aware (e.g. datetime.now(UTC))")
+    checked(fields.moment(value, what))
     return value.astimezone(UTC)
 
 

@@ -19,7 +19,7 @@ import sqlalchemy as sa
 
 from ..policy.model import globs_overlap
 from ..schema import admin_fields as fields
-from .base import StoreBase, as_utc, nonempty, utcnow
+from .base import StoreBase, as_utc, checked, nonempty, utcnow
 from .errors import Conflict, Invalid, NotFound
 from .ids import new_id
 from .records import Entitlement
@@ -52,8 +52,8 @@ class EntitlementsRepo(StoreBase):
         if "*" in model_group[:-1]:
             raise Invalid(f"model_group may use '*' only as its last character (a family such as 'legal-*'), "
                           f"not {model_group!r}", field="model_group")
-        if not isinstance(starts_on, date) or not isinstance(ends_on, date):
-            raise Invalid("starts_on and ends_on must be dates")
+        checked(fields.day(starts_on, "starts_on"))
+        checked(fields.day(ends_on, "ends_on"))
         if ends_on < starts_on:
             raise Invalid(f"ends_on {ends_on} is before starts_on {starts_on}")
         nonempty(note, "note", fields.TEXT_MAX, required=False)

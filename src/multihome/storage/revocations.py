@@ -56,13 +56,6 @@ def _text(value: Any, field: str, *, required: bool) -> str | None:
     return nonempty(value, field, _MAX[field], required=required)
 
 
-def _when(value: datetime | None, field: str) -> datetime | None:
-    try:
-        return to_utc(value, field)
-    except Invalid as exc:
-        raise Invalid(str(exc), field=field) from None
-
-
 def _detail(r: TokenRevocation) -> dict[str, Any]:
     return {
         "kind": r.kind, "issuer": r.issuer, "subject": r.subject, "jti": r.jti,
@@ -108,8 +101,8 @@ class RevocationsRepo(StoreBase):
             raise Invalid("not_before is for kind subject (a jti revocation refuses that one token)",
                           field="not_before")
         now = utcnow()
-        not_before = _when(not_before, "not_before")
-        expires_at = _when(expires_at, "expires_at")
+        not_before = to_utc(not_before, "not_before")
+        expires_at = to_utc(expires_at, "expires_at")
         if kind == "subject" and not_before is None:
             not_before = now
         if expires_at is None and kind == "jti":
