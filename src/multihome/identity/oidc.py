@@ -185,8 +185,8 @@ class OidcVerifier:
                     keys.refresh_in_background()
                 if self.revocations is not None:
                     self._check_revoked(principal, iss, jti, iat)
-                if self.tenants is not None:
-                    await self._check_tenant(principal)
+                if self.tenants is not None and not self._tenant_known(principal):
+                    await self._recheck_tenant(principal)
                 return principal
             self._verified.pop(token, None)
         if len(token) > MAX_TOKEN_BYTES:
@@ -230,19 +230,19 @@ class OidcVerifier:
                                      cfg.issuer, jti, iat)
         if self.revocations is not None:
             self._check_revoked(principal, cfg.issuer, jti, iat)
-        if self.tenants is not None:
-            await self._check_tenant(principal)
+        if self.tenants is not None and not self._tenant_known(principal):
+            await self._recheck_tenant(principal)
         return principal
 
-    async def _check_tenant(self, principal: Principal) -> None:
-        """Raise 403 unknown_tenant unless the principal's tenant is stored (memory; one re-read on a miss)."""
+    def _tenant_known(self, principal: Principal) -> bool:
+        """Is the principal's tenant stored (memory only: one dictionary lookup)?"""
         known = self.tenants()  # type: ignore[misc]
-        if known is None or principal.tenant in known:
-            return
-        if self.tenants_miss is not None and await self.tenants_miss():
-            known = self.tenants()  # type: ignore[misc]
-            if known is None or principal.tenant in known:
-                return  # created moments ago on another replica
+        return known is None or principal.tenant in known
+
+    async def _recheck_tenant(self, principal: Principal) -> None:
+        """After a miss: re-read the stored tenants once (rate-limited), then raise 403 unknown_tenant."""
+        if self.tenants_miss is not None and await self.tenants_miss() and self._tenant_known(principal):
+            return  # created moments ago on another replica
         raise _UNKNOWN_TENANT
 
     def _check_revoked(self, principal: Principal, iss: str, jti: str | None, iat: float | None) -> None:
