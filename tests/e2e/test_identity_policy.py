@@ -223,6 +223,10 @@ def test_entitlements_expiry_exclusivity_and_explain(world):
     ent = world.ok(world.admin.post(f"/admin/v1/tenants/{world.a}/entitlements", json=grant), 201)
     overlapping = world.admin.post(f"/admin/v1/tenants/{world.b}/entitlements", json={**grant, "exclusive": False})
     assert overlapping.status_code == 409 and ent["id"] in overlapping.text
+    for family in ("licen*", "*"):  # a family covering another tenant's exclusive grant (issue 11 #9)
+        covering = world.admin.post(f"/admin/v1/tenants/{world.b}/entitlements",
+                                    json={**grant, "model_group": family, "exclusive": False})
+        assert covering.status_code == 409 and ent["id"] in covering.text, covering.text
     old = {"model_group": "licensed", "starts_on": "2020-01-01", "ends_on": "2020-12-31"}
     expired = world.ok(world.admin.post(f"/admin/v1/tenants/{world.b}/entitlements", json=old), 201)
 
