@@ -37,6 +37,7 @@ def build_app(config: Config) -> Gateway:
     oidc = _oidc(config)
     if oidc is not None and storage.enabled:  # token revocations (admin API) refuse tokens on every replica
         oidc.revocations = lambda: storage.snapshots.revocations if storage.snapshots is not None else None
+        oidc.tenants, oidc.tenants_miss = storage.known_tenants, storage.refresh_after_miss  # offboarding works
     auth = Authenticator.from_config(
         config,
         managed=storage.lookup_key if storage.enabled else None,

@@ -8,7 +8,7 @@ import time
 
 from .config import Config, env_secret
 
-# A key this replica has not seen may have just been created on another one: look once more,
+# A key (or a token's tenant) this replica has not seen may have just been created on another one: look once more,
 # but re-read the database at most this often, so a flood of made-up keys costs nothing.
 _MISS_REFRESH_S = 0.1
 
@@ -30,8 +30,15 @@ class StorageService:
         """Managed-key lookup for the Authenticator (None until started)."""
         return self.snapshots.keys.lookup(presented) if self.snapshots is not None else None
 
+    def known_tenants(self):
+        """The stored tenants by id, for the OIDC verifier (empty until started: nobody's tenant is known)."""
+        try:
+            return self.snapshots.snapshot.tenants if self.snapshots is not None else {}
+        except RuntimeError:  # the first snapshot is still loading
+            return {}
+
     async def refresh_after_miss(self) -> bool:
-        """Re-read the snapshot after an unknown key (single-flight, rate-limited). True if it did."""
+        """Re-read the snapshot after an unknown key or tenant (single-flight, rate-limited). True if it did."""
         if self.snapshots is None:
             return False
         if self._miss_refresh is None:

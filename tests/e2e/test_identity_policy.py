@@ -223,6 +223,10 @@ def test_entitlements_expiry_exclusivity_and_explain(world):
     ent = world.ok(world.admin.post(f"/admin/v1/tenants/{world.a}/entitlements", json=grant), 201)
     overlapping = world.admin.post(f"/admin/v1/tenants/{world.b}/entitlements", json={**grant, "exclusive": False})
     assert overlapping.status_code == 409 and ent["id"] in overlapping.text
+    for family in ("licen*", "*"):  # a family covering another tenant's exclusive grant (issue 11 #9)
+        covering = world.admin.post(f"/admin/v1/tenants/{world.b}/entitlements",
+                                    json={**grant, "model_group": family, "exclusive": False})
+        assert covering.status_code == 409 and ent["id"] in covering.text, covering.text
     old = {"model_group": "licensed", "starts_on": "2020-01-01", "ends_on": "2020-12-31"}
     expired = world.ok(world.admin.post(f"/admin/v1/tenants/{world.b}/entitlements", json=old), 201)
 
@@ -306,3 +310,38 @@ def test_openapi_document_is_valid(world):
     doc = httpx.get(world.gw.url + "/admin/v1/openapi.json").json()
     validate(doc)
     assert "/admin/v1/tenants/{tenant}/keys" in doc["paths"]
+
+
+def test_tokens_for_unknown_or_offboarded_tenants_are_refused_and_new_tenants_work_at_once(world):
+    """Issue 11 #6: a genuine token naming a made-up, reserved or deleted tenant is refused (403) on
+    every replica; a tenant created on one replica is usable on the other without waiting."""
+    for tenant in ("ten_madeup0000000000000", "*"):
+        for gw in (world.gw, world.gw2):
+            with pytest.raises(openai.PermissionDeniedError) as info:
+                world.sdk(world.issuer.mint(tenant=tenant), gw).chat.completions.create(model="gpt-4o", messages=USER)
+            assert info.value.code == "unknown_tenant", tenant
+            assert "unknown or has been offboarded" in info.value.message and tenant not in info.value.message
+    # Created through one replica, its users' tokens (and keys) work through the other one at once.
+    doomed = world.ok(world.admin.post("/admin/v1/tenants", json={"name": "offboarded-soon"}), 201)["id"]
+    token = world.issuer.mint(tenant=doomed, sub="leaver")
+    _, secret = world.key(doomed)
+    for credential in (token, secret):
+        assert world.sdk(credential, world.gw2).chat.completions.create(model="gpt-4o", messages=USER).choices
+    assert world.ok(world.http(token, world.gw2).get("/admin/v1/whoami"))["tenant"] == doomed
+    world.ok(world.admin.delete(f"/admin/v1/tenants/{doomed}"))
+
+    def offboarded(gw) -> bool:
+        try:
+            world.sdk(token, gw).chat.completions.create(model="gpt-4o", messages=USER)
+            return False
+        except openai.PermissionDeniedError as exc:
+            assert exc.code == "unknown_tenant" and exc.status_code == 403
+            return True
+
+    assert offboarded(world.gw)  # the replica that deleted it: at once
+    _wait_for(lambda: offboarded(world.gw2), 2.0)  # the other: within its snapshot refresh
+    for gw in (world.gw, world.gw2):
+        with pytest.raises(openai.AuthenticationError):  # the tenant's API keys went with it
+            world.sdk(secret, gw).chat.completions.create(model="gpt-4o", messages=USER)
+        resp = world.http(token, gw).get("/admin/v1/whoami")
+        assert resp.status_code == 403 and resp.json()["error"]["code"] == "unknown_tenant"

@@ -77,6 +77,14 @@ def test_invalid_rows_refuse_only_their_tenant():
     (Policy("p", "acme", "tenant", rules=[EgressRule("allow", regions=["eu-*-1"])]), "'*' only as its last character"),
     (Entitlement("e", "acme", "gpt-4o", dt.date(2026, 2, 1), dt.date(2026, 1, 31)), "ends_on 2026-01-31 is before starts_on"),
     (Entitlement("e", "acme", "*gpt", dt.date(2026, 1, 1), dt.date(2026, 1, 31)), "'*' only as its last character"),
+    # A description reaches response headers (x-multihome-attempts) and a value reaches log lines:
+    # a stored row with a line break refuses its tenant's calls rather than inject one.
+    (Policy("p", "acme", "tenant", rules=[EgressRule("allow", description="EU\r\nX-Injected: 1")]),
+     "rules[0].description contains a control character (U+000D"),
+    (Policy("p", "acme", "tenant", rules=[EgressRule("allow", deployments=["eu\n"])]),
+     "rules[0].deployments[0] contains a control character (U+000A"),
+    (Policy("p", "acme", "tenant", rules=[EgressRule("allow", regions=["r"] * 101)]), "more than 100 values"),
+    (Policy("p", "acme", "tenant", rules=[EgressRule("allow")] * 101), "more than 100 rules"),
 ])
 def test_row_validation(row, problem):
     problems = policy_problems(row) if isinstance(row, Policy) else entitlement_problems(row)

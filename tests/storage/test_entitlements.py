@@ -116,3 +116,44 @@ async def test_exclusive_grants_race_across_separate_engines(migrated_url, store
         for r in replicas:
             await r.close()
     assert sum(not isinstance(r, BaseException) for r in results) == 1, results
+
+
+async def test_family_grants_collide_with_exact_ones_both_ways_within_their_terms(store):
+    """Issue 11 #9: "legal-*" covers "legal-ft", so an exclusive grant on either side refuses the other."""
+    a, b, c = await _tenants(store, 3)
+    ft = await store.grant_entitlement(a.id, model_group="legal-ft", starts_on=JAN1, ends_on=JUN30, exclusive=True,
+                                       actor="admin")
+    for group in ("legal-*", "leg*", "*"):  # a family covering another tenant's exclusive grant
+        with pytest.raises(Conflict) as exc:
+            await store.grant_entitlement(b.id, model_group=group, starts_on=JUN30, ends_on=DEC31, actor="admin")
+        assert exc.value.conflicting == ft.id and ft.id in str(exc.value)
+    family = await store.grant_entitlement(b.id, model_group="legal-*", starts_on=JUL1, ends_on=DEC31,
+                                           exclusive=True, actor="admin")  # after the exclusive term: fine
+    for group, start in (("legal-ft", JUL1), ("legal-chat", DEC31), ("legal-x*", JUL1), ("l*", DEC31)):
+        with pytest.raises(Conflict) as exc:  # under, or overlapping, another tenant's exclusive family
+            await store.grant_entitlement(c.id, model_group=group, starts_on=start, ends_on=DEC31, actor="admin")
+        assert exc.value.conflicting == family.id
+    # Not covered, not overlapping in time, the same tenant, or revoked: no conflict.
+    await store.grant_entitlement(c.id, model_group="legalese", starts_on=JAN1, ends_on=DEC31, exclusive=True,
+                                  actor="admin")
+    await store.grant_entitlement(c.id, model_group="legal-ft", starts_on=date(2026, 1, 1),
+                                  ends_on=date(2026, 12, 31), exclusive=True, actor="admin")
+    await store.grant_entitlement(b.id, model_group="legal-ft", starts_on=JUL1, ends_on=JUL1, actor="admin")
+    await store.revoke_entitlement(b.id, family.id, actor="admin")
+    with pytest.raises(Invalid) as bad:
+        await store.grant_entitlement(a.id, model_group="legal-*-ft", starts_on=JAN1, ends_on=DEC31, actor="admin")
+    assert bad.value.field == "model_group"
+
+
+async def test_concurrent_family_and_exact_exclusive_grants_exactly_one_wins(store, store2):
+    tenants = await _tenants(store, 12)
+    groups = ["legal-*", "legal-ft", "legal-f*", "*"]
+
+    async def grant(i, t):
+        return await (store, store2)[i % 2].grant_entitlement(
+            t.id, model_group=groups[i % len(groups)], starts_on=JAN1, ends_on=DEC31, exclusive=True, actor="admin")
+
+    results = await asyncio.gather(*(grant(i, t) for i, t in enumerate(tenants)), return_exceptions=True)
+    winners = [r for r in results if not isinstance(r, BaseException)]
+    assert len(winners) == 1, results
+    assert all(isinstance(r, Conflict) for r in results if isinstance(r, BaseException)), results

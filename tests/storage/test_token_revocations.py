@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 import sqlalchemy as sa
@@ -83,6 +83,12 @@ async def test_create_list_get_delete_bump_the_version_once_each_and_are_recorde
     ({"kind": "jti", "jti": "j", "expires_at": datetime(2020, 1, 1, tzinfo=UTC)}, "expires_at", "already"),
     ({"kind": "subject", "subject": "a", "expires_at": datetime(2020, 1, 1, tzinfo=UTC)}, "expires_at", "past"),
     ({"kind": "jti", "jti": "j", "reason": "r" * 1001}, "reason", "longer than 1000"),
+    ({"kind": "jti", "jti": "j", "reason": "leaked\r\nX-Injected: 1"}, "reason", "control character"),
+    ({"kind": "subject", "subject": "alice\u0000"}, "subject", "control character"),
+    ({"kind": "subject", "subject": "a", "not_before": datetime(9999, 12, 31, 23, tzinfo=timezone(timedelta(hours=-5)))},
+     "not_before", "to 9998-12-31"),
+    ({"kind": "subject", "subject": "a", "expires_at": datetime(1, 1, 1, tzinfo=timezone(timedelta(hours=5)))},
+     "expires_at", "from 1970-01-01"),
 ])
 async def test_bad_values_name_the_field_and_leave_nothing_behind(store, args, field, message):
     v = await store.version()

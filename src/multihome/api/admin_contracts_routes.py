@@ -22,6 +22,7 @@ from ..contracts.config import Agreement, encode_agreement
 from ..contracts.report import build_report, build_reports, to_csv
 from ..contracts.service import AgreementConflict, ContractsService
 from ..identity.principal import Principal
+from ..schema import admin_fields
 from ..schema.decoding import decode_error
 from ..schema.errors import ApiError
 from .admin_rbac import ORG, authorize
@@ -105,7 +106,11 @@ def _at(query) -> dt.datetime:
         at = dt.datetime.fromisoformat(values[0])
     except ValueError:
         raise ApiError(400, f"at={values[0]!r} is not an ISO 8601 time.", param="at", code="invalid_value") from None
-    return at if at.tzinfo else at.replace(tzinfo=dt.timezone.utc)
+    at = at if at.tzinfo else at.replace(tzinfo=dt.timezone.utc)
+    found = admin_fields.moment(at, "at")  # year 1 at +05:00 would overflow the report's arithmetic
+    if found is not None:
+        raise ApiError(400, f"{found.message}.", param="at", code="invalid_value")
+    return at
 
 
 def _match(method: str, path: str) -> tuple[str, dict[str, str]]:

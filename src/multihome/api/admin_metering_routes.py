@@ -15,6 +15,7 @@ import msgspec
 
 from ..identity.principal import Principal
 from ..metering.summary import GROUPS, usage_summary
+from ..schema import admin_fields
 from ..schema.errors import ApiError
 from .admin_rbac import ORG, READ, authorize
 from .asgi import JSON, send_bytes
@@ -86,4 +87,8 @@ def _time(q, name) -> dt.datetime | None:
         parsed = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
     except ValueError:
         raise ApiError(400, f"Query parameter '{name}' must be an ISO 8601 time, e.g. 2025-06-01T00:00:00Z.", param=name) from None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=dt.timezone.utc)
+    parsed = parsed if parsed.tzinfo else parsed.replace(tzinfo=dt.timezone.utc)
+    found = admin_fields.moment(parsed, name)  # year 1 at +05:00: the database driver would overflow
+    if found is not None:
+        raise ApiError(400, f"Query parameter {found.message}.", param=name, code="invalid_value")
+    return parsed

@@ -17,6 +17,7 @@ from ..policy.model import Policy as EnginePolicy
 from ..policy.model import policy_problems
 from ..schema.decoding import decode_error
 from ..schema.errors import ApiError
+from ..storage.apikeys import KEY_MAX_LIFETIME_DAYS
 from ..storage.errors import Conflict, Invalid, NotFound
 from . import admin_bodies as B
 from .admin_rbac import AUDIT, ORG, READ, WRITE, authorize
@@ -24,6 +25,9 @@ from .asgi import JSON, read_body, send_bytes
 from .policy_gate import EGRESS, PolicyGate
 
 _encode = msgspec.json.encode
+_WHOLE = re.compile(r"[+-]?[0-9]{1,20}")  # bounded before int(): no 100 000-digit conversions
+MAX_PAGE = 1000
+_PROBLEM_PATH = re.compile(r"^policy new\.(\S+?)(?::|\s)")
 Handler = Callable[..., Awaitable[tuple[int, object]]]
 
 
@@ -67,8 +71,10 @@ ROUTES = [
     _r("POST", f"{P}/tenants/{{tenant}}/entitlements", ORG, "grant_entitlement", "Grant a time-bound model licence", B.GrantEntitlement),
     _r("GET", f"{P}/tenants/{{tenant}}/entitlements/{{id}}", READ, "get_entitlement", "Get an entitlement"),
     _r("DELETE", f"{P}/tenants/{{tenant}}/entitlements/{{id}}", ORG, "revoke_entitlement", "Revoke an entitlement"),
-    _r("GET", f"{P}/tenants/{{tenant}}/events", AUDIT, "tenant_events", "Admin changes in this tenant"),
-    _r("GET", f"{P}/events", ORG, "all_events", "Admin changes in the whole organisation"),
+    _r("GET", f"{P}/tenants/{{tenant}}/events", AUDIT, "tenant_events", "Admin changes in this tenant, oldest first "
+       "(?limit= 1-1000, default 100; ?after=<seq of the last event seen>)", query=("limit", "after")),
+    _r("GET", f"{P}/events", ORG, "all_events", "Admin changes in the whole organisation, oldest first "
+       "(?limit= 1-1000, default 100; ?after=<seq of the last event seen>)", query=("limit", "after")),
     _r("POST", f"{P}/policy/explain", "explain", "explain", "The policy decision for a caller and model, rule by rule", B.ExplainPolicy),
 ]
 
@@ -116,7 +122,7 @@ class AdminRoutes:
         except Conflict as exc:
             raise ApiError(409, str(exc), code="conflict") from None
         except Invalid as exc:
-            raise ApiError(400, str(exc), code="invalid_value") from None
+            raise ApiError(400, str(exc), param=exc.field, code="invalid_value") from None
         if route.method != "GET" and route.handler != "explain" and self.after_change is not None:
             await self.after_change()
         await send_bytes(send, status, _encode(out), [JSON, (b"x-request-id", request_id)])
@@ -169,6 +175,13 @@ class AdminRoutes:
                 raise ApiError(400, f"scopes_models names unknown model groups: {', '.join(missing)}.", param="scopes_models")
         expires_at = body.expires_at
         if body.expires_in_days is not None:
+            if expires_at is not None:
+                raise ApiError(400, "Send expires_at or expires_in_days, not both.", param="expires_in_days",
+                               code="invalid_value")
+            if not 0 < body.expires_in_days <= KEY_MAX_LIFETIME_DAYS:
+                raise ApiError(400, f"expires_in_days must be more than 0 and at most {KEY_MAX_LIFETIME_DAYS} (100 "
+                               "years); leave it out for a key that does not expire.", param="expires_in_days",
+                               code="invalid_value")
             expires_at = dt.datetime.now(dt.timezone.utc) + dt.timedelta(days=body.expires_in_days)
         record, secret = await self.store.create_key(
             p["tenant"], name=body.name, team_id=body.team_id, roles=body.roles, scopes_models=body.scopes_models,
@@ -226,10 +239,10 @@ class AdminRoutes:
         return 200, await self.store.revoke_entitlement(p["tenant"], p["id"], actor=who.subject)
 
     async def tenant_events(self, who, p, body, q):
-        return 200, _list(await self.store.admin_events(p["tenant"], limit=_int(q, "limit", 100), after=_opt_int(q, "after")))
+        return 200, _list(await self.store.admin_events(p["tenant"], **_page(q)))
 
     async def all_events(self, who, p, body, q):
-        return 200, _list(await self.store.admin_events(None, limit=_int(q, "limit", 100), after=_opt_int(q, "after")))
+        return 200, _list(await self.store.admin_events(None, **_page(q)))
 
     async def explain(self, who, p, body: B.ExplainPolicy, q):
         authorize(who, READ, body.tenant_id)
@@ -248,7 +261,9 @@ class AdminRoutes:
 def _check_rules(tenant: str, scope: str, scope_id: str | None, rules) -> None:
     problems = policy_problems(EnginePolicy(id="new", tenant_id=tenant, scope=scope, scope_id=scope_id, rules=rules))
     if problems:
-        raise ApiError(400, "Invalid policy: " + "; ".join(problems), param="rules", code="invalid_policy")
+        where = _PROBLEM_PATH.match(problems[0])  # "policy new.rules[0].regions[1]: ..." -> param rules[0].regions[1]
+        raise ApiError(400, "Invalid policy: " + "; ".join(problems[:5]), param=where.group(1) if where else "rules",
+                       code="invalid_policy")
 
 
 def match_route(routes, method: str, path: str) -> tuple[Route, dict[str, str]] | None:
@@ -265,16 +280,18 @@ def match_route(routes, method: str, path: str) -> tuple[Route, dict[str, str]] 
     return None
 
 
-def _int(q, name, default) -> int:
-    value = _opt_int(q, name)
-    return default if value is None else max(1, min(value, 1000))
+def _page(q) -> dict:
+    """?limit= (1-1000, default 100) and ?after= (the seq of the last event seen) of an events list."""
+    return {"limit": query_int(q, "limit", 1, MAX_PAGE, 100), "after": query_int(q, "after", 0, 2**63 - 1)}
 
 
-def _opt_int(q, name) -> int | None:
+def query_int(q, name: str, lo: int, hi: int, default: int | None = None) -> int | None:
+    """A whole-number query parameter from lo to hi (its last value), else 400 saying so."""
     values = q.get(name)
     if not values:
-        return None
-    try:
-        return int(values[0])
-    except ValueError:
-        raise ApiError(400, f"Query parameter '{name}' must be an integer.", param=name) from None
+        return default
+    text = values[-1] if isinstance(values, list) else values
+    if not _WHOLE.fullmatch(text) or not lo <= int(text) <= hi:
+        raise ApiError(400, f"Query parameter '{name}' must be a whole number from {lo} to {hi}.", param=name,
+                       code="invalid_value")
+    return int(text)

@@ -30,7 +30,12 @@ from typing import Literal
 
 import msgspec
 
+from ..schema import admin_fields as fields
+
 _ID = re.compile(r"^[A-Za-z0-9_\-]{1,64}$")  # also what the admin API's URL pattern accepts
+# Amounts (commitment amount, revenue-share cap) up to a quadrillion: reports round to cents in a
+# 60-digit context, which larger exponents would overflow.
+MAX_AMOUNT = Decimal(10**15)
 
 
 class _Strict(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -86,18 +91,30 @@ def problems(a: Agreement) -> list[str]:
     out = []
     if not _ID.match(a.id):
         out.append(f"id {a.id!r}: 1-64 characters from A-Z a-z 0-9 _ -")
+    for name in ("starts_on", "ends_on"):
+        found = fields.day(getattr(a, name), name)
+        if found is not None:
+            out.append(f"{a.id}: {found.message}")
     if a.ends_on < a.starts_on:
         out.append(f"{a.id}: ends_on {a.ends_on} is before starts_on {a.starts_on}")
     if not re.fullmatch(r"[A-Z]{3}", a.currency):
         out.append(f"{a.id}: currency must be a 3-letter ISO code, not {a.currency!r}")
+    # Stored, and held in memory by every replica: bounded like every admin-set field.
+    if isinstance(a, RevenueShare):
+        found = fields.strings(a.parties, "parties") or next(
+            (p for k in Basis.__struct_fields__ if (p := fields.strings(getattr(a.basis, k), f"basis.{k}"))), None)
+    else:
+        found = fields.text(a.provider, "provider") if a.provider else None
+    if found is not None:
+        out.append(f"{a.id}: {found.message}")
     if isinstance(a, RevenueShare):
         if not a.rate.is_finite() or not Decimal(0) <= a.rate <= Decimal(1):
             out.append(f"{a.id}: rate must be a fraction between 0 and 1, not {a.rate}")
-        if a.cap is not None and (not a.cap.is_finite() or a.cap < 0):
-            out.append(f"{a.id}: cap must be a non-negative amount, not {a.cap}")
+        if a.cap is not None and (not a.cap.is_finite() or not 0 <= a.cap <= MAX_AMOUNT):
+            out.append(f"{a.id}: cap must be a non-negative amount of at most {MAX_AMOUNT}, not {a.cap}")
     else:
-        if not a.amount.is_finite() or a.amount <= 0:
-            out.append(f"{a.id}: amount must be positive, not {a.amount}")
+        if not a.amount.is_finite() or not 0 < a.amount <= MAX_AMOUNT:
+            out.append(f"{a.id}: amount must be positive and at most {MAX_AMOUNT}, not {a.amount}")
         if not a.provider:
             out.append(f"{a.id}: provider is required")
     return out

@@ -82,8 +82,10 @@ def _days(delta: dt.timedelta) -> Decimal:
 def projected(now: dt.datetime, remaining: Decimal, rate: Decimal, end: dt.datetime) -> dt.datetime | None:
     if remaining <= 0 or rate <= 0:
         return None
-    at = now + dt.timedelta(days=float(money.CTX.divide(remaining, rate)))
-    return at if at < end else None
+    days = money.CTX.divide(remaining, rate)
+    if days >= _days(end - now):  # not within the term (and never a date past the calendar's end)
+        return None
+    return now + dt.timedelta(days=float(days))
 
 
 async def build_report(a: Agreement, ledger: Ledger, now: dt.datetime, window_days: int = 7,

@@ -10,7 +10,7 @@ from typing import Any
 
 from ..schema.errors import ApiError
 from .oidc_config import IssuerConfig
-from .principal import Principal
+from .principal import ALL_TENANTS, Principal
 
 _MISSING = object()
 # Claims defined as space-delimited lists (RFC 8693 `scope`, Entra ID `scp`).
@@ -69,6 +69,13 @@ def principal_from_claims(cfg: IssuerConfig, payload: dict[str, Any]) -> Princip
                 )
         else:
             tenant = raw
+    if tenant == ALL_TENANTS:
+        # "*" means every tenant, for the bootstrap org-admin key only; a token never acts for all.
+        raise forbidden(
+            f"The token's tenant (claim '{m.tenant}') is not a tenant of this gateway: it is unknown or has been "
+            "offboarded. Ask your administrator.",
+            "unknown_tenant",
+        )
 
     team = None
     if m.team is not None:

@@ -12,6 +12,12 @@ each saying what is wrong; none repeats any part of the token.
 Revocation: every accepted token, first seen or remembered, is checked against the live token
 revocations (`revocations()`, the storage snapshot's RevocationIndex) by (iss, jti) and by
 (iss, subject, iat): two dictionary lookups, none while no revocation is live.
+
+Tenants: with storage, every accepted token's tenant must be a stored tenant (`tenants()`, the
+snapshot's tenants by id): one dictionary lookup per request, so a deleted (offboarded) tenant's
+tokens are refused on every replica once its snapshot has the deletion. A tenant this replica does
+not know may have been created moments ago on another one: `tenants_miss()` re-reads the snapshot
+(single-flight and rate-limited, shared with unknown API keys) before the token is refused.
 """
 
 from __future__ import annotations
@@ -20,7 +26,7 @@ import asyncio
 import logging
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Container
 from typing import TYPE_CHECKING
 
 import aiohttp
@@ -61,6 +67,15 @@ _TOO_LARGE = _unauthorized(f"The bearer token is larger than {MAX_TOKEN_BYTES} b
 _UNKNOWN_ISSUER = _unauthorized(
     "The token's issuer (iss) is not one this gateway trusts; see identity.oidc in the gateway config.",
     "unknown_issuer",
+)
+
+
+_UNKNOWN_TENANT = ApiError(
+    403,
+    "The token's tenant is not a tenant of this gateway: it is unknown or has been offboarded. Ask your "
+    "administrator to create the tenant, or to map your identity provider's tenant to an existing one.",
+    type="permission_error",
+    code="unknown_tenant",
 )
 
 
@@ -107,11 +122,18 @@ class OidcVerifier:
         clock: Callable[[], float] = time.monotonic,
         verified_cache_size: int = 10_000,
         revocations: Callable[[], RevocationIndex | None] | None = None,
+        tenants: Callable[[], Container[str] | None] | None = None,
+        tenants_miss: Callable[[], Awaitable[bool]] | None = None,
     ) -> None:
         check_issuers(issuers)
         # The live token revocations (storage's SnapshotCache.revocations), read on every request;
         # None (no storage) or returning None: nothing is revoked.
         self.revocations = revocations
+        # The stored tenants by id (storage's Snapshot.tenants), read on every request; None (no
+        # storage, or not loaded yet): tenants are not checked. `tenants_miss` re-reads them once
+        # (rate-limited) before an unknown tenant is refused; True if it did.
+        self.tenants = tenants
+        self.tenants_miss = tenants_miss
         # Clients reuse one token for its whole life: a token verified once is answered from here
         # until its exp (+ leeway) or until its issuer's key set changes. Bounded; oldest out first.
         # Value: (principal, exp + leeway, key cache, its generation, iss, jti, iat).
@@ -163,6 +185,8 @@ class OidcVerifier:
                     keys.refresh_in_background()
                 if self.revocations is not None:
                     self._check_revoked(principal, iss, jti, iat)
+                if self.tenants is not None and not self._tenant_known(principal):
+                    await self._recheck_tenant(principal)
                 return principal
             self._verified.pop(token, None)
         if len(token) > MAX_TOKEN_BYTES:
@@ -206,7 +230,20 @@ class OidcVerifier:
                                      cfg.issuer, jti, iat)
         if self.revocations is not None:
             self._check_revoked(principal, cfg.issuer, jti, iat)
+        if self.tenants is not None and not self._tenant_known(principal):
+            await self._recheck_tenant(principal)
         return principal
+
+    def _tenant_known(self, principal: Principal) -> bool:
+        """Is the principal's tenant stored (memory only: one dictionary lookup)?"""
+        known = self.tenants()  # type: ignore[misc]
+        return known is None or principal.tenant in known
+
+    async def _recheck_tenant(self, principal: Principal) -> None:
+        """After a miss: re-read the stored tenants once (rate-limited), then raise 403 unknown_tenant."""
+        if self.tenants_miss is not None and await self.tenants_miss() and self._tenant_known(principal):
+            return  # created moments ago on another replica
+        raise _UNKNOWN_TENANT
 
     def _check_revoked(self, principal: Principal, iss: str, jti: str | None, iat: float | None) -> None:
         """Raise 401 token_revoked if a live revocation covers this token (memory only, O(1))."""

@@ -13,7 +13,7 @@ from urllib.parse import urlsplit
 
 import msgspec
 
-from .principal import ROLES
+from .principal import ALL_TENANTS, ROLES
 
 # Algorithms a token may be signed with, by the key type (and curve) that verifies them.
 ASYMMETRIC_ALGORITHMS = {
@@ -55,6 +55,8 @@ class ClaimsMap(_Strict):
             raise ValueError("claims: set exactly one of `tenant` (a claim name) or `tenant_value` (a fixed tenant)")
         if self.tenant_map and self.tenant is None:
             raise ValueError("claims.tenant_map: only with `tenant` (a claim name)")
+        if self.tenant_value == ALL_TENANTS or ALL_TENANTS in self.tenant_map.values():
+            raise ValueError(f"claims: '{ALL_TENANTS}' is not a tenant (it stands for every tenant); name a tenant id")
         for external, role in self.role_map.items():
             if role not in ROLES:
                 raise ValueError(f"claims.role_map.{external}: '{role}' is not a role (one of {', '.join(ROLES)})")

@@ -8,10 +8,11 @@ import msgspec
 # tenant; auditor reads one tenant's audit trail; member calls models.
 ORG_ADMIN, TENANT_ADMIN, AUDITOR, MEMBER = "org-admin", "tenant-admin", "auditor", "member"
 ROLES = (ORG_ADMIN, TENANT_ADMIN, AUDITOR, MEMBER)
+ALL_TENANTS = "*"  # the tenant of the bootstrap org-admin key, acting across tenants; never a stored tenant
 
 
 class Principal(msgspec.Struct, frozen=True):
-    tenant: str  # tenant id ("*" only for org-admins acting across tenants)
+    tenant: str  # tenant id (ALL_TENANTS, "*", only for the bootstrap org-admin acting across tenants)
     subject: str  # key id ("key_...") or the token's `sub`
     source: str  # "api_key" | "oidc:<issuer name>" | "static"
     team: str | None = None

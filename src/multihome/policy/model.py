@@ -11,6 +11,8 @@ from typing import Literal
 
 import msgspec
 
+from ..schema import admin_fields as fields
+
 ALLOW, DENY = "allow", "deny"
 TENANT, TEAM, KEY = "tenant", "team", "key"
 SCOPES = (TENANT, TEAM, KEY)
@@ -104,6 +106,9 @@ def globs_overlap(a: str, b: str) -> bool:
 def _pattern_problem(where: str, value: object) -> str | None:
     if not isinstance(value, str) or not value:
         return f"{where}: empty value"
+    found = fields.text(value, where)
+    if found is not None:
+        return found.message
     if "*" in value[:-1]:
         return f"{where}: '{value}' may use '*' only as its last character"
     return None
@@ -117,10 +122,17 @@ def rule_problems(rule: EgressRule, where: str = "rule") -> list[str]:
             continue
         if not values:
             problems.append(f"{where}.{field}: an empty list matches nothing; omit the field to mean any")
+        if len(values) > fields.LIST_MAX:
+            problems.append(f"{where}.{field} has more than {fields.LIST_MAX} values ({len(values)})")
+            continue
         for i, v in enumerate(values):
             p = _pattern_problem(f"{where}.{field}[{i}]", v)
             if p:
                 problems.append(p)
+    if rule.description is not None:
+        found = fields.text(rule.description, f"{where}.description", max_len=fields.TEXT_MAX, required=False)
+        if found is not None:
+            problems.append(found.message)
     return problems
 
 
@@ -132,6 +144,8 @@ def policy_problems(policy: Policy) -> list[str]:
         problems.append(f"{where}: scope '{policy.scope}' needs a scope_id")
     if policy.scope == TENANT and policy.scope_id not in (None, policy.tenant_id):
         problems.append(f"{where}: a tenant-scope policy's scope_id must be its tenant id")
+    if len(policy.rules) > fields.RULES_MAX:
+        return [*problems, f"{where}.rules has more than {fields.RULES_MAX} rules ({len(policy.rules)})"]
     for i, rule in enumerate(policy.rules):
         problems.extend(rule_problems(rule, f"{where}.rules[{i}]"))
     return problems

@@ -3,19 +3,24 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
 
 from ..identity.principal import ROLES
-from .base import StoreBase, as_utc, nonempty, to_utc, utcnow
+from ..schema import admin_fields as fields
+from .base import StoreBase, as_utc, checked, nonempty, to_utc, utcnow
 from .errors import Invalid, NotFound
 from .ids import new_id, new_key_prefix, new_key_secret
 from .keys import hash_key
 from .records import KeyRecord
 from .tables import api_keys, teams
 from .tenancy import _metadata
+
+# A key expires within this many days, or never (expires_at left out): a later date is a typo or
+# a wish for a key that never expires, and far-future dates are where date arithmetic overflows.
+KEY_MAX_LIFETIME_DAYS = 36525  # 100 years
 
 
 def key_from_row(r: Any) -> KeyRecord:
@@ -39,10 +44,9 @@ def key_from_row(r: Any) -> KeyRecord:
 def _str_list(values: Iterable[str] | None, what: str) -> list[str] | None:
     if values is None:
         return None
-    if isinstance(values, str):
-        raise Invalid(f"{what} must be a list of strings, not a string")
-    out = sorted({nonempty(v, what) for v in values})
-    return out
+    values = list(values) if not isinstance(values, str) else values
+    checked(fields.strings(values, what))
+    return sorted(set(values))
 
 
 class KeysRepo(StoreBase):
@@ -66,16 +70,17 @@ class KeysRepo(StoreBase):
         unknown = [r for r in role_list if r not in ROLES]
         if unknown:
             raise Invalid(f"unknown role(s) {unknown}; roles are {list(ROLES)}")
+        expires_at = _expiry(expires_at)
         values = dict(
             id=new_id("key"),
             tenant_id=tenant_id,
             team_id=team_id,
-            name=nonempty(name, "key name"),
+            name=nonempty(name, "name"),
             roles=role_list,
             scopes_models=_str_list(scopes_models, "scopes_models"),
             scopes_endpoints=_str_list(scopes_endpoints, "scopes_endpoints"),
             metadata=_metadata(metadata),
-            expires_at=to_utc(expires_at, "expires_at"),
+            expires_at=expires_at,
             revoked_at=None,
             created_at=utcnow(),
         )
@@ -131,6 +136,19 @@ class KeysRepo(StoreBase):
                                detail={"name": row.name, "prefix": row.prefix}, at=now)
             row = (await conn.execute(q)).first()
         return key_from_row(row)
+
+
+def _expiry(expires_at: datetime | None) -> datetime | None:
+    expires_at = to_utc(expires_at, "expires_at")
+    if expires_at is None:
+        return None
+    now = utcnow()
+    if expires_at <= now:
+        raise Invalid("expires_at is in the past: give a time in the future", field="expires_at")
+    if expires_at > now + timedelta(days=KEY_MAX_LIFETIME_DAYS):
+        raise Invalid(f"expires_at is more than {KEY_MAX_LIFETIME_DAYS} days (100 years) away; leave it out for a "
+                      "key that does not expire", field="expires_at")
+    return expires_at
 
 
 class _Row:

@@ -12,6 +12,7 @@ import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from ..schema import admin_fields as fields
 from .engine import is_sqlite, write_connection
 from .errors import Conflict, Invalid
 from .ids import new_id
@@ -34,19 +35,22 @@ def as_utc(value: datetime | None) -> datetime | None:
 
 
 def to_utc(value: datetime | None, what: str) -> datetime | None:
-    """Write side: refuse naive datetimes rather than guess their zone."""
+    """Write side: refuse naive datetimes rather than guess their zone, and times out of range."""
     if value is None:
         return None
-    if value.tzinfo is None:
-        raise Invalid(f"{what} must be timezone-aware (e.g. datetime.now(UTC))")
+    checked(fields.moment(value, what))
     return value.astimezone(UTC)
 
 
-def nonempty(value: str, what: str, max_len: int = 200) -> str:
-    if not isinstance(value, str) or not value.strip():
-        raise Invalid(f"{what} must be a non-empty string")
-    if len(value) > max_len:
-        raise Invalid(f"{what} is longer than {max_len} characters")
+def checked(problem: fields.Problem | None) -> None:
+    """Raise Invalid (with the field path) for a problem found by schema.admin_fields."""
+    if problem is not None:
+        raise Invalid(problem.message, field=problem.field)
+
+
+def nonempty(value: str, what: str, max_len: int = fields.NAME_MAX, *, required: bool = True) -> str:
+    """A stored string within the field limits (docs/storage.md "Field limits"), else Invalid."""
+    checked(fields.text(value, what, max_len=max_len, required=required))
     return value
 
 

@@ -1,10 +1,13 @@
 """Time-bound model entitlements, with race-free exclusivity across tenants.
 
-Rule: for one model group, an exclusive grant may not overlap (inclusive dates) any other
-tenant's live grant, and no grant may overlap another tenant's live exclusive grant. Grants of
-the same tenant never conflict with each other. The check and the insert run in one transaction
-under a lock (PostgreSQL: advisory lock keyed by the model group; SQLite: BEGIN IMMEDIATE), so two
-concurrent grants cannot both pass the check.
+A grant names a model group or a family of them with one trailing `*` ("legal-*" covers
+"legal-ft"). Rule: an exclusive grant may not overlap (inclusive dates, and model groups some name
+matches both, `policy.model.globs_overlap`) any other tenant's live grant, and no grant may overlap
+another tenant's live exclusive grant, whichever of the two is the wildcard. Grants of the same
+tenant never conflict with each other; revoked grants conflict with nothing. The check and the
+insert run in one transaction under one lock for every grant (PostgreSQL: a transaction-scoped
+advisory lock; SQLite: BEGIN IMMEDIATE), so two concurrent grants cannot both pass the check, even
+for two different names such as "legal-*" and "legal-ft".
 """
 
 from __future__ import annotations
@@ -14,11 +17,17 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from .base import StoreBase, as_utc, nonempty, utcnow
+from ..policy.model import globs_overlap
+from ..schema import admin_fields as fields
+from .base import StoreBase, as_utc, checked, nonempty, utcnow
 from .errors import Conflict, Invalid, NotFound
 from .ids import new_id
 from .records import Entitlement
 from .tables import entitlements
+
+# Not one lock per model group: a family grant ("legal-*") and an exact one ("legal-ft") collide
+# without sharing a name. Grants are rare admin changes, so serialising all of them costs nothing.
+_GRANT_LOCK = "entitlement-grants"
 
 
 def entitlement_from_row(r: Any) -> Entitlement:
@@ -40,16 +49,20 @@ class EntitlementsRepo(StoreBase):
         actor: str,
     ) -> Entitlement:
         nonempty(model_group, "model_group")
-        if not isinstance(starts_on, date) or not isinstance(ends_on, date):
-            raise Invalid("starts_on and ends_on must be dates")
+        if "*" in model_group[:-1]:
+            raise Invalid(f"model_group may use '*' only as its last character (a family such as 'legal-*'), "
+                          f"not {model_group!r}", field="model_group")
+        checked(fields.day(starts_on, "starts_on"))
+        checked(fields.day(ends_on, "ends_on"))
         if ends_on < starts_on:
             raise Invalid(f"ends_on {ends_on} is before starts_on {starts_on}")
+        nonempty(note, "note", fields.TEXT_MAX, required=False)
         ent = Entitlement(id=new_id("ent"), tenant_id=tenant_id, model_group=model_group, starts_on=starts_on,
                           ends_on=ends_on, exclusive=bool(exclusive), note=note, created_at=utcnow(), revoked_at=None)
-        async with self._write(lock=f"entitlement:{model_group}") as conn:
+        async with self._write(lock=_GRANT_LOCK) as conn:
             await self._require_tenant(conn, tenant_id)
             q = sa.select(entitlements).where(
-                entitlements.c.model_group == model_group,
+                _may_overlap(model_group),
                 entitlements.c.tenant_id != tenant_id,
                 entitlements.c.revoked_at.is_(None),
                 entitlements.c.starts_on <= ends_on,
@@ -57,7 +70,8 @@ class EntitlementsRepo(StoreBase):
             )
             if not exclusive:
                 q = q.where(entitlements.c.exclusive.is_(True))
-            other = (await conn.execute(q.order_by(entitlements.c.starts_on, entitlements.c.id).limit(1))).first()
+            rows = (await conn.execute(q.order_by(entitlements.c.starts_on, entitlements.c.id))).all()
+            other = next((r for r in rows if globs_overlap(r.model_group, model_group)), None)
             if other is not None:
                 kind = "an exclusive" if other.exclusive else "a"
                 raise Conflict(
@@ -107,3 +121,12 @@ class EntitlementsRepo(StoreBase):
                                detail={"model_group": row.model_group}, at=now)
             row = (await conn.execute(sa.select(entitlements).where(*where))).first()
         return entitlement_from_row(row)
+
+
+def _may_overlap(model_group: str):
+    """SQL narrowing of the grants whose model group can name one `model_group` names (exact: the
+    same name, or any family; a family: also every name it covers). globs_overlap decides."""
+    family = entitlements.c.model_group.endswith("*", autoescape=True)
+    if model_group.endswith("*"):
+        return sa.or_(family, entitlements.c.model_group.startswith(model_group[:-1], autoescape=True))
+    return sa.or_(family, entitlements.c.model_group == model_group)

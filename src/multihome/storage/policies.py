@@ -6,13 +6,19 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from .base import StoreBase, as_utc, utcnow
+from ..schema import admin_fields as fields
+from .base import StoreBase, as_utc, checked, nonempty, utcnow
 from .errors import Invalid, NotFound
 from .ids import new_id
 from .records import Policy, PolicyScope
 from .tables import policies
 
 SCOPES = ("tenant", "team", "key")
+# The stored rules object ({"egress": [rule, ...]}) as JSON: room for policy.model's limits
+# (100 rules of up to 6 dimensions of 100 values) without letting one policy fill the snapshot.
+RULES_MAX_BYTES = 256 * 1024
+RULES_MAX_ITEMS = 20_000
+RULES_MAX_DEPTH = 4
 
 
 def policy_from_row(r: Any) -> Policy:
@@ -22,7 +28,10 @@ def policy_from_row(r: Any) -> Policy:
 
 def _rules(value: Any) -> dict[str, Any]:
     if not isinstance(value, dict):
-        raise Invalid("policy rules must be a JSON object")
+        raise Invalid("policy rules must be a JSON object", field="rules")
+    # multihome.policy checks what the rules mean (and their own limits); this bounds their size.
+    checked(fields.json_value(value, "rules", max_bytes=RULES_MAX_BYTES, max_items=RULES_MAX_ITEMS,
+                              max_depth=RULES_MAX_DEPTH, key_max=fields.NAME_MAX, string_max=fields.TEXT_MAX))
     return value
 
 
@@ -39,6 +48,7 @@ class PoliciesRepo(StoreBase):
     ) -> Policy:
         if scope not in SCOPES:
             raise Invalid(f"policy scope must be one of {list(SCOPES)}, not {scope!r}")
+        nonempty(description, "description", fields.TEXT_MAX, required=False)
         now = utcnow()
         policy = Policy(id=new_id("pol"), tenant_id=tenant_id, scope=scope, scope_id=scope_id or tenant_id,
                         rules=_rules(rules), description=description, created_at=now, updated_at=now)
@@ -87,7 +97,7 @@ class PoliciesRepo(StoreBase):
         if rules is not None:
             changes["rules"] = _rules(rules)
         if description is not None:
-            changes["description"] = description
+            changes["description"] = nonempty(description, "description", fields.TEXT_MAX, required=False)
         where = (policies.c.tenant_id == tenant_id, policies.c.id == policy_id)
         async with self._write() as conn:
             before = (await conn.execute(sa.select(policies).where(*where))).first()

@@ -24,7 +24,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from .base import StoreBase, as_utc, to_utc, utcnow
+from .base import StoreBase, as_utc, nonempty, to_utc, utcnow
 from .errors import Invalid, NotFound
 from .ids import new_id
 from .records import TokenRevocation
@@ -53,18 +53,7 @@ def _text(value: Any, field: str, *, required: bool) -> str | None:
         if required:
             raise Invalid(f"{field} is required", field=field)
         return None
-    if not isinstance(value, str) or (required and not value.strip()):
-        raise Invalid(f"{field} must be a non-empty string", field=field)
-    if len(value) > _MAX[field]:
-        raise Invalid(f"{field} is longer than {_MAX[field]} characters", field=field)
-    return value
-
-
-def _when(value: datetime | None, field: str) -> datetime | None:
-    try:
-        return to_utc(value, field)
-    except Invalid as exc:
-        raise Invalid(str(exc), field=field) from None
+    return nonempty(value, field, _MAX[field], required=required)
 
 
 def _detail(r: TokenRevocation) -> dict[str, Any]:
@@ -112,8 +101,8 @@ class RevocationsRepo(StoreBase):
             raise Invalid("not_before is for kind subject (a jti revocation refuses that one token)",
                           field="not_before")
         now = utcnow()
-        not_before = _when(not_before, "not_before")
-        expires_at = _when(expires_at, "expires_at")
+        not_before = to_utc(not_before, "not_before")
+        expires_at = to_utc(expires_at, "expires_at")
         if kind == "subject" and not_before is None:
             not_before = now
         if expires_at is None and kind == "jti":

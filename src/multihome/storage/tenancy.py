@@ -6,8 +6,9 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from .base import StoreBase, as_utc, nonempty, utcnow
-from .errors import Conflict, Invalid, NotFound
+from ..schema import admin_fields as fields
+from .base import StoreBase, as_utc, checked, nonempty, utcnow
+from .errors import Conflict, NotFound
 from .ids import new_id
 from .records import Team, Tenant
 from .tables import api_keys, budgets, entitlements, policies, teams, tenants
@@ -24,8 +25,7 @@ def team_from_row(r: Any) -> Team:
 def _metadata(value: dict[str, Any] | None) -> dict[str, Any]:
     if value is None:
         return {}
-    if not isinstance(value, dict):
-        raise Invalid("metadata must be a JSON object")
+    checked(fields.metadata(value))
     return value
 
 
@@ -33,7 +33,7 @@ class TenancyRepo(StoreBase):
     # -- tenants ------------------------------------------------------------------------------
 
     async def create_tenant(self, name: str, *, metadata: dict[str, Any] | None = None, actor: str) -> Tenant:
-        tenant = Tenant(id=new_id("ten"), name=nonempty(name, "tenant name"), metadata=_metadata(metadata),
+        tenant = Tenant(id=new_id("ten"), name=nonempty(name, "name"), metadata=_metadata(metadata),
                         created_at=utcnow())
         async with self._write() as conn:
             taken = await conn.scalar(sa.select(tenants.c.id).where(tenants.c.name == name))
@@ -82,7 +82,7 @@ class TenancyRepo(StoreBase):
     # -- teams --------------------------------------------------------------------------------
 
     async def create_team(self, tenant_id: str, name: str, *, actor: str) -> Team:
-        team = Team(id=new_id("team"), tenant_id=tenant_id, name=nonempty(name, "team name"), created_at=utcnow())
+        team = Team(id=new_id("team"), tenant_id=tenant_id, name=nonempty(name, "name"), created_at=utcnow())
         async with self._write() as conn:
             await self._require_tenant(conn, tenant_id)
             taken = await conn.scalar(
