@@ -6,6 +6,7 @@ is still metered and audited; with nothing open the process exits at once (docs/
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import signal
 import sqlite3
@@ -100,6 +101,31 @@ model_groups:
 DRAIN_S = 3
 
 
+@contextlib.contextmanager
+def _serving(tmp_path, config: str, env: dict[str, str], *extra: str, **values):
+    """A simulator and a gateway in front of it, both stopped however the test ends."""
+    sim = Simulator("openai", "oa")
+    gw = None
+    try:
+        gw = Gateway(config.format(url=sim.url, **values), tmp_path, {"MH_TEST_CLIENT": "client-key", **env}, *extra)
+        yield sim, gw
+    finally:
+        if gw is not None:
+            gw.stop()
+        sim.stop()
+
+
+def _stopped(gw: Gateway, within_s: float) -> str:
+    """SIGTERM, then the process's stderr once it exited (a clean stop) within `within_s`."""
+    gw.popen.send_signal(signal.SIGTERM)
+    gw.popen.wait(within_s)
+    stderr = gw.stop()
+    # uvicorn re-raises the signal once its graceful shutdown is done: -SIGTERM is a clean stop.
+    assert gw.popen.returncode in (0, -signal.SIGTERM), stderr
+    assert "Traceback" not in stderr, stderr
+    return stderr
+
+
 def _wait_for(condition, what: str, timeout: float = 20) -> None:
     deadline = time.monotonic() + timeout
     while not condition():
@@ -120,17 +146,15 @@ def _outcome(fn):
 
 
 def test_calls_open_at_the_drain_deadline_end_with_an_error_the_sdks_raise_and_are_recorded(tmp_path):
-    sim = Simulator("openai", "oa")
     db, audit = tmp_path / "m.db", tmp_path / "audit"
-    sim.fault(chunks=400, chunk_delay_ms=50, match="m-slow")  # a 20 s stream: far past the deadline
-    sim.fault(chunks=6, chunk_delay_ms=100, match="m-fast")  # well inside it
-    sim.fault(latency_ms=60_000, match="m-stuck")  # a unary call the upstream is still working on
-    text = (RECORDED + DRAIN_CONFIG).format(url=sim.url, drain=DRAIN_S, audit=audit)
-    gw = Gateway(text, tmp_path, {"MH_TEST_DB": f"sqlite+aiosqlite:///{db}", "MH_TEST_CLIENT": "client-key"})
-    oa = openai.OpenAI(base_url=gw.url + "/v1", api_key="client-key", max_retries=0, timeout=60)
-    an = anthropic.Anthropic(base_url=gw.url, api_key="client-key", max_retries=0, timeout=60)
+    env = {"MH_TEST_DB": f"sqlite+aiosqlite:///{db}"}
     chunks, events, fast = [], [], []
-    try:
+    with _serving(tmp_path, RECORDED + DRAIN_CONFIG, env, drain=DRAIN_S, audit=audit) as (sim, gw):
+        sim.fault(chunks=400, chunk_delay_ms=50, match="m-slow")  # a 20 s stream: far past the deadline
+        sim.fault(chunks=6, chunk_delay_ms=100, match="m-fast")  # well inside it
+        sim.fault(latency_ms=60_000, match="m-stuck")  # a unary call the upstream is still working on
+        oa = openai.OpenAI(base_url=gw.url + "/v1", api_key="client-key", max_retries=0, timeout=60)
+        an = anthropic.Anthropic(base_url=gw.url, api_key="client-key", max_retries=0, timeout=60)
         with ThreadPoolExecutor(4) as pool:
             slow_oa = pool.submit(_outcome, lambda: _read_stream(
                 oa.chat.completions.create(model="slow", messages=USER, stream=True), chunks))
@@ -141,16 +165,9 @@ def test_calls_open_at_the_drain_deadline_end_with_an_error_the_sdks_raise_and_a
             short = pool.submit(_outcome, lambda: _read_stream(
                 oa.chat.completions.create(model="fast", messages=USER, stream=True), fast))
             _wait_for(lambda: fast, "the short stream's first chunk")
-            gw.popen.send_signal(signal.SIGTERM)
-            # Exits shortly after the deadline (not after uvicorn's own backstop and a cancel).
-            gw.popen.wait(DRAIN_S + 10)
-            results = [f.result(timeout=30) for f in (slow_oa, slow_an, stuck, short)]
-    finally:
-        stderr = gw.stop()
-        sim.stop()
-    assert gw.popen.returncode in (0, -signal.SIGTERM), stderr
-    assert "Traceback" not in stderr, stderr
-    slow_oa, slow_an, stuck, short = results
+            # Exits shortly after the deadline, not after uvicorn's own backstop and a cancel.
+            _stopped(gw, within_s=DRAIN_S + 10)
+            slow_oa, slow_an, stuck, short = (f.result(timeout=30) for f in (slow_oa, slow_an, stuck, short))
 
     # Not a silent truncation or a dropped connection: an error event each SDK raises.
     assert isinstance(slow_oa, openai.APIError) and not isinstance(slow_oa, openai.APIConnectionError), repr(slow_oa)
@@ -164,55 +181,37 @@ def test_calls_open_at_the_drain_deadline_end_with_an_error_the_sdks_raise_and_a
 
     # Each is metered and audited before the process exits.
     with sqlite3.connect(db) as conn:
-        rows = conn.execute(
-            "SELECT model_group, outcome, status, completion_tokens, cost_nanos FROM usage_calls ORDER BY model_group"
-        ).fetchall()
-    by_group = sorted((g, o, s) for g, o, s, _, _ in rows)
-    assert by_group == [("fast", "ok", 200), ("slow", "stream_error", 200), ("slow", "stream_error", 200),
+        rows = conn.execute("SELECT model_group, outcome, status, completion_tokens, cost_nanos FROM usage_calls").fetchall()
+    recorded = sorted((g, o, s) for g, o, s, _, _ in rows)
+    assert recorded == [("fast", "ok", 200), ("slow", "stream_error", 200), ("slow", "stream_error", 200),
                         ("stuck", "cancelled", 503)], rows
     assert all(tokens > 0 and nanos > 0 for g, _, _, tokens, nanos in rows if g == "slow"), "what was produced is billed"
-    reader = AuditReader(str(audit))
-    calls = [e["body"] for _, e in reader.iter_events(Filters(kind="call"))]
-    assert sorted((c["model_group"], c["outcome"]) for c in calls) == [(g, o) for g, o, _ in by_group]
+    calls = [e["body"] for _, e in AuditReader(str(audit)).iter_events(Filters(kind="call"))]
+    assert sorted((c["model_group"], c["outcome"]) for c in calls) == [(g, o) for g, o, _ in recorded]
 
 
 def test_an_idle_gateway_exits_at_once_whatever_its_drain_deadline(tmp_path):
-    sim = Simulator("openai", "oa")
-    db, audit = tmp_path / "m.db", tmp_path / "audit"
-    text = (RECORDED + DRAIN_CONFIG).format(url=sim.url, drain=600, audit=audit)
-    gw = Gateway(text, tmp_path, {"MH_TEST_DB": f"sqlite+aiosqlite:///{db}", "MH_TEST_CLIENT": "client-key"})
-    client = openai.OpenAI(base_url=gw.url + "/v1", api_key="client-key", max_retries=0, timeout=30)
-    try:
+    db = tmp_path / "m.db"
+    env = {"MH_TEST_DB": f"sqlite+aiosqlite:///{db}"}
+    with _serving(tmp_path, RECORDED + DRAIN_CONFIG, env, drain=600, audit=tmp_path / "audit") as (sim, gw):
+        client = openai.OpenAI(base_url=gw.url + "/v1", api_key="client-key", max_retries=0, timeout=30)
         for _ in range(3):  # the client keeps its connection open, idle
             client.chat.completions.create(model="fast", messages=USER)
-        gw.popen.send_signal(signal.SIGTERM)
-        gw.popen.wait(5)  # generous for a busy machine; the drain deadline (600 s) plays no part
-    finally:
-        stderr = gw.stop()
-        sim.stop()
-    assert gw.popen.returncode in (0, -signal.SIGTERM) and "Traceback" not in stderr, stderr
+        _stopped(gw, within_s=5)  # generous for a busy machine; the 600 s deadline plays no part
     with sqlite3.connect(db) as conn:
         assert conn.execute("SELECT count(*) FROM usage_calls").fetchone() == (3,)
 
 
 def test_workers_drain_with_the_flags_deadline(tmp_path):
-    sim = Simulator("openai", "oa")
-    sim.fault(chunks=400, chunk_delay_ms=50, match="m-slow")
-    text = DRAIN_CONFIG.format(url=sim.url, drain=600)
-    gw = Gateway(text, tmp_path, {"MH_TEST_CLIENT": "client-key"}, "--workers", "2", "--drain-timeout", "1")
-    client = openai.OpenAI(base_url=gw.url + "/v1", api_key="client-key", max_retries=0, timeout=60)
     chunks: list = []
-    try:
+    with _serving(tmp_path, DRAIN_CONFIG, {}, "--workers", "2", "--drain-timeout", "1", drain=600) as (sim, gw):
+        sim.fault(chunks=400, chunk_delay_ms=50, match="m-slow")
+        client = openai.OpenAI(base_url=gw.url + "/v1", api_key="client-key", max_retries=0, timeout=60)
         with ThreadPoolExecutor(1) as pool:
             slow = pool.submit(_outcome, lambda: _read_stream(
                 client.chat.completions.create(model="slow", messages=USER, stream=True), chunks))
             _wait_for(lambda: len(chunks) > 2, "the stream to be under way")
-            gw.popen.send_signal(signal.SIGTERM)
-            gw.popen.wait(15)  # the flag's 1 s, not the config's 600 s, reached each worker
+            _stopped(gw, within_s=15)  # the flag's 1 s, not the config's 600 s, reached each worker
             result = slow.result(timeout=30)
-    finally:
-        stderr = gw.stop()
-        sim.stop()
-    assert gw.popen.returncode == 0 and "Traceback" not in stderr, stderr
     assert isinstance(result, openai.APIError) and result.code == "gateway_shutting_down", repr(result)
     assert "drain deadline (1s)" in result.message

@@ -37,7 +37,7 @@ class Drain:
 
     def __init__(self, timeout_s: float) -> None:
         self.timeout_s = timeout_s
-        self.draining = False  # the stop signal arrived: not ready, no more keep-alive
+        self.draining = False  # the stop signal arrived: /readyz answers 503
         self.expired = False  # the deadline passed: what is still open is being ended
         self.on_signals = False  # set by whoever runs the app under uvicorn (`multihome serve`, demo)
         self._calls: dict[asyncio.Task, dict] = {}  # request task -> its ASGI scope
@@ -91,7 +91,10 @@ class Drain:
                 raise
             task.uncancel()
             self._ended.discard(task)
-            await self._end_call(scope, send, refuse)
+            try:
+                await refuse(scope, send, self._error())
+            except Exception:
+                pass  # the response had already started
         finally:
             del self._calls[task]
 
@@ -103,6 +106,8 @@ class Drain:
             if stream is not None:
                 stream.cut(reason, SHUTTING_DOWN)  # the stream writes its error event and ends normally
             else:
+                # Recorded first, so the task's own clean-up does not take it for a client that left.
+                _record_ended(scope, self._error())
                 self._ended.add(task)
                 task.cancel()
         if self._calls:
@@ -117,13 +122,9 @@ class Drain:
             code=SHUTTING_DOWN,
         )
 
-    async def _end_call(self, scope, send, refuse) -> None:
-        err = self._error()
-        tracker = scope.get("multihome.tracker")
-        if tracker is not None:
-            # The upstream may already be working on it: record it, like a call the client abandoned.
-            tracker.finish(err.status, "cancelled", error_code=SHUTTING_DOWN)
-        try:
-            await refuse(scope, send, err)
-        except Exception:
-            pass  # the response had already started
+
+def _record_ended(scope: dict, err: ApiError) -> None:
+    """An upstream may already be working on the call: record it like a call its client abandoned."""
+    tracker = scope.get("multihome.tracker")
+    if tracker is not None:
+        tracker.finish(err.status, "cancelled", error_code=err.body.code)
