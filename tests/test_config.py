@@ -188,3 +188,19 @@ def test_admin_command_without_a_key_names_the_admin_variable():
     out = subprocess.run([sys.executable, "-m", "multihome.cli", "tenants", "list"], capture_output=True, text=True, env=env)
     assert out.returncode != 0 and "set MULTIHOME_ADMIN_KEY (or pass --key)" in out.stderr
     assert "OPENAI_API_KEY" not in out.stderr
+
+
+@pytest.mark.parametrize("value", ["-1", "3601", ".nan", ".inf"])
+def test_drain_timeout_is_a_bounded_number_of_seconds(value):
+    assert parse_config(BASE).server.drain_timeout_s == 5.0
+    assert parse_config(BASE.replace("{api_keys_env: [K]}", "{api_keys_env: [K], drain_timeout_s: 0}")).server.drain_timeout_s == 0
+    with pytest.raises(ConfigError, match=r"server.drain_timeout_s: must be a number of seconds from 0 .* to 3600"):
+        parse_config(BASE.replace("{api_keys_env: [K]}", f"{{api_keys_env: [K], drain_timeout_s: {value}}}"))
+
+
+def test_drain_timeout_flag_is_checked_like_the_config(tmp_path):
+    good = tmp_path / "good.yaml"
+    good.write_text(BASE)
+    out = subprocess.run([sys.executable, "-m", "multihome.cli", "serve", "-c", str(good), "--drain-timeout", "-2"],
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 2 and "--drain-timeout: must be a number of seconds from 0" in out.stderr

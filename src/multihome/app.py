@@ -5,9 +5,10 @@ from __future__ import annotations
 import os
 
 from .api.anthropic_routes import AnthropicRoutes
+from .api.drain import Drain
 from .api.gateway import Gateway
 from .api.openai_routes import OpenAIRoutes
-from .config import Config, env_secret, load_config
+from .config import Config, check_drain_timeout, env_secret, load_config
 from .accounting.tracker import Accounting
 from .api.admin_budget_routes import BudgetAdminRoutes
 from .api.admin_contracts_routes import ContractRoutes
@@ -29,6 +30,7 @@ from .routing.router import Router
 from .storage_service import StorageService
 
 CONFIG_ENV = "MULTIHOME_CONFIG"
+DRAIN_ENV = "MULTIHOME_DRAIN_TIMEOUT_S"  # `serve --drain-timeout`, passed on to `--workers` processes
 
 
 def build_app(config: Config) -> Gateway:
@@ -105,7 +107,17 @@ def build_app(config: Config) -> Gateway:
         services.insert(0, audit_log)  # first up, last down: it records everything the others do
     if oidc is not None:
         services.append(oidc)
-    return Gateway(catalog, auth, routes, {b"/v1/messages": anthropic.messages}, services=services, admin=admin)
+    drain = Drain(config.server.drain_timeout_s)
+    return Gateway(
+        catalog, auth, routes, {b"/v1/messages": anthropic.messages}, services=services, admin=admin, drain=drain
+    )
+
+
+def served_app(config: Config) -> Gateway:
+    """The app as uvicorn serves it: its stop signals start the gateway's drain (api/drain.py)."""
+    gateway = build_app(config)
+    gateway.drain.on_signals = True
+    return gateway
 
 
 def _oidc(config: Config):
@@ -161,4 +173,7 @@ class _Started:
 
 def app_from_env() -> Gateway:
     """Factory for `uvicorn --factory` workers: each worker process builds its own app."""
-    return build_app(load_config(os.environ[CONFIG_ENV]))
+    config = load_config(os.environ[CONFIG_ENV])
+    if DRAIN_ENV in os.environ:
+        config.server.drain_timeout_s = check_drain_timeout(float(os.environ[DRAIN_ENV]), DRAIN_ENV)
+    return served_app(config)

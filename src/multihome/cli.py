@@ -6,7 +6,7 @@ import argparse
 import os
 import sys
 
-from .config import ConfigError, load_config, named_env_vars
+from .config import ConfigError, check_drain_timeout, load_config, named_env_vars
 
 
 def _raise_fd_limit() -> None:
@@ -21,9 +21,12 @@ def _raise_fd_limit() -> None:
 def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
-    from .app import CONFIG_ENV, build_app
+    from .api.drain import uvicorn_timeout
+    from .app import CONFIG_ENV, DRAIN_ENV, served_app
 
     config = load_config(args.config)
+    if args.drain_timeout is not None:
+        config.server.drain_timeout_s = check_drain_timeout(args.drain_timeout, "--drain-timeout")
     _raise_fd_limit()
     host = args.host or config.server.host
     port = args.port or config.server.port
@@ -36,13 +39,15 @@ def _serve(args: argparse.Namespace) -> int:
         access_log=False,
         log_level=args.log_level,
         backlog=4096,
-        timeout_graceful_shutdown=5,
+        # A backstop only: the gateway ends what is still open at its own, earlier deadline.
+        timeout_graceful_shutdown=uvicorn_timeout(config.server.drain_timeout_s),
     )
     if args.workers > 1:
         os.environ[CONFIG_ENV] = os.path.abspath(args.config)
+        os.environ[DRAIN_ENV] = repr(config.server.drain_timeout_s)  # with any --drain-timeout applied
         uvicorn.run("multihome.app:app_from_env", factory=True, workers=args.workers, **common)
     else:
-        uvicorn.run(build_app(config), **common)
+        uvicorn.run(served_app(config), **common)
     return 0
 
 
@@ -134,6 +139,11 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("--host", help="listen address (default: server.host)")
     serve.add_argument("--port", type=int, help="listen port (default: server.port)")
     serve.add_argument("--workers", type=int, default=1, help="worker processes (one per core)")
+    serve.add_argument(
+        "--drain-timeout", type=float, metavar="SECONDS",
+        help="on SIGTERM, how long calls in flight may still finish before open streams are ended with an error "
+        "(default: server.drain_timeout_s)",
+    )
     serve.add_argument("--log-level", default="warning")
     serve.set_defaults(func=_serve)
 

@@ -217,6 +217,9 @@ class Server(_Strict):
     allow_unauthenticated: bool = False
     # Append one JSON line per call (who, what, where, outcome, tokens, hashes; never content).
     call_log: str | None = None
+    # Graceful stop (SIGTERM): how long calls in flight may still finish; a stream still open then
+    # ends with an error event (docs/serving.md). `multihome serve --drain-timeout` overrides it.
+    drain_timeout_s: float = 5.0
 
 
 class Telemetry(_Strict):
@@ -425,6 +428,23 @@ def _reference_problems(config: Config, names: dict[str, set[str]]) -> Iterator[
     names = [i.name for i in config.identity.oidc]
     if len(set(names)) != len(names):
         yield ("identity.oidc: issuer names must be unique")
+    try:
+        check_drain_timeout(config.server.drain_timeout_s, "server.drain_timeout_s")
+    except ConfigError as exc:
+        yield str(exc)
+
+
+MAX_DRAIN_TIMEOUT_S = 3600.0
+
+
+def check_drain_timeout(value: float, where: str) -> float:
+    """The graceful-stop deadline, from the config file or `--drain-timeout`."""
+    if not 0 <= value <= MAX_DRAIN_TIMEOUT_S:  # NaN fails this too
+        raise ConfigError(
+            f"{where}: must be a number of seconds from 0 (cut open streams at once) to {MAX_DRAIN_TIMEOUT_S:g}, "
+            f"got {value!r}"
+        )
+    return value
 
 
 def _telemetry_problems(t: Telemetry) -> Iterator[str]:

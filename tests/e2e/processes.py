@@ -93,7 +93,7 @@ class Gateway(Proc):
             [str(VENV_BIN / "multihome"), "serve", "--config", str(path), "--port", str(self.port), *extra], env
         )
         self.url = f"http://127.0.0.1:{self.port}"
-        deadline = time.monotonic() + 20
+        deadline = time.monotonic() + 60  # worker processes start slowly on a busy machine
         while time.monotonic() < deadline:
             if self.popen.poll() is not None:
                 raise RuntimeError(f"gateway exited: {self.popen.stderr.read()}")
@@ -103,4 +103,5 @@ class Gateway(Proc):
             except httpx.HTTPError:
                 pass
             time.sleep(0.05)
-        raise RuntimeError("gateway did not become ready")
+        stderr = self.stop()  # never leave a gateway (and its workers) running behind a failed test
+        raise RuntimeError(f"gateway did not become ready: {stderr[-2000:]}")

@@ -1,9 +1,12 @@
 """A graceful stop (SIGTERM) loses nothing the gateway accepted: calls in flight are answered, and
 every answered call's usage row and contract accrual reach the database before the process exits,
-even when they were still queued for their next group commit."""
+even when they were still queued for their next group commit. A call still open at the drain
+deadline (`server.drain_timeout_s`, `--drain-timeout`) ends with an error the official SDKs raise and
+is still metered and audited; with nothing open the process exits at once (docs/serving.md)."""
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import signal
 import sqlite3
@@ -12,7 +15,10 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from decimal import Decimal
 
+import anthropic
 import openai
+
+from multihome.audit import AuditReader, Filters
 
 from .processes import Gateway, Simulator
 
@@ -73,3 +79,139 @@ def test_sigterm_answers_calls_in_flight_and_writes_every_row(tmp_path):
         accruals = conn.execute("SELECT amount FROM ledger_accruals WHERE contract_id = 'rs'").fetchall()
     assert rows == 63 and tokens == sum(u.prompt_tokens + u.completion_tokens for u in usages)
     assert len(accruals) == 63 and sum(Decimal(a) for (a,) in accruals) == cost * Decimal("0.5")
+
+
+RECORDED = """
+storage: {{url_env: MH_TEST_DB}}
+audit: {{dir: "{audit}"}}
+"""
+DRAIN_CONFIG = """
+server: {{api_keys_env: [MH_TEST_CLIENT], drain_timeout_s: {drain}}}
+providers:
+  oa: {{kind: openai, endpoint: "{url}/v1"}}
+deployments:
+  slow: {{provider: oa, model: m-slow, price: {{input: 3, output: 15}}}}
+  fast: {{provider: oa, model: m-fast, price: {{input: 3, output: 15}}}}
+  stuck: {{provider: oa, model: m-stuck, price: {{input: 3, output: 15}}}}
+model_groups:
+  slow: {{deployments: [slow], retries: 0}}
+  fast: {{deployments: [fast], retries: 0}}
+  stuck: {{deployments: [stuck], retries: 0}}
+"""
+DRAIN_S = 3
+
+
+@contextlib.contextmanager
+def _serving(tmp_path, config: str, env: dict[str, str], *extra: str, **values):
+    """A simulator and a gateway in front of it, both stopped however the test ends."""
+    sim = Simulator("openai", "oa")
+    gw = None
+    try:
+        gw = Gateway(config.format(url=sim.url, **values), tmp_path, {"MH_TEST_CLIENT": "client-key", **env}, *extra)
+        yield sim, gw
+    finally:
+        if gw is not None:
+            gw.stop()
+        sim.stop()
+
+
+def _stopped(gw: Gateway, within_s: float) -> str:
+    """SIGTERM, then the process's stderr once it exited (a clean stop) within `within_s`."""
+    gw.popen.send_signal(signal.SIGTERM)
+    gw.popen.wait(within_s)
+    stderr = gw.stop()
+    # uvicorn re-raises the signal once its graceful shutdown is done: -SIGTERM is a clean stop.
+    assert gw.popen.returncode in (0, -signal.SIGTERM), stderr
+    assert "Traceback" not in stderr, stderr
+    return stderr
+
+
+def _wait_for(condition, what: str, timeout: float = 20) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.02)
+
+
+def _read_stream(stream, got: list) -> None:
+    for item in stream:
+        got.append(item)
+
+
+def _outcome(fn):
+    try:
+        return fn()
+    except Exception as exc:  # the test asserts on what the SDK raised
+        return exc
+
+
+def test_calls_open_at_the_drain_deadline_end_with_an_error_the_sdks_raise_and_are_recorded(tmp_path):
+    db, audit = tmp_path / "m.db", tmp_path / "audit"
+    env = {"MH_TEST_DB": f"sqlite+aiosqlite:///{db}"}
+    chunks, events, fast = [], [], []
+    with _serving(tmp_path, RECORDED + DRAIN_CONFIG, env, drain=DRAIN_S, audit=audit) as (sim, gw):
+        sim.fault(chunks=400, chunk_delay_ms=50, match="m-slow")  # a 20 s stream: far past the deadline
+        sim.fault(chunks=6, chunk_delay_ms=100, match="m-fast")  # well inside it
+        sim.fault(latency_ms=60_000, match="m-stuck")  # a unary call the upstream is still working on
+        oa = openai.OpenAI(base_url=gw.url + "/v1", api_key="client-key", max_retries=0, timeout=60)
+        an = anthropic.Anthropic(base_url=gw.url, api_key="client-key", max_retries=0, timeout=60)
+        with ThreadPoolExecutor(4) as pool:
+            slow_oa = pool.submit(_outcome, lambda: _read_stream(
+                oa.chat.completions.create(model="slow", messages=USER, stream=True), chunks))
+            slow_an = pool.submit(_outcome, lambda: _read_stream(
+                an.messages.create(model="slow", max_tokens=1000, messages=USER, stream=True), events))
+            stuck = pool.submit(_outcome, lambda: oa.chat.completions.create(model="stuck", messages=USER))
+            _wait_for(lambda: len(chunks) > 2 and len(events) > 2, "both slow streams to be under way")
+            short = pool.submit(_outcome, lambda: _read_stream(
+                oa.chat.completions.create(model="fast", messages=USER, stream=True), fast))
+            _wait_for(lambda: fast, "the short stream's first chunk")
+            # Exits shortly after the deadline, not after uvicorn's own backstop and a cancel.
+            _stopped(gw, within_s=DRAIN_S + 10)
+            slow_oa, slow_an, stuck, short = (f.result(timeout=30) for f in (slow_oa, slow_an, stuck, short))
+
+    # Not a silent truncation or a dropped connection: an error event each SDK raises.
+    assert isinstance(slow_oa, openai.APIError) and not isinstance(slow_oa, openai.APIConnectionError), repr(slow_oa)
+    assert slow_oa.code == "gateway_shutting_down" and f"drain deadline ({DRAIN_S}s)" in slow_oa.message
+    assert isinstance(slow_an, anthropic.APIStatusError), repr(slow_an)
+    assert f"drain deadline ({DRAIN_S}s)" in str(slow_an)
+    assert 2 < len(chunks) < 400
+    assert isinstance(stuck, openai.InternalServerError) and stuck.status_code == 503, repr(stuck)
+    assert stuck.code == "gateway_shutting_down"
+    assert short is None and fast[-1].choices[0].finish_reason == "stop", "a call inside the deadline completes"
+
+    # Each is metered and audited before the process exits.
+    with sqlite3.connect(db) as conn:
+        rows = conn.execute("SELECT model_group, outcome, status, completion_tokens, cost_nanos FROM usage_calls").fetchall()
+    recorded = sorted((g, o, s) for g, o, s, _, _ in rows)
+    assert recorded == [("fast", "ok", 200), ("slow", "stream_error", 200), ("slow", "stream_error", 200),
+                        ("stuck", "cancelled", 503)], rows
+    assert all(tokens > 0 and nanos > 0 for g, _, _, tokens, nanos in rows if g == "slow"), "what was produced is billed"
+    calls = [e["body"] for _, e in AuditReader(str(audit)).iter_events(Filters(kind="call"))]
+    assert sorted((c["model_group"], c["outcome"]) for c in calls) == [(g, o) for g, o, _ in recorded]
+
+
+def test_an_idle_gateway_exits_at_once_whatever_its_drain_deadline(tmp_path):
+    db = tmp_path / "m.db"
+    env = {"MH_TEST_DB": f"sqlite+aiosqlite:///{db}"}
+    with _serving(tmp_path, RECORDED + DRAIN_CONFIG, env, drain=600, audit=tmp_path / "audit") as (sim, gw):
+        client = openai.OpenAI(base_url=gw.url + "/v1", api_key="client-key", max_retries=0, timeout=30)
+        for _ in range(3):  # the client keeps its connection open, idle
+            client.chat.completions.create(model="fast", messages=USER)
+        _stopped(gw, within_s=5)  # generous for a busy machine; the 600 s deadline plays no part
+    with sqlite3.connect(db) as conn:
+        assert conn.execute("SELECT count(*) FROM usage_calls").fetchone() == (3,)
+
+
+def test_workers_drain_with_the_flags_deadline(tmp_path):
+    chunks: list = []
+    with _serving(tmp_path, DRAIN_CONFIG, {}, "--workers", "2", "--drain-timeout", "1", drain=600) as (sim, gw):
+        sim.fault(chunks=400, chunk_delay_ms=50, match="m-slow")
+        client = openai.OpenAI(base_url=gw.url + "/v1", api_key="client-key", max_retries=0, timeout=60)
+        with ThreadPoolExecutor(1) as pool:
+            slow = pool.submit(_outcome, lambda: _read_stream(
+                client.chat.completions.create(model="slow", messages=USER, stream=True), chunks))
+            _wait_for(lambda: len(chunks) > 2, "the stream to be under way")
+            _stopped(gw, within_s=15)  # the flag's 1 s, not the config's 600 s, reached each worker
+            result = slow.result(timeout=30)
+    assert isinstance(result, openai.APIError) and result.code == "gateway_shutting_down", repr(result)
+    assert "drain deadline (1s)" in result.message

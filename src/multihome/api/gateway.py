@@ -9,12 +9,17 @@ from ..accounting.tracker import finish_failed
 from ..identity.authenticator import Authenticator
 from ..routing.catalog import Catalog
 from ..schema.errors import ApiError
+from .anthropic_errors import send_anthropic_error
 from .asgi import JSON, ClientGone, header, send_bytes, send_error
+from .drain import Drain
 from .openai_routes import OpenAIRoutes, new_request_id
 
 log = logging.getLogger("multihome.gateway")
 
 _OK = b'{"status":"ok"}'
+_STARTING = b'{"status":"starting"}'
+_DRAINING = b'{"status":"draining"}'
+_ANTHROPIC_DOOR = b"/v1/messages"
 _JSON_TYPES = (b"application/json",)
 
 
@@ -27,6 +32,7 @@ class Gateway:
         own_auth_posts=None,
         services: list | None = None,
         admin=None,
+        drain: Drain | None = None,
     ) -> None:
         self.admin = admin
         self.catalog = catalog
@@ -35,6 +41,8 @@ class Gateway:
         self.auth = auth
         self.routes = routes
         self.ready = False
+        # Graceful stop: which calls are open, and the deadline that ends them (api/drain.py).
+        self.drain = drain if drain is not None else Drain(0.0)
         # POST routes that check keys and render errors themselves (the Anthropic door: x-api-key, its envelope).
         self._own_auth_posts = own_auth_posts or {}
         self._post = {b"/v1/chat/completions": routes.chat, b"/v1/embeddings": routes.embeddings}
@@ -44,7 +52,7 @@ class Gateway:
     async def __call__(self, scope, receive, send) -> None:
         kind = scope["type"]
         if kind == "http":
-            await self._http(scope, receive, send)
+            await self.drain.serve(self._http, scope, receive, send, self._refuse)
         elif kind == "lifespan":
             await self._lifespan(receive, send)
 
@@ -60,10 +68,12 @@ class Gateway:
                     await send({"type": "lifespan.startup.failed", "message": str(exc)})
                     return
                 _tune_gc()
+                self.drain.start()
                 self.ready = True
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
                 self.ready = False
+                self.drain.close()
                 for service in reversed(self.services):
                     await service.close()
                 await send({"type": "lifespan.shutdown.complete"})
@@ -89,8 +99,9 @@ class Gateway:
             elif method == "GET" and path == b"/healthz":
                 await send_bytes(send, 200, _OK, [JSON])
             elif method == "GET" and path == b"/readyz":
-                body = _OK if self.ready else b'{"status":"starting"}'
-                await send_bytes(send, 200 if self.ready else 503, body, [JSON])
+                ready = self.ready and not self.drain.draining  # a load balancer stops sending during a drain
+                body = _OK if ready else _DRAINING if self.drain.draining else _STARTING
+                await send_bytes(send, 200 if ready else 503, body, [JSON])
             elif method == "GET" and path in (b"/v1/models", b"/models"):
                 scope["multihome.principal"] = await self.auth.authenticate(scope)
                 await self.routes.models(scope, receive, send, request_id)
@@ -112,6 +123,16 @@ class Gateway:
                 await send_error(send, err, [(b"x-request-id", request_id)])
             except Exception:
                 pass  # the response had already started
+
+    async def _refuse(self, scope, send, err: ApiError) -> None:
+        """Answer a call the drain deadline ended before its answer began, in its front door's envelope."""
+        tracker = scope.get("multihome.tracker")
+        request_id = (tracker.request_id if tracker is not None else new_request_id()).encode()
+        headers = [(b"x-request-id", request_id)]
+        if (scope["raw_path"] or scope["path"].encode()) == _ANTHROPIC_DOOR:
+            await send_anthropic_error(send, err, headers, request_id)
+        else:
+            await send_error(send, err, headers)
 
 
 _OPENAPI: bytes | None = None

@@ -324,6 +324,7 @@ def _with_request_id(req, request_id: str):
 
 async def _send_stream(scope, receive, send, served: Served, headers: list[tuple[bytes, bytes]], on_done=None) -> None:
     relay = served.stream
+    scope["multihome.stream"] = relay  # a graceful stop ends it with an error event (api/drain.py)
     task = asyncio.current_task()
     gone = asyncio.Event()
     digest = hashlib.sha256() if on_done is not None else None

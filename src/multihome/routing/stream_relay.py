@@ -1,8 +1,9 @@
 """Forward an upstream SSE stream chunk by chunk, reading only what must be read.
 
 Each event is checked (valid JSON, finish reason, usage) and re-framed; nothing buffers the
-whole stream. A stream that breaks after the first byte ends with an OpenAI-shaped error
-event, which the SDK raises, never with a silent truncation.
+whole stream. A stream that breaks after the first byte, or that the gateway cuts because it is
+shutting down (`cut`), ends with an OpenAI-shaped error event, which the SDK raises, never with a
+silent truncation.
 """
 
 from __future__ import annotations
@@ -24,6 +25,14 @@ class StreamBroken(Exception):
     def __init__(self, label: str, detail: str) -> None:
         super().__init__(detail)
         self.label = label
+
+
+class StreamCut(Exception):
+    """The gateway ended the stream itself (its drain deadline); `code` goes in the error event."""
+
+    def __init__(self, reason: str, code: str) -> None:
+        super().__init__(reason)
+        self.code = code
 
 
 def error_event(message: str, code: str) -> bytes:
@@ -75,6 +84,13 @@ class StreamRelay:
             except StreamBroken as exc:
                 yield self._broken(exc.label, str(exc))
                 return
+            except StreamCut as exc:
+                yield self._end(
+                    exc.code,
+                    f"The stream from deployment '{self.deployment}' was ended after {self.events} events: {exc}; "
+                    "the answer is incomplete. Retry the request.",
+                )
+                return
             out = self._process(data)
             if out:
                 yield out
@@ -88,6 +104,11 @@ class StreamRelay:
     def close(self) -> None:
         self._resp.close()
 
+    def cut(self, reason: str, code: str) -> None:
+        """End the stream at its next read with an error event saying `reason` (wakes a read in progress)."""
+        if not self.done:
+            self._resp.content.set_exception(StreamCut(reason, code))
+
     async def _read(self) -> bytes:
         try:
             return await self._resp.content.readany()
@@ -96,13 +117,17 @@ class StreamRelay:
             raise StreamBroken(label, f"upstream stream failed: {type(exc).__name__}") from None
 
     def _broken(self, label: str, detail: str) -> bytes:
-        self.error = label
-        self.close()
-        return error_event(
+        return self._end(
+            label,
             f"The stream from deployment '{self.deployment}' broke after {self.events} events ({detail}); "
             "the answer is incomplete. Retry the request.",
             "upstream_" + label,
         )
+
+    def _end(self, label: str, message: str, code: str | None = None) -> bytes:
+        self.error = label
+        self.close()
+        return error_event(message, code or label)
 
     def _process(self, data: bytes) -> bytes:
         """Decode, check and re-frame what arrived; `data == b""` means the upstream reached EOF."""

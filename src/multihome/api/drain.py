@@ -1,0 +1,130 @@
+"""Graceful stop: what happens to the calls still open when the gateway is told to stop.
+
+On SIGTERM or SIGINT uvicorn stops accepting connections, waits for the open ones up to its
+`timeout_graceful_shutdown`, then cancels whatever is left: a stream is cut with no error event
+(the client sees a truncated body) and the call is never recorded. The gateway therefore keeps its
+own, earlier deadline (`server.drain_timeout_s`), started by the same signal: `/readyz` answers 503
+at once, and at the deadline each stream still open ends with an error event the SDKs raise, and
+each call still waiting for its answer gets a 503. Both are recorded like any other call (usage,
+audit), so uvicorn finds nothing left to cancel and goes straight on to the lifespan shutdown that
+writes the queued rows. With nothing open, the process exits as soon as uvicorn notices the signal.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import threading
+
+from ..schema.errors import ApiError
+
+log = logging.getLogger("multihome.drain")
+
+# uvicorn's own deadline comes this long after the gateway's: time for the calls cut at the
+# deadline to write their last bytes. It only matters for a client that stopped reading.
+BACKSTOP_S = 2.0
+SHUTTING_DOWN = "gateway_shutting_down"
+
+
+def uvicorn_timeout(drain_timeout_s: float) -> float:
+    """`timeout_graceful_shutdown` for uvicorn: the gateway's deadline, then the backstop."""
+    return drain_timeout_s + BACKSTOP_S
+
+
+class Drain:
+    """The calls in flight, and the deadline by which those still open are ended."""
+
+    def __init__(self, timeout_s: float) -> None:
+        self.timeout_s = timeout_s
+        self.draining = False  # the stop signal arrived: /readyz answers 503
+        self.expired = False  # the deadline passed: what is still open is being ended
+        self.on_signals = False  # set by whoever runs the app under uvicorn (`multihome serve`, demo)
+        self._calls: dict[asyncio.Task, dict] = {}  # request task -> its ASGI scope
+        self._ended: set[asyncio.Task] = set()  # tasks this drain cancelled at the deadline
+        self._timer: asyncio.TimerHandle | None = None
+
+    def start(self) -> None:
+        """At lifespan start-up, inside uvicorn's serve(): begin draining on the signals that stop it.
+
+        uvicorn installed its handlers (signal.signal) just before; ours runs first and chains to
+        its handler, so both act on the same signal. uvicorn restores the handlers it replaced when
+        it returns, which removes ours too.
+        """
+        if not self.on_signals or threading.current_thread() is not threading.main_thread():
+            return
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            previous = signal.getsignal(sig)
+            if not callable(previous):
+                continue  # not under uvicorn's handler: leave the signal alone
+
+            def handler(signum, frame, previous=previous) -> None:
+                loop.call_soon_threadsafe(self.begin)  # a signal handler must not touch the loop's state
+                previous(signum, frame)
+
+            signal.signal(sig, handler)
+
+    def begin(self) -> None:
+        """Shutdown has begun: stop reporting ready, and end what is still open at the deadline."""
+        if self.draining:
+            return
+        self.draining = True
+        log.info("draining %d open call(s); what is still open in %gs will be ended", len(self._calls), self.timeout_s)
+        self._timer = asyncio.get_running_loop().call_later(self.timeout_s, self._expire)
+
+    def close(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+
+    async def serve(self, handler, scope, receive, send, refuse) -> None:
+        """Run one HTTP call; at the deadline, `refuse(scope, send, err)` answers it if it had not started."""
+        task = asyncio.current_task()
+        if self.expired:
+            await refuse(scope, send, self._error())
+            return
+        self._calls[task] = scope
+        try:
+            await handler(scope, receive, send)
+        except asyncio.CancelledError:
+            if task not in self._ended:
+                raise
+            task.uncancel()
+            self._ended.discard(task)
+            try:
+                await refuse(scope, send, self._error())
+            except Exception:
+                pass  # the response had already started
+        finally:
+            del self._calls[task]
+
+    def _expire(self) -> None:
+        self.expired = True
+        reason = f"the gateway is shutting down and its drain deadline ({self.timeout_s:g}s) passed"
+        for task, scope in list(self._calls.items()):
+            stream = scope.get("multihome.stream")  # set by the stream sender once the answer is streaming
+            if stream is not None:
+                stream.cut(reason, SHUTTING_DOWN)  # the stream writes its error event and ends normally
+            else:
+                # Recorded first, so the task's own clean-up does not take it for a client that left.
+                _record_ended(scope, self._error())
+                self._ended.add(task)
+                task.cancel()
+        if self._calls:
+            log.warning("drain deadline (%gs) passed: ended %d open call(s)", self.timeout_s, len(self._calls))
+
+    def _error(self) -> ApiError:
+        return ApiError(
+            503,
+            f"The gateway is shutting down and stopped this call at its drain deadline ({self.timeout_s:g}s); "
+            "retry the request.",
+            type="server_error",
+            code=SHUTTING_DOWN,
+        )
+
+
+def _record_ended(scope: dict, err: ApiError) -> None:
+    """An upstream may already be working on the call: record it like a call its client abandoned."""
+    tracker = scope.get("multihome.tracker")
+    if tracker is not None:
+        tracker.finish(err.status, "cancelled", error_code=err.body.code)
