@@ -5,7 +5,7 @@ from __future__ import annotations
 import gc
 import logging
 
-from ..accounting.tracker import finish_failed
+from ..accounting.tracker import finish_failed, settle
 from ..identity.authenticator import Authenticator
 from ..routing.catalog import Catalog
 from ..schema.errors import ApiError
@@ -112,6 +112,8 @@ class Gateway:
                 await send_error(send, err, [(b"x-request-id", request_id)])
             except Exception:
                 pass  # the response had already started
+        finally:
+            settle(scope)  # whatever ended the request, a call that began accounting is recorded (and charged)
 
 
 _OPENAPI: bytes | None = None

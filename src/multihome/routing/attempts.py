@@ -25,6 +25,7 @@ from ..providers.base import (
     UNSUPPORTED,
     UpstreamRequest,
 )
+from ..schema import header_text
 from ..schema.errors import ApiError
 from ..schema.peek import ResponsePeek, peek_decoder
 from .breakers import Breakers
@@ -47,13 +48,19 @@ class Attempt:
 
     def header(self) -> str:
         if self.reason is not None:
-            reason = self.reason.replace("\\", "").replace('"', "'")
+            # A reason may quote a tenant's policy description: one short quoted string, whatever it holds.
+            reason = self.reason[:_MAX_REASON].replace("\\", "").replace('"', "'")
             return f'{self.deployment};outcome={self.outcome};reason="{reason}"'
         return f"{self.deployment};outcome={self.outcome};ms={self.ms:.1f}"
 
 
+_MAX_REASON = 200  # characters of one skip reason in the header (the call record keeps it whole)
+_MAX_HEADER = 4096  # characters of the whole header; clients refuse response heads over 16 KiB
+
+
 def attempts_header(attempts: list[Attempt]) -> str:
-    return ", ".join(a.header() for a in attempts)
+    """`x-multihome-attempts`: safe to write whatever deployment names and reasons hold."""
+    return header_text.text(", ".join(a.header() for a in attempts), _MAX_HEADER)
 
 
 @dataclass(slots=True)
