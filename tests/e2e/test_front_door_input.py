@@ -56,3 +56,34 @@ def test_two_credential_headers_are_refused_on_the_anthropic_door(gateway, sims,
 def test_one_authorization_and_one_x_api_key_still_work(gateway):
     headers = [("authorization", f"Bearer {CLIENT_KEY}"), ("x-api-key", CLIENT_KEY)]
     assert httpx.post(gateway.url + "/v1/chat/completions", json=CHAT, headers=headers, timeout=10).status_code == 200
+
+
+# --- finding 10: JSON nested far deeper than anything real (the admin API: tests/api/test_admin_bad_bodies.py)
+
+DEPTH = 10_000  # ten times the interpreter's recursion limit; at most 50 KB, under the body limit
+
+
+def _deep(prefix: str, shape: str) -> bytes:
+    opened, closed = ("[" * DEPTH, "]" * DEPTH) if shape == "[" else ('{"":' * DEPTH, "1" + "}" * DEPTH)
+    return (prefix + opened + closed + "}").encode()
+
+
+@pytest.mark.parametrize("shape", ["[", "{"])
+@pytest.mark.parametrize("path, prefix", [
+    ("/v1/chat/completions", '{"model": "gpt-4o", "messages": '),
+    ("/v1/embeddings", '{"model": "text-embedding-3-small", "input": '),
+    ("/v1/route/explain", '{"model": "gpt-4o", "messages": '),
+])
+def test_deep_nesting_is_a_400_that_says_so_on_the_openai_door(gateway, path, prefix, shape):
+    resp = httpx.post(gateway.url + path, content=_deep(prefix, shape), timeout=10,
+                      headers={"authorization": f"Bearer {CLIENT_KEY}", "content-type": "application/json"})
+    error = openai_error(resp, 400)
+    assert error["code"] == "nested_too_deeply" and "nested too deeply" in error["message"], error
+
+
+@pytest.mark.parametrize("shape", ["[", "{"])
+def test_deep_nesting_is_a_400_on_the_anthropic_door(gateway, shape):
+    body = _deep('{"model": "gpt-4o", "max_tokens": 10, "messages": ', shape)
+    resp = httpx.post(gateway.url + "/v1/messages", content=body, timeout=10,
+                      headers={"x-api-key": CLIENT_KEY, "content-type": "application/json"})
+    assert "nested too deeply" in anthropic_error(resp, 400, "invalid_request_error")["message"]

@@ -17,6 +17,7 @@ from ..routing.planner import RequestShape
 from ..routing.router import Router
 from ..schema import header_text
 from ..schema.chat import ParsedChat, parse_chat
+from ..schema.decoding import top_level
 from ..schema.embeddings import parse_embeddings
 from ..schema.errors import ApiError
 from .asgi import JSON, header, read_body, send_bytes
@@ -245,10 +246,7 @@ class OpenAIRoutes:
     async def explain(self, scope, receive, send, request_id: bytes) -> None:
         """The plan for a chat or embeddings request, computed by the same code as a real call; nothing is sent."""
         body = await read_body(scope, receive, self.max_body)
-        try:
-            keys = msgspec.json.decode(body, type=dict[str, msgspec.Raw])
-        except msgspec.DecodeError:
-            keys = {}  # parse_chat below reports what is wrong
+        keys = top_level(body)
         if "input" in keys and "messages" not in keys:
             parsed_e = parse_embeddings(body)
             group = self._group(parsed_e.request.model)
