@@ -14,8 +14,7 @@ import asyncio
 import msgspec
 import pytest
 
-from multihome.app import build_app
-from multihome.config import parse_config
+from admin_http import running  # noqa: E402
 from multihome.simulators import SimulatorConfig, start_simulator
 
 pytestmark = pytest.mark.anyio
@@ -47,16 +46,12 @@ class Sink:
 @pytest.fixture
 async def app():
     sim = await start_simulator(SimulatorConfig(kind="openai", name="charged"))
-    gateway = build_app(parse_config(CONFIG.format(url=sim.url)))
-    for service in gateway.services:
-        await service.start()
-    sink = Sink()
-    gateway.routes.accounting.sinks.append(sink)
     try:
-        yield gateway, sink
+        async with running(CONFIG.format(url=sim.url)) as gateway:
+            sink = Sink()
+            gateway.routes.accounting.sinks.append(sink)
+            yield gateway, sink
     finally:
-        for service in reversed(gateway.services):
-            await service.close()
         await sim.close()
 
 

@@ -7,9 +7,7 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from admin_http import error, ok  # noqa: E402
-from multihome.app import build_app
-from multihome.config import parse_config
+from admin_http import error, ok, running  # noqa: E402
 
 pytestmark = pytest.mark.anyio
 ADMIN_KEY = "mh-bootstrap-admin-key-for-deep-nesting"
@@ -35,15 +33,9 @@ def anyio_backend():
 @pytest.fixture
 async def root(tmp_path, monkeypatch):
     monkeypatch.setenv("MH_TEST_DEEP_ADMIN", ADMIN_KEY)
-    app = build_app(parse_config(CONFIG.format(tmp=tmp_path)))
-    for service in app.services:
-        await service.start()
-    try:
+    async with running(CONFIG.format(tmp=tmp_path)) as app:
         yield httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://gw",
                                 headers={"authorization": f"Bearer {ADMIN_KEY}", "content-type": "application/json"})
-    finally:
-        for service in reversed(app.services):
-            await service.close()
 
 
 @pytest.mark.parametrize("opened, closed", [("[" * DEPTH, "]" * DEPTH), ('{"":' * DEPTH, "1" + "}" * DEPTH)])
