@@ -21,6 +21,7 @@ def _raise_fd_limit() -> None:
 def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
+    from .api.head_limit import protocol
     from .app import CONFIG_ENV, build_app
 
     config = load_config(args.config)
@@ -31,7 +32,7 @@ def _serve(args: argparse.Namespace) -> int:
         host=host,
         port=port,
         loop="uvloop",
-        http="httptools",
+        http=protocol(config.server.max_header_bytes),  # httptools, with a bounded request head
         lifespan="on",
         access_log=False,
         log_level=args.log_level,

@@ -174,6 +174,8 @@ class Server(_Strict):
     host: str = "127.0.0.1"
     port: int = 4000
     max_body_bytes: int = 20 * 1024 * 1024
+    # Request line plus headers; a longer head is refused with 431 before it is read in full.
+    max_header_bytes: int = 64 * 1024
     # Environment variables holding the API keys clients may present (identity grows in its own issue).
     api_keys_env: list[str] = msgspec.field(default_factory=list)
     allow_unauthenticated: bool = False
@@ -282,6 +284,8 @@ def parse_config(text: str, *, source: str = "<config>") -> Config:
 
 
 def _check_references(config: Config) -> None:
+    if config.server.max_header_bytes < 1024:
+        raise ConfigError("server.max_header_bytes: at least 1024 (clients send a few hundred bytes of headers)")
     probe = config.routing.health_probe
     if probe.interval_s < 0 or probe.timeout_s <= 0:
         raise ConfigError("routing.health_probe: interval_s must be 0 (off) or more, timeout_s more than 0")

@@ -93,6 +93,7 @@ def run_demo(*, port: int = 4000, scripted_only: bool = False) -> int:
 async def _demo(port: int, scripted_only: bool) -> None:
     import uvicorn
 
+    from .api.head_limit import protocol
     from .app import build_app
     from .config import parse_config
     from .simulators import SimulatorConfig, start_simulator
@@ -113,9 +114,10 @@ async def _demo(port: int, scripted_only: bool) -> None:
     text = _CONFIG.format(port=port, azure=azure.url, openai=openai.url, selfhosted=selfhosted.url)
     config_path = Path(tempfile.gettempdir()) / f"multihome-demo-{port}.yaml"
     config_path.write_text(text)
-    gateway = build_app(parse_config(text, source=str(config_path)))
+    config = parse_config(text, source=str(config_path))
+    gateway = build_app(config)
     server = uvicorn.Server(
-        uvicorn.Config(gateway, host="127.0.0.1", port=port, loop="none", http="httptools", lifespan="on", access_log=False, log_level="warning")
+        uvicorn.Config(gateway, host="127.0.0.1", port=port, loop="none", http=protocol(config.server.max_header_bytes), lifespan="on", access_log=False, log_level="warning")
     )
     serving = asyncio.create_task(server.serve())
     while not server.started:

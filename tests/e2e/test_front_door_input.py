@@ -3,6 +3,10 @@ door's own envelope; never a 500, a hang or a call in someone else's name (issue
 
 from __future__ import annotations
 
+import json
+import select
+import socket
+
 import httpx
 import pytest
 
@@ -87,3 +91,60 @@ def test_deep_nesting_is_a_400_on_the_anthropic_door(gateway, shape):
     resp = httpx.post(gateway.url + "/v1/messages", content=body, timeout=10,
                       headers={"x-api-key": CLIENT_KEY, "content-type": "application/json"})
     assert "nested too deeply" in anthropic_error(resp, 400, "invalid_request_error")["message"]
+
+
+# --- finding 8: a request head far over any real one ----------------------------------------------
+
+MiB = 1 << 20
+
+
+def _peak_rss(pid: int) -> int:
+    """The process's peak resident memory so far (VmHWM), in bytes."""
+    with open(f"/proc/{pid}/status") as f:
+        line = next(line for line in f if line.startswith("VmHWM:"))
+    return int(line.split()[1]) * 1024
+
+
+def _send_huge_head(port: int, path: bytes, size: int) -> bytes:
+    """Send a head with one `size`-byte header, as a client would: stop sending once an answer comes."""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(b"POST " + path + b" HTTP/1.1\r\nHost: gw\r\nX-Big: ")
+        chunk, sent = b"a" * (256 * 1024), 0
+        try:
+            while sent < size and not select.select([sock], [], [], 0)[0]:
+                sock.sendall(chunk)
+                sent += len(chunk)
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+        answer = b""
+        while True:
+            piece = sock.recv(65536)
+            if not piece:
+                return answer
+            answer += piece
+
+
+@pytest.mark.parametrize("path, envelope", [(b"/v1/chat/completions", "openai"), (b"/v1/messages", "anthropic")])
+def test_a_32_mib_header_is_refused_early_with_431_and_bounded_memory(gateway, path, envelope):
+    before = _peak_rss(gateway.popen.pid)
+    answer = _send_huge_head(gateway.port, path, 32 * MiB)
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 431 "), answer[:300]
+    assert b"connection: close" in head.lower()
+    error = json.loads(body)
+    message = error["error"]["message"]
+    assert "65536 bytes (server.max_header_bytes)" in message
+    if envelope == "anthropic":
+        assert error["type"] == "error" and error["error"]["type"] == "invalid_request_error"
+    else:
+        assert error["error"]["code"] == "request_header_fields_too_large"
+    grown = _peak_rss(gateway.popen.pid) - before
+    assert grown < 8 * MiB, f"the gateway's peak memory grew by {grown / MiB:.1f} MiB for one refused head"
+    assert httpx.get(gateway.url + "/healthz").status_code == 200
+
+
+def test_large_heads_under_the_limit_are_served_one_after_another_on_one_connection(client):
+    for _ in range(3):  # each request's head is counted on its own
+        raw = client.chat.completions.with_raw_response.create(
+            model="gpt-4o", messages=[{"role": "user", "content": "hi"}], extra_headers={"x-pad": "p" * 48_000})
+        assert raw.parse().choices[0].message.content
