@@ -104,7 +104,7 @@ def build_app(config: Config) -> Gateway:
         services.insert(0, audit_log)  # first up, last down: it records everything the others do
     if oidc is not None:
         services.append(oidc)
-    return Gateway(catalog, auth, routes, {b"/v1/messages": anthropic.messages}, services=services, admin=admin)
+    return Gateway(catalog, auth, routes, {b"/v1/messages": anthropic.messages, b"/v1/messages/count_tokens": anthropic.count_tokens}, services=services, admin=admin)
 
 
 def _oidc(config: Config):

@@ -7,6 +7,7 @@ import json
 import select
 import socket
 
+import anthropic
 import httpx
 import pytest
 
@@ -148,3 +149,60 @@ def test_large_heads_under_the_limit_are_served_one_after_another_on_one_connect
         raw = client.chat.completions.with_raw_response.create(
             model="gpt-4o", messages=[{"role": "user", "content": "hi"}], extra_headers={"x-pad": "p" * 48_000})
         assert raw.parse().choices[0].message.content
+
+
+# --- finding 11: methods, unknown paths and the Anthropic door's token count --------------------
+
+
+@pytest.mark.parametrize("method, path, allow", [
+    ("GET", "/v1/chat/completions", "POST"),
+    ("PUT", "/v1/embeddings", "POST"),
+    ("GET", "/v1/route/explain", "POST"),
+    ("DELETE", "/v1/models", "GET"),
+    ("POST", "/v1/models", "GET"),
+    ("POST", "/v1/models/gpt-4o", "GET"),
+    ("POST", "/healthz", "GET"),
+])
+def test_a_wrong_method_is_405_with_allow_on_the_openai_door(gateway, method, path, allow):
+    resp = httpx.request(method, gateway.url + path, headers={"authorization": f"Bearer {CLIENT_KEY}"}, timeout=10)
+    error = openai_error(resp, 405)
+    assert resp.headers["allow"] == allow and error["code"] == "method_not_allowed"
+    assert f"use {allow}" in error["message"]
+
+
+@pytest.mark.parametrize("path", ["/v1/messages", "/v1/messages/count_tokens"])
+def test_a_wrong_method_is_405_with_allow_in_anthropics_envelope(gateway, path):
+    resp = httpx.get(gateway.url + path, headers={"x-api-key": CLIENT_KEY}, timeout=10)
+    assert resp.headers["allow"] == "POST"
+    assert "use POST" in anthropic_error(resp, 405, "invalid_request_error")["message"]
+
+
+def test_an_unknown_path_is_404_listing_every_endpoint(gateway):
+    message = openai_error(httpx.get(gateway.url + "/v1/nothing", timeout=10), 404)["message"]
+    for endpoint in ["POST /v1/chat/completions", "POST /v1/embeddings", "GET /v1/models", "GET /v1/models/{model}",
+                     "POST /v1/messages", "POST /v1/messages/count_tokens", "POST /v1/route/explain", "/admin/v1/"]:
+        assert endpoint in message
+    resp = httpx.post(gateway.url + "/v1/messages/batches", headers={"x-api-key": CLIENT_KEY}, json={}, timeout=10)
+    assert "POST /v1/messages/count_tokens" in anthropic_error(resp, 404, "not_found_error")["message"]
+
+
+def test_count_tokens_answers_the_anthropic_sdk_with_the_gateways_estimate(gateway, sims):
+    claude = anthropic.Anthropic(base_url=gateway.url, api_key=CLIENT_KEY, max_retries=0, timeout=10)
+    text = "Summarise the benefits of running one gateway in front of several clouds."
+    plain = claude.messages.count_tokens(model="gpt-4o", messages=[{"role": "user", "content": text}])
+    assert plain.input_tokens == 4 + len(text) // 4  # per message, then about four characters a token
+    tool = {"name": "get_weather", "description": "Weather for a city",
+            "input_schema": {"type": "object", "properties": {"city": {"type": "string"}}}}
+    more = claude.messages.count_tokens(model="gpt-4o", system="Be brief.", tools=[tool],
+                                        messages=[{"role": "user", "content": text}])
+    assert more.input_tokens > plain.input_tokens
+    with pytest.raises(anthropic.NotFoundError) as info:
+        claude.messages.count_tokens(model="no-such-model", messages=[{"role": "user", "content": "hi"}])
+    assert info.value.body["error"]["type"] == "not_found_error" and "gpt-4o" in info.value.body["error"]["message"]
+    with pytest.raises(anthropic.BadRequestError) as info:
+        claude.messages.count_tokens(model="gpt-4o", messages=[])
+    assert "messages" in info.value.body["error"]["message"]
+    with pytest.raises(anthropic.AuthenticationError):
+        anthropic.Anthropic(base_url=gateway.url, api_key="wrong", max_retries=0).messages.count_tokens(
+            model="gpt-4o", messages=[{"role": "user", "content": "hi"}])
+    assert all(sim.stats()["requests"] == 0 for sim in sims.values())  # an estimate: no upstream is asked
