@@ -31,6 +31,7 @@ def test_any_names_are_writable_bounded_and_read_back(items):
 def test_plain_names_are_kept_and_hostile_ones_encoded():
     assert header_text.names(["messages[].name", "top_k"]) == "messages[].name,top_k"
     assert header_text.names(["x\r\nX-Injected: 1", "a,b", "50%"]) == "x%0D%0AX-Injected:%201,a%2Cb,50%25"
+    assert header_text.names(["\ud800"]) == "?" and header_text.text("a\ud800") == "a "  # lone surrogates
     many = header_text.names([f"field_{i}" for i in range(1000)])
     assert many.endswith(" more") and len(many) <= header_text.MAX_CHARS
 
@@ -53,3 +54,17 @@ def test_a_policy_description_with_crlf_stays_on_one_line():
 def test_free_text_is_cut_to_its_limit():
     assert header_text.text("a" * 5000, 100) == "a" * 97 + "..."
     assert header_text.text("plain text — as is") == "plain text — as is"
+
+
+def test_an_upstream_retry_after_of_any_size_gives_the_client_a_whole_number_of_seconds():
+    from types import SimpleNamespace
+
+    from multihome.providers.base import CAPACITY
+    from multihome.providers.errors import retry_after_seconds
+    from multihome.routing.attempts import _failed, _Result
+
+    group = SimpleNamespace(name="g")
+    for sent, shown in [("1e400", "86400"), ("0.2", "1"), ("7.4", "7"), ("nan", "1")]:
+        last = _Result(CAPACITY, "http_429", retry_after_seconds({"retry-after": sent}))
+        err = _failed(group, None, [Attempt("d", "http_429", 1.0)], last)
+        assert (err.status, err.headers["retry-after"]) == (429, shown)

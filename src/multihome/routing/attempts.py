@@ -374,8 +374,18 @@ def _failed(group: GroupRuntime, plan: Plan | None, attempts: list[Attempt], las
     if budget_s is not None:
         err = ApiError(504, " ".join(parts), type="server_error", code="routing_budget_exhausted")
     elif real and all(a.outcome == "http_429" for a in real) and last is not None:
-        headers = {"retry-after": str(max(1, round(last.retry_after or 1)))}
+        headers = {"retry-after": _retry_after(last.retry_after)}
         err = ApiError(429, " ".join(parts), type="rate_limit_error", code="all_deployments_throttled", headers=headers)
     else:
         err = ApiError(503, " ".join(parts), type="server_error", code="all_deployments_failed")
     return AllDeclined(err, attempts)
+
+
+_MAX_RETRY_AFTER_S = 86400
+
+
+def _retry_after(seconds: float | None) -> str:
+    """Whole seconds for the client's Retry-After, whatever the upstream sent (`1e400` reads as inf)."""
+    if seconds is None or not seconds >= 1:  # also NaN
+        return "1"
+    return str(round(min(seconds, _MAX_RETRY_AFTER_S)))

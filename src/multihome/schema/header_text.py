@@ -36,7 +36,7 @@ def names(items: Iterable[str], limit: int = MAX_CHARS) -> str:
     out: list[str] = []
     size = 16  # room for the count of the names left out
     for i, name in enumerate(items):
-        encoded = quote(name[:limit], safe=_NAME_SAFE)
+        encoded = quote(name[:limit], safe=_NAME_SAFE, errors="replace")  # a lone surrogate too
         size += len(encoded) + 1
         if size > limit:
             out.append(f"+{len(items) - i} more")
