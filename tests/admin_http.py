@@ -1,8 +1,26 @@
-"""Checks on admin API answers shared by the in-process admin tests."""
+"""Checks on admin API answers shared by the in-process admin tests, and the app they run."""
 
 from __future__ import annotations
 
+import contextlib
+
 import httpx
+
+from multihome.app import build_app
+from multihome.config import parse_config
+
+
+@contextlib.asynccontextmanager
+async def running(config_text: str):
+    """The real app in process, its services started (and closed again afterwards)."""
+    app = build_app(parse_config(config_text))
+    for service in app.services:
+        await service.start()
+    try:
+        yield app
+    finally:
+        for service in reversed(app.services):
+            await service.close()
 
 
 async def ok(resp: httpx.Response, status: int = 200) -> dict:

@@ -47,6 +47,7 @@ def test_example_config_is_valid():
         ("deployments: [d1]", "deployments: [d1], fail_over_on: [sometimes]", "model_groups.gpt-4o.fail_over_on[0]: unknown decline 'sometimes'"),
         ("model: gpt-4o-prod}", "model: gpt-4o-prod, capabilities: [telepathy]}", "deployments.d1.capabilities[0]: unknown capability 'telepathy'"),
         ("server: {api_keys_env: [K]}", "server: {}", "server.api_keys_env: name at least one environment variable"),
+        ("server: {api_keys_env: [K]}", "server: {api_keys_env: [K], max_header_bytes: 100}", "server.max_header_bytes: Expected `int` >= 1024"),
         ("server: {api_keys_env: [K]}", "server: {api_keys_env: [K]}\nroutes: {}", "routes: unknown top-level key"),
         ("deployments: [d1]}", "deployments: [d1], strategy: cheapest}", "model_groups.gpt-4o.strategy: Invalid enum value 'cheapest'"),
         ("deployments: [d1]}", "deployments: [d1], fallback_groups: [claude]}", "model_groups.gpt-4o.fallback_groups[0]: unknown model group 'claude'"),

@@ -109,7 +109,13 @@ def build_app(config: Config) -> Gateway:
         services.append(oidc)
     drain = Drain(config.server.drain_timeout_s)
     return Gateway(
-        catalog, auth, routes, {b"/v1/messages": anthropic.messages}, services=services, admin=admin, drain=drain
+        catalog,
+        auth,
+        routes,
+        {b"/v1/messages": anthropic.messages, b"/v1/messages/count_tokens": anthropic.count_tokens},
+        services=services,
+        admin=admin,
+        drain=drain,
     )
 
 

@@ -22,6 +22,7 @@ def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from .api.drain import uvicorn_timeout
+    from .api.head_limit import protocol
     from .app import CONFIG_ENV, DRAIN_ENV, served_app
 
     config = load_config(args.config)
@@ -34,7 +35,7 @@ def _serve(args: argparse.Namespace) -> int:
         host=host,
         port=port,
         loop="uvloop",
-        http="httptools",
+        http=protocol(config.server.max_header_bytes),  # httptools, with a bounded request head
         lifespan="on",
         access_log=False,
         log_level=args.log_level,

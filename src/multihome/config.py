@@ -212,6 +212,8 @@ class Server(_Strict):
     host: str = "127.0.0.1"
     port: Annotated[int, msgspec.Meta(ge=0, le=65535)] = 4000
     max_body_bytes: PositiveCount = 20 * 1024 * 1024
+    # Request line plus headers; a longer head is refused with 431 before it is read in full.
+    max_header_bytes: Annotated[int, msgspec.Meta(ge=1024)] = 64 * 1024
     # Environment variables holding the API keys clients may present (identity grows in its own issue).
     api_keys_env: list[str] = msgspec.field(default_factory=list)
     allow_unauthenticated: bool = False

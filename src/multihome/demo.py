@@ -95,6 +95,7 @@ async def _demo(port: int, scripted_only: bool) -> None:
     import uvicorn
 
     from .api.drain import uvicorn_timeout
+    from .api.head_limit import protocol
     from .app import served_app
     from .config import parse_config
     from .simulators import SimulatorConfig, start_simulator
@@ -119,7 +120,7 @@ async def _demo(port: int, scripted_only: bool) -> None:
     gateway = served_app(config)  # Ctrl-C drains like `multihome serve` (docs/serving.md)
     server = uvicorn.Server(
         uvicorn.Config(
-            gateway, host="127.0.0.1", port=port, loop="none", http="httptools", lifespan="on", access_log=False,
+            gateway, host="127.0.0.1", port=port, loop="none", http=protocol(config.server.max_header_bytes), lifespan="on", access_log=False,
             log_level="warning", timeout_graceful_shutdown=uvicorn_timeout(config.server.drain_timeout_s),
         )
     )

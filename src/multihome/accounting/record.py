@@ -47,7 +47,7 @@ class CallRecord(msgspec.Struct, frozen=True, kw_only=True):
     attempts: tuple[AttemptRecord, ...] = ()
     status: int  # HTTP status the client got
     # ok | client_error | declined (no deployment served) | denied (policy/limits) | cancelled (client left)
-    # | stream_error (broke after the first byte)
+    # | stream_error (broke after the first byte) | gateway_error (an upstream answered, the gateway failed to deliver it)
     outcome: str
     error_code: str | None = None
     usage: Usage | None = None

@@ -42,7 +42,7 @@ def outcome_of(err: ApiError) -> str:
 class CallTracker:
     __slots__ = ("acc", "request_id", "endpoint", "principal", "request_sha256", "started_at", "_t0",
                  "model_group", "policy_code", "entitlement_id", "ticket", "_durable", "finished", "request",
-                 "traceparent", "tracestate")
+                 "traceparent", "tracestate", "served")
 
     def __init__(self, acc: Accounting, request_id: str, endpoint: str, principal: Principal, request_sha256: str) -> None:
         self.acc = acc
@@ -60,6 +60,7 @@ class CallTracker:
         self.request = None  # the canonical chat or embeddings request, for usage estimates
         self.traceparent: bytes | None = None  # set by the front door when accounting.trace_context
         self.tracestate: bytes | None = None
+        self.served = None  # routing.attempts.Served once an upstream answered: from then on the call is charged
 
     async def admit(self, group, deployments, max_output_tokens: int | None) -> list[tuple[bytes, bytes]]:
         """Limits and budgets (may raise 429); then start making the call's start durable."""
@@ -100,7 +101,7 @@ class CallTracker:
             data_zone=dep.data_zone if dep else None, stream=bool(served is not None and served.stream is not None),
             attempts=tuple(AttemptRecord(a.deployment, a.outcome, round(a.ms, 3), a.reason) for a in attempts),
             status=status, outcome=outcome, error_code=error_code,
-            usage=self._usage(usage, content_chars) if outcome in ("ok", "stream_error", "cancelled") else None,
+            usage=self._usage(usage, content_chars) if outcome in _PRODUCED or _answered(served) else None,
             latency_ms=round((time.perf_counter() - self._t0) * 1000, 3), first_byte_ms=first_byte_ms,
             policy_code=self.policy_code, entitlement_id=self.entitlement_id, tool_calls=tuple(tool_calls),
             request_sha256=self.request_sha256, response_sha256=response_sha256,
@@ -109,6 +110,19 @@ class CallTracker:
         )
         for sink in self.acc.sinks:
             sink.record(record)
+
+    def finish_produced(self, served, status: int, outcome: str, *, error_code: str | None = None,
+                        response_sha256: str | None = None, first_byte_ms: float | None = None) -> None:
+        """Finish a call an upstream answered: charged for what it produced, as far as the gateway saw
+        it (the whole answer, the stream so far), whether or not the client got it."""
+        relay = served.stream
+        if relay is not None:
+            usage, chars, calls = relay.usage, relay.content_chars, relay.tool_calls
+        else:
+            peek = served.peek
+            usage, chars, calls = (peek.usage, peek.content_chars(), peek.tool_calls()) if peek else (None, 0, ())
+        self.finish(status, outcome, served=served, usage=usage, content_chars=chars, tool_calls=calls,
+                    response_sha256=response_sha256, first_byte_ms=first_byte_ms, error_code=error_code)
 
     def _usage(self, usage, content_chars: int) -> Usage:
         if usage is not None and (usage.prompt_tokens or usage.completion_tokens):
@@ -120,13 +134,37 @@ class CallTracker:
         return Usage(prompt, content_chars // estimate.CHARS_PER_TOKEN, 0, estimated=prompt > 0 or usage is None)
 
 
+_PRODUCED = frozenset({"ok", "stream_error"})  # outcomes that carry usage (as does any call an upstream answered)
+
+
+def _answered(served) -> bool:
+    return served is not None and served.status < 300
+
+
 def _swallow(future: asyncio.Future) -> None:
     if not future.cancelled():
         future.exception()
 
 
 def finish_failed(scope: dict, err: ApiError) -> None:
-    """Record a call that ended in an error the gateway answered (denied, declined, bad request)."""
+    """Record a call that ended in an error the gateway answered (denied, declined, bad request, or
+    a gateway failure after an upstream answered: then it is charged for what was produced)."""
     tracker = scope.get("multihome.tracker")
-    if tracker is not None:
+    if tracker is None or tracker.finished:
+        return
+    if tracker.served is not None:
+        tracker.finish_produced(tracker.served, err.status, "gateway_error", error_code=err.body.code)
+    else:
         tracker.finish(err.status, outcome_of(err), error_code=err.body.code, attempts=getattr(err, "attempts", ()))
+
+
+def settle(scope: dict) -> None:
+    """The last word on every request, however it ended (client gone, task cancelled, a send that
+    failed): a call that began accounting gets its one record, and is charged if an upstream answered."""
+    tracker = scope.get("multihome.tracker")
+    if tracker is None or tracker.finished:
+        return
+    if tracker.served is not None:
+        tracker.finish_produced(tracker.served, 499, "cancelled")
+    else:
+        tracker.finish(499, "cancelled")

@@ -23,7 +23,7 @@ from ..contracts.report import build_report, build_reports, to_csv
 from ..contracts.service import AgreementConflict, ContractsService
 from ..identity.principal import Principal
 from ..schema import admin_fields
-from ..schema.decoding import decode_error
+from ..schema.decoding import decode_body
 from ..schema.errors import ApiError
 from .admin_rbac import ORG, authorize
 from .asgi import JSON, read_body, send_bytes
@@ -58,10 +58,7 @@ class ContractRoutes:
         query = parse_qs(scope.get("query_string", b"").decode())
         if handler == "create":
             raw = await read_body(scope, receive, 1 << 20)
-            try:
-                body = msgspec.json.decode(raw, type=Agreement)
-            except msgspec.DecodeError as exc:
-                raise decode_error(exc) from None
+            body = decode_body(raw, Agreement)
             try:
                 await self.service.create_agreement(body, actor=principal.subject)
             except AgreementConflict as exc:

@@ -14,7 +14,7 @@ from urllib.parse import parse_qs
 import msgspec
 
 from ..identity.principal import Principal
-from ..schema.decoding import decode_error
+from ..schema.decoding import decode_body
 from ..schema.errors import ApiError
 from ..storage.errors import Conflict, Invalid, NotFound
 from .admin_routes import Route, match_route
@@ -49,10 +49,11 @@ class AdminLink:
         self.authorize(principal, route, params)
         body = None
         if route.body is not None:
+            raw = await read_body(scope, receive, 1 << 20)
             try:
-                body = msgspec.json.decode(await read_body(scope, receive, 1 << 20), type=route.body)
-            except msgspec.DecodeError as exc:
-                raise self._explained(decode_error(exc)) from None
+                body = decode_body(raw, route.body)
+            except ApiError as err:
+                raise self._explained(err) from None
         if self.store is None and route.handler not in self.without_storage:
             raise ApiError(501, f"{self.needs_storage}: set storage.url in the config.", code="storage_not_configured")
         query = {k: v[-1] for k, v in parse_qs(scope.get("query_string", b"").decode()).items()}

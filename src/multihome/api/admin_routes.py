@@ -15,7 +15,7 @@ import msgspec
 from ..identity.principal import ROLES, Principal
 from ..policy.model import Policy as EnginePolicy
 from ..policy.model import policy_problems
-from ..schema.decoding import decode_error
+from ..schema.decoding import decode_body
 from ..schema.errors import ApiError
 from ..storage.apikeys import KEY_MAX_LIFETIME_DAYS
 from ..storage.errors import Conflict, Invalid, NotFound
@@ -108,10 +108,7 @@ class AdminRoutes:
         body = None
         if route.body is not None:
             raw = await read_body(scope, receive, 1 << 20)
-            try:
-                body = msgspec.json.decode(raw, type=route.body)
-            except msgspec.DecodeError as exc:
-                raise decode_error(exc) from None
+            body = decode_body(raw, route.body)
         query = parse_qs(scope.get("query_string", b"").decode())
         if self.store is None and route.handler not in ("whoami", "explain"):
             raise ApiError(501, "The admin API needs storage: set storage.url in the config.", code="storage_not_configured")

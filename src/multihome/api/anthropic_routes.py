@@ -1,9 +1,10 @@
-"""Anthropic-compatible front door: `POST /v1/messages` for Claude-native clients.
+"""Anthropic-compatible front door: `POST /v1/messages` for Claude-native clients, and
+`POST /v1/messages/count_tokens` (the gateway's estimate; no upstream is called).
 
 The request is translated into the canonical OpenAI chat request and walks the same plan and
 attempt loop as `/v1/chat/completions`, so routing, failover and the `x-multihome-*` headers
-are identical; the answer (or stream) is translated back. This route authenticates and
-renders its own errors, because Anthropic clients send `x-api-key` and expect Anthropic's
+are identical; the answer (or stream) is translated back. These routes authenticate and
+render their own errors, because Anthropic clients send `x-api-key` and expect Anthropic's
 error envelope.
 """
 
@@ -12,7 +13,10 @@ from __future__ import annotations
 import dataclasses
 import logging
 
+import msgspec
+
 from ..identity.authenticator import Authenticator, credential_of
+from ..routing import estimate
 from ..schema.anthropic import parse_messages
 from ..schema.errors import ApiError
 from .anthropic_errors import send_anthropic_error
@@ -52,17 +56,24 @@ class AnthropicRoutes:
         self.auth = auth
 
     async def messages(self, scope, receive, send, request_id: bytes) -> None:
+        await self._door(self._messages, scope, receive, send, request_id)
+
+    async def count_tokens(self, scope, receive, send, request_id: bytes) -> None:
+        await self._door(self._count_tokens, scope, receive, send, request_id)
+
+    async def _door(self, route, scope, receive, send, request_id: bytes) -> None:
+        """Authenticate like Anthropic's API, run `route`, answer every failure in Anthropic's envelope."""
         try:
             await self._authenticate(scope)
             _check_content_type(scope)
-            await self._messages(scope, receive, send, request_id)
+            await route(scope, receive, send, request_id)
         except ApiError as err:
             finish_failed(scope, err)
             await send_anthropic_error(send, err, [(b"x-request-id", request_id)], request_id)
         except ClientGone:
             return
         except Exception:
-            log.exception("unexpected error serving POST /v1/messages (request %s)", request_id.decode())
+            log.exception("unexpected error serving POST %s (request %s)", scope["path"], request_id.decode())
             err = ApiError(500, "The gateway hit an unexpected error; it has been logged.", type="server_error")
             finish_failed(scope, err)
             try:
@@ -74,6 +85,15 @@ class AnthropicRoutes:
         if credential_of(scope) is None and not self.auth.open_access:
             raise _MISSING_KEY
         scope["multihome.principal"] = await self.auth.authenticate(scope)
+
+    async def _count_tokens(self, scope, receive, send, request_id: bytes) -> None:
+        """`{"input_tokens": N}` for a Messages body, by the estimate routing uses (routing/estimate.py:
+        about four characters a token, a flat count per image), not the model's tokenizer."""
+        parsed = parse_messages(await read_body(scope, receive, self.openai.max_body), counting=True)
+        canonical, _ = to_canonical(parsed)
+        self.openai._group(canonical.request.model)  # an unknown model is a 404, as on /v1/messages
+        body = msgspec.json.encode({"input_tokens": estimate.prompt_tokens(canonical.request)})
+        await send_bytes(send, 200, body, [JSON, (b"x-request-id", request_id)])
 
     async def _messages(self, scope, receive, send, request_id: bytes) -> None:
         raw = await read_body(scope, receive, self.openai.max_body)

@@ -364,7 +364,7 @@ def usage_of(usage: Usage | None) -> dict:
 def tool_input(arguments: str, deployment: str) -> dict:
     try:
         value = msgspec.json.decode(arguments) if arguments.strip() else {}
-    except msgspec.DecodeError:
+    except (msgspec.DecodeError, RecursionError):  # not JSON, or nested past what can be read
         value = None
     if not isinstance(value, dict):
         raise ApiError(

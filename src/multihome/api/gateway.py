@@ -5,7 +5,7 @@ from __future__ import annotations
 import gc
 import logging
 
-from ..accounting.tracker import finish_failed
+from ..accounting.tracker import finish_failed, settle
 from ..identity.authenticator import Authenticator
 from ..routing.catalog import Catalog
 from ..schema.errors import ApiError
@@ -48,6 +48,7 @@ class Gateway:
         self._post = {b"/v1/chat/completions": routes.chat, b"/v1/embeddings": routes.embeddings}
         self._post.update({p[3:]: h for p, h in list(self._post.items())})  # also without /v1, as OpenAI allows
         self._post[b"/v1/route/explain"] = routes.explain
+        self._known_posts = frozenset((*self._post, *self._own_auth_posts))
 
     async def __call__(self, scope, receive, send) -> None:
         kind = scope["type"]
@@ -109,10 +110,13 @@ class Gateway:
                 scope["multihome.principal"] = await self.auth.authenticate(scope)
                 await self.routes.model(scope, receive, send, request_id, scope["path"][len("/v1/models/") :])
             else:
-                raise _not_found(method, path, self._post)
+                raise _unrouted(method, path, self._known_posts)
         except ApiError as err:
             finish_failed(scope, err)
-            await send_error(send, err, [(b"x-request-id", request_id)])
+            if path.startswith(b"/v1/messages"):  # the Anthropic door's paths answer in its envelope
+                await send_anthropic_error(send, err, [(b"x-request-id", request_id)], request_id)
+            else:
+                await send_error(send, err, [(b"x-request-id", request_id)])
         except ClientGone:
             return
         except Exception:
@@ -123,6 +127,8 @@ class Gateway:
                 await send_error(send, err, [(b"x-request-id", request_id)])
             except Exception:
                 pass  # the response had already started
+        finally:
+            settle(scope)  # whatever ended the request, a call that began accounting is recorded (and charged)
 
     async def _refuse(self, scope, send, err: ApiError) -> None:
         """Answer a call the drain deadline ended before its answer began, in its front door's envelope."""
@@ -174,12 +180,32 @@ def _check_content_type(scope) -> None:
         )
 
 
-def _not_found(method: str, path: bytes, post_routes) -> ApiError:
-    if path in post_routes:
-        return ApiError(405, f"Method {method} is not allowed on {path.decode()}; use POST.", code="method_not_allowed")
+# Served outside the admin API (the dispatch in Gateway._http); /v1 is optional on the first three, as OpenAI allows.
+_ENDPOINTS = (
+    "POST /v1/chat/completions", "POST /v1/embeddings", "GET /v1/models", "GET /v1/models/{model}",
+    "POST /v1/messages", "POST /v1/messages/count_tokens", "POST /v1/route/explain", "GET /healthz", "GET /readyz",
+)
+_GET_PATHS = frozenset({b"/v1/models", b"/models", b"/healthz", b"/readyz"})
+
+
+def _allowed(path: bytes, post_paths) -> str | None:
+    """The method a known path takes (for 405 and its Allow header); None for an unknown path."""
+    if path in post_paths:
+        return "POST"
+    if path in _GET_PATHS or path.startswith(b"/v1/models/"):
+        return "GET"
+    return None
+
+
+def _unrouted(method: str, path: bytes, post_paths) -> ApiError:
+    shown = path.decode(errors="replace")
+    allow = _allowed(path, post_paths)
+    if allow is not None:
+        return ApiError(405, f"Method {method} is not allowed on {shown}; use {allow}.", code="method_not_allowed",
+                        headers={"allow": allow})
     return ApiError(
         404,
-        f"Unknown endpoint {method} {path.decode(errors='replace')}. This gateway serves "
-        "POST /v1/chat/completions, POST /v1/embeddings and GET /v1/models.",
+        f"Unknown endpoint {method} {shown}. This gateway serves {', '.join(_ENDPOINTS)}, and the admin API "
+        "under /admin/v1/ (described at GET /admin/v1/openapi.json).",
         code="unknown_url",
     )

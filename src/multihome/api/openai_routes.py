@@ -15,7 +15,9 @@ from ..routing.catalog import Catalog, GroupRuntime
 from ..routing import estimate
 from ..routing.planner import RequestShape
 from ..routing.router import Router
+from ..schema import header_text
 from ..schema.chat import ParsedChat, parse_chat
+from ..schema.decoding import top_level
 from ..schema.embeddings import parse_embeddings
 from ..schema.errors import ApiError
 from .asgi import JSON, header, read_body, send_bytes
@@ -44,12 +46,13 @@ def new_request_id() -> str:
 def _served_headers(request_id: bytes, served: Served) -> list[tuple[bytes, bytes]]:
     headers = [
         (b"x-request-id", request_id),
-        (b"x-multihome-deployment", served.deployment.name.encode()),
+        (b"x-multihome-deployment", header_text.text(served.deployment.name).encode()),
         (b"x-multihome-attempts", attempts_header(served.attempts).encode()),
     ]
     if served.dropped:
         # Parameters the serving provider cannot honour; the adapter dropped them (docs/translation.md).
-        headers.append((b"x-multihome-dropped-params", ",".join(served.dropped).encode()))
+        # Unknown fields are named by the client: encoded, so no name can break the response head.
+        headers.append((b"x-multihome-dropped-params", header_text.names(served.dropped).encode()))
     return headers
 
 
@@ -243,10 +246,7 @@ class OpenAIRoutes:
     async def explain(self, scope, receive, send, request_id: bytes) -> None:
         """The plan for a chat or embeddings request, computed by the same code as a real call; nothing is sent."""
         body = await read_body(scope, receive, self.max_body)
-        try:
-            keys = msgspec.json.decode(body, type=dict[str, msgspec.Raw])
-        except msgspec.DecodeError:
-            keys = {}  # parse_chat below reports what is wrong
+        keys = top_level(body)
         if "input" in keys and "messages" not in keys:
             parsed_e = parse_embeddings(body)
             group = self._group(parsed_e.request.model)
@@ -272,9 +272,11 @@ class OpenAIRoutes:
 
 
 async def durable(tracker, served: Served) -> None:
-    """Wait until the call's start is on the audit trail; without that the client gets no answer."""
+    """Note that an upstream answered (from here on the call is charged, whatever happens to the
+    answer), then wait until the call's start is on the audit trail; without that the client gets no answer."""
     if tracker is None:
         return
+    tracker.served = served
     try:
         await tracker.durable()
     except BaseException:
@@ -284,12 +286,7 @@ async def durable(tracker, served: Served) -> None:
 
 
 def finish_unary(tracker, served: Served, sent: bytes) -> None:
-    peek = served.peek
-    tracker.finish(
-        served.status, "ok", served=served, usage=peek.usage if peek else None,
-        content_chars=peek.content_chars() if peek else 0, tool_calls=peek.tool_calls() if peek else (),
-        response_sha256=hashlib.sha256(sent).hexdigest(),
-    )
+    tracker.finish_produced(served, served.status, "ok", response_sha256=hashlib.sha256(sent).hexdigest())
 
 
 def stream_finisher(tracker, served: Served):
@@ -301,10 +298,7 @@ def stream_finisher(tracker, served: Served):
     def done(outcome: str, digest, first_byte_ms: float | None) -> None:
         if outcome == "ok" and (relay.error or not relay.done):
             outcome = "stream_error"
-        tracker.finish(
-            200, outcome, served=served, usage=relay.usage, content_chars=relay.content_chars,
-            tool_calls=relay.tool_calls, response_sha256=digest.hexdigest(), first_byte_ms=first_byte_ms,
-        )
+        tracker.finish_produced(served, 200, outcome, response_sha256=digest.hexdigest(), first_byte_ms=first_byte_ms)
 
     return done
 

@@ -28,18 +28,35 @@ _ANONYMOUS = Principal(tenant="default", subject="anonymous", source="unauthenti
 
 
 def credential_of(scope: dict) -> bytes | None:
-    """The presented secret: `Authorization: Bearer <x>`, else `x-api-key: <x>`."""
+    """The presented secret: `Authorization: Bearer <x>`, else `x-api-key: <x>`.
+
+    A header sent twice is refused (400), never resolved by order: a proxy that checks the first
+    and a gateway that takes the last would disagree on who is calling."""
     authorization = api_key = None
     for name, value in scope["headers"]:
         if name == b"authorization":
+            if authorization is not None:
+                raise _twice("Authorization")
             authorization = value
         elif name == b"x-api-key":
+            if api_key is not None:
+                raise _twice("x-api-key")
             api_key = value
     if authorization is not None and authorization[:7].lower() == b"bearer ":
         return authorization[7:].strip() or None
     if api_key is not None:
         return api_key.strip() or None
     return None
+
+
+def _twice(header: str) -> ApiError:
+    return ApiError(
+        400,
+        f"The request has more than one '{header}' header. Send exactly one credential: one "
+        f"'{header}' header with one key or token.",
+        param=header.lower(),
+        code="duplicate_credentials",
+    )
 
 
 def principal_of_key(record: Any) -> Principal:

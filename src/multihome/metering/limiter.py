@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable
 
 from ..identity.principal import Principal
+from ..schema import header_text
 from ..schema.errors import ApiError
 from .config import MeteringConfig
 from .counters import BUDGET, DEPLOYMENT, OK, Outcome, Plan
@@ -164,7 +165,8 @@ class Limiter:
         if meta:
             ticket.headers = _headers(meta, outcome.values[nb:], wend - now_ms)
         if ticket.warnings:
-            ticket.headers = [*ticket.headers, (b"x-multihome-budget-warning", "; ".join(ticket.warnings).encode())]
+            warning = header_text.text("; ".join(ticket.warnings)).encode()
+            ticket.headers = [*ticket.headers, (b"x-multihome-budget-warning", warning)]
         self.open[request_id] = ticket
         return ticket
 

@@ -30,7 +30,7 @@ PROVIDER_NAMES = {
 OPERATION_NAMES = {"chat": "chat", "messages": "chat", "embeddings": "embeddings"}
 
 # Outcomes (CallRecord.outcome) that are not a success: the span gets status ERROR and error.type.
-_FAILED = frozenset({"client_error", "declined", "denied", "cancelled", "stream_error"})
+_FAILED = frozenset({"client_error", "declined", "denied", "cancelled", "stream_error", "gateway_error"})
 
 
 @dataclass(frozen=True, slots=True)

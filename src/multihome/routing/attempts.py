@@ -25,6 +25,7 @@ from ..providers.base import (
     UNSUPPORTED,
     UpstreamRequest,
 )
+from ..schema import header_text
 from ..schema.errors import ApiError
 from ..schema.peek import ResponsePeek, peek_decoder
 from .breakers import Breakers
@@ -47,13 +48,19 @@ class Attempt:
 
     def header(self) -> str:
         if self.reason is not None:
-            reason = self.reason.replace("\\", "").replace('"', "'")
+            # A reason may quote a tenant's policy description: one short quoted string, whatever it holds.
+            reason = self.reason[:_MAX_REASON].replace("\\", "").replace('"', "'")
             return f'{self.deployment};outcome={self.outcome};reason="{reason}"'
         return f"{self.deployment};outcome={self.outcome};ms={self.ms:.1f}"
 
 
+_MAX_REASON = 200  # characters of one skip reason in the header (the call record keeps it whole)
+_MAX_HEADER = 4096  # characters of the whole header; clients refuse response heads over 16 KiB
+
+
 def attempts_header(attempts: list[Attempt]) -> str:
-    return ", ".join(a.header() for a in attempts)
+    """`x-multihome-attempts`: safe to write whatever deployment names and reasons hold."""
+    return header_text.text(", ".join(a.header() for a in attempts), _MAX_HEADER)
 
 
 @dataclass(slots=True)
@@ -367,8 +374,18 @@ def _failed(group: GroupRuntime, plan: Plan | None, attempts: list[Attempt], las
     if budget_s is not None:
         err = ApiError(504, " ".join(parts), type="server_error", code="routing_budget_exhausted")
     elif real and all(a.outcome == "http_429" for a in real) and last is not None:
-        headers = {"retry-after": str(max(1, round(last.retry_after or 1)))}
+        headers = {"retry-after": _retry_after(last.retry_after)}
         err = ApiError(429, " ".join(parts), type="rate_limit_error", code="all_deployments_throttled", headers=headers)
     else:
         err = ApiError(503, " ".join(parts), type="server_error", code="all_deployments_failed")
     return AllDeclined(err, attempts)
+
+
+_MAX_RETRY_AFTER_S = 86400
+
+
+def _retry_after(seconds: float | None) -> str:
+    """Whole seconds for the client's Retry-After, whatever the upstream sent (`1e400` reads as inf)."""
+    if seconds is None or not seconds >= 1:  # also NaN
+        return "1"
+    return str(round(min(seconds, _MAX_RETRY_AFTER_S)))

@@ -1,8 +1,10 @@
-"""Turn msgspec's decode errors into client-facing 400s that name the offending field."""
+"""Decode every request body (both front doors and the admin API) in one place, and turn what can
+go wrong into client-facing 400s that name the offending field."""
 
 from __future__ import annotations
 
 import re
+from typing import Any
 
 import msgspec
 
@@ -21,6 +23,8 @@ def decode_error(exc: msgspec.DecodeError, *, prefix: str = "") -> ApiError:
     text = str(exc)
     match = _PATH.search(text)
     if isinstance(exc, msgspec.ValidationError):
+        if match is None and text.startswith("Expected `object`"):
+            return bad_request("Request body must be a JSON object.", code="invalid_json")
         detail = text[: match.start()] if match else text
         param = _param(prefix + (match.group("path") if match else ""))
         where = f" at '{param}'" if param else ""
@@ -33,18 +37,33 @@ def decode_error(exc: msgspec.DecodeError, *, prefix: str = "") -> ApiError:
 
 _top = msgspec.json.Decoder(dict[str, msgspec.Raw])
 
+_TOO_DEEP = (
+    "Request body is nested too deeply to be read (arrays and objects inside each other, hundreds of "
+    "levels deep). Send the same data nested less deeply."
+)
+
+
+def decode_body(body: bytes, typed: msgspec.json.Decoder | type) -> Any:
+    """`body` decoded as `typed` (a Decoder, or a type for the admin API's bodies); raises a 400 that
+    says what to fix: not JSON, not an object, a field of the wrong type, or nested too deeply
+    (msgspec raises RecursionError past the interpreter's recursion limit)."""
+    try:
+        if isinstance(typed, msgspec.json.Decoder):
+            return typed.decode(body)
+        return msgspec.json.decode(body, type=typed)
+    except msgspec.DecodeError as exc:
+        raise decode_error(exc) from None
+    except RecursionError:
+        raise bad_request(_TOO_DEEP, code="nested_too_deeply") from None
+
+
+def top_level(body: bytes) -> dict[str, msgspec.Raw]:
+    """A request body's top-level fields, raw (for pass-through and for peeking at its kind)."""
+    return decode_body(body, _top)
+
 
 def decode_views(body: bytes, typed: msgspec.json.Decoder):
     """A request body as its top-level fields (raw, for pass-through) and as the typed struct.
 
-    Raises 400s that say what to fix: not JSON, not an object, or a field of the wrong type."""
-    try:
-        raw = _top.decode(body)
-    except msgspec.DecodeError as exc:
-        if isinstance(exc, msgspec.ValidationError):
-            raise bad_request("Request body must be a JSON object.", code="invalid_json") from None
-        raise decode_error(exc) from None
-    try:
-        return raw, typed.decode(body)
-    except msgspec.DecodeError as exc:
-        raise decode_error(exc) from None
+    Raises 400s that say what to fix: not JSON, not an object, a field of the wrong type, too deep."""
+    return top_level(body), decode_body(body, typed)

@@ -1,0 +1,110 @@
+"""A call an upstream answered is recorded and charged whatever happens to the answer afterwards
+(issue 11, finding 1): the server refusing the response head, the request task being cancelled.
+
+The real app in process, in front of an in-process simulator over real HTTP; the ASGI `send` plays
+the server's part. uvicorn raises `RuntimeError("Invalid HTTP header value.")` from the response
+start when a header holds a control character; before the fix such a call's record had no usage,
+and a cancelled call had no record at all.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import msgspec
+import pytest
+
+from admin_http import running  # noqa: E402
+from multihome.simulators import SimulatorConfig, start_simulator
+
+pytestmark = pytest.mark.anyio
+
+CONFIG = """
+server: {{allow_unauthenticated: true}}
+providers:
+  sim: {{kind: openai, endpoint: "{url}/v1"}}
+deployments:
+  d: {{provider: sim, model: m}}
+model_groups:
+  g: {{deployments: [d], retries: 0}}
+"""
+
+
+@pytest.fixture
+def anyio_backend():
+    return "asyncio"
+
+
+class Sink:
+    def __init__(self) -> None:
+        self.calls = []
+
+    def record(self, call) -> None:
+        self.calls.append(call)
+
+
+@pytest.fixture
+async def app():
+    sim = await start_simulator(SimulatorConfig(kind="openai", name="charged"))
+    try:
+        async with running(CONFIG.format(url=sim.url)) as gateway:
+            sink = Sink()
+            gateway.routes.accounting.sinks.append(sink)
+            yield gateway, sink
+    finally:
+        await sim.close()
+
+
+def _scope(path: str) -> dict:
+    return {"type": "http", "method": "POST", "path": path, "raw_path": path.encode(), "query_string": b"",
+            "headers": [(b"content-type", b"application/json")]}
+
+
+def _receive(body: bytes):
+    messages = [{"type": "http.request", "body": body, "more_body": False}]
+
+    async def receive():
+        if not messages:
+            await asyncio.sleep(3600)  # after the body: nothing (the client stays) until cancelled
+        return messages.pop()
+
+    return receive
+
+
+async def _refused_head(message) -> None:
+    if message["type"] == "http.response.start":
+        raise RuntimeError("Invalid HTTP header value.")
+
+
+CHAT = {"model": "g", "messages": [{"role": "user", "content": "hello"}], "max_tokens": 20}
+MESSAGES = {"model": "g", "max_tokens": 20, "messages": [{"role": "user", "content": "hello"}]}
+
+
+@pytest.mark.parametrize("path, body", [
+    ("/v1/chat/completions", CHAT),
+    ("/v1/chat/completions", {**CHAT, "stream": True}),
+    ("/v1/messages", MESSAGES),
+    ("/v1/messages", {**MESSAGES, "stream": True}),
+])
+async def test_a_response_head_the_server_refuses_still_charges_the_call(app, path, body):
+    gateway, sink = app
+    await gateway(_scope(path), _receive(msgspec.json.encode(body)), _refused_head)
+    [call] = sink.calls
+    assert call.deployment == "d" and call.usage is not None and call.usage.completion_tokens > 0, call
+
+
+async def test_a_cancelled_request_still_charges_the_call(app):
+    gateway, sink = app
+    started = asyncio.Event()
+
+    async def stalled(message) -> None:
+        started.set()
+        await asyncio.sleep(3600)  # a server that never takes the answer; then the task is cancelled
+
+    task = asyncio.ensure_future(gateway(_scope("/v1/chat/completions"), _receive(msgspec.json.encode(CHAT)), stalled))
+    await asyncio.wait_for(started.wait(), 10)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    [call] = sink.calls
+    assert call.outcome == "cancelled" and call.deployment == "d" and call.usage is not None, call

@@ -1,0 +1,208 @@
+"""Hostile request heads and bodies at both front doors get a 4xx that says what to fix, in the
+door's own envelope; never a 500, a hang or a call in someone else's name (issue 11)."""
+
+from __future__ import annotations
+
+import json
+import select
+import socket
+
+import anthropic
+import httpx
+import pytest
+
+from .conftest import CLIENT_KEY
+
+CHAT = {"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}]}
+MESSAGES = {"model": "gpt-4o", "max_tokens": 10, "messages": [{"role": "user", "content": "hi"}]}
+JSON = ("content-type", "application/json")
+
+
+def openai_error(resp: httpx.Response, status: int) -> dict:
+    assert resp.status_code == status, resp.text
+    error = resp.json()["error"]
+    assert set(error) == {"message", "type", "param", "code"} and error["message"]
+    return error
+
+
+def anthropic_error(resp: httpx.Response, status: int, kind: str) -> dict:
+    assert resp.status_code == status, resp.text
+    body = resp.json()
+    assert body["type"] == "error" and body["error"]["type"] == kind and body["error"]["message"], body
+    assert body["request_id"] == resp.headers["x-request-id"]
+    return body["error"]
+
+
+# --- finding 7: a credential header sent twice -------------------------------------------------
+
+
+@pytest.mark.parametrize("first", ["Bearer forged-key", f"Bearer {CLIENT_KEY}"])
+def test_two_authorization_headers_are_refused_on_the_openai_door(gateway, sims, first):
+    headers = [("authorization", first), ("authorization", f"Bearer {CLIENT_KEY}"), JSON]
+    for method, path, body in [("POST", "/v1/chat/completions", CHAT), ("GET", "/v1/models", None)]:
+        resp = httpx.request(method, gateway.url + path, headers=headers, json=body, timeout=10)
+        error = openai_error(resp, 400)
+        assert error["code"] == "duplicate_credentials" and "more than one 'Authorization'" in error["message"]
+        assert CLIENT_KEY not in resp.text
+    assert sims["azure"].stats()["requests"] == 0
+
+
+@pytest.mark.parametrize("header", ["authorization", "x-api-key"])
+def test_two_credential_headers_are_refused_on_the_anthropic_door(gateway, sims, header):
+    value = f"Bearer {CLIENT_KEY}" if header == "authorization" else CLIENT_KEY
+    forged = "Bearer forged-key" if header == "authorization" else "forged-key"
+    resp = httpx.post(gateway.url + "/v1/messages", json=MESSAGES, timeout=10,
+                      headers=[(header, forged), (header, value), ("anthropic-version", "2023-06-01")])
+    error = anthropic_error(resp, 400, "invalid_request_error")
+    assert "more than one" in error["message"]
+    assert sims["azure"].stats()["requests"] == 0
+
+
+def test_one_authorization_and_one_x_api_key_still_work(gateway):
+    headers = [("authorization", f"Bearer {CLIENT_KEY}"), ("x-api-key", CLIENT_KEY)]
+    assert httpx.post(gateway.url + "/v1/chat/completions", json=CHAT, headers=headers, timeout=10).status_code == 200
+
+
+# --- finding 10: JSON nested far deeper than anything real (the admin API: tests/api/test_admin_bad_bodies.py)
+
+DEPTH = 10_000  # ten times the interpreter's recursion limit; at most 50 KB, under the body limit
+
+
+def _deep(prefix: str, shape: str) -> bytes:
+    opened, closed = ("[" * DEPTH, "]" * DEPTH) if shape == "[" else ('{"":' * DEPTH, "1" + "}" * DEPTH)
+    return (prefix + opened + closed + "}").encode()
+
+
+@pytest.mark.parametrize("shape", ["[", "{"])
+@pytest.mark.parametrize("path, prefix", [
+    ("/v1/chat/completions", '{"model": "gpt-4o", "messages": '),
+    ("/v1/embeddings", '{"model": "text-embedding-3-small", "input": '),
+    ("/v1/route/explain", '{"model": "gpt-4o", "messages": '),
+])
+def test_deep_nesting_is_a_400_that_says_so_on_the_openai_door(gateway, path, prefix, shape):
+    resp = httpx.post(gateway.url + path, content=_deep(prefix, shape), timeout=10,
+                      headers={"authorization": f"Bearer {CLIENT_KEY}", "content-type": "application/json"})
+    error = openai_error(resp, 400)
+    assert error["code"] == "nested_too_deeply" and "nested too deeply" in error["message"], error
+
+
+@pytest.mark.parametrize("shape", ["[", "{"])
+def test_deep_nesting_is_a_400_on_the_anthropic_door(gateway, shape):
+    body = _deep('{"model": "gpt-4o", "max_tokens": 10, "messages": ', shape)
+    resp = httpx.post(gateway.url + "/v1/messages", content=body, timeout=10,
+                      headers={"x-api-key": CLIENT_KEY, "content-type": "application/json"})
+    assert "nested too deeply" in anthropic_error(resp, 400, "invalid_request_error")["message"]
+
+
+# --- finding 8: a request head far over any real one ----------------------------------------------
+
+MiB = 1 << 20
+
+
+def _peak_rss(pid: int) -> int:
+    """The process's peak resident memory so far (VmHWM), in bytes."""
+    with open(f"/proc/{pid}/status") as f:
+        line = next(line for line in f if line.startswith("VmHWM:"))
+    return int(line.split()[1]) * 1024
+
+
+def _send_huge_head(port: int, path: bytes, size: int) -> bytes:
+    """Send a head with one `size`-byte header, as a client would: stop sending once an answer comes."""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(b"POST " + path + b" HTTP/1.1\r\nHost: gw\r\nX-Big: ")
+        chunk, sent = b"a" * (256 * 1024), 0
+        try:
+            while sent < size and not select.select([sock], [], [], 0)[0]:
+                sock.sendall(chunk)
+                sent += len(chunk)
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+        answer = b""
+        while True:
+            piece = sock.recv(65536)
+            if not piece:
+                return answer
+            answer += piece
+
+
+@pytest.mark.parametrize("path, envelope", [(b"/v1/chat/completions", "openai"), (b"/v1/messages", "anthropic")])
+def test_a_32_mib_header_is_refused_early_with_431_and_bounded_memory(gateway, path, envelope):
+    before = _peak_rss(gateway.popen.pid)
+    answer = _send_huge_head(gateway.port, path, 32 * MiB)
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 431 "), answer[:300]
+    assert b"connection: close" in head.lower()
+    error = json.loads(body)
+    message = error["error"]["message"]
+    assert "65536 bytes (server.max_header_bytes)" in message
+    if envelope == "anthropic":
+        assert error["type"] == "error" and error["error"]["type"] == "invalid_request_error"
+    else:
+        assert error["error"]["code"] == "request_header_fields_too_large"
+    grown = _peak_rss(gateway.popen.pid) - before
+    assert grown < 8 * MiB, f"the gateway's peak memory grew by {grown / MiB:.1f} MiB for one refused head"
+    assert httpx.get(gateway.url + "/healthz").status_code == 200
+
+
+def test_large_heads_under_the_limit_are_served_one_after_another_on_one_connection(client):
+    for _ in range(3):  # each request's head is counted on its own
+        raw = client.chat.completions.with_raw_response.create(
+            model="gpt-4o", messages=[{"role": "user", "content": "hi"}], extra_headers={"x-pad": "p" * 48_000})
+        assert raw.parse().choices[0].message.content
+
+
+# --- finding 11: methods, unknown paths and the Anthropic door's token count --------------------
+
+
+@pytest.mark.parametrize("method, path, allow", [
+    ("GET", "/v1/chat/completions", "POST"),
+    ("PUT", "/v1/embeddings", "POST"),
+    ("GET", "/v1/route/explain", "POST"),
+    ("DELETE", "/v1/models", "GET"),
+    ("POST", "/v1/models", "GET"),
+    ("POST", "/v1/models/gpt-4o", "GET"),
+    ("POST", "/healthz", "GET"),
+])
+def test_a_wrong_method_is_405_with_allow_on_the_openai_door(gateway, method, path, allow):
+    resp = httpx.request(method, gateway.url + path, headers={"authorization": f"Bearer {CLIENT_KEY}"}, timeout=10)
+    error = openai_error(resp, 405)
+    assert resp.headers["allow"] == allow and error["code"] == "method_not_allowed"
+    assert f"use {allow}" in error["message"]
+
+
+@pytest.mark.parametrize("path", ["/v1/messages", "/v1/messages/count_tokens"])
+def test_a_wrong_method_is_405_with_allow_in_anthropics_envelope(gateway, path):
+    resp = httpx.get(gateway.url + path, headers={"x-api-key": CLIENT_KEY}, timeout=10)
+    assert resp.headers["allow"] == "POST"
+    assert "use POST" in anthropic_error(resp, 405, "invalid_request_error")["message"]
+
+
+def test_an_unknown_path_is_404_listing_every_endpoint(gateway):
+    message = openai_error(httpx.get(gateway.url + "/v1/nothing", timeout=10), 404)["message"]
+    for endpoint in ["POST /v1/chat/completions", "POST /v1/embeddings", "GET /v1/models", "GET /v1/models/{model}",
+                     "POST /v1/messages", "POST /v1/messages/count_tokens", "POST /v1/route/explain", "/admin/v1/"]:
+        assert endpoint in message
+    resp = httpx.post(gateway.url + "/v1/messages/batches", headers={"x-api-key": CLIENT_KEY}, json={}, timeout=10)
+    assert "POST /v1/messages/count_tokens" in anthropic_error(resp, 404, "not_found_error")["message"]
+
+
+def test_count_tokens_answers_the_anthropic_sdk_with_the_gateways_estimate(gateway, sims):
+    claude = anthropic.Anthropic(base_url=gateway.url, api_key=CLIENT_KEY, max_retries=0, timeout=10)
+    text = "Summarise the benefits of running one gateway in front of several clouds."
+    plain = claude.messages.count_tokens(model="gpt-4o", messages=[{"role": "user", "content": text}])
+    assert plain.input_tokens == 4 + len(text) // 4  # per message, then about four characters a token
+    tool = {"name": "get_weather", "description": "Weather for a city",
+            "input_schema": {"type": "object", "properties": {"city": {"type": "string"}}}}
+    more = claude.messages.count_tokens(model="gpt-4o", system="Be brief.", tools=[tool],
+                                        messages=[{"role": "user", "content": text}])
+    assert more.input_tokens > plain.input_tokens
+    with pytest.raises(anthropic.NotFoundError) as info:
+        claude.messages.count_tokens(model="no-such-model", messages=[{"role": "user", "content": "hi"}])
+    assert info.value.body["error"]["type"] == "not_found_error" and "gpt-4o" in info.value.body["error"]["message"]
+    with pytest.raises(anthropic.BadRequestError) as info:
+        claude.messages.count_tokens(model="gpt-4o", messages=[])
+    assert "messages" in info.value.body["error"]["message"]
+    with pytest.raises(anthropic.AuthenticationError):
+        anthropic.Anthropic(base_url=gateway.url, api_key="wrong", max_retries=0).messages.count_tokens(
+            model="gpt-4o", messages=[{"role": "user", "content": "hi"}])
+    assert all(sim.stats()["requests"] == 0 for sim in sims.values())  # an estimate: no upstream is asked
