@@ -25,15 +25,17 @@ USER = [{"role": "user", "content": "hello"}]
 IN, OUT = Decimal(1000), Decimal(2000)  # per 1M tokens: expensive, so a few calls use up the budget
 BUDGET = Decimal("1.00")
 RPM = 37
+N_KEY = "mh-test-key-with-its-own-budget-for-n"
 
 CONFIG = """
-server: {{api_keys_env: [MH_TEST_CLIENT_KEY]}}
+server: {{api_keys_env: [MH_TEST_CLIENT_KEY, MH_TEST_N_KEY]}}
 storage: {{url_env: MH_TEST_DB}}
 identity: {{admin_key_env: MH_TEST_ADMIN_KEY}}
 metering:
   redis_url_env: MH_TEST_REDIS_URL
   budgets:
     - {{scope: key, id: "env:MH_TEST_CLIENT_KEY", amount: "{budget}", period: day, mode: hard}}
+    - {{scope: key, id: "env:MH_TEST_N_KEY", amount: "{budget}", period: day, mode: hard}}
   rate_limits:
     - {{scope: deployment, id: limited, requests_per_minute: {rpm}}}
 providers:
@@ -49,15 +51,15 @@ model_groups:
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
-    env = {"MH_TEST_CLIENT_KEY": CLIENT_KEY, "MH_TEST_ADMIN_KEY": ADMIN_KEY}
+    env = {"MH_TEST_CLIENT_KEY": CLIENT_KEY, "MH_TEST_ADMIN_KEY": ADMIN_KEY, "MH_TEST_N_KEY": N_KEY}
     with replicas(tmp_path_factory.mktemp("limits"),
                   lambda sim: CONFIG.format(sim=sim, budget=BUDGET, rpm=RPM, inp=IN, out=OUT), env) as gateways:
         yield gateways
 
 
-async def _burst(gateways, model: str, n: int, **extra) -> list:
-    clients = [openai.AsyncOpenAI(base_url=g.url + "/v1", api_key=CLIENT_KEY, max_retries=0, timeout=30,
-                                  http_client=httpx.AsyncClient(limits=httpx.Limits(max_connections=n)))
+async def _burst(gateways, model: str, calls: int, key: str = CLIENT_KEY, **extra) -> list:
+    clients = [openai.AsyncOpenAI(base_url=g.url + "/v1", api_key=key, max_retries=0, timeout=30,
+                                  http_client=httpx.AsyncClient(limits=httpx.Limits(max_connections=calls)))
                for g in gateways]
 
     async def one(i):
@@ -67,7 +69,7 @@ async def _burst(gateways, model: str, n: int, **extra) -> list:
             return exc
 
     try:
-        return await asyncio.gather(*(one(i) for i in range(n)))
+        return await asyncio.gather(*(one(i) for i in range(calls)))
     finally:
         for c in clients:
             await c.close()
@@ -109,6 +111,27 @@ def test_budget_is_never_exceeded_by_200_concurrent_calls_on_two_replicas(world)
             break
         time.sleep(0.1)
     assert Decimal(row[0]["cost"]) == spent and row[0]["calls"] >= len(ok)
+
+
+def test_budget_reserves_for_every_choice_when_n_is_above_one(world):
+    """n=8 generates eight answers of up to max_tokens each: the reservation covers all eight, so a
+    burst of such calls cannot spend past the budget (it reserved for one and spent 377 %)."""
+    results = asyncio.run(_burst(world, "priced", 40, key=N_KEY, max_tokens=20, n=8))
+    ok = [r.parse() for r in results if not isinstance(r, openai.APIStatusError)]
+    refused = [r for r in results if isinstance(r, openai.APIStatusError)]
+    assert ok and refused and all(r.body["code"] == "budget_exceeded" for r in refused), refused[:1]
+    assert all(len(r.choices) == 8 for r in ok)
+    client = openai.OpenAI(base_url=world[0].url + "/v1", api_key=N_KEY, max_retries=0, timeout=10)
+    for _ in range(20):  # use up what the burst's reservations held back, one call at a time
+        try:
+            ok.append(client.chat.completions.create(model="priced", messages=USER, max_tokens=20, n=8))
+        except openai.RateLimitError as exc:
+            assert exc.body["code"] == "budget_exceeded"
+            break
+    else:
+        pytest.fail("the budget never refused a call")
+    spent = sum((_cost(r.usage) for r in ok), Decimal(0))
+    assert spent <= BUDGET, f"{len(ok)} calls with n=8 spent {spent} > budget {BUDGET}"
 
 
 def test_rate_limit_lets_exactly_the_limit_through_two_replicas(world):

@@ -25,6 +25,9 @@ from .rules import BudgetSpec, Rules, prompt_reserve
 log = logging.getLogger("multihome.metering")
 _WINDOW_GRACE_MS = 60_000  # a rate counter lives one window longer, for late settlements
 _NO_HEADERS: list[tuple[bytes, bytes]] = []
+# More output than any model makes, yet small enough that a reservation stays an exact integer in
+# Redis (2^53) and cannot overflow INCRBY: an absurd max_tokens x n is refused, not a script error.
+_MAX_OUT_TOKENS = 1 << 32
 
 
 class Ticket:
@@ -76,8 +79,9 @@ class _Route:
                 i, o = worst.get(price.currency, (0, 0))
                 worst[price.currency] = (max(i, price.in_micro), max(o, price.out_micro))
         self.worst = worst
-        caps = [d.max_output_tokens for d in deployments if d.max_output_tokens]
-        self.out_cap = max(caps) if caps else default_out  # when the request names no max_tokens
+        # When the request names no max_tokens: the most any planned deployment may write, a
+        # deployment that declares no max_output_tokens counting as default_out.
+        self.out_cap = max((d.max_output_tokens or default_out for d in deployments), default=default_out)
         # Per-deployment rate specs in plan order, cut after the first unlimited deployment (it always
         # fits, so nothing after it can be charged); empty when no planned deployment has a limit.
         specs = [rules.for_deployment(d.name) for d in deployments]
@@ -107,7 +111,9 @@ class Limiter:
 
     # -- the hot path ------------------------------------------------------------------------------
     async def admit(self, principal: Principal, model_group: str, deployments: list, prompt_tokens: int,
-                    max_output_tokens: int | None, request_id: str) -> Ticket:
+                    max_output_tokens: int | None, request_id: str, choices: int = 1) -> Ticket:
+        """`max_output_tokens` caps one choice (None: the client set no cap); `choices` is how many
+        the call generates (chat's `n`), so the reservation covers choices x the cap."""
         if self.overloaded is not None and self.overloaded():
             raise ApiError(503, "The gateway cannot record usage fast enough right now; retry shortly.",
                            type="server_error", code="usage_backlog", headers={"retry-after": "1"})
@@ -117,6 +123,10 @@ class Limiter:
         budgets, rates = self.rules.for_principal(principal)
         route = self._route(deployments)
         out_tokens = max_output_tokens if max_output_tokens is not None else route.out_cap
+        if choices > 1:
+            out_tokens *= choices
+        if out_tokens > _MAX_OUT_TOKENS:
+            out_tokens = _MAX_OUT_TOKENS
         est_tokens = prompt_tokens + out_tokens
         now = self.clock()
         now_ms = int(now * 1000)
