@@ -18,7 +18,7 @@ import pytest
 
 from .conftest import CLIENT_KEY
 from .processes import Gateway, Simulator
-from .services import replicas
+from .services import RedisServer, replicas
 
 ADMIN_KEY = "mh-bootstrap-admin-key-for-limits"
 USER = [{"role": "user", "content": "hello"}]
@@ -151,6 +151,71 @@ def test_rate_limit_lets_exactly_the_limit_through_two_replicas(world):
     assert remaining == list(range(RPM))
     assert {r.headers["x-ratelimit-limit-requests"] for r in ok} == {str(RPM)}
     assert all(r.headers["x-ratelimit-reset-requests"].endswith("s") for r in ok)
+
+
+def _use_up_budget(gateways, key: str = CLIENT_KEY, **extra) -> list:
+    """Calls one at a time through the replicas in turn until the budget refuses, also once the
+    last call's settlement has reached the counters (until then its reservation may be what did
+    not fit); the answers."""
+    clients = [openai.OpenAI(base_url=g.url + "/v1", api_key=key, max_retries=0, timeout=10) for g in gateways]
+    ok, refused = [], 0
+    for i in range(100):
+        try:
+            ok.append(clients[i % len(clients)].chat.completions.create(model="priced", messages=USER, **extra))
+            refused = 0
+        except openai.RateLimitError as exc:
+            assert exc.body["code"] == "budget_exceeded", exc.body
+            if refused:
+                return ok
+            refused = 1
+            time.sleep(0.2)  # settlements reach Redis within 20 ms
+    pytest.fail("the budget never refused a call")
+
+
+def _stored_usage(gateway, deployment: str, until) -> dict:
+    """The shared database's usage of one deployment, once `until(row)` holds (polled, bounded)."""
+    admin = httpx.Client(base_url=gateway.url, headers={"authorization": f"Bearer {ADMIN_KEY}"}, timeout=10)
+    deadline = time.monotonic() + 10
+    while True:
+        data = admin.get("/admin/v1/tenants/default/usage", params={"group_by": "deployment"}).json()["data"]
+        row = next((d for d in data if d["deployment"] == deployment), {"calls": 0, "cost": "0"})
+        if until(row) or time.monotonic() > deadline:
+            return row
+        time.sleep(0.1)
+
+
+def test_an_empty_redis_keeps_the_periods_spend_and_the_minutes_requests(tmp_path):
+    """Use up a key's budget and a deployment's requests of this minute through two replicas, then
+    restart Redis empty: the replicas re-seed the counters from the stored usage rows, so nothing
+    more is admitted (before: spend went from 1.00 to 1.61, and 74 calls passed a limit of 37)."""
+    redis = RedisServer()
+    env = {"MH_TEST_CLIENT_KEY": CLIENT_KEY, "MH_TEST_ADMIN_KEY": ADMIN_KEY, "MH_TEST_N_KEY": N_KEY}
+    config = lambda sim: CONFIG.format(sim=sim, budget=BUDGET, rpm=RPM, inp=IN, out=OUT)  # noqa: E731
+    try:
+        with replicas(tmp_path, config, env, redis=redis) as gateways:
+            deadline = time.monotonic() + 70  # fixed UTC-minute windows: all of this inside one minute
+            while time.time() % 60 > 25 and time.monotonic() < deadline:
+                time.sleep(0.5)
+            minute = time.time() // 60
+            limited = asyncio.run(_burst(gateways, "limited", 60))
+            assert len([r for r in limited if not isinstance(r, openai.APIStatusError)]) == RPM
+            spent = sum((_cost(r.usage) for r in _use_up_budget(gateways, max_tokens=20)), Decimal(0))
+            assert spent <= BUDGET
+            # Both replicas' usage rows are in the database (each flushes within 50 ms).
+            assert _stored_usage(gateways[1], "limited", lambda row: row["calls"] == RPM)["calls"] == RPM
+            assert Decimal(_stored_usage(gateways[1], "priced", lambda row: Decimal(row["cost"]) == spent)["cost"]) == spent
+
+            redis.stop()
+            redis = RedisServer(port=redis.port)  # back, empty
+            after = asyncio.run(_burst(gateways, "priced", 10, max_tokens=20))
+            assert all(isinstance(r, openai.APIStatusError) and r.body["code"] == "budget_exceeded" for r in after), \
+                [getattr(r, "body", "admitted") for r in after]
+            after = asyncio.run(_burst(gateways, "limited", 10))
+            assert time.time() // 60 == minute, "the test ran past its minute; the rate windows changed"
+            assert all(isinstance(r, openai.APIStatusError) and r.body["code"] == "rate_limit_exceeded" for r in after), \
+                [getattr(r, "body", "admitted") for r in after]
+    finally:
+        redis.stop()
 
 
 def test_a_deployment_over_its_own_rate_limit_is_passed_over(tmp_path):

@@ -27,12 +27,13 @@ def evalsha_calls(url: str) -> int:
 
 def limiter(url: str, **cfg) -> Limiter:
     cfg = MeteringConfig(key_prefix=f"t{uuid.uuid4().hex[:8]}:", **cfg)
-    return Limiter(cfg, PriceTable({}), RedisCounters(url))
+    return Limiter(cfg, PriceTable({}), RedisCounters(url, prefix=cfg.key_prefix))
 
 
 async def test_one_script_call_admits_a_whole_tick_each_with_its_own_answer(redis_server):
     lim = limiter(redis_server.url, rate_limits=[RateLimitRule(scope="key", id="*", requests_per_minute=30)])
     await lim.start()
+    await lim.counters.claim()  # as Metering does at start, once it has seeded the counters
     before = evalsha_calls(redis_server.url)
     results = await asyncio.gather(
         *(lim.admit(principal(), "g", [Dep("d")], 10, 10, f"r{i}") for i in range(50)), return_exceptions=True)
@@ -76,29 +77,6 @@ async def test_admission_survives_script_flush_and_redis_restart():
         server = RedisServer(port=server.port)
         t = await lim.admit(principal(), "g", [Dep("d")], 1, 1, "c")
         assert dict(t.headers)[b"x-ratelimit-remaining-requests"] == b"99"
-    finally:
-        await lim.close()
-        server.stop()
-
-
-async def test_settlements_wait_out_an_outage_and_are_not_lost():
-    server = RedisServer()
-    lim = limiter(server.url, rate_limits=[RateLimitRule(scope="key", id="*", tokens_per_minute=1_000_000)])
-    try:
-        await lim.start()
-        t = await lim.admit(principal(), "g", [Dep("d")], 100, 100, "a")
-        key = t._tokens[0][0]
-        server.stop()
-        t.settle(0, "USD", 30)  # -170 tokens, while Redis is down
-        await asyncio.sleep(0.3)  # a few retries fail
-        # Redis is back, empty (a restart loses counters); the counter is restored before the
-        # retry lands (an absent one would not be revived, the rule for every settlement).
-        server = RedisServer(port=server.port)
-        redis.Redis.from_url(server.url).set(key, 200)
-        deadline = time.monotonic() + 5
-        while await lim.counters.read([key], 0) != [30] and time.monotonic() < deadline:
-            await asyncio.sleep(0.05)
-        assert await lim.counters.read([key], 0) == [30]
     finally:
         await lim.close()
         server.stop()

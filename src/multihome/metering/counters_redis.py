@@ -1,120 +1,56 @@
 """The same counters in Redis, for every replica: one Lua script call per event-loop tick.
 
 Every admission of one loop iteration goes out in a single EVALSHA (one round trip, one reply).
-The script is atomic, so two replicas can never both take the last unit of a budget or a rate
-window. Each admission's numbers travel as one comma-separated string: the client packs a
-handful of arguments per call instead of dozens, which is most of the client's CPU cost.
-Numbers in Lua are doubles: counters are exact up to 2^53 (9e15 nano-units, nine million
-currency units per budget period; documented in docs/metering.md). Increments stay strings so
-INCRBY gets the exact integer.
+The script (counters_lua) is atomic, so two replicas can never both take the last unit of a
+budget or a rate window. Each admission's numbers travel as one comma-separated string: the
+client packs a handful of arguments per call instead of dozens, which is most of the client's
+CPU cost.
+
+An empty Redis keeps the period's spend (docs/metering.md): the script answers 0 when the
+counters are not of the epoch this process counts in; the process then re-seeds them from stored
+usage (`reseed`, SET NX, so replicas re-seeding at once do not add up) and claims the epoch before
+it admits again.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import secrets
+from collections.abc import Awaitable, Callable
 
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError, ResponseError
 
 from ..redis_client import connect
 from .counters import BUDGET, DEPLOYMENT, OK, RATE, Outcome, Plan
-
-# KEYS: the counters being settled, then per admission its budgets, rates and every deployment
-#       counter (group by group).
-# ARGV[1]: the settlements, "delta1,...,deltaN" (maybe empty) for the first N KEYS; a delta is added
-#       only to a counter that still exists (a settlement never revives an expired window).
-# ARGV[2...]: one string per admission: "nb,nr,ng,rate_expire_ms" then per budget: limit,reserve,
-#       hard(1/0),expire_at_ms(0: never); per rate: limit,incr; per group: size, then per counter: limit,incr.
-# Reply: one array per admission: {0, chosen group, values after applying...} or {code, index, used}.
-ADMIT = """
-local function admit(t, k0)
-  local nb, nr, ng = tonumber(t[1]), tonumber(t[2]), tonumber(t[3])
-  local rexp = t[4]
-  local a = 5
-  for i = 1, nb do
-    local used = tonumber(redis.call('GET', KEYS[k0 + i]) or '0')
-    if t[a + 2] == '1' and used + tonumber(t[a + 1]) > tonumber(t[a]) then return {1, i - 1, used} end
-    a = a + 4
-  end
-  for i = 1, nr do
-    local used = tonumber(redis.call('GET', KEYS[k0 + nb + i]) or '0')
-    if used + tonumber(t[a + 1]) > tonumber(t[a]) then return {2, i - 1, used} end
-    a = a + 2
-  end
-  local chosen, ck, ca, csize = -1, 0, 0, 0
-  local k = k0 + nb + nr
-  for g = 1, ng do
-    local size = tonumber(t[a])
-    a = a + 1
-    local fits = true
-    for j = 0, size - 1 do
-      local used = tonumber(redis.call('GET', KEYS[k + 1 + j]) or '0')
-      if used + tonumber(t[a + 2 * j + 1]) > tonumber(t[a + 2 * j]) then fits = false break end
-    end
-    if fits then chosen, ck, ca, csize = g - 1, k, a, size break end
-    a = a + 2 * size
-    k = k + size
-  end
-  if ng > 0 and chosen < 0 then return {3, -1, 0} end
-  local out = {0, chosen}
-  a = 5
-  for i = 1, nb do
-    out[#out + 1] = redis.call('INCRBY', KEYS[k0 + i], t[a + 1])
-    if t[a + 3] ~= '0' then redis.call('PEXPIREAT', KEYS[k0 + i], t[a + 3]) end
-    a = a + 4
-  end
-  for i = 1, nr do
-    out[#out + 1] = redis.call('INCRBY', KEYS[k0 + nb + i], t[a + 1])
-    redis.call('PEXPIREAT', KEYS[k0 + nb + i], rexp)
-    a = a + 2
-  end
-  for j = 0, csize - 1 do
-    out[#out + 1] = redis.call('INCRBY', KEYS[ck + 1 + j], t[ca + 2 * j + 1])
-    redis.call('PEXPIREAT', KEYS[ck + 1 + j], rexp)
-  end
-  return out
-end
-local k0 = 0
-for delta in string.gmatch(ARGV[1], '[^,]+') do
-  k0 = k0 + 1
-  if redis.call('EXISTS', KEYS[k0]) == 1 then redis.call('INCRBY', KEYS[k0], delta) end
-end
-local replies = {}
-for n = 2, #ARGV do
-  local t = {}
-  for v in string.gmatch(ARGV[n], '[^,]+') do t[#t + 1] = v end
-  replies[n - 1] = admit(t, k0)
-  local nkeys, a = tonumber(t[1]) + tonumber(t[2]), 5 + 4 * tonumber(t[1]) + 2 * tonumber(t[2])
-  for g = 1, tonumber(t[3]) do
-    local size = tonumber(t[a])
-    nkeys, a = nkeys + size, a + 1 + 2 * size
-  end
-  k0 = k0 + nkeys
-end
-return replies
-"""
-
-SEED = """
-if redis.call('SET', KEYS[1], ARGV[1], 'NX') and ARGV[2] ~= '0' then redis.call('PEXPIREAT', KEYS[1], ARGV[2]) end
-return 0
-"""
-
+from .counters_lua import ADMIT, CLAIM, SEED
 
 log = logging.getLogger("multihome.metering")
-_BATCH = 256
-SETTLE_DELAY_S = 0.02  # how long a settlement waits for admissions to ride along with  # admissions per script call: bounds how long one call holds Redis
+_BATCH = 256  # admissions per script call: bounds how long one call holds Redis
+SETTLE_DELAY_S = 0.02  # how long a settlement waits for admissions to ride along with
+
+
+class CountersUnavailable(Exception):
+    """The counters could not be re-seeded."""
 
 
 class RedisCounters:
     shared = True
 
-    def __init__(self, url: str, timeout_s: float = 2.0) -> None:
+    def __init__(self, url: str, timeout_s: float = 2.0, prefix: str = "mh:") -> None:
         # A Redis that stops answering fails admissions after timeout_s (fail_open decides what then).
         self.redis = connect(url, max_connections=32, blocking=False, socket_timeout=timeout_s,
                              socket_connect_timeout=timeout_s)
         self._admit_sha = self.redis.register_script(ADMIT).sha
         self._seed = self.redis.register_script(SEED)
+        self._claim = self.redis.register_script(CLAIM)
+        self._epoch_key = prefix + "epoch"
+        self.epoch: str | None = None  # the token of the counters this process counts in (None: unknown)
+        # Bumped when the counters were found empty: reservations made before it are not in them.
+        self.generation = 0
+        self.reseed: Callable[[], Awaitable[None]] | None = None  # set by the Limiter
+        self._resync_after = 0.0  # after a failed re-seed, admissions fall back at once until then
         # The sender task owns one connection and talks to it directly: no pool checkout, retry
         # wrapper or instrumentation per call, which cost a third of each round trip.
         self._conn = None
@@ -129,6 +65,8 @@ class RedisCounters:
         """Queue the admission; every admission of one loop iteration goes out in one script call."""
         if not (plan.budgets or plan.rates or plan.groups):
             return Outcome(OK, -1, [])
+        if self.epoch is None and asyncio.get_running_loop().time() < self._resync_after:
+            raise CountersUnavailable("the counters are being re-seeded from stored usage")
         keys: list[str] = []
         args: list[int] = [len(plan.budgets), len(plan.rates), len(plan.groups), plan.rate_expire_ms]
         for key, limit, reserve, hard, expire in plan.budgets:
@@ -145,12 +83,12 @@ class RedisCounters:
         future = asyncio.get_running_loop().create_future()
         self._queue.append((keys, ",".join(map(str, args)), future))
         self._kick()
-        out = await future
+        gen, out = await future
         code = int(out[0])
         if code == OK:
-            return Outcome(OK, int(out[1]), [int(v) for v in out[2:]])
+            return Outcome(OK, int(out[1]), [int(v) for v in out[2:]], gen)
         assert code in (BUDGET, RATE, DEPLOYMENT)
-        return Outcome(code, int(out[1]), [int(out[2])])
+        return Outcome(code, int(out[1]), [int(out[2])], gen)
 
     def adjust(self, deltas: list[tuple[str, int]]) -> None:
         """Settle: deltas are merged per counter and ride along with the next admissions' script
@@ -180,13 +118,21 @@ class RedisCounters:
                 # Whatever queues while a call is in flight goes in the next call (group commit).
                 batch, self._queue = self._queue[:_BATCH], self._queue[_BATCH:]
                 settle, self._pending = [(k, d) for k, d in self._pending.items() if d], {}
-                keys = [k for k, _ in settle]
+                keys = [self._epoch_key, *(k for k, _ in settle)]
                 for k, _, _ in batch:
                     keys += k
-                args = [",".join(str(d) for _, d in settle), *(spec for _, spec, _ in batch)]
+                args = [self.epoch or "", ",".join(str(d) for _, d in settle), *(spec for _, spec, _ in batch)]
                 try:
                     replies = await self._call(keys, args)
-                except Exception as exc:  # unreachable, timeout, script error
+                    if not isinstance(replies, list):  # counters not of our epoch: re-seed, then again
+                        if self.epoch is None:  # deltas of tickets that settle their whole cost: kept
+                            for key, delta in settle:
+                                self._pending[key] = self._pending.get(key, 0) + delta
+                        settle = []  # (otherwise _resync drops them)
+                        await self._resync()
+                        self._queue[:0] = batch
+                        continue
+                except Exception as exc:  # unreachable, timeout, script error, re-seed failed
                     for _, _, fut in batch:
                         if not fut.done():
                             fut.set_exception(exc)
@@ -195,8 +141,9 @@ class RedisCounters:
                         log.warning("could not settle %d counters in Redis (%s); retrying", len(settle), type(exc).__name__)
                         for key, delta in settle:
                             self._pending[key] = self._pending.get(key, 0) + delta
-                        if self._closing:
-                            return
+                    if self._closing:
+                        return
+                    if settle or self.epoch is None:
                         if not self._queue:  # an admission arriving meanwhile is tried at once
                             try:
                                 await asyncio.wait_for(self._wake.wait(), backoff)
@@ -205,11 +152,31 @@ class RedisCounters:
                             backoff = min(backoff * 2, 2.0)
                     continue
                 backoff = 0.05
+                gen = self.generation
                 for (_, _, fut), reply in zip(batch, replies):
                     if not fut.done():
-                        fut.set_result(reply)
+                        fut.set_result((gen, reply))
         finally:
             self._sender = None
+
+    async def _resync(self) -> None:
+        """The counters are not the ones this process counted in (Redis came back empty, or another
+        replica re-seeded them): seed them from stored usage, then count in the epoch in force."""
+        if self.epoch is not None:
+            log.warning("budget and rate counters in Redis were reset; re-seeding them from stored usage")
+            # Reservations and settlements so far were made against counters that are gone: tickets
+            # of the old generation now settle their whole cost (Ticket.settle), and deltas not yet
+            # sent are dropped (their calls' usage rows are in the seed).
+            self.generation += 1
+            self.epoch = None
+            self._pending = {}
+        try:
+            if self.reseed is not None:
+                await self.reseed()
+            await self.claim()
+        except Exception as exc:
+            self._resync_after = asyncio.get_running_loop().time() + 1.0
+            raise CountersUnavailable(f"the counters could not be re-seeded ({type(exc).__name__})") from exc
 
     async def _call(self, keys: list[str], args: list[str]) -> list:
         load = False
@@ -253,8 +220,17 @@ class RedisCounters:
             if not done:
                 return
 
-    async def seed(self, key: str, value: int, expire_at_ms: int) -> None:
-        await self._seed(keys=[key], args=[value, expire_at_ms])
+    async def seed(self, items: list[tuple[str, int, int]]) -> None:
+        """Set each (key, value, expire_at_ms) that does not exist yet: a running counter wins."""
+        for i in range(0, len(items), 500):
+            chunk = items[i:i + 500]
+            await self._seed(keys=[k for k, _, _ in chunk], args=[v for _, value, exp in chunk for v in (value, exp)])
+
+    async def claim(self) -> None:
+        """Count in the epoch in force: the one set by whoever seeded the counters first, else ours
+        (call after seeding them)."""
+        token = await self._claim(keys=[self._epoch_key], args=[secrets.token_hex(8)])
+        self.epoch = token.decode() if isinstance(token, bytes) else token
 
     async def read(self, keys: list[str], now_ms: int) -> list[int]:
         if not keys:
