@@ -14,21 +14,30 @@ inside the call that is made anyway, not a round trip.
 
 from __future__ import annotations
 
-# KEYS[1]: the epoch key; then the counters being settled; then per admission its budgets, rates
-#       and every deployment counter (group by group).
-# ARGV[1]: the epoch token this process counts in.
-# ARGV[2]: the settlements, "delta1,...,deltaN" (maybe empty) for the N counters after KEYS[1]; a
-#       delta is added only to a counter that still exists (a settlement never revives an expired window).
-# ARGV[3...]: one string per admission: "nb,nr,ng,rate_expire_ms" then per budget: limit,reserve,
-#       hard(1/0),expire_at_ms(0: never); per rate: limit,incr; per group: size, then per counter: limit,incr.
+EXPIRED = 4  # an admission that reached Redis after its deadline: not applied (the caller gave up)
+
+# KEYS[1]: the epoch key; KEYS[2]: this process's settlement sequence key; then the counters being
+#       settled; then per admission its budgets, rates and every deployment counter (group by group).
+# ARGV[1]: the epoch token this process counts in. ARGV[2]: this process's clock minus Redis's, ms.
+# ARGV[3]: the settlements, "seq,delta1,...,deltaN" for the N counters after KEYS[2] ("" for none).
+#       A delta is added only to a counter that still exists (a settlement never revives an expired
+#       window). A batch is applied once: one whose seq is not above the last applied one is a
+#       late copy of a call that timed out and was sent again, and is skipped.
+# ARGV[4...]: one string per admission: "deadline_ms,nb,nr,ng,rate_expire_ms" then per budget:
+#       limit,reserve,hard(1/0),expire_at_ms(0: never); per rate: limit,incr; per group: size, then
+#       per counter: limit,incr. deadline_ms is on the caller's clock; past it, the caller has
+#       already fallen back, so the admission is not applied (a stalled Redis runs it late).
 # Reply: 0 when the epoch is not ARGV[1]; else one array per admission: {0, chosen group, values
-#       after applying...} or {code, index, used}.
+#       after applying...}, {code, index, used} when refused, or {4, -1, 0} when expired.
 ADMIT = """
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+if redis.replicate_commands then redis.replicate_commands() end
+local clock = redis.call('TIME')
+local now = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000) + tonumber(ARGV[2])
 local function admit(t, k0)
-  local nb, nr, ng = tonumber(t[1]), tonumber(t[2]), tonumber(t[3])
-  local rexp = t[4]
-  local a = 5
+  local nb, nr, ng = tonumber(t[2]), tonumber(t[3]), tonumber(t[4])
+  local rexp = t[5]
+  local a = 6
   for i = 1, nb do
     local used = tonumber(redis.call('GET', KEYS[k0 + i]) or '0')
     if t[a + 2] == '1' and used + tonumber(t[a + 1]) > tonumber(t[a]) then return {1, i - 1, used} end
@@ -55,7 +64,7 @@ local function admit(t, k0)
   end
   if ng > 0 and chosen < 0 then return {3, -1, 0} end
   local out = {0, chosen}
-  a = 5
+  a = 6
   for i = 1, nb do
     out[#out + 1] = redis.call('INCRBY', KEYS[k0 + i], t[a + 1])
     if t[a + 3] ~= '0' then redis.call('PEXPIREAT', KEYS[k0 + i], t[a + 3]) end
@@ -72,18 +81,25 @@ local function admit(t, k0)
   end
   return out
 end
-local k0 = 1
-for delta in string.gmatch(ARGV[2], '[^,]+') do
-  k0 = k0 + 1
-  if redis.call('EXISTS', KEYS[k0]) == 1 then redis.call('INCRBY', KEYS[k0], delta) end
+local k0 = 2
+local seq, apply = nil, false
+for v in string.gmatch(ARGV[3], '[^,]+') do
+  if seq == nil then
+    seq = tonumber(v)
+    apply = seq > tonumber(redis.call('GET', KEYS[2]) or '0')
+    if apply then redis.call('SET', KEYS[2], v, 'PX', 86400000) end
+  else
+    k0 = k0 + 1
+    if apply and redis.call('EXISTS', KEYS[k0]) == 1 then redis.call('INCRBY', KEYS[k0], v) end
+  end
 end
 local replies = {}
-for n = 3, #ARGV do
+for n = 4, #ARGV do
   local t = {}
   for v in string.gmatch(ARGV[n], '[^,]+') do t[#t + 1] = v end
-  replies[n - 2] = admit(t, k0)
-  local nkeys, a = tonumber(t[1]) + tonumber(t[2]), 5 + 4 * tonumber(t[1]) + 2 * tonumber(t[2])
-  for g = 1, tonumber(t[3]) do
+  if tonumber(t[1]) < now then replies[n - 3] = {4, -1, 0} else replies[n - 3] = admit(t, k0) end
+  local nkeys, a = tonumber(t[2]) + tonumber(t[3]), 6 + 4 * tonumber(t[2]) + 2 * tonumber(t[3])
+  for g = 1, tonumber(t[4]) do
     local size = tonumber(t[a])
     nkeys, a = nkeys + size, a + 1 + 2 * size
   end
