@@ -169,6 +169,44 @@ async def test_budget_crud_rbac_and_bad_input(api):
     assert [(e["action"], e["object_id"]) for e in record if e["object_type"] == "budget"] == budget_changes
 
 
+async def test_a_tenant_admin_may_tighten_but_never_lift_a_budget_an_org_admin_set(api):
+    """An org-admin's budget is a cap: the tenant's own admin may lower it or make it hard, but not
+    raise it, make it soft or delete it (403 naming the rule); its own budgets it manages freely,
+    until an org-admin changes one, which makes that one a cap too."""
+    root = api.client(ADMIN_KEY)
+    a = (await ok(await root.post("/admin/v1/tenants", json={"name": "acme"}), 201))["id"]
+    team = (await ok(await root.post(f"/admin/v1/tenants/{a}/teams", json={"name": "ml"}), 201))["id"]
+    made = await ok(await root.post(f"/admin/v1/tenants/{a}/keys", json={"name": "k", "roles": ["tenant-admin"]}), 201)
+    admin_a = api.client(made["key"])
+    url = f"/admin/v1/tenants/{a}/budgets"
+    cap = await ok(await root.post(url, json={"scope": "tenant", "amount": "100"}), 201)
+    soft_cap = await ok(await root.post(url, json={"scope": "tenant", "amount": "7", "period": "day", "mode": "soft"}), 201)
+    assert cap["set_by_role"] == "org-admin"
+
+    for change, param, words in [({"amount": "200"}, "amount", "raise its amount from 100 to 200"),
+                                 ({"mode": "soft"}, "mode", "make it soft"),
+                                 ({"amount": "50", "mode": "soft"}, "amount", "make it soft")]:
+        err = error(await admin_a.patch(f"{url}/{cap['id']}", json=change), 403)
+        assert (err["code"], err["type"], err["param"]) == ("budget_set_by_org_admin", "permission_error", param)
+        assert words in err["message"] and "set by an org-admin" in err["message"], err
+    err = error(await admin_a.delete(f"{url}/{cap['id']}"), 403)
+    assert err["code"] == "budget_set_by_org_admin" and "delete it" in err["message"]
+    assert (await ok(await admin_a.get(f"{url}/{cap['id']}")))["amount"] == "100"  # nothing changed
+
+    lowered = await ok(await admin_a.patch(f"{url}/{cap['id']}", json={"amount": "50"}))  # tightening is fine
+    assert (lowered["amount"], lowered["set_by_role"]) == ("50", "org-admin")  # and it stays the org-admin's cap
+    assert error(await admin_a.patch(f"{url}/{cap['id']}", json={"amount": "80"}), 403)["code"] == "budget_set_by_org_admin"
+    assert (await ok(await admin_a.patch(f"{url}/{soft_cap['id']}", json={"mode": "hard"})))["mode"] == "hard"
+
+    own = await ok(await admin_a.post(url, json={"scope": "team", "scope_id": team, "amount": "5"}), 201)
+    assert own["set_by_role"] == "tenant-admin"
+    assert (await ok(await admin_a.patch(f"{url}/{own['id']}", json={"amount": "9", "mode": "soft"})))["amount"] == "9"
+    taken = await ok(await root.patch(f"{url}/{own['id']}", json={"amount": "8"}))  # an org-admin changed it
+    assert taken["set_by_role"] == "org-admin"
+    assert error(await admin_a.delete(f"{url}/{own['id']}"), 403)["code"] == "budget_set_by_org_admin"
+    assert (await ok(await root.delete(f"{url}/{cap['id']}")))["deleted"] is True  # the org-admin may
+
+
 async def test_openapi_document_describes_the_budget_routes(api):
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=api.app), base_url="http://gw") as anon:
         doc = (await anon.get("/admin/v1/openapi.json")).json()

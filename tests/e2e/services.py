@@ -43,13 +43,15 @@ class RedisServer:
 
 
 @contextlib.contextmanager
-def replicas(tmp: Path, config_for, env: dict[str, str], n: int = 2):
+def replicas(tmp: Path, config_for, env: dict[str, str], n: int = 2, redis: RedisServer | None = None):
     """`n` gateway processes sharing one SQLite database and one Redis, in front of one OpenAI
     simulator; `config_for(simulator_url)` gives the config text (it reads MH_TEST_DB and
-    MH_TEST_REDIS_URL from the environment)."""
+    MH_TEST_REDIS_URL from the environment). A `redis` passed in is the caller's to stop (a test
+    that restarts it)."""
     from .processes import Gateway, Simulator
 
-    redis, sim = RedisServer(), Simulator("openai", "sim")
+    own = redis is None
+    redis, sim = redis or RedisServer(), Simulator("openai", "sim")
     env = {**env, "MH_TEST_REDIS_URL": redis.url, "MH_TEST_DB": f"sqlite+aiosqlite:///{tmp}/multihome.db"}
     gateways = []
     try:
@@ -59,4 +61,5 @@ def replicas(tmp: Path, config_for, env: dict[str, str], n: int = 2):
         for g in gateways:
             g.stop()
         sim.stop()
-        redis.stop()
+        if own:
+            redis.stop()

@@ -18,22 +18,24 @@ import pytest
 
 from .conftest import CLIENT_KEY
 from .processes import Gateway, Simulator
-from .services import replicas
+from .services import RedisServer, replicas
 
 ADMIN_KEY = "mh-bootstrap-admin-key-for-limits"
 USER = [{"role": "user", "content": "hello"}]
 IN, OUT = Decimal(1000), Decimal(2000)  # per 1M tokens: expensive, so a few calls use up the budget
 BUDGET = Decimal("1.00")
 RPM = 37
+N_KEY = "mh-test-key-with-its-own-budget-for-n"
 
 CONFIG = """
-server: {{api_keys_env: [MH_TEST_CLIENT_KEY]}}
+server: {{api_keys_env: [MH_TEST_CLIENT_KEY, MH_TEST_N_KEY]}}
 storage: {{url_env: MH_TEST_DB}}
 identity: {{admin_key_env: MH_TEST_ADMIN_KEY}}
 metering:
   redis_url_env: MH_TEST_REDIS_URL
   budgets:
     - {{scope: key, id: "env:MH_TEST_CLIENT_KEY", amount: "{budget}", period: day, mode: hard}}
+    - {{scope: key, id: "env:MH_TEST_N_KEY", amount: "{budget}", period: day, mode: hard}}
   rate_limits:
     - {{scope: deployment, id: limited, requests_per_minute: {rpm}}}
 providers:
@@ -49,15 +51,15 @@ model_groups:
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
-    env = {"MH_TEST_CLIENT_KEY": CLIENT_KEY, "MH_TEST_ADMIN_KEY": ADMIN_KEY}
+    env = {"MH_TEST_CLIENT_KEY": CLIENT_KEY, "MH_TEST_ADMIN_KEY": ADMIN_KEY, "MH_TEST_N_KEY": N_KEY}
     with replicas(tmp_path_factory.mktemp("limits"),
                   lambda sim: CONFIG.format(sim=sim, budget=BUDGET, rpm=RPM, inp=IN, out=OUT), env) as gateways:
         yield gateways
 
 
-async def _burst(gateways, model: str, n: int, **extra) -> list:
-    clients = [openai.AsyncOpenAI(base_url=g.url + "/v1", api_key=CLIENT_KEY, max_retries=0, timeout=30,
-                                  http_client=httpx.AsyncClient(limits=httpx.Limits(max_connections=n)))
+async def _burst(gateways, model: str, calls: int, key: str = CLIENT_KEY, **extra) -> list:
+    clients = [openai.AsyncOpenAI(base_url=g.url + "/v1", api_key=key, max_retries=0, timeout=30,
+                                  http_client=httpx.AsyncClient(limits=httpx.Limits(max_connections=calls)))
                for g in gateways]
 
     async def one(i):
@@ -67,7 +69,7 @@ async def _burst(gateways, model: str, n: int, **extra) -> list:
             return exc
 
     try:
-        return await asyncio.gather(*(one(i) for i in range(n)))
+        return await asyncio.gather(*(one(i) for i in range(calls)))
     finally:
         for c in clients:
             await c.close()
@@ -111,6 +113,27 @@ def test_budget_is_never_exceeded_by_200_concurrent_calls_on_two_replicas(world)
     assert Decimal(row[0]["cost"]) == spent and row[0]["calls"] >= len(ok)
 
 
+def test_budget_reserves_for_every_choice_when_n_is_above_one(world):
+    """n=8 generates eight answers of up to max_tokens each: the reservation covers all eight, so a
+    burst of such calls cannot spend past the budget (it reserved for one and spent 377 %)."""
+    results = asyncio.run(_burst(world, "priced", 40, key=N_KEY, max_tokens=20, n=8))
+    ok = [r.parse() for r in results if not isinstance(r, openai.APIStatusError)]
+    refused = [r for r in results if isinstance(r, openai.APIStatusError)]
+    assert ok and refused and all(r.body["code"] == "budget_exceeded" for r in refused), refused[:1]
+    assert all(len(r.choices) == 8 for r in ok)
+    client = openai.OpenAI(base_url=world[0].url + "/v1", api_key=N_KEY, max_retries=0, timeout=10)
+    for _ in range(20):  # use up what the burst's reservations held back, one call at a time
+        try:
+            ok.append(client.chat.completions.create(model="priced", messages=USER, max_tokens=20, n=8))
+        except openai.RateLimitError as exc:
+            assert exc.body["code"] == "budget_exceeded"
+            break
+    else:
+        pytest.fail("the budget never refused a call")
+    spent = sum((_cost(r.usage) for r in ok), Decimal(0))
+    assert spent <= BUDGET, f"{len(ok)} calls with n=8 spent {spent} > budget {BUDGET}"
+
+
 def test_rate_limit_lets_exactly_the_limit_through_two_replicas(world):
     # Fixed UTC-minute windows: start the burst well inside a minute so it cannot straddle two.
     deadline = time.monotonic() + 70
@@ -128,6 +151,71 @@ def test_rate_limit_lets_exactly_the_limit_through_two_replicas(world):
     assert remaining == list(range(RPM))
     assert {r.headers["x-ratelimit-limit-requests"] for r in ok} == {str(RPM)}
     assert all(r.headers["x-ratelimit-reset-requests"].endswith("s") for r in ok)
+
+
+def _use_up_budget(gateways, key: str = CLIENT_KEY, **extra) -> list:
+    """Calls one at a time through the replicas in turn until the budget refuses, also once the
+    last call's settlement has reached the counters (until then its reservation may be what did
+    not fit); the answers."""
+    clients = [openai.OpenAI(base_url=g.url + "/v1", api_key=key, max_retries=0, timeout=10) for g in gateways]
+    ok, refused = [], 0
+    for i in range(100):
+        try:
+            ok.append(clients[i % len(clients)].chat.completions.create(model="priced", messages=USER, **extra))
+            refused = 0
+        except openai.RateLimitError as exc:
+            assert exc.body["code"] == "budget_exceeded", exc.body
+            if refused:
+                return ok
+            refused = 1
+            time.sleep(0.2)  # settlements reach Redis within 20 ms
+    pytest.fail("the budget never refused a call")
+
+
+def _stored_usage(gateway, deployment: str, until) -> dict:
+    """The shared database's usage of one deployment, once `until(row)` holds (polled, bounded)."""
+    admin = httpx.Client(base_url=gateway.url, headers={"authorization": f"Bearer {ADMIN_KEY}"}, timeout=10)
+    deadline = time.monotonic() + 10
+    while True:
+        data = admin.get("/admin/v1/tenants/default/usage", params={"group_by": "deployment"}).json()["data"]
+        row = next((d for d in data if d["deployment"] == deployment), {"calls": 0, "cost": "0"})
+        if until(row) or time.monotonic() > deadline:
+            return row
+        time.sleep(0.1)
+
+
+def test_an_empty_redis_keeps_the_periods_spend_and_the_minutes_requests(tmp_path):
+    """Use up a key's budget and a deployment's requests of this minute through two replicas, then
+    restart Redis empty: the replicas re-seed the counters from the stored usage rows, so nothing
+    more is admitted (before: spend went from 1.00 to 1.61, and 74 calls passed a limit of 37)."""
+    redis = RedisServer()
+    env = {"MH_TEST_CLIENT_KEY": CLIENT_KEY, "MH_TEST_ADMIN_KEY": ADMIN_KEY, "MH_TEST_N_KEY": N_KEY}
+    config = lambda sim: CONFIG.format(sim=sim, budget=BUDGET, rpm=RPM, inp=IN, out=OUT)  # noqa: E731
+    try:
+        with replicas(tmp_path, config, env, redis=redis) as gateways:
+            deadline = time.monotonic() + 70  # fixed UTC-minute windows: all of this inside one minute
+            while time.time() % 60 > 25 and time.monotonic() < deadline:
+                time.sleep(0.5)
+            minute = time.time() // 60
+            limited = asyncio.run(_burst(gateways, "limited", 60))
+            assert len([r for r in limited if not isinstance(r, openai.APIStatusError)]) == RPM
+            spent = sum((_cost(r.usage) for r in _use_up_budget(gateways, max_tokens=20)), Decimal(0))
+            assert spent <= BUDGET
+            # Both replicas' usage rows are in the database (each flushes within 50 ms).
+            assert _stored_usage(gateways[1], "limited", lambda row: row["calls"] == RPM)["calls"] == RPM
+            assert Decimal(_stored_usage(gateways[1], "priced", lambda row: Decimal(row["cost"]) == spent)["cost"]) == spent
+
+            redis.stop()
+            redis = RedisServer(port=redis.port)  # back, empty
+            after = asyncio.run(_burst(gateways, "priced", 10, max_tokens=20))
+            assert all(isinstance(r, openai.APIStatusError) and r.body["code"] == "budget_exceeded" for r in after), \
+                [getattr(r, "body", "admitted") for r in after]
+            after = asyncio.run(_burst(gateways, "limited", 10))
+            assert time.time() // 60 == minute, "the test ran past its minute; the rate windows changed"
+            assert all(isinstance(r, openai.APIStatusError) and r.body["code"] == "rate_limit_exceeded" for r in after), \
+                [getattr(r, "body", "admitted") for r in after]
+    finally:
+        redis.stop()
 
 
 def test_a_deployment_over_its_own_rate_limit_is_passed_over(tmp_path):

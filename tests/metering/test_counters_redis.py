@@ -4,6 +4,8 @@ and recovery when Redis loses the script or the connection."""
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
 import time
 import uuid
 
@@ -25,14 +27,15 @@ def evalsha_calls(url: str) -> int:
     return stats.get("cmdstat_evalsha", {}).get("calls", 0)
 
 
-def limiter(url: str, **cfg) -> Limiter:
+def limiter(url: str, timeout_s: float = 2.0, **cfg) -> Limiter:
     cfg = MeteringConfig(key_prefix=f"t{uuid.uuid4().hex[:8]}:", **cfg)
-    return Limiter(cfg, PriceTable({}), RedisCounters(url))
+    return Limiter(cfg, PriceTable({}), RedisCounters(url, timeout_s, prefix=cfg.key_prefix))
 
 
 async def test_one_script_call_admits_a_whole_tick_each_with_its_own_answer(redis_server):
     lim = limiter(redis_server.url, rate_limits=[RateLimitRule(scope="key", id="*", requests_per_minute=30)])
     await lim.start()
+    await lim.counters.claim()  # as Metering does at start, once it has seeded the counters
     before = evalsha_calls(redis_server.url)
     results = await asyncio.gather(
         *(lim.admit(principal(), "g", [Dep("d")], 10, 10, f"r{i}") for i in range(50)), return_exceptions=True)
@@ -81,24 +84,84 @@ async def test_admission_survives_script_flush_and_redis_restart():
         server.stop()
 
 
-async def test_settlements_wait_out_an_outage_and_are_not_lost():
+async def test_a_settlement_sent_again_after_a_stall_applies_once():
+    """Settlements wait out a stalled Redis and are not lost; each try that timed out is left in
+    Redis's socket buffers and runs when it resumes, yet the batch is applied once."""
     server = RedisServer()
-    lim = limiter(server.url, rate_limits=[RateLimitRule(scope="key", id="*", tokens_per_minute=1_000_000)])
+    lim = limiter(server.url, timeout_s=0.3, rate_limits=[RateLimitRule(scope="key", id="*", tokens_per_minute=1_000_000)])
     try:
         await lim.start()
-        t = await lim.admit(principal(), "g", [Dep("d")], 100, 100, "a")
+        t = await lim.admit(principal(), "g", [Dep("d")], 100, 100, "a")  # reserves 200 tokens
         key = t._tokens[0][0]
-        server.stop()
-        t.settle(0, "USD", 30)  # -170 tokens, while Redis is down
-        await asyncio.sleep(0.3)  # a few retries fail
-        # Redis is back, empty (a restart loses counters); the counter is restored before the
-        # retry lands (an absent one would not be revived, the rule for every settlement).
-        server = RedisServer(port=server.port)
-        redis.Redis.from_url(server.url).set(key, 200)
-        deadline = time.monotonic() + 5
-        while await lim.counters.read([key], 0) != [30] and time.monotonic() < deadline:
-            await asyncio.sleep(0.05)
+        os.kill(server.popen.pid, signal.SIGSTOP)
+        try:
+            t.settle(0, "USD", 30)  # -170 tokens, while Redis is stalled
+            await asyncio.sleep(1.5)  # several tries time out and are sent again
+        finally:
+            os.kill(server.popen.pid, signal.SIGCONT)
+        await lim.drain()  # the next try gets through
+        await asyncio.sleep(0.3)  # and Redis has run whatever copies were still buffered
         assert await lim.counters.read([key], 0) == [30]
+    finally:
+        await lim.close()
+        server.stop()
+
+
+async def test_a_stalled_redis_holds_no_admission_past_its_deadline():
+    """SIGSTOP Redis for 4 s. Every admission asked meanwhile gets the documented fallback
+    (fail_open: admitted, unlimited) within timeout_s of asking, plus slack: none waits behind a
+    stalled batch (it took up to 2 x timeout_s). One client calling in turn is not held timeout_s
+    per call either. And no admission Redis runs late, after its caller gave up, is counted."""
+    server = RedisServer()
+    now = (time.time() // 60) * 60 + 1  # one rate window throughout
+    cfg = MeteringConfig(key_prefix=f"t{uuid.uuid4().hex[:8]}:",
+                         rate_limits=[RateLimitRule(scope="key", id="*", requests_per_minute=100_000)])
+    counters = RedisCounters(server.url, prefix=cfg.key_prefix)  # timeout_s: the documented 2 s
+    lim = Limiter(cfg, PriceTable({}), counters, lambda: now)
+    await lim.start()
+    await counters.claim()
+    loop = asyncio.get_running_loop()
+
+    tickets = []
+
+    async def timed(rid: str):
+        asked = loop.time()
+        tickets.append(await lim.admit(principal(), "g", [Dep("d")], 1, 1, rid))
+        return loop.time() - asked, tickets[-1]
+
+    try:
+        await timed("warm")
+        os.kill(server.popen.pid, signal.SIGSTOP)
+        stalled = loop.time()
+        try:
+            spaced = []
+            for i in range(30):  # one call every 100 ms through the first 3 s of the stall
+                spaced.append(asyncio.ensure_future(timed(f"spaced-{i}")))
+                await asyncio.sleep(0.1)
+            in_turn = 0
+            while in_turn < 50 and loop.time() - stalled < 3.9:  # one client, call after call
+                await timed(f"turn-{in_turn}")
+                in_turn += 1
+            await asyncio.sleep(max(0.0, 4.0 - (loop.time() - stalled)))
+        finally:
+            os.kill(server.popen.pid, signal.SIGCONT)
+        results = await asyncio.gather(*spaced)
+        slowest = max(took for took, _ in results)
+        assert slowest <= counters.timeout_s + 1.0, f"an admission waited {slowest:.2f} s"
+        assert in_turn == 50, f"only {in_turn} calls in turn during a 4 s stall"
+        fallback = [t for _, t in results if dict(t.headers).get(b"x-multihome-limits") == b"unavailable"]
+        assert fallback, "the stall should have made admissions fall back"
+        # After the stall: Redis answers again, and its counter holds exactly the admissions it
+        # answered (those it ran after their deadline were skipped, not counted).
+        deadline = time.monotonic() + 10
+        while True:
+            _, last = await timed("after")
+            if b"x-multihome-limits" not in dict(last.headers) or time.monotonic() > deadline:
+                break
+            await asyncio.sleep(0.1)
+        answered = len([t for t in tickets if b"x-multihome-limits" not in dict(t.headers)])
+        used = 100_000 - int(dict(last.headers)[b"x-ratelimit-remaining-requests"])
+        assert used == answered, f"Redis counted {used} admissions, answered {answered}"
     finally:
         await lim.close()
         server.stop()

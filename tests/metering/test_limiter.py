@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import time
+import types
 import uuid
 
 import pytest
@@ -81,6 +83,51 @@ async def test_reservation_uses_dearest_planned_prices_and_settlement_replaces_i
     key = t1._budgets[0][0]
     assert await lim.counters.read([key], int(NOW * 1000)) == [2_000_000]
     await lim.admit(p, "g", plan, 1000, 500, "r3")
+    await lim.close()
+
+
+async def _reserved(lim, body: dict, deployments, request_id: str) -> int:
+    """Admit a chat body the way the front door does (through a CallTracker); its reservation."""
+    from multihome.accounting.tracker import Accounting
+    from multihome.routing import estimate
+    from multihome.schema.chat import parse_chat
+
+    tracker = Accounting(limiter=lim).begin(request_id, "chat", principal(), b"{}")
+    tracker.request = parse_chat(json.dumps({"model": "g", "messages": [{"role": "user", "content": "hi"}], **body}).encode()).request
+    await tracker.admit(types.SimpleNamespace(name="g"), deployments, estimate.output_tokens(tracker.request))
+    return tracker.ticket._budgets[0][2]
+
+
+async def test_reservation_covers_every_choice_and_settles_to_actual(counters_factory):
+    # dep-a: output 2.0 per 1M tokens = 2,000 nano-units per token. n=8 generates 8 x max_tokens.
+    lim = await limiter(counters_factory, budgets=[budget("100")], default_max_output_tokens=4096)
+    one = await _reserved(lim, {"max_tokens": 20}, [Dep("dep-a")], "n1")
+    assert await _reserved(lim, {"max_tokens": 20, "n": 8}, [Dep("dep-a")], "n8") - one == 7 * 20 * 2000
+    # best_of (passed through to OpenAI-compatible servers) generates best_of sequences, returns n.
+    assert await _reserved(lim, {"max_tokens": 20, "n": 2, "best_of": 5}, [Dep("dep-a")], "bo") - one == 4 * 20 * 2000
+    # No max_tokens: each choice may write the most any planned deployment may, and one that
+    # declares no max_output_tokens may write default_max_output_tokens (not the other's 1000).
+    no_cap = await _reserved(lim, {"n": 3}, [Dep("dep-a", max_output_tokens=1000), Dep("dep-a")], "nocap")
+    assert no_cap - one == (3 * 4096 - 20) * 2000
+    # Settled to what the call really cost: the counter holds the actual cost, not the reservation.
+    for rid in ("n1", "bo", "nocap"):
+        lim.release(rid)
+    ticket = lim.settle("n8", 123_000, "USD", 100)
+    await lim.drain()
+    assert await lim.counters.read([ticket._budgets[0][0]], int(NOW * 1000)) == [123_000]
+    await lim.close()
+
+
+async def test_absurd_output_cap_is_counted_not_a_script_error_for_its_batch(counters_factory):
+    # max_tokens x best_of far past 2^63 nano-units: a soft budget adds the reservation (INCRBY),
+    # which would fail the whole Redis batch, and every call in it would go unlimited (fail_open).
+    # It is clamped: the call is admitted and flagged, and the batch's other calls are counted.
+    lim = await limiter(counters_factory, budgets=[budget("1", mode="soft")])
+    huge = {"max_tokens": 1 << 62, "best_of": 1 << 62}
+    held = await asyncio.gather(_reserved(lim, huge, [Dep("dep-a")], "huge"),
+                                _reserved(lim, {"max_tokens": 5}, [Dep("dep-a")], "fine"))
+    assert lim.open["huge"].over_budget and held[0] < 1 << 53
+    assert held[1] > 0 and b"x-multihome-limits" not in dict(lim.open["fine"].headers)
     await lim.close()
 
 

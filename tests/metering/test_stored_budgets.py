@@ -198,7 +198,7 @@ async def test_seeding_never_overwrites_a_running_counter(tmp_path, request, kin
 
         bucket = period("day", w.m.limiter.clock())
         key = f"{w.m.limiter.rules.prefix}b:key:{w.key}:day:USD:{bucket.bucket}"
-        await counters.seed(key, 9_000_000, bucket.expire_ms)  # what the running counter already holds
+        await counters.seed([(key, 9_000_000, bucket.expire_ms)])  # what the running counter already holds
         await w.store.create_budget(w.tenant, scope="key", scope_id=w.key, amount="1", period="day", actor="admin")
         await w.apply()
         assert await w.counter() == 9_000_000

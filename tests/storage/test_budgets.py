@@ -52,7 +52,7 @@ async def test_budget_crud_bumps_the_version_once_per_change_and_is_recorded(sto
                       ("budget.create", "lead", bkey.id), ("budget.update", "boss", bkey.id),
                       ("budget.update", "boss", bteam.id), ("budget.delete", "boss", bt.id)]
     update = (await store.admin_events(t.id))[-3]
-    assert update.detail == {"before": {"amount": "0.1"}, "after": {"amount": "2.000000001"}}
+    assert update.detail == {"before": {"amount": "0.1"}, "after": {"amount": "2.000000001"}, "role": "org-admin"}
 
 
 async def test_one_budget_per_counter(store):

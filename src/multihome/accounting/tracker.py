@@ -69,7 +69,8 @@ class CallTracker:
         if self.acc.limiter is not None:
             prompt = estimate.input_tokens(self.request)
             self.ticket = await self.acc.limiter.admit(
-                self.principal, group.name, deployments, prompt, max_output_tokens, self.request_id
+                self.principal, group.name, deployments, prompt, max_output_tokens, self.request_id,
+                estimate.choices(self.request),
             )
             headers = list(self.ticket.headers)
         if self.acc.audit is not None:

@@ -18,12 +18,12 @@ from decimal import Decimal
 
 import msgspec
 
-from ..identity.principal import Principal
+from ..identity.principal import ORG_ADMIN, TENANT_ADMIN, Principal
 from ..metering.periods import period
 from ..metering.prices import NANOS, text, to_nanos
 from ..metering.rules import AdminBudget, admin_budget
 from ..schema.errors import ApiError
-from ..storage.budgets import budget_amount, budget_currency
+from ..storage.budgets import Outranked, budget_amount, budget_currency
 from ..storage.errors import Invalid, NotFound
 from . import admin_bodies as B
 from .admin_rbac import READ, WRITE, authorize
@@ -84,7 +84,7 @@ class BudgetAdminRoutes(AdminLink):
         try:
             record = await self.store.create_budget(
                 tenant, scope=body.scope, scope_id=body.scope_id or tenant, amount=amount, currency=currency,
-                period=body.period, mode=body.mode, actor=who.subject)
+                period=body.period, mode=body.mode, actor=who.subject, role=_role(who))
         except NotFound as exc:
             if exc.kind == "tenant":
                 raise
@@ -104,11 +104,17 @@ class BudgetAdminRoutes(AdminLink):
         if body.amount is None and body.mode is None:
             raise ApiError(400, "Nothing to change: send amount and/or mode.", param="amount", code="invalid_value")
         amount = _field(budget_amount, body.amount, "amount") if body.amount is not None else None
-        return 200, _view(await self.store.update_budget(p["tenant"], p["id"], amount=amount, mode=body.mode,
-                                                         actor=who.subject))
+        try:
+            return 200, _view(await self.store.update_budget(p["tenant"], p["id"], amount=amount, mode=body.mode,
+                                                             actor=who.subject, role=_role(who)))
+        except Outranked as exc:
+            raise _outranked(exc, "mode" if body.mode == "soft" and body.amount is None else "amount") from None
 
     async def delete_budget(self, who, p, body, q):
-        await self.store.delete_budget(p["tenant"], p["id"], actor=who.subject)
+        try:
+            await self.store.delete_budget(p["tenant"], p["id"], actor=who.subject, role=_role(who))
+        except Outranked as exc:
+            raise _outranked(exc, None) from None
         return 200, {"id": p["id"], "object": "budget.deleted", "deleted": True}
 
     async def _status(self, rows) -> list[dict]:
@@ -136,6 +142,15 @@ class BudgetAdminRoutes(AdminLink):
                 "resets_at": ends.isoformat() if ends else None,
             })
         return out
+
+
+def _role(who: Principal) -> str:
+    """The role a budget change is made with (authorize let only these two write)."""
+    return ORG_ADMIN if ORG_ADMIN in who.roles else TENANT_ADMIN
+
+
+def _outranked(exc: Outranked, param: str | None) -> ApiError:
+    return ApiError(403, str(exc), type="permission_error", param=param, code="budget_set_by_org_admin")
 
 
 def _winner(rules, scope: str, ident: str, period_: str, currency: str):

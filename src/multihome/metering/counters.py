@@ -26,12 +26,14 @@ class Outcome:
     code: int  # OK, or which kind refused
     index: int = -1  # refusing budget/rate index; on OK the chosen group (-1: none)
     values: list[int] = field(default_factory=list)  # OK: budgets, rates, chosen group after applying; else [used]
+    gen: int = 0  # the counters' generation the admission was counted in (see RedisCounters.generation)
 
 
 class LocalCounters:
     """In-process counters: the same semantics as the Redis script, for one process."""
 
     shared = False
+    generation = 0  # in-process counters never vanish under a running process
 
     def __init__(self) -> None:
         self._v: dict[str, int] = {}
@@ -84,11 +86,13 @@ class LocalCounters:
             if key in self._v:
                 self._v[key] += delta
 
-    async def seed(self, key: str, value: int, expire_at_ms: int) -> None:
-        if key not in self._v:
-            self._v[key] = value
-            if expire_at_ms:
-                self._exp[key] = expire_at_ms
+    async def seed(self, items: list[tuple[str, int, int]]) -> None:
+        """Set each (key, value, expire_at_ms) that does not exist yet: a running counter wins."""
+        for key, value, expire_at_ms in items:
+            if key not in self._v:
+                self._v[key] = value
+                if expire_at_ms:
+                    self._exp[key] = expire_at_ms
 
     async def read(self, keys: list[str], now_ms: int) -> list[int]:
         return [self._get(k, now_ms) for k in keys]
@@ -103,6 +107,9 @@ class LocalCounters:
 
     async def start(self) -> None:
         pass
+
+    async def claim(self) -> None:
+        pass  # nothing shared to join
 
     async def close(self) -> None:
         pass

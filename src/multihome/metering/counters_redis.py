@@ -1,136 +1,96 @@
 """The same counters in Redis, for every replica: one Lua script call per event-loop tick.
 
 Every admission of one loop iteration goes out in a single EVALSHA (one round trip, one reply).
-The script is atomic, so two replicas can never both take the last unit of a budget or a rate
-window. Each admission's numbers travel as one comma-separated string: the client packs a
-handful of arguments per call instead of dozens, which is most of the client's CPU cost.
-Numbers in Lua are doubles: counters are exact up to 2^53 (9e15 nano-units, nine million
-currency units per budget period; documented in docs/metering.md). Increments stay strings so
-INCRBY gets the exact integer.
+The script (counters_lua) is atomic, so two replicas can never both take the last unit of a
+budget or a rate window. Each admission's numbers travel as one comma-separated string: the
+client packs a handful of arguments per call instead of dozens, which is most of the client's
+CPU cost.
+
+Two promises of docs/metering.md are kept here:
+- **An empty Redis keeps the period's spend.** The script answers 0 when the counters are not of
+  the epoch this process counts in; the process then re-seeds them from stored usage (`reseed`,
+  SET NX, so replicas re-seeding at once do not add up) and claims the epoch before it admits.
+- **A stalled Redis costs each admission at most `timeout_s`**, measured from when it asked: a
+  watchdog fails it then, and while a call to Redis is overdue new admissions fall back at once
+  instead of queueing behind it. An admission that reaches Redis after its deadline is not
+  applied, and a settlement batch sent again after a timeout is applied once.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import secrets
+import time
+from collections.abc import Awaitable, Callable
 
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError, ResponseError
 
 from ..redis_client import connect
 from .counters import BUDGET, DEPLOYMENT, OK, RATE, Outcome, Plan
-
-# KEYS: the counters being settled, then per admission its budgets, rates and every deployment
-#       counter (group by group).
-# ARGV[1]: the settlements, "delta1,...,deltaN" (maybe empty) for the first N KEYS; a delta is added
-#       only to a counter that still exists (a settlement never revives an expired window).
-# ARGV[2...]: one string per admission: "nb,nr,ng,rate_expire_ms" then per budget: limit,reserve,
-#       hard(1/0),expire_at_ms(0: never); per rate: limit,incr; per group: size, then per counter: limit,incr.
-# Reply: one array per admission: {0, chosen group, values after applying...} or {code, index, used}.
-ADMIT = """
-local function admit(t, k0)
-  local nb, nr, ng = tonumber(t[1]), tonumber(t[2]), tonumber(t[3])
-  local rexp = t[4]
-  local a = 5
-  for i = 1, nb do
-    local used = tonumber(redis.call('GET', KEYS[k0 + i]) or '0')
-    if t[a + 2] == '1' and used + tonumber(t[a + 1]) > tonumber(t[a]) then return {1, i - 1, used} end
-    a = a + 4
-  end
-  for i = 1, nr do
-    local used = tonumber(redis.call('GET', KEYS[k0 + nb + i]) or '0')
-    if used + tonumber(t[a + 1]) > tonumber(t[a]) then return {2, i - 1, used} end
-    a = a + 2
-  end
-  local chosen, ck, ca, csize = -1, 0, 0, 0
-  local k = k0 + nb + nr
-  for g = 1, ng do
-    local size = tonumber(t[a])
-    a = a + 1
-    local fits = true
-    for j = 0, size - 1 do
-      local used = tonumber(redis.call('GET', KEYS[k + 1 + j]) or '0')
-      if used + tonumber(t[a + 2 * j + 1]) > tonumber(t[a + 2 * j]) then fits = false break end
-    end
-    if fits then chosen, ck, ca, csize = g - 1, k, a, size break end
-    a = a + 2 * size
-    k = k + size
-  end
-  if ng > 0 and chosen < 0 then return {3, -1, 0} end
-  local out = {0, chosen}
-  a = 5
-  for i = 1, nb do
-    out[#out + 1] = redis.call('INCRBY', KEYS[k0 + i], t[a + 1])
-    if t[a + 3] ~= '0' then redis.call('PEXPIREAT', KEYS[k0 + i], t[a + 3]) end
-    a = a + 4
-  end
-  for i = 1, nr do
-    out[#out + 1] = redis.call('INCRBY', KEYS[k0 + nb + i], t[a + 1])
-    redis.call('PEXPIREAT', KEYS[k0 + nb + i], rexp)
-    a = a + 2
-  end
-  for j = 0, csize - 1 do
-    out[#out + 1] = redis.call('INCRBY', KEYS[ck + 1 + j], t[ca + 2 * j + 1])
-    redis.call('PEXPIREAT', KEYS[ck + 1 + j], rexp)
-  end
-  return out
-end
-local k0 = 0
-for delta in string.gmatch(ARGV[1], '[^,]+') do
-  k0 = k0 + 1
-  if redis.call('EXISTS', KEYS[k0]) == 1 then redis.call('INCRBY', KEYS[k0], delta) end
-end
-local replies = {}
-for n = 2, #ARGV do
-  local t = {}
-  for v in string.gmatch(ARGV[n], '[^,]+') do t[#t + 1] = v end
-  replies[n - 1] = admit(t, k0)
-  local nkeys, a = tonumber(t[1]) + tonumber(t[2]), 5 + 4 * tonumber(t[1]) + 2 * tonumber(t[2])
-  for g = 1, tonumber(t[3]) do
-    local size = tonumber(t[a])
-    nkeys, a = nkeys + size, a + 1 + 2 * size
-  end
-  k0 = k0 + nkeys
-end
-return replies
-"""
-
-SEED = """
-if redis.call('SET', KEYS[1], ARGV[1], 'NX') and ARGV[2] ~= '0' then redis.call('PEXPIREAT', KEYS[1], ARGV[2]) end
-return 0
-"""
-
+from .counters_lua import ADMIT, CLAIM, EXPIRED, SEED
 
 log = logging.getLogger("multihome.metering")
-_BATCH = 256
-SETTLE_DELAY_S = 0.02  # how long a settlement waits for admissions to ride along with  # admissions per script call: bounds how long one call holds Redis
+_BATCH = 256  # admissions per script call: bounds how long one call holds Redis
+SETTLE_DELAY_S = 0.02  # how long a settlement waits for admissions to ride along with
+
+
+class CountersUnavailable(Exception):
+    """Redis did not answer an admission in time, or the counters could not be re-seeded."""
 
 
 class RedisCounters:
     shared = True
 
-    def __init__(self, url: str, timeout_s: float = 2.0) -> None:
+    def __init__(self, url: str, timeout_s: float = 2.0, prefix: str = "mh:") -> None:
         # A Redis that stops answering fails admissions after timeout_s (fail_open decides what then).
+        self.timeout_s = timeout_s
+        self._timeout_ms = int(timeout_s * 1000)
         self.redis = connect(url, max_connections=32, blocking=False, socket_timeout=timeout_s,
                              socket_connect_timeout=timeout_s)
         self._admit_sha = self.redis.register_script(ADMIT).sha
         self._seed = self.redis.register_script(SEED)
+        self._claim = self.redis.register_script(CLAIM)
+        self._epoch_key = prefix + "epoch"
+        self._seq_key = f"{prefix}s:{secrets.token_hex(8)}"  # this process's last applied settlement batch
+        self.epoch: str | None = None  # the token of the counters this process counts in (None: unknown)
+        # Bumped when the counters were found empty: reservations made before it are not in them.
+        self.generation = 0
+        self.reseed: Callable[[], Awaitable[None]] | None = None  # set by the Limiter
         # The sender task owns one connection and talks to it directly: no pool checkout, retry
         # wrapper or instrumentation per call, which cost a third of each round trip.
         self._conn = None
-        self._queue: list[tuple[list[str], str, asyncio.Future]] = []
+        self._offset_ms = 0  # this process's clock minus Redis's, measured on each new connection
+        # Admissions as [keys, spec, future, deadline on the loop clock]: queued, and in flight.
+        self._queue: list[list] = []
+        self._inflight: list[list] = []
         self._pending: dict[str, int] = {}  # settlement deltas not yet sent
+        # The settlement batch being sent: sent again as it is (same seq) until Redis confirms it.
+        self._settling: tuple[int, list[tuple[str, int]]] | None = None
+        self._seq = 0
         self._sender: asyncio.Task | None = None
         self._wake = asyncio.Event()
         self._settle_timer: asyncio.TimerHandle | None = None
+        self._watchdog: asyncio.TimerHandle | None = None
+        self._overdue = False  # an admission outlived its deadline: fall back at once until Redis answers
+        self._resync_after = 0.0  # after a failed re-seed, admissions fall back at once until then
         self._closing = False
 
     async def admit(self, plan: Plan, now_ms: int) -> Outcome:
         """Queue the admission; every admission of one loop iteration goes out in one script call."""
         if not (plan.budgets or plan.rates or plan.groups):
             return Outcome(OK, -1, [])
+        loop = asyncio.get_running_loop()
+        if self._overdue:
+            # Redis let an admission pass its deadline: this one would only wait behind that call.
+            # The sender keeps trying Redis in the background; its first answer ends this.
+            raise CountersUnavailable(f"Redis has not answered within {self.timeout_s:g} s")
+        if self.epoch is None and loop.time() < self._resync_after:
+            raise CountersUnavailable("the counters are being re-seeded from stored usage")
         keys: list[str] = []
-        args: list[int] = [len(plan.budgets), len(plan.rates), len(plan.groups), plan.rate_expire_ms]
+        args: list[int] = [int(time.time() * 1000) + self._timeout_ms, len(plan.budgets), len(plan.rates),
+                           len(plan.groups), plan.rate_expire_ms]
         for key, limit, reserve, hard, expire in plan.budgets:
             keys.append(key)
             args += (limit, reserve, 1 if hard else 0, expire)
@@ -142,15 +102,44 @@ class RedisCounters:
             for key, limit, incr in counters:
                 keys.append(key)
                 args += (limit, incr)
-        future = asyncio.get_running_loop().create_future()
-        self._queue.append((keys, ",".join(map(str, args)), future))
+        future = loop.create_future()
+        deadline = loop.time() + self.timeout_s
+        self._queue.append([keys, ",".join(map(str, args)), future, deadline])
+        if self._watchdog is None:
+            self._watchdog = loop.call_at(deadline, self._expire)
         self._kick()
-        out = await future
+        gen, out = await future
         code = int(out[0])
         if code == OK:
-            return Outcome(OK, int(out[1]), [int(v) for v in out[2:]])
+            return Outcome(OK, int(out[1]), [int(v) for v in out[2:]], gen)
+        if code == EXPIRED:
+            raise CountersUnavailable("the admission reached Redis after its deadline")
         assert code in (BUDGET, RATE, DEPLOYMENT)
-        return Outcome(code, int(out[1]), [int(out[2])])
+        return Outcome(code, int(out[1]), [int(out[2])], gen)
+
+    def _expire(self) -> None:
+        """Watchdog: fail every admission past its deadline; then, while Redis is overdue, the
+        queued ones too (they would only wait behind the call in flight)."""
+        self._watchdog = None
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        late = CountersUnavailable(f"Redis did not answer within {self.timeout_s:g} s")
+        nxt = None
+        for entries in (self._inflight, self._queue):
+            for entry in entries:
+                future = entry[2]
+                if future.done():
+                    continue
+                if entry[3] <= now or (self._overdue and entries is self._queue):
+                    future.set_exception(late)
+                    self._overdue = True
+                elif nxt is None or entry[3] < nxt:
+                    nxt = entry[3]
+        self._queue = [e for e in self._queue if not e[2].done()]
+        if nxt is not None:
+            self._watchdog = loop.call_at(nxt, self._expire)
+        if self._overdue:
+            self._kick()  # the sender probes Redis until it answers
 
     def adjust(self, deltas: list[tuple[str, int]]) -> None:
         """Settle: deltas are merged per counter and ride along with the next admissions' script
@@ -175,43 +164,89 @@ class RedisCounters:
         backoff = 0.05
         try:
             await asyncio.sleep(0)  # gather this loop iteration's admissions and settlements
-            while self._queue or self._pending:
+            while True:
                 self._wake.clear()
                 # Whatever queues while a call is in flight goes in the next call (group commit).
-                batch, self._queue = self._queue[:_BATCH], self._queue[_BATCH:]
-                settle, self._pending = [(k, d) for k, d in self._pending.items() if d], {}
-                keys = [k for k, _ in settle]
-                for k, _, _ in batch:
-                    keys += k
-                args = [",".join(str(d) for _, d in settle), *(spec for _, spec, _ in batch)]
+                queue = [e for e in self._queue if not e[2].done()]  # skip those the watchdog failed
+                batch, self._queue = queue[:_BATCH], queue[_BATCH:]
+                if self._settling is None and self._pending:
+                    settle = [(k, d) for k, d in self._pending.items() if d]
+                    self._pending = {}
+                    if settle:
+                        self._seq += 1
+                        self._settling = (self._seq, settle)
+                if not batch and self._settling is None and not self._overdue:
+                    break  # (while overdue, an empty call probes Redis)
+                keys = [self._epoch_key, self._seq_key]
+                settle_arg = ""
+                if self._settling is not None:
+                    seq, settle = self._settling
+                    keys += [k for k, _ in settle]
+                    settle_arg = f"{seq}," + ",".join(str(d) for _, d in settle)
+                for entry in batch:
+                    keys += entry[0]
+                args = [self.epoch or "", "", settle_arg, *(entry[1] for entry in batch)]
+                self._inflight = batch
                 try:
                     replies = await self._call(keys, args)
-                except Exception as exc:  # unreachable, timeout, script error
-                    for _, _, fut in batch:
-                        if not fut.done():
-                            fut.set_exception(exc)
-                    if settle:
-                        # Kept and retried: a lost settlement would leave a reservation counted forever.
-                        log.warning("could not settle %d counters in Redis (%s); retrying", len(settle), type(exc).__name__)
-                        for key, delta in settle:
-                            self._pending[key] = self._pending.get(key, 0) + delta
-                        if self._closing:
-                            return
+                    if not isinstance(replies, list):  # counters not of our epoch: re-seed, then again
+                        await self._resync()  # the batch stays in flight for the watchdog meanwhile
+                        self._inflight = []
+                        self._queue[:0] = batch
+                        continue
+                except Exception as exc:  # unreachable, timeout, script error, re-seed failed
+                    self._inflight = []
+                    if isinstance(exc, ResponseError):
+                        self._overdue = False  # Redis answers (with an error): not a stall
+                    for entry in batch:
+                        if not entry[2].done():
+                            entry[2].set_exception(exc)
+                    if self._settling is not None:
+                        # Sent again as it is (same seq, so it applies once): a lost settlement would
+                        # leave a reservation counted forever.
+                        log.warning("could not settle %d counters in Redis (%s); retrying",
+                                    len(self._settling[1]), type(exc).__name__)
+                    if self._closing:
+                        return
+                    if self._settling is not None or self.epoch is None or self._overdue:
                         if not self._queue:  # an admission arriving meanwhile is tried at once
                             try:
                                 await asyncio.wait_for(self._wake.wait(), backoff)
                             except asyncio.TimeoutError:
                                 pass
-                            backoff = min(backoff * 2, 2.0)
+                        backoff = min(backoff * 2, 2.0)
                     continue
+                self._inflight = []
+                self._overdue = False
+                self._settling = None
                 backoff = 0.05
-                for (_, _, fut), reply in zip(batch, replies):
-                    if not fut.done():
-                        fut.set_result(reply)
+                gen = self.generation
+                for entry, reply in zip(batch, replies):
+                    if not entry[2].done():
+                        entry[2].set_result((gen, reply))
         finally:
             self._sender = None
 
-    async def _call(self, keys: list[str], args: list[str]) -> list:
+    async def _resync(self) -> None:
+        """The counters are not the ones this process counted in (Redis came back empty, or another
+        replica re-seeded them): seed them from stored usage, then count in the epoch in force."""
+        if self.epoch is not None:
+            log.warning("budget and rate counters in Redis were reset; re-seeding them from stored usage")
+            # Reservations and settlements so far were made against counters that are gone: tickets
+            # of the old generation now settle their whole cost (Ticket.settle), and deltas not yet
+            # sent are dropped (their calls' usage rows are in the seed).
+            self.generation += 1
+            self.epoch = None
+            self._pending, self._settling = {}, None
+        try:
+            if self.reseed is not None:
+                await self.reseed()
+            await self.claim()
+        except Exception as exc:
+            self._resync_after = asyncio.get_running_loop().time() + 1.0
+            raise CountersUnavailable(f"the counters could not be re-seeded ({type(exc).__name__})") from exc
+
+    async def _call(self, keys: list[str], args: list[str]) -> list | int:
         load = False
         for attempt in (0, 1, 2):
             conn = self._conn
@@ -219,9 +254,11 @@ class RedisCounters:
                 if conn is None:
                     conn = self._conn = self.redis.connection_pool.make_connection()
                     await conn.connect()
+                    await self._measure_offset(conn)
                 if load:
                     await conn.send_command("SCRIPT", "LOAD", ADMIT)
                     await conn.read_response()
+                args[1] = str(self._offset_ms)
                 await conn.send_command("EVALSHA", self._admit_sha, len(keys), *keys, *args)
                 return await conn.read_response()
             except NoScriptError:  # Redis restarted (or was flushed) and lost the script
@@ -241,20 +278,37 @@ class RedisCounters:
                     raise
         raise AssertionError("unreachable")
 
+    async def _measure_offset(self, conn) -> None:
+        """This process's clock minus Redis's (admission deadlines are checked on Redis's clock)."""
+        before = time.time()
+        await conn.send_command("TIME")
+        seconds, micros = await conn.read_response()
+        after = time.time()
+        self._offset_ms = round((before + after) * 500 - int(seconds) * 1000 - int(micros) / 1000)
+
     async def drain(self, timeout: float = 5) -> None:
         """Send queued settlements now and wait until they reached Redis (or the sender gave up)."""
         if self._settle_timer is not None:
             self._settle_timer.cancel()
             self._settle_timer = None
-        if self._pending and self._sender is None:
+        if (self._pending or self._settling) and self._sender is None:
             self._kick()
         while self._sender is not None:
             done, _ = await asyncio.wait([self._sender], timeout=timeout)
             if not done:
                 return
 
-    async def seed(self, key: str, value: int, expire_at_ms: int) -> None:
-        await self._seed(keys=[key], args=[value, expire_at_ms])
+    async def seed(self, items: list[tuple[str, int, int]]) -> None:
+        """Set each (key, value, expire_at_ms) that does not exist yet: a running counter wins."""
+        for i in range(0, len(items), 500):
+            chunk = items[i:i + 500]
+            await self._seed(keys=[k for k, _, _ in chunk], args=[v for _, value, exp in chunk for v in (value, exp)])
+
+    async def claim(self) -> None:
+        """Count in the epoch in force: the one set by whoever seeded the counters first, else ours
+        (call after seeding them)."""
+        token = await self._claim(keys=[self._epoch_key], args=[secrets.token_hex(8)])
+        self.epoch = token.decode() if isinstance(token, bytes) else token
 
     async def read(self, keys: list[str], now_ms: int) -> list[int]:
         if not keys:
@@ -266,9 +320,13 @@ class RedisCounters:
 
     async def close(self) -> None:
         self._closing = True
+        if self._watchdog is not None:
+            self._watchdog.cancel()
         await self.drain()
-        if self._pending:
-            log.error("closing with %d budget/rate settlements not written to Redis", len(self._pending))
+        if self._pending or self._settling:
+            log.error("closing with budget/rate settlements not written to Redis")
+        if self._sender is not None:
+            self._sender.cancel()  # still probing an unanswering Redis
         if self._conn is not None:
             await self._conn.disconnect()
         await self.redis.aclose()

@@ -12,7 +12,7 @@ import asyncio
 import logging
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 from ..identity.principal import Principal
 from ..schema import header_text
@@ -21,18 +21,20 @@ from .config import MeteringConfig
 from .counters import BUDGET, DEPLOYMENT, OK, Outcome, Plan
 from .periods import Periods, go_duration, window
 from .prices import PriceTable, reserve_nanos
-from .rules import BudgetSpec, Rules, prompt_reserve
+from .rules import BudgetSpec, Rules, prompt_reserve, window_expire_ms, window_key
 
 log = logging.getLogger("multihome.metering")
-_WINDOW_GRACE_MS = 60_000  # a rate counter lives one window longer, for late settlements
 _NO_HEADERS: list[tuple[bytes, bytes]] = []
+# More output than any model makes, yet small enough that a reservation stays an exact integer in
+# Redis (2^53) and cannot overflow INCRBY: an absurd max_tokens x n is refused, not a script error.
+_MAX_OUT_TOKENS = 1 << 32
 
 
 class Ticket:
     """One admitted call's reservations. Settle or release it exactly once."""
 
     __slots__ = ("request_id", "headers", "deployment", "skip", "over_budget", "warnings", "created",
-                 "_budgets", "_tokens", "_limiter", "settled")
+                 "_budgets", "_tokens", "_limiter", "settled", "gen")
 
     def __init__(self, limiter: Limiter | None, request_id: str) -> None:
         self.request_id = request_id
@@ -42,20 +44,28 @@ class Ticket:
         self.over_budget = False  # a soft budget is exceeded (the call is allowed, and flagged)
         self.warnings: list[str] = []
         self.created = time.monotonic()
-        self._budgets: list[tuple[str, str, int]] = []  # (counter, currency, reserved nano-units)
+        self._budgets: list[tuple[str, str, int, int]] = []  # (counter, currency, reserved nano-units, expire_at_ms)
         self._tokens: list[tuple[str, int]] = []  # (tokens-per-minute counter, reserved tokens)
         self._limiter = limiter
         self.settled = False
+        self.gen = 0  # the counters' generation the reservations were made in
 
     def settle(self, cost_nanos: int, currency: str, tokens: int) -> bool:
         """Replace the reservations with what the call actually cost and used. False if already settled."""
         if self.settled:
             return False
         self.settled = True
-        deltas = [(key, (cost_nanos if cur == currency else 0) - held) for key, cur, held in self._budgets]
-        deltas += [(key, tokens - held) for key, held in self._tokens]
-        if self._limiter is not None:
-            self._limiter._finish(self, [d for d in deltas if d[1]])
+        limiter = self._limiter
+        if limiter is not None and self.gen != limiter.counters.generation:
+            # The counters were emptied and re-seeded since admission: the reservation is not in
+            # them, and this call's usage row is not in the seed. Add what it used, in full.
+            deltas = [(key, cost_nanos if cur == currency else 0) for key, cur, _, _ in self._budgets]
+            deltas += [(key, tokens) for key, _ in self._tokens]
+        else:
+            deltas = [(key, (cost_nanos if cur == currency else 0) - held) for key, cur, held, _ in self._budgets]
+            deltas += [(key, tokens - held) for key, held in self._tokens]
+        if limiter is not None:
+            limiter._finish(self, [d for d in deltas if d[1]])
         return True
 
     def release(self) -> bool:
@@ -77,8 +87,9 @@ class _Route:
                 i, o = worst.get(price.currency, (0, 0))
                 worst[price.currency] = (max(i, price.in_micro), max(o, price.out_micro))
         self.worst = worst
-        caps = [d.max_output_tokens for d in deployments if d.max_output_tokens]
-        self.out_cap = max(caps) if caps else default_out  # when the request names no max_tokens
+        # When the request names no max_tokens: the most any planned deployment may write, a
+        # deployment that declares no max_output_tokens counting as default_out.
+        self.out_cap = max((d.max_output_tokens or default_out for d in deployments), default=default_out)
         # Per-deployment rate specs in plan order, cut after the first unlimited deployment (it always
         # fits, so nothing after it can be charged); empty when no planned deployment has a limit.
         specs = [rules.for_deployment(d.name) for d in deployments]
@@ -102,13 +113,17 @@ class Limiter:
         self.periods = Periods()
         self.open: dict[str, Ticket] = {}
         self.overloaded: Callable[[], bool] | None = None  # set by Metering: its writer's backlog is full
+        # Set by Metering: seeds the counters of the current period and rate window from stored usage.
+        self.reseed_from_usage: Callable[[], Awaitable[None]] | None = None
         self._sweeper: asyncio.Task | None = None
         self._factor, self._extra = cfg.prompt_reserve.factor, cfg.prompt_reserve.extra_tokens
         self._routes: dict[tuple, _Route] = {}
 
     # -- the hot path ------------------------------------------------------------------------------
     async def admit(self, principal: Principal, model_group: str, deployments: list, prompt_tokens: int,
-                    max_output_tokens: int | None, request_id: str) -> Ticket:
+                    max_output_tokens: int | None, request_id: str, choices: int = 1) -> Ticket:
+        """`max_output_tokens` caps one choice (None: the client set no cap); `choices` is how many
+        the call generates (chat's `n`), so the reservation covers choices x the cap."""
         if self.overloaded is not None and self.overloaded():
             raise ApiError(503, "The gateway cannot record usage fast enough right now; retry shortly.",
                            type="server_error", code="usage_backlog", headers={"retry-after": "1"})
@@ -118,11 +133,15 @@ class Limiter:
         budgets, rates = self.rules.for_principal(principal)
         route = self._route(deployments)
         out_tokens = max_output_tokens if max_output_tokens is not None else route.out_cap
+        if choices > 1:
+            out_tokens *= choices
+        if out_tokens > _MAX_OUT_TOKENS:
+            out_tokens = _MAX_OUT_TOKENS
         est_tokens = prompt_tokens + out_tokens
         now = self.clock()
         now_ms = int(now * 1000)
         wid, wend = window(now_ms)
-        plan = Plan(rate_expire_ms=wend + _WINDOW_GRACE_MS)
+        plan = Plan(rate_expire_ms=window_expire_ms(wid))
         if budgets:
             tokens_in = prompt_reserve(prompt_tokens, self._factor, self._extra)
             reserve = {cur: reserve_nanos(tokens_in, i, out_tokens, o) for cur, (i, o) in route.worst.items()}
@@ -132,7 +151,7 @@ class Limiter:
                 key = b.base + per.bucket
                 held = reserve.get(b.currency, 0)
                 plan.budgets.append((key, b.limit_nanos, held, b.hard, per.expire_ms))
-                ticket._budgets.append((key, b.currency, held))
+                ticket._budgets.append((key, b.currency, held, per.expire_ms))
         meta: list[tuple[str, int]] = []  # per rate counter: ("requests"|"tokens", limit)
         for r in rates:
             self._rate_counters(r, wid, est_tokens, plan.rates, meta, ticket)
@@ -149,6 +168,7 @@ class Limiter:
             return ticket  # Redis unreachable and fail_open: admitted without limits
         if outcome.code != OK:
             raise self._refusal(outcome, plan, budgets, rates, deployments, meta, now_ms, wend, est_tokens)
+        ticket.gen = outcome.gen
         if outcome.index >= 0 and plan.groups:
             chosen = deployments[outcome.index]
             ticket.deployment = chosen.name
@@ -187,10 +207,10 @@ class Limiter:
 
     def _rate_counters(self, spec, wid: int, est_tokens: int, out: list, meta: list, ticket: Ticket | None) -> None:
         if spec.rpm is not None:
-            out.append((f"{spec.base}:r:{wid}", spec.rpm, 1))
+            out.append((window_key(spec, "r", wid), spec.rpm, 1))
             meta.append(("requests", spec.rpm))
         if spec.tpm is not None:
-            key = f"{spec.base}:t:{wid}"
+            key = window_key(spec, "t", wid)
             out.append((key, spec.tpm, est_tokens))
             meta.append(("tokens", spec.tpm))
             if ticket is not None:
@@ -267,7 +287,20 @@ class Limiter:
     # -- lifecycle ---------------------------------------------------------------------------------
     async def start(self) -> None:
         await self.counters.start()
+        if self.counters.shared:
+            self.counters.reseed = self._reseed
         self._sweeper = asyncio.get_running_loop().create_task(self._sweep())
+
+    async def _reseed(self) -> None:
+        """Redis came back empty: seed the counters from stored usage (Metering's part), then create
+        the counters of calls still in flight at 0, so their settlements (their whole cost) land."""
+        if self.reseed_from_usage is not None:
+            await self.reseed_from_usage()
+        items = []
+        for ticket in list(self.open.values()):
+            items += [(key, 0, expire) for key, _, _, expire in ticket._budgets]
+            items += [(key, 0, window_expire_ms(int(key.rsplit(":", 1)[1]))) for key, _ in ticket._tokens]
+        await self.counters.seed(items)
 
     async def close(self) -> None:
         if self._sweeper is not None:

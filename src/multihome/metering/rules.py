@@ -11,7 +11,10 @@ from dataclasses import dataclass
 
 from ..identity.principal import Principal
 from .config import BudgetRule, MeteringConfig
+from .periods import WINDOW_MS
 from .prices import to_nanos
+
+_WINDOW_GRACE_MS = 60_000  # a rate counter lives one window longer, for late settlements
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,6 +40,16 @@ class RateSpec:
     id: str
     rpm: int | None
     tpm: int | None
+
+
+def window_key(spec: RateSpec, kind: str, wid: int) -> str:
+    """A rate counter: kind "r" (requests) or "t" (tokens) of the fixed minute `wid`."""
+    return f"{spec.base}:{kind}:{wid}"
+
+
+def window_expire_ms(wid: int) -> int:
+    """When the counters of minute `wid` expire: one window after it ends, for late settlements."""
+    return (wid + 1) * WINDOW_MS + _WINDOW_GRACE_MS
 
 
 def principal_key(p: Principal) -> str:
@@ -115,13 +128,19 @@ class Rules:
             if ident is None:
                 continue
             budgets.extend(self.budgets_for(scope, ident))
-            spec = self._rate(scope, ident, self._pick(self._rates, scope, ident))
+            spec = self.rate_for(scope, ident)
             if spec is not None:
                 rates.append(spec)
         if len(self._cache) > 100_000:  # bounded: ids come from credentials, not from request bodies
             self._cache.clear()
         hit = self._cache[cache_key] = (tuple(budgets), tuple(rates))
         return hit
+
+    def rate_for(self, scope: str, ident: str) -> RateSpec | None:
+        """The rate limits of one tenant, team, key or deployment (None: unlimited)."""
+        if scope == "deployment":
+            return self.for_deployment(ident)
+        return self._rate(scope, ident, self._pick(self._rates, scope, ident))
 
     def for_deployment(self, name: str) -> RateSpec | None:
         try:

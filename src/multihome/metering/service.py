@@ -24,10 +24,10 @@ from ..accounting.record import CallRecord
 from ..config import env_secret
 from .config import BudgetRule, MeteringConfig
 from .limiter import Limiter
-from .periods import UTC, period
+from .periods import UTC, WINDOW_MS, period, window
 from .prices import ZERO, PriceTable, text, to_nanos
 from .record import MeteredCall, MeteredSink
-from .rules import AdminBudget, Rules, admin_budget, principal_key, slot
+from .rules import AdminBudget, Rules, admin_budget, principal_key, slot, window_expire_ms, window_key
 
 log = logging.getLogger("multihome.metering")
 
@@ -43,6 +43,7 @@ class Metering:
         self.prices = prices
         self.storage_url = storage_url
         self.limiter = Limiter(cfg, prices, counters, clock)
+        self.limiter.reseed_from_usage = self._reseed
         self.sinks: list[MeteredSink] = []
         self.engine = None
         self.writer = None
@@ -64,7 +65,7 @@ class Metering:
         if url is not None:
             from .counters_redis import RedisCounters
 
-            counters = RedisCounters(url)
+            counters = RedisCounters(url, prefix=cfg.key_prefix)
         storage = env_secret(config.storage.url_env, what="storage.url_env") or config.storage.url
         return cls(cfg, PriceTable.from_config(config), storage_url=storage, counters=counters)
 
@@ -119,6 +120,9 @@ class Metering:
         snap = self.snapshots.snapshot if self.snapshots is not None else None
         # Seeds the config budgets' and the stored budgets' counters; a failure fails start-up.
         await self._use_budgets(tuple(admin_budget(b) for b in snap.budgets) if snap is not None else ())
+        await self.seed_rates(self.limiter.rules)
+        # Shared counters: count in the epoch in force, or start one with what was just seeded.
+        await self.limiter.counters.claim()
         if snap is not None:
             self._stored, self._applied = snap.budgets, snap
             self.snapshots.subscribe(self._snapshot_changed)
@@ -212,6 +216,7 @@ class Metering:
 
         column = {"tenant": u.c.tenant_id, "team": u.c.team_id, "key": u.c.key_id}
         now = self.limiter.clock()
+        items: list[tuple[str, int, int]] = []
         for rule in budgets:
             per = period(rule.period, now)
             col = column[rule.scope]
@@ -225,7 +230,49 @@ class Metering:
             for ident, spent in rows:
                 for spec in rules.budgets_for(rule.scope, ident):
                     if spec.period == rule.period and spec.currency == rule.currency:
-                        await self.limiter.counters.seed(spec.base + per.bucket, int(spent or 0), per.expire_ms)
+                        items.append((spec.base + per.bucket, int(spent or 0), per.expire_ms))
+        await self.limiter.counters.seed(items)
+
+    async def seed_rates(self, rules: Rules) -> None:
+        """Start the current minute's rate counters from the usage rows started in it, so an empty
+        Redis (or a restart) does not grant the minute's requests and tokens again.
+
+        Calls refused before admission (`denied`) were never counted; every other row was. Calls
+        still in flight hold their own reservation (see Limiter._reseed). SET NX, as for budgets.
+        """
+        from .tables import usage_calls as u
+
+        if self.engine is None:
+            return
+        scopes = {r.scope for r in self.cfg.rate_limits}
+        column = {"tenant": u.c.tenant_id, "team": u.c.team_id, "key": u.c.key_id, "deployment": u.c.deployment}
+        wid, _ = window(int(self.limiter.clock() * 1000))
+        items: list[tuple[str, int, int]] = []
+        for scope in sorted(scopes):
+            col = column[scope]
+            q = (sa.select(col, sa.func.count(), sa.func.sum(u.c.prompt_tokens + u.c.completion_tokens))
+                 .where(u.c.started_at >= _ts(wid * WINDOW_MS / 1000), u.c.outcome != "denied", col.is_not(None))
+                 .group_by(col))
+            async with self.engine.connect() as conn:
+                rows = (await conn.execute(q)).all()
+            for ident, calls, tokens in rows:
+                spec = rules.rate_for(scope, ident)
+                if spec is not None and spec.rpm is not None:
+                    items.append((window_key(spec, "r", wid), int(calls), window_expire_ms(wid)))
+                if spec is not None and spec.tpm is not None:
+                    items.append((window_key(spec, "t", wid), int(tokens or 0), window_expire_ms(wid)))
+        await self.limiter.counters.seed(items)
+
+    async def _reseed(self) -> None:
+        """Redis came back empty: this period's budget counters and this minute's rate counters
+        from stored usage, after this replica's own rows are in the database."""
+        if self.engine is None:
+            return  # nothing stored to seed from: the period's spend is lost (docs/metering.md)
+        if self.writer is not None:
+            await self.writer.flush(timeout=5)
+        rules = self.limiter.rules
+        await self.seed_budgets(list(rules.budget_rules), rules)
+        await self.seed_rates(rules)
 
 
 __all__ = ["Metering", "MeteredCall", "MeteredSink", "principal_key"]

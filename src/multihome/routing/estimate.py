@@ -53,4 +53,13 @@ def input_tokens(req: ChatRequest | EmbeddingsRequest | None) -> int:
 
 
 def output_tokens(req: ChatRequest) -> int | None:
+    """The output cap of one choice (None: the client set none)."""
     return req.max_completion_tokens if req.max_completion_tokens is not None else req.max_tokens
+
+
+def choices(req: ChatRequest | EmbeddingsRequest | None) -> int:
+    """How many outputs the call generates, each up to the output cap: chat's `n`, or `best_of`
+    where an OpenAI-compatible upstream honours it (it generates best_of and returns n)."""
+    if not isinstance(req, ChatRequest):
+        return 1  # embeddings produce no output tokens; the Anthropic door has no `n`
+    return max(req.n or 1, req.best_of or 1)

@@ -102,6 +102,9 @@ class ChatRequest(msgspec.Struct):
     max_tokens: int | None = None
     max_completion_tokens: int | None = None
     n: int | None = None
+    # Not OpenAI's (its legacy completions'), but passed through to OpenAI-compatible servers that
+    # honour it (vLLM): typed only so metering reserves for every sequence it makes.
+    best_of: int | None = None
     temperature: float | None = None
     top_p: float | None = None
     stop: str | list[str] | None = None

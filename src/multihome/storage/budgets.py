@@ -4,6 +4,10 @@ One budget per counter: (scope, scope_id, period, currency) is unique, and it is
 counts spend against, so changing a budget's amount keeps what was spent. Amounts are exact
 decimals stored as text. Every change bumps `state_version`, so each replica's metering picks it
 up from its next snapshot.
+
+Authority: each row records the role that set it. A budget an org-admin set or changed is a cap a
+tenant-admin may tighten (lower the amount, make it hard) but never lift (raise it, make it soft,
+delete it). The check runs inside the write, so a cap set a moment earlier is never lifted.
 """
 
 from __future__ import annotations
@@ -14,8 +18,9 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from ..identity.principal import ORG_ADMIN, TENANT_ADMIN
 from .base import StoreBase, as_utc, utcnow
-from .errors import Conflict, Invalid, NotFound
+from .errors import Conflict, Invalid, NotFound, StorageError
 from .ids import new_id
 from .records import Budget
 from .tables import budgets
@@ -28,10 +33,30 @@ MAX_AMOUNT = Decimal(1_000_000_000)
 _CURRENCY = re.compile(r"^[A-Z]{3}$")
 
 
+class Outranked(StorageError):
+    """A tenant-admin tried to lift a budget an org-admin set (the admin API's 403)."""
+
+
 def budget_from_row(r: Any) -> Budget:
     return Budget(id=r.id, tenant_id=r.tenant_id, scope=r.scope, scope_id=r.scope_id, amount=r.amount,
                   currency=r.currency, period=r.period, mode=r.mode, created_at=as_utc(r.created_at),
-                  updated_at=as_utc(r.updated_at))
+                  updated_at=as_utc(r.updated_at), set_by_role=r.set_by_role)
+
+
+def _lifts(before: Any, changes: dict[str, Any]) -> str | None:
+    """What in `changes` loosens the budget `before` (None: it only tightens or keeps it)."""
+    if "amount" in changes and Decimal(changes["amount"]) > Decimal(before.amount):
+        return f"raise its amount from {before.amount} to {changes['amount']}"
+    if changes.get("mode") == "soft" and before.mode == "hard":
+        return "make it soft"
+    return None
+
+
+def _check_authority(before: Any, role: str, lifts: str | None) -> None:
+    if lifts is not None and before.set_by_role == ORG_ADMIN and role != ORG_ADMIN:
+        raise Outranked(
+            f"Budget {before.id} was set by an org-admin, so it is a cap a tenant-admin may tighten (lower its "
+            f"amount, make it hard) but not lift: you may not {lifts}. Ask an org admin.")
 
 
 def budget_amount(value: Any) -> str:
@@ -66,7 +91,7 @@ def _one_of(value: Any, allowed: tuple[str, ...], what: str) -> str:
 
 def _detail(b: Budget) -> dict[str, Any]:
     return {"scope": b.scope, "scope_id": b.scope_id, "amount": b.amount, "currency": b.currency,
-            "period": b.period, "mode": b.mode}
+            "period": b.period, "mode": b.mode, "set_by_role": b.set_by_role}
 
 
 class BudgetsRepo(StoreBase):
@@ -81,14 +106,16 @@ class BudgetsRepo(StoreBase):
         period: str = "month",
         mode: str = "hard",
         actor: str,
+        role: str = ORG_ADMIN,
     ) -> Budget:
-        """Refused with Conflict when the counter already has a budget (change that one instead)."""
+        """Refused with Conflict when the counter already has a budget (change that one instead).
+        `role`: the setter's, org-admin or tenant-admin."""
         now = utcnow()
         budget = Budget(
             id=new_id("bud"), tenant_id=tenant_id, scope=_one_of(scope, SCOPES, "scope"),  # type: ignore[arg-type]
             scope_id=scope_id or tenant_id, amount=budget_amount(amount), currency=budget_currency(currency),
             period=_one_of(period, PERIODS, "period"), mode=_one_of(mode, MODES, "mode"),  # type: ignore[arg-type]
-            created_at=now, updated_at=now,
+            created_at=now, updated_at=now, set_by_role=_one_of(role, (ORG_ADMIN, TENANT_ADMIN), "role"),  # type: ignore[arg-type]
         )
         slot = (budgets.c.scope == budget.scope, budgets.c.scope_id == budget.scope_id,
                 budgets.c.period == budget.period, budgets.c.currency == budget.currency)
@@ -119,9 +146,11 @@ class BudgetsRepo(StoreBase):
         return [budget_from_row(r) for r in rows]
 
     async def update_budget(
-        self, tenant_id: str, budget_id: str, *, amount: Any = None, mode: str | None = None, actor: str
+        self, tenant_id: str, budget_id: str, *, amount: Any = None, mode: str | None = None, actor: str,
+        role: str = ORG_ADMIN,
     ) -> Budget:
-        """Change the amount and/or the mode. The counter (and what it has counted) stays."""
+        """Change the amount and/or the mode. The counter (and what it has counted) stays. A tenant-admin
+        (`role`) may not lift a budget an org-admin set (Outranked); one an org-admin changes is theirs."""
         changes: dict[str, Any] = {}
         if amount is not None:
             changes["amount"] = budget_amount(amount)
@@ -132,23 +161,29 @@ class BudgetsRepo(StoreBase):
         now = utcnow()
         where = (budgets.c.tenant_id == tenant_id, budgets.c.id == budget_id)
         async with self._write() as conn:
-            before = (await conn.execute(sa.select(budgets).where(*where))).first()
+            # FOR UPDATE: a cap an org-admin sets meanwhile is seen, not overwritten (PostgreSQL).
+            before = (await conn.execute(sa.select(budgets).where(*where).with_for_update())).first()
             if before is None:
                 raise NotFound("budget", budget_id, tenant_id)
-            await conn.execute(sa.update(budgets).where(*where).values(**changes, updated_at=now))
+            _check_authority(before, role, _lifts(before, changes))
+            owner = ORG_ADMIN if ORG_ADMIN in (role, before.set_by_role) else TENANT_ADMIN
+            await conn.execute(sa.update(budgets).where(*where).values(**changes, set_by_role=owner, updated_at=now))
             await self._record(conn, actor=actor, tenant_id=tenant_id, action="budget.update", object_type="budget",
                                object_id=budget_id, at=now,
-                               detail={"before": {k: getattr(before, k) for k in changes}, "after": changes})
+                               detail={"before": {k: getattr(before, k) for k in changes}, "after": changes,
+                                       "role": role})
             row = (await conn.execute(sa.select(budgets).where(*where))).first()
         return budget_from_row(row)
 
-    async def delete_budget(self, tenant_id: str, budget_id: str, *, actor: str) -> Budget:
-        """Remove the limit; returns what was deleted."""
+    async def delete_budget(self, tenant_id: str, budget_id: str, *, actor: str, role: str = ORG_ADMIN) -> Budget:
+        """Remove the limit; returns what was deleted. A tenant-admin (`role`) may not delete a budget
+        an org-admin set (Outranked)."""
         where = (budgets.c.tenant_id == tenant_id, budgets.c.id == budget_id)
         async with self._write() as conn:
-            row = (await conn.execute(sa.select(budgets).where(*where))).first()
+            row = (await conn.execute(sa.select(budgets).where(*where).with_for_update())).first()
             if row is None:
                 raise NotFound("budget", budget_id, tenant_id)
+            _check_authority(row, role, "delete it")
             gone = budget_from_row(row)
             await conn.execute(sa.delete(budgets).where(*where))
             await self._record(conn, actor=actor, tenant_id=tenant_id, action="budget.delete", object_type="budget",

@@ -10,6 +10,7 @@ import msgspec
 PolicyScope = Literal["tenant", "team", "key"]
 BudgetPeriod = Literal["day", "month", "total"]
 BudgetMode = Literal["hard", "soft"]
+BudgetRole = Literal["org-admin", "tenant-admin"]
 RevocationKind = Literal["jti", "subject"]
 
 
@@ -70,6 +71,8 @@ class Budget(msgspec.Struct, frozen=True):
     mode: BudgetMode  # hard: refuse with 429; soft: allow and flag
     created_at: datetime
     updated_at: datetime
+    # Who set it: a budget an org-admin set is a cap a tenant-admin may tighten but not lift.
+    set_by_role: BudgetRole = "org-admin"
 
 
 class TokenRevocation(msgspec.Struct, frozen=True):

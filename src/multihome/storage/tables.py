@@ -105,10 +105,13 @@ budgets = sa.Table(
     sa.Column("mode", sa.String(8), nullable=False),
     sa.Column("created_at", TS, nullable=False),
     sa.Column("updated_at", TS, nullable=False),
+    # The role of whoever set or last changed it (docs/metering.md "Who may change a budget").
+    sa.Column("set_by_role", sa.String(16), nullable=False, server_default="org-admin"),
     sa.UniqueConstraint("scope", "scope_id", "period", "currency"),
     sa.CheckConstraint("scope IN ('tenant', 'team', 'key')", name="scope"),
     sa.CheckConstraint("period IN ('day', 'month', 'total')", name="period"),
     sa.CheckConstraint("mode IN ('hard', 'soft')", name="mode"),
+    sa.CheckConstraint("set_by_role IN ('org-admin', 'tenant-admin')", name="set_by_role"),
 )
 
 # Revoked OIDC tokens (docs/oidc.md "Revocation"). kind "jti": one token, by its issuer and `jti`

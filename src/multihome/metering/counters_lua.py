@@ -1,0 +1,128 @@
+"""The Lua scripts behind the Redis counters (counters_redis): admission, seeding, the epoch.
+
+They live apart from the client so each can be read whole. Numbers in Lua are doubles: counters
+are exact up to 2^53 (9e15 nano-units, nine million currency units per budget period; documented
+in docs/metering.md). Increments stay strings so INCRBY gets the exact integer.
+
+**Epoch.** `{prefix}epoch` holds a random token, set (once) by the first replica that has seeded
+the counters from stored usage. Every admission call names the token its process counts in; when
+the key is missing (Redis restarted empty, or was flushed) or holds another token (another replica
+re-seeded it), the script changes nothing and answers 0, and the process re-seeds before it
+admits again (counters_redis.RedisCounters._resync). So detecting an empty Redis costs one GET
+inside the call that is made anyway, not a round trip.
+"""
+
+from __future__ import annotations
+
+EXPIRED = 4  # an admission that reached Redis after its deadline: not applied (the caller gave up)
+
+# KEYS[1]: the epoch key; KEYS[2]: this process's settlement sequence key; then the counters being
+#       settled; then per admission its budgets, rates and every deployment counter (group by group).
+# ARGV[1]: the epoch token this process counts in. ARGV[2]: this process's clock minus Redis's, ms.
+# ARGV[3]: the settlements, "seq,delta1,...,deltaN" for the N counters after KEYS[2] ("" for none).
+#       A delta is added only to a counter that still exists (a settlement never revives an expired
+#       window). A batch is applied once: one whose seq is not above the last applied one is a
+#       late copy of a call that timed out and was sent again, and is skipped.
+# ARGV[4...]: one string per admission: "deadline_ms,nb,nr,ng,rate_expire_ms" then per budget:
+#       limit,reserve,hard(1/0),expire_at_ms(0: never); per rate: limit,incr; per group: size, then
+#       per counter: limit,incr. deadline_ms is on the caller's clock; past it, the caller has
+#       already fallen back, so the admission is not applied (a stalled Redis runs it late).
+# Reply: 0 when the epoch is not ARGV[1]; else one array per admission: {0, chosen group, values
+#       after applying...}, {code, index, used} when refused, or {4, -1, 0} when expired.
+ADMIT = """
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+if redis.replicate_commands then redis.replicate_commands() end
+local clock = redis.call('TIME')
+local now = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000) + tonumber(ARGV[2])
+local function admit(t, k0)
+  local nb, nr, ng = tonumber(t[2]), tonumber(t[3]), tonumber(t[4])
+  local rexp = t[5]
+  local a = 6
+  for i = 1, nb do
+    local used = tonumber(redis.call('GET', KEYS[k0 + i]) or '0')
+    if t[a + 2] == '1' and used + tonumber(t[a + 1]) > tonumber(t[a]) then return {1, i - 1, used} end
+    a = a + 4
+  end
+  for i = 1, nr do
+    local used = tonumber(redis.call('GET', KEYS[k0 + nb + i]) or '0')
+    if used + tonumber(t[a + 1]) > tonumber(t[a]) then return {2, i - 1, used} end
+    a = a + 2
+  end
+  local chosen, ck, ca, csize = -1, 0, 0, 0
+  local k = k0 + nb + nr
+  for g = 1, ng do
+    local size = tonumber(t[a])
+    a = a + 1
+    local fits = true
+    for j = 0, size - 1 do
+      local used = tonumber(redis.call('GET', KEYS[k + 1 + j]) or '0')
+      if used + tonumber(t[a + 2 * j + 1]) > tonumber(t[a + 2 * j]) then fits = false break end
+    end
+    if fits then chosen, ck, ca, csize = g - 1, k, a, size break end
+    a = a + 2 * size
+    k = k + size
+  end
+  if ng > 0 and chosen < 0 then return {3, -1, 0} end
+  local out = {0, chosen}
+  a = 6
+  for i = 1, nb do
+    out[#out + 1] = redis.call('INCRBY', KEYS[k0 + i], t[a + 1])
+    if t[a + 3] ~= '0' then redis.call('PEXPIREAT', KEYS[k0 + i], t[a + 3]) end
+    a = a + 4
+  end
+  for i = 1, nr do
+    out[#out + 1] = redis.call('INCRBY', KEYS[k0 + nb + i], t[a + 1])
+    redis.call('PEXPIREAT', KEYS[k0 + nb + i], rexp)
+    a = a + 2
+  end
+  for j = 0, csize - 1 do
+    out[#out + 1] = redis.call('INCRBY', KEYS[ck + 1 + j], t[ca + 2 * j + 1])
+    redis.call('PEXPIREAT', KEYS[ck + 1 + j], rexp)
+  end
+  return out
+end
+local k0 = 2
+local seq, apply = nil, false
+for v in string.gmatch(ARGV[3], '[^,]+') do
+  if seq == nil then
+    seq = tonumber(v)
+    apply = seq > tonumber(redis.call('GET', KEYS[2]) or '0')
+    if apply then redis.call('SET', KEYS[2], v, 'PX', 86400000) end
+  else
+    k0 = k0 + 1
+    if apply and redis.call('EXISTS', KEYS[k0]) == 1 then redis.call('INCRBY', KEYS[k0], v) end
+  end
+end
+local replies = {}
+for n = 4, #ARGV do
+  local t = {}
+  for v in string.gmatch(ARGV[n], '[^,]+') do t[#t + 1] = v end
+  if tonumber(t[1]) < now then replies[n - 3] = {4, -1, 0} else replies[n - 3] = admit(t, k0) end
+  local nkeys, a = tonumber(t[2]) + tonumber(t[3]), 6 + 4 * tonumber(t[2]) + 2 * tonumber(t[3])
+  for g = 1, tonumber(t[4]) do
+    local size = tonumber(t[a])
+    nkeys, a = nkeys + size, a + 1 + 2 * size
+  end
+  k0 = k0 + nkeys
+end
+return replies
+"""
+
+# KEYS: counters to seed; ARGV: value, expire_at_ms (0: never) per key. SET NX: a running
+# counter (spend plus reservations in flight) always wins over a seed.
+SEED = """
+for i = 1, #KEYS do
+  if redis.call('SET', KEYS[i], ARGV[2 * i - 1], 'NX') and ARGV[2 * i] ~= '0' then
+    redis.call('PEXPIREAT', KEYS[i], ARGV[2 * i])
+  end
+end
+return 0
+"""
+
+# KEYS[1]: the epoch key; ARGV[1]: a new token. The token in force: the existing one, else ours.
+CLAIM = """
+local token = redis.call('GET', KEYS[1])
+if token then return token end
+redis.call('SET', KEYS[1], ARGV[1])
+return ARGV[1]
+"""
