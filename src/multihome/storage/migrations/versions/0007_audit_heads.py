@@ -1,7 +1,7 @@
 """audit head registry: the newest checkpoint of every audit chain, apart from the audit files
 
 Revision ID: 0007
-Revises: 0005 (token revocations)
+Revises: 0006 (budget authority)
 Create Date: 2026-12-02
 
 One row per audit chain (docs/audit.md "Rollback"); the table is defined in
