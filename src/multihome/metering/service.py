@@ -148,16 +148,23 @@ class Metering:
             await self.engine.dispose()
 
     async def _store_price_version(self) -> None:
+        from ..storage.engine import write_connection
         from .tables import usage_price_versions as t
 
-        async with self.engine.begin() as conn:
-            found = (await conn.execute(sa.select(t.c.version).where(t.c.version == self.prices.version))).first()
-            if found is None:
-                try:
+        # A write transaction from the start: on SQLite a read that later upgrades to a write fails
+        # at once ("database is locked") when another writer (the audit head registry) committed
+        # in between, instead of waiting its turn.
+        conn = await write_connection(self.engine)
+        try:
+            async with conn.begin():
+                found = (await conn.execute(sa.select(t.c.version).where(t.c.version == self.prices.version))).first()
+                if found is None:
                     await conn.execute(t.insert().values(version=self.prices.version, prices=self.prices.canonical,
                                                          first_seen_at=dt.datetime.now(UTC)))
-                except sa.exc.IntegrityError:
-                    pass  # another replica stored the same version at the same moment
+        except sa.exc.IntegrityError:
+            pass  # another replica stored the same version at the same moment
+        finally:
+            await conn.close()
 
     # -- budgets set through the admin API ---------------------------------------------------------
     async def refresh_budgets(self) -> None:
