@@ -37,7 +37,9 @@ _top = msgspec.json.Decoder(dict[str, msgspec.Raw])
 def decode_views(body: bytes, typed: msgspec.json.Decoder):
     """A request body as its top-level fields (raw, for pass-through) and as the typed struct.
 
-    Raises 400s that say what to fix: not JSON, not an object, or a field of the wrong type."""
+    Raises 400s that say what to fix: not JSON, not UTF-8, not an object, or a field of the wrong type."""
+    if not body.isascii():
+        _check_utf8(body)
     try:
         raw = _top.decode(body)
     except msgspec.DecodeError as exc:
@@ -48,3 +50,15 @@ def decode_views(body: bytes, typed: msgspec.json.Decoder):
         return raw, typed.decode(body)
     except msgspec.DecodeError as exc:
         raise decode_error(exc) from None
+
+
+def _check_utf8(body: bytes) -> None:
+    """JSON is UTF-8 (RFC 8259). The decoder checks the strings it reads but only skips the
+    fields it does not model, which translators read later (and pass-through upstreams get as
+    sent): the whole body is checked once here. ASCII bodies, the common case, skip this."""
+    try:
+        body.decode()
+    except UnicodeDecodeError as exc:
+        raise bad_request(
+            f"Request body is not valid UTF-8 (byte {exc.start}). Send JSON encoded as UTF-8.", code="invalid_json"
+        ) from None

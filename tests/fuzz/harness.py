@@ -1,0 +1,83 @@
+"""What every property test asserts: a parser or translator fed hostile input either succeeds or
+raises the error type its caller turns into a clean answer, never anything else.
+
+- Client input (request bodies): `ApiError` with a 4xx status (the client gets a 400 that says
+  what to fix).
+- Upstream input (response bodies, stream bytes, error bodies): `ValueError` (msgspec's
+  DecodeError is one), which routing turns into a `malformed_response` / `malformed_stream`
+  attempt (fail over, or an error event), or the front door's own 502 `ApiError`.
+
+KNOWN_ELSEWHERE lists findings another branch of issue 11 fixes; each entry is narrow (one
+exception type, one input shape, one stage) and temporary: delete it once that branch is merged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+
+from hypothesis import HealthCheck, settings
+
+from multihome.schema.errors import ApiError
+
+# Bounded and reproducible in the normal suite; bench/fuzz_long.sh raises MH_FUZZ_EXAMPLES and
+# sets MH_FUZZ_RANDOM=1 for a longer run that explores new inputs each time.
+FUZZ = settings(
+    max_examples=int(os.environ.get("MH_FUZZ_EXAMPLES", "150")),
+    derandomize=os.environ.get("MH_FUZZ_RANDOM") != "1",
+    deadline=None,
+    database=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.filter_too_much],
+)
+
+
+class Unexpected(AssertionError):
+    pass
+
+
+def _too_deep(data: bytes) -> bool:
+    return data.count(b"[") + data.count(b"{") >= 64
+
+
+# (stage, exception type, input predicate): tolerated for now; see the module docstring.
+KNOWN_ELSEWHERE = [
+    # Issue 11 finding 10, branch i11-frontdoor: RecursionError escapes the first decode of a
+    # deeply nested body (chat, embeddings, messages, explain, admin API) -> must be a 400.
+    ("client-decode", RecursionError, _too_deep),
+]
+
+
+def client_stage(stage: str, fn, data: bytes, *args):
+    """Run one client-input stage; returns its result, or None when it refused with a 4xx."""
+    try:
+        out = fn(*args)
+        if asyncio.iscoroutine(out):
+            out = asyncio.run(out)
+        return out
+    except ApiError as err:
+        if not 400 <= err.status < 500:
+            raise Unexpected(f"{stage}: {err.status} {err.body.message!r} for {data[:300]!r}") from err
+        return None
+    except Exception as exc:
+        if _known(stage, exc, data):
+            return None
+        raise Unexpected(f"{stage}: {type(exc).__name__}: {exc} for {data[:300]!r}") from exc
+
+
+def upstream_stage(stage: str, fn, data: bytes, *args):
+    """Run one upstream-input stage; returns its result, or None when it refused with ValueError
+    (or a front-door ApiError of the gateway's own, >= 500: the upstream broke, not the client)."""
+    try:
+        return fn(*args)
+    except ValueError:
+        return None
+    except ApiError as err:
+        if err.status < 500:
+            raise Unexpected(f"{stage}: a broken upstream answer blamed on the client ({err.status}) for {data[:300]!r}")
+        return None
+    except Exception as exc:
+        raise Unexpected(f"{stage}: {type(exc).__name__}: {exc} for {data[:300]!r}") from exc
+
+
+def _known(stage: str, exc: Exception, data: bytes) -> bool:
+    return any(stage == s and isinstance(exc, kind) and applies(data) for s, kind, applies in KNOWN_ELSEWHERE)
