@@ -92,6 +92,16 @@ def mutated(draw, base: dict, paths: list[tuple]) -> bytes:
     return text
 
 
+def all_paths(value, prefix: tuple = ()) -> list[tuple]:
+    """Every member path in a JSON value (object keys and list indices), for `mutated`."""
+    out = []
+    items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
+    for key, inner in items:
+        out.append((*prefix, key))
+        out.extend(all_paths(inner, (*prefix, key)))
+    return out
+
+
 def _get(value, path):
     for key in path:
         if isinstance(value, dict) and key in value:

@@ -8,6 +8,7 @@ to escape as an exception other than a 4xx (a 500 for the client, the upstream c
    (tool-call arguments; a Gemini tool result): RecursionError.
 4. Gemini `tool_choice: {type: allowed_tools}` whose `allowed_tools` (or an entry's `function`)
    is not an object: AttributeError.
+5, 6: upstream answers, below.
 """
 
 from __future__ import annotations
@@ -79,3 +80,55 @@ def test_gemini_allowed_tools_of_the_wrong_shape_are_a_400(allowed):
                        "tool_choice": {"type": "allowed_tools", "allowed_tools": allowed}}).encode()
     gemini = next(a for a, _, _ in ADAPTERS if a.kind == "gemini")
     assert "allowed_tools lists no function" in outcome(gemini, "gemini-2.5-flash", body)
+
+
+# -- upstream answers ------------------------------------------------------------------------
+# 5. An upstream answer, stream event or error body nested deeper than the decoder's stack:
+#    RecursionError escaped every reader (all of them handle msgspec.DecodeError only): a 500, or
+#    a stream cut without an error event. schema/bounded.py makes it a DecodeError.
+# 6. An embeddings answer with a value beyond float32, asked for as base64: OverflowError.
+
+
+def test_upstream_answers_nested_too_deeply_count_as_malformed():
+    from .test_upstream_properties import BY_KIND, _relay, _sse, _unary
+
+    body = b'{"id": ' + deep(5000) + b"}"
+    for kind in ("openai", "anthropic", "bedrock", "gemini"):
+        _unary(kind, body)  # raises harness.Unexpected on anything but ValueError / a 5xx ApiError
+    _relay("openai", _sse([body]), [])
+    _relay("anthropic", b"event: message_start\ndata: " + body + b"\n\n", [])
+    _relay("gemini", _sse([body]), [])
+    for adapter, _, _ in BY_KIND.values():
+        assert adapter.classify_error(400, {}, body).kind == "client_error"
+
+
+def test_an_error_body_nested_too_deeply_still_gives_the_client_a_clean_error():
+    from multihome.api.openai_routes import upstream_client_error
+    from multihome.routing.attempts import Attempt, Served
+
+    from .test_upstream_properties import BY_KIND, _Deployment
+
+    body = b'{"error": {"message": "bad", "detail": ' + deep(5000) + b"}}"
+    served = Served(_Deployment(BY_KIND["openai"][0]), 400, [Attempt("dep", "http_400", 1.0)], body)
+    err = upstream_client_error(served)
+    assert err.status == 400 and "rejected the request (HTTP 400)" in err.body.message
+
+
+@pytest.mark.parametrize("kind, model, body", [
+    ("bedrock", "amazon.titan-embed-text-v2:0", {"embedding": [3.5e38]}),
+    ("bedrock", "cohere.embed-english-v3", {"embeddings": [[1e300]], "texts": ["a"]}),
+    ("gemini", "text-embedding-004", {"embeddings": [{"values": [-1e39]}]}),
+    ("vertex", "text-embedding-005", {"predictions": [{"embeddings": {"values": [1e300]}}]}),
+])
+def test_an_embedding_beyond_float32_asked_for_as_base64_is_a_malformed_answer(kind, model, body):
+    from multihome.schema.embeddings import parse_embeddings
+
+    adapter = next(a for a, _, _ in ADAPTERS if a.kind == kind)
+    request = parse_embeddings(b'{"model": "g", "input": "a", "encoding_format": "base64"}')
+
+    async def call():
+        await adapter.embeddings_request(request, model)
+        with pytest.raises(ValueError, match="does not fit float32"):
+            adapter.embeddings_response(json.dumps(body).encode(), model, {})
+
+    asyncio.run(call())

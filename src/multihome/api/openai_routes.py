@@ -9,6 +9,7 @@ import time
 
 import msgspec
 
+from ..schema.bounded import Decoder
 from ..providers.base import CREDENTIALS_REJECTED
 from ..routing.attempts import Served, attempts_header
 from ..routing.catalog import Catalog, GroupRuntime
@@ -34,7 +35,7 @@ class _UpstreamError(msgspec.Struct):
     error: _UpstreamErrorPeek | str | None = None
 
 
-_upstream_error = msgspec.json.Decoder(_UpstreamError)
+_upstream_error = Decoder(_UpstreamError)
 
 
 def new_request_id() -> str:
