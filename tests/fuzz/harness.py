@@ -7,8 +7,7 @@ raises the error type its caller turns into a clean answer, never anything else.
   DecodeError is one), which routing turns into a `malformed_response` / `malformed_stream`
   attempt (fail over, or an error event), or the front door's own 502 `ApiError`.
 
-KNOWN_ELSEWHERE lists findings another branch of issue 11 fixes; each entry is narrow (one
-exception type, one input shape, one stage) and temporary: delete it once that branch is merged.
+known.py lists the findings another branch of issue 11 fixes, tolerated until it is merged.
 """
 
 from __future__ import annotations
@@ -19,6 +18,8 @@ import os
 from hypothesis import HealthCheck, settings
 
 from multihome.schema.errors import ApiError
+
+from . import known
 
 # Bounded and reproducible in the normal suite; bench/fuzz_long.sh raises MH_FUZZ_EXAMPLES and
 # sets MH_FUZZ_RANDOM=1 for a longer run that explores new inputs each time.
@@ -35,18 +36,6 @@ class Unexpected(AssertionError):
     pass
 
 
-def _too_deep(data: bytes) -> bool:
-    return data.count(b"[") + data.count(b"{") >= 64
-
-
-# (stage, exception type, input predicate): tolerated for now; see the module docstring.
-KNOWN_ELSEWHERE = [
-    # Issue 11 finding 10, branch i11-frontdoor: RecursionError escapes the first decode of a
-    # deeply nested body (chat, embeddings, messages, explain, admin API) -> must be a 400.
-    ("client-decode", RecursionError, _too_deep),
-]
-
-
 def client_stage(stage: str, fn, data: bytes, *args):
     """Run one client-input stage; returns its result, or None when it refused with a 4xx."""
     try:
@@ -59,7 +48,7 @@ def client_stage(stage: str, fn, data: bytes, *args):
             raise Unexpected(f"{stage}: {err.status} {err.body.message!r} for {data[:300]!r}") from err
         return None
     except Exception as exc:
-        if _known(stage, exc, data):
+        if known.in_process(stage, exc, data):
             return None
         raise Unexpected(f"{stage}: {type(exc).__name__}: {exc} for {data[:300]!r}") from exc
 
@@ -79,7 +68,3 @@ def upstream_stage(stage: str, fn, data: bytes, *args, allowed: tuple = (ValueEr
         if isinstance(exc, allowed) and not isinstance(exc, ApiError):
             return None
         raise Unexpected(f"{stage}: {type(exc).__name__}: {exc} for {data[:300]!r}") from exc
-
-
-def _known(stage: str, exc: Exception, data: bytes) -> bool:
-    return any(stage == s and isinstance(exc, kind) and applies(data) for s, kind, applies in KNOWN_ELSEWHERE)
