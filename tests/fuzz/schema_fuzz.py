@@ -1,6 +1,7 @@
 """Schemathesis against a running gateway: every operation of an OpenAPI document, its coverage
 cases (boundaries, missing and wrong-typed fields) and Hypothesis-generated cases, valid and
 invalid, sent with valid credentials; every 5xx, timeout (a hang) and dropped connection noted.
+Also the report both fuzz runners fill (this and hostile_http.py) and the gateway-log check.
 
 Used by the bounded run in the test suite (tests/fuzz/test_openapi_fuzz.py) and the long run in
 bench/ (bench/fuzz_long.py). Written against schemathesis 4.x: the pytest integration
@@ -12,11 +13,13 @@ building blocks itself: `openapi.from_dict`, `APIOperation.as_strategy`, `iter_c
 from __future__ import annotations
 
 import json
+import re
 import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+import httpx
 import requests
 import schemathesis
 from hypothesis import HealthCheck, Phase, given, seed, settings
@@ -54,10 +57,38 @@ class Report:
     per_operation: dict[str, int] = field(default_factory=dict)
     seconds: float = 0.0
 
+    def record(self, finding: Finding, why: str | None) -> None:
+        (self.tolerated.append((why, finding)) if why else self.findings.append(finding))
+
     def summary(self) -> str:
         codes = ", ".join(f"{k}: {v}" for k, v in sorted(self.statuses.items(), key=lambda kv: str(kv[0])))
         return (f"{self.calls} calls in {self.seconds:.0f} s over {len(self.per_operation)} operations; "
                 f"statuses {codes}; {len(self.findings)} findings, {len(self.tolerated)} tolerated (known elsewhere)")
+
+
+def public_document(base_url: str, chat_groups: list[str], embedding_groups: list[str]) -> dict:
+    """The served public document, with `model` narrowed to the gateway's groups so generated calls
+    reach the routing, the translators and the upstreams instead of stopping at 404 model_not_found."""
+    doc = httpx.get(base_url + "/openapi.json", timeout=10).json()
+    schemas = doc["components"]["schemas"]
+    for name in ("ChatCompletionRequest", "MessagesRequest", "CountTokensRequest"):
+        schemas[name]["properties"]["model"] = {"type": "string", "enum": chat_groups}
+    schemas["EmbeddingsRequest"]["properties"]["model"] = {"type": "string", "enum": embedding_groups}
+    return doc
+
+
+def admin_document(base_url: str, tenant: str) -> dict:
+    """The served admin document, with `{tenant}` pinned to a live tenant (except on its own DELETE)
+    so bodies are decoded and checked for real instead of stopping at 404."""
+    doc = httpx.get(base_url + "/admin/v1/openapi.json", timeout=10).json()
+    for path, operations in doc["paths"].items():
+        for method, operation in operations.items():
+            if (method, path) == ("delete", "/admin/v1/tenants/{tenant}"):
+                continue
+            for param in operation.get("parameters", []):
+                if (param["name"], param["in"]) == ("tenant", "path"):
+                    param["schema"] = {"type": "string", "enum": [tenant]}
+    return doc
 
 
 class Runner:
@@ -99,7 +130,7 @@ class Runner:
         for operation in self.operations(skip):
             self._coverage(operation, coverage, deadline)
             self._generated(operation, examples, run_seed, deadline)
-        self.report.seconds = time.monotonic() - start
+        self.report.seconds += time.monotonic() - start
         return self.report
 
     def _coverage(self, operation, limit: int | None, deadline: float | None) -> None:
@@ -156,10 +187,7 @@ class Runner:
         body = response.request.body if response is not None else _encoded(case.body)
         why = self.known(case.method, case.formatted_path, body if isinstance(body, bytes) else (body or "").encode(),
                          case.query, outcome)
-        if why:
-            self.report.tolerated.append((why, finding))
-        else:
-            self.report.findings.append(finding)
+        self.report.record(finding, why)
 
 
 def _encoded(body) -> bytes | None:
@@ -171,3 +199,27 @@ def _encoded(body) -> bytes | None:
 
 def _late(deadline: float | None) -> bool:
     return deadline is not None and time.monotonic() > deadline
+
+
+def unexpected_errors(log: str, tolerated: list[tuple[str, Finding]], logged_as: dict[str, str]) -> list[str]:
+    """Each 'unexpected error' the gateway logged (with its traceback), except those of tolerated
+    findings: matched by request id, or, for a dropped connection (no id), by the exception its
+    finding is known to log (`logged_as`: finding number -> exception line)."""
+    ids = {f.request_id for _, f in tolerated if f.request_id}
+    causes = {logged_as[_number(why)] for why, f in tolerated if f.request_id is None and _number(why) in logged_as}
+    entries, current = [], None
+    for line in log.splitlines():
+        if "unexpected error" in line:
+            current = [line]
+            entries.append(current)
+        elif current is not None and (line.startswith((" ", "Traceback")) or re.match(r"^\w+(\.\w+)*(Error|Exception)", line)):
+            current.append(line)
+        else:
+            current = None
+    texts = ["\n".join(e) for e in entries]
+    return [t for t in texts if not any(rid in t for rid in ids) and not any(cause in t for cause in causes)]
+
+
+def _number(why: str) -> str:
+    """'finding 10 (branch): ...' -> '10'."""
+    return why.split(" ", 2)[1] if why.startswith("finding ") else ""
