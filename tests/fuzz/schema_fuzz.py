@@ -128,6 +128,8 @@ class Runner:
         after which no new case starts."""
         start = time.monotonic()
         for operation in self.operations(skip):
+            if _late(deadline):
+                break
             self._coverage(operation, coverage, deadline)
             self._generated(operation, examples, run_seed, deadline)
         self.report.seconds += time.monotonic() - start
