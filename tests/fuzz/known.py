@@ -12,11 +12,29 @@ _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
 def too_deep(data: bytes | str | None) -> bool:
-    """Nesting a JSON decoder may not survive (finding 10 is about 100k levels; 64 is plenty)."""
+    """JSON nested 64 levels or more (finding 10 is about 100k levels; the decoder's stack gives
+    out near 1000). Brackets inside strings do not count."""
     if not data:
         return False
     text = data if isinstance(data, bytes) else data.encode(errors="replace")
-    return text.count(b"[") + text.count(b"{") >= 64
+    depth = deepest = 0
+    in_string = escaped = False
+    for byte in text:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif byte == 0x5C:  # backslash
+                escaped = True
+            elif byte == 0x22:  # quote
+                in_string = False
+        elif byte == 0x22:
+            in_string = True
+        elif byte in (0x5B, 0x7B):  # [ {
+            depth += 1
+            deepest = max(deepest, depth)
+        elif byte in (0x5D, 0x7D):  # ] }
+            depth -= 1
+    return deepest >= 64
 
 
 # (stage, exception type, predicate on the input): for the in-process property tests.
