@@ -75,6 +75,11 @@ def main() -> int:
         tolerated = [t for r in reports.values() for t in r.tolerated]
         logged = unexpected_errors(world.log(), tolerated, known.LOGGED_AS)
         log_lines = world.log().count("\n")
+        if logged or any(r.findings for r in reports.values()):
+            kept = args.out.parent / "out" / "fuzz-gateway.log"  # the evidence outlives the temporary world
+            kept.parent.mkdir(exist_ok=True)
+            kept.write_text(world.log())
+            print(f"gateway log kept in {kept}")
     gateway_minutes = (dt.datetime.now(dt.timezone.utc) - started).total_seconds() / 60
     properties = _property_tests(args.property_examples)
     args.out.write_text(_markdown(started, gateway_minutes, reports, seeds, logged, log_lines, properties, args))
