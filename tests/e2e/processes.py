@@ -21,15 +21,27 @@ def free_port() -> int:
 
 
 class Proc:
-    def __init__(self, args: list[str], env: dict[str, str] | None = None) -> None:
+    """`log`: send stdout and stderr to this file instead of pipes (a chatty process, e.g. at debug
+    level, would otherwise fill the pipe and block); stop() returns what it wrote either way."""
+
+    def __init__(self, args: list[str], env: dict[str, str] | None = None, log: Path | None = None) -> None:
         self.args = args
+        self.log = log
+        out = open(log, "w") if log is not None else subprocess.PIPE  # noqa: SIM115 - closed in stop()
         self.popen = subprocess.Popen(
             args,
             env={**os.environ, **(env or {})},
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
+            stdout=out,
+            stderr=subprocess.STDOUT if log is not None else subprocess.PIPE,
             text=True,
         )
+        if log is not None:
+            out.close()  # the child holds its own copy
+
+    def output(self) -> str:
+        if self.log is not None:
+            return self.log.read_text(errors="replace")
+        return self.popen.stderr.read() if self.popen.stderr else ""
 
     def stop(self, sig_timeout: float = 5) -> str:
         if self.popen.poll() is None:
@@ -39,7 +51,7 @@ class Proc:
             except subprocess.TimeoutExpired:
                 self.popen.kill()
                 self.popen.wait()
-        return self.popen.stderr.read() if self.popen.stderr else ""
+        return self.output()
 
 
 class Simulator(Proc):
@@ -82,21 +94,31 @@ class Simulator(Proc):
         return super().stop(sig_timeout)
 
 
-class Gateway(Proc):
-    """`multihome serve` on a free port with the given config text."""
+# `multihome` with every logger (the gateway's, uvicorn's, aiohttp's, botocore's...) at DEBUG.
+DEBUG_ALL = [sys.executable, "-c", "import logging, sys; logging.basicConfig(level=logging.DEBUG); "
+             "from multihome.cli import main; sys.exit(main(sys.argv[1:]))"]
 
-    def __init__(self, config_text: str, tmp: Path, env: dict[str, str], *extra: str) -> None:
+
+class Gateway(Proc):
+    """`multihome serve` on a free port with the given config text. `command`: how to run
+    `multihome` (DEBUG_ALL for every log line); `log`: see Proc."""
+
+    def __init__(self, config_text: str, tmp: Path, env: dict[str, str], *extra: str,
+                 command: list[str] | None = None, log: Path | None = None) -> None:
         self.port = free_port()
         path = tmp / f"gateway-{self.port}.yaml"
         path.write_text(config_text)
         super().__init__(
-            [str(VENV_BIN / "multihome"), "serve", "--config", str(path), "--port", str(self.port), *extra], env
+            [*(command or [str(VENV_BIN / "multihome")]), "serve", "--config", str(path), "--port", str(self.port),
+             *extra],
+            env,
+            log,
         )
         self.url = f"http://127.0.0.1:{self.port}"
         deadline = time.monotonic() + 60  # worker processes start slowly on a busy machine
         while time.monotonic() < deadline:
             if self.popen.poll() is not None:
-                raise RuntimeError(f"gateway exited: {self.popen.stderr.read()}")
+                raise RuntimeError(f"gateway exited: {self.output()}")
             try:
                 if httpx.get(self.url + "/readyz", timeout=1).status_code == 200:
                     return

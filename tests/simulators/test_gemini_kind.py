@@ -214,3 +214,17 @@ def test_vertex_routes_stream_and_predict(vsim):
     assert len(pred["values"]) == 3 and pred["statistics"]["token_count"] == 1
     wrong = httpx.post(f"{vsim.url}/v1beta/models/gemini-2.5-pro:generateContent", json=USER, headers=headers)
     assert wrong.status_code == 404 and wrong.json()["error"]["status"] == "NOT_FOUND"
+
+
+@pytest.mark.parametrize("dims", [10**21, 3073, -1, "8", 1.5])
+def test_an_embedding_size_google_would_refuse_is_a_400_not_a_stuck_simulator(gsim, vsim, dims):
+    """A huge outputDimensionality used to be computed (for 10**21, forever: the simulator stopped
+    answering everything); Google refuses sizes beyond the model's with INVALID_ARGUMENT."""
+    body = {"requests": [{"model": "models/text-embedding-004", "content": {"parts": [{"text": "a"}]},
+                          "outputDimensionality": dims}]}
+    r = gpost(gsim, "batchEmbedContents", body, model="text-embedding-004")
+    assert r.status_code == 400 and r.json()["error"]["status"] == "INVALID_ARGUMENT"
+    p = httpx.post(f"{vsim.url}{VERTEX_PATH}/text-embedding-005:predict", timeout=5,
+                   json={"instances": [{"content": "hi"}], "parameters": {"outputDimensionality": dims}},
+                   headers={"authorization": f"Bearer {TOKEN}"})
+    assert p.status_code == 400 and p.json()["error"]["status"] == "INVALID_ARGUMENT"

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import msgspec
 
+from ..contracts.config import Commitment, RevenueShare
 from .admin_bodies import KeyView
 from .admin_budget_routes import ROUTES as BUDGET_ROUTES
+from .admin_contracts_routes import ROUTES as CONTRACT_ROUTES
 from .admin_metering_routes import ROUTES as METERING_ROUTES
 from .admin_revocation_routes import ROUTES as REVOCATION_ROUTES
 from .admin_routes import ROUTES as ADMIN_ROUTES
@@ -28,7 +30,8 @@ _ERROR = {
 
 def openapi_document() -> dict:
     bodies = sorted({r.body for r in ROUTES if r.body is not None}, key=lambda t: t.__name__)
-    _, components = msgspec.json.schema_components([*bodies, KeyView], ref_template="#/components/schemas/{name}")
+    _, components = msgspec.json.schema_components([*bodies, KeyView, RevenueShare, Commitment],
+                                                   ref_template="#/components/schemas/{name}")
     components["Error"] = {
         "type": "object",
         "required": ["error"],
@@ -71,6 +74,19 @@ def openapi_document() -> dict:
             "responses": {"200": {"description": "OK", "content": {"application/json": {"schema": {"type": "object"}}}},
                           "4XX": _ERROR},
         }
+    for method, pattern, handler, summary in CONTRACT_ROUTES:
+        path = _template(pattern.pattern[1:-1]).replace("\\.", ".")
+        params = [{"name": n, "in": "path", "required": True, "schema": {"type": "string"}} for n in _path_names(path)]
+        if handler in ("report", "report_csv", "all_csv"):
+            params.append({"name": "at", "in": "query", "required": False, "schema": {"type": "string"}})
+        ok = {"text/csv": {"schema": {"type": "string"}}} if path.endswith(".csv") else {
+            "application/json": {"schema": {"type": "object"}}}
+        op = {"summary": summary, "operationId": f"contracts_{handler}", "parameters": params,
+              "responses": {"200" if method == "GET" else "201": {"description": "OK", "content": ok}, "4XX": _ERROR}}
+        if handler == "create":
+            body = {"oneOf": [{"$ref": "#/components/schemas/RevenueShare"}, {"$ref": "#/components/schemas/Commitment"}]}
+            op["requestBody"] = {"required": True, "content": {"application/json": {"schema": body}}}
+        paths.setdefault(path, {})[method.lower()] = op
     return {
         "openapi": "3.1.0",
         "info": {"title": "Multihome admin API", "version": "1"},

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import msgspec
 
+from ..schema.bounded import Decoder
 from ..providers.sse import DONE, SseSplitter
 from ..schema.anthropic import MessagesRequest
 from ..schema.peek import Usage
@@ -53,7 +54,7 @@ class _Chunk(msgspec.Struct):
     error: _ErrorBody | str | None = None
 
 
-_chunk = msgspec.json.Decoder(_Chunk)
+_chunk = Decoder(_Chunk)
 
 
 def event(name: str, payload: dict) -> bytes:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import msgspec
 
+from ..schema import bounded
 from ..schema.anthropic import Block, MessagesRequest, ParsedMessages
 from ..schema.chat import ParsedChat, parse_chat
 from ..schema.errors import ApiError, bad_request
@@ -327,7 +328,7 @@ class _Completion(msgspec.Struct):
     usage: Usage | None = None
 
 
-_completion = msgspec.json.Decoder(_Completion)
+_completion = bounded.Decoder(_Completion)
 _STOP = {"stop": "end_turn", "length": "max_tokens", "tool_calls": "tool_use", "function_call": "tool_use", "content_filter": "refusal"}
 
 
@@ -363,8 +364,8 @@ def usage_of(usage: Usage | None) -> dict:
 
 def tool_input(arguments: str, deployment: str) -> dict:
     try:
-        value = msgspec.json.decode(arguments) if arguments.strip() else {}
-    except (msgspec.DecodeError, RecursionError):  # not JSON, or nested past what can be read
+        value = bounded.decode(arguments) if arguments.strip() else {}
+    except msgspec.DecodeError:
         value = None
     if not isinstance(value, dict):
         raise ApiError(

@@ -93,10 +93,12 @@ class Gateway:
                 await self._post[path](scope, receive, send, request_id)
             elif path.startswith(b"/admin/v1/") and self.admin is not None:
                 if path == b"/admin/v1/openapi.json" and method == "GET":
-                    await send_bytes(send, 200, _openapi(), [JSON])
+                    await send_bytes(send, 200, _openapi("admin_openapi"), [JSON])
                 else:
                     principal = await self.auth.authenticate(scope)
                     await self.admin.handle(scope, receive, send, request_id, principal)
+            elif method == "GET" and path == b"/openapi.json":
+                await send_bytes(send, 200, _openapi("public_openapi"), [JSON])
             elif method == "GET" and path == b"/healthz":
                 await send_bytes(send, 200, _OK, [JSON])
             elif method == "GET" and path == b"/readyz":
@@ -141,18 +143,19 @@ class Gateway:
             await send_error(send, err, headers)
 
 
-_OPENAPI: bytes | None = None
+_OPENAPI: dict[str, bytes] = {}
 
 
-def _openapi() -> bytes:
-    global _OPENAPI
-    if _OPENAPI is None:
+def _openapi(module: str) -> bytes:
+    """An OpenAPI document (`api/<module>.py`), built and encoded on first request, then served as is."""
+    doc = _OPENAPI.get(module)
+    if doc is None:
+        import importlib
+
         import msgspec
 
-        from .admin_openapi import openapi_document
-
-        _OPENAPI = msgspec.json.encode(openapi_document())
-    return _OPENAPI
+        doc = _OPENAPI[module] = msgspec.json.encode(importlib.import_module(f".{module}", __package__).openapi_document())
+    return doc
 
 
 def _tune_gc() -> None:

@@ -9,6 +9,7 @@ import time
 
 import msgspec
 
+from ..schema.bounded import Decoder
 from ..providers.base import CREDENTIALS_REJECTED
 from ..routing.attempts import Served, attempts_header
 from ..routing.catalog import Catalog, GroupRuntime
@@ -36,7 +37,7 @@ class _UpstreamError(msgspec.Struct):
     error: _UpstreamErrorPeek | str | None = None
 
 
-_upstream_error = msgspec.json.Decoder(_UpstreamError)
+_upstream_error = Decoder(_UpstreamError)
 
 
 def new_request_id() -> str:
@@ -92,7 +93,7 @@ class _Extension(msgspec.Struct):
     route: _Narrowing | None = None
 
 
-_extension = msgspec.json.Decoder(_Extension)
+_extension = Decoder(_Extension)  # reads a field decode_views only skipped: nesting is a 400 too
 
 
 def narrowing(scope, raw: dict[str, msgspec.Raw], group: GroupRuntime) -> frozenset[str] | None:

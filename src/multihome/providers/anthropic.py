@@ -11,6 +11,7 @@ from collections.abc import Mapping
 
 import msgspec
 
+from ..schema.bounded import Decoder
 from ..schema.chat import ParsedChat
 from ..schema.embeddings import ParsedEmbeddings
 from ..schema.errors import bad_request
@@ -35,7 +36,7 @@ class _ErrorBody(msgspec.Struct):
     error: _ErrorInner | None = None
 
 
-_error_body = msgspec.json.Decoder(_ErrorBody)
+_error_body = Decoder(_ErrorBody)
 
 
 def error_of(body: bytes) -> _ErrorInner:

@@ -12,7 +12,7 @@ import msgspec
 
 from ..schema.chat import ChatRequest, ContentPart, Message, ParsedChat
 from ..schema.errors import bad_request
-from .canonical_in import max_output_tokens, stop_list, tool_arguments, unsupported
+from .canonical_in import max_output_tokens, raw_json, stop_list, tool_arguments, unsupported
 
 PROVIDER = "Anthropic"
 # Anthropic requires max_tokens; the adapter does not know the deployment's limit, so a request
@@ -38,13 +38,12 @@ _DROPPED = frozenset({
 # Fields whose answer the client would be missing or misread: refused.
 _REFUSED = frozenset({"audio", "web_search_options", "functions", "function_call"})
 
-_decode = msgspec.json.decode
 _EMPTY_SCHEMA = {"type": "object", "properties": {}}
 
 
 def _raw_value(parsed: ParsedChat, name: str) -> Any:
     raw = parsed.raw.get(name)
-    return None if raw is None else _decode(raw)
+    return None if raw is None else raw_json(raw, name)
 
 
 def _top_level(parsed: ParsedChat) -> tuple[list[str], dict[str, Any]]:
@@ -96,7 +95,7 @@ def _cache_markers(parsed: ParsedChat) -> dict[tuple[int, int], Any]:
     if raw is None or b"cache_control" not in bytes(raw):
         return {}
     markers: dict[tuple[int, int], Any] = {}
-    for i, msg in enumerate(_decode(raw)):
+    for i, msg in enumerate(raw_json(raw, "messages")):
         if not isinstance(msg, dict):
             continue
         if msg.get("cache_control") is not None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import msgspec
 
+from ..schema.bounded import Decoder
 from . import openai_out
 from .anthropic_request import JSON_TOOL
 from .openai_out import FINISH_FILTER, FINISH_LENGTH, FINISH_STOP, FINISH_TOOLS, ToolCallOut, UsageOut
@@ -58,7 +59,7 @@ class Message(msgspec.Struct):
     usage: Usage = msgspec.field(default_factory=Usage)
 
 
-_message = msgspec.json.Decoder(Message)
+_message = Decoder(Message)
 
 
 def chat_response(body: bytes, upstream_model: str) -> bytes:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import msgspec
 
+from ..schema.bounded import Decoder
 from .anthropic_request import JSON_TOOL
 from .anthropic_response import Usage, completion_id, finish_reason, usage_out
 from .openai_out import FINISH_STOP, ChunkWriter
@@ -49,7 +50,7 @@ class _Event(msgspec.Struct):
     error: _Error | None = None
 
 
-_event = msgspec.json.Decoder(_Event)
+_event = Decoder(_Event)
 _encode = msgspec.json.encode
 _TEXT, _TOOL, _JSON, _OTHER = 0, 1, 2, 3
 

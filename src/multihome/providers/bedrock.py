@@ -13,6 +13,7 @@ from urllib.parse import quote
 import msgspec
 import yarl
 
+from ..schema.bounded import Decoder
 from ..config import env_secret
 from ..schema.chat import ParsedChat
 from ..schema.embeddings import ParsedEmbeddings
@@ -55,7 +56,7 @@ class _ErrorBody(msgspec.Struct):
     type_: str | None = msgspec.field(default=None, name="__type")
 
 
-_error_body = msgspec.json.Decoder(_ErrorBody)
+_error_body = Decoder(_ErrorBody)
 
 
 def error_name(headers: Mapping[str, str], body: bytes) -> tuple[str | None, str]:

@@ -15,16 +15,16 @@ requests never see each other's value.
 
 from __future__ import annotations
 
-import base64
 import contextvars
-import struct
 
 import msgspec
 
+from ..schema.bounded import Decoder
 from ..routing import estimate
 from ..schema.embeddings import ParsedEmbeddings
 from ..schema.errors import bad_request
 from . import canonical_in
+from .openai_out import embedding_base64
 
 PROVIDER = "AWS Bedrock"
 COHERE_MAX_TEXTS = 96
@@ -99,8 +99,8 @@ class _Cohere(msgspec.Struct):
 INPUT_TOKENS_HEADER = "x-amzn-bedrock-input-token-count"
 
 
-_titan = msgspec.json.Decoder(_Titan)
-_cohere = msgspec.json.Decoder(_Cohere)
+_titan = Decoder(_Titan)
+_cohere = Decoder(_Cohere)
 
 
 def openai_embeddings(body: bytes, model: str, header_tokens: str | None) -> bytes:
@@ -123,8 +123,7 @@ def openai_embeddings(body: bytes, model: str, header_tokens: str | None) -> byt
         {
             "object": "embedding",
             "index": i,
-            # OpenAI's base64 form is little-endian float32.
-            "embedding": base64.b64encode(struct.pack(f"<{len(v)}f", *v)).decode() if b64 else v,
+            "embedding": embedding_base64(v) if b64 else v,
         }
         for i, v in enumerate(vectors)
     ]

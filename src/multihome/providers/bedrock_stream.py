@@ -10,6 +10,7 @@ from __future__ import annotations
 import msgspec
 from botocore.eventstream import EventStreamBuffer
 
+from ..schema.bounded import Decoder
 from .bedrock_translate import Usage, finish_reason
 from .openai_out import ChunkWriter
 from .sse import DONE
@@ -47,7 +48,7 @@ class _Event(msgspec.Struct):
     message: str | None = None  # exception events
 
 
-_event = msgspec.json.Decoder(_Event)
+_event = Decoder(_Event)
 
 
 def error_payload(kind: str, message: str) -> bytes:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import msgspec
 
+from ..schema.bounded import Decoder
 from ..schema.chat import ChatRequest, Message, ParsedChat
 from ..schema.errors import bad_request
 from . import canonical_in
@@ -311,7 +312,7 @@ class _Converse(msgspec.Struct):
     usage: Usage = msgspec.field(default_factory=Usage)
 
 
-_converse = msgspec.json.Decoder(_Converse)
+_converse = Decoder(_Converse)
 
 
 def chat_completion(body: bytes, model: str) -> bytes:

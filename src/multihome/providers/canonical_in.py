@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+from typing import Any
 
 import msgspec
 
@@ -35,11 +36,26 @@ def parts_of(message: Message) -> list[ContentPart]:
     return content
 
 
+def raw_json(raw: msgspec.Raw | bytes | str, where: str) -> Any:
+    """Decode JSON the front door only skipped over (raw fields, JSON inside strings).
+
+    Skipping checks the syntax, not the content: such a value may still hold invalid UTF-8, a
+    number beyond float range, or nesting deeper than the decoder's stack. Those are the
+    client's mistakes, so they are a 400 naming the field, never an exception from a translator.
+    """
+    try:
+        return msgspec.json.decode(raw)
+    except msgspec.DecodeError as exc:
+        raise bad_request(f"{where}: cannot be read as JSON ({exc}).", param=where) from None
+    except RecursionError:
+        raise bad_request(f"{where}: is nested too deeply.", param=where) from None
+
+
 def tool_arguments(arguments: str, where: str) -> dict:
     """OpenAI tool-call arguments are JSON text; the other providers take an object."""
     try:
-        value = msgspec.json.decode(arguments) if arguments else {}
-    except msgspec.DecodeError:
+        value = raw_json(arguments, where) if arguments else {}
+    except ApiError:
         raise bad_request(f"{where}: function.arguments must be a JSON object encoded as a string.", param=where) from None
     if not isinstance(value, dict):
         raise bad_request(f"{where}: function.arguments must encode a JSON object.", param=where)

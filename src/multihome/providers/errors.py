@@ -8,6 +8,7 @@ import time
 
 import msgspec
 
+from ..schema.bounded import Decoder
 from .base import (
     CAPACITY,
     CLIENT_ERROR,
@@ -33,7 +34,7 @@ class _ErrorPeek(msgspec.Struct):
     error: _ErrorInner | str | None = None
 
 
-_error_decoder = msgspec.json.Decoder(_ErrorPeek)
+_error_decoder = Decoder(_ErrorPeek)
 
 
 def error_code(body: bytes) -> str | None:

@@ -6,15 +6,14 @@ in gemini_translate (request) and gemini_response (response, stream, embeddings)
 
 from __future__ import annotations
 
-import base64
 import contextvars
 import re
-import struct
 from collections.abc import Mapping
 from urllib.parse import quote
 
 import msgspec
 
+from ..schema.bounded import Decoder
 from ..config import ConfigError, env_secret
 from ..schema.chat import ParsedChat
 from ..schema.embeddings import ParsedEmbeddings
@@ -34,6 +33,7 @@ from .base import (
 from .errors import retry_after_seconds
 from .gemini_auth import GoogleTokens
 from .gemini_translate import PROVIDER, check_params, request_body
+from .openai_out import embedding_base64
 
 GEMINI_ENDPOINT = "https://generativelanguage.googleapis.com"
 _encode = msgspec.json.encode
@@ -57,7 +57,7 @@ class _GoogleErrorBody(msgspec.Struct):
     error: _GoogleErrorInner | None = None
 
 
-_error_decoder = msgspec.json.Decoder(_GoogleErrorBody)
+_error_decoder = Decoder(_GoogleErrorBody)
 
 
 def _google_error(body: bytes) -> _GoogleErrorInner:
@@ -159,7 +159,7 @@ class GeminiAdapter(AdapterBase):
     def embeddings_response(self, body: bytes, upstream_model: str, headers: Mapping[str, str]) -> bytes:
         vectors, tokens = gr.embedding_vectors(body, vertex=self.vertex)
         if _EMBED_FORMAT.get() == "base64":
-            vectors = [base64.b64encode(struct.pack(f"<{len(v)}f", *v)).decode() for v in vectors]
+            vectors = [embedding_base64(v) for v in vectors]
         data = [{"object": "embedding", "index": i, "embedding": v} for i, v in enumerate(vectors)]
         return _encode({"object": "list", "data": data, "model": upstream_model,
                         "usage": {"prompt_tokens": tokens, "total_tokens": tokens}})

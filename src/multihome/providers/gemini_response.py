@@ -6,6 +6,7 @@ import os
 
 import msgspec
 
+from ..schema.bounded import Decoder
 from . import openai_out as out
 from .sse import DONE, SseSplitter
 
@@ -69,7 +70,7 @@ class GenerateContentResponse(msgspec.Struct):
     error: GoogleError | None = None
 
 
-_decoder = msgspec.json.Decoder(GenerateContentResponse)
+_decoder = Decoder(GenerateContentResponse)
 
 
 def decode(body: bytes) -> GenerateContentResponse:
@@ -280,8 +281,8 @@ class _Predict(msgspec.Struct):
     predictions: list[_Prediction]
 
 
-_batch = msgspec.json.Decoder(_BatchEmbed)
-_predict = msgspec.json.Decoder(_Predict)
+_batch = Decoder(_BatchEmbed)
+_predict = Decoder(_Predict)
 
 
 def embedding_vectors(body: bytes, *, vertex: bool) -> tuple[list[list[float]], int]:

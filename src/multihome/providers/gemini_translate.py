@@ -12,7 +12,7 @@ import mimetypes
 import msgspec
 
 from ..schema.chat import ChatRequest, Message, ParsedChat
-from ..schema.errors import bad_request
+from ..schema.errors import ApiError, bad_request
 from . import canonical_in as cin
 
 PROVIDER = "Google Gemini"
@@ -47,7 +47,6 @@ REFUSED = frozenset({"audio", "web_search_options", "functions", "function_call"
 _GEMINI_FILE_PREFIX = "https://generativelanguage.googleapis.com/"
 _AUDIO_MIME = {"wav": "audio/wav", "mp3": "audio/mp3"}
 _encode = msgspec.json.encode
-_raw_decode = msgspec.json.decode
 
 
 def check_params(parsed: ParsedChat) -> list[str]:
@@ -56,7 +55,7 @@ def check_params(parsed: ParsedChat) -> list[str]:
     for name, raw in parsed.raw.items():
         if name in MAPPED:
             continue
-        value = _raw_decode(raw)
+        value = cin.raw_json(raw, name)
         if value is None:
             continue
         if name in REFUSED or (name == "modalities" and value != ["text"]):
@@ -132,7 +131,7 @@ def _user_parts(msg: Message, where: str, vertex: bool) -> list[dict]:
         elif part.type == "image_url":
             parts.append(_image(part.image_url.url, p, vertex))
         elif part.type == "input_audio":
-            audio = _raw_decode(part.input_audio) if len(part.input_audio) else {}
+            audio = cin.raw_json(part.input_audio, f"{p}.input_audio") if len(part.input_audio) else {}
             mime = _AUDIO_MIME.get(audio.get("format")) if isinstance(audio, dict) else None
             if mime is None or not isinstance(audio.get("data"), str):
                 raise bad_request(f"{p}.input_audio needs 'data' (base64) and 'format' wav or mp3.", param=p)
@@ -163,7 +162,7 @@ def _image(url: str, where: str, vertex: bool) -> dict:
 
 
 def _file(raw: msgspec.Raw, where: str) -> dict:
-    file = _raw_decode(raw) if len(raw) else {}
+    file = cin.raw_json(raw, f"{where}.file") if len(raw) else {}
     data = file.get("file_data") if isinstance(file, dict) else None
     if not isinstance(data, str) or not data.startswith("data:"):
         raise bad_request(f"{where}: only inline files (file.file_data as a base64 data URL) can be sent to {PROVIDER}.",
@@ -194,9 +193,9 @@ def _function_response(msg: Message, where: str, names: dict[str, str]) -> dict:
         )
     text = cin.text_of(msg)
     try:
-        value = _raw_decode(text) if text else None
-    except msgspec.DecodeError:
-        value = None
+        value = cin.raw_json(text, where) if text else None
+    except ApiError:
+        value = None  # not JSON (or not readable as such): sent as text, wrapped below
     # functionResponse.response must be a JSON object: anything else is wrapped (documented).
     response = value if isinstance(value, dict) else {"result": text}
     return {"functionResponse": {"name": name, "response": response}}
@@ -234,8 +233,10 @@ def tool_fields(req: ChatRequest, raw: dict[str, msgspec.Raw]) -> tuple[list[dic
             raise bad_request("tool_choice names a function that is not in 'tools'.", param="tool_choice")
         config = {"mode": "ANY", "allowedFunctionNames": [choice.function.name]}
     elif choice is not None and choice.type == "allowed_tools":
-        allowed = _raw_decode(raw["tool_choice"]).get("allowed_tools") or {}
-        picked = [t.get("function", {}).get("name") or t.get("name") for t in allowed.get("tools", []) if isinstance(t, dict)]
+        allowed = cin.raw_json(raw["tool_choice"], "tool_choice").get("allowed_tools")
+        allowed = allowed if isinstance(allowed, dict) else {}
+        listed = allowed.get("tools")
+        picked = [_allowed_name(t) for t in listed if isinstance(t, dict)] if isinstance(listed, list) else []
         picked = [n for n in names if n in picked]
         if not picked:
             raise bad_request("tool_choice.allowed_tools lists no function from 'tools'.", param="tool_choice")
@@ -248,6 +249,12 @@ def tool_fields(req: ChatRequest, raw: dict[str, msgspec.Raw]) -> tuple[list[dic
     elif choice is not None:
         raise cin.unsupported(f"tool_choice type '{choice.type}'", PROVIDER)
     return [{"functionDeclarations": declarations}], ({"functionCallingConfig": config} if config else None)
+
+
+def _allowed_name(tool: dict):
+    """An allowed_tools entry's function name: `{"type": "function", "function": {"name"}}` or `{"name"}`."""
+    fn = tool.get("function")
+    return (fn.get("name") if isinstance(fn, dict) else None) or tool.get("name")
 
 
 # -- generation config ---------------------------------------------------------------------
@@ -271,7 +278,7 @@ def generation_config(req: ChatRequest, raw: dict[str, msgspec.Raw]) -> dict:
         config["seed"] = req.seed
     for openai_name, gemini_name in (("presence_penalty", "presencePenalty"), ("frequency_penalty", "frequencyPenalty")):
         if openai_name in raw:
-            value = _raw_decode(raw[openai_name])
+            value = cin.raw_json(raw[openai_name], openai_name)
             if value is not None:
                 if not isinstance(value, (int, float)) or isinstance(value, bool) or not -2 <= value <= 2:
                     raise bad_request(f"'{openai_name}' must be a number between -2 and 2.", param=openai_name)

@@ -6,7 +6,9 @@ every provider's answer reaches the client in exactly the same shape.
 
 from __future__ import annotations
 
+import base64
 import os
+import struct
 import time
 
 import msgspec
@@ -15,6 +17,18 @@ _encode = msgspec.json.encode
 
 # Provider stop reasons -> OpenAI finish_reason.
 FINISH_STOP, FINISH_LENGTH, FINISH_TOOLS, FINISH_FILTER = "stop", "length", "tool_calls", "content_filter"
+
+
+def embedding_base64(vector: list[float]) -> str:
+    """An embedding in OpenAI's `encoding_format: base64` form: little-endian float32.
+
+    A value outside float32's range cannot be a real embedding: the answer is malformed
+    (ValueError, which routing treats as a failed attempt), not a gateway crash.
+    """
+    try:
+        return base64.b64encode(struct.pack(f"<{len(vector)}f", *vector)).decode()
+    except (OverflowError, struct.error) as exc:
+        raise ValueError(f"an embedding value does not fit float32 ({exc})") from None
 
 
 def completion_id() -> str:

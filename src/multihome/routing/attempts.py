@@ -307,12 +307,15 @@ class _Walk:
 
 async def _unary_once(dep: DeploymentRuntime, group: GroupRuntime, req: UpstreamRequest, translate) -> _Result:
     try:
-        resp = await dep.session.post(req.url, data=req.body, headers=req.headers, timeout=group.unary_timeout)
+        resp = await dep.session.post(req.url, data=req.body, headers=req.headers, timeout=group.unary_timeout,
+                                      allow_redirects=False)  # see _redirect
         body = await resp.read()
     except (TimeoutError, asyncio.TimeoutError):
         return _Result(UNAVAILABLE, "timeout")
     except aiohttp.ClientError as exc:
         return _Result(UNAVAILABLE, _conn_label(exc))
+    if 300 <= resp.status < 400:
+        return _redirect(resp.status)
     if resp.status < 300:
         try:
             body = translate(dep, body, resp.headers)
@@ -328,11 +331,15 @@ async def _unary_once(dep: DeploymentRuntime, group: GroupRuntime, req: Upstream
 
 async def _stream_once(dep: DeploymentRuntime, group: GroupRuntime, req: UpstreamRequest, forward_usage: bool) -> _Result:
     try:
-        resp = await dep.session.post(req.url, data=req.body, headers=req.headers, timeout=group.stream_timeout)
+        resp = await dep.session.post(req.url, data=req.body, headers=req.headers, timeout=group.stream_timeout,
+                                      allow_redirects=False)  # see _redirect
     except (TimeoutError, asyncio.TimeoutError):
         return _Result(UNAVAILABLE, "timeout")
     except aiohttp.ClientError as exc:
         return _Result(UNAVAILABLE, _conn_label(exc))
+    if 300 <= resp.status < 400:
+        resp.close()
+        return _redirect(resp.status)
     if resp.status >= 300:
         try:
             body = await resp.read()
@@ -350,6 +357,13 @@ async def _stream_once(dep: DeploymentRuntime, group: GroupRuntime, req: Upstrea
         relay.close()
         raise
     return _Result("ok", "ok", status=200, stream=relay, first=first)
+
+
+def _redirect(status: int) -> _Result:
+    """An upstream redirect is not followed: the gateway calls only the addresses its config names,
+    and following would also hand the provider key (api-key, x-api-key, x-goog-api-key: headers
+    aiohttp keeps across origins) to whatever the Location names. The deployment is unavailable."""
+    return _Result(UNAVAILABLE, f"http_{status}")
 
 
 def _conn_label(exc: aiohttp.ClientError) -> str:

@@ -68,10 +68,12 @@ class HealthProber:
         self.probes += 1
         try:
             req = await build
-            async with dep.session.post(req.url, data=req.body, headers=req.headers, timeout=self.timeout) as resp:
+            # Redirects are not followed (routing/attempts.py, _redirect) and do not count as an answer.
+            async with dep.session.post(req.url, data=req.body, headers=req.headers, timeout=self.timeout,
+                                        allow_redirects=False) as resp:
                 body = await resp.read()
-                ok = resp.status < 300 or dep.adapter.classify_error(resp.status, resp.headers, body).kind not in (
-                    CAPACITY, UNAVAILABLE)
+                ok = resp.status < 300 or resp.status >= 400 and dep.adapter.classify_error(
+                    resp.status, resp.headers, body).kind not in (CAPACITY, UNAVAILABLE)
         except (asyncio.TimeoutError, aiohttp.ClientError):
             ok = False
         except Exception:  # a probe must never take the prober down

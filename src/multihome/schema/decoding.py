@@ -65,5 +65,19 @@ def top_level(body: bytes) -> dict[str, msgspec.Raw]:
 def decode_views(body: bytes, typed: msgspec.json.Decoder):
     """A request body as its top-level fields (raw, for pass-through) and as the typed struct.
 
-    Raises 400s that say what to fix: not JSON, not an object, a field of the wrong type, too deep."""
+    Raises 400s that say what to fix: not JSON, not UTF-8, not an object, a field of the wrong type, too deep."""
+    if not body.isascii():
+        _check_utf8(body)
     return top_level(body), decode_body(body, typed)
+
+
+def _check_utf8(body: bytes) -> None:
+    """JSON is UTF-8 (RFC 8259). The decoder checks the strings it reads but only skips the
+    fields it does not model, which translators read later (and pass-through upstreams get as
+    sent): the whole body is checked once here. ASCII bodies, the common case, skip this."""
+    try:
+        body.decode()
+    except UnicodeDecodeError as exc:
+        raise bad_request(
+            f"Request body is not valid UTF-8 (byte {exc.start}). Send JSON encoded as UTF-8.", code="invalid_json"
+        ) from None

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import msgspec
 
+from .bounded import Decoder
+
 
 class PromptDetails(msgspec.Struct):
     cached_tokens: int | None = None
@@ -82,4 +84,4 @@ class ResponsePeek(msgspec.Struct):
         return len(self.error) > 0 and bytes(self.error) != b"null"
 
 
-peek_decoder = msgspec.json.Decoder(ResponsePeek)
+peek_decoder = Decoder(ResponsePeek)

@@ -207,7 +207,7 @@ class GeminiApp(ProviderApp):
             if not isinstance(instances, list) or not instances:
                 raise BadRequest("* instances: must be a non-empty list.", code="INVALID_ARGUMENT")
             params = body.get("parameters") or {}
-            dims = params.get("outputDimensionality") or dims_default
+            dims = _dimensions(params.get("outputDimensionality"), dims_default, "parameters.outputDimensionality")
             preds = []
             for inst in instances:
                 text = inst.get("content") if isinstance(inst, dict) else None
@@ -230,7 +230,9 @@ class GeminiApp(ProviderApp):
                 raise BadRequest(f"* BatchEmbedContentsRequest.requests[{i}].content: contents is not specified",
                                  code="INVALID_ARGUMENT")
             text = " ".join(p.get("text", "") for p in parts if isinstance(p, dict))
-            out.append({"values": embedding(text.encode(), r.get("outputDimensionality") or dims_default)})
+            dims = _dimensions(r.get("outputDimensionality"), dims_default,
+                               f"BatchEmbedContentsRequest.requests[{i}].output_dimensionality")
+            out.append({"values": embedding(text.encode(), dims)})
         return {"embeddings": out}
 
     # -- SSE -------------------------------------------------------------------------------
@@ -250,3 +252,16 @@ class GeminiApp(ProviderApp):
 
     def malformed_frame(self, good: bytes) -> bytes:
         return b"data: {not json" + _EVENT_END + good
+
+
+MAX_OUTPUT_DIMENSIONALITY = 3072  # Google's largest embedding size (gemini-embedding-001)
+
+
+def _dimensions(value, default: int, where: str) -> int:
+    """outputDimensionality as Google checks it: absent means the model's size; otherwise an
+    integer from 1 to the model's size (a huge one must be refused, not computed). 0 is proto3's unset."""
+    if value is None or value == 0 and not isinstance(value, bool):
+        return default
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_OUTPUT_DIMENSIONALITY:
+        raise BadRequest(f"* {where}: must be between 1 and {MAX_OUTPUT_DIMENSIONALITY}.", code="INVALID_ARGUMENT")
+    return value
