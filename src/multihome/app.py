@@ -59,8 +59,10 @@ def build_app(config: Config) -> Gateway:
     metered = storage.enabled or bool(config.metering.budgets or config.metering.rate_limits)
     accounting = Accounting(sinks=[metering], limiter=metering.limiter) if metered else Accounting()
     extra_services = [metering] if metered else []
-    if config.contracts.revenue_share or config.contracts.commitments:
-        metering.add_sink(contracts)  # metered cost accrues to revenue shares and commitments
+    if storage.enabled:
+        # Metered cost accrues to revenue shares and commitments, from the config or created
+        # through the admin API (so the ledger runs whenever there is storage to keep it).
+        metering.add_sink(contracts)
         extra_services.append(contracts)
     if config.server.call_log:
         call_log = CallLog(config.server.call_log)

@@ -76,3 +76,31 @@ def test_calls_accrue_to_a_capped_revenue_share(tmp_path):
                          capture_output=True, text=True, env={**env, "PATH": str(VENV_BIN)}, timeout=30)
     assert out.returncode == 0, out.stderr
     assert "rs-test" in out.stdout
+
+
+def test_a_contract_created_through_the_admin_api_accrues_with_none_in_the_config(tmp_path):
+    """With storage but no `contracts:` section the ledger still runs: the admin API used to answer
+    501 "Contracts need storage" here, and calls would never have accrued."""
+    sim = Simulator("openai", "oa")
+    env = {"MH_TEST_DB": f"sqlite+aiosqlite:///{tmp_path}/m.db", "MH_TEST_ADMIN": ADMIN, "MH_TEST_CLIENT": "client-key"}
+    gw = Gateway(CONFIG.format(url=sim.url, start="", end="").split("contracts:")[0], tmp_path, env)
+    try:
+        admin = httpx.Client(base_url=gw.url, headers={"authorization": f"Bearer {ADMIN}"})
+        contract = {"kind": "revenue_share", "id": "rs-api", "parties": ["Us", "Them"], "rate": "0.5",
+                    "basis": {"providers": ["oa"]}, "starts_on": str(TODAY - dt.timedelta(days=1)),
+                    "ends_on": str(TODAY + dt.timedelta(days=30)), "currency": "USD"}
+        created = admin.post("/admin/v1/contracts", json=contract)
+        assert created.status_code == 201, created.text
+        client = openai.OpenAI(base_url=gw.url + "/v1", api_key="client-key", max_retries=0)
+        usage = client.chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": "hi"}]).usage
+        expected = (usage.prompt_tokens + usage.completion_tokens) * Decimal("0.5")
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            report = admin.get("/admin/v1/contracts/rs-api/report").json()
+            if Decimal(str(report["accrued"])) >= expected:
+                break
+            time.sleep(0.05)
+        assert Decimal(str(report["accrued"])) == expected
+    finally:
+        gw.stop()
+        sim.stop()
