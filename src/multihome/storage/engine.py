@@ -8,6 +8,9 @@ PostgreSQL goes through asyncpg.
 
 from __future__ import annotations
 
+import sqlite3
+import time
+
 from sqlalchemy import event
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
@@ -61,8 +64,8 @@ def _configure_sqlite(engine: AsyncEngine) -> None:
     def _on_connect(dbapi_connection, _record) -> None:  # runs once per new pooled connection
         dbapi_connection.isolation_level = None  # SQLAlchemy emits BEGIN, see _on_begin
         cur = dbapi_connection.cursor()
-        cur.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")  # first: the WAL switch may wait for a lock
-        cur.execute("PRAGMA journal_mode=WAL")
+        cur.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+        _ensure_wal(cur)
         cur.execute("PRAGMA foreign_keys=ON")
         cur.execute("PRAGMA synchronous=FULL")  # admin changes are rare; survive power loss
         cur.close()
@@ -70,6 +73,25 @@ def _configure_sqlite(engine: AsyncEngine) -> None:
     @event.listens_for(engine.sync_engine, "begin")
     def _on_begin(conn) -> None:
         conn.exec_driver_sql("BEGIN IMMEDIATE" if conn.get_execution_options().get(IMMEDIATE) else "BEGIN")
+
+
+def _ensure_wal(cur) -> None:
+    """WAL is stored in the database file, so only the first connection ever switches. The switch
+    needs an exclusive lock and SQLite answers 'database is locked' at once, without the busy
+    handler, while another connection (another process starting on the same file) holds any lock;
+    so it is retried until the busy timeout."""
+    deadline = time.monotonic() + SQLITE_BUSY_TIMEOUT_MS / 1000
+    while True:
+        cur.execute("PRAGMA journal_mode")
+        if str(cur.fetchone()[0]).lower() == "wal":
+            return
+        try:
+            cur.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as e:
+            if "locked" not in str(e) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
 
 
 async def write_connection(engine: AsyncEngine) -> AsyncConnection:
