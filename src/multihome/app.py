@@ -56,7 +56,8 @@ def build_app(config: Config) -> Gateway:
     metered = storage.enabled or bool(config.metering.budgets or config.metering.rate_limits)
     accounting = Accounting(sinks=[metering], limiter=metering.limiter) if metered else Accounting()
     extra_services = [metering] if metered else []
-    if config.contracts.revenue_share or config.contracts.commitments:
+    if storage.enabled or config.contracts.revenue_share or config.contracts.commitments:
+        # With a database, agreements can also be created through the admin API, config or not.
         metering.add_sink(contracts)  # metered cost accrues to revenue shares and commitments
         extra_services.append(contracts)
     if config.server.call_log:
