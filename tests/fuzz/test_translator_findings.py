@@ -132,3 +132,19 @@ def test_an_embedding_beyond_float32_asked_for_as_base64_is_a_malformed_answer(k
             adapter.embeddings_response(json.dumps(body).encode(), model, {})
 
     asyncio.run(call())
+
+
+# 7. An Anthropic-door tool whose input_schema is not an object schema: Anthropic refuses it (400),
+#    but routed to another cloud the model answered with array or string arguments, which no
+#    tool_use block can carry: a 502 blaming the upstream (found by the long fuzz run).
+@pytest.mark.parametrize("schema", [{"type": "array", "items": {"type": "integer"}}, {"type": "string"}, {},
+                                    {"anyOf": [{"type": "object"}]}, [1], "x"])
+def test_an_anthropic_tool_whose_input_is_not_an_object_is_a_400(schema):
+    from multihome.api.anthropic_translate import to_canonical
+    from multihome.schema.anthropic import parse_messages
+
+    body = json.dumps({"model": "g", "max_tokens": 9, "messages": USER,
+                       "tools": [{"name": "f", "input_schema": schema}]}).encode()
+    with pytest.raises(ApiError) as info:
+        to_canonical(parse_messages(body))
+    assert info.value.status == 400 and info.value.body.param == "tools.0.input_schema.type"

@@ -240,12 +240,24 @@ def _tool(tool, i: int, dropped: set[str]) -> dict:
         )
     if not len(tool.input_schema):
         raise bad_request(f"{at}.input_schema: Field required.", param=f"{at}.input_schema")
+    if not _object_schema(tool.input_schema):
+        # Anthropic's rule: the tool's input is an object. Checked here, so every upstream gets the
+        # same 400 (otherwise a model could answer with an array, which no tool_use block can carry).
+        raise bad_request(f"{at}.input_schema.type: Input should be 'object'.", param=f"{at}.input_schema.type")
     if len(tool.cache_control):
         dropped.add("cache_control")
     function: dict = {"name": tool.name, "parameters": tool.input_schema}
     if tool.description is not None:
         function["description"] = tool.description
     return {"type": "function", "function": function}
+
+
+def _object_schema(raw: msgspec.Raw) -> bool:
+    try:
+        schema = bounded.decode(raw)
+    except msgspec.DecodeError:
+        return False
+    return isinstance(schema, dict) and schema.get("type") == "object"
 
 
 def _tool_choice(req: MessagesRequest, body: dict) -> None:
