@@ -2,7 +2,7 @@
 
 Import-light on purpose: every other package reads its section from here, so this package
 imports nothing of the project beyond two leaf modules (`schema.admin_fields` for bounded text,
-`identity.principal` for role names). An import contract in CI keeps it so (pyproject.toml).
+`schema.principal` for role names). An import contract in CI keeps it so (pyproject.toml).
 
 - `model`: the `Config` struct and one struct per section (`audit`, `metering`, `contracts`,
   `oidc` hold the larger sections).
