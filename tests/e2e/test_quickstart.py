@@ -30,6 +30,7 @@ FIXED_PORTS = ("4000", "9101", "9102")  # gateway, Azure simulator, OpenAI simul
 TIMEOUT_S = 150
 # A block: an optional NOT_RUN line, then the fence; group 1 = the marker, group 2 = the commands.
 _BLOCK = re.compile(r"^(<!-- not run -->\n)?```sh\n(.*?)^```$", re.M | re.S)
+_HEREDOC = re.compile(r"<<'(\w+)'\n.*?^\1$", re.M | re.S)
 # Variables a user's shell may already hold that would change what the page's commands do.
 _FOREIGN_ENV = re.compile(r"^(MULTIHOME_|OPENAI_|AZURE_OPENAI_)")
 
@@ -92,6 +93,9 @@ def test_the_page_has_the_expected_blocks():
     doc = DOC.read_text()
     assert doc.count("```sh") == len(blocks), "a ```sh fence the pattern misses would silently not run"
     assert doc.count(NOT_RUN) == len(skipped), f"a {NOT_RUN} line that is not right before a ```sh fence"
+    # An interactive zsh (macOS's shell) takes `#` as an argument unless interactivecomments is set.
+    shell_text = _HEREDOC.sub("", "".join(commands for _, _, commands in blocks))
+    assert not re.search(r"(^|\s)#", shell_text, re.M), "no # comments in the page's commands: say it in the prose"
 
 
 def test_the_example_config_is_valid_and_names_no_client_variable():
