@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+from collections.abc import Sequence
 from decimal import Decimal
 from typing import Literal
 
@@ -136,7 +137,9 @@ def parse_contracts(data: object) -> ContractsConfig:
 
 def check(cfg: ContractsConfig, providers: set[str] | None = None) -> None:
     seen: set[str] = set()
-    for section, items in (("revenue_share", cfg.revenue_share), ("commitments", cfg.commitments)):
+    sections: tuple[tuple[str, Sequence[Agreement]], ...] = (
+        ("revenue_share", cfg.revenue_share), ("commitments", cfg.commitments))
+    for section, items in sections:
         for i, a in enumerate(items):
             where = f"contracts.{section}[{i}]"
             errs = problems(a)

@@ -7,6 +7,7 @@ import os
 import re
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any, TypeVar
 
 import msgspec
 
@@ -42,7 +43,7 @@ def _path_problem(exc: msgspec.ValidationError, type_: type, prefix: str) -> str
 _SEGMENT = re.compile(r"\.(\w+)|\[[^\]]*\]")
 
 
-def _literal_values(type_: type, path: str) -> tuple | None:
+def _literal_values(type_: type, path: str) -> tuple[bool | str | int | None, ...] | None:
     """The allowed values of the Literal field at `path` (msgspec's `.a[0].b` form), if it is one."""
     info = msgspec.inspect.type_info(type_)
     for match in _SEGMENT.finditer(path):
@@ -53,14 +54,15 @@ def _literal_values(type_: type, path: str) -> tuple | None:
                 return None
             info = fields[match.group(1)]
         else:
-            info = getattr(info, "item_type", None) or getattr(info, "value_type", None)
-            if info is None:
+            item = getattr(info, "item_type", None) or getattr(info, "value_type", None)
+            if item is None:
                 return None
+            info = item
     info = _unwrap(info)
     return info.values if isinstance(info, msgspec.inspect.LiteralType) else None
 
 
-def _unwrap(info):
+def _unwrap(info: msgspec.inspect.Type) -> msgspec.inspect.Type:
     """`X | None` -> X, for walking a path through optional fields."""
     if isinstance(info, msgspec.inspect.UnionType):
         rest = [t for t in info.types if not isinstance(t, msgspec.inspect.NoneType)]
@@ -69,7 +71,10 @@ def _unwrap(info):
     return info
 
 
-def _convert(data: object, type_: type, prefix: str, problems: list[str]):
+_T = TypeVar("_T")
+
+
+def _convert(data: object, type_: type[_T], prefix: str, problems: list[str]) -> _T | None:
     """The typed value, or None after adding the problem (with its key path) to `problems`."""
     try:
         return msgspec.convert(data, type_)
@@ -79,9 +84,11 @@ def _convert(data: object, type_: type, prefix: str, problems: list[str]):
 
 
 # Sections keyed by user-chosen names are converted entry by entry so errors name the entry.
-_SECTIONS = {"providers": Provider, "deployments": Deployment, "model_groups": ModelGroup}
-_SINGLES = {"server": Server, "routing": Routing, "storage": Storage, "identity": Identity, "metering": MeteringConfig,
-            "audit": AuditConfig, "contracts": ContractsConfig}
+_SECTIONS: dict[str, type[msgspec.Struct]] = {"providers": Provider, "deployments": Deployment, "model_groups": ModelGroup}
+_SINGLES: dict[str, type[msgspec.Struct]] = {
+    "server": Server, "routing": Routing, "storage": Storage, "identity": Identity, "metering": MeteringConfig,
+    "audit": AuditConfig, "contracts": ContractsConfig,
+}
 
 
 def load_config(path: str | os.PathLike[str]) -> Config:
@@ -101,7 +108,7 @@ def parse_config(text: str, *, source: str = "<config>") -> Config:
     known = ", ".join([*_SINGLES, "telemetry", *_SECTIONS])
     for key in sorted(set(data) - set(_SECTIONS) - set(_SINGLES) - {"telemetry"}, key=str):
         problems.append(f"{key}: unknown top-level key (known: {known})")
-    sections: dict[str, dict] = {}
+    sections: dict[str, dict[str, Any]] = {}  # each section's own struct type
     names: dict[str, set[str]] = {}
     for section, type_ in _SECTIONS.items():
         entries = data.get(section)
@@ -111,7 +118,7 @@ def parse_config(text: str, *, source: str = "<config>") -> Config:
         names[section] = {str(name) for name in entries}
         converted = {str(name): _convert(entry, type_, f"{section}.{name}", problems) for name, entry in entries.items()}
         sections[section] = {name: value for name, value in converted.items() if value is not None}
-    parts = {}
+    parts: dict[str, Any] = {}  # each single section's own struct type
     for name, type_ in _SINGLES.items():
         parts[name] = _convert(data.get(name) or {}, type_, name, problems) or type_()
     telemetry = data.get("telemetry")
@@ -119,7 +126,8 @@ def parse_config(text: str, *, source: str = "<config>") -> Config:
         parts["telemetry"] = _convert(telemetry, Telemetry, "telemetry", problems)
         if parts["telemetry"] is not None:
             problems.extend(_telemetry_problems(parts["telemetry"]))
-    config = Config(**parts, **sections)
+    config = Config(**parts, providers=sections["providers"], deployments=sections["deployments"],
+                    model_groups=sections["model_groups"])
     problems.extend(_reference_problems(config, names))
     problems.extend(check_metering(config.metering, names["deployments"]))
     try:
@@ -167,9 +175,9 @@ def _reference_problems(config: Config, names: dict[str, set[str]]) -> Iterator[
     for name, group in config.model_groups.items():
         if not group.deployments:
             yield (f"model_groups.{name}.deployments: list at least one deployment; the first is the primary")
-        for i, dep in enumerate(group.deployments):
-            if dep not in names["deployments"]:
-                yield (f"model_groups.{name}.deployments[{i}]: unknown deployment '{dep}'")
+        for i, member in enumerate(group.deployments):
+            if member not in names["deployments"]:
+                yield (f"model_groups.{name}.deployments[{i}]: unknown deployment '{member}'")
         if len(set(group.deployments)) != len(group.deployments):
             yield (f"model_groups.{name}.deployments: a deployment is listed twice")
         for i, decline in enumerate(group.fail_over_on):
@@ -177,11 +185,11 @@ def _reference_problems(config: Config, names: dict[str, set[str]]) -> Iterator[
                 yield (
                     f"model_groups.{name}.fail_over_on[{i}]: unknown decline '{decline}' (known: {', '.join(sorted(DECLINES))})"
                 )
-        for dep, weight in group.weights.items():
-            if dep not in group.deployments:
-                yield (f"model_groups.{name}.weights.{dep}: not one of this group's deployments")
+        for member, weight in group.weights.items():
+            if member not in group.deployments:
+                yield (f"model_groups.{name}.weights.{member}: not one of this group's deployments")
             if not weight >= 0:  # also refuses NaN
-                yield (f"model_groups.{name}.weights.{dep}: must not be negative")
+                yield (f"model_groups.{name}.weights.{member}: must not be negative")
         for i, other in enumerate(group.fallback_groups):
             if other not in names["model_groups"] or other == name:
                 yield (f"model_groups.{name}.fallback_groups[{i}]: unknown model group '{other}'")
@@ -193,8 +201,8 @@ def _reference_problems(config: Config, names: dict[str, set[str]]) -> Iterator[
         )
     if config.storage.url and config.storage.url_env:
         yield ("storage: set url or url_env, not both")
-    names = [i.name for i in config.identity.oidc]
-    if len(set(names)) != len(names):
+    issuers = [i.name for i in config.identity.oidc]
+    if len(set(issuers)) != len(issuers):
         yield ("identity.oidc: issuer names must be unique")
     try:
         check_drain_timeout(config.server.drain_timeout_s, "server.drain_timeout_s")

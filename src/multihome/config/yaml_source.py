@@ -3,6 +3,9 @@ two providers with one name would become one)."""
 
 from __future__ import annotations
 
+from collections.abc import Hashable
+from typing import Any
+
 import yaml
 
 from .errors import ConfigError
@@ -11,7 +14,7 @@ from .errors import ConfigError
 class _UniqueKeyLoader(yaml.SafeLoader):
     """YAML's safe loader, refusing a key written twice in one mapping (YAML would keep the last)."""
 
-    def construct_mapping(self, node, deep=False):
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Hashable, Any]:
         seen: dict[object, int] = {}
         for key_node, _ in node.value:
             key = self.construct_object(key_node, deep=deep)
