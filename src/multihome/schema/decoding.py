@@ -4,7 +4,7 @@ go wrong into client-facing 400s that name the offending field."""
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import Any, TypeVar, overload
 
 import msgspec
 
@@ -43,7 +43,14 @@ _TOO_DEEP = (
 )
 
 
-def decode_body(body: bytes, typed: msgspec.json.Decoder | type) -> Any:
+_T = TypeVar("_T")
+
+
+@overload
+def decode_body(body: bytes, typed: msgspec.json.Decoder[_T]) -> _T: ...
+@overload
+def decode_body(body: bytes, typed: object) -> Any: ...  # a type or a union of types (the admin API's bodies)
+def decode_body(body: bytes, typed: object) -> Any:
     """`body` decoded as `typed` (a Decoder, or a type for the admin API's bodies); raises a 400 that
     says what to fix: not JSON, not an object, a field of the wrong type, or nested too deeply
     (msgspec raises RecursionError past the interpreter's recursion limit)."""
@@ -62,7 +69,7 @@ def top_level(body: bytes) -> dict[str, msgspec.Raw]:
     return decode_body(body, _top)
 
 
-def decode_views(body: bytes, typed: msgspec.json.Decoder):
+def decode_views(body: bytes, typed: msgspec.json.Decoder[_T]) -> tuple[dict[str, msgspec.Raw], _T]:
     """A request body as its top-level fields (raw, for pass-through) and as the typed struct.
 
     Raises 400s that say what to fix: not JSON, not UTF-8, not an object, a field of the wrong type, too deep."""
