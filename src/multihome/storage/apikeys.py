@@ -71,8 +71,9 @@ class KeysRepo(StoreBase):
         if unknown:
             raise Invalid(f"unknown role(s) {unknown}; roles are {list(ROLES)}")
         expires_at = _expiry(expires_at)
+        key_id = new_id("key")
         values = dict(
-            id=new_id("key"),
+            id=key_id,
             tenant_id=tenant_id,
             team_id=team_id,
             name=nonempty(name, "name"),
@@ -99,7 +100,7 @@ class KeysRepo(StoreBase):
             await conn.execute(sa.insert(api_keys).values(**values))
             await self._record(
                 conn, actor=actor, tenant_id=tenant_id, action="key.create", object_type="api_key",
-                object_id=values["id"],
+                object_id=key_id,
                 detail={"name": name, "prefix": prefix, "team_id": team_id, "roles": role_list},
             )
         return key_from_row(_Row(values)), secret

@@ -71,7 +71,8 @@ def budget_amount(value: Any) -> str:
         raise Invalid(f"amount must be greater than 0, not {value!r}")
     if amount > MAX_AMOUNT:
         raise Invalid(f"amount must be at most {MAX_AMOUNT}")
-    if amount.normalize().as_tuple().exponent < -9:
+    exponent = amount.normalize().as_tuple().exponent  # an int: `amount` is finite
+    if isinstance(exponent, int) and exponent < -9:
         raise Invalid("amount has more than 9 decimal places (budgets count in nano-units)")
     return format(amount.normalize(), "f")
 

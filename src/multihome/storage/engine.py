@@ -114,5 +114,6 @@ class PgBulkInsert:
     async def run(self, conn: AsyncConnection, rows: list[dict]) -> None:
         """Inside `conn`'s transaction if it has one begun, else as one transaction of its own."""
         driver = (await conn.get_raw_connection()).driver_connection
+        assert driver is not None  # None only for a connection already invalidated
         cols = self.columns
         await driver.executemany(self.sql, [tuple(row[c] for c in cols) for row in rows])

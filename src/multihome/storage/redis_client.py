@@ -10,6 +10,7 @@ client does; everything else (pooling, TLS, auth, URL options) stays redis-py's.
 from __future__ import annotations
 
 from functools import cache
+from typing import Any
 
 import hiredis
 import redis.asyncio as aioredis
@@ -45,7 +46,7 @@ def connect(url: str, *, max_connections: int = 64, blocking: bool = True, **opt
     connection instead of failing, which redis-py's default pool does. A command that finds its
     pooled connection dead (Redis restarted) is retried on a fresh one: callers send only
     commands that are safe to repeat through it."""
-    kwargs = {"retry": Retry(ExponentialBackoff(cap=0.5, base=0.05), 2)} | parse_url(url) | options
+    kwargs: dict[str, Any] = {"retry": Retry(ExponentialBackoff(cap=0.5, base=0.05), 2)} | parse_url(url) | options
     kwargs["connection_class"] = _packing(kwargs.get("connection_class", Connection))
     pool_class = aioredis.BlockingConnectionPool if blocking else aioredis.ConnectionPool
     if blocking:

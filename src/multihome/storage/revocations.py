@@ -20,7 +20,7 @@ import math
 import time
 from collections.abc import Iterable
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Literal, overload
 
 import sqlalchemy as sa
 
@@ -48,6 +48,10 @@ def live_revocations(now: datetime):
     return sa.or_(token_revocations.c.expires_at.is_(None), token_revocations.c.expires_at > now)
 
 
+@overload
+def _text(value: Any, field: str, *, required: Literal[True]) -> str: ...
+@overload
+def _text(value: Any, field: str, *, required: bool) -> str | None: ...
 def _text(value: Any, field: str, *, required: bool) -> str | None:
     if value is None:
         if required:

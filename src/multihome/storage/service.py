@@ -8,7 +8,7 @@ import time
 
 from ..config import Config, env_secret
 from .snapshot import SnapshotCache
-from .store import open_store
+from .store import Store, open_store
 
 # A key (or a token's tenant) this replica has not seen may have just been created on another one: look once more,
 # but re-read the database at most this often, so a flood of made-up keys costs nothing.
@@ -19,8 +19,8 @@ class StorageService:
     def __init__(self, config: Config) -> None:
         self.url = env_secret(config.storage.url_env, what="storage.url_env") or config.storage.url
         self._refresh_s = config.storage.refresh_s
-        self.store = None
-        self.snapshots = None
+        self.store: Store | None = None
+        self.snapshots: SnapshotCache | None = None
         self._last_miss_refresh = 0.0
         self._miss_refresh: asyncio.Task | None = None
 
@@ -56,11 +56,11 @@ class StorageService:
         return True
 
     async def start(self) -> None:
-        if not self.enabled:
+        if self.url is None:  # not enabled
             return
-        self.store = await open_store(self.url, migrate=True)
-        self.snapshots = SnapshotCache(self.store, interval_s=self._refresh_s)
-        await self.snapshots.start()
+        self.store = store = await open_store(self.url, migrate=True)
+        self.snapshots = snapshots = SnapshotCache(store, interval_s=self._refresh_s)
+        await snapshots.start()
 
     async def refresh(self) -> None:
         if self.snapshots is not None:
