@@ -11,6 +11,7 @@ import pytest
 
 from multihome.audit import AuditLog, AuditReader, Filters, verify_dir
 from multihome.audit.events import AdminChange, AgentStep
+from multihome.audit.writer import AuditClosed
 from multihome.audit.keys import load_public_key, key_id_of
 from multihome.schema.principal import Principal
 
@@ -185,6 +186,13 @@ def test_unknown_kind_and_closed_log_are_refused(tmp_path):
         assert log.lost_after_close == 1
 
     asyncio.run(main())
+
+
+def test_a_log_not_yet_started_refuses_events_as_closed(tmp_path):
+    # Before start() the log had no event loop and append() failed with an AttributeError.
+    log = AuditLog(config(tmp_path))
+    with pytest.raises(AuditClosed):
+        log.append("agent_step", AgentStep(tenant="t", subject="s", run_id="r", step=1, action="x"))
 
 
 def test_no_secret_or_content_fields_in_events(tmp_path):

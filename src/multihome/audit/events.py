@@ -36,26 +36,26 @@ class _Body(msgspec.Struct, frozen=True, kw_only=True):
     pass
 
 
-class Attempt(_Body):
+class Attempt(_Body, frozen=True):
     deployment: str
     outcome: str
     ms: float
     reason: str | None = None
 
 
-class ToolCall(_Body):
+class ToolCall(_Body, frozen=True):
     name: str
     id: str
 
 
-class Tokens(_Body):
+class Tokens(_Body, frozen=True):
     prompt: int
     completion: int
     cached: int
     estimated: bool
 
 
-class CallStarted(_Body):
+class CallStarted(_Body, frozen=True):
     """Written before the upstream call and durable before the answer's first byte leaves."""
 
     request_id: str
@@ -69,7 +69,7 @@ class CallStarted(_Body):
     request_sha256: str
 
 
-class CallEvent(_Body):
+class CallEvent(_Body, frozen=True):
     request_id: str
     started_at: float
     finished_at: float
@@ -100,7 +100,7 @@ class CallEvent(_Body):
     response_sha256: str | None
 
 
-class PolicyDenial(_Body):
+class PolicyDenial(_Body, frozen=True):
     request_id: str
     time: float
     tenant: str
@@ -117,7 +117,7 @@ class PolicyDenial(_Body):
     request_sha256: str
 
 
-class AdminChange(_Body):
+class AdminChange(_Body, frozen=True):
     actor: str
     tenant: str | None
     action: str  # e.g. "key.revoke"
@@ -126,7 +126,7 @@ class AdminChange(_Body):
     detail: dict[str, Any] = {}
 
 
-class AgentStep(_Body):
+class AgentStep(_Body, frozen=True):
     """Reserved for the stateful runtime: one step of a multi-step agent run."""
 
     tenant: str
@@ -137,7 +137,7 @@ class AgentStep(_Body):
     detail: dict[str, Any] = {}
 
 
-class Link(_Body):
+class Link(_Body, frozen=True):
     """An earlier chain as a new chain saw it when it opened: it had reached `seq`, whose hash was `head`
     (durable: fsynced before it was read), and `final` says a final checkpoint closed it there."""
 
@@ -147,7 +147,7 @@ class Link(_Body):
     final: bool
 
 
-class ChainOpened(_Body):
+class ChainOpened(_Body, frozen=True):
     """The genesis record (seq 0): where the chain belongs, whether it is signed, and what came before it."""
 
     trail: str  # the trail the head registry files this chain under (audit.trail, default "<host>:<dir>")

@@ -13,8 +13,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from typing import TYPE_CHECKING
 
 from .checkpoint import Checkpoint
+
+if TYPE_CHECKING:
+    from sqlalchemy.ext.asyncio import AsyncEngine
 
 log = logging.getLogger("multihome.audit")
 
@@ -30,20 +34,21 @@ class HeadPublisher:
         self._latest: dict[str, Checkpoint] = {}
         self._wake = asyncio.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._engine = None
-        self._task: asyncio.Task | None = None
+        self._engine: AsyncEngine | None = None
+        self._task: asyncio.Task[None] | None = None
         self._failing_since: float | None = None
         self._last_warning = 0.0
 
     async def start(self) -> None:
         from ..storage.engine import create_engine  # SQLAlchemy only when there is a registry
 
-        self._loop = asyncio.get_running_loop()
+        self._loop = loop = asyncio.get_running_loop()
         self._engine = create_engine(self.url)
-        self._task = self._loop.create_task(self._run(), name="audit-head-publisher")
+        self._task = loop.create_task(self._run(), name="audit-head-publisher")
 
     def offer(self, cp: Checkpoint) -> None:
         """From any thread: publish `cp` soon (a later checkpoint of the same chain replaces it)."""
+        assert self._loop is not None, "offer() before start()"  # the audit writer starts this first
         try:
             self._loop.call_soon_threadsafe(self._put, cp)
         except RuntimeError:
@@ -71,15 +76,17 @@ class HeadPublisher:
         """Write what is held; True when nothing is left (or nothing was)."""
         if not self._latest:
             return True
+        engine = self._engine
+        assert engine is not None  # _run and _drain, the only callers, run after start()
         batch, self._latest = self._latest, {}
         from ..storage.engine import write_connection
         from .heads import upsert
 
         try:
-            conn = await write_connection(self._engine)
+            conn = await write_connection(engine)
             try:
                 async with conn.begin():
-                    await conn.execute(upsert(self._engine.dialect.name, self.trail, self.host, list(batch.values())))
+                    await conn.execute(upsert(engine.dialect.name, self.trail, self.host, list(batch.values())))
             finally:
                 await conn.close()
         except BaseException as exc:  # any database failure (or a cancel mid-write): keep them, retry
@@ -118,7 +125,8 @@ class HeadPublisher:
         if self._latest:
             log.error("audit: the head registry did not take the last checkpoints of %s before shutdown; the "
                       "checkpoint files still hold them", ", ".join(sorted(self._latest)))
-        await self._engine.dispose()
+        if self._engine is not None:  # set with _task, in start()
+            await self._engine.dispose()
 
     async def _drain(self) -> None:
         while not await self._flush():

@@ -49,10 +49,9 @@ def upsert(dialect: str, trail: str, host: str, cps: list[Checkpoint]):
     """One statement that moves each chain's row forward to `cps` (never back: an older checkpoint
     arriving late leaves a newer row alone)."""
     table = _table()
-    if dialect == "sqlite":
-        from sqlalchemy.dialects.sqlite import insert
-    else:
-        from sqlalchemy.dialects.postgresql import insert
+    from sqlalchemy.dialects import postgresql, sqlite  # SQLAlchemy's upsert is per dialect
+
+    insert = sqlite.insert if dialect == "sqlite" else postgresql.insert
     now = dt.datetime.now(dt.timezone.utc)
     rows = [dict(chain=cp.chain, trail=trail, host=host, seq=cp.seq, head=cp.head, final=cp.final,
                  checkpoint=encode_checkpoint(cp)[:-1].decode(), updated_at=now) for cp in cps]

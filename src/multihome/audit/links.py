@@ -43,9 +43,9 @@ def links_for_new_chain(directory: str, known: dict[str, tuple[int, str]] | None
     for name in names:
         record = genesis_record(directory, name)
         for link in (record or {}).get("body", {}).get("links") or ():
-            if isinstance(link, dict) and isinstance(link.get("seq"), int):
+            if isinstance(link, dict) and isinstance(link.get("seq"), int) and isinstance(link.get("chain"), str):
                 seen = (link["seq"], bool(link.get("final")))
-                linked[link.get("chain")] = max(linked.get(link.get("chain"), seen), seen)
+                linked[link["chain"]] = max(linked.get(link["chain"], seen), seen)
     links = []
     for name in names:
         end = known.get(name) or _durable_end(directory, name)

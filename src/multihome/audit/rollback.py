@@ -141,7 +141,7 @@ class Expectations:
 
     def _say_what_is_open(self, states: dict[str, ChainState]) -> None:
         """Warnings naming the chains whose end nothing vouches for: their rollback would pass."""
-        open_ = []
+        open_: list[tuple[str, int | None, int]] = []  # (chain, newest vouched seq, last seq)
         for name, state in sorted(states.items()):
             if not state.exists or state.broken_at is not None:
                 continue
@@ -157,8 +157,8 @@ class Expectations:
                         "checkpoint file, or deleting it with its checkpoint file, would pass",
                         severity="warning"))
             return
-        for name, vouched, last in open_:
-            upto = "not at all" if vouched is None else f"only up to seq {vouched}"
+        for name, newest, last in open_:
+            upto = "not at all" if newest is None else f"only up to seq {newest}"
             add(Problem(name, "unregistered", f"the head registry has this chain {upto} and no later chain links "
                         f"it further; it reaches seq {last}: a cut back to there would not be detected (the "
                         "registry lags a live writer by one checkpoint, or the database was unreachable)",

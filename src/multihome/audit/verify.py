@@ -218,10 +218,10 @@ def _walk(chain: str, path: str, wanted: set, state: ChainState, report: Report)
         if index == 0 and seq == 1 and event["kind"] != GENESIS_KIND:
             expected = 1  # a chain written before genesis records: seq 1 links to the genesis value
         if seq != expected:
-            problem = _order_problem(chain, lines, index, seq, expected, event, recent)
-            add(problem)
+            disorder = _order_problem(chain, lines, index, seq, expected, event, recent)
+            add(disorder)
             # A duplicated seq casts doubt on the first copy too: checkpoints from there on are moot.
-            broken = min(expected, problem.seq) if isinstance(problem.seq, int) else expected
+            broken = min(expected, disorder.seq) if isinstance(disorder.seq, int) else expected
             return broken - 1, broken, None
         if event["prev"] != prev:
             if index == 0:

@@ -25,6 +25,7 @@ import secrets
 import socket
 import threading
 import time
+from typing import Any
 
 from ..accounting.record import CallRecord
 from .chainfile import CHAIN_SUFFIX, CP_SUFFIX
@@ -36,6 +37,9 @@ from .keys import key_id_of, load_signing_key
 from .links import host_name, links_for_new_chain, trail_of
 
 log = logging.getLogger("multihome.audit")
+
+# A producer's event on its way to the writer thread: (kind, payload, the future of its seq or None).
+_Item = tuple[str, Any, "asyncio.Future[int] | None"]
 
 
 def new_chain_id() -> str:
@@ -67,8 +71,8 @@ class AuditLog:
         self.heads = HeadPublisher(heads_url, self.trail, host_name()) if heads_url else None
         self._checkpoints = self._signing is not None or self.heads is not None
         self.chain = ""
-        self._pending: collections.deque = collections.deque()  # admitted, not yet taken by the writer
-        self._waiting: collections.deque = collections.deque()  # producers beyond max_queue, in order
+        self._pending: collections.deque[_Item] = collections.deque()  # admitted, not yet taken by the writer
+        self._waiting: collections.deque[_Item] = collections.deque()  # producers beyond max_queue, in order
         self._inflight = 0  # admitted and not yet durable (loop thread only)
         self._wake = threading.Event()
         self._stopping = False
@@ -111,6 +115,7 @@ class AuditLog:
             self._admit(self._waiting.popleft())
         self._stopping = True
         self._wake.set()
+        assert self._thread is not None  # set by start(), which opened the log
         await asyncio.to_thread(self._thread.join)
         # The thread has exited, so futures it resolved are queued on the loop: let them run.
         await asyncio.sleep(0)
@@ -118,10 +123,12 @@ class AuditLog:
             await self.heads.close()
 
     # -- producers (event loop thread) ---------------------------------------------------------
-    def append(self, kind: str, body) -> asyncio.Future:
+    def append(self, kind: str, body) -> asyncio.Future[int]:
         """Queue an event; the future resolves with its seq once it is on disk (fsynced)."""
         if kind not in KINDS:
             raise ValueError(f"unknown audit event kind {kind!r} (known: {', '.join(KINDS)})")
+        if self._loop is None:
+            raise AuditClosed("the audit log is not started")
         future = self._loop.create_future()
         self._submit((kind, body, future))
         return future
@@ -144,7 +151,7 @@ class AuditLog:
         )
         await self.append("call_started", body)
 
-    def _submit(self, item) -> None:
+    def _submit(self, item: _Item) -> None:
         if self._closed:
             raise AuditClosed("the audit log is closed")
         if self._inflight >= self.config.max_queue or self._waiting:
@@ -154,14 +161,14 @@ class AuditLog:
             return
         self._admit(item)
 
-    def _admit(self, item) -> None:
+    def _admit(self, item: _Item) -> None:
         self._inflight += 1
         if self._inflight > self.max_inflight:
             self.max_inflight = self._inflight
         self._pending.append(item)
         self._wake.set()
 
-    def _batch_done(self, futures: list, count: int, seq_first: int, error: BaseException | None) -> None:
+    def _batch_done(self, futures: list[asyncio.Future[int] | None], count: int, seq_first: int, error: BaseException | None) -> None:
         self._inflight -= count
         for i, future in enumerate(futures):
             if future is None or future.done():
@@ -242,13 +249,14 @@ class AuditLog:
         self._maybe_checkpoint(force=True)
         self._close_chain()
 
-    def _take(self, n: int) -> list:
-        pending, out = self._pending, []
+    def _take(self, n: int) -> list[_Item]:
+        pending = self._pending
+        out: list[_Item] = []
         while pending and len(out) < n:
             out.append(pending.popleft())
         return out
 
-    def _write_batch(self, batch: list) -> None:
+    def _write_batch(self, batch: list[_Item]) -> None:
         lines, futures = [], []
         seq, head, chain = self._seq, self._head, self.chain
         first = seq + 1
@@ -286,7 +294,9 @@ class AuditLog:
         self.batches += 1
         self._resolve(futures, len(futures), first, None)
 
-    def _resolve(self, futures: list, count: int, first: int, error) -> None:
+    def _resolve(self, futures: list[asyncio.Future[int] | None], count: int, first: int,
+                 error: BaseException | None) -> None:
+        assert self._loop is not None  # the writer thread runs only after start()
         try:
             self._loop.call_soon_threadsafe(self._batch_done, futures, count, first, error)
         except RuntimeError:
