@@ -6,7 +6,7 @@ import datetime as dt
 from decimal import Decimal
 
 from multihome.accounting.record import CallRecord, Usage
-from multihome.contracts.metered import MeteredCall
+from multihome.metering.record import MeteredCall
 
 UTC = dt.timezone.utc
 

@@ -54,32 +54,32 @@ def render(p: Projection, paths: list[str], planned: bool = True) -> None:
         what = "cap" if p.kind == "revenue_share" else "commitment"
         hx, hy = history_steps(p)
         if hx:
-            ax.step(hx, hy, where="post", color=ACTUAL, label="actual (ledger)")
+            ax.step(hx, hy, where="post", color=ACTUAL, label="actual (ledger)")  # type: ignore[arg-type]  # matplotlib's stubs take no datetimes, its unit converters do (matplotlib#25676)
         n = 200
         span = (p.until - p.now).total_seconds()
         xs = [p.now + dt.timedelta(seconds=span * i / n) for i in range(n + 1)]
         ys = [p.value_at(x) for x in xs]
-        ax.plot(xs, ys, "--", color=ACTUAL, label=f"projected ({p.growth}, {p.growth_rate:+.1%} / 30 days)")
+        ax.plot(xs, ys, "--", color=ACTUAL, label=f"projected ({p.growth}, {p.growth_rate:+.1%} / 30 days)")  # type: ignore[arg-type]  # matplotlib's stubs take no datetimes, its unit converters do (matplotlib#25676)
         if p.limit is not None:
             ax.axhline(p.limit, color=LIMIT, linestyle=":", label=f"{what} {money_text(p.limit, p.currency)}")
         if p.kind == "commitment" and planned and p.start and p.end and p.limit is not None:
-            ax.plot([p.start, p.end], [0.0, p.limit], color=PLAN, alpha=0.7, label="planned burn (linear)")
+            ax.plot([p.start, p.end], [0.0, p.limit], color=PLAN, alpha=0.7, label="planned burn (linear)")  # type: ignore[arg-type]  # matplotlib's stubs take no datetimes, its unit converters do (matplotlib#25676)
 
         left = min([x for x in (p.start, hx[0] if hx else None, p.now) if x is not None])
         right = p.until + (p.until - left) * _MARGIN
         top = max([p.limit or 0.0, *ys, *hy]) * 1.15 or 1.0
-        ax.set_xlim(left, right)
+        ax.set_xlim(left, right)  # type: ignore[arg-type]  # matplotlib's stubs take no datetimes, its unit converters do (matplotlib#25676)
         ax.set_xticks(AutoDateLocator(maxticks=8).tick_values(left, p.until))  # no dates after the last day
         ax.xaxis.set_major_formatter(DateFormatter("%Y-%m-%d"))
         ax.set_ylim(0, top)
 
         # Today: where the ledger ends and the projection starts.
-        ax.axvline(p.now, color=TODAY, linestyle="-.", linewidth=1)
+        ax.axvline(p.now, color=TODAY, linestyle="-.", linewidth=1)  # type: ignore[arg-type]  # matplotlib's stubs take no datetimes, its unit converters do (matplotlib#25676)
         ax.annotate(f"today {p.now.date().isoformat()}", xy=(p.now, 0.98), xycoords=("data", "axes fraction"),
                     xytext=(4, 0), textcoords="offset points", va="top", color=TODAY, fontsize=9)
 
-        if p.crossing is not None:
-            ax.axvline(p.crossing, color=LIMIT, alpha=0.6)
+        if p.crossing is not None and p.limit is not None:  # a crossing is always of a limit
+            ax.axvline(p.crossing, color=LIMIT, alpha=0.6)  # type: ignore[arg-type]  # matplotlib's stubs take no datetimes, its unit converters do (matplotlib#25676)
             # Where nothing is drawn: below the flat capped line after a cap; above the limit before a
             # commitment's crossing (the planned burn runs below the limit to its end).
             below = p.kind == "revenue_share"
@@ -88,7 +88,7 @@ def render(p: Projection, paths: list[str], planned: bool = True) -> None:
                         va="top" if below else "bottom", ha="left" if below else "right",
                         arrowprops={"arrowstyle": "->", "color": LIMIT})
         elif p.limit is not None:
-            _bracket(ax, p)
+            _bracket(ax, p, p.limit)
 
         fig.suptitle(f"{p.contract_id}: {'accruals' if p.kind == 'revenue_share' else 'commitment burn-down'}"
                      f" to {p.last_day}")
@@ -107,10 +107,10 @@ def render(p: Projection, paths: list[str], planned: bool = True) -> None:
         plt.close(fig)
 
 
-def _bracket(ax, p: Projection) -> None:
+def _bracket(ax, p: Projection, limit: float) -> None:
     """A double arrow at the last day from the projected total up to the limit, labelled with the gap."""
-    ax.annotate("", xy=(p.until, p.limit), xytext=(p.until, p.at_until),
+    ax.annotate("", xy=(p.until, limit), xytext=(p.until, p.at_until),
                 arrowprops={"arrowstyle": "<->", "color": LIMIT, "shrinkA": 0, "shrinkB": 0})
     name = "shortfall" if p.kind == "commitment" else "below the cap"
-    ax.annotate(f"{name}\n{money_text(p.shortfall, p.currency)}", xy=(p.until, (p.limit + p.at_until) / 2),
+    ax.annotate(f"{name}\n{money_text(p.shortfall, p.currency)}", xy=(p.until, (limit + p.at_until) / 2),
                 xytext=(6, 0), textcoords="offset points", va="center", color=LIMIT, fontweight="bold")

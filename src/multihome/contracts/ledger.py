@@ -11,14 +11,16 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from decimal import Decimal
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from ..storage.base import as_utc
 from ..storage.engine import PgBulkInsert, is_sqlite, write_connection
 from . import money
 from ..config.contracts import Agreement, decode_agreement, encode_agreement
@@ -29,12 +31,6 @@ _PG_INSERT_ACCRUALS = PgBulkInsert(ledger_accruals)
 _UPDATE_TOTALS = sa.update(ledger_totals).where(ledger_totals.c.contract_id == sa.bindparam("cid")).values(
     accrued=sa.bindparam("accrued"), requested=sa.bindparam("requested"), calls=sa.bindparam("calls"),
     capped_at=sa.bindparam("capped_at"), updated_at=sa.bindparam("updated_at"))
-
-
-def _utc(value: dt.datetime | None) -> dt.datetime | None:
-    if value is None:
-        return None
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,7 +73,9 @@ class Ledger:
         self._insert = sqlite.insert if self._sqlite else postgresql.insert
         # Which of a batch's requests are already on record: the ids travel as one parameter (a
         # JSON array on SQLite, an array on PostgreSQL), not one bound parameter per id.
-        ids = sa.bindparam("ids")
+        ids: sa.BindParameter[Any] = sa.bindparam("ids")
+        listed: sa.ColumnElement[bool]
+        self._ids: Callable[[list[str]], object]  # the ids as the one parameter's value
         if self._sqlite:
             listed = ledger_accruals.c.request_id.in_(sa.select(sa.column("value")).select_from(sa.func.json_each(ids)))
             self._ids = json.dumps
@@ -128,7 +126,8 @@ class Ledger:
                     keys = sorted({p.request_id for p in batch if p.contract_id == c})
                     rows = await conn.execute(self._seen, {"contract": c, "ids": self._ids(keys)})
                     seen.update((c, r) for (r,) in rows.all())
-                rows_out, changed = [], {}
+                rows_out: list[dict[str, Any]] = []
+                changed: dict[str, Total] = {}
                 for p in batch:
                     key = (p.contract_id, p.request_id)
                     if key in seen:
@@ -184,7 +183,7 @@ class Ledger:
         async with self.engine.connect() as conn:
             rows = (await conn.execute(q.order_by(c.at, c.request_id))).all()
         return [
-            Accrual(r.contract_id, r.request_id, _utc(r.at), money.dec(r.basis), money.dec(r.requested),
+            Accrual(r.contract_id, r.request_id, as_utc(r.at), money.dec(r.basis), money.dec(r.requested),
                     money.dec(r.amount), r.price_version)
             for r in rows
         ]
@@ -202,7 +201,7 @@ class Ledger:
         out: dict[dt.date, Decimal] = {}
         async with self.engine.connect() as conn:
             for at, amount in (await conn.execute(q)).all():
-                day = _utc(at).date()
+                day = as_utc(at).date()
                 out[day] = money.add(out.get(day, money.ZERO), money.dec(amount))
         return sorted(out.items())
 
@@ -225,4 +224,4 @@ class Ledger:
 
 
 def _total(r) -> Total:
-    return Total(r.contract_id, money.dec(r.accrued), money.dec(r.requested), int(r.calls), _utc(r.capped_at))
+    return Total(r.contract_id, money.dec(r.accrued), money.dec(r.requested), int(r.calls), as_utc(r.capped_at))

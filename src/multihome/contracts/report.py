@@ -17,6 +17,7 @@ import datetime as dt
 import io
 from dataclasses import asdict, dataclass
 from decimal import Decimal
+from functools import partial
 
 from . import money, terms
 from ..config.contracts import Agreement, Commitment, RevenueShare
@@ -98,8 +99,8 @@ async def build_report(a: Agreement, ledger: Ledger, now: dt.datetime, window_da
     recent = await ledger.accrued_between(a.id, lo, hi) if span > 0 else money.ZERO
     rate = money.CTX.divide(recent, span) if span > 0 else money.ZERO
     start, end = terms.period(a)
-    common = dict(
-        contract_id=a.id, currency=a.currency, starts_on=a.starts_on.isoformat(), ends_on=a.ends_on.isoformat(),
+    report = partial(  # the fields both kinds share
+        ContractReport, contract_id=a.id, currency=a.currency, starts_on=a.starts_on.isoformat(), ends_on=a.ends_on.isoformat(),
         as_of=now.isoformat(), calls=total.calls if total else 0, accrued=str(money.cents(accrued)),
         accrued_exact=money.text(accrued), daily_rate=str(money.cents(rate)), daily_rate_exact=money.text(rate),
         window_days=float(span),
@@ -112,8 +113,8 @@ async def build_report(a: Agreement, ledger: Ledger, now: dt.datetime, window_da
             status = "capped"
         else:
             status = "not started" if now < start else "ended" if now >= end else "accruing"
-        return ContractReport(
-            kind="revenue_share", **common,
+        return report(
+            kind="revenue_share",
             limit=None if a.cap is None else str(money.cents(a.cap)),
             remaining=None if remaining is None else str(money.cents(remaining)),
             projected_date=when.date().isoformat() if when else None, status=status,
@@ -128,8 +129,8 @@ async def build_report(a: Agreement, ledger: Ledger, now: dt.datetime, window_da
     left_days = _days(max(end - now, dt.timedelta(0)))
     at_end = money.add(accrued, money.mul(rate, left_days))
     status = "on plan" if abs(vs_plan) < ON_PLAN_TOLERANCE else "ahead" if vs_plan > 0 else "behind"
-    return ContractReport(
-        kind="commitment", **common, limit=str(money.cents(a.amount)), remaining=str(money.cents(remaining)),
+    return report(
+        kind="commitment", limit=str(money.cents(a.amount)), remaining=str(money.cents(remaining)),
         projected_date=when.date().isoformat() if when else None, status=status,
         planned_to_date=str(money.cents(plan)), burn_vs_plan=round(vs_plan, 6),
         projected_at_end=str(money.cents(at_end)),

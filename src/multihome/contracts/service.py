@@ -25,7 +25,7 @@ from decimal import Decimal
 from . import terms
 from ..config.contracts import Agreement, Commitment, ContractsConfig, agreements_of, problems
 from .ledger import Ledger, Pending, Total
-from .metered import MeteredCall
+from ..metering.record import MeteredCall
 
 log = logging.getLogger("multihome.contracts")
 UTC = dt.timezone.utc
@@ -146,7 +146,7 @@ class ContractsService:
             n = min(len(self._queue), self.cfg.batch_max)
             batch = [self._queue.popleft() for _ in range(n)]
             try:
-                changed = await self.ledger.apply(batch)
+                changed = await self._open_ledger().apply(batch)
             except asyncio.CancelledError:
                 self._queue.extendleft(reversed(batch))
                 raise
@@ -164,6 +164,11 @@ class ContractsService:
             self._apply_totals(changed)
             self._committed_evt.set()
 
+    def _open_ledger(self) -> Ledger:
+        if self.ledger is None:  # the admin API answers 501 before getting here
+            raise RuntimeError("the contracts ledger is not open: no storage, or start() not called")
+        return self.ledger
+
     # -- agreements and totals -------------------------------------------------------------------
     def agreements(self) -> list[Agreement]:
         return list(self._index.by_id.values())
@@ -180,7 +185,7 @@ class ContractsService:
         from sqlalchemy.exc import IntegrityError
 
         try:
-            await self.ledger.create_agreement(a, actor=actor)
+            await self._open_ledger().create_agreement(a, actor=actor)
         except IntegrityError:
             raise AgreementConflict(f"a contract with id {a.id!r} already exists") from None
         await self.refresh()
@@ -188,11 +193,12 @@ class ContractsService:
 
     async def refresh(self) -> None:
         """Re-read stored agreements and every contract's ledger totals."""
-        stored = await self.ledger.agreements()
+        ledger = self._open_ledger()
+        stored = await ledger.agreements()
         config_ids = {a.id for a in self._configured}
         self._stored = [a for a in stored if a.id not in config_ids]  # config wins; the API refuses clashes
         self._set_agreements([*self._configured, *self._stored])
-        self._apply_totals(await self.ledger.totals())
+        self._apply_totals(await ledger.totals())
 
     async def _refresh_loop(self) -> None:
         while True:
