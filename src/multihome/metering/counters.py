@@ -9,6 +9,7 @@ leaves no trace. Values are integers (budget: nano-units of a currency; rates: r
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import ClassVar, Literal
 
 OK, BUDGET, RATE, DEPLOYMENT = 0, 1, 2, 3
 
@@ -32,7 +33,7 @@ class Outcome:
 class LocalCounters:
     """In-process counters: the same semantics as the Redis script, for one process."""
 
-    shared = False
+    shared: ClassVar[Literal[False]] = False  # Literal: `if counters.shared` tells the two kinds apart
     generation = 0  # in-process counters never vanish under a running process
 
     def __init__(self) -> None:

@@ -23,6 +23,7 @@ import logging
 import secrets
 import time
 from collections.abc import Awaitable, Callable
+from typing import ClassVar, Literal
 
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError, ResponseError
@@ -41,7 +42,7 @@ class CountersUnavailable(Exception):
 
 
 class RedisCounters:
-    shared = True
+    shared: ClassVar[Literal[True]] = True
 
     def __init__(self, url: str, timeout_s: float = 2.0, prefix: str = "mh:") -> None:
         # A Redis that stops answering fails admissions after timeout_s (fail_open decides what then).

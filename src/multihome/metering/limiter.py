@@ -13,6 +13,7 @@ import logging
 import math
 import time
 from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING
 
 from ..schema.principal import Principal
 from ..schema import header_text
@@ -22,6 +23,10 @@ from .counters import BUDGET, DEPLOYMENT, OK, Outcome, Plan
 from .periods import Periods, go_duration, window
 from .prices import PriceTable, reserve_nanos
 from .rules import BudgetSpec, Rules, prompt_reserve, window_expire_ms, window_key
+
+if TYPE_CHECKING:
+    from .counters import LocalCounters
+    from .counters_redis import RedisCounters  # redis-py only when the config names a Redis
 
 log = logging.getLogger("multihome.metering")
 _NO_HEADERS: list[tuple[bytes, bytes]] = []
@@ -102,13 +107,14 @@ class _Route:
 
 
 class Limiter:
-    def __init__(self, cfg: MeteringConfig, prices: PriceTable, counters=None, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, cfg: MeteringConfig, prices: PriceTable, counters: RedisCounters | None = None,
+                 clock: Callable[[], float] = time.time) -> None:
         from .counters import LocalCounters
 
         self.cfg = cfg
         self.prices = prices
         self.rules = Rules(cfg)
-        self.counters = counters if counters is not None else LocalCounters()
+        self.counters: LocalCounters | RedisCounters = counters if counters is not None else LocalCounters()
         self.clock = clock
         self.periods = Periods()
         self.open: dict[str, Ticket] = {}

@@ -17,6 +17,7 @@ import asyncio
 import datetime as dt
 import logging
 import time
+from typing import TYPE_CHECKING
 
 import sqlalchemy as sa
 
@@ -28,6 +29,11 @@ from .periods import UTC, WINDOW_MS, period, window
 from .prices import ZERO, PriceTable, text, to_nanos
 from .record import MeteredCall, MeteredSink
 from .rules import AdminBudget, Rules, admin_budget, principal_key, slot, window_expire_ms, window_key
+
+if TYPE_CHECKING:
+    from sqlalchemy.ext.asyncio import AsyncEngine
+
+    from .writer import UsageWriter
 
 log = logging.getLogger("multihome.metering")
 
@@ -45,8 +51,8 @@ class Metering:
         self.limiter = Limiter(cfg, prices, counters, clock)
         self.limiter.reseed_from_usage = self._reseed
         self.sinks: list[MeteredSink] = []
-        self.engine = None
-        self.writer = None
+        self.engine: AsyncEngine | None = None
+        self.writer: UsageWriter | None = None
         self.recorded = 0
         # storage.SnapshotCache (started before this service): where admin-set budgets come from.
         self.snapshots = snapshots
@@ -115,8 +121,8 @@ class Metering:
         from .tables import usage_calls
         from .writer import UsageWriter
 
-        self.engine = create_engine(self.storage_url)
-        await self._store_price_version()
+        self.engine = engine = create_engine(self.storage_url)
+        await self._store_price_version(engine)
         snap = self.snapshots.snapshot if self.snapshots is not None else None
         # Seeds the config budgets' and the stored budgets' counters; a failure fails start-up.
         await self._use_budgets(tuple(admin_budget(b) for b in snap.budgets) if snap is not None else ())
@@ -128,10 +134,10 @@ class Metering:
             self.snapshots.subscribe(self._snapshot_changed)
             self._snapshot_changed(self.snapshots.snapshot)  # a change that came in meanwhile
         w = self.cfg.writer
-        self.writer = UsageWriter(self.engine, usage_calls, batch_size=w.batch_size,
-                                  flush_interval_ms=w.flush_interval_ms, max_backlog=w.max_backlog)
-        self.limiter.overloaded = self.writer.overloaded
-        await self.writer.start()
+        self.writer = writer = UsageWriter(engine, usage_calls, batch_size=w.batch_size,
+                                           flush_interval_ms=w.flush_interval_ms, max_backlog=w.max_backlog)
+        self.limiter.overloaded = writer.overloaded
+        await writer.start()
 
     async def flush(self) -> None:
         await self.limiter.drain()
@@ -147,14 +153,14 @@ class Metering:
         if self.engine is not None:
             await self.engine.dispose()
 
-    async def _store_price_version(self) -> None:
+    async def _store_price_version(self, engine: AsyncEngine) -> None:
         from ..storage.engine import write_connection
         from .tables import usage_price_versions as t
 
         # A write transaction from the start: on SQLite a read that later upgrades to a write fails
         # at once ("database is locked") when another writer (the audit head registry) committed
         # in between, instead of waiting its turn.
-        conn = await write_connection(self.engine)
+        conn = await write_connection(engine)
         try:
             async with conn.begin():
                 found = (await conn.execute(sa.select(t.c.version).where(t.c.version == self.prices.version))).first()
@@ -221,6 +227,8 @@ class Metering:
         """
         from .tables import usage_calls as u
 
+        if self.engine is None:
+            return  # nothing stored to seed from (as seed_rates)
         column = {"tenant": u.c.tenant_id, "team": u.c.team_id, "key": u.c.key_id}
         now = self.limiter.clock()
         items: list[tuple[str, int, int]] = []
