@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from typing import overload
 
 import msgspec
 
@@ -30,6 +31,10 @@ def named_env_vars(value: object, path: str = "") -> Iterator[tuple[str, str]]:
             yield from named_env_vars(item, f"{path}[{i}]")
 
 
+@overload
+def env_secret(var: str, *, what: str) -> str: ...
+@overload
+def env_secret(var: str | None, *, what: str) -> str | None: ...
 def env_secret(var: str | None, *, what: str) -> str | None:
     """Read a secret from the environment; a named but unset variable is a start-up error."""
     if var is None:
