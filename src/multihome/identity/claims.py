@@ -50,6 +50,7 @@ def principal_from_claims(cfg: IssuerConfig, payload: dict[str, Any]) -> Princip
     if m.tenant_value is not None:
         tenant = m.tenant_value
     else:
+        assert m.tenant is not None  # ClaimsMap holds exactly one of tenant and tenant_value
         raw = claim(payload, m.tenant)
         if raw is _MISSING or raw is None or raw == "":
             raise forbidden(
@@ -60,13 +61,14 @@ def principal_from_claims(cfg: IssuerConfig, payload: dict[str, Any]) -> Princip
         if not isinstance(raw, str):
             raise forbidden(f"The token's '{m.tenant}' claim must be a single string naming the tenant.", "no_tenant")
         if m.tenant_map:
-            tenant = m.tenant_map.get(raw)
-            if tenant is None:
+            mapped = m.tenant_map.get(raw)
+            if mapped is None:
                 raise forbidden(
                     f"The token's tenant (claim '{m.tenant}') is not mapped to a tenant of this gateway "
                     f"(identity.oidc '{cfg.name}' claims.tenant_map).",
                     "unknown_tenant",
                 )
+            tenant = mapped
         else:
             tenant = raw
     if tenant == ALL_TENANTS:

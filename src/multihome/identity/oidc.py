@@ -40,6 +40,8 @@ from ..config.oidc import IssuerConfig, check_issuers
 from ..schema.principal import Principal
 
 if TYPE_CHECKING:
+    from jwt.types import Options
+
     from ..storage.revocations import RevocationIndex
 
 log = logging.getLogger("multihome.identity.oidc")
@@ -108,7 +110,7 @@ class _Issuer:
         self.cfg = cfg
         self.keys = keys
         self.audiences = list(cfg.audiences)
-        self.options = {"require": _REQUIRED, "enforce_minimum_key_length": True}
+        self.options: Options = {"require": _REQUIRED, "enforce_minimum_key_length": True}
 
 
 class OidcVerifier:
