@@ -103,6 +103,7 @@ class CompiledPolicy:
                     elif name not in deny_hits:
                         deny_hits[name] = (rule, dim)
                 elif is_allow:
+                    assert dim is not None  # a miss names the dimension that missed
                     allow_misses.setdefault(name, []).append((rule, dim))
             trace.append(RuleTrace(self.scope, self.scope_id, self.id, rule.index, rule.effect, tuple(matched), rule.summary))
         label = "tenant policy" if self.scope == "tenant" else f"{self.scope} {self.scope_id} policy"
