@@ -6,15 +6,21 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import time
+from typing import TYPE_CHECKING
 
 from ..schema.principal import Principal
 from ..routing import estimate
 from ..schema.errors import ApiError
 from .record import AttemptRecord, CallRecord, CallSink, Usage
 
+if TYPE_CHECKING:
+    from ..audit.writer import AuditLog
+    from ..metering.limiter import Limiter, Ticket
+
 
 class Accounting:
-    def __init__(self, sinks: list[CallSink] | None = None, limiter=None, audit=None) -> None:
+    def __init__(self, sinks: list[CallSink] | None = None, limiter: Limiter | None = None,
+                 audit: AuditLog | None = None) -> None:
         self.sinks = list(sinks or ())
         self.limiter = limiter  # metering.Limiter: admit() before the call
         self.audit = audit  # audit.AuditLog: call_started() durable before the answer
@@ -54,8 +60,8 @@ class CallTracker:
         self._t0 = time.perf_counter()
         self.model_group = ""
         self.policy_code = self.entitlement_id = None
-        self.ticket = None
-        self._durable: asyncio.Future | None = None
+        self.ticket: Ticket | None = None
+        self._durable: asyncio.Future[None] | None = None
         self.finished = False
         self.request = None  # the canonical chat or embeddings request, for usage estimates
         self.traceparent: bytes | None = None  # set by the front door when accounting.trace_context
@@ -68,11 +74,11 @@ class CallTracker:
         headers: list[tuple[bytes, bytes]] = []
         if self.acc.limiter is not None:
             prompt = estimate.input_tokens(self.request)
-            self.ticket = await self.acc.limiter.admit(
+            self.ticket = ticket = await self.acc.limiter.admit(
                 self.principal, group.name, deployments, prompt, max_output_tokens, self.request_id,
                 estimate.choices(self.request),
             )
-            headers = list(self.ticket.headers)
+            headers = list(ticket.headers)
         if self.acc.audit is not None:
             # Runs while the upstream works; the answer waits for it (see docs/audit.md).
             self._durable = asyncio.ensure_future(self.acc.audit.call_started(
