@@ -46,14 +46,18 @@ class CallLog:
             await self._write(batch)
 
     async def _write_loop(self) -> None:
+        queue = self._queue
+        assert queue is not None  # made by start(), before this task
         while True:
-            first = await self._queue.get()
+            first = await queue.get()
             await self._write([first, *self._take()])
 
     def _take(self) -> list[CallRecord]:
-        batch = []
-        while not self._queue.empty() and len(batch) < 4096:
-            batch.append(self._queue.get_nowait())
+        queue = self._queue
+        assert queue is not None  # made by start(), before the writer task that calls this
+        batch: list[CallRecord] = []
+        while not queue.empty() and len(batch) < 4096:
+            batch.append(queue.get_nowait())
         return batch
 
     async def _write(self, batch: list[CallRecord]) -> None:

@@ -22,7 +22,8 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
 from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
-from opentelemetry.trace import SpanKind, Status, StatusCode
+from opentelemetry.metrics import Histogram
+from opentelemetry.trace import SpanKind, Status, StatusCode, Tracer
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from .. import __version__
@@ -71,9 +72,9 @@ class Pipeline:
             exporter, max_queue_size=cfg.max_queue, schedule_delay_millis=cfg.batch_delay_ms,
             max_export_batch_size=min(512, cfg.max_queue), export_timeout_millis=cfg.export_timeout_s * 1000,
         ))
-        self._tracer = self._tracer_provider.get_tracer("multihome", __version__)
-        self._meter_provider = None
-        self._duration = self._tokens = None
+        self._tracer: Tracer | None = self._tracer_provider.get_tracer("multihome", __version__)
+        self._meter_provider: MeterProvider | None = None
+        self._histograms: tuple[Histogram, Histogram] | None = None  # (duration, tokens) when cfg.metrics
         if cfg.metrics:
             reader = metric_reader or PeriodicExportingMetricReader(
                 OTLPMetricExporter(endpoint=endpoint + "/v1/metrics", headers=headers, timeout=cfg.export_timeout_s),
@@ -82,27 +83,29 @@ class Pipeline:
             )
             self._meter_provider = MeterProvider(metric_readers=[reader], resource=resource, shutdown_on_exit=False)
             meter = self._meter_provider.get_meter("multihome", __version__)
-            self._duration = meter.create_histogram(
+            duration = meter.create_histogram(
                 "gen_ai.client.operation.duration", unit="s", description="GenAI operation duration",
                 explicit_bucket_boundaries_advisory=DURATION_BUCKETS,
             )
-            self._tokens = meter.create_histogram(
+            tokens = meter.create_histogram(
                 "gen_ai.client.token.usage", unit="{token}", description="Number of input and output tokens used",
                 explicit_bucket_boundaries_advisory=TOKEN_BUCKETS,
             )
+            self._histograms = (duration, tokens)
 
     def record(self, call: CallRecord) -> None:
-        if self._tracer is None:
+        tracer = self._tracer
+        if tracer is None:
             return
         try:
-            self._record(call)
+            self._record(call, tracer)
         except Exception:
             self.failures += 1
             if self.failures == 1:
                 log.exception("telemetry: could not export call %s; further failures are counted, not logged",
                               call.request_id)
 
-    def _record(self, call: CallRecord) -> None:
+    def _record(self, call: CallRecord, tracer: Tracer) -> None:
         name, attrs, metric_attrs, error_type = self.mapper.describe(call)
         context = None
         if call.traceparent:
@@ -111,20 +114,21 @@ class Pipeline:
                 carrier["tracestate"] = call.tracestate
             context = _propagator.extract(carrier)
         start = int(call.started_at * 1e9)
-        span = self._tracer.start_span(
+        span = tracer.start_span(
             name, context=context, kind=SpanKind.CLIENT, attributes=attrs, start_time=start,
             record_exception=False, set_status_on_exception=False,
         )
         if error_type is not None:
             span.set_status(Status(StatusCode.ERROR, f"{call.outcome}: {error_type} (HTTP {call.status})"))
         span.end(end_time=max(int(call.finished_at * 1e9), start))
-        if self._duration is not None:
-            self._duration.record(call.latency_ms / 1000, metric_attrs)
+        if self._histograms is not None:
+            duration, tokens = self._histograms
+            duration.record(call.latency_ms / 1000, metric_attrs)
             usage = call.usage
             # The conventions report counted tokens only, never the gateway's estimates.
             if usage is not None and not usage.estimated:
-                self._tokens.record(usage.prompt_tokens, {**metric_attrs, "gen_ai.token.type": "input"})
-                self._tokens.record(usage.completion_tokens, {**metric_attrs, "gen_ai.token.type": "output"})
+                tokens.record(usage.prompt_tokens, {**metric_attrs, "gen_ai.token.type": "input"})
+                tokens.record(usage.completion_tokens, {**metric_attrs, "gen_ai.token.type": "output"})
 
     def shutdown(self, deadline_s: float) -> bool:
         """Export what is queued (spans, then a final metric collection) within deadline_s.

@@ -21,7 +21,7 @@ from urllib.parse import unquote, urlsplit
 import msgspec
 
 from ..accounting.record import CallRecord
-from ..config import ConfigError, env_secret
+from ..config import Config, ConfigError, env_secret
 from .genai import GenAIMapper
 
 log = logging.getLogger("multihome.telemetry")
@@ -76,9 +76,14 @@ class Telemetry:
         self.dropped = 0  # records not handed to the worker (backlog full, or the worker is gone)
 
     @classmethod
-    def from_config(cls, config) -> Telemetry:
+    def from_config(cls, config: Config) -> Telemetry:
         t = config.telemetry
-        endpoint = t.otlp_endpoint or env_secret(t.otlp_endpoint_env, what="telemetry.otlp_endpoint_env")
+        assert t is not None, "only for a config with a telemetry section"
+        if t.otlp_endpoint is not None:
+            endpoint = t.otlp_endpoint
+        else:
+            assert t.otlp_endpoint_env is not None  # the config sets exactly one of the two
+            endpoint = env_secret(t.otlp_endpoint_env, what="telemetry.otlp_endpoint_env")
         if not endpoint.startswith(("http://", "https://")):
             raise ConfigError(f"telemetry.otlp_endpoint_env: {t.otlp_endpoint_env} must hold an http:// or https:// URL")
         headers = {}
@@ -96,17 +101,19 @@ class Telemetry:
             sys.executable, "-m", "multihome.observability.telemetry_worker",
             stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
         )
-        proc.stdin.write(_frame(self._setup()))  # the export headers travel over the pipe, not argv or env
+        stdin, stdout = proc.stdin, proc.stdout
+        assert stdin is not None and stdout is not None  # both PIPE
+        stdin.write(_frame(self._setup()))  # the export headers travel over the pipe, not argv or env
         try:
-            await proc.stdin.drain()
-            line = await asyncio.wait_for(proc.stdout.readline(), _START_TIMEOUT_S)
+            await stdin.drain()
+            line = await asyncio.wait_for(stdout.readline(), _START_TIMEOUT_S)
         except (asyncio.TimeoutError, OSError):
             line = b""
         if line.strip() != b"READY":
             proc.kill()
             await proc.wait()
             raise RuntimeError("telemetry: the export worker did not start (its error is in the log above)")
-        self._proc, self._pipe = proc, proc.stdin
+        self._proc, self._pipe = proc, stdin
         log.info("telemetry: exporting calls over OTLP/HTTP to %s (sample_ratio %s, worker pid %d)",
                  _where(self.endpoint), self.config.sample_ratio, proc.pid)
 
