@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal, Mapping, Sequence
+from typing import Mapping, Sequence
 
-KINDS = ("openai", "azure", "bedrock", "anthropic", "gemini", "vertex")
+from ..providers.registry import NAMES as KINDS
 
 
 @dataclass
 class SimulatorConfig:
-    kind: Literal["openai", "azure", "bedrock", "anthropic", "gemini", "vertex"] = "openai"
+    kind: str = "openai"  # one of KINDS: every provider kind has a simulator
     name: str = "sim"
     host: str = "127.0.0.1"
     port: int = 0  # 0 = pick a free port

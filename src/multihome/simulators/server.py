@@ -3,28 +3,21 @@
 from __future__ import annotations
 
 import asyncio
-
 import importlib
+from typing import cast
 
+from ..providers.registry import BY_NAME
 from .app import ProviderApp
 from .config import SimulatorConfig
 from .http import serve
 from .state import SimState
 
-# kind -> "module:Class"; imported only when a simulator of that kind starts.
-_APPS: dict[str, str] = {
-    "openai": "openai_api:OpenAIApp",
-    "azure": "azure_api:AzureApp",
-    "bedrock": "bedrock_api:BedrockApp",
-    "anthropic": "anthropic_api:AnthropicApp",
-    "gemini": "gemini_api:GeminiApp",
-    "vertex": "gemini_api:GeminiApp",
-}
-
 
 def _app_class(kind: str) -> type[ProviderApp]:
-    module, _, cls = _APPS[kind].partition(":")
-    return getattr(importlib.import_module(f"{__package__}.{module}"), cls)
+    """The app that speaks `kind`, named by its provider descriptor ("module:Class") and imported
+    only when a simulator of that kind starts."""
+    module, _, cls = BY_NAME[kind].simulator.partition(":")
+    return cast("type[ProviderApp]", getattr(importlib.import_module(module), cls))
 
 
 class Simulator:

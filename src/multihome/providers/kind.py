@@ -1,0 +1,48 @@
+"""`ProviderKind`: everything the rest of the gateway may know about one upstream API, as data.
+
+Each `providers/<kind>/__init__.py` declares one (two for `gemini/`, which speaks both the Gemini
+API and Vertex AI) and `registry.py` lists them. Config validation, telemetry, the simulators and
+the conformance matrix read these fields instead of keeping their own per-kind lists, so adding a
+provider is one folder and one registry line (docs/adding-a-provider.md).
+
+Pure data with no project imports: `config` and the simulators import the registry at load
+time, and the adapter behind each kind is imported only when a config uses it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Protocol
+
+
+class ProviderFields(Protocol):
+    """The parts of a config's provider entry a descriptor reads (config.Provider has them)."""
+
+    @property
+    def endpoint(self) -> str | None: ...
+
+    @property
+    def region(self) -> str | None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class ProviderKind:
+    name: str  # the `kind:` value in a config's `providers:` entry
+    title: str  # the upstream API as people name it (docs, messages)
+    telemetry_name: str  # OpenTelemetry GenAI `gen_ai.provider.name`
+    auth_methods: tuple[str, ...]  # the `auth:` fields (config.ProviderAuth) this kind accepts
+    adapter: str  # module with `build(name, provider) -> Adapter`; imported on first use
+    simulator: str  # "module:Class" of the multihome.simulators app that speaks this API
+    requires: tuple[str, ...] = ()  # provider fields a config must set besides `endpoint`
+    # The public endpoint when the config sets none, from the provider's region (None: the
+    # config must set `endpoint`).
+    default_endpoint: Callable[[str | None], str] | None = None
+
+    def endpoint(self, provider: ProviderFields) -> str | None:
+        """The base URL the adapter calls: the configured one, else the derived public one."""
+        if provider.endpoint:
+            return provider.endpoint
+        if self.default_endpoint is None:
+            return None
+        return self.default_endpoint(provider.region)
