@@ -13,7 +13,7 @@ import msgspec
 import pytest
 
 from multihome.api.admin_contracts_routes import ContractRoutes
-from multihome.contracts.config import parse_contracts
+from multihome.config.contracts import parse_contracts
 from multihome.contracts.report import CSV_COLUMNS, build_report, to_csv
 from multihome.contracts.service import ContractsService
 from multihome.identity.principal import Principal

@@ -10,7 +10,7 @@ from decimal import Decimal
 import pytest
 import sqlalchemy as sa
 
-from multihome.metering.config import BudgetRule, MeteringConfig, WriterConfig
+from multihome.config.metering import BudgetRule, MeteringConfig, WriterConfig
 from multihome.metering.prices import DeploymentPrice, PriceTable
 from multihome.metering.service import Metering
 from multihome.metering.summary import usage_summary

@@ -18,7 +18,7 @@ from urllib.parse import parse_qs
 
 import msgspec
 
-from ..contracts.config import Agreement, encode_agreement
+from ..config.contracts import Agreement, encode_agreement
 from ..contracts.report import build_report, build_reports, to_csv
 from ..contracts.service import AgreementConflict, ContractsService
 from ..identity.principal import Principal

@@ -23,7 +23,7 @@ import datetime as dt
 
 import msgspec
 
-from ..identity.oidc_config import IssuerConfig
+from ..config.oidc import IssuerConfig
 from ..identity.principal import ORG_ADMIN, Principal
 from ..schema.errors import ApiError
 from ..storage.errors import NotFound

@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..schema.errors import ApiError
-from .oidc_config import IssuerConfig
+from ..config.oidc import IssuerConfig
 from .principal import ALL_TENANTS, Principal
 
 _MISSING = object()

@@ -10,7 +10,7 @@ import math
 from dataclasses import dataclass
 
 from ..identity.principal import Principal
-from .config import BudgetRule, MeteringConfig
+from ..config.metering import BudgetRule, MeteringConfig
 from .periods import WINDOW_MS
 from .prices import to_nanos
 

@@ -10,12 +10,10 @@ from typing import Literal
 
 import msgspec
 
-
-class _Strict(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
-    pass
+from .struct import Strict
 
 
-class BudgetRule(_Strict):
+class BudgetRule(Strict):
     scope: Literal["tenant", "team", "key"]
     # The tenant / team / key id this budget applies to, or "*": each one separately.
     # `key` means the API key id; for credentials without one (OIDC, static env keys) the subject.
@@ -30,28 +28,28 @@ class BudgetRule(_Strict):
         return Decimal(str(self.amount))
 
 
-class RateLimitRule(_Strict):
+class RateLimitRule(Strict):
     scope: Literal["tenant", "team", "key", "deployment"]
     id: str  # or "*": each tenant/team/key/deployment separately
     requests_per_minute: int | None = None
     tokens_per_minute: int | None = None
 
 
-class PromptReserve(_Strict):
+class PromptReserve(Strict):
     # The prompt-token estimate is a heuristic (4 characters per token); reserve a margin above it
     # so a budget is not overshot by a bad guess: ceil(estimate * factor) + extra_tokens.
     factor: float = 1.25
     extra_tokens: int = 16
 
 
-class WriterConfig(_Strict):
+class WriterConfig(Strict):
     batch_size: int = 500  # rows per transaction (group commit)
     flush_interval_ms: int = 50  # a row waits at most this long for its batch
     # Above this many unwritten rows, new calls are refused (503) instead of risking lost usage.
     max_backlog: int = 50_000
 
 
-class MeteringConfig(_Strict):
+class MeteringConfig(Strict):
     # Shares budget and rate-limit counters across replicas; unset = per process.
     redis_url_env: str | None = None
     key_prefix: str = "mh:"

@@ -13,7 +13,8 @@ from urllib.parse import urlsplit
 
 import msgspec
 
-from .principal import ALL_TENANTS, ROLES
+from ..identity.principal import ALL_TENANTS, ROLES
+from .struct import Strict
 
 # Algorithms a token may be signed with, by the key type (and curve) that verifies them.
 ASYMMETRIC_ALGORITHMS = {
@@ -30,11 +31,7 @@ ASYMMETRIC_ALGORITHMS = {
 }
 
 
-class _Strict(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
-    pass
-
-
-class ClaimsMap(_Strict):
+class ClaimsMap(Strict):
     """Which claims of a verified token become the Principal. Claim names may be dotted paths
     into nested objects ("realm_access.roles"); a top-level claim with that exact name wins."""
 
@@ -69,7 +66,7 @@ class ClaimsMap(_Strict):
             raise ValueError("claims.role_map: also set `roles`, the claim the external roles are read from")
 
 
-class IssuerConfig(_Strict):
+class IssuerConfig(Strict):
     name: str  # short name, shown as the principal's source "oidc:<name>"
     issuer: str  # the exact `iss` value tokens carry
     audiences: list[str]  # a token's `aud` must contain one of these

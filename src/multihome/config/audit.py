@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import msgspec
 
+from .struct import Strict
 
-class AuditConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+
+class AuditConfig(Strict):
     dir: str | None = None  # where chain files go; None = audit off
     # Ed25519 private key: a PEM file, or an env var holding PEM or the raw 32-byte seed in base64.
     signing_key_file: str | None = None

@@ -31,6 +31,7 @@ from typing import Literal
 import msgspec
 
 from ..schema import admin_fields as fields
+from .struct import Strict
 
 _ID = re.compile(r"^[A-Za-z0-9_\-]{1,64}$")  # also what the admin API's URL pattern accepts
 # Amounts (commitment amount, revenue-share cap) up to a quadrillion: reports round to cents in a
@@ -38,11 +39,7 @@ _ID = re.compile(r"^[A-Za-z0-9_\-]{1,64}$")  # also what the admin API's URL pat
 MAX_AMOUNT = Decimal(10**15)
 
 
-class _Strict(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
-    pass
-
-
-class Basis(_Strict):
+class Basis(Strict):
     """Which metered calls count. An empty list means any."""
 
     tenants: list[str] = msgspec.field(default_factory=list)
@@ -50,7 +47,7 @@ class Basis(_Strict):
     providers: list[str] = msgspec.field(default_factory=list)
 
 
-class RevenueShare(_Strict, tag="revenue_share", tag_field="kind", kw_only=True):
+class RevenueShare(Strict, tag="revenue_share", tag_field="kind", kw_only=True):
     id: str
     parties: list[str] = msgspec.field(default_factory=list)
     rate: Decimal  # fraction of the metered cost, 0 <= rate <= 1
@@ -61,7 +58,7 @@ class RevenueShare(_Strict, tag="revenue_share", tag_field="kind", kw_only=True)
     currency: str = "USD"
 
 
-class Commitment(_Strict, tag="commitment", tag_field="kind", kw_only=True):
+class Commitment(Strict, tag="commitment", tag_field="kind", kw_only=True):
     id: str
     provider: str
     amount: Decimal
@@ -74,7 +71,7 @@ class Commitment(_Strict, tag="commitment", tag_field="kind", kw_only=True):
 Agreement = RevenueShare | Commitment
 
 
-class ContractsConfig(_Strict):
+class ContractsConfig(Strict):
     revenue_share: list[RevenueShare] = msgspec.field(default_factory=list)
     commitments: list[Commitment] = msgspec.field(default_factory=list)
     # Group commit: a batch is written when it reaches batch_max accruals or flush_interval_s passes.
