@@ -63,7 +63,8 @@ model_groups:
         ("{kind: anthropic, auth: {aws: {}}}", "providers.p.auth.aws: only for kind bedrock"),
         ("{kind: gemini, auth: {google: {}}}", "providers.p.auth.google: only for kind vertex"),
         ("{kind: vertex, region: r, project: x, auth: {api_key_env: K}}",
-         "providers.p.auth.api_key_env: only for kind openai or azure or bedrock or anthropic or gemini"),
+         "providers.p.auth.api_key_env: only for kind "
+         + " or ".join(k.name for k in KINDS if "api_key_env" in k.auth_methods)),
         ("{kind: bedrock, region: r, auth: {api_key_env: K, aws: {}}}", "providers.p.auth: set one of api_key_env, aws, not several"),
     ],
 )

@@ -61,4 +61,4 @@ def build(name: str, provider) -> AzureAdapter:
     where = f"providers.{name}.auth"
     api_key = env_secret(provider.auth.api_key_env, what=f"{where}.api_key_env")
     entra = EntraTokens(provider.auth.entra, f"{where}.entra") if provider.auth.entra else None
-    return AzureAdapter(provider.endpoint, provider.api_version or "2024-10-21", api_key, entra)
+    return AzureAdapter(KIND.endpoint(provider), provider.api_version or "2024-10-21", api_key, entra)

@@ -32,4 +32,4 @@ class OpenAIAdapter(PassThrough):
 def build(name: str, provider) -> OpenAIAdapter:
     from ...config import env_secret
 
-    return OpenAIAdapter(provider.endpoint, env_secret(provider.auth.api_key_env, what=f"providers.{name}.auth.api_key_env"))
+    return OpenAIAdapter(KIND.endpoint(provider), env_secret(provider.auth.api_key_env, what=f"providers.{name}.auth.api_key_env"))
