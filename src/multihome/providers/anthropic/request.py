@@ -8,8 +8,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import msgspec
-
 from ...schema.chat import ChatRequest, ContentPart, Message, ParsedChat
 from ...schema.errors import bad_request
 from ..canonical_in import max_output_tokens, raw_json, stop_list, tool_arguments, unsupported
