@@ -27,7 +27,7 @@ from .routing.catalog import Catalog
 from .routing.latency import LatencyStats
 from .routing.planner import Planner
 from .routing.router import Router
-from .storage_service import StorageService
+from .storage.service import StorageService
 
 CONFIG_ENV = "MULTIHOME_CONFIG"
 DRAIN_ENV = "MULTIHOME_DRAIN_TIMEOUT_S"  # `serve --drain-timeout`, passed on to `--workers` processes

@@ -8,7 +8,7 @@ from oidc_issuer import LocalIssuer
 
 from multihome.identity.oidc import OidcVerifier
 from multihome.config.oidc import IssuerConfig
-from multihome.identity.principal import AUDITOR, MEMBER, ORG_ADMIN, TENANT_ADMIN, Principal
+from multihome.schema.principal import AUDITOR, MEMBER, ORG_ADMIN, TENANT_ADMIN, Principal
 
 from .helpers import refused, verify_all, verify_one
 

@@ -24,7 +24,7 @@ import datetime as dt
 import msgspec
 
 from ..config.oidc import IssuerConfig
-from ..identity.principal import ORG_ADMIN, Principal
+from ..schema.principal import ORG_ADMIN, Principal
 from ..schema.errors import ApiError
 from ..storage.errors import NotFound
 from . import admin_bodies as B

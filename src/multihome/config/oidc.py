@@ -13,7 +13,7 @@ from urllib.parse import urlsplit
 
 import msgspec
 
-from ..identity.principal import ALL_TENANTS, ROLES
+from ..schema.principal import ALL_TENANTS, ROLES
 from .struct import Strict
 
 # Algorithms a token may be signed with, by the key type (and curve) that verifies them.

@@ -10,7 +10,7 @@ from typing import Any
 
 from ..schema.errors import ApiError
 from ..config.oidc import IssuerConfig
-from .principal import ALL_TENANTS, Principal
+from ..schema.principal import ALL_TENANTS, Principal
 
 _MISSING = object()
 # Claims defined as space-delimited lists (RFC 8693 `scope`, Entra ID `scp`).

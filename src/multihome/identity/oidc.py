@@ -37,7 +37,7 @@ from ..schema.errors import ApiError
 from .claims import principal_from_claims
 from .jwks import JwksCache
 from ..config.oidc import IssuerConfig, check_issuers
-from .principal import Principal
+from ..schema.principal import Principal
 
 if TYPE_CHECKING:
     from ..storage.revocations import RevocationIndex

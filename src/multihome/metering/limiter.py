@@ -14,7 +14,7 @@ import math
 import time
 from collections.abc import Awaitable, Callable
 
-from ..identity.principal import Principal
+from ..schema.principal import Principal
 from ..schema import header_text
 from ..schema.errors import ApiError
 from ..config.metering import MeteringConfig

@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from ..identity.principal import Principal
+from ..schema.principal import Principal
 from ..config.metering import BudgetRule, MeteringConfig
 from .periods import WINDOW_MS
 from .prices import to_nanos

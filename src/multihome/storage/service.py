@@ -6,7 +6,9 @@ from __future__ import annotations
 import asyncio
 import time
 
-from .config import Config, env_secret
+from ..config import Config, env_secret
+from .snapshot import SnapshotCache
+from .store import open_store
 
 # A key (or a token's tenant) this replica has not seen may have just been created on another one: look once more,
 # but re-read the database at most this often, so a flood of made-up keys costs nothing.
@@ -56,8 +58,6 @@ class StorageService:
     async def start(self) -> None:
         if not self.enabled:
             return
-        from .storage import SnapshotCache, open_store
-
         self.store = await open_store(self.url, migrate=True)
         self.snapshots = SnapshotCache(self.store, interval_s=self._refresh_s)
         await self.snapshots.start()
