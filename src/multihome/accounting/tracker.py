@@ -7,13 +7,8 @@ import asyncio
 import hashlib
 import time
 
-<<<<<<< HEAD
-from ..identity.principal import Principal
 from ..schema import estimate
-=======
 from ..schema.principal import Principal
-from ..routing import estimate
->>>>>>> main
 from ..schema.errors import ApiError
 from .record import AttemptRecord, CallRecord, CallSink, Usage
 
