@@ -1,7 +1,7 @@
 """No module outside providers/ and simulators/ dispatches on a provider kind by its name.
 
-What a kind means (its default endpoint, required fields, auth methods, telemetry name, adapter,
-simulator) is data in its descriptor, `providers/<kind>/__init__.py`, listed once in
+What a kind means (its default endpoint, required fields, auth methods, telemetry name, adapter)
+is data in its descriptor, `providers/<kind>/__init__.py`, listed once in
 `providers/registry.py`. Code elsewhere that compares `kind == "bedrock"` or keeps a
 `{"bedrock": ...}` table is a second, hand-kept list that a new provider kind silently misses
 (issue 12 found five in config.py and two in observability/genai.py).

@@ -1,5 +1,6 @@
-"""The provider registry: every kind is complete (adapter, simulator, folders), and the config and
-telemetry rules that used to be per-kind lists follow from the descriptors."""
+"""The provider registry: every kind is complete (adapter, simulator, folders), the simulators'
+own table of kinds agrees with it, and the config rules that used to be per-kind lists follow
+from the descriptors."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from multihome.config import ConfigError, parse_config
 from multihome.providers.kind import ProviderKind
 from multihome.providers.registry import BY_NAME, KINDS, NAMES
 from multihome.simulators.app import ProviderApp
+from multihome.simulators.kinds import APPS
 
 SRC = Path(__file__).resolve().parents[2] / "src" / "multihome"
 
@@ -29,14 +31,19 @@ def test_every_kind_is_complete(kind: ProviderKind) -> None:
     package = kind.adapter.rpartition(".")[0]
     declared = vars(importlib.import_module(package)).values()
     assert any(d is kind for d in declared), f"{package} does not declare the {kind.name} descriptor"
-    module, _, cls = kind.simulator.partition(":")
-    assert issubclass(getattr(importlib.import_module(module), cls), ProviderApp)
+    assert kind.name in APPS, f"no simulator for kind {kind.name}: add it to simulators/kinds.py"
+    module, _, cls = APPS[kind.name].partition(":")
+    assert issubclass(getattr(importlib.import_module(f"multihome.simulators.{module}"), cls), ProviderApp)
     # providers/<folder>/ and simulators/<folder>/ mirror each other
     folder = package.rpartition(".")[2]
     assert (SRC / "providers" / folder).is_dir() and (SRC / "simulators" / folder).is_dir()
-    assert module.startswith(f"multihome.simulators.{folder}.")
+    assert module.startswith(f"{folder}.")
     assert set(kind.auth_methods) <= {"api_key_env", "entra", "aws", "google"}
     assert kind.telemetry_name
+
+
+def test_the_simulators_serve_exactly_the_registered_kinds() -> None:
+    assert tuple(APPS) == NAMES
 
 
 def _config(provider: str) -> str:

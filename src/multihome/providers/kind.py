@@ -1,12 +1,13 @@
 """`ProviderKind`: everything the rest of the gateway may know about one upstream API, as data.
 
 Each `providers/<kind>/__init__.py` declares one (two for `gemini/`, which speaks both the Gemini
-API and Vertex AI) and `registry.py` lists them. Config validation, telemetry, the simulators and
-the conformance matrix read these fields instead of keeping their own per-kind lists, so adding a
-provider is one folder and one registry line (docs/adding-a-provider.md).
+API and Vertex AI) and `registry.py` lists them. Config validation and telemetry read these fields
+instead of keeping their own per-kind lists, and tests hold the simulators' table and the
+conformance matrix to the registry (docs/adding-a-provider.md).
 
-Pure data with no project imports: `config` and the simulators import the registry at load
-time, and the adapter behind each kind is imported only when a config uses it.
+Pure data with no project imports: `config` imports the registry while it loads (the one import
+of providers the layer contract in pyproject.toml lets it make), and the adapter behind each kind
+is imported only when a config uses it.
 """
 
 from __future__ import annotations
@@ -33,7 +34,6 @@ class ProviderKind:
     telemetry_name: str  # OpenTelemetry GenAI `gen_ai.provider.name`
     auth_methods: tuple[str, ...]  # the `auth:` fields (config.ProviderAuth) this kind accepts
     adapter: str  # module with `build(name, provider) -> Adapter`; imported on first use
-    simulator: str  # "module:Class" of the multihome.simulators app that speaks this API
     requires: tuple[str, ...] = ()  # provider fields a config must set besides `endpoint`
     # The public endpoint when the config sets none, from the provider's region (None: the
     # config must set `endpoint`).

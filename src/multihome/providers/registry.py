@@ -1,8 +1,9 @@
 """Every provider kind the gateway speaks, in one list, and the adapter factory that reads it.
 
-Config validation, telemetry, the simulators and the conformance matrix read `KINDS` instead of
-keeping their own per-kind lists. Importing this module loads only the descriptors (plain data:
-see kind.py); an adapter's module is imported when a config first uses its kind.
+Config validation and telemetry read `KINDS` instead of keeping their own per-kind lists; the
+simulators (which use none of the gateway) and the conformance matrix keep a table each, and
+tests fail when either disagrees with this one. Importing this module loads only the descriptors
+(plain data: see kind.py); an adapter's module is imported when a config first uses its kind.
 """
 
 from __future__ import annotations
@@ -13,11 +14,10 @@ from typing import TYPE_CHECKING, cast
 from . import anthropic, azure, bedrock, gemini, openai
 from .kind import ProviderKind
 
-if TYPE_CHECKING:  # the config imports this registry, so the adapter side is typed only
+if TYPE_CHECKING:  # config imports this registry: importing config back at run time would be a cycle
     from ..config import Provider
     from .base import Adapter
 
-# Order is the order `multihome` lists kinds in (config errors, the simulator's --kind choices).
 KINDS: tuple[ProviderKind, ...] = (openai.KIND, azure.KIND, bedrock.KIND, anthropic.KIND, gemini.KIND, gemini.VERTEX)
 BY_NAME: dict[str, ProviderKind] = {kind.name: kind for kind in KINDS}
 NAMES: tuple[str, ...] = tuple(BY_NAME)

@@ -5,12 +5,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Mapping, Sequence
 
-from ..providers.registry import NAMES as KINDS
+from .kinds import KINDS
 
 
 @dataclass
 class SimulatorConfig:
-    kind: str = "openai"  # one of KINDS: every provider kind has a simulator
+    kind: str = "openai"  # one of kinds.KINDS
     name: str = "sim"
     host: str = "127.0.0.1"
     port: int = 0  # 0 = pick a free port

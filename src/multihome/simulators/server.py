@@ -6,18 +6,16 @@ import asyncio
 import importlib
 from typing import cast
 
-from ..providers.registry import BY_NAME
 from .app import ProviderApp
 from .config import SimulatorConfig
 from .http import serve
+from .kinds import APPS
 from .state import SimState
 
 
 def _app_class(kind: str) -> type[ProviderApp]:
-    """The app that speaks `kind`, named by its provider descriptor ("module:Class") and imported
-    only when a simulator of that kind starts."""
-    module, _, cls = BY_NAME[kind].simulator.partition(":")
-    return cast("type[ProviderApp]", getattr(importlib.import_module(module), cls))
+    module, _, cls = APPS[kind].partition(":")
+    return cast("type[ProviderApp]", getattr(importlib.import_module(f"{__package__}.{module}"), cls))
 
 
 class Simulator:

@@ -23,6 +23,5 @@ KIND = ProviderKind(
     telemetry_name="anthropic",
     auth_methods=("api_key_env",),
     adapter="multihome.providers.anthropic.adapter",
-    simulator="multihome.simulators.anthropic.api:AnthropicApp",
     default_endpoint=_public_endpoint,
 )

@@ -13,5 +13,4 @@ KIND = ProviderKind(
     telemetry_name="azure.ai.openai",
     auth_methods=("api_key_env", "entra"),
     adapter="multihome.providers.azure.adapter",
-    simulator="multihome.simulators.azure.api:AzureApp",
 )

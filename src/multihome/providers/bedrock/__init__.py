@@ -21,7 +21,6 @@ KIND = ProviderKind(
     telemetry_name="aws.bedrock",
     auth_methods=("api_key_env", "aws"),
     adapter="multihome.providers.bedrock.adapter",
-    simulator="multihome.simulators.bedrock.api:BedrockApp",
     requires=("region",),
     default_endpoint=_public_endpoint,
 )

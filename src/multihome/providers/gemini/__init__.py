@@ -27,7 +27,6 @@ KIND = ProviderKind(
     telemetry_name="gcp.gemini",
     auth_methods=("api_key_env",),
     adapter="multihome.providers.gemini.adapter",
-    simulator="multihome.simulators.gemini.api:GeminiApp",
     default_endpoint=_gemini_endpoint,
 )
 VERTEX = ProviderKind(
@@ -36,7 +35,6 @@ VERTEX = ProviderKind(
     telemetry_name="gcp.vertex_ai",
     auth_methods=("google",),
     adapter="multihome.providers.gemini.adapter",
-    simulator="multihome.simulators.gemini.api:GeminiApp",
     requires=("region", "project"),
     default_endpoint=vertex_endpoint,
 )

@@ -14,5 +14,4 @@ KIND = ProviderKind(
     telemetry_name="openai",
     auth_methods=("api_key_env",),
     adapter="multihome.providers.openai.adapter",
-    simulator="multihome.simulators.openai.api:OpenAIApp",
 )
