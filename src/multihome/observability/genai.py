@@ -24,14 +24,17 @@ class ProviderKindInfo(Protocol):
     """What telemetry reads from a provider kind's descriptor (`providers.kind.ProviderKind`).
 
     The descriptors are handed in by the composition root (app.py passes
-    `providers.registry.BY_NAME`) rather than imported: observability stays off the import path
-    below it (DESIGN.md: ... -> providers -> schema), and this Protocol is all it knows of them.
+    `providers.registry.BY_NAME`) rather than imported. That was the simplest way to drop the
+    import of `providers` (against DESIGN.md's one-way rule) without a second table of kinds:
+    telemetry maps call records and never needs the adapters' package, only these two members.
     """
 
     @property
     def telemetry_name(self) -> str: ...  # the conventions' well-known gen_ai.provider.name
 
-    def endpoint(self, provider: Any) -> str | None: ...  # the base URL the adapter calls
+    def endpoint(self, provider: Any) -> str: ...  # the base URL the adapter calls
+
+
 # CallRecord.endpoint -> gen_ai.operation.name (the Anthropic Messages front door is a chat).
 OPERATION_NAMES = {"chat": "chat", "messages": "chat", "embeddings": "embeddings"}
 

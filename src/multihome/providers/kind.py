@@ -39,10 +39,13 @@ class ProviderKind:
     # config must set `endpoint`).
     default_endpoint: Callable[[str | None], str] | None = None
 
-    def endpoint(self, provider: ProviderFields) -> str | None:
-        """The base URL the adapter calls: the configured one, else the derived public one."""
+    def endpoint(self, provider: ProviderFields) -> str:
+        """The base URL the adapter calls: the configured one, else the derived public one.
+
+        A loaded config always has one (config/load.py requires `endpoint` when there is no
+        default); the ValueError is for a provider built by hand without it."""
         if provider.endpoint:
             return provider.endpoint
         if self.default_endpoint is None:
-            return None
+            raise ValueError(f"a provider of kind {self.name!r} needs an endpoint")
         return self.default_endpoint(provider.region)

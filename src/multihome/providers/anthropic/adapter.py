@@ -11,6 +11,7 @@ from collections.abc import Mapping
 
 import msgspec
 
+from ...config import Provider, env_secret
 from ...schema.bounded import Decoder
 from ...schema.chat import ParsedChat
 from ...schema.embeddings import ParsedEmbeddings
@@ -102,11 +103,6 @@ class AnthropicAdapter(AdapterBase):
         return classify(status, headers, body)
 
 
-
-
-
-def build(name: str, provider) -> AnthropicAdapter:
-    from ...config import env_secret
-
+def build(name: str, provider: Provider) -> AnthropicAdapter:
     api_key = env_secret(provider.auth.api_key_env, what=f"providers.{name}.auth.api_key_env")
     return AnthropicAdapter(KIND.endpoint(provider), api_key, provider.api_version or DEFAULT_VERSION)

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from urllib.parse import quote
 
-from ...config import env_secret
+from ...config import Provider, env_secret
 from ...schema.chat import ParsedChat
 from ...schema.embeddings import ParsedEmbeddings
 from ...schema.peek import ResponsePeek
@@ -57,7 +57,7 @@ class AzureAdapter(PassThrough):
             await self._entra.close()
 
 
-def build(name: str, provider) -> AzureAdapter:
+def build(name: str, provider: Provider) -> AzureAdapter:
     where = f"providers.{name}.auth"
     api_key = env_secret(provider.auth.api_key_env, what=f"{where}.api_key_env")
     entra = EntraTokens(provider.auth.entra, f"{where}.entra") if provider.auth.entra else None

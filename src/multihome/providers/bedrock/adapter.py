@@ -13,7 +13,7 @@ from urllib.parse import quote
 import msgspec
 import yarl
 
-from ...config import env_secret
+from ...config import Provider, env_secret
 from ...schema.bounded import Decoder
 from ...schema.chat import ParsedChat
 from ...schema.embeddings import ParsedEmbeddings
@@ -80,7 +80,7 @@ def is_context_overflow(message: str) -> bool:
 class BedrockAdapter(AdapterBase):
     kind = KIND.name
 
-    def __init__(self, name: str, endpoint: str, signer) -> None:
+    def __init__(self, name: str, endpoint: str, signer: BearerSigner | SigV4Signer) -> None:
         self.name = name
         self.base = endpoint.rstrip("/")
         self._signer = signer
@@ -140,14 +140,12 @@ class BedrockAdapter(AdapterBase):
         return msgspec.json.encode({"error": {"message": text, "type": "invalid_request_error", "param": None, "code": code}})
 
 
-
-
-
-def build(name: str, provider) -> BedrockAdapter:
+def build(name: str, provider: Provider) -> BedrockAdapter:
     where = f"providers.{name}"
     region = provider.region
     endpoint = KIND.endpoint(provider)
     api_key = env_secret(provider.auth.api_key_env, what=f"{where}.auth.api_key_env")
+    signer: BearerSigner | SigV4Signer
     if api_key:
         signer = BearerSigner(api_key)
     else:

@@ -13,7 +13,7 @@ from urllib.parse import quote
 
 import msgspec
 
-from ...config import ConfigError, env_secret
+from ...config import ConfigError, GoogleAuth, Provider, env_secret
 from ...schema.bounded import Decoder
 from ...schema.chat import ParsedChat
 from ...schema.embeddings import ParsedEmbeddings
@@ -193,15 +193,13 @@ class GeminiAdapter(AdapterBase):
             await self._tokens.close()
 
 
-def build(name: str, provider) -> GeminiAdapter:
+def build(name: str, provider: Provider) -> GeminiAdapter:
     where = f"providers.{name}"
     if provider.kind == KIND.name:
         api_key = env_secret(provider.auth.api_key_env, what=f"{where}.auth.api_key_env")
         return GeminiAdapter(KIND.name, KIND.endpoint(provider), api_key=api_key, name=name)
     if provider.auth.api_key_env:
         raise ConfigError(f"{where}.auth.api_key_env: Vertex AI uses OAuth; set auth.google (or nothing for ADC)")
-    from ...config import GoogleAuth
-
     tokens = GoogleTokens(provider.auth.google or GoogleAuth(), f"{where}.auth.google")
     adapter = GeminiAdapter(VERTEX.name, VERTEX.endpoint(provider), tokens=tokens, name=name)
     adapter.resource = f"v1/projects/{quote(provider.project, safe='')}/locations/{quote(provider.region, safe='')}"

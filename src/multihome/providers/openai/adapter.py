@@ -5,6 +5,7 @@ Client API and upstream API are the same, so bodies pass through: only `model` i
 
 from __future__ import annotations
 
+from ...config import Provider, env_secret
 from ...schema.chat import ParsedChat
 from ...schema.embeddings import ParsedEmbeddings
 from ..base import UpstreamRequest
@@ -29,7 +30,5 @@ class OpenAIAdapter(PassThrough):
         return UpstreamRequest(self.base + "/embeddings", self._headers, passthrough_body(parsed.raw, upstream_model))
 
 
-def build(name: str, provider) -> OpenAIAdapter:
-    from ...config import env_secret
-
+def build(name: str, provider: Provider) -> OpenAIAdapter:
     return OpenAIAdapter(KIND.endpoint(provider), env_secret(provider.auth.api_key_env, what=f"providers.{name}.auth.api_key_env"))
