@@ -9,7 +9,7 @@ import pytest
 
 from multihome.config import AwsAuth, parse_config
 from multihome.providers.bedrock import adapter as bedrock
-from multihome.providers.bedrock.auth import AwsCredentials, SigV4Signer
+from multihome.providers.bedrock.auth import AwsCredentials
 from multihome.schema.errors import ApiError
 from multihome.simulators import SimulatorConfig, start_simulator_in_thread
 from multihome.simulators.bedrock.sigv4 import Secret, verify

@@ -8,10 +8,10 @@ import json
 import msgspec
 import pytest
 
+from multihome.providers.base import CAPACITY, CLIENT_ERROR, CONTEXT_OVERFLOW, UNAVAILABLE
+from multihome.providers.bedrock.adapter import BedrockAdapter, error_name
 from multihome.providers.bedrock.request import converse_body
 from multihome.providers.bedrock.response import chat_completion
-from multihome.providers.bedrock.adapter import BedrockAdapter, error_name
-from multihome.providers.base import CAPACITY, CLIENT_ERROR, CONTEXT_OVERFLOW, UNAVAILABLE
 from multihome.schema.chat import parse_chat
 from multihome.schema.errors import ApiError
 

@@ -8,12 +8,11 @@ import json
 import struct
 import time
 
-import msgspec
 import pytest
 
 from multihome.config import GoogleAuth, parse_config
+from multihome.providers.base import CAPACITY, CLIENT_ERROR, CONTEXT_OVERFLOW, UNAVAILABLE
 from multihome.providers.gemini import auth as gemini_auth
-from multihome.providers.base import CONTEXT_OVERFLOW, CAPACITY, CLIENT_ERROR, UNAVAILABLE
 from multihome.providers.gemini.adapter import GeminiAdapter, build
 from multihome.providers.gemini.stream import GeminiStreamDecoder
 from multihome.schema.chat import parse_chat

@@ -13,7 +13,8 @@ import asyncio
 import logging
 import math
 import time
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import msgspec
 

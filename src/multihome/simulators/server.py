@@ -42,7 +42,7 @@ class Simulator:
             conn.abort()
         await self._server.wait_closed()
 
-    async def __aenter__(self) -> "Simulator":
+    async def __aenter__(self) -> Simulator:
         return self
 
     async def __aexit__(self, *exc) -> None:

@@ -16,12 +16,20 @@ from ...schema.bounded import Decoder
 from ...schema.chat import ParsedChat
 from ...schema.embeddings import ParsedEmbeddings
 from ...schema.errors import bad_request
-from ..base import AdapterBase, CAPACITY, CLIENT_ERROR, CONTEXT_OVERFLOW, CONTEXT_OVERFLOW_LABEL, UNAVAILABLE, Classified, UpstreamRequest
+from ..base import (
+    CAPACITY,
+    CLIENT_ERROR,
+    CONTEXT_OVERFLOW,
+    CONTEXT_OVERFLOW_LABEL,
+    UNAVAILABLE,
+    AdapterBase,
+    Classified,
+    UpstreamRequest,
+)
 from ..errors import retry_after_seconds
 from . import DEFAULT_ENDPOINT, KIND, response
 from .request import build_body
 from .stream import AnthropicStreamDecoder
-
 
 DEFAULT_VERSION = "2023-06-01"
 _encode = msgspec.json.encode

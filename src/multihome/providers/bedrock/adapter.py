@@ -17,14 +17,23 @@ from ...config import Provider, env_secret
 from ...schema.bounded import Decoder
 from ...schema.chat import ParsedChat
 from ...schema.embeddings import ParsedEmbeddings
-from ..base import AdapterBase, CAPACITY, CLIENT_ERROR, CONTEXT_OVERFLOW, CONTEXT_OVERFLOW_LABEL, UNAVAILABLE, Classified, UpstreamRequest
+from ..base import (
+    CAPACITY,
+    CLIENT_ERROR,
+    CONTEXT_OVERFLOW,
+    CONTEXT_OVERFLOW_LABEL,
+    UNAVAILABLE,
+    AdapterBase,
+    Classified,
+    UpstreamRequest,
+)
 from ..errors import classify_http, retry_after_seconds
 from . import KIND, embeddings
 from .auth import AwsCredentials, BearerSigner, SigV4Signer
 from .embeddings import INPUT_TOKENS_HEADER
-from .stream import ConverseStreamDecoder
 from .request import converse_body
 from .response import chat_completion
+from .stream import ConverseStreamDecoder
 
 _JSON = {"content-type": "application/json"}
 _STREAM = {"content-type": "application/json", "accept": "application/vnd.amazon.eventstream"}

@@ -19,13 +19,13 @@ from ...schema.chat import ParsedChat
 from ...schema.embeddings import ParsedEmbeddings
 from ...schema.errors import ApiError, bad_request
 from ..base import (
-    AdapterBase,
     CAPACITY,
     CLIENT_ERROR,
     CONTEXT_OVERFLOW,
     CONTEXT_OVERFLOW_LABEL,
     CREDENTIALS_REJECTED,
     UNAVAILABLE,
+    AdapterBase,
     Classified,
     UpstreamRequest,
 )

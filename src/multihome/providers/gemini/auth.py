@@ -59,7 +59,7 @@ class GoogleTokens:
         expiry = self._credentials.expiry  # naive UTC datetime, or None when unknown
         if expiry is None:
             return self._credentials.token, time.time() + REFRESH_MARGIN_S + 60
-        return self._credentials.token, expiry.replace(tzinfo=datetime.timezone.utc).timestamp()
+        return self._credentials.token, expiry.replace(tzinfo=datetime.UTC).timestamp()
 
     async def close(self) -> None:
         self._session.close()

@@ -32,7 +32,7 @@ class FunctionCall(msgspec.Struct):
 class Part(msgspec.Struct):
     text: str | None = None
     thought: bool | None = None
-    functionCall: FunctionCall | None = None  # noqa: N815 (Google's field names)
+    functionCall: FunctionCall | None = None
 
 
 class Content(msgspec.Struct):
@@ -42,21 +42,21 @@ class Content(msgspec.Struct):
 
 class Candidate(msgspec.Struct):
     content: Content | None = None
-    finishReason: str | None = None  # noqa: N815
+    finishReason: str | None = None
     index: int = 0
 
 
 class PromptFeedback(msgspec.Struct):
-    blockReason: str | None = None  # noqa: N815
-    blockReasonMessage: str | None = None  # noqa: N815
+    blockReason: str | None = None
+    blockReasonMessage: str | None = None
 
 
 class UsageMetadata(msgspec.Struct):
-    promptTokenCount: int = 0  # noqa: N815
-    candidatesTokenCount: int = 0  # noqa: N815
-    cachedContentTokenCount: int = 0  # noqa: N815
-    thoughtsTokenCount: int = 0  # noqa: N815
-    toolUsePromptTokenCount: int = 0  # noqa: N815
+    promptTokenCount: int = 0
+    candidatesTokenCount: int = 0
+    cachedContentTokenCount: int = 0
+    thoughtsTokenCount: int = 0
+    toolUsePromptTokenCount: int = 0
 
 
 class GoogleError(msgspec.Struct):
@@ -67,9 +67,9 @@ class GoogleError(msgspec.Struct):
 
 class GenerateContentResponse(msgspec.Struct):
     candidates: list[Candidate] = []
-    promptFeedback: PromptFeedback | None = None  # noqa: N815
-    usageMetadata: UsageMetadata | None = None  # noqa: N815
-    responseId: str | None = None  # noqa: N815
+    promptFeedback: PromptFeedback | None = None
+    usageMetadata: UsageMetadata | None = None
+    responseId: str | None = None
     error: GoogleError | None = None
 
 
@@ -174,7 +174,7 @@ class _Values(msgspec.Struct):
 
 class _BatchEmbed(msgspec.Struct):
     embeddings: list[_Values]
-    usageMetadata: UsageMetadata | None = None  # noqa: N815
+    usageMetadata: UsageMetadata | None = None
 
 
 class _Statistics(msgspec.Struct):

@@ -4,8 +4,9 @@ Message or as named SSE events. The deterministic reply rules stay in chat.py.""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any, Iterator
+from typing import Any
 
 import msgspec
 

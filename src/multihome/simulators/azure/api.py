@@ -5,7 +5,7 @@ empty first stream chunk that real Azure sends."""
 from __future__ import annotations
 
 import re
-from typing import Iterator
+from collections.abc import Iterator
 from urllib.parse import parse_qs, unquote
 
 import msgspec

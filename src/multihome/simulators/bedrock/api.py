@@ -229,7 +229,7 @@ class BedrockApp(ProviderApp):
         akid = "ASIA" + short_hash(form["RoleArn"], str(n), size=8).upper()
         secret = Secret(short_hash("secret", form["RoleArn"], str(n), size=20), "FwoG" + short_hash("token", str(n), size=32))
         self.keys[akid] = secret
-        expires = datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(seconds=self.sts_lifetime_s)
+        expires = datetime.datetime.now(datetime.UTC) + datetime.timedelta(seconds=self.sts_lifetime_s)
         role = form["RoleArn"].rsplit("/", 1)[-1]
         xml = (
             '<AssumeRoleResponse xmlns="https://sts.amazonaws.com/doc/2011-06-15/"><AssumeRoleResult>'

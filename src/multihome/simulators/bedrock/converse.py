@@ -4,7 +4,8 @@ every other kind), and render the plan in Bedrock's shapes."""
 
 from __future__ import annotations
 
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import msgspec
 

@@ -89,10 +89,10 @@ def verify(
         )
     amz_date = headers.get("x-amz-date", "")
     try:
-        when = datetime.datetime.strptime(amz_date, "%Y%m%dT%H%M%SZ").replace(tzinfo=datetime.timezone.utc)
+        when = datetime.datetime.strptime(amz_date, "%Y%m%dT%H%M%SZ").replace(tzinfo=datetime.UTC)
     except ValueError:
         return AuthFailure(403, "IncompleteSignatureException", "Authorization header requires existence of either a 'X-Amz-Date' or a 'Date' header.")
-    now = now or datetime.datetime.now(datetime.timezone.utc)
+    now = now or datetime.datetime.now(datetime.UTC)
     if abs(now - when) > MAX_SKEW:
         earlier = (now - MAX_SKEW).strftime("%Y%m%dT%H%M%SZ")
         return AuthFailure(

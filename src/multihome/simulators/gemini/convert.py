@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import base64
 import binascii
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import msgspec
 
