@@ -12,8 +12,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from ..schema import estimate
 from ..schema.chat import ChatRequest
-from . import estimate
 from .breakers import Breakers
 from .catalog import DeploymentRuntime, GroupRuntime
 from .commitments import CommitmentSource, OnPlan
