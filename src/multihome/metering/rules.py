@@ -7,10 +7,12 @@ rules of the same scope for that id, so "every key $5/day, except key_ci $50/day
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import TypeVar
 
 from ..schema.principal import Principal
-from ..config.metering import BudgetRule, MeteringConfig
+from ..config.metering import BudgetRule, MeteringConfig, RateLimitRule
 from .periods import WINDOW_MS
 from .prices import to_nanos
 
@@ -57,9 +59,14 @@ def principal_key(p: Principal) -> str:
     return p.key_id or p.subject
 
 
-def _index(rules):
-    explicit: dict[tuple[str, str], list] = {}
-    star: dict[str, list] = {}
+_Rule = TypeVar("_Rule", BudgetRule, RateLimitRule)
+# Rules by (scope, id), and the "*" rules by scope.
+_Index = tuple[dict[tuple[str, str], list[_Rule]], dict[str, list[_Rule]]]
+
+
+def _index(rules: Iterable[_Rule]) -> _Index[_Rule]:
+    explicit: dict[tuple[str, str], list[_Rule]] = {}
+    star: dict[str, list[_Rule]] = {}
     for rule in rules:
         if rule.id == "*":
             star.setdefault(rule.scope, []).append(rule)
@@ -99,9 +106,9 @@ class Rules:
         self._dep_cache: dict[str, RateSpec | None] = {}
         self.any = bool(self.budget_rules or cfg.rate_limits)
 
-    def _pick(self, index, scope: str, ident: str):
+    def _pick(self, index: _Index[_Rule], scope: str, ident: str) -> Sequence[_Rule]:
         explicit, star = index
-        return explicit.get((scope, ident)) or star.get(scope, ())
+        return explicit.get((scope, ident)) or star.get(scope) or ()
 
     def budgets_for(self, scope: str, ident: str) -> tuple[BudgetSpec, ...]:
         # One counter per (scope, id, period, currency): the amount is not part of the key, so raising
