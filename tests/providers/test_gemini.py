@@ -159,6 +159,9 @@ def test_dropped_parameters_are_reported_and_noop_values_are_not():
     ([{"role": "user", "content": "x"}, {"role": "tool", "tool_call_id": "call_zzz", "content": "r"}], "call_zzz"),
     ([{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "https://example.com/cat"}}]}], "images must be"),
     ([{"role": "system", "content": "only a system prompt"}], "no user or assistant message"),
+    # An unhashable format used to reach the MIME table's lookup and fail with a TypeError (500).
+    ([{"role": "user", "content": [{"type": "input_audio", "input_audio": {"data": "AA", "format": ["wav"]}}]}], "input_audio needs"),
+    ([{"role": "user", "content": [{"type": "input_audio", "input_audio": {"data": "AA", "format": {"x": 1}}}]}], "input_audio needs"),
 ])
 def test_untranslatable_messages_are_400(messages, fragment):
     with pytest.raises(ApiError) as exc:

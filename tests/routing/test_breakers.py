@@ -49,3 +49,27 @@ def test_error_rate_mode():
         b.record("d", i % 2 == 0)  # 4 failures of 9: below min_requests anyway
     assert b.allows("d")[0]
     assert b.record("d", False) == "open"  # 5 of 10 failed
+
+
+def test_shared_breakers_background_work_survives_redis_being_down():
+    # Resetting the shared failure count after a success ran as a bare Redis call: with Redis down
+    # its task died with an unretrieved ConnectionError instead of the warning the other writes log.
+    import asyncio
+    import socket
+
+    from multihome.routing.breakers_redis import SharedBreakers
+
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+
+    async def run():
+        b = SharedBreakers(Breaker(consecutive_failures=3, cooldown_s=10), f"redis://127.0.0.1:{port}")
+        b.get("d").shared_failures = 2  # another replica's failures, seen in Redis earlier
+        b.record("d", True)
+        results = await asyncio.gather(*b._tasks, return_exceptions=True)
+        await b.close()
+        return results
+
+    results = asyncio.run(run())
+    assert results and not any(isinstance(r, BaseException) for r in results)

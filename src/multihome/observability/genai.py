@@ -12,7 +12,7 @@ Names follow the OpenTelemetry GenAI semantic conventions (gen-ai-spans, gen-ai-
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 from urllib.parse import urlsplit
@@ -34,6 +34,10 @@ class ProviderKindInfo(Protocol):
 
     def endpoint(self, provider: Any) -> str: ...  # the base URL the adapter calls
 
+
+# An OpenTelemetry attribute value: a primitive or a list of one primitive type (what the SDK takes).
+AttributeValue = str | bool | int | float | Sequence[str] | Sequence[bool] | Sequence[int] | Sequence[float]
+Attributes = dict[str, AttributeValue]
 
 # CallRecord.endpoint -> gen_ai.operation.name (the Anthropic Messages front door is a chat).
 OPERATION_NAMES = {"chat": "chat", "messages": "chat", "embeddings": "embeddings"}
@@ -96,7 +100,7 @@ class GenAIMapper:
         primary = self.primaries.get(call.model_group)
         return self.upstreams.get(primary) if primary else None
 
-    def describe(self, call: CallRecord) -> tuple[str, dict, dict, str | None]:
+    def describe(self, call: CallRecord) -> tuple[str, Attributes, Attributes, str | None]:
         """(span name, span attributes, metric attributes, error.type or None for a success).
 
         The metric attributes are the conventions' metric dimensions only: bounded by the config
@@ -104,7 +108,7 @@ class GenAIMapper:
         operation = OPERATION_NAMES.get(call.endpoint, call.endpoint)
         name = f"{operation} {call.model_group}" if call.model_group else operation
         error_type = error_type_of(call)
-        metric: dict = {"gen_ai.operation.name": operation, "gen_ai.request.model": call.model_group}
+        metric: Attributes = {"gen_ai.operation.name": operation, "gen_ai.request.model": call.model_group}
         up = self._upstream(call)
         if up is not None:
             metric["gen_ai.provider.name"] = up.provider_name

@@ -51,7 +51,7 @@ def raw_json(raw: msgspec.Raw | bytes | str, where: str) -> Any:
         raise bad_request(f"{where}: is nested too deeply.", param=where) from None
 
 
-def tool_arguments(arguments: str, where: str) -> dict:
+def tool_arguments(arguments: str, where: str) -> dict[str, Any]:
     """OpenAI tool-call arguments are JSON text; the other providers take an object."""
     try:
         value = raw_json(arguments, where) if arguments else {}
@@ -62,7 +62,7 @@ def tool_arguments(arguments: str, where: str) -> dict:
     return value
 
 
-def json_schema_of(raw: msgspec.Raw) -> dict:
+def json_schema_of(raw: msgspec.Raw) -> dict[str, Any]:
     return msgspec.json.decode(raw) if len(raw) else {}
 
 

@@ -10,6 +10,7 @@ import base64
 import os
 import struct
 import time
+from typing import Any
 
 import msgspec
 
@@ -46,7 +47,7 @@ class UsageOut(msgspec.Struct):
     completion_tokens: int = 0
     cached_tokens: int = 0
 
-    def to_openai(self) -> dict:
+    def to_openai(self) -> dict[str, Any]:
         return {
             "prompt_tokens": self.prompt_tokens,
             "completion_tokens": self.completion_tokens,
@@ -65,7 +66,7 @@ def completion(
     refusal: str | None = None,
     id: str | None = None,
 ) -> bytes:
-    message: dict = {"role": "assistant", "content": text, "refusal": refusal}
+    message: dict[str, Any] = {"role": "assistant", "content": text, "refusal": refusal}
     if tool_calls:
         message["tool_calls"] = [
             {"id": c.id, "type": "function", "function": {"name": c.name, "arguments": c.arguments}} for c in tool_calls
@@ -88,7 +89,7 @@ class ChunkWriter:
     def __init__(self, model: str, id: str | None = None) -> None:
         self._head = {"id": id or completion_id(), "object": "chat.completion.chunk", "created": int(time.time()), "model": model}
 
-    def _chunk(self, delta: dict, finish_reason: str | None = None) -> bytes:
+    def _chunk(self, delta: dict[str, Any], finish_reason: str | None = None) -> bytes:
         return _encode({**self._head, "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason}]})
 
     def role(self) -> bytes:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import random
 import time
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import aiohttp
@@ -33,6 +34,11 @@ from .catalog import DeploymentRuntime, GroupRuntime
 from .latency import LatencyStats
 from .planner import Plan
 from .stream_relay import StreamBroken, StreamRelay
+
+# The front door's two halves of a call: its upstream request for a deployment, and the reading
+# of a 2xx upstream body (with its headers) back into the client's schema.
+Build = Callable[[DeploymentRuntime], Awaitable[UpstreamRequest]]
+Translate = Callable[[DeploymentRuntime, bytes, Mapping[str, str]], bytes]
 
 _UNWELL = frozenset({CAPACITY, UNAVAILABLE})  # what counts against a deployment's breaker
 # Declines about the request, not the deployment: if nobody takes it, the client hears why.
@@ -109,8 +115,8 @@ class AttemptRunner:
         breakers: Breakers | None = None,
         latency: LatencyStats | None = None,
         *,
-        sleep=asyncio.sleep,
-        rand=random.random,
+        sleep: Callable[[float], Awaitable[object]] = asyncio.sleep,
+        rand: Callable[[], float] = random.random,
     ) -> None:
         self.breakers = breakers
         self.latency = latency
@@ -121,8 +127,8 @@ class AttemptRunner:
         self,
         group: GroupRuntime,
         plan: Plan,
-        build,
-        translate,
+        build: Build,
+        translate: Translate,
         *,
         stream: bool,
         forward_usage: bool = False,
@@ -145,13 +151,23 @@ class AttemptRunner:
         if retry_after is not None:
             # A Retry-After longer than the group tolerates means: try the next deployment now.
             return retry_after if retry_after <= cap_s else None
-        return self._rand() * base_ms * (2**retry) / 1000
+        delay: float = self._rand() * base_ms * (2**retry) / 1000  # int ** int is Any to mypy
+        return delay
 
 
 class _Walk:
     """One call's walk through a plan."""
 
-    def __init__(self, runner: AttemptRunner, group, build, translate, stream, forward_usage, attempts) -> None:
+    def __init__(
+        self,
+        runner: AttemptRunner,
+        group: GroupRuntime,
+        build: Build,
+        translate: Translate,
+        stream: bool,
+        forward_usage: bool,
+        attempts: list[Attempt],
+    ) -> None:
         self.runner = runner
         self.group = group
         self.policy = group.policy
@@ -195,7 +211,7 @@ class _Walk:
             return True
         return False
 
-    def _hedge_partner(self, queue, i) -> DeploymentRuntime | None:
+    def _hedge_partner(self, queue: Sequence[DeploymentRuntime], i: int) -> DeploymentRuntime | None:
         if self.policy.hedge_after_ms is None:
             return None
         for dep in queue[i + 1 :]:
@@ -203,7 +219,7 @@ class _Walk:
                 return dep if dep is queue[i + 1] else None
         return None
 
-    def _too_small_silent(self, dep) -> bool:
+    def _too_small_silent(self, dep: DeploymentRuntime) -> bool:
         return self.overflow_window is not None and dep.context_window is not None and dep.context_window <= self.overflow_window
 
     def _served(self, dep: DeploymentRuntime, result: _Result) -> Served:
@@ -269,8 +285,10 @@ class _Walk:
 
     async def _hedged(self, first: DeploymentRuntime, second: DeploymentRuntime) -> tuple[_Result, DeploymentRuntime]:
         """Race `first` against `second`, which starts only if `first` is slow. The loser is cancelled."""
+        after_ms = self.policy.hedge_after_ms
+        assert after_ms is not None  # _hedge_partner pairs deployments only when it is set
         a = asyncio.create_task(self._with_retries(first))
-        done, _ = await asyncio.wait({a}, timeout=self.policy.hedge_after_ms / 1000)
+        done, _ = await asyncio.wait({a}, timeout=after_ms / 1000)
         if done:
             result = a.result()
             if result.kind == "ok" or self._decide_peek(first, result):
@@ -289,6 +307,7 @@ class _Walk:
                         return result, owners[task]
                     if fallback is None or self._decide_peek(owners[task], result):
                         fallback = (result, owners[task])
+            assert fallback is not None  # both finished, neither ok: the loop kept one
             return fallback
         finally:
             for task in pending:
@@ -305,7 +324,8 @@ class _Walk:
         return result.kind == CLIENT_ERROR or (result.kind not in self.policy.fail_over_on and bool(result.status))
 
 
-async def _unary_once(dep: DeploymentRuntime, group: GroupRuntime, req: UpstreamRequest, translate) -> _Result:
+async def _unary_once(dep: DeploymentRuntime, group: GroupRuntime, req: UpstreamRequest, translate: Translate) -> _Result:
+    assert dep.session is not None  # bound by Catalog.start
     try:
         resp = await dep.session.post(req.url, data=req.body, headers=req.headers, timeout=group.unary_timeout,
                                       allow_redirects=False)  # see _redirect
@@ -330,6 +350,7 @@ async def _unary_once(dep: DeploymentRuntime, group: GroupRuntime, req: Upstream
 
 
 async def _stream_once(dep: DeploymentRuntime, group: GroupRuntime, req: UpstreamRequest, forward_usage: bool) -> _Result:
+    assert dep.session is not None  # bound by Catalog.start
     try:
         resp = await dep.session.post(req.url, data=req.body, headers=req.headers, timeout=group.stream_timeout,
                                       allow_redirects=False)  # see _redirect
@@ -374,7 +395,9 @@ def _conn_label(exc: aiohttp.ClientError) -> str:
     return "upstream_error"
 
 
-def _failed(group: GroupRuntime, plan: Plan | None, attempts: list[Attempt], last: _Result | None, budget_s=None) -> AllDeclined:
+def _failed(
+    group: GroupRuntime, plan: Plan | None, attempts: list[Attempt], last: _Result | None, budget_s: float | None = None
+) -> AllDeclined:
     tried = "; ".join(f"{a.deployment}: {a.outcome} after {a.ms:.0f} ms" for a in attempts)
     parts = [f"No deployment of model '{group.name}' could serve the request."]
     if budget_s is not None:

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from ..config import Breaker as BreakerPolicy
 
@@ -22,7 +24,7 @@ class BreakerState:
     consecutive: int = 0
     open_until: float = 0.0
     probing: bool = False
-    recent: deque = field(default_factory=deque)  # (time, ok) within window_s, for error_rate
+    recent: deque[tuple[float, bool]] = field(default_factory=deque)  # (time, ok) within window_s, for error_rate
     shared_failures: int = 0  # the replica-wide count last seen in Redis (SharedBreakers)
 
     def allows(self, now: float) -> tuple[bool, str]:
@@ -80,8 +82,8 @@ class BreakerState:
             return failed / len(self.recent) >= p.error_rate
         return False
 
-    def describe(self, now: float) -> dict:
-        out = {"state": self.state, "consecutive_failures": self.consecutive}
+    def describe(self, now: float) -> dict[str, Any]:
+        out: dict[str, Any] = {"state": self.state, "consecutive_failures": self.consecutive}
         if self.state == OPEN:
             out["reopens_in_s"] = round(max(0.0, self.open_until - now), 3)
         return out
@@ -90,7 +92,7 @@ class BreakerState:
 class Breakers:
     """All deployments' breakers in this process. `on_change` lets a shared store follow along."""
 
-    def __init__(self, policy: BreakerPolicy, clock=time.monotonic) -> None:
+    def __init__(self, policy: BreakerPolicy, clock: Callable[[], float] = time.monotonic) -> None:
         self.policy = policy
         self._clock = clock
         self._states: dict[str, BreakerState] = {}
@@ -123,6 +125,6 @@ class Breakers:
     async def close(self) -> None:
         return None
 
-    def snapshot(self) -> dict[str, dict]:
+    def snapshot(self) -> dict[str, dict[str, Any]]:
         now = self._clock()
         return {name: s.describe(now) for name, s in self._states.items()}

@@ -10,8 +10,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Coroutine
+from typing import Any
 
 import redis.asyncio as aioredis
+from redis.asyncio.client import PubSub
 
 from ..config import Breaker as BreakerPolicy
 from ..storage.redis_client import connect
@@ -29,14 +32,14 @@ class SharedBreakers(Breakers):
     def __init__(self, policy: BreakerPolicy, url: str) -> None:
         super().__init__(policy)
         self._redis = connect(url, blocking=False, decode_responses=True)
-        self._tasks: set[asyncio.Task] = set()
-        self._listener: asyncio.Task | None = None
-        self._pubsub = None
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._listener: asyncio.Task[None] | None = None
+        self._pubsub: PubSub | None = None
 
     async def start(self, deployments: list[str]) -> None:
-        self._pubsub = self._redis.pubsub()
-        await self._pubsub.subscribe(CHANNEL)
-        self._listener = asyncio.create_task(self._listen())
+        pubsub = self._pubsub = self._redis.pubsub()
+        await pubsub.subscribe(CHANNEL)
+        self._listener = asyncio.create_task(self._listen(pubsub))
         for dep in deployments:  # pick up breakers other replicas opened before we started
             until = await self._redis.get(_key("open", dep))
             if until is not None:
@@ -48,7 +51,7 @@ class SharedBreakers(Breakers):
         for task in list(self._tasks):
             task.cancel()
         if self._pubsub is not None:
-            await self._pubsub.aclose()
+            await self._pubsub.aclose()  # type: ignore[no-untyped-call]  # redis-py leaves it unannotated
         await self._redis.aclose()
 
     # -- hot path: local decision, Redis work in the background --------------------------------
@@ -59,9 +62,9 @@ class SharedBreakers(Breakers):
         if ok:
             if changed == CLOSED or was != CLOSED:
                 self._spawn(self._publish_closed(deployment))
-            elif state.consecutive == 0 and getattr(state, "shared_failures", 0):
+            elif state.consecutive == 0 and state.shared_failures:
                 state.shared_failures = 0
-                self._spawn(self._redis.delete(_key("fails", deployment)))
+                self._spawn(self._forget_failures(deployment))
             return changed
         if changed == OPEN:
             self._spawn(self._publish_open(deployment, state.open_until))
@@ -87,7 +90,7 @@ class SharedBreakers(Breakers):
         return True
 
     # -- background ----------------------------------------------------------------------------
-    def _spawn(self, coro) -> None:
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         task = asyncio.get_running_loop().create_task(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
@@ -96,7 +99,10 @@ class SharedBreakers(Breakers):
         key = _key("fails", deployment)
         try:
             async with self._redis.pipeline(transaction=True) as pipe:
-                count, _ = await pipe.incr(key).expire(key, int(self.policy.window_s) or 60).execute()
+                # Queued one by one: redis-py types each queued command as its reply, not the pipeline.
+                pipe.incr(key)
+                pipe.expire(key, int(self.policy.window_s) or 60)
+                count, _ = await pipe.execute()
         except aioredis.RedisError as exc:
             log.warning("breaker failure count for %s not shared: %s", deployment, exc)
             return
@@ -107,35 +113,37 @@ class SharedBreakers(Breakers):
             state.trip(self.now())
             await self._publish_open(deployment, state.open_until)
 
+    async def _forget_failures(self, deployment: str) -> None:
+        try:
+            await self._redis.delete(_key("fails", deployment))
+        except aioredis.RedisError as exc:
+            log.warning("breaker failure count for %s not reset: %s", deployment, exc)
+
     async def _publish_open(self, deployment: str, open_until_monotonic: float) -> None:
         until_wall = time.time() + (open_until_monotonic - self.now())
         ms = max(1, int((open_until_monotonic - self.now()) * 1000))
         try:
             async with self._redis.pipeline(transaction=True) as pipe:
-                await (
-                    pipe.set(_key("open", deployment), repr(until_wall), px=ms)
-                    .delete(_key("fails", deployment), _key("probe", deployment))
-                    .publish(CHANNEL, f"{OPEN} {deployment} {until_wall!r}")
-                    .execute()
-                )
+                pipe.set(_key("open", deployment), repr(until_wall), px=ms)
+                pipe.delete(_key("fails", deployment), _key("probe", deployment))
+                pipe.publish(CHANNEL, f"{OPEN} {deployment} {until_wall!r}")
+                await pipe.execute()
         except aioredis.RedisError as exc:
             log.warning("breaker opening for %s not shared: %s", deployment, exc)
 
     async def _publish_closed(self, deployment: str) -> None:
         try:
             async with self._redis.pipeline(transaction=True) as pipe:
-                await (
-                    pipe.delete(_key("open", deployment), _key("fails", deployment), _key("probe", deployment))
-                    .publish(CHANNEL, f"{CLOSED} {deployment} 0")
-                    .execute()
-                )
+                pipe.delete(_key("open", deployment), _key("fails", deployment), _key("probe", deployment))
+                pipe.publish(CHANNEL, f"{CLOSED} {deployment} 0")
+                await pipe.execute()
         except aioredis.RedisError as exc:
             log.warning("breaker closing for %s not shared: %s", deployment, exc)
 
-    async def _listen(self) -> None:
+    async def _listen(self, pubsub: PubSub) -> None:
         while True:
             try:
-                message = await self._pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
+                message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
             except aioredis.RedisError as exc:
                 log.warning("breaker channel lost: %s; retrying", exc)
                 await asyncio.sleep(1)

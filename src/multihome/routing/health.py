@@ -14,13 +14,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable
 
 import aiohttp
 
-from ..providers.base import CAPACITY, UNAVAILABLE
+from ..providers.base import CAPACITY, UNAVAILABLE, UpstreamRequest
 from ..schema.chat import parse_chat
 from ..schema.embeddings import parse_embeddings
-from .breakers import CLOSED
+from .breakers import CLOSED, Breakers
+from .catalog import DeploymentRuntime
 
 log = logging.getLogger("multihome.routing")
 _CHAT = parse_chat(b'{"model": "probe", "messages": [{"role": "user", "content": "ping"}], "max_tokens": 1}')
@@ -28,13 +30,13 @@ _EMBED = parse_embeddings(b'{"model": "probe", "input": "ping"}')
 
 
 class HealthProber:
-    def __init__(self, deployments, breakers, interval_s: float, timeout_s: float) -> None:
+    def __init__(self, deployments: list[DeploymentRuntime], breakers: Breakers, interval_s: float, timeout_s: float) -> None:
         self.deployments = deployments  # the catalog's DeploymentRuntime objects
         self.breakers = breakers
         self.interval = interval_s
         self.timeout = aiohttp.ClientTimeout(total=timeout_s)
         self.probes = 0
-        self._task: asyncio.Task | None = None
+        self._task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         if self.interval > 0:
@@ -55,8 +57,9 @@ class HealthProber:
         state = self.breakers.get(name)
         return state.state != CLOSED and not state.probing  # a client call may hold the half-open slot
 
-    async def probe(self, dep) -> bool | None:
+    async def probe(self, dep: DeploymentRuntime) -> bool | None:
         """Probe one deployment and record the outcome on its breaker; None if it cannot be probed."""
+        build: Awaitable[UpstreamRequest]
         if "chat" in dep.capabilities:
             build = dep.adapter.chat_request(_CHAT, dep.upstream_model)
         elif "embeddings" in dep.capabilities:
@@ -68,6 +71,7 @@ class HealthProber:
         self.probes += 1
         try:
             req = await build
+            assert dep.session is not None  # bound by Catalog.start
             # Redirects are not followed (routing/attempts.py, _redirect) and do not count as an answer.
             async with dep.session.post(req.url, data=req.body, headers=req.headers, timeout=self.timeout,
                                         allow_redirects=False) as resp:

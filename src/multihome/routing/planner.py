@@ -10,7 +10,7 @@ from __future__ import annotations
 import random
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 from ..schema import estimate
 from ..schema.chat import ChatRequest
@@ -30,8 +30,8 @@ class Considered:
     reason: str
     score: float | None = None
 
-    def to_dict(self) -> dict:
-        out = {"deployment": self.deployment, "decision": self.decision, "reason": self.reason}
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"deployment": self.deployment, "decision": self.decision, "reason": self.reason}
         if self.score is not None:
             out["score"] = round(self.score, 6)
         return out
@@ -56,7 +56,7 @@ class Plan:
     def skipped(self) -> list[Skip]:
         return [Skip(c.deployment, c.reason) for c in self.considered if c.decision == SKIPPED]
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return {
             "model": self.group,
             "strategy": self.strategy,
@@ -150,7 +150,14 @@ class Planner:
             return why
         return ""
 
-    def _order(self, group, candidates, shape, prompt, output) -> tuple[list[DeploymentRuntime], dict[str, float]]:
+    def _order(
+        self,
+        group: GroupRuntime,
+        candidates: list[DeploymentRuntime],
+        shape: RequestShape,
+        prompt: int | None,
+        output: int | None,
+    ) -> tuple[list[DeploymentRuntime], dict[str, float]]:
         score = STRATEGIES[group.strategy]
         if score is None or len(candidates) < 2:
             return candidates, {}

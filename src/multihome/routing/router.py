@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from ..schema.errors import ApiError
-from .attempts import AllDeclined, Attempt, AttemptRunner, Served
+from .attempts import AllDeclined, Attempt, AttemptRunner, Build, Served, Translate
 from .catalog import Catalog, GroupRuntime
 from .planner import Plan, Planner, RequestShape
 
@@ -23,7 +25,9 @@ class Router:
     def plans(self, group: GroupRuntime, shape: RequestShape, *, explain: bool = False) -> list[Plan]:
         return [self.planner.plan(g, shape, explain=explain) for g in self.chain(group, shape)]
 
-    async def route(self, group: GroupRuntime, shape: RequestShape, build, translate, *, forward_usage: bool = False) -> Served:
+    async def route(
+        self, group: GroupRuntime, shape: RequestShape, build: Build, translate: Translate, *, forward_usage: bool = False
+    ) -> Served:
         attempts: list[Attempt] = []
         plans = self.plans(group, shape)
         if not any(p.ordered for p in plans):
@@ -45,7 +49,7 @@ class Router:
         assert last is not None
         raise last
 
-    def explain(self, group: GroupRuntime, shape: RequestShape) -> dict:
+    def explain(self, group: GroupRuntime, shape: RequestShape) -> dict[str, Any]:
         plans = self.plans(group, shape, explain=True)
         breakers = self.planner.breakers.snapshot()
         return {

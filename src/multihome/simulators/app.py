@@ -74,6 +74,11 @@ class Reply:
         self.headers = headers
         self.status = status
 
+    def stream_plan(self) -> ChatPlan:
+        """The plan a "stream" reply renders (every one carries it)."""
+        assert self.plan is not None
+        return self.plan
+
 
 class ProviderApp:
     kind = "base"
@@ -303,7 +308,7 @@ class ProviderApp:
 
     def _whole_stream(self, reply: Reply) -> bytes:
         parts = [status_line(200), reply.headers, b"transfer-encoding: chunked\r\n\r\n"]
-        for _, _, chunk in self.stream_events(reply.plan, None):
+        for _, _, chunk in self.stream_events(reply.stream_plan(), None):
             parts.append(frame(b"data: " + _encode(chunk) + b"\n\n"))
         parts.append(frame(b"data: [DONE]\n\n") + b"0\r\n\r\n")
         return b"".join(parts)
@@ -364,7 +369,7 @@ class ProviderApp:
 
     def stream_frames(self, reply: Reply, fault: Fault | None) -> Iterator[tuple[bool, bytes]]:
         """(is_content, wire bytes) per event; content events are what cut_after counts."""
-        for stage, _, chunk in self.stream_events(reply.plan, fault):
+        for stage, _, chunk in self.stream_events(reply.stream_plan(), fault):
             yield stage == CONTENT, b"data: " + _encode(chunk) + b"\n\n"
 
     def malformed_frame(self, good: bytes) -> bytes:

@@ -287,7 +287,7 @@ def plan_chat(body: dict, *, sim_name: str, model: str, key: bytes, fault: Fault
     if fns:
         choices = []
         for i in range(n):
-            calls = []
+            calls: list[dict[str, Any]] = []
             for j, fn in enumerate(fns):
                 args = _encode(schema_example(fn.get("parameters") or {"type": "object", "properties": {}})).decode()
                 calls.append({
@@ -307,7 +307,8 @@ def plan_chat(body: dict, *, sim_name: str, model: str, key: bytes, fault: Fault
         text += f" I see {images} image(s)."
     pieces = None
     rf = body.get("response_format")
-    rf_type = rf.get("type") if isinstance(rf, dict) else None
+    rf = rf if isinstance(rf, dict) else {}
+    rf_type = rf.get("type")
     if rf_type == "json_object":
         text = _encode({"reply": text}).decode()
     elif rf_type == "json_schema":

@@ -18,7 +18,7 @@ import logging
 from collections import deque
 from collections.abc import Coroutine
 from http import HTTPStatus
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 import httptools
 
@@ -77,10 +77,11 @@ class Connection(asyncio.Protocol):
         "_task", "_queue", "_paused", "_drain",
     )
 
+    transport: asyncio.Transport  # set by connection_made, before any data can arrive
+
     def __init__(self, app: App, loop: asyncio.AbstractEventLoop):
         self.app = app
         self.loop = loop
-        self.transport: asyncio.Transport | None = None
         self.parser = httptools.HttpRequestParser(self)
         self.closed = False
         self._url = b""
@@ -93,11 +94,12 @@ class Connection(asyncio.Protocol):
         self._drain: asyncio.Future | None = None
 
     # -- asyncio.Protocol ------------------------------------------------------------------
-    def connection_made(self, transport):  # type: ignore[override]
-        self.transport = transport
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # A stream server's transport: it writes and closes (uvloop's does not subclass asyncio.Transport).
+        self.transport = cast(asyncio.Transport, transport)
         self.app.connections.add(self)
 
-    def connection_lost(self, exc):  # type: ignore[override]
+    def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
         self.app.connections.discard(self)
         if self._task is not None:
@@ -232,6 +234,6 @@ class Connection(asyncio.Protocol):
             self.transport.close()
 
 
-async def serve(app: App, host: str, port: int) -> asyncio.AbstractServer:
+async def serve(app: App, host: str, port: int) -> asyncio.Server:
     loop = asyncio.get_running_loop()
     return await loop.create_server(lambda: Connection(app, loop), host, port, backlog=1024)

@@ -21,7 +21,7 @@ def _app_class(kind: str) -> type[ProviderApp]:
 class Simulator:
     """A listening simulator. ``state`` (faults, log, stats) may be used in-process."""
 
-    def __init__(self, config: SimulatorConfig, app: ProviderApp, server: asyncio.AbstractServer):
+    def __init__(self, config: SimulatorConfig, app: ProviderApp, server: asyncio.Server):
         self.config = config
         self.app = app
         self.state = app.state

@@ -6,7 +6,7 @@ may also call them directly (a dict/list update is atomic enough under the GIL).
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from .faults import Fault, FaultTable, fault_from_mapping
@@ -58,6 +58,7 @@ class SimState:
         self.stats = Stats()
         self.log: deque[LogEntry] = deque(maxlen=log_size)
         self.faults = FaultTable()
+        self.on_reset: list[Callable[[], None]] = []  # what a kind also forgets on reset (its caches)
 
     def set_fault(self, fault: Fault | Mapping[str, Any]) -> Fault:
         """Add a run-time fault rule (same keys as the header, plus ``times`` and ``match``)."""
@@ -73,6 +74,8 @@ class SimState:
         self.stats.reset()
         self.log.clear()
         self.faults.clear()
+        for forget in self.on_reset:
+            forget()
 
     def requests(self, limit: int | None = None) -> list[dict[str, Any]]:
         entries = list(self.log)

@@ -81,8 +81,11 @@ def _top_level(parsed: ParsedChat) -> tuple[list[str], dict[str, Any]]:
 
 # -- prompt-caching markers ------------------------------------------------------------------
 
+# A client's cache_control marker by (message index, part index); part -1 marks the whole message.
+Markers = dict[tuple[int, int], Any]
 
-def _cache_markers(parsed: ParsedChat) -> dict[tuple[int, int], Any]:
+
+def _cache_markers(parsed: ParsedChat) -> Markers:
     """`cache_control` the client put on content parts or messages: (message, part) -> marker.
 
     The typed schema does not model them, so they are read from the raw messages, and only when
@@ -92,7 +95,7 @@ def _cache_markers(parsed: ParsedChat) -> dict[tuple[int, int], Any]:
     raw = parsed.raw.get("messages")
     if raw is None or b"cache_control" not in bytes(raw):
         return {}
-    markers: dict[tuple[int, int], Any] = {}
+    markers: Markers = {}
     for i, msg in enumerate(raw_json(raw, "messages")):
         if not isinstance(msg, dict):
             continue
@@ -106,7 +109,7 @@ def _cache_markers(parsed: ParsedChat) -> dict[tuple[int, int], Any]:
     return markers
 
 
-def _mark(block: dict, markers: dict, i: int, j: int) -> dict:
+def _mark(block: dict[str, Any], markers: Markers, i: int, j: int) -> dict[str, Any]:
     marker = markers.get((i, j)) if markers else None
     if marker is not None:
         block["cache_control"] = marker
@@ -116,7 +119,8 @@ def _mark(block: dict, markers: dict, i: int, j: int) -> dict:
 # -- messages ---------------------------------------------------------------------------------
 
 
-def _image_block(part: ContentPart, where: str) -> dict:
+def _image_block(part: ContentPart, where: str) -> dict[str, Any]:
+    assert part.image_url is not None  # parse_chat refuses an image_url part without one
     url = part.image_url.url
     if url.startswith("data:"):
         head, sep, data = url[5:].partition(";base64,")
@@ -132,7 +136,7 @@ def _image_block(part: ContentPart, where: str) -> dict:
     raise bad_request(f"{where}: an image must be an https URL or a base64 data URL.", param=where)
 
 
-def _text_blocks(msg: Message, i: int, markers: dict, where: str, allow_images: bool) -> list[dict]:
+def _text_blocks(msg: Message, i: int, markers: Markers, where: str, allow_images: bool) -> list[dict[str, Any]]:
     blocks = []
     for j, part in enumerate(msg.content if isinstance(msg.content, list) else ()):
         if part.type == "text" or part.type == "refusal":
@@ -148,8 +152,8 @@ def _text_blocks(msg: Message, i: int, markers: dict, where: str, allow_images: 
     return blocks
 
 
-def _tool_result(msg: Message, i: int, markers: dict) -> dict:
-    block: dict = {"type": "tool_result", "tool_use_id": msg.tool_call_id}
+def _tool_result(msg: Message, i: int, markers: Markers) -> dict[str, Any]:
+    block: dict[str, Any] = {"type": "tool_result", "tool_use_id": msg.tool_call_id}
     if isinstance(msg.content, str):
         if msg.content:
             block["content"] = msg.content
@@ -161,7 +165,7 @@ def _tool_result(msg: Message, i: int, markers: dict) -> dict:
     return block
 
 
-def _assistant_blocks(msg: Message, i: int, markers: dict) -> list[dict]:
+def _assistant_blocks(msg: Message, i: int, markers: Markers) -> list[dict[str, Any]]:
     blocks = _text_blocks(msg, i, markers, f"messages[{i}]", allow_images=False)
     for k, call in enumerate(msg.tool_calls or ()):
         where = f"messages[{i}].tool_calls[{k}]"
@@ -170,11 +174,11 @@ def _assistant_blocks(msg: Message, i: int, markers: dict) -> list[dict]:
     return blocks
 
 
-def translate_messages(req: ChatRequest, markers: dict) -> tuple[list[dict], list[dict]]:
+def translate_messages(req: ChatRequest, markers: Markers) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """(system blocks, messages): system/developer lifted out, tool results turned into user
     turns, consecutive same-role turns merged (Anthropic wants alternating turns)."""
-    system: list[dict] = []
-    turns: list[dict] = []
+    system: list[dict[str, Any]] = []
+    turns: list[dict[str, Any]] = []
     for i, msg in enumerate(req.messages):
         role = msg.role
         if role in ("system", "developer"):
@@ -205,7 +209,7 @@ def translate_messages(req: ChatRequest, markers: dict) -> tuple[list[dict], lis
     return system, turns
 
 
-def _mark_last(blocks: list[dict], markers: dict, i: int) -> None:
+def _mark_last(blocks: list[dict[str, Any]], markers: Markers, i: int) -> None:
     marker = markers.get((i, -1)) if markers else None
     if marker is not None and blocks:
         blocks[-1]["cache_control"] = marker
@@ -214,7 +218,7 @@ def _mark_last(blocks: list[dict], markers: dict, i: int) -> None:
 # -- tools and output format ------------------------------------------------------------------
 
 
-def _tools(req: ChatRequest) -> list[dict]:
+def _tools(req: ChatRequest) -> list[dict[str, Any]]:
     out = []
     for i, tool in enumerate(req.tools or ()):
         if tool.type != "function" or tool.function is None:
@@ -229,15 +233,16 @@ def _tools(req: ChatRequest) -> list[dict]:
     return out
 
 
-def _tool_choice(req: ChatRequest) -> dict | None:
+def _tool_choice(req: ChatRequest) -> dict[str, Any] | None:
     tc = req.tool_choice
+    choice: dict[str, Any] | None
     if tc is None:
         choice = None
     elif tc == "auto":
         choice = {"type": "auto"}
     elif tc == "required":
         choice = {"type": "any"}
-    elif tc == "none":
+    elif isinstance(tc, str):  # "none": parse_chat allows only none, auto and required
         choice = {"type": "none"}
     elif tc.type == "function" and tc.function is not None:
         choice = {"type": "tool", "name": tc.function.name}
@@ -248,7 +253,7 @@ def _tool_choice(req: ChatRequest) -> dict | None:
     return choice
 
 
-def build_body(parsed: ParsedChat, model: str) -> tuple[dict, list[str]]:
+def build_body(parsed: ParsedChat, model: str) -> tuple[dict[str, Any], list[str]]:
     """The Anthropic request body and the names of dropped OpenAI parameters."""
     req = parsed.request
     dropped, body = _top_level(parsed)
@@ -272,6 +277,7 @@ def build_body(parsed: ParsedChat, model: str) -> tuple[dict, list[str]]:
     choice = _tool_choice(req) if tools else None
     fmt = req.response_format
     if fmt is not None and fmt.type == "json_schema":
+        assert fmt.json_schema is not None  # parse_chat requires it for this type
         schema = fmt.json_schema.schema if len(fmt.json_schema.schema) else {"type": "object"}
         body["output_config"] = {"format": {"type": "json_schema", "schema": schema}}
     elif fmt is not None and fmt.type == "json_object":

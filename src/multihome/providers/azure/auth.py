@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import time
+from typing import TYPE_CHECKING
 
 from ...config import EntraAuth, env_secret
+
+if TYPE_CHECKING:
+    from azure.core.credentials_async import AsyncTokenCredential
 
 # Refresh Entra tokens this long before they expire, so no call waits on a refresh at the edge.
 _REFRESH_MARGIN_S = 300
@@ -18,14 +22,15 @@ class EntraTokens:
         from azure.identity.aio import ClientSecretCredential, DefaultAzureCredential
 
         ids = (auth.tenant_id_env, auth.client_id_env, auth.client_secret_env)
+        self._credential: AsyncTokenCredential
         if any(ids):
             if not all(ids):
                 raise ValueError(f"{where}: set tenant_id_env, client_id_env and client_secret_env together")
-            self._credential = ClientSecretCredential(
-                env_secret(auth.tenant_id_env, what=f"{where}.tenant_id_env"),
-                env_secret(auth.client_id_env, what=f"{where}.client_id_env"),
-                env_secret(auth.client_secret_env, what=f"{where}.client_secret_env"),
-            )
+            tenant = env_secret(auth.tenant_id_env, what=f"{where}.tenant_id_env")
+            client = env_secret(auth.client_id_env, what=f"{where}.client_id_env")
+            secret = env_secret(auth.client_secret_env, what=f"{where}.client_secret_env")
+            assert tenant and client and secret  # all three are named: env_secret returned each or raised
+            self._credential = ClientSecretCredential(tenant, client, secret)
         else:
             self._credential = DefaultAzureCredential()
         self._scope = auth.scope

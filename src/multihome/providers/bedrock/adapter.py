@@ -152,6 +152,8 @@ class BedrockAdapter(AdapterBase):
 def build(name: str, provider: Provider) -> BedrockAdapter:
     where = f"providers.{name}"
     region = provider.region
+    if region is None:  # a loaded config has one (KIND.requires); this is for one built by hand
+        raise ValueError(f"{where}: a bedrock provider needs a region")
     endpoint = KIND.endpoint(provider)
     api_key = env_secret(provider.auth.api_key_env, what=f"{where}.auth.api_key_env")
     signer: BearerSigner | SigV4Signer

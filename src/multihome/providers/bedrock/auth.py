@@ -12,11 +12,17 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from typing import TYPE_CHECKING, Any
 
 import botocore.session
-from botocore.auth import SIGNED_HEADERS_BLACKLIST, SigV4Auth, _host_from_url
+from botocore.auth import (  # type: ignore[attr-defined]  # _host_from_url is private: botocore-stubs type only the public surface
+    SIGNED_HEADERS_BLACKLIST,
+    SigV4Auth,
+    _host_from_url,
+)
 from botocore.credentials import (
     AssumeRoleCredentialFetcher,
+    Credentials,
     DeferredRefreshableCredentials,
     ReadOnlyCredentials,
     RefreshableCredentials,
@@ -51,12 +57,12 @@ class AwsCredentials:
         self._provider = provider
         self._region = region
         self._aws = aws or AwsAuth()
-        self._creds = None  # botocore Credentials / RefreshableCredentials, resolved lazily
+        self._creds: Credentials | None = None  # or RefreshableCredentials; resolved lazily
         self._frozen: ReadOnlyCredentials | None = None
         self._check_at = 0.0
-        self._refresh: asyncio.Future | None = None
+        self._refresh: asyncio.Future[ReadOnlyCredentials] | None = None
 
-    def _resolve(self):
+    def _resolve(self) -> Credentials:
         """Runs in a worker thread: botocore's chain may read files or call IMDS / STS."""
         aws = self._aws
         session = botocore.session.Session(profile=aws.profile)
@@ -68,16 +74,19 @@ class AwsCredentials:
             return source
         extra = {"RoleSessionName": aws.role_session_name}
         if aws.external_id_env:
-            extra["ExternalId"] = env_secret(aws.external_id_env, what=f"providers.{self._provider}.auth.aws.external_id_env")
+            external_id = env_secret(aws.external_id_env, what=f"providers.{self._provider}.auth.aws.external_id_env")
+            if external_id is not None:  # always: a named variable gives its value or raises
+                extra["ExternalId"] = external_id
         # botocore's own AssumeRole fetcher; its STS client honours AWS_ENDPOINT_URL_STS.
         fetcher = AssumeRoleCredentialFetcher(session.create_client, source, aws.role_arn, extra_args=extra)
         return DeferredRefreshableCredentials(refresh_using=fetcher.fetch_credentials, method="assume-role")
 
     def _load(self) -> ReadOnlyCredentials:
         """Worker thread: resolve once, refresh when botocore says so, return a frozen snapshot."""
-        if self._creds is None:
-            self._creds = self._resolve()
-        return self._creds.get_frozen_credentials()
+        creds = self._creds
+        if creds is None:
+            creds = self._creds = self._resolve()
+        return creds.get_frozen_credentials()
 
     def _due(self) -> bool:
         creds = self._creds
@@ -90,6 +99,7 @@ class AwsCredentials:
         if not self._due():
             self._check_at = now + _RECHECK_S
             if self._frozen is None:
+                assert self._creds is not None  # not due means resolved
                 self._frozen = self._creds.get_frozen_credentials()  # no refresh due: no I/O
             return self._frozen
         if self._refresh is None:
@@ -105,7 +115,7 @@ class AwsCredentials:
         except Exception as exc:  # STS refused, profile missing...: name the kind, never the secret
             raise _no_credentials(self._provider, f"{type(exc).__name__}: {exc}") from None
 
-    def _refreshed(self, fut: asyncio.Future) -> None:
+    def _refreshed(self, fut: asyncio.Future[ReadOnlyCredentials]) -> None:
         self._refresh = None
         if fut.cancelled() or fut.exception() is not None:
             if not fut.cancelled():
@@ -115,7 +125,7 @@ class AwsCredentials:
         self._check_at = time.monotonic() + _RECHECK_S
 
 
-class _Headers(dict):
+class _Headers(dict[str, str]):
     """The subset of botocore's HTTPHeaders that SigV4Auth reads, without email.message's cost."""
 
     def get_all(self, name: str) -> list[str]:
@@ -132,8 +142,8 @@ class _Request:
         self.url = url
         self.headers = dict(headers)
         self.body = body
-        self.params: dict = {}
-        self.context: dict = {}
+        self.params: dict[str, Any] = {}
+        self.context: dict[str, Any] = {}
 
 
 class _SigV4(SigV4Auth):
@@ -143,10 +153,17 @@ class _SigV4(SigV4Auth):
     and secret instead of on every call. Checked against stock botocore by the simulator's
     verifier (tests/providers/test_bedrock_auth.py, tests/e2e/test_bedrock.py)."""
 
-    _keys: dict[tuple[str, str, str, str], bytes] = {}
+    _keys: dict[tuple[str | None, str, str, str], bytes] = {}
     _hosts: dict[str, str] = {}
 
-    def headers_to_sign(self, request):
+    if TYPE_CHECKING:  # set and defined by SigV4Auth; botocore-stubs declare only its public surface
+        _region_name: str
+        _service_name: str
+
+        def _sign(self, key: bytes, msg: str, hex: bool = False) -> Any: ...
+
+    # The request is a _Request and the headers a _Headers: the duck types this class exists for.
+    def headers_to_sign(self, request: _Request) -> _Headers:  # type: ignore[override]
         out = _Headers()
         for name, value in request.headers.items():
             lname = name.lower()
@@ -162,18 +179,19 @@ class _SigV4(SigV4Auth):
             out["host"] = host
         return out
 
-    def signature(self, string_to_sign, request):
+    def signature(self, string_to_sign: str, request: _Request) -> str:  # type: ignore[override]
         day = request.context["timestamp"][0:8]
         cache_key = (self.credentials.secret_key, day, self._region_name, self._service_name)
         key = self._keys.get(cache_key)
         if key is None:
-            k_date = self._sign(f"AWS4{self.credentials.secret_key}".encode(), day)
-            k_region = self._sign(k_date, self._region_name)
+            k_date: bytes = self._sign(f"AWS4{self.credentials.secret_key}".encode(), day)
+            k_region: bytes = self._sign(k_date, self._region_name)
             key = self._sign(self._sign(k_region, self._service_name), "aws4_request")
             if len(self._keys) > 64:
                 self._keys.clear()  # old days and rotated secrets
             self._keys[cache_key] = key
-        return self._sign(key, string_to_sign, hex=True)
+        signature: str = self._sign(key, string_to_sign, hex=True)
+        return signature
 
 
 class SigV4Signer:
@@ -186,7 +204,7 @@ class SigV4Signer:
     async def headers(self, url: str, body: bytes, base: dict[str, str]) -> dict[str, str]:
         frozen = await self._credentials.get()
         request = _Request(url, body, base)
-        _SigV4(frozen, SERVICE, self._region).add_auth(request)
+        _SigV4(frozen, SERVICE, self._region).add_auth(request)  # type: ignore[arg-type]  # a _Request stands in for an AWSRequest
         return request.headers
 
 

@@ -16,6 +16,7 @@ requests never see each other's value.
 from __future__ import annotations
 
 import contextvars
+from typing import Any
 
 import msgspec
 
@@ -69,7 +70,7 @@ def invoke_body(parsed: ParsedEmbeddings, model: str) -> tuple[bytes, list[str]]
                 param="input",
                 code="unsupported_parameter",
             )
-        body: dict = {"inputText": texts[0], "normalize": True}
+        body: dict[str, Any] = {"inputText": texts[0], "normalize": True}
         if req.dimensions is not None:
             body["dimensions"] = req.dimensions
         return _encode(body), dropped

@@ -6,6 +6,8 @@ the sets below are that table as data, so the doc and the code can be compared l
 
 from __future__ import annotations
 
+from typing import Any
+
 import msgspec
 
 from ...schema.chat import ChatRequest, Message, ParsedChat
@@ -42,7 +44,7 @@ def converse_body(parsed: ParsedChat) -> tuple[bytes, list[str]]:
     """The Converse JSON body for `parsed` and the parameters dropped on the way (reported)."""
     req = parsed.request
     dropped = _check_top_level(parsed)
-    body: dict = {}
+    body: dict[str, Any] = {}
     system = [{"text": t} for t in (canonical_in.text_of(m) for m in req.messages if m.role in ("system", "developer")) if t]
     if system:
         body["system"] = system
@@ -81,8 +83,8 @@ def _check_top_level(parsed: ParsedChat) -> list[str]:
     return dropped
 
 
-def _inference_config(req: ChatRequest, dropped: list[str]) -> dict:
-    cfg: dict = {}
+def _inference_config(req: ChatRequest, dropped: list[str]) -> dict[str, Any]:
+    cfg: dict[str, Any] = {}
     limit = canonical_in.max_output_tokens(req)
     if limit is not None:
         cfg["maxTokens"] = limit
@@ -98,13 +100,13 @@ def _inference_config(req: ChatRequest, dropped: list[str]) -> dict:
     return cfg
 
 
-def _messages(messages: list[Message]) -> tuple[list[dict], bool, list[str], bool]:
+def _messages(messages: list[Message]) -> tuple[list[dict[str, Any]], bool, list[str], bool]:
     """Bedrock turns: user/assistant only, alternating, tool results inside user turns.
 
     Consecutive messages that land on the same role are merged into one turn (Bedrock rejects
     two user turns in a row), which also puts consecutive tool results into one user turn.
     """
-    turns: list[dict] = []
+    turns: list[dict[str, Any]] = []
     has_tool_blocks = False
     tool_names: list[str] = []
     named = False
@@ -137,7 +139,7 @@ def _messages(messages: list[Message]) -> tuple[list[dict], bool, list[str], boo
     return turns, has_tool_blocks, tool_names, named
 
 
-def _user_blocks(m: Message, i: int) -> list[dict]:
+def _user_blocks(m: Message, i: int) -> list[dict[str, Any]]:
     blocks = []
     for j, part in enumerate(canonical_in.parts_of(m)):
         where = f"messages[{i}].content[{j}]"
@@ -145,13 +147,14 @@ def _user_blocks(m: Message, i: int) -> list[dict]:
             if part.text:
                 blocks.append({"text": part.text})
         elif part.type == "image_url":
+            assert part.image_url is not None  # parse_chat refuses an image_url part without one
             blocks.append(_image(part.image_url.url, where))
         else:
             raise canonical_in.unsupported(f"{where}.type={part.type}", PROVIDER)
     return blocks
 
 
-def _image(url: str, where: str) -> dict:
+def _image(url: str, where: str) -> dict[str, Any]:
     if not url.startswith("data:"):
         raise bad_request(
             f"{where}: AWS Bedrock does not fetch image URLs; send the image inline as a base64 data URL "
@@ -167,8 +170,8 @@ def _image(url: str, where: str) -> dict:
     return {"image": {"format": fmt, "source": {"bytes": url.partition(";base64,")[2]}}}
 
 
-def _assistant_blocks(m: Message, i: int, tool_names: list[str]) -> list[dict]:
-    blocks: list[dict] = []
+def _assistant_blocks(m: Message, i: int, tool_names: list[str]) -> list[dict[str, Any]]:
+    blocks: list[dict[str, Any]] = []
     content = m.content
     if isinstance(content, str):
         if content:
@@ -185,19 +188,19 @@ def _assistant_blocks(m: Message, i: int, tool_names: list[str]) -> list[dict]:
     return blocks
 
 
-def _tool_result(m: Message) -> dict:
+def _tool_result(m: Message) -> dict[str, Any]:
     text = canonical_in.text_of(m)
     # Bedrock rejects an empty toolResult content list; an empty tool answer is sent as a space.
     return {"toolResult": {"toolUseId": m.tool_call_id, "content": [{"text": text or " "}], "status": "success"}}
 
 
-def _tool_specs(req: ChatRequest) -> list[dict]:
+def _tool_specs(req: ChatRequest) -> list[dict[str, Any]]:
     specs = []
     for i, tool in enumerate(req.tools or ()):
         if tool.type != "function" or tool.function is None:
             raise canonical_in.unsupported(f"tools[{i}].type={tool.type}", PROVIDER + " (function tools only)")
         fn = tool.function
-        spec: dict = {"name": fn.name, "inputSchema": {"json": fn.parameters if len(fn.parameters) else _EMPTY_SCHEMA}}
+        spec: dict[str, Any] = {"name": fn.name, "inputSchema": {"json": fn.parameters if len(fn.parameters) else _EMPTY_SCHEMA}}
         if fn.description:
             spec["description"] = fn.description
         if fn.strict:
@@ -206,7 +209,7 @@ def _tool_specs(req: ChatRequest) -> list[dict]:
     return specs
 
 
-def _tool_config(req: ChatRequest, has_tool_blocks: bool, history_names: list[str], dropped: list[str]) -> dict | None:
+def _tool_config(req: ChatRequest, has_tool_blocks: bool, history_names: list[str], dropped: list[str]) -> dict[str, Any] | None:
     choice = req.tool_choice
     specs = _tool_specs(req)
     if choice == "none" or not specs:
@@ -220,7 +223,7 @@ def _tool_config(req: ChatRequest, has_tool_blocks: bool, history_names: list[st
             names = list(dict.fromkeys(history_names))
             specs = [{"toolSpec": {"name": n, "inputSchema": {"json": _EMPTY_SCHEMA}}} for n in names]
         return {"tools": specs} if specs else None
-    cfg: dict = {"tools": specs}
+    cfg: dict[str, Any] = {"tools": specs}
     if choice is None or choice == "auto":
         cfg["toolChoice"] = {"auto": {}}
     elif choice == "required":
@@ -234,14 +237,14 @@ def _tool_config(req: ChatRequest, has_tool_blocks: bool, history_names: list[st
     return cfg
 
 
-def _output_config(req: ChatRequest) -> dict | None:
+def _output_config(req: ChatRequest) -> dict[str, Any] | None:
     fmt = req.response_format
     if fmt is None or fmt.type == "text":
         return None
     if fmt.type == "json_schema" and fmt.json_schema is not None:
         js = fmt.json_schema
         schema = bytes(js.schema).decode() if len(js.schema) else _OBJECT_SCHEMA
-        structure: dict = {"schema": schema, "name": js.name}
+        structure: dict[str, Any] = {"schema": schema, "name": js.name}
         if js.description:
             structure["description"] = js.description
     else:  # json_object: any JSON object

@@ -7,6 +7,8 @@ the first byte, a failover.
 
 from __future__ import annotations
 
+from typing import Any
+
 import msgspec
 from botocore.eventstream import EventStreamBuffer
 
@@ -74,7 +76,8 @@ class ConverseStreamDecoder:
             self._buf.add_data(data)
             for message in self._buf:
                 if not self._done:
-                    self._message(message.headers, message.payload, out)
+                    # botocore-stubs say `headers: int`; botocore sets the parsed header dict
+                    self._message(message.headers, message.payload, out)  # type: ignore[arg-type]
         except ValueError:
             raise
         except Exception as exc:  # botocore's ParserError family: CRC mismatch, bad lengths, bad headers
@@ -87,7 +90,7 @@ class ConverseStreamDecoder:
             return [DONE]
         return []  # no messageStop: the relay reports the stream as interrupted
 
-    def _message(self, headers: dict, payload: bytes, out: list[bytes]) -> None:
+    def _message(self, headers: dict[str, Any], payload: bytes, out: list[bytes]) -> None:
         kind = headers.get(":message-type")
         if kind != "event":
             name = headers.get(":exception-type") or headers.get(":error-code") or "error"

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextvars
 import re
 from collections.abc import Mapping
+from typing import Any
 from urllib.parse import quote
 
 import msgspec
@@ -51,7 +52,7 @@ class _GoogleErrorInner(msgspec.Struct):
     code: int | None = None
     message: str = ""
     status: str = ""
-    details: list[dict] = []
+    details: list[dict[str, Any]] = []
 
 
 class _GoogleErrorBody(msgspec.Struct):
@@ -133,13 +134,13 @@ class GeminiAdapter(AdapterBase):
         dropped = ["user"] if req.user else []
         _EMBED_FORMAT.set(req.encoding_format or "float")
         if self.vertex:
-            body: dict = {"instances": [{"content": t} for t in texts]}
+            body: dict[str, Any] = {"instances": [{"content": t} for t in texts]}
             if req.dimensions is not None:
                 body["parameters"] = {"outputDimensionality": req.dimensions}
             url = self.model_url(upstream_model, "predict")
         else:
             resource = upstream_model if "/" in upstream_model else f"models/{upstream_model}"
-            one: dict = {"model": resource}
+            one: dict[str, Any] = {"model": resource}
             if req.dimensions is not None:
                 one["outputDimensionality"] = req.dimensions
             body = {"requests": [{**one, "content": {"parts": [{"text": t}]}} for t in texts]}
@@ -155,9 +156,10 @@ class GeminiAdapter(AdapterBase):
 
     def embeddings_response(self, body: bytes, upstream_model: str, headers: Mapping[str, str]) -> bytes:
         vectors, tokens = gr.embedding_vectors(body, vertex=self.vertex)
+        embeddings: list[list[float]] | list[str] = vectors
         if _EMBED_FORMAT.get() == "base64":
-            vectors = [embedding_base64(v) for v in vectors]
-        data = [{"object": "embedding", "index": i, "embedding": v} for i, v in enumerate(vectors)]
+            embeddings = [embedding_base64(v) for v in vectors]
+        data = [{"object": "embedding", "index": i, "embedding": v} for i, v in enumerate(embeddings)]
         return _encode({"object": "list", "data": data, "model": upstream_model,
                         "usage": {"prompt_tokens": tokens, "total_tokens": tokens}})
 
@@ -200,7 +202,10 @@ def build(name: str, provider: Provider) -> GeminiAdapter:
         return GeminiAdapter(KIND.name, KIND.endpoint(provider), api_key=api_key, name=name)
     if provider.auth.api_key_env:
         raise ConfigError(f"{where}.auth.api_key_env: Vertex AI uses OAuth; set auth.google (or nothing for ADC)")
+    project, region = provider.project, provider.region
+    if project is None or region is None:  # a loaded config has both (VERTEX.requires); this is for one built by hand
+        raise ValueError(f"{where}: a vertex provider needs a project and a region")
     tokens = GoogleTokens(provider.auth.google or GoogleAuth(), f"{where}.auth.google")
     adapter = GeminiAdapter(VERTEX.name, VERTEX.endpoint(provider), tokens=tokens, name=name)
-    adapter.resource = f"v1/projects/{quote(provider.project, safe='')}/locations/{quote(provider.region, safe='')}"
+    adapter.resource = f"v1/projects/{quote(project, safe='')}/locations/{quote(region, safe='')}"
     return adapter

@@ -28,7 +28,8 @@ class GoogleTokens:
             from google.oauth2 import service_account
 
             try:
-                self._credentials = service_account.Credentials.from_service_account_file(path, scopes=self._scopes)
+                # google-auth leaves this classmethod unannotated
+                self._credentials = service_account.Credentials.from_service_account_file(path, scopes=self._scopes)  # type: ignore[no-untyped-call]
             except (OSError, ValueError) as exc:
                 raise ConfigError(f"{where}.service_account_file_env: cannot load {path!r}: {exc}") from None
         # One requests session for every refresh (connection reuse to the token endpoint).

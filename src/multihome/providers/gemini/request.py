@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import mimetypes
+from typing import Any
 
 import msgspec
 
@@ -68,12 +69,12 @@ def check_params(parsed: ParsedChat) -> list[str]:
     return sorted(dropped)
 
 
-def request_body(parsed: ParsedChat, *, vertex: bool) -> dict:
+def request_body(parsed: ParsedChat, *, vertex: bool) -> dict[str, Any]:
     req = parsed.request
     if parsed.stream and (req.n or 1) > 1:
         raise bad_request(f"'n' greater than 1 cannot be streamed when the request is served by {PROVIDER}.",
                           param="n", code="unsupported_parameter")
-    body: dict = {"contents": contents(req.messages, vertex=vertex)}
+    body: dict[str, Any] = {"contents": contents(req.messages, vertex=vertex)}
     system = cin.system_text(req.messages)
     if system:
         body["systemInstruction"] = {"parts": [{"text": system}]}
@@ -91,10 +92,10 @@ def request_body(parsed: ParsedChat, *, vertex: bool) -> dict:
 # -- messages ------------------------------------------------------------------------------
 
 
-def contents(messages: list[Message], *, vertex: bool) -> list[dict]:
+def contents(messages: list[Message], *, vertex: bool) -> list[dict[str, Any]]:
     """Turns in Gemini's user/model roles; consecutive turns of the same role are merged."""
     names: dict[str, str] = {}  # tool_call_id -> function name (Gemini matches results by name)
-    out: list[dict] = []
+    out: list[dict[str, Any]] = []
     for i, msg in enumerate(messages):
         where = f"messages[{i}]"
         if msg.role in ("system", "developer"):
@@ -121,18 +122,20 @@ def contents(messages: list[Message], *, vertex: bool) -> list[dict]:
     return out
 
 
-def _user_parts(msg: Message, where: str, vertex: bool) -> list[dict]:
-    parts = []
+def _user_parts(msg: Message, where: str, vertex: bool) -> list[dict[str, Any]]:
+    parts: list[dict[str, Any]] = []
     for j, part in enumerate(cin.parts_of(msg)):
         p = f"{where}.content[{j}]"
         if part.type == "text":
             if part.text:
                 parts.append({"text": part.text})
         elif part.type == "image_url":
+            assert part.image_url is not None  # parse_chat refuses an image_url part without one
             parts.append(_image(part.image_url.url, p, vertex))
         elif part.type == "input_audio":
             audio = cin.raw_json(part.input_audio, f"{p}.input_audio") if len(part.input_audio) else {}
-            mime = _AUDIO_MIME.get(audio.get("format")) if isinstance(audio, dict) else None
+            fmt = audio.get("format") if isinstance(audio, dict) else None
+            mime = _AUDIO_MIME.get(fmt) if isinstance(fmt, str) else None  # a list or object is no format
             if mime is None or not isinstance(audio.get("data"), str):
                 raise bad_request(f"{p}.input_audio needs 'data' (base64) and 'format' wav or mp3.", param=p)
             parts.append({"inlineData": {"mimeType": mime, "data": audio["data"]}})
@@ -143,7 +146,7 @@ def _user_parts(msg: Message, where: str, vertex: bool) -> list[dict]:
     return parts
 
 
-def _image(url: str, where: str, vertex: bool) -> dict:
+def _image(url: str, where: str, vertex: bool) -> dict[str, Any]:
     if url.startswith("data:"):
         mime, data = cin.data_url(url, where)
         return {"inlineData": {"mimeType": mime, "data": base64.b64encode(data).decode()}}
@@ -151,17 +154,17 @@ def _image(url: str, where: str, vertex: bool) -> dict:
     if not allowed:
         what = "https:// or gs:// URLs" if vertex else "data URLs or Gemini Files API URIs"
         raise bad_request(f"{where}: images must be {what} when the request is served by {PROVIDER}.", param=where)
-    mime = mimetypes.guess_type(url.split("?", 1)[0])[0]
-    if mime is None or not mime.startswith("image/"):
+    guessed = mimetypes.guess_type(url.split("?", 1)[0])[0]
+    if guessed is None or not guessed.startswith("image/"):
         raise bad_request(
             f"{where}: the image type cannot be told from the URL (no .png/.jpg/.webp/... ending); "
             "send it as a base64 data URL instead.",
             param=where,
         )
-    return {"fileData": {"mimeType": mime, "fileUri": url}}
+    return {"fileData": {"mimeType": guessed, "fileUri": url}}
 
 
-def _file(raw: msgspec.Raw, where: str) -> dict:
+def _file(raw: msgspec.Raw, where: str) -> dict[str, Any]:
     file = cin.raw_json(raw, f"{where}.file") if len(raw) else {}
     data = file.get("file_data") if isinstance(file, dict) else None
     if not isinstance(data, str) or not data.startswith("data:"):
@@ -171,8 +174,8 @@ def _file(raw: msgspec.Raw, where: str) -> dict:
     return {"inlineData": {"mimeType": mime, "data": base64.b64encode(payload).decode()}}
 
 
-def _model_parts(msg: Message, where: str, names: dict[str, str]) -> list[dict]:
-    parts: list[dict] = []
+def _model_parts(msg: Message, where: str, names: dict[str, str]) -> list[dict[str, Any]]:
+    parts: list[dict[str, Any]] = []
     text = cin.text_of(msg) or msg.refusal
     if text:
         parts.append({"text": text})
@@ -183,7 +186,7 @@ def _model_parts(msg: Message, where: str, names: dict[str, str]) -> list[dict]:
     return parts
 
 
-def _function_response(msg: Message, where: str, names: dict[str, str]) -> dict:
+def _function_response(msg: Message, where: str, names: dict[str, str]) -> dict[str, Any]:
     name = names.get(msg.tool_call_id or "")
     if name is None:
         raise bad_request(
@@ -204,13 +207,13 @@ def _function_response(msg: Message, where: str, names: dict[str, str]) -> dict:
 # -- tools ---------------------------------------------------------------------------------
 
 
-def tool_fields(req: ChatRequest, raw: dict[str, msgspec.Raw]) -> tuple[list[dict] | None, dict | None]:
+def tool_fields(req: ChatRequest, raw: dict[str, msgspec.Raw]) -> tuple[list[dict[str, Any]] | None, dict[str, Any] | None]:
     declarations = []
     for i, tool in enumerate(req.tools or ()):
         if tool.type != "function" or tool.function is None:
             raise cin.unsupported(f"tools[{i}].type '{tool.type}'", PROVIDER)
         fn = tool.function
-        decl: dict = {"name": fn.name}
+        decl: dict[str, Any] = {"name": fn.name}
         if fn.description:
             decl["description"] = fn.description
         if len(fn.parameters):
@@ -221,12 +224,12 @@ def tool_fields(req: ChatRequest, raw: dict[str, msgspec.Raw]) -> tuple[list[dic
     if not declarations:
         return None, None
     names = [d["name"] for d in declarations]
-    config: dict | None = None
+    config: dict[str, Any] | None = None
     if choice == "auto":
         config = {"mode": "AUTO"}
     elif choice == "none":
         config = {"mode": "NONE"}
-    elif choice == "required":
+    elif isinstance(choice, str):  # "required": parse_chat allows only none, auto and required
         config = {"mode": "ANY"}
     elif choice is not None and choice.type == "function":
         if choice.function is None or choice.function.name not in names:
@@ -251,7 +254,7 @@ def tool_fields(req: ChatRequest, raw: dict[str, msgspec.Raw]) -> tuple[list[dic
     return [{"functionDeclarations": declarations}], ({"functionCallingConfig": config} if config else None)
 
 
-def _allowed_name(tool: dict):
+def _allowed_name(tool: dict[str, Any]) -> Any:
     """An allowed_tools entry's function name: `{"type": "function", "function": {"name"}}` or `{"name"}`."""
     fn = tool.get("function")
     return (fn.get("name") if isinstance(fn, dict) else None) or tool.get("name")
@@ -260,8 +263,8 @@ def _allowed_name(tool: dict):
 # -- generation config ---------------------------------------------------------------------
 
 
-def generation_config(req: ChatRequest, raw: dict[str, msgspec.Raw]) -> dict:
-    config: dict = {}
+def generation_config(req: ChatRequest, raw: dict[str, msgspec.Raw]) -> dict[str, Any]:
+    config: dict[str, Any] = {}
     limit = cin.max_output_tokens(req)
     if limit is not None:
         config["maxOutputTokens"] = limit

@@ -78,7 +78,8 @@ _decoder = Decoder(GenerateContentResponse)
 
 def decode(body: bytes) -> GenerateContentResponse:
     """Raises ValueError (msgspec.DecodeError is one) on a body that is not a response."""
-    return _decoder.decode(body)
+    resp: GenerateContentResponse = _decoder.decode(body)  # bounded.Decoder's decode is untyped
+    return resp
 
 
 def usage_of(meta: UsageMetadata | None) -> out.UsageOut:
@@ -133,21 +134,22 @@ def chat_completion(body: bytes, model: str) -> bytes:
         return out.completion(model, text=None, tool_calls=None, finish_reason=out.FINISH_FILTER, usage=usage,
                               refusal=block_message(feedback))
     ids = CallIds(resp.responseId)
-    choices = []
+    choices: list[tuple[str | None, list[out.ToolCallOut] | None, str, str | None]] = []
     for cand in sorted(resp.candidates, key=lambda c: c.index):
-        texts, calls = [], []
+        texts: list[str] = []
+        found: list[out.ToolCallOut] = []
         for part in cand.content.parts if cand.content else ():
             if part.functionCall is not None:
                 fc = part.functionCall
-                calls.append(out.ToolCallOut(ids.id_for(fc, cand.index, len(calls)), fc.name, args_text(fc)))
+                found.append(out.ToolCallOut(ids.id_for(fc, cand.index, len(found)), fc.name, args_text(fc)))
             elif part.text is not None and not part.thought:
                 texts.append(part.text)
-        reason = finish_reason(cand.finishReason, bool(calls))
+        reason = finish_reason(cand.finishReason, bool(found))
         text = "".join(texts) or None
         refusal = None
-        if reason == out.FINISH_FILTER and text is None and not calls:
+        if reason == out.FINISH_FILTER and text is None and not found:
             refusal = f"The answer was blocked by the provider's safety filters: {cand.finishReason}."
-        choices.append((text, calls or None, reason, refusal))
+        choices.append((text, found or None, reason, refusal))
     if len(choices) == 1:
         text, calls, reason, refusal = choices[0]
         return out.completion(model, text=text, tool_calls=calls, finish_reason=reason, usage=usage, refusal=refusal)

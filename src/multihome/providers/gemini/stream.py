@@ -89,6 +89,7 @@ class GeminiStreamDecoder:
                 fc = part.functionCall
                 index = self._calls
                 self._calls += 1
+                assert self._ids is not None  # set with the writer
                 emitted.append(writer.tool_start(index, self._ids.id_for(fc, 0, index), fc.name))
                 emitted.append(writer.tool_args(index, args_text(fc)))
             elif part.text and not part.thought:

@@ -11,10 +11,12 @@ from typing import Any
 
 from ..app import CHAT, MODEL, MODELS, ProviderApp, Reply, Route, frame
 from ..chat import plan_chat
+from ..config import SimulatorConfig
 from ..content import short_hash
 from ..errors import ErrorSpec, error_for_status
 from ..faults import Fault
 from ..http import Request, status_line
+from ..state import SimState
 from . import wire
 
 # status -> Anthropic error type (protocols.md section 6).
@@ -29,11 +31,26 @@ _PROMPT_CACHE_MAX = 4096
 _MODELS = ["claude-sonnet-4-5", "claude-haiku-4-5", "claude-opus-4-1"]
 
 
+class MessageReply(Reply):
+    """A stream reply that renders an Anthropic message plan (the shared Reply carries a ChatPlan)."""
+
+    __slots__ = ("message",)
+
+    def __init__(self, message: wire.MessagePlan, headers: bytes) -> None:
+        super().__init__("stream", headers=headers)
+        self.message = message
+
+
+def _message_plan(reply: Reply) -> wire.MessagePlan:
+    assert isinstance(reply, MessageReply)  # this app's stream replies are all MessageReply
+    return reply.message
+
+
 class AnthropicApp(ProviderApp):
     kind = "anthropic"
     auth_headers = (b"x-api-key", b"authorization")
 
-    def __init__(self, config, state):
+    def __init__(self, config: SimulatorConfig, state: SimState) -> None:
         super().__init__(config, state)
         self._api_key = config.api_key.encode() if config.api_key else None
         self._static_headers = (
@@ -44,13 +61,7 @@ class AnthropicApp(ProviderApp):
         )
         # Prompt-cache prefixes seen so far: a repeat of a marked prefix is a cache read.
         self._prompt_cache: dict[bytes, int] = {}
-        reset = state.reset
-
-        def reset_all() -> None:  # /_sim/reset also forgets the prompt cache
-            reset()
-            self._prompt_cache.clear()
-
-        state.reset = reset_all
+        state.on_reset.append(self._prompt_cache.clear)  # /_sim/reset also forgets the prompt cache
 
     # -- hooks -----------------------------------------------------------------------------
     def route(self, method: bytes, path: bytes, query: bytes) -> Route:
@@ -67,7 +78,7 @@ class AnthropicApp(ProviderApp):
         bearer = headers.get(b"authorization")
         if key is None and bearer is None:
             return ErrorSpec(401, "x-api-key header is required", "authentication_error")
-        given = key if key is not None else (bearer[7:] if bearer.startswith(b"Bearer ") else b"")
+        given = key if key is not None else (bearer[7:] if bearer is not None and bearer.startswith(b"Bearer ") else b"")
         if not given or (self._api_key is not None and given != self._api_key):
             return ErrorSpec(401, "invalid x-api-key", "authentication_error")
         if b"anthropic-version" not in headers:
@@ -124,6 +135,7 @@ class AnthropicApp(ProviderApp):
                 return self._error_reply(self.unknown_model(name), None)
             return self._json_reply(req, self._model_info(name), None)
         turns = wire.validate(body)
+        assert model is not None  # validate() requires a string model, which _slow read
         reported = model
         if self.models is not None:
             if model not in self.models:
@@ -135,8 +147,7 @@ class AnthropicApp(ProviderApp):
         mp = wire.message_plan(body, plan, key, refuse_prompt)
         cached = self._cache_usage(body, turns, mp)
         if body.get("stream") is True:
-            reply = Reply("stream", headers=self._sse_headers(req, None))
-            reply.plan = mp  # the Anthropic message plan; _stream renders it
+            reply: Reply = MessageReply(mp, self._sse_headers(req, None))
             if fault is None and not cached and req.http_11:
                 reply = Reply("response", self._whole_stream(reply))
                 self._remember(req, model, True, reply.payload)
@@ -172,7 +183,7 @@ class AnthropicApp(ProviderApp):
 
     def _whole_stream(self, reply: Reply) -> bytes:
         parts = [status_line(200), reply.headers, b"transfer-encoding: chunked\r\n\r\n"]
-        for _, event, data in wire.stream_events(reply.plan):
+        for _, event, data in wire.stream_events(_message_plan(reply)):
             parts.append(frame(wire.sse(event, data)))
         parts.append(b"0\r\n\r\n")
         return b"".join(parts)
@@ -180,7 +191,7 @@ class AnthropicApp(ProviderApp):
     stream_end = b""  # Anthropic streams end with message_stop, no sentinel
 
     def stream_frames(self, reply: Reply, fault: Fault | None):
-        for stage, event, data in wire.stream_events(reply.plan):
+        for stage, event, data in wire.stream_events(_message_plan(reply)):
             yield stage == wire.CONTENT, wire.sse(event, data)
 
     def malformed_frame(self, good: bytes) -> bytes:

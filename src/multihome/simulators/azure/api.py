@@ -108,7 +108,7 @@ class AzureApp(ProviderApp):
 
     # -- shapes ----------------------------------------------------------------------------
     def error_payload(self, err: ErrorSpec) -> dict:
-        e = {"code": err.code or str(err.status), "message": err.message}
+        e: dict[str, str | None] = {"code": err.code or str(err.status), "message": err.message}
         if err.param is not None:  # request validation errors come from the model backend: OpenAI fields
             e["param"] = err.param
             e["type"] = err.type

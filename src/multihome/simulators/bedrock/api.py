@@ -14,10 +14,12 @@ import msgspec
 
 from ..app import CHAT, EMBEDDINGS, ProviderApp, Reply, Route
 from ..chat import BadRequest, plan_chat
+from ..config import SimulatorConfig
 from ..content import short_hash
 from ..errors import ErrorSpec
 from ..faults import Fault
 from ..http import Connection, Request, build_response, status_line
+from ..state import SimState
 from . import eventstream as es
 from .converse import VALIDATION, render_converse, render_invoke, stream_events, to_chat_body
 from .sigv4 import Secret, verify
@@ -75,7 +77,7 @@ class BedrockApp(ProviderApp):
     kind = "bedrock"
     auth_headers = (b"authorization",)
 
-    def __init__(self, config, state):
+    def __init__(self, config: SimulatorConfig, state: SimState) -> None:
         super().__init__(config, state)
         self.region = config.region
         # access key id -> secret (+ session token for credentials this simulator's STS issued)
@@ -114,6 +116,7 @@ class BedrockApp(ProviderApp):
         if not self.keys:
             return None if self._bearer is None else ErrorSpec(403, "Missing Authentication Token", "MissingAuthenticationTokenException")
         req = self._req
+        assert req is not None  # handle() sets it around the shared pipeline
         hdrs = {k.decode("latin-1"): v.decode("latin-1") for k, v in headers.items()}
         failure = verify(req.method.decode(), req.url.decode("latin-1"), hdrs, req.body, keys=self.keys,
                          region=self.region, service="bedrock")
@@ -143,6 +146,7 @@ class BedrockApp(ProviderApp):
 
     # -- replies -------------------------------------------------------------------------------
     def _prepare(self, req: Request, route: Route, body: Any, model: str | None, fault: Fault | None) -> Reply:
+        assert model is not None  # every route that gets here names one in its path
         stream = getattr(route, "stream", False)
         if fault is not None:
             if fault.hang:
@@ -158,10 +162,10 @@ class BedrockApp(ProviderApp):
             if fault.cut_after is not None and not stream:
                 return Reply("cut")
         if self.models is not None and model not in self.models:
-            return self._error_reply(self.unknown_model(model or ""), None)
+            return self._error_reply(self.unknown_model(model), None)
         reported = self.models[model] if self.models is not None else model
         if route.op == EMBEDDINGS:
-            out, tokens = render_invoke(body, reported or "")
+            out, tokens = render_invoke(body, reported)
             reply = self._json_reply(req, out, None, b"x-amzn-bedrock-input-token-count: %d\r\n" % tokens)
             if fault is None:
                 self._remember(req, model, False, reply.payload)
@@ -169,7 +173,7 @@ class BedrockApp(ProviderApp):
         chat = to_chat_body(body)
         if stream:
             chat["stream"] = True
-        plan = plan_chat(chat, sim_name=self.name, model=reported or "", key=req.url + b"\x00" + req.body, fault=fault)
+        plan = plan_chat(chat, sim_name=self.name, model=reported, key=req.url + b"\x00" + req.body, fault=fault)
         filtered = fault.content_filter if fault is not None else None
         if stream:
             reply = Reply("stream", plan=plan, headers=self._stream_headers(req))
@@ -191,14 +195,14 @@ class BedrockApp(ProviderApp):
                 + _request_id(req.url, req.body).encode() + b"\r\n")
 
     def _whole_event_stream(self, reply: Reply) -> bytes:
-        data = b"".join(es.event(name, payload) for _, name, payload in stream_events(reply.plan, None))
+        data = b"".join(es.event(name, payload) for _, name, payload in stream_events(reply.stream_plan(), None))
         return status_line(200) + reply.headers + b"transfer-encoding: chunked\r\n\r\n" + b"%x\r\n%s\r\n0\r\n\r\n" % (len(data), data)
 
     stream_end = b""  # event-stream ends with messageStop/metadata frames
 
     def stream_frames(self, reply: Reply, fault: Fault | None):
         filtered = fault.content_filter if fault else None
-        for is_content, name, payload in stream_events(reply.plan, filtered):
+        for is_content, name, payload in stream_events(reply.stream_plan(), filtered):
             yield is_content, es.event(name, payload)
 
     def malformed_frame(self, good: bytes) -> bytes:

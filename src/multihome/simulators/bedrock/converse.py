@@ -213,6 +213,7 @@ def stream_events(plan: ChatPlan, filtered: str | None) -> Iterator[tuple[bool, 
     c = plan.choices[0]
     yield False, "messageStart", {"role": "assistant", "p": _PADDING[:10]}
     output_tokens = c.completion_tokens
+    text: str | None
     if filtered == "prompt":
         text, output_tokens = GUARDRAIL_BLOCKED, 0
     else:

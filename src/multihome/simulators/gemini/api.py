@@ -136,7 +136,8 @@ class GeminiApp(ProviderApp):
                          code="NOT_FOUND")
 
     # -- pipeline (Google bodies instead of OpenAI's) --------------------------------------
-    def _slow(self, conn, req, route: GeminiRoute, entry, fault: Any):
+    def _slow(self, conn, req, route: Route, entry, fault: Any):
+        assert isinstance(route, GeminiRoute)  # this app's route() makes only these
         body: Any = None
         model = route.deployment
         entry.model = model
@@ -155,7 +156,8 @@ class GeminiApp(ProviderApp):
     def bad_request(self, e: BadRequest) -> ErrorSpec:
         return ErrorSpec(e.status, e.message, code=e.code if e.code and e.code.isupper() else None)
 
-    def _prepare(self, req, route: GeminiRoute, body: Any, model: str | None, fault: Fault | None) -> Reply:
+    def _prepare(self, req, route: Route, body: Any, model: str | None, fault: Fault | None) -> Reply:
+        assert isinstance(route, GeminiRoute) and model is not None  # every route that gets here names a model
         op = route.op
         if fault is not None:
             if fault.hang:
@@ -172,7 +174,7 @@ class GeminiApp(ProviderApp):
             if fault.cut_after is not None and not route.stream:
                 return Reply("cut")
         if self.models is not None and model not in self.models:
-            return self._error_reply(self.unknown_model(model or ""), None)
+            return self._error_reply(self.unknown_model(model), None)
         reported = self.models[model] if self.models is not None else model
         if op == EMBEDDINGS:
             reply = self._json_reply(req, self._embeddings(body, model), None)
@@ -247,7 +249,8 @@ class GeminiApp(ProviderApp):
 
     def stream_frames(self, reply: Reply, fault: Fault | None):
         """Paced `alt=sse` chunks with Google's CRLF event framing."""
-        for stage, _, chunk in stream_chunks(reply.plan, reply.plan.model):
+        plan = reply.stream_plan()
+        for stage, _, chunk in stream_chunks(plan, plan.model):
             yield stage == CONTENT, b"data: " + _encode(chunk) + _EVENT_END
 
     def malformed_frame(self, good: bytes) -> bytes:

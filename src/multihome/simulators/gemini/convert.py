@@ -86,10 +86,10 @@ def to_openai(body: dict) -> dict:
     messages: list[dict] = []
     system = body.get("systemInstruction")
     if system is not None:
-        parts = system.get("parts") if isinstance(system, dict) else None
-        if not isinstance(parts, list):
+        system_parts = system.get("parts") if isinstance(system, dict) else None
+        if not isinstance(system_parts, list):
             raise _invalid("* GenerateContentRequest.system_instruction.parts: must be a list of parts")
-        messages.append({"role": "system", "content": " ".join(p.get("text", "") for p in parts if isinstance(p, dict))})
+        messages.append({"role": "system", "content": " ".join(p.get("text", "") for p in system_parts if isinstance(p, dict))})
     pending_calls: list[str] = []  # names of the previous model turn's function calls
     for i, content in enumerate(contents):
         where = f"contents[{i}]"
@@ -98,7 +98,9 @@ def to_openai(body: dict) -> dict:
         role = content.get("role", "user")
         if role not in ("user", "model"):
             raise _invalid(f"Please use a valid role: user, model. (got {role!r} at {where})")
-        calls, responses, parts = [], [], []
+        calls: list[dict[str, Any]] = []
+        responses: list[dict[str, Any]] = []
+        parts: list[dict[str, Any]] = []
         for j, part in enumerate(content["parts"]):
             converted = _part_to_openai(part, f"{where}.parts[{j}]")
             if converted is not None:
@@ -146,7 +148,7 @@ def _tools(body: dict, out: dict) -> None:
     tools = body.get("tools")
     if tools is None:
         return
-    fns = []
+    fns: list[dict[str, Any]] = []
     for i, tool in enumerate(tools if isinstance(tools, list) else []):
         for j, decl in enumerate(tool.get("functionDeclarations", []) if isinstance(tool, dict) else []):
             where = f"tools[{i}].function_declarations[{j}]"
