@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 
-from .api.anthropic_routes import AnthropicRoutes
+from .api.anthropic.routes import AnthropicRoutes
 from .api.drain import Drain
 from .api.gateway import Gateway
 from .api.openai_routes import OpenAIRoutes

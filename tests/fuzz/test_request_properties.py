@@ -14,7 +14,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from multihome.api import admin_bodies
-from multihome.api.anthropic_translate import to_canonical
+from multihome.api.anthropic.translate import to_canonical
 from multihome.api.openai_routes import narrowing
 from multihome.providers.anthropic import AnthropicAdapter
 from multihome.providers.azure import AzureAdapter

@@ -9,7 +9,7 @@ from ..accounting.tracker import finish_failed, settle
 from ..identity.authenticator import Authenticator
 from ..routing.catalog import Catalog
 from ..schema.errors import ApiError
-from .anthropic_errors import send_anthropic_error
+from .anthropic.errors import send_anthropic_error
 from .asgi import JSON, ClientGone, header, send_bytes, send_error
 from .drain import Drain
 from .openai_routes import OpenAIRoutes, new_request_id

@@ -17,7 +17,7 @@ import logging
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from ..schema.errors import ApiError
-from .anthropic_errors import error_body
+from .anthropic.errors import error_body
 from .openai_routes import new_request_id
 
 log = logging.getLogger("multihome.gateway")

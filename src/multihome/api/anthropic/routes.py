@@ -15,17 +15,17 @@ import logging
 
 import msgspec
 
-from ..identity.authenticator import Authenticator, credential_of
-from ..routing import estimate
-from ..schema.anthropic import parse_messages
-from ..schema.errors import ApiError
-from .anthropic_errors import send_anthropic_error
-from .anthropic_stream import AnthropicStream, TranslatedRelay
-from .anthropic_translate import to_anthropic, to_canonical
-from .asgi import JSON, ClientGone, read_body, send_bytes
-from .gateway import _check_content_type
-from ..accounting.tracker import finish_failed
-from .openai_routes import (
+from ...identity.authenticator import Authenticator, credential_of
+from ...routing import estimate
+from ...schema.anthropic import parse_messages
+from ...schema.errors import ApiError
+from .errors import send_anthropic_error
+from .stream import AnthropicStream, TranslatedRelay
+from .translate import to_anthropic, to_canonical
+from ..asgi import JSON, ClientGone, read_body, send_bytes
+from ..gateway import _check_content_type
+from ...accounting.tracker import finish_failed
+from ..openai_routes import (
     OpenAIRoutes,
     admit_call,
     begin_call,

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import msgspec
 
-from ..schema.errors import ApiError
-from .asgi import JSON, send_bytes
+from ...schema.errors import ApiError
+from ..asgi import JSON, send_bytes
 
 _TYPES = {
     400: "invalid_request_error",
