@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import os
 
-from .api.anthropic.routes import AnthropicRoutes
+from .api.anthropic.routes import AnthropicDoor
 from .api.drain import Drain
 from .api.gateway import Gateway
-from .api.openai_routes import OpenAIRoutes
+from .api.openai.chat import ChatDoor
+from .api.openai.embeddings import EmbeddingsDoor
+from .api.openai.explain import ExplainDoor
+from .api.openai.models import ModelsDoor
+from .api.pipeline import Pipeline
 from .config import Config, check_drain_timeout, env_secret, load_config
 from .accounting.tracker import Accounting
 from .api.admin_budget_routes import BudgetAdminRoutes
@@ -82,8 +86,13 @@ def build_app(config: Config) -> Gateway:
         audit_log = AuditLog(config.audit, heads_url=storage.url)  # the head registry lives beside the rest
         accounting.audit = audit_log  # call_started is on disk before the answer's first byte
         accounting.sinks.append(audit_log)  # then the completed call
-    routes = OpenAIRoutes(catalog, router, config.server.max_body_bytes, gate, accounting)
-    anthropic = AnthropicRoutes(routes, auth)
+    pipeline = Pipeline(catalog, router, config.server.max_body_bytes, gate, accounting)
+    models, anthropic = ModelsDoor(pipeline), AnthropicDoor(pipeline)
+    doors = {  # the handler names of the route table (api/routes.py)
+        "chat": ChatDoor(pipeline).handle, "embeddings": EmbeddingsDoor(pipeline).handle,
+        "explain": ExplainDoor(pipeline).handle, "models": models.list, "model": models.get,
+        "messages": anthropic.messages, "count_tokens": anthropic.count_tokens,
+    }
     async def after_change() -> None:
         await storage.refresh()
         await gate.refresh()
@@ -110,15 +119,7 @@ def build_app(config: Config) -> Gateway:
     if oidc is not None:
         services.append(oidc)
     drain = Drain(config.server.drain_timeout_s)
-    return Gateway(
-        catalog,
-        auth,
-        routes,
-        {b"/v1/messages": anthropic.messages, b"/v1/messages/count_tokens": anthropic.count_tokens},
-        services=services,
-        admin=admin,
-        drain=drain,
-    )
+    return Gateway(pipeline, auth, doors, services=services, admin=admin, drain=drain)
 
 
 def served_app(config: Config) -> Gateway:

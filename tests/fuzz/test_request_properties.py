@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 from multihome.api import admin_bodies
 from multihome.api.anthropic.translate import to_canonical
-from multihome.api.openai_routes import narrowing
+from multihome.api.pipeline import narrowing
 from multihome.providers.anthropic import AnthropicAdapter
 from multihome.providers.azure import AzureAdapter
 from multihome.providers.bedrock import BedrockAdapter

@@ -103,7 +103,7 @@ def test_upstream_answers_nested_too_deeply_count_as_malformed():
 
 
 def test_an_error_body_nested_too_deeply_still_gives_the_client_a_clean_error():
-    from multihome.api.openai_routes import upstream_client_error
+    from multihome.api.openai.errors import upstream_client_error
     from multihome.routing.attempts import Attempt, Served
 
     from .test_upstream_properties import BY_KIND, _Deployment

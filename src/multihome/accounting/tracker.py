@@ -147,10 +147,9 @@ def _swallow(future: asyncio.Future) -> None:
         future.exception()
 
 
-def finish_failed(scope: dict, err: ApiError) -> None:
+def finish_failed(tracker: CallTracker | None, err: ApiError) -> None:
     """Record a call that ended in an error the gateway answered (denied, declined, bad request, or
     a gateway failure after an upstream answered: then it is charged for what was produced)."""
-    tracker = scope.get("multihome.tracker")
     if tracker is None or tracker.finished:
         return
     if tracker.served is not None:
@@ -159,10 +158,9 @@ def finish_failed(scope: dict, err: ApiError) -> None:
         tracker.finish(err.status, outcome_of(err), error_code=err.body.code, attempts=getattr(err, "attempts", ()))
 
 
-def settle(scope: dict) -> None:
+def settle(tracker: CallTracker | None) -> None:
     """The last word on every request, however it ended (client gone, task cancelled, a send that
     failed): a call that began accounting gets its one record, and is charged if an upstream answered."""
-    tracker = scope.get("multihome.tracker")
     if tracker is None or tracker.finished:
         return
     if tracker.served is not None:

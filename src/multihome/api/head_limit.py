@@ -17,8 +17,8 @@ import logging
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from ..schema.errors import ApiError
-from .anthropic.errors import error_body
-from .openai_routes import new_request_id
+from .routes import family_of
+from .pipeline import new_request_id
 
 log = logging.getLogger("multihome.gateway")
 
@@ -84,7 +84,7 @@ def _answer(url: bytes, limit: int) -> bytes:
         "Send fewer or shorter headers; put large data in the body.",
         code="request_header_fields_too_large",
     )
-    body = error_body(err, request_id) if url.startswith(b"/v1/messages") else err.to_bytes()
+    body = family_of(url).error_body(err, request_id)
     return b"".join((
         b"HTTP/1.1 431 Request Header Fields Too Large\r\ncontent-type: application/json\r\n",
         b"x-request-id: ", request_id, b"\r\ncontent-length: ", str(len(body)).encode(),
