@@ -35,6 +35,7 @@ from .storage_service import StorageService
 
 CONFIG_ENV = "MULTIHOME_CONFIG"
 DRAIN_ENV = "MULTIHOME_DRAIN_TIMEOUT_S"  # `serve --drain-timeout`, passed on to `--workers` processes
+LISTEN_ENV = "MULTIHOME_LISTEN_URL"  # where `serve` listens, for each worker's start-up line
 
 
 def build_app(config: Config) -> Gateway:
@@ -122,10 +123,12 @@ def build_app(config: Config) -> Gateway:
     return Gateway(pipeline, auth, doors, services=services, admin=admin, drain=drain)
 
 
-def served_app(config: Config) -> Gateway:
-    """The app as uvicorn serves it: its stop signals start the gateway's drain (api/drain.py)."""
+def served_app(config: Config, listening: str | None = None) -> Gateway:
+    """The app as uvicorn serves it: its stop signals start the gateway's drain (api/drain.py), and
+    start-up logs where it listens."""
     gateway = build_app(config)
     gateway.drain.on_signals = True
+    gateway.listening = listening
     return gateway
 
 
@@ -185,4 +188,4 @@ def app_from_env() -> Gateway:
     config = load_config(os.environ[CONFIG_ENV])
     if DRAIN_ENV in os.environ:
         config.server.drain_timeout_s = check_drain_timeout(float(os.environ[DRAIN_ENV]), DRAIN_ENV)
-    return served_app(config)
+    return served_app(config, os.environ.get(LISTEN_ENV))

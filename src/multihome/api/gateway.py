@@ -84,8 +84,8 @@ class Gateway:
                 self.drain.start()
                 self.ready = True
                 if self.listening is not None:
-                    log.info("multihome listening on %s (%d deployments, %d model groups)", self.listening,
-                             len(self.catalog.deployments), len(self.catalog.groups))
+                    log.info("multihome listening on %s (%s, %s)", self.listening,
+                             _count(len(self.catalog.deployments), "deployment"), _count(len(self.catalog.groups), "model group"))
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
                 self.ready = False
@@ -153,6 +153,10 @@ class Gateway:
             await send(message)
 
         await self.admin.handle(call.scope, receive, noting_status, call.request_id, call.principal)
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
 
 
 _OPENAPI: dict[str, bytes] = {}
