@@ -71,7 +71,7 @@ def test_streams_refusals_and_unknown_paths_are_logged_and_probes_are_not(gatewa
     missing = httpx.get(gateway.url + "/v1/nothing", headers={"authorization": f"Bearer {CLIENT_KEY}"})
     assert (refused.status_code, missing.status_code) == (401, 404)
     text = _log_after(gateway, start, missing.headers["x-request-id"])
-    assert f"POST /v1/chat/completions 200 " in _line(text, streamed)
+    assert "POST /v1/chat/completions 200 " in _line(text, streamed)
     assert f"model_group=gpt-4o deployment={served}" in _line(text, streamed)
     assert re.search(r"POST /v1/chat/completions 401 .* principal=- tenant=- model_group=- deployment=-$",
                      _line(text, refused.headers["x-request-id"]))

@@ -6,11 +6,15 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import time
+from typing import TYPE_CHECKING
 
 from ..identity.principal import Principal
 from ..routing import estimate
 from ..schema.errors import ApiError
 from .record import AttemptRecord, CallRecord, CallSink, Usage
+
+if TYPE_CHECKING:
+    from ..routing.attempts import Served
 
 
 class Accounting:
@@ -60,7 +64,7 @@ class CallTracker:
         self.request = None  # the canonical chat or embeddings request, for usage estimates
         self.traceparent: bytes | None = None  # set by the front door when accounting.trace_context
         self.tracestate: bytes | None = None
-        self.served = None  # routing.attempts.Served once an upstream answered: from then on the call is charged
+        self.served: Served | None = None  # once an upstream answered: from then on the call is charged
 
     async def admit(self, group, deployments, max_output_tokens: int | None) -> list[tuple[bytes, bytes]]:
         """Limits and budgets (may raise 429); then start making the call's start durable."""

@@ -1,6 +1,7 @@
 """The access log: one line per call on the `multihome.access` logger, at info level.
 
-    POST /v1/chat/completions 200 12.3ms request_id=req_... principal=key_... tenant=acme model_group=gpt-4o deployment=az-eastus
+    POST /v1/chat/completions 200 12.3ms request_id=req_... principal=key_... tenant=ten_...
+    model_group=gpt-4o deployment=az-eastus   (one line)
 
 Who called is the principal's subject (an API key's id `key_...`, `env:VAR` for a key from the
 config, or a token's `sub`), never a secret; no request or answer content is written. It costs

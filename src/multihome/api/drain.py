@@ -47,7 +47,7 @@ class Drain:
         self.expired = False  # the deadline passed: what is still open is being ended
         self.on_signals = False  # set by whoever runs the app under uvicorn (`multihome serve`, demo)
         self._calls: dict[asyncio.Task[Any], Call] = {}  # request task -> its call
-        self._ended: set[asyncio.Task] = set()  # tasks this drain cancelled at the deadline
+        self._ended: set[asyncio.Task[Any]] = set()  # tasks this drain cancelled at the deadline
         self._timer: asyncio.TimerHandle | None = None
 
     def start(self) -> None:
@@ -65,7 +65,7 @@ class Drain:
             if not callable(previous):
                 continue  # not under uvicorn's handler: leave the signal alone
 
-            def handler(signum, frame, previous=previous) -> None:
+            def handler(signum: int, frame: Any, previous: Callable[[int, Any], Any] = previous) -> None:
                 loop.call_soon_threadsafe(self.begin)  # a signal handler must not touch the loop's state
                 previous(signum, frame)
 

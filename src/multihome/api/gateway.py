@@ -85,7 +85,8 @@ class Gateway:
                 self.ready = True
                 if self.listening is not None:
                     log.info("multihome listening on %s (%s, %s)", self.listening,
-                             _count(len(self.catalog.deployments), "deployment"), _count(len(self.catalog.groups), "model group"))
+                             _count(len(self.catalog.deployments), "deployment"),
+                             _count(len(self.catalog.groups), "model group"))
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
                 self.ready = False
@@ -118,10 +119,10 @@ class Gateway:
         except Exception:
             log.exception("unexpected error serving %s %s (request %s)", scope["method"], scope["path"],
                           call.request_id.decode())
-            err = ApiError(500, "The gateway hit an unexpected error; it has been logged.", type="server_error")
-            finish_failed(call.tracker, err)
+            failure = ApiError(500, "The gateway hit an unexpected error; it has been logged.", type="server_error")
+            finish_failed(call.tracker, failure)
             try:
-                await send_failure(call, send, route.family if route is not None else family_of(path), err)
+                await send_failure(call, send, route.family if route is not None else family_of(path), failure)
             except Exception:
                 pass  # the response had already started
         finally:
@@ -168,7 +169,8 @@ def _openapi(module: str) -> bytes:
     if doc is None:
         import importlib
 
-        doc = _OPENAPI[module] = msgspec.json.encode(importlib.import_module(f".{module}", __package__).openapi_document())
+        built = importlib.import_module(f".{module}", __package__).openapi_document()
+        doc = _OPENAPI[module] = msgspec.json.encode(built)
     return doc
 
 

@@ -11,10 +11,12 @@ and answers their errors in Anthropic's envelope (errors.py).
 from __future__ import annotations
 
 import dataclasses
+from typing import cast
 
 import msgspec
 
 from ...routing import estimate
+from ...routing.stream_relay import StreamRelay
 from ...schema.anthropic import parse_messages
 from ...schema.errors import ApiError
 from ..asgi import JSON, Receive, Send, read_body
@@ -52,7 +54,8 @@ class AnthropicDoor:
         if served.stream is not None:
             converter = AnthropicStream(parsed.request)
             first = converter.feed(served.first)
-            translated = dataclasses.replace(served, first=first, stream=TranslatedRelay(served.stream, converter))
+            relay = cast(StreamRelay, TranslatedRelay(served.stream, converter))  # the same rest()/close()/cut()
+            translated = dataclasses.replace(served, first=first, stream=relay)
             await send_stream(call, receive, send, translated, headers, stream_finisher(call, served))
             return
         if served.status >= 400:
