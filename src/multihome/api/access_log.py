@@ -7,6 +7,7 @@ Who called is the principal's subject (an API key's id `key_...`, `env:VAR` for 
 config, or a token's `sub`), never a secret; no request or answer content is written. It costs
 one `isEnabledFor` check when the level is above info, and one logger call (formatted only by a
 handler that writes it) when it is on. Health probes are not logged (api/routes.py, `quiet`).
+A client that left before its answer began is logged with status 499, as the call record has it.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ def write(call: Call) -> None:
     path = scope["raw_path"] or scope["path"].encode()
     log.info(
         "%s %s %d %.1fms request_id=%s principal=%s tenant=%s model_group=%s deployment=%s",
-        scope["method"], _printable(path.decode("latin-1")), call.status, (time.perf_counter() - call.t0) * 1000,
+        scope["method"], _printable(path.decode("latin-1")), call.status or 499, (time.perf_counter() - call.t0) * 1000,
         call.request_id.decode(), _printable(principal.subject) if principal is not None else "-",
         _printable(principal.tenant) if principal is not None else "-", call.group or "-",
         served.deployment.name if served is not None else "-",
