@@ -19,6 +19,7 @@ from .pipeline import Call
 
 log = logging.getLogger("multihome.access")
 _INFO = logging.INFO
+_LINE = "%s %s %d %.1fms request_id=%s principal=%s tenant=%s model_group=%s deployment=%s"
 
 
 def write(call: Call) -> None:
@@ -27,13 +28,15 @@ def write(call: Call) -> None:
         return
     principal, served, scope = call.principal, call.served, call.scope
     path = scope["raw_path"] or scope["path"].encode()
-    log.info(
-        "%s %s %d %.1fms request_id=%s principal=%s tenant=%s model_group=%s deployment=%s",
+    args = (
         scope["method"], _printable(path.decode("latin-1")), call.status or 499, (time.perf_counter() - call.t0) * 1000,
         call.request_id.decode(), _printable(principal.subject) if principal is not None else "-",
         _printable(principal.tenant) if principal is not None else "-", call.group or "-",
         served.deployment.name if served is not None else "-",
     )
+    # What log.info does, without its walk up the stack for the caller's file and line (the same
+    # for every line here, and a third of the cost of a line).
+    log.handle(log.makeRecord(log.name, _INFO, __file__, 0, _LINE, args, None))
 
 
 def _printable(text: str) -> str:
