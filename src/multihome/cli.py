@@ -118,7 +118,7 @@ def _route_explain(args: argparse.Namespace) -> int:
 
 def _db_upgrade(args: argparse.Namespace) -> int:
     from .storage import migrate_sync
-    from .storage_service import StorageService
+    from .storage.service import StorageService
 
     service = StorageService(load_config(args.config))
     if not service.enabled:

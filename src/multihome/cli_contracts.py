@@ -22,7 +22,7 @@ def _load(args) -> tuple[object, str]:
     import yaml
 
     from .config import ConfigError, Storage, env_secret
-    from .contracts.config import ContractsConfigError, parse_contracts
+    from .config.contracts import ContractsConfigError, parse_contracts
 
     if not args.config:
         raise SystemExit("contracts: give --config FILE (or set MULTIHOME_CONFIG)")

@@ -11,7 +11,7 @@ import pytest
 from multihome.api.admin_audit_routes import AuditedAdmin, AuditRoutes, change_of
 from multihome.audit import AuditLog, AuditReader, Filters
 from multihome.audit.events import AgentStep
-from multihome.identity.principal import Principal
+from multihome.schema.principal import Principal
 from multihome.schema.errors import ApiError
 
 from .helpers import call, cli, config

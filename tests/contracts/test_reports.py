@@ -13,10 +13,10 @@ import msgspec
 import pytest
 
 from multihome.api.admin_contracts_routes import ContractRoutes
-from multihome.contracts.config import parse_contracts
+from multihome.config.contracts import parse_contracts
 from multihome.contracts.report import CSV_COLUMNS, build_report, to_csv
 from multihome.contracts.service import ContractsService
-from multihome.identity.principal import Principal
+from multihome.schema.principal import Principal
 from multihome.routing.commitments import CommitmentSource
 from multihome.schema.errors import ApiError
 

@@ -8,8 +8,8 @@ import hashlib
 import time
 from typing import TYPE_CHECKING
 
-from ..identity.principal import Principal
-from ..routing import estimate
+from ..schema import estimate
+from ..schema.principal import Principal
 from ..schema.errors import ApiError
 from .record import AttemptRecord, CallRecord, CallSink, Usage
 

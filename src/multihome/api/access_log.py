@@ -29,9 +29,14 @@ def write(call: Call) -> None:
     principal, served, scope = call.principal, call.served, call.scope
     path = scope["raw_path"] or scope["path"].encode()
     args = (
-        scope["method"], _printable(path.decode("latin-1")), call.status or 499, (time.perf_counter() - call.t0) * 1000,
-        call.request_id.decode(), _printable(principal.subject) if principal is not None else "-",
-        _printable(principal.tenant) if principal is not None else "-", call.group or "-",
+        scope["method"],
+        _printable(path.decode("latin-1")),
+        call.status or 499,
+        (time.perf_counter() - call.t0) * 1000,
+        call.request_id.decode(),
+        _printable(principal.subject) if principal is not None else "-",
+        _printable(principal.tenant) if principal is not None else "-",
+        call.group or "-",
         served.deployment.name if served is not None else "-",
     )
     # What log.info does, without its walk up the stack for the caller's file and line (the same

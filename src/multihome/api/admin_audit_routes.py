@@ -14,7 +14,7 @@ import msgspec
 
 from ..audit.events import AdminChange
 from ..audit.reader import AuditReader, BadQuery, Filters, parse_time
-from ..identity.principal import ORG_ADMIN, Principal
+from ..schema.principal import ORG_ADMIN, Principal
 from ..schema.errors import ApiError
 from .admin_budget_routes import ROUTES as BUDGET_ROUTES
 from .admin_contracts_routes import ROUTES as CONTRACT_ROUTES

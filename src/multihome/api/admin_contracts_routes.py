@@ -18,10 +18,10 @@ from urllib.parse import parse_qs
 
 import msgspec
 
-from ..contracts.config import Agreement, encode_agreement
+from ..config.contracts import Agreement, encode_agreement
 from ..contracts.report import build_report, build_reports, to_csv
 from ..contracts.service import AgreementConflict, ContractsService
-from ..identity.principal import Principal
+from ..schema.principal import Principal
 from ..schema import admin_fields
 from ..schema.decoding import decode_body
 from ..schema.errors import ApiError

@@ -13,7 +13,7 @@ from urllib.parse import parse_qs
 
 import msgspec
 
-from ..identity.principal import Principal
+from ..schema.principal import Principal
 from ..metering.summary import GROUPS, usage_summary
 from ..schema import admin_fields
 from ..schema.errors import ApiError

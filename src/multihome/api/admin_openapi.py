@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import msgspec
 
-from ..contracts.config import Commitment, RevenueShare
+from ..config.contracts import Commitment, RevenueShare
 from .admin_bodies import KeyView
 from .admin_budget_routes import ROUTES as BUDGET_ROUTES
 from .admin_contracts_routes import ROUTES as CONTRACT_ROUTES

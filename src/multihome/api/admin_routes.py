@@ -12,7 +12,7 @@ from urllib.parse import parse_qs
 
 import msgspec
 
-from ..identity.principal import ROLES, Principal
+from ..schema.principal import ROLES, Principal
 from ..policy.model import Policy as EnginePolicy
 from ..policy.model import policy_problems
 from ..schema.decoding import decode_body

@@ -84,9 +84,12 @@ class Gateway:
                 self.drain.start()
                 self.ready = True
                 if self.listening is not None:
-                    log.info("multihome listening on %s (%s, %s)", self.listening,
-                             _count(len(self.catalog.deployments), "deployment"),
-                             _count(len(self.catalog.groups), "model group"))
+                    log.info(
+                        "multihome listening on %s (%s, %s)",
+                        self.listening,
+                        _count(len(self.catalog.deployments), "deployment"),
+                        _count(len(self.catalog.groups), "model group"),
+                    )
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
                 self.ready = False
@@ -117,8 +120,9 @@ class Gateway:
         except ClientGone:
             return
         except Exception:
-            log.exception("unexpected error serving %s %s (request %s)", scope["method"], scope["path"],
-                          call.request_id.decode())
+            log.exception(
+                "unexpected error serving %s %s (request %s)", scope["method"], scope["path"], call.request_id.decode()
+            )
             failure = ApiError(500, "The gateway hit an unexpected error; it has been logged.", type="server_error")
             finish_failed(call.tracker, failure)
             try:

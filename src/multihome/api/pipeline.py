@@ -34,8 +34,8 @@ from .asgi import Header, Scope, header
 from .render import served_headers
 
 if TYPE_CHECKING:
-    from ..identity.principal import Principal
     from ..routing.stream_relay import StreamRelay
+    from ..schema.principal import Principal
     from .policy_gate import PolicyGate
     from .routes import Route
 
@@ -83,8 +83,14 @@ ReadResponse = Callable[[DeploymentRuntime, bytes, Any], bytes]
 class Pipeline:
     """The middle of every model call: model group, decide, plan and attempt, account."""
 
-    def __init__(self, catalog: Catalog, router: Router, max_body: int, gate: PolicyGate | None = None,
-                 accounting: Accounting | None = None) -> None:
+    def __init__(
+        self,
+        catalog: Catalog,
+        router: Router,
+        max_body: int,
+        gate: PolicyGate | None = None,
+        accounting: Accounting | None = None,
+    ) -> None:
         self.catalog = catalog
         self.router = router
         self.max_body = max_body
@@ -104,8 +110,9 @@ class Pipeline:
             )
         return group
 
-    def shape(self, call: Call, parsed: Parsed, group: GroupRuntime, endpoint: str,
-              chat: ChatRequest | None = None) -> RequestShape:
+    def shape(
+        self, call: Call, parsed: Parsed, group: GroupRuntime, endpoint: str, chat: ChatRequest | None = None
+    ) -> RequestShape:
         """What planning reads from the request, and the decision of policy (403 when it refuses)."""
         shape = RequestShape(parsed.needs, parsed.stream, chat, narrowing(call.scope, parsed.raw, group))
         if self.gate is not None:
@@ -113,9 +120,20 @@ class Pipeline:
             shape.policy = self.gate.admit(call.principal, group, endpoint, call.tracker)
         return shape
 
-    async def run(self, call: Call, endpoint: str, body: bytes, parsed: Parsed, build: BuildRequest,
-                  read: ReadResponse, *, chat: ChatRequest | None = None, max_output: int | None = None,
-                  forward_usage: bool = False, dropped: list[str] | None = None) -> tuple[Served, list[Header]]:
+    async def run(
+        self,
+        call: Call,
+        endpoint: str,
+        body: bytes,
+        parsed: Parsed,
+        build: BuildRequest,
+        read: ReadResponse,
+        *,
+        chat: ChatRequest | None = None,
+        max_output: int | None = None,
+        forward_usage: bool = False,
+        dropped: list[str] | None = None,
+    ) -> tuple[Served, list[Header]]:
         """Decide, plan, attempt and begin accounting for a parsed call: what served it, and the
         response headers that say so. From here on the call is charged, whatever becomes of the answer."""
         group = self.group(parsed.request.model)
@@ -138,8 +156,9 @@ class Pipeline:
         return served, [*served_headers(call.request_id, served), *extra]
 
 
-def begin_call(call: Call, accounting: Accounting | None, endpoint: str, body: bytes, group: GroupRuntime,
-               request: Any) -> CallTracker | None:
+def begin_call(
+    call: Call, accounting: Accounting | None, endpoint: str, body: bytes, group: GroupRuntime, request: Any
+) -> CallTracker | None:
     """Start accounting for a call (None when nothing is configured); the gateway finishes it on errors."""
     if accounting is None or not accounting.enabled:
         return None
@@ -154,8 +173,9 @@ def begin_call(call: Call, accounting: Accounting | None, endpoint: str, body: b
     return tracker
 
 
-async def _admit(tracker: CallTracker | None, group: GroupRuntime, shape: RequestShape,
-                 max_output: int | None) -> list[Header]:
+async def _admit(
+    tracker: CallTracker | None, group: GroupRuntime, shape: RequestShape, max_output: int | None
+) -> list[Header]:
     """Limits and budgets for the deployments policy allows; the response headers they add."""
     if tracker is None:
         return []

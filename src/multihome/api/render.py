@@ -23,7 +23,6 @@ if TYPE_CHECKING:
     from .pipeline import Call, StreamDone
 
 
-
 @dataclass(frozen=True, slots=True)
 class Family:
     """An API family (OpenAI, Anthropic): its error envelope, and what it says to a caller with no key.
@@ -32,6 +31,7 @@ class Family:
     name: str
     error_body: Callable[[ApiError, bytes], bytes]  # (error, request id) -> the envelope's bytes
     missing_key: ApiError | None = None  # raised before identify when the call carries no credential at all
+
 
 _SSE_HEADERS = [(b"content-type", b"text/event-stream"), (b"cache-control", b"no-cache"), (b"x-accel-buffering", b"no")]
 
@@ -55,8 +55,9 @@ async def send_json(call: Call, send: Send, status: int, body: bytes, headers: l
     await send_bytes(send, status, body, headers)
 
 
-async def send_failure(call: Call, send: Send, family: Family, err: ApiError,
-                       headers: list[Header] | None = None) -> None:
+async def send_failure(
+    call: Call, send: Send, family: Family, err: ApiError, headers: list[Header] | None = None
+) -> None:
     """An error in the family's envelope, with its own headers (`allow`, `retry-after`) after `headers`,
     which default to the call's request id alone."""
     call.status = err.status
@@ -65,8 +66,9 @@ async def send_failure(call: Call, send: Send, family: Family, err: ApiError,
     await send_bytes(send, err.status, family.error_body(err, call.request_id), head)
 
 
-async def send_stream(call: Call, receive: Receive, send: Send, served: Served, headers: list[Header],
-                      on_done: StreamDone | None = None) -> None:
+async def send_stream(
+    call: Call, receive: Receive, send: Send, served: Served, headers: list[Header], on_done: StreamDone | None = None
+) -> None:
     """Relay `served.stream` as SSE, chunk by chunk; a client that disconnects cancels it.
     `on_done(outcome, digest, first_byte_ms)` is told how it ended (it accounts the call)."""
     relay = served.stream

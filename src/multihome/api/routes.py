@@ -87,10 +87,13 @@ class RouteTable:
                 methods[route.method] = bound
             else:
                 self._exact.setdefault(route.path.encode(), {})[route.method] = bound
-        shown = [f"{r.method} {r.path}" for r in self.routes
-                 if r.alias_of is None and not r.path.startswith(ADMIN_PREFIX)]
-        self._served = (f"This gateway serves {', '.join(shown)}, and the admin API under {ADMIN_PREFIX} "
-                        f"(described at GET {ADMIN_PREFIX}openapi.json).")
+        shown = [
+            f"{r.method} {r.path}" for r in self.routes if r.alias_of is None and not r.path.startswith(ADMIN_PREFIX)
+        ]
+        self._served = (
+            f"This gateway serves {', '.join(shown)}, and the admin API under {ADMIN_PREFIX} "
+            f"(described at GET {ADMIN_PREFIX}openapi.json)."
+        )
 
     def match(self, method: str, path: bytes) -> Bound:
         """The route and handler for a call; a 405 (with `Allow`) or 404 `ApiError` when there is none."""
@@ -112,6 +115,10 @@ class RouteTable:
         shown = path.decode(errors="replace")
         if known:
             allow = ", ".join(sorted(known))
-            return ApiError(405, f"Method {method} is not allowed on {shown}; use {allow}.",
-                            code="method_not_allowed", headers={"allow": allow})
+            return ApiError(
+                405,
+                f"Method {method} is not allowed on {shown}; use {allow}.",
+                code="method_not_allowed",
+                headers={"allow": allow},
+            )
         return ApiError(404, f"Unknown endpoint {method} {shown}. {self._served}", code="unknown_url")

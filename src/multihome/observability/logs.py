@@ -24,8 +24,11 @@ def serve_log_config(level: str) -> dict[str, Any]:
     theirs = level.upper() if level in ("debug", "trace") else max(level.upper(), "WARNING", key=_rank)
     config = copy.deepcopy(LOGGING_CONFIG)
     config["formatters"]["multihome"] = {"format": _FORMAT}
-    config["handlers"]["multihome"] = {"formatter": "multihome", "class": "logging.StreamHandler",
-                                       "stream": "ext://sys.stderr"}
+    config["handlers"]["multihome"] = {
+        "formatter": "multihome",
+        "class": "logging.StreamHandler",
+        "stream": "ext://sys.stderr",
+    }
     config["loggers"]["multihome"] = {"handlers": ["multihome"], "level": ours, "propagate": False}
     config["loggers"]["uvicorn.error"] = {"level": theirs}
     config["loggers"]["uvicorn.access"]["level"] = "WARNING"

@@ -15,8 +15,8 @@ from typing import cast
 
 import msgspec
 
-from ...routing import estimate
 from ...routing.stream_relay import StreamRelay
+from ...schema import estimate
 from ...schema.anthropic import parse_messages
 from ...schema.errors import ApiError
 from ..asgi import JSON, Receive, Send, read_body
@@ -48,8 +48,16 @@ class AnthropicDoor:
         canonical, dropped = to_canonical(parsed)
         # forward_usage: the usage-only last chunk must reach the converter (message_delta needs it).
         served, headers = await self.pipeline.run(
-            call, "messages", raw, canonical, chat_request, chat_response, chat=canonical.request,
-            max_output=parsed.request.max_tokens, forward_usage=True, dropped=dropped,
+            call,
+            "messages",
+            raw,
+            canonical,
+            chat_request,
+            chat_response,
+            chat=canonical.request,
+            max_output=parsed.request.max_tokens,
+            forward_usage=True,
+            dropped=dropped,
         )
         if served.stream is not None:
             converter = AnthropicStream(parsed.request)

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import msgspec
 
-from ...schema.bounded import Decoder
 from ...providers.sse import DONE, SseSplitter
 from ...schema.anthropic import MessagesRequest
+from ...schema.bounded import Decoder
 from ...schema.peek import Usage
 from .translate import message_id, stop_reason, usage_of
 

@@ -6,9 +6,9 @@ from __future__ import annotations
 from typing import Any
 
 from ...providers.base import UpstreamRequest
-from ...routing import estimate
 from ...routing.attempts import Served
 from ...routing.catalog import DeploymentRuntime
+from ...schema import estimate
 from ...schema.chat import ParsedChat, parse_chat
 from ..asgi import JSON, Header, Receive, Send, read_body
 from ..pipeline import Call, Pipeline, finish_refused, finish_unary, stream_finisher
@@ -24,8 +24,15 @@ class ChatDoor:
         body = await read_body(call.scope, receive, self.pipeline.max_body)
         parsed = parse_chat(body)
         served, headers = await self.pipeline.run(
-            call, "chat", body, parsed, chat_request, chat_response, chat=parsed.request,
-            max_output=estimate.output_tokens(parsed.request), forward_usage=parsed.include_usage,
+            call,
+            "chat",
+            body,
+            parsed,
+            chat_request,
+            chat_response,
+            chat=parsed.request,
+            max_output=estimate.output_tokens(parsed.request),
+            forward_usage=parsed.include_usage,
         )
         if served.stream is not None:
             await send_stream(call, receive, send, served, headers, stream_finisher(call, served))

@@ -21,8 +21,9 @@ class EmbeddingsDoor:
         body = await read_body(call.scope, receive, self.pipeline.max_body)
         parsed = parse_embeddings(body)
         # Embeddings produce no output tokens: nothing to reserve for them.
-        served, headers = await self.pipeline.run(call, "embeddings", body, parsed, embeddings_request,
-                                                  embeddings_response, max_output=0)
+        served, headers = await self.pipeline.run(
+            call, "embeddings", body, parsed, embeddings_request, embeddings_response, max_output=0
+        )
         await send_unary(call, send, served, headers)
 
 

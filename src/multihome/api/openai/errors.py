@@ -43,7 +43,9 @@ def upstream_client_error(served: Served) -> ApiError:
         err = _upstream_error.decode(body).error
     except msgspec.DecodeError:
         err = None
-    detail = err.message if isinstance(err, _UpstreamErrorPeek) and err.message else (err if isinstance(err, str) else "")
+    detail = (
+        err.message if isinstance(err, _UpstreamErrorPeek) and err.message else (err if isinstance(err, str) else "")
+    )
     code = err.code if isinstance(err, _UpstreamErrorPeek) and err.code is not None else None
     param = err.param if isinstance(err, _UpstreamErrorPeek) else None
     rejected = bool(served.attempts) and served.attempts[-1].outcome == CREDENTIALS_REJECTED
@@ -56,5 +58,7 @@ def upstream_client_error(served: Served) -> ApiError:
             type="server_error",
             code="upstream_auth_failed",
         )
-    message = f"Deployment '{dep.name}' rejected the request (HTTP {served.status})" + (f": {detail}" if detail else ".")
+    message = f"Deployment '{dep.name}' rejected the request (HTTP {served.status})" + (
+        f": {detail}" if detail else "."
+    )
     return ApiError(served.status, message, param=param, code=str(code) if code is not None else None)
