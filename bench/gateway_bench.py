@@ -74,12 +74,17 @@ def start_sim() -> tuple[subprocess.Popen, str]:
     return proc, line.split()[1].rstrip("/")
 
 
-def start_gateway(sim_url: str, port: int, tmp: Path) -> subprocess.Popen:
+def start_gateway(sim_url: str, port: int, tmp: Path, log_level: str | None = None) -> subprocess.Popen:
+    """`multihome serve` at its default log level unless told; what it logs (at info, an access line
+    per call) goes to a file, as it would under a service manager, not to the terminal."""
     config = tmp / "bench.yaml"
     config.write_text(CONFIG.format(sim=sim_url))
-    proc = subprocess.Popen(
-        [str(BIN / "multihome"), "serve", "--config", str(config), "--port", str(port)], env=ENV
-    )
+    with open(tmp / "gateway.log", "w") as log:
+        proc = subprocess.Popen(
+            [str(BIN / "multihome"), "serve", "--config", str(config), "--port", str(port),
+             *(["--log-level", log_level] if log_level else [])],
+            env=ENV, stdout=log, stderr=subprocess.STDOUT,
+        )
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:
         try:
@@ -194,6 +199,7 @@ def main() -> None:
     ap.add_argument("--ttfc-n", type=int, default=500)
     ap.add_argument("--latency-runs", type=int, default=3)
     ap.add_argument("--out", default=str(ROOT / "bench/RESULTS.md"))
+    ap.add_argument("--log-level", help="the gateway's --log-level (default: serve's own, info: access log on)")
     args = ap.parse_args()
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
@@ -201,7 +207,7 @@ def main() -> None:
     tmp = Path(tempfile.mkdtemp(prefix="mh-bench-"))
     sim, sim_url = start_sim()
     port = 4890
-    gw = start_gateway(sim_url, port, tmp)
+    gw = start_gateway(sim_url, port, tmp, args.log_level)
     gw_url = f"http://127.0.0.1:{port}"
     try:
         # Latency (concurrency 1): the OS schedules all processes, as on any host.

@@ -35,7 +35,7 @@ from metering_bench import harness_cost, paced  # noqa: E402
 from multihome.accounting.record import AttemptRecord, CallRecord, Usage  # noqa: E402
 from multihome.accounting.tracker import Accounting  # noqa: E402
 from multihome.api.gateway import _tune_gc  # noqa: E402
-from multihome.api.openai_routes import begin_call  # noqa: E402
+from multihome.api.pipeline import Call, begin_call  # noqa: E402
 from multihome.config import Telemetry as TelemetryConfig, parse_config  # noqa: E402
 from multihome.schema.principal import Principal  # noqa: E402
 from multihome.observability.genai import GenAIMapper  # noqa: E402
@@ -180,9 +180,9 @@ def disabled_path(n: int = 50_000) -> tuple[float, float]:
     class G:
         name = "gpt-4o"
 
-    scope = {"headers": [(b"content-type", b"application/json"), (b"authorization", b"Bearer x"),
-                         (b"traceparent", b"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01")],
-             "multihome.principal": Principal(tenant="t", subject="s", source="api_key")}
+    call = Call({"headers": [(b"content-type", b"application/json"), (b"authorization", b"Bearer x"),
+                             (b"traceparent", b"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01")]}, b"req")
+    call.principal = Principal(tenant="t", subject="s", source="api_key")
     out = []
     for wanted in (False, True):
         acc = Accounting(sinks=[Nop()])
@@ -191,7 +191,7 @@ def disabled_path(n: int = 50_000) -> tuple[float, float]:
         for _ in range(5):
             t0 = time.perf_counter()
             for i in range(n):
-                begin_call(scope, acc, b"req", "chat", b"{}", G, None).finish(200, "ok")
+                begin_call(call, acc, "chat", b"{}", G, None).finish(200, "ok")
             best = min(best, (time.perf_counter() - t0) / n)
         out.append(best)
     return out[0], out[1]

@@ -2,9 +2,9 @@
 
 The endpoints are read from the code, not from a list kept by hand: the admin route tables
 (`ROUTES` of every `api/admin_*` module, whatever the shape of their rows), the admin OpenAPI
-document the gateway serves, the path literals of the gateway's public dispatch
-(`api/gateway.py`, `app.py`), the OpenAI-style aliases the gateway registers, and the public
-OpenAPI route list when there is one. A route added to any of them without a line in
+document the gateway serves, the gateway's route table
+(`api/routes.py`, with the OpenAI-style aliases) and the path literals beside it (`api/gateway.py`,
+`app.py`), and the public OpenAPI route list when there is one. A route added to any of them without a line in
 docs/api.md fails here, and so does a documented admin route that no longer exists.
 """
 
@@ -20,6 +20,7 @@ from pathlib import Path
 import multihome.api
 from multihome import app as app_module
 from multihome.api import gateway as gateway_module
+from multihome.api import routes as routes_module
 from multihome.api.admin_openapi import openapi_document
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -75,17 +76,9 @@ def _path_literals(module) -> set[str]:
     return out
 
 
-class _AnyHandler:
-    """Stands in for the routes objects the gateway takes: every attribute is a handler."""
-
-    def __getattr__(self, name):
-        return lambda *args, **kwargs: None
-
-
 def public_paths() -> set[str]:
-    paths = _path_literals(gateway_module) | _path_literals(app_module)
-    gateway = gateway_module.Gateway(None, None, _AnyHandler())
-    paths |= {p.decode() for p in gateway._post}  # the unprefixed aliases are derived, not literals
+    paths = _path_literals(gateway_module) | _path_literals(app_module) | _path_literals(routes_module)
+    paths |= {r.path for r in routes_module.ROUTES}  # the route table (api/routes.py)
     return {p for p in paths if not p.startswith("/admin/v1/") or p == "/admin/v1/openapi.json"}
 
 

@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import os
 
-from .api.anthropic_routes import AnthropicRoutes
+from .api.anthropic.routes import AnthropicDoor
 from .api.drain import Drain
 from .api.gateway import Gateway
-from .api.openai_routes import OpenAIRoutes
+from .api.openai.chat import ChatDoor
+from .api.openai.embeddings import EmbeddingsDoor
+from .api.openai.explain import ExplainDoor
+from .api.openai.models import ModelsDoor
+from .api.pipeline import Pipeline
 from .config import Config, check_drain_timeout, env_secret, load_config
 from .accounting.tracker import Accounting
 from .api.admin_budget_routes import BudgetAdminRoutes
@@ -31,6 +35,7 @@ from .storage.service import StorageService
 
 CONFIG_ENV = "MULTIHOME_CONFIG"
 DRAIN_ENV = "MULTIHOME_DRAIN_TIMEOUT_S"  # `serve --drain-timeout`, passed on to `--workers` processes
+LISTEN_ENV = "MULTIHOME_LISTEN_URL"  # where `serve` listens, for each worker's start-up line
 
 
 def build_app(config: Config) -> Gateway:
@@ -83,8 +88,13 @@ def build_app(config: Config) -> Gateway:
         audit_log = AuditLog(config.audit, heads_url=storage.url)  # the head registry lives beside the rest
         accounting.audit = audit_log  # call_started is on disk before the answer's first byte
         accounting.sinks.append(audit_log)  # then the completed call
-    routes = OpenAIRoutes(catalog, router, config.server.max_body_bytes, gate, accounting)
-    anthropic = AnthropicRoutes(routes, auth)
+    pipeline = Pipeline(catalog, router, config.server.max_body_bytes, gate, accounting)
+    models, anthropic = ModelsDoor(pipeline), AnthropicDoor(pipeline)
+    doors = {  # the handler names of the route table (api/routes.py)
+        "chat": ChatDoor(pipeline).handle, "embeddings": EmbeddingsDoor(pipeline).handle,
+        "explain": ExplainDoor(pipeline).handle, "models": models.list, "model": models.get,
+        "messages": anthropic.messages, "count_tokens": anthropic.count_tokens,
+    }
     async def after_change() -> None:
         await storage.refresh()
         await gate.refresh()
@@ -111,21 +121,15 @@ def build_app(config: Config) -> Gateway:
     if oidc is not None:
         services.append(oidc)
     drain = Drain(config.server.drain_timeout_s)
-    return Gateway(
-        catalog,
-        auth,
-        routes,
-        {b"/v1/messages": anthropic.messages, b"/v1/messages/count_tokens": anthropic.count_tokens},
-        services=services,
-        admin=admin,
-        drain=drain,
-    )
+    return Gateway(pipeline, auth, doors, services=services, admin=admin, drain=drain)
 
 
-def served_app(config: Config) -> Gateway:
-    """The app as uvicorn serves it: its stop signals start the gateway's drain (api/drain.py)."""
+def served_app(config: Config, listening: str | None = None) -> Gateway:
+    """The app as uvicorn serves it: its stop signals start the gateway's drain (api/drain.py), and
+    start-up logs where it listens."""
     gateway = build_app(config)
     gateway.drain.on_signals = True
+    gateway.listening = listening
     return gateway
 
 
@@ -185,4 +189,4 @@ def app_from_env() -> Gateway:
     config = load_config(os.environ[CONFIG_ENV])
     if DRAIN_ENV in os.environ:
         config.server.drain_timeout_s = check_drain_timeout(float(os.environ[DRAIN_ENV]), DRAIN_ENV)
-    return served_app(config)
+    return served_app(config, os.environ.get(LISTEN_ENV))

@@ -7,6 +7,7 @@ import os
 import sys
 
 from .config import ConfigError, check_drain_timeout, load_config, named_env_vars
+from .observability.logs import LEVELS
 
 
 def _raise_fd_limit() -> None:
@@ -23,7 +24,8 @@ def _serve(args: argparse.Namespace) -> int:
 
     from .api.drain import uvicorn_timeout
     from .api.head_limit import protocol
-    from .app import CONFIG_ENV, DRAIN_ENV, served_app
+    from .app import CONFIG_ENV, DRAIN_ENV, LISTEN_ENV, served_app
+    from .observability.logs import serve_log_config
 
     config = load_config(args.config)
     if args.drain_timeout is not None:
@@ -37,8 +39,8 @@ def _serve(args: argparse.Namespace) -> int:
         loop="uvloop",
         http=protocol(config.server.max_header_bytes),  # httptools, with a bounded request head
         lifespan="on",
-        access_log=False,
-        log_level=args.log_level,
+        access_log=False,  # the gateway writes its own (api/access_log.py)
+        log_config=serve_log_config(args.log_level),
         backlog=4096,
         # A backstop only: the gateway ends what is still open at its own, earlier deadline.
         timeout_graceful_shutdown=uvicorn_timeout(config.server.drain_timeout_s),
@@ -46,9 +48,10 @@ def _serve(args: argparse.Namespace) -> int:
     if args.workers > 1:
         os.environ[CONFIG_ENV] = os.path.abspath(args.config)
         os.environ[DRAIN_ENV] = repr(config.server.drain_timeout_s)  # with any --drain-timeout applied
+        os.environ[LISTEN_ENV] = f"http://{host}:{port}"
         uvicorn.run("multihome.app:app_from_env", factory=True, workers=args.workers, **common)
     else:
-        uvicorn.run(served_app(config), **common)
+        uvicorn.run(served_app(config, f"http://{host}:{port}"), **common)
     return 0
 
 
@@ -145,7 +148,10 @@ def main(argv: list[str] | None = None) -> int:
         help="on SIGTERM, how long calls in flight may still finish before open streams are ended with an error "
         "(default: server.drain_timeout_s)",
     )
-    serve.add_argument("--log-level", default="warning")
+    serve.add_argument(
+        "--log-level", default="info", choices=LEVELS,
+        help="info (default): a start-up line and one access-log line per call; warning: problems only",
+    )
     serve.set_defaults(func=_serve)
 
     demo = sub.add_parser("demo", help="run the gateway in front of three simulated clouds")

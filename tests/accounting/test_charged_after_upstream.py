@@ -49,7 +49,7 @@ async def app():
     try:
         async with running(CONFIG.format(url=sim.url)) as gateway:
             sink = Sink()
-            gateway.routes.accounting.sinks.append(sink)
+            gateway.pipeline.accounting.sinks.append(sink)
             yield gateway, sink
     finally:
         await sim.close()

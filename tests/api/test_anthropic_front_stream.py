@@ -7,7 +7,7 @@ import asyncio
 import msgspec
 import pytest
 
-from multihome.api.anthropic_stream import AnthropicStream, TranslatedRelay
+from multihome.api.anthropic.stream import AnthropicStream, TranslatedRelay
 from multihome.providers.openai_out import ChunkWriter, UsageOut
 from multihome.providers.sse import DONE, frame
 from multihome.routing.stream_relay import error_event as openai_error_event

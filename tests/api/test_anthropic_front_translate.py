@@ -5,7 +5,7 @@ from __future__ import annotations
 import msgspec
 import pytest
 
-from multihome.api.anthropic_translate import to_anthropic, to_canonical
+from multihome.api.anthropic.translate import to_anthropic, to_canonical
 from multihome.schema.anthropic import parse_messages
 from multihome.schema.errors import ApiError
 

@@ -11,6 +11,7 @@ import signal
 import pytest
 
 from multihome.api.drain import Drain
+from multihome.api.pipeline import Call
 from multihome.app import build_app
 from multihome.config import parse_config
 
@@ -52,9 +53,10 @@ class _Tracker:
         self.finished.append((status, outcome, kw.get("error_code")))
 
 
-async def _forever(scope, receive, send) -> None:
-    scope["multihome.tracker"] = tracker = _Tracker()
-    scope["test.tracker"] = tracker
+async def _forever(call, receive, send) -> None:
+    call.request_id = b"req_test"
+    call.tracker = tracker = _Tracker()
+    call.scope["test.tracker"] = tracker
     await asyncio.Event().wait()  # an upstream that has not answered yet
 
 
@@ -112,16 +114,16 @@ def test_a_stream_open_at_the_deadline_is_cut_and_ends_on_its_own():
             cuts.append((reason, code))
             self.ended.set()
 
-    async def streaming(scope, receive, send) -> None:
-        scope["multihome.stream"] = relay = Relay()
+    async def streaming(call, receive, send) -> None:
+        call.stream = relay = Relay()
         await relay.ended.wait()  # the relay writes its error event, then the stream ends normally
 
-    async def refuse(scope, send, err) -> None:
+    async def refuse(call, send, err) -> None:
         raise AssertionError("a stream is cut, never refused")
 
     async def run():
         drain.begin()
-        await asyncio.wait_for(drain.serve(streaming, _scope("/v1/chat/completions"), None, None, refuse), 5)
+        await asyncio.wait_for(drain.serve(streaming, Call(_scope("/v1/chat/completions"), b"req_1"), None, None, refuse), 5)
 
     asyncio.run(run())
     assert cuts == [("the gateway is shutting down and its drain deadline (0.05s) passed", "gateway_shutting_down")]
@@ -131,16 +133,16 @@ def test_a_call_arriving_after_the_deadline_is_refused_at_once():
     drain = Drain(0.0)
     refused = []
 
-    async def handler(scope, receive, send) -> None:
+    async def handler(call, receive, send) -> None:
         raise AssertionError("not served after the deadline")
 
-    async def refuse(scope, send, err) -> None:
+    async def refuse(call, send, err) -> None:
         refused.append(err.status)
 
     async def run():
         drain.begin()
         await asyncio.sleep(0.01)
-        await drain.serve(handler, _scope("/v1/chat/completions"), None, None, refuse)
+        await drain.serve(handler, Call(_scope("/v1/chat/completions"), b"req_1"), None, None, refuse)
 
     asyncio.run(run())
     assert refused == [503]

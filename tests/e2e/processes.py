@@ -101,13 +101,16 @@ DEBUG_ALL = [sys.executable, "-c", "import logging, sys; logging.basicConfig(lev
 
 class Gateway(Proc):
     """`multihome serve` on a free port with the given config text. `command`: how to run
-    `multihome` (DEBUG_ALL for every log line); `log`: see Proc."""
+    `multihome` (DEBUG_ALL for every log line); `log`: where its output goes (a file in `tmp` unless given)."""
 
     def __init__(self, config_text: str, tmp: Path, env: dict[str, str], *extra: str,
                  command: list[str] | None = None, log: Path | None = None) -> None:
         self.port = free_port()
         path = tmp / f"gateway-{self.port}.yaml"
         path.write_text(config_text)
+        # Always to a file: at the default log level each call writes an access-log line, which
+        # would fill an unread pipe and block the gateway.
+        log = log if log is not None else tmp / f"gateway-{self.port}.log"
         super().__init__(
             [*(command or [str(VENV_BIN / "multihome")]), "serve", "--config", str(path), "--port", str(self.port),
              *extra],

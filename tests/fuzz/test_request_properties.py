@@ -14,8 +14,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from multihome.api import admin_bodies
-from multihome.api.anthropic_translate import to_canonical
-from multihome.api.openai_routes import narrowing
+from multihome.api.anthropic.translate import to_canonical
+from multihome.api.pipeline import narrowing
 from multihome.providers.anthropic.adapter import AnthropicAdapter
 from multihome.providers.azure.adapter import AzureAdapter
 from multihome.providers.bedrock.adapter import BedrockAdapter

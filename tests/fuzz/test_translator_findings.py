@@ -103,7 +103,7 @@ def test_upstream_answers_nested_too_deeply_count_as_malformed():
 
 
 def test_an_error_body_nested_too_deeply_still_gives_the_client_a_clean_error():
-    from multihome.api.openai_routes import upstream_client_error
+    from multihome.api.openai.errors import upstream_client_error
     from multihome.routing.attempts import Attempt, Served
 
     from .test_upstream_properties import BY_KIND, _Deployment
@@ -140,7 +140,7 @@ def test_an_embedding_beyond_float32_asked_for_as_base64_is_a_malformed_answer(k
 @pytest.mark.parametrize("schema", [{"type": "array", "items": {"type": "integer"}}, {"type": "string"}, {},
                                     {"anyOf": [{"type": "object"}]}, [1], "x"])
 def test_an_anthropic_tool_whose_input_is_not_an_object_is_a_400(schema):
-    from multihome.api.anthropic_translate import to_canonical
+    from multihome.api.anthropic.translate import to_canonical
     from multihome.schema.anthropic import parse_messages
 
     body = json.dumps({"model": "g", "max_tokens": 9, "messages": USER,

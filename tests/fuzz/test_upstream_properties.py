@@ -15,9 +15,9 @@ import json
 from hypothesis import given
 from hypothesis import strategies as st
 
-from multihome.api.anthropic_stream import AnthropicStream
-from multihome.api.anthropic_translate import to_anthropic
-from multihome.api.openai_routes import upstream_client_error
+from multihome.api.anthropic.stream import AnthropicStream
+from multihome.api.anthropic.translate import to_anthropic
+from multihome.api.openai.errors import upstream_client_error
 from multihome.providers.errors import retry_after_seconds
 from multihome.routing.attempts import Attempt, Served
 from multihome.routing.stream_relay import StreamRelay

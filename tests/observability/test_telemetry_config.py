@@ -8,7 +8,7 @@ import sys
 import pytest
 
 from multihome.accounting.tracker import Accounting
-from multihome.api.openai_routes import begin_call
+from multihome.api.pipeline import Call, begin_call
 from multihome.config import ConfigError, parse_config
 from multihome.schema.principal import Principal
 from test_config import BASE  # the smallest valid config
@@ -65,9 +65,9 @@ os.environ["K"] = "k"
 from multihome.app import build_app
 from multihome.config import parse_config
 off = build_app(parse_config({BASE!r}))
-assert off.routes.accounting.trace_context is False and not off.routes.accounting.sinks
+assert off.pipeline.accounting.trace_context is False and not off.pipeline.accounting.sinks
 on = build_app(parse_config({BASE!r} + "telemetry: {{otlp_endpoint: 'http://127.0.0.1:9'}}"))
-assert on.routes.accounting.trace_context is True
+assert on.pipeline.accounting.trace_context is True
 print(sorted(m for m in sys.modules if m.startswith("opentelemetry")))
 """
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
@@ -78,10 +78,11 @@ class _Group:
     name = "gpt-4o"
 
 
-def _scope():
-    return {"headers": [(b"traceparent", b"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"),
-                        (b"tracestate", b"v=1")],
-            "multihome.principal": Principal(tenant="t", subject="s", source="api_key")}
+def _call() -> Call:
+    call = Call({"headers": [(b"traceparent", b"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"),
+                             (b"tracestate", b"v=1")]}, b"req_1")
+    call.principal = Principal(tenant="t", subject="s", source="api_key")
+    return call
 
 
 def test_the_trace_context_is_kept_only_when_telemetry_asks_for_it():
@@ -90,7 +91,7 @@ def test_the_trace_context_is_kept_only_when_telemetry_asks_for_it():
     for wanted in (False, True):
         acc = Accounting(sinks=[sink])
         acc.trace_context = wanted
-        begin_call(_scope(), acc, b"req_1", "chat", b"{}", _Group(), None).finish(200, "ok")
+        begin_call(_call(), acc, "chat", b"{}", _Group(), None).finish(200, "ok")
     off, on = seen
     assert off.traceparent is None and off.tracestate is None
     assert on.traceparent == "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01" and on.tracestate == "v=1"

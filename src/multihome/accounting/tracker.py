@@ -16,6 +16,7 @@ from .record import AttemptRecord, CallRecord, CallSink, Usage
 if TYPE_CHECKING:
     from ..audit.writer import AuditLog
     from ..metering.limiter import Limiter, Ticket
+    from ..routing.attempts import Served
 
 
 class Accounting:
@@ -66,7 +67,7 @@ class CallTracker:
         self.request = None  # the canonical chat or embeddings request, for usage estimates
         self.traceparent: bytes | None = None  # set by the front door when accounting.trace_context
         self.tracestate: bytes | None = None
-        self.served = None  # routing.attempts.Served once an upstream answered: from then on the call is charged
+        self.served: Served | None = None  # once an upstream answered: from then on the call is charged
 
     async def admit(self, group, deployments, max_output_tokens: int | None) -> list[tuple[bytes, bytes]]:
         """Limits and budgets (may raise 429); then start making the call's start durable."""
@@ -153,10 +154,9 @@ def _swallow(future: asyncio.Future) -> None:
         future.exception()
 
 
-def finish_failed(scope: dict, err: ApiError) -> None:
+def finish_failed(tracker: CallTracker | None, err: ApiError) -> None:
     """Record a call that ended in an error the gateway answered (denied, declined, bad request, or
     a gateway failure after an upstream answered: then it is charged for what was produced)."""
-    tracker = scope.get("multihome.tracker")
     if tracker is None or tracker.finished:
         return
     if tracker.served is not None:
@@ -165,10 +165,9 @@ def finish_failed(scope: dict, err: ApiError) -> None:
         tracker.finish(err.status, outcome_of(err), error_code=err.body.code, attempts=getattr(err, "attempts", ()))
 
 
-def settle(scope: dict) -> None:
+def settle(tracker: CallTracker | None) -> None:
     """The last word on every request, however it ended (client gone, task cancelled, a send that
     failed): a call that began accounting gets its one record, and is charged if an upstream answered."""
-    tracker = scope.get("multihome.tracker")
     if tracker is None or tracker.finished:
         return
     if tracker.served is not None:

@@ -2,7 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+from typing import Any
+
 from ..schema.errors import ApiError
+
+Scope = dict[str, Any]
+Message = dict[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+Header = tuple[bytes, bytes]
 
 JSON = (b"content-type", b"application/json")
 
@@ -56,7 +65,3 @@ async def send_bytes(send, status: int, body: bytes, headers: list[tuple[bytes, 
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
 
-
-async def send_error(send, err: ApiError, headers: list[tuple[bytes, bytes]]) -> None:
-    extra = [(k.encode(), v.encode()) for k, v in err.headers.items()]
-    await send_bytes(send, err.status, err.to_bytes(), [JSON, *headers, *extra])

@@ -16,8 +16,14 @@ import asyncio
 import logging
 import signal
 import threading
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
 
 from ..schema.errors import ApiError
+
+if TYPE_CHECKING:
+    from .asgi import Receive, Send
+    from .pipeline import Call
 
 log = logging.getLogger("multihome.drain")
 
@@ -40,8 +46,8 @@ class Drain:
         self.draining = False  # the stop signal arrived: /readyz answers 503
         self.expired = False  # the deadline passed: what is still open is being ended
         self.on_signals = False  # set by whoever runs the app under uvicorn (`multihome serve`, demo)
-        self._calls: dict[asyncio.Task, dict] = {}  # request task -> its ASGI scope
-        self._ended: set[asyncio.Task] = set()  # tasks this drain cancelled at the deadline
+        self._calls: dict[asyncio.Task[Any], Call] = {}  # request task -> its call
+        self._ended: set[asyncio.Task[Any]] = set()  # tasks this drain cancelled at the deadline
         self._timer: asyncio.TimerHandle | None = None
 
     def start(self) -> None:
@@ -59,7 +65,7 @@ class Drain:
             if not callable(previous):
                 continue  # not under uvicorn's handler: leave the signal alone
 
-            def handler(signum, frame, previous=previous) -> None:
+            def handler(signum: int, frame: Any, previous: Callable[[int, Any], Any] = previous) -> None:
                 loop.call_soon_threadsafe(self.begin)  # a signal handler must not touch the loop's state
                 previous(signum, frame)
 
@@ -77,22 +83,24 @@ class Drain:
         if self._timer is not None:
             self._timer.cancel()
 
-    async def serve(self, handler, scope, receive, send, refuse) -> None:
-        """Run one HTTP call; at the deadline, `refuse(scope, send, err)` answers it if it had not started."""
+    async def serve(self, handler: Callable[[Call, Receive, Send], Awaitable[None]], call: Call, receive: Receive,
+                    send: Send, refuse: Callable[[Call, Send, ApiError], Awaitable[None]]) -> None:
+        """Run one HTTP call; at the deadline, `refuse(call, send, err)` answers it if it had not started."""
         task = asyncio.current_task()
+        assert task is not None
         if self.expired:
-            await refuse(scope, send, self._error())
+            await refuse(call, send, self._error())
             return
-        self._calls[task] = scope
+        self._calls[task] = call
         try:
-            await handler(scope, receive, send)
+            await handler(call, receive, send)
         except asyncio.CancelledError:
             if task not in self._ended:
                 raise
             task.uncancel()
             self._ended.discard(task)
             try:
-                await refuse(scope, send, self._error())
+                await refuse(call, send, self._error())
             except Exception:
                 pass  # the response had already started
         finally:
@@ -101,13 +109,13 @@ class Drain:
     def _expire(self) -> None:
         self.expired = True
         reason = f"the gateway is shutting down and its drain deadline ({self.timeout_s:g}s) passed"
-        for task, scope in list(self._calls.items()):
-            stream = scope.get("multihome.stream")  # set by the stream sender once the answer is streaming
+        for task, call in list(self._calls.items()):
+            stream = call.stream  # set by the stream sender once the answer is streaming
             if stream is not None:
                 stream.cut(reason, SHUTTING_DOWN)  # the stream writes its error event and ends normally
             else:
                 # Recorded first, so the task's own clean-up does not take it for a client that left.
-                _record_ended(scope, self._error())
+                _record_ended(call, self._error())
                 self._ended.add(task)
                 task.cancel()
         if self._calls:
@@ -123,8 +131,8 @@ class Drain:
         )
 
 
-def _record_ended(scope: dict, err: ApiError) -> None:
+def _record_ended(call: Call, err: ApiError) -> None:
     """An upstream may already be working on the call: record it like a call its client abandoned."""
-    tracker = scope.get("multihome.tracker")
+    tracker = call.tracker
     if tracker is not None:
         tracker.finish(err.status, "cancelled", error_code=err.body.code)

@@ -1,63 +1,75 @@
-"""The gateway's ASGI entry: lifespan, routing table, identity check, error envelope."""
+"""The gateway's ASGI entry: lifespan, the route table, identify, one error path, the access log.
+
+Every HTTP call becomes a `Call` (api/pipeline.py), is matched against the route table
+(api/routes.py), identified when its route asks for a key, and handed to its handler. Whatever
+ends it, an error is answered here in its API family's envelope, the call's accounting is
+settled, and one access-log line is written (api/access_log.py).
+"""
 
 from __future__ import annotations
 
 import gc
 import logging
+from collections.abc import Mapping
+from typing import Any
+
+import msgspec
 
 from ..accounting.tracker import finish_failed, settle
-from ..identity.authenticator import Authenticator
-from ..routing.catalog import Catalog
+from ..identity.authenticator import Authenticator, credential_of
 from ..schema.errors import ApiError
-from .anthropic_errors import send_anthropic_error
-from .asgi import JSON, ClientGone, header, send_bytes, send_error
+from . import access_log
+from .asgi import JSON, ClientGone, Message, Receive, Scope, Send, header
 from .drain import Drain
-from .openai_routes import OpenAIRoutes, new_request_id
+from .pipeline import Call, Pipeline, new_request_id
+from .render import send_failure, send_json
+from .routes import ROUTES, Handler, RouteTable, family_of
 
 log = logging.getLogger("multihome.gateway")
 
 _OK = b'{"status":"ok"}'
 _STARTING = b'{"status":"starting"}'
 _DRAINING = b'{"status":"draining"}'
-_ANTHROPIC_DOOR = b"/v1/messages"
 _JSON_TYPES = (b"application/json",)
 
 
 class Gateway:
     def __init__(
         self,
-        catalog: Catalog,
+        pipeline: Pipeline,
         auth: Authenticator,
-        routes: OpenAIRoutes,
-        own_auth_posts=None,
-        services: list | None = None,
-        admin=None,
+        doors: Mapping[str, Handler],
+        services: list[Any] | None = None,
+        admin: Any = None,
         drain: Drain | None = None,
     ) -> None:
-        self.admin = admin
-        self.catalog = catalog
+        self.admin = admin  # the admin API: handle(scope, receive, send, request_id, principal)
+        self.pipeline = pipeline
+        self.catalog = pipeline.catalog
         # Started in order at start-up, closed in reverse at shutdown (each has start() and close()).
-        self.services = services if services is not None else [catalog]
+        self.services = services if services is not None else [self.catalog]
         self.auth = auth
-        self.routes = routes
         self.ready = False
+        self.listening: str | None = None  # "http://host:port", logged once start-up is complete
         # Graceful stop: which calls are open, and the deadline that ends them (api/drain.py).
         self.drain = drain if drain is not None else Drain(0.0)
-        # POST routes that check keys and render errors themselves (the Anthropic door: x-api-key, its envelope).
-        self._own_auth_posts = own_auth_posts or {}
-        self._post = {b"/v1/chat/completions": routes.chat, b"/v1/embeddings": routes.embeddings}
-        self._post.update({p[3:]: h for p, h in list(self._post.items())})  # also without /v1, as OpenAI allows
-        self._post[b"/v1/route/explain"] = routes.explain
-        self._known_posts = frozenset((*self._post, *self._own_auth_posts))
+        own: dict[str, Handler] = {"health": self._health, "ready": self._ready, "openapi": self._openapi}
+        if admin is not None:
+            own.update(admin=self._admin, admin_openapi=self._admin_openapi)
+        self.table = RouteTable(ROUTES, {**doors, **own})
 
-    async def __call__(self, scope, receive, send) -> None:
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
         if kind == "http":
-            await self.drain.serve(self._http, scope, receive, send, self._refuse)
+            call = Call(scope, new_request_id().encode())
+            try:
+                await self.drain.serve(self._http, call, receive, send, self._refuse)
+            finally:
+                access_log.write(call)
         elif kind == "lifespan":
             await self._lifespan(receive, send)
 
-    async def _lifespan(self, receive, send) -> None:
+    async def _lifespan(self, receive: Receive, send: Send) -> None:
         while True:
             message = await receive()
             if message["type"] == "lifespan.startup":
@@ -71,6 +83,13 @@ class Gateway:
                 _tune_gc()
                 self.drain.start()
                 self.ready = True
+                if self.listening is not None:
+                    log.info(
+                        "multihome listening on %s (%s, %s)",
+                        self.listening,
+                        _count(len(self.catalog.deployments), "deployment"),
+                        _count(len(self.catalog.groups), "model group"),
+                    )
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
                 self.ready = False
@@ -80,67 +99,69 @@ class Gateway:
                 await send({"type": "lifespan.shutdown.complete"})
                 return
 
-    async def _http(self, scope, receive, send) -> None:
-        request_id = new_request_id().encode()
+    async def _http(self, call: Call, receive: Receive, send: Send) -> None:
+        scope = call.scope
         path = scope["raw_path"] or scope["path"].encode()
-        method = scope["method"]
+        route = None
         try:
-            if method == "POST" and path in self._own_auth_posts:
-                await self._own_auth_posts[path](scope, receive, send, request_id)
-            elif method == "POST" and path in self._post:
-                scope["multihome.principal"] = await self.auth.authenticate(scope)
-                _check_content_type(scope)
-                await self._post[path](scope, receive, send, request_id)
-            elif path.startswith(b"/admin/v1/") and self.admin is not None:
-                if path == b"/admin/v1/openapi.json" and method == "GET":
-                    await send_bytes(send, 200, _openapi("admin_openapi"), [JSON])
-                else:
-                    principal = await self.auth.authenticate(scope)
-                    await self.admin.handle(scope, receive, send, request_id, principal)
-            elif method == "GET" and path == b"/openapi.json":
-                await send_bytes(send, 200, _openapi("public_openapi"), [JSON])
-            elif method == "GET" and path == b"/healthz":
-                await send_bytes(send, 200, _OK, [JSON])
-            elif method == "GET" and path == b"/readyz":
-                ready = self.ready and not self.drain.draining  # a load balancer stops sending during a drain
-                body = _OK if ready else _DRAINING if self.drain.draining else _STARTING
-                await send_bytes(send, 200 if ready else 503, body, [JSON])
-            elif method == "GET" and path in (b"/v1/models", b"/models"):
-                scope["multihome.principal"] = await self.auth.authenticate(scope)
-                await self.routes.models(scope, receive, send, request_id)
-            elif method == "GET" and path.startswith(b"/v1/models/"):
-                scope["multihome.principal"] = await self.auth.authenticate(scope)
-                await self.routes.model(scope, receive, send, request_id, scope["path"][len("/v1/models/") :])
-            else:
-                raise _unrouted(method, path, self._known_posts)
+            route, handler = self.table.match(scope["method"], path)
+            call.route = route
+            if route.identify:
+                family = route.family
+                if family.missing_key is not None and credential_of(scope) is None and not self.auth.open_access:
+                    raise family.missing_key
+                call.principal = await self.auth.authenticate(scope)
+                if route.method == "POST":
+                    _check_content_type(scope)
+            await handler(call, receive, send)
         except ApiError as err:
-            finish_failed(scope, err)
-            if path.startswith(b"/v1/messages"):  # the Anthropic door's paths answer in its envelope
-                await send_anthropic_error(send, err, [(b"x-request-id", request_id)], request_id)
-            else:
-                await send_error(send, err, [(b"x-request-id", request_id)])
+            finish_failed(call.tracker, err)
+            await send_failure(call, send, route.family if route is not None else family_of(path), err)
         except ClientGone:
             return
         except Exception:
-            log.exception("unexpected error serving %s %s (request %s)", method, scope["path"], request_id.decode())
-            err = ApiError(500, "The gateway hit an unexpected error; it has been logged.", type="server_error")
-            finish_failed(scope, err)
+            log.exception(
+                "unexpected error serving %s %s (request %s)", scope["method"], scope["path"], call.request_id.decode()
+            )
+            failure = ApiError(500, "The gateway hit an unexpected error; it has been logged.", type="server_error")
+            finish_failed(call.tracker, failure)
             try:
-                await send_error(send, err, [(b"x-request-id", request_id)])
+                await send_failure(call, send, route.family if route is not None else family_of(path), failure)
             except Exception:
                 pass  # the response had already started
         finally:
-            settle(scope)  # whatever ended the request, a call that began accounting is recorded (and charged)
+            settle(call.tracker)  # whatever ended the request, a call that began accounting is recorded (and charged)
 
-    async def _refuse(self, scope, send, err: ApiError) -> None:
+    async def _refuse(self, call: Call, send: Send, err: ApiError) -> None:
         """Answer a call the drain deadline ended before its answer began, in its front door's envelope."""
-        tracker = scope.get("multihome.tracker")
-        request_id = (tracker.request_id if tracker is not None else new_request_id()).encode()
-        headers = [(b"x-request-id", request_id)]
-        if (scope["raw_path"] or scope["path"].encode()) == _ANTHROPIC_DOOR:
-            await send_anthropic_error(send, err, headers, request_id)
-        else:
-            await send_error(send, err, headers)
+        path = call.scope["raw_path"] or call.scope["path"].encode()
+        await send_failure(call, send, family_of(path), err)
+
+    async def _health(self, call: Call, receive: Receive, send: Send) -> None:
+        await send_json(call, send, 200, _OK, [JSON])
+
+    async def _ready(self, call: Call, receive: Receive, send: Send) -> None:
+        ready = self.ready and not self.drain.draining  # a load balancer stops sending during a drain
+        body = _OK if ready else _DRAINING if self.drain.draining else _STARTING
+        await send_json(call, send, 200 if ready else 503, body, [JSON])
+
+    async def _openapi(self, call: Call, receive: Receive, send: Send) -> None:
+        await send_json(call, send, 200, _openapi("public_openapi"), [JSON])
+
+    async def _admin_openapi(self, call: Call, receive: Receive, send: Send) -> None:
+        await send_json(call, send, 200, _openapi("admin_openapi"), [JSON])
+
+    async def _admin(self, call: Call, receive: Receive, send: Send) -> None:
+        async def noting_status(message: Message) -> None:  # the admin API sends its own answers
+            if message["type"] == "http.response.start":
+                call.status = message["status"]
+            await send(message)
+
+        await self.admin.handle(call.scope, receive, noting_status, call.request_id, call.principal)
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
 
 
 _OPENAPI: dict[str, bytes] = {}
@@ -152,9 +173,8 @@ def _openapi(module: str) -> bytes:
     if doc is None:
         import importlib
 
-        import msgspec
-
-        doc = _OPENAPI[module] = msgspec.json.encode(importlib.import_module(f".{module}", __package__).openapi_document())
+        built = importlib.import_module(f".{module}", __package__).openapi_document()
+        doc = _OPENAPI[module] = msgspec.json.encode(built)
     return doc
 
 
@@ -170,7 +190,7 @@ def _tune_gc() -> None:
     gc.set_threshold(7000, 20, 20)
 
 
-def _check_content_type(scope) -> None:
+def _check_content_type(scope: Scope) -> None:
     ctype = header(scope, b"content-type")
     if ctype is None:
         return
@@ -181,34 +201,3 @@ def _check_content_type(scope) -> None:
             "'Content-Type: application/json'.",
             code="unsupported_media_type",
         )
-
-
-# Served outside the admin API (the dispatch in Gateway._http); /v1 is optional on the first three, as OpenAI allows.
-_ENDPOINTS = (
-    "POST /v1/chat/completions", "POST /v1/embeddings", "GET /v1/models", "GET /v1/models/{model}",
-    "POST /v1/messages", "POST /v1/messages/count_tokens", "POST /v1/route/explain", "GET /healthz", "GET /readyz",
-)
-_GET_PATHS = frozenset({b"/v1/models", b"/models", b"/healthz", b"/readyz"})
-
-
-def _allowed(path: bytes, post_paths) -> str | None:
-    """The method a known path takes (for 405 and its Allow header); None for an unknown path."""
-    if path in post_paths:
-        return "POST"
-    if path in _GET_PATHS or path.startswith(b"/v1/models/"):
-        return "GET"
-    return None
-
-
-def _unrouted(method: str, path: bytes, post_paths) -> ApiError:
-    shown = path.decode(errors="replace")
-    allow = _allowed(path, post_paths)
-    if allow is not None:
-        return ApiError(405, f"Method {method} is not allowed on {shown}; use {allow}.", code="method_not_allowed",
-                        headers={"allow": allow})
-    return ApiError(
-        404,
-        f"Unknown endpoint {method} {shown}. This gateway serves {', '.join(_ENDPOINTS)}, and the admin API "
-        "under /admin/v1/ (described at GET /admin/v1/openapi.json).",
-        code="unknown_url",
-    )

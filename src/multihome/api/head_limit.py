@@ -13,12 +13,13 @@ from __future__ import annotations
 
 import functools
 import logging
+from typing import Any
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from ..schema.errors import ApiError
-from .anthropic_errors import error_body
-from .openai_routes import new_request_id
+from .pipeline import new_request_id
+from .routes import family_of
 
 log = logging.getLogger("multihome.gateway")
 
@@ -26,7 +27,7 @@ DEFAULT_MAX_HEAD_BYTES = 64 * 1024
 _LINGER_S = 2.0  # how long a refused client may go on sending before the connection is closed
 
 
-def protocol(max_head_bytes: int):
+def protocol(max_head_bytes: int) -> functools.partial[HeadLimitedProtocol]:
     """What uvicorn takes as `http=`: a factory of bounded protocols (picklable, for `--workers`)."""
     return functools.partial(HeadLimitedProtocol, max_head_bytes=max_head_bytes)
 
@@ -35,7 +36,7 @@ _base = HttpToolsProtocol
 
 
 class HeadLimitedProtocol(HttpToolsProtocol):
-    def __init__(self, *args, max_head_bytes: int = DEFAULT_MAX_HEAD_BYTES, **kwargs) -> None:
+    def __init__(self, *args: Any, max_head_bytes: int = DEFAULT_MAX_HEAD_BYTES, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._max_head = max_head_bytes
         # Bytes of the current request's head so far; None while a body is read; -1 once refused.
@@ -65,7 +66,7 @@ class HeadLimitedProtocol(HttpToolsProtocol):
 
     def _refuse(self) -> None:
         self._head = -1
-        self.parser = None  # nothing more is parsed (uvicorn drops it too when the connection is lost)
+        self.parser = None  # type: ignore[assignment]  # nothing more is parsed (uvicorn drops it too when the connection is lost)
         log.warning("refused a request head over %d bytes (server.max_header_bytes)", self._max_head)
         if self.cycle is not None and not self.cycle.response_complete:
             self.transport.close()  # an earlier pipelined answer is still being written: no room for ours
@@ -84,7 +85,7 @@ def _answer(url: bytes, limit: int) -> bytes:
         "Send fewer or shorter headers; put large data in the body.",
         code="request_header_fields_too_large",
     )
-    body = error_body(err, request_id) if url.startswith(b"/v1/messages") else err.to_bytes()
+    body = family_of(url).error_body(err, request_id)
     return b"".join((
         b"HTTP/1.1 431 Request Header Fields Too Large\r\ncontent-type: application/json\r\n",
         b"x-request-id: ", request_id, b"\r\ncontent-length: ", str(len(body)).encode(),

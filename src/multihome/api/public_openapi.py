@@ -8,8 +8,9 @@ fields were checked against OpenAI's published schema (github.com/openai/openai-
 stricter than the vendor (Anthropic's `temperature` 0..1, at most four `stop_sequences`) or
 adds something (the `multihome` routing extension, the `x-multihome-*` headers), this says so.
 
-`ROUTES` is the one list of public routes; the document is built from it, the gateway serves it
-encoded once (api/gateway.py), and tests check every route the gateway dispatches is in it.
+`ROUTES` is what the document says of each public route; the document is built from it and the
+gateway serves it encoded once (api/gateway.py). Tests check it names exactly the routes of the
+gateway's route table (api/routes.py) and that every route the gateway dispatches is in it.
 """
 
 from __future__ import annotations

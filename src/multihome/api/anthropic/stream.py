@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import msgspec
 
-from ..schema.bounded import Decoder
-from ..providers.sse import DONE, SseSplitter
-from ..schema.anthropic import MessagesRequest
-from ..schema.peek import Usage
-from .anthropic_translate import message_id, stop_reason, usage_of
+from ...providers.sse import DONE, SseSplitter
+from ...schema.anthropic import MessagesRequest
+from ...schema.bounded import Decoder
+from ...schema.peek import Usage
+from .translate import message_id, stop_reason, usage_of
 
 _encode = msgspec.json.encode
 

@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import msgspec
 
-from ..schema import bounded
-from ..schema.anthropic import Block, MessagesRequest, ParsedMessages
-from ..schema.chat import ParsedChat, parse_chat
-from ..schema.errors import ApiError, bad_request
-from ..schema.peek import Usage
+from ...schema import bounded
+from ...schema.anthropic import Block, MessagesRequest, ParsedMessages
+from ...schema.chat import ParsedChat, parse_chat
+from ...schema.errors import ApiError, bad_request
+from ...schema.peek import Usage
 
 _encode = msgspec.json.encode
 _TOOL_CHOICE = {"auto": "auto", "any": "required", "none": "none"}

@@ -1,6 +1,6 @@
 """Anthropic's error envelope for every failure on the Anthropic door.
 
-The gateway raises `ApiError` (status + OpenAI-style body) everywhere; this door keeps the
+The gateway raises `ApiError` (status + OpenAI-style body) everywhere; this family keeps the
 status and message and re-shapes the body: `{"type":"error","error":{"type","message"},"request_id"}`.
 The anthropic SDK picks its exception class from the status (400 BadRequestError, 401
 AuthenticationError, 404 NotFoundError, 429 RateLimitError, 503 ServiceUnavailableError...).
@@ -10,8 +10,16 @@ from __future__ import annotations
 
 import msgspec
 
-from ..schema.errors import ApiError
-from .asgi import JSON, send_bytes
+from ...schema.errors import ApiError
+from ..render import Family
+
+# Anthropic clients send `x-api-key`; without any key, say which header and which SDK variable.
+MISSING_KEY = ApiError(
+    401,
+    "Missing API key. Send 'x-api-key: <key>' or 'Authorization: Bearer <key>' with the key issued for this gateway "
+    "(the anthropic SDK sends ANTHROPIC_API_KEY).",
+    code="invalid_api_key",
+)
 
 _TYPES = {
     400: "invalid_request_error",
@@ -42,6 +50,4 @@ def error_body(err: ApiError, request_id: bytes) -> bytes:
     )
 
 
-async def send_anthropic_error(send, err: ApiError, headers: list[tuple[bytes, bytes]], request_id: bytes) -> None:
-    extra = [(k.encode(), v.encode()) for k, v in err.headers.items()]
-    await send_bytes(send, err.status, error_body(err, request_id), [JSON, *headers, *extra])
+ANTHROPIC = Family("anthropic", error_body, MISSING_KEY)

@@ -1,0 +1,81 @@
+"""Anthropic-compatible front door: `POST /v1/messages` for Claude-native clients, and
+`POST /v1/messages/count_tokens` (the gateway's estimate; no upstream is called).
+
+The request is translated into the canonical OpenAI chat request and runs through the same
+pipeline as `/v1/chat/completions` (api/pipeline.py), so policy, routing, failover, accounting
+and the `x-multihome-*` headers are identical; the answer (or stream) is translated back. The
+route table (api/routes.py) identifies these calls the way Anthropic's API does (`x-api-key`)
+and answers their errors in Anthropic's envelope (errors.py).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import cast
+
+import msgspec
+
+from ...routing.stream_relay import StreamRelay
+from ...schema import estimate
+from ...schema.anthropic import parse_messages
+from ...schema.errors import ApiError
+from ..asgi import JSON, Receive, Send, read_body
+from ..openai.chat import chat_request, chat_response
+from ..openai.errors import upstream_client_error
+from ..pipeline import Call, Pipeline, finish_refused, finish_unary, stream_finisher
+from ..render import send_failure, send_json, send_stream
+from .errors import ANTHROPIC
+from .stream import AnthropicStream, TranslatedRelay
+from .translate import to_anthropic, to_canonical
+
+
+class AnthropicDoor:
+    def __init__(self, pipeline: Pipeline) -> None:
+        self.pipeline = pipeline  # the same catalog, router, body limit and accounting as the OpenAI door
+
+    async def count_tokens(self, call: Call, receive: Receive, send: Send) -> None:
+        """`{"input_tokens": N}` for a Messages body, by the estimate routing uses (routing/estimate.py:
+        about four characters a token, a flat count per image), not the model's tokenizer."""
+        parsed = parse_messages(await read_body(call.scope, receive, self.pipeline.max_body), counting=True)
+        canonical, _ = to_canonical(parsed)
+        call.group = self.pipeline.group(canonical.request.model).name  # an unknown model is a 404, as on /v1/messages
+        body = msgspec.json.encode({"input_tokens": estimate.prompt_tokens(canonical.request)})
+        await send_json(call, send, 200, body, [JSON, (b"x-request-id", call.request_id)])
+
+    async def messages(self, call: Call, receive: Receive, send: Send) -> None:
+        raw = await read_body(call.scope, receive, self.pipeline.max_body)
+        parsed = parse_messages(raw)
+        canonical, dropped = to_canonical(parsed)
+        # forward_usage: the usage-only last chunk must reach the converter (message_delta needs it).
+        served, headers = await self.pipeline.run(
+            call,
+            "messages",
+            raw,
+            canonical,
+            chat_request,
+            chat_response,
+            chat=canonical.request,
+            max_output=parsed.request.max_tokens,
+            forward_usage=True,
+            dropped=dropped,
+        )
+        if served.stream is not None:
+            converter = AnthropicStream(parsed.request)
+            first = converter.feed(served.first)
+            relay = cast(StreamRelay, TranslatedRelay(served.stream, converter))  # the same rest()/close()/cut()
+            translated = dataclasses.replace(served, first=first, stream=relay)
+            await send_stream(call, receive, send, translated, headers, stream_finisher(call, served))
+            return
+        if served.status >= 400:
+            err = upstream_client_error(served)
+            await send_failure(call, send, ANTHROPIC, err, headers)
+            finish_refused(call, served, err, "client_error")
+            return
+        try:
+            body = to_anthropic(served.body, parsed.request, served.deployment.name)
+        except ApiError as err:
+            await send_failure(call, send, ANTHROPIC, err, headers)
+            finish_refused(call, served, err, "stream_error")
+            return
+        await send_json(call, send, served.status, body, [JSON, *headers])
+        finish_unary(call, served, body)

@@ -1,0 +1,277 @@
+"""One request pipeline: the steps every model call takes, whichever front door it came through.
+
+    client -> route table -> identify -> parse -> decide -> plan -> attempt -> account -> render
+              (routes.py)    (gateway.py)  (door)  (policy_gate) (routing/planner, attempts) (tracker) (door)
+
+A front door (api/openai/chat.py, api/openai/embeddings.py, api/anthropic/routes.py) is
+*parse -> run -> render*: it parses its wire format into a canonical request, hands it to
+`Pipeline.run`, and renders the `Served` answer in its own format. Identify happens once, in
+the gateway, as the route table says; the rest of the middle happens here, once, for every door.
+A `Call` carries what each step learns (who called, the accounting tracker, the stream being
+sent, what served it) from the front door to the answer, the access log and a graceful stop.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import time
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any, Protocol
+
+import msgspec
+
+from ..accounting.tracker import Accounting, CallTracker
+from ..providers.base import UpstreamRequest
+from ..routing.attempts import Served
+from ..routing.catalog import Catalog, DeploymentRuntime, GroupRuntime
+from ..routing.planner import RequestShape
+from ..routing.router import Router
+from ..schema.bounded import Decoder
+from ..schema.chat import ChatRequest
+from ..schema.errors import ApiError
+from .asgi import Header, Scope, header
+from .render import served_headers
+
+if TYPE_CHECKING:
+    from ..routing.stream_relay import StreamRelay
+    from ..schema.principal import Principal
+    from .policy_gate import PolicyGate
+    from .routes import Route
+
+
+def new_request_id() -> str:
+    return "req_" + os.urandom(12).hex()
+
+
+class Call:
+    """One HTTP call, from the route table to its answer. Cheap: slots, filled as the steps run."""
+
+    __slots__ = ("scope", "request_id", "t0", "route", "principal", "tracker", "group", "served", "stream", "status")
+
+    def __init__(self, scope: Scope, request_id: bytes) -> None:
+        self.scope = scope
+        self.request_id = request_id
+        self.t0 = time.perf_counter()
+        self.route: Route | None = None  # the route table's row it matched
+        self.principal: Principal | None = None  # set by identify
+        self.tracker: CallTracker | None = None  # set when accounting begins (None when none is configured)
+        self.group: str | None = None  # the model group asked for, once it is known to exist
+        self.served: Served | None = None  # the deployment that answered, and how it was reached
+        self.stream: StreamRelay | None = None  # the stream being sent: a graceful stop cuts it (api/drain.py)
+        self.status = 0  # the HTTP status sent, for the access log
+
+
+class Parsed(Protocol):
+    """A canonical request as a front door parsed it (schema/chat.py ParsedChat, schema/embeddings.py)."""
+
+    @property
+    def raw(self) -> dict[str, msgspec.Raw]: ...
+    @property
+    def needs(self) -> frozenset[str]: ...
+    @property
+    def stream(self) -> bool: ...
+    @property
+    def request(self) -> Any: ...
+
+
+# How a door asks a deployment's adapter for the upstream request, and reads its unary answer.
+BuildRequest = Callable[[Any, DeploymentRuntime], Awaitable[UpstreamRequest]]
+ReadResponse = Callable[[DeploymentRuntime, bytes, Any], bytes]
+
+
+class Pipeline:
+    """The middle of every model call: model group, decide, plan and attempt, account."""
+
+    def __init__(
+        self,
+        catalog: Catalog,
+        router: Router,
+        max_body: int,
+        gate: PolicyGate | None = None,
+        accounting: Accounting | None = None,
+    ) -> None:
+        self.catalog = catalog
+        self.router = router
+        self.max_body = max_body
+        self.gate = gate  # who may reach which deployments
+        self.accounting = accounting  # limits, audit, metering
+
+    def group(self, name: str) -> GroupRuntime:
+        """The model group a request names; a 404 that lists the groups there are when it does not exist."""
+        group = self.catalog.groups.get(name)
+        if group is None:
+            known = ", ".join(sorted(self.catalog.groups)) or "none"
+            raise ApiError(
+                404,
+                f"The model '{name}' does not exist on this gateway. Available models: {known}.",
+                param="model",
+                code="model_not_found",
+            )
+        return group
+
+    def shape(
+        self, call: Call, parsed: Parsed, group: GroupRuntime, endpoint: str, chat: ChatRequest | None = None
+    ) -> RequestShape:
+        """What planning reads from the request, and the decision of policy (403 when it refuses)."""
+        shape = RequestShape(parsed.needs, parsed.stream, chat, narrowing(call.scope, parsed.raw, group))
+        if self.gate is not None:
+            assert call.principal is not None  # every route that reaches a model identifies first
+            shape.policy = self.gate.admit(call.principal, group, endpoint, call.tracker)
+        return shape
+
+    async def run(
+        self,
+        call: Call,
+        endpoint: str,
+        body: bytes,
+        parsed: Parsed,
+        build: BuildRequest,
+        read: ReadResponse,
+        *,
+        chat: ChatRequest | None = None,
+        max_output: int | None = None,
+        forward_usage: bool = False,
+        dropped: list[str] | None = None,
+    ) -> tuple[Served, list[Header]]:
+        """Decide, plan, attempt and begin accounting for a parsed call: what served it, and the
+        response headers that say so. From here on the call is charged, whatever becomes of the answer."""
+        group = self.group(parsed.request.model)
+        call.group = group.name
+        tracker = begin_call(call, self.accounting, endpoint, body, group, parsed.request)
+        shape = self.shape(call, parsed, group, endpoint, chat)
+        extra = await _admit(tracker, group, shape, max_output)
+        rid = call.request_id.decode()
+
+        async def upstream_request(dep: DeploymentRuntime) -> UpstreamRequest:
+            req = await build(parsed, dep)
+            req.headers = {**req.headers, "x-request-id": rid}
+            return req
+
+        served = await self.router.route(group, shape, upstream_request, read, forward_usage=forward_usage)
+        if dropped:  # fields the front door's own translation dropped, beside those the adapter did
+            served.dropped = sorted({*dropped, *(served.dropped or ())})
+        call.served = served
+        await _durable(tracker, served)
+        return served, [*served_headers(call.request_id, served), *extra]
+
+
+def begin_call(
+    call: Call, accounting: Accounting | None, endpoint: str, body: bytes, group: GroupRuntime, request: Any
+) -> CallTracker | None:
+    """Start accounting for a call (None when nothing is configured); the gateway finishes it on errors."""
+    if accounting is None or not accounting.enabled:
+        return None
+    assert call.principal is not None  # every route that reaches a model identifies first
+    tracker = accounting.begin(call.request_id.decode(), endpoint, call.principal, body)
+    if tracker is None:
+        return None
+    tracker.model_group, tracker.request = group.name, request
+    if accounting.trace_context:  # only with telemetry on (docs/telemetry.md)
+        tracker.traceparent, tracker.tracestate = header(call.scope, b"traceparent"), header(call.scope, b"tracestate")
+    call.tracker = tracker
+    return tracker
+
+
+async def _admit(
+    tracker: CallTracker | None, group: GroupRuntime, shape: RequestShape, max_output: int | None
+) -> list[Header]:
+    """Limits and budgets for the deployments policy allows; the response headers they add."""
+    if tracker is None:
+        return []
+    decision = getattr(shape.policy, "decision", None)
+    deployments = [d for d in group.deployments if decision is None or d.name in decision.deployments]
+    headers = await tracker.admit(group, deployments, max_output)
+    skip = getattr(tracker.ticket, "skip", None)
+    if skip:
+        shape.exclude = {name: "deployment rate limit reached" for name in skip}
+    return [(k if isinstance(k, bytes) else k.encode(), v if isinstance(v, bytes) else v.encode()) for k, v in headers]
+
+
+async def _durable(tracker: CallTracker | None, served: Served) -> None:
+    """Note that an upstream answered (from here on the call is charged, whatever happens to the
+    answer), then wait until the call's start is on the audit trail; without that the client gets no answer."""
+    if tracker is None:
+        return
+    tracker.served = served
+    try:
+        await tracker.durable()
+    except BaseException:
+        if served.stream is not None:
+            served.stream.close()  # the upstream call is abandoned, not leaked
+        raise
+
+
+def finish_unary(call: Call, served: Served, sent: bytes) -> None:
+    """Account a unary answer the client was sent."""
+    if call.tracker is not None:
+        call.tracker.finish_produced(served, served.status, "ok", response_sha256=hashlib.sha256(sent).hexdigest())
+
+
+def finish_refused(call: Call, served: Served, err: ApiError, outcome: str) -> None:
+    """Account an upstream answer the gateway turned into an error (a client error passed through, an
+    answer that could not be translated)."""
+    if call.tracker is not None:
+        call.tracker.finish(err.status, outcome, served=served, error_code=err.body.code)
+
+
+StreamDone = Callable[[str, Any, "float | None"], None]
+
+
+def stream_finisher(call: Call, served: Served) -> StreamDone | None:
+    """What the stream sender calls once the stream is over (or abandoned): the call's record."""
+    tracker = call.tracker
+    if tracker is None:
+        return None
+    relay = served.stream
+    assert relay is not None
+
+    def done(outcome: str, digest: Any, first_byte_ms: float | None) -> None:
+        if outcome == "ok" and (relay.error or not relay.done):
+            outcome = "stream_error"
+        tracker.finish_produced(served, 200, outcome, response_sha256=digest.hexdigest(), first_byte_ms=first_byte_ms)
+
+    return done
+
+
+class _Narrowing(msgspec.Struct):
+    deployments: list[str] | None = None
+
+
+class _Extension(msgspec.Struct):
+    """The `multihome` body extension (`extra_body={"multihome": {...}}` in the OpenAI SDK)."""
+
+    route: _Narrowing | None = None
+
+
+_extension = Decoder(_Extension)  # reads a field decode_views only skipped: nesting is a 400 too
+
+
+def narrowing(scope: Scope, raw: dict[str, msgspec.Raw], group: GroupRuntime) -> frozenset[str] | None:
+    """Deployments the client restricted this call to: header `x-multihome-deployments: a,b` or
+    body `{"multihome": {"route": {"deployments": [...]}}}`. Only a subset of the group's own
+    deployments is allowed, so a client can narrow routing but never widen it."""
+    names: list[str] | None = None
+    ext = raw.pop("multihome", None)  # never forwarded upstream
+    if ext is not None:
+        try:
+            route = _extension.decode(ext).route
+        except msgspec.DecodeError as exc:
+            raise ApiError(400, f"Invalid 'multihome' extension: {exc}.", param="multihome") from None
+        names = route.deployments if route else None
+    value = header(scope, b"x-multihome-deployments")
+    if value is not None:
+        names = [n.strip() for n in value.decode(errors="replace").split(",") if n.strip()]
+    if names is None:
+        return None
+    known = {d.name for d in group.deployments}
+    unknown = [n for n in names if n not in known]
+    if unknown or not names:
+        raise ApiError(
+            400,
+            f"Cannot narrow model '{group.name}' to {', '.join(unknown) or 'nothing'}: a request may only pick among "
+            f"the group's deployments ({', '.join(sorted(known))}).",
+            param="x-multihome-deployments",
+            code="invalid_route_narrowing",
+        )
+    return frozenset(names)

@@ -1,0 +1,114 @@
+"""Sending an answer, for every front door: the `x-multihome-*` headers that say what served a
+call, a JSON body, an SSE stream relayed chunk by chunk, and an error in the door's envelope.
+
+Each send notes the status on the `Call` (the access log reads it) and a stream registers its
+relay there, so a graceful stop can end it with an error event (api/drain.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from ..routing.attempts import Served, attempts_header
+from ..schema import header_text
+from ..schema.errors import ApiError
+from .asgi import JSON, Header, Receive, Send, send_bytes
+
+if TYPE_CHECKING:
+    from .pipeline import Call, StreamDone
+
+
+@dataclass(frozen=True, slots=True)
+class Family:
+    """An API family (OpenAI, Anthropic): its error envelope, and what it says to a caller with no key.
+    One instance per family, beside its envelope: api/openai/errors.py, api/anthropic/errors.py."""
+
+    name: str
+    error_body: Callable[[ApiError, bytes], bytes]  # (error, request id) -> the envelope's bytes
+    missing_key: ApiError | None = None  # raised before identify when the call carries no credential at all
+
+
+_SSE_HEADERS = [(b"content-type", b"text/event-stream"), (b"cache-control", b"no-cache"), (b"x-accel-buffering", b"no")]
+
+
+def served_headers(request_id: bytes, served: Served) -> list[Header]:
+    headers = [
+        (b"x-request-id", request_id),
+        (b"x-multihome-deployment", header_text.text(served.deployment.name).encode()),
+        (b"x-multihome-attempts", attempts_header(served.attempts).encode()),
+    ]
+    if served.dropped:
+        # Parameters the serving provider cannot honour; the adapter dropped them (docs/translation.md).
+        # Unknown fields are named by the client: encoded, so no name can break the response head.
+        headers.append((b"x-multihome-dropped-params", header_text.names(served.dropped).encode()))
+    return headers
+
+
+async def send_json(call: Call, send: Send, status: int, body: bytes, headers: list[Header]) -> None:
+    """A JSON answer (`headers` carries the content type)."""
+    call.status = status
+    await send_bytes(send, status, body, headers)
+
+
+async def send_failure(
+    call: Call, send: Send, family: Family, err: ApiError, headers: list[Header] | None = None
+) -> None:
+    """An error in the family's envelope, with its own headers (`allow`, `retry-after`) after `headers`,
+    which default to the call's request id alone."""
+    call.status = err.status
+    head = [JSON, *(headers if headers is not None else [(b"x-request-id", call.request_id)])]
+    head += [(k.encode(), v.encode()) for k, v in err.headers.items()]
+    await send_bytes(send, err.status, family.error_body(err, call.request_id), head)
+
+
+async def send_stream(
+    call: Call, receive: Receive, send: Send, served: Served, headers: list[Header], on_done: StreamDone | None = None
+) -> None:
+    """Relay `served.stream` as SSE, chunk by chunk; a client that disconnects cancels it.
+    `on_done(outcome, digest, first_byte_ms)` is told how it ended (it accounts the call)."""
+    relay = served.stream
+    assert relay is not None
+    call.stream, call.status = relay, 200
+    task = asyncio.current_task()
+    assert task is not None
+    gone = asyncio.Event()
+    digest: Any = hashlib.sha256() if on_done is not None else None
+    outcome, first_byte_ms, t0 = "cancelled", None, time.perf_counter()
+
+    async def watch_disconnect() -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                gone.set()
+                task.cancel()
+                return
+
+    watcher = asyncio.create_task(watch_disconnect())
+    try:
+        await send({"type": "http.response.start", "status": 200, "headers": [*_SSE_HEADERS, *headers]})
+        await send({"type": "http.response.body", "body": served.first, "more_body": True})
+        if digest is not None:
+            first_byte_ms = (time.perf_counter() - t0) * 1000
+            digest.update(served.first)
+        async for piece in relay.rest():
+            await send({"type": "http.response.body", "body": piece, "more_body": True})
+            if digest is not None:
+                digest.update(piece)
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
+        outcome = "ok"
+    except asyncio.CancelledError:
+        if not gone.is_set():
+            raise
+        task.uncancel()
+    except OSError:
+        pass  # the client went away while we were writing
+    finally:
+        watcher.cancel()
+        relay.close()
+        if on_done is not None:
+            on_done(outcome, digest, first_byte_ms)

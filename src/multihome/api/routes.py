@@ -1,0 +1,124 @@
+"""The gateway's route table: every route it serves declared once, as data (method, path, handler).
+
+Dispatch, the 405 answer and its `Allow` header, the 404 answer that lists what is served, the
+API family whose envelope an error is written in (even on a path that matched nothing), and the
+checks in tests (docs/api.md, the public OpenAPI document) are all derived from `ROUTES`.
+
+A path ending in `{name}` matches every path under its prefix (the handler reads the rest);
+method `*` takes every method (the admin API, which routes inside itself: api/admin_routes.py).
+A handler is named, not imported: the gateway binds the names to the objects the composition
+root built (`app.py`), so the table is readable without building an app.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+
+from ..schema.errors import ApiError
+from .anthropic.errors import ANTHROPIC
+from .asgi import Receive, Send
+from .openai.errors import OPENAI
+from .pipeline import Call
+from .render import Family
+
+Handler = Callable[[Call, Receive, Send], Awaitable[None]]
+ANY = "*"
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    method: str
+    path: str
+    handler: str  # a name the gateway binds (Gateway's `doors`, or its own routes)
+    family: Family = OPENAI  # how callers send their key, and the envelope errors are written in
+    identify: bool = True  # the call needs a key or token (the gateway identifies it before the handler)
+    alias_of: str | None = None  # the same handler under another path
+    quiet: bool = False  # left out of the access log (health probes, polled every few seconds)
+
+
+ADMIN_PREFIX = "/admin/v1/"
+
+ROUTES: tuple[Route, ...] = (
+    Route("POST", "/v1/chat/completions", "chat"),
+    Route("POST", "/v1/embeddings", "embeddings"),
+    Route("GET", "/v1/models", "models"),
+    Route("GET", "/v1/models/{model}", "model"),
+    Route("POST", "/v1/messages", "messages", ANTHROPIC),
+    Route("POST", "/v1/messages/count_tokens", "count_tokens", ANTHROPIC),
+    Route("POST", "/v1/route/explain", "explain"),
+    Route("GET", "/healthz", "health", identify=False, quiet=True),
+    Route("GET", "/readyz", "ready", identify=False, quiet=True),
+    Route("GET", "/openapi.json", "openapi", identify=False),
+    Route("GET", ADMIN_PREFIX + "openapi.json", "admin_openapi", identify=False),
+    Route(ANY, ADMIN_PREFIX + "{path}", "admin"),
+    # OpenAI's SDKs accept a base URL without /v1; so does the gateway, as OpenAI does.
+    Route("POST", "/chat/completions", "chat", alias_of="/v1/chat/completions"),
+    Route("POST", "/embeddings", "embeddings", alias_of="/v1/embeddings"),
+    Route("GET", "/models", "models", alias_of="/v1/models"),
+)
+
+_ANTHROPIC_PATHS = tuple(r.path.encode() for r in ROUTES if r.family is ANTHROPIC)
+
+
+def family_of(path: bytes) -> Family:
+    """The API family a path belongs to, matched or not: `/v1/messages...` answers in Anthropic's envelope."""
+    return ANTHROPIC if path.startswith(_ANTHROPIC_PATHS) else OPENAI
+
+
+Bound = tuple[Route, Handler]
+
+
+class RouteTable:
+    """`ROUTES` bound to handlers; routes whose handler is absent (no admin API configured) are left out."""
+
+    def __init__(self, routes: tuple[Route, ...], handlers: Mapping[str, Handler]) -> None:
+        self.routes = tuple(r for r in routes if r.handler in handlers)
+        self._exact: dict[bytes, dict[str, Bound]] = {}
+        self._prefixed: list[tuple[bytes, dict[str, Bound]]] = []
+        for route in self.routes:
+            bound = (route, handlers[route.handler])
+            if "{" in route.path:
+                prefix = route.path[: route.path.index("{")].encode()
+                methods = next((m for p, m in self._prefixed if p == prefix), None)
+                if methods is None:
+                    methods = {}
+                    self._prefixed.append((prefix, methods))
+                methods[route.method] = bound
+            else:
+                self._exact.setdefault(route.path.encode(), {})[route.method] = bound
+        shown = [
+            f"{r.method} {r.path}" for r in self.routes if r.alias_of is None and not r.path.startswith(ADMIN_PREFIX)
+        ]
+        self._served = (
+            f"This gateway serves {', '.join(shown)}, and the admin API under {ADMIN_PREFIX} "
+            f"(described at GET {ADMIN_PREFIX}openapi.json)."
+        )
+
+    def match(self, method: str, path: bytes) -> Bound:
+        """The route and handler for a call; a 405 (with `Allow`) or 404 `ApiError` when there is none."""
+        known = self._exact.get(path)
+        if known is not None:
+            found = known.get(method)
+            if found is not None:
+                return found
+        for prefix, methods in self._prefixed:
+            if path.startswith(prefix):
+                found = methods.get(method) or methods.get(ANY)
+                if found is not None:
+                    return found
+                known = known or methods
+                break
+        raise self._unrouted(method, path, known)
+
+    def _unrouted(self, method: str, path: bytes, known: Mapping[str, Bound] | None) -> ApiError:
+        shown = path.decode(errors="replace")
+        if known:
+            allow = ", ".join(sorted(known))
+            return ApiError(
+                405,
+                f"Method {method} is not allowed on {shown}; use {allow}.",
+                code="method_not_allowed",
+                headers={"allow": allow},
+            )
+        return ApiError(404, f"Unknown endpoint {method} {shown}. {self._served}", code="unknown_url")
