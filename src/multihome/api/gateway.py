@@ -93,7 +93,7 @@ class Gateway:
                 await self._post[path](scope, receive, send, request_id)
             elif path.startswith(b"/admin/v1/") and self.admin is not None:
                 if path == b"/admin/v1/openapi.json" and method == "GET":
-                    await send_bytes(send, 200, _openapi("admin_openapi"), [JSON])
+                    await send_bytes(send, 200, _openapi("admin.openapi"), [JSON])
                 else:
                     principal = await self.auth.authenticate(scope)
                     await self.admin.handle(scope, receive, send, request_id, principal)

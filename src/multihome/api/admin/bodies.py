@@ -7,7 +7,7 @@ from typing import Any, Literal
 
 import msgspec
 
-from ..policy.model import EgressRule
+from ...policy.model import EgressRule
 
 
 class _Body(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
