@@ -15,7 +15,7 @@ import xml.etree.ElementTree as ET
 
 import pytest
 
-from multihome.cli_contracts import add_commands
+from multihome.cli.contracts import add_commands
 from multihome.contracts import scenario
 from multihome.contracts.chart import history_steps
 from multihome.contracts.config import parse_contracts

@@ -15,10 +15,16 @@ import urllib.parse
 import urllib.request
 
 
-def _call(args, method: str, path: str, body: dict | None = None) -> dict:
+def _call(args, name: str, body: dict | None = None, query: dict | None = None, **params: str) -> dict:
+    """Call the admin route named `name` (its handler's name in api/admin/), path parameters filled in."""
     if not args.key:
         raise SystemExit("no admin key: set MULTIHOME_ADMIN_KEY (or pass --key) to an org-admin, tenant-admin or auditor key")
-    url = args.url.rstrip("/") + "/admin/v1" + path
+    from ..api.admin.registry import route
+
+    r = route(name)
+    method = r.method
+    query = {k: v for k, v in (query or {}).items() if v is not None}
+    url = args.url.rstrip("/") + r.url(**params) + (f"?{urllib.parse.urlencode(query)}" if query else "")
     data = json.dumps(body).encode() if body is not None else None
     headers = {"authorization": f"Bearer {args.key}", "content-type": "application/json"}
     request = urllib.request.Request(url, data=data, method=method, headers=headers)
@@ -63,24 +69,24 @@ def _with_common(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
 
 def add_commands(sub) -> None:
     t = sub.add_parser("tenants", help="manage tenants").add_subparsers(dest="action", required=True)
-    _with_common(t.add_parser("list")).set_defaults(func=lambda a: _print(_call(a, "GET", "/tenants"), a))
+    _with_common(t.add_parser("list")).set_defaults(func=lambda a: _print(_call(a, "list_tenants"), a))
     c = _with_common(t.add_parser("create"))
     c.add_argument("name")
-    c.set_defaults(func=lambda a: _print(_call(a, "POST", "/tenants", {"name": a.name}), a))
+    c.set_defaults(func=lambda a: _print(_call(a, "create_tenant", {"name": a.name}), a))
 
     tm = sub.add_parser("teams", help="manage teams").add_subparsers(dest="action", required=True)
     c = _with_common(tm.add_parser("list"))
     c.add_argument("--tenant", required=True)
-    c.set_defaults(func=lambda a: _print(_call(a, "GET", f"/tenants/{a.tenant}/teams"), a))
+    c.set_defaults(func=lambda a: _print(_call(a, "list_teams", tenant=a.tenant), a))
     c = _with_common(tm.add_parser("create"))
     c.add_argument("--tenant", required=True)
     c.add_argument("name")
-    c.set_defaults(func=lambda a: _print(_call(a, "POST", f"/tenants/{a.tenant}/teams", {"name": a.name}), a))
+    c.set_defaults(func=lambda a: _print(_call(a, "create_team", {"name": a.name}, tenant=a.tenant), a))
 
     k = sub.add_parser("keys", help="manage API keys").add_subparsers(dest="action", required=True)
     c = _with_common(k.add_parser("list"))
     c.add_argument("--tenant", required=True)
-    c.set_defaults(func=lambda a: _print(_call(a, "GET", f"/tenants/{a.tenant}/keys"), a))
+    c.set_defaults(func=lambda a: _print(_call(a, "list_keys", tenant=a.tenant), a))
     c = _with_common(k.add_parser("create", help="create a key; the secret is printed once"))
     c.add_argument("--tenant", required=True)
     c.add_argument("--name", required=True)
@@ -92,16 +98,16 @@ def add_commands(sub) -> None:
     c = _with_common(k.add_parser("revoke"))
     c.add_argument("--tenant", required=True)
     c.add_argument("key_id")
-    c.set_defaults(func=lambda a: _print(_call(a, "DELETE", f"/tenants/{a.tenant}/keys/{a.key_id}"), a))
+    c.set_defaults(func=lambda a: _print(_call(a, "revoke_key", tenant=a.tenant, id=a.key_id), a))
 
     p = sub.add_parser("policy", help="egress/residency policies").add_subparsers(dest="action", required=True)
     c = _with_common(p.add_parser("list"))
     c.add_argument("--tenant", required=True)
-    c.set_defaults(func=lambda a: _print(_call(a, "GET", f"/tenants/{a.tenant}/policies"), a))
+    c.set_defaults(func=lambda a: _print(_call(a, "list_policies", tenant=a.tenant), a))
     c = _with_common(p.add_parser("create", help="create a policy from a JSON file or string"))
     c.add_argument("--tenant", required=True)
     c.add_argument("body", help='JSON ({"scope": "tenant", "rules": [...]}) or @file.json')
-    c.set_defaults(func=lambda a: _print(_call(a, "POST", f"/tenants/{a.tenant}/policies", _json_arg(a.body)), a))
+    c.set_defaults(func=lambda a: _print(_call(a, "create_policy", _json_arg(a.body), tenant=a.tenant), a))
     c = _with_common(p.add_parser("explain", help="the decision for a caller and model, rule by rule"))
     c.add_argument("--tenant", required=True)
     c.add_argument("--model", required=True)
@@ -130,17 +136,17 @@ def add_commands(sub) -> None:
     c.add_argument("budget_id")
     c.add_argument("--amount")
     c.add_argument("--mode", choices=["hard", "soft"])
-    c.set_defaults(func=lambda a: _print(_call(a, "PATCH", f"/tenants/{a.tenant}/budgets/{a.budget_id}", {
+    c.set_defaults(func=lambda a: _print(_call(a, "update_budget", tenant=a.tenant, id=a.budget_id, body={
         k: v for k, v in (("amount", a.amount), ("mode", a.mode)) if v is not None}), a))
     c = _with_common(b.add_parser("delete"))
     c.add_argument("--tenant", required=True)
     c.add_argument("budget_id")
-    c.set_defaults(func=lambda a: _print(_call(a, "DELETE", f"/tenants/{a.tenant}/budgets/{a.budget_id}"), a))
+    c.set_defaults(func=lambda a: _print(_call(a, "delete_budget", tenant=a.tenant, id=a.budget_id), a))
 
     e = sub.add_parser("entitlements", help="model licences").add_subparsers(dest="action", required=True)
     c = _with_common(e.add_parser("list"))
     c.add_argument("--tenant", required=True)
-    c.set_defaults(func=lambda a: _print(_call(a, "GET", f"/tenants/{a.tenant}/entitlements"), a))
+    c.set_defaults(func=lambda a: _print(_call(a, "list_entitlements", tenant=a.tenant), a))
     c = _with_common(e.add_parser("grant"))
     c.add_argument("--tenant", required=True)
     c.add_argument("--model", required=True)
@@ -151,7 +157,7 @@ def add_commands(sub) -> None:
     c = _with_common(e.add_parser("revoke"))
     c.add_argument("--tenant", required=True)
     c.add_argument("entitlement_id")
-    c.set_defaults(func=lambda a: _print(_call(a, "DELETE", f"/tenants/{a.tenant}/entitlements/{a.entitlement_id}"), a))
+    c.set_defaults(func=lambda a: _print(_call(a, "revoke_entitlement", tenant=a.tenant, id=a.entitlement_id), a))
 
     r = sub.add_parser("token-revocations", help="refuse OIDC tokens before their exp (docs/oidc.md)").add_subparsers(
         dest="action", required=True)
@@ -177,7 +183,7 @@ def add_commands(sub) -> None:
     c.set_defaults(func=_create_revocation)
     c = _with_common(r.add_parser("delete", help="lift a revocation: the tokens it refused work again"))
     c.add_argument("revocation_id")
-    c.set_defaults(func=lambda a: _print(_call(a, "DELETE", f"/token-revocations/{a.revocation_id}"), a))
+    c.set_defaults(func=lambda a: _print(_call(a, "delete_token_revocation", id=a.revocation_id), a))
 
 
 def _json_arg(value: str) -> dict:
@@ -195,7 +201,7 @@ def _create_key(a) -> None:
         body["scopes_models"] = a.models
     if a.expires_in_days is not None:
         body["expires_in_days"] = a.expires_in_days
-    out = _call(a, "POST", f"/tenants/{a.tenant}/keys", body)
+    out = _call(a, "create_key", body, tenant=a.tenant)
     if a.json:
         _print(out, a)
         return
@@ -209,7 +215,7 @@ def _explain(a) -> None:
         body["key_id"] = a.key_id
     if a.team:
         body["team_id"] = a.team
-    out = _call(a, "POST", "/policy/explain", body)
+    out = _call(a, "explain", body)
     if a.json:
         _print(out, a)
         return
@@ -220,19 +226,18 @@ def _explain(a) -> None:
 
 def _grant(a) -> None:
     body = {"model_group": a.model, "starts_on": a.starts_on, "ends_on": a.ends_on, "exclusive": a.exclusive}
-    _print(_call(a, "POST", f"/tenants/{a.tenant}/entitlements", body), a)
+    _print(_call(a, "grant_entitlement", body, tenant=a.tenant), a)
 
 
 def _create_budget(a) -> None:
     body = {"scope": a.scope, "amount": a.amount, "currency": a.currency, "period": a.period, "mode": a.mode}
     if a.scope_id:
         body["scope_id"] = a.scope_id
-    _print(_call(a, "POST", f"/tenants/{a.tenant}/budgets", body), a)
+    _print(_call(a, "create_budget", body, tenant=a.tenant), a)
 
 
 def _list_budgets(a) -> None:
-    query = "&".join(f"{k}={v}" for k, v in (("team", a.team), ("key", a.key_id)) if v)
-    out = _call(a, "GET", f"/tenants/{a.tenant}/budgets" + (f"?{query}" if query else ""))
+    out = _call(a, "list_budgets", query={"team": a.team, "key": a.key_id}, tenant=a.tenant)
     if a.json:
         _print(out, a)
         return
@@ -255,7 +260,7 @@ def _create_revocation(a) -> None:
                         ("not_before", _time_arg(a.not_before)), ("expires_at", _time_arg(a.expires_at))):
         if value is not None:
             body[name] = value
-    out = _call(a, "POST", "/token-revocations", body)
+    out = _call(a, "create_token_revocation", body)
     if a.json:
         _print(out, a)
         return
@@ -266,10 +271,9 @@ def _create_revocation(a) -> None:
 
 
 def _list_revocations(a) -> None:
-    query = urllib.parse.urlencode({k: v for k, v in (("tenant", a.tenant), ("kind", a.kind), ("issuer", a.issuer),
-                                                      ("subject", a.subject), ("live", "true" if a.live else None))
-                                    if v})
-    out = _call(a, "GET", "/token-revocations" + (f"?{query}" if query else ""))
+    query = {"tenant": a.tenant, "kind": a.kind, "issuer": a.issuer, "subject": a.subject,
+             "live": "true" if a.live else None}
+    out = _call(a, "list_token_revocations", query=query)
     if a.json:
         _print(out, a)
         return

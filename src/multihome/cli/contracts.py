@@ -21,8 +21,8 @@ def _load(args) -> tuple[object, str]:
     import msgspec
     import yaml
 
-    from .config import ConfigError, Storage, env_secret
-    from .contracts.config import ContractsConfigError, parse_contracts
+    from ..config import ConfigError, Storage, env_secret
+    from ..contracts.config import ContractsConfigError, parse_contracts
 
     if not args.config:
         raise SystemExit("contracts: give --config FILE (or set MULTIHOME_CONFIG)")
@@ -50,13 +50,13 @@ def _now(args) -> dt.datetime:
 
 
 async def _open(args):
-    from .contracts.service import ContractsService
-    from .storage.engine import create_engine
+    from ..contracts.service import ContractsService
+    from ..storage.engine import create_engine
 
     cfg, url = _load(args)
     engine = create_engine(url)
     svc = ContractsService(cfg, engine=engine)
-    from .contracts.ledger import Ledger
+    from ..contracts.ledger import Ledger
 
     svc.ledger = Ledger(engine)
     try:
@@ -94,7 +94,7 @@ def _list(args) -> int:
 
 
 def _report(args) -> int:
-    from .contracts.report import build_reports, to_csv
+    from ..contracts.report import build_reports, to_csv
 
     async def run():
         svc, engine = await _open(args)
@@ -133,8 +133,8 @@ def _human(r) -> str:
 
 
 def _project(args) -> int:
-    from .contracts import scenario
-    from .contracts.report import build_report
+    from ..contracts import scenario
+    from ..contracts.report import build_report
 
     async def run():
         svc, engine = await _open(args)
@@ -162,7 +162,7 @@ def _project(args) -> int:
         if not path.lower().endswith((".png", ".svg")):
             raise SystemExit(f"--out {path}: use a .png or .svg file name")
     if args.out:
-        from .contracts.chart import render
+        from ..contracts.chart import render
 
         render(p, args.out)
     if args.json:

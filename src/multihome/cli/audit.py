@@ -11,7 +11,7 @@ import argparse
 import os
 import sys
 
-from .audit.config import AuditConfig
+from ..audit.config import AuditConfig
 
 
 def add_commands(sub) -> None:
@@ -84,7 +84,7 @@ def _database(args) -> str | None:
         return args.database
     import msgspec
 
-    from .config import ConfigError, Storage, env_secret
+    from ..config import ConfigError, Storage, env_secret
 
     try:
         storage = msgspec.convert(_config(args).get("storage") or {}, Storage)
@@ -95,7 +95,7 @@ def _database(args) -> str | None:
 
 def _heads(args) -> list | None:
     """The head registry to verify against: the export and/or the database; None when neither is given."""
-    from .audit.heads import load_file, load_from_database
+    from ..audit.heads import load_file, load_from_database
 
     url, heads = _database(args), None
     if args.heads:
@@ -113,7 +113,7 @@ def _dir(args, section: AuditConfig) -> str:
 
 
 def _public_keys(args, section: AuditConfig) -> dict:
-    from .audit.keys import KeyError_, key_id_of, load_public_key
+    from ..audit.keys import KeyError_, key_id_of, load_public_key
 
     specs = [(kid, path) for kid, path in section.public_keys.items()]
     for spec in args.public_key:
@@ -131,8 +131,8 @@ def _public_keys(args, section: AuditConfig) -> dict:
 
 
 def _verify(args) -> int:
-    from .audit.heads import HeadsError
-    from .audit.verify import verify_dir
+    from ..audit.heads import HeadsError
+    from ..audit.verify import verify_dir
 
     section = _section(args)
     try:
@@ -156,7 +156,7 @@ def _verify(args) -> int:
 
 
 def _export(args) -> int:
-    from .audit.reader import AuditReader, BadQuery, Filters, parse_time
+    from ..audit.reader import AuditReader, BadQuery, Filters, parse_time
 
     section = _section(args)
     try:
@@ -176,7 +176,7 @@ def _export(args) -> int:
 
 
 def _export_heads(args) -> int:
-    from .audit.heads import HeadsError, dump, load_from_database
+    from ..audit.heads import HeadsError, dump, load_from_database
 
     url = _database(args)
     if not url:
@@ -201,7 +201,7 @@ def _export_heads(args) -> int:
 def _keygen(args) -> int:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-    from .audit.keys import key_id_of, private_pem, public_pem
+    from ..audit.keys import key_id_of, private_pem, public_pem
 
     key = Ed25519PrivateKey.generate()
     fd = os.open(args.out, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
@@ -210,15 +210,3 @@ def _keygen(args) -> int:
     print(f"key id: {key_id_of(key.public_key())}")
     print(public_pem(key).decode(), end="")
     return 0
-
-
-def main(argv: list[str] | None = None) -> int:
-    """`python -m multihome.cli_audit audit verify ...`: the same commands without the rest of the CLI."""
-    parser = argparse.ArgumentParser(prog="multihome")
-    add_commands(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(argv)
-    return args.func(args) or 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
