@@ -14,6 +14,9 @@ import json
 import os
 import sys
 
+from .output import money, percent, print_json, table
+from .serve import CONFIG_ENV
+
 UTC = dt.timezone.utc
 
 
@@ -82,15 +85,34 @@ def _list(args) -> int:
     async def run():
         svc, engine = await _open(args)
         try:
-            for a in svc.agreements():
-                t = svc.totals.get(a.id)
-                print(f"{a.id}\t{type(a).__name__}\t{a.starts_on}..{a.ends_on}\t{a.currency}\t"
-                      f"accrued {t.accrued if t else 0}")
+            return [(a, svc.totals.get(a.id)) for a in svc.agreements()]
         finally:
             await engine.dispose()
 
-    asyncio.run(run())
+    from ..contracts.config import encode_agreement
+
+    rows = asyncio.run(run())
+    if args.json:
+        print_json([{**encode_agreement(a), "accrued": str(t.accrued) if t else "0", "calls": t.calls if t else 0}
+                    for a, t in rows])
+        return 0
+    print(table(["id", "kind", "terms", "from", "to", "accrued", "calls"], [
+        (a.id, _kind(a), _terms(a), a.starts_on, a.ends_on,
+         money(t.accrued if t else 0, a.currency), t.calls if t else 0) for a, t in rows]), end="")
     return 0
+
+
+def _kind(a) -> str:
+    return str(a.__struct_config__.tag).replace("_", " ")  # "revenue_share" -> "revenue share"
+
+
+def _terms(a) -> str:
+    """What the agreement promises, in words: a revenue share's rate and cap, a commitment's amount."""
+    if a.__struct_config__.tag == "revenue_share":
+        cap = f", capped at {money(a.cap, a.currency)}" if a.cap is not None else ", no cap"
+        parties = f" to {', '.join(a.parties)}" if a.parties else ""
+        return f"{percent(a.rate, 1)} of metered cost{parties}{cap}"
+    return f"{money(a.amount, a.currency)} committed with {a.provider}"
 
 
 def _report(args) -> int:
@@ -176,7 +198,7 @@ def _project(args) -> int:
 
 
 def _common(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    p.add_argument("--config", "-c", default=os.environ.get("MULTIHOME_CONFIG"), help="gateway config (YAML)")
+    p.add_argument("--config", "-c", default=os.environ.get(CONFIG_ENV), help="gateway config (YAML; default: $MULTIHOME_CONFIG)")
     p.add_argument("--db", help="database URL (default: the config's storage.url)")
     p.add_argument("--at", help="compute as of this ISO time (default: now)")
     return p
@@ -185,7 +207,9 @@ def _common(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
 def add_commands(sub) -> None:
     c = sub.add_parser("contracts", help="revenue share, committed spend: reports and projections")
     cs = c.add_subparsers(dest="contracts_command", required=True)
-    _common(cs.add_parser("list", help="agreements and what has accrued")).set_defaults(func=_list)
+    ls = _common(cs.add_parser("list", help="agreements and what has accrued"))
+    ls.add_argument("--json", action="store_true", help="print the agreements as JSON (for scripts)")
+    ls.set_defaults(func=_list)
     r = _common(cs.add_parser("report", help="accrued, remaining to cap, projected cap date, burn vs plan"))
     r.add_argument("--contract", help="one contract id (default: all)")
     r.add_argument("--csv", action="store_true", help="CSV (one row per contract)")

@@ -6,8 +6,11 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from typing import Any
 
 from ..config import ConfigError, check_drain_timeout, load_config, named_env_vars
+
+CONFIG_ENV = "MULTIHOME_CONFIG"  # app.CONFIG_ENV: importing app here would load the whole gateway for --help
 
 
 def _raise_fd_limit() -> None:
@@ -126,9 +129,15 @@ def db_upgrade(args: argparse.Namespace) -> int:
     return 0
 
 
+def _config_default() -> dict[str, Any]:
+    """--config defaults to $MULTIHOME_CONFIG, and is required only when that is not set."""
+    default = os.environ.get(CONFIG_ENV)
+    return {"default": default, "required": not default}
+
+
 def add_commands(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     serve_ = sub.add_parser("serve", help="run the gateway")
-    serve_.add_argument("--config", "-c", required=True, help="YAML config file")
+    serve_.add_argument("--config", "-c", **_config_default(), help="YAML config file (default: $MULTIHOME_CONFIG)")
     serve_.add_argument("--host", help="listen address (default: server.host)")
     serve_.add_argument("--port", type=int, help="listen port (default: server.port)")
     serve_.add_argument("--workers", type=int, default=1, help="worker processes (one per core)")
@@ -152,7 +161,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-
 
     db = sub.add_parser("db", help="the gateway's database").add_subparsers(dest="db_command", required=True)
     upgrade = db.add_parser("upgrade", help="bring the database schema to this version (idempotent)")
-    upgrade.add_argument("--config", "-c", required=True)
+    upgrade.add_argument("--config", "-c", **_config_default(), help="YAML config file (default: $MULTIHOME_CONFIG)")
     upgrade.set_defaults(func=db_upgrade)
 
     config = sub.add_parser("config", help="work with config files")
