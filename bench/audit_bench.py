@@ -23,7 +23,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "tests"))
 from audit.helpers import call  # noqa: E402
 
 from multihome.audit import AuditConfig, AuditLog  # noqa: E402
-from multihome.identity.principal import Principal  # noqa: E402
+from multihome.schema.principal import Principal  # noqa: E402
 
 PRINCIPAL = Principal(tenant="ten_a", subject="key_abc", source="api_key", team="t", key_id="key_abc")
 

@@ -27,10 +27,10 @@ from e2e.services import RedisServer  # noqa: E402
 from pg import PostgresServer  # noqa: E402
 
 from multihome.accounting.record import CallRecord, Usage  # noqa: E402
-from multihome.identity.principal import Principal  # noqa: E402
-from multihome.contracts.config import parse_contracts  # noqa: E402
+from multihome.schema.principal import Principal  # noqa: E402
+from multihome.config.contracts import parse_contracts  # noqa: E402
 from multihome.contracts.service import ContractsService  # noqa: E402
-from multihome.metering.config import BudgetRule, MeteringConfig, RateLimitRule  # noqa: E402
+from multihome.config.metering import BudgetRule, MeteringConfig, RateLimitRule  # noqa: E402
 from multihome.metering.counters_redis import RedisCounters  # noqa: E402
 from multihome.metering.prices import DeploymentPrice, PriceTable  # noqa: E402
 from multihome.metering.service import Metering  # noqa: E402

@@ -37,9 +37,10 @@ from multihome.accounting.tracker import Accounting  # noqa: E402
 from multihome.api.gateway import _tune_gc  # noqa: E402
 from multihome.api.openai_routes import begin_call  # noqa: E402
 from multihome.config import Telemetry as TelemetryConfig, parse_config  # noqa: E402
-from multihome.identity.principal import Principal  # noqa: E402
+from multihome.schema.principal import Principal  # noqa: E402
 from multihome.observability.genai import GenAIMapper  # noqa: E402
 from multihome.observability.telemetry import Telemetry  # noqa: E402
+from multihome.providers.registry import BY_NAME  # noqa: E402
 
 CONFIG = parse_config("""
 server: {allow_unauthenticated: true}
@@ -52,7 +53,7 @@ deployments:
 model_groups:
   gpt-4o: {deployments: [a, b]}
 """)
-MAPPER = GenAIMapper.from_config(CONFIG)
+MAPPER = GenAIMapper.from_config(CONFIG, BY_NAME)
 RECEIVER = r"""
 import sys
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer

@@ -11,7 +11,7 @@ import datetime as dt
 import statistics
 import time
 
-from multihome.identity.principal import Principal
+from multihome.schema.principal import Principal
 from multihome.policy import DeploymentFacts, EgressRule, Entitlement, Policy, PolicyEngine
 
 TODAY = dt.date(2026, 6, 15)

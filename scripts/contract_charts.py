@@ -46,7 +46,7 @@ def _daily_cost(contract: str, day: int) -> Decimal:
 
 async def _fill(url: str) -> None:
     from multihome.contracts import terms
-    from multihome.contracts.config import parse_contracts
+    from multihome.config.contracts import parse_contracts
     from multihome.contracts.ledger import Ledger, Pending
     from multihome.storage.engine import create_engine
 

@@ -25,7 +25,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from jwt.algorithms import ECAlgorithm, RSAAlgorithm
 
-from multihome.identity.oidc_config import IssuerConfig
+from multihome.config.oidc import IssuerConfig
 
 DEFAULT_AUDIENCE = "api://multihome"
 

@@ -24,7 +24,7 @@ from .routing.catalog import Catalog
 from .routing.latency import LatencyStats
 from .routing.planner import Planner
 from .routing.router import Router
-from .storage_service import StorageService
+from .storage.service import StorageService
 
 CONFIG_ENV = "MULTIHOME_CONFIG"
 DRAIN_ENV = "MULTIHOME_DRAIN_TIMEOUT_S"  # `serve --drain-timeout`, passed on to `--workers` processes
@@ -68,8 +68,9 @@ def build_app(config: Config) -> Gateway:
     telemetry = None
     if config.telemetry is not None:
         from .observability.telemetry import Telemetry  # the OpenTelemetry SDK runs in its worker process
+        from .providers.registry import BY_NAME
 
-        telemetry = Telemetry.from_config(config)
+        telemetry = Telemetry.from_config(config, BY_NAME)
         accounting.sinks.append(telemetry)
         accounting.trace_context = True  # spans join the client's trace (traceparent)
     audit_log = None

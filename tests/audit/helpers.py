@@ -9,7 +9,7 @@ import time
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from multihome.accounting.record import AttemptRecord, CallRecord, Usage
-from multihome.audit.config import AuditConfig
+from multihome.config.audit import AuditConfig
 from multihome.audit.keys import private_pem, public_pem
 
 

@@ -13,7 +13,7 @@ from multihome.api.admin.events import change_of
 from multihome.api.admin.route import Route, Services
 from multihome.audit import AuditLog, AuditReader, Filters
 from multihome.audit.events import AgentStep
-from multihome.identity.principal import Principal
+from multihome.schema.principal import Principal
 from multihome.schema.errors import ApiError
 
 from .helpers import call, cli, config

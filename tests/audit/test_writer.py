@@ -12,7 +12,7 @@ import pytest
 from multihome.audit import AuditLog, AuditReader, Filters, verify_dir
 from multihome.audit.events import AdminChange, AgentStep
 from multihome.audit.keys import load_public_key, key_id_of
-from multihome.identity.principal import Principal
+from multihome.schema.principal import Principal
 
 from .helpers import call, config, key_files
 

@@ -10,7 +10,7 @@ from decimal import Decimal
 import pytest
 import sqlalchemy as sa
 
-from multihome.contracts.config import parse_contracts
+from multihome.config.contracts import parse_contracts
 from multihome.contracts.ledger import Ledger, Pending
 from multihome.contracts.service import ContractsService
 from multihome.contracts.tables import ledger_accruals

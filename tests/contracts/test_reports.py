@@ -14,10 +14,10 @@ import pytest
 
 from multihome.api.admin.dispatch import AdminApi
 from multihome.api.admin.route import Services
-from multihome.contracts.config import parse_contracts
+from multihome.config.contracts import parse_contracts
 from multihome.contracts.report import CSV_COLUMNS, build_report, to_csv
 from multihome.contracts.service import ContractsService
-from multihome.identity.principal import Principal
+from multihome.schema.principal import Principal
 from multihome.routing.commitments import CommitmentSource
 from multihome.schema.errors import ApiError
 

@@ -19,7 +19,7 @@ import pytest
 from multihome.cli.contracts import add_commands
 from multihome.contracts import scenario
 from multihome.contracts.chart import history_steps
-from multihome.contracts.config import parse_contracts
+from multihome.config.contracts import parse_contracts
 from multihome.contracts.report import CSV_COLUMNS
 from multihome.contracts.service import ContractsService
 

@@ -16,13 +16,13 @@ from hypothesis import strategies as st
 from multihome.api.admin import bodies as admin_bodies
 from multihome.api.anthropic_translate import to_canonical
 from multihome.api.openai_routes import narrowing
-from multihome.providers.anthropic import AnthropicAdapter
-from multihome.providers.azure import AzureAdapter
-from multihome.providers.bedrock import BedrockAdapter
-from multihome.providers.bedrock_auth import BearerSigner
-from multihome.providers.gemini import GeminiAdapter
-from multihome.providers.openai import OpenAIAdapter
-from multihome.routing import estimate
+from multihome.providers.anthropic.adapter import AnthropicAdapter
+from multihome.providers.azure.adapter import AzureAdapter
+from multihome.providers.bedrock.adapter import BedrockAdapter
+from multihome.providers.bedrock.auth import BearerSigner
+from multihome.providers.gemini.adapter import GeminiAdapter
+from multihome.providers.openai.adapter import OpenAIAdapter
+from multihome.schema import estimate
 from multihome.schema.anthropic import parse_messages
 from multihome.schema.chat import parse_chat
 from multihome.schema.decoding import decode_error

@@ -9,7 +9,7 @@ import hmac
 import json
 
 from multihome.identity.oidc import OidcVerifier
-from multihome.identity.principal import Principal
+from multihome.schema.principal import Principal
 from multihome.schema.errors import ApiError
 
 

@@ -7,8 +7,8 @@ import pytest
 from oidc_issuer import LocalIssuer
 
 from multihome.identity.oidc import OidcVerifier
-from multihome.identity.oidc_config import IssuerConfig
-from multihome.identity.principal import AUDITOR, MEMBER, ORG_ADMIN, TENANT_ADMIN, Principal
+from multihome.config.oidc import IssuerConfig
+from multihome.schema.principal import AUDITOR, MEMBER, ORG_ADMIN, TENANT_ADMIN, Principal
 
 from .helpers import refused, verify_all, verify_one
 

@@ -11,7 +11,7 @@ import pytest
 from oidc_issuer import LocalIssuer
 
 from multihome.identity.oidc import OidcVerifier
-from multihome.identity.principal import Principal
+from multihome.schema.principal import Principal
 
 from .helpers import forge, outcome, refused, verify_all
 

@@ -10,7 +10,7 @@ import pytest
 from oidc_issuer import LocalIssuer
 
 from multihome.identity.oidc import OidcVerifier
-from multihome.identity.principal import Principal
+from multihome.schema.principal import Principal
 
 from .helpers import outcome, refused, verify_one
 

@@ -10,7 +10,7 @@ import pytest
 from oidc_issuer import LocalIssuer
 
 from multihome.identity.oidc import looks_like_jwt
-from multihome.identity.principal import MEMBER, TENANT_ADMIN, Principal
+from multihome.schema.principal import MEMBER, TENANT_ADMIN, Principal
 
 from .helpers import b64, forge, refused, verify_all, verify_one
 

@@ -12,7 +12,7 @@ import pytest
 from oidc_issuer import LocalIssuer
 
 from multihome.identity.oidc import OidcVerifier
-from multihome.identity.principal import Principal
+from multihome.schema.principal import Principal
 from multihome.storage import RevocationIndex, TokenRevocation
 
 from .helpers import outcome, refused

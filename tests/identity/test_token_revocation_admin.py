@@ -15,7 +15,7 @@ from openapi_spec_validator import validate
 from multihome.api.admin.events import change_of
 from multihome.app import build_app
 from multihome.config import parse_config
-from multihome.identity.principal import Principal
+from multihome.schema.principal import Principal
 from admin_http import error, ok  # noqa: E402
 
 pytestmark = pytest.mark.anyio

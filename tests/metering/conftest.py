@@ -13,7 +13,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/, for e2e.
 from e2e.services import RedisServer  # noqa: E402
 
 from multihome.accounting.record import CallRecord, Usage  # noqa: E402
-from multihome.identity.principal import Principal  # noqa: E402
+from multihome.schema.principal import Principal  # noqa: E402
 
 
 @dataclass

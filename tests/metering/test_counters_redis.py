@@ -12,7 +12,7 @@ import uuid
 import pytest
 import redis
 
-from multihome.metering.config import MeteringConfig, RateLimitRule
+from multihome.config.metering import MeteringConfig, RateLimitRule
 from multihome.metering.counters_redis import RedisCounters
 from multihome.metering.limiter import Limiter
 from multihome.metering.prices import PriceTable

@@ -10,7 +10,7 @@ import uuid
 
 import pytest
 
-from multihome.metering.config import BudgetRule, MeteringConfig, RateLimitRule
+from multihome.config.metering import BudgetRule, MeteringConfig, RateLimitRule
 from multihome.metering.counters_redis import RedisCounters
 from multihome.metering.prices import DeploymentPrice, PriceTable
 from multihome.metering.service import Metering

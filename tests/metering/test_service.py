@@ -10,7 +10,7 @@ from decimal import Decimal
 import pytest
 import sqlalchemy as sa
 
-from multihome.metering.config import BudgetRule, MeteringConfig, WriterConfig
+from multihome.config.metering import BudgetRule, MeteringConfig, WriterConfig
 from multihome.metering.prices import DeploymentPrice, PriceTable
 from multihome.metering.service import Metering
 from multihome.metering.summary import usage_summary
@@ -148,7 +148,7 @@ async def test_full_backlog_refuses_new_calls_instead_of_losing_usage(tmp_path):
 async def test_admin_usage_summary_and_rbac(db_url):
     from multihome.api.admin.dispatch import AdminApi
     from multihome.api.admin.route import Services
-    from multihome.identity.principal import Principal
+    from multihome.schema.principal import Principal
 
     rule = [BudgetRule(scope="tenant", id="ten_a", amount="1", period="month")]
     m = await started(db_url, budgets=rule)

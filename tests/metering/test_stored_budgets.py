@@ -10,7 +10,7 @@ import uuid
 
 import pytest
 
-from multihome.metering.config import BudgetRule, MeteringConfig
+from multihome.config.metering import BudgetRule, MeteringConfig
 from multihome.metering.counters import LocalCounters
 from multihome.metering.counters_redis import RedisCounters
 from multihome.metering.prices import DeploymentPrice, PriceTable

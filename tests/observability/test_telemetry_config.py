@@ -10,7 +10,7 @@ import pytest
 from multihome.accounting.tracker import Accounting
 from multihome.api.openai_routes import begin_call
 from multihome.config import ConfigError, parse_config
-from multihome.identity.principal import Principal
+from multihome.schema.principal import Principal
 from test_config import BASE  # the smallest valid config
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 
-from multihome.identity.principal import Principal
+from multihome.schema.principal import Principal
 from multihome.policy import DeploymentFacts
 
 AZ_EU = DeploymentFacts("az-eu", "azure-eu", "azure", "westeurope", "EU")

@@ -11,7 +11,7 @@ import logging
 
 import msgspec
 
-from ..identity.principal import Principal
+from ..schema.principal import Principal
 from ..policy.engine import Decision, PolicyEngine
 from ..policy.model import DeploymentFacts, EgressRule, Entitlement, Policy
 from ..routing.catalog import Catalog, GroupRuntime

@@ -16,7 +16,7 @@ import os
 import socket
 
 from .chainfile import CHAIN_SUFFIX, chain_names, decode, genesis_record, last_checkpoint, last_line
-from .config import AuditConfig
+from ..config.audit import AuditConfig
 from .events import Link
 
 log = logging.getLogger("multihome.audit")

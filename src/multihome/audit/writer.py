@@ -29,7 +29,7 @@ import time
 from ..accounting.record import CallRecord
 from .chainfile import CHAIN_SUFFIX, CP_SUFFIX
 from .checkpoint import encode_checkpoint, new_checkpoint
-from .config import AuditConfig
+from ..config.audit import AuditConfig
 from .events import GENESIS_KIND, KINDS, CallStarted, ChainOpened, EventCore, body_for, genesis, seal
 from .head_publisher import HeadPublisher
 from .keys import key_id_of, load_signing_key

@@ -11,7 +11,7 @@ import argparse
 import os
 import sys
 
-from ..audit.config import AuditConfig
+from ..config.audit import AuditConfig
 
 
 def add_commands(sub) -> None:

@@ -25,7 +25,7 @@ def _load(args) -> tuple[object, str]:
     import yaml
 
     from ..config import ConfigError, Storage, env_secret
-    from ..contracts.config import ContractsConfigError, parse_contracts
+    from ..config.contracts import ContractsConfigError, parse_contracts
 
     if not args.config:
         raise SystemExit("contracts: give --config FILE (or set MULTIHOME_CONFIG)")
@@ -89,7 +89,7 @@ def _list(args) -> int:
         finally:
             await engine.dispose()
 
-    from ..contracts.config import encode_agreement
+    from ..config.contracts import encode_agreement
 
     rows = asyncio.run(run())
     if args.json:

@@ -119,7 +119,7 @@ def route_explain(args: argparse.Namespace) -> int:
 
 def db_upgrade(args: argparse.Namespace) -> int:
     from ..storage import migrate_sync
-    from ..storage_service import StorageService
+    from ..storage.service import StorageService
 
     service = StorageService(load_config(args.config))
     if not service.enabled:

@@ -21,7 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from ..storage.engine import PgBulkInsert, is_sqlite, write_connection
 from . import money
-from .config import Agreement, decode_agreement, encode_agreement
+from ..config.contracts import Agreement, decode_agreement, encode_agreement
 from .tables import contract_agreements, ledger_accruals, ledger_totals
 
 UTC = dt.timezone.utc

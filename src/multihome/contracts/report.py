@@ -19,7 +19,7 @@ from dataclasses import asdict, dataclass
 from decimal import Decimal
 
 from . import money, terms
-from .config import Agreement, Commitment, RevenueShare
+from ..config.contracts import Agreement, Commitment, RevenueShare
 from .ledger import Ledger, Total
 
 ON_PLAN_TOLERANCE = 0.005  # |burn vs plan| below half a percent of the commitment reads "on plan"

@@ -23,7 +23,7 @@ import datetime as dt
 import math
 from dataclasses import dataclass, field
 
-from .config import Agreement, Commitment
+from ..config.contracts import Agreement, Commitment
 from . import terms
 
 GROWTH = ("flat", "linear", "compound")

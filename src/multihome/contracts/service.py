@@ -23,7 +23,7 @@ from collections import deque
 from decimal import Decimal
 
 from . import terms
-from .config import Agreement, Commitment, ContractsConfig, agreements_of, problems
+from ..config.contracts import Agreement, Commitment, ContractsConfig, agreements_of, problems
 from .ledger import Ledger, Pending, Total
 from .metered import MeteredCall
 

@@ -11,7 +11,7 @@ import datetime as dt
 from decimal import Decimal
 
 from . import money
-from .config import Agreement, Commitment, RevenueShare
+from ..config.contracts import Agreement, Commitment, RevenueShare
 
 UTC = dt.timezone.utc
 DAY_S = 86400.0

@@ -11,7 +11,7 @@ from typing import Any
 from ..config import Config, env_secret
 from ..schema.errors import ApiError
 from .oidc import looks_like_jwt
-from .principal import MEMBER, ORG_ADMIN, Principal
+from ..schema.principal import MEMBER, ORG_ADMIN, Principal
 
 _MISSING = ApiError(
     401,

@@ -9,8 +9,8 @@ from __future__ import annotations
 from typing import Any
 
 from ..schema.errors import ApiError
-from .oidc_config import IssuerConfig
-from .principal import ALL_TENANTS, Principal
+from ..config.oidc import IssuerConfig
+from ..schema.principal import ALL_TENANTS, Principal
 
 _MISSING = object()
 # Claims defined as space-delimited lists (RFC 8693 `scope`, Entra ID `scp`).

@@ -27,7 +27,7 @@ from jwt import PyJWK
 from jwt.exceptions import PyJWTError
 
 from ..schema.errors import ApiError
-from .oidc_config import ASYMMETRIC_ALGORITHMS, IssuerConfig, check_url
+from ..config.oidc import ASYMMETRIC_ALGORITHMS, IssuerConfig, check_url
 
 log = logging.getLogger("multihome.identity.jwks")
 

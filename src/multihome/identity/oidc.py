@@ -36,8 +36,8 @@ from jwt import exceptions as jwt_errors
 from ..schema.errors import ApiError
 from .claims import principal_from_claims
 from .jwks import JwksCache
-from .oidc_config import IssuerConfig, check_issuers
-from .principal import Principal
+from ..config.oidc import IssuerConfig, check_issuers
+from ..schema.principal import Principal
 
 if TYPE_CHECKING:
     from ..storage.revocations import RevocationIndex

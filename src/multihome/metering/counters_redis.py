@@ -27,7 +27,7 @@ from collections.abc import Awaitable, Callable
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError, ResponseError
 
-from ..redis_client import connect
+from ..storage.redis_client import connect
 from .counters import BUDGET, DEPLOYMENT, OK, RATE, Outcome, Plan
 from .counters_lua import ADMIT, CLAIM, EXPIRED, SEED
 

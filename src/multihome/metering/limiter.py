@@ -14,10 +14,10 @@ import math
 import time
 from collections.abc import Awaitable, Callable
 
-from ..identity.principal import Principal
+from ..schema.principal import Principal
 from ..schema import header_text
 from ..schema.errors import ApiError
-from .config import MeteringConfig
+from ..config.metering import MeteringConfig
 from .counters import BUDGET, DEPLOYMENT, OK, Outcome, Plan
 from .periods import Periods, go_duration, window
 from .prices import PriceTable, reserve_nanos

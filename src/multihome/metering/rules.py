@@ -9,8 +9,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from ..identity.principal import Principal
-from .config import BudgetRule, MeteringConfig
+from ..schema.principal import Principal
+from ..config.metering import BudgetRule, MeteringConfig
 from .periods import WINDOW_MS
 from .prices import to_nanos
 

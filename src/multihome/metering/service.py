@@ -22,7 +22,7 @@ import sqlalchemy as sa
 
 from ..accounting.record import CallRecord
 from ..config import env_secret
-from .config import BudgetRule, MeteringConfig
+from ..config.metering import BudgetRule, MeteringConfig
 from .limiter import Limiter
 from .periods import UTC, WINDOW_MS, period, window
 from .prices import ZERO, PriceTable, text, to_nanos

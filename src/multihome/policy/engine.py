@@ -14,7 +14,7 @@ from collections.abc import Iterable, Sequence
 
 import msgspec
 
-from ..identity.principal import Principal
+from ..schema.principal import Principal
 from .egress import CompiledPolicy, PolicyResult, RuleTrace, compile_policy, compose
 from .entitlements import check_entitlement, check_exclusive
 from .model import KEY, TEAM, TENANT, DeploymentFacts, Entitlement, Policy, entitlement_problems, glob_matches, policy_problems

@@ -14,7 +14,7 @@ import time
 import redis.asyncio as aioredis
 
 from ..config import Breaker as BreakerPolicy
-from ..redis_client import connect
+from ..storage.redis_client import connect
 from .breakers import CLOSED, OPEN, Breakers
 
 log = logging.getLogger("multihome.breakers")

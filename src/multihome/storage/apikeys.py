@@ -8,7 +8,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from ..identity.principal import ROLES
+from ..schema.principal import ROLES
 from ..schema import admin_fields as fields
 from .base import StoreBase, as_utc, checked, nonempty, to_utc, utcnow
 from .errors import Invalid, NotFound

@@ -18,7 +18,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from ..identity.principal import ORG_ADMIN, TENANT_ADMIN
+from ..schema.principal import ORG_ADMIN, TENANT_ADMIN
 from .base import StoreBase, as_utc, utcnow
 from .errors import Conflict, Invalid, NotFound, StorageError
 from .ids import new_id

@@ -8,7 +8,7 @@ import re
 from typing import Any
 
 from ...audit.reader import BadQuery, Filters, parse_time
-from ...identity.principal import ORG_ADMIN, Principal
+from ...schema.principal import ORG_ADMIN, Principal
 from ...schema.errors import ApiError
 from .rbac import AUDIT, ORG, authorize
 from .route import PREFIX, STORAGE, AdminCall, Needs, Route, Services, listing

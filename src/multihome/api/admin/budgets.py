@@ -11,7 +11,7 @@ from typing import Any
 
 import msgspec
 
-from ...identity.principal import ORG_ADMIN, TENANT_ADMIN, Principal
+from ...schema.principal import ORG_ADMIN, TENANT_ADMIN, Principal
 from ...metering.periods import period
 from ...metering.prices import NANOS, text, to_nanos
 from ...metering.rules import AdminBudget, admin_budget

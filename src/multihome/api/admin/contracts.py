@@ -7,7 +7,7 @@ import datetime as dt
 from functools import partial
 from typing import Any
 
-from ...contracts.config import Agreement, encode_agreement
+from ...config.contracts import Agreement, encode_agreement
 from ...contracts.report import build_report, build_reports, to_csv
 from ...contracts.service import AgreementConflict
 from ...schema import admin_fields

@@ -15,7 +15,7 @@ from urllib.parse import parse_qs
 
 import msgspec
 
-from ...identity.principal import Principal
+from ...schema.principal import Principal
 from ...schema.decoding import decode_body
 from ...schema.errors import ApiError
 from ...storage.errors import Conflict, Invalid, NotFound

@@ -7,7 +7,7 @@ from __future__ import annotations
 import msgspec
 
 from ...audit.events import AdminChange
-from ...identity.principal import Principal
+from ...schema.principal import Principal
 from .registry import ROUTES
 from .route import Route
 

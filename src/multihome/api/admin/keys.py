@@ -6,7 +6,7 @@ import datetime as dt
 from functools import partial
 from typing import Any
 
-from ...identity.principal import ORG_ADMIN, ROLES
+from ...schema.principal import ORG_ADMIN, ROLES
 from ...schema.errors import ApiError
 from ...storage.apikeys import KEY_MAX_LIFETIME_DAYS
 from . import bodies as B

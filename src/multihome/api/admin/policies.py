@@ -9,7 +9,7 @@ from typing import Any
 
 import msgspec
 
-from ...identity.principal import Principal
+from ...schema.principal import Principal
 from ...policy.model import Policy as EnginePolicy
 from ...policy.model import policy_problems
 from ...schema.errors import ApiError

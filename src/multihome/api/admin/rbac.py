@@ -6,7 +6,7 @@ tenant and its admin events. member: nothing but `whoami`. Denials name the rule
 
 from __future__ import annotations
 
-from ...identity.principal import AUDITOR, ORG_ADMIN, TENANT_ADMIN, Principal
+from ...schema.principal import AUDITOR, ORG_ADMIN, TENANT_ADMIN, Principal
 from ...schema.errors import ApiError
 
 # action -> roles that may perform it (org-admin always may). ANY: every caller; the handler narrows.

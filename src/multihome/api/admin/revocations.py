@@ -17,8 +17,8 @@ from typing import Any
 
 import msgspec
 
-from ...identity.oidc_config import IssuerConfig
-from ...identity.principal import ORG_ADMIN, Principal
+from ...config.oidc import IssuerConfig
+from ...schema.principal import ORG_ADMIN, Principal
 from ...schema.errors import ApiError
 from ...storage.errors import NotFound
 from . import bodies as B

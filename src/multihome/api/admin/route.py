@@ -14,7 +14,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from ...identity.principal import Principal
+from ...schema.principal import Principal
 
 PREFIX = "/admin/v1"
 JSON_MEDIA, CSV_MEDIA = "application/json", "text/csv"

@@ -7,7 +7,7 @@ from typing import Any
 
 import msgspec
 
-from ...identity.principal import ORG_ADMIN
+from ...schema.principal import ORG_ADMIN
 from . import bodies as B
 from .rbac import ANY, ORG, READ, WRITE, anyone
 from .route import PREFIX, STORAGE, AdminCall, Route, Services, deleted, listing

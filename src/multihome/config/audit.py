@@ -1,0 +1,31 @@
+"""The `audit:` config section. Absent section = audit off; `dir` alone = a hash-chained trail
+without signed checkpoints (verify then warns that a cut tail cannot be detected)."""
+
+from __future__ import annotations
+
+import msgspec
+
+from .struct import Strict
+
+
+class AuditConfig(Strict):
+    dir: str | None = None  # where chain files go; None = audit off
+    # Ed25519 private key: a PEM file, or an env var holding PEM or the raw 32-byte seed in base64.
+    signing_key_file: str | None = None
+    signing_key_env: str | None = None
+    key_id: str | None = None  # default: derived from the public key ("ed25519:<16 hex>")
+    # The name the head registry (in the storage database) files this directory's chains under.
+    # Default "<hostname>:<real path of dir>"; set it where the hostname changes at every restart.
+    trail: str | None = None
+    # Public keys `verify` accepts: key id -> PEM file path (old keys stay here after a rotation).
+    public_keys: dict[str, str] = msgspec.field(default_factory=dict)
+    checkpoint_every_s: float = 10.0
+    checkpoint_every_events: int = 10_000
+    max_batch: int = 256  # events per write+fsync
+    commit_delay_ms: float = 0.0  # extra wait to gather a batch; 0 = natural group commit
+    max_queue: int = 65_536  # events waiting for the writer; producers beyond this wait
+    fsync: bool = True  # False only for benchmarks/tests of the CPU path: no durability promise
+
+    @property
+    def enabled(self) -> bool:
+        return self.dir is not None

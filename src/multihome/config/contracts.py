@@ -1,0 +1,163 @@
+"""Contract definitions (config section `contracts:` and admin API bodies).
+
+```yaml
+contracts:
+  revenue_share:
+    - id: rs-fabrikam-2026
+      parties: [Contoso, Fabrikam]
+      rate: "0.15"                 # fraction of metered cost
+      basis: {tenants: [ten_a], model_groups: [gpt-4o], providers: [azure-eastus]}  # empty = all
+      starts_on: 2026-01-01        # inclusive, UTC dates
+      ends_on: 2026-12-31          # inclusive
+      cap: "250000"                # cumulative; omit for no cap
+      currency: USD
+  commitments:
+    - id: azure-commit-2026
+      provider: azure-eastus
+      amount: "1200000"
+      starts_on: 2026-01-01
+      ends_on: 2026-12-31
+      burn: linear
+```
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from decimal import Decimal
+from typing import Literal
+
+import msgspec
+
+from ..schema import admin_fields as fields
+from .struct import Strict
+
+_ID = re.compile(r"^[A-Za-z0-9_\-]{1,64}$")  # also what the admin API's URL pattern accepts
+# Amounts (commitment amount, revenue-share cap) up to a quadrillion: reports round to cents in a
+# 60-digit context, which larger exponents would overflow.
+MAX_AMOUNT = Decimal(10**15)
+
+
+class Basis(Strict):
+    """Which metered calls count. An empty list means any."""
+
+    tenants: list[str] = msgspec.field(default_factory=list)
+    model_groups: list[str] = msgspec.field(default_factory=list)
+    providers: list[str] = msgspec.field(default_factory=list)
+
+
+class RevenueShare(Strict, tag="revenue_share", tag_field="kind", kw_only=True):
+    id: str
+    parties: list[str] = msgspec.field(default_factory=list)
+    rate: Decimal  # fraction of the metered cost, 0 <= rate <= 1
+    basis: Basis = msgspec.field(default_factory=Basis)
+    starts_on: dt.date
+    ends_on: dt.date
+    cap: Decimal | None = None  # cumulative over the whole agreement; None = uncapped
+    currency: str = "USD"
+
+
+class Commitment(Strict, tag="commitment", tag_field="kind", kw_only=True):
+    id: str
+    provider: str
+    amount: Decimal
+    starts_on: dt.date
+    ends_on: dt.date
+    burn: Literal["linear"] = "linear"  # planned burn: amount spread evenly over the period
+    currency: str = "USD"
+
+
+Agreement = RevenueShare | Commitment
+
+
+class ContractsConfig(Strict):
+    revenue_share: list[RevenueShare] = msgspec.field(default_factory=list)
+    commitments: list[Commitment] = msgspec.field(default_factory=list)
+    # Group commit: a batch is written when it reaches batch_max accruals or flush_interval_s passes.
+    flush_interval_s: float = 0.05
+    batch_max: int = 1000
+    # How often each replica re-reads agreements and ledger totals (burn-down for routing).
+    refresh_s: float = 5.0
+    # Recent accrual rate for projections: the mean daily accrual over this many days.
+    rate_window_days: int = 7
+
+
+def problems(a: Agreement) -> list[str]:
+    """What is wrong with one agreement (empty when valid)."""
+    out = []
+    if not _ID.match(a.id):
+        out.append(f"id {a.id!r}: 1-64 characters from A-Z a-z 0-9 _ -")
+    for name in ("starts_on", "ends_on"):
+        found = fields.day(getattr(a, name), name)
+        if found is not None:
+            out.append(f"{a.id}: {found.message}")
+    if a.ends_on < a.starts_on:
+        out.append(f"{a.id}: ends_on {a.ends_on} is before starts_on {a.starts_on}")
+    if not re.fullmatch(r"[A-Z]{3}", a.currency):
+        out.append(f"{a.id}: currency must be a 3-letter ISO code, not {a.currency!r}")
+    # Stored, and held in memory by every replica: bounded like every admin-set field.
+    if isinstance(a, RevenueShare):
+        found = fields.strings(a.parties, "parties") or next(
+            (p for k in Basis.__struct_fields__ if (p := fields.strings(getattr(a.basis, k), f"basis.{k}"))), None)
+    else:
+        found = fields.text(a.provider, "provider") if a.provider else None
+    if found is not None:
+        out.append(f"{a.id}: {found.message}")
+    if isinstance(a, RevenueShare):
+        if not a.rate.is_finite() or not Decimal(0) <= a.rate <= Decimal(1):
+            out.append(f"{a.id}: rate must be a fraction between 0 and 1, not {a.rate}")
+        if a.cap is not None and (not a.cap.is_finite() or not 0 <= a.cap <= MAX_AMOUNT):
+            out.append(f"{a.id}: cap must be a non-negative amount of at most {MAX_AMOUNT}, not {a.cap}")
+    else:
+        if not a.amount.is_finite() or not 0 < a.amount <= MAX_AMOUNT:
+            out.append(f"{a.id}: amount must be positive and at most {MAX_AMOUNT}, not {a.amount}")
+        if not a.provider:
+            out.append(f"{a.id}: provider is required")
+    return out
+
+
+class ContractsConfigError(ValueError):
+    pass
+
+
+def parse_contracts(data: object) -> ContractsConfig:
+    """Convert the raw `contracts:` section (from YAML) and check it; errors name the key path."""
+    try:
+        cfg = msgspec.convert(data or {}, ContractsConfig)
+    except msgspec.ValidationError as exc:
+        text = str(exc)
+        m = re.search(r" - at `\$(?P<path>[^`]*)`$", text)
+        where = "contracts" + (m.group("path") if m else "")
+        raise ContractsConfigError(f"{where}: {text[: m.start()] if m else text}") from None
+    check(cfg)
+    return cfg
+
+
+def check(cfg: ContractsConfig, providers: set[str] | None = None) -> None:
+    seen: set[str] = set()
+    for section, items in (("revenue_share", cfg.revenue_share), ("commitments", cfg.commitments)):
+        for i, a in enumerate(items):
+            where = f"contracts.{section}[{i}]"
+            errs = problems(a)
+            if errs:
+                raise ContractsConfigError(f"{where}: {errs[0]}")
+            if a.id in seen:
+                raise ContractsConfigError(f"{where}.id: duplicate contract id {a.id!r}")
+            seen.add(a.id)
+            if providers is not None and isinstance(a, Commitment) and a.provider not in providers:
+                raise ContractsConfigError(f"{where}.provider: unknown provider {a.provider!r}")
+    if cfg.flush_interval_s <= 0 or cfg.batch_max < 1 or cfg.refresh_s <= 0 or cfg.rate_window_days < 1:
+        raise ContractsConfigError("contracts: flush_interval_s, batch_max, refresh_s, rate_window_days must be positive")
+
+
+def agreements_of(cfg: ContractsConfig) -> list[Agreement]:
+    return [*cfg.revenue_share, *cfg.commitments]
+
+
+def encode_agreement(a: Agreement) -> dict:
+    return msgspec.to_builtins(a)
+
+
+def decode_agreement(data: dict) -> Agreement:
+    return msgspec.convert(data, Agreement)

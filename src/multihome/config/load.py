@@ -1,0 +1,233 @@
+"""YAML config -> typed, validated `Config`; every problem found is reported at once, each naming
+its key path (and, for a closed set of values, the valid ones)."""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterator
+from pathlib import Path
+
+import msgspec
+
+from ..providers.registry import BY_NAME as KIND_BY_NAME
+from ..providers.registry import KINDS
+from .audit import AuditConfig
+from .contracts import ContractsConfig, ContractsConfigError
+from .contracts import check as check_contracts
+from .errors import ConfigError
+from .metering import MeteringConfig
+from .metering import check as check_metering
+from .model import (
+    CAPABILITIES, DECLINES, Config, Deployment, Identity, ModelGroup, Provider, ProviderAuth, Routing, Server, Storage,
+    Telemetry,
+)
+from .yaml_source import read_yaml
+
+
+_AUTH_METHODS = tuple(f.name for f in msgspec.structs.fields(ProviderAuth))  # in the order messages list them
+_AT = re.compile(r" - at `\$(?P<path>[^`]*)`$")
+
+
+def _path_problem(exc: msgspec.ValidationError, type_: type, prefix: str) -> str:
+    text = str(exc)
+    match = _AT.search(text)
+    sub = match.group("path") if match else ""
+    path = (prefix + sub).lstrip(".") or "(top level)"
+    what = text[: match.start()] if match else text
+    if what.startswith("Invalid enum value"):
+        valid = _literal_values(type_, sub)
+        if valid:
+            what += f" (valid: {', '.join(map(str, valid))})"
+    return f"{path}: {what}"
+
+
+_SEGMENT = re.compile(r"\.(\w+)|\[[^\]]*\]")
+
+
+def _literal_values(type_: type, path: str) -> tuple | None:
+    """The allowed values of the Literal field at `path` (msgspec's `.a[0].b` form), if it is one."""
+    info = msgspec.inspect.type_info(type_)
+    for match in _SEGMENT.finditer(path):
+        info = _unwrap(info)
+        if match.group(1) is not None:
+            fields = {f.name: f.type for f in getattr(info, "fields", ())}
+            if match.group(1) not in fields:
+                return None
+            info = fields[match.group(1)]
+        else:
+            info = getattr(info, "item_type", None) or getattr(info, "value_type", None)
+            if info is None:
+                return None
+    info = _unwrap(info)
+    return info.values if isinstance(info, msgspec.inspect.LiteralType) else None
+
+
+def _unwrap(info):
+    """`X | None` -> X, for walking a path through optional fields."""
+    if isinstance(info, msgspec.inspect.UnionType):
+        rest = [t for t in info.types if not isinstance(t, msgspec.inspect.NoneType)]
+        if len(rest) == 1:
+            return rest[0]
+    return info
+
+
+def _convert(data: object, type_: type, prefix: str, problems: list[str]):
+    """The typed value, or None after adding the problem (with its key path) to `problems`."""
+    try:
+        return msgspec.convert(data, type_)
+    except msgspec.ValidationError as exc:
+        problems.append(_path_problem(exc, type_, prefix))
+        return None
+
+
+# Sections keyed by user-chosen names are converted entry by entry so errors name the entry.
+_SECTIONS = {"providers": Provider, "deployments": Deployment, "model_groups": ModelGroup}
+_SINGLES = {"server": Server, "routing": Routing, "storage": Storage, "identity": Identity, "metering": MeteringConfig,
+            "audit": AuditConfig, "contracts": ContractsConfig}
+
+
+def load_config(path: str | os.PathLike[str]) -> Config:
+    try:
+        text = Path(path).read_text()
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read config file ({exc.strerror})") from None
+    return parse_config(text, source=str(path))
+
+
+def parse_config(text: str, *, source: str = "<config>") -> Config:
+    """The typed config, or a ConfigError listing every problem found (one per line)."""
+    problems: list[str] = []
+    data = read_yaml(text, source)
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: the config must be a mapping with providers, deployments and model_groups")
+    known = ", ".join([*_SINGLES, "telemetry", *_SECTIONS])
+    for key in sorted(set(data) - set(_SECTIONS) - set(_SINGLES) - {"telemetry"}, key=str):
+        problems.append(f"{key}: unknown top-level key (known: {known})")
+    sections: dict[str, dict] = {}
+    names: dict[str, set[str]] = {}
+    for section, type_ in _SECTIONS.items():
+        entries = data.get(section)
+        if not isinstance(entries, dict):
+            problems.append(f"{section}: required, a mapping of name -> {section[:-1].replace('_', ' ')}")
+            entries = {}
+        names[section] = {str(name) for name in entries}
+        converted = {str(name): _convert(entry, type_, f"{section}.{name}", problems) for name, entry in entries.items()}
+        sections[section] = {name: value for name, value in converted.items() if value is not None}
+    parts = {}
+    for name, type_ in _SINGLES.items():
+        parts[name] = _convert(data.get(name) or {}, type_, name, problems) or type_()
+    telemetry = data.get("telemetry")
+    if telemetry is not None:
+        parts["telemetry"] = _convert(telemetry, Telemetry, "telemetry", problems)
+        if parts["telemetry"] is not None:
+            problems.extend(_telemetry_problems(parts["telemetry"]))
+    config = Config(**parts, **sections)
+    problems.extend(_reference_problems(config, names))
+    problems.extend(check_metering(config.metering, names["deployments"]))
+    try:
+        check_contracts(config.contracts, names["providers"])
+    except ContractsConfigError as exc:
+        problems.append(str(exc))
+    if (config.contracts.revenue_share or config.contracts.commitments) and not (config.storage.url or config.storage.url_env):
+        problems.append("contracts: the contract ledger needs storage (set storage.url or storage.url_env)")
+    if problems:
+        raise ConfigError(*problems)
+    return config
+
+
+def _reference_problems(config: Config, names: dict[str, set[str]]) -> Iterator[str]:
+    """Cross-field problems. `names` holds every entry name in the file, converted or not, so an
+    entry with a type error is not also reported as unknown where it is referenced."""
+    for name, prov in config.providers.items():
+        kind = KIND_BY_NAME[prov.kind]  # what each kind needs is data in its descriptor
+        if prov.endpoint is None:
+            if kind.default_endpoint is None:
+                yield (f"providers.{name}.endpoint: required for kind '{prov.kind}'")
+        elif not prov.endpoint.startswith(("http://", "https://")):
+            yield (f"providers.{name}.endpoint: must start with http:// or https://")
+        for field in kind.requires:
+            if not getattr(prov, field):
+                yield (f"providers.{name}.{field}: required for kind '{prov.kind}'")
+        methods = [m for m in _AUTH_METHODS if getattr(prov.auth, m)]
+        if len(methods) > 1:
+            yield (f"providers.{name}.auth: set one of {', '.join(methods)}, not several")
+        for method in methods:
+            if method not in kind.auth_methods:
+                kinds = [k.name for k in KINDS if method in k.auth_methods]
+                yield (f"providers.{name}.auth.{method}: only for kind {' or '.join(kinds)}")
+    for name, dep in config.deployments.items():
+        if dep.provider not in names["providers"]:
+            yield (
+                f"deployments.{name}.provider: unknown provider '{dep.provider}' "
+                f"(known: {', '.join(sorted(names['providers'])) or 'none'})"
+            )
+        for i, cap in enumerate(dep.capabilities):
+            if cap not in CAPABILITIES:
+                yield (
+                    f"deployments.{name}.capabilities[{i}]: unknown capability '{cap}' "
+                    f"(known: {', '.join(sorted(CAPABILITIES))})"
+                )
+    for name, group in config.model_groups.items():
+        if not group.deployments:
+            yield (f"model_groups.{name}.deployments: list at least one deployment; the first is the primary")
+        for i, dep in enumerate(group.deployments):
+            if dep not in names["deployments"]:
+                yield (f"model_groups.{name}.deployments[{i}]: unknown deployment '{dep}'")
+        if len(set(group.deployments)) != len(group.deployments):
+            yield (f"model_groups.{name}.deployments: a deployment is listed twice")
+        for i, decline in enumerate(group.fail_over_on):
+            if decline not in DECLINES:
+                yield (
+                    f"model_groups.{name}.fail_over_on[{i}]: unknown decline '{decline}' (known: {', '.join(sorted(DECLINES))})"
+                )
+        for dep, weight in group.weights.items():
+            if dep not in group.deployments:
+                yield (f"model_groups.{name}.weights.{dep}: not one of this group's deployments")
+            if not weight >= 0:  # also refuses NaN
+                yield (f"model_groups.{name}.weights.{dep}: must not be negative")
+        for i, other in enumerate(group.fallback_groups):
+            if other not in names["model_groups"] or other == name:
+                yield (f"model_groups.{name}.fallback_groups[{i}]: unknown model group '{other}'")
+    has_identity = config.server.api_keys_env or config.storage.url or config.storage.url_env or config.identity.oidc
+    if not has_identity and not config.server.allow_unauthenticated:
+        yield (
+            "server.api_keys_env: name at least one environment variable holding a client API key "
+            "(or configure storage for managed keys, or identity.oidc), or set server.allow_unauthenticated: true"
+        )
+    if config.storage.url and config.storage.url_env:
+        yield ("storage: set url or url_env, not both")
+    names = [i.name for i in config.identity.oidc]
+    if len(set(names)) != len(names):
+        yield ("identity.oidc: issuer names must be unique")
+    try:
+        check_drain_timeout(config.server.drain_timeout_s, "server.drain_timeout_s")
+    except ConfigError as exc:
+        yield str(exc)
+
+
+MAX_DRAIN_TIMEOUT_S = 3600.0
+
+
+def check_drain_timeout(value: float, where: str) -> float:
+    """The graceful-stop deadline, from the config file or `--drain-timeout`."""
+    if not 0 <= value <= MAX_DRAIN_TIMEOUT_S:  # NaN fails this too
+        raise ConfigError(
+            f"{where}: must be a number of seconds from 0 (cut open streams at once) to {MAX_DRAIN_TIMEOUT_S:g}, "
+            f"got {value!r}"
+        )
+    return value
+
+
+def _telemetry_problems(t: Telemetry) -> Iterator[str]:
+    if (t.otlp_endpoint is None) == (t.otlp_endpoint_env is None):
+        yield ("telemetry: set one of otlp_endpoint or otlp_endpoint_env (the OTLP/HTTP base URL)")
+    if t.otlp_endpoint is not None and not t.otlp_endpoint.startswith(("http://", "https://")):
+        yield ("telemetry.otlp_endpoint: must start with http:// or https://")
+    if not 0.0 <= t.sample_ratio <= 1.0:
+        yield ("telemetry.sample_ratio: must be between 0 and 1")
+    for name in ("export_timeout_s", "metrics_interval_s", "batch_delay_ms", "max_queue", "shutdown_timeout_s"):
+        if getattr(t, name) <= 0:
+            yield (f"telemetry.{name}: must be greater than 0")
+    if not t.service_name:
+        yield ("telemetry.service_name: must not be empty")

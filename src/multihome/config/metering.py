@@ -1,0 +1,90 @@
+"""The `metering:` config section: budgets, rate limits, reservation knobs, the usage writer.
+
+Absent section = metering on (usage rows and costs), no budgets, no rate limits.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Literal
+
+import msgspec
+
+from .struct import Strict
+
+
+class BudgetRule(Strict):
+    scope: Literal["tenant", "team", "key"]
+    # The tenant / team / key id this budget applies to, or "*": each one separately.
+    # `key` means the API key id; for credentials without one (OIDC, static env keys) the subject.
+    id: str
+    amount: str | int | float  # in `currency`; parsed with Decimal(str(amount))
+    currency: str = "USD"
+    period: Literal["day", "month", "total"] = "month"  # UTC calendar day / month, or forever
+    mode: Literal["hard", "soft"] = "hard"  # hard: refuse with 429; soft: allow and flag
+
+    @property
+    def limit(self) -> Decimal:
+        return Decimal(str(self.amount))
+
+
+class RateLimitRule(Strict):
+    scope: Literal["tenant", "team", "key", "deployment"]
+    id: str  # or "*": each tenant/team/key/deployment separately
+    requests_per_minute: int | None = None
+    tokens_per_minute: int | None = None
+
+
+class PromptReserve(Strict):
+    # The prompt-token estimate is a heuristic (4 characters per token); reserve a margin above it
+    # so a budget is not overshot by a bad guess: ceil(estimate * factor) + extra_tokens.
+    factor: float = 1.25
+    extra_tokens: int = 16
+
+
+class WriterConfig(Strict):
+    batch_size: int = 500  # rows per transaction (group commit)
+    flush_interval_ms: int = 50  # a row waits at most this long for its batch
+    # Above this many unwritten rows, new calls are refused (503) instead of risking lost usage.
+    max_backlog: int = 50_000
+
+
+class MeteringConfig(Strict):
+    # Shares budget and rate-limit counters across replicas; unset = per process.
+    redis_url_env: str | None = None
+    key_prefix: str = "mh:"
+    # When Redis cannot be reached: true = admit the call (limits not enforced, logged),
+    # false = refuse with 503 limits_unavailable.
+    fail_open: bool = True
+    # Output tokens to reserve for when the client sets no max_tokens and no planned deployment
+    # declares max_output_tokens.
+    default_max_output_tokens: int = 4096
+    prompt_reserve: PromptReserve = msgspec.field(default_factory=PromptReserve)
+    budgets: list[BudgetRule] = msgspec.field(default_factory=list)
+    rate_limits: list[RateLimitRule] = msgspec.field(default_factory=list)
+    writer: WriterConfig = msgspec.field(default_factory=WriterConfig)
+    # A reservation never settled (the front door lost the call) is released after this long.
+    ticket_ttl_s: float = 900.0
+
+
+def check(cfg: MeteringConfig, deployments: set[str]) -> list[str]:
+    """Problems as `metering.<path>: what is wrong` (empty list = fine)."""
+    problems = []
+    for i, b in enumerate(cfg.budgets):
+        try:
+            if b.limit < 0:
+                problems.append(f"metering.budgets[{i}].amount: must not be negative")
+        except ArithmeticError:
+            problems.append(f"metering.budgets[{i}].amount: not a number: {b.amount!r}")
+    for i, r in enumerate(cfg.rate_limits):
+        if r.requests_per_minute is None and r.tokens_per_minute is None:
+            problems.append(f"metering.rate_limits[{i}]: set requests_per_minute and/or tokens_per_minute")
+        for name in ("requests_per_minute", "tokens_per_minute"):
+            value = getattr(r, name)
+            if value is not None and value < 0:
+                problems.append(f"metering.rate_limits[{i}].{name}: must not be negative")
+        if r.scope == "deployment" and r.id != "*" and r.id not in deployments:
+            problems.append(f"metering.rate_limits[{i}].id: unknown deployment '{r.id}'")
+    if cfg.writer.batch_size < 1 or cfg.writer.max_backlog < 1:
+        problems.append("metering.writer: batch_size and max_backlog must be at least 1")
+    return problems
