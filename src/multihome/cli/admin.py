@@ -29,19 +29,25 @@ class Admin:
 
     def __init__(self, args: argparse.Namespace) -> None:
         if not args.key:
-            raise SystemExit("no admin key: set MULTIHOME_ADMIN_KEY (or pass --key) to an org-admin, tenant-admin or "
-                             "auditor key")
+            raise SystemExit(
+                "no admin key: set MULTIHOME_ADMIN_KEY (or pass --key) to an org-admin, tenant-admin or auditor key"
+            )
         self.url, self.key = args.url.rstrip("/"), args.key
         self._lists: dict[tuple[str, str | None], list[dict[str, Any]]] = {}
 
-    def call(self, name: str, body: dict[str, Any] | None = None, query: dict[str, Any] | None = None,
-             **params: str) -> Any:
+    def call(
+        self, name: str, body: dict[str, Any] | None = None, query: dict[str, Any] | None = None, **params: str | None
+    ) -> Any:
         """Call the admin route named `name` (its handler's name in api/admin/), path parameters filled in."""
         from ..api.admin.registry import route
 
         r = route(name)
         query = {k: v for k, v in (query or {}).items() if v is not None}
-        url = self.url + r.url(**params) + (f"?{urllib.parse.urlencode(query)}" if query else "")
+        url = (
+            self.url
+            + r.url(**{k: v for k, v in params.items() if v is not None})
+            + (f"?{urllib.parse.urlencode(query)}" if query else "")
+        )
         data = json.dumps(body).encode() if body is not None else None
         headers = {"authorization": f"Bearer {self.key}", "content-type": "application/json"}
         request = urllib.request.Request(url, data=data, method=r.method, headers=headers)
@@ -60,8 +66,7 @@ class Admin:
     def listed(self, name: str, tenant: str | None = None) -> list[dict[str, Any]]:
         """The `data` of a list route (tenants, teams, keys), fetched once per command."""
         if (name, tenant) not in self._lists:
-            params = {"tenant": tenant} if tenant else {}
-            self._lists[name, tenant] = self.call(name, **params)["data"]
+            self._lists[name, tenant] = self.call(name, tenant=tenant)["data"]
         return self._lists[name, tenant]
 
     def names(self, name: str, tenant: str | None = None) -> dict[str, str]:
@@ -125,8 +130,18 @@ def _keys_list(a: argparse.Namespace, api: Admin) -> None:
         print_json(out)
         return
     teams = api.names("list_teams", tenant) if any(k["team_id"] for k in out["data"]) else {}
-    rows = [(k["id"], k["name"], k["prefix"], named(k["team_id"], teams), ",".join(k["roles"]),
-             _day(k["expires_at"]) or "never", "revoked" if k["revoked_at"] else "active") for k in out["data"]]
+    rows = [
+        (
+            k["id"],
+            k["name"],
+            k["prefix"],
+            named(k["team_id"], teams),
+            ",".join(k["roles"]),
+            _day(k["expires_at"]) or "never",
+            "revoked" if k["revoked_at"] else "active",
+        )
+        for k in out["data"]
+    ]
     print(table(["id", "name", "prefix", "team", "roles", "expires", "status"], rows), end="")
 
 
@@ -160,15 +175,20 @@ def _policy_list(a: argparse.Namespace, api: Admin) -> None:
         print_json(out)
         return
     names = _scope_names(api, tenant, out["data"])
-    rows = [(p["id"], p["scope"], named(p["scope_id"], names), len(p["rules"].get("egress", [])),
-             p["description"]) for p in out["data"]]
+    rows = [
+        (p["id"], p["scope"], named(p["scope_id"], names), len(p["rules"].get("egress", [])), p["description"])
+        for p in out["data"]
+    ]
     print(table(["id", "scope", "applies to", "rules", "description"], rows), end="")
 
 
 def _policy_create(a: argparse.Namespace, api: Admin) -> None:
     out = api.call("create_policy", _json_arg(a.body), tenant=api.tenant(a.tenant))
-    _done(a, out, f"created policy {out['id']} ({out['scope']} {out['scope_id']}, "
-                  f"{len(out['rules'].get('egress', []))} rules)")
+    _done(
+        a,
+        out,
+        f"created policy {out['id']} ({out['scope']} {out['scope_id']}, {len(out['rules'].get('egress', []))} rules)",
+    )
 
 
 def _policy_update(a: argparse.Namespace, api: Admin) -> None:
@@ -210,10 +230,21 @@ def _budgets_list(a: argparse.Namespace, api: Admin) -> None:
         print_json(out)
         return
     names = _scope_names(api, tenant, out["data"])
-    rows = [(b["id"] or "(config)", b["scope"], named(b["scope_id"], names), b["period"], b["mode"],
-             money(b["spent_or_reserved"], b["currency"]), money(b["amount"], b["currency"]),
-             percent(b["spent_or_reserved"], b["amount"]), money(b["remaining"], b["currency"]),
-             "" if b.get("in_force", True) else "outranked by a smaller budget") for b in out["data"]]
+    rows: list[list[Any]] = [
+        [
+            b["id"] or "(config)",
+            b["scope"],
+            named(b["scope_id"], names),
+            b["period"],
+            b["mode"],
+            money(b["spent_or_reserved"], b["currency"]),
+            money(b["amount"], b["currency"]),
+            percent(b["spent_or_reserved"], b["amount"]),
+            money(b["remaining"], b["currency"]),
+            "" if b.get("in_force", True) else "outranked by a smaller budget",
+        ]
+        for b in out["data"]
+    ]
     headers = ["id", "scope", "applies to", "period", "mode", "spent", "limit", "used", "remaining", "note"]
     if not any(row[-1] for row in rows):  # the note column only when a budget is outranked
         headers, rows = headers[:-1], [row[:-1] for row in rows]
@@ -251,8 +282,18 @@ def _entitlements_list(a: argparse.Namespace, api: Admin) -> None:
         print_json(out)
         return
     today = dt.date.today().isoformat()
-    rows = [(e["id"], e["model_group"], e["starts_on"], e["ends_on"], "yes" if e["exclusive"] else "no",
-             _entitlement_status(e, today), e["note"]) for e in out["data"]]
+    rows = [
+        (
+            e["id"],
+            e["model_group"],
+            e["starts_on"],
+            e["ends_on"],
+            "yes" if e["exclusive"] else "no",
+            _entitlement_status(e, today),
+            e["note"],
+        )
+        for e in out["data"]
+    ]
     print(table(["id", "model group", "from", "to", "exclusive", "status", "note"], rows), end="")
 
 
@@ -265,8 +306,12 @@ def _entitlement_status(e: dict[str, Any], today: str) -> str:
 def _grant(a: argparse.Namespace, api: Admin) -> None:
     body = {"model_group": a.model, "starts_on": a.starts_on, "ends_on": a.ends_on, "exclusive": a.exclusive}
     out = api.call("grant_entitlement", body, tenant=api.tenant(a.tenant))
-    _done(a, out, f"granted {out['model_group']} to tenant {out['tenant_id']} from {out['starts_on']} to "
-                  f"{out['ends_on']}{' (exclusive)' if out['exclusive'] else ''}: {out['id']}")
+    _done(
+        a,
+        out,
+        f"granted {out['model_group']} to tenant {out['tenant_id']} from {out['starts_on']} to "
+        f"{out['ends_on']}{' (exclusive)' if out['exclusive'] else ''}: {out['id']}",
+    )
 
 
 def _entitlements_revoke(a: argparse.Namespace, api: Admin) -> None:
@@ -283,8 +328,13 @@ def _time_arg(value: str | None) -> str | int | None:
 
 def _create_revocation(a: argparse.Namespace, api: Admin) -> None:
     body: dict[str, Any] = {"kind": "jti" if a.jti else "subject", "issuer": a.issuer, "reason": a.reason}
-    for name, value in (("jti", a.jti), ("subject", a.subject), ("tenant_id", api.tenant(a.tenant)),
-                        ("not_before", _time_arg(a.not_before)), ("expires_at", _time_arg(a.expires_at))):
+    for name, value in (
+        ("jti", a.jti),
+        ("subject", a.subject),
+        ("tenant_id", api.tenant(a.tenant)),
+        ("not_before", _time_arg(a.not_before)),
+        ("expires_at", _time_arg(a.expires_at)),
+    ):
         if value is not None:
             body[name] = value
     out = api.call("create_token_revocation", body)
@@ -293,21 +343,36 @@ def _create_revocation(a: argparse.Namespace, api: Admin) -> None:
         return
     what = f"jti {out['jti']}" if out["kind"] == "jti" else f"subject {out['subject']} (iat <= {out['not_before']})"
     scope = f"tenant {out['tenant_id']}" if out["tenant_id"] else "every tenant"
-    print(f"revoked {what} of {out['issuer_name'] or out['issuer']}: {out['id']}"
-          f" ({scope}, until {out['expires_at'] or 'deleted'})")
+    print(
+        f"revoked {what} of {out['issuer_name'] or out['issuer']}: {out['id']}"
+        f" ({scope}, until {out['expires_at'] or 'deleted'})"
+    )
 
 
 def _list_revocations(a: argparse.Namespace, api: Admin) -> None:
-    query = {"tenant": api.tenant(a.tenant), "kind": a.kind, "issuer": a.issuer, "subject": a.subject,
-             "live": "true" if a.live else None}
+    query = {
+        "tenant": api.tenant(a.tenant),
+        "kind": a.kind,
+        "issuer": a.issuer,
+        "subject": a.subject,
+        "live": "true" if a.live else None,
+    }
     out = api.call("list_token_revocations", query=query)
     if a.json:
         print_json(out)
         return
-    rows = [(r["id"], r["issuer_name"] or r["issuer"],
-             f"jti={r['jti']}" if r["kind"] == "jti" else f"sub={r['subject']} iat<={r['not_before']}",
-             r["tenant_id"] or "(every tenant)", r["expires_at"] or "-", "live" if r["live"] else "expired",
-             r["reason"]) for r in out["data"]]
+    rows = [
+        (
+            r["id"],
+            r["issuer_name"] or r["issuer"],
+            f"jti={r['jti']}" if r["kind"] == "jti" else f"sub={r['subject']} iat<={r['not_before']}",
+            r["tenant_id"] or "(every tenant)",
+            r["expires_at"] or "-",
+            "live" if r["live"] else "expired",
+            r["reason"],
+        )
+        for r in out["data"]
+    ]
     print(table(["id", "issuer", "revokes", "tenant", "until", "status", "reason"], rows), end="")
 
 
@@ -327,10 +392,21 @@ def _usage(a: argparse.Namespace, api: Admin) -> None:
     lists = {"tenant": "list_tenants", **({"key": "list_keys", "team": "list_teams"} if tenant else {})}
     names = api.names(lists[by], None if by == "tenant" else tenant) if by in lists else {}
     period = f"{a.since or 'the beginning'} to {a.until or 'now'}"
-    print(f"spend by {by.replace('_', ' ')}" + (f" in tenant {named(tenant, api.names('list_tenants'))}" if tenant
-                                                  else " across tenants") + f", {period}")
-    rows = [(named(e[by], names), e["calls"], e["prompt_tokens"], e["completion_tokens"],
-             money(e["cost"], e["currency"], 4)) for e in out["data"]]
+    print(
+        f"spend by {by.replace('_', ' ')}"
+        + (f" in tenant {named(tenant, api.names('list_tenants'))}" if tenant else " across tenants")
+        + f", {period}"
+    )
+    rows = [
+        (
+            named(e[by], names),
+            e["calls"],
+            e["prompt_tokens"],
+            e["completion_tokens"],
+            money(e["cost"], e["currency"], 4),
+        )
+        for e in out["data"]
+    ]
     print(table([by.replace("_", " "), "calls", "input tokens", "output tokens", "cost"], rows), end="")
 
 
@@ -372,16 +448,22 @@ def _day(value: str | None) -> str:
 def _json_arg(value: str) -> dict[str, Any]:
     if value.startswith("@"):
         with open(value[1:]) as f:
-            return json.load(f)  # type: ignore[no-any-return]
-    return json.loads(value)  # type: ignore[no-any-return]
+            return json.load(f)
+    return json.loads(value)
 
 
 def _common(p: argparse.ArgumentParser, *, tenant: bool | None = True) -> argparse.ArgumentParser:
     """The flags every admin command takes; `tenant`: --tenant required (True), optional (None), or absent."""
-    p.add_argument("--url", default=os.environ.get("MULTIHOME_URL", DEFAULT_URL),
-                   help=f"the gateway's base URL (default: $MULTIHOME_URL, else {DEFAULT_URL})")
-    p.add_argument("--key", default=os.environ.get("MULTIHOME_ADMIN_KEY", ""),
-                   help="admin credential: an org-admin, tenant-admin or auditor key (default: $MULTIHOME_ADMIN_KEY)")
+    p.add_argument(
+        "--url",
+        default=os.environ.get("MULTIHOME_URL", DEFAULT_URL),
+        help=f"the gateway's base URL (default: $MULTIHOME_URL, else {DEFAULT_URL})",
+    )
+    p.add_argument(
+        "--key",
+        default=os.environ.get("MULTIHOME_ADMIN_KEY", ""),
+        help="admin credential: an org-admin, tenant-admin or auditor key (default: $MULTIHOME_ADMIN_KEY)",
+    )
     p.add_argument("--json", action="store_true", help="print the API's JSON (for scripts)")
     if tenant is not False:
         p.add_argument("--tenant", required=bool(tenant), help="tenant name or id")
@@ -392,12 +474,17 @@ def _run(func: Any) -> Any:
     return lambda a: func(a, Admin(a))
 
 
-def add_commands(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    def group(name: str, help_: str) -> argparse._SubParsersAction:  # type: ignore[type-arg]
+def add_commands(sub: argparse._SubParsersAction) -> None:
+    def group(name: str, help_: str) -> argparse._SubParsersAction:
         return sub.add_parser(name, help=help_).add_subparsers(dest="action", required=True)
 
-    def command(parent: argparse._SubParsersAction, name: str, func: Any, help_: str | None = None,  # type: ignore[type-arg]
-                tenant: bool | None = True) -> argparse.ArgumentParser:
+    def command(
+        parent: argparse._SubParsersAction,
+        name: str,
+        func: Any,
+        help_: str | None = None,
+        tenant: bool | None = True,
+    ) -> argparse.ArgumentParser:
         c = _common(parent.add_parser(name, help=help_), tenant=tenant)
         c.set_defaults(func=_run(func))
         return c
@@ -423,7 +510,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-
     p = group("policy", "egress/residency policies")
     command(p, "list", _policy_list)
     command(p, "create", _policy_create, "create a policy from a JSON file or string").add_argument(
-        "body", help='JSON ({"scope": "tenant", "rules": [...]}) or @file.json')
+        "body", help='JSON ({"scope": "tenant", "rules": [...]}) or @file.json'
+    )
     c = command(p, "update", _policy_update, "replace a policy's rules and/or description")
     c.add_argument("policy_id")
     c.add_argument("body", nargs="?", help='the new rules as JSON ({"rules": [...]}) or @file.json')
@@ -472,18 +560,28 @@ def add_commands(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-
     who = c.add_mutually_exclusive_group(required=True)
     who.add_argument("--jti", help="revoke the one token with this jti claim")
     who.add_argument("--subject", help="revoke every token of this subject issued at or before --not-before")
-    c.add_argument("--not-before", help="subject: refuse tokens with iat at or before this (RFC 3339 or epoch "
-                   "seconds; default now)")
-    c.add_argument("--expires-at", help="when the revocation may be forgotten (RFC 3339 or epoch seconds); for "
-                   "--jti give the token's exp (default: the issuer's max_token_lifetime_s from now)")
+    c.add_argument(
+        "--not-before",
+        help="subject: refuse tokens with iat at or before this (RFC 3339 or epoch seconds; default now)",
+    )
+    c.add_argument(
+        "--expires-at",
+        help="when the revocation may be forgotten (RFC 3339 or epoch seconds); for "
+        "--jti give the token's exp (default: the issuer's max_token_lifetime_s from now)",
+    )
     c.add_argument("--reason", default="", help="free text, shown in lists and the change record (not secret)")
-    command(r, "delete", _delete_revocation, "lift a revocation: the tokens it refused work again",
-            tenant=False).add_argument("revocation_id")
+    command(
+        r, "delete", _delete_revocation, "lift a revocation: the tokens it refused work again", tenant=False
+    ).add_argument("revocation_id")
 
-    u = _common(sub.add_parser("usage", help="spend and tokens by tenant, key, team, model group or deployment"),
-                tenant=None)
-    u.add_argument("--by", choices=["tenant", "key", "team", "model_group", "deployment"],
-                   help="group by (default: model_group with --tenant, else tenant)")
+    u = _common(
+        sub.add_parser("usage", help="spend and tokens by tenant, key, team, model group or deployment"), tenant=None
+    )
+    u.add_argument(
+        "--by",
+        choices=["tenant", "key", "team", "model_group", "deployment"],
+        help="group by (default: model_group with --tenant, else tenant)",
+    )
     u.add_argument("--from", dest="since", metavar="YYYY-MM-DD", help="first day (UTC, inclusive; default: all)")
     u.add_argument("--to", dest="until", metavar="YYYY-MM-DD", help="last day (UTC, inclusive; default: today)")
     u.set_defaults(func=_run(_usage))

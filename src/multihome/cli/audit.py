@@ -19,12 +19,24 @@ def add_commands(sub) -> None:
 
     v = a.add_parser("verify", help="check every chain and signed checkpoint; exit 1 on tampering")
     _common(v)
-    v.add_argument("--public-key", action="append", default=[], metavar="[KEYID=]FILE",
-                   help="Ed25519 public key (PEM) checkpoints may be signed with; repeatable (old keys after a rotation)")
-    v.add_argument("--heads", metavar="FILE", help="head registry export (`audit heads export`) to check the files "
-                   "against: a chain cut back or deleted since is found")
-    v.add_argument("--database", metavar="URL", help="check against the head registry in this database (default: "
-                   "storage.url of --config)")
+    v.add_argument(
+        "--public-key",
+        action="append",
+        default=[],
+        metavar="[KEYID=]FILE",
+        help="Ed25519 public key (PEM) checkpoints may be signed with; repeatable (old keys after a rotation)",
+    )
+    v.add_argument(
+        "--heads",
+        metavar="FILE",
+        help="head registry export (`audit heads export`) to check the files "
+        "against: a chain cut back or deleted since is found",
+    )
+    v.add_argument(
+        "--database",
+        metavar="URL",
+        help="check against the head registry in this database (default: storage.url of --config)",
+    )
     v.add_argument("--trail", help="which trail of the registry this directory is (default: what its chains say)")
     v.add_argument("--quiet", action="store_true", help="print problems only")
     v.set_defaults(func=_verify)
@@ -39,7 +51,8 @@ def add_commands(sub) -> None:
 
     h = a.add_parser("heads", help="the head registry: the newest checkpoint of every chain, kept in the database")
     x = h.add_subparsers(dest="heads_action", required=True).add_parser(
-        "export", help="write the head registry as signed JSON, for a witness the gateway's host cannot rewrite")
+        "export", help="write the head registry as signed JSON, for a witness the gateway's host cannot rewrite"
+    )
     x.add_argument("--config", help="gateway config whose `storage:` section names the database")
     x.add_argument("--database", metavar="URL", help="the database (default: storage.url of --config)")
     x.add_argument("--trail", help="only this trail (default: every trail in the database)")
@@ -115,7 +128,7 @@ def _dir(args, section: AuditConfig) -> str:
 def _public_keys(args, section: AuditConfig) -> dict:
     from ..audit.keys import KeyError_, key_id_of, load_public_key
 
-    specs = [(kid, path) for kid, path in section.public_keys.items()]
+    specs: list[tuple[str | None, str]] = list(section.public_keys.items())
     for spec in args.public_key:
         kid, sep, path = spec.partition("=")
         specs.append((kid, path) if sep else (None, spec))
@@ -161,8 +174,14 @@ def _export(args) -> int:
     section = _section(args)
     try:
         filters = Filters(
-            tenant=args.tenant, kind=args.kind, model_group=args.model_group, deployment=args.deployment,
-            outcome=args.outcome, subject=args.subject, key_id=args.key_id, request_id=args.request_id,
+            tenant=args.tenant,
+            kind=args.kind,
+            model_group=args.model_group,
+            deployment=args.deployment,
+            outcome=args.outcome,
+            subject=args.subject,
+            key_id=args.key_id,
+            request_id=args.request_id,
             since=parse_time(args.since, "--since") if args.since else None,
             until=parse_time(args.until, "--until") if args.until else None,
         )

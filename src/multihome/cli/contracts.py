@@ -17,7 +17,7 @@ import sys
 from .output import money, percent, print_json, table
 from .serve import CONFIG_ENV
 
-UTC = dt.timezone.utc
+UTC = dt.UTC
 
 
 def _load(args) -> tuple[object, str]:
@@ -93,12 +93,31 @@ def _list(args) -> int:
 
     rows = asyncio.run(run())
     if args.json:
-        print_json([{**encode_agreement(a), "accrued": str(t.accrued) if t else "0", "calls": t.calls if t else 0}
-                    for a, t in rows])
+        print_json(
+            [
+                {**encode_agreement(a), "accrued": str(t.accrued) if t else "0", "calls": t.calls if t else 0}
+                for a, t in rows
+            ]
+        )
         return 0
-    print(table(["id", "kind", "terms", "from", "to", "accrued", "calls"], [
-        (a.id, _kind(a), _terms(a), a.starts_on, a.ends_on,
-         money(t.accrued if t else 0, a.currency), t.calls if t else 0) for a, t in rows]), end="")
+    print(
+        table(
+            ["id", "kind", "terms", "from", "to", "accrued", "calls"],
+            [
+                (
+                    a.id,
+                    _kind(a),
+                    _terms(a),
+                    a.starts_on,
+                    a.ends_on,
+                    money(t.accrued if t else 0, a.currency),
+                    t.calls if t else 0,
+                )
+                for a, t in rows
+            ],
+        ),
+        end="",
+    )
     return 0
 
 
@@ -141,16 +160,22 @@ def _report(args) -> int:
 
 
 def _human(r) -> str:
-    lines = [f"{r.contract_id} ({r.kind}, {r.starts_on}..{r.ends_on}, {r.currency}) as of {r.as_of}: {r.status}",
-             f"  accrued      {r.accrued} over {r.calls} calls"]
+    lines = [
+        f"{r.contract_id} ({r.kind}, {r.starts_on}..{r.ends_on}, {r.currency}) as of {r.as_of}: {r.status}",
+        f"  accrued      {r.accrued} over {r.calls} calls",
+    ]
     if r.kind == "revenue_share":
         lines.append(f"  cap          {r.limit or 'none'}   remaining {r.remaining or '-'}   forgone {r.forgone}")
     else:
-        lines.append(f"  commitment   {r.limit}   planned to date {r.planned_to_date}   "
-                     f"burn vs plan {r.burn_vs_plan:+.2%} ({r.status})   remaining {r.remaining}")
+        lines.append(
+            f"  commitment   {r.limit}   planned to date {r.planned_to_date}   "
+            f"burn vs plan {r.burn_vs_plan:+.2%} ({r.status})   remaining {r.remaining}"
+        )
         lines.append(f"  at the end   {r.projected_at_end} at the recent rate")
     when = r.projected_date or ("reached" if r.status == "capped" else "not before the end")
-    lines.append(f"  recent rate  {r.daily_rate}/day over {r.window_days:g} days   projected to reach the limit: {when}")
+    lines.append(
+        f"  recent rate  {r.daily_rate}/day over {r.window_days:g} days   projected to reach the limit: {when}"
+    )
     return "\n".join(lines) + "\n"
 
 
@@ -175,9 +200,16 @@ def _project(args) -> int:
         until = dt.datetime.combine(dt.date.fromisoformat(args.until) + dt.timedelta(days=1), dt.time(), UTC)
     base = args.base if args.base is not None else float(rep.daily_rate_exact)
     try:
-        p = scenario.project(a, accrued_now=float(rep.accrued_exact), base_daily=base, growth=args.growth,
-                             growth_rate=args.rate, now=now, until=until,
-                             history=scenario.cumulative_history(daily))
+        p = scenario.project(
+            a,
+            accrued_now=float(rep.accrued_exact),
+            base_daily=base,
+            growth=args.growth,
+            growth_rate=args.rate,
+            now=now,
+            until=until,
+            history=scenario.cumulative_history(daily),
+        )
     except ValueError as exc:
         raise SystemExit(f"contracts project: {exc}") from None
     for path in args.out:
@@ -190,15 +222,19 @@ def _project(args) -> int:
     if args.json:
         print(json.dumps({**p.to_dict(), "charts": args.out}, indent=2))
     else:
-        print(f"{a.id}: {p.headline}\n  {p.label} ({p.growth}, {p.growth_rate:+.1%} per 30 days from "
-              f"{scenario.money_text(p.base_daily, p.currency)}/day)")
+        print(
+            f"{a.id}: {p.headline}\n  {p.label} ({p.growth}, {p.growth_rate:+.1%} per 30 days from "
+            f"{scenario.money_text(p.base_daily, p.currency)}/day)"
+        )
         for path in args.out:
             print(f"wrote {path}")
     return 0
 
 
 def _common(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    p.add_argument("--config", "-c", default=os.environ.get(CONFIG_ENV), help="gateway config (YAML; default: $MULTIHOME_CONFIG)")
+    p.add_argument(
+        "--config", "-c", default=os.environ.get(CONFIG_ENV), help="gateway config (YAML; default: $MULTIHOME_CONFIG)"
+    )
     p.add_argument("--db", help="database URL (default: the config's storage.url)")
     p.add_argument("--at", help="compute as of this ISO time (default: now)")
     return p

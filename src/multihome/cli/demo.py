@@ -11,7 +11,7 @@ def demo(args: argparse.Namespace) -> int:
     return run_demo(port=args.port, scripted_only=args.once)
 
 
-def add_commands(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def add_commands(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("demo", help="run the gateway in front of three simulated clouds")
     p.add_argument("--port", type=int, default=4000)
     p.add_argument("--once", action="store_true", help="show the failover, then exit")

@@ -19,8 +19,12 @@ Run `multihome COMMAND --help` for a command's options."""
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="multihome", description="One OpenAI-compatible gateway for every AI cloud.",
-                                epilog=ENVIRONMENT, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="multihome",
+        description="One OpenAI-compatible gateway for every AI cloud.",
+        epilog=ENVIRONMENT,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("--version", action="version", version=f"multihome {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
     for module in (serve, demo, admin, audit, contracts):

@@ -43,7 +43,10 @@ def table(headers: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
     """Columns padded to their widest cell, two spaces apart; the header row first, in capitals."""
     lines = [[h.upper() for h in headers]] + [["-" if c is None or c == "" else str(c) for c in row] for row in rows]
     widths = [max(len(line[i]) for line in lines) for i in range(len(headers))]
-    return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(line, widths)).rstrip() for line in lines) + "\n"
+    return (
+        "\n".join("  ".join(cell.ljust(w) for cell, w in zip(line, widths, strict=True)).rstrip() for line in lines)
+        + "\n"
+    )
 
 
 def print_json(obj: Any) -> None:

@@ -122,7 +122,7 @@ def db_upgrade(args: argparse.Namespace) -> int:
     from ..storage.service import StorageService
 
     service = StorageService(load_config(args.config))
-    if not service.enabled:
+    if not service.enabled or service.url is None:
         print("no storage configured (storage.url / storage.url_env): nothing to upgrade", file=sys.stderr)
         return 1
     print(f"database at revision {migrate_sync(service.url)}")
@@ -135,14 +135,16 @@ def _config_default() -> dict[str, Any]:
     return {"default": default, "required": not default}
 
 
-def add_commands(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def add_commands(sub: argparse._SubParsersAction) -> None:
     serve_ = sub.add_parser("serve", help="run the gateway")
     serve_.add_argument("--config", "-c", **_config_default(), help="YAML config file (default: $MULTIHOME_CONFIG)")
     serve_.add_argument("--host", help="listen address (default: server.host)")
     serve_.add_argument("--port", type=int, help="listen port (default: server.port)")
     serve_.add_argument("--workers", type=int, default=1, help="worker processes (one per core)")
     serve_.add_argument(
-        "--drain-timeout", type=float, metavar="SECONDS",
+        "--drain-timeout",
+        type=float,
+        metavar="SECONDS",
         help="on SIGTERM, how long calls in flight may still finish before open streams are ended with an error "
         "(default: server.drain_timeout_s)",
     )

@@ -8,8 +8,8 @@ import re
 from typing import Any
 
 from ...audit.reader import BadQuery, Filters, parse_time
-from ...schema.principal import ORG_ADMIN, Principal
 from ...schema.errors import ApiError
+from ...schema.principal import ORG_ADMIN, Principal
 from .rbac import AUDIT, ORG, authorize
 from .route import PREFIX, STORAGE, AdminCall, Needs, Route, Services, listing
 from .tenancy import T
@@ -39,8 +39,9 @@ def query_int(q: dict[str, str], name: str, lo: int, hi: int, default: int | Non
     if not text:
         return default
     if not _WHOLE.fullmatch(text) or not lo <= int(text) <= hi:
-        raise ApiError(400, f"Query parameter '{name}' must be a whole number from {lo} to {hi}.", param=name,
-                       code="invalid_value")
+        raise ApiError(
+            400, f"Query parameter '{name}' must be a whole number from {lo} to {hi}.", param=name, code="invalid_value"
+        )
     return int(text)
 
 
@@ -54,7 +55,8 @@ async def trail_events(s: Services, c: AdminCall) -> Any:
     tenant = q.get("tenant") or (None if ORG_ADMIN in c.who.roles else c.who.tenant)
     try:
         filters = Filters(
-            tenant=tenant, **{name: q.get(name) for name in _FILTERS},
+            tenant=tenant,
+            **{name: q.get(name) for name in _FILTERS},
             since=parse_time(q["since"], "since") if q.get("since") else None,
             until=parse_time(q["until"], "until") if q.get("until") else None,
         )
@@ -74,12 +76,35 @@ def _limit(value: str | None) -> int:
 
 
 ROUTES = (
-    Route("GET", T + "/{tenant}/events", AUDIT, tenant_events, "Admin changes in this tenant, oldest first "
-          "(?limit= 1-1000, default 100; ?after=<seq of the last event seen>)", query=_PAGE, needs=STORAGE),
-    Route("GET", PREFIX + "/events", ORG, all_events, "Admin changes in the whole organisation, oldest first "
-          "(?limit= 1-1000, default 100; ?after=<seq of the last event seen>)", query=_PAGE, needs=STORAGE),
-    Route("GET", PREFIX + "/audit/events", AUDIT, trail_events, "The audit trail: filter by tenant, kind, model group, "
-          "deployment, outcome, subject, time; cursor pagination (org-admin: all tenants; auditor and tenant-admin: "
-          "their own)", query=("tenant", "since", "until", *_FILTERS[:5], "limit", "after"), check=_may_audit,
-          needs=Needs(lambda s: s.audit_reader, "The audit trail is off: set audit.dir in the config.")),
+    Route(
+        "GET",
+        T + "/{tenant}/events",
+        AUDIT,
+        tenant_events,
+        "Admin changes in this tenant, oldest first (?limit= 1-1000, default 100; ?after=<seq of the last event seen>)",
+        query=_PAGE,
+        needs=STORAGE,
+    ),
+    Route(
+        "GET",
+        PREFIX + "/events",
+        ORG,
+        all_events,
+        "Admin changes in the whole organisation, oldest first "
+        "(?limit= 1-1000, default 100; ?after=<seq of the last event seen>)",
+        query=_PAGE,
+        needs=STORAGE,
+    ),
+    Route(
+        "GET",
+        PREFIX + "/audit/events",
+        AUDIT,
+        trail_events,
+        "The audit trail: filter by tenant, kind, model group, "
+        "deployment, outcome, subject, time; cursor pagination (org-admin: all tenants; auditor and tenant-admin: "
+        "their own)",
+        query=("tenant", "since", "until", *_FILTERS[:5], "limit", "after"),
+        check=_may_audit,
+        needs=Needs(lambda s: s.audit_reader, "The audit trail is off: set audit.dir in the config."),
+    ),
 )

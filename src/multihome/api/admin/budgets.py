@@ -11,11 +11,11 @@ from typing import Any
 
 import msgspec
 
-from ...schema.principal import ORG_ADMIN, TENANT_ADMIN, Principal
 from ...metering.periods import period
 from ...metering.prices import NANOS, text, to_nanos
 from ...metering.rules import AdminBudget, admin_budget
 from ...schema.errors import ApiError
+from ...schema.principal import ORG_ADMIN, TENANT_ADMIN, Principal
 from ...storage.budgets import Outranked, budget_amount, budget_currency
 from ...storage.errors import Invalid, NotFound
 from . import bodies as B
@@ -43,24 +43,44 @@ async def create_budget(s: Services, c: AdminCall) -> Any:
     tenant = c.tenant
     if body.scope == "tenant":
         if body.scope_id not in (None, tenant):
-            raise ApiError(400, f"scope_id must be the tenant id {tenant} (or be left out) for scope tenant.",
-                           param="scope_id", code="invalid_value")
+            raise ApiError(
+                400,
+                f"scope_id must be the tenant id {tenant} (or be left out) for scope tenant.",
+                param="scope_id",
+                code="invalid_value",
+            )
     elif not body.scope_id:
         kinds = "teams" if body.scope == "team" else "API keys"
-        raise ApiError(400, f"scope_id is required for scope {body.scope}: the id of one of tenant {tenant}'s "
-                       f"{kinds}.", param="scope_id", code="invalid_value")
+        raise ApiError(
+            400,
+            f"scope_id is required for scope {body.scope}: the id of one of tenant {tenant}'s {kinds}.",
+            param="scope_id",
+            code="invalid_value",
+        )
     amount = _field(budget_amount, body.amount, "amount")
     currency = _field(budget_currency, body.currency, "currency")
     try:
         record = await s.store.create_budget(
-            tenant, scope=body.scope, scope_id=body.scope_id or tenant, amount=amount, currency=currency,
-            period=body.period, mode=body.mode, actor=c.who.subject, role=_role(c.who))
+            tenant,
+            scope=body.scope,
+            scope_id=body.scope_id or tenant,
+            amount=amount,
+            currency=currency,
+            period=body.period,
+            mode=body.mode,
+            actor=c.who.subject,
+            role=_role(c.who),
+        )
     except NotFound as exc:
         if exc.kind == "tenant":
             raise
         kind = "API key" if exc.kind == "api key" else exc.kind
-        raise ApiError(404, f"Tenant {tenant} has no {kind} {exc.id}: a {body.scope} budget's scope_id must "
-                       f"be one of its {kind}s.", param="scope_id", code="not_found") from None
+        raise ApiError(
+            404,
+            f"Tenant {tenant} has no {kind} {exc.id}: a {body.scope} budget's scope_id must be one of its {kind}s.",
+            param="scope_id",
+            code="not_found",
+        ) from None
     return _view(record)
 
 
@@ -78,8 +98,11 @@ async def update_budget(s: Services, c: AdminCall) -> Any:
         raise ApiError(400, "Nothing to change: send amount and/or mode.", param="amount", code="invalid_value")
     amount = _field(budget_amount, body.amount, "amount") if body.amount is not None else None
     try:
-        return _view(await s.store.update_budget(c.tenant, c.params["id"], amount=amount, mode=body.mode,
-                                                         actor=c.who.subject, role=_role(c.who)))
+        return _view(
+            await s.store.update_budget(
+                c.tenant, c.params["id"], amount=amount, mode=body.mode, actor=c.who.subject, role=_role(c.who)
+            )
+        )
     except Outranked as exc:
         raise _outranked(exc, "mode" if body.mode == "soft" and body.amount is None else "amount") from None
 
@@ -97,25 +120,40 @@ async def _status(s: Services, rows: list[Any]) -> list[dict[str, Any]]:
     limiter = s.metering.limiter
     now = limiter.clock()
     prefix = limiter.rules.prefix
-    keys = [f"{prefix}b:{scope}:{ident}:{r.period}:{r.currency}:{period(r.period, now).bucket}"
-            for scope, ident, r, _ in rows]
+    keys = [
+        f"{prefix}b:{scope}:{ident}:{r.period}:{r.currency}:{period(r.period, now).bucket}"
+        for scope, ident, r, _ in rows
+    ]
     try:
         used = await limiter.counters.read(keys, int(now * 1000))
     except Exception:  # Redis unreachable
-        raise ApiError(503, "Budget counters cannot be read right now; retry shortly.", type="server_error",
-                       code="limits_unavailable") from None
+        raise ApiError(
+            503,
+            "Budget counters cannot be read right now; retry shortly.",
+            type="server_error",
+            code="limits_unavailable",
+        ) from None
     out = []
-    for (scope, ident, rule, in_force), value in zip(rows, used):
+    for (scope, ident, rule, in_force), value in zip(rows, used, strict=True):
         ends = period(rule.period, now).end
         admin = isinstance(rule, AdminBudget)
-        out.append({
-            "object": "budget", "id": rule.budget_id if admin else None, "source": "admin" if admin else "config",
-            "scope": scope, "scope_id": ident, "period": rule.period, "mode": rule.mode, "currency": rule.currency,
-            "amount": text(rule.limit), "in_force": in_force,
-            "spent_or_reserved": text(Decimal(value) / NANOS),
-            "remaining": text(max(Decimal(0), Decimal(to_nanos(rule.limit) - value) / NANOS)),
-            "resets_at": ends.isoformat() if ends else None,
-        })
+        out.append(
+            {
+                "object": "budget",
+                "id": rule.budget_id if admin else None,
+                "source": "admin" if admin else "config",
+                "scope": scope,
+                "scope_id": ident,
+                "period": rule.period,
+                "mode": rule.mode,
+                "currency": rule.currency,
+                "amount": text(rule.limit),
+                "in_force": in_force,
+                "spent_or_reserved": text(Decimal(value) / NANOS),
+                "remaining": text(max(Decimal(0), Decimal(to_nanos(rule.limit) - value) / NANOS)),
+                "resets_at": ends.isoformat() if ends else None,
+            }
+        )
     return out
 
 
@@ -147,17 +185,49 @@ def _field(check: Any, value: Any, name: str) -> Any:
 
 
 _NEEDS = Needs(lambda s: s.store, "Budgets set through the admin API need storage: set storage.url in the config.")
-_route = partial(Route, noun="budget", needs=_NEEDS,
-                 choices={"scope": "tenant, team, key", "period": "day, month, total", "mode": "hard, soft"})
+_route = partial(
+    Route,
+    noun="budget",
+    needs=_NEEDS,
+    choices={"scope": "tenant, team, key", "period": "day, month, total", "mode": "hard, soft"},
+)
 ROUTES = (
-    _route("GET", P, READ, list_budgets, "Budgets that apply in the tenant, from config and from this API, with what "
-           "is spent or reserved now (?team=&key= narrow to those and the tenant's own)", query=("team", "key"),
-           needs=None),
-    _route("POST", P, WRITE, create_budget, "Set a budget on the tenant, one of its teams or one of its API keys",
-           B.CreateBudget, status=201, event="budget.create"),
+    _route(
+        "GET",
+        P,
+        READ,
+        list_budgets,
+        "Budgets that apply in the tenant, from config and from this API, with what "
+        "is spent or reserved now (?team=&key= narrow to those and the tenant's own)",
+        query=("team", "key"),
+        needs=None,
+    ),
+    _route(
+        "POST",
+        P,
+        WRITE,
+        create_budget,
+        "Set a budget on the tenant, one of its teams or one of its API keys",
+        B.CreateBudget,
+        status=201,
+        event="budget.create",
+    ),
     _route("GET", P + "/{id}", READ, get_budget, "A budget set through this API, with what is spent or reserved now"),
-    _route("PATCH", P + "/{id}", WRITE, update_budget, "Change a budget's amount and/or mode; what was spent is kept",
-           B.UpdateBudget, event="budget.update"),
-    _route("DELETE", P + "/{id}", WRITE, delete_budget, "Remove a budget: calls are no longer limited by it",
-           event="budget.delete"),
+    _route(
+        "PATCH",
+        P + "/{id}",
+        WRITE,
+        update_budget,
+        "Change a budget's amount and/or mode; what was spent is kept",
+        B.UpdateBudget,
+        event="budget.update",
+    ),
+    _route(
+        "DELETE",
+        P + "/{id}",
+        WRITE,
+        delete_budget,
+        "Remove a budget: calls are no longer limited by it",
+        event="budget.delete",
+    ),
 )

@@ -33,8 +33,9 @@ async def create_contract(s: Services, c: AdminCall) -> Any:
 
 
 async def contracts_csv(s: Services, c: AdminCall) -> Any:
-    reports = await build_reports(s.contracts.agreements(), s.contracts.ledger, _at(c.query),
-                                  s.contracts.cfg.rate_window_days)
+    reports = await build_reports(
+        s.contracts.agreements(), s.contracts.ledger, _at(c.query), s.contracts.cfg.rate_window_days
+    )
     return to_csv(reports)
 
 
@@ -56,7 +57,7 @@ async def _report(s: Services, c: AdminCall) -> Any:
 
 
 def _agreement(s: Services, contract_id: str) -> Agreement:
-    a = s.contracts.agreement(contract_id)
+    a: Agreement | None = s.contracts.agreement(contract_id)
     if a is None:
         raise ApiError(404, f"No contract with id {contract_id!r}. GET {C} lists them.", code="not_found")
     return a
@@ -64,19 +65,23 @@ def _agreement(s: Services, contract_id: str) -> Agreement:
 
 def _view(s: Services, a: Agreement) -> dict[str, Any]:
     t = s.contracts.totals.get(a.id)
-    return {"object": "contract", **encode_agreement(a), "accrued": str(t.accrued) if t else "0",
-            "calls": t.calls if t else 0}
+    return {
+        "object": "contract",
+        **encode_agreement(a),
+        "accrued": str(t.accrued) if t else "0",
+        "calls": t.calls if t else 0,
+    }
 
 
 def _at(query: dict[str, str]) -> dt.datetime:
     value = query.get("at")
     if not value:
-        return dt.datetime.now(dt.timezone.utc)
+        return dt.datetime.now(dt.UTC)
     try:
         at = dt.datetime.fromisoformat(value)
     except ValueError:
         raise ApiError(400, f"at={value!r} is not an ISO 8601 time.", param="at", code="invalid_value") from None
-    at = at if at.tzinfo else at.replace(tzinfo=dt.timezone.utc)
+    at = at if at.tzinfo else at.replace(tzinfo=dt.UTC)
     found = admin_fields.moment(at, "at")  # year 1 at +05:00 would overflow the report's arithmetic
     if found is not None:
         raise ApiError(400, f"{found.message}.", param="at", code="invalid_value")
@@ -88,13 +93,37 @@ _NEEDS = Needs(lambda s: s.contracts.ledger, "Contracts need storage: set storag
 _route = partial(Route, role=ORG, needs=_NEEDS, refresh=False)
 ROUTES = (
     _route("GET", C, handler=list_contracts, summary="Contract agreements with what has accrued"),
-    _route("POST", C, handler=create_contract, summary="Create a revenue-share or committed-spend agreement",
-           body=Agreement, status=201, event="contract.create"),
-    _route("GET", C + "/report.csv", handler=contracts_csv, summary="Every contract's report as CSV", query=("at",),
-           media=CSV_MEDIA),
+    _route(
+        "POST",
+        C,
+        handler=create_contract,
+        summary="Create a revenue-share or committed-spend agreement",
+        body=Agreement,
+        status=201,
+        event="contract.create",
+    ),
+    _route(
+        "GET",
+        C + "/report.csv",
+        handler=contracts_csv,
+        summary="Every contract's report as CSV",
+        query=("at",),
+        media=CSV_MEDIA,
+    ),
     _route("GET", C + "/{id}", handler=get_contract, summary="One agreement"),
-    _route("GET", C + "/{id}/report", handler=contract_report, query=("at",),
-           summary="Accrued, remaining to cap, projected date, burn vs plan"),
-    _route("GET", C + "/{id}/report.csv", handler=contract_report_csv, summary="One contract's report as CSV",
-           query=("at",), media=CSV_MEDIA),
+    _route(
+        "GET",
+        C + "/{id}/report",
+        handler=contract_report,
+        query=("at",),
+        summary="Accrued, remaining to cap, projected date, burn vs plan",
+    ),
+    _route(
+        "GET",
+        C + "/{id}/report.csv",
+        handler=contract_report_csv,
+        summary="One contract's report as CSV",
+        query=("at",),
+        media=CSV_MEDIA,
+    ),
 )

@@ -15,9 +15,9 @@ from urllib.parse import parse_qs
 
 import msgspec
 
-from ...schema.principal import Principal
 from ...schema.decoding import decode_body
 from ...schema.errors import ApiError
+from ...schema.principal import Principal
 from ...storage.errors import Conflict, Invalid, NotFound
 from ..asgi import JSON, read_body, send_bytes
 from .events import admin_change
@@ -35,8 +35,9 @@ class AdminApi:
         self.services = services
         self.routes = routes
 
-    async def handle(self, scope: dict[str, Any], receive: Any, send: Any, request_id: bytes,
-                     principal: Principal) -> None:
+    async def handle(
+        self, scope: dict[str, Any], receive: Any, send: Any, request_id: bytes, principal: Principal
+    ) -> None:
         method, path = scope["method"], scope["path"]
         route, params = match_route(self.routes, method, path)
         query = {k: v[-1] for k, v in parse_qs(scope.get("query_string", b"").decode()).items()}
@@ -81,8 +82,9 @@ def match_route(routes: tuple[Route, ...], method: str, path: str) -> tuple[Rout
                 return route, m.groupdict()
             allowed.append(route.method)
     if allowed:
-        raise ApiError(405, f"Method {method} is not allowed on {path}; use {' or '.join(allowed)}.",
-                       code="method_not_allowed")
+        raise ApiError(
+            405, f"Method {method} is not allowed on {path}; use {' or '.join(allowed)}.", code="method_not_allowed"
+        )
     raise ApiError(404, f"Unknown admin endpoint {method} {path}. See GET /admin/v1/openapi.json.", code="unknown_url")
 
 

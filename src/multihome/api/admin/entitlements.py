@@ -20,8 +20,13 @@ async def list_entitlements(s: Services, c: AdminCall) -> Any:
 async def grant_entitlement(s: Services, c: AdminCall) -> Any:
     body: B.GrantEntitlement = c.body
     return await s.store.grant_entitlement(
-        c.tenant, model_group=body.model_group, starts_on=body.starts_on, ends_on=body.ends_on,
-        exclusive=body.exclusive, note=body.note, actor=c.who.subject,
+        c.tenant,
+        model_group=body.model_group,
+        starts_on=body.starts_on,
+        ends_on=body.ends_on,
+        exclusive=body.exclusive,
+        note=body.note,
+        actor=c.who.subject,
     )
 
 
@@ -36,8 +41,16 @@ async def revoke_entitlement(s: Services, c: AdminCall) -> Any:
 _route = partial(Route, needs=STORAGE)
 ROUTES = (
     _route("GET", E, READ, list_entitlements, "List model entitlements"),
-    _route("POST", E, ORG, grant_entitlement, "Grant a time-bound model licence", B.GrantEntitlement, status=201,
-           event="entitlement.grant"),
+    _route(
+        "POST",
+        E,
+        ORG,
+        grant_entitlement,
+        "Grant a time-bound model licence",
+        B.GrantEntitlement,
+        status=201,
+        event="entitlement.grant",
+    ),
     _route("GET", E + "/{id}", READ, get_entitlement, "Get an entitlement"),
     _route("DELETE", E + "/{id}", ORG, revoke_entitlement, "Revoke an entitlement", event="entitlement.revoke"),
 )

@@ -30,8 +30,9 @@ def change_of(method: str, path: str, principal: Principal, response: bytes) -> 
     return admin_change(route, params, method, path, principal, response)
 
 
-def admin_change(route: Route | None, params: dict[str, str], method: str, path: str, principal: Principal,
-                 response: bytes) -> AdminChange:
+def admin_change(
+    route: Route | None, params: dict[str, str], method: str, path: str, principal: Principal, response: bytes
+) -> AdminChange:
     action = route.event if route is not None and route.event else "unknown"
     noun = action.partition(".")[0] if "." in action else ""
     object_id, tenant = params.get("id"), params.get("tenant")
@@ -46,7 +47,10 @@ def admin_change(route: Route | None, params: dict[str, str], method: str, path:
             if tenant is None and isinstance(out.get("tenant_id"), str):
                 tenant = out["tenant_id"]
     return AdminChange(
-        actor=principal.subject, tenant=tenant or (object_id if noun == "tenant" else None),
-        action=action, object_type=noun or "unknown", object_id=object_id,
+        actor=principal.subject,
+        tenant=tenant or (object_id if noun == "tenant" else None),
+        action=action,
+        object_type=noun or "unknown",
+        object_id=object_id,
         detail={"method": method, "path": path, "actor_source": principal.source},
     )

@@ -20,10 +20,9 @@ _REF = "#/components/schemas/{name}"
 
 
 def openapi_document() -> dict[str, Any]:
-    types = {t for r in ROUTES for t in (r.body, r.response) if t is not None}
-    types = sorted(types, key=_type_name)
+    types = sorted({t for r in ROUTES for t in (r.body, r.response) if t is not None}, key=_type_name)
     schemas, components = msgspec.json.schema_components(types, ref_template=_REF)
-    schema_of = dict(zip(types, schemas))
+    schema_of = dict(zip(types, schemas, strict=True))
     components["Error"] = {
         "type": "object",
         "required": ["error"],

@@ -6,8 +6,8 @@ tenant and its admin events. member: nothing but `whoami`. Denials name the rule
 
 from __future__ import annotations
 
-from ...schema.principal import AUDITOR, ORG_ADMIN, TENANT_ADMIN, Principal
 from ...schema.errors import ApiError
+from ...schema.principal import AUDITOR, ORG_ADMIN, TENANT_ADMIN, Principal
 
 # action -> roles that may perform it (org-admin always may). ANY: every caller; the handler narrows.
 READ, WRITE, AUDIT, ORG, ANY = "read", "write", "audit", "org", "any"

@@ -10,8 +10,15 @@ from . import audit, budgets, contracts, entitlements, keys, policies, revocatio
 from .route import Route
 
 RESOURCES = {
-    "tenancy": tenancy, "keys": keys, "policies": policies, "entitlements": entitlements, "budgets": budgets,
-    "revocations": revocations, "usage": usage, "contracts": contracts, "audit": audit,
+    "tenancy": tenancy,
+    "keys": keys,
+    "policies": policies,
+    "entitlements": entitlements,
+    "budgets": budgets,
+    "revocations": revocations,
+    "usage": usage,
+    "contracts": contracts,
+    "audit": audit,
 }
 ROUTES: tuple[Route, ...] = tuple(route for module in RESOURCES.values() for route in module.ROUTES)
 BY_NAME: dict[str, Route] = {route.name: route for route in ROUTES}

@@ -18,8 +18,8 @@ from typing import Any
 import msgspec
 
 from ...config.oidc import IssuerConfig
-from ...schema.principal import ORG_ADMIN, Principal
 from ...schema.errors import ApiError
+from ...schema.principal import ORG_ADMIN, Principal
 from ...storage.errors import NotFound
 from . import bodies as B
 from .rbac import READ, WRITE, authorize
@@ -50,8 +50,12 @@ async def list_token_revocations(s: Services, c: AdminCall) -> Any:
         cfg = _find(s, issuer)
         issuer = cfg.issuer if cfg is not None else issuer
     rows = await s.store.list_token_revocations(
-        tenant, kind=c.query.get("kind") or None, issuer=issuer, subject=c.query.get("subject") or None,
-        live_only=c.query.get("live", "").lower() in _LIVE)
+        tenant,
+        kind=c.query.get("kind") or None,
+        issuer=issuer,
+        subject=c.query.get("subject") or None,
+        live_only=c.query.get("live", "").lower() in _LIVE,
+    )
     return {"object": "list", "data": [_view(s, r) for r in rows]}
 
 
@@ -64,14 +68,26 @@ async def create_token_revocation(s: Services, c: AdminCall) -> Any:
         tenant = c.who.tenant
     cfg = _issuer(s, body.issuer)
     if tenant is not None and not _reaches(cfg, tenant):
-        raise ApiError(400, f"Tokens of issuer '{cfg.name}' never map to tenant {tenant} (see its "
-                       "claims.tenant_value / claims.tenant_map), so this revocation would never match.",
-                       param="tenant_id", code="invalid_value")
+        raise ApiError(
+            400,
+            f"Tokens of issuer '{cfg.name}' never map to tenant {tenant} (see its "
+            "claims.tenant_value / claims.tenant_map), so this revocation would never match.",
+            param="tenant_id",
+            code="invalid_value",
+        )
     try:
         record = await s.store.create_token_revocation(
-            kind=body.kind, issuer=cfg.issuer, subject=body.subject, jti=body.jti, tenant_id=tenant,
-            not_before=_time(body.not_before, "not_before"), expires_at=_time(body.expires_at, "expires_at"),
-            reason=body.reason, actor=c.who.subject, max_token_lifetime_s=cfg.max_token_lifetime_s)
+            kind=body.kind,
+            issuer=cfg.issuer,
+            subject=body.subject,
+            jti=body.jti,
+            tenant_id=tenant,
+            not_before=_time(body.not_before, "not_before"),
+            expires_at=_time(body.expires_at, "expires_at"),
+            reason=body.reason,
+            actor=c.who.subject,
+            max_token_lifetime_s=cfg.max_token_lifetime_s,
+        )
     except NotFound as exc:
         if exc.kind != "tenant":
             raise
@@ -102,19 +118,32 @@ def _issuer(s: Services, value: str) -> IssuerConfig:
     if cfg is not None:
         return cfg
     if not s.issuers:
-        raise ApiError(400, "This gateway trusts no OIDC issuer (identity.oidc is empty), so it accepts no token "
-                       "to revoke. API keys are revoked with DELETE /admin/v1/tenants/{tenant}/keys/{id}.",
-                       param="issuer", code="invalid_value")
+        raise ApiError(
+            400,
+            "This gateway trusts no OIDC issuer (identity.oidc is empty), so it accepts no token "
+            "to revoke. API keys are revoked with DELETE /admin/v1/tenants/{tenant}/keys/{id}.",
+            param="issuer",
+            code="invalid_value",
+        )
     names = ", ".join(i.name for i in s.issuers)
-    raise ApiError(400, f"issuer must be the name or the exact iss of an issuer in identity.oidc ({names}); the "
-                   "iss is compared exactly, so a trailing slash matters.", param="issuer", code="invalid_value")
+    raise ApiError(
+        400,
+        f"issuer must be the name or the exact iss of an issuer in identity.oidc ({names}); the "
+        "iss is compared exactly, so a trailing slash matters.",
+        param="issuer",
+        code="invalid_value",
+    )
 
 
 def _view(s: Services, record: Any) -> dict[str, Any]:
     cfg = _find(s, record.issuer)
-    now = dt.datetime.now(dt.timezone.utc)
-    return {"object": "token_revocation", **msgspec.to_builtins(record),
-            "issuer_name": cfg.name if cfg is not None else None, "live": record.live_at(now)}
+    now = dt.datetime.now(dt.UTC)
+    return {
+        "object": "token_revocation",
+        **msgspec.to_builtins(record),
+        "issuer_name": cfg.name if cfg is not None else None,
+        "live": record.live_at(now),
+    }
 
 
 def _reaches(cfg: IssuerConfig, tenant: str) -> bool:
@@ -132,26 +161,51 @@ def _time(value: Any, field: str) -> dt.datetime | None:
     if value is None or isinstance(value, dt.datetime):
         return value
     try:
-        return dt.datetime.fromtimestamp(value, dt.timezone.utc)
+        return dt.datetime.fromtimestamp(value, dt.UTC)
     except (OverflowError, OSError, ValueError):
-        raise ApiError(400, f"{field} is not a usable time in epoch seconds.", param=field,
-                       code="invalid_value") from None
+        raise ApiError(
+            400, f"{field} is not a usable time in epoch seconds.", param=field, code="invalid_value"
+        ) from None
 
 
 _NEEDS = Needs(lambda s: s.store, "Token revocations need storage: set storage.url in the config.")
-_route = partial(Route, noun="token revocation", needs=_NEEDS,
-                 choices={"kind": "jti (one token), subject (a subject's tokens issued up to not_before)"})
+_route = partial(
+    Route,
+    noun="token revocation",
+    needs=_NEEDS,
+    choices={"kind": "jti (one token), subject (a subject's tokens issued up to not_before)"},
+)
 ROUTES = (
-    _route("GET", R, READ, list_token_revocations,
-           "Token revocations (org-admin: all, ?tenant= narrows; tenant-admin and auditor: their tenant's); "
-           "?kind=, ?issuer=, ?subject=, ?live=true filter", query=("tenant", "kind", "issuer", "subject", "live"),
-           check=_may_read),
-    _route("POST", R, WRITE, create_token_revocation,
-           "Revoke OIDC tokens before their exp: one token by its jti, or every token of a subject issued up to "
-           "not_before; every replica refuses them within storage.refresh_s", B.CreateTokenRevocation, status=201,
-           event="token_revocation.create", check=_may_write),
+    _route(
+        "GET",
+        R,
+        READ,
+        list_token_revocations,
+        "Token revocations (org-admin: all, ?tenant= narrows; tenant-admin and auditor: their tenant's); "
+        "?kind=, ?issuer=, ?subject=, ?live=true filter",
+        query=("tenant", "kind", "issuer", "subject", "live"),
+        check=_may_read,
+    ),
+    _route(
+        "POST",
+        R,
+        WRITE,
+        create_token_revocation,
+        "Revoke OIDC tokens before their exp: one token by its jti, or every token of a subject issued up to "
+        "not_before; every replica refuses them within storage.refresh_s",
+        B.CreateTokenRevocation,
+        status=201,
+        event="token_revocation.create",
+        check=_may_write,
+    ),
     _route("GET", R + "/{id}", READ, get_token_revocation, "A token revocation", check=_may_read),
-    _route("DELETE", R + "/{id}", WRITE, delete_token_revocation,
-           "Lift a token revocation: the tokens it refused are accepted again", event="token_revocation.delete",
-           check=_may_write),
+    _route(
+        "DELETE",
+        R + "/{id}",
+        WRITE,
+        delete_token_revocation,
+        "Lift a token revocation: the tokens it refused are accepted again",
+        event="token_revocation.delete",
+        check=_may_write,
+    ),
 )

@@ -14,6 +14,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from ...config.oidc import IssuerConfig
 from ...schema.principal import Principal
 
 PREFIX = "/admin/v1"
@@ -43,7 +44,7 @@ class Services:
     gate: Any = None  # api.policy_gate.PolicyGate
     model_groups: frozenset[str] = frozenset()
     metering: Any = None  # metering.service.Metering
-    issuers: tuple[Any, ...] = ()  # identity.oidc issuers (token revocations name one of them)
+    issuers: tuple[IssuerConfig, ...] = ()  # identity.oidc issuers (token revocations name one of them)
     contracts: Any = None  # contracts.service.ContractsService
     audit_reader: Any = None  # audit.AuditReader (GET /admin/v1/audit/events)
     audit_log: Any = None  # audit.AuditLog: every admin change is written here before it is answered
@@ -85,8 +86,9 @@ class Route:
     pattern: re.Pattern[str] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        regex = re.sub(r"\{(\w+)\}", r"(?P<\1>[A-Za-z0-9_\\-]+)", re.escape(self.path).replace(r"\{", "{").replace(
-            r"\}", "}"))
+        regex = re.sub(
+            r"\{(\w+)\}", r"(?P<\1>[A-Za-z0-9_\\-]+)", re.escape(self.path).replace(r"\{", "{").replace(r"\}", "}")
+        )
         object.__setattr__(self, "pattern", re.compile(f"^{regex}$"))
 
     @property

@@ -62,11 +62,20 @@ ROUTES = (
     _route("GET", T, ANY, list_tenants, "List tenants (org-admin: all; others: their own)", check=anyone),
     _route("POST", T, ORG, create_tenant, "Create a tenant", B.CreateTenant, status=201, event="tenant.create"),
     _route("GET", T + "/{tenant}", READ, get_tenant, "Get a tenant"),
-    _route("DELETE", T + "/{tenant}", ORG, delete_tenant, "Delete a tenant and everything in it",
-           event="tenant.delete"),
+    _route(
+        "DELETE", T + "/{tenant}", ORG, delete_tenant, "Delete a tenant and everything in it", event="tenant.delete"
+    ),
     _route("GET", T + "/{tenant}/teams", READ, list_teams, "List teams"),
-    _route("POST", T + "/{tenant}/teams", WRITE, create_team, "Create a team", B.CreateTeam, status=201,
-          event="team.create"),
+    _route(
+        "POST",
+        T + "/{tenant}/teams",
+        WRITE,
+        create_team,
+        "Create a team",
+        B.CreateTeam,
+        status=201,
+        event="team.create",
+    ),
     _route("GET", T + "/{tenant}/teams/{id}", READ, get_team, "Get a team"),
     _route("DELETE", T + "/{tenant}/teams/{id}", WRITE, delete_team, "Delete a team", event="team.delete"),
 )

@@ -31,11 +31,18 @@ async def _usage(s: Services, tenant: str | None, q: dict[str, str], default: st
     start, end = _time(q, "start"), _time(q, "end")
     await s.metering.flush()  # what this replica has recorded is in the answer
     if s.metering.engine is None:
-        raise ApiError(501, "Usage summaries need storage: set storage.url in the config.",
-                       code="storage_not_configured")
+        raise ApiError(
+            501, "Usage summaries need storage: set storage.url in the config.", code="storage_not_configured"
+        )
     data = await usage_summary(s.metering.engine, tenant, group_by, start, end)
-    return {"object": "list", "tenant_id": tenant, "group_by": group_by,
-            "start": start.isoformat() if start else None, "end": end.isoformat() if end else None, "data": data}
+    return {
+        "object": "list",
+        "tenant_id": tenant,
+        "group_by": group_by,
+        "start": start.isoformat() if start else None,
+        "end": end.isoformat() if end else None,
+        "data": data,
+    }
 
 
 def _time(q: dict[str, str], name: str) -> dt.datetime | None:
@@ -45,9 +52,10 @@ def _time(q: dict[str, str], name: str) -> dt.datetime | None:
     try:
         parsed = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
     except ValueError:
-        raise ApiError(400, f"Query parameter '{name}' must be an ISO 8601 time, e.g. 2025-06-01T00:00:00Z.",
-                       param=name) from None
-    parsed = parsed if parsed.tzinfo else parsed.replace(tzinfo=dt.timezone.utc)
+        raise ApiError(
+            400, f"Query parameter '{name}' must be an ISO 8601 time, e.g. 2025-06-01T00:00:00Z.", param=name
+        ) from None
+    parsed = parsed if parsed.tzinfo else parsed.replace(tzinfo=dt.UTC)
     found = admin_fields.moment(parsed, name)  # year 1 at +05:00: the database driver would overflow
     if found is not None:
         raise ApiError(400, f"Query parameter {found.message}.", param=name, code="invalid_value")
@@ -55,8 +63,20 @@ def _time(q: dict[str, str], name: str) -> dt.datetime | None:
 
 
 ROUTES = (
-    Route("GET", T + "/{tenant}/usage", READ, tenant_usage, "Usage and cost for a tenant, grouped by key, team, "
-          "model_group or deployment (?group_by=&start=&end=)", query=_QUERY),
-    Route("GET", PREFIX + "/usage", ORG, org_usage, "Usage and cost across tenants (?group_by=tenant|...&start=&end=)",
-          query=_QUERY),
+    Route(
+        "GET",
+        T + "/{tenant}/usage",
+        READ,
+        tenant_usage,
+        "Usage and cost for a tenant, grouped by key, team, model_group or deployment (?group_by=&start=&end=)",
+        query=_QUERY,
+    ),
+    Route(
+        "GET",
+        PREFIX + "/usage",
+        ORG,
+        org_usage,
+        "Usage and cost across tenants (?group_by=tenant|...&start=&end=)",
+        query=_QUERY,
+    ),
 )
