@@ -18,6 +18,7 @@ from pathlib import Path
 from multihome import app as app_module
 from multihome.api import gateway as gateway_module
 from multihome.api.admin import registry
+from multihome.api.admin.events import EVENTS
 from multihome.api.admin.openapi import openapi_document
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -117,3 +118,10 @@ def test_the_table_readers_see_every_table():
 
 def test_the_readme_links_the_reference():
     assert "docs/api.md" in (ROOT / "README.md").read_text()
+
+
+def test_every_admin_change_event_is_listed_in_the_audit_doc():
+    """docs/audit.md names each `admin_change` action the admin routes write, and no other."""
+    section = (ROOT / "docs" / "audit.md").read_text().split("- **admin_change**", 1)[1].split("\n- **", 1)[0]
+    listed = set(re.findall(r"`([a-z_]+\.[a-z]+)`", section))
+    assert listed == set(EVENTS.values())
