@@ -3,7 +3,8 @@
 Talks to a running gateway (`--url`, default $MULTIHOME_URL or http://127.0.0.1:4000) with an
 admin credential (`--key`, default $MULTIHOME_ADMIN_KEY), so RBAC and the admin-event record
 apply exactly as they do for any other client. Each command names the admin route it calls by its
-name in the route registry (api/admin/registry.py), which supplies the method and the path.
+name in the route registry (api/admin/registry.py, the handler's name); the method and path come
+from the gateway's /admin/v1/openapi.json, which the registry generates (operationId = that name).
 Tenants, teams and keys are given by name or id (a name is looked up with the resource's list).
 Lists print a table for people; `--json` prints the API's JSON for scripts.
 """
@@ -22,6 +23,7 @@ from typing import Any
 from .output import money, named, percent, print_json, table
 
 DEFAULT_URL = "http://127.0.0.1:4000"
+OPENAPI = "/admin/v1/openapi.json"  # the one admin path the CLI knows: the rest come from it
 
 
 class Admin:
@@ -34,23 +36,36 @@ class Admin:
             )
         self.url, self.key = args.url.rstrip("/"), args.key
         self._lists: dict[tuple[str, str | None], list[dict[str, Any]]] = {}
+        self._operations: dict[str, tuple[str, str]] | None = None
 
     def call(
         self, name: str, body: dict[str, Any] | None = None, query: dict[str, Any] | None = None, **params: str | None
     ) -> Any:
-        """Call the admin route named `name` (its handler's name in api/admin/), path parameters filled in."""
-        from ..api.admin.registry import route
-
-        r = route(name)
+        """Call the admin operation `name` (a route's handler name in api/admin/), path parameters filled in."""
+        method, template = self._operation(name)
+        path = template.format(**{k: urllib.parse.quote(v, safe="") for k, v in params.items() if v is not None})
         query = {k: v for k, v in (query or {}).items() if v is not None}
-        url = (
-            self.url
-            + r.url(**{k: v for k, v in params.items() if v is not None})
-            + (f"?{urllib.parse.urlencode(query)}" if query else "")
-        )
         data = json.dumps(body).encode() if body is not None else None
+        return self._request(method, path + (f"?{urllib.parse.urlencode(query)}" if query else ""), data)
+
+    def _operation(self, name: str) -> tuple[str, str]:
+        """(method, path template) of an operation, from the gateway's /admin/v1/openapi.json: the
+        document the route registry generates, so the CLI types no admin path and needs none of the
+        gateway's code (importing the registry would load the whole server: ~1 s per command)."""
+        if self._operations is None:
+            doc = self._request("GET", OPENAPI)
+            self._operations = {
+                op["operationId"]: (method.upper(), path)
+                for path, ops in doc["paths"].items()
+                for method, op in ops.items()
+            }
+        if name not in self._operations:
+            raise SystemExit(f"the gateway at {self.url} has no admin operation {name} (an older version?)")
+        return self._operations[name]
+
+    def _request(self, method: str, path: str, data: bytes | None = None) -> Any:
         headers = {"authorization": f"Bearer {self.key}", "content-type": "application/json"}
-        request = urllib.request.Request(url, data=data, method=r.method, headers=headers)
+        request = urllib.request.Request(self.url + path, data=data, method=method, headers=headers)
         try:
             with urllib.request.urlopen(request, timeout=15) as resp:
                 return json.load(resp)

@@ -24,8 +24,3 @@ ROUTES: tuple[Route, ...] = tuple(route for module in RESOURCES.values() for rou
 BY_NAME: dict[str, Route] = {route.name: route for route in ROUTES}
 if len(BY_NAME) != len(ROUTES):  # the operation names are the OpenAPI operationIds and the CLI's handles
     raise RuntimeError("two admin routes share a handler name")
-
-
-def route(name: str) -> Route:
-    """The route whose handler is called `name` (`route("list_keys").url(tenant=...)`)."""
-    return BY_NAME[name]

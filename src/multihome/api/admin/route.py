@@ -3,8 +3,9 @@
 A resource module (`tenancy.py`, `keys.py`, …) lists its routes as `Route(...)` values: method, path
 template, the RBAC action it needs, its handler, a summary, the request body and response types,
 the status it answers with and the audit event a successful change writes. The dispatcher
-(`dispatch.py`), the OpenAPI document (`openapi.py`), the audit event table (`events.py`) and the
-CLI (`multihome.cli.admin`) all read these values; nothing else names an admin path.
+(`dispatch.py`), the OpenAPI document (`openapi.py`) and the audit event table (`events.py`) read
+these values, and the CLI (`multihome.cli.admin`) reads the OpenAPI document; nothing else names
+an admin path.
 """
 
 from __future__ import annotations
@@ -93,22 +94,12 @@ class Route:
 
     @property
     def name(self) -> str:
-        """The operation's name (the handler's): the OpenAPI operationId, and how the CLI names a route."""
+        """The operation's name (the handler's): the OpenAPI operationId, by which the CLI calls a route."""
         return self.handler.__name__
 
     @property
     def params(self) -> list[str]:
         return re.findall(r"\{(\w+)\}", self.path)
-
-    def url(self, **params: str) -> str:
-        """The route's path with its parameters filled in."""
-        return self.path.format(**{k: _quote(v) for k, v in params.items()})
-
-
-def _quote(value: str) -> str:
-    from urllib.parse import quote
-
-    return quote(str(value), safe="")
 
 
 def listing(items: Any) -> dict[str, Any]:
