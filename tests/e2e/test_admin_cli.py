@@ -17,25 +17,18 @@ import pytest
 from multihome.cli import main
 
 from .services import replicas
+from .test_budgets_admin import CONFIG  # one priced model group, storage, Redis, an admin key
 
 ADMIN_KEY = "mh-bootstrap-admin-key-for-the-cli"
-CONFIG = """
-storage: {{url_env: MH_TEST_DB}}
-identity: {{admin_key_env: MH_TEST_ADMIN_KEY}}
-metering: {{redis_url_env: MH_TEST_REDIS_URL}}
-providers:
-  p: {{kind: openai, endpoint: "{sim}/v1"}}
-deployments:
-  priced: {{provider: p, model: priced, price: {{input: 1000, output: 2000}}}}
-model_groups:
-  priced: {{deployments: [priced], retries: 0}}
-"""
 
 
 @pytest.fixture(scope="module")
 def gateway(tmp_path_factory):
     with replicas(
-        tmp_path_factory.mktemp("cli"), lambda sim: CONFIG.format(sim=sim), {"MH_TEST_ADMIN_KEY": ADMIN_KEY}, n=1
+        tmp_path_factory.mktemp("cli"),
+        lambda sim: CONFIG.format(sim=sim, inp=1000, out=2000),
+        {"MH_TEST_ADMIN_KEY": ADMIN_KEY},
+        n=1,
     ) as (gw,):
         yield gw
 

@@ -110,13 +110,25 @@ class Admin:
 _LISTS = {"tenant": ("list_tenants", "ten_"), "team": ("list_teams", "team_"), "key": ("list_keys", "key_")}
 
 
-# -- tenants and teams ---------------------------------------------------------------------------
-def _tenants_list(a: argparse.Namespace, api: Admin) -> None:
-    out = api.call("list_tenants")
+def _fetch(a: argparse.Namespace, api: Admin, name: str, query: dict[str, Any] | None = None) -> list[Any] | None:
+    """The rows of list route `name` (for --tenant when the command takes one); with --json, print the
+    API's answer instead and return None."""
+    out = api.call(name, query=query, tenant=api.tenant(getattr(a, "tenant", None)))
     if a.json:
         print_json(out)
-        return
-    print(table(["id", "name", "created"], [(t["id"], t["name"], _day(t["created_at"])) for t in out["data"]]), end="")
+        return None
+    return out["data"]
+
+
+# -- tenants and teams ---------------------------------------------------------------------------
+def _tenants_list(a: argparse.Namespace, api: Admin) -> None:
+    _names_table(_fetch(a, api, "list_tenants"))
+
+
+def _names_table(data: list[Any] | None) -> None:
+    """Tenants or teams: id, name, the day it was made."""
+    if data is not None:
+        print(table(["id", "name", "created"], [(t["id"], t["name"], _day(t["created_at"])) for t in data]), end="")
 
 
 def _tenants_create(a: argparse.Namespace, api: Admin) -> None:
@@ -125,11 +137,7 @@ def _tenants_create(a: argparse.Namespace, api: Admin) -> None:
 
 
 def _teams_list(a: argparse.Namespace, api: Admin) -> None:
-    out = api.call("list_teams", tenant=api.tenant(a.tenant))
-    if a.json:
-        print_json(out)
-        return
-    print(table(["id", "name", "created"], [(t["id"], t["name"], _day(t["created_at"])) for t in out["data"]]), end="")
+    _names_table(_fetch(a, api, "list_teams"))
 
 
 def _teams_create(a: argparse.Namespace, api: Admin) -> None:
@@ -139,12 +147,10 @@ def _teams_create(a: argparse.Namespace, api: Admin) -> None:
 
 # -- keys ----------------------------------------------------------------------------------------
 def _keys_list(a: argparse.Namespace, api: Admin) -> None:
-    tenant = api.tenant(a.tenant)
-    out = api.call("list_keys", tenant=tenant)
-    if a.json:
-        print_json(out)
+    data = _fetch(a, api, "list_keys")
+    if data is None:
         return
-    teams = api.names("list_teams", tenant) if any(k["team_id"] for k in out["data"]) else {}
+    teams = api.names("list_teams", api.tenant(a.tenant)) if any(k["team_id"] for k in data) else {}
     rows = [
         (
             k["id"],
@@ -155,7 +161,7 @@ def _keys_list(a: argparse.Namespace, api: Admin) -> None:
             _day(k["expires_at"]) or "never",
             "revoked" if k["revoked_at"] else "active",
         )
-        for k in out["data"]
+        for k in data
     ]
     print(table(["id", "name", "prefix", "team", "roles", "expires", "status"], rows), end="")
 
@@ -184,15 +190,13 @@ def _keys_revoke(a: argparse.Namespace, api: Admin) -> None:
 
 # -- policies ------------------------------------------------------------------------------------
 def _policy_list(a: argparse.Namespace, api: Admin) -> None:
-    tenant = api.tenant(a.tenant)
-    out = api.call("list_policies", tenant=tenant)
-    if a.json:
-        print_json(out)
+    data = _fetch(a, api, "list_policies")
+    if data is None:
         return
-    names = _scope_names(api, tenant, out["data"])
+    names = _scope_names(api, api.tenant(a.tenant), data)
     rows = [
         (p["id"], p["scope"], named(p["scope_id"], names), len(p["rules"].get("egress", [])), p["description"])
-        for p in out["data"]
+        for p in data
     ]
     print(table(["id", "scope", "applies to", "rules", "description"], rows), end="")
 
@@ -239,12 +243,15 @@ def _explain(a: argparse.Namespace, api: Admin) -> None:
 # -- budgets -------------------------------------------------------------------------------------
 def _budgets_list(a: argparse.Namespace, api: Admin) -> None:
     tenant = api.tenant(a.tenant)
-    query = {"team": api.resolve("team", a.team, tenant), "key": api.resolve("key", a.key_id, tenant)}
-    out = api.call("list_budgets", query=query, tenant=tenant)
-    if a.json:
-        print_json(out)
+    data = _fetch(
+        a,
+        api,
+        "list_budgets",
+        {"team": api.resolve("team", a.team, tenant), "key": api.resolve("key", a.key_id, tenant)},
+    )
+    if data is None:
         return
-    names = _scope_names(api, tenant, out["data"])
+    names = _scope_names(api, tenant, data)
     rows: list[list[Any]] = [
         [
             b["id"] or "(config)",
@@ -258,7 +265,7 @@ def _budgets_list(a: argparse.Namespace, api: Admin) -> None:
             money(b["remaining"], b["currency"]),
             "" if b.get("in_force", True) else "outranked by a smaller budget",
         ]
-        for b in out["data"]
+        for b in data
     ]
     headers = ["id", "scope", "applies to", "period", "mode", "spent", "limit", "used", "remaining", "note"]
     if not any(row[-1] for row in rows):  # the note column only when a budget is outranked
@@ -292,9 +299,8 @@ def _budget_text(b: dict[str, Any]) -> str:
 
 # -- entitlements --------------------------------------------------------------------------------
 def _entitlements_list(a: argparse.Namespace, api: Admin) -> None:
-    out = api.call("list_entitlements", tenant=api.tenant(a.tenant))
-    if a.json:
-        print_json(out)
+    data = _fetch(a, api, "list_entitlements")
+    if data is None:
         return
     today = dt.date.today().isoformat()
     rows = [
@@ -307,7 +313,7 @@ def _entitlements_list(a: argparse.Namespace, api: Admin) -> None:
             _entitlement_status(e, today),
             e["note"],
         )
-        for e in out["data"]
+        for e in data
     ]
     print(table(["id", "model group", "from", "to", "exclusive", "status", "note"], rows), end="")
 
