@@ -14,11 +14,8 @@ from .api.openai.models import ModelsDoor
 from .api.pipeline import Pipeline
 from .config import Config, check_drain_timeout, env_secret, load_config
 from .accounting.tracker import Accounting
-from .api.admin_budget_routes import BudgetAdminRoutes
-from .api.admin_contracts_routes import ContractRoutes
-from .api.admin_revocation_routes import RevocationAdminRoutes
-from .api.admin_metering_routes import MeteringAdminRoutes
-from .api.admin_routes import AdminRoutes
+from .api.admin.dispatch import AdminApi
+from .api.admin.route import Services
 from .api.policy_gate import PolicyGate
 from .identity.authenticator import Authenticator
 from .contracts.service import ContractsService
@@ -101,16 +98,16 @@ def build_app(config: Config) -> Gateway:
         await metering.refresh_budgets()
 
     store = _Lazy(storage, "store") if storage.enabled else None
-    admin = AdminRoutes(store, gate, frozenset(catalog.groups), after_change)
-    admin = MeteringAdminRoutes(metering, fallback=admin)
-    admin = BudgetAdminRoutes(metering, store, after_change, fallback=admin)
-    admin = RevocationAdminRoutes(store, config.identity.oidc, after_change, fallback=admin)
-    admin = _Prefixed(ContractRoutes(contracts), admin)
+    audit_reader = None
     if audit_log is not None:
-        from .api.admin_audit_routes import AuditedAdmin, AuditRoutes
         from .audit import AuditReader
 
-        admin = AuditedAdmin(admin, AuditRoutes(AuditReader(config.audit.dir)), audit_log)
+        audit_reader = AuditReader(config.audit.dir)
+    admin = AdminApi(Services(
+        store=store, gate=gate, model_groups=frozenset(catalog.groups), metering=metering,
+        issuers=tuple(config.identity.oidc), contracts=contracts, audit_reader=audit_reader, audit_log=audit_log,
+        after_change=after_change,
+    ))
     probe = config.routing.health_probe
     prober = HealthProber(list(catalog.deployments.values()), breakers, probe.interval_s, probe.timeout_s)
     services = [storage, gate, catalog, _Started(breakers, list(catalog.deployments)), prober, *extra_services]
@@ -139,17 +136,6 @@ def _oidc(config: Config):
     from .identity.oidc import OidcVerifier
 
     return OidcVerifier(list(config.identity.oidc))
-
-
-class _Prefixed:
-    """Admin routes a module serves itself (`routes.handles(path)`), in front of the rest."""
-
-    def __init__(self, routes, fallback) -> None:
-        self._routes, self._fallback = routes, fallback
-
-    async def handle(self, scope, receive, send, request_id: bytes, principal) -> None:
-        target = self._routes if self._routes.handles(scope["path"]) else self._fallback
-        await target.handle(scope, receive, send, request_id, principal)
 
 
 class _Lazy:

@@ -41,5 +41,5 @@ def config(directory, key_file: str | None = None, **extra) -> AuditConfig:
 
 def cli(*args: str) -> subprocess.CompletedProcess:
     """The real command, in a child process."""
-    return subprocess.run([sys.executable, "-m", "multihome.cli_audit", "audit", *args],
+    return subprocess.run([sys.executable, "-m", "multihome.cli", "audit", *args],
                           capture_output=True, text=True, timeout=60)

@@ -8,7 +8,9 @@ import json
 import msgspec
 import pytest
 
-from multihome.api.admin_audit_routes import AuditedAdmin, AuditRoutes, change_of
+from multihome.api.admin.dispatch import AdminApi
+from multihome.api.admin.events import change_of
+from multihome.api.admin.route import Route, Services
 from multihome.audit import AuditLog, AuditReader, Filters
 from multihome.audit.events import AgentStep
 from multihome.schema.principal import Principal
@@ -95,13 +97,13 @@ def get(routes, principal, query=""):
 
 
 def test_org_admin_sees_every_tenant(trail):
-    out = get(AuditRoutes(AuditReader(trail)), ORG, "limit=1000")
+    out = get(_trail_api(AuditReader(trail)), ORG, "limit=1000")
     assert out.status == 200
     assert {e["body"]["tenant"] for e in out.json()["data"]} == {"ten_a", "ten_b"}
 
 
 def test_auditor_sees_only_its_tenant_even_without_asking(trail):
-    out = get(AuditRoutes(AuditReader(trail)), AUDITOR_A, "limit=1000")
+    out = get(_trail_api(AuditReader(trail)), AUDITOR_A, "limit=1000")
     tenants = {e["body"]["tenant"] for e in out.json()["data"]}
     assert tenants == {"ten_a"}
 
@@ -110,18 +112,18 @@ def test_auditor_sees_only_its_tenant_even_without_asking(trail):
 def test_other_tenants_trail_is_forbidden(trail, principal):
     other = "ten_b" if principal.tenant == "ten_a" else "ten_a"
     with pytest.raises(ApiError) as err:
-        get(AuditRoutes(AuditReader(trail)), principal, f"tenant={other}")
+        get(_trail_api(AuditReader(trail)), principal, f"tenant={other}")
     assert err.value.status == 403 and err.value.body.code == "other_tenant"
 
 
 def test_member_is_forbidden(trail):
     with pytest.raises(ApiError) as err:
-        get(AuditRoutes(AuditReader(trail)), MEMBER_A)
+        get(_trail_api(AuditReader(trail)), MEMBER_A)
     assert err.value.status == 403 and err.value.body.code == "insufficient_role"
 
 
 def test_route_pages_with_cursor_and_rejects_bad_input(trail):
-    routes = AuditRoutes(AuditReader(trail))
+    routes = _trail_api(AuditReader(trail))
     first = get(routes, ORG, "limit=5&kind=call").json()
     assert len(first["data"]) == 5 and first["has_more"]
     second = get(routes, ORG, f"limit=5&kind=call&after={first['next_cursor']}").json()
@@ -132,11 +134,17 @@ def test_route_pages_with_cursor_and_rejects_bad_input(trail):
         assert err.value.status == 400
 
 
-class FakeAdmin:
-    async def handle(self, scope, receive, send, request_id, principal):
-        body = msgspec.json.encode({"id": "key_123", "key": "mh_secret_value", "object": "api_key"})
-        await send({"type": "http.response.start", "status": 201, "headers": []})
-        await send({"type": "http.response.body", "body": body})
+def _trail_api(reader) -> AdminApi:
+    return AdminApi(Services(audit_reader=reader))
+
+
+async def _create_key(s, c):  # answers like keys.create_key: the new key's secret, once
+    return {"id": "key_123", "key": "mh_secret_value", "object": "api_key"}
+
+
+# One route as keys.py declares it, with a handler that needs no storage.
+_FAKE_KEYS = (Route("POST", "/admin/v1/tenants/{tenant}/keys", "any", _create_key, "create", status=201,
+                    event="key.create", check=lambda *a: None),)
 
 
 def test_admin_change_is_durable_before_the_response_and_holds_no_secret(tmp_path):
@@ -153,7 +161,7 @@ def test_admin_change_is_durable_before_the_response_and_holds_no_secret(tmp_pat
             await original(message)
 
         scope = {"type": "http", "method": "POST", "path": "/admin/v1/tenants/ten_a/keys", "headers": []}
-        await AuditedAdmin(FakeAdmin(), None, log).handle(scope, None, send, b"r", AUDITOR_A)
+        await AdminApi(Services(audit_log=log), _FAKE_KEYS).handle(scope, None, send, b"r", AUDITOR_A)
         await log.close()
         return order, sent
 

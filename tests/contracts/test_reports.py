@@ -12,7 +12,8 @@ from decimal import Decimal
 import msgspec
 import pytest
 
-from multihome.api.admin_contracts_routes import ContractRoutes
+from multihome.api.admin.dispatch import AdminApi
+from multihome.api.admin.route import Services
 from multihome.config.contracts import parse_contracts
 from multihome.contracts.report import CSV_COLUMNS, build_report, to_csv
 from multihome.contracts.service import ContractsService
@@ -177,7 +178,7 @@ async def _call(routes, method, path, principal=ORG_ADMIN, body=None, query=b"")
 
 
 async def test_admin_api_reports_json_and_csv_for_org_admins_only(service):
-    routes = ContractRoutes(service)
+    routes = AdminApi(Services(contracts=service))
     status, ctype, body = await _call(routes, "GET", "/admin/v1/contracts/rs-fabrikam/report",
                                       query=b"at=2026-01-11T00:00:00Z")
     data = json.loads(body)
@@ -197,7 +198,7 @@ async def test_admin_api_reports_json_and_csv_for_org_admins_only(service):
 
 
 async def test_admin_api_creates_an_agreement_that_starts_accruing(service):
-    routes = ContractRoutes(service)
+    routes = AdminApi(Services(contracts=service))
     new = {"kind": "revenue_share", "id": "rs-new", "rate": "0.5", "cap": "1.00",
            "starts_on": "2026-01-01", "ends_on": "2026-12-31"}
     status, _, body = await _call(routes, "POST", "/admin/v1/contracts", body=msgspec.json.encode(new))

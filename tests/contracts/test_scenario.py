@@ -10,12 +10,13 @@ import csv
 import datetime as dt
 import io
 import json
+from decimal import Decimal
 import math
 import xml.etree.ElementTree as ET
 
 import pytest
 
-from multihome.cli_contracts import add_commands
+from multihome.cli.contracts import add_commands
 from multihome.contracts import scenario
 from multihome.contracts.chart import history_steps
 from multihome.config.contracts import parse_contracts
@@ -187,3 +188,18 @@ def test_report_csv_from_the_cli(config_file, capsys):
 def test_cli_names_an_unknown_contract(config_file):
     with pytest.raises(SystemExit, match="unknown contract 'nope' \\(known: az-1, rs-1\\)"):
         _cli("contracts", "report", "--config", config_file, "--contract", "nope")
+
+
+def test_list_shows_a_table_in_words_and_money(config_file, capsys):
+    assert _cli("contracts", "list", "--config", config_file) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split() == ["ID", "KIND", "TERMS", "FROM", "TO", "ACCRUED", "CALLS"]
+    by_id = {line.split()[0]: line for line in lines[1:]}
+    assert "revenue share" in by_id["rs-1"] and "50.0% of metered cost to Contoso, Fabrikam, capped at USD 1,200.00" in by_id["rs-1"]
+    assert "USD 200.00" in by_id["rs-1"] and "commitment" in by_id["az-1"] and "USD 400.00" in by_id["az-1"]
+    assert "USD 36,500.00 committed with azure-eastus" in by_id["az-1"]
+    assert "RevenueShare" not in "\n".join(lines) and "Commitment" not in "\n".join(lines)
+    assert _cli("contracts", "list", "--config", config_file, "--json") == 0
+    listed = json.loads(capsys.readouterr().out)
+    assert {(c["id"], c["kind"], Decimal(c["accrued"])) for c in listed} == {("rs-1", "revenue_share", 200),
+                                                                           ("az-1", "commitment", 400)}

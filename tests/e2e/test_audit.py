@@ -66,7 +66,7 @@ async def _load(url: str, answered: list[str], stop_after_s: float) -> None:
 
 def _verify(audit_dir, pub, *extra) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "multihome.cli_audit", "audit", "verify", "--dir", str(audit_dir), "--public-key",
+        [sys.executable, "-m", "multihome.cli", "audit", "verify", "--dir", str(audit_dir), "--public-key",
          str(pub), *extra], capture_output=True, text=True, timeout=60,
     )
 
@@ -149,7 +149,7 @@ def test_sigkill_mid_load_then_restart_keeps_the_trail_verifiable(tmp_path):
 
     # A witness copy of the registry, then the newest chain cut back: both the database and the copy see it.
     witness = tmp_path / "witness.json"
-    export = subprocess.run([sys.executable, "-m", "multihome.cli_audit", "audit", "heads", "export", "--config",
+    export = subprocess.run([sys.executable, "-m", "multihome.cli", "audit", "heads", "export", "--config",
                              str(config_file), "--out", str(witness)], capture_output=True, text=True, timeout=60)
     assert export.returncode == 0, export.stderr
     assert _verify(audit_dir, pub, "--heads", str(witness)).returncode == 0

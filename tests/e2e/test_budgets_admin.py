@@ -168,10 +168,13 @@ def test_budgets_from_the_command_line(world):
     made = json.loads(cli("create", "--tenant", tenant, "--amount", "75.50", "--period", "day", "--json"))
     assert (made["scope"], made["scope_id"], made["amount"], made["period"]) == ("tenant", tenant, "75.5", "day")
     cli("update", "--tenant", tenant, made["id"], "--amount", "80", "--mode", "soft")
-    listed = cli("list", "--tenant", tenant)
-    assert f"{made['id']}  tenant {tenant}  day soft  0 of 80 USD  remaining 80" in listed, listed
+    header, row = cli("list", "--tenant", "initech").splitlines()  # by name: the CLI looks the id up
+    assert header.split()[:5] == ["ID", "SCOPE", "APPLIES", "TO", "PERIOD"], header
+    assert row.split("  ")[0] == made["id"]
+    assert [c.strip() for c in row.split("  ") if c.strip()][1:] == [
+        "tenant", f"{tenant} (initech)", "day", "soft", "USD 0.00", "USD 80.00", "0.0%", "USD 80.00"], row
     cli("delete", "--tenant", tenant, made["id"])
-    assert cli("list", "--tenant", tenant) == ""
+    assert [line.split() for line in cli("list", "--tenant", tenant).splitlines()] == [header.split()]  # no rows
     refused = subprocess.run([str(VENV_BIN / "multihome"), "budgets", "create", "--tenant", tenant, "--amount", "-1",
                               "--url", gw1.url, "--key", ADMIN_KEY], capture_output=True, text=True, timeout=30)
     assert refused.returncode != 0 and "error 400" in refused.stderr

@@ -13,7 +13,7 @@ import msgspec
 from hypothesis import given
 from hypothesis import strategies as st
 
-from multihome.api import admin_bodies
+from multihome.api.admin import bodies as admin_bodies
 from multihome.api.anthropic.translate import to_canonical
 from multihome.api.pipeline import narrowing
 from multihome.providers.anthropic.adapter import AnthropicAdapter
@@ -218,7 +218,7 @@ ADMIN_BODIES = sorted({t for t in vars(admin_bodies).values() if isinstance(t, t
 def _admin_decode(body: bytes, kind: type):
     try:
         return msgspec.json.decode(body, type=kind)
-    except msgspec.DecodeError as exc:  # as admin_routes.py does
+    except msgspec.DecodeError as exc:  # as api/admin/dispatch.py does
         raise decode_error(exc) from None
 
 

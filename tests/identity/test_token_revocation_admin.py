@@ -12,7 +12,7 @@ import pytest
 from oidc_issuer import LocalIssuer
 from openapi_spec_validator import validate
 
-from multihome.api.admin_audit_routes import change_of
+from multihome.api.admin.events import change_of
 from multihome.app import build_app
 from multihome.config import parse_config
 from multihome.schema.principal import Principal

@@ -146,8 +146,8 @@ async def test_full_backlog_refuses_new_calls_instead_of_losing_usage(tmp_path):
 
 
 async def test_admin_usage_summary_and_rbac(db_url):
-    from multihome.api.admin_budget_routes import BudgetAdminRoutes
-    from multihome.api.admin_metering_routes import MeteringAdminRoutes
+    from multihome.api.admin.dispatch import AdminApi
+    from multihome.api.admin.route import Services
     from multihome.schema.principal import Principal
 
     rule = [BudgetRule(scope="tenant", id="ten_a", amount="1", period="month")]
@@ -156,7 +156,7 @@ async def test_admin_usage_summary_and_rbac(db_url):
     m.record(call("x1", prompt=1000, completion=100, key_id="key_a"))
     m.record(call("x2", prompt=1000, completion=0, key_id="key_b"))
     m.record(call("y1", prompt=1000, completion=0, tenant="ten_b"))
-    routes = BudgetAdminRoutes(m, None, fallback=MeteringAdminRoutes(m))  # chained as in app.py
+    routes = AdminApi(Services(metering=m))  # no storage: budgets are listed from config and counters
 
     async def get(path, who, query=b""):
         sent = []

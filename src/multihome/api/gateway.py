@@ -149,7 +149,7 @@ class Gateway:
         await send_json(call, send, 200, _openapi("public_openapi"), [JSON])
 
     async def _admin_openapi(self, call: Call, receive: Receive, send: Send) -> None:
-        await send_json(call, send, 200, _openapi("admin_openapi"), [JSON])
+        await send_json(call, send, 200, _openapi("admin.openapi"), [JSON])
 
     async def _admin(self, call: Call, receive: Receive, send: Send) -> None:
         async def noting_status(message: Message) -> None:  # the admin API sends its own answers

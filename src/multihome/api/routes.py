@@ -5,7 +5,7 @@ API family whose envelope an error is written in (even on a path that matched no
 checks in tests (docs/api.md, the public OpenAPI document) are all derived from `ROUTES`.
 
 A path ending in `{name}` matches every path under its prefix (the handler reads the rest);
-method `*` takes every method (the admin API, which routes inside itself: api/admin_routes.py).
+method `*` takes every method (the admin API, which routes inside itself: api/admin/dispatch.py).
 A handler is named, not imported: the gateway binds the names to the objects the composition
 root built (`app.py`), so the table is readable without building an app.
 """

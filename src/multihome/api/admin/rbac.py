@@ -1,4 +1,4 @@
-"""Who may do what in the admin API. One table, checked before any handler runs.
+"""Who may do what in the admin API. One table, checked before any handler runs (api/admin/dispatch.py).
 
 org-admin: everything. tenant-admin: everything inside its own tenant. auditor: read its own
 tenant and its admin events. member: nothing but `whoami`. Denials name the rule.
@@ -6,11 +6,11 @@ tenant and its admin events. member: nothing but `whoami`. Denials name the rule
 
 from __future__ import annotations
 
-from ..schema.principal import AUDITOR, ORG_ADMIN, TENANT_ADMIN, Principal
-from ..schema.errors import ApiError
+from ...schema.errors import ApiError
+from ...schema.principal import AUDITOR, ORG_ADMIN, TENANT_ADMIN, Principal
 
-# action -> roles that may perform it (org-admin always may)
-READ, WRITE, AUDIT, ORG = "read", "write", "audit", "org"
+# action -> roles that may perform it (org-admin always may). ANY: every caller; the handler narrows.
+READ, WRITE, AUDIT, ORG, ANY = "read", "write", "audit", "org", "any"
 _ALLOWED = {
     READ: frozenset({TENANT_ADMIN, AUDITOR}),
     WRITE: frozenset({TENANT_ADMIN}),
@@ -40,3 +40,15 @@ def authorize(principal: Principal, action: str, tenant_id: str | None) -> None:
             type="permission_error",
             code="other_tenant",
         )
+
+
+def anyone(principal: Principal, params: dict[str, str], query: dict[str, str]) -> None:
+    """A route every authenticated caller may use; its handler narrows what it shows or checks the body."""
+
+
+def who_may(action: str) -> str:
+    """The roles that may perform `action`, for the OpenAPI document."""
+    if action == ANY:
+        return "any authenticated caller"
+    roles = sorted({ORG_ADMIN, *_ALLOWED[action]})
+    return " or ".join(roles) + ("" if action == ORG else " (a tenant's own roles: that tenant only)")

@@ -11,7 +11,7 @@ import argparse
 import os
 import sys
 
-from .config.audit import AuditConfig
+from ..config.audit import AuditConfig
 
 
 def add_commands(sub) -> None:
@@ -19,12 +19,24 @@ def add_commands(sub) -> None:
 
     v = a.add_parser("verify", help="check every chain and signed checkpoint; exit 1 on tampering")
     _common(v)
-    v.add_argument("--public-key", action="append", default=[], metavar="[KEYID=]FILE",
-                   help="Ed25519 public key (PEM) checkpoints may be signed with; repeatable (old keys after a rotation)")
-    v.add_argument("--heads", metavar="FILE", help="head registry export (`audit heads export`) to check the files "
-                   "against: a chain cut back or deleted since is found")
-    v.add_argument("--database", metavar="URL", help="check against the head registry in this database (default: "
-                   "storage.url of --config)")
+    v.add_argument(
+        "--public-key",
+        action="append",
+        default=[],
+        metavar="[KEYID=]FILE",
+        help="Ed25519 public key (PEM) checkpoints may be signed with; repeatable (old keys after a rotation)",
+    )
+    v.add_argument(
+        "--heads",
+        metavar="FILE",
+        help="head registry export (`audit heads export`) to check the files "
+        "against: a chain cut back or deleted since is found",
+    )
+    v.add_argument(
+        "--database",
+        metavar="URL",
+        help="check against the head registry in this database (default: storage.url of --config)",
+    )
     v.add_argument("--trail", help="which trail of the registry this directory is (default: what its chains say)")
     v.add_argument("--quiet", action="store_true", help="print problems only")
     v.set_defaults(func=_verify)
@@ -39,7 +51,8 @@ def add_commands(sub) -> None:
 
     h = a.add_parser("heads", help="the head registry: the newest checkpoint of every chain, kept in the database")
     x = h.add_subparsers(dest="heads_action", required=True).add_parser(
-        "export", help="write the head registry as signed JSON, for a witness the gateway's host cannot rewrite")
+        "export", help="write the head registry as signed JSON, for a witness the gateway's host cannot rewrite"
+    )
     x.add_argument("--config", help="gateway config whose `storage:` section names the database")
     x.add_argument("--database", metavar="URL", help="the database (default: storage.url of --config)")
     x.add_argument("--trail", help="only this trail (default: every trail in the database)")
@@ -84,7 +97,7 @@ def _database(args) -> str | None:
         return args.database
     import msgspec
 
-    from .config import ConfigError, Storage, env_secret
+    from ..config import ConfigError, Storage, env_secret
 
     try:
         storage = msgspec.convert(_config(args).get("storage") or {}, Storage)
@@ -95,7 +108,7 @@ def _database(args) -> str | None:
 
 def _heads(args) -> list | None:
     """The head registry to verify against: the export and/or the database; None when neither is given."""
-    from .audit.heads import load_file, load_from_database
+    from ..audit.heads import load_file, load_from_database
 
     url, heads = _database(args), None
     if args.heads:
@@ -113,9 +126,9 @@ def _dir(args, section: AuditConfig) -> str:
 
 
 def _public_keys(args, section: AuditConfig) -> dict:
-    from .audit.keys import KeyError_, key_id_of, load_public_key
+    from ..audit.keys import KeyError_, key_id_of, load_public_key
 
-    specs = [(kid, path) for kid, path in section.public_keys.items()]
+    specs: list[tuple[str | None, str]] = list(section.public_keys.items())
     for spec in args.public_key:
         kid, sep, path = spec.partition("=")
         specs.append((kid, path) if sep else (None, spec))
@@ -131,8 +144,8 @@ def _public_keys(args, section: AuditConfig) -> dict:
 
 
 def _verify(args) -> int:
-    from .audit.heads import HeadsError
-    from .audit.verify import verify_dir
+    from ..audit.heads import HeadsError
+    from ..audit.verify import verify_dir
 
     section = _section(args)
     try:
@@ -156,13 +169,19 @@ def _verify(args) -> int:
 
 
 def _export(args) -> int:
-    from .audit.reader import AuditReader, BadQuery, Filters, parse_time
+    from ..audit.reader import AuditReader, BadQuery, Filters, parse_time
 
     section = _section(args)
     try:
         filters = Filters(
-            tenant=args.tenant, kind=args.kind, model_group=args.model_group, deployment=args.deployment,
-            outcome=args.outcome, subject=args.subject, key_id=args.key_id, request_id=args.request_id,
+            tenant=args.tenant,
+            kind=args.kind,
+            model_group=args.model_group,
+            deployment=args.deployment,
+            outcome=args.outcome,
+            subject=args.subject,
+            key_id=args.key_id,
+            request_id=args.request_id,
             since=parse_time(args.since, "--since") if args.since else None,
             until=parse_time(args.until, "--until") if args.until else None,
         )
@@ -176,7 +195,7 @@ def _export(args) -> int:
 
 
 def _export_heads(args) -> int:
-    from .audit.heads import HeadsError, dump, load_from_database
+    from ..audit.heads import HeadsError, dump, load_from_database
 
     url = _database(args)
     if not url:
@@ -201,7 +220,7 @@ def _export_heads(args) -> int:
 def _keygen(args) -> int:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-    from .audit.keys import key_id_of, private_pem, public_pem
+    from ..audit.keys import key_id_of, private_pem, public_pem
 
     key = Ed25519PrivateKey.generate()
     fd = os.open(args.out, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
@@ -210,15 +229,3 @@ def _keygen(args) -> int:
     print(f"key id: {key_id_of(key.public_key())}")
     print(public_pem(key).decode(), end="")
     return 0
-
-
-def main(argv: list[str] | None = None) -> int:
-    """`python -m multihome.cli_audit audit verify ...`: the same commands without the rest of the CLI."""
-    parser = argparse.ArgumentParser(prog="multihome")
-    add_commands(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(argv)
-    return args.func(args) or 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,13 +1,17 @@
-"""The `multihome` command: serve, demo, config check."""
+"""`multihome serve`, `config check`, `db upgrade` and `route explain`: run a gateway, check its config and
+database, and ask a running one for its routing plan."""
 
 from __future__ import annotations
 
 import argparse
 import os
 import sys
+from typing import Any
 
-from .config import ConfigError, check_drain_timeout, load_config, named_env_vars
-from .observability.logs import LEVELS
+from ..config import ConfigError, check_drain_timeout, load_config, named_env_vars
+from ..observability.logs import LEVELS
+
+CONFIG_ENV = "MULTIHOME_CONFIG"  # app.CONFIG_ENV: importing app here would load the whole gateway for --help
 
 
 def _raise_fd_limit() -> None:
@@ -19,13 +23,13 @@ def _raise_fd_limit() -> None:
         resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 
-def _serve(args: argparse.Namespace) -> int:
+def serve(args: argparse.Namespace) -> int:
     import uvicorn
 
-    from .api.drain import uvicorn_timeout
-    from .api.head_limit import protocol
-    from .app import CONFIG_ENV, DRAIN_ENV, LISTEN_ENV, served_app
-    from .observability.logs import serve_log_config
+    from ..api.drain import uvicorn_timeout
+    from ..api.head_limit import protocol
+    from ..app import CONFIG_ENV, DRAIN_ENV, LISTEN_ENV, served_app
+    from ..observability.logs import serve_log_config
 
     config = load_config(args.config)
     if args.drain_timeout is not None:
@@ -55,7 +59,7 @@ def _serve(args: argparse.Namespace) -> int:
     return 0
 
 
-def _config_check(args: argparse.Namespace) -> int:
+def config_check(args: argparse.Namespace) -> int:
     try:
         config = load_config(args.file)
     except ConfigError as exc:
@@ -74,7 +78,7 @@ def _config_check(args: argparse.Namespace) -> int:
     return 0
 
 
-def _route_explain(args: argparse.Namespace) -> int:
+def route_explain(args: argparse.Namespace) -> int:
     """Ask a running gateway for its plan: live breaker and latency state included."""
     import json
     import urllib.error
@@ -116,48 +120,42 @@ def _route_explain(args: argparse.Namespace) -> int:
     return 0
 
 
-def _db_upgrade(args: argparse.Namespace) -> int:
-    from .storage import migrate_sync
-    from .storage.service import StorageService
+def db_upgrade(args: argparse.Namespace) -> int:
+    from ..storage import migrate_sync
+    from ..storage.service import StorageService
 
     service = StorageService(load_config(args.config))
-    if not service.enabled:
+    if not service.enabled or service.url is None:
         print("no storage configured (storage.url / storage.url_env): nothing to upgrade", file=sys.stderr)
         return 1
     print(f"database at revision {migrate_sync(service.url)}")
     return 0
 
 
-def _demo(args: argparse.Namespace) -> int:
-    from .demo import run_demo
+def _config_default() -> dict[str, Any]:
+    """--config defaults to $MULTIHOME_CONFIG, and is required only when that is not set."""
+    default = os.environ.get(CONFIG_ENV)
+    return {"default": default, "required": not default}
 
-    return run_demo(port=args.port, scripted_only=args.once)
 
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="multihome", description="One OpenAI-compatible gateway for every AI cloud.")
-    sub = parser.add_subparsers(dest="command", required=True)
-
-    serve = sub.add_parser("serve", help="run the gateway")
-    serve.add_argument("--config", "-c", required=True, help="YAML config file")
-    serve.add_argument("--host", help="listen address (default: server.host)")
-    serve.add_argument("--port", type=int, help="listen port (default: server.port)")
-    serve.add_argument("--workers", type=int, default=1, help="worker processes (one per core)")
-    serve.add_argument(
-        "--drain-timeout", type=float, metavar="SECONDS",
+def add_commands(sub: argparse._SubParsersAction) -> None:
+    serve_ = sub.add_parser("serve", help="run the gateway")
+    serve_.add_argument("--config", "-c", **_config_default(), help="YAML config file (default: $MULTIHOME_CONFIG)")
+    serve_.add_argument("--host", help="listen address (default: server.host)")
+    serve_.add_argument("--port", type=int, help="listen port (default: server.port)")
+    serve_.add_argument("--workers", type=int, default=1, help="worker processes (one per core)")
+    serve_.add_argument(
+        "--drain-timeout",
+        type=float,
+        metavar="SECONDS",
         help="on SIGTERM, how long calls in flight may still finish before open streams are ended with an error "
         "(default: server.drain_timeout_s)",
     )
-    serve.add_argument(
+    serve_.add_argument(
         "--log-level", default="info", choices=LEVELS,
         help="info (default): a start-up line and one access-log line per call; warning: problems only",
     )
-    serve.set_defaults(func=_serve)
-
-    demo = sub.add_parser("demo", help="run the gateway in front of three simulated clouds")
-    demo.add_argument("--port", type=int, default=4000)
-    demo.add_argument("--once", action="store_true", help="show the failover, then exit")
-    demo.set_defaults(func=_demo)
+    serve_.set_defaults(func=serve)
 
     route = sub.add_parser("route", help="inspect routing")
     route_sub = route.add_subparsers(dest="route_command", required=True)
@@ -167,36 +165,15 @@ def main(argv: list[str] | None = None) -> int:
     explain.add_argument("--url", default="http://127.0.0.1:4000", help="gateway base URL")
     explain.add_argument("--key", help="gateway API key (default: $OPENAI_API_KEY)")
     explain.add_argument("--json", action="store_true", help="print the raw explanation")
-    explain.set_defaults(func=_route_explain)
-
-    from .cli_admin import add_commands
-    from .cli_audit import add_commands as add_audit_commands
-    from .cli_contracts import add_commands as add_contract_commands
-
-    add_commands(sub)
-    add_audit_commands(sub)
-    add_contract_commands(sub)
+    explain.set_defaults(func=route_explain)
 
     db = sub.add_parser("db", help="the gateway's database").add_subparsers(dest="db_command", required=True)
     upgrade = db.add_parser("upgrade", help="bring the database schema to this version (idempotent)")
-    upgrade.add_argument("--config", "-c", required=True)
-    upgrade.set_defaults(func=_db_upgrade)
+    upgrade.add_argument("--config", "-c", **_config_default(), help="YAML config file (default: $MULTIHOME_CONFIG)")
+    upgrade.set_defaults(func=db_upgrade)
 
     config = sub.add_parser("config", help="work with config files")
     config_sub = config.add_subparsers(dest="config_command", required=True)
     check = config_sub.add_parser("check", help="validate a config file")
     check.add_argument("file")
-    check.set_defaults(func=_config_check)
-
-    args = parser.parse_args(argv)
-    try:
-        return args.func(args) or 0
-    except ConfigError as exc:
-        print(f"config error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        return 130
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+    check.set_defaults(func=config_check)

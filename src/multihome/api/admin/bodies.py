@@ -7,7 +7,7 @@ from typing import Any, Literal
 
 import msgspec
 
-from ..policy.model import EgressRule
+from ...policy.model import EgressRule
 
 
 class _Body(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -118,10 +118,19 @@ class KeyView(msgspec.Struct):
     key: str | None = None
 
 
-def key_view(record, secret: str | None = None) -> KeyView:
+def key_view(record: Any, secret: str | None = None) -> KeyView:
     return KeyView(
-        id=record.id, tenant_id=record.tenant_id, team_id=record.team_id, name=record.name, prefix=record.prefix,
-        roles=record.roles, scopes_models=record.scopes_models, scopes_endpoints=record.scopes_endpoints,
-        metadata=record.metadata, expires_at=record.expires_at, revoked_at=record.revoked_at,
-        created_at=record.created_at, key=secret,
+        id=record.id,
+        tenant_id=record.tenant_id,
+        team_id=record.team_id,
+        name=record.name,
+        prefix=record.prefix,
+        roles=record.roles,
+        scopes_models=record.scopes_models,
+        scopes_endpoints=record.scopes_endpoints,
+        metadata=record.metadata,
+        expires_at=record.expires_at,
+        revoked_at=record.revoked_at,
+        created_at=record.created_at,
+        key=secret,
     )

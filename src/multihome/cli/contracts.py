@@ -14,15 +14,18 @@ import json
 import os
 import sys
 
-UTC = dt.timezone.utc
+from .output import money, percent, print_json, table
+from .serve import CONFIG_ENV
+
+UTC = dt.UTC
 
 
 def _load(args) -> tuple[object, str]:
     import msgspec
     import yaml
 
-    from .config import ConfigError, Storage, env_secret
-    from .config.contracts import ContractsConfigError, parse_contracts
+    from ..config import ConfigError, Storage, env_secret
+    from ..config.contracts import ContractsConfigError, parse_contracts
 
     if not args.config:
         raise SystemExit("contracts: give --config FILE (or set MULTIHOME_CONFIG)")
@@ -50,13 +53,13 @@ def _now(args) -> dt.datetime:
 
 
 async def _open(args):
-    from .contracts.service import ContractsService
-    from .storage.engine import create_engine
+    from ..contracts.service import ContractsService
+    from ..storage.engine import create_engine
 
     cfg, url = _load(args)
     engine = create_engine(url)
     svc = ContractsService(cfg, engine=engine)
-    from .contracts.ledger import Ledger
+    from ..contracts.ledger import Ledger
 
     svc.ledger = Ledger(engine)
     try:
@@ -82,19 +85,57 @@ def _list(args) -> int:
     async def run():
         svc, engine = await _open(args)
         try:
-            for a in svc.agreements():
-                t = svc.totals.get(a.id)
-                print(f"{a.id}\t{type(a).__name__}\t{a.starts_on}..{a.ends_on}\t{a.currency}\t"
-                      f"accrued {t.accrued if t else 0}")
+            return [(a, svc.totals.get(a.id)) for a in svc.agreements()]
         finally:
             await engine.dispose()
 
-    asyncio.run(run())
+    from ..config.contracts import encode_agreement
+
+    rows = asyncio.run(run())
+    if args.json:
+        print_json(
+            [
+                {**encode_agreement(a), "accrued": str(t.accrued) if t else "0", "calls": t.calls if t else 0}
+                for a, t in rows
+            ]
+        )
+        return 0
+    print(
+        table(
+            ["id", "kind", "terms", "from", "to", "accrued", "calls"],
+            [
+                (
+                    a.id,
+                    _kind(a),
+                    _terms(a),
+                    a.starts_on,
+                    a.ends_on,
+                    money(t.accrued if t else 0, a.currency),
+                    t.calls if t else 0,
+                )
+                for a, t in rows
+            ],
+        ),
+        end="",
+    )
     return 0
 
 
+def _kind(a) -> str:
+    return str(a.__struct_config__.tag).replace("_", " ")  # "revenue_share" -> "revenue share"
+
+
+def _terms(a) -> str:
+    """What the agreement promises, in words: a revenue share's rate and cap, a commitment's amount."""
+    if a.__struct_config__.tag == "revenue_share":
+        cap = f", capped at {money(a.cap, a.currency)}" if a.cap is not None else ", no cap"
+        parties = f" to {', '.join(a.parties)}" if a.parties else ""
+        return f"{percent(a.rate, 1)} of metered cost{parties}{cap}"
+    return f"{money(a.amount, a.currency)} committed with {a.provider}"
+
+
 def _report(args) -> int:
-    from .contracts.report import build_reports, to_csv
+    from ..contracts.report import build_reports, to_csv
 
     async def run():
         svc, engine = await _open(args)
@@ -119,22 +160,28 @@ def _report(args) -> int:
 
 
 def _human(r) -> str:
-    lines = [f"{r.contract_id} ({r.kind}, {r.starts_on}..{r.ends_on}, {r.currency}) as of {r.as_of}: {r.status}",
-             f"  accrued      {r.accrued} over {r.calls} calls"]
+    lines = [
+        f"{r.contract_id} ({r.kind}, {r.starts_on}..{r.ends_on}, {r.currency}) as of {r.as_of}: {r.status}",
+        f"  accrued      {r.accrued} over {r.calls} calls",
+    ]
     if r.kind == "revenue_share":
         lines.append(f"  cap          {r.limit or 'none'}   remaining {r.remaining or '-'}   forgone {r.forgone}")
     else:
-        lines.append(f"  commitment   {r.limit}   planned to date {r.planned_to_date}   "
-                     f"burn vs plan {r.burn_vs_plan:+.2%} ({r.status})   remaining {r.remaining}")
+        lines.append(
+            f"  commitment   {r.limit}   planned to date {r.planned_to_date}   "
+            f"burn vs plan {r.burn_vs_plan:+.2%} ({r.status})   remaining {r.remaining}"
+        )
         lines.append(f"  at the end   {r.projected_at_end} at the recent rate")
     when = r.projected_date or ("reached" if r.status == "capped" else "not before the end")
-    lines.append(f"  recent rate  {r.daily_rate}/day over {r.window_days:g} days   projected to reach the limit: {when}")
+    lines.append(
+        f"  recent rate  {r.daily_rate}/day over {r.window_days:g} days   projected to reach the limit: {when}"
+    )
     return "\n".join(lines) + "\n"
 
 
 def _project(args) -> int:
-    from .contracts import scenario
-    from .contracts.report import build_report
+    from ..contracts import scenario
+    from ..contracts.report import build_report
 
     async def run():
         svc, engine = await _open(args)
@@ -153,30 +200,41 @@ def _project(args) -> int:
         until = dt.datetime.combine(dt.date.fromisoformat(args.until) + dt.timedelta(days=1), dt.time(), UTC)
     base = args.base if args.base is not None else float(rep.daily_rate_exact)
     try:
-        p = scenario.project(a, accrued_now=float(rep.accrued_exact), base_daily=base, growth=args.growth,
-                             growth_rate=args.rate, now=now, until=until,
-                             history=scenario.cumulative_history(daily))
+        p = scenario.project(
+            a,
+            accrued_now=float(rep.accrued_exact),
+            base_daily=base,
+            growth=args.growth,
+            growth_rate=args.rate,
+            now=now,
+            until=until,
+            history=scenario.cumulative_history(daily),
+        )
     except ValueError as exc:
         raise SystemExit(f"contracts project: {exc}") from None
     for path in args.out:
         if not path.lower().endswith((".png", ".svg")):
             raise SystemExit(f"--out {path}: use a .png or .svg file name")
     if args.out:
-        from .contracts.chart import render
+        from ..contracts.chart import render
 
         render(p, args.out)
     if args.json:
         print(json.dumps({**p.to_dict(), "charts": args.out}, indent=2))
     else:
-        print(f"{a.id}: {p.headline}\n  {p.label} ({p.growth}, {p.growth_rate:+.1%} per 30 days from "
-              f"{scenario.money_text(p.base_daily, p.currency)}/day)")
+        print(
+            f"{a.id}: {p.headline}\n  {p.label} ({p.growth}, {p.growth_rate:+.1%} per 30 days from "
+            f"{scenario.money_text(p.base_daily, p.currency)}/day)"
+        )
         for path in args.out:
             print(f"wrote {path}")
     return 0
 
 
 def _common(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    p.add_argument("--config", "-c", default=os.environ.get("MULTIHOME_CONFIG"), help="gateway config (YAML)")
+    p.add_argument(
+        "--config", "-c", default=os.environ.get(CONFIG_ENV), help="gateway config (YAML; default: $MULTIHOME_CONFIG)"
+    )
     p.add_argument("--db", help="database URL (default: the config's storage.url)")
     p.add_argument("--at", help="compute as of this ISO time (default: now)")
     return p
@@ -185,7 +243,9 @@ def _common(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
 def add_commands(sub) -> None:
     c = sub.add_parser("contracts", help="revenue share, committed spend: reports and projections")
     cs = c.add_subparsers(dest="contracts_command", required=True)
-    _common(cs.add_parser("list", help="agreements and what has accrued")).set_defaults(func=_list)
+    ls = _common(cs.add_parser("list", help="agreements and what has accrued"))
+    ls.add_argument("--json", action="store_true", help="print the agreements as JSON (for scripts)")
+    ls.set_defaults(func=_list)
     r = _common(cs.add_parser("report", help="accrued, remaining to cap, projected cap date, burn vs plan"))
     r.add_argument("--contract", help="one contract id (default: all)")
     r.add_argument("--csv", action="store_true", help="CSV (one row per contract)")

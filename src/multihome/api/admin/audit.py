@@ -1,0 +1,110 @@
+"""Admin resource: what happened. The admin change record kept in storage (`/events`, per tenant or
+organisation-wide) and the hash-chained audit trail (`/audit/events`, when `audit.dir` is set)."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from typing import Any
+
+from ...audit.reader import BadQuery, Filters, parse_time
+from ...schema.errors import ApiError
+from ...schema.principal import ORG_ADMIN, Principal
+from .rbac import AUDIT, ORG, authorize
+from .route import PREFIX, STORAGE, AdminCall, Needs, Route, Services, listing
+from .tenancy import T
+
+MAX_PAGE = 1000
+_WHOLE = re.compile(r"[+-]?[0-9]{1,20}")  # bounded before int(): no 100 000-digit conversions
+_FILTERS = ("kind", "model_group", "deployment", "outcome", "subject", "key_id", "request_id")
+_PAGE = ("limit", "after")
+
+
+async def tenant_events(s: Services, c: AdminCall) -> Any:
+    return listing(await s.store.admin_events(c.tenant, **_page(c.query)))
+
+
+async def all_events(s: Services, c: AdminCall) -> Any:
+    return listing(await s.store.admin_events(None, **_page(c.query)))
+
+
+def _page(q: dict[str, str]) -> dict[str, int | None]:
+    """?limit= (1-1000, default 100) and ?after= (the seq of the last event seen) of an events list."""
+    return {"limit": query_int(q, "limit", 1, MAX_PAGE, 100), "after": query_int(q, "after", 0, 2**63 - 1)}
+
+
+def query_int(q: dict[str, str], name: str, lo: int, hi: int, default: int | None = None) -> int | None:
+    """A whole-number query parameter from lo to hi, else 400 saying so."""
+    text = q.get(name)
+    if not text:
+        return default
+    if not _WHOLE.fullmatch(text) or not lo <= int(text) <= hi:
+        raise ApiError(
+            400, f"Query parameter '{name}' must be a whole number from {lo} to {hi}.", param=name, code="invalid_value"
+        )
+    return int(text)
+
+
+def _may_audit(who: Principal, params: dict[str, str], query: dict[str, str]) -> None:
+    if ORG_ADMIN not in who.roles:  # auditor/tenant-admin: their own tenant only
+        authorize(who, AUDIT, query.get("tenant") or who.tenant)
+
+
+async def trail_events(s: Services, c: AdminCall) -> Any:
+    q = c.query
+    tenant = q.get("tenant") or (None if ORG_ADMIN in c.who.roles else c.who.tenant)
+    try:
+        filters = Filters(
+            tenant=tenant,
+            **{name: q.get(name) for name in _FILTERS},
+            since=parse_time(q["since"], "since") if q.get("since") else None,
+            until=parse_time(q["until"], "until") if q.get("until") else None,
+        )
+        events, cursor = await asyncio.to_thread(s.audit_reader.page, filters, _limit(q.get("limit")), q.get("after"))
+    except BadQuery as exc:
+        raise ApiError(400, str(exc), code="invalid_value") from None
+    return {"object": "list", "data": events, "has_more": cursor is not None, "next_cursor": cursor}
+
+
+def _limit(value: str | None) -> int:
+    if value is None:
+        return 100
+    try:
+        return max(1, min(int(value), 1000))
+    except ValueError:
+        raise BadQuery("limit must be an integer") from None
+
+
+ROUTES = (
+    Route(
+        "GET",
+        T + "/{tenant}/events",
+        AUDIT,
+        tenant_events,
+        "Admin changes in this tenant, oldest first (?limit= 1-1000, default 100; ?after=<seq of the last event seen>)",
+        query=_PAGE,
+        needs=STORAGE,
+    ),
+    Route(
+        "GET",
+        PREFIX + "/events",
+        ORG,
+        all_events,
+        "Admin changes in the whole organisation, oldest first "
+        "(?limit= 1-1000, default 100; ?after=<seq of the last event seen>)",
+        query=_PAGE,
+        needs=STORAGE,
+    ),
+    Route(
+        "GET",
+        PREFIX + "/audit/events",
+        AUDIT,
+        trail_events,
+        "The audit trail: filter by tenant, kind, model group, "
+        "deployment, outcome, subject, time; cursor pagination (org-admin: all tenants; auditor and tenant-admin: "
+        "their own)",
+        query=("tenant", "since", "until", *_FILTERS[:5], "limit", "after"),
+        check=_may_audit,
+        needs=Needs(lambda s: s.audit_reader, "The audit trail is off: set audit.dir in the config."),
+    ),
+)

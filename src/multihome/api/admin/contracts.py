@@ -1,0 +1,129 @@
+"""Admin resource: contract terms (revenue shares, committed spend), organisation-wide, org-admin only:
+agreements from the config and from this API, their reports (JSON or CSV, `?at=` an ISO time)."""
+
+from __future__ import annotations
+
+import datetime as dt
+from functools import partial
+from typing import Any
+
+from ...config.contracts import Agreement, encode_agreement
+from ...contracts.report import build_report, build_reports, to_csv
+from ...contracts.service import AgreementConflict
+from ...schema import admin_fields
+from ...schema.errors import ApiError
+from .rbac import ORG
+from .route import CSV_MEDIA, PREFIX, AdminCall, Needs, Route, Services, listing
+
+C = PREFIX + "/contracts"
+
+
+async def list_contracts(s: Services, c: AdminCall) -> Any:
+    return listing([_view(s, a) for a in s.contracts.agreements()])
+
+
+async def create_contract(s: Services, c: AdminCall) -> Any:
+    try:
+        await s.contracts.create_agreement(c.body, actor=c.who.subject)
+    except AgreementConflict as exc:
+        raise ApiError(409, str(exc), code="conflict") from None
+    except ValueError as exc:
+        raise ApiError(400, f"Invalid contract: {exc}", code="invalid_value") from None
+    return _view(s, c.body)
+
+
+async def contracts_csv(s: Services, c: AdminCall) -> Any:
+    reports = await build_reports(
+        s.contracts.agreements(), s.contracts.ledger, _at(c.query), s.contracts.cfg.rate_window_days
+    )
+    return to_csv(reports)
+
+
+async def get_contract(s: Services, c: AdminCall) -> Any:
+    return _view(s, _agreement(s, c.params["id"]))
+
+
+async def contract_report(s: Services, c: AdminCall) -> Any:
+    return {"object": "contract.report", **(await _report(s, c)).to_dict()}
+
+
+async def contract_report_csv(s: Services, c: AdminCall) -> Any:
+    return to_csv([await _report(s, c)])
+
+
+async def _report(s: Services, c: AdminCall) -> Any:
+    at = _at(c.query)  # a bad ?at= is a 400 before the contract is looked up
+    return await build_report(_agreement(s, c.params["id"]), s.contracts.ledger, at, s.contracts.cfg.rate_window_days)
+
+
+def _agreement(s: Services, contract_id: str) -> Agreement:
+    a: Agreement | None = s.contracts.agreement(contract_id)
+    if a is None:
+        raise ApiError(404, f"No contract with id {contract_id!r}. GET {C} lists them.", code="not_found")
+    return a
+
+
+def _view(s: Services, a: Agreement) -> dict[str, Any]:
+    t = s.contracts.totals.get(a.id)
+    return {
+        "object": "contract",
+        **encode_agreement(a),
+        "accrued": str(t.accrued) if t else "0",
+        "calls": t.calls if t else 0,
+    }
+
+
+def _at(query: dict[str, str]) -> dt.datetime:
+    value = query.get("at")
+    if not value:
+        return dt.datetime.now(dt.UTC)
+    try:
+        at = dt.datetime.fromisoformat(value)
+    except ValueError:
+        raise ApiError(400, f"at={value!r} is not an ISO 8601 time.", param="at", code="invalid_value") from None
+    at = at if at.tzinfo else at.replace(tzinfo=dt.UTC)
+    found = admin_fields.moment(at, "at")  # year 1 at +05:00 would overflow the report's arithmetic
+    if found is not None:
+        raise ApiError(400, f"{found.message}.", param="at", code="invalid_value")
+    return at
+
+
+# Contracts span tenants: org-admin only. The service applies a new agreement itself (no refresh).
+_NEEDS = Needs(lambda s: s.contracts.ledger, "Contracts need storage: set storage.url in the config.")
+_route = partial(Route, role=ORG, needs=_NEEDS, refresh=False)
+ROUTES = (
+    _route("GET", C, handler=list_contracts, summary="Contract agreements with what has accrued"),
+    _route(
+        "POST",
+        C,
+        handler=create_contract,
+        summary="Create a revenue-share or committed-spend agreement",
+        body=Agreement,
+        status=201,
+        event="contract.create",
+    ),
+    _route(
+        "GET",
+        C + "/report.csv",
+        handler=contracts_csv,
+        summary="Every contract's report as CSV",
+        query=("at",),
+        media=CSV_MEDIA,
+    ),
+    _route("GET", C + "/{id}", handler=get_contract, summary="One agreement"),
+    _route(
+        "GET",
+        C + "/{id}/report",
+        handler=contract_report,
+        query=("at",),
+        summary="Accrued, remaining to cap, projected date, burn vs plan",
+    ),
+    _route(
+        "GET",
+        C + "/{id}/report.csv",
+        handler=contract_report_csv,
+        summary="One contract's report as CSV",
+        query=("at",),
+        media=CSV_MEDIA,
+    ),
+)

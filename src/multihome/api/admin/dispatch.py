@@ -1,0 +1,109 @@
+"""The admin API's one dispatcher: `/admin/v1/...` requests to the route the registry declares.
+
+For every request, in this order: find the route (404 / 405), check who may call it (RBAC, before
+the body is read), decode the body (400 naming the field), check what the route needs is configured
+(501), run the handler, map storage errors to 404 / 409 / 400, let this replica apply a change
+(`Services.after_change`), write the change to the audit trail (on disk before the client sees the
+answer), and answer.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+from urllib.parse import parse_qs
+
+import msgspec
+
+from ...schema.decoding import decode_body
+from ...schema.errors import ApiError
+from ...schema.principal import Principal
+from ...storage.errors import Conflict, Invalid, NotFound
+from ..asgi import JSON, read_body, send_bytes
+from .events import admin_change
+from .rbac import authorize
+from .registry import ROUTES
+from .route import CSV_MEDIA, AdminCall, Route, Services
+
+_CSV = (b"content-type", b"text/csv; charset=utf-8")
+_MISSING = re.compile(r"(?:missing required|contains unknown) field `(\w+)`")
+_encode = msgspec.json.encode
+
+
+class AdminApi:
+    def __init__(self, services: Services, routes: tuple[Route, ...] = ROUTES) -> None:
+        self.services = services
+        self.routes = routes
+
+    async def handle(
+        self, scope: dict[str, Any], receive: Any, send: Any, request_id: bytes, principal: Principal
+    ) -> None:
+        method, path = scope["method"], scope["path"]
+        route, params = match_route(self.routes, method, path)
+        query = {k: v[-1] for k, v in parse_qs(scope.get("query_string", b"").decode()).items()}
+        if route.check is not None:
+            route.check(principal, params, query)
+        else:
+            authorize(principal, route.role, params.get("tenant"))
+        body = None
+        if route.body is not None:
+            body = _decode(await read_body(scope, receive, 1 << 20), route)
+        s = self.services
+        if route.needs is not None and route.needs.present(s) is None:
+            raise ApiError(501, route.needs.message, code="storage_not_configured")
+        try:
+            out = await route.handler(s, AdminCall(principal, params, body, query))
+        except NotFound as exc:
+            raise ApiError(404, _message(exc, route.noun), code="not_found") from None
+        except Conflict as exc:
+            raise ApiError(409, _message(exc, route.noun), code="conflict") from None
+        except Invalid as exc:
+            message = f"Invalid {route.noun}: {exc}." if route.noun else str(exc)
+            raise ApiError(400, message, param=getattr(exc, "field", None), code="invalid_value") from None
+        if route.media == CSV_MEDIA:
+            await send_bytes(send, route.status, out.encode(), [_CSV, (b"x-request-id", request_id)])
+            return
+        data = _encode(out)
+        if route.event is not None:
+            if route.refresh and s.after_change is not None:
+                await s.after_change()
+            if s.audit_log is not None:  # an acknowledged change is always in the trail
+                await s.audit_log.append("admin_change", admin_change(route, params, method, path, principal, data))
+        await send_bytes(send, route.status, data, [JSON, (b"x-request-id", request_id)])
+
+
+def match_route(routes: tuple[Route, ...], method: str, path: str) -> tuple[Route, dict[str, str]]:
+    """The route for (method, path) and its path parameters; 405 if only other methods match, else 404."""
+    allowed = []
+    for route in routes:
+        m = route.pattern.match(path)
+        if m:
+            if route.method == method:
+                return route, m.groupdict()
+            allowed.append(route.method)
+    if allowed:
+        raise ApiError(
+            405, f"Method {method} is not allowed on {path}; use {' or '.join(allowed)}.", code="method_not_allowed"
+        )
+    raise ApiError(404, f"Unknown admin endpoint {method} {path}. See GET /admin/v1/openapi.json.", code="unknown_url")
+
+
+def _decode(raw: bytes, route: Route) -> Any:
+    try:
+        return decode_body(raw, route.body)
+    except ApiError as err:
+        if route.choices is None:
+            raise
+        # Name the missing or unknown field in `param` and, for a field with choices, list them.
+        missing = _MISSING.search(err.body.message)
+        if missing and err.body.param is None:
+            err.body.param = missing.group(1)
+        if err.body.param in route.choices:
+            err.body.message = f"{err.body.message.rstrip('.')}; use one of: {route.choices[err.body.param]}."
+        raise err from None
+
+
+def _message(exc: Exception, noun: str | None) -> str:
+    """The store's message; as a sentence for the resources that word their errors (`noun` set)."""
+    text = str(exc)
+    return f"{text[:1].upper()}{text[1:]}." if noun else text

@@ -1,0 +1,56 @@
+"""Admin resource: a tenant's model entitlements (time-bound model licences, granted by an org-admin)."""
+
+from __future__ import annotations
+
+from functools import partial
+from typing import Any
+
+from . import bodies as B
+from .rbac import ORG, READ
+from .route import STORAGE, AdminCall, Route, Services, listing
+from .tenancy import T
+
+E = T + "/{tenant}/entitlements"
+
+
+async def list_entitlements(s: Services, c: AdminCall) -> Any:
+    return listing(await s.store.list_entitlements(c.tenant, include_revoked=True))
+
+
+async def grant_entitlement(s: Services, c: AdminCall) -> Any:
+    body: B.GrantEntitlement = c.body
+    return await s.store.grant_entitlement(
+        c.tenant,
+        model_group=body.model_group,
+        starts_on=body.starts_on,
+        ends_on=body.ends_on,
+        exclusive=body.exclusive,
+        note=body.note,
+        actor=c.who.subject,
+    )
+
+
+async def get_entitlement(s: Services, c: AdminCall) -> Any:
+    return await s.store.get_entitlement(c.tenant, c.params["id"])
+
+
+async def revoke_entitlement(s: Services, c: AdminCall) -> Any:
+    return await s.store.revoke_entitlement(c.tenant, c.params["id"], actor=c.who.subject)
+
+
+_route = partial(Route, needs=STORAGE)
+ROUTES = (
+    _route("GET", E, READ, list_entitlements, "List model entitlements"),
+    _route(
+        "POST",
+        E,
+        ORG,
+        grant_entitlement,
+        "Grant a time-bound model licence",
+        B.GrantEntitlement,
+        status=201,
+        event="entitlement.grant",
+    ),
+    _route("GET", E + "/{id}", READ, get_entitlement, "Get an entitlement"),
+    _route("DELETE", E + "/{id}", ORG, revoke_entitlement, "Revoke an entitlement", event="entitlement.revoke"),
+)

@@ -1,0 +1,101 @@
+"""Admin resource: a tenant's API keys (the secret is shown once, on create; never the hash)."""
+
+from __future__ import annotations
+
+import datetime as dt
+from functools import partial
+from typing import Any
+
+from ...schema.errors import ApiError
+from ...schema.principal import ORG_ADMIN, ROLES
+from ...storage.apikeys import KEY_MAX_LIFETIME_DAYS
+from . import bodies as B
+from .rbac import READ, WRITE
+from .route import STORAGE, AdminCall, Route, Services, listing
+from .tenancy import T
+
+K = T + "/{tenant}/keys"
+
+
+async def list_keys(s: Services, c: AdminCall) -> Any:
+    return listing([B.key_view(k) for k in await s.store.list_keys(c.tenant)])
+
+
+async def create_key(s: Services, c: AdminCall) -> Any:
+    body: B.CreateKey = c.body
+    unknown = [r for r in body.roles if r not in ROLES]
+    if unknown:
+        raise ApiError(400, f"Unknown role {unknown[0]}; roles are {', '.join(ROLES)}.", param="roles")
+    if ORG_ADMIN in body.roles and ORG_ADMIN not in c.who.roles:
+        raise ApiError(
+            403, "Only an org-admin can issue org-admin keys.", type="permission_error", code="insufficient_role"
+        )
+    if body.scopes_models:
+        missing = sorted(set(body.scopes_models) - s.model_groups)
+        if missing:
+            raise ApiError(
+                400, f"scopes_models names unknown model groups: {', '.join(missing)}.", param="scopes_models"
+            )
+    record, secret = await s.store.create_key(
+        c.tenant,
+        name=body.name,
+        team_id=body.team_id,
+        roles=body.roles,
+        scopes_models=body.scopes_models,
+        scopes_endpoints=body.scopes_endpoints,
+        expires_at=_expires_at(body),
+        metadata=body.metadata,
+        actor=c.who.subject,
+    )
+    return B.key_view(record, secret)
+
+
+def _expires_at(body: B.CreateKey) -> dt.datetime | None:
+    if body.expires_in_days is None:
+        return body.expires_at
+    if body.expires_at is not None:
+        raise ApiError(
+            400, "Send expires_at or expires_in_days, not both.", param="expires_in_days", code="invalid_value"
+        )
+    if not 0 < body.expires_in_days <= KEY_MAX_LIFETIME_DAYS:
+        raise ApiError(
+            400,
+            f"expires_in_days must be more than 0 and at most {KEY_MAX_LIFETIME_DAYS} (100 "
+            "years); leave it out for a key that does not expire.",
+            param="expires_in_days",
+            code="invalid_value",
+        )
+    return dt.datetime.now(dt.UTC) + dt.timedelta(days=body.expires_in_days)
+
+
+async def get_key(s: Services, c: AdminCall) -> Any:
+    return B.key_view(await s.store.get_key(c.tenant, c.params["id"]))
+
+
+async def revoke_key(s: Services, c: AdminCall) -> Any:
+    return B.key_view(await s.store.revoke_key(c.tenant, c.params["id"], actor=c.who.subject))
+
+
+_route = partial(Route, needs=STORAGE, response=B.KeyView)
+ROUTES = (
+    _route("GET", K, READ, list_keys, "List API keys (never their secrets)", response=None),
+    _route(
+        "POST",
+        K,
+        WRITE,
+        create_key,
+        "Create an API key; the secret is shown once",
+        B.CreateKey,
+        status=201,
+        event="key.create",
+    ),
+    _route("GET", K + "/{id}", READ, get_key, "Get an API key"),
+    _route(
+        "DELETE",
+        K + "/{id}",
+        WRITE,
+        revoke_key,
+        "Revoke an API key (every replica within a second)",
+        event="key.revoke",
+    ),
+)

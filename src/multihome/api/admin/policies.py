@@ -1,0 +1,118 @@
+"""Admin resource: a tenant's egress/residency policies, and `policy/explain` (the decision for a
+caller and model, rule by rule)."""
+
+from __future__ import annotations
+
+import re
+from functools import partial
+from typing import Any
+
+import msgspec
+
+from ...policy.model import Policy as EnginePolicy
+from ...policy.model import policy_problems
+from ...schema.errors import ApiError
+from ...schema.principal import Principal
+from ..policy_gate import EGRESS
+from . import bodies as B
+from .rbac import READ, WRITE, anyone, authorize
+from .route import PREFIX, STORAGE, AdminCall, Route, Services, deleted, listing
+from .tenancy import T
+
+P = T + "/{tenant}/policies"
+_PROBLEM_PATH = re.compile(r"^policy new\.(\S+?)(?::|\s)")
+
+
+async def list_policies(s: Services, c: AdminCall) -> Any:
+    return listing(await s.store.list_policies(c.tenant))
+
+
+async def create_policy(s: Services, c: AdminCall) -> Any:
+    body: B.CreatePolicy = c.body
+    scope_id = body.scope_id if body.scope != "tenant" else (body.scope_id or c.tenant)
+    _check_rules(c.tenant, body.scope, scope_id, body.rules)
+    rules = {EGRESS: msgspec.to_builtins(body.rules)}
+    return await s.store.create_policy(
+        c.tenant, scope=body.scope, scope_id=scope_id, rules=rules, description=body.description, actor=c.who.subject
+    )
+
+
+async def get_policy(s: Services, c: AdminCall) -> Any:
+    return await s.store.get_policy(c.tenant, c.params["id"])
+
+
+async def update_policy(s: Services, c: AdminCall) -> Any:
+    body: B.UpdatePolicy = c.body
+    rules = None
+    if body.rules is not None:
+        current = await s.store.get_policy(c.tenant, c.params["id"])
+        _check_rules(c.tenant, current.scope, current.scope_id, body.rules)
+        rules = {**current.rules, EGRESS: msgspec.to_builtins(body.rules)}
+    return await s.store.update_policy(
+        c.tenant, c.params["id"], rules=rules, description=body.description, actor=c.who.subject
+    )
+
+
+async def delete_policy(s: Services, c: AdminCall) -> Any:
+    await s.store.delete_policy(c.tenant, c.params["id"], actor=c.who.subject)
+    return deleted(c.params["id"], "policy")
+
+
+async def explain(s: Services, c: AdminCall) -> Any:
+    body: B.ExplainPolicy = c.body
+    authorize(c.who, READ, body.tenant_id)  # on the body's tenant: the route has none in its path
+    if body.model not in s.model_groups:
+        raise ApiError(404, f"Unknown model group '{body.model}'.", param="model", code="model_not_found")
+    subject = Principal(
+        tenant=body.tenant_id,
+        subject="explain",
+        source="explain",
+        team=body.team_id,
+        roles=frozenset(body.roles or ["member"]),
+    )
+    if body.key_id is not None and s.store is not None:
+        from ...identity.authenticator import principal_of_key
+
+        subject = principal_of_key(await s.store.get_key(body.tenant_id, body.key_id))
+    decision = s.gate.decide(subject, body.model, body.endpoint, body.on)
+    return {"object": "policy.explanation", "model": body.model, "tenant_id": body.tenant_id, **decision.to_dict()}
+
+
+def _check_rules(tenant: str, scope: Any, scope_id: str | None, rules: list[Any]) -> None:
+    problems = policy_problems(EnginePolicy(id="new", tenant_id=tenant, scope=scope, scope_id=scope_id, rules=rules))
+    if problems:
+        where = _PROBLEM_PATH.match(problems[0])  # "policy new.rules[0].regions[1]: ..." -> param rules[0].regions[1]
+        raise ApiError(
+            400,
+            "Invalid policy: " + "; ".join(problems[:5]),
+            param=where.group(1) if where else "rules",
+            code="invalid_policy",
+        )
+
+
+_route = partial(Route, needs=STORAGE)
+ROUTES = (
+    _route("GET", P, READ, list_policies, "List egress/residency policies"),
+    _route("POST", P, WRITE, create_policy, "Create a policy", B.CreatePolicy, status=201, event="policy.create"),
+    _route("GET", P + "/{id}", READ, get_policy, "Get a policy"),
+    _route(
+        "PATCH",
+        P + "/{id}",
+        WRITE,
+        update_policy,
+        "Change a policy's rules and/or description",
+        B.UpdatePolicy,
+        event="policy.update",
+    ),
+    _route("DELETE", P + "/{id}", WRITE, delete_policy, "Delete a policy", event="policy.delete"),
+    # Authorized on the body's tenant (READ) by the handler; works without storage for a described caller.
+    Route(
+        "POST",
+        f"{PREFIX}/policy/explain",
+        READ,
+        explain,
+        "The policy decision for a caller and model, rule by rule",
+        B.ExplainPolicy,
+        check=anyone,
+    ),
+)

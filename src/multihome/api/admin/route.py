@@ -1,0 +1,115 @@
+"""What one admin route is: the single declaration every other part of the admin API is derived from.
+
+A resource module (`tenancy.py`, `keys.py`, …) lists its routes as `Route(...)` values: method, path
+template, the RBAC action it needs, its handler, a summary, the request body and response types,
+the status it answers with and the audit event a successful change writes. The dispatcher
+(`dispatch.py`), the OpenAPI document (`openapi.py`) and the audit event table (`events.py`) read
+these values, and the CLI (`multihome.cli.admin`) reads the OpenAPI document; nothing else names
+an admin path.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from ...config.oidc import IssuerConfig
+from ...schema.principal import Principal
+
+PREFIX = "/admin/v1"
+JSON_MEDIA, CSV_MEDIA = "application/json", "text/csv"
+
+
+@dataclass(frozen=True, slots=True)
+class AdminCall:
+    """One admin request as a handler sees it: who asks, the path parameters, the decoded body, and
+    the query (each parameter's last value)."""
+
+    who: Principal
+    params: dict[str, str]
+    body: Any
+    query: dict[str, str]
+
+    @property
+    def tenant(self) -> str:
+        return self.params["tenant"]
+
+
+@dataclass
+class Services:
+    """What the admin handlers work on; None where the gateway runs without it (no storage, no audit)."""
+
+    store: Any = None  # storage.Store (or a stand-in until storage starts)
+    gate: Any = None  # api.policy_gate.PolicyGate
+    model_groups: frozenset[str] = frozenset()
+    metering: Any = None  # metering.service.Metering
+    issuers: tuple[IssuerConfig, ...] = ()  # identity.oidc issuers (token revocations name one of them)
+    contracts: Any = None  # contracts.service.ContractsService
+    audit_reader: Any = None  # audit.AuditReader (GET /admin/v1/audit/events)
+    audit_log: Any = None  # audit.AuditLog: every admin change is written here before it is answered
+    # After every successful change: this replica applies it before answering (others within storage.refresh_s).
+    after_change: Callable[[], Awaitable[None]] | None = None
+
+
+Handler = Callable[[Services, AdminCall], Awaitable[Any]]
+Check = Callable[[Principal, dict[str, str], dict[str, str]], None]
+
+
+@dataclass(frozen=True, slots=True)
+class Needs:
+    """A dependency a route cannot work without: if `present(services)` is None, answer 501 `message`
+    (code storage_not_configured: each one is a section of the config that is not set)."""
+
+    present: Callable[[Services], object]
+    message: str
+
+
+@dataclass(frozen=True)
+class Route:
+    method: str
+    path: str  # a template: /admin/v1/tenants/{tenant}/keys/{id}
+    role: str  # the RBAC action (api/admin/rbac.py): who may call it
+    handler: Handler
+    summary: str
+    body: Any = None  # the request body type (msgspec), decoded before the handler runs
+    response: Any = None  # the response body type, for the OpenAPI document (None: a JSON object)
+    status: int = 200
+    event: str | None = None  # "key.create": the admin_change a success writes to the audit trail
+    query: tuple[str, ...] = ()  # query parameters, for the OpenAPI document and the CLI
+    media: str = JSON_MEDIA
+    needs: Needs | None = None  # checked after the body is decoded
+    check: Check | None = None  # replaces the RBAC check on the path's tenant (None: authorize(role, tenant))
+    noun: str | None = None  # storage errors read "Invalid <noun>: …" (None: the store's message as is)
+    choices: dict[str, str] | None = None  # body decode errors name the field, and these valid values
+    refresh: bool = True  # a change runs Services.after_change before it is answered
+    pattern: re.Pattern[str] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        regex = re.sub(
+            r"\{(\w+)\}", r"(?P<\1>[A-Za-z0-9_\\-]+)", re.escape(self.path).replace(r"\{", "{").replace(r"\}", "}")
+        )
+        object.__setattr__(self, "pattern", re.compile(f"^{regex}$"))
+
+    @property
+    def name(self) -> str:
+        """The operation's name (the handler's): the OpenAPI operationId, by which the CLI calls a route."""
+        return self.handler.__name__
+
+    @property
+    def params(self) -> list[str]:
+        return re.findall(r"\{(\w+)\}", self.path)
+
+
+def listing(items: Any) -> dict[str, Any]:
+    """A list response: `{"object": "list", "data": [...]}`."""
+    return {"object": "list", "data": items}
+
+
+def deleted(object_id: str, kind: str) -> dict[str, Any]:
+    return {"id": object_id, "object": f"{kind}.deleted", "deleted": True}
+
+
+# The admin API's storage, needed by every route that reads or writes tenants, keys, policies, …
+STORAGE = Needs(lambda s: s.store, "The admin API needs storage: set storage.url in the config.")

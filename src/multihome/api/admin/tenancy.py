@@ -1,0 +1,81 @@
+"""Admin resource: the caller (`whoami`), tenants and their teams."""
+
+from __future__ import annotations
+
+from functools import partial
+from typing import Any
+
+import msgspec
+
+from ...schema.principal import ORG_ADMIN
+from . import bodies as B
+from .rbac import ANY, ORG, READ, WRITE, anyone
+from .route import PREFIX, STORAGE, AdminCall, Route, Services, deleted, listing
+
+T = f"{PREFIX}/tenants"
+
+
+async def whoami(s: Services, c: AdminCall) -> Any:
+    return {"object": "principal", **msgspec.to_builtins(c.who)}
+
+
+async def list_tenants(s: Services, c: AdminCall) -> Any:
+    tenants = await s.store.list_tenants()
+    if ORG_ADMIN not in c.who.roles:
+        tenants = [t for t in tenants if t.id == c.who.tenant]
+    return listing(tenants)
+
+
+async def create_tenant(s: Services, c: AdminCall) -> Any:
+    return await s.store.create_tenant(c.body.name, metadata=c.body.metadata, actor=c.who.subject)
+
+
+async def get_tenant(s: Services, c: AdminCall) -> Any:
+    return await s.store.get_tenant(c.tenant)
+
+
+async def delete_tenant(s: Services, c: AdminCall) -> Any:
+    await s.store.delete_tenant(c.tenant, actor=c.who.subject)
+    return deleted(c.tenant, "tenant")
+
+
+async def list_teams(s: Services, c: AdminCall) -> Any:
+    return listing(await s.store.list_teams(c.tenant))
+
+
+async def create_team(s: Services, c: AdminCall) -> Any:
+    return await s.store.create_team(c.tenant, c.body.name, actor=c.who.subject)
+
+
+async def get_team(s: Services, c: AdminCall) -> Any:
+    return await s.store.get_team(c.tenant, c.params["id"])
+
+
+async def delete_team(s: Services, c: AdminCall) -> Any:
+    await s.store.delete_team(c.tenant, c.params["id"], actor=c.who.subject)
+    return deleted(c.params["id"], "team")
+
+
+_route = partial(Route, needs=STORAGE)
+ROUTES = (
+    Route("GET", f"{PREFIX}/whoami", ANY, whoami, "The caller's identity and roles", check=anyone),
+    _route("GET", T, ANY, list_tenants, "List tenants (org-admin: all; others: their own)", check=anyone),
+    _route("POST", T, ORG, create_tenant, "Create a tenant", B.CreateTenant, status=201, event="tenant.create"),
+    _route("GET", T + "/{tenant}", READ, get_tenant, "Get a tenant"),
+    _route(
+        "DELETE", T + "/{tenant}", ORG, delete_tenant, "Delete a tenant and everything in it", event="tenant.delete"
+    ),
+    _route("GET", T + "/{tenant}/teams", READ, list_teams, "List teams"),
+    _route(
+        "POST",
+        T + "/{tenant}/teams",
+        WRITE,
+        create_team,
+        "Create a team",
+        B.CreateTeam,
+        status=201,
+        event="team.create",
+    ),
+    _route("GET", T + "/{tenant}/teams/{id}", READ, get_team, "Get a team"),
+    _route("DELETE", T + "/{tenant}/teams/{id}", WRITE, delete_team, "Delete a team", event="team.delete"),
+)

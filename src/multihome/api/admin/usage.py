@@ -1,0 +1,82 @@
+"""Admin resource: usage and cost summaries from the metered calls, per tenant or across tenants.
+Budgets (with what is spent against them) are `budgets.py`."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from ...metering.summary import GROUPS, usage_summary
+from ...schema import admin_fields
+from ...schema.errors import ApiError
+from .rbac import ORG, READ
+from .route import PREFIX, AdminCall, Route, Services
+from .tenancy import T
+
+_QUERY = ("group_by", "start", "end")
+
+
+async def tenant_usage(s: Services, c: AdminCall) -> Any:
+    return await _usage(s, c.tenant, c.query, "model_group", {"key", "team", "model_group", "deployment"})
+
+
+async def org_usage(s: Services, c: AdminCall) -> Any:
+    return await _usage(s, None, c.query, "tenant", set(GROUPS))
+
+
+async def _usage(s: Services, tenant: str | None, q: dict[str, str], default: str, allowed: set[str]) -> Any:
+    group_by = q.get("group_by") or default
+    if group_by not in allowed:
+        raise ApiError(400, f"group_by must be one of {', '.join(sorted(allowed))}.", param="group_by")
+    start, end = _time(q, "start"), _time(q, "end")
+    await s.metering.flush()  # what this replica has recorded is in the answer
+    if s.metering.engine is None:
+        raise ApiError(
+            501, "Usage summaries need storage: set storage.url in the config.", code="storage_not_configured"
+        )
+    data = await usage_summary(s.metering.engine, tenant, group_by, start, end)
+    return {
+        "object": "list",
+        "tenant_id": tenant,
+        "group_by": group_by,
+        "start": start.isoformat() if start else None,
+        "end": end.isoformat() if end else None,
+        "data": data,
+    }
+
+
+def _time(q: dict[str, str], name: str) -> dt.datetime | None:
+    value = q.get(name)
+    if value is None:
+        return None
+    try:
+        parsed = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise ApiError(
+            400, f"Query parameter '{name}' must be an ISO 8601 time, e.g. 2025-06-01T00:00:00Z.", param=name
+        ) from None
+    parsed = parsed if parsed.tzinfo else parsed.replace(tzinfo=dt.UTC)
+    found = admin_fields.moment(parsed, name)  # year 1 at +05:00: the database driver would overflow
+    if found is not None:
+        raise ApiError(400, f"Query parameter {found.message}.", param=name, code="invalid_value")
+    return parsed
+
+
+ROUTES = (
+    Route(
+        "GET",
+        T + "/{tenant}/usage",
+        READ,
+        tenant_usage,
+        "Usage and cost for a tenant, grouped by key, team, model_group or deployment (?group_by=&start=&end=)",
+        query=_QUERY,
+    ),
+    Route(
+        "GET",
+        PREFIX + "/usage",
+        ORG,
+        org_usage,
+        "Usage and cost across tenants (?group_by=tenant|...&start=&end=)",
+        query=_QUERY,
+    ),
+)

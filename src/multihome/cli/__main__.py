@@ -1,0 +1,7 @@
+"""`python -m multihome.cli ...`: the `multihome` command."""
+
+import sys
+
+from .main import main
+
+sys.exit(main())

@@ -1,0 +1,136 @@
+"""The admin commands of `multihome` against a running gateway, as an operator uses them: tenants,
+teams and keys given by name, tables with a header row and names beside ids, money in its currency,
+a short line for a change and the API's JSON with --json, policy update/delete, and spend by key.
+
+The CLI runs in this process (`main([...])`); the gateway is a real `multihome serve`.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from decimal import Decimal
+
+import openai
+import pytest
+
+from multihome.cli import main
+
+from .services import replicas
+from .test_budgets_admin import CONFIG  # one priced model group, storage, Redis, an admin key
+
+ADMIN_KEY = "mh-bootstrap-admin-key-for-the-cli"
+
+
+@pytest.fixture(scope="module")
+def gateway(tmp_path_factory):
+    with replicas(
+        tmp_path_factory.mktemp("cli"),
+        lambda sim: CONFIG.format(sim=sim, inp=1000, out=2000),
+        {"MH_TEST_ADMIN_KEY": ADMIN_KEY},
+        n=1,
+    ) as (gw,):
+        yield gw
+
+
+@pytest.fixture
+def cli(gateway, monkeypatch, capsys):
+    """`cli("keys", "list", ...)` -> what it printed; the gateway and key come from the environment."""
+    monkeypatch.setenv("MULTIHOME_URL", gateway.url)
+    monkeypatch.setenv("MULTIHOME_ADMIN_KEY", ADMIN_KEY)
+
+    def run(*argv: str) -> str:
+        assert main(list(argv)) == 0
+        return capsys.readouterr().out
+
+    return run
+
+
+def rows(out: str) -> list[list[str]]:
+    """A printed table as cells (columns are two or more spaces apart)."""
+    return [[c.strip() for c in line.split("  ") if c.strip()] for line in out.splitlines()]
+
+
+def test_an_operator_session_by_names(cli, gateway):
+    made = cli("tenants", "create", "acme")
+    assert made.startswith("created tenant acme: ten_") and "{" not in made
+    tenant = made.split(": ")[1].strip()
+    assert json.loads(cli("tenants", "create", "globex", "--json"))["name"] == "globex"
+    listed = rows(cli("tenants", "list"))
+    assert listed[0] == ["ID", "NAME", "CREATED"] and [tenant, "acme"] == listed[1][:2]
+
+    team = cli("teams", "create", "--tenant", "acme", "ml").split(": ")[1].strip()
+    assert rows(cli("teams", "list", "--tenant", "acme"))[1][:2] == [team, "ml"]
+    secret = cli("keys", "create", "--tenant", "acme", "--name", "app", "--team", "ml").splitlines()[1].split(": ")[1]
+    header, key = rows(cli("keys", "list", "--tenant", "acme"))
+    assert header == ["ID", "NAME", "PREFIX", "TEAM", "ROLES", "EXPIRES", "STATUS"]
+    assert key[1] == "app" and key[3] == f"{team} (ml)" and key[4:] == ["member", "never", "active"]
+
+    granted = cli(
+        "entitlements",
+        "grant",
+        "--tenant",
+        "acme",
+        "--model",
+        "priced",
+        "--from",
+        "2020-01-01",
+        "--to",
+        "2099-12-31",
+        "--exclusive",
+    )
+    assert granted.startswith(f"granted priced to tenant {tenant} from 2020-01-01 to 2099-12-31 (exclusive): ent_")
+    header, ent = rows(cli("entitlements", "list", "--tenant", "acme"))
+    assert header == ["ID", "MODEL GROUP", "FROM", "TO", "EXCLUSIVE", "STATUS", "NOTE"]
+    assert ent[1:6] == ["priced", "2020-01-01", "2099-12-31", "yes", "active"]
+
+    budget = cli("budgets", "create", "--tenant", "acme", "--amount", "1000.5", "--period", "total")
+    assert budget.startswith("created budget bud_") and "USD 1,000.50 in total, hard" in budget
+
+    client = openai.OpenAI(base_url=gateway.url + "/v1", api_key=secret, max_retries=0)
+    client.chat.completions.create(model="priced", messages=[{"role": "user", "content": "hello"}])
+    header, spent = rows(cli("budgets", "list", "--tenant", "acme"))
+    assert header == ["ID", "SCOPE", "APPLIES TO", "PERIOD", "MODE", "SPENT", "LIMIT", "USED", "REMAINING"]
+    assert spent[1:5] == ["tenant", f"{tenant} (acme)", "total", "hard"] and spent[6] == "USD 1,000.50"
+    assert re.fullmatch(r"USD [\d,]+\.\d\d", spent[5]) and Decimal(spent[5][4:].replace(",", "")) > 0
+    assert re.fullmatch(r"\d+\.\d%", spent[7])
+
+    by_key = cli("usage", "--tenant", "acme", "--by", "key")
+    assert by_key.splitlines()[0] == f"spend by key in tenant {tenant} (acme), the beginning to now"
+    header, line = rows("\n".join(by_key.splitlines()[1:]))
+    assert header == ["KEY", "CALLS", "INPUT TOKENS", "OUTPUT TOKENS", "COST"]
+    assert line[0].endswith("(app)") and line[1] == "1" and re.fullmatch(r"USD [\d,]+\.\d{4}", line[4])
+    org = rows("\n".join(cli("usage", "--by", "tenant", "--from", "2020-01-01").splitlines()[1:]))
+    assert [r[0] for r in org[1:]] == [f"{tenant} (acme)"]
+    assert json.loads(cli("usage", "--tenant", "acme", "--json"))["group_by"] == "model_group"
+
+
+def test_policy_create_update_delete(cli):
+    cli("tenants", "create", "initech")
+    made = cli("policy", "create", "--tenant", "initech", '{"scope": "tenant", "rules": [{"effect": "deny"}]}')
+    assert made.startswith("created policy pol_") and "(tenant ten_" in made and "1 rules" in made
+    policy = made.split()[2]
+    updated = cli(
+        "policy",
+        "update",
+        "--tenant",
+        "initech",
+        policy,
+        '{"rules": [{"effect": "allow", "data_zones": ["EU"]}, {"effect": "deny"}]}',
+        "--description",
+        "EU",
+    )
+    assert updated == f"updated policy {policy} (2 rules)\n"
+    header, row = rows(cli("policy", "list", "--tenant", "initech"))
+    assert header == ["ID", "SCOPE", "APPLIES TO", "RULES", "DESCRIPTION"] and row[0] == policy
+    assert row[2].endswith("(initech)") and row[3:] == ["2", "EU"]
+    assert json.loads(cli("policy", "delete", "--tenant", "initech", policy))["deleted"] is True
+    assert json.loads(cli("policy", "list", "--tenant", "initech", "--json"))["data"] == []
+
+
+def test_an_unknown_name_lists_the_known_ones_and_an_unknown_id_is_left_to_the_api(cli):
+    cli("tenants", "create", "hooli")
+    with pytest.raises(SystemExit, match=r"no tenant 'nowhere' \(by name or id; known: .*hooli \(ten_"):
+        cli("keys", "list", "--tenant", "nowhere")
+    with pytest.raises(SystemExit, match="error 404: tenant ten_nothere not found"):
+        cli("teams", "create", "--tenant", "ten_nothere", "x")
