@@ -14,6 +14,8 @@ from .audit import AuditConfig
 from .contracts import ContractsConfig, ContractsConfigError
 from .contracts import check as check_contracts
 from .errors import ConfigError
+from .kms import KmsConfig
+from .kms import check as check_kms
 from .metering import MeteringConfig
 from .metering import check as check_metering
 from .model import (
@@ -81,7 +83,7 @@ def _convert(data: object, type_: type, prefix: str, problems: list[str]):
 # Sections keyed by user-chosen names are converted entry by entry so errors name the entry.
 _SECTIONS = {"providers": Provider, "deployments": Deployment, "model_groups": ModelGroup}
 _SINGLES = {"server": Server, "routing": Routing, "storage": Storage, "identity": Identity, "metering": MeteringConfig,
-            "audit": AuditConfig, "contracts": ContractsConfig}
+            "audit": AuditConfig, "contracts": ContractsConfig, "kms": KmsConfig}
 
 
 def load_config(path: str | os.PathLike[str]) -> Config:
@@ -122,6 +124,7 @@ def parse_config(text: str, *, source: str = "<config>") -> Config:
     config = Config(**parts, **sections)
     problems.extend(_reference_problems(config, names))
     problems.extend(check_metering(config.metering, names["deployments"]))
+    problems.extend(check_kms(config.kms))
     try:
         check_contracts(config.contracts, names["providers"])
     except ContractsConfigError as exc:

@@ -11,6 +11,7 @@ import msgspec
 
 from .audit import AuditConfig
 from .contracts import ContractsConfig
+from .kms import KmsConfig
 from .metering import MeteringConfig
 from .oidc import IssuerConfig
 from .struct import Count, Fraction, NonNegative, Positive, PositiveCount, PricePerMillion, Strict
@@ -201,4 +202,5 @@ class Config(Strict):
     metering: MeteringConfig = msgspec.field(default_factory=MeteringConfig)
     audit: AuditConfig = msgspec.field(default_factory=AuditConfig)
     contracts: ContractsConfig = msgspec.field(default_factory=ContractsConfig)
+    kms: KmsConfig = msgspec.field(default_factory=KmsConfig)
     telemetry: Telemetry | None = None

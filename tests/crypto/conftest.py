@@ -1,0 +1,51 @@
+"""Fixtures for the crypto tests: a migrated database (SQLite, and PostgreSQL where asked) and one
+KMS harness per backend, so the same suite runs against local, aws (moto server), vault (a real
+OpenBao dev server) and azure (the Key Vault simulator)."""
+
+from __future__ import annotations
+
+import pytest
+
+from multihome.storage import migrate_sync
+from multihome.storage.engine import create_engine
+
+from .harness import HARNESSES
+
+
+@pytest.fixture
+def anyio_backend():
+    return "asyncio"
+
+
+@pytest.fixture
+def sqlite_url(tmp_path):
+    url = f"sqlite+aiosqlite:///{tmp_path / 'multihome.db'}"
+    migrate_sync(url)
+    return url
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db_url(request, tmp_path):
+    if request.param == "sqlite":
+        return request.getfixturevalue("sqlite_url")
+    url = request.getfixturevalue("pg_server").create_database()
+    migrate_sync(url)
+    return url
+
+
+@pytest.fixture
+async def engine(sqlite_url):
+    e = create_engine(sqlite_url)
+    yield e
+    await e.dispose()
+
+
+@pytest.fixture(params=list(HARNESSES))
+def kms(request, tmp_path, monkeypatch):
+    """A KMS harness: `.config(**fields)` -> KmsConfig and `.build` (the backend factory)."""
+    return HARNESSES[request.param](request, tmp_path, monkeypatch)
+
+
+@pytest.fixture
+def local_kms(request, tmp_path, monkeypatch):
+    return HARNESSES["local"](request, tmp_path, monkeypatch)

@@ -1,0 +1,96 @@
+"""One harness per KMS backend: a KmsConfig pointing at a live KMS, and the backend factory."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import base64
+
+import msgspec
+
+from multihome.config.kms import KmsConfig, KmsTarget
+from multihome.crypto import init_key_file
+from multihome.crypto.backends import build_backend
+from multihome.crypto.kms import KmsBackend
+
+
+class Harness:
+    name = "local"
+
+    def __init__(self, request: Any, tmp_path: Any, monkeypatch: Any) -> None:
+        self.request = request
+        self.tmp_path = tmp_path
+        self.monkeypatch = monkeypatch
+        self.key_file = tmp_path / "kms.key"
+        init_key_file(self.key_file)
+
+    def section(self) -> dict[str, Any]:
+        return {"backend": "local", "local": {"key_file": str(self.key_file)}}
+
+    def config(self, **fields: Any) -> KmsConfig:
+        return msgspec.convert({**self.section(), **fields}, KmsConfig)
+
+    def build(self, target: KmsTarget, where: str) -> KmsBackend:
+        return build_backend(target, where)
+
+
+HARNESSES: dict[str, Callable[[Any, Any, Any], Harness]] = {"local": Harness}
+
+
+class Recording(KmsBackend):
+    """Delegates to a real backend, counting calls and keeping every plaintext data key it saw
+    (so tests can look for those bytes where they must never be)."""
+
+    def __init__(self, inner: KmsBackend) -> None:
+        self.inner = inner
+        self.name = inner.name  # type: ignore[misc]
+        self.calls: dict[str, int] = {}
+        self.plaintexts: list[bytes] = []
+        self.down = False
+
+    @property
+    def label(self) -> str:
+        return self.inner.label
+
+    def _count(self, op: str) -> None:
+        if self.down:
+            from multihome.crypto import KmsUnavailable
+
+            raise KmsUnavailable(self.label, "connection refused (test outage)")
+        self.calls[op] = self.calls.get(op, 0) + 1
+
+    async def generate_data_key(self, kek_id, context, *, create):
+        self._count("generate")
+        new = await self.inner.generate_data_key(kek_id, context, create=create)
+        self.plaintexts.append(new.plaintext)
+        return new
+
+    async def decrypt(self, kek_id, kek_version, wrapped, context):
+        self._count("decrypt")
+        plaintext = await self.inner.decrypt(kek_id, kek_version, wrapped, context)
+        self.plaintexts.append(plaintext)
+        return plaintext
+
+    async def rewrap(self, kek_id, kek_version, wrapped, context):
+        self._count("rewrap")
+        return await self.inner.rewrap(kek_id, kek_version, wrapped, context)
+
+    async def create_key_version(self, kek_id):
+        self._count("create_key_version")
+        return await self.inner.create_key_version(kek_id)
+
+    async def destroy(self, kek_id):
+        self._count("destroy")
+        return await self.inner.destroy(kek_id)
+
+    async def close(self):
+        await self.inner.close()
+
+
+def secret_forms(plaintexts: list[bytes]) -> list[str]:
+    """Every printable form a key could leak in: hex, base64, base64url."""
+    forms = []
+    for raw in plaintexts:
+        forms += [raw.hex(), base64.b64encode(raw).decode(), base64.urlsafe_b64encode(raw).decode().rstrip("=")]
+    return forms
