@@ -35,8 +35,9 @@ def db_url(request, tmp_path):
 
 
 @pytest.fixture
-async def engine(sqlite_url):
-    e = create_engine(sqlite_url)
+async def engine(db_url):
+    """A migrated database, SQLite and PostgreSQL in turn."""
+    e = create_engine(db_url)
     yield e
     await e.dispose()
 
