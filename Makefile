@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install system-deps demo test bench clean
+.PHONY: install system-deps demo lint test bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -19,6 +19,13 @@ demo: install
 
 system-deps:
 	bash scripts/install-system-deps.sh
+
+# Lint, format, types and the one-way import contract (pyproject.toml); `make test` runs it first.
+lint: install
+	$(BIN)/ruff check src tests bench scripts
+	$(BIN)/ruff format --check src tests bench scripts
+	$(BIN)/mypy
+	$(BIN)/lint-imports
 
 test: install system-deps
 	$(BIN)/python -m pytest

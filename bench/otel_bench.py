@@ -40,6 +40,7 @@ from multihome.config import Telemetry as TelemetryConfig, parse_config  # noqa:
 from multihome.schema.principal import Principal  # noqa: E402
 from multihome.observability.genai import GenAIMapper  # noqa: E402
 from multihome.observability.telemetry import Telemetry  # noqa: E402
+from multihome.providers.registry import BY_NAME  # noqa: E402
 
 CONFIG = parse_config("""
 server: {allow_unauthenticated: true}
@@ -52,7 +53,7 @@ deployments:
 model_groups:
   gpt-4o: {deployments: [a, b]}
 """)
-MAPPER = GenAIMapper.from_config(CONFIG)
+MAPPER = GenAIMapper.from_config(CONFIG, BY_NAME)
 RECEIVER = r"""
 import sys
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer

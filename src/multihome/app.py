@@ -71,8 +71,9 @@ def build_app(config: Config) -> Gateway:
     telemetry = None
     if config.telemetry is not None:
         from .observability.telemetry import Telemetry  # the OpenTelemetry SDK runs in its worker process
+        from .providers.registry import BY_NAME
 
-        telemetry = Telemetry.from_config(config)
+        telemetry = Telemetry.from_config(config, BY_NAME)
         accounting.sinks.append(telemetry)
         accounting.trace_context = True  # spans join the client's trace (traceparent)
     audit_log = None

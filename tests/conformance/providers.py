@@ -4,7 +4,9 @@ Each `Target` is one upstream API: the simulator that speaks it, how the gateway
 good and with wrong credentials, the models it serves, and the scenarios it cannot do because of a
 limitation of the provider itself (`gaps`, with the reason). `KNOWN_BUGS` lists gateway bugs that
 make a scenario fail today: they run as strict xfails, so fixing one turns the run red until the
-entry is removed. Adding a provider is one more `Target` in `TARGETS`.
+entry is removed. There is one `Target` per provider kind in `multihome.providers.registry`;
+test_conformance.py fails when a registered kind has none, so adding a provider kind is one
+more `Target` below (docs/adding-a-provider.md).
 
 `Stack` starts one simulator per target plus one OpenAI simulator (the failover backup), a local
 OAuth2 token endpoint for Vertex, an AWS credentials file for Bedrock, and one gateway whose
@@ -51,8 +53,7 @@ BACKUP_NAME = "backup-sim"
 
 @dataclass(frozen=True)
 class Target:
-    name: str  # the provider's name in the matrix and the prefix of its model groups
-    sim_kind: str
+    name: str  # a provider kind (also its simulator's kind), its name in the matrix, its model groups' prefix
     sim_args: tuple[str, ...]  # simulator credentials (names of env vars in SECRETS)
     provider: str  # YAML flow mapping of the provider; {url} is the simulator's URL
     bad_provider: str  # the same provider with credentials the simulator rejects
@@ -67,32 +68,32 @@ class Target:
 
 
 TARGETS: list[Target] = [
-    Target("openai", "openai", ("--api-key-env", "CF_OPENAI_KEY"),
+    Target("openai", ("--api-key-env", "CF_OPENAI_KEY"),
            '{{kind: openai, endpoint: "{url}/v1", auth: {{api_key_env: CF_OPENAI_KEY}}}}',
            '{{kind: openai, endpoint: "{url}/v1", auth: {{api_key_env: CF_WRONG_KEY}}}}',
            "gpt-4o-main", "gpt-4o-fo", "text-embedding-3-small"),
-    Target("azure", "azure", ("--api-key-env", "CF_AZURE_KEY"),
+    Target("azure", ("--api-key-env", "CF_AZURE_KEY"),
            '{{kind: azure, endpoint: "{url}", auth: {{api_key_env: CF_AZURE_KEY}}}}',
            '{{kind: azure, endpoint: "{url}", auth: {{api_key_env: CF_WRONG_KEY}}}}',
            "gpt-4o-main", "gpt-4o-fo", "embed-small"),
-    Target("anthropic", "anthropic", ("--api-key-env", "CF_ANTHROPIC_KEY"),
+    Target("anthropic", ("--api-key-env", "CF_ANTHROPIC_KEY"),
            '{{kind: anthropic, endpoint: "{url}", auth: {{api_key_env: CF_ANTHROPIC_KEY}}}}',
            '{{kind: anthropic, endpoint: "{url}", auth: {{api_key_env: CF_WRONG_KEY}}}}',
            "claude-sonnet-4-5", "claude-fo",
            gaps={"embeddings": "Anthropic has no embeddings API"}),
-    Target("gemini", "gemini", ("--api-key-env", "CF_GEMINI_KEY"),
+    Target("gemini", ("--api-key-env", "CF_GEMINI_KEY"),
            '{{kind: gemini, endpoint: "{url}", auth: {{api_key_env: CF_GEMINI_KEY}}}}',
            '{{kind: gemini, endpoint: "{url}", auth: {{api_key_env: CF_WRONG_KEY}}}}',
            "gemini-2.5-flash", "gemini-fo", "text-embedding-004",
            gaps={"image_https_url": "the Gemini API fetches only its own Files API URIs, not arbitrary https URLs"}),
-    Target("vertex", "vertex", ("--oauth-token-env", "CF_VERTEX_TOKEN", "--region", "us-central1"),
+    Target("vertex", ("--oauth-token-env", "CF_VERTEX_TOKEN", "--region", "us-central1"),
            '{{kind: vertex, endpoint: "{url}", region: us-central1, project: proj-1, '
            'auth: {{google: {{service_account_file_env: CF_SA_FILE}}}}}}',
            '{{kind: vertex, endpoint: "{url}", region: us-central1, project: proj-1, '
            'auth: {{google: {{service_account_file_env: CF_SA_BAD_FILE}}}}}}',
            "gemini-2.5-pro", "gemini-fo", "text-embedding-005"),
-    Target("bedrock", "bedrock", ("--region", "us-east-1", "--aws-access-key-id-env", "CF_AWS_AKID",
-                                  "--aws-secret-access-key-env", "CF_AWS_SECRET"),
+    Target("bedrock", ("--region", "us-east-1", "--aws-access-key-id-env", "CF_AWS_AKID",
+                      "--aws-secret-access-key-env", "CF_AWS_SECRET"),
            '{{kind: bedrock, endpoint: "{url}", region: us-east-1, auth: {{aws: {{profile: cf-good}}}}}}',
            '{{kind: bedrock, endpoint: "{url}", region: us-east-1, auth: {{aws: {{profile: cf-bad}}}}}}',
            "us.anthropic.claude-3-5-haiku-20241022-v1:0", "anthropic.claude-fo-v1:0", "cohere.embed-english-v3",
@@ -192,7 +193,7 @@ class Stack:
         self.gateway: Gateway | None = None
         try:
             with ThreadPoolExecutor(len(TARGETS) + 1) as pool:  # each start is a Python process boot
-                jobs = {t.name: pool.submit(Simulator, t.sim_kind, t.sim_name, *t.sim_args, env=SECRETS) for t in TARGETS}
+                jobs = {t.name: pool.submit(Simulator, t.name, t.sim_name, *t.sim_args, env=SECRETS) for t in TARGETS}
                 jobs["backup"] = pool.submit(Simulator, "openai", BACKUP_NAME)
                 for name, job in jobs.items():
                     self.sims[name] = job.result()

@@ -10,8 +10,16 @@ from __future__ import annotations
 import openai
 import pytest
 
+from multihome.providers.registry import NAMES as KIND_NAMES
+
 from .providers import CLIENT_KEY, KNOWN_BUGS, SECRETS, TARGET_NAMES, TARGETS, Stack
 from .scenarios import SCENARIOS, Ctx
+
+
+def test_every_provider_kind_has_a_target() -> None:
+    """The matrix covers exactly the kinds the gateway speaks: a kind added to the registry without
+    a `Target` (or a Target for a kind that no longer exists) fails here, not silently."""
+    assert sorted(TARGET_NAMES) == sorted(KIND_NAMES)
 
 
 @pytest.fixture(scope="module")

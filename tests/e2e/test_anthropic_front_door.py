@@ -369,8 +369,8 @@ model_groups:
 
 @pytest.fixture(scope="module")
 def native(tmp_path_factory):
-    pytest.importorskip("multihome.simulators.anthropic_api")
-    pytest.importorskip("multihome.providers.anthropic")
+    pytest.importorskip("multihome.simulators.anthropic.api")
+    pytest.importorskip("multihome.providers.anthropic.adapter")
     from .processes import Simulator
 
     sim = Simulator("anthropic", "anthropic", "--api-key-env", "MH_AD_ANTHROPIC_KEY", env=UPSTREAM_SECRETS)

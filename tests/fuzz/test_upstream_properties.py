@@ -26,7 +26,7 @@ from multihome.schema.chat import parse_chat
 from multihome.schema.embeddings import parse_embeddings
 from multihome.schema.errors import ApiError
 from multihome.schema.peek import peek_decoder
-from multihome.simulators.bedrock_eventstream import frame
+from multihome.simulators.bedrock.eventstream import frame
 
 from .harness import FUZZ, upstream_stage
 from .strategies import all_paths, encode, fragment_or_value, hostile_text, mutated, number

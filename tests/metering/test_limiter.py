@@ -89,7 +89,7 @@ async def test_reservation_uses_dearest_planned_prices_and_settlement_replaces_i
 async def _reserved(lim, body: dict, deployments, request_id: str) -> int:
     """Admit a chat body the way the front door does (through a CallTracker); its reservation."""
     from multihome.accounting.tracker import Accounting
-    from multihome.routing import estimate
+    from multihome.schema import estimate
     from multihome.schema.chat import parse_chat
 
     tracker = Accounting(limiter=lim).begin(request_id, "chat", principal(), b"{}")

@@ -7,6 +7,7 @@ import pytest
 from multihome.accounting.record import AttemptRecord, CallRecord, Usage
 from multihome.config import parse_config
 from multihome.observability.genai import GenAIMapper, error_type_of
+from multihome.providers.registry import BY_NAME
 
 CONFIG = """
 server: {allow_unauthenticated: true}
@@ -35,7 +36,7 @@ model_groups:
 
 @pytest.fixture(scope="module")
 def mapper() -> GenAIMapper:
-    return GenAIMapper.from_config(parse_config(CONFIG))
+    return GenAIMapper.from_config(parse_config(CONFIG), BY_NAME)
 
 
 def call(**kw) -> CallRecord:

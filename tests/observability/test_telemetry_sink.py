@@ -17,12 +17,13 @@ from multihome.config import ConfigError, Telemetry as TelemetryConfig, parse_co
 from multihome.observability.genai import GenAIMapper
 from multihome.observability.otel_pipeline import Pipeline
 from multihome.observability.telemetry import parse_headers
+from multihome.providers.registry import BY_NAME
 
 from .test_genai import CONFIG, call
 
 TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
 PARENT_ID = "00f067aa0ba902b7"
-MAPPER = GenAIMapper.from_config(parse_config(CONFIG))
+MAPPER = GenAIMapper.from_config(parse_config(CONFIG), BY_NAME)
 
 
 def started(**cfg) -> tuple[Pipeline, InMemorySpanExporter, InMemoryMetricReader]:

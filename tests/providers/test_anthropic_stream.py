@@ -7,8 +7,8 @@ import json
 import msgspec
 import pytest
 
-from multihome.providers.anthropic_request import JSON_TOOL
-from multihome.providers.anthropic_stream import AnthropicStreamDecoder
+from multihome.providers.anthropic.request import JSON_TOOL
+from multihome.providers.anthropic.stream import AnthropicStreamDecoder
 from multihome.providers.sse import DONE
 from multihome.schema.peek import peek_decoder
 

@@ -8,10 +8,10 @@ import json
 import msgspec
 import pytest
 
-from multihome.providers.anthropic import AnthropicAdapter, classify
-from multihome.providers.anthropic_request import DEFAULT_MAX_TOKENS, JSON_TOOL
-from multihome.providers.anthropic_response import chat_response
-from multihome.providers.base import CONTEXT_OVERFLOW, CAPACITY, CLIENT_ERROR, UNAVAILABLE
+from multihome.providers.anthropic.adapter import AnthropicAdapter, classify
+from multihome.providers.anthropic.request import DEFAULT_MAX_TOKENS, JSON_TOOL
+from multihome.providers.anthropic.response import chat_response
+from multihome.providers.base import CAPACITY, CLIENT_ERROR, CONTEXT_OVERFLOW, UNAVAILABLE
 from multihome.schema.chat import parse_chat
 from multihome.schema.errors import ApiError
 

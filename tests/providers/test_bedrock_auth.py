@@ -8,11 +8,11 @@ import time
 import pytest
 
 from multihome.config import AwsAuth, parse_config
-from multihome.providers import bedrock
-from multihome.providers.bedrock_auth import AwsCredentials, SigV4Signer
+from multihome.providers.bedrock import adapter as bedrock
+from multihome.providers.bedrock.auth import AwsCredentials
 from multihome.schema.errors import ApiError
 from multihome.simulators import SimulatorConfig, start_simulator_in_thread
-from multihome.simulators.bedrock_sigv4 import Secret, verify
+from multihome.simulators.bedrock.sigv4 import Secret, verify
 
 AKID, SECRET, REGION = "AKIDAUTHTEST", "auth-secret", "eu-west-1"
 

@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from multihome.providers.bedrock_stream import ConverseStreamDecoder
-from multihome.simulators import bedrock_eventstream as es
+from multihome.providers.bedrock.stream import ConverseStreamDecoder
+from multihome.simulators.bedrock import eventstream as es
 
 
 def decode(frames: list[bytes], *, split: int | None = None) -> list:

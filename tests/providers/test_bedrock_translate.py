@@ -8,9 +8,10 @@ import json
 import msgspec
 import pytest
 
-from multihome.providers import bedrock_translate as bt
-from multihome.providers.bedrock import BedrockAdapter, error_name
 from multihome.providers.base import CAPACITY, CLIENT_ERROR, CONTEXT_OVERFLOW, UNAVAILABLE
+from multihome.providers.bedrock.adapter import BedrockAdapter, error_name
+from multihome.providers.bedrock.request import converse_body
+from multihome.providers.bedrock.response import chat_completion
 from multihome.schema.chat import parse_chat
 from multihome.schema.errors import ApiError
 
@@ -20,7 +21,7 @@ WEATHER = {"type": "function", "function": {"name": "weather", "description": "w
 
 def body_of(**req) -> tuple[dict, list[str]]:
     req.setdefault("model", "m")
-    raw, dropped = bt.converse_body(parse_chat(json.dumps(req).encode()))
+    raw, dropped = converse_body(parse_chat(json.dumps(req).encode()))
     return json.loads(raw), dropped
 
 
@@ -137,20 +138,20 @@ def test_response_mapping(stop_reason, finish):
         "stopReason": stop_reason,
         "usage": {"inputTokens": 10, "outputTokens": 4, "totalTokens": 20, "cacheReadInputTokens": 6},
     })
-    out = json.loads(bt.chat_completion(body, "claude"))
+    out = json.loads(chat_completion(body, "claude"))
     choice = out["choices"][0]
     assert choice["finish_reason"] == finish and choice["message"]["content"] == "Hi there"
     assert choice["message"]["tool_calls"][0]["function"] == {"name": "weather", "arguments": '{"city":"x"}'}
     assert out["usage"] == {"prompt_tokens": 16, "completion_tokens": 4, "total_tokens": 20, "prompt_tokens_details": {"cached_tokens": 6}}
     adapter = BedrockAdapter("b", "http://x", None)
     from multihome.schema.peek import peek_decoder
-    assert adapter.is_refusal(peek_decoder.decode(bt.chat_completion(body, "claude"))) is (finish == "content_filter")
+    assert adapter.is_refusal(peek_decoder.decode(chat_completion(body, "claude"))) is (finish == "content_filter")
 
 
 def test_malformed_output_is_a_broken_upstream():
     body = b'{"output":{"message":{"role":"assistant","content":[]}},"stopReason":"malformed_tool_use","usage":{}}'
     with pytest.raises(ValueError):
-        bt.chat_completion(body, "m")
+        chat_completion(body, "m")
 
 
 @pytest.mark.parametrize(

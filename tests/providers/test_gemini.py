@@ -8,14 +8,13 @@ import json
 import struct
 import time
 
-import msgspec
 import pytest
 
 from multihome.config import GoogleAuth, parse_config
-from multihome.providers import gemini_auth
-from multihome.providers.base import CONTEXT_OVERFLOW, CAPACITY, CLIENT_ERROR, UNAVAILABLE
-from multihome.providers.gemini import GeminiAdapter, build
-from multihome.providers.gemini_response import GeminiStreamDecoder
+from multihome.providers.base import CAPACITY, CLIENT_ERROR, CONTEXT_OVERFLOW, UNAVAILABLE
+from multihome.providers.gemini import auth as gemini_auth
+from multihome.providers.gemini.adapter import GeminiAdapter, build
+from multihome.providers.gemini.stream import GeminiStreamDecoder
 from multihome.schema.chat import parse_chat
 from multihome.schema.embeddings import parse_embeddings
 from multihome.schema.errors import ApiError

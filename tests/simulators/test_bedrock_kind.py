@@ -16,8 +16,8 @@ from botocore.eventstream import EventStreamBuffer
 from botocore.exceptions import ClientError, EventStreamError
 
 from multihome.simulators import SimulatorConfig, start_simulator_in_thread
-from multihome.simulators import bedrock_eventstream as es
-from multihome.simulators.bedrock_sigv4 import Secret, verify
+from multihome.simulators.bedrock import eventstream as es
+from multihome.simulators.bedrock.sigv4 import Secret, verify
 
 AKID, SECRET, REGION = "AKIDSIMTEST", "sim-secret", "us-east-1"
 MODEL = "us.anthropic.claude-3-5-haiku-20241022-v1:0"

@@ -7,8 +7,8 @@ import asyncio
 import hashlib
 import time
 
+from ..schema import estimate
 from ..schema.principal import Principal
-from ..routing import estimate
 from ..schema.errors import ApiError
 from .record import AttemptRecord, CallRecord, CallSink, Usage
 

@@ -16,7 +16,7 @@ import logging
 import msgspec
 
 from ..identity.authenticator import Authenticator, credential_of
-from ..routing import estimate
+from ..schema import estimate
 from ..schema.anthropic import parse_messages
 from ..schema.errors import ApiError
 from .anthropic_errors import send_anthropic_error

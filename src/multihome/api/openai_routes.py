@@ -13,7 +13,7 @@ from ..schema.bounded import Decoder
 from ..providers.base import CREDENTIALS_REJECTED
 from ..routing.attempts import Served, attempts_header
 from ..routing.catalog import Catalog, GroupRuntime
-from ..routing import estimate
+from ..schema import estimate
 from ..routing.planner import RequestShape
 from ..routing.router import Router
 from ..schema import header_text

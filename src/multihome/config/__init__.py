@@ -1,8 +1,9 @@
 """Multihome's configuration: the YAML file turned into typed structs, validated once at load.
 
 Import-light on purpose: every other package reads its section from here, so this package
-imports nothing of the project beyond two leaf modules (`schema.admin_fields` for bounded text,
-`schema.principal` for role names). An import contract in CI keeps it so (pyproject.toml).
+imports nothing of the project beyond three leaf modules (`schema.admin_fields` for bounded text,
+`schema.principal` for role names, `providers.registry` for the provider kinds: descriptors that
+are plain data, see providers/kind.py). An import contract in CI keeps it so (pyproject.toml).
 
 - `model`: the `Config` struct and one struct per section (`audit`, `metering`, `contracts`,
   `oidc` hold the larger sections).

@@ -10,6 +10,8 @@ from pathlib import Path
 
 import msgspec
 
+from ..providers.registry import BY_NAME as KIND_BY_NAME
+from ..providers.registry import KINDS
 from .audit import AuditConfig
 from .contracts import ContractsConfig, ContractsConfigError
 from .contracts import check as check_contracts
@@ -19,12 +21,13 @@ from .kms import check as check_kms
 from .metering import MeteringConfig
 from .metering import check as check_metering
 from .model import (
-    CAPABILITIES, DECLINES, Config, Deployment, Identity, ModelGroup, Provider, Routing, Server, Storage, Telemetry,
-    DERIVED_ENDPOINT,
+    CAPABILITIES, DECLINES, Config, Deployment, Identity, ModelGroup, Provider, ProviderAuth, Routing, Server, Storage,
+    Telemetry,
 )
 from .yaml_source import read_yaml
 
 
+_AUTH_METHODS = tuple(f.name for f in msgspec.structs.fields(ProviderAuth))  # in the order messages list them
 _AT = re.compile(r" - at `\$(?P<path>[^`]*)`$")
 
 
@@ -140,20 +143,21 @@ def _reference_problems(config: Config, names: dict[str, set[str]]) -> Iterator[
     """Cross-field problems. `names` holds every entry name in the file, converted or not, so an
     entry with a type error is not also reported as unknown where it is referenced."""
     for name, prov in config.providers.items():
+        kind = KIND_BY_NAME[prov.kind]  # what each kind needs is data in its descriptor
         if prov.endpoint is None:
-            if prov.kind not in DERIVED_ENDPOINT:
+            if kind.default_endpoint is None:
                 yield (f"providers.{name}.endpoint: required for kind '{prov.kind}'")
         elif not prov.endpoint.startswith(("http://", "https://")):
             yield (f"providers.{name}.endpoint: must start with http:// or https://")
-        if prov.kind in ("bedrock", "vertex") and not prov.region:
-            yield (f"providers.{name}.region: required for kind '{prov.kind}'")
-        if prov.kind == "vertex" and not prov.project:
-            yield (f"providers.{name}.project: required for kind 'vertex'")
-        methods = [m for m in ("api_key_env", "entra", "aws", "google") if getattr(prov.auth, m)]
+        for field in kind.requires:
+            if not getattr(prov, field):
+                yield (f"providers.{name}.{field}: required for kind '{prov.kind}'")
+        methods = [m for m in _AUTH_METHODS if getattr(prov.auth, m)]
         if len(methods) > 1:
             yield (f"providers.{name}.auth: set one of {', '.join(methods)}, not several")
-        for method, kinds in (("entra", ("azure",)), ("aws", ("bedrock",)), ("google", ("vertex",))):
-            if getattr(prov.auth, method) and prov.kind not in kinds:
+        for method in methods:
+            if method not in kind.auth_methods:
+                kinds = [k.name for k in KINDS if method in k.auth_methods]
                 yield (f"providers.{name}.auth.{method}: only for kind {' or '.join(kinds)}")
     for name, dep in config.deployments.items():
         if dep.provider not in names["providers"]:

@@ -14,6 +14,7 @@ from .contracts import ContractsConfig
 from .kms import KmsConfig
 from .metering import MeteringConfig
 from .oidc import IssuerConfig
+from ..providers.registry import NAMES as PROVIDER_KINDS
 from .struct import Count, Fraction, NonNegative, Positive, PositiveCount, PricePerMillion, Strict
 
 CAPABILITIES = frozenset(
@@ -54,13 +55,13 @@ class ProviderAuth(Strict):
     google: GoogleAuth | None = None
 
 
-PROVIDER_KINDS = ("openai", "azure", "bedrock", "anthropic", "gemini", "vertex")
-# Kinds whose public endpoint is derived (from region/project) when `endpoint` is not set.
-DERIVED_ENDPOINT = frozenset({"bedrock", "anthropic", "gemini", "vertex"})
+# The kinds come from the provider registry (each kind's descriptor in providers/<kind>/), so a new
+# provider kind is accepted here without an edit; the per-kind rules are checked in load.py.
+ProviderKindName = Literal[PROVIDER_KINDS]  # type: ignore[valid-type]  # a Literal built from data
 
 
 class Provider(Strict):
-    kind: Literal["openai", "azure", "bedrock", "anthropic", "gemini", "vertex"]
+    kind: ProviderKindName
     endpoint: str | None = None
     region: str | None = None
     data_zone: str | None = None

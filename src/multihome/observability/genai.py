@@ -12,20 +12,29 @@ Names follow the OpenTelemetry GenAI semantic conventions (gen-ai-spans, gen-ai-
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any, Protocol
 from urllib.parse import urlsplit
 
 from ..accounting.record import CallRecord
 
-# Our provider kinds -> the conventions' well-known gen_ai.provider.name values.
-PROVIDER_NAMES = {
-    "openai": "openai",
-    "azure": "azure.ai.openai",
-    "bedrock": "aws.bedrock",
-    "anthropic": "anthropic",
-    "gemini": "gcp.gemini",
-    "vertex": "gcp.vertex_ai",
-}
+
+class ProviderKindInfo(Protocol):
+    """What telemetry reads from a provider kind's descriptor (`providers.kind.ProviderKind`).
+
+    The descriptors are handed in by the composition root (app.py passes
+    `providers.registry.BY_NAME`) rather than imported. That was the simplest way to drop the
+    import of `providers` (against DESIGN.md's one-way rule) without a second table of kinds:
+    telemetry maps call records and never needs the adapters' package, only these two members.
+    """
+
+    @property
+    def telemetry_name(self) -> str: ...  # the conventions' well-known gen_ai.provider.name
+
+    def endpoint(self, provider: Any) -> str: ...  # the base URL the adapter calls
+
+
 # CallRecord.endpoint -> gen_ai.operation.name (the Anthropic Messages front door is a chat).
 OPERATION_NAMES = {"chat": "chat", "messages": "chat", "embeddings": "embeddings"}
 
@@ -41,28 +50,6 @@ class Upstream:
     model: str  # the model the gateway asks this deployment for
     address: str | None  # server.address
     port: int | None  # server.port
-
-
-def provider_endpoint(provider) -> str | None:
-    """The base URL a provider's adapter calls (the configured one, or the public one it derives)."""
-    if provider.endpoint:
-        return provider.endpoint
-    kind, region = provider.kind, provider.region
-    if kind == "bedrock":
-        return f"https://bedrock-runtime.{region}.amazonaws.com"
-    if kind == "anthropic":
-        from ..providers.anthropic import DEFAULT_ENDPOINT
-
-        return DEFAULT_ENDPOINT
-    if kind == "gemini":
-        from ..providers.gemini import GEMINI_ENDPOINT
-
-        return GEMINI_ENDPOINT
-    if kind == "vertex" and region:
-        from ..providers.gemini import vertex_endpoint
-
-        return vertex_endpoint(region)
-    return None
 
 
 def _address(url: str | None) -> tuple[str | None, int | None]:
@@ -81,19 +68,22 @@ def _address(url: str | None) -> tuple[str | None, int | None]:
 class GenAIMapper:
     """Builds one span's name and attributes (and the metric attributes) from a CallRecord."""
 
-    def __init__(self, upstreams: dict[str, Upstream], primaries: dict[str, str]) -> None:
+    def __init__(self, upstreams: dict[str, Upstream], primaries: dict[str, str], provider_names: dict[str, str]) -> None:
         self.upstreams = upstreams  # deployment name -> Upstream
         self.primaries = primaries  # model group -> its first deployment
+        self.provider_names = provider_names  # provider kind -> gen_ai.provider.name
 
     @classmethod
-    def from_config(cls, config) -> GenAIMapper:
+    def from_config(cls, config: Any, kinds: Mapping[str, ProviderKindInfo]) -> GenAIMapper:
+        """`kinds`: provider kind name -> its descriptor (`providers.registry.BY_NAME`)."""
         upstreams = {}
         for name, dep in config.deployments.items():
             provider = config.providers[dep.provider]
-            address, port = _address(provider_endpoint(provider))
-            upstreams[name] = Upstream(PROVIDER_NAMES.get(provider.kind, provider.kind), dep.model, address, port)
+            kind = kinds[provider.kind]
+            address, port = _address(kind.endpoint(provider))
+            upstreams[name] = Upstream(kind.telemetry_name, dep.model, address, port)
         primaries = {name: group.deployments[0] for name, group in config.model_groups.items() if group.deployments}
-        return cls(upstreams, primaries)
+        return cls(upstreams, primaries, {name: kind.telemetry_name for name, kind in kinds.items()})
 
     def _upstream(self, call: CallRecord) -> Upstream | None:
         """The deployment that served; else the last one tried; else the group's primary."""
@@ -125,7 +115,7 @@ class GenAIMapper:
                 if up.port:
                     metric["server.port"] = up.port
         elif call.provider_kind:
-            metric["gen_ai.provider.name"] = PROVIDER_NAMES.get(call.provider_kind, call.provider_kind)
+            metric["gen_ai.provider.name"] = self.provider_names.get(call.provider_kind, call.provider_kind)
         if error_type is not None:
             metric["error.type"] = error_type
         attrs = dict(metric)

@@ -16,13 +16,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import sys
+from collections.abc import Mapping
 from urllib.parse import unquote, urlsplit
 
 import msgspec
 
 from ..accounting.record import CallRecord
 from ..config import ConfigError, env_secret
-from .genai import GenAIMapper
+from .genai import GenAIMapper, ProviderKindInfo
 
 log = logging.getLogger("multihome.telemetry")
 
@@ -76,7 +77,8 @@ class Telemetry:
         self.dropped = 0  # records not handed to the worker (backlog full, or the worker is gone)
 
     @classmethod
-    def from_config(cls, config) -> Telemetry:
+    def from_config(cls, config, kinds: Mapping[str, ProviderKindInfo]) -> Telemetry:
+        """`kinds`: provider kind name -> descriptor, from the composition root (see genai.py)."""
         t = config.telemetry
         endpoint = t.otlp_endpoint or env_secret(t.otlp_endpoint_env, what="telemetry.otlp_endpoint_env")
         if not endpoint.startswith(("http://", "https://")):
@@ -84,12 +86,13 @@ class Telemetry:
         headers = {}
         if t.headers_env:
             headers = parse_headers(env_secret(t.headers_env, what="telemetry.headers_env"), t.headers_env)
-        return cls(t, GenAIMapper.from_config(config), endpoint=endpoint, headers=headers)
+        return cls(t, GenAIMapper.from_config(config, kinds), endpoint=endpoint, headers=headers)
 
     def _setup(self) -> bytes:
         ups = {name: (u.provider_name, u.model, u.address, u.port) for name, u in self.mapper.upstreams.items()}
         return _encode({"config": self.config, "endpoint": self.endpoint, "headers": self._headers,
-                        "upstreams": ups, "primaries": self.mapper.primaries})
+                        "upstreams": ups, "primaries": self.mapper.primaries,
+                        "provider_names": self.mapper.provider_names})
 
     async def start(self) -> None:
         proc = await asyncio.create_subprocess_exec(

@@ -2,7 +2,7 @@
 
 Started by the gateway (`telemetry.Telemetry`), one per gateway process. Reads length-prefixed
 msgpack frames on stdin — first the setup (config, endpoint, export headers, the deployment
-table), then one CallRecord per frame — and feeds them to the OpenTelemetry SDK pipeline.
+table, the provider kinds' telemetry names), then one CallRecord per frame — and feeds them to the OpenTelemetry SDK pipeline.
 Prints READY once the pipeline is built. At end of input (the gateway closed the pipe, or died)
 it flushes within shutdown_timeout_s and exits.
 """
@@ -27,6 +27,7 @@ class Setup(msgspec.Struct):
     headers: dict[str, str]
     upstreams: dict[str, tuple[str, str, str | None, int | None]]
     primaries: dict[str, str]
+    provider_names: dict[str, str]
 
 
 def read_frame(stream) -> bytes | None:
@@ -48,7 +49,7 @@ def main() -> int:
     if frame is None:
         return 1
     setup = msgspec.msgpack.decode(frame, type=Setup)
-    mapper = GenAIMapper({k: Upstream(*v) for k, v in setup.upstreams.items()}, setup.primaries)
+    mapper = GenAIMapper({k: Upstream(*v) for k, v in setup.upstreams.items()}, setup.primaries, setup.provider_names)
 
     from .otel_pipeline import Pipeline  # the SDK: imported here, in this process only
 

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping
 from email.utils import parsedate_to_datetime
-import time
 
 import msgspec
 

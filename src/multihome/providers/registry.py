@@ -1,23 +1,28 @@
-"""Provider kind -> adapter factory. Modules are imported only for kinds a config uses."""
+"""Every provider kind the gateway speaks, in one list, and the adapter factory that reads it.
+
+Config validation and telemetry read `KINDS` instead of keeping their own per-kind lists; the
+simulators (which use none of the gateway) and the conformance matrix keep a table each, and
+tests fail when either disagrees with this one. Importing this module loads only the descriptors
+(plain data: see kind.py); an adapter's module is imported when a config first uses its kind.
+"""
 
 from __future__ import annotations
 
 import importlib
+from typing import TYPE_CHECKING, cast
 
-from ..config import Provider
-from .base import Adapter
+from . import anthropic, azure, bedrock, gemini, openai
+from .kind import ProviderKind
 
-# Each module exposes `build(name: str, provider: Provider) -> Adapter`.
-FACTORIES = {
-    "openai": "multihome.providers.openai",
-    "azure": "multihome.providers.azure",
-    "bedrock": "multihome.providers.bedrock",
-    "anthropic": "multihome.providers.anthropic",
-    "gemini": "multihome.providers.gemini",
-    "vertex": "multihome.providers.gemini",
-}
+if TYPE_CHECKING:  # config imports this registry: importing config back at run time would be a cycle
+    from ..config import Provider
+    from .base import Adapter
+
+KINDS: tuple[ProviderKind, ...] = (openai.KIND, azure.KIND, bedrock.KIND, anthropic.KIND, gemini.KIND, gemini.VERTEX)
+BY_NAME: dict[str, ProviderKind] = {kind.name: kind for kind in KINDS}
+NAMES: tuple[str, ...] = tuple(BY_NAME)
 
 
 def build_adapter(name: str, provider: Provider) -> Adapter:
-    module = importlib.import_module(FACTORIES[provider.kind])
-    return module.build(name, provider)
+    module = importlib.import_module(BY_NAME[provider.kind].adapter)
+    return cast("Adapter", module.build(name, provider))

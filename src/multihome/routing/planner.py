@@ -12,12 +12,13 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from ..schema import estimate
 from ..schema.chat import ChatRequest
-from . import estimate
 from .breakers import Breakers
 from .catalog import DeploymentRuntime, GroupRuntime
 from .commitments import CommitmentSource, OnPlan
 from .latency import LatencyStats
+from .strategies import STRATEGIES, ScoreInputs
 
 ORDERED, SKIPPED = "ordered", "skipped"
 
@@ -150,30 +151,12 @@ class Planner:
         return ""
 
     def _order(self, group, candidates, shape, prompt, output) -> tuple[list[DeploymentRuntime], dict[str, float]]:
-        strategy = group.strategy
-        if strategy == "primary-first" or len(candidates) < 2:
+        score = STRATEGIES[group.strategy]
+        if score is None or len(candidates) < 2:
             return candidates, {}
+        inputs = ScoreInputs(prompt or 0, output or estimate.DEFAULT_OUTPUT_TOKENS, shape.stream, group.policy.weights,
+                             self.latency, self.commitments, self._rand)
+        scores = {d.name: score(inputs, d) for d in candidates}
         position = group.position
-        if strategy == "lowest-cost":
-            scores = {d.name: _cost(d, prompt or 0, output or estimate.DEFAULT_OUTPUT_TOKENS) for d in candidates}
-        elif strategy == "lowest-latency":
-            # Never-measured deployments go first (score 0) so they get measured.
-            scores = {d.name: self.latency.estimate(d.name, stream=shape.stream) or 0.0 for d in candidates}
-        elif strategy == "commitment-burn-down":
-            # Most behind plan first: negate so that lower sorts first like the others.
-            scores = {d.name: -self.commitments.behind_plan(d.commitment) if d.commitment else 0.0 for d in candidates}
-        else:  # weighted: a weighted random order without replacement (Efraimidis-Spirakis keys)
-            weights = group.policy.weights
-            scores = {}
-            for d in candidates:
-                w = weights.get(d.name, 1.0)
-                scores[d.name] = -(self._rand.random() ** (1.0 / w)) if w > 0 else 0.0
         ordered = sorted(candidates, key=lambda d: (scores[d.name], position[d.name]))
         return ordered, scores
-
-
-def _cost(dep: DeploymentRuntime, prompt: int, output: int) -> float:
-    price = dep.price
-    if price is None:
-        return 0.0
-    return (prompt * price.input + output * price.output) / 1_000_000

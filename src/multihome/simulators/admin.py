@@ -20,7 +20,7 @@ if TYPE_CHECKING:
 _JSON = b"content-type: application/json\r\n"
 
 
-def _send(conn: "Connection", req: "Request", status: int, obj: Any) -> None:
+def _send(conn: Connection, req: Request, status: int, obj: Any) -> None:
     conn.write(build_response(status, _JSON, msgspec.json.encode(obj), close=not req.keep_alive))
     if not req.keep_alive:
         conn.finish(False)
@@ -30,7 +30,7 @@ def _bad(conn, req, message: str) -> None:
     _send(conn, req, 400, {"error": {"message": message, "type": "invalid_request_error", "param": None, "code": None}})
 
 
-def handle(app: "ProviderApp", conn: "Connection", req: "Request", path: bytes, query: bytes) -> None:
+def handle(app: ProviderApp, conn: Connection, req: Request, path: bytes, query: bytes) -> None:
     st = app.state
     method = req.method
     if path == b"/_sim/health" and method == b"GET":

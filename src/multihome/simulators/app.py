@@ -2,7 +2,7 @@
 
 route -> log -> auth -> (cache hit: write and return) -> decode -> fault -> validate -> reply.
 
-Kinds (``openai_api``, ``azure_api``) subclass :class:`ProviderApp` and fill in the hooks:
+Kinds (``openai/api.py``, ``azure/api.py``, ... one folder per kind) subclass :class:`ProviderApp` and fill in the hooks:
 routing, auth, error envelope, headers and response decoration. The fast path for a repeated
 non-streaming request is one dict lookup and one ``transport.write`` of cached bytes.
 """
@@ -13,7 +13,8 @@ import asyncio
 import logging
 import math
 import time
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import msgspec
 

@@ -5,8 +5,9 @@ content-filter fields on top of what this module renders."""
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any, Iterator
+from typing import Any
 
 import msgspec
 

@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Literal, Mapping, Sequence
 
-KINDS = ("openai", "azure", "bedrock", "anthropic", "gemini", "vertex")
+from .kinds import KINDS
 
 
 @dataclass
 class SimulatorConfig:
-    kind: Literal["openai", "azure", "bedrock", "anthropic", "gemini", "vertex"] = "openai"
+    kind: str = "openai"  # one of kinds.KINDS
     name: str = "sim"
     host: str = "127.0.0.1"
     port: int = 0  # 0 = pick a free port

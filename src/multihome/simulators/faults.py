@@ -3,8 +3,9 @@ table of run-time rules with ``times`` (self-clearing) and ``match`` (per model/
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, fields
-from typing import Any, Mapping
+from typing import Any
 
 
 class FaultError(ValueError):

@@ -16,8 +16,9 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
+from collections.abc import Coroutine
 from http import HTTPStatus
-from typing import Any, Coroutine, Protocol
+from typing import Any, Protocol
 
 import httptools
 
@@ -65,7 +66,7 @@ class Request:
 class App(Protocol):
     connections: set
 
-    def handle(self, conn: "Connection", req: Request) -> Coroutine[Any, Any, None] | None: ...
+    def handle(self, conn: Connection, req: Request) -> Coroutine[Any, Any, None] | None: ...
 
 
 class Connection(asyncio.Protocol):

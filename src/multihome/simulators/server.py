@@ -3,28 +3,19 @@
 from __future__ import annotations
 
 import asyncio
-
 import importlib
+from typing import cast
 
 from .app import ProviderApp
 from .config import SimulatorConfig
 from .http import serve
+from .kinds import APPS
 from .state import SimState
-
-# kind -> "module:Class"; imported only when a simulator of that kind starts.
-_APPS: dict[str, str] = {
-    "openai": "openai_api:OpenAIApp",
-    "azure": "azure_api:AzureApp",
-    "bedrock": "bedrock_api:BedrockApp",
-    "anthropic": "anthropic_api:AnthropicApp",
-    "gemini": "gemini_api:GeminiApp",
-    "vertex": "gemini_api:GeminiApp",
-}
 
 
 def _app_class(kind: str) -> type[ProviderApp]:
-    module, _, cls = _APPS[kind].partition(":")
-    return getattr(importlib.import_module(f"{__package__}.{module}"), cls)
+    module, _, cls = APPS[kind].partition(":")
+    return cast("type[ProviderApp]", getattr(importlib.import_module(f"{__package__}.{module}"), cls))
 
 
 class Simulator:
@@ -51,7 +42,7 @@ class Simulator:
             conn.abort()
         await self._server.wait_closed()
 
-    async def __aenter__(self) -> "Simulator":
+    async def __aenter__(self) -> Simulator:
         return self
 
     async def __aexit__(self, *exc) -> None:

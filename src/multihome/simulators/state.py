@@ -6,7 +6,8 @@ may also call them directly (a dict/list update is atomic enough under the GIL).
 from __future__ import annotations
 
 from collections import deque
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from .faults import Fault, FaultTable, fault_from_mapping
 

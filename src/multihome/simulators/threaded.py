@@ -8,7 +8,8 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import threading
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from .config import SimulatorConfig
 from .loop import new_event_loop
@@ -59,7 +60,7 @@ class ThreadedSimulator:
             self.loop.call_soon_threadsafe(self.loop.stop)
         self.thread.join(timeout)
 
-    def __enter__(self) -> "ThreadedSimulator":
+    def __enter__(self) -> ThreadedSimulator:
         return self
 
     def __exit__(self, *exc: Any) -> None:

@@ -1,0 +1,116 @@
+"""Anthropic Messages API (`POST {endpoint}/v1/messages`) as an upstream for OpenAI chat calls.
+
+Translation lives beside this file: request.py (OpenAI -> Anthropic body), response.py
+(message -> chat.completion), stream.py (SSE events -> chunks).
+This module holds the transport-facing parts: URL, headers, error classification.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import msgspec
+
+from ...config import Provider, env_secret
+from ...schema.bounded import Decoder
+from ...schema.chat import ParsedChat
+from ...schema.embeddings import ParsedEmbeddings
+from ...schema.errors import bad_request
+from ..base import (
+    CAPACITY,
+    CLIENT_ERROR,
+    CONTEXT_OVERFLOW,
+    CONTEXT_OVERFLOW_LABEL,
+    UNAVAILABLE,
+    AdapterBase,
+    Classified,
+    UpstreamRequest,
+)
+from ..errors import retry_after_seconds
+from . import DEFAULT_ENDPOINT, KIND, response
+from .request import build_body
+from .stream import AnthropicStreamDecoder
+
+DEFAULT_VERSION = "2023-06-01"
+_encode = msgspec.json.encode
+
+
+class _ErrorInner(msgspec.Struct):
+    type: str | None = None
+    message: str | None = None
+
+
+class _ErrorBody(msgspec.Struct):
+    error: _ErrorInner | None = None
+
+
+_error_body = Decoder(_ErrorBody)
+
+
+def error_of(body: bytes) -> _ErrorInner:
+    try:
+        return _error_body.decode(body).error or _ErrorInner()
+    except msgspec.DecodeError:
+        return _ErrorInner()
+
+
+def classify(status: int, headers: Mapping[str, str], body: bytes) -> Classified:
+    """Anthropic statuses and error types -> routing outcome (docs/translation/anthropic.md)."""
+    err = error_of(body)
+    label = f"http_{status}"
+    retry_after = retry_after_seconds(headers)
+    if status in (429, 529) or err.type in ("rate_limit_error", "overloaded_error"):
+        return Classified(CAPACITY, label, retry_after)
+    if status == 408 or status >= 500 or err.type in ("api_error", "timeout_error"):
+        return Classified(UNAVAILABLE, label, retry_after)
+    if status == 402 or err.type == "billing_error":
+        # The gateway's account with this provider cannot pay; another deployment may serve.
+        return Classified(UNAVAILABLE, label)
+    if err.message and "prompt is too long" in err.message:
+        return Classified(CONTEXT_OVERFLOW, CONTEXT_OVERFLOW_LABEL)
+    return Classified(CLIENT_ERROR, label)
+
+
+class AnthropicAdapter(AdapterBase):
+    kind = KIND.name
+
+    def client_error_body(self, status: int, body: bytes) -> bytes:
+        """Anthropic's error body in OpenAI's envelope, so clients get a code they know."""
+        err = error_of(body)
+        code = "context_length_exceeded" if err.message and "prompt is too long" in err.message else err.type
+        return msgspec.json.encode(
+            {"error": {"message": err.message or f"HTTP {status}", "type": "invalid_request_error", "param": None, "code": code}}
+        )
+
+    def __init__(self, endpoint: str | None, api_key: str | None, version: str) -> None:
+        base = (endpoint or DEFAULT_ENDPOINT).rstrip("/")
+        # Accept both `https://api.anthropic.com` and `.../v1` as the configured endpoint.
+        self.url = base + ("/messages" if base.endswith("/v1") else "/v1/messages")
+        self._headers = {"content-type": "application/json", "anthropic-version": version}
+        if api_key:
+            self._headers["x-api-key"] = api_key
+
+    async def chat_request(self, parsed: ParsedChat, upstream_model: str) -> UpstreamRequest:
+        body, dropped = build_body(parsed, upstream_model)
+        return UpstreamRequest(self.url, self._headers, _encode(body), dropped)
+
+    async def embeddings_request(self, parsed: ParsedEmbeddings, upstream_model: str) -> UpstreamRequest:
+        raise bad_request("Anthropic has no embeddings API; route embeddings to a deployment that has them.",
+                          param="model", code="unsupported_capability")
+
+    def chat_response(self, body: bytes, upstream_model: str) -> bytes:
+        return response.chat_response(body, upstream_model)
+
+    def embeddings_response(self, body: bytes, upstream_model: str, headers: Mapping[str, str]) -> bytes:
+        raise ValueError("Anthropic has no embeddings API")
+
+    def stream_decoder(self, upstream_model: str) -> AnthropicStreamDecoder:
+        return AnthropicStreamDecoder(upstream_model)
+
+    def classify_error(self, status: int, headers: Mapping[str, str], body: bytes) -> Classified:
+        return classify(status, headers, body)
+
+
+def build(name: str, provider: Provider) -> AnthropicAdapter:
+    api_key = env_secret(provider.auth.api_key_env, what=f"providers.{name}.auth.api_key_env")
+    return AnthropicAdapter(KIND.endpoint(provider), api_key, provider.api_version or DEFAULT_VERSION)

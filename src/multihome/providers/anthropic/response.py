@@ -1,0 +1,102 @@
+"""Anthropic Message -> OpenAI chat.completion, plus the stop-reason and usage rules both the
+unary and the streaming paths use."""
+
+from __future__ import annotations
+
+import msgspec
+
+from ...schema.bounded import Decoder
+from .. import openai_out
+from ..openai_out import FINISH_FILTER, FINISH_LENGTH, FINISH_STOP, FINISH_TOOLS, ToolCallOut, UsageOut
+from .request import JSON_TOOL
+
+# protocols.md section 9. pause_turn only follows Anthropic server tools, which this adapter never
+# sends, so it reads as a normal stop.
+FINISH = {
+    "end_turn": FINISH_STOP,
+    "stop_sequence": FINISH_STOP,
+    "pause_turn": FINISH_STOP,
+    "max_tokens": FINISH_LENGTH,
+    "model_context_window_exceeded": FINISH_LENGTH,
+    "tool_use": FINISH_TOOLS,
+    "refusal": FINISH_FILTER,
+}
+
+
+def finish_reason(stop_reason: str | None) -> str:
+    return FINISH.get(stop_reason or "", FINISH_STOP)
+
+
+class Usage(msgspec.Struct):
+    input_tokens: int | None = None
+    output_tokens: int | None = None
+    cache_creation_input_tokens: int | None = None
+    cache_read_input_tokens: int | None = None
+
+
+def usage_out(input_tokens: int, output_tokens: int, cache_read: int, cache_creation: int) -> UsageOut:
+    # Anthropic's input_tokens excludes cache reads and writes; OpenAI's prompt_tokens includes them.
+    return UsageOut(
+        prompt_tokens=input_tokens + cache_read + cache_creation,
+        completion_tokens=output_tokens,
+        cached_tokens=cache_read,
+    )
+
+
+class Block(msgspec.Struct):
+    type: str
+    text: str | None = None
+    id: str | None = None
+    name: str | None = None
+    input: msgspec.Raw = msgspec.Raw()  # empty when absent (Raw cannot sit in a union)
+
+
+class Message(msgspec.Struct):
+    id: str = ""
+    model: str | None = None
+    content: list[Block] = []
+    stop_reason: str | None = None
+    usage: Usage = msgspec.field(default_factory=Usage)
+
+
+_message = Decoder(Message)
+
+
+def chat_response(body: bytes, upstream_model: str) -> bytes:
+    """A 2xx Anthropic body as an OpenAI chat.completion (raises on anything else)."""
+    msg = _message.decode(body)
+    texts: list[str] = []
+    calls: list[ToolCallOut] = []
+    finish = finish_reason(msg.stop_reason)
+    for block in msg.content:
+        if block.type == "text":
+            texts.append(block.text or "")
+        elif block.type == "tool_use":
+            args = bytes(msg_input(block)).decode()
+            if block.name == JSON_TOOL:
+                # JSON mode: the forced tool's input is the answer.
+                texts.append(args)
+                finish = FINISH_STOP
+            else:
+                calls.append(ToolCallOut(id=block.id or "", name=block.name or "", arguments=args))
+        # thinking / redacted_thinking / server-tool blocks have no OpenAI chat field: not forwarded.
+    u = msg.usage
+    usage = usage_out(u.input_tokens or 0, u.output_tokens or 0, u.cache_read_input_tokens or 0,
+                      u.cache_creation_input_tokens or 0)
+    return openai_out.completion(
+        msg.model or upstream_model,
+        text="".join(texts) if texts else None,
+        tool_calls=calls or None,
+        finish_reason=finish,
+        usage=usage,
+        id=completion_id(msg.id),
+    )
+
+
+def msg_input(block: Block) -> msgspec.Raw | bytes:
+    return block.input if len(block.input) else b"{}"
+
+
+def completion_id(message_id: str) -> str | None:
+    # Keep Anthropic's id visible (support tickets quote it) in OpenAI's id format.
+    return "chatcmpl-" + message_id if message_id else None

@@ -1,0 +1,64 @@
+"""Azure OpenAI: deployment URLs with api-version, or the /openai/v1/ form; api-key or Entra ID.
+
+Bodies are OpenAI-shaped, so they pass through; Azure's content-filter signals become refusals.
+"""
+
+from __future__ import annotations
+
+from urllib.parse import quote
+
+from ...config import Provider, env_secret
+from ...schema.chat import ParsedChat
+from ...schema.embeddings import ParsedEmbeddings
+from ...schema.peek import ResponsePeek
+from ..base import UpstreamRequest
+from ..passthrough import PassThrough, passthrough_body, wants_stream_usage
+from . import KIND
+from .auth import EntraTokens
+
+
+class AzureAdapter(PassThrough):
+    kind = KIND.name
+
+    def __init__(self, endpoint: str, api_version: str, api_key: str | None, entra: EntraTokens | None) -> None:
+        self.base = endpoint.rstrip("/")
+        self.v1 = api_version == "v1"
+        self.api_version = api_version
+        self._entra = entra
+        self._static = {"content-type": "application/json"}
+        if api_key:
+            self._static["api-key"] = api_key
+
+    async def _auth_headers(self) -> dict[str, str]:
+        if self._entra is None:
+            return self._static
+        return {**self._static, "authorization": f"Bearer {await self._entra.bearer()}"}
+
+    def _url(self, deployment: str, operation: str) -> str:
+        if self.v1:
+            return f"{self.base}/openai/v1/{operation}"
+        return f"{self.base}/openai/deployments/{quote(deployment, safe='')}/{operation}?api-version={self.api_version}"
+
+    async def chat_request(self, parsed: ParsedChat, upstream_model: str) -> UpstreamRequest:
+        body = passthrough_body(parsed.raw, upstream_model, stream_usage=wants_stream_usage(parsed))
+        return UpstreamRequest(self._url(upstream_model, "chat/completions"), await self._auth_headers(), body)
+
+    async def embeddings_request(self, parsed: ParsedEmbeddings, upstream_model: str) -> UpstreamRequest:
+        body = passthrough_body(parsed.raw, upstream_model)
+        return UpstreamRequest(self._url(upstream_model, "embeddings"), await self._auth_headers(), body)
+
+    def skip_stream_chunk(self, peek: ResponsePeek) -> bool:
+        # Azure's first chunk often carries only prompt_filter_results with `choices: []`;
+        # clients that index choices[0] break on it, so it is not forwarded.
+        return not peek.choices and peek.usage is None and not peek.has_error
+
+    async def close(self) -> None:
+        if self._entra is not None:
+            await self._entra.close()
+
+
+def build(name: str, provider: Provider) -> AzureAdapter:
+    where = f"providers.{name}.auth"
+    api_key = env_secret(provider.auth.api_key_env, what=f"{where}.api_key_env")
+    entra = EntraTokens(provider.auth.entra, f"{where}.entra") if provider.auth.entra else None
+    return AzureAdapter(KIND.endpoint(provider), provider.api_version or "2024-10-21", api_key, entra)

@@ -1,0 +1,46 @@
+"""Entra ID bearer tokens for Azure OpenAI, from azure-identity, refreshed before they expire."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from ...config import EntraAuth, env_secret
+
+# Refresh Entra tokens this long before they expire, so no call waits on a refresh at the edge.
+_REFRESH_MARGIN_S = 300
+
+
+class EntraTokens:
+    """Bearer tokens from azure-identity, cached until shortly before expiry; one refresh at a time."""
+
+    def __init__(self, auth: EntraAuth, where: str) -> None:
+        from azure.identity.aio import ClientSecretCredential, DefaultAzureCredential
+
+        ids = (auth.tenant_id_env, auth.client_id_env, auth.client_secret_env)
+        if any(ids):
+            if not all(ids):
+                raise ValueError(f"{where}: set tenant_id_env, client_id_env and client_secret_env together")
+            self._credential = ClientSecretCredential(
+                env_secret(auth.tenant_id_env, what=f"{where}.tenant_id_env"),
+                env_secret(auth.client_id_env, what=f"{where}.client_id_env"),
+                env_secret(auth.client_secret_env, what=f"{where}.client_secret_env"),
+            )
+        else:
+            self._credential = DefaultAzureCredential()
+        self._scope = auth.scope
+        self._token = ""
+        self._expires_on = 0.0
+        self._lock = asyncio.Lock()
+
+    async def bearer(self) -> str:
+        if time.time() < self._expires_on - _REFRESH_MARGIN_S:
+            return self._token
+        async with self._lock:
+            if time.time() >= self._expires_on - _REFRESH_MARGIN_S:
+                token = await self._credential.get_token(self._scope)
+                self._token, self._expires_on = token.token, float(token.expires_on)
+        return self._token
+
+    async def close(self) -> None:
+        await self._credential.close()

@@ -1,0 +1,34 @@
+"""OpenAI and every OpenAI-compatible server (vLLM, Ollama, llama.cpp server).
+
+Client API and upstream API are the same, so bodies pass through: only `model` is replaced.
+"""
+
+from __future__ import annotations
+
+from ...config import Provider, env_secret
+from ...schema.chat import ParsedChat
+from ...schema.embeddings import ParsedEmbeddings
+from ..base import UpstreamRequest
+from ..passthrough import PassThrough, passthrough_body, wants_stream_usage
+from . import KIND
+
+
+class OpenAIAdapter(PassThrough):
+    kind = KIND.name
+
+    def __init__(self, endpoint: str, api_key: str | None) -> None:
+        self.base = endpoint.rstrip("/")
+        self._headers = {"content-type": "application/json"}
+        if api_key:
+            self._headers["authorization"] = f"Bearer {api_key}"
+
+    async def chat_request(self, parsed: ParsedChat, upstream_model: str) -> UpstreamRequest:
+        body = passthrough_body(parsed.raw, upstream_model, stream_usage=wants_stream_usage(parsed))
+        return UpstreamRequest(self.base + "/chat/completions", self._headers, body)
+
+    async def embeddings_request(self, parsed: ParsedEmbeddings, upstream_model: str) -> UpstreamRequest:
+        return UpstreamRequest(self.base + "/embeddings", self._headers, passthrough_body(parsed.raw, upstream_model))
+
+
+def build(name: str, provider: Provider) -> OpenAIAdapter:
+    return OpenAIAdapter(KIND.endpoint(provider), env_secret(provider.auth.api_key_env, what=f"providers.{name}.auth.api_key_env"))

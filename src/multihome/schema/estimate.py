@@ -1,0 +1,67 @@
+"""Cheap request-size estimates for planning: no tokenizer on the hot path.
+
+About four characters per token for English text is the usual rule of thumb; images count a
+flat amount. The estimate only has to be good enough to skip a deployment whose window is
+clearly too small; an upstream context-overflow decline catches the rest. It lives in schema/
+because routing (planning), providers (Bedrock's embeddings usage), accounting and the front
+doors all count with it, and schema/ is the layer every one of them may import.
+"""
+
+from __future__ import annotations
+
+from .chat import ChatRequest
+from .embeddings import EmbeddingsRequest
+
+CHARS_PER_TOKEN = 4
+IMAGE_TOKENS = 800
+PER_MESSAGE_TOKENS = 4
+DEFAULT_OUTPUT_TOKENS = 1024  # for cost estimates when the client sets no limit
+
+
+def prompt_tokens(req: ChatRequest) -> int:
+    chars = 0
+    tokens = 0
+    for msg in req.messages:
+        tokens += PER_MESSAGE_TOKENS
+        content = msg.content
+        if isinstance(content, str):
+            chars += len(content)
+        elif content:
+            for part in content:
+                if part.text:
+                    chars += len(part.text)
+                elif part.type == "image_url":
+                    tokens += IMAGE_TOKENS
+        for call in msg.tool_calls or ():
+            chars += len(call.function.name) + len(call.function.arguments)
+    for tool in req.tools or ():
+        if tool.function is not None:
+            chars += len(tool.function.name) + len(tool.function.description or "") + len(tool.function.parameters)
+    return tokens + chars // CHARS_PER_TOKEN
+
+
+def embedding_tokens(req: EmbeddingsRequest) -> int:
+    """Texts at four characters per token; token-id arrays count exactly."""
+    items = [req.input] if isinstance(req.input, str) else req.input
+    if items and all(isinstance(i, int) for i in items):
+        return len(items)  # one pre-tokenized input
+    return sum(len(i) if isinstance(i, list) else -(-len(i) // CHARS_PER_TOKEN) for i in items if not isinstance(i, int))
+
+
+def input_tokens(req: ChatRequest | EmbeddingsRequest | None) -> int:
+    if isinstance(req, EmbeddingsRequest):
+        return embedding_tokens(req)
+    return prompt_tokens(req) if req is not None else 0
+
+
+def output_tokens(req: ChatRequest) -> int | None:
+    """The output cap of one choice (None: the client set none)."""
+    return req.max_completion_tokens if req.max_completion_tokens is not None else req.max_tokens
+
+
+def choices(req: ChatRequest | EmbeddingsRequest | None) -> int:
+    """How many outputs the call generates, each up to the output cap: chat's `n`, or `best_of`
+    where an OpenAI-compatible upstream honours it (it generates best_of and returns n)."""
+    if not isinstance(req, ChatRequest):
+        return 1  # embeddings produce no output tokens; the Anthropic door has no `n`
+    return max(req.n or 1, req.best_of or 1)
