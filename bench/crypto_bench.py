@@ -24,11 +24,11 @@ from sqlalchemy import event
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "src"))
 
-from multihome.config.kms import KmsConfig, LocalKmsConfig  # noqa: E402
-from multihome.crypto import init_key_file, open_keyring  # noqa: E402
-from multihome.crypto.backends import build_backend  # noqa: E402
-from multihome.storage import migrate_sync  # noqa: E402
-from multihome.storage.engine import create_engine  # noqa: E402
+from multihome.config.kms import KmsConfig, LocalKmsConfig
+from multihome.crypto import init_key_file, open_keyring
+from multihome.crypto.backends import build_backend
+from multihome.storage import migrate_sync
+from multihome.storage.engine import create_engine
 
 TARGET_US = 25.0
 SIZES = (1024, 4096, 16 * 1024, 64 * 1024, 256 * 1024, 1024 * 1024)

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
+import base64
 from collections.abc import Callable
 from typing import Any
-
-import base64
 
 import msgspec
 
@@ -59,8 +58,11 @@ class VaultHarness(Harness):
         bao = self.request.getfixturevalue("openbao")
         self.monkeypatch.setenv("MH_TEST_VAULT_TOKEN", bao.TOKEN)
         prefix = f"mh-{self.tmp_path.name[-12:]}-"
-        return {"backend": "vault", "key_prefix": prefix,
-                "vault": {"address": bao.url, "token_env": "MH_TEST_VAULT_TOKEN"}}
+        return {
+            "backend": "vault",
+            "key_prefix": prefix,
+            "vault": {"address": bao.url, "token_env": "MH_TEST_VAULT_TOKEN"},
+        }
 
 
 class AzureHarness(Harness):
@@ -74,9 +76,16 @@ class AzureHarness(Harness):
         prefix = f"mh-{self.tmp_path.name[-12:]}-".replace("_", "-")
         # The SDK checks the challenge's resource (vault.azure.net) against the vault's host name,
         # which a loopback address cannot match: the one option a test must turn off.
-        return {"backend": "azure", "key_prefix": prefix,
-                "azure": {"vault_url": self.kv.url, "ca_file": str(self.kv.cert), "key_size": 2048,
-                          "verify_challenge_resource": False}}
+        return {
+            "backend": "azure",
+            "key_prefix": prefix,
+            "azure": {
+                "vault_url": self.kv.url,
+                "ca_file": str(self.kv.cert),
+                "key_size": 2048,
+                "verify_challenge_resource": False,
+            },
+        }
 
     def build(self, target: KmsTarget, where: str) -> KmsBackend:
         from multihome.crypto.backends.azure import AzureKms
@@ -87,8 +96,12 @@ class AzureHarness(Harness):
         return AzureKms(target.azure, where=f"{where}.azure", credential=StaticToken(self.kv.TOKEN))
 
 
-HARNESSES: dict[str, Callable[[Any, Any, Any], Harness]] = {"local": Harness, "aws": AwsHarness,
-                                                            "vault": VaultHarness, "azure": AzureHarness}
+HARNESSES: dict[str, Callable[[Any, Any, Any], Harness]] = {
+    "local": Harness,
+    "aws": AwsHarness,
+    "vault": VaultHarness,
+    "azure": AzureHarness,
+}
 
 
 class Recording(KmsBackend):

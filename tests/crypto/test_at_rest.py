@@ -3,6 +3,7 @@ its WAL) or in a PostgreSQL dump, after records were sealed through a store."""
 
 from __future__ import annotations
 
+import asyncio
 import subprocess
 
 import pytest
@@ -27,8 +28,13 @@ async def _seal_through_a_store(local_kms, url):
         return backends[-1]
 
     ring = open_keyring(local_kms.config(), engine, build=build)
-    records = sa.Table("sealed_records", sa.MetaData(), sa.Column("id", sa.String(40), primary_key=True),
-                       sa.Column("tenant_id", sa.String(40)), sa.Column("body", sa.LargeBinary))
+    records = sa.Table(
+        "sealed_records",
+        sa.MetaData(),
+        sa.Column("id", sa.String(40), primary_key=True),
+        sa.Column("tenant_id", sa.String(40)),
+        sa.Column("body", sa.LargeBinary),
+    )
     async with engine.begin() as conn:
         await conn.run_sync(records.metadata.create_all)
     for i, marker in enumerate(MARKERS):
@@ -76,8 +82,25 @@ async def test_postgresql_dump_holds_no_plaintext(local_kms, pg_server, pg_url):
     url = pg_url
     plaintexts = await _seal_through_a_store(local_kms, url)
     dbname = url.rsplit("/", 1)[1]
-    dump = subprocess.run([*pg_server._as_user, str(pg_server.bindir / "pg_dump"), "-h", pg_server.host, "-p",
-                           str(pg_server.port), "-U", pg_server.user, "-d", dbname], capture_output=True, timeout=60,
-                          cwd=pg_server.dir, check=True).stdout
+    done = await asyncio.to_thread(
+        subprocess.run,
+        [
+            *pg_server._as_user,
+            str(pg_server.bindir / "pg_dump"),
+            "-h",
+            pg_server.host,
+            "-p",
+            str(pg_server.port),
+            "-U",
+            pg_server.user,
+            "-d",
+            dbname,
+        ],
+        capture_output=True,
+        timeout=60,
+        cwd=pg_server.dir,
+        check=True,
+    )
+    dump = done.stdout
     assert b"sealed_records" in dump and b"data_keys" in dump
     _assert_clean(dump, plaintexts)

@@ -74,10 +74,13 @@ async def test_aws_wrapped_key_bound_to_its_context(request, tmp_path, monkeypat
         await backend.decrypt(new.kek_id, "", new.wrapped, {"multihome:tenant": "b"})
 
 
-@pytest.mark.parametrize("section", [
-    {"backend": "vault", "vault": {"address": "http://127.0.0.1:{port}", "token_env": "MH_T"}},
-    {"backend": "aws", "aws": {"region": "us-east-1", "endpoint": "http://127.0.0.1:{port}"}},
-])
+@pytest.mark.parametrize(
+    "section",
+    [
+        {"backend": "vault", "vault": {"address": "http://127.0.0.1:{port}", "token_env": "MH_T"}},
+        {"backend": "aws", "aws": {"region": "us-east-1", "endpoint": "http://127.0.0.1:{port}"}},
+    ],
+)
 async def test_unreachable_kms_is_unavailable_and_named(section, monkeypatch):
     monkeypatch.setenv("MH_T", "x")
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")

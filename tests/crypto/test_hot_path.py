@@ -99,8 +99,9 @@ async def test_kms_outage_cached_keys_serve_new_keys_fail_closed(local_kms, engi
 async def test_store_write_with_kms_down_stores_nothing(local_kms, engine):
     """A store seals before it writes: a failed seal leaves no row behind."""
     ring, kms = _ring(local_kms, engine)
-    records = sa.Table("records", sa.MetaData(), sa.Column("id", sa.String, primary_key=True),
-                       sa.Column("body", sa.LargeBinary))
+    records = sa.Table(
+        "records", sa.MetaData(), sa.Column("id", sa.String, primary_key=True), sa.Column("body", sa.LargeBinary)
+    )
     async with engine.begin() as conn:
         await conn.run_sync(records.metadata.create_all)
     kms.down = True

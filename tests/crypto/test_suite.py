@@ -9,8 +9,16 @@ import logging
 
 import pytest
 
-from multihome.crypto import (CiphertextMismatch, DataKeyNotFound, MalformedCiphertext, WrongBinding, open_keyring,
-                              rewrap, rotate, shred)
+from multihome.crypto import (
+    CiphertextMismatch,
+    DataKeyNotFound,
+    MalformedCiphertext,
+    WrongBinding,
+    open_keyring,
+    rewrap,
+    rotate,
+    shred,
+)
 from multihome.crypto.envelope import encode_header, parse_header
 
 from .harness import Recording, secret_forms
@@ -65,10 +73,10 @@ async def test_tampered_ciphertext_fails(ring):
 async def test_wrong_key_version_in_header_fails(ring):
     sealed = await ring.seal("t1", "runs", "runs", "r1", b"payload")
     h = parse_header(sealed)
-    forged = encode_header(h.backend, h.kek_id, h.kek_version + "9", h.data_key_id) + sealed[h.end:]
+    forged = encode_header(h.backend, h.kek_id, h.kek_version + "9", h.data_key_id) + sealed[h.end :]
     with pytest.raises(CiphertextMismatch):
         await ring.open("t1", "runs", "runs", "r1", forged)
-    unknown = encode_header(h.backend, h.kek_id, h.kek_version, "dk_" + "0" * 20) + sealed[h.end:]
+    unknown = encode_header(h.backend, h.kek_id, h.kek_version, "dk_" + "0" * 20) + sealed[h.end :]
     with pytest.raises(DataKeyNotFound):
         await ring.open("t1", "runs", "runs", "r1", unknown)
 
@@ -78,8 +86,9 @@ async def test_rotate_and_rewrap_keep_every_record_readable(ring):
     for tenant in ("t1", "t2"):
         for purpose in ("responses", "credentials"):
             for i in range(3):
-                records[(tenant, purpose, f"r{i}")] = await ring.seal(tenant, purpose, "tbl", f"r{i}",
-                                                                      f"{tenant}/{purpose}/{i}".encode())
+                records[(tenant, purpose, f"r{i}")] = await ring.seal(
+                    tenant, purpose, "tbl", f"r{i}", f"{tenant}/{purpose}/{i}".encode()
+                )
     before = {r.id: r for r in await ring.repo.page("", 100)}
     rotations = await rotate(ring)
     assert rotations
@@ -140,7 +149,7 @@ async def test_no_key_bytes_in_errors_logs_or_audit(ring, caplog):
     for args in (("t2", "credentials"), ("t1", "memory"), ("t1", "credentials")):
         try:
             await ring.open(*args, "provider_credentials", "other", sealed)
-        except Exception as exc:  # noqa: BLE001 - collecting every error's text
+        except Exception as exc:
             errors.append(f"{exc!r} {exc}")
     assert len(errors) == 3
     key = ring._keys[parse_header(sealed).data_key_id]

@@ -88,8 +88,10 @@ class KmsConfig(KmsTarget):
 def check(cfg: KmsConfig) -> Iterator[str]:
     """Cross-field problems as `kms.<path>: what is wrong`."""
     if cfg.max_messages_per_key > GCM_MESSAGE_LIMIT // 4:
-        yield (f"kms.max_messages_per_key: at most {GCM_MESSAGE_LIMIT // 4} (AES-GCM with random nonces allows "
-               "2^32 messages per key; data keys are retired well before)")
+        yield (
+            f"kms.max_messages_per_key: at most {GCM_MESSAGE_LIMIT // 4} (AES-GCM with random nonces allows "
+            "2^32 messages per key; data keys are retired well before)"
+        )
     targets = [("kms", cfg), *((f"kms.tenants.{t}", target) for t, target in cfg.tenants.items())]
     for where, target in targets:
         if target.backend != "local" and getattr(target, target.backend) is None:
@@ -98,8 +100,11 @@ def check(cfg: KmsConfig) -> Iterator[str]:
             yield f"{where}.vault.address: must start with http:// or https://"
         if target.azure is not None and not target.azure.vault_url.startswith("https://"):
             yield f"{where}.azure.vault_url: must start with https:// (Key Vault only speaks TLS)"
-        if target.aws is not None and target.aws.endpoint is not None and not target.aws.endpoint.startswith(
-                ("http://", "https://")):
+        if (
+            target.aws is not None
+            and target.aws.endpoint is not None
+            and not target.aws.endpoint.startswith(("http://", "https://"))
+        ):
             yield f"{where}.aws.endpoint: must start with http:// or https://"
         if target.key_id is None and not target.key_prefix:
             yield f"{where}.key_prefix: must not be empty when key_id is unset (per-tenant keys)"

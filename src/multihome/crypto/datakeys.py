@@ -28,13 +28,23 @@ class DataKeyRow(NamedTuple):
     state: str
 
 
-_COLUMNS = (t.c.id, t.c.tenant_id, t.c.purpose, t.c.backend, t.c.kek_id, t.c.kek_version, t.c.wrapped,
-            t.c.messages, t.c.state)
+_COLUMNS = (
+    t.c.id,
+    t.c.tenant_id,
+    t.c.purpose,
+    t.c.backend,
+    t.c.kek_id,
+    t.c.kek_version,
+    t.c.wrapped,
+    t.c.messages,
+    t.c.state,
+)
 
 
 def _row(r: sa.Row) -> DataKeyRow:
-    return DataKeyRow(r.id, r.tenant_id, r.purpose, r.backend, r.kek_id, r.kek_version, bytes(r.wrapped),
-                      r.messages, r.state)
+    return DataKeyRow(
+        r.id, r.tenant_id, r.purpose, r.backend, r.kek_id, r.kek_version, bytes(r.wrapped), r.messages, r.state
+    )
 
 
 def new_data_key_id() -> str:
@@ -52,8 +62,12 @@ class DataKeyRepo:
 
     async def active(self, tenant: str, purpose: str) -> DataKeyRow | None:
         """The newest active data key of (tenant, purpose), if any."""
-        q = (sa.select(*_COLUMNS).where(t.c.tenant_id == tenant, t.c.purpose == purpose, t.c.state == "active")
-             .order_by(t.c.created_at.desc(), t.c.id).limit(1))
+        q = (
+            sa.select(*_COLUMNS)
+            .where(t.c.tenant_id == tenant, t.c.purpose == purpose, t.c.state == "active")
+            .order_by(t.c.created_at.desc(), t.c.id)
+            .limit(1)
+        )
         async with self.engine.connect() as conn:
             r = (await conn.execute(q)).first()
         return None if r is None else _row(r)
@@ -68,8 +82,11 @@ class DataKeyRepo:
 
     async def reserve(self, data_key_id: str, count: int, limit: int) -> bool:
         """Count `count` more seals under an active key, unless that would pass `limit`."""
-        q = (sa.update(t).where(t.c.id == data_key_id, t.c.state == "active", t.c.messages <= limit - count)
-             .values(messages=t.c.messages + count))
+        q = (
+            sa.update(t)
+            .where(t.c.id == data_key_id, t.c.state == "active", t.c.messages <= limit - count)
+            .values(messages=t.c.messages + count)
+        )
         return await self._update(q) == 1
 
     async def retire(self, ids: Iterable[str] | None = None, *, tenants: Iterable[str] | None = None) -> int:
@@ -111,8 +128,11 @@ class DataKeyRepo:
         try:
             async with conn.begin():
                 for row, wrapped, version in changes:
-                    q = (sa.update(t).where(t.c.id == row.id, t.c.wrapped == row.wrapped)
-                         .values(wrapped=wrapped, kek_version=version, rewrapped_at=now))
+                    q = (
+                        sa.update(t)
+                        .where(t.c.id == row.id, t.c.wrapped == row.wrapped)
+                        .values(wrapped=wrapped, kek_version=version, rewrapped_at=now)
+                    )
                     done += (await conn.execute(q)).rowcount
         finally:
             await conn.close()

@@ -50,8 +50,18 @@ def encode_header(backend: str, kek_id: str, kek_version: str, data_key_id: str)
     kek, version, dek = kek_id.encode(), kek_version.encode(), data_key_id.encode("ascii")
     if len(kek) > 0xFFFF or len(version) > 0xFF or len(dek) > 0xFF:
         raise ValueError("KEK id, KEK version or data key id too long for the envelope header")
-    return b"".join((MAGIC, bytes((FORMAT_VERSION, BACKEND_CODES[backend])), _U16.pack(len(kek)), kek,
-                     bytes((len(version),)), version, bytes((len(dek),)), dek))
+    return b"".join(
+        (
+            MAGIC,
+            bytes((FORMAT_VERSION, BACKEND_CODES[backend])),
+            _U16.pack(len(kek)),
+            kek,
+            bytes((len(version),)),
+            version,
+            bytes((len(dek),)),
+            dek,
+        )
+    )
 
 
 def parse_header(data: bytes) -> Header:
@@ -68,10 +78,10 @@ def parse_header(data: bytes) -> Header:
         p = 7 + n
         kek_id = data[7:p].decode()
         n = data[p]
-        version = data[p + 1:p + 1 + n].decode()
+        version = data[p + 1 : p + 1 + n].decode()
         p += 1 + n
         n = data[p]
-        dek = data[p + 1:p + 1 + n].decode("ascii")
+        dek = data[p + 1 : p + 1 + n].decode("ascii")
         p += 1 + n
     except (IndexError, UnicodeDecodeError, struct.error):
         raise MalformedCiphertext("truncated or garbled envelope header") from None

@@ -75,5 +75,8 @@ class KekResolver:
             return backend
         if self._org_backend.name == backend_name:
             return self._org_backend
-        raise KmsRefused(f"{backend_name} KMS", f"data keys of tenant {tenant!r} are wrapped by the {backend_name!r} "
-                         "KMS, which is not configured for it (kms.backend / kms.tenants)")
+        raise KmsRefused(
+            f"{backend_name} KMS",
+            f"data keys of tenant {tenant!r} are wrapped by the {backend_name!r} "
+            "KMS, which is not configured for it (kms.backend / kms.tenants)",
+        )

@@ -74,8 +74,15 @@ class _Active:
 
 
 class Keyring:
-    def __init__(self, repo: DataKeyRepo, resolver: KekResolver, config: KmsConfig, *,
-                 audit: AuditSink | None = None, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        repo: DataKeyRepo,
+        resolver: KekResolver,
+        config: KmsConfig,
+        *,
+        audit: AuditSink | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.repo = repo
         self.resolver = resolver
         self.config = config
@@ -126,13 +133,15 @@ class Keyring:
         aad = binding(tenant, purpose, table, record_id) + view[:end]
         try:
             if len(sealed) >= self._offload:
-                return await asyncio.to_thread(key.aead.decrypt, view[end:end + NONCE_BYTES],
-                                               view[end + NONCE_BYTES:], aad)
-            return key.aead.decrypt(view[end:end + NONCE_BYTES], view[end + NONCE_BYTES:], aad)
+                return await asyncio.to_thread(
+                    key.aead.decrypt, view[end : end + NONCE_BYTES], view[end + NONCE_BYTES :], aad
+                )
+            return key.aead.decrypt(view[end : end + NONCE_BYTES], view[end + NONCE_BYTES :], aad)
         except InvalidTag:
             raise CiphertextMismatch(
                 f"the record does not open as {table}/{record_id}: it was modified, or sealed for another "
-                "record and copied here") from None
+                "record and copied here"
+            ) from None
 
     # -- cache, single-flight -------------------------------------------------------------------
     async def _flight(self, name: Hashable, make: Callable[[], Coroutine[Any, Any, T]]) -> T:
@@ -157,13 +166,24 @@ class Keyring:
             row = await self.repo.get(data_key_id)
         if row is None:
             self._evict(data_key_id)
-            raise DataKeyNotFound(f"data key {data_key_id} is not stored: its tenant was shredded, or the record "
-                                  "did not come from this database")
+            raise DataKeyNotFound(
+                f"data key {data_key_id} is not stored: its tenant was shredded, or the record "
+                "did not come from this database"
+            )
         backend = self.resolver.backend_for(row.tenant_id, row.backend)
         try:
-            plaintext = await self.kms_call("unwrap", backend, row.tenant_id, row.purpose, row.kek_id, row.kek_version,
-                                        row.id, backend.decrypt(row.kek_id, row.kek_version, row.wrapped,
-                                                                kms_context(row.tenant_id, row.purpose, row.id)))
+            plaintext = await self.kms_call(
+                "unwrap",
+                backend,
+                row.tenant_id,
+                row.purpose,
+                row.kek_id,
+                row.kek_version,
+                row.id,
+                backend.decrypt(
+                    row.kek_id, row.kek_version, row.wrapped, kms_context(row.tenant_id, row.purpose, row.id)
+                ),
+            )
         except KmsUnavailable:
             if cached is not None and now < cached.stale_until:
                 cached.expires = now + _RETRY_DOWN_S
@@ -191,7 +211,7 @@ class Keyring:
 
     def forget(self, tenant: str | None = None, *, active_only: bool = False) -> None:
         """Drop cached keys (of one tenant, or all); `active_only`: only the keys new seals would use."""
-        for (t, p) in list(self._active):
+        for t, p in list(self._active):
             if tenant is None or t == tenant:
                 del self._active[(t, p)]
         if not active_only:
@@ -223,11 +243,27 @@ class Keyring:
     async def _new_data_key(self, tenant: str, purpose: str) -> _Active:
         kek = self.resolver.kek_for(tenant)
         data_key_id = new_data_key_id()
-        new = await self.kms_call("generate", kek.backend, tenant, purpose, kek.kek_id, None, data_key_id,
-                              kek.backend.generate_data_key(kek.kek_id, kms_context(tenant, purpose, data_key_id),
-                                                            create=kek.owned))
-        row = DataKeyRow(data_key_id, tenant, purpose, kek.backend.name, new.kek_id, new.kek_version, new.wrapped,
-                         self._block, "active")
+        new = await self.kms_call(
+            "generate",
+            kek.backend,
+            tenant,
+            purpose,
+            kek.kek_id,
+            None,
+            data_key_id,
+            kek.backend.generate_data_key(kek.kek_id, kms_context(tenant, purpose, data_key_id), create=kek.owned),
+        )
+        row = DataKeyRow(
+            data_key_id,
+            tenant,
+            purpose,
+            kek.backend.name,
+            new.kek_id,
+            new.kek_version,
+            new.wrapped,
+            self._block,
+            "active",
+        )
         await self.repo.insert(row)  # the KMS answered: only now is anything stored
         key = _Key(row, new.plaintext, self._clock(), self._ttl, self._stale)
         self._put(key)
@@ -235,9 +271,18 @@ class Keyring:
         return active
 
     # -- audit ----------------------------------------------------------------------------------
-    async def kms_call(self, op: str, backend: KmsBackend, tenant: str | None, purpose: str | None,
-                       kek_id: str | None, kek_version: str | None, data_key_id: str | None, call: Awaitable[T],
-                       detail: dict[str, Any] | None = None) -> T:
+    async def kms_call(
+        self,
+        op: str,
+        backend: KmsBackend,
+        tenant: str | None,
+        purpose: str | None,
+        kek_id: str | None,
+        kek_version: str | None,
+        data_key_id: str | None,
+        call: Awaitable[T],
+        detail: dict[str, Any] | None = None,
+    ) -> T:
         """Await one KMS call and report it (with its outcome) to the audit sink."""
         try:
             result = await call
@@ -246,17 +291,48 @@ class Keyring:
             self.emit(op, backend.label, tenant, purpose, kek_id, kek_version, data_key_id, outcome, str(exc), detail)
             raise
         version = result if isinstance(result, str) else getattr(result, "kek_version", kek_version)
-        self.emit(op, backend.label, tenant, purpose, getattr(result, "kek_id", kek_id), version, data_key_id, "ok",
-                  None, detail)
+        self.emit(
+            op,
+            backend.label,
+            tenant,
+            purpose,
+            getattr(result, "kek_id", kek_id),
+            version,
+            data_key_id,
+            "ok",
+            None,
+            detail,
+        )
         return result
 
-    def emit(self, op: str, kms: str, tenant: str | None, purpose: str | None, kek_id: str | None,
-             kek_version: str | None, data_key_id: str | None, outcome: str, error: str | None = None,
-             detail: dict[str, Any] | None = None) -> None:
+    def emit(
+        self,
+        op: str,
+        kms: str,
+        tenant: str | None,
+        purpose: str | None,
+        kek_id: str | None,
+        kek_version: str | None,
+        data_key_id: str | None,
+        outcome: str,
+        error: str | None = None,
+        detail: dict[str, Any] | None = None,
+    ) -> None:
         if self._audit is not None:
-            self._audit(KmsEvent(op=op, kms=kms, tenant=tenant, purpose=purpose, kek_id=kek_id,
-                                 kek_version=kek_version, data_key_id=data_key_id, outcome=outcome, error=error,
-                                 detail=detail or {}))
+            self._audit(
+                KmsEvent(
+                    op=op,
+                    kms=kms,
+                    tenant=tenant,
+                    purpose=purpose,
+                    kek_id=kek_id,
+                    kek_version=kek_version,
+                    data_key_id=data_key_id,
+                    outcome=outcome,
+                    error=error,
+                    detail=detail or {},
+                )
+            )
 
     async def close(self) -> None:
         self.forget()

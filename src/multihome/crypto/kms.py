@@ -57,5 +57,5 @@ class KmsBackend(abc.ABC):
     async def destroy(self, kek_id: str) -> None:
         """Make every version of the KEK unusable for good (crypto-shredding)."""
 
-    async def close(self) -> None:
+    async def close(self) -> None:  # noqa: B027 - optional hook: most backends hold nothing to release
         """Release connections (default: nothing to release)."""

@@ -55,8 +55,17 @@ async def rotate(keyring: Keyring, tenant: str | None = None) -> list[Rotation]:
         keks.setdefault((id(shared.backend), shared.kek_id), (shared, []))
     done = []
     for kek, users in keks.values():
-        version = await keyring.kms_call("rotate", kek.backend, tenant, None, kek.kek_id, None, None,
-                                         kek.backend.create_key_version(kek.kek_id), {"tenants": len(users)})
+        version = await keyring.kms_call(
+            "rotate",
+            kek.backend,
+            tenant,
+            None,
+            kek.kek_id,
+            None,
+            None,
+            kek.backend.create_key_version(kek.kek_id),
+            {"tenants": len(users)},
+        )
         done.append(Rotation(kek.backend.label, kek.kek_id, version))
         if users:
             await keyring.repo.retire(tenants=users)
@@ -65,8 +74,9 @@ async def rotate(keyring: Keyring, tenant: str | None = None) -> list[Rotation]:
     return done
 
 
-async def rewrap(keyring: Keyring, *, tenant: str | None = None, batch_size: int = 100,
-                 progress: Progress | None = None) -> RewrapReport:
+async def rewrap(
+    keyring: Keyring, *, tenant: str | None = None, batch_size: int = 100, progress: Progress | None = None
+) -> RewrapReport:
     """Re-wrap stored data keys (one tenant's, or all) under the newest KEK versions."""
     if batch_size < 1:
         raise ValueError("batch_size must be at least 1")
@@ -83,9 +93,18 @@ async def rewrap(keyring: Keyring, *, tenant: str | None = None, batch_size: int
         for row in rows:
             backend = keyring.resolver.backend_for(row.tenant_id, row.backend)
             try:
-                new = await keyring.kms_call("rewrap", backend, row.tenant_id, row.purpose, row.kek_id, row.kek_version,
-                                         row.id, backend.rewrap(row.kek_id, row.kek_version, row.wrapped,
-                                                                kms_context(row.tenant_id, row.purpose, row.id)))
+                new = await keyring.kms_call(
+                    "rewrap",
+                    backend,
+                    row.tenant_id,
+                    row.purpose,
+                    row.kek_id,
+                    row.kek_version,
+                    row.id,
+                    backend.rewrap(
+                        row.kek_id, row.kek_version, row.wrapped, kms_context(row.tenant_id, row.purpose, row.id)
+                    ),
+                )
             except KmsRefused as exc:
                 failed.append((row.id, str(exc)))
                 continue
@@ -106,11 +125,21 @@ async def shred(keyring: Keyring, tenant: str) -> ShredReport:
     kek = keyring.resolver.kek_for(tenant)
     destroyed = None
     if kek.owned:
-        await keyring.kms_call("destroy_key", kek.backend, tenant, None, kek.kek_id, None, None,
-                           kek.backend.destroy(kek.kek_id))
+        await keyring.kms_call(
+            "destroy_key", kek.backend, tenant, None, kek.kek_id, None, None, kek.backend.destroy(kek.kek_id)
+        )
         destroyed = kek.kek_id
     deleted = await keyring.repo.delete_tenant(tenant)
     keyring.forget(tenant)
-    keyring.emit("shred", kek.backend.label, tenant, None, destroyed, None, None, "ok",
-                 detail={"data_keys_deleted": deleted, "kek_destroyed": destroyed is not None})
+    keyring.emit(
+        "shred",
+        kek.backend.label,
+        tenant,
+        None,
+        destroyed,
+        None,
+        None,
+        "ok",
+        detail={"data_keys_deleted": deleted, "kek_destroyed": destroyed is not None},
+    )
     return ShredReport(tenant, deleted, destroyed)

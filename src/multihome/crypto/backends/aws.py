@@ -23,20 +23,29 @@ from typing import Any, ClassVar
 import botocore.session
 from botocore.config import Config as BotoConfig
 from botocore.credentials import AssumeRoleCredentialFetcher, DeferredRefreshableCredentials
-from botocore.exceptions import BotoCoreError, ClientError, ConnectionError as BotoConnectionError
-from botocore.exceptions import NoCredentialsError
+from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
+from botocore.exceptions import ConnectionError as BotoConnectionError
 
-from ...config.env import env_secret
 from ...config.kms import AwsKmsConfig
 from ..errors import KmsRefused, KmsUnavailable
 from ..kms import KmsBackend, NewDataKey, Rewrapped
+from .secrets import required_env
 
 _KEY_ID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$|^mrk-[0-9a-f]{32}$")
-_UNAVAILABLE = frozenset({
-    "DependencyTimeoutException", "KMSInternalException", "KeyUnavailableException", "ThrottlingException",
-    "LimitExceededException", "ServiceUnavailable", "ServiceUnavailableException", "InternalFailure",
-    "RequestLimitExceeded", "CustomKeyStoreInvalidStateException",
-})
+_UNAVAILABLE = frozenset(
+    {
+        "DependencyTimeoutException",
+        "KMSInternalException",
+        "KeyUnavailableException",
+        "ThrottlingException",
+        "LimitExceededException",
+        "ServiceUnavailable",
+        "ServiceUnavailableException",
+        "InternalFailure",
+        "RequestLimitExceeded",
+        "CustomKeyStoreInvalidStateException",
+    }
+)
 
 
 class _RedactKeyBodies(logging.Filter):
@@ -88,20 +97,25 @@ class AwsKms(KmsBackend):
                         raise NoCredentialsError()
                     extra = {"RoleSessionName": cfg.role_session_name}
                     if cfg.external_id_env:
-                        extra["ExternalId"] = env_secret(cfg.external_id_env, what=f"{self._where}.external_id_env")
-                    fetcher = AssumeRoleCredentialFetcher(session.create_client, source, cfg.role_arn,
-                                                          extra_args=extra)
-                    session._credentials = DeferredRefreshableCredentials(  # get_credentials() returns these first
-                        refresh_using=fetcher.fetch_credentials, method="assume-role")
+                        extra["ExternalId"] = required_env(cfg.external_id_env, what=f"{self._where}.external_id_env")
+                    fetcher = AssumeRoleCredentialFetcher(session.create_client, source, cfg.role_arn, extra_args=extra)
+                    # botocore's Session.get_credentials() returns `_credentials` when set: the assumed role.
+                    session._credentials = DeferredRefreshableCredentials(  # type: ignore[attr-defined]
+                        refresh_using=fetcher.fetch_credentials, method="assume-role"
+                    )
                 self._client = session.create_client(
-                    "kms", region_name=cfg.region, endpoint_url=cfg.endpoint,
-                    config=BotoConfig(connect_timeout=5, read_timeout=10,
-                                      retries={"max_attempts": 3, "mode": "standard"}))
+                    "kms",
+                    region_name=cfg.region,
+                    endpoint_url=cfg.endpoint,
+                    config=BotoConfig(
+                        connect_timeout=5, read_timeout=10, retries={"max_attempts": 3, "mode": "standard"}
+                    ),
+                )
             return self._client
 
     def _call(self, op: str, **kwargs: Any) -> dict[str, Any]:
         try:
-            return getattr(self._kms(), op)(**kwargs)  # type: ignore[no-any-return]
+            return getattr(self._kms(), op)(**kwargs)
         except ClientError as exc:
             code = exc.response.get("Error", {}).get("Code", "")
             status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
@@ -110,8 +124,11 @@ class AwsKms(KmsBackend):
                 raise KmsUnavailable(self.label, f"{op}: {code} {message}".strip()) from None
             raise KmsRefused(self.label, f"{op}: {code} {message}".strip()) from None
         except NoCredentialsError:
-            raise KmsRefused(self.label, "botocore's credential chain found no credentials "
-                             "(AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, a profile or a role)") from None
+            raise KmsRefused(
+                self.label,
+                "botocore's credential chain found no credentials "
+                "(AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, a profile or a role)",
+            ) from None
         except (BotoConnectionError, BotoCoreError) as exc:
             raise KmsUnavailable(self.label, f"{op}: {type(exc).__name__}") from None
 
@@ -130,25 +147,37 @@ class AwsKms(KmsBackend):
         return NewDataKey(out["Plaintext"], out["CiphertextBlob"], out["KeyId"], out.get("KeyMaterialId", ""))
 
     async def _create(self, alias: str) -> None:
-        key = await self._run("create_key", Description=f"Multihome key-encryption key {alias}",
-                              KeyUsage="ENCRYPT_DECRYPT", KeySpec="SYMMETRIC_DEFAULT",
-                              Tags=[{"TagKey": "multihome:kek", "TagValue": alias[len("alias/"):]}])
+        key = await self._run(
+            "create_key",
+            Description=f"Multihome key-encryption key {alias}",
+            KeyUsage="ENCRYPT_DECRYPT",
+            KeySpec="SYMMETRIC_DEFAULT",
+            Tags=[{"TagKey": "multihome:kek", "TagValue": alias[len("alias/") :]}],
+        )
         try:
             await self._run("create_alias", AliasName=alias, TargetKeyId=key["KeyMetadata"]["KeyId"])
         except KmsRefused as exc:  # another replica made it first: use theirs, drop ours
             if "AlreadyExistsException" not in str(exc):
                 raise
-            await self._run("schedule_key_deletion", KeyId=key["KeyMetadata"]["KeyId"],
-                            PendingWindowInDays=self._cfg.deletion_window_days)
+            await self._run(
+                "schedule_key_deletion",
+                KeyId=key["KeyMetadata"]["KeyId"],
+                PendingWindowInDays=self._cfg.deletion_window_days,
+            )
 
     async def decrypt(self, kek_id: str, kek_version: str, wrapped: bytes, context: Mapping[str, str]) -> bytes:
         out = await self._run("decrypt", CiphertextBlob=wrapped, KeyId=kek_id, EncryptionContext=dict(context))
-        return out["Plaintext"]  # type: ignore[no-any-return]
+        return out["Plaintext"]
 
     async def rewrap(self, kek_id: str, kek_version: str, wrapped: bytes, context: Mapping[str, str]) -> Rewrapped:
-        out = await self._run("re_encrypt", CiphertextBlob=wrapped, SourceKeyId=kek_id,
-                              SourceEncryptionContext=dict(context), DestinationKeyId=kek_id,
-                              DestinationEncryptionContext=dict(context))
+        out = await self._run(
+            "re_encrypt",
+            CiphertextBlob=wrapped,
+            SourceKeyId=kek_id,
+            SourceEncryptionContext=dict(context),
+            DestinationKeyId=kek_id,
+            DestinationEncryptionContext=dict(context),
+        )
         return Rewrapped(out["CiphertextBlob"], out.get("DestinationKeyMaterialId", ""))
 
     async def create_key_version(self, kek_id: str) -> str:

@@ -19,10 +19,10 @@ import threading
 from collections.abc import Callable, Mapping
 from typing import Any, ClassVar, TypeVar
 
-from ...config.env import env_secret
 from ...config.kms import AzureKmsConfig
 from ..errors import KmsRefused, KmsUnavailable
 from ..kms import KmsBackend, NewDataKey, Rewrapped
+from .secrets import required_env
 
 T = TypeVar("T")
 
@@ -30,12 +30,12 @@ T = TypeVar("T")
 def default_credential(cfg: AzureKmsConfig, where: str) -> Any:
     from azure.identity import ClientSecretCredential, DefaultAzureCredential
 
-    ids = (cfg.tenant_id_env, cfg.client_id_env, cfg.client_secret_env)
-    if all(ids):
+    if cfg.tenant_id_env and cfg.client_id_env and cfg.client_secret_env:
         return ClientSecretCredential(
-            env_secret(cfg.tenant_id_env, what=f"{where}.tenant_id_env"),
-            env_secret(cfg.client_id_env, what=f"{where}.client_id_env"),
-            env_secret(cfg.client_secret_env, what=f"{where}.client_secret_env"))
+            required_env(cfg.tenant_id_env, what=f"{where}.tenant_id_env"),
+            required_env(cfg.client_id_env, what=f"{where}.client_id_env"),
+            required_env(cfg.client_secret_env, what=f"{where}.client_secret_env"),
+        )
     return DefaultAzureCredential()
 
 
@@ -48,8 +48,11 @@ class AzureKms(KmsBackend):
         self._cfg = cfg
         self._vault = cfg.vault_url.rstrip("/")
         self._credential = credential if credential is not None else default_credential(cfg, where)
-        self._opts: dict[str, Any] = {"verify_challenge_resource": cfg.verify_challenge_resource,
-                                      "connection_timeout": cfg.timeout_s, "read_timeout": cfg.timeout_s}
+        self._opts: dict[str, Any] = {
+            "verify_challenge_resource": cfg.verify_challenge_resource,
+            "connection_timeout": cfg.timeout_s,
+            "read_timeout": cfg.timeout_s,
+        }
         if cfg.ca_file:
             self._opts["connection_verify"] = cfg.ca_file
         self._keys = KeyClient(self._vault, self._credential, **self._opts)
@@ -62,7 +65,7 @@ class AzureKms(KmsBackend):
 
     def _name(self, kek_id: str) -> str:
         prefix = f"{self._vault}/keys/"
-        return kek_id[len(prefix):].split("/")[0] if kek_id.startswith(prefix) else kek_id
+        return kek_id[len(prefix) :].split("/")[0] if kek_id.startswith(prefix) else kek_id
 
     def _client(self, kid: str) -> Any:
         from azure.keyvault.keys.crypto import CryptographyClient
@@ -77,8 +80,12 @@ class AzureKms(KmsBackend):
         return await asyncio.to_thread(self._call, what, fn)
 
     def _call(self, what: str, fn: Callable[[], T]) -> T:
-        from azure.core.exceptions import (ClientAuthenticationError, HttpResponseError, ServiceRequestError,
-                                           ServiceResponseError)
+        from azure.core.exceptions import (
+            ClientAuthenticationError,
+            HttpResponseError,
+            ServiceRequestError,
+            ServiceResponseError,
+        )
 
         try:
             return fn()
@@ -108,15 +115,16 @@ class AzureKms(KmsBackend):
         from azure.keyvault.keys.crypto import CryptographyClient, KeyWrapAlgorithm
 
         key = self._latest(name, create)
-        result = CryptographyClient(key, self._credential, **self._opts).wrap_key(KeyWrapAlgorithm.rsa_oaep_256,
-                                                                                  plaintext)
+        result = CryptographyClient(key, self._credential, **self._opts).wrap_key(
+            KeyWrapAlgorithm.rsa_oaep_256, plaintext
+        )
         return result.encrypted_key, key.properties.version
 
     def _unwrap(self, name: str, version: str, wrapped: bytes) -> bytes:
         from azure.keyvault.keys.crypto import KeyWrapAlgorithm
 
         client = self._client(f"{self._vault}/keys/{name}/{version}")
-        return client.unwrap_key(KeyWrapAlgorithm.rsa_oaep_256, wrapped).key  # type: ignore[no-any-return]
+        return client.unwrap_key(KeyWrapAlgorithm.rsa_oaep_256, wrapped).key
 
     async def generate_data_key(self, kek_id: str, context: Mapping[str, str], *, create: bool) -> NewDataKey:
         name = self._name(kek_id)

@@ -66,8 +66,9 @@ def init_key_file(path: str | os.PathLike[str], *, exist_ok: bool = False) -> Pa
 def _check_mode(path: Path) -> None:
     mode = stat.S_IMODE(path.stat().st_mode)
     if mode & 0o077:
-        raise KmsRefused(f"local KMS ({path})", f"key file mode is {mode:04o}: group or others may read it; "
-                         f"run `chmod 600 {path}`")
+        raise KmsRefused(
+            f"local KMS ({path})", f"key file mode is {mode:04o}: group or others may read it; run `chmod 600 {path}`"
+        )
 
 
 def context_bytes(context: Mapping[str, str]) -> bytes:
@@ -151,8 +152,9 @@ class LocalKms(KmsBackend):
     def _wrap(self, kek_id: str, plaintext: bytes, context: Mapping[str, str]) -> tuple[int, bytes]:
         version, aead = self._kek(kek_id)
         nonce = os.urandom(12)
-        return version, _HEAD.pack(_WRAP_VERSION, version) + nonce + aead.encrypt(nonce, plaintext,
-                                                                                   context_bytes(context))
+        return version, _HEAD.pack(_WRAP_VERSION, version) + nonce + aead.encrypt(
+            nonce, plaintext, context_bytes(context)
+        )
 
     def _unwrap(self, kek_id: str, wrapped: bytes, context: Mapping[str, str]) -> bytes:
         if len(wrapped) < _HEAD.size + 12 + 16 or wrapped[0] != _WRAP_VERSION:
@@ -162,8 +164,9 @@ class LocalKms(KmsBackend):
         try:
             return aead.decrypt(wrapped[5:17], wrapped[17:], context_bytes(context))
         except InvalidTag:
-            raise KmsRefused(self.label, f"wrapped key does not decrypt under key {kek_id!r} version {version} "
-                             "with this context") from None
+            raise KmsRefused(
+                self.label, f"wrapped key does not decrypt under key {kek_id!r} version {version} with this context"
+            ) from None
 
     async def decrypt(self, kek_id: str, kek_version: str, wrapped: bytes, context: Mapping[str, str]) -> bytes:
         return self._unwrap(kek_id, wrapped, context)
@@ -203,5 +206,3 @@ class LocalKms(KmsBackend):
 
 def _new_key() -> str:
     return base64.b64encode(AESGCM.generate_key(bit_length=256)).decode()
-
-

@@ -11,7 +11,6 @@ The stored wrapped key is Vault's `vault:v<N>:...` string as is; N is the key ve
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import ssl
 from collections.abc import Mapping
@@ -19,11 +18,11 @@ from typing import Any, ClassVar
 
 import aiohttp
 
-from ...config.env import env_secret
 from ...config.kms import VaultKmsConfig
 from ..errors import KmsRefused, KmsUnavailable
 from ..kms import KmsBackend, NewDataKey, Rewrapped
 from .local import context_bytes
+from .secrets import required_env
 
 
 def _version(ciphertext: str) -> str:
@@ -38,8 +37,8 @@ class VaultKms(KmsBackend):
     def __init__(self, cfg: VaultKmsConfig, *, where: str) -> None:
         self._cfg = cfg
         self._base = f"{cfg.address.rstrip('/')}/v1/{cfg.mount.strip('/')}"
-        token = env_secret(cfg.token_env, what=f"{where}.token_env")
-        self._headers = {"X-Vault-Token": token or ""}
+        token = required_env(cfg.token_env, what=f"{where}.token_env")
+        self._headers = {"X-Vault-Token": token}
         if cfg.namespace:
             self._headers["X-Vault-Namespace"] = cfg.namespace
         self._session: aiohttp.ClientSession | None = None
@@ -54,8 +53,10 @@ class VaultKms(KmsBackend):
             if self._cfg.ca_file:
                 ssl_ctx = ssl.create_default_context(cafile=self._cfg.ca_file)
             self._session = aiohttp.ClientSession(
-                headers=self._headers, timeout=aiohttp.ClientTimeout(total=self._cfg.timeout_s),
-                connector=aiohttp.TCPConnector(ssl=ssl_ctx, limit=16))
+                headers=self._headers,
+                timeout=aiohttp.ClientTimeout(total=self._cfg.timeout_s),
+                connector=aiohttp.TCPConnector(ssl=ssl_ctx, limit=16),
+            )
         return self._session
 
     async def _call(self, method: str, path: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -63,7 +64,7 @@ class VaultKms(KmsBackend):
             async with self._http().request(method, f"{self._base}/{path}", json=body) as resp:
                 status = resp.status
                 payload = await resp.json(content_type=None) if status != 204 else {}
-        except (aiohttp.ClientError, asyncio.TimeoutError, ValueError) as exc:
+        except (TimeoutError, aiohttp.ClientError, ValueError) as exc:
             raise KmsUnavailable(self.label, f"{method} {path}: {type(exc).__name__}") from None
         if status >= 300:
             errors = "; ".join(str(e) for e in (payload or {}).get("errors") or [])[:300] or f"HTTP {status}"
@@ -77,21 +78,28 @@ class VaultKms(KmsBackend):
         if create:
             await self._ensure(kek_id)
         data = await self._call("POST", f"datakey/plaintext/{kek_id}", body)
-        return NewDataKey(base64.b64decode(data["plaintext"]), data["ciphertext"].encode(), kek_id,
-                          _version(data["ciphertext"]))
+        return NewDataKey(
+            base64.b64decode(data["plaintext"]), data["ciphertext"].encode(), kek_id, _version(data["ciphertext"])
+        )
 
     async def _ensure(self, kek_id: str) -> None:
         """Create the per-tenant key if missing (creating an existing key is a no-op in Transit)."""
         await self._call("POST", f"keys/{kek_id}", {"type": "aes256-gcm96", "derived": True})
 
     async def decrypt(self, kek_id: str, kek_version: str, wrapped: bytes, context: Mapping[str, str]) -> bytes:
-        data = await self._call("POST", f"decrypt/{kek_id}", {
-            "ciphertext": wrapped.decode(), "context": base64.b64encode(context_bytes(context)).decode()})
+        data = await self._call(
+            "POST",
+            f"decrypt/{kek_id}",
+            {"ciphertext": wrapped.decode(), "context": base64.b64encode(context_bytes(context)).decode()},
+        )
         return base64.b64decode(data["plaintext"])
 
     async def rewrap(self, kek_id: str, kek_version: str, wrapped: bytes, context: Mapping[str, str]) -> Rewrapped:
-        data = await self._call("POST", f"rewrap/{kek_id}", {
-            "ciphertext": wrapped.decode(), "context": base64.b64encode(context_bytes(context)).decode()})
+        data = await self._call(
+            "POST",
+            f"rewrap/{kek_id}",
+            {"ciphertext": wrapped.decode(), "context": base64.b64encode(context_bytes(context)).decode()},
+        )
         return Rewrapped(data["ciphertext"].encode(), _version(data["ciphertext"]))
 
     async def create_key_version(self, kek_id: str) -> str:

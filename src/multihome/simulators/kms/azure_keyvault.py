@@ -79,11 +79,20 @@ class KeyVaultSim:
     def _bundle(self, name: str, v: _Version) -> dict[str, Any]:
         pub = v.private.public_key().public_numbers()
         return {
-            "key": {"kid": f"{self.base}/keys/{name}/{v.version}", "kty": "RSA",
-                    "key_ops": ["encrypt", "decrypt", "wrapKey", "unwrapKey", "sign", "verify"],
-                    "n": b64url(_int_bytes(pub.n)), "e": b64url(_int_bytes(pub.e))},
-            "attributes": {"enabled": True, "created": v.created, "updated": v.created,
-                           "recoveryLevel": "Recoverable+Purgeable", "recoverableDays": 90},
+            "key": {
+                "kid": f"{self.base}/keys/{name}/{v.version}",
+                "kty": "RSA",
+                "key_ops": ["encrypt", "decrypt", "wrapKey", "unwrapKey", "sign", "verify"],
+                "n": b64url(_int_bytes(pub.n)),
+                "e": b64url(_int_bytes(pub.e)),
+            },
+            "attributes": {
+                "enabled": True,
+                "created": v.created,
+                "updated": v.created,
+                "recoveryLevel": "Recoverable+Purgeable",
+                "recoverableDays": 90,
+            },
         }
 
     def _version(self, name: str, version: str) -> _Version | web.Response:
@@ -95,7 +104,9 @@ class KeyVaultSim:
         for v in key.versions:
             if v.version == version:
                 return v
-        return self._error(404, "KeyNotFound", f"A key with (name/id) {name}/{version} was not found in this key vault.")
+        return self._error(
+            404, "KeyNotFound", f"A key with (name/id) {name}/{version} was not found in this key vault."
+        )
 
     # -- middleware: api-version and auth -----------------------------------------------------------
     @web.middleware
@@ -104,9 +115,13 @@ class KeyVaultSim:
         if not auth.startswith("Bearer "):
             return web.json_response(
                 {"error": {"code": "Unauthorized", "message": "AKV10000: Request is missing a Bearer or PoP token."}},
-                status=401, headers={"WWW-Authenticate": f'Bearer authorization="https://login.microsoftonline.com/'
-                                                          f'{TENANT}", resource="https://vault.azure.net"'})
-        if auth[len("Bearer "):] != self.token:
+                status=401,
+                headers={
+                    "WWW-Authenticate": f'Bearer authorization="https://login.microsoftonline.com/'
+                    f'{TENANT}", resource="https://vault.azure.net"'
+                },
+            )
+        if auth[len("Bearer ") :] != self.token:
             return self._error(401, "Unauthorized", "AKV10032: Invalid issuer or token.")
         if request.query.get("api-version") not in API_VERSIONS:
             return self._error(400, "BadParameter", "The 'api-version' query parameter is missing or not supported.")
@@ -124,8 +139,9 @@ class KeyVaultSim:
             return self._error(409, "Conflict", f"Key {name} is currently in a deleted but recoverable state.")
         key = self.keys.setdefault(name, _Key())
         size = int(body.get("key_size") or 2048)
-        v = _Version(secrets.token_hex(16), rsa.generate_private_key(public_exponent=65537, key_size=size),
-                     int(time.time()))
+        v = _Version(
+            secrets.token_hex(16), rsa.generate_private_key(public_exponent=65537, key_size=size), int(time.time())
+        )
         key.versions.append(v)
         return web.json_response(self._bundle(name, v))
 
@@ -167,8 +183,12 @@ class KeyVaultSim:
     def _deleted(self, name: str) -> dict[str, Any]:
         key = self.keys[name]
         bundle = self._bundle(name, key.versions[-1])
-        return {**bundle, "recoveryId": f"{self.base}/deletedkeys/{name}", "deletedDate": key.deleted,
-                "scheduledPurgeDate": (key.deleted or 0) + 90 * 86400}
+        return {
+            **bundle,
+            "recoveryId": f"{self.base}/deletedkeys/{name}",
+            "deletedDate": key.deleted,
+            "scheduledPurgeDate": (key.deleted or 0) + 90 * 86400,
+        }
 
     async def get_deleted(self, request: web.Request) -> web.Response:
         name = request.match_info["name"]
@@ -187,17 +207,19 @@ class KeyVaultSim:
 
     def app(self) -> web.Application:
         app = web.Application(middlewares=[self._gate])
-        app.add_routes([
-            web.post("/keys/{name}/create", self.create),
-            web.get("/keys/{name}", self.get),
-            web.get("/keys/{name}/", self.get),
-            web.get("/keys/{name}/{version}", self.get),
-            web.post("/keys/{name}/{version}/wrapkey", self.wrap),
-            web.post("/keys/{name}/{version}/unwrapkey", self.unwrap),
-            web.delete("/keys/{name}", self.delete),
-            web.get("/deletedkeys/{name}", self.get_deleted),
-            web.delete("/deletedkeys/{name}", self.purge),
-        ])
+        app.add_routes(
+            [
+                web.post("/keys/{name}/create", self.create),
+                web.get("/keys/{name}", self.get),
+                web.get("/keys/{name}/", self.get),
+                web.get("/keys/{name}/{version}", self.get),
+                web.post("/keys/{name}/{version}/wrapkey", self.wrap),
+                web.post("/keys/{name}/{version}/unwrapkey", self.unwrap),
+                web.delete("/keys/{name}", self.delete),
+                web.get("/deletedkeys/{name}", self.get_deleted),
+                web.delete("/deletedkeys/{name}", self.purge),
+            ]
+        )
         return app
 
 
