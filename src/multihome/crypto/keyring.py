@@ -20,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import os
 import time
-from collections.abc import Awaitable, Callable, Coroutine, Hashable
+from collections.abc import Awaitable, Callable, Coroutine, Hashable, Mapping
 from typing import Any, TypeVar
 
 from cryptography.exceptions import InvalidTag
@@ -37,6 +37,8 @@ from .purposes import PURPOSES
 
 T = TypeVar("T")
 AuditSink = Callable[[KmsEvent], object]
+# Picks the backend's method for a stored key (`lambda b: b.decrypt`): (kek_id, kek_version, wrapped, context)
+RowMethod = Callable[[KmsBackend], Callable[[str, str, bytes, Mapping[str, str]], Awaitable[T]]]
 _RETRY_DOWN_S = 5.0  # while serving a stale key, ask the KMS again at most this often
 
 
@@ -170,20 +172,8 @@ class Keyring:
                 f"data key {data_key_id} is not stored: its tenant was shredded, or the record "
                 "did not come from this database"
             )
-        backend = self.resolver.backend_for(row.tenant_id, row.backend)
         try:
-            plaintext = await self.kms_call(
-                "unwrap",
-                backend,
-                row.tenant_id,
-                row.purpose,
-                row.kek_id,
-                row.kek_version,
-                row.id,
-                backend.decrypt(
-                    row.kek_id, row.kek_version, row.wrapped, kms_context(row.tenant_id, row.purpose, row.id)
-                ),
-            )
+            plaintext = await self.row_call("unwrap", row, lambda b: b.decrypt)
         except KmsUnavailable:
             if cached is not None and now < cached.stale_until:
                 cached.expires = now + _RETRY_DOWN_S
@@ -304,6 +294,14 @@ class Keyring:
             detail,
         )
         return result
+
+    def row_call(self, op: str, row: DataKeyRow, method: RowMethod[T]) -> Awaitable[T]:
+        """The backend's `method` (`lambda b: b.decrypt` or `.rewrap`) on a stored data key, with
+        its KEK and context, audited as `op`."""
+        backend = self.resolver.backend_for(row.tenant_id, row.backend)
+        context = kms_context(row.tenant_id, row.purpose, row.id)
+        call = method(backend)(row.kek_id, row.kek_version, row.wrapped, context)
+        return self.kms_call(op, backend, row.tenant_id, row.purpose, row.kek_id, row.kek_version, row.id, call)
 
     def emit(
         self,

@@ -19,7 +19,7 @@ from typing import NamedTuple
 from .datakeys import DataKeyRow
 from .errors import KmsRefused
 from .keks import Kek
-from .keyring import Keyring, kms_context
+from .keyring import Keyring
 
 Progress = Callable[[int, int], object]  # (data keys done, total)
 
@@ -91,20 +91,8 @@ async def rewrap(
         after = rows[-1].id
         changes: list[tuple[DataKeyRow, bytes, str]] = []
         for row in rows:
-            backend = keyring.resolver.backend_for(row.tenant_id, row.backend)
             try:
-                new = await keyring.kms_call(
-                    "rewrap",
-                    backend,
-                    row.tenant_id,
-                    row.purpose,
-                    row.kek_id,
-                    row.kek_version,
-                    row.id,
-                    backend.rewrap(
-                        row.kek_id, row.kek_version, row.wrapped, kms_context(row.tenant_id, row.purpose, row.id)
-                    ),
-                )
+                new = await keyring.row_call("rewrap", row, lambda b: b.rewrap)
             except KmsRefused as exc:
                 failed.append((row.id, str(exc)))
                 continue
