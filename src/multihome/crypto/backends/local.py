@@ -142,9 +142,13 @@ class LocalKms(KmsBackend):
                 data.keys[kek_id] = _Kek(versions={"1": _new_key()}, latest=1)
 
     # -- KmsBackend -----------------------------------------------------------------------------
+    # Every operation runs in a worker thread: it may stat, read or rewrite the key file.
     async def generate_data_key(self, kek_id: str, context: Mapping[str, str], *, create: bool) -> NewDataKey:
+        return await asyncio.to_thread(self._generate, kek_id, context, create)
+
+    def _generate(self, kek_id: str, context: Mapping[str, str], create: bool) -> NewDataKey:
         if create and kek_id not in self._read().keys:
-            await asyncio.to_thread(self._create, kek_id)
+            self._create(kek_id)
         plaintext = AESGCM.generate_key(bit_length=256)
         version, wrapped = self._wrap(kek_id, plaintext, context)
         return NewDataKey(plaintext, wrapped, kek_id, str(version))
@@ -169,9 +173,12 @@ class LocalKms(KmsBackend):
             ) from None
 
     async def decrypt(self, kek_id: str, kek_version: str, wrapped: bytes, context: Mapping[str, str]) -> bytes:
-        return self._unwrap(kek_id, wrapped, context)
+        return await asyncio.to_thread(self._unwrap, kek_id, wrapped, context)
 
     async def rewrap(self, kek_id: str, kek_version: str, wrapped: bytes, context: Mapping[str, str]) -> Rewrapped:
+        return await asyncio.to_thread(self._rewrap, kek_id, wrapped, context)
+
+    def _rewrap(self, kek_id: str, wrapped: bytes, context: Mapping[str, str]) -> Rewrapped:
         version, new = self._wrap(kek_id, self._unwrap(kek_id, wrapped, context), context)
         return Rewrapped(new, str(version))
 
