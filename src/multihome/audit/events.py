@@ -18,7 +18,7 @@ import msgspec
 
 from ..accounting.record import CallRecord
 
-KINDS = ("call", "call_started", "policy_denial", "admin_change", "agent_step")
+KINDS = ("call", "call_started", "policy_denial", "admin_change", "agent_step", "kms")
 FORMAT = "multihome.audit.v1"
 GENESIS_KIND = "chain_opened"  # seq 0 of every chain, written by the writer itself (never by a producer)
 
@@ -137,6 +137,22 @@ class AgentStep(_Body, frozen=True):
     detail: dict[str, Any] = {}
 
 
+class KmsEvent(_Body, frozen=True):
+    """A key use that reached a KMS (generate, unwrap, rewrap), a rotation or a shred
+    (docs/encryption.md "Audit"). Ids and versions only: never key bytes, wrapped or not."""
+
+    op: str  # "generate" | "unwrap" | "rewrap" | "rotate" | "shred" | "destroy_key"
+    kms: str  # the KMS's label: backend and where it is
+    tenant: str | None
+    purpose: str | None
+    kek_id: str | None
+    kek_version: str | None
+    data_key_id: str | None
+    outcome: str  # "ok" | "unavailable" | "refused"
+    error: str | None = None
+    detail: dict[str, Any] = {}
+
+
 class Link(_Body, frozen=True):
     """An earlier chain as a new chain saw it when it opened: it had reached `seq`, whose hash was `head`
     (durable: fsynced before it was read), and `final` says a final checkpoint closed it there."""
@@ -163,6 +179,7 @@ BODY_TYPES: dict[str, type] = {
     "policy_denial": PolicyDenial,
     "admin_change": AdminChange,
     "agent_step": AgentStep,
+    "kms": KmsEvent,
     GENESIS_KIND: ChainOpened,
 }
 

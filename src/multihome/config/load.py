@@ -17,6 +17,8 @@ from .audit import AuditConfig
 from .contracts import ContractsConfig, ContractsConfigError
 from .contracts import check as check_contracts
 from .errors import ConfigError
+from .kms import KmsConfig
+from .kms import check as check_kms
 from .metering import MeteringConfig
 from .metering import check as check_metering
 from .model import (
@@ -90,7 +92,7 @@ def _convert(data: object, type_: type[_T], prefix: str, problems: list[str]) ->
 _SECTIONS: dict[str, type[msgspec.Struct]] = {"providers": Provider, "deployments": Deployment, "model_groups": ModelGroup}
 _SINGLES: dict[str, type[msgspec.Struct]] = {
     "server": Server, "routing": Routing, "storage": Storage, "identity": Identity, "metering": MeteringConfig,
-    "audit": AuditConfig, "contracts": ContractsConfig,
+    "audit": AuditConfig, "contracts": ContractsConfig, "kms": KmsConfig,
 }
 
 
@@ -133,6 +135,7 @@ def parse_config(text: str, *, source: str = "<config>") -> Config:
                     model_groups=sections["model_groups"])
     problems.extend(_reference_problems(config, names))
     problems.extend(check_metering(config.metering, names["deployments"]))
+    problems.extend(check_kms(config.kms))
     try:
         check_contracts(config.contracts, names["providers"])
     except ContractsConfigError as exc:

@@ -11,6 +11,7 @@ import msgspec
 
 from .audit import AuditConfig
 from .contracts import ContractsConfig
+from .kms import KmsConfig
 from .metering import MeteringConfig
 from .oidc import IssuerConfig
 from ..providers.registry import NAMES as PROVIDER_KINDS
@@ -202,4 +203,5 @@ class Config(Strict):
     metering: MeteringConfig = msgspec.field(default_factory=MeteringConfig)
     audit: AuditConfig = msgspec.field(default_factory=AuditConfig)
     contracts: ContractsConfig = msgspec.field(default_factory=ContractsConfig)
+    kms: KmsConfig = msgspec.field(default_factory=KmsConfig)
     telemetry: Telemetry | None = None

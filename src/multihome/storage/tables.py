@@ -155,6 +155,31 @@ audit_heads = sa.Table(
     sa.Column("updated_at", TS, nullable=False),
 )
 
+# Wrapped data keys of envelope encryption (docs/encryption.md): one row per data key of a
+# (tenant, purpose). `wrapped` is the data key encrypted by the key-encryption key `kek_id` at
+# `kek_version` in the KMS `backend`; the plaintext key never reaches the database. `messages`
+# counts seals reserved under the key (in blocks, so never below the true count); at the limit
+# the key is retired and a new one made. No FK to tenants: static-key tenants have no row.
+data_keys = sa.Table(
+    "data_keys",
+    metadata,
+    sa.Column("id", ID, primary_key=True),
+    sa.Column("tenant_id", sa.String(200), nullable=False),
+    sa.Column("purpose", sa.String(16), nullable=False),
+    sa.Column("backend", sa.String(16), nullable=False),
+    sa.Column("kek_id", sa.String(1000), nullable=False),
+    sa.Column("kek_version", sa.String(200), nullable=False),
+    sa.Column("wrapped", sa.LargeBinary, nullable=False),
+    sa.Column("messages", sa.BigInteger, nullable=False),
+    sa.Column("state", sa.String(8), nullable=False),
+    sa.Column("created_at", TS, nullable=False),
+    sa.Column("retired_at", TS, nullable=True),
+    sa.Column("rewrapped_at", TS, nullable=True),
+    sa.Index(None, "tenant_id", "purpose", "state"),
+    sa.CheckConstraint("state IN ('active', 'retired')", name="state"),
+    sa.CheckConstraint("messages >= 0", name="messages"),
+)
+
 # `seq` is the state_version the change produced: a gap-free total order in commit order.
 admin_events = sa.Table(
     "admin_events",

@@ -1,0 +1,147 @@
+"""Wrapped data keys in the gateway database (`data_keys`, storage/tables.py): the only place the
+keyring reads and writes them. Every method is one short transaction; none holds a plaintext key.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import UTC, datetime
+from typing import NamedTuple
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from ..storage.engine import write_connection
+from ..storage.ids import new_id
+from ..storage.tables import data_keys as t
+
+
+class DataKeyRow(NamedTuple):
+    id: str
+    tenant_id: str
+    purpose: str
+    backend: str
+    kek_id: str
+    kek_version: str
+    wrapped: bytes
+    messages: int
+    state: str
+
+
+_COLUMNS = (
+    t.c.id,
+    t.c.tenant_id,
+    t.c.purpose,
+    t.c.backend,
+    t.c.kek_id,
+    t.c.kek_version,
+    t.c.wrapped,
+    t.c.messages,
+    t.c.state,
+)
+
+
+def _row(r: sa.Row) -> DataKeyRow:
+    return DataKeyRow(
+        r.id, r.tenant_id, r.purpose, r.backend, r.kek_id, r.kek_version, bytes(r.wrapped), r.messages, r.state
+    )
+
+
+def new_data_key_id() -> str:
+    return new_id("dk")
+
+
+class DataKeyRepo:
+    def __init__(self, engine: AsyncEngine) -> None:
+        self.engine = engine
+
+    async def get(self, data_key_id: str) -> DataKeyRow | None:
+        async with self.engine.connect() as conn:
+            r = (await conn.execute(sa.select(*_COLUMNS).where(t.c.id == data_key_id))).first()
+        return None if r is None else _row(r)
+
+    async def active(self, tenant: str, purpose: str) -> DataKeyRow | None:
+        """The newest active data key of (tenant, purpose), if any."""
+        q = (
+            sa.select(*_COLUMNS)
+            .where(t.c.tenant_id == tenant, t.c.purpose == purpose, t.c.state == "active")
+            .order_by(t.c.created_at.desc(), t.c.id)
+            .limit(1)
+        )
+        async with self.engine.connect() as conn:
+            r = (await conn.execute(q)).first()
+        return None if r is None else _row(r)
+
+    async def insert(self, row: DataKeyRow) -> None:
+        conn = await write_connection(self.engine)
+        try:
+            async with conn.begin():
+                await conn.execute(sa.insert(t).values(**row._asdict(), created_at=datetime.now(UTC)))
+        finally:
+            await conn.close()
+
+    async def reserve(self, data_key_id: str, count: int, limit: int) -> bool:
+        """Count `count` more seals under an active key, unless that would pass `limit`."""
+        q = (
+            sa.update(t)
+            .where(t.c.id == data_key_id, t.c.state == "active", t.c.messages <= limit - count)
+            .values(messages=t.c.messages + count)
+        )
+        return await self._update(q) == 1
+
+    async def retire(self, ids: Iterable[str] | None = None, *, tenants: Iterable[str] | None = None) -> int:
+        """Active -> retired (new seals get a new data key; opens go on). By id, by tenant, or all."""
+        q = sa.update(t).where(t.c.state == "active")
+        if ids is not None:
+            q = q.where(t.c.id.in_(list(ids)))
+        if tenants is not None:
+            q = q.where(t.c.tenant_id.in_(list(tenants)))
+        return await self._update(q.values(state="retired", retired_at=datetime.now(UTC)))
+
+    async def delete_tenant(self, tenant: str) -> int:
+        return await self._update(sa.delete(t).where(t.c.tenant_id == tenant))
+
+    async def tenants(self) -> list[str]:
+        async with self.engine.connect() as conn:
+            return list((await conn.execute(sa.select(t.c.tenant_id).distinct().order_by(t.c.tenant_id))).scalars())
+
+    async def count(self, tenant: str | None = None) -> int:
+        q = sa.select(sa.func.count()).select_from(t)
+        if tenant is not None:
+            q = q.where(t.c.tenant_id == tenant)
+        async with self.engine.connect() as conn:
+            return int((await conn.execute(q)).scalar_one())
+
+    async def page(self, after: str, limit: int, tenant: str | None = None) -> list[DataKeyRow]:
+        """Rows in id order after `after` (keyset paging for rewrap)."""
+        q = sa.select(*_COLUMNS).where(t.c.id > after)
+        if tenant is not None:
+            q = q.where(t.c.tenant_id == tenant)
+        async with self.engine.connect() as conn:
+            return [_row(r) for r in (await conn.execute(q.order_by(t.c.id).limit(limit))).all()]
+
+    async def set_wrapped(self, changes: list[tuple[DataKeyRow, bytes, str]]) -> int:
+        """Store re-wrapped keys in one transaction; a row changed meanwhile (or deleted) is skipped."""
+        now = datetime.now(UTC)
+        done = 0
+        conn = await write_connection(self.engine)
+        try:
+            async with conn.begin():
+                for row, wrapped, version in changes:
+                    q = (
+                        sa.update(t)
+                        .where(t.c.id == row.id, t.c.wrapped == row.wrapped)
+                        .values(wrapped=wrapped, kek_version=version, rewrapped_at=now)
+                    )
+                    done += (await conn.execute(q)).rowcount
+        finally:
+            await conn.close()
+        return done
+
+    async def _update(self, q: sa.Executable) -> int:
+        conn = await write_connection(self.engine)
+        try:
+            async with conn.begin():
+                return (await conn.execute(q)).rowcount
+        finally:
+            await conn.close()

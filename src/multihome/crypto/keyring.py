@@ -1,0 +1,338 @@
+"""`Keyring`: the one seal/open interface every store uses; nothing else touches keys.
+
+    sealed = await keyring.seal(tenant, purpose, table, record_id, plaintext)
+    plaintext = await keyring.open(tenant, purpose, table, record_id, sealed)
+
+Hot path: the unwrapped data key of each (tenant, purpose) is cached for `cache_ttl_s` (at most
+`cache_max_keys` keys; the oldest-loaded goes first), so a call with a cached key never waits on the
+KMS or the database. Cache misses are single-flight: concurrent calls needing the same data key
+share one KMS call. Seals are counted against each data key in reserved blocks (`reserve_block`,
+one database update per block); at `max_messages_per_key` the key is retired and a new one made.
+Payloads of `offload_bytes` or more are sealed and opened in a worker thread.
+
+KMS outage: a cached key whose TTL ran out keeps serving for `serve_stale_s` when the KMS cannot
+be reached; a seal that needs a new data key fails closed with `KmsUnavailable` before anything is
+stored. Every call that reaches a KMS is reported to `audit` (a `KmsEvent`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from collections.abc import Awaitable, Callable, Coroutine, Hashable, Mapping
+from typing import Any, TypeVar
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from ..audit.events import KmsEvent
+from ..config.kms import KmsConfig
+from .datakeys import DataKeyRepo, DataKeyRow, new_data_key_id
+from .envelope import NONCE_BYTES, binding, encode_header, parse_header
+from .errors import CiphertextMismatch, DataKeyNotFound, KmsRefused, KmsUnavailable, WrongBinding
+from .keks import KekResolver
+from .kms import KmsBackend
+from .purposes import PURPOSES
+
+T = TypeVar("T")
+AuditSink = Callable[[KmsEvent], object]
+# Picks the backend's method for a stored key (`lambda b: b.decrypt`): (kek_id, kek_version, wrapped, context)
+RowMethod = Callable[[KmsBackend], Callable[[str, str, bytes, Mapping[str, str]], Awaitable[T]]]
+_RETRY_DOWN_S = 5.0  # while serving a stale key, ask the KMS again at most this often
+
+
+def kms_context(tenant: str, purpose: str, data_key_id: str) -> dict[str, str]:
+    """The encryption context a data key is wrapped under: a wrapped key copied to another row fails."""
+    return {"multihome:tenant": tenant, "multihome:purpose": purpose, "multihome:data_key": data_key_id}
+
+
+class _Key:
+    """An unwrapped data key in the cache. `header` is the envelope header every seal under it starts with."""
+
+    __slots__ = ("id", "tenant", "purpose", "aead", "header", "expires", "stale_until")
+
+    def __init__(self, row: DataKeyRow, plaintext: bytes, now: float, ttl: float, stale: float) -> None:
+        self.id = row.id
+        self.tenant = row.tenant_id
+        self.purpose = row.purpose
+        self.aead = AESGCM(plaintext)
+        self.header = encode_header(row.backend, row.kek_id, row.kek_version, row.id)
+        self.expires = now + ttl
+        self.stale_until = now + ttl + stale
+
+    def __repr__(self) -> str:  # never the key
+        return f"<data key {self.id} of {self.tenant}/{self.purpose}>"
+
+
+class _Active:
+    """The data key new seals of one (tenant, purpose) use, with the seals still reserved for it."""
+
+    __slots__ = ("key", "left")
+
+    def __init__(self, key: _Key, left: int) -> None:
+        self.key = key
+        self.left = left
+
+
+class Keyring:
+    def __init__(
+        self,
+        repo: DataKeyRepo,
+        resolver: KekResolver,
+        config: KmsConfig,
+        *,
+        audit: AuditSink | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.repo = repo
+        self.resolver = resolver
+        self.config = config
+        self._audit = audit
+        self._clock = clock
+        self._ttl = config.cache_ttl_s
+        self._stale = config.serve_stale_s
+        self._max = config.cache_max_keys
+        self._offload = config.offload_bytes
+        self._limit = config.max_messages_per_key
+        self._block = min(config.reserve_block, config.max_messages_per_key)
+        self._keys: dict[str, _Key] = {}
+        self._active: dict[tuple[str, str], _Active] = {}
+        self._flights: dict[Hashable, asyncio.Task[Any]] = {}
+
+    # -- the interface every store uses --------------------------------------------------------
+    async def seal(self, tenant: str, purpose: str, table: str, record_id: str, plaintext: bytes) -> bytes:
+        """The sealed record: header | nonce | AES-256-GCM(plaintext) bound to (tenant, purpose, table, record id)."""
+        if purpose not in PURPOSES:
+            raise ValueError(f"unknown purpose {purpose!r} (known: {', '.join(sorted(PURPOSES))})")
+        active = self._active.get((tenant, purpose))
+        while active is None or active.left <= 0 or active.key.expires <= self._clock():
+            active = await self._flight(("active", tenant, purpose), lambda: self._activate(tenant, purpose))
+        active.left -= 1
+        key = active.key
+        nonce = os.urandom(NONCE_BYTES)
+        aad = binding(tenant, purpose, table, record_id) + key.header
+        if len(plaintext) >= self._offload:
+            sealed = await asyncio.to_thread(key.aead.encrypt, nonce, plaintext, aad)
+        else:
+            sealed = key.aead.encrypt(nonce, plaintext, aad)
+        return b"".join((key.header, nonce, sealed))
+
+    async def open(self, tenant: str, purpose: str, table: str, record_id: str, sealed: bytes) -> bytes:
+        """The plaintext, or CiphertextMismatch / WrongBinding / DataKeyNotFound / MalformedCiphertext / KmsError."""
+        if purpose not in PURPOSES:
+            raise ValueError(f"unknown purpose {purpose!r} (known: {', '.join(sorted(PURPOSES))})")
+        header = parse_header(sealed)
+        key = self._keys.get(header.data_key_id)
+        if key is None or key.expires <= self._clock():
+            key = await self._key(header.data_key_id)
+        if key.tenant != tenant:
+            raise WrongBinding("the record was sealed for another tenant: it does not open here")
+        if key.purpose != purpose:
+            raise WrongBinding(f"the record was sealed for purpose {key.purpose!r}, not {purpose!r}")
+        end = header.end
+        view = memoryview(sealed)
+        aad = binding(tenant, purpose, table, record_id) + view[:end]
+        try:
+            if len(sealed) >= self._offload:
+                return await asyncio.to_thread(
+                    key.aead.decrypt, view[end : end + NONCE_BYTES], view[end + NONCE_BYTES :], aad
+                )
+            return key.aead.decrypt(view[end : end + NONCE_BYTES], view[end + NONCE_BYTES :], aad)
+        except InvalidTag:
+            raise CiphertextMismatch(
+                f"the record does not open as {table}/{record_id}: it was modified, or sealed for another "
+                "record and copied here"
+            ) from None
+
+    # -- cache, single-flight -------------------------------------------------------------------
+    async def _flight(self, name: Hashable, make: Callable[[], Coroutine[Any, Any, T]]) -> T:
+        """Concurrent callers of the same `name` share one run of `make` (a caller cancelled while
+        waiting does not cancel it for the others)."""
+        task = self._flights.get(name)
+        if task is None:
+            task = asyncio.ensure_future(make())
+            self._flights[name] = task
+            task.add_done_callback(lambda _t: self._flights.pop(name, None))
+        return await asyncio.shield(task)
+
+    def _key(self, data_key_id: str, row: DataKeyRow | None = None) -> Awaitable[_Key]:
+        return self._flight(("key", data_key_id), lambda: self._load(data_key_id, row))
+
+    async def _load(self, data_key_id: str, row: DataKeyRow | None) -> _Key:
+        cached = self._keys.get(data_key_id)
+        now = self._clock()
+        if cached is not None and cached.expires > now:
+            return cached
+        if row is None:
+            row = await self.repo.get(data_key_id)
+        if row is None:
+            self._evict(data_key_id)
+            raise DataKeyNotFound(
+                f"data key {data_key_id} is not stored: its tenant was shredded, or the record "
+                "did not come from this database"
+            )
+        try:
+            plaintext = await self.row_call("unwrap", row, lambda b: b.decrypt)
+        except KmsUnavailable:
+            if cached is not None and now < cached.stale_until:
+                cached.expires = now + _RETRY_DOWN_S
+                return cached
+            raise
+        key = _Key(row, plaintext, self._clock(), self._ttl, self._stale)
+        self._put(key)
+        return key
+
+    def _put(self, key: _Key) -> None:
+        self._keys.pop(key.id, None)
+        while len(self._keys) >= self._max:
+            self._evict(next(iter(self._keys)))
+        self._keys[key.id] = key
+        active = self._active.get((key.tenant, key.purpose))
+        if active is not None and active.key.id == key.id:
+            active.key = key
+
+    def _evict(self, data_key_id: str) -> None:
+        key = self._keys.pop(data_key_id, None)
+        if key is not None:
+            active = self._active.get((key.tenant, key.purpose))
+            if active is not None and active.key is key:
+                del self._active[(key.tenant, key.purpose)]
+
+    def forget(self, tenant: str | None = None, *, active_only: bool = False) -> None:
+        """Drop cached keys (of one tenant, or all); `active_only`: only the keys new seals would use."""
+        for t, p in list(self._active):
+            if tenant is None or t == tenant:
+                del self._active[(t, p)]
+        if not active_only:
+            for key in list(self._keys.values()):
+                if tenant is None or key.tenant == tenant:
+                    del self._keys[key.id]
+
+    async def _activate(self, tenant: str, purpose: str) -> _Active:
+        """Reserve more seals under the active data key, or load it, or make a new one."""
+        current = self._active.get((tenant, purpose))
+        now = self._clock()
+        if current is not None and current.key.expires > now:
+            if current.left > 0:
+                return current
+            if await self.repo.reserve(current.key.id, self._block, self._limit):
+                current.left = self._block
+                return current
+            await self.repo.retire([current.key.id])
+        else:
+            row = await self.repo.active(tenant, purpose)
+            if row is not None:
+                key = await self._key(row.id, row)
+                if await self.repo.reserve(row.id, self._block, self._limit):
+                    active = self._active[(tenant, purpose)] = _Active(key, self._block)
+                    return active
+                await self.repo.retire([row.id])
+        return await self._new_data_key(tenant, purpose)
+
+    async def _new_data_key(self, tenant: str, purpose: str) -> _Active:
+        kek = self.resolver.kek_for(tenant)
+        data_key_id = new_data_key_id()
+        new = await self.kms_call(
+            "generate",
+            kek.backend,
+            tenant,
+            purpose,
+            kek.kek_id,
+            None,
+            data_key_id,
+            kek.backend.generate_data_key(kek.kek_id, kms_context(tenant, purpose, data_key_id), create=kek.owned),
+        )
+        row = DataKeyRow(
+            data_key_id,
+            tenant,
+            purpose,
+            kek.backend.name,
+            new.kek_id,
+            new.kek_version,
+            new.wrapped,
+            self._block,
+            "active",
+        )
+        await self.repo.insert(row)  # the KMS answered: only now is anything stored
+        key = _Key(row, new.plaintext, self._clock(), self._ttl, self._stale)
+        self._put(key)
+        active = self._active[(tenant, purpose)] = _Active(key, self._block)
+        return active
+
+    # -- audit ----------------------------------------------------------------------------------
+    async def kms_call(
+        self,
+        op: str,
+        backend: KmsBackend,
+        tenant: str | None,
+        purpose: str | None,
+        kek_id: str | None,
+        kek_version: str | None,
+        data_key_id: str | None,
+        call: Awaitable[T],
+        detail: dict[str, Any] | None = None,
+    ) -> T:
+        """Await one KMS call and report it (with its outcome) to the audit sink."""
+        try:
+            result = await call
+        except (KmsUnavailable, KmsRefused) as exc:
+            outcome = "unavailable" if isinstance(exc, KmsUnavailable) else "refused"
+            self.emit(op, backend.label, tenant, purpose, kek_id, kek_version, data_key_id, outcome, str(exc), detail)
+            raise
+        version = result if isinstance(result, str) else getattr(result, "kek_version", kek_version)
+        self.emit(
+            op,
+            backend.label,
+            tenant,
+            purpose,
+            getattr(result, "kek_id", kek_id),
+            version,
+            data_key_id,
+            "ok",
+            None,
+            detail,
+        )
+        return result
+
+    def row_call(self, op: str, row: DataKeyRow, method: RowMethod[T]) -> Awaitable[T]:
+        """The backend's `method` (`lambda b: b.decrypt` or `.rewrap`) on a stored data key, with
+        its KEK and context, audited as `op`."""
+        backend = self.resolver.backend_for(row.tenant_id, row.backend)
+        context = kms_context(row.tenant_id, row.purpose, row.id)
+        call = method(backend)(row.kek_id, row.kek_version, row.wrapped, context)
+        return self.kms_call(op, backend, row.tenant_id, row.purpose, row.kek_id, row.kek_version, row.id, call)
+
+    def emit(
+        self,
+        op: str,
+        kms: str,
+        tenant: str | None,
+        purpose: str | None,
+        kek_id: str | None,
+        kek_version: str | None,
+        data_key_id: str | None,
+        outcome: str,
+        error: str | None = None,
+        detail: dict[str, Any] | None = None,
+    ) -> None:
+        if self._audit is not None:
+            self._audit(
+                KmsEvent(
+                    op=op,
+                    kms=kms,
+                    tenant=tenant,
+                    purpose=purpose,
+                    kek_id=kek_id,
+                    kek_version=kek_version,
+                    data_key_id=data_key_id,
+                    outcome=outcome,
+                    error=error,
+                    detail=detail or {},
+                )
+            )
+
+    async def close(self) -> None:
+        self.forget()
+        for backend in self.resolver.backends():
+            await backend.close()

@@ -1,0 +1,94 @@
+"""What only one backend shows: Key Vault's auth challenge, Vault's key versions, AWS's encryption
+context, and an unreachable KMS named in the error."""
+
+from __future__ import annotations
+
+import msgspec
+import pytest
+
+from multihome.config.kms import KmsTarget
+from multihome.crypto import KmsRefused, KmsUnavailable, open_keyring, rewrap, rotate
+from multihome.crypto.backends import build_backend
+from multihome.crypto.envelope import parse_header
+
+from .harness import AwsHarness, AzureHarness, VaultHarness
+from .services import free_port
+
+pytestmark = pytest.mark.anyio
+
+
+async def test_azure_challenge_then_bearer_and_unwrap_in_the_vault(request, tmp_path, monkeypatch, engine):
+    kms = AzureHarness(request, tmp_path, monkeypatch)
+    ring = open_keyring(kms.config(), engine, build=kms.build)
+    sealed = await ring.seal("t1", "credentials", "c", "1", b"x")
+    ring.forget()
+    assert await ring.open("t1", "credentials", "c", "1", sealed) == b"x"
+    calls = kms.kv.sim.requests
+    assert any(m == "POST" and p.endswith("/create") for m, p in calls)
+    assert any(m == "POST" and p.endswith("/unwrapkey") for m, p in calls)
+    backend = ring.resolver.kek_for("t1").backend
+    assert backend._credential.scopes[0] == ("https://vault.azure.net/.default",)
+    await ring.close()
+
+
+async def test_azure_untrusted_certificate_is_unavailable_not_ignored(request, tmp_path, monkeypatch):
+    kms = AzureHarness(request, tmp_path, monkeypatch)
+    cfg = kms.config()
+    target = msgspec.structs.replace(cfg, azure=msgspec.structs.replace(cfg.azure, ca_file=None))
+    backend = kms.build(target, "kms")
+    with pytest.raises(KmsUnavailable, match="Azure Key Vault"):
+        await backend.generate_data_key("k", {}, create=True)
+
+
+async def test_vault_versions_and_min_decryption_version(request, tmp_path, monkeypatch, engine):
+    kms = VaultHarness(request, tmp_path, monkeypatch)
+    ring = open_keyring(kms.config(), engine, build=kms.build)
+    sealed = await ring.seal("t1", "memory", "m", "1", b"v1 data")
+    assert parse_header(sealed).kek_version == "1"
+    assert [r.kek_version for r in await rotate(ring, "t1")] == ["2"]
+    row = (await ring.repo.page("", 10))[0]
+    assert row.wrapped.startswith(b"vault:v1:")
+    bao = request.getfixturevalue("openbao")
+    name = ring.resolver.kek_for("t1").kek_id
+    bao.request("POST", f"/v1/transit/keys/{name}/config", {"min_decryption_version": 2})
+    ring.forget()
+    with pytest.raises(KmsRefused, match="Vault Transit .* decrypt"):  # the old version no longer decrypts
+        await ring.open("t1", "memory", "m", "1", sealed)
+    bao.request("POST", f"/v1/transit/keys/{name}/config", {"min_decryption_version": 1})
+    report = await rewrap(ring)
+    assert report.rewrapped == 1
+    assert (await ring.repo.page("", 10))[0].wrapped.startswith(b"vault:v2:")
+    bao.request("POST", f"/v1/transit/keys/{name}/config", {"min_decryption_version": 2})
+    ring.forget()
+    assert await ring.open("t1", "memory", "m", "1", sealed) == b"v1 data"  # re-wrapped: v2 opens it
+    await ring.close()
+
+
+async def test_aws_wrapped_key_bound_to_its_context(request, tmp_path, monkeypatch):
+    kms = AwsHarness(request, tmp_path, monkeypatch)
+    backend = kms.build(kms.config(), "kms")
+    new = await backend.generate_data_key(f"{kms.config().key_prefix}ctx", {"multihome:tenant": "a"}, create=True)
+    assert new.kek_id.startswith("arn:aws:kms:us-east-1:")
+    assert await backend.decrypt(new.kek_id, "", new.wrapped, {"multihome:tenant": "a"}) == new.plaintext
+    with pytest.raises(KmsRefused, match="InvalidCiphertextException"):
+        await backend.decrypt(new.kek_id, "", new.wrapped, {"multihome:tenant": "b"})
+
+
+@pytest.mark.parametrize(
+    "section",
+    [
+        {"backend": "vault", "vault": {"address": "http://127.0.0.1:{port}", "token_env": "MH_T"}},
+        {"backend": "aws", "aws": {"region": "us-east-1", "endpoint": "http://127.0.0.1:{port}"}},
+    ],
+)
+async def test_unreachable_kms_is_unavailable_and_named(section, monkeypatch):
+    monkeypatch.setenv("MH_T", "x")
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    port = free_port()
+    text = msgspec.json.encode(section).decode().replace("{port}", str(port))
+    backend = build_backend(msgspec.json.decode(text, type=KmsTarget), "kms")
+    with pytest.raises(KmsUnavailable) as exc:
+        await backend.generate_data_key("k", {}, create=False)
+    assert f"127.0.0.1:{port}" in str(exc.value) and exc.value.kms == backend.label
+    await backend.close()

@@ -1,0 +1,56 @@
+"""The `kms:` config section: default local, per-tenant overrides, errors with key paths."""
+
+from __future__ import annotations
+
+import pytest
+
+from multihome.config import ConfigError, parse_config
+
+BASE = """
+server: {allow_unauthenticated: true}
+providers: {p: {kind: openai, endpoint: "http://127.0.0.1:1"}}
+deployments: {d: {provider: p, model: m}}
+model_groups: {g: {deployments: [d]}}
+"""
+
+
+def test_default_is_local_with_a_key_file():
+    kms = parse_config(BASE).kms
+    assert kms.backend == "local" and kms.local.key_file and kms.key_id is None and kms.tenants == {}
+
+
+def test_per_tenant_override():
+    cfg = parse_config(
+        BASE
+        + """
+kms:
+  backend: vault
+  vault: {address: "http://127.0.0.1:8200", token_env: VAULT_TOKEN}
+  cache_ttl_s: 60
+  tenants:
+    acme: {backend: aws, key_id: "alias/acme", aws: {region: eu-west-1}}
+"""
+    ).kms
+    assert cfg.backend == "vault" and cfg.vault.mount == "transit"
+    assert cfg.tenants["acme"].backend == "aws" and cfg.tenants["acme"].aws.region == "eu-west-1"
+
+
+@pytest.mark.parametrize(
+    "section, problem",
+    [
+        ("kms: {backend: aws}", "kms.aws: required when kms.backend is aws"),
+        ("kms: {backend: gcp}", "kms.backend: Invalid enum value 'gcp' (valid: aws, azure, local, vault)"),
+        (
+            "kms: {tenants: {acme: {backend: azure}}}",
+            "kms.tenants.acme.azure: required when kms.tenants.acme.backend is azure",
+        ),
+        ("kms: {backend: azure, azure: {vault_url: 'http://kv'}}", "kms.azure.vault_url: must start with https://"),
+        ("kms: {max_messages_per_key: 4294967296}", "kms.max_messages_per_key: at most 1073741824"),
+        ("kms: {vault: {address: x, token: abc}}", "kms.vault: Object contains unknown field `token`"),
+        ("kms: {cache_ttl_s: 0}", "kms.cache_ttl_s: Expected `float` > 0.0"),
+    ],
+)
+def test_problems_name_the_key_path(section, problem):
+    with pytest.raises(ConfigError) as exc:
+        parse_config(BASE + section)
+    assert problem in str(exc.value)

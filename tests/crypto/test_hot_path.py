@@ -1,0 +1,138 @@
+"""The hot path: cache, single-flight, message counting, KMS outage, offloading large payloads."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+import sqlalchemy as sa
+
+from multihome.crypto import KmsUnavailable, open_keyring
+from multihome.crypto.envelope import parse_header
+from multihome.storage.tables import data_keys
+
+from .harness import Recording
+
+pytestmark = pytest.mark.anyio
+
+
+def _ring(local_kms, engine, **fields):
+    backend = {}
+
+    def build(target, where):
+        backend["b"] = Recording(local_kms.build(target, where))
+        return backend["b"]
+
+    ring = open_keyring(local_kms.config(**fields), engine, build=build)
+    return ring, backend["b"]
+
+
+async def test_concurrent_seals_make_one_kms_call_per_key(local_kms, db_url):
+    from multihome.storage.engine import create_engine
+
+    engine = create_engine(db_url)
+    ring, kms = _ring(local_kms, engine)
+    try:
+        sealed = await asyncio.gather(*(ring.seal("t1", "responses", "r", str(i), b"x") for i in range(500)))
+        assert kms.calls == {"generate": 1}
+        assert len({parse_header(s).data_key_id for s in sealed}) == 1
+        ring.forget()  # cold cache: 500 concurrent opens share one unwrap
+        opened = await asyncio.gather(*(ring.open("t1", "responses", "r", str(i), s) for i, s in enumerate(sealed)))
+        assert opened == [b"x"] * 500
+        assert kms.calls == {"generate": 1, "decrypt": 1}
+    finally:
+        await engine.dispose()
+
+
+async def test_no_kms_call_while_cached_then_one_per_ttl(local_kms, engine):
+    now = [0.0]
+    ring, kms = _ring(local_kms, engine, cache_ttl_s=10)
+    ring._clock = lambda: now[0]
+    s = await ring.seal("t1", "memory", "m", "1", b"a")
+    for _ in range(50):
+        await ring.open("t1", "memory", "m", "1", s)
+        await ring.seal("t1", "memory", "m", "2", b"b")
+    assert kms.calls == {"generate": 1}
+    now[0] = 11  # TTL over: one unwrap refreshes it for seals and opens alike
+    await asyncio.gather(ring.open("t1", "memory", "m", "1", s), ring.seal("t1", "memory", "m", "3", b"c"))
+    assert kms.calls == {"generate": 1, "decrypt": 1}
+
+
+async def test_data_key_retired_at_message_limit(local_kms, engine):
+    ring, kms = _ring(local_kms, engine, max_messages_per_key=10, reserve_block=4)
+    sealed = [await ring.seal("t1", "runs", "r", str(i), b"m") for i in range(25)]
+    ids = [parse_header(s).data_key_id for s in sealed]
+    assert [ids.count(i) for i in dict.fromkeys(ids)] == [8, 8, 8, 1]  # 10 allowed, reserved 4 at a time
+    async with engine.connect() as conn:
+        rows = (await conn.execute(sa.select(data_keys.c.state, data_keys.c.messages))).all()
+    assert sorted(rows) == [("active", 4), ("retired", 8), ("retired", 8), ("retired", 8)]
+    assert all(m <= 10 for _, m in rows)
+    for i, s in enumerate(sealed):
+        assert await ring.open("t1", "runs", "r", str(i), s) == b"m"
+
+
+async def test_kms_outage_cached_keys_serve_new_keys_fail_closed(local_kms, engine):
+    now = [0.0]
+    ring, kms = _ring(local_kms, engine, cache_ttl_s=10, serve_stale_s=100)
+    ring._clock = lambda: now[0]
+    s = await ring.seal("t1", "credentials", "c", "1", b"cached")
+    kms.down = True
+    assert await ring.open("t1", "credentials", "c", "1", s) == b"cached"
+    await ring.seal("t1", "credentials", "c", "2", b"still sealing under the cached key")
+    now[0] = 50  # TTL over, KMS still down: the stale key keeps serving
+    assert await ring.open("t1", "credentials", "c", "1", s) == b"cached"
+    async with engine.connect() as conn:
+        before = (await conn.execute(sa.select(sa.func.count()).select_from(data_keys))).scalar_one()
+    with pytest.raises(KmsUnavailable) as exc:  # needs a new data key: fails closed
+        await ring.seal("t2", "credentials", "c", "1", b"new tenant")
+    assert exc.value.kms == kms.label and "local KMS" in str(exc.value)
+    async with engine.connect() as conn:
+        after = (await conn.execute(sa.select(sa.func.count()).select_from(data_keys))).scalar_one()
+    assert after == before  # nothing half-written
+    now[0] = 200  # past serve_stale_s
+    with pytest.raises(KmsUnavailable):
+        await ring.open("t1", "credentials", "c", "1", s)
+    kms.down = False
+    assert await ring.open("t1", "credentials", "c", "1", s) == b"cached"
+
+
+async def test_store_write_with_kms_down_stores_nothing(local_kms, engine):
+    """A store seals before it writes: a failed seal leaves no row behind."""
+    ring, kms = _ring(local_kms, engine)
+    records = sa.Table(
+        "records", sa.MetaData(), sa.Column("id", sa.String, primary_key=True), sa.Column("body", sa.LargeBinary)
+    )
+    async with engine.begin() as conn:
+        await conn.run_sync(records.metadata.create_all)
+    kms.down = True
+
+    async def put(rid, body):
+        sealed = await ring.seal("t1", "responses", "records", rid, body)
+        async with engine.begin() as conn:
+            await conn.execute(sa.insert(records).values(id=rid, body=sealed))
+
+    with pytest.raises(KmsUnavailable):
+        await put("r1", b"x")
+    async with engine.connect() as conn:
+        assert (await conn.execute(sa.select(sa.func.count()).select_from(records))).scalar_one() == 0
+        assert (await conn.execute(sa.select(sa.func.count()).select_from(data_keys))).scalar_one() == 0
+
+
+async def test_cache_size_bound(local_kms, engine):
+    ring, kms = _ring(local_kms, engine, cache_max_keys=3)
+    for t in range(6):
+        await ring.seal(f"t{t}", "memory", "m", "1", b"x")
+    assert len(ring._keys) == 3 and len(ring._active) <= 3
+
+
+async def test_large_payload_offloaded_and_round_trips(local_kms, engine):
+    ring, _ = _ring(local_kms, engine, offload_bytes=1024)
+    big = bytes(range(256)) * 1000
+    s = await ring.seal("t1", "capture", "c", "1", big)
+    assert await ring.open("t1", "capture", "c", "1", s) == big
+
+
+async def test_unknown_purpose_refused(local_kms, engine):
+    ring, _ = _ring(local_kms, engine)
+    with pytest.raises(ValueError, match="unknown purpose"):
+        await ring.seal("t1", "secrets", "c", "1", b"x")

@@ -1,0 +1,58 @@
+"""The `local` backend's key file: created 0600, refused when others may read it, KEKs per tenant."""
+
+from __future__ import annotations
+
+import os
+import stat
+
+import pytest
+
+from multihome.crypto import KmsRefused, init_key_file
+from multihome.crypto.backends.local import LocalKms
+
+pytestmark = pytest.mark.anyio
+
+
+def test_init_creates_0600_and_refuses_to_overwrite(tmp_path):
+    path = init_key_file(tmp_path / "sub" / "kms.key")
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    with pytest.raises(FileExistsError):
+        init_key_file(path)
+    assert init_key_file(path, exist_ok=True) == path
+
+
+async def test_key_file_readable_by_others_is_refused(tmp_path):
+    path = init_key_file(tmp_path / "kms.key")
+    os.chmod(path, 0o644)
+    kms = LocalKms(path)
+    with pytest.raises(KmsRefused, match="0644: group or others may read it; run `chmod 600"):
+        await kms.generate_data_key("k", {}, create=True)
+    with pytest.raises(KmsRefused, match="0644"):
+        init_key_file(path, exist_ok=True)
+
+
+async def test_missing_key_file_names_the_command(tmp_path):
+    with pytest.raises(KmsRefused, match="multihome kms init"):
+        await LocalKms(tmp_path / "none.key").generate_data_key("k", {}, create=True)
+
+
+async def test_versions_context_and_destroy(tmp_path):
+    kms = LocalKms(init_key_file(tmp_path / "kms.key"))
+    new = await kms.generate_data_key("k", {"t": "1"}, create=True)
+    assert new.kek_version == "1" and len(new.plaintext) == 32
+    with pytest.raises(KmsRefused, match="with this context"):
+        await kms.decrypt("k", "1", new.wrapped, {"t": "2"})
+    assert await kms.create_key_version("k") == "2"
+    assert await kms.decrypt("k", "1", new.wrapped, {"t": "1"}) == new.plaintext
+    re = await kms.rewrap("k", "1", new.wrapped, {"t": "1"})
+    assert re.kek_version == "2"
+    kms.drop_version("k", "1")  # the old version gone: old wraps fail, rewrapped ones open
+    with pytest.raises(KmsRefused, match="no version 1"):
+        await kms.decrypt("k", "1", new.wrapped, {"t": "1"})
+    assert await kms.decrypt("k", "2", re.wrapped, {"t": "1"}) == new.plaintext
+    await kms.destroy("k")
+    with pytest.raises(KmsRefused, match="destroyed"):
+        await kms.decrypt("k", "2", re.wrapped, {"t": "1"})
+    assert stat.S_IMODE((tmp_path / "kms.key").stat().st_mode) == 0o600
+    with pytest.raises(KmsRefused, match="no key"):
+        await kms.generate_data_key("other", {}, create=False)
