@@ -20,10 +20,9 @@ import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "tests"))
 
-from audit.helpers import call  # noqa: E402
-
-from multihome.audit import AuditConfig, AuditLog  # noqa: E402
-from multihome.schema.principal import Principal  # noqa: E402
+from audit.helpers import call
+from multihome.audit import AuditConfig, AuditLog
+from multihome.schema.principal import Principal
 
 PRINCIPAL = Principal(tenant="ten_a", subject="key_abc", source="api_key", team="t", key_id="key_abc")
 
@@ -75,14 +74,22 @@ async def main(args) -> None:
     calls = out["calls"]
     loop_us = (out["loop_cpu"] - base["loop_cpu"] * calls / max(base["calls"], 1)) / calls * 1e6
     waits = sorted(out["waits"])
-    print(f"rate {args.rate} calls/s for {args.seconds}s, fsync={'off' if args.no_fsync else 'on'} "
-          f"({calls} calls, {written} events, python {sys.version.split()[0]})")
-    print(f"  loop thread:   {loop_us:7.1f} us CPU per call (call_started + record), "
-          f"baseline {base['loop_cpu'] / max(base['calls'], 1) * 1e6:.1f} us per paced task")
-    print(f"  writer thread: {writer_cpu / calls * 1e6:7.1f} us CPU per call ({writer_cpu / written * 1e6:.1f} per event)")
+    print(
+        f"rate {args.rate} calls/s for {args.seconds}s, fsync={'off' if args.no_fsync else 'on'} "
+        f"({calls} calls, {written} events, python {sys.version.split()[0]})"
+    )
+    print(
+        f"  loop thread:   {loop_us:7.1f} us CPU per call (call_started + record), "
+        f"baseline {base['loop_cpu'] / max(base['calls'], 1) * 1e6:.1f} us per paced task"
+    )
+    print(
+        f"  writer thread: {writer_cpu / calls * 1e6:7.1f} us CPU per call ({writer_cpu / written * 1e6:.1f} per event)"
+    )
     print(f"  group commit:  {batches} fsync'd batches, {written / max(batches, 1):.1f} events per batch")
-    print(f"  call_started durable after: p50 {statistics.median(waits) * 1e3:.2f} ms, "
-          f"p99 {waits[int(len(waits) * 0.99)] * 1e3:.2f} ms, max {waits[-1] * 1e3:.2f} ms")
+    print(
+        f"  call_started durable after: p50 {statistics.median(waits) * 1e3:.2f} ms, "
+        f"p99 {waits[int(len(waits) * 0.99)] * 1e3:.2f} ms, max {waits[-1] * 1e3:.2f} ms"
+    )
 
 
 if __name__ == "__main__":

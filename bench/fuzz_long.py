@@ -45,29 +45,50 @@ def main() -> int:
     parser.add_argument("--property-examples", type=int, default=3000, help="MH_FUZZ_EXAMPLES for the property tests")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "FUZZ.md")
     args = parser.parse_args()
-    started = dt.datetime.now(dt.timezone.utc)
-    reports = {"public API (schemathesis)": Report(), "admin API (schemathesis)": Report(),
-               "hostile bodies": Report()}
+    started = dt.datetime.now(dt.UTC)
+    reports = {"public API (schemathesis)": Report(), "admin API (schemathesis)": Report(), "hostile bodies": Report()}
     seeds: list[int] = []
     with tempfile.TemporaryDirectory(prefix="mh-fuzz-") as tmp, fleet(Path(tmp)) as world:
         admin = httpx.Client(base_url=world.url, headers={"authorization": f"Bearer {ADMIN_KEY}"}, timeout=10)
         tenant = admin.post("/admin/v1/tenants", json={"name": "fuzzed"}).json()["id"]
-        public = Runner(public_document(world.url, CHAT_GROUPS, EMBEDDING_GROUPS), world.url,
-                        {"Authorization": f"Bearer {CLIENT_KEY}"}, timeout_s=TIMEOUT_S, known=known.over_http)
+        public = Runner(
+            public_document(world.url, CHAT_GROUPS, EMBEDDING_GROUPS),
+            world.url,
+            {"Authorization": f"Bearer {CLIENT_KEY}"},
+            timeout_s=TIMEOUT_S,
+            known=known.over_http,
+        )
         public.report = reports["public API (schemathesis)"]
-        private = Runner(admin_document(world.url, tenant), world.url, {"Authorization": f"Bearer {ADMIN_KEY}"},
-                         timeout_s=TIMEOUT_S, known=known.over_http)
+        private = Runner(
+            admin_document(world.url, tenant),
+            world.url,
+            {"Authorization": f"Bearer {ADMIN_KEY}"},
+            timeout_s=TIMEOUT_S,
+            known=known.over_http,
+        )
         private.report = reports["admin API (schemathesis)"]
-        hostile = HostileBodies(world.url, {"authorization": f"Bearer {CLIENT_KEY}"}, CHAT_GROUPS, EMBEDDING_GROUPS,
-                                timeout_s=TIMEOUT_S, known=known.over_http, report=reports["hostile bodies"])
+        hostile = HostileBodies(
+            world.url,
+            {"authorization": f"Bearer {CLIENT_KEY}"},
+            CHAT_GROUPS,
+            EMBEDDING_GROUPS,
+            timeout_s=TIMEOUT_S,
+            known=known.over_http,
+            report=reports["hostile bodies"],
+        )
         deadline = time.monotonic() + args.minutes * 60
         first = True
         while time.monotonic() < deadline:
             run_seed = random.randrange(2**32)
             seeds.append(run_seed)
             coverage = None if first else 0
-            public.run(examples=50, run_seed=run_seed, coverage=coverage, deadline=deadline,
-                       skip=lambda label: label in ALIASES)
+            public.run(
+                examples=50,
+                run_seed=run_seed,
+                coverage=coverage,
+                deadline=deadline,
+                skip=lambda label: label in ALIASES,
+            )
             private.run(examples=30, run_seed=run_seed, coverage=coverage, deadline=deadline)
             hostile.run(examples=300, run_seed=run_seed, deadline=deadline)
             first = False
@@ -80,7 +101,7 @@ def main() -> int:
             kept.parent.mkdir(exist_ok=True)
             kept.write_text(world.log())
             print(f"gateway log kept in {kept}")
-    gateway_minutes = (dt.datetime.now(dt.timezone.utc) - started).total_seconds() / 60
+    gateway_minutes = (dt.datetime.now(dt.UTC) - started).total_seconds() / 60
     properties = _property_tests(args.property_examples)
     args.out.write_text(_markdown(started, gateway_minutes, reports, seeds, logged, log_lines, properties, args))
     print(args.out.read_text())
@@ -88,12 +109,29 @@ def main() -> int:
 
 
 def _property_tests(examples: int) -> tuple[int, str, float]:
-    env = {**os.environ, "MH_FUZZ_EXAMPLES": str(examples), "MH_FUZZ_RANDOM": "1",
-           "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT / "src"), os.environ.get("PYTHONPATH")]))}
+    env = {
+        **os.environ,
+        "MH_FUZZ_EXAMPLES": str(examples),
+        "MH_FUZZ_RANDOM": "1",
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT / "src"), os.environ.get("PYTHONPATH")])),
+    }
     start = time.monotonic()
-    done = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
-                           "tests/fuzz/test_request_properties.py", "tests/fuzz/test_upstream_properties.py"],
-                          cwd=ROOT, env=env, capture_output=True, text=True)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            "tests/fuzz/test_request_properties.py",
+            "tests/fuzz/test_upstream_properties.py",
+        ],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
     tail = "\n".join(done.stdout.strip().splitlines()[-15:])
     return done.returncode, tail, (time.monotonic() - start) / 60
 
@@ -116,12 +154,20 @@ def _markdown(started, minutes, reports, seeds, logged, log_lines, properties, a
     for name, r in reports.items():
         statuses = ", ".join(f"{k}: {v}" for k, v in sorted(r.statuses.items(), key=lambda kv: str(kv[0])))
         lines.append(f"| {name} | {r.calls} | {statuses} | {len(r.findings)} | {len(r.tolerated)} |")
-    lines += ["", f"Rounds: {len(seeds)}; seeds: {', '.join(map(str, seeds[:20]))}{' ...' if len(seeds) > 20 else ''}.",
-              f"Gateway log: {log_lines} lines at DEBUG; unexpected errors outside tolerated findings: {len(logged)}.", ""]
+    lines += [
+        "",
+        f"Rounds: {len(seeds)}; seeds: {', '.join(map(str, seeds[:20]))}{' ...' if len(seeds) > 20 else ''}.",
+        f"Gateway log: {log_lines} lines at DEBUG; unexpected errors outside tolerated findings: {len(logged)}.",
+        "",
+    ]
     for name, r in reports.items():
         for f in r.findings[:20]:
-            lines += [f"- **{name}**: {f.operation}: {f.outcome} ({_redact(f.detail)[:300]})", "",
-                      f"  `{_redact(f.curl)[:1500]}`", ""]
+            lines += [
+                f"- **{name}**: {f.operation}: {f.outcome} ({_redact(f.detail)[:300]})",
+                "",
+                f"  `{_redact(f.curl)[:1500]}`",
+                "",
+            ]
     reasons: dict[str, int] = {}
     for r in reports.values():
         for why, _ in r.tolerated:

@@ -27,7 +27,10 @@ ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 KEY = "bench-client-key"
 SIM_KEY = "bench-sim-key"
-CHAT = {"model": "MODEL", "messages": [{"role": "user", "content": "Summarise the benefits of multi-cloud AI in one line."}]}
+CHAT = {
+    "model": "MODEL",
+    "messages": [{"role": "user", "content": "Summarise the benefits of multi-cloud AI in one line."}],
+}
 
 CONFIG = """
 server: {{api_keys_env: [BENCH_CLIENT_KEY]}}
@@ -65,9 +68,22 @@ def set_layout(gateway_pid: int, sim_pid: int, pinned: bool) -> int | None:
 
 def start_sim() -> tuple[subprocess.Popen, str]:
     proc = subprocess.Popen(
-        [sys.executable, "-m", "multihome.simulators", "--kind", "openai", "--name", "bench", "--port", "0",
-         "--api-key-env", "BENCH_SIM_KEY"],
-        env=ENV, stdout=subprocess.PIPE, text=True,
+        [
+            sys.executable,
+            "-m",
+            "multihome.simulators",
+            "--kind",
+            "openai",
+            "--name",
+            "bench",
+            "--port",
+            "0",
+            "--api-key-env",
+            "BENCH_SIM_KEY",
+        ],
+        env=ENV,
+        stdout=subprocess.PIPE,
+        text=True,
     )
     line = proc.stdout.readline()
     assert line.startswith("READY "), line
@@ -81,9 +97,18 @@ def start_gateway(sim_url: str, port: int, tmp: Path, log_level: str | None = No
     config.write_text(CONFIG.format(sim=sim_url))
     with open(tmp / "gateway.log", "w") as log:
         proc = subprocess.Popen(
-            [str(BIN / "multihome"), "serve", "--config", str(config), "--port", str(port),
-             *(["--log-level", log_level] if log_level else [])],
-            env=ENV, stdout=log, stderr=subprocess.STDOUT,
+            [
+                str(BIN / "multihome"),
+                "serve",
+                "--config",
+                str(config),
+                "--port",
+                str(port),
+                *(["--log-level", log_level] if log_level else []),
+            ],
+            env=ENV,
+            stdout=log,
+            stderr=subprocess.STDOUT,
         )
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:
@@ -109,9 +134,22 @@ def wrk(url: str, model: str, key: str, *, connections: int, seconds: int, tmp: 
     body = tmp / f"body-{model}.json"
     body.write_text(json.dumps({**CHAT, "model": model}))
     out = subprocess.run(
-        [*_pin(core), "wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency", "-s", str(ROOT / "bench/post.lua"),
-         url + "/v1/chat/completions"],
-        env={**ENV, "WRK_BODY": str(body), "WRK_KEY": key}, capture_output=True, text=True, check=True, timeout=seconds + 30,
+        [
+            *_pin(core),
+            "wrk",
+            "-t1",
+            f"-c{connections}",
+            f"-d{seconds}s",
+            "--latency",
+            "-s",
+            str(ROOT / "bench/post.lua"),
+            url + "/v1/chat/completions",
+        ],
+        env={**ENV, "WRK_BODY": str(body), "WRK_KEY": key},
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=seconds + 30,
     ).stdout
     pct = dict(re.findall(r"^\s+(50|75|90|99)%\s+(\S+)$", out, re.M))
     non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
@@ -121,7 +159,8 @@ def wrk(url: str, model: str, key: str, *, connections: int, seconds: int, tmp: 
         "p99_ms": _ms(pct["99"]),
         "rps": float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)),
         "requests": int(re.search(r"(\d+) requests in", out).group(1)),
-        "errors": (int(non2xx.group(1)) if non2xx else 0) + (sum(map(int, socket_errors.groups())) if socket_errors else 0),
+        "errors": (int(non2xx.group(1)) if non2xx else 0)
+        + (sum(map(int, socket_errors.groups())) if socket_errors else 0),
     }
 
 
@@ -153,8 +192,12 @@ async def open_streams(url: str, key: str, sim_url: str, gateway_pid: int, n: in
 
         async def one():
             nonlocal opened
-            async with http.post(url + "/v1/chat/completions", json=body, headers={"authorization": f"Bearer {key}"},
-                                 timeout=aiohttp.ClientTimeout(total=90)) as resp:
+            async with http.post(
+                url + "/v1/chat/completions",
+                json=body,
+                headers={"authorization": f"Bearer {key}"},
+                timeout=aiohttp.ClientTimeout(total=90),
+            ) as resp:
                 assert resp.status == 200
                 await resp.content.readany()
                 opened += 1
@@ -184,12 +227,23 @@ def pct(values: list[float], q: float) -> float:
 
 
 def machine() -> str:
-    cpu = next((l.split(":", 1)[1].strip() for l in Path("/proc/cpuinfo").read_text().splitlines() if l.startswith("model name")), "?")
+    cpu = next(
+        (
+            l.split(":", 1)[1].strip()
+            for l in Path("/proc/cpuinfo").read_text().splitlines()
+            if l.startswith("model name")
+        ),
+        "?",
+    )
     mem = int(re.search(r"MemTotal:\s+(\d+)", Path("/proc/meminfo").read_text()).group(1)) // (1024 * 1024)
-    import aiohttp as a, msgspec as m, uvicorn as u
+    import aiohttp as a
+    import msgspec as m
+    import uvicorn as u
 
-    return (f"{cpu}, {os.cpu_count()} cores, {mem} GiB; Linux {platform.release()}; Python {platform.python_version()}; "
-            f"uvicorn {u.__version__}, aiohttp {a.__version__}, msgspec {m.__version__}")
+    return (
+        f"{cpu}, {os.cpu_count()} cores, {mem} GiB; Linux {platform.release()}; Python {platform.python_version()}; "
+        f"uvicorn {u.__version__}, aiohttp {a.__version__}, msgspec {m.__version__}"
+    )
 
 
 def main() -> None:
@@ -216,8 +270,12 @@ def main() -> None:
         wrk(sim_url, "bench-model", SIM_KEY, connections=8, seconds=2, tmp=tmp)
         c1_runs = []
         for _ in range(args.latency_runs):
-            c1_runs.append((wrk(sim_url, "bench-model", SIM_KEY, connections=1, seconds=args.seconds, tmp=tmp),
-                            wrk(gw_url, "bench", KEY, connections=1, seconds=args.seconds, tmp=tmp)))
+            c1_runs.append(
+                (
+                    wrk(sim_url, "bench-model", SIM_KEY, connections=1, seconds=args.seconds, tmp=tmp),
+                    wrk(gw_url, "bench", KEY, connections=1, seconds=args.seconds, tmp=tmp),
+                )
+            )
         c1_runs.sort(key=lambda run: run[1]["p99_ms"] - run[0]["p99_ms"])
         c1_direct, c1_gw = c1_runs[len(c1_runs) // 2]  # the median run by added p99
         t_direct = asyncio.run(ttfc(sim_url, "bench-stream", SIM_KEY, args.ttfc_n))
@@ -234,16 +292,46 @@ def main() -> None:
         sim.wait(10)
 
     rows = [
-        ("added latency p50, concurrency 1", f"{c1_direct['p50_ms']:.3f} ms", f"{c1_gw['p50_ms']:.3f} ms",
-         f"{c1_gw['p50_ms'] - c1_direct['p50_ms']:.3f} ms", "≤ 0.5 ms", c1_gw["p50_ms"] - c1_direct["p50_ms"] <= 0.5),
-        ("added latency p99, concurrency 1", f"{c1_direct['p99_ms']:.3f} ms", f"{c1_gw['p99_ms']:.3f} ms",
-         f"{c1_gw['p99_ms'] - c1_direct['p99_ms']:.3f} ms", "≤ 2 ms", c1_gw["p99_ms"] - c1_direct["p99_ms"] <= 2),
-        ("throughput, concurrency 64 (non-streaming)", f"{c64_direct['rps']:.0f} req/s", f"{c64_gw['rps']:.0f} req/s",
-         f"{c64_gw['errors']} errors", "≥ 4,000 req/s, 0 errors", c64_gw["rps"] >= 4000 and c64_gw["errors"] == 0),
-        ("added time-to-first-chunk p50 (streams)", f"{pct(t_direct, 50):.3f} ms", f"{pct(t_gw, 50):.3f} ms",
-         f"{pct(t_gw, 50) - pct(t_direct, 50):.3f} ms", "≤ 1 ms", pct(t_gw, 50) - pct(t_direct, 50) <= 1),
-        (f"gateway RSS with {held['streams']} concurrent open streams", "", f"{held['rss_mb']:.0f} MB (peak {held['peak_rss_mb']:.0f} MB)",
-         f"simulator saw {held['sim_open_streams']} open", "≤ 150 MB", held["peak_rss_mb"] <= 150 and held["streams"] == args.streams),
+        (
+            "added latency p50, concurrency 1",
+            f"{c1_direct['p50_ms']:.3f} ms",
+            f"{c1_gw['p50_ms']:.3f} ms",
+            f"{c1_gw['p50_ms'] - c1_direct['p50_ms']:.3f} ms",
+            "≤ 0.5 ms",
+            c1_gw["p50_ms"] - c1_direct["p50_ms"] <= 0.5,
+        ),
+        (
+            "added latency p99, concurrency 1",
+            f"{c1_direct['p99_ms']:.3f} ms",
+            f"{c1_gw['p99_ms']:.3f} ms",
+            f"{c1_gw['p99_ms'] - c1_direct['p99_ms']:.3f} ms",
+            "≤ 2 ms",
+            c1_gw["p99_ms"] - c1_direct["p99_ms"] <= 2,
+        ),
+        (
+            "throughput, concurrency 64 (non-streaming)",
+            f"{c64_direct['rps']:.0f} req/s",
+            f"{c64_gw['rps']:.0f} req/s",
+            f"{c64_gw['errors']} errors",
+            "≥ 4,000 req/s, 0 errors",
+            c64_gw["rps"] >= 4000 and c64_gw["errors"] == 0,
+        ),
+        (
+            "added time-to-first-chunk p50 (streams)",
+            f"{pct(t_direct, 50):.3f} ms",
+            f"{pct(t_gw, 50):.3f} ms",
+            f"{pct(t_gw, 50) - pct(t_direct, 50):.3f} ms",
+            "≤ 1 ms",
+            pct(t_gw, 50) - pct(t_direct, 50) <= 1,
+        ),
+        (
+            f"gateway RSS with {held['streams']} concurrent open streams",
+            "",
+            f"{held['rss_mb']:.0f} MB (peak {held['peak_rss_mb']:.0f} MB)",
+            f"simulator saw {held['sim_open_streams']} open",
+            "≤ 150 MB",
+            held["peak_rss_mb"] <= 150 and held["streams"] == args.streams,
+        ),
     ]
     lines = [
         "# Benchmark results",
@@ -256,10 +344,11 @@ def main() -> None:
         "Layout: latency and time-to-first-chunk with every process free to run on either core (the OS "
         f"schedules them); the latency row is the median of {args.latency_runs} runs by added p99. Throughput and "
         "memory with the gateway's one worker pinned to core 0 and the simulator and load generators on core 1. "
-        "\"Direct\" is the same request sent straight to the simulator in the same run; \"added\" is the difference.",
+        '"Direct" is the same request sent straight to the simulator in the same run; "added" is the difference.',
         "",
         "All latency runs (direct p50/p99 → through Multihome p50/p99): "
-        + "; ".join(f"{d['p50_ms']:.3f}/{d['p99_ms']:.3f} → {g['p50_ms']:.3f}/{g['p99_ms']:.3f} ms" for d, g in c1_runs) + ".",
+        + "; ".join(f"{d['p50_ms']:.3f}/{d['p99_ms']:.3f} → {g['p50_ms']:.3f}/{g['p99_ms']:.3f} ms" for d, g in c1_runs)
+        + ".",
         "",
         "| measure | direct | through Multihome | added / note | target | met |",
         "|---|---|---|---|---|---|",

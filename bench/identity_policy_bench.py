@@ -34,10 +34,12 @@ model_groups:
 def _config():
     providers = "\n".join(
         f"  p{i}: {{kind: openai, endpoint: 'http://127.0.0.1:9/v1', region: r{i}, data_zone: {'EU' if i % 2 else 'US'}}}"
-        for i in range(N))
+        for i in range(N)
+    )
     deployments = "\n".join(f"  d{i}: {{provider: p{i}, model: m}}" for i in range(N))
-    return parse_config(CONFIG.format(providers=providers, deployments=deployments,
-                                      names=", ".join(f"d{i}" for i in range(N))))
+    return parse_config(
+        CONFIG.format(providers=providers, deployments=deployments, names=", ".join(f"d{i}" for i in range(N)))
+    )
 
 
 async def main(iterations: int = 20000) -> dict[str, float]:
@@ -47,8 +49,10 @@ async def main(iterations: int = 20000) -> dict[str, float]:
     team = await store.create_team(tenant.id, "t", actor="bench")
     keys = [await store.create_key(tenant.id, name=f"k{i}", team_id=team.id, actor="bench") for i in range(200)]
     record, secret = keys[0]
-    rules = lambda n, zone: {"egress": [{"effect": "deny", "regions": [f"x{j}"]} for j in range(n)] +  # noqa: E731
-                             [{"effect": "allow", "data_zones": [zone, "US"]}]}
+    rules = lambda n, zone: {
+        "egress": [{"effect": "deny", "regions": [f"x{j}"]} for j in range(n)]
+        + [{"effect": "allow", "data_zones": [zone, "US"]}]
+    }
     await store.create_policy(tenant.id, scope="tenant", rules=rules(7, "EU"), actor="bench")
     await store.create_policy(tenant.id, scope="team", scope_id=team.id, rules=rules(6, "EU"), actor="bench")
     await store.create_policy(tenant.id, scope="key", scope_id=record.id, rules=rules(4, "EU"), actor="bench")
@@ -82,4 +86,6 @@ async def main(iterations: int = 20000) -> dict[str, float]:
 if __name__ == "__main__":
     result = asyncio.run(main())
     us = result["identity_plus_policy_us"]
-    print(f"| identity (managed key) + policy (20 rules, 3 scopes, 10 deployments) | {us:.1f} µs | ≤ 50 µs | {'yes' if us <= 50 else '**no**'} |")
+    print(
+        f"| identity (managed key) + policy (20 rules, 3 scopes, 10 deployments) | {us:.1f} µs | ≤ 50 µs | {'yes' if us <= 50 else '**no**'} |"
+    )

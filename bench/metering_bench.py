@@ -23,19 +23,18 @@ import uvloop
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
-from e2e.services import RedisServer  # noqa: E402
-from pg import PostgresServer  # noqa: E402
-
-from multihome.accounting.record import CallRecord, Usage  # noqa: E402
-from multihome.schema.principal import Principal  # noqa: E402
-from multihome.config.contracts import parse_contracts  # noqa: E402
-from multihome.contracts.service import ContractsService  # noqa: E402
-from multihome.config.metering import BudgetRule, MeteringConfig, RateLimitRule  # noqa: E402
-from multihome.metering.counters_redis import RedisCounters  # noqa: E402
-from multihome.metering.prices import DeploymentPrice, PriceTable  # noqa: E402
-from multihome.metering.service import Metering  # noqa: E402
-from multihome.storage import open_store  # noqa: E402
-from multihome.api.gateway import _tune_gc  # noqa: E402
+from e2e.services import RedisServer
+from multihome.accounting.record import CallRecord, Usage
+from multihome.api.gateway import _tune_gc
+from multihome.config.contracts import parse_contracts
+from multihome.config.metering import BudgetRule, MeteringConfig, RateLimitRule
+from multihome.contracts.service import ContractsService
+from multihome.metering.counters_redis import RedisCounters
+from multihome.metering.prices import DeploymentPrice, PriceTable
+from multihome.metering.service import Metering
+from multihome.schema.principal import Principal
+from multihome.storage import open_store
+from pg import PostgresServer
 
 
 class Dep:
@@ -44,15 +43,23 @@ class Dep:
 
 
 CFG = dict(
-    budgets=[BudgetRule(scope="tenant", id="*", amount="1000000", period="month"),
-             BudgetRule(scope="key", id="*", amount="100000", period="day")],
-    rate_limits=[RateLimitRule(scope="key", id="*", requests_per_minute=10_000_000, tokens_per_minute=10**12),
-                 RateLimitRule(scope="deployment", id="a", requests_per_minute=10_000_000)],
+    budgets=[
+        BudgetRule(scope="tenant", id="*", amount="1000000", period="month"),
+        BudgetRule(scope="key", id="*", amount="100000", period="day"),
+    ],
+    rate_limits=[
+        RateLimitRule(scope="key", id="*", requests_per_minute=10_000_000, tokens_per_minute=10**12),
+        RateLimitRule(scope="deployment", id="a", requests_per_minute=10_000_000),
+    ],
 )
 # Every call accrues to a revenue share and a commitment: two ledger entries per call, batched.
 CONTRACTS = {
-    "revenue_share": [{"id": "rs", "rate": "0.15", "starts_on": "2026-01-01", "ends_on": "2030-12-31", "cap": "1000000"}],
-    "commitments": [{"id": "commit", "provider": "p", "amount": "1000000", "starts_on": "2026-01-01", "ends_on": "2030-12-31"}],
+    "revenue_share": [
+        {"id": "rs", "rate": "0.15", "starts_on": "2026-01-01", "ends_on": "2030-12-31", "cap": "1000000"}
+    ],
+    "commitments": [
+        {"id": "commit", "provider": "p", "amount": "1000000", "starts_on": "2026-01-01", "ends_on": "2030-12-31"}
+    ],
 }
 PRICES = PriceTable({"a": DeploymentPrice.of(2.5, 10, 1.25, "USD"), "b": DeploymentPrice.of(3, 12, None, "USD")})
 PLAN = [Dep("a"), Dep("b")]
@@ -61,10 +68,23 @@ KEYS = [Principal(tenant=f"ten_{i % 10}", subject=f"key_{i}", source="api_key", 
 
 def record_for(i: int, p: Principal, rid: str) -> CallRecord:
     now = time.time()
-    return CallRecord(request_id=rid, started_at=now, finished_at=now, endpoint="chat", tenant=p.tenant, subject=p.subject,
-                      principal_source=p.source, key_id=p.key_id, model_group="g", deployment="a", provider="p",
-                      status=200, outcome="ok", usage=Usage(prompt_tokens=900, completion_tokens=120, cached_tokens=100),
-                      latency_ms=5.0)
+    return CallRecord(
+        request_id=rid,
+        started_at=now,
+        finished_at=now,
+        endpoint="chat",
+        tenant=p.tenant,
+        subject=p.subject,
+        principal_source=p.source,
+        key_id=p.key_id,
+        model_group="g",
+        deployment="a",
+        provider="p",
+        status=200,
+        outcome="ok",
+        usage=Usage(prompt_tokens=900, completion_tokens=120, cached_tokens=100),
+        latency_ms=5.0,
+    )
 
 
 async def paced(one, seconds: float, rate: int) -> tuple[int, float, float]:
@@ -89,6 +109,7 @@ async def paced(one, seconds: float, rate: int) -> tuple[int, float, float]:
 
 async def harness_cost(seconds: float, rate: int) -> float:
     """CPU per call of the pacing loop alone (a task per call, nothing metered)."""
+
     async def one(i: int) -> None:
         await asyncio.sleep(0)
 
@@ -96,8 +117,9 @@ async def harness_cost(seconds: float, rate: int) -> float:
     return cpu / total
 
 
-async def run(redis_url: str | None, seconds: float, rate: int, db: str, tag: str,
-              with_contracts: bool) -> tuple[float, list[float], int]:
+async def run(
+    redis_url: str | None, seconds: float, rate: int, db: str, tag: str, with_contracts: bool
+) -> tuple[float, list[float], int]:
     """One metered run: (CPU seconds per call, admit latencies, rows written)."""
     store = await open_store(db, migrate=True)
     await store.close()
@@ -131,8 +153,9 @@ async def run(redis_url: str | None, seconds: float, rate: int, db: str, tag: st
     return cpu / total, latencies, m.writer.written
 
 
-async def mode(label: str, redis_url: str | None, databases, seconds: float, rate: int, rounds: int,
-               with_contracts: bool) -> None:
+async def mode(
+    label: str, redis_url: str | None, databases, seconds: float, rate: int, rounds: int, with_contracts: bool
+) -> None:
     """Rounds of (harness alone, metered): the median of metered minus harness, so VM noise between
     rounds does not land on one side only."""
     net, harness, lat, rows = [], [], [], 0
@@ -148,10 +171,12 @@ async def mode(label: str, redis_url: str | None, databases, seconds: float, rat
     target = "≤ 100 µs" if not with_contracts else "–"
     met = ("yes" if us <= 100 else "**no**") if not with_contracts else "–"
     label += " + 2 contract accruals" if with_contracts else ""
-    print(f"| {label} | {rate:,} | {rounds} × {int(seconds * rate):,} | **{us:.1f} µs** "
-          f"({min(net) * 1e6:.1f}–{max(net) * 1e6:.1f}) | {statistics.median(harness) * 1e6:.1f} µs | "
-          f"{statistics.median(lat) * 1e6:.0f} µs | {lat[int(len(lat) * 0.99)] * 1e6:.0f} µs | {rows:,} | "
-          f"{target} | {met} |")
+    print(
+        f"| {label} | {rate:,} | {rounds} × {int(seconds * rate):,} | **{us:.1f} µs** "
+        f"({min(net) * 1e6:.1f}–{max(net) * 1e6:.1f}) | {statistics.median(harness) * 1e6:.1f} µs | "
+        f"{statistics.median(lat) * 1e6:.0f} µs | {lat[int(len(lat) * 0.99)] * 1e6:.0f} µs | {rows:,} | "
+        f"{target} | {met} |"
+    )
 
 
 async def sync_cost(n: int = 50_000) -> None:
@@ -168,8 +193,10 @@ async def sync_cost(n: int = 50_000) -> None:
         m.record(record_for(i, p, str(i)))
     t2 = time.perf_counter()
     await m.limiter.close()
-    print(f"In-process hot path, back to back: admit {(t1 - t0) / n * 1e6:.1f} µs, record {(t2 - t1) / n * 1e6:.1f} µs per call "
-          "(no I/O: when this line moves between runs of the same code, the machine did, and the table with it).")
+    print(
+        f"In-process hot path, back to back: admit {(t1 - t0) / n * 1e6:.1f} µs, record {(t2 - t1) / n * 1e6:.1f} µs per call "
+        "(no I/O: when this line moves between runs of the same code, the machine did, and the table with it)."
+    )
 
 
 async def main() -> None:
@@ -189,16 +216,32 @@ async def main() -> None:
     print()
     await sync_cost()
     print()
-    print("| mode | calls/s | calls | metering CPU per call, median (range) | harness | admit p50 | admit p99 | rows | target | met |")
+    print(
+        "| mode | calls/s | calls | metering CPU per call, median (range) | harness | admit p50 | admit p99 | rows | target | met |"
+    )
     print("|---|---|---|---|---|---|---|---|---|---|")
     with tempfile.TemporaryDirectory() as tmp:
         redis, pg = RedisServer(), PostgresServer()
         try:
             for with_contracts in (False, True):
-                await mode("embedded", None, lambda r: f"sqlite+aiosqlite:///{tmp}/{with_contracts}{r}.db",
-                           args.seconds, args.rate, args.rounds, with_contracts)
-                await mode("replicated", redis.url, lambda r: pg.create_database(), args.seconds, args.rate,
-                           args.rounds, with_contracts)
+                await mode(
+                    "embedded",
+                    None,
+                    lambda r: f"sqlite+aiosqlite:///{tmp}/{with_contracts}{r}.db",
+                    args.seconds,
+                    args.rate,
+                    args.rounds,
+                    with_contracts,
+                )
+                await mode(
+                    "replicated",
+                    redis.url,
+                    lambda r: pg.create_database(),
+                    args.seconds,
+                    args.rate,
+                    args.rounds,
+                    with_contracts,
+                )
         finally:
             redis.stop()
             pg.stop()

@@ -30,17 +30,17 @@ import uvloop
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from metering_bench import harness_cost, paced  # noqa: E402
-
-from multihome.accounting.record import AttemptRecord, CallRecord, Usage  # noqa: E402
-from multihome.accounting.tracker import Accounting  # noqa: E402
-from multihome.api.gateway import _tune_gc  # noqa: E402
-from multihome.api.pipeline import Call, begin_call  # noqa: E402
-from multihome.config import Telemetry as TelemetryConfig, parse_config  # noqa: E402
-from multihome.schema.principal import Principal  # noqa: E402
-from multihome.observability.genai import GenAIMapper  # noqa: E402
-from multihome.observability.telemetry import Telemetry  # noqa: E402
-from multihome.providers.registry import BY_NAME  # noqa: E402
+from metering_bench import harness_cost, paced
+from multihome.accounting.record import AttemptRecord, CallRecord, Usage
+from multihome.accounting.tracker import Accounting
+from multihome.api.gateway import _tune_gc
+from multihome.api.pipeline import Call, begin_call
+from multihome.config import Telemetry as TelemetryConfig
+from multihome.config import parse_config
+from multihome.observability.genai import GenAIMapper
+from multihome.observability.telemetry import Telemetry
+from multihome.providers.registry import BY_NAME
+from multihome.schema.principal import Principal
 
 CONFIG = parse_config("""
 server: {allow_unauthenticated: true}
@@ -73,11 +73,26 @@ s.serve_forever()
 def record_for(i: int, traced: bool) -> CallRecord:
     now = time.time()
     return CallRecord(
-        request_id=f"req_{i:024x}", started_at=now - 0.4, finished_at=now, endpoint="chat", tenant=f"ten_{i % 10}",
-        subject="s", principal_source="api_key", key_id=f"key_{i % 100}", model_group="gpt-4o", deployment="a",
-        provider="az", provider_kind="azure", region="eastus", data_zone="US", status=200, outcome="ok",
-        attempts=(AttemptRecord("a", "ok", 390.0),), usage=Usage(prompt_tokens=900, completion_tokens=120),
-        latency_ms=400.0, traceparent=f"00-{i:032x}-00f067aa0ba902b7-01" if traced else None,
+        request_id=f"req_{i:024x}",
+        started_at=now - 0.4,
+        finished_at=now,
+        endpoint="chat",
+        tenant=f"ten_{i % 10}",
+        subject="s",
+        principal_source="api_key",
+        key_id=f"key_{i % 100}",
+        model_group="gpt-4o",
+        deployment="a",
+        provider="az",
+        provider_kind="azure",
+        region="eastus",
+        data_zone="US",
+        status=200,
+        outcome="ok",
+        attempts=(AttemptRecord("a", "ok", 390.0),),
+        usage=Usage(prompt_tokens=900, completion_tokens=120),
+        latency_ms=400.0,
+        traceparent=f"00-{i:032x}-00f067aa0ba902b7-01" if traced else None,
     )
 
 
@@ -124,8 +139,12 @@ def pipeline_back_to_back(n: int = 20_000) -> float:
         def export(self, spans):
             return SpanExportResult.SUCCESS
 
-    pipe = Pipeline(TelemetryConfig(otlp_endpoint="http://unused", max_queue=n, batch_delay_ms=600_000), MAPPER,
-                    span_exporter=Nop(), metric_reader=InMemoryMetricReader())
+    pipe = Pipeline(
+        TelemetryConfig(otlp_endpoint="http://unused", max_queue=n, batch_delay_ms=600_000),
+        MAPPER,
+        span_exporter=Nop(),
+        metric_reader=InMemoryMetricReader(),
+    )
     records = [record_for(i, True) for i in range(1000)]
     t0 = time.perf_counter()
     for i in range(n):
@@ -143,15 +162,18 @@ def encode_back_to_back(n: int = 5_000) -> float:
     from multihome.observability.otel_pipeline import Pipeline
 
     mem = InMemorySpanExporter()
-    pipe = Pipeline(TelemetryConfig(otlp_endpoint="http://unused", max_queue=n, batch_delay_ms=10, metrics=False),
-                    MAPPER, span_exporter=mem)
+    pipe = Pipeline(
+        TelemetryConfig(otlp_endpoint="http://unused", max_queue=n, batch_delay_ms=10, metrics=False),
+        MAPPER,
+        span_exporter=mem,
+    )
     for i in range(n):
         pipe.record(record_for(i, True))
     pipe.shutdown(5)
     spans = mem.get_finished_spans()
     t0 = time.perf_counter()
     for i in range(0, len(spans), 512):
-        encode_spans(spans[i:i + 512]).SerializePartialToString()
+        encode_spans(spans[i : i + 512]).SerializePartialToString()
     return (time.perf_counter() - t0) / len(spans)
 
 
@@ -173,6 +195,7 @@ async def record_back_to_back(endpoint: str, n: int = 50_000) -> float:
 
 def disabled_path(n: int = 50_000) -> tuple[float, float]:
     """begin_call + finish with one no-op sink: trace context off (telemetry absent) and on."""
+
     class Nop:
         def record(self, call) -> None:
             pass
@@ -180,8 +203,16 @@ def disabled_path(n: int = 50_000) -> tuple[float, float]:
     class G:
         name = "gpt-4o"
 
-    call = Call({"headers": [(b"content-type", b"application/json"), (b"authorization", b"Bearer x"),
-                             (b"traceparent", b"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01")]}, b"req")
+    call = Call(
+        {
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"authorization", b"Bearer x"),
+                (b"traceparent", b"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"),
+            ]
+        },
+        b"req",
+    )
     call.principal = Principal(tenant="t", subject="s", source="api_key")
     out = []
     for wanted in (False, True):
@@ -210,14 +241,18 @@ def gateway_runs(endpoint: str, receiver_pid: int, seconds: int) -> None:
     print("|---|---|---|---|---|")
     sim, sim_url = gb.start_sim()
     try:
-        for label, extra in (("off", ""), ("on, sample_ratio 1.0", "telemetry: {otlp_endpoint: '%s'}\n" % endpoint),
-                             ("on, sample_ratio 0.1", "telemetry: {otlp_endpoint: '%s', sample_ratio: 0.1}\n" % endpoint)):
+        for label, extra in (
+            ("off", ""),
+            ("on, sample_ratio 1.0", f"telemetry: {{otlp_endpoint: '{endpoint}'}}\n"),
+            ("on, sample_ratio 0.1", f"telemetry: {{otlp_endpoint: '{endpoint}', sample_ratio: 0.1}}\n"),
+        ):
             with tempfile.TemporaryDirectory() as tmp:
                 port = _free_port()
                 config = Path(tmp) / "bench.yaml"
                 config.write_text(gb.CONFIG.format(sim=sim_url) + extra)
-                proc = subprocess.Popen([str(gb.BIN / "multihome"), "serve", "--config", str(config), "--port", str(port)],
-                                        env=gb.ENV)
+                proc = subprocess.Popen(
+                    [str(gb.BIN / "multihome"), "serve", "--config", str(config), "--port", str(port)], env=gb.ENV
+                )
                 try:
                     url = f"http://127.0.0.1:{port}"
                     _wait_ready(url)
@@ -228,8 +263,10 @@ def gateway_runs(endpoint: str, receiver_pid: int, seconds: int) -> None:
                     gb.wrk(url, "bench", gb.KEY, connections=1, seconds=1, tmp=Path(tmp), core=core)  # warm-up
                     lat = gb.wrk(url, "bench", gb.KEY, connections=1, seconds=seconds, tmp=Path(tmp), core=core)
                     thr = gb.wrk(url, "bench", gb.KEY, connections=64, seconds=seconds, tmp=Path(tmp), core=core)
-                    print(f"| {label} | {lat['p50_ms']:.3f} ms | {lat['p99_ms']:.3f} ms | {thr['rps']:,.0f} req/s | "
-                          f"{lat['errors'] + thr['errors']} |")
+                    print(
+                        f"| {label} | {lat['p50_ms']:.3f} ms | {lat['p99_ms']:.3f} ms | {thr['rps']:,.0f} req/s | "
+                        f"{lat['errors'] + thr['errors']} |"
+                    )
                 finally:
                     proc.terminate()
                     proc.wait(30)
@@ -283,13 +320,19 @@ async def main() -> None:
         print("histograms, protobuf encoding, OTLP/HTTP POSTs to a receiver in a third process).")
         print()
         off, on = disabled_path()
-        print(f"Disabled path: begin_call + finish with one no-op sink {off * 1e6:.2f} µs; with the trace context kept "
-              f"{on * 1e6:.2f} µs (telemetry absent: no sink, no OpenTelemetry import, trace context not read).")
-        print(f"Back to back: `Telemetry.record` on the event loop {await record_back_to_back(endpoint) * 1e6:.1f} µs; "
-              f"in the worker, the SDK's span + 2 histograms {pipeline_back_to_back() * 1e6:.1f} µs and its OTLP "
-              f"protobuf encoding {encode_back_to_back() * 1e6:.1f} µs per call.")
+        print(
+            f"Disabled path: begin_call + finish with one no-op sink {off * 1e6:.2f} µs; with the trace context kept "
+            f"{on * 1e6:.2f} µs (telemetry absent: no sink, no OpenTelemetry import, trace context not read)."
+        )
+        print(
+            f"Back to back: `Telemetry.record` on the event loop {await record_back_to_back(endpoint) * 1e6:.1f} µs; "
+            f"in the worker, the SDK's span + 2 histograms {pipeline_back_to_back() * 1e6:.1f} µs and its OTLP "
+            f"protobuf encoding {encode_back_to_back() * 1e6:.1f} µs per call."
+        )
         print()
-        print("| mode | calls/s | calls | gateway process CPU per call, median (range) | worker process CPU per call | harness |")
+        print(
+            "| mode | calls/s | calls | gateway process CPU per call, median (range) | worker process CPU per call | harness |"
+        )
         print("|---|---|---|---|---|---|")
         modes = [
             ("spans + metrics, client traceparent", True, {}),
@@ -305,9 +348,11 @@ async def main() -> None:
                 harness.append(base)
                 net.append(cost - base)
                 worker.append(in_worker)
-            print(f"| {label} | {args.rate:,} | {args.rounds} × {int(args.seconds * args.rate):,} | "
-                  f"**{statistics.median(net) * 1e6:.1f} µs** ({min(net) * 1e6:.1f}–{max(net) * 1e6:.1f}) | "
-                  f"{statistics.median(worker) * 1e6:.1f} µs | {statistics.median(harness) * 1e6:.1f} µs |")
+            print(
+                f"| {label} | {args.rate:,} | {args.rounds} × {int(args.seconds * args.rate):,} | "
+                f"**{statistics.median(net) * 1e6:.1f} µs** ({min(net) * 1e6:.1f}–{max(net) * 1e6:.1f}) | "
+                f"{statistics.median(worker) * 1e6:.1f} µs | {statistics.median(harness) * 1e6:.1f} µs |"
+            )
         if args.gateway:
             gateway_runs(endpoint, receiver.pid, max(2, int(args.seconds)))
     finally:

@@ -49,8 +49,12 @@ def main(iterations: int = 20000) -> dict[str, float]:
         latency.observe(f"d{i}", 10.0 + i, stream=False)
     planner = Planner(Breakers(Breaker()), latency, StaticCommitments({"pool0": 0.1, "pool1": -0.2}), random.Random(1))
     tool = {"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}
-    body = {"model": "x", "messages": [{"role": "system", "content": "be brief"}, {"role": "user", "content": "hello " * 200}],
-            "tools": [tool], "max_tokens": 500}
+    body = {
+        "model": "x",
+        "messages": [{"role": "system", "content": "be brief"}, {"role": "user", "content": "hello " * 200}],
+        "tools": [tool],
+        "max_tokens": 500,
+    }
     parsed = parse_chat(msgspec.json.encode(body))
     shape = RequestShape(parsed.needs, False, parsed.request)
     results = {}

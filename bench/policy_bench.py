@@ -11,8 +11,8 @@ import datetime as dt
 import statistics
 import time
 
-from multihome.schema.principal import Principal
 from multihome.policy import DeploymentFacts, EgressRule, Entitlement, Policy, PolicyEngine
+from multihome.schema.principal import Principal
 
 TODAY = dt.date(2026, 6, 15)
 ZONES = [("westeurope", "EU"), ("eastus", "US"), ("eu-central-1", "EU"), ("us-east-1", "US"), (None, None)]
@@ -25,21 +25,55 @@ DEPLOYMENTS = tuple(
 def rows(tenant: str) -> list[Policy]:
     a, d = "allow", "deny"
     return [
-        Policy(f"{tenant}_residency", tenant, "tenant", rules=[
-            EgressRule(a, data_zones=["EU"]), EgressRule(a, regions=["eu-*", "westeurope", "northeurope"]),
-            EgressRule(d, providers=["prov9"]), EgressRule(d, model_groups=["legacy*"], provider_kinds=["openai"])]),
-        Policy(f"{tenant}_vendors", tenant, "tenant", rules=[
-            EgressRule(a, provider_kinds=["azure", "bedrock", "vertex"]), EgressRule(a, providers=["prov4"]),
-            EgressRule(d, deployments=["d7"]), EgressRule(d, regions=["eastus2"])]),
+        Policy(
+            f"{tenant}_residency",
+            tenant,
+            "tenant",
+            rules=[
+                EgressRule(a, data_zones=["EU"]),
+                EgressRule(a, regions=["eu-*", "westeurope", "northeurope"]),
+                EgressRule(d, providers=["prov9"]),
+                EgressRule(d, model_groups=["legacy*"], provider_kinds=["openai"]),
+            ],
+        ),
+        Policy(
+            f"{tenant}_vendors",
+            tenant,
+            "tenant",
+            rules=[
+                EgressRule(a, provider_kinds=["azure", "bedrock", "vertex"]),
+                EgressRule(a, providers=["prov4"]),
+                EgressRule(d, deployments=["d7"]),
+                EgressRule(d, regions=["eastus2"]),
+            ],
+        ),
         Policy(f"{tenant}_audit", tenant, "tenant", rules=[EgressRule(d, data_zones=["CN"])]),
-        Policy(f"{tenant}_ml", tenant, "team", "ml", rules=[
-            EgressRule(a, provider_kinds=["azure", "bedrock"]), EgressRule(a, deployments=["d0", "d2", "d5"]),
-            EgressRule(d, model_groups=["gpt-4o-realtime*"]), EgressRule(d, providers=["prov8"])]),
-        Policy(f"{tenant}_ml_cost", tenant, "team", "ml", rules=[
-            EgressRule(d, deployments=["d6"]), EgressRule(a)]),
-        Policy(f"{tenant}_key", tenant, "key", "key_1", rules=[
-            EgressRule(a, data_zones=["eu"]), EgressRule(a, providers=["prov0", "prov2"]),
-            EgressRule(d, regions=["us-*"]), EgressRule(d, deployments=["d3"]), EgressRule(d, model_groups=["o1*"])]),
+        Policy(
+            f"{tenant}_ml",
+            tenant,
+            "team",
+            "ml",
+            rules=[
+                EgressRule(a, provider_kinds=["azure", "bedrock"]),
+                EgressRule(a, deployments=["d0", "d2", "d5"]),
+                EgressRule(d, model_groups=["gpt-4o-realtime*"]),
+                EgressRule(d, providers=["prov8"]),
+            ],
+        ),
+        Policy(f"{tenant}_ml_cost", tenant, "team", "ml", rules=[EgressRule(d, deployments=["d6"]), EgressRule(a)]),
+        Policy(
+            f"{tenant}_key",
+            tenant,
+            "key",
+            "key_1",
+            rules=[
+                EgressRule(a, data_zones=["eu"]),
+                EgressRule(a, providers=["prov0", "prov2"]),
+                EgressRule(d, regions=["us-*"]),
+                EgressRule(d, deployments=["d3"]),
+                EgressRule(d, model_groups=["o1*"]),
+            ],
+        ),
     ]
 
 
@@ -70,23 +104,36 @@ def new_key(engine: PolicyEngine):
         n = next(counter)
         who = Principal("acme", f"k{n}", "api_key", team="ml", key_id=f"k{n}")
         return engine.decide(who, "gpt-4o", "chat", DEPLOYMENTS, TODAY)
+
     return call
 
 
 def main(iterations: int = 20000) -> dict[str, float]:
-    who = Principal("acme", "key_1", "api_key", team="ml", key_id="key_1",
-                    scopes_models=frozenset({"gpt-4o*"}), scopes_endpoints=frozenset({"chat"}))
+    who = Principal(
+        "acme",
+        "key_1",
+        "api_key",
+        team="ml",
+        key_id="key_1",
+        scopes_models=frozenset({"gpt-4o*"}),
+        scopes_endpoints=frozenset({"chat"}),
+    )
     cached, uncached = build(8192), build(0)
     deps_list = list(DEPLOYMENTS)
     rules = sum(len(p.rules) for p in rows("acme"))
     d = cached.decide(who, "gpt-4o", "chat", DEPLOYMENTS, TODAY)
     assert d.allowed and d.deployments == {"d0", "d2", "d5"} and len(d.trace) == rules, d
     results = {
-        "cached, tuple of facts, today given": measure(lambda: cached.decide(who, "gpt-4o", "chat", DEPLOYMENTS, TODAY), iterations),
-        "cached, list of facts, today=None (UTC now)": measure(lambda: cached.decide(who, "gpt-4o", "chat", deps_list), iterations),
+        "cached, tuple of facts, today given": measure(
+            lambda: cached.decide(who, "gpt-4o", "chat", DEPLOYMENTS, TODAY), iterations
+        ),
+        "cached, list of facts, today=None (UTC now)": measure(
+            lambda: cached.decide(who, "gpt-4o", "chat", deps_list), iterations
+        ),
         "decision miss, policy verdicts cached (new key/day)": measure(new_key(cached), iterations),
         "uncached (every call evaluates all rules)": measure(
-            lambda: uncached.decide(who, "gpt-4o", "chat", DEPLOYMENTS, TODAY), max(1, iterations // 10)),
+            lambda: uncached.decide(who, "gpt-4o", "chat", DEPLOYMENTS, TODAY), max(1, iterations // 10)
+        ),
     }
     t0 = time.perf_counter()
     build(8192)

@@ -29,9 +29,14 @@ import aiohttp
 
 BIN = Path(sys.executable).parent
 KEY = "bench-client-key"
-BODY = {"messages": [{"role": "system", "content": "Be brief."},
-                     {"role": "user", "content": "Summarise the benefits of multi-cloud AI in one line."}],
-        "max_tokens": 200, "temperature": 0.2}
+BODY = {
+    "messages": [
+        {"role": "system", "content": "Be brief."},
+        {"role": "user", "content": "Summarise the benefits of multi-cloud AI in one line."},
+    ],
+    "max_tokens": 200,
+    "temperature": 0.2,
+}
 PATHS = {"openai": "bench-openai", "bedrock": "bench-bedrock"}
 
 CONFIG = """
@@ -49,8 +54,12 @@ model_groups:
 
 
 def start_sim(kind: str) -> tuple[subprocess.Popen, str]:
-    p = subprocess.Popen([sys.executable, "-m", "multihome.simulators", "--kind", kind, "--name", f"{kind}-bench", "--port", "0"],
-                         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    p = subprocess.Popen(
+        [sys.executable, "-m", "multihome.simulators", "--kind", kind, "--name", f"{kind}-bench", "--port", "0"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
     line = p.stdout.readline()
     if not line.startswith("READY "):
         raise RuntimeError(f"{kind} simulator did not start")
@@ -65,10 +74,21 @@ def start_gateway(openai_url: str, bedrock_url: str, tmp: Path) -> tuple[subproc
         port = s.getsockname()[1]
     cfg = tmp / "gw.yaml"
     cfg.write_text(CONFIG.format(openai=openai_url, bedrock=bedrock_url))
-    env = {**os.environ, "BENCH_CLIENT_KEY": KEY, "AWS_ACCESS_KEY_ID": "AKIDBENCH", "AWS_SECRET_ACCESS_KEY": "bench-secret",
-           "AWS_CONFIG_FILE": str(tmp / "none"), "AWS_SHARED_CREDENTIALS_FILE": str(tmp / "none"), "AWS_EC2_METADATA_DISABLED": "true"}
-    p = subprocess.Popen([str(BIN / "multihome"), "serve", "--config", str(cfg), "--port", str(port)], env=env,
-                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    env = {
+        **os.environ,
+        "BENCH_CLIENT_KEY": KEY,
+        "AWS_ACCESS_KEY_ID": "AKIDBENCH",
+        "AWS_SECRET_ACCESS_KEY": "bench-secret",
+        "AWS_CONFIG_FILE": str(tmp / "none"),
+        "AWS_SHARED_CREDENTIALS_FILE": str(tmp / "none"),
+        "AWS_EC2_METADATA_DISABLED": "true",
+    }
+    p = subprocess.Popen(
+        [str(BIN / "multihome"), "serve", "--config", str(cfg), "--port", str(port)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     return p, f"http://127.0.0.1:{port}"
 
 
@@ -91,8 +111,9 @@ async def wait_ready(session: aiohttp.ClientSession, url: str) -> None:
 
 async def call(session: aiohttp.ClientSession, url: str, group: str) -> float:
     t0 = time.perf_counter()
-    async with session.post(url + "/v1/chat/completions", json={"model": group, **BODY},
-                            headers={"authorization": f"Bearer {KEY}"}) as r:
+    async with session.post(
+        url + "/v1/chat/completions", json={"model": group, **BODY}, headers={"authorization": f"Bearer {KEY}"}
+    ) as r:
         await r.read()
         if r.status != 200:
             raise RuntimeError(f"{group}: HTTP {r.status}")
@@ -155,15 +176,21 @@ def main() -> None:
     med = {k: statistics.median(v) * 1e6 for k, v in res["lat"].items()}
     p99 = {k: statistics.quantiles(v, n=100)[98] * 1e6 for k, v in res["lat"].items()}
     cpu = {k: statistics.median(v) * 1e6 for k, v in res["cpu"].items()}
-    print(f"### Translation overhead: Bedrock path vs OpenAI pass-through ({args.rounds} rounds x {args.calls} calls per path)\n")
+    print(
+        f"### Translation overhead: Bedrock path vs OpenAI pass-through ({args.rounds} rounds x {args.calls} calls per path)\n"
+    )
     print("| path | median latency (µs) | p99 latency (µs) | gateway CPU per call (µs) |")
     print("|---|---|---|---|")
     for k in PATHS:
         print(f"| {k} | {med[k]:.0f} | {p99[k]:.0f} | {cpu[k]:.0f} |")
-    print(f"| **added by Bedrock** | **{med['bedrock'] - med['openai']:+.0f}** | {p99['bedrock'] - p99['openai']:+.0f} | "
-          f"**{cpu['bedrock'] - cpu['openai']:+.0f}** |")
-    print("\nTarget: ≤ 100 µs added per call. Non-streaming chat, sequential calls for latency, concurrency 16 for CPU; "
-          "the Bedrock simulator skips signature verification so only gateway work is compared.")
+    print(
+        f"| **added by Bedrock** | **{med['bedrock'] - med['openai']:+.0f}** | {p99['bedrock'] - p99['openai']:+.0f} | "
+        f"**{cpu['bedrock'] - cpu['openai']:+.0f}** |"
+    )
+    print(
+        "\nTarget: ≤ 100 µs added per call. Non-streaming chat, sequential calls for latency, concurrency 16 for CPU; "
+        "the Bedrock simulator skips signature verification so only gateway work is compared."
+    )
 
 
 if __name__ == "__main__":

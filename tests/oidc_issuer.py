@@ -78,11 +78,15 @@ class LocalIssuer:
         issuer = self
 
         class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:  # noqa: N802
+            def do_GET(self) -> None:
                 if self.path == issuer.path + "/.well-known/openid-configuration":
                     with issuer._lock:
                         issuer.discovery_fetches += 1
-                    body = {"issuer": issuer.issuer, "jwks_uri": issuer.jwks_uri, "id_token_signing_alg_values_supported": ["RS256", "ES256"]}
+                    body = {
+                        "issuer": issuer.issuer,
+                        "jwks_uri": issuer.jwks_uri,
+                        "id_token_signing_alg_values_supported": ["RS256", "ES256"],
+                    }
                     self._send(200, body)
                 elif self.path == issuer.path + "/protocol/openid-connect/certs":
                     with issuer._lock:
@@ -174,7 +178,15 @@ class LocalIssuer:
         base.update(overrides)
         return {k: v for k, v in base.items() if v is not None}  # pass claim=None to drop a claim
 
-    def mint(self, *, kid: str | None = None, with_kid: bool = True, header: dict | None = None, exp_in: float = 300, **claims: Any) -> str:
+    def mint(
+        self,
+        *,
+        kid: str | None = None,
+        with_kid: bool = True,
+        header: dict | None = None,
+        exp_in: float = 300,
+        **claims: Any,
+    ) -> str:
         key = self.keys[kid or self.default_kid]
         headers = {"kid": key.kid} if with_kid else {}
         headers.update(header or {})
@@ -188,7 +200,13 @@ class LocalIssuer:
     def config_dict(self, **overrides: Any) -> dict[str, Any]:
         """The `identity.oidc` entry (as YAML would hold it) that trusts this issuer."""
         algs = sorted({k.alg for k in self.keys.values()})
-        base = {"name": "local", "issuer": self.issuer, "jwks_uri": self.jwks_uri, "audiences": [self.audience], "algorithms": algs}
+        base = {
+            "name": "local",
+            "issuer": self.issuer,
+            "jwks_uri": self.jwks_uri,
+            "audiences": [self.audience],
+            "algorithms": algs,
+        }
         base.update(overrides)
         return {k: v for k, v in base.items() if v is not None}
 

@@ -57,12 +57,36 @@ class PostgresServer:
         self.user = "postgres"
         self._started = False
         try:
-            self._run("initdb", "-D", str(self.data), "-U", self.user, "--auth=trust", "-E", "UTF8",
-                      "--no-sync", "--no-instructions", "--locale=C")
-            opts = (f"-c listen_addresses={self.host} -p {self.port} -c unix_socket_directories={self.dir} "
-                    "-c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=200")
-            self._run("pg_ctl", "-D", str(self.data), "-o", opts, "-l", str(self.dir / "postgres.log"),
-                      "-w", "-t", str(int(start_timeout)), "start")
+            self._run(
+                "initdb",
+                "-D",
+                str(self.data),
+                "-U",
+                self.user,
+                "--auth=trust",
+                "-E",
+                "UTF8",
+                "--no-sync",
+                "--no-instructions",
+                "--locale=C",
+            )
+            opts = (
+                f"-c listen_addresses={self.host} -p {self.port} -c unix_socket_directories={self.dir} "
+                "-c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=200"
+            )
+            self._run(
+                "pg_ctl",
+                "-D",
+                str(self.data),
+                "-o",
+                opts,
+                "-l",
+                str(self.dir / "postgres.log"),
+                "-w",
+                "-t",
+                str(int(start_timeout)),
+                "start",
+            )
             self._started = True
             self.dbname = dbname
             self.url = self.create_database(dbname)
@@ -71,8 +95,9 @@ class PostgresServer:
             raise
 
     def _run(self, tool: str, *args: str) -> str:
-        proc = subprocess.run([*self._as_user, str(self.bindir / tool), *args], capture_output=True, text=True,
-                              timeout=60, cwd=self.dir)
+        proc = subprocess.run(
+            [*self._as_user, str(self.bindir / tool), *args], capture_output=True, text=True, timeout=60, cwd=self.dir
+        )
         if proc.returncode != 0:
             log = self.dir / "postgres.log"
             tail = log.read_text()[-2000:] if log.exists() else ""
@@ -83,8 +108,22 @@ class PostgresServer:
         return f"postgresql+asyncpg://{self.user}@{self.host}:{self.port}/{dbname}"
 
     def psql(self, sql: str, dbname: str = "postgres") -> str:
-        return self._run("psql", "-h", self.host, "-p", str(self.port), "-U", self.user, "-d", dbname,
-                         "-v", "ON_ERROR_STOP=1", "-AtXq", "-c", sql)
+        return self._run(
+            "psql",
+            "-h",
+            self.host,
+            "-p",
+            str(self.port),
+            "-U",
+            self.user,
+            "-d",
+            dbname,
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-AtXq",
+            "-c",
+            sql,
+        )
 
     def create_database(self, dbname: str | None = None, *, template: str | None = None) -> str:
         """A new database (a copy of `template` if given: fast way to hand out migrated databases)."""

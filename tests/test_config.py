@@ -38,19 +38,51 @@ def test_example_config_is_valid():
     "old, new, message",
     [
         ("kind: azure", "kind: bedrockish", "providers.az.kind: Invalid enum value 'bedrockish'"),
-        ('endpoint: "https://x.openai.azure.com"', 'endpoint: "x.openai.azure.com"', "providers.az.endpoint: must start with http"),
-        ("model: gpt-4o-prod}", "model: gpt-4o-prod, context_window: big}", "deployments.d1.context_window: Expected `int | null`, got `str`"),
-        ("model: gpt-4o-prod}", "model: gpt-4o-prod, colour: red}", "deployments.d1: Object contains unknown field `colour`"),
+        (
+            'endpoint: "https://x.openai.azure.com"',
+            'endpoint: "x.openai.azure.com"',
+            "providers.az.endpoint: must start with http",
+        ),
+        (
+            "model: gpt-4o-prod}",
+            "model: gpt-4o-prod, context_window: big}",
+            "deployments.d1.context_window: Expected `int | null`, got `str`",
+        ),
+        (
+            "model: gpt-4o-prod}",
+            "model: gpt-4o-prod, colour: red}",
+            "deployments.d1: Object contains unknown field `colour`",
+        ),
         ("provider: az,", "provider: nope,", "deployments.d1.provider: unknown provider 'nope' (known: az)"),
         ("deployments: [d1]", "deployments: [d1, d2]", "model_groups.gpt-4o.deployments[1]: unknown deployment 'd2'"),
         ("deployments: [d1]", "deployments: []", "model_groups.gpt-4o.deployments: list at least one deployment"),
-        ("deployments: [d1]", "deployments: [d1], fail_over_on: [sometimes]", "model_groups.gpt-4o.fail_over_on[0]: unknown decline 'sometimes'"),
-        ("model: gpt-4o-prod}", "model: gpt-4o-prod, capabilities: [telepathy]}", "deployments.d1.capabilities[0]: unknown capability 'telepathy'"),
+        (
+            "deployments: [d1]",
+            "deployments: [d1], fail_over_on: [sometimes]",
+            "model_groups.gpt-4o.fail_over_on[0]: unknown decline 'sometimes'",
+        ),
+        (
+            "model: gpt-4o-prod}",
+            "model: gpt-4o-prod, capabilities: [telepathy]}",
+            "deployments.d1.capabilities[0]: unknown capability 'telepathy'",
+        ),
         ("server: {api_keys_env: [K]}", "server: {}", "server.api_keys_env: name at least one environment variable"),
-        ("server: {api_keys_env: [K]}", "server: {api_keys_env: [K], max_header_bytes: 100}", "server.max_header_bytes: Expected `int` >= 1024"),
+        (
+            "server: {api_keys_env: [K]}",
+            "server: {api_keys_env: [K], max_header_bytes: 100}",
+            "server.max_header_bytes: Expected `int` >= 1024",
+        ),
         ("server: {api_keys_env: [K]}", "server: {api_keys_env: [K]}\nroutes: {}", "routes: unknown top-level key"),
-        ("deployments: [d1]}", "deployments: [d1], strategy: cheapest}", "model_groups.gpt-4o.strategy: Invalid enum value 'cheapest'"),
-        ("deployments: [d1]}", "deployments: [d1], fallback_groups: [claude]}", "model_groups.gpt-4o.fallback_groups[0]: unknown model group 'claude'"),
+        (
+            "deployments: [d1]}",
+            "deployments: [d1], strategy: cheapest}",
+            "model_groups.gpt-4o.strategy: Invalid enum value 'cheapest'",
+        ),
+        (
+            "deployments: [d1]}",
+            "deployments: [d1], fallback_groups: [claude]}",
+            "model_groups.gpt-4o.fallback_groups[0]: unknown model group 'claude'",
+        ),
     ],
 )
 def test_errors_name_the_path(old, new, message):
@@ -65,7 +97,10 @@ def test_errors_name_the_path(old, new, message):
     [
         ("price: {input: -3, output: -15}", "deployments.d1.price.input: Expected `float` >= 0.0"),
         ("price: {input: 3, output: -15}", "deployments.d1.price.output: Expected `float` >= 0.0"),
-        ("price: {input: 3, output: 15, cached_input: -1}", "deployments.d1.price.cached_input: Expected `float` >= 0.0"),
+        (
+            "price: {input: 3, output: 15, cached_input: -1}",
+            "deployments.d1.price.cached_input: Expected `float` >= 0.0",
+        ),
         ("price: {input: 1.0e+12, output: 15}", "deployments.d1.price.input: Expected `float` <= 1000000.0"),
         ("context_window: -5", "deployments.d1.context_window: Expected `int` >= 1"),
         ("context_window: 0", "deployments.d1.context_window: Expected `int` >= 1"),
@@ -102,7 +137,9 @@ def test_impossible_group_numbers_are_refused(group, message):
     tokens_out=st.integers(0, 10**7),
 )
 def test_no_accepted_price_gives_a_negative_cost(price_in, price_out, tokens_in, tokens_out):
-    text = BASE.replace("model: gpt-4o-prod}", f"model: gpt-4o-prod, price: {{input: {price_in!r}, output: {price_out!r}}}}}")
+    text = BASE.replace(
+        "model: gpt-4o-prod}", f"model: gpt-4o-prod, price: {{input: {price_in!r}, output: {price_out!r}}}}}"
+    )
     text = text.replace("nan", ".nan").replace("inf", ".inf")
     try:
         config = parse_config(text)
@@ -114,7 +151,9 @@ def test_no_accepted_price_gives_a_negative_cost(price_in, price_out, tokens_in,
 
 
 def test_secrets_are_never_values_in_the_file():
-    text = BASE.replace('endpoint: "https://x.openai.azure.com"}', 'endpoint: "https://x.openai.azure.com", auth: {api_key: sk-123}}')
+    text = BASE.replace(
+        'endpoint: "https://x.openai.azure.com"}', 'endpoint: "https://x.openai.azure.com", auth: {api_key: sk-123}}'
+    )
     with pytest.raises(ConfigError, match=r"providers.az.auth: Object contains unknown field `api_key`"):
         parse_config(text)
 
@@ -129,16 +168,22 @@ def test_not_yaml_and_missing_sections():
 def test_config_check_cli(tmp_path):
     good = tmp_path / "good.yaml"
     good.write_text(BASE)
-    out = subprocess.run([sys.executable, "-m", "multihome.cli", "config", "check", str(good)], capture_output=True, text=True)
+    out = subprocess.run(
+        [sys.executable, "-m", "multihome.cli", "config", "check", str(good)], capture_output=True, text=True
+    )
     assert out.returncode == 0 and "gpt-4o: d1" in out.stdout
     bad = tmp_path / "bad.yaml"
     bad.write_text(BASE.replace("[d1]", "[d9]"))
-    out = subprocess.run([sys.executable, "-m", "multihome.cli", "config", "check", str(bad)], capture_output=True, text=True)
+    out = subprocess.run(
+        [sys.executable, "-m", "multihome.cli", "config", "check", str(bad)], capture_output=True, text=True
+    )
     assert out.returncode == 1 and "model_groups.gpt-4o.deployments[0]: unknown deployment 'd9'" in out.stderr
 
 
 def test_every_problem_is_reported_at_once():
-    text = BASE.replace("kind: azure", "kind: azurre").replace("model: gpt-4o-prod}", "model: gpt-4o-prod, price: {input: -1}}")
+    text = BASE.replace("kind: azure", "kind: azurre").replace(
+        "model: gpt-4o-prod}", "model: gpt-4o-prod, price: {input: -1}}"
+    )
     text = text.replace("deployments: [d1]}", "deployments: [d1, d2]}") + "routes: {}\n"
     with pytest.raises(ConfigError) as info:
         parse_config(text)
@@ -152,12 +197,17 @@ def test_every_problem_is_reported_at_once():
 
 
 def test_enum_errors_list_the_valid_values_deep_in_a_section():
-    with pytest.raises(ConfigError, match=r"metering.budgets\[0\].period: Invalid enum value 'week' \(valid: day, month, total\)"):
+    with pytest.raises(
+        ConfigError, match=r"metering.budgets\[0\].period: Invalid enum value 'week' \(valid: day, month, total\)"
+    ):
         parse_config(BASE + "metering: {budgets: [{scope: tenant, id: '*', amount: 1, period: week}]}\n")
 
 
 def test_a_key_written_twice_is_refused():
-    twice = BASE.replace("  d1: {provider: az, model: gpt-4o-prod}", "  d1: {provider: az, model: gpt-4o-prod}\n  d1: {provider: az, model: other}")
+    twice = BASE.replace(
+        "  d1: {provider: az, model: gpt-4o-prod}",
+        "  d1: {provider: az, model: gpt-4o-prod}\n  d1: {provider: az, model: other}",
+    )
     with pytest.raises(ConfigError, match=r"key 'd1' appears twice in one mapping \(first on line 6\)"):
         parse_config(twice)
     with pytest.raises(ConfigError, match="key 'model' appears twice"):
@@ -167,7 +217,9 @@ def test_a_key_written_twice_is_refused():
 def test_config_check_reports_all_problems_and_unset_variables(tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text(BASE.replace("[d1]", "[d9]").replace("kind: azure", "kind: azurre"))
-    out = subprocess.run([sys.executable, "-m", "multihome.cli", "config", "check", str(bad)], capture_output=True, text=True)
+    out = subprocess.run(
+        [sys.executable, "-m", "multihome.cli", "config", "check", str(bad)], capture_output=True, text=True
+    )
     assert out.returncode == 1
     assert out.stderr.splitlines() == [
         "invalid: providers.az.kind: Invalid enum value 'azurre' (valid: anthropic, azure, bedrock, gemini, openai, vertex)",
@@ -177,7 +229,9 @@ def test_config_check_reports_all_problems_and_unset_variables(tmp_path):
     good.write_text(BASE.replace("[K]", "[MH_TEST_SET, MH_TEST_UNSET]"))
     env = {**os.environ, "MH_TEST_SET": "x"}
     env.pop("MH_TEST_UNSET", None)
-    out = subprocess.run([sys.executable, "-m", "multihome.cli", "config", "check", str(good)], capture_output=True, text=True, env=env)
+    out = subprocess.run(
+        [sys.executable, "-m", "multihome.cli", "config", "check", str(good)], capture_output=True, text=True, env=env
+    )
     assert out.returncode == 0
     assert out.stderr.splitlines() == [
         "warning: server.api_keys_env[1]: environment variable MH_TEST_UNSET is not set here; serve needs it"
@@ -186,7 +240,9 @@ def test_config_check_reports_all_problems_and_unset_variables(tmp_path):
 
 def test_admin_command_without_a_key_names_the_admin_variable():
     env = {k: v for k, v in os.environ.items() if k != "MULTIHOME_ADMIN_KEY"}
-    out = subprocess.run([sys.executable, "-m", "multihome.cli", "tenants", "list"], capture_output=True, text=True, env=env)
+    out = subprocess.run(
+        [sys.executable, "-m", "multihome.cli", "tenants", "list"], capture_output=True, text=True, env=env
+    )
     assert out.returncode != 0 and "set MULTIHOME_ADMIN_KEY (or pass --key)" in out.stderr
     assert "OPENAI_API_KEY" not in out.stderr
 
@@ -194,7 +250,12 @@ def test_admin_command_without_a_key_names_the_admin_variable():
 @pytest.mark.parametrize("value", ["-1", "3601", ".nan", ".inf"])
 def test_drain_timeout_is_a_bounded_number_of_seconds(value):
     assert parse_config(BASE).server.drain_timeout_s == 5.0
-    assert parse_config(BASE.replace("{api_keys_env: [K]}", "{api_keys_env: [K], drain_timeout_s: 0}")).server.drain_timeout_s == 0
+    assert (
+        parse_config(
+            BASE.replace("{api_keys_env: [K]}", "{api_keys_env: [K], drain_timeout_s: 0}")
+        ).server.drain_timeout_s
+        == 0
+    )
     with pytest.raises(ConfigError, match=r"server.drain_timeout_s: must be a number of seconds from 0 .* to 3600"):
         parse_config(BASE.replace("{api_keys_env: [K]}", f"{{api_keys_env: [K], drain_timeout_s: {value}}}"))
 
@@ -202,6 +263,10 @@ def test_drain_timeout_is_a_bounded_number_of_seconds(value):
 def test_drain_timeout_flag_is_checked_like_the_config(tmp_path):
     good = tmp_path / "good.yaml"
     good.write_text(BASE)
-    out = subprocess.run([sys.executable, "-m", "multihome.cli", "serve", "-c", str(good), "--drain-timeout", "-2"],
-                         capture_output=True, text=True, timeout=60)
+    out = subprocess.run(
+        [sys.executable, "-m", "multihome.cli", "serve", "-c", str(good), "--drain-timeout", "-2"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert out.returncode == 2 and "--drain-timeout: must be a number of seconds from 0" in out.stderr

@@ -74,14 +74,16 @@ def test_every_documented_admin_route_exists():
     known = admin_routes() | {("GET", "/admin/v1/openapi.json")}
     stale = sorted((m, p) for m, p in documented() if p.startswith("/admin/v1") and (m, p) not in known)
     assert not stale, "docs/api.md lists admin routes the gateway does not serve: " + ", ".join(
-        f"{m} {p}" for m, p in stale)
+        f"{m} {p}" for m, p in stale
+    )
 
 
 def test_every_public_endpoint_is_documented():
     paths = {p for _, p in documented()}
     # A literal ending in "/" is a prefix the gateway matches (`/v1/models/` + an id).
-    missing = sorted(p for p in public_paths()
-                     if not (p in paths or (p.endswith("/") and any(d.startswith(p) for d in paths))))
+    missing = sorted(
+        p for p in public_paths() if not (p in paths or (p.endswith("/") and any(d.startswith(p) for d in paths)))
+    )
     assert not missing, "docs/api.md lacks these endpoints: " + ", ".join(missing)
     missing_routes = sorted(public_openapi_routes() - documented())
     assert not missing_routes, "docs/api.md lacks: " + ", ".join(f"{m} {p}" for m, p in missing_routes)

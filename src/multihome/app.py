@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import os
 
+from .accounting.tracker import Accounting
+from .api.admin.dispatch import AdminApi
+from .api.admin.route import Services
 from .api.anthropic.routes import AnthropicDoor
 from .api.drain import Drain
 from .api.gateway import Gateway
@@ -12,19 +15,16 @@ from .api.openai.embeddings import EmbeddingsDoor
 from .api.openai.explain import ExplainDoor
 from .api.openai.models import ModelsDoor
 from .api.pipeline import Pipeline
-from .config import Config, check_drain_timeout, env_secret, load_config
-from .accounting.tracker import Accounting
-from .api.admin.dispatch import AdminApi
-from .api.admin.route import Services
 from .api.policy_gate import PolicyGate
-from .identity.authenticator import Authenticator
+from .config import Config, check_drain_timeout, env_secret, load_config
 from .contracts.service import ContractsService
+from .identity.authenticator import Authenticator
 from .metering.service import Metering
 from .observability.call_log import CallLog
 from .routing.attempts import AttemptRunner
 from .routing.breakers import Breakers
-from .routing.health import HealthProber
 from .routing.catalog import Catalog
+from .routing.health import HealthProber
 from .routing.latency import LatencyStats
 from .routing.planner import Planner
 from .routing.router import Router
@@ -88,10 +88,15 @@ def build_app(config: Config) -> Gateway:
     pipeline = Pipeline(catalog, router, config.server.max_body_bytes, gate, accounting)
     models, anthropic = ModelsDoor(pipeline), AnthropicDoor(pipeline)
     doors = {  # the handler names of the route table (api/routes.py)
-        "chat": ChatDoor(pipeline).handle, "embeddings": EmbeddingsDoor(pipeline).handle,
-        "explain": ExplainDoor(pipeline).handle, "models": models.list, "model": models.get,
-        "messages": anthropic.messages, "count_tokens": anthropic.count_tokens,
+        "chat": ChatDoor(pipeline).handle,
+        "embeddings": EmbeddingsDoor(pipeline).handle,
+        "explain": ExplainDoor(pipeline).handle,
+        "models": models.list,
+        "model": models.get,
+        "messages": anthropic.messages,
+        "count_tokens": anthropic.count_tokens,
     }
+
     async def after_change() -> None:
         await storage.refresh()
         await gate.refresh()
@@ -103,11 +108,19 @@ def build_app(config: Config) -> Gateway:
         from .audit import AuditReader
 
         audit_reader = AuditReader(config.audit.dir)
-    admin = AdminApi(Services(
-        store=store, gate=gate, model_groups=frozenset(catalog.groups), metering=metering,
-        issuers=tuple(config.identity.oidc), contracts=contracts, audit_reader=audit_reader, audit_log=audit_log,
-        after_change=after_change,
-    ))
+    admin = AdminApi(
+        Services(
+            store=store,
+            gate=gate,
+            model_groups=frozenset(catalog.groups),
+            metering=metering,
+            issuers=tuple(config.identity.oidc),
+            contracts=contracts,
+            audit_reader=audit_reader,
+            audit_log=audit_log,
+            after_change=after_change,
+        )
+    )
     probe = config.routing.health_probe
     prober = HealthProber(list(catalog.deployments.values()), breakers, probe.interval_s, probe.timeout_s)
     services = [storage, gate, catalog, _Started(breakers, list(catalog.deployments)), prober, *extra_services]

@@ -120,8 +120,15 @@ async def _demo(port: int, scripted_only: bool) -> None:
     gateway = served_app(config)  # Ctrl-C drains like `multihome serve` (docs/serving.md)
     server = uvicorn.Server(
         uvicorn.Config(
-            gateway, host="127.0.0.1", port=port, loop="none", http=protocol(config.server.max_header_bytes), lifespan="on", access_log=False,
-            log_level="warning", timeout_graceful_shutdown=uvicorn_timeout(config.server.drain_timeout_s),
+            gateway,
+            host="127.0.0.1",
+            port=port,
+            loop="none",
+            http=protocol(config.server.max_header_bytes),
+            lifespan="on",
+            access_log=False,
+            log_level="warning",
+            timeout_graceful_shutdown=uvicorn_timeout(config.server.drain_timeout_s),
         )
     )
     serving = asyncio.create_task(server.serve())

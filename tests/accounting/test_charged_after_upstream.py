@@ -14,7 +14,7 @@ import asyncio
 import msgspec
 import pytest
 
-from admin_http import running  # noqa: E402
+from admin_http import running
 from multihome.simulators import SimulatorConfig, start_simulator
 
 pytestmark = pytest.mark.anyio
@@ -56,8 +56,14 @@ async def app():
 
 
 def _scope(path: str) -> dict:
-    return {"type": "http", "method": "POST", "path": path, "raw_path": path.encode(), "query_string": b"",
-            "headers": [(b"content-type", b"application/json")]}
+    return {
+        "type": "http",
+        "method": "POST",
+        "path": path,
+        "raw_path": path.encode(),
+        "query_string": b"",
+        "headers": [(b"content-type", b"application/json")],
+    }
 
 
 def _receive(body: bytes):
@@ -80,12 +86,15 @@ CHAT = {"model": "g", "messages": [{"role": "user", "content": "hello"}], "max_t
 MESSAGES = {"model": "g", "max_tokens": 20, "messages": [{"role": "user", "content": "hello"}]}
 
 
-@pytest.mark.parametrize("path, body", [
-    ("/v1/chat/completions", CHAT),
-    ("/v1/chat/completions", {**CHAT, "stream": True}),
-    ("/v1/messages", MESSAGES),
-    ("/v1/messages", {**MESSAGES, "stream": True}),
-])
+@pytest.mark.parametrize(
+    "path, body",
+    [
+        ("/v1/chat/completions", CHAT),
+        ("/v1/chat/completions", {**CHAT, "stream": True}),
+        ("/v1/messages", MESSAGES),
+        ("/v1/messages", {**MESSAGES, "stream": True}),
+    ],
+)
 async def test_a_response_head_the_server_refuses_still_charges_the_call(app, path, body):
     gateway, sink = app
     await gateway(_scope(path), _receive(msgspec.json.encode(body)), _refused_head)

@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 
 from multihome.accounting.tracker import Accounting
-from multihome.schema.principal import Principal
 from multihome.schema.chat import parse_chat
 from multihome.schema.embeddings import parse_embeddings
 from multihome.schema.peek import Usage as Reported
+from multihome.schema.principal import Principal
 
 
 class Sink:

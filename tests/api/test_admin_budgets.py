@@ -7,9 +7,9 @@ import httpx
 import pytest
 from openapi_spec_validator import validate
 
+from admin_http import error, ok
 from multihome.app import build_app
 from multihome.config import parse_config
-from admin_http import error, ok  # noqa: E402
 
 pytestmark = pytest.mark.anyio
 ADMIN_KEY = "mh-bootstrap-admin-key-for-budget-api"
@@ -37,8 +37,11 @@ class Api:
         self.app = app
 
     def client(self, key: str) -> httpx.AsyncClient:
-        return httpx.AsyncClient(transport=httpx.ASGITransport(app=self.app), base_url="http://gw",
-                                 headers={"authorization": f"Bearer {key}"})
+        return httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=self.app),
+            base_url="http://gw",
+            headers={"authorization": f"Bearer {key}"},
+        )
 
 
 async def start(tmp_path, extra: str = "") -> Api:
@@ -82,22 +85,32 @@ async def test_budget_crud_rbac_and_bad_input(api):
     _, admin_b = await key(b, ["tenant-admin"])
     url = f"/admin/v1/tenants/{a}/budgets"
 
-    made = await ok(await admin_a.post(url, json={"scope": "key", "scope_id": member_id, "amount": "25.50",
-                                                  "period": "day"}), 201)
+    made = await ok(
+        await admin_a.post(url, json={"scope": "key", "scope_id": member_id, "amount": "25.50", "period": "day"}), 201
+    )
     assert made["id"].startswith("bud_") and made["object"] == "budget" and made["source"] == "admin"
     assert (made["scope"], made["scope_id"], made["amount"], made["currency"], made["period"], made["mode"]) == (
-        "key", member_id, "25.5", "USD", "day", "hard")
+        "key",
+        member_id,
+        "25.5",
+        "USD",
+        "day",
+        "hard",
+    )
     tenant_budget = await ok(await root.post(url, json={"scope": "tenant", "amount": 100, "mode": "soft"}), 201)
     assert tenant_budget["scope_id"] == a and tenant_budget["period"] == "month"
-    team_budget = await ok(await admin_a.post(url, json={"scope": "team", "scope_id": team, "amount": 5.25,
-                                                         "currency": "eur"}), 201)
+    team_budget = await ok(
+        await admin_a.post(url, json={"scope": "team", "scope_id": team, "amount": 5.25, "currency": "eur"}), 201
+    )
     assert (team_budget["amount"], team_budget["currency"]) == ("5.25", "EUR")
 
     # Auditors read, and the list carries ids, the source and what the counters say.
     listed = (await ok(await auditor_a.get(url)))["data"]
     assert {(e["id"], e["source"], e["in_force"], e["spent_or_reserved"]) for e in listed} == {
-        (made["id"], "admin", True, "0"), (tenant_budget["id"], "admin", True, "0"),
-        (team_budget["id"], "admin", True, "0")}
+        (made["id"], "admin", True, "0"),
+        (tenant_budget["id"], "admin", True, "0"),
+        (team_budget["id"], "admin", True, "0"),
+    }
     narrowed = (await ok(await auditor_a.get(url, params={"key": member_id})))["data"]
     assert {e["id"] for e in narrowed} == {made["id"], tenant_budget["id"]}
     one = await ok(await auditor_a.get(f"{url}/{made['id']}"))
@@ -154,17 +167,25 @@ async def test_budget_crud_rbac_and_bad_input(api):
     assert (raised["id"], raised["amount"], raised["mode"], raised["period"]) == (made["id"], "30", "soft", "day")
     assert (await ok(await auditor_a.get(f"{url}/{made['id']}")))["amount"] == "30"
     assert await ok(await admin_a.delete(f"{url}/{made['id']}")) == {
-        "id": made["id"], "object": "budget.deleted", "deleted": True}
+        "id": made["id"],
+        "object": "budget.deleted",
+        "deleted": True,
+    }
     error(await auditor_a.get(f"{url}/{made['id']}"), 404)
     assert made["id"] not in {e["id"] for e in (await ok(await auditor_a.get(url)))["data"]}
 
     # Every change, and only those, is in the audit trail and in the change record, with the actor.
     trail = (await ok(await root.get("/admin/v1/audit/events", params={"kind": "admin_change", "tenant": a})))["data"]
-    budget_changes = [(e["body"]["action"], e["body"]["object_id"]) for e in trail
-                      if e["body"]["object_type"] == "budget"]
-    assert budget_changes == [("budget.create", made["id"]), ("budget.create", tenant_budget["id"]),
-                              ("budget.create", team_budget["id"]), ("budget.update", made["id"]),
-                              ("budget.delete", made["id"])]
+    budget_changes = [
+        (e["body"]["action"], e["body"]["object_id"]) for e in trail if e["body"]["object_type"] == "budget"
+    ]
+    assert budget_changes == [
+        ("budget.create", made["id"]),
+        ("budget.create", tenant_budget["id"]),
+        ("budget.create", team_budget["id"]),
+        ("budget.update", made["id"]),
+        ("budget.delete", made["id"]),
+    ]
     record = (await ok(await root.get(f"/admin/v1/tenants/{a}/events")))["data"]
     assert [(e["action"], e["object_id"]) for e in record if e["object_type"] == "budget"] == budget_changes
 
@@ -180,12 +201,16 @@ async def test_a_tenant_admin_may_tighten_but_never_lift_a_budget_an_org_admin_s
     admin_a = api.client(made["key"])
     url = f"/admin/v1/tenants/{a}/budgets"
     cap = await ok(await root.post(url, json={"scope": "tenant", "amount": "100"}), 201)
-    soft_cap = await ok(await root.post(url, json={"scope": "tenant", "amount": "7", "period": "day", "mode": "soft"}), 201)
+    soft_cap = await ok(
+        await root.post(url, json={"scope": "tenant", "amount": "7", "period": "day", "mode": "soft"}), 201
+    )
     assert cap["set_by_role"] == "org-admin"
 
-    for change, param, words in [({"amount": "200"}, "amount", "raise its amount from 100 to 200"),
-                                 ({"mode": "soft"}, "mode", "make it soft"),
-                                 ({"amount": "50", "mode": "soft"}, "amount", "make it soft")]:
+    for change, param, words in [
+        ({"amount": "200"}, "amount", "raise its amount from 100 to 200"),
+        ({"mode": "soft"}, "mode", "make it soft"),
+        ({"amount": "50", "mode": "soft"}, "amount", "make it soft"),
+    ]:
         err = error(await admin_a.patch(f"{url}/{cap['id']}", json=change), 403)
         assert (err["code"], err["type"], err["param"]) == ("budget_set_by_org_admin", "permission_error", param)
         assert words in err["message"] and "set by an org-admin" in err["message"], err
@@ -195,7 +220,10 @@ async def test_a_tenant_admin_may_tighten_but_never_lift_a_budget_an_org_admin_s
 
     lowered = await ok(await admin_a.patch(f"{url}/{cap['id']}", json={"amount": "50"}))  # tightening is fine
     assert (lowered["amount"], lowered["set_by_role"]) == ("50", "org-admin")  # and it stays the org-admin's cap
-    assert error(await admin_a.patch(f"{url}/{cap['id']}", json={"amount": "80"}), 403)["code"] == "budget_set_by_org_admin"
+    assert (
+        error(await admin_a.patch(f"{url}/{cap['id']}", json={"amount": "80"}), 403)["code"]
+        == "budget_set_by_org_admin"
+    )
     assert (await ok(await admin_a.patch(f"{url}/{soft_cap['id']}", json={"mode": "hard"})))["mode"] == "hard"
 
     own = await ok(await admin_a.post(url, json={"scope": "team", "scope_id": team, "amount": "5"}), 201)
@@ -227,21 +255,27 @@ async def test_a_budget_outranked_by_a_smaller_config_budget_is_listed_as_not_in
     store = await open_store(f"sqlite+aiosqlite:///{tmp_path}/mh.db", migrate=True)
     tenant = (await store.create_tenant("acme", actor="setup")).id
     await store.close()
-    api = await start(tmp_path, f"""
+    api = await start(
+        tmp_path,
+        f"""
 metering:
   budgets: [{{scope: tenant, id: {tenant}, amount: "1", period: month}}]
-""")
+""",
+    )
     try:
         root = api.client(ADMIN_KEY)
         url = f"/admin/v1/tenants/{tenant}/budgets"
         big = await ok(await root.post(url, json={"scope": "tenant", "amount": "100"}), 201)
         listed = (await ok(await root.get(url)))["data"]
         assert [(e["id"], e["source"], e["amount"], e["in_force"]) for e in listed] == [
-            (None, "config", "1", True), (big["id"], "admin", "100", False)]
+            (None, "config", "1", True),
+            (big["id"], "admin", "100", False),
+        ]
         assert (await ok(await root.get(f"{url}/{big['id']}")))["in_force"] is False
         await ok(await root.patch(f"{url}/{big['id']}", json={"amount": "0.5"}))  # now the smaller one
         listed = (await ok(await root.get(url)))["data"]
         assert [(e["id"], e["source"], e["amount"], e["in_force"]) for e in listed] == [
-            (big["id"], "admin", "0.5", True)]
+            (big["id"], "admin", "0.5", True)
+        ]
     finally:
         await stop(api)

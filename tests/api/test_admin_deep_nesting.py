@@ -7,7 +7,7 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from admin_http import error, ok, running  # noqa: E402
+from admin_http import error, ok, running
 
 pytestmark = pytest.mark.anyio
 ADMIN_KEY = "mh-bootstrap-admin-key-for-deep-nesting"
@@ -34,8 +34,11 @@ def anyio_backend():
 async def root(tmp_path, monkeypatch):
     monkeypatch.setenv("MH_TEST_DEEP_ADMIN", ADMIN_KEY)
     async with running(CONFIG.format(tmp=tmp_path)) as app:
-        yield httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://gw",
-                                headers={"authorization": f"Bearer {ADMIN_KEY}", "content-type": "application/json"})
+        yield httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app),
+            base_url="http://gw",
+            headers={"authorization": f"Bearer {ADMIN_KEY}", "content-type": "application/json"},
+        )
 
 
 @pytest.mark.parametrize("opened, closed", [("[" * DEPTH, "]" * DEPTH), ('{"":' * DEPTH, "1" + "}" * DEPTH)])

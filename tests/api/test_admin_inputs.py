@@ -8,9 +8,9 @@ from __future__ import annotations
 import httpx
 import pytest
 
+from admin_http import error, ok
 from multihome.app import build_app
 from multihome.config import parse_config
-from admin_http import error, ok  # noqa: E402
 
 pytestmark = pytest.mark.anyio
 ADMIN_KEY = "mh-bootstrap-admin-key-for-admin-inputs"
@@ -51,8 +51,9 @@ async def root(request, tmp_path):
     for service in app.services:
         await service.start()
     transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
-    async with httpx.AsyncClient(transport=transport, base_url="http://gw",
-                                 headers={"authorization": f"Bearer {ADMIN_KEY}"}) as client:
+    async with httpx.AsyncClient(
+        transport=transport, base_url="http://gw", headers={"authorization": f"Bearer {ADMIN_KEY}"}
+    ) as client:
         yield client
     for service in reversed(app.services):
         await service.close()
@@ -78,19 +79,36 @@ async def test_stored_free_form_fields_are_bounded(root):
     before = len((await ok(await root.get(events)))["data"])
 
     # Metadata: bytes, entries, depth, member names, strings and numbers; 900 KB used to be kept.
-    await refused(await root.post(keys, json={"name": "k", "metadata": {"x": "y" * 900_000}}),
-                  "metadata.x", "longer than 1000")
-    await refused(await root.post(keys, json={"name": "k", "metadata": {f"k{i}": "v" * 900 for i in range(5)}}),
-                  "metadata", "larger than 4096 bytes")
-    await refused(await root.post(keys, json={"name": "k", "metadata": {f"k{i}": i for i in range(65)}}),
-                  "metadata", "more than 64")
-    await refused(await root.post("/admin/v1/tenants", json={"name": "deep", "metadata": nested(5)}),
-                  "metadata.a.a.a.a", "nested too deeply", "4 levels")
-    await refused(await root.post(keys, json={"name": "k", "metadata": {"n" * 101: 1}}), "metadata",
-                  "a member name is longer than 100")
+    await refused(
+        await root.post(keys, json={"name": "k", "metadata": {"x": "y" * 900_000}}), "metadata.x", "longer than 1000"
+    )
+    await refused(
+        await root.post(keys, json={"name": "k", "metadata": {f"k{i}": "v" * 900 for i in range(5)}}),
+        "metadata",
+        "larger than 4096 bytes",
+    )
+    await refused(
+        await root.post(keys, json={"name": "k", "metadata": {f"k{i}": i for i in range(65)}}),
+        "metadata",
+        "more than 64",
+    )
+    await refused(
+        await root.post("/admin/v1/tenants", json={"name": "deep", "metadata": nested(5)}),
+        "metadata.a.a.a.a",
+        "nested too deeply",
+        "4 levels",
+    )
+    await refused(
+        await root.post(keys, json={"name": "k", "metadata": {"n" * 101: 1}}),
+        "metadata",
+        "a member name is longer than 100",
+    )
     await refused(await root.post(keys, json={"name": "k", "metadata": {"big": 2**64}}), "metadata.big", "64 bits")
-    await refused(await root.post(keys, json={"name": "k", "scopes_endpoints": ["chat"] * 101}),
-                  "scopes_endpoints", "more than 100")
+    await refused(
+        await root.post(keys, json={"name": "k", "scopes_endpoints": ["chat"] * 101}),
+        "scopes_endpoints",
+        "more than 100",
+    )
     await refused(await root.post(f"{t}/teams", json={"name": "t" * 201}), "name", "longer than 200")
     fits = {f"k{i}": "v" * 20 for i in range(60)} | {"nested": nested(3)}
     made = await ok(await root.post(keys, json={"name": "k", "metadata": fits}), 201)
@@ -99,27 +117,45 @@ async def test_stored_free_form_fields_are_bounded(root):
     # Policies: descriptions, rule count, values per dimension, value length.
     policies = f"{t}/policies"
     allow = {"effect": "allow", "regions": ["eu-west-1"]}
-    await refused(await root.post(policies, json={"scope": "tenant", "rules": [allow], "description": "d" * 1001}),
-                  "description", "longer than 1000")
-    await refused(await root.post(policies, json={"scope": "tenant", "rules": [{**allow, "description": "d" * 1001}]}),
-                  "rules[0].description", "longer than 1000")
-    await refused(await root.post(policies, json={"scope": "tenant", "rules": [allow] * 101}),
-                  "rules", "more than 100 rules")
-    await refused(await root.post(policies, json={"scope": "tenant", "rules": [{**allow, "regions": ["r"] * 101}]}),
-                  "rules[0].regions", "more than 100 values")
-    await refused(await root.post(policies, json={"scope": "tenant", "rules": [{**allow, "regions": ["r" * 201]}]}),
-                  "rules[0].regions[0]", "longer than 200")
+    await refused(
+        await root.post(policies, json={"scope": "tenant", "rules": [allow], "description": "d" * 1001}),
+        "description",
+        "longer than 1000",
+    )
+    await refused(
+        await root.post(policies, json={"scope": "tenant", "rules": [{**allow, "description": "d" * 1001}]}),
+        "rules[0].description",
+        "longer than 1000",
+    )
+    await refused(
+        await root.post(policies, json={"scope": "tenant", "rules": [allow] * 101}), "rules", "more than 100 rules"
+    )
+    await refused(
+        await root.post(policies, json={"scope": "tenant", "rules": [{**allow, "regions": ["r"] * 101}]}),
+        "rules[0].regions",
+        "more than 100 values",
+    )
+    await refused(
+        await root.post(policies, json={"scope": "tenant", "rules": [{**allow, "regions": ["r" * 201]}]}),
+        "rules[0].regions[0]",
+        "longer than 200",
+    )
     policy = await ok(await root.post(policies, json={"scope": "tenant", "rules": [allow], "description": "EU"}), 201)
-    await refused(await root.patch(f"{policies}/{policy['id']}", json={"description": "d" * 1001}),
-                  "description", "longer than 1000")
+    await refused(
+        await root.patch(f"{policies}/{policy['id']}", json={"description": "d" * 1001}),
+        "description",
+        "longer than 1000",
+    )
 
     # Entitlements and contracts.
     grant = {"model_group": "g", "starts_on": "2025-01-01", "ends_on": "2025-12-31"}
     await refused(await root.post(f"{t}/entitlements", json={**grant, "note": "n" * 1001}), "note", "longer than 1000")
     contract = {"kind": "revenue_share", "id": "rs", "rate": "0.1", "starts_on": "2025-01-01", "ends_on": "2025-12-31"}
-    for extra, words in (({"parties": ["p"] * 101}, "parties has more than 100"),
-                         ({"parties": ["p" * 201]}, "parties[0] is longer than 200"),
-                         ({"basis": {"tenants": ["t"] * 101}}, "basis.tenants has more than 100")):
+    for extra, words in (
+        ({"parties": ["p"] * 101}, "parties has more than 100"),
+        ({"parties": ["p" * 201]}, "parties[0] is longer than 200"),
+        ({"basis": {"tenants": ["t"] * 101}}, "basis.tenants has more than 100"),
+    ):
         await refused(await root.post("/admin/v1/contracts", json={**contract, **extra}), None, words)
 
     # Nothing refused was stored.
@@ -133,41 +169,94 @@ async def test_control_characters_are_refused_in_every_stored_string(root):
     tenant = (await ok(await root.post("/admin/v1/tenants", json={"name": "acme"}), 201))["id"]
     t = f"/admin/v1/tenants/{tenant}"
     admin_secret = (await ok(await root.post(f"{t}/keys", json={"name": "ta", "roles": ["tenant-admin"]}), 201))["key"]
-    tenant_admin = httpx.AsyncClient(transport=root._transport, base_url="http://gw",
-                                     headers={"authorization": f"Bearer {admin_secret}"})
+    tenant_admin = httpx.AsyncClient(
+        transport=root._transport, base_url="http://gw", headers={"authorization": f"Bearer {admin_secret}"}
+    )
     allow = {"effect": "allow", "deployments": ["d"]}
     cases = [
-        (tenant_admin, "POST", f"{t}/policies",
-         {"scope": "tenant", "rules": [{**allow, "description": "EU\r\nX-Injected: 1"}]}, "rules[0].description",
-         "U+000D"),
-        (tenant_admin, "POST", f"{t}/policies", {"scope": "tenant", "rules": [{**allow, "deployments": ["d\nx"]}]},
-         "rules[0].deployments[0]", "U+000A"),
-        (tenant_admin, "POST", f"{t}/policies", {"scope": "tenant", "rules": [allow], "description": "a\tb"},
-         "description", "U+0009"),
+        (
+            tenant_admin,
+            "POST",
+            f"{t}/policies",
+            {"scope": "tenant", "rules": [{**allow, "description": "EU\r\nX-Injected: 1"}]},
+            "rules[0].description",
+            "U+000D",
+        ),
+        (
+            tenant_admin,
+            "POST",
+            f"{t}/policies",
+            {"scope": "tenant", "rules": [{**allow, "deployments": ["d\nx"]}]},
+            "rules[0].deployments[0]",
+            "U+000A",
+        ),
+        (
+            tenant_admin,
+            "POST",
+            f"{t}/policies",
+            {"scope": "tenant", "rules": [allow], "description": "a\tb"},
+            "description",
+            "U+0009",
+        ),
         (root, "POST", "/admin/v1/tenants", {"name": "evil\u0000corp"}, "name", "U+0000"),
-        (root, "POST", "/admin/v1/tenants", {"name": "x", "metadata": {"k": "line\u2028break"}}, "metadata.k",
-         "U+2028"),
+        (
+            root,
+            "POST",
+            "/admin/v1/tenants",
+            {"name": "x", "metadata": {"k": "line\u2028break"}},
+            "metadata.k",
+            "U+2028",
+        ),
         (root, "POST", "/admin/v1/tenants", {"name": "x", "metadata": {"k\r": 1}}, "metadata", "U+000D"),
         (tenant_admin, "POST", f"{t}/teams", {"name": "ml\x1b[31m"}, "name", "U+001B"),
         (tenant_admin, "POST", f"{t}/keys", {"name": "ci\u0085"}, "name", "U+0085"),
-        (tenant_admin, "POST", f"{t}/keys", {"name": "ci", "scopes_endpoints": ["chat\r"]}, "scopes_endpoints[0]",
-         "U+000D"),
-        (root, "POST", f"{t}/entitlements", {"model_group": "g", "starts_on": "2025-01-01", "ends_on": "2025-01-02",
-                                             "note": "PO\n4711"}, "note", "U+000A"),
-        (root, "POST", f"{t}/entitlements", {"model_group": "g\u007f", "starts_on": "2025-01-01",
-                                             "ends_on": "2025-01-02"}, "model_group", "U+007F"),
+        (
+            tenant_admin,
+            "POST",
+            f"{t}/keys",
+            {"name": "ci", "scopes_endpoints": ["chat\r"]},
+            "scopes_endpoints[0]",
+            "U+000D",
+        ),
+        (
+            root,
+            "POST",
+            f"{t}/entitlements",
+            {"model_group": "g", "starts_on": "2025-01-01", "ends_on": "2025-01-02", "note": "PO\n4711"},
+            "note",
+            "U+000A",
+        ),
+        (
+            root,
+            "POST",
+            f"{t}/entitlements",
+            {"model_group": "g\u007f", "starts_on": "2025-01-01", "ends_on": "2025-01-02"},
+            "model_group",
+            "U+007F",
+        ),
     ]
     for client, method, url, body, param, char in cases:
         err = await refused(await client.request(method, url, json=body), param, char, "control character")
         assert "\r" not in err["message"] and "\n" not in err["message"]
     policy = await ok(await tenant_admin.post(f"{t}/policies", json={"scope": "tenant", "rules": [allow]}), 201)
-    await refused(await tenant_admin.patch(f"{t}/policies/{policy['id']}", json={"description": "a\r\nb"}),
-                  "description", "U+000D")
-    await refused(await tenant_admin.patch(f"{t}/policies/{policy['id']}",
-                                           json={"rules": [{**allow, "description": "a\r\nb"}]}),
-                  "rules[0].description", "U+000D")
-    contract = {"kind": "commitment", "id": "c", "provider": "p\r\n", "amount": "1", "starts_on": "2025-01-01",
-                "ends_on": "2025-12-31"}
+    await refused(
+        await tenant_admin.patch(f"{t}/policies/{policy['id']}", json={"description": "a\r\nb"}),
+        "description",
+        "U+000D",
+    )
+    await refused(
+        await tenant_admin.patch(f"{t}/policies/{policy['id']}", json={"rules": [{**allow, "description": "a\r\nb"}]}),
+        "rules[0].description",
+        "U+000D",
+    )
+    contract = {
+        "kind": "commitment",
+        "id": "c",
+        "provider": "p\r\n",
+        "amount": "1",
+        "starts_on": "2025-01-01",
+        "ends_on": "2025-12-31",
+    }
     await refused(await root.post("/admin/v1/contracts", json=contract), None, "provider", "U+000D")
     tenants = (await ok(await root.get("/admin/v1/tenants")))["data"]
     assert [x["name"] for x in tenants] == ["acme"]
@@ -180,19 +269,37 @@ async def test_numbers_dates_and_times_are_bounded(root):
     t = f"/admin/v1/tenants/{tenant}"
     keys = f"{t}/keys"
     for days in (1e12, 1e308, -5, 0, 36526):
-        await refused(await root.post(keys, json={"name": "k", "expires_in_days": days}), "expires_in_days",
-                      "more than 0 and at most 36525")
-    await refused(await root.post(keys, json={"name": "k", "expires_in_days": 1, "expires_at": "2030-01-01T00:00:00Z"}),
-                  "expires_in_days", "not both")
-    for when, words in (("0001-01-01T00:00:00+05:00", "from 1970-01-01"), ("9999-12-31T23:59:59-05:00", "to 9998-12-31"),
-                        ("0001-01-01T00:00:00Z", "from 1970-01-01"), ("2001-01-01T00:00:00Z", "in the past"),
-                        ("2300-01-01T00:00:00Z", "36525 days"), ("2030-01-01T00:00:00", "timezone-aware")):
+        await refused(
+            await root.post(keys, json={"name": "k", "expires_in_days": days}),
+            "expires_in_days",
+            "more than 0 and at most 36525",
+        )
+    await refused(
+        await root.post(keys, json={"name": "k", "expires_in_days": 1, "expires_at": "2030-01-01T00:00:00Z"}),
+        "expires_in_days",
+        "not both",
+    )
+    for when, words in (
+        ("0001-01-01T00:00:00+05:00", "from 1970-01-01"),
+        ("9999-12-31T23:59:59-05:00", "to 9998-12-31"),
+        ("0001-01-01T00:00:00Z", "from 1970-01-01"),
+        ("2001-01-01T00:00:00Z", "in the past"),
+        ("2300-01-01T00:00:00Z", "36525 days"),
+        ("2030-01-01T00:00:00", "timezone-aware"),
+    ):
         await refused(await root.post(keys, json={"name": "k", "expires_at": when}), "expires_at", words)
     made = await ok(await root.post(keys, json={"name": "k", "expires_in_days": 36525}), 201)
     assert made["expires_at"].startswith(str(int(made["created_at"][:4]) + 100))
 
-    for query in ("after=99999999999999999999999", "after=-1", "after=1.5", "limit=0", "limit=1001", "limit=abc",
-                  "limit=" + "9" * 5000):
+    for query in (
+        "after=99999999999999999999999",
+        "after=-1",
+        "after=1.5",
+        "limit=0",
+        "limit=1001",
+        "limit=abc",
+        "limit=" + "9" * 5000,
+    ):
         name = query.split("=")[0]
         for url in (f"{t}/events", "/admin/v1/events"):
             await refused(await root.get(f"{url}?{query}"), name, "whole number from")
@@ -200,15 +307,29 @@ async def test_numbers_dates_and_times_are_bounded(root):
     assert (await ok(await root.get(f"/admin/v1/events?after={2**63 - 1}")))["data"] == []
 
     grant = {"model_group": "g", "starts_on": "2025-01-01", "ends_on": "2025-12-31"}
-    await refused(await root.post(f"{t}/entitlements", json={**grant, "starts_on": "0001-01-01"}), "starts_on",
-                  "from 1970-01-01 to 9998-12-31")
-    await refused(await root.post(f"{t}/entitlements", json={**grant, "ends_on": "9999-12-31"}), "ends_on", "9998-12-31")
+    await refused(
+        await root.post(f"{t}/entitlements", json={**grant, "starts_on": "0001-01-01"}),
+        "starts_on",
+        "from 1970-01-01 to 9998-12-31",
+    )
+    await refused(
+        await root.post(f"{t}/entitlements", json={**grant, "ends_on": "9999-12-31"}), "ends_on", "9998-12-31"
+    )
 
     # Contracts: a far-future term used to be stored and then break every contracts refresh.
-    contract = {"kind": "commitment", "id": "c", "provider": "p", "amount": "1000", "starts_on": "2025-01-01",
-                "ends_on": "2025-12-31"}
-    for extra, words in (({"ends_on": "9999-12-31"}, "ends_on must be from"), ({"amount": "1e400"}, "at most"),
-                         ({"starts_on": "0001-01-01"}, "starts_on must be from")):
+    contract = {
+        "kind": "commitment",
+        "id": "c",
+        "provider": "p",
+        "amount": "1000",
+        "starts_on": "2025-01-01",
+        "ends_on": "2025-12-31",
+    }
+    for extra, words in (
+        ({"ends_on": "9999-12-31"}, "ends_on must be from"),
+        ({"amount": "1e400"}, "at most"),
+        ({"starts_on": "0001-01-01"}, "starts_on must be from"),
+    ):
         await refused(await root.post("/admin/v1/contracts", json={**contract, **extra}), None, words)
     await ok(await root.post("/admin/v1/contracts", json=contract), 201)
     for url in ("/admin/v1/contracts/base/report", "/admin/v1/contracts/report.csv"):

@@ -14,7 +14,9 @@ from multihome.routing.stream_relay import error_event as openai_error_event
 from multihome.schema.anthropic import parse_messages
 
 REQ = parse_messages(
-    msgspec.json.encode({"model": "g", "max_tokens": 9, "messages": [{"role": "user", "content": "x"}], "stop_sequences": ["END"]})
+    msgspec.json.encode(
+        {"model": "g", "max_tokens": 9, "messages": [{"role": "user", "content": "x"}], "stop_sequences": ["END"]}
+    )
 ).request
 
 
@@ -59,17 +61,29 @@ def test_text_stream_event_order_and_usage():
     assert start["id"] == "msg_s1" and start["model"] == "gpt-x" and start["content"] == []
     assert start["usage"]["input_tokens"] == 0  # OpenAI reports usage only at the end
     assert got[1][1] == {"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}}
-    assert [e["delta"] for _, e in got[2:4]] == [{"type": "text_delta", "text": "Hel"}, {"type": "text_delta", "text": "lo"}]
+    assert [e["delta"] for _, e in got[2:4]] == [
+        {"type": "text_delta", "text": "Hel"},
+        {"type": "text_delta", "text": "lo"},
+    ]
     assert got[5][1]["delta"] == {"stop_reason": "end_turn", "stop_sequence": None}
-    assert got[5][1]["usage"] == {"input_tokens": 8, "output_tokens": 2, "cache_creation_input_tokens": 0, "cache_read_input_tokens": 4}
+    assert got[5][1]["usage"] == {
+        "input_tokens": 8,
+        "output_tokens": 2,
+        "cache_creation_input_tokens": 0,
+        "cache_read_input_tokens": 4,
+    }
 
 
 @pytest.mark.parametrize("split_every", [None, 1, 7, 50])
 def test_network_chunking_does_not_change_the_events(split_every):
-    assert run(text_stream(ChunkWriter("m", id="chatcmpl-a")), split_every) == run(text_stream(ChunkWriter("m", id="chatcmpl-a")))
+    assert run(text_stream(ChunkWriter("m", id="chatcmpl-a")), split_every) == run(
+        text_stream(ChunkWriter("m", id="chatcmpl-a"))
+    )
 
 
-@pytest.mark.parametrize(("finish", "reason"), [("length", "max_tokens"), ("content_filter", "refusal"), ("tool_calls", "tool_use")])
+@pytest.mark.parametrize(
+    ("finish", "reason"), [("length", "max_tokens"), ("content_filter", "refusal"), ("tool_calls", "tool_use")]
+)
 def test_finish_reason_in_message_delta(finish, reason):
     got = run(text_stream(ChunkWriter("m"), finish))
     assert got[-2][1]["delta"]["stop_reason"] == reason
@@ -119,7 +133,10 @@ def test_relay_error_event_mid_stream_becomes_an_anthropic_error_and_ends_the_st
     out = conv.feed(frame(w.role()) + frame(w.text("Hi")) + broken + frame(w.text("late")))
     got = events(out + conv.end())
     assert [n for n, _ in got] == ["message_start", "content_block_start", "content_block_delta", "error"]
-    assert got[-1][1] == {"type": "error", "error": {"type": "api_error", "message": "The stream from deployment 'd' broke after 2 events"}}
+    assert got[-1][1] == {
+        "type": "error",
+        "error": {"type": "api_error", "message": "The stream from deployment 'd' broke after 2 events"},
+    }
 
 
 def test_a_stream_that_stops_without_done_ends_with_an_error_not_a_silent_truncation():

@@ -33,7 +33,11 @@ def refused(**body) -> ApiError:
 
 def test_plain_request_maps_model_max_tokens_and_message():
     parsed, raw, dropped = canonical()
-    assert raw == {"model": "claude-group", "max_completion_tokens": 64, "messages": [{"role": "user", "content": "Hi"}]}
+    assert raw == {
+        "model": "claude-group",
+        "max_completion_tokens": 64,
+        "messages": [{"role": "user", "content": "Hi"}],
+    }
     assert parsed.request.max_completion_tokens == 64 and not parsed.stream and dropped == []
     assert parsed.needs == frozenset({"chat"})
 
@@ -65,7 +69,12 @@ def test_system_becomes_the_first_message(system, expected):
         ("tool_choice", {"type": "auto"}, "tool_choice", "auto"),
         ("tool_choice", {"type": "any"}, "tool_choice", "required"),
         ("tool_choice", {"type": "none"}, "tool_choice", "none"),
-        ("tool_choice", {"type": "tool", "name": "get_weather"}, "tool_choice", {"type": "function", "function": {"name": "get_weather"}}),
+        (
+            "tool_choice",
+            {"type": "tool", "name": "get_weather"},
+            "tool_choice",
+            {"type": "function", "function": {"name": "get_weather"}},
+        ),
         ("tool_choice", {"type": "any", "disable_parallel_tool_use": True}, "parallel_tool_calls", False),
         ("stream", True, "stream_options", {"include_usage": True}),
         (
@@ -106,7 +115,11 @@ def test_tools_become_function_tools_and_need_the_tools_capability():
     assert raw["tools"] == [
         {
             "type": "function",
-            "function": {"name": "get_weather", "parameters": WEATHER["input_schema"], "description": "Weather for a city"},
+            "function": {
+                "name": "get_weather",
+                "parameters": WEATHER["input_schema"],
+                "description": "Weather for a city",
+            },
         }
     ]
     assert "tools" in parsed.needs
@@ -127,7 +140,12 @@ def test_tool_use_and_tool_result_round_trip_in_order():
             "role": "user",
             "content": [
                 {"type": "tool_result", "tool_use_id": "toolu_1", "content": "sunny"},
-                {"type": "tool_result", "tool_use_id": "toolu_2", "content": [{"type": "text", "text": "rain"}], "is_error": True},
+                {
+                    "type": "tool_result",
+                    "tool_use_id": "toolu_2",
+                    "content": [{"type": "text", "text": "rain"}],
+                    "is_error": True,
+                },
                 {"type": "text", "text": "And tomorrow?"},
             ],
         },
@@ -139,8 +157,16 @@ def test_tool_use_and_tool_result_round_trip_in_order():
             "role": "assistant",
             "content": "Checking.",
             "tool_calls": [
-                {"id": "toolu_1", "type": "function", "function": {"name": "get_weather", "arguments": '{"city":"Paris"}'}},
-                {"id": "toolu_2", "type": "function", "function": {"name": "get_weather", "arguments": '{"city":"Rome"}'}},
+                {
+                    "id": "toolu_1",
+                    "type": "function",
+                    "function": {"name": "get_weather", "arguments": '{"city":"Paris"}'},
+                },
+                {
+                    "id": "toolu_2",
+                    "type": "function",
+                    "function": {"name": "get_weather", "arguments": '{"city":"Rome"}'},
+                },
             ],
         },
         {"role": "tool", "tool_call_id": "toolu_1", "content": "sunny"},
@@ -187,19 +213,53 @@ def test_images_become_image_url_parts_and_need_vision(source, url):
         ({"max_tokens": 5, "messages": []}, "at least one message"),
         ({"max_tokens": 5, "messages": [{"role": "system", "content": "x"}]}, "top-level 'system'"),
         ({"max_tokens": 5, "messages": [{"role": "user", "content": 7}]}, "messages[0].content"),
-        ({"max_tokens": 5, "messages": [{"role": "user", "content": [{"type": "document", "source": {"type": "base64", "media_type": "application/pdf", "data": "JVBERi0="}}]}]}, "'document'"),
+        (
+            {
+                "max_tokens": 5,
+                "messages": [
+                    {
+                        "role": "user",
+                        "content": [
+                            {
+                                "type": "document",
+                                "source": {"type": "base64", "media_type": "application/pdf", "data": "JVBERi0="},
+                            }
+                        ],
+                    }
+                ],
+            },
+            "'document'",
+        ),
         ({"max_tokens": 5, "messages": [{"role": "user", "content": []}]}, "at least one content block"),
         ({"max_tokens": 5, "temperature": 1.5}, "temperature"),
         ({"max_tokens": 5, "stop_sequences": ["a", "b", "c", "d", "e"]}, "stop_sequences"),
         ({"max_tokens": 5, "tools": [{"type": "web_search_20250305", "name": "web_search"}]}, "server tool"),
-        ({"max_tokens": 5, "tools": [WEATHER], "tool_choice": {"type": "tool", "name": "nope"}}, "no tool named 'nope'"),
+        (
+            {"max_tokens": 5, "tools": [WEATHER], "tool_choice": {"type": "tool", "name": "nope"}},
+            "no tool named 'nope'",
+        ),
         ({"max_tokens": 5, "tool_choice": {"type": "any"}}, "needs 'tools'"),
         (
-            {"max_tokens": 5, "messages": [{"role": "user", "content": [{"type": "image", "source": {"type": "base64", "media_type": "image/tiff", "data": "AA=="}}]}]},
+            {
+                "max_tokens": 5,
+                "messages": [
+                    {
+                        "role": "user",
+                        "content": [
+                            {"type": "image", "source": {"type": "base64", "media_type": "image/tiff", "data": "AA=="}}
+                        ],
+                    }
+                ],
+            },
             "media_type",
         ),
         (
-            {"max_tokens": 5, "messages": [{"role": "assistant", "content": [{"type": "tool_use", "id": "t", "name": "f", "input": [1]}]}]},
+            {
+                "max_tokens": 5,
+                "messages": [
+                    {"role": "assistant", "content": [{"type": "tool_use", "id": "t", "name": "f", "input": [1]}]}
+                ],
+            },
             "input: must be a JSON object",
         ),
     ],
@@ -217,14 +277,23 @@ def test_invalid_json_is_400():
 
 # --- responses -----------------------------------------------------------------------------------
 
-REQ = parse_messages(msgspec.json.encode({"model": "g", "max_tokens": 9, "messages": [{"role": "user", "content": "x"}], "stop_sequences": ["END"]})).request
+REQ = parse_messages(
+    msgspec.json.encode(
+        {"model": "g", "max_tokens": 9, "messages": [{"role": "user", "content": "x"}], "stop_sequences": ["END"]}
+    )
+).request
 
 
 def completion(message: dict, finish: str, usage: dict | None = None, **choice) -> bytes:
     usage = usage or {"prompt_tokens": 10, "completion_tokens": 4, "total_tokens": 14}
     return msgspec.json.encode(
-        {"id": "chatcmpl-abc", "object": "chat.completion", "model": "gpt-4o-x", "usage": usage,
-         "choices": [{"index": 0, "message": {"role": "assistant", **message}, "finish_reason": finish, **choice}]}
+        {
+            "id": "chatcmpl-abc",
+            "object": "chat.completion",
+            "model": "gpt-4o-x",
+            "usage": usage,
+            "choices": [{"index": 0, "message": {"role": "assistant", **message}, "finish_reason": finish, **choice}],
+        }
     )
 
 
@@ -246,9 +315,16 @@ def test_finish_reasons_map_to_stop_reasons(finish, choice, stop_reason, stop_se
 def test_text_and_tool_calls_become_blocks_with_usage():
     message = {
         "content": "Let me look.",
-        "tool_calls": [{"id": "call_1", "type": "function", "function": {"name": "get_weather", "arguments": '{"city":"Paris"}'}}],
+        "tool_calls": [
+            {"id": "call_1", "type": "function", "function": {"name": "get_weather", "arguments": '{"city":"Paris"}'}}
+        ],
     }
-    usage = {"prompt_tokens": 100, "completion_tokens": 7, "total_tokens": 107, "prompt_tokens_details": {"cached_tokens": 64}}
+    usage = {
+        "prompt_tokens": 100,
+        "completion_tokens": 7,
+        "total_tokens": 107,
+        "prompt_tokens_details": {"cached_tokens": 64},
+    }
     out = msgspec.json.decode(to_anthropic(completion(message, "tool_calls", usage), REQ, "dep"))
     assert out == {
         "id": "msg_abc",
@@ -261,17 +337,27 @@ def test_text_and_tool_calls_become_blocks_with_usage():
         ],
         "stop_reason": "tool_use",
         "stop_sequence": None,
-        "usage": {"input_tokens": 36, "output_tokens": 7, "cache_creation_input_tokens": 0, "cache_read_input_tokens": 64},
+        "usage": {
+            "input_tokens": 36,
+            "output_tokens": 7,
+            "cache_creation_input_tokens": 0,
+            "cache_read_input_tokens": 64,
+        },
     }
 
 
 def test_openai_refusal_is_a_refusal_text_block():
-    out = msgspec.json.decode(to_anthropic(completion({"content": None, "refusal": "I can't help."}, "stop"), REQ, "dep"))
+    out = msgspec.json.decode(
+        to_anthropic(completion({"content": None, "refusal": "I can't help."}, "stop"), REQ, "dep")
+    )
     assert out["content"] == [{"type": "text", "text": "I can't help."}] and out["stop_reason"] == "refusal"
 
 
 def test_unparseable_tool_arguments_are_a_502_not_a_silent_empty_input():
-    message = {"content": None, "tool_calls": [{"id": "c", "type": "function", "function": {"name": "f", "arguments": '{"a":'}}]}
+    message = {
+        "content": None,
+        "tool_calls": [{"id": "c", "type": "function", "function": {"name": "f", "arguments": '{"a":'}}],
+    }
     with pytest.raises(ApiError) as info:
         to_anthropic(completion(message, "tool_calls"), REQ, "dep-x")
     assert info.value.status == 502 and "dep-x" in info.value.body.message

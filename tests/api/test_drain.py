@@ -27,7 +27,14 @@ model_groups:
 
 
 def _scope(path: str, method: str = "POST") -> dict:
-    return {"type": "http", "method": method, "path": path, "raw_path": path.encode(), "headers": [], "query_string": b""}
+    return {
+        "type": "http",
+        "method": method,
+        "path": path,
+        "raw_path": path.encode(),
+        "headers": [],
+        "query_string": b"",
+    }
 
 
 async def _call(app, scope: dict) -> tuple[int, dict]:
@@ -123,7 +130,9 @@ def test_a_stream_open_at_the_deadline_is_cut_and_ends_on_its_own():
 
     async def run():
         drain.begin()
-        await asyncio.wait_for(drain.serve(streaming, Call(_scope("/v1/chat/completions"), b"req_1"), None, None, refuse), 5)
+        await asyncio.wait_for(
+            drain.serve(streaming, Call(_scope("/v1/chat/completions"), b"req_1"), None, None, refuse), 5
+        )
 
     asyncio.run(run())
     assert cuts == [("the gateway is shutting down and its drain deadline (0.05s) passed", "gateway_shutting_down")]

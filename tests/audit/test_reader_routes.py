@@ -13,8 +13,8 @@ from multihome.api.admin.events import change_of
 from multihome.api.admin.route import Route, Services
 from multihome.audit import AuditLog, AuditReader, Filters
 from multihome.audit.events import AgentStep
-from multihome.schema.principal import Principal
 from multihome.schema.errors import ApiError
+from multihome.schema.principal import Principal
 
 from .helpers import call, cli, config
 
@@ -85,8 +85,13 @@ class Recorder:
 
 
 def get(routes, principal, query=""):
-    scope = {"type": "http", "method": "GET", "path": "/admin/v1/audit/events", "query_string": query.encode(),
-             "headers": []}
+    scope = {
+        "type": "http",
+        "method": "GET",
+        "path": "/admin/v1/audit/events",
+        "query_string": query.encode(),
+        "headers": [],
+    }
     sent = Recorder()
 
     async def receive():
@@ -127,7 +132,9 @@ def test_route_pages_with_cursor_and_rejects_bad_input(trail):
     first = get(routes, ORG, "limit=5&kind=call").json()
     assert len(first["data"]) == 5 and first["has_more"]
     second = get(routes, ORG, f"limit=5&kind=call&after={first['next_cursor']}").json()
-    assert first["data"][-1]["seq"] < second["data"][0]["seq"] or first["data"][-1]["chain"] < second["data"][0]["chain"]
+    assert (
+        first["data"][-1]["seq"] < second["data"][0]["seq"] or first["data"][-1]["chain"] < second["data"][0]["chain"]
+    )
     for bad in ("since=yesterday", "after=garbage", "limit=x"):
         with pytest.raises(ApiError) as err:
             get(routes, ORG, bad)
@@ -143,8 +150,18 @@ async def _create_key(s, c):  # answers like keys.create_key: the new key's secr
 
 
 # One route as keys.py declares it, with a handler that needs no storage.
-_FAKE_KEYS = (Route("POST", "/admin/v1/tenants/{tenant}/keys", "any", _create_key, "create", status=201,
-                    event="key.create", check=lambda *a: None),)
+_FAKE_KEYS = (
+    Route(
+        "POST",
+        "/admin/v1/tenants/{tenant}/keys",
+        "any",
+        _create_key,
+        "create",
+        status=201,
+        event="key.create",
+        check=lambda *a: None,
+    ),
+)
 
 
 def test_admin_change_is_durable_before_the_response_and_holds_no_secret(tmp_path):
@@ -173,12 +190,15 @@ def test_admin_change_is_durable_before_the_response_and_holds_no_secret(tmp_pat
     assert b"mh_secret_value" not in raw
 
 
-@pytest.mark.parametrize("method, path, action, object_id", [
-    ("POST", "/admin/v1/contracts", "contract.create", "key_123"),  # the id comes from the response
-    ("POST", "/admin/v1/tenants/ten_a/budgets", "budget.create", "key_123"),
-    ("DELETE", "/admin/v1/tenants/ten_a/budgets/bud_9", "budget.delete", "bud_9"),
-    ("POST", "/admin/v1/nowhere", "unknown", "key_123"),
-])
+@pytest.mark.parametrize(
+    "method, path, action, object_id",
+    [
+        ("POST", "/admin/v1/contracts", "contract.create", "key_123"),  # the id comes from the response
+        ("POST", "/admin/v1/tenants/ten_a/budgets", "budget.create", "key_123"),
+        ("DELETE", "/admin/v1/tenants/ten_a/budgets/bud_9", "budget.delete", "bud_9"),
+        ("POST", "/admin/v1/nowhere", "unknown", "key_123"),
+    ],
+)
 def test_admin_changes_name_their_action(method, path, action, object_id):
     change = change_of(method, path, AUDITOR_A, msgspec.json.encode({"id": "key_123"}))
     assert (change.action, change.object_id) == (action, object_id)

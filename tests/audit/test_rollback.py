@@ -13,8 +13,7 @@ import msgspec
 import pytest
 import sqlalchemy as sa
 
-from multihome.audit import AuditLog, verify_dir
-from multihome.audit import head_publisher
+from multihome.audit import AuditLog, head_publisher, verify_dir
 from multihome.audit.heads import load_file, load_from_database
 from multihome.audit.keys import key_id_of, load_public_key
 from multihome.storage import migrate_sync
@@ -31,15 +30,16 @@ class Trail:
         tmp.mkdir(parents=True, exist_ok=True)
         self.dir = str(tmp / "audit")
         self.url = url
-        self.key, self.pub = (key_files(tmp)[1:] if key else (None, None))
+        self.key, self.pub = key_files(tmp)[1:] if key else (None, None)
         self.chains: list[str] = []
 
     def live(self, events: int = EVENTS, crash: bool = False, trail: str | None = None) -> str:
         """One gateway lifetime; `crash`: the writer stops dead (no final checkpoint, like kill -9)."""
 
         async def main():
-            log = AuditLog(config(self.dir, self.key, checkpoint_every_events=5, max_batch=5, trail=trail),
-                           heads_url=self.url)
+            log = AuditLog(
+                config(self.dir, self.key, checkpoint_every_events=5, max_batch=5, trail=trail), heads_url=self.url
+            )
             await log.start()
             for i in range(events):
                 await log.append("call", call(i))
@@ -68,8 +68,11 @@ class Trail:
         """What an attacker with the directory can do: the chain and its checkpoint file back to the
         (validly signed) checkpoint at `seq`."""
         events = [line for line in self.lines(chain) if json.loads(line)["seq"] <= seq]
-        checkpoints = [line for line in self.lines(chain, cps=True) if json.loads(line)["seq"] <= seq
-                       and not json.loads(line)["final"]]
+        checkpoints = [
+            line
+            for line in self.lines(chain, cps=True)
+            if json.loads(line)["seq"] <= seq and not json.loads(line)["final"]
+        ]
         assert json.loads(checkpoints[-1])["seq"] == seq
         with open(self.path(chain), "wb") as f:
             f.write(b"".join(events))
@@ -105,6 +108,7 @@ def failures(out) -> str:
 
 # -- the honest trail ------------------------------------------------------------------------------
 
+
 def test_honest_trail_passes_with_registry_and_links(trail):
     out = trail.verify("--database", trail.url)
     assert out.returncode == 0, failures(out)
@@ -137,13 +141,16 @@ def test_honest_crash_and_restart_passes(tmp_path, db):
 
 # -- 1. cut back to an earlier checkpoint, checkpoint file too --------------------------------------
 
+
 def test_newest_chain_cut_back_is_found_by_the_registry(trail):
     newest = trail.chains[-1]
     trail.cut_back(newest, 5)
     out = trail.verify("--database", trail.url)
     assert out.returncode == 1, failures(out)
-    assert (f"FAIL {newest}.jsonl (seq {EVENTS}): rolled_back: the head registry expects seq {EVENTS} "
-            f"(closed by a final checkpoint), found seq 5") in out.stdout
+    assert (
+        f"FAIL {newest}.jsonl (seq {EVENTS}): rolled_back: the head registry expects seq {EVENTS} "
+        f"(closed by a final checkpoint), found seq 5"
+    ) in out.stdout
 
 
 def test_newest_chain_cut_back_without_registry_passes_but_says_so(trail):
@@ -160,8 +167,10 @@ def test_earlier_chain_cut_back_is_found_by_the_next_chains_link(trail):
     trail.cut_back(first, 10)
     out = trail.verify()  # no registry: the link alone
     assert out.returncode == 1, failures(out)
-    assert (f"FAIL {first}.jsonl (seq {EVENTS}): rolled_back: the genesis record of {trail.chains[1]} expects "
-            f"seq {EVENTS} (closed by a final checkpoint), found seq 10") in out.stdout
+    assert (
+        f"FAIL {first}.jsonl (seq {EVENTS}): rolled_back: the genesis record of {trail.chains[1]} expects "
+        f"seq {EVENTS} (closed by a final checkpoint), found seq 10"
+    ) in out.stdout
 
 
 def test_cut_back_is_found_by_an_exported_registry(trail, tmp_path):
@@ -179,6 +188,7 @@ def test_cut_back_is_found_by_an_exported_registry(trail, tmp_path):
 
 # -- 2. the final checkpoint of a cleanly closed chain removed --------------------------------------
 
+
 @pytest.mark.parametrize("which", ["newest", "earlier"])
 def test_removed_final_checkpoint_is_found(trail, which):
     chain = trail.chains[-1] if which == "newest" else trail.chains[0]
@@ -189,8 +199,10 @@ def test_removed_final_checkpoint_is_found(trail, which):
     out = trail.verify("--database", trail.url) if which == "newest" else trail.verify()
     assert out.returncode == 1, failures(out)
     assert f"FAIL {chain}.jsonl (seq {EVENTS}): rolled_back:" in out.stdout
-    assert (f"expects the final checkpoint at seq {EVENTS}, found its last checkpoint at seq 10: the final "
-            "checkpoint was removed") in out.stdout
+    assert (
+        f"expects the final checkpoint at seq {EVENTS}, found its last checkpoint at seq 10: the final "
+        "checkpoint was removed"
+    ) in out.stdout
 
 
 def test_events_appended_after_a_removed_final_checkpoint_are_inserted(trail):
@@ -202,8 +214,9 @@ def test_events_appended_after_a_removed_final_checkpoint_are_inserted(trail):
     from multihome.audit.events import EventCore, seal
 
     last = msgspec.json.decode(trail.lines(chain)[-1])
-    extra, _ = seal(EventCore(chain=chain, seq=EVENTS + 1, time=last["time"], prev=last["hash"], kind="call",
-                              body=last["body"]))
+    extra, _ = seal(
+        EventCore(chain=chain, seq=EVENTS + 1, time=last["time"], prev=last["hash"], kind="call", body=last["body"])
+    )
     with open(trail.path(chain), "ab") as f:
         f.write(extra)
     report = verify_dir(trail.dir, trail.keys(), load_from_database(trail.url))
@@ -212,24 +225,29 @@ def test_events_appended_after_a_removed_final_checkpoint_are_inserted(trail):
 
 # -- 3. a checkpoint file deleted while a signing key is configured ---------------------------------
 
+
 def test_deleted_checkpoint_file_is_an_error_even_without_registry_or_key(trail):
     chain = trail.chains[-1]
     os.remove(trail.path(chain, cps=True))
     for out in (trail.verify(), cli("verify", "--dir", trail.dir)):
         assert out.returncode == 1, failures(out)
-        assert f"FAIL {chain}.jsonl: deleted: the checkpoint file is missing but its genesis record says it is " \
-               "signed with ed25519:" in out.stdout
+        assert (
+            f"FAIL {chain}.jsonl: deleted: the checkpoint file is missing but its genesis record says it is "
+            "signed with ed25519:" in out.stdout
+        )
 
 
 def test_emptied_checkpoint_file_is_an_error(trail):
     chain = trail.chains[-1]
     open(trail.path(chain, cps=True), "wb").close()
     out = trail.verify()
-    assert out.returncode == 1 and f"FAIL {chain}.jsonl (seq 0): rolled_back: the checkpoint file is empty" \
-        in out.stdout, failures(out)
+    assert (
+        out.returncode == 1 and f"FAIL {chain}.jsonl (seq 0): rolled_back: the checkpoint file is empty" in out.stdout
+    ), failures(out)
 
 
 # -- 4. a whole chain deleted ------------------------------------------------------------------------
+
 
 def test_deleted_earlier_chain_is_found_by_the_next_chains_link(trail):
     first = trail.chains[0]
@@ -237,8 +255,10 @@ def test_deleted_earlier_chain_is_found_by_the_next_chains_link(trail):
     os.remove(trail.path(first, cps=True))
     out = trail.verify()
     assert out.returncode == 1, failures(out)
-    assert (f"FAIL {first}.jsonl (seq {EVENTS}): deleted: the chain file is gone, but the genesis record of "
-            f"{trail.chains[1]} (seq {EVENTS}, closed) expects it: expected seq {EVENTS}, found nothing") in out.stdout
+    assert (
+        f"FAIL {first}.jsonl (seq {EVENTS}): deleted: the chain file is gone, but the genesis record of "
+        f"{trail.chains[1]} (seq {EVENTS}, closed) expects it: expected seq {EVENTS}, found nothing"
+    ) in out.stdout
 
 
 def test_deleted_newest_chain_is_found_by_the_registry(trail):
@@ -260,6 +280,7 @@ def test_every_chain_deleted_is_found_by_the_registry(trail):
 
 # -- the registry itself ------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("sig", ["kept", "removed"])
 def test_registry_entry_altered_in_the_database_is_forged(trail, sig):
     async def alter():
@@ -272,8 +293,10 @@ def test_registry_entry_altered_in_the_database_is_forged(trail, sig):
             cp["seq"] = 3  # "roll back" the registry entry without the signing key
             if sig == "removed":
                 cp["sig"] = ""  # posing as the unsigned head of a chain written without a key
-            await conn.execute(sa.text("UPDATE audit_heads SET checkpoint = :c, seq = 3 WHERE chain = :k"),
-                               {"c": json.dumps(cp), "k": row.chain})
+            await conn.execute(
+                sa.text("UPDATE audit_heads SET checkpoint = :c, seq = 3 WHERE chain = :k"),
+                {"c": json.dumps(cp), "k": row.chain},
+            )
         await engine.dispose()
         return row.chain
 

@@ -188,8 +188,9 @@ def test_checkpoint_with_an_altered_head_is_forged(trail):
 def test_event_appended_after_a_clean_close_is_inserted(trail):
     lines = trail.lines()
     last = msgspec.json.decode(lines[-1])
-    extra, _ = seal(EventCore(chain=last["chain"], seq=N + 1, time=last["time"], prev=last["hash"],
-                              kind="call", body=last["body"]))
+    extra, _ = seal(
+        EventCore(chain=last["chain"], seq=N + 1, time=last["time"], prev=last["hash"], kind="call", body=last["body"])
+    )
     trail.write([*lines, extra])
     assert [p.kind for p in trail.verify().errors] == ["inserted"]
 
@@ -237,12 +238,18 @@ text = st.text(min_size=0, max_size=12)
 
 @settings(max_examples=150, deadline=None)
 @given(
-    tenant=text, model=text, status=st.integers(100, 599), latency=st.floats(0, 1e6, allow_nan=False),
-    tools=st.lists(st.tuples(text, text), max_size=3), flip=st.integers(0, 10_000), bit=st.integers(0, 7),
+    tenant=text,
+    model=text,
+    status=st.integers(100, 599),
+    latency=st.floats(0, 1e6, allow_nan=False),
+    tools=st.lists(st.tuples(text, text), max_size=3),
+    flip=st.integers(0, 10_000),
+    bit=st.integers(0, 7),
 )
 def test_canonical_round_trip_and_single_byte_changes(tenant, model, status, latency, tools, flip, bit):
-    record = msgspec.structs.replace(call(1, tenant=tenant, model_group=model, status=status),
-                                     latency_ms=latency, tool_calls=tuple(tools))
+    record = msgspec.structs.replace(
+        call(1, tenant=tenant, model_group=model, status=status), latency_ms=latency, tool_calls=tuple(tools)
+    )
     line, digest = seal(EventCore(chain="chn_x", seq=3, time=1.5, prev="p" * 64, kind="call", body=call_body(record)))
     event, recomputed, problem = check_line(line)
     assert problem is None and recomputed == digest

@@ -11,8 +11,8 @@ import pytest
 
 from multihome.audit import AuditLog, AuditReader, Filters, verify_dir
 from multihome.audit.events import AdminChange, AgentStep
+from multihome.audit.keys import key_id_of, load_public_key
 from multihome.audit.writer import AuditClosed
-from multihome.audit.keys import load_public_key, key_id_of
 from multihome.schema.principal import Principal
 
 from .helpers import call, config, key_files
@@ -51,9 +51,13 @@ def test_every_kind_is_written_chained_and_readable(tmp_path):
         await log.call_started("req_000001", PRINCIPAL, "gpt-4o", "chat", "a" * 64)
         log.record(call(1))
         log.record(call(2, outcome="denied", status=403, policy_code="egress_denied", deployment=None))
-        await log.append("admin_change", AdminChange(actor="admin@x", tenant="ten_a", action="key.revoke",
-                                                     object_type="key", object_id="key_1"))
-        await log.append("agent_step", AgentStep(tenant="ten_a", subject="u", run_id="run_1", step=1, action="tool_call"))
+        await log.append(
+            "admin_change",
+            AdminChange(actor="admin@x", tenant="ten_a", action="key.revoke", object_type="key", object_id="key_1"),
+        )
+        await log.append(
+            "agent_step", AgentStep(tenant="ten_a", subject="u", run_id="run_1", step=1, action="tool_call")
+        )
         await log.close()
         return log
 
@@ -110,8 +114,12 @@ def test_group_commit_uses_fewer_fsyncs_than_events(tmp_path):
     async def main():
         log = AuditLog(config(tmp_path), fsync=slow_fsync)
         await log.start()
-        seqs = await asyncio.gather(*(log.append("agent_step", AgentStep(tenant="t", subject="s", run_id="r",
-                                                                       step=i, action="x")) for i in range(2000)))
+        seqs = await asyncio.gather(
+            *(
+                log.append("agent_step", AgentStep(tenant="t", subject="s", run_id="r", step=i, action="x"))
+                for i in range(2000)
+            )
+        )
         await log.close()
         return log, seqs
 
@@ -127,8 +135,10 @@ def test_full_queue_makes_producers_wait_and_drops_nothing(tmp_path):
     async def main():
         log = AuditLog(config(tmp_path, max_queue=8, max_batch=4), fsync=gated)
         await log.start()
-        futures = [log.append("agent_step", AgentStep(tenant="t", subject="s", run_id="r", step=i, action="x"))
-                   for i in range(50)]
+        futures = [
+            log.append("agent_step", AgentStep(tenant="t", subject="s", run_id="r", step=i, action="x"))
+            for i in range(50)
+        ]
         for i in range(10):
             log.record(call(i))
         await asyncio.sleep(0.05)

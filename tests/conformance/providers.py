@@ -68,36 +68,71 @@ class Target:
 
 
 TARGETS: list[Target] = [
-    Target("openai", ("--api-key-env", "CF_OPENAI_KEY"),
-           '{{kind: openai, endpoint: "{url}/v1", auth: {{api_key_env: CF_OPENAI_KEY}}}}',
-           '{{kind: openai, endpoint: "{url}/v1", auth: {{api_key_env: CF_WRONG_KEY}}}}',
-           "gpt-4o-main", "gpt-4o-fo", "text-embedding-3-small"),
-    Target("azure", ("--api-key-env", "CF_AZURE_KEY"),
-           '{{kind: azure, endpoint: "{url}", auth: {{api_key_env: CF_AZURE_KEY}}}}',
-           '{{kind: azure, endpoint: "{url}", auth: {{api_key_env: CF_WRONG_KEY}}}}',
-           "gpt-4o-main", "gpt-4o-fo", "embed-small"),
-    Target("anthropic", ("--api-key-env", "CF_ANTHROPIC_KEY"),
-           '{{kind: anthropic, endpoint: "{url}", auth: {{api_key_env: CF_ANTHROPIC_KEY}}}}',
-           '{{kind: anthropic, endpoint: "{url}", auth: {{api_key_env: CF_WRONG_KEY}}}}',
-           "claude-sonnet-4-5", "claude-fo",
-           gaps={"embeddings": "Anthropic has no embeddings API"}),
-    Target("gemini", ("--api-key-env", "CF_GEMINI_KEY"),
-           '{{kind: gemini, endpoint: "{url}", auth: {{api_key_env: CF_GEMINI_KEY}}}}',
-           '{{kind: gemini, endpoint: "{url}", auth: {{api_key_env: CF_WRONG_KEY}}}}',
-           "gemini-2.5-flash", "gemini-fo", "text-embedding-004",
-           gaps={"image_https_url": "the Gemini API fetches only its own Files API URIs, not arbitrary https URLs"}),
-    Target("vertex", ("--oauth-token-env", "CF_VERTEX_TOKEN", "--region", "us-central1"),
-           '{{kind: vertex, endpoint: "{url}", region: us-central1, project: proj-1, '
-           'auth: {{google: {{service_account_file_env: CF_SA_FILE}}}}}}',
-           '{{kind: vertex, endpoint: "{url}", region: us-central1, project: proj-1, '
-           'auth: {{google: {{service_account_file_env: CF_SA_BAD_FILE}}}}}}',
-           "gemini-2.5-pro", "gemini-fo", "text-embedding-005"),
-    Target("bedrock", ("--region", "us-east-1", "--aws-access-key-id-env", "CF_AWS_AKID",
-                      "--aws-secret-access-key-env", "CF_AWS_SECRET"),
-           '{{kind: bedrock, endpoint: "{url}", region: us-east-1, auth: {{aws: {{profile: cf-good}}}}}}',
-           '{{kind: bedrock, endpoint: "{url}", region: us-east-1, auth: {{aws: {{profile: cf-bad}}}}}}',
-           "us.anthropic.claude-3-5-haiku-20241022-v1:0", "anthropic.claude-fo-v1:0", "cohere.embed-english-v3",
-           gaps={"image_https_url": "Bedrock Converse takes image bytes only; it does not fetch URLs"}),
+    Target(
+        "openai",
+        ("--api-key-env", "CF_OPENAI_KEY"),
+        '{{kind: openai, endpoint: "{url}/v1", auth: {{api_key_env: CF_OPENAI_KEY}}}}',
+        '{{kind: openai, endpoint: "{url}/v1", auth: {{api_key_env: CF_WRONG_KEY}}}}',
+        "gpt-4o-main",
+        "gpt-4o-fo",
+        "text-embedding-3-small",
+    ),
+    Target(
+        "azure",
+        ("--api-key-env", "CF_AZURE_KEY"),
+        '{{kind: azure, endpoint: "{url}", auth: {{api_key_env: CF_AZURE_KEY}}}}',
+        '{{kind: azure, endpoint: "{url}", auth: {{api_key_env: CF_WRONG_KEY}}}}',
+        "gpt-4o-main",
+        "gpt-4o-fo",
+        "embed-small",
+    ),
+    Target(
+        "anthropic",
+        ("--api-key-env", "CF_ANTHROPIC_KEY"),
+        '{{kind: anthropic, endpoint: "{url}", auth: {{api_key_env: CF_ANTHROPIC_KEY}}}}',
+        '{{kind: anthropic, endpoint: "{url}", auth: {{api_key_env: CF_WRONG_KEY}}}}',
+        "claude-sonnet-4-5",
+        "claude-fo",
+        gaps={"embeddings": "Anthropic has no embeddings API"},
+    ),
+    Target(
+        "gemini",
+        ("--api-key-env", "CF_GEMINI_KEY"),
+        '{{kind: gemini, endpoint: "{url}", auth: {{api_key_env: CF_GEMINI_KEY}}}}',
+        '{{kind: gemini, endpoint: "{url}", auth: {{api_key_env: CF_WRONG_KEY}}}}',
+        "gemini-2.5-flash",
+        "gemini-fo",
+        "text-embedding-004",
+        gaps={"image_https_url": "the Gemini API fetches only its own Files API URIs, not arbitrary https URLs"},
+    ),
+    Target(
+        "vertex",
+        ("--oauth-token-env", "CF_VERTEX_TOKEN", "--region", "us-central1"),
+        '{{kind: vertex, endpoint: "{url}", region: us-central1, project: proj-1, '
+        "auth: {{google: {{service_account_file_env: CF_SA_FILE}}}}}}",
+        '{{kind: vertex, endpoint: "{url}", region: us-central1, project: proj-1, '
+        "auth: {{google: {{service_account_file_env: CF_SA_BAD_FILE}}}}}}",
+        "gemini-2.5-pro",
+        "gemini-fo",
+        "text-embedding-005",
+    ),
+    Target(
+        "bedrock",
+        (
+            "--region",
+            "us-east-1",
+            "--aws-access-key-id-env",
+            "CF_AWS_AKID",
+            "--aws-secret-access-key-env",
+            "CF_AWS_SECRET",
+        ),
+        '{{kind: bedrock, endpoint: "{url}", region: us-east-1, auth: {{aws: {{profile: cf-good}}}}}}',
+        '{{kind: bedrock, endpoint: "{url}", region: us-east-1, auth: {{aws: {{profile: cf-bad}}}}}}',
+        "us.anthropic.claude-3-5-haiku-20241022-v1:0",
+        "anthropic.claude-fo-v1:0",
+        "cohere.embed-english-v3",
+        gaps={"image_https_url": "Bedrock Converse takes image bytes only; it does not fetch URLs"},
+    ),
 ]
 TARGET_NAMES = [t.name for t in TARGETS]
 
@@ -125,34 +160,50 @@ def gateway_config(urls: dict[str, str]) -> str:
             f"  {t.name}-bad: {{deployments: [{t.name}-bad], retries: 0}}",
         ]
         if t.embed_model:
-            deployments.append(f'  {t.name}-embed: {{provider: {t.name}, model: "{t.embed_model}", capabilities: [embeddings]}}')
+            deployments.append(
+                f'  {t.name}-embed: {{provider: {t.name}, model: "{t.embed_model}", capabilities: [embeddings]}}'
+            )
             groups.append(f"  {t.name}-embed: {{deployments: [{t.name}-embed], retries: 0}}")
-    return "\n".join([
-        "server: {api_keys_env: [CF_CLIENT_KEY]}",
-        # Error scenarios decline on purpose; a breaker must not carry that into the next scenario.
-        "routing: {breaker: {consecutive_failures: 0}}",
-        "providers:", *providers, "deployments:", *deployments, "model_groups:", *groups, "",
-    ])
+    return "\n".join(
+        [
+            "server: {api_keys_env: [CF_CLIENT_KEY]}",
+            # Error scenarios decline on purpose; a breaker must not carry that into the next scenario.
+            "routing: {breaker: {consecutive_failures: 0}}",
+            "providers:",
+            *providers,
+            "deployments:",
+            *deployments,
+            "model_groups:",
+            *groups,
+            "",
+        ]
+    )
 
 
 class _TokenHandler(BaseHTTPRequestHandler):
     """Google's OAuth2 token endpoint for the JWT-bearer grant google-auth's service accounts use:
     it checks the assertion's signature against the one key it trusts."""
 
-    server: "TokenEndpoint"
+    server: TokenEndpoint
 
-    def do_POST(self):  # noqa: N802
+    def do_POST(self):
         form = parse_qs(self.rfile.read(int(self.headers["content-length"])).decode())
         try:
             # google-auth signs for Google's token audience, whatever token_uri points at.
-            claims = jwt.decode(form["assertion"][0], self.server.public_key, algorithms=["RS256"],
-                                audience="https://oauth2.googleapis.com/token")
+            claims = jwt.decode(
+                form["assertion"][0],
+                self.server.public_key,
+                algorithms=["RS256"],
+                audience="https://oauth2.googleapis.com/token",
+            )
         except (jwt.PyJWTError, KeyError):
             claims = None
         if claims is None or claims.get("iss") != SA_EMAIL:
             body, status = b'{"error":"invalid_grant","error_description":"Invalid JWT Signature."}', 400
         else:
-            body = json.dumps({"access_token": SECRETS["CF_VERTEX_TOKEN"], "expires_in": 3599, "token_type": "Bearer"}).encode()
+            body = json.dumps(
+                {"access_token": SECRETS["CF_VERTEX_TOKEN"], "expires_in": 3599, "token_type": "Bearer"}
+            ).encode()
             status = 200
         self.send_response(status)
         self.send_header("content-type", "application/json")
@@ -175,12 +226,22 @@ class TokenEndpoint(ThreadingHTTPServer):
     def service_account(self, path: Path, trusted: bool) -> Path:
         """A service-account JSON; an untrusted one is signed by a key the endpoint does not know."""
         key = self.trusted if trusted else rsa.generate_private_key(public_exponent=65537, key_size=2048)
-        pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                serialization.NoEncryption()).decode()
-        path.write_text(json.dumps({
-            "type": "service_account", "project_id": "proj-1", "private_key_id": "k1", "private_key": pem,
-            "client_email": SA_EMAIL, "client_id": "1", "token_uri": self.uri,
-        }))
+        pem = key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        ).decode()
+        path.write_text(
+            json.dumps(
+                {
+                    "type": "service_account",
+                    "project_id": "proj-1",
+                    "private_key_id": "k1",
+                    "private_key": pem,
+                    "client_email": SA_EMAIL,
+                    "client_id": "1",
+                    "token_uri": self.uri,
+                }
+            )
+        )
         return path
 
 
@@ -207,9 +268,13 @@ class Stack:
                 "CF_SA_FILE": str(self.tokens.service_account(tmp / "sa.json", trusted=True)),
                 "CF_SA_BAD_FILE": str(self.tokens.service_account(tmp / "sa-bad.json", trusted=False)),
                 # Bedrock: botocore's chain reads only this file (no ambient AWS identity, no IMDS).
-                "AWS_SHARED_CREDENTIALS_FILE": str(creds), "AWS_CONFIG_FILE": str(tmp / "no-aws-config"),
+                "AWS_SHARED_CREDENTIALS_FILE": str(creds),
+                "AWS_CONFIG_FILE": str(tmp / "no-aws-config"),
                 "AWS_EC2_METADATA_DISABLED": "true",
-                "AWS_ACCESS_KEY_ID": "", "AWS_SECRET_ACCESS_KEY": "", "AWS_SESSION_TOKEN": "", "AWS_PROFILE": "",
+                "AWS_ACCESS_KEY_ID": "",
+                "AWS_SECRET_ACCESS_KEY": "",
+                "AWS_SESSION_TOKEN": "",
+                "AWS_PROFILE": "",
             }
             self.gateway = Gateway(gateway_config({n: s.url for n, s in self.sims.items()}), tmp, env)
         except BaseException:

@@ -58,7 +58,9 @@ def render(results: dict[tuple[str, str], tuple[str, str]], seconds: float) -> s
     for sid, sc in SCENARIOS.items():
         cells = [_cell(*results[(sid, p)]) if (sid, p) in results else "not run" for p in providers]
         lines.append(f"| {sc.title} (`{sid}`) | " + " | ".join(cells) + " |")
-    failures = [(sid, p, status, detail) for (sid, p), (status, detail) in results.items() if status in ("fail", "xfail")]
+    failures = [
+        (sid, p, status, detail) for (sid, p), (status, detail) in results.items() if status in ("fail", "xfail")
+    ]
     if failures:
         lines += ["", "## ❌ details", ""]
         for sid, p, status, detail in sorted(failures, key=lambda f: (TARGET_NAMES.index(f[1]), f[0])):
@@ -71,8 +73,9 @@ def main(argv: list[str]) -> int:
     out = Path(argv[0]).resolve() if argv else DEFAULT_OUT
     before = out.stat().st_mtime_ns if out.exists() else None
     env = {**os.environ, "MH_CONFORMANCE_REPORT": str(out)}
-    code = subprocess.call([sys.executable, "-m", "pytest", "tests/conformance", "-q", "-p", "no:cacheprovider"],
-                           cwd=ROOT, env=env)
+    code = subprocess.call(
+        [sys.executable, "-m", "pytest", "tests/conformance", "-q", "-p", "no:cacheprovider"], cwd=ROOT, env=env
+    )
     if not out.exists() or out.stat().st_mtime_ns == before:
         print(f"conformance: no report written (pytest exit {code})", file=sys.stderr)
         return code or 1

@@ -53,16 +53,27 @@ def scenario(title: str):
     def register(fn: Callable[[Ctx], None]) -> Callable[[Ctx], None]:
         SCENARIOS[fn.__name__] = Scenario(fn.__name__, title, fn)
         return fn
+
     return register
 
 
 HELLO = [{"role": "user", "content": "Hello there"}]
-WEATHER = {"type": "function", "function": {
-    "name": "get_weather", "description": "Weather in a city",
-    "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}}
-TIME = {"type": "function", "function": {
-    "name": "get_time", "description": "Local time in a timezone",
-    "parameters": {"type": "object", "properties": {"tz": {"type": "string"}}, "required": ["tz"]}}}
+WEATHER = {
+    "type": "function",
+    "function": {
+        "name": "get_weather",
+        "description": "Weather in a city",
+        "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
+    },
+}
+TIME = {
+    "type": "function",
+    "function": {
+        "name": "get_time",
+        "description": "Local time in a timezone",
+        "parameters": {"type": "object", "properties": {"tz": {"type": "string"}}, "required": ["tz"]},
+    },
+}
 TOOLS = [WEATHER, TIME]
 ARGS = {"get_weather": {"city": "example"}, "get_time": {"tz": "example"}}  # the simulators' schema examples
 PNG = "data:image/png;base64," + base64.b64encode(b"\x89PNG\r\n\x1a\n conformance").decode()
@@ -105,8 +116,14 @@ def collect(stream) -> dict:
             if choice.finish_reason:
                 finishes.append(choice.finish_reason)
     assert len(ids) == 1, f"every chunk of a stream has the same id, got {ids}"
-    return {"text": "".join(text), "calls": calls, "finishes": finishes, "usage": usage, "roles": roles,
-            "chunks": chunks}
+    return {
+        "text": "".join(text),
+        "calls": calls,
+        "finishes": finishes,
+        "usage": usage,
+        "roles": roles,
+        "chunks": chunks,
+    }
 
 
 # -- messages ---------------------------------------------------------------------------------
@@ -126,7 +143,9 @@ def plain_chat(ctx: Ctx) -> None:
 
 def _prompt_tokens_grow_with(ctx: Ctx, role: str) -> None:
     base = ctx.client.chat.completions.create(model=ctx.model, messages=HELLO)
-    reply = ctx.client.chat.completions.create(model=ctx.model, messages=[{"role": role, "content": SYSTEM_TEXT}, *HELLO])
+    reply = ctx.client.chat.completions.create(
+        model=ctx.model, messages=[{"role": role, "content": SYSTEM_TEXT}, *HELLO]
+    )
     assert reply.choices[0].message.content == ctx.hello
     # The instruction reached the provider: it is billed as prompt tokens (~110 of them).
     assert reply.usage.prompt_tokens >= base.usage.prompt_tokens + 80, (base.usage, reply.usage)
@@ -144,9 +163,11 @@ def developer_message(ctx: Ctx) -> None:
 
 @scenario("multi-turn conversation")
 def multi_turn(ctx: Ctx) -> None:
-    history = [{"role": "user", "content": "My name is Ada and I like long walks by the sea."},
-               {"role": "assistant", "content": "Nice to meet you, Ada. Walks by the sea sound lovely."},
-               {"role": "user", "content": "What is my name?"}]
+    history = [
+        {"role": "user", "content": "My name is Ada and I like long walks by the sea."},
+        {"role": "assistant", "content": "Nice to meet you, Ada. Walks by the sea sound lovely."},
+        {"role": "user", "content": "What is my name?"},
+    ]
     single = ctx.client.chat.completions.create(model=ctx.model, messages=history[-1:])
     reply = ctx.client.chat.completions.create(model=ctx.model, messages=history)
     assert reply.choices[0].message.content == f"Hello from {ctx.target.sim_name}. You said: What is my name?"
@@ -162,7 +183,9 @@ def _calls(message) -> list[tuple[str, dict]]:
 
 @scenario("single tool call")
 def tool_call(ctx: Ctx) -> None:
-    reply = ctx.client.chat.completions.create(model=ctx.model, messages=ask("What is the weather in Oslo?"), tools=TOOLS)
+    reply = ctx.client.chat.completions.create(
+        model=ctx.model, messages=ask("What is the weather in Oslo?"), tools=TOOLS
+    )
     choice = reply.choices[0]
     assert choice.finish_reason == "tool_calls"
     assert _calls(choice.message) == [("get_weather", ARGS["get_weather"])]
@@ -171,8 +194,9 @@ def tool_call(ctx: Ctx) -> None:
 
 @scenario("parallel tool calls")
 def parallel_tool_calls(ctx: Ctx) -> None:
-    reply = ctx.client.chat.completions.create(model=ctx.model, messages=ask("Weather and time, in parallel please"),
-                                               tools=TOOLS)
+    reply = ctx.client.chat.completions.create(
+        model=ctx.model, messages=ask("Weather and time, in parallel please"), tools=TOOLS
+    )
     calls = reply.choices[0].message.tool_calls
     assert reply.choices[0].finish_reason == "tool_calls"
     assert _calls(reply.choices[0].message) == [("get_weather", ARGS["get_weather"]), ("get_time", ARGS["get_time"])]
@@ -184,8 +208,11 @@ def tool_result_round_trip(ctx: Ctx) -> None:
     question = ask("What is the weather in Oslo?")
     first = ctx.client.chat.completions.create(model=ctx.model, messages=question, tools=TOOLS)
     call = first.choices[0].message.tool_calls[0]
-    messages = [*question, first.choices[0].message.model_dump(exclude_none=True),
-                {"role": "tool", "tool_call_id": call.id, "content": "sunny-and-42"}]
+    messages = [
+        *question,
+        first.choices[0].message.model_dump(exclude_none=True),
+        {"role": "tool", "tool_call_id": call.id, "content": "sunny-and-42"},
+    ]
     final = ctx.client.chat.completions.create(model=ctx.model, messages=messages, tools=TOOLS)
     assert final.choices[0].finish_reason == "stop" and not final.choices[0].message.tool_calls
     # The simulators answer "Tool <id or name> returned: <the result as the provider received it>".
@@ -195,8 +222,12 @@ def tool_result_round_trip(ctx: Ctx) -> None:
 
 @scenario("tool_choice: named function")
 def tool_choice_named(ctx: Ctx) -> None:
-    reply = ctx.client.chat.completions.create(model=ctx.model, messages=ask("Weather and time, in parallel please"),
-                                               tools=TOOLS, tool_choice={"type": "function", "function": {"name": "get_time"}})
+    reply = ctx.client.chat.completions.create(
+        model=ctx.model,
+        messages=ask("Weather and time, in parallel please"),
+        tools=TOOLS,
+        tool_choice={"type": "function", "function": {"name": "get_time"}},
+    )
     assert _calls(reply.choices[0].message) == [("get_time", ARGS["get_time"])]
 
 
@@ -218,8 +249,18 @@ def tool_choice_required(ctx: Ctx) -> None:
 
 
 def _image(ctx: Ctx, url: str) -> None:
-    reply = ctx.client.chat.completions.create(model=ctx.model, messages=[{"role": "user", "content": [
-        {"type": "text", "text": "What is in this picture?"}, {"type": "image_url", "image_url": {"url": url}}]}])
+    reply = ctx.client.chat.completions.create(
+        model=ctx.model,
+        messages=[
+            {
+                "role": "user",
+                "content": [
+                    {"type": "text", "text": "What is in this picture?"},
+                    {"type": "image_url", "image_url": {"url": url}},
+                ],
+            }
+        ],
+    )
     assert reply.choices[0].message.content.endswith("I see 1 image(s)."), reply.choices[0].message.content
 
 
@@ -235,19 +276,30 @@ def image_https_url(ctx: Ctx) -> None:
 
 @scenario("response_format: json_object")
 def json_object(ctx: Ctx) -> None:
-    reply = ctx.client.chat.completions.create(model=ctx.model, messages=ask("Describe Oslo as JSON"),
-                                               response_format={"type": "json_object"})
+    reply = ctx.client.chat.completions.create(
+        model=ctx.model, messages=ask("Describe Oslo as JSON"), response_format={"type": "json_object"}
+    )
     assert isinstance(json.loads(reply.choices[0].message.content), dict)
     assert reply.choices[0].finish_reason == "stop"
 
 
 @scenario("response_format: json_schema")
 def json_schema(ctx: Ctx) -> None:
-    schema = {"type": "object", "properties": {"city": {"type": "string"}, "days": {"type": "integer", "minimum": 3},
-                                               "tags": {"type": "array", "items": {"type": "string"}, "minItems": 2}},
-              "required": ["city", "days", "tags"], "additionalProperties": False}
-    reply = ctx.client.chat.completions.create(model=ctx.model, messages=ask("Plan a trip"), response_format={
-        "type": "json_schema", "json_schema": {"name": "trip", "schema": schema, "strict": True}})
+    schema = {
+        "type": "object",
+        "properties": {
+            "city": {"type": "string"},
+            "days": {"type": "integer", "minimum": 3},
+            "tags": {"type": "array", "items": {"type": "string"}, "minItems": 2},
+        },
+        "required": ["city", "days", "tags"],
+        "additionalProperties": False,
+    }
+    reply = ctx.client.chat.completions.create(
+        model=ctx.model,
+        messages=ask("Plan a trip"),
+        response_format={"type": "json_schema", "json_schema": {"name": "trip", "schema": schema, "strict": True}},
+    )
     jsonschema.validate(json.loads(reply.choices[0].message.content), schema)
     assert reply.choices[0].finish_reason == "stop"
 
@@ -270,7 +322,9 @@ def max_tokens_length(ctx: Ctx) -> None:
 
 @scenario("temperature / top_p accepted")
 def sampling_params(ctx: Ctx) -> None:
-    raw = ctx.client.chat.completions.with_raw_response.create(model=ctx.model, messages=HELLO, temperature=0.4, top_p=0.9)
+    raw = ctx.client.chat.completions.with_raw_response.create(
+        model=ctx.model, messages=HELLO, temperature=0.4, top_p=0.9
+    )
     assert raw.parse().choices[0].message.content == ctx.hello
     dropped = raw.headers.get("x-multihome-dropped-params", "")
     assert "temperature" not in dropped and "top_p" not in dropped, dropped
@@ -290,12 +344,17 @@ def stream_text(ctx: Ctx) -> None:
 
 @scenario("streaming tool calls")
 def stream_tool_call(ctx: Ctx) -> None:
-    got = collect(ctx.client.chat.completions.create(model=ctx.model, messages=ask("Weather and time, in parallel please"),
-                                                     tools=TOOLS, stream=True))
+    got = collect(
+        ctx.client.chat.completions.create(
+            model=ctx.model, messages=ask("Weather and time, in parallel please"), tools=TOOLS, stream=True
+        )
+    )
     calls = got["calls"]
     assert sorted(calls) == [0, 1], f"tool-call indices count from 0: {sorted(calls)}"
     assert [(calls[i]["name"], json.loads(calls[i]["arguments"])) for i in (0, 1)] == [
-        ("get_weather", ARGS["get_weather"]), ("get_time", ARGS["get_time"])]
+        ("get_weather", ARGS["get_weather"]),
+        ("get_time", ARGS["get_time"]),
+    ]
     assert calls[0]["id"] != calls[1]["id"]
     assert got["finishes"] == ["tool_calls"]
 
@@ -303,8 +362,11 @@ def stream_tool_call(ctx: Ctx) -> None:
 @scenario("usage in streams (include_usage)")
 def stream_usage(ctx: Ctx) -> None:
     unary = ctx.client.chat.completions.create(model=ctx.model, messages=HELLO)
-    got = collect(ctx.client.chat.completions.create(model=ctx.model, messages=HELLO, stream=True,
-                                                     stream_options={"include_usage": True}))
+    got = collect(
+        ctx.client.chat.completions.create(
+            model=ctx.model, messages=HELLO, stream=True, stream_options={"include_usage": True}
+        )
+    )
     usage = got["usage"]
     assert usage is not None, "a usage chunk with empty choices ends the stream"
     assert (usage.prompt_tokens, usage.completion_tokens) == (unary.usage.prompt_tokens, unary.usage.completion_tokens)
@@ -326,11 +388,19 @@ def usage_non_stream(ctx: Ctx) -> None:
 def _turn(ctx: Ctx, messages: list[dict], stream: bool, **extra) -> tuple[str | None, list[dict]]:
     """One model call: (text, tool calls as assistant-message dicts)."""
     if not stream:
-        msg = ctx.client.chat.completions.create(model=ctx.model, messages=messages, tools=TOOLS, **extra).choices[0].message
+        msg = (
+            ctx.client.chat.completions.create(model=ctx.model, messages=messages, tools=TOOLS, **extra)
+            .choices[0]
+            .message
+        )
         return msg.content, [c.model_dump(include={"id", "type", "function"}) for c in msg.tool_calls or ()]
-    got = collect(ctx.client.chat.completions.create(model=ctx.model, messages=messages, tools=TOOLS, stream=True, **extra))
-    calls = [{"id": c["id"], "type": "function", "function": {"name": c["name"], "arguments": c["arguments"]}}
-             for _, c in sorted(got["calls"].items())]
+    got = collect(
+        ctx.client.chat.completions.create(model=ctx.model, messages=messages, tools=TOOLS, stream=True, **extra)
+    )
+    calls = [
+        {"id": c["id"], "type": "function", "function": {"name": c["name"], "arguments": c["arguments"]}}
+        for _, c in sorted(got["calls"].items())
+    ]
     return got["text"] or None, calls
 
 
@@ -338,9 +408,11 @@ def _agent(ctx: Ctx, stream: bool) -> None:
     """Three tasks; for each the model calls tools, the agent runs them and the model answers from
     the results. The history grows, so later requests replay every earlier tool turn."""
     messages: list[dict] = [{"role": "system", "content": "You are an agent with tools."}]
-    script = [("What is the weather in Oslo?", {}, ["get_weather"]),
-              ("Now weather and time, in parallel", {}, ["get_weather", "get_time"]),
-              ("And just the time", {"tool_choice": {"type": "function", "function": {"name": "get_time"}}}, ["get_time"])]
+    script = [
+        ("What is the weather in Oslo?", {}, ["get_weather"]),
+        ("Now weather and time, in parallel", {}, ["get_weather", "get_time"]),
+        ("And just the time", {"tool_choice": {"type": "function", "function": {"name": "get_time"}}}, ["get_time"]),
+    ]
     for step, (question, extra, expected) in enumerate(script):
         messages.append({"role": "user", "content": question})
         text, calls = _turn(ctx, messages, stream, **extra)

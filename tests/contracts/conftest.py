@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-import multihome.contracts.tables  # noqa: E402,F401  (registers contract_/ledger_ tables on the shared metadata)
-from multihome.storage import migrate_sync  # noqa: E402
+import multihome.contracts.tables  # noqa: F401  (registers contract_/ledger_ tables on the shared metadata)
+from multihome.storage import migrate_sync
 
 
 @pytest.fixture(scope="session")

@@ -19,13 +19,20 @@ from multihome.storage.engine import create_engine
 from .helpers import metered, ts
 
 pytestmark = pytest.mark.anyio
-UTC = dt.timezone.utc
+UTC = dt.UTC
 T0 = dt.datetime(2026, 1, 5, tzinfo=UTC)
 
 
 def P(req: str, requested: str, cap: str | None = "10", contract: str = "rs", minute: int = 0) -> Pending:
-    return Pending(contract, req, T0 + dt.timedelta(minutes=minute), Decimal(requested) * 2, Decimal(requested),
-                   None if cap is None else Decimal(cap), "v1")
+    return Pending(
+        contract,
+        req,
+        T0 + dt.timedelta(minutes=minute),
+        Decimal(requested) * 2,
+        Decimal(requested),
+        None if cap is None else Decimal(cap),
+        "v1",
+    )
 
 
 @pytest.fixture
@@ -36,15 +43,20 @@ async def ledger(migrated_url):
 
 
 async def test_crossing_accrual_is_partial_and_later_ones_accrue_nothing(ledger):
-    totals = await ledger.apply([P("r1", "4", minute=1), P("r2", "4", minute=2), P("r3", "4", minute=3),
-                                 P("r4", "4", minute=4)])
+    totals = await ledger.apply(
+        [P("r1", "4", minute=1), P("r2", "4", minute=2), P("r3", "4", minute=3), P("r4", "4", minute=4)]
+    )
     assert totals["rs"].accrued == Decimal("10")  # 4 + 4 + 2 (partial) + 0
     assert totals["rs"].requested == Decimal("16")
     assert totals["rs"].calls == 4
     assert totals["rs"].capped_at == T0 + dt.timedelta(minutes=3)  # the call that reached the cap
     rows = await ledger.accruals("rs")
     assert [(r.request_id, r.amount) for r in rows] == [
-        ("r1", Decimal("4")), ("r2", Decimal("4")), ("r3", Decimal("2")), ("r4", Decimal("0"))]
+        ("r1", Decimal("4")),
+        ("r2", Decimal("4")),
+        ("r3", Decimal("2")),
+        ("r4", Decimal("0")),
+    ]
 
 
 async def test_replayed_and_retried_events_never_count_twice(ledger):
@@ -88,10 +100,19 @@ async def test_cap_holds_with_two_replicas_writing_at_once(migrated_url):
 
 
 CFG = {
-    "revenue_share": [{"id": "rs", "rate": "0.15", "basis": {"providers": ["azure-eastus"]}, "cap": "10",
-                       "starts_on": "2026-01-01", "ends_on": "2026-12-31"}],
-    "commitments": [{"id": "az", "provider": "azure-eastus", "amount": "1000", "starts_on": "2026-01-01",
-                     "ends_on": "2026-12-31"}],
+    "revenue_share": [
+        {
+            "id": "rs",
+            "rate": "0.15",
+            "basis": {"providers": ["azure-eastus"]},
+            "cap": "10",
+            "starts_on": "2026-01-01",
+            "ends_on": "2026-12-31",
+        }
+    ],
+    "commitments": [
+        {"id": "az", "provider": "azure-eastus", "amount": "1000", "starts_on": "2026-01-01", "ends_on": "2026-12-31"}
+    ],
     "flush_interval_s": 0.01,
 }
 

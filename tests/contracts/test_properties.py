@@ -14,10 +14,10 @@ from hypothesis import strategies as st
 
 from multihome.contracts import money
 from multihome.contracts.ledger import Ledger, Pending
-from multihome.storage.engine import create_engine
 from multihome.storage import migrate_sync
+from multihome.storage.engine import create_engine
 
-UTC = dt.timezone.utc
+UTC = dt.UTC
 T0 = dt.datetime(2026, 3, 1, tzinfo=UTC)
 SETTINGS = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 
@@ -34,7 +34,9 @@ def db_url(tmp_path_factory):
 
 
 def _events(cid: str, cs: list[Decimal], rate: Decimal, cap: Decimal | None) -> list[Pending]:
-    return [Pending(cid, f"req_{i}", T0 + dt.timedelta(seconds=i), c, money.mul(c, rate), cap) for i, c in enumerate(cs)]
+    return [
+        Pending(cid, f"req_{i}", T0 + dt.timedelta(seconds=i), c, money.mul(c, rate), cap) for i, c in enumerate(cs)
+    ]
 
 
 def _run(url: str, batches: list[list[Pending]], cid: str):

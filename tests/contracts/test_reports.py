@@ -17,22 +17,37 @@ from multihome.api.admin.route import Services
 from multihome.config.contracts import parse_contracts
 from multihome.contracts.report import CSV_COLUMNS, build_report, to_csv
 from multihome.contracts.service import ContractsService
-from multihome.schema.principal import Principal
 from multihome.routing.commitments import CommitmentSource
 from multihome.schema.errors import ApiError
+from multihome.schema.principal import Principal
 
 from .helpers import metered, ts
 
 pytestmark = pytest.mark.anyio
-UTC = dt.timezone.utc
+UTC = dt.UTC
 NOW = dt.datetime(2026, 1, 11, tzinfo=UTC)
 
 CFG = {
-    "revenue_share": [{"id": "rs-fabrikam", "parties": ["Contoso", "Fabrikam"], "rate": "0.15",
-                       "basis": {"providers": ["azure-eastus"], "model_groups": ["gpt-4o"]}, "cap": "100.00",
-                       "starts_on": "2026-01-01", "ends_on": "2026-06-30"}],
-    "commitments": [{"id": "azure-commit", "provider": "azure-eastus", "amount": "3100.00",
-                     "starts_on": "2026-01-01", "ends_on": "2026-01-31"}],
+    "revenue_share": [
+        {
+            "id": "rs-fabrikam",
+            "parties": ["Contoso", "Fabrikam"],
+            "rate": "0.15",
+            "basis": {"providers": ["azure-eastus"], "model_groups": ["gpt-4o"]},
+            "cap": "100.00",
+            "starts_on": "2026-01-01",
+            "ends_on": "2026-06-30",
+        }
+    ],
+    "commitments": [
+        {
+            "id": "azure-commit",
+            "provider": "azure-eastus",
+            "amount": "3100.00",
+            "starts_on": "2026-01-01",
+            "ends_on": "2026-01-31",
+        }
+    ],
     "flush_interval_s": 0.01,
 }
 # The calls, all on azure-eastus / gpt-4o:      revenue share (x 0.15)   commitment (x 1)
@@ -103,10 +118,24 @@ async def test_csv_has_the_documented_columns_and_values(service):
     by_id = {r["contract_id"]: r for r in rows}
     rs, az = by_id["rs-fabrikam"], by_id["azure-commit"]
     assert (rs["kind"], rs["limit"], rs["accrued"], rs["remaining"], rs["calls"]) == (
-        "revenue_share", "100.00", "29.01", "70.99", "4")
-    assert (rs["daily_rate"], rs["projected_date"], rs["status"], rs["burn_vs_plan"]) == ("2.00", "2026-02-15", "accruing", "")
+        "revenue_share",
+        "100.00",
+        "29.01",
+        "70.99",
+        "4",
+    )
+    assert (rs["daily_rate"], rs["projected_date"], rs["status"], rs["burn_vs_plan"]) == (
+        "2.00",
+        "2026-02-15",
+        "accruing",
+        "",
+    )
     assert (az["planned_to_date"], az["burn_vs_plan"], az["status"], az["projected_date"]) == (
-        "1000.00", "-0.2602", "behind", "")
+        "1000.00",
+        "-0.2602",
+        "behind",
+        "",
+    )
 
 
 PLANNER_CONFIG = """
@@ -179,12 +208,14 @@ async def _call(routes, method, path, principal=ORG_ADMIN, body=None, query=b"")
 
 async def test_admin_api_reports_json_and_csv_for_org_admins_only(service):
     routes = AdminApi(Services(contracts=service))
-    status, ctype, body = await _call(routes, "GET", "/admin/v1/contracts/rs-fabrikam/report",
-                                      query=b"at=2026-01-11T00:00:00Z")
+    status, ctype, body = await _call(
+        routes, "GET", "/admin/v1/contracts/rs-fabrikam/report", query=b"at=2026-01-11T00:00:00Z"
+    )
     data = json.loads(body)
     assert (status, data["accrued"], data["remaining"], data["projected_date"]) == (200, "29.01", "70.99", "2026-02-15")
-    status, ctype, body = await _call(routes, "GET", "/admin/v1/contracts/azure-commit/report.csv",
-                                      query=b"at=2026-01-11T00:00:00Z")
+    status, ctype, body = await _call(
+        routes, "GET", "/admin/v1/contracts/azure-commit/report.csv", query=b"at=2026-01-11T00:00:00Z"
+    )
     assert (status, ctype) == (200, b"text/csv; charset=utf-8")
     assert list(csv.DictReader(io.StringIO(body.decode())))[0]["burn_vs_plan"] == "-0.2602"
     status, _, body = await _call(routes, "GET", "/admin/v1/contracts")
@@ -199,8 +230,14 @@ async def test_admin_api_reports_json_and_csv_for_org_admins_only(service):
 
 async def test_admin_api_creates_an_agreement_that_starts_accruing(service):
     routes = AdminApi(Services(contracts=service))
-    new = {"kind": "revenue_share", "id": "rs-new", "rate": "0.5", "cap": "1.00",
-           "starts_on": "2026-01-01", "ends_on": "2026-12-31"}
+    new = {
+        "kind": "revenue_share",
+        "id": "rs-new",
+        "rate": "0.5",
+        "cap": "1.00",
+        "starts_on": "2026-01-01",
+        "ends_on": "2026-12-31",
+    }
     status, _, body = await _call(routes, "POST", "/admin/v1/contracts", body=msgspec.json.encode(new))
     assert status == 201 and json.loads(body)["rate"] == "0.5"
     with pytest.raises(ApiError) as dup:

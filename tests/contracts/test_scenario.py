@@ -10,25 +10,27 @@ import csv
 import datetime as dt
 import io
 import json
-from decimal import Decimal
 import math
 import xml.etree.ElementTree as ET
+from decimal import Decimal
 
 import pytest
 
 from multihome.cli.contracts import add_commands
+from multihome.config.contracts import parse_contracts
 from multihome.contracts import scenario
 from multihome.contracts.chart import history_steps
-from multihome.config.contracts import parse_contracts
 from multihome.contracts.report import CSV_COLUMNS
 from multihome.contracts.service import ContractsService
 
 from .helpers import metered, ts
 
-UTC = dt.timezone.utc
+UTC = dt.UTC
 
 
-def _numeric_days(growth: str, r0: float, g: float, needed: float, step: float = 1e-3, horizon: float = 2000) -> float | None:
+def _numeric_days(
+    growth: str, r0: float, g: float, needed: float, step: float = 1e-3, horizon: float = 2000
+) -> float | None:
     """Walk the daily rate forward in small steps (midpoint rule) until `needed` has accrued."""
     acc, d = 0.0, 0.0
     while d < horizon:
@@ -41,12 +43,19 @@ def _numeric_days(growth: str, r0: float, g: float, needed: float, step: float =
     return None
 
 
-@pytest.mark.parametrize("growth,g,hand", [
-    ("flat", 0.0, 100.0),  # K = 1000 / 10 = 100 days
-    ("linear", 0.3, (-1 + math.sqrt(3)) / 0.01),  # (g/60) d^2 + d = 100: d = (-1 + sqrt(1 + 4*0.005*100)) / 0.01 = 73.205
-    ("compound", 0.1, 30 * math.log(1 + 100 * math.log(1.1) / 30) / math.log(1.1)),  # = 86.84 days
-    ("linear", -0.1, None),  # the rate reaches 0 after 300 days, having accrued 10 * 150 = 1500 >= 1000: reached
-])
+@pytest.mark.parametrize(
+    "growth,g,hand",
+    [
+        ("flat", 0.0, 100.0),  # K = 1000 / 10 = 100 days
+        (
+            "linear",
+            0.3,
+            (-1 + math.sqrt(3)) / 0.01,
+        ),  # (g/60) d^2 + d = 100: d = (-1 + sqrt(1 + 4*0.005*100)) / 0.01 = 73.205
+        ("compound", 0.1, 30 * math.log(1 + 100 * math.log(1.1) / 30) / math.log(1.1)),  # = 86.84 days
+        ("linear", -0.1, None),  # the rate reaches 0 after 300 days, having accrued 10 * 150 = 1500 >= 1000: reached
+    ],
+)
 def test_closed_form_crossing_matches_hand_numbers_and_integration(growth, g, hand):
     d = scenario.days_to_reach(growth, 10.0, g, 1000.0)
     assert d == pytest.approx(_numeric_days(growth, 10.0, g, 1000.0), abs=1e-3)
@@ -75,10 +84,22 @@ contracts:
 def config_file(sqlite_url, tmp_path):
     path = tmp_path / "gateway.yaml"
     path.write_text(CONFIG.format(url=sqlite_url))
-    cfg = parse_contracts({"revenue_share": [{"id": "rs-1", "rate": "0.5", "cap": "1200", "starts_on": "2026-01-01",
-                                              "ends_on": "2026-12-31"}],
-                           "commitments": [{"id": "az-1", "provider": "azure-eastus", "amount": "36500",
-                                            "starts_on": "2026-01-01", "ends_on": "2026-12-31"}]})
+    cfg = parse_contracts(
+        {
+            "revenue_share": [
+                {"id": "rs-1", "rate": "0.5", "cap": "1200", "starts_on": "2026-01-01", "ends_on": "2026-12-31"}
+            ],
+            "commitments": [
+                {
+                    "id": "az-1",
+                    "provider": "azure-eastus",
+                    "amount": "36500",
+                    "starts_on": "2026-01-01",
+                    "ends_on": "2026-12-31",
+                }
+            ],
+        }
+    )
 
     async def fill():
         svc = ContractsService(cfg, sqlite_url)
@@ -100,9 +121,29 @@ def _cli(*argv: str) -> int:
 
 def test_project_draws_png_and_svg_with_the_cap_crossing_date(config_file, tmp_path, capsys):
     png, svg = tmp_path / "chart.png", tmp_path / "chart.svg"
-    assert _cli("contracts", "project", "--config", config_file, "--contract", "rs-1", "--growth", "linear",
-                "--rate", "0.3", "--base", "10", "--at", "2026-01-02T00:00:00+00:00",
-                "--out", str(png), "--out", str(svg)) == 0
+    assert (
+        _cli(
+            "contracts",
+            "project",
+            "--config",
+            config_file,
+            "--contract",
+            "rs-1",
+            "--growth",
+            "linear",
+            "--rate",
+            "0.3",
+            "--base",
+            "10",
+            "--at",
+            "2026-01-02T00:00:00+00:00",
+            "--out",
+            str(png),
+            "--out",
+            str(svg),
+        )
+        == 0
+    )
     # accrued 200, cap 1200, 10/day growing 30% per 30 days: 73.205 days after 2026-01-02 00:00
     expected = (dt.datetime(2026, 1, 2, tzinfo=UTC) + dt.timedelta(days=(-1 + math.sqrt(3)) / 0.01)).date()
     assert expected == dt.date(2026, 3, 16)
@@ -125,8 +166,22 @@ def _svg_texts(path) -> list[str]:
 
 def test_project_uses_the_recent_ledger_rate_by_default(config_file, tmp_path, capsys):
     out = tmp_path / "c.svg"
-    assert _cli("contracts", "project", "--config", config_file, "--contract", "rs-1", "--at",
-                "2026-01-02T00:00:00+00:00", "--out", str(out), "--json") == 0
+    assert (
+        _cli(
+            "contracts",
+            "project",
+            "--config",
+            config_file,
+            "--contract",
+            "rs-1",
+            "--at",
+            "2026-01-02T00:00:00+00:00",
+            "--out",
+            str(out),
+            "--json",
+        )
+        == 0
+    )
     data = json.loads(capsys.readouterr().out)
     # window [Jan 1, Jan 2) = 1 day with 200.00 accrued -> 200/day; 1000 left -> 5 days -> 2026-01-07
     assert (data["base_daily"], data["crossing_date"]) == (200.0, "2026-01-07")
@@ -135,8 +190,27 @@ def test_project_uses_the_recent_ledger_rate_by_default(config_file, tmp_path, c
 
 def test_project_commitment_burn_down_chart(config_file, tmp_path, capsys):
     out = tmp_path / "az.svg"
-    assert _cli("contracts", "project", "--config", config_file, "--contract", "az-1", "--growth", "compound",
-                "--rate", "0.5", "--base", "100", "--at", "2026-01-02T00:00:00+00:00", "--out", str(out)) == 0
+    assert (
+        _cli(
+            "contracts",
+            "project",
+            "--config",
+            config_file,
+            "--contract",
+            "az-1",
+            "--growth",
+            "compound",
+            "--rate",
+            "0.5",
+            "--base",
+            "100",
+            "--at",
+            "2026-01-02T00:00:00+00:00",
+            "--out",
+            str(out),
+        )
+        == 0
+    )
     d = 30 * math.log(1 + (36500 - 400) / 100 * math.log(1.5) / 30) / math.log(1.5)  # 129.6 days
     when = (dt.datetime(2026, 1, 2, tzinfo=UTC) + dt.timedelta(days=d)).date().isoformat()
     texts = _svg_texts(out)
@@ -146,12 +220,31 @@ def test_project_commitment_burn_down_chart(config_file, tmp_path, capsys):
 
 def test_project_commitment_shortfall_is_a_labelled_money_figure(config_file, tmp_path, capsys):
     out = tmp_path / "az.svg"
-    assert _cli("contracts", "project", "--config", config_file, "--contract", "az-1", "--base", "10",
-                "--at", "2026-01-02T00:00:00+00:00", "--out", str(out), "--json") == 0
+    assert (
+        _cli(
+            "contracts",
+            "project",
+            "--config",
+            config_file,
+            "--contract",
+            "az-1",
+            "--base",
+            "10",
+            "--at",
+            "2026-01-02T00:00:00+00:00",
+            "--out",
+            str(out),
+            "--json",
+        )
+        == 0
+    )
     data = json.loads(capsys.readouterr().out)
     # 400.00 burned by Jan 2, then 10/day for the 364 days left: 4,040.00 of 36,500.00, short by 32,460.00
     assert (data["crossing_date"], data["projected_at_until"], data["shortfall"]) == (None, 4040.0, 32460.0)
-    assert data["summary"] == "Projected shortfall 32,460.00 USD: 4,040.00 USD of 36,500.00 USD committed used by 2026-12-31"
+    assert (
+        data["summary"]
+        == "Projected shortfall 32,460.00 USD: 4,040.00 USD of 36,500.00 USD committed used by 2026-12-31"
+    )
     texts = _svg_texts(out)
     assert data["summary"] in texts  # the headline under the title
     assert "shortfall" in texts and "32,460.00 USD" in texts  # the bracket at the last day, labelled
@@ -161,10 +254,13 @@ def test_project_commitment_shortfall_is_a_labelled_money_figure(config_file, tm
 
 
 def test_the_ledger_line_ends_at_today_where_the_projection_starts():
-    a = parse_contracts({"revenue_share": [{"id": "rs", "rate": "1", "cap": "100", "starts_on": "2026-01-01",
-                                             "ends_on": "2026-01-31"}]}).revenue_share[0]
+    a = parse_contracts(
+        {"revenue_share": [{"id": "rs", "rate": "1", "cap": "100", "starts_on": "2026-01-01", "ends_on": "2026-01-31"}]}
+    ).revenue_share[0]
     now = dt.datetime(2026, 1, 3, 15, 0, tzinfo=UTC)  # mid-afternoon: today's accruals are partial
-    history = scenario.cumulative_history([(dt.date(2026, 1, 1), 5), (dt.date(2026, 1, 2), 5), (dt.date(2026, 1, 3), 2)])
+    history = scenario.cumulative_history(
+        [(dt.date(2026, 1, 1), 5), (dt.date(2026, 1, 2), 5), (dt.date(2026, 1, 3), 2)]
+    )
     p = scenario.project(a, accrued_now=12.0, base_daily=5.0, growth="flat", growth_rate=0.0, now=now, history=history)
     xs, ys = history_steps(p)
     # Each day's accruals land at the end of that day, today's at "now", never at the next midnight.
@@ -179,10 +275,16 @@ def test_report_csv_from_the_cli(config_file, capsys):
     assert tuple(rows[0]) == CSV_COLUMNS
     by_id = {r["contract_id"]: r for r in rows}
     assert (by_id["rs-1"]["accrued"], by_id["rs-1"]["remaining"], by_id["rs-1"]["projected_date"]) == (
-        "200.00", "1000.00", "2026-01-07")
+        "200.00",
+        "1000.00",
+        "2026-01-07",
+    )
     # az-1: 36500 over 365 days = 100/day planned; 1 day gone -> 100.00 planned, 400.00 burned: ahead 300/36500
     assert (by_id["az-1"]["planned_to_date"], by_id["az-1"]["burn_vs_plan"], by_id["az-1"]["status"]) == (
-        "100.00", "0.0082", "ahead")
+        "100.00",
+        "0.0082",
+        "ahead",
+    )
 
 
 def test_cli_names_an_unknown_contract(config_file):
@@ -195,11 +297,16 @@ def test_list_shows_a_table_in_words_and_money(config_file, capsys):
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].split() == ["ID", "KIND", "TERMS", "FROM", "TO", "ACCRUED", "CALLS"]
     by_id = {line.split()[0]: line for line in lines[1:]}
-    assert "revenue share" in by_id["rs-1"] and "50.0% of metered cost to Contoso, Fabrikam, capped at USD 1,200.00" in by_id["rs-1"]
+    assert (
+        "revenue share" in by_id["rs-1"]
+        and "50.0% of metered cost to Contoso, Fabrikam, capped at USD 1,200.00" in by_id["rs-1"]
+    )
     assert "USD 200.00" in by_id["rs-1"] and "commitment" in by_id["az-1"] and "USD 400.00" in by_id["az-1"]
     assert "USD 36,500.00 committed with azure-eastus" in by_id["az-1"]
     assert "RevenueShare" not in "\n".join(lines) and "Commitment" not in "\n".join(lines)
     assert _cli("contracts", "list", "--config", config_file, "--json") == 0
     listed = json.loads(capsys.readouterr().out)
-    assert {(c["id"], c["kind"], Decimal(c["accrued"])) for c in listed} == {("rs-1", "revenue_share", 200),
-                                                                           ("az-1", "commitment", 400)}
+    assert {(c["id"], c["kind"], Decimal(c["accrued"])) for c in listed} == {
+        ("rs-1", "revenue_share", 200),
+        ("az-1", "commitment", 400),
+    }

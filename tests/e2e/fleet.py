@@ -99,9 +99,14 @@ def fleet(tmp: Path, *, extra_config: str = "", extra_env: dict[str, str] | None
     creds = tmp / "aws-credentials"
     creds.write_text(f"[fleet]\naws_access_key_id = {AKID}\naws_secret_access_key = {SECRETS['MH_FLEET_AWS_SECRET']}\n")
     aws_env = {
-        "AWS_SHARED_CREDENTIALS_FILE": str(creds), "AWS_CONFIG_FILE": str(tmp / "no-aws-config"),
-        "AWS_EC2_METADATA_DISABLED": "true", "AWS_ACCESS_KEY_ID": "", "AWS_SECRET_ACCESS_KEY": "",
-        "AWS_SESSION_TOKEN": "", "AWS_PROFILE": "", "MH_FLEET_AKID": AKID,
+        "AWS_SHARED_CREDENTIALS_FILE": str(creds),
+        "AWS_CONFIG_FILE": str(tmp / "no-aws-config"),
+        "AWS_EC2_METADATA_DISABLED": "true",
+        "AWS_ACCESS_KEY_ID": "",
+        "AWS_SECRET_ACCESS_KEY": "",
+        "AWS_SESSION_TOKEN": "",
+        "AWS_PROFILE": "",
+        "MH_FLEET_AKID": AKID,
     }
     sims: dict[str, Simulator] = {}
     issuer = LocalIssuer().start()
@@ -109,16 +114,40 @@ def fleet(tmp: Path, *, extra_config: str = "", extra_env: dict[str, str] | None
     try:
         sims["openai"] = Simulator("openai", "fleet-openai", "--api-key-env", "MH_FLEET_OPENAI_KEY", env=SECRETS)
         sims["azure"] = Simulator("azure", "fleet-azure", "--api-key-env", "MH_FLEET_AZURE_KEY", env=SECRETS)
-        sims["anthropic"] = Simulator("anthropic", "fleet-anthropic", "--api-key-env", "MH_FLEET_ANTHROPIC_KEY",
-                                      env=SECRETS)
-        sims["bedrock"] = Simulator("bedrock", "fleet-bedrock", "--region", "us-east-1", "--aws-access-key-id-env",
-                                    "MH_FLEET_AKID", "--aws-secret-access-key-env", "MH_FLEET_AWS_SECRET",
-                                    env={**SECRETS, **aws_env})
+        sims["anthropic"] = Simulator(
+            "anthropic", "fleet-anthropic", "--api-key-env", "MH_FLEET_ANTHROPIC_KEY", env=SECRETS
+        )
+        sims["bedrock"] = Simulator(
+            "bedrock",
+            "fleet-bedrock",
+            "--region",
+            "us-east-1",
+            "--aws-access-key-id-env",
+            "MH_FLEET_AKID",
+            "--aws-secret-access-key-env",
+            "MH_FLEET_AWS_SECRET",
+            env={**SECRETS, **aws_env},
+        )
         sims["gemini"] = Simulator("gemini", "fleet-gemini", "--api-key-env", "MH_FLEET_GEMINI_KEY", env=SECRETS)
-        text = CONFIG.format(tmp=tmp, issuer=issuer.issuer, jwks=issuer.jwks_uri, audience=issuer.audience,
-                             **{name: sim.url for name, sim in sims.items()}) + extra_config
-        gateway = Gateway(text, tmp, {**SECRETS, **aws_env, **(extra_env or {})}, "--log-level", "debug",
-                          command=DEBUG_ALL, log=tmp / "gateway.log")
+        text = (
+            CONFIG.format(
+                tmp=tmp,
+                issuer=issuer.issuer,
+                jwks=issuer.jwks_uri,
+                audience=issuer.audience,
+                **{name: sim.url for name, sim in sims.items()},
+            )
+            + extra_config
+        )
+        gateway = Gateway(
+            text,
+            tmp,
+            {**SECRETS, **aws_env, **(extra_env or {})},
+            "--log-level",
+            "debug",
+            command=DEBUG_ALL,
+            log=tmp / "gateway.log",
+        )
         yield Fleet(tmp, gateway, sims, issuer)
     finally:
         if gateway is not None:

@@ -27,7 +27,7 @@ class Proc:
     def __init__(self, args: list[str], env: dict[str, str] | None = None, log: Path | None = None) -> None:
         self.args = args
         self.log = log
-        out = open(log, "w") if log is not None else subprocess.PIPE  # noqa: SIM115 - closed in stop()
+        out = open(log, "w") if log is not None else subprocess.PIPE
         self.popen = subprocess.Popen(
             args,
             env={**os.environ, **(env or {})},
@@ -95,16 +95,27 @@ class Simulator(Proc):
 
 
 # `multihome` with every logger (the gateway's, uvicorn's, aiohttp's, botocore's...) at DEBUG.
-DEBUG_ALL = [sys.executable, "-c", "import logging, sys; logging.basicConfig(level=logging.DEBUG); "
-             "from multihome.cli import main; sys.exit(main(sys.argv[1:]))"]
+DEBUG_ALL = [
+    sys.executable,
+    "-c",
+    "import logging, sys; logging.basicConfig(level=logging.DEBUG); "
+    "from multihome.cli import main; sys.exit(main(sys.argv[1:]))",
+]
 
 
 class Gateway(Proc):
     """`multihome serve` on a free port with the given config text. `command`: how to run
     `multihome` (DEBUG_ALL for every log line); `log`: where its output goes (a file in `tmp` unless given)."""
 
-    def __init__(self, config_text: str, tmp: Path, env: dict[str, str], *extra: str,
-                 command: list[str] | None = None, log: Path | None = None) -> None:
+    def __init__(
+        self,
+        config_text: str,
+        tmp: Path,
+        env: dict[str, str],
+        *extra: str,
+        command: list[str] | None = None,
+        log: Path | None = None,
+    ) -> None:
         self.port = free_port()
         path = tmp / f"gateway-{self.port}.yaml"
         path.write_text(config_text)
@@ -112,8 +123,15 @@ class Gateway(Proc):
         # would fill an unread pipe and block the gateway.
         log = log if log is not None else tmp / f"gateway-{self.port}.log"
         super().__init__(
-            [*(command or [str(VENV_BIN / "multihome")]), "serve", "--config", str(path), "--port", str(self.port),
-             *extra],
+            [
+                *(command or [str(VENV_BIN / "multihome")]),
+                "serve",
+                "--config",
+                str(path),
+                "--port",
+                str(self.port),
+                *extra,
+            ],
             env,
             log,
         )

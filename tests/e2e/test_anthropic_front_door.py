@@ -66,7 +66,11 @@ WEATHER = {
 TIME = {
     "name": "get_time",
     "description": "Local time in a timezone",
-    "input_schema": {"type": "object", "properties": {"tz": {"type": "string", "enum": ["CET", "UTC"]}}, "required": ["tz"]},
+    "input_schema": {
+        "type": "object",
+        "properties": {"tz": {"type": "string", "enum": ["CET", "UTC"]}},
+        "required": ["tz"],
+    },
 }
 TOOL_RESULTS = {"get_weather": "18C and sunny", "get_time": "14:05 CET"}
 
@@ -109,14 +113,18 @@ def test_plain_message_is_served_by_the_primary_with_gateway_headers(claude, sim
 
 def test_x_api_key_header_is_accepted(door):
     """Older anthropic SDKs and most Claude tools send the key as `x-api-key`."""
-    client = anthropic.Anthropic(base_url=door.url, api_key=None, default_headers={"x-api-key": CLIENT_KEY}, max_retries=0)
+    client = anthropic.Anthropic(
+        base_url=door.url, api_key=None, default_headers={"x-api-key": CLIENT_KEY}, max_retries=0
+    )
     assert client.messages.create(model=MODEL, max_tokens=50, messages=HELLO).content[0].text
 
 
 def test_system_prompt_reaches_the_model(claude):
     system = "You are terse and precise."
     plain = claude.messages.create(model=MODEL, max_tokens=100, messages=HELLO)
-    with_system = claude.messages.create(model=MODEL, max_tokens=100, system=[{"type": "text", "text": system}], messages=HELLO)
+    with_system = claude.messages.create(
+        model=MODEL, max_tokens=100, system=[{"type": "text", "text": system}], messages=HELLO
+    )
     # One more message upstream: 3 tokens of framing plus the system text.
     assert with_system.usage.input_tokens - plain.usage.input_tokens == 3 + _tokens(system)
 
@@ -150,7 +158,10 @@ def test_streaming_text_and_final_message(claude):
     assert final.stop_reason == "end_turn"
     unary = claude.messages.create(model=MODEL, max_tokens=100, messages=HELLO)
     # Usage arrives in message_delta; the SDK's final message has the true totals.
-    assert (final.usage.input_tokens, final.usage.output_tokens) == (unary.usage.input_tokens, unary.usage.output_tokens)
+    assert (final.usage.input_tokens, final.usage.output_tokens) == (
+        unary.usage.input_tokens,
+        unary.usage.output_tokens,
+    )
 
 
 def test_stream_event_order_on_the_wire(door):
@@ -171,7 +182,9 @@ def test_image_input_is_routed_to_a_vision_deployment(claude):
         {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": png}},
         {"type": "text", "text": "What is in this picture?"},
     ]
-    raw = claude.messages.with_raw_response.create(model="claude-mixed", max_tokens=100, messages=[{"role": "user", "content": content}])
+    raw = claude.messages.with_raw_response.create(
+        model="claude-mixed", max_tokens=100, messages=[{"role": "user", "content": content}]
+    )
     assert raw.headers["x-multihome-deployment"] == "oa-vision"
     assert raw.parse().content[0].text.endswith("I see 1 image(s).")
 
@@ -214,7 +227,10 @@ def test_three_step_tool_agent_loop(claude, stream):
 
 def test_parallel_tool_calls_stream_as_separate_blocks(claude):
     with claude.messages.stream(
-        model=MODEL, max_tokens=200, tools=[WEATHER, TIME], messages=[{"role": "user", "content": "Do both in parallel"}]
+        model=MODEL,
+        max_tokens=200,
+        tools=[WEATHER, TIME],
+        messages=[{"role": "user", "content": "Do both in parallel"}],
     ) as s:
         final = s.get_final_message()
     assert [(b.type, b.name) for b in final.content] == [("tool_use", "get_weather"), ("tool_use", "get_time")]
@@ -243,7 +259,9 @@ def test_primary_503_fails_over_and_headers_show_it(claude, sims):
 
 def test_streaming_fails_over_before_the_first_byte(claude, sims):
     sims["azure"].fault(status=503, match="claude-az")
-    with claude.messages.with_streaming_response.create(model=MODEL, max_tokens=100, messages=HELLO, stream=True) as resp:
+    with claude.messages.with_streaming_response.create(
+        model=MODEL, max_tokens=100, messages=HELLO, stream=True
+    ) as resp:
         assert resp.headers["x-multihome-deployment"] == "oa-claude"
         text = "".join(e.delta.text for e in resp.parse() if e.type == "content_block_delta")
     assert text == "Hello from openai. You said: Hello there"
@@ -281,8 +299,14 @@ def test_unknown_model_is_not_found(claude):
     [
         (b'{"model": "claude-sonnet", "max_tokens": ', "not valid JSON"),
         (b'{"model": "claude-sonnet", "max_tokens": "ten", "messages": []}', "max_tokens"),
-        (b'{"model": "claude-sonnet", "max_tokens": 5, "messages": [{"role": "user", "content": 3}]}', "messages[0].content"),
-        (b'{"model": "claude-sonnet", "max_tokens": 5, "messages": [{"role": "bot", "content": "x"}]}', "messages.0.role"),
+        (
+            b'{"model": "claude-sonnet", "max_tokens": 5, "messages": [{"role": "user", "content": 3}]}',
+            "messages[0].content",
+        ),
+        (
+            b'{"model": "claude-sonnet", "max_tokens": 5, "messages": [{"role": "bot", "content": "x"}]}',
+            "messages.0.role",
+        ),
     ],
 )
 def test_malformed_bodies_are_400_in_anthropic_envelope(door, body, fragment):
@@ -328,7 +352,9 @@ def test_mid_stream_cut_raises_in_the_sdk(claude, sims):
 def test_client_disconnect_cancels_the_upstream_call(door, sims):
     sims["openai"].fault(chunks=200, chunk_delay_ms=50, match="claude-solo")
     body = {"model": "claude-solo", "max_tokens": 1000, "messages": HELLO, "stream": True}
-    with httpx.stream("POST", door.url + "/v1/messages", json=body, headers={"x-api-key": CLIENT_KEY}, timeout=10) as resp:
+    with httpx.stream(
+        "POST", door.url + "/v1/messages", json=body, headers={"x-api-key": CLIENT_KEY}, timeout=10
+    ) as resp:
         assert resp.status_code == 200
         assert next(line for line in resp.iter_lines() if line == "event: content_block_delta")
     deadline = time.monotonic() + 5

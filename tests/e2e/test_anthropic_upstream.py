@@ -62,13 +62,26 @@ model_groups:
 """
 
 HELLO = [{"role": "user", "content": "Hello there"}]
-WEATHER = {"type": "function", "function": {
-    "name": "get_weather", "description": "Weather in a city",
-    "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}}
-TIME = {"type": "function", "function": {
-    "name": "get_time", "description": "Local time in a timezone",
-    "parameters": {"type": "object", "properties": {"tz": {"type": "string"}, "utc": {"type": "boolean"}},
-                   "required": ["tz"]}}}
+WEATHER = {
+    "type": "function",
+    "function": {
+        "name": "get_weather",
+        "description": "Weather in a city",
+        "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
+    },
+}
+TIME = {
+    "type": "function",
+    "function": {
+        "name": "get_time",
+        "description": "Local time in a timezone",
+        "parameters": {
+            "type": "object",
+            "properties": {"tz": {"type": "string"}, "utc": {"type": "boolean"}},
+            "required": ["tz"],
+        },
+    },
+}
 
 
 @pytest.fixture(scope="module")
@@ -136,7 +149,8 @@ def _collect(stream):
 
 def test_chat_is_translated_both_ways(client, sims):
     raw = client.chat.completions.with_raw_response.create(
-        model="claude", messages=[{"role": "system", "content": "Be brief."}, *HELLO])
+        model="claude", messages=[{"role": "system", "content": "Be brief."}, *HELLO]
+    )
     reply = raw.parse()
     assert raw.headers["x-multihome-deployment"] == "claude"
     assert reply.choices[0].message.content == "Hello from anth-sim. You said: Hello there"
@@ -146,13 +160,15 @@ def test_chat_is_translated_both_ways(client, sims):
     assert reply.usage.total_tokens == reply.usage.prompt_tokens + 11
     log = sims["anthropic"].requests()
     assert [(e["path"], e["model"], e["auth"], e["outcome"]) for e in log] == [
-        ("/v1/messages", "claude-sonnet-4-5", True, "ok")]
+        ("/v1/messages", "claude-sonnet-4-5", True, "ok")
+    ]
 
 
 def test_stream_with_usage_matches_the_unary_answer(client):
     unary = client.chat.completions.create(model="claude", messages=HELLO)
     stream = client.chat.completions.create(
-        model="claude", messages=HELLO, stream=True, stream_options={"include_usage": True})
+        model="claude", messages=HELLO, stream=True, stream_options={"include_usage": True}
+    )
     text, calls, finishes, usage = _collect(stream)
     assert text == unary.choices[0].message.content
     assert not calls and finishes == ["stop"]
@@ -169,7 +185,8 @@ def test_stream_without_include_usage_sends_no_usage_chunk(client):
 
 def test_tool_call_unary(client):
     reply = client.chat.completions.create(
-        model="claude", messages=[{"role": "user", "content": "Weather in Paris?"}], tools=[WEATHER])
+        model="claude", messages=[{"role": "user", "content": "Weather in Paris?"}], tools=[WEATHER]
+    )
     choice = reply.choices[0]
     assert choice.finish_reason == "tool_calls"
     assert choice.message.content == "I'll use get_weather."
@@ -180,8 +197,11 @@ def test_tool_call_unary(client):
 
 def test_parallel_tools_stream_with_indices_from_zero(client):
     stream = client.chat.completions.create(
-        model="claude", messages=[{"role": "user", "content": "Do both in parallel"}], tools=[WEATHER, TIME],
-        stream=True)
+        model="claude",
+        messages=[{"role": "user", "content": "Do both in parallel"}],
+        tools=[WEATHER, TIME],
+        stream=True,
+    )
     text, calls, finishes, _ = _collect(stream)
     assert text == "I'll use get_weather, get_time."
     assert sorted(calls) == [0, 1]  # Anthropic blocks 1 and 2 become OpenAI tool indices 0 and 1
@@ -192,16 +212,24 @@ def test_parallel_tools_stream_with_indices_from_zero(client):
 
 def test_parallel_tool_calls_false_gives_one_call(client):
     reply = client.chat.completions.create(
-        model="claude", messages=[{"role": "user", "content": "Do both in parallel"}], tools=[WEATHER, TIME],
-        parallel_tool_calls=False)
+        model="claude",
+        messages=[{"role": "user", "content": "Do both in parallel"}],
+        tools=[WEATHER, TIME],
+        parallel_tool_calls=False,
+    )
     assert [c.function.name for c in reply.choices[0].message.tool_calls] == ["get_weather"]
 
 
 def test_required_and_named_tool_choice(client):
-    required = client.chat.completions.create(model="claude", messages=HELLO, tools=[WEATHER, TIME],
-                                              tool_choice="required")
-    named = client.chat.completions.create(model="claude", messages=HELLO, tools=[WEATHER, TIME],
-                                           tool_choice={"type": "function", "function": {"name": "get_time"}})
+    required = client.chat.completions.create(
+        model="claude", messages=HELLO, tools=[WEATHER, TIME], tool_choice="required"
+    )
+    named = client.chat.completions.create(
+        model="claude",
+        messages=HELLO,
+        tools=[WEATHER, TIME],
+        tool_choice={"type": "function", "function": {"name": "get_time"}},
+    )
     none = client.chat.completions.create(model="claude", messages=HELLO, tools=[WEATHER], tool_choice="none")
     # Forced choices: Claude goes straight to the tool, without a preamble text.
     assert required.choices[0].message.content is None
@@ -212,19 +240,24 @@ def test_required_and_named_tool_choice(client):
 def _agent_step(client, messages, stream: bool):
     if not stream:
         msg = client.chat.completions.create(model="claude", messages=messages, tools=[WEATHER, TIME]).choices[0]
-        calls = [{"id": c.id, "name": c.function.name, "arguments": c.function.arguments}
-                 for c in msg.message.tool_calls or ()]
+        calls = [
+            {"id": c.id, "name": c.function.name, "arguments": c.function.arguments}
+            for c in msg.message.tool_calls or ()
+        ]
         return msg.message.content, calls, msg.finish_reason
-    text, calls, finishes, _ = _collect(client.chat.completions.create(
-        model="claude", messages=messages, tools=[WEATHER, TIME], stream=True))
+    text, calls, finishes, _ = _collect(
+        client.chat.completions.create(model="claude", messages=messages, tools=[WEATHER, TIME], stream=True)
+    )
     return text or None, [calls[i] for i in sorted(calls)], finishes[-1]
 
 
 @pytest.mark.parametrize("stream", [False, True], ids=["unary", "stream"])
 def test_three_step_agent_loop(client, stream):
     """Tool call -> result + follow-up question -> tool call -> result -> final answer."""
-    messages = [{"role": "system", "content": "You are an agent."},
-                {"role": "user", "content": "What is the weather in Paris?"}]
+    messages = [
+        {"role": "system", "content": "You are an agent."},
+        {"role": "user", "content": "What is the weather in Paris?"},
+    ]
     answers = []
     follow_ups = ["And the time there?"]
     for step in range(3):  # bounded: an agent that never finishes fails the test
@@ -232,9 +265,16 @@ def test_three_step_agent_loop(client, stream):
         answers.append((finish, [c["name"] for c in calls]))
         if finish != "tool_calls":
             break
-        messages.append({"role": "assistant", "content": text, "tool_calls": [
-            {"id": c["id"], "type": "function", "function": {"name": c["name"], "arguments": c["arguments"]}}
-            for c in calls]})
+        messages.append(
+            {
+                "role": "assistant",
+                "content": text,
+                "tool_calls": [
+                    {"id": c["id"], "type": "function", "function": {"name": c["name"], "arguments": c["arguments"]}}
+                    for c in calls
+                ],
+            }
+        )
         for c in calls:
             messages.append({"role": "tool", "tool_call_id": c["id"], "content": f"result of {c['name']}"})
         if follow_ups:
@@ -246,12 +286,15 @@ def test_three_step_agent_loop(client, stream):
 
 def test_parallel_results_go_back_as_one_user_turn(client):
     first = client.chat.completions.create(
-        model="claude", messages=[{"role": "user", "content": "in parallel please"}], tools=[WEATHER, TIME])
+        model="claude", messages=[{"role": "user", "content": "in parallel please"}], tools=[WEATHER, TIME]
+    )
     calls = first.choices[0].message.tool_calls
     assert len(calls) == 2
-    messages = [{"role": "user", "content": "in parallel please"},
-                first.choices[0].message.model_dump(exclude_none=True),
-                *({"role": "tool", "tool_call_id": c.id, "content": f"{c.function.name} done"} for c in calls)]
+    messages = [
+        {"role": "user", "content": "in parallel please"},
+        first.choices[0].message.model_dump(exclude_none=True),
+        *({"role": "tool", "tool_call_id": c.id, "content": f"{c.function.name} done"} for c in calls),
+    ]
     # The simulator rejects tool results that do not answer the previous turn's tool_use ids.
     final = client.chat.completions.create(model="claude", messages=messages, tools=[WEATHER, TIME])
     assert final.choices[0].message.content == f"Tool {calls[1].id} returned: get_time done"
@@ -263,27 +306,49 @@ PNG = base64.b64encode(b"\x89PNG\r\n\x1a\nfake").decode()
 
 
 def test_images_data_url_and_https(client):
-    reply = client.chat.completions.create(model="claude", messages=[{"role": "user", "content": [
-        {"type": "text", "text": "What is this?"},
-        {"type": "image_url", "image_url": {"url": f"data:image/png;base64,{PNG}"}},
-        {"type": "image_url", "image_url": {"url": "https://example.com/cat.jpg"}},
-    ]}])
+    reply = client.chat.completions.create(
+        model="claude",
+        messages=[
+            {
+                "role": "user",
+                "content": [
+                    {"type": "text", "text": "What is this?"},
+                    {"type": "image_url", "image_url": {"url": f"data:image/png;base64,{PNG}"}},
+                    {"type": "image_url", "image_url": {"url": "https://example.com/cat.jpg"}},
+                ],
+            }
+        ],
+    )
     assert reply.choices[0].message.content.endswith("I see 2 image(s).")
 
 
 def test_unsupported_image_type_is_a_400(client, sims):
     with pytest.raises(openai.BadRequestError) as info:
-        client.chat.completions.create(model="claude", messages=[{"role": "user", "content": [
-            {"type": "image_url", "image_url": {"url": f"data:image/bmp;base64,{PNG}"}}]}])
+        client.chat.completions.create(
+            model="claude",
+            messages=[
+                {
+                    "role": "user",
+                    "content": [{"type": "image_url", "image_url": {"url": f"data:image/bmp;base64,{PNG}"}}],
+                }
+            ],
+        )
     assert "image/bmp" in info.value.message
     assert sims["anthropic"].stats()["requests"] == 0
 
 
 def test_json_schema_output_validates(client):
-    schema = {"type": "object", "properties": {"name": {"type": "string"}, "age": {"type": "integer", "minimum": 3}},
-              "required": ["name", "age"], "additionalProperties": False}
-    reply = client.chat.completions.create(model="claude", messages=HELLO, response_format={
-        "type": "json_schema", "json_schema": {"name": "person", "schema": schema, "strict": True}})
+    schema = {
+        "type": "object",
+        "properties": {"name": {"type": "string"}, "age": {"type": "integer", "minimum": 3}},
+        "required": ["name", "age"],
+        "additionalProperties": False,
+    }
+    reply = client.chat.completions.create(
+        model="claude",
+        messages=HELLO,
+        response_format={"type": "json_schema", "json_schema": {"name": "person", "schema": schema, "strict": True}},
+    )
     value = json.loads(reply.choices[0].message.content)
     jsonschema.validate(value, schema)
     assert value == {"name": "example", "age": 3}
@@ -292,8 +357,11 @@ def test_json_schema_output_validates(client):
 @pytest.mark.parametrize("stream", [False, True], ids=["unary", "stream"])
 def test_json_object_mode_returns_a_json_object(client, stream):
     if stream:
-        text, calls, finishes, _ = _collect(client.chat.completions.create(
-            model="claude", messages=HELLO, response_format={"type": "json_object"}, stream=True))
+        text, calls, finishes, _ = _collect(
+            client.chat.completions.create(
+                model="claude", messages=HELLO, response_format={"type": "json_object"}, stream=True
+            )
+        )
     else:
         reply = client.chat.completions.create(model="claude", messages=HELLO, response_format={"type": "json_object"})
         text, calls, finishes = reply.choices[0].message.content, {}, [reply.choices[0].finish_reason]
@@ -310,8 +378,9 @@ def test_stop_sequence(client):
 @pytest.mark.parametrize("stream", [False, True], ids=["unary", "stream"])
 def test_max_tokens_gives_length(client, stream):
     if stream:
-        text, _, finishes, _ = _collect(client.chat.completions.create(
-            model="claude", messages=HELLO, max_completion_tokens=3, stream=True))
+        text, _, finishes, _ = _collect(
+            client.chat.completions.create(model="claude", messages=HELLO, max_completion_tokens=3, stream=True)
+        )
     else:
         reply = client.chat.completions.create(model="claude", messages=HELLO, max_tokens=3)
         text, finishes = reply.choices[0].message.content, [reply.choices[0].finish_reason]
@@ -320,8 +389,9 @@ def test_max_tokens_gives_length(client, stream):
 
 
 def test_dropped_and_refused_parameters(client, sims):
-    raw = client.chat.completions.with_raw_response.create(model="claude", messages=HELLO, seed=7,
-                                                           frequency_penalty=0.5, temperature=0.3)
+    raw = client.chat.completions.with_raw_response.create(
+        model="claude", messages=HELLO, seed=7, frequency_penalty=0.5, temperature=0.3
+    )
     assert set(raw.headers["x-multihome-dropped-params"].split(",")) == {"seed", "frequency_penalty"}
     with pytest.raises(openai.BadRequestError) as hot:
         client.chat.completions.create(model="claude", messages=HELLO, temperature=1.5)
@@ -337,15 +407,20 @@ def test_dropped_and_refused_parameters(client, sims):
 
 @pytest.mark.parametrize("stream", [False, True], ids=["unary", "stream"])
 def test_cache_control_markers_report_cached_tokens(client, stream):
-    system = {"role": "system", "content": [{"type": "text", "text": f"Policy manual {stream} " * 40,
-                                             "cache_control": {"type": "ephemeral"}}]}
+    system = {
+        "role": "system",
+        "content": [{"type": "text", "text": f"Policy manual {stream} " * 40, "cache_control": {"type": "ephemeral"}}],
+    }
     messages = [system, {"role": "user", "content": "Question one"}]
 
     def usage():
         if not stream:
             return client.chat.completions.create(model="claude", messages=messages).usage
-        return _collect(client.chat.completions.create(
-            model="claude", messages=messages, stream=True, stream_options={"include_usage": True}))[3]
+        return _collect(
+            client.chat.completions.create(
+                model="claude", messages=messages, stream=True, stream_options={"include_usage": True}
+            )
+        )[3]
 
     first, second = usage(), usage()
     assert first.prompt_tokens_details.cached_tokens == 0
@@ -426,9 +501,17 @@ def test_wrong_provider_key_is_a_502_about_credentials(client, sims):
 
 def test_upstream_validation_error_reaches_the_client(client, sims):
     # Assistant tool calls whose results never come back: Anthropic rejects the conversation.
-    messages = [*HELLO, {"role": "assistant", "content": None, "tool_calls": [
-        {"id": "toolu_x1", "type": "function", "function": {"name": "get_weather", "arguments": "{}"}}]},
-        {"role": "user", "content": "never mind"}]
+    messages = [
+        *HELLO,
+        {
+            "role": "assistant",
+            "content": None,
+            "tool_calls": [
+                {"id": "toolu_x1", "type": "function", "function": {"name": "get_weather", "arguments": "{}"}}
+            ],
+        },
+        {"role": "user", "content": "never mind"},
+    ]
     with pytest.raises(openai.BadRequestError) as info:
         client.chat.completions.create(model="claude", messages=messages, tools=[WEATHER])
     assert "tool_result" in info.value.message and "claude" in info.value.message

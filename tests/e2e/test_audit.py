@@ -19,8 +19,8 @@ import time
 
 import httpx
 import pytest
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from multihome.audit import AuditReader, Filters
 from multihome.audit.keys import public_pem
@@ -52,6 +52,7 @@ async def _load(url: str, answered: list[str], stop_after_s: float) -> None:
     body = {"model": "gpt-4o", "messages": [{"role": "user", "content": "hello"}]}
     deadline = time.monotonic() + stop_after_s
     async with httpx.AsyncClient(base_url=url, headers={"authorization": f"Bearer {CLIENT_KEY}"}, timeout=5) as c:
+
         async def worker():
             while time.monotonic() < deadline:
                 try:
@@ -66,8 +67,21 @@ async def _load(url: str, answered: list[str], stop_after_s: float) -> None:
 
 def _verify(audit_dir, pub, *extra) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "multihome.cli", "audit", "verify", "--dir", str(audit_dir), "--public-key",
-         str(pub), *extra], capture_output=True, text=True, timeout=60,
+        [
+            sys.executable,
+            "-m",
+            "multihome.cli",
+            "audit",
+            "verify",
+            "--dir",
+            str(audit_dir),
+            "--public-key",
+            str(pub),
+            *extra,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
 
 
@@ -79,8 +93,9 @@ def _cut_back(audit_dir, chain: str) -> int:
     assert len(cps) >= 2, "the restarted gateway wrote no periodic checkpoint to cut back to"
     keep = json.loads(cps[-2])["seq"]
     events = audit_dir / f"{chain}.jsonl"
-    events.write_bytes(b"".join(line for line in events.read_bytes().splitlines(keepends=True)
-                                if json.loads(line)["seq"] <= keep))
+    events.write_bytes(
+        b"".join(line for line in events.read_bytes().splitlines(keepends=True) if json.loads(line)["seq"] <= keep)
+    )
     cps_path.write_bytes(b"".join(cps[:-1]))
     return keep
 
@@ -149,12 +164,30 @@ def test_sigkill_mid_load_then_restart_keeps_the_trail_verifiable(tmp_path):
 
     # A witness copy of the registry, then the newest chain cut back: both the database and the copy see it.
     witness = tmp_path / "witness.json"
-    export = subprocess.run([sys.executable, "-m", "multihome.cli", "audit", "heads", "export", "--config",
-                             str(config_file), "--out", str(witness)], capture_output=True, text=True, timeout=60)
+    export = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "multihome.cli",
+            "audit",
+            "heads",
+            "export",
+            "--config",
+            str(config_file),
+            "--out",
+            str(witness),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert export.returncode == 0, export.stderr
     assert _verify(audit_dir, pub, "--heads", str(witness)).returncode == 0
-    newest = sorted(p.name[:-len(".jsonl")] for p in audit_dir.glob("chn_*.jsonl")
-                    if not p.name.endswith(".checkpoints.jsonl") and p.name not in crashed)[-1]
+    newest = sorted(
+        p.name[: -len(".jsonl")]
+        for p in audit_dir.glob("chn_*.jsonl")
+        if not p.name.endswith(".checkpoints.jsonl") and p.name not in crashed
+    )[-1]
     kept = _cut_back(audit_dir, newest)
     for extra in (("--config", str(config_file)), ("--heads", str(witness))):
         cut = _verify(audit_dir, pub, *extra)

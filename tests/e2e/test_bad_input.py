@@ -37,7 +37,11 @@ def _error(resp, status):
         ({"model": "gpt-4o", "messages": []}, "messages", "at least one message"),
         ({"model": "gpt-4o", "messages": [{"role": "user", "content": 5}]}, "messages[0].content", "Expected"),
         ({"model": "gpt-4o", "messages": [{"role": "robot", "content": "x"}]}, "messages[0].role", "not one of"),
-        ({"model": "gpt-4o", "messages": [{"role": "tool", "content": "x"}]}, "messages[0].tool_call_id", "tool_call_id"),
+        (
+            {"model": "gpt-4o", "messages": [{"role": "tool", "content": "x"}]},
+            "messages[0].tool_call_id",
+            "tool_call_id",
+        ),
         ({**GOOD, "temperature": 3}, "temperature", "between 0 and 2"),
         ({**GOOD, "stream": "yes"}, "stream", "Expected `bool"),
         ({**GOOD, "tool_choice": "sometimes", "tools": []}, "tool_choice", "tool_choice"),
@@ -112,7 +116,7 @@ def test_truncated_body_does_not_hang(gateway):
         sock.sendall(
             b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer "
             + CLIENT_KEY.encode()
-            + b"\r\nContent-Type: application/json\r\nContent-Length: 500\r\n\r\n{\"model\""
+            + b'\r\nContent-Type: application/json\r\nContent-Length: 500\r\n\r\n{"model"'
         )
     # The gateway is still healthy afterwards.
     assert httpx.get(gateway.url + "/healthz").status_code == 200

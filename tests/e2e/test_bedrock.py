@@ -65,10 +65,22 @@ model_groups:
 """
 
 TOOLS = [
-    {"type": "function", "function": {"name": "get_weather", "description": "Weather for a city",
-                                      "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}},
-    {"type": "function", "function": {"name": "get_time", "description": "Local time",
-                                      "parameters": {"type": "object", "properties": {"tz": {"type": "string", "enum": ["UTC", "CET"]}}}}},
+    {
+        "type": "function",
+        "function": {
+            "name": "get_weather",
+            "description": "Weather for a city",
+            "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
+        },
+    },
+    {
+        "type": "function",
+        "function": {
+            "name": "get_time",
+            "description": "Local time",
+            "parameters": {"type": "object", "properties": {"tz": {"type": "string", "enum": ["UTC", "CET"]}}},
+        },
+    },
 ]
 
 
@@ -81,8 +93,17 @@ def bedrock_stack(tmp_path_factory):
         f"[bad]\naws_access_key_id = {AKID}\naws_secret_access_key = not-the-right-secret\n"
     )
     sim_env = {"MH_BR_AKID": AKID, "MH_BR_SECRET": SECRET}
-    sim = Simulator("bedrock", "bedrock-sim", "--region", "us-east-1", "--aws-access-key-id-env", "MH_BR_AKID",
-                    "--aws-secret-access-key-env", "MH_BR_SECRET", env=sim_env)
+    sim = Simulator(
+        "bedrock",
+        "bedrock-sim",
+        "--region",
+        "us-east-1",
+        "--aws-access-key-id-env",
+        "MH_BR_AKID",
+        "--aws-secret-access-key-env",
+        "MH_BR_SECRET",
+        env=sim_env,
+    )
     oai = Simulator("openai", "openai-sim")
     env = {
         "MH_BR_CLIENT_KEY": CLIENT_KEY,
@@ -90,7 +111,10 @@ def bedrock_stack(tmp_path_factory):
         "AWS_CONFIG_FILE": str(tmp / "no-config"),
         "AWS_EC2_METADATA_DISABLED": "true",
         "AWS_ENDPOINT_URL_STS": sim.url,
-        "AWS_ACCESS_KEY_ID": "", "AWS_SECRET_ACCESS_KEY": "", "AWS_SESSION_TOKEN": "", "AWS_PROFILE": "",
+        "AWS_ACCESS_KEY_ID": "",
+        "AWS_SECRET_ACCESS_KEY": "",
+        "AWS_SESSION_TOKEN": "",
+        "AWS_PROFILE": "",
     }
     text = CONFIG.format(sim=sim.url, openai=oai.url, claude=CLAUDE, primary=PRIMARY, secondary=SECONDARY)
     gw = Gateway(text, tmp, env)
@@ -126,7 +150,10 @@ def test_chat_is_signed_translated_and_answered(br, sim):
     assert raw.headers["x-multihome-deployment"] == "br-main"
     assert resp.choices[0].message.content == "Hello from bedrock-sim. You said: hi there"
     assert resp.choices[0].finish_reason == "stop"
-    assert resp.usage.prompt_tokens > 0 and resp.usage.total_tokens == resp.usage.prompt_tokens + resp.usage.completion_tokens
+    assert (
+        resp.usage.prompt_tokens > 0
+        and resp.usage.total_tokens == resp.usage.prompt_tokens + resp.usage.completion_tokens
+    )
     entry = sim.requests()[-1]
     # The inference-profile id travels percent-encoded, exactly as botocore sends it (and signs it).
     assert entry["path"] == "/model/us.anthropic.claude-3-5-haiku-20241022-v1%3A0/converse"
@@ -134,8 +161,12 @@ def test_chat_is_signed_translated_and_answered(br, sim):
 
 
 def test_stream_with_usage(br):
-    stream = br.chat.completions.create(model="claude", messages=[{"role": "user", "content": "stream please"}],
-                                        stream=True, stream_options={"include_usage": True})
+    stream = br.chat.completions.create(
+        model="claude",
+        messages=[{"role": "user", "content": "stream please"}],
+        stream=True,
+        stream_options={"include_usage": True},
+    )
     chunks = list(stream)
     text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
     assert text == "Hello from bedrock-sim. You said: stream please"
@@ -149,7 +180,9 @@ def test_stream_without_usage_request_hides_usage_chunk(br):
 
 
 def test_tool_call(br):
-    resp = br.chat.completions.create(model="claude", messages=[{"role": "user", "content": "weather in Paris?"}], tools=TOOLS)
+    resp = br.chat.completions.create(
+        model="claude", messages=[{"role": "user", "content": "weather in Paris?"}], tools=TOOLS
+    )
     choice = resp.choices[0]
     assert choice.finish_reason == "tool_calls"
     (call,) = choice.message.tool_calls
@@ -158,8 +191,12 @@ def test_tool_call(br):
 
 
 def test_named_tool_choice(br):
-    resp = br.chat.completions.create(model="claude", messages=[{"role": "user", "content": "time?"}], tools=TOOLS,
-                                      tool_choice={"type": "function", "function": {"name": "get_time"}})
+    resp = br.chat.completions.create(
+        model="claude",
+        messages=[{"role": "user", "content": "time?"}],
+        tools=TOOLS,
+        tool_choice={"type": "function", "function": {"name": "get_time"}},
+    )
     assert [c.function.name for c in resp.choices[0].message.tool_calls] == ["get_time"]
     assert json.loads(resp.choices[0].message.tool_calls[0].function.arguments) == {"tz": "UTC"}
 
@@ -185,8 +222,10 @@ def _agent_step(br, messages, stream: bool):
     """One model call of an agent loop; returns the assistant message as a dict."""
     if not stream:
         msg = br.chat.completions.create(model="claude", messages=messages, tools=TOOLS).choices[0].message
-        calls = [{"id": c.id, "type": "function", "function": {"name": c.function.name, "arguments": c.function.arguments}}
-                 for c in msg.tool_calls or []]
+        calls = [
+            {"id": c.id, "type": "function", "function": {"name": c.function.name, "arguments": c.function.arguments}}
+            for c in msg.tool_calls or []
+        ]
         return {"role": "assistant", "content": msg.content, **({"tool_calls": calls} if calls else {})}
     text, calls = "", {}
     for chunk in br.chat.completions.create(model="claude", messages=messages, tools=TOOLS, stream=True):
@@ -195,7 +234,9 @@ def _agent_step(br, messages, stream: bool):
         d = chunk.choices[0].delta
         text += d.content or ""
         for tc in d.tool_calls or []:
-            slot = calls.setdefault(tc.index, {"id": tc.id, "type": "function", "function": {"name": tc.function.name, "arguments": ""}})
+            slot = calls.setdefault(
+                tc.index, {"id": tc.id, "type": "function", "function": {"name": tc.function.name, "arguments": ""}}
+            )
             slot["function"]["arguments"] += tc.function.arguments or ""
     out = {"role": "assistant", "content": text or None}
     if calls:
@@ -212,29 +253,53 @@ def test_three_step_agent_loop(br, stream):
         messages.append(msg)
         steps.append("tool" if msg.get("tool_calls") else "text")
         for call in msg.get("tool_calls") or []:
-            messages.append({"role": "tool", "tool_call_id": call["id"], "content": f"sunny ({call['function']['name']})"})
+            messages.append(
+                {"role": "tool", "tool_call_id": call["id"], "content": f"sunny ({call['function']['name']})"}
+            )
         if step == 0:
             # A follow-up question right after the tool result: Bedrock needs both in one user turn.
             messages.append({"role": "user", "content": "and once more, please"})
     assert steps == ["tool", "tool", "text"]
-    assert messages[-1]["content"].startswith("Tool tooluse_") and messages[-1]["content"].endswith("returned: sunny (get_weather)")
+    assert messages[-1]["content"].startswith("Tool tooluse_") and messages[-1]["content"].endswith(
+        "returned: sunny (get_weather)"
+    )
 
 
 def test_image_data_url_and_https_refused(br):
-    resp = br.chat.completions.create(model="claude", messages=[{"role": "user", "content": [
-        {"type": "text", "text": "what is this"}, {"type": "image_url", "image_url": {"url": PNG}}]}])
+    resp = br.chat.completions.create(
+        model="claude",
+        messages=[
+            {
+                "role": "user",
+                "content": [{"type": "text", "text": "what is this"}, {"type": "image_url", "image_url": {"url": PNG}}],
+            }
+        ],
+    )
     assert resp.choices[0].message.content.endswith("I see 1 image(s).")
     with pytest.raises(openai.BadRequestError) as err:
-        br.chat.completions.create(model="claude", messages=[{"role": "user", "content": [
-            {"type": "image_url", "image_url": {"url": "https://example.com/cat.png"}}]}])
+        br.chat.completions.create(
+            model="claude",
+            messages=[
+                {
+                    "role": "user",
+                    "content": [{"type": "image_url", "image_url": {"url": "https://example.com/cat.png"}}],
+                }
+            ],
+        )
     assert "does not fetch image URLs" in err.value.message
 
 
 def test_json_schema(br):
-    schema = {"type": "object", "properties": {"name": {"type": "string"}, "age": {"type": "integer", "minimum": 18}},
-              "required": ["name", "age"]}
-    resp = br.chat.completions.create(model="claude", messages=[{"role": "user", "content": "a person"}],
-                                      response_format={"type": "json_schema", "json_schema": {"name": "person", "schema": schema}})
+    schema = {
+        "type": "object",
+        "properties": {"name": {"type": "string"}, "age": {"type": "integer", "minimum": 18}},
+        "required": ["name", "age"],
+    }
+    resp = br.chat.completions.create(
+        model="claude",
+        messages=[{"role": "user", "content": "a person"}],
+        response_format={"type": "json_schema", "json_schema": {"name": "person", "schema": schema}},
+    )
     assert json.loads(resp.choices[0].message.content) == {"name": "example", "age": 18}
 
 
@@ -246,8 +311,9 @@ def test_stop_and_max_tokens(br):
 
 
 def test_dropped_and_refused_parameters(br):
-    raw = br.chat.completions.with_raw_response.create(model="claude", messages=[{"role": "user", "content": "hi"}],
-                                                       seed=7, temperature=1.5, frequency_penalty=0.5)
+    raw = br.chat.completions.with_raw_response.create(
+        model="claude", messages=[{"role": "user", "content": "hi"}], seed=7, temperature=1.5, frequency_penalty=0.5
+    )
     assert set(raw.headers["x-multihome-dropped-params"].split(",")) == {"seed", "temperature", "frequency_penalty"}
     with pytest.raises(openai.BadRequestError) as err:
         br.chat.completions.create(model="claude", messages=[{"role": "user", "content": "hi"}], n=2)
@@ -269,14 +335,18 @@ def test_embeddings_titan_and_cohere(br):
 
 def test_throttling_fails_over_to_another_deployment(br, sim):
     sim.fault(throttle=1, match=PRIMARY)
-    raw = br.chat.completions.with_raw_response.create(model="claude-failover", messages=[{"role": "user", "content": "hi"}])
+    raw = br.chat.completions.with_raw_response.create(
+        model="claude-failover", messages=[{"role": "user", "content": "hi"}]
+    )
     assert raw.headers["x-multihome-deployment"] == "br-secondary"
     assert "br-primary;outcome=http_429" in raw.headers["x-multihome-attempts"]
 
 
 def test_service_unavailable_fails_over_and_validation_does_not(br, sim):
     sim.fault(status=503, match=PRIMARY)
-    raw = br.chat.completions.with_raw_response.create(model="claude-failover", messages=[{"role": "user", "content": "hi"}])
+    raw = br.chat.completions.with_raw_response.create(
+        model="claude-failover", messages=[{"role": "user", "content": "hi"}]
+    )
     assert raw.headers["x-multihome-deployment"] == "br-secondary"
     sim.fault(status=400, match=PRIMARY)
     with pytest.raises(openai.BadRequestError):
@@ -285,7 +355,9 @@ def test_service_unavailable_fails_over_and_validation_does_not(br, sim):
 
 def test_corrupt_frame_mid_stream_raises_clean_api_error(br, sim):
     sim.fault(malformed_at=5, chunk_delay_ms=30, match=CLAUDE, times=1)
-    stream = br.chat.completions.create(model="claude", messages=[{"role": "user", "content": "a b c d e f g"}], stream=True)
+    stream = br.chat.completions.create(
+        model="claude", messages=[{"role": "user", "content": "a b c d e f g"}], stream=True
+    )
     seen = []
     with pytest.raises(openai.APIError) as err:
         for chunk in stream:
@@ -295,14 +367,18 @@ def test_corrupt_frame_mid_stream_raises_clean_api_error(br, sim):
 
 def test_corrupt_first_frame_fails_over(br, sim):
     sim.fault(malformed_at=1, match=PRIMARY)
-    raw = br.chat.completions.with_raw_response.create(model="claude-failover", messages=[{"role": "user", "content": "hi"}], stream=True)
+    raw = br.chat.completions.with_raw_response.create(
+        model="claude-failover", messages=[{"role": "user", "content": "hi"}], stream=True
+    )
     assert raw.headers["x-multihome-deployment"] == "br-secondary"
     assert _stream_text(raw.parse()) == "Hello from bedrock-sim. You said: hi"
 
 
 def test_cut_stream_raises(br, sim):
     sim.fault(cut_after=2, chunk_delay_ms=30, match=CLAUDE, times=1)
-    stream = br.chat.completions.create(model="claude", messages=[{"role": "user", "content": "one two three four"}], stream=True)
+    stream = br.chat.completions.create(
+        model="claude", messages=[{"role": "user", "content": "one two three four"}], stream=True
+    )
     with pytest.raises(openai.APIError):
         list(stream)
 

@@ -40,8 +40,11 @@ model_groups:
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
-    with replicas(tmp_path_factory.mktemp("budgets"), lambda sim: CONFIG.format(sim=sim, inp=IN, out=OUT),
-                  {"MH_TEST_ADMIN_KEY": ADMIN_KEY}) as gateways:
+    with replicas(
+        tmp_path_factory.mktemp("budgets"),
+        lambda sim: CONFIG.format(sim=sim, inp=IN, out=OUT),
+        {"MH_TEST_ADMIN_KEY": ADMIN_KEY},
+    ) as gateways:
         yield gateways
 
 
@@ -103,7 +106,8 @@ def test_budget_created_raised_lowered_and_deleted_through_the_admin_api(world):
     assert Decimal("0.10") < total <= Decimal("0.20"), total
     with pytest.raises(openai.RateLimitError):  # replica 1 shares the counter through Redis
         openai.OpenAI(base_url=gw1.url + "/v1", api_key=secret, max_retries=0).chat.completions.create(
-            model="priced", messages=USER, max_tokens=20)
+            model="priced", messages=USER, max_tokens=20
+        )
     [entry] = wait_for(root1, tenant, lambda es: Decimal(es[0]["spent_or_reserved"]) == total, "the spend settled")
     assert entry["source"] == "admin" and entry["in_force"] and Decimal(entry["remaining"]) == Decimal("0.2") - total
 
@@ -133,22 +137,27 @@ def test_auditor_reads_but_cannot_write_and_bad_bodies_get_400(world):
     gw1, _ = world
     root = admin(gw1)
     tenant = ok(root.post("/admin/v1/tenants", json={"name": "globex"}), 201)["id"]
-    auditor = admin(gw1, ok(root.post(f"/admin/v1/tenants/{tenant}/keys",
-                                      json={"name": "aud", "roles": ["auditor"]}), 201)["key"])
+    auditor = admin(
+        gw1, ok(root.post(f"/admin/v1/tenants/{tenant}/keys", json={"name": "aud", "roles": ["auditor"]}), 201)["key"]
+    )
     url = f"/admin/v1/tenants/{tenant}/budgets"
     budget = ok(root.post(url, json={"scope": "tenant", "amount": 50}), 201)
 
     assert [e["id"] for e in ok(auditor.get(url))["data"]] == [budget["id"]]
-    for resp in (auditor.post(url, json={"scope": "tenant", "amount": 1, "period": "day"}),
-                 auditor.patch(f"{url}/{budget['id']}", json={"amount": 1000}),
-                 auditor.delete(f"{url}/{budget['id']}")):
+    for resp in (
+        auditor.post(url, json={"scope": "tenant", "amount": 1, "period": "day"}),
+        auditor.patch(f"{url}/{budget['id']}", json={"amount": 1000}),
+        auditor.delete(f"{url}/{budget['id']}"),
+    ):
         assert resp.status_code == 403 and resp.json()["error"]["code"] == "insufficient_role", resp.text
     assert ok(root.get(f"{url}/{budget['id']}"))["amount"] == "50"  # nothing changed
 
-    for body, param in (({"scope": "tenant", "amount": "-5"}, "amount"),
-                        ({"scope": "tenant", "amount": "ten"}, "amount"),
-                        ({"scope": "team", "amount": 1}, "scope_id"),
-                        ({"scope": "tenant", "amount": 1, "period": "year"}, "period")):
+    for body, param in (
+        ({"scope": "tenant", "amount": "-5"}, "amount"),
+        ({"scope": "tenant", "amount": "ten"}, "amount"),
+        ({"scope": "team", "amount": 1}, "scope_id"),
+        ({"scope": "tenant", "amount": 1, "period": "year"}, "period"),
+    ):
         resp = root.post(url, json=body)
         assert resp.status_code == 400 and resp.json()["error"]["param"] == param, resp.text
     resp = root.post(url, content=b"not json", headers={"content-type": "application/json"})
@@ -160,8 +169,12 @@ def test_budgets_from_the_command_line(world):
     tenant = ok(admin(gw1).post("/admin/v1/tenants", json={"name": "initech"}), 201)["id"]
 
     def cli(*args: str) -> str:
-        out = subprocess.run([str(VENV_BIN / "multihome"), "budgets", *args, "--url", gw1.url, "--key", ADMIN_KEY],
-                             capture_output=True, text=True, timeout=30)
+        out = subprocess.run(
+            [str(VENV_BIN / "multihome"), "budgets", *args, "--url", gw1.url, "--key", ADMIN_KEY],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
         assert out.returncode == 0, out.stderr
         return out.stdout
 
@@ -172,9 +185,33 @@ def test_budgets_from_the_command_line(world):
     assert header.split()[:5] == ["ID", "SCOPE", "APPLIES", "TO", "PERIOD"], header
     assert row.split("  ")[0] == made["id"]
     assert [c.strip() for c in row.split("  ") if c.strip()][1:] == [
-        "tenant", f"{tenant} (initech)", "day", "soft", "USD 0.00", "USD 80.00", "0.0%", "USD 80.00"], row
+        "tenant",
+        f"{tenant} (initech)",
+        "day",
+        "soft",
+        "USD 0.00",
+        "USD 80.00",
+        "0.0%",
+        "USD 80.00",
+    ], row
     cli("delete", "--tenant", tenant, made["id"])
     assert [line.split() for line in cli("list", "--tenant", tenant).splitlines()] == [header.split()]  # no rows
-    refused = subprocess.run([str(VENV_BIN / "multihome"), "budgets", "create", "--tenant", tenant, "--amount", "-1",
-                              "--url", gw1.url, "--key", ADMIN_KEY], capture_output=True, text=True, timeout=30)
+    refused = subprocess.run(
+        [
+            str(VENV_BIN / "multihome"),
+            "budgets",
+            "create",
+            "--tenant",
+            tenant,
+            "--amount",
+            "-1",
+            "--url",
+            gw1.url,
+            "--key",
+            ADMIN_KEY,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
     assert refused.returncode != 0 and "error 400" in refused.stderr

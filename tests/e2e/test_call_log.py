@@ -15,14 +15,21 @@ from .conftest import CLIENT_KEY, CONFIG, SECRETS
 from .processes import Gateway
 
 USER = [{"role": "user", "content": "a private question about the weather"}]
-TOOL = {"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}}
+TOOL = {
+    "type": "function",
+    "function": {
+        "name": "get_weather",
+        "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
+    },
+}
 
 
 @pytest.fixture
 def logged(sims, tmp_path):
     path = tmp_path / "calls.jsonl"
     text = CONFIG.format(**{n: s.url for n, s in sims.items()}).replace(
-        "  max_body_bytes: 65536\n", f"  max_body_bytes: 65536\n  call_log: {path}\n")
+        "  max_body_bytes: 65536\n", f"  max_body_bytes: 65536\n  call_log: {path}\n"
+    )
     gw = Gateway(text, tmp_path, SECRETS)
     client = openai.OpenAI(base_url=gw.url + "/v1", api_key=CLIENT_KEY, max_retries=0)
     yield gw, client, path
@@ -43,7 +50,9 @@ def test_unary_stream_failover_and_failure_are_recorded(logged, sims):
     gw, client, path = logged
     raw = client.chat.completions.with_raw_response.create(model="gpt-4o", messages=USER)
     reply = raw.parse()
-    stream = list(client.chat.completions.create(model="gpt-4o", messages=USER, stream=True, tools=[TOOL], tool_choice="required"))
+    stream = list(
+        client.chat.completions.create(model="gpt-4o", messages=USER, stream=True, tools=[TOOL], tool_choice="required")
+    )
     sims["azure"].fault(status=503, match="gpt-4o-main")
     client.chat.completions.create(model="gpt-4o", messages=USER)
     sims["openai"].fault(status=503)
@@ -80,8 +89,13 @@ def test_client_disconnect_is_recorded_as_cancelled(logged, sims):
     gw, client, path = logged
     sims["openai"].fault(chunks=200, chunk_delay_ms=50, match="solo")
     body = {"model": "solo", "messages": USER, "stream": True}
-    with httpx.stream("POST", gw.url + "/v1/chat/completions", json=body,
-                      headers={"authorization": f"Bearer {CLIENT_KEY}"}, timeout=10) as resp:
+    with httpx.stream(
+        "POST",
+        gw.url + "/v1/chat/completions",
+        json=body,
+        headers={"authorization": f"Bearer {CLIENT_KEY}"},
+        timeout=10,
+    ) as resp:
         next(line for line in resp.iter_lines() if line.startswith("data:"))
     (record,) = _records(path, 1)
     assert record["outcome"] == "cancelled" and record["usage"]["completion_tokens"] >= 0

@@ -61,9 +61,7 @@ def test_streaming_without_usage_hides_the_usage_chunk(client):
 
 
 def test_tool_call_round_trip(client):
-    first = client.chat.completions.create(
-        model="gpt-4o", messages=USER, tools=[WEATHER_TOOL], tool_choice="required"
-    )
+    first = client.chat.completions.create(model="gpt-4o", messages=USER, tools=[WEATHER_TOOL], tool_choice="required")
     call = first.choices[0].message.tool_calls[0]
     assert first.choices[0].finish_reason == "tool_calls"
     assert call.function.name == "get_weather"
@@ -97,7 +95,12 @@ def test_streaming_tool_call_arguments_reassemble(client):
 
 def test_image_input_skips_a_deployment_without_vision(client, sims):
     image = "data:image/png;base64," + base64.b64encode(b"\x89PNG fake").decode()
-    messages = [{"role": "user", "content": [{"type": "text", "text": "What is this?"}, {"type": "image_url", "image_url": {"url": image}}]}]
+    messages = [
+        {
+            "role": "user",
+            "content": [{"type": "text", "text": "What is this?"}, {"type": "image_url", "image_url": {"url": image}}],
+        }
+    ]
     raw = client.chat.completions.with_raw_response.create(model="mixed", messages=messages)
     assert raw.headers["x-multihome-deployment"] == "oa-vision"
     assert "1 image" in raw.parse().choices[0].message.content
@@ -110,7 +113,11 @@ def test_image_input_skips_a_deployment_without_vision(client, sims):
 def test_json_schema_output_validates(client):
     schema = {
         "type": "object",
-        "properties": {"name": {"type": "string"}, "age": {"type": "integer"}, "tags": {"type": "array", "items": {"type": "string"}}},
+        "properties": {
+            "name": {"type": "string"},
+            "age": {"type": "integer"},
+            "tags": {"type": "array", "items": {"type": "string"}},
+        },
         "required": ["name", "age", "tags"],
         "additionalProperties": False,
     }
@@ -126,7 +133,9 @@ def test_embeddings_float_and_base64(client):
     floats = client.embeddings.create(model="text-embedding-3-small", input=["alpha", "beta"], encoding_format="float")
     assert [d.index for d in floats.data] == [0, 1]
     assert len(floats.data[0].embedding) > 0 and floats.data[0].embedding != floats.data[1].embedding
-    raw = client.embeddings.with_raw_response.create(model="text-embedding-3-small", input="alpha", encoding_format="base64")
+    raw = client.embeddings.with_raw_response.create(
+        model="text-embedding-3-small", input="alpha", encoding_format="base64"
+    )
     assert raw.headers["x-multihome-deployment"] == "az-embed"
     packed = base64.b64decode(raw.parse().data[0].embedding)
     decoded = struct.unpack(f"<{len(packed) // 4}f", packed)

@@ -16,7 +16,7 @@ import openai
 from .processes import VENV_BIN, Gateway, Simulator
 
 ADMIN = "contracts-admin-key"
-TODAY = dt.datetime.now(dt.timezone.utc).date()
+TODAY = dt.datetime.now(dt.UTC).date()
 
 CONFIG = """
 storage: {{url_env: MH_TEST_DB}}
@@ -72,8 +72,13 @@ def test_calls_accrue_to_a_capped_revenue_share(tmp_path):
         gw.stop()
         sim.stop()
     cfg = next(tmp_path.glob("gateway-*.yaml"))
-    out = subprocess.run([str(VENV_BIN / "multihome"), "contracts", "report", "--config", str(cfg), "--csv"],
-                         capture_output=True, text=True, env={**env, "PATH": str(VENV_BIN)}, timeout=30)
+    out = subprocess.run(
+        [str(VENV_BIN / "multihome"), "contracts", "report", "--config", str(cfg), "--csv"],
+        capture_output=True,
+        text=True,
+        env={**env, "PATH": str(VENV_BIN)},
+        timeout=30,
+    )
     assert out.returncode == 0, out.stderr
     assert "rs-test" in out.stdout
 
@@ -86,9 +91,16 @@ def test_a_contract_created_through_the_admin_api_accrues_with_none_in_the_confi
     gw = Gateway(CONFIG.format(url=sim.url, start="", end="").split("contracts:")[0], tmp_path, env)
     try:
         admin = httpx.Client(base_url=gw.url, headers={"authorization": f"Bearer {ADMIN}"})
-        contract = {"kind": "revenue_share", "id": "rs-api", "parties": ["Us", "Them"], "rate": "0.5",
-                    "basis": {"providers": ["oa"]}, "starts_on": str(TODAY - dt.timedelta(days=1)),
-                    "ends_on": str(TODAY + dt.timedelta(days=30)), "currency": "USD"}
+        contract = {
+            "kind": "revenue_share",
+            "id": "rs-api",
+            "parties": ["Us", "Them"],
+            "rate": "0.5",
+            "basis": {"providers": ["oa"]},
+            "starts_on": str(TODAY - dt.timedelta(days=1)),
+            "ends_on": str(TODAY + dt.timedelta(days=30)),
+            "currency": "USD",
+        }
         created = admin.post("/admin/v1/contracts", json=contract)
         assert created.status_code == 201, created.text
         client = openai.OpenAI(base_url=gw.url + "/v1", api_key="client-key", max_retries=0)

@@ -14,7 +14,10 @@ from .processes import VENV_BIN, Gateway, free_port
 def test_demo_shows_failover_and_serves_the_sdk():
     port = free_port()
     proc = subprocess.Popen(
-        [str(VENV_BIN / "multihome"), "demo", "--port", str(port)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        [str(VENV_BIN / "multihome"), "demo", "--port", str(port)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     try:
         lines = []
@@ -35,7 +38,9 @@ def test_demo_shows_failover_and_serves_the_sdk():
 
         client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="mh-demo-key", max_retries=0)
         assert {m.id for m in client.models.list()} == {"gpt-4o", "llama-3.1-8b", "text-embedding-3-small"}
-        assert client.chat.completions.create(model="llama-3.1-8b", messages=[{"role": "user", "content": "hi"}]).choices
+        assert client.chat.completions.create(
+            model="llama-3.1-8b", messages=[{"role": "user", "content": "hi"}]
+        ).choices
     finally:
         proc.terminate()
         proc.wait(10)
@@ -44,7 +49,10 @@ def test_demo_shows_failover_and_serves_the_sdk():
 def test_demo_once_exits_cleanly_within_a_minute():
     started = time.monotonic()
     out = subprocess.run(
-        [str(VENV_BIN / "multihome"), "demo", "--once", "--port", str(free_port())], capture_output=True, text=True, timeout=60
+        [str(VENV_BIN / "multihome"), "demo", "--once", "--port", str(free_port())],
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert out.returncode == 0, out.stderr
     assert "Exiting (--once)" in out.stdout

@@ -23,15 +23,22 @@ class _TokenEndpoint(BaseHTTPRequestHandler):
 
     calls: list[dict] = []
 
-    def do_GET(self):  # noqa: N802
+    def do_GET(self):
         query = parse_qs(urlparse(self.path).query)
-        _TokenEndpoint.calls.append({"resource": query.get("resource", [""])[0], "header": self.headers.get("X-IDENTITY-HEADER")})
+        _TokenEndpoint.calls.append(
+            {"resource": query.get("resource", [""])[0], "header": self.headers.get("X-IDENTITY-HEADER")}
+        )
         if self.headers.get("X-IDENTITY-HEADER") != IDENTITY_HEADER:
             self.send_response(401)
             self.end_headers()
             return
         body = json.dumps(
-            {"access_token": TOKEN, "expires_on": str(int(time.time()) + 3600), "resource": query["resource"][0], "token_type": "Bearer"}
+            {
+                "access_token": TOKEN,
+                "expires_on": str(int(time.time()) + 3600),
+                "resource": query["resource"][0],
+                "token_type": "Bearer",
+            }
         ).encode()
         self.send_response(200)
         self.send_header("content-type", "application/json")
@@ -86,7 +93,9 @@ def test_entra_token_is_fetched_once_and_sent_as_bearer(token_endpoint, tmp_path
 
 
 def test_wrong_entra_token_is_an_operator_problem_not_a_client_one(token_endpoint, tmp_path):
-    sim = Simulator("azure", "azure-entra", "--entra-token-env", "SIM_ENTRA_TOKEN", env={"SIM_ENTRA_TOKEN": "another-token"})
+    sim = Simulator(
+        "azure", "azure-entra", "--entra-token-env", "SIM_ENTRA_TOKEN", env={"SIM_ENTRA_TOKEN": "another-token"}
+    )
     gw = _entra_gateway(sim, token_endpoint, tmp_path)
     try:
         client = openai.OpenAI(base_url=gw.url + "/v1", api_key=CLIENT_KEY, max_retries=0)

@@ -51,8 +51,12 @@ def test_two_authorization_headers_are_refused_on_the_openai_door(gateway, sims,
 def test_two_credential_headers_are_refused_on_the_anthropic_door(gateway, sims, header):
     value = f"Bearer {CLIENT_KEY}" if header == "authorization" else CLIENT_KEY
     forged = "Bearer forged-key" if header == "authorization" else "forged-key"
-    resp = httpx.post(gateway.url + "/v1/messages", json=MESSAGES, timeout=10,
-                      headers=[(header, forged), (header, value), ("anthropic-version", "2023-06-01")])
+    resp = httpx.post(
+        gateway.url + "/v1/messages",
+        json=MESSAGES,
+        timeout=10,
+        headers=[(header, forged), (header, value), ("anthropic-version", "2023-06-01")],
+    )
     error = anthropic_error(resp, 400, "invalid_request_error")
     assert "more than one" in error["message"]
     assert sims["azure"].stats()["requests"] == 0
@@ -74,14 +78,21 @@ def _deep(prefix: str, shape: str) -> bytes:
 
 
 @pytest.mark.parametrize("shape", ["[", "{"])
-@pytest.mark.parametrize("path, prefix", [
-    ("/v1/chat/completions", '{"model": "gpt-4o", "messages": '),
-    ("/v1/embeddings", '{"model": "text-embedding-3-small", "input": '),
-    ("/v1/route/explain", '{"model": "gpt-4o", "messages": '),
-])
+@pytest.mark.parametrize(
+    "path, prefix",
+    [
+        ("/v1/chat/completions", '{"model": "gpt-4o", "messages": '),
+        ("/v1/embeddings", '{"model": "text-embedding-3-small", "input": '),
+        ("/v1/route/explain", '{"model": "gpt-4o", "messages": '),
+    ],
+)
 def test_deep_nesting_is_a_400_that_says_so_on_the_openai_door(gateway, path, prefix, shape):
-    resp = httpx.post(gateway.url + path, content=_deep(prefix, shape), timeout=10,
-                      headers={"authorization": f"Bearer {CLIENT_KEY}", "content-type": "application/json"})
+    resp = httpx.post(
+        gateway.url + path,
+        content=_deep(prefix, shape),
+        timeout=10,
+        headers={"authorization": f"Bearer {CLIENT_KEY}", "content-type": "application/json"},
+    )
     error = openai_error(resp, 400)
     assert error["code"] == "nested_too_deeply" and "nested too deeply" in error["message"], error
 
@@ -89,8 +100,12 @@ def test_deep_nesting_is_a_400_that_says_so_on_the_openai_door(gateway, path, pr
 @pytest.mark.parametrize("shape", ["[", "{"])
 def test_deep_nesting_is_a_400_on_the_anthropic_door(gateway, shape):
     body = _deep('{"model": "gpt-4o", "max_tokens": 10, "messages": ', shape)
-    resp = httpx.post(gateway.url + "/v1/messages", content=body, timeout=10,
-                      headers={"x-api-key": CLIENT_KEY, "content-type": "application/json"})
+    resp = httpx.post(
+        gateway.url + "/v1/messages",
+        content=body,
+        timeout=10,
+        headers={"x-api-key": CLIENT_KEY, "content-type": "application/json"},
+    )
     assert "nested too deeply" in anthropic_error(resp, 400, "invalid_request_error")["message"]
 
 
@@ -147,22 +162,26 @@ def test_a_32_mib_header_is_refused_early_with_431_and_bounded_memory(gateway, p
 def test_large_heads_under_the_limit_are_served_one_after_another_on_one_connection(client):
     for _ in range(3):  # each request's head is counted on its own
         raw = client.chat.completions.with_raw_response.create(
-            model="gpt-4o", messages=[{"role": "user", "content": "hi"}], extra_headers={"x-pad": "p" * 48_000})
+            model="gpt-4o", messages=[{"role": "user", "content": "hi"}], extra_headers={"x-pad": "p" * 48_000}
+        )
         assert raw.parse().choices[0].message.content
 
 
 # --- finding 11: methods, unknown paths and the Anthropic door's token count --------------------
 
 
-@pytest.mark.parametrize("method, path, allow", [
-    ("GET", "/v1/chat/completions", "POST"),
-    ("PUT", "/v1/embeddings", "POST"),
-    ("GET", "/v1/route/explain", "POST"),
-    ("DELETE", "/v1/models", "GET"),
-    ("POST", "/v1/models", "GET"),
-    ("POST", "/v1/models/gpt-4o", "GET"),
-    ("POST", "/healthz", "GET"),
-])
+@pytest.mark.parametrize(
+    "method, path, allow",
+    [
+        ("GET", "/v1/chat/completions", "POST"),
+        ("PUT", "/v1/embeddings", "POST"),
+        ("GET", "/v1/route/explain", "POST"),
+        ("DELETE", "/v1/models", "GET"),
+        ("POST", "/v1/models", "GET"),
+        ("POST", "/v1/models/gpt-4o", "GET"),
+        ("POST", "/healthz", "GET"),
+    ],
+)
 def test_a_wrong_method_is_405_with_allow_on_the_openai_door(gateway, method, path, allow):
     resp = httpx.request(method, gateway.url + path, headers={"authorization": f"Bearer {CLIENT_KEY}"}, timeout=10)
     error = openai_error(resp, 405)
@@ -179,8 +198,16 @@ def test_a_wrong_method_is_405_with_allow_in_anthropics_envelope(gateway, path):
 
 def test_an_unknown_path_is_404_listing_every_endpoint(gateway):
     message = openai_error(httpx.get(gateway.url + "/v1/nothing", timeout=10), 404)["message"]
-    for endpoint in ["POST /v1/chat/completions", "POST /v1/embeddings", "GET /v1/models", "GET /v1/models/{model}",
-                     "POST /v1/messages", "POST /v1/messages/count_tokens", "POST /v1/route/explain", "/admin/v1/"]:
+    for endpoint in [
+        "POST /v1/chat/completions",
+        "POST /v1/embeddings",
+        "GET /v1/models",
+        "GET /v1/models/{model}",
+        "POST /v1/messages",
+        "POST /v1/messages/count_tokens",
+        "POST /v1/route/explain",
+        "/admin/v1/",
+    ]:
         assert endpoint in message
     resp = httpx.post(gateway.url + "/v1/messages/batches", headers={"x-api-key": CLIENT_KEY}, json={}, timeout=10)
     assert "POST /v1/messages/count_tokens" in anthropic_error(resp, 404, "not_found_error")["message"]
@@ -191,10 +218,14 @@ def test_count_tokens_answers_the_anthropic_sdk_with_the_gateways_estimate(gatew
     text = "Summarise the benefits of running one gateway in front of several clouds."
     plain = claude.messages.count_tokens(model="gpt-4o", messages=[{"role": "user", "content": text}])
     assert plain.input_tokens == 4 + len(text) // 4  # per message, then about four characters a token
-    tool = {"name": "get_weather", "description": "Weather for a city",
-            "input_schema": {"type": "object", "properties": {"city": {"type": "string"}}}}
-    more = claude.messages.count_tokens(model="gpt-4o", system="Be brief.", tools=[tool],
-                                        messages=[{"role": "user", "content": text}])
+    tool = {
+        "name": "get_weather",
+        "description": "Weather for a city",
+        "input_schema": {"type": "object", "properties": {"city": {"type": "string"}}},
+    }
+    more = claude.messages.count_tokens(
+        model="gpt-4o", system="Be brief.", tools=[tool], messages=[{"role": "user", "content": text}]
+    )
     assert more.input_tokens > plain.input_tokens
     with pytest.raises(anthropic.NotFoundError) as info:
         claude.messages.count_tokens(model="no-such-model", messages=[{"role": "user", "content": "hi"}])
@@ -204,5 +235,6 @@ def test_count_tokens_answers_the_anthropic_sdk_with_the_gateways_estimate(gatew
     assert "messages" in info.value.body["error"]["message"]
     with pytest.raises(anthropic.AuthenticationError):
         anthropic.Anthropic(base_url=gateway.url, api_key="wrong", max_retries=0).messages.count_tokens(
-            model="gpt-4o", messages=[{"role": "user", "content": "hi"}])
+            model="gpt-4o", messages=[{"role": "user", "content": "hi"}]
+        )
     assert all(sim.stats()["requests"] == 0 for sim in sims.values())  # an estimate: no upstream is asked

@@ -30,10 +30,22 @@ SCOPE = "https://www.googleapis.com/auth/cloud-platform"
 SECRETS = {"MH_GEM_CLIENT_KEY": CLIENT_KEY, "MH_GEM_KEY": GEMINI_KEY, "SIM_VERTEX_TOKEN": VERTEX_TOKEN}
 KINDS = ["gem", "vtx"]
 TOOLS = [
-    {"type": "function", "function": {"name": "get_weather", "description": "Weather for a city",
-                                      "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}},
-    {"type": "function", "function": {"name": "get_time", "description": "Time in a zone",
-                                      "parameters": {"type": "object", "properties": {"tz": {"type": "string"}}, "required": ["tz"]}}},
+    {
+        "type": "function",
+        "function": {
+            "name": "get_weather",
+            "description": "Weather for a city",
+            "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
+        },
+    },
+    {
+        "type": "function",
+        "function": {
+            "name": "get_time",
+            "description": "Time in a zone",
+            "parameters": {"type": "object", "properties": {"tz": {"type": "string"}}, "required": ["tz"]},
+        },
+    },
 ]
 PNG = "data:image/png;base64," + base64.b64encode(b"\x89PNG\r\n\x1a\n fake image").decode()
 
@@ -78,13 +90,17 @@ class _TokenEndpoint(BaseHTTPRequestHandler):
     public_key = None
     token_uri = ""
 
-    def do_POST(self):  # noqa: N802
+    def do_POST(self):
         form = parse_qs(self.rfile.read(int(self.headers["content-length"])).decode())
         claims = None
         try:
             # google-auth signs for Google's token audience whatever token_uri points at.
-            claims = jwt.decode(form["assertion"][0], self.public_key, algorithms=["RS256"],
-                                audience="https://oauth2.googleapis.com/token")
+            claims = jwt.decode(
+                form["assertion"][0],
+                self.public_key,
+                algorithms=["RS256"],
+                audience="https://oauth2.googleapis.com/token",
+            )
         except (jwt.PyJWTError, KeyError):
             pass
         grant_ok = form.get("grant_type") == ["urn:ietf:params:oauth:grant-type:jwt-bearer"]
@@ -92,7 +108,10 @@ class _TokenEndpoint(BaseHTTPRequestHandler):
         if claims is None or not grant_ok or claims.get("iss") != SA_EMAIL:
             body, status = b'{"error":"invalid_grant","error_description":"Invalid JWT Signature."}', 400
         else:
-            body, status = json.dumps({"access_token": VERTEX_TOKEN, "expires_in": 3599, "token_type": "Bearer"}).encode(), 200
+            body, status = (
+                json.dumps({"access_token": VERTEX_TOKEN, "expires_in": 3599, "token_type": "Bearer"}).encode(),
+                200,
+            )
         self.send_response(status)
         self.send_header("content-type", "application/json")
         self.send_header("content-length", str(len(body)))
@@ -110,12 +129,23 @@ def service_account(tmp_path_factory):
     _TokenEndpoint.calls = []
     _TokenEndpoint.public_key = key.public_key()
     _TokenEndpoint.token_uri = f"http://127.0.0.1:{server.server_address[1]}/token"
-    pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()).decode()
+    pem = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    ).decode()
     path = tmp_path_factory.mktemp("sa") / "service-account.json"
-    path.write_text(json.dumps({
-        "type": "service_account", "project_id": "proj-1", "private_key_id": "k1", "private_key": pem,
-        "client_email": SA_EMAIL, "client_id": "1", "token_uri": _TokenEndpoint.token_uri,
-    }))
+    path.write_text(
+        json.dumps(
+            {
+                "type": "service_account",
+                "project_id": "proj-1",
+                "private_key_id": "k1",
+                "private_key": pem,
+                "client_email": SA_EMAIL,
+                "client_id": "1",
+                "token_uri": _TokenEndpoint.token_uri,
+            }
+        )
+    )
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     yield path
@@ -126,7 +156,9 @@ def service_account(tmp_path_factory):
 def sims():
     started = {
         "gemini": Simulator("gemini", "gemini-sim", "--api-key-env", "MH_GEM_KEY", env=SECRETS),
-        "vertex": Simulator("vertex", "vertex-sim", "--oauth-token-env", "SIM_VERTEX_TOKEN", "--region", "us-central1", env=SECRETS),
+        "vertex": Simulator(
+            "vertex", "vertex-sim", "--oauth-token-env", "SIM_VERTEX_TOKEN", "--region", "us-central1", env=SECRETS
+        ),
         "openai": Simulator("openai", "openai-backup"),
     }
     yield started
@@ -166,19 +198,24 @@ def outcomes(raw) -> list[tuple[str, str]]:
 @pytest.mark.parametrize("model", KINDS)
 def test_chat_reply_usage_and_system_prompt(client, sims, model):
     raw = client.chat.completions.with_raw_response.create(
-        model=model, messages=[{"role": "system", "content": "Be brief."}, *ask("Hello there")])
+        model=model, messages=[{"role": "system", "content": "Be brief."}, *ask("Hello there")]
+    )
     reply = raw.parse()
     sim = "gemini-sim" if model == "gem" else "vertex-sim"
     assert reply.choices[0].message.content == f"Hello from {sim}. You said: Hello there"
     assert reply.choices[0].finish_reason == "stop"
-    assert reply.usage.prompt_tokens > 0 and reply.usage.total_tokens == reply.usage.prompt_tokens + reply.usage.completion_tokens
+    assert (
+        reply.usage.prompt_tokens > 0
+        and reply.usage.total_tokens == reply.usage.prompt_tokens + reply.usage.completion_tokens
+    )
     assert raw.headers["x-multihome-deployment"] == f"{model}-main"
 
 
 @pytest.mark.parametrize("model", KINDS)
 def test_stream_with_usage(client, model):
-    stream = client.chat.completions.create(model=model, messages=ask("Hello there"), stream=True,
-                                            stream_options={"include_usage": True})
+    stream = client.chat.completions.create(
+        model=model, messages=ask("Hello there"), stream=True, stream_options={"include_usage": True}
+    )
     chunks = list(stream)
     text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
     assert text.endswith("You said: Hello there")
@@ -191,19 +228,29 @@ def test_tools_and_parallel_tools(client, model):
     one = client.chat.completions.create(model=model, messages=ask("Weather in Oslo?"), tools=TOOLS)
     calls = one.choices[0].message.tool_calls
     assert one.choices[0].finish_reason == "tool_calls"
-    assert [(c.function.name, json.loads(c.function.arguments)) for c in calls] == [("get_weather", {"city": "example"})]
+    assert [(c.function.name, json.loads(c.function.arguments)) for c in calls] == [
+        ("get_weather", {"city": "example"})
+    ]
     assert calls[0].id.startswith("call_")
     both = client.chat.completions.create(model=model, messages=ask("Both in parallel please"), tools=TOOLS)
     assert [c.function.name for c in both.choices[0].message.tool_calls] == ["get_weather", "get_time"]
-    named = client.chat.completions.create(model=model, messages=ask("x"), tools=TOOLS,
-                                           tool_choice={"type": "function", "function": {"name": "get_time"}})
+    named = client.chat.completions.create(
+        model=model, messages=ask("x"), tools=TOOLS, tool_choice={"type": "function", "function": {"name": "get_time"}}
+    )
     assert [c.function.name for c in named.choices[0].message.tool_calls] == ["get_time"]
 
 
 def _run_tools(calls) -> list[dict]:
-    return [{"role": "tool", "tool_call_id": c["id"],
-             "content": json.dumps({"tool": c["function"]["name"], "ok": True}) if c["function"]["name"] == "get_weather" else "noon"}
-            for c in calls]
+    return [
+        {
+            "role": "tool",
+            "tool_call_id": c["id"],
+            "content": json.dumps({"tool": c["function"]["name"], "ok": True})
+            if c["function"]["name"] == "get_weather"
+            else "noon",
+        }
+        for c in calls
+    ]
 
 
 def _turn(client, model: str, messages: list[dict], stream: bool, **extra) -> tuple[str | None, list[dict]]:
@@ -218,7 +265,9 @@ def _turn(client, model: str, messages: list[dict], stream: bool, **extra) -> tu
             continue
         text += delta.content or ""
         for tc in delta.tool_calls or []:
-            slot = calls.setdefault(tc.index, {"id": None, "type": "function", "function": {"name": "", "arguments": ""}})
+            slot = calls.setdefault(
+                tc.index, {"id": None, "type": "function", "function": {"name": "", "arguments": ""}}
+            )
             slot["id"] = tc.id or slot["id"]
             slot["function"]["name"] += (tc.function.name or "") if tc.id else ""
             slot["function"]["arguments"] += tc.function.arguments or ""
@@ -231,9 +280,11 @@ def test_three_step_agent_loop(client, model, stream):
     """Three tasks, each: the model calls tools, the agent runs them, the model answers from the results.
     The history grows with every call and result, so each request replays all earlier tool turns."""
     messages: list[dict] = []
-    script = [("What is the weather in Oslo?", {}, ["get_weather"]),
-              ("Now weather and time, in parallel", {}, ["get_weather", "get_time"]),
-              ("And just the time", {"tool_choice": {"type": "function", "function": {"name": "get_time"}}}, ["get_time"])]
+    script = [
+        ("What is the weather in Oslo?", {}, ["get_weather"]),
+        ("Now weather and time, in parallel", {}, ["get_weather", "get_time"]),
+        ("And just the time", {"tool_choice": {"type": "function", "function": {"name": "get_time"}}}, ["get_time"]),
+    ]
     for question, extra, expected in script:
         messages.append({"role": "user", "content": question})
         answer = None
@@ -252,13 +303,30 @@ def test_three_step_agent_loop(client, model, stream):
 
 
 def test_image_json_schema_stop_and_length(client):
-    image = client.chat.completions.create(model="gem", messages=[{"role": "user", "content": [
-        {"type": "text", "text": "What is this?"}, {"type": "image_url", "image_url": {"url": PNG}}]}])
+    image = client.chat.completions.create(
+        model="gem",
+        messages=[
+            {
+                "role": "user",
+                "content": [
+                    {"type": "text", "text": "What is this?"},
+                    {"type": "image_url", "image_url": {"url": PNG}},
+                ],
+            }
+        ],
+    )
     assert image.choices[0].message.content.endswith("I see 1 image(s).")
-    schema = {"type": "object", "properties": {"city": {"type": "string"}, "days": {"type": "integer", "minimum": 3}},
-              "required": ["city", "days"], "additionalProperties": False}
-    js = client.chat.completions.create(model="vtx", messages=ask("Plan"), response_format={
-        "type": "json_schema", "json_schema": {"name": "plan", "schema": schema, "strict": True}})
+    schema = {
+        "type": "object",
+        "properties": {"city": {"type": "string"}, "days": {"type": "integer", "minimum": 3}},
+        "required": ["city", "days"],
+        "additionalProperties": False,
+    }
+    js = client.chat.completions.create(
+        model="vtx",
+        messages=ask("Plan"),
+        response_format={"type": "json_schema", "json_schema": {"name": "plan", "schema": schema, "strict": True}},
+    )
     assert json.loads(js.choices[0].message.content) == {"city": "example", "days": 3}
     stop = client.chat.completions.create(model="gem", messages=ask("Hello there"), stop=["You said"])
     assert stop.choices[0].message.content == "Hello from gemini-sim. " and stop.choices[0].finish_reason == "stop"
@@ -267,8 +335,9 @@ def test_image_json_schema_stop_and_length(client):
 
 
 def test_dropped_and_refused_parameters(client):
-    raw = client.chat.completions.with_raw_response.create(model="gem", messages=ask("hi"), tools=TOOLS,
-                                                           parallel_tool_calls=False, logit_bias={"42": 1})
+    raw = client.chat.completions.with_raw_response.create(
+        model="gem", messages=ask("hi"), tools=TOOLS, parallel_tool_calls=False, logit_bias={"42": 1}
+    )
     assert raw.headers["x-multihome-dropped-params"] == "logit_bias,parallel_tool_calls"
     with pytest.raises(openai.BadRequestError) as exc:
         client.chat.completions.create(model="gem", messages=ask("hi"), modalities=["text", "audio"])
@@ -277,7 +346,9 @@ def test_dropped_and_refused_parameters(client):
 
 def test_unknown_tool_call_id_is_a_400_before_any_upstream_call(client, sims):
     with pytest.raises(openai.BadRequestError) as exc:
-        client.chat.completions.create(model="gem", messages=[*ask("x"), {"role": "tool", "tool_call_id": "call_nope", "content": "r"}])
+        client.chat.completions.create(
+            model="gem", messages=[*ask("x"), {"role": "tool", "tool_call_id": "call_nope", "content": "r"}]
+        )
     assert "call_nope" in str(exc.value)
     assert sims["gemini"].stats()["requests"] == 0
 
@@ -289,7 +360,9 @@ def test_unknown_tool_call_id_is_a_400_before_any_upstream_call(client, sims):
 def test_embeddings_float_and_base64(client, model):
     floats = client.embeddings.create(model=model, input=["alpha", "beta"], dimensions=6)
     assert [len(d.embedding) for d in floats.data] == [6, 6] and floats.data[0].embedding != floats.data[1].embedding
-    raw = client.embeddings.with_raw_response.create(model=model, input=["alpha", "beta"], dimensions=6, encoding_format="base64")
+    raw = client.embeddings.with_raw_response.create(
+        model=model, input=["alpha", "beta"], dimensions=6, encoding_format="base64"
+    )
     b64 = json.loads(raw.content)["data"]
     decoded = list(struct.unpack("<6f", base64.b64decode(b64[0]["embedding"])))
     assert decoded == pytest.approx(floats.data[0].embedding, rel=1e-6)

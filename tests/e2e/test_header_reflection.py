@@ -50,7 +50,10 @@ model_groups:
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("reflection")
-    oa, an = Simulator("openai", "hr-oa"), Simulator("anthropic", "hr-an", "--api-key-env", "MH_HR_ANTHROPIC_KEY", env=ENV)
+    oa, an = (
+        Simulator("openai", "hr-oa"),
+        Simulator("anthropic", "hr-an", "--api-key-env", "MH_HR_ANTHROPIC_KEY", env=ENV),
+    )
     try:
         gw = Gateway(CONFIG.format(tmp=tmp, budget=BUDGET, inp=IN, out=OUT, openai=oa.url, anthropic=an.url), tmp, ENV)
         try:
@@ -64,7 +67,9 @@ def world(tmp_path_factory):
 
 def _usage(gw) -> dict:
     """The usage table's totals for the whole organisation (the admin API flushes this replica first)."""
-    resp = httpx.get(gw.url + "/admin/v1/usage?group_by=tenant", headers={"authorization": f"Bearer {ADMIN}"}, timeout=10)
+    resp = httpx.get(
+        gw.url + "/admin/v1/usage?group_by=tenant", headers={"authorization": f"Bearer {ADMIN}"}, timeout=10
+    )
     assert resp.status_code == 200, resp.text
     rows = resp.json()["data"]
     return {"calls": sum(r["calls"] for r in rows), "cost": sum((Decimal(r["cost"]) for r in rows), Decimal(0))}
@@ -88,13 +93,19 @@ def test_hostile_field_names_get_an_answer_and_are_charged_until_the_budget_refu
         try:
             if i % 2 == 0:  # the Anthropic door reports the unknown field itself
                 raw = claude.messages.with_raw_response.create(
-                    model="priced", max_tokens=20, messages=[{"role": "user", "content": "hello"}],
-                    extra_body={HOSTILE: 1})
+                    model="priced",
+                    max_tokens=20,
+                    messages=[{"role": "user", "content": "hello"}],
+                    extra_body={HOSTILE: 1},
+                )
                 assert raw.parse().content[0].text
             else:  # the OpenAI door: the Anthropic upstream's adapter drops it
                 raw = chat.chat.completions.with_raw_response.create(
-                    model="claude", max_tokens=20, messages=[{"role": "user", "content": "hello"}],
-                    extra_body={HOSTILE: 1})
+                    model="claude",
+                    max_tokens=20,
+                    messages=[{"role": "user", "content": "hello"}],
+                    extra_body={HOSTILE: 1},
+                )
                 assert raw.parse().choices[0].message.content
         except (anthropic.RateLimitError, openai.RateLimitError) as exc:
             refused = exc

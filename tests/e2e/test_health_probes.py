@@ -51,8 +51,12 @@ def test_open_breakers_are_probed_back_without_spending_client_calls(tmp_path):
     try:
         a.fault(status=503, match="primary-model")
         for _ in range(2):
-            assert client.chat.completions.with_raw_response.create(
-                model="chat", messages=USER).headers["x-multihome-deployment"] == "backup"
+            assert (
+                client.chat.completions.with_raw_response.create(model="chat", messages=USER).headers[
+                    "x-multihome-deployment"
+                ]
+                == "backup"
+            )
         assert breaker(gw, chat, "primary") == "open"
         # Still failing: probes keep it open, and clients go straight to the backup.
         time.sleep(0.7)
@@ -60,7 +64,10 @@ def test_open_breakers_are_probed_back_without_spending_client_calls(tmp_path):
         probes = [r for r in a.requests() if r.get("model") == "primary-model"]
         assert len(probes) >= 4  # 2 client calls, then probes every 0.2 s
         raw = client.chat.completions.with_raw_response.create(model="chat", messages=USER)
-        assert raw.headers["x-multihome-deployment"] == "backup" and "primary;outcome=skipped" in raw.headers["x-multihome-attempts"]
+        assert (
+            raw.headers["x-multihome-deployment"] == "backup"
+            and "primary;outcome=skipped" in raw.headers["x-multihome-attempts"]
+        )
 
         # The primary recovers: a probe closes the breaker within about one interval, not 600 s.
         a.clear_faults()

@@ -14,11 +14,12 @@ import pytest
 from openapi_spec_validator import validate
 
 from oidc_issuer import LocalIssuer  # tests/ is on sys.path (pytest rootdir insertion)
+
 from .processes import Gateway, Simulator
 
 ADMIN_KEY = "mh-bootstrap-admin-key-for-tests"
 USER = [{"role": "user", "content": "hello"}]
-TODAY = dt.datetime.now(dt.timezone.utc).date()
+TODAY = dt.datetime.now(dt.UTC).date()
 
 CONFIG = """
 storage: {{url_env: MH_TEST_DB}}
@@ -60,8 +61,12 @@ class World:
         return resp.json()
 
     def key(self, tenant: str, roles=("member",), client=None, **extra) -> tuple[str, str]:
-        out = self.ok((client or self.admin).post(f"/admin/v1/tenants/{tenant}/keys",
-                                                  json={"name": "k", "roles": list(roles), **extra}), 201)
+        out = self.ok(
+            (client or self.admin).post(
+                f"/admin/v1/tenants/{tenant}/keys", json={"name": "k", "roles": list(roles), **extra}
+            ),
+            201,
+        )
         return out["id"], out["key"]
 
 
@@ -218,14 +223,19 @@ def test_entitlements_expiry_exclusivity_and_explain(world):
     with pytest.raises(openai.PermissionDeniedError) as info:
         a_client.chat.completions.create(model="licensed", messages=USER)
     assert info.value.code == "entitlement_required"
-    grant = {"model_group": "licensed", "starts_on": str(TODAY - dt.timedelta(days=1)),
-             "ends_on": str(TODAY + dt.timedelta(days=30)), "exclusive": True}
+    grant = {
+        "model_group": "licensed",
+        "starts_on": str(TODAY - dt.timedelta(days=1)),
+        "ends_on": str(TODAY + dt.timedelta(days=30)),
+        "exclusive": True,
+    }
     ent = world.ok(world.admin.post(f"/admin/v1/tenants/{world.a}/entitlements", json=grant), 201)
     overlapping = world.admin.post(f"/admin/v1/tenants/{world.b}/entitlements", json={**grant, "exclusive": False})
     assert overlapping.status_code == 409 and ent["id"] in overlapping.text
     for family in ("licen*", "*"):  # a family covering another tenant's exclusive grant (issue 11 #9)
-        covering = world.admin.post(f"/admin/v1/tenants/{world.b}/entitlements",
-                                    json={**grant, "model_group": family, "exclusive": False})
+        covering = world.admin.post(
+            f"/admin/v1/tenants/{world.b}/entitlements", json={**grant, "model_group": family, "exclusive": False}
+        )
         assert covering.status_code == 409 and ent["id"] in covering.text, covering.text
     old = {"model_group": "licensed", "starts_on": "2020-01-01", "ends_on": "2020-12-31"}
     expired = world.ok(world.admin.post(f"/admin/v1/tenants/{world.b}/entitlements", json=old), 201)
@@ -249,7 +259,9 @@ def test_entitlements_expiry_exclusivity_and_explain(world):
     assert explain_a["allowed"] is True and explain_a["entitlement_id"] == ent["id"]
     # Explaining a day after the term: refused, naming the grant.
     later = str(TODAY + dt.timedelta(days=31))
-    after = world.ok(world.admin.post("/admin/v1/policy/explain", json={"tenant_id": world.a, "model": "licensed", "on": later}))
+    after = world.ok(
+        world.admin.post("/admin/v1/policy/explain", json={"tenant_id": world.a, "model": "licensed", "on": later})
+    )
     assert after["code"] == "entitlement_expired" and ent["id"] in after["message"]
 
 
@@ -275,7 +287,8 @@ def test_jwt_federation(world):
         other.stop()
     header, payload, sig = good.split(".")
     tampered_payload = jwt.utils.base64url_encode(
-        jwt.utils.base64url_decode(payload).replace(world.a.encode(), world.b.encode())).decode()
+        jwt.utils.base64url_decode(payload).replace(world.a.encode(), world.b.encode())
+    ).decode()
     cases = {
         "expired": issuer.mint(tenant=world.a, exp_in=-120),
         "wrong audience": issuer.mint(tenant=world.a, aud="someone-else"),

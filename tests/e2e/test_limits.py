@@ -52,15 +52,25 @@ model_groups:
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
     env = {"MH_TEST_CLIENT_KEY": CLIENT_KEY, "MH_TEST_ADMIN_KEY": ADMIN_KEY, "MH_TEST_N_KEY": N_KEY}
-    with replicas(tmp_path_factory.mktemp("limits"),
-                  lambda sim: CONFIG.format(sim=sim, budget=BUDGET, rpm=RPM, inp=IN, out=OUT), env) as gateways:
+    with replicas(
+        tmp_path_factory.mktemp("limits"),
+        lambda sim: CONFIG.format(sim=sim, budget=BUDGET, rpm=RPM, inp=IN, out=OUT),
+        env,
+    ) as gateways:
         yield gateways
 
 
 async def _burst(gateways, model: str, calls: int, key: str = CLIENT_KEY, **extra) -> list:
-    clients = [openai.AsyncOpenAI(base_url=g.url + "/v1", api_key=key, max_retries=0, timeout=30,
-                                  http_client=httpx.AsyncClient(limits=httpx.Limits(max_connections=calls)))
-               for g in gateways]
+    clients = [
+        openai.AsyncOpenAI(
+            base_url=g.url + "/v1",
+            api_key=key,
+            max_retries=0,
+            timeout=30,
+            http_client=httpx.AsyncClient(limits=httpx.Limits(max_connections=calls)),
+        )
+        for g in gateways
+    ]
 
     async def one(i):
         try:
@@ -203,17 +213,22 @@ def test_an_empty_redis_keeps_the_periods_spend_and_the_minutes_requests(tmp_pat
             assert spent <= BUDGET
             # Both replicas' usage rows are in the database (each flushes within 50 ms).
             assert _stored_usage(gateways[1], "limited", lambda row: row["calls"] == RPM)["calls"] == RPM
-            assert Decimal(_stored_usage(gateways[1], "priced", lambda row: Decimal(row["cost"]) == spent)["cost"]) == spent
+            assert (
+                Decimal(_stored_usage(gateways[1], "priced", lambda row: Decimal(row["cost"]) == spent)["cost"])
+                == spent
+            )
 
             redis.stop()
             redis = RedisServer(port=redis.port)  # back, empty
             after = asyncio.run(_burst(gateways, "priced", 10, max_tokens=20))
-            assert all(isinstance(r, openai.APIStatusError) and r.body["code"] == "budget_exceeded" for r in after), \
-                [getattr(r, "body", "admitted") for r in after]
+            assert all(isinstance(r, openai.APIStatusError) and r.body["code"] == "budget_exceeded" for r in after), [
+                getattr(r, "body", "admitted") for r in after
+            ]
             after = asyncio.run(_burst(gateways, "limited", 10))
             assert time.time() // 60 == minute, "the test ran past its minute; the rate windows changed"
-            assert all(isinstance(r, openai.APIStatusError) and r.body["code"] == "rate_limit_exceeded" for r in after), \
-                [getattr(r, "body", "admitted") for r in after]
+            assert all(
+                isinstance(r, openai.APIStatusError) and r.body["code"] == "rate_limit_exceeded" for r in after
+            ), [getattr(r, "body", "admitted") for r in after]
     finally:
         redis.stop()
 
@@ -239,8 +254,12 @@ model_groups:
         client = openai.OpenAI(base_url=gw.url + "/v1", api_key="client", max_retries=0)
         if time.time() % 60 > 57:  # the windows are UTC minutes: keep both calls inside one
             time.sleep(60 - time.time() % 60 + 0.2)
-        first = client.chat.completions.with_raw_response.create(model="g", messages=[{"role": "user", "content": "hi"}])
-        second = client.chat.completions.with_raw_response.create(model="g", messages=[{"role": "user", "content": "hi"}])
+        first = client.chat.completions.with_raw_response.create(
+            model="g", messages=[{"role": "user", "content": "hi"}]
+        )
+        second = client.chat.completions.with_raw_response.create(
+            model="g", messages=[{"role": "user", "content": "hi"}]
+        )
     finally:
         gw.stop()
         a.stop()

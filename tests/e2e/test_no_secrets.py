@@ -34,8 +34,14 @@ class Recorder:
 
     def __call__(self, response: httpx.Response) -> None:
         response.read()
-        self.seen.append((f"{response.request.method} {response.request.url}", response.status_code,
-                          dict(response.headers), response.content))
+        self.seen.append(
+            (
+                f"{response.request.method} {response.request.url}",
+                response.status_code,
+                dict(response.headers),
+                response.content,
+            )
+        )
 
     def client(self, http=httpx, **kwargs):
         """A client of `http` (httpx; httpx2 for the anthropic SDK) that records every response."""
@@ -57,8 +63,11 @@ def test_no_secret_leaves_the_gateway(world):
     # The OpenAI door: every cloud, unary and streamed; embeddings on three clouds.
     for group in ("gpt-4o", "claude", "bedrock", "gemini"):
         assert oa.chat.completions.create(model=group, messages=USER).choices
-        assert "".join(c.choices[0].delta.content or "" for c in oa.chat.completions.create(
-            model=group, messages=USER, stream=True) if c.choices)
+        assert "".join(
+            c.choices[0].delta.content or ""
+            for c in oa.chat.completions.create(model=group, messages=USER, stream=True)
+            if c.choices
+        )
     assert oa.chat.completions.create(model="gpt-4o", messages=USER, extra_headers={"x-multihome-deployments": "az"})
     for group in ("embed", "titan", "gemini-embed"):
         assert oa.embeddings.create(model=group, input="hello").data
@@ -87,15 +96,19 @@ def test_no_secret_leaves_the_gateway(world):
 
     # Failures: a bad body, an unknown model, keys that are wrong, revoked or truncated, an
     # upstream that fails, an upstream that refuses the gateway's own key, a revoked token.
-    bad = rec.client(base_url=url, headers={"authorization": f"Bearer {CLIENT_KEY}", "content-type": "application/json"})
+    bad = rec.client(
+        base_url=url, headers={"authorization": f"Bearer {CLIENT_KEY}", "content-type": "application/json"}
+    )
     bad.post("/v1/chat/completions", content=b'{"model": "gpt-4o", "messages": [')
     bad.post("/v1/chat/completions", json={"model": "nope", "messages": USER})
     bad.post("/v1/messages", json={"model": "claude", "messages": USER})
     for key in (CLIENT_KEY + "x", managed[:-1], ADMIN_KEY[:-2], SECRETS["MH_FLEET_OPENAI_KEY"]):
-        rec.client(base_url=url, headers={"authorization": f"Bearer {key}"}).post("/v1/chat/completions",
-                                                                                 json={"model": "gpt-4o", "messages": USER})
-    rec.client(base_url=url, headers={"x-api-key": CLIENT_KEY[:-1]}).post("/v1/messages", json={
-        "model": "claude", "max_tokens": 5, "messages": USER})
+        rec.client(base_url=url, headers={"authorization": f"Bearer {key}"}).post(
+            "/v1/chat/completions", json={"model": "gpt-4o", "messages": USER}
+        )
+    rec.client(base_url=url, headers={"x-api-key": CLIENT_KEY[:-1]}).post(
+        "/v1/messages", json={"model": "claude", "max_tokens": 5, "messages": USER}
+    )
     admin.delete(f"/admin/v1/tenants/{tenant}/keys/{created.json()['id']}")
     with pytest.raises(openai.AuthenticationError):
         mk.chat.completions.create(model="gemini", messages=USER)
@@ -113,11 +126,20 @@ def test_no_secret_leaves_the_gateway(world):
     admin.get("/admin/v1/audit/events", params={"limit": 500})
     admin.get("/admin/v1/events")
 
-    secrets = {**SECRETS, "managed key": managed, "managed key without its prefix": managed[len(prefix) + 3:],
-               "OIDC token": token, "OIDC token signature": token.rsplit(".", 1)[1]}
+    secrets = {
+        **SECRETS,
+        "managed key": managed,
+        "managed key without its prefix": managed[len(prefix) + 3 :],
+        "OIDC token": token,
+        "OIDC token signature": token.rsplit(".", 1)[1],
+    }
     assert len(rec.seen) > 30
-    leaks = _in_responses(rec, secrets) + _in_text("log", world.log(), secrets) + _in_audit(world, secrets) \
+    leaks = (
+        _in_responses(rec, secrets)
+        + _in_text("log", world.log(), secrets)
+        + _in_audit(world, secrets)
         + _in_database(world, secrets)
+    )
     assert not leaks, "secrets leaked:\n" + "\n".join(leaks)
 
 
@@ -150,7 +172,7 @@ def _in_database(world, secrets: dict[str, str]) -> list[str]:
     with sqlite3.connect(world.db) as db:
         tables = [r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
         for table in tables:
-            for row in db.execute(f'SELECT * FROM "{table}"'):  # noqa: S608 - names from sqlite_master
+            for row in db.execute(f'SELECT * FROM "{table}"'):
                 rows += 1
                 text = " ".join(v.decode(errors="replace") if isinstance(v, bytes) else str(v) for v in row)
                 leaks += _in_text(f"table {table}", text, secrets)

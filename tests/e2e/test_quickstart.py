@@ -82,7 +82,7 @@ def _script(blocks: list[tuple[bool, int, str]], ports: dict[str, int]) -> str:
 
 
 def _with_ports(text: str, ports: dict[str, int]) -> str:
-    return re.sub(r"\b(%s)\b" % "|".join(ports), lambda m: str(ports[m.group(1)]), text)
+    return re.sub(r"\b(" + "|".join(ports) + r")\b", lambda m: str(ports[m.group(1)]), text)
 
 
 def test_the_page_has_the_expected_blocks():
@@ -123,8 +123,14 @@ def test_quickstart_runs_as_written(tmp_path):
     env = {k: v for k, v in os.environ.items() if not _FOREIGN_ENV.match(k)}
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT / "src"), env.get("PYTHONPATH")) if p)
     proc = subprocess.Popen(
-        ["bash", str(script)], cwd=tmp_path, env=env, stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+        ["bash", str(script)],
+        cwd=tmp_path,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
     )
     try:
         out, err = proc.communicate(timeout=TIMEOUT_S)

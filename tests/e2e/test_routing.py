@@ -49,7 +49,9 @@ model_groups:
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
     a, b = Simulator("openai", "sim-a"), Simulator("openai", "sim-b")
-    gw = Gateway(CONFIG.format(a=a.url, b=b.url), tmp_path_factory.mktemp("routing"), {"MH_TEST_CLIENT_KEY": CLIENT_KEY})
+    gw = Gateway(
+        CONFIG.format(a=a.url, b=b.url), tmp_path_factory.mktemp("routing"), {"MH_TEST_CLIENT_KEY": CLIENT_KEY}
+    )
     client = openai.OpenAI(base_url=gw.url + "/v1", api_key=CLIENT_KEY, max_retries=0, timeout=10)
     yield a, b, gw, client
     gw.stop()
@@ -64,7 +66,10 @@ def _reset(world):
 
 
 def _outcomes(headers) -> list[str]:
-    return [part.split(";")[0] + ":" + part.split(";")[1].removeprefix("outcome=") for part in headers["x-multihome-attempts"].split(", ")]
+    return [
+        part.split(";")[0] + ":" + part.split(";")[1].removeprefix("outcome=")
+        for part in headers["x-multihome-attempts"].split(", ")
+    ]
 
 
 def test_context_overflow_moves_to_a_larger_window(world):
@@ -76,7 +81,9 @@ def test_context_overflow_moves_to_a_larger_window(world):
 
 def test_estimated_context_skips_the_small_window_before_any_call(world):
     a, b, gw, client = world
-    raw = client.chat.completions.with_raw_response.create(model="overflow", messages=[{"role": "user", "content": "word " * 5000}])
+    raw = client.chat.completions.with_raw_response.create(
+        model="overflow", messages=[{"role": "user", "content": "word " * 5000}]
+    )
     assert raw.headers["x-multihome-deployment"] == "b-big"
     assert a.stats()["requests"] == 0
 
@@ -93,8 +100,11 @@ def test_breaker_opens_after_n_failures_and_closes_after_a_good_probe(world):
     assert _outcomes(raw.headers) == ["a-brk:skipped", "b-brk:ok"]
     assert 'a-brk;outcome=skipped;reason="breaker open for' in raw.headers["x-multihome-attempts"]
     assert a.stats()["requests"] == 3
-    explain = httpx.post(gw.url + "/v1/route/explain", json={"model": "breaker", "messages": USER},
-                         headers={"authorization": f"Bearer {CLIENT_KEY}"}).json()
+    explain = httpx.post(
+        gw.url + "/v1/route/explain",
+        json={"model": "breaker", "messages": USER},
+        headers={"authorization": f"Bearer {CLIENT_KEY}"},
+    ).json()
     assert explain["breakers"]["a-brk"]["state"] == "open"
     # Cooldown over and the primary healthy again: one probe closes the breaker.
     a.clear_faults()
@@ -154,12 +164,18 @@ def test_explain_plan_equals_what_the_gateway_does(world):
     a, b, gw, client = world
     tool = {"type": "function", "function": {"name": "f", "parameters": {"type": "object", "properties": {}}}}
     for body in ({"model": "primary", "messages": USER}, {"model": "primary", "messages": USER, "tools": [tool]}):
-        explain = httpx.post(gw.url + "/v1/route/explain", json=body, headers={"authorization": f"Bearer {CLIENT_KEY}"}).json()
+        explain = httpx.post(
+            gw.url + "/v1/route/explain", json=body, headers={"authorization": f"Bearer {CLIENT_KEY}"}
+        ).json()
         a.fault(status=503)
         b.fault(status=503)
         with pytest.raises(openai.APIStatusError) as info:
             client.chat.completions.create(**body)
-        names = [o.split(":")[0] for o in _outcomes(info.value.response.headers) if not o.endswith(("fallback_group", "skipped"))]
+        names = [
+            o.split(":")[0]
+            for o in _outcomes(info.value.response.headers)
+            if not o.endswith(("fallback_group", "skipped"))
+        ]
         tried = [n for i, n in enumerate(names) if i == 0 or names[i - 1] != n]  # same-deployment retries fold
         assert tried == explain["would_attempt"]
         a.clear_faults()
@@ -185,7 +201,9 @@ def test_client_may_narrow_but_not_widen(world):
     assert raw.headers["x-multihome-deployment"] == "b-p"
     assert all("multihome" not in str(r) for r in b.requests())
     with pytest.raises(openai.BadRequestError) as info:
-        client.chat.completions.create(model="primary", messages=USER, extra_headers={"x-multihome-deployments": "b-cheap"})
+        client.chat.completions.create(
+            model="primary", messages=USER, extra_headers={"x-multihome-deployments": "b-cheap"}
+        )
     assert info.value.code == "invalid_route_narrowing"
 
 
@@ -209,14 +227,18 @@ def test_route_explain_cli(world):
     a, b, gw, client = world
     out = subprocess.run(
         [str(VENV_BIN / "multihome"), "route", "explain", "cheap", "--url", gw.url, "--key", CLIENT_KEY],
-        capture_output=True, text=True, timeout=20,
+        capture_output=True,
+        text=True,
+        timeout=20,
     )
     assert out.returncode == 0, out.stderr
     assert "-> b-cheap: rank 1 by lowest-cost" in out.stdout
     assert "would attempt: b-cheap -> a-exp" in out.stdout
     bad = subprocess.run(
         [str(VENV_BIN / "multihome"), "route", "explain", "nope", "--url", gw.url, "--key", CLIENT_KEY],
-        capture_output=True, text=True, timeout=20,
+        capture_output=True,
+        text=True,
+        timeout=20,
     )
     assert bad.returncode == 1 and "does not exist" in bad.stderr
 

@@ -52,8 +52,11 @@ def _served(client) -> tuple[str, str]:
 
 
 def _breaker(gateway) -> str:
-    explain = httpx.post(gateway.url + "/v1/route/explain", json={"model": "g", "messages": USER},
-                         headers={"authorization": f"Bearer {CLIENT_KEY}"}).json()
+    explain = httpx.post(
+        gateway.url + "/v1/route/explain",
+        json={"model": "g", "messages": USER},
+        headers={"authorization": f"Bearer {CLIENT_KEY}"},
+    ).json()
     return explain["breakers"].get("primary", {}).get("state", "closed")
 
 

@@ -22,7 +22,7 @@ from multihome.audit import AuditReader, Filters
 
 from .processes import Gateway, Simulator
 
-TODAY = dt.datetime.now(dt.timezone.utc).date()
+TODAY = dt.datetime.now(dt.UTC).date()
 CONFIG = """
 storage: {{url_env: MH_TEST_DB}}
 server: {{api_keys_env: [MH_TEST_CLIENT]}}
@@ -51,13 +51,18 @@ def test_sigterm_answers_calls_in_flight_and_writes_every_row(tmp_path):
     client = openai.OpenAI(base_url=gw.url + "/v1", api_key="client-key", max_retries=0, timeout=30)
     try:
         with ThreadPoolExecutor(16) as pool:
-            answered = list(pool.map(lambda _: client.chat.completions.create(model="gpt-4o", messages=USER).usage,
-                                     range(60)))
+            answered = list(
+                pool.map(lambda _: client.chat.completions.create(model="gpt-4o", messages=USER).usage, range(60))
+            )
         # Three more calls are still waiting on the provider when the stop signal arrives.
         sim.fault(latency_ms=700)
         late: list = []
-        threads = [threading.Thread(target=lambda: late.append(
-            client.chat.completions.create(model="gpt-4o", messages=USER).usage)) for _ in range(3)]
+        threads = [
+            threading.Thread(
+                target=lambda: late.append(client.chat.completions.create(model="gpt-4o", messages=USER).usage)
+            )
+            for _ in range(3)
+        ]
         for t in threads:
             t.start()
         time.sleep(0.3)
@@ -75,7 +80,9 @@ def test_sigterm_answers_calls_in_flight_and_writes_every_row(tmp_path):
     usages = answered + late
     cost = sum((Decimal(u.prompt_tokens * 3 + u.completion_tokens * 15) / 1_000_000 for u in usages), Decimal(0))
     with sqlite3.connect(db) as conn:
-        rows, tokens = conn.execute("SELECT count(*), sum(prompt_tokens + completion_tokens) FROM usage_calls").fetchone()
+        rows, tokens = conn.execute(
+            "SELECT count(*), sum(prompt_tokens + completion_tokens) FROM usage_calls"
+        ).fetchone()
         accruals = conn.execute("SELECT amount FROM ledger_accruals WHERE contract_id = 'rs'").fetchall()
     assert rows == 63 and tokens == sum(u.prompt_tokens + u.completion_tokens for u in usages)
     assert len(accruals) == 63 and sum(Decimal(a) for (a,) in accruals) == cost * Decimal("0.5")
@@ -156,14 +163,22 @@ def test_calls_open_at_the_drain_deadline_end_with_an_error_the_sdks_raise_and_a
         oa = openai.OpenAI(base_url=gw.url + "/v1", api_key="client-key", max_retries=0, timeout=60)
         an = anthropic.Anthropic(base_url=gw.url, api_key="client-key", max_retries=0, timeout=60)
         with ThreadPoolExecutor(4) as pool:
-            slow_oa = pool.submit(_outcome, lambda: _read_stream(
-                oa.chat.completions.create(model="slow", messages=USER, stream=True), chunks))
-            slow_an = pool.submit(_outcome, lambda: _read_stream(
-                an.messages.create(model="slow", max_tokens=1000, messages=USER, stream=True), events))
+            slow_oa = pool.submit(
+                _outcome,
+                lambda: _read_stream(oa.chat.completions.create(model="slow", messages=USER, stream=True), chunks),
+            )
+            slow_an = pool.submit(
+                _outcome,
+                lambda: _read_stream(
+                    an.messages.create(model="slow", max_tokens=1000, messages=USER, stream=True), events
+                ),
+            )
             stuck = pool.submit(_outcome, lambda: oa.chat.completions.create(model="stuck", messages=USER))
             _wait_for(lambda: len(chunks) > 2 and len(events) > 2, "both slow streams to be under way")
-            short = pool.submit(_outcome, lambda: _read_stream(
-                oa.chat.completions.create(model="fast", messages=USER, stream=True), fast))
+            short = pool.submit(
+                _outcome,
+                lambda: _read_stream(oa.chat.completions.create(model="fast", messages=USER, stream=True), fast),
+            )
             _wait_for(lambda: fast, "the short stream's first chunk")
             # Exits shortly after the deadline, not after uvicorn's own backstop and a cancel.
             _stopped(gw, within_s=DRAIN_S + 10)
@@ -181,11 +196,19 @@ def test_calls_open_at_the_drain_deadline_end_with_an_error_the_sdks_raise_and_a
 
     # Each is metered and audited before the process exits.
     with sqlite3.connect(db) as conn:
-        rows = conn.execute("SELECT model_group, outcome, status, completion_tokens, cost_nanos FROM usage_calls").fetchall()
+        rows = conn.execute(
+            "SELECT model_group, outcome, status, completion_tokens, cost_nanos FROM usage_calls"
+        ).fetchall()
     recorded = sorted((g, o, s) for g, o, s, _, _ in rows)
-    assert recorded == [("fast", "ok", 200), ("slow", "stream_error", 200), ("slow", "stream_error", 200),
-                        ("stuck", "cancelled", 503)], rows
-    assert all(tokens > 0 and nanos > 0 for g, _, _, tokens, nanos in rows if g == "slow"), "what was produced is billed"
+    assert recorded == [
+        ("fast", "ok", 200),
+        ("slow", "stream_error", 200),
+        ("slow", "stream_error", 200),
+        ("stuck", "cancelled", 503),
+    ], rows
+    assert all(tokens > 0 and nanos > 0 for g, _, _, tokens, nanos in rows if g == "slow"), (
+        "what was produced is billed"
+    )
     calls = [e["body"] for _, e in AuditReader(str(audit)).iter_events(Filters(kind="call"))]
     assert sorted((c["model_group"], c["outcome"]) for c in calls) == [(g, o) for g, o, _ in recorded]
 
@@ -208,8 +231,10 @@ def test_workers_drain_with_the_flags_deadline(tmp_path):
         sim.fault(chunks=400, chunk_delay_ms=50, match="m-slow")
         client = openai.OpenAI(base_url=gw.url + "/v1", api_key="client-key", max_retries=0, timeout=60)
         with ThreadPoolExecutor(1) as pool:
-            slow = pool.submit(_outcome, lambda: _read_stream(
-                client.chat.completions.create(model="slow", messages=USER, stream=True), chunks))
+            slow = pool.submit(
+                _outcome,
+                lambda: _read_stream(client.chat.completions.create(model="slow", messages=USER, stream=True), chunks),
+            )
             _wait_for(lambda: len(chunks) > 2, "the stream to be under way")
             _stopped(gw, within_s=15)  # the flag's 1 s, not the config's 600 s, reached each worker
             result = slow.result(timeout=30)

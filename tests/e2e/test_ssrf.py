@@ -77,22 +77,40 @@ def settled(world, canary) -> list[bytes]:
 
 def test_image_and_file_urls_are_never_fetched_by_the_gateway(world, canary):
     oa = openai.OpenAI(base_url=world.url + "/v1", api_key=CLIENT_KEY, max_retries=0, timeout=20)
-    targets = [f"{canary.url}/cat.png", f"{canary.url}/cat.png?x=1", f"http://localhost:{canary.port}/a.jpg",
-               f"https://127.0.0.1:{canary.port}/a.webp", f"gs://127.0.0.1:{canary.port}/a.png"]
+    targets = [
+        f"{canary.url}/cat.png",
+        f"{canary.url}/cat.png?x=1",
+        f"http://localhost:{canary.port}/a.jpg",
+        f"https://127.0.0.1:{canary.port}/a.webp",
+        f"gs://127.0.0.1:{canary.port}/a.png",
+    ]
     answers = []
     for group in CHAT_GROUPS:
         for url in targets:
             content = [{"type": "text", "text": "What is this?"}, {"type": "image_url", "image_url": {"url": url}}]
-            answers.append(_status(lambda: oa.chat.completions.create(model=group, messages=[
-                {"role": "user", "content": content}])))
+            answers.append(
+                _status(
+                    lambda: oa.chat.completions.create(model=group, messages=[{"role": "user", "content": content}])
+                )
+            )
         file_part = {"type": "file", "file": {"file_data": f"{canary.url}/doc.pdf", "filename": "doc.pdf"}}
-        answers.append(_status(lambda: oa.chat.completions.create(model=group, messages=[
-            {"role": "user", "content": [file_part]}])))
+        answers.append(
+            _status(
+                lambda: oa.chat.completions.create(model=group, messages=[{"role": "user", "content": [file_part]}])
+            )
+        )
     an = anthropic.Anthropic(base_url=world.url, api_key=CLIENT_KEY, max_retries=0, timeout=20)
     for group in CHAT_GROUPS:
         block = {"type": "image", "source": {"type": "url", "url": f"{canary.url}/dog.png"}}
-        answers.append(_status(lambda: an.messages.create(model=group, max_tokens=8, messages=[
-            {"role": "user", "content": [block, {"type": "text", "text": "and this?"}]}])))
+        answers.append(
+            _status(
+                lambda: an.messages.create(
+                    model=group,
+                    max_tokens=8,
+                    messages=[{"role": "user", "content": [block, {"type": "text", "text": "and this?"}]}],
+                )
+            )
+        )
     # Served by providers that take URLs (passed on as data for the provider), refused by the rest.
     assert set(answers) <= {200, 400}, answers
     assert 200 in answers and 400 in answers
@@ -102,19 +120,33 @@ def test_image_and_file_urls_are_never_fetched_by_the_gateway(world, canary):
 def test_urls_in_other_request_fields_are_never_dereferenced(world, canary):
     http = httpx.Client(base_url=world.url, timeout=20, headers={"authorization": f"Bearer {CLIENT_KEY}"})
     ref = {"$ref": f"{canary.url}/schema.json"}
-    tools = [{"type": "function", "function": {"name": "f", "parameters": {"type": "object", "properties": {"a": ref}}}}]
+    tools = [
+        {"type": "function", "function": {"name": "f", "parameters": {"type": "object", "properties": {"a": ref}}}}
+    ]
     bodies = [
-        {"model": g, "messages": [{"role": "user", "content": "hi"}], "tools": tools,
-         "response_format": {"type": "json_schema", "json_schema": {"name": "x", "schema": ref}}}
+        {
+            "model": g,
+            "messages": [{"role": "user", "content": "hi"}],
+            "tools": tools,
+            "response_format": {"type": "json_schema", "json_schema": {"name": "x", "schema": ref}},
+        }
         for g in CHAT_GROUPS
     ]
-    bodies += [{"model": f"{canary.url}/model", "messages": [{"role": "user", "content": "hi"}]},
-               {"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}], "user": canary.url,
-                "multihome": {"route": {"deployments": [canary.url]}}}]
+    bodies += [
+        {"model": f"{canary.url}/model", "messages": [{"role": "user", "content": "hi"}]},
+        {
+            "model": "gpt-4o",
+            "messages": [{"role": "user", "content": "hi"}],
+            "user": canary.url,
+            "multihome": {"route": {"deployments": [canary.url]}},
+        },
+    ]
     for body in bodies:
         assert http.post("/v1/chat/completions", json=body).status_code < 500
-    assert http.post("/v1/chat/completions", json=bodies[0],
-                     headers={"x-multihome-deployments": canary.url}).status_code == 400
+    assert (
+        http.post("/v1/chat/completions", json=bodies[0], headers={"x-multihome-deployments": canary.url}).status_code
+        == 400
+    )
     assert http.post("/v1/route/explain", json=bodies[0]).status_code == 200
     assert settled(world, canary) == []
 
@@ -134,22 +166,40 @@ def test_tokens_naming_an_address_make_the_gateway_fetch_nothing(world, canary):
         jwt.encode(claims, key, algorithm="RS256", headers={"kid": f"{canary.url}/key"}),
     ]
     for token in tokens:
-        resp = http.post("/v1/chat/completions", json={"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}]},
-                         headers={"authorization": f"Bearer {token}"})
+        resp = http.post(
+            "/v1/chat/completions",
+            json={"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}]},
+            headers={"authorization": f"Bearer {token}"},
+        )
         assert resp.status_code == 401, resp.text
     assert settled(world, canary) == []
 
 
 def test_admin_inputs_are_stored_never_dereferenced(world, canary):
     admin = httpx.Client(base_url=world.url, timeout=20, headers={"authorization": f"Bearer {ADMIN_KEY}"})
-    tenant = admin.post("/admin/v1/tenants", json={"name": canary.url, "metadata": {
-        "webhook": f"{canary.url}/hook", "issuer": canary.url, "jwks_uri": f"{canary.url}/jwks"}}).json()["id"]
-    assert admin.post(f"/admin/v1/tenants/{tenant}/keys", json={
-        "name": "k", "metadata": {"callback": f"{canary.url}/cb"}}).status_code == 201
-    assert admin.post("/admin/v1/token-revocations", json={
-        "kind": "subject", "issuer": canary.url, "subject": "x"}).status_code == 400  # not a configured issuer
-    admin.post(f"/admin/v1/tenants/{tenant}/policies", json={
-        "scope": "tenant", "description": f"see {canary.url}", "rules": []})
+    tenant = admin.post(
+        "/admin/v1/tenants",
+        json={
+            "name": canary.url,
+            "metadata": {"webhook": f"{canary.url}/hook", "issuer": canary.url, "jwks_uri": f"{canary.url}/jwks"},
+        },
+    ).json()["id"]
+    assert (
+        admin.post(
+            f"/admin/v1/tenants/{tenant}/keys", json={"name": "k", "metadata": {"callback": f"{canary.url}/cb"}}
+        ).status_code
+        == 201
+    )
+    assert (
+        admin.post(
+            "/admin/v1/token-revocations", json={"kind": "subject", "issuer": canary.url, "subject": "x"}
+        ).status_code
+        == 400
+    )  # not a configured issuer
+    admin.post(
+        f"/admin/v1/tenants/{tenant}/policies",
+        json={"scope": "tenant", "description": f"see {canary.url}", "rules": []},
+    )
     admin.post("/admin/v1/policy/explain", json={"tenant_id": tenant, "model": canary.url})
     assert settled(world, canary) == []
 
@@ -181,7 +231,7 @@ class _Redirector(BaseHTTPRequestHandler):
     target = ""
     calls = 0
 
-    def do_POST(self) -> None:  # noqa: N802
+    def do_POST(self) -> None:
         type(self).calls += 1
         self.rfile.read(int(self.headers.get("content-length") or 0))
         self.send_response(307)

@@ -85,8 +85,13 @@ class Receiver:
         """(resource attributes, span) for every span received so far."""
         with self.lock:
             requests = list(self.traces)
-        return [(attrs(rs.resource), span) for req in requests for rs in req.resource_spans
-                for ss in rs.scope_spans for span in ss.spans]
+        return [
+            (attrs(rs.resource), span)
+            for req in requests
+            for rs in req.resource_spans
+            for ss in rs.scope_spans
+            for span in ss.spans
+        ]
 
     def span(self, request_id: str, seconds: float = 5.0) -> tuple[dict, Span]:
         deadline = time.monotonic() + seconds
@@ -101,8 +106,15 @@ class Receiver:
     def points(self, name: str) -> list:
         with self.lock:
             requests = list(self.metrics)
-        return [(m, p) for req in requests for rm in req.resource_metrics for sm in rm.scope_metrics
-                for m in sm.metrics if m.name == name for p in m.histogram.data_points]
+        return [
+            (m, p)
+            for req in requests
+            for rm in req.resource_metrics
+            for sm in rm.scope_metrics
+            for m in sm.metrics
+            if m.name == name
+            for p in m.histogram.data_points
+        ]
 
     def close(self) -> None:
         self.server.shutdown()
@@ -122,7 +134,8 @@ def attrs(item) -> dict:
 
 def start_gateway(sims, tmp, receiver: Receiver, batch_delay_ms=50, metrics_interval_s=0.2) -> Gateway:
     text = CONFIG.format(**{n: s.url for n, s in sims.items()}) + TELEMETRY.format(
-        endpoint=receiver.url, batch_delay_ms=batch_delay_ms, metrics_interval_s=metrics_interval_s)
+        endpoint=receiver.url, batch_delay_ms=batch_delay_ms, metrics_interval_s=metrics_interval_s
+    )
     return Gateway(text, tmp, ENV)
 
 
@@ -147,7 +160,8 @@ def test_chat_span_is_a_child_of_the_callers_traceparent(traced, receiver, sims)
     gw, client = traced
     before = time.time_ns()
     raw = client.chat.completions.with_raw_response.create(
-        model="gpt-4o", messages=[{"role": "user", "content": PROMPT}],
+        model="gpt-4o",
+        messages=[{"role": "user", "content": PROMPT}],
         extra_headers={"traceparent": TRACEPARENT, "tracestate": "rojo=00f067aa0ba902b7"},
     )
     reply = raw.parse()
@@ -176,14 +190,19 @@ def test_chat_span_is_a_child_of_the_callers_traceparent(traced, receiver, sims)
 def test_streamed_call_counts_the_streams_usage(traced, receiver):
     gw, client = traced
     raw = client.chat.completions.with_raw_response.create(
-        model="gpt-4o", messages=[{"role": "user", "content": PROMPT}], stream=True,
+        model="gpt-4o",
+        messages=[{"role": "user", "content": PROMPT}],
+        stream=True,
         stream_options={"include_usage": True},
     )
     usage = [c.usage for c in raw.parse() if c.usage][-1]
     _, span = receiver.span(raw.headers["x-request-id"])
     a = attrs(span)
     assert a["multihome.stream"] is True and a["multihome.first_byte_ms"] >= 0
-    assert (a["gen_ai.usage.input_tokens"], a["gen_ai.usage.output_tokens"]) == (usage.prompt_tokens, usage.completion_tokens)
+    assert (a["gen_ai.usage.input_tokens"], a["gen_ai.usage.output_tokens"]) == (
+        usage.prompt_tokens,
+        usage.completion_tokens,
+    )
     assert span.parent_span_id == b""  # no traceparent sent: a new trace
 
 
@@ -192,8 +211,9 @@ def test_failed_call_span_has_error_status(traced, receiver, sims):
     sims["azure"].fault(status=503)
     sims["openai"].fault(status=503)
     with pytest.raises(openai.InternalServerError) as exc:
-        client.chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": PROMPT}],
-                                       extra_headers={"traceparent": TRACEPARENT})
+        client.chat.completions.create(
+            model="gpt-4o", messages=[{"role": "user", "content": PROMPT}], extra_headers={"traceparent": TRACEPARENT}
+        )
     _, span = receiver.span(exc.value.response.headers["x-request-id"])
     a = attrs(span)
     assert span.status.code == Status.STATUS_CODE_ERROR and "all_deployments_failed" in span.status.message
@@ -218,16 +238,24 @@ def test_embeddings_span(traced, receiver):
 
 def test_genai_metrics_are_exported(traced, receiver):
     gw, client = traced
-    replies = [client.chat.completions.create(model="solo", messages=[{"role": "user", "content": f"metric {i}"}])
-               for i in range(3)]
+    replies = [
+        client.chat.completions.create(model="solo", messages=[{"role": "user", "content": f"metric {i}"}])
+        for i in range(3)
+    ]
     prompt = sum(r.usage.prompt_tokens for r in replies)
     output = sum(r.usage.completion_tokens for r in replies)
     deadline = time.monotonic() + 5
     while True:
-        durations = [(m, p) for m, p in receiver.points("gen_ai.client.operation.duration")
-                     if attrs(p).get("gen_ai.request.model") == "solo"]
-        tokens = {attrs(p)["gen_ai.token.type"]: p for m, p in receiver.points("gen_ai.client.token.usage")
-                  if attrs(p).get("gen_ai.request.model") == "solo"}
+        durations = [
+            (m, p)
+            for m, p in receiver.points("gen_ai.client.operation.duration")
+            if attrs(p).get("gen_ai.request.model") == "solo"
+        ]
+        tokens = {
+            attrs(p)["gen_ai.token.type"]: p
+            for m, p in receiver.points("gen_ai.client.token.usage")
+            if attrs(p).get("gen_ai.request.model") == "solo"
+        }
         # Cumulative temporality: the latest export holds every call so far.
         if durations and durations[-1][1].count == 3 and tokens.get("output") and tokens["output"].count == 3:
             break
@@ -242,7 +270,9 @@ def test_genai_metrics_are_exported(traced, receiver):
 def test_no_content_and_no_secret_is_exported(traced, receiver):
     gw, client = traced
     secret_prompt = "zebra-7731 launch codes for the quarterly plan"
-    raw = client.chat.completions.with_raw_response.create(model="gpt-4o", messages=[{"role": "user", "content": secret_prompt}])
+    raw = client.chat.completions.with_raw_response.create(
+        model="gpt-4o", messages=[{"role": "user", "content": secret_prompt}]
+    )
     reply = raw.parse()
     emb = client.embeddings.with_raw_response.create(model="text-embedding-3-small", input=secret_prompt)
     receiver.span(raw.headers["x-request-id"])
@@ -261,7 +291,9 @@ def test_shutdown_flushes_spans_and_metrics(sims, tmp_path):
         # Nothing would be sent for a minute: only the flush at shutdown delivers.
         gw = start_gateway(sims, tmp_path, receiver, batch_delay_ms=60_000, metrics_interval_s=600)
         client = openai.OpenAI(base_url=gw.url + "/v1", api_key=CLIENT_KEY, max_retries=0, timeout=10)
-        raw = client.chat.completions.with_raw_response.create(model="gpt-4o", messages=[{"role": "user", "content": "hi"}])
+        raw = client.chat.completions.with_raw_response.create(
+            model="gpt-4o", messages=[{"role": "user", "content": "hi"}]
+        )
         time.sleep(0.2)
         assert receiver.spans() == []
         t0 = time.monotonic()
@@ -282,8 +314,10 @@ def test_a_dead_export_worker_never_fails_a_call(sims, tmp_path):
         (worker,) = [int(p) for p in open(f"/proc/{gw.popen.pid}/task/{gw.popen.pid}/children").read().split()]
         os.kill(worker, signal.SIGKILL)
         time.sleep(0.2)
-        replies = [client.chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": "hi"}])
-                   for _ in range(3)]
+        replies = [
+            client.chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": "hi"}])
+            for _ in range(3)
+        ]
         assert all(r.choices[0].message.content for r in replies)
         log = gw.stop()
         assert "export worker exited" in log
@@ -296,12 +330,15 @@ def test_every_gateway_worker_exports_its_calls(sims, tmp_path):
     receiver = Receiver()
     try:
         text = CONFIG.format(**{n: s.url for n, s in sims.items()}) + TELEMETRY.format(
-            endpoint=receiver.url, batch_delay_ms=50, metrics_interval_s=0.2)
+            endpoint=receiver.url, batch_delay_ms=50, metrics_interval_s=0.2
+        )
         gw = Gateway(text, tmp_path, ENV, "--workers", "2")
         ids = []
         for _ in range(12):  # new connections, so both workers serve some
             with openai.OpenAI(base_url=gw.url + "/v1", api_key=CLIENT_KEY, max_retries=0, timeout=10) as c:
-                raw = c.chat.completions.with_raw_response.create(model="gpt-4o", messages=[{"role": "user", "content": "hi"}])
+                raw = c.chat.completions.with_raw_response.create(
+                    model="gpt-4o", messages=[{"role": "user", "content": "hi"}]
+                )
             ids.append(raw.headers["x-request-id"])
         for request_id in ids:
             receiver.span(request_id, seconds=5)  # exactly one span each, whichever worker served it

@@ -16,6 +16,7 @@ import openai
 import pytest
 
 from oidc_issuer import LocalIssuer  # tests/ is on sys.path (pytest rootdir insertion)
+
 from .processes import VENV_BIN, Gateway, Simulator
 
 ADMIN_KEY = "mh-bootstrap-admin-key-for-revocation-tests"
@@ -51,8 +52,7 @@ class World:
         self.admin = self.http(ADMIN_KEY)
 
     def http(self, credential: str, gw=None) -> httpx.Client:
-        return httpx.Client(base_url=(gw or self.gw).url, headers={"authorization": f"Bearer {credential}"},
-                            timeout=10)
+        return httpx.Client(base_url=(gw or self.gw).url, headers={"authorization": f"Bearer {credential}"}, timeout=10)
 
     def ok(self, resp: httpx.Response, status: int = 200) -> dict:
         assert resp.status_code == status, resp.text
@@ -94,8 +94,13 @@ def world(request, tmp_path_factory):
     gateways = []
     try:
         for i in (1, 2):  # two replicas, one database; each writes its own audit trail
-            text = CONFIG.format(issuer=issuer.issuer, jwks=issuer.jwks_uri, audience=issuer.audience,
-                                 sim=sim.url, audit=tmp / f"audit-{i}")
+            text = CONFIG.format(
+                issuer=issuer.issuer,
+                jwks=issuer.jwks_uri,
+                audience=issuer.audience,
+                sim=sim.url,
+                audit=tmp / f"audit-{i}",
+            )
             gateways.append(Gateway(text, tmp, env))
         w = World(gateways, sim, issuer, request.param)
         w.a = w.ok(w.admin.post("/admin/v1/tenants", json={"name": "acme"}), 201)["id"]
@@ -109,8 +114,10 @@ def world(request, tmp_path_factory):
         assert ADMIN_KEY not in log and "eyJ" not in log  # no admin key, no token in the logs
     for name, took in MEASURED.items():
         if name.startswith(request.param):
-            print(f"\n{name}: median {statistics.median(took) * 1000:.0f} ms, max {max(took) * 1000:.0f} ms "
-                  f"over {len(took)}")
+            print(
+                f"\n{name}: median {statistics.median(took) * 1000:.0f} ms, max {max(took) * 1000:.0f} ms "
+                f"over {len(took)}"
+            )
 
 
 def test_a_jti_revocation_made_on_one_replica_is_enforced_by_the_other_within_the_bound(world):
@@ -142,7 +149,8 @@ def test_a_subject_revocation_refuses_tokens_issued_up_to_the_cut_off_and_accept
         world.wait_for(token, world.gw2, "token_revoked")
         assert world.outcome(token, world.gw) == "token_revoked"
     MEASURED.setdefault(f"{world.backend}: subject revocation, replica 1 -> replica 2", []).append(
-        time.monotonic() - committed)
+        time.monotonic() - committed
+    )
     assert time.monotonic() - committed <= BOUND_S
     assert world.outcome(carol, world.gw2) == "ok"
     # A token issued after the cut-off (iat is in whole seconds) is accepted on both replicas.
@@ -179,8 +187,10 @@ def test_tenant_admins_revoke_only_their_tenant_and_auditors_cannot_write(world)
     denied = tadmin.post(URL, json={"kind": "subject", "issuer": "local", "subject": "dave", "tenant_id": world.b})
     assert denied.status_code == 403 and denied.json()["error"]["code"] == "other_tenant"
 
-    for resp in (auditor.post(URL, json={"kind": "jti", "issuer": "local", "jti": "x"}),
-                 auditor.delete(f"{URL}/{made['id']}")):
+    for resp in (
+        auditor.post(URL, json={"kind": "jti", "issuer": "local", "jti": "x"}),
+        auditor.delete(f"{URL}/{made['id']}"),
+    ):
         assert resp.status_code == 403 and resp.json()["error"]["code"] == "insufficient_role", resp.text
     listed = world.ok(auditor.get(URL))["data"]
     assert made["id"] in {r["id"] for r in listed} and {r["tenant_id"] for r in listed} == {world.a}
@@ -189,7 +199,8 @@ def test_tenant_admins_revoke_only_their_tenant_and_auditors_cannot_write(world)
     # The changes are in the audit trail of the replica that took them, attributed to the tenant.
     trail = world.ok(world.admin.get("/admin/v1/audit/events", params={"kind": "admin_change", "tenant": world.a}))
     assert ("token_revocation.create", made["id"], "sec-lead") in {
-        (e["body"]["action"], e["body"]["object_id"], e["body"]["actor"]) for e in trail["data"]}
+        (e["body"]["action"], e["body"]["object_id"], e["body"]["actor"]) for e in trail["data"]
+    }
 
 
 def test_cli_creates_lists_and_deletes_against_a_running_gateway(world):
@@ -197,8 +208,12 @@ def test_cli_creates_lists_and_deletes_against_a_running_gateway(world):
     common = ["--url", world.gw.url, "--key", ADMIN_KEY]
 
     def cli(*args: str) -> subprocess.CompletedProcess:
-        return subprocess.run([str(VENV_BIN / "multihome"), "token-revocations", *args, *common],
-                              capture_output=True, text=True, timeout=60)
+        return subprocess.run(
+            [str(VENV_BIN / "multihome"), "token-revocations", *args, *common],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
 
     made = cli("create", "--issuer", "local", "--jti", "cli-jti", "--tenant", world.a, "--reason", "ticket 42")
     assert made.returncode == 0, made.stderr

@@ -62,8 +62,9 @@ def upstream_stage(stage: str, fn, data: bytes, *args, allowed: tuple = (ValueEr
     except Exception as exc:
         if isinstance(exc, ApiError) and ApiError in allowed:
             if exc.status < 500:
-                raise Unexpected(f"{stage}: a broken upstream answer blamed on the client ({exc.status}) "
-                                 f"for {data[:300]!r}") from exc
+                raise Unexpected(
+                    f"{stage}: a broken upstream answer blamed on the client ({exc.status}) for {data[:300]!r}"
+                ) from exc
             return None
         if isinstance(exc, allowed) and not isinstance(exc, ApiError):
             return None

@@ -41,10 +41,20 @@ def calls(chat_groups: list[str], embedding_groups: list[str]) -> st.SearchStrat
 class HostileBodies:
     """`known(method, path, body, query, outcome) -> str | None`: as for schema_fuzz.Runner."""
 
-    def __init__(self, base_url: str, auth: dict[str, str], chat_groups: list[str], embedding_groups: list[str], *,
-                 timeout_s: float = 10.0, known: Callable | None = None, report: Report | None = None) -> None:
-        self.http = httpx.Client(base_url=base_url, timeout=timeout_s,
-                                 headers={**auth, "content-type": "application/json"})
+    def __init__(
+        self,
+        base_url: str,
+        auth: dict[str, str],
+        chat_groups: list[str],
+        embedding_groups: list[str],
+        *,
+        timeout_s: float = 10.0,
+        known: Callable | None = None,
+        report: Report | None = None,
+    ) -> None:
+        self.http = httpx.Client(
+            base_url=base_url, timeout=timeout_s, headers={**auth, "content-type": "application/json"}
+        )
         self.base_url = base_url
         self.timeout_s = timeout_s
         self.strategy = calls(chat_groups, embedding_groups)
@@ -52,8 +62,13 @@ class HostileBodies:
         self.report = report or Report()
 
     def run(self, *, examples: int, run_seed: int | None, deadline: float | None = None) -> Report:
-        @settings(max_examples=examples, database=None, deadline=None, phases=[Phase.generate],
-                  suppress_health_check=list(HealthCheck))
+        @settings(
+            max_examples=examples,
+            database=None,
+            deadline=None,
+            phases=[Phase.generate],
+            suppress_health_check=list(HealthCheck),
+        )
         @given(self.strategy)
         def fuzz(call) -> None:
             if not _late(deadline):

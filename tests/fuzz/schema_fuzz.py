@@ -31,9 +31,25 @@ MODES = [GenerationMode.POSITIVE, GenerationMode.NEGATIVE]
 # generates: header and log injection, NUL, bidi, huge and tiny numbers, dates at the edges of
 # the calendar, 64-bit edges, paths, URLs the gateway must never fetch, wildcard-looking names.
 HOSTILE = {
-    "string": ["\r\nX-Injected: 1", "a\x00b", "\u202egnp.exe", "9" * 40, "-1", "0001-01-01T00:00:00Z",
-               "9999-12-31T23:59:59+23:59", "1e400", "NaN", "../../etc/passwd", "http://127.0.0.1:9/x.png",
-               "data:image/png;base64,!!!", "*", "legal-*", "{", "\U0001f600" * 3, "x" * 5000],
+    "string": [
+        "\r\nX-Injected: 1",
+        "a\x00b",
+        "\u202egnp.exe",
+        "9" * 40,
+        "-1",
+        "0001-01-01T00:00:00Z",
+        "9999-12-31T23:59:59+23:59",
+        "1e400",
+        "NaN",
+        "../../etc/passwd",
+        "http://127.0.0.1:9/x.png",
+        "data:image/png;base64,!!!",
+        "*",
+        "legal-*",
+        "{",
+        "\U0001f600" * 3,
+        "x" * 5000,
+    ],
     "integer": [2**63, -(2**63) - 1, 2**64, 10**30, -(10**30), -1, 0],
     "number": [1e300, -1e300, 1e-300, 2**53 + 1, -0.0, 3.5e38],
 }
@@ -62,8 +78,10 @@ class Report:
 
     def summary(self) -> str:
         codes = ", ".join(f"{k}: {v}" for k, v in sorted(self.statuses.items(), key=lambda kv: str(kv[0])))
-        return (f"{self.calls} calls in {self.seconds:.0f} s over {len(self.per_operation)} operations; "
-                f"statuses {codes}; {len(self.findings)} findings, {len(self.tolerated)} tolerated (known elsewhere)")
+        return (
+            f"{self.calls} calls in {self.seconds:.0f} s over {len(self.per_operation)} operations; "
+            f"statuses {codes}; {len(self.findings)} findings, {len(self.tolerated)} tolerated (known elsewhere)"
+        )
 
 
 def public_document(base_url: str, chat_groups: list[str], embedding_groups: list[str]) -> dict:
@@ -96,17 +114,20 @@ class Runner:
     `known(method, path, body, query, outcome) -> str | None`: why a finding is tolerated (it is
     fixed on another branch; tests/fuzz/known.py)."""
 
-    def __init__(self, doc: dict, base_url: str, auth: dict[str, str], *, timeout_s: float = 10.0,
-                 known: Callable | None = None) -> None:
+    def __init__(
+        self, doc: dict, base_url: str, auth: dict[str, str], *, timeout_s: float = 10.0, known: Callable | None = None
+    ) -> None:
         # Credentials come from `auth`, not from generation: the point is what a key holder can send.
-        config = schemathesis.Config.from_dict({
-            "base-url": base_url,
-            "dictionaries": {f"hostile-{kind}": {"values": values} for kind, values in HOSTILE.items()},
-            "generation": {
-                "with-security-parameters": False,
-                "dictionaries": {kind: {"dictionary": f"hostile-{kind}", "probability": 0.25} for kind in HOSTILE},
-            },
-        })
+        config = schemathesis.Config.from_dict(
+            {
+                "base-url": base_url,
+                "dictionaries": {f"hostile-{kind}": {"values": values} for kind, values in HOSTILE.items()},
+                "generation": {
+                    "with-security-parameters": False,
+                    "dictionaries": {kind: {"dictionary": f"hostile-{kind}", "probability": 0.25} for kind in HOSTILE},
+                },
+            }
+        )
         self.schema = schemathesis.openapi.from_dict(doc, config=config)
         self.base_url = base_url
         self.auth = auth
@@ -121,8 +142,15 @@ class Runner:
             if not skip(operation.label):
                 yield operation
 
-    def run(self, *, examples: int, run_seed: int | None, coverage: int | None, deadline: float | None = None,
-            skip: Callable[[str], bool] = lambda label: False) -> Report:
+    def run(
+        self,
+        *,
+        examples: int,
+        run_seed: int | None,
+        coverage: int | None,
+        deadline: float | None = None,
+        skip: Callable[[str], bool] = lambda label: False,
+    ) -> Report:
         """Per operation: up to `coverage` coverage cases (None: all), then `examples` generated
         cases (valid and invalid). `run_seed` None: a new random seed. `deadline`: monotonic time
         after which no new case starts."""
@@ -139,8 +167,9 @@ class Runner:
         if limit == 0:
             return
         config = self.schema.config.generation_for(operation=operation, phase="coverage")
-        for i, case in enumerate(self.schema.iter_coverage_cases(operation, generation_modes=MODES,
-                                                                 generation_config=config)):
+        for i, case in enumerate(
+            self.schema.iter_coverage_cases(operation, generation_modes=MODES, generation_config=config)
+        ):
             if (limit is not None and i >= limit) or _late(deadline):
                 return
             self.send(case)
@@ -150,8 +179,13 @@ class Runner:
             return
         strategy = st.one_of(*(operation.as_strategy(generation_mode=mode) for mode in MODES))
 
-        @settings(max_examples=examples, database=None, deadline=None, phases=[Phase.generate],
-                  suppress_health_check=list(HealthCheck))
+        @settings(
+            max_examples=examples,
+            database=None,
+            deadline=None,
+            phases=[Phase.generate],
+            suppress_health_check=list(HealthCheck),
+        )
         @given(case=strategy)
         def fuzz(case) -> None:
             if not _late(deadline):
@@ -187,8 +221,13 @@ class Runner:
         request_id = (response.headers.get("x-request-id") or [None])[0] if response is not None else None
         finding = Finding(case.operation.label, outcome, case.as_curl_command(), detail, request_id)
         body = response.request.body if response is not None else _encoded(case.body)
-        why = self.known(case.method, case.formatted_path, body if isinstance(body, bytes) else (body or "").encode(),
-                         case.query, outcome)
+        why = self.known(
+            case.method,
+            case.formatted_path,
+            body if isinstance(body, bytes) else (body or "").encode(),
+            case.query,
+            outcome,
+        )
         self.report.record(finding, why)
 
 
@@ -214,7 +253,9 @@ def unexpected_errors(log: str, tolerated: list[tuple[str, Finding]], logged_as:
         if "unexpected error" in line:
             current = [line]
             entries.append(current)
-        elif current is not None and (line.startswith((" ", "Traceback")) or re.match(r"^\w+(\.\w+)*(Error|Exception)", line)):
+        elif current is not None and (
+            line.startswith((" ", "Traceback")) or re.match(r"^\w+(\.\w+)*(Error|Exception)", line)
+        ):
             current.append(line)
         else:
             current = None

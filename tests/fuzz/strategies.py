@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 # Characters that break headers, logs and terminals, plus ordinary and astral text.
 _NASTY_CHARS = "\x00\x01\x07\x08\t\n\r\x0b\x0c\x1b\x7f\x85\u2028\u2029\u202e\ufeff\uffff"
 hostile_text = st.text(
-    alphabet=st.one_of(st.sampled_from(_NASTY_CHARS), st.characters(codec="utf-8"), st.sampled_from("\"\\/{}[]:,")),
+    alphabet=st.one_of(st.sampled_from(_NASTY_CHARS), st.characters(codec="utf-8"), st.sampled_from('"\\/{}[]:,')),
     max_size=40,
 )
 huge_int = st.one_of(st.integers(), st.sampled_from([2**63, -(2**63) - 1, 2**64, 10**30, -(10**30)]))
@@ -29,9 +29,22 @@ json_value = st.recursive(
 
 # Raw JSON fragments a JSON encoder never produces but a socket may carry.
 _RAW_FRAGMENTS = [
-    b'"\\ud800"', b'"\\udfff x"', b'"\\ud83d\\ude00"', b'"\xff\xfe"', b'"\xed\xa0\x80"', b'"\xc0\x80"',
-    b"1e400", b"-1e400", b"123456789012345678901234567890", b"NaN", b"Infinity", b'"\\u0000"', b"[]", b"{}",
-    b"null", b'"a\x01b"',
+    b'"\\ud800"',
+    b'"\\udfff x"',
+    b'"\\ud83d\\ude00"',
+    b'"\xff\xfe"',
+    b'"\xed\xa0\x80"',
+    b'"\xc0\x80"',
+    b"1e400",
+    b"-1e400",
+    b"123456789012345678901234567890",
+    b"NaN",
+    b"Infinity",
+    b'"\\u0000"',
+    b"[]",
+    b"{}",
+    b"null",
+    b'"a\x01b"',
 ]
 raw_fragment = st.sampled_from(_RAW_FRAGMENTS)
 

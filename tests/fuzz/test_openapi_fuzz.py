@@ -48,16 +48,26 @@ def check(world, report: Report, log_from: int) -> None:
 
 def test_the_public_api_never_answers_5xx_or_hangs(world):
     start = len(world.log())
-    runner = Runner(public_document(world.url, CHAT_GROUPS, EMBEDDING_GROUPS), world.url, {"Authorization": f"Bearer {CLIENT_KEY}"},
-                    timeout_s=REQUEST_TIMEOUT_S, known=known.over_http)
+    runner = Runner(
+        public_document(world.url, CHAT_GROUPS, EMBEDDING_GROUPS),
+        world.url,
+        {"Authorization": f"Bearer {CLIENT_KEY}"},
+        timeout_s=REQUEST_TIMEOUT_S,
+        known=known.over_http,
+    )
     runner.run(examples=8, run_seed=SEED, coverage=60, skip=lambda label: label in ALIASES)
     check(world, runner.report, start)
 
 
 def test_the_admin_api_never_answers_5xx_or_hangs(world):
     start = len(world.log())
-    runner = Runner(admin_document(world.url, world.tenant), world.url, {"Authorization": f"Bearer {ADMIN_KEY}"},
-                    timeout_s=REQUEST_TIMEOUT_S, known=known.over_http)
+    runner = Runner(
+        admin_document(world.url, world.tenant),
+        world.url,
+        {"Authorization": f"Bearer {ADMIN_KEY}"},
+        timeout_s=REQUEST_TIMEOUT_S,
+        known=known.over_http,
+    )
     runner.run(examples=5, run_seed=SEED, coverage=40)
     check(world, runner.report, start)
 
@@ -65,8 +75,14 @@ def test_the_admin_api_never_answers_5xx_or_hangs(world):
 def test_hostile_bodies_on_every_door_get_an_answer_that_is_not_5xx(world):
     """What the schemas cannot express (hostile_http.py), around otherwise valid requests."""
     start = len(world.log())
-    runner = HostileBodies(world.url, {"authorization": f"Bearer {CLIENT_KEY}"}, CHAT_GROUPS, EMBEDDING_GROUPS,
-                           timeout_s=REQUEST_TIMEOUT_S, known=known.over_http)
+    runner = HostileBodies(
+        world.url,
+        {"authorization": f"Bearer {CLIENT_KEY}"},
+        CHAT_GROUPS,
+        EMBEDDING_GROUPS,
+        timeout_s=REQUEST_TIMEOUT_S,
+        known=known.over_http,
+    )
     check(world, runner.run(examples=40, run_seed=SEED), start)
 
 

@@ -32,8 +32,14 @@ from .harness import FUZZ, client_stage
 from .strategies import encode, fragment_or_value, json_value, mutated
 
 PNG = "data:image/png;base64," + base64.b64encode(b"\x89PNG fake").decode()
-TOOL = {"type": "function", "function": {"name": "get_weather", "description": "Weather",
-                                         "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}}}
+TOOL = {
+    "type": "function",
+    "function": {
+        "name": "get_weather",
+        "description": "Weather",
+        "parameters": {"type": "object", "properties": {"city": {"type": "string"}}},
+    },
+}
 
 
 class _Tokens:
@@ -53,8 +59,11 @@ ADAPTERS = [
     (AzureAdapter("http://azure.invalid", "2024-10-21", "k", None), "dep", ["embed-dep"]),
     (AzureAdapter("http://azure.invalid", "v1", "k", None), "dep", []),
     (AnthropicAdapter("http://anthropic.invalid", "k", "2023-06-01"), "claude-x", ["claude-x"]),
-    (BedrockAdapter("br", "http://bedrock.invalid", BearerSigner("k")), "anthropic.claude-3-5-haiku-20241022-v1:0",
-     ["amazon.titan-embed-text-v2:0", "cohere.embed-english-v3", "meta.llama3"]),
+    (
+        BedrockAdapter("br", "http://bedrock.invalid", BearerSigner("k")),
+        "anthropic.claude-3-5-haiku-20241022-v1:0",
+        ["amazon.titan-embed-text-v2:0", "cohere.embed-english-v3", "meta.llama3"],
+    ),
     (GeminiAdapter("gemini", "http://gemini.invalid", api_key="k"), "gemini-2.5-flash", ["text-embedding-004"]),
     (_vertex(), "gemini-2.5-pro", ["text-embedding-005"]),
 ]
@@ -74,12 +83,26 @@ CHAT = {
     "model": "g",
     "messages": [
         {"role": "system", "content": "Be brief."},
-        {"role": "user", "content": [{"type": "text", "text": "What is this?", "cache_control": {"type": "ephemeral"}},
-                                     {"type": "image_url", "image_url": {"url": PNG}},
-                                     {"type": "input_audio", "input_audio": {"data": "UklGRg==", "format": "wav"}}]},
-        {"role": "assistant", "content": None, "tool_calls": [
-            {"id": "call_1", "type": "function", "function": {"name": "get_weather", "arguments": "{\"city\":\"Oslo\"}"}}]},
-        {"role": "tool", "tool_call_id": "call_1", "content": "{\"temp\": 3}"},
+        {
+            "role": "user",
+            "content": [
+                {"type": "text", "text": "What is this?", "cache_control": {"type": "ephemeral"}},
+                {"type": "image_url", "image_url": {"url": PNG}},
+                {"type": "input_audio", "input_audio": {"data": "UklGRg==", "format": "wav"}},
+            ],
+        },
+        {
+            "role": "assistant",
+            "content": None,
+            "tool_calls": [
+                {
+                    "id": "call_1",
+                    "type": "function",
+                    "function": {"name": "get_weather", "arguments": '{"city":"Oslo"}'},
+                }
+            ],
+        },
+        {"role": "tool", "tool_call_id": "call_1", "content": '{"temp": 3}'},
     ],
     "tools": [TOOL],
     "tool_choice": {"type": "function", "function": {"name": "get_weather"}},
@@ -92,33 +115,83 @@ CHAT = {
     "multihome": {"route": {"deployments": ["a"]}},
 }
 CHAT_PATHS = [
-    ("model",), ("messages",), ("messages", 0), ("messages", 0, "content"), ("messages", 1, "content"),
-    ("messages", 1, "content", 0, "text"), ("messages", 1, "content", 0, "cache_control"),
-    ("messages", 1, "content", 1, "image_url"), ("messages", 1, "content", 1, "image_url", "url"),
-    ("messages", 1, "content", 2, "input_audio"), ("messages", 1, "content", 0, "type"),
-    ("messages", 2, "tool_calls"), ("messages", 2, "tool_calls", 0, "function", "arguments"),
-    ("messages", 2, "tool_calls", 0, "function", "name"), ("messages", 3, "content"), ("messages", 3, "tool_call_id"),
-    ("messages", 1, "role"), ("tools",), ("tools", 0, "function", "parameters"), ("tools", 0, "type"), ("tool_choice",),
-    ("tool_choice", "type"), ("response_format",), ("response_format", "json_schema", "schema"), ("max_tokens",),
-    ("temperature",), ("stop",), ("seed",), ("n",), ("stream",), ("stream_options",), ("presence_penalty",),
-    ("metadata",), ("user",), ("modalities",), ("logprobs",), ("multihome",), ("multihome", "route", "deployments"),
+    ("model",),
+    ("messages",),
+    ("messages", 0),
+    ("messages", 0, "content"),
+    ("messages", 1, "content"),
+    ("messages", 1, "content", 0, "text"),
+    ("messages", 1, "content", 0, "cache_control"),
+    ("messages", 1, "content", 1, "image_url"),
+    ("messages", 1, "content", 1, "image_url", "url"),
+    ("messages", 1, "content", 2, "input_audio"),
+    ("messages", 1, "content", 0, "type"),
+    ("messages", 2, "tool_calls"),
+    ("messages", 2, "tool_calls", 0, "function", "arguments"),
+    ("messages", 2, "tool_calls", 0, "function", "name"),
+    ("messages", 3, "content"),
+    ("messages", 3, "tool_call_id"),
+    ("messages", 1, "role"),
+    ("tools",),
+    ("tools", 0, "function", "parameters"),
+    ("tools", 0, "type"),
+    ("tool_choice",),
+    ("tool_choice", "type"),
+    ("response_format",),
+    ("response_format", "json_schema", "schema"),
+    ("max_tokens",),
+    ("temperature",),
+    ("stop",),
+    ("seed",),
+    ("n",),
+    ("stream",),
+    ("stream_options",),
+    ("presence_penalty",),
+    ("metadata",),
+    ("user",),
+    ("modalities",),
+    ("logprobs",),
+    ("multihome",),
+    ("multihome", "route", "deployments"),
 ]
-TOOL_CHOICES = st.sampled_from([
-    "auto", "none", "required", {"type": "allowed_tools", "allowed_tools": {"mode": "required", "tools": [TOOL]}},
-    {"type": "allowed_tools", "allowed_tools": "x"}, {"type": "allowed_tools", "allowed_tools": {"tools": ["x", 1]}},
-    {"type": "allowed_tools", "allowed_tools": {"tools": [{"function": "x"}]}}, {"type": "custom", "custom": {}},
-])
+TOOL_CHOICES = st.sampled_from(
+    [
+        "auto",
+        "none",
+        "required",
+        {"type": "allowed_tools", "allowed_tools": {"mode": "required", "tools": [TOOL]}},
+        {"type": "allowed_tools", "allowed_tools": "x"},
+        {"type": "allowed_tools", "allowed_tools": {"tools": ["x", 1]}},
+        {"type": "allowed_tools", "allowed_tools": {"tools": [{"function": "x"}]}},
+        {"type": "custom", "custom": {}},
+    ]
+)
 MESSAGES = {
     "model": "g",
     "max_tokens": 64,
     "system": [{"type": "text", "text": "Be brief.", "cache_control": {"type": "ephemeral"}}],
     "messages": [
-        {"role": "user", "content": [{"type": "text", "text": "hi"},
-                                     {"type": "image", "source": {"type": "base64", "media_type": "image/png",
-                                                                  "data": PNG.split(",", 1)[1]}}]},
-        {"role": "assistant", "content": [{"type": "text", "text": "calling"},
-                                          {"type": "tool_use", "id": "t1", "name": "get_weather", "input": {"city": "Oslo"}}]},
-        {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "t1", "content": [{"type": "text", "text": "3C"}]}]},
+        {
+            "role": "user",
+            "content": [
+                {"type": "text", "text": "hi"},
+                {
+                    "type": "image",
+                    "source": {"type": "base64", "media_type": "image/png", "data": PNG.split(",", 1)[1]},
+                },
+            ],
+        },
+        {
+            "role": "assistant",
+            "content": [
+                {"type": "text", "text": "calling"},
+                {"type": "tool_use", "id": "t1", "name": "get_weather", "input": {"city": "Oslo"}},
+            ],
+        },
+        {
+            "role": "user",
+            "content": [{"type": "tool_result", "tool_use_id": "t1", "content": [{"type": "text", "text": "3C"}]}],
+        },
     ],
     "tools": [{"name": "get_weather", "description": "Weather", "input_schema": {"type": "object"}}],
     "tool_choice": {"type": "tool", "name": "get_weather", "disable_parallel_tool_use": True},
@@ -131,18 +204,49 @@ MESSAGES = {
     "multihome": {"route": {"deployments": ["a"]}},
 }
 MESSAGES_PATHS = [
-    ("model",), ("max_tokens",), ("system",), ("system", 0, "text"), ("messages",), ("messages", 0, "content"),
-    ("messages", 0, "content", 0, "text"), ("messages", 0, "content", 1, "source"),
-    ("messages", 0, "content", 1, "source", "data"), ("messages", 0, "content", 1, "source", "media_type"),
-    ("messages", 0, "role"), ("messages", 1, "content", 1, "input"), ("messages", 1, "content", 1, "id"),
-    ("messages", 1, "content", 1, "name"), ("messages", 2, "content", 0, "content"),
-    ("messages", 2, "content", 0, "tool_use_id"), ("messages", 2, "content", 0, "is_error"), ("tools",),
-    ("tools", 0, "input_schema"), ("tools", 0, "type"), ("tool_choice",), ("tool_choice", "type"),
-    ("stop_sequences",), ("temperature",), ("top_k",), ("metadata",), ("thinking",), ("output_config",),
-    ("output_config", "format", "schema"), ("stream",), ("multihome",), ("service_tier",),
+    ("model",),
+    ("max_tokens",),
+    ("system",),
+    ("system", 0, "text"),
+    ("messages",),
+    ("messages", 0, "content"),
+    ("messages", 0, "content", 0, "text"),
+    ("messages", 0, "content", 1, "source"),
+    ("messages", 0, "content", 1, "source", "data"),
+    ("messages", 0, "content", 1, "source", "media_type"),
+    ("messages", 0, "role"),
+    ("messages", 1, "content", 1, "input"),
+    ("messages", 1, "content", 1, "id"),
+    ("messages", 1, "content", 1, "name"),
+    ("messages", 2, "content", 0, "content"),
+    ("messages", 2, "content", 0, "tool_use_id"),
+    ("messages", 2, "content", 0, "is_error"),
+    ("tools",),
+    ("tools", 0, "input_schema"),
+    ("tools", 0, "type"),
+    ("tool_choice",),
+    ("tool_choice", "type"),
+    ("stop_sequences",),
+    ("temperature",),
+    ("top_k",),
+    ("metadata",),
+    ("thinking",),
+    ("output_config",),
+    ("output_config", "format", "schema"),
+    ("stream",),
+    ("multihome",),
+    ("service_tier",),
 ]
 EMBEDDINGS = {"model": "g", "input": ["alpha", "beta"], "encoding_format": "base64", "dimensions": 8, "user": "u1"}
-EMBEDDINGS_PATHS = [("model",), ("input",), ("input", 0), ("encoding_format",), ("dimensions",), ("user",), ("multihome",)]
+EMBEDDINGS_PATHS = [
+    ("model",),
+    ("input",),
+    ("input", 0),
+    ("encoding_format",),
+    ("dimensions",),
+    ("user",),
+    ("multihome",),
+]
 
 
 def _chat_through_everything(body: bytes, parsed) -> None:
@@ -211,8 +315,14 @@ def test_any_body_at_all_is_served_or_refused_with_a_4xx(body):
     serve_embeddings(body)
 
 
-ADMIN_BODIES = sorted({t for t in vars(admin_bodies).values() if isinstance(t, type) and issubclass(t, admin_bodies._Body)
-                       and t is not admin_bodies._Body}, key=lambda t: t.__name__)
+ADMIN_BODIES = sorted(
+    {
+        t
+        for t in vars(admin_bodies).values()
+        if isinstance(t, type) and issubclass(t, admin_bodies._Body) and t is not admin_bodies._Body
+    },
+    key=lambda t: t.__name__,
+)
 
 
 def _admin_decode(body: bytes, kind: type):
@@ -223,10 +333,41 @@ def _admin_decode(body: bytes, kind: type):
 
 
 @FUZZ
-@given(st.sampled_from(ADMIN_BODIES), st.dictionaries(st.sampled_from(
-    ["name", "metadata", "roles", "expires_at", "expires_in_days", "scope", "scope_id", "amount", "rules", "kind",
-     "issuer", "jti", "subject", "not_before", "model_group", "starts_on", "ends_on", "tenant_id", "model", "on",
-     "description", "mode", "period", "currency"]), fragment_or_value(), max_size=5))
+@given(
+    st.sampled_from(ADMIN_BODIES),
+    st.dictionaries(
+        st.sampled_from(
+            [
+                "name",
+                "metadata",
+                "roles",
+                "expires_at",
+                "expires_in_days",
+                "scope",
+                "scope_id",
+                "amount",
+                "rules",
+                "kind",
+                "issuer",
+                "jti",
+                "subject",
+                "not_before",
+                "model_group",
+                "starts_on",
+                "ends_on",
+                "tenant_id",
+                "model",
+                "on",
+                "description",
+                "mode",
+                "period",
+                "currency",
+            ]
+        ),
+        fragment_or_value(),
+        max_size=5,
+    ),
+)
 def test_admin_bodies_decode_or_are_refused_with_a_4xx(kind, fields):
     body = b"{" + b",".join(encode(k) + b":" + v for k, v in fields.items()) + b"}"
     client_stage("client-decode", _admin_decode, body, body, kind)

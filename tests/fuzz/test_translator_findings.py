@@ -57,27 +57,51 @@ def test_a_number_out_of_float_range_in_an_unmodelled_field_is_a_400_or_dropped(
 @pytest.mark.parametrize("adapter, model", TRANSLATING, ids=[a.kind for a, _ in TRANSLATING])
 def test_tool_arguments_nested_too_deeply_are_a_400(adapter, model):
     call = {"id": "c1", "type": "function", "function": {"name": "f", "arguments": deep(5000).decode()}}
-    body = json.dumps({"model": "g", "tools": [TOOL], "messages": [
-        *USER, {"role": "assistant", "content": None, "tool_calls": [call]},
-        {"role": "tool", "tool_call_id": "c1", "content": "ok"}]}).encode()
+    body = json.dumps(
+        {
+            "model": "g",
+            "tools": [TOOL],
+            "messages": [
+                *USER,
+                {"role": "assistant", "content": None, "tool_calls": [call]},
+                {"role": "tool", "tool_call_id": "c1", "content": "ok"},
+            ],
+        }
+    ).encode()
     assert "function.arguments must be a JSON object" in outcome(adapter, model, body)
 
 
 def test_a_gemini_tool_result_nested_too_deeply_is_sent_as_text():
     call = {"id": "c1", "type": "function", "function": {"name": "f", "arguments": "{}"}}
-    body = json.dumps({"model": "g", "tools": [TOOL], "messages": [
-        *USER, {"role": "assistant", "content": None, "tool_calls": [call]},
-        {"role": "tool", "tool_call_id": "c1", "content": deep(5000).decode()}]}).encode()
+    body = json.dumps(
+        {
+            "model": "g",
+            "tools": [TOOL],
+            "messages": [
+                *USER,
+                {"role": "assistant", "content": None, "tool_calls": [call]},
+                {"role": "tool", "tool_call_id": "c1", "content": deep(5000).decode()},
+            ],
+        }
+    ).encode()
     gemini = next(a for a, _, _ in ADAPTERS if a.kind == "gemini")
     req = asyncio.run(gemini.chat_request(parse_chat(body), "gemini-2.5-flash"))
     sent = json.loads(req.body)["contents"][-1]["parts"][0]["functionResponse"]
     assert sent["response"] == {"result": deep(5000).decode()}
 
 
-@pytest.mark.parametrize("allowed", ["x", [1], {"tools": "x"}, {"tools": [{"function": "f"}]}, {"tools": [{"function": {"name": 3}}]}])
+@pytest.mark.parametrize(
+    "allowed", ["x", [1], {"tools": "x"}, {"tools": [{"function": "f"}]}, {"tools": [{"function": {"name": 3}}]}]
+)
 def test_gemini_allowed_tools_of_the_wrong_shape_are_a_400(allowed):
-    body = json.dumps({"model": "g", "messages": USER, "tools": [TOOL],
-                       "tool_choice": {"type": "allowed_tools", "allowed_tools": allowed}}).encode()
+    body = json.dumps(
+        {
+            "model": "g",
+            "messages": USER,
+            "tools": [TOOL],
+            "tool_choice": {"type": "allowed_tools", "allowed_tools": allowed},
+        }
+    ).encode()
     gemini = next(a for a, _, _ in ADAPTERS if a.kind == "gemini")
     assert "allowed_tools lists no function" in outcome(gemini, "gemini-2.5-flash", body)
 
@@ -114,12 +138,15 @@ def test_an_error_body_nested_too_deeply_still_gives_the_client_a_clean_error():
     assert err.status == 400 and "rejected the request (HTTP 400)" in err.body.message
 
 
-@pytest.mark.parametrize("kind, model, body", [
-    ("bedrock", "amazon.titan-embed-text-v2:0", {"embedding": [3.5e38]}),
-    ("bedrock", "cohere.embed-english-v3", {"embeddings": [[1e300]], "texts": ["a"]}),
-    ("gemini", "text-embedding-004", {"embeddings": [{"values": [-1e39]}]}),
-    ("vertex", "text-embedding-005", {"predictions": [{"embeddings": {"values": [1e300]}}]}),
-])
+@pytest.mark.parametrize(
+    "kind, model, body",
+    [
+        ("bedrock", "amazon.titan-embed-text-v2:0", {"embedding": [3.5e38]}),
+        ("bedrock", "cohere.embed-english-v3", {"embeddings": [[1e300]], "texts": ["a"]}),
+        ("gemini", "text-embedding-004", {"embeddings": [{"values": [-1e39]}]}),
+        ("vertex", "text-embedding-005", {"predictions": [{"embeddings": {"values": [1e300]}}]}),
+    ],
+)
 def test_an_embedding_beyond_float32_asked_for_as_base64_is_a_malformed_answer(kind, model, body):
     from multihome.schema.embeddings import parse_embeddings
 
@@ -137,14 +164,24 @@ def test_an_embedding_beyond_float32_asked_for_as_base64_is_a_malformed_answer(k
 # 7. An Anthropic-door tool whose input_schema is not an object schema: Anthropic refuses it (400),
 #    but routed to another cloud the model answered with array or string arguments, which no
 #    tool_use block can carry: a 502 blaming the upstream (found by the long fuzz run).
-@pytest.mark.parametrize("schema", [{"type": "array", "items": {"type": "integer"}}, {"type": "string"}, {},
-                                    {"anyOf": [{"type": "object"}]}, [1], "x"])
+@pytest.mark.parametrize(
+    "schema",
+    [
+        {"type": "array", "items": {"type": "integer"}},
+        {"type": "string"},
+        {},
+        {"anyOf": [{"type": "object"}]},
+        [1],
+        "x",
+    ],
+)
 def test_an_anthropic_tool_whose_input_is_not_an_object_is_a_400(schema):
     from multihome.api.anthropic.translate import to_canonical
     from multihome.schema.anthropic import parse_messages
 
-    body = json.dumps({"model": "g", "max_tokens": 9, "messages": USER,
-                       "tools": [{"name": "f", "input_schema": schema}]}).encode()
+    body = json.dumps(
+        {"model": "g", "max_tokens": 9, "messages": USER, "tools": [{"name": "f", "input_schema": schema}]}
+    ).encode()
     with pytest.raises(ApiError) as info:
         to_canonical(parse_messages(body))
     assert info.value.status == 400 and info.value.body.param == "tools.0.input_schema.type"

@@ -9,8 +9,8 @@ import hmac
 import json
 
 from multihome.identity.oidc import OidcVerifier
-from multihome.schema.principal import Principal
 from multihome.schema.errors import ApiError
+from multihome.schema.principal import Principal
 
 
 async def outcome(verifier: OidcVerifier, token: str) -> Principal | ApiError:

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import msgspec
 import pytest
-from oidc_issuer import LocalIssuer
 
-from multihome.identity.oidc import OidcVerifier
 from multihome.config.oidc import IssuerConfig
+from multihome.identity.oidc import OidcVerifier
 from multihome.schema.principal import AUDITOR, MEMBER, ORG_ADMIN, TENANT_ADMIN, Principal
+from oidc_issuer import LocalIssuer
 
 from .helpers import refused, verify_all, verify_one
 
@@ -42,8 +42,12 @@ def test_roles_from_a_list_a_space_separated_string_and_a_nested_claim(idp):
 
 
 def test_default_roles_and_a_token_that_grants_nothing(idp):
-    strict = idp.config(claims={"tenant": "tid", "roles": "roles", "role_map": {"ai-users": MEMBER}, "default_roles": []})
-    ok, nothing = verify_all([strict], [idp.mint(tid="acme", roles=["ai-users"]), idp.mint(tid="acme", roles=["other"])])
+    strict = idp.config(
+        claims={"tenant": "tid", "roles": "roles", "role_map": {"ai-users": MEMBER}, "default_roles": []}
+    )
+    ok, nothing = verify_all(
+        [strict], [idp.mint(tid="acme", roles=["ai-users"]), idp.mint(tid="acme", roles=["other"])]
+    )
     assert ok.roles == {MEMBER}
     err = refused(nothing, 403, "no_role")
     assert "role_map" in err.body.message

@@ -6,6 +6,7 @@ import time
 
 import openai
 import pytest
+
 from e2e.processes import Gateway, Simulator
 from oidc_issuer import LocalIssuer
 

@@ -8,10 +8,10 @@ import uuid
 
 import msgspec
 import pytest
-from oidc_issuer import LocalIssuer
 
 from multihome.identity.oidc import OidcVerifier
 from multihome.schema.principal import Principal
+from oidc_issuer import LocalIssuer
 
 from .helpers import forge, outcome, refused, verify_all
 

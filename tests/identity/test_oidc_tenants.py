@@ -7,10 +7,10 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from oidc_issuer import LocalIssuer
 
 from multihome.identity.oidc import OidcVerifier
 from multihome.schema.principal import Principal
+from oidc_issuer import LocalIssuer
 
 from .helpers import outcome, refused, verify_one
 

@@ -7,10 +7,10 @@ import time
 
 import jwt
 import pytest
-from oidc_issuer import LocalIssuer
 
 from multihome.identity.oidc import looks_like_jwt
 from multihome.schema.principal import MEMBER, TENANT_ADMIN, Principal
+from oidc_issuer import LocalIssuer
 
 from .helpers import b64, forge, refused, verify_all, verify_one
 
@@ -157,7 +157,13 @@ def test_token_without_kid_works_with_one_key_and_is_refused_with_several(idp):
 
 def test_malformed_tokens_are_refused_clearly(idp):
     c = cfg(idp)
-    for junk in ("eyJhbGciOiJSUzI1NiJ9.bm90IGpzb24.c2ln", "a.b.c", "eyJ.eyJ.", "x" * 20000, "eyJhbGciOiJSUzI1NiJ9.W10.c2ln"):
+    for junk in (
+        "eyJhbGciOiJSUzI1NiJ9.bm90IGpzb24.c2ln",
+        "a.b.c",
+        "eyJ.eyJ.",
+        "x" * 20000,
+        "eyJhbGciOiJSUzI1NiJ9.W10.c2ln",
+    ):
         refused(verify_one(c, junk), 401, "malformed_token")
     refused(verify_one(c, idp.mint(tid="acme", exp="tomorrow")), 401, "malformed_token")
     refused(verify_one(c, idp.mint(tid="acme", iat=None)), 401, "missing_claim")
@@ -173,7 +179,9 @@ def test_looks_like_jwt_separates_tokens_from_api_keys(idp):
 def test_two_issuers_at_once_each_with_its_own_keys_and_mapping(idp):
     with LocalIssuer(alg="ES256", path="/okta") as okta:
         a = cfg(idp)
-        b = okta.config(name="okta", claims={"tenant_value": "retail", "roles": "groups", "role_map": {"ai-admins": TENANT_ADMIN}})
+        b = okta.config(
+            name="okta", claims={"tenant_value": "retail", "roles": "groups", "role_map": {"ai-admins": TENANT_ADMIN}}
+        )
         ta = idp.mint(tid="acme")
         tb = okta.mint(groups=["ai-admins"])
         cross = okta.mint(iss=idp.issuer, tid="acme")  # okta's ES256 key claiming the RS256 issuer

@@ -9,11 +9,11 @@ import time
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from oidc_issuer import LocalIssuer
 
 from multihome.identity.oidc import OidcVerifier
 from multihome.schema.principal import Principal
 from multihome.storage import RevocationIndex, TokenRevocation
+from oidc_issuer import LocalIssuer
 
 from .helpers import outcome, refused
 
@@ -23,8 +23,19 @@ T = NOW.timestamp()
 
 
 def rev(kind, *, id="rev_1", tenant=None, issuer=ISS, subject=None, jti=None, not_before=None, expires_at=None):
-    return TokenRevocation(id=id, tenant_id=tenant, kind=kind, issuer=issuer, subject=subject, jti=jti,
-                           not_before=not_before, expires_at=expires_at, reason="", actor="sec", created_at=NOW)
+    return TokenRevocation(
+        id=id,
+        tenant_id=tenant,
+        kind=kind,
+        issuer=issuer,
+        subject=subject,
+        jti=jti,
+        not_before=not_before,
+        expires_at=expires_at,
+        reason="",
+        actor="sec",
+        created_at=NOW,
+    )
 
 
 def test_jti_revocation_refuses_that_token_only_until_it_expires():
@@ -129,7 +140,8 @@ def test_verifier_applies_subject_cut_off_and_tenant_scope_on_first_sight(idp):
     cut = datetime.fromtimestamp(now, UTC)
     revocations = Revocations()
     revocations.index = RevocationIndex(
-        [rev("subject", issuer=idp.issuer, tenant="acme", subject="bob", not_before=cut)])
+        [rev("subject", issuer=idp.issuer, tenant="acme", subject="bob", not_before=cut)]
+    )
 
     async def scenario():
         v = OidcVerifier([idp.config(claims=CLAIMS)], revocations=revocations)
@@ -149,7 +161,8 @@ def test_subject_means_the_issuers_subject_claim(idp):
     token = idp.mint(tid="acme", sub="pairwise-sub", oid="oid-42", iat=int(time.time()) - 5)
     revocations = Revocations()
     revocations.index = RevocationIndex(
-        [rev("subject", issuer=idp.issuer, subject="oid-42", not_before=datetime.now(UTC))])
+        [rev("subject", issuer=idp.issuer, subject="oid-42", not_before=datetime.now(UTC))]
+    )
 
     async def scenario():
         v = OidcVerifier([idp.config(claims={"tenant": "tid", "subject": "oid"})], revocations=revocations)

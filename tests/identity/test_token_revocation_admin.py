@@ -9,14 +9,14 @@ from datetime import datetime
 import httpx
 import msgspec
 import pytest
-from oidc_issuer import LocalIssuer
 from openapi_spec_validator import validate
 
+from admin_http import error, ok
 from multihome.api.admin.events import change_of
 from multihome.app import build_app
 from multihome.config import parse_config
 from multihome.schema.principal import Principal
-from admin_http import error, ok  # noqa: E402
+from oidc_issuer import LocalIssuer
 
 pytestmark = pytest.mark.anyio
 ADMIN_KEY = "mh-bootstrap-admin-key-for-revocation-api"
@@ -67,8 +67,9 @@ def issuers():
 @pytest.fixture
 async def app(tmp_path, issuers):
     corp, partner = issuers
-    text = CONFIG.format(tmp=tmp_path, corp=corp.issuer, corp_jwks=corp.jwks_uri, partner=partner.issuer,
-                         partner_jwks=partner.jwks_uri)
+    text = CONFIG.format(
+        tmp=tmp_path, corp=corp.issuer, corp_jwks=corp.jwks_uri, partner=partner.issuer, partner_jwks=partner.jwks_uri
+    )
     gateway = build_app(parse_config(text))
     for service in gateway.services:
         await service.start()
@@ -78,8 +79,9 @@ async def app(tmp_path, issuers):
 
 
 def client(app, credential: str) -> httpx.AsyncClient:
-    return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://gw",
-                             headers={"authorization": f"Bearer {credential}"})
+    return httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app), base_url="http://gw", headers={"authorization": f"Bearer {credential}"}
+    )
 
 
 async def test_revocation_api_rbac_scoping_bad_input_and_audit(app, issuers):
@@ -93,34 +95,54 @@ async def test_revocation_api_rbac_scoping_bad_input_and_audit(app, issuers):
         return out["id"], client(app, out["key"])
 
     admin_a_id, admin_a = await key(a, ["tenant-admin"])
-    (_, auditor_a), (_, member_a), (_, admin_b) = await key(a, ["auditor"]), await key(a, ["member"]), await key(
-        b, ["tenant-admin"])
+    (_, auditor_a), (_, member_a), (_, admin_b) = (
+        await key(a, ["auditor"]),
+        await key(a, ["member"]),
+        await key(b, ["tenant-admin"]),
+    )
     token = corp.mint(tenant=a, sub="alice", jti="jti-1")
     other_token = corp.mint(tenant=a, sub="alice", jti="jti-2")
     alice = client(app, token)
     assert (await ok(await alice.get("/admin/v1/whoami")))["subject"] == "alice"
 
     # An org-admin revokes one token, naming the issuer by its config name; this replica refuses it at once.
-    made = await ok(await root.post(URL, json={"kind": "jti", "issuer": "corp", "jti": "jti-1",
-                                               "reason": "pasted into a public channel"}), 201)
+    made = await ok(
+        await root.post(
+            URL, json={"kind": "jti", "issuer": "corp", "jti": "jti-1", "reason": "pasted into a public channel"}
+        ),
+        201,
+    )
     assert made["id"].startswith("rev_") and made["object"] == "token_revocation"
     assert (made["issuer"], made["issuer_name"], made["jti"], made["tenant_id"], made["live"]) == (
-        corp.issuer, "corp", "jti-1", None, True)
+        corp.issuer,
+        "corp",
+        "jti-1",
+        None,
+        True,
+    )
     assert made["actor"] == "bootstrap-admin" and made["subject"] is None and made["not_before"] is None
     assert made["expires_at"] is not None  # no exp given: the issuer's max_token_lifetime_s (2 h) from now
     err = error(await alice.get("/admin/v1/whoami"), 401)
     assert err["code"] == "token_revoked" and made["id"] in err["message"] and token.split(".")[1][:16] not in str(err)
     assert (await ok(await client(app, other_token).get("/admin/v1/whoami")))["subject"] == "alice"
-    with_exp = await ok(await root.post(URL, json={"kind": "jti", "issuer": corp.issuer, "jti": "jti-3",
-                                                   "expires_at": 4102444800, "tenant_id": a}), 201)
+    with_exp = await ok(
+        await root.post(
+            URL, json={"kind": "jti", "issuer": corp.issuer, "jti": "jti-3", "expires_at": 4102444800, "tenant_id": a}
+        ),
+        201,
+    )
     assert with_exp["expires_at"].startswith("2100-01-01") and with_exp["tenant_id"] == a
 
     # A tenant-admin revokes a subject for its own tenant only: the row is scoped to that tenant.
     sub = await ok(await admin_a.post(URL, json={"kind": "subject", "issuer": "corp", "subject": "bob"}), 201)
     assert sub["tenant_id"] == a and sub["expires_at"] is None and sub["actor"] == admin_a_id
     cut = int(datetime.fromisoformat(sub["not_before"]).timestamp())  # default cut-off: now
-    assert error(await admin_a.post(URL, json={"kind": "subject", "issuer": "corp", "subject": "bob",
-                                               "tenant_id": b}), 403)["code"] == "other_tenant"
+    assert (
+        error(
+            await admin_a.post(URL, json={"kind": "subject", "issuer": "corp", "subject": "bob", "tenant_id": b}), 403
+        )["code"]
+        == "other_tenant"
+    )
     bob_b = client(app, corp.mint(tenant=b, sub="bob", iat=cut - 5))
     assert (await ok(await bob_b.get("/admin/v1/whoami")))["tenant"] == b  # tenant b's bob is not affected
     bob_a = client(app, corp.mint(tenant=a, sub="bob", iat=cut - 5))
@@ -138,9 +160,11 @@ async def test_revocation_api_rbac_scoping_bad_input_and_audit(app, issuers):
     assert mine == {with_exp["id"], sub["id"], by_oidc["id"]}
     assert (await ok(await admin_b.get(URL)))["data"] == []
     assert {r["id"] for r in (await ok(await root.get(URL, params={"tenant": a, "kind": "subject"})))["data"]} == {
-        sub["id"]}
+        sub["id"]
+    }
     assert {r["id"] for r in (await ok(await root.get(URL, params={"issuer": "corp", "subject": "bob"})))["data"]} == {
-        sub["id"]}
+        sub["id"]
+    }
     assert (await ok(await auditor_a.get(f"{URL}/{sub['id']}")))["subject"] == "bob"
     assert error(await auditor_a.get(f"{URL}/{made['id']}"), 404)["code"] == "not_found"  # org-wide
     assert error(await auditor_a.get(URL, params={"tenant": b}), 403)["code"] == "other_tenant"
@@ -165,11 +189,14 @@ async def test_revocation_api_rbac_scoping_bad_input_and_audit(app, issuers):
         ({"kind": "subject", "issuer": "corp"}, "subject", "subject is required"),
         ({"kind": "jti", "issuer": "corp", "jti": "x", "subject": "s"}, "subject", "kind subject"),
         ({"kind": "jti", "issuer": "corp", "jti": "x", "not_before": "2030-01-01T00:00:00Z"}, "not_before", "kind"),
-        ({"kind": "subject", "issuer": "corp", "subject": "s", "not_before": "2030-01-01T00:00:00"}, "not_before",
-         "timezone"),
+        (
+            {"kind": "subject", "issuer": "corp", "subject": "s", "not_before": "2030-01-01T00:00:00"},
+            "not_before",
+            "timezone",
+        ),
         ({"kind": "subject", "issuer": "corp", "subject": "s", "not_before": "tomorrow"}, "not_before", "RFC3339"),
         ({"kind": "jti", "issuer": "corp", "jti": "x", "expires_at": 1000}, "expires_at", "expired already"),
-        ({"kind": "jti", "issuer": "corp", "jti": "x", "expires_at": 10 ** 18}, "expires_at", "epoch seconds"),
+        ({"kind": "jti", "issuer": "corp", "jti": "x", "expires_at": 10**18}, "expires_at", "epoch seconds"),
         ({"kind": "jti", "issuer": "corp", "jti": "x", "colour": "red"}, "colour", "unknown field"),
         ({"kind": "jti", "issuer": "partner", "jti": "x", "tenant_id": a}, "tenant_id", "never map"),
         ([1], None, "object"),
@@ -189,15 +216,26 @@ async def test_revocation_api_rbac_scoping_bad_input_and_audit(app, issuers):
 
     # Lifting the revocation restores access at once on this replica.
     assert await ok(await root.delete(f"{URL}/{made['id']}")) == {
-        "id": made["id"], "object": "token_revocation.deleted", "deleted": True, "tenant_id": None}
+        "id": made["id"],
+        "object": "token_revocation.deleted",
+        "deleted": True,
+        "tenant_id": None,
+    }
     assert (await ok(await alice.get("/admin/v1/whoami")))["subject"] == "alice"
     assert await ok(await admin_a.delete(f"{URL}/{sub['id']}")) == {
-        "id": sub["id"], "object": "token_revocation.deleted", "deleted": True, "tenant_id": a}
+        "id": sub["id"],
+        "object": "token_revocation.deleted",
+        "deleted": True,
+        "tenant_id": a,
+    }
 
     # Every change, and only those, is in the audit trail and in the change record, with actor and tenant.
     trail = (await ok(await root.get("/admin/v1/audit/events", params={"kind": "admin_change"})))["data"]
-    changes = [(e["body"]["action"], e["body"]["object_id"], e["body"]["tenant"], e["body"]["actor"]) for e in trail
-               if e["body"]["object_type"] == "token_revocation"]
+    changes = [
+        (e["body"]["action"], e["body"]["object_id"], e["body"]["tenant"], e["body"]["actor"])
+        for e in trail
+        if e["body"]["object_type"] == "token_revocation"
+    ]
     assert changes == [
         ("token_revocation.create", made["id"], None, "bootstrap-admin"),
         ("token_revocation.create", with_exp["id"], a, "bootstrap-admin"),
@@ -210,7 +248,8 @@ async def test_revocation_api_rbac_scoping_bad_input_and_audit(app, issuers):
     assert made["id"] not in str(tenant_trail) and sub["id"] in str(tenant_trail)
     record = (await ok(await root.get("/admin/v1/events", params={"limit": 1000})))["data"]
     assert [(e["action"], e["object_id"]) for e in record if e["object_type"] == "token_revocation"] == [
-        (action, object_id) for action, object_id, _, _ in changes]
+        (action, object_id) for action, object_id, _, _ in changes
+    ]
 
 
 async def test_openapi_document_describes_the_revocation_routes(app):
@@ -221,7 +260,8 @@ async def test_openapi_document_describes_the_revocation_routes(app):
     assert set(listed) == {"get", "post"}
     assert {p["name"] for p in listed["get"]["parameters"]} == {"tenant", "kind", "issuer", "subject", "live"}
     assert listed["post"]["requestBody"]["content"]["application/json"]["schema"]["$ref"].endswith(
-        "/CreateTokenRevocation")
+        "/CreateTokenRevocation"
+    )
     assert set(doc["paths"]["/admin/v1/token-revocations/{id}"]) == {"get", "delete"}
     assert {"kind", "issuer"} <= set(doc["components"]["schemas"]["CreateTokenRevocation"]["required"])
 
@@ -229,15 +269,28 @@ async def test_openapi_document_describes_the_revocation_routes(app):
 WHO = Principal(tenant="ten_a", subject="key_adm", source="api_key", roles=frozenset({"tenant-admin"}))
 
 
-@pytest.mark.parametrize("method, path, response, action, object_id, tenant", [
-    ("POST", URL, {"id": "rev_1", "tenant_id": "ten_a", "jti": "j"}, "token_revocation.create", "rev_1", "ten_a"),
-    ("POST", URL, {"id": "rev_2", "tenant_id": None}, "token_revocation.create", "rev_2", None),
-    ("DELETE", f"{URL}/rev_3", {"id": "rev_3", "tenant_id": "ten_a"}, "token_revocation.delete", "rev_3", "ten_a"),
-    ("DELETE", "/admin/v1/tenants/ten_b/keys/key_1", {"id": "key_1", "tenant_id": "ten_b"}, "key.revoke", "key_1",
-     "ten_b"),
-])
+@pytest.mark.parametrize(
+    "method, path, response, action, object_id, tenant",
+    [
+        ("POST", URL, {"id": "rev_1", "tenant_id": "ten_a", "jti": "j"}, "token_revocation.create", "rev_1", "ten_a"),
+        ("POST", URL, {"id": "rev_2", "tenant_id": None}, "token_revocation.create", "rev_2", None),
+        ("DELETE", f"{URL}/rev_3", {"id": "rev_3", "tenant_id": "ten_a"}, "token_revocation.delete", "rev_3", "ten_a"),
+        (
+            "DELETE",
+            "/admin/v1/tenants/ten_b/keys/key_1",
+            {"id": "key_1", "tenant_id": "ten_b"},
+            "key.revoke",
+            "key_1",
+            "ten_b",
+        ),
+    ],
+)
 def test_change_of_names_revocation_changes_and_their_tenant(method, path, response, action, object_id, tenant):
     change = change_of(method, path, WHO, msgspec.json.encode(response))
     assert (change.action, change.object_type, change.object_id, change.tenant) == (
-        action, action.split(".")[0], object_id, tenant)
+        action,
+        action.split(".")[0],
+        object_id,
+        tenant,
+    )
     assert set(change.detail) == {"method", "path", "actor_source"}  # the route and ids, never response contents

@@ -10,10 +10,9 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/, for e2e.services
-from e2e.services import RedisServer  # noqa: E402
-
-from multihome.accounting.record import CallRecord, Usage  # noqa: E402
-from multihome.schema.principal import Principal  # noqa: E402
+from e2e.services import RedisServer
+from multihome.accounting.record import CallRecord, Usage
+from multihome.schema.principal import Principal
 
 
 @dataclass
@@ -24,14 +23,41 @@ class Dep:
     max_output_tokens: int | None = None
 
 
-def call(request_id: str, deployment: str | None = "dep-a", prompt=1000, completion=500, cached=0, estimated=False,
-         tenant="ten_a", team=None, key_id="key_a", started=None, model_group="gpt-4o", status=200, outcome="ok") -> CallRecord:
+def call(
+    request_id: str,
+    deployment: str | None = "dep-a",
+    prompt=1000,
+    completion=500,
+    cached=0,
+    estimated=False,
+    tenant="ten_a",
+    team=None,
+    key_id="key_a",
+    started=None,
+    model_group="gpt-4o",
+    status=200,
+    outcome="ok",
+) -> CallRecord:
     started = time.time() if started is None else started
     usage = Usage(prompt_tokens=prompt, completion_tokens=completion, cached_tokens=cached, estimated=estimated)
-    return CallRecord(request_id=request_id, started_at=started, finished_at=started + 0.25, endpoint="chat",
-                      tenant=tenant, subject=key_id or "sub", principal_source="api_key", team=team, key_id=key_id,
-                      model_group=model_group, deployment=deployment, provider="prov", status=status, outcome=outcome,
-                      usage=usage, latency_ms=250.0)
+    return CallRecord(
+        request_id=request_id,
+        started_at=started,
+        finished_at=started + 0.25,
+        endpoint="chat",
+        tenant=tenant,
+        subject=key_id or "sub",
+        principal_source="api_key",
+        team=team,
+        key_id=key_id,
+        model_group=model_group,
+        deployment=deployment,
+        provider="prov",
+        status=status,
+        outcome=outcome,
+        usage=usage,
+        latency_ms=250.0,
+    )
 
 
 def principal(tenant="ten_a", team=None, key_id="key_a") -> Principal:

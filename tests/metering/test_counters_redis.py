@@ -38,7 +38,8 @@ async def test_one_script_call_admits_a_whole_tick_each_with_its_own_answer(redi
     await lim.counters.claim()  # as Metering does at start, once it has seeded the counters
     before = evalsha_calls(redis_server.url)
     results = await asyncio.gather(
-        *(lim.admit(principal(), "g", [Dep("d")], 10, 10, f"r{i}") for i in range(50)), return_exceptions=True)
+        *(lim.admit(principal(), "g", [Dep("d")], 10, 10, f"r{i}") for i in range(50)), return_exceptions=True
+    )
     admitted = [r for r in results if not isinstance(r, Exception)]
     refused = [r for r in results if isinstance(r, Exception)]
     assert len(admitted) == 30 and len(refused) == 20
@@ -88,7 +89,9 @@ async def test_a_settlement_sent_again_after_a_stall_applies_once():
     """Settlements wait out a stalled Redis and are not lost; each try that timed out is left in
     Redis's socket buffers and runs when it resumes, yet the batch is applied once."""
     server = RedisServer()
-    lim = limiter(server.url, timeout_s=0.3, rate_limits=[RateLimitRule(scope="key", id="*", tokens_per_minute=1_000_000)])
+    lim = limiter(
+        server.url, timeout_s=0.3, rate_limits=[RateLimitRule(scope="key", id="*", tokens_per_minute=1_000_000)]
+    )
     try:
         await lim.start()
         t = await lim.admit(principal(), "g", [Dep("d")], 100, 100, "a")  # reserves 200 tokens
@@ -114,8 +117,10 @@ async def test_a_stalled_redis_holds_no_admission_past_its_deadline():
     per call either. And no admission Redis runs late, after its caller gave up, is counted."""
     server = RedisServer()
     now = (time.time() // 60) * 60 + 1  # one rate window throughout
-    cfg = MeteringConfig(key_prefix=f"t{uuid.uuid4().hex[:8]}:",
-                         rate_limits=[RateLimitRule(scope="key", id="*", requests_per_minute=100_000)])
+    cfg = MeteringConfig(
+        key_prefix=f"t{uuid.uuid4().hex[:8]}:",
+        rate_limits=[RateLimitRule(scope="key", id="*", requests_per_minute=100_000)],
+    )
     counters = RedisCounters(server.url, prefix=cfg.key_prefix)  # timeout_s: the documented 2 s
     lim = Limiter(cfg, PriceTable({}), counters, lambda: now)
     await lim.start()

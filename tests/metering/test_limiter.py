@@ -31,10 +31,14 @@ def _now_is_near_real_time():
     # and the counters Redis is told to expire then vanish at once.
     global NOW
     NOW = (time.time() // 60) * 60 + 70
-PRICES = PriceTable({
-    "dep-a": DeploymentPrice.of(1.0, 2.0, None, "USD"),  # per 1M tokens
-    "dep-b": DeploymentPrice.of(3.0, 4.0, None, "USD"),
-})
+
+
+PRICES = PriceTable(
+    {
+        "dep-a": DeploymentPrice.of(1.0, 2.0, None, "USD"),  # per 1M tokens
+        "dep-b": DeploymentPrice.of(3.0, 4.0, None, "USD"),
+    }
+)
 
 
 @pytest.fixture(params=["local", "redis"])
@@ -93,7 +97,9 @@ async def _reserved(lim, body: dict, deployments, request_id: str) -> int:
     from multihome.schema.chat import parse_chat
 
     tracker = Accounting(limiter=lim).begin(request_id, "chat", principal(), b"{}")
-    tracker.request = parse_chat(json.dumps({"model": "g", "messages": [{"role": "user", "content": "hi"}], **body}).encode()).request
+    tracker.request = parse_chat(
+        json.dumps({"model": "g", "messages": [{"role": "user", "content": "hi"}], **body}).encode()
+    ).request
     await tracker.admit(types.SimpleNamespace(name="g"), deployments, estimate.output_tokens(tracker.request))
     return tracker.ticket._budgets[0][2]
 
@@ -124,8 +130,9 @@ async def test_absurd_output_cap_is_counted_not_a_script_error_for_its_batch(cou
     # It is clamped: the call is admitted and flagged, and the batch's other calls are counted.
     lim = await limiter(counters_factory, budgets=[budget("1", mode="soft")])
     huge = {"max_tokens": 1 << 62, "best_of": 1 << 62}
-    held = await asyncio.gather(_reserved(lim, huge, [Dep("dep-a")], "huge"),
-                                _reserved(lim, {"max_tokens": 5}, [Dep("dep-a")], "fine"))
+    held = await asyncio.gather(
+        _reserved(lim, huge, [Dep("dep-a")], "huge"), _reserved(lim, {"max_tokens": 5}, [Dep("dep-a")], "fine")
+    )
     assert lim.open["huge"].over_budget and held[0] < 1 << 53
     assert held[1] > 0 and b"x-multihome-limits" not in dict(lim.open["fine"].headers)
     await lim.close()
@@ -186,7 +193,11 @@ async def test_rate_limit_admits_exactly_the_limit_across_two_limiters(counters_
 
 async def test_next_window_starts_fresh(counters_factory):
     now = [NOW]
-    lim = await limiter(counters_factory, clock=lambda: now[0], rate_limits=[RateLimitRule(scope="tenant", id="ten_a", requests_per_minute=1)])
+    lim = await limiter(
+        counters_factory,
+        clock=lambda: now[0],
+        rate_limits=[RateLimitRule(scope="tenant", id="ten_a", requests_per_minute=1)],
+    )
     await lim.admit(principal(), "g", [Dep("dep-a")], 1, 1, "a")
     with pytest.raises(ApiError):
         await lim.admit(principal(), "g", [Dep("dep-a")], 1, 1, "b")
@@ -212,8 +223,13 @@ async def test_tokens_per_minute_reserved_then_settled_to_actual(counters_factor
 
 
 async def test_deployment_limit_charges_first_deployment_with_room(counters_factory):
-    lim = await limiter(counters_factory, rate_limits=[RateLimitRule(scope="deployment", id="dep-a", requests_per_minute=1),
-                                                       RateLimitRule(scope="deployment", id="dep-b", requests_per_minute=1)])
+    lim = await limiter(
+        counters_factory,
+        rate_limits=[
+            RateLimitRule(scope="deployment", id="dep-a", requests_per_minute=1),
+            RateLimitRule(scope="deployment", id="dep-b", requests_per_minute=1),
+        ],
+    )
     plan = [Dep("dep-a"), Dep("dep-b")]
     t1 = await lim.admit(principal(), "g", plan, 1, 1, "1")
     t2 = await lim.admit(principal(), "g", plan, 1, 1, "2")
@@ -234,8 +250,12 @@ async def test_no_rules_no_headers_and_no_state(counters_factory):
 
 async def test_redis_down_fails_open_or_closed():
     for fail_open in (True, False):
-        lim = Limiter(MeteringConfig(fail_open=fail_open, budgets=[budget("1")]), PRICES,
-                      RedisCounters("redis://127.0.0.1:9/0"), lambda: NOW)
+        lim = Limiter(
+            MeteringConfig(fail_open=fail_open, budgets=[budget("1")]),
+            PRICES,
+            RedisCounters("redis://127.0.0.1:9/0"),
+            lambda: NOW,
+        )
         if fail_open:
             t = await lim.admit(principal(), "g", [Dep("dep-a")], 1, 1, "1")
             assert dict(t.headers)[b"x-multihome-limits"] == b"unavailable"

@@ -25,9 +25,9 @@ def test_fixed_minute_windows():
 
 
 def test_budget_periods_are_utc_calendar_days_and_months():
-    ts = dt.datetime(2025, 12, 31, 23, 59, 59, tzinfo=dt.timezone.utc).timestamp()
+    ts = dt.datetime(2025, 12, 31, 23, 59, 59, tzinfo=dt.UTC).timestamp()
     day, month, total = period("day", ts), period("month", ts), period("total", ts)
-    assert day.bucket == "d20251231" and day.end == dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc)
+    assert day.bucket == "d20251231" and day.end == dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
     assert month.bucket == "m202512" and month.start.day == 1 and month.end.year == 2026 and month.end.month == 1
     assert total.bucket == "all" and total.end is None and total.end_ms == 0
     assert period("day", ts + 1).bucket == "d20260101"

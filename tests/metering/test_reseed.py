@@ -40,8 +40,13 @@ class Replicas:
 
         await (await open_store(self.url, migrate=True)).close()
         for _ in range(2):
-            m = Metering(self.cfg, PRICES, storage_url=self.url, clock=lambda: self.now,
-                         counters=RedisCounters(self.server.url, prefix=self.cfg.key_prefix))
+            m = Metering(
+                self.cfg,
+                PRICES,
+                storage_url=self.url,
+                clock=lambda: self.now,
+                counters=RedisCounters(self.server.url, prefix=self.cfg.key_prefix),
+            )
             await m.start()
             self.replicas.append(m)
         return self
@@ -80,8 +85,13 @@ async def test_an_empty_redis_keeps_the_periods_spend_and_the_minutes_requests(t
 
         w.restart_redis_empty()
         # Both replicas find the counters gone at once, and both re-seed them: counted once.
-        refused = await asyncio.gather(*(m.limiter.admit(principal(key_id="key_a"), "g", PLAN, 100, 100, f"after-{i}")
-                                         for i, m in enumerate((a, b))), return_exceptions=True)
+        refused = await asyncio.gather(
+            *(
+                m.limiter.admit(principal(key_id="key_a"), "g", PLAN, 100, 100, f"after-{i}")
+                for i, m in enumerate((a, b))
+            ),
+            return_exceptions=True,
+        )
         assert all(isinstance(r, ApiError) and r.body.code == "budget_exceeded" for r in refused), refused
         assert await w.counter(budget_key) == 3 * SPEND
         # The minute's requests are seeded too: key_b has exactly one left, not five.
@@ -103,7 +113,9 @@ async def test_calls_in_flight_when_redis_emptied_settle_their_whole_cost(tmp_pa
         assert await w.counter(key) == SPEND + RESERVE
 
         w.restart_redis_empty()
-        await asyncio.gather(*(m.limiter.admit(principal(), "g", PLAN, 100, 100, f"next-{i}") for i, m in enumerate((a, b))))
+        await asyncio.gather(
+            *(m.limiter.admit(principal(), "g", PLAN, 100, 100, f"next-{i}") for i, m in enumerate((a, b)))
+        )
         # The stored spend once, and the two new reservations; the lost reservation is not held.
         assert await w.counter(key) == SPEND + 2 * RESERVE
         w.record(b, "in-flight")  # its usage row was not in the seed: its whole cost is added

@@ -26,8 +26,11 @@ pytestmark = pytest.mark.anyio
 
 @pytest.fixture(params=["sqlite", "postgresql"])
 async def db_url(request, tmp_path):
-    url = (f"sqlite+aiosqlite:///{tmp_path / 'm.db'}" if request.param == "sqlite"
-           else request.getfixturevalue("pg_server").create_database())
+    url = (
+        f"sqlite+aiosqlite:///{tmp_path / 'm.db'}"
+        if request.param == "sqlite"
+        else request.getfixturevalue("pg_server").create_database()
+    )
     store = await open_store(url, migrate=True)
     await store.close()
     return url
@@ -90,7 +93,9 @@ async def test_price_change_never_rewrites_past_costs(db_url):
     assert (before.cost, before.price_version) == ("2.5", old.prices.version)
     assert (after.cost, after.price_version) == ("3", new.prices.version)
     async with new.engine.connect() as conn:
-        stored = dict((await conn.execute(sa.select(usage_price_versions.c.version, usage_price_versions.c.prices))).all())
+        stored = dict(
+            (await conn.execute(sa.select(usage_price_versions.c.version, usage_price_versions.c.prices))).all()
+        )
     assert set(stored) == {old.prices.version, new.prices.version} and '"input":"2.5"' in stored[old.prices.version]
     summary = await usage_summary(new.engine, "ten_a", "deployment")
     assert summary[0]["cost"] == "5.5" and summary[0]["calls"] == 2
@@ -163,12 +168,14 @@ async def test_admin_usage_summary_and_rbac(db_url):
 
         async def send(msg):
             sent.append(msg)
+
         scope = {"path": path, "method": "GET", "query_string": query}
         try:
             await routes.handle(scope, None, send, b"req", who)
         except ApiError as exc:
             return exc.status, exc.body.code
         import json
+
         return sent[0]["status"], json.loads(sent[1]["body"])
 
     admin_a = Principal(tenant="ten_a", subject="k", source="api_key", roles=frozenset({"tenant-admin"}))

@@ -89,8 +89,9 @@ async def test_stored_budget_is_seeded_enforced_raised_and_removed(url):
         assert not await refused(w, "warm")  # no budget yet; this also fills the limiter's caches for the key
         w.spend("before")  # spent before any budget existed
 
-        b = await w.store.create_budget(w.tenant, scope="key", scope_id=w.key, amount="0.004", period="day",
-                                        actor="admin")
+        b = await w.store.create_budget(
+            w.tenant, scope="key", scope_id=w.key, amount="0.004", period="day", actor="admin"
+        )
         await w.apply()
         assert [a.budget_id for a in w.m.admin_budgets] == [b.id]
         assert await w.counter() == 3_500_000  # seeded from the stored usage row
@@ -156,18 +157,22 @@ async def test_a_budget_made_on_another_replica_is_enforced_here_within_a_second
 
 async def test_smaller_amount_of_one_counter_wins_and_explicit_replaces_star(tmp_path):
     def config(key):
-        return [BudgetRule(scope="key", id=key, amount="1", period="day"),
-                BudgetRule(scope="tenant", id="*", amount="100", period="month")]
+        return [
+            BudgetRule(scope="key", id=key, amount="1", period="day"),
+            BudgetRule(scope="tenant", id="*", amount="100", period="month"),
+        ]
 
     w = await World().start(f"sqlite+aiosqlite:///{tmp_path / 's.db'}", budgets=config)
     try:
+
         def rules_for(scope, ident):
             specs = w.m.limiter.rules.budgets_for(scope, ident)
             return [(type(s.rule).__name__, s.rule.amount, s.period) for s in specs]
 
         assert rules_for("key", w.key) == [("BudgetRule", "1", "day")]
-        b = await w.store.create_budget(w.tenant, scope="key", scope_id=w.key, amount="0.5", period="day",
-                                        actor="admin")
+        b = await w.store.create_budget(
+            w.tenant, scope="key", scope_id=w.key, amount="0.5", period="day", actor="admin"
+        )
         await w.apply()
         assert rules_for("key", w.key) == [("AdminBudget", "0.5", "day")]  # smaller than the config's 1
         await w.store.update_budget(w.tenant, b.id, amount="5", actor="admin")
@@ -190,8 +195,9 @@ async def test_smaller_amount_of_one_counter_wins_and_explicit_replaces_star(tmp
 async def test_seeding_never_overwrites_a_running_counter(tmp_path, request, kind):
     """Another replica's counter (spend plus reservations in flight) wins over the stored usage."""
     counters = LocalCounters() if kind == "local" else RedisCounters(request.getfixturevalue("redis_server").url)
-    w = await World().start(f"sqlite+aiosqlite:///{tmp_path / 'n.db'}", counters=counters,
-                            prefix=f"t{uuid.uuid4().hex[:8]}:")
+    w = await World().start(
+        f"sqlite+aiosqlite:///{tmp_path / 'n.db'}", counters=counters, prefix=f"t{uuid.uuid4().hex[:8]}:"
+    )
     try:
         w.spend("before")  # 3.5M nano-units in the usage rows
         from multihome.metering.periods import period

@@ -14,7 +14,6 @@ from multihome.schema.principal import Principal
 from test_config import BASE  # the smallest valid config
 
 
-
 def test_absent_or_empty_value_means_off():
     assert parse_config(BASE).telemetry is None
     assert parse_config(BASE + "telemetry:\n").telemetry is None
@@ -25,15 +24,21 @@ def test_defaults():
     assert (t.service_name, t.sample_ratio, t.metrics, t.headers_env) == ("multihome", 1.0, True, None)
 
 
-@pytest.mark.parametrize("section, message", [
-    ("{}", "telemetry: set one of otlp_endpoint or otlp_endpoint_env"),
-    ("{otlp_endpoint: 'http://a:4318', otlp_endpoint_env: E}", "telemetry: set one of otlp_endpoint or otlp_endpoint_env"),
-    ("{otlp_endpoint: 'collector:4318'}", "telemetry.otlp_endpoint: must start with http:// or https://"),
-    ("{otlp_endpoint: 'http://a:4318', sample_ratio: 1.5}", "telemetry.sample_ratio: must be between 0 and 1"),
-    ("{otlp_endpoint: 'http://a:4318', export_timeout_s: 0}", "telemetry.export_timeout_s: must be greater than 0"),
-    ("{otlp_endpoint: 'http://a:4318', sample_ratio: half}", "telemetry.sample_ratio: Expected `float`, got `str`"),
-    ("{otlp_endpoint: 'http://a:4318', endpoint: x}", "telemetry: Object contains unknown field `endpoint`"),
-])
+@pytest.mark.parametrize(
+    "section, message",
+    [
+        ("{}", "telemetry: set one of otlp_endpoint or otlp_endpoint_env"),
+        (
+            "{otlp_endpoint: 'http://a:4318', otlp_endpoint_env: E}",
+            "telemetry: set one of otlp_endpoint or otlp_endpoint_env",
+        ),
+        ("{otlp_endpoint: 'collector:4318'}", "telemetry.otlp_endpoint: must start with http:// or https://"),
+        ("{otlp_endpoint: 'http://a:4318', sample_ratio: 1.5}", "telemetry.sample_ratio: must be between 0 and 1"),
+        ("{otlp_endpoint: 'http://a:4318', export_timeout_s: 0}", "telemetry.export_timeout_s: must be greater than 0"),
+        ("{otlp_endpoint: 'http://a:4318', sample_ratio: half}", "telemetry.sample_ratio: Expected `float`, got `str`"),
+        ("{otlp_endpoint: 'http://a:4318', endpoint: x}", "telemetry: Object contains unknown field `endpoint`"),
+    ],
+)
 def test_errors_name_the_key_path(section, message):
     with pytest.raises(ConfigError) as err:
         parse_config(BASE + f"telemetry: {section}\n")
@@ -79,8 +84,15 @@ class _Group:
 
 
 def _call() -> Call:
-    call = Call({"headers": [(b"traceparent", b"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"),
-                             (b"tracestate", b"v=1")]}, b"req_1")
+    call = Call(
+        {
+            "headers": [
+                (b"traceparent", b"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"),
+                (b"tracestate", b"v=1"),
+            ]
+        },
+        b"req_1",
+    )
     call.principal = Principal(tenant="t", subject="s", source="api_key")
     return call
 

@@ -13,7 +13,8 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import SpanKind, StatusCode
 
 from multihome.accounting.record import AttemptRecord, CallRecord, Usage
-from multihome.config import ConfigError, Telemetry as TelemetryConfig, parse_config
+from multihome.config import ConfigError, parse_config
+from multihome.config import Telemetry as TelemetryConfig
 from multihome.observability.genai import GenAIMapper
 from multihome.observability.otel_pipeline import Pipeline
 from multihome.observability.telemetry import parse_headers
@@ -28,14 +29,22 @@ MAPPER = GenAIMapper.from_config(parse_config(CONFIG), BY_NAME)
 
 def started(**cfg) -> tuple[Pipeline, InMemorySpanExporter, InMemoryMetricReader]:
     exporter, reader = InMemorySpanExporter(), InMemoryMetricReader()
-    sink = Pipeline(TelemetryConfig(otlp_endpoint="http://unused:4318", batch_delay_ms=10, **cfg), MAPPER,
-                    span_exporter=exporter, metric_reader=reader)
+    sink = Pipeline(
+        TelemetryConfig(otlp_endpoint="http://unused:4318", batch_delay_ms=10, **cfg),
+        MAPPER,
+        span_exporter=exporter,
+        metric_reader=reader,
+    )
     return sink, exporter, reader
 
 
 def ok_call(**kw) -> CallRecord:
-    base = dict(deployment="gpt@az", usage=Usage(prompt_tokens=12, completion_tokens=30), latency_ms=250.0,
-                attempts=(AttemptRecord("gpt@az", "ok", 240.0),))
+    base = dict(
+        deployment="gpt@az",
+        usage=Usage(prompt_tokens=12, completion_tokens=30),
+        latency_ms=250.0,
+        attempts=(AttemptRecord("gpt@az", "ok", 240.0),),
+    )
     return call(**{**base, **kw})
 
 
@@ -68,8 +77,14 @@ def test_without_traceparent_or_with_a_malformed_one_the_span_is_a_root():
 
 def test_failed_call_has_error_status_and_type():
     sink, exporter, _ = started()
-    sink.record(call(status=503, outcome="declined", error_code="all_deployments_failed",
-                     attempts=(AttemptRecord("gpt@az", "http_503", 1.0), AttemptRecord("gpt@oa", "http_503", 1.0))))
+    sink.record(
+        call(
+            status=503,
+            outcome="declined",
+            error_code="all_deployments_failed",
+            attempts=(AttemptRecord("gpt@az", "http_503", 1.0), AttemptRecord("gpt@oa", "http_503", 1.0)),
+        )
+    )
     assert sink.shutdown(5)
     (span,) = exporter.get_finished_spans()
     assert span.status.status_code is StatusCode.ERROR
@@ -136,8 +151,9 @@ class _Stuck(SpanExporter):
 
 def test_shutdown_flush_has_a_deadline():
     stuck = _Stuck()
-    sink = Pipeline(TelemetryConfig(otlp_endpoint="http://x:4318", batch_delay_ms=10, metrics=False), MAPPER,
-                    span_exporter=stuck)
+    sink = Pipeline(
+        TelemetryConfig(otlp_endpoint="http://x:4318", batch_delay_ms=10, metrics=False), MAPPER, span_exporter=stuck
+    )
     sink.record(ok_call())
     time.sleep(0.05)  # the batch worker is now stuck in export()
     t0 = time.monotonic()
@@ -148,12 +164,20 @@ def test_shutdown_flush_has_a_deadline():
 
 def test_export_headers_are_parsed_and_errors_never_show_values():
     assert parse_headers("Authorization=Bearer%20tok,x-scope = acme ,", "V") == {
-        "authorization": "Bearer tok", "x-scope": "acme"}
+        "authorization": "Bearer tok",
+        "x-scope": "acme",
+    }
     with pytest.raises(ConfigError) as err:
         parse_headers("x-ok=1,secret-value-without-equals", "OTLP_HEADERS")
     assert "entry 2 of OTLP_HEADERS" in str(err.value) and "secret-value" not in str(err.value)
 
 
 def _points(data, name):
-    return [p for rm in data.resource_metrics for sm in rm.scope_metrics for m in sm.metrics if m.name == name
-            for p in m.data.data_points]
+    return [
+        p
+        for rm in data.resource_metrics
+        for sm in rm.scope_metrics
+        for m in sm.metrics
+        if m.name == name
+        for p in m.data.data_points
+    ]

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import datetime as dt
 
-from multihome.schema.principal import Principal
 from multihome.policy import DeploymentFacts
+from multihome.schema.principal import Principal
 
 AZ_EU = DeploymentFacts("az-eu", "azure-eu", "azure", "westeurope", "EU")
 AZ_US = DeploymentFacts("az-us", "azure-us", "azure", "eastus", "US")
@@ -19,7 +19,11 @@ TODAY = dt.date(2026, 6, 15)
 
 def principal(tenant="acme", team=None, key=None, models=None, endpoints=None) -> Principal:
     return Principal(
-        tenant=tenant, subject=key or "user-1", source="api_key" if key else "static", team=team, key_id=key,
+        tenant=tenant,
+        subject=key or "user-1",
+        source="api_key" if key else "static",
+        team=team,
+        key_id=key,
         scopes_models=frozenset(models) if models is not None else None,
         scopes_endpoints=frozenset(endpoints) if endpoints is not None else None,
     )

@@ -28,12 +28,24 @@ EU_ONLY = Policy("p_eu", "acme", "tenant", rules=[EgressRule("allow", data_zones
 SCOPES = [
     ("no scopes on the credential", (None, None), "gpt-4o", "embeddings", None, ""),
     ("endpoint in scope", (None, {"chat", "messages"}), "gpt-4o", "messages", None, ""),
-    ("endpoint out of scope", (None, {"chat"}), "gpt-4o", "embeddings", ENDPOINT_NOT_IN_KEY_SCOPE,
-     "This API key (key_1) may call only the [chat] endpoints, not 'embeddings'"),
+    (
+        "endpoint out of scope",
+        (None, {"chat"}),
+        "gpt-4o",
+        "embeddings",
+        ENDPOINT_NOT_IN_KEY_SCOPE,
+        "This API key (key_1) may call only the [chat] endpoints, not 'embeddings'",
+    ),
     ("model in scope", ({"gpt-4o", "claude"}, None), "claude", "chat", None, ""),
     ("model family in scope", ({"gpt-4o*"}, None), "gpt-4o-mini", "chat", None, ""),
-    ("model out of scope", ({"gpt-4o*"}, None), "claude", "chat", MODEL_NOT_IN_KEY_SCOPE,
-     "may call only the model groups [gpt-4o*], not 'claude'. Ask a tenant admin for a key whose scope includes 'claude'"),
+    (
+        "model out of scope",
+        ({"gpt-4o*"}, None),
+        "claude",
+        "chat",
+        MODEL_NOT_IN_KEY_SCOPE,
+        "may call only the model groups [gpt-4o*], not 'claude'. Ask a tenant admin for a key whose scope includes 'claude'",
+    ),
     ("empty model scope allows nothing", (set(), None), "gpt-4o", "chat", MODEL_NOT_IN_KEY_SCOPE, "not 'gpt-4o'"),
 ]
 
@@ -62,8 +74,12 @@ def test_first_failing_check_decides_and_egress_is_still_traced():
 
 
 def test_invalid_rows_refuse_only_their_tenant():
-    bad = Policy("p_bad", "acme", "tenant", rules=[EgressRule("deny", regions=[])])  # matches nothing: storage must reject
-    assert policy_problems(bad) == ["policy p_bad.rules[0].regions: an empty list matches nothing; omit the field to mean any"]
+    bad = Policy(
+        "p_bad", "acme", "tenant", rules=[EgressRule("deny", regions=[])]
+    )  # matches nothing: storage must reject
+    assert policy_problems(bad) == [
+        "policy p_bad.rules[0].regions: an empty list matches nothing; omit the field to mean any"
+    ]
     engine = PolicyEngine.from_rows([bad, EU_ONLY], [], [])
     decision = engine.decide(principal("acme"), "gpt-4o", "chat", ALL, TODAY)
     assert (decision.allowed, decision.code) == (False, POLICY_UNAVAILABLE)
@@ -71,21 +87,34 @@ def test_invalid_rows_refuse_only_their_tenant():
     assert engine.decide(principal("globex"), "gpt-4o", "chat", ALL, TODAY).deployments == NAMES
 
 
-@pytest.mark.parametrize("row,problem", [
-    (Policy("p", "acme", "team", rules=[]), "scope 'team' needs a scope_id"),
-    (Policy("p", "acme", "tenant", "globex"), "scope_id must be its tenant id"),
-    (Policy("p", "acme", "tenant", rules=[EgressRule("allow", regions=["eu-*-1"])]), "'*' only as its last character"),
-    (Entitlement("e", "acme", "gpt-4o", dt.date(2026, 2, 1), dt.date(2026, 1, 31)), "ends_on 2026-01-31 is before starts_on"),
-    (Entitlement("e", "acme", "*gpt", dt.date(2026, 1, 1), dt.date(2026, 1, 31)), "'*' only as its last character"),
-    # A description reaches response headers (x-multihome-attempts) and a value reaches log lines:
-    # a stored row with a line break refuses its tenant's calls rather than inject one.
-    (Policy("p", "acme", "tenant", rules=[EgressRule("allow", description="EU\r\nX-Injected: 1")]),
-     "rules[0].description contains a control character (U+000D"),
-    (Policy("p", "acme", "tenant", rules=[EgressRule("allow", deployments=["eu\n"])]),
-     "rules[0].deployments[0] contains a control character (U+000A"),
-    (Policy("p", "acme", "tenant", rules=[EgressRule("allow", regions=["r"] * 101)]), "more than 100 values"),
-    (Policy("p", "acme", "tenant", rules=[EgressRule("allow")] * 101), "more than 100 rules"),
-])
+@pytest.mark.parametrize(
+    "row,problem",
+    [
+        (Policy("p", "acme", "team", rules=[]), "scope 'team' needs a scope_id"),
+        (Policy("p", "acme", "tenant", "globex"), "scope_id must be its tenant id"),
+        (
+            Policy("p", "acme", "tenant", rules=[EgressRule("allow", regions=["eu-*-1"])]),
+            "'*' only as its last character",
+        ),
+        (
+            Entitlement("e", "acme", "gpt-4o", dt.date(2026, 2, 1), dt.date(2026, 1, 31)),
+            "ends_on 2026-01-31 is before starts_on",
+        ),
+        (Entitlement("e", "acme", "*gpt", dt.date(2026, 1, 1), dt.date(2026, 1, 31)), "'*' only as its last character"),
+        # A description reaches response headers (x-multihome-attempts) and a value reaches log lines:
+        # a stored row with a line break refuses its tenant's calls rather than inject one.
+        (
+            Policy("p", "acme", "tenant", rules=[EgressRule("allow", description="EU\r\nX-Injected: 1")]),
+            "rules[0].description contains a control character (U+000D",
+        ),
+        (
+            Policy("p", "acme", "tenant", rules=[EgressRule("allow", deployments=["eu\n"])]),
+            "rules[0].deployments[0] contains a control character (U+000A",
+        ),
+        (Policy("p", "acme", "tenant", rules=[EgressRule("allow", regions=["r"] * 101)]), "more than 100 values"),
+        (Policy("p", "acme", "tenant", rules=[EgressRule("allow")] * 101), "more than 100 rules"),
+    ],
+)
 def test_row_validation(row, problem):
     problems = policy_problems(row) if isinstance(row, Policy) else entitlement_problems(row)
     assert any(problem in p for p in problems), problems
@@ -103,11 +132,16 @@ def test_repeated_calls_hit_the_cache_and_a_new_engine_sees_new_data():
     again = engine.decide(principal(team="ml", key="key_1"), "gpt-4o", "chat", list(ALL), TODAY)
     assert again is first and engine.cache_info().hits == 1
     # A different day, group or caller is its own entry.
-    assert engine.decide(principal(team="ml", key="key_1"), "gpt-4o", "chat", ALL, TODAY + dt.timedelta(days=1)) is not first
+    assert (
+        engine.decide(principal(team="ml", key="key_1"), "gpt-4o", "chat", ALL, TODAY + dt.timedelta(days=1))
+        is not first
+    )
     assert first.deployments == {"az-eu", "br-eu"}
     widened = Policy("p_eu", "acme", "tenant", rules=[EgressRule("allow", data_zones=["EU", "US"])])
     rebuilt = PolicyEngine.from_rows([widened], [], [])
-    assert rebuilt.decide(principal(team="ml", key="key_1"), "gpt-4o", "chat", ALL, TODAY).deployments == NAMES - {"oai"}
+    assert rebuilt.decide(principal(team="ml", key="key_1"), "gpt-4o", "chat", ALL, TODAY).deployments == NAMES - {
+        "oai"
+    }
 
 
 def test_explain_is_decide():

@@ -13,9 +13,14 @@ from multihome.policy import DeploymentFacts, EgressRule, Policy, PolicyEngine  
 
 from .fixtures import TODAY, principal  # noqa: E402
 
-PROVIDERS = {"azure-eu": ("azure", "westeurope", "EU"), "azure-us": ("azure", "eastus", "US"),
-             "bedrock-eu": ("bedrock", "eu-central-1", "EU"), "bedrock-us": ("bedrock", "us-east-1", "US"),
-             "openai": ("openai", None, None), "vertex": ("vertex", "europe-west4", None)}
+PROVIDERS = {
+    "azure-eu": ("azure", "westeurope", "EU"),
+    "azure-us": ("azure", "eastus", "US"),
+    "bedrock-eu": ("bedrock", "eu-central-1", "EU"),
+    "bedrock-us": ("bedrock", "us-east-1", "US"),
+    "openai": ("openai", None, None),
+    "vertex": ("vertex", "europe-west4", None),
+}
 VALUES = {
     "providers": list(PROVIDERS) + ["azure-*", "bedrock-*"],
     "provider_kinds": ["azure", "bedrock", "openai", "vertex", "Azure"],
@@ -31,7 +36,10 @@ rules = st.builds(
     st.sampled_from(["allow", "deny"]),
     # Few dimensions per rule, as people write them; more would make nearly every rule miss.
     st.sets(st.sampled_from(sorted(VALUES)), max_size=2).flatmap(
-        lambda keys: st.fixed_dictionaries({k: st.lists(st.sampled_from(VALUES[k]), min_size=1, max_size=2) for k in keys})),
+        lambda keys: st.fixed_dictionaries(
+            {k: st.lists(st.sampled_from(VALUES[k]), min_size=1, max_size=2) for k in keys}
+        )
+    ),
 )
 scope_ids = st.sampled_from([("tenant", None), ("team", "ml"), ("team", "ops"), ("key", "key_1"), ("key", "key_2")])
 
@@ -46,7 +54,8 @@ def policies(draw, tenant):
 
 
 deployments = st.lists(st.sampled_from(sorted(PROVIDERS)), min_size=0, max_size=6).map(
-    lambda provs: tuple(DeploymentFacts(f"d{i}", p, *PROVIDERS[p]) for i, p in enumerate(provs)))
+    lambda provs: tuple(DeploymentFacts(f"d{i}", p, *PROVIDERS[p]) for i, p in enumerate(provs))
+)
 callers = st.tuples(st.sampled_from([None, "ml", "ops"]), st.sampled_from([None, "key_1", "key_2"]))
 
 
@@ -62,9 +71,14 @@ def _hit(patterns, value, fold):
 
 
 def _matches(rule: EgressRule, dep: DeploymentFacts, group: str) -> bool:
-    facts = {"providers": (dep.provider, False), "provider_kinds": (dep.provider_kind, True),
-             "regions": (dep.region, True), "data_zones": (dep.data_zone, True),
-             "deployments": (dep.name, False), "model_groups": (group, False)}
+    facts = {
+        "providers": (dep.provider, False),
+        "provider_kinds": (dep.provider_kind, True),
+        "regions": (dep.region, True),
+        "data_zones": (dep.data_zone, True),
+        "deployments": (dep.name, False),
+        "model_groups": (group, False),
+    }
     for field, (value, fold) in facts.items():
         patterns = getattr(rule, field)
         if patterns is None:
@@ -86,7 +100,11 @@ def reference(pols, tenant, team, key, group, deps) -> frozenset[str]:
             if scope_id is None:
                 continue
             for p in pols:
-                if p.tenant_id != tenant or p.scope != scope or (p.scope_id or tenant if scope == "tenant" else p.scope_id) != scope_id:
+                if (
+                    p.tenant_id != tenant
+                    or p.scope != scope
+                    or (p.scope_id or tenant if scope == "tenant" else p.scope_id) != scope_id
+                ):
                     continue
                 if any(r.effect == "deny" and _matches(r, dep, group) for r in p.rules):
                     ok = False

@@ -17,10 +17,23 @@ def sse(kind: str, **data) -> bytes:
     return b"event: " + kind.encode() + b"\ndata: " + msgspec.json.encode({"type": kind, **data}) + b"\n\n"
 
 
-START = sse("message_start", message={"id": "msg_9", "type": "message", "role": "assistant", "model": "claude-x",
-                                      "content": [], "stop_reason": None, "usage": {
-                                          "input_tokens": 20, "output_tokens": 1, "cache_read_input_tokens": 50,
-                                          "cache_creation_input_tokens": 5}})
+START = sse(
+    "message_start",
+    message={
+        "id": "msg_9",
+        "type": "message",
+        "role": "assistant",
+        "model": "claude-x",
+        "content": [],
+        "stop_reason": None,
+        "usage": {
+            "input_tokens": 20,
+            "output_tokens": 1,
+            "cache_read_input_tokens": 50,
+            "cache_creation_input_tokens": 5,
+        },
+    },
+)
 
 
 def text_block(index, *words):
@@ -30,23 +43,36 @@ def text_block(index, *words):
 
 
 def tool_block(index, call_id, name, *fragments):
-    out = [sse("content_block_start", index=index, content_block={"type": "tool_use", "id": call_id, "name": name,
-                                                                  "input": {}})]
-    out += [sse("content_block_delta", index=index, delta={"type": "input_json_delta", "partial_json": f})
-            for f in fragments]
+    out = [
+        sse(
+            "content_block_start",
+            index=index,
+            content_block={"type": "tool_use", "id": call_id, "name": name, "input": {}},
+        )
+    ]
+    out += [
+        sse("content_block_delta", index=index, delta={"type": "input_json_delta", "partial_json": f})
+        for f in fragments
+    ]
     return out + [sse("content_block_stop", index=index)]
 
 
 def end(stop_reason, output_tokens=12):
-    return [sse("message_delta", delta={"stop_reason": stop_reason, "stop_sequence": None},
-                usage={"output_tokens": output_tokens}), sse("message_stop")]
+    return [
+        sse(
+            "message_delta",
+            delta={"stop_reason": stop_reason, "stop_sequence": None},
+            usage={"output_tokens": output_tokens},
+        ),
+        sse("message_stop"),
+    ]
 
 
 def decode(events: list[bytes], split: int | None = None) -> list:
     """Run the decoder, optionally re-cutting the byte stream into `split`-byte network reads."""
     dec = AnthropicStreamDecoder("fallback")
     data = b"".join(events)
-    reads = [data] if split is None else [data[i:i + split] for i in range(0, len(data), split)]
+    reads = [data] if split is None else [data[i : i + split] for i in range(0, len(data), split)]
     out = []
     for piece in reads:
         out += dec.feed(piece)
@@ -74,25 +100,51 @@ def fold(chunks):
     return text, calls, finish, usage
 
 
-PARALLEL = [START, *text_block(0, "Let me ", "check."),
-            *tool_block(1, "toolu_a", "get_weather", "", '{"ci', 'ty": "Pa', 'ris"}'),
-            *tool_block(2, "toolu_b", "get_time", "", '{"tz":', ' "CET"}'), *end("tool_use")]
+PARALLEL = [
+    START,
+    *text_block(0, "Let me ", "check."),
+    *tool_block(1, "toolu_a", "get_weather", "", '{"ci', 'ty": "Pa', 'ris"}'),
+    *tool_block(2, "toolu_b", "get_time", "", '{"tz":', ' "CET"}'),
+    *end("tool_use"),
+]
 
 CASES = [
     ("text", [START, *text_block(0, "Hello", " world"), *end("end_turn")], "Hello world", {}, "stop"),
     ("stop sequence", [START, *text_block(0, "a"), *end("stop_sequence")], "a", {}, "stop"),
     ("max tokens", [START, *text_block(0, "a"), *end("max_tokens")], "a", {}, "length"),
     ("refusal", [START, *text_block(0, "I can"), *end("refusal")], "I can", {}, "content_filter"),
-    ("parallel tools after text", PARALLEL, "Let me check.", {
-        0: {"id": "toolu_a", "name": "get_weather", "args": '{"city": "Paris"}'},
-        1: {"id": "toolu_b", "name": "get_time", "args": '{"tz": "CET"}'}}, "tool_calls"),
-    ("json mode", [START, *tool_block(0, "toolu_j", JSON_TOOL, "", '{"a"', ": 1}"), *end("tool_use")],
-     '{"a": 1}', {}, "stop"),
-    ("thinking ignored", [START, sse("content_block_start", index=0, content_block={"type": "thinking", "thinking": ""}),
-                          sse("content_block_delta", index=0, delta={"type": "thinking_delta", "thinking": "hm"}),
-                          sse("content_block_delta", index=0, delta={"type": "signature_delta", "signature": "s"}),
-                          sse("content_block_stop", index=0), *text_block(1, "ok"), *end("end_turn")],
-     "ok", {}, "stop"),
+    (
+        "parallel tools after text",
+        PARALLEL,
+        "Let me check.",
+        {
+            0: {"id": "toolu_a", "name": "get_weather", "args": '{"city": "Paris"}'},
+            1: {"id": "toolu_b", "name": "get_time", "args": '{"tz": "CET"}'},
+        },
+        "tool_calls",
+    ),
+    (
+        "json mode",
+        [START, *tool_block(0, "toolu_j", JSON_TOOL, "", '{"a"', ": 1}"), *end("tool_use")],
+        '{"a": 1}',
+        {},
+        "stop",
+    ),
+    (
+        "thinking ignored",
+        [
+            START,
+            sse("content_block_start", index=0, content_block={"type": "thinking", "thinking": ""}),
+            sse("content_block_delta", index=0, delta={"type": "thinking_delta", "thinking": "hm"}),
+            sse("content_block_delta", index=0, delta={"type": "signature_delta", "signature": "s"}),
+            sse("content_block_stop", index=0),
+            *text_block(1, "ok"),
+            *end("end_turn"),
+        ],
+        "ok",
+        {},
+        "stop",
+    ),
 ]
 
 
@@ -106,7 +158,11 @@ def test_stream_translation(events, text, calls, finish, split):
     # role chunk first; the usage chunk just before [DONE], with empty choices.
     assert chunks[0]["choices"][0]["delta"] == {"role": "assistant", "content": ""}
     assert chunks[-2]["choices"] == [] and usage == {
-        "prompt_tokens": 75, "completion_tokens": 12, "total_tokens": 87, "prompt_tokens_details": {"cached_tokens": 50}}
+        "prompt_tokens": 75,
+        "completion_tokens": 12,
+        "total_tokens": 87,
+        "prompt_tokens_details": {"cached_tokens": 50},
+    }
     assert {c["id"] for c in chunks[:-1]} == {"chatcmpl-msg_9"}
     for c in chunks[:-1]:
         peek_decoder.decode(json.dumps(c).encode())  # every chunk is something the relay can read
@@ -114,17 +170,30 @@ def test_stream_translation(events, text, calls, finish, split):
 
 def test_first_tool_fragment_carries_id_and_name_later_ones_only_arguments():
     chunks = decode(PARALLEL)
-    tool_deltas = [c["choices"][0]["delta"]["tool_calls"][0] for c in chunks[:-2]
-                   if c["choices"] and c["choices"][0]["delta"].get("tool_calls")]
-    assert tool_deltas[0] == {"index": 0, "id": "toolu_a", "type": "function",
-                              "function": {"name": "get_weather", "arguments": ""}}
+    tool_deltas = [
+        c["choices"][0]["delta"]["tool_calls"][0]
+        for c in chunks[:-2]
+        if c["choices"] and c["choices"][0]["delta"].get("tool_calls")
+    ]
+    assert tool_deltas[0] == {
+        "index": 0,
+        "id": "toolu_a",
+        "type": "function",
+        "function": {"name": "get_weather", "arguments": ""},
+    }
     assert tool_deltas[1] == {"index": 0, "function": {"arguments": '{"ci'}}
     assert [d["index"] for d in tool_deltas] == [0, 0, 0, 0, 1, 1, 1]  # empty fragments are not forwarded
 
 
 def test_error_event_becomes_an_error_payload_and_ends_the_stream():
-    chunks = decode([START, *text_block(0, "Hi"),
-                     sse("error", error={"type": "overloaded_error", "message": "Overloaded"}), *end("end_turn")])
+    chunks = decode(
+        [
+            START,
+            *text_block(0, "Hi"),
+            sse("error", error={"type": "overloaded_error", "message": "Overloaded"}),
+            *end("end_turn"),
+        ]
+    )
     last = chunks[-1]
     assert last["error"]["code"] == "overloaded_error" and "Overloaded" in last["error"]["message"]
     assert peek_decoder.decode(json.dumps(last).encode()).has_error

@@ -42,19 +42,32 @@ model_groups: {{g: {{deployments: [d]}}}}
 def test_env_credentials_sign_a_request_aws_accepts(aws_env):
     adapter = _adapter()
     url = adapter._url("arn:aws:bedrock:eu-west-1:1:inference-profile/eu.anthropic.x-v1:0", "converse")
-    assert str(url) == ("https://bedrock-runtime.eu-west-1.amazonaws.com/model/"
-                        "arn%3Aaws%3Abedrock%3Aeu-west-1%3A1%3Ainference-profile%2Feu.anthropic.x-v1%3A0/converse")
+    assert str(url) == (
+        "https://bedrock-runtime.eu-west-1.amazonaws.com/model/"
+        "arn%3Aaws%3Abedrock%3Aeu-west-1%3A1%3Ainference-profile%2Feu.anthropic.x-v1%3A0/converse"
+    )
     headers = asyncio.run(adapter._signer.headers(str(url), b"{}", {"content-type": "application/json"}))
-    assert "Credential=AKIDAUTHTEST/" in headers["Authorization"] and "/eu-west-1/bedrock/aws4_request" in headers["Authorization"]
+    assert (
+        "Credential=AKIDAUTHTEST/" in headers["Authorization"]
+        and "/eu-west-1/bedrock/aws4_request" in headers["Authorization"]
+    )
     lower = {k.lower(): v for k, v in headers.items()} | {"host": url.raw_host}
-    assert verify("POST", url.raw_path, lower, b"{}", keys={AKID: Secret(SECRET, None)}, region=REGION, service="bedrock") is None
-    assert verify("POST", url.raw_path, lower, b"{ }", keys={AKID: Secret(SECRET, None)}, region=REGION, service="bedrock") is not None
+    assert (
+        verify("POST", url.raw_path, lower, b"{}", keys={AKID: Secret(SECRET, None)}, region=REGION, service="bedrock")
+        is None
+    )
+    assert (
+        verify("POST", url.raw_path, lower, b"{ }", keys={AKID: Secret(SECRET, None)}, region=REGION, service="bedrock")
+        is not None
+    )
 
 
 def test_api_key_is_a_bearer_token(monkeypatch):
     monkeypatch.setenv("MH_BR_API_KEY", "br-key-1")
     adapter = _adapter(", auth: {api_key_env: MH_BR_API_KEY}")
-    headers = asyncio.run(adapter._signer.headers("https://x/model/m/converse", b"{}", {"content-type": "application/json"}))
+    headers = asyncio.run(
+        adapter._signer.headers("https://x/model/m/converse", b"{}", {"content-type": "application/json"})
+    )
     assert headers == {"content-type": "application/json", "authorization": "Bearer br-key-1"}
 
 
@@ -67,7 +80,9 @@ def test_no_credentials_is_a_502_naming_the_provider(aws_env, monkeypatch):
 
 
 def test_assumed_role_refreshes_in_the_background(aws_env, monkeypatch):
-    sim = start_simulator_in_thread(SimulatorConfig(kind="bedrock", region=REGION, aws_access_key_id=AKID, aws_secret_access_key=SECRET))
+    sim = start_simulator_in_thread(
+        SimulatorConfig(kind="bedrock", region=REGION, aws_access_key_id=AKID, aws_secret_access_key=SECRET)
+    )
     try:
         monkeypatch.setenv("AWS_ENDPOINT_URL_STS", sim.url)
         # 14 minutes: inside botocore's 15-minute advisory window, so every check wants a refresh.
@@ -91,6 +106,7 @@ def test_assumed_role_refreshes_in_the_background(aws_env, monkeypatch):
             creds._check_at = 0
             newer = creds._frozen
             assert sim.sim.app.sts_calls == calls_after_first + 1 and newer.access_key != first.access_key
+
         asyncio.run(scenario())
     finally:
         sim.close()

@@ -21,9 +21,19 @@ from multihome.schema.errors import ApiError
 
 PNG = "data:image/png;base64," + base64.b64encode(b"\x89PNG fake").decode()
 TOOLS = [
-    {"type": "function", "function": {"name": "get_weather", "description": "Weather",
-                                      "parameters": {"type": "object", "properties": {"city": {"type": "string"}},
-                                                     "required": ["city"], "additionalProperties": False}}},
+    {
+        "type": "function",
+        "function": {
+            "name": "get_weather",
+            "description": "Weather",
+            "parameters": {
+                "type": "object",
+                "properties": {"city": {"type": "string"}},
+                "required": ["city"],
+                "additionalProperties": False,
+            },
+        },
+    },
     {"type": "function", "function": {"name": "get_time", "parameters": {"type": "object", "properties": {}}}},
 ]
 
@@ -33,7 +43,9 @@ def gem() -> GeminiAdapter:
 
 
 def translate(body: dict, adapter: GeminiAdapter | None = None):
-    req = asyncio.run((adapter or gem()).chat_request(parse_chat(json.dumps({"model": "m", **body}).encode()), "gemini-2.5-flash"))
+    req = asyncio.run(
+        (adapter or gem()).chat_request(parse_chat(json.dumps({"model": "m", **body}).encode()), "gemini-2.5-flash")
+    )
     return req, json.loads(req.body)
 
 
@@ -42,26 +54,65 @@ def translate(body: dict, adapter: GeminiAdapter | None = None):
 REQUEST_CASES = [
     (
         "system and developer lifted, roles mapped, same-role turns merged",
-        {"messages": [{"role": "system", "content": "A"}, {"role": "user", "content": "u1"},
-                      {"role": "developer", "content": "B"}, {"role": "user", "content": "u2"},
-                      {"role": "assistant", "content": "a1"}, {"role": "assistant", "content": "a2"}]},
-        {"systemInstruction": {"parts": [{"text": "A\n\nB"}]},
-         "contents": [{"role": "user", "parts": [{"text": "u1"}, {"text": "u2"}]},
-                      {"role": "model", "parts": [{"text": "a1"}, {"text": "a2"}]}]},
+        {
+            "messages": [
+                {"role": "system", "content": "A"},
+                {"role": "user", "content": "u1"},
+                {"role": "developer", "content": "B"},
+                {"role": "user", "content": "u2"},
+                {"role": "assistant", "content": "a1"},
+                {"role": "assistant", "content": "a2"},
+            ]
+        },
+        {
+            "systemInstruction": {"parts": [{"text": "A\n\nB"}]},
+            "contents": [
+                {"role": "user", "parts": [{"text": "u1"}, {"text": "u2"}]},
+                {"role": "model", "parts": [{"text": "a1"}, {"text": "a2"}]},
+            ],
+        },
     ),
     (
         "generation parameters",
-        {"messages": [{"role": "user", "content": "x"}], "max_completion_tokens": 50, "temperature": 1.5, "top_p": 0.5,
-         "stop": ["END"], "n": 2, "seed": 7, "presence_penalty": 0.5, "frequency_penalty": -0.5},
-        {"generationConfig": {"maxOutputTokens": 50, "temperature": 1.5, "topP": 0.5, "stopSequences": ["END"],
-                              "candidateCount": 2, "seed": 7, "presencePenalty": 0.5, "frequencyPenalty": -0.5}},
+        {
+            "messages": [{"role": "user", "content": "x"}],
+            "max_completion_tokens": 50,
+            "temperature": 1.5,
+            "top_p": 0.5,
+            "stop": ["END"],
+            "n": 2,
+            "seed": 7,
+            "presence_penalty": 0.5,
+            "frequency_penalty": -0.5,
+        },
+        {
+            "generationConfig": {
+                "maxOutputTokens": 50,
+                "temperature": 1.5,
+                "topP": 0.5,
+                "stopSequences": ["END"],
+                "candidateCount": 2,
+                "seed": 7,
+                "presencePenalty": 0.5,
+                "frequencyPenalty": -0.5,
+            }
+        },
     ),
     (
         "json_schema",
-        {"messages": [{"role": "user", "content": "x"}],
-         "response_format": {"type": "json_schema", "json_schema": {"name": "r", "schema": {"type": "object", "properties": {"a": {"type": "string"}}}}}},
-        {"generationConfig": {"responseMimeType": "application/json",
-                              "responseJsonSchema": {"type": "object", "properties": {"a": {"type": "string"}}}}},
+        {
+            "messages": [{"role": "user", "content": "x"}],
+            "response_format": {
+                "type": "json_schema",
+                "json_schema": {"name": "r", "schema": {"type": "object", "properties": {"a": {"type": "string"}}}},
+            },
+        },
+        {
+            "generationConfig": {
+                "responseMimeType": "application/json",
+                "responseJsonSchema": {"type": "object", "properties": {"a": {"type": "string"}}},
+            }
+        },
     ),
     (
         "json mode",
@@ -71,42 +122,104 @@ REQUEST_CASES = [
     (
         "tools keep their JSON Schema untouched",
         {"messages": [{"role": "user", "content": "x"}], "tools": TOOLS},
-        {"tools": [{"functionDeclarations": [
-            {"name": "get_weather", "description": "Weather", "parametersJsonSchema": TOOLS[0]["function"]["parameters"]},
-            {"name": "get_time", "parametersJsonSchema": {"type": "object", "properties": {}}}]}]},
+        {
+            "tools": [
+                {
+                    "functionDeclarations": [
+                        {
+                            "name": "get_weather",
+                            "description": "Weather",
+                            "parametersJsonSchema": TOOLS[0]["function"]["parameters"],
+                        },
+                        {"name": "get_time", "parametersJsonSchema": {"type": "object", "properties": {}}},
+                    ]
+                }
+            ]
+        },
     ),
-    ("tool_choice auto", {"messages": [{"role": "user", "content": "x"}], "tools": TOOLS, "tool_choice": "auto"},
-     {"toolConfig": {"functionCallingConfig": {"mode": "AUTO"}}}),
-    ("tool_choice none", {"messages": [{"role": "user", "content": "x"}], "tools": TOOLS, "tool_choice": "none"},
-     {"toolConfig": {"functionCallingConfig": {"mode": "NONE"}}}),
-    ("tool_choice required", {"messages": [{"role": "user", "content": "x"}], "tools": TOOLS, "tool_choice": "required"},
-     {"toolConfig": {"functionCallingConfig": {"mode": "ANY"}}}),
+    (
+        "tool_choice auto",
+        {"messages": [{"role": "user", "content": "x"}], "tools": TOOLS, "tool_choice": "auto"},
+        {"toolConfig": {"functionCallingConfig": {"mode": "AUTO"}}},
+    ),
+    (
+        "tool_choice none",
+        {"messages": [{"role": "user", "content": "x"}], "tools": TOOLS, "tool_choice": "none"},
+        {"toolConfig": {"functionCallingConfig": {"mode": "NONE"}}},
+    ),
+    (
+        "tool_choice required",
+        {"messages": [{"role": "user", "content": "x"}], "tools": TOOLS, "tool_choice": "required"},
+        {"toolConfig": {"functionCallingConfig": {"mode": "ANY"}}},
+    ),
     (
         "tool_choice named",
-        {"messages": [{"role": "user", "content": "x"}], "tools": TOOLS,
-         "tool_choice": {"type": "function", "function": {"name": "get_time"}}},
+        {
+            "messages": [{"role": "user", "content": "x"}],
+            "tools": TOOLS,
+            "tool_choice": {"type": "function", "function": {"name": "get_time"}},
+        },
         {"toolConfig": {"functionCallingConfig": {"mode": "ANY", "allowedFunctionNames": ["get_time"]}}},
     ),
     (
         "images: data URL inline",
-        {"messages": [{"role": "user", "content": [{"type": "text", "text": "look"}, {"type": "image_url", "image_url": {"url": PNG}}]}]},
-        {"contents": [{"role": "user", "parts": [{"text": "look"}, {"inlineData": {"mimeType": "image/png", "data": PNG.split(",")[1]}}]}]},
+        {
+            "messages": [
+                {
+                    "role": "user",
+                    "content": [{"type": "text", "text": "look"}, {"type": "image_url", "image_url": {"url": PNG}}],
+                }
+            ]
+        },
+        {
+            "contents": [
+                {
+                    "role": "user",
+                    "parts": [{"text": "look"}, {"inlineData": {"mimeType": "image/png", "data": PNG.split(",")[1]}}],
+                }
+            ]
+        },
     ),
     (
         "tool round trip: calls become functionCall, results functionResponse matched by name, merged into one user turn",
-        {"messages": [
-            {"role": "user", "content": "weather and time"},
-            {"role": "assistant", "content": None, "tool_calls": [
-                {"id": "call_a", "type": "function", "function": {"name": "get_weather", "arguments": "{\"city\":\"Oslo\"}"}},
-                {"id": "call_b", "type": "function", "function": {"name": "get_time", "arguments": "{}"}}]},
-            {"role": "tool", "tool_call_id": "call_b", "content": "12:00"},
-            {"role": "tool", "tool_call_id": "call_a", "content": "{\"temp\": 3}"}]},
-        {"contents": [
-            {"role": "user", "parts": [{"text": "weather and time"}]},
-            {"role": "model", "parts": [{"functionCall": {"name": "get_weather", "args": {"city": "Oslo"}}},
-                                        {"functionCall": {"name": "get_time", "args": {}}}]},
-            {"role": "user", "parts": [{"functionResponse": {"name": "get_time", "response": {"result": "12:00"}}},
-                                       {"functionResponse": {"name": "get_weather", "response": {"temp": 3}}}]}]},
+        {
+            "messages": [
+                {"role": "user", "content": "weather and time"},
+                {
+                    "role": "assistant",
+                    "content": None,
+                    "tool_calls": [
+                        {
+                            "id": "call_a",
+                            "type": "function",
+                            "function": {"name": "get_weather", "arguments": '{"city":"Oslo"}'},
+                        },
+                        {"id": "call_b", "type": "function", "function": {"name": "get_time", "arguments": "{}"}},
+                    ],
+                },
+                {"role": "tool", "tool_call_id": "call_b", "content": "12:00"},
+                {"role": "tool", "tool_call_id": "call_a", "content": '{"temp": 3}'},
+            ]
+        },
+        {
+            "contents": [
+                {"role": "user", "parts": [{"text": "weather and time"}]},
+                {
+                    "role": "model",
+                    "parts": [
+                        {"functionCall": {"name": "get_weather", "args": {"city": "Oslo"}}},
+                        {"functionCall": {"name": "get_time", "args": {}}},
+                    ],
+                },
+                {
+                    "role": "user",
+                    "parts": [
+                        {"functionResponse": {"name": "get_time", "response": {"result": "12:00"}}},
+                        {"functionResponse": {"name": "get_weather", "response": {"temp": 3}}},
+                    ],
+                },
+            ]
+        },
     ),
 ]
 
@@ -120,7 +233,10 @@ def test_request_translation(name, body, expected):
 
 def test_urls_auth_and_stream_method():
     req, _ = translate({"messages": [{"role": "user", "content": "x"}], "stream": True})
-    assert req.url == "https://generativelanguage.googleapis.com/v1beta/models/gemini-2.5-flash:streamGenerateContent?alt=sse"
+    assert (
+        req.url
+        == "https://generativelanguage.googleapis.com/v1beta/models/gemini-2.5-flash:streamGenerateContent?alt=sse"
+    )
     assert req.headers["x-goog-api-key"] == "k"
     cfg = parse_config("""
 server: {allow_unauthenticated: true}
@@ -133,15 +249,19 @@ model_groups: {m: {deployments: [d]}}
     v = build("v", cfg.providers["v"])
     assert v.model_url("gemini-2.5-pro", "generateContent") == (
         "https://europe-west4-aiplatform.googleapis.com/v1/projects/my-proj/locations/europe-west4/"
-        "publishers/google/models/gemini-2.5-pro:generateContent")
+        "publishers/google/models/gemini-2.5-pro:generateContent"
+    )
     assert build("g", cfg.providers["g"]).base == "https://aiplatform.googleapis.com"
 
 
-@pytest.mark.parametrize("body,param", [
-    ({"audio": {"voice": "alloy", "format": "wav"}}, "audio"),
-    ({"modalities": ["text", "audio"]}, "modalities"),
-    ({"web_search_options": {}}, "web_search_options"),
-])
+@pytest.mark.parametrize(
+    "body,param",
+    [
+        ({"audio": {"voice": "alloy", "format": "wav"}}, "audio"),
+        ({"modalities": ["text", "audio"]}, "modalities"),
+        ({"web_search_options": {}}, "web_search_options"),
+    ],
+)
 def test_refused_parameters_are_400(body, param):
     with pytest.raises(ApiError) as exc:
         translate({"messages": [{"role": "user", "content": "x"}], **body})
@@ -149,20 +269,41 @@ def test_refused_parameters_are_400(body, param):
 
 
 def test_dropped_parameters_are_reported_and_noop_values_are_not():
-    req, out = translate({"messages": [{"role": "user", "content": "x"}], "tools": TOOLS, "parallel_tool_calls": False,
-                          "logit_bias": {"1": 2}, "user": "u", "logprobs": False, "store": False})
+    req, out = translate(
+        {
+            "messages": [{"role": "user", "content": "x"}],
+            "tools": TOOLS,
+            "parallel_tool_calls": False,
+            "logit_bias": {"1": 2},
+            "user": "u",
+            "logprobs": False,
+            "store": False,
+        }
+    )
     assert req.dropped == ["logit_bias", "parallel_tool_calls", "user"]
     assert "parallel_tool_calls" not in json.dumps(out)
 
 
-@pytest.mark.parametrize("messages,fragment", [
-    ([{"role": "user", "content": "x"}, {"role": "tool", "tool_call_id": "call_zzz", "content": "r"}], "call_zzz"),
-    ([{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "https://example.com/cat"}}]}], "images must be"),
-    ([{"role": "system", "content": "only a system prompt"}], "no user or assistant message"),
-    # An unhashable format used to reach the MIME table's lookup and fail with a TypeError (500).
-    ([{"role": "user", "content": [{"type": "input_audio", "input_audio": {"data": "AA", "format": ["wav"]}}]}], "input_audio needs"),
-    ([{"role": "user", "content": [{"type": "input_audio", "input_audio": {"data": "AA", "format": {"x": 1}}}]}], "input_audio needs"),
-])
+@pytest.mark.parametrize(
+    "messages,fragment",
+    [
+        ([{"role": "user", "content": "x"}, {"role": "tool", "tool_call_id": "call_zzz", "content": "r"}], "call_zzz"),
+        (
+            [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "https://example.com/cat"}}]}],
+            "images must be",
+        ),
+        ([{"role": "system", "content": "only a system prompt"}], "no user or assistant message"),
+        # An unhashable format used to reach the MIME table's lookup and fail with a TypeError (500).
+        (
+            [{"role": "user", "content": [{"type": "input_audio", "input_audio": {"data": "AA", "format": ["wav"]}}]}],
+            "input_audio needs",
+        ),
+        (
+            [{"role": "user", "content": [{"type": "input_audio", "input_audio": {"data": "AA", "format": {"x": 1}}}]}],
+            "input_audio needs",
+        ),
+    ],
+)
 def test_untranslatable_messages_are_400(messages, fragment):
     with pytest.raises(ApiError) as exc:
         translate({"messages": messages})
@@ -171,8 +312,20 @@ def test_untranslatable_messages_are_400(messages, fragment):
 
 def test_vertex_takes_https_image_urls_as_file_data():
     vertex = GeminiAdapter("vertex", "https://x", tokens=None)
-    _, out = translate({"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "https://e.com/a/cat.jpg?x=1"}}]}]}, vertex)
-    assert out["contents"][0]["parts"] == [{"fileData": {"mimeType": "image/jpeg", "fileUri": "https://e.com/a/cat.jpg?x=1"}}]
+    _, out = translate(
+        {
+            "messages": [
+                {
+                    "role": "user",
+                    "content": [{"type": "image_url", "image_url": {"url": "https://e.com/a/cat.jpg?x=1"}}],
+                }
+            ]
+        },
+        vertex,
+    )
+    assert out["contents"][0]["parts"] == [
+        {"fileData": {"mimeType": "image/jpeg", "fileUri": "https://e.com/a/cat.jpg?x=1"}}
+    ]
 
 
 def test_stream_with_n_above_one_is_refused():
@@ -182,7 +335,13 @@ def test_stream_with_n_above_one_is_refused():
 
 # -- response translation (table-driven) ---------------------------------------------------
 
-USAGE = {"promptTokenCount": 10, "candidatesTokenCount": 4, "cachedContentTokenCount": 3, "thoughtsTokenCount": 2, "totalTokenCount": 16}
+USAGE = {
+    "promptTokenCount": 10,
+    "candidatesTokenCount": 4,
+    "cachedContentTokenCount": 3,
+    "thoughtsTokenCount": 2,
+    "totalTokenCount": 16,
+}
 
 
 def cand(parts, finish="STOP", index=0):
@@ -193,18 +352,45 @@ def cand(parts, finish="STOP", index=0):
 
 
 RESPONSE_CASES = [
-    ("text", {"candidates": [cand([{"text": "Hel"}, {"text": "lo"}])], "usageMetadata": USAGE},
-     {"content": "Hello", "finish_reason": "stop", "tool_calls": None}),
-    ("thought parts are not answer text", {"candidates": [cand([{"text": "hmm", "thought": True}, {"text": "Hi"}])]},
-     {"content": "Hi", "finish_reason": "stop"}),
-    ("max tokens", {"candidates": [cand([{"text": "Hel"}], "MAX_TOKENS")]}, {"content": "Hel", "finish_reason": "length"}),
-    ("function calls turn STOP into tool_calls",
-     {"candidates": [cand([{"functionCall": {"name": "f", "args": {"a": 1}}}, {"functionCall": {"name": "g", "args": {}}}])]},
-     {"content": None, "finish_reason": "tool_calls", "tool_names": ["f", "g"], "tool_args": ["{\"a\":1}", "{}"]}),
-    ("safety", {"candidates": [cand(None, "SAFETY")]}, {"content": None, "finish_reason": "content_filter", "refusal": True}),
-    ("recitation", {"candidates": [cand([{"text": "partial"}], "RECITATION")]}, {"content": "partial", "finish_reason": "content_filter"}),
-    ("prompt blocked", {"promptFeedback": {"blockReason": "PROHIBITED_CONTENT"}, "usageMetadata": {"promptTokenCount": 5}},
-     {"content": None, "finish_reason": "content_filter", "refusal": True}),
+    (
+        "text",
+        {"candidates": [cand([{"text": "Hel"}, {"text": "lo"}])], "usageMetadata": USAGE},
+        {"content": "Hello", "finish_reason": "stop", "tool_calls": None},
+    ),
+    (
+        "thought parts are not answer text",
+        {"candidates": [cand([{"text": "hmm", "thought": True}, {"text": "Hi"}])]},
+        {"content": "Hi", "finish_reason": "stop"},
+    ),
+    (
+        "max tokens",
+        {"candidates": [cand([{"text": "Hel"}], "MAX_TOKENS")]},
+        {"content": "Hel", "finish_reason": "length"},
+    ),
+    (
+        "function calls turn STOP into tool_calls",
+        {
+            "candidates": [
+                cand([{"functionCall": {"name": "f", "args": {"a": 1}}}, {"functionCall": {"name": "g", "args": {}}}])
+            ]
+        },
+        {"content": None, "finish_reason": "tool_calls", "tool_names": ["f", "g"], "tool_args": ['{"a":1}', "{}"]},
+    ),
+    (
+        "safety",
+        {"candidates": [cand(None, "SAFETY")]},
+        {"content": None, "finish_reason": "content_filter", "refusal": True},
+    ),
+    (
+        "recitation",
+        {"candidates": [cand([{"text": "partial"}], "RECITATION")]},
+        {"content": "partial", "finish_reason": "content_filter"},
+    ),
+    (
+        "prompt blocked",
+        {"promptFeedback": {"blockReason": "PROHIBITED_CONTENT"}, "usageMetadata": {"promptTokenCount": 5}},
+        {"content": None, "finish_reason": "content_filter", "refusal": True},
+    ),
 ]
 
 
@@ -216,14 +402,20 @@ def test_response_translation(name, body, expected):
     assert msg["content"] == expected["content"]
     if "tool_names" in expected:
         assert [c["function"]["name"] for c in msg["tool_calls"]] == expected["tool_names"]
-        assert [json.loads(c["function"]["arguments"]) for c in msg["tool_calls"]] == [json.loads(a) for a in expected["tool_args"]]
+        assert [json.loads(c["function"]["arguments"]) for c in msg["tool_calls"]] == [
+            json.loads(a) for a in expected["tool_args"]
+        ]
         ids = [c["id"] for c in msg["tool_calls"]]
         assert all(i.startswith("call_") for i in ids) and len(set(ids)) == len(ids)
     if expected.get("refusal"):
         assert msg["refusal"]
     if "usageMetadata" in body and body["usageMetadata"] is USAGE:
-        assert out["usage"] == {"prompt_tokens": 10, "completion_tokens": 6, "total_tokens": 16,
-                                "prompt_tokens_details": {"cached_tokens": 3}}
+        assert out["usage"] == {
+            "prompt_tokens": 10,
+            "completion_tokens": 6,
+            "total_tokens": 16,
+            "prompt_tokens_details": {"cached_tokens": 3},
+        }
 
 
 def test_response_keeps_gemini_function_call_id():
@@ -236,11 +428,16 @@ def test_several_candidates_become_several_choices():
     body = {"candidates": [cand([{"text": "one"}], index=0), cand([{"text": "two"}], "MAX_TOKENS", index=1)]}
     out = json.loads(gem().chat_response(json.dumps(body).encode(), "m"))
     assert [(c["index"], c["message"]["content"], c["finish_reason"]) for c in out["choices"]] == [
-        (0, "one", "stop"), (1, "two", "length")]
+        (0, "one", "stop"),
+        (1, "two", "length"),
+    ]
     assert len({out["id"]}) == 1
 
 
-@pytest.mark.parametrize("body", [b"not json", b'{"candidates": []}', json.dumps({"candidates": [cand([], "MALFORMED_FUNCTION_CALL")]}).encode()])
+@pytest.mark.parametrize(
+    "body",
+    [b"not json", b'{"candidates": []}', json.dumps({"candidates": [cand([], "MALFORMED_FUNCTION_CALL")]}).encode()],
+)
 def test_unusable_2xx_bodies_raise_value_error(body):
     with pytest.raises(ValueError):
         gem().chat_response(body, "m")
@@ -257,20 +454,28 @@ def run_decoder(data: bytes, piece: int = 7) -> list:
     dec = GeminiStreamDecoder("m")
     payloads = []
     for i in range(0, len(data), piece):  # arbitrary network boundaries
-        payloads += dec.feed(data[i:i + piece])
+        payloads += dec.feed(data[i : i + piece])
     payloads += dec.end()
     return [p if p == b"[DONE]" else json.loads(p) for p in payloads]
 
 
 def tool_deltas(payloads) -> list[dict]:
-    return [tc for p in payloads if isinstance(p, dict) for c in p.get("choices", []) for tc in c["delta"].get("tool_calls", [])]
+    return [
+        tc
+        for p in payloads
+        if isinstance(p, dict)
+        for c in p.get("choices", [])
+        for tc in c["delta"].get("tool_calls", [])
+    ]
 
 
 def test_stream_text_finish_usage_done():
-    out = run_decoder(sse(
-        {"candidates": [cand([{"text": "Hel"}], None)], "usageMetadata": {"promptTokenCount": 3}},
-        {"candidates": [cand([{"text": "lo"}], "STOP")], "usageMetadata": USAGE},
-    ))
+    out = run_decoder(
+        sse(
+            {"candidates": [cand([{"text": "Hel"}], None)], "usageMetadata": {"promptTokenCount": 3}},
+            {"candidates": [cand([{"text": "lo"}], "STOP")], "usageMetadata": USAGE},
+        )
+    )
     assert out[0]["choices"][0]["delta"] == {"role": "assistant", "content": ""}
     assert "".join(p["choices"][0]["delta"].get("content") or "" for p in out[1:-2]) == "Hello"
     assert out[-3]["choices"][0]["finish_reason"] == "stop"
@@ -284,14 +489,22 @@ def test_stream_function_calls_get_indices_in_order(layout):
     if layout == "one chunk":
         data = sse({"candidates": [cand(calls, "STOP")]})
     else:
-        data = sse({"candidates": [cand(calls[:2], None)]}, {"candidates": [cand(calls[2:], None)]}, {"candidates": [cand([{"text": ""}], "STOP")]})
+        data = sse(
+            {"candidates": [cand(calls[:2], None)]},
+            {"candidates": [cand(calls[2:], None)]},
+            {"candidates": [cand([{"text": ""}], "STOP")]},
+        )
     out = run_decoder(data)
     deltas = tool_deltas(out)
     starts = [(d["index"], d["function"]["name"]) for d in deltas if "id" in d]
     args = {d["index"]: json.loads(d["function"]["arguments"]) for d in deltas if "id" not in d}
     assert starts == [(0, "a"), (1, "b"), (2, "c")]
     assert args == {0: {"i": 0}, 1: {"i": 1}, 2: {"i": 2}}
-    assert [p["choices"][0]["finish_reason"] for p in out if isinstance(p, dict) and p["choices"] and p["choices"][0]["finish_reason"]] == ["tool_calls"]
+    assert [
+        p["choices"][0]["finish_reason"]
+        for p in out
+        if isinstance(p, dict) and p["choices"] and p["choices"][0]["finish_reason"]
+    ] == ["tool_calls"]
 
 
 def test_stream_without_finish_reason_is_incomplete():
@@ -329,19 +542,49 @@ def test_stream_error_event_becomes_openai_error():
 
 
 def gerr(code: int, status: str, message: str = "m", details=None) -> bytes:
-    return json.dumps({"error": {"code": code, "message": message, "status": status, "details": details or []}}).encode()
+    return json.dumps(
+        {"error": {"code": code, "message": message, "status": status, "details": details or []}}
+    ).encode()
 
 
 ERROR_CASES = [
-    (429, {}, gerr(429, "RESOURCE_EXHAUSTED", details=[{"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": "1.5s"}]), CAPACITY, "http_429", 1.5),
+    (
+        429,
+        {},
+        gerr(
+            429,
+            "RESOURCE_EXHAUSTED",
+            details=[{"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": "1.5s"}],
+        ),
+        CAPACITY,
+        "http_429",
+        1.5,
+    ),
     (429, {"retry-after": "3"}, gerr(429, "RESOURCE_EXHAUSTED"), CAPACITY, "http_429", 3.0),
     (500, {}, gerr(500, "INTERNAL"), UNAVAILABLE, "http_500", None),
     (503, {}, gerr(503, "UNAVAILABLE"), UNAVAILABLE, "http_503", None),
     (504, {}, gerr(504, "DEADLINE_EXCEEDED"), UNAVAILABLE, "http_504", None),
-    (400, {}, gerr(400, "INVALID_ARGUMENT", "The input token count (1200000) exceeds the maximum number of tokens allowed (1048576)."),
-     CONTEXT_OVERFLOW, "context_overflow", None),
+    (
+        400,
+        {},
+        gerr(
+            400,
+            "INVALID_ARGUMENT",
+            "The input token count (1200000) exceeds the maximum number of tokens allowed (1048576).",
+        ),
+        CONTEXT_OVERFLOW,
+        "context_overflow",
+        None,
+    ),
     (400, {}, gerr(400, "INVALID_ARGUMENT"), CLIENT_ERROR, "http_400", None),
-    (400, {}, gerr(400, "FAILED_PRECONDITION", "User location is not supported for the API use."), UNAVAILABLE, "http_400", None),
+    (
+        400,
+        {},
+        gerr(400, "FAILED_PRECONDITION", "User location is not supported for the API use."),
+        UNAVAILABLE,
+        "http_400",
+        None,
+    ),
     (401, {}, gerr(401, "UNAUTHENTICATED"), CLIENT_ERROR, "http_401", None),
     (403, {}, gerr(403, "PERMISSION_DENIED"), CLIENT_ERROR, "http_403", None),
     (404, {}, gerr(404, "NOT_FOUND"), CLIENT_ERROR, "http_404", None),
@@ -355,7 +598,10 @@ def test_classify_error(status, headers, body, kind, label, retry):
 
 
 def test_client_error_body_in_openai_envelope():
-    body = gem().client_error_body(400, gerr(400, "INVALID_ARGUMENT", "The input token count (9) exceeds the maximum number of tokens allowed (8)."))
+    body = gem().client_error_body(
+        400,
+        gerr(400, "INVALID_ARGUMENT", "The input token count (9) exceeds the maximum number of tokens allowed (8)."),
+    )
     assert json.loads(body)["error"]["code"] == "context_length_exceeded"
 
 
@@ -364,17 +610,26 @@ def test_client_error_body_in_openai_envelope():
 
 def test_gemini_embeddings_round_trip_float_and_base64():
     a = gem()
-    parsed = parse_embeddings(json.dumps({"model": "e", "input": ["a", "b"], "dimensions": 2, "encoding_format": "base64"}).encode())
+    parsed = parse_embeddings(
+        json.dumps({"model": "e", "input": ["a", "b"], "dimensions": 2, "encoding_format": "base64"}).encode()
+    )
 
     async def run():
         req = await a.embeddings_request(parsed, "text-embedding-004")
-        return req, a.embeddings_response(json.dumps({"embeddings": [{"values": [0.5, 1.0]}, {"values": [2.0, 0.25]}]}).encode(), "text-embedding-004", {})
+        return req, a.embeddings_response(
+            json.dumps({"embeddings": [{"values": [0.5, 1.0]}, {"values": [2.0, 0.25]}]}).encode(),
+            "text-embedding-004",
+            {},
+        )
 
     req, body = asyncio.run(run())
     assert req.url.endswith("/v1beta/models/text-embedding-004:batchEmbedContents")
-    assert json.loads(req.body) == {"requests": [
-        {"model": "models/text-embedding-004", "outputDimensionality": 2, "content": {"parts": [{"text": "a"}]}},
-        {"model": "models/text-embedding-004", "outputDimensionality": 2, "content": {"parts": [{"text": "b"}]}}]}
+    assert json.loads(req.body) == {
+        "requests": [
+            {"model": "models/text-embedding-004", "outputDimensionality": 2, "content": {"parts": [{"text": "a"}]}},
+            {"model": "models/text-embedding-004", "outputDimensionality": 2, "content": {"parts": [{"text": "b"}]}},
+        ]
+    }
     data = json.loads(body)["data"]
     assert struct.unpack("<2f", base64.b64decode(data[1]["embedding"])) == (2.0, 0.25)
     float_body = a.embeddings_response(json.dumps({"embeddings": [{"values": [0.5]}]}).encode(), "m", {})
@@ -384,10 +639,16 @@ def test_gemini_embeddings_round_trip_float_and_base64():
 def test_vertex_embeddings_use_predict_and_report_tokens():
     v = GeminiAdapter("vertex", "https://x", tokens=None)
     v.resource = "v1/projects/p/locations/l"
-    req = asyncio.run(v.embeddings_request(parse_embeddings(b'{"model":"e","input":"hi","dimensions":3}'), "text-embedding-005"))
+    req = asyncio.run(
+        v.embeddings_request(parse_embeddings(b'{"model":"e","input":"hi","dimensions":3}'), "text-embedding-005")
+    )
     assert req.url == "https://x/v1/projects/p/locations/l/publishers/google/models/text-embedding-005:predict"
     assert json.loads(req.body) == {"instances": [{"content": "hi"}], "parameters": {"outputDimensionality": 3}}
-    body = {"predictions": [{"embeddings": {"values": [1.0, 0.0, 0.0], "statistics": {"token_count": 2, "truncated": False}}}]}
+    body = {
+        "predictions": [
+            {"embeddings": {"values": [1.0, 0.0, 0.0], "statistics": {"token_count": 2, "truncated": False}}}
+        ]
+    }
     out = json.loads(v.embeddings_response(json.dumps(body).encode(), "text-embedding-005", {}))
     assert out["data"][0]["embedding"] == [1.0, 0.0, 0.0] and out["usage"]["prompt_tokens"] == 2
 
@@ -420,7 +681,9 @@ class _FakeCredentials:
         self.calls += 1
         self.threads.add(threading.get_ident())
         self.token = f"tok-{self.calls}"
-        self.expiry = self._dt.datetime.now(self._dt.timezone.utc).replace(tzinfo=None) + self._dt.timedelta(seconds=self.lifetime_s)
+        self.expiry = self._dt.datetime.now(self._dt.timezone.utc).replace(tzinfo=None) + self._dt.timedelta(
+            seconds=self.lifetime_s
+        )
 
 
 def test_tokens_refresh_once_off_the_loop_and_again_near_expiry():

@@ -56,18 +56,26 @@ def _dispatch(tree: ast.AST) -> list[tuple[int, str]]:
             for operand in (node.left, *node.comparators):
                 found += [(node.lineno, f"compares with {k!r}") for k in _kinds_in(operand)]
         elif isinstance(node, ast.Dict):
-            found += [(k.lineno, f"dict key {k.value!r}") for k in node.keys
-                      if isinstance(k, ast.Constant) and k.value in KIND_NAMES]
+            found += [
+                (k.lineno, f"dict key {k.value!r}")
+                for k in node.keys
+                if isinstance(k, ast.Constant) and k.value in KIND_NAMES
+            ]
         elif isinstance(node, ast.Subscript):
             if isinstance(node.value, ast.Name) and node.value.id == "Literal":
-                found += [(c.lineno, f"Literal[{c.value!r}]") for c in ast.walk(node.slice)
-                          if isinstance(c, ast.Constant) and c.value in KIND_NAMES]
+                found += [
+                    (c.lineno, f"Literal[{c.value!r}]")
+                    for c in ast.walk(node.slice)
+                    if isinstance(c, ast.Constant) and c.value in KIND_NAMES
+                ]
             elif isinstance(node.slice, ast.Constant) and node.slice.value in KIND_NAMES:
                 found.append((node.lineno, f"subscript [{node.slice.value!r}]"))
         elif isinstance(node, ast.match_case):
-            found += [(p.lineno, f"case {p.value.value!r}") for p in ast.walk(node.pattern)
-                      if isinstance(p, ast.MatchValue) and isinstance(p.value, ast.Constant)
-                      and p.value.value in KIND_NAMES]
+            found += [
+                (p.lineno, f"case {p.value.value!r}")
+                for p in ast.walk(node.pattern)
+                if isinstance(p, ast.MatchValue) and isinstance(p.value, ast.Constant) and p.value.value in KIND_NAMES
+            ]
         elif isinstance(node, (ast.Tuple, ast.List, ast.Set)):
             kinds = _kinds_in(node)
             if len(set(kinds)) >= 3:
@@ -119,8 +127,10 @@ def test_allowed_modules_exist() -> None:
 def test_the_registry_is_a_leaf() -> None:
     """config/ reads the registry at load time, so importing it must pull in nothing but the
     descriptors: no adapter, no schema, no config (which would be an import cycle)."""
-    code = ("import sys, multihome.providers.registry; "
-            "print('\\n'.join(m for m in sys.modules if m.startswith('multihome')))")
+    code = (
+        "import sys, multihome.providers.registry; "
+        "print('\\n'.join(m for m in sys.modules if m.startswith('multihome')))"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
     folders = {kind.adapter.rpartition(".")[0] for kind in KINDS}  # each kind's package, holding its KIND
     expected = {"multihome", "multihome.providers", "multihome.providers.kind", "multihome.providers.registry"}

@@ -69,10 +69,15 @@ model_groups:
         ('{kind: openai, endpoint: "https://x", auth: {entra: {}}}', "providers.p.auth.entra: only for kind azure"),
         ("{kind: anthropic, auth: {aws: {}}}", "providers.p.auth.aws: only for kind bedrock"),
         ("{kind: gemini, auth: {google: {}}}", "providers.p.auth.google: only for kind vertex"),
-        ("{kind: vertex, region: r, project: x, auth: {api_key_env: K}}",
-         "providers.p.auth.api_key_env: only for kind "
-         + " or ".join(k.name for k in KINDS if "api_key_env" in k.auth_methods)),
-        ("{kind: bedrock, region: r, auth: {api_key_env: K, aws: {}}}", "providers.p.auth: set one of api_key_env, aws, not several"),
+        (
+            "{kind: vertex, region: r, project: x, auth: {api_key_env: K}}",
+            "providers.p.auth.api_key_env: only for kind "
+            + " or ".join(k.name for k in KINDS if "api_key_env" in k.auth_methods),
+        ),
+        (
+            "{kind: bedrock, region: r, auth: {api_key_env: K, aws: {}}}",
+            "providers.p.auth: set one of api_key_env, aws, not several",
+        ),
     ],
 )
 def test_config_rules_come_from_the_descriptors(provider: str, message: str) -> None:
@@ -81,11 +86,16 @@ def test_config_rules_come_from_the_descriptors(provider: str, message: str) -> 
     assert message in info.value.problems
 
 
-@pytest.mark.parametrize("provider", [
-    "{kind: anthropic}", "{kind: gemini}", "{kind: bedrock, region: eu-west-1, auth: {aws: {}}}",
-    "{kind: vertex, region: global, project: x, auth: {google: {}}}",
-    '{kind: azure, endpoint: "https://x", auth: {entra: {}}}',
-])
+@pytest.mark.parametrize(
+    "provider",
+    [
+        "{kind: anthropic}",
+        "{kind: gemini}",
+        "{kind: bedrock, region: eu-west-1, auth: {aws: {}}}",
+        "{kind: vertex, region: global, project: x, auth: {google: {}}}",
+        '{kind: azure, endpoint: "https://x", auth: {entra: {}}}',
+    ],
+)
 def test_kinds_with_a_public_endpoint_need_none(provider: str) -> None:
     parse_config(_config(provider))
 

@@ -10,7 +10,7 @@ def test_events_split_across_network_chunks():
 
 def test_crlf_comments_and_multiline_data():
     s = SseSplitter()
-    assert s.feed(b": keep-alive\r\n\r\nevent: x\r\ndata: {\"a\":\r\ndata: 1}\r\n\r\n") == [b'{"a":\n1}']
+    assert s.feed(b': keep-alive\r\n\r\nevent: x\r\ndata: {"a":\r\ndata: 1}\r\n\r\n') == [b'{"a":\n1}']
 
 
 def test_frame_round_trip():

@@ -40,17 +40,57 @@ CAPACITY_ONLY = "[capacity]"
 CASES = [
     # (name, fail_over_on, fault on primary, expected attempts, served by, status, sleeps)
     ("healthy", DEFAULT, None, ["primary:ok"], "primary", 200, []),
-    ("down", DEFAULT, {"status": 503}, ["primary:http_503", "primary:http_503", "secondary:ok"], "secondary", 200, [0.05]),
-    ("throttled once", DEFAULT, {"throttle": 0.5, "times": 1}, ["primary:http_429", "primary:ok"], "primary", 200, [0.5]),
+    (
+        "down",
+        DEFAULT,
+        {"status": 503},
+        ["primary:http_503", "primary:http_503", "secondary:ok"],
+        "secondary",
+        200,
+        [0.05],
+    ),
+    (
+        "throttled once",
+        DEFAULT,
+        {"throttle": 0.5, "times": 1},
+        ["primary:http_429", "primary:ok"],
+        "primary",
+        200,
+        [0.5],
+    ),
     ("long retry-after", DEFAULT, {"throttle": 30}, ["primary:http_429", "secondary:ok"], "secondary", 200, []),
     ("bad request", DEFAULT, {"status": 400}, ["primary:http_400"], "primary", 400, []),
     ("not found", DEFAULT, {"status": 404}, ["primary:http_404"], "primary", 404, []),
     ("prompt filter kept", DEFAULT, {"content_filter": "prompt"}, ["primary:content_filter"], "primary", 400, []),
-    ("prompt filter fails over", WITH_REFUSAL, {"content_filter": "prompt"}, ["primary:content_filter", "secondary:ok"], "secondary", 200, []),
+    (
+        "prompt filter fails over",
+        WITH_REFUSAL,
+        {"content_filter": "prompt"},
+        ["primary:content_filter", "secondary:ok"],
+        "secondary",
+        200,
+        [],
+    ),
     ("output filter kept", DEFAULT, {"content_filter": "output"}, ["primary:content_filter"], "primary", 200, []),
-    ("output filter fails over", WITH_REFUSAL, {"content_filter": "output"}, ["primary:content_filter", "secondary:ok"], "secondary", 200, []),
+    (
+        "output filter fails over",
+        WITH_REFUSAL,
+        {"content_filter": "output"},
+        ["primary:content_filter", "secondary:ok"],
+        "secondary",
+        200,
+        [],
+    ),
     ("5xx not a decline here", CAPACITY_ONLY, {"status": 502}, ["primary:http_502"], "primary", 502, []),
-    ("connection cut", DEFAULT, {"cut_after": 0}, ["primary:disconnected", "primary:disconnected", "secondary:ok"], "secondary", 200, [0.05]),
+    (
+        "connection cut",
+        DEFAULT,
+        {"cut_after": 0},
+        ["primary:disconnected", "primary:disconnected", "secondary:ok"],
+        "secondary",
+        200,
+        [0.05],
+    ),
 ]
 
 BODY = msgspec.json.encode({"model": "g", "messages": [{"role": "user", "content": "hi"}]})
@@ -85,7 +125,9 @@ async def _run(fail_over_on: str, fault: dict | None, body: bytes = BODY, group:
         await sim.close()
 
 
-@pytest.mark.parametrize("name, fail_over_on, fault, attempts, served_by, status, sleeps", CASES, ids=[c[0] for c in CASES])
+@pytest.mark.parametrize(
+    "name, fail_over_on, fault, attempts, served_by, status, sleeps", CASES, ids=[c[0] for c in CASES]
+)
 def test_attempt_rules(name, fail_over_on, fault, attempts, served_by, status, sleeps):
     served, slept, _ = asyncio.run(_run(fail_over_on, fault))
     assert [f"{a.deployment}:{a.outcome}" for a in served.attempts] == attempts

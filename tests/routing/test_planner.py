@@ -53,14 +53,48 @@ def world():
 
 SKIPS = [
     ("plain request keeps config order", {}, None, ["big", "small", "text", "vision"], {}),
-    ("tools skip the text-only deployment", {"tools": [TOOL]}, None, ["big", "small", "vision"], {"text": "lacks tools"}),
-    ("image skips the text-only deployment", {"messages": [IMAGE]}, None, ["big", "small", "vision"], {"text": "lacks vision"}),
-    ("json_schema needs structured outputs", {"response_format": {"type": "json_schema", "json_schema": {"name": "n", "schema": {}}}}, None,
-     ["big", "small", "vision"], {"text": "lacks json_schema"}),
-    ("long prompt skips the small window", {"messages": [{"role": "user", "content": "x" * 40000}]}, None,
-     ["big", "text", "vision"], {"small": "context window 8000 < ~10004 tokens needed"}),
-    ("output limit beyond the deployment's", {"max_tokens": 4000}, None, ["big", "text", "vision"], {"small": "max output 2000 < 4000 tokens requested"}),
-    ("client narrowing", {}, ["small", "vision"], ["small", "vision"], {"big": "not among the deployments the request narrowed to"}),
+    (
+        "tools skip the text-only deployment",
+        {"tools": [TOOL]},
+        None,
+        ["big", "small", "vision"],
+        {"text": "lacks tools"},
+    ),
+    (
+        "image skips the text-only deployment",
+        {"messages": [IMAGE]},
+        None,
+        ["big", "small", "vision"],
+        {"text": "lacks vision"},
+    ),
+    (
+        "json_schema needs structured outputs",
+        {"response_format": {"type": "json_schema", "json_schema": {"name": "n", "schema": {}}}},
+        None,
+        ["big", "small", "vision"],
+        {"text": "lacks json_schema"},
+    ),
+    (
+        "long prompt skips the small window",
+        {"messages": [{"role": "user", "content": "x" * 40000}]},
+        None,
+        ["big", "text", "vision"],
+        {"small": "context window 8000 < ~10004 tokens needed"},
+    ),
+    (
+        "output limit beyond the deployment's",
+        {"max_tokens": 4000},
+        None,
+        ["big", "text", "vision"],
+        {"small": "max output 2000 < 4000 tokens requested"},
+    ),
+    (
+        "client narrowing",
+        {},
+        ["small", "vision"],
+        ["small", "vision"],
+        {"big": "not among the deployments the request narrowed to"},
+    ),
 ]
 
 
@@ -88,7 +122,10 @@ def test_lowest_cost_orders_by_estimated_cost_with_config_order_breaking_ties(wo
     plan = planner.plan(catalog.groups["cost"], _shape(max_tokens=100))
     # 4 prompt tokens-ish: cost is driven by output price: small 1.5 < text 2.0 < vision 3.0 < big 15.0
     assert [d.name for d in plan.ordered] == ["small", "text", "vision", "big"]
-    assert all(c.score is not None for c in planner.plan(catalog.groups["cost"], _shape(max_tokens=100), explain=True).considered)
+    assert all(
+        c.score is not None
+        for c in planner.plan(catalog.groups["cost"], _shape(max_tokens=100), explain=True).considered
+    )
 
 
 def test_lowest_latency_uses_observed_latency_and_tries_unmeasured_first(world):
@@ -137,4 +174,7 @@ def test_policy_view_excludes_deployments_first_with_its_reason(world):
     plan = planner.plan(catalog.groups["first"], shape)
     assert [d.name for d in plan.ordered] == ["small", "vision"]
     skipped = {c.deployment: c.reason for c in plan.considered if c.decision == "skipped"}
-    assert skipped == {"big": "denied by policy: tenant eu-only: deny data_zone US", "text": "denied by policy: not allowed"}
+    assert skipped == {
+        "big": "denied by policy: tenant eu-only: deny data_zone US",
+        "text": "denied by policy: not allowed",
+    }

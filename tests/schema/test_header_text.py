@@ -46,8 +46,10 @@ def test_any_deployment_or_reason_makes_a_writable_attempts_header(name, reason)
 def test_a_policy_description_with_crlf_stays_on_one_line():
     reason = 'denied by tenant policy "eu only" — keep data in the EU\r\nX-Injected: 1'
     value = attempts_header([Attempt("us-east", "skipped", 0.0, reason), Attempt("eu", "ok", 12.0)])
-    assert value == ("us-east;outcome=skipped;reason=\"denied by tenant policy 'eu only' — keep data in the EU  "
-                     "X-Injected: 1\", eu;outcome=ok;ms=12.0")
+    assert value == (
+        "us-east;outcome=skipped;reason=\"denied by tenant policy 'eu only' — keep data in the EU  "
+        'X-Injected: 1", eu;outcome=ok;ms=12.0'
+    )
     assert _writable(value)
 
 

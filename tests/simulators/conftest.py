@@ -13,8 +13,10 @@ try:
 except ImportError:  # not installed (no pyproject yet): use the source tree
     sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "..", "src"))
 
-from multihome.simulators import SimulatorConfig, start_simulator_in_thread  # noqa: E402
-from .sim_helpers import AZURE_DEPLOYMENTS, AZURE_KEY, OPENAI_KEY, wait_for  # noqa: E402
+from multihome.simulators import SimulatorConfig, start_simulator_in_thread
+
+from .sim_helpers import AZURE_DEPLOYMENTS, AZURE_KEY, OPENAI_KEY, wait_for
+
 
 @pytest.fixture(scope="module")
 def openai_sim():
@@ -25,8 +27,11 @@ def openai_sim():
 
 @pytest.fixture(scope="module")
 def azure_sim():
-    sim = start_simulator_in_thread(SimulatorConfig(
-        kind="azure", name="azure-sim", api_key=AZURE_KEY, region="westeurope", deployments=AZURE_DEPLOYMENTS))
+    sim = start_simulator_in_thread(
+        SimulatorConfig(
+            kind="azure", name="azure-sim", api_key=AZURE_KEY, region="westeurope", deployments=AZURE_DEPLOYMENTS
+        )
+    )
     yield sim
     sim.close()
 
@@ -54,8 +59,9 @@ def oclient(osim):
 def aclient(asim):
     import openai
 
-    return openai.AzureOpenAI(azure_endpoint=asim.url, api_version="2024-10-21", api_key=AZURE_KEY,
-                              max_retries=0, timeout=10)
+    return openai.AzureOpenAI(
+        azure_endpoint=asim.url, api_version="2024-10-21", api_key=AZURE_KEY, max_retries=0, timeout=10
+    )
 
 
 @pytest.fixture

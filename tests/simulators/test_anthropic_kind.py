@@ -11,8 +11,10 @@ from multihome.simulators import SimulatorConfig, start_simulator_in_thread
 KEY = "sk-ant-sim-test"
 HEADERS = {"x-api-key": KEY, "anthropic-version": "2023-06-01"}
 HI = [{"role": "user", "content": "Hello there"}]
-TOOLS = [{"name": "get_weather", "input_schema": {"type": "object", "properties": {"city": {"type": "string"}}}},
-         {"name": "get_time", "input_schema": {"type": "object", "properties": {"tz": {"type": "string"}}}}]
+TOOLS = [
+    {"name": "get_weather", "input_schema": {"type": "object", "properties": {"city": {"type": "string"}}}},
+    {"name": "get_time", "input_schema": {"type": "object", "properties": {"tz": {"type": "string"}}}},
+]
 
 
 @pytest.fixture(scope="module")
@@ -45,13 +47,18 @@ def test_message_shape_and_headers(sim):
     assert body["id"].startswith("msg_") and body["type"] == "message" and body["role"] == "assistant"
     assert body["content"] == [{"type": "text", "text": "Hello from claude-sim. You said: Hello there"}]
     assert (body["stop_reason"], body["stop_sequence"]) == ("end_turn", None)
-    assert set(body["usage"]) >= {"input_tokens", "output_tokens", "cache_creation_input_tokens",
-                                  "cache_read_input_tokens"}
+    assert set(body["usage"]) >= {
+        "input_tokens",
+        "output_tokens",
+        "cache_creation_input_tokens",
+        "cache_read_input_tokens",
+    }
 
 
 def test_sdk_stream_accumulates_parallel_tool_calls(sdk):
-    with sdk.messages.stream(model="claude-x", max_tokens=100, tools=TOOLS,
-                             messages=[{"role": "user", "content": "both in parallel"}]) as stream:
+    with sdk.messages.stream(
+        model="claude-x", max_tokens=100, tools=TOOLS, messages=[{"role": "user", "content": "both in parallel"}]
+    ) as stream:
         events = [e.type for e in stream]
         final = stream.get_final_message()
     assert events[0] == "message_start" and "message_stop" in events
@@ -71,24 +78,42 @@ def test_raw_stream_uses_named_events(sim):
 def test_stop_sequences_and_max_tokens(sdk):
     stopped = sdk.messages.create(model="c", max_tokens=50, messages=HI, stop_sequences=["You said", "zzz"])
     assert (stopped.content[0].text, stopped.stop_reason, stopped.stop_sequence) == (
-        "Hello from claude-sim. ", "stop_sequence", "You said")
+        "Hello from claude-sim. ",
+        "stop_sequence",
+        "You said",
+    )
     short = sdk.messages.create(model="c", max_tokens=2, messages=HI)
     assert (short.content[0].text, short.stop_reason, short.usage.output_tokens) == ("Hello fr", "max_tokens", 2)
 
 
 def test_structured_output_follows_the_schema(sdk):
-    schema = {"type": "object", "properties": {"n": {"type": "integer", "minimum": 5}}, "required": ["n"],
-              "additionalProperties": False}
-    reply = sdk.messages.create(model="c", max_tokens=50, messages=HI,
-                                output_config={"format": {"type": "json_schema", "schema": schema}})
+    schema = {
+        "type": "object",
+        "properties": {"n": {"type": "integer", "minimum": 5}},
+        "required": ["n"],
+        "additionalProperties": False,
+    }
+    reply = sdk.messages.create(
+        model="c", max_tokens=50, messages=HI, output_config={"format": {"type": "json_schema", "schema": schema}}
+    )
     assert reply.content[0].text == '{"n":5}'
 
 
 def test_images_are_counted(sdk):
-    reply = sdk.messages.create(model="c", max_tokens=100, messages=[{"role": "user", "content": [
-        {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": "AAAA"}},
-        {"type": "image", "source": {"type": "url", "url": "https://x.test/a.png"}},
-        {"type": "text", "text": "what?"}]}])
+    reply = sdk.messages.create(
+        model="c",
+        max_tokens=100,
+        messages=[
+            {
+                "role": "user",
+                "content": [
+                    {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": "AAAA"}},
+                    {"type": "image", "source": {"type": "url", "url": "https://x.test/a.png"}},
+                    {"type": "text", "text": "what?"},
+                ],
+            }
+        ],
+    )
     assert reply.content[0].text.endswith("I see 2 image(s).")
 
 
@@ -98,16 +123,50 @@ VALIDATION = [
     ("empty messages", {"model": "c", "max_tokens": 5, "messages": []}, "at least one message"),
     ("extra field", {"model": "c", "max_tokens": 5, "messages": HI, "n": 2}, "n: Extra inputs are not permitted"),
     ("temperature range", {"model": "c", "max_tokens": 5, "messages": HI, "temperature": 1.5}, "temperature"),
-    ("empty text", {"model": "c", "max_tokens": 5, "messages": [{"role": "user", "content": [
-        {"type": "text", "text": ""}]}]}, "non-empty"),
-    ("tool_use unanswered", {"model": "c", "max_tokens": 5, "tools": TOOLS, "messages": [
-        *HI, {"role": "assistant", "content": [{"type": "tool_use", "id": "toolu_1", "name": "get_time", "input": {}}]},
-        {"role": "user", "content": "hm"}]}, "without `tool_result`"),
-    ("tool_result orphan", {"model": "c", "max_tokens": 5, "messages": [
-        {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "toolu_9", "content": "x"}]}]},
-     "unexpected `tool_use_id`"),
-    ("named tool missing", {"model": "c", "max_tokens": 5, "messages": HI, "tools": TOOLS,
-                            "tool_choice": {"type": "tool", "name": "nope"}}, "nope"),
+    (
+        "empty text",
+        {"model": "c", "max_tokens": 5, "messages": [{"role": "user", "content": [{"type": "text", "text": ""}]}]},
+        "non-empty",
+    ),
+    (
+        "tool_use unanswered",
+        {
+            "model": "c",
+            "max_tokens": 5,
+            "tools": TOOLS,
+            "messages": [
+                *HI,
+                {
+                    "role": "assistant",
+                    "content": [{"type": "tool_use", "id": "toolu_1", "name": "get_time", "input": {}}],
+                },
+                {"role": "user", "content": "hm"},
+            ],
+        },
+        "without `tool_result`",
+    ),
+    (
+        "tool_result orphan",
+        {
+            "model": "c",
+            "max_tokens": 5,
+            "messages": [
+                {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "toolu_9", "content": "x"}]}
+            ],
+        },
+        "unexpected `tool_use_id`",
+    ),
+    (
+        "named tool missing",
+        {
+            "model": "c",
+            "max_tokens": 5,
+            "messages": HI,
+            "tools": TOOLS,
+            "tool_choice": {"type": "tool", "name": "nope"},
+        },
+        "nope",
+    ),
 ]
 
 
@@ -132,10 +191,15 @@ def test_auth_and_version(sim):
     assert no_version.status_code == 400 and "anthropic-version" in no_version.json()["error"]["message"]
 
 
-@pytest.mark.parametrize("fault, status, kind", [
-    ("throttle=3", 429, "rate_limit_error"), ("status=529", 529, "overloaded_error"),
-    ("status=500", 500, "api_error"), ("status=403", 403, "permission_error"),
-])
+@pytest.mark.parametrize(
+    "fault, status, kind",
+    [
+        ("throttle=3", 429, "rate_limit_error"),
+        ("status=529", 529, "overloaded_error"),
+        ("status=500", 500, "api_error"),
+        ("status=403", 403, "permission_error"),
+    ],
+)
 def test_error_faults(sim, fault, status, kind):
     r = post(sim, {"model": "c", "max_tokens": 5, "messages": HI}, **{"x-sim-fault": fault})
     assert r.status_code == status and r.json()["error"]["type"] == kind
@@ -153,14 +217,20 @@ def test_sdk_raises_its_own_exceptions(sdk):
 
 @pytest.mark.parametrize("knob", ["prompt", "output"])
 def test_content_filter_is_a_refusal(sdk, knob):
-    reply = sdk.messages.create(model="c", max_tokens=50, messages=[{"role": "user", "content": "one two three four"}],
-                                extra_headers={"x-sim-fault": f"content_filter={knob}"})
+    reply = sdk.messages.create(
+        model="c",
+        max_tokens=50,
+        messages=[{"role": "user", "content": "one two three four"}],
+        extra_headers={"x-sim-fault": f"content_filter={knob}"},
+    )
     assert reply.stop_reason == "refusal"
     assert (reply.content == []) == (knob == "prompt")
 
 
 def test_malformed_and_cut_streams(sim):
-    bad = post(sim, {"model": "c", "max_tokens": 50, "messages": HI, "stream": True}, **{"x-sim-fault": "malformed_at=2"})
+    bad = post(
+        sim, {"model": "c", "max_tokens": 50, "messages": HI, "stream": True}, **{"x-sim-fault": "malformed_at=2"}
+    )
     assert "data: {not json" in bad.text and bad.text.rstrip().endswith('{"type":"message_stop"}')
     with pytest.raises(httpx.HTTPError):
         post(sim, {"model": "c", "max_tokens": 50, "messages": HI, "stream": True}, **{"x-sim-fault": "cut_after=1"})
@@ -170,8 +240,9 @@ def test_malformed_and_cut_streams(sim):
 def test_prompt_cache_reads_on_the_second_identical_prefix(sdk, sim):
     system = [{"type": "text", "text": "A long shared instruction. " * 30, "cache_control": {"type": "ephemeral"}}]
     first = sdk.messages.create(model="c", max_tokens=20, system=system, messages=HI).usage
-    second = sdk.messages.create(model="c", max_tokens=20, system=system,
-                                 messages=[{"role": "user", "content": "Different question"}]).usage
+    second = sdk.messages.create(
+        model="c", max_tokens=20, system=system, messages=[{"role": "user", "content": "Different question"}]
+    ).usage
     assert first.cache_creation_input_tokens > 100 and first.cache_read_input_tokens == 0
     assert second.cache_read_input_tokens == first.cache_creation_input_tokens
     assert second.cache_creation_input_tokens == 0

@@ -33,8 +33,11 @@ def test_classic_chat_with_extras(aclient):
 
 
 def test_classic_stream_first_chunk_quirk(aclient, asim):
-    chunks = list(aclient.chat.completions.create(model="gpt-4o", messages=USER, stream=True,
-                                                  stream_options={"include_usage": True}))
+    chunks = list(
+        aclient.chat.completions.create(
+            model="gpt-4o", messages=USER, stream=True, stream_options={"include_usage": True}
+        )
+    )
     first = chunks[0]
     assert first.choices == [] and first.id == "" and first.created == 0 and first.model == ""
     assert first.prompt_filter_results[0]["prompt_index"] == 0  # type: ignore[attr-defined]
@@ -42,9 +45,10 @@ def test_classic_stream_first_chunk_quirk(aclient, asim):
     assert text == "Hello from azure-sim. You said: Hello Azure"
     assert chunks[-1].choices == [] and chunks[-1].usage.total_tokens > 0
     # Raw level: per-choice filter results ride on the content chunks.
-    r = httpx.post(asim.url + CLASSIC.format(d="gpt-4o"), json={"messages": USER, "stream": True},
-                   headers={"api-key": AZURE_KEY})
-    events = [e[len("data: "):] for e in r.text.split("\n\n") if e]
+    r = httpx.post(
+        asim.url + CLASSIC.format(d="gpt-4o"), json={"messages": USER, "stream": True}, headers={"api-key": AZURE_KEY}
+    )
+    events = [e[len("data: ") :] for e in r.text.split("\n\n") if e]
     assert events[-1] == "[DONE]"
     content = [json.loads(e) for e in events[1:-1]]
     assert content[1]["choices"][0]["content_filter_results"]["violence"]["severity"] == "safe"
@@ -70,20 +74,29 @@ def test_v1_form_with_plain_openai_client(asim):
 
 def test_v1_form_with_api_key_header(asim):
     # api-key header instead of bearer: send it explicitly and make the SDK omit Authorization.
-    r = httpx.post(asim.url + "/openai/v1/chat/completions", json={"model": "gpt-4o", "messages": USER},
-                   headers={"api-key": AZURE_KEY})
+    r = httpx.post(
+        asim.url + "/openai/v1/chat/completions",
+        json={"model": "gpt-4o", "messages": USER},
+        headers={"api-key": AZURE_KEY},
+    )
     assert r.status_code == 200 and r.json()["model"] == "gpt-4o-2024-08-06"
 
 
 def test_missing_api_version_is_400(asim):
-    r = httpx.post(asim.url + "/openai/deployments/gpt-4o/chat/completions", json={"messages": USER},
-                   headers={"api-key": AZURE_KEY})
+    r = httpx.post(
+        asim.url + "/openai/deployments/gpt-4o/chat/completions",
+        json={"messages": USER},
+        headers={"api-key": AZURE_KEY},
+    )
     assert r.status_code == 400
     err = r.json()["error"]
     assert err["code"] == "MissingApiVersionParameter" and "api-version" in err["message"]
     assert set(err) == {"code", "message"}
-    r = httpx.post(asim.url + "/openai/deployments/gpt-4o/chat/completions?api-version=latest",
-                   json={"messages": USER}, headers={"api-key": AZURE_KEY})
+    r = httpx.post(
+        asim.url + "/openai/deployments/gpt-4o/chat/completions?api-version=latest",
+        json={"messages": USER},
+        headers={"api-key": AZURE_KEY},
+    )
     assert r.status_code == 400
 
 
@@ -102,8 +115,9 @@ def test_auth(asim):
     assert both.status_code == 401
     assert httpx.post(url, json=body, headers={"Authorization": "Basic abc"}).status_code == 401
     # Any non-empty Entra token is fine when no entra_token is configured.
-    ad = openai.AzureOpenAI(azure_endpoint=asim.url, api_version="2024-10-21", azure_ad_token="eyJ.token",
-                            max_retries=0)
+    ad = openai.AzureOpenAI(
+        azure_endpoint=asim.url, api_version="2024-10-21", azure_ad_token="eyJ.token", max_retries=0
+    )
     assert ad.chat.completions.create(model="gpt-4o", messages=USER).choices
     log = asim.requests()
     assert [e["outcome"] for e in log] == ["error:401"] * 4 + ["ok"]
@@ -117,16 +131,15 @@ def test_entra_token_must_match_when_configured():
     from multihome.simulators import SimulatorConfig, start_simulator_in_thread
 
     with start_simulator_in_thread(SimulatorConfig(kind="azure", name="az", entra_token="good-token")) as sim:
-        ok = openai.AzureOpenAI(azure_endpoint=sim.url, api_version="2024-10-21", azure_ad_token="good-token",
-                                max_retries=0)
+        ok = openai.AzureOpenAI(
+            azure_endpoint=sim.url, api_version="2024-10-21", azure_ad_token="good-token", max_retries=0
+        )
         assert ok.chat.completions.create(model="anything", messages=USER).model == "anything"
-        bad = openai.AzureOpenAI(azure_endpoint=sim.url, api_version="2024-10-21", azure_ad_token="bad",
-                                 max_retries=0)
+        bad = openai.AzureOpenAI(azure_endpoint=sim.url, api_version="2024-10-21", azure_ad_token="bad", max_retries=0)
         with pytest.raises(openai.AuthenticationError):
             bad.chat.completions.create(model="anything", messages=USER)
         # Without a configured api_key any non-empty key passes.
-        key = openai.AzureOpenAI(azure_endpoint=sim.url, api_version="2024-10-21", api_key="whatever",
-                                 max_retries=0)
+        key = openai.AzureOpenAI(azure_endpoint=sim.url, api_version="2024-10-21", api_key="whatever", max_retries=0)
         assert key.chat.completions.create(model="x", messages=USER).choices
 
 

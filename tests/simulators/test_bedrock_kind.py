@@ -26,8 +26,11 @@ USER = [{"role": "user", "content": [{"text": "hello"}]}]
 
 @pytest.fixture(scope="module")
 def bedrock_sim():
-    sim = start_simulator_in_thread(SimulatorConfig(kind="bedrock", name="bedrock-sim", region=REGION,
-                                                    aws_access_key_id=AKID, aws_secret_access_key=SECRET))
+    sim = start_simulator_in_thread(
+        SimulatorConfig(
+            kind="bedrock", name="bedrock-sim", region=REGION, aws_access_key_id=AKID, aws_secret_access_key=SECRET
+        )
+    )
     yield sim
     sim.close()
 
@@ -40,19 +43,40 @@ def bsim(bedrock_sim):
 
 def client(sim, secret=SECRET, region=REGION, akid=AKID):
     return botocore.session.Session().create_client(
-        "bedrock-runtime", region_name=region, endpoint_url=sim.url, aws_access_key_id=akid, aws_secret_access_key=secret,
-        config=botocore.config.Config(retries={"max_attempts": 0}))
+        "bedrock-runtime",
+        region_name=region,
+        endpoint_url=sim.url,
+        aws_access_key_id=akid,
+        aws_secret_access_key=secret,
+        config=botocore.config.Config(retries={"max_attempts": 0}),
+    )
 
 
 def test_converse_with_botocore(bsim):
-    r = client(bsim).converse(modelId=MODEL, messages=USER, system=[{"text": "be nice"}], inferenceConfig={"maxTokens": 100})
+    r = client(bsim).converse(
+        modelId=MODEL, messages=USER, system=[{"text": "be nice"}], inferenceConfig={"maxTokens": 100}
+    )
     assert r["output"]["message"]["content"] == [{"text": "Hello from bedrock-sim. You said: hello"}]
-    assert r["stopReason"] == "end_turn" and r["usage"]["totalTokens"] == r["usage"]["inputTokens"] + r["usage"]["outputTokens"]
+    assert (
+        r["stopReason"] == "end_turn"
+        and r["usage"]["totalTokens"] == r["usage"]["inputTokens"] + r["usage"]["outputTokens"]
+    )
     assert bsim.requests(1)[0]["path"] == "/model/us.anthropic.claude-3-5-haiku-20241022-v1%3A0/converse"
 
 
 def test_converse_stream_decodes_with_botocore(bsim):
-    tools = {"tools": [{"toolSpec": {"name": "a", "inputSchema": {"json": {"type": "object", "properties": {"q": {"type": "string", "minLength": 20}}}}}}]}
+    tools = {
+        "tools": [
+            {
+                "toolSpec": {
+                    "name": "a",
+                    "inputSchema": {
+                        "json": {"type": "object", "properties": {"q": {"type": "string", "minLength": 20}}}
+                    },
+                }
+            }
+        ]
+    }
     events = list(client(bsim).converse_stream(modelId=MODEL, messages=USER, toolConfig=tools)["stream"])
     names = [next(iter(e)) for e in events]
     assert names[0] == "messageStart" and names[-2:] == ["messageStop", "metadata"]
@@ -62,11 +86,14 @@ def test_converse_stream_decodes_with_botocore(bsim):
     assert events[-2]["messageStop"]["stopReason"] == "tool_use"
 
 
-@pytest.mark.parametrize("secret, region, akid, error", [
-    ("wrong", REGION, AKID, "InvalidSignatureException"),
-    (SECRET, "eu-west-1", AKID, "InvalidSignatureException"),
-    (SECRET, REGION, "AKIDUNKNOWN", "UnrecognizedClientException"),
-])
+@pytest.mark.parametrize(
+    "secret, region, akid, error",
+    [
+        ("wrong", REGION, AKID, "InvalidSignatureException"),
+        (SECRET, "eu-west-1", AKID, "InvalidSignatureException"),
+        (SECRET, REGION, "AKIDUNKNOWN", "UnrecognizedClientException"),
+    ],
+)
 def test_wrong_signature_is_rejected_as_aws_does(bsim, secret, region, akid, error):
     with pytest.raises(ClientError) as err:
         client(bsim, secret, region, akid).converse(modelId=MODEL, messages=USER)
@@ -90,22 +117,51 @@ def test_expired_signature():
     req = AWSRequest("POST", "http://h/model/m/converse", data=b"{}", headers={"host": "h"})
     SigV4Auth(Credentials(AKID, SECRET), "bedrock", REGION).add_auth(req)
     headers = {k.lower(): v for k, v in req.headers.items()}
-    later = datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(minutes=6)
-    failure = verify("POST", "/model/m/converse", headers, b"{}", keys={AKID: Secret(SECRET, None)}, region=REGION, service="bedrock", now=later)
+    later = datetime.datetime.now(datetime.UTC) + datetime.timedelta(minutes=6)
+    failure = verify(
+        "POST",
+        "/model/m/converse",
+        headers,
+        b"{}",
+        keys={AKID: Secret(SECRET, None)},
+        region=REGION,
+        service="bedrock",
+        now=later,
+    )
     assert failure.error_type == "InvalidSignatureException" and failure.message.startswith("Signature expired")
-    assert verify("POST", "/model/m/converse", headers, b"{}", keys={AKID: Secret(SECRET, None)}, region=REGION, service="bedrock") is None
+    assert (
+        verify(
+            "POST",
+            "/model/m/converse",
+            headers,
+            b"{}",
+            keys={AKID: Secret(SECRET, None)},
+            region=REGION,
+            service="bedrock",
+        )
+        is None
+    )
 
 
-@pytest.mark.parametrize("fault, code, status", [
-    ({"throttle": 1}, "ThrottlingException", 429), ({"status": 503}, "ServiceUnavailableException", 503),
-    ({"status": 500}, "InternalServerException", 500), ({"status": 400}, "ValidationException", 400),
-    ({"status": 408}, "ModelTimeoutException", 408), ({"status": 403}, "AccessDeniedException", 403),
-])
+@pytest.mark.parametrize(
+    "fault, code, status",
+    [
+        ({"throttle": 1}, "ThrottlingException", 429),
+        ({"status": 503}, "ServiceUnavailableException", 503),
+        ({"status": 500}, "InternalServerException", 500),
+        ({"status": 400}, "ValidationException", 400),
+        ({"status": 408}, "ModelTimeoutException", 408),
+        ({"status": 403}, "AccessDeniedException", 403),
+    ],
+)
 def test_fault_knobs_use_bedrock_exceptions(bsim, fault, code, status):
     bsim.set_fault({**fault, "times": 1})
     with pytest.raises(ClientError) as err:
         client(bsim).converse(modelId=MODEL, messages=USER)
-    assert err.value.response["Error"]["Code"] == code and err.value.response["ResponseMetadata"]["HTTPStatusCode"] == status
+    assert (
+        err.value.response["Error"]["Code"] == code
+        and err.value.response["ResponseMetadata"]["HTTPStatusCode"] == status
+    )
 
 
 def test_validation_matches_bedrock_rules(bsim):
@@ -113,11 +169,17 @@ def test_validation_matches_bedrock_rules(bsim):
     for messages, words in [
         ([{"role": "assistant", "content": [{"text": "x"}]}], "start with a user message"),
         ([{"role": "user", "content": [{"text": "a"}]}, {"role": "user", "content": [{"text": "b"}]}], "alternate"),
-        ([{"role": "user", "content": [{"toolResult": {"toolUseId": "t", "content": [{"text": "r"}]}}]}], "toolConfig field must be defined"),
+        (
+            [{"role": "user", "content": [{"toolResult": {"toolUseId": "t", "content": [{"text": "r"}]}}]}],
+            "toolConfig field must be defined",
+        ),
     ]:
         with pytest.raises(ClientError) as err:
             c.converse(modelId=MODEL, messages=messages)
-        assert err.value.response["Error"]["Code"] == "ValidationException" and words in err.value.response["Error"]["Message"]
+        assert (
+            err.value.response["Error"]["Code"] == "ValidationException"
+            and words in err.value.response["Error"]["Message"]
+        )
 
 
 def test_malformed_frame_has_bad_crc(bsim):
@@ -138,9 +200,17 @@ def test_guardrail_and_content_filter(bsim):
 
 def test_invoke_model_embeddings(bsim):
     c = client(bsim)
-    titan = json.loads(c.invoke_model(modelId="amazon.titan-embed-text-v2:0", body=json.dumps({"inputText": "hi", "dimensions": 512}))["body"].read())
+    titan = json.loads(
+        c.invoke_model(modelId="amazon.titan-embed-text-v2:0", body=json.dumps({"inputText": "hi", "dimensions": 512}))[
+            "body"
+        ].read()
+    )
     assert len(titan["embedding"]) == 512 and titan["inputTextTokenCount"] == 1
-    cohere = json.loads(c.invoke_model(modelId="cohere.embed-english-v3", body=json.dumps({"texts": ["a", "b"], "input_type": "search_query"}))["body"].read())
+    cohere = json.loads(
+        c.invoke_model(
+            modelId="cohere.embed-english-v3", body=json.dumps({"texts": ["a", "b"], "input_type": "search_query"})
+        )["body"].read()
+    )
     assert len(cohere["embeddings"]) == 2
     with pytest.raises(ClientError):
         c.invoke_model(modelId="amazon.titan-embed-text-v2:0", body=json.dumps({"texts": ["a"]}))
@@ -153,7 +223,9 @@ def test_encoder_round_trips_through_botocore():
     assert list(buf) == []
     buf.add_data(frames[7:])
     first, second = list(buf)
-    assert first.headers[":event-type"] == "contentBlockDelta" and json.loads(first.payload) == {"delta": {"text": "hé"}}
+    assert first.headers[":event-type"] == "contentBlockDelta" and json.loads(first.payload) == {
+        "delta": {"text": "hé"}
+    }
     assert second.headers[":message-type"] == "exception" and second.to_response_dict()["status_code"] == 400
     bad = EventStreamBuffer()
     bad.add_data(es.event("x", {}, corrupt=True))
@@ -163,14 +235,27 @@ def test_encoder_round_trips_through_botocore():
 
 
 def test_sts_assume_role_issues_working_temporary_credentials(bsim):
-    sts = botocore.session.Session().create_client("sts", region_name=REGION, endpoint_url=bsim.url,
-                                                   aws_access_key_id=AKID, aws_secret_access_key=SECRET)
+    sts = botocore.session.Session().create_client(
+        "sts", region_name=REGION, endpoint_url=bsim.url, aws_access_key_id=AKID, aws_secret_access_key=SECRET
+    )
     creds = sts.assume_role(RoleArn="arn:aws:iam::1:role/r", RoleSessionName="sess")["Credentials"]
     session = botocore.session.Session()
-    c = session.create_client("bedrock-runtime", region_name=REGION, endpoint_url=bsim.url, aws_access_key_id=creds["AccessKeyId"],
-                              aws_secret_access_key=creds["SecretAccessKey"], aws_session_token=creds["SessionToken"])
+    c = session.create_client(
+        "bedrock-runtime",
+        region_name=REGION,
+        endpoint_url=bsim.url,
+        aws_access_key_id=creds["AccessKeyId"],
+        aws_secret_access_key=creds["SecretAccessKey"],
+        aws_session_token=creds["SessionToken"],
+    )
     assert c.converse(modelId=MODEL, messages=USER)["stopReason"] == "end_turn"
-    bad = session.create_client("bedrock-runtime", region_name=REGION, endpoint_url=bsim.url, aws_access_key_id=creds["AccessKeyId"],
-                                aws_secret_access_key=creds["SecretAccessKey"], aws_session_token="forged")
+    bad = session.create_client(
+        "bedrock-runtime",
+        region_name=REGION,
+        endpoint_url=bsim.url,
+        aws_access_key_id=creds["AccessKeyId"],
+        aws_secret_access_key=creds["SecretAccessKey"],
+        aws_session_token="forged",
+    )
     with pytest.raises(ClientError):
         bad.converse(modelId=MODEL, messages=USER)

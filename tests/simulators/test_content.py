@@ -15,25 +15,43 @@ def test_schema_example_covers_common_shapes():
         "type": "object",
         "$defs": {"addr": {"type": "object", "properties": {"zip": {"type": "string", "minLength": 10}}}},
         "properties": {
-            "s": {"type": "string"}, "i": {"type": "integer", "minimum": 5}, "n": {"type": "number", "maximum": 0.5},
-            "b": {"type": "boolean"}, "e": {"enum": ["x", "y"]}, "c": {"const": 7},
-            "nullable": {"type": ["string", "null"]}, "any": {"anyOf": [{"type": "null"}, {"type": "integer"}]},
-            "ref": {"$ref": "#/$defs/addr"}, "arr": {"type": "array", "items": {"type": "integer"}, "minItems": 3},
+            "s": {"type": "string"},
+            "i": {"type": "integer", "minimum": 5},
+            "n": {"type": "number", "maximum": 0.5},
+            "b": {"type": "boolean"},
+            "e": {"enum": ["x", "y"]},
+            "c": {"const": 7},
+            "nullable": {"type": ["string", "null"]},
+            "any": {"anyOf": [{"type": "null"}, {"type": "integer"}]},
+            "ref": {"$ref": "#/$defs/addr"},
+            "arr": {"type": "array", "items": {"type": "integer"}, "minItems": 3},
             "when": {"type": "string", "format": "date-time"},
             "all": {"allOf": [{"properties": {"a": {"type": "string"}}}, {"properties": {"b": {"type": "integer"}}}]},
         },
         "required": ["s", "extra"],
     }
     assert schema_example(schema) == {
-        "s": "example", "i": 5, "n": 0.5, "b": True, "e": "x", "c": 7, "nullable": "example", "any": 1,
-        "ref": {"zip": "exampleexa"}, "arr": [1, 1, 1], "when": "2024-01-01T00:00:00Z",
-        "all": {"a": "example", "b": 1}, "extra": "example",
+        "s": "example",
+        "i": 5,
+        "n": 0.5,
+        "b": True,
+        "e": "x",
+        "c": 7,
+        "nullable": "example",
+        "any": 1,
+        "ref": {"zip": "exampleexa"},
+        "arr": [1, 1, 1],
+        "when": "2024-01-01T00:00:00Z",
+        "all": {"a": "example", "b": 1},
+        "extra": "example",
     }
 
 
 def test_recursive_schema_terminates():
-    schema = {"$defs": {"node": {"type": "object", "properties": {"child": {"$ref": "#/$defs/node"}}}},
-              "$ref": "#/$defs/node"}
+    schema = {
+        "$defs": {"node": {"type": "object", "properties": {"child": {"$ref": "#/$defs/node"}}}},
+        "$ref": "#/$defs/node",
+    }
     out = schema_example(schema)
     depth = 0
     while isinstance(out, dict):
@@ -77,12 +95,19 @@ def test_fault_table_match_and_times():
 def test_schema_examples_validate_with_jsonschema():
     jsonschema = pytest.importorskip("jsonschema")
     schemas = [
-        {"type": "object", "properties": {"a": {"type": "string", "format": "email", "maxLength": 5}},
-         "required": ["a"], "additionalProperties": False},
+        {
+            "type": "object",
+            "properties": {"a": {"type": "string", "format": "email", "maxLength": 5}},
+            "required": ["a"],
+            "additionalProperties": False,
+        },
         {"type": "array", "items": {"type": "number", "exclusiveMinimum": 3, "multipleOf": 2}, "minItems": 2},
         {"oneOf": [{"type": "null"}, {"type": "object", "properties": {"k": {"enum": [3, 4]}}}]},
-        {"$defs": {"p": {"type": "object", "properties": {"x": {"type": "integer", "maximum": -5}}}},
-         "type": "object", "properties": {"p": {"$ref": "#/$defs/p"}, "q": {"type": ["null", "boolean"]}}},
+        {
+            "$defs": {"p": {"type": "object", "properties": {"x": {"type": "integer", "maximum": -5}}}},
+            "type": "object",
+            "properties": {"p": {"$ref": "#/$defs/p"}, "q": {"type": ["null", "boolean"]}},
+        },
     ]
     for schema in schemas:
         jsonschema.validate(schema_example(schema), schema)

@@ -92,14 +92,16 @@ def test_content_filter_output(oclient, aclient):
     r = oclient.chat.completions.create(model="m", messages=USER, **fault("content_filter=output"))
     assert r.choices[0].finish_reason == "content_filter"
     assert full.startswith(r.choices[0].message.content) and len(r.choices[0].message.content) < len(full)
-    raw = aclient.chat.completions.with_raw_response.create(model="gpt-4o", messages=USER,
-                                                            **fault("content_filter=output"))
+    raw = aclient.chat.completions.with_raw_response.create(
+        model="gpt-4o", messages=USER, **fault("content_filter=output")
+    )
     assert raw.http_response.status_code == 200
     choice = raw.http_response.json()["choices"][0]
     assert choice["finish_reason"] == "content_filter"
     assert choice["content_filter_results"]["violence"]["filtered"] is True
-    chunks = list(aclient.chat.completions.create(model="gpt-4o", messages=USER, stream=True,
-                                                  **fault("content_filter=output")))
+    chunks = list(
+        aclient.chat.completions.create(model="gpt-4o", messages=USER, stream=True, **fault("content_filter=output"))
+    )
     assert chunks[-1].choices[0].finish_reason == "content_filter"
     assert chunks[-1].choices[0].content_filter_results["violence"]["filtered"] is True  # type: ignore[attr-defined]
 
@@ -108,8 +110,12 @@ def test_content_filter_output(oclient, aclient):
 
 
 def test_cut_after_stream(osim, oclient, wait):
-    with httpx.stream("POST", osim.url + "/v1/chat/completions", json={"model": "m", "messages": USER, "stream": True},
-                      headers={**AUTH, "x-sim-fault": "cut_after=2"}) as r:
+    with httpx.stream(
+        "POST",
+        osim.url + "/v1/chat/completions",
+        json={"model": "m", "messages": USER, "stream": True},
+        headers={**AUTH, "x-sim-fault": "cut_after=2"},
+    ) as r:
         assert r.status_code == 200
         got = b""
         with pytest.raises(httpx.RemoteProtocolError):  # no terminating zero-length chunk
@@ -170,8 +176,12 @@ def test_hang_then_client_timeout_counts_cancelled(osim, wait):
 
 
 def test_slow_long_stream_disconnect_cancels(osim, wait):
-    with httpx.stream("POST", osim.url + "/v1/chat/completions", json={"model": "m", "messages": USER, "stream": True},
-                      headers={**AUTH, "x-sim-fault": "chunks=1000;chunk_delay_ms=20"}) as r:
+    with httpx.stream(
+        "POST",
+        osim.url + "/v1/chat/completions",
+        json={"model": "m", "messages": USER, "stream": True},
+        headers={**AUTH, "x-sim-fault": "chunks=1000;chunk_delay_ms=20"},
+    ) as r:
         lines = r.iter_lines()
         got = [next(lines) for _ in range(6)]
         assert got[0].startswith("data: ")
@@ -235,8 +245,11 @@ def test_match_only_hits_that_deployment(asim, aclient):
 
 
 def test_bad_fault_specs(osim):
-    r = httpx.post(osim.url + "/v1/chat/completions", json={"model": "m", "messages": USER},
-                   headers={**AUTH, "x-sim-fault": "explode=1"})
+    r = httpx.post(
+        osim.url + "/v1/chat/completions",
+        json={"model": "m", "messages": USER},
+        headers={**AUTH, "x-sim-fault": "explode=1"},
+    )
     assert r.status_code == 400 and r.json()["error"]["code"] == "invalid_sim_fault"
     assert httpx.post(osim.url + "/_sim/faults", json={"status": "abc"}).status_code == 400
     assert httpx.post(osim.url + "/_sim/faults", json={"content_filter": "both"}).status_code == 400

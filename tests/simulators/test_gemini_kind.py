@@ -12,9 +12,17 @@ from multihome.simulators import SimulatorConfig, start_simulator_in_thread
 KEY = "gemini-test-key"
 TOKEN = "ya29.vertex-test-token"
 USER = {"contents": [{"role": "user", "parts": [{"text": "Hello there"}]}]}
-TOOLS = [{"functionDeclarations": [
-    {"name": "get_weather", "parametersJsonSchema": {"type": "object", "properties": {"city": {"type": "string"}}}},
-    {"name": "get_time", "parameters": {"type": "OBJECT", "properties": {"tz": {"type": "STRING"}}}}]}]
+TOOLS = [
+    {
+        "functionDeclarations": [
+            {
+                "name": "get_weather",
+                "parametersJsonSchema": {"type": "object", "properties": {"city": {"type": "string"}}},
+            },
+            {"name": "get_time", "parameters": {"type": "OBJECT", "properties": {"tz": {"type": "STRING"}}}},
+        ]
+    }
+]
 
 
 @pytest.fixture(scope="module")
@@ -43,8 +51,15 @@ def vsim(vertex_sim):
     return vertex_sim
 
 
-def gpost(sim, method: str, body: dict, model: str = "gemini-2.5-flash", fault: str | None = None, key: str | None = KEY,
-          query: str = "") -> httpx.Response:
+def gpost(
+    sim,
+    method: str,
+    body: dict,
+    model: str = "gemini-2.5-flash",
+    fault: str | None = None,
+    key: str | None = KEY,
+    query: str = "",
+) -> httpx.Response:
     headers = {"x-goog-api-key": key} if key else {}
     if fault:
         headers["x-sim-fault"] = fault
@@ -55,7 +70,7 @@ def events(resp: httpx.Response) -> list[dict]:
     assert resp.headers["content-type"].startswith("text/event-stream")
     raw = resp.content
     assert raw.endswith(b"\r\n\r\n") and b"[DONE]" not in raw
-    return [json.loads(e[len(b"data: "):]) for e in raw.split(b"\r\n\r\n") if e]
+    return [json.loads(e[len(b"data: ") :]) for e in raw.split(b"\r\n\r\n") if e]
 
 
 def test_generate_content_text_reply_and_usage(gsim):
@@ -69,7 +84,9 @@ def test_generate_content_text_reply_and_usage(gsim):
     assert usage["totalTokenCount"] == usage["promptTokenCount"] + usage["candidatesTokenCount"]
 
 
-@pytest.mark.parametrize("key,status,google_status", [(None, 403, "PERMISSION_DENIED"), ("wrong", 400, "INVALID_ARGUMENT")])
+@pytest.mark.parametrize(
+    "key,status,google_status", [(None, 403, "PERMISSION_DENIED"), ("wrong", 400, "INVALID_ARGUMENT")]
+)
 def test_gemini_api_key_is_checked(gsim, key, status, google_status):
     r = gpost(gsim, "generateContent", USER, key=key)
     assert r.status_code == status
@@ -80,8 +97,10 @@ def test_stream_is_sse_with_crlf_framing_and_no_sentinel(gsim):
     r = gpost(gsim, "streamGenerateContent", USER, query="?alt=sse")
     chunks = events(r)
     assert len(chunks) > 2
-    assert "".join(p.get("text", "") for c in chunks for p in c["candidates"][0].get("content", {}).get("parts", [])) == \
-        "Hello from gem. You said: Hello there"
+    assert (
+        "".join(p.get("text", "") for c in chunks for p in c["candidates"][0].get("content", {}).get("parts", []))
+        == "Hello from gem. You said: Hello there"
+    )
     assert [c["candidates"][0].get("finishReason") for c in chunks][-1] == "STOP"
     assert "candidatesTokenCount" in chunks[-1]["usageMetadata"]
 
@@ -92,38 +111,87 @@ def test_stream_without_alt_sse_is_one_json_array(gsim):
 
 
 def test_parallel_function_calls_and_tool_config(gsim):
-    r = gpost(gsim, "generateContent", {"contents": [{"role": "user", "parts": [{"text": "do it in parallel"}]}], "tools": TOOLS})
+    r = gpost(
+        gsim,
+        "generateContent",
+        {"contents": [{"role": "user", "parts": [{"text": "do it in parallel"}]}], "tools": TOOLS},
+    )
     parts = r.json()["candidates"][0]["content"]["parts"]
     assert [p["functionCall"]["name"] for p in parts] == ["get_weather", "get_time"]
     assert parts[1]["functionCall"]["args"] == {"tz": "example"}  # OpenAPI-typed parameters understood
-    named = gpost(gsim, "generateContent", {**USER, "tools": TOOLS, "toolConfig": {
-        "functionCallingConfig": {"mode": "ANY", "allowedFunctionNames": ["get_time"]}}})
+    named = gpost(
+        gsim,
+        "generateContent",
+        {
+            **USER,
+            "tools": TOOLS,
+            "toolConfig": {"functionCallingConfig": {"mode": "ANY", "allowedFunctionNames": ["get_time"]}},
+        },
+    )
     assert [p["functionCall"]["name"] for p in named.json()["candidates"][0]["content"]["parts"]] == ["get_time"]
-    none = gpost(gsim, "generateContent", {**USER, "tools": TOOLS, "toolConfig": {"functionCallingConfig": {"mode": "NONE"}}})
+    none = gpost(
+        gsim, "generateContent", {**USER, "tools": TOOLS, "toolConfig": {"functionCallingConfig": {"mode": "NONE"}}}
+    )
     assert "text" in none.json()["candidates"][0]["content"]["parts"][0]
 
 
 def test_function_response_turn_is_validated_like_google(gsim):
     call = {"role": "model", "parts": [{"functionCall": {"name": "get_weather", "args": {"city": "Oslo"}}}]}
-    ok = gpost(gsim, "generateContent", {"contents": [USER["contents"][0], call, {"role": "user", "parts": [
-        {"functionResponse": {"name": "get_weather", "response": {"temp": 3}}}]}], "tools": TOOLS})
+    ok = gpost(
+        gsim,
+        "generateContent",
+        {
+            "contents": [
+                USER["contents"][0],
+                call,
+                {"role": "user", "parts": [{"functionResponse": {"name": "get_weather", "response": {"temp": 3}}}]},
+            ],
+            "tools": TOOLS,
+        },
+    )
     assert ok.json()["candidates"][0]["content"]["parts"][0]["text"] == 'Tool get_weather returned: {"temp":3}'
-    wrong_count = gpost(gsim, "generateContent", {"contents": [USER["contents"][0], call, {"role": "user", "parts": [
-        {"functionResponse": {"name": "get_weather", "response": {}}}, {"functionResponse": {"name": "get_weather", "response": {}}}]}]})
-    assert wrong_count.status_code == 400 and "number of function response parts" in wrong_count.json()["error"]["message"]
-    orphan = gpost(gsim, "generateContent", {"contents": [{"role": "user", "parts": [
-        {"functionResponse": {"name": "get_weather", "response": {}}}]}]})
+    wrong_count = gpost(
+        gsim,
+        "generateContent",
+        {
+            "contents": [
+                USER["contents"][0],
+                call,
+                {
+                    "role": "user",
+                    "parts": [
+                        {"functionResponse": {"name": "get_weather", "response": {}}},
+                        {"functionResponse": {"name": "get_weather", "response": {}}},
+                    ],
+                },
+            ]
+        },
+    )
+    assert (
+        wrong_count.status_code == 400 and "number of function response parts" in wrong_count.json()["error"]["message"]
+    )
+    orphan = gpost(
+        gsim,
+        "generateContent",
+        {"contents": [{"role": "user", "parts": [{"functionResponse": {"name": "get_weather", "response": {}}}]}]},
+    )
     assert orphan.status_code == 400
 
 
-@pytest.mark.parametrize("body,fragment", [
-    ({**USER, "generation_config": {}}, 'Unknown name "generation_config"'),
-    ({**USER, "generationConfig": {"max_tokens": 3}}, 'Unknown name "max_tokens"'),
-    ({"contents": []}, "contents is not specified"),
-    ({"contents": [{"role": "assistant", "parts": [{"text": "x"}]}]}, "valid role"),
-    ({**USER, "generationConfig": {"responseJsonSchema": {"type": "object"}}}, "response_mime_type"),
-    ({"contents": [{"role": "user", "parts": [{"inlineData": {"mimeType": "image/png", "data": "@@@"}}]}]}, "Base64 decoding failed"),
-])
+@pytest.mark.parametrize(
+    "body,fragment",
+    [
+        ({**USER, "generation_config": {}}, 'Unknown name "generation_config"'),
+        ({**USER, "generationConfig": {"max_tokens": 3}}, 'Unknown name "max_tokens"'),
+        ({"contents": []}, "contents is not specified"),
+        ({"contents": [{"role": "assistant", "parts": [{"text": "x"}]}]}, "valid role"),
+        ({**USER, "generationConfig": {"responseJsonSchema": {"type": "object"}}}, "response_mime_type"),
+        (
+            {"contents": [{"role": "user", "parts": [{"inlineData": {"mimeType": "image/png", "data": "@@@"}}]}]},
+            "Base64 decoding failed",
+        ),
+    ],
+)
 def test_bad_requests_get_google_400s(gsim, body, fragment):
     r = gpost(gsim, "generateContent", body)
     assert r.status_code == 400 and r.json()["error"]["status"] == "INVALID_ARGUMENT"
@@ -132,7 +200,11 @@ def test_bad_requests_get_google_400s(gsim, body, fragment):
 
 def test_generation_config_shapes_the_reply(gsim):
     schema = {"type": "object", "properties": {"n": {"type": "integer"}}, "required": ["n"]}
-    js = gpost(gsim, "generateContent", {**USER, "generationConfig": {"responseMimeType": "application/json", "responseJsonSchema": schema}})
+    js = gpost(
+        gsim,
+        "generateContent",
+        {**USER, "generationConfig": {"responseMimeType": "application/json", "responseJsonSchema": schema}},
+    )
     assert json.loads(js.json()["candidates"][0]["content"]["parts"][0]["text"]) == {"n": 1}
     short = gpost(gsim, "generateContent", {**USER, "generationConfig": {"maxOutputTokens": 2}})
     assert short.json()["candidates"][0]["finishReason"] == "MAX_TOKENS"
@@ -183,12 +255,21 @@ def test_paced_stream_counts_and_runtime_fault_table(gsim):
 
 
 def test_batch_embed_contents(gsim):
-    body = {"requests": [{"model": "models/text-embedding-004", "content": {"parts": [{"text": t}]}, "outputDimensionality": 4}
-                         for t in ("a", "b")]}
+    body = {
+        "requests": [
+            {"model": "models/text-embedding-004", "content": {"parts": [{"text": t}]}, "outputDimensionality": 4}
+            for t in ("a", "b")
+        ]
+    }
     r = gpost(gsim, "batchEmbedContents", body, model="text-embedding-004")
     vecs = [e["values"] for e in r.json()["embeddings"]]
     assert len(vecs) == 2 and all(len(v) == 4 for v in vecs) and vecs[0] != vecs[1]
-    mismatch = gpost(gsim, "batchEmbedContents", {"requests": [{**body["requests"][0], "model": "models/other"}]}, model="text-embedding-004")
+    mismatch = gpost(
+        gsim,
+        "batchEmbedContents",
+        {"requests": [{**body["requests"][0], "model": "models/other"}]},
+        model="text-embedding-004",
+    )
     assert mismatch.status_code == 400
 
 
@@ -208,8 +289,11 @@ def test_vertex_routes_stream_and_predict(vsim):
     headers = {"authorization": f"Bearer {TOKEN}"}
     r = httpx.post(f"{vsim.url}{VERTEX_PATH}/gemini-2.5-pro:streamGenerateContent?alt=sse", json=USER, headers=headers)
     assert events(r)[-1]["candidates"][0]["finishReason"] == "STOP"
-    p = httpx.post(f"{vsim.url}{VERTEX_PATH}/text-embedding-005:predict",
-                   json={"instances": [{"content": "hi"}], "parameters": {"outputDimensionality": 3}}, headers=headers)
+    p = httpx.post(
+        f"{vsim.url}{VERTEX_PATH}/text-embedding-005:predict",
+        json={"instances": [{"content": "hi"}], "parameters": {"outputDimensionality": 3}},
+        headers=headers,
+    )
     pred = p.json()["predictions"][0]["embeddings"]
     assert len(pred["values"]) == 3 and pred["statistics"]["token_count"] == 1
     wrong = httpx.post(f"{vsim.url}/v1beta/models/gemini-2.5-pro:generateContent", json=USER, headers=headers)
@@ -220,11 +304,17 @@ def test_vertex_routes_stream_and_predict(vsim):
 def test_an_embedding_size_google_would_refuse_is_a_400_not_a_stuck_simulator(gsim, vsim, dims):
     """A huge outputDimensionality used to be computed (for 10**21, forever: the simulator stopped
     answering everything); Google refuses sizes beyond the model's with INVALID_ARGUMENT."""
-    body = {"requests": [{"model": "models/text-embedding-004", "content": {"parts": [{"text": "a"}]},
-                          "outputDimensionality": dims}]}
+    body = {
+        "requests": [
+            {"model": "models/text-embedding-004", "content": {"parts": [{"text": "a"}]}, "outputDimensionality": dims}
+        ]
+    }
     r = gpost(gsim, "batchEmbedContents", body, model="text-embedding-004")
     assert r.status_code == 400 and r.json()["error"]["status"] == "INVALID_ARGUMENT"
-    p = httpx.post(f"{vsim.url}{VERTEX_PATH}/text-embedding-005:predict", timeout=5,
-                   json={"instances": [{"content": "hi"}], "parameters": {"outputDimensionality": dims}},
-                   headers={"authorization": f"Bearer {TOKEN}"})
+    p = httpx.post(
+        f"{vsim.url}{VERTEX_PATH}/text-embedding-005:predict",
+        timeout=5,
+        json={"instances": [{"content": "hi"}], "parameters": {"outputDimensionality": dims}},
+        headers={"authorization": f"Bearer {TOKEN}"},
+    )
     assert p.status_code == 400 and p.json()["error"]["status"] == "INVALID_ARGUMENT"

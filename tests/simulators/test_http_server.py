@@ -13,8 +13,11 @@ CHAT = b'{"model":"m","messages":[{"role":"user","content":"hi"}]}'
 
 
 def request(body: bytes = CHAT, extra: bytes = b"") -> bytes:
-    return (b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " + OPENAI_KEY.encode()
-            + b"\r\nContent-Type: application/json\r\nContent-Length: %d\r\n%s\r\n%s" % (len(body), extra, body))
+    return (
+        b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer "
+        + OPENAI_KEY.encode()
+        + b"\r\nContent-Type: application/json\r\nContent-Length: %d\r\n%s\r\n%s" % (len(body), extra, body)
+    )
 
 
 def read_until_closed(sock: socket.socket, timeout: float = 3.0) -> bytes:
@@ -60,8 +63,12 @@ def test_connection_close_is_honoured(conn):
 
 def test_chunked_request_body_is_accepted(conn):
     body = b"%x\r\n%s\r\n0\r\n\r\n" % (len(CHAT), CHAT)
-    conn.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " + OPENAI_KEY.encode()
-                 + b"\r\nTransfer-Encoding: chunked\r\n\r\n" + body)
+    conn.sendall(
+        b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer "
+        + OPENAI_KEY.encode()
+        + b"\r\nTransfer-Encoding: chunked\r\n\r\n"
+        + body
+    )
     assert read_responses(conn, 1).startswith(b"HTTP/1.1 200 OK")
 
 

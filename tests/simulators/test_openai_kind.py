@@ -25,15 +25,21 @@ WEATHER = {
                 "unit": {"type": "string", "enum": ["celsius", "fahrenheit"]},
                 "days": {"type": "integer"},
                 "detailed": {"type": "boolean"},
-                "where": {"type": "object", "properties": {"lat": {"type": "number"}, "lon": {"type": "number"}},
-                          "required": ["lat", "lon"]},
+                "where": {
+                    "type": "object",
+                    "properties": {"lat": {"type": "number"}, "lon": {"type": "number"}},
+                    "required": ["lat", "lon"],
+                },
                 "tags": {"type": "array", "items": {"type": "string"}},
             },
             "required": ["city", "unit"],
         },
     },
 }
-TIME = {"type": "function", "function": {"name": "get_time", "parameters": {"type": "object", "properties": {"tz": {"type": "string"}}}}}
+TIME = {
+    "type": "function",
+    "function": {"name": "get_time", "parameters": {"type": "object", "properties": {"tz": {"type": "string"}}}},
+}
 
 
 def test_plain_chat(oclient):
@@ -62,27 +68,39 @@ def test_same_request_same_reply_and_headers(oclient):
 
 
 def test_system_and_part_list_user_text(oclient):
-    r = oclient.chat.completions.create(model="m", messages=[
-        {"role": "system", "content": "be nice"},
-        {"role": "user", "content": [{"type": "text", "text": "part one"}, {"type": "text", "text": "part two"}]},
-    ])
+    r = oclient.chat.completions.create(
+        model="m",
+        messages=[
+            {"role": "system", "content": "be nice"},
+            {"role": "user", "content": [{"type": "text", "text": "part one"}, {"type": "text", "text": "part two"}]},
+        ],
+    )
     assert r.choices[0].message.content.endswith("You said: part one part two")
 
 
 def test_images_are_counted(oclient):
-    r = oclient.chat.completions.create(model="m", messages=[{"role": "user", "content": [
-        {"type": "text", "text": "describe"},
-        {"type": "image_url", "image_url": {"url": "https://example.com/cat.png"}},
-        {"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBORw0KGgo="}},
-    ]}])
+    r = oclient.chat.completions.create(
+        model="m",
+        messages=[
+            {
+                "role": "user",
+                "content": [
+                    {"type": "text", "text": "describe"},
+                    {"type": "image_url", "image_url": {"url": "https://example.com/cat.png"}},
+                    {"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBORw0KGgo="}},
+                ],
+            }
+        ],
+    )
     assert "I see 2 image(s)." in r.choices[0].message.content
     text_only = oclient.chat.completions.create(model="m", messages=[{"role": "user", "content": "describe"}])
     assert r.usage.prompt_tokens > text_only.usage.prompt_tokens
 
 
 def test_stream_with_include_usage(oclient):
-    stream = oclient.chat.completions.create(model="gpt-4o-mini", messages=USER, stream=True,
-                                             stream_options={"include_usage": True})
+    stream = oclient.chat.completions.create(
+        model="gpt-4o-mini", messages=USER, stream=True, stream_options={"include_usage": True}
+    )
     chunks = list(stream)
     assert chunks[0].choices[0].delta.role == "assistant"
     assert chunks[0].choices[0].delta.content == ""
@@ -99,14 +117,15 @@ def test_stream_with_include_usage(oclient):
 
 def test_stream_raw_framing(osim):
     body = {"model": "m", "messages": USER, "stream": True}
-    with httpx.stream("POST", osim.url + "/v1/chat/completions", json=body,
-                      headers={"Authorization": f"Bearer {OPENAI_KEY}"}) as r:
+    with httpx.stream(
+        "POST", osim.url + "/v1/chat/completions", json=body, headers={"Authorization": f"Bearer {OPENAI_KEY}"}
+    ) as r:
         assert r.headers["content-type"].startswith("text/event-stream")
         assert r.headers["transfer-encoding"] == "chunked"
         raw = r.read().decode()
     events = raw.split("\n\n")
     assert events[-2] == "data: [DONE]" and events[-1] == ""
-    payloads = [json.loads(e[len("data: "):]) for e in events[:-2]]
+    payloads = [json.loads(e[len("data: ") :]) for e in events[:-2]]
     assert all(e.startswith("data: ") for e in events[:-1])
     assert payloads[-1]["choices"][0]["delta"] == {}
     assert "usage" not in payloads[0]  # only with include_usage
@@ -123,25 +142,41 @@ def test_tool_call_and_round_trip(oclient):
     assert call.id.startswith("call_") and call.type == "function"
     assert call.function.name == "get_weather"
     args = json.loads(call.function.arguments)
-    assert args == {"city": "example", "unit": "celsius", "days": 1, "detailed": True,
-                    "where": {"lat": 1, "lon": 1}, "tags": ["example"]}
-    follow = oclient.chat.completions.create(model="m", tools=tools, messages=USER + [
-        {"role": "assistant", "content": None, "tool_calls": [call.model_dump()]},
-        {"role": "tool", "tool_call_id": call.id, "content": '{"temp": 21}'},
-    ])
+    assert args == {
+        "city": "example",
+        "unit": "celsius",
+        "days": 1,
+        "detailed": True,
+        "where": {"lat": 1, "lon": 1},
+        "tags": ["example"],
+    }
+    follow = oclient.chat.completions.create(
+        model="m",
+        tools=tools,
+        messages=USER
+        + [
+            {"role": "assistant", "content": None, "tool_calls": [call.model_dump()]},
+            {"role": "tool", "tool_call_id": call.id, "content": '{"temp": 21}'},
+        ],
+    )
     assert follow.choices[0].finish_reason == "stop"
     assert follow.choices[0].message.content == f'Tool {call.id} returned: {{"temp": 21}}'
 
 
 def test_named_tool_choice_and_none(oclient):
-    r = oclient.chat.completions.create(model="m", messages=USER, tools=[WEATHER, TIME],
-                                        tool_choice={"type": "function", "function": {"name": "get_time"}})
+    r = oclient.chat.completions.create(
+        model="m",
+        messages=USER,
+        tools=[WEATHER, TIME],
+        tool_choice={"type": "function", "function": {"name": "get_time"}},
+    )
     assert [t.function.name for t in r.choices[0].message.tool_calls] == ["get_time"]
     r = oclient.chat.completions.create(model="m", messages=USER, tools=[WEATHER], tool_choice="none")
     assert r.choices[0].message.tool_calls is None and r.choices[0].finish_reason == "stop"
     with pytest.raises(openai.BadRequestError):
-        oclient.chat.completions.create(model="m", messages=USER, tools=[WEATHER],
-                                        tool_choice={"type": "function", "function": {"name": "nope"}})
+        oclient.chat.completions.create(
+            model="m", messages=USER, tools=[WEATHER], tool_choice={"type": "function", "function": {"name": "nope"}}
+        )
 
 
 def test_parallel_tool_calls(oclient):
@@ -200,15 +235,25 @@ def test_json_schema_output_validates(oclient):
             "name": {"type": "string"},
             "age": {"type": "integer", "minimum": 18},
             "kind": {"type": "string", "enum": ["cat", "dog"]},
-            "friends": {"type": "array", "items": {"type": "object", "properties": {"n": {"type": "string"}},
-                                                     "required": ["n"], "additionalProperties": False},
-                        "minItems": 2},
+            "friends": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "properties": {"n": {"type": "string"}},
+                    "required": ["n"],
+                    "additionalProperties": False,
+                },
+                "minItems": 2,
+            },
         },
         "required": ["name", "age", "kind", "friends"],
         "additionalProperties": False,
     }
-    r = oclient.chat.completions.create(model="m", messages=USER, response_format={
-        "type": "json_schema", "json_schema": {"name": "person", "schema": schema, "strict": True}})
+    r = oclient.chat.completions.create(
+        model="m",
+        messages=USER,
+        response_format={"type": "json_schema", "json_schema": {"name": "person", "schema": schema, "strict": True}},
+    )
     data = json.loads(r.choices[0].message.content)
     assert _valid(data, schema)
     try:
@@ -256,8 +301,9 @@ def test_embeddings_float_and_base64(oclient):
     assert len(v0) == 8 and v0 != v1
     assert abs(sum(x * x for x in v0) - 1.0) < 1e-5
     assert r.usage.prompt_tokens == 3 and r.usage.total_tokens == 3  # ceil(5/4) + ceil(4/4)
-    raw = oclient.embeddings.with_raw_response.create(model="e", input="alpha", encoding_format="base64",
-                                                      dimensions=16).http_response.json()
+    raw = oclient.embeddings.with_raw_response.create(
+        model="e", input="alpha", encoding_format="base64", dimensions=16
+    ).http_response.json()
     b = base64.b64decode(raw["data"][0]["embedding"])
     assert len(b) == 64
     again = oclient.embeddings.create(model="e", input="alpha", dimensions=16, encoding_format="float")
@@ -298,18 +344,24 @@ def test_auth_failures(osim):
     assert "sk-wrong" not in json.dumps(log)
 
 
-@pytest.mark.parametrize("body, param", [
-    (b"{not json", None),
-    (b'{"model":"m"}', "messages"),
-    (b'{"model":"m","messages":[]}', "messages"),
-    (b'{"messages":[{"role":"user","content":"x"}]}', "model"),
-    (b'{"model":"m","messages":[{"role":"wizard","content":"x"}]}', "messages[0].role"),
-    (b'[1,2]', None),
-    (b'{"model":"m","messages":[{"role":"user","content":"x"}],"n":0}', "n"),
-])
+@pytest.mark.parametrize(
+    "body, param",
+    [
+        (b"{not json", None),
+        (b'{"model":"m"}', "messages"),
+        (b'{"model":"m","messages":[]}', "messages"),
+        (b'{"messages":[{"role":"user","content":"x"}]}', "model"),
+        (b'{"model":"m","messages":[{"role":"wizard","content":"x"}]}', "messages[0].role"),
+        (b"[1,2]", None),
+        (b'{"model":"m","messages":[{"role":"user","content":"x"}],"n":0}', "n"),
+    ],
+)
 def test_bad_input_is_400(osim, body, param):
-    r = httpx.post(osim.url + "/v1/chat/completions", content=body,
-                   headers={"Authorization": f"Bearer {OPENAI_KEY}", "content-type": "application/json"})
+    r = httpx.post(
+        osim.url + "/v1/chat/completions",
+        content=body,
+        headers={"Authorization": f"Bearer {OPENAI_KEY}", "content-type": "application/json"},
+    )
     assert r.status_code == 400
     err = r.json()["error"]
     assert err["type"] == "invalid_request_error" and err["param"] == param

@@ -13,13 +13,25 @@ BASE = {
     "model": "m",
     "messages": [
         {"role": "system", "content": "s"},
-        {"role": "user", "content": [{"type": "text", "text": "parallel"}, {"type": "image_url", "image_url": {"url": "x"}}]},
-        {"role": "assistant", "content": None, "tool_calls": [{"id": "c", "type": "function", "function": {"name": "f", "arguments": "{}"}}]},
+        {
+            "role": "user",
+            "content": [{"type": "text", "text": "parallel"}, {"type": "image_url", "image_url": {"url": "x"}}],
+        },
+        {
+            "role": "assistant",
+            "content": None,
+            "tool_calls": [{"id": "c", "type": "function", "function": {"name": "f", "arguments": "{}"}}],
+        },
         {"role": "tool", "tool_call_id": "c", "content": "r"},
         {"role": "user", "content": "again"},
     ],
-    "tools": [{"type": "function", "function": {"name": "f", "parameters": {"type": "object", "properties": {"a": {"type": "string"}}}}},
-              {"type": "function", "function": {"name": "g"}}],
+    "tools": [
+        {
+            "type": "function",
+            "function": {"name": "f", "parameters": {"type": "object", "properties": {"a": {"type": "string"}}}},
+        },
+        {"type": "function", "function": {"name": "g"}},
+    ],
     "tool_choice": {"type": "function", "function": {"name": "f"}},
     "response_format": {"type": "json_schema", "json_schema": {"name": "x", "schema": {"type": "object"}}},
     "stop": ["x"],
@@ -54,8 +66,14 @@ def mutate(path, value):
 @pytest.mark.parametrize("kind", ["openai", "azure"])
 def test_wrong_types_never_500(osim, asim, kind):
     sim, url, headers = (
-        (osim, osim.url + "/v1/chat/completions", {"Authorization": f"Bearer {OPENAI_KEY}"}) if kind == "openai" else
-        (asim, asim.url + "/openai/deployments/gpt-4o/chat/completions?api-version=2024-10-21", {"api-key": AZURE_KEY}))
+        (osim, osim.url + "/v1/chat/completions", {"Authorization": f"Bearer {OPENAI_KEY}"})
+        if kind == "openai"
+        else (
+            asim,
+            asim.url + "/openai/deployments/gpt-4o/chat/completions?api-version=2024-10-21",
+            {"api-key": AZURE_KEY},
+        )
+    )
     statuses = set()
     with httpx.Client(headers=headers, timeout=5) as c:
         for path in paths(BASE):

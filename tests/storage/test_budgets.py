@@ -23,10 +23,12 @@ async def test_budget_crud_bumps_the_version_once_per_change_and_is_recorded(sto
     assert await store.version() == v + 1
     assert bt.id.startswith("bud_") and bt.scope_id == t.id and bt.amount == "500"
     assert (bt.currency, bt.period, bt.mode) == ("USD", "month", "hard")
-    bteam = await store.create_budget(t.id, scope="team", scope_id=team.id, amount=25, period="day", mode="soft",
-                                      actor="lead")
-    bkey = await store.create_budget(t.id, scope="key", scope_id=key.id, amount=0.1, currency="eur", period="total",
-                                     actor="lead")
+    bteam = await store.create_budget(
+        t.id, scope="team", scope_id=team.id, amount=25, period="day", mode="soft", actor="lead"
+    )
+    bkey = await store.create_budget(
+        t.id, scope="key", scope_id=key.id, amount=0.1, currency="eur", period="total", actor="lead"
+    )
     assert (bkey.amount, bkey.currency) == ("0.1", "EUR")  # a float's shortest text, the code upper-cased
     assert await store.version() == v + 3
     assert await store.list_budgets(t.id) == [bt, bteam, bkey]
@@ -48,9 +50,14 @@ async def test_budget_crud_bumps_the_version_once_per_change_and_is_recorded(sto
     with pytest.raises(NotFound):
         await store.get_budget(t.id, bt.id)
     events = [(e.action, e.actor, e.object_id) for e in (await store.admin_events(t.id))[-6:]]
-    assert events == [("budget.create", "lead", bt.id), ("budget.create", "lead", bteam.id),
-                      ("budget.create", "lead", bkey.id), ("budget.update", "boss", bkey.id),
-                      ("budget.update", "boss", bteam.id), ("budget.delete", "boss", bt.id)]
+    assert events == [
+        ("budget.create", "lead", bt.id),
+        ("budget.create", "lead", bteam.id),
+        ("budget.create", "lead", bkey.id),
+        ("budget.update", "boss", bkey.id),
+        ("budget.update", "boss", bteam.id),
+        ("budget.delete", "boss", bt.id),
+    ]
     update = (await store.admin_events(t.id))[-3]
     assert update.detail == {"before": {"amount": "0.1"}, "after": {"amount": "2.000000001"}, "role": "org-admin"}
 
@@ -69,13 +76,25 @@ async def test_one_budget_per_counter(store):
     assert len(await store.list_budgets(t.id)) == 3
 
 
-@pytest.mark.parametrize("field,value,message", [
-    ("amount", 0, "greater than 0"), ("amount", "-1", "greater than 0"), ("amount", "abc", "decimal number"),
-    ("amount", "NaN", "greater than 0"), ("amount", "Infinity", "greater than 0"), ("amount", True, "a number"),
-    ("amount", "0.0000000001", "9 decimal places"), ("amount", "2e9", "at most"), ("amount", None, "a number"),
-    ("currency", "US", "ISO 4217"), ("currency", "US$", "ISO 4217"), ("period", "week", "period must be"),
-    ("mode", "strict", "mode must be"), ("scope", "org", "scope must be"),
-])
+@pytest.mark.parametrize(
+    "field,value,message",
+    [
+        ("amount", 0, "greater than 0"),
+        ("amount", "-1", "greater than 0"),
+        ("amount", "abc", "decimal number"),
+        ("amount", "NaN", "greater than 0"),
+        ("amount", "Infinity", "greater than 0"),
+        ("amount", True, "a number"),
+        ("amount", "0.0000000001", "9 decimal places"),
+        ("amount", "2e9", "at most"),
+        ("amount", None, "a number"),
+        ("currency", "US", "ISO 4217"),
+        ("currency", "US$", "ISO 4217"),
+        ("period", "week", "period must be"),
+        ("mode", "strict", "mode must be"),
+        ("scope", "org", "scope must be"),
+    ],
+)
 async def test_bad_values_are_refused_and_leave_nothing_behind(store, field, value, message):
     t = await store.create_tenant("t", actor="admin")
     v = await store.version()

@@ -21,22 +21,26 @@ async def test_exclusive_grant_refuses_overlap_with_other_tenants(store):
     a, b = await _tenants(store, 2)
     shared = await store.grant_entitlement(b.id, model_group="gpt-4o", starts_on=JAN1, ends_on=JUN30, actor="admin")
     with pytest.raises(Conflict) as exc:
-        await store.grant_entitlement(a.id, model_group="gpt-4o", starts_on=JUN30, ends_on=DEC31, exclusive=True,
-                                      actor="admin")
+        await store.grant_entitlement(
+            a.id, model_group="gpt-4o", starts_on=JUN30, ends_on=DEC31, exclusive=True, actor="admin"
+        )
     assert exc.value.conflicting == shared.id and shared.id in str(exc.value) and b.id in str(exc.value)
     # Adjacent (no shared day), other model group, or the same tenant: all fine.
-    excl = await store.grant_entitlement(a.id, model_group="gpt-4o", starts_on=JUL1, ends_on=DEC31, exclusive=True,
-                                         actor="admin")
+    excl = await store.grant_entitlement(
+        a.id, model_group="gpt-4o", starts_on=JUL1, ends_on=DEC31, exclusive=True, actor="admin"
+    )
     assert excl.id.startswith("ent_") and excl.exclusive
-    await store.grant_entitlement(a.id, model_group="claude", starts_on=JAN1, ends_on=DEC31, exclusive=True,
-                                  actor="admin")
+    await store.grant_entitlement(
+        a.id, model_group="claude", starts_on=JAN1, ends_on=DEC31, exclusive=True, actor="admin"
+    )
     await store.grant_entitlement(a.id, model_group="gpt-4o", starts_on=JUL1, ends_on=JUL1, actor="admin")
 
 
 async def test_any_grant_refuses_overlap_with_another_tenants_exclusive_grant(store):
     a, b, c = await _tenants(store, 3)
-    excl = await store.grant_entitlement(a.id, model_group="m", starts_on=JAN1, ends_on=JUN30, exclusive=True,
-                                         actor="admin")
+    excl = await store.grant_entitlement(
+        a.id, model_group="m", starts_on=JAN1, ends_on=JUN30, exclusive=True, actor="admin"
+    )
     for start, end in [(JAN1, JAN1), (JUN30, DEC31), (date(2024, 1, 1), date(2026, 1, 1))]:
         with pytest.raises(Conflict) as exc:
             await store.grant_entitlement(b.id, model_group="m", starts_on=start, ends_on=end, actor="admin")
@@ -72,8 +76,9 @@ async def test_twenty_concurrent_exclusive_grants_from_two_replicas_exactly_one_
 
     async def grant(i, t):
         replica = store if i % 2 else store2
-        return await replica.grant_entitlement(t.id, model_group="gpt-4o", starts_on=JAN1, ends_on=DEC31,
-                                               exclusive=True, actor=f"admin{i}")
+        return await replica.grant_entitlement(
+            t.id, model_group="gpt-4o", starts_on=JAN1, ends_on=DEC31, exclusive=True, actor=f"admin{i}"
+        )
 
     results = await asyncio.gather(*(grant(i, t) for i, t in enumerate(tenants)), return_exceptions=True)
     winners = [r for r in results if not isinstance(r, BaseException)]
@@ -92,7 +97,8 @@ async def test_concurrent_mixed_grants_never_break_exclusivity(store, store2):
     async def grant(i, t):
         start, end = windows[i % 3]
         return await (store, store2)[i % 2].grant_entitlement(
-            t.id, model_group="m", starts_on=start, ends_on=end, exclusive=i % 4 < 2, actor="admin")
+            t.id, model_group="m", starts_on=start, ends_on=end, exclusive=i % 4 < 2, actor="admin"
+        )
 
     results = await asyncio.gather(*(grant(i, t) for i, t in enumerate(tenants)), return_exceptions=True)
     assert all(not isinstance(r, BaseException) or isinstance(r, Conflict) for r in results), results
@@ -109,9 +115,12 @@ async def test_exclusive_grants_race_across_separate_engines(migrated_url, store
     replicas = [await open_store(migrated_url) for _ in range(5)]
     try:
         results = await asyncio.gather(
-            *(r.grant_entitlement(t.id, model_group="x", starts_on=JAN1, ends_on=JAN1, exclusive=True, actor="a")
-              for r, t in zip(replicas, tenants)),
-            return_exceptions=True)
+            *(
+                r.grant_entitlement(t.id, model_group="x", starts_on=JAN1, ends_on=JAN1, exclusive=True, actor="a")
+                for r, t in zip(replicas, tenants)
+            ),
+            return_exceptions=True,
+        )
     finally:
         for r in replicas:
             await r.close()
@@ -121,23 +130,32 @@ async def test_exclusive_grants_race_across_separate_engines(migrated_url, store
 async def test_family_grants_collide_with_exact_ones_both_ways_within_their_terms(store):
     """Issue 11 #9: "legal-*" covers "legal-ft", so an exclusive grant on either side refuses the other."""
     a, b, c = await _tenants(store, 3)
-    ft = await store.grant_entitlement(a.id, model_group="legal-ft", starts_on=JAN1, ends_on=JUN30, exclusive=True,
-                                       actor="admin")
+    ft = await store.grant_entitlement(
+        a.id, model_group="legal-ft", starts_on=JAN1, ends_on=JUN30, exclusive=True, actor="admin"
+    )
     for group in ("legal-*", "leg*", "*"):  # a family covering another tenant's exclusive grant
         with pytest.raises(Conflict) as exc:
             await store.grant_entitlement(b.id, model_group=group, starts_on=JUN30, ends_on=DEC31, actor="admin")
         assert exc.value.conflicting == ft.id and ft.id in str(exc.value)
-    family = await store.grant_entitlement(b.id, model_group="legal-*", starts_on=JUL1, ends_on=DEC31,
-                                           exclusive=True, actor="admin")  # after the exclusive term: fine
+    family = await store.grant_entitlement(
+        b.id, model_group="legal-*", starts_on=JUL1, ends_on=DEC31, exclusive=True, actor="admin"
+    )  # after the exclusive term: fine
     for group, start in (("legal-ft", JUL1), ("legal-chat", DEC31), ("legal-x*", JUL1), ("l*", DEC31)):
         with pytest.raises(Conflict) as exc:  # under, or overlapping, another tenant's exclusive family
             await store.grant_entitlement(c.id, model_group=group, starts_on=start, ends_on=DEC31, actor="admin")
         assert exc.value.conflicting == family.id
     # Not covered, not overlapping in time, the same tenant, or revoked: no conflict.
-    await store.grant_entitlement(c.id, model_group="legalese", starts_on=JAN1, ends_on=DEC31, exclusive=True,
-                                  actor="admin")
-    await store.grant_entitlement(c.id, model_group="legal-ft", starts_on=date(2026, 1, 1),
-                                  ends_on=date(2026, 12, 31), exclusive=True, actor="admin")
+    await store.grant_entitlement(
+        c.id, model_group="legalese", starts_on=JAN1, ends_on=DEC31, exclusive=True, actor="admin"
+    )
+    await store.grant_entitlement(
+        c.id,
+        model_group="legal-ft",
+        starts_on=date(2026, 1, 1),
+        ends_on=date(2026, 12, 31),
+        exclusive=True,
+        actor="admin",
+    )
     await store.grant_entitlement(b.id, model_group="legal-ft", starts_on=JUL1, ends_on=JUL1, actor="admin")
     await store.revoke_entitlement(b.id, family.id, actor="admin")
     with pytest.raises(Invalid) as bad:
@@ -151,7 +169,8 @@ async def test_concurrent_family_and_exact_exclusive_grants_exactly_one_wins(sto
 
     async def grant(i, t):
         return await (store, store2)[i % 2].grant_entitlement(
-            t.id, model_group=groups[i % len(groups)], starts_on=JAN1, ends_on=DEC31, exclusive=True, actor="admin")
+            t.id, model_group=groups[i % len(groups)], starts_on=JAN1, ends_on=DEC31, exclusive=True, actor="admin"
+        )
 
     results = await asyncio.gather(*(grant(i, t) for i, t in enumerate(tenants)), return_exceptions=True)
     winners = [r for r in results if not isinstance(r, BaseException)]

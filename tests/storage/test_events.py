@@ -25,8 +25,12 @@ async def test_every_change_writes_one_event_and_bumps_the_version_once(store):
     key, _ = await step("key.create", store.create_key(t.id, name="k", team_id=team.id, actor="bob"))
     pol = await step("policy.create", store.create_policy(t.id, scope="tenant", rules={}, actor="bob"))
     await step("policy.update", store.update_policy(t.id, pol.id, description="d", actor="bob"))
-    ent = await step("entitlement.grant", store.grant_entitlement(
-        t.id, model_group="m", starts_on=date(2025, 1, 1), ends_on=date(2025, 1, 2), exclusive=True, actor="carol"))
+    ent = await step(
+        "entitlement.grant",
+        store.grant_entitlement(
+            t.id, model_group="m", starts_on=date(2025, 1, 1), ends_on=date(2025, 1, 2), exclusive=True, actor="carol"
+        ),
+    )
     await step("entitlement.revoke", store.revoke_entitlement(t.id, ent.id, actor="carol"))
     await step("key.revoke", store.revoke_key(t.id, key.id, actor="bob"))
     await step("policy.delete", store.delete_policy(t.id, pol.id, actor="bob"))
@@ -44,12 +48,14 @@ async def test_every_change_writes_one_event_and_bumps_the_version_once(store):
 async def test_refused_changes_leave_no_trace(store):
     a = await store.create_tenant("a", actor="admin")
     b = await store.create_tenant("b", actor="admin")
-    await store.grant_entitlement(a.id, model_group="m", starts_on=date(2025, 1, 1), ends_on=date(2025, 12, 31),
-                                  exclusive=True, actor="admin")
+    await store.grant_entitlement(
+        a.id, model_group="m", starts_on=date(2025, 1, 1), ends_on=date(2025, 12, 31), exclusive=True, actor="admin"
+    )
     version = await store.version()
     with pytest.raises(Conflict):
-        await store.grant_entitlement(b.id, model_group="m", starts_on=date(2025, 5, 1), ends_on=date(2025, 5, 2),
-                                      actor="admin")
+        await store.grant_entitlement(
+            b.id, model_group="m", starts_on=date(2025, 5, 1), ends_on=date(2025, 5, 2), actor="admin"
+        )
     with pytest.raises(Conflict):
         await store.create_tenant("a", actor="admin")
     with pytest.raises(Invalid):

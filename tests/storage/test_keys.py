@@ -23,8 +23,15 @@ async def test_key_secret_is_returned_once_and_only_its_hash_is_stored(store):
     t = await _tenant(store)
     team = await store.create_team(t.id, "ml", actor="admin")
     record, secret = await store.create_key(
-        t.id, name="ci", team_id=team.id, roles=["member", "auditor"], scopes_models=["gpt-4o", "claude"],
-        scopes_endpoints=["chat"], metadata={"owner": "bob"}, actor="admin")
+        t.id,
+        name="ci",
+        team_id=team.id,
+        roles=["member", "auditor"],
+        scopes_models=["gpt-4o", "claude"],
+        scopes_endpoints=["chat"],
+        metadata={"owner": "bob"},
+        actor="admin",
+    )
     assert KEY_RE.match(secret), secret
     assert record.id.startswith("key_") and secret.startswith(f"mh_{record.prefix}_")
     assert record.hash == hashlib.sha256(secret.encode()).hexdigest()

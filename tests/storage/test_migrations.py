@@ -48,8 +48,12 @@ async def test_unmigrated_database_is_reported_not_used(db_url):
 async def test_concurrent_migrations_from_several_processes(db_url):
     """Four replicas starting at once each run `multihome db upgrade`: all succeed, schema once."""
     code = "import sys; from multihome.storage import migrate_sync; print(migrate_sync(sys.argv[1]))"
-    procs = [subprocess.Popen([sys.executable, "-c", code, db_url], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                              text=True) for _ in range(4)]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", code, db_url], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
+        for _ in range(4)
+    ]
     outs = [p.communicate(timeout=60) for p in procs]
     assert [p.returncode for p in procs] == [0] * 4, [err for _, err in outs]
     assert {out.strip() for out, _ in outs} == {head_revision()}
@@ -101,6 +105,16 @@ async def test_database_enforces_that_a_keys_team_belongs_to_its_tenant(store):
 
     with pytest.raises(sa.exc.IntegrityError):
         async with store.engine.begin() as conn:
-            await conn.execute(sa.insert(api_keys).values(
-                id="key_x", tenant_id=b.id, team_id=team_a.id, name="x", prefix="xxxxxxxx", hash="0" * 64,
-                roles=["member"], metadata={}, created_at=a.created_at))
+            await conn.execute(
+                sa.insert(api_keys).values(
+                    id="key_x",
+                    tenant_id=b.id,
+                    team_id=team_a.id,
+                    name="x",
+                    prefix="xxxxxxxx",
+                    hash="0" * 64,
+                    roles=["member"],
+                    metadata={},
+                    created_at=a.created_at,
+                )
+            )

@@ -14,8 +14,9 @@ async def test_policy_crud_at_each_scope(store):
 
     pt = await store.create_policy(t.id, scope="tenant", rules={"egress": {"regions": ["eu"]}}, actor="admin")
     assert pt.id.startswith("pol_") and pt.scope_id == t.id
-    pteam = await store.create_policy(t.id, scope="team", scope_id=team.id, rules={"models": ["gpt-4o"]},
-                                      description="ml team", actor="admin")
+    pteam = await store.create_policy(
+        t.id, scope="team", scope_id=team.id, rules={"models": ["gpt-4o"]}, description="ml team", actor="admin"
+    )
     pkey = await store.create_policy(t.id, scope="key", scope_id=key.id, rules={"rpm": 10}, actor="admin")
 
     assert [p.id for p in await store.list_policies(t.id)] == [pt.id, pteam.id, pkey.id]
@@ -28,7 +29,9 @@ async def test_policy_crud_at_each_scope(store):
     assert await store.get_policy(t.id, pteam.id) == updated
     ev = (await store.admin_events(t.id))[-1]
     assert ev.action == "policy.update" and ev.actor == "lead"
-    assert ev.detail["before"]["rules"] == {"models": ["gpt-4o"]} and ev.detail["after"]["rules"] == {"models": ["claude"]}
+    assert ev.detail["before"]["rules"] == {"models": ["gpt-4o"]} and ev.detail["after"]["rules"] == {
+        "models": ["claude"]
+    }
 
     await store.delete_policy(t.id, pkey.id, actor="admin")
     with pytest.raises(NotFound):

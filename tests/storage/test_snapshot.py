@@ -18,10 +18,12 @@ async def test_snapshot_holds_what_the_hot_path_needs(store):
     dead, _ = await store.create_key(a.id, name="dead", actor="admin")
     await store.revoke_key(a.id, dead.id, actor="admin")
     pol = await store.create_policy(a.id, scope="team", scope_id=team.id, rules={"r": 1}, actor="admin")
-    ent = await store.grant_entitlement(a.id, model_group="m", starts_on=date(2025, 1, 1),
-                                        ends_on=date(2025, 1, 31), actor="admin")
-    gone = await store.grant_entitlement(a.id, model_group="n", starts_on=date(2025, 1, 1),
-                                         ends_on=date(2025, 1, 31), actor="admin")
+    ent = await store.grant_entitlement(
+        a.id, model_group="m", starts_on=date(2025, 1, 1), ends_on=date(2025, 1, 31), actor="admin"
+    )
+    gone = await store.grant_entitlement(
+        a.id, model_group="n", starts_on=date(2025, 1, 1), ends_on=date(2025, 1, 31), actor="admin"
+    )
     await store.revoke_entitlement(a.id, gone.id, actor="admin")
 
     snap = await store.snapshot()

@@ -43,8 +43,14 @@ async def test_deleting_a_tenant_removes_its_keys_teams_policies_and_grants(stor
     team = await store.create_team(t.id, "ml", actor="admin")
     key, secret = await store.create_key(t.id, name="k", team_id=team.id, actor="admin")
     await store.create_policy(t.id, scope="key", scope_id=key.id, rules={"deny": True}, actor="admin")
-    await store.grant_entitlement(t.id, model_group="gpt-4o", starts_on=dt.date(2025, 1, 1),
-                                  ends_on=dt.date(2025, 2, 1), exclusive=True, actor="admin")
+    await store.grant_entitlement(
+        t.id,
+        model_group="gpt-4o",
+        starts_on=dt.date(2025, 1, 1),
+        ends_on=dt.date(2025, 2, 1),
+        exclusive=True,
+        actor="admin",
+    )
     await store.create_budget(t.id, scope="key", scope_id=key.id, amount=5, actor="admin")
     assert (await store.snapshot()).key_index().lookup(secret) is not None
 
@@ -55,8 +61,7 @@ async def test_deleting_a_tenant_removes_its_keys_teams_policies_and_grants(stor
     # The admin record outlives the tenant.
     events = await store.admin_events(t.id)
     assert events[-1].action == "tenant.delete"
-    assert events[-1].detail == {"name": "gone", "teams": 1, "keys": 1, "policies": 1, "entitlements": 1,
-                                 "budgets": 1}
+    assert events[-1].detail == {"name": "gone", "teams": 1, "keys": 1, "policies": 1, "entitlements": 1, "budgets": 1}
 
 
 async def test_teams_are_unique_per_tenant_and_isolated(store):

@@ -22,8 +22,14 @@ async def test_create_list_get_delete_bump_the_version_once_each_and_are_recorde
     t = await store.create_tenant("t", actor="admin")
     v = await store.version()
     before = datetime.now(UTC)
-    one = await store.create_token_revocation(kind="jti", issuer=ISS, jti="j-1", reason="leaked in a ticket",
-                                              actor="sec@example.com", max_token_lifetime_s=3600)
+    one = await store.create_token_revocation(
+        kind="jti",
+        issuer=ISS,
+        jti="j-1",
+        reason="leaked in a ticket",
+        actor="sec@example.com",
+        max_token_lifetime_s=3600,
+    )
     after = datetime.now(UTC)
     assert await store.version() == v + 1
     assert one.id.startswith("rev_") and (one.kind, one.issuer, one.jti, one.subject) == ("jti", ISS, "j-1", None)
@@ -32,15 +38,16 @@ async def test_create_list_get_delete_bump_the_version_once_each_and_are_recorde
     assert before + timedelta(hours=1) <= one.expires_at <= after + timedelta(hours=1)
 
     exp = datetime.now(UTC).replace(microsecond=0) + timedelta(minutes=30)
-    two = await store.create_token_revocation(kind="jti", issuer=ISS, jti="j-2", expires_at=exp, tenant_id=t.id,
-                                              actor="sec")
+    two = await store.create_token_revocation(
+        kind="jti", issuer=ISS, jti="j-2", expires_at=exp, tenant_id=t.id, actor="sec"
+    )
     assert two.expires_at == exp and two.tenant_id == t.id
-    sub = await store.create_token_revocation(kind="subject", issuer=ISS, subject="alice", tenant_id=t.id,
-                                              actor="sec")
+    sub = await store.create_token_revocation(kind="subject", issuer=ISS, subject="alice", tenant_id=t.id, actor="sec")
     assert sub.expires_at is None and before <= sub.not_before <= datetime.now(UTC)  # default cut-off: now
     cut = datetime(2030, 1, 1, tzinfo=UTC)
-    sub2 = await store.create_token_revocation(kind="subject", issuer=ISS, subject="bob", not_before=cut,
-                                               expires_at=cut + timedelta(days=1), actor="sec")
+    sub2 = await store.create_token_revocation(
+        kind="subject", issuer=ISS, subject="bob", not_before=cut, expires_at=cut + timedelta(days=1), actor="sec"
+    )
     assert await store.version() == v + 4
 
     assert await store.list_token_revocations() == [one, two, sub, sub2]
@@ -58,38 +65,60 @@ async def test_create_list_get_delete_bump_the_version_once_each_and_are_recorde
     with pytest.raises(NotFound):
         await store.get_token_revocation(two.id)
     events = [(e.action, e.actor, e.tenant_id, e.object_id) for e in (await store.admin_events())[-5:]]
-    assert events == [("token_revocation.create", "sec@example.com", None, one.id),
-                      ("token_revocation.create", "sec", t.id, two.id),
-                      ("token_revocation.create", "sec", t.id, sub.id),
-                      ("token_revocation.create", "sec", None, sub2.id),
-                      ("token_revocation.delete", "tadmin", t.id, two.id)]
+    assert events == [
+        ("token_revocation.create", "sec@example.com", None, one.id),
+        ("token_revocation.create", "sec", t.id, two.id),
+        ("token_revocation.create", "sec", t.id, sub.id),
+        ("token_revocation.create", "sec", None, sub2.id),
+        ("token_revocation.delete", "tadmin", t.id, two.id),
+    ]
     created = (await store.admin_events())[-5]
-    assert created.detail == {"kind": "jti", "issuer": ISS, "subject": None, "jti": "j-1", "not_before": None,
-                              "expires_at": one.expires_at.isoformat(), "reason": "leaked in a ticket"}
+    assert created.detail == {
+        "kind": "jti",
+        "issuer": ISS,
+        "subject": None,
+        "jti": "j-1",
+        "not_before": None,
+        "expires_at": one.expires_at.isoformat(),
+        "reason": "leaked in a ticket",
+    }
 
 
-@pytest.mark.parametrize("args,field,message", [
-    ({"kind": "token"}, "kind", "jti, subject"),
-    ({"kind": "jti"}, "jti", "jti is required"),
-    ({"kind": "jti", "jti": "  "}, "jti", "non-empty"),
-    ({"kind": "jti", "jti": "x" * 401}, "jti", "longer than 400"),
-    ({"kind": "subject"}, "subject", "subject is required"),
-    ({"kind": "subject", "subject": "a", "issuer": ""}, "issuer", "non-empty"),
-    ({"kind": "subject", "subject": "a", "issuer": "x" * 1001}, "issuer", "longer than 1000"),
-    ({"kind": "jti", "jti": "j", "subject": "a"}, "subject", "kind subject"),
-    ({"kind": "subject", "subject": "a", "jti": "j"}, "jti", "kind jti"),
-    ({"kind": "jti", "jti": "j", "not_before": datetime(2030, 1, 1, tzinfo=UTC)}, "not_before", "kind subject"),
-    ({"kind": "subject", "subject": "a", "not_before": datetime(2030, 1, 1)}, "not_before", "timezone-aware"),
-    ({"kind": "jti", "jti": "j", "expires_at": datetime(2020, 1, 1, tzinfo=UTC)}, "expires_at", "already"),
-    ({"kind": "subject", "subject": "a", "expires_at": datetime(2020, 1, 1, tzinfo=UTC)}, "expires_at", "past"),
-    ({"kind": "jti", "jti": "j", "reason": "r" * 1001}, "reason", "longer than 1000"),
-    ({"kind": "jti", "jti": "j", "reason": "leaked\r\nX-Injected: 1"}, "reason", "control character"),
-    ({"kind": "subject", "subject": "alice\u0000"}, "subject", "control character"),
-    ({"kind": "subject", "subject": "a", "not_before": datetime(9999, 12, 31, 23, tzinfo=timezone(timedelta(hours=-5)))},
-     "not_before", "to 9998-12-31"),
-    ({"kind": "subject", "subject": "a", "expires_at": datetime(1, 1, 1, tzinfo=timezone(timedelta(hours=5)))},
-     "expires_at", "from 1970-01-01"),
-])
+@pytest.mark.parametrize(
+    "args,field,message",
+    [
+        ({"kind": "token"}, "kind", "jti, subject"),
+        ({"kind": "jti"}, "jti", "jti is required"),
+        ({"kind": "jti", "jti": "  "}, "jti", "non-empty"),
+        ({"kind": "jti", "jti": "x" * 401}, "jti", "longer than 400"),
+        ({"kind": "subject"}, "subject", "subject is required"),
+        ({"kind": "subject", "subject": "a", "issuer": ""}, "issuer", "non-empty"),
+        ({"kind": "subject", "subject": "a", "issuer": "x" * 1001}, "issuer", "longer than 1000"),
+        ({"kind": "jti", "jti": "j", "subject": "a"}, "subject", "kind subject"),
+        ({"kind": "subject", "subject": "a", "jti": "j"}, "jti", "kind jti"),
+        ({"kind": "jti", "jti": "j", "not_before": datetime(2030, 1, 1, tzinfo=UTC)}, "not_before", "kind subject"),
+        ({"kind": "subject", "subject": "a", "not_before": datetime(2030, 1, 1)}, "not_before", "timezone-aware"),
+        ({"kind": "jti", "jti": "j", "expires_at": datetime(2020, 1, 1, tzinfo=UTC)}, "expires_at", "already"),
+        ({"kind": "subject", "subject": "a", "expires_at": datetime(2020, 1, 1, tzinfo=UTC)}, "expires_at", "past"),
+        ({"kind": "jti", "jti": "j", "reason": "r" * 1001}, "reason", "longer than 1000"),
+        ({"kind": "jti", "jti": "j", "reason": "leaked\r\nX-Injected: 1"}, "reason", "control character"),
+        ({"kind": "subject", "subject": "alice\u0000"}, "subject", "control character"),
+        (
+            {
+                "kind": "subject",
+                "subject": "a",
+                "not_before": datetime(9999, 12, 31, 23, tzinfo=timezone(timedelta(hours=-5))),
+            },
+            "not_before",
+            "to 9998-12-31",
+        ),
+        (
+            {"kind": "subject", "subject": "a", "expires_at": datetime(1, 1, 1, tzinfo=timezone(timedelta(hours=5)))},
+            "expires_at",
+            "from 1970-01-01",
+        ),
+    ],
+)
 async def test_bad_values_name_the_field_and_leave_nothing_behind(store, args, field, message):
     v = await store.version()
     with pytest.raises(Invalid, match=message) as info:
@@ -117,8 +146,19 @@ async def test_unknown_tenant_and_ids_are_not_found_and_tenants_cannot_touch_eac
 
 async def test_the_database_refuses_a_row_that_mixes_the_kinds(store):
     now = datetime.now(UTC)
-    row = {"id": "rev_x", "tenant_id": None, "kind": "jti", "issuer": ISS, "subject": "s", "jti": None,
-           "not_before": None, "expires_at": None, "reason": "", "actor": "a", "created_at": now}
+    row = {
+        "id": "rev_x",
+        "tenant_id": None,
+        "kind": "jti",
+        "issuer": ISS,
+        "subject": "s",
+        "jti": None,
+        "not_before": None,
+        "expires_at": None,
+        "reason": "",
+        "actor": "a",
+        "created_at": now,
+    }
     async with store.engine.begin() as conn:
         with pytest.raises(sa.exc.IntegrityError):
             await conn.execute(sa.insert(token_revocations).values(**row))
@@ -128,12 +168,16 @@ async def test_snapshot_holds_only_live_revocations_indexed_by_issuer_and_jti_or
     t = await store.create_tenant("t", actor="admin")
     j = await store.create_token_revocation(kind="jti", issuer=ISS, jti="j-1", actor="admin")
     cut = datetime.now(UTC)
-    s = await store.create_token_revocation(kind="subject", issuer=ISS, subject="alice", tenant_id=t.id,
-                                            not_before=cut, actor="admin")
+    s = await store.create_token_revocation(
+        kind="subject", issuer=ISS, subject="alice", tenant_id=t.id, not_before=cut, actor="admin"
+    )
     gone = await store.create_token_revocation(kind="jti", issuer=ISS, jti="j-old", actor="admin")
     async with store.engine.begin() as conn:  # as if its time had come (creating one in the past is refused)
-        await conn.execute(sa.update(token_revocations).where(token_revocations.c.id == gone.id)
-                           .values(expires_at=datetime.now(UTC) - timedelta(seconds=1)))
+        await conn.execute(
+            sa.update(token_revocations)
+            .where(token_revocations.c.id == gone.id)
+            .values(expires_at=datetime.now(UTC) - timedelta(seconds=1))
+        )
 
     snap = await store.snapshot()
     assert snap.revocations == (j, s)

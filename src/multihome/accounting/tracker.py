@@ -9,8 +9,8 @@ import time
 from typing import TYPE_CHECKING
 
 from ..schema import estimate
-from ..schema.principal import Principal
 from ..schema.errors import ApiError
+from ..schema.principal import Principal
 from .record import AttemptRecord, CallRecord, CallSink, Usage
 
 if TYPE_CHECKING:
@@ -20,8 +20,9 @@ if TYPE_CHECKING:
 
 
 class Accounting:
-    def __init__(self, sinks: list[CallSink] | None = None, limiter: Limiter | None = None,
-                 audit: AuditLog | None = None) -> None:
+    def __init__(
+        self, sinks: list[CallSink] | None = None, limiter: Limiter | None = None, audit: AuditLog | None = None
+    ) -> None:
         self.sinks = list(sinks or ())
         self.limiter = limiter  # metering.Limiter: admit() before the call
         self.audit = audit  # audit.AuditLog: call_started() durable before the answer
@@ -40,18 +41,40 @@ class Accounting:
 def outcome_of(err: ApiError) -> str:
     if err.status in (401, 403) or err.body.code in ("budget_exceeded", "rate_limit_exceeded"):
         return "denied"
-    if err.body.code in ("all_deployments_failed", "all_deployments_throttled", "routing_budget_exhausted",
-                         "all_deployments_unavailable"):
+    if err.body.code in (
+        "all_deployments_failed",
+        "all_deployments_throttled",
+        "routing_budget_exhausted",
+        "all_deployments_unavailable",
+    ):
         return "declined"
     return "client_error"
 
 
 class CallTracker:
-    __slots__ = ("acc", "request_id", "endpoint", "principal", "request_sha256", "started_at", "_t0",
-                 "model_group", "policy_code", "entitlement_id", "ticket", "_durable", "finished", "request",
-                 "traceparent", "tracestate", "served")
+    __slots__ = (
+        "acc",
+        "request_id",
+        "endpoint",
+        "principal",
+        "request_sha256",
+        "started_at",
+        "_t0",
+        "model_group",
+        "policy_code",
+        "entitlement_id",
+        "ticket",
+        "_durable",
+        "finished",
+        "request",
+        "traceparent",
+        "tracestate",
+        "served",
+    )
 
-    def __init__(self, acc: Accounting, request_id: str, endpoint: str, principal: Principal, request_sha256: str) -> None:
+    def __init__(
+        self, acc: Accounting, request_id: str, endpoint: str, principal: Principal, request_sha256: str
+    ) -> None:
         self.acc = acc
         self.request_id = request_id
         self.endpoint = endpoint
@@ -76,23 +99,42 @@ class CallTracker:
         if self.acc.limiter is not None:
             prompt = estimate.input_tokens(self.request)
             self.ticket = ticket = await self.acc.limiter.admit(
-                self.principal, group.name, deployments, prompt, max_output_tokens, self.request_id,
+                self.principal,
+                group.name,
+                deployments,
+                prompt,
+                max_output_tokens,
+                self.request_id,
                 estimate.choices(self.request),
             )
             headers = list(ticket.headers)
         if self.acc.audit is not None:
             # Runs while the upstream works; the answer waits for it (see docs/audit.md).
-            self._durable = asyncio.ensure_future(self.acc.audit.call_started(
-                self.request_id, self.principal, group.name, self.endpoint, self.request_sha256))
+            self._durable = asyncio.ensure_future(
+                self.acc.audit.call_started(
+                    self.request_id, self.principal, group.name, self.endpoint, self.request_sha256
+                )
+            )
         return headers
 
     async def durable(self) -> None:
         if self._durable is not None:
             await self._durable
 
-    def finish(self, status: int, outcome: str, *, served=None, usage=None, content_chars: int = 0,
-               tool_calls=(), response_sha256: str | None = None, first_byte_ms: float | None = None,
-               error_code: str | None = None, attempts=None) -> None:
+    def finish(
+        self,
+        status: int,
+        outcome: str,
+        *,
+        served=None,
+        usage=None,
+        content_chars: int = 0,
+        tool_calls=(),
+        response_sha256: str | None = None,
+        first_byte_ms: float | None = None,
+        error_code: str | None = None,
+        attempts=None,
+    ) -> None:
         if self.finished:
             return
         self.finished = True
@@ -101,26 +143,50 @@ class CallTracker:
         dep = served.deployment if served is not None else None
         attempts = attempts if attempts is not None else (served.attempts if served is not None else ())
         record = CallRecord(
-            request_id=self.request_id, started_at=self.started_at, finished_at=time.time(), endpoint=self.endpoint,
-            tenant=self.principal.tenant, subject=self.principal.subject, principal_source=self.principal.source,
-            team=self.principal.team, key_id=self.principal.key_id, model_group=self.model_group,
-            deployment=dep.name if dep else None, provider=dep.provider if dep else None,
-            provider_kind=dep.adapter.kind if dep else None, region=dep.region if dep else None,
-            data_zone=dep.data_zone if dep else None, stream=bool(served is not None and served.stream is not None),
+            request_id=self.request_id,
+            started_at=self.started_at,
+            finished_at=time.time(),
+            endpoint=self.endpoint,
+            tenant=self.principal.tenant,
+            subject=self.principal.subject,
+            principal_source=self.principal.source,
+            team=self.principal.team,
+            key_id=self.principal.key_id,
+            model_group=self.model_group,
+            deployment=dep.name if dep else None,
+            provider=dep.provider if dep else None,
+            provider_kind=dep.adapter.kind if dep else None,
+            region=dep.region if dep else None,
+            data_zone=dep.data_zone if dep else None,
+            stream=bool(served is not None and served.stream is not None),
             attempts=tuple(AttemptRecord(a.deployment, a.outcome, round(a.ms, 3), a.reason) for a in attempts),
-            status=status, outcome=outcome, error_code=error_code,
+            status=status,
+            outcome=outcome,
+            error_code=error_code,
             usage=self._usage(usage, content_chars) if outcome in _PRODUCED or _answered(served) else None,
-            latency_ms=round((time.perf_counter() - self._t0) * 1000, 3), first_byte_ms=first_byte_ms,
-            policy_code=self.policy_code, entitlement_id=self.entitlement_id, tool_calls=tuple(tool_calls),
-            request_sha256=self.request_sha256, response_sha256=response_sha256,
+            latency_ms=round((time.perf_counter() - self._t0) * 1000, 3),
+            first_byte_ms=first_byte_ms,
+            policy_code=self.policy_code,
+            entitlement_id=self.entitlement_id,
+            tool_calls=tuple(tool_calls),
+            request_sha256=self.request_sha256,
+            response_sha256=response_sha256,
             traceparent=self.traceparent.decode("latin-1") if self.traceparent else None,
             tracestate=self.tracestate.decode("latin-1") if self.tracestate else None,
         )
         for sink in self.acc.sinks:
             sink.record(record)
 
-    def finish_produced(self, served, status: int, outcome: str, *, error_code: str | None = None,
-                        response_sha256: str | None = None, first_byte_ms: float | None = None) -> None:
+    def finish_produced(
+        self,
+        served,
+        status: int,
+        outcome: str,
+        *,
+        error_code: str | None = None,
+        response_sha256: str | None = None,
+        first_byte_ms: float | None = None,
+    ) -> None:
         """Finish a call an upstream answered: charged for what it produced, as far as the gateway saw
         it (the whole answer, the stream so far), whether or not the client got it."""
         relay = served.stream
@@ -129,8 +195,17 @@ class CallTracker:
         else:
             peek = served.peek
             usage, chars, calls = (peek.usage, peek.content_chars(), peek.tool_calls()) if peek else (None, 0, ())
-        self.finish(status, outcome, served=served, usage=usage, content_chars=chars, tool_calls=calls,
-                    response_sha256=response_sha256, first_byte_ms=first_byte_ms, error_code=error_code)
+        self.finish(
+            status,
+            outcome,
+            served=served,
+            usage=usage,
+            content_chars=chars,
+            tool_calls=calls,
+            response_sha256=response_sha256,
+            first_byte_ms=first_byte_ms,
+            error_code=error_code,
+        )
 
     def _usage(self, usage, content_chars: int) -> Usage:
         if usage is not None and (usage.prompt_tokens or usage.completion_tokens):

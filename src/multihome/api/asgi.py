@@ -64,4 +64,3 @@ async def send_bytes(send, status: int, body: bytes, headers: list[tuple[bytes, 
     headers.append((b"content-length", str(len(body)).encode()))
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
-

@@ -83,8 +83,14 @@ class Drain:
         if self._timer is not None:
             self._timer.cancel()
 
-    async def serve(self, handler: Callable[[Call, Receive, Send], Awaitable[None]], call: Call, receive: Receive,
-                    send: Send, refuse: Callable[[Call, Send, ApiError], Awaitable[None]]) -> None:
+    async def serve(
+        self,
+        handler: Callable[[Call, Receive, Send], Awaitable[None]],
+        call: Call,
+        receive: Receive,
+        send: Send,
+        refuse: Callable[[Call, Send, ApiError], Awaitable[None]],
+    ) -> None:
         """Run one HTTP call; at the deadline, `refuse(call, send, err)` answers it if it had not started."""
         task = asyncio.current_task()
         assert task is not None

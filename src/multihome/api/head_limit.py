@@ -86,8 +86,14 @@ def _answer(url: bytes, limit: int) -> bytes:
         code="request_header_fields_too_large",
     )
     body = family_of(url).error_body(err, request_id)
-    return b"".join((
-        b"HTTP/1.1 431 Request Header Fields Too Large\r\ncontent-type: application/json\r\n",
-        b"x-request-id: ", request_id, b"\r\ncontent-length: ", str(len(body)).encode(),
-        b"\r\nconnection: close\r\n\r\n", body,
-    ))
+    return b"".join(
+        (
+            b"HTTP/1.1 431 Request Header Fields Too Large\r\ncontent-type: application/json\r\n",
+            b"x-request-id: ",
+            request_id,
+            b"\r\ncontent-length: ",
+            str(len(body)).encode(),
+            b"\r\nconnection: close\r\n\r\n",
+            body,
+        )
+    )

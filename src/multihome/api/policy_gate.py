@@ -11,11 +11,11 @@ import logging
 
 import msgspec
 
-from ..schema.principal import Principal
 from ..policy.engine import Decision, PolicyEngine
 from ..policy.model import DeploymentFacts, EgressRule, Entitlement, Policy
 from ..routing.catalog import Catalog, GroupRuntime
 from ..schema.errors import ApiError
+from ..schema.principal import Principal
 
 EGRESS = "egress"
 log = logging.getLogger("multihome.policy")
@@ -24,14 +24,27 @@ log = logging.getLogger("multihome.policy")
 def engine_policy(row) -> Policy:
     """A stored policy row (storage.records.Policy) as the engine reads it."""
     rules = msgspec.convert(row.rules.get(EGRESS, []), list[EgressRule])
-    return Policy(id=row.id, tenant_id=row.tenant_id, scope=row.scope, scope_id=row.scope_id, rules=rules,
-                  description=row.description or None)
+    return Policy(
+        id=row.id,
+        tenant_id=row.tenant_id,
+        scope=row.scope,
+        scope_id=row.scope_id,
+        rules=rules,
+        description=row.description or None,
+    )
 
 
 def engine_entitlement(row) -> Entitlement:
-    return Entitlement(id=row.id, tenant_id=row.tenant_id, model_group=row.model_group, starts_on=row.starts_on,
-                       ends_on=row.ends_on, exclusive=row.exclusive, note=row.note or None,
-                       revoked=row.revoked_at is not None)
+    return Entitlement(
+        id=row.id,
+        tenant_id=row.tenant_id,
+        model_group=row.model_group,
+        starts_on=row.starts_on,
+        ends_on=row.ends_on,
+        exclusive=row.exclusive,
+        note=row.note or None,
+        revoked=row.revoked_at is not None,
+    )
 
 
 class PolicyGate:
@@ -40,8 +53,13 @@ class PolicyGate:
         self._licensed = frozenset(n for n, g in catalog.config.model_groups.items() if g.requires_entitlement)
         self._facts = {
             name: tuple(
-                DeploymentFacts(name=d.name, provider=d.provider, provider_kind=catalog.config.providers[d.provider].kind,
-                                region=d.region, data_zone=d.data_zone)
+                DeploymentFacts(
+                    name=d.name,
+                    provider=d.provider,
+                    provider_kind=catalog.config.providers[d.provider].kind,
+                    region=d.region,
+                    data_zone=d.data_zone,
+                )
                 for d in group.deployments
             )
             for name, group in catalog.groups.items()
@@ -87,7 +105,8 @@ class PolicyGate:
     def _build(self, snap) -> PolicyEngine:
         try:
             return PolicyEngine.from_rows(
-                [engine_policy(p) for p in snap.policies], [engine_entitlement(e) for e in snap.entitlements],
+                [engine_policy(p) for p in snap.policies],
+                [engine_entitlement(e) for e in snap.entitlements],
                 self._licensed,
             )
         except (msgspec.ValidationError, KeyError, TypeError) as exc:

@@ -34,29 +34,92 @@ class PublicRoute:
 
 
 ROUTES = [
-    PublicRoute("POST", "/v1/chat/completions", "createChatCompletion", "Chat completion (unary or SSE stream), "
-                "routed across the model group's deployments", OPENAI, "ChatCompletionRequest", "ChatCompletion",
-                "ChatCompletionChunk"),
-    PublicRoute("POST", "/v1/embeddings", "createEmbedding", "Embeddings, routed across the model group's deployments",
-                OPENAI, "EmbeddingsRequest", "EmbeddingsResponse"),
+    PublicRoute(
+        "POST",
+        "/v1/chat/completions",
+        "createChatCompletion",
+        "Chat completion (unary or SSE stream), routed across the model group's deployments",
+        OPENAI,
+        "ChatCompletionRequest",
+        "ChatCompletion",
+        "ChatCompletionChunk",
+    ),
+    PublicRoute(
+        "POST",
+        "/v1/embeddings",
+        "createEmbedding",
+        "Embeddings, routed across the model group's deployments",
+        OPENAI,
+        "EmbeddingsRequest",
+        "EmbeddingsResponse",
+    ),
     PublicRoute("GET", "/v1/models", "listModels", "The model groups this gateway serves", OPENAI, None, "ModelList"),
     PublicRoute("GET", "/v1/models/{model}", "retrieveModel", "One model group", OPENAI, None, "Model"),
-    PublicRoute("POST", "/v1/route/explain", "explainRoute", "The routing plan a chat or embeddings request would get "
-                "(computed by the same code as a real call; nothing is sent upstream)", OPENAI, "RouteExplainRequest",
-                "RouteExplanation"),
-    PublicRoute("POST", "/v1/messages", "createMessage", "Anthropic Messages API (unary or SSE stream), translated onto "
-                "the same routing as chat completions", ANTHROPIC, "MessagesRequest", "Message", "MessageStreamEvent"),
-    PublicRoute("POST", "/v1/messages/count_tokens", "countMessageTokens", "Anthropic token counting for a Messages "
-                "request", ANTHROPIC, "CountTokensRequest", "TokenCount"),
+    PublicRoute(
+        "POST",
+        "/v1/route/explain",
+        "explainRoute",
+        "The routing plan a chat or embeddings request would get "
+        "(computed by the same code as a real call; nothing is sent upstream)",
+        OPENAI,
+        "RouteExplainRequest",
+        "RouteExplanation",
+    ),
+    PublicRoute(
+        "POST",
+        "/v1/messages",
+        "createMessage",
+        "Anthropic Messages API (unary or SSE stream), translated onto the same routing as chat completions",
+        ANTHROPIC,
+        "MessagesRequest",
+        "Message",
+        "MessageStreamEvent",
+    ),
+    PublicRoute(
+        "POST",
+        "/v1/messages/count_tokens",
+        "countMessageTokens",
+        "Anthropic token counting for a Messages request",
+        ANTHROPIC,
+        "CountTokensRequest",
+        "TokenCount",
+    ),
     PublicRoute("GET", "/healthz", "health", "Liveness: the process answers", NONE, None, "Status"),
-    PublicRoute("GET", "/readyz", "ready", "Readiness: 200 once start-up is complete, 503 before", NONE, None, "Status"),
+    PublicRoute(
+        "GET", "/readyz", "ready", "Readiness: 200 once start-up is complete, 503 before", NONE, None, "Status"
+    ),
     PublicRoute("GET", "/openapi.json", "publicOpenapi", "This document", NONE, None, None),
-    PublicRoute("POST", "/chat/completions", "createChatCompletionWithoutV1", "Alias of POST /v1/chat/completions",
-                OPENAI, "ChatCompletionRequest", "ChatCompletion", "ChatCompletionChunk", "/v1/chat/completions"),
-    PublicRoute("POST", "/embeddings", "createEmbeddingWithoutV1", "Alias of POST /v1/embeddings", OPENAI,
-                "EmbeddingsRequest", "EmbeddingsResponse", alias_of="/v1/embeddings"),
-    PublicRoute("GET", "/models", "listModelsWithoutV1", "Alias of GET /v1/models", OPENAI, None, "ModelList",
-                alias_of="/v1/models"),
+    PublicRoute(
+        "POST",
+        "/chat/completions",
+        "createChatCompletionWithoutV1",
+        "Alias of POST /v1/chat/completions",
+        OPENAI,
+        "ChatCompletionRequest",
+        "ChatCompletion",
+        "ChatCompletionChunk",
+        "/v1/chat/completions",
+    ),
+    PublicRoute(
+        "POST",
+        "/embeddings",
+        "createEmbeddingWithoutV1",
+        "Alias of POST /v1/embeddings",
+        OPENAI,
+        "EmbeddingsRequest",
+        "EmbeddingsResponse",
+        alias_of="/v1/embeddings",
+    ),
+    PublicRoute(
+        "GET",
+        "/models",
+        "listModelsWithoutV1",
+        "Alias of GET /v1/models",
+        OPENAI,
+        None,
+        "ModelList",
+        alias_of="/v1/models",
+    ),
 ]
 
 
@@ -92,29 +155,56 @@ JSON_OBJECT = {"type": "object", "additionalProperties": True}  # a JSON Schema 
 
 def _openai_schemas() -> dict:
     text_part = _obj(["type", "text"], type=_const("text"), text=STR)
-    image_part = _obj(["type", "image_url"], type=_const("image_url"), image_url=_obj(
-        ["url"], url={"type": "string", "description": "An https:// URL or a data: URL. The gateway never fetches it: "
-                      "a provider that cannot take URLs gets a 400 naming the part."},
-        detail=_enum("auto", "low", "high")))
-    audio_part = _obj(["type", "input_audio"], type=_const("input_audio"),
-                      input_audio=_obj(["data", "format"], data=STR, format=_enum("wav", "mp3")))
+    image_part = _obj(
+        ["type", "image_url"],
+        type=_const("image_url"),
+        image_url=_obj(
+            ["url"],
+            url={
+                "type": "string",
+                "description": "An https:// URL or a data: URL. The gateway never fetches it: "
+                "a provider that cannot take URLs gets a 400 naming the part.",
+            },
+            detail=_enum("auto", "low", "high"),
+        ),
+    )
+    audio_part = _obj(
+        ["type", "input_audio"],
+        type=_const("input_audio"),
+        input_audio=_obj(["data", "format"], data=STR, format=_enum("wav", "mp3")),
+    )
     file_part = _obj(["type", "file"], type=_const("file"), file=_obj(filename=STR, file_data=STR, file_id=STR))
     refusal_part = _obj(["type", "refusal"], type=_const("refusal"), refusal=STR)
 
     def content(*parts: dict) -> dict:
         return {"oneOf": [STR, {"type": "array", "minItems": 1, "items": {"oneOf": list(parts)}}]}
 
-    tool_call = _obj(["id", "type", "function"], id=STR, type=_const("function"),
-                     function=_obj(["name", "arguments"], name=STR, arguments={"type": "string", "description": "JSON text"}))
+    tool_call = _obj(
+        ["id", "type", "function"],
+        id=STR,
+        type=_const("function"),
+        function=_obj(["name", "arguments"], name=STR, arguments={"type": "string", "description": "JSON text"}),
+    )
     messages = {
         "SystemMessage": _obj(["role", "content"], role=_const("system"), content=content(text_part), name=STR),
         "DeveloperMessage": _obj(["role", "content"], role=_const("developer"), content=content(text_part), name=STR),
-        "UserMessage": _obj(["role", "content"], role=_const("user"),
-                            content=content(text_part, image_part, audio_part, file_part), name=STR),
-        "AssistantMessage": _obj(["role"], role=_const("assistant"), content=_null(content(text_part, refusal_part)),
-                                 refusal=_null(STR), name=STR, tool_calls={"type": "array", "items": tool_call}),
-        "ToolMessage": _obj(["role", "content", "tool_call_id"], role=_const("tool"), content=content(text_part),
-                            tool_call_id=STR),
+        "UserMessage": _obj(
+            ["role", "content"],
+            role=_const("user"),
+            content=content(text_part, image_part, audio_part, file_part),
+            name=STR,
+        ),
+        "AssistantMessage": _obj(
+            ["role"],
+            role=_const("assistant"),
+            content=_null(content(text_part, refusal_part)),
+            refusal=_null(STR),
+            name=STR,
+            tool_calls={"type": "array", "items": tool_call},
+        ),
+        "ToolMessage": _obj(
+            ["role", "content", "tool_call_id"], role=_const("tool"), content=content(text_part), tool_call_id=STR
+        ),
         "FunctionMessage": _obj(["role", "content", "name"], role=_const("function"), content=_null(STR), name=STR),
     }
     chat_request = _obj(
@@ -123,15 +213,32 @@ def _openai_schemas() -> dict:
         messages={"type": "array", "minItems": 1, "items": {"oneOf": [_ref(n) for n in messages]}},
         stream=_null(BOOL),
         stream_options=_null(_obj(include_usage=BOOL, include_obfuscation=BOOL)),
-        tools={"type": "array", "items": _obj(["type", "function"], type=_const("function"), function=_obj(
-            ["name"], name=STR, description=STR, parameters=JSON_OBJECT, strict=_null(BOOL)))},
-        tool_choice={"oneOf": [_enum("none", "auto", "required"), _obj(
-            ["type", "function"], type=_const("function"), function=_obj(["name"], name=STR))]},
+        tools={
+            "type": "array",
+            "items": _obj(
+                ["type", "function"],
+                type=_const("function"),
+                function=_obj(["name"], name=STR, description=STR, parameters=JSON_OBJECT, strict=_null(BOOL)),
+            ),
+        },
+        tool_choice={
+            "oneOf": [
+                _enum("none", "auto", "required"),
+                _obj(["type", "function"], type=_const("function"), function=_obj(["name"], name=STR)),
+            ]
+        },
         parallel_tool_calls=BOOL,
-        response_format={"oneOf": [
-            _obj(["type"], type=_const("text")), _obj(["type"], type=_const("json_object")),
-            _obj(["type", "json_schema"], type=_const("json_schema"), json_schema=_obj(
-                ["name"], name=STR, description=STR, schema=JSON_OBJECT, strict=_null(BOOL)))]},
+        response_format={
+            "oneOf": [
+                _obj(["type"], type=_const("text")),
+                _obj(["type"], type=_const("json_object")),
+                _obj(
+                    ["type", "json_schema"],
+                    type=_const("json_schema"),
+                    json_schema=_obj(["name"], name=STR, description=STR, schema=JSON_OBJECT, strict=_null(BOOL)),
+                ),
+            ]
+        },
         max_tokens=_null({"type": "integer", "minimum": 1}),
         max_completion_tokens=_null({"type": "integer", "minimum": 1}),
         n=_null({"type": "integer", "minimum": 1, "maximum": 128}),
@@ -142,45 +249,110 @@ def _openai_schemas() -> dict:
         user=STR,
         multihome=_ref("MultihomeExtension"),
     )
-    chat_request["description"] = ("OpenAI's chat request. Fields not listed are forwarded unchanged to OpenAI-"
-                                    "compatible upstreams; translating upstreams map, drop (header "
-                                    "x-multihome-dropped-params) or refuse them with a 400.")
-    usage = _obj(["prompt_tokens", "completion_tokens", "total_tokens"], prompt_tokens=INT, completion_tokens=INT,
-                 total_tokens=INT, prompt_tokens_details=_obj(cached_tokens=INT))
+    chat_request["description"] = (
+        "OpenAI's chat request. Fields not listed are forwarded unchanged to OpenAI-"
+        "compatible upstreams; translating upstreams map, drop (header "
+        "x-multihome-dropped-params) or refuse them with a 400."
+    )
+    usage = _obj(
+        ["prompt_tokens", "completion_tokens", "total_tokens"],
+        prompt_tokens=INT,
+        completion_tokens=INT,
+        total_tokens=INT,
+        prompt_tokens_details=_obj(cached_tokens=INT),
+    )
     finish = _null(_enum("stop", "length", "tool_calls", "content_filter", "function_call"))
     completion = _obj(
-        ["id", "object", "created", "model", "choices"], id=STR, object=_const("chat.completion"), created=INT, model=STR,
-        choices={"type": "array", "items": _obj(["index", "message", "finish_reason"], index=INT, finish_reason=finish,
-                                                message=_obj(["role"], role=_const("assistant"), content=_null(STR),
-                                                             refusal=_null(STR), tool_calls={"type": "array", "items": tool_call}))},
-        usage=usage)
-    chunk = _obj(["id", "object", "created", "model", "choices"], id=STR, object=_const("chat.completion.chunk"),
-                 created=INT, model=STR, usage=_null(usage),
-                 choices={"type": "array", "items": _obj(["index", "delta"], index=INT, finish_reason=finish, delta=_obj(
-                     role=STR, content=_null(STR), refusal=_null(STR), tool_calls={"type": "array", "items": _obj(
-                         ["index"], index=INT, id=STR, type=_const("function"),
-                         function=_obj(name=STR, arguments=STR))}))})
+        ["id", "object", "created", "model", "choices"],
+        id=STR,
+        object=_const("chat.completion"),
+        created=INT,
+        model=STR,
+        choices={
+            "type": "array",
+            "items": _obj(
+                ["index", "message", "finish_reason"],
+                index=INT,
+                finish_reason=finish,
+                message=_obj(
+                    ["role"],
+                    role=_const("assistant"),
+                    content=_null(STR),
+                    refusal=_null(STR),
+                    tool_calls={"type": "array", "items": tool_call},
+                ),
+            ),
+        },
+        usage=usage,
+    )
+    chunk = _obj(
+        ["id", "object", "created", "model", "choices"],
+        id=STR,
+        object=_const("chat.completion.chunk"),
+        created=INT,
+        model=STR,
+        usage=_null(usage),
+        choices={
+            "type": "array",
+            "items": _obj(
+                ["index", "delta"],
+                index=INT,
+                finish_reason=finish,
+                delta=_obj(
+                    role=STR,
+                    content=_null(STR),
+                    refusal=_null(STR),
+                    tool_calls={
+                        "type": "array",
+                        "items": _obj(
+                            ["index"],
+                            index=INT,
+                            id=STR,
+                            type=_const("function"),
+                            function=_obj(name=STR, arguments=STR),
+                        ),
+                    },
+                ),
+            ),
+        },
+    )
     chunk["description"] = "The data of one SSE event; the stream ends with `data: [DONE]`."
     embeddings_request = _obj(
         ["model", "input"],
         model=STR,
-        input={"oneOf": [
-            {"type": "string", "minLength": 1},
-            {"type": "array", "minItems": 1, "maxItems": 2048, "items": {"type": "string", "minLength": 1}},
-            {"type": "array", "minItems": 1, "maxItems": 2048, "items": INT},
-            {"type": "array", "minItems": 1, "maxItems": 2048, "items": {"type": "array", "minItems": 1, "items": INT}},
-        ]},
+        input={
+            "oneOf": [
+                {"type": "string", "minLength": 1},
+                {"type": "array", "minItems": 1, "maxItems": 2048, "items": {"type": "string", "minLength": 1}},
+                {"type": "array", "minItems": 1, "maxItems": 2048, "items": INT},
+                {
+                    "type": "array",
+                    "minItems": 1,
+                    "maxItems": 2048,
+                    "items": {"type": "array", "minItems": 1, "items": INT},
+                },
+            ]
+        },
         encoding_format=_enum("float", "base64"),
         dimensions={"type": "integer", "minimum": 1},
         user=STR,
         multihome=_ref("MultihomeExtension"),
     )
     embeddings_response = _obj(
-        ["object", "model", "data", "usage"], object=_const("list"), model=STR,
-        data={"type": "array", "items": _obj(["index", "object", "embedding"], index=INT, object=_const("embedding"),
-                                             embedding={"oneOf": [{"type": "array", "items": NUM},
-                                                                  {"type": "string", "description": "base64"}]})},
-        usage=_obj(["prompt_tokens", "total_tokens"], prompt_tokens=INT, total_tokens=INT))
+        ["object", "model", "data", "usage"],
+        object=_const("list"),
+        model=STR,
+        data={
+            "type": "array",
+            "items": _obj(
+                ["index", "object", "embedding"],
+                index=INT,
+                object=_const("embedding"),
+                embedding={"oneOf": [{"type": "array", "items": NUM}, {"type": "string", "description": "base64"}]},
+            ),
+        },
+        usage=_obj(["prompt_tokens", "total_tokens"], prompt_tokens=INT, total_tokens=INT),
+    )
     model = _obj(["id", "object", "created", "owned_by"], id=STR, object=_const("model"), created=INT, owned_by=STR)
     return {
         **messages,
@@ -191,51 +363,114 @@ def _openai_schemas() -> dict:
         "EmbeddingsResponse": embeddings_response,
         "Model": model,
         "ModelList": _obj(["object", "data"], object=_const("list"), data={"type": "array", "items": _ref("Model")}),
-        "RouteExplainRequest": {"description": "A chat request, or an embeddings request (has `input`, no `messages`).",
-                                "anyOf": [_ref("ChatCompletionRequest"), _ref("EmbeddingsRequest")]},
-        "RouteExplanation": _obj(["object", "model", "plans", "would_attempt"], object=_const("route.explanation"),
-                                 model=STR, fallback_groups={"type": "array", "items": STR},
-                                 plans={"type": "array", "items": {"type": "object"}}, breakers={"type": "object"},
-                                 would_attempt={"type": "array", "items": STR}, policy={"type": "object"}),
-        "MultihomeExtension": _obj(extra=False, route=_obj(extra=False, deployments={
-            "type": "array", "items": STR,
-            "description": "Only these deployments of the model group may serve the call (never others)."})),
-        "Error": _obj(["error"], error=_obj(["message", "type", "param", "code"], message=STR, type=STR,
-                                             param=_null(STR), code=_null(STR))),
+        "RouteExplainRequest": {
+            "description": "A chat request, or an embeddings request (has `input`, no `messages`).",
+            "anyOf": [_ref("ChatCompletionRequest"), _ref("EmbeddingsRequest")],
+        },
+        "RouteExplanation": _obj(
+            ["object", "model", "plans", "would_attempt"],
+            object=_const("route.explanation"),
+            model=STR,
+            fallback_groups={"type": "array", "items": STR},
+            plans={"type": "array", "items": {"type": "object"}},
+            breakers={"type": "object"},
+            would_attempt={"type": "array", "items": STR},
+            policy={"type": "object"},
+        ),
+        "MultihomeExtension": _obj(
+            extra=False,
+            route=_obj(
+                extra=False,
+                deployments={
+                    "type": "array",
+                    "items": STR,
+                    "description": "Only these deployments of the model group may serve the call (never others).",
+                },
+            ),
+        ),
+        "Error": _obj(
+            ["error"],
+            error=_obj(["message", "type", "param", "code"], message=STR, type=STR, param=_null(STR), code=_null(STR)),
+        ),
         "Status": _obj(["status"], status=STR),
     }
 
 
 def _anthropic_schemas() -> dict:
     text = _obj(["type", "text"], type=_const("text"), text=STR, cache_control=JSON_OBJECT)
-    image = _obj(["type", "source"], type=_const("image"), cache_control=JSON_OBJECT, source={"oneOf": [
-        _obj(["type", "media_type", "data"], type=_const("base64"),
-             media_type=_enum("image/jpeg", "image/png", "image/gif", "image/webp"), data=STR),
-        _obj(["type", "url"], type=_const("url"), url={"type": "string", "description": "Passed to the upstream as a "
-                                                        "URL; the gateway never fetches it."}),
-    ]})
-    tool_use = _obj(["type", "id", "name", "input"], type=_const("tool_use"), id=STR, name=STR, input=JSON_OBJECT,
-                    cache_control=JSON_OBJECT)
-    tool_result = _obj(["type", "tool_use_id"], type=_const("tool_result"), tool_use_id=STR, is_error=BOOL,
-                       content={"oneOf": [STR, {"type": "array", "items": text}]}, cache_control=JSON_OBJECT)
+    image = _obj(
+        ["type", "source"],
+        type=_const("image"),
+        cache_control=JSON_OBJECT,
+        source={
+            "oneOf": [
+                _obj(
+                    ["type", "media_type", "data"],
+                    type=_const("base64"),
+                    media_type=_enum("image/jpeg", "image/png", "image/gif", "image/webp"),
+                    data=STR,
+                ),
+                _obj(
+                    ["type", "url"],
+                    type=_const("url"),
+                    url={
+                        "type": "string",
+                        "description": "Passed to the upstream as a URL; the gateway never fetches it.",
+                    },
+                ),
+            ]
+        },
+    )
+    tool_use = _obj(
+        ["type", "id", "name", "input"],
+        type=_const("tool_use"),
+        id=STR,
+        name=STR,
+        input=JSON_OBJECT,
+        cache_control=JSON_OBJECT,
+    )
+    tool_result = _obj(
+        ["type", "tool_use_id"],
+        type=_const("tool_result"),
+        tool_use_id=STR,
+        is_error=BOOL,
+        content={"oneOf": [STR, {"type": "array", "items": text}]},
+        cache_control=JSON_OBJECT,
+    )
     thinking = _obj(["type"], type=_enum("thinking", "redacted_thinking"))
-    message = _obj(["role", "content"], role=_enum("user", "assistant"), content={"oneOf": [
-        STR, {"type": "array", "items": {"oneOf": [text, image, tool_use, tool_result, thinking]}}]})
+    message = _obj(
+        ["role", "content"],
+        role=_enum("user", "assistant"),
+        content={"oneOf": [STR, {"type": "array", "items": {"oneOf": [text, image, tool_use, tool_result, thinking]}}]},
+    )
     common = dict(
         model={"type": "string", "description": "A model group of this gateway."},
         messages={"type": "array", "minItems": 1, "items": message},
         system={"oneOf": [STR, {"type": "array", "items": text}]},
-        tools={"type": "array", "items": _obj(["name", "input_schema"], name=STR, description=STR,
-                                              input_schema=JSON_OBJECT, type=_const("custom"),
-                                              cache_control=JSON_OBJECT)},
+        tools={
+            "type": "array",
+            "items": _obj(
+                ["name", "input_schema"],
+                name=STR,
+                description=STR,
+                input_schema=JSON_OBJECT,
+                type=_const("custom"),
+                cache_control=JSON_OBJECT,
+            ),
+        },
         tool_choice=_obj(["type"], type=_enum("auto", "any", "tool", "none"), name=STR, disable_parallel_tool_use=BOOL),
         thinking=_obj(["type"], type=_enum("enabled", "disabled"), budget_tokens=INT),
     )
     request = _obj(
-        ["model", "messages", "max_tokens"], **common,
+        ["model", "messages", "max_tokens"],
+        **common,
         max_tokens={"type": "integer", "minimum": 1},
-        stop_sequences={"type": "array", "maxItems": 4, "items": STR,
-                        "description": "At most four on this gateway (OpenAI's limit applies to every upstream)."},
+        stop_sequences={
+            "type": "array",
+            "maxItems": 4,
+            "items": STR,
+            "description": "At most four on this gateway (OpenAI's limit applies to every upstream).",
+        },
         temperature={"type": "number", "minimum": 0, "maximum": 1},
         top_p={"type": "number", "minimum": 0, "maximum": 1},
         top_k={"type": "integer", "minimum": 0, "description": "Accepted and dropped (x-multihome-dropped-params)."},
@@ -245,18 +480,55 @@ def _anthropic_schemas() -> dict:
         output_config=_obj(format=_obj(["type", "schema"], type=_const("json_schema"), schema=JSON_OBJECT), effort=STR),
         multihome=_ref("MultihomeExtension"),
     )
-    usage = _obj(["input_tokens", "output_tokens"], input_tokens=INT, output_tokens=INT,
-                 cache_creation_input_tokens=_null(INT), cache_read_input_tokens=_null(INT))
+    usage = _obj(
+        ["input_tokens", "output_tokens"],
+        input_tokens=INT,
+        output_tokens=INT,
+        cache_creation_input_tokens=_null(INT),
+        cache_read_input_tokens=_null(INT),
+    )
     response = _obj(
-        ["id", "type", "role", "model", "content", "stop_reason", "usage"], id=STR, type=_const("message"),
-        role=_const("assistant"), model=STR, content={"type": "array", "items": {"oneOf": [
-            _obj(["type", "text"], type=_const("text"), text=STR),
-            _obj(["type", "id", "name", "input"], type=_const("tool_use"), id=STR, name=STR, input=JSON_OBJECT)]}},
-        stop_reason=_null(_enum("end_turn", "max_tokens", "stop_sequence", "tool_use", "pause_turn", "refusal",
-                                "model_context_window_exceeded")),
-        stop_sequence=_null(STR), usage=usage)
-    event = _obj(["type"], type=_enum("message_start", "content_block_start", "content_block_delta", "content_block_stop",
-                                      "message_delta", "message_stop", "ping", "error"))
+        ["id", "type", "role", "model", "content", "stop_reason", "usage"],
+        id=STR,
+        type=_const("message"),
+        role=_const("assistant"),
+        model=STR,
+        content={
+            "type": "array",
+            "items": {
+                "oneOf": [
+                    _obj(["type", "text"], type=_const("text"), text=STR),
+                    _obj(["type", "id", "name", "input"], type=_const("tool_use"), id=STR, name=STR, input=JSON_OBJECT),
+                ]
+            },
+        },
+        stop_reason=_null(
+            _enum(
+                "end_turn",
+                "max_tokens",
+                "stop_sequence",
+                "tool_use",
+                "pause_turn",
+                "refusal",
+                "model_context_window_exceeded",
+            )
+        ),
+        stop_sequence=_null(STR),
+        usage=usage,
+    )
+    event = _obj(
+        ["type"],
+        type=_enum(
+            "message_start",
+            "content_block_start",
+            "content_block_delta",
+            "content_block_stop",
+            "message_delta",
+            "message_stop",
+            "ping",
+            "error",
+        ),
+    )
     event["description"] = "The data of one named SSE event (`event: <type>`), in Anthropic's documented order."
     return {
         "MessagesRequest": request,
@@ -264,27 +536,42 @@ def _anthropic_schemas() -> dict:
         "TokenCount": _obj(["input_tokens"], input_tokens=INT),
         "Message": response,
         "MessageStreamEvent": event,
-        "AnthropicError": _obj(["type", "error"], type=_const("error"), request_id=STR,
-                               error=_obj(["type", "message"], type=STR, message=STR)),
+        "AnthropicError": _obj(
+            ["type", "error"],
+            type=_const("error"),
+            request_id=STR,
+            error=_obj(["type", "message"], type=STR, message=STR),
+        ),
     }
 
 
 _RESPONSE_HEADERS = {
-    "x-request-id": {"description": "This call's id in the gateway's logs, audit trail and usage records.",
-                     "schema": STR},
+    "x-request-id": {
+        "description": "This call's id in the gateway's logs, audit trail and usage records.",
+        "schema": STR,
+    },
     "x-multihome-deployment": {"description": "The deployment that served the call.", "schema": STR},
     "x-multihome-attempts": {"description": "Every attempt of the call: deployment;outcome=...;ms=...", "schema": STR},
-    "x-multihome-dropped-params": {"description": "Request fields the serving provider cannot honour and the "
-                                                  "gateway dropped.", "schema": STR},
+    "x-multihome-dropped-params": {
+        "description": "Request fields the serving provider cannot honour and the gateway dropped.",
+        "schema": STR,
+    },
 }
-_NARROWING = {"name": "x-multihome-deployments", "in": "header", "required": False, "schema": STR,
-              "description": "Comma-separated deployments of the model group this call may use (never others)."}
+_NARROWING = {
+    "name": "x-multihome-deployments",
+    "in": "header",
+    "required": False,
+    "schema": STR,
+    "description": "Comma-separated deployments of the model group this call may use (never others).",
+}
 
 
 def _error(door: str) -> dict:
     schema = "AnthropicError" if door == ANTHROPIC else "Error"
-    return {"description": f"{'Anthropic' if door == ANTHROPIC else 'OpenAI'} error envelope",
-            "content": {"application/json": {"schema": _ref(schema)}}}
+    return {
+        "description": f"{'Anthropic' if door == ANTHROPIC else 'OpenAI'} error envelope",
+        "content": {"application/json": {"schema": _ref(schema)}},
+    }
 
 
 def _operation(route: PublicRoute) -> dict:
@@ -310,11 +597,16 @@ def _operation(route: PublicRoute) -> dict:
         ok["content"] = {"application/json": {"schema": {"type": "object"}}}
     responses: dict = {"200": ok}
     if route.path == "/readyz":
-        responses["503"] = {"description": "Still starting", "content": {"application/json": {"schema": _ref("Status")}}}
+        responses["503"] = {
+            "description": "Still starting",
+            "content": {"application/json": {"schema": _ref("Status")}},
+        }
     if route.door != NONE:
         responses["4XX"] = _error(route.door)
-        responses["5XX"] = {**_error(route.door), "description": "Every deployment failed or the time budget ran "
-                                                                 "out (the message lists the attempts)"}
+        responses["5XX"] = {
+            **_error(route.door),
+            "description": "Every deployment failed or the time budget ran out (the message lists the attempts)",
+        }
     op["responses"] = responses
     return op
 
@@ -329,16 +621,23 @@ def openapi_document() -> dict:
             "title": "Multihome gateway: OpenAI- and Anthropic-compatible API",
             "version": "1",
             "description": "What this gateway accepts and returns on its client-facing doors. `model` names a model "
-                           "group of the gateway's config. The admin API has its own document at "
-                           "/admin/v1/openapi.json.",
+            "group of the gateway's config. The admin API has its own document at "
+            "/admin/v1/openapi.json.",
         },
         "components": {
             "schemas": {**_openai_schemas(), **_anthropic_schemas()},
             "securitySchemes": {
-                "bearer": {"type": "http", "scheme": "bearer", "description": "A key issued by this gateway or an "
-                                                                              "OIDC token from a configured issuer."},
-                "apiKey": {"type": "apiKey", "in": "header", "name": "x-api-key",
-                           "description": "The same credential, as the anthropic SDK sends it."},
+                "bearer": {
+                    "type": "http",
+                    "scheme": "bearer",
+                    "description": "A key issued by this gateway or an OIDC token from a configured issuer.",
+                },
+                "apiKey": {
+                    "type": "apiKey",
+                    "in": "header",
+                    "name": "x-api-key",
+                    "description": "The same credential, as the anthropic SDK sends it.",
+                },
             },
         },
         "paths": paths,

@@ -7,6 +7,16 @@ from .verify import Report, verify_dir
 from .writer import AuditClosed, AuditLog
 
 __all__ = [
-    "KINDS", "AdminChange", "AgentStep", "AuditClosed", "AuditLog", "AuditReader", "CallEvent",
-    "CallStarted", "Filters", "PolicyDenial", "Report", "verify_dir",
+    "KINDS",
+    "AdminChange",
+    "AgentStep",
+    "AuditClosed",
+    "AuditLog",
+    "AuditReader",
+    "CallEvent",
+    "CallStarted",
+    "Filters",
+    "PolicyDenial",
+    "Report",
+    "verify_dir",
 ]

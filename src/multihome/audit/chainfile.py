@@ -65,7 +65,7 @@ def last_line(path: str) -> bytes | None:
                 continue  # still inside a torn tail
             start = tail.rfind(b"\n", 0, last_nl)
             if start >= 0 or pos == 0:
-                return tail[start + 1:last_nl]
+                return tail[start + 1 : last_nl]
         return None
 
 

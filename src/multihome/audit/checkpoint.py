@@ -33,8 +33,15 @@ class Checkpoint(msgspec.Struct, frozen=True, kw_only=True):
 
     def signed_bytes(self) -> bytes:
         return canonical(
-            {"chain": self.chain, "final": self.final, "format": self.format, "head": self.head,
-             "key_id": self.key_id, "seq": self.seq, "time": self.time}
+            {
+                "chain": self.chain,
+                "final": self.final,
+                "format": self.format,
+                "head": self.head,
+                "key_id": self.key_id,
+                "seq": self.seq,
+                "time": self.time,
+            }
         )
 
     @property
@@ -42,8 +49,9 @@ class Checkpoint(msgspec.Struct, frozen=True, kw_only=True):
         return bool(self.sig)
 
 
-def new_checkpoint(private, key_id: str | None, chain: str, seq: int, head: str, time: float,
-                   final: bool = False) -> Checkpoint:
+def new_checkpoint(
+    private, key_id: str | None, chain: str, seq: int, head: str, time: float, final: bool = False
+) -> Checkpoint:
     """Signed with `private`; without a key, an unsigned head (for the registry only, never a file)."""
     unsigned = Checkpoint(chain=chain, seq=seq, head=head, time=time, key_id=key_id or "", final=final)
     if private is None:
@@ -71,8 +79,10 @@ def signature_problem(cp: Checkpoint, keys: dict) -> str | None:
     except (binascii.Error, ValueError):
         signature = b""
     if not verify_sig(public, signature, cp.signed_bytes()):
-        return "is not validly signed: the signature does not match its content (forged, or chain/seq/head/time " \
-               "altered after signing)"
+        return (
+            "is not validly signed: the signature does not match its content (forged, or chain/seq/head/time "
+            "altered after signing)"
+        )
     return None
 
 

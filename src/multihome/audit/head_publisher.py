@@ -108,9 +108,13 @@ class HeadPublisher:
             self._failing_since = now
         if now - self._failing_since >= _QUIET_S and now - self._last_warning >= 60:
             self._last_warning = now
-            log.warning("audit: cannot write the head registry for %.0f s (%s: %s); retrying. Until it is "
-                        "written, a rollback of the newest checkpoints cannot be detected from the database",
-                        now - self._failing_since, exc.__class__.__name__, str(exc).splitlines()[0][:200])
+            log.warning(
+                "audit: cannot write the head registry for %.0f s (%s: %s); retrying. Until it is "
+                "written, a rollback of the newest checkpoints cannot be detected from the database",
+                now - self._failing_since,
+                exc.__class__.__name__,
+                str(exc).splitlines()[0][:200],
+            )
 
     async def close(self) -> None:
         if self._task is None:
@@ -120,14 +124,18 @@ class HeadPublisher:
         self._task = None
         try:
             await asyncio.wait_for(self._drain(), CLOSE_DEADLINE_S)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             pass
         if self._latest:
-            log.error("audit: the head registry did not take the last checkpoints of %s before shutdown; the "
-                      "checkpoint files still hold them", ", ".join(sorted(self._latest)))
+            log.error(
+                "audit: the head registry did not take the last checkpoints of %s before shutdown; the "
+                "checkpoint files still hold them",
+                ", ".join(sorted(self._latest)),
+            )
         if self._engine is not None:  # set with _task, in start()
             await self._engine.dispose()
 
     async def _drain(self) -> None:
-        while not await self._flush():
+        # Retried until the store takes it: there is nothing to wait on but time.
+        while not await self._flush():  # noqa: ASYNC110
             await asyncio.sleep(0.1)

@@ -52,13 +52,25 @@ def upsert(dialect: str, trail: str, host: str, cps: list[Checkpoint]):
     from sqlalchemy.dialects import postgresql, sqlite  # SQLAlchemy's upsert is per dialect
 
     insert = sqlite.insert if dialect == "sqlite" else postgresql.insert
-    now = dt.datetime.now(dt.timezone.utc)
-    rows = [dict(chain=cp.chain, trail=trail, host=host, seq=cp.seq, head=cp.head, final=cp.final,
-                 checkpoint=encode_checkpoint(cp)[:-1].decode(), updated_at=now) for cp in cps]
+    now = dt.datetime.now(dt.UTC)
+    rows = [
+        dict(
+            chain=cp.chain,
+            trail=trail,
+            host=host,
+            seq=cp.seq,
+            head=cp.head,
+            final=cp.final,
+            checkpoint=encode_checkpoint(cp)[:-1].decode(),
+            updated_at=now,
+        )
+        for cp in cps
+    ]
     stmt = insert(table).values(rows)
     moved = {c: stmt.excluded[c] for c in ("seq", "head", "final", "checkpoint", "updated_at")}
-    return stmt.on_conflict_do_update(index_elements=[table.c.chain], set_=moved,
-                                      where=table.c.seq <= stmt.excluded.seq)
+    return stmt.on_conflict_do_update(
+        index_elements=[table.c.chain], set_=moved, where=table.c.seq <= stmt.excluded.seq
+    )
 
 
 async def read_heads(engine, trail: str | None = None) -> list[Head]:
@@ -91,9 +103,11 @@ def load_from_database(url: str, trail: str | None = None) -> list[Head]:
             return await read_heads(engine, trail)
         except sa.exc.SQLAlchemyError as exc:
             safe = engine.url.render_as_string(hide_password=True)
-            raise HeadsError(f"cannot read the head registry from {safe}: {exc.__class__.__name__}: "
-                             f"{str(getattr(exc, 'orig', exc)).splitlines()[0]} (is the database migrated? "
-                             "`multihome db upgrade`)") from None
+            raise HeadsError(
+                f"cannot read the head registry from {safe}: {exc.__class__.__name__}: "
+                f"{str(getattr(exc, 'orig', exc)).splitlines()[0]} (is the database migrated? "
+                "`multihome db upgrade`)"
+            ) from None
         finally:
             await engine.dispose()
 

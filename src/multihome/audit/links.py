@@ -15,8 +15,8 @@ import logging
 import os
 import socket
 
-from .chainfile import CHAIN_SUFFIX, chain_names, decode, genesis_record, last_checkpoint, last_line
 from ..config.audit import AuditConfig
+from .chainfile import CHAIN_SUFFIX, chain_names, decode, genesis_record, last_checkpoint, last_line
 from .events import Link
 
 log = logging.getLogger("multihome.audit")

@@ -71,7 +71,7 @@ def parse_time(value: str, name: str) -> float:
     except ValueError:
         raise BadQuery(f"{name} must be unix seconds or an ISO-8601 time, not {value!r}") from None
     if when.tzinfo is None:
-        when = when.replace(tzinfo=dt.timezone.utc)
+        when = when.replace(tzinfo=dt.UTC)
     return when.timestamp()
 
 

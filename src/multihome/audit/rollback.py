@@ -30,16 +30,22 @@ class Vouch:
 
 
 class Expectations:
-    def __init__(self, records: dict[str, dict | None], heads: list | None, trail: str | None, keys: dict,
-                 report: Report) -> None:
+    def __init__(
+        self, records: dict[str, dict | None], heads: list | None, trail: str | None, keys: dict, report: Report
+    ) -> None:
         self.report = report
         self.registry_given = heads is not None
         self.vouches: dict[str, list[Vouch]] = {}
         for name, record in records.items():  # unverified yet: a link counts once its chain verifies
             for link in (record or {}).get("body", {}).get("links") or ():
                 try:
-                    vouch = Vouch(seq=int(link["seq"]), head=str(link["head"]), final=bool(link["final"]),
-                                  source=f"the genesis record of {name}", by=name)
+                    vouch = Vouch(
+                        seq=int(link["seq"]),
+                        head=str(link["head"]),
+                        final=bool(link["final"]),
+                        source=f"the genesis record of {name}",
+                        by=name,
+                    )
                     self.vouches.setdefault(str(link["chain"]), []).append(vouch)
                 except (KeyError, TypeError, ValueError):
                     continue  # a broken record fails its own chain's walk
@@ -47,7 +53,8 @@ class Expectations:
             for head in self._select(heads, trail, records, keys):
                 cp = head.checkpoint
                 self.vouches.setdefault(cp.chain, []).append(
-                    Vouch(seq=cp.seq, head=cp.head, final=cp.final, source=REGISTRY, checkpoint=cp))
+                    Vouch(seq=cp.seq, head=cp.head, final=cp.final, source=REGISTRY, checkpoint=cp)
+                )
 
     def _select(self, heads: list, trail: str | None, records: dict, keys: dict) -> list:
         """The registry entries of this directory's trail(s), with valid signatures."""
@@ -57,8 +64,14 @@ class Expectations:
         if not trails:
             known = {h.trail for h in heads}
             if len(known) > 1:
-                add(Problem("-", "trail", "the directory does not say which trail it is (no chain has a genesis "
-                            f"record) and the head registry holds several: pass --trail (one of {', '.join(sorted(known))})"))
+                add(
+                    Problem(
+                        "-",
+                        "trail",
+                        "the directory does not say which trail it is (no chain has a genesis "
+                        f"record) and the head registry holds several: pass --trail (one of {', '.join(sorted(known))})",
+                    )
+                )
             trails = known if len(known) == 1 else set()
         selected = []
         for head in heads:
@@ -69,8 +82,11 @@ class Expectations:
             if keys and (cp.signed or signed_chain):
                 problem = signature_problem(cp, keys)
                 if problem is not None:
-                    add(Problem(cp.chain, "forged_head", f"the head registry's entry (seq {cp.seq}) {problem}",
-                                seq=cp.seq))
+                    add(
+                        Problem(
+                            cp.chain, "forged_head", f"the head registry's entry (seq {cp.seq}) {problem}", seq=cp.seq
+                        )
+                    )
                     continue
             selected.append(head)
         self.report.heads = len(selected)
@@ -106,9 +122,15 @@ class Expectations:
         if not said:
             return
         strongest = max([v.seq for v in vouches] + [cp.seq for _, cp in (state.checkpoints if state else [])])
-        self.report.problems.append(Problem(
-            chain, "deleted", f"the chain file is gone, but {' and '.join(said)} "
-            f"{'expects' if len(said) == 1 else 'expect'} it: expected seq {strongest}, found nothing", seq=strongest))
+        self.report.problems.append(
+            Problem(
+                chain,
+                "deleted",
+                f"the chain file is gone, but {' and '.join(said)} "
+                f"{'expects' if len(said) == 1 else 'expect'} it: expected seq {strongest}, found nothing",
+                seq=strongest,
+            )
+        )
 
     def _check(self, state: ChainState, vouch: Vouch) -> None:
         add = self.report.problems.append
@@ -117,27 +139,61 @@ class Expectations:
             return  # the walk already failed before this point
         closed = " (closed by a final checkpoint)" if vouch.final else ""
         if state.last_seq < seq:
-            add(Problem(chain, "rolled_back", f"{vouch.source} expects seq {seq}{closed}, found seq {state.last_seq}: "
-                        f"events {state.last_seq + 1}..{seq} were cut (with their checkpoints, if none said so)",
-                        seq=seq))
+            add(
+                Problem(
+                    chain,
+                    "rolled_back",
+                    f"{vouch.source} expects seq {seq}{closed}, found seq {state.last_seq}: "
+                    f"events {state.last_seq + 1}..{seq} were cut (with their checkpoints, if none said so)",
+                    seq=seq,
+                )
+            )
             return
         if state.heads.get(seq) != vouch.head:
-            add(Problem(chain, "rewritten", f"{vouch.source} expects hash {vouch.head[:16]}… at seq {seq}, found "
-                        f"{str(state.heads.get(seq))[:16]}…: events up to seq {seq} were rewritten", seq=seq))
+            add(
+                Problem(
+                    chain,
+                    "rewritten",
+                    f"{vouch.source} expects hash {vouch.head[:16]}… at seq {seq}, found "
+                    f"{str(state.heads.get(seq))[:16]}…: events up to seq {seq} were rewritten",
+                    seq=seq,
+                )
+            )
             return
         last = state.last_checkpoint
         if vouch.final and state.last_seq > seq and not (last and last.final and last.seq <= seq):
-            add(Problem(chain, "inserted", f"events after seq {seq}, where {vouch.source} saw the chain closed: "
-                        "appended by someone other than the writer", seq=seq + 1))
+            add(
+                Problem(
+                    chain,
+                    "inserted",
+                    f"events after seq {seq}, where {vouch.source} saw the chain closed: "
+                    "appended by someone other than the writer",
+                    seq=seq + 1,
+                )
+            )
         if not state.signed:
             return
         cp = vouch.checkpoint
         if vouch.final and not state.has_checkpoint(seq, vouch.head, final=True):
-            add(Problem(chain, "rolled_back", f"{vouch.source} expects the final checkpoint at seq {seq}, found "
-                        f"{_last(last)}: the final checkpoint was removed", seq=seq))
+            add(
+                Problem(
+                    chain,
+                    "rolled_back",
+                    f"{vouch.source} expects the final checkpoint at seq {seq}, found "
+                    f"{_last(last)}: the final checkpoint was removed",
+                    seq=seq,
+                )
+            )
         elif cp is not None and cp.signed and not state.has_checkpoint(seq, vouch.head):
-            add(Problem(chain, "rolled_back", f"{vouch.source} expects a checkpoint at seq {seq}, found {_last(last)}:"
-                        " the checkpoint file was cut back", seq=seq))
+            add(
+                Problem(
+                    chain,
+                    "rolled_back",
+                    f"{vouch.source} expects a checkpoint at seq {seq}, found {_last(last)}:"
+                    " the checkpoint file was cut back",
+                    seq=seq,
+                )
+            )
 
     def _say_what_is_open(self, states: dict[str, ChainState]) -> None:
         """Warnings naming the chains whose end nothing vouches for: their rollback would pass."""
@@ -151,18 +207,31 @@ class Expectations:
         add = self.report.problems.append
         if not self.registry_given:
             tips = ", ".join(name for name, _, _ in open_) or "none"
-            add(Problem("-", "no_head_registry", "no head registry given (--heads FILE, --database URL, or a --config "
-                        "with storage): a rollback of the newest chain cannot be detected. Cutting a chain that no "
-                        "later chain links (here: " + tips + ") back to an earlier checkpoint together with its "
-                        "checkpoint file, or deleting it with its checkpoint file, would pass",
-                        severity="warning"))
+            add(
+                Problem(
+                    "-",
+                    "no_head_registry",
+                    "no head registry given (--heads FILE, --database URL, or a --config "
+                    "with storage): a rollback of the newest chain cannot be detected. Cutting a chain that no "
+                    "later chain links (here: " + tips + ") back to an earlier checkpoint together with its "
+                    "checkpoint file, or deleting it with its checkpoint file, would pass",
+                    severity="warning",
+                )
+            )
             return
         for name, newest, last in open_:
             upto = "not at all" if newest is None else f"only up to seq {newest}"
-            add(Problem(name, "unregistered", f"the head registry has this chain {upto} and no later chain links "
-                        f"it further; it reaches seq {last}: a cut back to there would not be detected (the "
-                        "registry lags a live writer by one checkpoint, or the database was unreachable)",
-                        seq=last, severity="warning"))
+            add(
+                Problem(
+                    name,
+                    "unregistered",
+                    f"the head registry has this chain {upto} and no later chain links "
+                    f"it further; it reaches seq {last}: a cut back to there would not be detected (the "
+                    "registry lags a live writer by one checkpoint, or the database was unreachable)",
+                    seq=last,
+                    severity="warning",
+                )
+            )
 
 
 def _last(cp: Checkpoint | None) -> str:

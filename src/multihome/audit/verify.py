@@ -98,8 +98,9 @@ def chains_in(directory: str) -> list[str]:
     return sorted(names)
 
 
-def verify_dir(directory: str, public_keys: dict | None = None, heads: list | None = None,
-               trail: str | None = None) -> Report:
+def verify_dir(
+    directory: str, public_keys: dict | None = None, heads: list | None = None, trail: str | None = None
+) -> Report:
     """public_keys: key id -> Ed25519PublicKey. Empty/None: signatures are not checked (a warning).
     heads: the head registry (heads.Head entries from the database or an export); None: there is
     none, and verify says what it therefore cannot detect. trail: which registry trail this
@@ -112,8 +113,9 @@ def verify_dir(directory: str, public_keys: dict | None = None, heads: list | No
         return report
     keys = public_keys or {}
     if not keys:
-        report.problems.append(Problem("-", "unsigned", "no public key given: checkpoint signatures were not checked",
-                                       severity="warning"))
+        report.problems.append(
+            Problem("-", "unsigned", "no public key given: checkpoint signatures were not checked", severity="warning")
+        )
     names = chains_in(directory)
     expected = Expectations({name: genesis_record(directory, name) for name in names}, heads, trail, keys, report)
     states = {}
@@ -139,52 +141,121 @@ def _verify_chain(directory: str, chain: str, keys: dict, report: Report, vouche
     heads = state.heads
     key_id = state.genesis.key_id if state.genesis else None
     if cp_lines is None and key_id:
-        add(Problem(chain, "deleted", f"the checkpoint file is missing but its genesis record says it is signed "
-                    f"with {key_id}: its checkpoints were deleted (expected one from seq 0, found none; the chain "
-                    f"reaches seq {last_seq})"))
+        add(
+            Problem(
+                chain,
+                "deleted",
+                f"the checkpoint file is missing but its genesis record says it is signed "
+                f"with {key_id}: its checkpoints were deleted (expected one from seq 0, found none; the chain "
+                f"reaches seq {last_seq})",
+            )
+        )
     elif cp_lines == 0 and key_id and last_seq >= 1:
-        add(Problem(chain, "rolled_back", "the checkpoint file is empty but the writer signs seq 0 when it opens "
-                    f"a chain, and this one reaches seq {last_seq}: its checkpoints were removed", seq=0))
+        add(
+            Problem(
+                chain,
+                "rolled_back",
+                "the checkpoint file is empty but the writer signs seq 0 when it opens "
+                f"a chain, and this one reaches seq {last_seq}: its checkpoints were removed",
+                seq=0,
+            )
+        )
     elif not checkpoints and keys and state.genesis is None:
         # Written before genesis records: whether it was signed is not recorded anywhere.
-        add(Problem(chain, "unsigned", "no signed checkpoint: a cut tail of this chain cannot be detected",
-                    severity="warning"))
+        add(
+            Problem(
+                chain,
+                "unsigned",
+                "no signed checkpoint: a cut tail of this chain cannot be detected",
+                severity="warning",
+            )
+        )
     elif state.genesis is not None and not key_id and keys:
-        add(Problem(chain, "unsigned", "written without a signing key (its genesis record says so): only other "
-                    "chains' links and the head registry show a cut tail", severity="warning"))
+        add(
+            Problem(
+                chain,
+                "unsigned",
+                "written without a signing key (its genesis record says so): only other "
+                "chains' links and the head registry show a cut tail",
+                severity="warning",
+            )
+        )
     # Checkpoints against the chain.
     beyond = [(n, cp) for n, cp in checkpoints if cp.seq > last_seq]
     if beyond and broken_at is None:
         line_no, cp = beyond[-1]
-        add(Problem(chain, "truncated", f"checkpoint line {line_no} signs seq {cp.seq} but the chain ends at "
-                    f"seq {last_seq}: events {last_seq + 1}..{cp.seq} were cut from the tail", seq=last_seq + 1))
+        add(
+            Problem(
+                chain,
+                "truncated",
+                f"checkpoint line {line_no} signs seq {cp.seq} but the chain ends at "
+                f"seq {last_seq}: events {last_seq + 1}..{cp.seq} were cut from the tail",
+                seq=last_seq + 1,
+            )
+        )
     for line_no, cp in checkpoints:
         if broken_at is not None and cp.seq >= broken_at:
             continue  # the chain already failed before this point
         if cp.seq > last_seq:
             continue
         elif heads.get(cp.seq) != cp.head:
-            add(Problem(chain, "rewritten", f"checkpoint line {line_no} signs head {cp.head[:16]}… at seq {cp.seq} "
-                        f"but the chain has {str(heads.get(cp.seq))[:16]}… there: events up to seq {cp.seq} "
-                        "were rewritten, or the checkpoint was altered", seq=cp.seq))
+            add(
+                Problem(
+                    chain,
+                    "rewritten",
+                    f"checkpoint line {line_no} signs head {cp.head[:16]}… at seq {cp.seq} "
+                    f"but the chain has {str(heads.get(cp.seq))[:16]}… there: events up to seq {cp.seq} "
+                    "were rewritten, or the checkpoint was altered",
+                    seq=cp.seq,
+                )
+            )
     final = [cp for _, cp in checkpoints if cp.final]
     if final and broken_at is None and last_seq > final[-1].seq:
-        add(Problem(chain, "inserted", f"events after the chain was closed at seq {final[-1].seq} (a final signed "
-                    "checkpoint): appended by someone other than the writer", seq=final[-1].seq + 1))
+        add(
+            Problem(
+                chain,
+                "inserted",
+                f"events after the chain was closed at seq {final[-1].seq} (a final signed "
+                "checkpoint): appended by someone other than the writer",
+                seq=final[-1].seq + 1,
+            )
+        )
     elif checkpoints and broken_at is None and not final and last_seq > checkpoints[-1][1].seq:
-        add(Problem(chain, "unsigned_tail", f"events {checkpoints[-1][1].seq + 1}..{last_seq} follow the last "
-                    "checkpoint (the writer stopped without a clean shutdown): hash-chained but not signed",
-                    severity="warning"))
+        add(
+            Problem(
+                chain,
+                "unsigned_tail",
+                f"events {checkpoints[-1][1].seq + 1}..{last_seq} follow the last "
+                "checkpoint (the writer stopped without a clean shutdown): hash-chained but not signed",
+                severity="warning",
+            )
+        )
     if torn is not None:
         torn_line, torn_seq = torn
         covered = [cp.seq for _, cp in checkpoints if cp.seq >= torn_seq]
         if broken_at is None and not covered:
-            add(Problem(chain, "torn_tail", "the last line is incomplete (the writer died mid-write); it was never "
-                        "acknowledged as durable, so nothing promised is lost", line=torn_line, seq=torn_seq,
-                        severity="warning"))
+            add(
+                Problem(
+                    chain,
+                    "torn_tail",
+                    "the last line is incomplete (the writer died mid-write); it was never "
+                    "acknowledged as durable, so nothing promised is lost",
+                    line=torn_line,
+                    seq=torn_seq,
+                    severity="warning",
+                )
+            )
         elif broken_at is None:
-            add(Problem(chain, "torn_tail", f"the line for seq {torn_seq} is incomplete but a signed checkpoint "
-                        f"covers seq {max(covered)}: a durable event was cut", line=torn_line, seq=torn_seq))
+            add(
+                Problem(
+                    chain,
+                    "torn_tail",
+                    f"the line for seq {torn_seq} is incomplete but a signed checkpoint "
+                    f"covers seq {max(covered)}: a durable event was cut",
+                    line=torn_line,
+                    seq=torn_seq,
+                )
+            )
     return state
 
 
@@ -227,14 +298,25 @@ def _walk(chain: str, path: str, wanted: set, state: ChainState, report: Report)
             if index == 0:
                 message, broken = "the first event does not link to the chain's genesis value", seq
             else:
-                message, broken = (f"does not link to event {seq - 1} (line {line_no - 1}): that event was replaced "
-                                   "and re-hashed, or an event was removed and the rest renumbered"), seq - 1
+                message, broken = (
+                    (
+                        f"does not link to event {seq - 1} (line {line_no - 1}): that event was replaced "
+                        "and re-hashed, or an event was removed and the rest renumbered"
+                    ),
+                    seq - 1,
+                )
             add(Problem(chain, "unlinked", message, line=line_no, seq=seq))
             return (broken if index else seq - 1), broken, None
         if (seq == 0) != (event["kind"] == GENESIS_KIND):
-            add(Problem(chain, "modified" if seq == 0 else "inserted",
-                        "seq 0 is not a genesis record" if seq == 0 else "a genesis record after seq 0",
-                        line=line_no, seq=seq))
+            add(
+                Problem(
+                    chain,
+                    "modified" if seq == 0 else "inserted",
+                    "seq 0 is not a genesis record" if seq == 0 else "a genesis record after seq 0",
+                    line=line_no,
+                    seq=seq,
+                )
+            )
             return expected - 1, expected, None
         if seq == 0:
             try:
@@ -262,8 +344,13 @@ def _order_problem(chain, lines, index, seq, expected, event, recent) -> Problem
     if seq > expected:
         later = _find_seq(lines, index + 1, expected)
         if later is not None:
-            return Problem(chain, "reordered", f"expected seq {expected} here but found seq {seq}; seq {expected} "
-                           f"appears later at line {later}", line=line_no, seq=seq)
+            return Problem(
+                chain,
+                "reordered",
+                f"expected seq {expected} here but found seq {seq}; seq {expected} appears later at line {later}",
+                line=line_no,
+                seq=seq,
+            )
         missing = f"seq {expected}" if seq == expected + 1 else f"seqs {expected}..{seq - 1}"
         return Problem(chain, "deleted", f"{missing} missing before this line", line=line_no, seq=seq)
     earlier = recent.get(seq)
@@ -271,10 +358,21 @@ def _order_problem(chain, lines, index, seq, expected, event, recent) -> Problem
         # Two events claim the same seq and predecessor: the genuine one is the one the chain continues from.
         nxt = _decode(lines, index + 1)
         inserted = earlier[0] if nxt is not None and nxt.get("prev") == event["hash"] else line_no
-        return Problem(chain, "inserted", f"seq {seq} appears twice (lines {earlier[0]} and {line_no}) and the chain "
-                       f"continues from the other one: line {inserted} was inserted", line=inserted, seq=seq)
-    return Problem(chain, "reordered" if earlier is not None else "inserted",
-                   f"seq {seq} here goes back (expected seq {expected})", line=line_no, seq=seq)
+        return Problem(
+            chain,
+            "inserted",
+            f"seq {seq} appears twice (lines {earlier[0]} and {line_no}) and the chain "
+            f"continues from the other one: line {inserted} was inserted",
+            line=inserted,
+            seq=seq,
+        )
+    return Problem(
+        chain,
+        "reordered" if earlier is not None else "inserted",
+        f"seq {seq} here goes back (expected seq {expected})",
+        line=line_no,
+        seq=seq,
+    )
 
 
 def _find_seq(lines, start, seq) -> int | None:
@@ -295,8 +393,9 @@ def _decode(lines, j):
     return event if isinstance(event, dict) else None
 
 
-def _load_checkpoints(directory: str, chain: str, keys: dict,
-                      report: Report) -> tuple[list[tuple[int, Checkpoint]], int | None]:
+def _load_checkpoints(
+    directory: str, chain: str, keys: dict, report: Report
+) -> tuple[list[tuple[int, Checkpoint]], int | None]:
     """-> (the valid checkpoints with their line numbers, lines in the file or None when there is no file)."""
     add = report.problems.append
     path = os.path.join(directory, chain + CP_SUFFIX)
@@ -330,6 +429,12 @@ def _load_checkpoints(directory: str, chain: str, keys: dict,
         last_seq = cp.seq
         out.append((line_no, cp))
     if tail:
-        add(Problem(chain, "torn_tail", f"checkpoint line {len(lines) + 1} is incomplete (crash mid-write)",
-                    severity="warning"))
+        add(
+            Problem(
+                chain,
+                "torn_tail",
+                f"checkpoint line {len(lines) + 1} is incomplete (crash mid-write)",
+                severity="warning",
+            )
+        )
     return out, len(lines) + bool(tail)

@@ -28,9 +28,9 @@ import time
 from typing import Any
 
 from ..accounting.record import CallRecord
+from ..config.audit import AuditConfig
 from .chainfile import CHAIN_SUFFIX, CP_SUFFIX
 from .checkpoint import encode_checkpoint, new_checkpoint
-from ..config.audit import AuditConfig
 from .events import GENESIS_KIND, KINDS, CallStarted, ChainOpened, EventCore, body_for, genesis, seal
 from .head_publisher import HeadPublisher
 from .keys import key_id_of, load_signing_key
@@ -142,12 +142,19 @@ class AuditLog:
             return
         self._submit(("call", call, None))
 
-    async def call_started(self, request_id: str, principal, model_group: str, endpoint: str,
-                           request_sha256: str) -> None:
+    async def call_started(
+        self, request_id: str, principal, model_group: str, endpoint: str, request_sha256: str
+    ) -> None:
         body = CallStarted(
-            request_id=request_id, tenant=principal.tenant, team=principal.team, key_id=principal.key_id,
-            subject=principal.subject, principal_source=principal.source, endpoint=endpoint,
-            model_group=model_group, request_sha256=request_sha256,
+            request_id=request_id,
+            tenant=principal.tenant,
+            team=principal.team,
+            key_id=principal.key_id,
+            subject=principal.subject,
+            principal_source=principal.source,
+            endpoint=endpoint,
+            model_group=model_group,
+            request_sha256=request_sha256,
         )
         await self.append("call_started", body)
 
@@ -168,7 +175,9 @@ class AuditLog:
         self._pending.append(item)
         self._wake.set()
 
-    def _batch_done(self, futures: list[asyncio.Future[int] | None], count: int, seq_first: int, error: BaseException | None) -> None:
+    def _batch_done(
+        self, futures: list[asyncio.Future[int] | None], count: int, seq_first: int, error: BaseException | None
+    ) -> None:
         self._inflight -= count
         for i, future in enumerate(futures):
             if future is None or future.done():
@@ -199,8 +208,9 @@ class AuditLog:
         self.chain = new_chain_id()
         now = time.time()
         record = ChainOpened(trail=self.trail, host=host_name(), pid=os.getpid(), key_id=self.key_id, links=links)
-        line, head = seal(EventCore(chain=self.chain, seq=0, time=now, prev=genesis(self.chain), kind=GENESIS_KIND,
-                                    body=record))
+        line, head = seal(
+            EventCore(chain=self.chain, seq=0, time=now, prev=genesis(self.chain), kind=GENESIS_KIND, body=record)
+        )
         flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND
         try:
             self._fd = os.open(os.path.join(self.dir, self.chain + CHAIN_SUFFIX), flags, 0o600)
@@ -294,8 +304,9 @@ class AuditLog:
         self.batches += 1
         self._resolve(futures, len(futures), first, None)
 
-    def _resolve(self, futures: list[asyncio.Future[int] | None], count: int, first: int,
-                 error: BaseException | None) -> None:
+    def _resolve(
+        self, futures: list[asyncio.Future[int] | None], count: int, first: int, error: BaseException | None
+    ) -> None:
         assert self._loop is not None  # the writer thread runs only after start()
         try:
             self._loop.call_soon_threadsafe(self._batch_done, futures, count, first, error)
@@ -306,15 +317,17 @@ class AuditLog:
     def _write_all(fd: int, data: bytes) -> None:
         view = memoryview(data)
         while view:
-            view = view[os.write(fd, view):]
+            view = view[os.write(fd, view) :]
 
     def _maybe_checkpoint(self, force: bool) -> None:
         if not self._checkpoints or self._fd < 0 or (self._seq == self._cp_seq and not force):
             return
         cfg = self.config
-        due = (self._cp_seq < 0  # the genesis record
-               or self._seq - self._cp_seq >= cfg.checkpoint_every_events
-               or time.monotonic() - self._cp_time >= cfg.checkpoint_every_s)
+        due = (
+            self._cp_seq < 0  # the genesis record
+            or self._seq - self._cp_seq >= cfg.checkpoint_every_events
+            or time.monotonic() - self._cp_time >= cfg.checkpoint_every_s
+        )
         if not (force or due):
             return
         cp = new_checkpoint(self._signing, self.key_id, self.chain, self._seq, self._head, time.time(), final=force)

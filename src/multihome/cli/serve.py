@@ -152,7 +152,9 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         "(default: server.drain_timeout_s)",
     )
     serve_.add_argument(
-        "--log-level", default="info", choices=LEVELS,
+        "--log-level",
+        default="info",
+        choices=LEVELS,
         help="info (default): a start-up line and one access-log line per call; warning: problems only",
     )
     serve_.set_defaults(func=serve)

@@ -100,7 +100,8 @@ def problems(a: Agreement) -> list[str]:
     # Stored, and held in memory by every replica: bounded like every admin-set field.
     if isinstance(a, RevenueShare):
         found = fields.strings(a.parties, "parties") or next(
-            (p for k in Basis.__struct_fields__ if (p := fields.strings(getattr(a.basis, k), f"basis.{k}"))), None)
+            (p for k in Basis.__struct_fields__ if (p := fields.strings(getattr(a.basis, k), f"basis.{k}"))), None
+        )
     else:
         found = fields.text(a.provider, "provider") if a.provider else None
     if found is not None:
@@ -138,7 +139,9 @@ def parse_contracts(data: object) -> ContractsConfig:
 def check(cfg: ContractsConfig, providers: set[str] | None = None) -> None:
     seen: set[str] = set()
     sections: tuple[tuple[str, Sequence[Agreement]], ...] = (
-        ("revenue_share", cfg.revenue_share), ("commitments", cfg.commitments))
+        ("revenue_share", cfg.revenue_share),
+        ("commitments", cfg.commitments),
+    )
     for section, items in sections:
         for i, a in enumerate(items):
             where = f"contracts.{section}[{i}]"
@@ -151,7 +154,9 @@ def check(cfg: ContractsConfig, providers: set[str] | None = None) -> None:
             if providers is not None and isinstance(a, Commitment) and a.provider not in providers:
                 raise ContractsConfigError(f"{where}.provider: unknown provider {a.provider!r}")
     if cfg.flush_interval_s <= 0 or cfg.batch_max < 1 or cfg.refresh_s <= 0 or cfg.rate_window_days < 1:
-        raise ContractsConfigError("contracts: flush_interval_s, batch_max, refresh_s, rate_window_days must be positive")
+        raise ContractsConfigError(
+            "contracts: flush_interval_s, batch_max, refresh_s, rate_window_days must be positive"
+        )
 
 
 def agreements_of(cfg: ContractsConfig) -> list[Agreement]:

@@ -22,11 +22,20 @@ from .kms import check as check_kms
 from .metering import MeteringConfig
 from .metering import check as check_metering
 from .model import (
-    CAPABILITIES, DECLINES, Config, Deployment, Identity, ModelGroup, Provider, ProviderAuth, Routing, Server, Storage,
+    CAPABILITIES,
+    DECLINES,
+    Config,
+    Deployment,
+    Identity,
+    ModelGroup,
+    Provider,
+    ProviderAuth,
+    Routing,
+    Server,
+    Storage,
     Telemetry,
 )
 from .yaml_source import read_yaml
-
 
 _AUTH_METHODS = tuple(f.name for f in msgspec.structs.fields(ProviderAuth))  # in the order messages list them
 _AT = re.compile(r" - at `\$(?P<path>[^`]*)`$")
@@ -89,10 +98,20 @@ def _convert(data: object, type_: type[_T], prefix: str, problems: list[str]) ->
 
 
 # Sections keyed by user-chosen names are converted entry by entry so errors name the entry.
-_SECTIONS: dict[str, type[msgspec.Struct]] = {"providers": Provider, "deployments": Deployment, "model_groups": ModelGroup}
+_SECTIONS: dict[str, type[msgspec.Struct]] = {
+    "providers": Provider,
+    "deployments": Deployment,
+    "model_groups": ModelGroup,
+}
 _SINGLES: dict[str, type[msgspec.Struct]] = {
-    "server": Server, "routing": Routing, "storage": Storage, "identity": Identity, "metering": MeteringConfig,
-    "audit": AuditConfig, "contracts": ContractsConfig, "kms": KmsConfig,
+    "server": Server,
+    "routing": Routing,
+    "storage": Storage,
+    "identity": Identity,
+    "metering": MeteringConfig,
+    "audit": AuditConfig,
+    "contracts": ContractsConfig,
+    "kms": KmsConfig,
 }
 
 
@@ -121,7 +140,9 @@ def parse_config(text: str, *, source: str = "<config>") -> Config:
             problems.append(f"{section}: required, a mapping of name -> {section[:-1].replace('_', ' ')}")
             entries = {}
         names[section] = {str(name) for name in entries}
-        converted = {str(name): _convert(entry, type_, f"{section}.{name}", problems) for name, entry in entries.items()}
+        converted = {
+            str(name): _convert(entry, type_, f"{section}.{name}", problems) for name, entry in entries.items()
+        }
         sections[section] = {name: value for name, value in converted.items() if value is not None}
     parts: dict[str, Any] = {}  # each single section's own struct type
     for name, type_ in _SINGLES.items():
@@ -131,8 +152,12 @@ def parse_config(text: str, *, source: str = "<config>") -> Config:
         parts["telemetry"] = _convert(telemetry, Telemetry, "telemetry", problems)
         if parts["telemetry"] is not None:
             problems.extend(_telemetry_problems(parts["telemetry"]))
-    config = Config(**parts, providers=sections["providers"], deployments=sections["deployments"],
-                    model_groups=sections["model_groups"])
+    config = Config(
+        **parts,
+        providers=sections["providers"],
+        deployments=sections["deployments"],
+        model_groups=sections["model_groups"],
+    )
     problems.extend(_reference_problems(config, names))
     problems.extend(check_metering(config.metering, names["deployments"]))
     problems.extend(check_kms(config.kms))
@@ -140,7 +165,9 @@ def parse_config(text: str, *, source: str = "<config>") -> Config:
         check_contracts(config.contracts, names["providers"])
     except ContractsConfigError as exc:
         problems.append(str(exc))
-    if (config.contracts.revenue_share or config.contracts.commitments) and not (config.storage.url or config.storage.url_env):
+    if (config.contracts.revenue_share or config.contracts.commitments) and not (
+        config.storage.url or config.storage.url_env
+    ):
         problems.append("contracts: the contract ledger needs storage (set storage.url or storage.url_env)")
     if problems:
         raise ConfigError(*problems)

@@ -9,12 +9,12 @@ from typing import Annotated, Literal
 
 import msgspec
 
+from ..providers.registry import NAMES as PROVIDER_KINDS
 from .audit import AuditConfig
 from .contracts import ContractsConfig
 from .kms import KmsConfig
 from .metering import MeteringConfig
 from .oidc import IssuerConfig
-from ..providers.registry import NAMES as PROVIDER_KINDS
 from .struct import Count, Fraction, NonNegative, Positive, PositiveCount, PricePerMillion, Strict
 
 CAPABILITIES = frozenset(

@@ -20,7 +20,10 @@ class _UniqueKeyLoader(yaml.SafeLoader):
             key = self.construct_object(key_node, deep=deep)
             if key in seen:
                 raise yaml.constructor.ConstructorError(
-                    None, None, f"key '{key}' appears twice in one mapping (first on line {seen[key] + 1})", key_node.start_mark
+                    None,
+                    None,
+                    f"key '{key}' appears twice in one mapping (first on line {seen[key] + 1})",
+                    key_node.start_mark,
                 )
             try:
                 seen[key] = key_node.start_mark.line
@@ -31,6 +34,6 @@ class _UniqueKeyLoader(yaml.SafeLoader):
 
 def read_yaml(text: str, source: str) -> object:
     try:
-        return yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
+        return yaml.load(text, Loader=_UniqueKeyLoader)
     except yaml.YAMLError as exc:
         raise ConfigError(f"{source}: not valid YAML: {exc}") from None

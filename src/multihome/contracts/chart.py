@@ -15,7 +15,7 @@ import textwrap
 
 from .scenario import Projection, money_text
 
-UTC = dt.timezone.utc
+UTC = dt.UTC
 ACTUAL, LIMIT, PLAN, TODAY = "#1f77b4", "#d62728", "#2ca02c", "#555555"
 _MARGIN = 0.22  # right margin, as a share of the time span: room for the crossing and shortfall labels
 
@@ -75,24 +75,44 @@ def render(p: Projection, paths: list[str], planned: bool = True) -> None:
 
         # Today: where the ledger ends and the projection starts.
         ax.axvline(p.now, color=TODAY, linestyle="-.", linewidth=1)  # type: ignore[arg-type]  # matplotlib's stubs take no datetimes, its unit converters do (matplotlib#25676)
-        ax.annotate(f"today {p.now.date().isoformat()}", xy=(p.now, 0.98), xycoords=("data", "axes fraction"),
-                    xytext=(4, 0), textcoords="offset points", va="top", color=TODAY, fontsize=9)
+        ax.annotate(
+            f"today {p.now.date().isoformat()}",
+            xy=(p.now, 0.98),
+            xycoords=("data", "axes fraction"),
+            xytext=(4, 0),
+            textcoords="offset points",
+            va="top",
+            color=TODAY,
+            fontsize=9,
+        )
 
         if p.crossing is not None and p.limit is not None:  # a crossing is always of a limit
             ax.axvline(p.crossing, color=LIMIT, alpha=0.6)  # type: ignore[arg-type]  # matplotlib's stubs take no datetimes, its unit converters do (matplotlib#25676)
             # Where nothing is drawn: below the flat capped line after a cap; above the limit before a
             # commitment's crossing (the planned burn runs below the limit to its end).
             below = p.kind == "revenue_share"
-            ax.annotate(f"{p.label}\n{money_text(p.limit, p.currency)}", xy=(p.crossing, p.limit),
-                        xytext=(8, -30) if below else (-8, 20), textcoords="offset points", color=LIMIT,
-                        va="top" if below else "bottom", ha="left" if below else "right",
-                        arrowprops={"arrowstyle": "->", "color": LIMIT})
+            ax.annotate(
+                f"{p.label}\n{money_text(p.limit, p.currency)}",
+                xy=(p.crossing, p.limit),
+                xytext=(8, -30) if below else (-8, 20),
+                textcoords="offset points",
+                color=LIMIT,
+                va="top" if below else "bottom",
+                ha="left" if below else "right",
+                arrowprops={"arrowstyle": "->", "color": LIMIT},
+            )
         elif p.limit is not None:
             _bracket(ax, p, p.limit)
 
-        fig.suptitle(f"{p.contract_id}: {'accruals' if p.kind == 'revenue_share' else 'commitment burn-down'}"
-                     f" to {p.last_day}")
-        ax.set_title(textwrap.fill(p.headline, 96), color=LIMIT if p.limit is not None else "black", fontsize=10, fontweight="bold")
+        fig.suptitle(
+            f"{p.contract_id}: {'accruals' if p.kind == 'revenue_share' else 'commitment burn-down'} to {p.last_day}"
+        )
+        ax.set_title(
+            textwrap.fill(p.headline, 96),
+            color=LIMIT if p.limit is not None else "black",
+            fontsize=10,
+            fontweight="bold",
+        )
         decimals = 2 if top < 100 else 0
         ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:,.{decimals}f} {p.currency}"))
         ax.set_ylabel(f"{'accrued' if p.kind == 'revenue_share' else 'burned'} ({p.currency})")
@@ -109,8 +129,19 @@ def render(p: Projection, paths: list[str], planned: bool = True) -> None:
 
 def _bracket(ax, p: Projection, limit: float) -> None:
     """A double arrow at the last day from the projected total up to the limit, labelled with the gap."""
-    ax.annotate("", xy=(p.until, limit), xytext=(p.until, p.at_until),
-                arrowprops={"arrowstyle": "<->", "color": LIMIT, "shrinkA": 0, "shrinkB": 0})
+    ax.annotate(
+        "",
+        xy=(p.until, limit),
+        xytext=(p.until, p.at_until),
+        arrowprops={"arrowstyle": "<->", "color": LIMIT, "shrinkA": 0, "shrinkB": 0},
+    )
     name = "shortfall" if p.kind == "commitment" else "below the cap"
-    ax.annotate(f"{name}\n{money_text(p.shortfall, p.currency)}", xy=(p.until, (limit + p.at_until) / 2),
-                xytext=(6, 0), textcoords="offset points", va="center", color=LIMIT, fontweight="bold")
+    ax.annotate(
+        f"{name}\n{money_text(p.shortfall, p.currency)}",
+        xy=(p.until, (limit + p.at_until) / 2),
+        xytext=(6, 0),
+        textcoords="offset points",
+        va="center",
+        color=LIMIT,
+        fontweight="bold",
+    )

@@ -20,17 +20,25 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from ..config.contracts import Agreement, decode_agreement, encode_agreement
 from ..storage.base import as_utc
 from ..storage.engine import PgBulkInsert, is_sqlite, write_connection
 from . import money
-from ..config.contracts import Agreement, decode_agreement, encode_agreement
 from .tables import contract_agreements, ledger_accruals, ledger_totals
 
-UTC = dt.timezone.utc
+UTC = dt.UTC
 _PG_INSERT_ACCRUALS = PgBulkInsert(ledger_accruals)
-_UPDATE_TOTALS = sa.update(ledger_totals).where(ledger_totals.c.contract_id == sa.bindparam("cid")).values(
-    accrued=sa.bindparam("accrued"), requested=sa.bindparam("requested"), calls=sa.bindparam("calls"),
-    capped_at=sa.bindparam("capped_at"), updated_at=sa.bindparam("updated_at"))
+_UPDATE_TOTALS = (
+    sa.update(ledger_totals)
+    .where(ledger_totals.c.contract_id == sa.bindparam("cid"))
+    .values(
+        accrued=sa.bindparam("accrued"),
+        requested=sa.bindparam("requested"),
+        calls=sa.bindparam("calls"),
+        capped_at=sa.bindparam("capped_at"),
+        updated_at=sa.bindparam("updated_at"),
+    )
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,7 +91,8 @@ class Ledger:
             listed = ledger_accruals.c.request_id == sa.any_(sa.bindparam("ids", type_=postgresql.ARRAY(sa.String)))
             self._ids = list
         self._seen = sa.select(ledger_accruals.c.request_id).where(
-            ledger_accruals.c.contract_id == sa.bindparam("contract"), listed)
+            ledger_accruals.c.contract_id == sa.bindparam("contract"), listed
+        )
 
     async def _insert_accruals(self, conn, rows: list[dict]) -> None:
         if self._sqlite:
@@ -116,8 +125,12 @@ class Ledger:
                 if missing:  # a contract's first accrual: create its totals row, then lock it
                     await conn.execute(
                         self._insert(ledger_totals)
-                        .values([dict(contract_id=c, accrued="0", requested="0", calls=0, capped_at=None, updated_at=now)
-                                 for c in missing])
+                        .values(
+                            [
+                                dict(contract_id=c, accrued="0", requested="0", calls=0, capped_at=None, updated_at=now)
+                                for c in missing
+                            ]
+                        )
                         .on_conflict_do_nothing(index_elements=["contract_id"])
                     )
                     totals |= await self._lock_totals(conn, missing)
@@ -142,22 +155,41 @@ class Ledger:
                         if capped_at is None and money.add(t.accrued, amount) >= p.cap and p.requested > 0:
                             capped_at = p.at
                     changed[p.contract_id] = Total(
-                        p.contract_id, money.add(t.accrued, amount), money.add(t.requested, p.requested),
-                        t.calls + 1, capped_at,
+                        p.contract_id,
+                        money.add(t.accrued, amount),
+                        money.add(t.requested, p.requested),
+                        t.calls + 1,
+                        capped_at,
                     )
-                    rows_out.append(dict(
-                        contract_id=p.contract_id, request_id=p.request_id, at=p.at, basis=money.text(p.basis),
-                        requested=money.text(p.requested), amount=money.text(amount), price_version=p.price_version,
-                        recorded_at=now,
-                    ))
+                    rows_out.append(
+                        dict(
+                            contract_id=p.contract_id,
+                            request_id=p.request_id,
+                            at=p.at,
+                            basis=money.text(p.basis),
+                            requested=money.text(p.requested),
+                            amount=money.text(amount),
+                            price_version=p.price_version,
+                            recorded_at=now,
+                        )
+                    )
                 if rows_out:
                     await self._insert_accruals(conn, rows_out)
                 if changed:
-                    await conn.execute(_UPDATE_TOTALS, [
-                        dict(cid=t.contract_id, accrued=money.text(t.accrued), requested=money.text(t.requested),
-                             calls=t.calls, capped_at=t.capped_at, updated_at=now)
-                        for t in changed.values()
-                    ])
+                    await conn.execute(
+                        _UPDATE_TOTALS,
+                        [
+                            dict(
+                                cid=t.contract_id,
+                                accrued=money.text(t.accrued),
+                                requested=money.text(t.requested),
+                                calls=t.calls,
+                                capped_at=t.capped_at,
+                                updated_at=now,
+                            )
+                            for t in changed.values()
+                        ],
+                    )
         finally:
             await conn.close()
         return {**{c: totals[c] for c in ids}, **changed}
@@ -183,8 +215,15 @@ class Ledger:
         async with self.engine.connect() as conn:
             rows = (await conn.execute(q.order_by(c.at, c.request_id))).all()
         return [
-            Accrual(r.contract_id, r.request_id, as_utc(r.at), money.dec(r.basis), money.dec(r.requested),
-                    money.dec(r.amount), r.price_version)
+            Accrual(
+                r.contract_id,
+                r.request_id,
+                as_utc(r.at),
+                money.dec(r.basis),
+                money.dec(r.requested),
+                money.dec(r.amount),
+                r.price_version,
+            )
             for r in rows
         ]
 
@@ -212,8 +251,11 @@ class Ledger:
         conn = await write_connection(self.engine)
         try:
             async with conn.begin():
-                await conn.execute(sa.insert(contract_agreements).values(
-                    id=a.id, kind=spec["kind"], spec=spec, actor=actor, created_at=dt.datetime.now(UTC)))
+                await conn.execute(
+                    sa.insert(contract_agreements).values(
+                        id=a.id, kind=spec["kind"], spec=spec, actor=actor, created_at=dt.datetime.now(UTC)
+                    )
+                )
         finally:
             await conn.close()
 

@@ -19,15 +19,28 @@ from dataclasses import asdict, dataclass
 from decimal import Decimal
 from functools import partial
 
-from . import money, terms
 from ..config.contracts import Agreement, Commitment, RevenueShare
+from . import money, terms
 from .ledger import Ledger, Total
 
 ON_PLAN_TOLERANCE = 0.005  # |burn vs plan| below half a percent of the commitment reads "on plan"
 
 CSV_COLUMNS = (
-    "contract_id", "kind", "currency", "starts_on", "ends_on", "limit", "accrued", "remaining", "calls",
-    "daily_rate", "projected_date", "planned_to_date", "burn_vs_plan", "status", "as_of",
+    "contract_id",
+    "kind",
+    "currency",
+    "starts_on",
+    "ends_on",
+    "limit",
+    "accrued",
+    "remaining",
+    "calls",
+    "daily_rate",
+    "projected_date",
+    "planned_to_date",
+    "burn_vs_plan",
+    "status",
+    "as_of",
 )
 
 
@@ -89,8 +102,9 @@ def projected(now: dt.datetime, remaining: Decimal, rate: Decimal, end: dt.datet
     return now + dt.timedelta(days=float(days))
 
 
-async def build_report(a: Agreement, ledger: Ledger, now: dt.datetime, window_days: int = 7,
-                       total: Total | None = None) -> ContractReport:
+async def build_report(
+    a: Agreement, ledger: Ledger, now: dt.datetime, window_days: int = 7, total: Total | None = None
+) -> ContractReport:
     if total is None:
         total = (await ledger.totals([a.id])).get(a.id)
     accrued = total.accrued if total else money.ZERO
@@ -100,9 +114,17 @@ async def build_report(a: Agreement, ledger: Ledger, now: dt.datetime, window_da
     rate = money.CTX.divide(recent, span) if span > 0 else money.ZERO
     start, end = terms.period(a)
     report = partial(  # the fields both kinds share
-        ContractReport, contract_id=a.id, currency=a.currency, starts_on=a.starts_on.isoformat(), ends_on=a.ends_on.isoformat(),
-        as_of=now.isoformat(), calls=total.calls if total else 0, accrued=str(money.cents(accrued)),
-        accrued_exact=money.text(accrued), daily_rate=str(money.cents(rate)), daily_rate_exact=money.text(rate),
+        ContractReport,
+        contract_id=a.id,
+        currency=a.currency,
+        starts_on=a.starts_on.isoformat(),
+        ends_on=a.ends_on.isoformat(),
+        as_of=now.isoformat(),
+        calls=total.calls if total else 0,
+        accrued=str(money.cents(accrued)),
+        accrued_exact=money.text(accrued),
+        daily_rate=str(money.cents(rate)),
+        daily_rate_exact=money.text(rate),
         window_days=float(span),
     )
     if isinstance(a, RevenueShare):
@@ -117,8 +139,10 @@ async def build_report(a: Agreement, ledger: Ledger, now: dt.datetime, window_da
             kind="revenue_share",
             limit=None if a.cap is None else str(money.cents(a.cap)),
             remaining=None if remaining is None else str(money.cents(remaining)),
-            projected_date=when.date().isoformat() if when else None, status=status,
-            requested=str(money.cents(requested)), forgone=str(money.cents(money.sub(requested, accrued))),
+            projected_date=when.date().isoformat() if when else None,
+            status=status,
+            requested=str(money.cents(requested)),
+            forgone=str(money.cents(money.sub(requested, accrued))),
             capped_at=total.capped_at.isoformat() if total and total.capped_at else None,
         )
     assert isinstance(a, Commitment)
@@ -130,15 +154,20 @@ async def build_report(a: Agreement, ledger: Ledger, now: dt.datetime, window_da
     at_end = money.add(accrued, money.mul(rate, left_days))
     status = "on plan" if abs(vs_plan) < ON_PLAN_TOLERANCE else "ahead" if vs_plan > 0 else "behind"
     return report(
-        kind="commitment", limit=str(money.cents(a.amount)), remaining=str(money.cents(remaining)),
-        projected_date=when.date().isoformat() if when else None, status=status,
-        planned_to_date=str(money.cents(plan)), burn_vs_plan=round(vs_plan, 6),
+        kind="commitment",
+        limit=str(money.cents(a.amount)),
+        remaining=str(money.cents(remaining)),
+        projected_date=when.date().isoformat() if when else None,
+        status=status,
+        planned_to_date=str(money.cents(plan)),
+        burn_vs_plan=round(vs_plan, 6),
         projected_at_end=str(money.cents(at_end)),
     )
 
 
-async def build_reports(agreements: list[Agreement], ledger: Ledger, now: dt.datetime,
-                        window_days: int = 7) -> list[ContractReport]:
+async def build_reports(
+    agreements: list[Agreement], ledger: Ledger, now: dt.datetime, window_days: int = 7
+) -> list[ContractReport]:
     totals = await ledger.totals([a.id for a in agreements])
     return [await build_report(a, ledger, now, window_days, totals.get(a.id)) for a in agreements]
 

@@ -27,7 +27,7 @@ from ..config.contracts import Agreement, Commitment
 from . import terms
 
 GROWTH = ("flat", "linear", "compound")
-UTC = dt.timezone.utc
+UTC = dt.UTC
 
 
 def cumulative(growth: str, r0: float, g: float, d: float) -> float:
@@ -96,9 +96,17 @@ class Projection:
 
     def to_dict(self) -> dict:
         return {
-            "contract_id": self.contract_id, "kind": self.kind, "currency": self.currency, "growth": self.growth,
-            "growth_rate_per_30d": self.growth_rate, "base_daily": self.base_daily, "now": self.now.isoformat(),
-            "until": self.until.isoformat(), "last_day": self.last_day, "accrued_now": self.accrued_now, "limit": self.limit,
+            "contract_id": self.contract_id,
+            "kind": self.kind,
+            "currency": self.currency,
+            "growth": self.growth,
+            "growth_rate_per_30d": self.growth_rate,
+            "base_daily": self.base_daily,
+            "now": self.now.isoformat(),
+            "until": self.until.isoformat(),
+            "last_day": self.last_day,
+            "accrued_now": self.accrued_now,
+            "limit": self.limit,
             "crossing_date": self.crossing.date().isoformat() if self.crossing else None,
             "projected_at_until": self.at_until,
             "shortfall": round(self.shortfall, 2) if self.limit is not None else None,
@@ -146,15 +154,23 @@ class Projection:
         limit = money_text(self.limit, cur)
         if self.kind == "commitment":
             if self.crossing is None:
-                return (f"Projected shortfall {money_text(self.shortfall, cur)}: {money_text(self.at_until, cur)} "
-                        f"of {limit} committed used by {by}")
-            return (f"Commitment {limit} used up {self.crossing.date().isoformat()}; projected "
-                    f"{money_text(self.beyond_limit, cur)} beyond it by {by}")
+                return (
+                    f"Projected shortfall {money_text(self.shortfall, cur)}: {money_text(self.at_until, cur)} "
+                    f"of {limit} committed used by {by}"
+                )
+            return (
+                f"Commitment {limit} used up {self.crossing.date().isoformat()}; projected "
+                f"{money_text(self.beyond_limit, cur)} beyond it by {by}"
+            )
         if self.crossing is None:
-            return (f"Cap not reached: projected {money_text(self.at_until, cur)} by {by}, "
-                    f"{money_text(self.shortfall, cur)} below the {limit} cap")
-        return (f"Cap {limit} reached {self.crossing.date().isoformat()}; it holds back a projected "
-                f"{money_text(self.beyond_limit, cur)} by {by}")
+            return (
+                f"Cap not reached: projected {money_text(self.at_until, cur)} by {by}, "
+                f"{money_text(self.shortfall, cur)} below the {limit} cap"
+            )
+        return (
+            f"Cap {limit} reached {self.crossing.date().isoformat()}; it holds back a projected "
+            f"{money_text(self.beyond_limit, cur)} by {by}"
+        )
 
 
 def money_text(value: float, currency: str) -> str:
@@ -162,9 +178,17 @@ def money_text(value: float, currency: str) -> str:
     return f"{value:,.2f} {currency}"
 
 
-def project(a: Agreement, *, accrued_now: float, base_daily: float, growth: str, growth_rate: float,
-            now: dt.datetime, until: dt.datetime | None = None,
-            history: list[tuple[dt.date, float]] | None = None) -> Projection:
+def project(
+    a: Agreement,
+    *,
+    accrued_now: float,
+    base_daily: float,
+    growth: str,
+    growth_rate: float,
+    now: dt.datetime,
+    until: dt.datetime | None = None,
+    history: list[tuple[dt.date, float]] | None = None,
+) -> Projection:
     if growth not in GROWTH:
         raise ValueError(f"growth must be one of {', '.join(GROWTH)}, not {growth!r}")
     start, end = terms.period(a)
@@ -180,10 +204,27 @@ def project(a: Agreement, *, accrued_now: float, base_daily: float, growth: str,
         if d is not None:
             at = now + dt.timedelta(days=d)
             crossing = at if at <= until else None
-    p = Projection(a.id, "commitment" if isinstance(a, Commitment) else "revenue_share", a.currency, growth,
-                   growth_rate, base_daily, now, until, accrued_now, limit, crossing, 0.0, history or [], start, end)
+    p = Projection(
+        a.id,
+        "commitment" if isinstance(a, Commitment) else "revenue_share",
+        a.currency,
+        growth,
+        growth_rate,
+        base_daily,
+        now,
+        until,
+        accrued_now,
+        limit,
+        crossing,
+        0.0,
+        history or [],
+        start,
+        end,
+    )
     p.at_until = p.value_at(until)
-    p.uncapped_at_until = accrued_now + cumulative(growth, base_daily, growth_rate, (until - now).total_seconds() / 86400.0)
+    p.uncapped_at_until = accrued_now + cumulative(
+        growth, base_daily, growth_rate, (until - now).total_seconds() / 86400.0
+    )
     return p
 
 

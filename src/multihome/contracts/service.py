@@ -22,13 +22,13 @@ import time
 from collections import deque
 from decimal import Decimal
 
-from . import terms
 from ..config.contracts import Agreement, Commitment, ContractsConfig, agreements_of, problems
-from .ledger import Ledger, Pending, Total
 from ..metering.record import MeteredCall
+from . import terms
+from .ledger import Ledger, Pending, Total
 
 log = logging.getLogger("multihome.contracts")
-UTC = dt.timezone.utc
+UTC = dt.UTC
 
 
 class AgreementConflict(ValueError):
@@ -84,10 +84,12 @@ class ContractsService:
             self._wake.set()
             try:
                 await asyncio.wait_for(asyncio.shield(self._writer), timeout_s)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 self._writer.cancel()
-                log.error("contracts: %d accruals could not be written before shutdown (database unreachable); "
-                          "they are lost", len(self._queue))
+                log.error(
+                    "contracts: %d accruals could not be written before shutdown (database unreachable); they are lost",
+                    len(self._queue),
+                )
         if self._engine is not None and self._own_engine:
             await self._engine.dispose()
 
@@ -101,8 +103,11 @@ class ContractsService:
             return
         at = dt.datetime.fromtimestamp(call.finished_at, UTC)
         for a in found:
-            self._queue.append(Pending(a.id, call.request_id, at, m.cost, terms.requested(a, m.cost),
-                                       terms.limit(a), m.price_version[:64]))
+            self._queue.append(
+                Pending(
+                    a.id, call.request_id, at, m.cost, terms.requested(a, m.cost), terms.limit(a), m.price_version[:64]
+                )
+            )
         was_idle = len(self._queue) == len(found)
         self.enqueued += len(found)
         if was_idle or len(self._queue) >= self.cfg.batch_max:
@@ -122,7 +127,7 @@ class ContractsService:
                 raise TimeoutError(f"{target - self.committed} accruals not yet committed")
             try:
                 await asyncio.wait_for(self._committed_evt.wait(), min(left, 1.0))
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 pass
 
     async def _write_loop(self) -> None:
@@ -140,7 +145,7 @@ class ContractsService:
                 self._wake.clear()
                 try:
                     await asyncio.wait_for(self._wake.wait(), self.cfg.flush_interval_s)
-                except asyncio.TimeoutError:
+                except TimeoutError:
                     pass
                 self._wake.clear()
             n = min(len(self._queue), self.cfg.batch_max)

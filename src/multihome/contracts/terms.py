@@ -10,10 +10,10 @@ from __future__ import annotations
 import datetime as dt
 from decimal import Decimal
 
-from . import money
 from ..config.contracts import Agreement, Commitment, RevenueShare
+from . import money
 
-UTC = dt.timezone.utc
+UTC = dt.UTC
 DAY_S = 86400.0
 
 
@@ -88,7 +88,9 @@ class Index:
             else:
                 self._any_provider.append(a)
 
-    def matching(self, tenant: str, model_group: str, provider: str | None, currency: str, at: float) -> list[Agreement]:
+    def matching(
+        self, tenant: str, model_group: str, provider: str | None, currency: str, at: float
+    ) -> list[Agreement]:
         if provider is None:
             return []
         cands = self._by_provider.get(provider, [])

@@ -10,8 +10,8 @@ from typing import Any
 
 from ..config import Config, env_secret
 from ..schema.errors import ApiError
-from .oidc import looks_like_jwt
 from ..schema.principal import MEMBER, ORG_ADMIN, Principal
+from .oidc import looks_like_jwt
 
 _MISSING = ApiError(
     401,
@@ -94,19 +94,26 @@ class Authenticator:
         return self._open
 
     @classmethod
-    def from_config(cls, config: Config, *, managed=None, managed_miss=None, oidc=None) -> "Authenticator":
+    def from_config(cls, config: Config, *, managed=None, managed_miss=None, oidc=None) -> Authenticator:
         env_keys: dict[bytes, Principal] = {}
         tenant = config.identity.static_keys_tenant
         for i, var in enumerate(config.server.api_keys_env):
             secret = env_secret(var, what=f"server.api_keys_env[{i}]")
-            env_keys[_digest(secret.encode())] = Principal(tenant=tenant, subject=f"env:{var}", source="static", roles=frozenset({MEMBER}))
+            env_keys[_digest(secret.encode())] = Principal(
+                tenant=tenant, subject=f"env:{var}", source="static", roles=frozenset({MEMBER})
+            )
         admin = env_secret(config.identity.admin_key_env, what="identity.admin_key_env")
         if admin:
             env_keys[_digest(admin.encode())] = Principal(
                 tenant="*", subject="bootstrap-admin", source="static", roles=frozenset({ORG_ADMIN})
             )
-        return cls(env_keys, managed=managed, managed_miss=managed_miss, oidc=oidc,
-                   open_access=config.server.allow_unauthenticated)
+        return cls(
+            env_keys,
+            managed=managed,
+            managed_miss=managed_miss,
+            oidc=oidc,
+            open_access=config.server.allow_unauthenticated,
+        )
 
     async def authenticate(self, scope: dict) -> Principal:
         if self._open:

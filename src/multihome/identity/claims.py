@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..schema.errors import ApiError
 from ..config.oidc import IssuerConfig
+from ..schema.errors import ApiError
 from ..schema.principal import ALL_TENANTS, Principal
 
 _MISSING = object()

@@ -26,8 +26,8 @@ import msgspec
 from jwt import PyJWK
 from jwt.exceptions import PyJWTError
 
-from ..schema.errors import ApiError
 from ..config.oidc import ASYMMETRIC_ALGORITHMS, IssuerConfig, check_url
+from ..schema.errors import ApiError
 
 log = logging.getLogger("multihome.identity.jwks")
 
@@ -171,7 +171,7 @@ class JwksCache:
             doc, max_age = await self._get_json(self._jwks_uri, "JWKS")
             keys, by_alg = parse_jwks(doc, cfg.algorithms)
             fingerprint = msgspec.json.encode(doc.get("keys"), order="sorted")
-        except Exception as exc:  # noqa: BLE001 - a refresh never takes the request path down
+        except Exception as exc:
             self.last_error = str(exc) if isinstance(exc, FetchError) else f"unexpected {type(exc).__name__}"
             if not isinstance(exc, FetchError):
                 log.exception("identity provider %s: unexpected error refreshing keys", cfg.name)
@@ -222,7 +222,7 @@ class JwksCache:
                     if len(body) > MAX_DOCUMENT_BYTES:
                         raise FetchError(f"{what} is larger than {MAX_DOCUMENT_BYTES} bytes")
                 cache_control = resp.headers.get("cache-control", "")
-        except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
+        except (TimeoutError, aiohttp.ClientError, OSError) as exc:
             raise FetchError(f"{what} fetch failed ({type(exc).__name__})") from None
         try:
             doc = msgspec.json.decode(body)
@@ -233,7 +233,9 @@ class JwksCache:
         return doc, _max_age(cache_control)
 
 
-def parse_jwks(doc: dict[str, Any], algorithms: list[str]) -> tuple[dict[tuple[str, str], PyJWK], dict[str, list[PyJWK]]]:
+def parse_jwks(
+    doc: dict[str, Any], algorithms: list[str]
+) -> tuple[dict[tuple[str, str], PyJWK], dict[str, list[PyJWK]]]:
     """Signature keys usable with the allowed algorithms, as PyJWKs by (kid, alg) and by alg.
 
     Skipped: symmetric (`oct`) keys, encryption keys, keys whose declared `alg` or type/curve does

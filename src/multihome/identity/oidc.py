@@ -33,11 +33,11 @@ import aiohttp
 import jwt
 from jwt import exceptions as jwt_errors
 
+from ..config.oidc import IssuerConfig, check_issuers
 from ..schema.errors import ApiError
+from ..schema.principal import Principal
 from .claims import principal_from_claims
 from .jwks import JwksCache
-from ..config.oidc import IssuerConfig, check_issuers
-from ..schema.principal import Principal
 
 if TYPE_CHECKING:
     from jwt.types import Options
@@ -228,8 +228,15 @@ class OidcVerifier:
         if self._verified_max > 0:
             if len(self._verified) >= self._verified_max:
                 self._verified.pop(next(iter(self._verified)))
-            self._verified[token] = (principal, int(payload["exp"]) + cfg.leeway_s, issuer.keys, issuer.keys.generation,
-                                     cfg.issuer, jti, iat)
+            self._verified[token] = (
+                principal,
+                int(payload["exp"]) + cfg.leeway_s,
+                issuer.keys,
+                issuer.keys.generation,
+                cfg.issuer,
+                jti,
+                iat,
+            )
         if self.revocations is not None:
             self._check_revoked(principal, cfg.issuer, jti, iat)
         if self.tenants is not None and not self._tenant_known(principal):

@@ -16,7 +16,9 @@ OK, BUDGET, RATE, DEPLOYMENT = 0, 1, 2, 3
 
 @dataclass(slots=True)
 class Plan:
-    budgets: list[tuple[str, int, int, bool, int]] = field(default_factory=list)  # key, limit, reserve, hard, expire_at_ms (0 = never)
+    budgets: list[tuple[str, int, int, bool, int]] = field(
+        default_factory=list
+    )  # key, limit, reserve, hard, expire_at_ms (0 = never)
     rates: list[tuple[str, int, int]] = field(default_factory=list)  # key, limit, increment
     groups: list[list[tuple[str, int, int]]] = field(default_factory=list)  # per deployment: counters
     rate_expire_ms: int = 0  # rate keys outlive their window a little so settlements still find them

@@ -48,8 +48,9 @@ class RedisCounters:
         # A Redis that stops answering fails admissions after timeout_s (fail_open decides what then).
         self.timeout_s = timeout_s
         self._timeout_ms = int(timeout_s * 1000)
-        self.redis = connect(url, max_connections=32, blocking=False, socket_timeout=timeout_s,
-                             socket_connect_timeout=timeout_s)
+        self.redis = connect(
+            url, max_connections=32, blocking=False, socket_timeout=timeout_s, socket_connect_timeout=timeout_s
+        )
         self._admit_sha = self.redis.register_script(ADMIT).sha
         self._seed = self.redis.register_script(SEED)
         self._claim = self.redis.register_script(CLAIM)
@@ -90,8 +91,13 @@ class RedisCounters:
         if self.epoch is None and loop.time() < self._resync_after:
             raise CountersUnavailable("the counters are being re-seeded from stored usage")
         keys: list[str] = []
-        args: list[int] = [int(time.time() * 1000) + self._timeout_ms, len(plan.budgets), len(plan.rates),
-                           len(plan.groups), plan.rate_expire_ms]
+        args: list[int] = [
+            int(time.time() * 1000) + self._timeout_ms,
+            len(plan.budgets),
+            len(plan.rates),
+            len(plan.groups),
+            plan.rate_expire_ms,
+        ]
         for key, limit, reserve, hard, expire in plan.budgets:
             keys.append(key)
             args += (limit, reserve, 1 if hard else 0, expire)
@@ -205,15 +211,18 @@ class RedisCounters:
                     if self._settling is not None:
                         # Sent again as it is (same seq, so it applies once): a lost settlement would
                         # leave a reservation counted forever.
-                        log.warning("could not settle %d counters in Redis (%s); retrying",
-                                    len(self._settling[1]), type(exc).__name__)
+                        log.warning(
+                            "could not settle %d counters in Redis (%s); retrying",
+                            len(self._settling[1]),
+                            type(exc).__name__,
+                        )
                     if self._closing:
                         return
                     if self._settling is not None or self.epoch is None or self._overdue:
                         if not self._queue:  # an admission arriving meanwhile is tried at once
                             try:
                                 await asyncio.wait_for(self._wake.wait(), backoff)
-                            except asyncio.TimeoutError:
+                            except TimeoutError:
                                 pass
                         backoff = min(backoff * 2, 2.0)
                     continue
@@ -302,7 +311,7 @@ class RedisCounters:
     async def seed(self, items: list[tuple[str, int, int]]) -> None:
         """Set each (key, value, expire_at_ms) that does not exist yet: a running counter wins."""
         for i in range(0, len(items), 500):
-            chunk = items[i:i + 500]
+            chunk = items[i : i + 500]
             await self._seed(keys=[k for k, _, _ in chunk], args=[v for _, value, exp in chunk for v in (value, exp)])
 
     async def claim(self) -> None:

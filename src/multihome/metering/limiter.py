@@ -15,10 +15,10 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
-from ..schema.principal import Principal
+from ..config.metering import MeteringConfig
 from ..schema import header_text
 from ..schema.errors import ApiError
-from ..config.metering import MeteringConfig
+from ..schema.principal import Principal
 from .counters import BUDGET, DEPLOYMENT, OK, Outcome, Plan
 from .periods import Periods, go_duration, window
 from .prices import PriceTable, reserve_nanos
@@ -38,8 +38,20 @@ _MAX_OUT_TOKENS = 1 << 32
 class Ticket:
     """One admitted call's reservations. Settle or release it exactly once."""
 
-    __slots__ = ("request_id", "headers", "deployment", "skip", "over_budget", "warnings", "created",
-                 "_budgets", "_tokens", "_limiter", "settled", "gen")
+    __slots__ = (
+        "request_id",
+        "headers",
+        "deployment",
+        "skip",
+        "over_budget",
+        "warnings",
+        "created",
+        "_budgets",
+        "_tokens",
+        "_limiter",
+        "settled",
+        "gen",
+    )
 
     def __init__(self, limiter: Limiter | None, request_id: str) -> None:
         self.request_id = request_id
@@ -107,8 +119,13 @@ class _Route:
 
 
 class Limiter:
-    def __init__(self, cfg: MeteringConfig, prices: PriceTable, counters: RedisCounters | None = None,
-                 clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        cfg: MeteringConfig,
+        prices: PriceTable,
+        counters: RedisCounters | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         from .counters import LocalCounters
 
         self.cfg = cfg
@@ -126,13 +143,26 @@ class Limiter:
         self._routes: dict[tuple, _Route] = {}
 
     # -- the hot path ------------------------------------------------------------------------------
-    async def admit(self, principal: Principal, model_group: str, deployments: list, prompt_tokens: int,
-                    max_output_tokens: int | None, request_id: str, choices: int = 1) -> Ticket:
+    async def admit(
+        self,
+        principal: Principal,
+        model_group: str,
+        deployments: list,
+        prompt_tokens: int,
+        max_output_tokens: int | None,
+        request_id: str,
+        choices: int = 1,
+    ) -> Ticket:
         """`max_output_tokens` caps one choice (None: the client set no cap); `choices` is how many
         the call generates (chat's `n`), so the reservation covers choices x the cap."""
         if self.overloaded is not None and self.overloaded():
-            raise ApiError(503, "The gateway cannot record usage fast enough right now; retry shortly.",
-                           type="server_error", code="usage_backlog", headers={"retry-after": "1"})
+            raise ApiError(
+                503,
+                "The gateway cannot record usage fast enough right now; retry shortly.",
+                type="server_error",
+                code="usage_backlog",
+                headers={"retry-after": "1"},
+            )
         ticket = Ticket(self, request_id)
         if not self.rules.any:
             return ticket
@@ -229,14 +259,21 @@ class Limiter:
             return await self.counters.admit(plan, now_ms)
         except Exception as exc:  # redis errors, timeouts, connection refused
             if not self.cfg.fail_open:
-                raise ApiError(503, "Budgets and rate limits cannot be checked right now; retry shortly.",
-                               type="server_error", code="limits_unavailable", headers={"retry-after": "1"}) from None
+                raise ApiError(
+                    503,
+                    "Budgets and rate limits cannot be checked right now; retry shortly.",
+                    type="server_error",
+                    code="limits_unavailable",
+                    headers={"retry-after": "1"},
+                ) from None
             log.warning("limits not enforced for %s: counters unreachable (%s)", ticket.request_id, type(exc).__name__)
             ticket._budgets, ticket._tokens = [], []
             ticket.headers = [(b"x-multihome-limits", b"unavailable")]
             return None
 
-    def _refusal(self, outcome: Outcome, plan: Plan, budgets, rates, deployments, meta, now_ms, wend, est_tokens) -> ApiError:
+    def _refusal(
+        self, outcome: Outcome, plan: Plan, budgets, rates, deployments, meta, now_ms, wend, est_tokens
+    ) -> ApiError:
         if outcome.code == BUDGET:
             b: BudgetSpec = budgets[outcome.index]
             per = self.periods.get(b.period, now_ms / 1000)
@@ -251,26 +288,38 @@ class Limiter:
                 429,
                 f"Budget exceeded: {b.describe()} is used up ({used:.6f} {b.currency} spent or reserved by calls in "
                 f"flight; this call could cost up to {want:.6f}).{when} Ask your tenant admin to raise the budget.",
-                type="insufficient_quota", code="budget_exceeded", headers=headers,
+                type="insufficient_quota",
+                code="budget_exceeded",
+                headers=headers,
             )
         wait_ms = wend - now_ms
         headers = {"retry-after": str(math.ceil(wait_ms / 1000)), "retry-after-ms": str(wait_ms)}
         if outcome.code == DEPLOYMENT:
             names = ", ".join(d.name for d in deployments[: len(plan.groups)])
-            return ApiError(429, f"Rate limit reached on every deployment that could serve this call ({names}). "
-                            f"Please try again in {go_duration(wait_ms)}.", type="requests",
-                            code="rate_limit_exceeded", headers=headers)
+            return ApiError(
+                429,
+                f"Rate limit reached on every deployment that could serve this call ({names}). "
+                f"Please try again in {go_duration(wait_ms)}.",
+                type="requests",
+                code="rate_limit_exceeded",
+                headers=headers,
+            )
         key, limit, incr = plan.rates[outcome.index]
         kind = meta[outcome.index][0]
         r = next(r for r in rates if key.startswith(r.base + ":"))
         per_min = "requests per min (RPM)" if kind == "requests" else "tokens per min (TPM)"
-        headers |= {f"x-ratelimit-limit-{kind}": str(limit), f"x-ratelimit-remaining-{kind}": str(max(0, limit - outcome.values[0])),
-                    f"x-ratelimit-reset-{kind}": go_duration(wait_ms)}
+        headers |= {
+            f"x-ratelimit-limit-{kind}": str(limit),
+            f"x-ratelimit-remaining-{kind}": str(max(0, limit - outcome.values[0])),
+            f"x-ratelimit-reset-{kind}": go_duration(wait_ms),
+        }
         return ApiError(
             429,
             f"Rate limit reached for {r.scope} {r.id} on {per_min}: Limit {limit}, Used {outcome.values[0]}, "
             f"Requested {incr}. Please try again in {go_duration(wait_ms)}.",
-            type=kind, code="rate_limit_exceeded", headers=headers,
+            type=kind,
+            code="rate_limit_exceeded",
+            headers=headers,
         )
 
     # -- settlement --------------------------------------------------------------------------------
@@ -333,8 +382,14 @@ class Limiter:
         await self.counters.drain()
 
 
-_HEADER_NAMES = {kind: (f"x-ratelimit-limit-{kind}".encode(), f"x-ratelimit-remaining-{kind}".encode(),
-                        f"x-ratelimit-reset-{kind}".encode()) for kind in ("requests", "tokens")}
+_HEADER_NAMES = {
+    kind: (
+        f"x-ratelimit-limit-{kind}".encode(),
+        f"x-ratelimit-remaining-{kind}".encode(),
+        f"x-ratelimit-reset-{kind}".encode(),
+    )
+    for kind in ("requests", "tokens")
+}
 
 
 def _headers(meta: list[tuple[str, int]], values: list[int], reset_ms: int) -> list[tuple[bytes, bytes]]:

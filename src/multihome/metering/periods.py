@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import math
 
-UTC = dt.timezone.utc
+UTC = dt.UTC
 WINDOW_MS = 60_000  # rate limits count per fixed UTC minute
 
 

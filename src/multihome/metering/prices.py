@@ -46,9 +46,12 @@ class DeploymentPrice:
         return total / MILLION  # exact: dividing by a power of ten only moves the exponent
 
     def as_json(self) -> dict:
-        return {"input": str(self.input), "output": str(self.output),
-                "cached_input": None if self.cached_input is None else str(self.cached_input),
-                "currency": self.currency}
+        return {
+            "input": str(self.input),
+            "output": str(self.output),
+            "cached_input": None if self.cached_input is None else str(self.cached_input),
+            "currency": self.currency,
+        }
 
 
 def text(amount: Decimal) -> str:
@@ -69,18 +72,22 @@ def reserve_nanos(tokens_in: int, in_micro: int, tokens_out: int, out_micro: int
 class PriceTable:
     def __init__(self, prices: dict[str, DeploymentPrice]) -> None:
         self.prices = prices
-        canonical = json.dumps({k: v.as_json() for k, v in sorted(prices.items())}, sort_keys=True, separators=(",", ":"))
+        canonical = json.dumps(
+            {k: v.as_json() for k, v in sorted(prices.items())}, sort_keys=True, separators=(",", ":")
+        )
         self.canonical = canonical
         self.version = "pv_" + hashlib.sha256(canonical.encode()).hexdigest()[:16]
 
     @classmethod
     def from_config(cls, config) -> PriceTable:
         """From `config.deployments[*].price` (a deployment without a price costs nothing)."""
-        return cls({
-            name: DeploymentPrice.of(d.price.input, d.price.output, d.price.cached_input, d.price.currency)
-            for name, d in config.deployments.items()
-            if d.price is not None
-        })
+        return cls(
+            {
+                name: DeploymentPrice.of(d.price.input, d.price.output, d.price.cached_input, d.price.currency)
+                for name, d in config.deployments.items()
+                if d.price is not None
+            }
+        )
 
     def get(self, deployment: str | None) -> DeploymentPrice | None:
         return self.prices.get(deployment) if deployment is not None else None

@@ -11,8 +11,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import TypeVar
 
-from ..schema.principal import Principal
 from ..config.metering import BudgetRule, MeteringConfig, RateLimitRule
+from ..schema.principal import Principal
 from .periods import WINDOW_MS
 from .prices import to_nanos
 
@@ -84,8 +84,16 @@ class AdminBudget(BudgetRule, kw_only=True):
 
 def admin_budget(record) -> AdminBudget:
     """A stored budget (storage.records.Budget) as a rule."""
-    return AdminBudget(scope=record.scope, id=record.scope_id, amount=record.amount, currency=record.currency,
-                       period=record.period, mode=record.mode, budget_id=record.id, tenant_id=record.tenant_id)
+    return AdminBudget(
+        scope=record.scope,
+        id=record.scope_id,
+        amount=record.amount,
+        currency=record.currency,
+        period=record.period,
+        mode=record.mode,
+        budget_id=record.id,
+        tenant_id=record.tenant_id,
+    )
 
 
 def slot(rule: BudgetRule) -> tuple[str, str, str, str]:
@@ -119,8 +127,16 @@ class Rules:
             if slot not in chosen or rule.limit < chosen[slot].limit:
                 chosen[slot] = rule
         return tuple(
-            BudgetSpec(f"{self.prefix}b:{scope}:{ident}:{r.period}:{r.currency}:", scope, ident, to_nanos(r.limit),
-                       r.mode == "hard", r.period, r.currency, r)
+            BudgetSpec(
+                f"{self.prefix}b:{scope}:{ident}:{r.period}:{r.currency}:",
+                scope,
+                ident,
+                to_nanos(r.limit),
+                r.mode == "hard",
+                r.period,
+                r.currency,
+                r,
+            )
             for r in chosen.values()
         )
 
@@ -163,7 +179,9 @@ class Rules:
         # Several rules for one id: the strictest of each kind applies (one counter per kind).
         rpm = [r.requests_per_minute for r in rules if r.requests_per_minute is not None]
         tpm = [r.tokens_per_minute for r in rules if r.tokens_per_minute is not None]
-        return RateSpec(f"{self.prefix}r:{scope}:{ident}", scope, ident, min(rpm) if rpm else None, min(tpm) if tpm else None)
+        return RateSpec(
+            f"{self.prefix}r:{scope}:{ident}", scope, ident, min(rpm) if rpm else None, min(tpm) if tpm else None
+        )
 
 
 def prompt_reserve(tokens: int, factor: float, extra: int) -> int:

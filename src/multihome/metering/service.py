@@ -43,8 +43,16 @@ def _ts(seconds: float) -> dt.datetime:
 
 
 class Metering:
-    def __init__(self, cfg: MeteringConfig, prices: PriceTable, *, storage_url: str | None = None,
-                 counters=None, clock=time.time, snapshots=None) -> None:
+    def __init__(
+        self,
+        cfg: MeteringConfig,
+        prices: PriceTable,
+        *,
+        storage_url: str | None = None,
+        counters=None,
+        clock=time.time,
+        snapshots=None,
+    ) -> None:
         self.cfg = cfg
         self.prices = prices
         self.storage_url = storage_url
@@ -82,8 +90,11 @@ class Metering:
     def record(self, call: CallRecord) -> None:
         usage = call.usage
         price = self.prices.get(call.deployment)
-        cost, currency = (price.cost(usage), price.currency) if price is not None and usage is not None else (
-            ZERO, price.currency if price is not None else "USD")
+        cost, currency = (
+            (price.cost(usage), price.currency)
+            if price is not None and usage is not None
+            else (ZERO, price.currency if price is not None else "USD")
+        )
         nanos = to_nanos(cost)
         over = False
         ticket = self.limiter.open.get(call.request_id)
@@ -93,17 +104,32 @@ class Metering:
             ticket.settle(nanos, currency, tokens)
         self.recorded += 1
         if self.writer is not None:
-            self.writer.put({
-                "request_id": call.request_id, "started_at": _ts(call.started_at), "finished_at": _ts(call.finished_at),
-                "tenant_id": call.tenant, "team_id": call.team, "key_id": call.key_id or call.subject,
-                "endpoint": call.endpoint, "model_group": call.model_group, "deployment": call.deployment,
-                "provider": call.provider, "status": call.status, "outcome": call.outcome,
-                "prompt_tokens": usage.prompt_tokens if usage else 0,
-                "completion_tokens": usage.completion_tokens if usage else 0,
-                "cached_tokens": usage.cached_tokens if usage else 0, "estimated": bool(usage and usage.estimated),
-                "latency_ms": call.latency_ms, "cost": text(cost), "cost_nanos": nanos, "currency": currency,
-                "price_version": self.prices.version, "over_budget": over,
-            })
+            self.writer.put(
+                {
+                    "request_id": call.request_id,
+                    "started_at": _ts(call.started_at),
+                    "finished_at": _ts(call.finished_at),
+                    "tenant_id": call.tenant,
+                    "team_id": call.team,
+                    "key_id": call.key_id or call.subject,
+                    "endpoint": call.endpoint,
+                    "model_group": call.model_group,
+                    "deployment": call.deployment,
+                    "provider": call.provider,
+                    "status": call.status,
+                    "outcome": call.outcome,
+                    "prompt_tokens": usage.prompt_tokens if usage else 0,
+                    "completion_tokens": usage.completion_tokens if usage else 0,
+                    "cached_tokens": usage.cached_tokens if usage else 0,
+                    "estimated": bool(usage and usage.estimated),
+                    "latency_ms": call.latency_ms,
+                    "cost": text(cost),
+                    "cost_nanos": nanos,
+                    "currency": currency,
+                    "price_version": self.prices.version,
+                    "over_budget": over,
+                }
+            )
         if self.sinks:
             metered = MeteredCall(call=call, cost=cost, currency=currency, price_version=self.prices.version)
             for sink in self.sinks:
@@ -134,8 +160,13 @@ class Metering:
             self.snapshots.subscribe(self._snapshot_changed)
             self._snapshot_changed(self.snapshots.snapshot)  # a change that came in meanwhile
         w = self.cfg.writer
-        self.writer = writer = UsageWriter(engine, usage_calls, batch_size=w.batch_size,
-                                           flush_interval_ms=w.flush_interval_ms, max_backlog=w.max_backlog)
+        self.writer = writer = UsageWriter(
+            engine,
+            usage_calls,
+            batch_size=w.batch_size,
+            flush_interval_ms=w.flush_interval_ms,
+            max_backlog=w.max_backlog,
+        )
         self.limiter.overloaded = writer.overloaded
         await writer.start()
 
@@ -165,8 +196,13 @@ class Metering:
             async with conn.begin():
                 found = (await conn.execute(sa.select(t.c.version).where(t.c.version == self.prices.version))).first()
                 if found is None:
-                    await conn.execute(t.insert().values(version=self.prices.version, prices=self.prices.canonical,
-                                                         first_seen_at=dt.datetime.now(UTC)))
+                    await conn.execute(
+                        t.insert().values(
+                            version=self.prices.version,
+                            prices=self.prices.canonical,
+                            first_seen_at=dt.datetime.now(UTC),
+                        )
+                    )
         except sa.exc.IntegrityError:
             pass  # another replica stored the same version at the same moment
         finally:
@@ -265,9 +301,11 @@ class Metering:
         items: list[tuple[str, int, int]] = []
         for scope in sorted(scopes):
             col = column[scope]
-            q = (sa.select(col, sa.func.count(), sa.func.sum(u.c.prompt_tokens + u.c.completion_tokens))
-                 .where(u.c.started_at >= _ts(wid * WINDOW_MS / 1000), u.c.outcome != "denied", col.is_not(None))
-                 .group_by(col))
+            q = (
+                sa.select(col, sa.func.count(), sa.func.sum(u.c.prompt_tokens + u.c.completion_tokens))
+                .where(u.c.started_at >= _ts(wid * WINDOW_MS / 1000), u.c.outcome != "denied", col.is_not(None))
+                .group_by(col)
+            )
             async with self.engine.connect() as conn:
                 rows = (await conn.execute(q)).all()
             for ident, calls, tokens in rows:

@@ -46,6 +46,8 @@ usage_price_versions = sa.Table(
     "usage_price_versions",
     metadata,
     sa.Column("version", sa.String(32), primary_key=True),
-    sa.Column("prices", sa.Text, nullable=False),  # canonical JSON: deployment -> {input, output, cached_input, currency}
+    sa.Column(
+        "prices", sa.Text, nullable=False
+    ),  # canonical JSON: deployment -> {input, output, cached_input, currency}
     sa.Column("first_seen_at", TS, nullable=False),
 )

@@ -25,8 +25,15 @@ _CHUNK = 50  # rows per statement within a batch's transaction
 
 
 class UsageWriter:
-    def __init__(self, engine: AsyncEngine, table: sa.Table, *, batch_size: int = 500,
-                 flush_interval_ms: int = 50, max_backlog: int = 50_000) -> None:
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        table: sa.Table,
+        *,
+        batch_size: int = 500,
+        flush_interval_ms: int = 50,
+        max_backlog: int = 50_000,
+    ) -> None:
         self.engine = engine
         self.table = table
         self.batch_size = batch_size
@@ -71,7 +78,7 @@ class UsageWriter:
         if self._task is not None:
             try:
                 await asyncio.wait_for(self._task, timeout)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 log.error("usage writer closed with %d rows unwritten (database unreachable)", len(self.rows))
 
     async def _write(self, batch: list[dict]) -> None:
@@ -101,7 +108,7 @@ class UsageWriter:
                 self._wake.clear()
                 try:
                     await asyncio.wait_for(self._wake.wait(), self.interval)
-                except asyncio.TimeoutError:
+                except TimeoutError:
                     pass
             batch = [self.rows[i] for i in range(min(self.batch_size, len(self.rows)))]
             try:

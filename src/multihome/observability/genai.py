@@ -72,7 +72,9 @@ def _address(url: str | None) -> tuple[str | None, int | None]:
 class GenAIMapper:
     """Builds one span's name and attributes (and the metric attributes) from a CallRecord."""
 
-    def __init__(self, upstreams: dict[str, Upstream], primaries: dict[str, str], provider_names: dict[str, str]) -> None:
+    def __init__(
+        self, upstreams: dict[str, Upstream], primaries: dict[str, str], provider_names: dict[str, str]
+    ) -> None:
         self.upstreams = upstreams  # deployment name -> Upstream
         self.primaries = primaries  # model group -> its first deployment
         self.provider_names = provider_names  # provider kind -> gen_ai.provider.name

@@ -68,10 +68,15 @@ class Pipeline:
         sampler = ParentBased(TraceIdRatioBased(cfg.sample_ratio))
         # shutdown() flushes with a deadline; no atexit handler that could hold an exit up for 30 s.
         self._tracer_provider = TracerProvider(resource=resource, sampler=sampler, shutdown_on_exit=False)
-        self._tracer_provider.add_span_processor(BatchSpanProcessor(
-            exporter, max_queue_size=cfg.max_queue, schedule_delay_millis=cfg.batch_delay_ms,
-            max_export_batch_size=min(512, cfg.max_queue), export_timeout_millis=cfg.export_timeout_s * 1000,
-        ))
+        self._tracer_provider.add_span_processor(
+            BatchSpanProcessor(
+                exporter,
+                max_queue_size=cfg.max_queue,
+                schedule_delay_millis=cfg.batch_delay_ms,
+                max_export_batch_size=min(512, cfg.max_queue),
+                export_timeout_millis=cfg.export_timeout_s * 1000,
+            )
+        )
         self._tracer: Tracer | None = self._tracer_provider.get_tracer("multihome", __version__)
         self._meter_provider: MeterProvider | None = None
         self._histograms: tuple[Histogram, Histogram] | None = None  # (duration, tokens) when cfg.metrics
@@ -84,11 +89,15 @@ class Pipeline:
             self._meter_provider = MeterProvider(metric_readers=[reader], resource=resource, shutdown_on_exit=False)
             meter = self._meter_provider.get_meter("multihome", __version__)
             duration = meter.create_histogram(
-                "gen_ai.client.operation.duration", unit="s", description="GenAI operation duration",
+                "gen_ai.client.operation.duration",
+                unit="s",
+                description="GenAI operation duration",
                 explicit_bucket_boundaries_advisory=DURATION_BUCKETS,
             )
             tokens = meter.create_histogram(
-                "gen_ai.client.token.usage", unit="{token}", description="Number of input and output tokens used",
+                "gen_ai.client.token.usage",
+                unit="{token}",
+                description="Number of input and output tokens used",
                 explicit_bucket_boundaries_advisory=TOKEN_BUCKETS,
             )
             self._histograms = (duration, tokens)
@@ -102,8 +111,9 @@ class Pipeline:
         except Exception:
             self.failures += 1
             if self.failures == 1:
-                log.exception("telemetry: could not export call %s; further failures are counted, not logged",
-                              call.request_id)
+                log.exception(
+                    "telemetry: could not export call %s; further failures are counted, not logged", call.request_id
+                )
 
     def _record(self, call: CallRecord, tracer: Tracer) -> None:
         name, attrs, metric_attrs, error_type = self.mapper.describe(call)
@@ -115,8 +125,13 @@ class Pipeline:
             context = _propagator.extract(carrier)
         start = int(call.started_at * 1e9)
         span = tracer.start_span(
-            name, context=context, kind=SpanKind.CLIENT, attributes=attrs, start_time=start,
-            record_exception=False, set_status_on_exception=False,
+            name,
+            context=context,
+            kind=SpanKind.CLIENT,
+            attributes=attrs,
+            start_time=start,
+            record_exception=False,
+            set_status_on_exception=False,
         )
         if error_type is not None:
             span.set_status(Status(StatusCode.ERROR, f"{call.outcome}: {error_type} (HTTP {call.status})"))

@@ -87,7 +87,9 @@ class Telemetry:
             assert t.otlp_endpoint_env is not None  # the config sets exactly one of the two
             endpoint = env_secret(t.otlp_endpoint_env, what="telemetry.otlp_endpoint_env")
         if not endpoint.startswith(("http://", "https://")):
-            raise ConfigError(f"telemetry.otlp_endpoint_env: {t.otlp_endpoint_env} must hold an http:// or https:// URL")
+            raise ConfigError(
+                f"telemetry.otlp_endpoint_env: {t.otlp_endpoint_env} must hold an http:// or https:// URL"
+            )
         headers = {}
         if t.headers_env:
             headers = parse_headers(env_secret(t.headers_env, what="telemetry.headers_env"), t.headers_env)
@@ -95,14 +97,24 @@ class Telemetry:
 
     def _setup(self) -> bytes:
         ups = {name: (u.provider_name, u.model, u.address, u.port) for name, u in self.mapper.upstreams.items()}
-        return _encode({"config": self.config, "endpoint": self.endpoint, "headers": self._headers,
-                        "upstreams": ups, "primaries": self.mapper.primaries,
-                        "provider_names": self.mapper.provider_names})
+        return _encode(
+            {
+                "config": self.config,
+                "endpoint": self.endpoint,
+                "headers": self._headers,
+                "upstreams": ups,
+                "primaries": self.mapper.primaries,
+                "provider_names": self.mapper.provider_names,
+            }
+        )
 
     async def start(self) -> None:
         proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "multihome.observability.telemetry_worker",
-            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+            sys.executable,
+            "-m",
+            "multihome.observability.telemetry_worker",
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
         )
         stdin, stdout = proc.stdin, proc.stdout
         assert stdin is not None and stdout is not None  # both PIPE
@@ -110,15 +122,19 @@ class Telemetry:
         try:
             await stdin.drain()
             line = await asyncio.wait_for(stdout.readline(), _START_TIMEOUT_S)
-        except (asyncio.TimeoutError, OSError):
+        except (TimeoutError, OSError):
             line = b""
         if line.strip() != b"READY":
             proc.kill()
             await proc.wait()
             raise RuntimeError("telemetry: the export worker did not start (its error is in the log above)")
         self._proc, self._pipe = proc, stdin
-        log.info("telemetry: exporting calls over OTLP/HTTP to %s (sample_ratio %s, worker pid %d)",
-                 _where(self.endpoint), self.config.sample_ratio, proc.pid)
+        log.info(
+            "telemetry: exporting calls over OTLP/HTTP to %s (sample_ratio %s, worker pid %d)",
+            _where(self.endpoint),
+            self.config.sample_ratio,
+            proc.pid,
+        )
 
     def record(self, call: CallRecord) -> None:
         pipe = self._pipe
@@ -168,7 +184,7 @@ class Telemetry:
                 pipe.write_eof()
                 await asyncio.wait_for(pipe.drain(), deadline)
             await asyncio.wait_for(proc.wait(), deadline + 1.0)
-        except (asyncio.TimeoutError, OSError):
+        except (TimeoutError, OSError):
             log.warning("telemetry: the export worker did not finish within %.1fs; stopping it", deadline)
             proc.kill()
             await proc.wait()

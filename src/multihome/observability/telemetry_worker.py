@@ -69,7 +69,8 @@ def main() -> int:
     if not pipeline.shutdown(setup.config.shutdown_timeout_s):
         logging.getLogger("multihome.telemetry").warning(
             "telemetry: the final export did not finish within %.1fs; the rest is dropped",
-            setup.config.shutdown_timeout_s)
+            setup.config.shutdown_timeout_s,
+        )
     sys.stderr.flush()
     os._exit(0)  # the SDK's daemon threads may still be blocked on a collector that does not answer
 

@@ -105,7 +105,9 @@ class CompiledPolicy:
                 elif is_allow:
                     assert dim is not None  # a miss names the dimension that missed
                     allow_misses.setdefault(name, []).append((rule, dim))
-            trace.append(RuleTrace(self.scope, self.scope_id, self.id, rule.index, rule.effect, tuple(matched), rule.summary))
+            trace.append(
+                RuleTrace(self.scope, self.scope_id, self.id, rule.index, rule.effect, tuple(matched), rule.summary)
+            )
         label = "tenant policy" if self.scope == "tenant" else f"{self.scope} {self.scope_id} policy"
         excluded: dict[str, str] = {}
         for dep in deployments:
@@ -144,11 +146,15 @@ def _compile_rule(policy: Policy, index: int, rule: EgressRule) -> CompiledRule:
             continue
         fold = field in CASEFOLD
         norm = [v.casefold() if fold else v for v in values]
-        dims.append(_Dim(
-            field, attr, label,
-            frozenset(v for v in norm if not v.endswith("*")),
-            tuple(v[:-1] for v in norm if v.endswith("*")),
-        ))
+        dims.append(
+            _Dim(
+                field,
+                attr,
+                label,
+                frozenset(v for v in norm if not v.endswith("*")),
+                tuple(v[:-1] for v in norm if v.endswith("*")),
+            )
+        )
         words.append(f"{field} [{', '.join(values)}]")
     summary = f"{rule.effect} " + ("; ".join(words) if words else "everything")
     if rule.description:

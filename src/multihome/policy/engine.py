@@ -17,7 +17,17 @@ import msgspec
 from ..schema.principal import Principal
 from .egress import CompiledPolicy, PolicyResult, RuleTrace, compile_policy, compose
 from .entitlements import check_entitlement, check_exclusive
-from .model import KEY, TEAM, TENANT, DeploymentFacts, Entitlement, Policy, entitlement_problems, glob_matches, policy_problems
+from .model import (
+    KEY,
+    TEAM,
+    TENANT,
+    DeploymentFacts,
+    Entitlement,
+    Policy,
+    entitlement_problems,
+    glob_matches,
+    policy_problems,
+)
 
 MODEL_NOT_IN_KEY_SCOPE = "model_not_in_key_scope"
 ENDPOINT_NOT_IN_KEY_SCOPE = "endpoint_not_in_key_scope"
@@ -121,10 +131,17 @@ class PolicyEngine:
     ) -> Decision:
         """Which of `deployments` (the group's) this caller may reach today (UTC), or a refusal."""
         if today is None:
-            today = dt.datetime.now(dt.timezone.utc).date()
+            today = dt.datetime.now(dt.UTC).date()
         return self._decide(
-            principal.tenant, principal.team, principal.key_id, principal.scopes_models,
-            principal.scopes_endpoints, model_group, endpoint, tuple(deployments), today,
+            principal.tenant,
+            principal.team,
+            principal.key_id,
+            principal.scopes_models,
+            principal.scopes_endpoints,
+            model_group,
+            endpoint,
+            tuple(deployments),
+            today,
         )
 
     explain = decide  # one code path: the explanation is the decision
@@ -146,12 +163,21 @@ class PolicyEngine:
     ) -> Decision:
         snap = self.snapshot
         if self._unavailable is not None:
-            return _refuse({}, [], POLICY_UNAVAILABLE, f"Policy is unavailable ({self._unavailable}); calls are refused until it loads.")
+            return _refuse(
+                {},
+                [],
+                POLICY_UNAVAILABLE,
+                f"Policy is unavailable ({self._unavailable}); calls are refused until it loads.",
+            )
         if tenant in snap.quarantined:
             problems = snap.quarantined[tenant]
-            return _refuse({}, [], POLICY_UNAVAILABLE,
-                           f"Your tenant's policy data is invalid, so calls are refused until a tenant admin fixes it: "
-                           f"{'; '.join(problems[:3])}.")
+            return _refuse(
+                {},
+                [],
+                POLICY_UNAVAILABLE,
+                f"Your tenant's policy data is invalid, so calls are refused until a tenant admin fixes it: "
+                f"{'; '.join(problems[:3])}.",
+            )
 
         applicable = list(snap.policies.get((tenant, TENANT, tenant), ()))
         if team:
@@ -163,13 +189,21 @@ class PolicyEngine:
 
         who = f"This API key ({key_id})" if key_id else "This credential"
         if scopes_endpoints is not None and endpoint not in scopes_endpoints:
-            return _refuse(denied, trace, ENDPOINT_NOT_IN_KEY_SCOPE,
-                           f"{who} may call only the {_listing(scopes_endpoints)} endpoints, not '{endpoint}'. "
-                           f"Ask a tenant admin for a key whose scope includes '{endpoint}'.")
+            return _refuse(
+                denied,
+                trace,
+                ENDPOINT_NOT_IN_KEY_SCOPE,
+                f"{who} may call only the {_listing(scopes_endpoints)} endpoints, not '{endpoint}'. "
+                f"Ask a tenant admin for a key whose scope includes '{endpoint}'.",
+            )
         if scopes_models is not None and not any(glob_matches(p, group) for p in scopes_models):
-            return _refuse(denied, trace, MODEL_NOT_IN_KEY_SCOPE,
-                           f"{who} may call only the model groups {_listing(scopes_models)}, not '{group}'. "
-                           f"Ask a tenant admin for a key whose scope includes '{group}'.")
+            return _refuse(
+                denied,
+                trace,
+                MODEL_NOT_IN_KEY_SCOPE,
+                f"{who} may call only the model groups {_listing(scopes_models)}, not '{group}'. "
+                f"Ask a tenant admin for a key whose scope includes '{group}'.",
+            )
         excl = check_exclusive(tenant, group, today, snap.exclusive)
         if not excl.ok:
             # The other tenant's grant id stays out of the decision: explain output reaches this tenant.
@@ -182,10 +216,14 @@ class PolicyEngine:
                 why = f"model group '{group}' has no deployments."
             else:
                 why = "; ".join(f"{name} is {denied[name]}" for name in (d.name for d in deployments))
-            return _refuse(denied, trace, EGRESS_DENIED,
-                           f"Policy allows no deployment of model group '{group}' for this caller: {why}. "
-                           "Ask a tenant admin to change the policy named, or call a model group with an allowed deployment.",
-                           ent.entitlement_id)
+            return _refuse(
+                denied,
+                trace,
+                EGRESS_DENIED,
+                f"Policy allows no deployment of model group '{group}' for this caller: {why}. "
+                "Ask a tenant admin to change the policy named, or call a model group with an allowed deployment.",
+                ent.entitlement_id,
+            )
         return Decision(True, frozenset(allowed), denied, None, "", trace, ent.entitlement_id)
 
 

@@ -41,7 +41,8 @@ def check_entitlement(
     if future:
         e = min(future, key=lambda e: (e.starts_on, e.id))
         return EntitlementCheck(
-            False, ENTITLEMENT_NOT_STARTED,
+            False,
+            ENTITLEMENT_NOT_STARTED,
             f"Model group '{model_group}' requires an entitlement: {e.id} for {e.model_group} starts {e.starts_on}. {how}",
             e.id,
         )
@@ -49,19 +50,22 @@ def check_entitlement(
     if past:
         e = max(past, key=lambda e: (e.ends_on, e.id))
         return EntitlementCheck(
-            False, ENTITLEMENT_EXPIRED,
+            False,
+            ENTITLEMENT_EXPIRED,
             f"Model group '{model_group}' requires an entitlement: {e.id} for {e.model_group} ended {e.ends_on}. {how}",
             e.id,
         )
     if covering:
         e = max(covering, key=lambda e: (e.ends_on, e.id))
         return EntitlementCheck(
-            False, ENTITLEMENT_REVOKED,
+            False,
+            ENTITLEMENT_REVOKED,
             f"Model group '{model_group}' requires an entitlement: {e.id} for {e.model_group} was revoked. {how}",
             e.id,
         )
     return EntitlementCheck(
-        False, ENTITLEMENT_REQUIRED,
+        False,
+        ENTITLEMENT_REQUIRED,
         f"Model group '{model_group}' requires an entitlement: no entitlement for model group {model_group}. {how}",
     )
 
@@ -74,7 +78,8 @@ def check_exclusive(tenant: str, model_group: str, today: dt.date, exclusive: li
     for e in exclusive:
         if e.exclusive and not e.revoked and e.tenant_id != tenant and e.in_term(today) and e.covers(model_group):
             return EntitlementCheck(
-                False, EXCLUSIVE_TO_OTHER_TENANT,
+                False,
+                EXCLUSIVE_TO_OTHER_TENANT,
                 f"Model group '{model_group}' is licensed exclusively to another tenant through {e.ends_on}. "
                 "Ask an organisation admin which model group to use instead.",
                 e.id,
@@ -111,7 +116,11 @@ def check_grant(new: Entitlement, existing: list[Entitlement]) -> GrantConflict 
             continue
         which = "the existing grant is exclusive" if old.exclusive else "the new grant is exclusive"
         return GrantConflict(
-            new.id, old.id, old.tenant_id, start, end,
+            new.id,
+            old.id,
+            old.tenant_id,
+            start,
+            end,
             f"{new.id} ({new.model_group}, tenant {new.tenant_id}) overlaps {old.id} ({old.model_group}, "
             f"tenant {old.tenant_id}) from {start} to {end} and {which}",
         )

@@ -56,7 +56,9 @@ def tool_arguments(arguments: str, where: str) -> dict[str, Any]:
     try:
         value = raw_json(arguments, where) if arguments else {}
     except ApiError:
-        raise bad_request(f"{where}: function.arguments must be a JSON object encoded as a string.", param=where) from None
+        raise bad_request(
+            f"{where}: function.arguments must be a JSON object encoded as a string.", param=where
+        ) from None
     if not isinstance(value, dict):
         raise bad_request(f"{where}: function.arguments must encode a JSON object.", param=where)
     return value
@@ -88,4 +90,8 @@ def stop_list(req: ChatRequest) -> list[str] | None:
 
 
 def unsupported(param: str, provider: str) -> ApiError:
-    return bad_request(f"'{param}' is not supported when the request is served by {provider}.", param=param, code="unsupported_parameter")
+    return bad_request(
+        f"'{param}' is not supported when the request is served by {provider}.",
+        param=param,
+        code="unsupported_parameter",
+    )

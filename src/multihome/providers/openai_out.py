@@ -87,10 +87,17 @@ class ChunkWriter:
     """OpenAI `chat.completion.chunk` payloads (without SSE framing) for one streamed answer."""
 
     def __init__(self, model: str, id: str | None = None) -> None:
-        self._head = {"id": id or completion_id(), "object": "chat.completion.chunk", "created": int(time.time()), "model": model}
+        self._head = {
+            "id": id or completion_id(),
+            "object": "chat.completion.chunk",
+            "created": int(time.time()),
+            "model": model,
+        }
 
     def _chunk(self, delta: dict[str, Any], finish_reason: str | None = None) -> bytes:
-        return _encode({**self._head, "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason}]})
+        return _encode(
+            {**self._head, "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason}]}
+        )
 
     def role(self) -> bytes:
         return self._chunk({"role": "assistant", "content": ""})
@@ -103,7 +110,11 @@ class ChunkWriter:
 
     def tool_start(self, index: int, call_id: str, name: str) -> bytes:
         return self._chunk(
-            {"tool_calls": [{"index": index, "id": call_id, "type": "function", "function": {"name": name, "arguments": ""}}]}
+            {
+                "tool_calls": [
+                    {"index": index, "id": call_id, "type": "function", "function": {"name": name, "arguments": ""}}
+                ]
+            }
         )
 
     def tool_args(self, index: int, fragment: str) -> bytes:

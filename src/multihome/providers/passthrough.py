@@ -43,4 +43,3 @@ class PassThrough(AdapterBase):
 
     def classify_error(self, status: int, headers: Mapping[str, str], body: bytes) -> Classified:
         return classify_http(status, headers, body)
-

@@ -206,7 +206,11 @@ class _Walk:
         raise _failed(self.group, plan, self.attempts, self.last)
 
     def _too_small(self, dep: DeploymentRuntime) -> bool:
-        if self.overflow_window is not None and dep.context_window is not None and dep.context_window <= self.overflow_window:
+        if (
+            self.overflow_window is not None
+            and dep.context_window is not None
+            and dep.context_window <= self.overflow_window
+        ):
             self.attempts.append(Attempt(dep.name, "skipped_window_too_small", 0.0))
             return True
         return False
@@ -220,10 +224,16 @@ class _Walk:
         return None
 
     def _too_small_silent(self, dep: DeploymentRuntime) -> bool:
-        return self.overflow_window is not None and dep.context_window is not None and dep.context_window <= self.overflow_window
+        return (
+            self.overflow_window is not None
+            and dep.context_window is not None
+            and dep.context_window <= self.overflow_window
+        )
 
     def _served(self, dep: DeploymentRuntime, result: _Result) -> Served:
-        return Served(dep, result.status, self.attempts, result.body, result.stream, result.first, result.dropped, result.peek)
+        return Served(
+            dep, result.status, self.attempts, result.body, result.stream, result.first, result.dropped, result.peek
+        )
 
     def _decide(self, dep: DeploymentRuntime, result: _Result) -> Served | None:
         """After a deployment gave up: answer the client now (Served), or go on (None)."""
@@ -249,7 +259,9 @@ class _Walk:
                 return result
             if retry == self.policy.retries or result.label == "breaker_open":
                 return result
-            delay = self.runner.backoff(self.policy.backoff_ms, retry, result.retry_after, self.policy.max_retry_after_s)
+            delay = self.runner.backoff(
+                self.policy.backoff_ms, retry, result.retry_after, self.policy.max_retry_after_s
+            )
             if delay is None:
                 return result
             await self.runner._sleep(delay)
@@ -324,13 +336,16 @@ class _Walk:
         return result.kind == CLIENT_ERROR or (result.kind not in self.policy.fail_over_on and bool(result.status))
 
 
-async def _unary_once(dep: DeploymentRuntime, group: GroupRuntime, req: UpstreamRequest, translate: Translate) -> _Result:
+async def _unary_once(
+    dep: DeploymentRuntime, group: GroupRuntime, req: UpstreamRequest, translate: Translate
+) -> _Result:
     assert dep.session is not None  # bound by Catalog.start
     try:
-        resp = await dep.session.post(req.url, data=req.body, headers=req.headers, timeout=group.unary_timeout,
-                                      allow_redirects=False)  # see _redirect
+        resp = await dep.session.post(
+            req.url, data=req.body, headers=req.headers, timeout=group.unary_timeout, allow_redirects=False
+        )  # see _redirect
         body = await resp.read()
-    except (TimeoutError, asyncio.TimeoutError):
+    except TimeoutError:
         return _Result(UNAVAILABLE, "timeout")
     except aiohttp.ClientError as exc:
         return _Result(UNAVAILABLE, _conn_label(exc))
@@ -349,12 +364,15 @@ async def _unary_once(dep: DeploymentRuntime, group: GroupRuntime, req: Upstream
     return _Result(c.kind, c.label, c.retry_after, resp.status, body)
 
 
-async def _stream_once(dep: DeploymentRuntime, group: GroupRuntime, req: UpstreamRequest, forward_usage: bool) -> _Result:
+async def _stream_once(
+    dep: DeploymentRuntime, group: GroupRuntime, req: UpstreamRequest, forward_usage: bool
+) -> _Result:
     assert dep.session is not None  # bound by Catalog.start
     try:
-        resp = await dep.session.post(req.url, data=req.body, headers=req.headers, timeout=group.stream_timeout,
-                                      allow_redirects=False)  # see _redirect
-    except (TimeoutError, asyncio.TimeoutError):
+        resp = await dep.session.post(
+            req.url, data=req.body, headers=req.headers, timeout=group.stream_timeout, allow_redirects=False
+        )  # see _redirect
+    except TimeoutError:
         return _Result(UNAVAILABLE, "timeout")
     except aiohttp.ClientError as exc:
         return _Result(UNAVAILABLE, _conn_label(exc))
@@ -364,7 +382,7 @@ async def _stream_once(dep: DeploymentRuntime, group: GroupRuntime, req: Upstrea
     if resp.status >= 300:
         try:
             body = await resp.read()
-        except (aiohttp.ClientError, TimeoutError, asyncio.TimeoutError):
+        except (aiohttp.ClientError, TimeoutError):
             body = b""
         c = dep.adapter.classify_error(resp.status, resp.headers, body)
         return _Result(c.kind, c.label, c.retry_after, resp.status, body)

@@ -80,7 +80,9 @@ class SharedBreakers(Breakers):
             return False
         # Our local cooldown is over: claim the one probe for all replicas.
         try:
-            claimed = await self._redis.set(_key("probe", deployment), "1", nx=True, px=int(self.policy.cooldown_s * 1000))
+            claimed = await self._redis.set(
+                _key("probe", deployment), "1", nx=True, px=int(self.policy.cooldown_s * 1000)
+            )
         except aioredis.RedisError:
             claimed = True  # Redis down: fall back to a per-replica probe rather than never probing
         if not claimed:

@@ -30,7 +30,9 @@ _EMBED = parse_embeddings(b'{"model": "probe", "input": "ping"}')
 
 
 class HealthProber:
-    def __init__(self, deployments: list[DeploymentRuntime], breakers: Breakers, interval_s: float, timeout_s: float) -> None:
+    def __init__(
+        self, deployments: list[DeploymentRuntime], breakers: Breakers, interval_s: float, timeout_s: float
+    ) -> None:
         self.deployments = deployments  # the catalog's DeploymentRuntime objects
         self.breakers = breakers
         self.interval = interval_s
@@ -73,12 +75,16 @@ class HealthProber:
             req = await build
             assert dep.session is not None  # bound by Catalog.start
             # Redirects are not followed (routing/attempts.py, _redirect) and do not count as an answer.
-            async with dep.session.post(req.url, data=req.body, headers=req.headers, timeout=self.timeout,
-                                        allow_redirects=False) as resp:
+            async with dep.session.post(
+                req.url, data=req.body, headers=req.headers, timeout=self.timeout, allow_redirects=False
+            ) as resp:
                 body = await resp.read()
-                ok = resp.status < 300 or resp.status >= 400 and dep.adapter.classify_error(
-                    resp.status, resp.headers, body).kind not in (CAPACITY, UNAVAILABLE)
-        except (asyncio.TimeoutError, aiohttp.ClientError):
+                ok = (
+                    resp.status < 300
+                    or resp.status >= 400
+                    and dep.adapter.classify_error(resp.status, resp.headers, body).kind not in (CAPACITY, UNAVAILABLE)
+                )
+        except (TimeoutError, aiohttp.ClientError):
             ok = False
         except Exception:  # a probe must never take the prober down
             log.exception("health probe of %s failed", dep.name)

@@ -115,7 +115,9 @@ class Planner:
         view = shape.policy(group) if shape.policy is not None else None
         for dep in group.deployments:
             if view is not None and dep.name not in view.deployments:
-                considered.append(Considered(dep.name, SKIPPED, "denied by policy: " + view.denied.get(dep.name, "not allowed")))
+                considered.append(
+                    Considered(dep.name, SKIPPED, "denied by policy: " + view.denied.get(dep.name, "not allowed"))
+                )
                 continue
             reason = self._skip_reason(dep, shape, prompt, output)
             if reason:
@@ -127,7 +129,9 @@ class Planner:
             for rank, dep in enumerate(ordered, 1):
                 pos = group.position[dep.name]
                 label = "primary" if pos == 0 else f"position {pos + 1} in config"
-                why = f"rank {rank}: {label}" if group.strategy == "primary-first" else f"rank {rank} by {group.strategy}"
+                why = (
+                    f"rank {rank}: {label}" if group.strategy == "primary-first" else f"rank {rank} by {group.strategy}"
+                )
                 considered.append(Considered(dep.name, ORDERED, why, scores.get(dep.name)))
         return Plan(group.name, group.strategy, ordered, considered, shape.needs, prompt)
 
@@ -161,8 +165,15 @@ class Planner:
         score = STRATEGIES[group.strategy]
         if score is None or len(candidates) < 2:
             return candidates, {}
-        inputs = ScoreInputs(prompt or 0, output or estimate.DEFAULT_OUTPUT_TOKENS, shape.stream, group.policy.weights,
-                             self.latency, self.commitments, self._rand)
+        inputs = ScoreInputs(
+            prompt or 0,
+            output or estimate.DEFAULT_OUTPUT_TOKENS,
+            shape.stream,
+            group.policy.weights,
+            self.latency,
+            self.commitments,
+            self._rand,
+        )
         scores = {d.name: score(inputs, d) for d in candidates}
         position = group.position
         ordered = sorted(candidates, key=lambda d: (scores[d.name], position[d.name]))

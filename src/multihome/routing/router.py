@@ -26,7 +26,13 @@ class Router:
         return [self.planner.plan(g, shape, explain=explain) for g in self.chain(group, shape)]
 
     async def route(
-        self, group: GroupRuntime, shape: RequestShape, build: Build, translate: Translate, *, forward_usage: bool = False
+        self,
+        group: GroupRuntime,
+        shape: RequestShape,
+        build: Build,
+        translate: Translate,
+        *,
+        forward_usage: bool = False,
     ) -> Served:
         attempts: list[Attempt] = []
         plans = self.plans(group, shape)
@@ -41,8 +47,13 @@ class Router:
             attempts.extend(Attempt(s.deployment, "skipped", 0.0, s.reason) for s in plan.skipped)
             try:
                 return await self.runner.run(
-                    self.catalog.groups[plan.group], plan, build, translate,
-                    stream=shape.stream, forward_usage=forward_usage, attempts=attempts,
+                    self.catalog.groups[plan.group],
+                    plan,
+                    build,
+                    translate,
+                    stream=shape.stream,
+                    forward_usage=forward_usage,
+                    attempts=attempts,
                 )
             except AllDeclined as exc:
                 last = exc

@@ -69,12 +69,20 @@ def metadata(value: Any, field: str = "metadata") -> Problem | None:
     """A JSON object within the metadata limits (bytes, entries, depth, member and string lengths)."""
     if not isinstance(value, dict):
         return Problem(field, f"{field} must be a JSON object")
-    return json_value(value, field, max_bytes=METADATA_MAX_BYTES, max_items=METADATA_MAX_ITEMS,
-                      max_depth=METADATA_MAX_DEPTH, key_max=METADATA_KEY_MAX, string_max=TEXT_MAX)
+    return json_value(
+        value,
+        field,
+        max_bytes=METADATA_MAX_BYTES,
+        max_items=METADATA_MAX_ITEMS,
+        max_depth=METADATA_MAX_DEPTH,
+        key_max=METADATA_KEY_MAX,
+        string_max=TEXT_MAX,
+    )
 
 
-def json_value(value: Any, field: str, *, max_bytes: int, max_items: int, max_depth: int, key_max: int,
-               string_max: int) -> Problem | None:
+def json_value(
+    value: Any, field: str, *, max_bytes: int, max_items: int, max_depth: int, key_max: int, string_max: int
+) -> Problem | None:
     """Plain JSON (objects, lists, strings, finite numbers within 64 bits, booleans, null) within
     these limits. Walked without recursion, and never deeper than `max_depth`."""
     items = 0
@@ -83,8 +91,9 @@ def json_value(value: Any, field: str, *, max_bytes: int, max_items: int, max_de
         path, node, depth = stack.pop()
         if isinstance(node, (dict, list)):
             if depth > max_depth:
-                return Problem(path, f"{path} is nested too deeply: at most {max_depth} levels of objects and lists "
-                               f"in {field}")
+                return Problem(
+                    path, f"{path} is nested too deeply: at most {max_depth} levels of objects and lists in {field}"
+                )
             items += len(node)
             if items > max_items:
                 return Problem(field, f"{field} has more than {max_items} members and list entries in all")
@@ -137,7 +146,7 @@ def moment(value: Any, field: str) -> Problem | None:
     if value.tzinfo is None or value.utcoffset() is None:
         return Problem(field, f"{field} must be timezone-aware: give its UTC offset (e.g. 2030-01-01T00:00:00Z)")
     try:
-        found = day(value.astimezone(dt.timezone.utc).date(), field)
+        found = day(value.astimezone(dt.UTC).date(), field)
     except OverflowError:  # year 1 at +05:00, year 9999 at -05:00
         found = Problem(field, "")
     if found is not None:
@@ -149,5 +158,8 @@ def _control(value: str, field: str) -> Problem | None:
     found = _CONTROL.search(value)
     if found is None:
         return None
-    return Problem(field, f"{field} contains a control character (U+{ord(found.group()):04X} at position "
-                   f"{found.start()}); line breaks, tabs and other control characters are not allowed")
+    return Problem(
+        field,
+        f"{field} contains a control character (U+{ord(found.group()):04X} at position "
+        f"{found.start()}); line breaks, tabs and other control characters are not allowed",
+    )

@@ -127,6 +127,8 @@ def parse_messages(body: bytes, *, counting: bool = False) -> ParsedMessages:
     `/v1/messages/count_tokens` body, which has no `max_tokens`."""
     top, req = decode_views(body, _typed)
     if req.max_tokens is None and not counting:
-        raise bad_request("max_tokens: Field required. Set the maximum number of tokens to generate.", param="max_tokens")
+        raise bad_request(
+            "max_tokens: Field required. Set the maximum number of tokens to generate.", param="max_tokens"
+        )
     unknown = sorted(k for k in top if k not in KNOWN_FIELDS)
     return ParsedMessages(request=req, unknown=unknown, multihome=top.get("multihome"))

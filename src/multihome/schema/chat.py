@@ -139,7 +139,9 @@ def parse_chat(body: bytes) -> ParsedChat:
 
 def _validate(req: ChatRequest) -> None:
     if not req.model:
-        raise bad_request("'model' must be a non-empty string naming a model group (see GET /v1/models).", param="model")
+        raise bad_request(
+            "'model' must be a non-empty string naming a model group (see GET /v1/models).", param="model"
+        )
     if not req.messages:
         raise bad_request("'messages' must contain at least one message.", param="messages", code="empty_array")
     for i, msg in enumerate(req.messages):
@@ -154,7 +156,9 @@ def _validate(req: ChatRequest) -> None:
                 param=f"messages[{i}].tool_call_id",
             )
         if msg.role in ("user", "system", "developer", "tool") and msg.content is None:
-            raise bad_request(f"messages[{i}].content is required for role '{msg.role}'.", param=f"messages[{i}].content")
+            raise bad_request(
+                f"messages[{i}].content is required for role '{msg.role}'.", param=f"messages[{i}].content"
+            )
         if isinstance(msg.content, list):
             for j, part in enumerate(msg.content):
                 if part.type == "image_url" and part.image_url is None:
@@ -182,7 +186,9 @@ def _validate(req: ChatRequest) -> None:
                 param="response_format.type",
             )
         if fmt.type == "json_schema" and fmt.json_schema is None:
-            raise bad_request("response_format of type 'json_schema' needs 'json_schema'.", param="response_format.json_schema")
+            raise bad_request(
+                "response_format of type 'json_schema' needs 'json_schema'.", param="response_format.json_schema"
+            )
     if req.n is not None and not 1 <= req.n <= 128:
         raise bad_request("'n' must be between 1 and 128.", param="n")
     if req.temperature is not None and not 0 <= req.temperature <= 2:

@@ -37,7 +37,9 @@ def parse_embeddings(body: bytes) -> ParsedEmbeddings:
     elif not req.input or len(req.input) > 2048:
         raise bad_request("'input' must hold between 1 and 2048 items.", param="input")
     elif len({type(item) for item in req.input}) > 1:
-        raise bad_request("'input' must be a string, a list of strings, a list of tokens or a list of token lists.", param="input")
+        raise bad_request(
+            "'input' must be a string, a list of strings, a list of tokens or a list of token lists.", param="input"
+        )
     elif any(item == "" or item == [] for item in req.input):
         raise bad_request("'input' must not contain empty items.", param="input")
     if req.encoding_format not in (None, "float", "base64"):

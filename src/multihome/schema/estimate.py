@@ -45,7 +45,9 @@ def embedding_tokens(req: EmbeddingsRequest) -> int:
     items = [req.input] if isinstance(req.input, str) else req.input
     if items and all(isinstance(i, int) for i in items):
         return len(items)  # one pre-tokenized input
-    return sum(len(i) if isinstance(i, list) else -(-len(i) // CHARS_PER_TOKEN) for i in items if not isinstance(i, int))
+    return sum(
+        len(i) if isinstance(i, list) else -(-len(i) // CHARS_PER_TOKEN) for i in items if not isinstance(i, int)
+    )
 
 
 def input_tokens(req: ChatRequest | EmbeddingsRequest | None) -> int:

@@ -27,8 +27,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--aws-access-key-id-env", metavar="VAR", help="bedrock: verify SigV4 against this access key id")
     p.add_argument("--aws-secret-access-key-env", metavar="VAR", help="bedrock: ... and this secret access key")
     p.add_argument("--oauth-token-env", metavar="VAR", help="vertex: require this OAuth bearer token")
-    p.add_argument("--deployment", action="append", dest="deployments", metavar="NAME[=MODEL]",
-                   help="known model/deployment (repeatable); default: accept any name")
+    p.add_argument(
+        "--deployment",
+        action="append",
+        dest="deployments",
+        metavar="NAME[=MODEL]",
+        help="known model/deployment (repeatable); default: accept any name",
+    )
     p.add_argument("--embedding-dimensions", type=int, default=8)
     return p.parse_args(argv)
 

@@ -64,5 +64,16 @@ def handle(app: ProviderApp, conn: Connection, req: Request, path: bytes, query:
     if path == b"/_sim/reset" and method == b"POST":
         st.reset()
         return _send(conn, req, 200, {"reset": True})
-    return _send(conn, req, 404, {"error": {"message": f"unknown simulator route {method.decode()} {path.decode('latin-1')}",
-                                            "type": "invalid_request_error", "param": None, "code": None}})
+    return _send(
+        conn,
+        req,
+        404,
+        {
+            "error": {
+                "message": f"unknown simulator route {method.decode()} {path.decode('latin-1')}",
+                "type": "invalid_request_error",
+                "param": None,
+                "code": None,
+            }
+        },
+    )

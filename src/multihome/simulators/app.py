@@ -44,8 +44,13 @@ class Route:
 
     __slots__ = ("op", "deployment", "api_version", "error")
 
-    def __init__(self, op: str | None, deployment: str | None = None, api_version: str | None = None,
-                 error: ErrorSpec | None = None):
+    def __init__(
+        self,
+        op: str | None,
+        deployment: str | None = None,
+        api_version: str | None = None,
+        error: ErrorSpec | None = None,
+    ):
         self.op = op
         self.deployment = deployment
         self.api_version = api_version
@@ -67,7 +72,9 @@ class Reply:
 
     __slots__ = ("kind", "payload", "plan", "headers", "status")
 
-    def __init__(self, kind: str, payload: bytes = b"", plan: ChatPlan | None = None, headers: bytes = b"", status: int = 200):
+    def __init__(
+        self, kind: str, payload: bytes = b"", plan: ChatPlan | None = None, headers: bytes = b"", status: int = 200
+    ):
         self.kind = kind  # "response" | "stream" | "cut" | "hang"
         self.payload = payload
         self.plan = plan
@@ -186,7 +193,9 @@ class ProviderApp:
             try:
                 fault = parse_fault_header(fault_header.decode("latin-1"))
             except FaultError as e:
-                return self._send_error(conn, req, entry, ErrorSpec(400, f"Invalid x-sim-fault header: {e}", code="invalid_sim_fault"))
+                return self._send_error(
+                    conn, req, entry, ErrorSpec(400, f"Invalid x-sim-fault header: {e}", code="invalid_sim_fault")
+                )
             return self._slow(conn, req, route, entry, fault)
         return self._slow(conn, req, route, entry, FROM_TABLE if op in INFERENCE else None)
 
@@ -199,10 +208,17 @@ class ProviderApp:
             try:
                 body = _decode(req.body)
             except msgspec.DecodeError:
-                return self._send_error(conn, req, entry, ErrorSpec(
-                    400, "We could not parse the JSON body of your request. (HINT: This likely means you aren't "
-                    "using your HTTP library correctly. The OpenAI API expects a JSON payload, but what was sent "
-                    "was not valid JSON.)"))
+                return self._send_error(
+                    conn,
+                    req,
+                    entry,
+                    ErrorSpec(
+                        400,
+                        "We could not parse the JSON body of your request. (HINT: This likely means you aren't "
+                        "using your HTTP library correctly. The OpenAI API expects a JSON payload, but what was sent "
+                        "was not valid JSON.)",
+                    ),
+                )
             if not isinstance(body, dict):
                 return self._send_error(conn, req, entry, ErrorSpec(400, "The request body must be a JSON object."))
             if model is None:
@@ -212,8 +228,9 @@ class ProviderApp:
             entry.stream = route.op == CHAT and body.get("stream") is True
         return self._answer(conn, req, route, entry, body, model, fault)
 
-    def _answer(self, conn: Connection, req: Request, route: Route, entry: LogEntry, body: Any, model: str | None,
-                fault: Any):
+    def _answer(
+        self, conn: Connection, req: Request, route: Route, entry: LogEntry, body: Any, model: str | None, fault: Any
+    ):
         """The shared tail of every kind's pipeline: pick the fault, prepare the reply, send it now or later."""
         if fault is FROM_TABLE:
             fault = self.state.faults.take(model) if self.state.faults.rules else None
@@ -241,25 +258,33 @@ class ProviderApp:
             if fault.throttle is not None:
                 err = error_for_status(429)
                 msg = f"Rate limit reached for requests. Please try again in {fault.throttle:g}s."
-                return self._error_reply(err._replace(message=msg), route.deployment, self.throttle_headers(fault.throttle))
+                return self._error_reply(
+                    err._replace(message=msg), route.deployment, self.throttle_headers(fault.throttle)
+                )
             if fault.status is not None and fault.status >= 400:
                 spec = error_for_status(fault.status)
                 if fault.error_code:
                     spec = spec._replace(code=fault.error_code, message=f"{spec.message} ({fault.error_code})")
                 return self._error_reply(spec, route.deployment)
-            if fault.cut_after is not None and not (op == CHAT and isinstance(body, dict) and body.get("stream") is True):
+            if fault.cut_after is not None and not (
+                op == CHAT and isinstance(body, dict) and body.get("stream") is True
+            ):
                 return Reply("cut")
             if fault.content_filter == "prompt" and op == CHAT:
                 head = b"content-type: application/json\r\n" + self.response_headers(self._rid(req), route.deployment)
                 return Reply("response", build_response(400, head, self.content_filter_prompt()), status=400)
         if op == MODELS:
-            data = [{"id": m, "object": "model", "created": self.created, "owned_by": "system"} for m in self.model_list()]
+            data = [
+                {"id": m, "object": "model", "created": self.created, "owned_by": "system"} for m in self.model_list()
+            ]
             return self._json_reply(req, {"object": "list", "data": data}, None)
         if op == MODEL:
             name = route.deployment or ""
             if self.models is not None and name not in self.models:
                 return self._error_reply(self.unknown_model(name), None)
-            return self._json_reply(req, {"id": name, "object": "model", "created": self.created, "owned_by": "system"}, None)
+            return self._json_reply(
+                req, {"id": name, "object": "model", "created": self.created, "owned_by": "system"}, None
+            )
         if model is None:
             raise BadRequest("Missing required parameter: 'model'.", "model", "missing_required_parameter")
         reported = model
@@ -269,7 +294,9 @@ class ProviderApp:
             reported = self.models[model]
         deployment = model if self.kind == "azure" else None
         if op == EMBEDDINGS:
-            reply = self._json_reply(req, render_embeddings(body, reported, self.config.embedding_dimensions), deployment)
+            reply = self._json_reply(
+                req, render_embeddings(body, reported, self.config.embedding_dimensions), deployment
+            )
             if fault is None:
                 self._remember(req, model, False, reply.payload)
             return reply
@@ -299,11 +326,16 @@ class ProviderApp:
         return Reply("response", build_response(200, head, _encode(obj)))
 
     def _sse_headers(self, req: Request, deployment: str | None) -> bytes:
-        return (b"content-type: text/event-stream; charset=utf-8\r\ncache-control: no-cache\r\n"
-                + self.response_headers(self._rid(req), deployment))
+        return b"content-type: text/event-stream; charset=utf-8\r\ncache-control: no-cache\r\n" + self.response_headers(
+            self._rid(req), deployment
+        )
 
     def _error_reply(self, err: ErrorSpec, deployment: str | None, extra_headers: bytes = b"") -> Reply:
-        head = b"content-type: application/json\r\n" + self.response_headers("req_" + short_hash(err.message, str(err.status), size=16), deployment) + extra_headers
+        head = (
+            b"content-type: application/json\r\n"
+            + self.response_headers("req_" + short_hash(err.message, str(err.status), size=16), deployment)
+            + extra_headers
+        )
         return Reply("response", build_response(err.status, head, _encode(self.error_payload(err))), status=err.status)
 
     def _whole_stream(self, reply: Reply) -> bytes:
@@ -343,7 +375,9 @@ class ProviderApp:
             conn.write(with_close(reply.payload))
             conn.finish(False)
 
-    async def _later(self, conn: Connection, req: Request, entry: LogEntry, reply: Reply, fault: Fault | None, delay: float) -> None:
+    async def _later(
+        self, conn: Connection, req: Request, entry: LogEntry, reply: Reply, fault: Fault | None, delay: float
+    ) -> None:
         try:
             if delay:
                 await asyncio.sleep(delay)

@@ -120,15 +120,23 @@ def _validate_messages(messages: Any) -> None:
     if not isinstance(messages, list):
         raise _bad_type("messages", "an array")
     if not messages:
-        raise BadRequest("Invalid 'messages': empty array. Expected an array with minimum length 1.", "messages", "empty_array")
+        raise BadRequest(
+            "Invalid 'messages': empty array. Expected an array with minimum length 1.", "messages", "empty_array"
+        )
     for i, m in enumerate(messages):
         if not isinstance(m, dict):
             raise _bad_type(f"messages[{i}]", "an object")
         role = m.get("role")
         if not isinstance(role, str) or role not in ROLES:
-            raise BadRequest(f"Invalid value for 'messages[{i}].role': {role!r}.", f"messages[{i}].role", "invalid_value")
+            raise BadRequest(
+                f"Invalid value for 'messages[{i}].role': {role!r}.", f"messages[{i}].role", "invalid_value"
+            )
         if role == "tool" and not isinstance(m.get("tool_call_id"), str):
-            raise BadRequest(f"Missing required parameter: 'messages[{i}].tool_call_id'.", f"messages[{i}].tool_call_id", "missing_required_parameter")
+            raise BadRequest(
+                f"Missing required parameter: 'messages[{i}].tool_call_id'.",
+                f"messages[{i}].tool_call_id",
+                "missing_required_parameter",
+            )
         _validate_content(m.get("content"), f"messages[{i}].content", allow_null=role in ("assistant", "function"))
         calls = m.get("tool_calls")
         if calls is not None:
@@ -136,8 +144,14 @@ def _validate_messages(messages: Any) -> None:
                 raise _bad_type(f"messages[{i}].tool_calls", "an array")
             for j, tc in enumerate(calls):
                 fn = tc.get("function") if isinstance(tc, dict) else None
-                if not isinstance(fn, dict) or not isinstance(fn.get("name"), str) or not isinstance(fn.get("arguments"), str):
-                    raise _bad_type(f"messages[{i}].tool_calls[{j}].function", "an object with string name and arguments")
+                if (
+                    not isinstance(fn, dict)
+                    or not isinstance(fn.get("name"), str)
+                    or not isinstance(fn.get("arguments"), str)
+                ):
+                    raise _bad_type(
+                        f"messages[{i}].tool_calls[{j}].function", "an object with string name and arguments"
+                    )
 
 
 def _validate_tools(body: dict) -> None:
@@ -162,13 +176,19 @@ def _validate_tools(body: dict) -> None:
         if not isinstance(allowed, dict) or not isinstance(allowed.get("tools"), list):
             raise _bad_type("tool_choice.allowed_tools.tools", "an array")
         if allowed.get("mode", "auto") not in ("auto", "required"):
-            raise BadRequest("Invalid value for 'tool_choice.allowed_tools.mode'.", "tool_choice.allowed_tools.mode", "invalid_value")
+            raise BadRequest(
+                "Invalid value for 'tool_choice.allowed_tools.mode'.", "tool_choice.allowed_tools.mode", "invalid_value"
+            )
     elif isinstance(choice, dict):
         fn = choice.get("function")
         if not isinstance(fn, dict) or not isinstance(fn.get("name"), str):
             raise _bad_type("tool_choice.function.name", "a string")
     else:
-        raise BadRequest("Invalid value for 'tool_choice': expected 'none', 'auto', 'required' or an object.", "tool_choice", "invalid_value")
+        raise BadRequest(
+            "Invalid value for 'tool_choice': expected 'none', 'auto', 'required' or an object.",
+            "tool_choice",
+            "invalid_value",
+        )
     if body.get("parallel_tool_calls") not in (None, True, False):
         raise _bad_type("parallel_tool_calls", "a boolean")
 
@@ -178,7 +198,9 @@ def _validate(body: dict) -> None:
     stop = body.get("stop")
     if stop is not None and not isinstance(stop, str):
         if not isinstance(stop, list) or not all(isinstance(s, str) for s in stop) or len(stop) > 4:
-            raise BadRequest("Invalid 'stop': expected a string or an array of up to 4 strings.", "stop", "invalid_value")
+            raise BadRequest(
+                "Invalid 'stop': expected a string or an array of up to 4 strings.", "stop", "invalid_value"
+            )
     _validate_tools(body)
     if body.get("stream") not in (None, True, False):
         raise _bad_type("stream", "a boolean")
@@ -187,15 +209,27 @@ def _validate(body: dict) -> None:
         if not isinstance(so, dict):
             raise _bad_type("stream_options", "an object")
         if not body.get("stream"):
-            raise BadRequest("The 'stream_options' parameter is only allowed when 'stream' is enabled.", "stream_options", "invalid_value")
+            raise BadRequest(
+                "The 'stream_options' parameter is only allowed when 'stream' is enabled.",
+                "stream_options",
+                "invalid_value",
+            )
     rf = body.get("response_format")
     if rf is not None:
         if not isinstance(rf, dict) or rf.get("type") not in ("text", "json_object", "json_schema"):
-            raise BadRequest("Invalid 'response_format': type must be text, json_object or json_schema.", "response_format.type", "invalid_value")
+            raise BadRequest(
+                "Invalid 'response_format': type must be text, json_object or json_schema.",
+                "response_format.type",
+                "invalid_value",
+            )
         if rf["type"] == "json_schema":
             js = rf.get("json_schema")
             if not isinstance(js, dict) or not isinstance(js.get("name"), str):
-                raise BadRequest("Missing required parameter: 'response_format.json_schema.name'.", "response_format.json_schema.name", "missing_required_parameter")
+                raise BadRequest(
+                    "Missing required parameter: 'response_format.json_schema.name'.",
+                    "response_format.json_schema.name",
+                    "missing_required_parameter",
+                )
             if js.get("schema") is not None and not isinstance(js["schema"], dict):
                 raise _bad_type("response_format.json_schema.schema", "an object")
 
@@ -234,11 +268,17 @@ def _choose_tools(body: dict, last_user: str) -> list[dict]:
             name = choice["function"]["name"]
             named = [f for f in fns if f["name"] == name]
             if not named:
-                raise BadRequest(f"Invalid value for 'tool_choice': function {name!r} is not in 'tools'.", "tool_choice", "invalid_value")
+                raise BadRequest(
+                    f"Invalid value for 'tool_choice': function {name!r} is not in 'tools'.",
+                    "tool_choice",
+                    "invalid_value",
+                )
             return named
     if not fns:
         if choice == "required":
-            raise BadRequest("'tool_choice' is 'required' but no function tools were given.", "tool_choice", "invalid_value")
+            raise BadRequest(
+                "'tool_choice' is 'required' but no function tools were given.", "tool_choice", "invalid_value"
+            )
         return []
     if (
         body.get("parallel_tool_calls") is not False
@@ -290,11 +330,13 @@ def plan_chat(body: dict, *, sim_name: str, model: str, key: bytes, fault: Fault
             calls: list[dict[str, Any]] = []
             for j, fn in enumerate(fns):
                 args = _encode(schema_example(fn.get("parameters") or {"type": "object", "properties": {}})).decode()
-                calls.append({
-                    "id": "call_" + short_hash(key, str(i), str(j)),
-                    "type": "function",
-                    "function": {"name": fn["name"], "arguments": args},
-                })
+                calls.append(
+                    {
+                        "id": "call_" + short_hash(key, str(i), str(j)),
+                        "type": "function",
+                        "function": {"name": fn["name"], "arguments": args},
+                    }
+                )
             tokens = sum(estimate_tokens(c["function"]["name"] + c["function"]["arguments"]) for c in calls)
             choices.append(ChoicePlan(None, calls, "tool_calls", tokens))
         return ChatPlan(cid, model, choices, prompt_tokens, include_usage)
@@ -366,9 +408,17 @@ ROLE, CONTENT, FINAL, USAGE = "role", "content", "final", "usage"
 _ARG_PIECE = 16  # characters of tool arguments per stream fragment
 
 
-def stream_chunks(plan: ChatPlan, created: int, fingerprint: str, top_extra: dict | None = None) -> Iterator[tuple[str, int, dict]]:
+def stream_chunks(
+    plan: ChatPlan, created: int, fingerprint: str, top_extra: dict | None = None
+) -> Iterator[tuple[str, int, dict]]:
     """Yield ``(stage, choice_index, chunk)`` lazily (long streams stay cheap in memory)."""
-    base = {"id": plan.id, "object": "chat.completion.chunk", "created": created, "model": plan.model, "system_fingerprint": fingerprint}
+    base = {
+        "id": plan.id,
+        "object": "chat.completion.chunk",
+        "created": created,
+        "model": plan.model,
+        "system_fingerprint": fingerprint,
+    }
     if top_extra:
         base.update(top_extra)
     usage_null = plan.include_usage
@@ -385,7 +435,12 @@ def stream_chunks(plan: ChatPlan, created: int, fingerprint: str, top_extra: dic
             yield ROLE, i, chunk(i, {"role": "assistant", "content": None}, None)
             for j, call in enumerate(c.tool_calls):
                 fn = call["function"]
-                first = {"index": j, "id": call["id"], "type": "function", "function": {"name": fn["name"], "arguments": ""}}
+                first = {
+                    "index": j,
+                    "id": call["id"],
+                    "type": "function",
+                    "function": {"name": fn["name"], "arguments": ""},
+                }
                 yield CONTENT, i, chunk(i, {"tool_calls": [first]}, None)
                 for piece in split_every(fn["arguments"], _ARG_PIECE):
                     yield CONTENT, i, chunk(i, {"tool_calls": [{"index": j, "function": {"arguments": piece}}]}, None)

@@ -243,8 +243,8 @@ def embedding(key: bytes, dims: int) -> list[float]:
     while len(raw) < dims * 4:
         raw += hashlib.blake2b(key + counter.to_bytes(4, "little"), digest_size=64).digest()
         counter += 1
-    ints = struct.unpack("<%dI" % dims, raw[: dims * 4])
+    ints = struct.unpack(f"<{dims}I", raw[: dims * 4])
     vec = [(i / 2147483647.5) - 1.0 for i in ints]
     norm = math.sqrt(sum(v * v for v in vec)) or 1.0
     # Round-trip through float32 so the float and base64 encodings carry the same numbers.
-    return list(struct.unpack("<%df" % dims, struct.pack("<%df" % dims, *(v / norm for v in vec))))
+    return list(struct.unpack(f"<{dims}f", struct.pack(f"<{dims}f", *(v / norm for v in vec))))

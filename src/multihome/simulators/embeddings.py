@@ -33,7 +33,9 @@ def _inputs(raw) -> list[tuple[bytes, int]]:
         elif isinstance(item, list) and item and all(isinstance(t, int) and not isinstance(t, bool) for t in item):
             out.append((msgspec.json.encode(item), len(item)))
         else:
-            raise BadRequest("'$.input' is invalid: items must be non-empty strings or token arrays.", "input", "invalid_value")
+            raise BadRequest(
+                "'$.input' is invalid: items must be non-empty strings or token arrays.", "input", "invalid_value"
+            )
     return out
 
 
@@ -42,17 +44,21 @@ def render_embeddings(body: dict, model: str, default_dims: int) -> dict:
         raise BadRequest("Missing required parameter: 'input'.", "input", "missing_required_parameter")
     fmt = body.get("encoding_format") or "float"
     if fmt not in ("float", "base64"):
-        raise BadRequest("Invalid value for 'encoding_format': expected 'float' or 'base64'.", "encoding_format", "invalid_value")
+        raise BadRequest(
+            "Invalid value for 'encoding_format': expected 'float' or 'base64'.", "encoding_format", "invalid_value"
+        )
     dims = body.get("dimensions")
     if dims is None:
         dims = default_dims
     elif isinstance(dims, bool) or not isinstance(dims, int) or not 1 <= dims <= MAX_DIMENSIONS:
-        raise BadRequest(f"Invalid 'dimensions': expected an integer between 1 and {MAX_DIMENSIONS}.", "dimensions", "invalid_value")
+        raise BadRequest(
+            f"Invalid 'dimensions': expected an integer between 1 and {MAX_DIMENSIONS}.", "dimensions", "invalid_value"
+        )
     data = []
     tokens = 0
     for i, (key, n) in enumerate(_inputs(body["input"])):
         vec = embedding(key, dims)
         tokens += n
-        value = base64.b64encode(struct.pack("<%df" % dims, *vec)).decode() if fmt == "base64" else vec
+        value = base64.b64encode(struct.pack(f"<{dims}f", *vec)).decode() if fmt == "base64" else vec
         data.append({"object": "embedding", "index": i, "embedding": value})
     return {"object": "list", "data": data, "model": model, "usage": {"prompt_tokens": tokens, "total_tokens": tokens}}

@@ -73,8 +73,19 @@ class Connection(asyncio.Protocol):
     """One client connection: parse, dispatch, write; nothing else."""
 
     __slots__ = (
-        "app", "loop", "transport", "parser", "closed", "_url", "_headers", "_body", "_body_len",
-        "_task", "_queue", "_paused", "_drain",
+        "app",
+        "loop",
+        "transport",
+        "parser",
+        "closed",
+        "_url",
+        "_headers",
+        "_body",
+        "_body_len",
+        "_task",
+        "_queue",
+        "_paused",
+        "_drain",
     )
 
     transport: asyncio.Transport  # set by connection_made, before any data can arrive

@@ -33,11 +33,11 @@ class Stats:
 class LogEntry:
     """One received provider request. Never holds a credential: only whether one was sent."""
 
-    __slots__ = ("time", "method", "path", "api_version", "model", "stream", "auth", "request_id",
-                 "fault", "outcome")
+    __slots__ = ("time", "method", "path", "api_version", "model", "stream", "auth", "request_id", "fault", "outcome")
 
-    def __init__(self, time: float, method: str, path: str, api_version: str | None, auth: bool,
-                 request_id: str | None):
+    def __init__(
+        self, time: float, method: str, path: str, api_version: str | None, auth: bool, request_id: str | None
+    ):
         self.time = time
         self.method = method
         self.path = path

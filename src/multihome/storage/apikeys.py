@@ -8,8 +8,8 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from ..schema.principal import ROLES
 from ..schema import admin_fields as fields
+from ..schema.principal import ROLES
 from .base import StoreBase, as_utc, checked, nonempty, to_utc, utcnow
 from .errors import Invalid, NotFound
 from .ids import new_id, new_key_prefix, new_key_secret
@@ -87,9 +87,13 @@ class KeysRepo(StoreBase):
         )
         async with self._write() as conn:
             await self._require_tenant(conn, tenant_id)
-            if team_id is not None and await conn.scalar(
-                sa.select(teams.c.id).where(teams.c.tenant_id == tenant_id, teams.c.id == team_id)
-            ) is None:
+            if (
+                team_id is not None
+                and await conn.scalar(
+                    sa.select(teams.c.id).where(teams.c.tenant_id == tenant_id, teams.c.id == team_id)
+                )
+                is None
+            ):
                 raise NotFound("team", team_id, tenant_id)
             for _ in range(8):  # 36^8 prefixes: a collision is rare, and retried
                 prefix = new_key_prefix()
@@ -99,7 +103,11 @@ class KeysRepo(StoreBase):
             values.update(prefix=prefix, hash=hash_key(secret))
             await conn.execute(sa.insert(api_keys).values(**values))
             await self._record(
-                conn, actor=actor, tenant_id=tenant_id, action="key.create", object_type="api_key",
+                conn,
+                actor=actor,
+                tenant_id=tenant_id,
+                action="key.create",
+                object_type="api_key",
                 object_id=key_id,
                 detail={"name": name, "prefix": prefix, "team_id": team_id, "roles": role_list},
             )
@@ -107,8 +115,11 @@ class KeysRepo(StoreBase):
 
     async def get_key(self, tenant_id: str, key_id: str) -> KeyRecord:
         async with self._read() as conn:
-            row = (await conn.execute(
-                sa.select(api_keys).where(api_keys.c.tenant_id == tenant_id, api_keys.c.id == key_id))).first()
+            row = (
+                await conn.execute(
+                    sa.select(api_keys).where(api_keys.c.tenant_id == tenant_id, api_keys.c.id == key_id)
+                )
+            ).first()
         if row is None:
             raise NotFound("api key", key_id, tenant_id)
         return key_from_row(row)
@@ -132,9 +143,16 @@ class KeysRepo(StoreBase):
                 return key_from_row(row)
             now = utcnow()
             await conn.execute(sa.update(api_keys).where(api_keys.c.id == key_id).values(revoked_at=now))
-            await self._record(conn, actor=actor, tenant_id=tenant_id, action="key.revoke",
-                               object_type="api_key", object_id=key_id,
-                               detail={"name": row.name, "prefix": row.prefix}, at=now)
+            await self._record(
+                conn,
+                actor=actor,
+                tenant_id=tenant_id,
+                action="key.revoke",
+                object_type="api_key",
+                object_id=key_id,
+                detail={"name": row.name, "prefix": row.prefix},
+                at=now,
+            )
             row = (await conn.execute(q)).first()
         return key_from_row(row)
 
@@ -147,8 +165,11 @@ def _expiry(expires_at: datetime | None) -> datetime | None:
     if expires_at <= now:
         raise Invalid("expires_at is in the past: give a time in the future", field="expires_at")
     if expires_at > now + timedelta(days=KEY_MAX_LIFETIME_DAYS):
-        raise Invalid(f"expires_at is more than {KEY_MAX_LIFETIME_DAYS} days (100 years) away; leave it out for a "
-                      "key that does not expire", field="expires_at")
+        raise Invalid(
+            f"expires_at is more than {KEY_MAX_LIFETIME_DAYS} days (100 years) away; leave it out for a "
+            "key that does not expire",
+            field="expires_at",
+        )
     return expires_at
 
 

@@ -14,9 +14,8 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from ..schema import admin_fields as fields
 from .engine import is_sqlite, write_connection
-from .errors import Conflict, Invalid
+from .errors import Conflict, Invalid, NotFound
 from .ids import new_id
-from .errors import NotFound
 from .tables import admin_events, api_keys, state_version, teams, tenants
 
 _BUMP = sa.update(state_version).where(state_version.c.id == 1).values(version=state_version.c.version + 1)

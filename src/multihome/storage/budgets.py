@@ -38,9 +38,19 @@ class Outranked(StorageError):
 
 
 def budget_from_row(r: Any) -> Budget:
-    return Budget(id=r.id, tenant_id=r.tenant_id, scope=r.scope, scope_id=r.scope_id, amount=r.amount,
-                  currency=r.currency, period=r.period, mode=r.mode, created_at=as_utc(r.created_at),
-                  updated_at=as_utc(r.updated_at), set_by_role=r.set_by_role)
+    return Budget(
+        id=r.id,
+        tenant_id=r.tenant_id,
+        scope=r.scope,
+        scope_id=r.scope_id,
+        amount=r.amount,
+        currency=r.currency,
+        period=r.period,
+        mode=r.mode,
+        created_at=as_utc(r.created_at),
+        updated_at=as_utc(r.updated_at),
+        set_by_role=r.set_by_role,
+    )
 
 
 def _lifts(before: Any, changes: dict[str, Any]) -> str | None:
@@ -56,17 +66,18 @@ def _check_authority(before: Any, role: str, lifts: str | None) -> None:
     if lifts is not None and before.set_by_role == ORG_ADMIN and role != ORG_ADMIN:
         raise Outranked(
             f"Budget {before.id} was set by an org-admin, so it is a cap a tenant-admin may tighten (lower its "
-            f"amount, make it hard) but not lift: you may not {lifts}. Ask an org admin.")
+            f"amount, make it hard) but not lift: you may not {lifts}. Ask an org admin."
+        )
 
 
 def budget_amount(value: Any) -> str:
     """A positive amount of at most 9 decimal places (nano-units) as canonical text, else Invalid."""
     if isinstance(value, bool) or not isinstance(value, (str, int, float, Decimal)):
-        raise Invalid("amount must be a number or a decimal string, e.g. \"25.00\"")
+        raise Invalid('amount must be a number or a decimal string, e.g. "25.00"')
     try:
         amount = Decimal(str(value).strip())
     except InvalidOperation:
-        raise Invalid(f"amount must be a decimal number, e.g. \"25.00\", not {value!r}") from None
+        raise Invalid(f'amount must be a decimal number, e.g. "25.00", not {value!r}') from None
     if not amount.is_finite() or amount <= 0:
         raise Invalid(f"amount must be greater than 0, not {value!r}")
     if amount > MAX_AMOUNT:
@@ -91,8 +102,15 @@ def _one_of(value: Any, allowed: tuple[str, ...], what: str) -> str:
 
 
 def _detail(b: Budget) -> dict[str, Any]:
-    return {"scope": b.scope, "scope_id": b.scope_id, "amount": b.amount, "currency": b.currency,
-            "period": b.period, "mode": b.mode, "set_by_role": b.set_by_role}
+    return {
+        "scope": b.scope,
+        "scope_id": b.scope_id,
+        "amount": b.amount,
+        "currency": b.currency,
+        "period": b.period,
+        "mode": b.mode,
+        "set_by_role": b.set_by_role,
+    }
 
 
 class BudgetsRepo(StoreBase):
@@ -113,41 +131,77 @@ class BudgetsRepo(StoreBase):
         `role`: the setter's, org-admin or tenant-admin."""
         now = utcnow()
         budget = Budget(
-            id=new_id("bud"), tenant_id=tenant_id, scope=_one_of(scope, SCOPES, "scope"),  # type: ignore[arg-type]
-            scope_id=scope_id or tenant_id, amount=budget_amount(amount), currency=budget_currency(currency),
-            period=_one_of(period, PERIODS, "period"), mode=_one_of(mode, MODES, "mode"),  # type: ignore[arg-type]
-            created_at=now, updated_at=now, set_by_role=_one_of(role, (ORG_ADMIN, TENANT_ADMIN), "role"),  # type: ignore[arg-type]
+            id=new_id("bud"),
+            tenant_id=tenant_id,
+            scope=_one_of(scope, SCOPES, "scope"),  # type: ignore[arg-type]
+            scope_id=scope_id or tenant_id,
+            amount=budget_amount(amount),
+            currency=budget_currency(currency),
+            period=_one_of(period, PERIODS, "period"),
+            mode=_one_of(mode, MODES, "mode"),  # type: ignore[arg-type]
+            created_at=now,
+            updated_at=now,
+            set_by_role=_one_of(role, (ORG_ADMIN, TENANT_ADMIN), "role"),  # type: ignore[arg-type]
         )
-        slot = (budgets.c.scope == budget.scope, budgets.c.scope_id == budget.scope_id,
-                budgets.c.period == budget.period, budgets.c.currency == budget.currency)
+        slot = (
+            budgets.c.scope == budget.scope,
+            budgets.c.scope_id == budget.scope_id,
+            budgets.c.period == budget.period,
+            budgets.c.currency == budget.currency,
+        )
         async with self._write(lock=f"budget:{budget.scope}:{budget.scope_id}") as conn:
             await self._require_tenant(conn, tenant_id)
             await self._require_scope(conn, tenant_id, budget.scope, budget.scope_id, "budget")
             taken = await conn.scalar(sa.select(budgets.c.id).where(*slot))
             if taken is not None:
-                raise Conflict(f"{budget.scope} {budget.scope_id} already has a {budget.period} {budget.currency} "
-                               f"budget ({taken}); change its amount instead", conflicting=taken)
+                raise Conflict(
+                    f"{budget.scope} {budget.scope_id} already has a {budget.period} {budget.currency} "
+                    f"budget ({taken}); change its amount instead",
+                    conflicting=taken,
+                )
             await conn.execute(sa.insert(budgets).values(**{f: getattr(budget, f) for f in budget.__struct_fields__}))
-            await self._record(conn, actor=actor, tenant_id=tenant_id, action="budget.create", object_type="budget",
-                               object_id=budget.id, detail=_detail(budget), at=now)
+            await self._record(
+                conn,
+                actor=actor,
+                tenant_id=tenant_id,
+                action="budget.create",
+                object_type="budget",
+                object_id=budget.id,
+                detail=_detail(budget),
+                at=now,
+            )
         return budget
 
     async def get_budget(self, tenant_id: str, budget_id: str) -> Budget:
         async with self._read() as conn:
-            row = (await conn.execute(sa.select(budgets).where(
-                budgets.c.tenant_id == tenant_id, budgets.c.id == budget_id))).first()
+            row = (
+                await conn.execute(
+                    sa.select(budgets).where(budgets.c.tenant_id == tenant_id, budgets.c.id == budget_id)
+                )
+            ).first()
         if row is None:
             raise NotFound("budget", budget_id, tenant_id)
         return budget_from_row(row)
 
     async def list_budgets(self, tenant_id: str) -> list[Budget]:
         async with self._read() as conn:
-            rows = (await conn.execute(sa.select(budgets).where(budgets.c.tenant_id == tenant_id)
-                                       .order_by(budgets.c.created_at, budgets.c.id))).all()
+            rows = (
+                await conn.execute(
+                    sa.select(budgets)
+                    .where(budgets.c.tenant_id == tenant_id)
+                    .order_by(budgets.c.created_at, budgets.c.id)
+                )
+            ).all()
         return [budget_from_row(r) for r in rows]
 
     async def update_budget(
-        self, tenant_id: str, budget_id: str, *, amount: Any = None, mode: str | None = None, actor: str,
+        self,
+        tenant_id: str,
+        budget_id: str,
+        *,
+        amount: Any = None,
+        mode: str | None = None,
+        actor: str,
         role: str = ORG_ADMIN,
     ) -> Budget:
         """Change the amount and/or the mode. The counter (and what it has counted) stays. A tenant-admin
@@ -169,10 +223,16 @@ class BudgetsRepo(StoreBase):
             _check_authority(before, role, _lifts(before, changes))
             owner = ORG_ADMIN if ORG_ADMIN in (role, before.set_by_role) else TENANT_ADMIN
             await conn.execute(sa.update(budgets).where(*where).values(**changes, set_by_role=owner, updated_at=now))
-            await self._record(conn, actor=actor, tenant_id=tenant_id, action="budget.update", object_type="budget",
-                               object_id=budget_id, at=now,
-                               detail={"before": {k: getattr(before, k) for k in changes}, "after": changes,
-                                       "role": role})
+            await self._record(
+                conn,
+                actor=actor,
+                tenant_id=tenant_id,
+                action="budget.update",
+                object_type="budget",
+                object_id=budget_id,
+                at=now,
+                detail={"before": {k: getattr(before, k) for k in changes}, "after": changes, "role": role},
+            )
             row = (await conn.execute(sa.select(budgets).where(*where))).first()
         return budget_from_row(row)
 
@@ -187,6 +247,13 @@ class BudgetsRepo(StoreBase):
             _check_authority(row, role, "delete it")
             gone = budget_from_row(row)
             await conn.execute(sa.delete(budgets).where(*where))
-            await self._record(conn, actor=actor, tenant_id=tenant_id, action="budget.delete", object_type="budget",
-                               object_id=budget_id, detail=_detail(gone))
+            await self._record(
+                conn,
+                actor=actor,
+                tenant_id=tenant_id,
+                action="budget.delete",
+                object_type="budget",
+                object_id=budget_id,
+                detail=_detail(gone),
+            )
         return gone

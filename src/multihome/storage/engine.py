@@ -43,16 +43,19 @@ def is_sqlite(engine: AsyncEngine) -> bool:
 def create_engine(url: str) -> AsyncEngine:
     u = normalize_url(url)
     if u.drivername == "sqlite+aiosqlite":
-        engine = create_async_engine(u, pool_size=5, max_overflow=15, pool_timeout=30) if not _memory(u) else (
-            create_async_engine(u)
+        engine = (
+            create_async_engine(u, pool_size=5, max_overflow=15, pool_timeout=30)
+            if not _memory(u)
+            else (create_async_engine(u))
         )
         _configure_sqlite(engine)
         return engine
     # use_insertmanyvalues=False: a many-row INSERT goes to asyncpg's executemany (one prepared
     # statement, rows encoded in C) instead of a multi-VALUES statement rendered, bound and parsed
     # anew for every batch size (the ledger writer spent ~30% more CPU that way).
-    return create_async_engine(u, pool_size=5, max_overflow=15, pool_timeout=30, pool_pre_ping=True,
-                               use_insertmanyvalues=False)
+    return create_async_engine(
+        u, pool_size=5, max_overflow=15, pool_timeout=30, pool_pre_ping=True, use_insertmanyvalues=False
+    )
 
 
 def _memory(u: URL) -> bool:
@@ -109,7 +112,8 @@ class PgBulkInsert:
         self.columns = [c.name for c in table.columns]
         marks = ", ".join(f"${i}" for i in range(1, len(self.columns) + 1))
         self.sql = f"INSERT INTO {table.name} ({', '.join(self.columns)}) VALUES ({marks})" + (
-            " ON CONFLICT DO NOTHING" if on_conflict_do_nothing else "")
+            " ON CONFLICT DO NOTHING" if on_conflict_do_nothing else ""
+        )
 
     async def run(self, conn: AsyncConnection, rows: list[dict]) -> None:
         """Inside `conn`'s transaction if it has one begun, else as one transaction of its own."""

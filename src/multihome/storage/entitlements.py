@@ -31,9 +31,17 @@ _GRANT_LOCK = "entitlement-grants"
 
 
 def entitlement_from_row(r: Any) -> Entitlement:
-    return Entitlement(id=r.id, tenant_id=r.tenant_id, model_group=r.model_group, starts_on=r.starts_on,
-                       ends_on=r.ends_on, exclusive=bool(r.exclusive), note=r.note,
-                       created_at=as_utc(r.created_at), revoked_at=as_utc(r.revoked_at))
+    return Entitlement(
+        id=r.id,
+        tenant_id=r.tenant_id,
+        model_group=r.model_group,
+        starts_on=r.starts_on,
+        ends_on=r.ends_on,
+        exclusive=bool(r.exclusive),
+        note=r.note,
+        created_at=as_utc(r.created_at),
+        revoked_at=as_utc(r.revoked_at),
+    )
 
 
 class EntitlementsRepo(StoreBase):
@@ -50,15 +58,26 @@ class EntitlementsRepo(StoreBase):
     ) -> Entitlement:
         nonempty(model_group, "model_group")
         if "*" in model_group[:-1]:
-            raise Invalid(f"model_group may use '*' only as its last character (a family such as 'legal-*'), "
-                          f"not {model_group!r}", field="model_group")
+            raise Invalid(
+                f"model_group may use '*' only as its last character (a family such as 'legal-*'), not {model_group!r}",
+                field="model_group",
+            )
         checked(fields.day(starts_on, "starts_on"))
         checked(fields.day(ends_on, "ends_on"))
         if ends_on < starts_on:
             raise Invalid(f"ends_on {ends_on} is before starts_on {starts_on}")
         nonempty(note, "note", fields.TEXT_MAX, required=False)
-        ent = Entitlement(id=new_id("ent"), tenant_id=tenant_id, model_group=model_group, starts_on=starts_on,
-                          ends_on=ends_on, exclusive=bool(exclusive), note=note, created_at=utcnow(), revoked_at=None)
+        ent = Entitlement(
+            id=new_id("ent"),
+            tenant_id=tenant_id,
+            model_group=model_group,
+            starts_on=starts_on,
+            ends_on=ends_on,
+            exclusive=bool(exclusive),
+            note=note,
+            created_at=utcnow(),
+            revoked_at=None,
+        )
         async with self._write(lock=_GRANT_LOCK) as conn:
             await self._require_tenant(conn, tenant_id)
             q = sa.select(entitlements).where(
@@ -80,20 +99,45 @@ class EntitlementsRepo(StoreBase):
                     f"from {other.starts_on} to {other.ends_on}",
                     conflicting=other.id,
                 )
-            await conn.execute(sa.insert(entitlements).values(
-                id=ent.id, tenant_id=tenant_id, model_group=model_group, starts_on=starts_on, ends_on=ends_on,
-                exclusive=ent.exclusive, note=note, created_at=ent.created_at, revoked_at=None))
-            await self._record(conn, actor=actor, tenant_id=tenant_id, action="entitlement.grant",
-                               object_type="entitlement", object_id=ent.id,
-                               detail={"model_group": model_group, "starts_on": starts_on.isoformat(),
-                                       "ends_on": ends_on.isoformat(), "exclusive": ent.exclusive},
-                               at=ent.created_at)
+            await conn.execute(
+                sa.insert(entitlements).values(
+                    id=ent.id,
+                    tenant_id=tenant_id,
+                    model_group=model_group,
+                    starts_on=starts_on,
+                    ends_on=ends_on,
+                    exclusive=ent.exclusive,
+                    note=note,
+                    created_at=ent.created_at,
+                    revoked_at=None,
+                )
+            )
+            await self._record(
+                conn,
+                actor=actor,
+                tenant_id=tenant_id,
+                action="entitlement.grant",
+                object_type="entitlement",
+                object_id=ent.id,
+                detail={
+                    "model_group": model_group,
+                    "starts_on": starts_on.isoformat(),
+                    "ends_on": ends_on.isoformat(),
+                    "exclusive": ent.exclusive,
+                },
+                at=ent.created_at,
+            )
         return ent
 
     async def get_entitlement(self, tenant_id: str, entitlement_id: str) -> Entitlement:
         async with self._read() as conn:
-            row = (await conn.execute(sa.select(entitlements).where(
-                entitlements.c.tenant_id == tenant_id, entitlements.c.id == entitlement_id))).first()
+            row = (
+                await conn.execute(
+                    sa.select(entitlements).where(
+                        entitlements.c.tenant_id == tenant_id, entitlements.c.id == entitlement_id
+                    )
+                )
+            ).first()
         if row is None:
             raise NotFound("entitlement", entitlement_id, tenant_id)
         return entitlement_from_row(row)
@@ -116,9 +160,16 @@ class EntitlementsRepo(StoreBase):
                 return entitlement_from_row(row)
             now = utcnow()
             await conn.execute(sa.update(entitlements).where(*where).values(revoked_at=now))
-            await self._record(conn, actor=actor, tenant_id=tenant_id, action="entitlement.revoke",
-                               object_type="entitlement", object_id=entitlement_id,
-                               detail={"model_group": row.model_group}, at=now)
+            await self._record(
+                conn,
+                actor=actor,
+                tenant_id=tenant_id,
+                action="entitlement.revoke",
+                object_type="entitlement",
+                object_id=entitlement_id,
+                detail={"model_group": row.model_group},
+                at=now,
+            )
             row = (await conn.execute(sa.select(entitlements).where(*where))).first()
         return entitlement_from_row(row)
 

@@ -22,16 +22,33 @@ RULES_MAX_DEPTH = 4
 
 
 def policy_from_row(r: Any) -> Policy:
-    return Policy(id=r.id, tenant_id=r.tenant_id, scope=r.scope, scope_id=r.scope_id, rules=dict(r.rules),
-                  description=r.description, created_at=as_utc(r.created_at), updated_at=as_utc(r.updated_at))
+    return Policy(
+        id=r.id,
+        tenant_id=r.tenant_id,
+        scope=r.scope,
+        scope_id=r.scope_id,
+        rules=dict(r.rules),
+        description=r.description,
+        created_at=as_utc(r.created_at),
+        updated_at=as_utc(r.updated_at),
+    )
 
 
 def _rules(value: Any) -> dict[str, Any]:
     if not isinstance(value, dict):
         raise Invalid("policy rules must be a JSON object", field="rules")
     # multihome.policy checks what the rules mean (and their own limits); this bounds their size.
-    checked(fields.json_value(value, "rules", max_bytes=RULES_MAX_BYTES, max_items=RULES_MAX_ITEMS,
-                              max_depth=RULES_MAX_DEPTH, key_max=fields.NAME_MAX, string_max=fields.TEXT_MAX))
+    checked(
+        fields.json_value(
+            value,
+            "rules",
+            max_bytes=RULES_MAX_BYTES,
+            max_items=RULES_MAX_ITEMS,
+            max_depth=RULES_MAX_DEPTH,
+            key_max=fields.NAME_MAX,
+            string_max=fields.TEXT_MAX,
+        )
+    )
     return value
 
 
@@ -50,23 +67,50 @@ class PoliciesRepo(StoreBase):
             raise Invalid(f"policy scope must be one of {list(SCOPES)}, not {scope!r}")
         nonempty(description, "description", fields.TEXT_MAX, required=False)
         now = utcnow()
-        policy = Policy(id=new_id("pol"), tenant_id=tenant_id, scope=scope, scope_id=scope_id or tenant_id,
-                        rules=_rules(rules), description=description, created_at=now, updated_at=now)
+        policy = Policy(
+            id=new_id("pol"),
+            tenant_id=tenant_id,
+            scope=scope,
+            scope_id=scope_id or tenant_id,
+            rules=_rules(rules),
+            description=description,
+            created_at=now,
+            updated_at=now,
+        )
         async with self._write() as conn:
             await self._require_tenant(conn, tenant_id)
             await self._require_scope(conn, tenant_id, scope, policy.scope_id, "policy")
-            await conn.execute(sa.insert(policies).values(
-                id=policy.id, tenant_id=tenant_id, scope=scope, scope_id=policy.scope_id, rules=policy.rules,
-                description=description, created_at=now, updated_at=now))
-            await self._record(conn, actor=actor, tenant_id=tenant_id, action="policy.create", object_type="policy",
-                               object_id=policy.id, detail={"scope": scope, "scope_id": policy.scope_id,
-                                                            "rules": policy.rules}, at=now)
+            await conn.execute(
+                sa.insert(policies).values(
+                    id=policy.id,
+                    tenant_id=tenant_id,
+                    scope=scope,
+                    scope_id=policy.scope_id,
+                    rules=policy.rules,
+                    description=description,
+                    created_at=now,
+                    updated_at=now,
+                )
+            )
+            await self._record(
+                conn,
+                actor=actor,
+                tenant_id=tenant_id,
+                action="policy.create",
+                object_type="policy",
+                object_id=policy.id,
+                detail={"scope": scope, "scope_id": policy.scope_id, "rules": policy.rules},
+                at=now,
+            )
         return policy
 
     async def get_policy(self, tenant_id: str, policy_id: str) -> Policy:
         async with self._read() as conn:
-            row = (await conn.execute(sa.select(policies).where(
-                policies.c.tenant_id == tenant_id, policies.c.id == policy_id))).first()
+            row = (
+                await conn.execute(
+                    sa.select(policies).where(policies.c.tenant_id == tenant_id, policies.c.id == policy_id)
+                )
+            ).first()
         if row is None:
             raise NotFound("policy", policy_id, tenant_id)
         return policy_from_row(row)
@@ -104,10 +148,19 @@ class PoliciesRepo(StoreBase):
             if before is None:
                 raise NotFound("policy", policy_id, tenant_id)
             await conn.execute(sa.update(policies).where(*where).values(**changes))
-            await self._record(conn, actor=actor, tenant_id=tenant_id, action="policy.update", object_type="policy",
-                               object_id=policy_id,
-                               detail={"before": {"rules": before.rules, "description": before.description},
-                                       "after": {k: v for k, v in changes.items() if k != "updated_at"}}, at=now)
+            await self._record(
+                conn,
+                actor=actor,
+                tenant_id=tenant_id,
+                action="policy.update",
+                object_type="policy",
+                object_id=policy_id,
+                detail={
+                    "before": {"rules": before.rules, "description": before.description},
+                    "after": {k: v for k, v in changes.items() if k != "updated_at"},
+                },
+                at=now,
+            )
             row = (await conn.execute(sa.select(policies).where(*where))).first()
         return policy_from_row(row)
 
@@ -118,6 +171,12 @@ class PoliciesRepo(StoreBase):
             if before is None:
                 raise NotFound("policy", policy_id, tenant_id)
             await conn.execute(sa.delete(policies).where(*where))
-            await self._record(conn, actor=actor, tenant_id=tenant_id, action="policy.delete", object_type="policy",
-                               object_id=policy_id, detail={"scope": before.scope, "scope_id": before.scope_id,
-                                                            "rules": before.rules})
+            await self._record(
+                conn,
+                actor=actor,
+                tenant_id=tenant_id,
+                action="policy.delete",
+                object_type="policy",
+                object_id=policy_id,
+                detail={"scope": before.scope, "scope_id": before.scope_id, "rules": before.rules},
+            )

@@ -37,8 +37,16 @@ _MAX = {"issuer": 1000, "subject": 400, "jti": 400, "reason": 1000}
 
 def revocation_from_row(r: Any) -> TokenRevocation:
     return TokenRevocation(
-        id=r.id, tenant_id=r.tenant_id, kind=r.kind, issuer=r.issuer, subject=r.subject, jti=r.jti,
-        not_before=as_utc(r.not_before), expires_at=as_utc(r.expires_at), reason=r.reason, actor=r.actor,
+        id=r.id,
+        tenant_id=r.tenant_id,
+        kind=r.kind,
+        issuer=r.issuer,
+        subject=r.subject,
+        jti=r.jti,
+        not_before=as_utc(r.not_before),
+        expires_at=as_utc(r.expires_at),
+        reason=r.reason,
+        actor=r.actor,
         created_at=as_utc(r.created_at),
     )
 
@@ -62,9 +70,13 @@ def _text(value: Any, field: str, *, required: bool) -> str | None:
 
 def _detail(r: TokenRevocation) -> dict[str, Any]:
     return {
-        "kind": r.kind, "issuer": r.issuer, "subject": r.subject, "jti": r.jti,
+        "kind": r.kind,
+        "issuer": r.issuer,
+        "subject": r.subject,
+        "jti": r.jti,
         "not_before": r.not_before.isoformat() if r.not_before else None,
-        "expires_at": r.expires_at.isoformat() if r.expires_at else None, "reason": r.reason,
+        "expires_at": r.expires_at.isoformat() if r.expires_at else None,
+        "reason": r.reason,
     }
 
 
@@ -102,8 +114,9 @@ class RevocationsRepo(StoreBase):
         if kind == "subject" and jti is not None:
             raise Invalid("jti is for kind jti; a subject revocation names only the subject", field="jti")
         if kind == "jti" and not_before is not None:
-            raise Invalid("not_before is for kind subject (a jti revocation refuses that one token)",
-                          field="not_before")
+            raise Invalid(
+                "not_before is for kind subject (a jti revocation refuses that one token)", field="not_before"
+            )
         now = utcnow()
         not_before = to_utc(not_before, "not_before")
         expires_at = to_utc(expires_at, "expires_at")
@@ -117,16 +130,34 @@ class RevocationsRepo(StoreBase):
             what = "the token has expired already, so it needs no revocation" if kind == "jti" else "it must be later"
             raise Invalid(f"expires_at is in the past: {what}", field="expires_at")
         record = TokenRevocation(
-            id=new_id("rev"), tenant_id=tenant_id, kind=kind, issuer=issuer, subject=subject,  # type: ignore[arg-type]
-            jti=jti, not_before=not_before, expires_at=expires_at, reason=reason, actor=actor, created_at=now,
+            id=new_id("rev"),
+            tenant_id=tenant_id,
+            kind=kind,
+            issuer=issuer,
+            subject=subject,  # type: ignore[arg-type]
+            jti=jti,
+            not_before=not_before,
+            expires_at=expires_at,
+            reason=reason,
+            actor=actor,
+            created_at=now,
         )
         async with self._write() as conn:
             if tenant_id is not None:
                 await self._require_tenant(conn, tenant_id)
-            await conn.execute(sa.insert(token_revocations).values(
-                **{f: getattr(record, f) for f in record.__struct_fields__}))
-            await self._record(conn, actor=actor, tenant_id=tenant_id, action="token_revocation.create",
-                               object_type="token_revocation", object_id=record.id, detail=_detail(record), at=now)
+            await conn.execute(
+                sa.insert(token_revocations).values(**{f: getattr(record, f) for f in record.__struct_fields__})
+            )
+            await self._record(
+                conn,
+                actor=actor,
+                tenant_id=tenant_id,
+                action="token_revocation.create",
+                object_type="token_revocation",
+                object_id=record.id,
+                detail=_detail(record),
+                at=now,
+            )
         return record
 
     async def get_token_revocation(self, revocation_id: str, *, tenant_id: str | None = None) -> TokenRevocation:
@@ -181,8 +212,15 @@ class RevocationsRepo(StoreBase):
                 raise NotFound("token revocation", revocation_id, tenant_id)
             gone = revocation_from_row(row)
             await conn.execute(sa.delete(token_revocations).where(*where))
-            await self._record(conn, actor=actor, tenant_id=gone.tenant_id, action="token_revocation.delete",
-                               object_type="token_revocation", object_id=gone.id, detail=_detail(gone))
+            await self._record(
+                conn,
+                actor=actor,
+                tenant_id=gone.tenant_id,
+                action="token_revocation.delete",
+                object_type="token_revocation",
+                object_id=gone.id,
+                detail=_detail(gone),
+            )
         return gone
 
 
@@ -207,7 +245,8 @@ class RevocationIndex:
                 by_jti.setdefault((r.issuer, r.jti), []).append((r.tenant_id, expires, r))
             elif r.kind == "subject" and r.subject is not None and r.not_before is not None:
                 by_subject.setdefault((r.issuer, r.subject), []).append(
-                    (r.tenant_id, r.not_before.timestamp(), expires, r))
+                    (r.tenant_id, r.not_before.timestamp(), expires, r)
+                )
             else:
                 continue
             size += 1

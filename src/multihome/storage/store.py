@@ -12,6 +12,7 @@ import sqlalchemy as sa
 
 from . import migrate as _migrate
 from .apikeys import KeysRepo, key_from_row
+from .base import as_utc, utcnow
 from .budgets import BudgetsRepo, budget_from_row
 from .engine import create_engine
 from .entitlements import EntitlementsRepo, entitlement_from_row
@@ -20,9 +21,17 @@ from .policies import PoliciesRepo, policy_from_row
 from .records import AdminEvent
 from .revocations import RevocationsRepo, live_revocations, revocation_from_row
 from .snapshot import Snapshot
-from .tables import (admin_events, api_keys, budgets, entitlements, policies, state_version, teams, tenants,
-                     token_revocations)
-from .base import as_utc, utcnow
+from .tables import (
+    admin_events,
+    api_keys,
+    budgets,
+    entitlements,
+    policies,
+    state_version,
+    teams,
+    tenants,
+    token_revocations,
+)
 from .tenancy import TenancyRepo, team_from_row, tenant_from_row
 
 
@@ -55,17 +64,28 @@ class Store(TenancyRepo, KeysRepo, PoliciesRepo, EntitlementsRepo, BudgetsRepo, 
             if not self._sqlite:  # one MVCC snapshot for all the reads below
                 conn = await conn.execution_options(isolation_level="REPEATABLE READ")
             async with conn.begin():
-                version = (await conn.execute(
-                    sa.select(state_version.c.version).where(state_version.c.id == 1))).scalar_one()
+                version = (
+                    await conn.execute(sa.select(state_version.c.version).where(state_version.c.id == 1))
+                ).scalar_one()
                 ten = (await conn.execute(sa.select(tenants))).all()
                 tms = (await conn.execute(sa.select(teams))).all()
                 keys = (await conn.execute(sa.select(api_keys).where(api_keys.c.revoked_at.is_(None)))).all()
                 pols = (await conn.execute(sa.select(policies).order_by(policies.c.created_at, policies.c.id))).all()
-                ents = (await conn.execute(sa.select(entitlements).where(entitlements.c.revoked_at.is_(None))
-                                           .order_by(entitlements.c.model_group, entitlements.c.starts_on))).all()
+                ents = (
+                    await conn.execute(
+                        sa.select(entitlements)
+                        .where(entitlements.c.revoked_at.is_(None))
+                        .order_by(entitlements.c.model_group, entitlements.c.starts_on)
+                    )
+                ).all()
                 buds = (await conn.execute(sa.select(budgets).order_by(budgets.c.created_at, budgets.c.id))).all()
-                revs = (await conn.execute(sa.select(token_revocations).where(live_revocations(utcnow()))
-                                           .order_by(token_revocations.c.created_at, token_revocations.c.id))).all()
+                revs = (
+                    await conn.execute(
+                        sa.select(token_revocations)
+                        .where(live_revocations(utcnow()))
+                        .order_by(token_revocations.c.created_at, token_revocations.c.id)
+                    )
+                ).all()
         finally:
             await conn.close()
         return Snapshot(
@@ -96,8 +116,17 @@ class Store(TenancyRepo, KeysRepo, PoliciesRepo, EntitlementsRepo, BudgetsRepo, 
         async with self._read() as conn:
             rows = (await conn.execute(q.order_by(admin_events.c.seq).limit(limit))).all()
         return [
-            AdminEvent(seq=r.seq, id=r.id, at=as_utc(r.at), actor=r.actor, tenant_id=r.tenant_id, action=r.action,
-                       object_type=r.object_type, object_id=r.object_id, detail=dict(r.detail))
+            AdminEvent(
+                seq=r.seq,
+                id=r.id,
+                at=as_utc(r.at),
+                actor=r.actor,
+                tenant_id=r.tenant_id,
+                action=r.action,
+                object_type=r.object_type,
+                object_id=r.object_id,
+                detail=dict(r.detail),
+            )
             for r in rows
         ]
 

@@ -33,16 +33,27 @@ class TenancyRepo(StoreBase):
     # -- tenants ------------------------------------------------------------------------------
 
     async def create_tenant(self, name: str, *, metadata: dict[str, Any] | None = None, actor: str) -> Tenant:
-        tenant = Tenant(id=new_id("ten"), name=nonempty(name, "name"), metadata=_metadata(metadata),
-                        created_at=utcnow())
+        tenant = Tenant(
+            id=new_id("ten"), name=nonempty(name, "name"), metadata=_metadata(metadata), created_at=utcnow()
+        )
         async with self._write() as conn:
             taken = await conn.scalar(sa.select(tenants.c.id).where(tenants.c.name == name))
             if taken is not None:
                 raise Conflict(f"a tenant named {name!r} already exists ({taken})", conflicting=taken)
-            await conn.execute(sa.insert(tenants).values(
-                id=tenant.id, name=tenant.name, metadata=tenant.metadata, created_at=tenant.created_at))
-            await self._record(conn, actor=actor, tenant_id=tenant.id, action="tenant.create",
-                               object_type="tenant", object_id=tenant.id, detail={"name": name})
+            await conn.execute(
+                sa.insert(tenants).values(
+                    id=tenant.id, name=tenant.name, metadata=tenant.metadata, created_at=tenant.created_at
+                )
+            )
+            await self._record(
+                conn,
+                actor=actor,
+                tenant_id=tenant.id,
+                action="tenant.create",
+                object_type="tenant",
+                object_id=tenant.id,
+                detail={"name": name},
+            )
         return tenant
 
     async def get_tenant(self, tenant_id: str) -> Tenant:
@@ -71,13 +82,26 @@ class TenancyRepo(StoreBase):
             if row is None:
                 raise NotFound("tenant", tenant_id)
             counts = {}
-            for label, table in (("teams", teams), ("keys", api_keys), ("policies", policies),
-                                 ("entitlements", entitlements), ("budgets", budgets)):
+            for label, table in (
+                ("teams", teams),
+                ("keys", api_keys),
+                ("policies", policies),
+                ("entitlements", entitlements),
+                ("budgets", budgets),
+            ):
                 counts[label] = await conn.scalar(
-                    sa.select(sa.func.count()).select_from(table).where(table.c.tenant_id == tenant_id))
+                    sa.select(sa.func.count()).select_from(table).where(table.c.tenant_id == tenant_id)
+                )
             await conn.execute(sa.delete(tenants).where(tenants.c.id == tenant_id))  # ON DELETE CASCADE
-            await self._record(conn, actor=actor, tenant_id=tenant_id, action="tenant.delete",
-                               object_type="tenant", object_id=tenant_id, detail={"name": row.name, **counts})
+            await self._record(
+                conn,
+                actor=actor,
+                tenant_id=tenant_id,
+                action="tenant.delete",
+                object_type="tenant",
+                object_id=tenant_id,
+                detail={"name": row.name, **counts},
+            )
 
     # -- teams --------------------------------------------------------------------------------
 
@@ -85,49 +109,84 @@ class TenancyRepo(StoreBase):
         team = Team(id=new_id("team"), tenant_id=tenant_id, name=nonempty(name, "name"), created_at=utcnow())
         async with self._write() as conn:
             await self._require_tenant(conn, tenant_id)
-            taken = await conn.scalar(
-                sa.select(teams.c.id).where(teams.c.tenant_id == tenant_id, teams.c.name == name))
+            taken = await conn.scalar(sa.select(teams.c.id).where(teams.c.tenant_id == tenant_id, teams.c.name == name))
             if taken is not None:
                 raise Conflict(f"tenant {tenant_id} already has a team named {name!r} ({taken})", conflicting=taken)
-            await conn.execute(sa.insert(teams).values(
-                id=team.id, tenant_id=tenant_id, name=team.name, created_at=team.created_at))
-            await self._record(conn, actor=actor, tenant_id=tenant_id, action="team.create",
-                               object_type="team", object_id=team.id, detail={"name": name})
+            await conn.execute(
+                sa.insert(teams).values(id=team.id, tenant_id=tenant_id, name=team.name, created_at=team.created_at)
+            )
+            await self._record(
+                conn,
+                actor=actor,
+                tenant_id=tenant_id,
+                action="team.create",
+                object_type="team",
+                object_id=team.id,
+                detail={"name": name},
+            )
         return team
 
     async def get_team(self, tenant_id: str, team_id: str) -> Team:
         async with self._read() as conn:
-            row = (await conn.execute(
-                sa.select(teams).where(teams.c.tenant_id == tenant_id, teams.c.id == team_id))).first()
+            row = (
+                await conn.execute(sa.select(teams).where(teams.c.tenant_id == tenant_id, teams.c.id == team_id))
+            ).first()
         if row is None:
             raise NotFound("team", team_id, tenant_id)
         return team_from_row(row)
 
     async def list_teams(self, tenant_id: str) -> list[Team]:
         async with self._read() as conn:
-            rows = (await conn.execute(
-                sa.select(teams).where(teams.c.tenant_id == tenant_id).order_by(teams.c.name))).all()
+            rows = (
+                await conn.execute(sa.select(teams).where(teams.c.tenant_id == tenant_id).order_by(teams.c.name))
+            ).all()
         return [team_from_row(r) for r in rows]
 
     async def delete_team(self, tenant_id: str, team_id: str, *, actor: str) -> None:
         """Refused while the team has usable keys; revoked keys are detached, team policies and budgets go."""
         async with self._write() as conn:
-            row = (await conn.execute(
-                sa.select(teams).where(teams.c.tenant_id == tenant_id, teams.c.id == team_id))).first()
+            row = (
+                await conn.execute(sa.select(teams).where(teams.c.tenant_id == tenant_id, teams.c.id == team_id))
+            ).first()
             if row is None:
                 raise NotFound("team", team_id, tenant_id)
-            live = (await conn.execute(sa.select(api_keys.c.id).where(
-                api_keys.c.tenant_id == tenant_id, api_keys.c.team_id == team_id, api_keys.c.revoked_at.is_(None)
-            ).limit(1))).scalar()
+            live = (
+                await conn.execute(
+                    sa.select(api_keys.c.id)
+                    .where(
+                        api_keys.c.tenant_id == tenant_id,
+                        api_keys.c.team_id == team_id,
+                        api_keys.c.revoked_at.is_(None),
+                    )
+                    .limit(1)
+                )
+            ).scalar()
             if live is not None:
-                raise Conflict(f"team {team_id} still has active API keys (e.g. {live}); revoke them first",
-                               conflicting=live)
-            await conn.execute(sa.update(api_keys).where(
-                api_keys.c.tenant_id == tenant_id, api_keys.c.team_id == team_id).values(team_id=None))
-            await conn.execute(sa.delete(policies).where(
-                policies.c.tenant_id == tenant_id, policies.c.scope == "team", policies.c.scope_id == team_id))
-            await conn.execute(sa.delete(budgets).where(
-                budgets.c.tenant_id == tenant_id, budgets.c.scope == "team", budgets.c.scope_id == team_id))
+                raise Conflict(
+                    f"team {team_id} still has active API keys (e.g. {live}); revoke them first", conflicting=live
+                )
+            await conn.execute(
+                sa.update(api_keys)
+                .where(api_keys.c.tenant_id == tenant_id, api_keys.c.team_id == team_id)
+                .values(team_id=None)
+            )
+            await conn.execute(
+                sa.delete(policies).where(
+                    policies.c.tenant_id == tenant_id, policies.c.scope == "team", policies.c.scope_id == team_id
+                )
+            )
+            await conn.execute(
+                sa.delete(budgets).where(
+                    budgets.c.tenant_id == tenant_id, budgets.c.scope == "team", budgets.c.scope_id == team_id
+                )
+            )
             await conn.execute(sa.delete(teams).where(teams.c.id == team_id))
-            await self._record(conn, actor=actor, tenant_id=tenant_id, action="team.delete",
-                               object_type="team", object_id=team_id, detail={"name": row.name})
+            await self._record(
+                conn,
+                actor=actor,
+                tenant_id=tenant_id,
+                action="team.delete",
+                object_type="team",
+                object_id=team_id,
+                detail={"name": row.name},
+            )

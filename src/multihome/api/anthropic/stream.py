@@ -94,7 +94,9 @@ class AnthropicStream:
                 chunk = _chunk.decode(payload)
             except msgspec.DecodeError:
                 # The relay validates JSON before forwarding; anything else is a gateway bug worth surfacing.
-                out.append(self._fail("The gateway could not read a chunk of the upstream stream; the answer is incomplete."))
+                out.append(
+                    self._fail("The gateway could not read a chunk of the upstream stream; the answer is incomplete.")
+                )
                 continue
             if chunk.error is not None:
                 err = chunk.error
@@ -170,7 +172,9 @@ class AnthropicStream:
         index = self._next
         self._next += 1
         self._open, self._open_text = index, False
-        out.append(event("content_block_start", {"type": "content_block_start", "index": index, "content_block": block}))
+        out.append(
+            event("content_block_start", {"type": "content_block_start", "index": index, "content_block": block})
+        )
         return index
 
     def _close(self, out: list[bytes]) -> None:
@@ -184,7 +188,11 @@ class AnthropicStream:
         if self._refusal and finish in (None, "stop"):
             finish = "content_filter"
         reason, sequence = stop_reason(finish, self._matched, self._req.stop_sequences)
-        delta = {"type": "message_delta", "delta": {"stop_reason": reason, "stop_sequence": sequence}, "usage": usage_of(self._usage)}
+        delta = {
+            "type": "message_delta",
+            "delta": {"stop_reason": reason, "stop_sequence": sequence},
+            "usage": usage_of(self._usage),
+        }
         out.append(event("message_delta", delta))
         out.append(event("message_stop", {"type": "message_stop"}))
         self.finished = True

@@ -100,7 +100,9 @@ def _messages(req: MessagesRequest, dropped: set[str]) -> list[dict]:
             out.append(_assistant(msg.content, where, dropped))
         else:
             hint = " Put system instructions in the top-level 'system' field." if msg.role == "system" else ""
-            raise bad_request(f"{where}.role: '{msg.role}' is not one of 'user', 'assistant'.{hint}", param=f"{where}.role")
+            raise bad_request(
+                f"{where}.role: '{msg.role}' is not one of 'user', 'assistant'.{hint}", param=f"{where}.role"
+            )
     return out
 
 
@@ -290,8 +292,13 @@ def _output_config(req: MessagesRequest, body: dict, dropped: set[str]) -> None:
     if fmt is None:
         return
     if fmt.type != "json_schema" or not len(fmt.schema):
-        raise bad_request("output_config.format: only {type: 'json_schema', schema} is supported.", param="output_config.format")
-    body["response_format"] = {"type": "json_schema", "json_schema": {"name": "output", "schema": fmt.schema, "strict": True}}
+        raise bad_request(
+            "output_config.format: only {type: 'json_schema', schema} is supported.", param="output_config.format"
+        )
+    body["response_format"] = {
+        "type": "json_schema",
+        "json_schema": {"name": "output", "schema": fmt.schema, "strict": True},
+    }
 
 
 def _note_cache(block: Block, dropped: set[str]) -> None:
@@ -341,7 +348,13 @@ class _Completion(msgspec.Struct):
 
 
 _completion = bounded.Decoder(_Completion)
-_STOP = {"stop": "end_turn", "length": "max_tokens", "tool_calls": "tool_use", "function_call": "tool_use", "content_filter": "refusal"}
+_STOP = {
+    "stop": "end_turn",
+    "length": "max_tokens",
+    "tool_calls": "tool_use",
+    "function_call": "tool_use",
+    "content_filter": "refusal",
+}
 
 
 def message_id(openai_id: str) -> str:
@@ -350,7 +363,9 @@ def message_id(openai_id: str) -> str:
     return "msg_" + (suffix or "gateway")
 
 
-def stop_reason(finish_reason: str | None, matched: str | int | None, stop_sequences: list[str] | None) -> tuple[str, str | None]:
+def stop_reason(
+    finish_reason: str | None, matched: str | int | None, stop_sequences: list[str] | None
+) -> tuple[str, str | None]:
     """OpenAI finish_reason -> (Anthropic stop_reason, stop_sequence).
 
     OpenAI does not say which stop sequence matched; servers that do (vLLM's `stop_reason`)
@@ -395,7 +410,9 @@ def to_anthropic(body: bytes, req: MessagesRequest, deployment: str) -> bytes:
     try:
         completion = _completion.decode(body)
     except msgspec.DecodeError:
-        raise ApiError(502, f"Deployment '{deployment}' returned a malformed completion.", type="server_error") from None
+        raise ApiError(
+            502, f"Deployment '{deployment}' returned a malformed completion.", type="server_error"
+        ) from None
     choice = completion.choices[0] if completion.choices else _Choice()
     msg = choice.message or _Message()
     content: list[dict] = []
@@ -404,7 +421,9 @@ def to_anthropic(body: bytes, req: MessagesRequest, deployment: str) -> bytes:
         content.append({"type": "text", "text": text})
     for call in msg.tool_calls or ():
         fn = call.function or _Function()
-        content.append({"type": "tool_use", "id": call.id, "name": fn.name, "input": tool_input(fn.arguments, deployment)})
+        content.append(
+            {"type": "tool_use", "id": call.id, "name": fn.name, "input": tool_input(fn.arguments, deployment)}
+        )
     finish = choice.finish_reason
     if msg.refusal and finish in (None, "stop"):
         finish = "content_filter"

@@ -79,7 +79,14 @@ class AnthropicAdapter(AdapterBase):
         err = error_of(body)
         code = "context_length_exceeded" if err.message and "prompt is too long" in err.message else err.type
         return msgspec.json.encode(
-            {"error": {"message": err.message or f"HTTP {status}", "type": "invalid_request_error", "param": None, "code": code}}
+            {
+                "error": {
+                    "message": err.message or f"HTTP {status}",
+                    "type": "invalid_request_error",
+                    "param": None,
+                    "code": code,
+                }
+            }
         )
 
     def __init__(self, endpoint: str | None, api_key: str | None, version: str) -> None:
@@ -95,8 +102,11 @@ class AnthropicAdapter(AdapterBase):
         return UpstreamRequest(self.url, self._headers, _encode(body), dropped)
 
     async def embeddings_request(self, parsed: ParsedEmbeddings, upstream_model: str) -> UpstreamRequest:
-        raise bad_request("Anthropic has no embeddings API; route embeddings to a deployment that has them.",
-                          param="model", code="unsupported_capability")
+        raise bad_request(
+            "Anthropic has no embeddings API; route embeddings to a deployment that has them.",
+            param="model",
+            code="unsupported_capability",
+        )
 
     def chat_response(self, body: bytes, upstream_model: str) -> bytes:
         return response.chat_response(body, upstream_model)

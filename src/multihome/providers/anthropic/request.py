@@ -22,17 +22,46 @@ JSON_TOOL = "multihome_json_object"
 IMAGE_TYPES = frozenset({"image/jpeg", "image/png", "image/gif", "image/webp"})
 
 # Fields read from the typed request (or from raw below) and translated.
-_MAPPED = frozenset({
-    "model", "messages", "stream", "stream_options", "tools", "tool_choice", "parallel_tool_calls",
-    "response_format", "max_tokens", "max_completion_tokens", "temperature", "top_p", "stop", "n",
-    "logprobs", "top_logprobs", "user", "safety_identifier", "modalities",
-})
+_MAPPED = frozenset(
+    {
+        "model",
+        "messages",
+        "stream",
+        "stream_options",
+        "tools",
+        "tool_choice",
+        "parallel_tool_calls",
+        "response_format",
+        "max_tokens",
+        "max_completion_tokens",
+        "temperature",
+        "top_p",
+        "stop",
+        "n",
+        "logprobs",
+        "top_logprobs",
+        "user",
+        "safety_identifier",
+        "modalities",
+    }
+)
 # Fields the upstream cannot honour and whose absence does not make the answer wrong-shaped:
 # dropped and reported. Anything unknown is treated the same way.
-_DROPPED = frozenset({
-    "seed", "frequency_penalty", "presence_penalty", "logit_bias", "metadata", "store", "service_tier",
-    "prompt_cache_key", "reasoning_effort", "verbosity", "prediction",
-})
+_DROPPED = frozenset(
+    {
+        "seed",
+        "frequency_penalty",
+        "presence_penalty",
+        "logit_bias",
+        "metadata",
+        "store",
+        "service_tier",
+        "prompt_cache_key",
+        "reasoning_effort",
+        "verbosity",
+        "prediction",
+    }
+)
 # Fields whose answer the client would be missing or misread: refused.
 _REFUSED = frozenset({"audio", "web_search_options", "functions", "function_call"})
 
@@ -169,8 +198,14 @@ def _assistant_blocks(msg: Message, i: int, markers: Markers) -> list[dict[str, 
     blocks = _text_blocks(msg, i, markers, f"messages[{i}]", allow_images=False)
     for k, call in enumerate(msg.tool_calls or ()):
         where = f"messages[{i}].tool_calls[{k}]"
-        blocks.append({"type": "tool_use", "id": call.id, "name": call.function.name,
-                       "input": tool_arguments(call.function.arguments, where)})
+        blocks.append(
+            {
+                "type": "tool_use",
+                "id": call.id,
+                "name": call.function.name,
+                "input": tool_arguments(call.function.arguments, where),
+            }
+        )
     return blocks
 
 
@@ -266,7 +301,10 @@ def build_body(parsed: ParsedChat, model: str) -> tuple[dict[str, Any], list[str
         if req.temperature > 1:
             raise bad_request(
                 f"'temperature' {req.temperature:g} is above 1, the maximum when the request is served by {PROVIDER} "
-                "(range 0-1).", param="temperature", code="unsupported_parameter")
+                "(range 0-1).",
+                param="temperature",
+                code="unsupported_parameter",
+            )
         body["temperature"] = req.temperature
     if req.top_p is not None:
         body["top_p"] = req.top_p
@@ -284,7 +322,10 @@ def build_body(parsed: ParsedChat, model: str) -> tuple[dict[str, Any], list[str
         if tools:
             raise bad_request(
                 f"response_format 'json_object' together with tools is not supported when the request is served by "
-                f"{PROVIDER}; use response_format 'json_schema'.", param="response_format", code="unsupported_parameter")
+                f"{PROVIDER}; use response_format 'json_schema'.",
+                param="response_format",
+                code="unsupported_parameter",
+            )
         tools = [{"name": JSON_TOOL, "description": "Reply with a JSON object.", "input_schema": {"type": "object"}}]
         choice = {"type": "tool", "name": JSON_TOOL}
     if tools:

@@ -81,8 +81,9 @@ def chat_response(body: bytes, upstream_model: str) -> bytes:
                 calls.append(ToolCallOut(id=block.id or "", name=block.name or "", arguments=args))
         # thinking / redacted_thinking / server-tool blocks have no OpenAI chat field: not forwarded.
     u = msg.usage
-    usage = usage_out(u.input_tokens or 0, u.output_tokens or 0, u.cache_read_input_tokens or 0,
-                      u.cache_creation_input_tokens or 0)
+    usage = usage_out(
+        u.input_tokens or 0, u.output_tokens or 0, u.cache_read_input_tokens or 0, u.cache_creation_input_tokens or 0
+    )
     return openai_out.completion(
         msg.model or upstream_model,
         text="".join(texts) if texts else None,

@@ -158,7 +158,17 @@ class AnthropicStreamDecoder:
         elif kind == "error":
             err = ev.error or _Error()
             # An `error` key makes the relay end the stream and the OpenAI SDK raise it.
-            out.append(_encode({"error": {"message": f"Anthropic stream error ({err.type}): {err.message}",
-                                          "type": "server_error", "param": None, "code": err.type}}))
+            out.append(
+                _encode(
+                    {
+                        "error": {
+                            "message": f"Anthropic stream error ({err.type}): {err.message}",
+                            "type": "server_error",
+                            "param": None,
+                            "code": err.type,
+                        }
+                    }
+                )
+            )
             self.done = True
         # ping, content_block_stop and unknown future events carry nothing to forward.

@@ -146,7 +146,9 @@ class BedrockAdapter(AdapterBase):
         name, message = error_name({}, body)
         code = "context_length_exceeded" if is_context_overflow(message) else name
         text = f"AWS Bedrock: {message}" if message else f"AWS Bedrock error (HTTP {status})."
-        return msgspec.json.encode({"error": {"message": text, "type": "invalid_request_error", "param": None, "code": code}})
+        return msgspec.json.encode(
+            {"error": {"message": text, "type": "invalid_request_error", "param": None, "code": code}}
+        )
 
 
 def build(name: str, provider: Provider) -> BedrockAdapter:

@@ -69,7 +69,9 @@ class AwsCredentials:
         session.set_config_variable("region", self._region)
         source = session.get_credentials()
         if source is None:
-            raise CredentialError("botocore's credential chain found none: set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, a profile or a role")
+            raise CredentialError(
+                "botocore's credential chain found none: set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, a profile or a role"
+            )
         if not aws.role_arn:
             return source
         extra = {"RoleSessionName": aws.role_session_name}
@@ -106,7 +108,11 @@ class AwsCredentials:
             self._refresh = asyncio.ensure_future(asyncio.to_thread(self._load))
             self._refresh.add_done_callback(self._refreshed)
         creds = self._creds
-        if self._frozen is not None and isinstance(creds, RefreshableCredentials) and not creds.refresh_needed(_MIN_LEFT_S):
+        if (
+            self._frozen is not None
+            and isinstance(creds, RefreshableCredentials)
+            and not creds.refresh_needed(_MIN_LEFT_S)
+        ):
             return self._frozen  # refresh runs in the background; these are still good
         try:
             return await asyncio.shield(self._refresh)
@@ -119,7 +125,11 @@ class AwsCredentials:
         self._refresh = None
         if fut.cancelled() or fut.exception() is not None:
             if not fut.cancelled():
-                log.warning("AWS credentials for provider %s could not be refreshed: %s", self._provider, type(fut.exception()).__name__)
+                log.warning(
+                    "AWS credentials for provider %s could not be refreshed: %s",
+                    self._provider,
+                    type(fut.exception()).__name__,
+                )
             return
         self._frozen = fut.result()
         self._check_at = time.monotonic() + _RECHECK_S

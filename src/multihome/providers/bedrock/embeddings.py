@@ -39,7 +39,7 @@ def family(model: str) -> str | None:
     base = model.rsplit("/", 1)[-1]  # an ARN ends with the model or profile id
     for prefix in _GEO_PREFIXES:
         if base.startswith(prefix):
-            base = base[len(prefix):]
+            base = base[len(prefix) :]
             break
     if base.startswith("amazon.titan-embed"):
         return "titan"
@@ -52,7 +52,9 @@ def _texts(parsed: ParsedEmbeddings) -> list[str]:
     raw = parsed.request.input
     items = [raw] if isinstance(raw, str) else list(raw)
     if not all(isinstance(item, str) for item in items):
-        raise bad_request("AWS Bedrock embeddings take text input, not token arrays.", param="input", code="unsupported_parameter")
+        raise bad_request(
+            "AWS Bedrock embeddings take text input, not token arrays.", param="input", code="unsupported_parameter"
+        )
     return items  # type: ignore[return-value]
 
 
@@ -60,7 +62,11 @@ def invoke_body(parsed: ParsedEmbeddings, model: str) -> tuple[bytes, list[str]]
     req = parsed.request
     texts = _texts(parsed)
     kind = family(model)
-    dropped = [k for k in parsed.raw if k not in ("model", "input", "encoding_format", "dimensions") and bytes(parsed.raw[k]) != b"null"]
+    dropped = [
+        k
+        for k in parsed.raw
+        if k not in ("model", "input", "encoding_format", "dimensions") and bytes(parsed.raw[k]) != b"null"
+    ]
     _encoding.set(req.encoding_format or "float")
     if kind == "titan":
         if len(texts) != 1:
@@ -78,7 +84,9 @@ def invoke_body(parsed: ParsedEmbeddings, model: str) -> tuple[bytes, list[str]]
         if req.dimensions is not None:
             raise canonical_in.unsupported("dimensions", PROVIDER + " Cohere embed v3 (fixed vector size)")
         if len(texts) > COHERE_MAX_TEXTS:
-            raise bad_request(f"Cohere embed on AWS Bedrock takes at most {COHERE_MAX_TEXTS} texts per call.", param="input")
+            raise bad_request(
+                f"Cohere embed on AWS Bedrock takes at most {COHERE_MAX_TEXTS} texts per call.", param="input"
+            )
         return _encode({"texts": texts, "input_type": "search_document"}), dropped
     raise bad_request(
         f"Deployment model '{model}' is not a Bedrock embeddings model this gateway knows "
@@ -128,4 +136,6 @@ def openai_embeddings(body: bytes, model: str, header_tokens: str | None) -> byt
         }
         for i, v in enumerate(vectors)
     ]
-    return _encode({"object": "list", "data": data, "model": model, "usage": {"prompt_tokens": tokens, "total_tokens": tokens}})
+    return _encode(
+        {"object": "list", "data": data, "model": model, "usage": {"prompt_tokens": tokens, "total_tokens": tokens}}
+    )

@@ -20,8 +20,20 @@ _encode = msgspec.json.encode
 # Top-level fields the translation below honours (or that only steer the gateway).
 MAPPED = frozenset(
     {
-        "model", "messages", "stream", "stream_options", "tools", "tool_choice", "parallel_tool_calls",
-        "response_format", "max_tokens", "max_completion_tokens", "temperature", "top_p", "stop", "n",
+        "model",
+        "messages",
+        "stream",
+        "stream_options",
+        "tools",
+        "tool_choice",
+        "parallel_tool_calls",
+        "response_format",
+        "max_tokens",
+        "max_completion_tokens",
+        "temperature",
+        "top_p",
+        "stop",
+        "n",
     }
 )
 # Fields whose meaning Bedrock cannot deliver at all: answering without them would be wrong.
@@ -34,10 +46,15 @@ REFUSED = {
 # Bedrock temperature is 0..1; OpenAI's is 0..2. Values above 1 are clamped and reported.
 MAX_TEMPERATURE = 1.0
 
-_IMAGE_FORMATS = {"image/png": "png", "image/jpeg": "jpeg", "image/jpg": "jpeg", "image/gif": "gif", "image/webp": "webp"}
+_IMAGE_FORMATS = {
+    "image/png": "png",
+    "image/jpeg": "jpeg",
+    "image/jpg": "jpeg",
+    "image/gif": "gif",
+    "image/webp": "webp",
+}
 _EMPTY_SCHEMA = msgspec.Raw(b'{"type":"object","properties":{}}')
 _OBJECT_SCHEMA = '{"type":"object"}'
-
 
 
 def converse_body(parsed: ParsedChat) -> tuple[bytes, list[str]]:
@@ -45,7 +62,9 @@ def converse_body(parsed: ParsedChat) -> tuple[bytes, list[str]]:
     req = parsed.request
     dropped = _check_top_level(parsed)
     body: dict[str, Any] = {}
-    system = [{"text": t} for t in (canonical_in.text_of(m) for m in req.messages if m.role in ("system", "developer")) if t]
+    system = [
+        {"text": t} for t in (canonical_in.text_of(m) for m in req.messages if m.role in ("system", "developer")) if t
+    ]
     if system:
         body["system"] = system
     messages, has_tool_blocks, tool_names, named = _messages(req.messages)
@@ -165,7 +184,9 @@ def _image(url: str, where: str) -> dict[str, Any]:
     media, _raw = canonical_in.data_url(url, where)  # validates the base64
     fmt = _IMAGE_FORMATS.get(media.lower())
     if fmt is None:
-        raise bad_request(f"{where}: image type '{media}' is not supported by AWS Bedrock (png, jpeg, gif, webp).", param=where)
+        raise bad_request(
+            f"{where}: image type '{media}' is not supported by AWS Bedrock (png, jpeg, gif, webp).", param=where
+        )
     # The data URL already holds base64, which is exactly what Bedrock's JSON wants for `bytes`.
     return {"image": {"format": fmt, "source": {"bytes": url.partition(";base64,")[2]}}}
 
@@ -200,7 +221,10 @@ def _tool_specs(req: ChatRequest) -> list[dict[str, Any]]:
         if tool.type != "function" or tool.function is None:
             raise canonical_in.unsupported(f"tools[{i}].type={tool.type}", PROVIDER + " (function tools only)")
         fn = tool.function
-        spec: dict[str, Any] = {"name": fn.name, "inputSchema": {"json": fn.parameters if len(fn.parameters) else _EMPTY_SCHEMA}}
+        spec: dict[str, Any] = {
+            "name": fn.name,
+            "inputSchema": {"json": fn.parameters if len(fn.parameters) else _EMPTY_SCHEMA},
+        }
         if fn.description:
             spec["description"] = fn.description
         if fn.strict:
@@ -209,7 +233,9 @@ def _tool_specs(req: ChatRequest) -> list[dict[str, Any]]:
     return specs
 
 
-def _tool_config(req: ChatRequest, has_tool_blocks: bool, history_names: list[str], dropped: list[str]) -> dict[str, Any] | None:
+def _tool_config(
+    req: ChatRequest, has_tool_blocks: bool, history_names: list[str], dropped: list[str]
+) -> dict[str, Any] | None:
     choice = req.tool_choice
     specs = _tool_specs(req)
     if choice == "none" or not specs:
@@ -250,5 +276,3 @@ def _output_config(req: ChatRequest) -> dict[str, Any] | None:
     else:  # json_object: any JSON object
         structure = {"schema": _OBJECT_SCHEMA, "name": "json_object"}
     return {"textFormat": {"type": "json_schema", "structure": {"jsonSchema": structure}}}
-
-

@@ -83,4 +83,6 @@ def chat_completion(body: bytes, model: str) -> bytes:
             args = bytes(t.input).decode() if len(t.input) else "{}"
             calls.append(ToolCallOut(t.toolUseId, t.name, args))
     text = "".join(texts) if texts else None
-    return completion(model, text=text, tool_calls=calls, finish_reason=finish_reason(resp.stopReason), usage=resp.usage.to_out())
+    return completion(
+        model, text=text, tool_calls=calls, finish_reason=finish_reason(resp.stopReason), usage=resp.usage.to_out()
+    )

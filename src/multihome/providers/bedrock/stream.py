@@ -56,7 +56,14 @@ _event = Decoder(_Event)
 def error_payload(kind: str, message: str) -> bytes:
     """An OpenAI-shaped error event: the relay ends the stream with it and the SDK raises it."""
     return _encode(
-        {"error": {"message": f"AWS Bedrock stream error ({kind}): {message}", "type": "server_error", "param": None, "code": kind}}
+        {
+            "error": {
+                "message": f"AWS Bedrock stream error ({kind}): {message}",
+                "type": "server_error",
+                "param": None,
+                "code": kind,
+            }
+        }
     )
 
 
@@ -118,7 +125,9 @@ class ConverseStreamDecoder:
             elif d.toolUse is not None:
                 index = self._tools.get(ev.contentBlockIndex)
                 if index is None:
-                    raise ValueError(f"tool input for content block {ev.contentBlockIndex} before its contentBlockStart")
+                    raise ValueError(
+                        f"tool input for content block {ev.contentBlockIndex} before its contentBlockStart"
+                    )
                 if d.toolUse.input:
                     out.append(w.tool_args(index, d.toolUse.input))
         elif name == "contentBlockStart":

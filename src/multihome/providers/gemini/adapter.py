@@ -83,8 +83,9 @@ def _retry_delay(err: _GoogleErrorInner) -> float | None:
 
 
 class GeminiAdapter(AdapterBase):
-    def __init__(self, kind: str, base: str, *, api_key: str | None = None, tokens: GoogleTokens | None = None,
-                 name: str = "") -> None:
+    def __init__(
+        self, kind: str, base: str, *, api_key: str | None = None, tokens: GoogleTokens | None = None, name: str = ""
+    ) -> None:
         self.kind = kind
         self.vertex = kind == VERTEX.name
         self.base = base.rstrip("/")
@@ -129,8 +130,11 @@ class GeminiAdapter(AdapterBase):
         req = parsed.request
         texts = [req.input] if isinstance(req.input, str) else req.input
         if not all(isinstance(t, str) for t in texts):
-            raise bad_request(f"'input' must be text when the request is served by {PROVIDER} (token arrays cannot be sent).",
-                              param="input", code="unsupported_parameter")
+            raise bad_request(
+                f"'input' must be text when the request is served by {PROVIDER} (token arrays cannot be sent).",
+                param="input",
+                code="unsupported_parameter",
+            )
         dropped = ["user"] if req.user else []
         _EMBED_FORMAT.set(req.encoding_format or "float")
         if self.vertex:
@@ -160,8 +164,14 @@ class GeminiAdapter(AdapterBase):
         if _EMBED_FORMAT.get() == "base64":
             embeddings = [embedding_base64(v) for v in vectors]
         data = [{"object": "embedding", "index": i, "embedding": v} for i, v in enumerate(embeddings)]
-        return _encode({"object": "list", "data": data, "model": upstream_model,
-                        "usage": {"prompt_tokens": tokens, "total_tokens": tokens}})
+        return _encode(
+            {
+                "object": "list",
+                "data": data,
+                "model": upstream_model,
+                "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+            }
+        )
 
     def classify_error(self, status: int, headers: Mapping[str, str], body: bytes) -> Classified:
         err = _google_error(body)
@@ -185,10 +195,16 @@ class GeminiAdapter(AdapterBase):
         """A Google error body in OpenAI's envelope (for the front door; see docs/translation/gemini.md)."""
         err = _google_error(body)
         code = "context_length_exceeded" if _TOO_LONG.search(err.message) else (err.status.lower() or None)
-        return _encode({"error": {"message": err.message or f"HTTP {status}", "type": "invalid_request_error",
-                                  "param": None, "code": code}})
-
-
+        return _encode(
+            {
+                "error": {
+                    "message": err.message or f"HTTP {status}",
+                    "type": "invalid_request_error",
+                    "param": None,
+                    "code": code,
+                }
+            }
+        )
 
     async def close(self) -> None:
         if self._tokens is not None:

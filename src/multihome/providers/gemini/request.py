@@ -19,11 +19,26 @@ from .. import canonical_in as cin
 PROVIDER = "Google Gemini"
 
 # Fields read by the translation below.
-MAPPED = frozenset({
-    "model", "messages", "stream", "stream_options", "tools", "tool_choice", "response_format",
-    "max_tokens", "max_completion_tokens", "n", "temperature", "top_p", "stop", "seed",
-    "presence_penalty", "frequency_penalty",
-})
+MAPPED = frozenset(
+    {
+        "model",
+        "messages",
+        "stream",
+        "stream_options",
+        "tools",
+        "tool_choice",
+        "response_format",
+        "max_tokens",
+        "max_completion_tokens",
+        "n",
+        "temperature",
+        "top_p",
+        "stop",
+        "seed",
+        "presence_penalty",
+        "frequency_penalty",
+    }
+)
 # Fields Gemini has no equivalent for; the answer is still right without them, so they are
 # dropped and reported. The value is the no-op value that is not worth reporting.
 DROPPED = {
@@ -72,8 +87,11 @@ def check_params(parsed: ParsedChat) -> list[str]:
 def request_body(parsed: ParsedChat, *, vertex: bool) -> dict[str, Any]:
     req = parsed.request
     if parsed.stream and (req.n or 1) > 1:
-        raise bad_request(f"'n' greater than 1 cannot be streamed when the request is served by {PROVIDER}.",
-                          param="n", code="unsupported_parameter")
+        raise bad_request(
+            f"'n' greater than 1 cannot be streamed when the request is served by {PROVIDER}.",
+            param="n",
+            code="unsupported_parameter",
+        )
     body: dict[str, Any] = {"contents": contents(req.messages, vertex=vertex)}
     system = cin.system_text(req.messages)
     if system:
@@ -168,8 +186,9 @@ def _file(raw: msgspec.Raw, where: str) -> dict[str, Any]:
     file = cin.raw_json(raw, f"{where}.file") if len(raw) else {}
     data = file.get("file_data") if isinstance(file, dict) else None
     if not isinstance(data, str) or not data.startswith("data:"):
-        raise bad_request(f"{where}: only inline files (file.file_data as a base64 data URL) can be sent to {PROVIDER}.",
-                          param=where)
+        raise bad_request(
+            f"{where}: only inline files (file.file_data as a base64 data URL) can be sent to {PROVIDER}.", param=where
+        )
     mime, payload = cin.data_url(data, where)
     return {"inlineData": {"mimeType": mime, "data": base64.b64encode(payload).decode()}}
 
@@ -207,7 +226,9 @@ def _function_response(msg: Message, where: str, names: dict[str, str]) -> dict[
 # -- tools ---------------------------------------------------------------------------------
 
 
-def tool_fields(req: ChatRequest, raw: dict[str, msgspec.Raw]) -> tuple[list[dict[str, Any]] | None, dict[str, Any] | None]:
+def tool_fields(
+    req: ChatRequest, raw: dict[str, msgspec.Raw]
+) -> tuple[list[dict[str, Any]] | None, dict[str, Any] | None]:
     declarations = []
     for i, tool in enumerate(req.tools or ()):
         if tool.type != "function" or tool.function is None:
@@ -279,7 +300,10 @@ def generation_config(req: ChatRequest, raw: dict[str, msgspec.Raw]) -> dict[str
         config["candidateCount"] = req.n
     if req.seed is not None:
         config["seed"] = req.seed
-    for openai_name, gemini_name in (("presence_penalty", "presencePenalty"), ("frequency_penalty", "frequencyPenalty")):
+    for openai_name, gemini_name in (
+        ("presence_penalty", "presencePenalty"),
+        ("frequency_penalty", "frequencyPenalty"),
+    ):
         if openai_name in raw:
             value = cin.raw_json(raw[openai_name], openai_name)
             if value is not None:

@@ -14,10 +14,18 @@ from ...schema.bounded import Decoder
 from .. import openai_out as out
 
 # finishReason -> OpenAI finish_reason. STOP becomes tool_calls when function calls came back.
-_FILTERED = frozenset({
-    "SAFETY", "RECITATION", "BLOCKLIST", "PROHIBITED_CONTENT", "SPII", "IMAGE_SAFETY",
-    "IMAGE_PROHIBITED_CONTENT", "IMAGE_RECITATION",
-})
+_FILTERED = frozenset(
+    {
+        "SAFETY",
+        "RECITATION",
+        "BLOCKLIST",
+        "PROHIBITED_CONTENT",
+        "SPII",
+        "IMAGE_SAFETY",
+        "IMAGE_PROHIBITED_CONTENT",
+        "IMAGE_RECITATION",
+    }
+)
 # The model produced a function call Gemini itself could not use: no OpenAI equivalent, so the
 # answer is treated as a failed attempt (the next deployment may do better).
 _BROKEN = frozenset({"MALFORMED_FUNCTION_CALL", "UNEXPECTED_TOOL_CALL", "TOO_MANY_TOOL_CALLS"})
@@ -131,8 +139,14 @@ def chat_completion(body: bytes, model: str) -> bytes:
         feedback = resp.promptFeedback
         if feedback is None or not feedback.blockReason:
             raise ValueError("no candidates and no blockReason")
-        return out.completion(model, text=None, tool_calls=None, finish_reason=out.FINISH_FILTER, usage=usage,
-                              refusal=block_message(feedback))
+        return out.completion(
+            model,
+            text=None,
+            tool_calls=None,
+            finish_reason=out.FINISH_FILTER,
+            usage=usage,
+            refusal=block_message(feedback),
+        )
     ids = CallIds(resp.responseId)
     choices: list[tuple[str | None, list[out.ToolCallOut] | None, str, str | None]] = []
     for cand in sorted(resp.candidates, key=lambda c: c.index):
@@ -157,8 +171,11 @@ def chat_completion(body: bytes, model: str) -> bytes:
     completion_id = out.completion_id()
     merged = None
     for i, (text, calls, reason, refusal) in enumerate(choices):
-        one = msgspec.json.decode(out.completion(model, text=text, tool_calls=calls, finish_reason=reason, usage=usage,
-                                                 refusal=refusal, id=completion_id))
+        one = msgspec.json.decode(
+            out.completion(
+                model, text=text, tool_calls=calls, finish_reason=reason, usage=usage, refusal=refusal, id=completion_id
+            )
+        )
         one["choices"][0]["index"] = i
         if merged is None:
             merged = one

@@ -63,10 +63,18 @@ class GeminiStreamDecoder:
         chunk = decode(payload)  # DecodeError is a ValueError: the relay reports a corrupt stream
         if chunk.error is not None:
             err = chunk.error
-            return [msgspec.json.encode({"error": {
-                "message": err.message or "upstream error", "type": "server_error", "param": None,
-                "code": (err.status or "upstream_error").lower(),
-            }})]
+            return [
+                msgspec.json.encode(
+                    {
+                        "error": {
+                            "message": err.message or "upstream error",
+                            "type": "server_error",
+                            "param": None,
+                            "code": (err.status or "upstream_error").lower(),
+                        }
+                    }
+                )
+            ]
         if self._finished:
             # Only a trailing usage update may follow the finish.
             if chunk.usageMetadata is not None:

@@ -31,4 +31,6 @@ class OpenAIAdapter(PassThrough):
 
 
 def build(name: str, provider: Provider) -> OpenAIAdapter:
-    return OpenAIAdapter(KIND.endpoint(provider), env_secret(provider.auth.api_key_env, what=f"providers.{name}.auth.api_key_env"))
+    return OpenAIAdapter(
+        KIND.endpoint(provider), env_secret(provider.auth.api_key_env, what=f"providers.{name}.auth.api_key_env")
+    )

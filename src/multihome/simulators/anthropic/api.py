@@ -21,12 +21,23 @@ from . import wire
 
 # status -> Anthropic error type (protocols.md section 6).
 ERROR_TYPES = {
-    400: "invalid_request_error", 401: "authentication_error", 402: "billing_error", 403: "permission_error",
-    404: "not_found_error", 413: "request_too_large", 429: "rate_limit_error", 500: "api_error",
-    504: "timeout_error", 529: "overloaded_error",
+    400: "invalid_request_error",
+    401: "authentication_error",
+    402: "billing_error",
+    403: "permission_error",
+    404: "not_found_error",
+    413: "request_too_large",
+    429: "rate_limit_error",
+    500: "api_error",
+    504: "timeout_error",
+    529: "overloaded_error",
 }
 _KNOWN_TYPES = frozenset(ERROR_TYPES.values())
-_MESSAGES = {529: "Overloaded", 500: "Internal server error", 413: "Request exceeds the maximum allowed number of bytes."}
+_MESSAGES = {
+    529: "Overloaded",
+    500: "Internal server error",
+    413: "Request exceeds the maximum allowed number of bytes.",
+}
 _PROMPT_CACHE_MAX = 4096
 _MODELS = ["claude-sonnet-4-5", "claude-haiku-4-5", "claude-opus-4-1"]
 
@@ -70,7 +81,7 @@ class AnthropicApp(ProviderApp):
         if method == b"GET" and path == b"/v1/models":
             return Route(MODELS)
         if method == b"GET" and path.startswith(b"/v1/models/") and len(path) > len(b"/v1/models/"):
-            return Route(MODEL, path[len(b"/v1/models/"):].decode("latin-1"))
+            return Route(MODEL, path[len(b"/v1/models/") :].decode("latin-1"))
         return Route(None, error=ErrorSpec(404, "Not found", "not_found_error"))
 
     def auth_error(self, headers: dict) -> ErrorSpec | None:
@@ -78,7 +89,9 @@ class AnthropicApp(ProviderApp):
         bearer = headers.get(b"authorization")
         if key is None and bearer is None:
             return ErrorSpec(401, "x-api-key header is required", "authentication_error")
-        given = key if key is not None else (bearer[7:] if bearer is not None and bearer.startswith(b"Bearer ") else b"")
+        given = (
+            key if key is not None else (bearer[7:] if bearer is not None and bearer.startswith(b"Bearer ") else b"")
+        )
         if not given or (self._api_key is not None and given != self._api_key):
             return ErrorSpec(401, "invalid x-api-key", "authentication_error")
         if b"anthropic-version" not in headers:
@@ -89,8 +102,11 @@ class AnthropicApp(ProviderApp):
         kind = err.type if err.type in _KNOWN_TYPES else ERROR_TYPES.get(err.status)
         if kind is None:
             kind = "api_error" if err.status >= 500 else "invalid_request_error"
-        return {"type": "error", "error": {"type": kind, "message": err.message},
-                "request_id": "req_" + short_hash(err.message, str(err.status), size=12)}
+        return {
+            "type": "error",
+            "error": {"type": kind, "message": err.message},
+            "request_id": "req_" + short_hash(err.message, str(err.status), size=12),
+        }
 
     def response_headers(self, rid: str, deployment: str | None) -> bytes:
         return b"request-id: %s\r\n%s" % (rid.encode(), self._static_headers)
@@ -114,8 +130,9 @@ class AnthropicApp(ProviderApp):
             if fault.hang:
                 return Reply("hang")
             if fault.throttle is not None:
-                err = ErrorSpec(429, "Number of request tokens has exceeded your per-minute rate limit.",
-                                "rate_limit_error")
+                err = ErrorSpec(
+                    429, "Number of request tokens has exceeded your per-minute rate limit.", "rate_limit_error"
+                )
                 return self._error_reply(err, None, self.throttle_headers(fault.throttle))
             if fault.status is not None and fault.status >= 400:
                 generic = error_for_status(fault.status)
@@ -127,8 +144,9 @@ class AnthropicApp(ProviderApp):
                 return Reply("cut")
         if op == MODELS:
             data = [self._model_info(m) for m in self.model_list()]
-            return self._json_reply(req, {"data": data, "has_more": False, "first_id": data[0]["id"],
-                                          "last_id": data[-1]["id"]}, None)
+            return self._json_reply(
+                req, {"data": data, "has_more": False, "first_id": data[0]["id"], "last_id": data[-1]["id"]}, None
+            )
         if op == MODEL:
             name = route.deployment or ""
             if self.models is not None and name not in self.models:

@@ -15,11 +15,29 @@ from ..content import estimate_tokens, short_hash, split_every, split_words, tex
 
 _encode = msgspec.json.encode
 # Top-level request fields the Messages API accepts; anything else is "Extra inputs are not permitted".
-FIELDS = frozenset({
-    "model", "messages", "max_tokens", "system", "stop_sequences", "stream", "temperature", "top_p", "top_k",
-    "tools", "tool_choice", "metadata", "thinking", "service_tier", "output_config", "container", "mcp_servers",
-    "context_management", "inference_geo",
-})
+FIELDS = frozenset(
+    {
+        "model",
+        "messages",
+        "max_tokens",
+        "system",
+        "stop_sequences",
+        "stream",
+        "temperature",
+        "top_p",
+        "top_k",
+        "tools",
+        "tool_choice",
+        "metadata",
+        "thinking",
+        "service_tier",
+        "output_config",
+        "container",
+        "mcp_servers",
+        "context_management",
+        "inference_geo",
+    }
+)
 MEDIA_TYPES = ("image/jpeg", "image/png", "image/gif", "image/webp")
 _ARG_PIECE = 16
 
@@ -46,7 +64,9 @@ def _check_block(block: Any, where: str, role: str) -> None:
         if not isinstance(src, dict) or src.get("type") not in ("base64", "url"):
             raise _bad(f"{where}.source: Input tag does not match any of the expected tags: 'base64', 'url'")
         if src["type"] == "base64" and src.get("media_type") not in MEDIA_TYPES:
-            raise _bad(f"{where}.source.media_type: Input should be 'image/jpeg', 'image/png', 'image/gif' or 'image/webp'")
+            raise _bad(
+                f"{where}.source.media_type: Input should be 'image/jpeg', 'image/png', 'image/gif' or 'image/webp'"
+            )
         if role != "user":
             raise _bad(f"{where}: image blocks are only allowed in user messages")
     elif kind == "tool_use":
@@ -102,8 +122,10 @@ def validate(body: dict) -> list[dict]:
             raise _bad(f"messages.{i}: Input should be a valid dictionary")
         role = m.get("role")
         if role == "system":
-            raise _bad('messages: Unexpected role "system". The Messages API accepts a top-level `system` parameter, '
-                       'not "system" as an input message role.')
+            raise _bad(
+                'messages: Unexpected role "system". The Messages API accepts a top-level `system` parameter, '
+                'not "system" as an input message role.'
+            )
         if role not in ("user", "assistant"):
             raise _bad(f"messages.{i}.role: Input should be 'user' or 'assistant'")
         content = m.get("content")
@@ -112,8 +134,10 @@ def validate(body: dict) -> list[dict]:
         blocks = _blocks(content)
         last = i == len(messages) - 1
         if not blocks or (isinstance(content, str) and not content and not (last and role == "assistant")):
-            raise _bad(f"messages.{i}: all messages must have non-empty content except for the optional final "
-                       "assistant message")
+            raise _bad(
+                f"messages.{i}: all messages must have non-empty content except for the optional final "
+                "assistant message"
+            )
         for j, block in enumerate(blocks):
             if not (isinstance(content, str) and last and role == "assistant"):
                 _check_block(block, f"messages.{i}.content.{j}", role)
@@ -138,17 +162,21 @@ def _check_tool_pairs(turns: list[dict]) -> None:
             answered = {b.get("tool_use_id") for b in nxt if b.get("type") == "tool_result"}
             missing = [u for u in uses if u not in answered]
             if missing:
-                raise _bad(f"messages.{i + 1}: `tool_use` ids were found without `tool_result` blocks immediately "
-                           f"after: {', '.join(missing)}. Each `tool_use` block must have a corresponding "
-                           "`tool_result` block in the next message.")
+                raise _bad(
+                    f"messages.{i + 1}: `tool_use` ids were found without `tool_result` blocks immediately "
+                    f"after: {', '.join(missing)}. Each `tool_use` block must have a corresponding "
+                    "`tool_result` block in the next message."
+                )
         if turn["role"] == "user":
             prev = turns[i - 1]["content"] if i > 0 and turns[i - 1]["role"] == "assistant" else []
             known = {b.get("id") for b in prev if b.get("type") == "tool_use"}
             for b in turn["content"]:
                 if b.get("type") == "tool_result" and b.get("tool_use_id") not in known:
-                    raise _bad(f"messages.{i}.content: unexpected `tool_use_id` found in `tool_result` blocks: "
-                               f"{b.get('tool_use_id')}. Each `tool_result` block must have a corresponding "
-                               "`tool_use` block in the previous message.")
+                    raise _bad(
+                        f"messages.{i}.content: unexpected `tool_use_id` found in `tool_result` blocks: "
+                        f"{b.get('tool_use_id')}. Each `tool_result` block must have a corresponding "
+                        "`tool_use` block in the previous message."
+                    )
 
 
 def _check_tools(body: dict) -> None:
@@ -173,8 +201,9 @@ def _check_tools(body: dict) -> None:
     oc = body.get("output_config")
     if oc is not None:
         fmt = oc.get("format") if isinstance(oc, dict) else None
-        if fmt is not None and (not isinstance(fmt, dict) or fmt.get("type") != "json_schema"
-                                or not isinstance(fmt.get("schema"), dict)):
+        if fmt is not None and (
+            not isinstance(fmt, dict) or fmt.get("type") != "json_schema" or not isinstance(fmt.get("schema"), dict)
+        ):
             raise _bad("output_config.format: expected {type: 'json_schema', schema: {...}}")
 
 
@@ -191,9 +220,15 @@ def planner_body(body: dict, turns: list[dict]) -> dict:
     for turn in turns:
         if turn["role"] == "assistant":
             texts = [b["text"] for b in turn["content"] if b.get("type") == "text"]
-            calls = [{"id": b["id"], "type": "function",
-                      "function": {"name": b["name"], "arguments": _encode(b["input"]).decode()}}
-                     for b in turn["content"] if b.get("type") == "tool_use"]
+            calls = [
+                {
+                    "id": b["id"],
+                    "type": "function",
+                    "function": {"name": b["name"], "arguments": _encode(b["input"]).decode()},
+                }
+                for b in turn["content"]
+                if b.get("type") == "tool_use"
+            ]
             msg: dict = {"role": "assistant", "content": " ".join(texts) or None}
             if calls:
                 msg["tool_calls"] = calls
@@ -211,18 +246,30 @@ def planner_body(body: dict, turns: list[dict]) -> dict:
                     messages.append({"role": "user", "content": parts})
                     parts = []
                 content = b.get("content")
-                messages.append({"role": "tool", "tool_call_id": b["tool_use_id"],
-                                 "content": content if isinstance(content, str) else text_of(content or [])})
+                messages.append(
+                    {
+                        "role": "tool",
+                        "tool_call_id": b["tool_use_id"],
+                        "content": content if isinstance(content, str) else text_of(content or []),
+                    }
+                )
         if parts:
             messages.append({"role": "user", "content": parts})
     out: dict = {"model": body["model"], "messages": messages}
     tools = body.get("tools")
     if tools:
-        out["tools"] = [{"type": "function", "function": {"name": t["name"], "description": t.get("description"),
-                                                          "parameters": t["input_schema"]}} for t in tools]
+        out["tools"] = [
+            {
+                "type": "function",
+                "function": {"name": t["name"], "description": t.get("description"), "parameters": t["input_schema"]},
+            }
+            for t in tools
+        ]
         choice = body.get("tool_choice") or {"type": "auto"}
         out["tool_choice"] = {"auto": "auto", "any": "required", "none": "none"}.get(choice["type"]) or {
-            "type": "function", "function": {"name": choice.get("name")}}
+            "type": "function",
+            "function": {"name": choice.get("name")},
+        }
         if choice.get("disable_parallel_tool_use"):
             out["parallel_tool_calls"] = False
     fmt = (body.get("output_config") or {}).get("format")
@@ -246,8 +293,12 @@ def cache_prefix(body: dict, turns: list[dict]) -> tuple[bytes, int] | None:
     if last < 0:
         return None
     prefix = items[: last + 1]
-    tokens = sum(estimate_tokens(it["text"]) if it.get("type") == "text" and isinstance(it.get("text"), str)
-                 else estimate_tokens(_encode(it).decode()) for it in prefix)
+    tokens = sum(
+        estimate_tokens(it["text"])
+        if it.get("type") == "text" and isinstance(it.get("text"), str)
+        else estimate_tokens(_encode(it).decode())
+        for it in prefix
+    )
     return _encode([body["model"], prefix]), tokens
 
 
@@ -268,9 +319,13 @@ class MessagePlan:
     pieces: list[str] | None = None  # text deltas forced by the `chunks` knob
 
     def usage(self) -> dict:
-        return {"input_tokens": self.input_tokens, "cache_creation_input_tokens": self.cache_creation,
-                "cache_read_input_tokens": self.cache_read, "output_tokens": self.output_tokens,
-                "service_tier": "standard"}
+        return {
+            "input_tokens": self.input_tokens,
+            "cache_creation_input_tokens": self.cache_creation,
+            "cache_read_input_tokens": self.cache_read,
+            "output_tokens": self.output_tokens,
+            "service_tier": "standard",
+        }
 
 
 def message_plan(body: dict, plan: ChatPlan, key: bytes, refuse_prompt: bool) -> MessagePlan:
@@ -290,8 +345,14 @@ def message_plan(body: dict, plan: ChatPlan, key: bytes, refuse_prompt: bool) ->
             names = ", ".join(c["function"]["name"] for c in choice.tool_calls)
             blocks.append({"type": "text", "text": f"I'll use {names}."})
         for call in choice.tool_calls:
-            blocks.append({"type": "tool_use", "id": "toolu_" + call["id"][5:], "name": call["function"]["name"],
-                           "input": msgspec.json.decode(call["function"]["arguments"])})
+            blocks.append(
+                {
+                    "type": "tool_use",
+                    "id": "toolu_" + call["id"][5:],
+                    "name": call["function"]["name"],
+                    "input": msgspec.json.decode(call["function"]["arguments"]),
+                }
+            )
         stop_reason = "tool_use"
         out_tokens = choice.completion_tokens + (estimate_tokens(blocks[0]["text"]) if choice_type == "auto" else 0)
         return MessagePlan(mid, plan.model, blocks, stop_reason, None, plan.prompt_tokens, out_tokens)
@@ -307,13 +368,29 @@ def message_plan(body: dict, plan: ChatPlan, key: bytes, refuse_prompt: bool) ->
             text, stop_reason, stop_seq, pieces = truncate_to_tokens(text, body["max_tokens"]), "max_tokens", None, None
     if text:
         blocks.append({"type": "text", "text": text})
-    return MessagePlan(mid, plan.model, blocks, stop_reason, stop_seq, plan.prompt_tokens,
-                       estimate_tokens(text) if text else 0, pieces=pieces)
+    return MessagePlan(
+        mid,
+        plan.model,
+        blocks,
+        stop_reason,
+        stop_seq,
+        plan.prompt_tokens,
+        estimate_tokens(text) if text else 0,
+        pieces=pieces,
+    )
 
 
 def render_message(mp: MessagePlan) -> dict:
-    return {"id": mp.id, "type": "message", "role": "assistant", "model": mp.model, "content": mp.blocks,
-            "stop_reason": mp.stop_reason, "stop_sequence": mp.stop_sequence, "usage": mp.usage()}
+    return {
+        "id": mp.id,
+        "type": "message",
+        "role": "assistant",
+        "model": mp.model,
+        "content": mp.blocks,
+        "stop_reason": mp.stop_reason,
+        "stop_sequence": mp.stop_sequence,
+        "usage": mp.usage(),
+    }
 
 
 CONTENT = "content"  # a content_block_delta: what `cut_after` counts
@@ -323,31 +400,71 @@ def stream_events(mp: MessagePlan) -> Iterator[tuple[str, str, dict]]:
     """(stage, event name, data) in Anthropic's order: message_start, per block start/deltas/stop
     (with a ping after the first start, as the API does), message_delta, message_stop."""
     start_usage = {**mp.usage(), "output_tokens": 1}
-    yield "head", "message_start", {"type": "message_start", "message": {
-        "id": mp.id, "type": "message", "role": "assistant", "model": mp.model, "content": [],
-        "stop_reason": None, "stop_sequence": None, "usage": start_usage}}
+    yield (
+        "head",
+        "message_start",
+        {
+            "type": "message_start",
+            "message": {
+                "id": mp.id,
+                "type": "message",
+                "role": "assistant",
+                "model": mp.model,
+                "content": [],
+                "stop_reason": None,
+                "stop_sequence": None,
+                "usage": start_usage,
+            },
+        },
+    )
     for index, block in enumerate(mp.blocks):
         if block["type"] == "text":
-            yield "head", "content_block_start", {"type": "content_block_start", "index": index,
-                                                  "content_block": {"type": "text", "text": ""}}
+            yield (
+                "head",
+                "content_block_start",
+                {"type": "content_block_start", "index": index, "content_block": {"type": "text", "text": ""}},
+            )
             if index == 0:
                 yield "head", "ping", {"type": "ping"}
-            for word in (mp.pieces if mp.pieces and len(mp.blocks) == 1 else split_words(block["text"])):
-                yield CONTENT, "content_block_delta", {"type": "content_block_delta", "index": index,
-                                                       "delta": {"type": "text_delta", "text": word}}
+            for word in mp.pieces if mp.pieces and len(mp.blocks) == 1 else split_words(block["text"]):
+                yield (
+                    CONTENT,
+                    "content_block_delta",
+                    {"type": "content_block_delta", "index": index, "delta": {"type": "text_delta", "text": word}},
+                )
         else:
-            yield "head", "content_block_start", {"type": "content_block_start", "index": index, "content_block": {
-                "type": "tool_use", "id": block["id"], "name": block["name"], "input": {}}}
+            yield (
+                "head",
+                "content_block_start",
+                {
+                    "type": "content_block_start",
+                    "index": index,
+                    "content_block": {"type": "tool_use", "id": block["id"], "name": block["name"], "input": {}},
+                },
+            )
             if index == 0:
                 yield "head", "ping", {"type": "ping"}
             # The API opens every tool input with an empty fragment, then streams the JSON text.
             for piece in [""] + split_every(_encode(block["input"]).decode(), _ARG_PIECE):
-                yield CONTENT, "content_block_delta", {"type": "content_block_delta", "index": index,
-                                                       "delta": {"type": "input_json_delta", "partial_json": piece}}
+                yield (
+                    CONTENT,
+                    "content_block_delta",
+                    {
+                        "type": "content_block_delta",
+                        "index": index,
+                        "delta": {"type": "input_json_delta", "partial_json": piece},
+                    },
+                )
         yield "tail", "content_block_stop", {"type": "content_block_stop", "index": index}
-    yield "tail", "message_delta", {"type": "message_delta",
-                                    "delta": {"stop_reason": mp.stop_reason, "stop_sequence": mp.stop_sequence},
-                                    "usage": {"output_tokens": mp.output_tokens}}
+    yield (
+        "tail",
+        "message_delta",
+        {
+            "type": "message_delta",
+            "delta": {"stop_reason": mp.stop_reason, "stop_sequence": mp.stop_sequence},
+            "usage": {"output_tokens": mp.output_tokens},
+        },
+    )
     yield "tail", "message_stop", {"type": "message_stop"}
 
 

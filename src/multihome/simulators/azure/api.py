@@ -21,13 +21,19 @@ _V1_OPS = {b"/openai/v1/chat/completions": CHAT, b"/openai/v1/embeddings": EMBED
 
 _SAFE = {"filtered": False, "severity": "safe"}
 PROMPT_FILTER_SAFE = {
-    "hate": _SAFE, "jailbreak": {"filtered": False, "detected": False}, "self_harm": _SAFE,
-    "sexual": _SAFE, "violence": _SAFE,
+    "hate": _SAFE,
+    "jailbreak": {"filtered": False, "detected": False},
+    "self_harm": _SAFE,
+    "sexual": _SAFE,
+    "violence": _SAFE,
 }
 CHOICE_FILTER_SAFE = {
-    "hate": _SAFE, "protected_material_code": {"filtered": False, "detected": False},
-    "protected_material_text": {"filtered": False, "detected": False}, "self_harm": _SAFE,
-    "sexual": _SAFE, "violence": _SAFE,
+    "hate": _SAFE,
+    "protected_material_code": {"filtered": False, "detected": False},
+    "protected_material_text": {"filtered": False, "detected": False},
+    "self_harm": _SAFE,
+    "sexual": _SAFE,
+    "violence": _SAFE,
 }
 # The output-filter fault pretends the model's output hit the violence category.
 CHOICE_FILTER_HIT = {**CHOICE_FILTER_SAFE, "violence": {"filtered": True, "severity": "medium"}}
@@ -60,18 +66,32 @@ class AzureApp(ProviderApp):
         q = parse_qs(query.decode("latin-1")) if query else {}
         api_version = q.get("api-version", [None])[0]
         if method == b"POST" and path.startswith(b"/openai/deployments/"):
-            deployment, _, rest = path[len(b"/openai/deployments/"):].partition(b"/")
+            deployment, _, rest = path[len(b"/openai/deployments/") :].partition(b"/")
             op = _CLASSIC_OPS.get(rest)
             if op is None or not deployment:
                 return Route(None, api_version=api_version, error=_NOT_FOUND)
             if api_version is None:
-                return Route(op, api_version=None, error=ErrorSpec(
-                    400, "Missing required query parameter: api-version. Use e.g. ?api-version=2024-10-21.",
-                    None, "MissingApiVersionParameter"))
+                return Route(
+                    op,
+                    api_version=None,
+                    error=ErrorSpec(
+                        400,
+                        "Missing required query parameter: api-version. Use e.g. ?api-version=2024-10-21.",
+                        None,
+                        "MissingApiVersionParameter",
+                    ),
+                )
             if not _API_VERSION.match(api_version):
-                return Route(op, api_version=api_version, error=ErrorSpec(
-                    400, f"Unsupported api-version {api_version!r}: expected YYYY-MM-DD or YYYY-MM-DD-preview.",
-                    None, "BadRequest"))
+                return Route(
+                    op,
+                    api_version=api_version,
+                    error=ErrorSpec(
+                        400,
+                        f"Unsupported api-version {api_version!r}: expected YYYY-MM-DD or YYYY-MM-DD-preview.",
+                        None,
+                        "BadRequest",
+                    ),
+                )
             return Route(op, unquote(deployment.decode("latin-1")), api_version)
         if method == b"POST":
             op = _V1_OPS.get(path)
@@ -82,7 +102,7 @@ class AzureApp(ProviderApp):
                 return Route(MODELS, None, api_version)
             for prefix in (b"/openai/v1/models/", b"/openai/models/"):
                 if path.startswith(prefix) and len(path) > len(prefix):
-                    return Route(MODEL, unquote(path[len(prefix):].decode("latin-1")), api_version)
+                    return Route(MODEL, unquote(path[len(prefix) :].decode("latin-1")), api_version)
         return Route(None, api_version=api_version, error=_NOT_FOUND)
 
     # -- auth ------------------------------------------------------------------------------
@@ -90,21 +110,38 @@ class AzureApp(ProviderApp):
         key = headers.get(b"api-key")
         bearer = headers.get(b"authorization")
         if key is not None and bearer is not None:
-            return ErrorSpec(401, "Provide exactly one of the api-key header or an Authorization bearer token.", None, "401")
+            return ErrorSpec(
+                401, "Provide exactly one of the api-key header or an Authorization bearer token.", None, "401"
+            )
         if key is not None:
             if key and (self._api_key is None or key == self._api_key):
                 return None
-            return ErrorSpec(401, "Access denied due to invalid subscription key or wrong API endpoint. Make sure to "
-                             "provide a valid key for an active subscription and use a correct regional API endpoint "
-                             "for your resource.", None, "401")
+            return ErrorSpec(
+                401,
+                "Access denied due to invalid subscription key or wrong API endpoint. Make sure to "
+                "provide a valid key for an active subscription and use a correct regional API endpoint "
+                "for your resource.",
+                None,
+                "401",
+            )
         if bearer is not None:
             token_ok = bearer.startswith(b"Bearer ") and len(bearer) > 7
             if token_ok and (self._entra is None or bearer == self._entra):
                 return None
-            return ErrorSpec(401, "Unauthorized. Access token is missing, invalid, audience is incorrect "
-                             "(https://cognitiveservices.azure.com), or have expired.", None, "PermissionDenied")
-        return ErrorSpec(401, "Access denied due to missing subscription key or Authorization token. Make sure to "
-                         "include an api-key header or an Authorization bearer token.", None, "401")
+            return ErrorSpec(
+                401,
+                "Unauthorized. Access token is missing, invalid, audience is incorrect "
+                "(https://cognitiveservices.azure.com), or have expired.",
+                None,
+                "PermissionDenied",
+            )
+        return ErrorSpec(
+            401,
+            "Access denied due to missing subscription key or Authorization token. Make sure to "
+            "include an api-key header or an Authorization bearer token.",
+            None,
+            "401",
+        )
 
     # -- shapes ----------------------------------------------------------------------------
     def error_payload(self, err: ErrorSpec) -> dict:
@@ -125,20 +162,29 @@ class AzureApp(ProviderApp):
         return super().throttle_headers(seconds) + b"x-ms-retry-after-ms: %d\r\n" % round(seconds * 1000)
 
     def unknown_model(self, name: str) -> ErrorSpec:
-        return ErrorSpec(404, "The API deployment for this resource does not exist. If you created the deployment "
-                         "within the last 5 minutes, please wait a moment and try again.", None, "DeploymentNotFound")
+        return ErrorSpec(
+            404,
+            "The API deployment for this resource does not exist. If you created the deployment "
+            "within the last 5 minutes, please wait a moment and try again.",
+            None,
+            "DeploymentNotFound",
+        )
 
     def content_filter_prompt(self) -> bytes:
-        return msgspec.json.encode({"error": {
-            "message": "The response was filtered due to the prompt triggering Azure OpenAI's content management "
-                       "policy. Please modify your prompt and retry. To learn more about our content filtering "
-                       "policies please read our documentation: https://go.microsoft.com/fwlink/?linkid=2198766",
-            "type": None,
-            "param": "prompt",
-            "code": "content_filter",
-            "status": 400,
-            "innererror": {"code": "ResponsibleAIPolicyViolation", "content_filter_result": PROMPT_FILTER_HIT},
-        }})
+        return msgspec.json.encode(
+            {
+                "error": {
+                    "message": "The response was filtered due to the prompt triggering Azure OpenAI's content management "
+                    "policy. Please modify your prompt and retry. To learn more about our content filtering "
+                    "policies please read our documentation: https://go.microsoft.com/fwlink/?linkid=2198766",
+                    "type": None,
+                    "param": "prompt",
+                    "code": "content_filter",
+                    "status": 400,
+                    "innererror": {"code": "ResponsibleAIPolicyViolation", "content_filter_result": PROMPT_FILTER_HIT},
+                }
+            }
+        )
 
     # -- content-filter decoration ---------------------------------------------------------
     def decorate_completion(self, body: dict, plan: ChatPlan, fault: Fault | None) -> None:
@@ -149,8 +195,18 @@ class AzureApp(ProviderApp):
 
     def stream_events(self, plan: ChatPlan, fault: Fault | None) -> Iterator[tuple[str, int, dict]]:
         # Documented quirk: an anonymous first chunk that only carries the prompt filter results.
-        yield "prelude", -1, {"choices": [], "created": 0, "id": "", "model": "", "object": "",
-                              "prompt_filter_results": PROMPT_FILTER_RESULTS}
+        yield (
+            "prelude",
+            -1,
+            {
+                "choices": [],
+                "created": 0,
+                "id": "",
+                "model": "",
+                "object": "",
+                "prompt_filter_results": PROMPT_FILTER_RESULTS,
+            },
+        )
         for stage, i, chunk in stream_chunks(plan, self.created, self.fingerprint):
             choices = chunk["choices"]
             if choices:

@@ -101,7 +101,7 @@ class BedrockApp(ProviderApp):
 
     def route(self, method: bytes, path: bytes, query: bytes) -> Route:
         if method == b"POST" and path.startswith(b"/model/"):
-            model, _, op = path[len(b"/model/"):].rpartition(b"/")
+            model, _, op = path[len(b"/model/") :].rpartition(b"/")
             spec = _OPS.get(op)
             if spec is not None and model:
                 return BedrockRoute(spec[0], unquote(model.decode("latin-1")), stream=spec[1])
@@ -112,14 +112,27 @@ class BedrockApp(ProviderApp):
         if self._bearer is not None and auth is not None and auth.startswith(b"Bearer "):
             if auth == self._bearer:
                 return None
-            return ErrorSpec(403, "Invalid API Key format: Must start with pre-defined prefix", "UnrecognizedClientException")
+            return ErrorSpec(
+                403, "Invalid API Key format: Must start with pre-defined prefix", "UnrecognizedClientException"
+            )
         if not self.keys:
-            return None if self._bearer is None else ErrorSpec(403, "Missing Authentication Token", "MissingAuthenticationTokenException")
+            return (
+                None
+                if self._bearer is None
+                else ErrorSpec(403, "Missing Authentication Token", "MissingAuthenticationTokenException")
+            )
         req = self._req
         assert req is not None  # handle() sets it around the shared pipeline
         hdrs = {k.decode("latin-1"): v.decode("latin-1") for k, v in headers.items()}
-        failure = verify(req.method.decode(), req.url.decode("latin-1"), hdrs, req.body, keys=self.keys,
-                         region=self.region, service="bedrock")
+        failure = verify(
+            req.method.decode(),
+            req.url.decode("latin-1"),
+            hdrs,
+            req.body,
+            keys=self.keys,
+            region=self.region,
+            service="bedrock",
+        )
         if failure is None:
             return None
         return ErrorSpec(failure.status, failure.message, failure.error_type)
@@ -140,8 +153,15 @@ class BedrockApp(ProviderApp):
             body = b'{"Output":{"__type":"com.amazon.coral.service#UnknownOperationException"},"Version":"1.0"}'
         else:
             body = _encode({"message": err.message})
-        head = (b"content-type: application/json\r\nx-amzn-RequestId: " + _request_id(err.message, str(err.status)).encode()
-                + b"\r\nx-amzn-ErrorType: " + name.encode() + _CODE_SUFFIX + b"\r\n" + extra_headers)
+        head = (
+            b"content-type: application/json\r\nx-amzn-RequestId: "
+            + _request_id(err.message, str(err.status)).encode()
+            + b"\r\nx-amzn-ErrorType: "
+            + name.encode()
+            + _CODE_SUFFIX
+            + b"\r\n"
+            + extra_headers
+        )
         return Reply("response", build_response(err.status, head, body), status=err.status)
 
     # -- replies -------------------------------------------------------------------------------
@@ -154,7 +174,9 @@ class BedrockApp(ProviderApp):
             if fault.throttle is not None:
                 return self._error_reply(ErrorSpec(429, _MESSAGES["ThrottlingException"], "ThrottlingException"), None)
             if fault.status is not None and fault.status >= 400:
-                name = EXCEPTION_FOR_STATUS.get(fault.status) or ("InternalServerException" if fault.status >= 500 else VALIDATION)
+                name = EXCEPTION_FOR_STATUS.get(fault.status) or (
+                    "InternalServerException" if fault.status >= 500 else VALIDATION
+                )
                 message = _MESSAGES.get(name, "Simulated error.")
                 if fault.error_code == "context_length_exceeded" and name == VALIDATION:  # Bedrock's words
                     message = "Input is too long for requested model."
@@ -187,16 +209,26 @@ class BedrockApp(ProviderApp):
         return reply
 
     def _json_reply(self, req: Request, obj: Any, deployment: str | None, extra_headers: bytes = b"") -> Reply:
-        head = b"content-type: application/json\r\nx-amzn-RequestId: " + _request_id(req.url, req.body).encode() + b"\r\n"
+        head = (
+            b"content-type: application/json\r\nx-amzn-RequestId: " + _request_id(req.url, req.body).encode() + b"\r\n"
+        )
         return Reply("response", build_response(200, head + extra_headers, _encode(obj)))
 
     def _stream_headers(self, req: Request) -> bytes:
-        return (b"content-type: application/vnd.amazon.eventstream\r\nx-amzn-RequestId: "
-                + _request_id(req.url, req.body).encode() + b"\r\n")
+        return (
+            b"content-type: application/vnd.amazon.eventstream\r\nx-amzn-RequestId: "
+            + _request_id(req.url, req.body).encode()
+            + b"\r\n"
+        )
 
     def _whole_event_stream(self, reply: Reply) -> bytes:
         data = b"".join(es.event(name, payload) for _, name, payload in stream_events(reply.stream_plan(), None))
-        return status_line(200) + reply.headers + b"transfer-encoding: chunked\r\n\r\n" + b"%x\r\n%s\r\n0\r\n\r\n" % (len(data), data)
+        return (
+            status_line(200)
+            + reply.headers
+            + b"transfer-encoding: chunked\r\n\r\n"
+            + b"%x\r\n%s\r\n0\r\n\r\n" % (len(data), data)
+        )
 
     stream_end = b""  # event-stream ends with messageStop/metadata frames
 
@@ -221,17 +253,35 @@ class BedrockApp(ProviderApp):
             if "Credential=" in auth:
                 parts = auth.split("Credential=", 1)[1].split(",", 1)[0].split("/")
                 scope_region = parts[2] if len(parts) == 5 else ""
-            failure = verify("POST", req.url.decode("latin-1"), hdrs, req.body, keys=self.keys, region=scope_region, service="sts")
+            failure = verify(
+                "POST", req.url.decode("latin-1"), hdrs, req.body, keys=self.keys, region=scope_region, service="sts"
+            )
             if failure is not None:
-                return self._sts_error(conn, req, 403, "InvalidClientTokenId" if "token" in failure.message else "SignatureDoesNotMatch", failure.message)
+                return self._sts_error(
+                    conn,
+                    req,
+                    403,
+                    "InvalidClientTokenId" if "token" in failure.message else "SignatureDoesNotMatch",
+                    failure.message,
+                )
         if form.get("Action") != "AssumeRole" or not form.get("RoleArn") or not form.get("RoleSessionName"):
-            return self._sts_error(conn, req, 400, "InvalidAction", "Only AssumeRole with RoleArn and RoleSessionName is simulated.")
+            return self._sts_error(
+                conn, req, 400, "InvalidAction", "Only AssumeRole with RoleArn and RoleSessionName is simulated."
+            )
         if "denied" in form["RoleArn"]:  # lets tests prove the gateway really goes through STS
-            return self._sts_error(conn, req, 403, "AccessDenied", f"User is not authorized to perform: sts:AssumeRole on resource: {form['RoleArn']}")
+            return self._sts_error(
+                conn,
+                req,
+                403,
+                "AccessDenied",
+                f"User is not authorized to perform: sts:AssumeRole on resource: {form['RoleArn']}",
+            )
         self.sts_calls += 1
         n = self.sts_calls
         akid = "ASIA" + short_hash(form["RoleArn"], str(n), size=8).upper()
-        secret = Secret(short_hash("secret", form["RoleArn"], str(n), size=20), "FwoG" + short_hash("token", str(n), size=32))
+        secret = Secret(
+            short_hash("secret", form["RoleArn"], str(n), size=20), "FwoG" + short_hash("token", str(n), size=32)
+        )
         self.keys[akid] = secret
         expires = datetime.datetime.now(datetime.UTC) + datetime.timedelta(seconds=self.sts_lifetime_s)
         role = form["RoleArn"].rsplit("/", 1)[-1]
@@ -248,8 +298,10 @@ class BedrockApp(ProviderApp):
             conn.finish(False)
 
     def _sts_error(self, conn: Connection, req: Request, status: int, code: str, message: str) -> None:
-        xml = (f'<ErrorResponse xmlns="https://sts.amazonaws.com/doc/2011-06-15/"><Error><Type>Sender</Type><Code>{code}</Code>'
-               f"<Message>{message}</Message></Error><RequestId>{_request_id(code)}</RequestId></ErrorResponse>").encode()
+        xml = (
+            f'<ErrorResponse xmlns="https://sts.amazonaws.com/doc/2011-06-15/"><Error><Type>Sender</Type><Code>{code}</Code>'
+            f"<Message>{message}</Message></Error><RequestId>{_request_id(code)}</RequestId></ErrorResponse>"
+        ).encode()
         conn.write(build_response(status, b"content-type: text/xml\r\n", xml, close=not req.keep_alive))
         if not req.keep_alive:
             conn.finish(False)

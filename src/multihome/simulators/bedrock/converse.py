@@ -15,13 +15,36 @@ from ..content import embedding, estimate_tokens, split_every, split_words
 VALIDATION = "ValidationException"
 TOP_LEVEL = frozenset(
     {
-        "messages", "system", "inferenceConfig", "toolConfig", "guardrailConfig", "additionalModelRequestFields",
-        "additionalModelResponseFieldPaths", "promptVariables", "requestMetadata", "performanceConfig",
-        "serviceTier", "outputConfig",
+        "messages",
+        "system",
+        "inferenceConfig",
+        "toolConfig",
+        "guardrailConfig",
+        "additionalModelRequestFields",
+        "additionalModelResponseFieldPaths",
+        "promptVariables",
+        "requestMetadata",
+        "performanceConfig",
+        "serviceTier",
+        "outputConfig",
     }
 )
-BLOCK_KEYS = frozenset({"text", "image", "document", "video", "audio", "toolUse", "toolResult", "reasoningContent",
-                        "cachePoint", "guardContent", "citationsContent", "searchResult"})
+BLOCK_KEYS = frozenset(
+    {
+        "text",
+        "image",
+        "document",
+        "video",
+        "audio",
+        "toolUse",
+        "toolResult",
+        "reasoningContent",
+        "cachePoint",
+        "guardContent",
+        "citationsContent",
+        "searchResult",
+    }
+)
 IMAGE_FORMATS = {"png", "jpeg", "gif", "webp"}
 GUARDRAIL_BLOCKED = "Sorry, the model cannot answer this question."
 _ARG_PIECE = 16
@@ -42,10 +65,14 @@ def to_chat_body(body: dict) -> dict:
     """A Converse request as the OpenAI-shaped body the shared planner reads. Raises BadRequest."""
     extra = set(body) - TOP_LEVEL
     if extra:
-        raise invalid(f"Malformed input request: extraneous key [{sorted(extra)[0]}] is not permitted, please reformat your input and try again.")
+        raise invalid(
+            f"Malformed input request: extraneous key [{sorted(extra)[0]}] is not permitted, please reformat your input and try again."
+        )
     messages = body.get("messages")
     if not isinstance(messages, list) or not messages:
-        raise invalid("A conversation must start with a user message. Try again with a conversation that starts with a user message.")
+        raise invalid(
+            "A conversation must start with a user message. Try again with a conversation that starts with a user message."
+        )
     out: list[dict] = []
     for block in body.get("system") or ():
         if isinstance(block, dict) and isinstance(block.get("text"), str):
@@ -57,13 +84,19 @@ def to_chat_body(body: dict) -> dict:
         if role not in ("user", "assistant"):
             raise invalid(f"messages.{i}.role: member must satisfy enum value set: [user, assistant]")
         if previous is None and role != "user":
-            raise invalid("A conversation must start with a user message. Try again with a conversation that starts with a user message.")
+            raise invalid(
+                "A conversation must start with a user message. Try again with a conversation that starts with a user message."
+            )
         if role == previous:
-            raise invalid("A conversation must alternate between user and assistant roles. Make sure the conversation alternates between user and assistant roles and try again.")
+            raise invalid(
+                "A conversation must alternate between user and assistant roles. Make sure the conversation alternates between user and assistant roles and try again."
+            )
         previous = role
         content = m.get("content")
         if not isinstance(content, list) or not content:
-            raise invalid(f"The content field in the Message object at messages.{i} is empty. Add a ContentBlock object to the content field and try again.")
+            raise invalid(
+                f"The content field in the Message object at messages.{i} is empty. Add a ContentBlock object to the content field and try again."
+            )
         texts: list[dict] = []
         calls: list[dict] = []
         for j, block in enumerate(content):
@@ -71,29 +104,57 @@ def to_chat_body(body: dict) -> dict:
             value = block[key]
             if key == "text":
                 if not isinstance(value, str) or not value.strip():
-                    raise invalid(f"The text field in the ContentBlock object at messages.{i}.content.{j} is blank. Add text to the text field, and try again.")
+                    raise invalid(
+                        f"The text field in the ContentBlock object at messages.{i}.content.{j} is blank. Add text to the text field, and try again."
+                    )
                 texts.append({"type": "text", "text": value})
             elif key == "image":
                 fmt = value.get("format") if isinstance(value, dict) else None
                 src = value.get("source") if isinstance(value, dict) else None
                 if fmt not in IMAGE_FORMATS or not isinstance(src, dict) or not isinstance(src.get("bytes"), str):
-                    raise invalid(f"messages.{i}.content.{j}.image: format must be png|jpeg|gif|webp and source.bytes base64")
+                    raise invalid(
+                        f"messages.{i}.content.{j}.image: format must be png|jpeg|gif|webp and source.bytes base64"
+                    )
                 texts.append({"type": "image_url", "image_url": {"url": f"data:image/{fmt};base64,{src['bytes']}"}})
             elif key == "toolUse":
                 has_tool_blocks = True
                 if role != "assistant" or not isinstance(value, dict) or not isinstance(value.get("input"), dict):
-                    raise invalid(f"messages.{i}.content.{j}.toolUse must be in an assistant message with an object input")
-                calls.append({"id": value.get("toolUseId"), "type": "function",
-                              "function": {"name": value.get("name"), "arguments": msgspec.json.encode(value["input"]).decode()}})
+                    raise invalid(
+                        f"messages.{i}.content.{j}.toolUse must be in an assistant message with an object input"
+                    )
+                calls.append(
+                    {
+                        "id": value.get("toolUseId"),
+                        "type": "function",
+                        "function": {
+                            "name": value.get("name"),
+                            "arguments": msgspec.json.encode(value["input"]).decode(),
+                        },
+                    }
+                )
             elif key == "toolResult":
                 has_tool_blocks = True
-                if role != "user" or not isinstance(value, dict) or not isinstance(value.get("content"), list) or not value["content"]:
-                    raise invalid(f"messages.{i}.content.{j}.toolResult must be in a user message with non-empty content")
-                text = " ".join(c["text"] for c in value["content"] if isinstance(c, dict) and isinstance(c.get("text"), str))
+                if (
+                    role != "user"
+                    or not isinstance(value, dict)
+                    or not isinstance(value.get("content"), list)
+                    or not value["content"]
+                ):
+                    raise invalid(
+                        f"messages.{i}.content.{j}.toolResult must be in a user message with non-empty content"
+                    )
+                text = " ".join(
+                    c["text"] for c in value["content"] if isinstance(c, dict) and isinstance(c.get("text"), str)
+                )
                 out.append({"role": "tool", "tool_call_id": value.get("toolUseId"), "content": text})
         if role == "assistant":
-            out.append({"role": "assistant", "content": " ".join(t["text"] for t in texts if t["type"] == "text") or None,
-                        **({"tool_calls": calls} if calls else {})})
+            out.append(
+                {
+                    "role": "assistant",
+                    "content": " ".join(t["text"] for t in texts if t["type"] == "text") or None,
+                    **({"tool_calls": calls} if calls else {}),
+                }
+            )
         elif texts:
             out.append({"role": "user", "content": texts})
     chat: dict = {"messages": out}
@@ -119,7 +180,12 @@ def _tool_config(tc: Any, chat: dict) -> None:
         schema = spec.get("inputSchema", {}).get("json") if isinstance(spec, dict) else None
         if not isinstance(spec, dict) or not isinstance(spec.get("name"), str) or not isinstance(schema, dict):
             raise invalid(f"toolConfig.tools.{k}.toolSpec needs a name and inputSchema.json")
-        fns.append({"type": "function", "function": {"name": spec["name"], "description": spec.get("description"), "parameters": schema}})
+        fns.append(
+            {
+                "type": "function",
+                "function": {"name": spec["name"], "description": spec.get("description"), "parameters": schema},
+            }
+        )
     chat["tools"] = fns
     choice = tc.get("toolChoice")
     if choice is None or "auto" in choice:
@@ -163,8 +229,13 @@ def _output(cfg: Any, chat: dict) -> None:
     try:
         schema = msgspec.json.decode(js.get("schema") or "")
     except (msgspec.DecodeError, TypeError):
-        raise invalid("outputConfig.textFormat.structure.jsonSchema.schema must be a JSON schema encoded as a string") from None
-    chat["response_format"] = {"type": "json_schema", "json_schema": {"name": js.get("name") or "output", "schema": schema}}
+        raise invalid(
+            "outputConfig.textFormat.structure.jsonSchema.schema must be a JSON schema encoded as a string"
+        ) from None
+    chat["response_format"] = {
+        "type": "json_schema",
+        "json_schema": {"name": js.get("name") or "output", "schema": schema},
+    }
 
 
 # -- rendering -------------------------------------------------------------------------------
@@ -173,7 +244,9 @@ def _output(cfg: Any, chat: dict) -> None:
 def _stop_reason(finish: str, filtered: str | None) -> str:
     if filtered == "prompt":
         return "guardrail_intervened"
-    return {"stop": "end_turn", "length": "max_tokens", "tool_calls": "tool_use", "content_filter": "content_filtered"}[finish]
+    return {"stop": "end_turn", "length": "max_tokens", "tool_calls": "tool_use", "content_filter": "content_filtered"}[
+        finish
+    ]
 
 
 def tool_id(call_id: str) -> str:
@@ -181,7 +254,11 @@ def tool_id(call_id: str) -> str:
 
 
 def _usage(plan: ChatPlan, output_tokens: int) -> dict:
-    return {"inputTokens": plan.prompt_tokens, "outputTokens": output_tokens, "totalTokens": plan.prompt_tokens + output_tokens}
+    return {
+        "inputTokens": plan.prompt_tokens,
+        "outputTokens": output_tokens,
+        "totalTokens": plan.prompt_tokens + output_tokens,
+    }
 
 
 def _latency(plan: ChatPlan) -> int:
@@ -194,8 +271,16 @@ def render_converse(plan: ChatPlan, filtered: str | None) -> dict:
         content: list[dict] = [{"text": GUARDRAIL_BLOCKED}]
         usage = _usage(plan, 0)
     elif c.tool_calls:
-        content = [{"toolUse": {"toolUseId": tool_id(t["id"]), "name": t["function"]["name"],
-                                "input": msgspec.json.decode(t["function"]["arguments"])}} for t in c.tool_calls]
+        content = [
+            {
+                "toolUse": {
+                    "toolUseId": tool_id(t["id"]),
+                    "name": t["function"]["name"],
+                    "input": msgspec.json.decode(t["function"]["arguments"]),
+                }
+            }
+            for t in c.tool_calls
+        ]
         usage = _usage(plan, c.completion_tokens)
     else:
         content = [{"text": c.content}] if c.content else []
@@ -221,17 +306,36 @@ def stream_events(plan: ChatPlan, filtered: str | None) -> Iterator[tuple[bool, 
     if c.tool_calls and filtered != "prompt":
         for j, call in enumerate(c.tool_calls):
             fn = call["function"]
-            yield False, "contentBlockStart", {"start": {"toolUse": {"toolUseId": tool_id(call["id"]), "name": fn["name"]}},
-                                               "contentBlockIndex": j, "p": _PADDING[:20]}
+            yield (
+                False,
+                "contentBlockStart",
+                {
+                    "start": {"toolUse": {"toolUseId": tool_id(call["id"]), "name": fn["name"]}},
+                    "contentBlockIndex": j,
+                    "p": _PADDING[:20],
+                },
+            )
             for piece in split_every(fn["arguments"], _ARG_PIECE):
-                yield True, "contentBlockDelta", {"delta": {"toolUse": {"input": piece}}, "contentBlockIndex": j, "p": _PADDING[:7]}
+                yield (
+                    True,
+                    "contentBlockDelta",
+                    {"delta": {"toolUse": {"input": piece}}, "contentBlockIndex": j, "p": _PADDING[:7]},
+                )
             yield False, "contentBlockStop", {"contentBlockIndex": j, "p": _PADDING[:3]}
     else:
         for word in c.pieces or split_words(text or ""):
-            yield True, "contentBlockDelta", {"delta": {"text": word}, "contentBlockIndex": 0, "p": _PADDING[: len(word) % 20 + 1]}
+            yield (
+                True,
+                "contentBlockDelta",
+                {"delta": {"text": word}, "contentBlockIndex": 0, "p": _PADDING[: len(word) % 20 + 1]},
+            )
         yield False, "contentBlockStop", {"contentBlockIndex": 0, "p": _PADDING[:5]}
     yield False, "messageStop", {"stopReason": _stop_reason(c.finish_reason, filtered), "p": _PADDING[:12]}
-    yield False, "metadata", {"usage": _usage(plan, output_tokens), "metrics": {"latencyMs": _latency(plan)}, "p": _PADDING[:4]}
+    yield (
+        False,
+        "metadata",
+        {"usage": _usage(plan, output_tokens), "metrics": {"latencyMs": _latency(plan)}, "p": _PADDING[:4]},
+    )
 
 
 # -- InvokeModel embeddings ------------------------------------------------------------------
@@ -241,7 +345,9 @@ TITAN_DIMENSIONS = (256, 512, 1024)
 
 def _model_family(model: str) -> str | None:
     base = model.rsplit("/", 1)[-1]
-    base = base.split(".", 1)[1] if base.split(".", 1)[0] in ("us", "eu", "apac", "global", "jp", "au", "us-gov") else base
+    base = (
+        base.split(".", 1)[1] if base.split(".", 1)[0] in ("us", "eu", "apac", "global", "jp", "au", "us-gov") else base
+    )
     if base.startswith("amazon.titan-embed"):
         return "titan"
     if base.startswith("cohere.embed"):
@@ -256,21 +362,44 @@ def render_invoke(body: dict, model: str) -> tuple[dict, int]:
     if family == "titan":
         text = body.get("inputText")
         if not isinstance(text, str) or not text:
-            raise invalid("Malformed input request: #: required key [inputText] not found, please reformat your input and try again.")
+            raise invalid(
+                "Malformed input request: #: required key [inputText] not found, please reformat your input and try again."
+            )
         extra = set(body) - {"inputText", "dimensions", "normalize", "embeddingTypes"}
         if extra:
-            raise invalid(f"Malformed input request: #: extraneous key [{sorted(extra)[0]}] is not permitted, please reformat your input and try again.")
+            raise invalid(
+                f"Malformed input request: #: extraneous key [{sorted(extra)[0]}] is not permitted, please reformat your input and try again."
+            )
         dims = body.get("dimensions", 1024)
         if dims not in TITAN_DIMENSIONS:
-            raise invalid("Malformed input request: #/dimensions: " + f"{dims} is not a valid enum value, please reformat your input and try again.")
+            raise invalid(
+                "Malformed input request: #/dimensions: "
+                + f"{dims} is not a valid enum value, please reformat your input and try again."
+            )
         tokens = estimate_tokens(text)
         return {"embedding": embedding(text.encode(), dims), "inputTextTokenCount": tokens}, tokens
     if family == "cohere":
         texts = body.get("texts")
-        if not isinstance(texts, list) or not texts or len(texts) > 96 or not all(isinstance(t, str) and t for t in texts):
-            raise invalid("Malformed input request: #/texts: expected 1 to 96 non-empty strings, please reformat your input and try again.")
+        if (
+            not isinstance(texts, list)
+            or not texts
+            or len(texts) > 96
+            or not all(isinstance(t, str) and t for t in texts)
+        ):
+            raise invalid(
+                "Malformed input request: #/texts: expected 1 to 96 non-empty strings, please reformat your input and try again."
+            )
         if body.get("input_type") not in ("search_document", "search_query", "classification", "clustering"):
-            raise invalid("Malformed input request: #: required key [input_type] not found, please reformat your input and try again.")
-        return ({"embeddings": [embedding(t.encode(), 1024) for t in texts], "id": "emb-" + str(len(texts)),
-                 "response_type": "embeddings_floats", "texts": texts}, sum(estimate_tokens(t) for t in texts))
+            raise invalid(
+                "Malformed input request: #: required key [input_type] not found, please reformat your input and try again."
+            )
+        return (
+            {
+                "embeddings": [embedding(t.encode(), 1024) for t in texts],
+                "id": "emb-" + str(len(texts)),
+                "response_type": "embeddings_floats",
+                "texts": texts,
+            },
+            sum(estimate_tokens(t) for t in texts),
+        )
     raise invalid("The provided model identifier is invalid.")

@@ -37,7 +37,7 @@ def _parse_authorization(value: str) -> dict[str, str] | None:
     if not value.startswith("AWS4-HMAC-SHA256 "):
         return None
     fields = {}
-    for part in value[len("AWS4-HMAC-SHA256 "):].split(","):
+    for part in value[len("AWS4-HMAC-SHA256 ") :].split(","):
         key, sep, val = part.strip().partition("=")
         if sep:
             fields[key] = val
@@ -74,14 +74,18 @@ def verify(
         )
     scope = fields["Credential"].split("/")
     if len(scope) != 5 or scope[4] != "aws4_request":
-        return AuthFailure(403, "IncompleteSignatureException", "Credential should be scoped to a valid region and service.")
+        return AuthFailure(
+            403, "IncompleteSignatureException", "Credential should be scoped to a valid region and service."
+        )
     access_key, day, scope_region, scope_service, _ = scope
     secret = keys.get(access_key)
     if secret is None:
         return AuthFailure(403, "UnrecognizedClientException", "The security token included in the request is invalid.")
     if scope_region != region:
         return AuthFailure(
-            403, "InvalidSignatureException", f"Credential should be scoped to a valid region. (expected '{region}', got '{scope_region}')"
+            403,
+            "InvalidSignatureException",
+            f"Credential should be scoped to a valid region. (expected '{region}', got '{scope_region}')",
         )
     if scope_service != service:
         return AuthFailure(
@@ -91,7 +95,11 @@ def verify(
     try:
         when = datetime.datetime.strptime(amz_date, "%Y%m%dT%H%M%SZ").replace(tzinfo=datetime.UTC)
     except ValueError:
-        return AuthFailure(403, "IncompleteSignatureException", "Authorization header requires existence of either a 'X-Amz-Date' or a 'Date' header.")
+        return AuthFailure(
+            403,
+            "IncompleteSignatureException",
+            "Authorization header requires existence of either a 'X-Amz-Date' or a 'Date' header.",
+        )
     now = now or datetime.datetime.now(datetime.UTC)
     if abs(now - when) > MAX_SKEW:
         earlier = (now - MAX_SKEW).strftime("%Y%m%dT%H%M%SZ")
@@ -101,18 +109,26 @@ def verify(
             f"Signature expired: {amz_date} is now earlier than {earlier} ({now.strftime('%Y%m%dT%H%M%SZ')} - 5 min.)",
         )
     if day != amz_date[:8]:
-        return AuthFailure(403, "InvalidSignatureException", "Date in Credential scope does not match YYYYMMDD from ISO-8601 version of date from HTTP.")
+        return AuthFailure(
+            403,
+            "InvalidSignatureException",
+            "Date in Credential scope does not match YYYYMMDD from ISO-8601 version of date from HTTP.",
+        )
     if secret.token is not None and headers.get("x-amz-security-token") != secret.token:
         return AuthFailure(403, "UnrecognizedClientException", "The security token included in the request is invalid.")
     signed = fields["SignedHeaders"].split(";")
     if "host" not in signed:
-        return AuthFailure(403, "InvalidSignatureException", "'Host' must be a 'SignedHeader' in the AWS Authorization.")
+        return AuthFailure(
+            403, "InvalidSignatureException", "'Host' must be a 'SignedHeader' in the AWS Authorization."
+        )
     missing = [h for h in signed if h not in headers]
     if missing:
         return AuthFailure(403, "InvalidSignatureException", _SIGNATURE_MISMATCH)
     # Rebuild the request from what was received, with only the signed headers, and let botocore
     # compute the signature for the client's timestamp.
-    request = AWSRequest(method, "http://" + headers["host"] + raw_url, data=body, headers={h: headers[h] for h in signed})
+    request = AWSRequest(
+        method, "http://" + headers["host"] + raw_url, data=body, headers={h: headers[h] for h in signed}
+    )
     request.context["timestamp"] = amz_date
     signer = SigV4Auth(Credentials(access_key, secret.secret_key), scope_service, scope_region)
     expected = signer.signature(signer.string_to_sign(request, signer.canonical_request(request)), request)

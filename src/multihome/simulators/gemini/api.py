@@ -22,9 +22,19 @@ from .convert import prompt_blocked, render_response, stream_chunks, to_openai
 
 _encode = msgspec.json.encode
 _decode = msgspec.json.decode
-_STATUS = {400: "INVALID_ARGUMENT", 401: "UNAUTHENTICATED", 403: "PERMISSION_DENIED", 404: "NOT_FOUND",
-           409: "ABORTED", 429: "RESOURCE_EXHAUSTED", 499: "CANCELLED", 500: "INTERNAL", 501: "NOT_IMPLEMENTED",
-           503: "UNAVAILABLE", 504: "DEADLINE_EXCEEDED"}
+_STATUS = {
+    400: "INVALID_ARGUMENT",
+    401: "UNAUTHENTICATED",
+    403: "PERMISSION_DENIED",
+    404: "NOT_FOUND",
+    409: "ABORTED",
+    429: "RESOURCE_EXHAUSTED",
+    499: "CANCELLED",
+    500: "INTERNAL",
+    501: "NOT_IMPLEMENTED",
+    503: "UNAVAILABLE",
+    504: "DEADLINE_EXCEEDED",
+}
 _MESSAGES = {
     400: "Request contains an invalid argument.",
     401: "Request had invalid authentication credentials.",
@@ -60,12 +70,20 @@ class GeminiApp(ProviderApp):
         self.vertex = config.kind == "vertex"
         self._api_key = config.api_key.encode() if config.api_key else None
         self._bearer = b"Bearer " + config.oauth_token.encode() if config.oauth_token else None
-        self._methods = {b"generateContent": CHAT, b"streamGenerateContent": CHAT,
-                         (b"predict" if self.vertex else b"batchEmbedContents"): EMBEDDINGS}
+        self._methods = {
+            b"generateContent": CHAT,
+            b"streamGenerateContent": CHAT,
+            (b"predict" if self.vertex else b"batchEmbedContents"): EMBEDDINGS,
+        }
 
     # -- routing ---------------------------------------------------------------------------
     def route(self, method: bytes, path: bytes, query: bytes) -> Route:
-        not_found = GeminiRoute(None, error=ErrorSpec(404, f"The requested URL {path.decode('latin-1')} was not found on this server.", code="NOT_FOUND"))
+        not_found = GeminiRoute(
+            None,
+            error=ErrorSpec(
+                404, f"The requested URL {path.decode('latin-1')} was not found on this server.", code="NOT_FOUND"
+            ),
+        )
         if method != b"POST" or b":" not in path:
             return not_found
         resource, _, verb = path.rpartition(b":")
@@ -73,8 +91,13 @@ class GeminiApp(ProviderApp):
         if self.vertex:
             # /v1/projects/{p}/locations/{l}/publishers/google/models/{m}
             segs = resource.split(b"/")
-            ok = (len(segs) == 10 and segs[1] in (b"v1", b"v1beta1") and segs[2] == b"projects" and segs[4] == b"locations"
-                  and segs[6:9] == [b"publishers", b"google", b"models"])
+            ok = (
+                len(segs) == 10
+                and segs[1] in (b"v1", b"v1beta1")
+                and segs[2] == b"projects"
+                and segs[4] == b"locations"
+                and segs[6:9] == [b"publishers", b"google", b"models"]
+            )
             model = segs[9] if ok else b""
         else:
             ok = resource.startswith((b"/v1beta/models/", b"/v1/models/"))
@@ -90,23 +113,35 @@ class GeminiApp(ProviderApp):
         if self.vertex:
             bearer = headers.get(b"authorization")
             if bearer is None or not bearer.startswith(b"Bearer ") or len(bearer) <= 7:
-                return ErrorSpec(401, "Request is missing required authentication credential. Expected OAuth 2 access "
-                                 "token, login cookie or other valid authentication credential.", code="UNAUTHENTICATED")
+                return ErrorSpec(
+                    401,
+                    "Request is missing required authentication credential. Expected OAuth 2 access "
+                    "token, login cookie or other valid authentication credential.",
+                    code="UNAUTHENTICATED",
+                )
             if self._bearer is not None and bearer != self._bearer:
-                return ErrorSpec(401, "Request had invalid authentication credentials. Expected OAuth 2 access token, "
-                                 "login cookie or other valid authentication credential.", code="UNAUTHENTICATED")
+                return ErrorSpec(
+                    401,
+                    "Request had invalid authentication credentials. Expected OAuth 2 access token, "
+                    "login cookie or other valid authentication credential.",
+                    code="UNAUTHENTICATED",
+                )
             return None
         key = headers.get(b"x-goog-api-key")
         if key is None:
             if self._api_key is None:
                 return None
-            return ErrorSpec(403, "Method doesn't allow unregistered callers (callers without established identity). "
-                             "Please use API Key or other form of API consumer identity to call this API.",
-                             code="PERMISSION_DENIED")
+            return ErrorSpec(
+                403,
+                "Method doesn't allow unregistered callers (callers without established identity). "
+                "Please use API Key or other form of API consumer identity to call this API.",
+                code="PERMISSION_DENIED",
+            )
         if self._api_key is not None and key != self._api_key:
             # Google answers a wrong key with 400, not 401.
-            return ErrorSpec(400, "API key not valid. Please pass a valid API key.", code="INVALID_ARGUMENT",
-                             param="API_KEY_INVALID")
+            return ErrorSpec(
+                400, "API key not valid. Please pass a valid API key.", code="INVALID_ARGUMENT", param="API_KEY_INVALID"
+            )
         return None
 
     # -- shapes ----------------------------------------------------------------------------
@@ -114,26 +149,43 @@ class GeminiApp(ProviderApp):
         code = err.code if err.code and err.code.isupper() else google_status(err.status)
         body: dict[str, Any] = {"code": err.status, "message": err.message, "status": code}
         if err.param == "API_KEY_INVALID":
-            body["details"] = [{"@type": "type.googleapis.com/google.rpc.ErrorInfo", "reason": "API_KEY_INVALID",
-                                "domain": "googleapis.com"}]
+            body["details"] = [
+                {
+                    "@type": "type.googleapis.com/google.rpc.ErrorInfo",
+                    "reason": "API_KEY_INVALID",
+                    "domain": "googleapis.com",
+                }
+            ]
         elif err.status == 429:
             delay = err.param or "1s"
             body["details"] = [
-                {"@type": "type.googleapis.com/google.rpc.QuotaFailure", "violations": [
-                    {"quotaMetric": "generativelanguage.googleapis.com/generate_content_requests",
-                     "quotaId": "GenerateRequestsPerMinutePerProjectPerModel"}]},
+                {
+                    "@type": "type.googleapis.com/google.rpc.QuotaFailure",
+                    "violations": [
+                        {
+                            "quotaMetric": "generativelanguage.googleapis.com/generate_content_requests",
+                            "quotaId": "GenerateRequestsPerMinutePerProjectPerModel",
+                        }
+                    ],
+                },
                 {"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": delay},
             ]
         return {"error": body}
 
     def response_headers(self, rid: str, deployment: str | None) -> bytes:
-        return b"vary: Origin, X-Origin, Referer\r\nserver: scaffolding on HTTPServer2\r\nx-sim-request-id: %s\r\n" % rid.encode()
+        return (
+            b"vary: Origin, X-Origin, Referer\r\nserver: scaffolding on HTTPServer2\r\nx-sim-request-id: %s\r\n"
+            % rid.encode()
+        )
 
     def unknown_model(self, name: str) -> ErrorSpec:
         where = "publishers/google/models" if self.vertex else "models"
-        return ErrorSpec(404, f"{where}/{name} is not found for API version v1beta, or is not supported for "
-                         "generateContent. Call ListModels to see the list of available models and their supported methods.",
-                         code="NOT_FOUND")
+        return ErrorSpec(
+            404,
+            f"{where}/{name} is not found for API version v1beta, or is not supported for "
+            "generateContent. Call ListModels to see the list of available models and their supported methods.",
+            code="NOT_FOUND",
+        )
 
     # -- pipeline (Google bodies instead of OpenAI's) --------------------------------------
     def _slow(self, conn, req, route: Route, entry, fault: Any):
@@ -146,11 +198,19 @@ class GeminiApp(ProviderApp):
             try:
                 body = _decode(req.body)
             except msgspec.DecodeError:
-                return self._send_error(conn, req, entry, ErrorSpec(400, "Invalid JSON payload received. Unexpected token.",
-                                                                    code="INVALID_ARGUMENT"))
+                return self._send_error(
+                    conn,
+                    req,
+                    entry,
+                    ErrorSpec(400, "Invalid JSON payload received. Unexpected token.", code="INVALID_ARGUMENT"),
+                )
             if not isinstance(body, dict):
-                return self._send_error(conn, req, entry, ErrorSpec(400, "Invalid JSON payload received. Expected an object.",
-                                                                    code="INVALID_ARGUMENT"))
+                return self._send_error(
+                    conn,
+                    req,
+                    entry,
+                    ErrorSpec(400, "Invalid JSON payload received. Expected an object.", code="INVALID_ARGUMENT"),
+                )
         return self._answer(conn, req, route, entry, body, model, fault)
 
     def bad_request(self, e: BadRequest) -> ErrorSpec:
@@ -181,7 +241,9 @@ class GeminiApp(ProviderApp):
             if fault is None:
                 self._remember(req, model, False, reply.payload)
             return reply
-        plan = plan_chat(to_openai(body), sim_name=self.name, model=reported, key=req.url + b"\x00" + req.body, fault=fault)
+        plan = plan_chat(
+            to_openai(body), sim_name=self.name, model=reported, key=req.url + b"\x00" + req.body, fault=fault
+        )
         if fault is not None and fault.content_filter == "prompt":
             # Google blocks a prompt with a 200 that has promptFeedback.blockReason and no candidates.
             blocked = prompt_blocked(plan, reported)
@@ -215,8 +277,14 @@ class GeminiApp(ProviderApp):
                 text = inst.get("content") if isinstance(inst, dict) else None
                 if not isinstance(text, str) or not text:
                     raise BadRequest("* instances[].content: a non-empty string is required.", code="INVALID_ARGUMENT")
-                preds.append({"embeddings": {"values": embedding(text.encode(), dims),
-                                             "statistics": {"truncated": False, "token_count": estimate_tokens(text)}}})
+                preds.append(
+                    {
+                        "embeddings": {
+                            "values": embedding(text.encode(), dims),
+                            "statistics": {"truncated": False, "token_count": estimate_tokens(text)},
+                        }
+                    }
+                )
             chars = sum(len(i["content"]) for i in instances)
             return {"predictions": preds, "metadata": {"billableCharacterCount": chars}}
         requests = body.get("requests")
@@ -225,15 +293,23 @@ class GeminiApp(ProviderApp):
         out = []
         for i, r in enumerate(requests):
             if not isinstance(r, dict) or r.get("model") != f"models/{model}":
-                raise BadRequest(f"* BatchEmbedContentsRequest.requests[{i}].model: the model must be models/{model}, "
-                                 "the model of the URL.", code="INVALID_ARGUMENT")
+                raise BadRequest(
+                    f"* BatchEmbedContentsRequest.requests[{i}].model: the model must be models/{model}, "
+                    "the model of the URL.",
+                    code="INVALID_ARGUMENT",
+                )
             parts = (r.get("content") or {}).get("parts")
             if not isinstance(parts, list) or not parts:
-                raise BadRequest(f"* BatchEmbedContentsRequest.requests[{i}].content: contents is not specified",
-                                 code="INVALID_ARGUMENT")
+                raise BadRequest(
+                    f"* BatchEmbedContentsRequest.requests[{i}].content: contents is not specified",
+                    code="INVALID_ARGUMENT",
+                )
             text = " ".join(p.get("text", "") for p in parts if isinstance(p, dict))
-            dims = _dimensions(r.get("outputDimensionality"), dims_default,
-                               f"BatchEmbedContentsRequest.requests[{i}].output_dimensionality")
+            dims = _dimensions(
+                r.get("outputDimensionality"),
+                dims_default,
+                f"BatchEmbedContentsRequest.requests[{i}].output_dimensionality",
+            )
             out.append({"values": embedding(text.encode(), dims)})
         return {"embeddings": out}
 

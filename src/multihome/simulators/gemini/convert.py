@@ -15,17 +15,50 @@ from ..chat import CONTENT, FINAL, BadRequest, ChatPlan
 from ..content import split_words
 
 _encode = msgspec.json.encode
-_TOP = {"contents", "systemInstruction", "tools", "toolConfig", "generationConfig", "safetySettings",
-        "cachedContent", "labels", "model"}
-_GEN = {"temperature", "topP", "topK", "maxOutputTokens", "stopSequences", "candidateCount", "seed",
-        "presencePenalty", "frequencyPenalty", "responseMimeType", "responseSchema", "responseJsonSchema",
-        "responseLogprobs", "logprobs", "thinkingConfig", "responseModalities", "mediaResolution"}
+_TOP = {
+    "contents",
+    "systemInstruction",
+    "tools",
+    "toolConfig",
+    "generationConfig",
+    "safetySettings",
+    "cachedContent",
+    "labels",
+    "model",
+}
+_GEN = {
+    "temperature",
+    "topP",
+    "topK",
+    "maxOutputTokens",
+    "stopSequences",
+    "candidateCount",
+    "seed",
+    "presencePenalty",
+    "frequencyPenalty",
+    "responseMimeType",
+    "responseSchema",
+    "responseJsonSchema",
+    "responseLogprobs",
+    "logprobs",
+    "thinkingConfig",
+    "responseModalities",
+    "mediaResolution",
+}
 _FINISH = {"stop": "STOP", "tool_calls": "STOP", "length": "MAX_TOKENS", "content_filter": "SAFETY"}
-_SAFE_RATINGS = [{"category": c, "probability": "NEGLIGIBLE"} for c in (
-    "HARM_CATEGORY_HATE_SPEECH", "HARM_CATEGORY_DANGEROUS_CONTENT", "HARM_CATEGORY_HARASSMENT",
-    "HARM_CATEGORY_SEXUALLY_EXPLICIT")]
-BLOCKED_RATINGS = [{**r, "probability": "HIGH", "blocked": True} if r["category"] == "HARM_CATEGORY_DANGEROUS_CONTENT"
-                   else r for r in _SAFE_RATINGS]
+_SAFE_RATINGS = [
+    {"category": c, "probability": "NEGLIGIBLE"}
+    for c in (
+        "HARM_CATEGORY_HATE_SPEECH",
+        "HARM_CATEGORY_DANGEROUS_CONTENT",
+        "HARM_CATEGORY_HARASSMENT",
+        "HARM_CATEGORY_SEXUALLY_EXPLICIT",
+    )
+]
+BLOCKED_RATINGS = [
+    {**r, "probability": "HIGH", "blocked": True} if r["category"] == "HARM_CATEGORY_DANGEROUS_CONTENT" else r
+    for r in _SAFE_RATINGS
+]
 
 
 def _invalid(message: str) -> BadRequest:
@@ -53,18 +86,28 @@ def _part_to_openai(part: Any, where: str) -> dict | None:
         return {"type": "text", "text": part["text"]}
     if "inlineData" in part:
         blob = part["inlineData"]
-        if not isinstance(blob, dict) or not isinstance(blob.get("mimeType"), str) or not isinstance(blob.get("data"), str):
+        if (
+            not isinstance(blob, dict)
+            or not isinstance(blob.get("mimeType"), str)
+            or not isinstance(blob.get("data"), str)
+        ):
             raise _invalid(f"* {where}.inline_data: mimeType and data are required.")
         try:
             base64.b64decode(blob["data"], validate=True)
         except (binascii.Error, ValueError):
-            raise _invalid(f"Invalid value at '{where}.inline_data.data' (TYPE_BYTES), Base64 decoding failed.") from None
+            raise _invalid(
+                f"Invalid value at '{where}.inline_data.data' (TYPE_BYTES), Base64 decoding failed."
+            ) from None
         if blob["mimeType"].startswith("image/"):
             return {"type": "image_url", "image_url": {"url": f"data:{blob['mimeType']};base64,{blob['data']}"}}
         return None
     if "fileData" in part:
         fd = part["fileData"]
-        if not isinstance(fd, dict) or not isinstance(fd.get("fileUri"), str) or not isinstance(fd.get("mimeType"), str):
+        if (
+            not isinstance(fd, dict)
+            or not isinstance(fd.get("fileUri"), str)
+            or not isinstance(fd.get("mimeType"), str)
+        ):
             raise _invalid(f"* {where}.file_data: fileUri and mimeType are required.")
         if fd["mimeType"].startswith("image/"):
             return {"type": "image_url", "image_url": {"url": fd["fileUri"]}}
@@ -89,7 +132,9 @@ def to_openai(body: dict) -> dict:
         system_parts = system.get("parts") if isinstance(system, dict) else None
         if not isinstance(system_parts, list):
             raise _invalid("* GenerateContentRequest.system_instruction.parts: must be a list of parts")
-        messages.append({"role": "system", "content": " ".join(p.get("text", "") for p in system_parts if isinstance(p, dict))})
+        messages.append(
+            {"role": "system", "content": " ".join(p.get("text", "") for p in system_parts if isinstance(p, dict))}
+        )
     pending_calls: list[str] = []  # names of the previous model turn's function calls
     for i, content in enumerate(contents):
         where = f"contents[{i}]"
@@ -111,20 +156,37 @@ def to_openai(body: dict) -> dict:
                     raise _invalid(f"* {where}.parts[{j}].function_call: only model turns carry calls, with a name.")
                 args = fc.get("args", {})
                 if not isinstance(args, dict):
-                    raise _invalid(f"Invalid value at '{where}.parts[{j}].function_call.args' (type.googleapis.com/google.protobuf.Struct)")
-                calls.append({"id": f"{fc['name']}#{len(calls)}", "type": "function",
-                              "function": {"name": fc["name"], "arguments": _encode(args).decode()}})
+                    raise _invalid(
+                        f"Invalid value at '{where}.parts[{j}].function_call.args' (type.googleapis.com/google.protobuf.Struct)"
+                    )
+                calls.append(
+                    {
+                        "id": f"{fc['name']}#{len(calls)}",
+                        "type": "function",
+                        "function": {"name": fc["name"], "arguments": _encode(args).decode()},
+                    }
+                )
             if isinstance(part, dict) and "functionResponse" in part:
                 fr = part["functionResponse"]
-                if not isinstance(fr, dict) or not isinstance(fr.get("name"), str) or not isinstance(fr.get("response"), dict):
-                    raise _invalid(f"* {where}.parts[{j}].function_response: name and response (an object) are required.")
+                if (
+                    not isinstance(fr, dict)
+                    or not isinstance(fr.get("name"), str)
+                    or not isinstance(fr.get("response"), dict)
+                ):
+                    raise _invalid(
+                        f"* {where}.parts[{j}].function_response: name and response (an object) are required."
+                    )
                 responses.append(fr)
         if responses:
             if role != "user" or not pending_calls:
-                raise _invalid("Please ensure that function response turn comes immediately after a function call turn.")
+                raise _invalid(
+                    "Please ensure that function response turn comes immediately after a function call turn."
+                )
             if len(responses) != len(pending_calls):
-                raise _invalid("Please ensure that the number of function response parts is equal to the number of "
-                               "function call parts of the function call turn.")
+                raise _invalid(
+                    "Please ensure that the number of function response parts is equal to the number of "
+                    "function call parts of the function call turn."
+                )
             if sorted(r["name"] for r in responses) != sorted(pending_calls):
                 raise _invalid("A function response does not name a function called in the previous turn.")
             for r in responses:
@@ -155,11 +217,17 @@ def _tools(body: dict, out: dict) -> None:
             if not isinstance(decl, dict) or not isinstance(decl.get("name"), str) or not decl["name"]:
                 raise _invalid(f"* GenerateContentRequest.{where}.name: [FIELD_INVALID] Invalid function name.")
             if "parameters" in decl and "parametersJsonSchema" in decl:
-                raise _invalid(f"* GenerateContentRequest.{where}: parameters and parameters_json_schema cannot both be set.")
+                raise _invalid(
+                    f"* GenerateContentRequest.{where}: parameters and parameters_json_schema cannot both be set."
+                )
             for key in decl:
                 if key not in ("name", "description", "parameters", "parametersJsonSchema", "response", "behavior"):
                     raise _unknown(key, where)
-            params = decl.get("parametersJsonSchema") or _lower_types(decl.get("parameters")) or {"type": "object", "properties": {}}
+            params = (
+                decl.get("parametersJsonSchema")
+                or _lower_types(decl.get("parameters"))
+                or {"type": "object", "properties": {}}
+            )
             fns.append({"type": "function", "function": {"name": decl["name"], "parameters": params}})
     if fns:
         out["tools"] = fns
@@ -169,8 +237,10 @@ def _tools(body: dict, out: dict) -> None:
     mode = cfg.get("mode", "AUTO")
     names = cfg.get("allowedFunctionNames")
     if names and mode not in ("ANY", "VALIDATED"):
-        raise _invalid("* GenerateContentRequest.tool_config.function_calling_config.allowed_function_names: "
-                       "only allowed when mode is ANY.")
+        raise _invalid(
+            "* GenerateContentRequest.tool_config.function_calling_config.allowed_function_names: "
+            "only allowed when mode is ANY."
+        )
     known = {f["function"]["name"] for f in fns}
     for n in names or ():
         if n not in known:
@@ -180,8 +250,13 @@ def _tools(body: dict, out: dict) -> None:
     elif mode in ("ANY", "VALIDATED") and names and len(names) == 1:
         out["tool_choice"] = {"type": "function", "function": {"name": names[0]}}
     elif mode in ("ANY", "VALIDATED") and names:
-        out["tool_choice"] = {"type": "allowed_tools", "allowed_tools": {
-            "mode": "required", "tools": [{"type": "function", "function": {"name": n}} for n in names]}}
+        out["tool_choice"] = {
+            "type": "allowed_tools",
+            "allowed_tools": {
+                "mode": "required",
+                "tools": [{"type": "function", "function": {"name": n}} for n in names],
+            },
+        }
     elif mode in ("ANY", "VALIDATED"):
         out["tool_choice"] = "required"
     elif mode != "AUTO":
@@ -213,8 +288,10 @@ def _generation(cfg: Any, out: dict) -> None:
     if schema is None and cfg.get("responseSchema") is not None:
         schema = _lower_types(cfg["responseSchema"])
     if schema is not None and mime != "application/json":
-        raise _invalid("* GenerateContentRequest.generation_config.response_mime_type: must be application/json "
-                       "when a response schema is set.")
+        raise _invalid(
+            "* GenerateContentRequest.generation_config.response_mime_type: must be application/json "
+            "when a response schema is set."
+        )
     if schema is not None:
         out["response_format"] = {"type": "json_schema", "json_schema": {"name": "response", "schema": schema}}
     elif mime == "application/json":
@@ -225,7 +302,10 @@ def _generation(cfg: Any, out: dict) -> None:
 
 
 def usage_metadata(plan: ChatPlan, final: bool = True) -> dict:
-    meta = {"promptTokenCount": plan.prompt_tokens, "promptTokensDetails": [{"modality": "TEXT", "tokenCount": plan.prompt_tokens}]}
+    meta = {
+        "promptTokenCount": plan.prompt_tokens,
+        "promptTokensDetails": [{"modality": "TEXT", "tokenCount": plan.prompt_tokens}],
+    }
     if final:
         meta["candidatesTokenCount"] = plan.completion_tokens
         meta["totalTokenCount"] = plan.prompt_tokens + plan.completion_tokens
@@ -235,8 +315,10 @@ def usage_metadata(plan: ChatPlan, final: bool = True) -> dict:
 
 
 def _call_parts(calls: list[dict]) -> list[dict]:
-    return [{"functionCall": {"name": c["function"]["name"], "args": msgspec.json.decode(c["function"]["arguments"])}}
-            for c in calls]
+    return [
+        {"functionCall": {"name": c["function"]["name"], "args": msgspec.json.decode(c["function"]["arguments"])}}
+        for c in calls
+    ]
 
 
 def _response_id(plan: ChatPlan) -> str:
@@ -254,13 +336,21 @@ def render_response(plan: ChatPlan, model: str) -> dict:
             cand["content"] = {"parts": parts, "role": "model"}
             cand["avgLogprobs"] = -0.1
         candidates.append(cand)
-    return {"candidates": candidates, "usageMetadata": usage_metadata(plan), "modelVersion": model,
-            "responseId": _response_id(plan)}
+    return {
+        "candidates": candidates,
+        "usageMetadata": usage_metadata(plan),
+        "modelVersion": model,
+        "responseId": _response_id(plan),
+    }
 
 
 def prompt_blocked(plan: ChatPlan, model: str) -> dict:
-    return {"promptFeedback": {"blockReason": "SAFETY", "safetyRatings": BLOCKED_RATINGS},
-            "usageMetadata": usage_metadata(plan, final=False), "modelVersion": model, "responseId": _response_id(plan)}
+    return {
+        "promptFeedback": {"blockReason": "SAFETY", "safetyRatings": BLOCKED_RATINGS},
+        "usageMetadata": usage_metadata(plan, final=False),
+        "modelVersion": model,
+        "responseId": _response_id(plan),
+    }
 
 
 def stream_chunks(plan: ChatPlan, model: str) -> Iterator[tuple[str, int, dict]]:
@@ -271,14 +361,31 @@ def stream_chunks(plan: ChatPlan, model: str) -> Iterator[tuple[str, int, dict]]
     for i, c in enumerate(plan.choices):
         if c.tool_calls:
             parts = _call_parts(c.tool_calls)
-            yield CONTENT, i, {"candidates": [{"content": {"parts": parts, "role": "model"}, "index": i}],
-                               "usageMetadata": running, **head}
+            yield (
+                CONTENT,
+                i,
+                {
+                    "candidates": [{"content": {"parts": parts, "role": "model"}, "index": i}],
+                    "usageMetadata": running,
+                    **head,
+                },
+            )
         else:
             for word in c.pieces or split_words(c.content or ""):
-                yield CONTENT, i, {"candidates": [{"content": {"parts": [{"text": word}], "role": "model"}, "index": i}],
-                                   "usageMetadata": running, **head}
-        final: dict = {"content": {"parts": [{"text": ""}], "role": "model"}, "finishReason": _FINISH[c.finish_reason],
-                       "index": i}
+                yield (
+                    CONTENT,
+                    i,
+                    {
+                        "candidates": [{"content": {"parts": [{"text": word}], "role": "model"}, "index": i}],
+                        "usageMetadata": running,
+                        **head,
+                    },
+                )
+        final: dict = {
+            "content": {"parts": [{"text": ""}], "role": "model"},
+            "finishReason": _FINISH[c.finish_reason],
+            "index": i,
+        }
         if c.finish_reason == "content_filter":
             final = {"finishReason": "SAFETY", "index": i, "safetyRatings": BLOCKED_RATINGS}
         yield FINAL, i, {"candidates": [final], "usageMetadata": usage_metadata(plan), **head}

@@ -35,7 +35,7 @@ class OpenAIApp(ProviderApp):
                 return Route(MODELS)
             if path.startswith(b"/v1/models/") and len(path) > len(b"/v1/models/"):
                 # Model ids may contain '/' (e.g. "meta-llama/Llama-3.1-8B"): take the rest.
-                return Route(MODEL, unquote(path[len(b"/v1/models/"):].decode("latin-1")))
+                return Route(MODEL, unquote(path[len(b"/v1/models/") :].decode("latin-1")))
         return Route(None, error=ErrorSpec(404, f"Invalid URL ({method.decode()} {path.decode('latin-1')})"))
 
     def auth_error(self, headers: dict) -> ErrorSpec | None:
@@ -43,10 +43,14 @@ class OpenAIApp(ProviderApp):
         if expected is None or headers.get(b"authorization") == expected:
             return None
         if b"authorization" not in headers:
-            msg = ("You didn't provide an API key. You need to provide your API key in an Authorization header "
-                   "using Bearer auth (i.e. Authorization: Bearer YOUR_KEY).")
+            msg = (
+                "You didn't provide an API key. You need to provide your API key in an Authorization header "
+                "using Bearer auth (i.e. Authorization: Bearer YOUR_KEY)."
+            )
         else:
-            msg = "Incorrect API key provided. You can find your API key at https://platform.openai.com/account/api-keys."
+            msg = (
+                "Incorrect API key provided. You can find your API key at https://platform.openai.com/account/api-keys."
+            )
         return ErrorSpec(401, msg, "invalid_request_error", "invalid_api_key")
 
     def error_payload(self, err: ErrorSpec) -> dict:
@@ -56,13 +60,19 @@ class OpenAIApp(ProviderApp):
         return b"x-request-id: %s\r\n%s" % (rid.encode(), self._static_headers)
 
     def unknown_model(self, name: str) -> ErrorSpec:
-        return ErrorSpec(404, f"The model `{name}` does not exist or you do not have access to it.",
-                         "invalid_request_error", "model_not_found")
+        return ErrorSpec(
+            404,
+            f"The model `{name}` does not exist or you do not have access to it.",
+            "invalid_request_error",
+            "model_not_found",
+        )
 
     def content_filter_prompt(self) -> bytes:
-        return (b'{"error":{"message":"Your request was rejected as a result of our safety system. Your prompt may '
-                b'contain text that is not allowed by our safety system.","type":"invalid_request_error",'
-                b'"param":"prompt","code":"content_filter"}}')
+        return (
+            b'{"error":{"message":"Your request was rejected as a result of our safety system. Your prompt may '
+            b'contain text that is not allowed by our safety system.","type":"invalid_request_error",'
+            b'"param":"prompt","code":"content_filter"}}'
+        )
 
     def completion_extra(self, plan, fault: Fault | None) -> dict:
         return {"service_tier": "default"}

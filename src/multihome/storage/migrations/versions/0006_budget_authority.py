@@ -16,19 +16,19 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = '0006'
-down_revision = '0005'
+revision = "0006"
+down_revision = "0005"
 branch_labels = None
 depends_on = None
 
 
 def upgrade() -> None:
-    with op.batch_alter_table('budgets', schema=None) as batch_op:
-        batch_op.add_column(sa.Column('set_by_role', sa.String(length=16), nullable=False, server_default='org-admin'))
-        batch_op.create_check_constraint(op.f('ck_budgets_set_by_role'), "set_by_role IN ('org-admin', 'tenant-admin')")
+    with op.batch_alter_table("budgets", schema=None) as batch_op:
+        batch_op.add_column(sa.Column("set_by_role", sa.String(length=16), nullable=False, server_default="org-admin"))
+        batch_op.create_check_constraint(op.f("ck_budgets_set_by_role"), "set_by_role IN ('org-admin', 'tenant-admin')")
 
 
 def downgrade() -> None:
-    with op.batch_alter_table('budgets', schema=None) as batch_op:
-        batch_op.drop_constraint(op.f('ck_budgets_set_by_role'), type_='check')
-        batch_op.drop_column('set_by_role')
+    with op.batch_alter_table("budgets", schema=None) as batch_op:
+        batch_op.drop_constraint(op.f("ck_budgets_set_by_role"), type_="check")
+        batch_op.drop_column("set_by_role")
