@@ -5,7 +5,7 @@ from __future__ import annotations
 import openai
 import pytest
 
-from .processes import Gateway, Simulator
+from .processes import Gateway, Simulator, Simulators
 
 CLIENT_KEY = "mh-test-client-key"
 SECRETS = {
@@ -102,6 +102,14 @@ def _clean_sims(request):
     if "sims" in request.fixturenames:
         for sim in request.getfixturevalue("sims").values():
             sim.reset()
+
+
+@pytest.fixture
+def simulator():
+    """Start simulators for one test: `simulator("azure", "az", key_env="K", env=SECRETS)` (see
+    `Simulators.start`); each is stopped when the test ends, however it ends."""
+    with Simulators() as started:
+        yield started.start
 
 
 @pytest.fixture
