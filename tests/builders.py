@@ -1,7 +1,7 @@
 """Gateway configs for tests, built from parts, so that a test states only what is particular to it.
 
 A config is the plain mapping a YAML file would hold; `config()` assembles one from sections and
-`yaml_text()` renders it for `parse_config` or the `multihome serve` process (`parsed()` does both).
+`yaml_text()` renders it for `parse_config` or the `multihome serve` process (`typed()` does both).
 The parts are small functions named after what they mean in a test: a provider of a kind reaching a
 simulator, a deployment, a model group over deployments, storage on a SQLite file or a database URL
 held in an environment variable, identity with an admin key, a key budget, an audit directory.
@@ -99,25 +99,17 @@ def database_env(env: str = "MH_TEST_DB", **fields: Any) -> Section:
 
 
 class Issuer(Protocol):
-    """What an OIDC issuer under test offers (tests/oidc_issuer.py's LocalIssuer)."""
+    """An OIDC issuer under test (tests/oidc_issuer.py's LocalIssuer)."""
 
-    issuer: str
-    jwks_uri: str
-    audience: str
+    def config_dict(self, **overrides: Any) -> dict[str, Any]: ...
 
 
 def oidc(issuer: Issuer, name: str = "local", *, role_map: dict[str, str] | None = None, **fields: Any) -> Section:
-    """One `identity.oidc` entry trusting `issuer`: tenant and roles from the token's `tenant` and
-    `roles` claims, `ai-admins` mapped to tenant-admin unless `role_map` says otherwise."""
+    """One `identity.oidc` entry trusting `issuer` (its issuer URL, JWKS and audience), any
+    algorithm the gateway accepts: tenant and roles from the token's `tenant` and `roles` claims,
+    `ai-admins` mapped to tenant-admin unless `role_map` says otherwise."""
     claims = {"tenant": "tenant", "roles": "roles", "role_map": role_map or {"ai-admins": "tenant-admin"}}
-    return {
-        "name": name,
-        "issuer": issuer.issuer,
-        "jwks_uri": issuer.jwks_uri,
-        "audiences": [issuer.audience],
-        "claims": claims,
-        **fields,
-    }
+    return issuer.config_dict(name=name, algorithms=None, claims=claims, **fields)
 
 
 def identity(admin_key_env: str | None = None, *issuers: Section, **fields: Any) -> Section:
@@ -203,6 +195,6 @@ def yaml_text(cfg: Section) -> str:
     return yaml.dump(cfg, Dumper=_Dumper, sort_keys=False, default_flow_style=False)
 
 
-def parsed(cfg: Section) -> Config:
+def typed(cfg: Section) -> Config:
     """The typed config, through the same YAML text and parser the gateway uses."""
     return parse_config(yaml_text(cfg))

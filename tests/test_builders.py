@@ -14,11 +14,11 @@ from builders import (
     deployment,
     group,
     key_budget,
-    parsed,
     price,
     simulated,
     single,
     sqlite,
+    typed,
     yaml_text,
 )
 
@@ -51,6 +51,6 @@ def test_yaml_reads_back_to_the_same_values() -> None:
 
 
 def test_a_single_route_config_is_a_valid_gateway_config() -> None:
-    cfg = parsed(single(server=api_keys("K"), group_fields={"retries": 0}))
+    cfg = typed(single(server=api_keys("K"), group_fields={"retries": 0}))
     assert list(cfg.model_groups) == ["g"] and cfg.model_groups["g"].deployments == ["d"]
     assert cfg.deployments["d"].provider == "p" and cfg.server.api_keys_env == ["K"]

@@ -8,7 +8,7 @@ import pytest
 from openapi_spec_validator import validate
 
 from admin_http import error, ok
-from builders import audit, identity, parsed, price, single, sqlite
+from builders import audit, identity, price, single, sqlite, typed
 from multihome.app import build_app
 
 pytestmark = pytest.mark.anyio
@@ -40,7 +40,7 @@ async def start(tmp_path, **sections) -> Api:
         deployment_fields={"price": price(1, 2)},
         **sections,
     )
-    app = build_app(parsed(cfg))
+    app = build_app(typed(cfg))
     for service in app.services:
         await service.start()
     return Api(app)

@@ -11,7 +11,7 @@ import httpx
 import pytest
 
 from admin_http import error, ok
-from builders import database, identity, parsed, single
+from builders import database, identity, single, typed
 from multihome.app import build_app
 
 pytestmark = pytest.mark.anyio
@@ -48,7 +48,7 @@ async def root(request, tmp_path):
         identity=identity("MH_TEST_INPUTS_ADMIN"),
         contracts={"commitments": [COMMITMENT]},
     )
-    app = build_app(parsed(cfg))
+    app = build_app(typed(cfg))
     for service in app.services:
         await service.start()
     transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)

@@ -8,7 +8,7 @@ import httpx
 import pytest
 from openapi_spec_validator import validate
 
-from builders import open_door, parsed, single
+from builders import open_door, single, typed
 from multihome.api.admin import registry
 from multihome.app import build_app
 
@@ -21,7 +21,7 @@ def anyio_backend():
 
 
 async def test_every_served_admin_route_is_in_the_served_document_and_nothing_else():
-    app = build_app(parsed(single(server=open_door())))
+    app = build_app(typed(single(server=open_door())))
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://gw") as anon:
         doc = (await anon.get("/admin/v1/openapi.json")).json()
     validate(doc)

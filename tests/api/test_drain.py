@@ -10,7 +10,7 @@ import signal
 
 import pytest
 
-from builders import api_keys, parsed, single
+from builders import api_keys, single, typed
 from multihome.api.drain import Drain
 from multihome.api.pipeline import Call
 from multihome.app import build_app
@@ -61,7 +61,7 @@ async def _forever(call, receive, send) -> None:
 
 def test_readyz_answers_503_once_a_drain_began(monkeypatch):
     monkeypatch.setenv("K", "client-key")
-    gateway = build_app(parsed(CONFIG))
+    gateway = build_app(typed(CONFIG))
     gateway.ready = True  # as after the lifespan start-up
 
     async def run():
@@ -79,7 +79,7 @@ def test_readyz_answers_503_once_a_drain_began(monkeypatch):
 @pytest.mark.parametrize("path", ["/v1/chat/completions", "/v1/messages"])
 def test_a_call_still_waiting_at_the_deadline_gets_a_503_in_its_doors_envelope(monkeypatch, path):
     monkeypatch.setenv("K", "client-key")
-    gateway = build_app(parsed(CONFIG))
+    gateway = build_app(typed(CONFIG))
     drain = gateway.drain = Drain(0.05)
     gateway._http = _forever  # the call is still routing when the deadline comes
     scope = _scope(path)

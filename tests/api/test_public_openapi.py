@@ -18,7 +18,7 @@ import httpx
 import pytest
 from openapi_spec_validator import validate
 
-from builders import api_keys, parsed, single
+from builders import api_keys, single, typed
 from multihome import app as app_module
 from multihome.api import gateway as gateway_module
 from multihome.api import public_openapi
@@ -40,7 +40,7 @@ def anyio_backend():
 @pytest.fixture
 def gateway(monkeypatch):
     monkeypatch.setenv("MH_TEST_PUBLIC_DOC_KEY", "mh-public-doc-test-key")
-    return build_app(parsed(single(server=api_keys("MH_TEST_PUBLIC_DOC_KEY"))))
+    return build_app(typed(single(server=api_keys("MH_TEST_PUBLIC_DOC_KEY"))))
 
 
 def client(gateway) -> httpx.AsyncClient:
