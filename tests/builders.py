@@ -132,7 +132,7 @@ def audit(directory: str | PurePath, **fields: Any) -> Section:
     return {"dir": str(directory), **fields}
 
 
-def breaker(consecutive_failures: int, **fields: Any) -> Section:
+def breakers(consecutive_failures: int, **fields: Any) -> Section:
     """`routing:` with this circuit breaker; 0 turns breakers off, so a test's failures do not
     carry over into the next test on a shared gateway."""
     return {"breaker": {"consecutive_failures": consecutive_failures, **fields}}

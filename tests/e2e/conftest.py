@@ -5,7 +5,7 @@ from __future__ import annotations
 import openai
 import pytest
 
-from builders import api_keys, breaker, config, deployment, group, simulated
+from builders import api_keys, breakers, config, deployment, group, simulated
 
 from .processes import Gateway, Simulator, Simulators
 
@@ -26,7 +26,7 @@ def shared_config(sims: dict[str, Simulator]) -> dict:
     azure = simulated("azure", urls["azure"], key_env="MH_TEST_AZURE_KEY")
     return config(
         server=api_keys("MH_TEST_CLIENT_KEY", max_body_bytes=65536),
-        routing=breaker(0),  # tests share this gateway; breakers get their own in test_routing.py
+        routing=breakers(0),  # tests share this gateway; breakers get their own in test_routing.py
         providers={
             "azure": {**azure, "region": "eastus", "data_zone": "US"},
             "azure-v1": {**azure, "api_version": "v1"},

@@ -12,7 +12,7 @@ import contextlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from builders import api_keys, audit, breaker, config, deployment, group, identity, oidc, price, simulated, sqlite
+from builders import api_keys, audit, breakers, config, deployment, group, identity, oidc, price, simulated, sqlite
 from oidc_issuer import LocalIssuer  # tests/ is on sys.path (pytest rootdir insertion)
 
 from .processes import DEBUG_ALL, Gateway, Simulator, Simulators
@@ -49,7 +49,7 @@ def fleet_config(tmp: Path, issuer: LocalIssuer, sims: dict[str, Simulator]) -> 
         storage=sqlite(tmp / "multihome.db", refresh_s=0.25),
         audit=audit(tmp / "audit"),
         identity=identity("MH_FLEET_ADMIN_KEY", oidc(issuer)),
-        routing=breaker(0),
+        routing=breakers(0),
         providers=providers,
         deployments={
             "oa": deployment("openai", "gpt-4o-fleet", price=price(1, 2)),

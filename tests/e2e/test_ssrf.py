@@ -23,7 +23,7 @@ import jwt
 import openai
 import pytest
 
-from builders import api_keys, breaker, config, deployment, simulated
+from builders import api_keys, breakers, config, deployment, simulated
 from builders import group as model_group
 
 from .fleet import ADMIN_KEY, CHAT_GROUPS, CLIENT_KEY, fleet
@@ -214,7 +214,7 @@ def redirect_config(redirector: str) -> dict:
     """One provider of each kind, each its own deployment and group, all at the redirector."""
     return config(
         server=api_keys("MH_SSRF_CLIENT_KEY"),
-        routing={**breaker(2, cooldown_s=0.2), "health_probe": {"interval_s": 0.2, "timeout_s": 2}},
+        routing={**breakers(2, cooldown_s=0.2), "health_probe": {"interval_s": 0.2, "timeout_s": 2}},
         providers={n: simulated(kind, redirector, key_env="MH_SSRF_UPSTREAM_KEY") for n, kind in REDIRECTED.items()},
         deployments={n: deployment(n, "m") for n in REDIRECTED},
         model_groups={n: model_group(n, retries=0) for n in REDIRECTED},
