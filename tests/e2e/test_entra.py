@@ -11,6 +11,8 @@ from urllib.parse import parse_qs, urlparse
 import openai
 import pytest
 
+from builders import api_keys, simulated, single
+
 from .conftest import CLIENT_KEY
 from .processes import Gateway, Simulator
 
@@ -62,15 +64,12 @@ def token_endpoint():
 
 def _entra_gateway(sim, token_endpoint: str, tmp_path) -> Gateway:
     """A gateway whose Azure provider authenticates with Entra ID through azure-identity's managed identity."""
-    config = f"""
-server: {{api_keys_env: [MH_TEST_CLIENT_KEY]}}
-providers:
-  az: {{kind: azure, endpoint: "{sim.url}", auth: {{entra: {{}}}}}}
-deployments:
-  d: {{provider: az, model: gpt-4o-entra}}
-model_groups:
-  gpt-4o: {{deployments: [d]}}
-"""
+    config = single(
+        simulated("azure", sim.url, auth={"entra": {}}),
+        model="gpt-4o-entra",
+        names=("az", "d", "gpt-4o"),
+        server=api_keys("MH_TEST_CLIENT_KEY"),
+    )
     env = {"MH_TEST_CLIENT_KEY": CLIENT_KEY, "IDENTITY_ENDPOINT": token_endpoint, "IDENTITY_HEADER": IDENTITY_HEADER}
     return Gateway(config, tmp_path, env)
 
