@@ -15,7 +15,7 @@ import openai
 
 from builders import api_keys, database_env, identity, price, simulated, single
 
-from .processes import VENV_BIN, Gateway, Simulator
+from .processes import VENV_BIN, Gateway
 
 ADMIN = "contracts-admin-key"
 TODAY = dt.datetime.now(dt.UTC).date()
@@ -44,8 +44,8 @@ def _config(url: str, **sections) -> dict:
     )
 
 
-def test_calls_accrue_to_a_capped_revenue_share(tmp_path):
-    sim = Simulator("openai", "oa")
+def test_calls_accrue_to_a_capped_revenue_share(tmp_path, simulator):
+    sim = simulator("openai", "oa")
     db = f"sqlite+aiosqlite:///{tmp_path}/m.db"
     contracts = {"flush_interval_s": 0.02, "revenue_share": [CAPPED_SHARE]}
     env = {"MH_TEST_DB": db, "MH_TEST_ADMIN": ADMIN, "MH_TEST_CLIENT": "client-key"}
@@ -72,7 +72,6 @@ def test_calls_accrue_to_a_capped_revenue_share(tmp_path):
         assert admin.get("/admin/v1/contracts").status_code == 200
     finally:
         gw.stop()
-        sim.stop()
     cfg = next(tmp_path.glob("gateway-*.yaml"))
     out = subprocess.run(
         [str(VENV_BIN / "multihome"), "contracts", "report", "--config", str(cfg), "--csv"],
@@ -85,10 +84,10 @@ def test_calls_accrue_to_a_capped_revenue_share(tmp_path):
     assert "rs-test" in out.stdout
 
 
-def test_a_contract_created_through_the_admin_api_accrues_with_none_in_the_config(tmp_path):
+def test_a_contract_created_through_the_admin_api_accrues_with_none_in_the_config(tmp_path, simulator):
     """With storage but no `contracts:` section the ledger still runs: the admin API used to answer
     501 "Contracts need storage" here, and calls would never have accrued."""
-    sim = Simulator("openai", "oa")
+    sim = simulator("openai", "oa")
     env = {"MH_TEST_DB": f"sqlite+aiosqlite:///{tmp_path}/m.db", "MH_TEST_ADMIN": ADMIN, "MH_TEST_CLIENT": "client-key"}
     gw = Gateway(_config(sim.url), tmp_path, env)  # no contracts section
     try:
@@ -117,4 +116,3 @@ def test_a_contract_created_through_the_admin_api_accrues_with_none_in_the_confi
         assert Decimal(str(report["accrued"])) == expected
     finally:
         gw.stop()
-        sim.stop()

@@ -14,7 +14,7 @@ import pytest
 from builders import api_keys, simulated, single
 
 from .conftest import CLIENT_KEY
-from .processes import Gateway, Simulator
+from .processes import Gateway
 
 TOKEN = "entra-access-token-xyz"
 IDENTITY_HEADER = "identity-header-secret"
@@ -74,8 +74,8 @@ def _entra_gateway(sim, token_endpoint: str, tmp_path) -> Gateway:
     return Gateway(config, tmp_path, env)
 
 
-def test_entra_token_is_fetched_once_and_sent_as_bearer(token_endpoint, tmp_path):
-    sim = Simulator("azure", "azure-entra", "--entra-token-env", "SIM_ENTRA_TOKEN", env={"SIM_ENTRA_TOKEN": TOKEN})
+def test_entra_token_is_fetched_once_and_sent_as_bearer(token_endpoint, tmp_path, simulator):
+    sim = simulator("azure", "azure-entra", "--entra-token-env", "SIM_ENTRA_TOKEN", env={"SIM_ENTRA_TOKEN": TOKEN})
     gw = _entra_gateway(sim, token_endpoint, tmp_path)
     try:
         client = openai.OpenAI(base_url=gw.url + "/v1", api_key=CLIENT_KEY, max_retries=0)
@@ -87,12 +87,11 @@ def test_entra_token_is_fetched_once_and_sent_as_bearer(token_endpoint, tmp_path
         assert [r["auth"] for r in sim.requests()] == [True, True, True]
     finally:
         log = gw.stop()
-        sim.stop()
     assert TOKEN not in log and IDENTITY_HEADER not in log
 
 
-def test_wrong_entra_token_is_an_operator_problem_not_a_client_one(token_endpoint, tmp_path):
-    sim = Simulator(
+def test_wrong_entra_token_is_an_operator_problem_not_a_client_one(token_endpoint, tmp_path, simulator):
+    sim = simulator(
         "azure", "azure-entra", "--entra-token-env", "SIM_ENTRA_TOKEN", env={"SIM_ENTRA_TOKEN": "another-token"}
     )
     gw = _entra_gateway(sim, token_endpoint, tmp_path)
@@ -104,4 +103,3 @@ def test_wrong_entra_token_is_an_operator_problem_not_a_client_one(token_endpoin
         assert "credentials" in info.value.message
     finally:
         gw.stop()
-        sim.stop()

@@ -11,7 +11,7 @@ import openai
 from builders import api_keys, breakers, config, deployment, group, simulated
 
 from .conftest import CLIENT_KEY
-from .processes import Gateway, Simulator
+from .processes import Gateway
 
 USER = [{"role": "user", "content": "hello"}]
 
@@ -44,8 +44,8 @@ def wait_state(gw: Gateway, body: dict, name: str, want: str, seconds: float = 5
     return time.monotonic() - start
 
 
-def test_open_breakers_are_probed_back_without_spending_client_calls(tmp_path):
-    a, b = Simulator("openai", "sim-a"), Simulator("openai", "sim-b")
+def test_open_breakers_are_probed_back_without_spending_client_calls(tmp_path, simulator):
+    a, b = simulator("openai", "sim-a"), simulator("openai", "sim-b")
     gw = Gateway(_config(a.url, b.url), tmp_path, {"MH_TEST_CLIENT_KEY": CLIENT_KEY})
     client = openai.OpenAI(base_url=gw.url + "/v1", api_key=CLIENT_KEY, max_retries=0, timeout=10)
     chat = {"model": "chat", "messages": USER}
@@ -95,5 +95,3 @@ def test_open_breakers_are_probed_back_without_spending_client_calls(tmp_path):
         assert len(embeddings) >= 4  # 2 client calls, at least one probe, the last call
     finally:
         gw.stop()
-        a.stop()
-        b.stop()

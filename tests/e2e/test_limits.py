@@ -19,7 +19,7 @@ import pytest
 from builders import api_keys, config, database_env, deployment, group, identity, key_budget, price, simulated
 
 from .conftest import CLIENT_KEY
-from .processes import Gateway, Simulator
+from .processes import Gateway
 from .services import RedisServer, replicas
 
 ADMIN_KEY = "mh-bootstrap-admin-key-for-limits"
@@ -230,9 +230,9 @@ def test_an_empty_redis_keeps_the_periods_spend_and_the_minutes_requests(tmp_pat
         redis.stop()
 
 
-def test_a_deployment_over_its_own_rate_limit_is_passed_over(tmp_path):
+def test_a_deployment_over_its_own_rate_limit_is_passed_over(tmp_path, simulator):
     """A per-deployment limit steers routing: the next call goes to the next deployment, and says why."""
-    a, b = Simulator("openai", "a"), Simulator("openai", "b")
+    a, b = simulator("openai", "a"), simulator("openai", "b")
     cfg = config(
         server=api_keys("MH_TEST_CLIENT"),
         metering={"rate_limits": [{"scope": "deployment", "id": "primary", "requests_per_minute": 1}]},
@@ -253,8 +253,6 @@ def test_a_deployment_over_its_own_rate_limit_is_passed_over(tmp_path):
         )
     finally:
         gw.stop()
-        a.stop()
-        b.stop()
     assert first.headers["x-multihome-deployment"] == "primary"
     assert second.headers["x-multihome-deployment"] == "secondary"
     assert 'primary;outcome=skipped;reason="deployment rate limit reached"' in second.headers["x-multihome-attempts"]

@@ -11,7 +11,7 @@ import pytest
 from builders import api_keys, breakers, config, deployment, group, simulated
 
 from .conftest import CLIENT_KEY
-from .processes import Gateway, Simulator
+from .processes import Gateway
 from .services import RedisServer
 
 USER = [{"role": "user", "content": "hello"}]
@@ -29,9 +29,9 @@ def _config(a: str, b: str) -> dict:
 
 
 @pytest.fixture
-def pair(tmp_path):
+def pair(tmp_path, simulator):
     redis = RedisServer()
-    a, b = Simulator("openai", "sim-a"), Simulator("openai", "sim-b")
+    a, b = simulator("openai", "sim-a"), simulator("openai", "sim-b")
     env = {"MH_TEST_CLIENT_KEY": CLIENT_KEY, "MH_TEST_REDIS_URL": redis.url}
     cfg = _config(a.url, b.url)
     gateways = [Gateway(cfg, tmp_path, env), Gateway(cfg, tmp_path, env)]
@@ -39,8 +39,6 @@ def pair(tmp_path):
     yield a, b, clients, gateways
     for g in gateways:
         g.stop()
-    a.stop()
-    b.stop()
     redis.stop()
 
 

@@ -52,8 +52,8 @@ def _held_rows_config(url: str) -> dict:
 USER = [{"role": "user", "content": "count this call"}]
 
 
-def test_sigterm_answers_calls_in_flight_and_writes_every_row(tmp_path):
-    sim = Simulator("openai", "oa")
+def test_sigterm_answers_calls_in_flight_and_writes_every_row(tmp_path, simulator):
+    sim = simulator("openai", "oa")
     db = tmp_path / "m.db"
     gw = Gateway(
         _held_rows_config(sim.url),
@@ -87,7 +87,6 @@ def test_sigterm_answers_calls_in_flight_and_writes_every_row(tmp_path):
         assert len(late) == 3, "calls in flight at SIGTERM must still be answered"
     finally:
         gw.stop()
-        sim.stop()
 
     usages = answered + late
     cost = sum((Decimal(u.prompt_tokens * 3 + u.completion_tokens * 15) / 1_000_000 for u in usages), Decimal(0))
