@@ -65,6 +65,16 @@ def group(*deployments: str, **fields: Any) -> Section:
     return {"deployments": list(deployments), **fields}
 
 
+def groups(over: dict[str, str | list[str]], **fields: Any) -> dict[str, Section]:
+    """Model groups by name, each over its deployment (or list of deployments), all with `fields`."""
+    return {name: group(*([d] if isinstance(d, str) else d), **fields) for name, d in over.items()}
+
+
+def embedding(provider: str, model: str, **fields: Any) -> Section:
+    """A deployment of an embeddings model."""
+    return deployment(provider, model, capabilities=["embeddings"], **fields)
+
+
 def price(input: float | Decimal | str, output: float | Decimal | str, **fields: Any) -> Section:
     """A deployment's price per million tokens."""
     return {"input": input, "output": output, **fields}

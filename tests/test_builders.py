@@ -12,7 +12,9 @@ from builders import (
     api_keys,
     config,
     deployment,
+    embedding,
     group,
+    groups,
     key_budget,
     price,
     simulated,
@@ -48,6 +50,14 @@ def test_yaml_reads_back_to_the_same_values() -> None:
     assert back["metering"]["budgets"][0]["amount"] == "0.50"  # a money string stays a string
     assert back["contracts"]["commitments"][0]["starts_on"] == dt.date(2026, 1, 1)
     assert list(back) == ["server", "storage", "metering", "contracts", "providers", "deployments", "model_groups"]
+
+
+def test_groups_share_their_fields_and_embeddings_say_so() -> None:
+    assert groups({"a": "d1", "b": ["d1", "d2"]}, retries=0) == {
+        "a": {"deployments": ["d1"], "retries": 0},
+        "b": {"deployments": ["d1", "d2"], "retries": 0},
+    }
+    assert embedding("p", "e") == {"provider": "p", "model": "e", "capabilities": ["embeddings"]}
 
 
 def test_a_single_route_config_is_a_valid_gateway_config() -> None:

@@ -34,7 +34,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 # pytest puts tests/ on sys.path for both packages (neither tests/ nor the rootdir is a package).
-from builders import api_keys, breakers, config, deployment, group, simulated
+from builders import api_keys, breakers, config, deployment, embedding, group, simulated
 from e2e.processes import Gateway, Simulator
 
 CLIENT_KEY = "mh-conformance-client-key"
@@ -159,7 +159,7 @@ def gateway_config(urls: dict[str, str]) -> dict:
         groups[f"{n}-fo"] = group(f"{n}-fo", "oa-backup", retries=0, fail_over_on=fail_over_on)
         groups[f"{n}-bad"] = group(f"{n}-bad", retries=0)
         if t.embed_model:
-            deployments[f"{n}-embed"] = deployment(n, t.embed_model, capabilities=["embeddings"])
+            deployments[f"{n}-embed"] = embedding(n, t.embed_model)
             groups[f"{n}-embed"] = group(f"{n}-embed", retries=0)
     return config(
         server=api_keys("CF_CLIENT_KEY"),

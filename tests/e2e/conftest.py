@@ -5,7 +5,7 @@ from __future__ import annotations
 import openai
 import pytest
 
-from builders import api_keys, breakers, config, deployment, group, simulated
+from builders import api_keys, breakers, config, deployment, embedding, group, simulated
 
 from .processes import Gateway, Simulator, Simulators
 
@@ -42,8 +42,8 @@ def shared_config(sims: dict[str, Simulator]) -> dict:
             "sh-text": deployment("selfhosted", "llama-text", capabilities=["chat", "streaming", "tools"]),
             "oa-vision": deployment("openai", "gpt-4o-vision"),
             "az-v1": deployment("azure-v1", "gpt-4o-v1dep"),
-            "az-embed": deployment("azure", "embed-az", capabilities=["embeddings"]),
-            "oa-embed": deployment("openai", "embed-oa", capabilities=["embeddings"]),
+            "az-embed": embedding("azure", "embed-az"),
+            "oa-embed": embedding("openai", "embed-oa"),
         },
         model_groups={
             "gpt-4o": group("az-main", "oa-main", retries=1, backoff_ms=10, max_retry_after_s=1.5, timeouts=QUICK),

@@ -12,7 +12,20 @@ import contextlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from builders import api_keys, audit, breakers, config, deployment, group, identity, oidc, price, simulated, sqlite
+from builders import (
+    api_keys,
+    audit,
+    breakers,
+    config,
+    deployment,
+    embedding,
+    groups,
+    identity,
+    oidc,
+    price,
+    simulated,
+    sqlite,
+)
 from oidc_issuer import LocalIssuer  # tests/ is on sys.path (pytest rootdir insertion)
 
 from .processes import DEBUG_ALL, Gateway, Simulator, Simulators
@@ -57,19 +70,22 @@ def fleet_config(tmp: Path, issuer: LocalIssuer, sims: dict[str, Simulator]) -> 
             "an": deployment("anthropic", "claude-fleet"),
             "br": deployment("bedrock", "anthropic.claude-3-5-haiku-20241022-v1:0"),
             "gm": deployment("gemini", "gemini-2.5-flash"),
-            "oa-embed": deployment("openai", "embed-oa", capabilities=["embeddings"]),
-            "br-titan": deployment("bedrock", "amazon.titan-embed-text-v2:0", capabilities=["embeddings"]),
-            "gm-embed": deployment("gemini", "text-embedding-004", capabilities=["embeddings"]),
+            "oa-embed": embedding("openai", "embed-oa"),
+            "br-titan": embedding("bedrock", "amazon.titan-embed-text-v2:0"),
+            "gm-embed": embedding("gemini", "text-embedding-004"),
         },
-        model_groups={
-            "gpt-4o": group("oa", "az", retries=0),
-            "claude": group("an", retries=0),
-            "bedrock": group("br", retries=0),
-            "gemini": group("gm", retries=0),
-            "embed": group("oa-embed", retries=0),
-            "titan": group("br-titan", retries=0),
-            "gemini-embed": group("gm-embed", retries=0),
-        },
+        model_groups=groups(
+            {
+                "gpt-4o": ["oa", "az"],
+                "claude": "an",
+                "bedrock": "br",
+                "gemini": "gm",
+                "embed": "oa-embed",
+                "titan": "br-titan",
+                "gemini-embed": "gm-embed",
+            },
+            retries=0,
+        ),
     )
 
 

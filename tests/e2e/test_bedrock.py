@@ -10,7 +10,7 @@ import struct
 import openai
 import pytest
 
-from builders import api_keys, config, deployment, group, simulated
+from builders import api_keys, config, deployment, embedding, groups, simulated
 
 from .processes import Gateway, Simulator
 
@@ -45,18 +45,21 @@ def _config(sim: str, openai_url: str) -> dict:
             "br-bad": deployment("bedrock-bad", CLAUDE),
             "br-role": deployment("bedrock-role", CLAUDE),
             "br-role-denied": deployment("bedrock-role-denied", CLAUDE),
-            "br-titan": deployment("bedrock", "amazon.titan-embed-text-v2:0", capabilities=["embeddings"]),
-            "br-cohere": deployment("bedrock", "cohere.embed-english-v3", capabilities=["embeddings"]),
+            "br-titan": embedding("bedrock", "amazon.titan-embed-text-v2:0"),
+            "br-cohere": embedding("bedrock", "cohere.embed-english-v3"),
         },
-        model_groups={
-            "claude": group("br-main", retries=0),
-            "claude-failover": group("br-primary", "br-secondary", retries=0),
-            "claude-bad": group("br-bad", retries=0),
-            "claude-role": group("br-role", retries=0),
-            "claude-role-denied": group("br-role-denied", retries=0),
-            "titan": group("br-titan", retries=0),
-            "cohere": group("br-cohere", retries=0),
-        },
+        model_groups=groups(
+            {
+                "claude": "br-main",
+                "claude-failover": ["br-primary", "br-secondary"],
+                "claude-bad": "br-bad",
+                "claude-role": "br-role",
+                "claude-role-denied": "br-role-denied",
+                "titan": "br-titan",
+                "cohere": "br-cohere",
+            },
+            retries=0,
+        ),
     )
 
 

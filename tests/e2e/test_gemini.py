@@ -20,7 +20,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from builders import api_keys, config, deployment, group, simulated
+from builders import api_keys, config, deployment, embedding, group, simulated
 
 from .processes import Gateway, Simulators
 
@@ -70,8 +70,8 @@ def _config(sims) -> dict:
             "gem-fo": deployment("gemini", "gemini-fo"),
             "gem-strict": deployment("gemini", "gemini-strict"),
             "oa-backup": deployment("openai", "gpt-4o-backup"),
-            "gem-embed": deployment("gemini", "text-embedding-004", capabilities=["embeddings"]),
-            "vtx-embed": deployment("vertex", "text-embedding-005", capabilities=["embeddings"]),
+            "gem-embed": embedding("gemini", "text-embedding-004"),
+            "vtx-embed": embedding("vertex", "text-embedding-005"),
         },
         model_groups={
             "gem": group("gem-main", retries=0, fail_over_on=DECLINES),

@@ -8,7 +8,7 @@ import time
 import httpx
 import openai
 
-from builders import api_keys, breakers, config, deployment, group, simulated
+from builders import api_keys, breakers, config, deployment, embedding, group, simulated
 
 from .conftest import CLIENT_KEY
 from .processes import Gateway
@@ -25,7 +25,7 @@ def _config(a: str, b: str) -> dict:
         deployments={
             "primary": deployment("pa", "primary-model"),
             "backup": deployment("pb", "backup-model"),
-            "vectors": deployment("pa", "vector-model", capabilities=["embeddings"]),
+            "vectors": embedding("pa", "vector-model"),
         },
         model_groups={"chat": group("primary", "backup", retries=0), "embed": group("vectors", retries=0)},
     )

@@ -23,8 +23,7 @@ import jwt
 import openai
 import pytest
 
-from builders import api_keys, breakers, config, deployment, simulated
-from builders import group as model_group
+from builders import api_keys, breakers, config, deployment, groups, simulated
 
 from .fleet import ADMIN_KEY, CHAT_GROUPS, CLIENT_KEY, fleet
 from .processes import Gateway
@@ -217,7 +216,7 @@ def redirect_config(redirector: str) -> dict:
         routing={**breakers(2, cooldown_s=0.2), "health_probe": {"interval_s": 0.2, "timeout_s": 2}},
         providers={n: simulated(kind, redirector, key_env="MH_SSRF_UPSTREAM_KEY") for n, kind in REDIRECTED.items()},
         deployments={n: deployment(n, "m") for n in REDIRECTED},
-        model_groups={n: model_group(n, retries=0) for n in REDIRECTED},
+        model_groups=groups({n: n for n in REDIRECTED}, retries=0),
     )
 
 

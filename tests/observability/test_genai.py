@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from builders import config, deployment, group, open_door, provider, typed
+from builders import config, deployment, embedding, group, open_door, provider, typed
 from multihome.accounting.record import AttemptRecord, CallRecord, Usage
 from multihome.observability.genai import GenAIMapper, error_type_of
 from multihome.providers.registry import BY_NAME
@@ -26,7 +26,7 @@ CONFIG = config(
         "claude@an": deployment("an", "claude-sonnet-4"),
         "gem@ge": deployment("ge", "gemini-2.0-flash"),
         "gem@vx": deployment("vx", "gemini-2.0-flash-001"),
-        "emb@az": deployment("az", "embed-prod", capabilities=["embeddings"]),
+        "emb@az": embedding("az", "embed-prod"),
     },
     model_groups={
         "gpt-4o": group("gpt@az", "gpt@oa"),
