@@ -21,7 +21,7 @@ import tempfile
 from decimal import Decimal
 from pathlib import Path
 
-UTC = dt.timezone.utc
+UTC = dt.UTC
 CONFIG = """
 storage: {{url: "{url}"}}
 contracts:
@@ -45,12 +45,12 @@ def _daily_cost(contract: str, day: int) -> Decimal:
 
 
 async def _fill(url: str) -> None:
-    from multihome.contracts import terms
+    import yaml
+
     from multihome.config.contracts import parse_contracts
+    from multihome.contracts import terms
     from multihome.contracts.ledger import Ledger, Pending
     from multihome.storage.engine import create_engine
-
-    import yaml
 
     cfg = parse_contracts(yaml.safe_load(CONFIG.format(url=url))["contracts"])
     now = dt.datetime.fromisoformat(AT)
@@ -64,8 +64,11 @@ async def _fill(url: str) -> None:
                 for hour, share in ((10, Decimal("0.4")), (14, Decimal("0.6"))):
                     at = dt.datetime.combine(a.starts_on + dt.timedelta(days=day), dt.time(hour), UTC)
                     cost = _daily_cost(a.id, day) * share
-                    batch.append(Pending(a.id, f"req_{day}_{hour}", at, cost, terms.requested(a, cost),
-                                         terms.limit(a), "2026-01"))
+                    batch.append(
+                        Pending(
+                            a.id, f"req_{day}_{hour}", at, cost, terms.requested(a, cost), terms.limit(a), "2026-01"
+                        )
+                    )
             await ledger.apply(batch)
     finally:
         await engine.dispose()
@@ -84,10 +87,30 @@ def main(argv: list[str]) -> int:
         config = Path(tmp) / "gateway.yaml"
         config.write_text(CONFIG.format(url=url))
         common = ["contracts", "project", "--config", str(config), "--at", AT]
-        multihome([*common, "--contract", "azure-commit-2026", "--growth", "flat",
-                   "--out", str(out / "commitment-shortfall.png")])
-        multihome([*common, "--contract", "rs-fabrikam-2026", "--growth", "compound", "--rate", "0.1",
-                   "--out", str(out / "revenue-share-cap.png")])
+        multihome(
+            [
+                *common,
+                "--contract",
+                "azure-commit-2026",
+                "--growth",
+                "flat",
+                "--out",
+                str(out / "commitment-shortfall.png"),
+            ]
+        )
+        multihome(
+            [
+                *common,
+                "--contract",
+                "rs-fabrikam-2026",
+                "--growth",
+                "compound",
+                "--rate",
+                "0.1",
+                "--out",
+                str(out / "revenue-share-cap.png"),
+            ]
+        )
     return 0
 
 

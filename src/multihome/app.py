@@ -9,7 +9,7 @@ from .api.admin.dispatch import AdminApi
 from .api.admin.route import Services
 from .api.anthropic.routes import AnthropicDoor
 from .api.drain import Drain
-from .api.gateway import Gateway
+from .api.gateway import Gateway, Service
 from .api.openai.chat import ChatDoor
 from .api.openai.embeddings import EmbeddingsDoor
 from .api.openai.explain import ExplainDoor
@@ -60,7 +60,7 @@ def build_app(config: Config) -> Gateway:
     # Metering has work only with somewhere to write usage or limits to enforce.
     metered = storage.enabled or bool(config.metering.budgets or config.metering.rate_limits)
     accounting = Accounting(sinks=[metering], limiter=metering.limiter) if metered else Accounting()
-    extra_services = [metering] if metered else []
+    extra_services: list[Service] = [metering] if metered else []
     if storage.enabled:
         # Metered cost accrues to revenue shares and commitments, from the config or created
         # through the admin API (so the ledger runs whenever there is storage to keep it).
@@ -107,7 +107,7 @@ def build_app(config: Config) -> Gateway:
     if audit_log is not None:
         from .audit import AuditReader
 
-        audit_reader = AuditReader(config.audit.dir)
+        audit_reader = AuditReader(audit_log.dir)
     admin = AdminApi(
         Services(
             store=store,
@@ -123,7 +123,8 @@ def build_app(config: Config) -> Gateway:
     )
     probe = config.routing.health_probe
     prober = HealthProber(list(catalog.deployments.values()), breakers, probe.interval_s, probe.timeout_s)
-    services = [storage, gate, catalog, _Started(breakers, list(catalog.deployments)), prober, *extra_services]
+    started = _Started(breakers, list(catalog.deployments))
+    services: list[Service] = [storage, gate, catalog, started, prober, *extra_services]
     if telemetry is not None:
         services.insert(0, telemetry)  # up before calls are served, flushed after the rest closed
     if audit_log is not None:

@@ -124,11 +124,13 @@ async def _demo(port: int, scripted_only: bool) -> None:
             host="127.0.0.1",
             port=port,
             loop="none",
-            http=protocol(config.server.max_header_bytes),
+            # uvicorn's stubs: a protocol class, and an int timeout; it only calls the one (a factory works)
+            # and hands the other to asyncio.timeout(), which takes a float (as cli/serve.py explains).
+            http=protocol(config.server.max_header_bytes),  # type: ignore[arg-type]
             lifespan="on",
             access_log=False,
             log_level="warning",
-            timeout_graceful_shutdown=uvicorn_timeout(config.server.drain_timeout_s),
+            timeout_graceful_shutdown=uvicorn_timeout(config.server.drain_timeout_s),  # type: ignore[arg-type]
         )
     )
     serving = asyncio.create_task(server.serve())

@@ -83,7 +83,8 @@ class CallTracker:
         self.started_at = time.time()
         self._t0 = time.perf_counter()
         self.model_group = ""
-        self.policy_code = self.entitlement_id = None
+        self.policy_code: str | None = None  # set by api.policy_gate: the decision's code
+        self.entitlement_id: str | None = None  # and the grant that licensed or refused the call
         self.ticket: Ticket | None = None
         self._durable: asyncio.Future[None] | None = None
         self.finished = False

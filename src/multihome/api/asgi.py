@@ -16,14 +16,15 @@ Header = tuple[bytes, bytes]
 JSON = (b"content-type", b"application/json")
 
 
-def header(scope: dict, name: bytes) -> bytes | None:
-    for key, value in scope["headers"]:
+def header(scope: Scope, name: bytes) -> bytes | None:
+    headers: list[Header] = scope["headers"]  # ASGI: a list of (name, value) byte pairs, names lower-case
+    for key, value in headers:
         if key == name:
             return value
     return None
 
 
-async def read_body(scope: dict, receive, limit: int) -> bytes:
+async def read_body(scope: Scope, receive: Receive, limit: int) -> bytes:
     length = header(scope, b"content-length")
     if length is not None:
         try:
@@ -32,7 +33,7 @@ async def read_body(scope: dict, receive, limit: int) -> bytes:
             raise ApiError(400, "Content-Length is not a number.", code="invalid_header") from None
         if declared > limit:
             raise _too_large(limit)
-    chunks = []
+    chunks: list[bytes] = []
     size = 0
     while True:
         message = await receive()
@@ -60,7 +61,7 @@ def _too_large(limit: int) -> ApiError:
     )
 
 
-async def send_bytes(send, status: int, body: bytes, headers: list[tuple[bytes, bytes]]) -> None:
+async def send_bytes(send: Send, status: int, body: bytes, headers: list[Header]) -> None:
     headers.append((b"content-length", str(len(body)).encode()))
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})

@@ -11,7 +11,7 @@ from __future__ import annotations
 import gc
 import logging
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Protocol
 
 import msgspec
 
@@ -27,6 +27,15 @@ from .routes import ROUTES, Handler, RouteTable, family_of
 
 log = logging.getLogger("multihome.gateway")
 
+
+class Service(Protocol):
+    """A long-lived part (storage, the audit log, the health prober...) the gateway starts, in order,
+    when the ASGI lifespan starts, and closes in reverse when it ends."""
+
+    async def start(self) -> None: ...
+    async def close(self) -> None: ...
+
+
 _OK = b'{"status":"ok"}'
 _STARTING = b'{"status":"starting"}'
 _DRAINING = b'{"status":"draining"}'
@@ -39,15 +48,15 @@ class Gateway:
         pipeline: Pipeline,
         auth: Authenticator,
         doors: Mapping[str, Handler],
-        services: list[Any] | None = None,
+        services: list[Service] | None = None,
         admin: Any = None,
         drain: Drain | None = None,
     ) -> None:
         self.admin = admin  # the admin API: handle(scope, receive, send, request_id, principal)
         self.pipeline = pipeline
         self.catalog = pipeline.catalog
-        # Started in order at start-up, closed in reverse at shutdown (each has start() and close()).
-        self.services = services if services is not None else [self.catalog]
+        # Started in order at start-up, closed in reverse at shutdown.
+        self.services: list[Service] = services if services is not None else [self.catalog]
         self.auth = auth
         self.ready = False
         self.listening: str | None = None  # "http://host:port", logged once start-up is complete

@@ -7,7 +7,9 @@ later). Without storage there are no policies; licensed model groups then refuse
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import logging
+from typing import TYPE_CHECKING, Protocol
 
 import msgspec
 
@@ -17,11 +19,16 @@ from ..routing.catalog import Catalog, GroupRuntime
 from ..schema.errors import ApiError
 from ..schema.principal import Principal
 
+if TYPE_CHECKING:
+    from ..accounting.tracker import CallTracker
+    from ..storage import records
+    from ..storage.snapshot import Snapshot
+
 EGRESS = "egress"
 log = logging.getLogger("multihome.policy")
 
 
-def engine_policy(row) -> Policy:
+def engine_policy(row: records.Policy) -> Policy:
     """A stored policy row (storage.records.Policy) as the engine reads it."""
     rules = msgspec.convert(row.rules.get(EGRESS, []), list[EgressRule])
     return Policy(
@@ -34,7 +41,7 @@ def engine_policy(row) -> Policy:
     )
 
 
-def engine_entitlement(row) -> Entitlement:
+def engine_entitlement(row: records.Entitlement) -> Entitlement:
     return Entitlement(
         id=row.id,
         tenant_id=row.tenant_id,
@@ -47,9 +54,32 @@ def engine_entitlement(row) -> Entitlement:
     )
 
 
+class Snapshots(Protocol):
+    """Where stored policies and entitlements come from (storage.snapshot.SnapshotCache)."""
+
+    @property
+    def snapshot(self) -> Snapshot: ...
+
+
+class Admitted:
+    """The planner's per-group policy view of an admitted call (routing.planner.RequestShape.policy):
+    the requested group's decision, made already, and a fresh one for each fallback group asked about."""
+
+    __slots__ = ("decision", "_gate", "_principal", "_group", "_endpoint")
+
+    def __init__(self, gate: PolicyGate, principal: Principal, group: str, endpoint: str, decision: Decision) -> None:
+        self.decision = decision  # the requested group's (the pipeline admits limits against its deployments)
+        self._gate, self._principal, self._group, self._endpoint = gate, principal, group, endpoint
+
+    def __call__(self, group: GroupRuntime) -> Decision:
+        if group.name == self._group:
+            return self.decision
+        return self._gate.decide(self._principal, group.name, self._endpoint)
+
+
 class PolicyGate:
-    def __init__(self, catalog: Catalog, snapshots=None) -> None:
-        self._snapshots = snapshots  # storage.snapshot.SnapshotCache, or None
+    def __init__(self, catalog: Catalog, snapshots: Snapshots | None = None) -> None:
+        self._snapshots = snapshots
         self._licensed = frozenset(n for n, g in catalog.config.model_groups.items() if g.requires_entitlement)
         self._facts = {
             name: tuple(
@@ -65,8 +95,8 @@ class PolicyGate:
             for name, group in catalog.groups.items()
         }
         self._version: object = None
-        self._rows: tuple = ((), ())
-        self._building: asyncio.Task | None = None
+        self._rows: tuple[tuple[records.Policy, ...], tuple[records.Entitlement, ...]] = ((), ())
+        self._building: asyncio.Task[None] | None = None
         self._engine = PolicyEngine.from_rows([], [], self._licensed)
 
     def engine(self) -> PolicyEngine:
@@ -93,7 +123,7 @@ class PolicyGate:
         if self._building is not None:
             self._building.cancel()
 
-    async def _rebuild(self, snap) -> None:
+    async def _rebuild(self, snap: Snapshot) -> None:
         try:
             if self._version is None or (snap.policies, snap.entitlements) != self._rows:
                 self._engine = await asyncio.to_thread(self._build, snap)
@@ -102,7 +132,7 @@ class PolicyGate:
         finally:
             self._building = None
 
-    def _build(self, snap) -> PolicyEngine:
+    def _build(self, snap: Snapshot) -> PolicyEngine:
         try:
             return PolicyEngine.from_rows(
                 [engine_policy(p) for p in snap.policies],
@@ -114,25 +144,19 @@ class PolicyGate:
             log.error("stored policy data is invalid, refusing calls until fixed: %s", exc)
             return PolicyEngine.closed(f"stored policy data is invalid ({exc})")
 
-    def decide(self, principal: Principal, group: str, endpoint: str, on=None) -> Decision:
+    def decide(self, principal: Principal, group: str, endpoint: str, on: dt.date | None = None) -> Decision:
         """The decision (with its rule trace) for this caller; `on` explains another day (UTC)."""
         return self.engine().decide(principal, group, endpoint, self._facts[group], on)
 
-    def admit(self, principal: Principal, group: GroupRuntime, endpoint: str, tracker=None):
+    def admit(
+        self, principal: Principal, group: GroupRuntime, endpoint: str, tracker: CallTracker | None = None
+    ) -> Admitted:
         """Refuse the call (403) or return the planner's per-group policy view for it and its fallbacks.
 
-        The view carries the requested group's decision as `.decision`; a tracker (accounting) is
-        told the policy code and the entitlement that licensed or refused the call."""
+        A tracker (accounting) is told the policy code and the entitlement that licensed or refused the call."""
         decision = self.decide(principal, group.name, endpoint)
         if tracker is not None:
             tracker.policy_code, tracker.entitlement_id = decision.code, decision.entitlement_id
         if not decision.allowed:
             raise ApiError(403, decision.message, type="permission_error", code=decision.code or "policy_denied")
-        first = {group.name: decision}
-
-        def view(g: GroupRuntime) -> Decision:
-            found = first.get(g.name)
-            return found if found is not None else self.decide(principal, g.name, endpoint)
-
-        view.decision = decision
-        return view
+        return Admitted(self, principal, group.name, endpoint, decision)

@@ -15,7 +15,11 @@ gateway's route table (api/routes.py) and that every route the gateway dispatche
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any, TypedDict
+
+Schema = dict[str, Any]  # a JSON Schema (or OpenAPI) fragment, encoded as it is built
 
 OPENAI, ANTHROPIC, NONE = "openai", "anthropic", "none"  # which door (auth scheme, error envelope)
 
@@ -123,13 +127,13 @@ ROUTES = [
 ]
 
 
-def _ref(name: str) -> dict:
+def _ref(name: str) -> Schema:
     return {"$ref": f"#/components/schemas/{name}"}
 
 
-def _obj(required: list[str] | tuple = (), extra: bool = True, **props) -> dict:
+def _obj(required: Sequence[str] = (), extra: bool = True, **props: Schema) -> Schema:
     """An object schema. `extra`: unknown fields are allowed (OpenAI-compatible servers ignore or forward them)."""
-    out: dict = {"type": "object", "properties": props}
+    out: Schema = {"type": "object", "properties": props}
     if required:
         out["required"] = list(required)
     if not extra:
@@ -137,15 +141,15 @@ def _obj(required: list[str] | tuple = (), extra: bool = True, **props) -> dict:
     return out
 
 
-def _null(schema: dict) -> dict:
+def _null(schema: Schema) -> Schema:
     return {"anyOf": [schema, {"type": "null"}]}
 
 
-def _const(value: str) -> dict:
+def _const(value: str) -> Schema:
     return {"type": "string", "enum": [value]}
 
 
-def _enum(*values: str) -> dict:
+def _enum(*values: str) -> Schema:
     return {"type": "string", "enum": list(values)}
 
 
@@ -153,7 +157,7 @@ STR, INT, NUM, BOOL = {"type": "string"}, {"type": "integer"}, {"type": "number"
 JSON_OBJECT = {"type": "object", "additionalProperties": True}  # a JSON Schema or free-form object, passed on as is
 
 
-def _openai_schemas() -> dict:
+def _openai_schemas() -> dict[str, Schema]:
     text_part = _obj(["type", "text"], type=_const("text"), text=STR)
     image_part = _obj(
         ["type", "image_url"],
@@ -176,7 +180,7 @@ def _openai_schemas() -> dict:
     file_part = _obj(["type", "file"], type=_const("file"), file=_obj(filename=STR, file_data=STR, file_id=STR))
     refusal_part = _obj(["type", "refusal"], type=_const("refusal"), refusal=STR)
 
-    def content(*parts: dict) -> dict:
+    def content(*parts: Schema) -> Schema:
         return {"oneOf": [STR, {"type": "array", "minItems": 1, "items": {"oneOf": list(parts)}}]}
 
     tool_call = _obj(
@@ -396,7 +400,19 @@ def _openai_schemas() -> dict:
     }
 
 
-def _anthropic_schemas() -> dict:
+class _MessagesFields(TypedDict):
+    """The fields a Messages request and a count_tokens request share (typed, so `**` spreads them
+    into `_obj` as properties and never as its `required`/`extra` parameters)."""
+
+    model: Schema
+    messages: Schema
+    system: Schema
+    tools: Schema
+    tool_choice: Schema
+    thinking: Schema
+
+
+def _anthropic_schemas() -> dict[str, Schema]:
     text = _obj(["type", "text"], type=_const("text"), text=STR, cache_control=JSON_OBJECT)
     image = _obj(
         ["type", "source"],
@@ -443,7 +459,7 @@ def _anthropic_schemas() -> dict:
         role=_enum("user", "assistant"),
         content={"oneOf": [STR, {"type": "array", "items": {"oneOf": [text, image, tool_use, tool_result, thinking]}}]},
     )
-    common = dict(
+    common = _MessagesFields(
         model={"type": "string", "description": "A model group of this gateway."},
         messages={"type": "array", "minItems": 1, "items": message},
         system={"oneOf": [STR, {"type": "array", "items": text}]},
@@ -566,7 +582,7 @@ _NARROWING = {
 }
 
 
-def _error(door: str) -> dict:
+def _error(door: str) -> Schema:
     schema = "AnthropicError" if door == ANTHROPIC else "Error"
     return {
         "description": f"{'Anthropic' if door == ANTHROPIC else 'OpenAI'} error envelope",
@@ -574,8 +590,8 @@ def _error(door: str) -> dict:
     }
 
 
-def _operation(route: PublicRoute) -> dict:
-    op: dict = {"operationId": route.operation_id, "summary": route.summary}
+def _operation(route: PublicRoute) -> Schema:
+    op: Schema = {"operationId": route.operation_id, "summary": route.summary}
     if route.door == OPENAI:
         op["security"] = [{"bearer": []}]
     elif route.door == ANTHROPIC:
@@ -587,7 +603,7 @@ def _operation(route: PublicRoute) -> dict:
     if route.request is not None:
         op["requestBody"] = {"required": True, "content": {"application/json": {"schema": _ref(route.request)}}}
         op["parameters"] = [_NARROWING] if route.door != NONE and route.request != "CountTokensRequest" else []
-    ok: dict = {"description": "OK"}
+    ok: Schema = {"description": "OK"}
     if route.response is not None:
         ok["content"] = {"application/json": {"schema": _ref(route.response)}}
         if route.stream is not None:
@@ -595,7 +611,7 @@ def _operation(route: PublicRoute) -> dict:
             ok["headers"] = _RESPONSE_HEADERS
     elif route.operation_id == "publicOpenapi":
         ok["content"] = {"application/json": {"schema": {"type": "object"}}}
-    responses: dict = {"200": ok}
+    responses: dict[str, Schema] = {"200": ok}
     if route.path == "/readyz":
         responses["503"] = {
             "description": "Still starting",
@@ -611,8 +627,8 @@ def _operation(route: PublicRoute) -> dict:
     return op
 
 
-def openapi_document() -> dict:
-    paths: dict[str, dict] = {}
+def openapi_document() -> Schema:
+    paths: dict[str, dict[str, Schema]] = {}
     for route in ROUTES:
         paths.setdefault(route.path, {})[route.method.lower()] = _operation(route)
     return {

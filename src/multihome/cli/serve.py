@@ -4,9 +4,10 @@ database, and ask a running one for its routing plan."""
 from __future__ import annotations
 
 import argparse
+import asyncio
 import os
 import sys
-from typing import Any
+from typing import Any, Literal, TypedDict
 
 from ..config import ConfigError, check_drain_timeout, load_config, named_env_vars
 from ..observability.logs import LEVELS
@@ -23,6 +24,20 @@ def _raise_fd_limit() -> None:
         resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 
+class _Serving(TypedDict):
+    """The uvicorn.run arguments one process and `--workers` processes share, typed as uvicorn declares them."""
+
+    host: str
+    port: int
+    loop: Literal["uvloop"]
+    http: type[asyncio.Protocol]
+    lifespan: Literal["on"]
+    access_log: bool
+    log_config: dict[str, Any]
+    backlog: int
+    timeout_graceful_shutdown: int | None
+
+
 def serve(args: argparse.Namespace) -> int:
     import uvicorn
 
@@ -37,17 +52,20 @@ def serve(args: argparse.Namespace) -> int:
     _raise_fd_limit()
     host = args.host or config.server.host
     port = args.port or config.server.port
-    common = dict(
+    common = _Serving(
         host=host,
         port=port,
         loop="uvloop",
-        http=protocol(config.server.max_header_bytes),  # httptools, with a bounded request head
+        # httptools, with a bounded request head. uvicorn's stubs ask for a protocol class, but uvicorn only
+        # calls it (server.py: `config.http_protocol_class(config=..., ...)`), so a factory works.
+        http=protocol(config.server.max_header_bytes),  # type: ignore[typeddict-item]
         lifespan="on",
         access_log=False,  # the gateway writes its own (api/access_log.py)
         log_config=serve_log_config(args.log_level),
         backlog=4096,
-        # A backstop only: the gateway ends what is still open at its own, earlier deadline.
-        timeout_graceful_shutdown=uvicorn_timeout(config.server.drain_timeout_s),
+        # A backstop only: the gateway ends what is still open at its own, earlier deadline. uvicorn's stubs
+        # say int, but it goes to asyncio.timeout(), which takes seconds as a float.
+        timeout_graceful_shutdown=uvicorn_timeout(config.server.drain_timeout_s),  # type: ignore[typeddict-item]
     )
     if args.workers > 1:
         os.environ[CONFIG_ENV] = os.path.abspath(args.config)

@@ -70,8 +70,10 @@ class Plan:
 class PolicyView(Protocol):
     """What policy allows for one caller and one model group (policy.engine.Decision fits)."""
 
-    deployments: frozenset[str]  # the deployments the caller may reach
-    denied: Mapping[str, str]  # deployment -> the rule that excluded it
+    @property
+    def deployments(self) -> frozenset[str]: ...  # the deployments the caller may reach
+    @property
+    def denied(self) -> Mapping[str, str]: ...  # deployment -> the rule that excluded it
 
 
 @dataclass(slots=True)

@@ -26,11 +26,13 @@ from .embeddings import render_embeddings
 from .errors import ErrorSpec, error_for_status
 from .faults import Fault, FaultError, parse_fault_header
 from .http import Connection, Request, build_response, status_line, with_close
+from .responses import chat_body, render_response, response_events
 from .state import LogEntry, SimState
 
 log = logging.getLogger(__name__)
-CHAT, EMBEDDINGS, MODELS, MODEL = "chat", "embeddings", "models", "model"
-INFERENCE = (CHAT, EMBEDDINGS)
+CHAT, EMBEDDINGS, MODELS, MODEL, RESPONSES = "chat", "embeddings", "models", "model", "responses"
+INFERENCE = (CHAT, EMBEDDINGS, RESPONSES)
+STREAMING = (CHAT, RESPONSES)
 FROM_TABLE = object()  # "no header fault: consult the run-time table once the model is known"
 _ROUTE_CACHE_MAX = 4096
 
@@ -70,16 +72,23 @@ def frame(data: bytes) -> bytes:
 class Reply:
     """A prepared answer: a full response, a stream, a dropped connection or a hang."""
 
-    __slots__ = ("kind", "payload", "plan", "headers", "status")
+    __slots__ = ("kind", "payload", "plan", "headers", "status", "events")
 
     def __init__(
-        self, kind: str, payload: bytes = b"", plan: ChatPlan | None = None, headers: bytes = b"", status: int = 200
+        self,
+        kind: str,
+        payload: bytes = b"",
+        plan: ChatPlan | None = None,
+        headers: bytes = b"",
+        status: int = 200,
+        events: Iterator[tuple[bool, dict[str, Any]]] | None = None,
     ):
         self.kind = kind  # "response" | "stream" | "cut" | "hang"
         self.payload = payload
         self.plan = plan
         self.headers = headers
         self.status = status
+        self.events = events  # a Responses API stream: (is_content, event), framed with its event name
 
     def stream_plan(self) -> ChatPlan:
         """The plan a "stream" reply renders (every one carries it)."""
@@ -225,7 +234,7 @@ class ProviderApp:
                 m = body.get("model")
                 model = m if isinstance(m, str) else None
             entry.model = model
-            entry.stream = route.op == CHAT and body.get("stream") is True
+            entry.stream = route.op in STREAMING and body.get("stream") is True
         return self._answer(conn, req, route, entry, body, model, fault)
 
     def _answer(
@@ -267,10 +276,10 @@ class ProviderApp:
                     spec = spec._replace(code=fault.error_code, message=f"{spec.message} ({fault.error_code})")
                 return self._error_reply(spec, route.deployment)
             if fault.cut_after is not None and not (
-                op == CHAT and isinstance(body, dict) and body.get("stream") is True
+                op in STREAMING and isinstance(body, dict) and body.get("stream") is True
             ):
                 return Reply("cut")
-            if fault.content_filter == "prompt" and op == CHAT:
+            if fault.content_filter == "prompt" and op in STREAMING:
                 head = b"content-type: application/json\r\n" + self.response_headers(self._rid(req), route.deployment)
                 return Reply("response", build_response(400, head, self.content_filter_prompt()), status=400)
         if op == MODELS:
@@ -300,6 +309,8 @@ class ProviderApp:
             if fault is None:
                 self._remember(req, model, False, reply.payload)
             return reply
+        if op == RESPONSES:
+            return self._responses(req, body, reported, model, deployment, fault)
         plan = plan_chat(body, sim_name=self.name, model=reported, key=req.url + b"\x00" + req.body, fault=fault)
         if body.get("stream") is True:
             reply = Reply("stream", plan=plan, headers=self._sse_headers(req, deployment))
@@ -312,6 +323,29 @@ class ProviderApp:
         out = render_completion(plan, self.created, self.fingerprint, self.completion_extra(plan, fault))
         self.decorate_completion(out, plan, fault)
         reply = self._json_reply(req, out, deployment)
+        if fault is None:
+            self._remember(req, model, False, reply.payload)
+        return reply
+
+    def _responses(
+        self, req: Request, body: dict[str, Any], reported: str, model: str, deployment: str | None, fault: Fault | None
+    ) -> Reply:
+        """`POST /v1/responses`: the chat planner's reply as a Response or its event stream."""
+        plan = plan_chat(
+            chat_body(body), sim_name=self.name, model=reported, key=req.url + b"\x00" + req.body, fault=fault
+        )
+        if body.get("stream") is True:
+            reply = Reply(
+                "stream",
+                plan=plan,
+                headers=self._sse_headers(req, deployment),
+                events=response_events(plan, body, self.created),
+            )
+            if fault is None and req.http_11:
+                reply = Reply("response", self._whole_stream(reply))
+                self._remember(req, model, True, reply.payload)
+            return reply
+        reply = self._json_reply(req, render_response(plan, body, self.created), deployment)
         if fault is None:
             self._remember(req, model, False, reply.payload)
         return reply
@@ -340,9 +374,9 @@ class ProviderApp:
 
     def _whole_stream(self, reply: Reply) -> bytes:
         parts = [status_line(200), reply.headers, b"transfer-encoding: chunked\r\n\r\n"]
-        for _, _, chunk in self.stream_events(reply.stream_plan(), None):
-            parts.append(frame(b"data: " + _encode(chunk) + b"\n\n"))
-        parts.append(frame(b"data: [DONE]\n\n") + b"0\r\n\r\n")
+        parts += [frame(data) for _, data in self._frames(reply, None)]
+        end = self._stream_end(reply)
+        parts.append((frame(end) if end else b"") + b"0\r\n\r\n")
         return b"".join(parts)
 
     def _remember(self, req: Request, model: str | None, stream: bool, payload: bytes) -> None:
@@ -401,6 +435,15 @@ class ProviderApp:
     # -- stream framing hooks: each kind says how its events look on the wire ---------------
     stream_end = b"data: [DONE]\n\n"  # what closes a complete stream (OpenAI's sentinel)
 
+    def _frames(self, reply: Reply, fault: Fault | None) -> Iterator[tuple[bool, bytes]]:
+        if reply.events is None:
+            return self.stream_frames(reply, fault)
+        # Responses API events name themselves on an `event:` line; the stream has no sentinel.
+        return ((c, b"event: %s\ndata: %s\n\n" % (e["type"].encode(), _encode(e))) for c, e in reply.events)
+
+    def _stream_end(self, reply: Reply) -> bytes:
+        return self.stream_end if reply.events is None else b""
+
     def stream_frames(self, reply: Reply, fault: Fault | None) -> Iterator[tuple[bool, bytes]]:
         """(is_content, wire bytes) per event; content events are what cut_after counts."""
         for stage, _, chunk in self.stream_events(reply.stream_plan(), fault):
@@ -426,7 +469,7 @@ class ProviderApp:
             events = 0
             content = 0
             sleep = asyncio.sleep
-            for is_content, data in self.stream_frames(reply, fault):
+            for is_content, data in self._frames(reply, fault):
                 if is_content:
                     if cut_after is not None and content >= cut_after:
                         break
@@ -445,7 +488,7 @@ class ProviderApp:
                 conn.abort()
                 return
             tail = self.malformed_frame(b"") if bad_at is not None and bad_at > events else b""
-            tail += self.stream_end
+            tail += self._stream_end(reply)
             conn.write((wrap(tail) if tail else b"") + (b"0\r\n\r\n" if chunked else b""))
             entry.outcome = "ok"
             st.completed += 1

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import re
 from decimal import Decimal, InvalidOperation
-from typing import Any
+from typing import Any, TypeVar
 
 import sqlalchemy as sa
 
@@ -22,12 +22,13 @@ from ..schema.principal import ORG_ADMIN, TENANT_ADMIN
 from .base import StoreBase, as_utc, utcnow
 from .errors import Conflict, Invalid, NotFound, StorageError
 from .ids import new_id
-from .records import Budget
+from .records import Budget, BudgetMode, BudgetPeriod, BudgetRole, PolicyScope
 from .tables import budgets
 
-SCOPES = ("tenant", "team", "key")
-PERIODS = ("day", "month", "total")
-MODES = ("hard", "soft")
+SCOPES: tuple[PolicyScope, ...] = ("tenant", "team", "key")
+PERIODS: tuple[BudgetPeriod, ...] = ("day", "month", "total")
+MODES: tuple[BudgetMode, ...] = ("hard", "soft")
+SETTERS: tuple[BudgetRole, ...] = ("org-admin", "tenant-admin")  # schema.principal's ORG_ADMIN, TENANT_ADMIN
 # Counters hold nano-units in a signed 64-bit integer (Redis): 1e9 units leaves ample headroom.
 MAX_AMOUNT = Decimal(1_000_000_000)
 _CURRENCY = re.compile(r"^[A-Z]{3}$")
@@ -95,10 +96,15 @@ def budget_currency(value: Any) -> str:
     return code
 
 
-def _one_of(value: Any, allowed: tuple[str, ...], what: str) -> str:
-    if value not in allowed:
-        raise Invalid(f"{what} must be one of {', '.join(allowed)}, not {value!r}")
-    return value
+_Option = TypeVar("_Option", bound=str)
+
+
+def _one_of(value: Any, allowed: tuple[_Option, ...], what: str) -> _Option:
+    """`value` as the option it equals (typed as the column's Literal), else Invalid."""
+    for option in allowed:
+        if value == option:
+            return option
+    raise Invalid(f"{what} must be one of {', '.join(allowed)}, not {value!r}")
 
 
 def _detail(b: Budget) -> dict[str, Any]:
@@ -133,15 +139,15 @@ class BudgetsRepo(StoreBase):
         budget = Budget(
             id=new_id("bud"),
             tenant_id=tenant_id,
-            scope=_one_of(scope, SCOPES, "scope"),  # type: ignore[arg-type]
+            scope=_one_of(scope, SCOPES, "scope"),
             scope_id=scope_id or tenant_id,
             amount=budget_amount(amount),
             currency=budget_currency(currency),
             period=_one_of(period, PERIODS, "period"),
-            mode=_one_of(mode, MODES, "mode"),  # type: ignore[arg-type]
+            mode=_one_of(mode, MODES, "mode"),
             created_at=now,
             updated_at=now,
-            set_by_role=_one_of(role, (ORG_ADMIN, TENANT_ADMIN), "role"),  # type: ignore[arg-type]
+            set_by_role=_one_of(role, SETTERS, "role"),
         )
         slot = (
             budgets.c.scope == budget.scope,

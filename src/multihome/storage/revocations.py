@@ -27,10 +27,10 @@ import sqlalchemy as sa
 from .base import StoreBase, as_utc, nonempty, to_utc, utcnow
 from .errors import Invalid, NotFound
 from .ids import new_id
-from .records import TokenRevocation
+from .records import RevocationKind, TokenRevocation
 from .tables import token_revocations
 
-KINDS = ("jti", "subject")
+KINDS: tuple[RevocationKind, ...] = ("jti", "subject")
 DEFAULT_MAX_TOKEN_LIFETIME_S = 24 * 3600.0
 _MAX = {"issuer": 1000, "subject": 400, "jti": 400, "reason": 1000}
 
@@ -80,6 +80,14 @@ def _detail(r: TokenRevocation) -> dict[str, Any]:
     }
 
 
+def _kind(value: object) -> RevocationKind:
+    """`value` as the kind it names, else Invalid."""
+    for kind in KINDS:
+        if value == kind:
+            return kind
+    raise Invalid(f"kind must be one of {', '.join(KINDS)}, not {value!r}", field="kind")
+
+
 class RevocationsRepo(StoreBase):
     async def create_token_revocation(
         self,
@@ -101,8 +109,7 @@ class RevocationsRepo(StoreBase):
         token's exp to keep the row exactly as long as the token could be used).
         kind "subject": `subject` required; `not_before` defaults to now; `expires_at` optional.
         """
-        if kind not in KINDS:
-            raise Invalid(f"kind must be one of {', '.join(KINDS)}, not {kind!r}", field="kind")
+        kind = _kind(kind)
         issuer = _text(issuer, "issuer", required=True)
         subject = _text(subject, "subject", required=kind == "subject")
         jti = _text(jti, "jti", required=kind == "jti")
@@ -134,7 +141,7 @@ class RevocationsRepo(StoreBase):
             tenant_id=tenant_id,
             kind=kind,
             issuer=issuer,
-            subject=subject,  # type: ignore[arg-type]
+            subject=subject,
             jti=jti,
             not_before=not_before,
             expires_at=expires_at,
@@ -185,9 +192,7 @@ class RevocationsRepo(StoreBase):
         if tenant_id is not None:
             q = q.where(token_revocations.c.tenant_id == tenant_id)
         if kind is not None:
-            if kind not in KINDS:
-                raise Invalid(f"kind must be one of {', '.join(KINDS)}, not {kind!r}", field="kind")
-            q = q.where(token_revocations.c.kind == kind)
+            q = q.where(token_revocations.c.kind == _kind(kind))
         if issuer is not None:
             q = q.where(token_revocations.c.issuer == issuer)
         if subject is not None:

@@ -8,13 +8,17 @@ after the client got its first byte) becomes `event: error`, which the anthropic
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from typing import Any
+
 import msgspec
 
 from ...providers.sse import DONE, SseSplitter
+from ...routing.stream_relay import StreamRelay
 from ...schema.anthropic import MessagesRequest
 from ...schema.bounded import Decoder
 from ...schema.peek import Usage
-from .translate import message_id, stop_reason, usage_of
+from .translate import Json, message_id, stop_reason, usage_of
 
 _encode = msgspec.json.encode
 
@@ -57,7 +61,7 @@ class _Chunk(msgspec.Struct):
 _chunk = Decoder(_Chunk)
 
 
-def event(name: str, payload: dict) -> bytes:
+def event(name: str, payload: Json) -> bytes:
     return b"event: " + name.encode() + b"\ndata: " + _encode(payload) + b"\n\n"
 
 
@@ -119,7 +123,7 @@ class AnthropicStream:
     def _chunk(self, chunk: _Chunk, out: list[bytes]) -> None:
         if not self._started:
             self._started = True
-            message = {
+            message: Json = {
                 "id": message_id(chunk.id),
                 "type": "message",
                 "role": "assistant",
@@ -168,7 +172,7 @@ class AnthropicStream:
             delta = {"type": "input_json_delta", "partial_json": fn.arguments}
             out.append(event("content_block_delta", {"type": "content_block_delta", "index": index, "delta": delta}))
 
-    def _start(self, block: dict, out: list[bytes]) -> int:
+    def _start(self, block: Json, out: list[bytes]) -> int:
         index = self._next
         self._next += 1
         self._open, self._open_text = index, False
@@ -205,11 +209,11 @@ class TranslatedRelay:
     the OpenAI door are reused unchanged.
     """
 
-    def __init__(self, relay, converter: AnthropicStream) -> None:
+    def __init__(self, relay: StreamRelay, converter: AnthropicStream) -> None:
         self._relay = relay
         self._converter = converter
 
-    async def rest(self):
+    async def rest(self) -> AsyncIterator[bytes]:
         async for piece in self._relay.rest():
             out = self._converter.feed(piece)
             if out:
@@ -221,6 +225,6 @@ class TranslatedRelay:
     def close(self) -> None:
         self._relay.close()
 
-    def __getattr__(self, name):
+    def __getattr__(self, name: str) -> Any:
         # usage, finish_reasons, events, error...: whoever meters the stream reads the real relay.
         return getattr(self._relay, name)

@@ -8,15 +8,18 @@ Mapping rules and the reasons behind them: docs/anthropic-front-door.md.
 
 from __future__ import annotations
 
+from typing import Any, TypedDict
+
 import msgspec
 
 from ...schema import bounded
-from ...schema.anthropic import Block, MessagesRequest, ParsedMessages
+from ...schema.anthropic import Block, MessagesRequest, ParsedMessages, ToolDef
 from ...schema.chat import ParsedChat, parse_chat
 from ...schema.errors import ApiError, bad_request
 from ...schema.peek import Usage
 
 _encode = msgspec.json.encode
+Json = dict[str, Any]  # a JSON object as it is built for encoding (OpenAI request parts, Anthropic answer parts)
 _TOOL_CHOICE = {"auto": "auto", "any": "required", "none": "none"}
 _MEDIA_TYPES = frozenset({"image/jpeg", "image/png", "image/gif", "image/webp"})
 # OpenAI accepts at most four stop sequences; so does every canonical consumer.
@@ -30,7 +33,7 @@ def to_canonical(parsed: ParsedMessages) -> tuple[ParsedChat, list[str]]:
     req = parsed.request
     dropped: set[str] = set(parsed.unknown)
     _check_scalars(req)
-    body: dict = {"model": req.model, "messages": _messages(req, dropped), "max_completion_tokens": req.max_tokens}
+    body: Json = {"model": req.model, "messages": _messages(req, dropped), "max_completion_tokens": req.max_tokens}
     if req.stop_sequences:
         if len(req.stop_sequences) > _MAX_STOP:
             raise bad_request(
@@ -86,8 +89,8 @@ def _check_scalars(req: MessagesRequest) -> None:
         raise bad_request("messages: at least one message is required.", param="messages")
 
 
-def _messages(req: MessagesRequest, dropped: set[str]) -> list[dict]:
-    out: list[dict] = []
+def _messages(req: MessagesRequest, dropped: set[str]) -> list[Json]:
+    out: list[Json] = []
     if req.system is not None:
         system = _system(req.system, dropped)
         if system:
@@ -106,7 +109,7 @@ def _messages(req: MessagesRequest, dropped: set[str]) -> list[dict]:
     return out
 
 
-def _system(system: str | list[Block], dropped: set[str]) -> str | list[dict]:
+def _system(system: str | list[Block], dropped: set[str]) -> str | list[Json]:
     if isinstance(system, str):
         return system
     parts = []
@@ -119,12 +122,12 @@ def _system(system: str | list[Block], dropped: set[str]) -> str | list[dict]:
     return parts[0] if len(parts) == 1 else [{"type": "text", "text": p} for p in parts]
 
 
-def _user(content: str | list[Block], where: str, dropped: set[str]) -> list[dict]:
+def _user(content: str | list[Block], where: str, dropped: set[str]) -> list[Json]:
     """Tool results become `tool` messages, in order, before the user's remaining content."""
     if isinstance(content, str):
         return [{"role": "user", "content": content}]
-    tools: list[dict] = []
-    parts: list[dict] = []
+    tools: list[Json] = []
+    parts: list[Json] = []
     for j, block in enumerate(content):
         at = f"{where}.content.{j}"
         _note_cache(block, dropped)
@@ -145,11 +148,11 @@ def _user(content: str | list[Block], where: str, dropped: set[str]) -> list[dic
     return tools
 
 
-def _assistant(content: str | list[Block], where: str, dropped: set[str]) -> dict:
+def _assistant(content: str | list[Block], where: str, dropped: set[str]) -> Json:
     if isinstance(content, str):
         return {"role": "assistant", "content": content}
     texts: list[str] = []
-    calls: list[dict] = []
+    calls: list[Json] = []
     for j, block in enumerate(content):
         at = f"{where}.content.{j}"
         _note_cache(block, dropped)
@@ -161,7 +164,7 @@ def _assistant(content: str | list[Block], where: str, dropped: set[str]) -> dic
             dropped.add("thinking")
         else:
             raise _unsupported_block(block.type, at)
-    message: dict = {"role": "assistant", "content": None}
+    message: Json = {"role": "assistant", "content": None}
     if texts:
         message["content"] = texts[0] if len(texts) == 1 else [{"type": "text", "text": t} for t in texts]
     if calls:
@@ -169,13 +172,13 @@ def _assistant(content: str | list[Block], where: str, dropped: set[str]) -> dic
     return message
 
 
-def _text_part(block: Block, at: str) -> dict:
+def _text_part(block: Block, at: str) -> Json:
     if block.text is None:
         raise bad_request(f"{at}.text: Field required.", param=f"{at}.text")
     return {"type": "text", "text": block.text}
 
 
-def _image_part(block: Block, at: str) -> dict:
+def _image_part(block: Block, at: str) -> Json:
     src = block.source
     if src is None:
         raise bad_request(f"{at}.source: Field required.", param=f"{at}.source")
@@ -196,7 +199,7 @@ def _image_part(block: Block, at: str) -> dict:
     )
 
 
-def _tool_call(block: Block, at: str) -> dict:
+def _tool_call(block: Block, at: str) -> Json:
     if not block.id or not block.name:
         raise bad_request(f"{at}: a tool_use block needs 'id' and 'name'.", param=at)
     args = bytes(block.input) if len(block.input) else b"{}"
@@ -206,7 +209,7 @@ def _tool_call(block: Block, at: str) -> dict:
     return {"id": block.id, "type": "function", "function": {"name": block.name, "arguments": args.decode()}}
 
 
-def _tool_result(block: Block, at: str, dropped: set[str]) -> dict:
+def _tool_result(block: Block, at: str, dropped: set[str]) -> Json:
     if not block.tool_use_id:
         raise bad_request(f"{at}.tool_use_id: Field required.", param=f"{at}.tool_use_id")
     content = block.content
@@ -232,7 +235,7 @@ def _tool_result(block: Block, at: str, dropped: set[str]) -> dict:
     return {"role": "tool", "tool_call_id": block.tool_use_id, "content": text}
 
 
-def _tool(tool, i: int, dropped: set[str]) -> dict:
+def _tool(tool: ToolDef, i: int, dropped: set[str]) -> Json:
     at = f"tools.{i}"
     if tool.type not in (None, "custom"):
         raise bad_request(
@@ -248,7 +251,7 @@ def _tool(tool, i: int, dropped: set[str]) -> dict:
         raise bad_request(f"{at}.input_schema.type: Input should be 'object'.", param=f"{at}.input_schema.type")
     if len(tool.cache_control):
         dropped.add("cache_control")
-    function: dict = {"name": tool.name, "parameters": tool.input_schema}
+    function: Json = {"name": tool.name, "parameters": tool.input_schema}
     if tool.description is not None:
         function["description"] = tool.description
     return {"type": "function", "function": function}
@@ -262,7 +265,7 @@ def _object_schema(raw: msgspec.Raw) -> bool:
     return isinstance(schema, dict) and schema.get("type") == "object"
 
 
-def _tool_choice(req: MessagesRequest, body: dict) -> None:
+def _tool_choice(req: MessagesRequest, body: Json) -> None:
     choice = req.tool_choice
     if choice is None:
         return
@@ -282,7 +285,7 @@ def _tool_choice(req: MessagesRequest, body: dict) -> None:
         body["parallel_tool_calls"] = False
 
 
-def _output_config(req: MessagesRequest, body: dict, dropped: set[str]) -> None:
+def _output_config(req: MessagesRequest, body: Json, dropped: set[str]) -> None:
     cfg = req.output_config
     if cfg is None:
         return
@@ -376,7 +379,16 @@ def stop_reason(
     return _STOP.get(finish_reason or "stop", "end_turn"), None
 
 
-def usage_of(usage: Usage | None) -> dict:
+class AnthropicUsage(TypedDict):
+    """Anthropic's `usage` object, as this door fills it (unary answers and message_delta events)."""
+
+    input_tokens: int
+    output_tokens: int
+    cache_creation_input_tokens: int
+    cache_read_input_tokens: int
+
+
+def usage_of(usage: Usage | None) -> AnthropicUsage:
     """Anthropic's input_tokens excludes cache reads; OpenAI's prompt_tokens includes them."""
     if usage is None:
         return {"input_tokens": 0, "output_tokens": 0, "cache_creation_input_tokens": 0, "cache_read_input_tokens": 0}
@@ -389,7 +401,7 @@ def usage_of(usage: Usage | None) -> dict:
     }
 
 
-def tool_input(arguments: str, deployment: str) -> dict:
+def tool_input(arguments: str, deployment: str) -> Json:
     try:
         value = bounded.decode(arguments) if arguments.strip() else {}
     except msgspec.DecodeError:
@@ -415,7 +427,7 @@ def to_anthropic(body: bytes, req: MessagesRequest, deployment: str) -> bytes:
         ) from None
     choice = completion.choices[0] if completion.choices else _Choice()
     msg = choice.message or _Message()
-    content: list[dict] = []
+    content: list[Json] = []
     text = (msg.content or "") + (msg.refusal or "")
     if text:
         content.append({"type": "text", "text": text})

@@ -10,14 +10,18 @@ from urllib.parse import parse_qs, unquote
 
 import msgspec
 
-from ..app import CHAT, EMBEDDINGS, MODEL, MODELS, ProviderApp, Route, safe_header_value
+from ..app import CHAT, EMBEDDINGS, MODEL, MODELS, RESPONSES, ProviderApp, Route, safe_header_value
 from ..chat import CONTENT, FINAL, ChatPlan, stream_chunks
 from ..errors import ErrorSpec
 from ..faults import Fault
 
 _API_VERSION = re.compile(r"^\d{4}-\d{2}-\d{2}(-preview)?$")
 _CLASSIC_OPS = {b"chat/completions": CHAT, b"embeddings": EMBEDDINGS}
-_V1_OPS = {b"/openai/v1/chat/completions": CHAT, b"/openai/v1/embeddings": EMBEDDINGS}
+_V1_OPS = {
+    b"/openai/v1/chat/completions": CHAT,
+    b"/openai/v1/embeddings": EMBEDDINGS,
+    b"/openai/v1/responses": RESPONSES,
+}
 
 _SAFE = {"filtered": False, "severity": "safe"}
 PROMPT_FILTER_SAFE = {

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from urllib.parse import unquote
 
-from ..app import CHAT, EMBEDDINGS, MODEL, MODELS, ProviderApp, Route
+from ..app import CHAT, EMBEDDINGS, MODEL, MODELS, RESPONSES, ProviderApp, Route
 from ..errors import ErrorSpec
 from ..faults import Fault
 
@@ -30,6 +30,8 @@ class OpenAIApp(ProviderApp):
                 return Route(CHAT)
             if path == b"/v1/embeddings":
                 return Route(EMBEDDINGS)
+            if path == b"/v1/responses":
+                return Route(RESPONSES)
         elif method == b"GET":
             if path == b"/v1/models":
                 return Route(MODELS)
