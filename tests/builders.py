@@ -192,7 +192,9 @@ class _Dumper(yaml.SafeDumper):
 
 
 def _decimal(dumper: yaml.SafeDumper, value: Decimal) -> yaml.ScalarNode:
-    tag = "tag:yaml.org,2002:int" if value == value.to_integral_value() else "tag:yaml.org,2002:float"
+    exponent = value.as_tuple().exponent
+    whole = isinstance(exponent, int) and exponent >= 0  # written without a fraction: 1000, not 1.0
+    tag = "tag:yaml.org,2002:int" if whole else "tag:yaml.org,2002:float"
     return dumper.represent_scalar(tag, format(value, "f"))
 
 

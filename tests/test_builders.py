@@ -46,6 +46,7 @@ def test_yaml_reads_back_to_the_same_values() -> None:
     }
     assert back["providers"]["an"]["endpoint"] == "http://x"
     assert back["deployments"]["d"]["price"] == {"input": 0.15, "output": 1000}
+    assert yaml.safe_load(yaml_text({"a": Decimal("1.0"), "b": Decimal("1E+3")})) == {"a": 1.0, "b": 1000}
     assert back["storage"] == {"url": "sqlite+aiosqlite:////tmp/x.db"}
     assert back["metering"]["budgets"][0]["amount"] == "0.50"  # a money string stays a string
     assert back["contracts"]["commitments"][0]["starts_on"] == dt.date(2026, 1, 1)
