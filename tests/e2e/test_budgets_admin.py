@@ -28,7 +28,7 @@ USER = [{"role": "user", "content": "hello"}]
 IN, OUT = Decimal(1000), Decimal(2000)  # per 1M tokens: expensive, so a few calls use up a budget
 
 
-def _config(sim: str) -> dict:
+def config_for(sim: str) -> dict:
     return single(
         simulated("openai", sim),
         model="priced",
@@ -45,7 +45,7 @@ def _config(sim: str) -> dict:
 def world(tmp_path_factory):
     with replicas(
         tmp_path_factory.mktemp("budgets"),
-        _config,
+        config_for,
         {"MH_TEST_ADMIN_KEY": ADMIN_KEY},
     ) as gateways:
         yield gateways
