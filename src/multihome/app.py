@@ -85,6 +85,12 @@ def build_app(config: Config) -> Gateway:
         audit_log = AuditLog(config.audit, heads_url=storage.url)  # the head registry lives beside the rest
         accounting.audit = audit_log  # call_started is on disk before the answer's first byte
         accounting.sinks.append(audit_log)  # then the completed call
+    crypto = None
+    if storage.enabled:  # the keyring opens at start-up (no KMS call until something is sealed)
+        from .crypto.service import CryptoServices
+
+        crypto = CryptoServices(config, storage, audit_log, catalog.stored_key_providers(), catalog.set_api_key)
+        accounting.capture = crypto.capture  # None unless capture.tenants names a tenant
     pipeline = Pipeline(catalog, router, config.server.max_body_bytes, gate, accounting)
     models, anthropic = ModelsDoor(pipeline), AnthropicDoor(pipeline)
     doors = {  # the handler names of the route table (api/routes.py)
@@ -119,12 +125,15 @@ def build_app(config: Config) -> Gateway:
             audit_reader=audit_reader,
             audit_log=audit_log,
             after_change=after_change,
+            crypto=crypto,
         )
     )
     probe = config.routing.health_probe
     prober = HealthProber(list(catalog.deployments.values()), breakers, probe.interval_s, probe.timeout_s)
     started = _Started(breakers, list(catalog.deployments))
     services: list[Service] = [storage, gate, catalog, started, prober, *extra_services]
+    if crypto is not None:
+        services.insert(1, crypto)  # right after storage: it needs the database, and closes before it
     if telemetry is not None:
         services.insert(0, telemetry)  # up before calls are served, flushed after the rest closed
     if audit_log is not None:

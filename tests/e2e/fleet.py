@@ -9,6 +9,7 @@ it anywhere the gateway writes.
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -118,9 +119,16 @@ class Fleet:
 
 
 @contextlib.contextmanager
-def fleet(tmp: Path, *, extra_env: dict[str, str] | None = None, **sections: object):
+def fleet(
+    tmp: Path,
+    *,
+    extra_env: dict[str, str] | None = None,
+    edit: Callable[[dict], object] | None = None,
+    **sections: object,
+):
     """Start everything; yields a Fleet. The gateway logs to `tmp/gateway.log` at DEBUG.
-    `sections`: top-level config sections to add or replace."""
+    `sections`: top-level config sections to add or replace; `edit`: changes the config (a dict) in
+    place, after them (e.g. one provider's key taken from the admin API's store)."""
     creds = tmp / "aws-credentials"
     creds.write_text(f"[fleet]\naws_access_key_id = {AKID}\naws_secret_access_key = {SECRETS['MH_FLEET_AWS_SECRET']}\n")
     aws_env = {
@@ -147,8 +155,11 @@ def fleet(tmp: Path, *, extra_env: dict[str, str] | None = None, **sections: obj
             region="us-east-1",
             env={**SECRETS, **aws_env},
         )
+        text = {**fleet_config(tmp, issuer, sims), **sections}
+        if edit is not None:
+            edit(text)
         gateway = Gateway(
-            {**fleet_config(tmp, issuer, sims), **sections},
+            text,
             tmp,
             {**SECRETS, **aws_env, **(extra_env or {})},
             "--log-level",

@@ -180,6 +180,35 @@ data_keys = sa.Table(
     sa.CheckConstraint("messages >= 0", name="messages"),
 )
 
+# A provider's credential (its API key) set through the admin API, sealed under purpose `credentials`
+# of the organisation (crypto/credentials.py). Never in clear: `fingerprint` is at most its last 4 characters.
+provider_credentials = sa.Table(
+    "provider_credentials",
+    metadata,
+    sa.Column("provider", sa.String(200), primary_key=True),
+    sa.Column("sealed", sa.LargeBinary, nullable=False),
+    sa.Column("fingerprint", sa.String(4), nullable=False),
+    sa.Column("version", sa.BigInteger, nullable=False),
+    sa.Column("updated_at", TS, nullable=False),
+    sa.Column("updated_by", sa.String(200), nullable=False),
+)
+
+# Prompts and answers of a tenant with content capture on (crypto/capture.py), sealed under purpose
+# `capture` of that tenant: a shred of the tenant makes them unreadable. The rest is metadata in clear.
+captures = sa.Table(
+    "captures",
+    metadata,
+    sa.Column("id", ID, primary_key=True),
+    sa.Column("tenant_id", sa.String(200), nullable=False),
+    sa.Column("at", TS, nullable=False),
+    sa.Column("endpoint", sa.String(40), nullable=False),
+    sa.Column("model_group", sa.String(200), nullable=False),
+    sa.Column("deployment", sa.String(200), nullable=True),
+    sa.Column("status", sa.Integer, nullable=False),
+    sa.Column("sealed", sa.LargeBinary, nullable=False),
+    sa.Index(None, "tenant_id", "at"),
+)
+
 # `seq` is the state_version the change produced: a gap-free total order in commit order.
 admin_events = sa.Table(
     "admin_events",
