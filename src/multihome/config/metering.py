@@ -47,6 +47,9 @@ class WriterConfig(Strict):
     flush_interval_ms: int = 50  # a row waits at most this long for its batch
     # Above this many unwritten rows, new calls are refused (503) instead of risking lost usage.
     max_backlog: int = 50_000
+    # ... and above this many seconds of writing at the rate the database has been taking rows, so
+    # a graceful stop can write every accepted row in about this long after its drain.
+    max_backlog_s: float = 10.0
 
 
 class MeteringConfig(Strict):
@@ -87,4 +90,6 @@ def check(cfg: MeteringConfig, deployments: set[str]) -> list[str]:
             problems.append(f"metering.rate_limits[{i}].id: unknown deployment '{r.id}'")
     if cfg.writer.batch_size < 1 or cfg.writer.max_backlog < 1:
         problems.append("metering.writer: batch_size and max_backlog must be at least 1")
+    if not cfg.writer.max_backlog_s > 0:
+        problems.append("metering.writer.max_backlog_s: must be more than 0")
     return problems

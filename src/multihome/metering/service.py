@@ -103,8 +103,14 @@ class Metering:
             tokens = usage.prompt_tokens + usage.completion_tokens if usage is not None else 0
             ticket.settle(nanos, currency, tokens)
         self.recorded += 1
-        if self.writer is not None:
-            self.writer.put(
+        writer = self.writer
+        # A call that reached no upstream and costs nothing (refused, denied, a bad request) must not
+        # feed the backlog its refusal is meant to cap: while the backlog is full it gets no row.
+        free = call.deployment is None and nanos == 0 and ticket is None
+        if writer is not None and free and writer.overloaded():
+            writer.skip()
+        elif writer is not None:
+            writer.put(
                 {
                     "request_id": call.request_id,
                     "started_at": _ts(call.started_at),
@@ -166,6 +172,7 @@ class Metering:
             batch_size=w.batch_size,
             flush_interval_ms=w.flush_interval_ms,
             max_backlog=w.max_backlog,
+            max_backlog_s=w.max_backlog_s,
         )
         self.limiter.overloaded = writer.overloaded
         await writer.start()

@@ -4,24 +4,41 @@ Promise (docs/metering.md): a row accepted by `put` is written unless the proces
 It is committed within `flush_interval_ms` plus one transaction when the database keeps up;
 a failed batch is retried with backoff (never dropped), the insert ignores rows already stored
 (so a retry after an ambiguous commit cannot count a call twice), and `close()` drains the
-queue. The queue is bounded by admission: past `max_backlog` the limiter refuses new calls,
-so the rows of calls already admitted always fit.
+queue for as long as the database takes rows. The queue is bounded by admission: past
+`max_backlog` rows, or past `max_backlog_s` seconds of writing at the rate the database has been
+taking them, the limiter refuses new calls, so the rows of calls already admitted always fit and
+can be written within about that long after a stop. A row of a call that reached no upstream and
+costs nothing (refused, denied, a bad request) is not queued (`skip`) while the backlog is
+full: refusals must not feed the queue they are meant to cap.
 """
 
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import logging
+import time
 from collections import deque
+from collections.abc import Iterator
+from itertools import islice
 
 import sqlalchemy as sa
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from ..storage.engine import PgBulkInsert
 
 log = logging.getLogger("multihome.metering.writer")
-_CHUNK = 50  # rows per statement within a batch's transaction
+
+_PER_STATEMENT = 250  # rows per INSERT on SQLite: 250 x 22 columns stays under its 32,766 parameters
+_GROWTH = 10  # on SQLite a backlog is written in batches of up to this many times batch_size
+_STALL_S = 30.0  # close() gives up when no batch could be written for this long (database away)
+
+
+def _sqlite_stamp(value: dt.datetime) -> str:
+    """'2026-12-03 03:37:39.123456', as SQLAlchemy's SQLite DateTime stores it (naive UTC)."""
+    if value.tzinfo is not None:
+        value = value.astimezone(dt.UTC).replace(tzinfo=None)
+    return value.isoformat(" ", "microseconds")
 
 
 class UsageWriter:
@@ -33,23 +50,35 @@ class UsageWriter:
         batch_size: int = 500,
         flush_interval_ms: int = 50,
         max_backlog: int = 50_000,
+        max_backlog_s: float = 10.0,
     ) -> None:
         self.engine = engine
         self.table = table
         self.batch_size = batch_size
         self.interval = flush_interval_ms / 1000
         self.max_backlog = max_backlog
+        self.max_backlog_s = max_backlog_s
         self.rows: deque[dict] = deque()
         self.written = 0
         self.failures = 0
+        self.skipped = 0  # rows of free calls not queued because the backlog was full
+        self.rate = 0.0  # rows per second of writing, from recent batches (0: not measured yet)
+        self._limit = max_backlog  # the backlog that refuses calls: max_backlog, or less if the database is slow
         self._wake = asyncio.Event()
         self._committed = asyncio.Condition()
         self._accepted = 0  # rows ever accepted; `written` catches up with it
         self._task: asyncio.Task | None = None
         self._closing = False
-        postgres = engine.dialect.name == "postgresql"
-        self._insert = sqlite_insert(table).on_conflict_do_nothing()  # SQLite; PostgreSQL uses self._pg
-        self._pg = PgBulkInsert(table, on_conflict_do_nothing=True) if postgres else None
+        self._skip_logged = 0.0
+        self._pg = PgBulkInsert(table, on_conflict_do_nothing=True) if engine.dialect.name == "postgresql" else None
+        # SQLite, behind: bigger batches, so the fixed cost of a transaction (hand-offs that each wait a
+        # loop cycle) is shared by more rows. asyncpg encodes on the event loop: its batches stay small.
+        self._max_batch = batch_size * (_GROWTH if self._pg is None else 1)
+        self._columns = [c.name for c in table.columns]
+        self._stamps = [i for i, c in enumerate(table.columns) if isinstance(c.type, sa.DateTime)]
+        self._sqlite_head = f"INSERT OR IGNORE INTO {table.name} ({', '.join(self._columns)}) VALUES "
+        self._sqlite_row = "(" + ", ".join("?" * len(self._columns)) + ")"
+        self._sqlite_sqls: dict[int, str] = {}
 
     def put(self, row: dict) -> None:
         """Never blocks, never refuses: admission keeps the backlog bounded (see `overloaded`)."""
@@ -59,8 +88,21 @@ class UsageWriter:
         if len(rows) == 1 or len(rows) == self.batch_size:  # only transitions wake the writer
             self._wake.set()
 
+    def skip(self) -> None:
+        """Count the row not queued for a call that reached no upstream and costs nothing, while the
+        backlog is full (the caller checks `overloaded`); logged at most every 10 s."""
+        self.skipped += 1
+        now = time.monotonic()
+        if now - self._skip_logged >= 10:
+            self._skip_logged = now
+            log.warning(
+                "usage backlog full (%d rows): %d calls that reached no upstream and cost nothing got no usage row",
+                len(self.rows),
+                self.skipped,
+            )
+
     def overloaded(self) -> bool:
-        return len(self.rows) >= self.max_backlog
+        return len(self.rows) >= self._limit
 
     async def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._run())
@@ -72,25 +114,100 @@ class UsageWriter:
         async with self._committed:
             await asyncio.wait_for(self._committed.wait_for(lambda: self.written >= target), timeout)
 
-    async def close(self, timeout: float = 30) -> None:
+    async def close(self, stall_timeout: float = _STALL_S) -> None:
+        """Write every accepted row. Waits as long as batches keep committing, or a batch is still
+        waiting for a slow database (admission bounds the work to about max_backlog_s); gives up
+        when batches have been failing with none written for `stall_timeout` (the database is away),
+        or when nothing was written for ten times that."""
         self._closing = True
         self._wake.set()
-        if self._task is not None:
-            try:
-                await asyncio.wait_for(self._task, timeout)
-            except TimeoutError:
-                log.error("usage writer closed with %d rows unwritten (database unreachable)", len(self.rows))
+        task = self._task
+        if task is None:
+            return
+        t0, written = time.monotonic(), self.written
+        seen = (self.written, self.failures, t0)  # progress, failures, when progress was last seen
+        while not task.done():
+            await asyncio.wait({task}, timeout=min(1.0, stall_timeout))
+            now = time.monotonic()
+            if self.written != seen[0]:
+                seen = (self.written, self.failures, now)
+                continue
+            idle = now - seen[2]
+            if (self.failures != seen[1] and idle >= stall_timeout) or idle >= 10 * stall_timeout:
+                task.cancel()
+                log.error(
+                    "usage writer closed with %d rows unwritten: no batch could be written for %.0f s "
+                    "(%d failed attempts: the database is unreachable or refuses the rows)",
+                    len(self.rows),
+                    idle,
+                    self.failures - seen[1],
+                )
+                return
+        if self.written - written > self.batch_size:
+            log.info(
+                "usage writer wrote %d queued rows in %.1f s at close", self.written - written, time.monotonic() - t0
+            )
 
     async def _write(self, batch: list[dict]) -> None:
         if self._pg is not None:
             async with self.engine.connect() as conn:
                 await self._pg.run(conn, batch)
             return
-        async with self.engine.begin() as conn:
-            # Chunks keep each synchronous stretch (parameter processing) short, so a big batch
-            # never stalls the event loop for milliseconds.
-            for i in range(0, len(batch), _CHUNK):
-                await conn.execute(self._insert, batch[i : i + _CHUNK])
+        async with self.engine.connect() as conn:
+            # Straight to aiosqlite: a few hand-offs to its thread per batch (BEGIN, one executemany
+            # of many-row INSERTs, COMMIT) whatever the batch size, and the rows are converted in
+            # that thread (the generators below run there). Through SQLAlchemy each 50-row chunk
+            # was another round trip, and on a busy event loop each round trip waits a whole loop
+            # cycle: the writer fell to ~350 rows/s under load (bench/usage_writer_bench.py).
+            driver = (await conn.get_raw_connection()).driver_connection
+            assert driver is not None  # None only for a connection already invalidated
+            await driver.execute("BEGIN IMMEDIATE")
+            try:
+                full = len(batch) - len(batch) % _PER_STATEMENT
+                if full:
+                    await driver.executemany(self._sqlite_sql(_PER_STATEMENT), self._statements(batch, 0, full))
+                if full < len(batch):
+                    rest = self._sqlite_sql(len(batch) - full)
+                    await driver.executemany(rest, self._statements(batch, full, len(batch)))
+                await driver.commit()
+            except BaseException:
+                await driver.rollback()
+                raise
+
+    def _sqlite_sql(self, rows: int) -> str:
+        """One INSERT of `rows` rows. INSERT OR IGNORE: a retry after an ambiguous commit cannot count a
+        call twice. Many rows per statement, because sqlite3 lets go of the GIL around every step and a
+        busy event loop can keep it for a switch interval (5 ms) before the writer thread gets it back:
+        one step per row made a 500-row batch wait for the GIL hundreds of times."""
+        sql = self._sqlite_sqls.get(rows)
+        if sql is None:
+            sql = self._sqlite_sqls[rows] = self._sqlite_head + ", ".join([self._sqlite_row] * rows)
+        return sql
+
+    def _statements(self, batch: list[dict], start: int, stop: int) -> Iterator[tuple]:
+        """The flat parameters of each INSERT over batch[start:stop], as SQLAlchemy's SQLite dialect
+        stores them: datetimes as naive UTC text with microseconds (what its DateTime type writes and
+        reads back), booleans as 0/1 (sqlite3 does that itself)."""
+        cols, stamps = self._columns, self._stamps
+        for i in range(start, stop, _PER_STATEMENT):
+            flat: list = []
+            for row in batch[i : min(i + _PER_STATEMENT, stop)]:
+                values = [row[c] for c in cols]
+                for j in stamps:
+                    value = values[j]
+                    if value is not None:
+                        values[j] = _sqlite_stamp(value)
+                flat.extend(values)
+            yield tuple(flat)
+
+    def _measured(self, rows: int, seconds: float) -> None:
+        """Learn the database's rate from a batch big enough to tell, and cap the backlog at what it
+        writes in max_backlog_s (never below one batch, so a slow moment cannot refuse everything)."""
+        if rows < self.batch_size or seconds <= 0:
+            return
+        rate = rows / seconds
+        self.rate = rate if self.rate == 0 else 0.7 * self.rate + 0.3 * rate
+        self._limit = min(self.max_backlog, max(self.batch_size, int(self.rate * self.max_backlog_s)))
 
     async def _run(self) -> None:
         backoff = 0.1
@@ -110,7 +227,8 @@ class UsageWriter:
                     await asyncio.wait_for(self._wake.wait(), self.interval)
                 except TimeoutError:
                     pass
-            batch = [self.rows[i] for i in range(min(self.batch_size, len(self.rows)))]
+            batch = list(islice(self.rows, self._max_batch))
+            t0 = time.perf_counter()
             try:
                 await self._write(batch)
             except Exception as exc:
@@ -119,9 +237,13 @@ class UsageWriter:
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 5.0)
                 continue
+            self._measured(len(batch), time.perf_counter() - t0)
             backoff = 0.1
             for _ in batch:
                 self.rows.popleft()
             self.written += len(batch)
             async with self._committed:
                 self._committed.notify_all()
+
+
+__all__ = ["UsageWriter"]

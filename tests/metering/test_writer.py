@@ -1,0 +1,153 @@
+"""The usage writer under sustained load: refusals do not feed the backlog they cap, a stop writes
+every accepted row while the database is only slow, and rows read back as SQLAlchemy wrote them."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import sqlite3
+import threading
+import time
+
+import pytest
+import sqlalchemy as sa
+
+from multihome.config.metering import MeteringConfig, WriterConfig
+from multihome.metering.prices import DeploymentPrice, PriceTable
+from multihome.metering.service import Metering
+from multihome.metering.tables import usage_calls
+from multihome.schema.errors import ApiError
+from multihome.storage import open_store
+
+from .conftest import Dep, call, principal
+
+pytestmark = pytest.mark.anyio
+
+
+async def sqlite_url(tmp_path) -> tuple[str, str]:
+    path = str(tmp_path / "u.db")
+    store = await open_store(f"sqlite+aiosqlite:///{path}", migrate=True)
+    await store.close()
+    return f"sqlite+aiosqlite:///{path}", path
+
+
+async def metering(url: str, **writer) -> Metering:
+    prices = PriceTable({"dep-a": DeploymentPrice.of("2.5", "10", None, "USD")})
+    m = Metering(MeteringConfig(writer=WriterConfig(**writer)), prices, storage_url=url)
+    await m.start()
+    return m
+
+
+class WriteLock:
+    """Another process's write transaction on the SQLite file, held until released: the database is
+    reachable but slow (the writer's BEGIN IMMEDIATE waits in SQLite's busy handler)."""
+
+    def __init__(self, path: str) -> None:
+        self.taken, self.release = threading.Event(), threading.Event()
+        self.thread = threading.Thread(target=self._hold, args=(path,), daemon=True)
+        self.thread.start()
+        assert self.taken.wait(10)
+
+    def _hold(self, path: str) -> None:
+        conn = sqlite3.connect(path, isolation_level=None)
+        conn.execute("BEGIN IMMEDIATE")
+        self.taken.set()
+        self.release.wait(60)
+        conn.execute("COMMIT")
+        conn.close()
+
+    def free(self) -> None:
+        self.release.set()
+        self.thread.join(10)
+
+
+async def stored(m: Metering) -> list[str]:
+    async with m.engine.connect() as conn:
+        return sorted((await conn.execute(sa.select(usage_calls.c.request_id))).scalars())
+
+
+async def test_refused_calls_do_not_feed_the_backlog_they_cap(tmp_path):
+    url, path = await sqlite_url(tmp_path)
+    m = await metering(url, max_backlog=20, batch_size=5, flush_interval_ms=1)
+    lock = WriteLock(path)  # the store falls behind
+    try:
+        for i in range(20):  # admitted calls fill the backlog
+            await m.limiter.admit(principal(), "g", [Dep("dep-a")], 10, 10, f"ok{i}")
+            m.record(call(f"ok{i}"))
+        refused = 0
+        for i in range(2000):  # then every new call is refused, and each refusal is recorded
+            with pytest.raises(ApiError) as err:
+                await m.limiter.admit(principal(), "g", [Dep("dep-a")], 10, 10, f"no{i}")
+            assert err.value.status == 503 and err.value.body.code == "usage_backlog"
+            m.record(call(f"no{i}", deployment=None, status=503, outcome="declined"))
+            refused += 1
+        # Bounded: the admitted calls' rows (one batch may be in the writer's hands), no refusals.
+        assert len(m.writer.rows) <= 20 and m.writer.skipped == refused
+    finally:
+        lock.free()
+    await m.flush()
+    assert await stored(m) == sorted(f"ok{i}" for i in range(20))
+    await m.close()
+
+
+async def test_calls_that_cost_nothing_still_get_rows_while_the_backlog_has_room(tmp_path):
+    url, _ = await sqlite_url(tmp_path)
+    m = await metering(url)
+    m.record(call("denied", deployment=None, status=429, outcome="denied"))
+    await m.flush()
+    assert await stored(m) == ["denied"] and m.writer.skipped == 0
+    await m.close()
+
+
+async def test_close_writes_every_row_while_the_database_is_only_behind(tmp_path):
+    url, path = await sqlite_url(tmp_path)
+    m = await metering(url, flush_interval_ms=1)
+    lock = WriteLock(path)
+    for i in range(3000):
+        m.record(call(f"r{i}"))
+    # The database answers again after 4 s, longer than close() waits without any progress: a
+    # writer that is waiting for a slow database is not stalled, and must not give up.
+    asyncio.get_running_loop().call_later(4, lock.free)
+    t0 = time.monotonic()
+    await m.writer.close(2)
+    assert time.monotonic() - t0 >= 3.5
+    assert len(m.writer.rows) == 0 and m.writer.written == 3000
+    assert len(await stored(m)) == 3000
+    await m.close()
+
+
+async def test_close_gives_up_and_says_so_when_the_database_refuses_every_batch(tmp_path, caplog):
+    url, _ = await sqlite_url(tmp_path)
+    m = await metering(url, flush_interval_ms=1)
+    async with m.engine.begin() as conn:  # every insert now fails: the table is gone
+        await conn.execute(sa.text("ALTER TABLE usage_calls RENAME TO usage_calls_away"))
+    m.record(call("lost"))
+    await m.writer.close(1)
+    assert len(m.writer.rows) == 1 and m.writer.failures >= 1
+    assert "1 rows unwritten: no batch could be written for 1 s" in caplog.text
+    await m.close()
+
+
+async def test_rows_read_back_as_sqlalchemy_writes_them(tmp_path):
+    # The writer binds its own parameters on SQLite: the stored text must be what SQLAlchemy's
+    # DateTime writes and parses, or time-range queries (budgets seeded from usage) would miss rows.
+    url, _ = await sqlite_url(tmp_path)
+    m = await metering(url)
+    started = dt.datetime(2026, 12, 3, 4, 5, 6, tzinfo=dt.UTC).timestamp()
+    m.record(call("t", started=started))
+    await m.flush()
+    async with m.engine.connect() as conn:
+        row = (await conn.execute(sa.select(usage_calls))).one()
+        raw = (await conn.exec_driver_sql("SELECT started_at, estimated, over_budget FROM usage_calls")).one()
+        later = (
+            await conn.execute(
+                sa.select(sa.func.count()).where(
+                    usage_calls.c.started_at >= dt.datetime(2026, 12, 3, 4, 5, 6, tzinfo=dt.UTC)
+                )
+            )
+        ).scalar()
+    assert raw == ("2026-12-03 04:05:06.000000", 0, 0)
+    assert row.started_at.replace(tzinfo=dt.UTC) == dt.datetime(2026, 12, 3, 4, 5, 6, tzinfo=dt.UTC)
+    assert row.finished_at.replace(tzinfo=dt.UTC).timestamp() == pytest.approx(started + 0.25)
+    assert later == 1
+    await m.close()
