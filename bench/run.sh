@@ -8,8 +8,13 @@ fi
 mkdir -p bench/out
 PY=.venv/bin/python
 $PY bench/gateway_bench.py --out bench/out/gateway.md "$@"
+$PY bench/governance_bench.py --out bench/out/governance.md
 {
   cat bench/out/gateway.md
+  echo
+  echo "## Governance, end to end (the figure of record for issue 17)"
+  echo
+  cat bench/out/governance.md
   echo
   echo "## Hot-path components (in-process, median of 5 rounds)"
   echo
@@ -25,6 +30,10 @@ $PY bench/gateway_bench.py --out bench/out/gateway.md "$@"
   echo '```'
   echo
   $PY bench/metering_bench.py
+  echo
+  echo '```'
+  $PY bench/usage_writer_bench.py
+  echo '```'
   echo
   echo '```'
   $PY bench/audit_bench.py

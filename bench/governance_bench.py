@@ -1,0 +1,277 @@
+"""The governed request path end to end: the real `multihome serve` process with each governance
+layer off, alone and all on, against one simulator, next to a bare pass-through, in one run.
+
+    .venv/bin/python bench/governance_bench.py [--seconds 8] [--only plain,all-sqlite] [--out FILE]
+
+Configurations (one gateway worker each, the same simulator answering in ~0.1 ms):
+  bare         Starlette + aiohttp + msgspec, uvloop + httptools (bench/bare_passthrough.py)
+  plain        keys from the environment, nothing else
+  +storage     `storage:` a SQLite file (the key still from the environment)
+  +metering    storage + one key budget and one key rate limit (usage rows in SQLite)
+  +audit       the audit trail with a signing key, no storage
+  all-sqlite   storage + metering + audit on SQLite
+  all-pg       storage + metering + audit on PostgreSQL, counters in Redis (real servers, as the
+               tests start them)
+
+For each: req/s at concurrency 64 (wrk, gateway pinned to core 0, simulator and wrk on core 1),
+p50/p99 at concurrency 1, stream time-to-first-chunk p50, and the gateway's CPU per call over the
+c=64 run (utime + stime of the process, all its threads, from /proc). Every load loop is bounded
+in time and count; loopback only. This bench, not the component benches, is the figure of record
+for governance (issue 17).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+sys.path.insert(0, str(HERE.parent / "tests"))
+
+from gateway_bench import ENV, KEY, machine, pct, set_layout, start_sim, ttfc, wrk  # noqa: E402
+
+BIN = Path(sys.executable).parent
+CLK = os.sysconf("SC_CLK_TCK")
+
+BASE = """
+server: {{api_keys_env: [BENCH_CLIENT_KEY]}}
+providers:
+  sim: {{kind: openai, endpoint: "{sim}/v1", auth: {{api_key_env: BENCH_SIM_KEY}}, max_connections: 4096}}
+deployments:
+  bench@sim: {{provider: sim, model: bench-model, price: {{input: 1, output: 2}}}}
+  stream@sim: {{provider: sim, model: bench-stream}}
+model_groups:
+  bench: {{deployments: [bench@sim]}}
+  bench-stream: {{deployments: [stream@sim], timeouts: {{total_s: 120}}}}
+"""
+METERING = """
+metering:
+  budgets: [{scope: key, id: "*", amount: 1000000, period: day, mode: hard}]
+  rate_limits: [{scope: key, id: "*", requests_per_minute: 100000000, tokens_per_minute: 10000000000}]
+"""
+REDIS = "  redis_url_env: BENCH_REDIS_URL\n"
+STORAGE = "storage: {{url: {url}}}\n"
+AUDIT = "audit: {{dir: {dir}, signing_key_file: {key}}}\n"
+
+LAYERS = {
+    "plain": (),
+    "+storage": ("storage",),
+    "+metering": ("storage", "metering"),
+    "+audit": ("audit",),
+    "all-sqlite": ("storage", "metering", "audit"),
+    "all-pg": ("pg", "metering", "audit"),
+}
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLK  # utime, stime (all threads)
+
+
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def wait_ready(url: str, proc: subprocess.Popen, seconds: float = 30) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{url}: exited with {proc.returncode}")
+        try:
+            with urllib.request.urlopen(url, timeout=1) as resp:
+                if resp.status in (200, 404, 405):
+                    return
+        except urllib.error.HTTPError as e:
+            if e.code in (404, 405):
+                return
+        except OSError:
+            pass
+        time.sleep(0.1)
+    raise RuntimeError(f"{url} did not start")
+
+
+def config_for(name: str, sim_url: str, tmp: Path, pg_url: str | None) -> str:
+    layers = LAYERS[name]
+    text = BASE.format(sim=sim_url)
+    if "storage" in layers:
+        text += STORAGE.format(url=f"sqlite+aiosqlite:///{tmp / name.strip('+')}.db")
+    if "pg" in layers:
+        text += STORAGE.format(url=pg_url)
+    if "metering" in layers:
+        text += METERING + (REDIS if "pg" in layers else "")
+    if "audit" in layers:
+        text += AUDIT.format(dir=tmp / f"audit-{name.strip('+')}", key=tmp / "audit.pem")
+    return text
+
+
+def start_gateway(name: str, text: str, port: int, tmp: Path, env: dict) -> subprocess.Popen:
+    path = tmp / f"{name.strip('+')}.yaml"
+    path.write_text(text)
+    with open(tmp / f"{name.strip('+')}.log", "w") as log:
+        proc = subprocess.Popen(
+            [str(BIN / "multihome"), "serve", "--config", str(path), "--port", str(port)],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    wait_ready(f"http://127.0.0.1:{port}/readyz", proc)
+    return proc
+
+
+def start_bare(sim_url: str, port: int) -> subprocess.Popen:
+    proc = subprocess.Popen(
+        [sys.executable, str(HERE / "bare_passthrough.py"), "--port", str(port), "--upstream", sim_url + "/v1"]
+        + ["--model", "bench=bench-model", "--model", "bench-stream=bench-stream"],
+        env=ENV,
+    )
+    wait_ready(f"http://127.0.0.1:{port}/", proc)
+    return proc
+
+
+def latency(name: str, proc: subprocess.Popen, url: str, sim_pid: int, tmp: Path, args) -> dict:
+    """Warm-up, then concurrency 1 and stream TTFT, every process free to run on either core."""
+    set_layout(proc.pid, sim_pid, pinned=False)
+    wrk(url, "bench", KEY, connections=8, seconds=2, tmp=tmp)
+    c1 = wrk(url, "bench", KEY, connections=1, seconds=args.seconds, tmp=tmp)
+    t = asyncio.run(ttfc(url, "bench-stream", KEY, args.ttfc_n))
+    return {"name": name, "errors": c1["errors"], "p50": c1["p50_ms"], "p99": c1["p99_ms"], "ttfc": pct(t, 50)}
+
+
+def throughput(proc: subprocess.Popen, url: str, sim_pid: int, tmp: Path, args) -> dict:
+    """Concurrency 64 with the gateway alone on core 0, and its CPU (all threads) per call."""
+    core = set_layout(proc.pid, sim_pid, pinned=True)
+    cpu0 = cpu_seconds(proc.pid)
+    c64 = wrk(url, "bench", KEY, connections=64, seconds=args.seconds, tmp=tmp, core=core)
+    cpu = cpu_seconds(proc.pid) - cpu0
+    set_layout(proc.pid, sim_pid, pinned=False)
+    return {**c64, "cpu_us": cpu / max(c64["requests"], 1) * 1e6}
+
+
+def stop(proc: subprocess.Popen) -> None:
+    proc.terminate()
+    try:
+        proc.wait(60)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(10)
+
+
+def table(results: list[dict]) -> list[str]:
+    by = {r["name"]: r for r in results}
+    plain, bare = by.get("plain"), by.get("bare")
+
+    def ratio(r: dict, ref: dict | None) -> str:
+        return f"{r['rps'] / ref['rps']:.2f}" if ref else "–"
+
+    lines = [
+        "| configuration | req/s at c=64 | × plain | × bare | gateway CPU per call | p50 / p99 at c=1 "
+        "| stream TTFT p50 | p99 at c=64 | RSS after | errors | req/s of each round |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in results:
+        lines.append(
+            f"| {r['name']} | {r['rps']:,.0f} | {ratio(r, plain)} | {ratio(r, bare)} | {r['cpu_us']:.0f} µs "
+            f"| {r['p50']:.3f} / {r['p99']:.3f} ms | {r['ttfc']:.3f} ms | {r['c64_p99']:.2f} ms "
+            f"| {r['rss']:.0f} MB | {r['errors']} | {' / '.join(f'{x:,.0f}' for x in r['rps_all'])} |"
+        )
+    return lines
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--seconds", type=int, default=8)
+    ap.add_argument("--ttfc-n", type=int, default=200)
+    ap.add_argument("--rounds", type=int, default=3, help="c=64 runs per configuration, interleaved")
+    ap.add_argument("--only", help="comma-separated configurations (default: all, bare included)")
+    ap.add_argument("--out", help="write the table here too")
+    args = ap.parse_args()
+    names = ["bare", *LAYERS]
+    if args.only:
+        names = [n for n in names if n in args.only.split(",")]
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    tmp = Path(tempfile.mkdtemp(prefix="mh-gov-bench-"))
+    subprocess.run(
+        [str(BIN / "multihome"), "audit", "keygen", "--out", str(tmp / "audit.pem")],
+        check=True,
+        capture_output=True,
+        env=ENV,
+    )
+    sim, sim_url = start_sim()
+    pg = redis = None
+    env = dict(ENV)
+    results: dict[str, dict] = {}
+    procs: dict[str, subprocess.Popen] = {}
+    urls: dict[str, str] = {}
+    try:
+        pg_url = None
+        if "all-pg" in names:
+            from e2e.services import RedisServer
+            from pg import PostgresServer
+
+            pg, redis = PostgresServer(), RedisServer()
+            pg_url = pg.create_database()
+            env["BENCH_REDIS_URL"] = redis.url
+        for i, name in enumerate(names):  # every server up at once: idle ones cost nothing
+            port = 4900 + i
+            urls[name] = f"http://127.0.0.1:{port}"
+            procs[name] = (
+                start_bare(sim_url, port)
+                if name == "bare"
+                else start_gateway(name, config_for(name, sim_url, tmp, pg_url), port, tmp, env)
+            )
+        for name in names:
+            results[name] = latency(name, procs[name], urls[name], sim.pid, tmp, args)
+        # Rounds interleave the configurations, so a neighbour's load on the shared machine falls on
+        # all of them alike; each figure is the median of its rounds.
+        runs: dict[str, list[dict]] = {name: [] for name in names}
+        for _ in range(args.rounds):
+            for name in names:
+                runs[name].append(throughput(procs[name], urls[name], sim.pid, tmp, args))
+                print(name, f"{runs[name][-1]['rps']:.0f} req/s", f"{runs[name][-1]['cpu_us']:.0f} µs", flush=True)
+        for name in names:
+            r = results[name]
+            r["rps_all"] = [x["rps"] for x in runs[name]]
+            r["rps"] = statistics.median(r["rps_all"])
+            r["cpu_us"] = statistics.median(x["cpu_us"] for x in runs[name])
+            r["c64_p99"] = statistics.median(x["p99_ms"] for x in runs[name])
+            r["errors"] += sum(x["errors"] for x in runs[name])
+            r["rss"] = rss_mb(procs[name].pid)
+    finally:
+        for proc in procs.values():
+            stop(proc)
+        stop(sim)
+        if redis is not None:
+            redis.stop()
+        if pg is not None:
+            pg.stop()
+    load = os.getloadavg()
+    lines = [
+        f"Run {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, {args.seconds} s per wrk run, "
+        f"{args.ttfc_n} sequential streams for TTFT; c=64 figures are the median of {args.rounds} interleaved "
+        f"rounds; load average at the end {load[0]:.2f}.",
+        f"Machine: {machine()}.",
+        "",
+        *table(list(results.values())),
+        "",
+    ]
+    print("\n".join(lines))
+    if args.out:
+        Path(args.out).write_text("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
