@@ -92,7 +92,7 @@ class CallTracker:
         self.policy_code: str | None = None  # set by api.policy_gate: the decision's code
         self.entitlement_id: str | None = None  # and the grant that licensed or refused the call
         self.ticket: Ticket | None = None
-        self._durable: asyncio.Future[None] | None = None
+        self._durable: asyncio.Future[int] | None = None
         self.finished = False
         self.request = None  # the canonical chat or embeddings request, for usage estimates
         self.traceparent: bytes | None = None  # set by the front door when accounting.trace_context
@@ -118,10 +118,8 @@ class CallTracker:
             headers = list(ticket.headers)
         if self.acc.audit is not None:
             # Runs while the upstream works; the answer waits for it (see docs/audit.md).
-            self._durable = asyncio.ensure_future(
-                self.acc.audit.call_started(
-                    self.request_id, self.principal, group.name, self.endpoint, self.request_sha256
-                )
+            self._durable = self.acc.audit.call_started(
+                self.request_id, self.principal, group.name, self.endpoint, self.request_sha256
             )
         return headers
 

@@ -5,13 +5,21 @@
 
 Who called is the principal's subject (an API key's id `key_...`, `env:VAR` for a key from the
 config, or a token's `sub`), never a secret; no request or answer content is written. It costs
-one `isEnabledFor` check when the level is above info, and one logger call (formatted only by a
-handler that writes it) when it is on. Health probes are not logged (api/routes.py, `quiet`).
-A client that left before its answer began is logged with status 499, as the call record has it.
+one `isEnabledFor` check when the level is above info. When it is on, the lines of one event-loop
+tick are written together at the end of the tick: one write (and one flush) per stream handler
+for all of them, in the order the calls ended, instead of one write system call per line (which
+cost ~13 % of the plain gateway's throughput at concurrency 64, and more with writer threads
+running, since every system call gives the GIL away). A line is therefore written at most one
+loop tick after its call ended; lines still pending at exit are written then. Health probes are
+not logged (api/routes.py, `quiet`). A client that left before its answer began is logged with
+status 499, as the call record has it.
 """
 
 from __future__ import annotations
 
+import asyncio
+import atexit
+import contextlib
 import logging
 import time
 
@@ -41,7 +49,58 @@ def write(call: Call) -> None:
     )
     # What log.info does, without its walk up the stack for the caller's file and line (the same
     # for every line here, and a third of the cost of a line).
-    log.handle(log.makeRecord(log.name, _INFO, __file__, 0, _LINE, args, None))
+    record = log.makeRecord(log.name, _INFO, __file__, 0, _LINE, args, None)
+    if not _pending:
+        try:
+            asyncio.get_running_loop().call_soon(flush)
+        except RuntimeError:  # no loop (a test, a tool): write it now
+            log.handle(record)
+            return
+    _pending.append(record)
+
+
+_pending: list[logging.LogRecord] = []
+
+
+def flush() -> None:
+    """Write the pending lines: what Logger.handle would do for each, with one write per stream."""
+    if not _pending:
+        return
+    records = [r for r in _pending if log.filter(r)]
+    _pending.clear()
+    if log.disabled or not records:
+        return
+    found = False
+    logger: logging.Logger | None = log
+    while logger is not None:
+        for handler in logger.handlers:
+            found = True
+            _emit(handler, records)
+        if not logger.propagate:
+            break
+        logger = logger.parent
+    if not found and logging.lastResort is not None:
+        _emit(logging.lastResort, records)
+
+
+def _emit(handler: logging.Handler, records: list[logging.LogRecord]) -> None:
+    mine = [r for r in records if r.levelno >= handler.level and handler.filter(r)]
+    if not mine:
+        return
+    if not isinstance(handler, logging.StreamHandler):
+        for record in mine:
+            handler.handle(record)
+        return
+    try:
+        text = "".join([handler.format(r) + handler.terminator for r in mine])
+        with handler.lock or contextlib.nullcontext():
+            handler.stream.write(text)
+            handler.flush()
+    except Exception:
+        handler.handleError(mine[0])
+
+
+atexit.register(flush)  # lines of the last tick, if the loop stopped before writing them
 
 
 def _printable(text: str) -> str:

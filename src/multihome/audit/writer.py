@@ -142,9 +142,11 @@ class AuditLog:
             return
         self._submit(("call", call, None))
 
-    async def call_started(
+    def call_started(
         self, request_id: str, principal, model_group: str, endpoint: str, request_sha256: str
-    ) -> None:
+    ) -> asyncio.Future[int]:
+        """Queue the call's `call_started` event; the future resolves once it is on disk. A plain
+        function, not a coroutine: the front door holds the future, no task per call is needed."""
         body = CallStarted(
             request_id=request_id,
             tenant=principal.tenant,
@@ -156,7 +158,7 @@ class AuditLog:
             model_group=model_group,
             request_sha256=request_sha256,
         )
-        await self.append("call_started", body)
+        return self.append("call_started", body)
 
     def _submit(self, item: _Item) -> None:
         if self._closed:
