@@ -174,8 +174,13 @@ class AuditLog:
         self._inflight += 1
         if self._inflight > self.max_inflight:
             self.max_inflight = self._inflight
-        self._pending.append(item)
-        self._wake.set()
+        pending = self._pending
+        pending.append(item)
+        if len(pending) == 1:
+            # Only the first event after the writer emptied the queue wakes it: with more queued, it
+            # has not yet seen the queue empty and takes this one too (a set per event was a lock
+            # and a notify for every event, two per call).
+            self._wake.set()
 
     def _batch_done(
         self, futures: list[asyncio.Future[int] | None], count: int, seq_first: int, error: BaseException | None
