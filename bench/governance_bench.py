@@ -63,6 +63,7 @@ REDIS = "  redis_url_env: BENCH_REDIS_URL\n"
 STORAGE = "storage: {{url: {url}}}\n"
 AUDIT = "audit: {{dir: {dir}, signing_key_file: {key}}}\n"
 
+BASE_SUFFIX = " (base)"
 LAYERS = {
     "plain": (),
     "+storage": ("storage",),
@@ -103,24 +104,28 @@ def wait_ready(url: str, proc: subprocess.Popen, seconds: float = 30) -> None:
     raise RuntimeError(f"{url} did not start")
 
 
+def slug(name: str) -> str:
+    return name.strip("+").replace(BASE_SUFFIX, "-base")
+
+
 def config_for(name: str, sim_url: str, tmp: Path, pg_url: str | None) -> str:
-    layers = LAYERS[name]
+    layers = LAYERS[name.removesuffix(BASE_SUFFIX)]
     text = BASE.format(sim=sim_url)
     if "storage" in layers:
-        text += STORAGE.format(url=f"sqlite+aiosqlite:///{tmp / name.strip('+')}.db")
+        text += STORAGE.format(url=f"sqlite+aiosqlite:///{tmp / slug(name)}.db")
     if "pg" in layers:
         text += STORAGE.format(url=pg_url)
     if "metering" in layers:
         text += METERING + (REDIS if "pg" in layers else "")
     if "audit" in layers:
-        text += AUDIT.format(dir=tmp / f"audit-{name.strip('+')}", key=tmp / "audit.pem")
+        text += AUDIT.format(dir=tmp / f"audit-{slug(name)}", key=tmp / "audit.pem")
     return text
 
 
 def start_gateway(name: str, text: str, port: int, tmp: Path, env: dict) -> subprocess.Popen:
-    path = tmp / f"{name.strip('+')}.yaml"
+    path = tmp / f"{slug(name)}.yaml"
     path.write_text(text)
-    with open(tmp / f"{name.strip('+')}.log", "w") as log:
+    with open(tmp / f"{slug(name)}.log", "w") as log:
         proc = subprocess.Popen(
             [str(BIN / "multihome"), "serve", "--config", str(path), "--port", str(port)],
             env=env,
@@ -197,10 +202,14 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=3, help="c=64 runs per configuration, interleaved")
     ap.add_argument("--only", help="comma-separated configurations (default: all, bare included)")
     ap.add_argument("--out", help="write the table here too")
+    ap.add_argument("--base-src", help="a checkout of an older tree: its gateway runs the same configurations too")
+    ap.add_argument("--base-only", help="with --base-src: only these configurations (comma-separated)")
     args = ap.parse_args()
     names = ["bare", *LAYERS]
     if args.only:
         names = [n for n in names if n in args.only.split(",")]
+    if args.base_src:  # the same configurations on an older tree, interleaved with these: an A/B
+        names += [n + BASE_SUFFIX for n in names if n != "bare" and (not args.base_only or n in args.base_only)]
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     tmp = Path(tempfile.mkdtemp(prefix="mh-gov-bench-"))
@@ -231,7 +240,13 @@ def main() -> None:
             procs[name] = (
                 start_bare(sim_url, port)
                 if name == "bare"
-                else start_gateway(name, config_for(name, sim_url, tmp, pg_url), port, tmp, env)
+                else start_gateway(
+                    name,
+                    config_for(name, sim_url, tmp, pg_url),
+                    port,
+                    tmp,
+                    {**env, "PYTHONPATH": str(Path(args.base_src) / "src")} if name.endswith(BASE_SUFFIX) else env,
+                )
             )
         for name in names:
             results[name] = latency(name, procs[name], urls[name], sim.pid, tmp, args)
