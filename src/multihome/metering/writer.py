@@ -167,8 +167,13 @@ class UsageWriter:
                 if full:
                     await driver.executemany(self._sqlite_sql(_PER_STATEMENT), self._statements(batch, 0, full))
                 if full < len(batch):
-                    rest = self._sqlite_sql(len(batch) - full)
-                    await driver.executemany(rest, self._statements(batch, full, len(batch)))
+                    # The rest in one statement of a power-of-two size, padded with copies of its last
+                    # row (INSERT OR IGNORE stores it once): a handful of distinct statements in
+                    # sqlite3's per-connection cache instead of one per size (up to 249 prepared
+                    # statements of thousands of parameters each, tens of MB).
+                    size = min(_PER_STATEMENT, 1 << (len(batch) - full - 1).bit_length())
+                    rest = self._statements(batch, full, len(batch), pad_to=size)
+                    await driver.executemany(self._sqlite_sql(size), rest)
                 await driver.commit()
             except BaseException:
                 await driver.rollback()
@@ -184,19 +189,23 @@ class UsageWriter:
             sql = self._sqlite_sqls[rows] = self._sqlite_head + ", ".join([self._sqlite_row] * rows)
         return sql
 
-    def _statements(self, batch: list[dict], start: int, stop: int) -> Iterator[tuple]:
+    def _statements(self, batch: list[dict], start: int, stop: int, pad_to: int = 0) -> Iterator[tuple]:
         """The flat parameters of each INSERT over batch[start:stop], as SQLAlchemy's SQLite dialect
         stores them: datetimes as naive UTC text with microseconds (what its DateTime type writes and
-        reads back), booleans as 0/1 (sqlite3 does that itself)."""
+        reads back), booleans as 0/1 (sqlite3 does that itself). `pad_to`: one statement of that many
+        rows, the last row repeated to fill it."""
         cols, stamps = self._columns, self._stamps
         for i in range(start, stop, _PER_STATEMENT):
             flat: list = []
+            values: list = []
             for row in batch[i : min(i + _PER_STATEMENT, stop)]:
                 values = [row[c] for c in cols]
                 for j in stamps:
                     value = values[j]
                     if value is not None:
                         values[j] = _sqlite_stamp(value)
+                flat.extend(values)
+            for _ in range(pad_to - (stop - i)):
                 flat.extend(values)
             yield tuple(flat)
 
