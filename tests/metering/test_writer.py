@@ -151,3 +151,31 @@ async def test_rows_read_back_as_sqlalchemy_writes_them(tmp_path):
     assert row.finished_at.replace(tzinfo=dt.UTC).timestamp() == pytest.approx(started + 0.25)
     assert later == 1
     await m.close()
+
+
+async def test_a_slow_database_lowers_the_backlog_that_refuses_calls(tmp_path):
+    # max_backlog is far away, but at the rate the database took the last batch the backlog would
+    # take longer than max_backlog_s to write after a stop: refuse now rather than lose rows then.
+    url, path = await sqlite_url(tmp_path)
+    m = await metering(url, max_backlog=10_000, max_backlog_s=0.05, batch_size=10, flush_interval_ms=1)
+    lock = WriteLock(path)
+    for i in range(10):
+        m.record(call(f"slow{i}"))
+    asyncio.get_running_loop().call_later(0.5, lock.free)  # this batch takes >= 0.5 s: ~20 rows/s
+    await m.flush()
+    for i in range(10):
+        m.record(call(f"next{i}"))
+    with pytest.raises(ApiError) as refused:
+        await m.limiter.admit(principal(), "g", [Dep("dep-a")], 10, 10, "over")
+    assert refused.value.body.code == "usage_backlog" and len(m.writer.rows) < m.writer.max_backlog
+    await m.flush()
+    assert len(await stored(m)) == 20
+    await m.close()
+
+
+def test_max_backlog_s_must_be_positive():
+    from multihome.config.metering import check
+
+    assert check(MeteringConfig(writer=WriterConfig(max_backlog_s=0)), set()) == [
+        "metering.writer.max_backlog_s: must be more than 0"
+    ]
