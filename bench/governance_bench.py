@@ -104,6 +104,18 @@ def wait_ready(url: str, proc: subprocess.Popen, seconds: float = 30) -> None:
     raise RuntimeError(f"{url} did not start")
 
 
+def workspace(prefix: str) -> Path:
+    """A temporary directory holding an audit signing key (audit.pem) for the configurations."""
+    tmp = Path(tempfile.mkdtemp(prefix=prefix))
+    subprocess.run(
+        [str(BIN / "multihome"), "audit", "keygen", "--out", str(tmp / "audit.pem")],
+        check=True,
+        capture_output=True,
+        env=ENV,
+    )
+    return tmp
+
+
 def slug(name: str) -> str:
     return name.strip("+").replace(BASE_SUFFIX, "-base")
 
@@ -212,13 +224,7 @@ def main() -> None:
         names += [n + BASE_SUFFIX for n in names if n != "bare" and (not args.base_only or n in args.base_only)]
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-    tmp = Path(tempfile.mkdtemp(prefix="mh-gov-bench-"))
-    subprocess.run(
-        [str(BIN / "multihome"), "audit", "keygen", "--out", str(tmp / "audit.pem")],
-        check=True,
-        capture_output=True,
-        env=ENV,
-    )
+    tmp = workspace("mh-gov-bench-")
     sim, sim_url = start_sim()
     pg = redis = None
     env = dict(ENV)

@@ -18,7 +18,6 @@ import re
 import sqlite3
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from pathlib import Path
@@ -27,7 +26,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 from gateway_bench import ENV, KEY, ROOT, start_sim  # noqa: E402
-from governance_bench import BIN, config_for, rss_mb, slug, start_gateway, stop  # noqa: E402
+from governance_bench import config_for, rss_mb, slug, start_gateway, stop, workspace  # noqa: E402
 
 
 def main() -> None:
@@ -36,13 +35,7 @@ def main() -> None:
     ap.add_argument("--seconds", type=int, default=1800)
     ap.add_argument("--connections", type=int, default=32)
     args = ap.parse_args()
-    tmp = Path(tempfile.mkdtemp(prefix="mh-soak-"))
-    subprocess.run(
-        [str(BIN / "multihome"), "audit", "keygen", "--out", str(tmp / "audit.pem")],
-        check=True,
-        capture_output=True,
-        env=ENV,
-    )
+    tmp = workspace("mh-soak-")
     body = tmp / "body.json"
     body.write_text(json.dumps({"model": "bench", "messages": [{"role": "user", "content": "hello"}]}))
     sim, sim_url = start_sim()
