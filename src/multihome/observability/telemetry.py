@@ -136,6 +136,12 @@ class Telemetry:
             proc.pid,
         )
 
+    @property
+    def backlog(self) -> int:
+        """Bytes of encoded calls not yet taken by the export worker (metrics: its queue depth)."""
+        pipe = self._pipe
+        return len(self._pending) + (pipe.transport.get_write_buffer_size() if pipe is not None else 0)
+
     def record(self, call: CallRecord) -> None:
         pipe = self._pipe
         if pipe is None:
