@@ -7,7 +7,9 @@ the access rule (metrics.access: key) is enforced; `--workers 2` sums both worke
 from __future__ import annotations
 
 import json
+import tempfile
 import time
+from pathlib import Path
 
 import httpx
 import openai
@@ -145,8 +147,12 @@ def test_two_workers_sum_their_calls_and_log_json(sims, tmp_path):
     cfg = shared_config(sims)
     cfg["metrics"] = {"enabled": True, "access": "loopback", "publish_interval_s": 0.2}
     cfg["server"]["log_format"] = "json"
+    runs = Path(tempfile.gettempdir())
+    before = set(runs.glob("multihome-metrics-*"))
     gw = Gateway(cfg, tmp_path, SECRETS, "--workers", "2")
     try:
+        made = set(runs.glob("multihome-metrics-*")) - before  # this run's PROMETHEUS_MULTIPROC_DIR
+        assert len(made) == 1, made
         client = openai.OpenAI(base_url=gw.url + "/v1", api_key=CLIENT_KEY, max_retries=0, timeout=10)
         ids = set()
         for _ in range(24):
@@ -166,8 +172,11 @@ def test_two_workers_sum_their_calls_and_log_json(sims, tmp_path):
                 "az-main",
                 "oa-main",
             }
+        # Both workers served calls (each writes its counters to counter_<pid>.db): the sums above are sums.
+        assert len(list(next(iter(made)).glob("counter_*.db"))) == 2
     finally:
         output = gw.stop()
+    assert not any(d.exists() for d in made), "the run's metrics directory is removed when the server stops"
     lines = [line for line in output.splitlines() if line.strip()]
     records = [json.loads(line) for line in lines]  # every line is one JSON object
     assert all({"time", "level", "logger", "message"} <= set(r) for r in records)
