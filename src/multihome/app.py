@@ -153,7 +153,10 @@ def build_app(config: Config) -> Gateway:
     if metrics is not None:
         services.append(metrics)  # last: it hooks the writers the others made at start-up
     drain = Drain(config.server.drain_timeout_s)
-    return Gateway(pipeline, auth, doors, services=services, admin=admin, drain=drain)
+    gateway = Gateway(pipeline, auth, doors, services=services, admin=admin, drain=drain)
+    if metrics is not None:
+        gateway.on_request = metrics.http_request
+    return gateway
 
 
 def served_app(config: Config, listening: str | None = None) -> Gateway:

@@ -113,6 +113,9 @@ def test_counters_match_served_failover_refused_and_streamed_calls(metered, sims
     assert delta(after, "gen_ai_client_token_usage_count", gen_ai_token_type="output") >= 5
     assert delta(after, "multihome_tokens_total", tenant="default", type="input") > 0
     assert delta(after, "multihome_cost_total", tenant="default", currency="USD") > 0
+    http = "multihome_http_requests_total"
+    assert delta(after, http, route="POST /v1/chat/completions", status="404") == 1  # the unknown model
+    assert delta(after, http, route="POST /v1/chat/completions", status="200") == 5
     # An unknown model name is never a label value; neither is content or a key.
     text = _scrape(metered)
     assert UNKNOWN not in text and USER[0]["content"] not in text
@@ -138,9 +141,15 @@ def test_counters_match_served_failover_refused_and_streamed_calls(metered, sims
 
 def test_the_access_rule_is_enforced(metered):
     assert httpx.get(metered.url + "/metrics").status_code == 401
+    assert httpx.get(metered.url + "/no/such/path-5e2a").status_code == 404
     member = httpx.get(metered.url + "/metrics", headers={"authorization": f"Bearer {CLIENT_KEY}"})
     assert member.status_code == 403 and member.json()["error"]["code"] == "metrics_forbidden"
-    assert "multihome_requests_total" in _scrape(metered, ADMIN_KEY)
+    text = _scrape(metered, ADMIN_KEY)
+    assert "/no/such/path-5e2a" not in text  # a path nothing serves is `unmatched`, never a label value
+    samples = _samples(text)
+    assert _value(samples, "multihome_http_requests_total", route="unmatched", status="404") >= 1
+    assert _value(samples, "multihome_http_requests_total", route="GET /metrics", status="401") >= 1
+    assert _value(samples, "multihome_http_requests_total", route="GET /metrics", status="403") >= 1
 
 
 def test_two_workers_sum_their_calls_and_log_json(sims, tmp_path):

@@ -174,6 +174,7 @@ class Metrics:
         self._outcomes = _Bounded(_MAX_CODES)
         self._attempt_children: dict[tuple[str, str, str], Any] = {}
         self._attempts_pending: dict[tuple[str, str, str], int] = {}
+        self._http_pending: dict[tuple[str, str, int], int] = {}
         self._last: dict[str, float] = {}  # cumulative counts read from their owners, at the last publish
         self._task: asyncio.Task[None] | None = None
         self._known: object = None  # the store's tenant set the cached label sets were made with
@@ -188,6 +189,12 @@ class Metrics:
             "multihome_request_errors",
             "Model calls that ended in an error, by its code (budget_exceeded, policy_denied, all_deployments_failed...)",
             ["endpoint", "model_group", "outcome", "code"],
+            registry=r,
+        )
+        self.http = Counter(
+            "multihome_http_requests",
+            "Every HTTP request by route (method and path as the route table declares them, or unmatched) and status",
+            ["route", "status"],
             registry=r,
         )
         self.attempts = Counter(
@@ -325,12 +332,22 @@ class Metrics:
         if s is not self._series.get(key):  # beyond the cache's bound: fold at once, nothing is kept
             self._fold(s)
 
+    def http_request(self, call: Any) -> None:
+        """Count one finished HTTP request (`api.pipeline.Call`): its route as declared, never the path sent."""
+        route = call.route
+        key = (route.method, route.path, call.status or 499) if route is not None else ("", "", call.status or 499)
+        pending = self._http_pending
+        pending[key] = pending.get(key, 0) + 1
+
     def fold(self) -> None:
         """Hand every tally to its prometheus_client children (then the exposition, or the worker's
         files in multiprocess mode, hold every call counted so far)."""
         for s in self._series.values():
             if s.n:
                 self._fold(s)
+        http, self._http_pending = self._http_pending, {}
+        for (method, path, status), n in http.items():
+            self.http.labels(f"{method} {path}" if path else "unmatched", str(status)).inc(n)
         pending, self._attempts_pending = self._attempts_pending, {}
         for (group, deployment, outcome), n in pending.items():
             child = self._attempt_children.get((group, deployment, outcome))
