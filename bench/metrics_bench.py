@@ -122,7 +122,7 @@ def accounting_cost(calls: int, rounds: int) -> tuple[float, float]:
 
 def log_lines(calls: int, rounds: int) -> tuple[float, float]:
     from multihome.api import access_log
-    from multihome.observability.logs import JsonFormatter
+    from multihome.observability.json_log import JsonFormatter
 
     args = ("POST", "/v1/chat/completions", 200, 12.3, "req_0123456789abcdef", "key_abc", "default", "gpt-4o", "a")
     rec = logging.LogRecord("multihome.access", logging.INFO, __file__, 0, access_log._LINE, args, None)

@@ -22,7 +22,8 @@ from multihome.accounting.record import AttemptRecord, CallRecord, Usage
 from multihome.config import ConfigError, parse_config
 from multihome.metering.record import MeteredCall
 from multihome.observability.genai import DURATION_BUCKETS
-from multihome.observability.logs import JsonFormatter, register_fields, serve_log_config
+from multihome.observability.json_log import JsonFormatter, register_fields
+from multihome.observability.logs import serve_log_config
 from multihome.observability.metrics import OTHER, Metrics, Sources, _bounds, _Tally
 
 from .test_genai import call
@@ -171,7 +172,7 @@ def test_metrics_and_log_format_config_are_validated():
 
 def test_json_log_lines_parse_and_carry_the_registered_fields():
     config = serve_log_config("info", "json")
-    assert config["formatters"]["multihome"] == {"()": "multihome.observability.logs.JsonFormatter"}
+    assert config["formatters"]["multihome"] == {"()": "multihome.observability.json_log.JsonFormatter"}
     assert serve_log_config("info")["formatters"]["multihome"] == {
         "format": "%(asctime)s %(levelname)s %(name)s: %(message)s"
     }

@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 import time
 
-from ..observability.logs import register_fields
+from ..observability.json_log import register_fields
 from .pipeline import Call
 
 log = logging.getLogger("multihome.access")
