@@ -180,6 +180,33 @@ data_keys = sa.Table(
     sa.CheckConstraint("messages >= 0", name="messages"),
 )
 
+# The durable job queue of the stateful runtime (state/jobs.py, docs/responses.md "Background
+# mode"): one row per unit of background work (a background response, an agent run). A replica
+# claims a job by taking its lease; `attempt` fences a replica whose lease was taken over. No
+# content here: `ref_id` names the sealed record the job works on.
+jobs = sa.Table(
+    "jobs",
+    metadata,
+    sa.Column("id", ID, primary_key=True),
+    sa.Column("tenant_id", sa.String(200), nullable=False),
+    sa.Column("kind", sa.String(32), nullable=False),
+    sa.Column("ref_id", ID, nullable=False),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("attempt", sa.Integer, nullable=False),
+    sa.Column("max_attempts", sa.Integer, nullable=False),
+    sa.Column("lease_owner", sa.String(200), nullable=True),
+    sa.Column("lease_until", TS, nullable=True),
+    sa.Column("available_at", TS, nullable=False),
+    sa.Column("cancel_requested", sa.Boolean, nullable=False),
+    sa.Column("error", sa.String(1000), nullable=True),
+    sa.Column("created_at", TS, nullable=False),
+    sa.Column("updated_at", TS, nullable=False),
+    sa.UniqueConstraint("kind", "ref_id"),
+    sa.Index(None, "status", "available_at"),
+    sa.CheckConstraint("status IN ('queued', 'running', 'done', 'failed', 'cancelled')", name="status"),
+    sa.CheckConstraint("attempt >= 0 AND max_attempts >= 1", name="attempts"),
+)
+
 # `seq` is the state_version the change produced: a gap-free total order in commit order.
 admin_events = sa.Table(
     "admin_events",
