@@ -1,7 +1,7 @@
 """jobs: the durable job queue of the stateful runtime (background responses, agent runs)
 
-Revision ID: 0009
-Revises: 0008 (data keys)
+Revision ID: 0011
+Revises: 0010 (responses)
 Create Date: 2026-12-03
 
 The table is defined in multihome/storage/tables.py and used only by multihome/state/jobs.py.
@@ -12,8 +12,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0009"
-down_revision = "0008"
+revision = "0011"
+down_revision = "0010"
 branch_labels = None
 depends_on = None
 
