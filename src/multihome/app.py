@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from typing import Any, cast
 
 from .accounting.tracker import Accounting
 from .api.admin.dispatch import AdminApi
@@ -16,6 +17,7 @@ from .api.openai.explain import ExplainDoor
 from .api.openai.models import ModelsDoor
 from .api.pipeline import Pipeline
 from .api.policy_gate import PolicyGate
+from .api.responses.handlers import handlers as responses_handlers
 from .config import Config, check_drain_timeout, env_secret, load_config
 from .contracts.service import ContractsService
 from .identity.authenticator import Authenticator
@@ -92,6 +94,11 @@ def build_app(config: Config) -> Gateway:
         crypto = CryptoServices(config, storage, audit_log, catalog.stored_key_providers(), catalog.set_api_key)
         accounting.capture = crypto.capture  # None unless capture.tenants names a tenant
     pipeline = Pipeline(catalog, router, config.server.max_body_bytes, gate, accounting)
+    state = None
+    if crypto is not None:  # stored responses and conversations, sealed under the tenant's keys (docs/responses.md)
+        from .state.service import StateService
+
+        state = StateService(storage, _Lazy(crypto, "keyring"))
     models, anthropic = ModelsDoor(pipeline), AnthropicDoor(pipeline)
     doors = {  # the handler names of the route table (api/routes.py)
         "chat": ChatDoor(pipeline).handle,
@@ -101,6 +108,7 @@ def build_app(config: Config) -> Gateway:
         "model": models.get,
         "messages": anthropic.messages,
         "count_tokens": anthropic.count_tokens,
+        **responses_handlers(pipeline, cast(Any, _Lazy(state, "store")) if state is not None else None),
     }
 
     async def after_change() -> None:
@@ -134,6 +142,8 @@ def build_app(config: Config) -> Gateway:
     services: list[Service] = [storage, gate, catalog, started, prober, *extra_services]
     if crypto is not None:
         services.insert(1, crypto)  # right after storage: it needs the database, and closes before it
+    if state is not None:
+        services.insert(2, state)  # after the keyring it seals with
     if telemetry is not None:
         services.insert(0, telemetry)  # up before calls are served, flushed after the rest closed
     if audit_log is not None:

@@ -209,6 +209,49 @@ captures = sa.Table(
     sa.Index(None, "tenant_id", "at"),
 )
 
+# The stateful runtime (multihome/state/, docs/responses.md). What a tenant wrote or a model answered is
+# only ever in `body`, sealed under the tenant's `responses` data key (crypto/); the clear columns hold
+# ids, the tenant, times, status and sizes. No foreign key to tenants: static-key tenants are not stored.
+responses = sa.Table(
+    "responses",
+    metadata,
+    sa.Column("id", ID, primary_key=True),
+    sa.Column("tenant_id", sa.String(200), nullable=False),
+    sa.Column("previous_response_id", ID, nullable=True),  # the chain a continuation rebuilds
+    sa.Column("conversation_id", ID, nullable=True),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("created_at", TS, nullable=False),
+    sa.Column("size", sa.Integer, nullable=False),  # plaintext bytes
+    sa.Column("body", sa.LargeBinary, nullable=False),  # sealed: the Response object and its input items
+    sa.Index(None, "tenant_id", "created_at"),
+)
+
+conversations = sa.Table(
+    "conversations",
+    metadata,
+    sa.Column("id", ID, primary_key=True),
+    sa.Column("tenant_id", sa.String(200), nullable=False),
+    sa.Column("created_at", TS, nullable=False),
+    sa.Column("updated_at", TS, nullable=False),
+    sa.Column("next_position", sa.BigInteger, nullable=False),  # where the next item goes
+    sa.Column("size", sa.Integer, nullable=False),
+    sa.Column("body", sa.LargeBinary, nullable=False),  # sealed: the metadata
+    sa.Index(None, "tenant_id", "created_at"),
+)
+
+conversation_items = sa.Table(
+    "conversation_items",
+    metadata,
+    sa.Column("conversation_id", ID, sa.ForeignKey("conversations.id", ondelete="CASCADE"), primary_key=True),
+    sa.Column("position", sa.BigInteger, primary_key=True, autoincrement=False),
+    sa.Column("id", sa.String(200), nullable=False),  # ours (`msg_…`) or a client's (replayed from elsewhere)
+    sa.Column("tenant_id", sa.String(200), nullable=False),
+    sa.Column("created_at", TS, nullable=False),
+    sa.Column("size", sa.Integer, nullable=False),
+    sa.Column("body", sa.LargeBinary, nullable=False),  # sealed: the item
+    sa.UniqueConstraint("conversation_id", "id"),
+)
+
 # `seq` is the state_version the change produced: a gap-free total order in commit order.
 admin_events = sa.Table(
     "admin_events",
