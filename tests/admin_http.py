@@ -6,14 +6,16 @@ import contextlib
 
 import httpx
 
+from builders import yaml_text
 from multihome.app import build_app
 from multihome.config import parse_config
 
 
 @contextlib.asynccontextmanager
-async def running(config_text: str):
-    """The real app in process, its services started (and closed again afterwards)."""
-    app = build_app(parse_config(config_text))
+async def running(config: str | dict):
+    """The real app in process on this config (its text, or a mapping built with tests/builders.py),
+    its services started (and closed again afterwards)."""
+    app = build_app(parse_config(config if isinstance(config, str) else yaml_text(config)))
     for service in app.services:
         await service.start()
     try:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from typing import Any, cast
 
 from .accounting.tracker import Accounting
 from .api.admin.dispatch import AdminApi
@@ -16,6 +17,7 @@ from .api.openai.explain import ExplainDoor
 from .api.openai.models import ModelsDoor
 from .api.pipeline import Pipeline
 from .api.policy_gate import PolicyGate
+from .api.responses.handlers import handlers as responses_handlers
 from .config import Config, check_drain_timeout, env_secret, load_config
 from .contracts.service import ContractsService
 from .identity.authenticator import Authenticator
@@ -85,7 +87,18 @@ def build_app(config: Config) -> Gateway:
         audit_log = AuditLog(config.audit, heads_url=storage.url)  # the head registry lives beside the rest
         accounting.audit = audit_log  # call_started is on disk before the answer's first byte
         accounting.sinks.append(audit_log)  # then the completed call
+    crypto = None
+    if storage.enabled:  # the keyring opens at start-up (no KMS call until something is sealed)
+        from .crypto.service import CryptoServices
+
+        crypto = CryptoServices(config, storage, audit_log, catalog.stored_key_providers(), catalog.set_api_key)
+        accounting.capture = crypto.capture  # None unless capture.tenants names a tenant
     pipeline = Pipeline(catalog, router, config.server.max_body_bytes, gate, accounting)
+    state = None
+    if crypto is not None:  # stored responses and conversations, sealed under the tenant's keys (docs/responses.md)
+        from .state.service import StateService
+
+        state = StateService(storage, _Lazy(crypto, "keyring"))
     models, anthropic = ModelsDoor(pipeline), AnthropicDoor(pipeline)
     doors = {  # the handler names of the route table (api/routes.py)
         "chat": ChatDoor(pipeline).handle,
@@ -95,6 +108,7 @@ def build_app(config: Config) -> Gateway:
         "model": models.get,
         "messages": anthropic.messages,
         "count_tokens": anthropic.count_tokens,
+        **responses_handlers(pipeline, cast(Any, _Lazy(state, "store")) if state is not None else None),
     }
 
     async def after_change() -> None:
@@ -119,12 +133,17 @@ def build_app(config: Config) -> Gateway:
             audit_reader=audit_reader,
             audit_log=audit_log,
             after_change=after_change,
+            crypto=crypto,
         )
     )
     probe = config.routing.health_probe
     prober = HealthProber(list(catalog.deployments.values()), breakers, probe.interval_s, probe.timeout_s)
     started = _Started(breakers, list(catalog.deployments))
     services: list[Service] = [storage, gate, catalog, started, prober, *extra_services]
+    if crypto is not None:
+        services.insert(1, crypto)  # right after storage: it needs the database, and closes before it
+    if state is not None:
+        services.insert(2, state)  # after the keyring it seals with
     if telemetry is not None:
         services.insert(0, telemetry)  # up before calls are served, flushed after the rest closed
     if audit_log is not None:

@@ -15,19 +15,10 @@ import msgspec
 import pytest
 
 from admin_http import running
+from builders import open_door, simulated, single
 from multihome.simulators import SimulatorConfig, start_simulator
 
 pytestmark = pytest.mark.anyio
-
-CONFIG = """
-server: {{allow_unauthenticated: true}}
-providers:
-  sim: {{kind: openai, endpoint: "{url}/v1"}}
-deployments:
-  d: {{provider: sim, model: m}}
-model_groups:
-  g: {{deployments: [d], retries: 0}}
-"""
 
 
 @pytest.fixture
@@ -46,8 +37,9 @@ class Sink:
 @pytest.fixture
 async def app():
     sim = await start_simulator(SimulatorConfig(kind="openai", name="charged"))
+    cfg = single(simulated("openai", sim.url), names=("sim", "d", "g"), group_fields={"retries": 0}, server=open_door())
     try:
-        async with running(CONFIG.format(url=sim.url)) as gateway:
+        async with running(cfg) as gateway:
             sink = Sink()
             gateway.pipeline.accounting.sinks.append(sink)
             yield gateway, sink

@@ -8,23 +8,11 @@ import pytest
 from openapi_spec_validator import validate
 
 from admin_http import error, ok
+from builders import audit, identity, price, single, sqlite, typed
 from multihome.app import build_app
-from multihome.config import parse_config
 
 pytestmark = pytest.mark.anyio
 ADMIN_KEY = "mh-bootstrap-admin-key-for-budget-api"
-
-CONFIG = """
-storage: {{url: "sqlite+aiosqlite:///{tmp}/mh.db", refresh_s: 0.05}}
-identity: {{admin_key_env: MH_TEST_BUDGET_ADMIN}}
-audit: {{dir: "{tmp}/audit"}}
-providers:
-  p: {{kind: openai, endpoint: "http://127.0.0.1:9/v1"}}
-deployments:
-  d: {{provider: p, model: m, price: {{input: 1, output: 2}}}}
-model_groups:
-  g: {{deployments: [d]}}
-"""
 
 
 @pytest.fixture
@@ -44,8 +32,15 @@ class Api:
         )
 
 
-async def start(tmp_path, extra: str = "") -> Api:
-    app = build_app(parse_config(CONFIG.format(tmp=tmp_path) + extra))
+async def start(tmp_path, **sections) -> Api:
+    cfg = single(
+        storage=sqlite(tmp_path / "mh.db", refresh_s=0.05),
+        identity=identity("MH_TEST_BUDGET_ADMIN"),
+        audit=audit(tmp_path / "audit"),
+        deployment_fields={"price": price(1, 2)},
+        **sections,
+    )
+    app = build_app(typed(cfg))
     for service in app.services:
         await service.start()
     return Api(app)
@@ -256,11 +251,7 @@ async def test_a_budget_outranked_by_a_smaller_config_budget_is_listed_as_not_in
     tenant = (await store.create_tenant("acme", actor="setup")).id
     await store.close()
     api = await start(
-        tmp_path,
-        f"""
-metering:
-  budgets: [{{scope: tenant, id: {tenant}, amount: "1", period: month}}]
-""",
+        tmp_path, metering={"budgets": [{"scope": "tenant", "id": tenant, "amount": "1", "period": "month"}]}
     )
     try:
         root = api.client(ADMIN_KEY)

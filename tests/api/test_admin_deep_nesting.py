@@ -8,21 +8,11 @@ import httpx
 import pytest
 
 from admin_http import error, ok, running
+from builders import identity, single, sqlite
 
 pytestmark = pytest.mark.anyio
 ADMIN_KEY = "mh-bootstrap-admin-key-for-deep-nesting"
 DEPTH = 10_000
-
-CONFIG = """
-storage: {{url: "sqlite+aiosqlite:///{tmp}/mh.db"}}
-identity: {{admin_key_env: MH_TEST_DEEP_ADMIN}}
-providers:
-  p: {{kind: openai, endpoint: "http://127.0.0.1:9/v1"}}
-deployments:
-  d: {{provider: p, model: m}}
-model_groups:
-  g: {{deployments: [d]}}
-"""
 
 
 @pytest.fixture
@@ -33,7 +23,7 @@ def anyio_backend():
 @pytest.fixture
 async def root(tmp_path, monkeypatch):
     monkeypatch.setenv("MH_TEST_DEEP_ADMIN", ADMIN_KEY)
-    async with running(CONFIG.format(tmp=tmp_path)) as app:
+    async with running(single(storage=sqlite(tmp_path / "mh.db"), identity=identity("MH_TEST_DEEP_ADMIN"))) as app:
         yield httpx.AsyncClient(
             transport=httpx.ASGITransport(app=app),
             base_url="http://gw",

@@ -5,29 +5,25 @@ and time is bounded, each refused with a 400 that names the field and says what 
 
 from __future__ import annotations
 
+import datetime as dt
+
 import httpx
 import pytest
 
 from admin_http import error, ok
+from builders import database, identity, single, typed
 from multihome.app import build_app
-from multihome.config import parse_config
 
 pytestmark = pytest.mark.anyio
 ADMIN_KEY = "mh-bootstrap-admin-key-for-admin-inputs"
 
-CONFIG = """
-storage: {{url: "{db}", refresh_s: 0.05}}
-identity: {{admin_key_env: MH_TEST_INPUTS_ADMIN}}
-contracts:
-  commitments:
-    - {{id: base, provider: p, amount: "1000", starts_on: 2025-01-01, ends_on: 2026-12-31}}
-providers:
-  p: {{kind: openai, endpoint: "http://127.0.0.1:9/v1"}}
-deployments:
-  d: {{provider: p, model: m}}
-model_groups:
-  g: {{deployments: [d]}}
-"""
+COMMITMENT = {
+    "id": "base",
+    "provider": "p",
+    "amount": "1000",
+    "starts_on": dt.date(2025, 1, 1),
+    "ends_on": dt.date(2026, 12, 31),
+}
 
 
 @pytest.fixture
@@ -47,7 +43,12 @@ async def root(request, tmp_path):
         db = request.getfixturevalue("pg_server").create_database()
     else:
         db = f"sqlite+aiosqlite:///{tmp_path}/mh.db"
-    app = build_app(parse_config(CONFIG.format(db=db)))
+    cfg = single(
+        storage=database(db, refresh_s=0.05),
+        identity=identity("MH_TEST_INPUTS_ADMIN"),
+        contracts={"commitments": [COMMITMENT]},
+    )
+    app = build_app(typed(cfg))
     for service in app.services:
         await service.start()
     transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)

@@ -8,20 +8,11 @@ import httpx
 import pytest
 from openapi_spec_validator import validate
 
+from builders import open_door, single, typed
 from multihome.api.admin import registry
 from multihome.app import build_app
-from multihome.config import parse_config
 
 pytestmark = pytest.mark.anyio
-CONFIG = """
-server: {allow_unauthenticated: true}
-providers:
-  p: {kind: openai, endpoint: "http://127.0.0.1:9/v1"}
-deployments:
-  d: {provider: p, model: m}
-model_groups:
-  g: {deployments: [d]}
-"""
 
 
 @pytest.fixture
@@ -30,7 +21,7 @@ def anyio_backend():
 
 
 async def test_every_served_admin_route_is_in_the_served_document_and_nothing_else():
-    app = build_app(parse_config(CONFIG))
+    app = build_app(typed(single(server=open_door())))
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://gw") as anon:
         doc = (await anon.get("/admin/v1/openapi.json")).json()
     validate(doc)

@@ -10,20 +10,12 @@ import signal
 
 import pytest
 
+from builders import api_keys, single, typed
 from multihome.api.drain import Drain
 from multihome.api.pipeline import Call
 from multihome.app import build_app
-from multihome.config import parse_config
 
-CONFIG = """
-server: {api_keys_env: [K]}
-providers:
-  oa: {kind: openai, endpoint: "http://127.0.0.1:9/v1"}
-deployments:
-  d: {provider: oa, model: m}
-model_groups:
-  gpt-4o: {deployments: [d]}
-"""
+CONFIG = single(server=api_keys("K"), names=("oa", "d", "gpt-4o"))
 
 
 def _scope(path: str, method: str = "POST") -> dict:
@@ -69,7 +61,7 @@ async def _forever(call, receive, send) -> None:
 
 def test_readyz_answers_503_once_a_drain_began(monkeypatch):
     monkeypatch.setenv("K", "client-key")
-    gateway = build_app(parse_config(CONFIG))
+    gateway = build_app(typed(CONFIG))
     gateway.ready = True  # as after the lifespan start-up
 
     async def run():
@@ -87,7 +79,7 @@ def test_readyz_answers_503_once_a_drain_began(monkeypatch):
 @pytest.mark.parametrize("path", ["/v1/chat/completions", "/v1/messages"])
 def test_a_call_still_waiting_at_the_deadline_gets_a_503_in_its_doors_envelope(monkeypatch, path):
     monkeypatch.setenv("K", "client-key")
-    gateway = build_app(parse_config(CONFIG))
+    gateway = build_app(typed(CONFIG))
     drain = gateway.drain = Drain(0.05)
     gateway._http = _forever  # the call is still routing when the deadline comes
     scope = _scope(path)

@@ -18,25 +18,15 @@ import httpx
 import pytest
 from openapi_spec_validator import validate
 
+from builders import api_keys, single, typed
 from multihome import app as app_module
 from multihome.api import gateway as gateway_module
 from multihome.api import public_openapi
 from multihome.api import routes as routes_module
 from multihome.app import build_app
-from multihome.config import parse_config
 
 pytestmark = pytest.mark.anyio
 METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "HEAD")
-
-CONFIG = """
-server: {api_keys_env: [MH_TEST_PUBLIC_DOC_KEY]}
-providers:
-  p: {kind: openai, endpoint: "http://127.0.0.1:9/v1"}
-deployments:
-  d: {provider: p, model: m}
-model_groups:
-  g: {deployments: [d]}
-"""
 
 
 @pytest.fixture
@@ -47,7 +37,7 @@ def anyio_backend():
 @pytest.fixture
 def gateway(monkeypatch):
     monkeypatch.setenv("MH_TEST_PUBLIC_DOC_KEY", "mh-public-doc-test-key")
-    return build_app(parse_config(CONFIG))
+    return build_app(typed(single(server=api_keys("MH_TEST_PUBLIC_DOC_KEY"))))
 
 
 def client(gateway) -> httpx.AsyncClient:

@@ -29,10 +29,12 @@ from pathlib import Path
 from urllib.parse import parse_qs
 
 import jwt
+import yaml
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 # pytest puts tests/ on sys.path for both packages (neither tests/ nor the rootdir is a package).
+from builders import api_keys, breakers, config, deployment, embedding, group, simulated
 from e2e.processes import Gateway, Simulator
 
 CLIENT_KEY = "mh-conformance-client-key"
@@ -140,43 +142,32 @@ TARGET_NAMES = [t.name for t in TARGETS]
 KNOWN_BUGS: dict[tuple[str, str], str] = {}
 
 
-def gateway_config(urls: dict[str, str]) -> str:
-    providers = [f'  backup: {{kind: openai, endpoint: "{urls["backup"]}/v1"}}']
-    deployments = ["  oa-backup: {provider: backup, model: gpt-4o-backup, context_window: 128000}"]
-    groups = []
+def gateway_config(urls: dict[str, str]) -> dict:
+    providers = {"backup": simulated("openai", urls["backup"])}
+    deployments = {"oa-backup": deployment("backup", "gpt-4o-backup", context_window=128000)}
+    groups = {}
+    fail_over_on = ["capacity", "unavailable", "refusal", "context_overflow"]
     for t in TARGETS:
-        url = urls[t.name]
-        providers += [f"  {t.name}: {t.provider.format(url=url)}", f"  {t.name}-bad: {t.bad_provider.format(url=url)}"]
-        deployments += [
-            f'  {t.name}-main: {{provider: {t.name}, model: "{t.main_model}"}}',
-            # A small window: a context overflow here fails over to the backup's larger one.
-            f'  {t.name}-fo: {{provider: {t.name}, model: "{t.fo_model}", context_window: 8000}}',
-            f'  {t.name}-bad: {{provider: {t.name}-bad, model: "{t.main_model}"}}',
-        ]
-        groups += [
-            f"  {t.name}: {{deployments: [{t.name}-main], retries: 0}}",
-            f"  {t.name}-fo: {{deployments: [{t.name}-fo, oa-backup], retries: 0,"
-            " fail_over_on: [capacity, unavailable, refusal, context_overflow]}",
-            f"  {t.name}-bad: {{deployments: [{t.name}-bad], retries: 0}}",
-        ]
+        n = t.name
+        providers[n] = yaml.safe_load(t.provider.format(url=urls[n]))
+        providers[f"{n}-bad"] = yaml.safe_load(t.bad_provider.format(url=urls[n]))
+        deployments[f"{n}-main"] = deployment(n, t.main_model)
+        # A small window: a context overflow here fails over to the backup's larger one.
+        deployments[f"{n}-fo"] = deployment(n, t.fo_model, context_window=8000)
+        deployments[f"{n}-bad"] = deployment(f"{n}-bad", t.main_model)
+        groups[n] = group(f"{n}-main", retries=0)
+        groups[f"{n}-fo"] = group(f"{n}-fo", "oa-backup", retries=0, fail_over_on=fail_over_on)
+        groups[f"{n}-bad"] = group(f"{n}-bad", retries=0)
         if t.embed_model:
-            deployments.append(
-                f'  {t.name}-embed: {{provider: {t.name}, model: "{t.embed_model}", capabilities: [embeddings]}}'
-            )
-            groups.append(f"  {t.name}-embed: {{deployments: [{t.name}-embed], retries: 0}}")
-    return "\n".join(
-        [
-            "server: {api_keys_env: [CF_CLIENT_KEY]}",
-            # Error scenarios decline on purpose; a breaker must not carry that into the next scenario.
-            "routing: {breaker: {consecutive_failures: 0}}",
-            "providers:",
-            *providers,
-            "deployments:",
-            *deployments,
-            "model_groups:",
-            *groups,
-            "",
-        ]
+            deployments[f"{n}-embed"] = embedding(n, t.embed_model)
+            groups[f"{n}-embed"] = group(f"{n}-embed", retries=0)
+    return config(
+        server=api_keys("CF_CLIENT_KEY"),
+        # Error scenarios decline on purpose; a breaker must not carry that into the next scenario.
+        routing=breakers(0),
+        providers=providers,
+        deployments=deployments,
+        model_groups=groups,
     )
 
 

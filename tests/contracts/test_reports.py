@@ -12,6 +12,7 @@ from decimal import Decimal
 import msgspec
 import pytest
 
+from builders import NOWHERE, config, deployment, group, open_door, provider, typed
 from multihome.api.admin.dispatch import AdminApi
 from multihome.api.admin.route import Services
 from multihome.config.contracts import parse_contracts
@@ -138,28 +139,26 @@ async def test_csv_has_the_documented_columns_and_values(service):
     )
 
 
-PLANNER_CONFIG = """
-server: {allow_unauthenticated: true}
-providers:
-  azure-eastus: {kind: openai, endpoint: "http://127.0.0.1:9/v1"}
-  openai: {kind: openai, endpoint: "http://127.0.0.1:9/v1"}
-deployments:
-  on-azure:  {provider: azure-eastus, model: m, commitment: azure-commit}
-  on-openai: {provider: openai, model: m}
-model_groups:
-  burn: {deployments: [on-openai, on-azure], strategy: commitment-burn-down}
-"""
+PLANNER_CONFIG = config(
+    server=open_door(),
+    providers={"azure-eastus": provider("openai", NOWHERE), "openai": provider("openai", NOWHERE)},
+    deployments={
+        "on-azure": deployment("azure-eastus", "m", commitment="azure-commit"),
+        "on-openai": deployment("openai", "m"),
+    },
+    model_groups={"burn": group("on-openai", "on-azure", strategy="commitment-burn-down")},
+)
 
 
 def _order(source: CommitmentSource) -> list[str]:
-    from multihome.config import Breaker, parse_config
+    from multihome.config import Breaker
     from multihome.routing.breakers import Breakers
     from multihome.routing.catalog import Catalog
     from multihome.routing.latency import LatencyStats
     from multihome.routing.planner import Planner, RequestShape
     from multihome.schema.chat import parse_chat
 
-    catalog = Catalog(parse_config(PLANNER_CONFIG))
+    catalog = Catalog(typed(PLANNER_CONFIG))
     planner = Planner(Breakers(Breaker()), LatencyStats(alpha=1.0), source)
     parsed = parse_chat(msgspec.json.encode({"model": "burn", "messages": [{"role": "user", "content": "hi"}]}))
     plan = planner.plan(catalog.groups["burn"], RequestShape(parsed.needs, False, parsed.request, None))

@@ -4,14 +4,10 @@ from __future__ import annotations
 
 import pytest
 
+from builders import open_door, single, yaml_text
 from multihome.config import ConfigError, parse_config
 
-BASE = """
-server: {allow_unauthenticated: true}
-providers: {p: {kind: openai, endpoint: "http://127.0.0.1:1"}}
-deployments: {d: {provider: p, model: m}}
-model_groups: {g: {deployments: [d]}}
-"""
+BASE = yaml_text(single(server=open_door()))  # the kms sections below are the subject, as YAML
 
 
 def test_default_is_local_with_a_key_file():

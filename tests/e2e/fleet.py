@@ -9,12 +9,27 @@ it anywhere the gateway writes.
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from builders import (
+    api_keys,
+    audit,
+    breakers,
+    config,
+    deployment,
+    embedding,
+    groups,
+    identity,
+    oidc,
+    price,
+    simulated,
+    sqlite,
+)
 from oidc_issuer import LocalIssuer  # tests/ is on sys.path (pytest rootdir insertion)
 
-from .processes import DEBUG_ALL, Gateway, Simulator
+from .processes import DEBUG_ALL, Gateway, Simulator, Simulators
 
 AKID = "AKIDMHFLEETSECRET01"
 SECRETS = {
@@ -28,43 +43,54 @@ SECRETS = {
 }
 CLIENT_KEY, ADMIN_KEY = SECRETS["MH_FLEET_CLIENT_KEY"], SECRETS["MH_FLEET_ADMIN_KEY"]
 
-CONFIG = """
-server: {{api_keys_env: [MH_FLEET_CLIENT_KEY], max_body_bytes: 1048576}}
-storage: {{url: "sqlite+aiosqlite:///{tmp}/multihome.db", refresh_s: 0.25}}
-audit: {{dir: "{tmp}/audit"}}
-identity:
-  admin_key_env: MH_FLEET_ADMIN_KEY
-  oidc:
-    - name: local
-      issuer: "{issuer}"
-      jwks_uri: "{jwks}"
-      audiences: ["{audience}"]
-      claims: {{tenant: tenant, roles: roles, role_map: {{ai-admins: tenant-admin}}}}
-routing: {{breaker: {{consecutive_failures: 0}}}}
-providers:
-  openai: {{kind: openai, endpoint: "{openai}/v1", auth: {{api_key_env: MH_FLEET_OPENAI_KEY}}}}
-  azure: {{kind: azure, endpoint: "{azure}", auth: {{api_key_env: MH_FLEET_AZURE_KEY}}}}
-  anthropic: {{kind: anthropic, endpoint: "{anthropic}", auth: {{api_key_env: MH_FLEET_ANTHROPIC_KEY}}}}
-  bedrock: {{kind: bedrock, endpoint: "{bedrock}", region: us-east-1, auth: {{aws: {{profile: fleet}}}}}}
-  gemini: {{kind: gemini, endpoint: "{gemini}", auth: {{api_key_env: MH_FLEET_GEMINI_KEY}}}}
-deployments:
-  oa: {{provider: openai, model: gpt-4o-fleet, price: {{input: 1, output: 2}}}}
-  az: {{provider: azure, model: gpt-4o-az}}
-  an: {{provider: anthropic, model: claude-fleet}}
-  br: {{provider: bedrock, model: "anthropic.claude-3-5-haiku-20241022-v1:0"}}
-  gm: {{provider: gemini, model: gemini-2.5-flash}}
-  oa-embed: {{provider: openai, model: embed-oa, capabilities: [embeddings]}}
-  br-titan: {{provider: bedrock, model: "amazon.titan-embed-text-v2:0", capabilities: [embeddings]}}
-  gm-embed: {{provider: gemini, model: text-embedding-004, capabilities: [embeddings]}}
-model_groups:
-  gpt-4o: {{deployments: [oa, az], retries: 0}}
-  claude: {{deployments: [an], retries: 0}}
-  bedrock: {{deployments: [br], retries: 0}}
-  gemini: {{deployments: [gm], retries: 0}}
-  embed: {{deployments: [oa-embed], retries: 0}}
-  titan: {{deployments: [br-titan], retries: 0}}
-  gemini-embed: {{deployments: [gm-embed], retries: 0}}
-"""
+# The key each simulator (by kind) requires, held in an environment variable; Bedrock checks SigV4.
+KEY_ENV = {
+    "openai": "MH_FLEET_OPENAI_KEY",
+    "azure": "MH_FLEET_AZURE_KEY",
+    "anthropic": "MH_FLEET_ANTHROPIC_KEY",
+    "gemini": "MH_FLEET_GEMINI_KEY",
+}
+
+
+def fleet_config(tmp: Path, issuer: LocalIssuer, sims: dict[str, Simulator]) -> dict:
+    """Every kind in `sims` behind one gateway, with storage, the audit trail, OIDC and the admin key."""
+    providers = {kind: simulated(kind, sims[kind].url, key_env=env) for kind, env in KEY_ENV.items()}
+    providers["bedrock"] = simulated(
+        "bedrock", sims["bedrock"].url, region="us-east-1", auth={"aws": {"profile": "fleet"}}
+    )
+    return config(
+        server=api_keys("MH_FLEET_CLIENT_KEY", max_body_bytes=1048576),
+        storage=sqlite(tmp / "multihome.db", refresh_s=0.25),
+        kms={"local": {"key_file": str(tmp / "kms.key")}},  # stored responses are sealed under it
+        audit=audit(tmp / "audit"),
+        identity=identity("MH_FLEET_ADMIN_KEY", oidc(issuer)),
+        routing=breakers(0),
+        providers=providers,
+        deployments={
+            "oa": deployment("openai", "gpt-4o-fleet", price=price(1, 2)),
+            "az": deployment("azure", "gpt-4o-az"),
+            "an": deployment("anthropic", "claude-fleet"),
+            "br": deployment("bedrock", "anthropic.claude-3-5-haiku-20241022-v1:0"),
+            "gm": deployment("gemini", "gemini-2.5-flash"),
+            "oa-embed": embedding("openai", "embed-oa"),
+            "br-titan": embedding("bedrock", "amazon.titan-embed-text-v2:0"),
+            "gm-embed": embedding("gemini", "text-embedding-004"),
+        },
+        model_groups=groups(
+            {
+                "gpt-4o": ["oa", "az"],
+                "claude": "an",
+                "bedrock": "br",
+                "gemini": "gm",
+                "embed": "oa-embed",
+                "titan": "br-titan",
+                "gemini-embed": "gm-embed",
+            },
+            retries=0,
+        ),
+    )
+
+
 CHAT_GROUPS = ["gpt-4o", "claude", "bedrock", "gemini"]
 EMBEDDING_GROUPS = ["embed", "titan", "gemini-embed"]
 
@@ -94,8 +120,16 @@ class Fleet:
 
 
 @contextlib.contextmanager
-def fleet(tmp: Path, *, extra_config: str = "", extra_env: dict[str, str] | None = None):
-    """Start everything; yields a Fleet. The gateway logs to `tmp/gateway.log` at DEBUG."""
+def fleet(
+    tmp: Path,
+    *,
+    extra_env: dict[str, str] | None = None,
+    edit: Callable[[dict], object] | None = None,
+    **sections: object,
+):
+    """Start everything; yields a Fleet. The gateway logs to `tmp/gateway.log` at DEBUG.
+    `sections`: top-level config sections to add or replace; `edit`: changes the config (a dict) in
+    place, after them (e.g. one provider's key taken from the admin API's store)."""
     creds = tmp / "aws-credentials"
     creds.write_text(f"[fleet]\naws_access_key_id = {AKID}\naws_secret_access_key = {SECRETS['MH_FLEET_AWS_SECRET']}\n")
     aws_env = {
@@ -109,36 +143,22 @@ def fleet(tmp: Path, *, extra_config: str = "", extra_env: dict[str, str] | None
         "MH_FLEET_AKID": AKID,
     }
     sims: dict[str, Simulator] = {}
+    started = Simulators()
     issuer = LocalIssuer().start()
     gateway = None
     try:
-        sims["openai"] = Simulator("openai", "fleet-openai", "--api-key-env", "MH_FLEET_OPENAI_KEY", env=SECRETS)
-        sims["azure"] = Simulator("azure", "fleet-azure", "--api-key-env", "MH_FLEET_AZURE_KEY", env=SECRETS)
-        sims["anthropic"] = Simulator(
-            "anthropic", "fleet-anthropic", "--api-key-env", "MH_FLEET_ANTHROPIC_KEY", env=SECRETS
-        )
-        sims["bedrock"] = Simulator(
+        for kind, env in KEY_ENV.items():
+            sims[kind] = started.start(kind, f"fleet-{kind}", key_env=env, env=SECRETS)
+        sims["bedrock"] = started.start(
             "bedrock",
             "fleet-bedrock",
-            "--region",
-            "us-east-1",
-            "--aws-access-key-id-env",
-            "MH_FLEET_AKID",
-            "--aws-secret-access-key-env",
-            "MH_FLEET_AWS_SECRET",
+            aws_env=("MH_FLEET_AKID", "MH_FLEET_AWS_SECRET"),
+            region="us-east-1",
             env={**SECRETS, **aws_env},
         )
-        sims["gemini"] = Simulator("gemini", "fleet-gemini", "--api-key-env", "MH_FLEET_GEMINI_KEY", env=SECRETS)
-        text = (
-            CONFIG.format(
-                tmp=tmp,
-                issuer=issuer.issuer,
-                jwks=issuer.jwks_uri,
-                audience=issuer.audience,
-                **{name: sim.url for name, sim in sims.items()},
-            )
-            + extra_config
-        )
+        text = {**fleet_config(tmp, issuer, sims), **sections}
+        if edit is not None:
+            edit(text)
         gateway = Gateway(
             text,
             tmp,
@@ -152,6 +172,5 @@ def fleet(tmp: Path, *, extra_config: str = "", extra_env: dict[str, str] | None
     finally:
         if gateway is not None:
             gateway.stop()
-        for sim in sims.values():
-            sim.stop()
+        started.close()
         issuer.stop()

@@ -11,6 +11,8 @@ from pathlib import Path
 
 import httpx
 
+from builders import yaml_text  # tests/ is on sys.path (pytest rootdir insertion)
+
 VENV_BIN = Path(sys.executable).parent
 
 
@@ -55,7 +57,8 @@ class Proc:
 
 
 class Simulator(Proc):
-    """`python -m multihome.simulators`, controlled through its /_sim/ endpoints."""
+    """`python -m multihome.simulators`, controlled through its /_sim/ endpoints. `extra`: its
+    command-line flags (`Simulators.start` spells the credential ones by kind)."""
 
     def __init__(self, kind: str, name: str, *extra: str, env: dict[str, str] | None = None) -> None:
         super().__init__(
@@ -94,6 +97,53 @@ class Simulator(Proc):
         return super().stop(sig_timeout)
 
 
+# The flag with which each kind's simulator requires a credential held in an environment variable.
+_CREDENTIAL_FLAG = {"vertex": "--oauth-token-env"}  # the others check an API key
+
+
+class Simulators:
+    """Simulators started for one test, module or stack, stopped together however it ends
+    (`with Simulators() as sims:`, or the `simulator` fixture in conftest.py)."""
+
+    def __init__(self) -> None:
+        self.started: list[Simulator] = []
+
+    def start(
+        self,
+        kind: str = "openai",
+        name: str | None = None,
+        *extra: str,
+        key_env: str | None = None,
+        aws_env: tuple[str, str] | None = None,
+        region: str | None = None,
+        env: dict[str, str] | None = None,
+    ) -> Simulator:
+        """A simulator of `kind` named `name` (default: the kind), requiring the key or token held in
+        `key_env`, or (Bedrock) SigV4 with the access key id and secret held in `aws_env`, serving
+        `region`; `extra`: any other flags; `env`: the environment holding those variables."""
+        flags = list(extra)
+        if key_env is not None:
+            flags += [_CREDENTIAL_FLAG.get(kind, "--api-key-env"), key_env]
+        if aws_env is not None:
+            flags += ["--aws-access-key-id-env", aws_env[0], "--aws-secret-access-key-env", aws_env[1]]
+        if region is not None:
+            flags += ["--region", region]
+        sim = Simulator(kind, name or kind, *flags, env=env)
+        self.started.append(sim)
+        return sim
+
+    def close(self) -> None:
+        for sim in self.started:
+            sim.stop()
+        self.started.clear()
+
+    def __enter__(self) -> Simulators:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
 # `multihome` with every logger (the gateway's, uvicorn's, aiohttp's, botocore's...) at DEBUG.
 DEBUG_ALL = [
     sys.executable,
@@ -104,12 +154,13 @@ DEBUG_ALL = [
 
 
 class Gateway(Proc):
-    """`multihome serve` on a free port with the given config text. `command`: how to run
-    `multihome` (DEBUG_ALL for every log line); `log`: where its output goes (a file in `tmp` unless given)."""
+    """`multihome serve` on a free port with the given config (its text, or a mapping built with
+    tests/builders.py). `command`: how to run `multihome` (DEBUG_ALL for every log line); `log`: where
+    its output goes (a file in `tmp` unless given)."""
 
     def __init__(
         self,
-        config_text: str,
+        config: str | dict,
         tmp: Path,
         env: dict[str, str],
         *extra: str,
@@ -118,7 +169,7 @@ class Gateway(Proc):
     ) -> None:
         self.port = free_port()
         path = tmp / f"gateway-{self.port}.yaml"
-        path.write_text(config_text)
+        path.write_text(config if isinstance(config, str) else yaml_text(config))
         # Always to a file: at the default log level each call writes an access-log line, which
         # would fill an unread pipe and block the gateway.
         log = log if log is not None else tmp / f"gateway-{self.port}.log"

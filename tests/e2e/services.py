@@ -45,8 +45,8 @@ class RedisServer:
 @contextlib.contextmanager
 def replicas(tmp: Path, config_for, env: dict[str, str], n: int = 2, redis: RedisServer | None = None):
     """`n` gateway processes sharing one SQLite database and one Redis, in front of one OpenAI
-    simulator; `config_for(simulator_url)` gives the config text (it reads MH_TEST_DB and
-    MH_TEST_REDIS_URL from the environment). A `redis` passed in is the caller's to stop (a test
+    simulator; `config_for(simulator_url)` gives the config (text or a tests/builders.py mapping; it
+    reads MH_TEST_DB and MH_TEST_REDIS_URL from the environment). A `redis` passed in is the caller's to stop (a test
     that restarts it)."""
     from .processes import Gateway, Simulator
 

@@ -17,7 +17,7 @@ import pytest
 from multihome.cli import main
 
 from .services import replicas
-from .test_budgets_admin import CONFIG  # one priced model group, storage, Redis, an admin key
+from .test_budgets_admin import config_for  # one priced model group, storage, Redis, an admin key
 
 ADMIN_KEY = "mh-bootstrap-admin-key-for-the-cli"
 
@@ -26,7 +26,7 @@ ADMIN_KEY = "mh-bootstrap-admin-key-for-the-cli"
 def gateway(tmp_path_factory):
     with replicas(
         tmp_path_factory.mktemp("cli"),
-        lambda sim: CONFIG.format(sim=sim, inp=1000, out=2000),
+        config_for,
         {"MH_TEST_ADMIN_KEY": ADMIN_KEY},
         n=1,
     ) as (gw,):

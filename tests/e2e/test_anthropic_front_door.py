@@ -14,47 +14,38 @@ import anthropic
 import httpx
 import pytest
 
-from .conftest import CLIENT_KEY, SECRETS
+from builders import api_keys, breakers, config, deployment, group, simulated, single
+
+from .conftest import CLIENT_KEY, QUICK, SECRETS
 from .processes import Gateway
 
-CONFIG = """
-server:
-  api_keys_env: [MH_TEST_CLIENT_KEY]
-  max_body_bytes: 262144
-routing:
-  breaker: {{consecutive_failures: 1000}}   # these tests take deployments down on purpose
-providers:
-  azure:
-    kind: azure
-    endpoint: {azure}
-    auth: {{api_key_env: MH_TEST_AZURE_KEY}}
-  openai:
-    kind: openai
-    endpoint: {openai}/v1
-    auth: {{api_key_env: MH_TEST_OPENAI_KEY}}
-  selfhosted:
-    kind: openai
-    endpoint: {selfhosted}/v1
-deployments:
-  az-claude: {{provider: azure, model: claude-az}}
-  oa-claude: {{provider: openai, model: claude-oa}}
-  oa-solo: {{provider: openai, model: claude-solo}}
-  sh-text: {{provider: selfhosted, model: llama-text, capabilities: [chat, streaming, tools]}}
-  oa-vision: {{provider: openai, model: claude-vision}}
-model_groups:
-  claude-sonnet:
-    deployments: [az-claude, oa-claude]
-    retries: 1
-    backoff_ms: 10
-    max_retry_after_s: 1.5
-    timeouts: {{first_byte_s: 1.0, total_s: 5}}
-  claude-solo:
-    deployments: [oa-solo]
-    retries: 0
-    timeouts: {{first_byte_s: 1.0, total_s: 5}}
-  claude-mixed:
-    deployments: [sh-text, oa-vision]
-"""
+
+def _config(sims) -> dict:
+    """The shared `sims` behind Claude-named groups on OpenAI and Azure deployments."""
+    return config(
+        server=api_keys("MH_TEST_CLIENT_KEY", max_body_bytes=262144),
+        routing=breakers(1000),  # these tests take deployments down on purpose
+        providers={
+            "azure": simulated("azure", sims["azure"].url, key_env="MH_TEST_AZURE_KEY"),
+            "openai": simulated("openai", sims["openai"].url, key_env="MH_TEST_OPENAI_KEY"),
+            "selfhosted": simulated("openai", sims["selfhosted"].url),
+        },
+        deployments={
+            "az-claude": deployment("azure", "claude-az"),
+            "oa-claude": deployment("openai", "claude-oa"),
+            "oa-solo": deployment("openai", "claude-solo"),
+            "sh-text": deployment("selfhosted", "llama-text", capabilities=["chat", "streaming", "tools"]),
+            "oa-vision": deployment("openai", "claude-vision"),
+        },
+        model_groups={
+            "claude-sonnet": group(
+                "az-claude", "oa-claude", retries=1, backoff_ms=10, max_retry_after_s=1.5, timeouts=QUICK
+            ),
+            "claude-solo": group("oa-solo", retries=0, timeouts=QUICK),
+            "claude-mixed": group("sh-text", "oa-vision"),
+        },
+    )
+
 
 MODEL = "claude-sonnet"
 HELLO = [{"role": "user", "content": "Hello there"}]
@@ -77,8 +68,7 @@ TOOL_RESULTS = {"get_weather": "18C and sunny", "get_time": "14:05 CET"}
 
 @pytest.fixture(scope="module")
 def door(sims, tmp_path_factory):
-    text = CONFIG.format(**{name: sim.url for name, sim in sims.items()})
-    gw = Gateway(text, tmp_path_factory.mktemp("anthropic-door"), SECRETS)
+    gw = Gateway(_config(sims), tmp_path_factory.mktemp("anthropic-door"), SECRETS)
     yield gw
     log = gw.stop()
     for secret in SECRETS.values():
@@ -376,21 +366,6 @@ def test_oversized_body_and_wrong_content_type_use_the_anthropic_envelope(door):
 # --- Anthropic client -> gateway -> Anthropic upstream (when that adapter and simulator exist) -----
 
 UPSTREAM_SECRETS = {"MH_AD_CLIENT_KEY": CLIENT_KEY, "MH_AD_ANTHROPIC_KEY": "sk-ant-door-secret-321"}
-UPSTREAM_CONFIG = """
-server:
-  api_keys_env: [MH_AD_CLIENT_KEY]
-providers:
-  anthropic:
-    kind: anthropic
-    endpoint: {url}
-    auth: {{api_key_env: MH_AD_ANTHROPIC_KEY}}
-deployments:
-  claude-up: {{provider: anthropic, model: claude-sonnet-4-5}}
-model_groups:
-  claude-native:
-    deployments: [claude-up]
-    retries: 0
-"""
 
 
 @pytest.fixture(scope="module")
@@ -401,7 +376,14 @@ def native(tmp_path_factory):
 
     sim = Simulator("anthropic", "anthropic", "--api-key-env", "MH_AD_ANTHROPIC_KEY", env=UPSTREAM_SECRETS)
     try:
-        gw = Gateway(UPSTREAM_CONFIG.format(url=sim.url), tmp_path_factory.mktemp("native"), UPSTREAM_SECRETS)
+        cfg = single(
+            simulated("anthropic", sim.url, key_env="MH_AD_ANTHROPIC_KEY"),
+            model="claude-sonnet-4-5",
+            names=("anthropic", "claude-up", "claude-native"),
+            group_fields={"retries": 0},
+            server=api_keys("MH_AD_CLIENT_KEY"),
+        )
+        gw = Gateway(cfg, tmp_path_factory.mktemp("native"), UPSTREAM_SECRETS)
     except Exception:
         sim.stop()
         raise

@@ -11,7 +11,9 @@ import jsonschema
 import openai
 import pytest
 
-from .processes import Gateway, Simulator
+from builders import api_keys, config, deployment, group, simulated
+
+from .processes import Gateway, Simulators
 
 CLIENT_KEY = "mh-anthropic-e2e-client"
 SECRETS = {
@@ -21,45 +23,33 @@ SECRETS = {
     "MH_AE_OPENAI_KEY": "openai-e2e-secret-012",
 }
 
-CONFIG = """
-server:
-  api_keys_env: [MH_AE_CLIENT_KEY]
-providers:
-  anthropic:
-    kind: anthropic
-    endpoint: {anthropic}
-    auth: {{api_key_env: MH_AE_ANTHROPIC_KEY}}
-  anthropic-wrong-key:
-    kind: anthropic
-    endpoint: {anthropic}
-    auth: {{api_key_env: MH_AE_WRONG_KEY}}
-  openai:
-    kind: openai
-    endpoint: {openai}/v1
-    auth: {{api_key_env: MH_AE_OPENAI_KEY}}
-deployments:
-  claude: {{provider: anthropic, model: claude-sonnet-4-5}}
-  claude-fo: {{provider: anthropic, model: claude-fo}}
-  claude-rf: {{provider: anthropic, model: claude-rf}}
-  claude-bad: {{provider: anthropic-wrong-key, model: claude-bad}}
-  oa-fo: {{provider: openai, model: gpt-fo}}
-model_groups:
-  claude:
-    deployments: [claude]
-    retries: 0
-  claude-failover:
-    deployments: [claude-fo, oa-fo]
-    retries: 1
-    backoff_ms: 10
-    max_retry_after_s: 2
-  claude-refusal-failover:
-    deployments: [claude-rf, oa-fo]
-    retries: 0
-    fail_over_on: [capacity, unavailable, refusal]
-  claude-bad:
-    deployments: [claude-bad]
-    retries: 0
-"""
+
+def _config(anthropic_url: str, openai_url: str) -> dict:
+    """The Anthropic simulator reached with the right key and with a wrong one; an OpenAI one to fail over to."""
+    return config(
+        server=api_keys("MH_AE_CLIENT_KEY"),
+        providers={
+            "anthropic": simulated("anthropic", anthropic_url, key_env="MH_AE_ANTHROPIC_KEY"),
+            "anthropic-wrong-key": simulated("anthropic", anthropic_url, key_env="MH_AE_WRONG_KEY"),
+            "openai": simulated("openai", openai_url, key_env="MH_AE_OPENAI_KEY"),
+        },
+        deployments={
+            "claude": deployment("anthropic", "claude-sonnet-4-5"),
+            "claude-fo": deployment("anthropic", "claude-fo"),
+            "claude-rf": deployment("anthropic", "claude-rf"),
+            "claude-bad": deployment("anthropic-wrong-key", "claude-bad"),
+            "oa-fo": deployment("openai", "gpt-fo"),
+        },
+        model_groups={
+            "claude": group("claude", retries=0),
+            "claude-failover": group("claude-fo", "oa-fo", retries=1, backoff_ms=10, max_retry_after_s=2),
+            "claude-refusal-failover": group(
+                "claude-rf", "oa-fo", retries=0, fail_over_on=["capacity", "unavailable", "refusal"]
+            ),
+            "claude-bad": group("claude-bad", retries=0),
+        },
+    )
+
 
 HELLO = [{"role": "user", "content": "Hello there"}]
 WEATHER = {
@@ -86,19 +76,18 @@ TIME = {
 
 @pytest.fixture(scope="module")
 def upstreams():
-    started = {
-        "anthropic": Simulator("anthropic", "anth-sim", "--api-key-env", "MH_AE_ANTHROPIC_KEY", env=SECRETS),
-        "openai": Simulator("openai", "oa-sim", "--api-key-env", "MH_AE_OPENAI_KEY", env=SECRETS),
-    }
-    yield started
-    for sim in started.values():
-        sim.stop()
+    with Simulators() as started:
+        yield {
+            "anthropic": started.start("anthropic", "anth-sim", key_env="MH_AE_ANTHROPIC_KEY", env=SECRETS),
+            "openai": started.start("openai", "oa-sim", key_env="MH_AE_OPENAI_KEY", env=SECRETS),
+        }
 
 
 @pytest.fixture(scope="module")
 def anthropic_gateway(upstreams, tmp_path_factory):
-    text = CONFIG.format(**{name: sim.url for name, sim in upstreams.items()})
-    gw = Gateway(text, tmp_path_factory.mktemp("gw-anthropic"), SECRETS)
+    gw = Gateway(
+        _config(upstreams["anthropic"].url, upstreams["openai"].url), tmp_path_factory.mktemp("gw-anthropic"), SECRETS
+    )
     yield gw
     log = gw.stop()
     for secret in SECRETS.values():

@@ -16,12 +16,14 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import httpx
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from builders import api_keys, audit, simulated, single, sqlite, yaml_text
 from multihome.audit import AuditReader, Filters
 from multihome.audit.keys import public_pem
 from multihome.config import Config
@@ -29,17 +31,20 @@ from multihome.config import Config
 from .processes import Gateway, Simulator
 
 CLIENT_KEY = "mh-audit-client-key"
-CONFIG = """
-server: {{api_keys_env: [MH_TEST_CLIENT_KEY]}}
-storage: {{url: "sqlite+aiosqlite:///{db}"}}
-audit: {{dir: "{audit}", signing_key_env: MH_TEST_AUDIT_KEY, checkpoint_every_events: 100, checkpoint_every_s: 0.5}}
-providers:
-  sim: {{kind: openai, endpoint: "{sim}/v1"}}
-deployments:
-  main: {{provider: sim, model: m}}
-model_groups:
-  gpt-4o: {{deployments: [main], retries: 0}}
-"""
+
+
+def _config(sim: str, db: Path, audit_dir: Path) -> dict:
+    return single(
+        simulated("openai", sim),
+        names=("sim", "main", "gpt-4o"),
+        group_fields={"retries": 0},
+        server=api_keys("MH_TEST_CLIENT_KEY"),
+        storage=sqlite(db),
+        audit=audit(
+            audit_dir, signing_key_env="MH_TEST_AUDIT_KEY", checkpoint_every_events=100, checkpoint_every_s=0.5
+        ),
+    )
+
 
 pytestmark = pytest.mark.skipif(
     "audit" not in Config.__struct_fields__,
@@ -113,7 +118,7 @@ def test_sigkill_mid_load_then_restart_keeps_the_trail_verifiable(tmp_path):
     try:
         sim.fault(latency_ms=2)
         env = {"MH_TEST_CLIENT_KEY": CLIENT_KEY, "MH_TEST_AUDIT_KEY": base64.b64encode(seed).decode()}
-        config = CONFIG.format(audit=audit_dir, sim=sim.url, db=db)
+        config = yaml_text(_config(sim.url, db, audit_dir))
         gw = Gateway(config, tmp_path, env)
         answered: list[str] = []
 

@@ -10,6 +10,8 @@ import struct
 import openai
 import pytest
 
+from builders import api_keys, config, deployment, embedding, groups, simulated
+
 from .processes import Gateway, Simulator
 
 CLIENT_KEY = "mh-bedrock-client-key"
@@ -18,51 +20,48 @@ CLAUDE = "us.anthropic.claude-3-5-haiku-20241022-v1:0"
 PRIMARY, SECONDARY = "anthropic.claude-primary-v1:0", "anthropic.claude-secondary-v1:0"
 PNG = "data:image/png;base64," + base64.b64encode(b"\x89PNG\r\n\x1a\n fake").decode()
 
-CONFIG = """
-server:
-  api_keys_env: [MH_BR_CLIENT_KEY]
-providers:
-  bedrock:
-    kind: bedrock
-    endpoint: {sim}
-    region: us-east-1
-    auth: {{aws: {{profile: good}}}}
-  bedrock-bad:
-    kind: bedrock
-    endpoint: {sim}
-    region: us-east-1
-    auth: {{aws: {{profile: bad}}}}
-  bedrock-role:
-    kind: bedrock
-    endpoint: {sim}
-    region: us-east-1
-    auth: {{aws: {{profile: good, role_arn: "arn:aws:iam::123456789012:role/multihome-bedrock"}}}}
-  bedrock-role-denied:
-    kind: bedrock
-    endpoint: {sim}
-    region: us-east-1
-    auth: {{aws: {{profile: good, role_arn: "arn:aws:iam::123456789012:role/denied-role"}}}}
-  openai:
-    kind: openai
-    endpoint: {openai}/v1
-deployments:
-  br-main: {{provider: bedrock, model: "{claude}"}}
-  br-primary: {{provider: bedrock, model: "{primary}"}}
-  br-secondary: {{provider: bedrock, model: "{secondary}"}}
-  br-bad: {{provider: bedrock-bad, model: "{claude}"}}
-  br-role: {{provider: bedrock-role, model: "{claude}"}}
-  br-role-denied: {{provider: bedrock-role-denied, model: "{claude}"}}
-  br-titan: {{provider: bedrock, model: "amazon.titan-embed-text-v2:0", capabilities: [embeddings]}}
-  br-cohere: {{provider: bedrock, model: "cohere.embed-english-v3", capabilities: [embeddings]}}
-model_groups:
-  claude: {{deployments: [br-main], retries: 0}}
-  claude-failover: {{deployments: [br-primary, br-secondary], retries: 0}}
-  claude-bad: {{deployments: [br-bad], retries: 0}}
-  claude-role: {{deployments: [br-role], retries: 0}}
-  claude-role-denied: {{deployments: [br-role-denied], retries: 0}}
-  titan: {{deployments: [br-titan], retries: 0}}
-  cohere: {{deployments: [br-cohere], retries: 0}}
-"""
+ROLE = "arn:aws:iam::123456789012:role/"
+
+
+def _config(sim: str, openai_url: str) -> dict:
+    """The Bedrock simulator reached with good and bad credentials, and through assumed roles."""
+
+    def bedrock(**aws) -> dict:
+        return simulated("bedrock", sim, region="us-east-1", auth={"aws": aws})
+
+    return config(
+        server=api_keys("MH_BR_CLIENT_KEY"),
+        providers={
+            "bedrock": bedrock(profile="good"),
+            "bedrock-bad": bedrock(profile="bad"),
+            "bedrock-role": bedrock(profile="good", role_arn=ROLE + "multihome-bedrock"),
+            "bedrock-role-denied": bedrock(profile="good", role_arn=ROLE + "denied-role"),
+            "openai": simulated("openai", openai_url),
+        },
+        deployments={
+            "br-main": deployment("bedrock", CLAUDE),
+            "br-primary": deployment("bedrock", PRIMARY),
+            "br-secondary": deployment("bedrock", SECONDARY),
+            "br-bad": deployment("bedrock-bad", CLAUDE),
+            "br-role": deployment("bedrock-role", CLAUDE),
+            "br-role-denied": deployment("bedrock-role-denied", CLAUDE),
+            "br-titan": embedding("bedrock", "amazon.titan-embed-text-v2:0"),
+            "br-cohere": embedding("bedrock", "cohere.embed-english-v3"),
+        },
+        model_groups=groups(
+            {
+                "claude": "br-main",
+                "claude-failover": ["br-primary", "br-secondary"],
+                "claude-bad": "br-bad",
+                "claude-role": "br-role",
+                "claude-role-denied": "br-role-denied",
+                "titan": "br-titan",
+                "cohere": "br-cohere",
+            },
+            retries=0,
+        ),
+    )
+
 
 TOOLS = [
     {
@@ -116,8 +115,7 @@ def bedrock_stack(tmp_path_factory):
         "AWS_SESSION_TOKEN": "",
         "AWS_PROFILE": "",
     }
-    text = CONFIG.format(sim=sim.url, openai=oai.url, claude=CLAUDE, primary=PRIMARY, secondary=SECONDARY)
-    gw = Gateway(text, tmp, env)
+    gw = Gateway(_config(sim.url, oai.url), tmp, env)
     yield sim, gw
     log = gw.stop()
     sim.stop()

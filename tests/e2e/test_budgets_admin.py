@@ -18,6 +18,8 @@ import httpx
 import openai
 import pytest
 
+from builders import database_env, identity, price, simulated, single
+
 from .processes import VENV_BIN, Gateway
 from .services import replicas
 
@@ -25,24 +27,25 @@ ADMIN_KEY = "mh-bootstrap-admin-key-for-budgets"
 USER = [{"role": "user", "content": "hello"}]
 IN, OUT = Decimal(1000), Decimal(2000)  # per 1M tokens: expensive, so a few calls use up a budget
 
-CONFIG = """
-storage: {{url_env: MH_TEST_DB}}
-identity: {{admin_key_env: MH_TEST_ADMIN_KEY}}
-metering: {{redis_url_env: MH_TEST_REDIS_URL}}
-providers:
-  p: {{kind: openai, endpoint: "{sim}/v1"}}
-deployments:
-  priced: {{provider: p, model: priced, price: {{input: {inp}, output: {out}}}}}
-model_groups:
-  priced: {{deployments: [priced], retries: 0}}
-"""
+
+def config_for(sim: str) -> dict:
+    return single(
+        simulated("openai", sim),
+        model="priced",
+        names=("p", "priced", "priced"),
+        deployment_fields={"price": price(IN, OUT)},
+        group_fields={"retries": 0},
+        storage=database_env(),
+        identity=identity("MH_TEST_ADMIN_KEY"),
+        metering={"redis_url_env": "MH_TEST_REDIS_URL"},
+    )
 
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
     with replicas(
         tmp_path_factory.mktemp("budgets"),
-        lambda sim: CONFIG.format(sim=sim, inp=IN, out=OUT),
+        config_for,
         {"MH_TEST_ADMIN_KEY": ADMIN_KEY},
     ) as gateways:
         yield gateways

@@ -11,7 +11,7 @@ import httpx
 import openai
 import pytest
 
-from .conftest import CLIENT_KEY, CONFIG, SECRETS
+from .conftest import CLIENT_KEY, SECRETS, shared_config
 from .processes import Gateway
 
 USER = [{"role": "user", "content": "a private question about the weather"}]
@@ -27,10 +27,9 @@ TOOL = {
 @pytest.fixture
 def logged(sims, tmp_path):
     path = tmp_path / "calls.jsonl"
-    text = CONFIG.format(**{n: s.url for n, s in sims.items()}).replace(
-        "  max_body_bytes: 65536\n", f"  max_body_bytes: 65536\n  call_log: {path}\n"
-    )
-    gw = Gateway(text, tmp_path, SECRETS)
+    cfg = shared_config(sims)
+    cfg["server"]["call_log"] = str(path)
+    gw = Gateway(cfg, tmp_path, SECRETS)
     client = openai.OpenAI(base_url=gw.url + "/v1", api_key=CLIENT_KEY, max_retries=0)
     yield gw, client, path
     gw.stop()

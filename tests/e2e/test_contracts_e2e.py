@@ -13,41 +13,43 @@ from decimal import Decimal
 import httpx
 import openai
 
-from .processes import VENV_BIN, Gateway, Simulator
+from builders import api_keys, database_env, identity, price, simulated, single
+
+from .processes import VENV_BIN, Gateway
 
 ADMIN = "contracts-admin-key"
 TODAY = dt.datetime.now(dt.UTC).date()
 
-CONFIG = """
-storage: {{url_env: MH_TEST_DB}}
-identity: {{admin_key_env: MH_TEST_ADMIN}}
-server: {{api_keys_env: [MH_TEST_CLIENT]}}
-providers:
-  oa: {{kind: openai, endpoint: "{url}/v1"}}
-deployments:
-  d: {{provider: oa, model: m, price: {{input: 1000000, output: 1000000}}}}
-model_groups:
-  gpt-4o: {{deployments: [d]}}
-contracts:
-  flush_interval_s: 0.02
-  revenue_share:
-    - id: rs-test
-      parties: [Us, Them]
-      rate: "0.5"
-      basis: {{providers: [oa]}}
-      starts_on: {start}
-      ends_on: {end}
-      cap: "100"
-      currency: USD
-"""
+CAPPED_SHARE = {
+    "id": "rs-test",
+    "parties": ["Us", "Them"],
+    "rate": "0.5",
+    "basis": {"providers": ["oa"]},
+    "starts_on": TODAY - dt.timedelta(days=10),
+    "ends_on": TODAY + dt.timedelta(days=300),
+    "cap": "100",
+    "currency": "USD",
+}
 
 
-def test_calls_accrue_to_a_capped_revenue_share(tmp_path):
-    sim = Simulator("openai", "oa")
+def _config(url: str, **sections) -> dict:
+    return single(
+        simulated("openai", url),
+        names=("oa", "d", "gpt-4o"),
+        deployment_fields={"price": price(1000000, 1000000)},
+        storage=database_env(),
+        identity=identity("MH_TEST_ADMIN"),
+        server=api_keys("MH_TEST_CLIENT"),
+        **sections,
+    )
+
+
+def test_calls_accrue_to_a_capped_revenue_share(tmp_path, simulator):
+    sim = simulator("openai", "oa")
     db = f"sqlite+aiosqlite:///{tmp_path}/m.db"
-    text = CONFIG.format(url=sim.url, start=TODAY - dt.timedelta(days=10), end=TODAY + dt.timedelta(days=300))
+    contracts = {"flush_interval_s": 0.02, "revenue_share": [CAPPED_SHARE]}
     env = {"MH_TEST_DB": db, "MH_TEST_ADMIN": ADMIN, "MH_TEST_CLIENT": "client-key"}
-    gw = Gateway(text, tmp_path, env)
+    gw = Gateway(_config(sim.url, contracts=contracts), tmp_path, env)
     try:
         client = openai.OpenAI(base_url=gw.url + "/v1", api_key="client-key", max_retries=0)
         costs = Decimal(0)
@@ -70,7 +72,6 @@ def test_calls_accrue_to_a_capped_revenue_share(tmp_path):
         assert admin.get("/admin/v1/contracts").status_code == 200
     finally:
         gw.stop()
-        sim.stop()
     cfg = next(tmp_path.glob("gateway-*.yaml"))
     out = subprocess.run(
         [str(VENV_BIN / "multihome"), "contracts", "report", "--config", str(cfg), "--csv"],
@@ -83,12 +84,12 @@ def test_calls_accrue_to_a_capped_revenue_share(tmp_path):
     assert "rs-test" in out.stdout
 
 
-def test_a_contract_created_through_the_admin_api_accrues_with_none_in_the_config(tmp_path):
+def test_a_contract_created_through_the_admin_api_accrues_with_none_in_the_config(tmp_path, simulator):
     """With storage but no `contracts:` section the ledger still runs: the admin API used to answer
     501 "Contracts need storage" here, and calls would never have accrued."""
-    sim = Simulator("openai", "oa")
+    sim = simulator("openai", "oa")
     env = {"MH_TEST_DB": f"sqlite+aiosqlite:///{tmp_path}/m.db", "MH_TEST_ADMIN": ADMIN, "MH_TEST_CLIENT": "client-key"}
-    gw = Gateway(CONFIG.format(url=sim.url, start="", end="").split("contracts:")[0], tmp_path, env)
+    gw = Gateway(_config(sim.url), tmp_path, env)  # no contracts section
     try:
         admin = httpx.Client(base_url=gw.url, headers={"authorization": f"Bearer {ADMIN}"})
         contract = {
@@ -115,4 +116,3 @@ def test_a_contract_created_through_the_admin_api_accrues_with_none_in_the_confi
         assert Decimal(str(report["accrued"])) == expected
     finally:
         gw.stop()
-        sim.stop()

@@ -7,7 +7,7 @@ import time
 
 import openai
 
-from .conftest import CONFIG, SECRETS
+from .conftest import SECRETS, shared_config
 from .processes import VENV_BIN, Gateway, free_port
 
 
@@ -60,7 +60,7 @@ def test_demo_once_exits_cleanly_within_a_minute():
 
 
 def test_serve_with_two_workers(sims, tmp_path):
-    gw = Gateway(CONFIG.format(**{n: s.url for n, s in sims.items()}), tmp_path, SECRETS, "--workers", "2")
+    gw = Gateway(shared_config(sims), tmp_path, SECRETS, "--workers", "2")
     try:
         client = openai.OpenAI(base_url=gw.url + "/v1", api_key=SECRETS["MH_TEST_CLIENT_KEY"], max_retries=0)
         for _ in range(6):

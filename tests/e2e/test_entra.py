@@ -11,8 +11,10 @@ from urllib.parse import parse_qs, urlparse
 import openai
 import pytest
 
+from builders import api_keys, simulated, single
+
 from .conftest import CLIENT_KEY
-from .processes import Gateway, Simulator
+from .processes import Gateway
 
 TOKEN = "entra-access-token-xyz"
 IDENTITY_HEADER = "identity-header-secret"
@@ -62,21 +64,18 @@ def token_endpoint():
 
 def _entra_gateway(sim, token_endpoint: str, tmp_path) -> Gateway:
     """A gateway whose Azure provider authenticates with Entra ID through azure-identity's managed identity."""
-    config = f"""
-server: {{api_keys_env: [MH_TEST_CLIENT_KEY]}}
-providers:
-  az: {{kind: azure, endpoint: "{sim.url}", auth: {{entra: {{}}}}}}
-deployments:
-  d: {{provider: az, model: gpt-4o-entra}}
-model_groups:
-  gpt-4o: {{deployments: [d]}}
-"""
+    config = single(
+        simulated("azure", sim.url, auth={"entra": {}}),
+        model="gpt-4o-entra",
+        names=("az", "d", "gpt-4o"),
+        server=api_keys("MH_TEST_CLIENT_KEY"),
+    )
     env = {"MH_TEST_CLIENT_KEY": CLIENT_KEY, "IDENTITY_ENDPOINT": token_endpoint, "IDENTITY_HEADER": IDENTITY_HEADER}
     return Gateway(config, tmp_path, env)
 
 
-def test_entra_token_is_fetched_once_and_sent_as_bearer(token_endpoint, tmp_path):
-    sim = Simulator("azure", "azure-entra", "--entra-token-env", "SIM_ENTRA_TOKEN", env={"SIM_ENTRA_TOKEN": TOKEN})
+def test_entra_token_is_fetched_once_and_sent_as_bearer(token_endpoint, tmp_path, simulator):
+    sim = simulator("azure", "azure-entra", "--entra-token-env", "SIM_ENTRA_TOKEN", env={"SIM_ENTRA_TOKEN": TOKEN})
     gw = _entra_gateway(sim, token_endpoint, tmp_path)
     try:
         client = openai.OpenAI(base_url=gw.url + "/v1", api_key=CLIENT_KEY, max_retries=0)
@@ -88,12 +87,11 @@ def test_entra_token_is_fetched_once_and_sent_as_bearer(token_endpoint, tmp_path
         assert [r["auth"] for r in sim.requests()] == [True, True, True]
     finally:
         log = gw.stop()
-        sim.stop()
     assert TOKEN not in log and IDENTITY_HEADER not in log
 
 
-def test_wrong_entra_token_is_an_operator_problem_not_a_client_one(token_endpoint, tmp_path):
-    sim = Simulator(
+def test_wrong_entra_token_is_an_operator_problem_not_a_client_one(token_endpoint, tmp_path, simulator):
+    sim = simulator(
         "azure", "azure-entra", "--entra-token-env", "SIM_ENTRA_TOKEN", env={"SIM_ENTRA_TOKEN": "another-token"}
     )
     gw = _entra_gateway(sim, token_endpoint, tmp_path)
@@ -105,4 +103,3 @@ def test_wrong_entra_token_is_an_operator_problem_not_a_client_one(token_endpoin
         assert "credentials" in info.value.message
     finally:
         gw.stop()
-        sim.stop()

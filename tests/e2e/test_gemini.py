@@ -20,7 +20,9 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from .processes import Gateway, Simulator
+from builders import api_keys, config, deployment, embedding, group, simulated
+
+from .processes import Gateway, Simulators
 
 CLIENT_KEY = "mh-gemini-client-key"
 GEMINI_KEY = "gemini-secret-key-789"
@@ -49,38 +51,39 @@ TOOLS = [
 ]
 PNG = "data:image/png;base64," + base64.b64encode(b"\x89PNG\r\n\x1a\n fake image").decode()
 
-CONFIG = """
-server: {{api_keys_env: [MH_GEM_CLIENT_KEY]}}
-providers:
-  gemini: {{kind: gemini, endpoint: "{gemini}", auth: {{api_key_env: MH_GEM_KEY}}}}
-  vertex:
-    kind: vertex
-    endpoint: "{vertex}"
-    region: us-central1
-    project: proj-1
-    auth: {{google: {{service_account_file_env: MH_GEM_SA_FILE}}}}
-  openai: {{kind: openai, endpoint: "{openai}/v1"}}
-deployments:
-  gem-main: {{provider: gemini, model: gemini-2.5-flash}}
-  vtx-main: {{provider: vertex, model: gemini-2.5-pro}}
-  gem-fo: {{provider: gemini, model: gemini-fo}}
-  gem-strict: {{provider: gemini, model: gemini-strict}}
-  oa-backup: {{provider: openai, model: gpt-4o-backup}}
-  gem-embed: {{provider: gemini, model: text-embedding-004, capabilities: [embeddings]}}
-  vtx-embed: {{provider: vertex, model: text-embedding-005, capabilities: [embeddings]}}
-model_groups:
-  gem: {{deployments: [gem-main], retries: 0, fail_over_on: [capacity, unavailable]}}
-  vtx: {{deployments: [vtx-main], retries: 0, fail_over_on: [capacity, unavailable]}}
-  gem-fo:
-    deployments: [gem-fo, oa-backup]
-    retries: 1
-    backoff_ms: 10
-    max_retry_after_s: 1
-    fail_over_on: [capacity, unavailable]
-  gem-strict: {{deployments: [gem-strict, oa-backup], retries: 0, fail_over_on: [capacity, unavailable, refusal]}}
-  gem-embed: {{deployments: [gem-embed], retries: 0, fail_over_on: [capacity, unavailable]}}
-  vtx-embed: {{deployments: [vtx-embed], retries: 0, fail_over_on: [capacity, unavailable]}}
-"""
+DECLINES = ["capacity", "unavailable"]  # fail over on these only: a refusal reaches the client
+
+
+def _config(sims) -> dict:
+    """The Gemini API (an API key) and Vertex AI (a service account), an OpenAI backup to fail over to."""
+    vertex_auth = {"google": {"service_account_file_env": "MH_GEM_SA_FILE"}}
+    return config(
+        server=api_keys("MH_GEM_CLIENT_KEY"),
+        providers={
+            "gemini": simulated("gemini", sims["gemini"].url, key_env="MH_GEM_KEY"),
+            "vertex": simulated("vertex", sims["vertex"].url, region="us-central1", project="proj-1", auth=vertex_auth),
+            "openai": simulated("openai", sims["openai"].url),
+        },
+        deployments={
+            "gem-main": deployment("gemini", "gemini-2.5-flash"),
+            "vtx-main": deployment("vertex", "gemini-2.5-pro"),
+            "gem-fo": deployment("gemini", "gemini-fo"),
+            "gem-strict": deployment("gemini", "gemini-strict"),
+            "oa-backup": deployment("openai", "gpt-4o-backup"),
+            "gem-embed": embedding("gemini", "text-embedding-004"),
+            "vtx-embed": embedding("vertex", "text-embedding-005"),
+        },
+        model_groups={
+            "gem": group("gem-main", retries=0, fail_over_on=DECLINES),
+            "vtx": group("vtx-main", retries=0, fail_over_on=DECLINES),
+            "gem-fo": group(
+                "gem-fo", "oa-backup", retries=1, backoff_ms=10, max_retry_after_s=1, fail_over_on=DECLINES
+            ),
+            "gem-strict": group("gem-strict", "oa-backup", retries=0, fail_over_on=[*DECLINES, "refusal"]),
+            "gem-embed": group("gem-embed", retries=0, fail_over_on=DECLINES),
+            "vtx-embed": group("vtx-embed", retries=0, fail_over_on=DECLINES),
+        },
+    )
 
 
 class _TokenEndpoint(BaseHTTPRequestHandler):
@@ -154,22 +157,19 @@ def service_account(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def sims():
-    started = {
-        "gemini": Simulator("gemini", "gemini-sim", "--api-key-env", "MH_GEM_KEY", env=SECRETS),
-        "vertex": Simulator(
-            "vertex", "vertex-sim", "--oauth-token-env", "SIM_VERTEX_TOKEN", "--region", "us-central1", env=SECRETS
-        ),
-        "openai": Simulator("openai", "openai-backup"),
-    }
-    yield started
-    for sim in started.values():
-        sim.stop()
+    with Simulators() as started:
+        yield {
+            "gemini": started.start("gemini", "gemini-sim", key_env="MH_GEM_KEY", env=SECRETS),
+            "vertex": started.start(
+                "vertex", "vertex-sim", key_env="SIM_VERTEX_TOKEN", region="us-central1", env=SECRETS
+            ),
+            "openai": started.start("openai", "openai-backup"),
+        }
 
 
 @pytest.fixture(scope="module")
 def gateway(sims, service_account, tmp_path_factory):
-    text = CONFIG.format(**{name: sim.url for name, sim in sims.items()})
-    gw = Gateway(text, tmp_path_factory.mktemp("gw"), {**SECRETS, "MH_GEM_SA_FILE": str(service_account)})
+    gw = Gateway(_config(sims), tmp_path_factory.mktemp("gw"), {**SECRETS, "MH_GEM_SA_FILE": str(service_account)})
     yield gw
     log = gw.stop()
     for secret in (GEMINI_KEY, VERTEX_TOKEN, CLIENT_KEY):

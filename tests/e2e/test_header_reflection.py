@@ -12,11 +12,14 @@ from __future__ import annotations
 
 import time
 from decimal import Decimal
+from pathlib import Path
 
 import anthropic
 import httpx
 import openai
 import pytest
+
+from builders import api_keys, config, deployment, group, identity, key_budget, price, simulated, sqlite
 
 from .processes import Gateway, Simulator
 
@@ -28,23 +31,24 @@ ENCODED = "x%0D%0AX-Injected:%201"
 IN, OUT = Decimal(1000), Decimal(2000)  # per 1M tokens: a few calls use the budget up
 BUDGET = Decimal("0.50")
 
-CONFIG = """
-server: {{api_keys_env: [MH_HR_CLIENT_KEY]}}
-storage: {{url: "sqlite+aiosqlite:///{tmp}/mh.db"}}
-identity: {{admin_key_env: MH_HR_ADMIN_KEY}}
-metering:
-  budgets:
-    - {{scope: key, id: "env:MH_HR_CLIENT_KEY", amount: "{budget}", period: day, mode: hard}}
-providers:
-  oa: {{kind: openai, endpoint: "{openai}/v1"}}
-  an: {{kind: anthropic, endpoint: "{anthropic}", auth: {{api_key_env: MH_HR_ANTHROPIC_KEY}}}}
-deployments:
-  priced: {{provider: oa, model: priced, price: {{input: {inp}, output: {out}}}}}
-  claude: {{provider: an, model: claude-sonnet-4-5, price: {{input: {inp}, output: {out}}}}}
-model_groups:
-  priced: {{deployments: [priced], retries: 0}}
-  claude: {{deployments: [claude], retries: 0}}
-"""
+
+def _config(tmp: Path, openai_url: str, anthropic_url: str) -> dict:
+    """An OpenAI and an Anthropic upstream, both priced, under a hard budget on the client key."""
+    return config(
+        server=api_keys("MH_HR_CLIENT_KEY"),
+        storage=sqlite(tmp / "mh.db"),
+        identity=identity("MH_HR_ADMIN_KEY"),
+        metering={"budgets": [key_budget("MH_HR_CLIENT_KEY", BUDGET)]},
+        providers={
+            "oa": simulated("openai", openai_url),
+            "an": simulated("anthropic", anthropic_url, key_env="MH_HR_ANTHROPIC_KEY"),
+        },
+        deployments={
+            "priced": deployment("oa", "priced", price=price(IN, OUT)),
+            "claude": deployment("an", "claude-sonnet-4-5", price=price(IN, OUT)),
+        },
+        model_groups={"priced": group("priced", retries=0), "claude": group("claude", retries=0)},
+    )
 
 
 @pytest.fixture(scope="module")
@@ -55,7 +59,7 @@ def world(tmp_path_factory):
         Simulator("anthropic", "hr-an", "--api-key-env", "MH_HR_ANTHROPIC_KEY", env=ENV),
     )
     try:
-        gw = Gateway(CONFIG.format(tmp=tmp, budget=BUDGET, inp=IN, out=OUT, openai=oa.url, anthropic=an.url), tmp, ENV)
+        gw = Gateway(_config(tmp, oa.url, an.url), tmp, ENV)
         try:
             yield gw, oa, an
         finally:

@@ -8,26 +8,27 @@ import time
 import httpx
 import openai
 
+from builders import api_keys, breakers, config, deployment, embedding, group, simulated
+
 from .conftest import CLIENT_KEY
-from .processes import Gateway, Simulator
+from .processes import Gateway
 
 USER = [{"role": "user", "content": "hello"}]
-CONFIG = """
-server: {{api_keys_env: [MH_TEST_CLIENT_KEY]}}
-routing:
-  breaker: {{consecutive_failures: 2, cooldown_s: 600}}
-  health_probe: {{interval_s: 0.2, timeout_s: 2}}
-providers:
-  pa: {{kind: openai, endpoint: "{a}/v1"}}
-  pb: {{kind: openai, endpoint: "{b}/v1"}}
-deployments:
-  primary: {{provider: pa, model: primary-model}}
-  backup: {{provider: pb, model: backup-model}}
-  vectors: {{provider: pa, model: vector-model, capabilities: [embeddings]}}
-model_groups:
-  chat: {{deployments: [primary, backup], retries: 0}}
-  embed: {{deployments: [vectors], retries: 0}}
-"""
+
+
+def _config(a: str, b: str) -> dict:
+    """Breakers that stay open for ten minutes unless a health probe closes them."""
+    return config(
+        server=api_keys("MH_TEST_CLIENT_KEY"),
+        routing={**breakers(2, cooldown_s=600), "health_probe": {"interval_s": 0.2, "timeout_s": 2}},
+        providers={"pa": simulated("openai", a), "pb": simulated("openai", b)},
+        deployments={
+            "primary": deployment("pa", "primary-model"),
+            "backup": deployment("pb", "backup-model"),
+            "vectors": embedding("pa", "vector-model"),
+        },
+        model_groups={"chat": group("primary", "backup", retries=0), "embed": group("vectors", retries=0)},
+    )
 
 
 def breaker(gw: Gateway, body: dict, name: str) -> str:
@@ -43,9 +44,9 @@ def wait_state(gw: Gateway, body: dict, name: str, want: str, seconds: float = 5
     return time.monotonic() - start
 
 
-def test_open_breakers_are_probed_back_without_spending_client_calls(tmp_path):
-    a, b = Simulator("openai", "sim-a"), Simulator("openai", "sim-b")
-    gw = Gateway(CONFIG.format(a=a.url, b=b.url), tmp_path, {"MH_TEST_CLIENT_KEY": CLIENT_KEY})
+def test_open_breakers_are_probed_back_without_spending_client_calls(tmp_path, simulator):
+    a, b = simulator("openai", "sim-a"), simulator("openai", "sim-b")
+    gw = Gateway(_config(a.url, b.url), tmp_path, {"MH_TEST_CLIENT_KEY": CLIENT_KEY})
     client = openai.OpenAI(base_url=gw.url + "/v1", api_key=CLIENT_KEY, max_retries=0, timeout=10)
     chat = {"model": "chat", "messages": USER}
     try:
@@ -94,5 +95,3 @@ def test_open_breakers_are_probed_back_without_spending_client_calls(tmp_path):
         assert len(embeddings) >= 4  # 2 client calls, at least one probe, the last call
     finally:
         gw.stop()
-        a.stop()
-        b.stop()

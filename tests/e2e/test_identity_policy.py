@@ -13,6 +13,7 @@ import openai
 import pytest
 from openapi_spec_validator import validate
 
+from builders import config, database_env, deployment, group, identity, oidc, simulated
 from oidc_issuer import LocalIssuer  # tests/ is on sys.path (pytest rootdir insertion)
 
 from .processes import Gateway, Simulator
@@ -21,27 +22,26 @@ ADMIN_KEY = "mh-bootstrap-admin-key-for-tests"
 USER = [{"role": "user", "content": "hello"}]
 TODAY = dt.datetime.now(dt.UTC).date()
 
-CONFIG = """
-storage: {{url_env: MH_TEST_DB}}
-identity:
-  admin_key_env: MH_TEST_ADMIN_KEY
-  oidc:
-    - name: local
-      issuer: "{issuer}"
-      jwks_uri: "{jwks}"
-      audiences: ["{audience}"]
-      claims: {{tenant: tenant, roles: roles, role_map: {{ai-admins: tenant-admin}}}}
-providers:
-  us: {{kind: openai, endpoint: "{us}/v1", region: us-east-1, data_zone: US}}
-  eu: {{kind: openai, endpoint: "{eu}/v1", region: eu-west-1, data_zone: EU}}
-deployments:
-  us-main: {{provider: us, model: us-main}}
-  eu-main: {{provider: eu, model: eu-main}}
-  us-licensed: {{provider: us, model: us-licensed}}
-model_groups:
-  gpt-4o: {{deployments: [us-main, eu-main], retries: 0}}
-  licensed: {{deployments: [us-licensed], requires_entitlement: true}}
-"""
+
+def _config(us: str, eu: str, issuer: LocalIssuer) -> dict:
+    """Two data zones (an OpenAI simulator each), a group across both and one that needs an entitlement."""
+    return config(
+        storage=database_env(),
+        identity=identity("MH_TEST_ADMIN_KEY", oidc(issuer)),
+        providers={
+            "us": simulated("openai", us, region="us-east-1", data_zone="US"),
+            "eu": simulated("openai", eu, region="eu-west-1", data_zone="EU"),
+        },
+        deployments={
+            "us-main": deployment("us", "us-main"),
+            "eu-main": deployment("eu", "eu-main"),
+            "us-licensed": deployment("us", "us-licensed"),
+        },
+        model_groups={
+            "gpt-4o": group("us-main", "eu-main", retries=0),
+            "licensed": group("us-licensed", requires_entitlement=True),
+        },
+    )
 
 
 class World:
@@ -77,9 +77,9 @@ def world(request, tmp_path_factory):
     db = pg.create_database() if pg else f"sqlite+aiosqlite:///{tmp}/multihome.db"
     us, eu = Simulator("openai", "us"), Simulator("openai", "eu")
     issuer = LocalIssuer().start()
-    text = CONFIG.format(us=us.url, eu=eu.url, issuer=issuer.issuer, jwks=issuer.jwks_uri, audience=issuer.audience)
+    cfg = _config(us.url, eu.url, issuer)
     env = {"MH_TEST_DB": db, "MH_TEST_ADMIN_KEY": ADMIN_KEY}
-    gateways = [Gateway(text, tmp, env), Gateway(text, tmp, env)]  # two replicas, one database
+    gateways = [Gateway(cfg, tmp, env), Gateway(cfg, tmp, env)]  # two replicas, one database
     w = World(gateways, us, eu, issuer)
     w.a = w.ok(w.admin.post("/admin/v1/tenants", json={"name": "acme"}), 201)["id"]
     w.b = w.ok(w.admin.post("/admin/v1/tenants", json={"name": "globex"}), 201)["id"]

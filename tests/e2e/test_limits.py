@@ -16,8 +16,10 @@ import httpx
 import openai
 import pytest
 
+from builders import api_keys, config, database_env, deployment, group, identity, key_budget, price, simulated
+
 from .conftest import CLIENT_KEY
-from .processes import Gateway, Simulator
+from .processes import Gateway
 from .services import RedisServer, replicas
 
 ADMIN_KEY = "mh-bootstrap-admin-key-for-limits"
@@ -27,26 +29,22 @@ BUDGET = Decimal("1.00")
 RPM = 37
 N_KEY = "mh-test-key-with-its-own-budget-for-n"
 
-CONFIG = """
-server: {{api_keys_env: [MH_TEST_CLIENT_KEY, MH_TEST_N_KEY]}}
-storage: {{url_env: MH_TEST_DB}}
-identity: {{admin_key_env: MH_TEST_ADMIN_KEY}}
-metering:
-  redis_url_env: MH_TEST_REDIS_URL
-  budgets:
-    - {{scope: key, id: "env:MH_TEST_CLIENT_KEY", amount: "{budget}", period: day, mode: hard}}
-    - {{scope: key, id: "env:MH_TEST_N_KEY", amount: "{budget}", period: day, mode: hard}}
-  rate_limits:
-    - {{scope: deployment, id: limited, requests_per_minute: {rpm}}}
-providers:
-  p: {{kind: openai, endpoint: "{sim}/v1"}}
-deployments:
-  priced: {{provider: p, model: priced, price: {{input: {inp}, output: {out}}}}}
-  limited: {{provider: p, model: limited}}
-model_groups:
-  priced: {{deployments: [priced], retries: 0}}
-  limited: {{deployments: [limited], retries: 0}}
-"""
+
+def _config(sim: str) -> dict:
+    """A priced group under a hard budget per client key, a limited group under a per-deployment rate limit."""
+    return config(
+        server=api_keys("MH_TEST_CLIENT_KEY", "MH_TEST_N_KEY"),
+        storage=database_env(),
+        identity=identity("MH_TEST_ADMIN_KEY"),
+        metering={
+            "redis_url_env": "MH_TEST_REDIS_URL",
+            "budgets": [key_budget("MH_TEST_CLIENT_KEY", BUDGET), key_budget("MH_TEST_N_KEY", BUDGET)],
+            "rate_limits": [{"scope": "deployment", "id": "limited", "requests_per_minute": RPM}],
+        },
+        providers={"p": simulated("openai", sim)},
+        deployments={"priced": deployment("p", "priced", price=price(IN, OUT)), "limited": deployment("p", "limited")},
+        model_groups={"priced": group("priced", retries=0), "limited": group("limited", retries=0)},
+    )
 
 
 @pytest.fixture(scope="module")
@@ -54,7 +52,7 @@ def world(tmp_path_factory):
     env = {"MH_TEST_CLIENT_KEY": CLIENT_KEY, "MH_TEST_ADMIN_KEY": ADMIN_KEY, "MH_TEST_N_KEY": N_KEY}
     with replicas(
         tmp_path_factory.mktemp("limits"),
-        lambda sim: CONFIG.format(sim=sim, budget=BUDGET, rpm=RPM, inp=IN, out=OUT),
+        _config,
         env,
     ) as gateways:
         yield gateways
@@ -200,9 +198,8 @@ def test_an_empty_redis_keeps_the_periods_spend_and_the_minutes_requests(tmp_pat
     more is admitted (before: spend went from 1.00 to 1.61, and 74 calls passed a limit of 37)."""
     redis = RedisServer()
     env = {"MH_TEST_CLIENT_KEY": CLIENT_KEY, "MH_TEST_ADMIN_KEY": ADMIN_KEY, "MH_TEST_N_KEY": N_KEY}
-    config = lambda sim: CONFIG.format(sim=sim, budget=BUDGET, rpm=RPM, inp=IN, out=OUT)  # noqa: E731
     try:
-        with replicas(tmp_path, config, env, redis=redis) as gateways:
+        with replicas(tmp_path, _config, env, redis=redis) as gateways:
             deadline = time.monotonic() + 70  # fixed UTC-minute windows: all of this inside one minute
             while time.time() % 60 > 25 and time.monotonic() < deadline:
                 time.sleep(0.5)
@@ -233,23 +230,17 @@ def test_an_empty_redis_keeps_the_periods_spend_and_the_minutes_requests(tmp_pat
         redis.stop()
 
 
-def test_a_deployment_over_its_own_rate_limit_is_passed_over(tmp_path):
+def test_a_deployment_over_its_own_rate_limit_is_passed_over(tmp_path, simulator):
     """A per-deployment limit steers routing: the next call goes to the next deployment, and says why."""
-    a, b = Simulator("openai", "a"), Simulator("openai", "b")
-    config = f"""
-server: {{api_keys_env: [MH_TEST_CLIENT]}}
-metering:
-  rate_limits: [{{scope: deployment, id: primary, requests_per_minute: 1}}]
-providers:
-  pa: {{kind: openai, endpoint: "{a.url}/v1"}}
-  pb: {{kind: openai, endpoint: "{b.url}/v1"}}
-deployments:
-  primary: {{provider: pa, model: p}}
-  secondary: {{provider: pb, model: s}}
-model_groups:
-  g: {{deployments: [primary, secondary]}}
-"""
-    gw = Gateway(config, tmp_path, {"MH_TEST_CLIENT": "client"})
+    a, b = simulator("openai", "a"), simulator("openai", "b")
+    cfg = config(
+        server=api_keys("MH_TEST_CLIENT"),
+        metering={"rate_limits": [{"scope": "deployment", "id": "primary", "requests_per_minute": 1}]},
+        providers={"pa": simulated("openai", a.url), "pb": simulated("openai", b.url)},
+        deployments={"primary": deployment("pa", "p"), "secondary": deployment("pb", "s")},
+        model_groups={"g": group("primary", "secondary")},
+    )
+    gw = Gateway(cfg, tmp_path, {"MH_TEST_CLIENT": "client"})
     try:
         client = openai.OpenAI(base_url=gw.url + "/v1", api_key="client", max_retries=0)
         if time.time() % 60 > 57:  # the windows are UTC minutes: keep both calls inside one
@@ -262,8 +253,6 @@ model_groups:
         )
     finally:
         gw.stop()
-        a.stop()
-        b.stop()
     assert first.headers["x-multihome-deployment"] == "primary"
     assert second.headers["x-multihome-deployment"] == "secondary"
     assert 'primary;outcome=skipped;reason="deployment rate limit reached"' in second.headers["x-multihome-attempts"]

@@ -3,14 +3,20 @@
 A representative slice of traffic through the real gateway (tests/e2e/fleet.py: every simulated
 cloud, SQLite storage, the audit trail, OIDC, every logger at DEBUG), with recognisable fake
 secrets: the upstream provider keys, the AWS secret access key, the bootstrap admin key, the
-static client key, a managed key created through the admin API, an OIDC token. Then none of them
-may appear in any response body or header (except the managed key's one-time `key` on create),
-any log line, any audit file, or any row of any table of the database. A managed key's `prefix`
-is shown by design; it must be shorter than the secret and is checked not to be the secret.
+static client key, a managed key created through the admin API, an OIDC token. The OpenAI
+upstream's key is set through the admin API (`auth.api_key_from: store`, sealed in the database)
+and the static keys' tenant has content capture on, so the keyring seals for real: the local KMS's
+key-encryption keys and every data key (unwrapped from the database with the key file) join the
+secrets, in hex, base64 and base64url. Then none of them may appear in any response body or
+header (except the managed key's one-time `key` on create), any log line, any audit file, or any
+row of any table of the database (nor, raw, anywhere in its files). A managed key's `prefix` is
+shown by design; it must be shorter than the secret and is checked not to be the secret.
 """
 
 from __future__ import annotations
 
+import asyncio
+import base64
 import json
 import sqlite3
 
@@ -19,6 +25,9 @@ import httpx
 import httpx2
 import openai
 import pytest
+
+from multihome.crypto.backends.local import LocalKms
+from multihome.crypto.keyring import kms_context
 
 from .fleet import ADMIN_KEY, CLIENT_KEY, SECRETS, fleet
 
@@ -50,7 +59,13 @@ class Recorder:
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
-    with fleet(tmp_path_factory.mktemp("no-secrets")) as f:
+    tmp = tmp_path_factory.mktemp("no-secrets")
+
+    def sealed(cfg: dict) -> None:  # the OpenAI upstream's key comes from the admin API's sealed store
+        cfg["providers"]["openai"]["auth"] = {"api_key_from": "store"}
+
+    kms = {"local": {"key_file": str(tmp / "kms.key")}}
+    with fleet(tmp, edit=sealed, kms=kms, capture={"tenants": ["default"]}) as f:
         yield f
 
 
@@ -59,6 +74,12 @@ def test_no_secret_leaves_the_gateway(world):
     url = world.url
     oa = openai.OpenAI(base_url=url + "/v1", api_key=CLIENT_KEY, max_retries=0, http_client=rec.client())
     admin = rec.client(base_url=url, headers={"authorization": f"Bearer {ADMIN_KEY}"})
+    # The OpenAI upstream's key, set through the admin API (sealed before it is stored), then read back.
+    assert admin.put("/admin/v1/provider-credentials/openai", json={"api_key": SECRETS["MH_FLEET_OPENAI_KEY"]}).json()[
+        "set"
+    ]
+    admin.get("/admin/v1/provider-credentials")
+    admin.get("/admin/v1/provider-credentials/openai")
 
     # The OpenAI door: every cloud, unary and streamed; embeddings on three clouds.
     for group in ("gpt-4o", "claude", "bedrock", "gemini"):
@@ -126,6 +147,10 @@ def test_no_secret_leaves_the_gateway(world):
     admin.get("/admin/v1/audit/events", params={"limit": 500})
     admin.get("/admin/v1/events")
 
+    admin.put("/admin/v1/provider-credentials/azure", json={"api_key": SECRETS["MH_FLEET_AZURE_KEY"]})  # 409
+    admin.put("/admin/v1/provider-credentials/openai", json={"api_key": 12345})  # 400
+    _wait_for_captures(world)
+
     secrets = {
         **SECRETS,
         "managed key": managed,
@@ -133,14 +158,63 @@ def test_no_secret_leaves_the_gateway(world):
         "OIDC token": token,
         "OIDC token signature": token.rsplit(".", 1)[1],
     }
+    keys = _key_material(world)
+    assert len(keys) >= 3, "expected the KEKs of two owners and their data keys"
+    for i, key in enumerate(keys):
+        secrets |= {f"key {i} ({form})": text for form, text in _forms(key).items()}
     assert len(rec.seen) > 30
-    leaks = (
+    raw = b"".join(p.read_bytes() for p in world.tmp.glob("multihome.db*"))
+    leaks = [f"the database files hold key {i} raw" for i, key in enumerate(keys) if key in raw]
+    leaks += (
         _in_responses(rec, secrets)
         + _in_text("log", world.log(), secrets)
         + _in_audit(world, secrets)
         + _in_database(world, secrets)
     )
     assert not leaks, "secrets leaked:\n" + "\n".join(leaks)
+
+
+def _wait_for_captures(world) -> None:
+    """The capture writer works off the hot path: wait until it has written the static tenant's calls."""
+    import time
+
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        with sqlite3.connect(world.db) as db:
+            if db.execute("SELECT count(*) FROM captures WHERE tenant_id = 'default'").fetchone()[0] >= 10:
+                return
+        time.sleep(0.1)
+    raise AssertionError("content capture wrote nothing")
+
+
+def _key_material(world) -> list[bytes]:
+    """Every key-encryption key in the local KMS's key file, and every data key in the database,
+    unwrapped with it: what an attacker must never find."""
+    key_file = world.tmp / "kms.key"
+    keks = [
+        base64.b64decode(v)
+        for kek in json.loads(key_file.read_text())["keys"].values()
+        for v in kek["versions"].values()
+    ]
+    kms = LocalKms(key_file)
+    with sqlite3.connect(world.db) as db:
+        rows = db.execute("SELECT id, tenant_id, purpose, kek_id, kek_version, wrapped FROM data_keys").fetchall()
+    purposes = {row[2] for row in rows}
+    assert {"credentials", "capture"} <= purposes, purposes
+    data_keys = [
+        asyncio.run(kms.decrypt(kek_id, version, bytes(wrapped), kms_context(tenant, purpose, id_)))
+        for id_, tenant, purpose, kek_id, version, wrapped in rows
+    ]
+    return keks + data_keys
+
+
+def _forms(key: bytes) -> dict[str, str]:
+    return {
+        "hex": key.hex(),
+        "HEX": key.hex().upper(),
+        "base64": base64.b64encode(key).decode(),
+        "base64url": base64.urlsafe_b64encode(key).decode().rstrip("="),
+    }
 
 
 def _in_responses(rec: Recorder, secrets: dict[str, str]) -> list[str]:

@@ -9,49 +9,51 @@ import httpx
 import openai
 import pytest
 
+from builders import api_keys, breakers, config, deployment, group, price, simulated
+
 from .conftest import CLIENT_KEY
 from .processes import Gateway, Simulator
 
 USER = [{"role": "user", "content": "hello"}]
 
-CONFIG = """
-server: {{api_keys_env: [MH_TEST_CLIENT_KEY]}}
-routing:
-  breaker: {{consecutive_failures: 3, cooldown_s: 2.0}}
-providers:
-  pa: {{kind: openai, endpoint: "{a}/v1"}}
-  pb: {{kind: openai, endpoint: "{b}/v1"}}
-deployments:
-  a-small: {{provider: pa, model: a-small, context_window: 4000}}
-  b-big: {{provider: pb, model: b-big, context_window: 128000}}
-  a-brk: {{provider: pa, model: a-brk}}
-  b-brk: {{provider: pb, model: b-brk}}
-  a-hedge: {{provider: pa, model: a-hedge}}
-  b-hedge: {{provider: pb, model: b-hedge}}
-  a-p: {{provider: pa, model: a-p}}
-  b-p: {{provider: pb, model: b-p, capabilities: [chat, streaming]}}
-  b-backup: {{provider: pb, model: b-backup}}
-  a-exp: {{provider: pa, model: a-exp, price: {{input: 10, output: 30}}}}
-  b-cheap: {{provider: pb, model: b-cheap, price: {{input: 0.1, output: 0.4}}}}
-  a-bud: {{provider: pa, model: a-bud}}
-  b-bud: {{provider: pb, model: b-bud}}
-model_groups:
-  overflow: {{deployments: [a-small, b-big], retries: 0}}
-  breaker: {{deployments: [a-brk, b-brk], retries: 0}}
-  hedge: {{deployments: [a-hedge, b-hedge], hedge_after_ms: 100, retries: 0}}
-  primary: {{deployments: [a-p, b-p], retries: 0, fallback_groups: [backup]}}
-  backup: {{deployments: [b-backup]}}
-  cheap: {{deployments: [a-exp, b-cheap], strategy: lowest-cost}}
-  budget: {{deployments: [a-bud, b-bud], retries: 0, timeouts: {{budget_s: 0.6, first_byte_s: 5}}}}
-"""
+
+def _config(a: str, b: str) -> dict:
+    """Two OpenAI simulators; each deployment is named after its simulator (a-, b-) and serves the model of its name."""
+    on = {"a": "pa", "b": "pb"}
+
+    def dep(name: str, **fields) -> dict:
+        return deployment(on[name[0]], name, **fields)
+
+    return config(
+        server=api_keys("MH_TEST_CLIENT_KEY"),
+        routing=breakers(3, cooldown_s=2.0),
+        providers={"pa": simulated("openai", a), "pb": simulated("openai", b)},
+        deployments={
+            "a-small": dep("a-small", context_window=4000),
+            "b-big": dep("b-big", context_window=128000),
+            **{n: dep(n) for n in ("a-brk", "b-brk", "a-hedge", "b-hedge", "a-p")},
+            "b-p": dep("b-p", capabilities=["chat", "streaming"]),
+            "b-backup": dep("b-backup"),
+            "a-exp": dep("a-exp", price=price(10, 30)),
+            "b-cheap": dep("b-cheap", price=price(0.1, 0.4)),
+            **{n: dep(n) for n in ("a-bud", "b-bud")},
+        },
+        model_groups={
+            "overflow": group("a-small", "b-big", retries=0),
+            "breaker": group("a-brk", "b-brk", retries=0),
+            "hedge": group("a-hedge", "b-hedge", hedge_after_ms=100, retries=0),
+            "primary": group("a-p", "b-p", retries=0, fallback_groups=["backup"]),
+            "backup": group("b-backup"),
+            "cheap": group("a-exp", "b-cheap", strategy="lowest-cost"),
+            "budget": group("a-bud", "b-bud", retries=0, timeouts={"budget_s": 0.6, "first_byte_s": 5}),
+        },
+    )
 
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
     a, b = Simulator("openai", "sim-a"), Simulator("openai", "sim-b")
-    gw = Gateway(
-        CONFIG.format(a=a.url, b=b.url), tmp_path_factory.mktemp("routing"), {"MH_TEST_CLIENT_KEY": CLIENT_KEY}
-    )
+    gw = Gateway(_config(a.url, b.url), tmp_path_factory.mktemp("routing"), {"MH_TEST_CLIENT_KEY": CLIENT_KEY})
     client = openai.OpenAI(base_url=gw.url + "/v1", api_key=CLIENT_KEY, max_retries=0, timeout=10)
     yield a, b, gw, client
     gw.stop()

@@ -8,41 +8,37 @@ import httpx
 import openai
 import pytest
 
+from builders import api_keys, breakers, config, deployment, group, simulated
+
 from .conftest import CLIENT_KEY
-from .processes import Gateway, Simulator
+from .processes import Gateway
 from .services import RedisServer
 
 USER = [{"role": "user", "content": "hello"}]
 
-CONFIG = """
-server: {{api_keys_env: [MH_TEST_CLIENT_KEY]}}
-routing:
-  redis_url_env: MH_TEST_REDIS_URL
-  breaker: {{consecutive_failures: 3, cooldown_s: 1.5}}
-providers:
-  pa: {{kind: openai, endpoint: "{a}/v1"}}
-  pb: {{kind: openai, endpoint: "{b}/v1"}}
-deployments:
-  primary: {{provider: pa, model: primary}}
-  secondary: {{provider: pb, model: secondary}}
-model_groups:
-  g: {{deployments: [primary, secondary], retries: 0}}
-"""
+
+def _config(a: str, b: str) -> dict:
+    """Breakers kept in Redis, shared by every replica."""
+    return config(
+        server=api_keys("MH_TEST_CLIENT_KEY"),
+        routing={"redis_url_env": "MH_TEST_REDIS_URL", **breakers(3, cooldown_s=1.5)},
+        providers={"pa": simulated("openai", a), "pb": simulated("openai", b)},
+        deployments={"primary": deployment("pa", "primary"), "secondary": deployment("pb", "secondary")},
+        model_groups={"g": group("primary", "secondary", retries=0)},
+    )
 
 
 @pytest.fixture
-def pair(tmp_path):
+def pair(tmp_path, simulator):
     redis = RedisServer()
-    a, b = Simulator("openai", "sim-a"), Simulator("openai", "sim-b")
+    a, b = simulator("openai", "sim-a"), simulator("openai", "sim-b")
     env = {"MH_TEST_CLIENT_KEY": CLIENT_KEY, "MH_TEST_REDIS_URL": redis.url}
-    text = CONFIG.format(a=a.url, b=b.url)
-    gateways = [Gateway(text, tmp_path, env), Gateway(text, tmp_path, env)]
+    cfg = _config(a.url, b.url)
+    gateways = [Gateway(cfg, tmp_path, env), Gateway(cfg, tmp_path, env)]
     clients = [openai.OpenAI(base_url=g.url + "/v1", api_key=CLIENT_KEY, max_retries=0) for g in gateways]
     yield a, b, clients, gateways
     for g in gateways:
         g.stop()
-    a.stop()
-    b.stop()
     redis.stop()
 
 

@@ -14,40 +14,52 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from decimal import Decimal
+from pathlib import Path
 
 import anthropic
 import openai
 
+from builders import api_keys, audit, config, database_env, deployment, group, price, simulated, single
 from multihome.audit import AuditReader, Filters
 
 from .processes import Gateway, Simulator
 
 TODAY = dt.datetime.now(dt.UTC).date()
-CONFIG = """
-storage: {{url_env: MH_TEST_DB}}
-server: {{api_keys_env: [MH_TEST_CLIENT]}}
-metering:
-  writer: {{flush_interval_ms: 60000, batch_size: 100000}}  # rows wait in memory until shutdown
-providers:
-  oa: {{kind: openai, endpoint: "{url}/v1"}}
-deployments:
-  d: {{provider: oa, model: m, price: {{input: 3, output: 15}}}}
-model_groups:
-  gpt-4o: {{deployments: [d], retries: 0}}
-contracts:
-  flush_interval_s: 60
-  batch_max: 100000
-  revenue_share:
-    - {{id: rs, rate: "0.5", starts_on: {start}, ends_on: {end}, currency: USD}}
-"""
+PRICE = price(3, 15)
+
+
+def _held_rows_config(url: str) -> dict:
+    """Usage rows and contract accruals wait in memory until shutdown."""
+    share = {
+        "id": "rs",
+        "rate": "0.5",
+        "starts_on": TODAY - dt.timedelta(days=1),
+        "ends_on": TODAY + dt.timedelta(days=30),
+        "currency": "USD",
+    }
+    return single(
+        simulated("openai", url),
+        names=("oa", "d", "gpt-4o"),
+        deployment_fields={"price": PRICE},
+        group_fields={"retries": 0},
+        storage=database_env(),
+        server=api_keys("MH_TEST_CLIENT"),
+        metering={"writer": {"flush_interval_ms": 60000, "batch_size": 100000}},
+        contracts={"flush_interval_s": 60, "batch_max": 100000, "revenue_share": [share]},
+    )
+
+
 USER = [{"role": "user", "content": "count this call"}]
 
 
-def test_sigterm_answers_calls_in_flight_and_writes_every_row(tmp_path):
-    sim = Simulator("openai", "oa")
+def test_sigterm_answers_calls_in_flight_and_writes_every_row(tmp_path, simulator):
+    sim = simulator("openai", "oa")
     db = tmp_path / "m.db"
-    text = CONFIG.format(url=sim.url, start=TODAY - dt.timedelta(days=1), end=TODAY + dt.timedelta(days=30))
-    gw = Gateway(text, tmp_path, {"MH_TEST_DB": f"sqlite+aiosqlite:///{db}", "MH_TEST_CLIENT": "client-key"})
+    gw = Gateway(
+        _held_rows_config(sim.url),
+        tmp_path,
+        {"MH_TEST_DB": f"sqlite+aiosqlite:///{db}", "MH_TEST_CLIENT": "client-key"},
+    )
     client = openai.OpenAI(base_url=gw.url + "/v1", api_key="client-key", max_retries=0, timeout=30)
     try:
         with ThreadPoolExecutor(16) as pool:
@@ -75,7 +87,6 @@ def test_sigterm_answers_calls_in_flight_and_writes_every_row(tmp_path):
         assert len(late) == 3, "calls in flight at SIGTERM must still be answered"
     finally:
         gw.stop()
-        sim.stop()
 
     usages = answered + late
     cost = sum((Decimal(u.prompt_tokens * 3 + u.completion_tokens * 15) / 1_000_000 for u in usages), Decimal(0))
@@ -88,33 +99,33 @@ def test_sigterm_answers_calls_in_flight_and_writes_every_row(tmp_path):
     assert len(accruals) == 63 and sum(Decimal(a) for (a,) in accruals) == cost * Decimal("0.5")
 
 
-RECORDED = """
-storage: {{url_env: MH_TEST_DB}}
-audit: {{dir: "{audit}"}}
-"""
-DRAIN_CONFIG = """
-server: {{api_keys_env: [MH_TEST_CLIENT], drain_timeout_s: {drain}}}
-providers:
-  oa: {{kind: openai, endpoint: "{url}/v1"}}
-deployments:
-  slow: {{provider: oa, model: m-slow, price: {{input: 3, output: 15}}}}
-  fast: {{provider: oa, model: m-fast, price: {{input: 3, output: 15}}}}
-  stuck: {{provider: oa, model: m-stuck, price: {{input: 3, output: 15}}}}
-model_groups:
-  slow: {{deployments: [slow], retries: 0}}
-  fast: {{deployments: [fast], retries: 0}}
-  stuck: {{deployments: [stuck], retries: 0}}
-"""
 DRAIN_S = 3
 
 
+def _drain_config(drain: float, audit_dir: Path | None = None):
+    """Three groups (slow, fast, stuck) on one simulator; recorded (storage, audit) if `audit_dir`."""
+    recorded = {"storage": database_env(), "audit": audit(audit_dir)} if audit_dir is not None else {}
+
+    def for_url(url: str) -> dict:
+        names = ("slow", "fast", "stuck")
+        return config(
+            **recorded,
+            server=api_keys("MH_TEST_CLIENT", drain_timeout_s=drain),
+            providers={"oa": simulated("openai", url)},
+            deployments={n: deployment("oa", f"m-{n}", price=PRICE) for n in names},
+            model_groups={n: group(n, retries=0) for n in names},
+        )
+
+    return for_url
+
+
 @contextlib.contextmanager
-def _serving(tmp_path, config: str, env: dict[str, str], *extra: str, **values):
-    """A simulator and a gateway in front of it, both stopped however the test ends."""
+def _serving(tmp_path, config_for, env: dict[str, str], *extra: str):
+    """A simulator and a gateway in front of it (`config_for(simulator_url)`), both stopped however the test ends."""
     sim = Simulator("openai", "oa")
     gw = None
     try:
-        gw = Gateway(config.format(url=sim.url, **values), tmp_path, {"MH_TEST_CLIENT": "client-key", **env}, *extra)
+        gw = Gateway(config_for(sim.url), tmp_path, {"MH_TEST_CLIENT": "client-key", **env}, *extra)
         yield sim, gw
     finally:
         if gw is not None:
@@ -156,7 +167,7 @@ def test_calls_open_at_the_drain_deadline_end_with_an_error_the_sdks_raise_and_a
     db, audit = tmp_path / "m.db", tmp_path / "audit"
     env = {"MH_TEST_DB": f"sqlite+aiosqlite:///{db}"}
     chunks, events, fast = [], [], []
-    with _serving(tmp_path, RECORDED + DRAIN_CONFIG, env, drain=DRAIN_S, audit=audit) as (sim, gw):
+    with _serving(tmp_path, _drain_config(DRAIN_S, audit), env) as (sim, gw):
         sim.fault(chunks=400, chunk_delay_ms=50, match="m-slow")  # a 20 s stream: far past the deadline
         sim.fault(chunks=6, chunk_delay_ms=100, match="m-fast")  # well inside it
         sim.fault(latency_ms=60_000, match="m-stuck")  # a unary call the upstream is still working on
@@ -216,7 +227,7 @@ def test_calls_open_at_the_drain_deadline_end_with_an_error_the_sdks_raise_and_a
 def test_an_idle_gateway_exits_at_once_whatever_its_drain_deadline(tmp_path):
     db = tmp_path / "m.db"
     env = {"MH_TEST_DB": f"sqlite+aiosqlite:///{db}"}
-    with _serving(tmp_path, RECORDED + DRAIN_CONFIG, env, drain=600, audit=tmp_path / "audit") as (sim, gw):
+    with _serving(tmp_path, _drain_config(600, tmp_path / "audit"), env) as (sim, gw):
         client = openai.OpenAI(base_url=gw.url + "/v1", api_key="client-key", max_retries=0, timeout=30)
         for _ in range(3):  # the client keeps its connection open, idle
             client.chat.completions.create(model="fast", messages=USER)
@@ -227,7 +238,7 @@ def test_an_idle_gateway_exits_at_once_whatever_its_drain_deadline(tmp_path):
 
 def test_workers_drain_with_the_flags_deadline(tmp_path):
     chunks: list = []
-    with _serving(tmp_path, DRAIN_CONFIG, {}, "--workers", "2", "--drain-timeout", "1", drain=600) as (sim, gw):
+    with _serving(tmp_path, _drain_config(600), {}, "--workers", "2", "--drain-timeout", "1") as (sim, gw):
         sim.fault(chunks=400, chunk_delay_ms=50, match="m-slow")
         client = openai.OpenAI(base_url=gw.url + "/v1", api_key="client-key", max_retries=0, timeout=60)
         with ThreadPoolExecutor(1) as pool:

@@ -23,6 +23,8 @@ import jwt
 import openai
 import pytest
 
+from builders import api_keys, breakers, config, deployment, groups, simulated
+
 from .fleet import ADMIN_KEY, CHAT_GROUPS, CLIENT_KEY, fleet
 from .processes import Gateway
 
@@ -204,25 +206,18 @@ def test_admin_inputs_are_stored_never_dereferenced(world, canary):
     assert settled(world, canary) == []
 
 
-REDIRECT_CONFIG = """
-server: {{api_keys_env: [MH_SSRF_CLIENT_KEY]}}
-routing: {{health_probe: {{interval_s: 0.2, timeout_s: 2}}, breaker: {{consecutive_failures: 2, cooldown_s: 0.2}}}}
-providers:
-  oa: {{kind: openai, endpoint: "{redirector}/v1", auth: {{api_key_env: MH_SSRF_UPSTREAM_KEY}}}}
-  an: {{kind: anthropic, endpoint: "{redirector}", auth: {{api_key_env: MH_SSRF_UPSTREAM_KEY}}}}
-  gm: {{kind: gemini, endpoint: "{redirector}", auth: {{api_key_env: MH_SSRF_UPSTREAM_KEY}}}}
-  az: {{kind: azure, endpoint: "{redirector}", auth: {{api_key_env: MH_SSRF_UPSTREAM_KEY}}}}
-deployments:
-  oa: {{provider: oa, model: m}}
-  an: {{provider: an, model: m}}
-  gm: {{provider: gm, model: m}}
-  az: {{provider: az, model: m}}
-model_groups:
-  oa: {{deployments: [oa], retries: 0}}
-  an: {{deployments: [an], retries: 0}}
-  gm: {{deployments: [gm], retries: 0}}
-  az: {{deployments: [az], retries: 0}}
-"""
+REDIRECTED = {"oa": "openai", "an": "anthropic", "gm": "gemini", "az": "azure"}  # name -> kind
+
+
+def redirect_config(redirector: str) -> dict:
+    """One provider of each kind, each its own deployment and group, all at the redirector."""
+    return config(
+        server=api_keys("MH_SSRF_CLIENT_KEY"),
+        routing={**breakers(2, cooldown_s=0.2), "health_probe": {"interval_s": 0.2, "timeout_s": 2}},
+        providers={n: simulated(kind, redirector, key_env="MH_SSRF_UPSTREAM_KEY") for n, kind in REDIRECTED.items()},
+        deployments={n: deployment(n, "m") for n in REDIRECTED},
+        model_groups=groups({n: n for n in REDIRECTED}, retries=0),
+    )
 
 
 class _Redirector(BaseHTTPRequestHandler):
@@ -249,7 +244,7 @@ def test_an_upstream_redirect_is_not_followed(tmp_path, canary):
     threading.Thread(target=server.serve_forever, daemon=True).start()
     redirector = f"http://127.0.0.1:{server.server_address[1]}"
     env = {"MH_SSRF_CLIENT_KEY": "ssrf-client", "MH_SSRF_UPSTREAM_KEY": "ssrf-upstream-provider-key"}
-    gw = Gateway(REDIRECT_CONFIG.format(redirector=redirector), tmp_path, env)
+    gw = Gateway(redirect_config(redirector), tmp_path, env)
     try:
         oa = openai.OpenAI(base_url=gw.url + "/v1", api_key="ssrf-client", max_retries=0, timeout=20)
         refused = []

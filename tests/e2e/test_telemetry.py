@@ -22,7 +22,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 )
 from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
 
-from .conftest import CLIENT_KEY, CONFIG, SECRETS
+from .conftest import CLIENT_KEY, SECRETS, shared_config
 from .processes import Gateway
 
 TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
@@ -31,14 +31,20 @@ TRACEPARENT = f"00-{TRACE_ID}-{PARENT_ID}-01"
 OTLP_SECRET = "otlp-secret-token-789"
 ENV = {**SECRETS, "MH_TEST_OTLP_HEADERS": f"x-otlp-token={OTLP_SECRET},x-scope=e2e"}
 PROMPT = "my confidential prompt about the merger"
-TELEMETRY = """
-telemetry:
-  otlp_endpoint: {endpoint}
-  headers_env: MH_TEST_OTLP_HEADERS
-  service_name: multihome-e2e
-  batch_delay_ms: {batch_delay_ms}
-  metrics_interval_s: {metrics_interval_s}
-"""
+
+
+def telemetry_config(sims, endpoint: str, batch_delay_ms: int = 50, metrics_interval_s: float = 0.2) -> dict:
+    """The shared gateway's config, exporting to the OTLP receiver at `endpoint`."""
+    return {
+        **shared_config(sims),
+        "telemetry": {
+            "otlp_endpoint": endpoint,
+            "headers_env": "MH_TEST_OTLP_HEADERS",
+            "service_name": "multihome-e2e",
+            "batch_delay_ms": batch_delay_ms,
+            "metrics_interval_s": metrics_interval_s,
+        },
+    }
 
 
 class Receiver:
@@ -133,10 +139,7 @@ def attrs(item) -> dict:
 
 
 def start_gateway(sims, tmp, receiver: Receiver, batch_delay_ms=50, metrics_interval_s=0.2) -> Gateway:
-    text = CONFIG.format(**{n: s.url for n, s in sims.items()}) + TELEMETRY.format(
-        endpoint=receiver.url, batch_delay_ms=batch_delay_ms, metrics_interval_s=metrics_interval_s
-    )
-    return Gateway(text, tmp, ENV)
+    return Gateway(telemetry_config(sims, receiver.url, batch_delay_ms, metrics_interval_s), tmp, ENV)
 
 
 @pytest.fixture(scope="module")
@@ -329,10 +332,7 @@ def test_every_gateway_worker_exports_its_calls(sims, tmp_path):
     # `serve --workers 2`: each worker process runs its own export worker; every call is exported once.
     receiver = Receiver()
     try:
-        text = CONFIG.format(**{n: s.url for n, s in sims.items()}) + TELEMETRY.format(
-            endpoint=receiver.url, batch_delay_ms=50, metrics_interval_s=0.2
-        )
-        gw = Gateway(text, tmp_path, ENV, "--workers", "2")
+        gw = Gateway(telemetry_config(sims, receiver.url), tmp_path, ENV, "--workers", "2")
         ids = []
         for _ in range(12):  # new connections, so both workers serve some
             with openai.OpenAI(base_url=gw.url + "/v1", api_key=CLIENT_KEY, max_retries=0, timeout=10) as c:

@@ -10,11 +10,13 @@ import statistics
 import subprocess
 import time
 from datetime import datetime
+from pathlib import Path
 
 import httpx
 import openai
 import pytest
 
+from builders import audit, database_env, identity, oidc, simulated, single
 from oidc_issuer import LocalIssuer  # tests/ is on sys.path (pytest rootdir insertion)
 
 from .processes import VENV_BIN, Gateway, Simulator
@@ -25,24 +27,19 @@ URL = "/admin/v1/token-revocations"
 BOUND_S = 2.0  # storage.refresh_s is 0.25: a change must be enforced everywhere well within this
 MEASURED: dict[str, list[float]] = {}  # propagation times, printed at the end of the module (pytest -s)
 
-CONFIG = """
-storage: {{url_env: MH_TEST_DB, refresh_s: 0.25}}
-identity:
-  admin_key_env: MH_TEST_ADMIN_KEY
-  oidc:
-    - name: local
-      issuer: "{issuer}"
-      jwks_uri: "{jwks}"
-      audiences: ["{audience}"]
-      claims: {{tenant: tenant, roles: roles, role_map: {{ai-admins: tenant-admin, ai-auditors: auditor}}}}
-audit: {{dir: "{audit}"}}
-providers:
-  sim: {{kind: openai, endpoint: "{sim}/v1"}}
-deployments:
-  main: {{provider: sim, model: main}}
-model_groups:
-  gpt-4o: {{deployments: [main], retries: 0}}
-"""
+
+def _config(issuer: LocalIssuer, sim: str, audit_dir: Path) -> dict:
+    return single(
+        simulated("openai", sim),
+        model="main",
+        names=("sim", "main", "gpt-4o"),
+        group_fields={"retries": 0},
+        storage=database_env(refresh_s=0.25),
+        identity=identity(
+            "MH_TEST_ADMIN_KEY", oidc(issuer, role_map={"ai-admins": "tenant-admin", "ai-auditors": "auditor"})
+        ),
+        audit=audit(audit_dir),
+    )
 
 
 class World:
@@ -94,14 +91,7 @@ def world(request, tmp_path_factory):
     gateways = []
     try:
         for i in (1, 2):  # two replicas, one database; each writes its own audit trail
-            text = CONFIG.format(
-                issuer=issuer.issuer,
-                jwks=issuer.jwks_uri,
-                audience=issuer.audience,
-                sim=sim.url,
-                audit=tmp / f"audit-{i}",
-            )
-            gateways.append(Gateway(text, tmp, env))
+            gateways.append(Gateway(_config(issuer, sim.url, tmp / f"audit-{i}"), tmp, env))
         w = World(gateways, sim, issuer, request.param)
         w.a = w.ok(w.admin.post("/admin/v1/tenants", json={"name": "acme"}), 201)["id"]
         w.b = w.ok(w.admin.post("/admin/v1/tenants", json={"name": "globex"}), 201)["id"]

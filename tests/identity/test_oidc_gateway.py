@@ -7,30 +7,29 @@ import time
 import openai
 import pytest
 
+from builders import api_keys, identity, simulated, single
 from e2e.processes import Gateway, Simulator
 from oidc_issuer import LocalIssuer
 
-CONFIG = """
-server:
-  api_keys_env: [MH_OIDC_TEST_KEY]
-identity:
-  oidc:
-    - name: corp
-      issuer: {issuer}
-      audiences: [api://multihome]
-      claims: {{tenant: tid, roles: roles, role_map: {{Gateway.Admin: tenant-admin}}}}
-providers:
-  openai:
-    kind: openai
-    endpoint: {sim}/v1
-    auth: {{api_key_env: MH_OIDC_TEST_UPSTREAM}}
-deployments:
-  oa: {{provider: openai, model: gpt-4o-oa}}
-model_groups:
-  gpt-4o:
-    deployments: [oa]
-    retries: 0
-"""
+
+def _config(issuer: str, sim: str) -> dict:
+    """The issuer without a jwks_uri: the gateway finds its keys through OIDC discovery."""
+    corp = {
+        "name": "corp",
+        "issuer": issuer,
+        "audiences": ["api://multihome"],
+        "claims": {"tenant": "tid", "roles": "roles", "role_map": {"Gateway.Admin": "tenant-admin"}},
+    }
+    return single(
+        simulated("openai", sim, key_env="MH_OIDC_TEST_UPSTREAM"),
+        model="gpt-4o-oa",
+        names=("openai", "oa", "gpt-4o"),
+        group_fields={"retries": 0},
+        server=api_keys("MH_OIDC_TEST_KEY"),
+        identity=identity(None, corp),
+    )
+
+
 ENV = {"MH_OIDC_TEST_KEY": "mh-oidc-test-static-key", "MH_OIDC_TEST_UPSTREAM": "upstream-secret"}
 
 
@@ -39,7 +38,7 @@ def stack(tmp_path_factory):
     with LocalIssuer() as idp:
         sim = Simulator("openai", "oidc-oa", env=ENV)
         try:
-            gw = Gateway(CONFIG.format(issuer=idp.issuer, sim=sim.url), tmp_path_factory.mktemp("oidc"), ENV)
+            gw = Gateway(_config(idp.issuer, sim.url), tmp_path_factory.mktemp("oidc"), ENV)
             try:
                 yield idp, gw
             finally:

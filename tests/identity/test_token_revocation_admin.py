@@ -12,40 +12,16 @@ import pytest
 from openapi_spec_validator import validate
 
 from admin_http import error, ok
+from builders import audit, identity, oidc, single, sqlite, typed
 from multihome.api.admin.events import change_of
 from multihome.app import build_app
-from multihome.config import parse_config
 from multihome.schema.principal import Principal
 from oidc_issuer import LocalIssuer
 
 pytestmark = pytest.mark.anyio
 ADMIN_KEY = "mh-bootstrap-admin-key-for-revocation-api"
 URL = "/admin/v1/token-revocations"
-
-CONFIG = """
-storage: {{url: "sqlite+aiosqlite:///{tmp}/mh.db", refresh_s: 0.05}}
-identity:
-  admin_key_env: MH_TEST_REVOCATION_ADMIN
-  oidc:
-    - name: corp
-      issuer: "{corp}"
-      jwks_uri: "{corp_jwks}"
-      audiences: ["api://multihome"]
-      max_token_lifetime_s: 7200
-      claims: {{tenant: tenant, roles: roles, role_map: {{ai-admins: tenant-admin, ai-auditors: auditor}}}}
-    - name: partner
-      issuer: "{partner}"
-      jwks_uri: "{partner_jwks}"
-      audiences: ["api://multihome"]
-      claims: {{tenant_value: ten_fixed}}
-audit: {{dir: "{tmp}/audit"}}
-providers:
-  p: {{kind: openai, endpoint: "http://127.0.0.1:9/v1"}}
-deployments:
-  d: {{provider: p, model: m}}
-model_groups:
-  g: {{deployments: [d]}}
-"""
+ROLE_MAP = {"ai-admins": "tenant-admin", "ai-auditors": "auditor"}
 
 
 @pytest.fixture
@@ -67,10 +43,16 @@ def issuers():
 @pytest.fixture
 async def app(tmp_path, issuers):
     corp, partner = issuers
-    text = CONFIG.format(
-        tmp=tmp_path, corp=corp.issuer, corp_jwks=corp.jwks_uri, partner=partner.issuer, partner_jwks=partner.jwks_uri
+    cfg = single(
+        storage=sqlite(tmp_path / "mh.db", refresh_s=0.05),
+        identity=identity(
+            "MH_TEST_REVOCATION_ADMIN",
+            oidc(corp, "corp", role_map=ROLE_MAP, max_token_lifetime_s=7200),
+            {**oidc(partner, "partner"), "claims": {"tenant_value": "ten_fixed"}},
+        ),
+        audit=audit(tmp_path / "audit"),
     )
-    gateway = build_app(parse_config(text))
+    gateway = build_app(typed(cfg))
     for service in gateway.services:
         await service.start()
     yield gateway

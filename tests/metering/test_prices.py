@@ -4,23 +4,23 @@ from __future__ import annotations
 
 from decimal import Decimal
 
+from builders import NOWHERE, config, deployment, group, open_door, price, provider, typed
 from multihome.accounting.record import Usage
-from multihome.config import parse_config
 from multihome.metering.prices import DeploymentPrice, PriceTable, reserve_nanos, to_nanos
 
-CONFIG = """
-server: {{allow_unauthenticated: true}}
-providers: {{p: {{kind: openai, endpoint: "http://127.0.0.1:1/v1"}}}}
-deployments:
-  a: {{provider: p, model: a, price: {{input: {a_in}, output: 10.0, cached_input: 1.25}}}}
-  b: {{provider: p, model: b, price: {{input: 0.15, output: 0.6, currency: EUR}}}}
-  free: {{provider: p, model: free}}
-model_groups: {{g: {{deployments: [a, b, free]}}}}
-"""
 
-
-def table(a_in="2.5") -> PriceTable:
-    return PriceTable.from_config(parse_config(CONFIG.format(a_in=a_in)))
+def table(a_in: float = 2.5) -> PriceTable:
+    cfg = config(
+        server=open_door(),
+        providers={"p": provider("openai", NOWHERE)},
+        deployments={
+            "a": deployment("p", "a", price=price(a_in, 10.0, cached_input=1.25)),
+            "b": deployment("p", "b", price=price(0.15, 0.6, currency="EUR")),
+            "free": deployment("p", "free"),
+        },
+        model_groups={"g": group("a", "b", "free")},
+    )
+    return PriceTable.from_config(typed(cfg))
 
 
 def test_costs_are_exact_decimals_not_floats():
@@ -51,7 +51,7 @@ def test_unpriced_deployment_and_missing_usage_cost_nothing():
 
 def test_version_is_a_hash_of_the_table_and_changes_with_any_price():
     assert table().version == table().version
-    assert table().version != table("2.50001").version
+    assert table().version != table(2.50001).version
     assert table().version.startswith("pv_")
     assert '"input":"2.5"' in table().canonical  # str(float) -> Decimal, no binary noise
 

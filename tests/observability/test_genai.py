@@ -4,39 +4,42 @@ from __future__ import annotations
 
 import pytest
 
+from builders import config, deployment, embedding, group, open_door, provider, typed
 from multihome.accounting.record import AttemptRecord, CallRecord, Usage
-from multihome.config import parse_config
 from multihome.observability.genai import GenAIMapper, error_type_of
 from multihome.providers.registry import BY_NAME
 
-CONFIG = """
-server: {allow_unauthenticated: true}
-providers:
-  az: {kind: azure, endpoint: "https://contoso.openai.azure.com", region: eastus, data_zone: US}
-  oa: {kind: openai, endpoint: "http://10.0.0.5:8000/v1"}
-  br: {kind: bedrock, region: eu-central-1}
-  an: {kind: anthropic}
-  ge: {kind: gemini}
-  vx: {kind: vertex, region: europe-west4, project: p1}
-deployments:
-  gpt@az: {provider: az, model: gpt-4o-prod}
-  gpt@oa: {provider: oa, model: gpt-4o}
-  claude@br: {provider: br, model: anthropic.claude-3-5-sonnet}
-  claude@an: {provider: an, model: claude-sonnet-4}
-  gem@ge: {provider: ge, model: gemini-2.0-flash}
-  gem@vx: {provider: vx, model: gemini-2.0-flash-001}
-  emb@az: {provider: az, model: embed-prod, capabilities: [embeddings]}
-model_groups:
-  gpt-4o: {deployments: [gpt@az, gpt@oa]}
-  claude: {deployments: [claude@br, claude@an]}
-  gemini: {deployments: [gem@ge, gem@vx]}
-  embed: {deployments: [emb@az]}
-"""
+CONFIG = config(
+    server=open_door(),
+    providers={
+        "az": provider("azure", "https://contoso.openai.azure.com", region="eastus", data_zone="US"),
+        "oa": provider("openai", "http://10.0.0.5:8000/v1"),
+        "br": provider("bedrock", region="eu-central-1"),
+        "an": provider("anthropic"),
+        "ge": provider("gemini"),
+        "vx": provider("vertex", region="europe-west4", project="p1"),
+    },
+    deployments={
+        "gpt@az": deployment("az", "gpt-4o-prod"),
+        "gpt@oa": deployment("oa", "gpt-4o"),
+        "claude@br": deployment("br", "anthropic.claude-3-5-sonnet"),
+        "claude@an": deployment("an", "claude-sonnet-4"),
+        "gem@ge": deployment("ge", "gemini-2.0-flash"),
+        "gem@vx": deployment("vx", "gemini-2.0-flash-001"),
+        "emb@az": embedding("az", "embed-prod"),
+    },
+    model_groups={
+        "gpt-4o": group("gpt@az", "gpt@oa"),
+        "claude": group("claude@br", "claude@an"),
+        "gemini": group("gem@ge", "gem@vx"),
+        "embed": group("emb@az"),
+    },
+)
 
 
 @pytest.fixture(scope="module")
 def mapper() -> GenAIMapper:
-    return GenAIMapper.from_config(parse_config(CONFIG), BY_NAME)
+    return GenAIMapper.from_config(typed(CONFIG), BY_NAME)
 
 
 def call(**kw) -> CallRecord:

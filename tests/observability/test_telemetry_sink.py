@@ -12,8 +12,9 @@ from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, StatusCode
 
+from builders import typed
 from multihome.accounting.record import AttemptRecord, CallRecord, Usage
-from multihome.config import ConfigError, parse_config
+from multihome.config import ConfigError
 from multihome.config import Telemetry as TelemetryConfig
 from multihome.observability.genai import GenAIMapper
 from multihome.observability.otel_pipeline import Pipeline
@@ -24,7 +25,7 @@ from .test_genai import CONFIG, call
 
 TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
 PARENT_ID = "00f067aa0ba902b7"
-MAPPER = GenAIMapper.from_config(parse_config(CONFIG), BY_NAME)
+MAPPER = GenAIMapper.from_config(typed(CONFIG), BY_NAME)
 
 
 def started(**cfg) -> tuple[Pipeline, InMemorySpanExporter, InMemoryMetricReader]:

@@ -7,7 +7,8 @@ import time
 
 import pytest
 
-from multihome.config import AwsAuth, parse_config
+from builders import open_door, provider, single, typed
+from multihome.config import AwsAuth
 from multihome.providers.bedrock import adapter as bedrock
 from multihome.providers.bedrock.auth import AwsCredentials
 from multihome.schema.errors import ApiError
@@ -28,14 +29,8 @@ def aws_env(monkeypatch, tmp_path):
     monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
 
 
-def _adapter(extra: str = "") -> bedrock.BedrockAdapter:
-    cfg = parse_config(f"""
-server: {{allow_unauthenticated: true}}
-providers:
-  br: {{kind: bedrock, region: {REGION}{extra}}}
-deployments: {{d: {{provider: br, model: m}}}}
-model_groups: {{g: {{deployments: [d]}}}}
-""")
+def _adapter(**fields) -> bedrock.BedrockAdapter:
+    cfg = typed(single(provider("bedrock", region=REGION, **fields), names=("br", "d", "g"), server=open_door()))
     return bedrock.build("br", cfg.providers["br"])
 
 
@@ -64,7 +59,7 @@ def test_env_credentials_sign_a_request_aws_accepts(aws_env):
 
 def test_api_key_is_a_bearer_token(monkeypatch):
     monkeypatch.setenv("MH_BR_API_KEY", "br-key-1")
-    adapter = _adapter(", auth: {api_key_env: MH_BR_API_KEY}")
+    adapter = _adapter(auth={"api_key_env": "MH_BR_API_KEY"})
     headers = asyncio.run(
         adapter._signer.headers("https://x/model/m/converse", b"{}", {"content-type": "application/json"})
     )

@@ -10,7 +10,8 @@ import time
 
 import pytest
 
-from multihome.config import GoogleAuth, parse_config
+from builders import config, deployment, group, open_door, provider, typed
+from multihome.config import GoogleAuth
 from multihome.providers.base import CAPACITY, CLIENT_ERROR, CONTEXT_OVERFLOW, UNAVAILABLE
 from multihome.providers.gemini import auth as gemini_auth
 from multihome.providers.gemini.adapter import GeminiAdapter, build
@@ -238,14 +239,17 @@ def test_urls_auth_and_stream_method():
         == "https://generativelanguage.googleapis.com/v1beta/models/gemini-2.5-flash:streamGenerateContent?alt=sse"
     )
     assert req.headers["x-goog-api-key"] == "k"
-    cfg = parse_config("""
-server: {allow_unauthenticated: true}
-providers:
-  v: {kind: vertex, region: europe-west4, project: my-proj}
-  g: {kind: vertex, region: global, project: p2}
-deployments: {d: {provider: v, model: m}}
-model_groups: {m: {deployments: [d]}}
-""")
+    cfg = typed(
+        config(
+            server=open_door(),
+            providers={
+                "v": provider("vertex", region="europe-west4", project="my-proj"),
+                "g": provider("vertex", region="global", project="p2"),
+            },
+            deployments={"d": deployment("v", "m")},
+            model_groups={"m": group("d")},
+        )
+    )
     v = build("v", cfg.providers["v"])
     assert v.model_url("gemini-2.5-pro", "generateContent") == (
         "https://europe-west4-aiplatform.googleapis.com/v1/projects/my-proj/locations/europe-west4/"

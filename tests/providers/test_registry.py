@@ -8,7 +8,9 @@ import importlib
 from pathlib import Path
 
 import pytest
+import yaml
 
+from builders import api_keys, single, yaml_text
 from multihome.config import ConfigError, parse_config
 from multihome.providers.kind import ProviderKind
 from multihome.providers.registry import BY_NAME, KINDS, NAMES
@@ -47,15 +49,8 @@ def test_the_simulators_serve_exactly_the_registered_kinds() -> None:
 
 
 def _config(provider: str) -> str:
-    return f"""
-server: {{api_keys_env: [K]}}
-providers:
-  p: {provider}
-deployments:
-  d: {{provider: p, model: m}}
-model_groups:
-  g: {{deployments: [d]}}
-"""
+    """A config around one provider written as YAML (the provider is the subject)."""
+    return yaml_text(single(yaml.safe_load(provider), server=api_keys("K")))
 
 
 @pytest.mark.parametrize(

@@ -10,7 +10,8 @@ import asyncio
 import msgspec
 import pytest
 
-from multihome.config import Breaker, parse_config
+from builders import config, deployment, group, open_door, simulated, typed
+from multihome.config import Breaker
 from multihome.routing.attempts import AttemptRunner
 from multihome.routing.breakers import Breakers
 from multihome.routing.catalog import Catalog
@@ -20,22 +21,28 @@ from multihome.schema.chat import parse_chat
 from multihome.schema.errors import ApiError
 from multihome.simulators import SimulatorConfig, start_simulator
 
-CONFIG = """
-server: {{allow_unauthenticated: true}}
-providers:
-  sim: {{kind: openai, endpoint: "{url}/v1"}}
-deployments:
-  primary: {{provider: sim, model: primary-model}}
-  secondary: {{provider: sim, model: secondary-model}}
-  textonly: {{provider: sim, model: text-model, capabilities: [chat]}}
-model_groups:
-  g: {{deployments: [primary, secondary], retries: 1, backoff_ms: 100, max_retry_after_s: 2, fail_over_on: {fail_over_on}}}
-  tools: {{deployments: [textonly, secondary]}}
-"""
 
-DEFAULT = "[capacity, unavailable]"
-WITH_REFUSAL = "[capacity, unavailable, refusal]"
-CAPACITY_ONLY = "[capacity]"
+def _config(url: str, fail_over_on: list[str]) -> dict:
+    return config(
+        server=open_door(),
+        providers={"sim": simulated("openai", url)},
+        deployments={
+            "primary": deployment("sim", "primary-model"),
+            "secondary": deployment("sim", "secondary-model"),
+            "textonly": deployment("sim", "text-model", capabilities=["chat"]),
+        },
+        model_groups={
+            "g": group(
+                "primary", "secondary", retries=1, backoff_ms=100, max_retry_after_s=2, fail_over_on=fail_over_on
+            ),
+            "tools": group("textonly", "secondary"),
+        },
+    )
+
+
+DEFAULT = ["capacity", "unavailable"]
+WITH_REFUSAL = ["capacity", "unavailable", "refusal"]
+CAPACITY_ONLY = ["capacity"]
 
 CASES = [
     # (name, fail_over_on, fault on primary, expected attempts, served by, status, sleeps)
@@ -96,9 +103,9 @@ CASES = [
 BODY = msgspec.json.encode({"model": "g", "messages": [{"role": "user", "content": "hi"}]})
 
 
-async def _run(fail_over_on: str, fault: dict | None, body: bytes = BODY, group: str = "g"):
+async def _run(fail_over_on: list[str], fault: dict | None, body: bytes = BODY, group: str = "g"):
     sim = await start_simulator(SimulatorConfig(kind="openai", name="unit"))
-    catalog = Catalog(parse_config(CONFIG.format(url=sim.url, fail_over_on=fail_over_on)))
+    catalog = Catalog(typed(_config(sim.url, fail_over_on)))
     await catalog.start()
     sleeps: list[float] = []
 

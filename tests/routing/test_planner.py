@@ -7,7 +7,8 @@ import random
 import msgspec
 import pytest
 
-from multihome.config import Breaker, parse_config
+from builders import NOWHERE, config, deployment, group, open_door, price, provider, typed
+from multihome.config import Breaker
 from multihome.routing.breakers import Breakers
 from multihome.routing.catalog import Catalog
 from multihome.routing.commitments import StaticCommitments
@@ -15,22 +16,26 @@ from multihome.routing.latency import LatencyStats
 from multihome.routing.planner import Planner, RequestShape
 from multihome.schema.chat import parse_chat
 
-CONFIG = """
-server: {allow_unauthenticated: true}
-providers:
-  p: {kind: openai, endpoint: "http://127.0.0.1:9/v1"}
-deployments:
-  big:    {provider: p, model: m, context_window: 200000, price: {input: 5.0, output: 15.0}, commitment: azure-2026}
-  small:  {provider: p, model: m, context_window: 8000, max_output_tokens: 2000, price: {input: 0.5, output: 1.5}, commitment: aws-2026}
-  text:   {provider: p, model: m, capabilities: [chat, streaming], price: {input: 1.0, output: 2.0}}
-  vision: {provider: p, model: m, price: {input: 3.0, output: 3.0}}
-model_groups:
-  first:   {deployments: [big, small, text, vision]}
-  cost:    {deployments: [big, small, text, vision], strategy: lowest-cost}
-  fast:    {deployments: [big, small, text, vision], strategy: lowest-latency}
-  weights: {deployments: [big, small], strategy: weighted, weights: {big: 3, small: 1}}
-  burn:    {deployments: [big, small, text], strategy: commitment-burn-down}
-"""
+ALL = ("big", "small", "text", "vision")
+CONFIG = config(
+    server=open_door(),
+    providers={"p": provider("openai", NOWHERE)},
+    deployments={
+        "big": deployment("p", "m", context_window=200000, price=price(5.0, 15.0), commitment="azure-2026"),
+        "small": deployment(
+            "p", "m", context_window=8000, max_output_tokens=2000, price=price(0.5, 1.5), commitment="aws-2026"
+        ),
+        "text": deployment("p", "m", capabilities=["chat", "streaming"], price=price(1.0, 2.0)),
+        "vision": deployment("p", "m", price=price(3.0, 3.0)),
+    },
+    model_groups={
+        "first": group(*ALL),
+        "cost": group(*ALL, strategy="lowest-cost"),
+        "fast": group(*ALL, strategy="lowest-latency"),
+        "weights": group("big", "small", strategy="weighted", weights={"big": 3, "small": 1}),
+        "burn": group("big", "small", "text", strategy="commitment-burn-down"),
+    },
+)
 
 TOOL = {"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}
 IMAGE = {"role": "user", "content": [{"type": "image_url", "image_url": {"url": "https://x/y.png"}}]}
@@ -44,7 +49,7 @@ def _shape(stream=False, narrow=None, **body):
 
 @pytest.fixture
 def world():
-    catalog = Catalog(parse_config(CONFIG))
+    catalog = Catalog(typed(CONFIG))
     breakers = Breakers(Breaker(consecutive_failures=2, cooldown_s=60))
     latency = LatencyStats(alpha=1.0)
     planner = Planner(breakers, latency, StaticCommitments({"aws-2026": 0.10, "azure-2026": 0.25}), random.Random(7))

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 from ..schema import estimate
 from ..schema.errors import ApiError
 from ..schema.principal import Principal
+from .capture import Captured, CaptureSink
 from .record import AttemptRecord, CallRecord, CallSink, Usage
 
 if TYPE_CHECKING:
@@ -27,6 +28,7 @@ class Accounting:
         self.limiter = limiter  # metering.Limiter: admit() before the call
         self.audit = audit  # audit.AuditLog: call_started() durable before the answer
         self.trace_context = False  # keep the client's traceparent/tracestate on the record (telemetry)
+        self.capture: CaptureSink | None = None  # content capture of the tenants it names (crypto/capture.py)
 
     @property
     def enabled(self) -> bool:
@@ -35,7 +37,10 @@ class Accounting:
     def begin(self, request_id: str, endpoint: str, principal: Principal, body: bytes) -> CallTracker | None:
         if not self.enabled:
             return None
-        return CallTracker(self, request_id, endpoint, principal, hashlib.sha256(body).hexdigest())
+        tracker = CallTracker(self, request_id, endpoint, principal, hashlib.sha256(body).hexdigest())
+        if self.capture is not None and principal.tenant in self.capture.tenants:
+            tracker.capture = Captured(body, self.capture.max_bytes)
+        return tracker
 
 
 def outcome_of(err: ApiError) -> str:
@@ -70,6 +75,7 @@ class CallTracker:
         "traceparent",
         "tracestate",
         "served",
+        "capture",
     )
 
     def __init__(
@@ -92,6 +98,7 @@ class CallTracker:
         self.traceparent: bytes | None = None  # set by the front door when accounting.trace_context
         self.tracestate: bytes | None = None
         self.served: Served | None = None  # once an upstream answered: from then on the call is charged
+        self.capture: Captured | None = None  # the prompt and answer, when the tenant has content capture on
 
     async def admit(self, group, deployments, max_output_tokens: int | None) -> list[tuple[bytes, bytes]]:
         """Limits and budgets (may raise 429); then start making the call's start durable."""
@@ -177,6 +184,8 @@ class CallTracker:
         )
         for sink in self.acc.sinks:
             sink.record(record)
+        if self.capture is not None and self.acc.capture is not None:
+            self.acc.capture.record(self.capture, record)
 
     def finish_produced(
         self,

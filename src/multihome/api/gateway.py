@@ -16,11 +16,13 @@ from typing import Any, Protocol
 import msgspec
 
 from ..accounting.tracker import finish_failed, settle
+from ..crypto.errors import KmsError
 from ..identity.authenticator import Authenticator, credential_of
 from ..schema.errors import ApiError
 from . import access_log
 from .asgi import JSON, ClientGone, Message, Receive, Scope, Send, header
 from .drain import Drain
+from .kms_errors import kms_api_error
 from .pipeline import Call, Pipeline, new_request_id
 from .render import send_failure, send_json
 from .routes import ROUTES, Handler, RouteTable, family_of
@@ -126,6 +128,10 @@ class Gateway:
         except ApiError as err:
             finish_failed(call.tracker, err)
             await send_failure(call, send, route.family if route is not None else family_of(path), err)
+        except KmsError as exc:  # a seal or open on a request path: fail closed with a 503 naming the KMS
+            refused = kms_api_error(exc)
+            finish_failed(call.tracker, refused)
+            await send_failure(call, send, route.family if route is not None else family_of(path), refused)
         except ClientGone:
             return
         except Exception:

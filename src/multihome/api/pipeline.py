@@ -205,6 +205,8 @@ async def _durable(tracker: CallTracker | None, served: Served) -> None:
 def finish_unary(call: Call, served: Served, sent: bytes) -> None:
     """Account a unary answer the client was sent."""
     if call.tracker is not None:
+        if call.tracker.capture is not None:
+            call.tracker.capture.add(sent)
         call.tracker.finish_produced(served, served.status, "ok", response_sha256=hashlib.sha256(sent).hexdigest())
 
 

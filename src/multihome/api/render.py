@@ -14,6 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from ..accounting.capture import TeeDigest
 from ..routing.attempts import Served, attempts_header
 from ..schema import header_text
 from ..schema.errors import ApiError
@@ -77,7 +78,10 @@ async def send_stream(
     task = asyncio.current_task()
     assert task is not None
     gone = asyncio.Event()
-    digest: Any = hashlib.sha256() if on_done is not None else None
+    digest: Any = None
+    if on_done is not None:  # a call with content capture on keeps what it sends (accounting/capture.py)
+        capture = call.tracker.capture if call.tracker is not None else None
+        digest = hashlib.sha256() if capture is None else TeeDigest(capture)
     outcome, first_byte_ms, t0 = "cancelled", None, time.perf_counter()
 
     async def watch_disconnect() -> None:

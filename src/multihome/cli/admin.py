@@ -15,6 +15,7 @@ import argparse
 import datetime as dt
 import json
 import os
+import sys
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -401,6 +402,52 @@ def _delete_revocation(a: argparse.Namespace, api: Admin) -> None:
     print_json(api.call("delete_token_revocation", id=a.revocation_id))
 
 
+# -- provider credentials and captures (docs/encryption.md) -------------------------------------------
+def _credentials_list(a: argparse.Namespace, api: Admin) -> None:
+    out = api.call("list_provider_credentials")
+    if a.json:
+        print_json(out)
+        return
+    rows = [
+        (
+            r["id"],
+            r["api_key_from"],
+            ("set" + (f" (…{r['fingerprint']})" if r.get("fingerprint") else "")) if r["set"] else "-",
+            str(r.get("version") or "-"),
+            r.get("updated_at") or "-",
+            r.get("updated_by") or "-",
+        )
+        for r in out["data"]
+    ]
+    print(table(["provider", "key from", "stored key", "version", "updated", "by"], rows), end="")
+
+
+def _credentials_set(a: argparse.Namespace, api: Admin) -> None:
+    # From stdin, never argv: a command line is visible to every user of the machine (ps, /proc).
+    if sys.stdin.isatty():
+        import getpass
+
+        secret = getpass.getpass(f"API key for provider {a.provider}: ")
+    else:
+        secret = sys.stdin.readline()
+    secret = secret.strip()
+    if not secret:
+        raise SystemExit("provider-credentials set: no API key on stdin")
+    out = api.call("set_provider_credential", {"api_key": secret}, provider=a.provider)
+    if a.json:
+        print_json(out)
+        return
+    print(f"stored the API key of {out['id']} (version {out['version']}), sealed; in use from the next call")
+
+
+def _credentials_delete(a: argparse.Namespace, api: Admin) -> None:
+    print_json(api.call("delete_provider_credential", provider=a.provider))
+
+
+def _captures_list(a: argparse.Namespace, api: Admin) -> None:
+    print_json(api.call("list_captures", query={"limit": a.limit, "after": a.after}, tenant=api.tenant(a.tenant)))
+
+
 # -- usage ---------------------------------------------------------------------------------------
 def _usage(a: argparse.Namespace, api: Admin) -> None:
     tenant = api.tenant(a.tenant)
@@ -594,6 +641,17 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     command(
         r, "delete", _delete_revocation, "lift a revocation: the tokens it refused work again", tenant=False
     ).add_argument("revocation_id")
+
+    pc = group("provider-credentials", "provider API keys kept sealed in the database (auth.api_key_from: store)")
+    command(pc, "list", _credentials_list, "every provider: is its key stored here, set, when (never the key)", False)
+    c = command(pc, "set", _credentials_set, "set or rotate a provider's API key, read from stdin (never argv)", False)
+    c.add_argument("provider", help="the provider's name in the config")
+    command(pc, "delete", _credentials_delete, "delete a provider's stored API key", False).add_argument("provider")
+
+    cp = group("captures", "captured prompts and answers (capture.tenants; the tenant's auditor only)")
+    c = command(cp, "list", _captures_list, "captured calls, oldest first, as JSON")
+    c.add_argument("--limit", help="1-100 (default 20)")
+    c.add_argument("--after", help="the id of the last capture seen")
 
     u = _common(
         sub.add_parser("usage", help="spend and tokens by tenant, key, team, model group or deployment"), tenant=None

@@ -8,12 +8,12 @@ import sys
 
 from .. import __version__
 from ..config import ConfigError
-from . import admin, audit, contracts, demo, serve
+from . import admin, audit, contracts, demo, kms, serve
 
 ENVIRONMENT = """environment:
   MULTIHOME_URL        the gateway the admin commands talk to (default: http://127.0.0.1:4000)
   MULTIHOME_ADMIN_KEY  the admin credential they send (an org-admin, tenant-admin or auditor key)
-  MULTIHOME_CONFIG     the config file serve, db upgrade and contracts read when --config is not given
+  MULTIHOME_CONFIG     the config file serve, db upgrade, contracts and kms read when --config is not given
 
 Run `multihome COMMAND --help` for a command's options."""
 
@@ -27,7 +27,7 @@ def parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--version", action="version", version=f"multihome {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
-    for module in (serve, demo, admin, audit, contracts):
+    for module in (serve, demo, admin, audit, contracts, kms):
         module.add_commands(sub)
     return p
 

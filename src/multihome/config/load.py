@@ -14,6 +14,7 @@ import msgspec
 from ..providers.registry import BY_NAME as KIND_BY_NAME
 from ..providers.registry import KINDS
 from .audit import AuditConfig
+from .capture import CaptureConfig
 from .contracts import ContractsConfig, ContractsConfigError
 from .contracts import check as check_contracts
 from .errors import ConfigError
@@ -37,7 +38,9 @@ from .model import (
 )
 from .yaml_source import read_yaml
 
-_AUTH_METHODS = tuple(f.name for f in msgspec.structs.fields(ProviderAuth))  # in the order messages list them
+_AUTH_METHODS = tuple(
+    f.name for f in msgspec.structs.fields(ProviderAuth) if f.name != "api_key_from"
+)  # in the order messages list them
 _AT = re.compile(r" - at `\$(?P<path>[^`]*)`$")
 
 
@@ -112,6 +115,7 @@ _SINGLES: dict[str, type[msgspec.Struct]] = {
     "audit": AuditConfig,
     "contracts": ContractsConfig,
     "kms": KmsConfig,
+    "capture": CaptureConfig,
 }
 
 
@@ -194,6 +198,8 @@ def _reference_problems(config: Config, names: dict[str, set[str]]) -> Iterator[
             if method not in kind.auth_methods:
                 kinds = [k.name for k in KINDS if method in k.auth_methods]
                 yield (f"providers.{name}.auth.{method}: only for kind {' or '.join(kinds)}")
+        if prov.auth.api_key_from == "store":
+            yield from _stored_key_problems(config, name, prov, methods)
     for name, dep in config.deployments.items():
         if dep.provider not in names["providers"]:
             yield (
@@ -235,6 +241,8 @@ def _reference_problems(config: Config, names: dict[str, set[str]]) -> Iterator[
         )
     if config.storage.url and config.storage.url_env:
         yield ("storage: set url or url_env, not both")
+    if config.capture.tenants and not (config.storage.url or config.storage.url_env):
+        yield ("capture.tenants: content capture keeps prompts and answers in the database; set storage.url")
     issuers = [i.name for i in config.identity.oidc]
     if len(set(issuers)) != len(issuers):
         yield ("identity.oidc: issuer names must be unique")
@@ -242,6 +250,19 @@ def _reference_problems(config: Config, names: dict[str, set[str]]) -> Iterator[
         check_drain_timeout(config.server.drain_timeout_s, "server.drain_timeout_s")
     except ConfigError as exc:
         yield str(exc)
+
+
+def _stored_key_problems(config: Config, name: str, prov: Provider, methods: list[str]) -> Iterator[str]:
+    """`auth.api_key_from: store`: an API key set through the admin API, sealed in the database."""
+    where = f"providers.{name}.auth.api_key_from"
+    kind = KIND_BY_NAME[prov.kind]
+    if "api_key_env" not in kind.auth_methods:
+        kinds = [k.name for k in KINDS if "api_key_env" in k.auth_methods]
+        yield (f"{where}: store keeps an API key; kind '{prov.kind}' takes none (only kind {' or '.join(kinds)})")
+    if methods:
+        yield (f"{where}: store takes the API key from the admin API; remove auth.{methods[0]}")
+    if not (config.storage.url or config.storage.url_env):
+        yield (f"{where}: store keeps the key sealed in the database; set storage.url")
 
 
 MAX_DRAIN_TIMEOUT_S = 3600.0

@@ -11,6 +11,7 @@ import msgspec
 
 from ..providers.registry import NAMES as PROVIDER_KINDS
 from .audit import AuditConfig
+from .capture import CaptureConfig
 from .contracts import ContractsConfig
 from .kms import KmsConfig
 from .metering import MeteringConfig
@@ -50,6 +51,9 @@ class GoogleAuth(Strict):
 
 class ProviderAuth(Strict):
     api_key_env: str | None = None
+    # "store": the API key is set through the admin API (PUT /admin/v1/provider-credentials/<name>)
+    # and kept sealed in the database; "env": from api_key_env (or another method below).
+    api_key_from: Literal["env", "store"] = "env"
     entra: EntraAuth | None = None
     aws: AwsAuth | None = None
     google: GoogleAuth | None = None
@@ -204,4 +208,5 @@ class Config(Strict):
     audit: AuditConfig = msgspec.field(default_factory=AuditConfig)
     contracts: ContractsConfig = msgspec.field(default_factory=ContractsConfig)
     kms: KmsConfig = msgspec.field(default_factory=KmsConfig)
+    capture: CaptureConfig = msgspec.field(default_factory=CaptureConfig)
     telemetry: Telemetry | None = None

@@ -28,6 +28,18 @@ class DataKeyRow(NamedTuple):
     state: str
 
 
+class KeyStats(NamedTuple):
+    tenant_id: str
+    purpose: str
+    backend: str
+    kek_id: str
+    kek_version: str
+    state: str
+    keys: int
+    messages: int  # seals reserved under these keys (counted in blocks: never below the true count)
+    max_messages: int  # under the busiest one
+
+
 _COLUMNS = (
     t.c.id,
     t.c.tenant_id,
@@ -111,6 +123,15 @@ class DataKeyRepo:
             q = q.where(t.c.tenant_id == tenant)
         async with self.engine.connect() as conn:
             return int((await conn.execute(q)).scalar_one())
+
+    async def stats(self) -> list[KeyStats]:
+        """Data keys per (tenant, purpose, KEK, KEK version, state): how many, and the seals reserved
+        under them (the most under one key, against `kms.max_messages_per_key`). For `multihome kms status`."""
+        cols = (t.c.tenant_id, t.c.purpose, t.c.backend, t.c.kek_id, t.c.kek_version, t.c.state)
+        q = sa.select(*cols, sa.func.count(), sa.func.sum(t.c.messages), sa.func.max(t.c.messages)).group_by(*cols)
+        async with self.engine.connect() as conn:
+            rows = (await conn.execute(q.order_by(*cols))).all()
+        return [KeyStats(r[0], r[1], r[2], r[3], r[4], r[5], int(r[6]), int(r[7] or 0), int(r[8] or 0)) for r in rows]
 
     async def page(self, after: str, limit: int, tenant: str | None = None) -> list[DataKeyRow]:
         """Rows in id order after `after` (keyset paging for rewrap)."""

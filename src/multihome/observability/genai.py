@@ -39,8 +39,8 @@ class ProviderKindInfo(Protocol):
 AttributeValue = str | bool | int | float | Sequence[str] | Sequence[bool] | Sequence[int] | Sequence[float]
 Attributes = dict[str, AttributeValue]
 
-# CallRecord.endpoint -> gen_ai.operation.name (the Anthropic Messages front door is a chat).
-OPERATION_NAMES = {"chat": "chat", "messages": "chat", "embeddings": "embeddings"}
+# CallRecord.endpoint -> gen_ai.operation.name (the Anthropic Messages and Responses front doors are chats).
+OPERATION_NAMES = {"chat": "chat", "messages": "chat", "responses": "chat", "embeddings": "embeddings"}
 
 # Outcomes (CallRecord.outcome) that are not a success: the span gets status ERROR and error.type.
 _FAILED = frozenset({"client_error", "declined", "denied", "cancelled", "stream_error", "gateway_error"})

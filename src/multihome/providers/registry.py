@@ -23,6 +23,10 @@ BY_NAME: dict[str, ProviderKind] = {kind.name: kind for kind in KINDS}
 NAMES: tuple[str, ...] = tuple(BY_NAME)
 
 
-def build_adapter(name: str, provider: Provider) -> Adapter:
+def build_adapter(name: str, provider: Provider, stored_key: str | None = None) -> Adapter:
+    """The adapter of provider `name`; `stored_key`: its API key from the admin API's sealed store
+    (only for a provider with `auth.api_key_from: store`, whose kind takes an API key)."""
     module = importlib.import_module(BY_NAME[provider.kind].adapter)
+    if provider.auth.api_key_from == "store":
+        return cast("Adapter", module.build(name, provider, stored_key))
     return cast("Adapter", module.build(name, provider))

@@ -76,6 +76,21 @@ class Catalog:
             for name, group in config.model_groups.items()
         }
         self._transport = Transport()
+        self._replaced: list[Adapter] = []  # adapters a new credential replaced: calls in flight may still use them
+
+    def stored_key_providers(self) -> list[str]:
+        """Providers whose API key comes from the admin API's sealed store (`auth.api_key_from: store`)."""
+        return [name for name, prov in self.config.providers.items() if prov.auth.api_key_from == "store"]
+
+    def set_api_key(self, provider: str, key: str | None) -> None:
+        """Use `key` (None: none) for `provider` from the next call on: a new adapter replaces the old one
+        in every deployment of it (a reference swap; calls already under way finish with the old one)."""
+        adapter = build_adapter(provider, self.config.providers[provider], key)
+        self._replaced.append(self.adapters[provider])
+        self.adapters[provider] = adapter
+        for dep in self.deployments.values():
+            if dep.provider == provider:
+                dep.adapter = adapter
 
     async def start(self) -> None:
         sessions = {
@@ -86,5 +101,5 @@ class Catalog:
 
     async def close(self) -> None:
         await self._transport.close()
-        for adapter in self.adapters.values():
+        for adapter in [*self.adapters.values(), *self._replaced]:
             await adapter.close()

@@ -180,6 +180,78 @@ data_keys = sa.Table(
     sa.CheckConstraint("messages >= 0", name="messages"),
 )
 
+# A provider's credential (its API key) set through the admin API, sealed under purpose `credentials`
+# of the organisation (crypto/credentials.py). Never in clear: `fingerprint` is at most its last 4 characters.
+provider_credentials = sa.Table(
+    "provider_credentials",
+    metadata,
+    sa.Column("provider", sa.String(200), primary_key=True),
+    sa.Column("sealed", sa.LargeBinary, nullable=False),
+    sa.Column("fingerprint", sa.String(4), nullable=False),
+    sa.Column("version", sa.BigInteger, nullable=False),
+    sa.Column("updated_at", TS, nullable=False),
+    sa.Column("updated_by", sa.String(200), nullable=False),
+)
+
+# Prompts and answers of a tenant with content capture on (crypto/capture.py), sealed under purpose
+# `capture` of that tenant: a shred of the tenant makes them unreadable. The rest is metadata in clear.
+captures = sa.Table(
+    "captures",
+    metadata,
+    sa.Column("id", ID, primary_key=True),
+    sa.Column("tenant_id", sa.String(200), nullable=False),
+    sa.Column("at", TS, nullable=False),
+    sa.Column("endpoint", sa.String(40), nullable=False),
+    sa.Column("model_group", sa.String(200), nullable=False),
+    sa.Column("deployment", sa.String(200), nullable=True),
+    sa.Column("status", sa.Integer, nullable=False),
+    sa.Column("sealed", sa.LargeBinary, nullable=False),
+    sa.Index(None, "tenant_id", "at"),
+)
+
+# The stateful runtime (multihome/state/, docs/responses.md). What a tenant wrote or a model answered is
+# only ever in `body`, sealed under the tenant's `responses` data key (crypto/); the clear columns hold
+# ids, the tenant, times, status and sizes. No foreign key to tenants: static-key tenants are not stored.
+responses = sa.Table(
+    "responses",
+    metadata,
+    sa.Column("id", ID, primary_key=True),
+    sa.Column("tenant_id", sa.String(200), nullable=False),
+    sa.Column("previous_response_id", ID, nullable=True),  # the chain a continuation rebuilds
+    sa.Column("conversation_id", ID, nullable=True),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("created_at", TS, nullable=False),
+    sa.Column("size", sa.Integer, nullable=False),  # plaintext bytes
+    sa.Column("body", sa.LargeBinary, nullable=False),  # sealed: the Response object and its input items
+    sa.Index(None, "tenant_id", "created_at"),
+)
+
+conversations = sa.Table(
+    "conversations",
+    metadata,
+    sa.Column("id", ID, primary_key=True),
+    sa.Column("tenant_id", sa.String(200), nullable=False),
+    sa.Column("created_at", TS, nullable=False),
+    sa.Column("updated_at", TS, nullable=False),
+    sa.Column("next_position", sa.BigInteger, nullable=False),  # where the next item goes
+    sa.Column("size", sa.Integer, nullable=False),
+    sa.Column("body", sa.LargeBinary, nullable=False),  # sealed: the metadata
+    sa.Index(None, "tenant_id", "created_at"),
+)
+
+conversation_items = sa.Table(
+    "conversation_items",
+    metadata,
+    sa.Column("conversation_id", ID, sa.ForeignKey("conversations.id", ondelete="CASCADE"), primary_key=True),
+    sa.Column("position", sa.BigInteger, primary_key=True, autoincrement=False),
+    sa.Column("id", sa.String(200), nullable=False),  # ours (`msg_…`) or a client's (replayed from elsewhere)
+    sa.Column("tenant_id", sa.String(200), nullable=False),
+    sa.Column("created_at", TS, nullable=False),
+    sa.Column("size", sa.Integer, nullable=False),
+    sa.Column("body", sa.LargeBinary, nullable=False),  # sealed: the item
+    sa.UniqueConstraint("conversation_id", "id"),
+)
+
 # The durable job queue of the stateful runtime (state/jobs.py, docs/responses.md "Background
 # mode"): one row per unit of background work (a background response, an agent run). A replica
 # claims a job by taking its lease; `attempt` fences a replica whose lease was taken over. No

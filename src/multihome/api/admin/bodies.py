@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import msgspec
 
@@ -92,7 +92,7 @@ class ExplainPolicy(_Body):
 
     tenant_id: str
     model: str
-    endpoint: Literal["chat", "embeddings", "messages"] = "chat"
+    endpoint: Literal["chat", "embeddings", "messages", "responses"] = "chat"
     key_id: str | None = None
     team_id: str | None = None
     roles: list[str] | None = None
@@ -134,3 +134,22 @@ def key_view(record: Any, secret: str | None = None) -> KeyView:
         created_at=record.created_at,
         key=secret,
     )
+
+
+class SetProviderCredential(_Body):
+    """A provider's API key, sealed before it is stored; never shown again (only its last 4 characters)."""
+
+    api_key: Annotated[str, msgspec.Meta(min_length=1, max_length=8192)]
+
+
+class ProviderCredentialView(msgspec.Struct):
+    """Whether a provider's stored API key is set, and when: never the key."""
+
+    id: str  # the provider's name in the config
+    api_key_from: str  # "store" (set here) or "env" (the config's auth; nothing here applies)
+    set: bool
+    object: str = "provider_credential"
+    fingerprint: str | None = None  # the key's last 4 characters (none for a key shorter than 16)
+    version: int = 0
+    updated_at: dt.datetime | None = None
+    updated_by: str | None = None

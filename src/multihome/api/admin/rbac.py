@@ -11,6 +11,8 @@ from ...schema.principal import AUDITOR, ORG_ADMIN, TENANT_ADMIN, Principal
 
 # action -> roles that may perform it (org-admin always may). ANY: every caller; the handler narrows.
 READ, WRITE, AUDIT, ORG, ANY = "read", "write", "audit", "org", "any"
+# Captured content: the tenant's auditor role only, no org-admin bypass (api/admin/captures.py checks it).
+CONTENT = "content"
 _ALLOWED = {
     READ: frozenset({TENANT_ADMIN, AUDITOR}),
     WRITE: frozenset({TENANT_ADMIN}),
@@ -50,5 +52,7 @@ def who_may(action: str) -> str:
     """The roles that may perform `action`, for the OpenAPI document."""
     if action == ANY:
         return "any authenticated caller"
+    if action == CONTENT:
+        return "auditor of the tenant only (not org-admin, not tenant-admin)"
     roles = sorted({ORG_ADMIN, *_ALLOWED[action]})
     return " or ".join(roles) + ("" if action == ORG else " (a tenant's own roles: that tenant only)")

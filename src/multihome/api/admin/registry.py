@@ -6,7 +6,19 @@ the dispatcher, the OpenAPI document, the audit event table and the CLI pick it 
 
 from __future__ import annotations
 
-from . import audit, budgets, contracts, entitlements, keys, policies, revocations, tenancy, usage
+from . import (
+    audit,
+    budgets,
+    captures,
+    contracts,
+    credentials,
+    entitlements,
+    keys,
+    policies,
+    revocations,
+    tenancy,
+    usage,
+)
 from .route import Route
 
 RESOURCES = {
@@ -19,6 +31,8 @@ RESOURCES = {
     "usage": usage,
     "contracts": contracts,
     "audit": audit,
+    "provider_credentials": credentials,
+    "captures": captures,
 }
 ROUTES: tuple[Route, ...] = tuple(route for module in RESOURCES.values() for route in module.ROUTES)
 BY_NAME: dict[str, Route] = {route.name: route for route in ROUTES}

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import errno
 import fcntl
 import os
 import stat
@@ -46,20 +47,32 @@ class _KeyFile(msgspec.Struct):
 
 
 def init_key_file(path: str | os.PathLike[str], *, exist_ok: bool = False) -> Path:
-    """Create an empty key file with mode 0600 (`multihome kms init`). KEKs are added on first use."""
+    """Create an empty key file with mode 0600 (`multihome kms init`). KEKs are added on first use.
+
+    Written whole to a temporary file, then linked into place (which fails if the file exists), so
+    a process that finds the file (several gateway workers making it on their first seal) never
+    reads it half written."""
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
+    if p.exists():
+        if not exist_ok:
+            raise FileExistsError(errno.EEXIST, "key file exists", str(p))
+        _check_mode(p)
+        return p
+    tmp = p.with_name(f".{p.name}.{os.getpid()}.{os.urandom(4).hex()}.new")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     try:
-        fd = os.open(p, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "wb") as f:
+            f.write(msgspec.json.encode(_KeyFile(format=FORMAT, keys={})))
+            f.flush()
+            os.fsync(f.fileno())
+        os.link(tmp, p)
     except FileExistsError:
         if not exist_ok:
             raise
         _check_mode(p)
-        return p
-    with os.fdopen(fd, "wb") as f:
-        f.write(msgspec.json.encode(_KeyFile(format=FORMAT, keys={})))
-        f.flush()
-        os.fsync(f.fileno())
+    finally:
+        tmp.unlink(missing_ok=True)
     return p
 
 
@@ -79,8 +92,11 @@ def context_bytes(context: Mapping[str, str]) -> bytes:
 class LocalKms(KmsBackend):
     name: ClassVar[str] = "local"
 
-    def __init__(self, key_file: str | os.PathLike[str]) -> None:
+    def __init__(self, key_file: str | os.PathLike[str], *, create_missing: bool = False) -> None:
         self._path = Path(key_file)
+        # The gateway's default: no key file yet and no data key it wrapped stored, so the first
+        # seal creates it (crypto/service.py); `multihome kms init` is the explicit way.
+        self._create_missing = create_missing
         self._cached: tuple[float, int, _KeyFile] | None = None
 
     @property
@@ -147,6 +163,8 @@ class LocalKms(KmsBackend):
         return await asyncio.to_thread(self._generate, kek_id, context, create)
 
     def _generate(self, kek_id: str, context: Mapping[str, str], create: bool) -> NewDataKey:
+        if create and self._create_missing and not self._path.exists():
+            init_key_file(self._path, exist_ok=True)
         if create and kek_id not in self._read().keys:
             self._create(kek_id)
         plaintext = AESGCM.generate_key(bit_length=256)
@@ -201,6 +219,12 @@ class LocalKms(KmsBackend):
     def _destroy(self, kek_id: str) -> None:
         with self._locked() as data:
             data.keys.pop(kek_id, None)
+
+    def kek_versions(self) -> dict[str, tuple[str, list[str]]]:
+        """KEK name -> (latest version, every version held), for `multihome kms status`: never the keys."""
+        return {
+            name: (str(kek.latest), sorted(kek.versions, key=int)) for name, kek in sorted(self._read().keys.items())
+        }
 
     def drop_version(self, kek_id: str, version: str) -> None:
         """Remove one KEK version (what disabling an old version in a real KMS does); for tests and

@@ -11,11 +11,12 @@ from collections.abc import Mapping
 
 import msgspec
 
-from ...config import Provider, env_secret
+from ...config import Provider
 from ...schema.bounded import Decoder
 from ...schema.chat import ParsedChat
 from ...schema.embeddings import ParsedEmbeddings
 from ...schema.errors import bad_request
+from ..api_key import api_key_of
 from ..base import (
     CAPACITY,
     CLIENT_ERROR,
@@ -121,6 +122,6 @@ class AnthropicAdapter(AdapterBase):
         return classify(status, headers, body)
 
 
-def build(name: str, provider: Provider) -> AnthropicAdapter:
-    api_key = env_secret(provider.auth.api_key_env, what=f"providers.{name}.auth.api_key_env")
+def build(name: str, provider: Provider, stored_key: str | None = None) -> AnthropicAdapter:
+    api_key = api_key_of(provider, stored_key, what=f"providers.{name}.auth.api_key_env")
     return AnthropicAdapter(KIND.endpoint(provider), api_key, provider.api_version or DEFAULT_VERSION)

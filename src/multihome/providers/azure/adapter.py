@@ -7,10 +7,11 @@ from __future__ import annotations
 
 from urllib.parse import quote
 
-from ...config import Provider, env_secret
+from ...config import Provider
 from ...schema.chat import ParsedChat
 from ...schema.embeddings import ParsedEmbeddings
 from ...schema.peek import ResponsePeek
+from ..api_key import api_key_of
 from ..base import UpstreamRequest
 from ..passthrough import PassThrough, passthrough_body, wants_stream_usage
 from . import KIND
@@ -57,8 +58,8 @@ class AzureAdapter(PassThrough):
             await self._entra.close()
 
 
-def build(name: str, provider: Provider) -> AzureAdapter:
+def build(name: str, provider: Provider, stored_key: str | None = None) -> AzureAdapter:
     where = f"providers.{name}.auth"
-    api_key = env_secret(provider.auth.api_key_env, what=f"{where}.api_key_env")
+    api_key = api_key_of(provider, stored_key, what=f"{where}.api_key_env")
     entra = EntraTokens(provider.auth.entra, f"{where}.entra") if provider.auth.entra else None
     return AzureAdapter(KIND.endpoint(provider), provider.api_version or "2024-10-21", api_key, entra)

@@ -13,10 +13,11 @@ from urllib.parse import quote
 import msgspec
 import yarl
 
-from ...config import Provider, env_secret
+from ...config import Provider
 from ...schema.bounded import Decoder
 from ...schema.chat import ParsedChat
 from ...schema.embeddings import ParsedEmbeddings
+from ..api_key import api_key_of
 from ..base import (
     CAPACITY,
     CLIENT_ERROR,
@@ -151,16 +152,16 @@ class BedrockAdapter(AdapterBase):
         )
 
 
-def build(name: str, provider: Provider) -> BedrockAdapter:
+def build(name: str, provider: Provider, stored_key: str | None = None) -> BedrockAdapter:
     where = f"providers.{name}"
     region = provider.region
     if region is None:  # a loaded config has one (KIND.requires); this is for one built by hand
         raise ValueError(f"{where}: a bedrock provider needs a region")
     endpoint = KIND.endpoint(provider)
-    api_key = env_secret(provider.auth.api_key_env, what=f"{where}.auth.api_key_env")
+    api_key = api_key_of(provider, stored_key, what=f"{where}.auth.api_key_env")
     signer: BearerSigner | SigV4Signer
-    if api_key:
-        signer = BearerSigner(api_key)
+    if api_key or provider.auth.api_key_from == "store":  # a stored key not set yet: no credential, not the chain
+        signer = BearerSigner(api_key or "")
     else:
         signer = SigV4Signer(AwsCredentials(name, region, provider.auth.aws), region)
     return BedrockAdapter(name, endpoint, signer)

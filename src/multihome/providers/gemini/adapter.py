@@ -14,11 +14,12 @@ from urllib.parse import quote
 
 import msgspec
 
-from ...config import ConfigError, GoogleAuth, Provider, env_secret
+from ...config import ConfigError, GoogleAuth, Provider
 from ...schema.bounded import Decoder
 from ...schema.chat import ParsedChat
 from ...schema.embeddings import ParsedEmbeddings
 from ...schema.errors import ApiError, bad_request
+from ..api_key import api_key_of
 from ..base import (
     CAPACITY,
     CLIENT_ERROR,
@@ -211,10 +212,10 @@ class GeminiAdapter(AdapterBase):
             await self._tokens.close()
 
 
-def build(name: str, provider: Provider) -> GeminiAdapter:
+def build(name: str, provider: Provider, stored_key: str | None = None) -> GeminiAdapter:
     where = f"providers.{name}"
     if provider.kind == KIND.name:
-        api_key = env_secret(provider.auth.api_key_env, what=f"{where}.auth.api_key_env")
+        api_key = api_key_of(provider, stored_key, what=f"{where}.auth.api_key_env")
         return GeminiAdapter(KIND.name, KIND.endpoint(provider), api_key=api_key, name=name)
     if provider.auth.api_key_env:
         raise ConfigError(f"{where}.auth.api_key_env: Vertex AI uses OAuth; set auth.google (or nothing for ADC)")

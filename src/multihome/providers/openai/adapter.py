@@ -5,9 +5,10 @@ Client API and upstream API are the same, so bodies pass through: only `model` i
 
 from __future__ import annotations
 
-from ...config import Provider, env_secret
+from ...config import Provider
 from ...schema.chat import ParsedChat
 from ...schema.embeddings import ParsedEmbeddings
+from ..api_key import api_key_of
 from ..base import UpstreamRequest
 from ..passthrough import PassThrough, passthrough_body, wants_stream_usage
 from . import KIND
@@ -30,7 +31,7 @@ class OpenAIAdapter(PassThrough):
         return UpstreamRequest(self.base + "/embeddings", self._headers, passthrough_body(parsed.raw, upstream_model))
 
 
-def build(name: str, provider: Provider) -> OpenAIAdapter:
+def build(name: str, provider: Provider, stored_key: str | None = None) -> OpenAIAdapter:
     return OpenAIAdapter(
-        KIND.endpoint(provider), env_secret(provider.auth.api_key_env, what=f"providers.{name}.auth.api_key_env")
+        KIND.endpoint(provider), api_key_of(provider, stored_key, what=f"providers.{name}.auth.api_key_env")
     )
