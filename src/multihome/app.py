@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import replace
+from typing import Any, cast
 
 from .accounting.tracker import Accounting
 from .api.admin.dispatch import AdminApi
@@ -18,6 +19,7 @@ from .api.openai.explain import ExplainDoor
 from .api.openai.models import ModelsDoor
 from .api.pipeline import Pipeline
 from .api.policy_gate import PolicyGate
+from .api.responses.handlers import handlers as responses_handlers
 from .config import Config, check_drain_timeout, env_secret, load_config
 from .contracts.service import ContractsService
 from .identity.authenticator import Authenticator
@@ -100,6 +102,11 @@ def build_app(config: Config) -> Gateway:
         if storage.enabled:
             metrics.sources = replace(metrics.sources, known_tenants=storage.known_tenants)
     pipeline = Pipeline(catalog, router, config.server.max_body_bytes, gate, accounting)
+    state = None
+    if crypto is not None:  # stored responses and conversations, sealed under the tenant's keys (docs/responses.md)
+        from .state.service import StateService
+
+        state = StateService(storage, _Lazy(crypto, "keyring"))
     models, anthropic = ModelsDoor(pipeline), AnthropicDoor(pipeline)
     doors = {  # the handler names of the route table (api/routes.py)
         "chat": ChatDoor(pipeline).handle,
@@ -109,6 +116,7 @@ def build_app(config: Config) -> Gateway:
         "model": models.get,
         "messages": anthropic.messages,
         "count_tokens": anthropic.count_tokens,
+        **responses_handlers(pipeline, cast(Any, _Lazy(state, "store")) if state is not None else None),
     }
     if metrics is not None:
         doors["metrics"] = MetricsEndpoint(metrics, auth, config.metrics.access).handle
@@ -144,6 +152,8 @@ def build_app(config: Config) -> Gateway:
     services: list[Service] = [storage, gate, catalog, started, prober, *extra_services]
     if crypto is not None:
         services.insert(1, crypto)  # right after storage: it needs the database, and closes before it
+    if state is not None:
+        services.insert(2, state)  # after the keyring it seals with
     if telemetry is not None:
         services.insert(0, telemetry)  # up before calls are served, flushed after the rest closed
     if audit_log is not None:
