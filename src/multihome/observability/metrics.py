@@ -493,6 +493,9 @@ class Metrics:
         if self.sources.known_tenants is not None:
             tenants.update(self.sources.known_tenants())
         budgets, rates = await headroom(limiter, tenants)
+        if not self.multiprocess:  # a budget deleted since the last scrape leaves the exposition
+            self.budget_remaining.clear()
+            self.rate_remaining.clear()
         for (scope, ident, per, currency), left in budgets:
             self.budget_remaining.labels(scope, ident, per, currency).set(left)
         for (scope, ident, kind), left in rates:
