@@ -34,7 +34,7 @@ import os
 from bisect import bisect_left
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics
 from prometheus_client.exposition import choose_encoder
@@ -179,112 +179,116 @@ class Metrics:
         self._task: asyncio.Task[None] | None = None
         self._known: object = None  # the store's tenant set the cached label sets were made with
         r = self.registry
-        self.requests = Counter(
-            "multihome_requests",
-            "Model calls by endpoint, model group, serving deployment, HTTP status and outcome",
-            ["endpoint", "model_group", "deployment", "status", "outcome"],
-            registry=r,
+        # Every series is listed, with its labels and meaning, in docs/metrics.md.
+        counters = (
+            Counter(name, doc, labels, registry=r)
+            for name, doc, labels in (
+                (
+                    "multihome_requests",
+                    "Model calls by endpoint, model group, serving deployment, HTTP status and outcome",
+                    ["endpoint", "model_group", "deployment", "status", "outcome"],
+                ),
+                (
+                    "multihome_request_errors",
+                    "Model calls that ended in an error, by its code (budget_exceeded, policy_denied, ...)",
+                    ["endpoint", "model_group", "outcome", "code"],
+                ),
+                (
+                    "multihome_http_requests",
+                    "Every HTTP request by route (as the route table declares it, or unmatched) and status",
+                    ["route", "status"],
+                ),
+                (
+                    "multihome_attempts",
+                    "Attempts on deployments by outcome: ok, or why one was declined or skipped (http_503, ...)",
+                    ["model_group", "deployment", "outcome"],
+                ),
+                (
+                    "multihome_tokens",
+                    "Tokens by model group, deployment and tenant; type input or output",
+                    ["model_group", "deployment", "tenant", "type"],
+                ),
+                (
+                    "multihome_cost",
+                    "Cost at the configured prices, in the currency named by the label",
+                    ["model_group", "deployment", "tenant", "currency"],
+                ),
+                ("multihome_writer_dropped", "Records a writer dropped (a full queue)", ["writer"]),
+                (
+                    "multihome_kms_datakey_cache",
+                    "Data-key lookups by the keyring: hit (unwrapped key cached) or miss (KMS or database)",
+                    ["result"],
+                ),
+            )
         )
-        self.errors = Counter(
-            "multihome_request_errors",
-            "Model calls that ended in an error, by its code (budget_exceeded, policy_denied, all_deployments_failed...)",
-            ["endpoint", "model_group", "outcome", "code"],
-            registry=r,
+        self.requests, self.errors, self.http, self.attempts, self.tokens, self.cost, self.dropped, self.kms_cache = (
+            counters
         )
-        self.http = Counter(
-            "multihome_http_requests",
-            "Every HTTP request by route (method and path as the route table declares them, or unmatched) and status",
-            ["route", "status"],
-            registry=r,
+        # The OpenTelemetry GenAI histograms, as the conventions name them, and the writers' flushes.
+        self.duration, self.ttfc, self.token_usage, self.flush = (
+            Histogram(name, doc, labels, buckets=buckets, registry=r)
+            for name, doc, labels, buckets in (
+                (
+                    "gen_ai_client_operation_duration_seconds",
+                    "Whole call as the gateway served it, every attempt included (gen_ai.client.operation.duration)",
+                    [*_GENAI, "error_type"],
+                    DURATION_BUCKETS,
+                ),
+                (
+                    "gen_ai_client_operation_time_to_first_chunk_seconds",
+                    "Streamed calls: request to the first chunk sent (gen_ai.client.operation.time_to_first_chunk)",
+                    _GENAI,
+                    TTFC_BUCKETS,
+                ),
+                (
+                    "gen_ai_client_token_usage",
+                    "Tokens per call, input and output (gen_ai.client.token.usage)",
+                    [*_GENAI, "gen_ai_token_type"],
+                    TOKEN_BUCKETS,
+                ),
+                (
+                    "multihome_writer_flush_duration_seconds",
+                    "One batch written by a batched writer (usage, audit, call_log, capture)",
+                    ["writer"],
+                    FLUSH_BUCKETS,
+                ),
+            )
         )
-        self.attempts = Counter(
-            "multihome_attempts",
-            "Attempts on deployments by outcome: ok, or why it was declined or skipped (http_503, timeout, ...)",
-            ["model_group", "deployment", "outcome"],
-            registry=r,
+        # Read, not counted; `mode`: how multiprocess mode combines the live workers' values.
+        gauges: tuple[tuple[str, str, list[str], Literal["livesum", "livemax", "livemin"]], ...] = (
+            (
+                "multihome_writer_queue_depth",
+                "Records waiting in a batched writer (summed over workers)",
+                ["writer"],
+                "livesum",
+            ),
+            (
+                "multihome_telemetry_backlog_bytes",
+                "Encoded calls not yet taken by the OpenTelemetry export worker (summed over workers)",
+                [],
+                "livesum",
+            ),
+            (
+                "multihome_breaker_state",
+                "Circuit breaker of each deployment: 0 closed, 1 half-open (a probe may pass), 2 open (worst over workers)",
+                ["deployment"],
+                "livemax",
+            ),
+            (
+                "multihome_budget_remaining",
+                "What is left of a budget this period (amount minus spent or reserved), in its currency",
+                ["scope", "id", "period", "currency"],
+                "livemin",
+            ),
+            (
+                "multihome_rate_limit_remaining",
+                "What is left of a rate limit in the current minute; kind requests or tokens",
+                ["scope", "id", "kind"],
+                "livemin",
+            ),
         )
-        self.duration = Histogram(
-            "gen_ai_client_operation_duration_seconds",
-            "Whole call as the gateway served it, every attempt included (gen_ai.client.operation.duration)",
-            [*_GENAI, "error_type"],
-            buckets=DURATION_BUCKETS,
-            registry=r,
-        )
-        self.ttfc = Histogram(
-            "gen_ai_client_operation_time_to_first_chunk_seconds",
-            "Streamed calls: request to the first chunk sent (gen_ai.client.operation.time_to_first_chunk)",
-            _GENAI,
-            buckets=TTFC_BUCKETS,
-            registry=r,
-        )
-        self.token_usage = Histogram(
-            "gen_ai_client_token_usage",
-            "Tokens per call, input and output (gen_ai.client.token.usage)",
-            [*_GENAI, "gen_ai_token_type"],
-            buckets=TOKEN_BUCKETS,
-            registry=r,
-        )
-        self.tokens = Counter(
-            "multihome_tokens",
-            "Tokens by model group, deployment and tenant; type input or output",
-            ["model_group", "deployment", "tenant", "type"],
-            registry=r,
-        )
-        self.cost = Counter(
-            "multihome_cost",
-            "Cost at the configured prices, in the currency named by the label",
-            ["model_group", "deployment", "tenant", "currency"],
-            registry=r,
-        )
-        self.flush = Histogram(
-            "multihome_writer_flush_duration_seconds",
-            "One batch written by a batched writer (usage, audit, call_log, capture)",
-            ["writer"],
-            buckets=FLUSH_BUCKETS,
-            registry=r,
-        )
-        self.dropped = Counter(
-            "multihome_writer_dropped", "Records a writer dropped (a full queue)", ["writer"], registry=r
-        )
-        self.kms_cache = Counter(
-            "multihome_kms_datakey_cache",
-            "Data-key lookups by the keyring: hit (unwrapped key cached) or miss (KMS or database)",
-            ["result"],
-            registry=r,
-        )
-        self.queue_depth = Gauge(
-            "multihome_writer_queue_depth",
-            "Records waiting in a batched writer (summed over workers)",
-            ["writer"],
-            registry=r,
-            multiprocess_mode="livesum",
-        )
-        self.telemetry_backlog = Gauge(
-            "multihome_telemetry_backlog_bytes",
-            "Encoded calls not yet taken by the OpenTelemetry export worker (summed over workers)",
-            registry=r,
-            multiprocess_mode="livesum",
-        )
-        self.breaker = Gauge(
-            "multihome_breaker_state",
-            "Circuit breaker of each deployment: 0 closed, 1 half-open (a probe may pass), 2 open (worst over workers)",
-            ["deployment"],
-            registry=r,
-            multiprocess_mode="livemax",
-        )
-        self.budget_remaining = Gauge(
-            "multihome_budget_remaining",
-            "What is left of a budget this period (amount minus spent or reserved), in its currency",
-            ["scope", "id", "period", "currency"],
-            registry=r,
-            multiprocess_mode="livemin",
-        )
-        self.rate_remaining = Gauge(
-            "multihome_rate_limit_remaining",
-            "What is left of a rate limit in the current minute; kind requests or tokens",
-            ["scope", "id", "kind"],
-            registry=r,
-            multiprocess_mode="livemin",
+        self.queue_depth, self.telemetry_backlog, self.breaker, self.budget_remaining, self.rate_remaining = (
+            Gauge(name, doc, labels, registry=r, multiprocess_mode=mode) for name, doc, labels, mode in gauges
         )
         self._flush_children: dict[str, Any] = {}
 
