@@ -42,5 +42,7 @@ $PY bench/governance_bench.py --out bench/out/governance.md
   echo '```'
   $PY bench/otel_bench.py
   echo '```'
+  echo
+  $PY bench/metrics_bench.py
 } > bench/RESULTS.md
 cat bench/RESULTS.md

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+from dataclasses import replace
+from typing import Any, cast
 
 from .accounting.tracker import Accounting
 from .api.admin.dispatch import AdminApi
@@ -10,12 +12,14 @@ from .api.admin.route import Services
 from .api.anthropic.routes import AnthropicDoor
 from .api.drain import Drain
 from .api.gateway import Gateway, Service
+from .api.metrics_endpoint import MetricsEndpoint
 from .api.openai.chat import ChatDoor
 from .api.openai.embeddings import EmbeddingsDoor
 from .api.openai.explain import ExplainDoor
 from .api.openai.models import ModelsDoor
 from .api.pipeline import Pipeline
 from .api.policy_gate import PolicyGate
+from .api.responses.handlers import handlers as responses_handlers
 from .config import Config, check_drain_timeout, env_secret, load_config
 from .contracts.service import ContractsService
 from .identity.authenticator import Authenticator
@@ -66,6 +70,7 @@ def build_app(config: Config) -> Gateway:
         # through the admin API (so the ledger runs whenever there is storage to keep it).
         metering.add_sink(contracts)
         extra_services.append(contracts)
+    call_log = None
     if config.server.call_log:
         call_log = CallLog(config.server.call_log)
         accounting.sinks.append(call_log)
@@ -91,7 +96,17 @@ def build_app(config: Config) -> Gateway:
 
         crypto = CryptoServices(config, storage, audit_log, catalog.stored_key_providers(), catalog.set_api_key)
         accounting.capture = crypto.capture  # None unless capture.tenants names a tenant
+    metrics = None
+    if config.metrics.enabled:
+        metrics = _metrics(config, catalog, breakers, metering, accounting, audit_log, call_log, crypto, telemetry)
+        if storage.enabled:
+            metrics.sources = replace(metrics.sources, known_tenants=storage.known_tenants)
     pipeline = Pipeline(catalog, router, config.server.max_body_bytes, gate, accounting)
+    state = None
+    if crypto is not None:  # stored responses and conversations, sealed under the tenant's keys (docs/responses.md)
+        from .state.service import StateService
+
+        state = StateService(storage, _Lazy(crypto, "keyring"))
     models, anthropic = ModelsDoor(pipeline), AnthropicDoor(pipeline)
     doors = {  # the handler names of the route table (api/routes.py)
         "chat": ChatDoor(pipeline).handle,
@@ -101,7 +116,10 @@ def build_app(config: Config) -> Gateway:
         "model": models.get,
         "messages": anthropic.messages,
         "count_tokens": anthropic.count_tokens,
+        **responses_handlers(pipeline, cast(Any, _Lazy(state, "store")) if state is not None else None),
     }
+    if metrics is not None:
+        doors["metrics"] = MetricsEndpoint(metrics, auth, config.metrics.access).handle
 
     async def after_change() -> None:
         await storage.refresh()
@@ -134,14 +152,21 @@ def build_app(config: Config) -> Gateway:
     services: list[Service] = [storage, gate, catalog, started, prober, *extra_services]
     if crypto is not None:
         services.insert(1, crypto)  # right after storage: it needs the database, and closes before it
+    if state is not None:
+        services.insert(2, state)  # after the keyring it seals with
     if telemetry is not None:
         services.insert(0, telemetry)  # up before calls are served, flushed after the rest closed
     if audit_log is not None:
         services.insert(0, audit_log)  # first up, last down: it records everything the others do
     if oidc is not None:
         services.append(oidc)
+    if metrics is not None:
+        services.append(metrics)  # last: it hooks the writers the others made at start-up
     drain = Drain(config.server.drain_timeout_s)
-    return Gateway(pipeline, auth, doors, services=services, admin=admin, drain=drain)
+    gateway = Gateway(pipeline, auth, doors, services=services, admin=admin, drain=drain)
+    if metrics is not None:
+        gateway.on_request = metrics.http_request
+    return gateway
 
 
 def served_app(config: Config, listening: str | None = None) -> Gateway:
@@ -151,6 +176,34 @@ def served_app(config: Config, listening: str | None = None) -> Gateway:
     gateway.drain.on_signals = True
     gateway.listening = listening
     return gateway
+
+
+def _metrics(config: Config, catalog, breakers, metering, accounting, audit_log, call_log, crypto, telemetry):
+    """The Prometheus metrics (observability/metrics.py), fed with each call and its cost by metering."""
+    from .observability.metrics import Metrics, Sources
+
+    metrics = Metrics(
+        catalog.groups,
+        catalog.deployments,
+        static_tenants=[config.identity.static_keys_tenant],
+        publish_interval_s=config.metrics.publish_interval_s,
+        headroom=config.metrics.headroom,
+    )
+    metering.add_sink(metrics)
+    if metering not in accounting.sinks:  # nothing else is metered: metering still prices each call
+        accounting.sinks.append(metering)
+    metrics.sources = Sources(
+        deployments=tuple(catalog.deployments),
+        breakers=breakers,
+        usage_writer=lambda: metering.writer,
+        audit=audit_log,
+        call_log=call_log,
+        capture=(lambda: crypto.capture) if crypto is not None else None,
+        telemetry=telemetry,
+        keyring=(lambda: crypto.keyrings.keyring) if crypto is not None else None,
+        limiter=metering.limiter,  # budgets may be set later through the admin API
+    )
+    return metrics
 
 
 def _oidc(config: Config):

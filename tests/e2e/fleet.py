@@ -61,6 +61,7 @@ def fleet_config(tmp: Path, issuer: LocalIssuer, sims: dict[str, Simulator]) -> 
     return config(
         server=api_keys("MH_FLEET_CLIENT_KEY", max_body_bytes=1048576),
         storage=sqlite(tmp / "multihome.db", refresh_s=0.25),
+        kms={"local": {"key_file": str(tmp / "kms.key")}},  # stored responses are sealed under it
         audit=audit(tmp / "audit"),
         identity=identity("MH_FLEET_ADMIN_KEY", oidc(issuer)),
         routing=breakers(0),

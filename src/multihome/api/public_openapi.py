@@ -15,6 +15,7 @@ gateway's route table (api/routes.py) and that every route the gateway dispatche
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, TypedDict
@@ -88,11 +89,120 @@ ROUTES = [
         "CountTokensRequest",
         "TokenCount",
     ),
+    PublicRoute(
+        "POST",
+        "/v1/responses",
+        "createResponse",
+        "OpenAI Responses API (unary or SSE stream): the turn's context rebuilt from the gateway's store and "
+        "routed like a chat completion (docs/responses.md)",
+        OPENAI,
+        "ResponseCreateRequest",
+        "Response",
+        "ResponseStreamEvent",
+    ),
+    PublicRoute("GET", "/v1/responses/{response_id}", "getResponse", "A stored response", OPENAI, None, "Response"),
+    PublicRoute(
+        "DELETE", "/v1/responses/{response_id}", "deleteResponse", "Delete a stored response", OPENAI, None, "Deleted"
+    ),
+    PublicRoute(
+        "POST",
+        "/v1/responses/{response_id}/cancel",
+        "cancelResponse",
+        "Cancel a background response (none run here yet: a stored response answers 400)",
+        OPENAI,
+        None,
+        "Response",
+    ),
+    PublicRoute(
+        "GET",
+        "/v1/responses/{response_id}/input_items",
+        "listInputItems",
+        "The input items of a stored response (cursor pages)",
+        OPENAI,
+        None,
+        "ItemList",
+    ),
+    PublicRoute(
+        "POST",
+        "/v1/conversations",
+        "createConversation",
+        "Create a conversation, with initial items and metadata",
+        OPENAI,
+        "ConversationCreateRequest",
+        "Conversation",
+    ),
+    PublicRoute(
+        "GET", "/v1/conversations/{conversation_id}", "getConversation", "A conversation", OPENAI, None, "Conversation"
+    ),
+    PublicRoute(
+        "POST",
+        "/v1/conversations/{conversation_id}",
+        "updateConversation",
+        "Replace a conversation's metadata",
+        OPENAI,
+        "ConversationUpdateRequest",
+        "Conversation",
+    ),
+    PublicRoute(
+        "DELETE",
+        "/v1/conversations/{conversation_id}",
+        "deleteConversation",
+        "Delete a conversation and its items",
+        OPENAI,
+        None,
+        "Deleted",
+    ),
+    PublicRoute(
+        "GET",
+        "/v1/conversations/{conversation_id}/items",
+        "listConversationItems",
+        "A conversation's items (cursor pages)",
+        OPENAI,
+        None,
+        "ItemList",
+    ),
+    PublicRoute(
+        "POST",
+        "/v1/conversations/{conversation_id}/items",
+        "createConversationItems",
+        "Add items to a conversation",
+        OPENAI,
+        "ConversationItemsRequest",
+        "ItemList",
+    ),
+    PublicRoute(
+        "GET",
+        "/v1/conversations/{conversation_id}/items/{item_id}",
+        "getConversationItem",
+        "One item of a conversation",
+        OPENAI,
+        None,
+        "Item",
+    ),
+    PublicRoute(
+        "DELETE",
+        "/v1/conversations/{conversation_id}/items/{item_id}",
+        "deleteConversationItem",
+        "Delete an item of a conversation (answers with the conversation)",
+        OPENAI,
+        None,
+        "Conversation",
+    ),
     PublicRoute("GET", "/healthz", "health", "Liveness: the process answers", NONE, None, "Status"),
     PublicRoute(
         "GET", "/readyz", "ready", "Readiness: 200 once start-up is complete, 503 before", NONE, None, "Status"
     ),
     PublicRoute("GET", "/openapi.json", "publicOpenapi", "This document", NONE, None, None),
+    PublicRoute(
+        "GET",
+        "/metrics",
+        "metrics",
+        "Prometheus metrics, when metrics.enabled; who may read them is metrics.access (loopback callers, an "
+        "org-admin or auditor key, or anyone): docs/metrics.md",
+        NONE,
+        None,
+        None,
+    ),
     PublicRoute(
         "POST",
         "/chat/completions",
@@ -400,6 +510,122 @@ def _openai_schemas() -> dict[str, Schema]:
     }
 
 
+def _responses_schemas() -> dict[str, Schema]:
+    """The Responses and Conversations APIs as this gateway serves them (docs/responses.md): items are
+    described loosely (their many shapes are OpenAI's), the fields it checks exactly."""
+    part = _obj(["type"], type=_enum("input_text", "output_text", "input_image", "input_file", "refusal"), text=STR)
+    item = _obj(
+        type=_enum("message", "function_call", "function_call_output", "reasoning"),
+        role=_enum("user", "assistant", "system", "developer"),
+        content={"oneOf": [STR, {"type": "array", "items": part}]},
+        call_id=STR,
+        name=STR,
+        arguments=STR,
+        output={"oneOf": [STR, {"type": "array", "items": part}]},
+    )
+    metadata = {"type": "object", "maxProperties": 16, "additionalProperties": {"type": "string", "maxLength": 512}}
+    create = _obj(
+        ["model"],
+        extra=False,
+        model={"type": "string", "description": "A model group of this gateway (GET /v1/models)."},
+        input={"oneOf": [STR, {"type": "array", "items": _ref("Item")}]},
+        instructions=_null(STR),
+        previous_response_id=_null(STR),
+        conversation=_null({"oneOf": [STR, _obj(["id"], id=STR)]}),
+        store=_null(BOOL),
+        background=_null({"type": "boolean", "description": "Only false: background mode is not served yet."}),
+        stream=_null(BOOL),
+        stream_options=_null(_obj(include_obfuscation=BOOL)),
+        tools={
+            "type": "array",
+            "items": _obj(
+                ["type", "name"],
+                type=_const("function"),
+                name=STR,
+                description=_null(STR),
+                parameters=_null(JSON_OBJECT),
+                strict=_null(BOOL),
+            ),
+        },
+        tool_choice={
+            "oneOf": [_enum("none", "auto", "required"), _obj(["type", "name"], type=_const("function"), name=STR)]
+        },
+        parallel_tool_calls=_null(BOOL),
+        max_output_tokens=_null({"type": "integer", "minimum": 1}),
+        max_tool_calls=_null({"type": "integer", "minimum": 1}),
+        temperature=_null({"type": "number", "minimum": 0, "maximum": 2}),
+        top_p=_null({"type": "number", "minimum": 0, "maximum": 1}),
+        top_logprobs=_null({"type": "integer", "minimum": 0, "maximum": 0}),
+        text=_null(
+            _obj(
+                format=_obj(
+                    ["type"],
+                    type=_enum("text", "json_object", "json_schema"),
+                    name=STR,
+                    schema=JSON_OBJECT,
+                    strict=_null(BOOL),
+                    description=STR,
+                ),
+                verbosity=_null(_enum("low", "medium", "high")),
+            )
+        ),
+        reasoning=_null(_obj(effort=_null(STR), summary=_null(STR))),
+        metadata=_null(metadata),
+        include=_null({"type": "array", "items": STR}),
+        truncation=_null(_enum("auto", "disabled")),
+        user=STR,
+        safety_identifier=STR,
+        prompt_cache_key=STR,
+        prompt_cache_retention=_null(STR),
+        service_tier=_null(STR),
+        multihome=_ref("MultihomeExtension"),
+    )
+    create["description"] = "OpenAI's CreateResponse; a field not listed is a 400 naming it."
+    response = _obj(
+        ["id", "object", "created_at", "status", "model", "output"],
+        id=STR,
+        object=_const("response"),
+        created_at=INT,
+        status=_enum("completed", "failed", "in_progress", "cancelled", "queued", "incomplete"),
+        model=STR,
+        output={"type": "array", "items": JSON_OBJECT},
+        usage=_null(JSON_OBJECT),
+        previous_response_id=_null(STR),
+        conversation=_null(_obj(["id"], id=STR)),
+    )
+    event = _obj(["type", "sequence_number"], type=STR, sequence_number=INT)
+    event["description"] = "The data of one SSE event (its `event:` line names the same type); no [DONE] follows."
+    return {
+        "Item": item,
+        "ResponseCreateRequest": create,
+        "Response": response,
+        "ResponseStreamEvent": event,
+        "Deleted": _obj(["id", "object", "deleted"], id=STR, object=STR, deleted=BOOL),
+        "ItemList": _obj(
+            ["object", "data", "has_more"],
+            object=_const("list"),
+            data={"type": "array", "items": JSON_OBJECT},
+            first_id=_null(STR),
+            last_id=_null(STR),
+            has_more=BOOL,
+        ),
+        "Conversation": _obj(
+            ["id", "object", "created_at", "metadata"],
+            id=STR,
+            object=_const("conversation"),
+            created_at=INT,
+            metadata=metadata,
+        ),
+        "ConversationCreateRequest": _obj(
+            extra=False, items=_null({"type": "array", "maxItems": 20, "items": _ref("Item")}), metadata=_null(metadata)
+        ),
+        "ConversationUpdateRequest": _obj(["metadata"], extra=False, metadata=metadata),
+        "ConversationItemsRequest": _obj(
+            ["items"], extra=False, items={"type": "array", "maxItems": 20, "items": _ref("Item")}
+        ),
+    }
+
+
 class _MessagesFields(TypedDict):
     """The fields a Messages request and a count_tokens request share (typed, so `**` spreads them
     into `_obj` as properties and never as its `required`/`extra` parameters)."""
@@ -582,6 +808,16 @@ _NARROWING = {
 }
 
 
+_PATH_PARAM = re.compile(r"\{(\w+)\}")
+_ROUTED = frozenset({"ChatCompletionRequest", "EmbeddingsRequest", "RouteExplainRequest", "MessagesRequest"})
+_ROUTED |= {"ResponseCreateRequest"}
+_LIST_QUERY: list[Schema] = [
+    {"name": "after", "in": "query", "required": False, "schema": STR, "description": "An item id: the page after it"},
+    {"name": "limit", "in": "query", "required": False, "schema": {"type": "integer", "minimum": 1, "maximum": 100}},
+    {"name": "order", "in": "query", "required": False, "schema": _enum("asc", "desc")},
+]
+
+
 def _error(door: str) -> Schema:
     schema = "AnthropicError" if door == ANTHROPIC else "Error"
     return {
@@ -598,11 +834,15 @@ def _operation(route: PublicRoute) -> Schema:
         op["security"] = [{"apiKey": []}, {"bearer": []}]
     else:
         op["security"] = []
-    if route.path.startswith("/v1/models/"):
-        op["parameters"] = [{"name": "model", "in": "path", "required": True, "schema": STR}]
+    params = [{"name": name, "in": "path", "required": True, "schema": STR} for name in _PATH_PARAM.findall(route.path)]
+    if route.response == "ItemList" and route.method == "GET":
+        params += _LIST_QUERY
     if route.request is not None:
         op["requestBody"] = {"required": True, "content": {"application/json": {"schema": _ref(route.request)}}}
-        op["parameters"] = [_NARROWING] if route.door != NONE and route.request != "CountTokensRequest" else []
+        if route.door != NONE and route.request in _ROUTED:
+            params.append(_NARROWING)
+    if params or route.request is not None:
+        op["parameters"] = params
     ok: Schema = {"description": "OK"}
     if route.response is not None:
         ok["content"] = {"application/json": {"schema": _ref(route.response)}}
@@ -611,6 +851,8 @@ def _operation(route: PublicRoute) -> Schema:
             ok["headers"] = _RESPONSE_HEADERS
     elif route.operation_id == "publicOpenapi":
         ok["content"] = {"application/json": {"schema": {"type": "object"}}}
+    elif route.operation_id == "metrics":
+        ok["content"] = {"text/plain": {"schema": STR}, "application/openmetrics-text": {"schema": STR}}
     responses: dict[str, Schema] = {"200": ok}
     if route.path == "/readyz":
         responses["503"] = {
@@ -641,7 +883,7 @@ def openapi_document() -> Schema:
             "/admin/v1/openapi.json.",
         },
         "components": {
-            "schemas": {**_openai_schemas(), **_anthropic_schemas()},
+            "schemas": {**_openai_schemas(), **_responses_schemas(), **_anthropic_schemas()},
             "securitySchemes": {
                 "bearer": {
                     "type": "http",

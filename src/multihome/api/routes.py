@@ -4,14 +4,17 @@ Dispatch, the 405 answer and its `Allow` header, the 404 answer that lists what 
 API family whose envelope an error is written in (even on a path that matched nothing), and the
 checks in tests (docs/api.md, the public OpenAPI document) are all derived from `ROUTES`.
 
-A path ending in `{name}` matches every path under its prefix (the handler reads the rest);
-method `*` takes every method (the admin API, which routes inside itself: api/admin/dispatch.py).
+A path ending in `{name}` whose prefix no other route's template shares matches every path under
+that prefix (the handler reads the rest: model names with slashes, the admin API); every other
+`{name}` matches exactly one path segment (`/v1/responses/{response_id}/input_items`). Method `*`
+takes every method (the admin API, which routes inside itself: api/admin/dispatch.py).
 A handler is named, not imported: the gateway binds the names to the objects the composition
 root built (`app.py`), so the table is readable without building an app.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 
@@ -47,9 +50,24 @@ ROUTES: tuple[Route, ...] = (
     Route("POST", "/v1/messages", "messages", ANTHROPIC),
     Route("POST", "/v1/messages/count_tokens", "count_tokens", ANTHROPIC),
     Route("POST", "/v1/route/explain", "explain"),
+    Route("POST", "/v1/responses", "responses_create"),
+    Route("GET", "/v1/responses/{response_id}", "responses_retrieve"),
+    Route("DELETE", "/v1/responses/{response_id}", "responses_delete"),
+    Route("POST", "/v1/responses/{response_id}/cancel", "responses_cancel"),
+    Route("GET", "/v1/responses/{response_id}/input_items", "responses_input_items"),
+    Route("POST", "/v1/conversations", "conversations_create"),
+    Route("GET", "/v1/conversations/{conversation_id}", "conversations_retrieve"),
+    Route("POST", "/v1/conversations/{conversation_id}", "conversations_update"),
+    Route("DELETE", "/v1/conversations/{conversation_id}", "conversations_delete"),
+    Route("GET", "/v1/conversations/{conversation_id}/items", "conversation_items_list"),
+    Route("POST", "/v1/conversations/{conversation_id}/items", "conversation_items_create"),
+    Route("GET", "/v1/conversations/{conversation_id}/items/{item_id}", "conversation_item_retrieve"),
+    Route("DELETE", "/v1/conversations/{conversation_id}/items/{item_id}", "conversation_item_delete"),
     Route("GET", "/healthz", "health", identify=False, quiet=True),
     Route("GET", "/readyz", "ready", identify=False, quiet=True),
     Route("GET", "/openapi.json", "openapi", identify=False),
+    # Present when metrics.enabled; it checks metrics.access itself (api/metrics_endpoint.py).
+    Route("GET", "/metrics", "metrics", identify=False, quiet=True),
     Route("GET", ADMIN_PREFIX + "openapi.json", "admin_openapi", identify=False),
     Route(ANY, ADMIN_PREFIX + "{path}", "admin"),
     # OpenAI's SDKs accept a base URL without /v1; so does the gateway, as OpenAI does.
@@ -76,9 +94,21 @@ class RouteTable:
         self.routes = tuple(r for r in routes if r.handler in handlers)
         self._exact: dict[bytes, dict[str, Bound]] = {}
         self._prefixed: list[tuple[bytes, dict[str, Bound]]] = []
+        self._segments: list[tuple[re.Pattern[bytes], dict[str, Bound]]] = []
+        templates: dict[str, set[str]] = {}
+        for route in self.routes:
+            if "{" in route.path:
+                templates.setdefault(route.path[: route.path.index("{")], set()).add(route.path)
         for route in self.routes:
             bound = (route, handlers[route.handler])
-            if "{" in route.path:
+            if "{" in route.path and len(templates[route.path[: route.path.index("{")]]) > 1:
+                pattern = re.compile(re.sub(r"\\\{\w+\\\}", "[^/]+", re.escape(route.path)).encode())
+                methods = next((m for p, m in self._segments if p.pattern == pattern.pattern), None)
+                if methods is None:
+                    methods = {}
+                    self._segments.append((pattern, methods))
+                methods[route.method] = bound
+            elif "{" in route.path:
                 prefix = route.path[: route.path.index("{")].encode()
                 methods = next((m for p, m in self._prefixed if p == prefix), None)
                 if methods is None:
@@ -102,6 +132,13 @@ class RouteTable:
             found = known.get(method)
             if found is not None:
                 return found
+        for pattern, methods in self._segments:
+            if pattern.fullmatch(path):
+                found = methods.get(method)
+                if found is not None:
+                    return found
+                known = known or methods
+                break
         for prefix, methods in self._prefixed:
             if path.startswith(prefix):
                 found = methods.get(method) or methods.get(ANY)

@@ -19,7 +19,7 @@ import datetime as dt
 import logging
 import time
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from itertools import islice
 
 import sqlalchemy as sa
@@ -70,6 +70,7 @@ class UsageWriter:
         self._task: asyncio.Task | None = None
         self._closing = False
         self._skip_logged = 0.0
+        self.on_flush: Callable[[float], None] | None = None  # seconds per committed batch (metrics)
         self._pg = PgBulkInsert(table, on_conflict_do_nothing=True) if engine.dialect.name == "postgresql" else None
         # SQLite, behind: bigger batches, so the fixed cost of a transaction (hand-offs that each wait a
         # loop cycle) is shared by more rows. asyncpg encodes on the event loop: its batches stay small.
@@ -246,8 +247,11 @@ class UsageWriter:
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 5.0)
                 continue
-            self._measured(len(batch), time.perf_counter() - t0)
+            took = time.perf_counter() - t0
+            self._measured(len(batch), took)
             backoff = 0.1
+            if self.on_flush is not None:
+                self.on_flush(took)
             for _ in batch:
                 self.rows.popleft()
             self.written += len(batch)

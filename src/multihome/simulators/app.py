@@ -172,6 +172,7 @@ class ProviderApp:
             any(h in headers for h in self.auth_headers),
             rid.decode("latin-1") if rid is not None else None,
         )
+        entry.body = req.body
         st.log.append(entry)
         st.stats.requests += 1
         if route.error is not None:

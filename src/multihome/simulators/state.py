@@ -30,10 +30,25 @@ class Stats:
         return {k: getattr(self, k) for k in self.__slots__}
 
 
+_BODY_SHOWN = 64 * 1024  # bytes of a request body /_sim/requests shows
+
+
 class LogEntry:
     """One received provider request. Never holds a credential: only whether one was sent."""
 
-    __slots__ = ("time", "method", "path", "api_version", "model", "stream", "auth", "request_id", "fault", "outcome")
+    __slots__ = (
+        "time",
+        "method",
+        "path",
+        "api_version",
+        "model",
+        "stream",
+        "auth",
+        "request_id",
+        "fault",
+        "outcome",
+        "body",
+    )
 
     def __init__(
         self, time: float, method: str, path: str, api_version: str | None, auth: bool, request_id: str | None
@@ -48,9 +63,14 @@ class LogEntry:
         self.request_id = request_id
         self.fault: str | None = None
         self.outcome = "pending"  # ok | error:<status> | cut | cancelled
+        # What the client sent (a reference, decoded only when /_sim/requests is read): tests check which
+        # conversation a provider was given. Credentials travel in headers, never here.
+        self.body: bytes = b""
 
     def to_dict(self) -> dict[str, Any]:
-        return {k: getattr(self, k) for k in self.__slots__}
+        out = {k: getattr(self, k) for k in self.__slots__}
+        out["body"] = self.body[:_BODY_SHOWN].decode("utf-8", "replace")
+        return out
 
 
 class SimState:

@@ -209,6 +209,76 @@ captures = sa.Table(
     sa.Index(None, "tenant_id", "at"),
 )
 
+# The stateful runtime (multihome/state/, docs/responses.md). What a tenant wrote or a model answered is
+# only ever in `body`, sealed under the tenant's `responses` data key (crypto/); the clear columns hold
+# ids, the tenant, times, status and sizes. No foreign key to tenants: static-key tenants are not stored.
+responses = sa.Table(
+    "responses",
+    metadata,
+    sa.Column("id", ID, primary_key=True),
+    sa.Column("tenant_id", sa.String(200), nullable=False),
+    sa.Column("previous_response_id", ID, nullable=True),  # the chain a continuation rebuilds
+    sa.Column("conversation_id", ID, nullable=True),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("created_at", TS, nullable=False),
+    sa.Column("size", sa.Integer, nullable=False),  # plaintext bytes
+    sa.Column("body", sa.LargeBinary, nullable=False),  # sealed: the Response object and its input items
+    sa.Index(None, "tenant_id", "created_at"),
+)
+
+conversations = sa.Table(
+    "conversations",
+    metadata,
+    sa.Column("id", ID, primary_key=True),
+    sa.Column("tenant_id", sa.String(200), nullable=False),
+    sa.Column("created_at", TS, nullable=False),
+    sa.Column("updated_at", TS, nullable=False),
+    sa.Column("next_position", sa.BigInteger, nullable=False),  # where the next item goes
+    sa.Column("size", sa.Integer, nullable=False),
+    sa.Column("body", sa.LargeBinary, nullable=False),  # sealed: the metadata
+    sa.Index(None, "tenant_id", "created_at"),
+)
+
+conversation_items = sa.Table(
+    "conversation_items",
+    metadata,
+    sa.Column("conversation_id", ID, sa.ForeignKey("conversations.id", ondelete="CASCADE"), primary_key=True),
+    sa.Column("position", sa.BigInteger, primary_key=True, autoincrement=False),
+    sa.Column("id", sa.String(200), nullable=False),  # ours (`msg_…`) or a client's (replayed from elsewhere)
+    sa.Column("tenant_id", sa.String(200), nullable=False),
+    sa.Column("created_at", TS, nullable=False),
+    sa.Column("size", sa.Integer, nullable=False),
+    sa.Column("body", sa.LargeBinary, nullable=False),  # sealed: the item
+    sa.UniqueConstraint("conversation_id", "id"),
+)
+
+# The durable job queue of the stateful runtime (state/jobs.py, docs/responses.md "Background
+# mode"): one row per unit of background work (a background response, an agent run). A replica
+# claims a job by taking its lease; `attempt` fences a replica whose lease was taken over. No
+# content here: `ref_id` names the sealed record the job works on.
+jobs = sa.Table(
+    "jobs",
+    metadata,
+    sa.Column("id", ID, primary_key=True),
+    sa.Column("tenant_id", sa.String(200), nullable=False),
+    sa.Column("kind", sa.String(32), nullable=False),
+    sa.Column("ref_id", ID, nullable=False),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("attempt", sa.Integer, nullable=False),
+    sa.Column("max_attempts", sa.Integer, nullable=False),
+    sa.Column("lease_owner", sa.String(200), nullable=True),
+    sa.Column("lease_until", TS, nullable=True),
+    sa.Column("available_at", TS, nullable=False),
+    sa.Column("cancel_requested", sa.Boolean, nullable=False),
+    sa.Column("error", sa.String(1000), nullable=True),
+    sa.Column("created_at", TS, nullable=False),
+    sa.Column("updated_at", TS, nullable=False),
+    sa.UniqueConstraint("kind", "ref_id"),
+    sa.Index(None, "status", "available_at"),
+    sa.CheckConstraint("status IN ('queued', 'running', 'done', 'failed', 'cancelled')", name="status"),
+    sa.CheckConstraint("attempt >= 0 AND max_attempts >= 1", name="attempts"),
+)
+
 # `seq` is the state_version the change produced: a gap-free total order in commit order.
 admin_events = sa.Table(
     "admin_events",

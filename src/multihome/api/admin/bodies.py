@@ -92,7 +92,7 @@ class ExplainPolicy(_Body):
 
     tenant_id: str
     model: str
-    endpoint: Literal["chat", "embeddings", "messages"] = "chat"
+    endpoint: Literal["chat", "embeddings", "messages", "responses"] = "chat"
     key_id: str | None = None
     team_id: str | None = None
     roles: list[str] | None = None

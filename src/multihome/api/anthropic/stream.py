@@ -16,49 +16,11 @@ import msgspec
 from ...providers.sse import DONE, SseSplitter
 from ...routing.stream_relay import StreamRelay
 from ...schema.anthropic import MessagesRequest
-from ...schema.bounded import Decoder
+from ...schema.chunks import Chunk, Failure, FnDelta, ToolDelta, read_chunk
 from ...schema.peek import Usage
 from .translate import Json, message_id, stop_reason, usage_of
 
 _encode = msgspec.json.encode
-
-
-class _Fn(msgspec.Struct):
-    name: str | None = None
-    arguments: str | None = None
-
-
-class _ToolDelta(msgspec.Struct):
-    index: int = 0
-    id: str | None = None
-    function: _Fn | None = None
-
-
-class _Delta(msgspec.Struct):
-    content: str | None = None
-    refusal: str | None = None
-    tool_calls: list[_ToolDelta] | None = None
-
-
-class _Choice(msgspec.Struct):
-    delta: _Delta | None = None
-    finish_reason: str | None = None
-    stop_reason: str | int | None = None  # vLLM: the stop string that matched
-
-
-class _ErrorBody(msgspec.Struct):
-    message: str | None = None
-
-
-class _Chunk(msgspec.Struct):
-    id: str = ""
-    model: str = ""
-    choices: list[_Choice] = []
-    usage: Usage | None = None
-    error: _ErrorBody | str | None = None
-
-
-_chunk = Decoder(_Chunk)
 
 
 def event(name: str, payload: Json) -> bytes:
@@ -94,18 +56,9 @@ class AnthropicStream:
             if payload == DONE:
                 self._finish_message(out)
                 continue
-            try:
-                chunk = _chunk.decode(payload)
-            except msgspec.DecodeError:
-                # The relay validates JSON before forwarding; anything else is a gateway bug worth surfacing.
-                out.append(
-                    self._fail("The gateway could not read a chunk of the upstream stream; the answer is incomplete.")
-                )
-                continue
-            if chunk.error is not None:
-                err = chunk.error
-                message = err if isinstance(err, str) else (err.message or "The upstream stream failed.")
-                out.append(self._fail(message))
+            chunk = read_chunk(payload)
+            if isinstance(chunk, Failure):
+                out.append(self._fail(chunk.message))
                 continue
             self._chunk(chunk, out)
         return b"".join(out)
@@ -120,7 +73,7 @@ class AnthropicStream:
         self.finished = True
         return error_event(message)
 
-    def _chunk(self, chunk: _Chunk, out: list[bytes]) -> None:
+    def _chunk(self, chunk: Chunk, out: list[bytes]) -> None:
         if not self._started:
             self._started = True
             message: Json = {
@@ -160,8 +113,8 @@ class AnthropicStream:
         delta = {"type": "text_delta", "text": text}
         out.append(event("content_block_delta", {"type": "content_block_delta", "index": self._open, "delta": delta}))
 
-    def _tool(self, call: _ToolDelta, out: list[bytes]) -> None:
-        fn = call.function or _Fn()
+    def _tool(self, call: ToolDelta, out: list[bytes]) -> None:
+        fn = call.function or FnDelta()
         index = self._tools.get(call.index)
         if index is None:
             self._close(out)

@@ -1,0 +1,138 @@
+"""What the Responses and Conversations routes share: path ids, list queries with OpenAI's cursor
+pagination, JSON answers, and the store's failures as API errors."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable
+from typing import Any, TypeVar
+from urllib.parse import parse_qs, unquote
+
+import msgspec
+
+from ...crypto import CryptoError, KmsRefused, KmsUnavailable
+from ...schema.errors import ApiError, bad_request
+from ...state import StateStore
+from ...storage.errors import Conflict
+from ..asgi import JSON, Send
+from ..pipeline import Call
+from ..render import send_json
+
+T = TypeVar("T")
+_encode = msgspec.json.encode
+
+
+def segments(call: Call) -> list[str]:
+    """The path's segments after `/v1/`: ["responses", "resp_..", "input_items"], each percent-decoded
+    on its own (the route table matched the raw path, so an encoded `/` stays inside its segment)."""
+    raw: bytes = call.scope.get("raw_path") or call.scope["path"].encode()
+    return [unquote(part.decode("latin-1")) for part in raw.split(b"?", 1)[0].split(b"/")[2:]]
+
+
+def query(call: Call) -> dict[str, list[str]]:
+    return parse_qs(call.scope.get("query_string", b"").decode("latin-1"), keep_blank_values=True)
+
+
+def tenant(call: Call) -> str:
+    assert call.principal is not None  # these routes identify first
+    return call.principal.tenant
+
+
+def need_state(state: StateStore | None, what: str) -> StateStore:
+    if state is None:
+        raise bad_request(
+            f"{what} needs a database: this gateway has no storage configured (storage.url, docs/storage.md).",
+            code="storage_not_configured",
+        )
+    return state
+
+
+async def stored(op: Awaitable[T]) -> T:
+    """A store operation; a KMS that cannot be reached is a 503 naming it, one that refuses or a record
+    that does not open a 500 (the KMS errors name the KMS and key, never key material)."""
+    try:
+        return await op
+    except Conflict:
+        # The one constraint a client can hit: an item id given twice to one conversation.
+        raise bad_request(
+            "An item with one of these ids is already in the conversation (ids are unique per conversation); "
+            "send new items without an 'id' and the gateway assigns one.",
+            param="items",
+            code="duplicate_item_id",
+        ) from None
+    except KmsUnavailable as exc:
+        raise ApiError(
+            503,
+            f"The key service is unavailable ({exc}); nothing was stored or read. Retry shortly.",
+            type="server_error",
+            code="kms_unavailable",
+        ) from None
+    except KmsRefused as exc:
+        raise ApiError(
+            500,
+            f"The key service refused ({exc}); nothing was stored or read. An operator must fix the KMS setup.",
+            type="server_error",
+            code="kms_refused",
+        ) from None
+    except CryptoError as exc:
+        raise ApiError(
+            500,
+            f"A stored record could not be opened ({type(exc).__name__}); it has been logged.",
+            type="server_error",
+            code="state_unreadable",
+        ) from None
+
+
+async def answer(call: Call, send: Send, value: Any, status: int = 200) -> None:
+    await send_json(call, send, status, _encode(value), [JSON, (b"x-request-id", call.request_id)])
+
+
+class ListQuery(msgspec.Struct):
+    after: str | None = None
+    before: str | None = None  # older clients' cursor (the SDK no longer sends it)
+    limit: int = 20
+    desc: bool = True
+
+
+def list_query(call: Call) -> ListQuery:
+    """`after`, `limit` (1..100, default 20), `order` (`asc`/`desc`, default `desc`); `include[]` is accepted."""
+    raw = query(call)
+    out = ListQuery()
+    if "after" in raw:
+        out.after = raw["after"][-1] or None
+    if "before" in raw:
+        out.before = raw["before"][-1] or None
+    if "limit" in raw:
+        value = raw["limit"][-1]
+        if not value.isdigit() or not 1 <= int(value) <= 100:
+            raise bad_request("'limit' must be an integer between 1 and 100.", param="limit")
+        out.limit = int(value)
+    if "order" in raw:
+        order = raw["order"][-1]
+        if order not in ("asc", "desc"):
+            raise bad_request("'order' must be 'asc' or 'desc'.", param="order")
+        out.desc = order == "desc"
+    return out
+
+
+def page(items: list[dict[str, Any]], has_more: bool) -> dict[str, Any]:
+    return {
+        "object": "list",
+        "data": items,
+        "first_id": items[0]["id"] if items else None,
+        "last_id": items[-1]["id"] if items else None,
+        "has_more": has_more,
+    }
+
+
+def page_of(items: list[dict[str, Any]], query: ListQuery) -> dict[str, Any]:
+    """A page of a list held in full (a response's own input items): after `after`, and before `before`
+    (the page that ends just before that item)."""
+    ordered = list(reversed(items)) if query.desc else items
+    ids = [i["id"] for i in ordered]
+    if query.after is not None:
+        ordered = ordered[ids.index(query.after) + 1 :] if query.after in ids else []
+    elif query.before is not None:
+        end = ids.index(query.before) if query.before in ids else 0
+        start = max(0, end - query.limit)
+        return page(ordered[start:end], start > 0)
+    return page(ordered[: query.limit], len(ordered) > query.limit)

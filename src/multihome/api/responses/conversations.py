@@ -1,0 +1,108 @@
+"""`/v1/conversations`: create, retrieve, update (metadata), delete a conversation, and list, add,
+retrieve and delete its items. A response created with `conversation` appends its turn here
+(door.py). Everything names the caller's tenant: another tenant's conversation is not found (404)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ...schema.errors import ApiError
+from ...schema.responses import MAX_ITEM_ID, parse_add_items, parse_create_conversation, parse_update_conversation
+from ...state import Conversation, StateStore
+from ..asgi import Receive, Send, read_body
+from ..pipeline import Call, Pipeline
+from .common import answer, list_query, need_state, page, segments, stored, tenant
+from .door import MAX_ID, conversation_not_found
+from .items import new_id, stored_item
+
+
+def _view(conv: Conversation) -> dict[str, Any]:
+    return {
+        "id": conv.id,
+        "object": "conversation",
+        "created_at": int(conv.created_at.timestamp()),
+        "metadata": conv.metadata,
+    }
+
+
+class ConversationsDoor:
+    def __init__(self, pipeline: Pipeline, state: StateStore | None) -> None:
+        self.max_body = pipeline.max_body
+        self._state = state
+
+    def _ids(self, call: Call) -> tuple[StateStore, str, str]:
+        """The store, the caller's tenant and the conversation id of the path (404 for an id never issued)."""
+        state = need_state(self._state, "The Conversations API")
+        conv = segments(call)[1]
+        if len(conv) > MAX_ID:
+            raise conversation_not_found(conv)
+        return state, tenant(call), conv
+
+    async def create(self, call: Call, receive: Receive, send: Send) -> None:
+        state = need_state(self._state, "The Conversations API")
+        req = parse_create_conversation(await read_body(call.scope, receive, self.max_body))
+        items = [stored_item(i) for i in req.items or ()]
+        conv = await stored(state.create_conversation(tenant(call), new_id("conv"), req.metadata or {}, items))
+        await answer(call, send, _view(conv))
+
+    async def retrieve(self, call: Call, receive: Receive, send: Send) -> None:
+        state, who, conv_id = self._ids(call)
+        conv = await stored(state.get_conversation(who, conv_id))
+        if conv is None:
+            raise conversation_not_found(conv_id)
+        await answer(call, send, _view(conv))
+
+    async def update(self, call: Call, receive: Receive, send: Send) -> None:
+        state, who, conv_id = self._ids(call)
+        req = parse_update_conversation(await read_body(call.scope, receive, self.max_body))
+        conv = await stored(state.update_conversation(who, conv_id, req.metadata))
+        if conv is None:
+            raise conversation_not_found(conv_id)
+        await answer(call, send, _view(conv))
+
+    async def delete(self, call: Call, receive: Receive, send: Send) -> None:
+        state, who, conv_id = self._ids(call)
+        if not await stored(state.delete_conversation(who, conv_id)):
+            raise conversation_not_found(conv_id)
+        await answer(call, send, {"id": conv_id, "object": "conversation.deleted", "deleted": True})
+
+    async def list_items(self, call: Call, receive: Receive, send: Send) -> None:
+        state, who, conv_id = self._ids(call)
+        query = list_query(call)
+        found = await stored(state.items(who, conv_id, after=query.after, limit=query.limit, desc=query.desc))
+        if found is None:
+            raise conversation_not_found(conv_id)
+        await answer(call, send, page(found.items, found.has_more))
+
+    async def add_items(self, call: Call, receive: Receive, send: Send) -> None:
+        state, who, conv_id = self._ids(call)
+        req = parse_add_items(await read_body(call.scope, receive, self.max_body))
+        items = [stored_item(i) for i in req.items]
+        if not await stored(state.append_items(who, conv_id, items)):
+            raise conversation_not_found(conv_id)
+        await answer(call, send, page(items, False))
+
+    async def get_item(self, call: Call, receive: Receive, send: Send) -> None:
+        state, who, conv_id = self._ids(call)
+        item_id = segments(call)[3]
+        item = await stored(state.get_item(who, conv_id, item_id)) if len(item_id) <= MAX_ITEM_ID else None
+        if item is None:
+            await self._require(state, who, conv_id)
+            raise ApiError(404, f"Item with id '{item_id}' not found.", param="item_id")
+        await answer(call, send, item)
+
+    async def delete_item(self, call: Call, receive: Receive, send: Send) -> None:
+        """Answers with the conversation, as OpenAI does."""
+        state, who, conv_id = self._ids(call)
+        item_id = segments(call)[3]
+        if len(item_id) > MAX_ITEM_ID or not await stored(state.delete_item(who, conv_id, item_id)):
+            await self._require(state, who, conv_id)
+            raise ApiError(404, f"Item with id '{item_id}' not found.", param="item_id")
+        conv = await self._require(state, who, conv_id)
+        await answer(call, send, _view(conv))
+
+    async def _require(self, state: StateStore, who: str, conv_id: str) -> Conversation:
+        conv = await stored(state.get_conversation(who, conv_id))
+        if conv is None:
+            raise conversation_not_found(conv_id)
+        return conv

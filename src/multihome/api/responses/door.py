@@ -1,0 +1,204 @@
+"""`/v1/responses`: create a response (unary or streamed) through the same pipeline as a chat
+completion, and retrieve, delete, list the input items of, or cancel a stored one.
+
+A create rebuilds the turn's context from the gateway's own store (the `previous_response_id`
+chain, or the conversation's items), translates it to the canonical chat request and runs it
+through `Pipeline.run` exactly like `/v1/chat/completions` (policy, entitlements, budgets,
+failover, metering, audit); any provider the policy allows may serve any turn. The answer is stored
+(and appended to its conversation) before the client gets it: the unary body, or the stream's
+terminal event. Reads, continuations and deletes name the caller's tenant: another tenant's
+response is not found (404), never forbidden, so ids leak nothing.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from typing import Any, cast
+
+import msgspec
+
+from ...routing.stream_relay import StreamRelay
+from ...schema import estimate
+from ...schema.errors import ApiError, bad_request
+from ...schema.responses import CreateResponse, parse_create
+from ...state import StateStore, StoredResponse
+from ..asgi import JSON, Receive, Send, read_body
+from ..openai.chat import chat_request, chat_response
+from ..openai.errors import OPENAI, upstream_client_error
+from ..pipeline import Call, Pipeline, finish_refused, finish_unary, stream_finisher
+from ..render import send_failure, send_json, send_stream
+from .common import answer, list_query, need_state, page_of, query, segments, stored, tenant
+from .items import Item, stored_items
+from .stream import ResponsesRelay, ResponsesStream
+from .translate import Shell, from_completion, to_canonical
+
+log = logging.getLogger("multihome.responses")
+_encode = msgspec.json.encode
+MAX_ID = 40  # longer ids were never issued here
+
+
+def not_found(response_id: str) -> ApiError:
+    return ApiError(404, f"No response found with id '{response_id}'.")
+
+
+def conversation_not_found(conversation_id: str) -> ApiError:
+    return ApiError(404, f"Conversation with id '{conversation_id}' not found.", param="conversation")
+
+
+class ResponsesDoor:
+    def __init__(self, pipeline: Pipeline, state: StateStore | None) -> None:
+        self.pipeline = pipeline
+        self.state = state  # None without storage: nothing is stored, nothing can be continued
+
+    async def create(self, call: Call, receive: Receive, send: Send) -> None:
+        body = await read_body(call.scope, receive, self.pipeline.max_body)
+        req = parse_create(body)
+        if req.store:
+            need_state(self.state, "Storing a response ('store': true)")
+        shell = Shell(req, store=req.store if req.store is not None else self.state is not None)
+        who = tenant(call)
+        context = await self._context(who, req)
+        new = stored_items(req.input)
+        canonical, dropped = to_canonical(req, context, new)
+        served, headers = await self.pipeline.run(
+            call,
+            "responses",
+            body,
+            canonical,
+            chat_request,
+            chat_response,
+            chat=canonical.request,
+            max_output=estimate.output_tokens(canonical.request),
+            forward_usage=True,  # the usage-only last chunk must reach the converter
+            dropped=dropped,
+        )
+        if served.stream is not None:
+            converter = ResponsesStream(shell)
+
+            async def keep(response: dict[str, Any]) -> bytes:
+                try:
+                    await self._keep(who, shell, req, new, response)
+                except ApiError as err:
+                    return converter.fail(err.body.message, err.body.code)
+                except Exception:
+                    log.exception("storing streamed response %s failed", shell.id)
+                    return converter.fail("The response could not be stored; it has been logged. Retry the request.")
+                return b""
+
+            relay = cast(StreamRelay, ResponsesRelay(served.stream, served.first, converter, keep))
+            translated = dataclasses.replace(served, first=converter.start(), stream=relay)
+            await send_stream(call, receive, send, translated, headers, stream_finisher(call, served))
+            return
+        if served.status >= 400:
+            err = upstream_client_error(served)
+            await send_failure(call, send, OPENAI, err, headers)
+            finish_refused(call, served, err, "client_error")
+            return
+        try:
+            outcome = from_completion(served.body, served.deployment.name)
+            response = shell.render(outcome.status, outcome.output, outcome.usage, incomplete=outcome.incomplete)
+            await self._keep(who, shell, req, new, response)
+        except ApiError as err:
+            await send_failure(call, send, OPENAI, err, headers)
+            finish_refused(call, served, err, "gateway_error")
+            return
+        out = _encode(response)
+        await send_json(call, send, 200, out, [JSON, *headers])
+        finish_unary(call, served, out)
+
+    async def _context(self, who: str, req: CreateResponse) -> list[Item]:
+        """The items before this turn's input, oldest first: the chain's inputs and outputs, or the conversation's items."""
+        if req.previous_response_id is not None:
+            state = need_state(self.state, "'previous_response_id'")
+            prev = req.previous_response_id
+            chain = await stored(state.chain(who, prev)) if len(prev) <= MAX_ID else None
+            if chain is None:
+                raise ApiError(
+                    400,
+                    f"Previous response with id '{prev}' not found.",
+                    param="previous_response_id",
+                    code="previous_response_not_found",
+                )
+            context: list[Item] = []
+            for turn in chain:
+                context += turn.input
+                context += turn.response.get("output") or []
+            return context
+        conv = req.conversation_id
+        if conv is not None:
+            state = need_state(self.state, "'conversation'")
+            items = await stored(state.items(who, conv)) if len(conv) <= MAX_ID else None
+            if items is None:
+                raise conversation_not_found(conv)
+            return items.items
+        return []
+
+    async def _keep(
+        self, who: str, shell: Shell, req: CreateResponse, new: list[Item], response: dict[str, Any]
+    ) -> None:
+        """Store the response and append the turn to its conversation, durably, before the client hears of it."""
+        conv = req.conversation_id
+        if not shell.store and conv is None:
+            return
+        state = self.state
+        assert state is not None  # _context or create refused a request that needs one
+        # A failed turn is kept (when stored) for retrieval, but the conversation goes on without it.
+        append = [*new, *response["output"]] if conv is not None and response["status"] != "failed" else []
+        if shell.store:
+            record = StoredResponse(
+                id=shell.id,
+                tenant=who,
+                status=response["status"],
+                response=response,
+                input=new,
+                previous_response_id=req.previous_response_id,
+                conversation_id=conv,
+            )
+            try:
+                await stored(state.put_response(record, append))
+            except LookupError:
+                raise conversation_not_found(conv or "") from None
+        elif conv is not None and append and not await stored(state.append_items(who, conv, append)):
+            raise conversation_not_found(conv)
+
+    # -- stored responses ----------------------------------------------------------------------------
+    async def _stored(self, call: Call, response_id: str) -> StoredResponse:
+        found = None
+        if self.state is not None and len(response_id) <= MAX_ID:
+            found = await stored(self.state.get_response(tenant(call), response_id))
+        if found is None:
+            raise not_found(response_id)
+        return found
+
+    async def retrieve(self, call: Call, receive: Receive, send: Send) -> None:
+        """`GET /v1/responses/{response_id}` (and `/input_items`)."""
+        parts = segments(call)
+        if query(call).get("stream", ["false"])[-1].lower() == "true":
+            raise bad_request(
+                "Streaming a stored response ('stream=true') is only for background responses, which this "
+                "gateway does not serve yet.",
+                param="stream",
+            )
+        found = await self._stored(call, parts[1])
+        await answer(call, send, found.response)
+
+    async def input_items(self, call: Call, receive: Receive, send: Send) -> None:
+        """`GET /v1/responses/{response_id}/input_items`: this request's own input items (not the chain's)."""
+        query = list_query(call)
+        found = await self._stored(call, segments(call)[1])
+        await answer(call, send, page_of(found.input, query))
+
+    async def delete(self, call: Call, receive: Receive, send: Send) -> None:
+        response_id = segments(call)[1]
+        done = False
+        if self.state is not None and len(response_id) <= MAX_ID:
+            done = await stored(self.state.delete_response(tenant(call), response_id))
+        if not done:
+            raise not_found(response_id)
+        await answer(call, send, {"id": response_id, "object": "response", "deleted": True})
+
+    async def cancel(self, call: Call, receive: Receive, send: Send) -> None:
+        """`POST /v1/responses/{response_id}/cancel`: every response here ran in the foreground."""
+        await self._stored(call, segments(call)[1])
+        raise bad_request("Only background responses can be cancelled.", code="invalid_request")

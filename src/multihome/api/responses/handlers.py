@@ -1,0 +1,29 @@
+"""The handler names of the Responses and Conversations routes (api/routes.py), bound to their doors."""
+
+from __future__ import annotations
+
+from ...state import StateStore
+from ..pipeline import Pipeline
+from ..routes import Handler
+from .conversations import ConversationsDoor
+from .door import ResponsesDoor
+
+
+def handlers(pipeline: Pipeline, state: StateStore | None) -> dict[str, Handler]:
+    """`state` is None without storage: responses are then served but not stored (docs/responses.md)."""
+    responses, conversations = ResponsesDoor(pipeline, state), ConversationsDoor(pipeline, state)
+    return {
+        "responses_create": responses.create,
+        "responses_retrieve": responses.retrieve,
+        "responses_delete": responses.delete,
+        "responses_cancel": responses.cancel,
+        "responses_input_items": responses.input_items,
+        "conversations_create": conversations.create,
+        "conversations_retrieve": conversations.retrieve,
+        "conversations_update": conversations.update,
+        "conversations_delete": conversations.delete,
+        "conversation_items_list": conversations.list_items,
+        "conversation_items_create": conversations.add_items,
+        "conversation_item_retrieve": conversations.get_item,
+        "conversation_item_delete": conversations.delete_item,
+    }

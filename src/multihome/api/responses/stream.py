@@ -1,0 +1,278 @@
+"""OpenAI chat-completion chunks (as the relay forwards them) -> Responses API stream events.
+
+Event order, as the official SDK accumulates it (reference/responses.md section 7): response.created
+and response.in_progress at once; per output item output_item.added, then for a message
+content_part.added, output_text.delta... (refusal.delta...), output_text.done, content_part.done,
+and for a function call function_call_arguments.delta..., function_call_arguments.done; then
+output_item.done for each, in output order, when the upstream finishes; last exactly one of
+response.completed, response.incomplete or response.failed (after an `error` event). Every event
+carries `sequence_number`, from 0, one more per event.
+
+The terminal event is held back until the caller has stored the response (`ResponsesRelay`), so a
+client that has seen response.completed can retrieve or continue it at once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import msgspec
+
+from ...providers.sse import DONE, SseSplitter
+from ...schema.chunks import Chunk, Failure, FnDelta, ToolDelta, read_chunk
+from ...schema.peek import Usage
+from .items import Item, new_id
+from .translate import INCOMPLETE, Outcome, Shell, function_call_item, message_item, output_text, usage_of
+
+_encode = msgspec.json.encode
+
+
+@dataclass(slots=True)
+class _Part:
+    kind: str  # "output_text" | "refusal"
+    text: str = ""
+
+
+@dataclass(slots=True)
+class _Open:
+    """An output item being streamed."""
+
+    index: int
+    id: str
+    kind: str  # "message" | "function_call"
+    parts: list[_Part] = field(default_factory=list)
+    call_id: str = ""
+    name: str = ""
+    arguments: str = ""
+
+    def item(self, status: str) -> Item:
+        if self.kind == "function_call":
+            return function_call_item(self.id, self.call_id, self.name, self.arguments, status)
+        return message_item(self.id, [_part_dict(p) for p in self.parts], status)
+
+
+def _part_dict(part: _Part) -> Item:
+    return output_text(part.text) if part.kind == "output_text" else {"type": "refusal", "refusal": part.text}
+
+
+class ResponsesStream:
+    """Feed the relay's SSE bytes; get Responses SSE bytes. One instance per response."""
+
+    def __init__(self, shell: Shell) -> None:
+        self.shell = shell
+        self._split = SseSplitter()
+        self._seq = 0
+        self._items: list[_Open] = []
+        self._message: _Open | None = None
+        self._tools: dict[int, _Open] = {}  # the chunk's tool-call index -> its item
+        self._finish: str | None = None
+        self._closed = False  # every item done (the upstream finished)
+        self._usage: Usage | None = None
+        self.error: dict[str, Any] | None = None  # set when the stream failed
+        self.finished = False  # the upstream stream is over ([DONE] or an error): only the terminal event is left
+
+    def event(self, kind: str, payload: dict[str, Any]) -> bytes:
+        payload = {"type": kind, "sequence_number": self._seq, **payload}
+        self._seq += 1
+        return b"event: " + kind.encode() + b"\ndata: " + _encode(payload) + b"\n\n"
+
+    def start(self) -> bytes:
+        snapshot = self.shell.render("in_progress", [])
+        return self.event("response.created", {"response": snapshot}) + self.event(
+            "response.in_progress", {"response": snapshot}
+        )
+
+    def feed(self, data: bytes) -> bytes:
+        out: list[bytes] = []
+        for payload in self._split.feed(data):
+            if self.finished:
+                break
+            if payload == DONE:
+                self._close(out)
+                self.finished = True
+                continue
+            chunk = read_chunk(payload)
+            if isinstance(chunk, Failure):
+                out.append(self.fail(chunk.message, chunk.code))
+                continue
+            self._chunk(chunk, out)
+        return b"".join(out)
+
+    def fail(self, message: str, code: str | None = None) -> bytes:
+        """An `error` event; the terminal event (`terminal`) is then response.failed."""
+        self.finished = True
+        self.error = {"code": "server_error", "message": message}
+        return self.event("error", {"code": code or "server_error", "message": message, "param": None})
+
+    def end(self) -> bytes:
+        """The relay stopped. A stream that never finished must not look complete to the client."""
+        if self.finished:
+            return b""
+        return self.fail("The stream ended before it was complete; the answer is incomplete. Retry the request.")
+
+    def outcome(self) -> Outcome:
+        """What the response came to (once `finished`): stored, then sent as the terminal event."""
+        incomplete = INCOMPLETE.get(self._finish or "")
+        if self.error is not None:
+            status = "failed"
+        else:
+            status = "incomplete" if incomplete else "completed"
+        item_status = "completed" if status == "completed" else "incomplete"
+        output = [o.item(item_status if self._closed else "in_progress") for o in self._items]
+        return Outcome(status, output, usage_of(self._usage), incomplete if status == "incomplete" else None)
+
+    def response(self) -> dict[str, Any]:
+        """The final Response object (once `finished`): what is stored, then sent as the terminal event."""
+        outcome = self.outcome()
+        usage = None if outcome.status == "failed" and self._usage is None else outcome.usage
+        error = self.error if outcome.status == "failed" else None
+        return self.shell.render(outcome.status, outcome.output, usage, error=error, incomplete=outcome.incomplete)
+
+    def terminal(self, response: dict[str, Any]) -> bytes:
+        return self.event(f"response.{response['status']}", {"response": response})
+
+    # -- building items ------------------------------------------------------------------------------
+    def _chunk(self, chunk: Chunk, out: list[bytes]) -> None:
+        if chunk.usage is not None:
+            self._usage = chunk.usage
+        for choice in chunk.choices[:1]:  # the door never asks for n > 1
+            delta = choice.delta
+            if delta is not None:
+                if delta.content:
+                    self._text("output_text", delta.content, out)
+                if delta.refusal:
+                    self._text("refusal", delta.refusal, out)
+                for call in delta.tool_calls or ():
+                    self._tool(call, out)
+            if choice.finish_reason:
+                self._finish = choice.finish_reason
+                self._close(out)
+
+    def _text(self, kind: str, text: str, out: list[bytes]) -> None:
+        msg = self._message
+        if msg is None:
+            msg = self._message = self._add(_Open(len(self._items), new_id("msg"), "message"), out)
+        if not msg.parts or msg.parts[-1].kind != kind:
+            msg.parts.append(_Part(kind))
+            out.append(
+                self.event(
+                    "response.content_part.added",
+                    {
+                        "item_id": msg.id,
+                        "output_index": msg.index,
+                        "content_index": len(msg.parts) - 1,
+                        "part": _part_dict(_Part(kind)),
+                    },
+                )
+            )
+        part = msg.parts[-1]
+        part.text += text
+        where = {"item_id": msg.id, "output_index": msg.index, "content_index": len(msg.parts) - 1, "delta": text}
+        if kind == "output_text":
+            out.append(self.event("response.output_text.delta", {**where, "logprobs": []}))
+        else:
+            out.append(self.event("response.refusal.delta", where))
+
+    def _tool(self, call: ToolDelta, out: list[bytes]) -> None:
+        fn = call.function or FnDelta()
+        item = self._tools.get(call.index)
+        if item is None:
+            item = _Open(len(self._items), new_id("fc"), "function_call", call_id=call.id or new_id("call"))
+            item.name = fn.name or ""
+            self._tools[call.index] = self._add(item, out)
+        elif fn.name and not item.name:
+            item.name = fn.name
+        if fn.arguments:
+            item.arguments += fn.arguments
+            out.append(
+                self.event(
+                    "response.function_call_arguments.delta",
+                    {"item_id": item.id, "output_index": item.index, "delta": fn.arguments},
+                )
+            )
+
+    def _add(self, item: _Open, out: list[bytes]) -> _Open:
+        self._items.append(item)
+        out.append(
+            self.event("response.output_item.added", {"output_index": item.index, "item": item.item("in_progress")})
+        )
+        return item
+
+    def _close(self, out: list[bytes]) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        status = "incomplete" if INCOMPLETE.get(self._finish or "") else "completed"
+        for item in self._items:
+            if item.kind == "message":
+                for i, part in enumerate(item.parts):
+                    where = {"item_id": item.id, "output_index": item.index, "content_index": i}
+                    if part.kind == "output_text":
+                        out.append(
+                            self.event("response.output_text.done", {**where, "text": part.text, "logprobs": []})
+                        )
+                    else:
+                        out.append(self.event("response.refusal.done", {**where, "refusal": part.text}))
+                    out.append(self.event("response.content_part.done", {**where, "part": _part_dict(part)}))
+            else:
+                out.append(
+                    self.event(
+                        "response.function_call_arguments.done",
+                        {
+                            "item_id": item.id,
+                            "output_index": item.index,
+                            "name": item.name,
+                            "arguments": item.arguments,
+                        },
+                    )
+                )
+            done = item.item("completed" if item.kind == "function_call" else status)
+            out.append(self.event("response.output_item.done", {"output_index": item.index, "item": done}))
+
+
+# Stores the final Response object; returns b"" or, when it could not, the stream's error event (`fail`).
+Store = Callable[[dict[str, Any]], Awaitable[bytes]]
+
+
+class ResponsesRelay:
+    """Wraps a StreamRelay so the stream sender forwards Responses events instead, and holds the
+    terminal event back until `store` has made the response durable.
+
+    Same `rest()`/`close()`/`cut()` surface as the relay, so the disconnect watcher, upstream
+    cancellation and graceful stop of the chat door are reused unchanged. The relay's first bytes
+    are fed here too (the stream sender is given `start()` as the first bytes instead).
+    """
+
+    def __init__(self, relay: Any, first: bytes, converter: ResponsesStream, store: Store) -> None:
+        self._relay = relay
+        self._first = first
+        self._converter = converter
+        self._store = store
+
+    async def rest(self) -> AsyncIterator[bytes]:
+        conv = self._converter
+        out = conv.feed(self._first)
+        if out:
+            yield out
+        if not conv.finished:
+            async for piece in self._relay.rest():
+                out = conv.feed(piece)
+                if out:
+                    yield out
+                if conv.finished:
+                    break
+        tail = conv.end()
+        response = conv.response()
+        failed = await self._store(response)
+        if failed:
+            response = conv.response()  # now status failed, with the error
+        yield tail + failed + conv.terminal(response)
+
+    def close(self) -> None:
+        self._relay.close()
+
+    def __getattr__(self, name: str) -> Any:
+        # usage, finish_reasons, events, error, cut...: whoever meters or stops the stream reads the real relay.
+        return getattr(self._relay, name)

@@ -1,0 +1,279 @@
+"""A Responses request -> the canonical chat request; a chat completion -> the Response object.
+
+The canonical body is built as plain data, encoded once and handed to `parse_chat`, so the typed
+view, the raw fields pass-through adapters forward and the capability needs are exactly those of an
+OpenAI client sending the same conversation as a chat completion (as the Anthropic door does).
+The Response object echoes what the request asked for (`Shell`), with the output, usage and status
+read back from the completion (reference/responses.md sections 5 and 11).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import msgspec
+
+from ...schema.bounded import Decoder
+from ...schema.chat import ParsedChat, parse_chat
+from ...schema.errors import ApiError, bad_request
+from ...schema.peek import Usage
+from ...schema.responses import CreateResponse, NamedToolChoice
+from .items import Item, chat_messages, new_id
+
+_encode = msgspec.json.encode
+# Fields the gateway accepts and echoes but no chat provider is sent (reported in x-multihome-dropped-params).
+_NOT_SENT = ("reasoning", "service_tier", "prompt_cache_key", "prompt_cache_retention", "max_tool_calls")
+
+
+def to_canonical(req: CreateResponse, context: list[Item], new: list[Item]) -> tuple[ParsedChat, list[str]]:
+    """The chat request for this turn: instructions, then the stored context, then the new input."""
+    messages: list[Item] = []
+    if req.instructions:
+        messages.append({"role": "system", "content": req.instructions})
+    chat_messages(context, messages)
+    chat_messages(new, messages)
+    if not messages:
+        raise bad_request("The request has nothing to answer: 'input' is empty.", param="input")
+    body: dict[str, Any] = {"model": req.model, "messages": messages}
+    dropped = [name for name in _NOT_SENT if getattr(req, name) is not None]
+    if req.tools:
+        body["tools"] = [_tool(t) for t in req.tools]
+    if isinstance(req.tool_choice, NamedToolChoice):
+        body["tool_choice"] = {"type": "function", "function": {"name": req.tool_choice.name}}
+    elif req.tool_choice is not None:
+        body["tool_choice"] = req.tool_choice
+    if req.parallel_tool_calls is not None and req.tools:
+        body["parallel_tool_calls"] = req.parallel_tool_calls
+    fmt = req.text.format if req.text is not None else None
+    if fmt is not None and fmt.type == "json_object":
+        body["response_format"] = {"type": "json_object"}
+    elif fmt is not None and fmt.type == "json_schema":
+        schema: dict[str, Any] = {"name": fmt.name, "schema": fmt.schema}
+        if fmt.strict is not None:
+            schema["strict"] = fmt.strict
+        if fmt.description is not None:
+            schema["description"] = fmt.description
+        body["response_format"] = {"type": "json_schema", "json_schema": schema}
+    if req.text is not None and req.text.verbosity is not None:
+        dropped.append("text.verbosity")
+    if req.max_output_tokens is not None:
+        body["max_completion_tokens"] = req.max_output_tokens
+    if req.temperature is not None:
+        body["temperature"] = req.temperature
+    if req.top_p is not None:
+        body["top_p"] = req.top_p
+    user = req.safety_identifier or req.user
+    if user:
+        body["user"] = user
+    if req.stream:
+        body["stream"] = True
+        body["stream_options"] = {"include_usage": True}  # usage arrives in the last chunk only when asked
+    if req.multihome:
+        body["multihome"] = req.multihome
+    try:
+        return parse_chat(_encode(body)), dropped
+    except ApiError as err:
+        raise bad_request(f"The request cannot be served: {err.body.message}", param=err.body.param) from None
+
+
+def _tool(tool: Any) -> dict[str, Any]:
+    fn: dict[str, Any] = {"name": tool.name}
+    if tool.description is not None:
+        fn["description"] = tool.description
+    if tool.parameters and tool.parameters != b"null":
+        fn["parameters"] = tool.parameters
+    if tool.strict is not None:
+        fn["strict"] = tool.strict
+    return {"type": "function", "function": fn}
+
+
+@dataclass(slots=True)
+class Shell:
+    """What a Response object echoes of its request, and its identity; `render` adds the outcome."""
+
+    req: CreateResponse
+    id: str = field(default_factory=lambda: new_id("resp"))
+    created_at: int = field(default_factory=lambda: int(time.time()))
+    store: bool = True
+
+    def render(
+        self,
+        status: str,
+        output: list[Item],
+        usage: dict[str, Any] | None = None,
+        *,
+        error: dict[str, Any] | None = None,
+        incomplete: str | None = None,
+    ) -> dict[str, Any]:
+        req = self.req
+        conv = req.conversation_id
+        fmt = req.text.format if req.text is not None else None
+        done = status in ("completed", "incomplete", "failed")
+        return {
+            "id": self.id,
+            "object": "response",
+            "created_at": self.created_at,
+            "status": status,
+            "completed_at": int(time.time()) if done else None,
+            "background": False,
+            "error": error,
+            "incomplete_details": {"reason": incomplete} if incomplete else None,
+            "instructions": req.instructions,
+            "max_output_tokens": req.max_output_tokens,
+            "max_tool_calls": req.max_tool_calls,
+            "model": req.model,
+            "output": output,
+            "parallel_tool_calls": True if req.parallel_tool_calls is None else req.parallel_tool_calls,
+            "previous_response_id": req.previous_response_id,
+            "conversation": {"id": conv} if conv else None,
+            "reasoning": {"effort": req.reasoning.effort, "summary": req.reasoning.summary}
+            if req.reasoning is not None
+            else {"effort": None, "summary": None},
+            "safety_identifier": req.safety_identifier,
+            "prompt_cache_key": req.prompt_cache_key,
+            "service_tier": req.service_tier or "default",
+            "store": self.store,
+            "temperature": 1.0 if req.temperature is None else req.temperature,
+            "text": {
+                "format": _format(fmt) if fmt is not None else {"type": "text"},
+                "verbosity": (req.text.verbosity if req.text is not None else None) or "medium",
+            },
+            "tool_choice": _tool_choice(req.tool_choice),
+            "tools": [_echo_tool(t) for t in req.tools or ()],
+            "top_logprobs": 0,
+            "top_p": 1.0 if req.top_p is None else req.top_p,
+            "truncation": req.truncation or "disabled",
+            "usage": usage,
+            "user": req.user,
+            "metadata": req.metadata or {},
+        }
+
+
+def _format(fmt: Any) -> dict[str, Any]:
+    if fmt.type != "json_schema":
+        return {"type": fmt.type}
+    return {
+        "type": "json_schema",
+        "name": fmt.name,
+        "schema": fmt.schema,
+        "strict": fmt.strict,
+        "description": fmt.description,
+    }
+
+
+def _tool_choice(choice: str | NamedToolChoice | None) -> Any:
+    if isinstance(choice, NamedToolChoice):
+        return {"type": "function", "name": choice.name}
+    return choice or "auto"
+
+
+def _echo_tool(tool: Any) -> dict[str, Any]:
+    params = tool.parameters if tool.parameters and tool.parameters != b"null" else None
+    return {
+        "type": "function",
+        "name": tool.name,
+        "description": tool.description,
+        "parameters": params,
+        "strict": True if tool.strict is None else tool.strict,
+    }
+
+
+# -- a chat completion -> output items, status, usage --------------------------------------------------
+
+
+class _Fn(msgspec.Struct):
+    name: str = ""
+    arguments: str = ""
+
+
+class _Call(msgspec.Struct):
+    id: str = ""
+    function: _Fn = msgspec.field(default_factory=_Fn)
+
+
+class _Message(msgspec.Struct):
+    content: str | None = None
+    refusal: str | None = None
+    tool_calls: list[_Call] | None = None
+
+
+class _Choice(msgspec.Struct):
+    message: _Message = msgspec.field(default_factory=_Message)
+    finish_reason: str | None = None
+
+
+class _Completion(msgspec.Struct):
+    choices: list[_Choice] = []
+    usage: Usage | None = None
+
+
+_completion = Decoder(_Completion)
+INCOMPLETE = {"length": "max_output_tokens", "content_filter": "content_filter"}
+
+
+@dataclass(slots=True)
+class Outcome:
+    status: str
+    output: list[Item]
+    usage: dict[str, Any]
+    incomplete: str | None = None
+
+
+def from_completion(body: bytes, deployment: str) -> Outcome:
+    """The output items, status and usage of an OpenAI-shaped chat completion (a 502 if unreadable)."""
+    try:
+        completion = _completion.decode(body)
+    except msgspec.DecodeError:
+        raise ApiError(
+            502,
+            f"Deployment '{deployment}' answered with a body the gateway could not read as a chat completion.",
+            type="server_error",
+            code="upstream_malformed",
+        ) from None
+    choice = completion.choices[0] if completion.choices else _Choice()
+    incomplete = INCOMPLETE.get(choice.finish_reason or "")
+    msg = choice.message
+    output: list[Item] = []
+    if msg.content or msg.refusal:
+        parts = []
+        if msg.content:
+            parts.append(output_text(msg.content))
+        if msg.refusal:
+            parts.append({"type": "refusal", "refusal": msg.refusal})
+        output.append(message_item(new_id("msg"), parts, "incomplete" if incomplete else "completed"))
+    for call in msg.tool_calls or ():
+        output.append(function_call_item(new_id("fc"), call.id, call.function.name, call.function.arguments))
+    return Outcome("incomplete" if incomplete else "completed", output, usage_of(completion.usage), incomplete)
+
+
+def output_text(text: str) -> Item:
+    return {"type": "output_text", "text": text, "annotations": [], "logprobs": []}
+
+
+def message_item(item_id: str, parts: list[Item], status: str) -> Item:
+    return {"type": "message", "id": item_id, "status": status, "role": "assistant", "content": parts}
+
+
+def function_call_item(item_id: str, call_id: str, name: str, arguments: str, status: str = "completed") -> Item:
+    return {
+        "type": "function_call",
+        "id": item_id,
+        "call_id": call_id or new_id("call"),
+        "name": name,
+        "arguments": arguments,
+        "status": status,
+    }
+
+
+def usage_of(usage: Usage | None) -> dict[str, Any]:
+    u = usage or Usage()
+    cached = (u.prompt_tokens_details.cached_tokens or 0) if u.prompt_tokens_details is not None else 0
+    return {
+        "input_tokens": u.prompt_tokens,
+        "input_tokens_details": {"cached_tokens": cached, "cache_write_tokens": 0},
+        "output_tokens": u.completion_tokens,
+        "output_tokens_details": {"reasoning_tokens": 0},
+        "total_tokens": u.total_tokens or u.prompt_tokens + u.completion_tokens,
+    }

@@ -1,0 +1,378 @@
+"""OpenAI Responses API request (`POST /v1/responses`) and Conversations bodies, decoded once into
+typed structs and checked.
+
+One flat struct covers every input item type and one every content part, so an unsupported type
+gets a sentence naming it (a tagged union would only say "invalid tag"). Unlike the chat door,
+which forwards fields it does not model to OpenAI-compatible upstreams, this door translates every
+request, so a field it does not know is a 400 naming it: nothing a client asked for is silently lost.
+Protocol facts: /work/shared/reference/responses.md; what is supported: docs/responses.md.
+"""
+
+from __future__ import annotations
+
+import msgspec
+
+from .decoding import decode_body, decode_views
+from .errors import bad_request
+
+# OpenAI fields this gateway does not serve yet: a 400 that says so, rather than "unrecognized".
+UNSUPPORTED_FIELDS = frozenset(
+    {
+        "prompt",
+        "context_management",
+        "moderation",
+        "prompt_cache_options",
+        "background_options",
+        "access_programs",
+        "image",
+    }
+)
+INCLUDABLE = frozenset(
+    {
+        "file_search_call.results",
+        "web_search_call.results",
+        "web_search_call.action.sources",
+        "message.input_image.image_url",
+        "computer_call_output.output.image_url",
+        "code_interpreter_call.outputs",
+        "reasoning.encrypted_content",
+        "message.output_text.logprobs",
+    }
+)
+TOOL_CHOICES = frozenset({"none", "auto", "required"})
+FORMATS = frozenset({"text", "json_object", "json_schema"})
+MAX_METADATA = 16
+MAX_CONVERSATION_ITEMS = 20  # per create call, as OpenAI
+MAX_ITEM_ID = 200  # OpenAI's own ids run to ~60 characters; clients replay them
+
+
+class Part(msgspec.Struct, omit_defaults=True):
+    """Any content part: input_text, output_text, input_image, input_file, refusal, summary_text..."""
+
+    type: str
+    text: str | None = None
+    image_url: str | None = None
+    file_id: str | None = None
+    file_data: str | None = None
+    file_url: str | None = None
+    filename: str | None = None
+    detail: str | None = None
+    refusal: str | None = None
+
+
+class InputItem(msgspec.Struct, omit_defaults=True):
+    """Any input item: message (type optional), function_call, function_call_output, reasoning..."""
+
+    type: str | None = None
+    role: str | None = None
+    content: str | list[Part] | None = None
+    id: str | None = None
+    status: str | None = None
+    call_id: str | None = None
+    name: str | None = None
+    arguments: str | None = None
+    output: str | list[Part] | None = None
+    summary: list[Part] | None = None
+    encrypted_content: str | None = None
+
+
+class FunctionTool(msgspec.Struct):
+    type: str
+    name: str | None = None
+    description: str | None = None
+    parameters: msgspec.Raw = msgspec.Raw()  # empty when absent (Raw cannot sit in a union)
+    strict: bool | None = None
+
+
+class NamedToolChoice(msgspec.Struct):
+    type: str
+    name: str | None = None
+
+
+class TextFormat(msgspec.Struct):
+    type: str
+    name: str | None = None
+    description: str | None = None
+    schema: msgspec.Raw = msgspec.Raw()
+    strict: bool | None = None
+
+
+class TextConfig(msgspec.Struct):
+    format: TextFormat | None = None
+    verbosity: str | None = None
+
+
+class ConversationRef(msgspec.Struct):
+    id: str
+
+
+class StreamOptions(msgspec.Struct):
+    include_obfuscation: bool | None = None
+
+
+class Reasoning(msgspec.Struct):
+    effort: str | None = None
+    summary: str | None = None
+    generate_summary: str | None = None
+
+
+class CreateResponse(msgspec.Struct):
+    model: str
+    input: str | list[InputItem] | None = None
+    instructions: str | None = None
+    previous_response_id: str | None = None
+    conversation: str | ConversationRef | None = None
+    store: bool | None = None
+    background: bool | None = None
+    stream: bool | None = None
+    stream_options: StreamOptions | None = None
+    tools: list[FunctionTool] | None = None
+    tool_choice: str | NamedToolChoice | None = None
+    parallel_tool_calls: bool | None = None
+    max_output_tokens: int | None = None
+    max_tool_calls: int | None = None
+    temperature: float | None = None
+    top_p: float | None = None
+    top_logprobs: int | None = None
+    text: TextConfig | None = None
+    reasoning: Reasoning | None = None
+    metadata: dict[str, str] | None = None
+    include: list[str] | None = None
+    truncation: str | None = None
+    user: str | None = None
+    safety_identifier: str | None = None
+    prompt_cache_key: str | None = None
+    prompt_cache_retention: str | None = None
+    service_tier: str | None = None
+    multihome: msgspec.Raw = msgspec.Raw()  # the gateway's routing extension, passed to the canonical request
+
+    @property
+    def conversation_id(self) -> str | None:
+        conv = self.conversation
+        return conv.id if isinstance(conv, ConversationRef) else conv
+
+
+KNOWN_FIELDS = frozenset(CreateResponse.__struct_fields__)
+_create = msgspec.json.Decoder(CreateResponse)
+
+
+def parse_create(body: bytes) -> CreateResponse:
+    raw, req = decode_views(body, _create)
+    for name in raw:
+        if name in UNSUPPORTED_FIELDS:
+            raise bad_request(
+                f"'{name}' is not supported by this gateway yet (docs/responses.md).",
+                param=name,
+                code="unsupported_parameter",
+            )
+        if name not in KNOWN_FIELDS:
+            raise bad_request(f"Unrecognized request argument supplied: {name}", param=name, code="unknown_parameter")
+    _validate(req)
+    return req
+
+
+def _validate(req: CreateResponse) -> None:
+    if not req.model:
+        raise bad_request("'model' must be a non-empty string naming a model (see GET /v1/models).", param="model")
+    if req.previous_response_id is not None and req.conversation is not None:
+        raise bad_request(
+            "'previous_response_id' and 'conversation' cannot be used together: a response continues one or the other.",
+            param="conversation",
+        )
+    if req.input is None and req.previous_response_id is None and req.conversation is None:
+        raise bad_request("'input' is required: a string, or a list of input items.", param="input")
+    if isinstance(req.input, list):
+        for i, item in enumerate(req.input):
+            check_item(item, f"input[{i}]")
+    if req.background:
+        raise bad_request(
+            "Background mode ('background': true) is not supported by this gateway yet (docs/responses.md).",
+            param="background",
+            code="unsupported_parameter",
+        )
+    if req.stream_options is not None and not req.stream:
+        raise bad_request("'stream_options' is only allowed when 'stream' is true.", param="stream_options")
+    _check_tools(req)
+    if req.temperature is not None and not 0 <= req.temperature <= 2:
+        raise bad_request("'temperature' must be between 0 and 2.", param="temperature")
+    if req.top_p is not None and not 0 <= req.top_p <= 1:
+        raise bad_request("'top_p' must be between 0 and 1.", param="top_p")
+    if req.max_output_tokens is not None and req.max_output_tokens < 1:
+        raise bad_request("'max_output_tokens' must be at least 1.", param="max_output_tokens")
+    if req.max_tool_calls is not None and req.max_tool_calls < 1:
+        raise bad_request("'max_tool_calls' must be at least 1.", param="max_tool_calls")
+    if req.top_logprobs:
+        raise bad_request(
+            "'top_logprobs' is not supported by this gateway yet.", param="top_logprobs", code="unsupported_parameter"
+        )
+    if req.truncation is not None and req.truncation not in ("auto", "disabled"):
+        raise bad_request("'truncation' must be 'auto' or 'disabled'.", param="truncation")
+    for i, name in enumerate(req.include or ()):
+        if name not in INCLUDABLE:
+            raise bad_request(
+                f"include[{i}] '{name}' is not one of: {', '.join(sorted(INCLUDABLE))}.", param=f"include[{i}]"
+            )
+    check_metadata(req.metadata)
+    fmt = req.text.format if req.text is not None else None
+    if fmt is not None:
+        if fmt.type not in FORMATS:
+            raise bad_request(
+                f"text.format.type '{fmt.type}' is not one of: text, json_object, json_schema.",
+                param="text.format.type",
+            )
+        if fmt.type == "json_schema" and (not fmt.name or not fmt.schema or fmt.schema == b"null"):
+            raise bad_request(
+                "text.format of type 'json_schema' needs 'name' and 'schema'.", param="text.format.schema"
+            )
+    if req.text is not None and req.text.verbosity not in (None, "low", "medium", "high"):
+        raise bad_request("text.verbosity must be 'low', 'medium' or 'high'.", param="text.verbosity")
+    conv = req.conversation_id
+    if conv is not None and not conv:
+        raise bad_request("'conversation' must name a conversation id.", param="conversation")
+
+
+def _check_tools(req: CreateResponse) -> None:
+    for i, tool in enumerate(req.tools or ()):
+        if tool.type != "function":
+            raise bad_request(
+                f"tools[{i}] has type '{tool.type}': this gateway serves only function tools for now "
+                "(docs/responses.md).",
+                param=f"tools[{i}].type",
+                code="unsupported_tool",
+            )
+        if not tool.name:
+            raise bad_request(f"tools[{i}] is a function tool without 'name'.", param=f"tools[{i}].name")
+    choice = req.tool_choice
+    if isinstance(choice, str) and choice not in TOOL_CHOICES:
+        raise bad_request("'tool_choice' must be 'none', 'auto', 'required' or a named function.", param="tool_choice")
+    if isinstance(choice, NamedToolChoice):
+        if choice.type != "function":
+            raise bad_request(
+                f"tool_choice of type '{choice.type}' is not supported by this gateway yet: use 'none', 'auto', "
+                "'required' or {'type': 'function', 'name': ...}.",
+                param="tool_choice",
+                code="unsupported_parameter",
+            )
+        if not choice.name:
+            raise bad_request("tool_choice of type 'function' needs 'name'.", param="tool_choice.name")
+        if choice.name not in {t.name for t in req.tools or ()}:
+            raise bad_request(f"tool_choice names '{choice.name}', which is not in 'tools'.", param="tool_choice.name")
+    if choice is not None and choice != "none" and not req.tools:
+        raise bad_request("'tool_choice' is only allowed when 'tools' are specified.", param="tool_choice")
+
+
+_ROLES = frozenset({"user", "assistant", "system", "developer"})
+_ITEM_TYPES = "message, function_call, function_call_output, reasoning"
+
+
+def check_item(item: InputItem, where: str) -> None:
+    """An input item this gateway can store and translate, or a 400 naming what is wrong with it."""
+    kind = item.type
+    if item.id is not None and not 1 <= len(item.id) <= MAX_ITEM_ID:
+        raise bad_request(f"{where}.id must be 1 to {MAX_ITEM_ID} characters.", param=f"{where}.id")
+    if kind is None and item.role is None:
+        raise bad_request(
+            f"{where} has no 'type' or 'role'. Item references (type 'item_reference') are not supported by "
+            f"this gateway yet; send the item itself ({_ITEM_TYPES}).",
+            param=where,
+        )
+    if kind in (None, "message"):
+        if item.role not in _ROLES:
+            raise bad_request(f"{where}.role must be one of: {', '.join(sorted(_ROLES))}.", param=f"{where}.role")
+        if item.content is None:
+            raise bad_request(f"{where} is a message without 'content'.", param=f"{where}.content")
+        for j, part in enumerate(item.content if isinstance(item.content, list) else ()):
+            _check_part(part, f"{where}.content[{j}]")
+    elif kind == "function_call":
+        if not item.call_id or item.name is None or item.arguments is None:
+            raise bad_request(f"{where} is a function_call without 'call_id', 'name' and 'arguments'.", param=where)
+    elif kind == "function_call_output":
+        if not item.call_id or item.output is None:
+            raise bad_request(f"{where} is a function_call_output without 'call_id' and 'output'.", param=where)
+        for j, part in enumerate(item.output if isinstance(item.output, list) else ()):
+            _check_part(part, f"{where}.output[{j}]")
+    elif kind != "reasoning":
+        raise bad_request(
+            f"{where} has type '{kind}', which this gateway does not serve yet: use {_ITEM_TYPES}.",
+            param=f"{where}.type",
+        )
+
+
+_PART_TYPES = frozenset({"input_text", "output_text", "input_image", "input_file", "refusal"})
+
+
+def _check_part(part: Part, where: str) -> None:
+    if part.type not in _PART_TYPES:
+        raise bad_request(
+            f"{where} has type '{part.type}': use one of {', '.join(sorted(_PART_TYPES))}.", param=f"{where}.type"
+        )
+    if part.type in ("input_text", "output_text") and part.text is None:
+        raise bad_request(f"{where} is a {part.type} part without 'text'.", param=f"{where}.text")
+    if part.type == "input_image" and not part.image_url:
+        raise bad_request(
+            f"{where} is an input_image without 'image_url' (images by 'file_id' are not supported yet).",
+            param=f"{where}.image_url",
+        )
+    if part.type == "input_file" and not (part.file_data or part.file_id):
+        raise bad_request(f"{where} is an input_file without 'file_data' or 'file_id'.", param=f"{where}.file_data")
+    if part.type == "refusal" and part.refusal is None:
+        raise bad_request(f"{where} is a refusal part without 'refusal'.", param=f"{where}.refusal")
+
+
+def check_metadata(metadata: dict[str, str] | None) -> None:
+    if metadata is None:
+        return
+    if len(metadata) > MAX_METADATA:
+        raise bad_request(f"'metadata' holds at most {MAX_METADATA} pairs.", param="metadata")
+    for key, value in metadata.items():
+        if len(key) > 64:
+            raise bad_request("'metadata' keys are at most 64 characters.", param="metadata")
+        if len(value) > 512:
+            raise bad_request(f"'metadata.{key}' is longer than 512 characters.", param=f"metadata.{key}")
+
+
+# -- Conversations bodies -----------------------------------------------------------------------------
+
+
+class CreateConversation(msgspec.Struct, forbid_unknown_fields=True):
+    items: list[InputItem] | None = None
+    metadata: dict[str, str] | None = None
+
+
+class UpdateConversation(msgspec.Struct, forbid_unknown_fields=True):
+    metadata: dict[str, str]
+
+
+class AddItems(msgspec.Struct, forbid_unknown_fields=True):
+    items: list[InputItem]
+
+
+_create_conv = msgspec.json.Decoder(CreateConversation)
+_update_conv = msgspec.json.Decoder(UpdateConversation)
+_add_items = msgspec.json.Decoder(AddItems)
+
+
+def _items(items: list[InputItem] | None) -> None:
+    if items is not None and len(items) > MAX_CONVERSATION_ITEMS:
+        raise bad_request(f"'items' holds at most {MAX_CONVERSATION_ITEMS} items per call.", param="items")
+    for i, item in enumerate(items or ()):
+        check_item(item, f"items[{i}]")
+
+
+def parse_create_conversation(body: bytes) -> CreateConversation:
+    req = decode_body(body, _create_conv) if body.strip() else CreateConversation()
+    _items(req.items)
+    check_metadata(req.metadata)
+    return req
+
+
+def parse_update_conversation(body: bytes) -> UpdateConversation:
+    req = decode_body(body, _update_conv)
+    check_metadata(req.metadata)
+    return req
+
+
+def parse_add_items(body: bytes) -> AddItems:
+    req = decode_body(body, _add_items)
+    _items(req.items)
+    return req

@@ -1,0 +1,45 @@
+"""Opened responses kept in memory, so continuing a conversation on the replica that served its last
+turn opens nothing again: a byte-bounded LRU of stored responses by id.
+
+Safe because a stored response never changes after it is written (ids are new every turn), and
+because the store still asks the database which ids of a chain exist and are the tenant's before
+it uses the cache: a response deleted (on any replica) is never served from here. The cache holds
+plaintext in the gateway's memory, as the answers it relays do; nothing of it is written anywhere.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .store import StoredResponse
+
+
+class OpenedResponses:
+    def __init__(self, max_bytes: int) -> None:
+        self.max_bytes = max_bytes
+        self._items: OrderedDict[str, tuple[StoredResponse, int]] = OrderedDict()
+        self._bytes = 0
+
+    def get(self, response_id: str, tenant: str) -> StoredResponse | None:
+        hit = self._items.get(response_id)
+        if hit is None or hit[0].tenant != tenant:
+            return None
+        self._items.move_to_end(response_id)
+        return hit[0]
+
+    def put(self, record: StoredResponse, size: int) -> None:
+        if size > self.max_bytes:
+            return
+        self.drop(record.id)
+        self._items[record.id] = (record, size)
+        self._bytes += size
+        while self._bytes > self.max_bytes:
+            _, (_, dropped) = self._items.popitem(last=False)
+            self._bytes -= dropped
+
+    def drop(self, response_id: str) -> None:
+        old = self._items.pop(response_id, None)
+        if old is not None:
+            self._bytes -= old[1]

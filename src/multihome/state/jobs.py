@@ -1,0 +1,250 @@
+"""The durable job queue: background work that outlives the request and the replica that took it.
+
+A job is a row in `jobs` (storage/tables.py) naming the sealed record it works on (`kind`,
+`ref_id`: a background response, an agent run). A replica claims a job by taking its lease for a
+while and renews it while it works; a replica that dies stops renewing, and once the lease has run
+out any replica may claim the job again. Every write after a claim is fenced by (owner, attempt),
+so a replica whose lease was taken over can no longer finish or fail the job.
+
+On PostgreSQL replicas claim with `FOR UPDATE SKIP LOCKED`, so concurrent claims never wait on each
+other nor take the same job; on SQLite the write transaction (BEGIN IMMEDIATE) serialises them.
+Lease times are the replicas' clocks (UTC): leases are tens of seconds, well above NTP skew.
+
+Execution is at least once: a job whose replica died after its last checkpoint runs again from
+that checkpoint. The job's handler keeps its own steps idempotent (state/worker.py).
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from ..storage.base import as_utc
+from ..storage.engine import write_connection
+from ..storage.ids import new_id
+from ..storage.tables import jobs as t
+
+QUEUED, RUNNING, DONE, FAILED, CANCELLED = "queued", "running", "done", "failed", "cancelled"
+FINAL = frozenset({DONE, FAILED, CANCELLED})
+_ERROR_CHARS = 1000  # the column's width
+
+
+@dataclass(frozen=True, slots=True)
+class Job:
+    id: str
+    tenant_id: str
+    kind: str
+    ref_id: str
+    status: str
+    attempt: int  # 1 on the first claim; with the owner it fences every later write
+    max_attempts: int
+    cancel_requested: bool
+    error: str | None = None
+
+
+class Renewal(enum.Enum):
+    HELD = "held"  # the lease is extended
+    CANCEL = "cancel"  # extended, but a cancel was asked for: stop and finish as cancelled
+    LOST = "lost"  # another replica holds the job now (or it ended): stop without writing
+
+
+_COLUMNS = (
+    t.c.id,
+    t.c.tenant_id,
+    t.c.kind,
+    t.c.ref_id,
+    t.c.status,
+    t.c.attempt,
+    t.c.max_attempts,
+    t.c.cancel_requested,
+    t.c.error,
+)
+
+
+def _job(r: sa.Row) -> Job:
+    return Job(r.id, r.tenant_id, r.kind, r.ref_id, r.status, r.attempt, r.max_attempts, r.cancel_requested, r.error)
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class JobQueue:
+    def __init__(self, engine: AsyncEngine, clock: Callable[[], datetime] = _utcnow) -> None:
+        self.engine = engine
+        self.clock = clock
+
+    # -- producers --------------------------------------------------------------------------
+    async def enqueue(
+        self,
+        kind: str,
+        tenant: str,
+        ref_id: str,
+        *,
+        max_attempts: int = 3,
+        delay_s: float = 0.0,
+        conn: AsyncConnection | None = None,
+    ) -> str:
+        """Queue a job; inside `conn`'s transaction when given (stored with the record it works on)."""
+        now = self.clock()
+        job_id = new_id("job")
+        stmt = sa.insert(t).values(
+            id=job_id,
+            tenant_id=tenant,
+            kind=kind,
+            ref_id=ref_id,
+            status=QUEUED,
+            attempt=0,
+            max_attempts=max_attempts,
+            available_at=now + timedelta(seconds=delay_s),
+            cancel_requested=False,
+            created_at=now,
+            updated_at=now,
+        )
+        if conn is not None:
+            await conn.execute(stmt)
+        else:
+            await self._write(stmt)
+        return job_id
+
+    async def get(self, kind: str, ref_id: str) -> Job | None:
+        async with self.engine.connect() as conn:
+            r = (await conn.execute(sa.select(*_COLUMNS).where(t.c.kind == kind, t.c.ref_id == ref_id))).first()
+        return None if r is None else _job(r)
+
+    async def request_cancel(self, kind: str, ref_id: str) -> Job | None:
+        """A queued job is cancelled at once; a running one is told at its next renewal."""
+        now = self.clock()
+        conn = await write_connection(self.engine)
+        try:
+            async with conn.begin():
+                where = (t.c.kind == kind, t.c.ref_id == ref_id)
+                await conn.execute(
+                    sa.update(t).where(*where, t.c.status == QUEUED).values(status=CANCELLED, updated_at=now)
+                )
+                await conn.execute(
+                    sa.update(t).where(*where, t.c.status == RUNNING).values(cancel_requested=True, updated_at=now)
+                )
+                r = (await conn.execute(sa.select(*_COLUMNS).where(*where))).first()
+        finally:
+            await conn.close()
+        return None if r is None else _job(r)
+
+    # -- workers ----------------------------------------------------------------------------
+    async def claim(self, owner: str, kinds: Iterable[str], *, lease_s: float, limit: int = 1) -> list[Job]:
+        """Take up to `limit` jobs that are due, or whose holder's lease ran out."""
+        kinds = list(kinds)
+        now = self.clock()
+        orphaned = (t.c.status == RUNNING) & (t.c.lease_until < now)
+        due = (t.c.status == QUEUED) & (t.c.available_at <= now)
+        conn = await write_connection(self.engine)
+        try:
+            async with conn.begin():
+                # A job whose holders died `max_attempts` times is not tried again.
+                await conn.execute(
+                    sa.update(t)
+                    .where(t.c.kind.in_(kinds), orphaned, t.c.attempt >= t.c.max_attempts)
+                    .values(status=FAILED, lease_owner=None, lease_until=None, error="lease expired", updated_at=now)
+                )
+                pick = (
+                    sa.select(t.c.id)
+                    .where(t.c.kind.in_(kinds), due | orphaned)
+                    .order_by(t.c.available_at, t.c.id)
+                    .limit(limit)
+                    .with_for_update(skip_locked=True)
+                )
+                rows = await conn.execute(
+                    sa.update(t)
+                    .where(t.c.id.in_(pick.scalar_subquery()))
+                    .values(
+                        status=RUNNING,
+                        lease_owner=owner,
+                        lease_until=now + timedelta(seconds=lease_s),
+                        attempt=t.c.attempt + 1,
+                        updated_at=now,
+                    )
+                    .returning(*_COLUMNS)
+                )
+                claimed = [_job(r) for r in rows]
+        finally:
+            await conn.close()
+        return claimed
+
+    async def renew(self, job: Job, owner: str, *, lease_s: float) -> Renewal:
+        now = self.clock()
+        conn = await write_connection(self.engine)
+        try:
+            async with conn.begin():
+                r = (
+                    await conn.execute(
+                        sa.update(t)
+                        .where(*self._held(job, owner))
+                        .values(lease_until=now + timedelta(seconds=lease_s), updated_at=now)
+                        .returning(t.c.cancel_requested)
+                    )
+                ).first()
+        finally:
+            await conn.close()
+        if r is None:
+            return Renewal.LOST
+        return Renewal.CANCEL if r.cancel_requested else Renewal.HELD
+
+    async def finish(self, job: Job, owner: str, status: str, error: str | None = None) -> bool:
+        """done, failed or cancelled; False when the lease was lost (the write did not happen)."""
+        assert status in FINAL, status
+        return await self._fenced(job, owner, status=status, error=_clip(error), lease_owner=None, lease_until=None)
+
+    async def retry(self, job: Job, owner: str, *, delay_s: float, error: str) -> bool:
+        """Queue the job again after `delay_s`, or fail it when its attempts are used up."""
+        if job.attempt >= job.max_attempts:
+            return await self.finish(job, owner, FAILED, error)
+        available = self.clock() + timedelta(seconds=delay_s)
+        return await self._fenced(
+            job, owner, status=QUEUED, error=_clip(error), lease_owner=None, lease_until=None, available_at=available
+        )
+
+    async def release(self, job: Job, owner: str) -> bool:
+        """Hand a job back at shutdown: queued at once, and this claim does not count as an attempt."""
+        return await self._fenced(
+            job,
+            owner,
+            status=QUEUED,
+            lease_owner=None,
+            lease_until=None,
+            available_at=self.clock(),
+            attempt=t.c.attempt - 1,
+        )
+
+    async def lease_until(self, job: Job) -> datetime | None:
+        async with self.engine.connect() as conn:
+            value = (await conn.execute(sa.select(t.c.lease_until).where(t.c.id == job.id))).scalar()
+        return as_utc(value)
+
+    # -- helpers ----------------------------------------------------------------------------
+    @staticmethod
+    def _held(job: Job, owner: str) -> tuple[sa.ColumnElement[bool], ...]:
+        return (t.c.id == job.id, t.c.status == RUNNING, t.c.lease_owner == owner, t.c.attempt == job.attempt)
+
+    async def _fenced(self, job: Job, owner: str, **values: object) -> bool:
+        result = await self._write(
+            sa.update(t).where(*self._held(job, owner)).values(updated_at=self.clock(), **values)
+        )
+        return bool(result)
+
+    async def _write(self, stmt: sa.Executable) -> int:
+        conn = await write_connection(self.engine)
+        try:
+            async with conn.begin():
+                result = await conn.execute(stmt)
+        finally:
+            await conn.close()
+        return result.rowcount
+
+
+def _clip(error: str | None) -> str | None:
+    return None if error is None else error[:_ERROR_CHARS]

@@ -1,0 +1,22 @@
+"""The state store's lifecycle in the gateway: built once the database and the gateway's keyring are
+open (storage/service.py, crypto/service.py, started before it), with that keyring sealing what it keeps.
+The keyring is the gateway's, so this service neither opens nor closes one."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .store import StateStore
+
+
+class StateService:
+    def __init__(self, storage: Any, keyring: Any) -> None:
+        self._storage = storage  # StorageService: its store (and engine) exist once it has started
+        self._keyring = keyring  # the gateway's Keyring, or a stand-in resolving to it once started
+        self.store: StateStore | None = None
+
+    async def start(self) -> None:
+        self.store = StateStore(self._storage.store.engine, self._keyring)
+
+    async def close(self) -> None:
+        self.store = None

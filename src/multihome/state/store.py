@@ -1,0 +1,347 @@
+"""`StateStore`: responses, conversations and conversation items in the gateway database, sealed.
+
+What a tenant wrote or a model answered is sealed (crypto `seal`, purpose `responses`) before it is
+written and bound to its table and row, so a row copied to another tenant or id does not open. The
+clear columns hold ids, the tenant, times, status and sizes only (storage/tables.py).
+
+Every read and write names the tenant in its WHERE clause: another tenant's response or
+conversation is simply not found, so the API answers 404 and an id leaks nothing. Every write is
+committed before the method returns: a client that has its answer can retrieve or continue it at
+once, on any replica. Deletes are real deletes of the rows.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import msgspec
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from ..crypto import Keyring
+from ..storage.base import StoreBase, as_utc
+from ..storage.tables import conversation_items, conversations, responses
+from .cache import OpenedResponses
+
+PURPOSE = "responses"
+MAX_CHAIN = 10_000  # previous_response_id links followed at most (a chain is a list, never a cycle)
+Item = dict[str, Any]
+_encode = msgspec.json.encode
+_decode = msgspec.json.Decoder(dict[str, Any])
+
+
+def _chain_ids() -> sa.Select[Any]:
+    """The ids of a response's chain, oldest first, the tenant's only: built once (bound parameters), so
+    each rebuild is one compiled-cache hit and one query."""
+    tenant: sa.BindParameter[str] = sa.bindparam("tenant")
+    top = sa.select(responses.c.id, responses.c.previous_response_id, sa.literal(0).label("depth")).where(
+        responses.c.id == sa.bindparam("rid"), responses.c.tenant_id == tenant
+    )
+    walk = top.cte("chain", recursive=True)
+    parent = responses.alias("parent")
+    walk = walk.union_all(
+        sa.select(parent.c.id, parent.c.previous_response_id, (walk.c.depth + 1).label("depth")).where(
+            parent.c.id == walk.c.previous_response_id, parent.c.tenant_id == tenant, walk.c.depth < MAX_CHAIN
+        )
+    )
+    return sa.select(walk.c.id).order_by(walk.c.depth.desc())
+
+
+_CHAIN_IDS = _chain_ids()
+
+
+@dataclass(slots=True)
+class StoredResponse:
+    """A response as stored: the Response object as the client was sent it, and its own input items.
+    Read-only once stored (chains share instances through the cache)."""
+
+    id: str
+    tenant: str
+    status: str
+    response: dict[str, Any]
+    input: list[Item]
+    previous_response_id: str | None = None
+    conversation_id: str | None = None
+    created_at: datetime = field(default_factory=lambda: datetime.now(UTC))
+
+
+@dataclass(slots=True)
+class Conversation:
+    id: str
+    tenant: str
+    created_at: datetime
+    metadata: dict[str, str]
+
+
+@dataclass(slots=True)
+class ItemPage:
+    items: list[Item]
+    has_more: bool
+
+
+class StateStore(StoreBase):
+    def __init__(self, engine: AsyncEngine, keyring: Keyring, *, cache_bytes: int = 64 << 20) -> None:
+        super().__init__(engine)
+        self.keyring = keyring
+        self._opened = OpenedResponses(cache_bytes)  # what chains are rebuilt from (state/cache.py)
+
+    # -- sealing -------------------------------------------------------------------------------------
+    async def _seal(self, tenant: str, table: str, record_id: str, value: Any) -> tuple[bytes, int]:
+        plain = _encode(value)
+        return await self.keyring.seal(tenant, PURPOSE, table, record_id, plain), len(plain)
+
+    async def _open(self, tenant: str, table: str, record_id: str, sealed: bytes) -> dict[str, Any]:
+        return _decode.decode(await self.keyring.open(tenant, PURPOSE, table, record_id, bytes(sealed)))
+
+    # -- responses -----------------------------------------------------------------------------------
+    async def put_response(self, record: StoredResponse, append: Sequence[Item] = ()) -> None:
+        """Store a response; with `append`, add those items to its conversation in the same transaction
+        (a conversation never holds half a turn). Raises LookupError if the conversation is gone."""
+        body, size = await self._seal(
+            record.tenant, "responses", record.id, {"response": record.response, "input": record.input}
+        )
+        sealed = await self._seal_items(record.tenant, record.conversation_id, append) if append else []
+        async with self._write(lock=record.conversation_id) as conn:
+            await conn.execute(
+                sa.insert(responses).values(
+                    id=record.id,
+                    tenant_id=record.tenant,
+                    previous_response_id=record.previous_response_id,
+                    conversation_id=record.conversation_id,
+                    status=record.status,
+                    created_at=record.created_at,
+                    size=size,
+                    body=body,
+                )
+            )
+            if sealed:
+                assert record.conversation_id is not None
+                await self._insert_items(conn, record.tenant, record.conversation_id, sealed)
+        self._opened.put(record, size)  # committed: the next turn here needs no database read of it
+
+    async def get_response(self, tenant: str, response_id: str) -> StoredResponse | None:
+        async with self._read() as conn:
+            row = (
+                await conn.execute(
+                    sa.select(responses).where(responses.c.id == response_id, responses.c.tenant_id == tenant)
+                )
+            ).first()
+        return None if row is None else await self._response(row)
+
+    async def chain(self, tenant: str, response_id: str) -> list[StoredResponse] | None:
+        """The response and its ancestors through `previous_response_id`, oldest first; None if the
+        response is not this tenant's. An ancestor that was deleted ends the chain there."""
+        async with self._read() as conn:
+            ids: list[str] = list((await conn.execute(_CHAIN_IDS, {"rid": response_id, "tenant": tenant})).scalars())
+            if not ids:
+                return None
+            found = {i: hit for i in ids if (hit := self._opened.get(i, tenant)) is not None}
+            missing = [i for i in ids if i not in found]
+            rows: Sequence[sa.Row[Any]] = ()
+            if missing:
+                q = sa.select(responses).where(responses.c.id.in_(missing), responses.c.tenant_id == tenant)
+                rows = (await conn.execute(q)).all()
+        for row in rows:
+            record = found[row.id] = await self._response(row)
+            self._opened.put(record, row.size)
+        return [found[i] for i in ids if i in found]
+
+    async def delete_response(self, tenant: str, response_id: str) -> bool:
+        async with self._write() as conn:
+            done = await conn.execute(
+                sa.delete(responses).where(responses.c.id == response_id, responses.c.tenant_id == tenant)
+            )
+        self._opened.drop(response_id)
+        return bool(done.rowcount)
+
+    async def _response(self, row: sa.Row[Any]) -> StoredResponse:
+        data = await self._open(row.tenant_id, "responses", row.id, row.body)
+        return StoredResponse(
+            id=row.id,
+            tenant=row.tenant_id,
+            status=row.status,
+            response=data["response"],
+            input=data["input"],
+            previous_response_id=row.previous_response_id,
+            conversation_id=row.conversation_id,
+            created_at=as_utc(row.created_at),
+        )
+
+    # -- conversations -------------------------------------------------------------------------------
+    async def create_conversation(
+        self, tenant: str, conversation_id: str, metadata: dict[str, str], items: Sequence[Item] = ()
+    ) -> Conversation:
+        now = datetime.now(UTC)
+        body, size = await self._seal(tenant, "conversations", conversation_id, {"metadata": metadata})
+        sealed = await self._seal_items(tenant, conversation_id, items)
+        async with self._write() as conn:
+            await conn.execute(
+                sa.insert(conversations).values(
+                    id=conversation_id,
+                    tenant_id=tenant,
+                    created_at=now,
+                    updated_at=now,
+                    next_position=0,
+                    size=size,
+                    body=body,
+                )
+            )
+            await self._insert_items(conn, tenant, conversation_id, sealed)
+        return Conversation(conversation_id, tenant, now, metadata)
+
+    async def get_conversation(self, tenant: str, conversation_id: str) -> Conversation | None:
+        async with self._read() as conn:
+            row = (
+                await conn.execute(
+                    sa.select(conversations).where(
+                        conversations.c.id == conversation_id, conversations.c.tenant_id == tenant
+                    )
+                )
+            ).first()
+        if row is None:
+            return None
+        data = await self._open(tenant, "conversations", row.id, row.body)
+        return Conversation(row.id, tenant, as_utc(row.created_at), data["metadata"])
+
+    async def update_conversation(
+        self, tenant: str, conversation_id: str, metadata: dict[str, str]
+    ) -> Conversation | None:
+        body, size = await self._seal(tenant, "conversations", conversation_id, {"metadata": metadata})
+        async with self._write() as conn:
+            done = await conn.execute(
+                sa.update(conversations)
+                .where(conversations.c.id == conversation_id, conversations.c.tenant_id == tenant)
+                .values(body=body, size=size, updated_at=datetime.now(UTC))
+            )
+        return await self.get_conversation(tenant, conversation_id) if done.rowcount else None
+
+    async def delete_conversation(self, tenant: str, conversation_id: str) -> bool:
+        """Deletes the conversation and its items (unlike OpenAI, which keeps the items: here deleting
+        means the data is gone)."""
+        async with self._write() as conn:
+            await conn.execute(
+                sa.delete(conversation_items).where(
+                    conversation_items.c.conversation_id == conversation_id, conversation_items.c.tenant_id == tenant
+                )
+            )
+            done = await conn.execute(
+                sa.delete(conversations).where(
+                    conversations.c.id == conversation_id, conversations.c.tenant_id == tenant
+                )
+            )
+        return bool(done.rowcount)
+
+    async def append_items(self, tenant: str, conversation_id: str, items: Sequence[Item]) -> bool:
+        """Add items at the end of a conversation; False if it is not this tenant's."""
+        sealed = await self._seal_items(tenant, conversation_id, items)
+        try:
+            async with self._write(lock=conversation_id) as conn:
+                await self._insert_items(conn, tenant, conversation_id, sealed)
+        except LookupError:
+            return False
+        return True
+
+    async def items(
+        self,
+        tenant: str,
+        conversation_id: str,
+        *,
+        after: str | None = None,
+        limit: int | None = None,
+        desc: bool = False,
+    ) -> ItemPage | None:
+        """A page of a conversation's items in order (`after`: an item id, exclusive); None if the
+        conversation is not this tenant's. A cursor that names no item of it gives an empty page."""
+        t = conversation_items
+        async with self._read() as conn:
+            if not await self._owns(conn, tenant, conversation_id):
+                return None
+            q = sa.select(t.c.id, t.c.position, t.c.body).where(t.c.conversation_id == conversation_id)
+            if after is not None:
+                pos = await conn.scalar(
+                    sa.select(t.c.position).where(t.c.conversation_id == conversation_id, t.c.id == after)
+                )
+                if pos is None:
+                    return ItemPage([], False)
+                q = q.where(t.c.position < pos if desc else t.c.position > pos)
+            q = q.order_by(t.c.position.desc() if desc else t.c.position)
+            if limit is not None:
+                q = q.limit(limit + 1)
+            rows = (await conn.execute(q)).all()
+        more = limit is not None and len(rows) > limit
+        rows = rows[:limit] if limit is not None else rows
+        return ItemPage([await self._open_item(tenant, conversation_id, r.id, r.body) for r in rows], more)
+
+    async def get_item(self, tenant: str, conversation_id: str, item_id: str) -> Item | None:
+        t = conversation_items
+        async with self._read() as conn:
+            body = await conn.scalar(
+                sa.select(t.c.body).where(
+                    t.c.conversation_id == conversation_id, t.c.id == item_id, t.c.tenant_id == tenant
+                )
+            )
+        return None if body is None else await self._open_item(tenant, conversation_id, item_id, body)
+
+    async def delete_item(self, tenant: str, conversation_id: str, item_id: str) -> bool:
+        t = conversation_items
+        async with self._write() as conn:
+            done = await conn.execute(
+                sa.delete(t).where(t.c.conversation_id == conversation_id, t.c.id == item_id, t.c.tenant_id == tenant)
+            )
+        return bool(done.rowcount)
+
+    async def _open_item(self, tenant: str, conversation_id: str, item_id: str, body: bytes) -> Item:
+        return await self._open(tenant, "conversation_items", f"{conversation_id}/{item_id}", body)
+
+    async def _seal_items(
+        self, tenant: str, conversation_id: str | None, items: Sequence[Item]
+    ) -> list[tuple[str, bytes, int]]:
+        out = []
+        for item in items:
+            record = f"{conversation_id}/{item['id']}"
+            body, size = await self._seal(tenant, "conversation_items", record, item)
+            out.append((item["id"], body, size))
+        return out
+
+    async def _owns(self, conn: AsyncConnection, tenant: str, conversation_id: str) -> bool:
+        found = await conn.scalar(
+            sa.select(conversations.c.id).where(
+                conversations.c.id == conversation_id, conversations.c.tenant_id == tenant
+            )
+        )
+        return found is not None
+
+    async def _insert_items(
+        self, conn: AsyncConnection, tenant: str, conversation_id: str, sealed: list[tuple[str, bytes, int]]
+    ) -> None:
+        """Inside a write transaction that holds the conversation's lock: positions never collide."""
+        c = conversations
+        start = await conn.scalar(
+            sa.select(c.c.next_position).where(c.c.id == conversation_id, c.c.tenant_id == tenant)
+        )
+        if start is None:
+            raise LookupError(conversation_id)
+        if not sealed:
+            return
+        now = datetime.now(UTC)
+        await conn.execute(
+            sa.insert(conversation_items),
+            [
+                {
+                    "conversation_id": conversation_id,
+                    "position": start + i,
+                    "id": item_id,
+                    "tenant_id": tenant,
+                    "created_at": now,
+                    "size": size,
+                    "body": body,
+                }
+                for i, (item_id, body, size) in enumerate(sealed)
+            ],
+        )
+        await conn.execute(
+            sa.update(c).where(c.c.id == conversation_id).values(next_position=start + len(sealed), updated_at=now)
+        )

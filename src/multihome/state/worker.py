@@ -1,0 +1,156 @@
+"""Runs the job queue's jobs on this replica: claim, run the kind's handler, renew, settle.
+
+One loop per replica claims due jobs up to `concurrency` and runs each in its own task beside a
+renewal task that extends the lease every third of its length. What ends a job:
+
+- the handler returns: `done`;
+- the handler raises: queued again after a backoff (`failed` once its attempts are used up), with
+  the exception's class and message as the job's error (handlers raise without content);
+- a cancel was asked for (seen at a renewal): the handler is cancelled, then `cancelled`;
+- the lease was lost (this replica stalled past it and another took over): the handler is
+  cancelled and nothing is written — the new holder owns the job;
+- the replica shuts down: handlers are cancelled and their jobs handed back (`release`), so
+  another replica resumes them at once instead of after the lease.
+
+A handler is `async (job) -> None` and must checkpoint its steps so a second run after a crash
+skips what the first one finished (at-least-once execution, exactly-once effects).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import secrets
+import socket
+from collections.abc import Awaitable, Callable, Coroutine, Mapping
+from typing import Any
+
+from .jobs import CANCELLED, DONE, Job, JobQueue, Renewal
+
+log = logging.getLogger("multihome.jobs")
+
+Handler = Callable[[Job], Coroutine[Any, Any, None]]
+_LOST = "lost"
+
+
+def replica_name() -> str:
+    """Unique per process: host, pid and a random suffix (a restarted pid is a new owner)."""
+    return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
+
+
+class JobWorker:
+    def __init__(
+        self,
+        queue: JobQueue,
+        handlers: Mapping[str, Handler],
+        *,
+        owner: str | None = None,
+        concurrency: int = 4,
+        lease_s: float = 30.0,
+        poll_s: float = 0.5,
+        max_backoff_s: float = 60.0,
+    ) -> None:
+        self.queue = queue
+        self.handlers = dict(handlers)
+        self.owner = owner or replica_name()
+        self.concurrency = concurrency
+        self.lease_s = lease_s
+        self.poll_s = poll_s
+        self.max_backoff_s = max_backoff_s
+        self._wake = asyncio.Event()
+        self._loop_task: asyncio.Task[None] | None = None
+        self._running: dict[str, asyncio.Task[None]] = {}
+        self._closing = False
+
+    def notify(self) -> None:
+        """A job was queued here: claim now rather than at the next poll."""
+        self._wake.set()
+
+    async def start(self) -> None:
+        self._loop_task = asyncio.create_task(self._loop(), name="multihome-jobs")
+
+    async def close(self) -> None:
+        self._closing = True
+        if self._loop_task is not None:
+            self._loop_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._loop_task
+        running = list(self._running.values())
+        for task in running:
+            task.cancel()
+        await asyncio.gather(*running, return_exceptions=True)
+
+    @property
+    def active(self) -> int:
+        return len(self._running)
+
+    async def _loop(self) -> None:
+        kinds = list(self.handlers)
+        while True:
+            free = self.concurrency - len(self._running)
+            if free > 0:
+                try:
+                    jobs = await self.queue.claim(self.owner, kinds, lease_s=self.lease_s, limit=free)
+                except Exception:
+                    log.warning("job queue unreachable; retrying", exc_info=True)
+                    jobs = []
+                for job in jobs:
+                    self._running[job.id] = asyncio.create_task(self._run(job), name=f"job-{job.id}")
+                if len(jobs) == free:
+                    continue  # there may be more due: claim again before sleeping
+            self._wake.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self.poll_s)
+
+    async def _run(self, job: Job) -> None:
+        work = asyncio.create_task(self.handlers[job.kind](job))
+        renewal = asyncio.create_task(self._renew_until_done(job, work))
+        try:
+            try:
+                await asyncio.wait({work})
+            except asyncio.CancelledError:  # this replica is closing: hand the job back
+                work.cancel()
+                await asyncio.wait({work})
+                await self._settle(self.queue.release(job, self.owner))
+                return
+            if work.cancelled():  # the renewal stopped it: a cancel request, or the lease was lost
+                verdict = await renewal
+                if verdict == _LOST:
+                    log.warning("job %s: lease lost to another replica; left to it", job.id)
+                else:
+                    await self._settle(self.queue.finish(job, self.owner, CANCELLED))
+            elif (exc := work.exception()) is not None:
+                delay = min(self.max_backoff_s, 2.0**job.attempt)
+                error = f"{type(exc).__name__}: {exc}"
+                await self._settle(self.queue.retry(job, self.owner, delay_s=delay, error=error))
+            else:
+                await self._settle(self.queue.finish(job, self.owner, DONE))
+        finally:
+            renewal.cancel()
+            self._running.pop(job.id, None)
+            self._wake.set()  # a slot is free
+
+    async def _renew_until_done(self, job: Job, work: asyncio.Task[None]) -> str:
+        """Renew the lease until the work ends; cancel the work on a cancel request or a lost lease."""
+        while not work.done():
+            await asyncio.sleep(self.lease_s / 3)
+            try:
+                renewal = await self.queue.renew(job, self.owner, lease_s=self.lease_s)
+            except Exception:
+                log.warning("job %s: lease renewal failed; retrying", job.id, exc_info=True)
+                continue
+            if renewal is not Renewal.HELD:
+                work.cancel()
+                return CANCELLED if renewal is Renewal.CANCEL else _LOST
+        return DONE
+
+    @staticmethod
+    async def _settle(write: Awaitable[bool]) -> None:
+        try:
+            if not await write:
+                log.warning("job settled elsewhere: this replica's lease had been taken over")
+        except Exception:
+            # The lease runs out and another replica runs the job again (its steps are checkpointed).
+            log.warning("could not record a job's outcome; it will be retried", exc_info=True)

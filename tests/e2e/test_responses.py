@@ -1,0 +1,386 @@
+"""The Responses and Conversations APIs end to end: the real gateway (SQLite storage, local KMS, two
+tenants with managed keys) in front of an OpenAI-compatible and an Anthropic simulator, driven with
+the official openai SDK. What each provider was sent is read from the simulator's own request log."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+from pathlib import Path
+
+import httpx
+import openai
+import pydantic
+import pytest
+
+from builders import breakers, config, database, deployment, groups, identity, simulated
+from multihome.crypto import init_key_file
+
+from .processes import Gateway, Simulator
+
+ADMIN_KEY = "mh-responses-e2e-admin"
+SECRETS = {"MH_R_ADMIN_KEY": ADMIN_KEY, "MH_R_ANTHROPIC_KEY": "sk-ant-responses-e2e-3c1f"}
+MARK = "PLAINTEXT-MARKER-responses-e2e-91d2"
+WEATHER = {
+    "type": "function",
+    "name": "get_weather",
+    "description": "The weather in a city",
+    "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
+    "strict": True,
+}
+
+
+def gateway_config(tmp: Path, db: str, sims: dict[str, Simulator]) -> dict:
+    return config(
+        storage=database(db),
+        kms={"local": {"key_file": str(tmp / "kms.key")}},
+        identity=identity("MH_R_ADMIN_KEY"),
+        routing=breakers(0),
+        providers={
+            "oa": simulated("openai", sims["oa"].url, region="us-east-1", data_zone="US"),
+            "first": simulated("openai", sims["first"].url),
+            "an": simulated(
+                "anthropic", sims["an"].url, key_env="MH_R_ANTHROPIC_KEY", region="eu-west-1", data_zone="EU"
+            ),
+        },
+        deployments={
+            "oa": deployment("oa", "gpt-r"),
+            "first": deployment("first", "gpt-first"),
+            "an": deployment("an", "claude-r"),
+        },
+        model_groups=groups(
+            {"gpt": "oa", "claude": "an", "failover": ["first", "an"], "zones": ["oa", "an"]}, retries=0
+        ),
+    )
+
+
+class World:
+    def __init__(self, tmp: Path, db: str, gateway: Gateway, sims: dict[str, Simulator]) -> None:
+        self.tmp, self.db, self.gateway, self.sims = tmp, db, gateway, sims
+        admin = httpx.Client(base_url=gateway.url, headers={"authorization": f"Bearer {ADMIN_KEY}"}, timeout=10)
+        self.keys, self.tenants = {}, {}
+        for name in ("acme", "globex", "initech"):
+            resp = admin.post("/admin/v1/tenants", json={"name": name})
+            assert resp.status_code == 201, resp.text
+            tenant = self.tenants[name] = resp.json()["id"]
+            resp = admin.post(f"/admin/v1/tenants/{tenant}/keys", json={"name": "k", "roles": ["member"]})
+            assert resp.status_code == 201, resp.text
+            self.keys[name] = resp.json()["key"]
+        admin.close()
+
+    def sdk(self, tenant: str = "acme") -> openai.OpenAI:
+        return openai.OpenAI(base_url=self.gateway.url + "/v1", api_key=self.keys[tenant], max_retries=0, timeout=20)
+
+    def sent(self, sim: str) -> dict:
+        """The body of the last request the simulator received."""
+        return json.loads(self.sims[sim].requests()[-1]["body"])
+
+
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def world(request, tmp_path_factory):
+    tmp = tmp_path_factory.mktemp(f"responses-{request.param}")
+    if request.param == "sqlite":
+        db = f"sqlite+aiosqlite:///{tmp}/multihome.db"
+    else:
+        db = request.getfixturevalue("pg_server").create_database()
+    init_key_file(tmp / "kms.key")
+    sims = {
+        "oa": Simulator("openai", "resp-openai"),
+        "first": Simulator("openai", "resp-first"),
+        "an": Simulator("anthropic", "resp-anthropic", "--api-key-env", "MH_R_ANTHROPIC_KEY", env=SECRETS),
+    }
+    gateway = None
+    try:
+        gateway = Gateway(gateway_config(tmp, db, sims), tmp, SECRETS)
+        yield World(tmp, db, gateway, sims)
+    finally:
+        log = gateway.stop() if gateway is not None else ""
+        for sim in sims.values():
+            sim.stop()
+        assert "Traceback" not in log, log[-3000:]
+
+
+def _texts(body: dict) -> str:
+    """Every string an upstream request carries, joined (its messages, whatever their shape)."""
+    return json.dumps(body)
+
+
+def test_three_turns_by_previous_response_id_continue_on_another_provider(world):
+    client = world.sdk()
+    raw = client.responses.with_raw_response.create(model="failover", input="turn one: the code word is heron")
+    assert raw.headers["x-multihome-deployment"] == "first"
+    one = raw.parse()
+    assert one.status == "completed" and one.output_text
+    world.sims["first"].stop()  # the first provider is taken down mid-conversation
+
+    raw = client.responses.with_raw_response.create(
+        model="failover", input="turn two: what was it?", previous_response_id=one.id
+    )
+    assert raw.headers["x-multihome-deployment"] == "an"
+    two = raw.parse()
+    assert two.previous_response_id == one.id and two.output_text
+    sent = _texts(world.sent("an"))  # the second provider received turn 1, question and answer
+    assert "turn one: the code word is heron" in sent and one.output_text in sent and "turn two" in sent
+
+    with client.responses.stream(model="failover", input="turn three", previous_response_id=two.id) as stream:
+        three = stream.get_final_response()
+    assert three.status == "completed" and three.output_text
+    sent = _texts(world.sent("an"))
+    for text in ("turn one: the code word is heron", one.output_text, "turn two: what was it?", two.output_text):
+        assert text in sent
+    assert sent.index("turn one") < sent.index("turn two") < sent.index("turn three")
+    # input_items lists the request's own input, not the chain's
+    items = list(client.responses.input_items.list(three.id))
+    assert [i.content[0].text for i in items] == ["turn three"]
+    assert client.responses.retrieve(three.id).output_text == three.output_text
+
+
+@pytest.mark.parametrize("model,sim", [("gpt", "oa"), ("claude", "an")])
+def test_a_function_call_loop(world, model, sim):
+    client = world.sdk()
+    first = client.responses.create(model=model, input="What is the weather in Paris?", tools=[WEATHER])
+    calls = [item for item in first.output if item.type == "function_call"]
+    assert len(calls) == 1 and calls[0].name == "get_weather" and calls[0].call_id
+    json.loads(calls[0].arguments)
+    second = client.responses.create(
+        model=model,
+        previous_response_id=first.id,
+        input=[{"type": "function_call_output", "call_id": calls[0].call_id, "output": "sunny, 24C"}],
+        tools=[WEATHER],
+    )
+    assert second.status == "completed" and second.output_text
+    assert not [item for item in second.output if item.type == "function_call"]
+    sent = _texts(world.sent(sim))  # the call and its result reached the provider, in its own shape
+    assert "sunny, 24C" in sent and "get_weather" in sent and "What is the weather in Paris?" in sent
+
+    # The same loop streamed: the SDK assembles the call from its argument deltas.
+    with client.responses.stream(model=model, input="Weather in Oslo?", tools=[WEATHER]) as stream:
+        events = [event.type for event in stream]
+        final = stream.get_final_response()
+    call = next(item for item in final.output if item.type == "function_call")
+    assert "response.function_call_arguments.done" in events and json.loads(call.arguments) is not None
+    # A text message before the call (Claude writes one) is output 0 and the call output 1; either way the
+    # call's item comes last and its arguments are closed before it is.
+    assert events.index("response.function_call_arguments.done") < len(events) - 2
+    assert final.output[-1].type == "function_call"
+
+
+class GetWeather(pydantic.BaseModel):
+    """The weather in a city"""
+
+    city: str
+
+
+class Forecast(pydantic.BaseModel):
+    city: str
+    high_celsius: int
+
+
+@pytest.mark.parametrize("model,sim", [("gpt", "oa"), ("claude", "an")])
+def test_the_sdk_parse_helpers(world, model, sim):
+    """`responses.parse` with a pydantic tool and a pydantic text format: the call's arguments and the
+    structured answer come back parsed; the schema reached the provider in its own shape."""
+    client = world.sdk()
+    tool = openai.pydantic_responses_function_tool(GetWeather)
+    called = client.responses.parse(model=model, input="Weather in Rome?", tools=[tool])
+    call = next(item for item in called.output if item.type == "function_call")
+    assert isinstance(call.parsed_arguments, GetWeather)
+    done = client.responses.parse(
+        model=model,
+        previous_response_id=called.id,
+        input=[{"type": "function_call_output", "call_id": call.call_id, "output": '{"temp": 21}'}],
+        text_format=Forecast,
+    )
+    assert isinstance(done.output_parsed, Forecast)
+    assert "high_celsius" in _texts(world.sent(sim))  # the JSON schema was sent
+
+
+@pytest.mark.parametrize("model", ["gpt", "claude"])
+def test_a_stream_has_sdk_ordered_events_and_is_stored_before_it_completes(world, model):
+    client = world.sdk()
+    seen = []
+    with client.responses.stream(model=model, input="Tell me a story", metadata={"run": "stream"}) as stream:
+        for event in stream:
+            seen.append((event.type, event.sequence_number))
+        final = stream.get_final_response()
+    assert [n for _, n in seen] == list(range(len(seen)))
+    types = [t for t, _ in seen]
+    assert types[:4] == [
+        "response.created",
+        "response.in_progress",
+        "response.output_item.added",
+        "response.content_part.added",
+    ]
+    assert types[-4:] == [
+        "response.output_text.done",
+        "response.content_part.done",
+        "response.output_item.done",
+        "response.completed",
+    ]
+    assert final.usage.output_tokens > 0 and final.metadata == {"run": "stream"}
+    stored = client.responses.retrieve(final.id)  # at once: it was stored before response.completed
+    assert stored.output_text == final.output_text and stored.status == "completed"
+
+
+def test_another_tenant_can_neither_read_continue_nor_delete(world):
+    acme, globex = world.sdk("acme"), world.sdk("globex")
+    mine = acme.responses.create(model="gpt", input="acme's secret plan")
+    conv = acme.conversations.create(metadata={"owner": "acme"})
+    with pytest.raises(openai.NotFoundError):
+        globex.responses.retrieve(mine.id)
+    with pytest.raises(openai.NotFoundError):
+        globex.responses.input_items.list(mine.id)
+    with pytest.raises(openai.NotFoundError):
+        globex.responses.delete(mine.id)
+    with pytest.raises(openai.BadRequestError) as refused:
+        globex.responses.create(model="gpt", input="continue it", previous_response_id=mine.id)
+    assert refused.value.code == "previous_response_not_found"
+    with pytest.raises(openai.NotFoundError):
+        globex.conversations.retrieve(conv.id)
+    with pytest.raises(openai.NotFoundError):
+        globex.conversations.items.list(conv.id)
+    with pytest.raises(openai.NotFoundError):
+        globex.conversations.delete(conv.id)
+    with pytest.raises(openai.NotFoundError):
+        globex.responses.create(model="gpt", input="join it", conversation=conv.id)
+    assert acme.responses.retrieve(mine.id).output_text == mine.output_text  # untouched
+    assert acme.conversations.retrieve(conv.id).metadata == {"owner": "acme"}
+    acme.responses.delete(mine.id)  # a real delete: gone for its owner too
+    with pytest.raises(openai.NotFoundError):
+        acme.responses.retrieve(mine.id)
+
+
+def test_store_false_is_neither_retrievable_nor_continuable(world):
+    client = world.sdk()
+    answer = client.responses.create(model="gpt", input="do not keep this", store=False)
+    assert answer.store is False and answer.output_text
+    with pytest.raises(openai.NotFoundError):
+        client.responses.retrieve(answer.id)
+    with pytest.raises(openai.BadRequestError):
+        client.responses.create(model="gpt", input="next", previous_response_id=answer.id)
+
+
+def test_a_conversation_collects_its_turns(world):
+    client = world.sdk()
+    conv = client.conversations.create(
+        items=[{"type": "message", "role": "user", "content": "My name is Ada."}], metadata={"topic": "names"}
+    )
+    assert conv.id.startswith("conv_") and conv.metadata == {"topic": "names"}
+    first = client.responses.create(model="claude", input="What is my name?", conversation=conv.id)
+    assert first.conversation.id == conv.id
+    assert "My name is Ada." in _texts(world.sent("an"))
+    second = client.responses.create(model="gpt", input="And again?", conversation={"id": conv.id})
+    sent = _texts(world.sent("oa"))  # another provider gets the whole conversation
+    assert "My name is Ada." in sent and "What is my name?" in sent and first.output_text in sent
+    items = list(client.conversations.items.list(conv.id, order="asc", limit=2))  # pages of two
+    assert len(items) == 5 and items[-1].content[0].text == second.output_text
+    added = client.conversations.items.create(conv.id, items=[{"type": "message", "role": "user", "content": "PS"}])
+    assert len(added.data) == 1
+    got = client.conversations.items.retrieve(added.data[0].id, conversation_id=conv.id)
+    assert got.content[0].text == "PS"
+    replayed = "msg_67ccd3acc8d48190a77525dc6de64b4104becd0e4e5f2b3e9a1c"  # an id as long as OpenAI's
+    client.conversations.items.create(
+        conv.id, items=[{"type": "message", "role": "user", "content": "x", "id": replayed}]
+    )
+    assert client.conversations.items.retrieve(replayed, conversation_id=conv.id).id == replayed
+    client.conversations.items.delete(replayed, conversation_id=conv.id)
+    with pytest.raises(openai.BadRequestError, match="already in the conversation"):  # an id given twice
+        client.conversations.items.create(
+            conv.id, items=[{"type": "message", "role": "user", "content": "x", "id": got.id}]
+        )
+    after = client.conversations.items.delete(added.data[0].id, conversation_id=conv.id)
+    assert after.id == conv.id and after.object == "conversation"
+    newest = client.conversations.items.list(conv.id, limit=1)
+    assert newest.data[0].id == items[-1].id and newest.has_more
+    assert client.conversations.update(conv.id, metadata={"topic": "x"}).metadata == {"topic": "x"}
+    assert client.conversations.delete(conv.id).deleted
+    with pytest.raises(openai.NotFoundError):
+        client.conversations.retrieve(conv.id)
+
+
+def test_incomplete_and_bad_requests(world):
+    client = world.sdk()
+    short = client.responses.create(model="gpt", input="Write a long essay about the sea", max_output_tokens=2)
+    assert short.status == "incomplete" and short.incomplete_details.reason == "max_output_tokens"
+    bad = [
+        ({"input": "x", "frobnicate": 1}, "frobnicate"),
+        ({"input": "x", "tools": [{"type": "web_search"}]}, "tools[0].type"),
+        ({"input": "x", "background": True}, "background"),
+        ({"input": "x", "previous_response_id": "resp_1", "conversation": "conv_1"}, "conversation"),
+        ({"input": [{"type": "item_reference", "id": "msg_1"}]}, "input[0].type"),
+    ]
+    http = httpx.Client(base_url=world.gateway.url, headers={"authorization": f"Bearer {world.keys['acme']}"})
+    for body, param in bad:
+        resp = http.post("/v1/responses", json={"model": "gpt", **body})
+        assert resp.status_code == 400, resp.text
+        assert resp.json()["error"]["param"] == param
+    with pytest.raises(openai.BadRequestError, match="Only background responses can be cancelled"):
+        client.responses.cancel(short.id)
+
+
+def test_every_turn_is_metered_like_a_chat_call(world):
+    """Each turn goes through the pipeline: metered per turn, the re-sent context billed as input again."""
+    admin = httpx.Client(base_url=world.gateway.url, headers={"authorization": f"Bearer {ADMIN_KEY}"}, timeout=10)
+    globex = world.tenants["globex"]
+
+    def claude_row() -> dict:
+        summary = admin.get(f"/admin/v1/tenants/{globex}/usage", params={"group_by": "model_group"}).json()
+        return next((r for r in summary["data"] if r["model_group"] == "claude"), {"calls": 0, "prompt_tokens": 0})
+
+    before = claude_row()
+    client = world.sdk("globex")
+    one = client.responses.create(model="claude", input="first turn of a metered chain")
+    two = client.responses.create(model="claude", input="second", previous_response_id=one.id)
+    assert two.usage.input_tokens > one.usage.input_tokens  # the first turn is sent (and billed) again
+    deadline = time.monotonic() + 10
+    while (row := claude_row())["calls"] < before["calls"] + 2 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert row["calls"] == before["calls"] + 2
+    assert row["prompt_tokens"] == before["prompt_tokens"] + one.usage.input_tokens + two.usage.input_tokens
+
+
+def test_policy_is_decided_per_turn(world):
+    """A conversation begun on a US deployment never continues there once its tenant is EU-only."""
+    client = world.sdk("initech")
+    raw = client.responses.with_raw_response.create(model="zones", input="begun in the US")
+    assert raw.headers["x-multihome-deployment"] == "oa"
+    one = raw.parse()
+    admin = httpx.Client(base_url=world.gateway.url, headers={"authorization": f"Bearer {ADMIN_KEY}"}, timeout=10)
+    policy = {"scope": "tenant", "rules": [{"effect": "allow", "data_zones": ["EU"]}], "description": "EU only"}
+    resp = admin.post(f"/admin/v1/tenants/{world.tenants['initech']}/policies", json=policy)
+    assert resp.status_code == 201, resp.text
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:  # replicas pick the policy up within storage.refresh_s
+        probe = client.responses.with_raw_response.create(model="zones", input="probe", store=False)
+        if probe.headers["x-multihome-deployment"] == "an":
+            break
+        time.sleep(0.1)
+    raw = client.responses.with_raw_response.create(model="zones", input="continued", previous_response_id=one.id)
+    assert raw.headers["x-multihome-deployment"] == "an"
+    assert "begun in the US" in _texts(world.sent("an"))  # the EU provider got the earlier turn
+    world.sims["an"].fault(status=503)
+    try:
+        with pytest.raises(openai.InternalServerError) as refused:
+            client.responses.create(model="zones", input="once more", previous_response_id=raw.parse().id)
+    finally:
+        world.sims["an"].clear_faults()
+    assert "oa: denied by policy" in refused.value.message
+    rid = refused.value.response.headers["x-request-id"]
+    assert rid not in {r["request_id"] for r in world.sims["oa"].requests()}
+
+
+def test_the_database_holds_no_plaintext(world):
+    client = world.sdk()
+    answer = client.responses.create(model="gpt", input=f"remember {MARK}", metadata={"note": MARK})
+    conv = client.conversations.create(items=[{"role": "user", "content": MARK}], metadata={"m": MARK})
+    assert client.responses.retrieve(answer.id).metadata == {"note": MARK}  # stored, and readable through the API
+    assert client.conversations.items.list(conv.id).data[0].content[0].text == MARK
+    if world.db.startswith("sqlite"):
+        db = world.tmp / "multihome.db"
+        blob = b"".join(p.read_bytes() for p in (db, Path(f"{db}-wal")) if p.exists())
+    else:
+        url = world.db.replace("postgresql+asyncpg://", "postgresql://")
+        blob = subprocess.run(["pg_dump", url], capture_output=True, check=True).stdout
+    assert answer.id.encode() in blob  # the rows are there (ids in clear)...
+    assert MARK.encode() not in blob  # ...and nothing the tenant wrote is

@@ -1,0 +1,81 @@
+"""The Responses API served by every provider kind behind one gateway (the fleet: OpenAI, Azure,
+Anthropic, Bedrock, Gemini simulators, with storage, the local KMS and the audit trail): create,
+retrieve, continue by previous_response_id, stream, and a function-call loop, each checked with the
+official openai SDK and against what the provider's simulator was sent."""
+
+from __future__ import annotations
+
+import json
+
+import openai
+import pytest
+
+from .fleet import CLIENT_KEY, fleet
+
+# (model group, the deployment the call is narrowed to, the simulator kind that serves it)
+KINDS = [
+    ("gpt-4o", "oa", "openai"),
+    ("gpt-4o", "az", "azure"),
+    ("claude", "an", "anthropic"),
+    ("bedrock", "br", "bedrock"),
+    ("gemini", "gm", "gemini"),
+]
+IDS = [kind for _, _, kind in KINDS]
+WEATHER = {
+    "type": "function",
+    "name": "get_weather",
+    "description": "The weather in a city",
+    "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
+    "strict": True,
+}
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    with fleet(tmp_path_factory.mktemp("responses-kinds")) as f:
+        yield f
+
+
+def sdk(world, deployment: str) -> openai.OpenAI:
+    """A client whose calls may only be served by `deployment` (the x-multihome-deployments narrowing)."""
+    return openai.OpenAI(
+        base_url=world.url + "/v1",
+        api_key=CLIENT_KEY,
+        max_retries=0,
+        timeout=20,
+        default_headers={"x-multihome-deployments": deployment},
+    )
+
+
+def _sent(world, kind: str) -> str:
+    return world.sims[kind].requests()[-1]["body"]
+
+
+@pytest.mark.parametrize("group,deployment,kind", KINDS, ids=IDS)
+def test_a_chain_streamed_and_stored_on_every_kind(world, group, deployment, kind):
+    client = sdk(world, deployment)
+    one = client.responses.create(model=group, input="the password is swordfish", instructions="Be brief.")
+    assert one.status == "completed" and one.output_text and one.usage.output_tokens > 0
+    with client.responses.stream(model=group, input="what was it?", previous_response_id=one.id) as stream:
+        two = stream.get_final_response()
+    assert two.status == "completed" and two.output_text
+    sent = _sent(world, kind)
+    assert "the password is swordfish" in sent and "what was it?" in sent and "Be brief." not in sent
+    assert client.responses.retrieve(two.id).output_text == two.output_text
+    assert [i.content[0].text for i in client.responses.input_items.list(two.id)] == ["what was it?"]
+
+
+@pytest.mark.parametrize("group,deployment,kind", KINDS, ids=IDS)
+def test_a_function_call_loop_on_every_kind(world, group, deployment, kind):
+    client = sdk(world, deployment)
+    first = client.responses.create(model=group, input="What is the weather in Lima?", tools=[WEATHER])
+    call = next(item for item in first.output if item.type == "function_call")
+    assert call.name == "get_weather" and isinstance(json.loads(call.arguments), dict)
+    second = client.responses.create(
+        model=group,
+        previous_response_id=first.id,
+        input=[{"type": "function_call_output", "call_id": call.call_id, "output": "foggy, 17C"}],
+        tools=[WEATHER],
+    )
+    assert second.output_text and not [i for i in second.output if i.type == "function_call"]
+    assert "foggy, 17C" in _sent(world, kind)

@@ -1,0 +1,49 @@
+"""A migrated database (SQLite, then PostgreSQL) and a keyring on a local key file, for the state store."""
+
+from __future__ import annotations
+
+import msgspec
+import pytest
+
+from multihome.config.kms import KmsConfig
+from multihome.crypto import init_key_file, open_keyring
+from multihome.state import StateStore
+from multihome.storage import migrate_sync
+from multihome.storage.engine import create_engine
+
+
+@pytest.fixture
+def anyio_backend():
+    return "asyncio"
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db_url(request, tmp_path):
+    if request.param == "sqlite":
+        url = f"sqlite+aiosqlite:///{tmp_path / 'multihome.db'}"
+    else:
+        url = request.getfixturevalue("pg_server").create_database()
+    migrate_sync(url)
+    return url
+
+
+@pytest.fixture
+async def engine(db_url):
+    e = create_engine(db_url)
+    yield e
+    await e.dispose()
+
+
+@pytest.fixture
+def kms_config(tmp_path) -> KmsConfig:
+    init_key_file(tmp_path / "kms.key")
+    return msgspec.convert({"backend": "local", "local": {"key_file": str(tmp_path / "kms.key")}}, KmsConfig)
+
+
+@pytest.fixture
+async def state(db_url, kms_config):
+    engine = create_engine(db_url)
+    keyring = open_keyring(kms_config, engine)
+    yield StateStore(engine, keyring)
+    await keyring.close()
+    await engine.dispose()

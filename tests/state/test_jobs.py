@@ -1,0 +1,141 @@
+"""The job queue's promises, on SQLite and PostgreSQL: each due job is claimed by exactly one
+replica, a dead replica's job is claimed again once its lease runs out, and a replica whose lease
+was taken over can no longer write."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from multihome.state.jobs import CANCELLED, DONE, FAILED, QUEUED, RUNNING, JobQueue, Renewal
+
+pytestmark = pytest.mark.anyio
+
+
+class Clock:
+    """Lease expiry without sleeping: the test moves time on."""
+
+    def __init__(self) -> None:
+        self.now = datetime(2026, 12, 3, 12, 0, tzinfo=UTC)
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += timedelta(seconds=seconds)
+
+
+@pytest.fixture
+def clock():
+    return Clock()
+
+
+@pytest.fixture
+def queue(engine, clock):
+    return JobQueue(engine, clock)
+
+
+async def test_a_job_is_claimed_run_and_finished(queue):
+    await queue.enqueue("response", "ten_a", "resp_1")
+    assert (await queue.get("response", "resp_1")).status == QUEUED
+    [job] = await queue.claim("r1", ["response"], lease_s=30)
+    assert (job.ref_id, job.status, job.attempt, job.tenant_id) == ("resp_1", RUNNING, 1, "ten_a")
+    assert await queue.claim("r2", ["response"], lease_s=30) == []  # held
+    assert await queue.finish(job, "r1", DONE)
+    assert (await queue.get("response", "resp_1")).status == DONE
+    assert await queue.claim("r2", ["response"], lease_s=30) == []
+
+
+async def test_only_the_named_kinds_and_due_jobs_are_claimed(queue, clock):
+    await queue.enqueue("run", "ten_a", "run_1")
+    await queue.enqueue("response", "ten_a", "resp_later", delay_s=10)
+    assert await queue.claim("r1", ["response"], lease_s=30) == []
+    clock.advance(11)
+    assert [j.ref_id for j in await queue.claim("r1", ["response"], lease_s=30)] == ["resp_later"]
+
+
+async def test_concurrent_claimers_never_share_a_job(queue):
+    for i in range(60):
+        await queue.enqueue("response", "ten_a", f"resp_{i}")
+
+    async def claimer(name: str) -> list[str]:
+        got = []
+        while jobs := await queue.claim(name, ["response"], lease_s=30, limit=3):
+            got += [j.ref_id for j in jobs]
+        return got
+
+    results = await asyncio.gather(*(claimer(f"r{i}") for i in range(4)))
+    claimed = [ref for got in results for ref in got]
+    assert sorted(claimed) == sorted(f"resp_{i}" for i in range(60))  # each exactly once
+
+
+async def test_a_dead_replicas_job_is_taken_over_and_the_old_holder_is_fenced(queue, clock):
+    await queue.enqueue("response", "ten_a", "resp_1")
+    [old] = await queue.claim("dead", ["response"], lease_s=30)
+    clock.advance(20)
+    assert await queue.claim("r2", ["response"], lease_s=30) == []  # lease still running
+    clock.advance(11)
+    [new] = await queue.claim("r2", ["response"], lease_s=30)
+    assert new.attempt == 2
+    assert not await queue.finish(old, "dead", DONE)  # fenced
+    assert await queue.renew(old, "dead", lease_s=30) is Renewal.LOST
+    assert (await queue.get("response", "resp_1")).status == RUNNING
+    assert await queue.finish(new, "r2", DONE)
+
+
+async def test_a_job_whose_holders_keep_dying_fails(queue, clock):
+    await queue.enqueue("response", "ten_a", "resp_1", max_attempts=2)
+    for _ in range(2):
+        assert len(await queue.claim("dies", ["response"], lease_s=30)) == 1
+        clock.advance(31)
+    assert await queue.claim("r", ["response"], lease_s=30) == []
+    job = await queue.get("response", "resp_1")
+    assert (job.status, job.error) == (FAILED, "lease expired")
+
+
+async def test_retry_backs_off_then_fails_when_attempts_are_used_up(queue, clock):
+    await queue.enqueue("response", "ten_a", "resp_1", max_attempts=2)
+    [job] = await queue.claim("r1", ["response"], lease_s=30)
+    assert await queue.retry(job, "r1", delay_s=5, error="UpstreamDown: 503")
+    assert await queue.claim("r1", ["response"], lease_s=30) == []
+    clock.advance(5)
+    [job] = await queue.claim("r1", ["response"], lease_s=30)
+    assert job.attempt == 2 and job.error == "UpstreamDown: 503"
+    assert await queue.retry(job, "r1", delay_s=5, error="UpstreamDown: 503 again")
+    assert (await queue.get("response", "resp_1")).status == FAILED
+
+
+async def test_cancel_stops_a_queued_job_at_once_and_a_running_one_at_its_renewal(queue):
+    await queue.enqueue("response", "ten_a", "resp_q")
+    assert (await queue.request_cancel("response", "resp_q")).status == CANCELLED
+    assert await queue.claim("r1", ["response"], lease_s=30) == []
+    await queue.enqueue("response", "ten_a", "resp_r")
+    [job] = await queue.claim("r1", ["response"], lease_s=30)
+    assert await queue.renew(job, "r1", lease_s=30) is Renewal.HELD
+    assert (await queue.request_cancel("response", "resp_r")).cancel_requested
+    assert await queue.renew(job, "r1", lease_s=30) is Renewal.CANCEL
+    assert await queue.finish(job, "r1", CANCELLED)
+    assert await queue.request_cancel("response", "nope") is None
+
+
+async def test_release_hands_a_job_back_without_counting_an_attempt(queue, clock):
+    await queue.enqueue("response", "ten_a", "resp_1", max_attempts=1)
+    [job] = await queue.claim("closing", ["response"], lease_s=30)
+    assert await queue.release(job, "closing")
+    [again] = await queue.claim("r2", ["response"], lease_s=30)  # at once, not after the lease
+    assert again.attempt == 1
+
+
+async def test_enqueue_inside_the_callers_transaction_rolls_back_with_it(queue, engine):
+    from multihome.storage.engine import write_connection
+
+    conn = await write_connection(engine)
+    try:
+        async with conn.begin() as tx:
+            await queue.enqueue("response", "ten_a", "resp_1", conn=conn)
+            await tx.rollback()
+    finally:
+        await conn.close()
+    assert await queue.get("response", "resp_1") is None

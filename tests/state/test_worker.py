@@ -1,0 +1,180 @@
+"""The job worker against a real database: handlers run once per claim, failures back off and
+retry, cancels reach a running handler, a closing replica hands its jobs back, and a replica
+killed with SIGKILL mid-job has the job finished by another."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+from multihome.state.jobs import CANCELLED, DONE, FAILED, QUEUED, RUNNING, Job, JobQueue
+from multihome.state.worker import JobWorker
+
+pytestmark = pytest.mark.anyio
+SRC = Path(__file__).resolve().parents[2] / "src"
+
+
+async def until(predicate, timeout: float = 20.0):
+    deadline = time.monotonic() + timeout
+    while True:
+        value = await predicate()
+        if value or time.monotonic() > deadline:
+            return value
+        await asyncio.sleep(0.05)
+
+
+async def test_handlers_run_and_jobs_end_done(engine):
+    queue = JobQueue(engine)
+    ran: list[str] = []
+
+    async def handler(job: Job) -> None:
+        ran.append(job.ref_id)
+
+    worker = JobWorker(queue, {"response": handler}, concurrency=2, poll_s=0.05)
+    await worker.start()
+    try:
+        for i in range(5):
+            await queue.enqueue("response", "ten_a", f"resp_{i}")
+        worker.notify()
+        for i in range(5):
+            assert await until(lambda i=i: _is(queue, f"resp_{i}", DONE))
+    finally:
+        await worker.close()
+    assert sorted(ran) == [f"resp_{i}" for i in range(5)]
+
+
+async def _is(queue: JobQueue, ref: str, status: str) -> bool:
+    job = await queue.get("response", ref)
+    return job is not None and job.status == status
+
+
+async def test_a_failing_handler_is_retried_then_the_job_fails(engine):
+    queue = JobQueue(engine)
+    attempts: list[int] = []
+
+    async def handler(job: Job) -> None:
+        attempts.append(job.attempt)
+        raise RuntimeError("upstream said no")
+
+    worker = JobWorker(queue, {"response": handler}, poll_s=0.05, max_backoff_s=0.1)
+    await worker.start()
+    try:
+        await queue.enqueue("response", "ten_a", "resp_1", max_attempts=3)
+        assert await until(lambda: _is(queue, "resp_1", FAILED))
+    finally:
+        await worker.close()
+    assert attempts == [1, 2, 3]
+    assert (await queue.get("response", "resp_1")).error == "RuntimeError: upstream said no"
+
+
+async def test_a_cancel_request_stops_the_running_handler(engine):
+    queue = JobQueue(engine)
+    started, stopped = asyncio.Event(), asyncio.Event()
+
+    async def handler(job: Job) -> None:
+        started.set()
+        try:
+            await asyncio.sleep(60)
+        finally:
+            stopped.set()
+
+    worker = JobWorker(queue, {"response": handler}, lease_s=0.3, poll_s=0.05)
+    await worker.start()
+    try:
+        await queue.enqueue("response", "ten_a", "resp_1")
+        await asyncio.wait_for(started.wait(), 20)
+        await queue.request_cancel("response", "resp_1")
+        await asyncio.wait_for(stopped.wait(), 20)
+        assert await until(lambda: _is(queue, "resp_1", CANCELLED))
+    finally:
+        await worker.close()
+
+
+async def test_a_closing_replica_hands_its_jobs_back(engine):
+    queue = JobQueue(engine)
+    started = asyncio.Event()
+
+    async def slow(job: Job) -> None:
+        started.set()
+        await asyncio.sleep(60)
+
+    first = JobWorker(queue, {"response": slow}, poll_s=0.05, lease_s=60)
+    await first.start()
+    await queue.enqueue("response", "ten_a", "resp_1", max_attempts=1)
+    await asyncio.wait_for(started.wait(), 20)
+    await first.close()
+    assert (await queue.get("response", "resp_1")).status == QUEUED
+
+    done: list[int] = []
+
+    async def quick(job: Job) -> None:
+        done.append(job.attempt)
+
+    second = JobWorker(queue, {"response": quick}, poll_s=0.05)
+    await second.start()
+    try:
+        assert await until(lambda: _is(queue, "resp_1", DONE))  # at once: not after the 60 s lease
+    finally:
+        await second.close()
+    assert done == [1]
+
+
+CHILD = textwrap.dedent(
+    """
+    import asyncio, sys
+    from pathlib import Path
+    from multihome.state.jobs import JobQueue
+    from multihome.state.worker import JobWorker
+    from multihome.storage.engine import create_engine
+
+    async def main(url, marker):
+        async def handler(job):
+            Path(marker).write_text(job.id)
+            await asyncio.sleep(3600)  # killed here
+
+        worker = JobWorker(JobQueue(create_engine(url)), {"response": handler}, lease_s=1.0, poll_s=0.05)
+        await worker.start()
+        await asyncio.sleep(3600)
+
+    asyncio.run(main(sys.argv[1], sys.argv[2]))
+    """
+)
+
+
+async def test_a_job_of_a_replica_killed_mid_run_is_finished_by_another(engine, db_url, tmp_path):
+    queue = JobQueue(engine)
+    await queue.enqueue("response", "ten_a", "resp_1")
+    marker = tmp_path / "started"
+    env = {**os.environ, "PYTHONPATH": str(SRC)}
+    child = subprocess.Popen([sys.executable, "-c", CHILD, db_url, str(marker)], env=env)
+    try:
+        assert await until(lambda: _exists(marker), timeout=30), "the child never started the job"
+        assert (await queue.get("response", "resp_1")).status == RUNNING
+    finally:
+        child.send_signal(signal.SIGKILL)
+        child.wait(10)
+
+    ran: list[int] = []
+
+    async def handler(job: Job) -> None:
+        ran.append(job.attempt)
+
+    worker = JobWorker(queue, {"response": handler}, poll_s=0.05)
+    await worker.start()
+    try:
+        assert await until(lambda: _is(queue, "resp_1", DONE), timeout=30)
+    finally:
+        await worker.close()
+    assert ran == [2]  # taken over once the dead replica's lease ran out: its second attempt
+
+
+async def _exists(path: Path) -> bool:
+    return path.exists()
