@@ -36,6 +36,7 @@ from .model import (
     Storage,
     Telemetry,
 )
+from .responses import ResponsesConfig
 from .yaml_source import read_yaml
 
 _AUTH_METHODS = tuple(
@@ -116,6 +117,7 @@ _SINGLES: dict[str, type[msgspec.Struct]] = {
     "contracts": ContractsConfig,
     "kms": KmsConfig,
     "capture": CaptureConfig,
+    "responses": ResponsesConfig,
 }
 
 

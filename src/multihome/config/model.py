@@ -16,6 +16,7 @@ from .contracts import ContractsConfig
 from .kms import KmsConfig
 from .metering import MeteringConfig
 from .oidc import IssuerConfig
+from .responses import ResponsesConfig
 from .struct import Count, Fraction, NonNegative, Positive, PositiveCount, PricePerMillion, Strict
 
 CAPABILITIES = frozenset(
@@ -209,4 +210,5 @@ class Config(Strict):
     contracts: ContractsConfig = msgspec.field(default_factory=ContractsConfig)
     kms: KmsConfig = msgspec.field(default_factory=KmsConfig)
     capture: CaptureConfig = msgspec.field(default_factory=CaptureConfig)
+    responses: ResponsesConfig = msgspec.field(default_factory=ResponsesConfig)
     telemetry: Telemetry | None = None

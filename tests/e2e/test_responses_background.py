@@ -1,0 +1,215 @@
+"""Background responses end to end: the real gateway (managed keys, local KMS) over a slow OpenAI
+simulator, driven with the official openai SDK. Polling, streaming and resuming with
+`starting_after`, cancel, and kill -9 of the gateway mid-response: a second gateway on the same
+database finishes it, and the simulator's request log and the usage rows show what was called and billed."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+from pathlib import Path
+
+import httpx
+import openai
+import pytest
+import sqlalchemy as sa
+
+from builders import breakers, config, database, deployment, groups, identity, simulated
+from multihome.crypto import init_key_file
+
+from .processes import Gateway, Simulator
+
+ADMIN_KEY = "mh-background-e2e-admin"
+SECRETS = {"MH_BG_ADMIN_KEY": ADMIN_KEY}
+FAST = {"background": {"lease_s": 2.0, "poll_s": 0.1, "event_flush_ms": 50}}
+
+
+def gateway_config(tmp: Path, db: str, sim: Simulator) -> dict:
+    return config(
+        storage=database(db),
+        kms={"local": {"key_file": str(tmp / "kms.key")}},
+        identity=identity("MH_BG_ADMIN_KEY"),
+        routing=breakers(0),
+        providers={"oa": simulated("openai", sim.url)},
+        deployments={"oa": deployment("oa", "gpt-bg")},
+        model_groups=groups({"gpt": "oa"}, retries=0),
+        responses=FAST,
+    )
+
+
+def new_key(gateway: Gateway, name: str) -> str:
+    admin = httpx.Client(base_url=gateway.url, headers={"authorization": f"Bearer {ADMIN_KEY}"}, timeout=10)
+    with admin:
+        resp = admin.post("/admin/v1/tenants", json={"name": name})
+        assert resp.status_code == 201, resp.text
+        tenant = resp.json()["id"]
+        resp = admin.post(f"/admin/v1/tenants/{tenant}/keys", json={"name": "k", "roles": ["member"]})
+        assert resp.status_code == 201, resp.text
+        return resp.json()["key"]
+
+
+def sdk(gateway: Gateway, key: str) -> openai.OpenAI:
+    return openai.OpenAI(base_url=gateway.url + "/v1", api_key=key, max_retries=0, timeout=30)
+
+
+def until(predicate, timeout: float = 60.0, what: str = "condition"):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("background")
+    db = f"sqlite+aiosqlite:///{tmp}/multihome.db"
+    init_key_file(tmp / "kms.key")
+    sim = Simulator("openai", "bg-openai")
+    gateway = None
+    try:
+        gateway = Gateway(gateway_config(tmp, db, sim), tmp, SECRETS)
+        yield gateway, sim, new_key(gateway, "acme"), new_key(gateway, "globex")
+    finally:
+        log = gateway.stop() if gateway is not None else ""
+        sim.stop()
+        assert "Traceback" not in log, log[-3000:]
+
+
+def test_a_background_response_is_queued_then_completes_by_polling(world):
+    gateway, sim, key, other = world
+    sim.clear_faults()
+    client = sdk(gateway, key)
+    created = client.responses.create(model="gpt", input="background please", background=True)
+    assert created.status in ("queued", "in_progress") and created.background is True
+    done = until(lambda: (r := client.responses.retrieve(created.id)).status == "completed" and r, what="completed")
+    assert done.background is True and "background please" in done.output_text and done.usage.output_tokens > 0
+    with pytest.raises(openai.NotFoundError):  # another tenant cannot see it
+        sdk(gateway, other).responses.retrieve(created.id)
+    follow = client.responses.create(model="gpt", input="and then?", previous_response_id=created.id)
+    assert follow.status == "completed"  # a finished background response continues like any other
+
+
+def test_background_needs_store_and_only_background_responses_cancel(world):
+    gateway, sim, key, _ = world
+    client = sdk(gateway, key)
+    with pytest.raises(openai.BadRequestError) as err:
+        client.responses.create(model="gpt", input="x", background=True, store=False)
+    assert err.value.body["param"] == "background"
+    plain = client.responses.create(model="gpt", input="foreground")
+    with pytest.raises(openai.BadRequestError):
+        client.responses.cancel(plain.id)
+    with pytest.raises(openai.BadRequestError):  # only background responses created with stream can be streamed
+        list(client.responses.retrieve(plain.id, stream=True))
+
+
+def test_a_streamed_background_response_resumes_after_any_event_without_gaps(world):
+    gateway, sim, key, _ = world
+    sim.fault(chunk_delay_ms=60, chunks=12)
+    client = sdk(gateway, key)
+    seen = []
+    with client.responses.create(model="gpt", input="stream in the background", background=True, stream=True) as s:
+        for event in s:
+            seen.append(event)
+            if event.type == "response.output_text.delta" and len(seen) >= 6:
+                break  # the client drops the connection mid-stream
+    response_id = seen[0].response.id
+    assert seen[0].type == "response.created" and seen[0].response.background is True
+    assert seen[1].type == "response.queued"
+    cursor = seen[-1].sequence_number
+    assert [e.sequence_number for e in seen] == list(range(cursor + 1))
+    rest = list(client.responses.retrieve(response_id, stream=True, starting_after=cursor))
+    sim.clear_faults()
+    numbers = [e.sequence_number for e in rest]
+    assert numbers == list(range(cursor + 1, cursor + 1 + len(rest)))  # no gap, no repeat
+    assert rest[-1].type == "response.completed"
+    text = "".join(e.delta for e in [*seen, *rest] if e.type == "response.output_text.delta")
+    assert text == rest[-1].response.output_text
+    again = list(client.responses.retrieve(response_id, stream=True, starting_after=2))  # replay after the end
+    assert [e.sequence_number for e in again] == list(range(3, numbers[-1] + 1))
+
+
+def test_cancel_stops_a_running_response_and_is_idempotent(world):
+    gateway, sim, key, other = world
+    sim.fault(chunk_delay_ms=300, chunks=40)
+    client = sdk(gateway, key)
+    created = client.responses.create(model="gpt", input="a long one", background=True, stream=False)
+    until(lambda: client.responses.retrieve(created.id).status == "in_progress", what="in_progress")
+    time.sleep(1.0)  # some output is produced
+    with pytest.raises(openai.NotFoundError):
+        sdk(gateway, other).responses.cancel(created.id)
+    cancelled = client.responses.cancel(created.id)
+    sim.clear_faults()
+    assert cancelled.status == "cancelled" and cancelled.background is True
+    again = client.responses.cancel(created.id)
+    assert again.status == "cancelled"
+    time.sleep(1.0)  # the run has stopped: nothing overwrites the cancel
+    stored = client.responses.retrieve(created.id)
+    assert stored.status == "cancelled"
+    assert stored.output and stored.output[0].content[0].text  # the partial output is kept
+
+
+def _usage_rows(db_path: Path) -> list[dict]:
+    engine = sa.create_engine(f"sqlite:///{db_path}")
+    with engine.connect() as conn:
+        rows = conn.execute(sa.text("SELECT request_id, endpoint, completion_tokens FROM usage_calls")).mappings().all()
+    engine.dispose()
+    return [dict(r) for r in rows]
+
+
+def test_kill_9_mid_response_completes_exactly_once_after_restart(tmp_path):
+    db_path = tmp_path / "multihome.db"
+    db = f"sqlite+aiosqlite:///{db_path}"
+    init_key_file(tmp_path / "kms.key")
+    sim = Simulator("openai", "bg-kill")
+    first = second = None
+    try:
+        cfg = gateway_config(tmp_path, db, sim)
+        first = Gateway(cfg, tmp_path, SECRETS)
+        key = new_key(first, "acme")
+        sim.fault(chunk_delay_ms=200, chunks=20)  # about four seconds of streaming
+        client = sdk(first, key)
+        created = client.responses.create(model="gpt", input="survive a crash", background=True, stream=True)
+        events = []
+        for event in created:
+            events.append(event)
+            if event.type == "response.output_text.delta" and event.sequence_number >= 6:
+                break
+        created.close()
+        response_id = events[0].response.id
+        until(lambda: len(sim.requests()) == 1, what="the upstream call")
+        os.kill(first.popen.pid, signal.SIGKILL)  # mid-response: the upstream call is in flight
+        first.popen.wait(10)
+        sim.clear_faults()
+        second = Gateway(cfg, tmp_path, SECRETS)
+        client = sdk(second, key)
+        done = until(
+            lambda: (r := client.responses.retrieve(response_id)).status not in ("queued", "in_progress") and r,
+            what="the response to finish on the second gateway",
+        )
+        assert done.status == "completed" and "survive a crash" in done.output_text
+        # The resumed stream continues the dead run's numbering: no sequence number twice, none skipped.
+        cursor = events[-1].sequence_number
+        rest = list(client.responses.retrieve(response_id, stream=True, starting_after=cursor))
+        assert [e.sequence_number for e in rest] == list(range(cursor + 1, cursor + 1 + len(rest)))
+        assert rest[-1].type == "response.completed"
+        # The upstream call in flight when the gateway died is repeated once; nothing more.
+        calls = [r for r in sim.requests() if "survive a crash" in r["body"]]
+        assert len(calls) == 2
+        # A poll and a restart later, nothing runs it again.
+        second.stop()
+        second = Gateway(cfg, tmp_path, SECRETS)
+        time.sleep(2.0)
+        assert len([r for r in sim.requests() if "survive a crash" in r["body"]]) == 2
+        rows = until(lambda: [r for r in _usage_rows(db_path) if r["endpoint"] == "responses"], what="usage")
+        assert len(rows) == 1 and rows[0]["completion_tokens"] > 0  # billed once for the turn
+        assert json.loads(calls[-1]["body"])["stream"] is True
+    finally:
+        for gw in (first, second):
+            if gw is not None:
+                gw.stop()
+        sim.stop()
