@@ -5,7 +5,6 @@ database finishes it, and the simulator's request log and the usage rows show wh
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import time
@@ -153,25 +152,40 @@ def test_cancel_stops_a_running_response_and_is_idempotent(world):
     assert stored.output and stored.output[0].content[0].text  # the partial output is kept
 
 
-def _usage_rows(db_path: Path) -> list[dict]:
-    engine = sa.create_engine(f"sqlite:///{db_path}")
-    with engine.connect() as conn:
-        rows = conn.execute(sa.text("SELECT request_id, endpoint, completion_tokens FROM usage_calls")).mappings().all()
-    engine.dispose()
-    return [dict(r) for r in rows]
+def _tenant_and_key(gateway: Gateway, name: str) -> tuple[str, str]:
+    key = new_key(gateway, name)
+    admin = httpx.Client(base_url=gateway.url, headers={"authorization": f"Bearer {ADMIN_KEY}"}, timeout=10)
+    with admin:
+        tenants = admin.get("/admin/v1/tenants").json()["data"]
+    return next(t["id"] for t in tenants if t["name"] == name), key
 
 
-def test_kill_9_mid_response_completes_exactly_once_after_restart(tmp_path):
-    db_path = tmp_path / "multihome.db"
-    db = f"sqlite+aiosqlite:///{db_path}"
+def _billed_calls(gateway: Gateway, tenant: str) -> int:
+    admin = httpx.Client(base_url=gateway.url, headers={"authorization": f"Bearer {ADMIN_KEY}"}, timeout=10)
+    with admin:
+        summary = admin.get(f"/admin/v1/tenants/{tenant}/usage", params={"group_by": "model_group"}).json()
+    return sum(r["calls"] for r in summary["data"] if r["model_group"] == "gpt")
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_kill_9_mid_response_completes_exactly_once_on_another_replica(backend, tmp_path, request):
+    """kill -9 while the upstream call is in flight: two replicas started on the same database, one of
+    them takes the job over once the lease runs out; a client resumes the stream on either and sees
+    every sequence number once; the upstream was called twice (the first call died with the gateway),
+    and the turn is billed once."""
+    if backend == "sqlite":
+        db = f"sqlite+aiosqlite:///{tmp_path / 'multihome.db'}"
+    else:
+        db = request.getfixturevalue("pg_server").create_database()
     init_key_file(tmp_path / "kms.key")
     sim = Simulator("openai", "bg-kill")
-    first = second = None
+    gateways: list[Gateway] = []
     try:
         cfg = gateway_config(tmp_path, db, sim)
         first = Gateway(cfg, tmp_path, SECRETS)
-        key = new_key(first, "acme")
-        sim.fault(chunk_delay_ms=200, chunks=20)  # about four seconds of streaming
+        gateways.append(first)
+        tenant, key = _tenant_and_key(first, "acme")
+        sim.fault(chunk_delay_ms=150, chunks=20)  # about three seconds of streaming
         client = sdk(first, key)
         created = client.responses.create(model="gpt", input="survive a crash", background=True, stream=True)
         events = []
@@ -181,35 +195,65 @@ def test_kill_9_mid_response_completes_exactly_once_after_restart(tmp_path):
                 break
         created.close()
         response_id = events[0].response.id
-        until(lambda: len(sim.requests()) == 1, what="the upstream call")
+        assert len(sim.requests()) == 1
         os.kill(first.popen.pid, signal.SIGKILL)  # mid-response: the upstream call is in flight
         first.popen.wait(10)
-        sim.clear_faults()
-        second = Gateway(cfg, tmp_path, SECRETS)
-        client = sdk(second, key)
-        done = until(
-            lambda: (r := client.responses.retrieve(response_id)).status not in ("queued", "in_progress") and r,
-            what="the response to finish on the second gateway",
-        )
-        assert done.status == "completed" and "survive a crash" in done.output_text
-        # The resumed stream continues the dead run's numbering: no sequence number twice, none skipped.
+        replicas = [Gateway(cfg, tmp_path, SECRETS), Gateway(cfg, tmp_path, SECRETS)]
+        gateways += replicas
+        # Resume on one replica at once: it waits while the dead replica's lease runs out, then follows
+        # the run live (on whichever replica claimed it).
         cursor = events[-1].sequence_number
-        rest = list(client.responses.retrieve(response_id, stream=True, starting_after=cursor))
+        rest = list(sdk(replicas[1], key).responses.retrieve(response_id, stream=True, starting_after=cursor))
         assert [e.sequence_number for e in rest] == list(range(cursor + 1, cursor + 1 + len(rest)))
         assert rest[-1].type == "response.completed"
-        # The upstream call in flight when the gateway died is repeated once; nothing more.
+        done = sdk(replicas[0], key).responses.retrieve(response_id)
+        assert done.status == "completed" and "survive a crash" in done.output_text
+        assert done.output_text == rest[-1].response.output_text
+        time.sleep(3.0)  # longer than a lease: nothing runs it again
         calls = [r for r in sim.requests() if "survive a crash" in r["body"]]
-        assert len(calls) == 2
-        # A poll and a restart later, nothing runs it again.
-        second.stop()
-        second = Gateway(cfg, tmp_path, SECRETS)
-        time.sleep(2.0)
-        assert len([r for r in sim.requests() if "survive a crash" in r["body"]]) == 2
-        rows = until(lambda: [r for r in _usage_rows(db_path) if r["endpoint"] == "responses"], what="usage")
-        assert len(rows) == 1 and rows[0]["completion_tokens"] > 0  # billed once for the turn
-        assert json.loads(calls[-1]["body"])["stream"] is True
+        assert len(calls) == 2  # the call in flight when the gateway died, and the one that finished
+        until(lambda: _billed_calls(replicas[0], tenant) >= 1, what="usage")
+        time.sleep(0.5)
+        assert _billed_calls(replicas[0], tenant) == 1  # one usage row for the turn
     finally:
-        for gw in (first, second):
-            if gw is not None:
-                gw.stop()
+        sim.clear_faults()
+        for gw in gateways:
+            log = gw.stop()
+            assert "Traceback" not in log, log[-3000:]
         sim.stop()
+
+
+def test_retention_deletes_expired_responses_for_real(tmp_path):
+    db_path = tmp_path / "multihome.db"
+    init_key_file(tmp_path / "kms.key")
+    sim = Simulator("openai", "bg-retention")
+    gateway = None
+    try:
+        cfg = gateway_config(tmp_path, f"sqlite+aiosqlite:///{db_path}", sim)
+        cfg["responses"] = {**FAST, "retention": {"ttl_s": 2.0, "sweep_interval_s": 0.5}}
+        gateway = Gateway(cfg, tmp_path, SECRETS)
+        client = sdk(gateway, new_key(gateway, "acme"))
+        fg = client.responses.create(model="gpt", input="kept for two seconds")
+        bg = client.responses.create(model="gpt", input="in the background", background=True, stream=True)
+        bg_id = next(iter(bg)).response.id
+        bg.close()
+        until(lambda: client.responses.retrieve(bg_id).status == "completed", what="completed")
+
+        def gone(rid: str) -> bool:
+            try:
+                client.responses.retrieve(rid)
+            except openai.NotFoundError:
+                return True
+            return False
+
+        until(lambda: gone(fg.id) and gone(bg_id), timeout=30, what="the sweep")
+        engine = sa.create_engine(f"sqlite:///{db_path}")
+        with engine.connect() as conn:  # deleted for real: no row, no event, no job of them is left
+            assert conn.execute(sa.text("SELECT count(*) FROM responses")).scalar() == 0
+            assert conn.execute(sa.text("SELECT count(*) FROM response_events")).scalar() == 0
+            assert conn.execute(sa.text("SELECT count(*) FROM jobs WHERE kind = 'response'")).scalar() == 0
+        engine.dispose()
+    finally:
+        log = gateway.stop() if gateway is not None else ""
+        sim.stop()
+        assert "Traceback" not in log, log[-3000:]

@@ -25,7 +25,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from ..storage.tables import jobs, response_events, responses
 from .jobs import FINAL as JOB_FINAL
-from .jobs import JobQueue
+from .jobs import RUNNING, JobQueue
 from .store import PURPOSE, Item, StateStore, StoredResponse
 
 KIND = "response"  # the job kind of a background response
@@ -205,7 +205,7 @@ class BackgroundStore:
             gone = ~sa.exists().where(r.c.id == e.c.response_id)
             await conn.execute(sa.delete(e).where(gone))
             orphan = ~sa.exists().where(r.c.id == jobs.c.ref_id)
-            await conn.execute(sa.delete(jobs).where(jobs.c.kind == KIND, jobs.c.status.in_(JOB_FINAL), orphan))
+            await conn.execute(sa.delete(jobs).where(jobs.c.kind == KIND, jobs.c.status != RUNNING, orphan))
         return deleted
 
     # -- helpers ---------------------------------------------------------------------------------------

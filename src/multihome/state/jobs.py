@@ -220,6 +220,10 @@ class JobQueue:
             attempt=t.c.attempt - 1,
         )
 
+    async def purge(self, kind: str, before: datetime) -> int:
+        """Delete this kind's jobs that ended before `before` (housekeeping of recurring jobs)."""
+        return await self._write(sa.delete(t).where(t.c.kind == kind, t.c.status.in_(FINAL), t.c.updated_at < before))
+
     async def lease_until(self, job: Job) -> datetime | None:
         async with self.engine.connect() as conn:
             value = (await conn.execute(sa.select(t.c.lease_until).where(t.c.id == job.id))).scalar()

@@ -16,7 +16,7 @@ import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import msgspec
@@ -240,7 +240,9 @@ class Background:
 
     async def _sweep(self, job: Any) -> None:
         cfg = self.config.retention
-        deleted = await self._bg().sweep(cfg.ttl_s, dict(cfg.tenants), datetime.now(UTC))
+        now = datetime.now(UTC)
+        deleted = await self._bg().sweep(cfg.ttl_s, dict(cfg.tenants), now)
+        await self._bg().queue.purge(SWEEP, now - timedelta(seconds=10 * cfg.sweep_interval_s))
         if deleted:
             log.info("retention: deleted %d stored responses past their tenant's TTL", deleted)
 
