@@ -100,6 +100,8 @@ class BackgroundStore:
     async def progress(self, record: StoredResponse, events: Sequence[Event], status: str | None = None) -> bool:
         """Append events (and move the status, e.g. to in_progress, with the response snapshot); False
         when the response is no longer open (cancelled or deleted): the run must stop."""
+        if not events and status is None:  # nothing to write: a read says whether to go on
+            return await self.status(record.tenant, record.id) in OPEN
         rows = await self._seal_events(record.tenant, record.id, events)
         sealed = await self.store.seal_response(record) if status is not None else None
         async with self.store._write() as conn:
