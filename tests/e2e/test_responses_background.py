@@ -5,9 +5,11 @@ database finishes it, and the simulator's request log and the usage rows show wh
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 import signal
 import time
+from decimal import Decimal
 from pathlib import Path
 
 import httpx
@@ -15,7 +17,7 @@ import openai
 import pytest
 import sqlalchemy as sa
 
-from builders import breakers, config, database, deployment, groups, identity, simulated
+from builders import breakers, config, database, deployment, groups, identity, price, simulated
 from multihome.crypto import init_key_file
 
 from .processes import Gateway, Simulator
@@ -25,6 +27,18 @@ SECRETS = {"MH_BG_ADMIN_KEY": ADMIN_KEY}
 FAST = {"background": {"lease_s": 2.0, "poll_s": 0.1, "event_flush_ms": 50}}
 
 
+TODAY = dt.datetime.now(dt.UTC).date()
+SHARE = {  # half of the metered cost accrues to the ledger: one accrual per billed call
+    "id": "rs-bg",
+    "parties": ["Us", "Them"],
+    "rate": "0.5",
+    "basis": {"providers": ["oa"]},
+    "starts_on": TODAY - dt.timedelta(days=10),
+    "ends_on": TODAY + dt.timedelta(days=300),
+    "currency": "USD",
+}
+
+
 def gateway_config(tmp: Path, db: str, sim: Simulator) -> dict:
     return config(
         storage=database(db),
@@ -32,8 +46,9 @@ def gateway_config(tmp: Path, db: str, sim: Simulator) -> dict:
         identity=identity("MH_BG_ADMIN_KEY"),
         routing=breakers(0),
         providers={"oa": simulated("openai", sim.url)},
-        deployments={"oa": deployment("oa", "gpt-bg")},
+        deployments={"oa": deployment("oa", "gpt-bg", price=price(1_000_000, 1_000_000))},  # $1 a token
         model_groups=groups({"gpt": "oa"}, retries=0),
+        contracts={"flush_interval_s": 0.02, "revenue_share": [SHARE]},
         responses=FAST,
     )
 
@@ -106,6 +121,31 @@ def test_background_needs_store_and_only_background_responses_cancel(world):
         list(client.responses.retrieve(plain.id, stream=True))
 
 
+def test_a_background_turn_is_checked_at_once_and_a_refused_one_fails(world):
+    gateway, sim, key, _ = world
+    client = sdk(gateway, key)
+    with pytest.raises(openai.NotFoundError):  # an unknown model is refused at the create, like a foreground turn
+        client.responses.create(model="nope", input="x", background=True)
+    with pytest.raises(openai.BadRequestError):  # so is a continuation of nothing
+        client.responses.create(model="gpt", input="x", previous_response_id="resp_missing", background=True)
+    sim.fault(status=400, times=1)
+    created = client.responses.create(model="gpt", input="refused upstream", background=True)
+    failed = until(lambda: (r := client.responses.retrieve(created.id)).status not in ("queued", "in_progress") and r)
+    assert failed.status == "failed" and failed.error is not None and failed.error.message
+
+
+def test_the_sdk_stream_helper_follows_a_background_response(world):
+    gateway, sim, key, _ = world
+    sim.fault(chunk_delay_ms=30, chunks=8)
+    client = sdk(gateway, key)
+    with client.responses.create(model="gpt", input="follow me", background=True, stream=True) as s:
+        response_id = next(iter(s)).response.id
+    with client.responses.stream(response_id=response_id, starting_after=3) as stream:
+        final = stream.get_final_response()
+    sim.clear_faults()
+    assert final.status == "completed" and "follow me" in final.output_text and final.background is True
+
+
 def test_a_streamed_background_response_resumes_after_any_event_without_gaps(world):
     gateway, sim, key, _ = world
     sim.fault(chunk_delay_ms=60, chunks=12)
@@ -158,6 +198,12 @@ def _tenant_and_key(gateway: Gateway, name: str) -> tuple[str, str]:
     with admin:
         tenants = admin.get("/admin/v1/tenants").json()["data"]
     return next(t["id"] for t in tenants if t["name"] == name), key
+
+
+def _accrued(gateway: Gateway) -> Decimal:
+    admin = httpx.Client(base_url=gateway.url, headers={"authorization": f"Bearer {ADMIN_KEY}"}, timeout=10)
+    with admin:
+        return Decimal(str(admin.get("/admin/v1/contracts/rs-bg/report").json()["accrued"]))
 
 
 def _billed_calls(gateway: Gateway, tenant: str) -> int:
@@ -213,8 +259,11 @@ def test_kill_9_mid_response_completes_exactly_once_on_another_replica(backend, 
         calls = [r for r in sim.requests() if "survive a crash" in r["body"]]
         assert len(calls) == 2  # the call in flight when the gateway died, and the one that finished
         until(lambda: _billed_calls(replicas[0], tenant) >= 1, what="usage")
+        tokens = done.usage.input_tokens + done.usage.output_tokens
+        until(lambda: _accrued(replicas[0]) > 0, what="the ledger")
         time.sleep(0.5)
         assert _billed_calls(replicas[0], tenant) == 1  # one usage row for the turn
+        assert _accrued(replicas[0]) == Decimal(tokens) / 2  # and one ledger accrual, for the run that finished
     finally:
         sim.clear_faults()
         for gw in gateways:
@@ -257,3 +306,46 @@ def test_retention_deletes_expired_responses_for_real(tmp_path):
         log = gateway.stop() if gateway is not None else ""
         sim.stop()
         assert "Traceback" not in log, log[-3000:]
+
+
+def test_a_replica_stalled_past_its_lease_cannot_bill_or_finish_the_turn_again(tmp_path):
+    """SIGSTOP a replica mid-response: another takes the job over when the lease runs out and
+    finishes it. When the stalled one wakes it finds its lease taken: its upstream call is metered
+    under the turn's one request id (so not billed a second time) and its writes are refused."""
+    db = f"sqlite+aiosqlite:///{tmp_path / 'multihome.db'}"
+    init_key_file(tmp_path / "kms.key")
+    sim = Simulator("openai", "bg-stall")
+    gateways: list[Gateway] = []
+    try:
+        cfg = gateway_config(tmp_path, db, sim)
+        first = Gateway(cfg, tmp_path, SECRETS)
+        gateways.append(first)
+        tenant, key = _tenant_and_key(first, "acme")
+        sim.fault(chunk_delay_ms=100, chunks=20)
+        client = sdk(first, key)
+        created = client.responses.create(model="gpt", input="stall and wake", background=True)
+        until(lambda: client.responses.retrieve(created.id).status == "in_progress", what="in_progress")
+        os.kill(first.popen.pid, signal.SIGSTOP)
+        try:
+            second = Gateway(cfg, tmp_path, SECRETS)
+            gateways.append(second)
+            other = sdk(second, key)
+            done = until(
+                lambda: (r := other.responses.retrieve(created.id)).status not in ("queued", "in_progress") and r,
+                what="the second replica to finish it",
+            )
+            until(lambda: _billed_calls(second, tenant) >= 1, what="usage")
+        finally:
+            os.kill(first.popen.pid, signal.SIGCONT)
+        time.sleep(4.0)  # the stalled replica wakes, reads on, renews, finds its lease lost
+        assert done.status == "completed"
+        assert other.responses.retrieve(created.id).output_text == done.output_text  # its writes were refused
+        assert len([r for r in sim.requests() if "stall and wake" in r["body"]]) == 2
+        assert _billed_calls(second, tenant) == 1
+        assert _accrued(second) == Decimal(done.usage.input_tokens + done.usage.output_tokens) / 2
+    finally:
+        sim.clear_faults()
+        for gw in gateways:
+            log = gw.stop()
+            assert "Traceback" not in log, log[-3000:]
+        sim.stop()

@@ -46,18 +46,7 @@ class BackgroundStore:
         body, size = await self.store.seal_response(record)
         rows = await self._seal_events(record.tenant, record.id, events)
         async with self.store._write() as conn:
-            await conn.execute(
-                sa.insert(responses).values(
-                    id=record.id,
-                    tenant_id=record.tenant,
-                    previous_response_id=record.previous_response_id,
-                    conversation_id=record.conversation_id,
-                    status=record.status,
-                    created_at=record.created_at,
-                    size=size,
-                    body=body,
-                )
-            )
+            await self.store.insert_response(conn, record, body, size)
             if rows:
                 await conn.execute(sa.insert(response_events), rows)
             await self.queue.enqueue(KIND, record.tenant, record.id, max_attempts=max_attempts, conn=conn)

@@ -108,23 +108,28 @@ class StateStore(StoreBase):
         body, size = await self.seal_response(record)
         sealed = await self._seal_items(record.tenant, record.conversation_id, append) if append else []
         async with self._write(lock=record.conversation_id) as conn:
-            await conn.execute(
-                sa.insert(responses).values(
-                    id=record.id,
-                    tenant_id=record.tenant,
-                    previous_response_id=record.previous_response_id,
-                    conversation_id=record.conversation_id,
-                    status=record.status,
-                    created_at=record.created_at,
-                    size=size,
-                    body=body,
-                )
-            )
+            await self.insert_response(conn, record, body, size)
             if sealed:
                 assert record.conversation_id is not None
                 await self._insert_items(conn, record.tenant, record.conversation_id, sealed)
         if record.status in FINAL:
             self._opened.put(record, size)  # committed: the next turn here needs no database read of it
+
+    @staticmethod
+    async def insert_response(conn: AsyncConnection, record: StoredResponse, body: bytes, size: int) -> None:
+        """The response's row, inside the caller's write transaction."""
+        await conn.execute(
+            sa.insert(responses).values(
+                id=record.id,
+                tenant_id=record.tenant,
+                previous_response_id=record.previous_response_id,
+                conversation_id=record.conversation_id,
+                status=record.status,
+                created_at=record.created_at,
+                size=size,
+                body=body,
+            )
+        )
 
     async def seal_response(self, record: StoredResponse) -> tuple[bytes, int]:
         data: dict[str, Any] = {"response": record.response, "input": record.input}

@@ -93,6 +93,7 @@ class Background:
     ) -> None:
         """Queue the response and answer at once (`queued`), or follow its stream from the start."""
         assert call.principal is not None
+        self.runner.pipeline.group(req.model)  # an unknown model is a 404 now, not a failed run later
         shell = BackgroundShell(req)
         queued = shell.render("queued", [])
         events: list[tuple[int, bytes]] = []

@@ -19,17 +19,15 @@ from typing import Any, cast
 import msgspec
 
 from ...routing.stream_relay import StreamRelay
-from ...schema import estimate
 from ...schema.errors import ApiError, bad_request
 from ...schema.responses import CreateResponse, parse_create
 from ...state import StateStore, StoredResponse
 from ..asgi import JSON, Receive, Send, read_body
-from ..openai.chat import chat_request, chat_response
 from ..openai.errors import OPENAI, upstream_client_error
 from ..pipeline import Call, Pipeline, finish_refused, finish_unary, stream_finisher
 from ..render import send_failure, send_json, send_stream
 from .background import Background, starting_after
-from .common import answer, list_query, need_state, page_of, query, segments, stored, tenant
+from .common import answer, list_query, need_state, page_of, query, run_turn, segments, stored, tenant
 from .items import Item, stored_items
 from .stream import ResponsesRelay, ResponsesStream
 from .translate import Shell, from_completion, to_canonical
@@ -62,24 +60,13 @@ class ResponsesDoor:
         who = tenant(call)
         context = await self._context(who, req)
         new = stored_items(req.input)
-        if req.background:
+        canonical, dropped = to_canonical(req, context, new)
+        if req.background:  # checked like a foreground turn (a 400 or 404 now), then queued
             need_state(self.state, "Background mode ('background': true)")
             assert self.background is not None  # present whenever the state store is
             await self.background.create(call, receive, send, req, body, new)
             return
-        canonical, dropped = to_canonical(req, context, new)
-        served, headers = await self.pipeline.run(
-            call,
-            "responses",
-            body,
-            canonical,
-            chat_request,
-            chat_response,
-            chat=canonical.request,
-            max_output=estimate.output_tokens(canonical.request),
-            forward_usage=True,  # the usage-only last chunk must reach the converter
-            dropped=dropped,
-        )
+        served, headers = await run_turn(self.pipeline, call, body, canonical, dropped)
         if served.stream is not None:
             converter = ResponsesStream(shell)
 

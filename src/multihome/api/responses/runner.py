@@ -26,7 +26,6 @@ from typing import Any
 import msgspec
 
 from ...accounting.tracker import finish_failed, settle
-from ...schema import estimate
 from ...schema.errors import ApiError
 from ...schema.principal import Principal
 from ...schema.responses import CreateResponse, parse_create
@@ -34,9 +33,9 @@ from ...state.background import OPEN, BackgroundStore, Event
 from ...state.feed import Feed
 from ...state.jobs import Job
 from ...state.store import StoredResponse
-from ..openai.chat import chat_request, chat_response
 from ..openai.errors import upstream_client_error
 from ..pipeline import Call, Pipeline, finish_refused
+from .common import run_turn
 from .items import Item
 from .stream import ResponsesStream
 from .translate import Shell, to_canonical
@@ -140,18 +139,7 @@ class Runner:
                 context = await self.context(record.tenant, req)
                 body = info["request"].encode()
                 canonical, dropped = to_canonical(msgspec.structs.replace(req, stream=True), context, record.input)
-                served, _ = await self.pipeline.run(
-                    call,
-                    "responses",
-                    body,
-                    canonical,
-                    chat_request,
-                    chat_response,
-                    chat=canonical.request,
-                    max_output=estimate.output_tokens(canonical.request),
-                    forward_usage=True,
-                    dropped=dropped,
-                )
+                served, _ = await run_turn(self.pipeline, call, body, canonical, dropped)
             except ApiError as err:
                 finish_failed(call.tracker, err)
                 await self._fail(run, shell, err)
