@@ -142,6 +142,11 @@ class JobQueue:
         now = self.clock()
         orphaned = (t.c.status == RUNNING) & (t.c.lease_until < now)
         due = (t.c.status == QUEUED) & (t.c.available_at <= now)
+        # An idle replica polls: a read first, so finding nothing takes no write lock (SQLite's is the
+        # whole database's, wanted by every usage batch and stored response).
+        async with self.engine.connect() as peek:
+            if await peek.scalar(sa.select(t.c.id).where(t.c.kind.in_(kinds), due | orphaned).limit(1)) is None:
+                return []
         conn = await write_connection(self.engine)
         try:
             async with conn.begin():

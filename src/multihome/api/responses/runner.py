@@ -98,7 +98,6 @@ class Runner:
         self.context: Context | None = None  # rebuilds a turn's context (the door's; bound by handlers.py)
         self.flush_s = flush_s
         self.flush_usage = flush_usage  # makes the usage rows recorded so far durable (metering's writer)
-        self.running: dict[str, _Run] = {}  # response id -> its run on this replica
 
     async def run(self, job: Job) -> None:
         bg = self._store()
@@ -110,15 +109,13 @@ class Runner:
         seq, base = 0, 0
         if streamed:  # continue after what was committed (a dead run's events are what clients saw)
             seq = await bg.last_seq(record.id) + 1
-            base = sum(
-                1 for _, data in await bg.events_after(record.tenant, record.id, -1, 100_000) if data.startswith(ADDED)
-            )
+            if seq > 2:  # beyond response.created and response.queued: an earlier run had begun
+                events = await bg.events_after(record.tenant, record.id, -1, 100_000)
+                base = sum(1 for _, data in events if data.startswith(ADDED))
         run = _Run(record, ResponsesStream(shell, seq=seq, base=base), streamed)
-        self.running[record.id] = run
         try:
             await self._run(run, req, shell)
         finally:
-            self.running.pop(record.id, None)
             self.feed.publish(record.id)
 
     async def _run(self, run: _Run, req: CreateResponse, shell: BackgroundShell) -> None:
