@@ -5,6 +5,7 @@ database finishes it, and the simulator's request log and the usage rows show wh
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import os
 import signal
@@ -192,6 +193,32 @@ def test_cancel_stops_a_running_response_and_is_idempotent(world):
     assert stored.output and stored.output[0].content[0].text  # the partial output is kept
 
 
+@contextlib.contextmanager
+def replicas(tmp: Path, db: str, name: str, responses: dict | None = None):
+    """A simulator, and `start()` for gateways on database `db` (replicas of one deployment), all
+    stopped at the end; none may have logged a traceback."""
+    init_key_file(tmp / "kms.key")
+    sim = Simulator("openai", name)
+    cfg = gateway_config(tmp, db, sim)
+    if responses is not None:
+        cfg["responses"] = responses
+    gateways: list[Gateway] = []
+
+    def start() -> Gateway:
+        gateways.append(Gateway(cfg, tmp, SECRETS))
+        return gateways[-1]
+
+    try:
+        yield sim, start
+    finally:
+        with contextlib.suppress(httpx.HTTPError):
+            sim.clear_faults()
+        logs = [gw.stop() for gw in gateways]
+        sim.stop()
+        for log in logs:
+            assert "Traceback" not in log, log[-3000:]
+
+
 def _tenant_and_key(gateway: Gateway, name: str) -> tuple[str, str]:
     key = new_key(gateway, name)
     admin = httpx.Client(base_url=gateway.url, headers={"authorization": f"Bearer {ADMIN_KEY}"}, timeout=10)
@@ -223,13 +250,8 @@ def test_kill_9_mid_response_completes_exactly_once_on_another_replica(backend, 
         db = f"sqlite+aiosqlite:///{tmp_path / 'multihome.db'}"
     else:
         db = request.getfixturevalue("pg_server").create_database()
-    init_key_file(tmp_path / "kms.key")
-    sim = Simulator("openai", "bg-kill")
-    gateways: list[Gateway] = []
-    try:
-        cfg = gateway_config(tmp_path, db, sim)
-        first = Gateway(cfg, tmp_path, SECRETS)
-        gateways.append(first)
+    with replicas(tmp_path, db, "bg-kill") as (sim, start):
+        first = start()
         tenant, key = _tenant_and_key(first, "acme")
         sim.fault(chunk_delay_ms=150, chunks=20)  # about three seconds of streaming
         client = sdk(first, key)
@@ -244,43 +266,32 @@ def test_kill_9_mid_response_completes_exactly_once_on_another_replica(backend, 
         assert len(sim.requests()) == 1
         os.kill(first.popen.pid, signal.SIGKILL)  # mid-response: the upstream call is in flight
         first.popen.wait(10)
-        replicas = [Gateway(cfg, tmp_path, SECRETS), Gateway(cfg, tmp_path, SECRETS)]
-        gateways += replicas
+        both = [start(), start()]
         # Resume on one replica at once: it waits while the dead replica's lease runs out, then follows
         # the run live (on whichever replica claimed it).
         cursor = events[-1].sequence_number
-        rest = list(sdk(replicas[1], key).responses.retrieve(response_id, stream=True, starting_after=cursor))
+        rest = list(sdk(both[1], key).responses.retrieve(response_id, stream=True, starting_after=cursor))
         assert [e.sequence_number for e in rest] == list(range(cursor + 1, cursor + 1 + len(rest)))
         assert rest[-1].type == "response.completed"
-        done = sdk(replicas[0], key).responses.retrieve(response_id)
+        done = sdk(both[0], key).responses.retrieve(response_id)
         assert done.status == "completed" and "survive a crash" in done.output_text
         assert done.output_text == rest[-1].response.output_text
         time.sleep(3.0)  # longer than a lease: nothing runs it again
         calls = [r for r in sim.requests() if "survive a crash" in r["body"]]
         assert len(calls) == 2  # the call in flight when the gateway died, and the one that finished
-        until(lambda: _billed_calls(replicas[0], tenant) >= 1, what="usage")
+        until(lambda: _billed_calls(both[0], tenant) >= 1, what="usage")
         tokens = done.usage.input_tokens + done.usage.output_tokens
-        until(lambda: _accrued(replicas[0]) > 0, what="the ledger")
+        until(lambda: _accrued(both[0]) > 0, what="the ledger")
         time.sleep(0.5)
-        assert _billed_calls(replicas[0], tenant) == 1  # one usage row for the turn
-        assert _accrued(replicas[0]) == Decimal(tokens) / 2  # and one ledger accrual, for the run that finished
-    finally:
-        sim.clear_faults()
-        for gw in gateways:
-            log = gw.stop()
-            assert "Traceback" not in log, log[-3000:]
-        sim.stop()
+        assert _billed_calls(both[0], tenant) == 1  # one usage row for the turn
+        assert _accrued(both[0]) == Decimal(tokens) / 2  # and one ledger accrual, for the run that finished
 
 
 def test_retention_deletes_expired_responses_for_real(tmp_path):
     db_path = tmp_path / "multihome.db"
-    init_key_file(tmp_path / "kms.key")
-    sim = Simulator("openai", "bg-retention")
-    gateway = None
-    try:
-        cfg = gateway_config(tmp_path, f"sqlite+aiosqlite:///{db_path}", sim)
-        cfg["responses"] = {**FAST, "retention": {"ttl_s": 2.0, "sweep_interval_s": 0.5}}
-        gateway = Gateway(cfg, tmp_path, SECRETS)
+    responses = {**FAST, "retention": {"ttl_s": 2.0, "sweep_interval_s": 0.5}}
+    with replicas(tmp_path, f"sqlite+aiosqlite:///{db_path}", "bg-retention", responses) as (sim, start):
+        gateway = start()
         client = sdk(gateway, new_key(gateway, "acme"))
         fg = client.responses.create(model="gpt", input="kept for two seconds")
         bg = client.responses.create(model="gpt", input="in the background", background=True, stream=True)
@@ -302,10 +313,6 @@ def test_retention_deletes_expired_responses_for_real(tmp_path):
             assert conn.execute(sa.text("SELECT count(*) FROM response_events")).scalar() == 0
             assert conn.execute(sa.text("SELECT count(*) FROM jobs WHERE kind = 'response'")).scalar() == 0
         engine.dispose()
-    finally:
-        log = gateway.stop() if gateway is not None else ""
-        sim.stop()
-        assert "Traceback" not in log, log[-3000:]
 
 
 def test_a_replica_stalled_past_its_lease_cannot_bill_or_finish_the_turn_again(tmp_path):
@@ -313,13 +320,8 @@ def test_a_replica_stalled_past_its_lease_cannot_bill_or_finish_the_turn_again(t
     finishes it. When the stalled one wakes it finds its lease taken: its upstream call is metered
     under the turn's one request id (so not billed a second time) and its writes are refused."""
     db = f"sqlite+aiosqlite:///{tmp_path / 'multihome.db'}"
-    init_key_file(tmp_path / "kms.key")
-    sim = Simulator("openai", "bg-stall")
-    gateways: list[Gateway] = []
-    try:
-        cfg = gateway_config(tmp_path, db, sim)
-        first = Gateway(cfg, tmp_path, SECRETS)
-        gateways.append(first)
+    with replicas(tmp_path, db, "bg-stall") as (sim, start):
+        first = start()
         tenant, key = _tenant_and_key(first, "acme")
         sim.fault(chunk_delay_ms=100, chunks=20)
         client = sdk(first, key)
@@ -327,8 +329,7 @@ def test_a_replica_stalled_past_its_lease_cannot_bill_or_finish_the_turn_again(t
         until(lambda: client.responses.retrieve(created.id).status == "in_progress", what="in_progress")
         os.kill(first.popen.pid, signal.SIGSTOP)
         try:
-            second = Gateway(cfg, tmp_path, SECRETS)
-            gateways.append(second)
+            second = start()
             other = sdk(second, key)
             done = until(
                 lambda: (r := other.responses.retrieve(created.id)).status not in ("queued", "in_progress") and r,
@@ -343,9 +344,3 @@ def test_a_replica_stalled_past_its_lease_cannot_bill_or_finish_the_turn_again(t
         assert len([r for r in sim.requests() if "stall and wake" in r["body"]]) == 2
         assert _billed_calls(second, tenant) == 1
         assert _accrued(second) == Decimal(done.usage.input_tokens + done.usage.output_tokens) / 2
-    finally:
-        sim.clear_faults()
-        for gw in gateways:
-            log = gw.stop()
-            assert "Traceback" not in log, log[-3000:]
-        sim.stop()
