@@ -80,6 +80,7 @@ class _Run:
     pending: list[Event] = field(default_factory=list)
     stopped: bool = False  # cancelled or deleted: the store refused a write
     closing: asyncio.Event = field(default_factory=asyncio.Event)
+    more: asyncio.Event = field(default_factory=asyncio.Event)  # events are waiting to be written
 
 
 class Runner:
@@ -177,6 +178,7 @@ class Runner:
                         break
         finally:
             run.closing.set()
+            run.more.set()
             try:
                 await flusher
             finally:
@@ -185,33 +187,44 @@ class Runner:
     def _take(self, run: _Run, data: bytes) -> None:
         if run.streamed and data:
             run.pending += split_events(data, run.converter)
+            run.more.set()
 
     async def _flush_loop(self, run: _Run, relay: Any) -> None:
-        """Persist the events produced so far every `flush_s` (and learn of a cancel at each write)."""
+        """Persist the events waiting as soon as there are some, at most once per `flush_s` (so a
+        first delta is not held back, and a fast stream is written in batches); with nothing to write,
+        look every `flush_s` whether the response was cancelled. Each write also learns of a cancel."""
         while not run.closing.is_set():
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(run.closing.wait(), self.flush_s)
+                await asyncio.wait_for(run.more.wait(), self.flush_s)
             if run.closing.is_set():
                 return
+            run.more.clear()
             batch = run.pending[:]
             try:
                 open_ = await self._store().progress(run.record, batch)
             except Exception:
                 log.warning("background response %s: persisting events failed; retrying", run.record.id, exc_info=True)
-                continue
-            del run.pending[: len(batch)]
-            if batch:
-                self.feed.publish(run.record.id)
+                open_ = True
+            else:
+                del run.pending[: len(batch)]
+                if batch:
+                    self.feed.publish(run.record.id)
             if not open_:
                 run.stopped = True
                 relay.cut("The response was cancelled.", "cancelled")
                 return
+            with contextlib.suppress(TimeoutError):  # the batching interval
+                await asyncio.wait_for(run.closing.wait(), self.flush_s)
 
     async def _finish(self, run: _Run, response: dict[str, Any], tail: bytes) -> None:
         """Usage durable, then the final response and its last events in one write (the checkpoint)."""
+        record, conv = run.record, run.converter
+        if run.pending and not run.stopped:  # the clients following need not wait for the usage write
+            if await self._store().progress(record, run.pending):
+                run.pending = []
+                self.feed.publish(record.id)
         if self.flush_usage is not None:
             await self.flush_usage()
-        record, conv = run.record, run.converter
         events = [*run.pending, *split_events(tail, conv)] if run.streamed else []
         if run.streamed:
             events += split_events(conv.terminal(response), conv)
