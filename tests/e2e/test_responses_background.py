@@ -107,6 +107,12 @@ def test_a_background_response_is_queued_then_completes_by_polling(world):
         sdk(gateway, other).responses.retrieve(created.id)
     follow = client.responses.create(model="gpt", input="and then?", previous_response_id=created.id)
     assert follow.status == "completed"  # a finished background response continues like any other
+    conv = client.conversations.create()
+    turn = client.responses.create(model="gpt", input="into the conversation", conversation=conv.id, background=True)
+    until(lambda: client.responses.retrieve(turn.id).status == "completed", what="the conversation's turn")
+    items = client.conversations.items.list(conv.id, order="asc").data
+    assert [i.role for i in items] == ["user", "assistant"]  # the turn was appended with its answer
+    assert [i.id for i in client.responses.input_items.list(turn.id).data] == [items[0].id]
 
 
 def test_background_needs_store_and_only_background_responses_cancel(world):
