@@ -285,6 +285,7 @@ def test_kill_9_mid_response_completes_exactly_once_on_another_replica(backend, 
         time.sleep(3.0)  # longer than a lease: nothing runs it again
         calls = [r for r in sim.requests() if "survive a crash" in r["body"]]
         assert len(calls) == 2  # the call in flight when the gateway died, and the one that finished
+        assert calls[0]["request_id"] == calls[1]["request_id"]  # both runs are one turn: one request id
         until(lambda: _billed_calls(both[0], tenant) >= 1, what="usage")
         tokens = done.usage.input_tokens + done.usage.output_tokens
         until(lambda: _accrued(both[0]) > 0, what="the ledger")
@@ -347,6 +348,34 @@ def test_a_replica_stalled_past_its_lease_cannot_bill_or_finish_the_turn_again(t
         time.sleep(4.0)  # the stalled replica wakes, reads on, renews, finds its lease lost
         assert done.status == "completed"
         assert other.responses.retrieve(created.id).output_text == done.output_text  # its writes were refused
-        assert len([r for r in sim.requests() if "stall and wake" in r["body"]]) == 2
+        calls = [r for r in sim.requests() if "stall and wake" in r["body"]]
+        assert len(calls) == 2 and calls[0]["request_id"] == calls[1]["request_id"]
+        assert _billed_calls(second, tenant) == 1
+        assert _accrued(second) == Decimal(done.usage.input_tokens + done.usage.output_tokens) / 2
+
+
+def test_a_replica_that_stops_hands_its_response_over_and_the_finished_run_is_billed(tmp_path):
+    """SIGTERM mid-response: the stopping replica hands the job back without recording the call it
+    abandons; the replica that finishes it records the turn's one usage row, with the whole answer."""
+    db = f"sqlite+aiosqlite:///{tmp_path / 'multihome.db'}"
+    with replicas(tmp_path, db, "bg-stop") as (sim, start):
+        first = start()
+        tenant, key = _tenant_and_key(first, "acme")
+        sim.fault(chunk_delay_ms=100, chunks=20)
+        client = sdk(first, key)
+        created = client.responses.create(model="gpt", input="hand me over", background=True)
+        until(lambda: client.responses.retrieve(created.id).status == "in_progress", what="in_progress")
+        time.sleep(0.5)  # some output was produced (and metered, were it recorded)
+        first.stop()  # a graceful stop: the job is released at once, not after its lease
+        sim.clear_faults()
+        second = start()
+        other = sdk(second, key)
+        done = until(
+            lambda: (r := other.responses.retrieve(created.id)).status not in ("queued", "in_progress") and r,
+            what="the second replica to finish it",
+        )
+        assert done.status == "completed" and done.usage.output_tokens > 0
+        until(lambda: _billed_calls(second, tenant) >= 1, what="usage")
+        time.sleep(0.5)
         assert _billed_calls(second, tenant) == 1
         assert _accrued(second) == Decimal(done.usage.input_tokens + done.usage.output_tokens) / 2

@@ -157,11 +157,15 @@ class Runner:
                 outcome = "stream_error" if response["status"] == "failed" else "ok"
                 call.tracker.finish_produced(served, 200, outcome)
             await self._finish(run, response, tail)
-        except asyncio.CancelledError:
-            # Cancelled (seen at a lease renewal), or this replica is closing (the job is handed back):
-            # a cancelled response keeps what was produced; any other is left for the next run.
+        except BaseException:
+            # Cancelled (seen at a lease renewal), this replica closing (the job is handed back), its
+            # lease lost, or the run raised (the job is retried): a cancelled response keeps what was
+            # produced and this run is its last; any other run is abandoned to the next one.
+            cancelled = False
             with contextlib.suppress(Exception):
-                await asyncio.shield(self._keep_partial(run, shell))
+                cancelled = await asyncio.shield(self._keep_partial(run, shell))
+            if not cancelled:
+                _abandon(call)
             raise
         finally:
             settle(call.tracker)
@@ -244,14 +248,29 @@ class Runner:
             tail = conv.event("error", {"code": err.body.code, "message": err.body.message, "param": err.body.param})
         await self._finish(run, response, tail)
 
-    async def _keep_partial(self, run: _Run, shell: BackgroundShell | None) -> None:
+    async def _keep_partial(self, run: _Run, shell: BackgroundShell | None) -> bool:
+        """A cancelled response gets this run's output; False when the response is not cancelled."""
         record = run.record
         output = run.converter.outcome().output
         current = await self._store().get(record.tenant, record.id)
         if current is None or current.status != "cancelled":
-            return
+            return False
         response = {**current.response, "output": output}
         await self._store().keep_partial(replace(current, response=response, background=_done(record)))
+        return True
+
+
+def _abandon(call: Call) -> None:
+    """A run that does not make its response final records no call: the turn's one usage row, ledger
+    accrual and audit completion (all keyed by the turn's request id, the first write winning) belong
+    to the run that does. Its budget reservation is released."""
+    tracker = call.tracker
+    if tracker is None or tracker.finished:
+        return
+    tracker.finished = True
+    limiter = tracker.acc.limiter
+    if limiter is not None:
+        limiter.release(tracker.request_id)
 
 
 def _done(record: StoredResponse) -> dict[str, Any]:
