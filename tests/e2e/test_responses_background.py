@@ -79,10 +79,13 @@ def until(predicate, timeout: float = 60.0, what: str = "condition"):
     raise AssertionError(f"timed out waiting for {what}")
 
 
-@pytest.fixture(scope="module")
-def world(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("background")
-    db = f"sqlite+aiosqlite:///{tmp}/multihome.db"
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def world(request, tmp_path_factory):
+    tmp = tmp_path_factory.mktemp(f"background-{request.param}")
+    if request.param == "sqlite":
+        db = f"sqlite+aiosqlite:///{tmp}/multihome.db"
+    else:
+        db = request.getfixturevalue("pg_server").create_database()
     init_key_file(tmp / "kms.key")
     sim = Simulator("openai", "bg-openai")
     gateway = None
