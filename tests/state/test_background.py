@@ -146,3 +146,14 @@ async def test_retention_deletes_old_responses_their_events_and_jobs_per_tenant(
         left = (await conn.execute(sa.select(response_events.c.response_id))).scalars().all()
         job_refs = (await conn.execute(sa.select(jobs.c.ref_id))).scalars().all()
     assert left == ["resp_new"] and "resp_kept" not in job_refs
+
+
+async def test_a_response_whose_job_gave_up_is_failed_not_left_open(bg):
+    record = _queued("resp_a")
+    await bg.create(record, [], max_attempts=1)
+    assert (await bg.settle_orphan(record, {"status": "failed"})).status == "queued"  # its job is still due
+    job = (await bg.queue.claim("replica-1", [KIND], lease_s=30))[0]
+    assert await bg.queue.retry(job, "replica-1", delay_s=0, error="RuntimeError: boom")  # attempts used up
+    assert (await bg.queue.get(KIND, "resp_a")).status == "failed"
+    settled = await bg.settle_orphan(record, {"status": "failed"})
+    assert settled.status == "failed" and (await bg.get("t1", "resp_a")).status == "failed"
