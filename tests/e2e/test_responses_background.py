@@ -140,7 +140,7 @@ def test_a_background_turn_is_checked_at_once_and_a_refused_one_fails(world):
         client.responses.create(model="gpt", input="x", previous_response_id="resp_missing", background=True)
     sim.fault(status=400, times=1)
     created = client.responses.create(model="gpt", input="refused upstream", background=True)
-    failed = until(lambda: (r := client.responses.retrieve(created.id)).status not in ("queued", "in_progress") and r)
+    failed = _finished(client, created.id)
     assert failed.status == "failed" and failed.error is not None and failed.error.message
 
 
@@ -325,32 +325,42 @@ def test_retention_deletes_expired_responses_for_real(tmp_path):
         engine.dispose()
 
 
+def _running(start, text: str) -> tuple[Gateway, str, str, str]:
+    """A first replica, a tenant and its key, and a slow background response running on it."""
+    first = start()
+    tenant, key = _tenant_and_key(first, "acme")
+    client = sdk(first, key)
+    created = client.responses.create(model="gpt", input=text, background=True)
+    until(lambda: client.responses.retrieve(created.id).status == "in_progress", what="in_progress")
+    return first, tenant, key, created.id
+
+
+def _finished(client: openai.OpenAI, response_id: str):
+    return until(
+        lambda: (r := client.responses.retrieve(response_id)).status not in ("queued", "in_progress") and r,
+        what="the response to finish",
+    )
+
+
 def test_a_replica_stalled_past_its_lease_cannot_bill_or_finish_the_turn_again(tmp_path):
     """SIGSTOP a replica mid-response: another takes the job over when the lease runs out and
-    finishes it. When the stalled one wakes it finds its lease taken: its upstream call is metered
-    under the turn's one request id (so not billed a second time) and its writes are refused."""
+    finishes it. When the stalled one wakes it finds its lease taken: the call it abandons is not
+    billed (the turn's one usage row is the finishing run's) and its writes are refused."""
     db = f"sqlite+aiosqlite:///{tmp_path / 'multihome.db'}"
     with replicas(tmp_path, db, "bg-stall") as (sim, start):
-        first = start()
-        tenant, key = _tenant_and_key(first, "acme")
         sim.fault(chunk_delay_ms=100, chunks=20)
-        client = sdk(first, key)
-        created = client.responses.create(model="gpt", input="stall and wake", background=True)
-        until(lambda: client.responses.retrieve(created.id).status == "in_progress", what="in_progress")
+        first, tenant, key, response_id = _running(start, "stall and wake")
         os.kill(first.popen.pid, signal.SIGSTOP)
         try:
             second = start()
             other = sdk(second, key)
-            done = until(
-                lambda: (r := other.responses.retrieve(created.id)).status not in ("queued", "in_progress") and r,
-                what="the second replica to finish it",
-            )
+            done = _finished(other, response_id)
             until(lambda: _billed_calls(second, tenant) >= 1, what="usage")
         finally:
             os.kill(first.popen.pid, signal.SIGCONT)
         time.sleep(4.0)  # the stalled replica wakes, reads on, renews, finds its lease lost
         assert done.status == "completed"
-        assert other.responses.retrieve(created.id).output_text == done.output_text  # its writes were refused
+        assert other.responses.retrieve(response_id).output_text == done.output_text  # its writes were refused
         calls = [r for r in sim.requests() if "stall and wake" in r["body"]]
         assert len(calls) == 2 and calls[0]["request_id"] == calls[1]["request_id"]
         assert _billed_calls(second, tenant) == 1
@@ -362,21 +372,13 @@ def test_a_replica_that_stops_hands_its_response_over_and_the_finished_run_is_bi
     abandons; the replica that finishes it records the turn's one usage row, with the whole answer."""
     db = f"sqlite+aiosqlite:///{tmp_path / 'multihome.db'}"
     with replicas(tmp_path, db, "bg-stop") as (sim, start):
-        first = start()
-        tenant, key = _tenant_and_key(first, "acme")
         sim.fault(chunk_delay_ms=100, chunks=20)
-        client = sdk(first, key)
-        created = client.responses.create(model="gpt", input="hand me over", background=True)
-        until(lambda: client.responses.retrieve(created.id).status == "in_progress", what="in_progress")
+        first, tenant, key, response_id = _running(start, "hand me over")
         time.sleep(0.5)  # some output was produced (and metered, were it recorded)
         first.stop()  # a graceful stop: the job is released at once, not after its lease
         sim.clear_faults()
         second = start()
-        other = sdk(second, key)
-        done = until(
-            lambda: (r := other.responses.retrieve(created.id)).status not in ("queued", "in_progress") and r,
-            what="the second replica to finish it",
-        )
+        done = _finished(sdk(second, key), response_id)
         assert done.status == "completed" and done.usage.output_tokens > 0
         until(lambda: _billed_calls(second, tenant) >= 1, what="usage")
         time.sleep(0.5)
