@@ -189,7 +189,7 @@ def test_every_problem_is_reported_at_once():
         parse_config(text)
     assert info.value.problems == [
         "routes: unknown top-level key (known: server, routing, storage, identity, metering, audit, contracts, kms, capture, metrics, "
-        "telemetry, providers, deployments, model_groups)",
+        "responses, telemetry, providers, deployments, model_groups)",
         "providers.az.kind: Invalid enum value 'azurre' (valid: anthropic, azure, bedrock, gemini, openai, vertex)",
         "deployments.d1.price.input: Expected `float` >= 0.0",
         "model_groups.gpt-4o.deployments[1]: unknown deployment 'd2'",
@@ -270,3 +270,17 @@ def test_drain_timeout_flag_is_checked_like_the_config(tmp_path):
         timeout=60,
     )
     assert out.returncode == 2 and "--drain-timeout: must be a number of seconds from 0" in out.stderr
+
+
+def test_responses_section_has_defaults_and_bounded_values():
+    cfg = parse_config(BASE).responses
+    assert cfg.background.lease_s == 30.0 and cfg.retention.ttl_s == 30 * 86400 and cfg.retention.tenants == {}
+    text = BASE + "responses: {background: {concurrency: 2}, retention: {ttl_s: null, tenants: {ten_a: 60}}}\n"
+    cfg = parse_config(text).responses
+    assert cfg.background.concurrency == 2 and cfg.retention.ttl_s is None and cfg.retention.tenants == {"ten_a": 60}
+    with pytest.raises(ConfigError, match=r"responses.background.lease_s"):
+        parse_config(BASE + "responses: {background: {lease_s: 0}}\n")
+    with pytest.raises(ConfigError, match=r"responses.retention.tenants"):
+        parse_config(BASE + "responses: {retention: {tenants: {ten_a: -5}}}\n")
+    with pytest.raises(ConfigError, match=r"responses.retention"):
+        parse_config(BASE + "responses: {retention: {ttl: 5}}\n")

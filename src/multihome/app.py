@@ -107,6 +107,12 @@ def build_app(config: Config) -> Gateway:
         from .state.service import StateService
 
         state = StateService(storage, _Lazy(crypto, "keyring"))
+    background = None
+    if state is not None:  # background responses: a job worker on every replica with storage
+        from .api.responses.background import Background
+
+        flush = metering.flush if metered else None  # a run's usage is durable before its checkpoint
+        background = Background(pipeline, cast(Any, _Lazy(state, "store")), config.responses, flush_usage=flush)
     models, anthropic = ModelsDoor(pipeline), AnthropicDoor(pipeline)
     doors = {  # the handler names of the route table (api/routes.py)
         "chat": ChatDoor(pipeline).handle,
@@ -116,7 +122,7 @@ def build_app(config: Config) -> Gateway:
         "model": models.get,
         "messages": anthropic.messages,
         "count_tokens": anthropic.count_tokens,
-        **responses_handlers(pipeline, cast(Any, _Lazy(state, "store")) if state is not None else None),
+        **responses_handlers(pipeline, cast(Any, _Lazy(state, "store")) if state is not None else None, background),
     }
     if metrics is not None:
         doors["metrics"] = MetricsEndpoint(metrics, auth, config.metrics.access).handle
@@ -161,7 +167,9 @@ def build_app(config: Config) -> Gateway:
     if oidc is not None:
         services.append(oidc)
     if metrics is not None:
-        services.append(metrics)  # last: it hooks the writers the others made at start-up
+        services.append(metrics)  # after the others: it hooks the writers they made at start-up
+    if background is not None:
+        services.append(background)  # last up, first down: its runs hand their jobs back before the rest closes
     drain = Drain(config.server.drain_timeout_s)
     gateway = Gateway(pipeline, auth, doors, services=services, admin=admin, drain=drain)
     if metrics is not None:

@@ -306,7 +306,7 @@ def test_incomplete_and_bad_requests(world):
     bad = [
         ({"input": "x", "frobnicate": 1}, "frobnicate"),
         ({"input": "x", "tools": [{"type": "web_search"}]}, "tools[0].type"),
-        ({"input": "x", "background": True}, "background"),
+        ({"input": "x", "background": True, "store": False}, "background"),
         ({"input": "x", "previous_response_id": "resp_1", "conversation": "conv_1"}, "conversation"),
         ({"input": [{"type": "item_reference", "id": "msg_1"}]}, "input[0].type"),
     ]

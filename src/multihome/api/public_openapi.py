@@ -100,7 +100,16 @@ ROUTES = [
         "Response",
         "ResponseStreamEvent",
     ),
-    PublicRoute("GET", "/v1/responses/{response_id}", "getResponse", "A stored response", OPENAI, None, "Response"),
+    PublicRoute(
+        "GET",
+        "/v1/responses/{response_id}",
+        "getResponse",
+        "A stored response (a background one as it is now); `?stream=true&starting_after=N` streams a background "
+        "response's events after N, then the live ones",
+        OPENAI,
+        None,
+        "Response",
+    ),
     PublicRoute(
         "DELETE", "/v1/responses/{response_id}", "deleteResponse", "Delete a stored response", OPENAI, None, "Deleted"
     ),
@@ -108,7 +117,7 @@ ROUTES = [
         "POST",
         "/v1/responses/{response_id}/cancel",
         "cancelResponse",
-        "Cancel a background response (none run here yet: a stored response answers 400)",
+        "Cancel a background response (idempotent; a foreground one answers 400)",
         OPENAI,
         None,
         "Response",
@@ -533,7 +542,12 @@ def _responses_schemas() -> dict[str, Schema]:
         previous_response_id=_null(STR),
         conversation=_null({"oneOf": [STR, _obj(["id"], id=STR)]}),
         store=_null(BOOL),
-        background=_null({"type": "boolean", "description": "Only false: background mode is not served yet."}),
+        background=_null(
+            {
+                "type": "boolean",
+                "description": "Answer `queued` at once and run the turn on a job worker (needs store).",
+            }
+        ),
         stream=_null(BOOL),
         stream_options=_null(_obj(include_obfuscation=BOOL)),
         tools={

@@ -37,6 +37,7 @@ from .model import (
     Storage,
     Telemetry,
 )
+from .responses import ResponsesConfig
 from .yaml_source import read_yaml
 
 _AUTH_METHODS = tuple(
@@ -118,6 +119,7 @@ _SINGLES: dict[str, type[msgspec.Struct]] = {
     "kms": KmsConfig,
     "capture": CaptureConfig,
     "metrics": MetricsConfig,
+    "responses": ResponsesConfig,
 }
 
 

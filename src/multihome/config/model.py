@@ -17,6 +17,7 @@ from .kms import KmsConfig
 from .metering import MeteringConfig
 from .metrics import MetricsConfig
 from .oidc import IssuerConfig
+from .responses import ResponsesConfig
 from .struct import Count, Fraction, NonNegative, Positive, PositiveCount, PricePerMillion, Strict
 
 CAPABILITIES = frozenset(
@@ -214,4 +215,5 @@ class Config(Strict):
     kms: KmsConfig = msgspec.field(default_factory=KmsConfig)
     capture: CaptureConfig = msgspec.field(default_factory=CaptureConfig)
     metrics: MetricsConfig = msgspec.field(default_factory=MetricsConfig)
+    responses: ResponsesConfig = msgspec.field(default_factory=ResponsesConfig)
     telemetry: Telemetry | None = None

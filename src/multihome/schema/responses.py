@@ -184,11 +184,10 @@ def _validate(req: CreateResponse) -> None:
     if isinstance(req.input, list):
         for i, item in enumerate(req.input):
             check_item(item, f"input[{i}]")
-    if req.background:
+    if req.background and req.store is False:
         raise bad_request(
-            "Background mode ('background': true) is not supported by this gateway yet (docs/responses.md).",
+            "Background mode needs the response to be stored: 'background': true requires 'store': true.",
             param="background",
-            code="unsupported_parameter",
         )
     if req.stream_options is not None and not req.stream:
         raise bad_request("'stream_options' is only allowed when 'stream' is true.", param="stream_options")

@@ -142,6 +142,11 @@ class JobQueue:
         now = self.clock()
         orphaned = (t.c.status == RUNNING) & (t.c.lease_until < now)
         due = (t.c.status == QUEUED) & (t.c.available_at <= now)
+        # An idle replica polls: a read first, so finding nothing takes no write lock (SQLite's is the
+        # whole database's, wanted by every usage batch and stored response).
+        async with self.engine.connect() as peek:
+            if await peek.scalar(sa.select(t.c.id).where(t.c.kind.in_(kinds), due | orphaned).limit(1)) is None:
+                return []
         conn = await write_connection(self.engine)
         try:
             async with conn.begin():
@@ -219,6 +224,10 @@ class JobQueue:
             available_at=self.clock(),
             attempt=t.c.attempt - 1,
         )
+
+    async def purge(self, kind: str, before: datetime) -> int:
+        """Delete this kind's jobs that ended before `before` (housekeeping of recurring jobs)."""
+        return await self._write(sa.delete(t).where(t.c.kind == kind, t.c.status.in_(FINAL), t.c.updated_at < before))
 
     async def lease_until(self, job: Job) -> datetime | None:
         async with self.engine.connect() as conn:

@@ -23,10 +23,13 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from ..crypto import Keyring
 from ..storage.base import StoreBase, as_utc
-from ..storage.tables import conversation_items, conversations, responses
+from ..storage.tables import conversation_items, conversations, response_events, responses
 from .cache import OpenedResponses
 
 PURPOSE = "responses"
+# Only these never change once stored (a background response is queued, then runs; a cancelled one
+# gets the output its run had produced), so only these are kept opened in memory.
+FINAL = frozenset({"completed", "failed", "incomplete"})
 MAX_CHAIN = 10_000  # previous_response_id links followed at most (a chain is a list, never a cycle)
 Item = dict[str, Any]
 _encode = msgspec.json.encode
@@ -66,6 +69,8 @@ class StoredResponse:
     previous_response_id: str | None = None
     conversation_id: str | None = None
     created_at: datetime = field(default_factory=lambda: datetime.now(UTC))
+    # A background response's run: its request, the principal it runs as, its request id (state/background.py).
+    background: dict[str, Any] | None = None
 
 
 @dataclass(slots=True)
@@ -100,27 +105,37 @@ class StateStore(StoreBase):
     async def put_response(self, record: StoredResponse, append: Sequence[Item] = ()) -> None:
         """Store a response; with `append`, add those items to its conversation in the same transaction
         (a conversation never holds half a turn). Raises LookupError if the conversation is gone."""
-        body, size = await self._seal(
-            record.tenant, "responses", record.id, {"response": record.response, "input": record.input}
-        )
+        body, size = await self.seal_response(record)
         sealed = await self._seal_items(record.tenant, record.conversation_id, append) if append else []
         async with self._write(lock=record.conversation_id) as conn:
-            await conn.execute(
-                sa.insert(responses).values(
-                    id=record.id,
-                    tenant_id=record.tenant,
-                    previous_response_id=record.previous_response_id,
-                    conversation_id=record.conversation_id,
-                    status=record.status,
-                    created_at=record.created_at,
-                    size=size,
-                    body=body,
-                )
-            )
+            await self.insert_response(conn, record, body, size)
             if sealed:
                 assert record.conversation_id is not None
                 await self._insert_items(conn, record.tenant, record.conversation_id, sealed)
-        self._opened.put(record, size)  # committed: the next turn here needs no database read of it
+        if record.status in FINAL:
+            self._opened.put(record, size)  # committed: the next turn here needs no database read of it
+
+    @staticmethod
+    async def insert_response(conn: AsyncConnection, record: StoredResponse, body: bytes, size: int) -> None:
+        """The response's row, inside the caller's write transaction."""
+        await conn.execute(
+            sa.insert(responses).values(
+                id=record.id,
+                tenant_id=record.tenant,
+                previous_response_id=record.previous_response_id,
+                conversation_id=record.conversation_id,
+                status=record.status,
+                created_at=record.created_at,
+                size=size,
+                body=body,
+            )
+        )
+
+    async def seal_response(self, record: StoredResponse) -> tuple[bytes, int]:
+        data: dict[str, Any] = {"response": record.response, "input": record.input}
+        if record.background is not None:
+            data["background"] = record.background
+        return await self._seal(record.tenant, "responses", record.id, data)
 
     async def get_response(self, tenant: str, response_id: str) -> StoredResponse | None:
         async with self._read() as conn:
@@ -146,7 +161,8 @@ class StateStore(StoreBase):
                 rows = (await conn.execute(q)).all()
         for row in rows:
             record = found[row.id] = await self._response(row)
-            self._opened.put(record, row.size)
+            if record.status in FINAL:
+                self._opened.put(record, row.size)
         return [found[i] for i in ids if i in found]
 
     async def delete_response(self, tenant: str, response_id: str) -> bool:
@@ -154,6 +170,8 @@ class StateStore(StoreBase):
             done = await conn.execute(
                 sa.delete(responses).where(responses.c.id == response_id, responses.c.tenant_id == tenant)
             )
+            if done.rowcount:  # a background response's stream events go with it
+                await conn.execute(sa.delete(response_events).where(response_events.c.response_id == response_id))
         self._opened.drop(response_id)
         return bool(done.rowcount)
 
@@ -168,6 +186,7 @@ class StateStore(StoreBase):
             previous_response_id=row.previous_response_id,
             conversation_id=row.conversation_id,
             created_at=as_utc(row.created_at),
+            background=data.get("background"),
         )
 
     # -- conversations -------------------------------------------------------------------------------

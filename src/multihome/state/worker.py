@@ -89,6 +89,7 @@ class JobWorker:
     async def _loop(self) -> None:
         kinds = list(self.handlers)
         while True:
+            self._wake.clear()  # before claiming: a job queued during the claim wakes the next round
             free = self.concurrency - len(self._running)
             if free > 0:
                 try:
@@ -100,7 +101,6 @@ class JobWorker:
                     self._running[job.id] = asyncio.create_task(self._run(job), name=f"job-{job.id}")
                 if len(jobs) == free:
                     continue  # there may be more due: claim again before sleeping
-            self._wake.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), self.poll_s)
 

@@ -252,6 +252,19 @@ conversation_items = sa.Table(
     sa.UniqueConstraint("conversation_id", "id"),
 )
 
+# The stream events of a background response created with `stream: true` (docs/responses.md
+# "Background mode"), so a client can resume with `starting_after`: one row per event, its
+# `sequence_number` the key. Sealed like the response; deleted with it (and by retention).
+response_events = sa.Table(
+    "response_events",
+    metadata,
+    sa.Column("response_id", ID, primary_key=True),
+    sa.Column("seq", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("tenant_id", sa.String(200), nullable=False),
+    sa.Column("created_at", TS, nullable=False),
+    sa.Column("body", sa.LargeBinary, nullable=False),  # sealed: the event's SSE bytes
+)
+
 # The durable job queue of the stateful runtime (state/jobs.py, docs/responses.md "Background
 # mode"): one row per unit of background work (a background response, an agent run). A replica
 # claims a job by taking its lease; `attempt` fences a replica whose lease was taken over. No

@@ -1,5 +1,6 @@
 """What the Responses and Conversations routes share: path ids, list queries with OpenAI's cursor
-pagination, JSON answers, and the store's failures as API errors."""
+pagination, JSON answers, the store's failures as API errors, and a turn run through the pipeline
+(a create's, or a background run's)."""
 
 from __future__ import annotations
 
@@ -10,11 +11,15 @@ from urllib.parse import parse_qs, unquote
 import msgspec
 
 from ...crypto import CryptoError, KmsRefused, KmsUnavailable
+from ...routing.attempts import Served
+from ...schema import estimate
+from ...schema.chat import ParsedChat
 from ...schema.errors import ApiError, bad_request
 from ...state import StateStore
 from ...storage.errors import Conflict
-from ..asgi import JSON, Send
-from ..pipeline import Call
+from ..asgi import JSON, Header, Send
+from ..openai.chat import chat_request, chat_response
+from ..pipeline import Call, Pipeline
 from ..render import send_json
 
 T = TypeVar("T")
@@ -136,3 +141,21 @@ def page_of(items: list[dict[str, Any]], query: ListQuery) -> dict[str, Any]:
         start = max(0, end - query.limit)
         return page(ordered[start:end], start > 0)
     return page(ordered[: query.limit], len(ordered) > query.limit)
+
+
+async def run_turn(
+    pipeline: Pipeline, call: Call, body: bytes, canonical: ParsedChat, dropped: list[str]
+) -> tuple[Served, list[Header]]:
+    """A Responses turn, translated to the canonical chat request, through the one pipeline."""
+    return await pipeline.run(
+        call,
+        "responses",
+        body,
+        canonical,
+        chat_request,
+        chat_response,
+        chat=canonical.request,
+        max_output=estimate.output_tokens(canonical.request),
+        forward_usage=True,  # the usage-only last chunk must reach the converter
+        dropped=dropped,
+    )

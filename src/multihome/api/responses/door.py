@@ -19,16 +19,15 @@ from typing import Any, cast
 import msgspec
 
 from ...routing.stream_relay import StreamRelay
-from ...schema import estimate
 from ...schema.errors import ApiError, bad_request
 from ...schema.responses import CreateResponse, parse_create
 from ...state import StateStore, StoredResponse
 from ..asgi import JSON, Receive, Send, read_body
-from ..openai.chat import chat_request, chat_response
 from ..openai.errors import OPENAI, upstream_client_error
 from ..pipeline import Call, Pipeline, finish_refused, finish_unary, stream_finisher
 from ..render import send_failure, send_json, send_stream
-from .common import answer, list_query, need_state, page_of, query, segments, stored, tenant
+from .background import Background, starting_after
+from .common import answer, list_query, need_state, page_of, query, run_turn, segments, stored, tenant
 from .items import Item, stored_items
 from .stream import ResponsesRelay, ResponsesStream
 from .translate import Shell, from_completion, to_canonical
@@ -47,9 +46,10 @@ def conversation_not_found(conversation_id: str) -> ApiError:
 
 
 class ResponsesDoor:
-    def __init__(self, pipeline: Pipeline, state: StateStore | None) -> None:
+    def __init__(self, pipeline: Pipeline, state: StateStore | None, background: Background | None = None) -> None:
         self.pipeline = pipeline
         self.state = state  # None without storage: nothing is stored, nothing can be continued
+        self.background = background  # background mode (api/responses/background.py); None without storage
 
     async def create(self, call: Call, receive: Receive, send: Send) -> None:
         body = await read_body(call.scope, receive, self.pipeline.max_body)
@@ -61,18 +61,12 @@ class ResponsesDoor:
         context = await self._context(who, req)
         new = stored_items(req.input)
         canonical, dropped = to_canonical(req, context, new)
-        served, headers = await self.pipeline.run(
-            call,
-            "responses",
-            body,
-            canonical,
-            chat_request,
-            chat_response,
-            chat=canonical.request,
-            max_output=estimate.output_tokens(canonical.request),
-            forward_usage=True,  # the usage-only last chunk must reach the converter
-            dropped=dropped,
-        )
+        if req.background:  # checked like a foreground turn (a 400 or 404 now), then queued
+            need_state(self.state, "Background mode ('background': true)")
+            assert self.background is not None  # present whenever the state store is
+            await self.background.create(call, receive, send, req, body, new)
+            return
+        served, headers = await run_turn(self.pipeline, call, body, canonical, dropped)
         if served.stream is not None:
             converter = ResponsesStream(shell)
 
@@ -173,14 +167,19 @@ class ResponsesDoor:
 
     async def retrieve(self, call: Call, receive: Receive, send: Send) -> None:
         """`GET /v1/responses/{response_id}` (and `/input_items`)."""
-        parts = segments(call)
-        if query(call).get("stream", ["false"])[-1].lower() == "true":
-            raise bad_request(
-                "Streaming a stored response ('stream=true') is only for background responses, which this "
-                "gateway does not serve yet.",
-                param="stream",
-            )
-        found = await self._stored(call, parts[1])
+        raw = query(call)
+        found = await self._stored(call, segments(call)[1])
+        if raw.get("stream", ["false"])[-1].lower() == "true":
+            if self.background is None or found.background is None:
+                raise bad_request(
+                    "Only a background response created with 'stream': true can be streamed again.", param="stream"
+                )
+            self.background.check_resumable(found)
+            events = self.background.follow(found.tenant, found.id, starting_after(raw))
+            await self.background.send_events(call, receive, send, events)
+            return
+        if self.background is not None:
+            found = await self.background.current(found)
         await answer(call, send, found.response)
 
     async def input_items(self, call: Call, receive: Receive, send: Send) -> None:
@@ -199,6 +198,8 @@ class ResponsesDoor:
         await answer(call, send, {"id": response_id, "object": "response", "deleted": True})
 
     async def cancel(self, call: Call, receive: Receive, send: Send) -> None:
-        """`POST /v1/responses/{response_id}/cancel`: every response here ran in the foreground."""
-        await self._stored(call, segments(call)[1])
-        raise bad_request("Only background responses can be cancelled.", code="invalid_request")
+        """`POST /v1/responses/{response_id}/cancel`: background responses only (idempotent)."""
+        found = await self._stored(call, segments(call)[1])
+        if self.background is None or found.background is None:
+            raise bad_request("Only background responses can be cancelled.", code="invalid_request")
+        await self.background.cancel(call, send, found)

@@ -5,13 +5,17 @@ from __future__ import annotations
 from ...state import StateStore
 from ..pipeline import Pipeline
 from ..routes import Handler
+from .background import Background
 from .conversations import ConversationsDoor
 from .door import ResponsesDoor
 
 
-def handlers(pipeline: Pipeline, state: StateStore | None) -> dict[str, Handler]:
-    """`state` is None without storage: responses are then served but not stored (docs/responses.md)."""
-    responses, conversations = ResponsesDoor(pipeline, state), ConversationsDoor(pipeline, state)
+def handlers(pipeline: Pipeline, state: StateStore | None, background: Background | None = None) -> dict[str, Handler]:
+    """`state` is None without storage: responses are then served but not stored (docs/responses.md);
+    `background` runs background responses (with storage only)."""
+    responses, conversations = ResponsesDoor(pipeline, state, background), ConversationsDoor(pipeline, state)
+    if background is not None:
+        background.runner.context = responses._context  # a run rebuilds its turn's context as a create does
     return {
         "responses_create": responses.create,
         "responses_retrieve": responses.retrieve,

@@ -60,10 +60,11 @@ def _part_dict(part: _Part) -> Item:
 class ResponsesStream:
     """Feed the relay's SSE bytes; get Responses SSE bytes. One instance per response."""
 
-    def __init__(self, shell: Shell) -> None:
+    def __init__(self, shell: Shell, *, seq: int = 0, base: int = 0) -> None:
         self.shell = shell
         self._split = SseSplitter()
-        self._seq = 0
+        self._seq = seq  # a background run resumed after a crash continues its stream's numbering
+        self._base = base  # and puts its items after those the dead run had begun
         self._items: list[_Open] = []
         self._message: _Open | None = None
         self._tools: dict[int, _Open] = {}  # the chunk's tool-call index -> its item
@@ -72,6 +73,10 @@ class ResponsesStream:
         self._usage: Usage | None = None
         self.error: dict[str, Any] | None = None  # set when the stream failed
         self.finished = False  # the upstream stream is over ([DONE] or an error): only the terminal event is left
+
+    @property
+    def next_seq(self) -> int:
+        return self._seq
 
     def event(self, kind: str, payload: dict[str, Any]) -> bytes:
         payload = {"type": kind, "sequence_number": self._seq, **payload}
@@ -153,7 +158,7 @@ class ResponsesStream:
     def _text(self, kind: str, text: str, out: list[bytes]) -> None:
         msg = self._message
         if msg is None:
-            msg = self._message = self._add(_Open(len(self._items), new_id("msg"), "message"), out)
+            msg = self._message = self._add(_Open(self._base + len(self._items), new_id("msg"), "message"), out)
         if not msg.parts or msg.parts[-1].kind != kind:
             msg.parts.append(_Part(kind))
             out.append(
@@ -179,7 +184,9 @@ class ResponsesStream:
         fn = call.function or FnDelta()
         item = self._tools.get(call.index)
         if item is None:
-            item = _Open(len(self._items), new_id("fc"), "function_call", call_id=call.id or new_id("call"))
+            item = _Open(
+                self._base + len(self._items), new_id("fc"), "function_call", call_id=call.id or new_id("call")
+            )
             item.name = fn.name or ""
             self._tools[call.index] = self._add(item, out)
         elif fn.name and not item.name:

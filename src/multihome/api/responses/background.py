@@ -1,0 +1,258 @@
+"""Background mode of `/v1/responses` (docs/responses.md "Background mode"): create a queued response
+and its job, follow or resume its event stream, cancel it; and the service that runs the jobs
+(state/worker.py with the `response` runner) and sweeps expired responses (retention) on every
+replica that has storage.
+
+A create answers at once: the response is `queued` and its job stored in the same transaction. Any
+replica's worker may run it; polling with GET works on any replica. A client following the stream
+(the create with `stream: true`, or `GET ?stream=true&starting_after=N`) is sent committed events
+only: woken by the run when it is on this replica, else by polling the store every `poll_s`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import msgspec
+
+from ...config.responses import ResponsesConfig
+from ...schema.errors import ApiError, bad_request
+from ...schema.responses import CreateResponse
+from ...state.background import KIND, OPEN, BackgroundStore
+from ...state.feed import Feed
+from ...state.jobs import JobQueue
+from ...state.store import StateStore, StoredResponse
+from ...state.worker import JobWorker
+from ..asgi import ClientGone, Receive, Send, header
+from ..pipeline import Call, Pipeline, new_request_id
+from .common import answer, stored
+from .items import Item
+from .runner import BackgroundShell, Runner, split_events
+from .stream import ResponsesStream
+
+log = logging.getLogger("multihome.responses.background")
+SWEEP = "retention"  # the job kind of a retention sweep
+_SSE = [(b"content-type", b"text/event-stream"), (b"cache-control", b"no-cache"), (b"x-accel-buffering", b"no")]
+_CANCEL_WAIT_S = 2.0  # how long a cancel waits for the run to hand over the output it had produced
+
+
+class Background:
+    def __init__(
+        self,
+        pipeline: Pipeline,
+        state: StateStore,
+        config: ResponsesConfig,
+        *,
+        flush_usage: Callable[[], Awaitable[None]] | None = None,
+    ) -> None:
+        self.state = state  # the StateStore (a stand-in until storage has started)
+        self.config = config
+        self.feed = Feed()
+        self.store: BackgroundStore | None = None
+        self.worker: JobWorker | None = None
+        cfg = config.background
+        self.runner = Runner(pipeline, self._bg, self.feed, flush_s=cfg.event_flush_ms / 1000, flush_usage=flush_usage)
+        self._sweeper: asyncio.Task[None] | None = None
+
+    def _bg(self) -> BackgroundStore:
+        assert self.store is not None, "background responses before start-up"
+        return self.store
+
+    # -- lifecycle -------------------------------------------------------------------------------------
+    async def start(self) -> None:
+        queue = JobQueue(self.state.engine)
+        self.store = BackgroundStore(self.state, queue)
+        cfg = self.config.background
+        self.worker = JobWorker(
+            queue,
+            {KIND: self.runner.run, SWEEP: self._sweep},
+            concurrency=cfg.concurrency,
+            lease_s=cfg.lease_s,
+            poll_s=cfg.poll_s,
+        )
+        await self.worker.start()
+        self._sweeper = asyncio.create_task(self._schedule_sweeps(), name="multihome-retention")
+
+    async def close(self) -> None:
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._sweeper
+        if self.worker is not None:
+            await self.worker.close()  # running responses are handed back to the queue
+
+    # -- create ----------------------------------------------------------------------------------------
+    async def create(
+        self, call: Call, receive: Receive, send: Send, req: CreateResponse, body: bytes, new: list[Item]
+    ) -> None:
+        """Queue the response and answer at once (`queued`), or follow its stream from the start."""
+        assert call.principal is not None
+        self.runner.pipeline.group(req.model)  # an unknown model is a 404 now, not a failed run later
+        shell = BackgroundShell(req)
+        queued = shell.render("queued", [])
+        events: list[tuple[int, bytes]] = []
+        if req.stream:
+            conv = ResponsesStream(shell)
+            first = conv.event("response.created", {"response": queued})
+            first += conv.event("response.queued", {"response": queued})
+            events = split_events(first, conv)
+        narrowed = header(call.scope, b"x-multihome-deployments")
+        run = {
+            "request": body.decode(),
+            # Who the run acts as: ids and roles only (Principal never holds a secret).
+            "principal": msgspec.to_builtins(call.principal),
+            "request_id": new_request_id(),  # one for every run of this response: billed once
+            "stream": bool(req.stream),
+            "deployments": narrowed.decode("latin-1") if narrowed is not None else None,
+        }
+        record = StoredResponse(
+            id=shell.id,
+            tenant=call.principal.tenant,
+            status="queued",
+            response=queued,
+            input=new,
+            previous_response_id=req.previous_response_id,
+            conversation_id=req.conversation_id,
+            background=run,
+        )
+        await stored(self._bg().create(record, events, max_attempts=self.config.background.max_attempts))
+        assert self.worker is not None
+        self.worker.notify()
+        if req.stream:
+            await self.send_events(call, receive, send, self.follow(record.tenant, record.id, -1))
+        else:
+            await answer(call, send, queued)
+
+    # -- read, follow, cancel --------------------------------------------------------------------------
+    async def current(self, found: StoredResponse) -> StoredResponse:
+        """A background response as it is now: one left open by a job that ended is failed."""
+        if found.background is None or found.status not in OPEN:
+            return found
+        failed = {
+            **found.response,
+            "status": "failed",
+            "error": {"code": "server_error", "message": "The background run failed repeatedly; retry the request."},
+        }
+        return await stored(self._bg().settle_orphan(found, failed))
+
+    def check_resumable(self, found: StoredResponse) -> None:
+        if found.background is None or not found.background.get("stream"):
+            raise bad_request(
+                "Only a background response created with 'stream': true can be streamed again.", param="stream"
+            )
+
+    async def follow(self, tenant: str, response_id: str, after: int) -> AsyncIterator[bytes]:
+        """The response's committed events after `after`, then the rest as they are committed, until
+        the response is final (or gone)."""
+        bg, poll = self._bg(), self.config.background.poll_s
+        with self.feed.subscribe(response_id) as woken:
+            while True:
+                woken.clear()
+                status = await bg.status(
+                    tenant, response_id
+                )  # first: events committed with a final status are read next
+                events = await bg.events_after(tenant, response_id, after)
+                if events:
+                    after = events[-1][0]
+                    yield b"".join(data for _, data in events)
+                    continue  # there may be more than one page
+                if status is None or status not in OPEN:
+                    return
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(woken.wait(), poll)
+
+    async def send_events(self, call: Call, receive: Receive, send: Send, events: AsyncIterator[bytes]) -> None:
+        """An SSE answer from `events`; a client that goes away ends it (the response runs on)."""
+        call.status = 200
+        task = asyncio.current_task()
+        assert task is not None
+        gone = asyncio.Event()
+
+        async def watch() -> None:
+            while (await receive())["type"] != "http.disconnect":
+                pass
+            gone.set()
+            task.cancel()
+
+        watcher = asyncio.create_task(watch())
+        try:
+            await send(
+                {"type": "http.response.start", "status": 200, "headers": [*_SSE, (b"x-request-id", call.request_id)]}
+            )
+            async for piece in events:
+                await send({"type": "http.response.body", "body": piece, "more_body": True})
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+        except asyncio.CancelledError:
+            if not gone.is_set():
+                raise
+            task.uncancel()
+            raise ClientGone() from None
+        except OSError:
+            raise ClientGone() from None
+        finally:
+            watcher.cancel()
+            with contextlib.suppress(BaseException):
+                await events.aclose()  # type: ignore[attr-defined]
+
+    async def cancel(self, call: Call, send: Send, found: StoredResponse) -> None:
+        """Cancel a background response (idempotent): `cancelled` at once, with the output its run had
+        produced when it is handed over within a moment."""
+        if found.status not in OPEN:
+            await answer(call, send, found.response)
+            return
+        cancelled = {**found.response, "status": "cancelled", "usage": None}
+        now, running = await stored(self._bg().cancel(found, cancelled))
+        if running:  # the run stops at its next write (this replica or another) and hands its output over
+            deadline = time.monotonic() + _CANCEL_WAIT_S
+            while time.monotonic() < deadline:
+                latest = await stored(self._bg().get(found.tenant, found.id))
+                if latest is None:
+                    break
+                now = latest
+                if latest.background is not None and latest.background.get("final"):
+                    break
+                await asyncio.sleep(0.05)
+        self.feed.publish(found.id)
+        await answer(call, send, now.response)
+
+    # -- retention -------------------------------------------------------------------------------------
+    async def _schedule_sweeps(self) -> None:
+        """Every `sweep_interval_s`, queue the sweep of that interval: the jobs' unique (kind, ref_id)
+        lets one replica's insert win, and one worker runs it."""
+        cfg = self.config.retention
+        if cfg.ttl_s is None and not cfg.tenants:
+            return
+        while True:
+            bucket = int(time.time() // cfg.sweep_interval_s)
+            try:
+                assert self.store is not None
+                await self.store.queue.enqueue(SWEEP, "-", f"sweep_{bucket}", max_attempts=1)
+                assert self.worker is not None
+                self.worker.notify()
+            except Exception as exc:  # another replica queued this interval's sweep (or the database is down)
+                log.debug("retention sweep not queued here: %s", type(exc).__name__)
+            await asyncio.sleep(cfg.sweep_interval_s)
+
+    async def _sweep(self, job: Any) -> None:
+        cfg = self.config.retention
+        now = datetime.now(UTC)
+        deleted = await self._bg().sweep(cfg.ttl_s, dict(cfg.tenants), now)
+        await self._bg().queue.purge(SWEEP, now - timedelta(seconds=10 * cfg.sweep_interval_s))
+        if deleted:
+            log.info("retention: deleted %d stored responses past their tenant's TTL", deleted)
+
+
+def starting_after(raw: dict[str, list[str]]) -> int:
+    value = raw.get("starting_after", ["-1"])[-1]
+    try:
+        return int(value)
+    except ValueError:
+        raise ApiError(
+            400, "'starting_after' must be an integer (a sequence_number).", param="starting_after"
+        ) from None

@@ -1,0 +1,294 @@
+"""Runs a background response: the job handler of kind `response` (state/worker.py claims the job).
+
+A run is a foreground turn without the HTTP connection: the same `Pipeline.run` (policy,
+entitlements, budgets, failover, metering, audit) as the principal that created the response,
+rebuilt from what was stored with it (the principal's ids and roles, never a credential). The
+upstream is always streamed, so a cancel keeps the output produced so far; the events of a
+response created with `stream: true` are persisted in batches (state/background.py) and only then
+sent to the clients following it.
+
+Exactly once (docs/responses.md "Background mode"): every run of one response uses the request id
+stored with it, so its usage row and ledger accruals (keyed by request id) are written once however
+often it runs. A run makes the usage durable, then stores the final response (the checkpoint), then
+the job is done; a run that finds the response final returns without calling upstream. Only a run
+that died between its upstream call and the checkpoint is repeated, and its repeat is billed once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import msgspec
+
+from ...accounting.tracker import finish_failed, settle
+from ...schema.errors import ApiError
+from ...schema.principal import Principal
+from ...schema.responses import CreateResponse, parse_create
+from ...state.background import OPEN, BackgroundStore, Event
+from ...state.feed import Feed
+from ...state.jobs import Job
+from ...state.store import StoredResponse
+from ..openai.errors import upstream_client_error
+from ..pipeline import Call, Pipeline, finish_refused
+from .common import run_turn
+from .items import Item
+from .stream import ResponsesStream
+from .translate import Shell, to_canonical
+
+log = logging.getLogger("multihome.responses.background")
+ADDED = b"event: response.output_item.added\n"
+Context = Callable[[str, CreateResponse], Awaitable[list[Item]]]
+
+
+class BackgroundShell(Shell):
+    """A background response's Response object: `background: true` in every snapshot."""
+
+    __slots__ = ()
+
+    def render(self, status: str, output: list[Item], usage: dict[str, Any] | None = None, **kw: Any) -> dict[str, Any]:
+        out = super().render(status, output, usage, **kw)
+        out["background"] = True
+        return out
+
+
+def split_events(data: bytes, converter: ResponsesStream) -> list[Event]:
+    """The converter's output (whole SSE events, each ending in a blank line; the JSON is one line)
+    as (sequence_number, bytes) pairs: the last of them has the converter's last number."""
+    if not data:
+        return []
+    parts = [p + b"\n\n" for p in data.split(b"\n\n") if p]
+    end = converter.next_seq
+    return [(end - len(parts) + i, p) for i, p in enumerate(parts)]
+
+
+def shell_of(record: StoredResponse) -> tuple[CreateResponse, BackgroundShell]:
+    assert record.background is not None
+    req = parse_create(record.background["request"].encode())
+    return req, BackgroundShell(req, id=record.id, created_at=record.response["created_at"], store=True)
+
+
+@dataclass(slots=True)
+class _Run:
+    record: StoredResponse
+    converter: ResponsesStream
+    streamed: bool
+    pending: list[Event] = field(default_factory=list)
+    stopped: bool = False  # cancelled or deleted: the store refused a write
+    closing: asyncio.Event = field(default_factory=asyncio.Event)
+    more: asyncio.Event = field(default_factory=asyncio.Event)  # events are waiting to be written
+
+
+class Runner:
+    def __init__(
+        self,
+        pipeline: Pipeline,
+        store: Callable[[], BackgroundStore],
+        feed: Feed,
+        *,
+        flush_s: float,
+        flush_usage: Callable[[], Awaitable[None]] | None = None,
+    ) -> None:
+        self.pipeline = pipeline
+        self._store = store
+        self.feed = feed
+        self.context: Context | None = None  # rebuilds a turn's context (the door's; bound by handlers.py)
+        self.flush_s = flush_s
+        self.flush_usage = flush_usage  # makes the usage rows recorded so far durable (metering's writer)
+
+    async def run(self, job: Job) -> None:
+        bg = self._store()
+        record = await bg.get(job.tenant_id, job.ref_id)
+        if record is None or record.status not in OPEN or record.background is None:
+            return  # deleted, cancelled, or made final by an earlier run (the checkpoint): no upstream call
+        req, shell = shell_of(record)
+        streamed = bool(req.stream)
+        seq, base = 0, 0
+        if streamed:  # continue after what was committed (a dead run's events are what clients saw)
+            seq = await bg.last_seq(record.id) + 1
+            if seq > 2:  # beyond response.created and response.queued: an earlier run had begun
+                events = await bg.events_after(record.tenant, record.id, -1, 100_000)
+                base = sum(1 for _, data in events if data.startswith(ADDED))
+        run = _Run(record, ResponsesStream(shell, seq=seq, base=base), streamed)
+        try:
+            await self._run(run, req, shell)
+        finally:
+            self.feed.publish(record.id)
+
+    async def _run(self, run: _Run, req: CreateResponse, shell: BackgroundShell) -> None:
+        record, conv = run.record, run.converter
+        info = record.background
+        assert info is not None
+        snapshot = shell.render("in_progress", [])
+        first = conv.event("response.in_progress", {"response": snapshot}) if run.streamed else b""
+        run.record = replace(record, status="in_progress", response=snapshot)
+        if not await self._store().progress(run.record, split_events(first, conv), status="in_progress"):
+            return
+        self.feed.publish(record.id)
+        call = Call(_scope(info), info["request_id"].encode())
+        call.principal = msgspec.convert(info["principal"], Principal)
+        try:
+            try:
+                assert self.context is not None
+                context = await self.context(record.tenant, req)
+                body = info["request"].encode()
+                canonical, dropped = to_canonical(msgspec.structs.replace(req, stream=True), context, record.input)
+                served, _ = await run_turn(self.pipeline, call, body, canonical, dropped)
+            except ApiError as err:
+                finish_failed(call.tracker, err)
+                await self._fail(run, shell, err)
+                return
+            if served.stream is None:  # the upstream refused the request (a client error)
+                refused = upstream_client_error(served)
+                finish_refused(call, served, refused, "client_error")
+                await self._fail(run, shell, refused)
+                return
+            await self._relay(run, served)
+            if run.stopped:
+                await self._keep_partial(run, shell)
+                return
+            tail = conv.end()
+            response = conv.response()
+            if call.tracker is not None:
+                outcome = "stream_error" if response["status"] == "failed" else "ok"
+                call.tracker.finish_produced(served, 200, outcome)
+            await self._finish(run, response, tail)
+        except BaseException:
+            # Cancelled (seen at a lease renewal), this replica closing (the job is handed back), its
+            # lease lost, or the run raised (the job is retried): a cancelled response keeps what was
+            # produced and this run is its last; any other run is abandoned to the next one.
+            cancelled = False
+            with contextlib.suppress(Exception):
+                cancelled = await asyncio.shield(self._keep_partial(run, shell))
+            if not cancelled:
+                _abandon(call)
+            raise
+        finally:
+            settle(call.tracker)
+
+    async def _relay(self, run: _Run, served: Any) -> None:
+        relay, conv = served.stream, run.converter
+        flusher = asyncio.create_task(self._flush_loop(run, relay))
+        try:
+            self._take(run, conv.feed(served.first))
+            if not conv.finished:
+                async for piece in relay.rest():
+                    self._take(run, conv.feed(piece))
+                    if conv.finished or run.stopped:
+                        break
+        finally:
+            run.closing.set()
+            run.more.set()
+            try:
+                await flusher
+            finally:
+                relay.close()
+
+    def _take(self, run: _Run, data: bytes) -> None:
+        if run.streamed and data:
+            run.pending += split_events(data, run.converter)
+            run.more.set()
+
+    async def _flush_loop(self, run: _Run, relay: Any) -> None:
+        """Persist the events waiting as soon as there are some, at most once per `flush_s` (so a
+        first delta is not held back, and a fast stream is written in batches); with nothing to write,
+        look every `flush_s` whether the response was cancelled. Each write also learns of a cancel."""
+        while not run.closing.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(run.more.wait(), self.flush_s)
+            if run.closing.is_set():
+                return
+            run.more.clear()
+            batch = run.pending[:]
+            try:
+                open_ = await self._store().progress(run.record, batch)
+            except Exception:
+                log.warning("background response %s: persisting events failed; retrying", run.record.id, exc_info=True)
+                open_ = True
+            else:
+                del run.pending[: len(batch)]
+                if batch:
+                    self.feed.publish(run.record.id)
+            if not open_:
+                run.stopped = True
+                relay.cut("The response was cancelled.", "cancelled")
+                return
+            with contextlib.suppress(TimeoutError):  # the batching interval
+                await asyncio.wait_for(run.closing.wait(), self.flush_s)
+
+    async def _finish(self, run: _Run, response: dict[str, Any], tail: bytes) -> None:
+        """Usage durable, then the final response and its last events in one write (the checkpoint)."""
+        record, conv = run.record, run.converter
+        if run.pending and not run.stopped:  # the clients following need not wait for the usage write
+            if await self._store().progress(record, run.pending):
+                run.pending = []
+                self.feed.publish(record.id)
+        if self.flush_usage is not None:
+            await self.flush_usage()
+        events = [*run.pending, *split_events(tail, conv)] if run.streamed else []
+        if run.streamed:
+            events += split_events(conv.terminal(response), conv)
+        append = (
+            [*record.input, *response["output"]] if record.conversation_id and response["status"] != "failed" else []
+        )
+        final = replace(record, status=response["status"], response=response, background=_done(record))
+        if not await self._store().finish(final, events, append):
+            await self._keep_partial(run, None)  # a cancel got there first
+
+    async def _fail(self, run: _Run, shell: BackgroundShell, err: ApiError) -> None:
+        conv = run.converter
+        error = {"code": err.body.code or "server_error", "message": err.body.message}
+        response = shell.render("failed", [], None, error=error)
+        tail = b""
+        if run.streamed:
+            tail = conv.event("error", {"code": err.body.code, "message": err.body.message, "param": err.body.param})
+        await self._finish(run, response, tail)
+
+    async def _keep_partial(self, run: _Run, shell: BackgroundShell | None) -> bool:
+        """A cancelled response gets this run's output; False when the response is not cancelled."""
+        record = run.record
+        output = run.converter.outcome().output
+        current = await self._store().get(record.tenant, record.id)
+        if current is None or current.status != "cancelled":
+            return False
+        response = {**current.response, "output": output}
+        await self._store().keep_partial(replace(current, response=response, background=_done(record)))
+        return True
+
+
+def _abandon(call: Call) -> None:
+    """A run that does not make its response final records no call: the turn's one usage row, ledger
+    accrual and audit completion (all keyed by the turn's request id, the first write winning) belong
+    to the run that does. Its budget reservation is released."""
+    tracker = call.tracker
+    if tracker is None or tracker.finished:
+        return
+    tracker.finished = True
+    limiter = tracker.acc.limiter
+    if limiter is not None:
+        limiter.release(tracker.request_id)
+
+
+def _done(record: StoredResponse) -> dict[str, Any]:
+    """What a final response keeps of its run: whether it streamed (resuming needs it), not the request."""
+    info = record.background or {}
+    return {"stream": info.get("stream", False), "request_id": info.get("request_id"), "final": True}
+
+
+def _scope(info: dict[str, Any]) -> dict[str, Any]:
+    """The ASGI scope the pipeline reads of a call: a background run narrows routing as its request did."""
+    headers = []
+    if info.get("deployments"):
+        headers.append((b"x-multihome-deployments", info["deployments"].encode()))
+    return {
+        "type": "http",
+        "method": "POST",
+        "path": "/v1/responses",
+        "raw_path": b"/v1/responses",
+        "query_string": b"",
+        "headers": headers,
+    }

@@ -1,0 +1,28 @@
+"""The `responses:` config section: how background responses run (the job worker every replica with
+storage starts) and how long stored responses are kept (docs/responses.md "Background mode", "Retention").
+"""
+
+from __future__ import annotations
+
+import msgspec
+
+from .struct import Positive, PositiveCount, Strict
+
+
+class BackgroundConfig(Strict):
+    concurrency: PositiveCount = 8  # background responses one replica runs at once
+    lease_s: Positive = 30.0  # a replica that stops renewing for this long loses its jobs to another
+    poll_s: Positive = 0.5  # how often an idle replica looks for queued jobs (and a resumed stream for events)
+    max_attempts: PositiveCount = 3  # runs of one response (a replica died, or the turn raised) before it fails
+    event_flush_ms: PositiveCount = 100  # a streamed delta waits at most this long to be persisted and sent
+
+
+class RetentionConfig(Strict):
+    ttl_s: Positive | None = 30 * 86400  # stored responses (and their stream events) older than this are deleted
+    tenants: dict[str, Positive] = msgspec.field(default_factory=dict)  # tenant id -> its own TTL (seconds)
+    sweep_interval_s: Positive = 300.0  # how often one replica sweeps
+
+
+class ResponsesConfig(Strict):
+    background: BackgroundConfig = msgspec.field(default_factory=BackgroundConfig)
+    retention: RetentionConfig = msgspec.field(default_factory=RetentionConfig)

@@ -1,0 +1,159 @@
+"""Background responses in the store, on SQLite and PostgreSQL: the queued response and its job are
+stored together, events come back in order and sealed, the first final write wins (a cancel stops a
+run's later writes), a run that finds its response final calls nothing, and retention deletes for real."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+
+import pytest
+import sqlalchemy as sa
+
+from multihome.state import StoredResponse
+from multihome.state.background import KIND, BackgroundStore
+from multihome.state.jobs import CANCELLED, DONE, JobQueue
+from multihome.state.worker import JobWorker
+from multihome.storage.errors import Conflict
+from multihome.storage.tables import jobs, response_events, responses
+
+pytestmark = pytest.mark.anyio
+MARKER = "PLAINTEXT-MARKER-background-5e1b"
+
+
+def _queued(rid: str, tenant: str = "t1", created: datetime | None = None) -> StoredResponse:
+    return StoredResponse(
+        id=rid,
+        tenant=tenant,
+        status="queued",
+        response={"id": rid, "object": "response", "status": "queued", "output": [], "background": True},
+        input=[
+            {"id": f"msg_{rid}", "type": "message", "role": "user", "content": [{"type": "input_text", "text": MARKER}]}
+        ],
+        created_at=created or datetime.now(UTC),
+        background={"request": "{}", "principal": {"tenant": tenant}, "request_id": f"req_{rid}", "stream": True},
+    )
+
+
+def _event(seq: int, text: str = MARKER) -> tuple[int, bytes]:
+    return seq, f'event: x\ndata: {{"sequence_number":{seq},"t":"{text}"}}\n\n'.encode()
+
+
+@pytest.fixture
+def bg(state):
+    return BackgroundStore(state, JobQueue(state.engine))
+
+
+async def test_a_queued_response_is_stored_with_its_job_and_first_events(bg):
+    await bg.create(_queued("resp_a"), [_event(0), _event(1)], max_attempts=3)
+    job = await bg.queue.get(KIND, "resp_a")
+    assert job is not None and job.status == "queued" and job.tenant_id == "t1" and job.max_attempts == 3
+    got = await bg.get("t1", "resp_a")
+    assert got is not None and got.status == "queued" and got.background["request_id"] == "req_resp_a"
+    assert [s for s, _ in await bg.events_after("t1", "resp_a", -1)] == [0, 1]
+    assert await bg.events_after("t2", "resp_a", -1) == []  # another tenant reads nothing
+    assert await bg.last_seq("resp_a") == 1
+    async with bg.engine.connect() as conn:  # nothing in clear
+        bodies = (await conn.execute(sa.select(response_events.c.body))).scalars().all()
+        body = (await conn.execute(sa.select(responses.c.body))).scalar_one()
+    assert all(MARKER.encode() not in bytes(b) for b in [*bodies, body])
+
+
+async def test_a_failed_create_leaves_neither_response_nor_events(bg):
+    await bg.queue.enqueue(KIND, "t1", "resp_b")  # the job's insert, last in the transaction, will conflict
+    with pytest.raises(Conflict):
+        await bg.create(_queued("resp_b"), [_event(0)], max_attempts=3)
+    assert await bg.get("t1", "resp_b") is None and await bg.events_after("t1", "resp_b", -1) == []
+
+
+async def test_after_a_cancel_a_run_can_neither_append_nor_finish(bg):
+    record = _queued("resp_a")
+    await bg.create(record, [_event(0)], max_attempts=3)
+    running = replace(record, status="in_progress")
+    assert await bg.progress(running, [_event(1)], status="in_progress")
+    now, _ = await bg.cancel(running, {"id": "resp_a", "status": "cancelled", "output": []})
+    assert now.status == "cancelled"
+    assert not await bg.progress(running, [_event(2)])
+    assert not await bg.finish(replace(running, status="completed"), [_event(2)])
+    got = await bg.get("t1", "resp_a")
+    assert got.status == "cancelled" and [s for s, _ in await bg.events_after("t1", "resp_a", -1)] == [0, 1]
+    again, _ = await bg.cancel(got, {"status": "cancelled"})  # idempotent: the stored answer comes back
+    assert again.status == "cancelled"
+    partial = {**got.response, "output": [{"type": "message", "id": "msg_1", "content": []}]}
+    assert await bg.keep_partial(replace(got, response=partial))
+    assert (await bg.get("t1", "resp_a")).response["output"][0]["id"] == "msg_1"
+
+
+async def test_the_first_final_write_wins(bg):
+    record = _queued("resp_a")
+    await bg.create(record, [], max_attempts=3)
+    done = replace(record, status="completed", response={**record.response, "status": "completed"})
+    assert await bg.finish(done, [_event(0)])
+    assert not await bg.finish(replace(done, status="failed"), [_event(1)])
+    now, running = await bg.cancel(done, {"status": "cancelled"})
+    assert now.status == "completed" and not running  # too late to cancel: the final response stands
+
+
+async def test_a_run_that_finds_its_response_final_calls_nothing(bg, state):
+    """The checkpoint: the response was made final, then the replica died before its job was done.
+    The job's next run must finish it without an upstream call (here: without running the turn)."""
+    from multihome.api.responses.runner import Runner
+    from multihome.state.feed import Feed
+
+    record = _queued("resp_a")
+    await bg.create(record, [], max_attempts=3)
+    assert await bg.finish(replace(record, status="completed"), [])
+
+    class NoPipeline:
+        def __getattr__(self, name):
+            raise AssertionError("a finished response was run again")
+
+    runner = Runner(NoPipeline(), lambda: bg, Feed(), flush_s=0.05)  # type: ignore[arg-type]
+    worker = JobWorker(bg.queue, {KIND: runner.run}, poll_s=0.05, lease_s=5)
+    await worker.start()
+    try:
+        deadline = time.monotonic() + 20
+        while (job := await bg.queue.get(KIND, "resp_a")).status != DONE and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+    finally:
+        await worker.close()
+    assert job.status == DONE and job.error is None
+
+
+async def test_a_cancelled_queued_response_never_runs(bg):
+    record = _queued("resp_a")
+    await bg.create(record, [], max_attempts=3)
+    _, running = await bg.cancel(record, {"status": "cancelled"})
+    assert not running and (await bg.queue.get(KIND, "resp_a")).status == CANCELLED
+
+
+async def test_retention_deletes_old_responses_their_events_and_jobs_per_tenant(bg, state):
+    old = datetime.now(UTC) - timedelta(hours=2)
+    await bg.create(_queued("resp_old", created=old), [_event(0)], max_attempts=1)
+    await bg.create(_queued("resp_new"), [_event(0)], max_attempts=1)
+    await bg.create(_queued("resp_kept", tenant="t2", created=old), [_event(0)], max_attempts=1)
+    await bg.queue.request_cancel(KIND, "resp_old")  # its job is over
+    deleted = await bg.sweep(3600, {"t2": 86400})  # t1: an hour; t2 keeps a day
+    assert deleted == 1
+    assert await bg.get("t1", "resp_old") is None and await bg.events_after("t1", "resp_old", -1) == []
+    assert await bg.queue.get(KIND, "resp_old") is None
+    assert await bg.get("t1", "resp_new") is not None and await bg.get("t2", "resp_kept") is not None
+    assert await bg.sweep(None, {"t2": 60}) == 1  # the override alone applies when there is no default
+    assert await bg.get("t2", "resp_kept") is None and await bg.get("t1", "resp_new") is not None
+    async with bg.engine.connect() as conn:
+        left = (await conn.execute(sa.select(response_events.c.response_id))).scalars().all()
+        job_refs = (await conn.execute(sa.select(jobs.c.ref_id))).scalars().all()
+    assert left == ["resp_new"] and "resp_kept" not in job_refs
+
+
+async def test_a_response_whose_job_gave_up_is_failed_not_left_open(bg):
+    record = _queued("resp_a")
+    await bg.create(record, [], max_attempts=1)
+    assert (await bg.settle_orphan(record, {"status": "failed"})).status == "queued"  # its job is still due
+    job = (await bg.queue.claim("replica-1", [KIND], lease_s=30))[0]
+    assert await bg.queue.retry(job, "replica-1", delay_s=0, error="RuntimeError: boom")  # attempts used up
+    assert (await bg.queue.get(KIND, "resp_a")).status == "failed"
+    settled = await bg.settle_orphan(record, {"status": "failed"})
+    assert settled.status == "failed" and (await bg.get("t1", "resp_a")).status == "failed"
