@@ -301,7 +301,7 @@ def test_a_conversation_collects_its_turns(world):
 
 def test_incomplete_and_bad_requests(world):
     client = world.sdk()
-    short = client.responses.create(model="gpt", input="Write a long essay about the sea", max_output_tokens=2)
+    short = client.responses.create(model="gpt", input="Write a long essay about the sea", max_output_tokens=16)
     assert short.status == "incomplete" and short.incomplete_details.reason == "max_output_tokens"
     bad = [
         ({"input": "x", "frobnicate": 1}, "frobnicate"),

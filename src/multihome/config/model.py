@@ -93,6 +93,10 @@ class Deployment(Strict):
     max_output_tokens: PositiveCount | None = None
     price: Price | None = None
     commitment: str | None = None  # committed-spend pool this deployment draws on
+    # How a Responses API call reaches this deployment: "native" sends the whole context to the
+    # provider's own Responses API with store: false when its kind has one (openai, azure), else the
+    # call is translated to a chat call; "translated" always translates (docs/responses.md).
+    responses_api: Literal["native", "translated"] = "native"
 
 
 class Breaker(Strict):

@@ -12,10 +12,23 @@ class PromptDetails(msgspec.Struct):
 
 
 class Usage(msgspec.Struct):
+    """Chat usage; a Responses API body's (`input_tokens`, `output_tokens`) reads as the same counts."""
+
     prompt_tokens: int = 0
     completion_tokens: int = 0
     total_tokens: int = 0
     prompt_tokens_details: PromptDetails | None = None
+    input_tokens: int | None = None
+    output_tokens: int | None = None
+    input_tokens_details: PromptDetails | None = None
+
+    def __post_init__(self) -> None:
+        if self.input_tokens is not None or self.output_tokens is not None:
+            self.prompt_tokens = self.prompt_tokens or self.input_tokens or 0
+            self.completion_tokens = self.completion_tokens or self.output_tokens or 0
+            self.total_tokens = self.total_tokens or self.prompt_tokens + self.completion_tokens
+            if self.prompt_tokens_details is None:
+                self.prompt_tokens_details = self.input_tokens_details
 
 
 class FunctionPeek(msgspec.Struct):
@@ -44,11 +57,19 @@ class ChoicePeek(msgspec.Struct):
     message: MessagePeek | None = None
 
 
+class ResponseObjectPeek(msgspec.Struct):
+    """The `response` of a Responses API stream event (its usage, on the terminal event)."""
+
+    usage: Usage | None = None
+
+
 class ResponsePeek(msgspec.Struct):
-    """A chat completion, a stream chunk or an embeddings response, read shallowly."""
+    """A chat completion, a stream chunk, an embeddings response, or a Responses API body or event, read
+    shallowly."""
 
     choices: list[ChoicePeek] = []
     usage: Usage | None = None
+    response: ResponseObjectPeek | None = None
     error: msgspec.Raw = msgspec.Raw()  # empty when absent (Raw cannot sit in a union)
     prompt_filter_results: msgspec.Raw = msgspec.Raw()  # empty when absent (Raw cannot sit in a union)
 

@@ -18,8 +18,11 @@ from typing import Any, cast
 
 import msgspec
 
+from ...providers.base import NativeResponses, UpstreamRequest, native_responses
+from ...routing.catalog import DeploymentRuntime
 from ...routing.stream_relay import StreamRelay
 from ...schema import estimate
+from ...schema.chat import ParsedChat
 from ...schema.errors import ApiError, bad_request
 from ...schema.responses import CreateResponse, parse_create
 from ...state import StateStore, StoredResponse
@@ -30,6 +33,7 @@ from ..pipeline import Call, Pipeline, finish_refused, finish_unary, stream_fini
 from ..render import send_failure, send_json, send_stream
 from .common import answer, list_query, need_state, page_of, query, segments, stored, tenant
 from .items import Item, stored_items
+from .native import NativeStream, NativeTurn, from_response
 from .stream import ResponsesRelay, ResponsesStream
 from .translate import Shell, from_completion, to_canonical
 
@@ -44,6 +48,11 @@ def not_found(response_id: str) -> ApiError:
 
 def conversation_not_found(conversation_id: str) -> ApiError:
     return ApiError(404, f"Conversation with id '{conversation_id}' not found.", param="conversation")
+
+
+def native_upstream(dep: DeploymentRuntime) -> NativeResponses | None:
+    """The deployment's adapter when a Responses call goes to it natively (docs/responses.md "Native upstreams")."""
+    return native_responses(dep.adapter) if dep.responses_native else None
 
 
 class ResponsesDoor:
@@ -61,20 +70,35 @@ class ResponsesDoor:
         context = await self._context(who, req)
         new = stored_items(req.input)
         canonical, dropped = to_canonical(req, context, new)
+        turn = NativeTurn(body, req, context, new)
+
+        async def build(parsed: ParsedChat, dep: DeploymentRuntime) -> UpstreamRequest:
+            # The deployment's adapter decides the wire form, so failover may cross from one to the other.
+            native = native_upstream(dep)
+            if native is not None:
+                return await native.responses_request(turn.raw(), dep.upstream_model)
+            upstream = await chat_request(parsed, dep)
+            if dropped:  # fields this translation dropped, beside those the adapter did
+                upstream.dropped = sorted({*dropped, *upstream.dropped})
+            return upstream
+
+        def read(dep: DeploymentRuntime, answer: bytes, headers: Any) -> bytes:
+            return answer if native_upstream(dep) is not None else chat_response(dep, answer, headers)
+
         served, headers = await self.pipeline.run(
             call,
             "responses",
             body,
             canonical,
-            chat_request,
-            chat_response,
+            build,
+            read,
             chat=canonical.request,
             max_output=estimate.output_tokens(canonical.request),
             forward_usage=True,  # the usage-only last chunk must reach the converter
-            dropped=dropped,
         )
+        native = native_upstream(served.deployment) is not None
         if served.stream is not None:
-            converter = ResponsesStream(shell)
+            converter = NativeStream(shell) if native else ResponsesStream(shell)
 
             async def keep(response: dict[str, Any]) -> bytes:
                 try:
@@ -96,8 +120,11 @@ class ResponsesDoor:
             finish_refused(call, served, err, "client_error")
             return
         try:
-            outcome = from_completion(served.body, served.deployment.name)
-            response = shell.render(outcome.status, outcome.output, outcome.usage, incomplete=outcome.incomplete)
+            read_back = from_response if native else from_completion
+            outcome = read_back(served.body, served.deployment.name)
+            response = shell.render(
+                outcome.status, outcome.output, outcome.usage, error=outcome.error, incomplete=outcome.incomplete
+            )
             await self._keep(who, shell, req, new, response)
         except ApiError as err:
             await send_failure(call, send, OPENAI, err, headers)

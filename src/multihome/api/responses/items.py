@@ -4,7 +4,8 @@ and listed in (each with an id), and a list of items as the canonical chat messa
 Mapping (reference/responses.md section 11): messages keep their role; `input_text`/`output_text`
 become text parts, `input_image` an image_url part, `input_file` a file part; consecutive
 `function_call` items become one assistant message with `tool_calls`; a `function_call_output` is a
-`tool` message; `reasoning` items are kept in the store but not sent (chat has no reasoning input).
+`tool` message; `reasoning` items are kept in the store and their plain summary opens the assistant turn they preceded
+(chat has no reasoning input).
 """
 
 from __future__ import annotations
@@ -114,9 +115,20 @@ def chat_messages(items: list[Item], messages: list[Item]) -> None:
             output = item["output"]
             content = output if isinstance(output, str) else _joined(output)
             messages.append({"role": "tool", "tool_call_id": item["call_id"], "content": content})
-        # reasoning: kept in the store, not sent (chat has no reasoning input)
+        elif kind == "reasoning":
+            _reasoning(item, messages)
     for message in messages:
         message.pop("_closed", None)
+        message.pop("_reasoning", None)
+
+
+def _reasoning(item: Item, messages: list[Item]) -> None:
+    """A reasoning item's plain summary opens the assistant turn it preceded (chat has no reasoning
+    input; its encrypted content only the provider that wrote it can read), so a turn served by
+    another provider still knows what was thought. No summary: nothing is sent."""
+    text = "\n".join(p.get("text") or "" for p in item.get("summary") or () if p.get("text"))
+    if text:
+        messages.append({"role": "assistant", "content": f"(reasoning summary) {text}", "_reasoning": True})
 
 
 def _chat_message(item: Item, messages: list[Item]) -> None:
@@ -125,6 +137,10 @@ def _chat_message(item: Item, messages: list[Item]) -> None:
     if role == "assistant":
         text = _joined(parts)
         refusal = "".join(p.get("refusal") or "" for p in parts if p.get("type") == "refusal")
+        last = messages[-1] if messages else None
+        if last is not None and last.get("_reasoning") and not last.get("tool_calls"):
+            messages.pop()  # the turn's reasoning summary, then its answer: one assistant message
+            text = f"{last['content']}\n\n{text}" if text else last["content"]
         message: Item = {"role": "assistant", "content": text or None}
         if refusal:
             message["refusal"] = refusal
