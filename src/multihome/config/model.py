@@ -158,6 +158,10 @@ class Storage(Strict):
     url: str | None = None
     url_env: str | None = None
     refresh_s: Positive = 0.25  # how often replicas look for changes (key revocation, policies)
+    # SQLite only: how a stored response or conversation turn is committed before its answer returns.
+    # "full": fsynced (survives power loss); "normal": in the WAL, visible to every reader (survives a
+    # crash of the gateway, not of the machine). docs/storage.md "Stored responses: durability".
+    state_sync: Literal["full", "normal"] = "full"
 
 
 class Identity(Strict):
