@@ -33,5 +33,9 @@ $PY bench/gateway_bench.py --out bench/out/gateway.md "$@"
   echo '```'
   $PY bench/otel_bench.py
   echo '```'
+  echo
+  $PY bench/responses_bench.py
+  echo
+  $PY bench/responses_rebuild_bench.py
 } > bench/RESULTS.md
 cat bench/RESULTS.md
