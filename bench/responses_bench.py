@@ -23,7 +23,6 @@ import argparse
 import asyncio
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -34,7 +33,7 @@ import msgspec
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from gateway_bench import BIN, ENV, KEY, machine, start_sim
+from gateway_bench import KEY, machine, start_gateway, start_sim
 
 TARGET_MS = 0.5
 TURNS = 20
@@ -53,27 +52,6 @@ model_groups:
   bench-native: {{deployments: [native@sim]}}
 """
 _encode = msgspec.json.encode
-
-
-def start_gateway(sim: str, tmp: Path, port: int, sync: str) -> subprocess.Popen:
-    (tmp / "bench.yaml").write_text(CONFIG.format(sim=sim, db=tmp / "multihome.db", tmp=tmp, sync=sync))
-    with open(tmp / "gateway.log", "w") as log:
-        proc = subprocess.Popen(
-            [str(BIN / "multihome"), "serve", "--config", str(tmp / "bench.yaml"), "--port", str(port)],
-            env=ENV,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-    deadline = time.monotonic() + 30
-    import urllib.request
-
-    while time.monotonic() < deadline:
-        try:
-            if urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=1).status == 200:
-                return proc
-        except OSError:
-            time.sleep(0.1)
-    raise RuntimeError("gateway did not start: " + (tmp / "gateway.log").read_text()[-2000:])
 
 
 async def post(session: aiohttp.ClientSession, url: str, body: bytes) -> dict:
@@ -226,7 +204,8 @@ def main() -> None:
         port = 18000 + os.getpid() % 1000
         gw = None
         try:
-            gw = start_gateway(sim_url, tmp, port, sync)
+            config = CONFIG.format(sim=sim_url, db=tmp / "multihome.db", tmp=tmp, sync=sync)
+            gw = start_gateway(sim_url, port, tmp, config_text=config)
             res = asyncio.run(run(f"http://127.0.0.1:{port}", args, gw.pid))
             print()
             print(report(res, args, sync))

@@ -10,27 +10,15 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 
-from multihome.storage import migrate_sync
 from multihome.storage.engine import create_engine
 from multihome.storage.sqlite_threads import SqliteThreads
 
-
-@pytest.fixture
-def anyio_backend():
-    return "asyncio"
+pytestmark = pytest.mark.parametrize("backend", ["sqlite"])  # the SQLite engine's threads: no PostgreSQL run
 
 
 @pytest.fixture
-def db_url(tmp_path):
-    url = f"sqlite+aiosqlite:///{tmp_path / 'multihome.db'}"
-    migrate_sync(url)
-    return url
-
-
-@pytest.fixture
-async def threads(db_url, tmp_path):
-    url = db_url
-    engine = create_engine(url)
+async def threads(migrated_url, tmp_path):
+    engine = create_engine(migrated_url)
     t = SqliteThreads(engine)
     yield t, tmp_path / "multihome.db"
     t.close()
