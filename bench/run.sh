@@ -34,6 +34,8 @@ $PY bench/gateway_bench.py --out bench/out/gateway.md "$@"
   $PY bench/otel_bench.py
   echo '```'
   echo
+  $PY bench/metrics_bench.py
+  echo
   $PY bench/responses_bench.py
   echo
   $PY bench/responses_rebuild_bench.py

@@ -11,6 +11,7 @@ final checkpoint within a deadline.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from typing import TYPE_CHECKING
@@ -33,6 +34,7 @@ class HeadPublisher:
         self.published = 0  # checkpoints written to the database
         self._latest: dict[str, Checkpoint] = {}
         self._wake = asyncio.Event()
+        self._stop = asyncio.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._engine: AsyncEngine | None = None
         self._task: asyncio.Task[None] | None = None
@@ -62,13 +64,16 @@ class HeadPublisher:
 
     async def _run(self) -> None:
         attempt = 0
-        while True:
+        while not self._stop.is_set():
             await self._wake.wait()
             self._wake.clear()
+            if self._stop.is_set():
+                return
             if await self._flush():
                 attempt = 0
                 continue
-            await asyncio.sleep(_RETRY_S[min(attempt, len(_RETRY_S) - 1)])
+            with contextlib.suppress(TimeoutError):  # a close ends the backoff at once
+                await asyncio.wait_for(self._stop.wait(), _RETRY_S[min(attempt, len(_RETRY_S) - 1)])
             attempt += 1
             self._wake.set()
 
@@ -119,8 +124,15 @@ class HeadPublisher:
     async def close(self) -> None:
         if self._task is None:
             return
-        self._task.cancel()
-        await asyncio.gather(self._task, return_exceptions=True)
+        # Let a write in progress finish: cancelling it mid-statement leaves the pool to clean up a
+        # connection after the loop is gone (a traceback on the way out of every short CLI run).
+        self._stop.set()
+        self._wake.set()
+        try:
+            await asyncio.wait_for(asyncio.shield(self._task), CLOSE_DEADLINE_S)
+        except TimeoutError:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
         self._task = None
         try:
             await asyncio.wait_for(self._drain(), CLOSE_DEADLINE_S)
