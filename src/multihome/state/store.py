@@ -16,7 +16,7 @@ import asyncio
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 import msgspec
 import sqlalchemy as sa
@@ -73,6 +73,38 @@ def _sqlite_chain_ids(conn: Connection, response_id: str, tenant: str) -> list[s
 
 
 _INSERT_RESPONSE = sa.insert(responses)  # values bound per call: compiled once, not rebuilt per turn
+
+
+class _Row(NamedTuple):
+    """A `responses` row as `_sqlite_rows` reads it (the attributes a SQLAlchemy row has)."""
+
+    id: str
+    tenant_id: str
+    previous_response_id: str | None
+    conversation_id: str | None
+    status: str
+    created_at: datetime
+    size: int
+    body: bytes
+
+
+_ROW_SQL = f"SELECT {', '.join(_Row._fields)} FROM {responses.name} WHERE tenant_id = ? AND id IN "
+_IN_CHUNK = 500  # ids per query: well under any SQLite build's limit on parameters
+
+
+def _sqlite_rows(conn: Connection, ids: list[str], tenant: str) -> list[_Row]:
+    """The rows of `ids` read on the sqlite3 connection itself: on a replica that has opened none of
+    a long chain, ~5x cheaper than through SQLAlchemy. `created_at` as SQLAlchemy's SQLite DateTime
+    stores it (ISO text, UTC)."""
+    raw = conn.connection.dbapi_connection
+    assert raw is not None  # a live pooled connection
+    out: list[_Row] = []
+    for start in range(0, len(ids), _IN_CHUNK):
+        chunk = ids[start : start + _IN_CHUNK]
+        sql = _ROW_SQL + "(" + ",".join("?" * len(chunk)) + ")"
+        for r in raw.execute(sql, (tenant, *chunk)).fetchall():
+            out.append(_Row(r[0], r[1], r[2], r[3], r[4], datetime.fromisoformat(r[5]), r[6], r[7]))
+    return out
 
 
 @dataclass(slots=True)
@@ -194,7 +226,7 @@ class StateStore(StoreBase):
         response is not this tenant's. An ancestor that was deleted ends the chain there."""
         opened = self._opened
 
-        def read(conn: Connection) -> tuple[list[str], Sequence[sa.Row[Any]]]:
+        def read(conn: Connection) -> tuple[list[str], Sequence[sa.Row[Any] | _Row]]:
             # One unit of work: the chain's ids, and the rows of those this replica has not opened
             # (a membership test only: the cache itself is the event loop's).
             if conn.dialect.name == "sqlite":
@@ -204,6 +236,8 @@ class StateStore(StoreBase):
             missing = [i for i in ids if not opened.holds(i)]
             if not missing:
                 return ids, ()
+            if conn.dialect.name == "sqlite":
+                return ids, _sqlite_rows(conn, missing, tenant)
             q = sa.select(responses).where(responses.c.id.in_(missing), responses.c.tenant_id == tenant)
             return ids, conn.execute(q).all()
 
@@ -229,7 +263,7 @@ class StateStore(StoreBase):
         self._opened.drop(response_id)
         return bool(done.rowcount)
 
-    async def _response(self, row: sa.Row[Any]) -> StoredResponse:
+    async def _response(self, row: sa.Row[Any] | _Row) -> StoredResponse:
         data = await self._open(row.tenant_id, "responses", row.id, row.body)
         return StoredResponse(
             id=row.id,
