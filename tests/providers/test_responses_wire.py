@@ -49,3 +49,12 @@ def test_an_upstream_failure_is_an_error_event_to_the_relay(event):
 def test_a_frame_that_is_not_json_is_a_corrupt_stream():
     with pytest.raises(ValueError):
         ResponsesStreamDecoder().feed(b"data: {not json\n\n")
+
+
+def test_function_calls_of_a_native_answer_are_read_for_the_call_record():
+    """The audit trail and call log name the calls a model asked for, whichever wire form served it."""
+    item = {"type": "function_call", "id": "fc_1", "call_id": "call_9", "name": "get_weather", "arguments": "{}"}
+    body = {"object": "response", "output": [{"type": "message", "content": []}, item], "error": None}
+    assert peek_decoder.decode(json.dumps(body).encode()).tool_calls() == [("get_weather", "call_9")]
+    added = peek_decoder.decode(json.dumps({"type": "response.output_item.added", "item": item}).encode())
+    assert added.item is not None and added.item.call() == [("get_weather", "call_9")]

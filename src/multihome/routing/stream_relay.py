@@ -172,6 +172,8 @@ class StreamRelay:
                     continue
             elif peek.response is not None and peek.response.usage is not None:
                 self.usage = peek.response.usage  # a Responses stream's terminal event
+            if peek.item is not None and peek.type == "response.output_item.added":
+                self.tool_calls.extend(peek.item.call())  # a Responses stream's function call, as it starts
             calls = False
             for choice in peek.choices:
                 if choice.finish_reason:

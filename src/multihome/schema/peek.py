@@ -57,6 +57,17 @@ class ChoicePeek(msgspec.Struct):
     message: MessagePeek | None = None
 
 
+class OutputItemPeek(msgspec.Struct):
+    """A Responses API output item: what a function call it starts names."""
+
+    type: str = ""
+    name: str | None = None
+    call_id: str | None = None
+
+    def call(self) -> list[tuple[str, str]]:
+        return [(self.name or "", self.call_id)] if self.type == "function_call" and self.call_id else []
+
+
 class ResponseObjectPeek(msgspec.Struct):
     """The `response` of a Responses API stream event (its usage, on the terminal event)."""
 
@@ -70,6 +81,9 @@ class ResponsePeek(msgspec.Struct):
     choices: list[ChoicePeek] = []
     usage: Usage | None = None
     response: ResponseObjectPeek | None = None
+    type: str = ""  # a Responses API stream event's type
+    item: OutputItemPeek | None = None  # the item a Responses API `response.output_item.*` event carries
+    output: list[OutputItemPeek] = []  # a Responses API body's output items
     error: msgspec.Raw = msgspec.Raw()  # empty when absent (Raw cannot sit in a union)
     prompt_filter_results: msgspec.Raw = msgspec.Raw()  # empty when absent (Raw cannot sit in a union)
 
@@ -81,6 +95,8 @@ class ResponsePeek(msgspec.Struct):
             for call in (part.tool_calls or ()) if part is not None else ():
                 if call.id:
                     out.append((call.function.name if call.function and call.function.name else "", call.id))
+        for item in self.output:  # a Response object (a native Responses API call)
+            out += item.call()
         return out
 
     def content_chars(self) -> int:
