@@ -91,12 +91,18 @@ def start_sim() -> tuple[subprocess.Popen, str]:
 
 
 def start_gateway(
-    sim_url: str, port: int, tmp: Path, log_level: str | None = None, extra_config: str = ""
+    sim_url: str,
+    port: int,
+    tmp: Path,
+    log_level: str | None = None,
+    extra_config: str = "",
+    config_text: str | None = None,
 ) -> subprocess.Popen:
     """`multihome serve` at its default log level unless told; what it logs (at info, an access line
-    per call) goes to a file, as it would under a service manager, not to the terminal."""
+    per call) goes to a file, as it would under a service manager, not to the terminal. `config_text`:
+    another bench's config (default: this one's, on the simulator at `sim_url`)."""
     config = tmp / "bench.yaml"
-    config.write_text(CONFIG.format(sim=sim_url) + extra_config)
+    config.write_text((config_text if config_text is not None else CONFIG.format(sim=sim_url)) + extra_config)
     with open(tmp / "gateway.log", "w") as log:
         proc = subprocess.Popen(
             [

@@ -44,5 +44,9 @@ $PY bench/governance_bench.py --out bench/out/governance.md
   echo '```'
   echo
   $PY bench/metrics_bench.py
+  echo
+  $PY bench/responses_bench.py
+  echo
+  $PY bench/responses_rebuild_bench.py
 } > bench/RESULTS.md
 cat bench/RESULTS.md

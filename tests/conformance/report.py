@@ -25,6 +25,14 @@ def _cell(status: str, detail: str) -> str:
     return "❌"
 
 
+def _table(scenarios: dict, providers: list[str], results: dict[tuple[str, str], tuple[str, str]]) -> list[str]:
+    lines = ["| scenario | " + " | ".join(providers) + " |", "|---|" + "---|" * len(providers)]
+    for sid, sc in scenarios.items():
+        cells = [_cell(*results[(sid, p)]) if (sid, p) in results else "not run" for p in providers]
+        lines.append(f"| {sc.title} (`{sid}`) | " + " | ".join(cells) + " |")
+    return lines
+
+
 def render(results: dict[tuple[str, str], tuple[str, str]], seconds: float) -> str:
     # Imported here: the conftest imports this module too, before the scenario module is rewritten.
     from .providers import TARGET_NAMES
@@ -49,15 +57,23 @@ def render(results: dict[tuple[str, str], tuple[str, str]], seconds: float) -> s
         "- ❌ the gateway gets it wrong (details below the table).",
         "- gap: the provider itself cannot do it (documented limitation; declared in `tests/conformance/providers.py`).",
         "",
-        "Scenarios: `tests/conformance/scenarios.py`. Providers, their gaps and known gateway bugs:",
+        "Scenarios: `tests/conformance/scenarios.py` (and `responses.py`). Providers, their gaps and known gateway bugs:",
         "`tests/conformance/providers.py` (a new provider is one more `Target` there).",
         "",
-        "| scenario | " + " | ".join(providers) + " |",
-        "|---|" + "---|" * len(providers),
     ]
-    for sid, sc in SCENARIOS.items():
-        cells = [_cell(*results[(sid, p)]) if (sid, p) in results else "not run" for p in providers]
-        lines.append(f"| {sc.title} (`{sid}`) | " + " | ".join(cells) + " |")
+    chat = {sid: sc for sid, sc in SCENARIOS.items() if not sid.startswith("responses_")}
+    lines += _table(chat, providers, results)
+    lines += [
+        "",
+        "## The Responses API",
+        "",
+        "The same providers behind `client.responses` (docs/responses.md). `openai` and `azure` are called",
+        "natively on their own Responses API with `store: false`; the others through the canonical chat path.",
+        "Each scenario checks which from the simulator's record; a chat provider takes no `reasoning`",
+        "settings and says so in `x-multihome-dropped-params`.",
+        "",
+    ]
+    lines += _table({sid: sc for sid, sc in SCENARIOS.items() if sid not in chat}, providers, results)
     failures = [
         (sid, p, status, detail) for (sid, p), (status, detail) in results.items() if status in ("fail", "xfail")
     ]

@@ -516,3 +516,7 @@ def context_failover(ctx: Ctx) -> None:
     (first, first_outcome), second = outcomes(raw.headers)
     assert first == f"{ctx.model}-fo" and first_outcome == "context_overflow", first_outcome
     assert second == ("oa-backup", "ok")
+
+
+# The Responses API's rows register themselves on import (kept in their own module).
+from . import responses as _responses  # noqa: E402, F401

@@ -301,7 +301,7 @@ def test_a_conversation_collects_its_turns(world):
 
 def test_incomplete_and_bad_requests(world):
     client = world.sdk()
-    short = client.responses.create(model="gpt", input="Write a long essay about the sea", max_output_tokens=2)
+    short = client.responses.create(model="gpt", input="Write a long essay about the sea", max_output_tokens=16)
     assert short.status == "incomplete" and short.incomplete_details.reason == "max_output_tokens"
     bad = [
         ({"input": "x", "frobnicate": 1}, "frobnicate"),
@@ -319,19 +319,20 @@ def test_incomplete_and_bad_requests(world):
         client.responses.cancel(short.id)
 
 
-def test_every_turn_is_metered_like_a_chat_call(world):
+@pytest.mark.parametrize("group", ["claude", "gpt"])  # translated (Anthropic), native (OpenAI's /responses)
+def test_every_turn_is_metered_like_a_chat_call(world, group):
     """Each turn goes through the pipeline: metered per turn, the re-sent context billed as input again."""
     admin = httpx.Client(base_url=world.gateway.url, headers={"authorization": f"Bearer {ADMIN_KEY}"}, timeout=10)
     globex = world.tenants["globex"]
 
     def claude_row() -> dict:
         summary = admin.get(f"/admin/v1/tenants/{globex}/usage", params={"group_by": "model_group"}).json()
-        return next((r for r in summary["data"] if r["model_group"] == "claude"), {"calls": 0, "prompt_tokens": 0})
+        return next((r for r in summary["data"] if r["model_group"] == group), {"calls": 0, "prompt_tokens": 0})
 
     before = claude_row()
     client = world.sdk("globex")
-    one = client.responses.create(model="claude", input="first turn of a metered chain")
-    two = client.responses.create(model="claude", input="second", previous_response_id=one.id)
+    one = client.responses.create(model=group, input="first turn of a metered chain")
+    two = client.responses.create(model=group, input="second", previous_response_id=one.id)
     assert two.usage.input_tokens > one.usage.input_tokens  # the first turn is sent (and billed) again
     deadline = time.monotonic() + 10
     while (row := claude_row())["calls"] < before["calls"] + 2 and time.monotonic() < deadline:

@@ -44,6 +44,8 @@ def kms_config(tmp_path) -> KmsConfig:
 async def state(db_url, kms_config):
     engine = create_engine(db_url)
     keyring = open_keyring(kms_config, engine)
-    yield StateStore(engine, keyring)
+    store = StateStore(engine, keyring)
+    yield store
+    await store.close()  # its SQLite threads
     await keyring.close()
     await engine.dispose()

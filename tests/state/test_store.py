@@ -168,3 +168,33 @@ async def test_a_small_cache_still_rebuilds_every_chain(db_url, kms_config):
     finally:
         await small.keyring.close()
         await engine.dispose()
+
+
+async def test_a_replica_that_opened_nothing_rebuilds_the_same_chain(state, db_url, kms_config):
+    """Another replica (its cache empty) reads every row of the chain: the records are the ones stored,
+    created_at included (on SQLite these rows are read on the driver's own connection)."""
+    from multihome.crypto import open_keyring
+    from multihome.state import StateStore
+    from multihome.storage.engine import create_engine
+
+    prev = None
+    for i in range(4):
+        await state.put_response(_response(f"resp_c{i}", prev=prev, tenant="t1"))
+        prev = f"resp_c{i}"
+    mine = await state.chain("t1", "resp_c3")
+    engine = create_engine(db_url)
+    cold = StateStore(engine, open_keyring(kms_config, engine))
+    try:
+        theirs = await cold.chain("t1", "resp_c3")
+        assert await cold.chain("t2", "resp_c3") is None
+    finally:
+        await cold.close()
+        await cold.keyring.close()
+        await engine.dispose()
+    assert theirs is not None and mine is not None
+
+    def view(r):
+        return (r.id, r.tenant, r.status, r.response, r.input, r.previous_response_id, r.created_at)
+
+    assert [view(r) for r in theirs] == [view(await state.get_response("t1", r.id)) for r in mine]
+    assert all(r.created_at.tzinfo is not None for r in theirs)

@@ -95,6 +95,10 @@ class Deployment(Strict):
     max_output_tokens: PositiveCount | None = None
     price: Price | None = None
     commitment: str | None = None  # committed-spend pool this deployment draws on
+    # How a Responses API call reaches this deployment: "native" sends the whole context to the
+    # provider's own Responses API with store: false when its kind has one (openai, azure), else the
+    # call is translated to a chat call; "translated" always translates (docs/responses.md).
+    responses_api: Literal["native", "translated"] = "native"
 
 
 class Breaker(Strict):
@@ -156,6 +160,10 @@ class Storage(Strict):
     url: str | None = None
     url_env: str | None = None
     refresh_s: Positive = 0.25  # how often replicas look for changes (key revocation, policies)
+    # SQLite only: how a stored response or conversation turn is committed before its answer returns.
+    # "full": fsynced (survives power loss); "normal": in the WAL, visible to every reader (survives a
+    # crash of the gateway, not of the machine). docs/storage.md "Stored responses: durability".
+    state_sync: Literal["full", "normal"] = "full"
 
 
 class Identity(Strict):

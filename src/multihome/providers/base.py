@@ -7,7 +7,7 @@ upstream answer back into OpenAI JSON, and its stream into OpenAI chunk payloads
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Awaitable, Mapping
 from typing import Protocol
 
 import msgspec
@@ -31,22 +31,6 @@ CONTEXT_OVERFLOW_LABEL = "context_overflow"
 CREDENTIALS_REJECTED = "credentials_rejected"  # the gateway's own provider credentials, whatever the status
 
 
-class UpstreamRequest(msgspec.Struct):
-    url: str
-    headers: dict[str, str]
-    body: bytes
-    # Request parameters the provider cannot honour and the adapter dropped (reported to the client).
-    dropped: list[str] = []
-
-
-class Classified(msgspec.Struct):
-    """What an upstream error means for routing: kind, a short label, and Retry-After in seconds."""
-
-    kind: str
-    label: str
-    retry_after: float | None = None
-
-
 class StreamDecoder(Protocol):
     """Upstream stream bytes in; OpenAI `chat.completion.chunk` JSON payloads (or b"[DONE]") out.
 
@@ -57,6 +41,24 @@ class StreamDecoder(Protocol):
     def feed(self, data: bytes) -> list[bytes]: ...
 
     def end(self) -> list[bytes]: ...
+
+
+class UpstreamRequest(msgspec.Struct):
+    url: str
+    headers: dict[str, str]
+    body: bytes
+    # Request parameters the provider cannot honour and the adapter dropped (reported to the client).
+    dropped: list[str] = []
+    # How the answer's stream is read when it is not the adapter's chat stream (a native Responses call).
+    stream_decoder: StreamDecoder | None = None
+
+
+class Classified(msgspec.Struct):
+    """What an upstream error means for routing: kind, a short label, and Retry-After in seconds."""
+
+    kind: str
+    label: str
+    retry_after: float | None = None
 
 
 class Adapter(Protocol):
@@ -88,6 +90,20 @@ class Adapter(Protocol):
     def skip_stream_chunk(self, peek: ResponsePeek) -> bool: ...
 
     async def close(self) -> None: ...
+
+
+class NativeResponses(Protocol):
+    """An adapter whose upstream also serves the Responses API (`POST /responses`): the Responses door
+    sends it the whole context natively (`store: false`) instead of translating it to a chat call."""
+
+    def responses_request(self, raw: dict[str, msgspec.Raw], upstream_model: str) -> Awaitable[UpstreamRequest]:
+        """`raw`: the Responses request body's fields, ready to send but for `model`."""
+        ...
+
+
+def native_responses(adapter: object) -> NativeResponses | None:
+    """The adapter as a native Responses upstream, or None when its upstream API has no Responses API."""
+    return adapter if hasattr(adapter, "responses_request") else None
 
 
 class AdapterBase:

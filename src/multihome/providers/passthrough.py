@@ -9,9 +9,11 @@ import msgspec
 from ..schema.chat import ParsedChat
 from .base import AdapterBase, Classified
 from .errors import classify_http
+from .responses_wire import ResponsesStreamDecoder
 from .sse import SseSplitter
 
 _encode = msgspec.json.encode
+UpstreamRequestParts = tuple[bytes, ResponsesStreamDecoder]
 # Ask every streaming upstream for usage so metering sees it; the relay hides it from clients
 # that did not ask for it.
 _USAGE_ON = msgspec.Raw(b'{"include_usage":true}')
@@ -23,6 +25,11 @@ def passthrough_body(raw: dict[str, msgspec.Raw], model: str, *, stream_usage: b
     if stream_usage:
         body["stream_options"] = _USAGE_ON
     return _encode(body)
+
+
+def responses_body(raw: dict[str, msgspec.Raw], model: str) -> UpstreamRequestParts:
+    """A native Responses body for `model`, and the decoder its stream (if any) is read with."""
+    return passthrough_body(raw, model), ResponsesStreamDecoder()
 
 
 def wants_stream_usage(parsed: ParsedChat) -> bool:

@@ -386,7 +386,7 @@ async def _stream_once(
             body = b""
         c = dep.adapter.classify_error(resp.status, resp.headers, body)
         return _Result(c.kind, c.label, c.retry_after, resp.status, body)
-    relay = StreamRelay(resp, dep.adapter, dep.upstream_model, dep.name, forward_usage)
+    relay = StreamRelay(resp, dep.adapter, dep.upstream_model, dep.name, forward_usage, req.stream_decoder)
     try:
         first = await relay.first()
     except StreamBroken as exc:

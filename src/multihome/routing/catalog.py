@@ -26,6 +26,8 @@ class DeploymentRuntime:
     price: Price | None = None
     commitment: str | None = None
     session: aiohttp.ClientSession | None = None
+    # Whether a Responses API call is sent natively when the adapter can (config `responses_api`).
+    responses_native: bool = True
 
 
 @dataclass(slots=True)
@@ -68,6 +70,7 @@ class Catalog:
                 max_output_tokens=dep.max_output_tokens,
                 price=dep.price,
                 commitment=dep.commitment,
+                responses_native=dep.responses_api == "native",
             )
             for name, dep in config.deployments.items()
         }

@@ -13,7 +13,7 @@ from collections.abc import AsyncIterator
 import aiohttp
 import msgspec
 
-from ..providers.base import Adapter
+from ..providers.base import Adapter, StreamDecoder
 from ..providers.sse import DONE, frame
 from ..schema.errors import ErrorBody, ErrorEnvelope
 from ..schema.peek import Usage, peek_decoder
@@ -42,11 +42,19 @@ def error_event(message: str, code: str) -> bytes:
 
 class StreamRelay:
     def __init__(
-        self, resp: aiohttp.ClientResponse, adapter: Adapter, upstream_model: str, deployment: str, forward_usage: bool
+        self,
+        resp: aiohttp.ClientResponse,
+        adapter: Adapter,
+        upstream_model: str,
+        deployment: str,
+        forward_usage: bool,
+        decoder: StreamDecoder | None = None,
     ) -> None:
         self._resp = resp
         self._adapter = adapter
-        self._decoder = adapter.stream_decoder(upstream_model)
+        # The adapter's chat stream, unless the request was another wire form (a native Responses call).
+        self._decoder = decoder if decoder is not None else adapter.stream_decoder(upstream_model)
+        self._chat = decoder is None  # only a chat stream has chunks the adapter may hide (skip_stream_chunk)
         self._forward_usage = forward_usage
         self.deployment = deployment
         self.usage: Usage | None = None
@@ -153,7 +161,7 @@ class StreamRelay:
                 self.error = "upstream_error_event"
                 out.append(frame(payload))
                 break
-            if self._adapter.skip_stream_chunk(peek):
+            if self._chat and self._adapter.skip_stream_chunk(peek):
                 continue
             self.events += 1
             if not self._produced and not peek.is_preamble:
@@ -162,6 +170,10 @@ class StreamRelay:
                 self.usage = peek.usage
                 if not peek.choices and not self._forward_usage:
                     continue
+            elif peek.response is not None and peek.response.usage is not None:
+                self.usage = peek.response.usage  # a Responses stream's terminal event
+            if peek.item is not None and peek.type == "response.output_item.added":
+                self.tool_calls.extend(peek.item.call())  # a Responses stream's function call, as it starts
             calls = False
             for choice in peek.choices:
                 if choice.finish_reason:

@@ -12,10 +12,23 @@ class PromptDetails(msgspec.Struct):
 
 
 class Usage(msgspec.Struct):
+    """Chat usage; a Responses API body's (`input_tokens`, `output_tokens`) reads as the same counts."""
+
     prompt_tokens: int = 0
     completion_tokens: int = 0
     total_tokens: int = 0
     prompt_tokens_details: PromptDetails | None = None
+    input_tokens: int | None = None
+    output_tokens: int | None = None
+    input_tokens_details: PromptDetails | None = None
+
+    def __post_init__(self) -> None:
+        if self.input_tokens is not None or self.output_tokens is not None:
+            self.prompt_tokens = self.prompt_tokens or self.input_tokens or 0
+            self.completion_tokens = self.completion_tokens or self.output_tokens or 0
+            self.total_tokens = self.total_tokens or self.prompt_tokens + self.completion_tokens
+            if self.prompt_tokens_details is None:
+                self.prompt_tokens_details = self.input_tokens_details
 
 
 class FunctionPeek(msgspec.Struct):
@@ -44,11 +57,33 @@ class ChoicePeek(msgspec.Struct):
     message: MessagePeek | None = None
 
 
+class OutputItemPeek(msgspec.Struct):
+    """A Responses API output item: what a function call it starts names."""
+
+    type: str = ""
+    name: str | None = None
+    call_id: str | None = None
+
+    def call(self) -> list[tuple[str, str]]:
+        return [(self.name or "", self.call_id)] if self.type == "function_call" and self.call_id else []
+
+
+class ResponseObjectPeek(msgspec.Struct):
+    """The `response` of a Responses API stream event (its usage, on the terminal event)."""
+
+    usage: Usage | None = None
+
+
 class ResponsePeek(msgspec.Struct):
-    """A chat completion, a stream chunk or an embeddings response, read shallowly."""
+    """A chat completion, a stream chunk, an embeddings response, or a Responses API body or event, read
+    shallowly."""
 
     choices: list[ChoicePeek] = []
     usage: Usage | None = None
+    response: ResponseObjectPeek | None = None
+    type: str = ""  # a Responses API stream event's type
+    item: OutputItemPeek | None = None  # the item a Responses API `response.output_item.*` event carries
+    output: list[OutputItemPeek] = []  # a Responses API body's output items
     error: msgspec.Raw = msgspec.Raw()  # empty when absent (Raw cannot sit in a union)
     prompt_filter_results: msgspec.Raw = msgspec.Raw()  # empty when absent (Raw cannot sit in a union)
 
@@ -60,6 +95,8 @@ class ResponsePeek(msgspec.Struct):
             for call in (part.tool_calls or ()) if part is not None else ():
                 if call.id:
                     out.append((call.function.name if call.function and call.function.name else "", call.id))
+        for item in self.output:  # a Response object (a native Responses API call)
+            out += item.call()
         return out
 
     def content_chars(self) -> int:

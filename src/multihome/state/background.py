@@ -26,7 +26,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from ..storage.tables import jobs, response_events, responses
 from .jobs import FINAL as JOB_FINAL
 from .jobs import RUNNING, JobQueue
-from .store import PURPOSE, Item, StateStore, StoredResponse
+from .store import PURPOSE, Item, StateStore, StoredResponse, insert_items
 
 KIND = "response"  # the job kind of a background response
 OPEN = frozenset({"queued", "in_progress"})
@@ -116,7 +116,7 @@ class BackgroundStore:
             await self._update(conn, record.id, record.status, sealed)
             if items and record.conversation_id is not None:
                 try:
-                    await self.store._insert_items(conn, record.tenant, record.conversation_id, items)
+                    await conn.run_sync(insert_items, record.tenant, record.conversation_id, items)
                 except LookupError:
                     pass  # the conversation was deleted meanwhile: the response is still kept
         return True

@@ -29,6 +29,11 @@ class OpenedResponses:
         self._items.move_to_end(response_id)
         return hit[0]
 
+    def holds(self, response_id: str) -> bool:
+        """Whether the id is cached: a plain membership test, safe from a database thread (one C call
+        on the dict, no reordering), for deciding which rows a read must fetch."""
+        return response_id in self._items
+
     def put(self, record: StoredResponse, size: int) -> None:
         if size > self.max_bytes:
             return

@@ -16,7 +16,11 @@ class StateService:
         self.store: StateStore | None = None
 
     async def start(self) -> None:
-        self.store = StateStore(self._storage.store.engine, self._keyring)
+        self.store = StateStore(
+            self._storage.store.engine, self._keyring, sqlite_sync=getattr(self._storage, "state_sync", "full")
+        )
 
     async def close(self) -> None:
-        self.store = None
+        store, self.store = self.store, None
+        if store is not None:
+            await store.close()  # queued writes commit first (the SQLite writer thread)

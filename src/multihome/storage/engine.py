@@ -11,9 +11,11 @@ from __future__ import annotations
 import sqlite3
 import time
 
+from sqlalchemy import create_engine as create_engine_sync
 from sqlalchemy import event
-from sqlalchemy.engine import URL, make_url
+from sqlalchemy.engine import URL, Engine, make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+from sqlalchemy.pool import NullPool
 
 SQLITE_BUSY_TIMEOUT_MS = 10_000
 IMMEDIATE = "multihome_immediate"  # execution option: on SQLite, begin with BEGIN IMMEDIATE
@@ -62,8 +64,19 @@ def _memory(u: URL) -> bool:
     return u.database in (None, "", ":memory:")
 
 
-def _configure_sqlite(engine: AsyncEngine) -> None:
-    @event.listens_for(engine.sync_engine, "connect")
+def create_sync_sqlite_engine(engine: AsyncEngine) -> Engine:
+    """A synchronous engine (the sqlite3 module) on the same SQLite file, with the same settings, for
+    work done on threads of its own (storage/sqlite_threads.py): one thread hop per unit of work
+    instead of one per driver call."""
+    sync = create_engine_sync(engine.url.set(drivername="sqlite+pysqlite"), poolclass=NullPool)
+    _configure_sqlite(sync)
+    return sync
+
+
+def _configure_sqlite(engine: AsyncEngine | Engine) -> None:
+    target = engine.sync_engine if isinstance(engine, AsyncEngine) else engine
+
+    @event.listens_for(target, "connect")
     def _on_connect(dbapi_connection, _record) -> None:  # runs once per new pooled connection
         dbapi_connection.isolation_level = None  # SQLAlchemy emits BEGIN, see _on_begin
         cur = dbapi_connection.cursor()
@@ -73,7 +86,7 @@ def _configure_sqlite(engine: AsyncEngine) -> None:
         cur.execute("PRAGMA synchronous=FULL")  # admin changes are rare; survive power loss
         cur.close()
 
-    @event.listens_for(engine.sync_engine, "begin")
+    @event.listens_for(target, "begin")
     def _on_begin(conn) -> None:
         conn.exec_driver_sql("BEGIN IMMEDIATE" if conn.get_execution_options().get(IMMEDIATE) else "BEGIN")
 

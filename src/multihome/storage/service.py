@@ -19,6 +19,7 @@ class StorageService:
     def __init__(self, config: Config) -> None:
         self.url = env_secret(config.storage.url_env, what="storage.url_env") or config.storage.url
         self._refresh_s = config.storage.refresh_s
+        self.state_sync = config.storage.state_sync  # the state store's SQLite commits (state/service.py)
         self.store: Store | None = None
         self.snapshots: SnapshotCache | None = None
         self._last_miss_refresh = 0.0

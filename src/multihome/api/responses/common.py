@@ -11,7 +11,9 @@ from urllib.parse import parse_qs, unquote
 import msgspec
 
 from ...crypto import CryptoError, KmsRefused, KmsUnavailable
+from ...providers.base import NativeResponses, UpstreamRequest, native_responses
 from ...routing.attempts import Served
+from ...routing.catalog import DeploymentRuntime
 from ...schema import estimate
 from ...schema.chat import ParsedChat
 from ...schema.errors import ApiError, bad_request
@@ -21,6 +23,7 @@ from ..asgi import JSON, Header, Send
 from ..openai.chat import chat_request, chat_response
 from ..pipeline import Call, Pipeline
 from ..render import send_json
+from .native import NativeTurn
 
 T = TypeVar("T")
 _encode = msgspec.json.encode
@@ -143,19 +146,47 @@ def page_of(items: list[dict[str, Any]], query: ListQuery) -> dict[str, Any]:
     return page(ordered[: query.limit], len(ordered) > query.limit)
 
 
+def native_upstream(dep: DeploymentRuntime) -> NativeResponses | None:
+    """The deployment's adapter when a Responses call goes to it natively (docs/responses.md "Native upstreams")."""
+    return native_responses(dep.adapter) if dep.responses_native else None
+
+
 async def run_turn(
-    pipeline: Pipeline, call: Call, body: bytes, canonical: ParsedChat, dropped: list[str]
+    pipeline: Pipeline,
+    call: Call,
+    body: bytes,
+    canonical: ParsedChat,
+    dropped: list[str],
+    native: NativeTurn | None = None,
 ) -> tuple[Served, list[Header]]:
-    """A Responses turn, translated to the canonical chat request, through the one pipeline."""
+    """A Responses turn through the one pipeline: to a deployment that speaks the Responses API natively
+    when `native` carries the turn, else (and on every other deployment) translated to the canonical
+    chat request. The deployment decides the wire form, so a failover may cross from one to the other."""
+
+    def upstream_of(dep: DeploymentRuntime) -> NativeResponses | None:
+        return native_upstream(dep) if native is not None else None
+
+    async def build(parsed: ParsedChat, dep: DeploymentRuntime) -> UpstreamRequest:
+        adapter = upstream_of(dep)
+        if adapter is not None:
+            assert native is not None
+            return await adapter.responses_request(native.raw(), dep.upstream_model)
+        upstream = await chat_request(parsed, dep)
+        if dropped:  # fields this translation dropped, beside those the adapter did
+            upstream.dropped = sorted({*dropped, *upstream.dropped})
+        return upstream
+
+    def read(dep: DeploymentRuntime, answer: bytes, headers: Any) -> bytes:
+        return answer if upstream_of(dep) is not None else chat_response(dep, answer, headers)
+
     return await pipeline.run(
         call,
         "responses",
         body,
         canonical,
-        chat_request,
-        chat_response,
+        build,
+        read,
         chat=canonical.request,
         max_output=estimate.output_tokens(canonical.request),
         forward_usage=True,  # the usage-only last chunk must reach the converter
-        dropped=dropped,
     )

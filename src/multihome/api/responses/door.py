@@ -27,8 +27,20 @@ from ..openai.errors import OPENAI, upstream_client_error
 from ..pipeline import Call, Pipeline, finish_refused, finish_unary, stream_finisher
 from ..render import send_failure, send_json, send_stream
 from .background import Background, starting_after
-from .common import answer, list_query, need_state, page_of, query, run_turn, segments, stored, tenant
+from .common import (
+    answer,
+    list_query,
+    native_upstream,
+    need_state,
+    page_of,
+    query,
+    run_turn,
+    segments,
+    stored,
+    tenant,
+)
 from .items import Item, stored_items
+from .native import NativeStream, NativeTurn, from_response
 from .stream import ResponsesRelay, ResponsesStream
 from .translate import Shell, from_completion, to_canonical
 
@@ -66,9 +78,11 @@ class ResponsesDoor:
             assert self.background is not None  # present whenever the state store is
             await self.background.create(call, receive, send, req, body, new)
             return
-        served, headers = await run_turn(self.pipeline, call, body, canonical, dropped)
+        turn = NativeTurn(body, req, context, new)
+        served, headers = await run_turn(self.pipeline, call, body, canonical, dropped, turn)
+        native = native_upstream(served.deployment) is not None
         if served.stream is not None:
-            converter = ResponsesStream(shell)
+            converter = NativeStream(shell) if native else ResponsesStream(shell)
 
             async def keep(response: dict[str, Any]) -> bytes:
                 try:
@@ -90,8 +104,11 @@ class ResponsesDoor:
             finish_refused(call, served, err, "client_error")
             return
         try:
-            outcome = from_completion(served.body, served.deployment.name)
-            response = shell.render(outcome.status, outcome.output, outcome.usage, incomplete=outcome.incomplete)
+            read_back = from_response if native else from_completion
+            outcome = read_back(served.body, served.deployment.name)
+            response = shell.render(
+                outcome.status, outcome.output, outcome.usage, error=outcome.error, incomplete=outcome.incomplete
+            )
             await self._keep(who, shell, req, new, response)
         except ApiError as err:
             await send_failure(call, send, OPENAI, err, headers)

@@ -4,7 +4,8 @@ and listed in (each with an id), and a list of items as the canonical chat messa
 Mapping (reference/responses.md section 11): messages keep their role; `input_text`/`output_text`
 become text parts, `input_image` an image_url part, `input_file` a file part; consecutive
 `function_call` items become one assistant message with `tool_calls`; a `function_call_output` is a
-`tool` message; `reasoning` items are kept in the store but not sent (chat has no reasoning input).
+`tool` message; `reasoning` items are kept in the store and their plain summary opens the assistant turn they preceded
+(chat has no reasoning input).
 """
 
 from __future__ import annotations
@@ -94,19 +95,30 @@ def _part(part: Part) -> Item:
 
 
 def chat_messages(items: list[Item], messages: list[Item]) -> None:
-    """Append `items` to `messages` as canonical chat messages."""
+    """Append `items` to `messages` as canonical chat messages. Runs on every turn over the whole
+    context, so the common shapes (one text part) take the short way."""
+    summary: Item | None = None  # the last message, when it is a reasoning summary
     for item in items:
         kind = item.get("type")
+        last = messages[-1] if messages else None
         if kind == "message":
-            _chat_message(item, messages)
+            if item["role"] == "assistant":
+                message = _assistant(item["content"])
+                if last is not None and last is summary and "tool_calls" not in last:
+                    messages.pop()  # the turn's reasoning summary, then its answer: one assistant message
+                    text = message["content"]
+                    message["content"] = f"{last['content']}\n\n{text}" if text else last["content"]
+                messages.append(message)
+            else:
+                messages.append({"role": item["role"], "content": _user_content(item["content"])})
+            summary = None
         elif kind == "function_call":
             call = {
                 "id": item["call_id"],
                 "type": "function",
                 "function": {"name": item["name"], "arguments": item["arguments"]},
             }
-            last = messages[-1] if messages else None
-            if last is not None and last["role"] == "assistant" and not last.get("_closed"):
+            if last is not None and last["role"] == "assistant":
                 last.setdefault("tool_calls", []).append(call)  # consecutive calls: one assistant turn
             else:
                 messages.append({"role": "assistant", "content": None, "tool_calls": [call]})
@@ -114,28 +126,35 @@ def chat_messages(items: list[Item], messages: list[Item]) -> None:
             output = item["output"]
             content = output if isinstance(output, str) else _joined(output)
             messages.append({"role": "tool", "tool_call_id": item["call_id"], "content": content})
-        # reasoning: kept in the store, not sent (chat has no reasoning input)
-    for message in messages:
-        message.pop("_closed", None)
+            summary = None
+        elif kind == "reasoning":
+            # Its plain summary opens the assistant turn it preceded (chat has no reasoning input; the
+            # encrypted content only its own provider can read), so a turn served by another provider
+            # still knows what was thought. No summary: nothing is sent.
+            text = "\n".join(p.get("text") or "" for p in item.get("summary") or () if p.get("text"))
+            if text:
+                summary = {"role": "assistant", "content": f"(reasoning summary) {text}"}
+                messages.append(summary)
 
 
-def _chat_message(item: Item, messages: list[Item]) -> None:
-    role = item["role"]
-    parts = item["content"]
-    if role == "assistant":
-        text = _joined(parts)
-        refusal = "".join(p.get("refusal") or "" for p in parts if p.get("type") == "refusal")
-        message: Item = {"role": "assistant", "content": text or None}
-        if refusal:
-            message["refusal"] = refusal
-        messages.append(message)
-        return
+def _assistant(parts: list[Item]) -> Item:
+    if len(parts) == 1 and parts[0].get("type") == "output_text":
+        return {"role": "assistant", "content": parts[0].get("text") or None}
+    message: Item = {"role": "assistant", "content": _joined(parts) or None}
+    refusal = "".join(p.get("refusal") or "" for p in parts if p.get("type") == "refusal")
+    if refusal:
+        message["refusal"] = refusal
+    return message
+
+
+def _user_content(parts: list[Item]) -> str | list[Item]:
+    if len(parts) == 1 and parts[0].get("type") == "input_text":
+        return str(parts[0].get("text") or "")
     chat_parts = [_chat_part(p) for p in parts]
     if all(p["type"] == "text" for p in chat_parts):
         # Plain text is what every provider takes, and what translating adapters map most simply.
-        messages.append({"role": role, "content": "".join(p["text"] for p in chat_parts), "_closed": True})
-    else:
-        messages.append({"role": role, "content": chat_parts, "_closed": True})
+        return "".join(p["text"] for p in chat_parts)
+    return chat_parts
 
 
 def _chat_part(part: Item) -> Item:

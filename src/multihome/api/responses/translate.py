@@ -219,6 +219,7 @@ class Outcome:
     output: list[Item]
     usage: dict[str, Any]
     incomplete: str | None = None
+    error: dict[str, Any] | None = None  # a failed response's error object
 
 
 def from_completion(body: bytes, deployment: str) -> Outcome:

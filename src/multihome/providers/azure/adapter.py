@@ -7,13 +7,15 @@ from __future__ import annotations
 
 from urllib.parse import quote
 
+import msgspec
+
 from ...config import Provider
 from ...schema.chat import ParsedChat
 from ...schema.embeddings import ParsedEmbeddings
 from ...schema.peek import ResponsePeek
 from ..api_key import api_key_of
 from ..base import UpstreamRequest
-from ..passthrough import PassThrough, passthrough_body, wants_stream_usage
+from ..passthrough import PassThrough, passthrough_body, responses_body, wants_stream_usage
 from . import KIND
 from .auth import EntraTokens
 
@@ -43,6 +45,13 @@ class AzureAdapter(PassThrough):
     async def chat_request(self, parsed: ParsedChat, upstream_model: str) -> UpstreamRequest:
         body = passthrough_body(parsed.raw, upstream_model, stream_usage=wants_stream_usage(parsed))
         return UpstreamRequest(self._url(upstream_model, "chat/completions"), await self._auth_headers(), body)
+
+    async def responses_request(self, raw: dict[str, msgspec.Raw], upstream_model: str) -> UpstreamRequest:
+        # The Responses API is served on the v1 form only, whatever api-version chat calls use; the body's
+        # `model` names the deployment there.
+        body, decoder = responses_body(raw, upstream_model)
+        url = f"{self.base}/openai/v1/responses"
+        return UpstreamRequest(url, await self._auth_headers(), body, stream_decoder=decoder)
 
     async def embeddings_request(self, parsed: ParsedEmbeddings, upstream_model: str) -> UpstreamRequest:
         body = passthrough_body(parsed.raw, upstream_model)

@@ -5,12 +5,14 @@ Client API and upstream API are the same, so bodies pass through: only `model` i
 
 from __future__ import annotations
 
+import msgspec
+
 from ...config import Provider
 from ...schema.chat import ParsedChat
 from ...schema.embeddings import ParsedEmbeddings
 from ..api_key import api_key_of
 from ..base import UpstreamRequest
-from ..passthrough import PassThrough, passthrough_body, wants_stream_usage
+from ..passthrough import PassThrough, passthrough_body, responses_body, wants_stream_usage
 from . import KIND
 
 
@@ -26,6 +28,10 @@ class OpenAIAdapter(PassThrough):
     async def chat_request(self, parsed: ParsedChat, upstream_model: str) -> UpstreamRequest:
         body = passthrough_body(parsed.raw, upstream_model, stream_usage=wants_stream_usage(parsed))
         return UpstreamRequest(self.base + "/chat/completions", self._headers, body)
+
+    async def responses_request(self, raw: dict[str, msgspec.Raw], upstream_model: str) -> UpstreamRequest:
+        body, decoder = responses_body(raw, upstream_model)
+        return UpstreamRequest(self.base + "/responses", self._headers, body, stream_decoder=decoder)
 
     async def embeddings_request(self, parsed: ParsedEmbeddings, upstream_model: str) -> UpstreamRequest:
         return UpstreamRequest(self.base + "/embeddings", self._headers, passthrough_body(parsed.raw, upstream_model))

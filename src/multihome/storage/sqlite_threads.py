@@ -1,0 +1,148 @@
+"""SQLite work on threads of its own: reads on a small pool, writes on one thread with group commit.
+
+Through the async engine every driver call (BEGIN, execute, fetch, close, COMMIT) is a hop to
+aiosqlite's thread and back, ~8 per statement; a Responses turn that reads a chain and stores a
+response paid ~25 of them. Here a unit of work is a plain function of a synchronous SQLAlchemy
+connection, run whole on a thread: one hop, whatever it executes.
+
+Writes go to one writer thread. What is queued while it commits waits, then goes in the next
+transaction together (`BEGIN IMMEDIATE`, the units, one `COMMIT`): under load one fsync covers
+many writes (group commit), at low load a write waits for one commit. If a unit raises, that
+transaction is rolled back and each of its units runs again in a transaction of its own: the one
+that raised gets its exception, the others commit.
+
+Durability promise: `write` returns only after the transaction holding the unit has committed:
+with `synchronous="full"` (the default) fsynced, so it survives a power loss; with "normal" written
+to the WAL and visible to every reader, so it survives a crash of the process but not of the
+machine (the WAL is fsynced at checkpoints). A unit that fails is not stored.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
+
+from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from .engine import IMMEDIATE, create_sync_sqlite_engine
+
+log = logging.getLogger("multihome.storage")
+T = TypeVar("T")
+Work = Callable[[Connection], Any]
+_Unit = tuple[Work, "asyncio.Future[Any]", asyncio.AbstractEventLoop]
+_MAX_BATCH = 256  # units per transaction: bounds how long one commit holds the write lock
+
+
+class SqliteThreads:
+    def __init__(self, engine: AsyncEngine, readers: int = 2, synchronous: str = "full") -> None:
+        if synchronous not in ("full", "normal"):
+            raise ValueError(f"synchronous must be 'full' or 'normal', not {synchronous!r}")
+        self._synchronous = synchronous.upper()
+        self._engine: Engine = create_sync_sqlite_engine(engine)
+        self._local = threading.local()
+        self._opened: list[Connection] = []  # the readers' connections, closed by `close`
+        self._readers = ThreadPoolExecutor(readers, thread_name_prefix="mh-sqlite-read")
+        self._queue: collections.deque[_Unit] = collections.deque()
+        self._wake = threading.Condition()
+        self._closed = False
+        self._writer = threading.Thread(target=self._run, name="mh-sqlite-write", daemon=True)
+        self._writer.start()
+
+    # -- reads ---------------------------------------------------------------------------------------
+    async def read(self, work: Callable[[Connection], T]) -> T:
+        """`work(conn)` on a reader thread. Each statement sees the database as committed when it runs;
+        whatever transaction `work` begins through SQLAlchemy is ended after it. A statement run on the
+        driver's own connection (`conn.connection.dbapi_connection`, in autocommit mode) skips
+        SQLAlchemy's execution machinery: ~75 µs for BEGIN/COMMIT alone, more than a short query."""
+        return await asyncio.get_running_loop().run_in_executor(self._readers, self._read, work)
+
+    def _read(self, work: Callable[[Connection], T]) -> T:
+        conn: Connection | None = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = self._local.conn = self._engine.connect()
+            self._opened.append(conn)
+        try:
+            return work(conn)
+        finally:
+            if conn.in_transaction():
+                conn.rollback()
+
+    # -- writes --------------------------------------------------------------------------------------
+    async def write(self, work: Callable[[Connection], T]) -> T:
+        """`work(conn)` in the writer's next transaction; returns once that transaction has committed."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[T] = loop.create_future()
+        with self._wake:
+            if self._closed:
+                raise RuntimeError("the SQLite writer is closed")
+            self._queue.append((work, future, loop))
+            self._wake.notify()
+        return await asyncio.shield(future)  # a caller that gives up does not undo a write under way
+
+    def _run(self) -> None:
+        conn = self._engine.connect().execution_options(**{IMMEDIATE: True})
+        raw = conn.connection.dbapi_connection
+        assert raw is not None  # a new connection, never invalidated
+        raw.execute(f"PRAGMA synchronous={self._synchronous}")  # this connection's commits only, outside a transaction
+        try:
+            while True:
+                with self._wake:
+                    while not self._queue and not self._closed:
+                        self._wake.wait()
+                    if not self._queue:
+                        return
+                    batch = [self._queue.popleft() for _ in range(min(len(self._queue), _MAX_BATCH))]
+                self._commit(conn, batch)
+        finally:
+            conn.close()
+
+    def _commit(self, conn: Connection, batch: list[_Unit]) -> None:
+        done: list[tuple[asyncio.Future[Any], asyncio.AbstractEventLoop, Any, BaseException | None]] = []
+        try:
+            with conn.begin():
+                results = [work(conn) for work, _, _ in batch]
+        except Exception as exc:
+            if len(batch) > 1:
+                # One unit failed (or the commit did): the transaction is rolled back whole, so each unit
+                # is tried again alone and only the failing one fails. Cheaper than a SAVEPOINT per unit
+                # on the common path; units are pure database work, so running one again is safe.
+                for unit in batch:
+                    self._commit(conn, [unit])
+                return
+            if not isinstance(exc, IntegrityError | LookupError):  # a unit's own refusal is the caller's to report
+                log.warning("a state write transaction failed: %s", type(exc).__name__)
+            done = [(batch[0][1], batch[0][2], None, exc)]
+        else:
+            done = [(future, loop, result, None) for (_, future, loop), result in zip(batch, results, strict=True)]
+        for future, loop, result, error in done:
+            try:
+                loop.call_soon_threadsafe(_settle, future, result, error)
+            except RuntimeError:  # the loop is gone (shutdown): nobody is waiting
+                pass
+
+    def close(self) -> None:
+        """Let queued writes commit, then stop the threads."""
+        with self._wake:
+            self._closed = True
+            self._wake.notify()
+        self._writer.join(timeout=30)
+        self._readers.shutdown(wait=True)
+        for conn in self._opened:
+            conn.close()
+        self._engine.dispose()
+
+
+def _settle(future: asyncio.Future[Any], result: Any, error: BaseException | None) -> None:
+    if future.done():
+        return
+    if error is not None:
+        future.set_exception(error)
+    else:
+        future.set_result(result)

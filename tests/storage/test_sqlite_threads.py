@@ -1,0 +1,69 @@
+"""SQLite work on its own threads: concurrent writes share a transaction (group commit), a failing
+unit fails alone, what `write` returned is committed (a fresh connection sees it), reads see writes."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+
+import pytest
+import sqlalchemy as sa
+from sqlalchemy.exc import IntegrityError
+
+from multihome.storage.engine import create_engine
+from multihome.storage.sqlite_threads import SqliteThreads
+
+pytestmark = pytest.mark.parametrize("backend", ["sqlite"])  # the SQLite engine's threads: no PostgreSQL run
+
+
+@pytest.fixture
+async def threads(migrated_url, tmp_path):
+    engine = create_engine(migrated_url)
+    t = SqliteThreads(engine)
+    yield t, tmp_path / "multihome.db"
+    t.close()
+    await engine.dispose()
+
+
+def _tenant(tenant_id: str):
+    def work(conn: sa.Connection) -> str:
+        conn.execute(sa.text("INSERT INTO probe (id) VALUES (:id)"), {"id": tenant_id})
+        return tenant_id
+
+    return work
+
+
+@pytest.mark.anyio
+async def test_concurrent_writes_commit_together_and_a_failing_one_fails_alone(threads):
+    t, path = threads
+    await t.write(lambda conn: conn.exec_driver_sql("CREATE TABLE probe (id TEXT PRIMARY KEY)"))
+    await t.write(_tenant("dup"))
+    commits = {"n": 0}
+    sa.event.listen(t._engine, "commit", lambda conn: commits.__setitem__("n", commits["n"] + 1))
+    assert await asyncio.gather(*(t.write(_tenant(f"t{i}")) for i in range(50))) == [f"t{i}" for i in range(50)]
+    assert commits["n"] < 50  # many writes per commit
+    # A unit that fails (a duplicate key) among others: it alone fails, the others are stored.
+    results = await asyncio.gather(
+        *(t.write(_tenant(f"u{i}")) for i in range(5)), t.write(_tenant("dup")), return_exceptions=True
+    )
+    assert results[:5] == [f"u{i}" for i in range(5)] and isinstance(results[5], IntegrityError)
+    # Committed: another connection (outside the gateway) sees every row that write returned for.
+    with sqlite3.connect(path) as raw:
+        assert raw.execute("SELECT count(*) FROM probe").fetchone()[0] == 56
+    assert await t.read(lambda conn: conn.exec_driver_sql("SELECT count(*) FROM probe").scalar()) == 56
+
+
+@pytest.mark.anyio
+async def test_the_writer_commits_fsynced_unless_told_otherwise(threads, tmp_path):
+    t, _ = threads
+    assert await t.write(lambda conn: conn.exec_driver_sql("PRAGMA synchronous").scalar()) == 2  # FULL
+    with pytest.raises(ValueError):
+        SqliteThreads(create_engine(f"sqlite+aiosqlite:///{tmp_path / 'x.db'}"), synchronous="off")
+
+
+@pytest.mark.anyio
+async def test_a_closed_writer_refuses(threads):
+    t, _ = threads
+    t.close()
+    with pytest.raises(RuntimeError):
+        await t.write(lambda conn: None)
