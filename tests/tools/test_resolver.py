@@ -17,28 +17,23 @@ def _tool(name: str, read_only: bool = False) -> McpTool:
     return McpTool(name, {"type": "object"}, annotations={"readOnlyHint": True} if read_only else None)
 
 
+def register(store, tenant: str, name: str, url: str = "https://crm.example.com/mcp", **given):
+    fields = {"description": "", "allowed_tools": None, "require_approval": "never", "headers": {}, **given}
+    return store.create(tenant, name, url=url, actor="admin", **fields)
+
+
 @pytest.fixture
 async def resolver(store):
-    await store.create(
+    await register(
+        store,
         "t1",
         "crm",
-        url="https://CRM.example.com:443/mcp",
-        description="",
+        "https://CRM.example.com:443/mcp",
         allowed_tools=["lookup", "update", "delete"],
         require_approval={"never": {"tool_names": ["lookup"]}},
         headers={"Authorization": "Bearer registered"},
-        actor="admin",
     )
-    await store.create(
-        "t2",
-        "crm",
-        url="https://crm.example.com/mcp",
-        description="",
-        allowed_tools=None,
-        require_approval="never",
-        headers={},
-        actor="admin",
-    )
+    await register(store, "t2", "crm")
     return McpResolver(store)
 
 
@@ -141,16 +136,7 @@ async def test_request_headers_add_but_never_replace(resolver):
 
 
 async def test_several_servers_at_one_url_are_told_apart_by_label(resolver, store):
-    await store.create(
-        "t1",
-        "crm-ro",
-        url="https://crm.example.com/mcp",
-        description="",
-        allowed_tools=None,
-        require_approval="never",
-        headers={},
-        actor="admin",
-    )
+    await register(store, "t1", "crm-ro")
     refused = await _refused(
         resolver, "t1", {"type": "mcp", "server_label": "x", "server_url": "https://crm.example.com/mcp"}
     )

@@ -3,16 +3,13 @@ their row (a copied blob does not open), never in the database file or a pg_dump
 
 from __future__ import annotations
 
-import asyncio
-import subprocess
-from pathlib import Path
-
 import pytest
 import sqlalchemy as sa
 
 from multihome.crypto.errors import CryptoError
 from multihome.storage.errors import Conflict, NotFound
 from multihome.storage.tables import mcp_servers
+from pg import stored_bytes
 
 pytestmark = pytest.mark.anyio
 MARKER = "HEADER-PLAINTEXT-MARKER-mcp-41c9"
@@ -61,15 +58,9 @@ async def test_rows_per_tenant_with_sealed_headers(store, db_url):
     with pytest.raises(CryptoError):
         await store.endpoint("t2", "crm")
 
-    if db_url.startswith("sqlite"):
-        await store.engine.dispose()
-        path = db_url.split("///", 1)[1]
-        blob = b"".join(Path(p).read_bytes() for p in (path, path + "-wal") if Path(p).exists())
-    else:
-        url = store.engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
-        done = await asyncio.to_thread(subprocess.run, ["pg_dump", url], capture_output=True, check=True)
-        blob = done.stdout
-        assert b"mcp_servers" in blob
+    blob = await stored_bytes(store.engine, db_url)
+    if not db_url.startswith("sqlite"):
+        assert b"mcp_servers" in blob  # the dump is of this database
     assert MARKER.encode() not in blob
 
 
