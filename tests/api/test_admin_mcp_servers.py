@@ -12,6 +12,7 @@ import httpx
 import pytest
 
 from admin_http import error, ok, running
+from mcp_server import free_port
 
 pytestmark = pytest.mark.anyio
 ADMIN_KEY = "mh-bootstrap-admin-key-for-mcp-servers"
@@ -186,3 +187,21 @@ model_groups: {g: {deployments: [d]}}
     async with running(text) as app:
         refused = error(await _client(app, ADMIN_KEY).get(_servers("default")), 501)
         assert refused["code"] == "storage_not_configured"
+
+
+async def test_a_kms_that_cannot_be_reached_is_a_503_and_nothing_is_stored(tmp_path, monkeypatch):
+    monkeypatch.setenv("MH_TEST_MCP_ADMIN", ADMIN_KEY)
+    monkeypatch.setenv("MH_TEST_VAULT_TOKEN", "not-a-real-token")
+    vault = f"http://127.0.0.1:{free_port()}"
+    text = CONFIG.format(tmp=tmp_path).replace(
+        f'kms: {{local: {{key_file: "{tmp_path}/kms.key"}}}}',
+        f'kms: {{backend: vault, vault: {{address: "{vault}", token_env: MH_TEST_VAULT_TOKEN, timeout_s: 2}}}}',
+    )
+    async with running(text) as app:
+        admin = _client(app, ADMIN_KEY)
+        body = {"name": "crm", "url": "https://crm.example.com/mcp", "headers": {"X-Key": SECRET}}
+        refused = error(await admin.post(_servers("default"), json=body), 503)
+        assert refused["code"] == "kms_unavailable" and SECRET not in refused["message"]
+        assert (await ok(await admin.get(_servers("default"))))["data"] == []
+        # Without headers nothing is sealed: the registration needs no KMS.
+        await ok(await admin.post(_servers("default"), json={"name": "open", "url": "https://o.example/mcp"}), 201)
