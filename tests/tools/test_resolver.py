@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import pytest
 
+from mcp_server import McpTestServer
 from multihome.schema.errors import ApiError
+from multihome.tools.mcp_client import connect
 from multihome.tools.model import McpTool
 from multihome.tools.resolver import McpResolver
 
@@ -145,3 +147,18 @@ async def test_several_servers_at_one_url_are_told_apart_by_label(resolver, stor
         "t1", {"type": "mcp", "server_label": "crm-ro", "server_url": "https://crm.example.com/mcp"}
     )
     assert chosen.server.name == "crm-ro"
+
+
+async def test_a_resolved_server_is_called_with_the_registered_and_the_added_headers(store):
+    with McpTestServer(require_header=("authorization", "Bearer registered-token")) as server:
+        await register(store, "t1", "live", server.url, headers={"Authorization": "Bearer registered-token"})
+        resolved = await McpResolver(store).resolve(
+            "t1",
+            {"type": "mcp", "server_label": "live", "headers": {"X-Trace": "t-1"}, "allowed_tools": ["echo", "add"]},
+        )
+        async with connect(resolved.endpoint) as session:
+            offered = [t.name for t in await session.list_tools() if resolved.allows(t)]
+            assert offered == ["add", "echo"]
+            assert (await session.call_tool("echo", {"text": "hi"})).output == '{"result":"hi"}'
+        seen = server.requests
+        assert seen and all(r["authorization"] == "Bearer registered-token" and r["x-trace"] == "t-1" for r in seen)
