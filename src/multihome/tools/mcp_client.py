@@ -8,7 +8,7 @@ What it promises:
 - The endpoint's headers (opened from the registry, in memory only) go on every request; redirects
   are never followed (the admin registered this URL, not wherever it points to: `max_redirects=0`).
 - Every wait is bounded: connecting and initializing (`connect_timeout_s`), listing
-  (`list_timeout_s`), each tool call (`call_timeout_s`, or the call's own). The body of each answer
+  (`list_timeout_s`), each tool call (`call_timeout_s`, or the call's own if shorter). The body of each answer
   is bounded by `max_result_bytes` while it is read, so a server cannot make the gateway buffer
   without limit.
 - Failures are `McpFailure`s (an `ApiError`, 424 in OpenAI's envelope, naming the server), never an
@@ -160,7 +160,9 @@ class McpSession:
         raise McpProtocolError(self.endpoint.name, f"its tool list did not end after {_MAX_PAGES} pages")
 
     async def call_tool(self, name: str, arguments: dict[str, Any], timeout_s: float | None = None) -> ToolOutput:
-        timeout = timeout_s if timeout_s is not None else self._limits.call_timeout_s
+        # At most the limit: the HTTP read timeout under the SDK is set from it when the session opens.
+        limit = self._limits.call_timeout_s
+        timeout = min(timeout_s, limit) if timeout_s is not None else limit
         result = await self._request(
             self._session.call_tool(name, arguments, read_timeout_seconds=timeout), f"calling tool {name}", timeout
         )
