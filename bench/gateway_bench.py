@@ -90,11 +90,13 @@ def start_sim() -> tuple[subprocess.Popen, str]:
     return proc, line.split()[1].rstrip("/")
 
 
-def start_gateway(sim_url: str, port: int, tmp: Path, log_level: str | None = None) -> subprocess.Popen:
+def start_gateway(
+    sim_url: str, port: int, tmp: Path, log_level: str | None = None, extra_config: str = ""
+) -> subprocess.Popen:
     """`multihome serve` at its default log level unless told; what it logs (at info, an access line
     per call) goes to a file, as it would under a service manager, not to the terminal."""
     config = tmp / "bench.yaml"
-    config.write_text(CONFIG.format(sim=sim_url))
+    config.write_text(CONFIG.format(sim=sim_url) + extra_config)
     with open(tmp / "gateway.log", "w") as log:
         proc = subprocess.Popen(
             [
@@ -254,6 +256,7 @@ def main() -> None:
     ap.add_argument("--latency-runs", type=int, default=3)
     ap.add_argument("--out", default=str(ROOT / "bench/RESULTS.md"))
     ap.add_argument("--log-level", help="the gateway's --log-level (default: serve's own, info: access log on)")
+    ap.add_argument("--metrics", action="store_true", help="serve with metrics: {enabled: true} (docs/metrics.md)")
     args = ap.parse_args()
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
@@ -261,7 +264,7 @@ def main() -> None:
     tmp = Path(tempfile.mkdtemp(prefix="mh-bench-"))
     sim, sim_url = start_sim()
     port = 4890
-    gw = start_gateway(sim_url, port, tmp, args.log_level)
+    gw = start_gateway(sim_url, port, tmp, args.log_level, "metrics: {enabled: true}\n" if args.metrics else "")
     gw_url = f"http://127.0.0.1:{port}"
     try:
         # Latency (concurrency 1): the OS schedules all processes, as on any host.

@@ -33,5 +33,7 @@ $PY bench/gateway_bench.py --out bench/out/gateway.md "$@"
   echo '```'
   $PY bench/otel_bench.py
   echo '```'
+  echo
+  $PY bench/metrics_bench.py
 } > bench/RESULTS.md
 cat bench/RESULTS.md

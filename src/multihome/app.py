@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from dataclasses import replace
 from typing import Any, cast
 
 from .accounting.tracker import Accounting
@@ -11,6 +12,7 @@ from .api.admin.route import Services
 from .api.anthropic.routes import AnthropicDoor
 from .api.drain import Drain
 from .api.gateway import Gateway, Service
+from .api.metrics_endpoint import MetricsEndpoint
 from .api.openai.chat import ChatDoor
 from .api.openai.embeddings import EmbeddingsDoor
 from .api.openai.explain import ExplainDoor
@@ -68,6 +70,7 @@ def build_app(config: Config) -> Gateway:
         # through the admin API (so the ledger runs whenever there is storage to keep it).
         metering.add_sink(contracts)
         extra_services.append(contracts)
+    call_log = None
     if config.server.call_log:
         call_log = CallLog(config.server.call_log)
         accounting.sinks.append(call_log)
@@ -93,6 +96,11 @@ def build_app(config: Config) -> Gateway:
 
         crypto = CryptoServices(config, storage, audit_log, catalog.stored_key_providers(), catalog.set_api_key)
         accounting.capture = crypto.capture  # None unless capture.tenants names a tenant
+    metrics = None
+    if config.metrics.enabled:
+        metrics = _metrics(config, catalog, breakers, metering, accounting, audit_log, call_log, crypto, telemetry)
+        if storage.enabled:
+            metrics.sources = replace(metrics.sources, known_tenants=storage.known_tenants)
     pipeline = Pipeline(catalog, router, config.server.max_body_bytes, gate, accounting)
     state = None
     if crypto is not None:  # stored responses and conversations, sealed under the tenant's keys (docs/responses.md)
@@ -110,6 +118,8 @@ def build_app(config: Config) -> Gateway:
         "count_tokens": anthropic.count_tokens,
         **responses_handlers(pipeline, cast(Any, _Lazy(state, "store")) if state is not None else None),
     }
+    if metrics is not None:
+        doors["metrics"] = MetricsEndpoint(metrics, auth, config.metrics.access).handle
 
     async def after_change() -> None:
         await storage.refresh()
@@ -150,8 +160,13 @@ def build_app(config: Config) -> Gateway:
         services.insert(0, audit_log)  # first up, last down: it records everything the others do
     if oidc is not None:
         services.append(oidc)
+    if metrics is not None:
+        services.append(metrics)  # last: it hooks the writers the others made at start-up
     drain = Drain(config.server.drain_timeout_s)
-    return Gateway(pipeline, auth, doors, services=services, admin=admin, drain=drain)
+    gateway = Gateway(pipeline, auth, doors, services=services, admin=admin, drain=drain)
+    if metrics is not None:
+        gateway.on_request = metrics.http_request
+    return gateway
 
 
 def served_app(config: Config, listening: str | None = None) -> Gateway:
@@ -161,6 +176,34 @@ def served_app(config: Config, listening: str | None = None) -> Gateway:
     gateway.drain.on_signals = True
     gateway.listening = listening
     return gateway
+
+
+def _metrics(config: Config, catalog, breakers, metering, accounting, audit_log, call_log, crypto, telemetry):
+    """The Prometheus metrics (observability/metrics.py), fed with each call and its cost by metering."""
+    from .observability.metrics import Metrics, Sources
+
+    metrics = Metrics(
+        catalog.groups,
+        catalog.deployments,
+        static_tenants=[config.identity.static_keys_tenant],
+        publish_interval_s=config.metrics.publish_interval_s,
+        headroom=config.metrics.headroom,
+    )
+    metering.add_sink(metrics)
+    if metering not in accounting.sinks:  # nothing else is metered: metering still prices each call
+        accounting.sinks.append(metering)
+    metrics.sources = Sources(
+        deployments=tuple(catalog.deployments),
+        breakers=breakers,
+        usage_writer=lambda: metering.writer,
+        audit=audit_log,
+        call_log=call_log,
+        capture=(lambda: crypto.capture) if crypto is not None else None,
+        telemetry=telemetry,
+        keyring=(lambda: crypto.keyrings.keyring) if crypto is not None else None,
+        limiter=metering.limiter,  # budgets may be set later through the admin API
+    )
+    return metrics
 
 
 def _oidc(config: Config):

@@ -37,7 +37,8 @@ def anyio_backend():
 @pytest.fixture
 def gateway(monkeypatch):
     monkeypatch.setenv("MH_TEST_PUBLIC_DOC_KEY", "mh-public-doc-test-key")
-    return build_app(typed(single(server=api_keys("MH_TEST_PUBLIC_DOC_KEY"))))
+    # With metrics on: GET /metrics is part of the public surface when enabled.
+    return build_app(typed(single(server=api_keys("MH_TEST_PUBLIC_DOC_KEY"), metrics={"enabled": True})))
 
 
 def client(gateway) -> httpx.AsyncClient:

@@ -56,6 +56,8 @@ async def test_no_kms_call_while_cached_then_one_per_ttl(local_kms, engine):
     now[0] = 11  # TTL over: one unwrap refreshes it for seals and opens alike
     await asyncio.gather(ring.open("t1", "memory", "m", "1", s), ring.seal("t1", "memory", "m", "3", b"c"))
     assert kms.calls == {"generate": 1, "decrypt": 1}
+    # What /metrics reports (multihome_kms_datakey_cache_total): the first seal and the two after the TTL missed.
+    assert (ring.cache_hits, ring.cache_misses) == (100, 3)
 
 
 async def test_data_key_retired_at_message_limit(local_kms, engine):

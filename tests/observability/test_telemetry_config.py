@@ -107,3 +107,25 @@ def test_the_trace_context_is_kept_only_when_telemetry_asks_for_it():
     off, on = seen
     assert off.traceparent is None and off.tracestate is None
     assert on.traceparent == "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01" and on.tracestate == "v=1"
+
+
+def test_the_export_worker_logs_in_the_gateway_s_log_format(monkeypatch):
+    """With server.log_format: json the worker's own lines (here: a frame it cannot decode) are JSON too."""
+    import json
+
+    from multihome.app import build_app
+    from multihome.observability.telemetry import _frame
+
+    text = BASE.replace("server: {api_keys_env: [K]}", "server: {api_keys_env: [K], log_format: json}")
+    monkeypatch.setenv("K", "client-key")
+    app = build_app(parse_config(text + "telemetry: {otlp_endpoint: http://127.0.0.1:9}"))
+    (sink,) = [s for s in app.services if type(s).__name__ == "Telemetry"]
+    done = subprocess.run(
+        [sys.executable, "-m", "multihome.observability.telemetry_worker"],
+        input=_frame(sink._setup()) + _frame(b"\xc1 not msgpack"),
+        capture_output=True,
+        timeout=60,
+    )
+    lines = [json.loads(line) for line in done.stderr.decode().splitlines() if line.strip()]  # every line
+    assert {"time": lines[-1]["time"], "level": "error", "logger": "multihome.telemetry"}.items() <= lines[-1].items()
+    assert lines[-1]["message"] == "telemetry worker: undecodable frame; stopping", done.stderr

@@ -15,11 +15,17 @@ from __future__ import annotations
 import logging
 import time
 
+from ..observability.json_log import register_fields
 from .pipeline import Call
 
 log = logging.getLogger("multihome.access")
 _INFO = logging.INFO
 _LINE = "%s %s %d %.1fms request_id=%s principal=%s tenant=%s model_group=%s deployment=%s"
+# The JSON log format's field names for _LINE's arguments (observability/logs.py).
+register_fields(
+    log.name,
+    ("method", "path", "status", "duration_ms", "request_id", "principal", "tenant", "model_group", "deployment"),
+)
 
 
 def write(call: Call) -> None:

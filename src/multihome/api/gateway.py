@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import gc
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
 import msgspec
@@ -62,6 +62,8 @@ class Gateway:
         self.auth = auth
         self.ready = False
         self.listening: str | None = None  # "http://host:port", logged once start-up is complete
+        # Told of every finished HTTP request, whatever its route or status (metrics: observability/metrics.py).
+        self.on_request: Callable[[Call], None] | None = None
         # Graceful stop: which calls are open, and the deadline that ends them (api/drain.py).
         self.drain = drain if drain is not None else Drain(0.0)
         own: dict[str, Handler] = {"health": self._health, "ready": self._ready, "openapi": self._openapi}
@@ -77,6 +79,8 @@ class Gateway:
                 await self.drain.serve(self._http, call, receive, send, self._refuse)
             finally:
                 access_log.write(call)
+                if self.on_request is not None:
+                    self.on_request(call)
         elif kind == "lifespan":
             await self._lifespan(receive, send)
 

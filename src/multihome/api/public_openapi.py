@@ -194,6 +194,16 @@ ROUTES = [
     ),
     PublicRoute("GET", "/openapi.json", "publicOpenapi", "This document", NONE, None, None),
     PublicRoute(
+        "GET",
+        "/metrics",
+        "metrics",
+        "Prometheus metrics, when metrics.enabled; who may read them is metrics.access (loopback callers, an "
+        "org-admin or auditor key, or anyone): docs/metrics.md",
+        NONE,
+        None,
+        None,
+    ),
+    PublicRoute(
         "POST",
         "/chat/completions",
         "createChatCompletionWithoutV1",
@@ -841,6 +851,8 @@ def _operation(route: PublicRoute) -> Schema:
             ok["headers"] = _RESPONSE_HEADERS
     elif route.operation_id == "publicOpenapi":
         ok["content"] = {"application/json": {"schema": {"type": "object"}}}
+    elif route.operation_id == "metrics":
+        ok["content"] = {"text/plain": {"schema": STR}, "application/openmetrics-text": {"schema": STR}}
     responses: dict[str, Schema] = {"200": ok}
     if route.path == "/readyz":
         responses["503"] = {

@@ -66,6 +66,8 @@ ROUTES: tuple[Route, ...] = (
     Route("GET", "/healthz", "health", identify=False, quiet=True),
     Route("GET", "/readyz", "ready", identify=False, quiet=True),
     Route("GET", "/openapi.json", "openapi", identify=False),
+    # Present when metrics.enabled; it checks metrics.access itself (api/metrics_endpoint.py).
+    Route("GET", "/metrics", "metrics", identify=False, quiet=True),
     Route("GET", ADMIN_PREFIX + "openapi.json", "admin_openapi", identify=False),
     Route(ANY, ADMIN_PREFIX + "{path}", "admin"),
     # OpenAI's SDKs accept a base URL without /v1; so does the gateway, as OpenAI does.

@@ -25,6 +25,7 @@ import secrets
 import socket
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 from ..accounting.record import CallRecord
@@ -91,6 +92,7 @@ class AuditLog:
         self.max_inflight = 0
         self.errors = 0
         self.lost_after_close = 0
+        self.on_flush: Callable[[float], None] | None = None  # seconds per durable batch, from the writer thread
 
     # -- lifecycle -----------------------------------------------------------------------------
     async def start(self) -> None:
@@ -251,7 +253,10 @@ class AuditLog:
                 if cfg.commit_delay_ms > 0 and len(batch) < cfg.max_batch:
                     time.sleep(cfg.commit_delay_ms / 1000)
                     batch.extend(self._take(cfg.max_batch - len(batch)))
+                started = time.perf_counter()
                 self._write_batch(batch)
+                if self.on_flush is not None:
+                    self.on_flush(time.perf_counter() - started)
                 self._maybe_checkpoint(force=False)
             if self._stopping and not self._pending:
                 break

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import sys
 from typing import Any, Literal, TypedDict
@@ -45,6 +46,7 @@ def serve(args: argparse.Namespace) -> int:
     from ..api.head_limit import protocol
     from ..app import CONFIG_ENV, DRAIN_ENV, LISTEN_ENV, served_app
     from ..observability.logs import serve_log_config
+    from ..observability.metrics_dir import per_run
 
     config = load_config(args.config)
     if args.drain_timeout is not None:
@@ -61,7 +63,7 @@ def serve(args: argparse.Namespace) -> int:
         http=protocol(config.server.max_header_bytes),  # type: ignore[typeddict-item]
         lifespan="on",
         access_log=False,  # the gateway writes its own (api/access_log.py)
-        log_config=serve_log_config(args.log_level),
+        log_config=serve_log_config(args.log_level, config.server.log_format),
         backlog=4096,
         # A backstop only: the gateway ends what is still open at its own, earlier deadline. uvicorn's stubs
         # say int, but it goes to asyncio.timeout(), which takes seconds as a float.
@@ -71,7 +73,8 @@ def serve(args: argparse.Namespace) -> int:
         os.environ[CONFIG_ENV] = os.path.abspath(args.config)
         os.environ[DRAIN_ENV] = repr(config.server.drain_timeout_s)  # with any --drain-timeout applied
         os.environ[LISTEN_ENV] = f"http://{host}:{port}"
-        uvicorn.run("multihome.app:app_from_env", factory=True, workers=args.workers, **common)
+        with per_run() if config.metrics.enabled else contextlib.nullcontext():  # metrics summed over workers
+            uvicorn.run("multihome.app:app_from_env", factory=True, workers=args.workers, **common)
     else:
         uvicorn.run(served_app(config, f"http://{host}:{port}"), **common)
     return 0

@@ -22,6 +22,7 @@ from .kms import KmsConfig
 from .kms import check as check_kms
 from .metering import MeteringConfig
 from .metering import check as check_metering
+from .metrics import MetricsConfig
 from .model import (
     CAPABILITIES,
     DECLINES,
@@ -116,6 +117,7 @@ _SINGLES: dict[str, type[msgspec.Struct]] = {
     "contracts": ContractsConfig,
     "kms": KmsConfig,
     "capture": CaptureConfig,
+    "metrics": MetricsConfig,
 }
 
 

@@ -15,6 +15,7 @@ from .capture import CaptureConfig
 from .contracts import ContractsConfig
 from .kms import KmsConfig
 from .metering import MeteringConfig
+from .metrics import MetricsConfig
 from .oidc import IssuerConfig
 from .struct import Count, Fraction, NonNegative, Positive, PositiveCount, PricePerMillion, Strict
 
@@ -178,6 +179,9 @@ class Server(Strict):
     # Graceful stop (SIGTERM): how long calls in flight may still finish; a stream still open then
     # ends with an error event (docs/serving.md). `multihome serve --drain-timeout` overrides it.
     drain_timeout_s: float = 5.0
+    # `text` (default): one human-readable line per record; `json`: one JSON object per line
+    # (time, level, logger, message and the line's fields), for log shippers (docs/metrics.md).
+    log_format: Literal["text", "json"] = "text"
 
 
 class Telemetry(Strict):
@@ -209,4 +213,5 @@ class Config(Strict):
     contracts: ContractsConfig = msgspec.field(default_factory=ContractsConfig)
     kms: KmsConfig = msgspec.field(default_factory=KmsConfig)
     capture: CaptureConfig = msgspec.field(default_factory=CaptureConfig)
+    metrics: MetricsConfig = msgspec.field(default_factory=MetricsConfig)
     telemetry: Telemetry | None = None

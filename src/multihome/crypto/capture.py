@@ -18,6 +18,8 @@ import asyncio
 import collections
 import contextlib
 import logging
+import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -68,6 +70,12 @@ class CaptureWriter:
         self._task: asyncio.Task[None] | None = None
         self.dropped = 0
         self.written = 0
+        self.on_flush: Callable[[float], None] | None = None  # seconds per sealed and written batch (metrics)
+
+    @property
+    def depth(self) -> int:
+        """Captures waiting to be sealed and written."""
+        return len(self._queue)
 
     def record(self, captured: Captured, call: CallRecord) -> None:
         self._queue.append((captured, call))
@@ -97,6 +105,7 @@ class CaptureWriter:
         """Seal and write the oldest batch; False (the batch stays queued) if the KMS or database failed."""
         assert self._keyring is not None and self._engine is not None
         batch = [self._queue[i] for i in range(min(self._batch, len(self._queue)))]
+        started = time.perf_counter()
         rows: list[dict[str, Any]] = []
         try:
             for captured, call in batch:
@@ -136,6 +145,8 @@ class CaptureWriter:
         for _ in batch:
             self._queue.popleft()
         self.written += len(batch)
+        if self.on_flush is not None:
+            self.on_flush(time.perf_counter() - started)
         return True
 
     async def close(self, timeout_s: float = 10.0) -> None:

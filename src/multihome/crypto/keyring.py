@@ -99,6 +99,9 @@ class Keyring:
         self._keys: dict[str, _Key] = {}
         self._active: dict[tuple[str, str], _Active] = {}
         self._flights: dict[Hashable, asyncio.Task[Any]] = {}
+        # Data-key lookups served from the cache, and those that waited on the KMS or database (metrics).
+        self.cache_hits = 0
+        self.cache_misses = 0
 
     # -- the interface every store uses --------------------------------------------------------
     async def seal(self, tenant: str, purpose: str, table: str, record_id: str, plaintext: bytes) -> bytes:
@@ -106,8 +109,12 @@ class Keyring:
         if purpose not in PURPOSES:
             raise ValueError(f"unknown purpose {purpose!r} (known: {', '.join(sorted(PURPOSES))})")
         active = self._active.get((tenant, purpose))
-        while active is None or active.left <= 0 or active.key.expires <= self._clock():
-            active = await self._flight(("active", tenant, purpose), lambda: self._activate(tenant, purpose))
+        if active is None or active.left <= 0 or active.key.expires <= self._clock():
+            self.cache_misses += 1
+            while active is None or active.left <= 0 or active.key.expires <= self._clock():
+                active = await self._flight(("active", tenant, purpose), lambda: self._activate(tenant, purpose))
+        else:
+            self.cache_hits += 1
         active.left -= 1
         key = active.key
         nonce = os.urandom(NONCE_BYTES)
@@ -125,7 +132,10 @@ class Keyring:
         header = parse_header(sealed)
         key = self._keys.get(header.data_key_id)
         if key is None or key.expires <= self._clock():
+            self.cache_misses += 1
             key = await self._key(header.data_key_id)
+        else:
+            self.cache_hits += 1
         if key.tenant != tenant:
             raise WrongBinding("the record was sealed for another tenant: it does not open here")
         if key.purpose != purpose:

@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections import deque
+from collections.abc import Callable
 
 import sqlalchemy as sa
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
@@ -47,6 +49,7 @@ class UsageWriter:
         self._accepted = 0  # rows ever accepted; `written` catches up with it
         self._task: asyncio.Task | None = None
         self._closing = False
+        self.on_flush: Callable[[float], None] | None = None  # seconds per committed batch (metrics)
         postgres = engine.dialect.name == "postgresql"
         self._insert = sqlite_insert(table).on_conflict_do_nothing()  # SQLite; PostgreSQL uses self._pg
         self._pg = PgBulkInsert(table, on_conflict_do_nothing=True) if postgres else None
@@ -111,6 +114,7 @@ class UsageWriter:
                 except TimeoutError:
                     pass
             batch = [self.rows[i] for i in range(min(self.batch_size, len(self.rows)))]
+            started = time.perf_counter()
             try:
                 await self._write(batch)
             except Exception as exc:
@@ -120,6 +124,8 @@ class UsageWriter:
                 backoff = min(backoff * 2, 5.0)
                 continue
             backoff = 0.1
+            if self.on_flush is not None:
+                self.on_flush(time.perf_counter() - started)
             for _ in batch:
                 self.rows.popleft()
             self.written += len(batch)

@@ -7,6 +7,8 @@ loop; no content, no secrets — only what CallRecord holds.
 from __future__ import annotations
 
 import asyncio
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import msgspec
@@ -23,6 +25,12 @@ class CallLog:
         self._max_queue = max_queue
         self._task: asyncio.Task | None = None
         self.dropped = 0
+        self.on_flush: Callable[[float], None] | None = None  # seconds per appended batch (metrics)
+
+    @property
+    def depth(self) -> int:
+        """Records waiting to be written."""
+        return self._queue.qsize() if self._queue is not None else 0
 
     def record(self, call: CallRecord) -> None:
         if self._queue is None:
@@ -61,8 +69,11 @@ class CallLog:
         return batch
 
     async def _write(self, batch: list[CallRecord]) -> None:
+        started = time.perf_counter()
         data = b"".join(_encoder.encode(c) + b"\n" for c in batch)
         await asyncio.to_thread(self._append, data)
+        if self.on_flush is not None:
+            self.on_flush(time.perf_counter() - started)
 
     def _append(self, data: bytes) -> None:
         with self.path.open("ab") as f:

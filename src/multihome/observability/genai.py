@@ -39,6 +39,10 @@ class ProviderKindInfo(Protocol):
 AttributeValue = str | bool | int | float | Sequence[str] | Sequence[bool] | Sequence[int] | Sequence[float]
 Attributes = dict[str, AttributeValue]
 
+# The conventions' advisory bucket boundaries: seconds, and tokens (shared by OTLP and Prometheus).
+DURATION_BUCKETS = (0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.56, 5.12, 10.24, 20.48, 40.96, 81.92)
+TOKEN_BUCKETS = (1, 4, 16, 64, 256, 1024, 4096, 16384, 65536, 262144, 1048576, 4194304, 16777216, 67108864)
+
 # CallRecord.endpoint -> gen_ai.operation.name (the Anthropic Messages and Responses front doors are chats).
 OPERATION_NAMES = {"chat": "chat", "messages": "chat", "responses": "chat", "embeddings": "embeddings"}
 

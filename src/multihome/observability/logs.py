@@ -4,6 +4,8 @@ start-up and shutdown chatter only at debug, so that info shows one start-up lin
 (`multihome listening on ...`) and the access log (api/access_log.py), one line per call.
 uvicorn's own access log stays off (`access_log=False`): it would repeat each call without
 saying who made it or what served it.
+
+`server.log_format: json` writes every line (ours and uvicorn's) as one JSON object (json_log.py).
 """
 
 from __future__ import annotations
@@ -14,12 +16,15 @@ from typing import Any
 
 from uvicorn.config import LOGGING_CONFIG
 
+from .json_log import JsonFormatter
+
 LEVELS = ("critical", "error", "warning", "info", "debug", "trace")  # what uvicorn's --log-level takes
 _FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+FORMATS = ("text", "json")
 
 
-def serve_log_config(level: str) -> dict[str, Any]:
-    """The dictConfig for `uvicorn.run(log_config=...)`; `level` is one of LEVELS."""
+def serve_log_config(level: str, log_format: str = "text") -> dict[str, Any]:
+    """The dictConfig for `uvicorn.run(log_config=...)`; `level` is one of LEVELS, `log_format` of FORMATS."""
     ours = "DEBUG" if level == "trace" else level.upper()
     theirs = level.upper() if level in ("debug", "trace") else max(level.upper(), "WARNING", key=_rank)
     config = copy.deepcopy(LOGGING_CONFIG)
@@ -32,6 +37,9 @@ def serve_log_config(level: str) -> dict[str, Any]:
     config["loggers"]["multihome"] = {"handlers": ["multihome"], "level": ours, "propagate": False}
     config["loggers"]["uvicorn.error"] = {"level": theirs}
     config["loggers"]["uvicorn.access"]["level"] = "WARNING"
+    if log_format == "json":
+        for name in ("multihome", "default", "access"):  # ours and uvicorn's own lines alike
+            config["formatters"][name] = {"()": f"{JsonFormatter.__module__}.JsonFormatter"}
     return config
 
 

@@ -29,13 +29,11 @@ from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapProp
 from .. import __version__
 from ..accounting.record import CallRecord
 from ..config import Telemetry as TelemetryConfig
-from .genai import GenAIMapper
+from .genai import DURATION_BUCKETS, TOKEN_BUCKETS, GenAIMapper
 
 log = logging.getLogger("multihome.telemetry")
 
 # Bucket boundaries the GenAI metric conventions specify.
-DURATION_BUCKETS = (0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.56, 5.12, 10.24, 20.48, 40.96, 81.92)
-TOKEN_BUCKETS = (1, 4, 16, 64, 256, 1024, 4096, 16384, 65536, 262144, 1048576, 4194304, 16777216, 67108864)
 MAX_TRACESTATE = 512  # W3C: at least 512 characters are propagated; a longer tracestate is dropped
 _propagator = TraceContextTextMapPropagator()
 

@@ -73,6 +73,7 @@ class Telemetry:
         self._pending = bytearray()
         self._flush_scheduled = False
         self._max_backlog = config.max_queue * _RECORD_BYTES
+        self.log_format = "text"  # server.log_format, for the worker's own lines
         self.sent = 0
         self.dropped = 0  # records not handed to the worker (backlog full, or the worker is gone)
 
@@ -93,7 +94,9 @@ class Telemetry:
         headers = {}
         if t.headers_env:
             headers = parse_headers(env_secret(t.headers_env, what="telemetry.headers_env"), t.headers_env)
-        return cls(t, GenAIMapper.from_config(config, kinds), endpoint=endpoint, headers=headers)
+        telemetry = cls(t, GenAIMapper.from_config(config, kinds), endpoint=endpoint, headers=headers)
+        telemetry.log_format = config.server.log_format
+        return telemetry
 
     def _setup(self) -> bytes:
         ups = {name: (u.provider_name, u.model, u.address, u.port) for name, u in self.mapper.upstreams.items()}
@@ -105,6 +108,7 @@ class Telemetry:
                 "upstreams": ups,
                 "primaries": self.mapper.primaries,
                 "provider_names": self.mapper.provider_names,
+                "log_format": self.log_format,
             }
         )
 
@@ -135,6 +139,12 @@ class Telemetry:
             self.config.sample_ratio,
             proc.pid,
         )
+
+    @property
+    def backlog(self) -> int:
+        """Bytes of encoded calls not yet taken by the export worker (metrics: its queue depth)."""
+        pipe = self._pipe
+        return len(self._pending) + (pipe.transport.get_write_buffer_size() if pipe is not None else 0)
 
     def record(self, call: CallRecord) -> None:
         pipe = self._pipe

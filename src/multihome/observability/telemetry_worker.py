@@ -19,6 +19,7 @@ import msgspec
 from ..accounting.record import CallRecord
 from ..config import Telemetry as TelemetryConfig
 from .genai import GenAIMapper, Upstream
+from .json_log import JsonFormatter
 
 
 class Setup(msgspec.Struct):
@@ -28,6 +29,7 @@ class Setup(msgspec.Struct):
     upstreams: dict[str, tuple[str, str, str | None, int | None]]
     primaries: dict[str, str]
     provider_names: dict[str, str]
+    log_format: str = "text"  # server.log_format: this process's warnings look like the gateway's lines
 
 
 def read_frame(stream) -> bytes | None:
@@ -43,12 +45,14 @@ def main() -> int:
     # Ctrl-C reaches the whole process group: the gateway decides when this process ends (by
     # closing the pipe), so the calls it already handed over are still flushed.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     stdin = sys.stdin.buffer
     frame = read_frame(stdin)
     if frame is None:
         return 1
     setup = msgspec.msgpack.decode(frame, type=Setup)
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if setup.log_format == "json":
+        logging.getLogger().handlers[0].setFormatter(JsonFormatter())
     mapper = GenAIMapper({k: Upstream(*v) for k, v in setup.upstreams.items()}, setup.primaries, setup.provider_names)
 
     from .otel_pipeline import Pipeline  # the SDK: imported here, in this process only

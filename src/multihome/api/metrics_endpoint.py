@@ -1,0 +1,61 @@
+"""`GET /metrics`: the Prometheus exposition (observability/metrics.py), behind the access rule the
+config chooses (`metrics.access`, config/metrics.py):
+
+- `loopback`: only a caller connecting from 127.0.0.1 / ::1 (no key); anyone else gets a 403;
+- `key`: a key or token whose principal is an org-admin or an auditor (401 without or with a bad
+  one, 403 for another role): the exposition shows every tenant's spend, so a tenant's own
+  admins and members do not read it;
+- `open`: anyone.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from ..identity.authenticator import Authenticator
+from ..schema.errors import ApiError
+from ..schema.principal import AUDITOR, ORG_ADMIN
+from .asgi import Receive, Send, header
+from .pipeline import Call
+from .render import send_json
+
+if TYPE_CHECKING:
+    from ..observability.metrics import Metrics  # prometheus_client is loaded only when metrics are on
+
+_LOOPBACK = ("127.", "::1", "::ffff:127.")
+
+
+class MetricsEndpoint:
+    def __init__(self, metrics: Metrics, auth: Authenticator, access: str) -> None:
+        self.metrics = metrics
+        self.auth = auth
+        self.access = access
+
+    async def handle(self, call: Call, receive: Receive, send: Send) -> None:
+        await self._check(call)
+        accept = header(call.scope, b"accept")
+        body, content_type = await self.metrics.exposition(accept.decode("latin-1") if accept else None)
+        await send_json(call, send, 200, body, [(b"content-type", content_type.encode())])
+
+    async def _check(self, call: Call) -> None:
+        if self.access == "open":
+            return
+        if self.access == "loopback":
+            client = call.scope.get("client")
+            if client is None or not str(client[0]).startswith(_LOOPBACK):
+                raise ApiError(
+                    403,
+                    "GET /metrics answers only callers on this host (metrics.access: loopback); scrape it from "
+                    "the same host, or set metrics.access to key (an org-admin or auditor key) or open.",
+                    type="permission_error",
+                    code="metrics_forbidden",
+                )
+            return
+        principal = call.principal = await self.auth.authenticate(call.scope)
+        if not (principal.has_role(ORG_ADMIN) or principal.has_role(AUDITOR)):
+            raise ApiError(
+                403,
+                "GET /metrics needs an org-admin or auditor key (metrics.access: key): it shows every tenant's spend.",
+                type="permission_error",
+                code="metrics_forbidden",
+            )
