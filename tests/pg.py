@@ -154,3 +154,17 @@ class PostgresServer:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+async def stored_bytes(engine, url: str) -> bytes:
+    """Everything a database holds, as bytes to search for plaintext: a SQLite database's files
+    (its engine disposed first, so the WAL is complete), or a `pg_dump` of a PostgreSQL one."""
+    import asyncio
+
+    if url.startswith("sqlite"):
+        await engine.dispose()
+        path = url.split("///", 1)[1]
+        return b"".join(Path(p).read_bytes() for p in (path, path + "-wal") if Path(p).exists())
+    dump_url = engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
+    done = await asyncio.to_thread(subprocess.run, ["pg_dump", dump_url], capture_output=True, check=True)
+    return done.stdout

@@ -3,7 +3,8 @@
 A representative slice of traffic through the real gateway (tests/e2e/fleet.py: every simulated
 cloud, SQLite storage, the audit trail, OIDC, every logger at DEBUG), with recognisable fake
 secrets: the upstream provider keys, the AWS secret access key, the bootstrap admin key, the
-static client key, a managed key created through the admin API, an OIDC token. The OpenAI
+static client key, a managed key created through the admin API, an OIDC token, the header value
+of an MCP server registered for a tenant. The OpenAI
 upstream's key is set through the admin API (`auth.api_key_from: store`, sealed in the database)
 and the static keys' tenant has content capture on, so the keyring seals for real: the local KMS's
 key-encryption keys and every data key (unwrapped from the database with the key file) join the
@@ -32,6 +33,7 @@ from multihome.crypto.keyring import kms_context
 from .fleet import ADMIN_KEY, CLIENT_KEY, SECRETS, fleet
 
 USER = [{"role": "user", "content": "Say hello"}]
+MCP_SECRET = "mcp-server-header-secret-5e0c2a7d9f"
 
 
 class Recorder:
@@ -114,6 +116,15 @@ def test_no_secret_leaves_the_gateway(world):
     admin.get(f"/admin/v1/tenants/{tenant}/keys")
     admin.get("/admin/v1/whoami")
     admin.post("/admin/v1/token-revocations", json={"kind": "jti", "issuer": "local", "jti": "jti-no-secrets"})
+    # An MCP server registered for the tenant: its header value sealed, only the header's name shown.
+    servers = f"/admin/v1/tenants/{tenant}/mcp-servers"
+    mcp_header = {"Authorization": f"Bearer {MCP_SECRET}"}
+    registered = admin.post(servers, json={"name": "crm", "url": "https://crm.example.com/mcp", "headers": mcp_header})
+    assert registered.status_code == 201 and registered.json()["header_names"] == ["Authorization"]
+    admin.get(servers)
+    admin.patch(servers + "/crm", json={"headers": {"X-Api-Key": MCP_SECRET + "-2"}})
+    admin.get(servers + "/crm")
+    admin.post(servers, json={"name": "bad", "url": "ftp://x", "headers": {"X": MCP_SECRET}})  # 400
 
     # Failures: a bad body, an unknown model, keys that are wrong, revoked or truncated, an
     # upstream that fails, an upstream that refuses the gateway's own key, a revoked token.
@@ -157,6 +168,7 @@ def test_no_secret_leaves_the_gateway(world):
         "managed key without its prefix": managed[len(prefix) + 3 :],
         "OIDC token": token,
         "OIDC token signature": token.rsplit(".", 1)[1],
+        "MCP server header": MCP_SECRET,
     }
     keys = _key_material(world)
     assert len(keys) >= 3, "expected the KEKs of two owners and their data keys"

@@ -1,4 +1,5 @@
-"""`multihome tenants|teams|keys|policy|budgets|entitlements|token-revocations|usage`: the admin API from a shell.
+"""`multihome tenants|teams|keys|policy|budgets|entitlements|token-revocations|mcp-servers|usage`: the admin API
+from a shell.
 
 Talks to a running gateway (`--url`, default $MULTIHOME_URL or http://127.0.0.1:4000) with an
 admin credential (`--key`, default $MULTIHOME_ADMIN_KEY), so RBAC and the admin-event record
@@ -40,7 +41,12 @@ class Admin:
         self._operations: dict[str, tuple[str, str]] | None = None
 
     def call(
-        self, name: str, body: dict[str, Any] | None = None, query: dict[str, Any] | None = None, **params: str | None
+        self,
+        name: str,
+        /,  # positional-only: a path parameter may be called `name` too (mcp-servers/{name})
+        body: dict[str, Any] | None = None,
+        query: dict[str, Any] | None = None,
+        **params: str | None,
     ) -> Any:
         """Call the admin operation `name` (a route's handler name in api/admin/), path parameters filled in."""
         method, template = self._operation(name)
@@ -448,6 +454,88 @@ def _captures_list(a: argparse.Namespace, api: Admin) -> None:
     print_json(api.call("list_captures", query={"limit": a.limit, "after": a.after}, tenant=api.tenant(a.tenant)))
 
 
+# -- MCP servers (docs/agents.md) --------------------------------------------------------------------
+def _mcp_list(a: argparse.Namespace, api: Admin) -> None:
+    data = _fetch(a, api, "list_mcp_servers")
+    if data is not None:
+        rows = [
+            (
+                s["name"],
+                s["url"],
+                ", ".join(s["allowed_tools"]) if s["allowed_tools"] is not None else "all",
+                s["require_approval"] if isinstance(s["require_approval"], str) else json.dumps(s["require_approval"]),
+                ", ".join(s["header_names"]) or "-",
+                _day(s["updated_at"]),
+            )
+            for s in data
+        ]
+        print(table(["name", "url", "tools", "approval", "headers", "updated"], rows), end="")
+
+
+def _mcp_headers(a: argparse.Namespace) -> dict[str, str] | None:
+    """Header values from environment variables (--header-env NAME=VAR) and/or stdin (--headers-stdin:
+    `Name: value` lines), never from argv: a command line is visible to every user of the machine."""
+    if a.no_headers:
+        return {}
+    headers: dict[str, str] = {}
+    for item in a.header_env or []:
+        name, _, var = item.partition("=")
+        if not name or not var:
+            raise SystemExit(f"--header-env {item}: give NAME=ENVVAR (the header's value is read from $ENVVAR)")
+        if var not in os.environ:
+            raise SystemExit(f"--header-env {item}: ${var} is not set")
+        headers[name.strip()] = os.environ[var]
+    if a.headers_stdin:
+        for line in sys.stdin.read().splitlines():
+            if line.strip():
+                name, sep, value = line.partition(":")
+                if not sep or not name.strip():
+                    raise SystemExit("--headers-stdin: each line is `Name: value`")
+                headers[name.strip()] = value.strip()
+    return headers if (a.header_env or a.headers_stdin) else None
+
+
+def _mcp_body(a: argparse.Namespace) -> dict[str, Any]:
+    body: dict[str, Any] = {}
+    if a.server_url is not None:
+        body["url"] = a.server_url
+    if a.description is not None:
+        body["description"] = a.description
+    if a.all_tools:
+        body["allowed_tools"] = None
+    elif a.allowed_tools:
+        body["allowed_tools"] = a.allowed_tools
+    if a.require_approval is not None:
+        rule = a.require_approval
+        body["require_approval"] = rule if rule in ("always", "never") else _json_arg(rule)
+    headers = _mcp_headers(a)
+    if headers is not None:
+        body["headers"] = headers
+    return body
+
+
+def _mcp_add(a: argparse.Namespace, api: Admin) -> None:
+    out = api.call("create_mcp_server", {"name": a.name, **_mcp_body(a)}, tenant=api.tenant(a.tenant))
+    _done(
+        a,
+        out,
+        f"registered MCP server {out['name']} at {out['url']} (headers: {', '.join(out['header_names']) or 'none'})",
+    )
+
+
+def _mcp_update(a: argparse.Namespace, api: Admin) -> None:
+    body = _mcp_body(a)
+    if not body:
+        raise SystemExit("mcp-servers update: nothing to change (see --help)")
+    out = api.call("update_mcp_server", body, tenant=api.tenant(a.tenant), name=a.name)
+    _done(a, out, f"updated MCP server {out['name']}")
+
+
+def _mcp_remove(a: argparse.Namespace, api: Admin) -> None:
+    out = api.call("delete_mcp_server", tenant=api.tenant(a.tenant), name=a.name)
+    _done(a, out, f"removed MCP server {a.name}")
+
+
 # -- usage ---------------------------------------------------------------------------------------
 def _usage(a: argparse.Namespace, api: Admin) -> None:
     tenant = api.tenant(a.tenant)
@@ -652,6 +740,26 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     c = command(cp, "list", _captures_list, "captured calls, oldest first, as JSON")
     c.add_argument("--limit", help="1-100 (default 20)")
     c.add_argument("--after", help="the id of the last capture seen")
+
+    ms = group("mcp-servers", "MCP servers a tenant's requests may reach (docs/agents.md)")
+    command(ms, "list", _mcp_list, "the tenant's MCP servers (header names, never values)")
+    for action, func, help_ in (
+        ("add", _mcp_add, "register an MCP server; header values from env vars or stdin, never argv"),
+        ("update", _mcp_update, "change an MCP server; headers given replace the whole set"),
+    ):
+        c = command(ms, action, func, help_)
+        c.add_argument("name")
+        c.add_argument("--server-url", required=action == "add", help="http(s) URL of its MCP endpoint")
+        c.add_argument("--description")
+        c.add_argument("--allowed-tool", action="append", dest="allowed_tools", help="repeatable (default: all)")
+        c.add_argument("--all-tools", action="store_true", help="allow every tool the server lists")
+        c.add_argument("--require-approval", help='always (default), never, or JSON ({"never": {"tool_names": [...]}})')
+        c.add_argument(
+            "--header-env", action="append", metavar="NAME=ENVVAR", help="a header whose value is $ENVVAR (repeatable)"
+        )
+        c.add_argument("--headers-stdin", action="store_true", help="read `Name: value` header lines from stdin")
+        c.add_argument("--no-headers", action="store_true", help="send no headers (update: remove them all)")
+    command(ms, "remove", _mcp_remove, "remove an MCP server: requests can no longer reach it").add_argument("name")
 
     u = _common(
         sub.add_parser("usage", help="spend and tokens by tenant, key, team, model group or deployment"), tenant=None

@@ -292,6 +292,28 @@ jobs = sa.Table(
     sa.CheckConstraint("attempt >= 0 AND max_attempts >= 1", name="attempts"),
 )
 
+# MCP servers an admin registered for a tenant (tools/servers.py, docs/agents.md "MCP servers"): the only
+# ones its requests may reach. Header values (credentials) only ever in `headers`, sealed under the
+# tenant's `credentials` data key bound to the row's id; `header_names` lists their names in clear.
+mcp_servers = sa.Table(
+    "mcp_servers",
+    metadata,
+    sa.Column("id", ID, primary_key=True),
+    sa.Column("tenant_id", sa.String(200), nullable=False),
+    sa.Column("name", sa.String(40), nullable=False),
+    sa.Column("url", sa.String(2000), nullable=False),
+    sa.Column("description", sa.String(1000), nullable=False),
+    sa.Column("allowed_tools", sa.JSON, nullable=True),  # a list of tool names; null: every tool
+    sa.Column("require_approval", sa.JSON, nullable=False),  # "always", "never" or OpenAI's filter object
+    sa.Column("header_names", sa.JSON, nullable=False),
+    sa.Column("headers", sa.LargeBinary, nullable=True),  # sealed JSON object; null: no headers
+    sa.Column("created_at", TS, nullable=False),
+    sa.Column("created_by", sa.String(200), nullable=False),
+    sa.Column("updated_at", TS, nullable=False),
+    sa.Column("updated_by", sa.String(200), nullable=False),
+    sa.UniqueConstraint("tenant_id", "name"),
+)
+
 # `seq` is the state_version the change produced: a gap-free total order in commit order.
 admin_events = sa.Table(
     "admin_events",

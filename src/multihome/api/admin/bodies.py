@@ -8,6 +8,7 @@ from typing import Annotated, Any, Literal
 import msgspec
 
 from ...policy.model import EgressRule
+from ...tools.spec import Approval
 
 
 class _Body(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -153,3 +154,24 @@ class ProviderCredentialView(msgspec.Struct):
     version: int = 0
     updated_at: dt.datetime | None = None
     updated_by: str | None = None
+
+
+class CreateMcpServer(_Body):
+    """An MCP server this tenant's requests may reach; header values are sealed and never shown again."""
+
+    name: str  # 1-40 of a-z A-Z 0-9 _ -; what a request's server_label names it by
+    url: str  # http(s), no userinfo
+    description: Annotated[str, msgspec.Meta(max_length=1000)] = ""
+    allowed_tools: list[str] | None = None  # null: every tool the server lists
+    require_approval: Approval = "always"
+    headers: dict[str, str] = msgspec.field(default_factory=dict)  # e.g. {"Authorization": "Bearer …"}
+
+
+class UpdateMcpServer(_Body):
+    """Only what is given changes; `headers` replaces the whole set (`{}` removes them all)."""
+
+    url: str | msgspec.UnsetType = msgspec.UNSET
+    description: Annotated[str, msgspec.Meta(max_length=1000)] | msgspec.UnsetType = msgspec.UNSET
+    allowed_tools: list[str] | None | msgspec.UnsetType = msgspec.UNSET
+    require_approval: Approval | msgspec.UnsetType = msgspec.UNSET
+    headers: dict[str, str] | msgspec.UnsetType = msgspec.UNSET

@@ -14,6 +14,7 @@ from . import (
     credentials,
     entitlements,
     keys,
+    mcp_servers,
     policies,
     revocations,
     tenancy,
@@ -33,6 +34,7 @@ RESOURCES = {
     "audit": audit,
     "provider_credentials": credentials,
     "captures": captures,
+    "mcp_servers": mcp_servers,
 }
 ROUTES: tuple[Route, ...] = tuple(route for module in RESOURCES.values() for route in module.ROUTES)
 BY_NAME: dict[str, Route] = {route.name: route for route in ROUTES}

@@ -1,0 +1,117 @@
+"""Admin resource: the MCP servers a tenant's requests may reach, `/admin/v1/tenants/{tenant}/mcp-servers`.
+
+Registering is the decision of what a tenant can reach: a Responses request's `mcp` tool is resolved
+to one of these or refused (tools/resolver.py; docs/agents.md "MCP servers"). Header values (API
+keys, bearer tokens for the server) are sealed under the tenant's `credentials` data key before
+anything is written (a KMS that cannot be reached answers 503 and nothing is stored); answers and
+audit events name the headers, never their values. The tenant's admins manage them (org-admin any
+tenant's); its auditors may read the registrations.
+"""
+
+from __future__ import annotations
+
+from functools import partial
+from typing import Any
+
+import msgspec
+
+from ...tools.servers import McpServerStore, McpServerView
+from ...tools.spec import check_approval, check_headers, check_name, check_tool_names, check_url
+from . import bodies as B
+from .rbac import READ, WRITE
+from .route import AdminCall, Needs, Route, Services, deleted, listing
+from .tenancy import T
+
+M = T + "/{tenant}/mcp-servers"
+
+
+def _store(s: Services) -> McpServerStore:
+    return McpServerStore(s.crypto.keyring, s.crypto.keyrings.engine)
+
+
+async def list_mcp_servers(s: Services, c: AdminCall) -> Any:
+    return listing(await _store(s).servers(c.tenant))
+
+
+async def create_mcp_server(s: Services, c: AdminCall) -> Any:
+    body: B.CreateMcpServer = c.body
+    return await _store(s).create(
+        c.tenant,
+        check_name(body.name),
+        url=check_url(body.url),
+        description=body.description,
+        allowed_tools=check_tool_names(body.allowed_tools, "allowed_tools"),
+        require_approval=check_approval(body.require_approval),
+        headers=check_headers(body.headers),
+        actor=c.who.subject,
+    )
+
+
+async def get_mcp_server(s: Services, c: AdminCall) -> Any:
+    return await _store(s).get(c.tenant, c.params["name"])
+
+
+async def update_mcp_server(s: Services, c: AdminCall) -> Any:
+    body: B.UpdateMcpServer = c.body
+    changes: dict[str, Any] = {}
+    if body.url is not msgspec.UNSET:
+        changes["url"] = check_url(body.url)
+    if body.description is not msgspec.UNSET:
+        changes["description"] = body.description
+    if body.allowed_tools is not msgspec.UNSET:
+        changes["allowed_tools"] = check_tool_names(body.allowed_tools, "allowed_tools")
+    if body.require_approval is not msgspec.UNSET:
+        changes["require_approval"] = check_approval(body.require_approval)
+    if body.headers is not msgspec.UNSET:
+        changes["headers"] = check_headers(body.headers)
+    return await _store(s).update(c.tenant, c.params["name"], changes, c.who.subject)
+
+
+async def delete_mcp_server(s: Services, c: AdminCall) -> Any:
+    await _store(s).delete(c.tenant, c.params["name"])
+    return deleted(c.params["name"], "mcp_server")
+
+
+_NEEDS = Needs(lambda s: s.crypto, "MCP servers are kept in the database with sealed headers: set storage.url.")
+_route = partial(Route, needs=_NEEDS, response=McpServerView, refresh=False, noun="MCP server")
+ROUTES = (
+    _route(
+        "GET",
+        M,
+        READ,
+        list_mcp_servers,
+        "The MCP servers this tenant's requests may reach (header names, never their values)",
+        response=None,
+    ),
+    _route(
+        "POST",
+        M,
+        WRITE,
+        create_mcp_server,
+        "Register an MCP server for the tenant: its URL (http/https), allowed tools, approval default and "
+        "headers (sealed under the KMS before they are stored; 503 when the KMS cannot be reached)",
+        B.CreateMcpServer,
+        status=201,
+        event="mcp_server.create",
+        choices={"require_approval": '"always", "never" or {"always": {...}, "never": {...}}'},
+    ),
+    _route("GET", M + "/{name}", READ, get_mcp_server, "One registered MCP server (never its header values)"),
+    _route(
+        "PATCH",
+        M + "/{name}",
+        WRITE,
+        update_mcp_server,
+        "Change a registered MCP server; headers, when given, replace the whole set (sealed again)",
+        B.UpdateMcpServer,
+        event="mcp_server.update",
+    ),
+    _route(
+        "DELETE",
+        M + "/{name}",
+        WRITE,
+        delete_mcp_server,
+        "Remove an MCP server: requests can no longer reach it",
+        event="mcp_server.delete",
+        response=None,
+    ),
+)

@@ -1,0 +1,297 @@
+"""The MCP client: one registered server over streamable HTTP, with the official `mcp` SDK.
+
+    async with connect(endpoint, limits) as session:     # initialize (protocol 2025-11-25)
+        tools = await session.list_tools()               # every page (nextCursor followed)
+        out = await session.call_tool("add", {"a": 1})   # ToolOutput(output, is_error)
+
+What it promises:
+- The endpoint's headers (opened from the registry, in memory only) go on every request; redirects
+  are never followed (the admin registered this URL, not wherever it points to: `max_redirects=0`).
+- Every wait is bounded: connecting and initializing (`connect_timeout_s`), listing
+  (`list_timeout_s`), each tool call (`call_timeout_s`, or the call's own if shorter). The body of each answer
+  is bounded by `max_result_bytes` while it is read, so a server cannot make the gateway buffer
+  without limit.
+- Failures are `McpFailure`s (an `ApiError`, 424 in OpenAI's envelope, naming the server), never an
+  exception a caller did not expect: `McpUnreachable` (cannot connect, refused the request, answered
+  an HTTP error or a redirect, did not initialize in time), `McpProtocolError` (a JSON-RPC error or
+  an answer that is not MCP), `McpToolTimeout`, `McpResultTooLarge`. A tool that fails is not one of
+  these: its `isError` result is a `ToolOutput` with `is_error`, for the model to read and correct.
+- Results map as the reference says: JSON of `structuredContent` when present, else the text blocks
+  joined; other blocks (images, audio, resources) as short placeholders naming what they were.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import httpx2
+import msgspec
+from mcp import ClientSession, types
+from mcp.client.streamable_http import streamable_http_client
+from mcp.shared.exceptions import MCPError
+from mcp_types import REQUEST_TIMEOUT, PaginatedRequestParams
+from pydantic import ValidationError
+
+from .. import __version__
+from ..schema.errors import ApiError
+from .model import McpEndpoint, McpTool
+
+ERROR_MARKER = "[MCP tool error] "  # what a function output starts with when the tool failed
+_MAX_PAGES = 100  # tools/list pages followed at most: a server cannot keep a listing going forever
+
+
+@dataclass(frozen=True)
+class McpLimits:
+    connect_timeout_s: float = 10.0
+    list_timeout_s: float = 30.0
+    call_timeout_s: float = 60.0
+    max_result_bytes: int = 1 << 20
+
+
+class ToolOutput(msgspec.Struct, frozen=True):
+    output: str  # structuredContent as JSON, or the text blocks joined
+    is_error: bool = False
+
+    @property
+    def function_output(self) -> str:
+        """The output as a `function_call_output` for a model: marked when the tool failed."""
+        return ERROR_MARKER + self.output if self.is_error else self.output
+
+
+class McpFailure(ApiError):
+    """A server that could not be used for this request; 424 (Failed Dependency), as OpenAI answers."""
+
+    code = "mcp_error"
+
+    def __init__(self, server: str, message: str) -> None:
+        super().__init__(424, f"MCP server {server}: {message}", type="external_connector_error", code=self.code)
+        self.server = server
+
+
+class McpUnreachable(McpFailure):
+    code = "mcp_server_unreachable"
+
+
+class McpProtocolError(McpFailure):
+    code = "mcp_protocol_error"
+
+
+class McpToolTimeout(McpFailure):
+    code = "mcp_tool_timeout"
+
+
+class McpResultTooLarge(McpFailure):
+    code = "mcp_result_too_large"
+
+
+class _TooLarge(httpx2.StreamError):
+    """Raised while a body is read past the bound: the SDK turns it into an error for that request."""
+
+
+class _Watch(httpx2.AsyncBaseTransport):
+    """The HTTP transport under the SDK: bounds each answer's body as it is read and remembers
+    what went wrong at the HTTP level (an error status, a redirect), so a failure can say it."""
+
+    def __init__(self, max_bytes: int) -> None:
+        self._inner = httpx2.AsyncHTTPTransport()
+        self.max_bytes = max_bytes
+        self.status: int | None = None
+        self.redirect: str | None = None
+        self.too_large = False
+
+    async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response:
+        response = await self._inner.handle_async_request(request)
+        if 300 <= response.status_code < 400:
+            self.redirect = response.headers.get("location", "")
+        elif response.status_code >= 400 and request.method != "DELETE":
+            self.status = response.status_code
+        if request.method == "POST":  # the GET stream is long-lived: its total is no answer's size
+            response.stream = _Bounded(response.stream, self)
+        return response
+
+    async def aclose(self) -> None:
+        await self._inner.aclose()
+
+
+class _Bounded(httpx2.AsyncByteStream):
+    def __init__(self, inner: Any, watch: _Watch) -> None:
+        self._inner, self._watch, self._seen = inner, watch, 0
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        async for chunk in self._inner:
+            self._seen += len(chunk)
+            if self._seen > self._watch.max_bytes:
+                self._watch.too_large = True
+                raise _TooLarge(f"the answer is larger than {self._watch.max_bytes} bytes")
+            yield chunk
+
+    async def aclose(self) -> None:
+        await self._inner.aclose()
+
+
+class McpSession:
+    """One initialized session with one server."""
+
+    def __init__(self, endpoint: McpEndpoint, session: ClientSession, watch: _Watch, limits: McpLimits) -> None:
+        self.endpoint = endpoint
+        self._session = session
+        self._watch = watch
+        self._limits = limits
+
+    async def list_tools(self) -> list[McpTool]:
+        tools: list[McpTool] = []
+        cursor: str | None = None
+        for _ in range(_MAX_PAGES):
+            params = PaginatedRequestParams(cursor=cursor) if cursor is not None else None
+            page = await self._request(
+                self._session.send_request(
+                    types.ListToolsRequest(params=params), types.ListToolsResult, self._limits.list_timeout_s
+                ),
+                "listing its tools",
+            )
+            tools.extend(_tool(t) for t in page.tools)
+            cursor = page.next_cursor
+            if cursor is None:
+                return tools
+        raise McpProtocolError(self.endpoint.name, f"its tool list did not end after {_MAX_PAGES} pages")
+
+    async def call_tool(self, name: str, arguments: dict[str, Any], timeout_s: float | None = None) -> ToolOutput:
+        # At most the limit: the HTTP read timeout under the SDK is set from it when the session opens.
+        limit = self._limits.call_timeout_s
+        timeout = min(timeout_s, limit) if timeout_s is not None else limit
+        result = await self._request(
+            self._session.call_tool(name, arguments, read_timeout_seconds=timeout), f"calling tool {name}", timeout
+        )
+        return tool_output(result)
+
+    async def _request(self, pending: Any, doing: str, timeout: float | None = None) -> Any:
+        try:
+            return await pending
+        except MCPError as exc:
+            raise _classified(self.endpoint.name, exc, self._watch, doing, timeout) from None
+        except ValidationError:
+            raise McpProtocolError(self.endpoint.name, f"{doing}: its answer is not a valid MCP result") from None
+
+
+@asynccontextmanager
+async def connect(endpoint: McpEndpoint, limits: McpLimits | None = None) -> AsyncIterator[McpSession]:
+    """An initialized session with the server; closed (its MCP session ended) when the block ends."""
+    limits = limits or McpLimits()
+    watch = _Watch(limits.max_result_bytes)
+    timeout = httpx2.Timeout(limits.connect_timeout_s, read=max(limits.call_timeout_s, limits.list_timeout_s) + 5)
+    client = httpx2.AsyncClient(
+        transport=watch, headers=dict(endpoint.headers), timeout=timeout, max_redirects=0, follow_redirects=False
+    )
+    info = types.Implementation(name="multihome", version=__version__)
+    try:
+        async with (
+            client,
+            streamable_http_client(
+                endpoint.url, http_client=client, max_sse_event_size=limits.max_result_bytes
+            ) as streams,
+            ClientSession(*streams, client_info=info, read_timeout_seconds=limits.connect_timeout_s) as session,
+        ):
+            try:
+                await session.initialize()
+            except MCPError as exc:
+                raise _classified(endpoint.name, exc, watch, "initializing", None, connecting=True) from None
+            except (ValidationError, RuntimeError) as exc:  # RuntimeError: a protocol version it does not speak
+                raise McpProtocolError(endpoint.name, f"initializing: {_short(exc)}") from None
+            yield McpSession(endpoint, session, watch, limits)
+    except BaseExceptionGroup as group:  # the SDK's task groups wrap what was raised inside them
+        raise _unwrapped(endpoint.name, group) from None
+    except httpx2.TransportError as exc:
+        raise _unreachable(endpoint.name, exc) from None
+
+
+def _unwrapped(server: str, group: BaseExceptionGroup[Any]) -> BaseException:
+    leaves = list(_leaves(group))
+    for leaf in leaves:
+        if isinstance(leaf, McpFailure):
+            return leaf
+    for leaf in leaves:
+        if isinstance(leaf, httpx2.TransportError):
+            return _unreachable(server, leaf)
+    for leaf in leaves:
+        if isinstance(leaf, MCPError):
+            return McpProtocolError(server, leaf.message)
+    return leaves[0] if leaves else group  # not the SDK's doing (the caller's own error): as it was
+
+
+def _leaves(exc: BaseException) -> Iterator[BaseException]:
+    if isinstance(exc, BaseExceptionGroup):
+        for inner in exc.exceptions:
+            yield from _leaves(inner)
+    else:
+        yield exc
+
+
+def _unreachable(server: str, exc: httpx2.TransportError) -> McpUnreachable:
+    if isinstance(exc, httpx2.TimeoutException):
+        return McpUnreachable(server, "did not answer in time")
+    return McpUnreachable(server, f"cannot be reached ({type(exc).__name__}: {_short(exc)})")
+
+
+def _classified(
+    server: str, exc: MCPError, watch: _Watch, doing: str, timeout: float | None, *, connecting: bool = False
+) -> McpFailure:
+    if watch.too_large:
+        return McpResultTooLarge(server, f"{doing}: the answer is larger than {watch.max_bytes} bytes")
+    if watch.redirect is not None:
+        return McpUnreachable(
+            server,
+            f"answered with a redirect (to {watch.redirect[:200]}), which Multihome does not follow; "
+            "register the URL it should be reached at",
+        )
+    if watch.status is not None:
+        return McpUnreachable(server, f"{doing}: answered HTTP {watch.status}" + _hint(watch.status))
+    if exc.code == REQUEST_TIMEOUT:
+        if connecting:
+            return McpUnreachable(server, "did not complete the MCP handshake in time")
+        return McpToolTimeout(server, f"{doing}: no answer within {timeout:g} s" if timeout else doing)
+    return McpProtocolError(server, f"{doing}: {exc.message[:300]} (JSON-RPC error {exc.code})")
+
+
+def _hint(status: int) -> str:
+    if status in (401, 403):
+        return " (it refused the credentials: check the headers registered for it)"
+    if status == 404:
+        return " (no MCP endpoint at the registered URL, or the session expired)"
+    return ""
+
+
+def _short(exc: BaseException) -> str:
+    return (str(exc) or type(exc).__name__)[:300]
+
+
+def _tool(t: types.Tool) -> McpTool:
+    annotations = t.annotations.model_dump(by_alias=True, exclude_none=True) if t.annotations is not None else None
+    return McpTool(name=t.name, input_schema=dict(t.input_schema), description=t.description, annotations=annotations)
+
+
+def tool_output(result: types.CallToolResult) -> ToolOutput:
+    """A tools/call result as one string: JSON of structuredContent, else the blocks' text joined."""
+    if result.structured_content is not None:
+        text = json.dumps(result.structured_content, ensure_ascii=False, separators=(",", ":"))
+    else:
+        text = "\n".join(_block_text(block) for block in result.content)
+    return ToolOutput(text, bool(result.is_error))
+
+
+def _block_text(block: Any) -> str:
+    kind = getattr(block, "type", "")
+    if kind == "text":
+        return str(block.text)
+    if kind in ("image", "audio"):
+        return f"[{kind} {block.mime_type}, {len(block.data) * 3 // 4} bytes]"
+    if kind == "resource_link":
+        return f"[resource {block.uri}" + (f" ({block.name})" if block.name else "") + "]"
+    if kind == "resource":
+        resource = block.resource
+        text = getattr(resource, "text", None)
+        return str(text) if text is not None else f"[resource {resource.uri}, binary]"
+    return f"[{kind or 'unknown'} content]"

@@ -1,0 +1,31 @@
+"""What the MCP client and the registry share, without the SDK: a server to call (`McpEndpoint`)
+and a tool it lists (`McpTool`). Kept apart so the admin API and the resolver do not import the
+`mcp` SDK (about a second at start-up) until a request calls a server."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import msgspec
+
+
+@dataclass(frozen=True)
+class McpEndpoint:
+    """Where a registered server is and what to send it. `headers` hold credentials: never in repr."""
+
+    name: str  # the registered server's name (errors name it)
+    url: str
+    headers: Mapping[str, str] = field(default_factory=dict, repr=False)
+
+
+class McpTool(msgspec.Struct, frozen=True):
+    name: str
+    input_schema: dict[str, Any]
+    description: str | None = None
+    annotations: dict[str, Any] | None = None
+
+    @property
+    def read_only(self) -> bool:
+        return bool((self.annotations or {}).get("readOnlyHint"))

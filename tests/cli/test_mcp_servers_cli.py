@@ -1,0 +1,105 @@
+"""`multihome mcp-servers list|add|update|remove` against the real gateway app served by uvicorn on
+127.0.0.1 (a thread of this process): header values come from environment variables or stdin, never
+argv, and never show up in what the commands print."""
+
+from __future__ import annotations
+
+import io
+import json
+import threading
+import time
+
+import pytest
+import uvicorn
+
+from mcp_server import free_port
+from multihome.app import build_app
+from multihome.cli import main
+from multihome.config import parse_config
+
+ADMIN_KEY = "mh-bootstrap-admin-key-for-the-mcp-cli"
+SECRET = "mcp-cli-header-secret-0b7d41"
+
+CONFIG = """
+storage: {{url: "sqlite+aiosqlite:///{tmp}/mh.db"}}
+identity: {{admin_key_env: MH_TEST_MCP_CLI_ADMIN}}
+kms: {{local: {{key_file: "{tmp}/kms.key"}}}}
+providers: {{p: {{kind: openai, endpoint: "http://127.0.0.1:9/v1"}}}}
+deployments: {{d: {{provider: p, model: m}}}}
+model_groups: {{g: {{deployments: [d]}}}}
+"""
+
+
+@pytest.fixture
+def gateway(tmp_path, monkeypatch):
+    monkeypatch.setenv("MH_TEST_MCP_CLI_ADMIN", ADMIN_KEY)
+    port = free_port()
+    app = build_app(parse_config(CONFIG.format(tmp=tmp_path)))
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        assert thread.is_alive() and time.monotonic() < deadline, "the gateway did not start"
+        time.sleep(0.05)
+    monkeypatch.setenv("MULTIHOME_URL", f"http://127.0.0.1:{port}")
+    monkeypatch.setenv("MULTIHOME_ADMIN_KEY", ADMIN_KEY)
+    yield
+    server.should_exit = True
+    thread.join(timeout=30)
+
+
+def test_add_list_update_remove(gateway, capsys, monkeypatch):
+    def run(*argv: str, stdin: str | None = None) -> str:
+        if stdin is not None:
+            monkeypatch.setattr("sys.stdin", io.StringIO(stdin))
+        assert main(list(argv)) == 0
+        return capsys.readouterr().out
+
+    tenant = run("tenants", "create", "acme").split(": ")[1].strip()
+    monkeypatch.setenv("CRM_TOKEN", f"Bearer {SECRET}")
+    out = run(
+        "mcp-servers",
+        "add",
+        "crm",
+        "--tenant",
+        "acme",
+        "--server-url",
+        "https://crm.example.com/mcp",
+        "--allowed-tool",
+        "lookup",
+        "--require-approval",
+        '{"never": {"tool_names": ["lookup"]}}',
+        "--header-env",
+        "Authorization=CRM_TOKEN",
+    )
+    assert out == "registered MCP server crm at https://crm.example.com/mcp (headers: Authorization)\n"
+    listed = run("mcp-servers", "list", "--tenant", "acme")
+    assert "crm" in listed and "lookup" in listed and "Authorization" in listed
+    out = run(
+        "mcp-servers", "update", "crm", "--tenant", tenant, "--headers-stdin", stdin=f"X-Key: {SECRET}\nX-Team: a\n"
+    )
+    assert out == "updated MCP server crm\n"
+    shown = json.loads(run("mcp-servers", "list", "--tenant", "acme", "--json"))["data"][0]
+    assert shown["header_names"] == ["X-Key", "X-Team"] and shown["allowed_tools"] == ["lookup"]
+    shown = json.loads(run("mcp-servers", "update", "crm", "--tenant", "acme", "--all-tools", "--no-headers", "--json"))
+    assert shown["allowed_tools"] is None and shown["header_names"] == []
+    assert run("mcp-servers", "remove", "crm", "--tenant", "acme") == "removed MCP server crm\n"
+    assert "crm" not in run("mcp-servers", "list", "--tenant", "acme")
+    with pytest.raises(SystemExit, match="is not set"):
+        main(
+            [
+                "mcp-servers",
+                "add",
+                "x",
+                "--tenant",
+                "acme",
+                "--server-url",
+                "https://x.example/mcp",
+                "--header-env",
+                "A=NOPE_UNSET",
+            ]
+        )
+    with pytest.raises(SystemExit, match="error 400"):
+        main(["mcp-servers", "add", "x", "--tenant", "acme", "--server-url", "ftp://x.example/mcp"])
+    assert SECRET not in capsys.readouterr().out

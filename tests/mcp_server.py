@@ -1,0 +1,157 @@
+"""A real MCP server for tests, built with the official `mcp` SDK's server API (`MCPServer`) and served
+over streamable HTTP by uvicorn on 127.0.0.1 in a thread of the test process.
+
+    with McpTestServer() as srv:          # started; stopped (and its thread joined) at the end
+        srv.url                           # http://127.0.0.1:<port>/mcp
+        srv.calls                         # [("record", {"note": ...}), ...]: the side effects, in order
+        srv.requests                      # the headers of every HTTP request it received (lower-case names)
+
+Tools: `add` (pure, structured output, read-only), `echo` (pure), `record` (a side effect: appends to
+`calls`, and to `call_log` if given, one JSON line per call, for tests that kill a process), `fail`
+(a tool error: an `isError` result), `slow` (sleeps), `big` (a long text), `weather.get-current` (a name
+an OpenAI function cannot have). `page_size` pages `tools/list` (`nextCursor`); `require_header` makes
+every request without that header (name, value) a 401; `/redirect` answers 307 to `/mcp`.
+Reused by the Responses integration tests (issue 16).
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import uvicorn
+from mcp.server.mcpserver import MCPServer
+from mcp.server.mcpserver.exceptions import ToolError
+from mcp_types import ListToolsResult, PaginatedRequestParams, ToolAnnotations
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class _PagedServer(MCPServer):
+    """MCPServer answers `tools/list` in one page; this one pages it, so a client must follow `nextCursor`."""
+
+    page_size: int | None = None
+
+    async def _handle_list_tools(self, ctx: Any, params: PaginatedRequestParams | None) -> ListToolsResult:
+        tools = await self.list_tools()
+        if not self.page_size:
+            return ListToolsResult(tools=tools)
+        start = int(params.cursor) if params is not None and params.cursor else 0
+        end = start + self.page_size
+        return ListToolsResult(tools=tools[start:end], next_cursor=str(end) if end < len(tools) else None)
+
+
+def build_server(calls: list[tuple[str, dict[str, Any]]], call_log: Path | None = None) -> _PagedServer:
+    server = _PagedServer("multihome-test-tools", log_level="WARNING")
+
+    @server.tool(annotations=ToolAnnotations(read_only_hint=True))
+    def add(a: int, b: int) -> dict[str, int]:
+        """Add two integers."""
+        return {"sum": a + b}
+
+    @server.tool()
+    def echo(text: str) -> str:
+        """Say the text back."""
+        return text
+
+    @server.tool()
+    def record(note: str) -> str:
+        """Write a note down (a side effect, logged by the test server)."""
+        calls.append(("record", {"note": note}))
+        if call_log is not None:
+            with call_log.open("a") as f:
+                f.write(json.dumps({"tool": "record", "note": note}) + "\n")
+        return f"recorded {note}"
+
+    @server.tool()
+    def fail(reason: str) -> str:
+        """Always fails, with the reason given."""
+        raise ToolError(f"failed on purpose: {reason}")
+
+    @server.tool()
+    async def slow(seconds: float) -> str:
+        """Sleep, then answer."""
+        import anyio
+
+        await anyio.sleep(seconds)
+        return f"slept {seconds}"
+
+    @server.tool()
+    def big(size: int) -> str:
+        """A text of `size` characters."""
+        return "x" * size
+
+    @server.tool(name="weather.get-current")
+    def weather(city: str) -> str:
+        """The weather in a city (a tool name with a dot, as MCP allows)."""
+        return f"sunny in {city}"
+
+    return server
+
+
+class McpTestServer:
+    def __init__(
+        self,
+        *,
+        page_size: int | None = None,
+        require_header: tuple[str, str] | None = None,
+        call_log: Path | None = None,
+        json_response: bool = False,
+    ) -> None:
+        self.calls: list[tuple[str, dict[str, Any]]] = []
+        self.requests: list[dict[str, str]] = []
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}/mcp"
+        self._require = (require_header[0].lower().encode(), require_header[1].encode()) if require_header else None
+        server = build_server(self.calls, call_log)
+        server.page_size = page_size
+        self._app = server.streamable_http_app(json_response=json_response, host="127.0.0.1")
+        config = uvicorn.Config(
+            self._asgi, host="127.0.0.1", port=self.port, log_level="warning", lifespan="on", interface="asgi3"
+        )
+        self._uvicorn = uvicorn.Server(config)
+        self._thread = threading.Thread(target=self._uvicorn.run, name="mcp-test-server", daemon=True)
+
+    async def _asgi(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] == "http":
+            headers = dict(scope["headers"])
+            self.requests.append({k.decode(): v.decode() for k, v in headers.items()})
+            if scope["path"] == "/redirect":
+                await _answer(send, 307, b"", [(b"location", b"/mcp")])
+                return
+            if self._require is not None and headers.get(self._require[0]) != self._require[1]:
+                await _answer(send, 401, b'{"error": "unauthorized"}', [(b"content-type", b"application/json")])
+                return
+        await self._app(scope, receive, send)
+
+    def start(self) -> McpTestServer:
+        self._thread.start()
+        deadline = time.monotonic() + 20
+        while not self._uvicorn.started:
+            if not self._thread.is_alive() or time.monotonic() > deadline:
+                raise RuntimeError("the MCP test server did not start")
+            time.sleep(0.02)
+        return self
+
+    def stop(self) -> None:
+        self._uvicorn.should_exit = True
+        self._thread.join(timeout=20)
+
+    def __enter__(self) -> McpTestServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+async def _answer(send: Any, status: int, body: bytes, headers: list[tuple[bytes, bytes]]) -> None:
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})

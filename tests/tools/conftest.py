@@ -1,0 +1,47 @@
+"""A real MCP test server (tests/mcp_server.py), and a migrated database (SQLite, then PostgreSQL)
+with a keyring on a local key file, for the MCP client, the registry and the resolver."""
+
+from __future__ import annotations
+
+import msgspec
+import pytest
+
+from mcp_server import McpTestServer
+from multihome.config.kms import KmsConfig
+from multihome.crypto import init_key_file, open_keyring
+from multihome.storage import migrate_sync
+from multihome.storage.engine import create_engine
+from multihome.tools.servers import McpServerStore
+
+
+@pytest.fixture
+def anyio_backend():
+    return "asyncio"
+
+
+@pytest.fixture(scope="module")
+def mcp_server():
+    """Tools listed three to a page (a client must follow nextCursor)."""
+    with McpTestServer(page_size=3) as server:
+        yield server
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db_url(request, tmp_path):
+    if request.param == "sqlite":
+        url = f"sqlite+aiosqlite:///{tmp_path / 'multihome.db'}"
+    else:
+        url = request.getfixturevalue("pg_server").create_database()
+    migrate_sync(url)
+    return url
+
+
+@pytest.fixture
+async def store(db_url, tmp_path):
+    init_key_file(tmp_path / "kms.key")
+    config = msgspec.convert({"backend": "local", "local": {"key_file": str(tmp_path / "kms.key")}}, KmsConfig)
+    engine = create_engine(db_url)
+    keyring = open_keyring(config, engine)
+    yield McpServerStore(keyring, engine)
+    await keyring.close()
+    await engine.dispose()

@@ -1,0 +1,75 @@
+"""The MCP server registry on SQLite and PostgreSQL: rows per tenant, header values sealed bound to
+their row (a copied blob does not open), never in the database file or a pg_dump in clear."""
+
+from __future__ import annotations
+
+import pytest
+import sqlalchemy as sa
+
+from multihome.crypto.errors import CryptoError
+from multihome.storage.errors import Conflict, NotFound
+from multihome.storage.tables import mcp_servers
+from pg import stored_bytes
+
+pytestmark = pytest.mark.anyio
+MARKER = "HEADER-PLAINTEXT-MARKER-mcp-41c9"
+
+
+async def _add(store, tenant: str, name: str, headers: dict[str, str] | None = None):
+    return await store.create(
+        tenant,
+        name,
+        url="https://mcp.example.com/mcp",
+        description="",
+        allowed_tools=None,
+        require_approval="always",
+        headers=headers or {},
+        actor="tester",
+    )
+
+
+async def test_rows_per_tenant_with_sealed_headers(store, db_url):
+    await _add(store, "t1", "crm", {"Authorization": f"Bearer {MARKER}"})
+    await _add(store, "t1", "docs")
+    await _add(store, "t2", "crm", {"X-Key": MARKER})
+    with pytest.raises(Conflict):
+        await _add(store, "t1", "crm")
+    assert [s.name for s in await store.servers("t1")] == ["crm", "docs"]
+    assert (await store.get("t1", "crm")).header_names == ["Authorization"]
+    assert dict((await store.endpoint("t1", "crm")).headers) == {"Authorization": f"Bearer {MARKER}"}
+    assert dict((await store.endpoint("t1", "docs")).headers) == {}
+    with pytest.raises(NotFound):
+        await store.get("t3", "crm")
+    with pytest.raises(NotFound):
+        await store.update("t3", "crm", {"description": "x"}, "tester")
+    with pytest.raises(NotFound):
+        await store.delete("t3", "crm")
+
+    async with store.engine.begin() as conn:  # t1's sealed headers copied onto t2's row do not open there
+        sealed = await conn.scalar(
+            sa.select(mcp_servers.c.headers).where(mcp_servers.c.tenant_id == "t1", mcp_servers.c.name == "crm")
+        )
+        assert MARKER.encode() not in bytes(sealed)
+        await conn.execute(
+            sa.update(mcp_servers)
+            .where(mcp_servers.c.tenant_id == "t2", mcp_servers.c.name == "crm")
+            .values(headers=sealed)
+        )
+    with pytest.raises(CryptoError):
+        await store.endpoint("t2", "crm")
+
+    blob = await stored_bytes(store.engine, db_url)
+    if not db_url.startswith("sqlite"):
+        assert b"mcp_servers" in blob  # the dump is of this database
+    assert MARKER.encode() not in blob
+
+
+async def test_headers_are_sealed_again_on_change_and_removed_with_an_empty_set(store):
+    await _add(store, "t1", "crm", {"X-Key": "old"})
+    view = await store.update("t1", "crm", {"headers": {"X-Other": MARKER}, "url": "http://h:1/m"}, "someone")
+    assert view.header_names == ["X-Other"] and view.url == "http://h:1/m" and view.updated_by == "someone"
+    assert dict((await store.endpoint("t1", "crm")).headers) == {"X-Other": MARKER}
+    assert (await store.update("t1", "crm", {"headers": {}}, "someone")).header_names == []
+    assert dict((await store.endpoint("t1", "crm")).headers) == {}
+    await store.delete("t1", "crm")
+    assert await store.servers("t1") == []
