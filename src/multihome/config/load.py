@@ -15,6 +15,7 @@ from ..providers.registry import BY_NAME as KIND_BY_NAME
 from ..providers.registry import KINDS
 from .audit import AuditConfig
 from .capture import CaptureConfig
+from .console import ConsoleConfig
 from .contracts import ContractsConfig, ContractsConfigError
 from .contracts import check as check_contracts
 from .errors import ConfigError
@@ -119,6 +120,7 @@ _SINGLES: dict[str, type[msgspec.Struct]] = {
     "kms": KmsConfig,
     "capture": CaptureConfig,
     "metrics": MetricsConfig,
+    "console": ConsoleConfig,
     "responses": ResponsesConfig,
 }
 

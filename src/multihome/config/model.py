@@ -12,6 +12,7 @@ import msgspec
 from ..providers.registry import NAMES as PROVIDER_KINDS
 from .audit import AuditConfig
 from .capture import CaptureConfig
+from .console import ConsoleConfig
 from .contracts import ContractsConfig
 from .kms import KmsConfig
 from .metering import MeteringConfig
@@ -223,5 +224,6 @@ class Config(Strict):
     kms: KmsConfig = msgspec.field(default_factory=KmsConfig)
     capture: CaptureConfig = msgspec.field(default_factory=CaptureConfig)
     metrics: MetricsConfig = msgspec.field(default_factory=MetricsConfig)
+    console: ConsoleConfig = msgspec.field(default_factory=ConsoleConfig)
     responses: ResponsesConfig = msgspec.field(default_factory=ResponsesConfig)
     telemetry: Telemetry | None = None
