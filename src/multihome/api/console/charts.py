@@ -33,11 +33,30 @@ def _options(title: str, *, stacked: bool = False, y_title: str | None = None) -
     }
 
 
+def buckets(start: dt.datetime, end: dt.datetime, interval: str, most: int = 400) -> list[str]:
+    """Every bucket from start to end, as the usage summary names them (metering/summary.py), so hours or
+    days without calls are on the axis too."""
+    step = dt.timedelta(hours=1) if interval == "hour" else dt.timedelta(days=1)
+    at = start.astimezone(dt.UTC).replace(minute=0, second=0, microsecond=0)
+    if interval == "day":
+        at = at.replace(hour=0)
+    out: list[str] = []
+    while at <= end and len(out) < most:
+        out.append(at.strftime("%Y-%m-%dT%H:00:00Z"))
+        at += step
+    return out
+
+
 def stacked(
-    rows: Sequence[dict[str, Any]], series_key: str, value_key: str, title: str, money: bool = False
+    rows: Sequence[dict[str, Any]],
+    series_key: str,
+    value_key: str,
+    title: str,
+    money: bool = False,
+    axis: Sequence[str] = (),
 ) -> dict[str, Any]:
-    """Bars per time bucket (`bucket`), one stacked series per value of `series_key`."""
-    buckets = sorted({r["bucket"] for r in rows})
+    """Bars per time bucket (`bucket`; `axis`: every bucket to show), one stacked series per value of `series_key`."""
+    shown = sorted({*axis, *(r["bucket"] for r in rows)})
     names = sorted({str(r[series_key]) for r in rows})
     cells: dict[tuple[str, str], float] = {}
     for r in rows:
@@ -47,12 +66,12 @@ def stacked(
     datasets = [
         {
             "label": name,
-            "data": [round(cells.get((b, name), 0.0), 6) for b in buckets],
+            "data": [round(cells.get((b, name), 0.0), 6) for b in shown],
             "backgroundColor": _colour(i),
         }
         for i, name in enumerate(names)
     ]
-    labels = [b.replace("T", " ").replace(":00:00Z", ":00").replace(" 00:00", "") for b in buckets]
+    labels = [b.replace("T", " ").replace(":00:00Z", ":00").replace(" 00:00", "") for b in shown]
     return {"type": "bar", "data": {"labels": labels, "datasets": datasets}, "options": _options(title, stacked=True)}
 
 

@@ -25,7 +25,7 @@ from ...config.console import ConsoleConfig
 from ...identity.authenticator import Authenticator
 from ...schema.errors import ApiError
 from ...schema.principal import AUDITOR, ORG_ADMIN, TENANT_ADMIN, Principal
-from ..asgi import Header, Receive, Send, header
+from ..asgi import ClientGone, Header, Receive, Send, header
 from ..pipeline import Call
 from . import web
 from .session import COOKIE, Session, SessionError, Sessions, csrf_ok, session_key
@@ -100,7 +100,8 @@ class Console:
         self.templates = jinja2.Environment(
             loader=jinja2.PackageLoader(__package__ or "multihome.api.console", "templates"),
             autoescape=True,  # every value is escaped unless a template says otherwise (none does)
-            undefined=jinja2.StrictUndefined,
+            # A field an older event or record lacks renders empty rather than failing the whole page.
+            undefined=jinja2.Undefined,
             trim_blocks=True,
             lstrip_blocks=True,
         )
@@ -140,6 +141,12 @@ class Console:
             await page.handler(self, req)
         except ApiError as err:
             await self._error(req, err)
+        except ClientGone:
+            raise
+        except Exception:
+            log.exception("console: unexpected error serving %s %s", scope["method"], scope["path"])
+            failure = ApiError(500, "The console hit an unexpected error; it has been logged.", code="server_error")
+            await self._error(req, failure)
 
     def _match(self, method: str, path: str, req: Request) -> Page:
         allowed = False

@@ -27,7 +27,7 @@ from ..admin.dispatch import AdminApi
 from ..admin.rbac import READ, authorize
 from ..asgi import Scope
 from ..pipeline import Call
-from .charts import bars, line, stacked, timeline
+from .charts import bars, buckets, line, stacked, timeline
 
 UTC = dt.UTC
 GROUPINGS = ("tenant", "team", "key", "model_group", "deployment")
@@ -95,12 +95,13 @@ class Views:
     # -- Overview -----------------------------------------------------------------------------------
 
     async def overview(self, viewer: Principal, q: dict[str, str]) -> dict[str, Any]:
-        tenant = q.get("tenant") if org(viewer) else viewer.tenant
+        tenant = _tenant(viewer, q)
         since = (dt.datetime.now(UTC) - dt.timedelta(hours=24)).replace(minute=0, second=0, microsecond=0)
         window = {"start": since.isoformat()}
         by_group = (await self._usage(viewer, tenant, {"group_by": "model_group", **window}))["data"]
         by_dep = (await self._usage(viewer, tenant, {"group_by": "deployment", **window}))["data"]
         hourly = (await self._usage(viewer, tenant, {"group_by": "model_group", "interval": "hour", **window}))["data"]
+        hours = buckets(since, dt.datetime.now(UTC), "hour")
         totals = {
             "calls": sum(e["calls"] for e in by_group),
             "errors": sum(e["errors"] for e in by_group),
@@ -112,8 +113,8 @@ class Views:
             "by_deployment": by_dep,
             "totals": totals,
             "since": since,
-            "calls_chart": stacked(hourly, "model_group", "calls", "calls per hour"),
-            "errors_chart": stacked(hourly, "model_group", "errors", "errors per hour"),
+            "calls_chart": stacked(hourly, "model_group", "calls", "calls per hour", axis=hours),
+            "errors_chart": stacked(hourly, "model_group", "errors", "errors per hour", axis=hours),
             "latency_chart": bars([n for n, _ in latency], [v for _, v in latency], "average latency (ms)"),
         }
 
@@ -269,7 +270,7 @@ class Views:
     # -- Spend --------------------------------------------------------------------------------------
 
     async def spend(self, viewer: Principal, q: dict[str, str]) -> dict[str, Any]:
-        tenant = q.get("tenant") if org(viewer) else viewer.tenant
+        tenant = _tenant(viewer, q)
         allowed = GROUPINGS if tenant is None else TENANT_GROUPINGS
         group_by = q.get("group_by") or ("tenant" if tenant is None else "model_group")
         if group_by not in allowed:
@@ -281,6 +282,13 @@ class Views:
         if q.get("end"):
             query["end"] = q["end"]
         series = (await self._usage(viewer, tenant, query))["data"]
+        first = dt.datetime.fromisoformat(start.replace("Z", "+00:00"))
+        last = dt.datetime.fromisoformat(q["end"].replace("Z", "+00:00")) if q.get("end") else dt.datetime.now(UTC)
+        axis = buckets(
+            first if first.tzinfo else first.replace(tzinfo=UTC),
+            last if last.tzinfo else last.replace(tzinfo=UTC),
+            interval,
+        )
         totals = (await self._usage(viewer, tenant, {k: v for k, v in query.items() if k != "interval"}))["data"]
         return {
             "tenant": tenant,
@@ -291,7 +299,7 @@ class Views:
             "end": q.get("end", ""),
             "series": series,
             "totals": totals,
-            "chart": stacked(series, group_by, "cost", f"cost per {interval}", money=True),
+            "chart": stacked(series, group_by, "cost", f"cost per {interval}", money=True, axis=axis),
         }
 
     @staticmethod
@@ -357,12 +365,18 @@ class Views:
     # -- State --------------------------------------------------------------------------------------
 
     async def state(self, viewer: Principal, q: dict[str, str]) -> dict[str, Any]:
-        tenant = q.get("tenant") if org(viewer) else viewer.tenant
+        tenant = _tenant(viewer, q)
         if tenant:
             summary = await self._optional("tenant_state", viewer, tenant=tenant)
         else:
             summary = await self._optional("org_state", viewer)
         return {"tenant": tenant, "summary": summary}
+
+
+def _tenant(viewer: Principal, q: Mapping[str, str]) -> str | None:
+    """The tenant a page is about: the one asked for (the admin API refuses another tenant's viewer), else
+    the viewer's own; None for an org-admin who asked for none (the whole organisation)."""
+    return q.get("tenant") or (None if org(viewer) else viewer.tenant)
 
 
 def _term(e: dict[str, Any], today: dt.date) -> str:
