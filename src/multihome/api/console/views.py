@@ -81,7 +81,8 @@ class Views:
             raise
 
     async def tenants(self, viewer: Principal) -> list[dict[str, Any]]:
-        listed: list[dict[str, Any]] = (await self._call("list_tenants", viewer))["data"]
+        page = await self._optional("list_tenants", viewer)  # no storage: no tenants to pick from
+        listed: list[dict[str, Any]] = page["data"] if page is not None else []
         return listed
 
     async def _usage(self, viewer: Principal, tenant: str | None, query: dict[str, str]) -> dict[str, Any]:
