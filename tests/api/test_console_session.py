@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import base64
+
 import pytest
 
 from multihome.api.asgi import Message
