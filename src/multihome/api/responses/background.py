@@ -249,10 +249,9 @@ class Background:
 
 
 def starting_after(raw: dict[str, list[str]]) -> int:
-    value = raw.get("starting_after", ["-1"])[-1]
-    try:
-        return int(value)
-    except ValueError:
-        raise ApiError(
-            400, "'starting_after' must be an integer (a sequence_number).", param="starting_after"
-        ) from None
+    value = raw.get("starting_after", ["-1"])[-1].strip()
+    # ASCII digits only and a bounded size: a 30-digit number would overflow the database's integer.
+    digits = value[1:] if value.startswith("-") else value
+    if not (digits.isascii() and digits.isdigit() and len(digits) <= 9):
+        raise ApiError(400, "'starting_after' must be an integer (a sequence_number).", param="starting_after")
+    return max(int(value), -1)
