@@ -158,7 +158,8 @@ def build_app(config: Config) -> Gateway:
         from .api.console.site import Console
         from .api.console.views import Parts
 
-        doors["console"] = Console(Parts(admin, catalog, breakers, explain), auth, config.console).handle
+        parts = Parts(admin, catalog, breakers, explain)
+        doors["console"] = Console(parts, auth, config.console, config.identity.oidc).handle
     probe = config.routing.health_probe
     prober = HealthProber(list(catalog.deployments.values()), breakers, probe.interval_s, probe.timeout_s)
     started = _Started(breakers, list(catalog.deployments))

@@ -103,3 +103,19 @@ def test_the_console_section_is_checked_and_can_turn_the_console_off():
     assert {"/console", "/console/{path}"} <= served
     off = {r.path for r in build_app(parse_config(BASE + "console: {enabled: false}\n")).table.routes}
     assert not {p for p in off if p.startswith("/console")}
+
+
+def test_single_sign_on_names_a_trusted_issuer_whose_audience_is_the_client():
+    issuer = """
+identity:
+  oidc:
+    - {name: corp, issuer: "https://idp.example/realms/corp", audiences: [multihome-console], claims: {tenant: tid}}
+"""
+    good = BASE + issuer + "console: {oidc: {issuer: corp, client_id: multihome-console}}\n"
+    assert parse_config(good).console.oidc.scopes == ["openid", "profile"]
+    with pytest.raises(
+        ConfigError, match=r"console.oidc.issuer: 'other' is not an identity.oidc issuer \(known: corp\)"
+    ):
+        parse_config(BASE + issuer + "console: {oidc: {issuer: other, client_id: multihome-console}}\n")
+    with pytest.raises(ConfigError, match=r"console.oidc.client_id: 'web' is not among identity.oidc 'corp' audiences"):
+        parse_config(BASE + issuer + "console: {oidc: {issuer: corp, client_id: web}}\n")

@@ -8,7 +8,23 @@ worker, so a session survives being served by another one), else a key each proc
 
 from __future__ import annotations
 
+import msgspec
+
 from .struct import Positive, Strict
+
+
+class ConsoleOidc(Strict):
+    """Single sign-on to the console: OpenID Connect's authorization code flow with PKCE against one of the
+    `identity.oidc` issuers, whose verification (audience, claims to tenant and roles, revocations) then
+    identifies the ID token on every page, as it would the same token on an API call."""
+
+    issuer: str  # the `name` of an identity.oidc entry; its `audiences` must include client_id
+    client_id: str
+    client_secret_env: str | None = None  # a confidential client's secret (a public client: PKCE alone)
+    scopes: list[str] = msgspec.field(default_factory=lambda: ["openid", "profile"])
+    # Where the identity provider sends the browser back; default: <this gateway's origin>/console/oidc/callback.
+    redirect_uri: str | None = None
+    button: str = "Log in with single sign-on"
 
 
 class ConsoleConfig(Strict):
@@ -19,3 +35,4 @@ class ConsoleConfig(Strict):
     # Mark the cookie Secure even when a request arrives over plain HTTP (a TLS-terminating proxy in front
     # that does not send X-Forwarded-Proto).
     secure_cookie: bool = False
+    oidc: ConsoleOidc | None = None

@@ -66,21 +66,27 @@ class Sessions:
     def new(self, credential: str) -> tuple[Session, str]:
         """A session for `credential` and its sealed cookie value."""
         session = Session(credential=credential, csrf=secrets.token_urlsafe(24), expires=time.time() + self.ttl_s)
-        nonce = secrets.token_bytes(12)
-        sealed = self._aead.encrypt(nonce, msgspec.json.encode(session), _AAD)
-        return session, base64.urlsafe_b64encode(nonce + sealed).decode().rstrip("=")
+        return session, self.seal(msgspec.json.encode(session), _AAD)
 
     def open(self, cookie: str | None) -> Session:
+        session = msgspec.json.decode(self.unseal(cookie, _AAD), type=Session)
+        if session.expires < time.time():
+            raise SessionError("the session has expired")
+        return session
+
+    def seal(self, data: bytes, purpose: bytes) -> str:
+        """`data` sealed for a cookie; `purpose` binds it to one use (a session is not a sign-on in progress)."""
+        nonce = secrets.token_bytes(12)
+        return base64.urlsafe_b64encode(nonce + self._aead.encrypt(nonce, data, purpose)).decode().rstrip("=")
+
+    def unseal(self, cookie: str | None, purpose: bytes) -> bytes:
         if not cookie:
             raise SessionError("no session")
         try:
             raw = base64.urlsafe_b64decode(cookie + "=" * (-len(cookie) % 4))
-            session = msgspec.json.decode(self._aead.decrypt(raw[:12], raw[12:], _AAD), type=Session)
-        except (ValueError, InvalidTag, msgspec.DecodeError):
-            raise SessionError("the session cookie is not one this gateway sealed") from None
-        if session.expires < time.time():
-            raise SessionError("the session has expired")
-        return session
+            return self._aead.decrypt(raw[:12], raw[12:], purpose)
+        except (ValueError, InvalidTag):
+            raise SessionError("the cookie is not one this gateway sealed") from None
 
 
 def csrf_ok(session: Session, sent: str | None) -> bool:

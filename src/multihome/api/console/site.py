@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote, urlencode
@@ -22,6 +22,7 @@ from urllib.parse import quote, urlencode
 import jinja2
 
 from ...config.console import ConsoleConfig
+from ...config.oidc import IssuerConfig
 from ...identity.authenticator import Authenticator
 from ...schema.errors import ApiError
 from ...schema.principal import AUDITOR, ORG_ADMIN, TENANT_ADMIN, Principal
@@ -29,6 +30,7 @@ from ..asgi import ClientGone, Header, Receive, Send, header
 from ..pipeline import Call
 from . import web
 from .session import COOKIE, Session, SessionError, Sessions, csrf_ok, session_key
+from .sso import PENDING_COOKIE, SingleSignOn, SsoError
 from .views import Parts, Views
 
 log = logging.getLogger("multihome.console")
@@ -92,11 +94,17 @@ MENU = (
 
 
 class Console:
-    def __init__(self, parts: Parts, auth: Authenticator, config: ConsoleConfig) -> None:
+    def __init__(
+        self, parts: Parts, auth: Authenticator, config: ConsoleConfig, issuers: Sequence[IssuerConfig] = ()
+    ) -> None:
         self.views = Views(parts)
         self.auth = auth
         self.config = config
         self.sessions = Sessions(session_key(config), config.session_ttl_s)
+        self.sso = None
+        if config.oidc is not None:  # the config check made sure it names one of identity.oidc
+            issuer = next(i for i in issuers if i.name == config.oidc.issuer)
+            self.sso = SingleSignOn(config.oidc, issuer.issuer, self.sessions)
         self.templates = jinja2.Environment(
             loader=jinja2.PackageLoader(__package__ or "multihome.api.console", "templates"),
             autoescape=True,  # every value is escaped unless a template says otherwise (none does)
@@ -220,6 +228,7 @@ class Console:
             csrf=req.session.csrf if req.session is not None else "",
             notice=NOTICES.get(req.query.get("notice", "")),
             prefix=PREFIX,
+            sso=self.config.oidc.button if self.config.oidc is not None else None,
             **context,
         )
         await web.send_html(req.send, status, html)
@@ -246,16 +255,62 @@ class Console:
             failed = "That key is unknown, revoked or expired."
             await self.render(req, "login.html", {"next": target, "failed": failed}, status=401)
             return
-        if not viewer.roles & CONSOLE_ROLES:
-            failed = "This key has no console role (org-admin, tenant-admin or auditor)."
-            await self.render(req, "login.html", {"next": target, "failed": failed}, status=403)
+        if not await self._may_log_in(req, viewer, target):
             return
+        await web.redirect(req.send, target or _home(viewer), [self._session(req, viewer, credential)])
+
+    async def _may_log_in(self, req: Request, viewer: Principal, target: str | None) -> bool:
+        if viewer.roles & CONSOLE_ROLES:
+            return True
+        failed = "This key has no console role (org-admin, tenant-admin or auditor)."
+        await self.render(req, "login.html", {"next": target, "failed": failed}, status=403)
+        return False
+
+    def _session(self, req: Request, viewer: Principal, credential: str) -> Header:
+        """The session cookie for a credential that just identified `viewer`."""
         _, sealed = self.sessions.new(credential)
         secure = self.config.secure_cookie or web.https(req.call.scope)
-        cookie = web.set_cookie(COOKIE, sealed, secure=secure, max_age=int(self.config.session_ttl_s))
-        home = f"{PREFIX}/audit" if not viewer.roles & _ADMINS else f"{PREFIX}/overview"
         log.info("console login: %s (%s)", viewer.subject, ", ".join(sorted(viewer.roles)))
-        await web.redirect(req.send, target or home, [cookie])
+        return web.set_cookie(COOKIE, sealed, secure=secure, max_age=int(self.config.session_ttl_s))
+
+    async def sso_start(self, req: Request) -> None:
+        if self.sso is None:
+            raise ApiError(404, "Single sign-on is not configured (console.oidc).", code="not_found")
+        scope = req.call.scope
+        origin = ("https" if web.https(scope) else "http") + "://" + (header(scope, b"host") or b"").decode("latin-1")
+        try:
+            location, pending = await self.sso.start(origin + PREFIX + "/oidc/callback", _local(req.query.get("next")))
+        except SsoError as exc:
+            await self.render(req, "login.html", {"next": None, "failed": str(exc)}, status=503)
+            return
+        # Lax, not Strict: the provider sends the browser back here from its own site.
+        cookie = web.set_cookie(PENDING_COOKIE, pending, secure=web.https(scope), max_age=600, same_site="Lax")
+        await web.redirect(req.send, location, [cookie])
+
+    async def sso_callback(self, req: Request) -> None:
+        if self.sso is None:
+            raise ApiError(404, "Single sign-on is not configured (console.oidc).", code="not_found")
+        q, clear = req.query, web.set_cookie(PENDING_COOKIE, "", secure=False, max_age=0, same_site="Lax")
+        try:
+            if q.get("error"):
+                raise SsoError(f"The identity provider refused the sign-on ({q['error'][:100]}).")
+            pending = self.sso.pending(web.cookie(req.call.scope, PENDING_COOKIE), q.get("state"))
+            token = await self.sso.token(pending, q.get("code", ""))
+            try:
+                viewer = await self.auth.authenticate({"headers": [(b"authorization", b"Bearer " + token.encode())]})
+            except ApiError as err:
+                raise SsoError(f"The ID token was refused: {err.body.message}") from None
+            self.sso.check_nonce(token, pending)
+        except SsoError as exc:
+            await self.render(req, "login.html", {"next": None, "failed": str(exc)}, status=401)
+            return
+        if not await self._may_log_in(req, viewer, pending.next):
+            return
+        # A page that moves on by itself: the Strict session cookie is sent on that same-site navigation
+        # (on a redirect that began at the provider's site, the browser would hold it back).
+        target = pending.next or _home(viewer)
+        html = self.templates.get_template("signed_in.html").render(target=target, prefix=PREFIX)
+        await web.send_html(req.send, 200, html, [self._session(req, viewer, token), clear])
 
     async def logout(self, req: Request) -> None:
         await web.redirect(req.send, f"{PREFIX}/login?notice=logged_out", [self._cookie("", 0)])
@@ -361,6 +416,8 @@ PAGES: tuple[Page, ...] = (
     Page("GET", "/static/vendor/{name}", None, Console.vendored),
     Page("GET", "/login", None, Console.login_form),
     Page("POST", "/login", None, Console.login),
+    Page("GET", "/login/oidc", None, Console.sso_start),
+    Page("GET", "/oidc/callback", None, Console.sso_callback),
     Page("POST", "/logout", _EVERY, Console.logout),
     Page("GET", "/", _EVERY, Console.home),
     Page("GET", "/overview", _ADMINS, Console.overview, "overview"),
@@ -378,6 +435,10 @@ PAGES: tuple[Page, ...] = (
     Page("GET", "/audit", _EVERY, Console.audit, "audit"),
     Page("GET", "/state", _ADMINS, Console.state, "state"),
 )
+
+
+def _home(viewer: Principal) -> str:
+    return f"{PREFIX}/overview" if viewer.roles & _ADMINS else f"{PREFIX}/audit"
 
 
 def _local(target: str | None) -> str | None:

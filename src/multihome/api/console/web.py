@@ -70,8 +70,8 @@ def same_origin(scope: Scope) -> bool:
     return host is not None and origin.split(b"://", 1)[-1] == host
 
 
-def set_cookie(name: str, value: str, *, secure: bool, max_age: int) -> Header:
-    parts = [f"{name}={value}", "Path=/console", "HttpOnly", "SameSite=Strict", f"Max-Age={max_age}"]
+def set_cookie(name: str, value: str, *, secure: bool, max_age: int, same_site: str = "Strict") -> Header:
+    parts = [f"{name}={value}", "Path=/console", "HttpOnly", f"SameSite={same_site}", f"Max-Age={max_age}"]
     if secure:
         parts.append("Secure")
     return (b"set-cookie", "; ".join(parts).encode())
