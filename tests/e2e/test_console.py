@@ -82,9 +82,12 @@ def login(browser: Browser, demo: Demo, secret: str) -> Page:
     return page
 
 
-def shot(page: Page, name: str) -> None:
+def shot(page: Page, name: str, secrets: tuple[str, ...] = ()) -> None:
+    """Save the page into docs/console/, after checking no secret is on it."""
     SHOTS.mkdir(parents=True, exist_ok=True)
     page.wait_for_load_state("networkidle")
+    html = page.content()
+    assert not [s for s in secrets if s in html], f"a secret is on the {name} page"
     page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)
 
 
@@ -98,7 +101,8 @@ def refused(client: openai.OpenAI) -> bool:
 
 def test_the_console_shows_the_calls_made_follows_a_denial_and_manages_keys(demo, browser):
     # Real calls first: served ones for Acme (one streamed), and a call Globex's EU-only policy denies.
-    acme = demo.client(demo.key(demo.acme, "console-test-app")["key"])
+    acme_secret = demo.key(demo.acme, "console-test-app")["key"]
+    acme = demo.client(acme_secret)
     served = acme.chat.completions.with_raw_response.create(
         model="gpt-4o", messages=[{"role": "user", "content": "hello from the console test"}]
     )
@@ -111,17 +115,19 @@ def test_the_console_shows_the_calls_made_follows_a_denial_and_manages_keys(demo
         )
         if c.choices
     )
-    globex = demo.client(demo.key(demo.globex, "console-test-eu")["key"])
+    eu_secret = demo.key(demo.globex, "console-test-eu")["key"]
+    globex = demo.client(eu_secret)
     with pytest.raises(openai.PermissionDeniedError) as denied:
         globex.chat.completions.create(model="llama-3.1-8b", messages=[{"role": "user", "content": "outside the EU"}])
     denial_id = denied.value.response.headers["x-request-id"]
+    hidden = (demo.admin_key, acme_secret, eu_secret)  # on no page, ever
 
     page = login(browser, demo, demo.admin_key)
     expect(page).to_have_url(re.compile(r"/console/overview$"))
     assert "script-src 'self'" in page.request.get(demo.root + "/console/overview").headers["content-security-policy"]
     expect(page.locator("table").first).to_contain_text("gpt-4o")
     expect(page.locator("canvas[data-chart=calls-chart]")).to_be_visible()
-    shot(page, "overview")
+    shot(page, "overview", hidden)
 
     page.goto(demo.root + "/console/routing")
     expect(page.locator("body")).to_contain_text(served_id)  # the test's own call, with its attempts
@@ -130,7 +136,7 @@ def test_the_console_shows_the_calls_made_follows_a_denial_and_manages_keys(demo
     page.fill("input[name=tenant]", demo.globex)
     page.click("button:has-text('Explain')")
     expect(page.locator(".explained")).to_contain_text("gpt-4o@azure-westeurope")  # EU only: the one it may use
-    shot(page, "routing")
+    shot(page, "routing", hidden)
 
     # Follow the denial from Routing to its event in the audit trail.
     page.click(f"a.denial:has-text('{denial_id}')")
@@ -139,7 +145,7 @@ def test_the_console_shows_the_calls_made_follows_a_denial_and_manages_keys(demo
     expect(event).to_have_count(1)
     expect(event.locator(".policy-code")).to_have_text("egress_denied")
     expect(page.locator("#verification")).to_contain_text("Chain verified")
-    shot(page, "audit")
+    shot(page, "audit", hidden)
 
     page.goto(demo.root + "/console/tenants")
     expect(page.locator("body")).to_contain_text("Globex Bank")
@@ -165,12 +171,12 @@ def test_the_console_shows_the_calls_made_follows_a_denial_and_manages_keys(demo
     while not refused(made) and time.monotonic() < deadline:
         time.sleep(0.2)
     assert refused(made)
-    shot(page, "tenant")
+    shot(page, "tenant", hidden)
 
     page.goto(f"{demo.root}/console/spend?tenant={demo.acme}&group_by=key&interval=hour")
     expect(page.locator("body")).to_contain_text("Totals by key")
     expect(page.locator("table")).to_contain_text("key_")
-    shot(page, "spend")
+    shot(page, "spend", hidden)
     csv = page.request.get(f"{demo.root}/console/spend.csv?tenant={demo.acme}&group_by=model_group&interval=hour")
     assert csv.ok and csv.headers["content-type"].startswith("text/csv")
     lines = csv.text().splitlines()
@@ -181,11 +187,20 @@ def test_the_console_shows_the_calls_made_follows_a_denial_and_manages_keys(demo
     expect(page.locator("body")).to_contain_text("rs-openai-resale")
     expect(page.locator("body")).to_contain_text("azure-commit")
     expect(page.locator("canvas[data-chart=scenario-1]")).to_be_visible()
-    shot(page, "contracts")
+    shot(page, "contracts", hidden)
 
-    page.goto(demo.root + "/console/state")
-    expect(page.locator("body")).to_contain_text("Retention")
-    shot(page, "state")
+    # The stateful runtime: the test's own stored response and conversation are counted, never shown.
+    conversation = acme.conversations.create(items=[{"type": "message", "role": "user", "content": "secret plan"}])
+    stored = acme.responses.create(model="gpt-4o", input="the launch codes", conversation=conversation.id, store=True)
+    page.goto(f"{demo.root}/console/state?tenant={demo.acme}")
+    completed = page.locator("tr", has_text="completed")
+    expect(completed).to_be_visible()
+    assert int(completed.locator("td").nth(1).inner_text()) >= 3  # the demo's two and the test's one
+    expect(page.locator("table.kv")).to_contain_text("conversations")
+    assert (
+        "launch codes" not in page.content() and "secret plan" not in page.content() and stored.id not in page.content()
+    )
+    shot(page, "state", hidden)
 
     # A POST without the session's CSRF token is refused, whatever the cookie says.
     forged = page.request.post(f"{demo.root}/console/tenants/{demo.acme}/teams", form={"name": "forged"})

@@ -100,3 +100,13 @@ async def drive_traffic(http: aiohttp.ClientSession, base: str, org: SampleOrg) 
                 await resp.read()
                 org.calls += 1
                 org.denied += resp.status == 403
+    # The stateful runtime: a conversation and two stored responses in it (the State page counts them).
+    headers = {"authorization": f"Bearer {org.keys['acme-app']}"}
+    first = [{"type": "message", "role": "user", "content": "Plan a product launch."}]
+    async with http.post(base + "/conversations", json={"items": first}, headers=headers) as resp:
+        conversation = (await resp.json())["id"]
+    for text in ("Draft the announcement.", "Now shorten it."):
+        turn = {"model": "gpt-4o", "input": text, "conversation": conversation, "store": True}
+        async with http.post(base + "/responses", json=turn, headers=headers) as resp:
+            await resp.read()
+            org.calls += 1

@@ -54,6 +54,7 @@ def stacked(
     title: str,
     money: bool = False,
     axis: Sequence[str] = (),
+    interval: str = "hour",
 ) -> dict[str, Any]:
     """Bars per time bucket (`bucket`; `axis`: every bucket to show), one stacked series per value of `series_key`."""
     shown = sorted({*axis, *(r["bucket"] for r in rows)})
@@ -71,7 +72,8 @@ def stacked(
         }
         for i, name in enumerate(names)
     ]
-    labels = [b.replace("T", " ").replace(":00:00Z", ":00").replace(" 00:00", "") for b in shown]
+    # Hours as HH:00, with the date at midnight; days as dates.
+    labels = [b[:10] if interval == "day" else (b[5:10] if b[11:13] == "00" else b[11:16]) for b in shown]
     return {"type": "bar", "data": {"labels": labels, "datasets": datasets}, "options": _options(title, stacked=True)}
 
 

@@ -114,8 +114,8 @@ class Views:
             "by_deployment": by_dep,
             "totals": totals,
             "since": since,
-            "calls_chart": stacked(hourly, "model_group", "calls", "calls per hour", axis=hours),
-            "errors_chart": stacked(hourly, "model_group", "errors", "errors per hour", axis=hours),
+            "calls_chart": stacked(hourly, "model_group", "calls", "calls per hour (UTC)", axis=hours),
+            "errors_chart": stacked(hourly, "model_group", "errors", "errors per hour (UTC)", axis=hours),
             "latency_chart": bars([n for n, _ in latency], [v for _, v in latency], "average latency (ms)"),
         }
 
@@ -300,7 +300,9 @@ class Views:
             "end": q.get("end", ""),
             "series": series,
             "totals": totals,
-            "chart": stacked(series, group_by, "cost", f"cost per {interval}", money=True, axis=axis),
+            "chart": stacked(
+                series, group_by, "cost", f"cost per {interval} (UTC)", money=True, axis=axis, interval=interval
+            ),
         }
 
     @staticmethod
@@ -324,6 +326,7 @@ class Views:
         out = []
         for c in (listed or {"data": []})["data"]:
             report = await self._call("contract_report", viewer, id=c["id"])
+            report.update(_exact(c, report))
             projection = await self._projection(c["id"], report, growth, rate)
             out.append({"contract": c, "report": report, "projection": projection})
         return {"contracts": out, "growth": growth, "rate": rate * 100, "growths": GROWTHS, "on": listed is not None}
@@ -372,6 +375,15 @@ class Views:
         else:
             summary = await self._optional("org_state", viewer)
         return {"tenant": tenant, "summary": summary}
+
+
+def _exact(contract: dict[str, Any], report: dict[str, Any]) -> dict[str, Any]:
+    """The limit and what remains of it unrounded (the report rounds to cents; a small contract needs more)."""
+    limit = contract.get("cap") if contract.get("kind") == "revenue_share" else contract.get("amount")
+    if limit is None:
+        return {"limit_exact": None, "remaining_exact": None}
+    remaining = max(Decimal(0), Decimal(str(limit)) - Decimal(report["accrued_exact"]))
+    return {"limit_exact": str(limit), "remaining_exact": str(remaining)}
 
 
 def _tenant(viewer: Principal, q: Mapping[str, str]) -> str | None:
