@@ -18,6 +18,7 @@ from .capture import CaptureConfig
 from .console import ConsoleConfig
 from .contracts import ContractsConfig, ContractsConfigError
 from .contracts import check as check_contracts
+from .egress import EgressConfig
 from .errors import ConfigError
 from .kms import KmsConfig
 from .kms import check as check_kms
@@ -122,6 +123,7 @@ _SINGLES: dict[str, type[msgspec.Struct]] = {
     "metrics": MetricsConfig,
     "console": ConsoleConfig,
     "responses": ResponsesConfig,
+    "egress": EgressConfig,
 }
 
 

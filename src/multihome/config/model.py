@@ -14,6 +14,7 @@ from .audit import AuditConfig
 from .capture import CaptureConfig
 from .console import ConsoleConfig
 from .contracts import ContractsConfig
+from .egress import EgressConfig
 from .kms import KmsConfig
 from .metering import MeteringConfig
 from .metrics import MetricsConfig
@@ -226,4 +227,5 @@ class Config(Strict):
     metrics: MetricsConfig = msgspec.field(default_factory=MetricsConfig)
     console: ConsoleConfig = msgspec.field(default_factory=ConsoleConfig)
     responses: ResponsesConfig = msgspec.field(default_factory=ResponsesConfig)
+    egress: EgressConfig = msgspec.field(default_factory=EgressConfig)
     telemetry: Telemetry | None = None
