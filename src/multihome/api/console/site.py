@@ -404,6 +404,11 @@ class Console:
         view = await self.views.audit(req.viewer, req.query)
         await self.render(req, "audit.html", view, nav="audit")
 
+    async def verification(self, req: Request) -> None:
+        assert req.viewer is not None
+        view = {"verification": await self.views.verification(req.viewer)}
+        await self.render(req, "audit_verification.html", view, nav="audit")
+
     async def state(self, req: Request) -> None:
         assert req.viewer is not None
         view = await self.views.state(req.viewer, req.query)
@@ -433,6 +438,7 @@ PAGES: tuple[Page, ...] = (
     Page("GET", "/spend.csv", _ADMINS, Console.spend_csv, "spend"),
     Page("GET", "/contracts", _ORG, Console.contracts, "contracts"),
     Page("GET", "/audit", _EVERY, Console.audit, "audit"),
+    Page("GET", "/audit/verification", _EVERY, Console.verification, "audit"),
     Page("GET", "/state", _ADMINS, Console.state, "state"),
 )
 

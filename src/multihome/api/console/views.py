@@ -356,15 +356,17 @@ class Views:
         query = {k: q[k] for k in ("request_id", "tenant", "kind", "since", "until", "after") if q.get(k)}
         query["limit"] = "100"
         page = await self._optional("trail_events", viewer, query=query)
-        verification = await self._optional("verify_trail", viewer)
         return {
             "q": q,
             "kinds": AUDIT_KINDS,
             "events": page["data"] if page else [],
             "next": urlencode({**query, "after": page["next_cursor"]}) if page and page.get("next_cursor") else None,
             "on": page is not None,
-            "verification": verification,
         }
+
+    async def verification(self, viewer: Principal) -> Any:
+        """The trail's verification (it reads the whole trail: the Audit page loads it after the events)."""
+        return await self._optional("verify_trail", viewer)
 
     # -- State --------------------------------------------------------------------------------------
 
