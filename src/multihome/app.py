@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 from dataclasses import replace
 from typing import Any, cast
 
@@ -23,6 +24,7 @@ from .api.responses.handlers import handlers as responses_handlers
 from .config import Config, check_drain_timeout, env_secret, load_config
 from .contracts.service import ContractsService
 from .identity.authenticator import Authenticator
+from .live_config import LiveConfig, Reloadable
 from .metering.service import Metering
 from .observability.call_log import CallLog
 from .routing.attempts import AttemptRunner
@@ -37,9 +39,11 @@ from .storage.service import StorageService
 CONFIG_ENV = "MULTIHOME_CONFIG"
 DRAIN_ENV = "MULTIHOME_DRAIN_TIMEOUT_S"  # `serve --drain-timeout`, passed on to `--workers` processes
 LISTEN_ENV = "MULTIHOME_LISTEN_URL"  # where `serve` listens, for each worker's start-up line
+SUPERVISED_ENV = "MULTIHOME_SUPERVISED"  # set by `serve --workers`: its parent passes SIGHUP to every worker
 
 
-def build_app(config: Config) -> Gateway:
+def build_app(config: Config, config_path: str | None = None) -> Gateway:
+    """`config_path`: the file `config` was read from, read again by a reload (None: no reload)."""
     catalog = Catalog(config)
     storage = StorageService(config)
     oidc = _oidc(config)
@@ -134,6 +138,7 @@ def build_app(config: Config) -> Gateway:
         await metering.refresh_budgets()
 
     store = _Lazy(storage, "store") if storage.enabled else None
+    live = LiveConfig(config, config_path)
     audit_reader = None
     if audit_log is not None:
         from .audit import AuditReader
@@ -152,6 +157,7 @@ def build_app(config: Config) -> Gateway:
             after_change=after_change,
             crypto=crypto,
             retention=config.responses.retention,
+            reload=live.reload_everywhere if config_path is not None else None,
         )
     )
     if config.console.enabled:
@@ -163,7 +169,8 @@ def build_app(config: Config) -> Gateway:
     probe = config.routing.health_probe
     prober = HealthProber(list(catalog.deployments.values()), breakers, probe.interval_s, probe.timeout_s)
     started = _Started(breakers, list(catalog.deployments))
-    services: list[Service] = [storage, gate, catalog, started, prober, *extra_services]
+    live.parts = Reloadable(catalog, gate, prober, admin.services, metering if metered else None, metrics)
+    services: list[Service] = [storage, gate, catalog, started, prober, *extra_services, live]
     if crypto is not None:
         services.insert(1, crypto)  # right after storage: it needs the database, and closes before it
     if state is not None:
@@ -185,12 +192,17 @@ def build_app(config: Config) -> Gateway:
     return gateway
 
 
-def served_app(config: Config, listening: str | None = None) -> Gateway:
-    """The app as uvicorn serves it: its stop signals start the gateway's drain (api/drain.py), and
-    start-up logs where it listens."""
-    gateway = build_app(config)
+def served_app(config: Config, listening: str | None = None, config_path: str | None = None) -> Gateway:
+    """The app as uvicorn serves it: its stop signals start the gateway's drain (api/drain.py), SIGHUP
+    reloads `config_path` (live_config.py), and start-up logs where it listens."""
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)  # until start-up installs the reload: never a reason to exit
+    gateway = build_app(config, config_path)
     gateway.drain.on_signals = True
     gateway.listening = listening
+    for service in gateway.services:
+        if isinstance(service, LiveConfig):
+            service.on_signals = True
+            service.supervisor = os.getppid() if SUPERVISED_ENV in os.environ else None
     return gateway
 
 
@@ -267,4 +279,4 @@ def app_from_env() -> Gateway:
     config = load_config(os.environ[CONFIG_ENV])
     if DRAIN_ENV in os.environ:
         config.server.drain_timeout_s = check_drain_timeout(float(os.environ[DRAIN_ENV]), DRAIN_ENV)
-    return served_app(config, os.environ.get(LISTEN_ENV))
+    return served_app(config, os.environ.get(LISTEN_ENV), os.environ[CONFIG_ENV])

@@ -80,20 +80,7 @@ class Admitted:
 class PolicyGate:
     def __init__(self, catalog: Catalog, snapshots: Snapshots | None = None) -> None:
         self._snapshots = snapshots
-        self._licensed = frozenset(n for n, g in catalog.config.model_groups.items() if g.requires_entitlement)
-        self._facts = {
-            name: tuple(
-                DeploymentFacts(
-                    name=d.name,
-                    provider=d.provider,
-                    provider_kind=catalog.config.providers[d.provider].kind,
-                    region=d.region,
-                    data_zone=d.data_zone,
-                )
-                for d in group.deployments
-            )
-            for name, group in catalog.groups.items()
-        }
+        self._licensed, self._facts = _view(catalog)
         self._version: object = None
         self._rows: tuple[tuple[records.Policy, ...], tuple[records.Entitlement, ...]] = ((), ())
         self._building: asyncio.Task[None] | None = None
@@ -118,6 +105,20 @@ class PolicyGate:
             if self._building is not None:
                 await asyncio.shield(self._building)
             await self._rebuild(self._snapshots.snapshot)
+
+    def reconfigure(self, catalog: Catalog) -> None:
+        """After a config reload swapped the catalog's groups, in the same step (no await between): their
+        egress facts, and the engine again if which groups need an entitlement changed (built here, in
+        milliseconds, so no call is decided with the old set)."""
+        licensed, self._facts = _view(catalog)
+        if licensed != self._licensed:
+            self._licensed = licensed
+            if self._snapshots is None:
+                self._engine = PolicyEngine.from_rows([], [], licensed)
+            else:
+                snap = self._snapshots.snapshot
+                self._engine = self._build(snap)
+                self._rows, self._version = (snap.policies, snap.entitlements), snap
 
     async def close(self) -> None:
         if self._building is not None:
@@ -160,3 +161,22 @@ class PolicyGate:
         if not decision.allowed:
             raise ApiError(403, decision.message, type="permission_error", code=decision.code or "policy_denied")
         return Admitted(self, principal, group.name, endpoint, decision)
+
+
+def _view(catalog: Catalog) -> tuple[frozenset[str], dict[str, tuple[DeploymentFacts, ...]]]:
+    """What policy reads of the catalog: the groups that need an entitlement, and each group's deployments' facts."""
+    licensed = frozenset(n for n, g in catalog.config.model_groups.items() if g.requires_entitlement)
+    facts = {
+        name: tuple(
+            DeploymentFacts(
+                name=d.name,
+                provider=d.provider,
+                provider_kind=catalog.config.providers[d.provider].kind,
+                region=d.region,
+                data_zone=d.data_zone,
+            )
+            for d in group.deployments
+        )
+        for name, group in catalog.groups.items()
+    }
+    return licensed, facts

@@ -47,7 +47,7 @@ def serve(args: argparse.Namespace) -> int:
     from ..api.console.session import SESSION_KEY_ENV
     from ..api.drain import uvicorn_timeout
     from ..api.head_limit import protocol
-    from ..app import CONFIG_ENV, DRAIN_ENV, LISTEN_ENV, served_app
+    from ..app import CONFIG_ENV, DRAIN_ENV, LISTEN_ENV, SUPERVISED_ENV, served_app
     from ..observability.logs import serve_log_config
     from ..observability.metrics_dir import per_run
 
@@ -76,13 +76,31 @@ def serve(args: argparse.Namespace) -> int:
         os.environ[CONFIG_ENV] = os.path.abspath(args.config)
         os.environ[DRAIN_ENV] = repr(config.server.drain_timeout_s)  # with any --drain-timeout applied
         os.environ[LISTEN_ENV] = f"http://{host}:{port}"
+        os.environ[SUPERVISED_ENV] = "1"  # the admin reload asks this process to pass SIGHUP on
         # One console session key for all workers (a session made on one is read by the others).
         os.environ.setdefault(SESSION_KEY_ENV, base64.b64encode(secrets.token_bytes(32)).decode())
         with per_run() if config.metrics.enabled else contextlib.nullcontext():  # metrics summed over workers
-            uvicorn.run("multihome.app:app_from_env", factory=True, workers=args.workers, **common)
+            _run_workers(uvicorn.Config("multihome.app:app_from_env", factory=True, workers=args.workers, **common))
     else:
-        uvicorn.run(served_app(config, f"http://{host}:{port}"), **common)
+        uvicorn.run(served_app(config, f"http://{host}:{port}", os.path.abspath(args.config)), **common)
     return 0
+
+
+def _run_workers(config: Any) -> None:
+    """uvicorn.run's `workers > 1` branch, with a supervisor that passes SIGHUP on to every worker (each
+    reloads the config file, live_config.py) instead of uvicorn's default of restarting them all, which
+    would end every open stream at the drain deadline."""
+    import signal
+
+    from uvicorn.supervisors.multiprocess import Multiprocess
+
+    class Supervisor(Multiprocess):
+        def handle_hup(self) -> None:
+            for worker in self.processes:
+                if worker.process.pid is not None and worker.process.is_alive():
+                    os.kill(worker.process.pid, signal.SIGHUP)
+
+    Supervisor(config, sockets=[config.bind_socket()]).run()
 
 
 def config_check(args: argparse.Namespace) -> int:

@@ -216,6 +216,14 @@ class Metering:
             await conn.close()
 
     # -- budgets set through the admin API ---------------------------------------------------------
+    async def reconfigure(self, cfg: MeteringConfig, prices: PriceTable) -> None:
+        """After a config reload: the deployments' prices and the config's budgets and rate limits. Calls
+        admitted before keep their reservations; a new budget's counters are seeded from stored usage
+        first, as for one set through the admin API."""
+        self.cfg = self.limiter.cfg = cfg
+        self.prices = self.limiter.prices = prices
+        await self._use_budgets(self.admin_budgets)
+
     async def refresh_budgets(self) -> None:
         """Apply the newest snapshot's budgets now (after a change made through this replica)."""
         if self.snapshots is None:

@@ -57,29 +57,41 @@ class Catalog:
     def __init__(self, config: Config) -> None:
         self.config = config
         self.adapters: dict[str, Adapter] = {name: build_adapter(name, prov) for name, prov in config.providers.items()}
-        self.deployments = {
-            name: DeploymentRuntime(
-                name=name,
-                provider=dep.provider,
-                adapter=self.adapters[dep.provider],
-                upstream_model=dep.model,
-                capabilities=frozenset(dep.capabilities),
-                region=config.providers[dep.provider].region,
-                data_zone=config.providers[dep.provider].data_zone,
-                context_window=dep.context_window,
-                max_output_tokens=dep.max_output_tokens,
-                price=dep.price,
-                commitment=dep.commitment,
-                responses_native=dep.responses_api == "native",
-            )
-            for name, dep in config.deployments.items()
-        }
-        self.groups = {
-            name: GroupRuntime(name, [self.deployments[d] for d in group.deployments], group)
-            for name, group in config.model_groups.items()
-        }
+        self.deployments, self.groups = _runtime(config, self.adapters)
         self._transport = Transport()
         self._replaced: list[Adapter] = []  # adapters a new credential replaced: calls in flight may still use them
+        self._sessions: dict[str, aiohttp.ClientSession] = {}  # provider -> its connection pool, once started
+        self._retired: list[aiohttp.ClientSession] = []  # pools a reload replaced: calls in flight may still use them
+
+    def reload(self, config: Config) -> None:
+        """Serve `config`'s providers, deployments and model groups from the next call on. A provider whose
+        settings did not change keeps its adapter and connection pool; calls under way keep the runtime
+        objects they resolved (a reference swap, no await in between), and so finish on the old config.
+        What a reload replaced is closed with the catalog (docs/serving.md "Reloading the config")."""
+        adapters: dict[str, Adapter] = {}
+        sessions: dict[str, aiohttp.ClientSession] = {}
+        for name, prov in config.providers.items():
+            if name in self.adapters and self.config.providers.get(name) == prov:
+                adapters[name] = self.adapters[name]
+                if name in self._sessions:
+                    sessions[name] = self._sessions[name]
+                continue
+            adapters[name] = build_adapter(name, prov)
+            if name in self.adapters:
+                self._replaced.append(self.adapters[name])
+            if self._sessions:  # started: the new provider needs its own pool now
+                if name in self._sessions:
+                    self._retired.append(self._sessions[name])
+                sessions[name] = self._transport.open(name, prov.max_connections)
+        for name in set(self.adapters) - set(adapters):
+            self._replaced.append(self.adapters[name])
+            if name in self._sessions:
+                self._retired.append(self._sessions[name])
+        deployments, groups = _runtime(config, adapters)
+        for dep in deployments.values():
+            dep.session = sessions.get(dep.provider)
+        self.config, self.adapters, self._sessions = config, adapters, sessions
+        self.deployments, self.groups = deployments, groups
 
     def stored_key_providers(self) -> list[str]:
         """Providers whose API key comes from the admin API's sealed store (`auth.api_key_from: store`)."""
@@ -96,13 +108,43 @@ class Catalog:
                 dep.adapter = adapter
 
     async def start(self) -> None:
-        sessions = {
+        self._sessions = {
             name: self._transport.open(name, prov.max_connections) for name, prov in self.config.providers.items()
         }
         for dep in self.deployments.values():
-            dep.session = sessions[dep.provider]
+            dep.session = self._sessions[dep.provider]
 
     async def close(self) -> None:
         await self._transport.close()
+        for session in self._retired:
+            await session.close()
         for adapter in [*self.adapters.values(), *self._replaced]:
             await adapter.close()
+
+
+def _runtime(
+    config: Config, adapters: dict[str, Adapter]
+) -> tuple[dict[str, DeploymentRuntime], dict[str, GroupRuntime]]:
+    """The deployments and model groups of `config`, served through `adapters` (provider name -> adapter)."""
+    deployments = {
+        name: DeploymentRuntime(
+            name=name,
+            provider=dep.provider,
+            adapter=adapters[dep.provider],
+            upstream_model=dep.model,
+            capabilities=frozenset(dep.capabilities),
+            region=config.providers[dep.provider].region,
+            data_zone=config.providers[dep.provider].data_zone,
+            context_window=dep.context_window,
+            max_output_tokens=dep.max_output_tokens,
+            price=dep.price,
+            commitment=dep.commitment,
+            responses_native=dep.responses_api == "native",
+        )
+        for name, dep in config.deployments.items()
+    }
+    groups = {
+        name: GroupRuntime(name, [deployments[d] for d in group.deployments], group)
+        for name, group in config.model_groups.items()
+    }
+    return deployments, groups

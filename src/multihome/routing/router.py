@@ -20,7 +20,8 @@ class Router:
         """The group, then its fallback groups — unless the client narrowed to named deployments."""
         if shape.narrow is not None:
             return [group]
-        return [group, *(self.catalog.groups[name] for name in group.policy.fallback_groups)]
+        groups = self.catalog.groups  # a call that began before a config reload skips fallbacks it removed
+        return [group, *(groups[name] for name in group.policy.fallback_groups if name in groups)]
 
     def plans(self, group: GroupRuntime, shape: RequestShape, *, explain: bool = False) -> list[Plan]:
         return [self.planner.plan(g, shape, explain=explain) for g in self.chain(group, shape)]
@@ -35,7 +36,8 @@ class Router:
         forward_usage: bool = False,
     ) -> Served:
         attempts: list[Attempt] = []
-        plans = self.plans(group, shape)
+        chain = self.chain(group, shape)  # resolved once: a config reload mid-call does not change it
+        plans = [self.planner.plan(g, shape) for g in chain]
         if not any(p.ordered for p in plans):
             raise _unsupported(group, plans[0])
         last: AllDeclined | None = None
@@ -47,7 +49,7 @@ class Router:
             attempts.extend(Attempt(s.deployment, "skipped", 0.0, s.reason) for s in plan.skipped)
             try:
                 return await self.runner.run(
-                    self.catalog.groups[plan.group],
+                    chain[i],
                     plan,
                     build,
                     translate,

@@ -10,6 +10,7 @@ from . import (
     audit,
     budgets,
     captures,
+    config_reload,
     contracts,
     credentials,
     entitlements,
@@ -37,6 +38,7 @@ RESOURCES = {
     "captures": captures,
     "mcp_servers": mcp_servers,
     "state": state,
+    "config": config_reload,
 }
 ROUTES: tuple[Route, ...] = tuple(route for module in RESOURCES.values() for route in module.ROUTES)
 BY_NAME: dict[str, Route] = {route.name: route for route in ROUTES}

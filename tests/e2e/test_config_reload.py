@@ -1,0 +1,165 @@
+"""Live config (docs/serving.md "Reloading the config"): SIGHUP and `POST /admin/v1/config/reload` against
+the real process, with the openai SDK as client. A reload in the middle of 100 open streams breaks none of
+them, a new model group is served afterwards by every worker, and a file that is invalid or changes a
+start-up-only section is refused while the old config keeps serving."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import time
+from pathlib import Path
+
+import httpx
+import openai
+import pytest
+
+from builders import api_keys, config, deployment, group, identity, simulated, yaml_text
+
+from .processes import Gateway, Simulators
+
+KEY, ADMIN = "mh-reload-client", "mh-reload-admin"
+ENV = {"MH_RELOAD_CLIENT": KEY, "MH_RELOAD_ADMIN": ADMIN}
+STREAMS = 100
+USER = [{"role": "user", "content": "Tell me a long story about clouds"}]
+
+
+def _config(url: str, *, fresh: bool = False, **server) -> dict:
+    deployments = {"d-slow": deployment("p", "slow-model"), "d-main": deployment("p", "main-model")}
+    groups = {"slow": group("d-slow", retries=0), "main": group("d-main", retries=0)}
+    if fresh:
+        deployments["d-fresh"] = deployment("p2", "fresh-model")
+        groups["fresh"] = group("d-fresh", retries=0)
+    providers = {"p": simulated("openai", url)}
+    if fresh:
+        providers["p2"] = simulated("openai", url)
+    return config(
+        server=api_keys("MH_RELOAD_CLIENT", **server),
+        identity=identity("MH_RELOAD_ADMIN"),
+        providers=providers,
+        deployments=deployments,
+        model_groups=groups,
+    )
+
+
+@pytest.fixture(scope="module")
+def sim():
+    with Simulators() as sims:
+        yield sims.start("openai", "reload-sim")
+
+
+def _wait(condition, what: str, deadline_s: float = 30) -> None:
+    deadline = time.monotonic() + deadline_s
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def _serves(url: str, model: str) -> bool:
+    r = httpx.post(
+        url + "/v1/chat/completions",
+        json={"model": model, "messages": USER},
+        headers={"authorization": f"Bearer {KEY}"},
+        timeout=10,
+    )
+    return r.status_code == 200
+
+
+async def _open_streams(url: str, opened: asyncio.Event, go_on: asyncio.Event) -> list[str]:
+    """STREAMS streams on the slow group: each reads its first chunk, then all wait for `go_on` (the
+    reload) before reading the rest. Returns each stream's text; any error propagates."""
+    client = openai.AsyncOpenAI(base_url=url + "/v1", api_key=KEY, max_retries=0, timeout=60)
+    started = 0
+
+    async def one() -> str:
+        nonlocal started
+        stream = await client.chat.completions.create(model="slow", messages=USER, stream=True)
+        parts: list[str] = []
+        async for chunk in stream:
+            if chunk.choices:
+                parts.append(chunk.choices[0].delta.content or "")
+            if len(parts) == 1:
+                started += 1
+                if started == STREAMS:
+                    opened.set()
+                await go_on.wait()
+        return "".join(parts)
+
+    try:
+        return await asyncio.wait_for(asyncio.gather(*(one() for _ in range(STREAMS))), 120)
+    finally:
+        await client.close()
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_sighup_mid_100_streams_breaks_none_and_serves_the_new_group(sim, tmp_path: Path, workers: int):
+    sim.reset()
+    # Each stream: 30 chunks 40 ms apart, so all are open while the reload happens.
+    sim.fault(chunks=30, chunk_delay_ms=40, match="slow-model")
+    gw = Gateway(_config(sim.url), tmp_path, ENV, "--workers", str(workers))
+    try:
+        assert not _serves(gw.url, "fresh")
+
+        async def scenario() -> list[str]:
+            opened, go_on = asyncio.Event(), asyncio.Event()
+            streams = asyncio.ensure_future(_open_streams(gw.url, opened, go_on))
+            await asyncio.wait_for(opened.wait(), 60)
+            Path(gw.args[gw.args.index("--config") + 1]).write_text(yaml_text(_config(sim.url, fresh=True)))
+            gw.popen.send_signal(signal.SIGHUP)
+            # The new group is served (by every worker: several calls) while the old streams are still open.
+            await asyncio.to_thread(_wait, lambda: all(_serves(gw.url, "fresh") for _ in range(6)), "the new group")
+            assert not streams.done(), "the streams ended before the reload was seen"
+            go_on.set()
+            return await streams
+
+        texts = asyncio.run(scenario())
+        assert len(texts) == STREAMS and all(texts), "every stream ran to its end with its text"
+        complete = texts[0]
+        assert all(t == complete for t in texts), "no stream was cut short"
+        assert _serves(gw.url, "slow") and _serves(gw.url, "main")
+        assert gw.popen.poll() is None
+    finally:
+        log = gw.stop()
+    assert "config reload: applied" in log
+
+
+def test_invalid_file_is_refused_and_the_old_config_keeps_serving(sim, tmp_path: Path):
+    sim.reset()
+    gw = Gateway(_config(sim.url), tmp_path, ENV)
+    path = Path(gw.args[gw.args.index("--config") + 1])
+    admin = httpx.Client(base_url=gw.url, headers={"authorization": f"Bearer {ADMIN}"}, timeout=10)
+    try:
+        good = path.read_text()
+        # A group naming a deployment that does not exist: the ConfigError's problem comes back as a 400.
+        path.write_text(good.replace("- d-main", "- d-missing"))
+        r = admin.post("/admin/v1/config/reload")
+        assert r.status_code == 400, r.text
+        err = r.json()["error"]
+        assert err["code"] == "invalid_config" and "d-missing" in err["message"]
+        assert _serves(gw.url, "main")
+        # Not YAML at all, by SIGHUP: logged, and the process goes on serving the old config.
+        path.write_text("providers: [unclosed")
+        gw.popen.send_signal(signal.SIGHUP)
+        _wait(lambda: "config reload refused" in gw.output(), "the refusal in the log")
+        assert gw.popen.poll() is None and _serves(gw.url, "main")
+        # A section read at start-up only: refused, naming it.
+        path.write_text(yaml_text(_config(sim.url, fresh=True, max_body_bytes=12345)))
+        r = admin.post("/admin/v1/config/reload")
+        assert r.status_code == 400 and "server: changed" in r.json()["error"]["message"], r.text
+        assert not _serves(gw.url, "fresh")
+        # Only an org admin may reload.
+        path.write_text(yaml_text(_config(sim.url, fresh=True)))
+        denied = httpx.post(gw.url + "/admin/v1/config/reload", headers={"authorization": f"Bearer {KEY}"})
+        assert denied.status_code in (401, 403)
+        ok = admin.post("/admin/v1/config/reload")
+        assert ok.status_code == 200, ok.text
+        body = ok.json()
+        assert body["changed"] is True and "fresh" in body["model_groups"] and body["id"].startswith("cfg_")
+        assert _serves(gw.url, "fresh")
+        again = admin.post("/admin/v1/config/reload").json()
+        assert again["changed"] is False and again["id"] == body["id"]
+    finally:
+        admin.close()
+        gw.stop()
