@@ -163,3 +163,23 @@ def test_invalid_file_is_refused_and_the_old_config_keeps_serving(sim, tmp_path:
     finally:
         admin.close()
         gw.stop()
+
+
+def test_a_reloaded_rate_limit_admits_exactly_its_count(sim, tmp_path: Path):
+    """Limits change live: a deployment's rate limit lowered by a reload admits its new count, then 429."""
+    sim.reset()
+    loose = {"rate_limits": [{"scope": "deployment", "id": "d-main", "requests_per_minute": 1000}]}
+    cfg = _config(sim.url)
+    gw = Gateway({**cfg, "metering": loose}, tmp_path, ENV)
+    path = Path(gw.args[gw.args.index("--config") + 1])
+    try:
+        assert all(_serves(gw.url, "main") for _ in range(3))
+        tight = {"rate_limits": [{"scope": "deployment", "id": "d-main", "requests_per_minute": 5}]}
+        path.write_text(yaml_text({**cfg, "metering": tight}))
+        r = httpx.post(gw.url + "/admin/v1/config/reload", headers={"authorization": f"Bearer {ADMIN}"}, timeout=10)
+        assert r.status_code == 200 and r.json()["changed"], r.text
+        # The minute's counter holds the 3 calls before the reload: 2 more are admitted, then none.
+        answers = [_serves(gw.url, "main") for _ in range(4)]
+        assert answers == [True, True, False, False], answers
+    finally:
+        gw.stop()
