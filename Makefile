@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install system-deps demo lint test bench clean vendor
+.PHONY: install system-deps demo lint test bench clean vendor cluster
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -19,6 +19,10 @@ demo: install
 
 system-deps:
 	bash scripts/install-system-deps.sh
+
+# Three replicas behind HAProxy on one PostgreSQL and one Redis (tests/cluster/), until Ctrl-C; prints the URL.
+cluster: install system-deps
+	PYTHONPATH=src:tests $(BIN)/python -m cluster
 
 # The console's front-end libraries (htmx, Chart.js) from the npm registry, integrity-checked, into the
 # package (committed: `make demo` needs only Python). Run after changing a version in the script; needs npm.

@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
-# Debian packages the test suite runs for real: Redis, PostgreSQL, and Chromium with a font for the console's
+# Debian packages the test suite runs for real: Redis, PostgreSQL, HAProxy (the cluster tests' load balancer), and Chromium with a font for the console's
 # browser tests (Playwright drives Debian's chromium; its own browser download is not used).
 set -euo pipefail
 missing=()
 command -v redis-server >/dev/null || missing+=(redis-server)
+command -v haproxy >/dev/null || [ -x /usr/sbin/haproxy ] || missing+=(haproxy)
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing+=(postgresql)
 command -v chromium >/dev/null || missing+=(chromium)
 [ -e /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf ] || missing+=(fonts-dejavu-core)

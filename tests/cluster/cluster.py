@@ -1,0 +1,233 @@
+"""Three gateway replicas on one PostgreSQL and one Redis, behind HAProxy, in front of an OpenAI simulator.
+
+What a platform team runs, assembled on loopback from real parts: `tests/pg.py`'s private PostgreSQL,
+`redis-server`, the simulator, `multihome serve` three times (each with its own audit directory, as each
+pod has its own volume) and Debian's `haproxy`, which health-checks `/readyz` and retries a connection
+refused by a stopped replica on another one. `tests/cluster/` tests through it; `make cluster` starts one
+for a person (`python -m cluster` from tests/).
+"""
+
+from __future__ import annotations
+
+import base64
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+import httpx
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from builders import (
+    api_keys,
+    audit,
+    config,
+    database_env,
+    deployment,
+    group,
+    identity,
+    key_budget,
+    price,
+    simulated,
+    yaml_text,
+)
+from e2e.processes import VENV_BIN, Proc, Simulator, free_port
+from e2e.services import RedisServer
+from multihome.audit.keys import public_pem
+from pg import PostgresServer
+
+REPLICAS = 3
+CLIENT_KEY, BUDGET_KEY, ADMIN_KEY = "mh-cluster-client", "mh-cluster-budget", "mh-cluster-admin"
+RATE_LIMIT = 30  # requests per minute on the `limited` group's deployment, across all replicas
+BUDGET = "0.01"  # USD per day on BUDGET_KEY: a few dozen calls
+PRICE = (10, 10)  # USD per million tokens in and out: a call of ~30 tokens costs ~$0.0003, reserves ~$0.001
+KEYS_ENV = {"MH_CL_CLIENT": CLIENT_KEY, "MH_CL_BUDGET": BUDGET_KEY, "MH_CL_ADMIN": ADMIN_KEY}
+
+
+def cluster_config(sim_url: str, audit_dir: Path, kms_key: Path) -> dict:
+    """One replica's config: all share the database, Redis and KMS key; each has its own audit directory."""
+    return config(
+        server=api_keys("MH_CL_CLIENT", "MH_CL_BUDGET", drain_timeout_s=5),
+        storage=database_env("MH_CL_DB", refresh_s=0.25),
+        identity=identity("MH_CL_ADMIN"),
+        audit=audit(audit_dir, signing_key_env="MH_CL_AUDIT_KEY", checkpoint_every_s=1),
+        kms={"local": {"key_file": str(kms_key)}},
+        routing={"redis_url_env": "MH_CL_REDIS"},
+        metering={
+            "redis_url_env": "MH_CL_REDIS",
+            "rate_limits": [{"scope": "deployment", "id": "d-limited", "requests_per_minute": RATE_LIMIT}],
+            "budgets": [key_budget("MH_CL_BUDGET", BUDGET)],
+        },
+        providers={"sim": simulated("openai", sim_url)},
+        deployments={
+            "d-chat": deployment("sim", "chat-model", price=price(*PRICE)),
+            "d-limited": deployment("sim", "limited-model", price=price(*PRICE)),
+            "d-budget": deployment("sim", "budget-model", price=price(*PRICE), max_output_tokens=64),
+        },
+        model_groups={
+            "chat": group("d-chat", retries=0),
+            "limited": group("d-limited", retries=0),
+            "budgeted": group("d-budget", retries=0),
+        },
+    )
+
+
+class Replica(Proc):
+    """`multihome serve` on a fixed port (a replica restarted after a crash comes back at its address)."""
+
+    def __init__(self, name: str, config_path: Path, port: int, env: dict[str, str], log: Path) -> None:
+        self.name, self.config_path, self.port, self.env = name, config_path, port, env
+        self.url = f"http://127.0.0.1:{port}"
+        super().__init__(
+            [str(VENV_BIN / "multihome"), "serve", "--config", str(config_path), "--port", str(port)],
+            env,
+            log.with_suffix(".log"),
+        )
+        _wait_ready(self.url, self, 90)
+
+
+class Balancer(Proc):
+    """HAProxy in front of the replicas: round robin, `/readyz` checked every 300 ms, a refused
+    connection retried on another replica (`option redispatch`), never a request once sent."""
+
+    def __init__(self, replicas: list[tuple[str, int]], tmp: Path) -> None:
+        binary = shutil.which("haproxy") or "/usr/sbin/haproxy"
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        servers = "\n".join(f"  server {name} 127.0.0.1:{port} check" for name, port in replicas)
+        cfg = tmp / "haproxy.cfg"
+        cfg.write_text(
+            f"""global
+  maxconn 4096
+defaults
+  mode http
+  timeout connect 2s
+  timeout client 120s
+  timeout server 120s
+  retries 3
+  option redispatch
+frontend gateway
+  bind 127.0.0.1:{self.port}
+  default_backend replicas
+backend replicas
+  balance roundrobin
+  option httpchk GET /readyz
+  http-check expect status 200
+  default-server inter 300ms fall 1 rise 2
+{servers}
+"""
+        )
+        subprocess.run([binary, "-c", "-q", "-f", str(cfg)], check=True, timeout=30)
+        super().__init__([binary, "-db", "-f", str(cfg)], log=tmp / "haproxy.log")
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(self.url + "/readyz", timeout=1).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.1)
+        raise RuntimeError(f"haproxy did not come up: {self.stop()[-2000:]}")
+
+
+class Cluster:
+    """Everything above, started in order and stopped in reverse however it ends (`with Cluster(tmp) as c:`)."""
+
+    def __init__(self, tmp: Path, replicas: int = REPLICAS) -> None:
+        self.tmp = tmp
+        self.pg: PostgresServer | None = None
+        self.redis: RedisServer | None = None
+        self.sim: Simulator | None = None
+        self.replicas: list[Replica] = []
+        self.balancer: Balancer | None = None
+        try:
+            self._start(replicas)
+        except BaseException:
+            self.close()
+            raise
+
+    def _start(self, n: int) -> None:
+        from multihome.storage import migrate_sync
+
+        self.pg = PostgresServer()
+        self.dbname = "cluster"
+        self.db_url = self.pg.create_database(self.dbname)
+        migrate_sync(self.db_url)
+        self.redis = RedisServer()
+        self.sim = Simulator("openai", "cluster-sim")
+        key = Ed25519PrivateKey.generate()
+        seed = key.private_bytes(
+            serialization.Encoding.Raw, serialization.PrivateFormat.Raw, serialization.NoEncryption()
+        )
+        self.public_key = self.tmp / "audit.pub.pem"
+        self.public_key.write_bytes(public_pem(key))
+        self.env = {
+            **KEYS_ENV,
+            "MH_CL_DB": self.db_url,
+            "MH_CL_REDIS": self.redis.url,
+            "MH_CL_AUDIT_KEY": base64.b64encode(seed).decode(),
+        }
+        self.ports = [free_port() for _ in range(n)]
+        for i in range(n):  # one after the other: the first creates the shared KMS key file
+            self.replicas.append(self._replica(i))
+        self.balancer = Balancer([(r.name, r.port) for r in self.replicas], self.tmp)
+        self.url = self.balancer.url
+
+    def audit_dir(self, i: int) -> Path:
+        return self.tmp / f"audit-r{i + 1}"
+
+    def _replica(self, i: int) -> Replica:
+        assert self.sim is not None
+        path = self.tmp / f"r{i + 1}.yaml"
+        path.write_text(yaml_text(cluster_config(self.sim.url, self.audit_dir(i), self.tmp / "kms.key")))
+        return Replica(f"r{i + 1}", path, self.ports[i], self.env, self.tmp / f"r{i + 1}")
+
+    def restart(self, i: int) -> Replica:
+        """Start replica i again, at its address and with its audit directory (after a crash or a stop)."""
+        log = self.replicas[i].output()
+        (self.tmp / f"r{i + 1}.before-restart.log").write_text(log)
+        self.replicas[i] = self._replica(i)
+        return self.replicas[i]
+
+    def stop_replicas(self) -> list[str]:
+        """Graceful stops (SIGTERM: drain, then every queued usage row and audit event written)."""
+        return [r.stop(sig_timeout=60) for r in self.replicas]
+
+    def sql(self, query: str) -> list[str]:
+        """Rows of `query` on the shared database, one `|`-separated line each."""
+        assert self.pg is not None
+        return [line for line in self.pg.psql(query, self.dbname).splitlines() if line]
+
+    def close(self) -> None:
+        if self.balancer is not None:
+            self.balancer.stop()
+        for r in self.replicas:
+            r.stop(sig_timeout=60)
+        if self.sim is not None:
+            self.sim.stop()
+        if self.redis is not None:
+            self.redis.stop()
+        if self.pg is not None:
+            self.pg.stop()
+
+    def __enter__(self) -> Cluster:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _wait_ready(url: str, proc: Proc, deadline_s: float) -> None:
+    deadline = time.monotonic() + deadline_s
+    while time.monotonic() < deadline:
+        if proc.popen.poll() is not None:
+            raise RuntimeError(f"{url} exited: {proc.output()[-3000:]}")
+        try:
+            if httpx.get(url + "/readyz", timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.1)
+    out = proc.stop()
+    raise RuntimeError(f"{url} did not become ready: {out[-3000:]}")

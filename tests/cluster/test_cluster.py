@@ -1,0 +1,205 @@
+"""Three replicas behind HAProxy on one PostgreSQL and one Redis (tests/cluster/cluster.py), driven
+through the balancer with the openai SDK: mixed load (chat, streams, Responses, a rate-limited group,
+a budgeted key), then a replica killed with SIGKILL mid-load. Every loop is bounded in calls and time.
+
+Checked against the client's own record of the request ids it got a 2xx for: each has its usage row
+(graceful stops write every queued row) and its durable `call_started` audit event; rate limits admit
+exactly their count; the budget's spend stays within its amount (docs/metering.md: with `max_tokens`,
+spend never exceeds a hard budget); every replica's audit chain verifies.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import os
+import subprocess
+import sys
+import time
+from decimal import Decimal
+
+import openai
+
+from multihome.audit import AuditReader, Filters
+
+from .cluster import BUDGET, BUDGET_KEY, CLIENT_KEY, RATE_LIMIT, Cluster
+
+USER = [{"role": "user", "content": "hello there"}]
+CONCURRENCY = 16
+
+
+def _client(cluster: Cluster, key: str = CLIENT_KEY, retries: int = 0) -> openai.AsyncOpenAI:
+    return openai.AsyncOpenAI(base_url=cluster.url + "/v1", api_key=key, max_retries=retries, timeout=30)
+
+
+async def _chat(client: openai.AsyncOpenAI, model: str, **extra) -> tuple[int, str]:
+    """(status, request id) of one non-streamed chat call; a refusal's status from the SDK's error."""
+    try:
+        raw = await client.chat.completions.with_raw_response.create(model=model, messages=USER, **extra)
+    except openai.APIStatusError as exc:
+        return exc.status_code, exc.response.headers.get("x-request-id", "")
+    assert raw.parse().choices[0].message.content
+    return raw.status_code, raw.headers["x-request-id"]
+
+
+async def _stream(client: openai.AsyncOpenAI) -> tuple[int, str]:
+    """A stream counts as answered only once it ran to its end."""
+    raw = await client.chat.completions.with_raw_response.create(model="chat", messages=USER, stream=True)
+    text = "".join([c.choices[0].delta.content or "" async for c in raw.parse() if c.choices])
+    assert text
+    return raw.status_code, raw.headers["x-request-id"]
+
+
+async def _response(client: openai.AsyncOpenAI) -> tuple[int, str]:
+    raw = await client.responses.with_raw_response.create(model="chat", input="hello there")
+    assert raw.parse().output_text
+    return raw.status_code, raw.headers["x-request-id"]
+
+
+async def _bounded(calls, deadline_s: float) -> list:
+    """Run the call factories CONCURRENCY at a time, within deadline_s in all; exceptions are results."""
+    gate = asyncio.Semaphore(CONCURRENCY)
+
+    async def one(make):
+        async with gate:
+            return await make()
+
+    return await asyncio.wait_for(asyncio.gather(*(one(c) for c in calls), return_exceptions=True), deadline_s)
+
+
+def _minute() -> int:
+    return int(time.time() // 60)
+
+
+async def _rate_burst(cluster: Cluster) -> list[int]:
+    """RATE_LIMIT + 15 calls on the limited group within one UTC minute (a burst that straddles a
+    minute boundary is run again in the new minute, whose window is fresh)."""
+    client = _client(cluster)
+    try:
+        for _ in range(2):
+            start = _minute()
+            out = await _bounded([lambda: _chat(client, "limited") for _ in range(RATE_LIMIT + 15)], 60)
+            if _minute() == start:
+                return [r[0] for r in out if not isinstance(r, BaseException)]
+        raise AssertionError("two bursts in a row straddled a minute boundary")
+    finally:
+        await client.close()
+
+
+def _started_ids(cluster: Cluster) -> set[str]:
+    out: set[str] = set()
+    for i in range(len(cluster.replicas)):
+        reader = AuditReader(str(cluster.audit_dir(i)))
+        out |= {e["body"]["request_id"] for _, e in reader.iter_events(Filters(kind="call_started"))}
+    return out
+
+
+def _verify_audit(cluster: Cluster) -> None:
+    for i, replica in enumerate(cluster.replicas):
+        proc = subprocess.run(
+            [sys.executable, "-m", "multihome.cli", "audit", "verify", "--dir", str(cluster.audit_dir(i))]
+            + ["--public-key", str(cluster.public_key), "--config", str(replica.config_path)],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            env={**os.environ, **cluster.env},
+        )
+        assert proc.returncode == 0, f"{replica.name}: {proc.stdout}{proc.stderr}"
+        for line in proc.stderr.splitlines():  # only what a crash may leave
+            assert any(k in line for k in ("torn_tail", "unsigned_tail")), line
+
+
+def _usage_ids(cluster: Cluster) -> set[str]:
+    return set(cluster.sql("SELECT request_id FROM usage_calls"))
+
+
+def test_mixed_load_through_the_balancer(cluster: Cluster):
+    async def load():
+        client, budgeted = _client(cluster), _client(cluster, BUDGET_KEY)
+        try:
+            calls = [lambda: _chat(client, "chat") for _ in range(120)]
+            calls += [lambda: _stream(client) for _ in range(40)]
+            calls += [lambda: _response(client) for _ in range(20)]
+            calls += [lambda: _chat(budgeted, "budgeted", max_tokens=32) for _ in range(60)]
+            mixed, rate = await asyncio.gather(_bounded(calls, 240), _rate_burst(cluster))
+            return mixed, rate
+        finally:
+            await client.close()
+            await budgeted.close()
+
+    mixed, rate = asyncio.run(load())
+    errors = [r for r in mixed if isinstance(r, BaseException)]
+    assert not errors, errors[:3]
+    answered = {rid for status, rid in mixed if 200 <= status < 300}
+    budget_statuses = [status for status, _ in mixed[180:]]
+    assert len(answered) == 180 + budget_statuses.count(200)
+    # Rate limit: exactly its count, whichever replica each call reached.
+    assert rate.count(200) == RATE_LIMIT and rate.count(429) == 15, rate
+    assert 429 in budget_statuses and 200 in budget_statuses, budget_statuses
+    logs = cluster.stop_replicas()
+    assert all("POST /v1/chat/completions 200" in log for log in logs), "every replica served calls"
+    # Nothing acknowledged is missing: usage rows (after graceful stops) and durable call_started events.
+    missing_usage = answered - _usage_ids(cluster)
+    assert not missing_usage, f"{len(missing_usage)} answered calls have no usage row"
+    assert not answered - _started_ids(cluster)
+    spent = Decimal(
+        cluster.sql("SELECT coalesce(sum(cost_nanos), 0) FROM usage_calls WHERE key_id = 'env:MH_CL_BUDGET'")[0]
+    )
+    assert Decimal(0) < spent / Decimal(10**9) <= Decimal(BUDGET), spent
+    _verify_audit(cluster)
+
+
+def test_sigkill_of_one_replica_mid_load_loses_no_acknowledged_call(cluster: Cluster):
+    answered: list[str] = []
+    failed: list[str] = []
+    victim = cluster.replicas[1]
+
+    async def load():
+        # The SDK retries what the dead replica cut (a connection error): HAProxy sends it to another one.
+        client = _client(cluster, retries=3)
+        done = 0
+        deadline = time.monotonic() + 120
+
+        async def worker(n: int) -> None:
+            nonlocal done
+            for i in range(25):  # CONCURRENCY x 25 calls at most
+                if time.monotonic() > deadline:
+                    return
+                try:
+                    status, rid = await (_stream(client) if (n + i) % 3 == 0 else _chat(client, "chat"))
+                except (openai.APIError, AssertionError) as exc:
+                    failed.append(repr(exc))
+                    continue
+                if status == 200:
+                    answered.append(rid)
+                done += 1
+
+        async def killer() -> None:
+            while done < 120:
+                await asyncio.sleep(0.02)
+            victim.popen.kill()  # SIGKILL: no drain, no flush
+
+        try:
+            await asyncio.gather(killer(), *(worker(n) for n in range(CONCURRENCY)))
+        finally:
+            await client.close()
+
+    asyncio.run(load())
+    victim.popen.wait(10)
+    served_by_victim = {
+        line.split("request_id=")[1].split()[0] for line in victim.output().splitlines() if "request_id=" in line
+    }
+    assert len(answered) >= 300, (len(answered), failed[:5])
+    cluster.restart(1)  # back at its address with its audit directory: its chain continues
+    cluster.stop_replicas()
+    acked = set(answered)
+    assert not acked - _started_ids(cluster), "an acknowledged call has no durable call_started event"
+    missing = acked - _usage_ids(cluster)
+    # docs/metering.md: rows still in memory when a replica is killed are lost (about flush_interval_ms
+    # worth of its calls); a surviving replica loses none.
+    assert missing <= served_by_victim, "a call answered by a surviving replica has no usage row"
+    print(
+        f"\nSIGKILL: {len(acked)} acknowledged, {len(missing)} usage rows lost with the killed replica, "
+        f"{len(failed)} calls failed at the client; {dt.datetime.now(dt.UTC):%H:%M:%S}"
+    )
+    _verify_audit(cluster)
