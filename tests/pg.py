@@ -70,29 +70,37 @@ class PostgresServer:
                 "--no-instructions",
                 "--locale=C",
             )
-            opts = (
-                f"-c listen_addresses={self.host} -p {self.port} -c unix_socket_directories={self.dir} "
-                "-c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=200"
-            )
-            self._run(
-                "pg_ctl",
-                "-D",
-                str(self.data),
-                "-o",
-                opts,
-                "-l",
-                str(self.dir / "postgres.log"),
-                "-w",
-                "-t",
-                str(int(start_timeout)),
-                "start",
-            )
+            self.resume(start_timeout)
             self._started = True
             self.dbname = dbname
             self.url = self.create_database(dbname)
         except BaseException:
             self.stop()
             raise
+
+    def resume(self, start_timeout: float = 30) -> None:
+        """Start the server on its data directory and port (at creation, and after `pause`)."""
+        opts = (
+            f"-c listen_addresses={self.host} -p {self.port} -c unix_socket_directories={self.dir} "
+            "-c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=200"
+        )
+        self._run(
+            "pg_ctl",
+            "-D",
+            str(self.data),
+            "-o",
+            opts,
+            "-l",
+            str(self.dir / "postgres.log"),
+            "-w",
+            "-t",
+            str(int(start_timeout)),
+            "start",
+        )
+
+    def pause(self) -> None:
+        """Stop the server, keeping its data (`resume` brings it back): a database outage for a test."""
+        self._run("pg_ctl", "-D", str(self.data), "-m", "fast", "-w", "-t", "30", "stop")
 
     def _run(self, tool: str, *args: str) -> str:
         proc = subprocess.run(

@@ -45,8 +45,9 @@ PRICE = (10, 10)  # USD per million tokens in and out: a call of ~30 tokens cost
 KEYS_ENV = {"MH_CL_CLIENT": CLIENT_KEY, "MH_CL_BUDGET": BUDGET_KEY, "MH_CL_ADMIN": ADMIN_KEY}
 
 
-def cluster_config(sim_url: str, audit_dir: Path, kms_key: Path) -> dict:
-    """One replica's config: all share the database, Redis and KMS key; each has its own audit directory."""
+def cluster_config(sim_url: str, audit_dir: Path, kms_key: Path, *, fail_open: bool = True) -> dict:
+    """One replica's config: all share the database, Redis and KMS key; each has its own audit directory.
+    `fail_open`: what budgets and rate limits do while Redis cannot be reached (docs/metering.md)."""
     return config(
         server=api_keys("MH_CL_CLIENT", "MH_CL_BUDGET", drain_timeout_s=5),
         storage=database_env("MH_CL_DB", refresh_s=0.25),
@@ -56,6 +57,7 @@ def cluster_config(sim_url: str, audit_dir: Path, kms_key: Path) -> dict:
         routing={"redis_url_env": "MH_CL_REDIS"},
         metering={
             "redis_url_env": "MH_CL_REDIS",
+            "fail_open": fail_open,
             "rate_limits": [{"scope": "deployment", "id": "d-limited", "requests_per_minute": RATE_LIMIT}],
             "budgets": [key_budget("MH_CL_BUDGET", BUDGET)],
         },
@@ -134,8 +136,9 @@ backend replicas
 class Cluster:
     """Everything above, started in order and stopped in reverse however it ends (`with Cluster(tmp) as c:`)."""
 
-    def __init__(self, tmp: Path, replicas: int = REPLICAS) -> None:
+    def __init__(self, tmp: Path, replicas: int = REPLICAS, *, fail_open: bool = True) -> None:
         self.tmp = tmp
+        self.fail_open = fail_open
         self.pg: PostgresServer | None = None
         self.redis: RedisServer | None = None
         self.sim: Simulator | None = None
@@ -180,7 +183,9 @@ class Cluster:
     def _replica(self, i: int) -> Replica:
         assert self.sim is not None
         path = self.tmp / f"r{i + 1}.yaml"
-        path.write_text(yaml_text(cluster_config(self.sim.url, self.audit_dir(i), self.tmp / "kms.key")))
+        path.write_text(
+            yaml_text(cluster_config(self.sim.url, self.audit_dir(i), self.tmp / "kms.key", fail_open=self.fail_open))
+        )
         return Replica(f"r{i + 1}", path, self.ports[i], self.env, self.tmp / f"r{i + 1}")
 
     def restart(self, i: int) -> Replica:
@@ -189,6 +194,24 @@ class Cluster:
         (self.tmp / f"r{i + 1}.before-restart.log").write_text(log)
         self.replicas[i] = self._replica(i)
         return self.replicas[i]
+
+    def stop_redis(self) -> None:
+        assert self.redis is not None
+        self.redis.stop()
+
+    def start_redis(self) -> None:
+        """Redis back at its address, empty (no persistence): what a restart without a volume does."""
+        assert self.redis is not None
+        self.redis = RedisServer(self.redis.port)
+
+    def stop_database(self) -> None:
+        """PostgreSQL down, its data kept (`pg_ctl stop -m fast` closes every replica's connections)."""
+        assert self.pg is not None
+        self.pg.pause()
+
+    def start_database(self) -> None:
+        assert self.pg is not None
+        self.pg.resume()
 
     def stop_replicas(self) -> list[str]:
         """Graceful stops (SIGTERM: drain, then every queued usage row and audit event written)."""

@@ -38,3 +38,24 @@ class SchemaOutOfDate(StorageError):
             "run `multihome db upgrade`"
         )
         self.current, self.head = current, head
+
+
+# asyncpg's errors for a server that refuses or ends connections (shutting down, starting, restarting).
+_CONNECTION_ERRORS = frozenset(
+    {"CannotConnectNowError", "AdminShutdownError", "ConnectionDoesNotExistError", "ConnectionFailureError"}
+)
+
+
+def unavailable(exc: BaseException) -> bool:
+    """Whether `exc` says the database cannot be reached now (refused, reset, shutting down, timed out),
+    rather than a bug or bad data: the admin API answers it with 503 `storage_unavailable`, not a 500."""
+    seen: BaseException | None = exc
+    for _ in range(8):  # the driver's error is wrapped by SQLAlchemy's, sometimes twice
+        if seen is None:
+            return False
+        if isinstance(seen, (OSError, TimeoutError)) or type(seen).__name__ in _CONNECTION_ERRORS:
+            return True
+        if getattr(seen, "connection_invalidated", False):  # sqlalchemy.exc.DBAPIError on a dead connection
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False

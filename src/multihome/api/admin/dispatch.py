@@ -9,6 +9,7 @@ answer), and answer.
 
 from __future__ import annotations
 
+import logging
 import re
 from typing import Any
 from urllib.parse import parse_qs
@@ -18,12 +19,14 @@ import msgspec
 from ...schema.decoding import decode_body
 from ...schema.errors import ApiError
 from ...schema.principal import Principal
-from ...storage.errors import Conflict, Invalid, NotFound
+from ...storage.errors import Conflict, Invalid, NotFound, unavailable
 from ..asgi import JSON, read_body, send_bytes
 from .events import admin_change
 from .rbac import authorize
 from .registry import BY_NAME, ROUTES
 from .route import CSV_MEDIA, AdminCall, Route, Services
+
+log = logging.getLogger("multihome.admin")
 
 _CSV = (b"content-type", b"text/csv; charset=utf-8")
 _MISSING = re.compile(r"(?:missing required|contains unknown) field `(\w+)`")
@@ -92,6 +95,16 @@ class AdminApi:
         except Invalid as exc:
             message = f"Invalid {route.noun}: {exc}." if route.noun else str(exc)
             raise ApiError(400, message, param=getattr(exc, "field", None), code="invalid_value") from None
+        except Exception as exc:
+            if not unavailable(exc):
+                raise
+            log.warning("admin %s %s: the database cannot be reached (%s)", route.method, path, type(exc).__name__)
+            raise ApiError(
+                503,
+                "The gateway's database cannot be reached right now; retry shortly. Calls are still served.",
+                type="server_error",
+                code="storage_unavailable",
+            ) from None
         if route.media == CSV_MEDIA:
             return out, b""
         data = _encode(out)
