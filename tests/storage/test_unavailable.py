@@ -16,6 +16,13 @@ def test_bugs_and_bad_data_are_not_outages():
     assert not unavailable(ValueError("x"))
     assert not unavailable(Invalid("bad name"))
     assert not unavailable(KeyError("k"))
+    try:  # an error raised while handling a connection error (not from it) is that error, not an outage
+        try:
+            raise ConnectionRefusedError(111, "refused")
+        except ConnectionRefusedError:
+            raise RuntimeError("the KMS refused") from None
+    except RuntimeError as exc:
+        assert not unavailable(exc)
 
 
 def test_a_stopped_and_a_stopping_postgres_are_outages(pg_server):

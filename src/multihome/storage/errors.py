@@ -48,14 +48,16 @@ _CONNECTION_ERRORS = frozenset(
 
 def unavailable(exc: BaseException) -> bool:
     """Whether `exc` says the database cannot be reached now (refused, reset, shutting down, timed out),
-    rather than a bug or bad data: the admin API answers it with 503 `storage_unavailable`, not a 500."""
+    rather than a bug or bad data: the admin API answers it with 503 `storage_unavailable`, not a 500.
+    Only the error itself and what it was raised from (`__cause__`, as SQLAlchemy wraps the driver's)
+    count: an error raised while handling another (a KMS refusal after a missing file) is not an outage."""
     seen: BaseException | None = exc
     for _ in range(8):  # the driver's error is wrapped by SQLAlchemy's, sometimes twice
         if seen is None:
             return False
-        if isinstance(seen, (OSError, TimeoutError)) or type(seen).__name__ in _CONNECTION_ERRORS:
+        if isinstance(seen, (ConnectionError, TimeoutError)) or type(seen).__name__ in _CONNECTION_ERRORS:
             return True
         if getattr(seen, "connection_invalidated", False):  # sqlalchemy.exc.DBAPIError on a dead connection
             return True
-        seen = seen.__cause__ or seen.__context__
+        seen = seen.__cause__
     return False
