@@ -1,0 +1,26 @@
+{{- define "multihome.fullname" -}}
+{{- if contains .Chart.Name .Release.Name -}}{{ .Release.Name | trunc 63 | trimSuffix "-" }}{{- else -}}{{ printf "%s-%s" .Release.Name .Chart.Name | trunc 63 | trimSuffix "-" }}{{- end -}}
+{{- end -}}
+
+{{- define "multihome.selectorLabels" -}}
+app.kubernetes.io/name: {{ .Chart.Name }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end -}}
+
+{{- define "multihome.labels" -}}
+{{ include "multihome.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
+{{- end -}}
+
+{{- define "multihome.secretName" -}}
+{{- if .Values.secret.create -}}{{ include "multihome.fullname" . }}{{- else -}}{{ required "secret.existingSecret is required when secret.create is false" .Values.secret.existingSecret }}{{- end -}}
+{{- end -}}
+
+{{/* The gateway's config: the values' `config` with the server section the pod needs. */}}
+{{- define "multihome.config" -}}
+{{- $server := merge (dict "host" "0.0.0.0" "port" 4000 "drain_timeout_s" .Values.drainTimeoutSeconds) (default (dict) .Values.config.server) -}}
+{{- $audit := merge (dict "dir" "/var/lib/multihome/audit") (default (dict) .Values.config.audit) -}}
+{{- toYaml (merge (dict "server" $server "audit" $audit) (omit .Values.config "server" "audit")) -}}
+{{- end -}}

@@ -1,0 +1,92 @@
+"""The packaging (docs/deploy.md): the Helm chart rendered by Helm's own engine (helm-python-sdk, Helm v4's
+Go template code as a library) and every object validated against the Kubernetes schemas
+(kubernetes-validate); the config the chart and docker-compose.yml hand the gateway is one it accepts;
+the Dockerfile's shape (no container tool runs here to build it)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import kubernetes_validate
+import pytest
+import yaml
+from helm_python import Chart
+
+from multihome.config import parse_config
+
+ROOT = Path(__file__).resolve().parents[2]
+CHART = ROOT / "deploy" / "helm" / "multihome"
+KUBERNETES = "1.30"
+
+
+def _render(values: dict | None = None) -> dict[str, dict]:
+    """kind -> the rendered object (one of each kind in this chart)."""
+    manifests = Chart.load(CHART).render(values or {}, name="mh", namespace="ai", is_install=True)
+    objects = [doc for text in manifests.values() for doc in yaml.safe_load_all(text) if doc]
+    kinds = {o["kind"]: o for o in objects}
+    assert len(kinds) == len(objects), "one object of each kind"
+    return kinds
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        {},
+        {
+            "autoscaling": {"enabled": False},
+            "podDisruptionBudget": {"enabled": False},
+            "networkPolicy": {"enabled": False},
+        },
+    ],
+)
+def test_every_object_validates_against_the_kubernetes_schemas(values):
+    for obj in _render(values).values():
+        kubernetes_validate.validate(obj, KUBERNETES, strict=True)
+
+
+def test_the_chart_has_what_a_platform_team_expects():
+    objs = _render()
+    assert set(objs) == {
+        "ConfigMap", "Secret", "Deployment", "Service", "HorizontalPodAutoscaler", "PodDisruptionBudget", "NetworkPolicy"
+    }  # fmt: skip
+    pod = objs["Deployment"]["spec"]["template"]
+    gateway = pod["spec"]["containers"][0]
+    assert pod["spec"]["securityContext"]["runAsNonRoot"] is True
+    assert gateway["securityContext"]["readOnlyRootFilesystem"] is True
+    assert gateway["readinessProbe"]["httpGet"]["path"] == "/readyz"
+    assert gateway["livenessProbe"]["httpGet"]["path"] == "/healthz"
+    assert pod["metadata"]["annotations"]["prometheus.io/scrape"] == "true"
+    assert gateway["envFrom"][0]["secretRef"]["name"] == objs["Secret"]["metadata"]["name"]
+    assert gateway["args"][:3] == ["serve", "--config", "/etc/multihome/config.yaml"]
+    # Egress: DNS, the database, Redis and the providers' ranges only.
+    egress = objs["NetworkPolicy"]["spec"]["egress"]
+    assert [rule["ports"][0]["port"] for rule in egress] == [53, 5432, 6379, 443]
+    # The pods' grace period covers the drain deadline the config is given.
+    config = parse_config(objs["ConfigMap"]["data"]["config.yaml"])
+    assert config.server.drain_timeout_s < pod["spec"]["terminationGracePeriodSeconds"]
+    assert config.server.port == gateway["ports"][0]["containerPort"]
+
+
+def test_a_changed_config_rolls_the_pods():
+    before = _render()["Deployment"]["spec"]["template"]["metadata"]["annotations"]["checksum/config"]
+    after = _render({"drainTimeoutSeconds": 30})["Deployment"]["spec"]["template"]["metadata"]["annotations"]
+    assert after["checksum/config"] != before
+
+
+def test_compose_runs_three_replicas_behind_haproxy_with_a_config_the_gateway_accepts():
+    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    services = compose["services"]
+    assert {"postgres", "redis", "simulator", "init", "gw1", "gw2", "gw3", "haproxy"} <= set(services)
+    config = parse_config((ROOT / "deploy" / "compose" / "multihome.yaml").read_text())
+    assert config.storage.url_env and config.metering.redis_url_env and config.routing.redis_url_env
+    haproxy = (ROOT / "deploy" / "compose" / "haproxy.cfg").read_text()
+    assert "option httpchk GET /readyz" in haproxy and all(
+        f"server {g} {g}:4000" in haproxy for g in ("gw1", "gw2", "gw3")
+    )
+
+
+def test_the_image_is_multi_stage_slim_and_non_root():
+    text = (ROOT / "Dockerfile").read_text()
+    stages = [line for line in text.splitlines() if line.startswith("FROM ")]
+    assert len(stages) == 2 and all("slim" in s for s in stages)
+    assert "USER 10001:10001" in text and "COPY --from=build" in text
