@@ -13,10 +13,11 @@ with deadlines.
 from __future__ import annotations
 
 import asyncio
-import time
 
 import httpx
 import pytest
+
+from e2e.processes import until
 
 from .cluster import ADMIN_KEY, BUDGET, BUDGET_KEY, CLIENT_KEY, Cluster
 from .test_cluster import _chat, _client, _started_ids, _usage_ids, _verify_audit
@@ -31,16 +32,6 @@ def _calls(cluster: Cluster, key: str, model: str, n: int, **extra) -> list[tupl
             await client.close()
 
     return asyncio.run(asyncio.wait_for(run(), 120))
-
-
-def _until(condition, what: str, deadline_s: float = 60):
-    deadline = time.monotonic() + deadline_s
-    while time.monotonic() < deadline:
-        out = condition()
-        if out:
-            return out
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def _spent(cluster: Cluster) -> float:
@@ -94,7 +85,7 @@ def test_redis_down_fail_closed_refuses_limited_calls_only(fail_closed: Cluster)
     # No limit applies to the client key on `chat`: served throughout.
     assert [s for s, _ in _calls(cluster, CLIENT_KEY, "chat", 6)] == [200] * 6
     cluster.start_redis()
-    _until(
+    until(
         lambda: _calls(cluster, BUDGET_KEY, "budgeted", 1, max_tokens=32)[0][0] == 200, "admission after Redis returns"
     )
     assert [s for s, _ in _calls(cluster, CLIENT_KEY, "limited", 3)] == [200] * 3
@@ -108,9 +99,7 @@ def test_postgres_down_keys_serve_from_memory_and_usage_drains_after(cluster: Cl
         assert made.status_code == 201, made.text
         managed = made.json()["key"]
         # Every replica knows the key (within storage.refresh_s) before the database goes.
-        _until(
-            lambda: all(s == 200 for s, _ in _calls(cluster, managed, "chat", 3)), "the managed key on every replica"
-        )
+        until(lambda: all(s == 200 for s, _ in _calls(cluster, managed, "chat", 3)), "the managed key on every replica")
         cluster.stop_database()
         during = _calls(cluster, managed, "chat", 9) + _calls(cluster, CLIENT_KEY, "chat", 9)
         assert [s for s, _ in during] == [200] * 18, during
@@ -120,7 +109,7 @@ def test_postgres_down_keys_serve_from_memory_and_usage_drains_after(cluster: Cl
         cluster.start_database()
         answered = {rid for s, rid in during if s == 200}
         # The queued usage rows are written once the database is back, without a restart.
-        _until(lambda: not answered - _usage_ids(cluster), "the outage's usage rows", 90)
+        until(lambda: not answered - _usage_ids(cluster), "the outage's usage rows", 90)
         assert admin.post("/admin/v1/tenants", json={"name": "after-outage"}).status_code == 201
     finally:
         admin.close()
