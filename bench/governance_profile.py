@@ -30,15 +30,15 @@ BIN = Path(sys.executable).parent
 CLK = os.sysconf("SC_CLK_TCK")
 
 
-def thread_cpu(pid: int) -> dict[int, float]:
-    """CPU seconds (utime + stime) of each thread of the process, by thread id."""
+def thread_cpu(pid: int) -> dict[int, tuple[float, float]]:
+    """CPU seconds (utime, stime) of each thread of the process, by thread id."""
     out = {}
     for task in Path(f"/proc/{pid}/task").iterdir():
         try:
             fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
         except OSError:
             continue
-        out[int(task.name)] = (int(fields[11]) + int(fields[12])) / CLK
+        out[int(task.name)] = (int(fields[11]) / CLK, int(fields[12]) / CLK)
     return out
 
 
@@ -123,14 +123,15 @@ def main() -> None:
         f"per call, load average {load:.2f}"
     )
     names = thread_names(prof)
-    per_thread = sorted(((threads1[t] - threads0.get(t, 0.0), t) for t in threads1), reverse=True)
-    lines = [
-        head,
-        "",
-        "CPU per call by thread (from /proc): "
-        + ", ".join(f"{names.get(t, t)} {s / max(c64['requests'], 1) * 1e6:.0f} µs" for s, t in per_thread if s > 0),
-        "",
-    ]
+    k = 1e6 / max(c64["requests"], 1)
+    zero = (0.0, 0.0)
+    used = {t: (u - threads0.get(t, zero)[0], s - threads0.get(t, zero)[1]) for t, (u, s) in threads1.items()}
+    cpu_line = ", ".join(
+        f"{names.get(t, t)} {(u + s) * k:.0f} µs ({s * k:.0f} system)"
+        for t, (u, s) in sorted(used.items(), key=lambda item: -sum(item[1]))
+        if u + s > 0
+    )
+    lines = [head, "", "CPU per call by thread (from /proc): " + cpu_line, ""]
     lines += summarise(prof, c64["requests"], args.seconds, args.rate, args.top)
     text = "\n".join(lines)
     print(text)
