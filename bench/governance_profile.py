@@ -134,8 +134,10 @@ def main() -> None:
     lines = [head, "", "CPU per call by thread (from /proc): " + cpu_line, ""]
     lines += summarise(prof, c64["requests"], args.seconds, args.rate, args.top)
     text = "\n".join(lines)
+    (out / f"{args.config.strip('+')}.summary.md").write_text(
+        text + "\n"
+    )  # before printing: a closed pipe loses nothing
     print(text)
-    (out / f"{args.config.strip('+')}.summary.md").write_text(text + "\n")
 
 
 if __name__ == "__main__":
