@@ -9,12 +9,17 @@ mkdir -p bench/out
 PY=.venv/bin/python
 $PY bench/gateway_bench.py --out bench/out/gateway.md "$@"
 $PY bench/governance_bench.py --out bench/out/governance.md
+$PY bench/governance_workers.py --out bench/out/governance_workers.md
 {
   cat bench/out/gateway.md
   echo
   echo "## Governance, end to end (the figure of record for issue 17)"
   echo
   cat bench/out/governance.md
+  echo
+  echo "### \`serve --workers N\`, every layer on (PostgreSQL + Redis)"
+  echo
+  cat bench/out/governance_workers.md
   echo
   echo "## Hot-path components (in-process, median of 5 rounds)"
   echo
