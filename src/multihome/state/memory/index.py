@@ -1,0 +1,219 @@
+"""`NamespaceIndex`: one memory namespace's records, opened, held in memory for hybrid search.
+
+Why in memory: a record's text, metadata and embedding are sealed in the database (docs/memory.md
+"What is stored"), so neither SQL nor a database vector extension can search them; a replica opens
+a namespace's records once, keeps them here, and catches up with what changed since (store.py).
+
+Search is hybrid, as the strong LongMemEval baselines are: a dense list (cosine similarity of the
+query's embedding with every live record: one matrix-vector product) and a keyword list (BM25 over
+stemmed terms with `bm25s`), fused by reciprocal rank fusion (each list contributes 1/(60 + rank)).
+
+`bm25s` precomputes its scores at build time and cannot add documents, so the keyword side is a
+built index over most records plus a small "delta" of records added since, scored directly with
+the same formula (Lucene's BM25, the built index's document frequencies plus the delta's); deleted
+records are masked. When the delta or the deleted share grows past a bound, `rebuild` compacts the
+arrays and builds a new `bm25s` index (the store runs it off the event loop).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Callable, Mapping
+from functools import lru_cache
+from typing import Any
+
+import bm25s
+import numpy as np
+import Stemmer
+from bm25s.stopwords import STOPWORDS_EN_PLUS
+from bm25s.tokenization import Tokenized
+
+RRF_K = 60  # the constant of reciprocal rank fusion (Cormack et al.); 60 is the usual choice
+K1, B = 1.5, 0.75  # bm25s' defaults, used by the delta scorer too
+MODES = ("hybrid", "vector", "keyword")
+_WORD = re.compile(r"(?u)\b\w\w+\b")
+_STOP = frozenset(STOPWORDS_EN_PLUS)
+_stemmer = Stemmer.Stemmer("english")
+
+
+@lru_cache(maxsize=200_000)
+def _stem(word: str) -> str:
+    return str(_stemmer.stemWord(word))
+
+
+def terms(text: str) -> list[str]:
+    """The keyword terms of a text: lower-cased words of 2+ characters, stop words out, stemmed."""
+    return [_stem(w) for w in _WORD.findall(text.lower()) if w not in _STOP]
+
+
+class NamespaceIndex:
+    def __init__(self, dim: int) -> None:
+        self.dim = dim
+        self.seq = 0  # the highest change (record or tombstone) of the namespace applied here
+        self.namespace_id = ""
+        self.ids: list[str] = []
+        self.meta: list[Mapping[str, Any]] = []
+        self.tokens: list[list[str]] = []
+        self.pos: dict[str, int] = {}
+        cap = 256
+        self._vec = np.zeros((cap, dim), dtype=np.float32)
+        self._alive = np.zeros(cap, dtype=bool)
+        self._expires = np.full(cap, math.inf)
+        self._bm25: Any = None
+        self._vocab: dict[str, int] = {}
+        self._df = np.zeros(0, dtype=np.int64)
+        self._avgdl = 1.0
+        self._main = 0  # positions below this are in the built bm25s index
+        self._dead = 0
+
+    def __len__(self) -> int:
+        return len(self.pos)
+
+    # -- changes --------------------------------------------------------------------------------
+    def add(
+        self, record_id: str, vector: np.ndarray, tokens: list[str], meta: Mapping[str, Any], expires: float
+    ) -> None:
+        if record_id in self.pos:
+            self.remove(record_id)
+        n = len(self.ids)
+        if n == len(self._alive):
+            cap = 2 * n
+            self._vec = np.resize(self._vec, (cap, self.dim))
+            self._alive = np.concatenate([self._alive, np.zeros(cap - n, dtype=bool)])
+            self._expires = np.concatenate([self._expires, np.full(cap - n, math.inf)])
+        self._vec[n] = vector
+        self._alive[n] = True
+        self._expires[n] = expires
+        self.ids.append(record_id)
+        self.meta.append(meta)
+        self.tokens.append(tokens)
+        self.pos[record_id] = n
+
+    def remove(self, record_id: str) -> None:
+        at = self.pos.pop(record_id, None)
+        if at is not None:
+            self._alive[at] = False
+            self.meta[at] = {}
+            self.tokens[at] = []
+            self._dead += 1
+
+    def needs_rebuild(self) -> bool:
+        delta = len(self.ids) - self._main
+        return delta > max(512, len(self.ids) // 10) or self._dead > max(512, len(self.ids) // 4)
+
+    def rebuild(self) -> None:
+        """Compact (drop deleted positions) and index every record's terms with `bm25s`. CPU-bound:
+        seconds at 100,000 records, so the caller runs it on a thread while nothing else changes the index."""
+        keep = np.flatnonzero(self._alive[: len(self.ids)])
+        n = len(keep)
+        cap = max(256, n + n // 4)
+        vec = np.zeros((cap, self.dim), dtype=np.float32)
+        vec[:n] = self._vec[keep]
+        alive = np.zeros(cap, dtype=bool)
+        alive[:n] = True
+        expires = np.full(cap, math.inf)
+        expires[:n] = self._expires[keep]
+        self.ids = [self.ids[i] for i in keep]
+        self.meta = [self.meta[i] for i in keep]
+        self.tokens = [self.tokens[i] for i in keep]
+        self.pos = {rid: i for i, rid in enumerate(self.ids)}
+        self._vec, self._alive, self._expires = vec, alive, expires
+        self._dead = 0
+        vocab: dict[str, int] = {}
+        ids = [[vocab.setdefault(t, len(vocab)) for t in doc] for doc in self.tokens]
+        self._bm25 = None
+        self._main = n
+        if n and vocab:
+            index = bm25s.BM25(k1=K1, b=B)
+            index.index(Tokenized(ids=ids, vocab=vocab), show_progress=False)
+            self._bm25 = index
+            self._vocab = index.vocab_dict
+            self._df = np.diff(index.scores["indptr"])
+            self._avgdl = max(1.0, sum(len(d) for d in self.tokens) / n)
+
+    # -- search ---------------------------------------------------------------------------------
+    def search(
+        self,
+        query_vec: np.ndarray | None,
+        query_terms: list[str],
+        top_k: int,
+        *,
+        now: float,
+        keep: Callable[[Mapping[str, Any]], bool] | None = None,
+        mode: str = "hybrid",
+    ) -> list[tuple[str, float, float]]:
+        """The best `top_k` live records: (record id, fused score, cosine similarity), best first."""
+        n = len(self.ids)
+        if n == 0:
+            return []
+        valid = self._alive[:n] & (self._expires[:n] > now)
+        depth = max(4 * top_k, 40)  # how deep each list goes before fusion
+        checked: dict[int, bool] = {}
+
+        def passes(i: int) -> bool:
+            if keep is None:
+                return True
+            ok = checked.get(i)
+            if ok is None:
+                ok = checked[i] = keep(self.meta[i])
+            return ok
+
+        sims = self._vec[:n] @ query_vec if query_vec is not None else None
+        lists: list[list[int]] = []
+        if mode in ("hybrid", "vector") and sims is not None:
+            lists.append(_best(np.where(valid, sims, -np.inf), depth, passes))
+        if mode in ("hybrid", "keyword"):
+            words = list(dict.fromkeys(query_terms))
+            if words:
+                scores = self._keyword_scores(words, n)
+                lists.append(_best(np.where(valid & (scores > 0), scores, -np.inf), depth, passes))
+        fused: dict[int, float] = {}
+        for ranked in lists:
+            for rank, i in enumerate(ranked):
+                fused[i] = fused.get(i, 0.0) + 1.0 / (RRF_K + rank + 1)
+        best = sorted(fused.items(), key=lambda kv: -kv[1])[:top_k]
+        return [(self.ids[i], score, float(sims[i]) if sims is not None else 0.0) for i, score in best]
+
+    def _keyword_scores(self, words: list[str], n: int) -> np.ndarray:
+        scores = np.zeros(n, dtype=np.float32)
+        main = self._main
+        known = [w for w in words if w in self._vocab]
+        if self._bm25 is not None and known:
+            scores[:main] = self._bm25.get_scores(known)
+        if n > main:  # the delta, scored with the same formula
+            delta = self.tokens[main:n]
+            total = main + (n - main)
+            for w in words:
+                tf = np.fromiter((doc.count(w) for doc in delta), dtype=np.float32, count=n - main)
+                hits = np.flatnonzero(tf)
+                if not len(hits):
+                    continue
+                df = len(hits) + (int(self._df[self._vocab[w]]) if w in self._vocab else 0)
+                idf = math.log(1 + (total - df + 0.5) / (df + 0.5))
+                dl = np.fromiter((len(delta[i]) for i in hits), dtype=np.float32, count=len(hits))
+                t = tf[hits]
+                scores[main + hits] += idf * t / (t + K1 * (1 - B + B * dl / self._avgdl))
+        return scores
+
+
+def _best(scores: np.ndarray, depth: int, passes: Callable[[int], bool]) -> list[int]:
+    """The positions of the `depth` highest finite scores that pass, best first; goes deeper when
+    the filter rejects the first candidates, until enough pass or none are left."""
+    finite = int(np.isfinite(scores).sum())
+    want = min(depth, finite)
+    out: list[int] = []
+    seen = 0
+    chunk = max(want, 64)
+    while len(out) < want and seen < finite:
+        take = min(finite, seen + chunk)
+        top = np.argpartition(-scores, take - 1)[:take] if take < len(scores) else np.arange(len(scores))
+        order = top[np.argsort(-scores[top], kind="stable")]
+        for i in order[seen:take]:
+            if np.isfinite(scores[i]) and passes(int(i)):
+                out.append(int(i))
+                if len(out) == want:
+                    break
+        seen = take
+        chunk *= 4
+    return out
