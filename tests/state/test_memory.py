@@ -36,7 +36,8 @@ async def stores(db_url, kms_config):
         keyring = open_keyring(kms_config, engine)
         made.append((MemoryStore(engine, keyring, embedder), keyring, engine))
     yield [m[0] for m in made]
-    for _, keyring, engine in made:
+    for store, keyring, engine in made:
+        await store.close()
         await keyring.close()
         await engine.dispose()
 

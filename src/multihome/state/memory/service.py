@@ -45,4 +45,6 @@ class MemoryService:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-        self.store = None
+        store, self.store = self.store, None
+        if store is not None:
+            await store.close()  # its SQLite reader thread

@@ -35,9 +35,10 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from ...crypto import Keyring
 from ...storage.base import StoreBase, as_utc
 from ...storage.ids import new_id
+from ...storage.sqlite_threads import SqliteThreads
 from ...storage.tables import memory_namespaces, memory_records, memory_tombstones
 from .embedder import Embedder
-from .index import NamespaceIndex, terms
+from .index import EXACT_UPTO, NamespaceIndex, terms
 
 PURPOSE = "memory"
 TABLE = "memory_records"
@@ -130,6 +131,18 @@ class MemoryStore(StoreBase):
         self._max_records = max_records_in_memory
         self._cache: OrderedDict[tuple[str, str, str], _Cached] = OrderedDict()
         self._locks: dict[tuple[str, str, str], asyncio.Lock] = {}
+        # SQLite (a file): the per-search freshness read on a reader thread of its own, one hop instead of
+        # the async driver's several (storage/sqlite_threads.py).
+        self._threads = (
+            SqliteThreads(engine, readers=1)
+            if self._sqlite and engine.url.database not in (None, "", ":memory:")
+            else None
+        )
+
+    async def close(self) -> None:
+        threads, self._threads = self._threads, None
+        if threads is not None:
+            await asyncio.to_thread(threads.close)
 
     # -- embedding ------------------------------------------------------------------------------
     async def embedder(self) -> Embedder:
@@ -436,7 +449,11 @@ class MemoryStore(StoreBase):
             if cached is None:
                 return []
             index = cached.index
-            found = index.search(qvec, terms(query), top_k, now=time.time(), keep=keep, mode=mode)
+            args = (qvec, terms(query), top_k)
+            if len(index) > EXACT_UPTO:  # milliseconds of numpy (which lets go of the GIL): off the event loop
+                found = await asyncio.to_thread(index.search, *args, now=time.time(), keep=keep, mode=mode)
+            else:
+                found = index.search(*args, now=time.time(), keep=keep, mode=mode)
         hits = []
         for rid, score, sim in found:
             created, expires = cached.times[rid]
@@ -451,26 +468,27 @@ class MemoryStore(StoreBase):
         holds the namespace's lock)."""
         tenant, agent_id, user_id = key
         ns = memory_namespaces.c
-        async with self._read() as conn:
-            row = (
-                await conn.execute(
-                    sa.select(ns.id, ns.next_seq).where(
-                        ns.tenant_id == tenant, ns.agent_id == agent_id, ns.user_id == user_id
-                    )
-                )
-            ).first()
-            if row is None:
-                self._cache.pop(key, None)
-                return None
-            cached = self._cache.get(key)
-            if cached is None or cached.index.namespace_id != row.id:
-                model = await self.embedder()
-                index = NamespaceIndex(model.dim)
-                index.namespace_id = row.id
-                cached = _Cached(index)
-                self._cache[key] = cached
-            head = int(row.next_seq) - 1
-            if cached.index.seq < head:
+        head_query = sa.select(ns.id, ns.next_seq).where(
+            ns.tenant_id == tenant, ns.agent_id == agent_id, ns.user_id == user_id
+        )
+        if self._threads is not None:
+            row = await self._threads.read(lambda conn: conn.execute(head_query).first())
+        else:
+            async with self._read() as conn:
+                row = (await conn.execute(head_query)).first()
+        if row is None:
+            self._cache.pop(key, None)
+            return None
+        cached = self._cache.get(key)
+        if cached is None or cached.index.namespace_id != row.id:
+            model = await self.embedder()
+            index = NamespaceIndex(model.dim)
+            index.namespace_id = row.id
+            cached = _Cached(index)
+            self._cache[key] = cached
+        head = int(row.next_seq) - 1
+        if cached.index.seq < head:
+            async with self._read() as conn:
                 await self._catch_up(conn, tenant, cached, head)
         self._cache.move_to_end(key)
         cached.used = time.monotonic()
