@@ -205,3 +205,30 @@ def test_the_database_holds_no_plaintext(world):
             await engine.dispose()
 
     assert MARK.encode() not in asyncio.run(dump())
+
+
+def test_the_cli_lists_searches_and_forgets(world, monkeypatch, capsys):
+    """`multihome memory ...` with the org-admin key, naming the tenant by name, as an operator would."""
+    from multihome.cli import main
+
+    post(world.sdk(), "/memory/records", {"agent_id": "cli", "user_id": "cli-user", "text": "Prefers aisle seats."})
+    monkeypatch.setenv("MULTIHOME_URL", world.gateway.url)
+    monkeypatch.setenv("MULTIHOME_ADMIN_KEY", ADMIN_KEY)
+
+    def run(*argv: str) -> str:
+        assert main(list(argv)) == 0
+        return capsys.readouterr().out
+
+    listed = run("memory", "namespaces", "--tenant", "acme", "--user", "cli-user")
+    assert "cli" in listed and "cli-user" in listed
+    assert "Prefers aisle seats." in run(
+        "memory", "search", "seat preference", "--agent", "cli", "--user", "cli-user", "--tenant", "acme"
+    )
+    assert "Prefers aisle seats." in run("memory", "list", "--agent", "cli", "--user", "cli-user", "--tenant", "acme")
+    with pytest.raises(SystemExit, match="--yes"):
+        main(["memory", "forget-user", "cli-user", "--tenant", "acme"])
+    out = run("memory", "forget-user", "cli-user", "--tenant", "acme", "--yes")
+    assert "1 namespaces, 1 records deleted" in out
+    assert "cli-user" not in run("memory", "namespaces", "--tenant", "acme")
+    with pytest.raises(SystemExit, match="tenant"):  # the bootstrap key acts across tenants: it must name one
+        main(["memory", "namespaces"])
