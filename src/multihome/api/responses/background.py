@@ -21,6 +21,7 @@ from typing import Any
 
 import msgspec
 
+from ...aio import wait_event
 from ...config.responses import ResponsesConfig
 from ...schema.errors import ApiError, bad_request
 from ...schema.responses import CreateResponse
@@ -164,8 +165,7 @@ class Background:
                     continue  # there may be more than one page
                 if status is None or status not in OPEN:
                     return
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(woken.wait(), poll)
+                await wait_event(woken, poll)
 
     async def send_events(self, call: Call, receive: Receive, send: Send, events: AsyncIterator[bytes]) -> None:
         """An SSE answer from `events`; a client that goes away ends it (the response runs on)."""
@@ -206,7 +206,8 @@ class Background:
         if found.status not in OPEN:
             await answer(call, send, found.response)
             return
-        cancelled = {**found.response, "status": "cancelled", "usage": None}
+        cancelled = {k: v for k, v in found.response.items() if k != "usage"}  # a cancelled turn reports none
+        cancelled["status"] = "cancelled"
         now, running = await stored(self._bg().cancel(found, cancelled))
         if running:  # the run stops at its next write (this replica or another) and hands its output over
             deadline = time.monotonic() + _CANCEL_WAIT_S
@@ -249,10 +250,9 @@ class Background:
 
 
 def starting_after(raw: dict[str, list[str]]) -> int:
-    value = raw.get("starting_after", ["-1"])[-1]
-    try:
-        return int(value)
-    except ValueError:
-        raise ApiError(
-            400, "'starting_after' must be an integer (a sequence_number).", param="starting_after"
-        ) from None
+    value = raw.get("starting_after", ["-1"])[-1].strip()
+    # ASCII digits only and a bounded size: a 30-digit number would overflow the database's integer.
+    digits = value[1:] if value.startswith("-") else value
+    if not (digits.isascii() and digits.isdigit() and len(digits) <= 9):
+        raise ApiError(400, "'starting_after' must be an integer (a sequence_number).", param="starting_after")
+    return max(int(value), -1)

@@ -26,6 +26,7 @@ from typing import Any
 import msgspec
 
 from ...accounting.tracker import finish_failed, settle
+from ...aio import wait_event
 from ...schema.errors import ApiError
 from ...schema.principal import Principal
 from ...schema.responses import CreateResponse, parse_create
@@ -198,8 +199,7 @@ class Runner:
         first delta is not held back, and a fast stream is written in batches); with nothing to write,
         look every `flush_s` whether the response was cancelled. Each write also learns of a cancel."""
         while not run.closing.is_set():
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(run.more.wait(), self.flush_s)
+            await wait_event(run.more, self.flush_s)
             if run.closing.is_set():
                 return
             run.more.clear()
@@ -217,8 +217,7 @@ class Runner:
                 run.stopped = True
                 relay.cut("The response was cancelled.", "cancelled")
                 return
-            with contextlib.suppress(TimeoutError):  # the batching interval
-                await asyncio.wait_for(run.closing.wait(), self.flush_s)
+            await wait_event(run.closing, self.flush_s)  # the batching interval
 
     async def _finish(self, run: _Run, response: dict[str, Any], tail: bytes) -> None:
         """Usage durable, then the final response and its last events in one write (the checkpoint)."""
