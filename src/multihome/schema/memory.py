@@ -71,7 +71,7 @@ def _ttl(value: int | None, param: str) -> int | None:
     return value
 
 
-def _record(rec: RecordIn, at: str) -> RecordIn:
+def check_record(rec: RecordIn, at: str) -> RecordIn:
     if not rec.text.strip() or len(rec.text) > MAX_TEXT:
         raise bad_request(f"'{at}text' must be 1 to {MAX_TEXT} characters, not blank.", param=f"{at}text")
     meta = rec.metadata or {}
@@ -97,9 +97,9 @@ def parse_create_records(body: bytes) -> tuple[CreateRecords, list[RecordIn]]:
             raise bad_request("With 'records', give 'metadata' and 'ttl_seconds' per record.", param="records")
         if not 1 <= len(req.records) <= MAX_BATCH:
             raise bad_request(f"'records' holds 1 to {MAX_BATCH} records.", param="records")
-        return req, [_record(r, f"records[{i}].") for i, r in enumerate(req.records)]
+        return req, [check_record(r, f"records[{i}].") for i, r in enumerate(req.records)]
     assert req.text is not None
-    return req, [_record(RecordIn(req.text, req.metadata, req.ttl_seconds), "")]
+    return req, [check_record(RecordIn(req.text, req.metadata, req.ttl_seconds), "")]
 
 
 def parse_search(body: bytes) -> Search:
