@@ -25,6 +25,7 @@ import argparse
 import asyncio
 import gc
 import logging
+import os
 import statistics
 import sys
 import tempfile
@@ -105,6 +106,7 @@ async def latency(kind: str, records: int, queries: int, tmp: Path, pg) -> dict[
         ]
         keep = compile_filter({"kind": "travel"})
         gc.collect()
+        out["load"] = os.getloadavg()[0]
         for label, mode, filt in [
             ("hybrid", "hybrid", None),
             ("hybrid + filter", "hybrid", keep),
@@ -205,7 +207,7 @@ def report(lat: list[dict[str, object]], rec: dict[str, tuple[float, float, int]
             f"- {r['store']}: writing {r['records']:,} records (batches of 500: embed, seal, insert) took "
             f"{r['write_s']:.1f} s; the first search on a replica (opening every record, building the index) "
             f"{r['cold_load_s']:.1f} s; recall@5 of {r['recall'][1]} planted facts among them (hybrid): "
-            f"{r['recall'][0]:.0%}."
+            f"{r['recall'][0]:.0%}. Load average when the searches began: {r['load']:.1f} on {os.cpu_count()} cores."
         )
     lines += [
         "",

@@ -513,18 +513,12 @@ class MemoryStore(StoreBase):
             ).all()
             if not rows:
                 break
-            bodies = [await self._open(tenant, row.id, row.body) for row in rows]
-            stale = [i for i, b in enumerate(bodies) if b.model != model.name]
-            redone = dict(zip(stale, await self._embed([bodies[i].text for i in stale]), strict=True)) if stale else {}
-            for i, (row, body) in enumerate(zip(rows, bodies, strict=True)):
-                vec = redone.get(i)
-                if vec is None:
-                    vec = np.frombuffer(body.vector, dtype=np.float16).astype(np.float32)
-                index.add(row.id, vec, terms(body.text), body.metadata, _epoch(row.expires_at))
-                cached.times[row.id] = (as_utc(row.created_at), as_utc(row.expires_at))
-                cached.texts[row.id] = body.text
+            plain = [await self.keyring.open(tenant, PURPOSE, TABLE, row.id, bytes(row.body)) for row in rows]
+            if len(rows) > 64:  # decoding, stemming and indexing: off the event loop (the lock keeps searches out)
+                await asyncio.to_thread(self._apply, cached, model, rows, plain)
+            else:
+                self._apply(cached, model, rows, plain)
             start = rows[-1].seq
-            await asyncio.sleep(0)  # a large namespace loads in steps: other calls go on meanwhile
         gone = (
             await conn.execute(
                 sa.select(t.record_id).where(t.namespace_id == index.namespace_id, t.seq > index.seq, t.seq <= head)
@@ -535,6 +529,21 @@ class MemoryStore(StoreBase):
             cached.times.pop(rid, None)
             cached.texts.pop(rid, None)
         index.seq = head
+
+    @staticmethod
+    def _apply(cached: _Cached, model: Embedder, rows: Sequence[Any], plain: list[bytes]) -> None:
+        """Opened records into the index (records embedded by another model are embedded again)."""
+        index = cached.index
+        bodies = [_decode.decode(p) for p in plain]
+        stale = [i for i, b in enumerate(bodies) if b.model != model.name]
+        redone = dict(zip(stale, model.embed([bodies[i].text for i in stale]), strict=True)) if stale else {}
+        for i, (row, body) in enumerate(zip(rows, bodies, strict=True)):
+            vec = redone.get(i)
+            if vec is None:
+                vec = np.frombuffer(body.vector, dtype=np.float16).astype(np.float32)
+            index.add(row.id, vec, terms(body.text), body.metadata, _epoch(row.expires_at))
+            cached.times[row.id] = (as_utc(row.created_at), as_utc(row.expires_at))
+            cached.texts[row.id] = body.text
 
     def _evict(self, keep: tuple[str, str, str]) -> None:
         """Drop least recently searched indexes while the total held is over the budget."""
