@@ -129,7 +129,7 @@ def build_app(config: Config) -> Gateway:
         "messages": anthropic.messages,
         "count_tokens": anthropic.count_tokens,
         **responses_handlers(pipeline, cast(Any, _Lazy(state, "store")) if state is not None else None, background),
-        **memory_handlers(pipeline, cast(Any, _Lazy(memory, "store")) if memory is not None else None),
+        **memory_handlers(pipeline, cast(Any, _Lazy(memory, "store")) if memory is not None else None, audit_log),
     }
     if metrics is not None:
         doors["metrics"] = MetricsEndpoint(metrics, auth, config.metrics.access).handle

@@ -6,6 +6,7 @@ question, forgetting a user deletes it for good, and neither the database nor a 
 from __future__ import annotations
 
 import asyncio
+import json
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +14,7 @@ import httpx
 import openai
 import pytest
 
-from builders import breakers, config, database, deployment, groups, identity, simulated
+from builders import audit, breakers, config, database, deployment, groups, identity, simulated
 from multihome.crypto import init_key_file
 from multihome.storage.engine import create_engine
 from pg import stored_bytes
@@ -33,8 +34,8 @@ FACTS = [
 
 
 class World:
-    def __init__(self, db: str, gateway: Gateway) -> None:
-        self.db, self.gateway = db, gateway
+    def __init__(self, db: str, gateway: Gateway, audit_dir: Path) -> None:
+        self.db, self.gateway, self.audit_dir = db, gateway, audit_dir
         admin = httpx.Client(base_url=gateway.url, headers={"authorization": f"Bearer {ADMIN_KEY}"}, timeout=10)
         self.keys: dict[str, str] = {}
         for name in ("acme", "globex"):
@@ -66,13 +67,14 @@ def world(request, tmp_path_factory):
             storage=database(db),
             kms={"local": {"key_file": str(tmp / "kms.key")}},
             identity=identity("MH_M_ADMIN_KEY"),
+            audit=audit(tmp / "audit"),
             routing=breakers(0),
             providers={"oa": simulated("openai", sim.url)},
             deployments={"oa": deployment("oa", "gpt-m")},
             model_groups=groups({"gpt": "oa"}),
         )
         gateway = Gateway(cfg, tmp, SECRETS)
-        yield World(db, gateway)
+        yield World(db, gateway, tmp / "audit")
     finally:
         log = gateway.stop() if gateway is not None else ""
         sim.stop()
@@ -169,6 +171,15 @@ def test_forget_user_needs_an_admin_and_really_deletes(world):
     assert post(member, "/memory/search", {"agent_id": "travel", "user_id": "leaver", "query": "secret"})["data"] == []
     assert all(s["user_id"] != "leaver" for s in get(member, "/memory/namespaces")["data"])
     assert get(member, f"/memory/records/{keeper['id']}")["text"] == "stays"
+    events = [
+        json.loads(line)
+        for f in world.audit_dir.glob("*.jsonl")
+        for line in f.read_text().splitlines()
+        if '"kind":"memory"' in line
+    ]
+    bodies = [e["body"] for e in events if e["body"]["user_id"] == "leaver"]
+    assert [(b["op"], b["namespaces"], b["records"], b["agent_id"]) for b in bodies] == [("forget_user", 2, 2, None)]
+    assert MARK not in json.dumps(events)  # ids and counts, never content
 
 
 def test_ttl_per_record_and_per_namespace(world):

@@ -13,6 +13,7 @@ from typing import Any
 
 import msgspec
 
+from ..audit.events import MemoryDeletion
 from ..schema.errors import ApiError, bad_request
 from ..schema.memory import (
     check_id,
@@ -75,9 +76,30 @@ def _filters(spec: Any) -> Predicate | None:
 
 
 class MemoryDoor:
-    def __init__(self, pipeline: Pipeline, memory: MemoryStore | None) -> None:
+    def __init__(self, pipeline: Pipeline, memory: MemoryStore | None, audit: Any = None) -> None:
         self.max_body = pipeline.max_body
         self._memory = memory
+        self._audit = audit  # the AuditLog, when audit.enabled: bulk deletes are recorded (docs/audit.md)
+
+    async def _record(self, call: Call, op: str, who: str, agent: str | None, user: str, ns: int, n: int) -> None:
+        """A bulk delete's audit event, on disk before the client has its answer."""
+        if self._audit is None:
+            return
+        assert call.principal is not None
+        p = call.principal
+        await self._audit.append(
+            "memory",
+            MemoryDeletion(
+                op=op,
+                tenant=who,
+                agent_id=agent,
+                user_id=user,
+                namespaces=ns,
+                records=n,
+                key_id=p.key_id,
+                subject=p.subject,
+            ),
+        )
 
     def _store(self) -> MemoryStore:
         if self._memory is None:
@@ -201,6 +223,7 @@ class MemoryDoor:
         gone = await stored(memory.delete_namespace(who, agent_id, user_id))
         if gone is None:
             raise ApiError(404, f"No memory namespace agent_id={agent_id!r}, user_id={user_id!r}.", code="not_found")
+        await self._record(call, "delete_namespace", who, agent_id, user_id, 1, gone)
         body = {"object": "memory.namespace.deleted", "agent_id": agent_id, "user_id": user_id, "records_deleted": gone}
         await answer(call, send, {**body, "deleted": True})
 
@@ -212,6 +235,7 @@ class MemoryDoor:
             raise ApiError(404, "Name the user: DELETE /v1/memory/users/{user_id}.", code="not_found")
         user_id = check_id(parts[2], "user_id")
         namespaces, records = await stored(memory.forget_user(who, user_id))
+        await self._record(call, "forget_user", who, None, user_id, namespaces, records)
         await answer(
             call,
             send,
@@ -225,9 +249,9 @@ class MemoryDoor:
         )
 
 
-def handlers(pipeline: Pipeline, memory: MemoryStore | None) -> dict[str, Any]:
+def handlers(pipeline: Pipeline, memory: MemoryStore | None, audit: Any = None) -> dict[str, Any]:
     """The handler names of the memory routes (api/routes.py), bound to one door."""
-    door = MemoryDoor(pipeline, memory)
+    door = MemoryDoor(pipeline, memory, audit)
     return {
         "memory_records_create": door.create,
         "memory_records_list": door.list,
