@@ -79,26 +79,44 @@ class NamespaceIndex:
     def add(
         self, record_id: str, vector: np.ndarray, tokens: list[str], meta: Mapping[str, Any], expires: float
     ) -> None:
-        if record_id in self.pos:
-            self.remove(record_id)
-        n = len(self.ids)
-        if n == len(self._alive):
-            cap = 2 * n
+        self.add_many([record_id], vector.reshape(1, -1), [tokens], [meta], [expires])
+
+    def add_many(
+        self,
+        ids: list[str],
+        vectors: np.ndarray,
+        tokens: list[list[str]],
+        metas: list[Mapping[str, Any]],
+        expires: list[float],
+    ) -> None:
+        """Records in one go (a replica loading a namespace adds thousands: the arrays grow and fill once)."""
+        for rid in ids:
+            if rid in self.pos:
+                self.remove(rid)
+        n, k = len(self.ids), len(ids)
+        if n + k > len(self._alive):
+            cap = max(2 * len(self._alive), n + k)
             self._vec = np.resize(self._vec, (cap, self.dim))
             self._coarse = np.resize(self._coarse, (cap, self._coarse.shape[1]))
-            self._alive = np.concatenate([self._alive, np.zeros(cap - n, dtype=bool)])
-            self._expires = np.concatenate([self._expires, np.full(cap - n, math.inf)])
-        self._vec[n] = vector
-        self._coarse[n] = _unit(vector[: self._coarse.shape[1]])
-        self._alive[n] = True
-        self._expires[n] = expires
-        self.ids.append(record_id)
-        self.meta.append(meta)
-        self.tokens.append(tokens)
-        self.pos[record_id] = n
-        for t in tokens:
-            post = self._delta.setdefault(t, {})
-            post[n] = post.get(n, 0) + 1
+            self._alive = np.concatenate([self._alive, np.zeros(cap - len(self._alive), dtype=bool)])
+            self._expires = np.concatenate([self._expires, np.full(cap - len(self._expires), math.inf)])
+        self._vec[n : n + k] = vectors
+        prefix = vectors[:, : self._coarse.shape[1]]
+        norms = np.linalg.norm(prefix, axis=1, keepdims=True)
+        self._coarse[n : n + k] = prefix / np.where(norms > 0, norms, 1)
+        self._alive[n : n + k] = True
+        self._expires[n : n + k] = expires
+        self.ids.extend(ids)
+        self.meta.extend(metas)
+        self.tokens.extend(tokens)
+        delta = self._delta
+        for i, (rid, words) in enumerate(zip(ids, tokens, strict=True), start=n):
+            self.pos[rid] = i
+            for t in words:
+                post = delta.get(t)
+                if post is None:
+                    post = delta[t] = {}
+                post[i] = post.get(i, 0) + 1
 
     def remove(self, record_id: str) -> None:
         at = self.pos.pop(record_id, None)

@@ -537,11 +537,18 @@ class MemoryStore(StoreBase):
         bodies = [_decode.decode(p) for p in plain]
         stale = [i for i, b in enumerate(bodies) if b.model != model.name]
         redone = dict(zip(stale, model.embed([bodies[i].text for i in stale]), strict=True)) if stale else {}
-        for i, (row, body) in enumerate(zip(rows, bodies, strict=True)):
+        vectors = np.empty((len(rows), index.dim), dtype=np.float32)
+        for i, body in enumerate(bodies):
             vec = redone.get(i)
-            if vec is None:
-                vec = np.frombuffer(body.vector, dtype=np.float16).astype(np.float32)
-            index.add(row.id, vec, terms(body.text), body.metadata, _epoch(row.expires_at))
+            vectors[i] = vec if vec is not None else np.frombuffer(body.vector, dtype=np.float16)
+        index.add_many(
+            [row.id for row in rows],
+            vectors,
+            [terms(b.text) for b in bodies],
+            [b.metadata for b in bodies],
+            [_epoch(row.expires_at) for row in rows],
+        )
+        for row, body in zip(rows, bodies, strict=True):
             cached.times[row.id] = (as_utc(row.created_at), as_utc(row.expires_at))
             cached.texts[row.id] = body.text
 
