@@ -187,7 +187,14 @@ async def recall(cases: list[Case], tmp: Path, modes: tuple[str, ...] = MODES) -
 
 
 def report(lat: list[dict[str, object]], rec: dict[str, tuple[float, float, int]], what: str) -> str:
+    from gateway_bench import machine
+
+    when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     lines = [
+        f"Run {when}; {machine()}. One `MemoryStore` (a replica's), the `local` KMS, the offline WordLlama "
+        "embedder; wall time per search as a request pays it (embedding the query, the freshness read, the "
+        "search, the answer's records), and the process CPU it took.",
+        "",
         "| store | records in the namespace | operation | p50 ms | p95 ms | p99 ms | CPU p50 / p95 ms | target | met |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
