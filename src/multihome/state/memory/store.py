@@ -121,7 +121,7 @@ class MemoryStore(StoreBase):
         keyring: Keyring,
         embedder: Callable[[], Embedder],
         *,
-        max_records_in_memory: int = 2_000_000,
+        max_records_in_memory: int = 1_000_000,
     ) -> None:
         super().__init__(engine)
         self.keyring = keyring
