@@ -25,11 +25,13 @@ from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from functools import partial
+from typing import Any, TypeVar
 
 import msgspec
 import numpy as np
 import sqlalchemy as sa
+from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from ...crypto import Keyring
@@ -46,6 +48,7 @@ LOAD_BATCH = 2000  # records read and opened per step when an index is built or 
 TOMBSTONE_TTL = timedelta(days=1)
 INDEX_IDLE_S = 3600.0  # an index not searched for this long is dropped (then rebuilt when needed)
 Meta = dict[str, Any]
+T = TypeVar("T")
 
 
 class _Body(msgspec.Struct, array_like=True):
@@ -488,8 +491,7 @@ class MemoryStore(StoreBase):
             self._cache[key] = cached
         head = int(row.next_seq) - 1
         if cached.index.seq < head:
-            async with self._read() as conn:
-                await self._catch_up(conn, tenant, cached, head)
+            await self._catch_up(tenant, cached, head)
         self._cache.move_to_end(key)
         cached.used = time.monotonic()
         if cached.index.needs_rebuild():
@@ -497,33 +499,48 @@ class MemoryStore(StoreBase):
         self._evict(key)
         return cached
 
-    async def _catch_up(self, conn: AsyncConnection, tenant: str, cached: _Cached, head: int) -> None:
+    async def _run_read(self, work: Callable[[Connection], T]) -> T:
+        """`work` in one read transaction: on the SQLite reader thread (one hop), or through the async engine."""
+        if self._threads is not None:
+            return await self._threads.read(work)
+        async with self._read() as conn:
+            return await conn.run_sync(work)
+
+    async def _catch_up(self, tenant: str, cached: _Cached, head: int) -> None:
+        """Apply the namespace's changes numbered after the index's `seq` up to `head`: records first,
+        then tombstones (a record deleted meanwhile is read, then removed), a batch per read."""
         r, t = memory_records.c, memory_tombstones.c
         index = cached.index
         model = await self.embedder()
-        start = index.seq
-        while True:
-            rows = (
-                await conn.execute(
-                    sa.select(r.id, r.seq, r.created_at, r.expires_at, r.body)
-                    .where(r.namespace_id == index.namespace_id, r.seq > start, r.seq <= head)
-                    .order_by(r.seq)
-                    .limit(LOAD_BATCH)
-                )
+        since, ns_id = index.seq, index.namespace_id
+        start = since
+
+        def changes(conn: Connection, after: int) -> tuple[Sequence[Any], list[str]]:
+            rows = conn.execute(
+                sa.select(r.id, r.seq, r.created_at, r.expires_at, r.body)
+                .where(r.namespace_id == ns_id, r.seq > after, r.seq <= head)
+                .order_by(r.seq)
+                .limit(LOAD_BATCH)
             ).all()
-            if not rows:
-                break
+            gone: list[str] = []
+            if len(rows) < LOAD_BATCH:  # the last batch: the tombstones come with it
+                gone = list(
+                    conn.execute(
+                        sa.select(t.record_id).where(t.namespace_id == ns_id, t.seq > since, t.seq <= head)
+                    ).scalars()
+                )
+            return rows, gone
+
+        while True:
+            rows, gone = await self._run_read(partial(changes, after=start))
             plain = [await self.keyring.open(tenant, PURPOSE, TABLE, row.id, bytes(row.body)) for row in rows]
             if len(rows) > 64:  # decoding, stemming and indexing: off the event loop (the lock keeps searches out)
                 await asyncio.to_thread(self._apply, cached, model, rows, plain)
-            else:
+            elif rows:
                 self._apply(cached, model, rows, plain)
+            if len(rows) < LOAD_BATCH:
+                break
             start = rows[-1].seq
-        gone = (
-            await conn.execute(
-                sa.select(t.record_id).where(t.namespace_id == index.namespace_id, t.seq > index.seq, t.seq <= head)
-            )
-        ).scalars()
         for rid in gone:
             index.remove(rid)
             cached.times.pop(rid, None)
