@@ -334,6 +334,8 @@ class MemoryStore(StoreBase):
         idle = time.monotonic() - INDEX_IDLE_S
         for key in [k for k, c in self._cache.items() if c.used < idle]:
             self._cache.pop(key, None)
+        for key in [k for k, lock in self._locks.items() if k not in self._cache and not lock.locked()]:
+            del self._locks[key]
         return done
 
     # -- reads ----------------------------------------------------------------------------------
