@@ -9,7 +9,8 @@ docs/memory.md describes the API, the storage and the search.
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Awaitable
+from typing import Any, TypeVar
 
 import msgspec
 
@@ -22,11 +23,13 @@ from ..schema.memory import (
     parse_update_namespace,
 )
 from ..schema.principal import ALL_TENANTS, ORG_ADMIN, TENANT_ADMIN
-from ..state.memory import Hit, MemoryRecord, MemoryStore, Namespace, NewRecord, compile_filter
+from ..state.memory import EmbedderUnavailable, Hit, MemoryRecord, MemoryStore, Namespace, NewRecord, compile_filter
 from ..state.memory.filters import Predicate
 from .asgi import Receive, Send, read_body
 from .pipeline import Call, Pipeline
 from .responses.common import answer, list_query, page, query, segments, stored
+
+T = TypeVar("T")
 
 
 def _ts(value: Any) -> int | None:
@@ -80,6 +83,16 @@ class MemoryDoor:
         self.max_body = pipeline.max_body
         self._memory = memory
         self._audit = audit  # the AuditLog, when audit.enabled: bulk deletes are recorded (docs/audit.md)
+
+    @staticmethod
+    async def _do(op: Awaitable[T]) -> T:
+        """A store operation; its failures as API errors (responses/common.py `stored`, and a missing model)."""
+        try:
+            return await stored(op)
+        except EmbedderUnavailable as exc:
+            raise ApiError(
+                503, f"Memory search is unavailable: {exc}.", type="server_error", code="memory_unavailable"
+            ) from None
 
     async def _record(self, call: Call, op: str, who: str, agent: str | None, user: str, ns: int, n: int) -> None:
         """A bulk delete's audit event, on disk before the client has its answer."""
@@ -154,7 +167,7 @@ class MemoryDoor:
         memory, who = self._store(), self._tenant(call)
         req, records = parse_create_records(await read_body(call.scope, receive, self.max_body))
         new = [NewRecord(r.text, dict(r.metadata or {}), r.ttl_seconds) for r in records]
-        written = await stored(memory.write(who, req.agent_id, req.user_id, new))
+        written = await self._do(memory.write(who, req.agent_id, req.user_id, new))
         if req.records is None:
             await answer(call, send, record_view(written[0]))
         else:
@@ -171,7 +184,7 @@ class MemoryDoor:
             raise bad_request("'filters' must be a JSON object.", param="filters") from None
         keep = _filters(spec)
         try:
-            found = await stored(
+            found = await self._do(
                 memory.page(who, agent_id, user_id, after=lq.after, limit=lq.limit, desc=lq.desc, keep=keep)
             )
         except KeyError:
@@ -181,14 +194,14 @@ class MemoryDoor:
 
     async def retrieve(self, call: Call, receive: Receive, send: Send) -> None:
         memory, who, rid = self._store(), self._tenant(call), self._record_id(call)
-        rec = await stored(memory.get(who, rid))
+        rec = await self._do(memory.get(who, rid))
         if rec is None:
             raise _not_found(rid)
         await answer(call, send, record_view(rec))
 
     async def delete(self, call: Call, receive: Receive, send: Send) -> None:
         memory, who, rid = self._store(), self._tenant(call), self._record_id(call)
-        if not await stored(memory.delete(who, rid)):
+        if not await self._do(memory.delete(who, rid)):
             raise _not_found(rid)
         await answer(call, send, {"id": rid, "object": "memory.record.deleted", "deleted": True})
 
@@ -196,7 +209,7 @@ class MemoryDoor:
         memory, who = self._store(), self._tenant(call)
         req = parse_search(await read_body(call.scope, receive, self.max_body))
         keep = _filters(req.filters)
-        hits = await stored(
+        hits = await self._do(
             memory.search(who, req.agent_id, req.user_id, req.query, top_k=req.top_k, keep=keep, mode=req.mode)
         )
         await answer(call, send, {"object": "list", "data": [hit_view(h) for h in hits], "mode": req.mode})
@@ -207,20 +220,20 @@ class MemoryDoor:
         raw = query(call)
         agent = check_id(raw["agent_id"][-1], "agent_id") if "agent_id" in raw else None
         user = check_id(raw["user_id"][-1], "user_id") if "user_id" in raw else None
-        found = await stored(memory.namespaces(who, agent_id=agent, user_id=user))
+        found = await self._do(memory.namespaces(who, agent_id=agent, user_id=user))
         await answer(call, send, {"object": "list", "data": [_namespace_view(n) for n in found]})
 
     async def update_namespace(self, call: Call, receive: Receive, send: Send) -> None:
         memory, who = self._store(), self._tenant(call)
         req = parse_update_namespace(await read_body(call.scope, receive, self.max_body))
-        ns = await stored(memory.set_namespace(who, req.agent_id, req.user_id, req.default_ttl_seconds))
+        ns = await self._do(memory.set_namespace(who, req.agent_id, req.user_id, req.default_ttl_seconds))
         await answer(call, send, _namespace_view(ns))
 
     async def delete_namespace(self, call: Call, receive: Receive, send: Send) -> None:
         memory, who = self._store(), self._tenant(call)
         self._admin(call, "Deleting a memory namespace")
         agent_id, user_id = self._namespace_args(call)
-        gone = await stored(memory.delete_namespace(who, agent_id, user_id))
+        gone = await self._do(memory.delete_namespace(who, agent_id, user_id))
         if gone is None:
             raise ApiError(404, f"No memory namespace agent_id={agent_id!r}, user_id={user_id!r}.", code="not_found")
         await self._record(call, "delete_namespace", who, agent_id, user_id, 1, gone)
@@ -234,7 +247,7 @@ class MemoryDoor:
         if len(parts) != 3 or not parts[2]:
             raise ApiError(404, "Name the user: DELETE /v1/memory/users/{user_id}.", code="not_found")
         user_id = check_id(parts[2], "user_id")
-        namespaces, records = await stored(memory.forget_user(who, user_id))
+        namespaces, records = await self._do(memory.forget_user(who, user_id))
         await self._record(call, "forget_user", who, None, user_id, namespaces, records)
         await answer(
             call,

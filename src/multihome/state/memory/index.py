@@ -17,6 +17,7 @@ arrays and builds a new `bm25s` index (the store runs it off the event loop).
 
 from __future__ import annotations
 
+import logging
 import math
 import re
 from collections.abc import Callable, Mapping
@@ -163,6 +164,9 @@ class NamespaceIndex:
         if n and vocab:
             import bm25s
             from bm25s.tokenization import Tokenized
+
+            # bm25s sets its logger to DEBUG when imported, which would put a line per build in the gateway's log.
+            logging.getLogger("bm25s").setLevel(logging.WARNING)
 
             index = bm25s.BM25(k1=K1, b=B)
             index.index(Tokenized(ids=ids, vocab=vocab), show_progress=False)

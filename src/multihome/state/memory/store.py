@@ -176,6 +176,10 @@ class MemoryStore(StoreBase):
         async with self._write(lock=f"memory:{tenant}:{agent_id}:{user_id}") as conn:
             ns_id, ttl = await self._namespace(conn, tenant, agent_id, user_id, now, create=True)
             first = await self._take_seqs(conn, ns_id, len(records), now)
+            if first is None:  # the namespace was deleted (a user forgotten) since the read: a new one
+                ns_id, ttl = await self._namespace(conn, tenant, agent_id, user_id, now, create=True)
+                first = await self._take_seqs(conn, ns_id, len(records), now)
+                assert first is not None  # created in this transaction
             out: list[MemoryRecord] = []
             rows = []
             for i, (rid, rec, (body, size)) in enumerate(zip(ids, records, sealed, strict=True)):
@@ -228,9 +232,10 @@ class MemoryStore(StoreBase):
         return ns_id, None
 
     @staticmethod
-    async def _take_seqs(conn: AsyncConnection, ns_id: str, count: int, now: datetime) -> int:
+    async def _take_seqs(conn: AsyncConnection, ns_id: str, count: int, now: datetime) -> int | None:
         """The first of `count` sequence numbers of the namespace, taken under its row lock (so the
-        changes commit in the order of their numbers, which is what catch-up reads rely on)."""
+        changes commit in the order of their numbers, which is what catch-up reads rely on); None if
+        the namespace is gone."""
         ns = memory_namespaces.c
         after = (
             await conn.execute(
@@ -239,8 +244,8 @@ class MemoryStore(StoreBase):
                 .values(next_seq=ns.next_seq + count, updated_at=now)
                 .returning(ns.next_seq)
             )
-        ).scalar_one()
-        return int(after) - count
+        ).scalar()
+        return None if after is None else int(after) - count
 
     async def delete(self, tenant: str, record_id: str) -> bool:
         r = memory_records.c
@@ -250,13 +255,15 @@ class MemoryStore(StoreBase):
             ).first()
             if row is None:
                 return False
-            await self._tombstone(conn, row.namespace_id, [record_id], _now())
-        return True
+            return await self._tombstone(conn, row.namespace_id, [record_id], _now())
 
-    async def _tombstone(self, conn: AsyncConnection, ns_id: str, ids: list[str], now: datetime) -> None:
+    async def _tombstone(self, conn: AsyncConnection, ns_id: str, ids: list[str], now: datetime) -> bool:
+        """Delete the records and leave their tombstones; False if the namespace went meanwhile (with them)."""
         r = memory_records.c
         await conn.execute(sa.delete(memory_records).where(r.namespace_id == ns_id, r.id.in_(ids)))
         first = await self._take_seqs(conn, ns_id, len(ids), now)
+        if first is None:
+            return False
         await conn.execute(
             sa.insert(memory_tombstones),
             [
@@ -264,6 +271,7 @@ class MemoryStore(StoreBase):
                 for i, rid in enumerate(ids)
             ],
         )
+        return True
 
     async def set_namespace(self, tenant: str, agent_id: str, user_id: str, default_ttl_s: int | None) -> Namespace:
         """Create the namespace if new; set the TTL given to records written afterwards without one."""
