@@ -12,6 +12,7 @@ from .api.admin.route import Services
 from .api.anthropic.routes import AnthropicDoor
 from .api.drain import Drain
 from .api.gateway import Gateway, Service
+from .api.memory import handlers as memory_handlers
 from .api.metrics_endpoint import MetricsEndpoint
 from .api.openai.chat import ChatDoor
 from .api.openai.embeddings import EmbeddingsDoor
@@ -107,6 +108,11 @@ def build_app(config: Config) -> Gateway:
         from .state.service import StateService
 
         state = StateService(storage, _Lazy(crypto, "keyring"))
+    memory = None
+    if crypto is not None:  # long-term agent memory, sealed under the tenant's keys (docs/memory.md)
+        from .state.memory.service import MemoryService
+
+        memory = MemoryService(storage, _Lazy(crypto, "keyring"))
     background = None
     if state is not None:  # background responses: a job worker on every replica with storage
         from .api.responses.background import Background
@@ -124,6 +130,7 @@ def build_app(config: Config) -> Gateway:
         "messages": anthropic.messages,
         "count_tokens": anthropic.count_tokens,
         **responses_handlers(pipeline, cast(Any, _Lazy(state, "store")) if state is not None else None, background),
+        **memory_handlers(pipeline, cast(Any, _Lazy(memory, "store")) if memory is not None else None, audit_log),
     }
     if metrics is not None:
         doors["metrics"] = MetricsEndpoint(metrics, auth, config.metrics.access).handle
@@ -168,6 +175,8 @@ def build_app(config: Config) -> Gateway:
         services.insert(1, crypto)  # right after storage: it needs the database, and closes before it
     if state is not None:
         services.insert(2, state)  # after the keyring it seals with
+    if memory is not None:
+        services.insert(3, memory)  # after the keyring it seals with
     if telemetry is not None:
         services.insert(0, telemetry)  # up before calls are served, flushed after the rest closed
     if audit_log is not None:
