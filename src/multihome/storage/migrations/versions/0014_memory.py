@@ -1,6 +1,6 @@
 """memory_namespaces, memory_records, memory_tombstones: long-term agent memory, sealed
 
-Revision ID: 0015
+Revision ID: 0014
 Revises: 0013 on the i16-memory branch (the lead sets 0014 at merge: another branch adds it)
 Create Date: 2026-12-03
 
@@ -15,7 +15,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0015"
+revision = "0014"
 down_revision = "0013"
 branch_labels = None
 depends_on = None
