@@ -122,7 +122,12 @@ def build_app(config: Config) -> Gateway:
         "model": models.get,
         "messages": anthropic.messages,
         "count_tokens": anthropic.count_tokens,
-        **responses_handlers(pipeline, cast(Any, _Lazy(state, "store")) if state is not None else None, background),
+        **responses_handlers(
+            pipeline,
+            cast(Any, _Lazy(state, "store")) if state is not None else None,
+            background,
+            config.responses.agent,
+        ),
     }
     if metrics is not None:
         doors["metrics"] = MetricsEndpoint(metrics, auth, config.metrics.access).handle

@@ -23,6 +23,14 @@ class RetentionConfig(Strict):
     sweep_interval_s: Positive = 300.0  # how often one replica sweeps
 
 
+class AgentConfig(Strict):
+    """Responses with `mcp` tools, whose loop model -> tools -> model the gateway runs (docs/agents.md)."""
+
+    max_steps: PositiveCount = 10  # model calls in one response at most; then it ends `incomplete`
+    max_tool_calls: PositiveCount = 50  # MCP calls in one response at most (a request's `max_tool_calls` may lower it)
+
+
 class ResponsesConfig(Strict):
     background: BackgroundConfig = msgspec.field(default_factory=BackgroundConfig)
+    agent: AgentConfig = msgspec.field(default_factory=AgentConfig)
     retention: RetentionConfig = msgspec.field(default_factory=RetentionConfig)

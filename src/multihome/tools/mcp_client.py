@@ -38,9 +38,8 @@ from pydantic import ValidationError
 
 from .. import __version__
 from ..schema.errors import ApiError
-from .model import McpEndpoint, McpTool
+from .model import ERROR_MARKER, McpEndpoint, McpTool
 
-ERROR_MARKER = "[MCP tool error] "  # what a function output starts with when the tool failed
 _MAX_PAGES = 100  # tools/list pages followed at most: a server cannot keep a listing going forever
 
 

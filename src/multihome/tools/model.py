@@ -10,6 +10,8 @@ from typing import Any
 
 import msgspec
 
+ERROR_MARKER = "[MCP tool error] "  # what a function output starts with when the tool failed
+
 
 @dataclass(frozen=True)
 class McpEndpoint:

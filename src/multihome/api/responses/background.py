@@ -29,16 +29,15 @@ from ...state.feed import Feed
 from ...state.jobs import JobQueue
 from ...state.store import StateStore, StoredResponse
 from ...state.worker import JobWorker
-from ..asgi import ClientGone, Receive, Send, header
+from ..asgi import Receive, Send, header
 from ..pipeline import Call, Pipeline, new_request_id
-from .common import answer, stored
+from .common import answer, send_sse, stored
 from .items import Item
 from .runner import BackgroundShell, Runner, split_events
 from .stream import ResponsesStream
 
 log = logging.getLogger("multihome.responses.background")
 SWEEP = "retention"  # the job kind of a retention sweep
-_SSE = [(b"content-type", b"text/event-stream"), (b"cache-control", b"no-cache"), (b"x-accel-buffering", b"no")]
 _CANCEL_WAIT_S = 2.0  # how long a cancel waits for the run to hand over the output it had produced
 
 
@@ -168,37 +167,7 @@ class Background:
                     await asyncio.wait_for(woken.wait(), poll)
 
     async def send_events(self, call: Call, receive: Receive, send: Send, events: AsyncIterator[bytes]) -> None:
-        """An SSE answer from `events`; a client that goes away ends it (the response runs on)."""
-        call.status = 200
-        task = asyncio.current_task()
-        assert task is not None
-        gone = asyncio.Event()
-
-        async def watch() -> None:
-            while (await receive())["type"] != "http.disconnect":
-                pass
-            gone.set()
-            task.cancel()
-
-        watcher = asyncio.create_task(watch())
-        try:
-            await send(
-                {"type": "http.response.start", "status": 200, "headers": [*_SSE, (b"x-request-id", call.request_id)]}
-            )
-            async for piece in events:
-                await send({"type": "http.response.body", "body": piece, "more_body": True})
-            await send({"type": "http.response.body", "body": b"", "more_body": False})
-        except asyncio.CancelledError:
-            if not gone.is_set():
-                raise
-            task.uncancel()
-            raise ClientGone() from None
-        except OSError:
-            raise ClientGone() from None
-        finally:
-            watcher.cancel()
-            with contextlib.suppress(BaseException):
-                await events.aclose()  # type: ignore[attr-defined]
+        await send_sse(call, receive, send, events)
 
     async def cancel(self, call: Call, send: Send, found: StoredResponse) -> None:
         """Cancel a background response (idempotent): `cancelled` at once, with the output its run had
