@@ -112,7 +112,9 @@ def build_app(config: Config) -> Gateway:
         from .api.responses.background import Background
 
         flush = metering.flush if metered else None  # a run's usage is durable before its checkpoint
-        background = Background(pipeline, cast(Any, _Lazy(state, "store")), config.responses, flush_usage=flush)
+        background = Background(
+            pipeline, cast(Any, _Lazy(state, "store")), config.responses, flush_usage=flush, prices=metering.prices
+        )
     models, anthropic = ModelsDoor(pipeline), AnthropicDoor(pipeline)
     doors = {  # the handler names of the route table (api/routes.py)
         "chat": ChatDoor(pipeline).handle,
@@ -127,6 +129,7 @@ def build_app(config: Config) -> Gateway:
             cast(Any, _Lazy(state, "store")) if state is not None else None,
             background,
             config.responses.agent,
+            metering.prices,
         ),
     }
     if metrics is not None:

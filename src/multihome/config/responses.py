@@ -28,6 +28,8 @@ class AgentConfig(Strict):
 
     max_steps: PositiveCount = 10  # model calls in one response at most; then it ends `incomplete`
     max_tool_calls: PositiveCount = 50  # MCP calls in one response at most (a request's `max_tool_calls` may lower it)
+    max_run_s: Positive = 3600.0  # a run's time budget, from its first step (a background run's too, across restarts)
+    max_spend: Positive | None = None  # a run's spend cap, in the deployments' price currency (None: no cap)
 
 
 class ResponsesConfig(Strict):

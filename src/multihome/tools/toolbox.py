@@ -20,7 +20,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from .model import McpTool
+from .model import IDEMPOTENCY_META, McpTool
 from .names import NameMap
 from .resolver import ResolvedMcp
 
@@ -108,9 +108,18 @@ class Toolbox:
         found = server.tools.get(tool) if server is not None else None
         return Found(server, found) if server is not None and found is not None else None
 
-    async def call(self, found: Found, arguments: str, *, item_id: str, approval_request_id: str | None = None) -> Item:
+    async def call(
+        self,
+        found: Found,
+        arguments: str,
+        *,
+        item_id: str,
+        approval_request_id: str | None = None,
+        key: str | None = None,
+    ) -> Item:
         """Run the tool; its `mcp_call` item, with the output, or the error (a tool error, a server that
-        failed): the model reads either and goes on."""
+        failed): the model reads either and goes on. `key`: the call's idempotency key, sent in the
+        request's `_meta` (`IDEMPOTENCY_META`), the same each time this call is tried."""
         from .mcp_client import McpFailure, McpProtocolError, connect
 
         item: Item = {
@@ -133,7 +142,7 @@ class Toolbox:
             return item
         try:
             async with connect(found.server.resolved.endpoint, self.limits) as session:
-                out = await session.call_tool(found.tool.name, args)
+                out = await session.call_tool(found.tool.name, args, meta={IDEMPOTENCY_META: key} if key else None)
         except McpProtocolError as exc:
             item.update(
                 status="failed", error={"type": "mcp_protocol_error", "code": -32603, "message": exc.body.message}

@@ -22,6 +22,7 @@ from typing import Any
 import msgspec
 
 from ...config.responses import ResponsesConfig
+from ...metering.prices import PriceTable
 from ...schema.errors import ApiError, bad_request
 from ...schema.responses import CreateResponse
 from ...state.background import KIND, OPEN, BackgroundStore
@@ -33,8 +34,8 @@ from ..asgi import Receive, Send, header
 from ..pipeline import Call, Pipeline, new_request_id
 from .common import answer, send_sse, stored
 from .items import Item
-from .runner import BackgroundShell, Runner, split_events
-from .stream import ResponsesStream
+from .runner import BackgroundShell, Runner
+from .stream import ResponsesStream, split_events
 
 log = logging.getLogger("multihome.responses.background")
 SWEEP = "retention"  # the job kind of a retention sweep
@@ -49,6 +50,7 @@ class Background:
         config: ResponsesConfig,
         *,
         flush_usage: Callable[[], Awaitable[None]] | None = None,
+        prices: PriceTable | None = None,
     ) -> None:
         self.state = state  # the StateStore (a stand-in until storage has started)
         self.config = config
@@ -56,7 +58,15 @@ class Background:
         self.store: BackgroundStore | None = None
         self.worker: JobWorker | None = None
         cfg = config.background
-        self.runner = Runner(pipeline, self._bg, self.feed, flush_s=cfg.event_flush_ms / 1000, flush_usage=flush_usage)
+        self.runner = Runner(
+            pipeline,
+            self._bg,
+            self.feed,
+            flush_s=cfg.event_flush_ms / 1000,
+            flush_usage=flush_usage,
+            agent=config.agent,
+            prices=prices,
+        )
         self._sweeper: asyncio.Task[None] | None = None
 
     def _bg(self) -> BackgroundStore:

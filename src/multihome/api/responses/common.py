@@ -245,3 +245,16 @@ async def send_sse(
         watcher.cancel()
         with contextlib.suppress(BaseException):
             await events.aclose()  # type: ignore[attr-defined]
+
+
+def abandon(call: Call) -> None:
+    """A run that does not make its response final records no call: the turn's one usage row, ledger
+    accrual and audit completion (all keyed by the turn's request id, the first write winning) belong
+    to the run that does. Its budget reservation is released."""
+    tracker = call.tracker
+    if tracker is None or tracker.finished:
+        return
+    tracker.finished = True
+    limiter = tracker.acc.limiter
+    if limiter is not None:
+        limiter.release(tracker.request_id)

@@ -19,6 +19,7 @@ from typing import Any, cast
 import msgspec
 
 from ...config.responses import AgentConfig
+from ...metering.prices import PriceTable
 from ...routing.stream_relay import StreamRelay
 from ...schema.errors import ApiError, bad_request
 from ...schema.responses import CreateResponse, parse_create
@@ -30,7 +31,7 @@ from ..asgi import JSON, Receive, Send, read_body
 from ..openai.errors import OPENAI, upstream_client_error
 from ..pipeline import Call, Pipeline, finish_refused, finish_unary, stream_finisher
 from ..render import send_failure, send_json, send_stream
-from .agent import AgentRun, Limits
+from .agent import AgentRun, limits_of
 from .background import Background, starting_after
 from .common import (
     answer,
@@ -70,9 +71,11 @@ class ResponsesDoor:
         state: StateStore | None,
         background: Background | None = None,
         agent: AgentConfig | None = None,
+        prices: PriceTable | None = None,
     ) -> None:
-        agent = agent or AgentConfig()
-        self.limits = Limits(agent.max_steps, agent.max_tool_calls)
+        self.agent = agent or AgentConfig()
+        self.limits = limits_of(self.agent)
+        self.prices = prices
         self.pipeline = pipeline
         self.state = state  # None without storage: nothing is stored, nothing can be continued
         self.background = background  # background mode (api/responses/background.py); None without storage
@@ -149,12 +152,6 @@ class ResponsesDoor:
         """A response with `mcp` tools: the gateway runs the loop (api/responses/agent.py)."""
         who = tenant(call)
         state = need_state(self.state, "MCP tools (servers are registered per tenant in the database)")
-        if req.background:
-            raise bad_request(
-                "Background responses with mcp tools are not supported yet (docs/agents.md).",
-                param="background",
-                code="unsupported_parameter",
-            )
         self.pipeline.group(req.model)  # an unknown model is a 404 before any server is called
         resolver = McpResolver(McpServerStore(state.keyring, state.engine))
         resolved = [
@@ -163,10 +160,17 @@ class ResponsesDoor:
             if tool.type == "mcp"
         ]
 
-        async def keep(response: dict[str, Any]) -> None:
+        self.limits.narrowed(req)  # a bad `multihome.agent` is a 400 now
+        if req.background:  # a durable run on the job queue (api/responses/agent_job.py)
+            assert self.background is not None  # present whenever the state store is
+            await self.background.create(call, receive, send, req, body, new)
+            return
+
+        async def keep(response: dict[str, Any], terminal: bytes) -> None:
             await self._keep(who, shell, req, new, response)
 
-        run = AgentRun(self.pipeline, self.limits, call, body, req, shell, context, new, Toolbox(resolved), keep)
+        box = Toolbox(resolved)
+        run = AgentRun(self.pipeline, self.limits, call, body, req, shell, context, new, box, keep, prices=self.prices)
         await run.begin()
         if req.stream:
             await send_sse(call, receive, send, run.events(), run.headers)

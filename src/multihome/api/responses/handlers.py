@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from ...config.responses import AgentConfig
+from ...metering.prices import PriceTable
 from ...state import StateStore
 from ..pipeline import Pipeline
 from ..routes import Handler
@@ -16,10 +17,15 @@ def handlers(
     state: StateStore | None,
     background: Background | None = None,
     agent: AgentConfig | None = None,
+    prices: PriceTable | None = None,
 ) -> dict[str, Handler]:
     """`state` is None without storage: responses are then served but not stored (docs/responses.md);
-    `background` runs background responses (with storage only); `agent`: the limits of MCP tool loops."""
-    responses, conversations = ResponsesDoor(pipeline, state, background, agent), ConversationsDoor(pipeline, state)
+    `background` runs background responses (with storage only); `agent`: the limits of MCP tool
+    loops; `prices`: what their steps cost (a run's spend cap)."""
+    responses, conversations = (
+        ResponsesDoor(pipeline, state, background, agent, prices),
+        ConversationsDoor(pipeline, state),
+    )
     if background is not None:
         background.runner.context = responses._context  # a run rebuilds its turn's context as a create does
     return {

@@ -26,6 +26,8 @@ from typing import Any
 import msgspec
 
 from ...accounting.tracker import finish_failed, settle
+from ...config.responses import AgentConfig
+from ...metering.prices import PriceTable
 from ...schema.errors import ApiError
 from ...schema.principal import Principal
 from ...schema.responses import CreateResponse, parse_create
@@ -35,9 +37,10 @@ from ...state.jobs import Job
 from ...state.store import StoredResponse
 from ..openai.errors import upstream_client_error
 from ..pipeline import Call, Pipeline, finish_refused
-from .common import run_turn
+from .agent_job import run_agent
+from .common import abandon, run_turn
 from .items import Item
-from .stream import ResponsesStream
+from .stream import ResponsesStream, split_events
 from .translate import Shell, to_canonical
 
 log = logging.getLogger("multihome.responses.background")
@@ -54,16 +57,6 @@ class BackgroundShell(Shell):
         out = super().render(status, output, usage, **kw)
         out["background"] = True
         return out
-
-
-def split_events(data: bytes, converter: ResponsesStream) -> list[Event]:
-    """The converter's output (whole SSE events, each ending in a blank line; the JSON is one line)
-    as (sequence_number, bytes) pairs: the last of them has the converter's last number."""
-    if not data:
-        return []
-    parts = [p + b"\n\n" for p in data.split(b"\n\n") if p]
-    end = converter.next_seq
-    return [(end - len(parts) + i, p) for i, p in enumerate(parts)]
 
 
 def shell_of(record: StoredResponse) -> tuple[CreateResponse, BackgroundShell]:
@@ -92,6 +85,8 @@ class Runner:
         *,
         flush_s: float,
         flush_usage: Callable[[], Awaitable[None]] | None = None,
+        agent: AgentConfig | None = None,
+        prices: PriceTable | None = None,
     ) -> None:
         self.pipeline = pipeline
         self._store = store
@@ -99,6 +94,9 @@ class Runner:
         self.context: Context | None = None  # rebuilds a turn's context (the door's; bound by handlers.py)
         self.flush_s = flush_s
         self.flush_usage = flush_usage  # makes the usage rows recorded so far durable (metering's writer)
+        self.agent = agent or AgentConfig()  # the limits of runs with mcp tools (agent_job.py)
+        self.prices = prices
+        self.store, self.scope, self.done = store, _scope, _done  # what agent_job.py shares
 
     async def run(self, job: Job) -> None:
         bg = self._store()
@@ -106,6 +104,12 @@ class Runner:
         if record is None or record.status not in OPEN or record.background is None:
             return  # deleted, cancelled, or made final by an earlier run (the checkpoint): no upstream call
         req, shell = shell_of(record)
+        if req.tools and any(t.type == "mcp" for t in req.tools):  # a durable agent run
+            try:
+                await run_agent(self, record, req, shell)
+            finally:
+                self.feed.publish(record.id)
+            return
         streamed = bool(req.stream)
         seq, base = 0, 0
         if streamed:  # continue after what was committed (a dead run's events are what clients saw)
@@ -165,7 +169,7 @@ class Runner:
             with contextlib.suppress(Exception):
                 cancelled = await asyncio.shield(self._keep_partial(run, shell))
             if not cancelled:
-                _abandon(call)
+                abandon(call)
             raise
         finally:
             settle(call.tracker)
@@ -258,19 +262,6 @@ class Runner:
         response = {**current.response, "output": output}
         await self._store().keep_partial(replace(current, response=response, background=_done(record)))
         return True
-
-
-def _abandon(call: Call) -> None:
-    """A run that does not make its response final records no call: the turn's one usage row, ledger
-    accrual and audit completion (all keyed by the turn's request id, the first write winning) belong
-    to the run that does. Its budget reservation is released."""
-    tracker = call.tracker
-    if tracker is None or tracker.finished:
-        return
-    tracker.finished = True
-    limiter = tracker.acc.limiter
-    if limiter is not None:
-        limiter.release(tracker.request_id)
 
 
 def _done(record: StoredResponse) -> dict[str, Any]:

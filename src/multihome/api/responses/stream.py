@@ -23,6 +23,7 @@ import msgspec
 from ...providers.sse import DONE, SseSplitter
 from ...schema.chunks import Chunk, Failure, FnDelta, ToolDelta, read_chunk
 from ...schema.peek import Usage
+from ...state.background import Event
 from .items import Item, new_id
 from .translate import INCOMPLETE, Outcome, Shell, function_call_item, message_item, output_text, usage_of
 
@@ -308,3 +309,13 @@ class ResponsesRelay:
     def __getattr__(self, name: str) -> Any:
         # usage, finish_reasons, events, error, cut...: whoever meters or stops the stream reads the real relay.
         return getattr(self._relay, name)
+
+
+def split_events(data: bytes, converter: ResponsesStream) -> list[Event]:
+    """The converter's output (whole SSE events, each ending in a blank line; the JSON is one line)
+    as (sequence_number, bytes) pairs: the last of them has the converter's last number."""
+    if not data:
+        return []
+    parts = [p + b"\n\n" for p in data.split(b"\n\n") if p]
+    end = converter.next_seq
+    return [(end - len(parts) + i, p) for i, p in enumerate(parts)]
