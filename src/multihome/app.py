@@ -265,6 +265,8 @@ class _Started:
 def app_from_env() -> Gateway:
     """Factory for `uvicorn --factory` workers: each worker process builds its own app."""
     config = load_config(os.environ[CONFIG_ENV])
+    # Workers of one process share its environment, so they cannot each hold the replica id.
+    config.responses.background.replica_id_env = None
     if DRAIN_ENV in os.environ:
         config.server.drain_timeout_s = check_drain_timeout(float(os.environ[DRAIN_ENV]), DRAIN_ENV)
     return served_app(config, os.environ.get(LISTEN_ENV))

@@ -23,8 +23,9 @@ from multihome.crypto import init_key_file
 from .processes import Gateway, Simulator
 
 ADMIN_KEY = "mh-agent-runs-admin"
-SECRETS = {"MH_AR_ADMIN_KEY": ADMIN_KEY}
-FAST = {"background": {"lease_s": 2.0, "poll_s": 0.1, "event_flush_ms": 50}}
+SECRETS = {"MH_AR_ADMIN_KEY": ADMIN_KEY, "MH_AR_REPLICA": "gateway-a"}
+# A long lease: a restarted replica takes its dead incarnation's run back at once by its replica id.
+FAST = {"background": {"lease_s": 30.0, "poll_s": 0.1, "event_flush_ms": 50, "replica_id_env": "MH_AR_REPLICA"}}
 
 
 def until(predicate, timeout: float = 60.0, what: str = "condition"):
@@ -115,7 +116,7 @@ def test_kill_9_mid_run_resumes_from_the_last_checkpoint(world):
     steps_before = [r["request_id"] for r in sim.requests()]
     assert len(steps_before) == 2  # two model steps done (each checkpointed before its tool ran)
 
-    second = start()
+    second = start()  # the same replica id: it need not wait 30 s for the dead one's lease
     restarted = time.monotonic()
     until(lambda: len(lines(log)) > before, timeout=30, what="the run to resume")
     picked_up = time.monotonic() - restarted

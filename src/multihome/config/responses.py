@@ -15,6 +15,10 @@ class BackgroundConfig(Strict):
     poll_s: Positive = 0.5  # how often an idle replica looks for queued jobs (and a resumed stream for events)
     max_attempts: PositiveCount = 3  # runs of one response (a replica died, or the turn raised) before it fails
     event_flush_ms: PositiveCount = 100  # a streamed delta waits at most this long to be persisted and sent
+    # The variable holding this replica's stable id (a StatefulSet pod's name, a host name): a replica
+    # that restarts under the same id takes its dead incarnation's running jobs back at once, without
+    # waiting for their leases. Ids must be unique among live replicas. Ignored with --workers > 1.
+    replica_id_env: str | None = None
 
 
 class RetentionConfig(Strict):

@@ -21,6 +21,7 @@ from typing import Any
 
 import msgspec
 
+from ...config.env import env_secret
 from ...config.responses import ResponsesConfig
 from ...metering.prices import PriceTable
 from ...schema.errors import ApiError, bad_request
@@ -84,6 +85,7 @@ class Background:
             concurrency=cfg.concurrency,
             lease_s=cfg.lease_s,
             poll_s=cfg.poll_s,
+            replica_id=env_secret(cfg.replica_id_env, what="responses.background.replica_id_env"),
         )
         await self.worker.start()
         self._sweeper = asyncio.create_task(self._schedule_sweeps(), name="multihome-retention")
