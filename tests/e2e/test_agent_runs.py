@@ -66,13 +66,17 @@ def billed_calls(gateway: Gateway, tenant: str) -> int:
     return sum(r["calls"] for r in summary["data"] if r["model_group"] == "gpt")
 
 
-@pytest.fixture
-def world(tmp_path):
+@pytest.fixture(params=["sqlite", "postgresql"])
+def world(tmp_path, request):
+    if request.param == "sqlite":
+        db = f"sqlite+aiosqlite:///{tmp_path / 'multihome.db'}"
+    else:
+        db = request.getfixturevalue("pg_server").create_database()
     init_key_file(tmp_path / "kms.key")
     sim = Simulator("openai", "agent-runs")
     server = McpTestServer(call_log=tmp_path / "calls.jsonl").start()
     cfg = config(
-        storage=database(f"sqlite+aiosqlite:///{tmp_path / 'multihome.db'}"),
+        storage=database(db),
         kms={"local": {"key_file": str(tmp_path / "kms.key")}},
         identity=identity("MH_AR_ADMIN_KEY"),
         routing=breakers(0),
