@@ -6,6 +6,7 @@ model call one tool per step, N times, then answer; the MCP server's own log say
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import httpx
 import openai
@@ -22,8 +23,8 @@ SECRETS = {"MH_M_ADMIN_KEY": ADMIN_KEY, "MH_M_ANTHROPIC_KEY": "sk-ant-responses-
 
 
 class World:
-    def __init__(self, gateway: Gateway, sims: dict[str, Simulator], server: McpTestServer) -> None:
-        self.gateway, self.sims, self.server = gateway, sims, server
+    def __init__(self, gateway: Gateway, sims: dict[str, Simulator], server: McpTestServer, log: Path) -> None:
+        self.gateway, self.sims, self.server, self.server_log = gateway, sims, server, log
         admin = httpx.Client(base_url=gateway.url, headers={"authorization": f"Bearer {ADMIN_KEY}"}, timeout=10)
         self.keys, self.tenants = {}, {}
         for name in ("acme", "globex"):
@@ -68,10 +69,10 @@ def world(tmp_path_factory):
         model_groups=groups({"gpt": "oa", "claude": "an"}, retries=0),
     )
     gateway = None
-    server = McpTestServer().start()
+    server = McpTestServer(call_log=tmp / "calls.jsonl").start()
     try:
         gateway = Gateway(cfg, tmp, SECRETS)
-        yield World(gateway, sims, server)
+        yield World(gateway, sims, server, tmp / "calls.jsonl")
     finally:
         log = gateway.stop() if gateway is not None else ""
         for sim in sims.values():
@@ -244,3 +245,39 @@ def test_the_step_limit(world):
     out = world.sdk().responses.create(model="gpt", input="steps=50", tools=[mcp(world)], max_tool_calls=2)
     assert out.status == "incomplete" and out.incomplete_details.reason == "max_tool_calls"
     assert [i.type for i in out.output] == ["mcp_list_tools", "mcp_call", "mcp_call"]
+
+
+def test_approval_in_a_conversation_and_the_items_it_keeps(world):
+    client, before = world.sdk(), len(world.server.calls)
+    tool = mcp(world, "guarded", allowed_tools=["record"])
+    conv = client.conversations.create()
+    first = client.responses.create(
+        model="claude", input="steps=1 in a conversation", tools=[tool], conversation=conv.id
+    )
+    asked = first.output[-1]
+    assert asked.type == "mcp_approval_request"
+    answer = {"type": "mcp_approval_response", "approval_request_id": asked.id, "approve": True}
+    second = client.responses.create(model="gpt", conversation=conv.id, tools=[tool], input=[answer])
+    assert [i.type for i in second.output] == ["mcp_call", "message"] and second.output[
+        0
+    ].approval_request_id == asked.id
+    assert len(world.server.calls) == before + 1
+    # The same answer again: the approved call is in the conversation, so it does not run twice.
+    third = client.responses.create(model="gpt", conversation=conv.id, tools=[tool], input=[answer])
+    assert "mcp_call" not in [i.type for i in third.output] and len(world.server.calls) == before + 1
+    kinds = [i.type for i in client.conversations.items.list(conv.id, order="asc").data]
+    tools_items = [k for k in kinds if k != "message"]  # Claude says a few words before its call
+    assert tools_items[:4] == ["mcp_list_tools", "mcp_approval_request", "mcp_approval_response", "mcp_call"]
+    # The call carried its idempotency key (`_meta`): this response's id, its step, the call's id.
+    logged = [json.loads(line) for line in world.server_log.read_text().splitlines()]
+    assert logged[-1]["key"] == f"{second.id}/0/{second.output[0].id}"
+
+
+def test_an_approval_for_nothing_asked_is_refused(world):
+    with pytest.raises(openai.BadRequestError) as err:
+        world.sdk().responses.create(
+            model="gpt",
+            tools=[mcp(world)],
+            input=[{"type": "mcp_approval_response", "approval_request_id": "mcpr_nope", "approve": True}],
+        )
+    assert err.value.param == "input[0].approval_request_id"
