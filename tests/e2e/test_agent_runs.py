@@ -20,22 +20,13 @@ from builders import audit, breakers, config, database, deployment, groups, iden
 from mcp_server import McpTestServer
 from multihome.crypto import init_key_file
 
+from .helpers import tenant_with_key, until
 from .processes import Gateway, Simulator
 
 ADMIN_KEY = "mh-agent-runs-admin"
 SECRETS = {"MH_AR_ADMIN_KEY": ADMIN_KEY, "MH_AR_REPLICA": "gateway-a"}
 # A long lease: a restarted replica takes its dead incarnation's run back at once by its replica id.
 FAST = {"background": {"lease_s": 30.0, "poll_s": 0.1, "event_flush_ms": 50, "replica_id_env": "MH_AR_REPLICA"}}
-
-
-def until(predicate, timeout: float = 60.0, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def lines(path: Path) -> list[dict]:
@@ -48,12 +39,7 @@ def admin(gateway: Gateway) -> httpx.Client:
 
 def setup_tenant(gateway: Gateway, server: McpTestServer, name: str = "acme") -> tuple[str, str]:
     with admin(gateway) as client:
-        resp = client.post("/admin/v1/tenants", json={"name": name})
-        assert resp.status_code == 201, resp.text
-        tenant = resp.json()["id"]
-        resp = client.post(f"/admin/v1/tenants/{tenant}/keys", json={"name": "k", "roles": ["member"]})
-        assert resp.status_code == 201, resp.text
-        key = resp.json()["key"]
+        tenant, key = tenant_with_key(client, name)
         body = {"name": "tools", "url": server.url, "allowed_tools": ["record", "slow"], "require_approval": "never"}
         resp = client.post(f"/admin/v1/tenants/{tenant}/mcp-servers", json=body)
         assert resp.status_code == 201, resp.text

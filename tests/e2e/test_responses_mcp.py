@@ -16,6 +16,7 @@ from builders import breakers, config, database, deployment, groups, identity, s
 from mcp_server import McpTestServer
 from multihome.crypto import init_key_file
 
+from .helpers import tenant_with_key
 from .processes import Gateway, Simulator
 
 ADMIN_KEY = "mh-responses-mcp-admin"
@@ -28,12 +29,7 @@ class World:
         admin = httpx.Client(base_url=gateway.url, headers={"authorization": f"Bearer {ADMIN_KEY}"}, timeout=10)
         self.keys, self.tenants = {}, {}
         for name in ("acme", "globex"):
-            resp = admin.post("/admin/v1/tenants", json={"name": name})
-            assert resp.status_code == 201, resp.text
-            tenant = self.tenants[name] = resp.json()["id"]
-            resp = admin.post(f"/admin/v1/tenants/{tenant}/keys", json={"name": "k", "roles": ["member"]})
-            assert resp.status_code == 201, resp.text
-            self.keys[name] = resp.json()["key"]
+            self.tenants[name], self.keys[name] = tenant_with_key(admin, name)
         servers = f"/admin/v1/tenants/{self.tenants['acme']}/mcp-servers"
         for name, approval in (("tools", "never"), ("guarded", "always")):
             body = {"name": name, "url": server.url, "allowed_tools": ["add", "echo", "record"]}

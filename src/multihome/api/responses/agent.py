@@ -52,7 +52,7 @@ from ..openai.errors import upstream_client_error
 from ..pipeline import Call, Pipeline, finish_refused
 from .common import abandon, run_turn
 from .items import Item, new_id
-from .stream import ResponsesStream
+from .stream import ResponsesStream, converted
 from .translate import Shell, to_canonical
 
 # Stores the final Response (with the stream's terminal event, for a background run's event log).
@@ -346,16 +346,8 @@ class AgentRun:
         assert relay is not None
         step = self._step_call
         try:
-            out = conv.feed(served.first)
-            if out:
+            async for out in converted(relay, served.first, conv):
                 yield out
-            if not conv.finished:
-                async for piece in relay.rest():
-                    out = conv.feed(piece)
-                    if out:
-                        yield out
-                    if conv.finished:
-                        break
             tail = conv.end()
             if tail:
                 yield tail

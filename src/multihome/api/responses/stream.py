@@ -265,6 +265,21 @@ class ResponsesStream:
             out.append(self.event("response.output_item.done", {"output_index": item.index, "item": done}))
 
 
+async def converted(relay: Any, first: bytes, conv: ResponsesStream) -> AsyncIterator[bytes]:
+    """The relay's stream (its `first` bytes, then the rest) as Responses events, until the upstream
+    finished; the caller then ends it (`conv.end()`, the terminal event)."""
+    out = conv.feed(first)
+    if out:
+        yield out
+    if not conv.finished:
+        async for piece in relay.rest():
+            out = conv.feed(piece)
+            if out:
+                yield out
+            if conv.finished:
+                break
+
+
 # Stores the final Response object; returns b"" or, when it could not, the stream's error event (`fail`).
 Store = Callable[[dict[str, Any]], Awaitable[bytes]]
 
@@ -286,16 +301,8 @@ class ResponsesRelay:
 
     async def rest(self) -> AsyncIterator[bytes]:
         conv = self._converter
-        out = conv.feed(self._first)
-        if out:
+        async for out in converted(self._relay, self._first, conv):
             yield out
-        if not conv.finished:
-            async for piece in self._relay.rest():
-                out = conv.feed(piece)
-                if out:
-                    yield out
-                if conv.finished:
-                    break
         tail = conv.end()
         response = conv.response()
         failed = await self._store(response)
