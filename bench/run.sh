@@ -48,5 +48,9 @@ $PY bench/governance_bench.py --out bench/out/governance.md
   $PY bench/responses_bench.py
   echo
   $PY bench/responses_rebuild_bench.py
+  echo
+  echo "## Agent runs: orchestration per step (bench/agent_step_bench.py)"
+  echo
+  $PY bench/agent_step_bench.py
 } > bench/RESULTS.md
 cat bench/RESULTS.md

@@ -8,10 +8,10 @@
 
 A server whose tools are already listed in the context (an `mcp_list_tools` item with the same
 `server_label`, from an earlier turn) is not listed again, as at OpenAI; the request's tool filter
-still applies to what is offered. Each listing or call opens its own MCP session (connect,
-initialize, one request, close), so nothing is held open while a model thinks, and a run resumed on
-another replica needs nothing this one had. A call's result or failure is always in its item: the
-item is a call with its result, never one without (docs/agents.md "Durability").
+still applies to what is offered. Listings and calls share one MCP session per server for the run
+(sessions.py), closed by `close()`; a run resumed on another replica opens its own. A call's result
+or failure is always in its item: the item is a call with its result, never one without
+(docs/agents.md "Durability").
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from typing import Any
 from .model import IDEMPOTENCY_META, McpTool
 from .names import NameMap
 from .resolver import ResolvedMcp
+from .sessions import Sessions
 
 Item = dict[str, Any]
 
@@ -54,6 +55,10 @@ class Toolbox:
         self.limits = limits  # mcp_client.McpLimits, or its defaults
         self.servers: dict[str, Server] = {}
         self._by_function: dict[str, Found] = {}
+        self.sessions = Sessions(limits)  # one per server, for the whole run
+
+    async def close(self) -> None:
+        await self.sessions.close()
 
     def label(self, label: str) -> ResolvedMcp | None:
         return next((r for r in self.resolved if r.label == label), None)
@@ -61,8 +66,6 @@ class Toolbox:
     async def prepare(self, context: list[Item], new_id: Any) -> list[Item]:
         """List each server's tools (or reuse the context's list); the new `mcp_list_tools` items.
         A server that cannot be listed is an McpFailure (424 naming it): nothing has run yet."""
-        from .mcp_client import connect
-
         known = {i["server_label"]: i for i in context if i.get("type") == "mcp_list_tools" and not i.get("error")}
         out: list[Item] = []
         for resolved in self.resolved:
@@ -70,8 +73,7 @@ class Toolbox:
             if earlier is not None:
                 tools = [_tool_of(t) for t in earlier.get("tools") or ()]
             else:
-                async with connect(resolved.endpoint, self.limits) as session:
-                    tools = await session.list_tools()
+                tools = await self.sessions.use(resolved.endpoint, lambda session: session.list_tools())
             offered = [t for t in tools if resolved.allows(t)]
             if earlier is None:
                 out.append(
@@ -120,7 +122,7 @@ class Toolbox:
         """Run the tool; its `mcp_call` item, with the output, or the error (a tool error, a server that
         failed): the model reads either and goes on. `key`: the call's idempotency key, sent in the
         request's `_meta` (`IDEMPOTENCY_META`), the same each time this call is tried."""
-        from .mcp_client import McpFailure, McpProtocolError, connect
+        from .mcp_client import McpFailure, McpProtocolError
 
         item: Item = {
             "type": "mcp_call",
@@ -140,9 +142,11 @@ class Toolbox:
         if not isinstance(args, dict):
             item.update(status="failed", error=_execution_error("The arguments are not a JSON object."))
             return item
+        meta = {IDEMPOTENCY_META: key} if key else None
         try:
-            async with connect(found.server.resolved.endpoint, self.limits) as session:
-                out = await session.call_tool(found.tool.name, args, meta={IDEMPOTENCY_META: key} if key else None)
+            out = await self.sessions.use(
+                found.server.resolved.endpoint, lambda session: session.call_tool(found.tool.name, args, meta=meta)
+            )
         except McpProtocolError as exc:
             item.update(
                 status="failed", error={"type": "mcp_protocol_error", "code": -32603, "message": exc.body.message}

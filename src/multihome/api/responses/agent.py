@@ -187,8 +187,12 @@ class AgentRun:
                 self._served = await self._model()
         except ApiError as err:
             if not any(item["type"] == "mcp_call" for item in self.output):
+                await self.box.close()
                 raise  # nothing with a side effect ran: the client's plain error
             self._failure = err
+        except BaseException:
+            await self.box.close()
+            raise
 
     def _approvals(self) -> list[Item]:
         """The approval requests this input approves that have not run yet."""
@@ -307,6 +311,7 @@ class AgentRun:
             raise
         finally:
             settle(self._step_call.tracker if self._step_call is not None else None)
+            await self.box.close()
         status, incomplete, error = journal.stop or ["completed", None, None]
         if self._failure is not None:
             status, incomplete = "failed", None
