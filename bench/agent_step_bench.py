@@ -40,7 +40,8 @@ import gateway_bench  # noqa: E402
 from gateway_bench import SIM_KEY, start_gateway, start_sim  # noqa: E402
 from mcp_server import McpTestServer, free_port  # noqa: E402
 from multihome.crypto import init_key_file  # noqa: E402
-from multihome.tools.mcp_client import connect  # noqa: E402
+from multihome.tools.egress import EgressPolicy  # noqa: E402
+from multihome.tools.mcp_client import McpLimits, connect  # noqa: E402
 from multihome.tools.model import McpEndpoint  # noqa: E402
 
 TARGET_MS = 1.0
@@ -56,6 +57,7 @@ deployments:
   chat@sim: {{provider: sim, model: bench-model}}
 model_groups:
   bench: {{deployments: [chat@sim]}}
+egress: {{allow_networks: [127.0.0.0/8]}}
 """
 
 
@@ -96,7 +98,9 @@ async def measure(base: str, sim: str, mcp_url: str, args: argparse.Namespace) -
     async def tools() -> float:
         endpoint = McpEndpoint("tools", mcp_url)
         t = time.perf_counter()
-        async with connect(endpoint) as session:  # one session for the run, as the gateway holds it
+        async with connect(
+            endpoint, McpLimits(egress=EgressPolicy(["127.0.0.0/8"]))
+        ) as session:  # one session for the run, as the gateway holds it
             await session.list_tools()
             for _ in range(args.steps):
                 await session.call_tool("echo", {"text": "example"})

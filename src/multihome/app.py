@@ -33,6 +33,7 @@ from .routing.latency import LatencyStats
 from .routing.planner import Planner
 from .routing.router import Router
 from .storage.service import StorageService
+from .tools.egress import EgressPolicy
 
 CONFIG_ENV = "MULTIHOME_CONFIG"
 DRAIN_ENV = "MULTIHOME_DRAIN_TIMEOUT_S"  # `serve --drain-timeout`, passed on to `--workers` processes
@@ -102,6 +103,7 @@ def build_app(config: Config) -> Gateway:
         if storage.enabled:
             metrics.sources = replace(metrics.sources, known_tenants=storage.known_tenants)
     pipeline = Pipeline(catalog, router, config.server.max_body_bytes, gate, accounting)
+    egress = EgressPolicy.from_config(config.egress)  # the addresses MCP servers may be reached at
     state = None
     if crypto is not None:  # stored responses and conversations, sealed under the tenant's keys (docs/responses.md)
         from .state.service import StateService
@@ -113,7 +115,12 @@ def build_app(config: Config) -> Gateway:
 
         flush = metering.flush if metered else None  # a run's usage is durable before its checkpoint
         background = Background(
-            pipeline, cast(Any, _Lazy(state, "store")), config.responses, flush_usage=flush, prices=metering.prices
+            pipeline,
+            cast(Any, _Lazy(state, "store")),
+            config.responses,
+            flush_usage=flush,
+            prices=metering.prices,
+            egress=egress,
         )
     models, anthropic = ModelsDoor(pipeline), AnthropicDoor(pipeline)
     doors = {  # the handler names of the route table (api/routes.py)
@@ -130,6 +137,7 @@ def build_app(config: Config) -> Gateway:
             background,
             config.responses.agent,
             metering.prices,
+            egress,
         ),
     }
     if metrics is not None:

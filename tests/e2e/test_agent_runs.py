@@ -71,6 +71,7 @@ def world(tmp_path, request):
         deployments={"oa": deployment("oa", "gpt-ar", price=price(1_000_000, 1_000_000))},  # $1 a token
         model_groups=groups({"gpt": "oa"}, retries=0),
         responses=FAST,
+        egress={"allow_networks": ["127.0.0.0/8"]},  # the MCP test server listens on loopback
     )
     gateways: list[Gateway] = []
 

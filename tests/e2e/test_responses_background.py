@@ -171,6 +171,11 @@ def test_a_streamed_background_response_resumes_after_any_event_without_gaps(wor
     assert text == rest[-1].response.output_text
     again = list(client.responses.retrieve(response_id, stream=True, starting_after=2))  # replay after the end
     assert [e.sequence_number for e in again] == list(range(3, numbers[-1] + 1))
+    raw = httpx.Client(base_url=gateway.url, headers={"authorization": f"Bearer {key}"}, timeout=10)
+    with raw:  # a cursor that is no sequence number (or would overflow the database's integer) is a 400
+        for bad in ("x", "1e3", "99999999999999999999999999", "\u0663", "--1"):
+            resp = raw.get(f"/v1/responses/{response_id}", params={"stream": "true", "starting_after": bad})
+            assert resp.status_code == 400 and resp.json()["error"]["param"] == "starting_after", (bad, resp.text)
 
 
 def test_cancel_stops_a_running_response_and_is_idempotent(world):

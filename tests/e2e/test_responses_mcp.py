@@ -63,6 +63,7 @@ def world(tmp_path_factory):
         },
         deployments={"oa": deployment("oa", "gpt-m"), "an": deployment("an", "claude-m")},
         model_groups=groups({"gpt": "oa", "claude": "an"}, retries=0),
+        egress={"allow_networks": ["127.0.0.0/8"]},  # the MCP test server listens on loopback
     )
     gateway = None
     server = McpTestServer(call_log=tmp / "calls.jsonl").start()

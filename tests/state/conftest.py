@@ -1,4 +1,5 @@
-"""A migrated database (SQLite, then PostgreSQL) and a keyring on a local key file, for the state store."""
+"""A keyring on a local key file over the migrated database of tests/conftest.py's `db_url` (SQLite,
+then PostgreSQL), for the state store."""
 
 from __future__ import annotations
 
@@ -8,23 +9,12 @@ import pytest
 from multihome.config.kms import KmsConfig
 from multihome.crypto import init_key_file, open_keyring
 from multihome.state import StateStore
-from multihome.storage import migrate_sync
 from multihome.storage.engine import create_engine
 
 
 @pytest.fixture
 def anyio_backend():
     return "asyncio"
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def db_url(request, tmp_path):
-    if request.param == "sqlite":
-        url = f"sqlite+aiosqlite:///{tmp_path / 'multihome.db'}"
-    else:
-        url = request.getfixturevalue("pg_server").create_database()
-    migrate_sync(url)
-    return url
 
 
 @pytest.fixture

@@ -1,5 +1,6 @@
-"""A real MCP test server (tests/mcp_server.py), and a migrated database (SQLite, then PostgreSQL)
-with a keyring on a local key file, for the MCP client, the registry and the resolver."""
+"""A real MCP test server (tests/mcp_server.py), and a keyring on a local key file over the migrated
+database of tests/conftest.py's `db_url` (SQLite, then PostgreSQL), for the MCP client, the registry
+and the resolver."""
 
 from __future__ import annotations
 
@@ -9,7 +10,6 @@ import pytest
 from mcp_server import McpTestServer
 from multihome.config.kms import KmsConfig
 from multihome.crypto import init_key_file, open_keyring
-from multihome.storage import migrate_sync
 from multihome.storage.engine import create_engine
 from multihome.tools.servers import McpServerStore
 
@@ -24,16 +24,6 @@ def mcp_server():
     """Tools listed three to a page (a client must follow nextCursor)."""
     with McpTestServer(page_size=3) as server:
         yield server
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def db_url(request, tmp_path):
-    if request.param == "sqlite":
-        url = f"sqlite+aiosqlite:///{tmp_path / 'multihome.db'}"
-    else:
-        url = request.getfixturevalue("pg_server").create_database()
-    migrate_sync(url)
-    return url
 
 
 @pytest.fixture

@@ -10,6 +10,7 @@ import pytest
 from mcp_types import CallToolResult, EmbeddedResource, ImageContent, TextContent, TextResourceContents
 
 from mcp_server import McpTestServer, free_port
+from multihome.tools.egress import EgressPolicy
 from multihome.tools.mcp_client import (
     ERROR_MARKER,
     McpFailure,
@@ -24,10 +25,11 @@ from multihome.tools.model import McpEndpoint
 
 pytestmark = pytest.mark.anyio
 TOOLS = ["add", "echo", "record", "fail", "slow", "big", "weather.get-current"]
+LOCAL = McpLimits(egress=EgressPolicy(["127.0.0.0/8"]))  # the test servers listen on loopback
 
 
 async def test_lists_every_page_and_calls_tools(mcp_server):
-    async with connect(McpEndpoint("tools", mcp_server.url)) as session:
+    async with connect(McpEndpoint("tools", mcp_server.url), LOCAL) as session:
         tools = await session.list_tools()
         assert [t.name for t in tools] == TOOLS  # 3 + 3 + 1: every nextCursor followed
         add = tools[0]
@@ -44,7 +46,7 @@ async def test_lists_every_page_and_calls_tools(mcp_server):
 
 
 async def test_a_failing_tool_is_a_result_marked_as_an_error(mcp_server):
-    async with connect(McpEndpoint("tools", mcp_server.url)) as session:
+    async with connect(McpEndpoint("tools", mcp_server.url), LOCAL) as session:
         out = await session.call_tool("fail", {"reason": "bad input"})
         assert out.is_error and "failed on purpose: bad input" in out.output
         assert out.function_output.startswith(ERROR_MARKER)
@@ -54,7 +56,7 @@ async def test_a_failing_tool_is_a_result_marked_as_an_error(mcp_server):
 
 
 async def test_a_slow_tool_times_out_and_the_session_goes_on(mcp_server):
-    async with connect(McpEndpoint("tools", mcp_server.url)) as session:
+    async with connect(McpEndpoint("tools", mcp_server.url), LOCAL) as session:
         with pytest.raises(McpToolTimeout) as caught:
             await session.call_tool("slow", {"seconds": 5}, timeout_s=0.3)
         assert caught.value.status == 424 and caught.value.body.code == "mcp_tool_timeout"
@@ -64,7 +66,9 @@ async def test_a_slow_tool_times_out_and_the_session_goes_on(mcp_server):
 
 async def test_an_answer_past_the_bound_is_refused_while_it_is_read(mcp_server):
     with pytest.raises(McpResultTooLarge) as caught:
-        async with connect(McpEndpoint("tools", mcp_server.url), McpLimits(max_result_bytes=20_000)) as session:
+        async with connect(
+            McpEndpoint("tools", mcp_server.url), McpLimits(max_result_bytes=20_000, egress=LOCAL.egress)
+        ) as session:
             assert len((await session.call_tool("big", {"size": 1000})).output) > 1000
             await session.call_tool("big", {"size": 50_000})
     assert "20000 bytes" in caught.value.body.message
@@ -72,7 +76,7 @@ async def test_an_answer_past_the_bound_is_refused_while_it_is_read(mcp_server):
 
 async def test_a_closed_port_is_unreachable_naming_the_server():
     with pytest.raises(McpUnreachable) as caught:
-        async with connect(McpEndpoint("crm", f"http://127.0.0.1:{free_port()}/mcp")) as session:
+        async with connect(McpEndpoint("crm", f"http://127.0.0.1:{free_port()}/mcp"), LOCAL) as session:
             await session.list_tools()
     err = caught.value
     assert (
@@ -83,11 +87,11 @@ async def test_a_closed_port_is_unreachable_naming_the_server():
 
 async def test_credentials_go_on_every_request_and_a_refusal_says_so():
     with McpTestServer(require_header=("x-api-key", "k-123")) as server:
-        async with connect(McpEndpoint("guarded", server.url, {"X-Api-Key": "k-123"})) as session:
+        async with connect(McpEndpoint("guarded", server.url, {"X-Api-Key": "k-123"}), LOCAL) as session:
             assert len(await session.list_tools()) == len(TOOLS)
         assert server.requests and all(r.get("x-api-key") == "k-123" for r in server.requests)
         with pytest.raises(McpUnreachable) as caught:
-            async with connect(McpEndpoint("guarded", server.url, {"X-Api-Key": "wrong"})):
+            async with connect(McpEndpoint("guarded", server.url, {"X-Api-Key": "wrong"}), LOCAL):
                 pass
         assert "HTTP 401" in caught.value.body.message and "credentials" in caught.value.body.message
         assert "wrong" not in caught.value.body.message
@@ -96,7 +100,7 @@ async def test_credentials_go_on_every_request_and_a_refusal_says_so():
 async def test_a_redirect_is_never_followed(mcp_server):
     seen = len(mcp_server.requests)
     with pytest.raises(McpUnreachable) as caught:
-        async with connect(McpEndpoint("moved", mcp_server.url.replace("/mcp", "/redirect"))):
+        async with connect(McpEndpoint("moved", mcp_server.url.replace("/mcp", "/redirect")), LOCAL):
             pass
     assert "redirect" in caught.value.body.message
     assert [r for r in mcp_server.requests[seen:]] and all(
@@ -107,7 +111,7 @@ async def test_a_redirect_is_never_followed(mcp_server):
 
 async def test_the_callers_own_error_passes_through_unchanged(mcp_server):
     with pytest.raises(KeyError, match="mine"):
-        async with connect(McpEndpoint("tools", mcp_server.url)):
+        async with connect(McpEndpoint("tools", mcp_server.url), LOCAL):
             raise KeyError("mine")
 
 

@@ -8,7 +8,8 @@ import pytest
 
 from mcp_server import McpTestServer
 from multihome.schema.errors import ApiError
-from multihome.tools.mcp_client import connect
+from multihome.tools.egress import EgressPolicy
+from multihome.tools.mcp_client import McpLimits, connect
 from multihome.tools.model import McpTool
 from multihome.tools.resolver import McpResolver
 
@@ -156,7 +157,7 @@ async def test_a_resolved_server_is_called_with_the_registered_and_the_added_hea
             "t1",
             {"type": "mcp", "server_label": "live", "headers": {"X-Trace": "t-1"}, "allowed_tools": ["echo", "add"]},
         )
-        async with connect(resolved.endpoint) as session:
+        async with connect(resolved.endpoint, McpLimits(egress=EgressPolicy(["127.0.0.0/8"]))) as session:
             offered = [t.name for t in await session.list_tools() if resolved.allows(t)]
             assert offered == ["add", "echo"]
             assert (await session.call_tool("echo", {"text": "hi"})).output == '{"result":"hi"}'

@@ -6,11 +6,13 @@ from __future__ import annotations
 import pytest
 
 from mcp_server import free_port
+from multihome.tools.egress import EgressPolicy
 from multihome.tools.mcp_client import McpToolTimeout, McpUnreachable
 from multihome.tools.model import McpEndpoint
 from multihome.tools.sessions import Sessions
 
 pytestmark = pytest.mark.anyio
+LOOPBACK = EgressPolicy(["127.0.0.0/8"])  # the test server listens on loopback
 
 
 def _session_ids(server, since: int) -> set[str]:
@@ -18,7 +20,11 @@ def _session_ids(server, since: int) -> set[str]:
 
 
 async def test_one_session_serves_the_whole_run(mcp_server):
-    sessions, endpoint, before = Sessions(), McpEndpoint("tools", mcp_server.url), len(mcp_server.requests)
+    sessions, endpoint, before = (
+        Sessions(egress=LOOPBACK),
+        McpEndpoint("tools", mcp_server.url),
+        len(mcp_server.requests),
+    )
     try:
         tools = await sessions.use(endpoint, lambda s: s.list_tools())
         assert "echo" in [t.name for t in tools]
@@ -32,7 +38,7 @@ async def test_one_session_serves_the_whole_run(mcp_server):
 async def test_a_timeout_keeps_the_session_and_a_dead_server_is_reported(mcp_server):
     from multihome.tools.mcp_client import McpLimits
 
-    sessions = Sessions(McpLimits(call_timeout_s=0.3))
+    sessions = Sessions(McpLimits(call_timeout_s=0.3, egress=LOOPBACK))
     endpoint, before = McpEndpoint("tools", mcp_server.url), len(mcp_server.requests)
     try:
         with pytest.raises(McpToolTimeout):

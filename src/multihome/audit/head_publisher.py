@@ -11,11 +11,11 @@ final checkpoint within a deadline.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from typing import TYPE_CHECKING
 
+from ..aio import wait_event
 from .checkpoint import Checkpoint
 
 if TYPE_CHECKING:
@@ -72,8 +72,7 @@ class HeadPublisher:
             if await self._flush():
                 attempt = 0
                 continue
-            with contextlib.suppress(TimeoutError):  # a close ends the backoff at once
-                await asyncio.wait_for(self._stop.wait(), _RETRY_S[min(attempt, len(_RETRY_S) - 1)])
+            await wait_event(self._stop, _RETRY_S[min(attempt, len(_RETRY_S) - 1)])  # a close ends the backoff at once
             attempt += 1
             self._wake.set()
 

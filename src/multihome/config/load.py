@@ -17,6 +17,7 @@ from .audit import AuditConfig
 from .capture import CaptureConfig
 from .contracts import ContractsConfig, ContractsConfigError
 from .contracts import check as check_contracts
+from .egress import EgressConfig
 from .errors import ConfigError
 from .kms import KmsConfig
 from .kms import check as check_kms
@@ -120,6 +121,7 @@ _SINGLES: dict[str, type[msgspec.Struct]] = {
     "capture": CaptureConfig,
     "metrics": MetricsConfig,
     "responses": ResponsesConfig,
+    "egress": EgressConfig,
 }
 
 

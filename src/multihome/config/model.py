@@ -13,6 +13,7 @@ from ..providers.registry import NAMES as PROVIDER_KINDS
 from .audit import AuditConfig
 from .capture import CaptureConfig
 from .contracts import ContractsConfig
+from .egress import EgressConfig
 from .kms import KmsConfig
 from .metering import MeteringConfig
 from .metrics import MetricsConfig
@@ -224,4 +225,5 @@ class Config(Strict):
     capture: CaptureConfig = msgspec.field(default_factory=CaptureConfig)
     metrics: MetricsConfig = msgspec.field(default_factory=MetricsConfig)
     responses: ResponsesConfig = msgspec.field(default_factory=ResponsesConfig)
+    egress: EgressConfig = msgspec.field(default_factory=EgressConfig)
     telemetry: Telemetry | None = None

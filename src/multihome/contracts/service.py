@@ -22,6 +22,7 @@ import time
 from collections import deque
 from decimal import Decimal
 
+from ..aio import wait_event
 from ..config.contracts import Agreement, Commitment, ContractsConfig, agreements_of, problems
 from ..metering.record import MeteredCall
 from . import terms
@@ -125,10 +126,7 @@ class ContractsService:
             left = deadline - time.monotonic()
             if left <= 0:
                 raise TimeoutError(f"{target - self.committed} accruals not yet committed")
-            try:
-                await asyncio.wait_for(self._committed_evt.wait(), min(left, 1.0))
-            except TimeoutError:
-                pass
+            await wait_event(self._committed_evt, min(left, 1.0))
 
     async def _write_loop(self) -> None:
         failures = 0
@@ -143,10 +141,7 @@ class ContractsService:
                 # from before (the first accrual, or one that arrived while the last batch was
                 # being written) must not cut the window short: only a full batch or flush() does.
                 self._wake.clear()
-                try:
-                    await asyncio.wait_for(self._wake.wait(), self.cfg.flush_interval_s)
-                except TimeoutError:
-                    pass
+                await wait_event(self._wake, self.cfg.flush_interval_s)
                 self._wake.clear()
             n = min(len(self._queue), self.cfg.batch_max)
             batch = [self._queue.popleft() for _ in range(n)]

@@ -29,6 +29,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from ..accounting.capture import Captured
 from ..accounting.record import CallRecord
+from ..aio import wait_event
 from ..config.capture import CaptureConfig
 from ..storage.engine import write_connection
 from ..storage.tables import captures as t
@@ -93,8 +94,7 @@ class CaptureWriter:
 
     async def _run(self) -> None:
         while True:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self._interval)
+            await wait_event(self._wake, self._interval)
             self._wake.clear()
             while self._queue:
                 if not await self._flush():

@@ -28,6 +28,7 @@ from typing import ClassVar, Literal
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError, ResponseError
 
+from ..aio import wait_event
 from ..storage.redis_client import connect
 from .counters import BUDGET, DEPLOYMENT, OK, RATE, Outcome, Plan
 from .counters_lua import ADMIT, CLAIM, EXPIRED, SEED
@@ -220,10 +221,7 @@ class RedisCounters:
                         return
                     if self._settling is not None or self.epoch is None or self._overdue:
                         if not self._queue:  # an admission arriving meanwhile is tried at once
-                            try:
-                                await asyncio.wait_for(self._wake.wait(), backoff)
-                            except TimeoutError:
-                                pass
+                            await wait_event(self._wake, backoff)
                         backoff = min(backoff * 2, 2.0)
                     continue
                 self._inflight = []

@@ -25,6 +25,7 @@ from itertools import islice
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from ..aio import wait_event
 from ..storage.engine import PgBulkInsert
 
 log = logging.getLogger("multihome.metering.writer")
@@ -233,10 +234,7 @@ class UsageWriter:
                 # Gather a group (one commit for many calls) for up to the flush interval; a full
                 # batch, flush() or close() ends the wait early.
                 self._wake.clear()
-                try:
-                    await asyncio.wait_for(self._wake.wait(), self.interval)
-                except TimeoutError:
-                    pass
+                await wait_event(self._wake, self.interval)
             batch = list(islice(self.rows, self._max_batch))
             t0 = time.perf_counter()
             try:

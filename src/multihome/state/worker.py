@@ -27,6 +27,7 @@ import socket
 from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from typing import Any
 
+from ..aio import wait_event
 from .jobs import CANCELLED, DONE, Job, JobQueue, Renewal
 
 log = logging.getLogger("multihome.jobs")
@@ -93,7 +94,7 @@ class JobWorker:
 
     async def _loop(self) -> None:
         kinds = list(self.handlers)
-        while True:
+        while not self._closing:
             self._wake.clear()  # before claiming: a job queued during the claim wakes the next round
             free = self.concurrency - len(self._running)
             if free > 0:
@@ -108,8 +109,7 @@ class JobWorker:
                     self._running[job.id] = asyncio.create_task(self._run(job), name=f"job-{job.id}")
                 if len(jobs) == free:
                     continue  # there may be more due: claim again before sleeping
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self.poll_s)
+            await wait_event(self._wake, self.poll_s)
 
     async def _run(self, job: Job) -> None:
         work = asyncio.create_task(self.handlers[job.kind](job))

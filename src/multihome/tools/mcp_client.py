@@ -38,6 +38,7 @@ from pydantic import ValidationError
 
 from .. import __version__
 from ..schema.errors import ApiError
+from .egress import EgressPolicy, guarded_transport
 from .model import ERROR_MARKER, McpEndpoint, McpTool
 
 _MAX_PAGES = 100  # tools/list pages followed at most: a server cannot keep a listing going forever
@@ -49,6 +50,7 @@ class McpLimits:
     list_timeout_s: float = 30.0
     call_timeout_s: float = 60.0
     max_result_bytes: int = 1 << 20
+    egress: EgressPolicy = EgressPolicy()  # public addresses only (config: `egress:`)
 
 
 class ToolOutput(msgspec.Struct, frozen=True):
@@ -75,6 +77,16 @@ class McpUnreachable(McpFailure):
     code = "mcp_server_unreachable"
 
 
+class McpEgressDenied(McpFailure):
+    """The server's address is not one the organisation's egress rules allow: nothing was sent to it."""
+
+    code = "mcp_egress_denied"
+
+    def __init__(self, server: str, message: str) -> None:
+        super().__init__(server, message)
+        self.status = 403
+
+
 class McpProtocolError(McpFailure):
     code = "mcp_protocol_error"
 
@@ -95,8 +107,8 @@ class _Watch(httpx2.AsyncBaseTransport):
     """The HTTP transport under the SDK: bounds each answer's body as it is read and remembers
     what went wrong at the HTTP level (an error status, a redirect), so a failure can say it."""
 
-    def __init__(self, max_bytes: int) -> None:
-        self._inner = httpx2.AsyncHTTPTransport()
+    def __init__(self, max_bytes: int, egress: EgressPolicy) -> None:
+        self._inner, self.guard = guarded_transport(egress)
         self.max_bytes = max_bytes
         self.status: int | None = None
         self.redirect: str | None = None
@@ -181,7 +193,7 @@ class McpSession:
 async def connect(endpoint: McpEndpoint, limits: McpLimits | None = None) -> AsyncIterator[McpSession]:
     """An initialized session with the server; closed (its MCP session ended) when the block ends."""
     limits = limits or McpLimits()
-    watch = _Watch(limits.max_result_bytes)
+    watch = _Watch(limits.max_result_bytes, limits.egress)
     timeout = httpx2.Timeout(limits.connect_timeout_s, read=max(limits.call_timeout_s, limits.list_timeout_s) + 5)
     client = httpx2.AsyncClient(
         transport=watch, headers=dict(endpoint.headers), timeout=timeout, max_redirects=0, follow_redirects=False
@@ -203,9 +215,13 @@ async def connect(endpoint: McpEndpoint, limits: McpLimits | None = None) -> Asy
                 raise McpProtocolError(endpoint.name, f"initializing: {_short(exc)}") from None
             yield McpSession(endpoint, session, watch, limits)
     except BaseExceptionGroup as group:  # the SDK's task groups wrap what was raised inside them
-        raise _unwrapped(endpoint.name, group) from None
+        raise _denied(endpoint.name, watch) or _unwrapped(endpoint.name, group) from None
     except httpx2.TransportError as exc:
-        raise _unreachable(endpoint.name, exc) from None
+        raise _denied(endpoint.name, watch) or _unreachable(endpoint.name, exc) from None
+
+
+def _denied(server: str, watch: _Watch) -> McpEgressDenied | None:
+    return McpEgressDenied(server, watch.guard.denied) if watch.guard.denied else None
 
 
 def _unwrapped(server: str, group: BaseExceptionGroup[Any]) -> BaseException:
@@ -239,6 +255,8 @@ def _unreachable(server: str, exc: httpx2.TransportError) -> McpUnreachable:
 def _classified(
     server: str, exc: MCPError, watch: _Watch, doing: str, timeout: float | None, *, connecting: bool = False
 ) -> McpFailure:
+    if (denied := _denied(server, watch)) is not None:
+        return denied
     if watch.too_large:
         return McpResultTooLarge(server, f"{doing}: the answer is larger than {watch.max_bytes} bytes")
     if watch.redirect is not None:

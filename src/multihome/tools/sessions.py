@@ -20,6 +20,7 @@ import contextlib
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
+from .egress import EgressPolicy
 from .model import McpEndpoint
 
 T = TypeVar("T")
@@ -66,15 +67,23 @@ class _Held:
 
 
 class Sessions:
-    def __init__(self, limits: Any = None) -> None:
-        self.limits = limits  # mcp_client.McpLimits, or its defaults
+    def __init__(self, limits: Any = None, egress: EgressPolicy | None = None) -> None:
+        self.limits = limits  # mcp_client.McpLimits; None: its defaults, with `egress` (the config's `egress:`)
+        self.egress = egress
         self._held: dict[str, _Held] = {}
+
+    def _limits(self) -> Any:
+        if self.limits is None:  # made at first use: the SDK is imported only when a server is called
+            from .mcp_client import McpLimits
+
+            self.limits = McpLimits(egress=self.egress) if self.egress is not None else McpLimits()
+        return self.limits
 
     async def use(self, endpoint: McpEndpoint, work: Callable[[Any], Awaitable[T]]) -> T:
         """`work(session)` on the endpoint's session (opened now if there is none, or it failed)."""
         held = self._held.get(endpoint.name)
         if held is None or held.task.done():
-            held = self._held[endpoint.name] = _Held(endpoint, self.limits)
+            held = self._held[endpoint.name] = _Held(endpoint, self._limits())
         done: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         held.inbox.put_nowait((work, done))
         return await asyncio.shield(done)  # a cancelled caller does not cancel the session under others

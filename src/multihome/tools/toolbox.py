@@ -20,6 +20,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+from .egress import EgressPolicy
 from .model import IDEMPOTENCY_META, McpTool
 from .names import NameMap
 from .resolver import ResolvedMcp
@@ -50,12 +51,11 @@ class Found:
 
 
 class Toolbox:
-    def __init__(self, resolved: list[ResolvedMcp], limits: Any = None) -> None:
+    def __init__(self, resolved: list[ResolvedMcp], limits: Any = None, egress: EgressPolicy | None = None) -> None:
         self.resolved = resolved
-        self.limits = limits  # mcp_client.McpLimits, or its defaults
         self.servers: dict[str, Server] = {}
         self._by_function: dict[str, Found] = {}
-        self.sessions = Sessions(limits)  # one per server, for the whole run
+        self.sessions = Sessions(limits, egress)  # one per server, for the whole run
 
     async def close(self) -> None:
         await self.sessions.close()

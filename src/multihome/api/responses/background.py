@@ -21,6 +21,7 @@ from typing import Any
 
 import msgspec
 
+from ...aio import wait_event
 from ...config.env import env_secret
 from ...config.responses import ResponsesConfig
 from ...metering.prices import PriceTable
@@ -31,6 +32,7 @@ from ...state.feed import Feed
 from ...state.jobs import JobQueue
 from ...state.store import StateStore, StoredResponse
 from ...state.worker import JobWorker
+from ...tools.egress import EgressPolicy
 from ..asgi import Receive, Send, header
 from ..pipeline import Call, Pipeline, new_request_id
 from .common import answer, send_sse, stored
@@ -52,6 +54,7 @@ class Background:
         *,
         flush_usage: Callable[[], Awaitable[None]] | None = None,
         prices: PriceTable | None = None,
+        egress: EgressPolicy | None = None,
     ) -> None:
         self.state = state  # the StateStore (a stand-in until storage has started)
         self.config = config
@@ -67,6 +70,7 @@ class Background:
             flush_usage=flush_usage,
             agent=config.agent,
             prices=prices,
+            egress=egress,
         )
         self._sweeper: asyncio.Task[None] | None = None
 
@@ -175,8 +179,7 @@ class Background:
                     continue  # there may be more than one page
                 if status is None or status not in OPEN:
                     return
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(woken.wait(), poll)
+                await wait_event(woken, poll)
 
     async def send_events(self, call: Call, receive: Receive, send: Send, events: AsyncIterator[bytes]) -> None:
         await send_sse(call, receive, send, events)
@@ -187,7 +190,8 @@ class Background:
         if found.status not in OPEN:
             await answer(call, send, found.response)
             return
-        cancelled = {**found.response, "status": "cancelled", "usage": None}
+        cancelled = {k: v for k, v in found.response.items() if k != "usage"}  # a cancelled turn reports none
+        cancelled["status"] = "cancelled"
         now, running = await stored(self._bg().cancel(found, cancelled))
         if running:  # the run stops at its next write (this replica or another) and hands its output over
             deadline = time.monotonic() + _CANCEL_WAIT_S
@@ -230,10 +234,9 @@ class Background:
 
 
 def starting_after(raw: dict[str, list[str]]) -> int:
-    value = raw.get("starting_after", ["-1"])[-1]
-    try:
-        return int(value)
-    except ValueError:
-        raise ApiError(
-            400, "'starting_after' must be an integer (a sequence_number).", param="starting_after"
-        ) from None
+    value = raw.get("starting_after", ["-1"])[-1].strip()
+    # ASCII digits only and a bounded size: a 30-digit number would overflow the database's integer.
+    digits = value[1:] if value.startswith("-") else value
+    if not (digits.isascii() and digits.isdigit() and len(digits) <= 9):
+        raise ApiError(400, "'starting_after' must be an integer (a sequence_number).", param="starting_after")
+    return max(int(value), -1)

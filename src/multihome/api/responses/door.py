@@ -24,6 +24,7 @@ from ...routing.stream_relay import StreamRelay
 from ...schema.errors import ApiError, bad_request
 from ...schema.responses import CreateResponse, parse_create
 from ...state import StateStore, StoredResponse
+from ...tools.egress import EgressPolicy
 from ...tools.resolver import McpResolver
 from ...tools.servers import McpServerStore
 from ...tools.toolbox import Toolbox
@@ -72,10 +73,12 @@ class ResponsesDoor:
         background: Background | None = None,
         agent: AgentConfig | None = None,
         prices: PriceTable | None = None,
+        egress: EgressPolicy | None = None,
     ) -> None:
         self.agent = agent or AgentConfig()
         self.limits = limits_of(self.agent)
         self.prices = prices
+        self.egress = egress  # the addresses MCP servers may be reached at (config `egress:`)
         self.pipeline = pipeline
         self.state = state  # None without storage: nothing is stored, nothing can be continued
         self.background = background  # background mode (api/responses/background.py); None without storage
@@ -169,7 +172,7 @@ class ResponsesDoor:
         async def keep(response: dict[str, Any], terminal: bytes) -> None:
             await self._keep(who, shell, req, new, response)
 
-        box = Toolbox(resolved)
+        box = Toolbox(resolved, egress=self.egress)
         run = AgentRun(self.pipeline, self.limits, call, body, req, shell, context, new, box, keep, prices=self.prices)
         await run.begin()
         if req.stream:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from ...config.responses import AgentConfig
 from ...metering.prices import PriceTable
 from ...state import StateStore
+from ...tools.egress import EgressPolicy
 from ..pipeline import Pipeline
 from ..routes import Handler
 from .background import Background
@@ -18,12 +19,13 @@ def handlers(
     background: Background | None = None,
     agent: AgentConfig | None = None,
     prices: PriceTable | None = None,
+    egress: EgressPolicy | None = None,
 ) -> dict[str, Handler]:
     """`state` is None without storage: responses are then served but not stored (docs/responses.md);
     `background` runs background responses (with storage only); `agent`: the limits of MCP tool
-    loops; `prices`: what their steps cost (a run's spend cap)."""
+    loops; `prices`: what their steps cost (a run's spend cap); `egress`: where MCP servers may be."""
     responses, conversations = (
-        ResponsesDoor(pipeline, state, background, agent, prices),
+        ResponsesDoor(pipeline, state, background, agent, prices, egress),
         ConversationsDoor(pipeline, state),
     )
     if background is not None:

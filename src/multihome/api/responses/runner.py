@@ -26,6 +26,7 @@ from typing import Any
 import msgspec
 
 from ...accounting.tracker import finish_failed, settle
+from ...aio import wait_event
 from ...config.responses import AgentConfig
 from ...metering.prices import PriceTable
 from ...schema.errors import ApiError
@@ -35,6 +36,7 @@ from ...state.background import OPEN, BackgroundStore, Event
 from ...state.feed import Feed
 from ...state.jobs import Job
 from ...state.store import StoredResponse
+from ...tools.egress import EgressPolicy
 from ..openai.errors import upstream_client_error
 from ..pipeline import Call, Pipeline, finish_refused
 from .agent_job import run_agent
@@ -87,6 +89,7 @@ class Runner:
         flush_usage: Callable[[], Awaitable[None]] | None = None,
         agent: AgentConfig | None = None,
         prices: PriceTable | None = None,
+        egress: EgressPolicy | None = None,
     ) -> None:
         self.pipeline = pipeline
         self._store = store
@@ -96,6 +99,7 @@ class Runner:
         self.flush_usage = flush_usage  # makes the usage rows recorded so far durable (metering's writer)
         self.agent = agent or AgentConfig()  # the limits of runs with mcp tools (agent_job.py)
         self.prices = prices
+        self.egress = egress
         self.store, self.scope, self.done = store, _scope, _done  # what agent_job.py shares
 
     async def run(self, job: Job) -> None:
@@ -202,8 +206,7 @@ class Runner:
         first delta is not held back, and a fast stream is written in batches); with nothing to write,
         look every `flush_s` whether the response was cancelled. Each write also learns of a cancel."""
         while not run.closing.is_set():
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(run.more.wait(), self.flush_s)
+            await wait_event(run.more, self.flush_s)
             if run.closing.is_set():
                 return
             run.more.clear()
@@ -221,8 +224,7 @@ class Runner:
                 run.stopped = True
                 relay.cut("The response was cancelled.", "cancelled")
                 return
-            with contextlib.suppress(TimeoutError):  # the batching interval
-                await asyncio.wait_for(run.closing.wait(), self.flush_s)
+            await wait_event(run.closing, self.flush_s)  # the batching interval
 
     async def _finish(self, run: _Run, response: dict[str, Any], tail: bytes) -> None:
         """Usage durable, then the final response and its last events in one write (the checkpoint)."""

@@ -119,7 +119,7 @@ class Shell:
         conv = req.conversation_id
         fmt = req.text.format if req.text is not None else None
         done = status in ("completed", "incomplete", "failed")
-        return {
+        out = {
             "id": self.id,
             "object": "response",
             "created_at": self.created_at,
@@ -153,22 +153,24 @@ class Shell:
             "top_logprobs": 0,
             "top_p": 1.0 if req.top_p is None else req.top_p,
             "truncation": req.truncation or "disabled",
-            "usage": usage,
-            "user": req.user,
             "metadata": req.metadata or {},
         }
+        # OpenAI's published schema has `usage` as an object and `user` as a string, neither nullable:
+        # absent until there is one (the SDKs read an absent field as None).
+        if usage is not None:
+            out["usage"] = usage
+        if req.user is not None:
+            out["user"] = req.user
+        return out
 
 
 def _format(fmt: Any) -> dict[str, Any]:
     if fmt.type != "json_schema":
         return {"type": fmt.type}
-    return {
-        "type": "json_schema",
-        "name": fmt.name,
-        "schema": fmt.schema,
-        "strict": fmt.strict,
-        "description": fmt.description,
-    }
+    out = {"type": "json_schema", "name": fmt.name, "schema": fmt.schema, "strict": fmt.strict}
+    if fmt.description is not None:  # a string in OpenAI's schema: absent, never null
+        out["description"] = fmt.description
+    return out
 
 
 def _tool_choice(choice: str | NamedToolChoice | None) -> Any:

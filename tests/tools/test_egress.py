@@ -1,0 +1,67 @@
+"""The egress rules (config `egress:`, tools/egress.py): an MCP server at an address the organisation
+did not allow is never contacted, whatever name or spelling its URL uses."""
+
+from __future__ import annotations
+
+from ipaddress import ip_address
+
+import pytest
+
+from builders import single, yaml_text
+from mcp_server import McpTestServer
+from multihome.config import ConfigError, parse_config
+from multihome.tools.egress import EgressPolicy
+from multihome.tools.mcp_client import McpEgressDenied, McpLimits, connect
+from multihome.tools.model import McpEndpoint
+
+pytestmark = pytest.mark.anyio
+OPEN = {"allow_unauthenticated": True}
+
+NOT_PUBLIC = [
+    "127.0.0.1",  # the gateway's own ports
+    "169.254.169.254",  # cloud metadata
+    "fd00:ec2::254",  # AWS metadata over IPv6
+    "::ffff:169.254.169.254",  # the same, IPv4-mapped
+    "10.1.2.3",
+    "172.16.0.9",
+    "192.168.1.1",
+    "100.64.0.1",  # carrier-grade NAT
+    "0.0.0.0",
+    "::1",
+    "fe80::1",
+]
+
+
+@pytest.mark.parametrize("addr", NOT_PUBLIC)
+def test_only_public_addresses_by_default(addr):
+    assert not EgressPolicy().allows(ip_address(addr))
+    assert EgressPolicy().allows(ip_address("8.8.8.8"))
+
+
+def test_listed_networks_are_allowed_and_public_can_be_closed():
+    policy = EgressPolicy(["10.0.0.0/8", "fd00::/8"], allow_public=False)
+    assert policy.allows(ip_address("10.9.9.9")) and policy.allows(ip_address("fd00:ec2::254"))
+    assert not policy.allows(ip_address("8.8.8.8")) and not policy.allows(ip_address("192.168.1.1"))
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "localhost", "[::ffff:127.0.0.1]"])
+async def test_a_server_at_a_refused_address_is_never_contacted(host):
+    with McpTestServer() as server:
+        url = server.url.replace("127.0.0.1", host)
+        with pytest.raises(McpEgressDenied) as err:
+            async with connect(McpEndpoint("internal", url)):
+                pass
+        assert err.value.status == 403 and err.value.body.code == "mcp_egress_denied"
+        assert "egress.allow_networks" in err.value.body.message
+        assert server.requests == []  # refused before anything was sent
+        allowed = McpLimits(egress=EgressPolicy(["127.0.0.0/8"]))
+        async with connect(McpEndpoint("internal", server.url), allowed) as session:
+            assert await session.list_tools()  # listed, the same server is reached
+
+
+def test_the_config_refuses_a_network_that_is_not_one():
+    with pytest.raises(ConfigError) as err:
+        parse_config(yaml_text(single(server=OPEN, egress={"allow_networks": ["10.0.0.0/8", "intranet"]})))
+    assert "egress" in str(err.value) and "'intranet' is not an IP network" in str(err.value)
+    cfg = parse_config(yaml_text(single(server=OPEN, egress={"allow_networks": ["10.0.0.0/8"], "allow_public": False})))
+    assert cfg.egress.allow_networks == ["10.0.0.0/8"] and cfg.egress.allow_public is False
