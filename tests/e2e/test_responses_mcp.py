@@ -6,6 +6,7 @@ model call one tool per step, N times, then answer; the MCP server's own log say
 from __future__ import annotations
 
 import json
+import threading
 from pathlib import Path
 
 import httpx
@@ -16,7 +17,7 @@ from builders import breakers, config, database, deployment, groups, identity, s
 from mcp_server import McpTestServer
 from multihome.crypto import init_key_file
 
-from .helpers import tenant_with_key
+from .helpers import tenant_with_key, until
 from .processes import Gateway, Simulator
 
 ADMIN_KEY = "mh-responses-mcp-admin"
@@ -35,6 +36,8 @@ class World:
             body = {"name": name, "url": server.url, "allowed_tools": ["add", "echo", "record"]}
             resp = admin.post(servers, json={**body, "require_approval": approval})
             assert resp.status_code == 201, resp.text
+        body = {"name": "sleepy", "url": server.url, "allowed_tools": ["slow"], "require_approval": "never"}
+        assert admin.post(servers, json=body).status_code == 201
         admin.close()
 
     def sdk(self, tenant: str = "acme") -> openai.OpenAI:
@@ -50,6 +53,7 @@ def world(tmp_path_factory):
     init_key_file(tmp / "kms.key")
     sims = {
         "oa": Simulator("openai", "mcp-openai"),
+        "first": Simulator("openai", "mcp-first"),
         "an": Simulator("anthropic", "mcp-anthropic", "--api-key-env", "MH_M_ANTHROPIC_KEY", env=SECRETS),
     }
     cfg = config(
@@ -59,10 +63,15 @@ def world(tmp_path_factory):
         routing=breakers(0),
         providers={
             "oa": simulated("openai", sims["oa"].url),
+            "first": simulated("openai", sims["first"].url),
             "an": simulated("anthropic", sims["an"].url, key_env="MH_M_ANTHROPIC_KEY"),
         },
-        deployments={"oa": deployment("oa", "gpt-m"), "an": deployment("an", "claude-m")},
-        model_groups=groups({"gpt": "oa", "claude": "an"}, retries=0),
+        deployments={
+            "oa": deployment("oa", "gpt-m"),
+            "first": deployment("first", "gpt-first"),
+            "an": deployment("an", "claude-m"),
+        },
+        model_groups=groups({"gpt": "oa", "claude": "an", "failover": ["first", "an"]}, retries=0),
         egress={"allow_networks": ["127.0.0.0/8"]},  # the MCP test server listens on loopback
     )
     gateway = None
@@ -278,3 +287,32 @@ def test_an_approval_for_nothing_asked_is_refused(world):
             input=[{"type": "mcp_approval_response", "approval_request_id": "mcpr_nope", "approve": True}],
         )
     assert err.value.param == "input[0].approval_request_id"
+
+
+def test_each_step_is_routed_on_its_own_so_a_run_fails_over_mid_way(world):
+    """The first step is served by `first`; while its tool runs, `first` starts failing (503): the next
+    steps go to Anthropic, which is sent the whole context, the first step's call and result included."""
+    first, an = world.sims["first"], world.sims["an"]
+    sent_first, sent_an = len(first.requests()), len(an.requests())
+    logged = len(world.server_log.read_text().splitlines()) if world.server_log.exists() else 0
+
+    def break_first_when_the_tool_runs() -> None:
+        until(lambda: len(world.server_log.read_text().splitlines()) > logged, timeout=30, what="the slow tool")
+        first.fault(status=503)
+
+    watcher = threading.Thread(target=break_first_when_the_tool_runs)
+    watcher.start()
+    try:
+        resp = world.sdk().responses.create(
+            model="failover", input="steps=2 then fail over", tools=[mcp(world, "sleepy")]
+        )
+    finally:
+        watcher.join(30)
+        first.clear_faults()
+    assert resp.status == "completed", resp
+    calls = [i for i in resp.output if i.type == "mcp_call"]
+    assert len(calls) == 2 and all(c.output for c in calls)
+    assert len(first.requests()) - sent_first == 3  # step 1; steps 2 and 3 each tried there first and declined (503)
+    assert len(an.requests()) - sent_an == 2  # steps 2 and 3
+    context = json.dumps(world.sent("an")[-2])
+    assert calls[0].id in context and "slept" in context  # the first step's call and its result
