@@ -186,3 +186,24 @@ def test_a_background_agent_run_streams_and_honours_its_limits(world):
             model="gpt", input="x", tools=[tool], extra_body={"multihome": {"agent": {"max_steps": 0}}}
         )
     assert err.value.param == "multihome.agent.max_steps"
+
+
+def test_cancel_stops_a_background_run_between_its_steps(world):
+    tmp, sim, server, start = world
+    gateway = start()
+    _, key = setup_tenant(gateway, server)
+    client = openai.OpenAI(base_url=gateway.url + "/v1", api_key=key, max_retries=0, timeout=30)
+    tool = {"type": "mcp", "server_label": "tools", "server_url": server.url, "allowed_tools": ["slow"]}
+    created = client.responses.create(model="gpt", input="steps=6", tools=[tool], background=True)
+    log = tmp / "calls.jsonl"
+    until(lambda: len(lines(log)) >= 1, what="the first slow call")
+    cancelled = client.responses.cancel(created.id)
+    assert cancelled.status == "cancelled"
+    time.sleep(3.0)  # longer than a slow call: the run has stopped
+    ran = len(lines(log))
+    assert ran <= 2  # the call running at the cancel may finish; no step starts after it
+    final = client.responses.retrieve(created.id)
+    assert final.status == "cancelled" and final.output[0].type == "mcp_list_tools"
+    assert all(i.type != "mcp_call" or i.output for i in final.output)  # never a call without its result
+    time.sleep(1.5)
+    assert len(lines(log)) == ran

@@ -16,6 +16,8 @@ step ends), so a client resuming after any event N gets N+1, N+2, ... on any rep
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
@@ -120,8 +122,21 @@ async def run_agent(runner: Runner, record: StoredResponse, req: CreateResponse,
         async for piece in run.events(start=False):
             if streamed:
                 pending.append(piece)
-    except Stopped:
-        return  # cancelled or deleted: the cancel kept the output of the last checkpoint
+    except (Stopped, asyncio.CancelledError) as exc:
+        # Cancelled (seen at a checkpoint, or at a lease renewal while a step or tool ran) or deleted:
+        # a cancelled response gets the output this run had made, and the cancel stops waiting for it.
+        with contextlib.suppress(Exception):
+            await asyncio.shield(_hand_over(runner, record, run.output))
+        if isinstance(exc, asyncio.CancelledError):
+            raise
+
+
+async def _hand_over(runner: Runner, record: StoredResponse, output: list[dict[str, Any]]) -> None:
+    bg = runner.store()
+    current = await bg.get(record.tenant, record.id)
+    if current is not None and current.status == "cancelled":
+        response = {**current.response, "output": output}
+        await bg.keep_partial(replace(current, response=response, background=runner.done(record)))
 
 
 async def _failed(
