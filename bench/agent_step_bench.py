@@ -4,7 +4,7 @@ and the tool).
     .venv/bin/python bench/agent_step_bench.py [--steps 5] [--n 20] [--rounds 3]
 
 One OpenAI simulator, one gateway worker (SQLite storage, `local` KMS, no audit trail), the MCP test
-server (tests/mcp_server.py, in this process). A response with an `mcp` tool and `steps=N` makes
+server (tests/mcp_server.py, in a process of its own). A response with an `mcp` tool and `steps=N` makes
 N+1 model steps and N tool calls (`echo`). In interleaved rounds:
 - agent: that response through the gateway, unary, `store: false` (client-measured, loopback);
 - model: the N+1 chat requests the gateway sent for it (read back from the simulator's request log),
@@ -14,16 +14,17 @@ N+1 model steps and N tool calls (`echo`). In interleaved rounds:
 - turn: a plain one-step response through the gateway minus the same chat request sent straight to the
   simulator: what the pipeline costs one model call (policy, planning, metering), for scale.
 Orchestration per step = (agent - model - tool) / (N+1), medians. It includes the pipeline's cost of
-each model step (one `turn` each) and the Responses conversion. The MCP server runs in this
-process, so its calls compete with the client for one interpreter: "tool" is measured as the
-gateway sees it, in the same conditions.
+each model step (one `turn` each) and the Responses conversion. The gateway's CPU time per step is
+measured too: it does not move with the load of the machine, which the wall-clock difference does.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -38,7 +39,7 @@ sys.path.insert(0, str(ROOT.parent / "src"))
 
 import gateway_bench  # noqa: E402
 from gateway_bench import SIM_KEY, start_gateway, start_sim  # noqa: E402
-from mcp_server import McpTestServer, free_port  # noqa: E402
+from mcp_server import free_port  # noqa: E402
 from multihome.crypto import init_key_file  # noqa: E402
 from multihome.tools.egress import EgressPolicy  # noqa: E402
 from multihome.tools.mcp_client import McpLimits, connect  # noqa: E402
@@ -61,11 +62,30 @@ egress: {{allow_networks: [127.0.0.0/8]}}
 """
 
 
+def start_mcp_server() -> tuple[subprocess.Popen[str], str]:
+    """The MCP test server in a process of its own: the gateway and this bench reach it alike."""
+    code = (
+        "import sys, time; sys.path.insert(0, sys.argv[1]); from mcp_server import McpTestServer; "
+        "s = McpTestServer().start(); print(s.url, flush=True); time.sleep(1e6)"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", code, str(ROOT.parent / "tests")], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None
+    return proc, proc.stdout.readline().strip()
+
+
+def cpu_s(pid: int) -> float:
+    """utime + stime of a process, in seconds (the gateway's own work, whatever else the machine does)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def median(values: list[float]) -> float:
     return statistics.median(values)
 
 
-async def measure(base: str, sim: str, mcp_url: str, args: argparse.Namespace) -> dict[str, list[float]]:
+async def measure(
+    base: str, sim: str, mcp_url: str, args: argparse.Namespace, gateway_pid: int
+) -> dict[str, list[float]]:
     admin = httpx.AsyncClient(base_url=base, headers={"authorization": f"Bearer {ADMIN}"}, timeout=30)
     tenant = (await admin.post("/admin/v1/tenants", json={"name": "bench"})).json()["id"]
     key = (await admin.post(f"/admin/v1/tenants/{tenant}/keys", json={"name": "k", "roles": ["member"]})).json()["key"]
@@ -95,12 +115,12 @@ async def measure(base: str, sim: str, mcp_url: str, args: argparse.Namespace) -
             await r.aread()
         return time.perf_counter() - t
 
+    limits = McpLimits(egress=EgressPolicy(["127.0.0.0/8"]))  # one TLS context, as the gateway keeps one
+
     async def tools() -> float:
         endpoint = McpEndpoint("tools", mcp_url)
         t = time.perf_counter()
-        async with connect(
-            endpoint, McpLimits(egress=EgressPolicy(["127.0.0.0/8"]))
-        ) as session:  # one session for the run, as the gateway holds it
+        async with connect(endpoint, limits) as session:  # one session for the run, as the gateway holds it
             await session.list_tools()
             for _ in range(args.steps):
                 await session.call_tool("echo", {"text": "example"})
@@ -119,20 +139,27 @@ async def measure(base: str, sim: str, mcp_url: str, args: argparse.Namespace) -
         await model(bodies)
         await tools()
         await turn()
-    out: dict[str, list[float]] = {"agent": [], "model": [], "tool": [], "turn": [], "per_step": []}
+    out: dict[str, list[float]] = {k: [] for k in ("agent", "model", "tool", "turn", "per_step", "cpu", "cpu_turn")}
     for _ in range(args.rounds):
         a, m, tl, tn = [], [], [], []
+        cpu = cpu_turn = 0.0
         for _ in range(args.n):
+            before = cpu_s(gateway_pid)
             took, bodies = await agent()
+            cpu += cpu_s(gateway_pid) - before
             a.append(took)
             m.append(await model(bodies))
             tl.append(await tools())
+            before = cpu_s(gateway_pid)
             tn.append(await turn())
+            cpu_turn += cpu_s(gateway_pid) - before
         out["agent"].append(median(a) * 1e3)
         out["model"].append(median(m) * 1e3)
         out["tool"].append(median(tl) * 1e3)
         out["turn"].append(median(tn) * 1e3)
         out["per_step"].append((median(a) - median(m) - median(tl)) * 1e3 / (args.steps + 1))
+        out["cpu"].append(cpu * 1e3 / args.n / (args.steps + 1))
+        out["cpu_turn"].append(cpu_turn * 1e3 / args.n)
     await client.aclose()
     await direct.aclose()
     return out
@@ -158,6 +185,8 @@ def report(res: dict[str, list[float]], args: argparse.Namespace) -> str:
             f"| its MCP session, listing and {steps} calls, straight to the server | {cell('tool')} | – | – |",
             f"| **orchestration per step** (agent − model − tool) / {steps + 1} | {cell('per_step')} | ≤ 1 ms | {met} |",
             f"| of which the pipeline of one model call (a plain turn − its direct call) | {cell('turn')} | – | – |",
+            f"| the gateway's CPU per step (its MCP client's work included) | {cell('cpu')} | – | – |",
+            f"| the gateway's CPU for a plain one-step response | {cell('cpu_turn')} | – | – |",
         ]
     )
 
@@ -174,18 +203,19 @@ def main() -> None:
         tmp = Path(tmp_dir)
         init_key_file(tmp / "kms.key")
         sim, sim_url = start_sim()
-        mcp = McpTestServer().start()
+        mcp, mcp_url = start_mcp_server()
         port = free_port()
         config = CONFIG.format(db=tmp / "bench.db", tmp=tmp, sim=sim_url)
         gateway = start_gateway(sim_url, port, tmp, log_level="warning", config_text=config)
         try:
-            res = asyncio.run(measure(f"http://127.0.0.1:{port}", sim_url, mcp.url, args))
+            res = asyncio.run(measure(f"http://127.0.0.1:{port}", sim_url, mcp_url, args, gateway.pid))
         finally:
             gateway.terminate()
             gateway.wait(20)
             sim.terminate()
             sim.wait(10)
-            mcp.stop()
+            mcp.terminate()
+            mcp.wait(10)
     text = report(res, args)
     print(text)
     if args.out:
