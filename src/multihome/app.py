@@ -19,6 +19,7 @@ from .api.openai.explain import ExplainDoor
 from .api.openai.models import ModelsDoor
 from .api.pipeline import Pipeline
 from .api.policy_gate import PolicyGate
+from .api.responses.agent import AgentSetup
 from .api.responses.handlers import handlers as responses_handlers
 from .config import Config, check_drain_timeout, env_secret, load_config
 from .contracts.service import ContractsService
@@ -103,7 +104,8 @@ def build_app(config: Config) -> Gateway:
         if storage.enabled:
             metrics.sources = replace(metrics.sources, known_tenants=storage.known_tenants)
     pipeline = Pipeline(catalog, router, config.server.max_body_bytes, gate, accounting)
-    egress = EgressPolicy.from_config(config.egress)  # the addresses MCP servers may be reached at
+    # Agent runs (responses with mcp tools): their limits, what their steps cost, where MCP servers may be.
+    agent = AgentSetup(config.responses.agent, metering.prices, EgressPolicy.from_config(config.egress))
     state = None
     if crypto is not None:  # stored responses and conversations, sealed under the tenant's keys (docs/responses.md)
         from .state.service import StateService
@@ -119,8 +121,7 @@ def build_app(config: Config) -> Gateway:
             cast(Any, _Lazy(state, "store")),
             config.responses,
             flush_usage=flush,
-            prices=metering.prices,
-            egress=egress,
+            agent=agent,
         )
     models, anthropic = ModelsDoor(pipeline), AnthropicDoor(pipeline)
     doors = {  # the handler names of the route table (api/routes.py)
@@ -135,9 +136,7 @@ def build_app(config: Config) -> Gateway:
             pipeline,
             cast(Any, _Lazy(state, "store")) if state is not None else None,
             background,
-            config.responses.agent,
-            metering.prices,
-            egress,
+            agent,
         ),
     }
     if metrics is not None:

@@ -32,7 +32,7 @@ from __future__ import annotations
 import hashlib
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
@@ -46,6 +46,7 @@ from ...metering.prices import PriceTable
 from ...routing.attempts import Served
 from ...schema.errors import ApiError, bad_request
 from ...schema.responses import CreateResponse
+from ...tools.egress import EgressPolicy
 from ...tools.toolbox import Toolbox
 from ..asgi import Header
 from ..openai.errors import upstream_client_error
@@ -84,6 +85,20 @@ class Limits:
             cap = Decimal(str(asked.max_spend))
             spend = cap if spend is None else min(spend, cap)
         return Limits(steps, calls, run_s, spend)
+
+
+@dataclass(frozen=True, slots=True)
+class AgentSetup:
+    """What agent runs take from the composition root: the limits (config `responses.agent`), the
+    deployments' prices (a run's spend), the addresses MCP servers may be at (config `egress:`)."""
+
+    config: AgentConfig = field(default_factory=AgentConfig)
+    prices: PriceTable | None = None
+    egress: EgressPolicy | None = None
+
+    @property
+    def limits(self) -> Limits:
+        return limits_of(self.config)
 
 
 def limits_of(config: AgentConfig) -> Limits:

@@ -31,7 +31,7 @@ from ...tools.resolver import McpResolver
 from ...tools.servers import McpServerStore
 from ...tools.toolbox import Toolbox
 from ..pipeline import Call
-from .agent import AgentRun, Journal, Stopped, limits_of
+from .agent import AgentRun, Journal, Stopped
 from .common import stored
 from .stream import split_events
 
@@ -88,19 +88,19 @@ async def run_agent(runner: Runner, record: StoredResponse, req: CreateResponse,
     except ApiError as err:  # the registration is gone, or the context: nothing ran
         await _failed(runner, record, shell, err, seq if streamed else None)
         return
-    limits = limits_of(runner.agent)
+    setup = runner.agent
     run = AgentRun(
         runner.pipeline,
-        limits,
+        setup.limits,
         call,
         info["request"].encode(),
         req,
         shell,
         context,
         record.input,
-        Toolbox(resolved, egress=runner.egress),
+        Toolbox(resolved, egress=setup.egress),
         keep,
-        prices=runner.prices,
+        prices=setup.prices,
         output=output,
         journal=journal,
         checkpoint=checkpoint,

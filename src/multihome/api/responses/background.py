@@ -24,7 +24,6 @@ import msgspec
 from ...aio import wait_event
 from ...config.env import env_secret
 from ...config.responses import ResponsesConfig
-from ...metering.prices import PriceTable
 from ...schema.errors import ApiError, bad_request
 from ...schema.responses import CreateResponse
 from ...state.background import KIND, OPEN, BackgroundStore
@@ -32,9 +31,9 @@ from ...state.feed import Feed
 from ...state.jobs import JobQueue
 from ...state.store import StateStore, StoredResponse
 from ...state.worker import JobWorker
-from ...tools.egress import EgressPolicy
 from ..asgi import Receive, Send, header
 from ..pipeline import Call, Pipeline, new_request_id
+from .agent import AgentSetup
 from .common import answer, send_sse, stored
 from .items import Item
 from .runner import BackgroundShell, Runner
@@ -53,8 +52,7 @@ class Background:
         config: ResponsesConfig,
         *,
         flush_usage: Callable[[], Awaitable[None]] | None = None,
-        prices: PriceTable | None = None,
-        egress: EgressPolicy | None = None,
+        agent: AgentSetup | None = None,
     ) -> None:
         self.state = state  # the StateStore (a stand-in until storage has started)
         self.config = config
@@ -68,9 +66,7 @@ class Background:
             self.feed,
             flush_s=cfg.event_flush_ms / 1000,
             flush_usage=flush_usage,
-            agent=config.agent,
-            prices=prices,
-            egress=egress,
+            agent=agent or AgentSetup(config.agent),
         )
         self._sweeper: asyncio.Task[None] | None = None
 

@@ -18,13 +18,10 @@ from typing import Any, cast
 
 import msgspec
 
-from ...config.responses import AgentConfig
-from ...metering.prices import PriceTable
 from ...routing.stream_relay import StreamRelay
 from ...schema.errors import ApiError, bad_request
 from ...schema.responses import CreateResponse, parse_create
 from ...state import StateStore, StoredResponse
-from ...tools.egress import EgressPolicy
 from ...tools.resolver import McpResolver
 from ...tools.servers import McpServerStore
 from ...tools.toolbox import Toolbox
@@ -32,7 +29,7 @@ from ..asgi import JSON, Receive, Send, read_body
 from ..openai.errors import OPENAI, upstream_client_error
 from ..pipeline import Call, Pipeline, finish_refused, finish_unary, stream_finisher
 from ..render import send_failure, send_json, send_stream
-from .agent import AgentRun, limits_of
+from .agent import AgentRun, AgentSetup
 from .background import Background, starting_after
 from .common import (
     answer,
@@ -71,14 +68,10 @@ class ResponsesDoor:
         pipeline: Pipeline,
         state: StateStore | None,
         background: Background | None = None,
-        agent: AgentConfig | None = None,
-        prices: PriceTable | None = None,
-        egress: EgressPolicy | None = None,
+        agent: AgentSetup | None = None,
     ) -> None:
-        self.agent = agent or AgentConfig()
-        self.limits = limits_of(self.agent)
-        self.prices = prices
-        self.egress = egress  # the addresses MCP servers may be reached at (config `egress:`)
+        self.agent = agent or AgentSetup()
+        self.limits = self.agent.limits
         self.pipeline = pipeline
         self.state = state  # None without storage: nothing is stored, nothing can be continued
         self.background = background  # background mode (api/responses/background.py); None without storage
@@ -172,8 +165,9 @@ class ResponsesDoor:
         async def keep(response: dict[str, Any], terminal: bytes) -> None:
             await self._keep(who, shell, req, new, response)
 
-        box = Toolbox(resolved, egress=self.egress)
-        run = AgentRun(self.pipeline, self.limits, call, body, req, shell, context, new, box, keep, prices=self.prices)
+        box = Toolbox(resolved, egress=self.agent.egress)
+        prices = self.agent.prices
+        run = AgentRun(self.pipeline, self.limits, call, body, req, shell, context, new, box, keep, prices=prices)
         await run.begin()
         if req.stream:
             await send_sse(call, receive, send, run.events(), run.headers)

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-from ...config.responses import AgentConfig
-from ...metering.prices import PriceTable
 from ...state import StateStore
-from ...tools.egress import EgressPolicy
 from ..pipeline import Pipeline
 from ..routes import Handler
+from .agent import AgentSetup
 from .background import Background
 from .conversations import ConversationsDoor
 from .door import ResponsesDoor
@@ -17,15 +15,13 @@ def handlers(
     pipeline: Pipeline,
     state: StateStore | None,
     background: Background | None = None,
-    agent: AgentConfig | None = None,
-    prices: PriceTable | None = None,
-    egress: EgressPolicy | None = None,
+    agent: AgentSetup | None = None,
 ) -> dict[str, Handler]:
     """`state` is None without storage: responses are then served but not stored (docs/responses.md);
-    `background` runs background responses (with storage only); `agent`: the limits of MCP tool
-    loops; `prices`: what their steps cost (a run's spend cap); `egress`: where MCP servers may be."""
+    `background` runs background responses (with storage only); `agent`: what runs with MCP tools
+    need (their limits, prices, egress rules)."""
     responses, conversations = (
-        ResponsesDoor(pipeline, state, background, agent, prices, egress),
+        ResponsesDoor(pipeline, state, background, agent),
         ConversationsDoor(pipeline, state),
     )
     if background is not None:

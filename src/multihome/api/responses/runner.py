@@ -27,8 +27,6 @@ import msgspec
 
 from ...accounting.tracker import finish_failed, settle
 from ...aio import wait_event
-from ...config.responses import AgentConfig
-from ...metering.prices import PriceTable
 from ...schema.errors import ApiError
 from ...schema.principal import Principal
 from ...schema.responses import CreateResponse, parse_create
@@ -36,9 +34,9 @@ from ...state.background import OPEN, BackgroundStore, Event
 from ...state.feed import Feed
 from ...state.jobs import Job
 from ...state.store import StoredResponse
-from ...tools.egress import EgressPolicy
 from ..openai.errors import upstream_client_error
 from ..pipeline import Call, Pipeline, finish_refused
+from .agent import AgentSetup
 from .agent_job import run_agent
 from .common import abandon, run_turn
 from .items import Item
@@ -87,9 +85,7 @@ class Runner:
         *,
         flush_s: float,
         flush_usage: Callable[[], Awaitable[None]] | None = None,
-        agent: AgentConfig | None = None,
-        prices: PriceTable | None = None,
-        egress: EgressPolicy | None = None,
+        agent: AgentSetup | None = None,
     ) -> None:
         self.pipeline = pipeline
         self._store = store
@@ -97,9 +93,7 @@ class Runner:
         self.context: Context | None = None  # rebuilds a turn's context (the door's; bound by handlers.py)
         self.flush_s = flush_s
         self.flush_usage = flush_usage  # makes the usage rows recorded so far durable (metering's writer)
-        self.agent = agent or AgentConfig()  # the limits of runs with mcp tools (agent_job.py)
-        self.prices = prices
-        self.egress = egress
+        self.agent = agent or AgentSetup()  # runs with mcp tools (agent_job.py)
         self.store, self.scope, self.done = store, _scope, _done  # what agent_job.py shares
 
     async def run(self, job: Job) -> None:
