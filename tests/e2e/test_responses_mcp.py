@@ -316,3 +316,15 @@ def test_each_step_is_routed_on_its_own_so_a_run_fails_over_mid_way(world):
     assert len(an.requests()) - sent_an == 2  # steps 2 and 3
     context = json.dumps(world.sent("an")[-2])
     assert calls[0].id in context and "slept" in context  # the first step's call and its result
+
+
+def test_parallel_calls_in_one_step_each_run_with_their_result(world):
+    with world.sdk().responses.stream(model="gpt", input="do these in parallel", tools=[mcp(world)]) as stream:
+        events = list(stream)
+        final = stream.get_final_response()
+    assert [i.type for i in final.output] == ["mcp_list_tools", "mcp_call", "mcp_call", "mcp_call", "message"]
+    assert [i.name for i in final.output[1:4]] == ["add", "echo", "record"] and all(i.output for i in final.output[1:4])
+    done = [(e.output_index, e.item.id) for e in events if e.type == "response.output_item.done"]
+    assert done == [(n, item.id) for n, item in enumerate(final.output)]
+    messages = world.sent("oa")[-1]["messages"]
+    assert [m["role"] for m in messages] == ["user", "assistant", "tool", "assistant", "tool", "assistant", "tool"]
