@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install system-deps demo lint test bench clean
+.PHONY: install system-deps demo lint test bench clean vendor
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -19,6 +19,11 @@ demo: install
 
 system-deps:
 	bash scripts/install-system-deps.sh
+
+# The console's front-end libraries (htmx, Chart.js) from the npm registry, integrity-checked, into the
+# package (committed: `make demo` needs only Python). Run after changing a version in the script; needs npm.
+vendor:
+	bash scripts/vendor-frontend.sh
 
 # Lint, format, types and the one-way import contract (pyproject.toml); `make test` runs it first and
 # stops at the first failure. PYTHONPATH=src: the contract is checked on this checkout's code even when

@@ -8,16 +8,24 @@
 
 The server runs in its own thread (http.server), so it serves any event loop and other
 processes (e2e gateways) alike. Fault knobs: `jwks_status`, `jwks_delay_s`, `cache_control`.
+
+It also signs people in (the authorization code flow with PKCE, for the console's single sign-on): its
+authorization endpoint approves at once as the person whose claims `login_as` holds, and its token
+endpoint trades the code, once, for an ID token with the client as audience and the request's nonce.
 """
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import json
+import secrets
 import threading
 import time
 import uuid
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+from urllib.parse import parse_qs, urlencode, urlsplit
 
 import jwt
 import msgspec
@@ -71,6 +79,9 @@ class LocalIssuer:
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
         self.default_kid = self.add_key(alg)
+        self.login_as: dict[str, Any] = {"sub": "person-1"}  # the claims of whoever signs in next
+        self.codes: dict[str, dict[str, Any]] = {}  # authorization code -> what it was issued for
+        self.token_requests = 0
 
     # -- server --------------------------------------------------------------------------------
 
@@ -85,9 +96,21 @@ class LocalIssuer:
                     body = {
                         "issuer": issuer.issuer,
                         "jwks_uri": issuer.jwks_uri,
+                        "authorization_endpoint": issuer.issuer + "/protocol/openid-connect/auth",
+                        "token_endpoint": issuer.issuer + "/protocol/openid-connect/token",
                         "id_token_signing_alg_values_supported": ["RS256", "ES256"],
                     }
                     self._send(200, body)
+                elif self.path.startswith(issuer.path + "/protocol/openid-connect/auth?"):
+                    q = {k: v[-1] for k, v in parse_qs(urlsplit(self.path).query).items()}
+                    code = secrets.token_urlsafe(16)
+                    with issuer._lock:
+                        issuer.codes[code] = {**q, "claims": dict(issuer.login_as)}
+                    target = q["redirect_uri"] + "?" + urlencode({"code": code, "state": q.get("state", "")})
+                    self.send_response(302)
+                    self.send_header("location", target)
+                    self.send_header("content-length", "0")
+                    self.end_headers()
                 elif self.path == issuer.path + "/protocol/openid-connect/certs":
                     with issuer._lock:
                         issuer.jwks_fetches += 1
@@ -98,6 +121,29 @@ class LocalIssuer:
                     self._send(status, doc if status == 200 else {"error": "unavailable"}, issuer.cache_control)
                 else:
                     self._send(404, {"error": "not found"})
+
+            def do_POST(self) -> None:
+                if self.path != issuer.path + "/protocol/openid-connect/token":
+                    self._send(404, {"error": "not found"})
+                    return
+                length = int(self.headers.get("content-length") or 0)
+                form = {k: v[-1] for k, v in parse_qs(self.rfile.read(length).decode()).items()}
+                with issuer._lock:
+                    issuer.token_requests += 1
+                    grant = issuer.codes.pop(form.get("code", ""), None)  # a code is good once
+                verifier = form.get("code_verifier", "").encode()
+                challenge = base64.urlsafe_b64encode(hashlib.sha256(verifier).digest()).decode().rstrip("=")
+                if (
+                    grant is None
+                    or form.get("grant_type") != "authorization_code"
+                    or form.get("redirect_uri") != grant["redirect_uri"]
+                    or form.get("client_id") != grant["client_id"]
+                    or challenge != grant.get("code_challenge")
+                ):
+                    self._send(400, {"error": "invalid_grant"})
+                    return
+                claims = {**grant["claims"], "aud": grant["client_id"], "nonce": grant.get("nonce")}
+                self._send(200, {"id_token": issuer.mint(**claims), "token_type": "Bearer", "expires_in": 300})
 
             def _send(self, status: int, doc: dict, cache_control: str | None = None) -> None:
                 data = json.dumps(doc).encode()

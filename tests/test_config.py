@@ -188,7 +188,7 @@ def test_every_problem_is_reported_at_once():
     with pytest.raises(ConfigError) as info:
         parse_config(text)
     assert info.value.problems == [
-        "routes: unknown top-level key (known: server, routing, storage, identity, metering, audit, contracts, kms, capture, metrics, "
+        "routes: unknown top-level key (known: server, routing, storage, identity, metering, audit, contracts, kms, capture, metrics, console, "
         "responses, egress, telemetry, providers, deployments, model_groups)",
         "providers.az.kind: Invalid enum value 'azurre' (valid: anthropic, azure, bedrock, gemini, openai, vertex)",
         "deployments.d1.price.input: Expected `float` >= 0.0",

@@ -124,10 +124,11 @@ def build_app(config: Config) -> Gateway:
             agent=agent,
         )
     models, anthropic = ModelsDoor(pipeline), AnthropicDoor(pipeline)
+    explain = ExplainDoor(pipeline)
     doors = {  # the handler names of the route table (api/routes.py)
         "chat": ChatDoor(pipeline).handle,
         "embeddings": EmbeddingsDoor(pipeline).handle,
-        "explain": ExplainDoor(pipeline).handle,
+        "explain": explain.handle,
         "models": models.list,
         "model": models.get,
         "messages": anthropic.messages,
@@ -165,8 +166,15 @@ def build_app(config: Config) -> Gateway:
             audit_log=audit_log,
             after_change=after_change,
             crypto=crypto,
+            retention=config.responses.retention,
         )
     )
+    if config.console.enabled:
+        from .api.console.site import Console
+        from .api.console.views import Parts
+
+        parts = Parts(admin, catalog, breakers, explain)
+        doors["console"] = Console(parts, auth, config.console, config.identity.oidc).handle
     probe = config.routing.health_probe
     prober = HealthProber(list(catalog.deployments.values()), breakers, probe.interval_s, probe.timeout_s)
     started = _Started(breakers, list(catalog.deployments))

@@ -89,20 +89,25 @@ async def test_every_dispatched_route_is_documented_and_every_documented_route_i
     assert not missing, f"documented but not dispatched by the gateway: {missing}"
 
 
+# The admin API has its own document (/admin/v1/openapi.json); the console is HTML pages for people
+# (docs/console.md), not an API.
+NOT_API = ("/admin/", "/console")
+
+
 def _front_door_literals(gateway) -> set[str]:
-    """Path literals in the dispatch code and the paths of the gateway's live route table (outside /admin/)."""
+    """Path literals in the dispatch code and the paths of the gateway's live route table (outside NOT_API)."""
     found = {r.path for r in gateway.table.routes}
     for module in (gateway_module, app_module, routes_module):
         for node in ast.walk(ast.parse(inspect.getsource(module))):
             if isinstance(node, ast.Constant) and isinstance(node.value, bytes) and node.value.startswith(b"/"):
                 found.add(node.value.decode())
-    return {_instance(p + "{id}" if p.endswith("/") else p) for p in found if not p.startswith("/admin/")}
+    return {_instance(p + "{id}" if p.endswith("/") else p) for p in found if not p.startswith(NOT_API)}
 
 
 def test_the_route_table_and_the_document_declare_the_same_routes():
     """The document keeps its own list (with summaries and schemas); it must name exactly the routes of
     the gateway's table (api/routes.py) outside the admin API, with the same aliases."""
-    table = {(r.method, r.path, r.alias_of) for r in routes_module.ROUTES if not r.path.startswith("/admin/")}
+    table = {(r.method, r.path, r.alias_of) for r in routes_module.ROUTES if not r.path.startswith(NOT_API)}
     assert table == {(r.method, r.path, r.alias_of) for r in public_openapi.ROUTES}
 
 

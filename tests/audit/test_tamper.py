@@ -261,3 +261,27 @@ def test_canonical_round_trip_and_single_byte_changes(tenant, model, status, lat
     except msgspec.DecodeError:
         return  # no longer JSON: verify reports it as modified
     assert problem is not None
+
+
+def test_the_running_writer_verifies_its_own_trail_with_its_own_key(tmp_path):
+    # What the console's Audit page and GET /admin/v1/audit/verify show: the writer's key checks the
+    # signatures (no public key to configure), and a modified line is a failure.
+    _, priv, _ = key_files(tmp_path)
+
+    async def main():
+        log = AuditLog(config(tmp_path / "audit", priv, checkpoint_every_events=2))
+        await log.start()
+        for i in range(4):
+            await log.append("call", call(i))
+        report = await asyncio.to_thread(log.verify)
+        assert report.ok and report.events >= 4 and report.checkpoints >= 1
+        assert not [p for p in report.problems if p.kind == "unsigned"]
+        path = tmp_path / "audit" / f"{log.chain}.jsonl"
+        lines = path.read_bytes().splitlines(keepends=True)
+        lines[2] = lines[2].replace(b'"status":200', b'"status":201')
+        path.write_bytes(b"".join(lines))
+        tampered = await asyncio.to_thread(log.verify)
+        assert not tampered.ok and tampered.errors[0].kind == "modified"
+        await log.close()
+
+    asyncio.run(main())

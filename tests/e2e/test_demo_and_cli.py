@@ -30,6 +30,10 @@ def test_demo_shows_failover_and_serves_the_sdk():
         out = "".join(lines)
         assert f"export OPENAI_BASE_URL=http://127.0.0.1:{port}/v1" in out
         assert "export OPENAI_API_KEY=mh-demo-key" in out
+        # The product beside the failover: the console's URL and an admin key to log in with.
+        assert f"See it in the console: http://127.0.0.1:{port}/console" in out
+        assert "export MULTIHOME_ADMIN_KEY=mh-demo-admin-" in out
+        assert "Sample organisation: tenants acme" in out and "(2 denied by policy)" in out
         healthy, down, throttled, recovered = [l for l in lines if l.strip()[:2] in ("1.", "2.", "3.", "4.")]
         assert "served by gpt-4o@azure-eastus" in healthy
         assert "served by gpt-4o@openai" in down
@@ -37,7 +41,12 @@ def test_demo_shows_failover_and_serves_the_sdk():
         assert "http_503" in out and "http_429" in out
 
         client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="mh-demo-key", max_retries=0)
-        assert {m.id for m in client.models.list()} == {"gpt-4o", "llama-3.1-8b", "text-embedding-3-small"}
+        assert {m.id for m in client.models.list()} == {
+            "gpt-4o",
+            "gpt-4o-mini",
+            "llama-3.1-8b",
+            "text-embedding-3-small",
+        }
         assert client.chat.completions.create(
             model="llama-3.1-8b", messages=[{"role": "user", "content": "hi"}]
         ).choices

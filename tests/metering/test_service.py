@@ -102,6 +102,27 @@ async def test_price_change_never_rewrites_past_costs(db_url):
     await new.close()
 
 
+async def test_usage_per_hour_and_day_with_errors_and_latency(db_url):
+    # The console's charts over time: buckets in UTC, the same text on SQLite and PostgreSQL.
+    m = await started(db_url)
+    t0 = 1_780_000_000.0  # 2026-05-28 20:26:40 UTC
+    m.record(call("a", started=t0, prompt=1_000_000, completion=0))
+    m.record(call("b", started=t0 + 60, status=503, outcome="declined", prompt=0, completion=0))
+    m.record(call("c", started=t0 + 3600 * 4, prompt=1_000_000, completion=0, deployment="dep-b"))
+    await m.flush()
+    hourly = await usage_summary(m.engine, "ten_a", "deployment", interval="hour")
+    assert [(e["bucket"], e["deployment"], e["calls"], e["errors"]) for e in hourly] == [
+        ("2026-05-28T20:00:00Z", "dep-a", 2, 1),
+        ("2026-05-29T00:00:00Z", "dep-b", 1, 0),
+    ]
+    assert hourly[0]["cost"] == "2.5" and hourly[0]["latency_ms_avg"] == 250.0
+    daily = await usage_summary(m.engine, "ten_a", "model_group", interval="day")
+    assert [(e["bucket"], e["calls"]) for e in daily] == [("2026-05-28T00:00:00Z", 2), ("2026-05-29T00:00:00Z", 1)]
+    total = await usage_summary(m.engine, "ten_a", "model_group")
+    assert total[0]["calls"] == 3 and total[0]["errors"] == 1 and "bucket" not in total[0]
+    await m.close()
+
+
 async def test_budget_spend_survives_a_restart(db_url):
     rule = [BudgetRule(scope="tenant", id="ten_a", amount="0.01", period="day")]
     m = await started(db_url, budgets=rule)

@@ -70,6 +70,9 @@ ROUTES: tuple[Route, ...] = (
     Route("GET", "/metrics", "metrics", identify=False, quiet=True),
     Route("GET", ADMIN_PREFIX + "openapi.json", "admin_openapi", identify=False),
     Route(ANY, ADMIN_PREFIX + "{path}", "admin"),
+    # The operator's console (api/console/): HTML pages; it identifies the session's key itself.
+    Route("GET", "/console", "console", identify=False),
+    Route(ANY, "/console/{path}", "console", identify=False),
     # OpenAI's SDKs accept a base URL without /v1; so does the gateway, as OpenAI does.
     Route("POST", "/chat/completions", "chat", alias_of="/v1/chat/completions"),
     Route("POST", "/embeddings", "embeddings", alias_of="/v1/embeddings"),

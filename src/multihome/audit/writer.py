@@ -95,6 +95,18 @@ class AuditLog:
         self.on_flush: Callable[[float], None] | None = None  # seconds per durable batch, from the writer thread
 
     # -- lifecycle -----------------------------------------------------------------------------
+    def verify(self):
+        """Verify this trail's directory now (audit/verify.py) with this writer's own key and the configured
+        public keys: what `multihome audit verify` reports, for the console. Blocking: run it in a thread.
+        A chain being written may end in a line not yet complete (a warning, not a failure)."""
+        from .keys import load_public_key
+        from .verify import verify_dir
+
+        keys = {kid: load_public_key(path) for kid, path in self.config.public_keys.items()}
+        if self._signing is not None and self.key_id is not None:
+            keys[self.key_id] = self._signing.public_key()
+        return verify_dir(self.dir, keys)
+
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
         if self.heads is not None:

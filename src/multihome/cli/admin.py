@@ -540,6 +540,7 @@ def _mcp_remove(a: argparse.Namespace, api: Admin) -> None:
 def _usage(a: argparse.Namespace, api: Admin) -> None:
     tenant = api.tenant(a.tenant)
     query = {"group_by": a.by, "start": _day_start(a.since, "--from"), "end": _day_start(a.until, "--to", 1)}
+    query["interval"] = a.per
     out = api.call("tenant_usage", query=query, tenant=tenant) if tenant else api.call("org_usage", query=query)
     if a.json:
         print_json(out)
@@ -553,17 +554,21 @@ def _usage(a: argparse.Namespace, api: Admin) -> None:
         + (f" in tenant {named(tenant, api.names('list_tenants'))}" if tenant else " across tenants")
         + f", {period}"
     )
+    per = [e["bucket"] for e in out["data"]] if a.per else None  # one row per hour or day, oldest first
     rows = [
         (
+            *([per[i]] if per else []),
             named(e[by], names),
             e["calls"],
+            e["errors"],
             e["prompt_tokens"],
             e["completion_tokens"],
             money(e["cost"], e["currency"], 4),
         )
-        for e in out["data"]
+        for i, e in enumerate(out["data"])
     ]
-    print(table([by.replace("_", " "), "calls", "input tokens", "output tokens", "cost"], rows), end="")
+    headers = [*([a.per] if a.per else []), by.replace("_", " "), "calls", "errors", "input tokens", "output tokens"]
+    print(table([*headers, "cost"], rows), end="")
 
 
 def _day_start(value: str | None, flag: str, plus_days: int = 0) -> str | None:
@@ -771,4 +776,5 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     )
     u.add_argument("--from", dest="since", metavar="YYYY-MM-DD", help="first day (UTC, inclusive; default: all)")
     u.add_argument("--to", dest="until", metavar="YYYY-MM-DD", help="last day (UTC, inclusive; default: today)")
+    u.add_argument("--per", choices=["hour", "day"], help="one row per hour or day (UTC) and group, oldest first")
     u.set_defaults(func=_run(_usage))

@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
 import contextlib
 import os
+import secrets
 import sys
 from typing import Any, Literal, TypedDict
 
@@ -42,6 +44,7 @@ class _Serving(TypedDict):
 def serve(args: argparse.Namespace) -> int:
     import uvicorn
 
+    from ..api.console.session import SESSION_KEY_ENV
     from ..api.drain import uvicorn_timeout
     from ..api.head_limit import protocol
     from ..app import CONFIG_ENV, DRAIN_ENV, LISTEN_ENV, served_app
@@ -73,6 +76,8 @@ def serve(args: argparse.Namespace) -> int:
         os.environ[CONFIG_ENV] = os.path.abspath(args.config)
         os.environ[DRAIN_ENV] = repr(config.server.drain_timeout_s)  # with any --drain-timeout applied
         os.environ[LISTEN_ENV] = f"http://{host}:{port}"
+        # One console session key for all workers (a session made on one is read by the others).
+        os.environ.setdefault(SESSION_KEY_ENV, base64.b64encode(secrets.token_bytes(32)).decode())
         with per_run() if config.metrics.enabled else contextlib.nullcontext():  # metrics summed over workers
             uvicorn.run("multihome.app:app_from_env", factory=True, workers=args.workers, **common)
     else:

@@ -15,6 +15,7 @@ from ..providers.registry import BY_NAME as KIND_BY_NAME
 from ..providers.registry import KINDS
 from .audit import AuditConfig
 from .capture import CaptureConfig
+from .console import ConsoleConfig
 from .contracts import ContractsConfig, ContractsConfigError
 from .contracts import check as check_contracts
 from .egress import EgressConfig
@@ -120,6 +121,7 @@ _SINGLES: dict[str, type[msgspec.Struct]] = {
     "kms": KmsConfig,
     "capture": CaptureConfig,
     "metrics": MetricsConfig,
+    "console": ConsoleConfig,
     "responses": ResponsesConfig,
     "egress": EgressConfig,
 }
@@ -252,6 +254,18 @@ def _reference_problems(config: Config, names: dict[str, set[str]]) -> Iterator[
     issuers = [i.name for i in config.identity.oidc]
     if len(set(issuers)) != len(issuers):
         yield ("identity.oidc: issuer names must be unique")
+    sso = config.console.oidc
+    if sso is not None:
+        named = next((i for i in config.identity.oidc if i.name == sso.issuer), None)
+        if named is None:
+            yield (
+                f"console.oidc.issuer: '{sso.issuer}' is not an identity.oidc issuer (known: {', '.join(issuers) or 'none'})"
+            )
+        elif sso.client_id not in named.audiences:
+            yield (
+                f"console.oidc.client_id: '{sso.client_id}' is not among identity.oidc '{named.name}' audiences: "
+                "the ID token it gets would be refused"
+            )
     try:
         check_drain_timeout(config.server.drain_timeout_s, "server.drain_timeout_s")
     except ConfigError as exc:

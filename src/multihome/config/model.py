@@ -12,6 +12,7 @@ import msgspec
 from ..providers.registry import NAMES as PROVIDER_KINDS
 from .audit import AuditConfig
 from .capture import CaptureConfig
+from .console import ConsoleConfig
 from .contracts import ContractsConfig
 from .egress import EgressConfig
 from .kms import KmsConfig
@@ -224,6 +225,7 @@ class Config(Strict):
     kms: KmsConfig = msgspec.field(default_factory=KmsConfig)
     capture: CaptureConfig = msgspec.field(default_factory=CaptureConfig)
     metrics: MetricsConfig = msgspec.field(default_factory=MetricsConfig)
+    console: ConsoleConfig = msgspec.field(default_factory=ConsoleConfig)
     responses: ResponsesConfig = msgspec.field(default_factory=ResponsesConfig)
     egress: EgressConfig = msgspec.field(default_factory=EgressConfig)
     telemetry: Telemetry | None = None

@@ -1,4 +1,5 @@
-"""Usage summaries for the admin API: calls, tokens and cost per key/team/model group/deployment."""
+"""Usage summaries for the admin API: calls, errors, latency, tokens and cost per key/team/model
+group/deployment, in total or per hour or day (the console's charts over time)."""
 
 from __future__ import annotations
 
@@ -18,6 +19,18 @@ GROUPS = {
     "deployment": u.c.deployment,
     "tenant": u.c.tenant_id,
 }
+INTERVALS = ("hour", "day")
+# An interval's bucket as ISO text, the same on both backends: SQLite stores times as ISO text
+# ("2026-12-03 07:15:02.123456+00:00"), PostgreSQL as timestamptz (truncated, then formatted).
+_SQLITE_BUCKET = {"hour": "%Y-%m-%dT%H:00:00Z", "day": "%Y-%m-%dT00:00:00Z"}
+_PG_BUCKET = {"hour": 'YYYY-MM-DD"T"HH24:00:00"Z"', "day": 'YYYY-MM-DD"T"00:00:00"Z"'}
+
+
+def _bucket(engine: AsyncEngine, interval: str) -> sa.ColumnElement:
+    if engine.dialect.name == "sqlite":
+        return sa.func.strftime(_SQLITE_BUCKET[interval], u.c.started_at)
+    utc = sa.func.timezone("UTC", u.c.started_at)
+    return sa.func.to_char(sa.func.date_trunc(interval, utc), _PG_BUCKET[interval])
 
 
 async def usage_summary(
@@ -26,19 +39,29 @@ async def usage_summary(
     group_by: str,
     start: dt.datetime | None = None,
     end: dt.datetime | None = None,
+    interval: str | None = None,
 ) -> list[dict]:
-    """One entry per (group, currency), biggest cost first. `tenant=None`: the whole organisation."""
+    """One entry per (group, currency), biggest cost first. `tenant=None`: the whole organisation.
+    With `interval` (hour, day): one entry per (bucket, group, currency), oldest bucket first, each
+    with its `bucket` (the interval's start, ISO 8601 UTC)."""
     col = GROUPS[group_by]
+    keys = [col.label("group"), u.c.currency]
+    if interval is not None:
+        keys.insert(0, _bucket(engine, interval).label("bucket"))
     q = sa.select(
-        col.label("group"),
-        u.c.currency,
+        *keys,
         sa.func.count().label("calls"),
         sa.func.sum(u.c.prompt_tokens).label("prompt"),
         sa.func.sum(u.c.completion_tokens).label("completion"),
         sa.func.sum(u.c.cached_tokens).label("cached"),
         sa.func.sum(u.c.cost_nanos).label("nanos"),
         sa.func.sum(sa.case((u.c.estimated, 1), else_=0)).label("estimated"),
+        sa.func.sum(sa.case((u.c.outcome != "ok", 1), else_=0)).label("errors"),
+        sa.func.avg(u.c.latency_ms).label("latency"),
+        sa.func.max(u.c.latency_ms).label("latency_max"),
     ).group_by(col, u.c.currency)
+    if interval is not None:  # by its output name: the expression's bound format would differ on PostgreSQL
+        q = q.group_by(sa.literal_column("bucket"))
     if tenant is not None:
         q = q.where(u.c.tenant_id == tenant)
     if start is not None:
@@ -49,6 +72,7 @@ async def usage_summary(
         result = (await conn.execute(q)).all()
     out = [
         {
+            **({"bucket": r.bucket} if interval is not None else {}),
             group_by: r.group,
             "currency": r.currency,
             "calls": int(r.calls),
@@ -56,10 +80,15 @@ async def usage_summary(
             "completion_tokens": int(r.completion or 0),
             "cached_tokens": int(r.cached or 0),
             "estimated_calls": int(r.estimated or 0),
+            "errors": int(r.errors or 0),  # calls whose outcome was not ok (denied, declined, failed)
+            "latency_ms_avg": round(float(r.latency or 0.0), 1),
+            "latency_ms_max": round(float(r.latency_max or 0.0), 1),
             # Exact: integer nano-units summed by the database, divided by 10^9 in Decimal.
             "cost": text(Decimal(int(r.nanos or 0)) / NANOS),
         }
         for r in result
     ]
     out.sort(key=lambda e: (-Decimal(e["cost"]), str(e[group_by])))
+    if interval is not None:
+        out.sort(key=lambda e: e["bucket"])  # stable: within a bucket, biggest cost first
     return out

@@ -66,6 +66,22 @@ async def trail_events(s: Services, c: AdminCall) -> Any:
     return {"object": "list", "data": events, "has_more": cursor is not None, "next_cursor": cursor}
 
 
+async def verify_trail(s: Services, c: AdminCall) -> Any:
+    """The whole trail's verification, as `multihome audit verify` reports it (counts and problems)."""
+    report = await asyncio.to_thread(s.audit_log.verify)
+    return {
+        "object": "audit.verification",
+        "ok": report.ok,
+        "chains": report.chains,
+        "events": report.events,
+        "checkpoints": report.checkpoints,
+        "problems": [
+            {"severity": p.severity, "kind": p.kind, "chain": p.chain, "seq": p.seq, "message": str(p)}
+            for p in report.problems
+        ],
+    }
+
+
 def _limit(value: str | None) -> int:
     if value is None:
         return 100
@@ -106,5 +122,15 @@ ROUTES = (
         query=("tenant", "since", "until", *_FILTERS[:5], "limit", "after"),
         check=_may_audit,
         needs=Needs(lambda s: s.audit_reader, "The audit trail is off: set audit.dir in the config."),
+    ),
+    Route(
+        "GET",
+        PREFIX + "/audit/verify",
+        AUDIT,
+        verify_trail,
+        "Verify the audit trail now (hash chains, signed checkpoints): ok, counts and any problems "
+        "(auditor and tenant-admin: the same organisation-wide integrity answer)",
+        check=_may_audit,
+        needs=Needs(lambda s: s.audit_log, "The audit trail is off: set audit.dir in the config."),
     ),
 )

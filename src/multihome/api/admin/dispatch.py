@@ -22,7 +22,7 @@ from ...storage.errors import Conflict, Invalid, NotFound
 from ..asgi import JSON, read_body, send_bytes
 from .events import admin_change
 from .rbac import authorize
-from .registry import ROUTES
+from .registry import BY_NAME, ROUTES
 from .route import CSV_MEDIA, AdminCall, Route, Services
 
 _CSV = (b"content-type", b"text/csv; charset=utf-8")
@@ -41,13 +41,45 @@ class AdminApi:
         method, path = scope["method"], scope["path"]
         route, params = match_route(self.routes, method, path)
         query = {k: v[-1] for k, v in parse_qs(scope.get("query_string", b"").decode()).items()}
-        if route.check is not None:
-            route.check(principal, params, query)
-        else:
-            authorize(principal, route.role, params.get("tenant"))
+        _authorize(route, principal, params, query)
         body = None
         if route.body is not None:
             body = _decode(await read_body(scope, receive, 1 << 20), route)
+        out, data = await self._run(route, principal, params, query, body, path)
+        if route.media == CSV_MEDIA:
+            await send_bytes(send, route.status, out.encode(), [_CSV, (b"x-request-id", request_id)])
+            return
+        await send_bytes(send, route.status, data, [JSON, (b"x-request-id", request_id)])
+
+    async def call(
+        self,
+        name: str,
+        principal: Principal,
+        params: dict[str, str] | None = None,
+        query: dict[str, str] | None = None,
+        body: Any = None,
+    ) -> Any:
+        """Run the route named `name` (its handler's name) for `principal`, as an HTTP request to it would:
+        the same RBAC check, body type, storage errors and audit event. For in-process callers (the
+        console, api/console/): the answer as the handler returned it (built-ins or structs).
+        `body` is a mapping, converted to the route's body type (a 400 naming the field if it does not fit)."""
+        route = BY_NAME[name]
+        params, query = params or {}, query or {}
+        _authorize(route, principal, params, query)
+        if route.body is not None:
+            try:
+                body = msgspec.convert(body or {}, route.body, strict=False)
+            except msgspec.ValidationError as exc:
+                raise ApiError(400, f"Invalid {route.noun or 'request'}: {exc}.", code="invalid_value") from None
+        path = route.path.format(**params)
+        out, _ = await self._run(route, principal, params, query, body, path)
+        return out
+
+    async def _run(
+        self, route: Route, principal: Principal, params: dict[str, str], query: dict[str, str], body: Any, path: str
+    ) -> tuple[Any, bytes]:
+        """The checked request's handler, its storage errors as API errors, and its audit event:
+        -> (the handler's answer, its JSON encoding; b"" for a CSV answer)."""
         s = self.services
         if route.needs is not None and route.needs.present(s) is None:
             raise ApiError(501, route.needs.message, code="storage_not_configured")
@@ -61,15 +93,24 @@ class AdminApi:
             message = f"Invalid {route.noun}: {exc}." if route.noun else str(exc)
             raise ApiError(400, message, param=getattr(exc, "field", None), code="invalid_value") from None
         if route.media == CSV_MEDIA:
-            await send_bytes(send, route.status, out.encode(), [_CSV, (b"x-request-id", request_id)])
-            return
+            return out, b""
         data = _encode(out)
         if route.event is not None:
             if route.refresh and s.after_change is not None:
                 await s.after_change()
             if s.audit_log is not None:  # an acknowledged change is always in the trail
-                await s.audit_log.append("admin_change", admin_change(route, params, method, path, principal, data))
-        await send_bytes(send, route.status, data, [JSON, (b"x-request-id", request_id)])
+                await s.audit_log.append(
+                    "admin_change", admin_change(route, params, route.method, path, principal, data)
+                )
+        return out, data
+
+
+def _authorize(route: Route, principal: Principal, params: dict[str, str], query: dict[str, str]) -> None:
+    """Who may call the route: its own check, else the RBAC table on the path's tenant (before any body is read)."""
+    if route.check is not None:
+        route.check(principal, params, query)
+    else:
+        authorize(principal, route.role, params.get("tenant"))
 
 
 def match_route(routes: tuple[Route, ...], method: str, path: str) -> tuple[Route, dict[str, str]]:

@@ -17,6 +17,7 @@ from . import (
     mcp_servers,
     policies,
     revocations,
+    state,
     tenancy,
     usage,
 )
@@ -35,6 +36,7 @@ RESOURCES = {
     "provider_credentials": credentials,
     "captures": captures,
     "mcp_servers": mcp_servers,
+    "state": state,
 }
 ROUTES: tuple[Route, ...] = tuple(route for module in RESOURCES.values() for route in module.ROUTES)
 BY_NAME: dict[str, Route] = {route.name: route for route in ROUTES}

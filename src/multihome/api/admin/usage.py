@@ -6,14 +6,14 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from ...metering.summary import GROUPS, usage_summary
+from ...metering.summary import GROUPS, INTERVALS, usage_summary
 from ...schema import admin_fields
 from ...schema.errors import ApiError
 from .rbac import ORG, READ
 from .route import PREFIX, AdminCall, Route, Services
 from .tenancy import T
 
-_QUERY = ("group_by", "start", "end")
+_QUERY = ("group_by", "start", "end", "interval")
 
 
 async def tenant_usage(s: Services, c: AdminCall) -> Any:
@@ -29,18 +29,22 @@ async def _usage(s: Services, tenant: str | None, q: dict[str, str], default: st
     if group_by not in allowed:
         raise ApiError(400, f"group_by must be one of {', '.join(sorted(allowed))}.", param="group_by")
     start, end = _time(q, "start"), _time(q, "end")
+    interval = q.get("interval") or None
+    if interval is not None and interval not in INTERVALS:
+        raise ApiError(400, f"interval must be one of {', '.join(INTERVALS)}.", param="interval")
     await s.metering.flush()  # what this replica has recorded is in the answer
     if s.metering.engine is None:
         raise ApiError(
             501, "Usage summaries need storage: set storage.url in the config.", code="storage_not_configured"
         )
-    data = await usage_summary(s.metering.engine, tenant, group_by, start, end)
+    data = await usage_summary(s.metering.engine, tenant, group_by, start, end, interval)
     return {
         "object": "list",
         "tenant_id": tenant,
         "group_by": group_by,
         "start": start.isoformat() if start else None,
         "end": end.isoformat() if end else None,
+        "interval": interval,
         "data": data,
     }
 
@@ -68,7 +72,8 @@ ROUTES = (
         T + "/{tenant}/usage",
         READ,
         tenant_usage,
-        "Usage and cost for a tenant, grouped by key, team, model_group or deployment (?group_by=&start=&end=)",
+        "Usage and cost for a tenant, grouped by key, team, model_group or deployment, in total or per "
+        "hour or day (?group_by=&start=&end=&interval=)",
         query=_QUERY,
     ),
     Route(
@@ -76,7 +81,7 @@ ROUTES = (
         PREFIX + "/usage",
         ORG,
         org_usage,
-        "Usage and cost across tenants (?group_by=tenant|...&start=&end=)",
+        "Usage and cost across tenants, in total or per hour or day (?group_by=tenant|...&start=&end=&interval=)",
         query=_QUERY,
     ),
 )

@@ -3,6 +3,8 @@ code as a real call (identify, decide, plan); nothing is sent upstream and nothi
 
 from __future__ import annotations
 
+from typing import Any
+
 import msgspec
 
 from ...schema.chat import parse_chat
@@ -18,8 +20,13 @@ class ExplainDoor:
         self.pipeline = pipeline
 
     async def handle(self, call: Call, receive: Receive, send: Send) -> None:
+        body = await read_body(call.scope, receive, self.pipeline.max_body)
+        out = msgspec.json.encode(self.explain(call, body))
+        await send_json(call, send, 200, out, [JSON, (b"x-request-id", call.request_id)])
+
+    def explain(self, call: Call, body: bytes) -> dict[str, Any]:
+        """The plan for `body` as `call.principal` would get it (also the console's route-explain form)."""
         pipeline = self.pipeline
-        body = await read_body(call.scope, receive, pipeline.max_body)
         keys = top_level(body)
         if "input" in keys and "messages" not in keys:
             parsed_e = parse_embeddings(body)
@@ -30,5 +37,4 @@ class ExplainDoor:
             group = pipeline.group(parsed.request.model)
             shape = pipeline.shape(call, parsed, group, "chat", parsed.request)
         call.group = group.name
-        out = msgspec.json.encode(pipeline.router.explain(group, shape))
-        await send_json(call, send, 200, out, [JSON, (b"x-request-id", call.request_id)])
+        return pipeline.router.explain(group, shape)

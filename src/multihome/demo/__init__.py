@@ -1,21 +1,30 @@
-"""`multihome demo`: the gateway in front of three simulated clouds, and a failover to watch.
+"""`multihome demo`: the gateway in front of four simulated clouds, a failover to watch, and the product
+around it in the console.
 
-Everything runs in one process on loopback: an Azure OpenAI region (the primary), OpenAI, and a
-self-hosted OpenAI-compatible server. Provider keys are generated per run and live only in this
-process's environment, as real deployments would take them from the environment.
+Everything runs in one process on loopback: two Azure OpenAI regions (East US, the primary, and West
+Europe), OpenAI, and a self-hosted OpenAI-compatible server. The gateway runs with the embedded store
+(one SQLite file), metering with prices and limits, a signed audit trail and contracts, all in a fresh
+directory per run; a sample organisation is made through the admin API and a little traffic driven
+through it (demo/org.py), so the console (`/console`) shows routing, spend, policy, contracts and audit.
+Provider keys, the admin key and the audit signing key are drawn per run and live only in this process's
+environment, as real deployments would take them from the environment.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
+import datetime as dt
 import os
 import secrets
+import shutil
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 DEMO_KEY = "mh-demo-key"
+ADMIN_KEY_ENV = "MULTIHOME_DEMO_ADMIN_KEY"
 
 _CONFIG = """\
 # Written by `multihome demo`. Provider keys come from environment variables, never this file.
@@ -23,6 +32,37 @@ server:
   host: 127.0.0.1
   port: {port}
   api_keys_env: [MULTIHOME_DEMO_CLIENT_KEY]
+
+storage:
+  url: sqlite+aiosqlite:///{workdir}/multihome.sqlite   # the embedded store: tenants, keys, usage, ledger
+
+identity:
+  admin_key_env: MULTIHOME_DEMO_ADMIN_KEY     # the bootstrap org-admin key (the console's login)
+
+audit:
+  dir: {workdir}/audit
+  signing_key_env: MULTIHOME_DEMO_AUDIT_KEY
+  checkpoint_every_s: 1
+
+metering:
+  rate_limits:
+    - {{scope: tenant, id: "*", requests_per_minute: 600}}
+
+contracts:
+  revenue_share:
+    - id: rs-openai-resale
+      parties: [Contoso, OpenAI reseller]
+      rate: "0.15"
+      basis: {{providers: [openai]}}
+      starts_on: {start}
+      ends_on: {end}
+      cap: "0.0002"   # simulated calls cost fractions of a cent: a cap the demo's traffic heads for
+  commitments:
+    - id: azure-commit
+      provider: azure-eastus
+      amount: "0.002"
+      starts_on: {start}
+      ends_on: {end}
 
 providers:
   azure-eastus:
@@ -32,9 +72,18 @@ providers:
     data_zone: US
     api_version: "2024-10-21"
     auth: {{api_key_env: MULTIHOME_DEMO_AZURE_KEY}}
+  azure-westeurope:
+    kind: azure
+    endpoint: {azure_eu}
+    region: westeurope
+    data_zone: EU
+    api_version: "2024-10-21"
+    auth: {{api_key_env: MULTIHOME_DEMO_AZURE_EU_KEY}}
   openai:
     kind: openai
     endpoint: {openai}/v1
+    region: us
+    data_zone: US
     auth: {{api_key_env: MULTIHOME_DEMO_OPENAI_KEY}}
   selfhosted:
     kind: openai
@@ -46,11 +95,22 @@ deployments:
     model: gpt-4o-prod
     context_window: 128000
     price: {{input: 2.50, output: 10.00}}
+    commitment: azure-commit
   gpt-4o@openai:
     provider: openai
     model: gpt-4o
     context_window: 128000
     price: {{input: 2.50, output: 10.00}}
+  gpt-4o@azure-westeurope:
+    provider: azure-westeurope
+    model: gpt-4o-prod
+    context_window: 128000
+    price: {{input: 2.75, output: 11.00}}
+  gpt-4o-mini@openai:
+    provider: openai
+    model: gpt-4o-mini
+    context_window: 128000
+    price: {{input: 0.15, output: 0.60}}
   llama-3.1-8b@selfhosted:
     provider: selfhosted
     model: meta-llama/Llama-3.1-8B-Instruct
@@ -64,12 +124,16 @@ deployments:
     provider: openai
     model: text-embedding-3-small
     capabilities: [embeddings]
+    price: {{input: 0.02, output: 0}}
 
 model_groups:
   gpt-4o:
-    deployments: [gpt-4o@azure-eastus, gpt-4o@openai, llama-3.1-8b@selfhosted]
+    deployments: [gpt-4o@azure-eastus, gpt-4o@openai, gpt-4o@azure-westeurope, llama-3.1-8b@selfhosted]
     retries: 1
     backoff_ms: 50
+  gpt-4o-mini:
+    deployments: [gpt-4o-mini@openai]
+    requires_entitlement: true   # a tenant needs an entitlement (the demo grants Acme an exclusive one)
   llama-3.1-8b:
     deployments: [llama-3.1-8b@selfhosted]
   text-embedding-3-small:
@@ -94,27 +158,47 @@ def run_demo(*, port: int = 4000, scripted_only: bool = False) -> int:
 async def _demo(port: int, scripted_only: bool) -> None:
     import uvicorn
 
-    from .api.drain import uvicorn_timeout
-    from .api.head_limit import protocol
-    from .app import served_app
-    from .config import parse_config
-    from .simulators import SimulatorConfig, start_simulator
+    from ..api.drain import uvicorn_timeout
+    from ..api.head_limit import protocol
+    from ..app import served_app
+    from ..config import parse_config
+    from ..simulators import SimulatorConfig, start_simulator
 
     started = time.perf_counter()
-    keys = {"azure": secrets.token_urlsafe(24), "openai": secrets.token_urlsafe(24)}
+    keys = {name: secrets.token_urlsafe(24) for name in ("azure", "azure_eu", "openai")}
     os.environ["MULTIHOME_DEMO_AZURE_KEY"] = keys["azure"]
+    os.environ["MULTIHOME_DEMO_AZURE_EU_KEY"] = keys["azure_eu"]
     os.environ["MULTIHOME_DEMO_OPENAI_KEY"] = keys["openai"]
     os.environ["MULTIHOME_DEMO_CLIENT_KEY"] = DEMO_KEY
+    admin_key = os.environ[ADMIN_KEY_ENV] = "mh-demo-admin-" + secrets.token_urlsafe(18)
+    os.environ["MULTIHOME_DEMO_AUDIT_KEY"] = base64.b64encode(secrets.token_bytes(32)).decode()
 
     azure = await start_simulator(
         SimulatorConfig(kind="azure", name="azure-eastus", api_key=keys["azure"], region="eastus")
     )
+    azure_eu = await start_simulator(
+        SimulatorConfig(kind="azure", name="azure-westeurope", api_key=keys["azure_eu"], region="westeurope")
+    )
     openai = await start_simulator(SimulatorConfig(kind="openai", name="openai", api_key=keys["openai"]))
     selfhosted = await start_simulator(SimulatorConfig(kind="openai", name="selfhosted-vllm"))
-    sims = [azure, openai, selfhosted]
+    sims = [azure, azure_eu, openai, selfhosted]
 
-    text = _CONFIG.format(port=port, azure=azure.url, openai=openai.url, selfhosted=selfhosted.url)
-    config_path = Path(tempfile.gettempdir()) / f"multihome-demo-{port}.yaml"
+    # A fresh embedded store and audit trail per run: the sample organisation is made anew each time.
+    workdir = Path(tempfile.gettempdir()) / f"multihome-demo-{port}"
+    shutil.rmtree(workdir, ignore_errors=True)
+    workdir.mkdir(parents=True)
+    today = dt.date.today()
+    text = _CONFIG.format(
+        port=port,
+        azure=azure.url,
+        azure_eu=azure_eu.url,
+        openai=openai.url,
+        selfhosted=selfhosted.url,
+        workdir=workdir,
+        start=(today - dt.timedelta(days=30)).isoformat(),
+        end=(today + dt.timedelta(days=334)).isoformat(),
+    )
+    config_path = workdir / "multihome-demo.yaml"
     config_path.write_text(text)
     config = parse_config(text, source=str(config_path))
     gateway = served_app(config)  # Ctrl-C drains like `multihome serve` (docs/serving.md)
@@ -140,10 +224,12 @@ async def _demo(port: int, scripted_only: bool) -> None:
             raise SystemExit(f"the gateway could not start on 127.0.0.1:{port}")
         await asyncio.sleep(0.02)
 
-    base = f"http://127.0.0.1:{port}/v1"
-    print(_banner(base, config_path, azure.url))
+    root = f"http://127.0.0.1:{port}"
+    base = f"{root}/v1"
+    print(_banner(base, config_path, azure.url, admin_key))
     try:
         await _show_failover(base, azure)
+        await _show_org(root, admin_key)
         print(f"\nDemo ready in {time.perf_counter() - started:.1f}s.", end=" ")
         if scripted_only:
             print("Exiting (--once).")
@@ -158,16 +244,23 @@ async def _demo(port: int, scripted_only: bool) -> None:
             await sim.close()
 
 
-def _banner(base: str, config_path: Path, azure_url: str) -> str:
+def _banner(base: str, config_path: Path, azure_url: str, admin_key: str = "") -> str:
+    console = base.removesuffix("/v1") + "/console"
     return f"""
 Multihome demo: the gateway is serving on {base}
-  model groups: gpt-4o (azure-eastus -> openai -> selfhosted), llama-3.1-8b, text-embedding-3-small
+  model groups: gpt-4o (azure-eastus -> openai -> azure-westeurope -> selfhosted), gpt-4o-mini (entitled),
+                llama-3.1-8b, text-embedding-3-small
   config:       {config_path}
 
 Point any OpenAI client at it:
 
   export OPENAI_BASE_URL={base}
   export OPENAI_API_KEY={DEMO_KEY}
+
+See it in the console: {console}  (log in with the admin key)
+
+  export MULTIHOME_URL={base.removesuffix("/v1")}
+  export MULTIHOME_ADMIN_KEY={admin_key}
 
   curl -s $OPENAI_BASE_URL/chat/completions -H "Authorization: Bearer $OPENAI_API_KEY" \\
     -H 'Content-Type: application/json' -D - \\
@@ -191,6 +284,22 @@ def _python() -> str:
         return str(exe.relative_to(Path.cwd()))
     except ValueError:
         return str(exe)
+
+
+async def _show_org(root: str, admin_key: str) -> None:
+    """The sample organisation through the admin API, then a little traffic (demo/org.py)."""
+    import aiohttp
+
+    from .org import build_org, drive_traffic
+
+    async with aiohttp.ClientSession() as http:
+        org = await build_org(http, root, admin_key)
+        await drive_traffic(http, root + "/v1", org)
+    print(
+        f"\nSample organisation: tenants {', '.join(f'{n} ({t})' for n, t in org.tenants.items())}; an EU-only policy "
+        f"on globex, an exclusive gpt-4o-mini entitlement and a budget on acme; {org.calls} calls "
+        f"({org.denied} denied by policy). Open the console to see them."
+    )
 
 
 async def _show_failover(base: str, azure) -> None:

@@ -1,0 +1,29 @@
+// The console's only script of its own: hands each chart's configuration (JSON the page embeds beside
+// its <canvas data-chart="id">) to the packaged Chart.js, again after htmx swaps in fresh content.
+// Configurations are data (api/console/charts.py); the one named formatter turns epoch ms into dates.
+(function () {
+  "use strict";
+  function dateTicks(config) {
+    var scales = (config.options && config.options.scales) || {};
+    Object.keys(scales).forEach(function (axis) {
+      var ticks = scales[axis].ticks;
+      if (ticks && ticks.format === "date") {
+        delete ticks.format;
+        ticks.callback = function (value) { return new Date(value).toISOString().slice(0, 10); };
+      }
+    });
+    return config;
+  }
+  function draw(root) {
+    if (typeof Chart === "undefined") { return; }
+    root.querySelectorAll("canvas[data-chart]").forEach(function (canvas) {
+      var source = document.getElementById(canvas.dataset.chart);
+      if (!source) { return; }
+      var old = Chart.getChart(canvas);
+      if (old) { old.destroy(); }
+      new Chart(canvas, dateTicks(JSON.parse(source.textContent)));
+    });
+  }
+  document.addEventListener("DOMContentLoaded", function () { draw(document); });
+  document.addEventListener("htmx:afterSwap", function (event) { draw(event.target); });
+})();
