@@ -159,7 +159,10 @@ def wrk(url: str, model: str, key: str, *, connections: int, seconds: int, tmp: 
         check=True,
         timeout=seconds + 30,
     ).stdout
-    pct = dict(re.findall(r"^\s+(50|75|90|99)%\s+(\S+)$", out, re.M))
+    pct = dict(re.findall(r"^\s+(50|75|90|99)%\s+(\S+)\s*$", out, re.M))  # "1.99s " ends in a space
+    if "50" not in pct or "99" not in pct:  # wrk wrote no latency distribution (no call completed, or a stall)
+        print(f"wrk at c={connections} on {url}: no latency distribution in its output:\n{out}", file=sys.stderr)
+        pct = {"50": "0us", "99": "0us", **pct}
     non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
     socket_errors = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
     return {

@@ -9,12 +9,17 @@ mkdir -p bench/out
 PY=.venv/bin/python
 $PY bench/gateway_bench.py --out bench/out/gateway.md "$@"
 $PY bench/governance_bench.py --out bench/out/governance.md
+$PY bench/governance_workers.py --out bench/out/governance_workers.md
 {
   cat bench/out/gateway.md
   echo
   echo "## Governance, end to end (the figure of record for issue 17)"
   echo
   cat bench/out/governance.md
+  echo
+  echo "### \`serve --workers N\`, every layer on (PostgreSQL + Redis)"
+  echo
+  cat bench/out/governance_workers.md
   echo
   echo "## Hot-path components (in-process, median of 5 rounds)"
   echo
@@ -48,5 +53,13 @@ $PY bench/governance_bench.py --out bench/out/governance.md
   $PY bench/responses_bench.py
   echo
   $PY bench/responses_rebuild_bench.py
+  echo
+  echo "## Agent memory: search at 100,000 records, recall@5 (bench/memory_bench.py)"
+  echo
+  $PY bench/memory_bench.py
+  echo
+  echo "## Agent runs: orchestration per step (bench/agent_step_bench.py)"
+  echo
+  $PY bench/agent_step_bench.py
 } > bench/RESULTS.md
 cat bench/RESULTS.md

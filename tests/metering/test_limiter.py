@@ -206,6 +206,21 @@ async def test_next_window_starts_fresh(counters_factory):
     await lim.close()
 
 
+async def test_a_daily_budget_used_up_today_admits_again_tomorrow(counters_factory):
+    # The counter keys of a caller's route are worked out once per minute and day: a new day must
+    # count against a new bucket, not keep refusing on yesterday's.
+    now = [NOW]
+    lim = await limiter(counters_factory, clock=lambda: now[0], budgets=[budget("0.0005", period="day")])
+    first = await lim.admit(principal(), "g", [Dep("dep-a")], 100, 100, "a")  # reserves 0.0003 of 0.0005
+    with pytest.raises(ApiError) as refused:
+        await lim.admit(principal(), "g", [Dep("dep-a")], 100, 100, "b")
+    assert refused.value.body.code == "budget_exceeded"
+    now[0] += 86_400
+    second = await lim.admit(principal(), "g", [Dep("dep-a")], 100, 100, "c")
+    assert second._budgets[0][0] != first._budgets[0][0]  # tomorrow's bucket
+    await lim.close()
+
+
 async def test_tokens_per_minute_reserved_then_settled_to_actual(counters_factory):
     lim = await limiter(counters_factory, rate_limits=[RateLimitRule(scope="team", id="*", tokens_per_minute=1000)])
     p = principal(team="team_x")

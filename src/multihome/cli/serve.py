@@ -13,6 +13,7 @@ import sys
 from typing import Any, Literal, TypedDict
 
 from ..config import ConfigError, check_drain_timeout, load_config, named_env_vars
+from ..config.metering import per_process_limits
 from ..observability.logs import LEVELS
 
 CONFIG_ENV = "MULTIHOME_CONFIG"  # app.CONFIG_ENV: importing app here would load the whole gateway for --help
@@ -54,6 +55,17 @@ def serve(args: argparse.Namespace) -> int:
     config = load_config(args.config)
     if args.drain_timeout is not None:
         config.server.drain_timeout_s = check_drain_timeout(args.drain_timeout, "--drain-timeout")
+    if args.workers > 1:
+        apart = per_process_limits(config.metering, bool(config.storage.url or config.storage.url_env))
+        if apart:
+            print(
+                f"multihome serve --workers {args.workers}: budgets and rate limits need counters the workers "
+                f"share, and without Redis each worker would count on its own ({', '.join(apart)}): together "
+                f"they would allow up to {args.workers} times each limit. Set metering.redis_url_env (Redis "
+                "shares the counters across workers and replicas), or run one worker (--workers 1).",
+                file=sys.stderr,
+            )
+            return 2
     _raise_fd_limit()
     host = args.host or config.server.host
     port = args.port or config.server.port

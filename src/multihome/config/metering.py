@@ -93,3 +93,20 @@ def check(cfg: MeteringConfig, deployments: set[str]) -> list[str]:
     if not cfg.writer.max_backlog_s > 0:
         problems.append("metering.writer.max_backlog_s: must be more than 0")
     return problems
+
+
+def per_process_limits(cfg: MeteringConfig, storage: bool) -> list[str]:
+    """What would be counted by each process on its own, without Redis: the config's budgets and rate
+    limits, and (with storage) the budgets an admin can set at any time. Empty with Redis, or when
+    nothing is limited. `serve --workers N` refuses to start on a non-empty answer: N workers counting
+    apart would together allow up to N times each limit."""
+    if cfg.redis_url_env is not None:
+        return []
+    found = []
+    if cfg.budgets:
+        found.append("metering.budgets")
+    if cfg.rate_limits:
+        found.append("metering.rate_limits")
+    if storage:
+        found.append("budgets set through the admin API (storage is configured)")
+    return found

@@ -118,6 +118,46 @@ class _Route:
         self.dep_specs = specs
 
 
+class _Shape:
+    """One caller's rules on one planned route, with the counter keys of the current minute and day
+    worked out once, not per call: each admission only fills in its reservations."""
+
+    __slots__ = ("owner", "wid", "budgets", "rates", "groups", "meta", "group_meta", "rate_expire_ms")
+
+    def __init__(self, owner: tuple, budgets, rates, route: _Route, wid: int, periods: dict) -> None:
+        self.owner = owner  # the rule tuples and route it was made for (kept alive: the cache is keyed by id)
+        self.wid = wid  # a new minute also starts every new day, period bucket included
+        # (key, limit, hard, currency, expire_at_ms) per budget
+        self.budgets = [
+            (b.base + periods[b.period].bucket, b.limit_nanos, b.hard, b.currency, periods[b.period].expire_ms)
+            for b in budgets
+        ]
+        # (key, limit, counts tokens) per rate counter, and ("requests"|"tokens", limit) per counter
+        self.rates: list[tuple[str, int, bool]] = []
+        self.meta: list[tuple[str, int]] = []
+        for r in rates:
+            _counters(r, wid, self.rates, self.meta)
+        self.groups: list[list[tuple[str, int, bool]]] = []
+        self.group_meta: list[list[tuple[str, int]]] = []
+        for spec in route.dep_specs:
+            counters: list[tuple[str, int, bool]] = []
+            gm: list[tuple[str, int]] = []
+            if spec is not None:
+                _counters(spec, wid, counters, gm)
+            self.groups.append(counters)
+            self.group_meta.append(gm)
+        self.rate_expire_ms = window_expire_ms(wid)
+
+
+def _counters(spec, wid: int, out: list, meta: list) -> None:
+    if spec.rpm is not None:
+        out.append((window_key(spec, "r", wid), spec.rpm, False))
+        meta.append(("requests", spec.rpm))
+    if spec.tpm is not None:
+        out.append((window_key(spec, "t", wid), spec.tpm, True))
+        meta.append(("tokens", spec.tpm))
+
+
 class Limiter:
     def __init__(
         self,
@@ -141,6 +181,9 @@ class Limiter:
         self._sweeper: asyncio.Task | None = None
         self._factor, self._extra = cfg.prompt_reserve.factor, cfg.prompt_reserve.extra_tokens
         self._routes: dict[tuple, _Route] = {}
+        self._shapes: dict[tuple[int, int, int], _Shape] = {}
+        self._resets: dict[int, bytes] = {}  # go_duration of a reset, by ms, within the current minute
+        self._resets_wid = -1
 
     # -- the hot path ------------------------------------------------------------------------------
     async def admit(
@@ -177,28 +220,24 @@ class Limiter:
         now = self.clock()
         now_ms = int(now * 1000)
         wid, wend = window(now_ms)
-        plan = Plan(rate_expire_ms=window_expire_ms(wid))
+        shape = self._shape(budgets, rates, route, wid, now)
+        plan = Plan(rate_expire_ms=shape.rate_expire_ms)
         if budgets:
             tokens_in = prompt_reserve(prompt_tokens, self._factor, self._extra)
             reserve = {cur: reserve_nanos(tokens_in, i, out_tokens, o) for cur, (i, o) in route.worst.items()}
-            periods = self.periods.at(now)
-            for b in budgets:
-                per = periods[b.period]
-                key = b.base + per.bucket
-                held = reserve.get(b.currency, 0)
-                plan.budgets.append((key, b.limit_nanos, held, b.hard, per.expire_ms))
-                ticket._budgets.append((key, b.currency, held, per.expire_ms))
-        meta: list[tuple[str, int]] = []  # per rate counter: ("requests"|"tokens", limit)
-        for r in rates:
-            self._rate_counters(r, wid, est_tokens, plan.rates, meta, ticket)
-        group_meta: list[list[tuple[str, int]]] = []
-        for spec in route.dep_specs:
-            counters: list = []
-            gm: list[tuple[str, int]] = []
-            if spec is not None:
-                self._rate_counters(spec, wid, est_tokens, counters, gm, None)
-            plan.groups.append(counters)
-            group_meta.append(gm)
+            for key, limit, hard, currency, expire in shape.budgets:
+                held = reserve.get(currency, 0)
+                plan.budgets.append((key, limit, held, hard, expire))
+                ticket._budgets.append((key, currency, held, expire))
+        for key, limit, tokens in shape.rates:
+            if tokens:
+                plan.rates.append((key, limit, est_tokens))
+                ticket._tokens.append((key, est_tokens))
+            else:
+                plan.rates.append((key, limit, 1))
+        for group in shape.groups:
+            plan.groups.append([(key, limit, est_tokens if tokens else 1) for key, limit, tokens in group])
+        meta, group_meta = shape.meta, shape.group_meta
         outcome = await self._run(plan, now_ms, ticket)
         if outcome is None:
             return ticket  # Redis unreachable and fail_open: admitted without limits
@@ -219,7 +258,7 @@ class Limiter:
                 ticket.over_budget = True
                 ticket.warnings.append(f"{b.describe()} is exceeded")
         if meta:
-            ticket.headers = _headers(meta, outcome.values[nb:], wend - now_ms)
+            ticket.headers = _headers(meta, outcome.values[nb:], self._reset(wid, wend - now_ms))
         if ticket.warnings:
             warning = header_text.text("; ".join(ticket.warnings)).encode()
             ticket.headers = [*ticket.headers, (b"x-multihome-budget-warning", warning)]
@@ -231,6 +270,7 @@ class Limiter:
         Tickets already admitted keep their reservations and settle them as before."""
         self.rules = rules
         self._routes = {}  # built from the old rules
+        self._shapes = {}
 
     def _route(self, deployments) -> _Route:
         key = tuple((d.name, d.max_output_tokens) for d in deployments)
@@ -241,16 +281,24 @@ class Limiter:
             route = self._routes[key] = _Route(deployments, self.prices, self.rules, self.cfg.default_max_output_tokens)
         return route
 
-    def _rate_counters(self, spec, wid: int, est_tokens: int, out: list, meta: list, ticket: Ticket | None) -> None:
-        if spec.rpm is not None:
-            out.append((window_key(spec, "r", wid), spec.rpm, 1))
-            meta.append(("requests", spec.rpm))
-        if spec.tpm is not None:
-            key = window_key(spec, "t", wid)
-            out.append((key, spec.tpm, est_tokens))
-            meta.append(("tokens", spec.tpm))
-            if ticket is not None:
-                ticket._tokens.append((key, est_tokens))
+    def _shape(self, budgets, rates, route: _Route, wid: int, now: float) -> _Shape:
+        key = (id(budgets), id(rates), id(route))
+        shape = self._shapes.get(key)
+        if shape is None or shape.wid != wid:
+            if shape is None and len(self._shapes) > 10_000:  # bounded: callers x routes
+                self._shapes.clear()
+            periods = self.periods.at(now)
+            shape = self._shapes[key] = _Shape((budgets, rates, route), budgets, rates, route, wid, periods)
+        return shape
+
+    def _reset(self, wid: int, ms: int) -> bytes:
+        """The x-ratelimit-reset-* value for `ms` before the minute ends, formatted once per value."""
+        if wid != self._resets_wid:
+            self._resets_wid, self._resets = wid, {}
+        value = self._resets.get(ms)
+        if value is None:
+            value = self._resets[ms] = go_duration(ms).encode()
+        return value
 
     async def _run(self, plan: Plan, now_ms: int, ticket: Ticket) -> Outcome | None:
         if not self.counters.shared:
@@ -392,14 +440,13 @@ _HEADER_NAMES = {
 }
 
 
-def _headers(meta: list[tuple[str, int]], values: list[int], reset_ms: int) -> list[tuple[bytes, bytes]]:
+def _headers(meta: list[tuple[str, int]], values: list[int], reset: bytes) -> list[tuple[bytes, bytes]]:
     """OpenAI's x-ratelimit-* headers from the most constrained counter of each kind."""
     best: dict[str, tuple[int, int]] = {}
     for (kind, limit), used in zip(meta, values):
         remaining = limit - used if used < limit else 0
         if kind not in best or remaining < best[kind][1]:
             best[kind] = (limit, remaining)
-    reset = go_duration(reset_ms).encode()
     out = []
     for kind in ("requests", "tokens"):
         if kind in best:

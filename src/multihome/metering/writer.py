@@ -20,13 +20,15 @@ import logging
 import time
 from collections import deque
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from itertools import islice
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from ..aio import wait_event
-from ..storage.engine import PgBulkInsert
+from ..storage.engine import PgBulkInsert, create_sync_sqlite_engine
 
 log = logging.getLogger("multihome.metering.writer")
 
@@ -81,6 +83,10 @@ class UsageWriter:
         self._sqlite_head = f"INSERT OR IGNORE INTO {table.name} ({', '.join(self._columns)}) VALUES "
         self._sqlite_row = "(" + ", ".join("?" * len(self._columns)) + ")"
         self._sqlite_sqls: dict[int, str] = {}
+        # SQLite: a thread of the writer's own with its own sqlite3 connection, on which a whole batch
+        # (BEGIN IMMEDIATE, the INSERTs, COMMIT) runs as one unit: one hand-off there and one back.
+        self._thread: ThreadPoolExecutor | None = None
+        self._conn: tuple[AsyncEngine, Any, Any] | None = None  # (made for, sync engine, its connection)
 
     def put(self, row: dict) -> None:
         """Never blocks, never refuses: admission keeps the backlog bounded (see `overloaded`)."""
@@ -126,6 +132,14 @@ class UsageWriter:
         task = self._task
         if task is None:
             return
+        if await self._drain(task, stall_timeout):
+            await self._stop_thread()
+        elif self._thread is not None:  # gave up: a batch may still hold the thread; do not wait for it
+            self._thread.shutdown(wait=False)
+            self._thread = None
+
+    async def _drain(self, task: asyncio.Task, stall_timeout: float) -> bool:
+        """Wait for the writer task to write every row; False if it had to be given up."""
         t0, written = time.monotonic(), self.written
         seen = (self.written, self.failures, t0)  # progress, failures, when progress was last seen
         while not task.done():
@@ -144,42 +158,81 @@ class UsageWriter:
                     idle,
                     self.failures - seen[1],
                 )
-                return
+                return False
         if self.written - written > self.batch_size:
             log.info(
                 "usage writer wrote %d queued rows in %.1f s at close", self.written - written, time.monotonic() - t0
             )
+        return True
 
     async def _write(self, batch: list[dict]) -> None:
         if self._pg is not None:
             async with self.engine.connect() as conn:
                 await self._pg.run(conn, batch)
             return
-        async with self.engine.connect() as conn:
-            # Straight to aiosqlite: a few hand-offs to its thread per batch (BEGIN, one executemany
-            # of many-row INSERTs, COMMIT) whatever the batch size, and the rows are converted in
-            # that thread (the generators below run there). Through SQLAlchemy each 50-row chunk
-            # was another round trip, and on a busy event loop each round trip waits a whole loop
-            # cycle: the writer fell to ~350 rows/s under load (bench/usage_writer_bench.py).
-            driver = (await conn.get_raw_connection()).driver_connection
-            assert driver is not None  # None only for a connection already invalidated
-            await driver.execute("BEGIN IMMEDIATE")
+        # The whole batch on the writer's own thread: one hand-off there and one back, whatever the
+        # batch size, and the rows are converted there. Through aiosqlite every driver call (checkout,
+        # BEGIN, each executemany, COMMIT, the pool's reset) was a round trip, and on a busy event loop
+        # each one waits for the interpreter: through SQLAlchemy's 50-row chunks the writer fell to
+        # ~350 rows/s under load (bench/usage_writer_bench.py).
+        if self._thread is None:
+            self._thread = ThreadPoolExecutor(1, thread_name_prefix="mh-usage-write")
+        await asyncio.get_running_loop().run_in_executor(self._thread, self._sqlite_batch, self.engine, batch)
+
+    def _sqlite_batch(self, engine: AsyncEngine, batch: list[dict]) -> None:
+        """One transaction on the writer thread: BEGIN IMMEDIATE, INSERTs of up to 250 rows, COMMIT."""
+        raw = self._sqlite_connection(engine)
+        raw.execute("BEGIN IMMEDIATE")
+        try:
+            full = len(batch) - len(batch) % _PER_STATEMENT
+            if full:
+                raw.executemany(self._sqlite_sql(_PER_STATEMENT), self._statements(batch, 0, full))
+            if full < len(batch):
+                # The rest in one statement of a power-of-two size, padded with copies of its last row
+                # (INSERT OR IGNORE stores it once): a handful of distinct statements in sqlite3's
+                # per-connection cache instead of one per size (up to 249 prepared statements of
+                # thousands of parameters each, tens of MB).
+                size = min(_PER_STATEMENT, 1 << (len(batch) - full - 1).bit_length())
+                raw.executemany(self._sqlite_sql(size), self._statements(batch, full, len(batch), pad_to=size))
+            raw.execute("COMMIT")
+        except BaseException:
+            self._drop_connection()  # rolls back; the next batch starts on a fresh connection
+            raise
+
+    def _sqlite_connection(self, engine: AsyncEngine):
+        """The writer thread's sqlite3 connection to `engine`'s file, opened with the same settings
+        (WAL, busy timeout, synchronous=FULL: a committed batch survives a power loss)."""
+        if self._conn is not None and self._conn[0] is not engine:
+            self._drop_connection()  # the engine was replaced (tests swap in an unreachable one)
+        if self._conn is None:
+            sync = create_sync_sqlite_engine(engine)
             try:
-                full = len(batch) - len(batch) % _PER_STATEMENT
-                if full:
-                    await driver.executemany(self._sqlite_sql(_PER_STATEMENT), self._statements(batch, 0, full))
-                if full < len(batch):
-                    # The rest in one statement of a power-of-two size, padded with copies of its last
-                    # row (INSERT OR IGNORE stores it once): a handful of distinct statements in
-                    # sqlite3's per-connection cache instead of one per size (up to 249 prepared
-                    # statements of thousands of parameters each, tens of MB).
-                    size = min(_PER_STATEMENT, 1 << (len(batch) - full - 1).bit_length())
-                    rest = self._statements(batch, full, len(batch), pad_to=size)
-                    await driver.executemany(self._sqlite_sql(size), rest)
-                await driver.commit()
+                conn = sync.connect()
             except BaseException:
-                await driver.rollback()
+                sync.dispose()
                 raise
+            self._conn = (engine, sync, conn)
+        raw = self._conn[2].connection.dbapi_connection
+        assert raw is not None  # a connection of our own, never invalidated
+        return raw
+
+    def _drop_connection(self) -> None:
+        if self._conn is None:
+            return
+        _, sync, conn = self._conn
+        self._conn = None
+        try:
+            conn.close()  # rolls back what is open
+        finally:
+            sync.dispose()
+
+    async def _stop_thread(self) -> None:
+        """Close the writer thread's connection on that thread (sqlite3 connections stay on theirs)."""
+        if self._thread is None:
+            return
+        await asyncio.get_running_loop().run_in_executor(self._thread, self._drop_connection)
+        self._thread.shutdown(wait=False)
+        self._thread = None
 
     def _sqlite_sql(self, rows: int) -> str:
         """One INSERT of `rows` rows. INSERT OR IGNORE: a retry after an ambiguous commit cannot count a
