@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+from collections.abc import Callable
 from dataclasses import replace
 from typing import Any, cast
 
@@ -110,7 +111,10 @@ def build_app(config: Config, config_path: str | None = None) -> Gateway:
             metrics.sources = replace(metrics.sources, known_tenants=storage.known_tenants)
     pipeline = Pipeline(catalog, router, config.server.max_body_bytes, gate, accounting)
     # Agent runs (responses with mcp tools): their limits, what their steps cost, where MCP servers may be.
-    agent = AgentSetup(config.responses.agent, metering.prices, EgressPolicy.from_config(config.egress))
+    # metering.prices through _Lazy: a run starting after a config reload is charged the new prices.
+    agent = AgentSetup(
+        config.responses.agent, cast(Any, _Lazy(metering, "prices")), EgressPolicy.from_config(config.egress)
+    )
     state = None
     if crypto is not None:  # stored responses and conversations, sealed under the tenant's keys (docs/responses.md)
         from .state.service import StateService
@@ -216,9 +220,15 @@ def build_app(config: Config, config_path: str | None = None) -> Gateway:
     return gateway
 
 
-def served_app(config: Config, listening: str | None = None, config_path: str | None = None) -> Gateway:
+def served_app(
+    config: Config,
+    listening: str | None = None,
+    config_path: str | None = None,
+    adjust: Callable[[Config], None] | None = None,
+) -> Gateway:
     """The app as uvicorn serves it: its stop signals start the gateway's drain (api/drain.py), SIGHUP
-    reloads `config_path` (live_config.py), and start-up logs where it listens."""
+    reloads `config_path` (live_config.py; `adjust`: what was changed in `config` after it was read, done
+    to a reloaded one too), and start-up logs where it listens."""
     signal.signal(signal.SIGHUP, signal.SIG_IGN)  # until start-up installs the reload: never a reason to exit
     gateway = build_app(config, config_path)
     gateway.drain.on_signals = True
@@ -227,6 +237,7 @@ def served_app(config: Config, listening: str | None = None, config_path: str | 
         if isinstance(service, LiveConfig):
             service.on_signals = True
             service.supervisor = os.getppid() if SUPERVISED_ENV in os.environ else None
+            service.adjust = adjust
     return gateway
 
 
@@ -301,8 +312,13 @@ class _Started:
 def app_from_env() -> Gateway:
     """Factory for `uvicorn --factory` workers: each worker process builds its own app."""
     config = load_config(os.environ[CONFIG_ENV])
+    _as_worker(config)
+    return served_app(config, os.environ.get(LISTEN_ENV), os.environ[CONFIG_ENV], _as_worker)
+
+
+def _as_worker(config: Config) -> None:
+    """What a `--workers` process changes in the config it reads (at start-up and at each reload)."""
     # Workers of one process share its environment, so they cannot each hold the replica id.
     config.responses.background.replica_id_env = None
     if DRAIN_ENV in os.environ:
         config.server.drain_timeout_s = check_drain_timeout(float(os.environ[DRAIN_ENV]), DRAIN_ENV)
-    return served_app(config, os.environ.get(LISTEN_ENV), os.environ[CONFIG_ENV])

@@ -14,6 +14,7 @@ import hashlib
 import logging
 import os
 import signal
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -75,6 +76,8 @@ class LiveConfig:
         self.path = path  # the file to read again (None: the gateway was not started from a file)
         self.on_signals = False  # set by app.served_app: a served gateway reloads on SIGHUP
         self.supervisor: int | None = None  # `serve --workers`: the parent, which passes SIGHUP to every worker
+        # What `serve` changes in the config it read (a --workers process's settings), done to a reloaded one too.
+        self.adjust: Callable[[Config], None] | None = None
         self.version = _digest(Path(path).read_bytes()) if path is not None else None
         self._lock = asyncio.Lock()  # one reload at a time
         self._tasks: set[asyncio.Task[None]] = set()
@@ -116,6 +119,8 @@ class LiveConfig:
             text = await asyncio.to_thread(_read, self.path)
             version = _digest(text.encode())
             new = parse_config(text, source=self.path)
+            if self.adjust is not None:
+                self.adjust(new)
             parts = self.parts
             problems = restart_needed(self.config, new, metered=parts.metering is not None)
             if problems:
@@ -139,12 +144,13 @@ class LiveConfig:
 
 
 async def _apply(p: Reloadable, new: Config) -> None:
+    staged = p.catalog.stage(new)  # what may fail (an adapter's settings) fails before anything changed
     if p.metering is not None:
         # Prices first: a call under way on a deployment the file removed is still priced when it ends.
         prices = PriceTable({**p.metering.prices.prices, **PriceTable.from_config(new).prices})
         await p.metering.reconfigure(new.metering, prices)
     # One step, no await: a call sees either the old groups and their policy facts or the new ones.
-    p.catalog.reload(new)
+    p.catalog.swap(staged)
     p.gate.reconfigure(p.catalog)
     p.prober.deployments = list(p.catalog.deployments.values())
     p.admin.model_groups = frozenset(p.catalog.groups)

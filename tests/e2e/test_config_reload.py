@@ -18,7 +18,7 @@ from builders import api_keys, config, deployment, group, identity, simulated, y
 from .processes import Gateway, Simulators, until
 
 KEY, ADMIN = "mh-reload-client", "mh-reload-admin"
-ENV = {"MH_RELOAD_CLIENT": KEY, "MH_RELOAD_ADMIN": ADMIN}
+ENV = {"MH_RELOAD_CLIENT": KEY, "MH_RELOAD_ADMIN": ADMIN, "MH_RELOAD_REPLICA": "r1"}
 STREAMS = 100
 USER = [{"role": "user", "content": "Tell me a long story about clouds"}]
 
@@ -35,6 +35,8 @@ def _config(url: str, *, fresh: bool = False, **server) -> dict:
     return config(
         server=api_keys("MH_RELOAD_CLIENT", **server),
         identity=identity("MH_RELOAD_ADMIN"),
+        # `serve --workers` drops the replica id in each worker: a reload must not see that as a change.
+        responses={"background": {"replica_id_env": "MH_RELOAD_REPLICA"}},
         providers=providers,
         deployments=deployments,
         model_groups=groups,

@@ -53,6 +53,14 @@ class GroupRuntime:
         self.stream_timeout = aiohttp.ClientTimeout(total=t.total_s, sock_connect=t.connect_s, sock_read=t.first_byte_s)
 
 
+@dataclass(frozen=True, slots=True)
+class Staged:
+    """A config a reload will serve, with the adapters built for it (Catalog.stage, then Catalog.swap)."""
+
+    config: Config
+    adapters: dict[str, Adapter]
+
+
 class Catalog:
     def __init__(self, config: Config) -> None:
         self.config = config
@@ -64,19 +72,32 @@ class Catalog:
         self._retired: list[aiohttp.ClientSession] = []  # pools a reload replaced: calls in flight may still use them
 
     def reload(self, config: Config) -> None:
-        """Serve `config`'s providers, deployments and model groups from the next call on. A provider whose
-        settings did not change keeps its adapter and connection pool; calls under way keep the runtime
-        objects they resolved (a reference swap, no await in between), and so finish on the old config.
-        What a reload replaced is closed with the catalog (docs/serving.md "Reloading the config")."""
-        adapters: dict[str, Adapter] = {}
+        """Serve `config`'s providers, deployments and model groups from the next call on (`stage`, then `swap`)."""
+        self.swap(self.stage(config))
+
+    def stage(self, config: Config) -> Staged:
+        """The adapters `config` needs, built before anything changes (building one may fail: then nothing
+        did). A provider whose settings did not change keeps its adapter."""
+        adapters = {
+            name: self.adapters[name]
+            if name in self.adapters and self.config.providers.get(name) == prov
+            else build_adapter(name, prov)
+            for name, prov in config.providers.items()
+        }
+        return Staged(config, adapters)
+
+    def swap(self, staged: Staged) -> None:
+        """Serve what `stage` built from the next call on, in one step with no await: calls under way keep
+        the runtime objects they resolved, and so finish on the old config. An unchanged provider keeps its
+        connection pool; what the swap replaced is closed with the catalog (docs/serving.md "Reloading the
+        config")."""
+        config, adapters = staged.config, staged.adapters
         sessions: dict[str, aiohttp.ClientSession] = {}
         for name, prov in config.providers.items():
-            if name in self.adapters and self.config.providers.get(name) == prov:
-                adapters[name] = self.adapters[name]
+            if adapters[name] is self.adapters.get(name):
                 if name in self._sessions:
                     sessions[name] = self._sessions[name]
                 continue
-            adapters[name] = build_adapter(name, prov)
             if name in self.adapters:
                 self._replaced.append(self.adapters[name])
             if self._sessions:  # started: the new provider needs its own pool now
