@@ -18,11 +18,13 @@ import sys
 import time
 from decimal import Decimal
 
+import httpx
 import openai
 
+from e2e.helpers import until
 from multihome.audit import AuditReader, Filters
 
-from .cluster import BUDGET, BUDGET_KEY, CLIENT_KEY, RATE_LIMIT, Cluster
+from .cluster import ADMIN_KEY, BUDGET, BUDGET_KEY, CLIENT_KEY, RATE_LIMIT, Cluster
 
 USER = [{"role": "user", "content": "hello there"}]
 CONCURRENCY = 16
@@ -203,3 +205,31 @@ def test_sigkill_of_one_replica_mid_load_loses_no_acknowledged_call(cluster: Clu
         f"{len(failed)} calls failed at the client; {dt.datetime.now(dt.UTC):%H:%M:%S}"
     )
     _verify_audit(cluster)
+
+
+def test_a_revoked_key_is_refused_by_every_replica_within_a_second(cluster: Cluster):
+    """An admin change made through the balancer (one replica) reaches the others through the database
+    (storage.refresh_s): measured from the revocation's answer to each replica's first 401."""
+    admin = httpx.Client(base_url=cluster.url, headers={"authorization": f"Bearer {ADMIN_KEY}"}, timeout=30)
+    body = {"model": "chat", "messages": USER}
+    try:
+        tenant = admin.post("/admin/v1/tenants", json={"name": "acme"}).json()["id"]
+        made = admin.post(f"/admin/v1/tenants/{tenant}/keys", json={"name": "app"}).json()
+        headers = {"authorization": f"Bearer {made['key']}"}
+
+        def status(replica) -> int:
+            return httpx.post(replica.url + "/v1/chat/completions", json=body, headers=headers, timeout=10).status_code
+
+        until(lambda: all(status(r) == 200 for r in cluster.replicas), what="the new key on every replica")
+        assert admin.delete(f"/admin/v1/tenants/{tenant}/keys/{made['id']}").status_code == 200
+        revoked_at = time.monotonic()
+        seen: dict[str, float] = {}
+        while len(seen) < len(cluster.replicas) and time.monotonic() - revoked_at < 10:
+            for r in cluster.replicas:
+                if r.name not in seen and status(r) == 401:
+                    seen[r.name] = time.monotonic() - revoked_at
+            time.sleep(0.01)
+    finally:
+        admin.close()
+    print(f"\nrevocation reached every replica: {', '.join(f'{n} {s * 1000:.0f} ms' for n, s in sorted(seen.items()))}")
+    assert len(seen) == len(cluster.replicas) and max(seen.values()) < 1.0, seen

@@ -17,7 +17,7 @@ import asyncio
 import httpx
 import pytest
 
-from e2e.processes import until
+from e2e.helpers import until
 
 from .cluster import ADMIN_KEY, BUDGET, BUDGET_KEY, CLIENT_KEY, Cluster
 from .test_cluster import _chat, _client, _started_ids, _usage_ids, _verify_audit
@@ -86,7 +86,8 @@ def test_redis_down_fail_closed_refuses_limited_calls_only(fail_closed: Cluster)
     assert [s for s, _ in _calls(cluster, CLIENT_KEY, "chat", 6)] == [200] * 6
     cluster.start_redis()
     until(
-        lambda: _calls(cluster, BUDGET_KEY, "budgeted", 1, max_tokens=32)[0][0] == 200, "admission after Redis returns"
+        lambda: _calls(cluster, BUDGET_KEY, "budgeted", 1, max_tokens=32)[0][0] == 200,
+        what="admission after Redis returns",
     )
     assert [s for s, _ in _calls(cluster, CLIENT_KEY, "limited", 3)] == [200] * 3
 
@@ -99,7 +100,10 @@ def test_postgres_down_keys_serve_from_memory_and_usage_drains_after(cluster: Cl
         assert made.status_code == 201, made.text
         managed = made.json()["key"]
         # Every replica knows the key (within storage.refresh_s) before the database goes.
-        until(lambda: all(s == 200 for s, _ in _calls(cluster, managed, "chat", 3)), "the managed key on every replica")
+        until(
+            lambda: all(s == 200 for s, _ in _calls(cluster, managed, "chat", 3)),
+            what="the managed key on every replica",
+        )
         cluster.stop_database()
         during = _calls(cluster, managed, "chat", 9) + _calls(cluster, CLIENT_KEY, "chat", 9)
         assert [s for s, _ in during] == [200] * 18, during
@@ -109,7 +113,7 @@ def test_postgres_down_keys_serve_from_memory_and_usage_drains_after(cluster: Cl
         cluster.start_database()
         answered = {rid for s, rid in during if s == 200}
         # The queued usage rows are written once the database is back, without a restart.
-        until(lambda: not answered - _usage_ids(cluster), "the outage's usage rows", 90)
+        until(lambda: not answered - _usage_ids(cluster), timeout=90, what="the outage's usage rows")
         assert admin.post("/admin/v1/tenants", json={"name": "after-outage"}).status_code == 201
     finally:
         admin.close()

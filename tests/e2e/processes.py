@@ -199,14 +199,3 @@ class Gateway(Proc):
             time.sleep(0.05)
         stderr = self.stop()  # never leave a gateway (and its workers) running behind a failed test
         raise RuntimeError(f"gateway did not become ready: {stderr[-2000:]}")
-
-
-def until(predicate, what: str, timeout: float = 60.0):
-    """Poll `predicate` every 0.1 s until it returns something true (returned), else fail naming `what`."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")

@@ -15,7 +15,8 @@ import pytest
 
 from builders import api_keys, config, deployment, group, identity, simulated, yaml_text
 
-from .processes import Gateway, Simulators, until
+from .helpers import until
+from .processes import Gateway, Simulators
 
 KEY, ADMIN = "mh-reload-client", "mh-reload-admin"
 ENV = {"MH_RELOAD_CLIENT": KEY, "MH_RELOAD_ADMIN": ADMIN, "MH_RELOAD_REPLICA": "r1"}
@@ -101,7 +102,7 @@ def test_sighup_mid_100_streams_breaks_none_and_serves_the_new_group(sim, tmp_pa
             Path(gw.args[gw.args.index("--config") + 1]).write_text(yaml_text(_config(sim.url, fresh=True)))
             gw.popen.send_signal(signal.SIGHUP)
             # The new group is served (by every worker: several calls) while the old streams are still open.
-            await asyncio.to_thread(until, lambda: all(_serves(gw.url, "fresh") for _ in range(6)), "the new group")
+            await asyncio.to_thread(until, lambda: all(_serves(gw.url, "fresh") for _ in range(6)), 30, "the new group")
             assert not streams.done(), "the streams ended before the reload was seen"
             go_on.set()
             return await streams
@@ -134,7 +135,7 @@ def test_invalid_file_is_refused_and_the_old_config_keeps_serving(sim, tmp_path:
         # Not YAML at all, by SIGHUP: logged, and the process goes on serving the old config.
         path.write_text("providers: [unclosed")
         gw.popen.send_signal(signal.SIGHUP)
-        until(lambda: "config reload refused" in gw.output(), "the refusal in the log")
+        until(lambda: "config reload refused" in gw.output(), what="the refusal in the log")
         assert gw.popen.poll() is None and _serves(gw.url, "main")
         # A section read at start-up only: refused, naming it.
         path.write_text(yaml_text(_config(sim.url, fresh=True, max_body_bytes=12345)))
