@@ -13,7 +13,8 @@ import httpx
 import openai
 import pytest
 
-from builders import api_keys, config, deployment, group, identity, simulated, yaml_text
+from builders import api_keys, audit, config, deployment, group, identity, simulated, yaml_text
+from multihome.audit import AuditReader, Filters
 
 from .helpers import until
 from .processes import Gateway, Simulators
@@ -24,7 +25,7 @@ STREAMS = 100
 USER = [{"role": "user", "content": "Tell me a long story about clouds"}]
 
 
-def _config(url: str, *, fresh: bool = False, **server) -> dict:
+def _config(url: str, *, fresh: bool = False, audit_dir: Path | None = None, **server) -> dict:
     deployments = {"d-slow": deployment("p", "slow-model"), "d-main": deployment("p", "main-model")}
     groups = {"slow": group("d-slow", retries=0), "main": group("d-main", retries=0)}
     if fresh:
@@ -33,7 +34,9 @@ def _config(url: str, *, fresh: bool = False, **server) -> dict:
     providers = {"p": simulated("openai", url)}
     if fresh:
         providers["p2"] = simulated("openai", url)
+    extra = {"audit": audit(audit_dir)} if audit_dir is not None else {}
     return config(
+        **extra,
         server=api_keys("MH_RELOAD_CLIENT", **server),
         identity=identity("MH_RELOAD_ADMIN"),
         # `serve --workers` drops the replica id in each worker: a reload must not see that as a change.
@@ -120,7 +123,8 @@ def test_sighup_mid_100_streams_breaks_none_and_serves_the_new_group(sim, tmp_pa
 
 def test_invalid_file_is_refused_and_the_old_config_keeps_serving(sim, tmp_path: Path):
     sim.reset()
-    gw = Gateway(_config(sim.url), tmp_path, ENV)
+    trail = tmp_path / "audit"
+    gw = Gateway(_config(sim.url, audit_dir=trail), tmp_path, ENV)
     path = Path(gw.args[gw.args.index("--config") + 1])
     admin = httpx.Client(base_url=gw.url, headers={"authorization": f"Bearer {ADMIN}"}, timeout=10)
     try:
@@ -138,12 +142,12 @@ def test_invalid_file_is_refused_and_the_old_config_keeps_serving(sim, tmp_path:
         until(lambda: "config reload refused" in gw.output(), what="the refusal in the log")
         assert gw.popen.poll() is None and _serves(gw.url, "main")
         # A section read at start-up only: refused, naming it.
-        path.write_text(yaml_text(_config(sim.url, fresh=True, max_body_bytes=12345)))
+        path.write_text(yaml_text(_config(sim.url, fresh=True, audit_dir=trail, max_body_bytes=12345)))
         r = admin.post("/admin/v1/config/reload")
         assert r.status_code == 400 and "server: changed" in r.json()["error"]["message"], r.text
         assert not _serves(gw.url, "fresh")
         # Only an org admin may reload.
-        path.write_text(yaml_text(_config(sim.url, fresh=True)))
+        path.write_text(yaml_text(_config(sim.url, fresh=True, audit_dir=trail)))
         denied = httpx.post(gw.url + "/admin/v1/config/reload", headers={"authorization": f"Bearer {KEY}"})
         assert denied.status_code in (401, 403)
         ok = admin.post("/admin/v1/config/reload")
@@ -156,6 +160,10 @@ def test_invalid_file_is_refused_and_the_old_config_keeps_serving(sim, tmp_path:
     finally:
         admin.close()
         gw.stop()
+    # Each successful reload is in the audit trail, with the file's digest; the refused ones are not.
+    events = [e["body"] for _, e in AuditReader(str(trail)).iter_events(Filters(kind="admin_change"))]
+    reloads = [e for e in events if e["action"] == "config.reload"]
+    assert [e["object_id"] for e in reloads] == [body["id"], body["id"]], events
 
 
 def test_a_reloaded_rate_limit_admits_exactly_its_count(sim, tmp_path: Path):
