@@ -174,6 +174,7 @@ def build_app(config: Config) -> Gateway:
             after_change=after_change,
             crypto=crypto,
             retention=config.responses.retention,
+            background=background,
         )
     )
     if config.console.enabled:

@@ -17,6 +17,7 @@ from . import (
     mcp_servers,
     policies,
     revocations,
+    runs,
     state,
     tenancy,
     usage,
@@ -37,6 +38,7 @@ RESOURCES = {
     "captures": captures,
     "mcp_servers": mcp_servers,
     "state": state,
+    "runs": runs,
 }
 ROUTES: tuple[Route, ...] = tuple(route for module in RESOURCES.values() for route in module.ROUTES)
 BY_NAME: dict[str, Route] = {route.name: route for route in ROUTES}
