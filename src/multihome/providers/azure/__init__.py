@@ -1,6 +1,6 @@
 """Azure OpenAI: OpenAI bodies on deployment URLs, with an api-key or an Entra ID token.
 
-`adapter.py` builds the URLs and passes bodies through; `auth.py` keeps Entra ID tokens fresh.
+`adapter.py` builds the URLs and passes bodies through; `providers/entra.py` keeps Entra ID tokens fresh.
 """
 
 from __future__ import annotations

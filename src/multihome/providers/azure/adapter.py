@@ -15,9 +15,12 @@ from ...schema.embeddings import ParsedEmbeddings
 from ...schema.peek import ResponsePeek
 from ..api_key import api_key_of
 from ..base import UpstreamRequest
+from ..entra import EntraTokens
 from ..passthrough import PassThrough, passthrough_body, responses_body, wants_stream_usage
 from . import KIND
-from .auth import EntraTokens
+
+# The Entra ID scope of Azure OpenAI when the config names none (protocols.md, Azure auth).
+ENTRA_SCOPE = "https://cognitiveservices.azure.com/.default"
 
 
 class AzureAdapter(PassThrough):
@@ -70,5 +73,5 @@ class AzureAdapter(PassThrough):
 def build(name: str, provider: Provider, stored_key: str | None = None) -> AzureAdapter:
     where = f"providers.{name}.auth"
     api_key = api_key_of(provider, stored_key, what=f"{where}.api_key_env")
-    entra = EntraTokens(provider.auth.entra, f"{where}.entra") if provider.auth.entra else None
+    entra = EntraTokens(provider.auth.entra, f"{where}.entra", ENTRA_SCOPE) if provider.auth.entra else None
     return AzureAdapter(KIND.endpoint(provider), provider.api_version or "2024-10-21", api_key, entra)

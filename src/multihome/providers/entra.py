@@ -1,4 +1,8 @@
-"""Entra ID bearer tokens for Azure OpenAI, from azure-identity, refreshed before they expire."""
+"""Entra ID bearer tokens from azure-identity, refreshed before they expire.
+
+Shared by the kinds Azure serves (Azure OpenAI, Claude on Microsoft Foundry): they differ only in the
+token's scope, which each adapter passes when the config names none.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +10,7 @@ import asyncio
 import time
 from typing import TYPE_CHECKING
 
-from ...config import EntraAuth, env_secret
+from ..config import EntraAuth, env_secret
 
 if TYPE_CHECKING:
     from azure.core.credentials_async import AsyncTokenCredential
@@ -18,7 +22,7 @@ _REFRESH_MARGIN_S = 300
 class EntraTokens:
     """Bearer tokens from azure-identity, cached until shortly before expiry; one refresh at a time."""
 
-    def __init__(self, auth: EntraAuth, where: str) -> None:
+    def __init__(self, auth: EntraAuth, where: str, default_scope: str) -> None:
         from azure.identity.aio import ClientSecretCredential, DefaultAzureCredential
 
         ids = (auth.tenant_id_env, auth.client_id_env, auth.client_secret_env)
@@ -33,7 +37,7 @@ class EntraTokens:
             self._credential = ClientSecretCredential(tenant, client, secret)
         else:
             self._credential = DefaultAzureCredential()
-        self._scope = auth.scope
+        self._scope = auth.scope or default_scope
         self._token = ""
         self._expires_on = 0.0
         self._lock = asyncio.Lock()
