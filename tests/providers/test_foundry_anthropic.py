@@ -10,9 +10,11 @@ import pytest
 
 from builders import api_keys, config, deployment, group, provider, single, typed, yaml_text
 from multihome.config import ConfigError, parse_config
+from multihome.policy import EGRESS_DENIED, DeploymentFacts, EgressRule, Policy, PolicyEngine
 from multihome.providers.registry import build_adapter
 from multihome.routing.catalog import Catalog
 from multihome.schema.chat import parse_chat
+from multihome.schema.principal import Principal
 
 CHAT = parse_chat(msgspec.json.encode({"model": "g", "messages": [{"role": "user", "content": "hi"}]}))
 
@@ -83,3 +85,41 @@ def test_a_deployment_data_zone_overrides_its_providers(monkeypatch):
     catalog = Catalog(cfg)
     assert catalog.deployments["claude-global"].data_zone == "global"
     assert catalog.deployments["claude-us"].data_zone == "US"
+
+
+def test_an_eu_only_tenant_never_reaches_a_global_or_us_foundry_deployment(monkeypatch):
+    """Residency reads the deployment's zone, not only its provider's: one Foundry resource with a
+    Global Standard and a US Data Zone deployment, and an EU resource beside it."""
+    monkeypatch.setenv("FOUNDRY_KEY", "k")
+    foundry = "https://r.services.ai.azure.com"
+    cfg = typed(
+        config(
+            providers={
+                "foundry": provider("foundry_anthropic", foundry, key_env="FOUNDRY_KEY", data_zone="Global"),
+                "foundry-eu": provider(
+                    "foundry_anthropic", foundry, key_env="FOUNDRY_KEY", region="swedencentral", data_zone="EU"
+                ),
+            },
+            deployments={
+                "claude-global": deployment("foundry", "claude-sonnet-4-5"),
+                "claude-us": deployment("foundry", "claude-sonnet-4-5-us", data_zone="US"),
+                "claude-eu": deployment("foundry-eu", "claude-sonnet-4-5"),
+            },
+            model_groups={"claude": group("claude-global", "claude-us", "claude-eu")},
+            server=api_keys("K"),
+        )
+    )
+    catalog = Catalog(cfg)
+    facts = [
+        DeploymentFacts(d.name, d.provider, cfg.providers[d.provider].kind, d.region, d.data_zone)
+        for d in catalog.groups["claude"].deployments
+    ]
+    eu_only = Policy("p_eu", "acme", "tenant", rules=[EgressRule("allow", data_zones=["EU"])])
+    engine = PolicyEngine.from_rows([eu_only], [], [])
+    caller = Principal(tenant="acme", subject="u", source="static")
+    decision = engine.decide(caller, "claude", "chat", facts)
+    assert decision.allowed and decision.deployments == {"claude-eu"}
+    assert set(decision.denied) == {"claude-global", "claude-us"}
+    # With the EU deployment gone, the call is refused rather than sent to a Global or US one.
+    gone = engine.decide(caller, "claude", "chat", [f for f in facts if f.name != "claude-eu"])
+    assert not gone.allowed and gone.code == EGRESS_DENIED and not gone.deployments
