@@ -9,6 +9,7 @@ import threading
 from http.server import ThreadingHTTPServer
 from pathlib import Path
 
+import anthropic
 import openai
 import pytest
 import yaml
@@ -172,3 +173,13 @@ def test_entra_id_token_from_azure_identity(client, sims):
     assert [r["auth"] for r in sims["foundry-entra"].requests()] == [True, True]
     assert len(_TokenEndpoint.calls) == 1, "the token is cached, not fetched per call"
     assert _TokenEndpoint.calls[0]["resource"] == "https://ai.azure.com"
+
+
+def test_anthropic_sdk_at_the_front_door_reaches_foundry(stack, sims):
+    """Claude-native clients too: the anthropic SDK against the gateway's /v1/messages, served by Foundry."""
+    client = anthropic.Anthropic(base_url=stack[1].url, api_key=CLIENT_KEY, max_retries=0, timeout=15)
+    msg = client.messages.create(model="claude-foundry", max_tokens=50, messages=USER)
+    assert msg.content[0].type == "text" and "Hello there" in msg.content[0].text
+    with client.messages.stream(model="claude-foundry", max_tokens=50, messages=USER) as stream:
+        assert "Hello there" in "".join(stream.text_stream)
+    assert [r["path"] for r in sims["foundry"].requests()] == ["/anthropic/v1/messages"] * 2
