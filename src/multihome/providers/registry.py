@@ -26,6 +26,7 @@ KINDS: tuple[ProviderKind, ...] = (
     gemini.KIND,
     gemini.VERTEX,
     anthropic.FOUNDRY,
+    azure.INFERENCE,
 )
 BY_NAME: dict[str, ProviderKind] = {kind.name: kind for kind in KINDS}
 NAMES: tuple[str, ...] = tuple(BY_NAME)
