@@ -53,5 +53,13 @@ $PY bench/governance_workers.py --out bench/out/governance_workers.md
   $PY bench/responses_bench.py
   echo
   $PY bench/responses_rebuild_bench.py
+  echo
+  echo "## Agent memory: search at 100,000 records, recall@5 (bench/memory_bench.py)"
+  echo
+  $PY bench/memory_bench.py
+  echo
+  echo "## Agent runs: orchestration per step (bench/agent_step_bench.py)"
+  echo
+  $PY bench/agent_step_bench.py
 } > bench/RESULTS.md
 cat bench/RESULTS.md

@@ -7,8 +7,9 @@ over streamable HTTP by uvicorn on 127.0.0.1 in a thread of the test process.
         srv.requests                      # the headers of every HTTP request it received (lower-case names)
 
 Tools: `add` (pure, structured output, read-only), `echo` (pure), `record` (a side effect: appends to
-`calls`, and to `call_log` if given, one JSON line per call, for tests that kill a process), `fail`
-(a tool error: an `isError` result), `slow` (sleeps), `big` (a long text), `weather.get-current` (a name
+`calls`, and to `call_log` if given, one JSON line per call, for tests that kill a process; a call
+whose idempotency key (`_meta`) was seen before answers as before, without a second effect, and is
+logged as a repeat), `fail` (a tool error: an `isError` result), `slow` (sleeps; logged when it starts), `big` (a long text), `weather.get-current` (a name
 an OpenAI function cannot have). `page_size` pages `tools/list` (`nextCursor`); `require_header` makes
 every request without that header (name, value) a 401; `/redirect` answers 307 to `/mcp`.
 Reused by the Responses integration tests (issue 16).
@@ -24,9 +25,11 @@ from pathlib import Path
 from typing import Any
 
 import uvicorn
-from mcp.server.mcpserver import MCPServer
+from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
 from mcp_types import ListToolsResult, PaginatedRequestParams, ToolAnnotations
+
+from multihome.tools.model import IDEMPOTENCY_META
 
 
 def free_port() -> int:
@@ -62,14 +65,20 @@ def build_server(calls: list[tuple[str, dict[str, Any]]], call_log: Path | None 
         """Say the text back."""
         return text
 
+    done: dict[str, str] = {}  # idempotency key -> the answer given: a repeated call has no second effect
+
     @server.tool()
-    def record(note: str) -> str:
+    def record(note: str, ctx: Context) -> str:
         """Write a note down (a side effect, logged by the test server)."""
+        meta = ctx.request_context.meta or {}
+        key = meta.get(IDEMPOTENCY_META)
+        if key is not None and key in done:
+            log(call_log, {"tool": "record", "note": note, "key": key, "repeat": True})
+            return done[key]
         calls.append(("record", {"note": note}))
-        if call_log is not None:
-            with call_log.open("a") as f:
-                f.write(json.dumps({"tool": "record", "note": note}) + "\n")
-        return f"recorded {note}"
+        log(call_log, {"tool": "record", "note": note, "key": key})
+        answer = done[key] = f"recorded {note}"
+        return answer
 
     @server.tool()
     def fail(reason: str) -> str:
@@ -77,10 +86,11 @@ def build_server(calls: list[tuple[str, dict[str, Any]]], call_log: Path | None 
         raise ToolError(f"failed on purpose: {reason}")
 
     @server.tool()
-    async def slow(seconds: float) -> str:
+    async def slow(seconds: float, ctx: Context) -> str:
         """Sleep, then answer."""
         import anyio
 
+        log(call_log, {"tool": "slow", "key": (ctx.request_context.meta or {}).get(IDEMPOTENCY_META)})
         await anyio.sleep(seconds)
         return f"slept {seconds}"
 
@@ -95,6 +105,12 @@ def build_server(calls: list[tuple[str, dict[str, Any]]], call_log: Path | None 
         return f"sunny in {city}"
 
     return server
+
+
+def log(call_log: Path | None, line: dict[str, Any]) -> None:
+    if call_log is not None:
+        with call_log.open("a") as f:
+            f.write(json.dumps(line) + "\n")
 
 
 class McpTestServer:

@@ -284,3 +284,15 @@ def test_responses_section_has_defaults_and_bounded_values():
         parse_config(BASE + "responses: {retention: {tenants: {ten_a: -5}}}\n")
     with pytest.raises(ConfigError, match=r"responses.retention"):
         parse_config(BASE + "responses: {retention: {ttl: 5}}\n")
+
+
+def test_agent_limits_and_the_replica_id_variable():
+    cfg = parse_config(BASE).responses
+    assert (cfg.agent.max_steps, cfg.agent.max_tool_calls, cfg.agent.max_spend) == (10, 50, None)
+    assert cfg.background.replica_id_env is None
+    text = BASE + "responses: {agent: {max_steps: 4, max_spend: 0.5}, background: {replica_id_env: POD_NAME}}\n"
+    cfg = parse_config(text).responses
+    assert cfg.agent.max_steps == 4 and cfg.agent.max_spend == 0.5 and cfg.background.replica_id_env == "POD_NAME"
+    for bad in ("max_steps: 0", "max_tool_calls: -1", "max_run_s: 0", "max_spend: 0"):
+        with pytest.raises(ConfigError, match=r"responses.agent"):
+            parse_config(BASE + f"responses: {{agent: {{{bad}}}}}\n")

@@ -12,6 +12,7 @@ from .api.admin.route import Services
 from .api.anthropic.routes import AnthropicDoor
 from .api.drain import Drain
 from .api.gateway import Gateway, Service
+from .api.memory import handlers as memory_handlers
 from .api.metrics_endpoint import MetricsEndpoint
 from .api.openai.chat import ChatDoor
 from .api.openai.embeddings import EmbeddingsDoor
@@ -19,6 +20,7 @@ from .api.openai.explain import ExplainDoor
 from .api.openai.models import ModelsDoor
 from .api.pipeline import Pipeline
 from .api.policy_gate import PolicyGate
+from .api.responses.agent import AgentSetup
 from .api.responses.handlers import handlers as responses_handlers
 from .config import Config, check_drain_timeout, env_secret, load_config
 from .contracts.service import ContractsService
@@ -33,6 +35,7 @@ from .routing.latency import LatencyStats
 from .routing.planner import Planner
 from .routing.router import Router
 from .storage.service import StorageService
+from .tools.egress import EgressPolicy
 
 CONFIG_ENV = "MULTIHOME_CONFIG"
 DRAIN_ENV = "MULTIHOME_DRAIN_TIMEOUT_S"  # `serve --drain-timeout`, passed on to `--workers` processes
@@ -102,17 +105,30 @@ def build_app(config: Config) -> Gateway:
         if storage.enabled:
             metrics.sources = replace(metrics.sources, known_tenants=storage.known_tenants)
     pipeline = Pipeline(catalog, router, config.server.max_body_bytes, gate, accounting)
+    # Agent runs (responses with mcp tools): their limits, what their steps cost, where MCP servers may be.
+    agent = AgentSetup(config.responses.agent, metering.prices, EgressPolicy.from_config(config.egress))
     state = None
     if crypto is not None:  # stored responses and conversations, sealed under the tenant's keys (docs/responses.md)
         from .state.service import StateService
 
         state = StateService(storage, _Lazy(crypto, "keyring"))
+    memory = None
+    if crypto is not None:  # long-term agent memory, sealed under the tenant's keys (docs/memory.md)
+        from .state.memory.service import MemoryService
+
+        memory = MemoryService(storage, _Lazy(crypto, "keyring"))
     background = None
     if state is not None:  # background responses: a job worker on every replica with storage
         from .api.responses.background import Background
 
         flush = metering.flush if metered else None  # a run's usage is durable before its checkpoint
-        background = Background(pipeline, cast(Any, _Lazy(state, "store")), config.responses, flush_usage=flush)
+        background = Background(
+            pipeline,
+            cast(Any, _Lazy(state, "store")),
+            config.responses,
+            flush_usage=flush,
+            agent=agent,
+        )
     models, anthropic = ModelsDoor(pipeline), AnthropicDoor(pipeline)
     explain = ExplainDoor(pipeline)
     doors = {  # the handler names of the route table (api/routes.py)
@@ -123,7 +139,13 @@ def build_app(config: Config) -> Gateway:
         "model": models.get,
         "messages": anthropic.messages,
         "count_tokens": anthropic.count_tokens,
-        **responses_handlers(pipeline, cast(Any, _Lazy(state, "store")) if state is not None else None, background),
+        **responses_handlers(
+            pipeline,
+            cast(Any, _Lazy(state, "store")) if state is not None else None,
+            background,
+            agent,
+        ),
+        **memory_handlers(pipeline, cast(Any, _Lazy(memory, "store")) if memory is not None else None, audit_log),
     }
     if metrics is not None:
         doors["metrics"] = MetricsEndpoint(metrics, auth, config.metrics.access).handle
@@ -168,6 +190,8 @@ def build_app(config: Config) -> Gateway:
         services.insert(1, crypto)  # right after storage: it needs the database, and closes before it
     if state is not None:
         services.insert(2, state)  # after the keyring it seals with
+    if memory is not None:
+        services.insert(3, memory)  # after the keyring it seals with
     if telemetry is not None:
         services.insert(0, telemetry)  # up before calls are served, flushed after the rest closed
     if audit_log is not None:
@@ -265,6 +289,8 @@ class _Started:
 def app_from_env() -> Gateway:
     """Factory for `uvicorn --factory` workers: each worker process builds its own app."""
     config = load_config(os.environ[CONFIG_ENV])
+    # Workers of one process share its environment, so they cannot each hold the replica id.
+    config.responses.background.replica_id_env = None
     if DRAIN_ENV in os.environ:
         config.server.drain_timeout_s = check_drain_timeout(float(os.environ[DRAIN_ENV]), DRAIN_ENV)
     return served_app(config, os.environ.get(LISTEN_ENV))

@@ -21,6 +21,7 @@ import sqlalchemy as sa
 from builders import breakers, config, database, deployment, groups, identity, price, simulated
 from multihome.crypto import init_key_file
 
+from .helpers import until
 from .processes import Gateway, Simulator
 
 ADMIN_KEY = "mh-background-e2e-admin"
@@ -67,16 +68,6 @@ def new_key(gateway: Gateway, name: str) -> str:
 
 def sdk(gateway: Gateway, key: str) -> openai.OpenAI:
     return openai.OpenAI(base_url=gateway.url + "/v1", api_key=key, max_retries=0, timeout=30)
-
-
-def until(predicate, timeout: float = 60.0, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 @pytest.fixture(scope="module", params=["sqlite", "postgresql"])

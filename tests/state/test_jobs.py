@@ -85,6 +85,21 @@ async def test_a_dead_replicas_job_is_taken_over_and_the_old_holder_is_fenced(qu
     assert await queue.finish(new, "r2", DONE)
 
 
+async def test_a_restarted_replica_takes_its_dead_incarnations_jobs_back_at_once(queue):
+    await queue.enqueue("response", "ten_a", "resp_1")
+    await queue.enqueue("response", "ten_a", "resp_2")
+    [dead] = await queue.claim("pod-a#host:1:aa", ["response"], lease_s=30)
+    [other] = await queue.claim("pod-b#host:2:bb", ["response"], lease_s=30)
+    # Another replica cannot take them before their leases run out; pod-a's next incarnation can take its own.
+    assert await queue.claim("pod-c#host:3:cc", ["response"], lease_s=30, reclaim="pod-c#") == []
+    assert await queue.claim("pod-a#host:1:aa", ["response"], lease_s=30, reclaim="pod-a#") == []  # itself: no
+    [back] = await queue.claim("pod-a#host:4:dd", ["response"], lease_s=30, reclaim="pod-a#")
+    assert (back.ref_id, back.attempt) == (dead.ref_id, 2) and other.ref_id != dead.ref_id
+    assert not await queue.finish(dead, "pod-a#host:1:aa", DONE)  # the dead incarnation is fenced
+    # A prefix is matched literally: `pod-%#` names no replica.
+    assert await queue.claim("x", ["response"], lease_s=30, reclaim="pod-%#") == []
+
+
 async def test_a_job_whose_holders_keep_dying_fails(queue, clock):
     await queue.enqueue("response", "ten_a", "resp_1", max_attempts=2)
     for _ in range(2):

@@ -197,6 +197,83 @@ ROUTES = [
         None,
         "Conversation",
     ),
+    PublicRoute(
+        "POST",
+        "/v1/memory/records",
+        "createMemoryRecords",
+        "Write one memory record (`text`) or several (`records`) into a namespace (agent_id, user_id); sealed "
+        "under the tenant's key (docs/memory.md)",
+        OPENAI,
+        "MemoryRecordsCreateRequest",
+        "MemoryRecordOrList",
+    ),
+    PublicRoute(
+        "GET",
+        "/v1/memory/records",
+        "listMemoryRecords",
+        "A namespace's live records, newest first (cursor pages; `?agent_id=&user_id=`, `?filters=` a JSON "
+        "metadata filter)",
+        OPENAI,
+        None,
+        "ItemList",
+    ),
+    PublicRoute(
+        "GET", "/v1/memory/records/{record_id}", "getMemoryRecord", "One memory record", OPENAI, None, "MemoryRecord"
+    ),
+    PublicRoute(
+        "DELETE",
+        "/v1/memory/records/{record_id}",
+        "deleteMemoryRecord",
+        "Delete a memory record (the row and every replica's index entry)",
+        OPENAI,
+        None,
+        "Deleted",
+    ),
+    PublicRoute(
+        "POST",
+        "/v1/memory/search",
+        "searchMemory",
+        "Hybrid search (embeddings and BM25, rank-fused) of a namespace, with metadata filters and top_k",
+        OPENAI,
+        "MemorySearchRequest",
+        "MemorySearchResults",
+    ),
+    PublicRoute(
+        "GET",
+        "/v1/memory/namespaces",
+        "listMemoryNamespaces",
+        "The tenant's memory namespaces with their live record counts and default TTLs",
+        OPENAI,
+        None,
+        "MemoryNamespaceList",
+    ),
+    PublicRoute(
+        "POST",
+        "/v1/memory/namespaces",
+        "updateMemoryNamespace",
+        "Create a namespace or set its default TTL (for records written afterwards without one)",
+        OPENAI,
+        "MemoryNamespaceRequest",
+        "MemoryNamespace",
+    ),
+    PublicRoute(
+        "DELETE",
+        "/v1/memory/namespaces",
+        "deleteMemoryNamespace",
+        "Delete a namespace (`?agent_id=&user_id=`) and all its records; tenant-admin",
+        OPENAI,
+        None,
+        "MemoryDeleted",
+    ),
+    PublicRoute(
+        "DELETE",
+        "/v1/memory/users/{user_id}",
+        "forgetMemoryUser",
+        "Forget a user: delete every namespace of the user, whatever the agent, and all their records; tenant-admin",
+        OPENAI,
+        None,
+        "MemoryDeleted",
+    ),
     PublicRoute("GET", "/healthz", "health", "Liveness: the process answers", NONE, None, "Status"),
     PublicRoute(
         "GET", "/readyz", "ready", "Readiness: 200 once start-up is complete, 503 before", NONE, None, "Status"
@@ -640,6 +717,78 @@ def _responses_schemas() -> dict[str, Schema]:
     }
 
 
+def _memory_schemas() -> dict[str, Schema]:
+    scalar = {"oneOf": [{"type": "string", "maxLength": 512}, NUM, BOOL]}
+    metadata = {"type": "object", "maxProperties": 16, "additionalProperties": scalar}
+    ttl = _null({"type": "integer", "minimum": 1, "maximum": 315_360_000})
+    ns_id = {"type": "string", "maxLength": 200, "description": "empty: none"}
+    text = {"type": "string", "minLength": 1, "maxLength": 32_768}
+    record = _obj(
+        ["id", "object", "agent_id", "user_id", "text", "metadata", "created_at", "expires_at"],
+        id=STR,
+        object=_const("memory.record"),
+        agent_id=STR,
+        user_id=STR,
+        text=STR,
+        metadata=metadata,
+        created_at=INT,
+        expires_at=_null(INT),
+    )
+    namespace = _obj(
+        ["object", "agent_id", "user_id", "records", "default_ttl_seconds", "created_at", "updated_at"],
+        object=_const("memory.namespace"),
+        agent_id=STR,
+        user_id=STR,
+        records=INT,
+        default_ttl_seconds=_null(INT),
+        created_at=INT,
+        updated_at=INT,
+    )
+    return {
+        "MemoryRecord": record,
+        "MemoryRecordOrList": {"oneOf": [_ref("MemoryRecord"), _ref("ItemList")]},
+        "MemoryRecordsCreateRequest": _obj(
+            extra=False,
+            agent_id=ns_id,
+            user_id=ns_id,
+            text=text,
+            metadata=metadata,
+            ttl_seconds=ttl,
+            records={
+                "type": "array",
+                "minItems": 1,
+                "maxItems": 100,
+                "items": _obj(["text"], extra=False, text=text, metadata=metadata, ttl_seconds=ttl),
+            },
+        ),
+        "MemorySearchRequest": _obj(
+            ["query"],
+            extra=False,
+            query={"type": "string", "minLength": 1, "maxLength": 10_000},
+            agent_id=ns_id,
+            user_id=ns_id,
+            top_k={"type": "integer", "minimum": 1, "maximum": 100},
+            filters={
+                **JSON_OBJECT,
+                "description": "Mem0-style: {key: value | {eq|ne|in|nin|gt|gte|lt|lte: v}}, AND/OR/NOT",
+            },
+            mode=_enum("hybrid", "vector", "keyword"),
+        ),
+        "MemorySearchResults": _obj(
+            ["object", "data"],
+            object=_const("list"),
+            mode=STR,
+            data={"type": "array", "items": {"allOf": [record, _obj(["score"], score=NUM, similarity=NUM)]}},
+        ),
+        "MemoryNamespace": namespace,
+        "MemoryNamespaceList": _obj(
+            ["object", "data"], object=_const("list"), data={"type": "array", "items": namespace}
+        ),
+        "MemoryNamespaceRequest": _obj(extra=False, agent_id=ns_id, user_id=ns_id, default_ttl_seconds=ttl),
+        "MemoryDeleted": _obj(["object", "deleted"], object=STR, deleted=BOOL, records_deleted=INT),
+    }
+
+
 class _MessagesFields(TypedDict):
     """The fields a Messages request and a count_tokens request share (typed, so `**` spreads them
     into `_obj` as properties and never as its `required`/`extra` parameters)."""
@@ -897,7 +1046,7 @@ def openapi_document() -> Schema:
             "/admin/v1/openapi.json.",
         },
         "components": {
-            "schemas": {**_openai_schemas(), **_responses_schemas(), **_anthropic_schemas()},
+            "schemas": {**_openai_schemas(), **_responses_schemas(), **_memory_schemas(), **_anthropic_schemas()},
             "securitySchemes": {
                 "bearer": {
                     "type": "http",

@@ -18,7 +18,7 @@ import msgspec
 
 from ..accounting.record import CallRecord
 
-KINDS = ("call", "call_started", "policy_denial", "admin_change", "agent_step", "kms")
+KINDS = ("call", "call_started", "policy_denial", "admin_change", "agent_step", "kms", "memory")
 FORMAT = "multihome.audit.v1"
 GENESIS_KIND = "chain_opened"  # seq 0 of every chain, written by the writer itself (never by a producer)
 
@@ -135,6 +135,20 @@ class AgentStep(_Body, frozen=True):
     step: int
     action: str  # "model_call" | "tool_call" | "tool_result" | ...
     detail: dict[str, Any] = {}
+
+
+class MemoryDeletion(_Body, frozen=True):
+    """A bulk delete of agent memory (state/memory/, docs/memory.md): a user forgotten or a namespace
+    deleted. Ids and counts only, never a record's content."""
+
+    op: str  # "forget_user" | "delete_namespace"
+    tenant: str
+    agent_id: str | None  # None for forget_user: every agent's namespace of the user
+    user_id: str
+    namespaces: int
+    records: int
+    key_id: str | None
+    subject: str
 
 
 class KmsEvent(_Body, frozen=True):

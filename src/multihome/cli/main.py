@@ -8,7 +8,7 @@ import sys
 
 from .. import __version__
 from ..config import ConfigError
-from . import admin, audit, contracts, demo, kms, serve
+from . import admin, audit, contracts, demo, kms, memory, serve
 
 ENVIRONMENT = """environment:
   MULTIHOME_URL        the gateway the admin commands talk to (default: http://127.0.0.1:4000)
@@ -27,7 +27,7 @@ def parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--version", action="version", version=f"multihome {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
-    for module in (serve, demo, admin, audit, contracts, kms):
+    for module in (serve, demo, admin, audit, contracts, kms, memory):
         module.add_commands(sub)
     return p
 

@@ -15,6 +15,10 @@ class BackgroundConfig(Strict):
     poll_s: Positive = 0.5  # how often an idle replica looks for queued jobs (and a resumed stream for events)
     max_attempts: PositiveCount = 3  # runs of one response (a replica died, or the turn raised) before it fails
     event_flush_ms: PositiveCount = 100  # a streamed delta waits at most this long to be persisted and sent
+    # The variable holding this replica's stable id (a StatefulSet pod's name, a host name): a replica
+    # that restarts under the same id takes its dead incarnation's running jobs back at once, without
+    # waiting for their leases. Ids must be unique among live replicas. Ignored with --workers > 1.
+    replica_id_env: str | None = None
 
 
 class RetentionConfig(Strict):
@@ -23,6 +27,16 @@ class RetentionConfig(Strict):
     sweep_interval_s: Positive = 300.0  # how often one replica sweeps
 
 
+class AgentConfig(Strict):
+    """Responses with `mcp` tools, whose loop model -> tools -> model the gateway runs (docs/agents.md)."""
+
+    max_steps: PositiveCount = 10  # model calls in one response at most; then it ends `incomplete`
+    max_tool_calls: PositiveCount = 50  # MCP calls in one response at most (a request's `max_tool_calls` may lower it)
+    max_run_s: Positive = 3600.0  # a run's time budget, from its first step (a background run's too, across restarts)
+    max_spend: Positive | None = None  # a run's spend cap, in the deployments' price currency (None: no cap)
+
+
 class ResponsesConfig(Strict):
     background: BackgroundConfig = msgspec.field(default_factory=BackgroundConfig)
+    agent: AgentConfig = msgspec.field(default_factory=AgentConfig)
     retention: RetentionConfig = msgspec.field(default_factory=RetentionConfig)

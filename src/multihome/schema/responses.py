@@ -10,6 +10,8 @@ Protocol facts: /work/shared/reference/responses.md; what is supported: docs/res
 
 from __future__ import annotations
 
+from typing import Any
+
 import msgspec
 
 from .decoding import decode_body, decode_views
@@ -74,14 +76,38 @@ class InputItem(msgspec.Struct, omit_defaults=True):
     output: str | list[Part] | None = None
     summary: list[Part] | None = None
     encrypted_content: str | None = None
+    # MCP items (mcp_list_tools, mcp_call, mcp_approval_request, mcp_approval_response: docs/agents.md)
+    server_label: str | None = None
+    tools: list[dict[str, Any]] | None = None
+    error: Any = None
+    approval_request_id: str | None = None
+    approve: bool | None = None
+    reason: str | None = None
 
 
 class FunctionTool(msgspec.Struct):
+    """A `function` tool, or an `mcp` tool (its fields below; checked by tools/resolver.py)."""
+
     type: str
     name: str | None = None
     description: str | None = None
     parameters: msgspec.Raw = msgspec.Raw()  # empty when absent (Raw cannot sit in a union)
     strict: bool | None = None
+    server_label: str | None = None
+    server_url: str | None = None
+    server_description: str | None = None
+    allowed_tools: Any = None
+    require_approval: Any = None
+    headers: Any = None  # credentials: never echoed, never logged
+    authorization: str | None = None
+    connector_id: str | None = None
+    tunnel_id: str | None = None
+
+    def mcp_spec(self) -> dict[str, Any]:
+        """The `mcp` tool as the resolver reads it (the fields that were given)."""
+        names = ("server_label", "server_url", "server_description", "allowed_tools", "require_approval")
+        spec = {n: getattr(self, n) for n in (*names, "headers", "authorization", "connector_id", "tunnel_id")}
+        return {"type": "mcp", **{k: v for k, v in spec.items() if v is not None}}
 
 
 class NamedToolChoice(msgspec.Struct):
@@ -232,9 +258,15 @@ def _validate(req: CreateResponse) -> None:
 
 def _check_tools(req: CreateResponse) -> None:
     for i, tool in enumerate(req.tools or ()):
+        if tool.type == "mcp":
+            if not tool.server_label:
+                raise bad_request(
+                    f"tools[{i}] is an mcp tool without 'server_label'.", param=f"tools[{i}].server_label"
+                )
+            continue
         if tool.type != "function":
             raise bad_request(
-                f"tools[{i}] has type '{tool.type}': this gateway serves only function tools for now "
+                f"tools[{i}] has type '{tool.type}': this gateway serves function and mcp tools only "
                 "(docs/responses.md).",
                 param=f"tools[{i}].type",
                 code="unsupported_tool",
@@ -254,14 +286,17 @@ def _check_tools(req: CreateResponse) -> None:
             )
         if not choice.name:
             raise bad_request("tool_choice of type 'function' needs 'name'.", param="tool_choice.name")
-        if choice.name not in {t.name for t in req.tools or ()}:
+        if choice.name not in {t.name for t in req.tools or () if t.type == "function"}:
             raise bad_request(f"tool_choice names '{choice.name}', which is not in 'tools'.", param="tool_choice.name")
     if choice is not None and choice != "none" and not req.tools:
         raise bad_request("'tool_choice' is only allowed when 'tools' are specified.", param="tool_choice")
 
 
 _ROLES = frozenset({"user", "assistant", "system", "developer"})
-_ITEM_TYPES = "message, function_call, function_call_output, reasoning"
+_ITEM_TYPES = (
+    "message, function_call, function_call_output, reasoning, mcp_list_tools, mcp_call, mcp_approval_request, "
+    "mcp_approval_response"
+)
 
 
 def check_item(item: InputItem, where: str) -> None:
@@ -290,11 +325,39 @@ def check_item(item: InputItem, where: str) -> None:
             raise bad_request(f"{where} is a function_call_output without 'call_id' and 'output'.", param=where)
         for j, part in enumerate(item.output if isinstance(item.output, list) else ()):
             _check_part(part, f"{where}.output[{j}]")
+    elif kind in _MCP_ITEMS:
+        _check_mcp_item(item, kind, where)
     elif kind != "reasoning":
         raise bad_request(
             f"{where} has type '{kind}', which this gateway does not serve yet: use {_ITEM_TYPES}.",
             param=f"{where}.type",
         )
+
+
+_MCP_ITEMS = frozenset({"mcp_list_tools", "mcp_call", "mcp_approval_request", "mcp_approval_response"})
+
+
+def _check_mcp_item(item: InputItem, kind: str, where: str) -> None:
+    """MCP items a client sends back (from an earlier output) or answers with (an approval)."""
+    if kind == "mcp_approval_response":
+        if not item.approval_request_id or item.approve is None:
+            raise bad_request(
+                f"{where} is an mcp_approval_response without 'approval_request_id' and 'approve'.", param=where
+            )
+        return
+    if not item.server_label or not item.id:
+        raise bad_request(f"{where} is an {kind} item without 'id' and 'server_label'.", param=where)
+    if kind == "mcp_list_tools" and item.tools is None:
+        raise bad_request(f"{where} is an mcp_list_tools item without 'tools'.", param=where)
+    if kind in ("mcp_call", "mcp_approval_request") and (item.name is None or item.arguments is None):
+        raise bad_request(f"{where} is an {kind} item without 'name' and 'arguments'.", param=where)
+    if kind == "mcp_call" and item.output is None and item.error is None:
+        # A call without its result would leave the conversation unanswerable (docs/agents.md).
+        raise bad_request(
+            f"{where} is an mcp_call without 'output' or 'error': send a call with its result.", param=where
+        )
+    if kind == "mcp_call" and not isinstance(item.output, str | None):
+        raise bad_request(f"{where}.output must be a string.", param=f"{where}.output")
 
 
 _PART_TYPES = frozenset({"input_text", "output_text", "input_image", "input_file", "refusal"})

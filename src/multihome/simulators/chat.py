@@ -27,6 +27,7 @@ from .faults import Fault
 ROLES = {"system", "developer", "user", "assistant", "tool", "function"}
 MAX_PARALLEL_CALLS = 3
 _PARALLEL = re.compile(r"\bparallel\b", re.IGNORECASE)
+_STEPS = re.compile(r"\bsteps=(\d{1,3})\b")
 _encode = msgspec.json.encode
 
 
@@ -290,6 +291,22 @@ def _choose_tools(body: dict, last_user: str) -> list[dict]:
     return fns[:1]
 
 
+def _step_tools(body: dict, messages: list, steps: int) -> list[dict]:
+    """`steps=N` in the user's message: a multi-step task. The model calls one function per turn, the
+    functions in turn (the k-th call is the (k mod n)-th function), until N tool results follow the
+    user's message; then it answers."""
+    done = 0
+    for m in reversed(messages):
+        if m.get("role") == "user":
+            break
+        if m.get("role") == "tool":
+            done += 1
+    fns = _function_tools(body["tools"])
+    if done >= steps or not fns:
+        return []
+    return [fns[done % len(fns)]]
+
+
 def _prompt_tokens(body: dict, messages: list, images: int) -> int:
     n = 3
     for m in messages:
@@ -322,7 +339,11 @@ def plan_chat(body: dict, *, sim_name: str, model: str, key: bytes, fault: Fault
     include_usage = bool(isinstance(so, dict) and so.get("include_usage"))
     cid = "chatcmpl-" + short_hash(key)
 
-    fns = [] if last.get("role") == "tool" else _choose_tools(body, last_user)
+    steps = _STEPS.search(last_user)
+    if steps and body.get("tools") and body.get("tool_choice") != "none":
+        fns = _step_tools(body, messages, int(steps[1]))
+    else:
+        fns = [] if last.get("role") == "tool" else _choose_tools(body, last_user)
     filtered = fault is not None and fault.content_filter == "output"
     if fns:
         choices = []

@@ -136,11 +136,18 @@ class JobQueue:
         return None if r is None else _job(r)
 
     # -- workers ----------------------------------------------------------------------------
-    async def claim(self, owner: str, kinds: Iterable[str], *, lease_s: float, limit: int = 1) -> list[Job]:
-        """Take up to `limit` jobs that are due, or whose holder's lease ran out."""
+    async def claim(
+        self, owner: str, kinds: Iterable[str], *, lease_s: float, limit: int = 1, reclaim: str | None = None
+    ) -> list[Job]:
+        """Take up to `limit` jobs that are due, or whose holder's lease ran out. `reclaim`: an owner
+        prefix naming this replica's earlier incarnations (`<replica id>#`): their running jobs are
+        orphans at once, since one live process holds a replica id (the worker's own are not)."""
         kinds = list(kinds)
         now = self.clock()
         orphaned = (t.c.status == RUNNING) & (t.c.lease_until < now)
+        if reclaim is not None:
+            mine = t.c.lease_owner.startswith(reclaim, autoescape=True) & (t.c.lease_owner != owner)
+            orphaned = orphaned | ((t.c.status == RUNNING) & mine)
         due = (t.c.status == QUEUED) & (t.c.available_at <= now)
         # An idle replica polls: a read first, so finding nothing takes no write lock (SQLite's is the
         # whole database's, wanted by every usage batch and stored response).

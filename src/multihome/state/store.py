@@ -31,6 +31,7 @@ from ..storage.errors import Conflict
 from ..storage.sqlite_threads import SqliteThreads
 from ..storage.tables import conversation_items, conversations, response_events, responses
 from .cache import OpenedResponses
+from .pairs import check_pairs
 
 PURPOSE = "responses"
 # Only these never change once stored (a background response is queued, then runs; a cancelled one
@@ -187,6 +188,8 @@ class StateStore(StoreBase):
         await conn.execute(_INSERT_RESPONSE, response_row(record, body, size))
 
     async def seal_response(self, record: StoredResponse) -> tuple[bytes, int]:
+        check_pairs(record.response.get("output") or ())
+        check_pairs(record.input)
         data: dict[str, Any] = {"response": record.response, "input": record.input}
         if record.background is not None:
             data["background"] = record.background
@@ -411,6 +414,7 @@ class StateStore(StoreBase):
     async def _seal_items(
         self, tenant: str, conversation_id: str | None, items: Sequence[Item]
     ) -> list[tuple[str, bytes, int]]:
+        check_pairs(items)
         out = []
         for item in items:
             record = f"{conversation_id}/{item['id']}"

@@ -36,9 +36,11 @@ Handler = Callable[[Job], Coroutine[Any, Any, None]]
 _LOST = "lost"
 
 
-def replica_name() -> str:
-    """Unique per process: host, pid and a random suffix (a restarted pid is a new owner)."""
-    return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
+def replica_name(replica_id: str | None = None) -> str:
+    """Unique per process: host, pid and a random suffix (a restarted pid is a new owner); with a
+    stable replica id, `<id>#` first, so its next incarnation knows its jobs (`JobQueue.claim`)."""
+    suffix = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
+    return f"{replica_id}#{suffix}" if replica_id else suffix
 
 
 class JobWorker:
@@ -48,6 +50,7 @@ class JobWorker:
         handlers: Mapping[str, Handler],
         *,
         owner: str | None = None,
+        replica_id: str | None = None,
         concurrency: int = 4,
         lease_s: float = 30.0,
         poll_s: float = 0.5,
@@ -55,7 +58,9 @@ class JobWorker:
     ) -> None:
         self.queue = queue
         self.handlers = dict(handlers)
-        self.owner = owner or replica_name()
+        self.owner = owner or replica_name(replica_id)
+        # Jobs a dead incarnation of this replica held are taken back at once (not after their lease).
+        self.reclaim = f"{replica_id}#" if replica_id else None
         self.concurrency = concurrency
         self.lease_s = lease_s
         self.poll_s = poll_s
@@ -94,7 +99,9 @@ class JobWorker:
             free = self.concurrency - len(self._running)
             if free > 0:
                 try:
-                    jobs = await self.queue.claim(self.owner, kinds, lease_s=self.lease_s, limit=free)
+                    jobs = await self.queue.claim(
+                        self.owner, kinds, lease_s=self.lease_s, limit=free, reclaim=self.reclaim
+                    )
                 except Exception:
                     log.warning("job queue unreachable; retrying", exc_info=True)
                     jobs = []

@@ -314,6 +314,51 @@ mcp_servers = sa.Table(
     sa.UniqueConstraint("tenant_id", "name"),
 )
 
+# Long-term agent memory (state/memory/, docs/memory.md): a namespace is one (tenant, agent, user);
+# its records are sealed under the tenant's `memory` data key, text, metadata and embedding alike, so
+# no row holds anything a reader could search or recover text from. `version` changes with every
+# write or delete in the namespace and `next_seq` numbers them, so a replica's in-memory index
+# catches up by reading only what changed (records and tombstones with a higher `seq`).
+memory_namespaces = sa.Table(
+    "memory_namespaces",
+    metadata,
+    sa.Column("id", ID, primary_key=True),
+    sa.Column("tenant_id", sa.String(200), nullable=False),
+    sa.Column("agent_id", sa.String(200), nullable=False),  # "" when the namespace is a user's across agents
+    sa.Column("user_id", sa.String(200), nullable=False),  # "" when the namespace is an agent's own
+    sa.Column("default_ttl_s", sa.BigInteger, nullable=True),  # records written without a TTL get this one
+    sa.Column("next_seq", sa.BigInteger, nullable=False),
+    sa.Column("created_at", TS, nullable=False),
+    sa.Column("updated_at", TS, nullable=False),
+    sa.UniqueConstraint("tenant_id", "agent_id", "user_id"),
+    sa.Index(None, "tenant_id", "user_id"),
+)
+
+memory_records = sa.Table(
+    "memory_records",
+    metadata,
+    sa.Column("id", ID, primary_key=True),
+    sa.Column("namespace_id", ID, sa.ForeignKey("memory_namespaces.id", ondelete="CASCADE"), nullable=False),
+    sa.Column("tenant_id", sa.String(200), nullable=False),
+    sa.Column("seq", sa.BigInteger, nullable=False),
+    sa.Column("created_at", TS, nullable=False),
+    sa.Column("expires_at", TS, nullable=True),
+    sa.Column("size", sa.Integer, nullable=False),  # plaintext bytes
+    sa.Column("body", sa.LargeBinary, nullable=False),  # sealed: text, metadata, embedding
+    sa.UniqueConstraint("namespace_id", "seq"),
+    sa.Index(None, "expires_at"),
+)
+
+# A deleted record's id, so replicas drop it from their in-memory index (no content: the id only).
+memory_tombstones = sa.Table(
+    "memory_tombstones",
+    metadata,
+    sa.Column("namespace_id", ID, sa.ForeignKey("memory_namespaces.id", ondelete="CASCADE"), primary_key=True),
+    sa.Column("seq", sa.BigInteger, primary_key=True, autoincrement=False),
+    sa.Column("record_id", ID, nullable=False),
+    sa.Column("created_at", TS, nullable=False),
+)
+
 # `seq` is the state_version the change produced: a gap-free total order in commit order.
 admin_events = sa.Table(
     "admin_events",

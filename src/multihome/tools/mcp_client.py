@@ -39,9 +39,8 @@ from pydantic import ValidationError
 from .. import __version__
 from ..schema.errors import ApiError
 from .egress import EgressPolicy, guarded_transport
-from .model import McpEndpoint, McpTool
+from .model import ERROR_MARKER, McpEndpoint, McpTool
 
-ERROR_MARKER = "[MCP tool error] "  # what a function output starts with when the tool failed
 _MAX_PAGES = 100  # tools/list pages followed at most: a server cannot keep a listing going forever
 
 
@@ -171,13 +170,14 @@ class McpSession:
                 return tools
         raise McpProtocolError(self.endpoint.name, f"its tool list did not end after {_MAX_PAGES} pages")
 
-    async def call_tool(self, name: str, arguments: dict[str, Any], timeout_s: float | None = None) -> ToolOutput:
+    async def call_tool(
+        self, name: str, arguments: dict[str, Any], timeout_s: float | None = None, meta: dict[str, Any] | None = None
+    ) -> ToolOutput:
         # At most the limit: the HTTP read timeout under the SDK is set from it when the session opens.
         limit = self._limits.call_timeout_s
         timeout = min(timeout_s, limit) if timeout_s is not None else limit
-        result = await self._request(
-            self._session.call_tool(name, arguments, read_timeout_seconds=timeout), f"calling tool {name}", timeout
-        )
+        pending = self._session.call_tool(name, arguments, read_timeout_seconds=timeout, meta=meta)  # type: ignore[arg-type]
+        result = await self._request(pending, f"calling tool {name}", timeout)
         return tool_output(result)
 
     async def _request(self, pending: Any, doing: str, timeout: float | None = None) -> Any:

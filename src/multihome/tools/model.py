@@ -10,6 +10,11 @@ from typing import Any
 
 import msgspec
 
+ERROR_MARKER = "[MCP tool error] "  # what a function output starts with when the tool failed
+# The `_meta` key of a tools/call request that carries its idempotency key: one per call of a run, the
+# same when a resumed run tries it again, so a server can do it once (docs/agents.md "Durability").
+IDEMPOTENCY_META = "multihome/idempotency_key"
+
 
 @dataclass(frozen=True)
 class McpEndpoint:

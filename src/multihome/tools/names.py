@@ -60,3 +60,10 @@ def _hashed(raw: str) -> str:
     digest = hashlib.sha256(raw.encode()).hexdigest()[:8]
     cleaned = _INVALID.sub("_", raw)[: MAX_LEN - len(digest) - 1]
     return f"{cleaned}_{digest}"
+
+
+def function_name(label: str, tool: str) -> str:
+    """The function name one tool of server `label` has (what `NameMap` gives it when listed alone;
+    the same in any listing, as exact names are kept and changed ones carry a hash of the original)."""
+    plain = f"{label}{SEPARATOR}{tool}"
+    return plain if FUNCTION_NAME.match(plain) else _hashed(plain)

@@ -22,6 +22,7 @@ from typing import Any
 import msgspec
 
 from ...aio import wait_event
+from ...config.env import env_secret
 from ...config.responses import ResponsesConfig
 from ...schema.errors import ApiError, bad_request
 from ...schema.responses import CreateResponse
@@ -30,16 +31,16 @@ from ...state.feed import Feed
 from ...state.jobs import JobQueue
 from ...state.store import StateStore, StoredResponse
 from ...state.worker import JobWorker
-from ..asgi import ClientGone, Receive, Send, header
+from ..asgi import Receive, Send, header
 from ..pipeline import Call, Pipeline, new_request_id
-from .common import answer, stored
+from .agent import AgentSetup
+from .common import answer, send_sse, stored
 from .items import Item
-from .runner import BackgroundShell, Runner, split_events
-from .stream import ResponsesStream
+from .runner import BackgroundShell, Runner
+from .stream import ResponsesStream, split_events
 
 log = logging.getLogger("multihome.responses.background")
 SWEEP = "retention"  # the job kind of a retention sweep
-_SSE = [(b"content-type", b"text/event-stream"), (b"cache-control", b"no-cache"), (b"x-accel-buffering", b"no")]
 _CANCEL_WAIT_S = 2.0  # how long a cancel waits for the run to hand over the output it had produced
 
 
@@ -51,6 +52,7 @@ class Background:
         config: ResponsesConfig,
         *,
         flush_usage: Callable[[], Awaitable[None]] | None = None,
+        agent: AgentSetup | None = None,
     ) -> None:
         self.state = state  # the StateStore (a stand-in until storage has started)
         self.config = config
@@ -58,7 +60,14 @@ class Background:
         self.store: BackgroundStore | None = None
         self.worker: JobWorker | None = None
         cfg = config.background
-        self.runner = Runner(pipeline, self._bg, self.feed, flush_s=cfg.event_flush_ms / 1000, flush_usage=flush_usage)
+        self.runner = Runner(
+            pipeline,
+            self._bg,
+            self.feed,
+            flush_s=cfg.event_flush_ms / 1000,
+            flush_usage=flush_usage,
+            agent=agent or AgentSetup(config.agent),
+        )
         self._sweeper: asyncio.Task[None] | None = None
 
     def _bg(self) -> BackgroundStore:
@@ -76,6 +85,7 @@ class Background:
             concurrency=cfg.concurrency,
             lease_s=cfg.lease_s,
             poll_s=cfg.poll_s,
+            replica_id=env_secret(cfg.replica_id_env, what="responses.background.replica_id_env"),
         )
         await self.worker.start()
         self._sweeper = asyncio.create_task(self._schedule_sweeps(), name="multihome-retention")
@@ -168,37 +178,7 @@ class Background:
                 await wait_event(woken, poll)
 
     async def send_events(self, call: Call, receive: Receive, send: Send, events: AsyncIterator[bytes]) -> None:
-        """An SSE answer from `events`; a client that goes away ends it (the response runs on)."""
-        call.status = 200
-        task = asyncio.current_task()
-        assert task is not None
-        gone = asyncio.Event()
-
-        async def watch() -> None:
-            while (await receive())["type"] != "http.disconnect":
-                pass
-            gone.set()
-            task.cancel()
-
-        watcher = asyncio.create_task(watch())
-        try:
-            await send(
-                {"type": "http.response.start", "status": 200, "headers": [*_SSE, (b"x-request-id", call.request_id)]}
-            )
-            async for piece in events:
-                await send({"type": "http.response.body", "body": piece, "more_body": True})
-            await send({"type": "http.response.body", "body": b"", "more_body": False})
-        except asyncio.CancelledError:
-            if not gone.is_set():
-                raise
-            task.uncancel()
-            raise ClientGone() from None
-        except OSError:
-            raise ClientGone() from None
-        finally:
-            watcher.cancel()
-            with contextlib.suppress(BaseException):
-                await events.aclose()  # type: ignore[attr-defined]
+        await send_sse(call, receive, send, events)
 
     async def cancel(self, call: Call, send: Send, found: StoredResponse) -> None:
         """Cancel a background response (idempotent): `cancelled` at once, with the output its run had

@@ -4,7 +4,9 @@ pagination, JSON answers, the store's failures as API errors, and a turn run thr
 
 from __future__ import annotations
 
-from collections.abc import Awaitable
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Sequence
 from typing import Any, TypeVar
 from urllib.parse import parse_qs, unquote
 
@@ -18,8 +20,9 @@ from ...schema import estimate
 from ...schema.chat import ParsedChat
 from ...schema.errors import ApiError, bad_request
 from ...state import StateStore
+from ...state.pairs import BrokenPair
 from ...storage.errors import Conflict
-from ..asgi import JSON, Header, Send
+from ..asgi import JSON, ClientGone, Header, Receive, Send
 from ..openai.chat import chat_request, chat_response
 from ..pipeline import Call, Pipeline
 from ..render import send_json
@@ -59,6 +62,13 @@ async def stored(op: Awaitable[T]) -> T:
     that does not open a 500 (the KMS errors name the KMS and key, never key material)."""
     try:
         return await op
+    except BrokenPair as exc:  # a bug, never the client's doing: nothing was written
+        raise ApiError(
+            500,
+            f"The gateway refused to store a tool call without its result ({exc}); it has been logged.",
+            type="server_error",
+            code="state_invariant",
+        ) from None
     except Conflict:
         # The one constraint a client can hit: an item id given twice to one conversation.
         raise bad_request(
@@ -190,3 +200,61 @@ async def run_turn(
         max_output=estimate.output_tokens(canonical.request),
         forward_usage=True,  # the usage-only last chunk must reach the converter
     )
+
+
+_SSE = [(b"content-type", b"text/event-stream"), (b"cache-control", b"no-cache"), (b"x-accel-buffering", b"no")]
+
+
+async def send_sse(
+    call: Call, receive: Receive, send: Send, events: AsyncIterator[bytes], headers: Sequence[Header] = ()
+) -> None:
+    """An SSE answer from `events`; a client that goes away ends it (a background response runs on;
+    an agent run's generator is closed, which settles its step)."""
+    call.status = 200
+    task = asyncio.current_task()
+    assert task is not None
+    gone = asyncio.Event()
+
+    async def watch() -> None:
+        while (await receive())["type"] != "http.disconnect":
+            pass
+        gone.set()
+        task.cancel()
+
+    watcher = asyncio.create_task(watch())
+    extra = [h for h in headers if h[0] != b"x-request-id"]
+    try:
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 200,
+                "headers": [*_SSE, (b"x-request-id", call.request_id), *extra],
+            }
+        )
+        async for piece in events:
+            await send({"type": "http.response.body", "body": piece, "more_body": True})
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
+    except asyncio.CancelledError:
+        if not gone.is_set():
+            raise
+        task.uncancel()
+        raise ClientGone() from None
+    except OSError:
+        raise ClientGone() from None
+    finally:
+        watcher.cancel()
+        with contextlib.suppress(BaseException):
+            await events.aclose()  # type: ignore[attr-defined]
+
+
+def abandon(call: Call) -> None:
+    """A run that does not make its response final records no call: the turn's one usage row, ledger
+    accrual and audit completion (all keyed by the turn's request id, the first write winning) belong
+    to the run that does. Its budget reservation is released."""
+    tracker = call.tracker
+    if tracker is None or tracker.finished:
+        return
+    tracker.finished = True
+    limiter = tracker.acc.limiter
+    if limiter is not None:
+        limiter.release(tracker.request_id)

@@ -22,10 +22,14 @@ from ...routing.stream_relay import StreamRelay
 from ...schema.errors import ApiError, bad_request
 from ...schema.responses import CreateResponse, parse_create
 from ...state import StateStore, StoredResponse
+from ...tools.resolver import McpResolver
+from ...tools.servers import McpServerStore
+from ...tools.toolbox import Toolbox
 from ..asgi import JSON, Receive, Send, read_body
 from ..openai.errors import OPENAI, upstream_client_error
 from ..pipeline import Call, Pipeline, finish_refused, finish_unary, stream_finisher
 from ..render import send_failure, send_json, send_stream
+from .agent import AgentRun, AgentSetup
 from .background import Background, starting_after
 from .common import (
     answer,
@@ -36,6 +40,7 @@ from .common import (
     query,
     run_turn,
     segments,
+    send_sse,
     stored,
     tenant,
 )
@@ -58,7 +63,15 @@ def conversation_not_found(conversation_id: str) -> ApiError:
 
 
 class ResponsesDoor:
-    def __init__(self, pipeline: Pipeline, state: StateStore | None, background: Background | None = None) -> None:
+    def __init__(
+        self,
+        pipeline: Pipeline,
+        state: StateStore | None,
+        background: Background | None = None,
+        agent: AgentSetup | None = None,
+    ) -> None:
+        self.agent = agent or AgentSetup()
+        self.limits = self.agent.limits
         self.pipeline = pipeline
         self.state = state  # None without storage: nothing is stored, nothing can be continued
         self.background = background  # background mode (api/responses/background.py); None without storage
@@ -72,6 +85,9 @@ class ResponsesDoor:
         who = tenant(call)
         context = await self._context(who, req)
         new = stored_items(req.input)
+        if req.tools and any(t.type == "mcp" for t in req.tools):
+            await self._agent_turn(call, receive, send, req, body, shell, context, new)
+            return
         canonical, dropped = to_canonical(req, context, new)
         if req.background:  # checked like a foreground turn (a 400 or 404 now), then queued
             need_state(self.state, "Background mode ('background': true)")
@@ -117,6 +133,47 @@ class ResponsesDoor:
         out = _encode(response)
         await send_json(call, send, 200, out, [JSON, *headers])
         finish_unary(call, served, out)
+
+    async def _agent_turn(
+        self,
+        call: Call,
+        receive: Receive,
+        send: Send,
+        req: CreateResponse,
+        body: bytes,
+        shell: Shell,
+        context: list[Item],
+        new: list[Item],
+    ) -> None:
+        """A response with `mcp` tools: the gateway runs the loop (api/responses/agent.py)."""
+        who = tenant(call)
+        state = need_state(self.state, "MCP tools (servers are registered per tenant in the database)")
+        self.pipeline.group(req.model)  # an unknown model is a 404 before any server is called
+        resolver = McpResolver(McpServerStore(state.keyring, state.engine))
+        resolved = [
+            await stored(resolver.resolve(who, tool.mcp_spec(), f"tools[{i}]"))
+            for i, tool in enumerate(req.tools or ())
+            if tool.type == "mcp"
+        ]
+
+        self.limits.narrowed(req)  # a bad `multihome.agent` is a 400 now
+        if req.background:  # a durable run on the job queue (api/responses/agent_job.py)
+            assert self.background is not None  # present whenever the state store is
+            await self.background.create(call, receive, send, req, body, new)
+            return
+
+        async def keep(response: dict[str, Any], terminal: bytes) -> None:
+            await self._keep(who, shell, req, new, response)
+
+        box = Toolbox(resolved, egress=self.agent.egress)
+        prices = self.agent.prices
+        run = AgentRun(self.pipeline, self.limits, call, body, req, shell, context, new, box, keep, prices=prices)
+        await run.begin()
+        if req.stream:
+            await send_sse(call, receive, send, run.events(), run.headers)
+            return
+        out = _encode(await run.result())
+        await send_json(call, send, 200, out, [JSON, *run.headers])
 
     async def _context(self, who: str, req: CreateResponse) -> list[Item]:
         """The items before this turn's input, oldest first: the chain's inputs and outputs, or the conversation's items."""

@@ -5,15 +5,25 @@ from __future__ import annotations
 from ...state import StateStore
 from ..pipeline import Pipeline
 from ..routes import Handler
+from .agent import AgentSetup
 from .background import Background
 from .conversations import ConversationsDoor
 from .door import ResponsesDoor
 
 
-def handlers(pipeline: Pipeline, state: StateStore | None, background: Background | None = None) -> dict[str, Handler]:
+def handlers(
+    pipeline: Pipeline,
+    state: StateStore | None,
+    background: Background | None = None,
+    agent: AgentSetup | None = None,
+) -> dict[str, Handler]:
     """`state` is None without storage: responses are then served but not stored (docs/responses.md);
-    `background` runs background responses (with storage only)."""
-    responses, conversations = ResponsesDoor(pipeline, state, background), ConversationsDoor(pipeline, state)
+    `background` runs background responses (with storage only); `agent`: what runs with MCP tools
+    need (their limits, prices, egress rules)."""
+    responses, conversations = (
+        ResponsesDoor(pipeline, state, background, agent),
+        ConversationsDoor(pipeline, state),
+    )
     if background is not None:
         background.runner.context = responses._context  # a run rebuilds its turn's context as a create does
     return {

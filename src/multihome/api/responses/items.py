@@ -16,6 +16,8 @@ from typing import Any
 import msgspec
 
 from ...schema.responses import InputItem, Part
+from ...tools.model import ERROR_MARKER
+from ...tools.names import function_name
 
 Item = dict[str, Any]
 _DETAILS = frozenset({"auto", "low", "high"})
@@ -63,6 +65,8 @@ def stored_item(item: InputItem) -> Item:
             "output": output if isinstance(output, str) else [_part(p) for p in output or ()],
             "status": "completed",
         }
+    if kind.startswith("mcp_"):
+        return mcp_item(item, kind)
     out: Item = {  # reasoning (check_item refused every other type)
         "type": "reasoning",
         "id": item.id or new_id("rs"),
@@ -70,6 +74,36 @@ def stored_item(item: InputItem) -> Item:
     }
     if item.encrypted_content is not None:
         out["encrypted_content"] = item.encrypted_content
+    return out
+
+
+def mcp_item(item: InputItem, kind: str) -> Item:
+    """An MCP item as stored (OpenAI's fields; check_item made sure the required ones are there)."""
+    if kind == "mcp_approval_response":
+        return {
+            "type": kind,
+            "id": item.id or new_id("mcpa"),
+            "approval_request_id": item.approval_request_id,
+            "approve": item.approve,
+            "reason": item.reason,
+        }
+    if kind == "mcp_list_tools":
+        return {
+            "type": kind,
+            "id": item.id,
+            "server_label": item.server_label,
+            "tools": item.tools,
+            "error": item.error,
+        }
+    out: Item = {"type": kind, "id": item.id, "server_label": item.server_label, "name": item.name}
+    out["arguments"] = item.arguments
+    if kind == "mcp_call":
+        out.update(
+            approval_request_id=item.approval_request_id,
+            output=item.output,
+            error=item.error,
+            status=item.status or ("failed" if item.error is not None else "completed"),
+        )
     return out
 
 
@@ -94,10 +128,12 @@ def _part(part: Part) -> Item:
 # -- items -> chat messages ---------------------------------------------------------------------------
 
 
-def chat_messages(items: list[Item], messages: list[Item]) -> None:
+def chat_messages(items: list[Item], messages: list[Item], asked: dict[str, Item] | None = None) -> None:
     """Append `items` to `messages` as canonical chat messages. Runs on every turn over the whole
-    context, so the common shapes (one text part) take the short way."""
+    context, so the common shapes (one text part) take the short way. `asked`: MCP approval requests
+    seen so far, by id (shared by the context's call and the new input's: an answer refers back)."""
     summary: Item | None = None  # the last message, when it is a reasoning summary
+    asked = {} if asked is None else asked
     for item in items:
         kind = item.get("type")
         last = messages[-1] if messages else None
@@ -127,6 +163,9 @@ def chat_messages(items: list[Item], messages: list[Item]) -> None:
             content = output if isinstance(output, str) else _joined(output)
             messages.append({"role": "tool", "tool_call_id": item["call_id"], "content": content})
             summary = None
+        elif kind == "mcp_call" or kind == "mcp_approval_request" or kind == "mcp_approval_response":
+            _mcp_messages(item, kind, asked, messages)
+            summary = None
         elif kind == "reasoning":
             # Its plain summary opens the assistant turn it preceded (chat has no reasoning input; the
             # encrypted content only its own provider can read), so a turn served by another provider
@@ -135,6 +174,46 @@ def chat_messages(items: list[Item], messages: list[Item]) -> None:
             if text:
                 summary = {"role": "assistant", "content": f"(reasoning summary) {text}"}
                 messages.append(summary)
+
+
+def _mcp_messages(item: Item, kind: str, asked: dict[str, Item], messages: list[Item]) -> None:
+    """An MCP call is a function call and its output to a provider (a pair, always: a call without its
+    result is never stored). A pending approval request is not sent; a refused one is sent as a call
+    answered with the refusal, so the model knows it did not run. `mcp_list_tools` is not a message:
+    its tools are offered as functions."""
+    if kind == "mcp_approval_request":
+        asked[item["id"]] = item
+        return
+    if kind == "mcp_approval_response":
+        request = asked.get(item["approval_request_id"])
+        if request is None or item["approve"]:
+            return  # approved: the mcp_call that ran says the rest
+        reason = f" ({item['reason']})" if item.get("reason") else ""
+        _pair(messages, request, request["id"], f"The user did not approve this call{reason}; it did not run.")
+        return
+    error = item.get("error")
+    if error is not None:
+        output = ERROR_MARKER + (error if isinstance(error, str) else _error_text(error))
+    else:
+        output = item.get("output") or ""
+    _pair(messages, item, item["id"], output)
+
+
+def _pair(messages: list[Item], item: Item, call_id: str, output: str) -> None:
+    name = function_name(item["server_label"], item["name"])
+    call = {"id": call_id, "type": "function", "function": {"name": name, "arguments": item["arguments"]}}
+    messages.append({"role": "assistant", "content": None, "tool_calls": [call]})
+    messages.append({"role": "tool", "tool_call_id": call_id, "content": output})
+
+
+def _error_text(error: Any) -> str:
+    if isinstance(error, dict):
+        if error.get("message"):
+            return str(error["message"])
+        content = error.get("content")
+        if isinstance(content, list):
+            return "".join(str(p.get("text") or "") for p in content if isinstance(p, dict))
+    return str(error)
 
 
 def _assistant(parts: list[Item]) -> Item:

@@ -36,9 +36,11 @@ from ...state.jobs import Job
 from ...state.store import StoredResponse
 from ..openai.errors import upstream_client_error
 from ..pipeline import Call, Pipeline, finish_refused
-from .common import run_turn
+from .agent import AgentSetup
+from .agent_job import run_agent
+from .common import abandon, run_turn
 from .items import Item
-from .stream import ResponsesStream
+from .stream import ResponsesStream, split_events
 from .translate import Shell, to_canonical
 
 log = logging.getLogger("multihome.responses.background")
@@ -55,16 +57,6 @@ class BackgroundShell(Shell):
         out = super().render(status, output, usage, **kw)
         out["background"] = True
         return out
-
-
-def split_events(data: bytes, converter: ResponsesStream) -> list[Event]:
-    """The converter's output (whole SSE events, each ending in a blank line; the JSON is one line)
-    as (sequence_number, bytes) pairs: the last of them has the converter's last number."""
-    if not data:
-        return []
-    parts = [p + b"\n\n" for p in data.split(b"\n\n") if p]
-    end = converter.next_seq
-    return [(end - len(parts) + i, p) for i, p in enumerate(parts)]
 
 
 def shell_of(record: StoredResponse) -> tuple[CreateResponse, BackgroundShell]:
@@ -93,6 +85,7 @@ class Runner:
         *,
         flush_s: float,
         flush_usage: Callable[[], Awaitable[None]] | None = None,
+        agent: AgentSetup | None = None,
     ) -> None:
         self.pipeline = pipeline
         self._store = store
@@ -100,6 +93,8 @@ class Runner:
         self.context: Context | None = None  # rebuilds a turn's context (the door's; bound by handlers.py)
         self.flush_s = flush_s
         self.flush_usage = flush_usage  # makes the usage rows recorded so far durable (metering's writer)
+        self.agent = agent or AgentSetup()  # runs with mcp tools (agent_job.py)
+        self.store, self.scope, self.done = store, _scope, _done  # what agent_job.py shares
 
     async def run(self, job: Job) -> None:
         bg = self._store()
@@ -107,6 +102,12 @@ class Runner:
         if record is None or record.status not in OPEN or record.background is None:
             return  # deleted, cancelled, or made final by an earlier run (the checkpoint): no upstream call
         req, shell = shell_of(record)
+        if req.tools and any(t.type == "mcp" for t in req.tools):  # a durable agent run
+            try:
+                await run_agent(self, record, req, shell)
+            finally:
+                self.feed.publish(record.id)
+            return
         streamed = bool(req.stream)
         seq, base = 0, 0
         if streamed:  # continue after what was committed (a dead run's events are what clients saw)
@@ -166,7 +167,7 @@ class Runner:
             with contextlib.suppress(Exception):
                 cancelled = await asyncio.shield(self._keep_partial(run, shell))
             if not cancelled:
-                _abandon(call)
+                abandon(call)
             raise
         finally:
             settle(call.tracker)
@@ -257,19 +258,6 @@ class Runner:
         response = {**current.response, "output": output}
         await self._store().keep_partial(replace(current, response=response, background=_done(record)))
         return True
-
-
-def _abandon(call: Call) -> None:
-    """A run that does not make its response final records no call: the turn's one usage row, ledger
-    accrual and audit completion (all keyed by the turn's request id, the first write winning) belong
-    to the run that does. Its budget reservation is released."""
-    tracker = call.tracker
-    if tracker is None or tracker.finished:
-        return
-    tracker.finished = True
-    limiter = tracker.acc.limiter
-    if limiter is not None:
-        limiter.release(tracker.request_id)
 
 
 def _done(record: StoredResponse) -> dict[str, Any]:

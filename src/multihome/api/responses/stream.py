@@ -23,6 +23,7 @@ import msgspec
 from ...providers.sse import DONE, SseSplitter
 from ...schema.chunks import Chunk, Failure, FnDelta, ToolDelta, read_chunk
 from ...schema.peek import Usage
+from ...state.background import Event
 from .items import Item, new_id
 from .translate import INCOMPLETE, Outcome, Shell, function_call_item, message_item, output_text, usage_of
 
@@ -41,16 +42,32 @@ class _Open:
 
     index: int
     id: str
-    kind: str  # "message" | "function_call"
+    kind: str  # "message" | "function_call" | "mcp_call" | "mcp_approval_request" (an agent step's)
     parts: list[_Part] = field(default_factory=list)
     call_id: str = ""
     name: str = ""
     arguments: str = ""
+    label: str = ""  # an MCP call's server_label, and the tool's own name (`name` is the function's)
+    tool: str = ""
 
     def item(self, status: str) -> Item:
         if self.kind == "function_call":
             return function_call_item(self.id, self.call_id, self.name, self.arguments, status)
-        return message_item(self.id, [_part_dict(p) for p in self.parts], status)
+        if self.kind == "message":
+            return message_item(self.id, [_part_dict(p) for p in self.parts], status)
+        out: Item = {"type": self.kind, "id": self.id, "server_label": self.label, "name": self.tool}
+        out["arguments"] = self.arguments
+        if self.kind == "mcp_call":
+            out.update(approval_request_id=None, output=None, error=None, status="in_progress")
+        return out
+
+
+# What an MCP function name stands for (an agent step): (kind, server_label, tool), or None for a plain function.
+McpKinds = Callable[[str], "tuple[str, str, str] | None"]
+_ARGS_DELTA = {
+    "function_call": "response.function_call_arguments.delta",
+    "mcp_call": "response.mcp_call_arguments.delta",
+}
 
 
 def _part_dict(part: _Part) -> Item:
@@ -73,6 +90,7 @@ class ResponsesStream:
         self._usage: Usage | None = None
         self.error: dict[str, Any] | None = None  # set when the stream failed
         self.finished = False  # the upstream stream is over ([DONE] or an error): only the terminal event is left
+        self.mcp: McpKinds | None = None  # set for an agent step: which functions are MCP tools
 
     @property
     def next_seq(self) -> int:
@@ -188,23 +206,27 @@ class ResponsesStream:
                 self._base + len(self._items), new_id("fc"), "function_call", call_id=call.id or new_id("call")
             )
             item.name = fn.name or ""
+            if self.mcp is not None:
+                found = self.mcp(item.name)
+                if found is not None:
+                    item.kind, item.label, item.tool = found
+                    item.id = new_id("mcp" if item.kind == "mcp_call" else "mcpr")
             self._tools[call.index] = self._add(item, out)
         elif fn.name and not item.name:
             item.name = fn.name
         if fn.arguments:
             item.arguments += fn.arguments
-            out.append(
-                self.event(
-                    "response.function_call_arguments.delta",
-                    {"item_id": item.id, "output_index": item.index, "delta": fn.arguments},
-                )
-            )
+            delta = _ARGS_DELTA.get(item.kind)
+            if delta is not None:  # an approval request has no argument events
+                out.append(self.event(delta, {"item_id": item.id, "output_index": item.index, "delta": fn.arguments}))
 
     def _add(self, item: _Open, out: list[bytes]) -> _Open:
         self._items.append(item)
         out.append(
             self.event("response.output_item.added", {"output_index": item.index, "item": item.item("in_progress")})
         )
+        if item.kind == "mcp_call":
+            out.append(self.event("response.mcp_call.in_progress", {"output_index": item.index, "item_id": item.id}))
         return item
 
     def _close(self, out: list[bytes]) -> None:
@@ -223,7 +245,7 @@ class ResponsesStream:
                     else:
                         out.append(self.event("response.refusal.done", {**where, "refusal": part.text}))
                     out.append(self.event("response.content_part.done", {**where, "part": _part_dict(part)}))
-            else:
+            elif item.kind == "function_call":
                 out.append(
                     self.event(
                         "response.function_call_arguments.done",
@@ -235,8 +257,27 @@ class ResponsesStream:
                         },
                     )
                 )
+            elif item.kind == "mcp_call":  # it has not run yet: the agent ends the item once it has
+                where = {"item_id": item.id, "output_index": item.index, "arguments": item.arguments}
+                out.append(self.event("response.mcp_call_arguments.done", where))
+                continue
             done = item.item("completed" if item.kind == "function_call" else status)
             out.append(self.event("response.output_item.done", {"output_index": item.index, "item": done}))
+
+
+async def converted(relay: Any, first: bytes, conv: ResponsesStream) -> AsyncIterator[bytes]:
+    """The relay's stream (its `first` bytes, then the rest) as Responses events, until the upstream
+    finished; the caller then ends it (`conv.end()`, the terminal event)."""
+    out = conv.feed(first)
+    if out:
+        yield out
+    if not conv.finished:
+        async for piece in relay.rest():
+            out = conv.feed(piece)
+            if out:
+                yield out
+            if conv.finished:
+                break
 
 
 # Stores the final Response object; returns b"" or, when it could not, the stream's error event (`fail`).
@@ -260,16 +301,8 @@ class ResponsesRelay:
 
     async def rest(self) -> AsyncIterator[bytes]:
         conv = self._converter
-        out = conv.feed(self._first)
-        if out:
+        async for out in converted(self._relay, self._first, conv):
             yield out
-        if not conv.finished:
-            async for piece in self._relay.rest():
-                out = conv.feed(piece)
-                if out:
-                    yield out
-                if conv.finished:
-                    break
         tail = conv.end()
         response = conv.response()
         failed = await self._store(response)
@@ -283,3 +316,13 @@ class ResponsesRelay:
     def __getattr__(self, name: str) -> Any:
         # usage, finish_reasons, events, error, cut...: whoever meters or stops the stream reads the real relay.
         return getattr(self._relay, name)
+
+
+def split_events(data: bytes, converter: ResponsesStream) -> list[Event]:
+    """The converter's output (whole SSE events, each ending in a blank line; the JSON is one line)
+    as (sequence_number, bytes) pairs: the last of them has the converter's last number."""
+    if not data:
+        return []
+    parts = [p + b"\n\n" for p in data.split(b"\n\n") if p]
+    end = converter.next_seq
+    return [(end - len(parts) + i, p) for i, p in enumerate(parts)]

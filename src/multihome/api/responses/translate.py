@@ -27,24 +27,32 @@ _encode = msgspec.json.encode
 _NOT_SENT = ("reasoning", "service_tier", "prompt_cache_key", "prompt_cache_retention", "max_tool_calls")
 
 
-def to_canonical(req: CreateResponse, context: list[Item], new: list[Item]) -> tuple[ParsedChat, list[str]]:
-    """The chat request for this turn: instructions, then the stored context, then the new input."""
+def to_canonical(
+    req: CreateResponse, context: list[Item], new: list[Item], functions: list[Item] | None = None
+) -> tuple[ParsedChat, list[str]]:
+    """The chat request for this turn: instructions, then the stored context, then the new input.
+    `functions`: the MCP servers' tools as function tools (an agent step, api/responses/agent.py)."""
     messages: list[Item] = []
     if req.instructions:
         messages.append({"role": "system", "content": req.instructions})
-    chat_messages(context, messages)
-    chat_messages(new, messages)
+    asked: dict[str, Item] = {}  # MCP approval requests by id: an answer in `new` refers to one in `context`
+    chat_messages(context, messages, asked)
+    chat_messages(new, messages, asked)
     if not messages:
         raise bad_request("The request has nothing to answer: 'input' is empty.", param="input")
     body: dict[str, Any] = {"model": req.model, "messages": messages}
     dropped = [name for name in _NOT_SENT if getattr(req, name) is not None]
     if req.tools:
-        body["tools"] = [_tool(t) for t in req.tools]
+        tools = [_tool(t) for t in req.tools if t.type == "function"]
+        if functions:
+            tools += functions
+        if tools:
+            body["tools"] = tools
     if isinstance(req.tool_choice, NamedToolChoice):
         body["tool_choice"] = {"type": "function", "function": {"name": req.tool_choice.name}}
     elif req.tool_choice is not None:
         body["tool_choice"] = req.tool_choice
-    if req.parallel_tool_calls is not None and req.tools:
+    if req.parallel_tool_calls is not None and "tools" in body:
         body["parallel_tool_calls"] = req.parallel_tool_calls
     fmt = req.text.format if req.text is not None else None
     if fmt is not None and fmt.type == "json_object":
@@ -172,6 +180,16 @@ def _tool_choice(choice: str | NamedToolChoice | None) -> Any:
 
 
 def _echo_tool(tool: Any) -> dict[str, Any]:
+    if tool.type == "mcp":  # headers and authorization are credentials: never echoed
+        return {
+            "type": "mcp",
+            "server_label": tool.server_label,
+            "server_url": tool.server_url,
+            "server_description": tool.server_description,
+            "allowed_tools": tool.allowed_tools,
+            "headers": None,
+            "require_approval": tool.require_approval if tool.require_approval is not None else "always",
+        }
     params = tool.parameters if tool.parameters and tool.parameters != b"null" else None
     return {
         "type": "function",

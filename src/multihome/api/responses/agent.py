@@ -1,0 +1,477 @@
+"""A response with `mcp` tools: the loop model -> MCP tools -> model, run by the gateway (docs/agents.md).
+
+    run = AgentRun(pipeline, limits, call, body, req, shell, context, new, toolbox, keep)
+    await run.begin()            # approvals answered, tools listed, the first model step admitted
+    async for sse in run.events(): ...      # or: response = await run.result()
+
+Each model step is a turn of its own through `run_turn` (policy, entitlements, budgets, failover,
+metering, audit) under a request id of its own (`<request id>-<step>`), so every step is billed once
+and may be served by another deployment than the last. The model is offered the servers' tools as
+functions (`<label>__<tool>`); a call it makes runs on the MCP server and becomes an `mcp_call`
+item holding the call and its result (or error) together; a tool that needs approval stops the
+response with an `mcp_approval_request` item, which a later request answers with an
+`mcp_approval_response` (the approved call then runs first). The loop ends when the model answers
+without calling an MCP tool, calls one of the client's own functions, asks for approval, or a limit
+is reached (`incomplete`): steps, tool calls, the run's time budget or its spend cap.
+
+The run's state is a `Journal`: the steps and calls made, the last model step's items still to be
+handled (`todo`), usage and spend. A background run (agent_job.py) passes a `checkpoint` that
+commits the journal with the response so far after every model step (before any of its tool calls
+runs) and after every tool call (before the next), so a run resumed after a crash continues from
+there: no completed model call is made again, no completed tool call runs again. Each tool call
+carries an idempotency key (`<response id>/<step>/<item>`, in the MCP request's `_meta`), the same
+in every run. Every model step and tool call is an `agent_step` audit event.
+
+Upstream steps are always streamed (so the stream a client gets is live); a unary create drains the
+same events. Before anything ran, a failure is the plain HTTP error a turn would give; after a tool
+ran, the response is kept as `failed` with what was done, so no side effect is lost from the record.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any
+
+import msgspec
+
+from ...accounting.record import Usage
+from ...accounting.tracker import finish_failed, settle
+from ...audit.events import AgentStep
+from ...config.responses import AgentConfig
+from ...metering.prices import PriceTable
+from ...routing.attempts import Served
+from ...schema.errors import ApiError, bad_request
+from ...schema.responses import CreateResponse
+from ...tools.egress import EgressPolicy
+from ...tools.toolbox import Toolbox
+from ..asgi import Header
+from ..openai.errors import upstream_client_error
+from ..pipeline import Call, Pipeline, finish_refused
+from .common import abandon, run_turn
+from .items import Item, new_id
+from .stream import ResponsesStream, converted
+from .translate import Shell, to_canonical
+
+# Stores the final Response (with the stream's terminal event, for a background run's event log).
+Keep = Callable[[dict[str, Any], bytes], Awaitable[None]]
+# Commits the response so far with the run's journal; False: the response was cancelled or deleted.
+Checkpoint = Callable[["AgentRun"], Awaitable[bool]]
+
+
+class Stopped(Exception):
+    """The response was cancelled (or deleted) while its run went on: the run ends without writing."""
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """Per response: the config's `responses.agent`, lowered (never raised) by the request's `multihome.agent`."""
+
+    max_steps: int
+    max_tool_calls: int
+    max_run_s: float
+    max_spend: Decimal | None  # in the deployments' price currency; None: no cap
+
+    def narrowed(self, req: CreateResponse) -> Limits:
+        asked = _agent_extension(req)
+        steps = min(self.max_steps, asked.max_steps or self.max_steps)
+        calls = min(self.max_tool_calls, req.max_tool_calls or self.max_tool_calls, asked.max_tool_calls or 1 << 30)
+        run_s = min(self.max_run_s, asked.max_run_s or self.max_run_s)
+        spend = self.max_spend
+        if asked.max_spend is not None:
+            cap = Decimal(str(asked.max_spend))
+            spend = cap if spend is None else min(spend, cap)
+        return Limits(steps, calls, run_s, spend)
+
+
+@dataclass(frozen=True, slots=True)
+class AgentSetup:
+    """What agent runs take from the composition root: the limits (config `responses.agent`), the
+    deployments' prices (a run's spend), the addresses MCP servers may be at (config `egress:`)."""
+
+    config: AgentConfig = field(default_factory=AgentConfig)
+    prices: PriceTable | None = None
+    egress: EgressPolicy | None = None
+
+    @property
+    def limits(self) -> Limits:
+        return limits_of(self.config)
+
+
+def limits_of(config: AgentConfig) -> Limits:
+    spend = Decimal(str(config.max_spend)) if config.max_spend is not None else None
+    return Limits(config.max_steps, config.max_tool_calls, config.max_run_s, spend)
+
+
+class _AgentAsk(msgspec.Struct, forbid_unknown_fields=True):
+    max_steps: int | None = None
+    max_tool_calls: int | None = None
+    max_run_s: float | None = None
+    max_spend: float | None = None
+
+
+class _Ext(msgspec.Struct):
+    agent: _AgentAsk | None = None
+
+
+def _agent_extension(req: CreateResponse) -> _AgentAsk:
+    """`{"multihome": {"agent": {"max_steps", "max_tool_calls", "max_run_s", "max_spend"}}}` (all optional, > 0)."""
+    raw = bytes(req.multihome)
+    if not raw:
+        return _AgentAsk()
+    try:
+        asked = msgspec.json.decode(raw, type=_Ext).agent or _AgentAsk()
+    except msgspec.DecodeError as exc:
+        raise bad_request(f"Invalid 'multihome.agent': {exc}.", param="multihome.agent") from None
+    for name in _AgentAsk.__struct_fields__:
+        value = getattr(asked, name)
+        if value is not None and value <= 0:
+            raise bad_request(f"'multihome.agent.{name}' must be greater than 0.", param=f"multihome.agent.{name}")
+    return asked
+
+
+class Journal(msgspec.Struct, kw_only=True):
+    """A run's state between checkpoints (kept sealed with its background response)."""
+
+    started_at: float = msgspec.field(default_factory=time.time)
+    steps: int = 0  # model steps made
+    calls: int = 0  # tool calls made
+    todo: list[Item] = msgspec.field(default_factory=list)  # the last model step's items, not yet handled
+    stop: list[Any] | None = None  # [status, incomplete reason, error]: the loop ends once `todo` is done
+    usage: dict[str, Any] | None = None
+    spent: str = "0"  # Decimal as text
+
+
+class AgentRun:
+    def __init__(
+        self,
+        pipeline: Pipeline,
+        limits: Limits,
+        call: Call,
+        body: bytes,
+        req: CreateResponse,
+        shell: Shell,
+        context: list[Item],
+        new: list[Item],
+        toolbox: Toolbox,
+        keep: Keep,
+        *,
+        prices: PriceTable | None = None,
+        output: list[Item] | None = None,
+        journal: Journal | None = None,
+        checkpoint: Checkpoint | None = None,
+        seq: int = 0,
+    ) -> None:
+        self.pipeline = pipeline
+        self.limits = limits.narrowed(req)
+        self.call = call
+        self.body = body
+        self.req = req
+        self.shell = shell
+        self.context = context
+        self.new = new
+        self.box = toolbox
+        self.keep = keep
+        self.prices = prices
+        self.output: list[Item] = output if output is not None else []
+        self.journal = journal or Journal()
+        self._checkpoint = checkpoint
+        self.headers: list[Header] = []
+        self.conv = ResponsesStream(shell, seq=seq)  # the current step's converter: it numbers every event
+        self._ran: list[Item] = []  # items made before the first step (approved calls, listings): their events
+        self._served: Served | None = None  # the step admitted and waiting to be streamed
+        self._step_call: Call | None = None
+        self._failure: ApiError | None = None
+        self.response: dict[str, Any] | None = None
+
+    # -- before the first byte ---------------------------------------------------------------------
+    async def begin(self, first_step: bool = True) -> None:
+        """Everything up to the first model step's answer (`first_step`). An ApiError here, before
+        any tool ran, is the client's plain HTTP error; after one ran, the response ends `failed` with it."""
+        approvals = self._approvals()  # checked before anything runs: a bad answer is a 400
+        try:
+            listed = await self.box.prepare([*self.context, *self.new, *self.output], new_id)
+            self.output += listed
+            self._ran += listed
+            for request in approvals:
+                await self._approved(request)
+            if first_step and not self.journal.todo and self.journal.stop is None and not approvals:
+                self._served = await self._model()
+        except ApiError as err:
+            if not any(item["type"] == "mcp_call" for item in self.output):
+                await self.box.close()
+                raise  # nothing with a side effect ran: the client's plain error
+            self._failure = err
+        except BaseException:
+            await self.box.close()
+            raise
+
+    def _approvals(self) -> list[Item]:
+        """The approval requests this input approves that have not run yet."""
+        seen = [*self.context, *self.new]
+        asked = {i["id"]: i for i in seen if i.get("type") == "mcp_approval_request"}
+        ran = {i.get("approval_request_id") for i in [*self.context, *self.output] if i.get("type") == "mcp_call"}
+        out = []
+        for n, item in enumerate(self.new):
+            if item.get("type") != "mcp_approval_response":
+                continue
+            request = asked.get(item["approval_request_id"])
+            if request is None:
+                raise bad_request(
+                    f"input[{n}] answers approval request '{item['approval_request_id'][:80]}', which is not in this "
+                    "response's context: continue the response that asked (previous_response_id or conversation).",
+                    param=f"input[{n}].approval_request_id",
+                )
+            if self.box.label(request["server_label"]) is None:
+                raise bad_request(
+                    f"input[{n}] approves a call to MCP server '{request['server_label']}', which is not among this "
+                    "request's tools: send the mcp tool with that server_label again.",
+                    param="tools",
+                )
+            if item["approve"] and request["id"] not in ran:
+                out.append(request)
+        return out
+
+    async def _approved(self, request: Item) -> None:
+        found = self.box.find(request["server_label"], request["name"])
+        if found is None:
+            raise bad_request(
+                f"Tool '{request['name']}' of MCP server '{request['server_label']}' is no longer offered to this "
+                "request (allowed_tools, or the server's list).",
+                param="tools",
+            )
+        item = {**request, "type": "mcp_call", "id": new_id("mcp")}
+        item = await self._run_call(item, approval_request_id=request["id"])
+        self.output.append(item)
+        self._ran.append(item)
+
+    async def _model(self) -> Served:
+        """The next model step, admitted and answering (its stream not read yet)."""
+        journal = self.journal
+        journal.steps += 1
+        req = self.req
+        if journal.steps > 1 and req.tool_choice == "required":  # one call was made: the model may now answer
+            req = msgspec.structs.replace(req, tool_choice="auto")
+        req = msgspec.structs.replace(req, stream=True)
+        canonical, dropped = to_canonical(req, self.context, [*self.new, *self.output], self.box.functions())
+        step = Call(self.call.scope, self.call.request_id + f"-{journal.steps}".encode())
+        step.principal = self.call.principal
+        self._step_call = step
+        try:
+            served, headers = await run_turn(self.pipeline, step, self.body, canonical, dropped)
+        except ApiError as err:
+            finish_failed(step.tracker, err)
+            raise
+        if served.stream is None:  # the upstream refused the request (a client error)
+            refused = upstream_client_error(served)
+            finish_refused(step, served, refused, "client_error")
+            raise refused
+        self.call.group, self.call.served = step.group, served
+        if not self.headers:
+            self.headers = headers
+        return served
+
+    # -- the loop ------------------------------------------------------------------------------------
+    async def result(self) -> dict[str, Any]:
+        async for _ in self.events(start=True):
+            pass
+        assert self.response is not None
+        return self.response
+
+    async def events(self, start: bool = True) -> AsyncIterator[bytes]:
+        """The response's events, from response.created (`start`) to its terminal event (sent once it is kept)."""
+        if start:
+            yield self.conv.start()
+        for item in self._ran:
+            yield self._ended(item, self.output.index(item), announce=True)
+        journal = self.journal
+        try:
+            if self._ran and self._failure is None:
+                await self.checkpoint()
+            while self._failure is None:
+                while journal.todo:  # the last step's items, in order: each call runs and is kept with its result
+                    item = journal.todo[0]
+                    if item["type"] == "mcp_call":
+                        item = await self._run_call(item)
+                        yield self._ended(item, len(self.output))
+                    self.output.append(item)
+                    del journal.todo[0]
+                    if item["type"] == "mcp_call":
+                        await self.checkpoint()
+                if journal.stop is not None:
+                    break
+                reason = self._limit()
+                if reason is not None:
+                    journal.stop = ["incomplete", reason, None]
+                    break
+                served = self._served
+                self._served = None
+                if served is None:
+                    try:
+                        served = await self._model()
+                    except ApiError as err:
+                        self._failure = err
+                        break
+                async for piece in self._step(served):
+                    yield piece
+                await self.checkpoint()  # the model's answer, before any of its calls runs
+        except BaseException:
+            # A durable run that stops here (its replica closing, its lease lost) leaves the step in
+            # flight to the run that resumes it, under the same request id: billed there, once.
+            if self._checkpoint is not None and self._step_call is not None:
+                abandon(self._step_call)
+            raise
+        finally:
+            settle(self._step_call.tracker if self._step_call is not None else None)
+            await self.box.close()
+        status, incomplete, error = journal.stop or ["completed", None, None]
+        if self._failure is not None:
+            status, incomplete = "failed", None
+            error = {"code": self._failure.body.code or "server_error", "message": self._failure.body.message}
+            yield self.conv.event("error", {"code": error["code"], "message": error["message"], "param": None})
+        response = self.shell.render(status, self.output, journal.usage, error=error, incomplete=incomplete)
+        terminal = self.conv.terminal(response)
+        try:
+            await self.keep(response, terminal)
+        except ApiError as err:
+            failed = self.conv.fail(err.body.message, err.body.code)
+            response = self.shell.render("failed", self.output, journal.usage, error=self.conv.error)
+            terminal = failed + self.conv.terminal(response)
+        self.response = response
+        yield terminal
+
+    async def _step(self, served: Served) -> AsyncIterator[bytes]:
+        """Stream one model step; its items become the journal's `todo`."""
+        journal = self.journal
+        self.conv = conv = ResponsesStream(self.shell, seq=self.conv.next_seq, base=len(self.output))
+        conv.mcp = self._kind
+        async for piece in self._relay(served, conv):
+            yield piece
+        outcome = conv.outcome()
+        self._add_usage(outcome.usage, served)
+        kinds = {item["type"] for item in outcome.output}
+        waits = "mcp_approval_request" in kinds or "function_call" in kinds  # the client answers those
+        journal.todo = outcome.output
+        if outcome.status != "completed":
+            journal.stop = [outcome.status, outcome.incomplete, conv.error]
+        elif waits or "mcp_call" not in kinds:
+            journal.stop = ["completed", None, None]
+        await self._audit("model_call", {"deployment": served.deployment.name, "items": sorted(kinds)})
+
+    async def _relay(self, served: Served, conv: ResponsesStream) -> AsyncIterator[bytes]:
+        relay = served.stream
+        assert relay is not None
+        step = self._step_call
+        try:
+            async for out in converted(relay, served.first, conv):
+                yield out
+            tail = conv.end()
+            if tail:
+                yield tail
+        finally:
+            relay.close()
+        if step is not None and step.tracker is not None:
+            step.tracker.finish_produced(served, 200, "stream_error" if conv.error else "ok")
+
+    def _limit(self) -> str | None:
+        """Why the next model step may not run (the response ends `incomplete`), or None."""
+        journal, limits = self.journal, self.limits
+        if journal.steps >= limits.max_steps:
+            return "max_steps"
+        if journal.calls >= limits.max_tool_calls:
+            return "max_tool_calls"
+        if time.time() - journal.started_at >= limits.max_run_s:
+            return "max_run_time"
+        if limits.max_spend is not None and Decimal(journal.spent) >= limits.max_spend:
+            return "max_spend"
+        return None
+
+    def _kind(self, function: str) -> tuple[str, str, str] | None:
+        found = self.box.lookup(function)
+        if found is None:
+            return None
+        return ("mcp_approval_request" if found.needs_approval else "mcp_call"), found.label, found.tool.name
+
+    async def _run_call(self, item: Item, approval_request_id: str | None = None) -> Item:
+        """Run one MCP call (the same idempotency key in every run of this response)."""
+        found = self.box.find(item["server_label"], item["name"])
+        self.journal.calls += 1
+        key = f"{self.shell.id}/{self.journal.steps}/{item['id']}"
+        if found is None:  # a resumed run whose server no longer offers the tool: the model reads why
+            done: Item = {**item, "approval_request_id": approval_request_id, "output": None, "status": "failed"}
+            done["error"] = {"type": "mcp_tool_execution_error", "content": [{"type": "text", "text": "not offered"}]}
+        else:
+            done = await self.box.call(
+                found, item["arguments"], item_id=item["id"], approval_request_id=approval_request_id, key=key
+            )
+        detail = {
+            "server": item["server_label"],
+            "tool": item["name"],
+            "idempotency_key": key,
+            "arguments_sha256": _sha(item["arguments"]),
+            "result_sha256": _sha(done.get("output") or msgspec.json.encode(done.get("error")).decode()),
+            "status": done["status"],
+        }
+        await self._audit("tool_call", detail)
+        return done
+
+    async def checkpoint(self) -> None:
+        if self._checkpoint is not None and not await self._checkpoint(self):
+            raise Stopped()
+
+    async def _audit(self, action: str, detail: dict[str, Any]) -> None:
+        """An `agent_step` event on the audit trail (on disk before the run goes on)."""
+        accounting = self.pipeline.accounting
+        audit = getattr(accounting, "audit", None) if accounting is not None else None
+        principal = self.call.principal
+        if audit is None or principal is None:
+            return
+        body = AgentStep(
+            tenant=principal.tenant,
+            subject=principal.subject,
+            run_id=self.shell.id,
+            step=self.journal.steps,
+            action=action,
+            detail=detail,
+        )
+        await audit.append("agent_step", body)
+
+    def _ended(self, item: Item, index: int, *, announce: bool = False) -> bytes:
+        """The events that finish an item the gateway made (a listing, a call that ran); `announce`:
+        with its `output_item.added` and progress events (it was not streamed by a step)."""
+        conv, kind, where = self.conv, item["type"], {"output_index": index, "item_id": item["id"]}
+        out = []
+        if announce:
+            start = {**item, "tools": []} if kind == "mcp_list_tools" else {**item, "output": None, "error": None}
+            if kind == "mcp_call":
+                start["status"] = "in_progress"
+            out.append(conv.event("response.output_item.added", {"output_index": index, "item": start}))
+            out.append(conv.event(f"response.{kind}.in_progress", where))
+            if kind == "mcp_call":
+                out.append(conv.event("response.mcp_call_arguments.done", {**where, "arguments": item["arguments"]}))
+        if kind == "mcp_call" or kind == "mcp_list_tools":
+            state = "failed" if item.get("error") else "completed"
+            out.append(conv.event(f"response.{kind}.{state}", where))
+        out.append(conv.event("response.output_item.done", {"output_index": index, "item": item}))
+        return b"".join(out)
+
+    def _add_usage(self, usage: dict[str, Any], served: Served) -> None:
+        journal = self.journal
+        if self.prices is not None:
+            used = Usage(usage["input_tokens"], usage["output_tokens"], usage["input_tokens_details"]["cached_tokens"])
+            cost, _ = self.prices.cost(served.deployment.name, used)
+            journal.spent = str(Decimal(journal.spent) + cost)
+        if journal.usage is None:
+            journal.usage = usage
+            return
+        total = journal.usage
+        for key in ("input_tokens", "output_tokens", "total_tokens"):
+            total[key] = total.get(key, 0) + usage.get(key, 0)
+        total["input_tokens_details"]["cached_tokens"] += usage["input_tokens_details"]["cached_tokens"]
+
+
+def _sha(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()

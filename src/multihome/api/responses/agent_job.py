@@ -1,0 +1,156 @@
+"""A background response with `mcp` tools: a durable agent run on the job queue (docs/agents.md "Durability").
+
+The job handler (`Runner.run`) hands such a response here. The run is `AgentRun`'s loop with a
+checkpoint: after every model step (its items, before any tool call runs) and after every tool call
+(its result, before the next step) the metering writer is flushed (the step's usage row is durable),
+then the response so far, the run's journal and the stream events since the last checkpoint are
+committed in one transaction (`BackgroundStore.progress`). A run that finds a journal — its replica
+died, or stopped and handed the job back — continues from it: completed model calls are not made
+again, completed tool calls not run again; only the step that was in flight is repeated, under the
+same request id (billed once) or idempotency key. The final response, its last events and its
+conversation items are one more transaction (`finish`), as for any background response.
+
+Events of a streamed run are committed at its checkpoints (a step's text deltas arrive when the
+step ends), so a client resuming after any event N gets N+1, N+2, ... on any replica.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from dataclasses import replace
+from typing import TYPE_CHECKING, Any
+
+import msgspec
+
+from ...schema.errors import ApiError
+from ...schema.principal import Principal
+from ...schema.responses import CreateResponse
+from ...state.store import StoredResponse
+from ...tools.resolver import McpResolver
+from ...tools.servers import McpServerStore
+from ...tools.toolbox import Toolbox
+from ..pipeline import Call
+from .agent import AgentRun, Journal, Stopped
+from .common import stored
+from .stream import split_events
+
+if TYPE_CHECKING:
+    from .runner import BackgroundShell, Runner
+
+
+async def run_agent(runner: Runner, record: StoredResponse, req: CreateResponse, shell: BackgroundShell) -> None:
+    bg = runner.store()
+    info = record.background
+    assert info is not None
+    streamed = bool(req.stream)
+    seq = await bg.last_seq(record.id) + 1 if streamed else 0
+    saved = info.get("agent")
+    journal = msgspec.convert(saved, Journal) if saved is not None else Journal()
+    output: list[dict[str, Any]] = list(record.response.get("output") or []) if saved is not None else []
+    pending: list[bytes] = []
+    call = Call(runner.scope(info), info["request_id"].encode())
+    call.principal = msgspec.convert(info["principal"], Principal)
+
+    async def checkpoint(run: AgentRun) -> bool:
+        if runner.flush_usage is not None:
+            await runner.flush_usage()  # the step's usage row is durable before the step is
+        events = split_events(b"".join(pending), run.conv) if pending else []
+        pending.clear()
+        snapshot = shell.render("in_progress", run.output, run.journal.usage)
+        background = {**info, "agent": msgspec.to_builtins(run.journal)}
+        current = replace(record, status="in_progress", response=snapshot, background=background)
+        done = await bg.progress(current, events, status="in_progress")
+        runner.feed.publish(record.id)
+        return done
+
+    async def keep(response: dict[str, Any], terminal: bytes) -> None:
+        if runner.flush_usage is not None:
+            await runner.flush_usage()
+        events = split_events(b"".join(pending) + terminal, run.conv) if streamed else []
+        pending.clear()
+        append = (
+            [*record.input, *response["output"]] if record.conversation_id and response["status"] != "failed" else []
+        )
+        final = replace(record, status=response["status"], response=response, background=runner.done(record))
+        if not await bg.finish(final, events, append):
+            raise Stopped()
+
+    try:
+        resolver = McpResolver(McpServerStore(bg.store.keyring, bg.store.engine))
+        resolved = [
+            await stored(resolver.resolve(record.tenant, tool.mcp_spec(), f"tools[{i}]"))
+            for i, tool in enumerate(req.tools or ())
+            if tool.type == "mcp"
+        ]
+        assert runner.context is not None
+        context = await runner.context(record.tenant, req)
+    except ApiError as err:  # the registration is gone, or the context: nothing ran
+        await _failed(runner, record, shell, err, seq if streamed else None)
+        return
+    setup = runner.agent
+    run = AgentRun(
+        runner.pipeline,
+        setup.limits,
+        call,
+        info["request"].encode(),
+        req,
+        shell,
+        context,
+        record.input,
+        Toolbox(resolved, egress=setup.egress),
+        keep,
+        prices=setup.prices,
+        output=output,
+        journal=journal,
+        checkpoint=checkpoint,
+        seq=seq,
+    )
+    if record.status == "queued":  # the first run: in_progress, with its event, before anything is done
+        snapshot = shell.render("in_progress", [])
+        first = run.conv.event("response.in_progress", {"response": snapshot}) if streamed else b""
+        current = replace(record, status="in_progress", response=snapshot)
+        if not await bg.progress(current, split_events(first, run.conv), status="in_progress"):
+            return
+        runner.feed.publish(record.id)
+    try:
+        try:
+            await run.begin()
+        except ApiError as err:
+            await _failed(runner, record, shell, err, run.conv.next_seq if streamed else None)
+            return
+        async for piece in run.events(start=False):
+            if streamed:
+                pending.append(piece)
+    except (Stopped, asyncio.CancelledError) as exc:
+        # Cancelled (seen at a checkpoint, or at a lease renewal while a step or tool ran) or deleted:
+        # a cancelled response gets the output this run had made, and the cancel stops waiting for it.
+        with contextlib.suppress(Exception):
+            await asyncio.shield(_hand_over(runner, record, run.output))
+        if isinstance(exc, asyncio.CancelledError):
+            raise
+
+
+async def _hand_over(runner: Runner, record: StoredResponse, output: list[dict[str, Any]]) -> None:
+    bg = runner.store()
+    current = await bg.get(record.tenant, record.id)
+    if current is not None and current.status == "cancelled":
+        response = {**current.response, "output": output}
+        await bg.keep_partial(replace(current, response=response, background=runner.done(record)))
+
+
+async def _failed(
+    runner: Runner, record: StoredResponse, shell: BackgroundShell, err: ApiError, seq: int | None
+) -> None:
+    """The run could not begin: the response is failed (an `error` event first, when streamed)."""
+    from .stream import ResponsesStream
+
+    error = {"code": err.body.code or "server_error", "message": err.body.message}
+    response = shell.render("failed", [], None, error=error)
+    events = []
+    if seq is not None:
+        conv = ResponsesStream(shell, seq=seq)
+        tail = conv.event("error", {"code": err.body.code, "message": err.body.message, "param": err.body.param})
+        events = split_events(tail + conv.terminal(response), conv)
+    final = replace(record, status="failed", response=response, background=runner.done(record))
+    await runner.store().finish(final, events)

@@ -1,0 +1,65 @@
+"""Text to vectors for memory search: an `Embedder` is anything with `dim` and `embed(texts)`.
+
+The offline default, `WordLlamaEmbedder`, loads WordLlama's weights and tokenizer from the
+`wordllama` package's own folder (both ship inside its wheel) and never calls the library's loader,
+which would look in a cache under $HOME and download from a model hub when a file is missing: here
+a missing file is an error, so nothing is fetched at run time (tests/state/test_memory_embedder.py
+runs it with sockets disabled). WordLlama is a static-embedding model: a token lookup and a pool,
+~0.1 ms per short text on one core, so it can run on the event loop for one record or one query.
+
+Vectors are L2-normalised float32, so a dot product is the cosine similarity.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+WORDLLAMA_CONFIG = "l2_supercat"
+WORDLLAMA_DIM = 256  # the dimension whose weights the wheel ships (a Matryoshka model: a prefix also works)
+
+
+class Embedder(Protocol):
+    """What the memory store needs of an embedding model. `name` is stored with each record so that a
+    change of model is noticed (records embedded by another model are re-embedded when loaded)."""
+
+    name: str
+    dim: int
+
+    def embed(self, texts: list[str]) -> np.ndarray: ...
+
+
+class EmbedderUnavailable(RuntimeError):
+    """The offline model's files are not where its package should have put them."""
+
+
+class WordLlamaEmbedder:
+    def __init__(self, dim: int = WORDLLAMA_DIM) -> None:
+        if not 16 <= dim <= WORDLLAMA_DIM:
+            raise ValueError(f"dim must be between 16 and {WORDLLAMA_DIM}")
+        import wordllama
+        from safetensors import safe_open
+        from tokenizers import Tokenizer
+        from wordllama.inference import WordLlamaInference
+
+        root = Path(wordllama.__file__).parent
+        weights = root / "weights" / f"{WORDLLAMA_CONFIG}_{WORDLLAMA_DIM}.safetensors"
+        tokenizer = root / "tokenizers" / f"{WORDLLAMA_CONFIG}_tokenizer_config.json"
+        for path in (weights, tokenizer):
+            if not path.is_file():
+                raise EmbedderUnavailable(
+                    f"the offline embedding model's file {path} is missing: reinstall the 'wordllama' package"
+                )
+        with safe_open(str(weights), framework="np", device="cpu") as f:
+            table = f.get_tensor("embedding.weight")[:, :dim]
+        self._model: Any = WordLlamaInference(table, Tokenizer.from_file(str(tokenizer)))
+        self.dim = dim
+        self.name = f"wordllama/{WORDLLAMA_CONFIG}/{dim}"
+
+    def embed(self, texts: list[str]) -> np.ndarray:
+        if not texts:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        out = self._model.embed(texts, norm=True)
+        return np.ascontiguousarray(np.asarray(out, dtype=np.float32).reshape(len(texts), self.dim))

@@ -1,0 +1,589 @@
+"""`MemoryStore`: long-term memory records per tenant and namespace (agent, user), sealed, searchable.
+
+A record's text, metadata and embedding are sealed together (crypto `seal`, purpose `memory`,
+bound to `memory_records` and the record's id) before they are written; the clear columns hold ids,
+sequence numbers, times and sizes only (storage/tables.py). Every read, write and delete names the
+tenant in its WHERE clause, so another tenant's record or namespace is simply not found.
+
+Search runs on a `NamespaceIndex` (index.py) this replica keeps per namespace: built by opening the
+namespace's records the first time it is searched here, then kept current by reading only what
+changed (every write or delete takes the namespace's next sequence number under its row lock, and
+a delete leaves a tombstone naming the id), checked with one single-row read per search. So a record
+written or deleted on any replica is seen by the next search on every replica.
+
+Deletes are real: the row goes, and so does the record's entry in every replica's index (the
+tombstone tells them; tombstones carry no content and are pruned after a day, while an index idle
+for an hour is dropped, so none is older than the tombstones it needs). "Forget a user" deletes
+the user's namespaces (records and tombstones with them) in one transaction.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from functools import partial
+from typing import Any, TypeVar
+
+import msgspec
+import numpy as np
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from ...crypto import Keyring
+from ...storage.base import StoreBase, as_utc
+from ...storage.ids import new_id
+from ...storage.sqlite_threads import SqliteThreads
+from ...storage.tables import memory_namespaces, memory_records, memory_tombstones
+from .embedder import Embedder
+from .index import EXACT_UPTO, NamespaceIndex, terms
+
+PURPOSE = "memory"
+TABLE = "memory_records"
+LOAD_BATCH = 2000  # records read and opened per step when an index is built or caught up
+TOMBSTONE_TTL = timedelta(days=1)
+INDEX_IDLE_S = 3600.0  # an index not searched for this long is dropped (then rebuilt when needed)
+Meta = dict[str, Any]
+T = TypeVar("T")
+
+
+class _Body(msgspec.Struct, array_like=True):
+    """What a record's sealed body holds (MessagePack: the vector as raw float16 bytes)."""
+
+    text: str
+    metadata: Meta
+    model: str  # the embedder that made `vector` (a record made by another is re-embedded on load)
+    vector: bytes
+
+
+_encode = msgspec.msgpack.encode
+_decode = msgspec.msgpack.Decoder(_Body)
+
+
+@dataclass(slots=True)
+class MemoryRecord:
+    id: str
+    agent_id: str
+    user_id: str
+    text: str
+    metadata: Meta
+    created_at: datetime
+    expires_at: datetime | None
+
+
+@dataclass(slots=True)
+class Namespace:
+    id: str
+    agent_id: str
+    user_id: str
+    default_ttl_s: int | None
+    records: int
+    created_at: datetime
+    updated_at: datetime
+
+
+@dataclass(slots=True)
+class Hit:
+    record: MemoryRecord
+    score: float  # reciprocal-rank-fusion score: only its order means something
+    similarity: float  # cosine similarity of the record's embedding with the query's
+
+
+@dataclass(slots=True)
+class NewRecord:
+    text: str
+    metadata: Meta
+    ttl_s: int | None = None  # None: the namespace's default TTL (itself None: kept until deleted)
+
+
+@dataclass(slots=True)
+class _Cached:
+    index: NamespaceIndex
+    used: float = 0.0
+    # What answers need besides the index: id -> text, id -> (created_at, expires_at).
+    texts: dict[str, str] = field(default_factory=dict)
+    times: dict[str, tuple[datetime, datetime | None]] = field(default_factory=dict)
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _epoch(at: datetime | None) -> float:
+    return float("inf") if at is None else as_utc(at).timestamp()
+
+
+class MemoryStore(StoreBase):
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        keyring: Keyring,
+        embedder: Callable[[], Embedder],
+        *,
+        max_records_in_memory: int = 1_000_000,
+    ) -> None:
+        super().__init__(engine)
+        self.keyring = keyring
+        self._make_embedder = embedder
+        self._embedder: Embedder | None = None
+        self._embedder_lock = asyncio.Lock()
+        self._max_records = max_records_in_memory
+        self._cache: OrderedDict[tuple[str, str, str], _Cached] = OrderedDict()
+        self._locks: dict[tuple[str, str, str], asyncio.Lock] = {}
+        # SQLite (a file): the per-search freshness read on a reader thread of its own, one hop instead of
+        # the async driver's several (storage/sqlite_threads.py).
+        self._threads = (
+            SqliteThreads(engine, readers=1)
+            if self._sqlite and engine.url.database not in (None, "", ":memory:")
+            else None
+        )
+
+    async def close(self) -> None:
+        threads, self._threads = self._threads, None
+        if threads is not None:
+            await asyncio.to_thread(threads.close)
+
+    # -- embedding ------------------------------------------------------------------------------
+    async def embedder(self) -> Embedder:
+        """The model, loaded on first use (off the event loop: ~0.5 s to read its weights)."""
+        if self._embedder is None:
+            async with self._embedder_lock:
+                if self._embedder is None:
+                    self._embedder = await asyncio.to_thread(self._make_embedder)
+        return self._embedder
+
+    async def _embed(self, texts: list[str]) -> np.ndarray:
+        model = await self.embedder()
+        if sum(len(t) for t in texts) > 20_000:  # ~2 ms of work: off the event loop
+            return await asyncio.to_thread(model.embed, texts)
+        return model.embed(texts)
+
+    # -- writes ---------------------------------------------------------------------------------
+    async def write(self, tenant: str, agent_id: str, user_id: str, records: Sequence[NewRecord]) -> list[MemoryRecord]:
+        """Store `records` in the namespace (created on first write), in one transaction."""
+        model = await self.embedder()
+        vectors = await self._embed([r.text for r in records])
+        ids = [new_id("mem") for _ in records]
+        now = _now()
+        sealed: list[tuple[bytes, int]] = []
+        for rid, rec, vec in zip(ids, records, vectors, strict=True):
+            plain = _encode(_Body(rec.text, rec.metadata, model.name, vec.astype(np.float16).tobytes()))
+            sealed.append((await self.keyring.seal(tenant, PURPOSE, TABLE, rid, plain), len(plain)))
+        async with self._write(lock=f"memory:{tenant}:{agent_id}:{user_id}") as conn:
+            ns_id, ttl = await self._namespace(conn, tenant, agent_id, user_id, now, create=True)
+            first = await self._take_seqs(conn, ns_id, len(records), now)
+            if first is None:  # the namespace was deleted (a user forgotten) since the read: a new one
+                ns_id, ttl = await self._namespace(conn, tenant, agent_id, user_id, now, create=True)
+                first = await self._take_seqs(conn, ns_id, len(records), now)
+                assert first is not None  # created in this transaction
+            out: list[MemoryRecord] = []
+            rows = []
+            for i, (rid, rec, (body, size)) in enumerate(zip(ids, records, sealed, strict=True)):
+                ttl_s = rec.ttl_s if rec.ttl_s is not None else ttl
+                expires = now + timedelta(seconds=ttl_s) if ttl_s is not None else None
+                rows.append(
+                    {
+                        "id": rid,
+                        "namespace_id": ns_id,
+                        "tenant_id": tenant,
+                        "seq": first + i,
+                        "created_at": now,
+                        "expires_at": expires,
+                        "size": size,
+                        "body": body,
+                    }
+                )
+                out.append(MemoryRecord(rid, agent_id, user_id, rec.text, rec.metadata, now, expires))
+            await conn.execute(sa.insert(memory_records), rows)
+        return out
+
+    async def _namespace(
+        self, conn: AsyncConnection, tenant: str, agent_id: str, user_id: str, now: datetime, *, create: bool
+    ) -> tuple[str, int | None]:
+        ns = memory_namespaces.c
+        row = (
+            await conn.execute(
+                sa.select(ns.id, ns.default_ttl_s).where(
+                    ns.tenant_id == tenant, ns.agent_id == agent_id, ns.user_id == user_id
+                )
+            )
+        ).first()
+        if row is not None:
+            return row.id, row.default_ttl_s
+        if not create:
+            raise LookupError("no such namespace")
+        ns_id = new_id("mns")
+        await conn.execute(
+            sa.insert(memory_namespaces).values(
+                id=ns_id,
+                tenant_id=tenant,
+                agent_id=agent_id,
+                user_id=user_id,
+                default_ttl_s=None,
+                next_seq=1,
+                created_at=now,
+                updated_at=now,
+            )
+        )
+        return ns_id, None
+
+    @staticmethod
+    async def _take_seqs(conn: AsyncConnection, ns_id: str, count: int, now: datetime) -> int | None:
+        """The first of `count` sequence numbers of the namespace, taken under its row lock (so the
+        changes commit in the order of their numbers, which is what catch-up reads rely on); None if
+        the namespace is gone."""
+        ns = memory_namespaces.c
+        after = (
+            await conn.execute(
+                sa.update(memory_namespaces)
+                .where(ns.id == ns_id)
+                .values(next_seq=ns.next_seq + count, updated_at=now)
+                .returning(ns.next_seq)
+            )
+        ).scalar()
+        return None if after is None else int(after) - count
+
+    async def delete(self, tenant: str, record_id: str) -> bool:
+        r = memory_records.c
+        async with self._write() as conn:
+            row = (
+                await conn.execute(sa.select(r.namespace_id).where(r.id == record_id, r.tenant_id == tenant))
+            ).first()
+            if row is None:
+                return False
+            return await self._tombstone(conn, row.namespace_id, [record_id], _now())
+
+    async def _tombstone(self, conn: AsyncConnection, ns_id: str, ids: list[str], now: datetime) -> bool:
+        """Delete the records and leave their tombstones; False if the namespace went meanwhile (with them)."""
+        r = memory_records.c
+        await conn.execute(sa.delete(memory_records).where(r.namespace_id == ns_id, r.id.in_(ids)))
+        first = await self._take_seqs(conn, ns_id, len(ids), now)
+        if first is None:
+            return False
+        await conn.execute(
+            sa.insert(memory_tombstones),
+            [
+                {"namespace_id": ns_id, "seq": first + i, "record_id": rid, "created_at": now}
+                for i, rid in enumerate(ids)
+            ],
+        )
+        return True
+
+    async def set_namespace(self, tenant: str, agent_id: str, user_id: str, default_ttl_s: int | None) -> Namespace:
+        """Create the namespace if new; set the TTL given to records written afterwards without one."""
+        now = _now()
+        async with self._write(lock=f"memory:{tenant}:{agent_id}:{user_id}") as conn:
+            ns_id, _ = await self._namespace(conn, tenant, agent_id, user_id, now, create=True)
+            ns = memory_namespaces.c
+            await conn.execute(
+                sa.update(memory_namespaces).where(ns.id == ns_id).values(default_ttl_s=default_ttl_s, updated_at=now)
+            )
+        found = [n for n in await self.namespaces(tenant, agent_id=agent_id, user_id=user_id) if n.id == ns_id]
+        return found[0]
+
+    async def delete_namespace(self, tenant: str, agent_id: str, user_id: str) -> int | None:
+        """Delete the namespace and every record in it; the number of records, or None if there was none."""
+        ns = memory_namespaces.c
+        where = sa.and_(ns.tenant_id == tenant, ns.agent_id == agent_id, ns.user_id == user_id)
+        return (await self._drop_namespaces(where))[1] if await self._exists(where) else None
+
+    async def forget_user(self, tenant: str, user_id: str) -> tuple[int, int]:
+        """Delete every namespace of `user_id` (whatever the agent) and all their records: (namespaces, records)."""
+        ns = memory_namespaces.c
+        return await self._drop_namespaces(sa.and_(ns.tenant_id == tenant, ns.user_id == user_id))
+
+    async def _exists(self, where: sa.ColumnElement[bool]) -> bool:
+        async with self._read() as conn:
+            return (await conn.execute(sa.select(memory_namespaces.c.id).where(where).limit(1))).first() is not None
+
+    async def _drop_namespaces(self, where: sa.ColumnElement[bool]) -> tuple[int, int]:
+        ns, r, t = memory_namespaces.c, memory_records.c, memory_tombstones.c
+        async with self._write() as conn:
+            found = (await conn.execute(sa.select(ns.id, ns.tenant_id, ns.agent_id, ns.user_id).where(where))).all()
+            ids = [row.id for row in found]
+            if not ids:
+                return 0, 0
+            gone = (await conn.execute(sa.delete(memory_records).where(r.namespace_id.in_(ids)))).rowcount
+            await conn.execute(sa.delete(memory_tombstones).where(t.namespace_id.in_(ids)))
+            await conn.execute(sa.delete(memory_namespaces).where(ns.id.in_(ids)))
+        for row in found:  # this replica's copies go now; the others' at their next look (the row is gone)
+            self._cache.pop((row.tenant_id, row.agent_id, row.user_id), None)
+        return len(ids), int(gone or 0)
+
+    async def sweep(self, *, batch: int = 500) -> int:
+        """Delete records whose TTL has passed (tombstoned like any delete) and tombstones older than
+        a day; the number of records deleted. Replicas run it periodically (service.py)."""
+        r, t = memory_records.c, memory_tombstones.c
+        now = _now()
+        async with self._read() as conn:
+            rows = (
+                await conn.execute(
+                    sa.select(r.id, r.namespace_id).where(r.expires_at <= now).order_by(r.expires_at).limit(batch)
+                )
+            ).all()
+        by_ns: dict[str, list[str]] = {}
+        for row in rows:
+            by_ns.setdefault(row.namespace_id, []).append(row.id)
+        done = 0
+        for ns_id, ids in by_ns.items():
+            async with self._write() as conn:
+                present = (
+                    (await conn.execute(sa.select(r.id).where(r.namespace_id == ns_id, r.id.in_(ids)))).scalars().all()
+                )
+                if present:
+                    await self._tombstone(conn, ns_id, list(present), now)
+                    done += len(present)
+        async with self._write() as conn:
+            await conn.execute(sa.delete(memory_tombstones).where(t.created_at < now - TOMBSTONE_TTL))
+        idle = time.monotonic() - INDEX_IDLE_S
+        for key in [k for k, c in self._cache.items() if c.used < idle]:
+            self._cache.pop(key, None)
+        for key in [k for k, lock in self._locks.items() if k not in self._cache and not lock.locked()]:
+            del self._locks[key]
+        return done
+
+    # -- reads ----------------------------------------------------------------------------------
+    async def _open(self, tenant: str, record_id: str, sealed: bytes) -> _Body:
+        return _decode.decode(await self.keyring.open(tenant, PURPOSE, TABLE, record_id, bytes(sealed)))
+
+    def _record_query(self) -> sa.Select[Any]:
+        r, ns = memory_records.c, memory_namespaces.c
+        return sa.select(
+            r.id, r.seq, r.created_at, r.expires_at, r.body, ns.agent_id, ns.user_id, r.tenant_id
+        ).join_from(memory_records, memory_namespaces, r.namespace_id == ns.id)
+
+    async def _opened(self, row: Any) -> MemoryRecord:
+        body = await self._open(row.tenant_id, row.id, row.body)
+        return MemoryRecord(
+            row.id, row.agent_id, row.user_id, body.text, body.metadata, as_utc(row.created_at), as_utc(row.expires_at)
+        )
+
+    async def get(self, tenant: str, record_id: str) -> MemoryRecord | None:
+        r = memory_records.c
+        now = _now()
+        async with self._read() as conn:
+            row = (
+                await conn.execute(
+                    self._record_query().where(
+                        r.id == record_id, r.tenant_id == tenant, sa.or_(r.expires_at.is_(None), r.expires_at > now)
+                    )
+                )
+            ).first()
+        return None if row is None else await self._opened(row)
+
+    async def page(
+        self,
+        tenant: str,
+        agent_id: str,
+        user_id: str,
+        *,
+        after: str | None = None,
+        limit: int = 20,
+        desc: bool = True,
+        keep: Callable[[Mapping[str, Any]], bool] | None = None,
+    ) -> tuple[list[MemoryRecord], bool] | None:
+        """A page of the namespace's live records in write order (newest first unless `desc` is False),
+        after the record `after`; with `keep`, only records whose metadata it accepts. None: no such namespace."""
+        r, ns = memory_records.c, memory_namespaces.c
+        now = _now()
+        async with self._read() as conn:
+            ns_id = (
+                await conn.execute(
+                    sa.select(ns.id).where(ns.tenant_id == tenant, ns.agent_id == agent_id, ns.user_id == user_id)
+                )
+            ).scalar()
+            if ns_id is None:
+                return None
+            cursor = None
+            if after is not None:
+                cursor = (await conn.execute(sa.select(r.seq).where(r.id == after, r.namespace_id == ns_id))).scalar()
+                if cursor is None:
+                    raise KeyError(after)
+            out: list[MemoryRecord] = []
+            while True:
+                q = self._record_query().where(
+                    r.namespace_id == ns_id, sa.or_(r.expires_at.is_(None), r.expires_at > now)
+                )
+                if cursor is not None:
+                    q = q.where(r.seq < cursor if desc else r.seq > cursor)
+                step = limit + 1 if keep is None else max(100, limit + 1)
+                rows = (await conn.execute(q.order_by(r.seq.desc() if desc else r.seq).limit(step))).all()
+                for row in rows:
+                    rec = await self._opened(row)
+                    if keep is None or keep(rec.metadata):
+                        if len(out) == limit:
+                            return out, True
+                        out.append(rec)
+                    cursor = row.seq
+                if len(rows) < step:
+                    return out, False
+
+    async def namespaces(
+        self, tenant: str, *, agent_id: str | None = None, user_id: str | None = None
+    ) -> list[Namespace]:
+        """The tenant's namespaces (optionally one agent's or one user's) with their live record counts."""
+        ns, r = memory_namespaces.c, memory_records.c
+        now = _now()
+        live = sa.and_(r.namespace_id == ns.id, sa.or_(r.expires_at.is_(None), r.expires_at > now))
+        count = sa.select(sa.func.count()).select_from(memory_records).where(live).scalar_subquery()
+        q = sa.select(ns.id, ns.agent_id, ns.user_id, ns.default_ttl_s, ns.created_at, ns.updated_at, count).where(
+            ns.tenant_id == tenant
+        )
+        if agent_id is not None:
+            q = q.where(ns.agent_id == agent_id)
+        if user_id is not None:
+            q = q.where(ns.user_id == user_id)
+        async with self._read() as conn:
+            rows = (await conn.execute(q.order_by(ns.agent_id, ns.user_id))).all()
+        return [Namespace(row[0], row[1], row[2], row[3], int(row[6]), as_utc(row[4]), as_utc(row[5])) for row in rows]
+
+    # -- search ---------------------------------------------------------------------------------
+    async def search(
+        self,
+        tenant: str,
+        agent_id: str,
+        user_id: str,
+        query: str,
+        *,
+        top_k: int = 10,
+        keep: Callable[[Mapping[str, Any]], bool] | None = None,
+        mode: str = "hybrid",
+    ) -> list[Hit]:
+        """The namespace's `top_k` records best matching `query` (hybrid: embedding and BM25 fused);
+        empty for a namespace that does not exist."""
+        qvec = (await self._embed([query]))[0] if mode != "keyword" else None
+        key = (tenant, agent_id, user_id)
+        async with self._locks.setdefault(key, asyncio.Lock()):  # a rebuild on a thread changes the index
+            cached = await self._fresh(key)
+            if cached is None:
+                return []
+            index = cached.index
+            args = (qvec, terms(query), top_k)
+            if len(index) > EXACT_UPTO:  # milliseconds of numpy (which lets go of the GIL): off the event loop
+                found = await asyncio.to_thread(index.search, *args, now=time.time(), keep=keep, mode=mode)
+            else:
+                found = index.search(*args, now=time.time(), keep=keep, mode=mode)
+        hits = []
+        for rid, score, sim in found:
+            created, expires = cached.times[rid]
+            meta = dict(index.meta[index.pos[rid]])
+            hits.append(
+                Hit(MemoryRecord(rid, agent_id, user_id, cached.texts[rid], meta, created, expires), score, sim)
+            )
+        return hits
+
+    async def _fresh(self, key: tuple[str, str, str]) -> _Cached | None:
+        """This replica's index of the namespace, caught up with every committed change (the caller
+        holds the namespace's lock)."""
+        tenant, agent_id, user_id = key
+        ns = memory_namespaces.c
+        head_query = sa.select(ns.id, ns.next_seq).where(
+            ns.tenant_id == tenant, ns.agent_id == agent_id, ns.user_id == user_id
+        )
+        if self._threads is not None:
+            row = await self._threads.read(lambda conn: conn.execute(head_query).first())
+        else:
+            async with self._read() as conn:
+                row = (await conn.execute(head_query)).first()
+        if row is None:
+            self._cache.pop(key, None)
+            return None
+        cached = self._cache.get(key)
+        if cached is None or cached.index.namespace_id != row.id:
+            model = await self.embedder()
+            index = NamespaceIndex(model.dim)
+            index.namespace_id = row.id
+            cached = _Cached(index)
+            self._cache[key] = cached
+        head = int(row.next_seq) - 1
+        if cached.index.seq < head:
+            await self._catch_up(tenant, cached, head)
+        self._cache.move_to_end(key)
+        cached.used = time.monotonic()
+        if cached.index.needs_rebuild():
+            await asyncio.to_thread(cached.index.rebuild)
+        self._evict(key)
+        return cached
+
+    async def _run_read(self, work: Callable[[Connection], T]) -> T:
+        """`work` in one read transaction: on the SQLite reader thread (one hop), or through the async engine."""
+        if self._threads is not None:
+            return await self._threads.read(work)
+        async with self._read() as conn:
+            return await conn.run_sync(work)
+
+    async def _catch_up(self, tenant: str, cached: _Cached, head: int) -> None:
+        """Apply the namespace's changes numbered after the index's `seq` up to `head`: records first,
+        then tombstones (a record deleted meanwhile is read, then removed), a batch per read."""
+        r, t = memory_records.c, memory_tombstones.c
+        index = cached.index
+        model = await self.embedder()
+        since, ns_id = index.seq, index.namespace_id
+        start = since
+
+        def changes(conn: Connection, after: int) -> tuple[Sequence[Any], list[str]]:
+            rows = conn.execute(
+                sa.select(r.id, r.seq, r.created_at, r.expires_at, r.body)
+                .where(r.namespace_id == ns_id, r.seq > after, r.seq <= head)
+                .order_by(r.seq)
+                .limit(LOAD_BATCH)
+            ).all()
+            gone: list[str] = []
+            if len(rows) < LOAD_BATCH:  # the last batch: the tombstones come with it
+                gone = list(
+                    conn.execute(
+                        sa.select(t.record_id).where(t.namespace_id == ns_id, t.seq > since, t.seq <= head)
+                    ).scalars()
+                )
+            return rows, gone
+
+        while True:
+            rows, gone = await self._run_read(partial(changes, after=start))
+            plain = [await self.keyring.open(tenant, PURPOSE, TABLE, row.id, bytes(row.body)) for row in rows]
+            if len(rows) > 64:  # decoding, stemming and indexing: off the event loop (the lock keeps searches out)
+                await asyncio.to_thread(self._apply, cached, model, rows, plain)
+            elif rows:
+                self._apply(cached, model, rows, plain)
+            if len(rows) < LOAD_BATCH:
+                break
+            start = rows[-1].seq
+        for rid in gone:
+            index.remove(rid)
+            cached.times.pop(rid, None)
+            cached.texts.pop(rid, None)
+        index.seq = head
+
+    @staticmethod
+    def _apply(cached: _Cached, model: Embedder, rows: Sequence[Any], plain: list[bytes]) -> None:
+        """Opened records into the index (records embedded by another model are embedded again)."""
+        index = cached.index
+        bodies = [_decode.decode(p) for p in plain]
+        stale = [i for i, b in enumerate(bodies) if b.model != model.name]
+        redone = dict(zip(stale, model.embed([bodies[i].text for i in stale]), strict=True)) if stale else {}
+        vectors = np.empty((len(rows), index.dim), dtype=np.float32)
+        for i, body in enumerate(bodies):
+            vec = redone.get(i)
+            vectors[i] = vec if vec is not None else np.frombuffer(body.vector, dtype=np.float16)
+        index.add_many(
+            [row.id for row in rows],
+            vectors,
+            [terms(b.text) for b in bodies],
+            [b.metadata for b in bodies],
+            [_epoch(row.expires_at) for row in rows],
+        )
+        for row, body in zip(rows, bodies, strict=True):
+            cached.times[row.id] = (as_utc(row.created_at), as_utc(row.expires_at))
+            cached.texts[row.id] = body.text
+
+    def _evict(self, keep: tuple[str, str, str]) -> None:
+        """Drop least recently searched indexes while the total held is over the budget."""
+        total = sum(len(c.index) for c in self._cache.values())
+        for key in list(self._cache):
+            if total <= self._max_records:
+                break
+            if key != keep:
+                total -= len(self._cache.pop(key).index)

@@ -1,0 +1,23 @@
+"""Stored state never holds a tool call without its result: checked on every write of a response or
+of conversation items (state/store.py), before anything is sealed.
+
+One broken pair blocks an agent for good in runtimes that store a call and its result apart: every
+later turn sends the dangling call, and every provider refuses the context. Here an MCP call is one
+item (`mcp_call`) that holds the call and its output or error together; a write that would store
+one without either is refused, so a crash or a bug can lose a step but never leave a half of one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+
+class BrokenPair(ValueError):
+    """A write that would store a tool call without its result."""
+
+
+def check_pairs(items: Iterable[dict[str, Any]]) -> None:
+    for item in items:
+        if item.get("type") == "mcp_call" and item.get("output") is None and item.get("error") is None:
+            raise BrokenPair(f"mcp_call {str(item.get('id'))[:80]} has neither output nor error")

@@ -1,0 +1,33 @@
+"""What several end-to-end tests share: waiting for a condition with a deadline, and a tenant with an
+API key made through the admin API."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import TypeVar
+
+import httpx
+
+T = TypeVar("T")
+
+
+def until(predicate: Callable[[], T], timeout: float = 60.0, what: str = "condition") -> T:
+    """`predicate()`'s first truthy value, polled every 50 ms; an AssertionError after `timeout` s."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def tenant_with_key(admin: httpx.Client, name: str, roles: tuple[str, ...] = ("member",)) -> tuple[str, str]:
+    """A new tenant and an API key of it: (tenant id, key)."""
+    resp = admin.post("/admin/v1/tenants", json={"name": name})
+    assert resp.status_code == 201, resp.text
+    tenant = resp.json()["id"]
+    resp = admin.post(f"/admin/v1/tenants/{tenant}/keys", json={"name": "k", "roles": list(roles)})
+    assert resp.status_code == 201, resp.text
+    return tenant, resp.json()["key"]

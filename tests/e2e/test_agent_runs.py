@@ -1,0 +1,209 @@
+"""Durable agent runs end to end: a background response with an `mcp` tool runs on the job queue,
+checkpointed after every model step and every tool call. kill -9 of the gateway in the middle of a
+five-step run: a restarted gateway on the same database picks the run up and finishes it, and the
+MCP test server's call log, the simulator's request log and the usage rows show that no completed
+step ran twice and no completed model call was billed twice. Driven with the official openai SDK."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+from pathlib import Path
+
+import httpx
+import openai
+import pytest
+
+from builders import audit, breakers, config, database, deployment, groups, identity, price, simulated
+from mcp_server import McpTestServer
+from multihome.crypto import init_key_file
+
+from .helpers import tenant_with_key, until
+from .processes import Gateway, Simulator
+
+ADMIN_KEY = "mh-agent-runs-admin"
+SECRETS = {"MH_AR_ADMIN_KEY": ADMIN_KEY, "MH_AR_REPLICA": "gateway-a"}
+# A long lease: a restarted replica takes its dead incarnation's run back at once by its replica id.
+FAST = {"background": {"lease_s": 30.0, "poll_s": 0.1, "event_flush_ms": 50, "replica_id_env": "MH_AR_REPLICA"}}
+
+
+def lines(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+
+def admin(gateway: Gateway) -> httpx.Client:
+    return httpx.Client(base_url=gateway.url, headers={"authorization": f"Bearer {ADMIN_KEY}"}, timeout=10)
+
+
+def setup_tenant(gateway: Gateway, server: McpTestServer, name: str = "acme") -> tuple[str, str]:
+    with admin(gateway) as client:
+        tenant, key = tenant_with_key(client, name)
+        body = {"name": "tools", "url": server.url, "allowed_tools": ["record", "slow"], "require_approval": "never"}
+        resp = client.post(f"/admin/v1/tenants/{tenant}/mcp-servers", json=body)
+        assert resp.status_code == 201, resp.text
+    return tenant, key
+
+
+def billed_calls(gateway: Gateway, tenant: str) -> int:
+    with admin(gateway) as client:
+        summary = client.get(f"/admin/v1/tenants/{tenant}/usage", params={"group_by": "model_group"}).json()
+    return sum(r["calls"] for r in summary["data"] if r["model_group"] == "gpt")
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def world(tmp_path, request):
+    if request.param == "sqlite":
+        db = f"sqlite+aiosqlite:///{tmp_path / 'multihome.db'}"
+    else:
+        db = request.getfixturevalue("pg_server").create_database()
+    init_key_file(tmp_path / "kms.key")
+    sim = Simulator("openai", "agent-runs")
+    server = McpTestServer(call_log=tmp_path / "calls.jsonl").start()
+    cfg = config(
+        storage=database(db),
+        kms={"local": {"key_file": str(tmp_path / "kms.key")}},
+        identity=identity("MH_AR_ADMIN_KEY"),
+        routing=breakers(0),
+        audit=audit(tmp_path / "audit"),
+        providers={"oa": simulated("openai", sim.url)},
+        deployments={"oa": deployment("oa", "gpt-ar", price=price(1_000_000, 1_000_000))},  # $1 a token
+        model_groups=groups({"gpt": "oa"}, retries=0),
+        responses=FAST,
+        egress={"allow_networks": ["127.0.0.0/8"]},  # the MCP test server listens on loopback
+    )
+    gateways: list[Gateway] = []
+
+    def start() -> Gateway:
+        gateways.append(Gateway(cfg, tmp_path, SECRETS))
+        return gateways[-1]
+
+    try:
+        yield tmp_path, sim, server, start
+    finally:
+        logs = [gw.stop() for gw in gateways]
+        sim.stop()
+        server.stop()
+        for log in logs:
+            assert "Traceback" not in log, log[-3000:]
+
+
+def test_kill_9_mid_run_resumes_from_the_last_checkpoint(world):
+    tmp, sim, server, start = world
+    first = start()
+    tenant, key = setup_tenant(first, server)
+    client = openai.OpenAI(base_url=first.url + "/v1", api_key=key, max_retries=0, timeout=30)
+    tool = {"type": "mcp", "server_label": "tools", "server_url": server.url}
+    created = client.responses.create(model="gpt", input="steps=5: record, wait, record", tools=[tool], background=True)
+    assert created.status in ("queued", "in_progress") and created.background
+    log = tmp / "calls.jsonl"
+    # The tools alternate record, slow (1 s), record, slow, record: kill while the first slow call runs.
+    until(lambda: any(line["tool"] == "slow" for line in lines(log)), what="the first slow call")
+    os.kill(first.popen.pid, signal.SIGKILL)
+    first.popen.wait(10)
+    before = len(lines(log))
+    assert [line["tool"] for line in lines(log)] == ["record", "slow"]
+    steps_before = [r["request_id"] for r in sim.requests()]
+    assert len(steps_before) == 2  # two model steps done (each checkpointed before its tool ran)
+
+    second = start()  # the same replica id: it need not wait 30 s for the dead one's lease
+    restarted = time.monotonic()
+    until(lambda: len(lines(log)) > before, timeout=30, what="the run to resume")
+    picked_up = time.monotonic() - restarted
+    assert picked_up < 5.0, picked_up
+    client = openai.OpenAI(base_url=second.url + "/v1", api_key=key, max_retries=0, timeout=30)
+    done = until(
+        lambda: (r := client.responses.retrieve(created.id)).status not in ("queued", "in_progress") and r,
+        what="the run to finish",
+    )
+    assert done.status == "completed", done
+    kinds = [i.type for i in done.output]
+    assert kinds == ["mcp_list_tools", *["mcp_call"] * 5, "message"], kinds
+    assert [i.name for i in done.output[1:6]] == ["record", "slow", "record", "slow", "record"]
+    assert all(i.output and i.error is None for i in done.output[1:6])
+
+    # The MCP server: three records, each once (distinct keys, no repeat); the slow call that was in
+    # flight at the kill was tried again under its idempotency key, the other slow call once.
+    calls = lines(log)
+    records = [c for c in calls if c["tool"] == "record"]
+    assert len(records) == 3 and not any(c.get("repeat") for c in records)
+    assert len({c["key"] for c in records}) == 3 and all(c["key"].startswith(created.id) for c in records)
+    slow = [c["key"] for c in calls if c["tool"] == "slow"]
+    assert len(slow) == 3 and slow[0] == slow[1] != slow[2]
+    # The simulator: six model steps, each called once (none was in flight at the kill).
+    steps = [r["request_id"] for r in sim.requests()]
+    assert len(steps) == 6 and len(set(steps)) == 6 and steps[:2] == steps_before
+    # Billed: six calls, one usage row each.
+    until(lambda: billed_calls(second, tenant) >= 6, what="usage")
+    time.sleep(0.5)
+    assert billed_calls(second, tenant) == 6
+    # Every model step and tool call is an agent_step audit event (the in-flight slow call twice).
+    events = [
+        json.loads(line)
+        for path in (tmp / "audit").glob("chn_*.jsonl")
+        if not path.name.endswith(".checkpoints.jsonl")
+        for line in path.read_text().splitlines()
+    ]
+    agent = [e["body"] for e in events if e["kind"] == "agent_step" and e["body"]["run_id"] == created.id]
+    assert [a["action"] for a in agent].count("model_call") == 6
+    assert [a["action"] for a in agent].count("tool_call") == 5  # the killed call never finished
+    assert all("arguments_sha256" in a["detail"] for a in agent if a["action"] == "tool_call")
+
+
+def test_a_background_agent_run_streams_and_honours_its_limits(world):
+    tmp, sim, server, start = world
+    gateway = start()
+    _, key = setup_tenant(gateway, server)
+    client = openai.OpenAI(base_url=gateway.url + "/v1", api_key=key, max_retries=0, timeout=30)
+    tool = {"type": "mcp", "server_label": "tools", "server_url": server.url, "allowed_tools": ["record"]}
+    stream = client.responses.create(model="gpt", input="steps=3", tools=[tool], background=True, stream=True)
+    events = list(stream)
+    assert [e.sequence_number for e in events] == list(range(len(events)))
+    types = [e.type for e in events]
+    assert types[:3] == ["response.created", "response.queued", "response.in_progress"]
+    assert types.count("response.mcp_call.completed") == 3 and types[-1] == "response.completed"
+    final = events[-1].response
+    again = list(client.responses.retrieve(final.id, stream=True, starting_after=4))
+    assert [e.sequence_number for e in again] == list(range(5, len(events)))
+
+    # A spend cap (the request's multihome extension): the run stops once it is spent.
+    capped = client.responses.create(
+        model="gpt",
+        input="steps=9",
+        tools=[tool],
+        background=True,
+        extra_body={"multihome": {"agent": {"max_spend": 1}}},
+    )
+    done = until(
+        lambda: (r := client.responses.retrieve(capped.id)).status not in ("queued", "in_progress") and r,
+        what="the capped run",
+    )
+    assert done.status == "incomplete" and done.incomplete_details.reason == "max_spend"
+    assert [i.type for i in done.output] == ["mcp_list_tools", "mcp_call"]  # one step: $1 a token
+    with pytest.raises(openai.BadRequestError) as err:
+        client.responses.create(
+            model="gpt", input="x", tools=[tool], extra_body={"multihome": {"agent": {"max_steps": 0}}}
+        )
+    assert err.value.param == "multihome.agent.max_steps"
+
+
+def test_cancel_stops_a_background_run_between_its_steps(world):
+    tmp, sim, server, start = world
+    gateway = start()
+    _, key = setup_tenant(gateway, server)
+    client = openai.OpenAI(base_url=gateway.url + "/v1", api_key=key, max_retries=0, timeout=30)
+    tool = {"type": "mcp", "server_label": "tools", "server_url": server.url, "allowed_tools": ["slow"]}
+    created = client.responses.create(model="gpt", input="steps=6", tools=[tool], background=True)
+    log = tmp / "calls.jsonl"
+    until(lambda: len(lines(log)) >= 1, what="the first slow call")
+    cancelled = client.responses.cancel(created.id)
+    assert cancelled.status == "cancelled"
+    time.sleep(3.0)  # longer than a slow call: the run has stopped
+    ran = len(lines(log))
+    assert ran <= 2  # the call running at the cancel may finish; no step starts after it
+    final = client.responses.retrieve(created.id)
+    assert final.status == "cancelled" and final.output[0].type == "mcp_list_tools"
+    assert all(i.type != "mcp_call" or i.output for i in final.output)  # never a call without its result
+    time.sleep(1.5)
+    assert len(lines(log)) == ran

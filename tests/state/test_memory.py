@@ -1,0 +1,200 @@
+"""The memory store on SQLite and PostgreSQL: records come back only to their tenant, hybrid search
+finds what was written (on another replica too), filters and TTLs hold, deletes and "forget a user"
+really delete, and no row holds a record's text or metadata."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+import sqlalchemy as sa
+
+from multihome.crypto import open_keyring
+from multihome.state.memory import MemoryStore, NewRecord, WordLlamaEmbedder, compile_filter
+from multihome.storage.engine import create_engine
+from multihome.storage.tables import memory_namespaces, memory_records, memory_tombstones
+from pg import stored_bytes
+
+pytestmark = pytest.mark.anyio
+MARKER = "PLAINTEXT-MARKER-memory-5c1e"
+_MODEL: list[WordLlamaEmbedder] = []
+
+
+def embedder() -> WordLlamaEmbedder:
+    if not _MODEL:  # loaded once for the module: the weights take ~0.5 s to read
+        _MODEL.append(WordLlamaEmbedder())
+    return _MODEL[0]
+
+
+@pytest.fixture
+async def stores(db_url, kms_config):
+    """Two replicas' stores on one database, each with its own keyring and in-memory indexes."""
+    made = []
+    for _ in range(2):
+        engine = create_engine(db_url)
+        keyring = open_keyring(kms_config, engine)
+        made.append((MemoryStore(engine, keyring, embedder), keyring, engine))
+    yield [m[0] for m in made]
+    for store, keyring, engine in made:
+        await store.close()
+        await keyring.close()
+        await engine.dispose()
+
+
+@pytest.fixture
+def memory(stores):
+    return stores[0]
+
+
+FACTS = [
+    "The user's dog is a beagle named Biscuit.",
+    "The user is allergic to peanuts.",
+    "The user's sister lives in Lisbon and works as an architect.",
+    "The user prefers window seats on long flights.",
+    "The user's favourite dessert is lemon tart.",
+]
+
+
+async def _write(memory, texts, tenant="t1", agent="support", user="u1", **meta):
+    return await memory.write(tenant, agent, user, [NewRecord(t, dict(meta)) for t in texts])
+
+
+async def test_a_record_comes_back_only_to_its_tenant(memory):
+    [rec] = await _write(memory, [f"{MARKER} likes jazz"], topic="music")
+    got = await memory.get("t1", rec.id)
+    assert got is not None and got.text == f"{MARKER} likes jazz" and got.metadata == {"topic": "music"}
+    assert (got.agent_id, got.user_id) == ("support", "u1")
+    assert await memory.get("t2", rec.id) is None
+    assert await memory.page("t2", "support", "u1") is None
+    assert await memory.search("t2", "support", "u1", "jazz") == []
+    assert not await memory.delete("t2", rec.id)
+    assert await memory.get("t1", rec.id) is not None
+    assert [n.records for n in await memory.namespaces("t2")] == []
+    assert [(n.agent_id, n.user_id, n.records) for n in await memory.namespaces("t1")] == [("support", "u1", 1)]
+
+
+@pytest.mark.parametrize("mode", ["hybrid", "vector", "keyword"])
+async def test_search_finds_the_record_that_answers(memory, mode):
+    await _write(memory, FACTS)
+    await _write(memory, ["The user's dog is called Rex."], user="u2")  # another namespace: never returned
+    hits = await memory.search("t1", "support", "u1", "what is the name of my dog?", top_k=3, mode=mode)
+    assert hits and hits[0].record.text == FACTS[0], [h.record.text for h in hits]
+    assert len(hits) <= 3 and all(h.record.user_id == "u1" for h in hits)
+    assert [h.score for h in hits] == sorted((h.score for h in hits), reverse=True)
+
+
+async def test_metadata_filters_narrow_the_search(memory):
+    await _write(memory, ["Trip to Kyoto booked for April."], kind="travel", year=2026)
+    await _write(memory, ["Trip to Oslo booked for May."], kind="travel", year=2025)
+    await _write(memory, ["Bought a new kettle."], kind="shopping", year=2026)
+
+    async def texts(filters):
+        hits = await memory.search("t1", "support", "u1", "trip booked", top_k=10, keep=compile_filter(filters))
+        return sorted(h.record.text for h in hits)
+
+    assert await texts({"kind": "travel", "year": {"gte": 2026}}) == ["Trip to Kyoto booked for April."]
+    assert await texts({"OR": [{"kind": "shopping"}, {"year": 2025}]}) == [
+        "Bought a new kettle.",
+        "Trip to Oslo booked for May.",
+    ]
+    assert await texts({"kind": {"nin": ["travel"]}}) == ["Bought a new kettle."]
+    assert await texts({"missing": "x"}) == []
+    page, more = await memory.page("t1", "support", "u1", keep=compile_filter({"kind": "travel"}), limit=1)
+    assert len(page) == 1 and more
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [[], {"a": {"like": 1}}, {"a": {"in": []}}, {"a": {"eq": {"x": 1}}}, {"OR": {}}, {"a": {}}],
+)
+def test_a_bad_filter_is_refused_with_its_place(bad):
+    with pytest.raises(ValueError, match="filters"):
+        compile_filter(bad)
+
+
+async def test_list_pages_newest_first_with_a_cursor(memory):
+    written = await _write(memory, [f"note {i}" for i in range(5)])
+    page, more = await memory.page("t1", "support", "u1", limit=2)
+    assert [r.text for r in page] == ["note 4", "note 3"] and more
+    page, more = await memory.page("t1", "support", "u1", limit=10, after=page[-1].id)
+    assert [r.text for r in page] == ["note 2", "note 1", "note 0"] and not more
+    page, _ = await memory.page("t1", "support", "u1", limit=2, desc=False, after=written[0].id)
+    assert [r.text for r in page] == ["note 1", "note 2"]
+    with pytest.raises(KeyError):
+        await memory.page("t1", "support", "u1", after="mem_unknown")
+
+
+async def test_another_replica_sees_writes_and_deletes(stores):
+    a, b = stores
+    [first] = await _write(a, [FACTS[0]])
+    assert [h.record.id for h in await b.search("t1", "support", "u1", "dog name")] == [first.id]
+    [second] = await _write(a, [FACTS[1]])
+    assert await a.delete("t1", first.id)
+    found = [h.record.id for h in await b.search("t1", "support", "u1", "dog name peanuts", top_k=5)]
+    assert found == [second.id]
+
+
+async def test_ttl_hides_then_the_sweep_deletes(memory, engine):
+    [short] = await memory.write("t1", "a", "u", [NewRecord("The parking code is 4711.", {}, ttl_s=1)])
+    [kept] = await memory.write("t1", "a", "u", [NewRecord("The office is on floor 3.", {})])
+    assert short.expires_at is not None and kept.expires_at is None
+    assert [h.record.id for h in await memory.search("t1", "a", "u", "parking code")][0] == short.id
+    deadline = time.monotonic() + 10
+    while await memory.get("t1", short.id) is not None:
+        assert time.monotonic() < deadline
+        await asyncio.sleep(0.2)
+    assert short.id not in [h.record.id for h in await memory.search("t1", "a", "u", "parking code")]
+    assert [r.id for r in (await memory.page("t1", "a", "u"))[0]] == [kept.id]
+    assert await memory.sweep() == 1
+    async with engine.connect() as conn:
+        ids = (await conn.execute(sa.select(memory_records.c.id))).scalars().all()
+    assert ids == [kept.id]
+
+
+async def test_a_namespace_ttl_applies_to_records_written_after(memory):
+    ns = await memory.set_namespace("t1", "a", "u", 3600)
+    assert ns.default_ttl_s == 3600 and ns.records == 0
+    [rec] = await memory.write("t1", "a", "u", [NewRecord("x", {})])
+    [own] = await memory.write("t1", "a", "u", [NewRecord("y", {}, ttl_s=60)])
+    assert rec.expires_at is not None and 3590 < (rec.expires_at - rec.created_at).total_seconds() <= 3600
+    assert own.expires_at is not None and (own.expires_at - own.created_at).total_seconds() == 60
+
+
+async def test_forget_user_deletes_every_namespace_of_the_user(stores, engine):
+    a, b = stores
+    await _write(a, FACTS, agent="support", user="u1")
+    await _write(a, FACTS[:2], agent="travel", user="u1")
+    [other] = await _write(a, FACTS[:1], agent="support", user="u2")
+    [agent_own] = await _write(a, FACTS[:1], agent="support", user="")
+    assert await b.search("t1", "travel", "u1", "peanuts")  # b holds an index of u1's namespace
+    assert await a.forget_user("t2", "u1") == (0, 0)
+    assert await a.forget_user("t1", "u1") == (2, 7)
+    assert await b.search("t1", "travel", "u1", "peanuts") == []
+    assert await a.page("t1", "support", "u1") is None
+    async with engine.connect() as conn:
+        left = (await conn.execute(sa.select(memory_records.c.id))).scalars().all()
+        users = (await conn.execute(sa.select(memory_namespaces.c.user_id))).scalars().all()
+        tombs = (await conn.execute(sa.select(sa.func.count()).select_from(memory_tombstones))).scalar()
+    assert sorted(left) == sorted([other.id, agent_own.id]) and "u1" not in users and tombs == 0
+    assert await a.delete_namespace("t1", "support", "u2") == 1
+    assert await a.delete_namespace("t1", "support", "u2") is None
+
+
+async def test_many_writes_and_deletes_rebuild_the_index_and_stay_exact(memory):
+    texts = [f"filler record number {i} about topic {i % 37}" for i in range(1500)]
+    written = await _write(memory, texts)
+    assert len(await memory.search("t1", "support", "u1", "topic", top_k=5)) == 5
+    for rec in written[:900]:
+        await memory.delete("t1", rec.id)
+    [needle] = await _write(memory, ["The wifi password is hidden under the blue lamp."])
+    hits = await memory.search("t1", "support", "u1", "where is the wifi password?", top_k=5)
+    assert hits[0].record.id == needle.id
+    gone = {r.id for r in written[:900]}
+    assert not gone & {h.record.id for h in await memory.search("t1", "support", "u1", "filler topic", top_k=100)}
+
+
+async def test_no_row_holds_plaintext(memory, engine, db_url):
+    await memory.write("t1", "a", "u", [NewRecord(f"{MARKER} the text", {"k": f"{MARKER}-meta"})])
+    assert await memory.search("t1", "a", "u", "text")
+    assert MARKER.encode() not in await stored_bytes(engine, db_url)

@@ -1,0 +1,86 @@
+"""The in-memory namespace index and the offline embedder: the two-pass dense search past 20,000
+records finds what the exact product finds, the keyword delta scores like the built index, and the
+embedder loads from its package folder with the network unreachable."""
+
+from __future__ import annotations
+
+import math
+import socket
+
+import numpy as np
+import pytest
+
+from multihome.state.memory.embedder import WordLlamaEmbedder
+from multihome.state.memory.index import EXACT_UPTO, NamespaceIndex, terms
+
+
+def _unit(rows: np.ndarray) -> np.ndarray:
+    return (rows / np.linalg.norm(rows, axis=1, keepdims=True)).astype(np.float32)
+
+
+def test_the_two_pass_dense_search_agrees_with_the_exact_one():
+    """Clustered vectors (as embeddings of a namespace's records are): the two passes find the query's
+    record first, and most of the exact top five."""
+    rng = np.random.default_rng(3)
+    n, dim = EXACT_UPTO + 5000, 256
+    centers = _unit(rng.standard_normal((300, dim)))
+    vecs = _unit(0.8 * centers[rng.integers(0, 300, n)] + 0.6 * _unit(rng.standard_normal((n, dim))))
+    index = NamespaceIndex(dim)
+    for i in range(n):
+        index.add(f"r{i}", vecs[i], [], {"even": i % 2 == 0}, math.inf)
+    overlap = []
+    for q in range(20):
+        target = q * 701 % n
+        query = _unit((vecs[target] + 0.05 * rng.standard_normal(dim)).reshape(1, -1))[0]
+        exact = [f"r{i}" for i in np.argsort(-(vecs @ query))[:5]]
+        found = index.search(query, [], 5, now=0.0, mode="vector")
+        assert found[0][0] == exact[0] == f"r{target}"
+        assert found[0][2] == pytest.approx(float(vecs[target] @ query), abs=1e-5)
+        assert [s for _, _, s in found] == sorted((s for _, _, s in found), reverse=True)
+        overlap.append(len(set(exact) & {rid for rid, _, _ in found}) / 5)
+    assert sum(overlap) / len(overlap) >= 0.8, overlap
+    odd = index.search(query, [], 5, now=0.0, mode="vector", keep=lambda m: not m["even"])
+    assert all(int(rid[1:]) % 2 == 1 for rid, _, _ in odd) and len(odd) == 5
+    none = index.search(query, [], 5, now=0.0, mode="vector", keep=lambda m: m.get("missing") == 1)
+    assert none == []
+
+
+def test_keyword_scores_of_the_delta_match_the_built_index():
+    docs = [f"record {i} mentions apples" if i % 5 == 0 else f"record {i} mentions pears and plums" for i in range(400)]
+    built, fresh = NamespaceIndex(4), NamespaceIndex(4)
+    for i, text in enumerate(docs):
+        for index in (built, fresh):
+            index.add(f"r{i}", np.ones(4, dtype=np.float32) / 2, terms(text), {}, math.inf)
+    built.rebuild()  # fresh keeps everything in its delta
+    a = built._keyword_scores(terms("apples"), len(docs))
+    b = fresh._keyword_scores(terms("apples"), len(docs))
+    assert np.flatnonzero(a).tolist() == np.flatnonzero(b).tolist() == list(range(0, 400, 5))
+    for index in (built, fresh):
+        top = [r for r, _, _ in index.search(None, terms("apples"), 3, now=0.0, mode="keyword")]
+        assert len(top) == 3 and all(int(r[1:]) % 5 == 0 for r in top)
+
+
+def test_expired_and_removed_records_are_never_returned():
+    index = NamespaceIndex(4)
+    v = np.ones(4, dtype=np.float32) / 2
+    index.add("old", v, terms("parking code"), {}, 100.0)
+    index.add("gone", v, terms("parking code"), {}, math.inf)
+    index.add("kept", v, terms("parking code"), {}, math.inf)
+    index.remove("gone")
+    assert [r for r, _, _ in index.search(v, terms("parking"), 5, now=50.0)] == ["old", "kept"]
+    assert [r for r, _, _ in index.search(v, terms("parking"), 5, now=150.0)] == ["kept"]
+
+
+def test_the_offline_embedder_needs_no_network(monkeypatch):
+    def refuse(*args, **kwargs):
+        raise AssertionError("the embedder tried to reach the network")
+
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    monkeypatch.setattr(socket, "create_connection", refuse)
+    monkeypatch.setenv("HOME", "/nonexistent")  # and no cache under $HOME either
+    model = WordLlamaEmbedder()
+    vecs = model.embed(["my dog is called Biscuit", "what is my dog's name?", "quarterly tax return"])
+    assert vecs.shape == (3, model.dim) and vecs.dtype == np.float32
+    assert np.allclose(np.linalg.norm(vecs, axis=1), 1, atol=1e-4)
+    assert vecs[0] @ vecs[1] > vecs[0] @ vecs[2]
+    assert model.embed([]).shape == (0, model.dim)
