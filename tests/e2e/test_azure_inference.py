@@ -4,8 +4,6 @@ examples/foundry-models.yaml pointed at simulators; Entra ID through azure-ident
 
 from __future__ import annotations
 
-import threading
-from http.server import ThreadingHTTPServer
 from pathlib import Path
 
 import openai
@@ -15,7 +13,7 @@ import yaml
 from builders import deployment, group, simulated
 
 from .processes import Gateway, Simulator
-from .test_entra import IDENTITY_HEADER, TOKEN, _TokenEndpoint
+from .test_entra import TOKEN, _TokenEndpoint, managed_identity
 
 ROOT = Path(__file__).resolve().parents[2]
 CLIENT_KEY = "mh-inference-client-key"
@@ -26,38 +24,37 @@ USER = [{"role": "user", "content": "Hello there"}]
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("inference")
-    tokens = ThreadingHTTPServer(("127.0.0.1", 0), _TokenEndpoint)
-    _TokenEndpoint.calls = []
-    threading.Thread(target=tokens.serve_forever, daemon=True).start()
-    secrets = {"SIM_KEY": KEY, "SIM_TOKEN": TOKEN}
-    sims: dict[str, Simulator] = {}
-    gw = None
-    try:
-        sims["foundry-models"] = Simulator("azure_inference", "inference-sim", "--api-key-env", "SIM_KEY", env=secrets)
-        sims["vllm"] = Simulator("openai", "vllm-sim")
-        sims["entra"] = Simulator("azure_inference", "inference-entra", "--entra-token-env", "SIM_TOKEN", env=secrets)
-        cfg = yaml.safe_load((ROOT / "examples/foundry-models.yaml").read_text())
-        cfg["server"] = {"api_keys_env": ["MULTIHOME_API_KEY"]}
-        cfg["providers"]["foundry-models"]["endpoint"] = sims["foundry-models"].url + "/models"
-        cfg["providers"]["vllm"]["endpoint"] = sims["vllm"].url + "/v1"
-        cfg["providers"]["entra"] = simulated("azure_inference", sims["entra"].url + "/models", auth={"entra": {}})
-        cfg["deployments"]["llama@entra"] = deployment("entra", "Llama-3.3-70B-Instruct")
-        cfg["model_groups"]["llama-entra"] = group("llama@entra", retries=0)
-        env = {
-            "MULTIHOME_API_KEY": CLIENT_KEY,
-            "FOUNDRY_MODELS_KEY": KEY,
-            "IDENTITY_ENDPOINT": f"http://127.0.0.1:{tokens.server_address[1]}/msi/token",
-            "IDENTITY_HEADER": IDENTITY_HEADER,
-        }
-        gw = Gateway(cfg, tmp, env)
-        yield sims, gw
-    finally:
-        log = gw.stop() if gw is not None else ""
-        for sim in sims.values():
-            sim.stop()
-        tokens.shutdown()
-        tokens.server_close()
-    assert KEY not in log and TOKEN not in log, "an upstream secret reached the gateway's log"
+    with managed_identity() as identity_env:
+        secrets = {"SIM_KEY": KEY, "SIM_TOKEN": TOKEN}
+        sims: dict[str, Simulator] = {}
+        gw = None
+        try:
+            sims["foundry-models"] = Simulator(
+                "azure_inference", "inference-sim", "--api-key-env", "SIM_KEY", env=secrets
+            )
+            sims["vllm"] = Simulator("openai", "vllm-sim")
+            sims["entra"] = Simulator(
+                "azure_inference", "inference-entra", "--entra-token-env", "SIM_TOKEN", env=secrets
+            )
+            cfg = yaml.safe_load((ROOT / "examples/foundry-models.yaml").read_text())
+            cfg["server"] = {"api_keys_env": ["MULTIHOME_API_KEY"]}
+            cfg["providers"]["foundry-models"]["endpoint"] = sims["foundry-models"].url + "/models"
+            cfg["providers"]["vllm"]["endpoint"] = sims["vllm"].url + "/v1"
+            cfg["providers"]["entra"] = simulated("azure_inference", sims["entra"].url + "/models", auth={"entra": {}})
+            cfg["deployments"]["llama@entra"] = deployment("entra", "Llama-3.3-70B-Instruct")
+            cfg["model_groups"]["llama-entra"] = group("llama@entra", retries=0)
+            env = {
+                "MULTIHOME_API_KEY": CLIENT_KEY,
+                "FOUNDRY_MODELS_KEY": KEY,
+                **identity_env,
+            }
+            gw = Gateway(cfg, tmp, env)
+            yield sims, gw
+        finally:
+            log = gw.stop() if gw is not None else ""
+            for sim in sims.values():
+                sim.stop()
+        assert KEY not in log and TOKEN not in log, "an upstream secret reached the gateway's log"
 
 
 @pytest.fixture

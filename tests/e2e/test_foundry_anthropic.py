@@ -5,8 +5,6 @@ Foundry failover; an Entra ID provider fetches its token through azure-identity.
 
 from __future__ import annotations
 
-import threading
-from http.server import ThreadingHTTPServer
 from pathlib import Path
 
 import anthropic
@@ -17,7 +15,7 @@ import yaml
 from builders import deployment, group, simulated
 
 from .processes import Gateway, Simulator
-from .test_entra import IDENTITY_HEADER, TOKEN, _TokenEndpoint
+from .test_entra import IDENTITY_HEADER, TOKEN, _TokenEndpoint, managed_identity
 
 ROOT = Path(__file__).resolve().parents[2]
 CLIENT_KEY = "mh-foundry-client-key"
@@ -44,61 +42,58 @@ def _config(urls: dict[str, str]) -> dict:
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("foundry")
-    tokens = ThreadingHTTPServer(("127.0.0.1", 0), _TokenEndpoint)
-    _TokenEndpoint.calls = []
-    threading.Thread(target=tokens.serve_forever, daemon=True).start()
-    creds = tmp / "credentials"
-    creds.write_text(f"[multihome]\naws_access_key_id = {AKID}\naws_secret_access_key = {SECRET}\n")
-    secrets = {
-        "SIM_FOUNDRY_KEY": FOUNDRY_KEY,
-        "SIM_ANT_KEY": ANTHROPIC_KEY,
-        "SIM_AKID": AKID,
-        "SIM_SECRET": SECRET,
-        "SIM_TOKEN": TOKEN,
-    }
-    sims: dict[str, Simulator] = {}
-    gw = None
-    try:
-        sims["anthropic"] = Simulator("anthropic", "anthropic-sim", "--api-key-env", "SIM_ANT_KEY", env=secrets)
-        sims["bedrock-us"] = Simulator(
-            "bedrock",
-            "bedrock-sim",
-            "--region",
-            "us-east-1",
-            "--aws-access-key-id-env",
-            "SIM_AKID",
-            "--aws-secret-access-key-env",
-            "SIM_SECRET",
-            env=secrets,
-        )
-        sims["foundry"] = Simulator("foundry_anthropic", "foundry-sim", "--api-key-env", "SIM_FOUNDRY_KEY", env=secrets)
-        sims["foundry-entra"] = Simulator(
-            "foundry_anthropic", "foundry-entra-sim", "--entra-token-env", "SIM_TOKEN", env=secrets
-        )
-        env = {
-            "MULTIHOME_API_KEY": CLIENT_KEY,
-            "ANTHROPIC_UPSTREAM_KEY": ANTHROPIC_KEY,
-            "FOUNDRY_UPSTREAM_KEY": FOUNDRY_KEY,
-            "AWS_SHARED_CREDENTIALS_FILE": str(creds),
-            "AWS_CONFIG_FILE": str(tmp / "no-config"),
-            "AWS_EC2_METADATA_DISABLED": "true",
-            "AWS_ACCESS_KEY_ID": "",
-            "AWS_SECRET_ACCESS_KEY": "",
-            "AWS_SESSION_TOKEN": "",
-            "AWS_PROFILE": "",
-            "IDENTITY_ENDPOINT": f"http://127.0.0.1:{tokens.server_address[1]}/msi/token",
-            "IDENTITY_HEADER": IDENTITY_HEADER,
+    with managed_identity() as identity_env:
+        creds = tmp / "credentials"
+        creds.write_text(f"[multihome]\naws_access_key_id = {AKID}\naws_secret_access_key = {SECRET}\n")
+        secrets = {
+            "SIM_FOUNDRY_KEY": FOUNDRY_KEY,
+            "SIM_ANT_KEY": ANTHROPIC_KEY,
+            "SIM_AKID": AKID,
+            "SIM_SECRET": SECRET,
+            "SIM_TOKEN": TOKEN,
         }
-        gw = Gateway(_config({n: s.url for n, s in sims.items()}), tmp, env)
-        yield sims, gw
-    finally:
-        log = gw.stop() if gw is not None else ""
-        for sim in sims.values():
-            sim.stop()
-        tokens.shutdown()
-        tokens.server_close()
-    for secret in (FOUNDRY_KEY, ANTHROPIC_KEY, SECRET, TOKEN, IDENTITY_HEADER):
-        assert secret not in log, "an upstream secret reached the gateway's log"
+        sims: dict[str, Simulator] = {}
+        gw = None
+        try:
+            sims["anthropic"] = Simulator("anthropic", "anthropic-sim", "--api-key-env", "SIM_ANT_KEY", env=secrets)
+            sims["bedrock-us"] = Simulator(
+                "bedrock",
+                "bedrock-sim",
+                "--region",
+                "us-east-1",
+                "--aws-access-key-id-env",
+                "SIM_AKID",
+                "--aws-secret-access-key-env",
+                "SIM_SECRET",
+                env=secrets,
+            )
+            sims["foundry"] = Simulator(
+                "foundry_anthropic", "foundry-sim", "--api-key-env", "SIM_FOUNDRY_KEY", env=secrets
+            )
+            sims["foundry-entra"] = Simulator(
+                "foundry_anthropic", "foundry-entra-sim", "--entra-token-env", "SIM_TOKEN", env=secrets
+            )
+            env = {
+                "MULTIHOME_API_KEY": CLIENT_KEY,
+                "ANTHROPIC_UPSTREAM_KEY": ANTHROPIC_KEY,
+                "FOUNDRY_UPSTREAM_KEY": FOUNDRY_KEY,
+                "AWS_SHARED_CREDENTIALS_FILE": str(creds),
+                "AWS_CONFIG_FILE": str(tmp / "no-config"),
+                "AWS_EC2_METADATA_DISABLED": "true",
+                "AWS_ACCESS_KEY_ID": "",
+                "AWS_SECRET_ACCESS_KEY": "",
+                "AWS_SESSION_TOKEN": "",
+                "AWS_PROFILE": "",
+                **identity_env,
+            }
+            gw = Gateway(_config({n: s.url for n, s in sims.items()}), tmp, env)
+            yield sims, gw
+        finally:
+            log = gw.stop() if gw is not None else ""
+            for sim in sims.values():
+                sim.stop()
+        for secret in (FOUNDRY_KEY, ANTHROPIC_KEY, SECRET, TOKEN, IDENTITY_HEADER):
+            assert secret not in log, "an upstream secret reached the gateway's log"
 
 
 @pytest.fixture

@@ -53,3 +53,28 @@ class EntraTokens:
 
     async def close(self) -> None:
         await self._credential.close()
+
+
+def entra_tokens(auth: EntraAuth | None, where: str, default_scope: str) -> EntraTokens | None:
+    """The provider's token source when its config uses Entra ID (`where`: the `auth` key path)."""
+    return EntraTokens(auth, f"{where}.entra", default_scope) if auth is not None else None
+
+
+class AuthHeaders:
+    """The headers an Azure-served kind sends on every call: static ones (with the api key, if any),
+    plus `Authorization: Bearer` with a fresh Entra ID token when the provider uses Entra ID."""
+
+    __slots__ = ("static", "_entra")
+
+    def __init__(self, static: dict[str, str], entra: EntraTokens | None) -> None:
+        self.static = static
+        self._entra = entra
+
+    async def get(self) -> dict[str, str]:
+        if self._entra is None:
+            return self.static
+        return {**self.static, "authorization": f"Bearer {await self._entra.bearer()}"}
+
+    async def close(self) -> None:
+        if self._entra is not None:
+            await self._entra.close()

@@ -28,7 +28,7 @@ from ..base import (
     Classified,
     UpstreamRequest,
 )
-from ..entra import EntraTokens
+from ..entra import AuthHeaders, EntraTokens, entra_tokens
 from ..errors import retry_after_seconds
 from . import DEFAULT_ENDPOINT, FOUNDRY, KIND, response
 from .request import build_body
@@ -112,21 +112,16 @@ class AnthropicAdapter(AdapterBase):
             base += "/anthropic"
         # Accept both `https://api.anthropic.com` and `.../v1` as the configured endpoint.
         self.url = base + ("/messages" if base.endswith("/v1") else "/v1/messages")
-        self._entra = entra
-        self._headers = {"content-type": "application/json", "anthropic-version": version}
+        static = {"content-type": "application/json", "anthropic-version": version}
         if api_key:
             # Foundry authenticates its Anthropic endpoint with x-api-key too (the anthropic SDK's
             # AnthropicFoundry sends it, and api-key only for older resources).
-            self._headers["x-api-key"] = api_key
-
-    async def _request_headers(self) -> dict[str, str]:
-        if self._entra is None:
-            return self._headers
-        return {**self._headers, "authorization": f"Bearer {await self._entra.bearer()}"}
+            static["x-api-key"] = api_key
+        self._auth = AuthHeaders(static, entra)
 
     async def chat_request(self, parsed: ParsedChat, upstream_model: str) -> UpstreamRequest:
         body, dropped = build_body(parsed, upstream_model)
-        return UpstreamRequest(self.url, await self._request_headers(), _encode(body), dropped)
+        return UpstreamRequest(self.url, await self._auth.get(), _encode(body), dropped)
 
     async def embeddings_request(self, parsed: ParsedEmbeddings, upstream_model: str) -> UpstreamRequest:
         raise bad_request(
@@ -148,15 +143,14 @@ class AnthropicAdapter(AdapterBase):
         return classify(status, headers, body)
 
     async def close(self) -> None:
-        if self._entra is not None:
-            await self._entra.close()
+        await self._auth.close()
 
 
 def build(name: str, provider: Provider, stored_key: str | None = None) -> AnthropicAdapter:
     where = f"providers.{name}.auth"
     api_key = api_key_of(provider, stored_key, what=f"{where}.api_key_env")
     kind = FOUNDRY if provider.kind == FOUNDRY.name else KIND
-    entra = EntraTokens(provider.auth.entra, f"{where}.entra", FOUNDRY_ENTRA_SCOPE) if provider.auth.entra else None
+    entra = entra_tokens(provider.auth.entra, where, FOUNDRY_ENTRA_SCOPE)
     return AnthropicAdapter(
         kind.endpoint(provider), api_key, provider.api_version or DEFAULT_VERSION, kind=kind.name, entra=entra
     )

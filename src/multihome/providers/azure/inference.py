@@ -20,7 +20,7 @@ from ...schema.chat import ParsedChat
 from ...schema.embeddings import ParsedEmbeddings
 from ..api_key import api_key_of
 from ..base import UpstreamRequest
-from ..entra import EntraTokens
+from ..entra import AuthHeaders, EntraTokens, entra_tokens
 from ..passthrough import PassThrough, passthrough_body, wants_stream_usage
 from . import INFERENCE
 from .adapter import ENTRA_SCOPE, AzureAdapter
@@ -43,37 +43,31 @@ class AzureInferenceAdapter(PassThrough):
     def __init__(self, endpoint: str, api_version: str, api_key: str | None, entra: EntraTokens | None) -> None:
         self.base = inference_base(endpoint)
         self._query = f"?api-version={api_version}"
-        self._entra = entra
-        self._static = {"content-type": "application/json", "extra-parameters": "pass-through"}
+        static = {"content-type": "application/json", "extra-parameters": "pass-through"}
         if api_key:
-            self._static["api-key"] = api_key
-            self._static["authorization"] = f"Bearer {api_key}"
-
-    async def _headers(self) -> dict[str, str]:
-        if self._entra is None:
-            return self._static
-        return {**self._static, "authorization": f"Bearer {await self._entra.bearer()}"}
+            static["api-key"] = api_key
+            static["authorization"] = f"Bearer {api_key}"
+        self._auth = AuthHeaders(static, entra)
 
     async def chat_request(self, parsed: ParsedChat, upstream_model: str) -> UpstreamRequest:
         body = passthrough_body(parsed.raw, upstream_model, stream_usage=wants_stream_usage(parsed))
-        return UpstreamRequest(f"{self.base}/chat/completions{self._query}", await self._headers(), body)
+        return UpstreamRequest(f"{self.base}/chat/completions{self._query}", await self._auth.get(), body)
 
     async def embeddings_request(self, parsed: ParsedEmbeddings, upstream_model: str) -> UpstreamRequest:
         body = passthrough_body(parsed.raw, upstream_model)
-        return UpstreamRequest(f"{self.base}/embeddings{self._query}", await self._headers(), body)
+        return UpstreamRequest(f"{self.base}/embeddings{self._query}", await self._auth.get(), body)
 
     # Foundry's content safety opens streams with the same prompt-filter-only chunk as Azure OpenAI.
     skip_stream_chunk = AzureAdapter.skip_stream_chunk
 
     async def close(self) -> None:
-        if self._entra is not None:
-            await self._entra.close()
+        await self._auth.close()
 
 
 def build(name: str, provider: Provider, stored_key: str | None = None) -> AzureInferenceAdapter:
     where = f"providers.{name}.auth"
     api_key = api_key_of(provider, stored_key, what=f"{where}.api_key_env")
-    entra = EntraTokens(provider.auth.entra, f"{where}.entra", ENTRA_SCOPE) if provider.auth.entra else None
+    entra = entra_tokens(provider.auth.entra, where, ENTRA_SCOPE)
     return AzureInferenceAdapter(
         INFERENCE.endpoint(provider), provider.api_version or DEFAULT_API_VERSION, api_key, entra
     )

@@ -19,7 +19,7 @@ from ..app import CHAT, EMBEDDINGS, Reply, Route
 from ..errors import ErrorSpec
 from ..faults import Fault
 from ..http import Request
-from .api import AzureApp
+from .api import BAD_KEY, BAD_TOKEN, NO_CREDENTIALS, AzureApp
 
 _OPS = {b"/chat/completions": CHAT, b"/embeddings": EMBEDDINGS}
 # ChatCompletionsOptions and EmbeddingsOptions of api-version 2024-05-01-preview.
@@ -68,33 +68,15 @@ class AzureInferenceApp(AzureApp):
         key = headers.get(b"api-key")
         bearer = headers.get(b"authorization")
         if key is None and bearer is None:
-            return ErrorSpec(
-                401,
-                "Access denied due to missing subscription key or Authorization token. Make sure to include an "
-                "api-key header or an Authorization bearer token.",
-                None,
-                "401",
-            )
+            return NO_CREDENTIALS
         if key is not None and (not key or (self._api_key is not None and key != self._api_key)):
-            return ErrorSpec(
-                401,
-                "Access denied due to invalid subscription key or wrong API endpoint. Make sure to provide a valid "
-                "key for an active subscription and use a correct regional API endpoint for your resource.",
-                None,
-                "401",
-            )
+            return BAD_KEY
         if bearer is not None:
             token = bearer[7:] if bearer.startswith(b"Bearer ") else b""
             # A serverless endpoint takes its key as a bearer token; a resource takes an Entra ID token.
             accepted = {t for t in (self._api_key, self._entra and self._entra[7:]) if t}
             if not token or (accepted and token not in accepted):
-                return ErrorSpec(
-                    401,
-                    "Unauthorized. Access token is missing, invalid, audience is incorrect "
-                    "(https://cognitiveservices.azure.com), or have expired.",
-                    None,
-                    "PermissionDenied",
-                )
+                return BAD_TOKEN
         return None
 
     def unknown_model(self, name: str) -> ErrorSpec:
