@@ -23,7 +23,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--port", type=int, default=0, help="0 picks a free port (see the READY line)")
     p.add_argument("--api-key-env", metavar="VAR", help="require the API key held in this environment variable")
     p.add_argument(
-        "--entra-token-env", metavar="VAR", help="azure, foundry_anthropic: require this bearer token (env var name)"
+        "--entra-token-env",
+        metavar="VAR",
+        help="azure, foundry_anthropic, azure_inference: require this bearer token (env var name)",
     )
     p.add_argument("--region", default="eastus", help="azure: x-ms-region header; bedrock/vertex: the region served")
     p.add_argument("--aws-access-key-id-env", metavar="VAR", help="bedrock: verify SigV4 against this access key id")
