@@ -87,6 +87,13 @@ def test_extra_parameters_follow_the_header(sim, mode, status):
         assert "logprobs" in r.json()["error"]["message"]
 
 
+def test_an_allowed_extra_parameter_is_not_cached_for_a_call_without_the_header(sim):
+    body = {"model": MODEL, "messages": HI, "logprobs": True}
+    url = sim.url + "/models/chat/completions" + Q
+    assert httpx.post(url, json=body, headers={"api-key": KEY, "extra-parameters": "pass-through"}).status_code == 200
+    assert httpx.post(url, json=body, headers={"api-key": KEY}).status_code == 422
+
+
 def test_sdk_wrong_credentials_and_unknown_models(sim):
     with pytest.raises(ClientAuthenticationError):
         _chat(sim, AzureKeyCredential("wrong")).complete(model=MODEL, messages=HI)

@@ -82,6 +82,12 @@ class AzureInferenceApp(AzureApp):
     def unknown_model(self, name: str) -> ErrorSpec:
         return ErrorSpec(400, f"Unknown model: {name}", None, "unknown_model")
 
+    def _remember(self, req: Request, model: str | None, stream: bool, payload: bytes) -> None:
+        # The reply cache is keyed by URL and body; a reply that `extra-parameters` allowed must not
+        # answer the same body sent later without the header (which is refused).
+        if b"extra-parameters" not in req.headers:
+            super()._remember(req, model, stream, payload)
+
     def _prepare(self, req: Request, route: Route, body: Any, model: str | None, fault: Fault | None) -> Reply:
         if route.op in _KNOWN and isinstance(body, dict):
             extra = sorted(set(body) - _KNOWN[route.op])
