@@ -183,6 +183,7 @@ def build_app(config: Config, config_path: str | None = None) -> Gateway:
             after_change=after_change,
             crypto=crypto,
             retention=config.responses.retention,
+            background=background,
             reload=live.reload_everywhere if config_path is not None else None,
         )
     )

@@ -47,6 +47,8 @@ SECRETS = {
     "CF_VERTEX_TOKEN": "ya29.cf-vertex-token-555",
     "CF_AWS_AKID": "AKIDCONFORMANCE0001",
     "CF_AWS_SECRET": "cf-aws-secret-access-key-666",
+    "CF_FOUNDRY_KEY": "cf-foundry-secret-777",
+    "CF_INFERENCE_KEY": "cf-inference-secret-888",
     "CF_WRONG_KEY": "cf-not-the-right-key-000",
 }
 SA_EMAIL = "conformance@proj-1.iam.gserviceaccount.com"
@@ -134,6 +136,24 @@ TARGETS: list[Target] = [
         "anthropic.claude-fo-v1:0",
         "cohere.embed-english-v3",
         gaps={"image_https_url": "Bedrock Converse takes image bytes only; it does not fetch URLs"},
+    ),
+    Target(
+        "foundry_anthropic",
+        ("--api-key-env", "CF_FOUNDRY_KEY"),
+        '{{kind: foundry_anthropic, endpoint: "{url}", data_zone: US, auth: {{api_key_env: CF_FOUNDRY_KEY}}}}',
+        '{{kind: foundry_anthropic, endpoint: "{url}", data_zone: US, auth: {{api_key_env: CF_WRONG_KEY}}}}',
+        "claude-sonnet-4-5",
+        "claude-fo",
+        gaps={"embeddings": "Claude on Foundry is the Messages API only: Anthropic has no embeddings API"},
+    ),
+    Target(
+        "azure_inference",
+        ("--api-key-env", "CF_INFERENCE_KEY"),
+        '{{kind: azure_inference, endpoint: "{url}/models", auth: {{api_key_env: CF_INFERENCE_KEY}}}}',
+        '{{kind: azure_inference, endpoint: "{url}/models", auth: {{api_key_env: CF_WRONG_KEY}}}}',
+        "Llama-3.3-70B-Instruct",
+        "llama-fo",
+        "Cohere-embed-v3-english",
     ),
 ]
 TARGET_NAMES = [t.name for t in TARGETS]

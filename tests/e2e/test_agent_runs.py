@@ -207,3 +207,46 @@ def test_cancel_stops_a_background_run_between_its_steps(world):
     assert all(i.type != "mcp_call" or i.output for i in final.output)  # never a call without its result
     time.sleep(1.5)
     assert len(lines(log)) == ran
+
+
+def test_operators_see_runs_and_cancel_them_through_the_admin_api_and_the_cli(world, monkeypatch, capsys):
+    tmp, sim, server, start = world
+    gateway = start()
+    tenant, key = setup_tenant(gateway, server)
+    other, _ = setup_tenant(gateway, server, "globex")
+    client = openai.OpenAI(base_url=gateway.url + "/v1", api_key=key, max_retries=0, timeout=30)
+    tool = {"type": "mcp", "server_label": "tools", "server_url": server.url, "allowed_tools": ["slow"]}
+    secret = "steps=6 the-private-question-7f3a"
+    run = client.responses.create(model="gpt", input=secret, tools=[tool], background=True)
+    plain = client.responses.create(model="gpt", input="no tools", background=True)  # not an agent run
+    until(lambda: len(lines(tmp / "calls.jsonl")) >= 1, what="the first slow call")
+    with admin(gateway) as http:
+        listed = http.get(f"/admin/v1/tenants/{tenant}/runs").json()
+        assert [r["id"] for r in listed["data"]] == [run.id] and plain.id not in json.dumps(listed)
+        view = listed["data"][0]
+        assert view["servers"] == ["tools"] and view["status"] == "in_progress" and view["job"]["status"] == "running"
+        one = http.get(f"/admin/v1/tenants/{tenant}/runs/{run.id}").json()
+        assert any(s["action"] == "model_call" for s in one["steps_recorded"])
+        assert secret not in json.dumps(one)  # counts, names and hashes; never content
+        assert http.get(f"/admin/v1/tenants/{other}/runs/{run.id}").status_code == 404  # another tenant's: none
+        assert http.get(f"/admin/v1/tenants/{tenant}/runs/{plain.id}").status_code == 404
+
+    from multihome.cli.main import main
+
+    monkeypatch.setenv("MULTIHOME_URL", gateway.url)
+    monkeypatch.setenv("MULTIHOME_ADMIN_KEY", ADMIN_KEY)
+    assert main(["runs", "list", "--tenant", tenant]) == 0
+    assert run.id in capsys.readouterr().out
+    assert main(["runs", "cancel", run.id, "--tenant", tenant]) == 0
+    assert "cancelled" in capsys.readouterr().out
+    assert client.responses.retrieve(run.id).status == "cancelled"
+    with admin(gateway) as http:  # a finished run is still listed, with its counters
+        after = http.get(f"/admin/v1/tenants/{tenant}/runs").json()["data"]
+        assert [(r["id"], r["status"]) for r in after] == [(run.id, "cancelled")] and after[0]["steps"] >= 1
+    events = [
+        json.loads(line)
+        for path in (tmp / "audit").glob("chn_*.jsonl")
+        if not path.name.endswith(".checkpoints.jsonl")
+        for line in path.read_text().splitlines()
+    ]
+    assert any(e["kind"] == "admin_change" and e["body"].get("action") == "run.cancel" for e in events)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlparse
 
@@ -52,14 +54,28 @@ class _TokenEndpoint(BaseHTTPRequestHandler):
         pass
 
 
-@pytest.fixture
-def token_endpoint():
+@contextmanager
+def managed_identity() -> Iterator[dict[str, str]]:
+    """A managed-identity token endpoint serving TOKEN; yields the environment that points
+    azure-identity's DefaultAzureCredential at it (other e2e modules use it for their Entra providers)."""
     server = ThreadingHTTPServer(("127.0.0.1", 0), _TokenEndpoint)
     _TokenEndpoint.calls = []
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}/msi/token"
-    server.shutdown()
+    try:
+        yield {
+            "IDENTITY_ENDPOINT": f"http://127.0.0.1:{server.server_address[1]}/msi/token",
+            "IDENTITY_HEADER": IDENTITY_HEADER,
+        }
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.fixture
+def token_endpoint():
+    with managed_identity() as env:
+        yield env["IDENTITY_ENDPOINT"]
 
 
 def _entra_gateway(sim, token_endpoint: str, tmp_path) -> Gateway:

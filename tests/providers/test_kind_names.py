@@ -35,7 +35,7 @@ SRC = Path(__file__).resolve().parents[2] / "src" / "multihome"
 OWNERS = ("providers/", "simulators/")
 # module (relative to src/multihome) -> why it may name kinds
 ALLOWED = {
-    "demo.py": "builds the demo's own config and simulators (an Azure and an OpenAI one), like a YAML file would",
+    "demo/__init__.py": "builds the demo's own config and simulators (an Azure and an OpenAI one), like a YAML file would",
     # KMS backends, not provider kinds: Azure Key Vault shares the word "azure" with Azure OpenAI.
     "config/kms.py": "names the KMS backends (local, aws, vault, azure)",
     "crypto/envelope.py": "numbers the KMS backends in the ciphertext header",

@@ -61,8 +61,13 @@ def _config(provider: str) -> str:
         ("{kind: bedrock}", "providers.p.region: required for kind 'bedrock'"),
         ("{kind: vertex, project: x}", "providers.p.region: required for kind 'vertex'"),
         ("{kind: vertex, region: us-central1}", "providers.p.project: required for kind 'vertex'"),
-        ('{kind: openai, endpoint: "https://x", auth: {entra: {}}}', "providers.p.auth.entra: only for kind azure"),
+        (
+            '{kind: openai, endpoint: "https://x", auth: {entra: {}}}',
+            "providers.p.auth.entra: only for kind azure or foundry_anthropic or azure_inference",
+        ),
         ("{kind: anthropic, auth: {aws: {}}}", "providers.p.auth.aws: only for kind bedrock"),
+        ("{kind: foundry_anthropic}", "providers.p.endpoint: required for kind 'foundry_anthropic'"),
+        ("{kind: azure_inference}", "providers.p.endpoint: required for kind 'azure_inference'"),
         ("{kind: gemini, auth: {google: {}}}", "providers.p.auth.google: only for kind vertex"),
         (
             "{kind: vertex, region: r, project: x, auth: {api_key_env: K}}",

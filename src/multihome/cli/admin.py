@@ -1,4 +1,4 @@
-"""`multihome tenants|teams|keys|policy|budgets|entitlements|token-revocations|mcp-servers|usage`: the admin API
+"""`multihome tenants|teams|keys|policy|budgets|entitlements|token-revocations|mcp-servers|runs|usage`: the admin API
 from a shell.
 
 Talks to a running gateway (`--url`, default $MULTIHOME_URL or http://127.0.0.1:4000) with an
@@ -17,6 +17,7 @@ import datetime as dt
 import json
 import os
 import sys
+import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -536,6 +537,35 @@ def _mcp_remove(a: argparse.Namespace, api: Admin) -> None:
     _done(a, out, f"removed MCP server {a.name}")
 
 
+# -- agent runs (docs/agents.md) ----------------------------------------------------------------------
+def _runs_list(a: argparse.Namespace, api: Admin) -> None:
+    data = _fetch(a, api, "list_agent_runs", {"limit": a.limit, "after": a.after})
+    if data is not None:
+        rows = [
+            (
+                r["id"],
+                r["status"],
+                time.strftime("%Y-%m-%d %H:%M", time.gmtime(r["created_at"])),
+                ", ".join(r["servers"]),
+                str(r["steps"]),
+                str(r["tool_calls"]),
+                r["spent"],
+                (r["job"] or {}).get("status", "-"),
+            )
+            for r in data
+        ]
+        print(table(["run", "status", "created (UTC)", "servers", "steps", "tool calls", "spent", "job"], rows), end="")
+
+
+def _runs_show(a: argparse.Namespace, api: Admin) -> None:
+    print_json(api.call("get_agent_run", tenant=api.tenant(a.tenant), id=a.id))
+
+
+def _runs_cancel(a: argparse.Namespace, api: Admin) -> None:
+    out = api.call("cancel_agent_run", tenant=api.tenant(a.tenant), id=a.id)
+    _done(a, out, f"run {a.id}: {out['status']}")
+
+
 # -- usage ---------------------------------------------------------------------------------------
 def _usage(a: argparse.Namespace, api: Admin) -> None:
     tenant = api.tenant(a.tenant)
@@ -765,6 +795,13 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         c.add_argument("--headers-stdin", action="store_true", help="read `Name: value` header lines from stdin")
         c.add_argument("--no-headers", action="store_true", help="send no headers (update: remove them all)")
     command(ms, "remove", _mcp_remove, "remove an MCP server: requests can no longer reach it").add_argument("name")
+
+    rn = group("runs", "agent runs: background responses with mcp tools (docs/agents.md)")
+    c = command(rn, "list", _runs_list, "the tenant's agent runs, newest first (never content)")
+    c.add_argument("--limit", help="1-100 (default 20)")
+    c.add_argument("--after", help="the id of the last run seen")
+    command(rn, "show", _runs_show, "one run with its steps from the audit trail, as JSON").add_argument("id")
+    command(rn, "cancel", _runs_cancel, "cancel a run: it stops at its next checkpoint").add_argument("id")
 
     u = _common(
         sub.add_parser("usage", help="spend and tokens by tenant, key, team, model group or deployment"), tenant=None

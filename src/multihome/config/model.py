@@ -36,7 +36,9 @@ class EntraAuth(Strict):
     tenant_id_env: str | None = None
     client_id_env: str | None = None
     client_secret_env: str | None = None
-    scope: str = "https://cognitiveservices.azure.com/.default"
+    # The token's scope; unset: the kind's own (Azure OpenAI: https://cognitiveservices.azure.com/.default,
+    # Claude on Foundry: https://ai.azure.com/.default).
+    scope: str | None = None
 
 
 class AwsAuth(Strict):
@@ -97,6 +99,9 @@ class Deployment(Strict):
     max_output_tokens: PositiveCount | None = None
     price: Price | None = None
     commitment: str | None = None  # committed-spend pool this deployment draws on
+    # The data zone of this deployment when it differs from its provider's: one Foundry or Azure
+    # resource holds Global and Data Zone deployments side by side (docs/translation/foundry.md).
+    data_zone: str | None = None
     # How a Responses API call reaches this deployment: "native" sends the whole context to the
     # provider's own Responses API with store: false when its kind has one (openai, azure), else the
     # call is translated to a chat call; "translated" always translates (docs/responses.md).

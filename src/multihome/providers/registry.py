@@ -18,7 +18,16 @@ if TYPE_CHECKING:  # config imports this registry: importing config back at run 
     from ..config import Provider
     from .base import Adapter
 
-KINDS: tuple[ProviderKind, ...] = (openai.KIND, azure.KIND, bedrock.KIND, anthropic.KIND, gemini.KIND, gemini.VERTEX)
+KINDS: tuple[ProviderKind, ...] = (
+    openai.KIND,
+    azure.KIND,
+    bedrock.KIND,
+    anthropic.KIND,
+    gemini.KIND,
+    gemini.VERTEX,
+    anthropic.FOUNDRY,
+    azure.INFERENCE,
+)
 BY_NAME: dict[str, ProviderKind] = {kind.name: kind for kind in KINDS}
 NAMES: tuple[str, ...] = tuple(BY_NAME)
 

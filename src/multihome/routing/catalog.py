@@ -155,7 +155,7 @@ def _runtime(
             upstream_model=dep.model,
             capabilities=frozenset(dep.capabilities),
             region=config.providers[dep.provider].region,
-            data_zone=config.providers[dep.provider].data_zone,
+            data_zone=dep.data_zone or config.providers[dep.provider].data_zone,
             context_window=dep.context_window,
             max_output_tokens=dep.max_output_tokens,
             price=dep.price,

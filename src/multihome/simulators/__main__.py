@@ -22,7 +22,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=0, help="0 picks a free port (see the READY line)")
     p.add_argument("--api-key-env", metavar="VAR", help="require the API key held in this environment variable")
-    p.add_argument("--entra-token-env", metavar="VAR", help="azure: require this bearer token (env var name)")
+    p.add_argument(
+        "--entra-token-env",
+        metavar="VAR",
+        help="azure, foundry_anthropic, azure_inference: require this bearer token (env var name)",
+    )
     p.add_argument("--region", default="eastus", help="azure: x-ms-region header; bedrock/vertex: the region served")
     p.add_argument("--aws-access-key-id-env", metavar="VAR", help="bedrock: verify SigV4 against this access key id")
     p.add_argument("--aws-secret-access-key-env", metavar="VAR", help="bedrock: ... and this secret access key")

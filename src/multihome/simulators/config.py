@@ -17,7 +17,8 @@ class SimulatorConfig:
     # openai kind: required `Authorization: Bearer <api_key>` when set.
     # azure kind: required `api-key: <api_key>` when set (a bearer token is the alternative).
     api_key: str | None = None
-    # azure kind: when set, a bearer token must equal it; otherwise any non-empty token passes.
+    # azure, foundry_anthropic kinds: when set, a bearer token must equal it; otherwise any non-empty
+    # token passes. foundry_anthropic: api_key is the Azure key, in x-api-key or api-key.
     entra_token: str | None = None
     region: str = "eastus"
     # bedrock kind: SigV4 signatures are verified against this key pair.

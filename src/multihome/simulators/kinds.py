@@ -15,5 +15,7 @@ APPS: dict[str, str] = {
     "anthropic": "anthropic.api:AnthropicApp",
     "gemini": "gemini.api:GeminiApp",
     "vertex": "gemini.api:GeminiApp",  # the same Google API; the app tells the two apart by kind
+    "foundry_anthropic": "anthropic.foundry:FoundryAnthropicApp",  # Anthropic's API under a Foundry resource
+    "azure_inference": "azure.inference:AzureInferenceApp",  # Foundry's model catalogue, OpenAI-shaped
 }
 KINDS: tuple[str, ...] = tuple(APPS)

@@ -18,6 +18,7 @@ from . import (
     mcp_servers,
     policies,
     revocations,
+    runs,
     state,
     tenancy,
     usage,
@@ -39,6 +40,7 @@ RESOURCES = {
     "mcp_servers": mcp_servers,
     "state": state,
     "config": config_reload,
+    "runs": runs,
 }
 ROUTES: tuple[Route, ...] = tuple(route for module in RESOURCES.values() for route in module.ROUTES)
 BY_NAME: dict[str, Route] = {route.name: route for route in ROUTES}

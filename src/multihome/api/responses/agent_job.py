@@ -58,8 +58,7 @@ async def run_agent(runner: Runner, record: StoredResponse, req: CreateResponse,
         events = split_events(b"".join(pending), run.conv) if pending else []
         pending.clear()
         snapshot = shell.render("in_progress", run.output, run.journal.usage)
-        background = {**info, "agent": msgspec.to_builtins(run.journal)}
-        current = replace(record, status="in_progress", response=snapshot, background=background)
+        current = replace(with_journal(record, run.journal), status="in_progress", response=snapshot)
         done = await bg.progress(current, events, status="in_progress")
         runner.feed.publish(record.id)
         return done
@@ -72,7 +71,8 @@ async def run_agent(runner: Runner, record: StoredResponse, req: CreateResponse,
         append = (
             [*record.input, *response["output"]] if record.conversation_id and response["status"] != "failed" else []
         )
-        final = replace(record, status=response["status"], response=response, background=runner.done(record))
+        done = runner.done(with_journal(record, run.journal))
+        final = replace(record, status=response["status"], response=response, background=done)
         if not await bg.finish(final, events, append):
             raise Stopped()
 
@@ -126,9 +126,14 @@ async def run_agent(runner: Runner, record: StoredResponse, req: CreateResponse,
         # Cancelled (seen at a checkpoint, or at a lease renewal while a step or tool ran) or deleted:
         # a cancelled response gets the output this run had made, and the cancel stops waiting for it.
         with contextlib.suppress(Exception):
-            await asyncio.shield(_hand_over(runner, record, run.output))
+            await asyncio.shield(_hand_over(runner, with_journal(record, run.journal), run.output))
         if isinstance(exc, asyncio.CancelledError):
             raise
+
+
+def with_journal(record: StoredResponse, journal: Journal) -> StoredResponse:
+    """The record with the run's journal as it is now (what its final form keeps of it: the counters)."""
+    return replace(record, background={**(record.background or {}), "agent": msgspec.to_builtins(journal)})
 
 
 async def _hand_over(runner: Runner, record: StoredResponse, output: list[dict[str, Any]]) -> None:

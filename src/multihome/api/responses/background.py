@@ -181,11 +181,14 @@ class Background:
         await send_sse(call, receive, send, events)
 
     async def cancel(self, call: Call, send: Send, found: StoredResponse) -> None:
+        """`POST /v1/responses/{id}/cancel` on a background response."""
+        await answer(call, send, await self.cancel_response(found))
+
+    async def cancel_response(self, found: StoredResponse) -> dict[str, Any]:
         """Cancel a background response (idempotent): `cancelled` at once, with the output its run had
-        produced when it is handed over within a moment."""
+        produced when it is handed over within a moment; the response as it then is."""
         if found.status not in OPEN:
-            await answer(call, send, found.response)
-            return
+            return found.response
         cancelled = {k: v for k, v in found.response.items() if k != "usage"}  # a cancelled turn reports none
         cancelled["status"] = "cancelled"
         now, running = await stored(self._bg().cancel(found, cancelled))
@@ -200,7 +203,7 @@ class Background:
                     break
                 await asyncio.sleep(0.05)
         self.feed.publish(found.id)
-        await answer(call, send, now.response)
+        return now.response
 
     # -- retention -------------------------------------------------------------------------------------
     async def _schedule_sweeps(self) -> None:

@@ -261,9 +261,14 @@ class Runner:
 
 
 def _done(record: StoredResponse) -> dict[str, Any]:
-    """What a final response keeps of its run: whether it streamed (resuming needs it), not the request."""
+    """What a final response keeps of its run: whether it streamed (resuming needs it), an agent run's
+    counters (the admin API's run views), not the request."""
     info = record.background or {}
-    return {"stream": info.get("stream", False), "request_id": info.get("request_id"), "final": True}
+    done = {"stream": info.get("stream", False), "request_id": info.get("request_id"), "final": True}
+    journal = info.get("agent")
+    if journal:
+        done["agent"] = {k: journal[k] for k in ("started_at", "steps", "calls", "usage", "spent") if k in journal}
+    return done
 
 
 def _scope(info: dict[str, Any]) -> dict[str, Any]:

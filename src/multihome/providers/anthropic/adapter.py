@@ -1,4 +1,5 @@
-"""Anthropic Messages API (`POST {endpoint}/v1/messages`) as an upstream for OpenAI chat calls.
+"""Anthropic Messages API (`POST {endpoint}/v1/messages`) as an upstream for OpenAI chat calls,
+on Anthropic's API or on a Microsoft Foundry resource (`POST {resource}/anthropic/v1/messages`).
 
 Translation lives beside this file: request.py (OpenAI -> Anthropic body), response.py
 (message -> chat.completion), stream.py (SSE events -> chunks).
@@ -27,12 +28,16 @@ from ..base import (
     Classified,
     UpstreamRequest,
 )
+from ..entra import AuthHeaders, EntraTokens, entra_tokens
 from ..errors import retry_after_seconds
-from . import DEFAULT_ENDPOINT, KIND, response
+from . import DEFAULT_ENDPOINT, FOUNDRY, KIND, response
 from .request import build_body
 from .stream import AnthropicStreamDecoder
 
 DEFAULT_VERSION = "2023-06-01"
+# Entra ID scope of a Foundry resource's Anthropic endpoint when the config names none (the scope
+# the anthropic SDK's AnthropicFoundry docs use).
+FOUNDRY_ENTRA_SCOPE = "https://ai.azure.com/.default"
 _encode = msgspec.json.encode
 
 
@@ -90,17 +95,33 @@ class AnthropicAdapter(AdapterBase):
             }
         )
 
-    def __init__(self, endpoint: str | None, api_key: str | None, version: str) -> None:
+    def __init__(
+        self,
+        endpoint: str | None,
+        api_key: str | None,
+        version: str,
+        *,
+        kind: str = KIND.name,
+        entra: EntraTokens | None = None,
+    ) -> None:
+        self.kind = kind
         base = (endpoint or DEFAULT_ENDPOINT).rstrip("/")
+        if kind == FOUNDRY.name and not base.endswith(("/anthropic", "/anthropic/v1")):
+            # A Foundry resource URL (https://<resource>.services.ai.azure.com) serves Claude under
+            # /anthropic/; the SDK's base_url form, which already ends in /anthropic, is taken as is.
+            base += "/anthropic"
         # Accept both `https://api.anthropic.com` and `.../v1` as the configured endpoint.
         self.url = base + ("/messages" if base.endswith("/v1") else "/v1/messages")
-        self._headers = {"content-type": "application/json", "anthropic-version": version}
+        static = {"content-type": "application/json", "anthropic-version": version}
         if api_key:
-            self._headers["x-api-key"] = api_key
+            # Foundry authenticates its Anthropic endpoint with x-api-key too (the anthropic SDK's
+            # AnthropicFoundry sends it, and api-key only for older resources).
+            static["x-api-key"] = api_key
+        self._auth = AuthHeaders(static, entra)
 
     async def chat_request(self, parsed: ParsedChat, upstream_model: str) -> UpstreamRequest:
         body, dropped = build_body(parsed, upstream_model)
-        return UpstreamRequest(self.url, self._headers, _encode(body), dropped)
+        return UpstreamRequest(self.url, await self._auth.get(), _encode(body), dropped)
 
     async def embeddings_request(self, parsed: ParsedEmbeddings, upstream_model: str) -> UpstreamRequest:
         raise bad_request(
@@ -121,7 +142,15 @@ class AnthropicAdapter(AdapterBase):
     def classify_error(self, status: int, headers: Mapping[str, str], body: bytes) -> Classified:
         return classify(status, headers, body)
 
+    async def close(self) -> None:
+        await self._auth.close()
+
 
 def build(name: str, provider: Provider, stored_key: str | None = None) -> AnthropicAdapter:
-    api_key = api_key_of(provider, stored_key, what=f"providers.{name}.auth.api_key_env")
-    return AnthropicAdapter(KIND.endpoint(provider), api_key, provider.api_version or DEFAULT_VERSION)
+    where = f"providers.{name}.auth"
+    api_key = api_key_of(provider, stored_key, what=f"{where}.api_key_env")
+    kind = FOUNDRY if provider.kind == FOUNDRY.name else KIND
+    entra = entra_tokens(provider.auth.entra, where, FOUNDRY_ENTRA_SCOPE)
+    return AnthropicAdapter(
+        kind.endpoint(provider), api_key, provider.api_version or DEFAULT_VERSION, kind=kind.name, entra=entra
+    )

@@ -15,9 +15,12 @@ from ...schema.embeddings import ParsedEmbeddings
 from ...schema.peek import ResponsePeek
 from ..api_key import api_key_of
 from ..base import UpstreamRequest
+from ..entra import AuthHeaders, EntraTokens, entra_tokens
 from ..passthrough import PassThrough, passthrough_body, responses_body, wants_stream_usage
 from . import KIND
-from .auth import EntraTokens
+
+# The Entra ID scope of Azure OpenAI when the config names none (protocols.md, Azure auth).
+ENTRA_SCOPE = "https://cognitiveservices.azure.com/.default"
 
 
 class AzureAdapter(PassThrough):
@@ -27,15 +30,10 @@ class AzureAdapter(PassThrough):
         self.base = endpoint.rstrip("/")
         self.v1 = api_version == "v1"
         self.api_version = api_version
-        self._entra = entra
-        self._static = {"content-type": "application/json"}
+        static = {"content-type": "application/json"}
         if api_key:
-            self._static["api-key"] = api_key
-
-    async def _auth_headers(self) -> dict[str, str]:
-        if self._entra is None:
-            return self._static
-        return {**self._static, "authorization": f"Bearer {await self._entra.bearer()}"}
+            static["api-key"] = api_key
+        self._auth = AuthHeaders(static, entra)
 
     def _url(self, deployment: str, operation: str) -> str:
         if self.v1:
@@ -44,18 +42,18 @@ class AzureAdapter(PassThrough):
 
     async def chat_request(self, parsed: ParsedChat, upstream_model: str) -> UpstreamRequest:
         body = passthrough_body(parsed.raw, upstream_model, stream_usage=wants_stream_usage(parsed))
-        return UpstreamRequest(self._url(upstream_model, "chat/completions"), await self._auth_headers(), body)
+        return UpstreamRequest(self._url(upstream_model, "chat/completions"), await self._auth.get(), body)
 
     async def responses_request(self, raw: dict[str, msgspec.Raw], upstream_model: str) -> UpstreamRequest:
         # The Responses API is served on the v1 form only, whatever api-version chat calls use; the body's
         # `model` names the deployment there.
         body, decoder = responses_body(raw, upstream_model)
         url = f"{self.base}/openai/v1/responses"
-        return UpstreamRequest(url, await self._auth_headers(), body, stream_decoder=decoder)
+        return UpstreamRequest(url, await self._auth.get(), body, stream_decoder=decoder)
 
     async def embeddings_request(self, parsed: ParsedEmbeddings, upstream_model: str) -> UpstreamRequest:
         body = passthrough_body(parsed.raw, upstream_model)
-        return UpstreamRequest(self._url(upstream_model, "embeddings"), await self._auth_headers(), body)
+        return UpstreamRequest(self._url(upstream_model, "embeddings"), await self._auth.get(), body)
 
     def skip_stream_chunk(self, peek: ResponsePeek) -> bool:
         # Azure's first chunk often carries only prompt_filter_results with `choices: []`;
@@ -63,12 +61,11 @@ class AzureAdapter(PassThrough):
         return not peek.choices and peek.usage is None and not peek.has_error
 
     async def close(self) -> None:
-        if self._entra is not None:
-            await self._entra.close()
+        await self._auth.close()
 
 
 def build(name: str, provider: Provider, stored_key: str | None = None) -> AzureAdapter:
     where = f"providers.{name}.auth"
     api_key = api_key_of(provider, stored_key, what=f"{where}.api_key_env")
-    entra = EntraTokens(provider.auth.entra, f"{where}.entra") if provider.auth.entra else None
+    entra = entra_tokens(provider.auth.entra, where, ENTRA_SCOPE)
     return AzureAdapter(KIND.endpoint(provider), provider.api_version or "2024-10-21", api_key, entra)

@@ -59,7 +59,7 @@ def _message_plan(reply: Reply) -> wire.MessagePlan:
 
 class AnthropicApp(ProviderApp):
     kind = "anthropic"
-    auth_headers = (b"x-api-key", b"authorization")
+    auth_headers: tuple[bytes, ...] = (b"x-api-key", b"authorization")
 
     def __init__(self, config: SimulatorConfig, state: SimState) -> None:
         super().__init__(config, state)

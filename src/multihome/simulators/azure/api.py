@@ -45,6 +45,28 @@ PROMPT_FILTER_HIT = {**PROMPT_FILTER_SAFE, "violence": {"filtered": True, "sever
 PROMPT_FILTER_RESULTS = [{"prompt_index": 0, "content_filter_results": PROMPT_FILTER_SAFE}]
 
 _NOT_FOUND = ErrorSpec(404, "Resource not found", None, "404")
+# What Azure's gateway answers for credentials it refuses (azure_inference's app shares them).
+BAD_KEY = ErrorSpec(
+    401,
+    "Access denied due to invalid subscription key or wrong API endpoint. Make sure to provide a valid key for an "
+    "active subscription and use a correct regional API endpoint for your resource.",
+    None,
+    "401",
+)
+BAD_TOKEN = ErrorSpec(
+    401,
+    "Unauthorized. Access token is missing, invalid, audience is incorrect (https://cognitiveservices.azure.com), "
+    "or have expired.",
+    None,
+    "PermissionDenied",
+)
+NO_CREDENTIALS = ErrorSpec(
+    401,
+    "Access denied due to missing subscription key or Authorization token. Make sure to include an api-key header "
+    "or an Authorization bearer token.",
+    None,
+    "401",
+)
 
 
 def _uuid(hexstr: str) -> str:
@@ -120,32 +142,13 @@ class AzureApp(ProviderApp):
         if key is not None:
             if key and (self._api_key is None or key == self._api_key):
                 return None
-            return ErrorSpec(
-                401,
-                "Access denied due to invalid subscription key or wrong API endpoint. Make sure to "
-                "provide a valid key for an active subscription and use a correct regional API endpoint "
-                "for your resource.",
-                None,
-                "401",
-            )
+            return BAD_KEY
         if bearer is not None:
             token_ok = bearer.startswith(b"Bearer ") and len(bearer) > 7
             if token_ok and (self._entra is None or bearer == self._entra):
                 return None
-            return ErrorSpec(
-                401,
-                "Unauthorized. Access token is missing, invalid, audience is incorrect "
-                "(https://cognitiveservices.azure.com), or have expired.",
-                None,
-                "PermissionDenied",
-            )
-        return ErrorSpec(
-            401,
-            "Access denied due to missing subscription key or Authorization token. Make sure to "
-            "include an api-key header or an Authorization bearer token.",
-            None,
-            "401",
-        )
+            return BAD_TOKEN
+        return NO_CREDENTIALS
 
     # -- shapes ----------------------------------------------------------------------------
     def error_payload(self, err: ErrorSpec) -> dict:
