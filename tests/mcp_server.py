@@ -131,7 +131,13 @@ class McpTestServer:
         server.page_size = page_size
         self._app = server.streamable_http_app(json_response=json_response, host="127.0.0.1")
         config = uvicorn.Config(
-            self._asgi, host="127.0.0.1", port=self.port, log_level="warning", lifespan="on", interface="asgi3"
+            self._asgi,
+            host="127.0.0.1",
+            port=self.port,
+            log_level="warning",
+            lifespan="on",
+            interface="asgi3",
+            timeout_graceful_shutdown=1,  # a client's open SSE stream must not hold a test's teardown for long
         )
         self._uvicorn = uvicorn.Server(config)
         self._thread = threading.Thread(target=self._uvicorn.run, name="mcp-test-server", daemon=True)
