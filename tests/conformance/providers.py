@@ -9,7 +9,7 @@ test_conformance.py fails when a registered kind has none, so adding a provider 
 more `Target` below (docs/adding-a-provider.md).
 
 `Stack` starts one simulator per target plus one OpenAI simulator (the failover backup), a local
-OAuth2 token endpoint for Vertex, an AWS credentials file for Bedrock, and one gateway whose
+OAuth2 token endpoint for Vertex (Claude on Vertex uses its simulator's own), an AWS credentials file for Bedrock, and one gateway whose
 config gives every target these model groups:
 
   <name>        its primary deployment alone (no failover: errors reach the client)
@@ -147,6 +147,18 @@ TARGETS: list[Target] = [
         gaps={"embeddings": "Claude on Foundry is the Messages API only: Anthropic has no embeddings API"},
     ),
     Target(
+        "vertex_anthropic",
+        # The simulator's own token endpoint grants tokens to JWTs this key signs ({tmp}: the stack's directory).
+        ("--region", "us-east5", "--google-public-key-file", "{tmp}/google-public.pem"),
+        '{{kind: vertex_anthropic, endpoint: "{url}", region: us-east5, project: proj-1, '
+        "auth: {{google: {{service_account_file_env: CF_VA_SA_FILE}}}}}}",
+        '{{kind: vertex_anthropic, endpoint: "{url}", region: us-east5, project: proj-1, '
+        "auth: {{google: {{service_account_file_env: CF_VA_SA_BAD_FILE}}}}}}",
+        "claude-sonnet-4-5@20250929",
+        "claude-fo@1",
+        gaps={"embeddings": "Claude on Vertex is the Messages API only: Anthropic has no embeddings API"},
+    ),
+    Target(
         "azure_inference",
         ("--api-key-env", "CF_INFERENCE_KEY"),
         '{{kind: azure_inference, endpoint: "{url}/models", auth: {{api_key_env: CF_INFERENCE_KEY}}}}',
@@ -234,8 +246,9 @@ class TokenEndpoint(ThreadingHTTPServer):
         self.uri = f"http://127.0.0.1:{self.server_address[1]}/token"
         threading.Thread(target=self.serve_forever, daemon=True).start()
 
-    def service_account(self, path: Path, trusted: bool) -> Path:
-        """A service-account JSON; an untrusted one is signed by a key the endpoint does not know."""
+    def service_account(self, path: Path, trusted: bool, token_uri: str | None = None) -> Path:
+        """A service-account JSON; an untrusted one is signed by a key the endpoint does not know.
+        `token_uri`: another endpoint trusting the same key (the vertex_anthropic simulator's)."""
         key = self.trusted if trusted else rsa.generate_private_key(public_exponent=65537, key_size=2048)
         pem = key.private_bytes(
             serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
@@ -249,7 +262,7 @@ class TokenEndpoint(ThreadingHTTPServer):
                     "private_key": pem,
                     "client_email": SA_EMAIL,
                     "client_id": "1",
-                    "token_uri": self.uri,
+                    "token_uri": token_uri or self.uri,
                 }
             )
         )
@@ -264,11 +277,22 @@ class Stack:
         self.tokens = TokenEndpoint()
         self.gateway: Gateway | None = None
         try:
+            (tmp / "google-public.pem").write_bytes(
+                self.tokens.public_key.public_bytes(
+                    serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+                )
+            )
             with ThreadPoolExecutor(len(TARGETS) + 1) as pool:  # each start is a Python process boot
-                jobs = {t.name: pool.submit(Simulator, t.name, t.sim_name, *t.sim_args, env=SECRETS) for t in TARGETS}
+                jobs = {
+                    t.name: pool.submit(
+                        Simulator, t.name, t.sim_name, *(a.format(tmp=tmp) for a in t.sim_args), env=SECRETS
+                    )
+                    for t in TARGETS
+                }
                 jobs["backup"] = pool.submit(Simulator, "openai", BACKUP_NAME)
                 for name, job in jobs.items():
                     self.sims[name] = job.result()
+            va_token_uri = self.sims["vertex_anthropic"].url + "/token"
             creds = tmp / "aws-credentials"
             creds.write_text(
                 f"[cf-good]\naws_access_key_id = {SECRETS['CF_AWS_AKID']}\naws_secret_access_key = {SECRETS['CF_AWS_SECRET']}\n"
@@ -278,6 +302,8 @@ class Stack:
                 **SECRETS,
                 "CF_SA_FILE": str(self.tokens.service_account(tmp / "sa.json", trusted=True)),
                 "CF_SA_BAD_FILE": str(self.tokens.service_account(tmp / "sa-bad.json", trusted=False)),
+                "CF_VA_SA_FILE": str(self.tokens.service_account(tmp / "va.json", True, va_token_uri)),
+                "CF_VA_SA_BAD_FILE": str(self.tokens.service_account(tmp / "va-bad.json", False, va_token_uri)),
                 # Bedrock: botocore's chain reads only this file (no ambient AWS identity, no IMDS).
                 "AWS_SHARED_CREDENTIALS_FILE": str(creds),
                 "AWS_CONFIG_FILE": str(tmp / "no-aws-config"),

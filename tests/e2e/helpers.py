@@ -23,6 +23,13 @@ def until(predicate: Callable[[], T], timeout: float = 60.0, what: str = "condit
     raise AssertionError(f"timed out waiting for {what}")
 
 
+def attempts(raw: object) -> list[tuple[str, str]]:
+    """(deployment, outcome) per attempt, from a raw response's `x-multihome-attempts` header."""
+    header = raw.headers["x-multihome-attempts"]  # type: ignore[attr-defined]
+    items = [part.split(";") for part in header.split(", ")]
+    return [(item[0], item[1].removeprefix("outcome=")) for item in items]
+
+
 def tenant_with_key(admin: httpx.Client, name: str, roles: tuple[str, ...] = ("member",)) -> tuple[str, str]:
     """A new tenant and an API key of it: (tenant id, key)."""
     resp = admin.post("/admin/v1/tenants", json={"name": name})

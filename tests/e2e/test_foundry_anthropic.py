@@ -14,6 +14,7 @@ import yaml
 
 from builders import deployment, group, simulated
 
+from .helpers import attempts
 from .processes import Gateway, Simulator
 from .test_entra import IDENTITY_HEADER, TOKEN, _TokenEndpoint, managed_identity
 
@@ -108,11 +109,6 @@ def client(stack) -> openai.OpenAI:
     return openai.OpenAI(base_url=stack[1].url + "/v1", api_key=CLIENT_KEY, max_retries=0, timeout=15)
 
 
-def _attempts(raw) -> list[tuple[str, str]]:
-    items = [part.split(";") for part in raw.headers["x-multihome-attempts"].split(", ")]
-    return [(item[0], item[1].removeprefix("outcome=")) for item in items]
-
-
 def test_chat_reaches_foundrys_messages_call_with_the_azure_key(client, sims):
     raw = client.chat.completions.with_raw_response.create(model="claude-foundry", messages=USER, max_tokens=50)
     reply = raw.parse()
@@ -140,12 +136,12 @@ def test_each_hop_of_anthropic_bedrock_foundry_failover(client, sims):
     sims["anthropic"].fault(status=529)
     raw = client.chat.completions.with_raw_response.create(model="claude", messages=USER)
     assert raw.headers["x-multihome-deployment"] == "claude@bedrock"
-    assert _attempts(raw) == [("claude@anthropic", "http_529"), ("claude@bedrock", "ok")]
+    assert attempts(raw) == [("claude@anthropic", "http_529"), ("claude@bedrock", "ok")]
 
     sims["bedrock-us"].fault(status=503)
     raw = client.chat.completions.with_raw_response.create(model="claude", messages=USER)
     assert raw.headers["x-multihome-deployment"] == "claude@foundry"
-    assert _attempts(raw) == [
+    assert attempts(raw) == [
         ("claude@anthropic", "http_529"),
         ("claude@bedrock", "http_503"),
         ("claude@foundry", "ok"),

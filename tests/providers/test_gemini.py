@@ -12,8 +12,8 @@ import pytest
 
 from builders import config, deployment, group, open_door, provider, typed
 from multihome.config import GoogleAuth
+from multihome.providers import google as gemini_auth
 from multihome.providers.base import CAPACITY, CLIENT_ERROR, CONTEXT_OVERFLOW, UNAVAILABLE
-from multihome.providers.gemini import auth as gemini_auth
 from multihome.providers.gemini.adapter import GeminiAdapter, build
 from multihome.providers.gemini.stream import GeminiStreamDecoder
 from multihome.schema.chat import parse_chat

@@ -68,7 +68,7 @@ def _config(provider: str) -> str:
         ("{kind: anthropic, auth: {aws: {}}}", "providers.p.auth.aws: only for kind bedrock"),
         ("{kind: foundry_anthropic}", "providers.p.endpoint: required for kind 'foundry_anthropic'"),
         ("{kind: azure_inference}", "providers.p.endpoint: required for kind 'azure_inference'"),
-        ("{kind: gemini, auth: {google: {}}}", "providers.p.auth.google: only for kind vertex"),
+        ("{kind: gemini, auth: {google: {}}}", "providers.p.auth.google: only for kind vertex or vertex_anthropic"),
         (
             "{kind: vertex, region: r, project: x, auth: {api_key_env: K}}",
             "providers.p.auth.api_key_env: only for kind "

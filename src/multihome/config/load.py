@@ -12,7 +12,7 @@ from typing import Any, TypeVar
 import msgspec
 
 from ..providers.registry import BY_NAME as KIND_BY_NAME
-from ..providers.registry import KINDS
+from ..providers.registry import KINDS, ProviderKind
 from .audit import AuditConfig
 from .capture import CaptureConfig
 from .console import ConsoleConfig
@@ -208,12 +208,17 @@ def _reference_problems(config: Config, names: dict[str, set[str]]) -> Iterator[
                 yield (f"providers.{name}.auth.{method}: only for kind {' or '.join(kinds)}")
         if prov.auth.api_key_from == "store":
             yield from _stored_key_problems(config, name, prov, methods)
+        yield from _zone_problems(f"providers.{name}.data_zone", prov.data_zone, kind, prov.region, "")
     for name, dep in config.deployments.items():
         if dep.provider not in names["providers"]:
             yield (
                 f"deployments.{name}.provider: unknown provider '{dep.provider}' "
                 f"(known: {', '.join(sorted(names['providers'])) or 'none'})"
             )
+        prov_of = config.providers.get(dep.provider)
+        if prov_of is not None:
+            kind = KIND_BY_NAME[prov_of.kind]
+            yield from _zone_problems(f"deployments.{name}", dep.data_zone, kind, prov_of.region, dep.model)
         for i, cap in enumerate(dep.capabilities):
             if cap not in CAPABILITIES:
                 yield (
@@ -270,6 +275,22 @@ def _reference_problems(config: Config, names: dict[str, set[str]]) -> Iterator[
         check_drain_timeout(config.server.drain_timeout_s, "server.drain_timeout_s")
     except ConfigError as exc:
         yield str(exc)
+
+
+def _zone_problems(
+    where: str, declared: str | None, kind: ProviderKind, region: str | None, model: str
+) -> Iterator[str]:
+    """A data zone the path itself fixes (kind.data_zone) wins; a declared one that contradicts it
+    would let residency policy send data where the tenant forbids it, so it is refused."""
+    try:
+        fixed = kind.zone(region, model)
+    except ValueError as exc:
+        yield f"{where}.model: {exc}" if model else f"{where}: {exc}"
+        return
+    if fixed and declared and declared.casefold() != fixed.casefold():
+        what = f"model '{model}' in region '{region}'" if model else f"region '{region}'"
+        field = where if where.endswith(".data_zone") else f"{where}.data_zone"
+        yield f"{field}: '{declared}' contradicts {kind.title}'s data zone for {what}, which is '{fixed}'"
 
 
 def _stored_key_problems(config: Config, name: str, prov: Provider, methods: list[str]) -> Iterator[str]:

@@ -38,6 +38,16 @@ class ProviderKind:
     # The public endpoint when the config sets none, from the provider's region (None: the
     # config must set `endpoint`).
     default_endpoint: Callable[[str | None], str] | None = None
+    # The data zone a deployment of `model` on a provider in `region` is processed in, when the
+    # cloud fixes it (a Vertex multi-region, a Bedrock cross-region inference profile); None when
+    # unknown. Raises ValueError, with a sentence for the config error, for a combination the cloud
+    # refuses (a `us.` inference profile called from an EU region). Residency policy reads the
+    # result (docs/policy.md), so a deployment can never claim a zone its path leaves.
+    data_zone: Callable[[str | None, str], str | None] | None = None
+
+    def zone(self, region: str | None, model: str) -> str | None:
+        """`data_zone(region, model)`, or None for a kind that fixes no zone."""
+        return self.data_zone(region, model) if self.data_zone is not None else None
 
     def endpoint(self, provider: ProviderFields) -> str:
         """The base URL the adapter calls: the configured one, else the derived public one.
@@ -49,3 +59,12 @@ class ProviderKind:
         if self.default_endpoint is None:
             raise ValueError(f"a provider of kind {self.name!r} needs an endpoint")
         return self.default_endpoint(provider.region)
+
+
+def zone_by_prefix(name: str | None, table: tuple[tuple[str, str], ...]) -> str | None:
+    """The zone of the first `(prefix, zone)` in `table` that `name` (a region, a model id) starts with."""
+    if name:
+        for prefix, zone in table:
+            if name.startswith(prefix):
+                return zone
+    return None

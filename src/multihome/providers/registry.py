@@ -18,6 +18,8 @@ if TYPE_CHECKING:  # config imports this registry: importing config back at run 
     from ..config import Provider
     from .base import Adapter
 
+__all__ = ["BY_NAME", "KINDS", "NAMES", "ProviderKind", "build_adapter"]
+
 KINDS: tuple[ProviderKind, ...] = (
     openai.KIND,
     azure.KIND,
@@ -27,6 +29,7 @@ KINDS: tuple[ProviderKind, ...] = (
     gemini.VERTEX,
     anthropic.FOUNDRY,
     azure.INFERENCE,
+    anthropic.VERTEX,
 )
 BY_NAME: dict[str, ProviderKind] = {kind.name: kind for kind in KINDS}
 NAMES: tuple[str, ...] = tuple(BY_NAME)

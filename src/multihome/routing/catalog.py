@@ -8,7 +8,7 @@ import aiohttp
 
 from ..config import Config, ModelGroup, Price
 from ..providers.base import Adapter
-from ..providers.registry import build_adapter
+from ..providers.registry import BY_NAME, build_adapter
 from ..providers.transport import Transport
 
 
@@ -143,6 +143,14 @@ class Catalog:
             await adapter.close()
 
 
+def deployment_zone(config: Config, provider: str, own: str | None, model: str) -> str | None:
+    """Where a deployment's calls are processed: its own `data_zone`, else the zone its path fixes
+    (a Vertex location, a Bedrock inference profile: config/load.py refuses an own zone that
+    contradicts it), else its provider's `data_zone`."""
+    prov = config.providers[provider]
+    return own or BY_NAME[prov.kind].zone(prov.region, model) or prov.data_zone
+
+
 def _runtime(
     config: Config, adapters: dict[str, Adapter]
 ) -> tuple[dict[str, DeploymentRuntime], dict[str, GroupRuntime]]:
@@ -155,7 +163,7 @@ def _runtime(
             upstream_model=dep.model,
             capabilities=frozenset(dep.capabilities),
             region=config.providers[dep.provider].region,
-            data_zone=dep.data_zone or config.providers[dep.provider].data_zone,
+            data_zone=deployment_zone(config, dep.provider, dep.data_zone, dep.model),
             context_window=dep.context_window,
             max_output_tokens=dep.max_output_tokens,
             price=dep.price,

@@ -30,7 +30,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--region", default="eastus", help="azure: x-ms-region header; bedrock/vertex: the region served")
     p.add_argument("--aws-access-key-id-env", metavar="VAR", help="bedrock: verify SigV4 against this access key id")
     p.add_argument("--aws-secret-access-key-env", metavar="VAR", help="bedrock: ... and this secret access key")
-    p.add_argument("--oauth-token-env", metavar="VAR", help="vertex: require this OAuth bearer token")
+    p.add_argument("--oauth-token-env", metavar="VAR", help="vertex, vertex_anthropic: require this OAuth bearer token")
+    p.add_argument(
+        "--google-public-key-file",
+        metavar="PATH",
+        help="vertex_anthropic: PEM public key that must verify the JWT assertions at POST /token",
+    )
     p.add_argument(
         "--deployment",
         action="append",
@@ -51,6 +56,16 @@ def _secret(var: str | None, flag: str) -> str | None:
     return value
 
 
+def _read(path: str | None, flag: str) -> str | None:
+    if path is None:
+        return None
+    try:
+        with open(path, encoding="utf-8") as f:
+            return f.read()
+    except OSError as exc:
+        sys.exit(f"{flag}: cannot read {path}: {exc.strerror}")
+
+
 def config_from_args(args: argparse.Namespace) -> SimulatorConfig:
     deployments = None
     if args.deployments:
@@ -69,6 +84,7 @@ def config_from_args(args: argparse.Namespace) -> SimulatorConfig:
         aws_access_key_id=_secret(args.aws_access_key_id_env, "--aws-access-key-id-env"),
         aws_secret_access_key=_secret(args.aws_secret_access_key_env, "--aws-secret-access-key-env"),
         oauth_token=_secret(args.oauth_token_env, "--oauth-token-env"),
+        google_public_key=_read(args.google_public_key_file, "--google-public-key-file"),
         deployments=deployments,
         embedding_dimensions=args.embedding_dimensions,
     )

@@ -24,8 +24,12 @@ class SimulatorConfig:
     # bedrock kind: SigV4 signatures are verified against this key pair.
     aws_access_key_id: str | None = None
     aws_secret_access_key: str | None = None
-    # vertex kind: the OAuth bearer token to accept (any non-empty token when unset).
+    # vertex, vertex_anthropic kinds: the OAuth bearer token to accept (any non-empty token when unset,
+    # unless vertex_anthropic's token endpoint has issued tokens or a key is set below).
     oauth_token: str | None = None
+    # vertex_anthropic kind: the PEM public key whose private key signs the service account's JWT
+    # assertions at POST /token (any well-formed assertion is granted when unset).
+    google_public_key: str | None = None
     # Known models (openai) / deployments (azure). A list of names, or a mapping
     # deployment -> underlying model name reported in responses. None = accept any name.
     deployments: Sequence[str] | Mapping[str, str] | None = None

@@ -17,5 +17,6 @@ APPS: dict[str, str] = {
     "vertex": "gemini.api:GeminiApp",  # the same Google API; the app tells the two apart by kind
     "foundry_anthropic": "anthropic.foundry:FoundryAnthropicApp",  # Anthropic's API under a Foundry resource
     "azure_inference": "azure.inference:AzureInferenceApp",  # Foundry's model catalogue, OpenAI-shaped
+    "vertex_anthropic": "anthropic.vertex:VertexAnthropicApp",  # Claude on Vertex AI, with its token endpoint
 }
 KINDS: tuple[str, ...] = tuple(APPS)

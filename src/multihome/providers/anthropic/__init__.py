@@ -1,7 +1,9 @@
-"""Anthropic's Messages API as an upstream for OpenAI chat calls, reached two ways: Anthropic's
-own API (`anthropic` kind, an x-api-key) and Claude on Microsoft Foundry (`foundry_anthropic`
-kind: the same Messages API under a Foundry resource's `/anthropic/`, with an Azure key or an Entra
-ID token). One adapter serves both; only the URL and the auth differ.
+"""Anthropic's Messages API as an upstream for OpenAI chat calls, reached three ways: Anthropic's
+own API (`anthropic` kind, an x-api-key), Claude on Microsoft Foundry (`foundry_anthropic` kind:
+the same Messages API under a Foundry resource's `/anthropic/`, with an Azure key or an Entra ID
+token) and Claude on Vertex AI (`vertex_anthropic` kind: the Messages body at a Vertex model's
+`:rawPredict` / `:streamRawPredict`, with `anthropic_version` in the body instead of `model`, and a
+Google OAuth token). One adapter serves all three; the URL, the auth and those two body fields differ.
 
 `request.py` turns an OpenAI chat body into a Messages body, `response.py` a message into a
 chat.completion, `stream.py` Messages SSE events into chunks; `adapter.py` holds the URL, headers
@@ -11,7 +13,7 @@ and error classification. (The opposite direction, Anthropic clients at the fron
 
 from __future__ import annotations
 
-from ..kind import ProviderKind
+from ..kind import ProviderKind, zone_by_prefix
 
 DEFAULT_ENDPOINT = "https://api.anthropic.com"
 
@@ -37,4 +39,36 @@ FOUNDRY = ProviderKind(
     auth_methods=("api_key_env", "entra"),
     adapter="multihome.providers.anthropic.adapter",
     # No default: the URL names the customer's Foundry resource, https://<resource>.services.ai.azure.com.
+)
+
+# Vertex AI's endpoints for Claude: the global endpoint, the US and EU multi-regions (Google's
+# regional-endpoint hosts, as the anthropic SDK's AnthropicVertex builds them) and single regions.
+_VERTEX_HOSTS = {
+    "global": "https://aiplatform.googleapis.com",
+    "us": "https://aiplatform.us.rep.googleapis.com",
+    "eu": "https://aiplatform.eu.rep.googleapis.com",
+}
+# Where a Vertex location keeps processing: the global endpoint may serve from any region; a
+# multi-region or a region stays in its geography.
+VERTEX_ZONES = {"global": "Global", "us": "US", "eu": "EU"}
+_GOOGLE_REGION_ZONES = (("us-", "US"), ("europe-", "EU"), ("asia-", "APAC"), ("australia-", "APAC"))
+
+
+def vertex_endpoint(region: str | None) -> str:
+    return _VERTEX_HOSTS.get(region or "") or f"https://{region}-aiplatform.googleapis.com"
+
+
+def vertex_zone(region: str | None, model: str) -> str | None:
+    return VERTEX_ZONES.get(region or "") or zone_by_prefix(region, _GOOGLE_REGION_ZONES)
+
+
+VERTEX = ProviderKind(
+    name="vertex_anthropic",
+    title="Claude on Vertex AI",
+    telemetry_name="gcp.vertex_ai",
+    auth_methods=("google",),
+    adapter="multihome.providers.anthropic.adapter",
+    requires=("region", "project"),
+    default_endpoint=vertex_endpoint,
+    data_zone=vertex_zone,
 )

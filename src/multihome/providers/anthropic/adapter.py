@@ -1,5 +1,6 @@
 """Anthropic Messages API (`POST {endpoint}/v1/messages`) as an upstream for OpenAI chat calls,
-on Anthropic's API or on a Microsoft Foundry resource (`POST {resource}/anthropic/v1/messages`).
+on Anthropic's API, on a Microsoft Foundry resource (`POST {resource}/anthropic/v1/messages`) or on
+Vertex AI (`POST .../publishers/anthropic/models/{model}:rawPredict`, `:streamRawPredict`).
 
 Translation lives beside this file: request.py (OpenAI -> Anthropic body), response.py
 (message -> chat.completion), stream.py (SSE events -> chunks).
@@ -9,10 +10,11 @@ This module holds the transport-facing parts: URL, headers, error classification
 from __future__ import annotations
 
 from collections.abc import Mapping
+from urllib.parse import quote
 
 import msgspec
 
-from ...config import Provider
+from ...config import GoogleAuth, Provider
 from ...schema.bounded import Decoder
 from ...schema.chat import ParsedChat
 from ...schema.embeddings import ParsedEmbeddings
@@ -30,7 +32,8 @@ from ..base import (
 )
 from ..entra import AuthHeaders, EntraTokens, entra_tokens
 from ..errors import retry_after_seconds
-from . import DEFAULT_ENDPOINT, FOUNDRY, KIND, response
+from ..google import GoogleTokens, bearer_header
+from . import DEFAULT_ENDPOINT, FOUNDRY, KIND, VERTEX, response
 from .request import build_body
 from .stream import AnthropicStreamDecoder
 
@@ -38,6 +41,9 @@ DEFAULT_VERSION = "2023-06-01"
 # Entra ID scope of a Foundry resource's Anthropic endpoint when the config names none (the scope
 # the anthropic SDK's AnthropicFoundry docs use).
 FOUNDRY_ENTRA_SCOPE = "https://ai.azure.com/.default"
+# Vertex AI takes the Messages body with this in the body instead of the header, and no `model`
+# (the model is in the URL): Anthropic's Vertex docs and the SDK's AnthropicVertex.
+VERTEX_VERSION = "vertex-2023-10-16"
 _encode = msgspec.json.encode
 
 
@@ -146,8 +152,45 @@ class AnthropicAdapter(AdapterBase):
         await self._auth.close()
 
 
+class VertexAnthropicAdapter(AnthropicAdapter):
+    """Claude on Vertex AI: the same translation, a Vertex model URL, a Google OAuth bearer."""
+
+    kind = VERTEX.name
+
+    def __init__(self, name: str, endpoint: str, project: str, region: str, version: str, tokens: GoogleTokens) -> None:
+        super().__init__(endpoint, None, version, kind=VERTEX.name)
+        base = endpoint.rstrip("/")
+        base = base if base.endswith("/v1") else base + "/v1"
+        self._models = (
+            f"{base}/projects/{quote(project, safe='')}/locations/{quote(region, safe='')}/publishers/anthropic/models/"
+        )
+        self.name = name
+        self._version = version
+        self._tokens = tokens
+
+    async def chat_request(self, parsed: ParsedChat, upstream_model: str) -> UpstreamRequest:
+        body, dropped = build_body(parsed, upstream_model)
+        del body["model"]  # Vertex names the model in the URL and refuses it in the body
+        body["anthropic_version"] = self._version
+        method = "streamRawPredict" if parsed.stream else "rawPredict"
+        url = f"{self._models}{quote(upstream_model, safe='@')}:{method}"
+        headers = {"content-type": "application/json", "authorization": await bearer_header(self._tokens, self.name)}
+        return UpstreamRequest(url, headers, _encode(body), dropped)
+
+    async def close(self) -> None:
+        await self._tokens.close()
+
+
 def build(name: str, provider: Provider, stored_key: str | None = None) -> AnthropicAdapter:
     where = f"providers.{name}.auth"
+    if provider.kind == VERTEX.name:
+        project, region = provider.project, provider.region
+        if project is None or region is None:  # a loaded config has both (VERTEX.requires); one built by hand may not
+            raise ValueError(f"providers.{name}: a vertex_anthropic provider needs a project and a region")
+        tokens = GoogleTokens(provider.auth.google or GoogleAuth(), f"{where}.google")
+        return VertexAnthropicAdapter(
+            name, VERTEX.endpoint(provider), project, region, provider.api_version or VERTEX_VERSION, tokens
+        )
     api_key = api_key_of(provider, stored_key, what=f"{where}.api_key_env")
     kind = FOUNDRY if provider.kind == FOUNDRY.name else KIND
     entra = entra_tokens(provider.auth.entra, where, FOUNDRY_ENTRA_SCOPE)

@@ -2,7 +2,7 @@
 and Vertex AI (`vertex` kind, OAuth through google-auth). One adapter serves both.
 
 `request.py` turns an OpenAI chat body into a `generateContent` body, `response.py` answers and
-embeddings into OpenAI JSON, `stream.py` SSE chunks into chunks, `auth.py` fetches Vertex tokens;
+embeddings into OpenAI JSON, `stream.py` SSE chunks into chunks (Vertex tokens: `providers/google.py`);
 `adapter.py` holds the URLs and error classification.
 """
 

@@ -18,7 +18,7 @@ from ...config import ConfigError, GoogleAuth, Provider
 from ...schema.bounded import Decoder
 from ...schema.chat import ParsedChat
 from ...schema.embeddings import ParsedEmbeddings
-from ...schema.errors import ApiError, bad_request
+from ...schema.errors import bad_request
 from ..api_key import api_key_of
 from ..base import (
     CAPACITY,
@@ -32,10 +32,10 @@ from ..base import (
     UpstreamRequest,
 )
 from ..errors import retry_after_seconds
+from ..google import GoogleTokens, bearer_header
 from ..openai_out import embedding_base64
 from . import KIND, VERTEX
 from . import response as gr
-from .auth import GoogleTokens
 from .request import PROVIDER, check_params, request_body
 from .stream import GeminiStreamDecoder
 
@@ -109,17 +109,7 @@ class GeminiAdapter(AdapterBase):
     async def _auth_headers(self) -> dict[str, str]:
         if self._tokens is None:
             return self._headers
-        try:
-            token = await self._tokens.bearer()
-        except Exception as exc:  # google-auth and requests raise many kinds; none may become a 500
-            raise ApiError(
-                502,
-                f"Provider '{self.name}' could not obtain a Google OAuth token ({type(exc).__name__}). "
-                "An operator must fix the provider's credentials.",
-                type="server_error",
-                code="upstream_auth_failed",
-            ) from None
-        return {**self._headers, "authorization": f"Bearer {token}"}
+        return {**self._headers, "authorization": await bearer_header(self._tokens, self.name)}
 
     async def chat_request(self, parsed: ParsedChat, upstream_model: str) -> UpstreamRequest:
         dropped = check_params(parsed)

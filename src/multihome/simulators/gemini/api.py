@@ -45,6 +45,15 @@ _MESSAGES = {
     503: "The model is overloaded. Please try again later.",
     504: "The request timed out. Please try again.",
 }
+# Google's words for a missing and for an unknown OAuth token (Vertex AI; Claude on Vertex too).
+MISSING_TOKEN = (
+    "Request is missing required authentication credential. Expected OAuth 2 access token, login cookie "
+    "or other valid authentication credential."
+)
+BAD_TOKEN = (
+    "Request had invalid authentication credentials. Expected OAuth 2 access token, login cookie or other "
+    "valid authentication credential."
+)
 _EVENT_END = b"\r\n\r\n"  # Google frames each SSE event with CRLF line endings
 
 
@@ -113,19 +122,9 @@ class GeminiApp(ProviderApp):
         if self.vertex:
             bearer = headers.get(b"authorization")
             if bearer is None or not bearer.startswith(b"Bearer ") or len(bearer) <= 7:
-                return ErrorSpec(
-                    401,
-                    "Request is missing required authentication credential. Expected OAuth 2 access "
-                    "token, login cookie or other valid authentication credential.",
-                    code="UNAUTHENTICATED",
-                )
+                return ErrorSpec(401, MISSING_TOKEN, code="UNAUTHENTICATED")
             if self._bearer is not None and bearer != self._bearer:
-                return ErrorSpec(
-                    401,
-                    "Request had invalid authentication credentials. Expected OAuth 2 access token, "
-                    "login cookie or other valid authentication credential.",
-                    code="UNAUTHENTICATED",
-                )
+                return ErrorSpec(401, BAD_TOKEN, code="UNAUTHENTICATED")
             return None
         key = headers.get(b"x-goog-api-key")
         if key is None:

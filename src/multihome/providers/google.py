@@ -1,5 +1,8 @@
 """Vertex AI OAuth bearer tokens from google-auth, cached until shortly before expiry.
 
+Shared by the kinds Vertex AI serves (Gemini on Vertex, Claude on Vertex): both send
+`Authorization: Bearer <token>` for a service account or application default credentials.
+
 google-auth refreshes synchronously (HTTP to the token endpoint, RSA signing), so a refresh runs
 in a worker thread, never on the event loop, and only one refresh runs at a time.
 """
@@ -10,7 +13,8 @@ import asyncio
 import datetime
 import time
 
-from ...config import ConfigError, GoogleAuth, env_secret
+from ..config import ConfigError, GoogleAuth, env_secret
+from ..schema.errors import ApiError
 
 # Refresh this long before expiry, so no call waits on a refresh at the edge (tokens live ~1 h).
 REFRESH_MARGIN_S = 300
@@ -64,3 +68,17 @@ class GoogleTokens:
 
     async def close(self) -> None:
         self._session.close()
+
+
+async def bearer_header(tokens: GoogleTokens, provider: str) -> str:
+    """`Bearer <token>`; a failed refresh is a 502 that names the provider, never a 500 or a secret."""
+    try:
+        return "Bearer " + await tokens.bearer()
+    except Exception as exc:  # google-auth and requests raise many kinds; none may become a 500
+        raise ApiError(
+            502,
+            f"Provider '{provider}' could not obtain a Google OAuth token ({type(exc).__name__}). "
+            "An operator must fix the provider's credentials.",
+            type="server_error",
+            code="upstream_auth_failed",
+        ) from None
