@@ -17,9 +17,9 @@ from multihome.api.admin import bodies as admin_bodies
 from multihome.api.anthropic.translate import to_canonical
 from multihome.api.pipeline import narrowing
 from multihome.providers.anthropic.adapter import AnthropicAdapter
+from multihome.providers.aws import BearerSigner, Runtime
 from multihome.providers.azure.adapter import AzureAdapter
 from multihome.providers.bedrock.adapter import BedrockAdapter
-from multihome.providers.bedrock.auth import BearerSigner
 from multihome.providers.gemini.adapter import GeminiAdapter
 from multihome.providers.openai.adapter import OpenAIAdapter
 from multihome.schema import estimate
@@ -60,7 +60,7 @@ ADAPTERS = [
     (AzureAdapter("http://azure.invalid", "v1", "k", None), "dep", []),
     (AnthropicAdapter("http://anthropic.invalid", "k", "2023-06-01"), "claude-x", ["claude-x"]),
     (
-        BedrockAdapter("br", "http://bedrock.invalid", BearerSigner("k")),
+        BedrockAdapter(Runtime("br", "http://bedrock.invalid", BearerSigner("k"))),
         "anthropic.claude-3-5-haiku-20241022-v1:0",
         ["amazon.titan-embed-text-v2:0", "cohere.embed-english-v3", "meta.llama3"],
     ),

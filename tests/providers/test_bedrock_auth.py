@@ -9,8 +9,8 @@ import pytest
 
 from builders import open_door, provider, single, typed
 from multihome.config import AwsAuth
+from multihome.providers.aws import AwsCredentials
 from multihome.providers.bedrock import adapter as bedrock
-from multihome.providers.bedrock.auth import AwsCredentials
 from multihome.schema.errors import ApiError
 from multihome.simulators import SimulatorConfig, start_simulator_in_thread
 from multihome.simulators.bedrock.sigv4 import Secret, verify
@@ -36,12 +36,12 @@ def _adapter(**fields) -> bedrock.BedrockAdapter:
 
 def test_env_credentials_sign_a_request_aws_accepts(aws_env):
     adapter = _adapter()
-    url = adapter._url("arn:aws:bedrock:eu-west-1:1:inference-profile/eu.anthropic.x-v1:0", "converse")
+    url = adapter._runtime.url("arn:aws:bedrock:eu-west-1:1:inference-profile/eu.anthropic.x-v1:0", "converse")
     assert str(url) == (
         "https://bedrock-runtime.eu-west-1.amazonaws.com/model/"
         "arn%3Aaws%3Abedrock%3Aeu-west-1%3A1%3Ainference-profile%2Feu.anthropic.x-v1%3A0/converse"
     )
-    headers = asyncio.run(adapter._signer.headers(str(url), b"{}", {"content-type": "application/json"}))
+    headers = asyncio.run(adapter._runtime._signer.headers(str(url), b"{}", {"content-type": "application/json"}))
     assert (
         "Credential=AKIDAUTHTEST/" in headers["Authorization"]
         and "/eu-west-1/bedrock/aws4_request" in headers["Authorization"]
@@ -61,7 +61,7 @@ def test_api_key_is_a_bearer_token(monkeypatch):
     monkeypatch.setenv("MH_BR_API_KEY", "br-key-1")
     adapter = _adapter(auth={"api_key_env": "MH_BR_API_KEY"})
     headers = asyncio.run(
-        adapter._signer.headers("https://x/model/m/converse", b"{}", {"content-type": "application/json"})
+        adapter._runtime._signer.headers("https://x/model/m/converse", b"{}", {"content-type": "application/json"})
     )
     assert headers == {"content-type": "application/json", "authorization": "Bearer br-key-1"}
 

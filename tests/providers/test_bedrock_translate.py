@@ -8,8 +8,9 @@ import json
 import msgspec
 import pytest
 
+from multihome.providers.aws import BearerSigner, Runtime, error_name
 from multihome.providers.base import CAPACITY, CLIENT_ERROR, CONTEXT_OVERFLOW, UNAVAILABLE
-from multihome.providers.bedrock.adapter import BedrockAdapter, error_name
+from multihome.providers.bedrock.adapter import BedrockAdapter
 from multihome.providers.bedrock.request import converse_body
 from multihome.providers.bedrock.response import chat_completion
 from multihome.schema.chat import parse_chat
@@ -292,7 +293,7 @@ def test_response_mapping(stop_reason, finish):
         "total_tokens": 20,
         "prompt_tokens_details": {"cached_tokens": 6},
     }
-    adapter = BedrockAdapter("b", "http://x", None)
+    adapter = BedrockAdapter(Runtime("b", "http://x", BearerSigner("")))
     from multihome.schema.peek import peek_decoder
 
     assert adapter.is_refusal(peek_decoder.decode(chat_completion(body, "claude"))) is (finish == "content_filter")
@@ -337,12 +338,12 @@ def test_malformed_output_is_a_broken_upstream():
     ],
 )
 def test_error_classification(status, headers, body, kind, label):
-    c = BedrockAdapter("b", "http://x", None).classify_error(status, headers, body)
+    c = BedrockAdapter(Runtime("b", "http://x", BearerSigner(""))).classify_error(status, headers, body)
     assert (c.kind, c.label) == (kind, label)
 
 
 def test_client_error_body_is_an_openai_envelope_naming_context_overflow():
-    adapter = BedrockAdapter("b", "http://x", None)
+    adapter = BedrockAdapter(Runtime("b", "http://x", BearerSigner("")))
     err = json.loads(adapter.client_error_body(400, b'{"message":"Input is too long for requested model."}'))["error"]
     assert (
         err["code"] == "context_length_exceeded"
@@ -357,7 +358,7 @@ def test_client_error_body_is_an_openai_envelope_naming_context_overflow():
 
 
 def test_cohere_embeddings_usage_comes_from_the_token_count_header():
-    adapter = BedrockAdapter("b", "http://x", None)
+    adapter = BedrockAdapter(Runtime("b", "http://x", BearerSigner("")))
     body = json.dumps(
         {
             "embeddings": [[0.5], [0.25]],

@@ -13,6 +13,7 @@ import msgspec
 from botocore.eventstream import EventStreamBuffer
 
 from ...schema.bounded import Decoder
+from ..aws import stream_error_payload
 from ..openai_out import ChunkWriter
 from ..sse import DONE
 from .response import Usage, finish_reason
@@ -51,20 +52,6 @@ class _Event(msgspec.Struct):
 
 
 _event = Decoder(_Event)
-
-
-def error_payload(kind: str, message: str) -> bytes:
-    """An OpenAI-shaped error event: the relay ends the stream with it and the SDK raises it."""
-    return _encode(
-        {
-            "error": {
-                "message": f"AWS Bedrock stream error ({kind}): {message}",
-                "type": "server_error",
-                "param": None,
-                "code": kind,
-            }
-        }
-    )
 
 
 class ConverseStreamDecoder:
@@ -108,7 +95,7 @@ class ConverseStreamDecoder:
                 except msgspec.DecodeError:
                     pass
             self._done = True
-            out.append(error_payload(str(name), str(text)))
+            out.append(stream_error_payload(str(name), str(text)))
             return
         name = headers.get(":event-type")
         try:

@@ -1,5 +1,8 @@
 """Who the gateway is to AWS: SigV4 with botocore's credential chain or an assumed role, or a
-Bedrock API key (`Authorization: Bearer`).
+Bedrock API key (`Authorization: Bearer`); and what AWS's error answers mean for routing.
+
+Shared by the kinds Bedrock Runtime serves (`bedrock`: Converse; `bedrock_anthropic`: InvokeModel
+with Anthropic's body): one signer, one reading of `x-amzn-ErrorType`.
 
 botocore resolves and refreshes credentials synchronously (files, IMDS, an STS call). None of
 that may run on the event loop: the first resolution and every refresh run in a worker thread,
@@ -12,9 +15,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
+from urllib.parse import quote
 
 import botocore.session
+import msgspec
+import yarl
 from botocore.auth import (  # type: ignore[attr-defined]  # _host_from_url is private: botocore-stubs type only the public surface
     SIGNED_HEADERS_BLACKLIST,
     SigV4Auth,
@@ -28,8 +35,20 @@ from botocore.credentials import (
     RefreshableCredentials,
 )
 
-from ...config import AwsAuth, env_secret
-from ...schema.errors import ApiError
+from ..config import AwsAuth, Provider, env_secret
+from ..schema.bounded import Decoder
+from ..schema.errors import ApiError
+from .api_key import api_key_of
+from .base import (
+    CAPACITY,
+    CLIENT_ERROR,
+    CONTEXT_OVERFLOW,
+    CONTEXT_OVERFLOW_LABEL,
+    UNAVAILABLE,
+    Classified,
+    UpstreamRequest,
+)
+from .errors import classify_http, retry_after_seconds
 
 log = logging.getLogger(__name__)
 SERVICE = "bedrock"  # the signing name; the host is bedrock-runtime.*
@@ -226,3 +245,138 @@ class BearerSigner:
 
     async def headers(self, url: str, body: bytes, base: dict[str, str]) -> dict[str, str]:
         return {**base, "authorization": self._auth}
+
+
+# Bedrock exception name -> routing outcome (names not listed fall back to the HTTP status).
+EXCEPTIONS = {
+    "ThrottlingException": CAPACITY,
+    "ServiceQuotaExceededException": CAPACITY,
+    "ServiceUnavailableException": UNAVAILABLE,
+    "InternalServerException": UNAVAILABLE,
+    "ModelNotReadyException": UNAVAILABLE,
+    "ModelTimeoutException": UNAVAILABLE,
+    "ModelErrorException": UNAVAILABLE,
+    "ModelStreamErrorException": UNAVAILABLE,
+    "ValidationException": CLIENT_ERROR,
+    "AccessDeniedException": CLIENT_ERROR,
+    "UnrecognizedClientException": CLIENT_ERROR,
+    "InvalidSignatureException": CLIENT_ERROR,
+    "ExpiredTokenException": CLIENT_ERROR,
+    "ResourceNotFoundException": CLIENT_ERROR,
+    "ConflictException": CLIENT_ERROR,
+}
+# Bedrock's words for "the prompt does not fit the model's context window".
+_TOO_LONG = ("too long", "too many tokens", "input is too large", "context window", "maximum context length")
+
+
+class _ErrorBody(msgspec.Struct):
+    message: str | None = None
+    Message: str | None = None
+    type_: str | None = msgspec.field(default=None, name="__type")
+
+
+_error_body = Decoder(_ErrorBody)
+
+
+def error_name(headers: Mapping[str, str], body: bytes) -> tuple[str | None, str]:
+    """(exception name, message) from `x-amzn-ErrorType` (preferred, as botocore does) or `__type`."""
+    try:
+        err = _error_body.decode(body)
+    except msgspec.DecodeError:
+        err = _ErrorBody()
+    raw = headers.get("x-amzn-ErrorType") or headers.get("x-amzn-errortype") or err.type_ or ""
+    # "ThrottlingException:http://internal.amazon.com/..." or "com.amazon.coral.validate#ValidationException"
+    name = raw.split(":", 1)[0].rsplit("#", 1)[-1] or None
+    return name, err.message or err.Message or ""
+
+
+def is_context_overflow(message: str) -> bool:
+    low = message.lower()
+    return any(phrase in low for phrase in _TOO_LONG)
+
+
+def classify(status: int, headers: Mapping[str, str], body: bytes) -> Classified:
+    """A Bedrock Runtime error -> routing outcome, by exception name first, else by status."""
+    name, message = error_name(headers, body)
+    kind = EXCEPTIONS.get(name or "")
+    if kind is None:
+        return classify_http(status, headers, body)
+    if name == "ValidationException" and is_context_overflow(message):
+        return Classified(CONTEXT_OVERFLOW, CONTEXT_OVERFLOW_LABEL)
+    return Classified(kind, f"http_{status}", retry_after_seconds(headers) if kind != CLIENT_ERROR else None)
+
+
+def client_error_body(status: int, body: bytes) -> bytes:
+    """A Bedrock 4xx body (`{"message"}`) in OpenAI's envelope, for the front door: the code is
+    `context_length_exceeded` for an over-long prompt, else the exception name when the body
+    carries one (`__type`; the `x-amzn-ErrorType` header is not passed to this hook)."""
+    name, message = error_name({}, body)
+    code = "context_length_exceeded" if is_context_overflow(message) else name
+    text = f"AWS Bedrock: {message}" if message else f"AWS Bedrock error (HTTP {status})."
+    return msgspec.json.encode(
+        {"error": {"message": text, "type": "invalid_request_error", "param": None, "code": code}}
+    )
+
+
+def stream_error_payload(kind: str, message: str) -> bytes:
+    """An OpenAI-shaped error event for an event-stream exception frame: the relay ends the stream
+    with it and the SDK raises it."""
+    return msgspec.json.encode(
+        {
+            "error": {
+                "message": f"AWS Bedrock stream error ({kind}): {message}",
+                "type": "server_error",
+                "param": None,
+                "code": kind,
+            }
+        }
+    )
+
+
+JSON_HEADERS = {"content-type": "application/json"}
+STREAM_HEADERS = {"content-type": "application/json", "accept": "application/vnd.amazon.eventstream"}
+
+
+class Runtime:
+    """Signed calls to one Bedrock Runtime endpoint, `POST {endpoint}/model/{modelId}/{operation}`."""
+
+    def __init__(self, provider: str, endpoint: str, signer: BearerSigner | SigV4Signer) -> None:
+        self.provider = provider
+        self.base = endpoint.rstrip("/")
+        self._signer = signer
+        self._urls: dict[tuple[str, str], yarl.URL] = {}
+
+    def url(self, model: str, operation: str) -> yarl.URL:
+        url = self._urls.get((model, operation))
+        if url is None:
+            # The model id is one percent-encoded path label (`:` -> %3A, ARN `/` -> %2F), exactly
+            # as botocore sends it. `encoded=True` keeps aiohttp from re-normalising it: the bytes
+            # on the wire must be the ones that were signed.
+            url = yarl.URL(f"{self.base}/model/{quote(model, safe='')}/{operation}", encoded=True)
+            if len(self._urls) < 4096:
+                self._urls[(model, operation)] = url
+        return url
+
+    async def request(
+        self, model: str, operation: str, body: bytes, base: dict[str, str], dropped: list[str]
+    ) -> UpstreamRequest:
+        url = self.url(model, operation)
+        headers = await self._signer.headers(str(url), body, base)
+        # UpstreamRequest.url is normally a str; aiohttp accepts the yarl.URL as is (see url()).
+        return UpstreamRequest(url, headers, body, dropped)  # type: ignore[arg-type]
+
+
+def runtime(name: str, provider: Provider, endpoint: str, stored_key: str | None = None) -> Runtime:
+    """Provider `name`'s Bedrock Runtime: a Bedrock API key when the config names one, else SigV4
+    with botocore's credential chain (or the assumed role `auth.aws` names)."""
+    where = f"providers.{name}"
+    region = provider.region
+    if region is None:  # a loaded config has one (the kind requires it); this is for one built by hand
+        raise ValueError(f"{where}: a Bedrock provider needs a region")
+    api_key = api_key_of(provider, stored_key, what=f"{where}.auth.api_key_env")
+    signer: BearerSigner | SigV4Signer
+    if api_key or provider.auth.api_key_from == "store":  # a stored key not set yet: no credential, not the chain
+        signer = BearerSigner(api_key or "")
+    else:
+        signer = SigV4Signer(AwsCredentials(name, region, provider.auth.aws), region)
+    return Runtime(name, endpoint, signer)
