@@ -55,6 +55,17 @@ SA_EMAIL = "conformance@proj-1.iam.gserviceaccount.com"
 BACKUP_NAME = "backup-sim"
 
 
+# Both Bedrock kinds' simulators: us-east-1, checking SigV4 against the conformance key pair.
+BEDROCK_SIM = (
+    "--region",
+    "us-east-1",
+    "--aws-access-key-id-env",
+    "CF_AWS_AKID",
+    "--aws-secret-access-key-env",
+    "CF_AWS_SECRET",
+)
+
+
 @dataclass(frozen=True)
 class Target:
     name: str  # a provider kind (also its simulator's kind), its name in the matrix, its model groups' prefix
@@ -122,14 +133,7 @@ TARGETS: list[Target] = [
     ),
     Target(
         "bedrock",
-        (
-            "--region",
-            "us-east-1",
-            "--aws-access-key-id-env",
-            "CF_AWS_AKID",
-            "--aws-secret-access-key-env",
-            "CF_AWS_SECRET",
-        ),
+        BEDROCK_SIM,
         '{{kind: bedrock, endpoint: "{url}", region: us-east-1, auth: {{aws: {{profile: cf-good}}}}}}',
         '{{kind: bedrock, endpoint: "{url}", region: us-east-1, auth: {{aws: {{profile: cf-bad}}}}}}',
         "us.anthropic.claude-3-5-haiku-20241022-v1:0",
@@ -157,6 +161,18 @@ TARGETS: list[Target] = [
         "claude-sonnet-4-5@20250929",
         "claude-fo@1",
         gaps={"embeddings": "Claude on Vertex is the Messages API only: Anthropic has no embeddings API"},
+    ),
+    Target(
+        "bedrock_anthropic",
+        BEDROCK_SIM,
+        '{{kind: bedrock_anthropic, endpoint: "{url}", region: us-east-1, auth: {{aws: {{profile: cf-good}}}}}}',
+        '{{kind: bedrock_anthropic, endpoint: "{url}", region: us-east-1, auth: {{aws: {{profile: cf-bad}}}}}}',
+        "us.anthropic.claude-sonnet-4-5-20250929-v1:0",
+        "anthropic.claude-fo-v1:0",
+        gaps={
+            "embeddings": "Claude on Bedrock has no embeddings (the bedrock kind serves Titan and Cohere)",
+            "image_https_url": "Bedrock hands Claude inline images only; it does not fetch URLs",
+        },
     ),
     Target(
         "azure_inference",

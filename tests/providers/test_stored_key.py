@@ -9,7 +9,7 @@ import asyncio
 import pytest
 
 from multihome.config import Provider, ProviderAuth
-from multihome.providers.registry import KINDS, build_adapter
+from multihome.providers.registry import BY_NAME, KINDS, build_adapter
 from multihome.schema.chat import parse_chat
 
 KEY = "stored-upstream-key-7e21"
@@ -18,7 +18,7 @@ KEYED = [k.name for k in KINDS if "api_key_env" in k.auth_methods]
 
 
 def _provider(kind: str, **auth: object) -> Provider:
-    extra = {"region": "us-east-1"} if kind == "bedrock" else {}
+    extra = {"region": "us-east-1"} if "region" in BY_NAME[kind].requires else {}
     return Provider(kind=kind, endpoint="http://127.0.0.1:9", auth=ProviderAuth(**auth), **extra)
 
 

@@ -30,6 +30,7 @@ KINDS: tuple[ProviderKind, ...] = (
     anthropic.FOUNDRY,
     azure.INFERENCE,
     anthropic.VERTEX,
+    anthropic.BEDROCK,
 )
 BY_NAME: dict[str, ProviderKind] = {kind.name: kind for kind in KINDS}
 NAMES: tuple[str, ...] = tuple(BY_NAME)

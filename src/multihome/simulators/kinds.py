@@ -18,5 +18,6 @@ APPS: dict[str, str] = {
     "foundry_anthropic": "anthropic.foundry:FoundryAnthropicApp",  # Anthropic's API under a Foundry resource
     "azure_inference": "azure.inference:AzureInferenceApp",  # Foundry's model catalogue, OpenAI-shaped
     "vertex_anthropic": "anthropic.vertex:VertexAnthropicApp",  # Claude on Vertex AI, with its token endpoint
+    "bedrock_anthropic": "anthropic.bedrock:BedrockAnthropicApp",  # Bedrock itself, InvokeModel with Claude's body
 }
 KINDS: tuple[str, ...] = tuple(APPS)

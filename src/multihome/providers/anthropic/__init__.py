@@ -1,9 +1,11 @@
-"""Anthropic's Messages API as an upstream for OpenAI chat calls, reached three ways: Anthropic's
+"""Anthropic's Messages API as an upstream for OpenAI chat calls, reached four ways: Anthropic's
 own API (`anthropic` kind, an x-api-key), Claude on Microsoft Foundry (`foundry_anthropic` kind:
 the same Messages API under a Foundry resource's `/anthropic/`, with an Azure key or an Entra ID
-token) and Claude on Vertex AI (`vertex_anthropic` kind: the Messages body at a Vertex model's
+token), Claude on Vertex AI (`vertex_anthropic` kind: the Messages body at a Vertex model's
 `:rawPredict` / `:streamRawPredict`, with `anthropic_version` in the body instead of `model`, and a
-Google OAuth token). One adapter serves all three; the URL, the auth and those two body fields differ.
+Google OAuth token) and Claude on Amazon Bedrock's InvokeModel (`bedrock_anthropic` kind, `bedrock.py`:
+the Messages body with Bedrock's `anthropic_version`, SigV4, the stream in AWS event-stream frames).
+One translation serves all four; the URL, the auth, the stream framing and two body fields differ.
 
 `request.py` turns an OpenAI chat body into a Messages body, `response.py` a message into a
 chat.completion, `stream.py` Messages SSE events into chunks; `adapter.py` holds the URL, headers
@@ -13,6 +15,7 @@ and error classification. (The opposite direction, Anthropic clients at the fron
 
 from __future__ import annotations
 
+from .. import bedrock
 from ..kind import ProviderKind, zone_by_prefix
 
 DEFAULT_ENDPOINT = "https://api.anthropic.com"
@@ -71,4 +74,16 @@ VERTEX = ProviderKind(
     requires=("region", "project"),
     default_endpoint=vertex_endpoint,
     data_zone=vertex_zone,
+)
+
+BEDROCK = ProviderKind(
+    name="bedrock_anthropic",
+    title="Claude on Amazon Bedrock (InvokeModel)",
+    telemetry_name="aws.bedrock",
+    auth_methods=("api_key_env", "aws"),
+    adapter="multihome.providers.anthropic.bedrock",
+    requires=("region",),
+    # The same Bedrock Runtime endpoints and inference-profile data zones as the `bedrock` kind.
+    default_endpoint=bedrock.KIND.default_endpoint,
+    data_zone=bedrock.data_zone,
 )

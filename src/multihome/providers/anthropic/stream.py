@@ -6,6 +6,8 @@ first tool block index 1); OpenAI numbers tool calls alone from 0. The decoder k
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import msgspec
 
 from ...schema.bounded import Decoder
@@ -71,8 +73,15 @@ class AnthropicStreamDecoder:
     def feed(self, data: bytes) -> list[bytes]:
         if self._corrupt:
             raise ValueError(self._corrupt)
+        return self.feed_events(self._sse.feed(data))
+
+    def feed_events(self, payloads: Iterable[bytes]) -> list[bytes]:
+        """Messages events already taken out of their framing (SSE here; Bedrock's event-stream
+        `chunk`s for InvokeModelWithResponseStream) -> chunk payloads."""
+        if self._corrupt:
+            raise ValueError(self._corrupt)
         out: list[bytes] = []
-        for payload in self._sse.feed(data):
+        for payload in payloads:
             if self.done:
                 break
             try:

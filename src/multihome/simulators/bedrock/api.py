@@ -1,4 +1,5 @@
-"""The ``bedrock`` kind: AWS Bedrock Runtime Converse, ConverseStream and InvokeModel, SigV4-verified
+"""The ``bedrock`` kind: AWS Bedrock Runtime Converse, ConverseStream, InvokeModel (embeddings, and
+Claude's Messages body with InvokeModelWithResponseStream: ``invoke.py``), SigV4-verified
 (or a Bedrock API key as `Authorization: Bearer`), with Bedrock error bodies and binary
 event-stream responses. It also answers STS AssumeRole (``POST /``, query protocol, XML) so the
 gateway's assume-role path can be exercised against a local STS via AWS_ENDPOINT_URL_STS.
@@ -12,6 +13,7 @@ from urllib.parse import parse_qs, unquote
 
 import msgspec
 
+from ..anthropic import wire
 from ..app import CHAT, EMBEDDINGS, ProviderApp, Reply, Route
 from ..chat import BadRequest, plan_chat
 from ..config import SimulatorConfig
@@ -21,11 +23,13 @@ from ..faults import Fault
 from ..http import Connection, Request, build_response, status_line
 from ..state import SimState
 from . import eventstream as es
+from . import invoke
 from .converse import VALIDATION, render_converse, render_invoke, stream_events, to_chat_body
 from .sigv4 import Secret, verify
 
 _encode = msgspec.json.encode
 _OPS = {b"converse": (CHAT, False), b"converse-stream": (CHAT, True), b"invoke": (EMBEDDINGS, False)}
+_INVOKE = {b"invoke": False, b"invoke-with-response-stream": True}  # Claude: operation -> streams
 # HTTP status -> the Bedrock exception AWS sends with it (for the `status=` knob).
 EXCEPTION_FOR_STATUS = {
     400: VALIDATION,
@@ -53,11 +57,22 @@ _CODE_SUFFIX = b":http://internal.amazon.com/coral/com.amazon.bedrock/"
 
 
 class BedrockRoute(Route):
-    __slots__ = ("stream",)
+    __slots__ = ("stream", "claude")
 
-    def __init__(self, op, deployment=None, error=None, stream=False):
+    def __init__(self, op, deployment=None, error=None, stream=False, claude=False):
         super().__init__(op, deployment, None, error)
         self.stream = stream
+        self.claude = claude  # InvokeModel with Anthropic's Messages body
+
+
+class InvokeReply(Reply):
+    """An InvokeModelWithResponseStream reply: the Messages plan its chunk frames render."""
+
+    __slots__ = ("message",)
+
+    def __init__(self, message: wire.MessagePlan, headers: bytes) -> None:
+        super().__init__("stream", headers=headers)
+        self.message = message
 
 
 def _exception_name(err: ErrorSpec) -> str:
@@ -102,9 +117,12 @@ class BedrockApp(ProviderApp):
     def route(self, method: bytes, path: bytes, query: bytes) -> Route:
         if method == b"POST" and path.startswith(b"/model/"):
             model, _, op = path[len(b"/model/") :].rpartition(b"/")
+            name = unquote(model.decode("latin-1"))
+            if op in _INVOKE and model and invoke.is_claude(name):
+                return BedrockRoute(CHAT, name, stream=_INVOKE[op], claude=True)
             spec = _OPS.get(op)
             if spec is not None and model:
-                return BedrockRoute(spec[0], unquote(model.decode("latin-1")), stream=spec[1])
+                return BedrockRoute(spec[0], name, stream=spec[1])
         return Route(None, error=ErrorSpec(404, "UnknownOperationException", "UnknownOperationException"))
 
     def auth_error(self, headers: dict) -> ErrorSpec | None:
@@ -186,6 +204,8 @@ class BedrockApp(ProviderApp):
         if self.models is not None and model not in self.models:
             return self._error_reply(self.unknown_model(model), None)
         reported = self.models[model] if self.models is not None else model
+        if getattr(route, "claude", False):
+            return self._claude(req, body, model, reported, stream, fault)
         if route.op == EMBEDDINGS:
             out, tokens = render_invoke(body, reported)
             reply = self._json_reply(req, out, None, b"x-amzn-bedrock-input-token-count: %d\r\n" % tokens)
@@ -208,6 +228,29 @@ class BedrockApp(ProviderApp):
             self._remember(req, model, False, reply.payload)
         return reply
 
+    def _claude(self, req: Request, body: Any, model: str, reported: str, stream: bool, fault: Fault | None) -> Reply:
+        """InvokeModel / InvokeModelWithResponseStream with Claude's Messages body."""
+        inner = invoke.messages_body(body, reported)
+        turns = wire.validate(inner)
+        key = req.url + b"\x00" + req.body
+        plan = plan_chat(wire.planner_body(inner, turns), sim_name=self.name, model=reported, key=key, fault=fault)
+        refuse = fault is not None and fault.content_filter == "prompt"
+        mp = wire.message_plan(inner, plan, key, refuse)
+        if stream:
+            reply: Reply = InvokeReply(mp, self._stream_headers(req))
+            if fault is None and req.http_11:
+                reply = Reply("response", self._whole_event_stream(reply))
+                self._remember(req, model, True, reply.payload)
+            return reply
+        counts = b"x-amzn-bedrock-input-token-count: %d\r\nx-amzn-bedrock-output-token-count: %d\r\n" % (
+            mp.input_tokens,
+            mp.output_tokens,
+        )
+        reply = self._json_reply(req, wire.render_message(mp), None, counts)
+        if fault is None:
+            self._remember(req, model, False, reply.payload)
+        return reply
+
     def _json_reply(self, req: Request, obj: Any, deployment: str | None, extra_headers: bytes = b"") -> Reply:
         head = (
             b"content-type: application/json\r\nx-amzn-RequestId: " + _request_id(req.url, req.body).encode() + b"\r\n"
@@ -222,7 +265,7 @@ class BedrockApp(ProviderApp):
         )
 
     def _whole_event_stream(self, reply: Reply) -> bytes:
-        data = b"".join(es.event(name, payload) for _, name, payload in stream_events(reply.stream_plan(), None))
+        data = b"".join(frame for _, frame in self.stream_frames(reply, None))
         return (
             status_line(200)
             + reply.headers
@@ -233,6 +276,10 @@ class BedrockApp(ProviderApp):
     stream_end = b""  # event-stream ends with messageStop/metadata frames
 
     def stream_frames(self, reply: Reply, fault: Fault | None):
+        if isinstance(reply, InvokeReply):
+            for is_content, payload in invoke.stream_chunks(reply.message):
+                yield is_content, es.event("chunk", payload)
+            return
         filtered = fault.content_filter if fault else None
         for is_content, name, payload in stream_events(reply.stream_plan(), filtered):
             yield is_content, es.event(name, payload)
