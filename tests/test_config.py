@@ -190,7 +190,7 @@ def test_every_problem_is_reported_at_once():
     assert info.value.problems == [
         "routes: unknown top-level key (known: server, routing, storage, identity, metering, audit, contracts, kms, capture, metrics, console, "
         "responses, egress, telemetry, providers, deployments, model_groups)",
-        "providers.az.kind: Invalid enum value 'azurre' (valid: anthropic, azure, azure_inference, bedrock, bedrock_anthropic, foundry_anthropic, gemini, openai, vertex, vertex_anthropic)",
+        "providers.az.kind: Invalid enum value 'azurre' (valid: anthropic, azure, azure_inference, bedrock, bedrock_anthropic, bedrock_openai, foundry_anthropic, gemini, openai, vertex, vertex_anthropic)",
         "deployments.d1.price.input: Expected `float` >= 0.0",
         "model_groups.gpt-4o.deployments[1]: unknown deployment 'd2'",
     ]
@@ -222,7 +222,7 @@ def test_config_check_reports_all_problems_and_unset_variables(tmp_path):
     )
     assert out.returncode == 1
     assert out.stderr.splitlines() == [
-        "invalid: providers.az.kind: Invalid enum value 'azurre' (valid: anthropic, azure, azure_inference, bedrock, bedrock_anthropic, foundry_anthropic, gemini, openai, vertex, vertex_anthropic)",
+        "invalid: providers.az.kind: Invalid enum value 'azurre' (valid: anthropic, azure, azure_inference, bedrock, bedrock_anthropic, bedrock_openai, foundry_anthropic, gemini, openai, vertex, vertex_anthropic)",
         "invalid: model_groups.gpt-4o.deployments[0]: unknown deployment 'd9'",
     ]
     good = tmp_path / "good.yaml"

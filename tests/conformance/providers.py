@@ -175,6 +175,20 @@ TARGETS: list[Target] = [
         },
     ),
     Target(
+        "bedrock_openai",
+        BEDROCK_SIM,
+        '{{kind: bedrock_openai, endpoint: "{url}", region: us-east-1, auth: {{aws: {{profile: cf-good}}}}}}',
+        '{{kind: bedrock_openai, endpoint: "{url}", region: us-east-1, auth: {{aws: {{profile: cf-bad}}}}}}',
+        "openai.gpt-oss-120b-1:0",
+        "openai.gpt-oss-fo",
+        gaps={
+            "embeddings": "Bedrock's OpenAI-compatible endpoint serves chat completions only",
+            "image_data_url": "OpenAI's open-weight models on Bedrock take text only",
+            "image_https_url": "OpenAI's open-weight models on Bedrock take text only",
+            "responses_image": "OpenAI's open-weight models on Bedrock take text only",
+        },
+    ),
+    Target(
         "azure_inference",
         ("--api-key-env", "CF_INFERENCE_KEY"),
         '{{kind: azure_inference, endpoint: "{url}/models", auth: {{api_key_env: CF_INFERENCE_KEY}}}}',

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import TypeVar
 
 import httpx
@@ -28,6 +29,22 @@ def attempts(raw: object) -> list[tuple[str, str]]:
     header = raw.headers["x-multihome-attempts"]  # type: ignore[attr-defined]
     items = [part.split(";") for part in header.split(", ")]
     return [(item[0], item[1].removeprefix("outcome=")) for item in items]
+
+
+def aws_env(tmp: Path, akid: str, secret: str, profile: str = "multihome") -> dict[str, str]:
+    """The environment in which botocore's credential chain finds exactly one identity: `profile`
+    in a shared credentials file under `tmp` (no ambient keys, no config file, no IMDS)."""
+    creds = tmp / "aws-credentials"
+    creds.write_text(f"[{profile}]\naws_access_key_id = {akid}\naws_secret_access_key = {secret}\n")
+    return {
+        "AWS_SHARED_CREDENTIALS_FILE": str(creds),
+        "AWS_CONFIG_FILE": str(tmp / "no-aws-config"),
+        "AWS_EC2_METADATA_DISABLED": "true",
+        "AWS_ACCESS_KEY_ID": "",
+        "AWS_SECRET_ACCESS_KEY": "",
+        "AWS_SESSION_TOKEN": "",
+        "AWS_PROFILE": "",
+    }
 
 
 def tenant_with_key(admin: httpx.Client, name: str, roles: tuple[str, ...] = ("member",)) -> tuple[str, str]:

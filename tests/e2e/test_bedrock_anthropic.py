@@ -16,7 +16,7 @@ import yaml
 
 from builders import database, identity
 
-from .helpers import attempts, tenant_with_key, until
+from .helpers import attempts, aws_env, tenant_with_key, until
 from .processes import Gateway, Simulator
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -30,8 +30,6 @@ PROFILE = "anthropic.claude-sonnet-4-5-20250929-v1%3A0"
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("bedrock-claude")
-    creds = tmp / "credentials"
-    creds.write_text(f"[multihome]\naws_access_key_id = {AKID}\naws_secret_access_key = {SECRET}\n")
     secrets = {"SIM_AKID": AKID, "SIM_SECRET": SECRET}
     aws = ("--aws-access-key-id-env", "SIM_AKID", "--aws-secret-access-key-env", "SIM_SECRET")
     sims: dict[str, Simulator] = {}
@@ -48,13 +46,7 @@ def stack(tmp_path_factory):
         env = {
             "MULTIHOME_API_KEY": CLIENT_KEY,
             "MH_ADMIN_KEY": ADMIN_KEY,
-            "AWS_SHARED_CREDENTIALS_FILE": str(creds),
-            "AWS_CONFIG_FILE": str(tmp / "no-config"),
-            "AWS_EC2_METADATA_DISABLED": "true",
-            "AWS_ACCESS_KEY_ID": "",
-            "AWS_SECRET_ACCESS_KEY": "",
-            "AWS_SESSION_TOKEN": "",
-            "AWS_PROFILE": "",
+            **aws_env(tmp, AKID, SECRET),
         }
         gw = Gateway(cfg, tmp, env)
         yield sims, gw

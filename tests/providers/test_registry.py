@@ -65,7 +65,10 @@ def _config(provider: str) -> str:
             '{kind: openai, endpoint: "https://x", auth: {entra: {}}}',
             "providers.p.auth.entra: only for kind azure or foundry_anthropic or azure_inference",
         ),
-        ("{kind: anthropic, auth: {aws: {}}}", "providers.p.auth.aws: only for kind bedrock or bedrock_anthropic"),
+        (
+            "{kind: anthropic, auth: {aws: {}}}",
+            "providers.p.auth.aws: only for kind bedrock or bedrock_anthropic or bedrock_openai",
+        ),
         ("{kind: foundry_anthropic}", "providers.p.endpoint: required for kind 'foundry_anthropic'"),
         ("{kind: azure_inference}", "providers.p.endpoint: required for kind 'azure_inference'"),
         ("{kind: gemini, auth: {google: {}}}", "providers.p.auth.google: only for kind vertex or vertex_anthropic"),

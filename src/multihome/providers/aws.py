@@ -360,7 +360,10 @@ class Runtime:
     async def request(
         self, model: str, operation: str, body: bytes, base: dict[str, str], dropped: list[str]
     ) -> UpstreamRequest:
-        url = self.url(model, operation)
+        return await self.signed(self.url(model, operation), body, base, dropped)
+
+    async def signed(self, url: yarl.URL, body: bytes, base: dict[str, str], dropped: list[str]) -> UpstreamRequest:
+        """A call to `url` (on this endpoint) with its signature or API key."""
         headers = await self._signer.headers(str(url), body, base)
         # UpstreamRequest.url is normally a str; aiohttp accepts the yarl.URL as is (see url()).
         return UpstreamRequest(url, headers, body, dropped)  # type: ignore[arg-type]

@@ -31,6 +31,7 @@ KINDS: tuple[ProviderKind, ...] = (
     azure.INFERENCE,
     anthropic.VERTEX,
     anthropic.BEDROCK,
+    bedrock.OPENAI,
 )
 BY_NAME: dict[str, ProviderKind] = {kind.name: kind for kind in KINDS}
 NAMES: tuple[str, ...] = tuple(BY_NAME)

@@ -19,5 +19,6 @@ APPS: dict[str, str] = {
     "azure_inference": "azure.inference:AzureInferenceApp",  # Foundry's model catalogue, OpenAI-shaped
     "vertex_anthropic": "anthropic.vertex:VertexAnthropicApp",  # Claude on Vertex AI, with its token endpoint
     "bedrock_anthropic": "anthropic.bedrock:BedrockAnthropicApp",  # Bedrock itself, InvokeModel with Claude's body
+    "bedrock_openai": "bedrock.openai_compat:BedrockOpenAIApp",  # Bedrock's OpenAI-compatible chat endpoint
 }
 KINDS: tuple[str, ...] = tuple(APPS)

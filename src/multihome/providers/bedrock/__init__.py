@@ -1,4 +1,6 @@
-"""AWS Bedrock Runtime: Converse / ConverseStream for chat, InvokeModel for embeddings.
+"""AWS Bedrock Runtime: Converse / ConverseStream for chat, InvokeModel for embeddings (`bedrock`
+kind); and Bedrock's OpenAI-compatible Chat Completions endpoint for OpenAI's open-weight models
+(`bedrock_openai` kind, `openai_compat.py`: `POST /openai/v1/chat/completions`, bodies passed through).
 
 `request.py` turns an OpenAI chat body into a Converse body, `response.py` a Converse answer into
 a chat.completion, `stream.py` decodes ConverseStream event-stream frames into chunks,
@@ -60,6 +62,17 @@ KIND = ProviderKind(
     telemetry_name="aws.bedrock",
     auth_methods=("api_key_env", "aws"),
     adapter="multihome.providers.bedrock.adapter",
+    requires=("region",),
+    default_endpoint=_public_endpoint,
+    data_zone=data_zone,
+)
+
+OPENAI = ProviderKind(
+    name="bedrock_openai",
+    title="Amazon Bedrock OpenAI Chat Completions",
+    telemetry_name="aws.bedrock",
+    auth_methods=("api_key_env", "aws"),
+    adapter="multihome.providers.bedrock.openai_compat",
     requires=("region",),
     default_endpoint=_public_endpoint,
     data_zone=data_zone,

@@ -25,7 +25,7 @@ from ..state import SimState
 from . import eventstream as es
 from . import invoke
 from .converse import VALIDATION, render_converse, render_invoke, stream_events, to_chat_body
-from .sigv4 import Secret, verify
+from .sigv4 import Secret, verify, verify_request
 
 _encode = msgspec.json.encode
 _OPS = {b"converse": (CHAT, False), b"converse-stream": (CHAT, True), b"invoke": (EMBEDDINGS, False)}
@@ -141,16 +141,7 @@ class BedrockApp(ProviderApp):
             )
         req = self._req
         assert req is not None  # handle() sets it around the shared pipeline
-        hdrs = {k.decode("latin-1"): v.decode("latin-1") for k, v in headers.items()}
-        failure = verify(
-            req.method.decode(),
-            req.url.decode("latin-1"),
-            hdrs,
-            req.body,
-            keys=self.keys,
-            region=self.region,
-            service="bedrock",
-        )
+        failure = verify_request(req, self.keys, self.region)
         if failure is None:
             return None
         return ErrorSpec(failure.status, failure.message, failure.error_type)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import datetime
 import hmac
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 from botocore.auth import SigV4Auth
 from botocore.awsrequest import AWSRequest
@@ -20,6 +20,10 @@ _SIGNATURE_MISMATCH = (
     "The request signature we calculated does not match the signature you provided. Check your AWS Secret "
     "Access Key and signing method. Consult the service documentation for details."
 )
+
+
+if TYPE_CHECKING:
+    from ..http import Request
 
 
 class AuthFailure(NamedTuple):
@@ -135,3 +139,11 @@ def verify(
     if not hmac.compare_digest(expected, fields["Signature"]):
         return AuthFailure(403, "InvalidSignatureException", _SIGNATURE_MISMATCH)
     return None
+
+
+def verify_request(req: Request, keys: dict[str, Secret], region: str) -> AuthFailure | None:
+    """`verify` for a request this simulator received, as Bedrock Runtime checks it (service `bedrock`)."""
+    headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in req.headers.items()}
+    return verify(
+        req.method.decode(), req.url.decode("latin-1"), headers, req.body, keys=keys, region=region, service="bedrock"
+    )
