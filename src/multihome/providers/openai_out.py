@@ -65,8 +65,11 @@ def completion(
     usage: UsageOut,
     refusal: str | None = None,
     id: str | None = None,
+    reasoning: Reasoning | None = None,
 ) -> bytes:
     message: dict[str, Any] = {"role": "assistant", "content": text, "refusal": refusal}
+    if reasoning is not None:
+        message.update(reasoning.fields())
     if tool_calls:
         message["tool_calls"] = [
             {"id": c.id, "type": "function", "function": {"name": c.name, "arguments": c.arguments}} for c in tool_calls
@@ -81,6 +84,24 @@ def completion(
             "usage": usage.to_openai(),
         }
     )
+
+
+class Reasoning(msgspec.Struct):
+    """What an upstream reasoned, in the two message fields OpenAI chat has no standard for:
+    `reasoning_content` (the text, the name DeepSeek, vLLM and others use) and `thinking_blocks`
+    (Anthropic's blocks with their signatures, to be sent back unchanged on the next turn).
+    docs/translation/reasoning.md."""
+
+    text: list[str] = msgspec.field(default_factory=list)
+    blocks: list[dict[str, Any]] = msgspec.field(default_factory=list)
+
+    def fields(self) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        if self.text:
+            out["reasoning_content"] = "".join(self.text)
+        if self.blocks:
+            out["thinking_blocks"] = self.blocks
+        return out
 
 
 class ChunkWriter:
@@ -104,6 +125,13 @@ class ChunkWriter:
 
     def text(self, delta: str) -> bytes:
         return self._chunk({"content": delta})
+
+    def reasoning(self, delta: str) -> bytes:
+        return self._chunk({"reasoning_content": delta})
+
+    def thinking_block(self, block: dict[str, Any]) -> bytes:
+        """A finished thinking block, signature included, once it is complete (docs/translation/reasoning.md)."""
+        return self._chunk({"thinking_blocks": [block]})
 
     def refusal(self, delta: str) -> bytes:
         return self._chunk({"refusal": delta})

@@ -15,6 +15,7 @@ from .errors import bad_request
 ROLES = frozenset({"system", "developer", "user", "assistant", "tool", "function"})
 TOOL_CHOICES = frozenset({"none", "auto", "required"})
 RESPONSE_FORMATS = frozenset({"text", "json_object", "json_schema"})
+REASONING_EFFORTS = ("none", "minimal", "low", "medium", "high", "xhigh")
 
 
 class ImageUrl(msgspec.Struct):
@@ -42,6 +43,17 @@ class ToolCall(msgspec.Struct):
     type: str = "function"
 
 
+class ThinkingBlock(msgspec.Struct):
+    """A reasoning block an Anthropic-family upstream produced, as the gateway hands it to OpenAI
+    clients in `message.thinking_blocks` (docs/translation/reasoning.md): sent back on the next
+    turn, it goes upstream unchanged, signature included."""
+
+    type: str  # "thinking" | "redacted_thinking"
+    thinking: str | None = None
+    signature: str | None = None
+    data: str | None = None  # redacted_thinking: the encrypted reasoning
+
+
 class Message(msgspec.Struct):
     role: str
     content: str | list[ContentPart] | None = None
@@ -49,6 +61,8 @@ class Message(msgspec.Struct):
     tool_calls: list[ToolCall] | None = None
     tool_call_id: str | None = None
     refusal: str | None = None
+    # Not OpenAI's: reasoning blocks with their signatures from an earlier answer (assistant only).
+    thinking_blocks: list[ThinkingBlock] | None = None
 
 
 class FunctionDef(msgspec.Struct):
@@ -109,6 +123,7 @@ class ChatRequest(msgspec.Struct):
     top_p: float | None = None
     stop: str | list[str] | None = None
     seed: int | None = None
+    reasoning_effort: str | None = None
 
 
 _typed = msgspec.json.Decoder(ChatRequest)
@@ -159,6 +174,19 @@ def _validate(req: ChatRequest) -> None:
             raise bad_request(
                 f"messages[{i}].content is required for role '{msg.role}'.", param=f"messages[{i}].content"
             )
+        for k, block in enumerate(msg.thinking_blocks or ()):
+            where = f"messages[{i}].thinking_blocks[{k}]"
+            if msg.role != "assistant":
+                raise bad_request(f"{where}: thinking blocks belong to assistant messages only.", param=where)
+            if block.type == "thinking" and (block.thinking is None or not block.signature):
+                raise bad_request(
+                    f"{where}: a thinking block needs 'thinking' and its 'signature', exactly as the answer gave them.",
+                    param=where,
+                )
+            if block.type == "redacted_thinking" and not block.data:
+                raise bad_request(f"{where}: a redacted_thinking block needs its 'data'.", param=where)
+            if block.type not in ("thinking", "redacted_thinking"):
+                raise bad_request(f"{where}.type must be 'thinking' or 'redacted_thinking'.", param=f"{where}.type")
         if isinstance(msg.content, list):
             for j, part in enumerate(msg.content):
                 if part.type == "image_url" and part.image_url is None:
@@ -201,6 +229,10 @@ def _validate(req: ChatRequest) -> None:
         value = getattr(req, name)
         if value is not None and value < 1:
             raise bad_request(f"'{name}' must be at least 1.", param=name)
+    if req.reasoning_effort is not None and req.reasoning_effort not in REASONING_EFFORTS:
+        raise bad_request(
+            f"'reasoning_effort' must be one of: {', '.join(REASONING_EFFORTS)}.", param="reasoning_effort"
+        )
     if req.stream_options is not None and not req.stream:
         raise bad_request("'stream_options' is only allowed when 'stream' is true.", param="stream_options")
 

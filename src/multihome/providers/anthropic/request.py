@@ -11,6 +11,7 @@ from typing import Any
 from ...schema.chat import ChatRequest, ContentPart, Message, ParsedChat
 from ...schema.errors import bad_request
 from ..canonical_in import max_output_tokens, raw_json, stop_list, tool_arguments, unsupported
+from ..reasoning import thinking_budget
 
 PROVIDER = "Anthropic"
 # Anthropic requires max_tokens; the adapter does not know the deployment's limit, so a request
@@ -37,6 +38,7 @@ _MAPPED = frozenset(
         "temperature",
         "top_p",
         "stop",
+        "reasoning_effort",
         "n",
         "logprobs",
         "top_logprobs",
@@ -57,7 +59,6 @@ _DROPPED = frozenset(
         "store",
         "service_tier",
         "prompt_cache_key",
-        "reasoning_effort",
         "verbosity",
         "prediction",
     }
@@ -195,7 +196,15 @@ def _tool_result(msg: Message, i: int, markers: Markers) -> dict[str, Any]:
 
 
 def _assistant_blocks(msg: Message, i: int, markers: Markers) -> list[dict[str, Any]]:
-    blocks = _text_blocks(msg, i, markers, f"messages[{i}]", allow_images=False)
+    # Thinking first, as the model produced it; Anthropic checks each signature, so nothing in a
+    # block may change on its way back.
+    blocks: list[dict[str, Any]] = [
+        {"type": "thinking", "thinking": b.thinking, "signature": b.signature}
+        if b.type == "thinking"
+        else {"type": "redacted_thinking", "data": b.data}
+        for b in msg.thinking_blocks or ()
+    ]
+    blocks += _text_blocks(msg, i, markers, f"messages[{i}]", allow_images=False)
     for k, call in enumerate(msg.tool_calls or ()):
         where = f"messages[{i}].tool_calls[{k}]"
         blocks.append(
@@ -293,7 +302,12 @@ def build_body(parsed: ParsedChat, model: str) -> tuple[dict[str, Any], list[str
     req = parsed.request
     dropped, body = _top_level(parsed)
     system, messages = translate_messages(req, _cache_markers(parsed))
-    body.update({"model": model, "max_tokens": max_output_tokens(req) or DEFAULT_MAX_TOKENS, "messages": messages})
+    budget, max_tokens = thinking_budget(req.reasoning_effort, max_output_tokens(req), DEFAULT_MAX_TOKENS)
+    if budget is None and req.reasoning_effort not in (None, "none", "minimal"):
+        dropped.append("reasoning_effort")  # max_completion_tokens leaves no room for a thinking budget
+    body.update({"model": model, "max_tokens": max_tokens or DEFAULT_MAX_TOKENS, "messages": messages})
+    if budget is not None:
+        body["thinking"] = {"type": "enabled", "budget_tokens": budget}
     if system:
         # A plain string unless the client marked a system part for caching.
         body["system"] = system if any("cache_control" in b for b in system) else "\n\n".join(b["text"] for b in system)
@@ -305,9 +319,15 @@ def build_body(parsed: ParsedChat, model: str) -> tuple[dict[str, Any], list[str
                 param="temperature",
                 code="unsupported_parameter",
             )
-        body["temperature"] = req.temperature
+        if budget is not None and req.temperature != 1:
+            dropped.append("temperature")  # Anthropic takes no temperature but 1 while thinking
+        else:
+            body["temperature"] = req.temperature
     if req.top_p is not None:
-        body["top_p"] = req.top_p
+        if budget is not None and req.top_p < 0.95:
+            dropped.append("top_p")  # ... and top_p only from 0.95 up
+        else:
+            body["top_p"] = req.top_p
     stops = stop_list(req)
     if stops:
         body["stop_sequences"] = stops
@@ -331,6 +351,14 @@ def build_body(parsed: ParsedChat, model: str) -> tuple[dict[str, Any], list[str
     if tools:
         body["tools"] = tools
         if choice is not None:
+            if budget is not None and choice["type"] in ("any", "tool"):
+                raise bad_request(
+                    f"reasoning_effort together with a forced tool call (tool_choice 'required' or a named function, "
+                    f"or response_format 'json_object') is not supported when the request is served by {PROVIDER}: "
+                    "thinking allows tool_choice 'auto' or 'none' only.",
+                    param="reasoning_effort",
+                    code="unsupported_parameter",
+                )
             body["tool_choice"] = choice
     if parsed.stream:
         body["stream"] = True

@@ -7,7 +7,7 @@ import msgspec
 
 from ...schema.bounded import Decoder
 from .. import openai_out
-from ..openai_out import FINISH_FILTER, FINISH_LENGTH, FINISH_STOP, FINISH_TOOLS, ToolCallOut, UsageOut
+from ..openai_out import FINISH_FILTER, FINISH_LENGTH, FINISH_STOP, FINISH_TOOLS, Reasoning, ToolCallOut, UsageOut
 from .request import JSON_TOOL
 
 # protocols.md section 9. pause_turn only follows Anthropic server tools, which this adapter never
@@ -46,6 +46,9 @@ def usage_out(input_tokens: int, output_tokens: int, cache_read: int, cache_crea
 class Block(msgspec.Struct):
     type: str
     text: str | None = None
+    thinking: str | None = None
+    signature: str | None = None
+    data: str | None = None  # redacted_thinking
     id: str | None = None
     name: str | None = None
     input: msgspec.Raw = msgspec.Raw()  # empty when absent (Raw cannot sit in a union)
@@ -67,6 +70,7 @@ def chat_response(body: bytes, upstream_model: str) -> bytes:
     msg = _message.decode(body)
     texts: list[str] = []
     calls: list[ToolCallOut] = []
+    reasoning = Reasoning()
     finish = finish_reason(msg.stop_reason)
     for block in msg.content:
         if block.type == "text":
@@ -79,7 +83,14 @@ def chat_response(body: bytes, upstream_model: str) -> bytes:
                 finish = FINISH_STOP
             else:
                 calls.append(ToolCallOut(id=block.id or "", name=block.name or "", arguments=args))
-        # thinking / redacted_thinking / server-tool blocks have no OpenAI chat field: not forwarded.
+        elif block.type == "thinking":
+            reasoning.text.append(block.thinking or "")
+            reasoning.blocks.append(
+                {"type": "thinking", "thinking": block.thinking or "", "signature": block.signature}
+            )
+        elif block.type == "redacted_thinking":
+            reasoning.blocks.append({"type": "redacted_thinking", "data": block.data})
+        # server-tool blocks have no OpenAI chat field: not forwarded.
     u = msg.usage
     usage = usage_out(
         u.input_tokens or 0, u.output_tokens or 0, u.cache_read_input_tokens or 0, u.cache_creation_input_tokens or 0
@@ -91,6 +102,7 @@ def chat_response(body: bytes, upstream_model: str) -> bytes:
         finish_reason=finish,
         usage=usage,
         id=completion_id(msg.id),
+        reasoning=reasoning if reasoning.blocks else None,
     )
 
 

@@ -22,6 +22,9 @@ class _Block(msgspec.Struct):
     id: str | None = None
     name: str | None = None
     text: str | None = None
+    thinking: str | None = None
+    signature: str | None = None
+    data: str | None = None
 
 
 class _Delta(msgspec.Struct):
@@ -29,6 +32,8 @@ class _Delta(msgspec.Struct):
     text: str | None = None
     partial_json: str | None = None
     stop_reason: str | None = None
+    thinking: str | None = None
+    signature: str | None = None
 
 
 class _Message(msgspec.Struct):
@@ -54,7 +59,7 @@ class _Event(msgspec.Struct):
 
 _event = Decoder(_Event)
 _encode = msgspec.json.encode
-_TEXT, _TOOL, _JSON, _OTHER = 0, 1, 2, 3
+_TEXT, _TOOL, _JSON, _OTHER, _THINKING = 0, 1, 2, 3, 4
 
 
 class AnthropicStreamDecoder:
@@ -66,6 +71,7 @@ class AnthropicStreamDecoder:
         self._tools = 0
         self._stop_reason: str | None = None
         self._json_mode = False
+        self._thinking: dict[int, list[str]] = {}  # open thinking block -> [text so far, signature]
         self._input = self._output = self._cache_read = self._cache_creation = 0
         self.done = False
         self._corrupt = ""
@@ -127,18 +133,31 @@ class AnthropicStreamDecoder:
                 return
             if delta.type == "text_delta" and block_kind == _TEXT and delta.text:
                 out.append(self._writer().text(delta.text))
+            elif delta.type == "thinking_delta" and block_kind == _THINKING and delta.thinking:
+                self._thinking[ev.index][0] += delta.thinking
+                out.append(self._writer().reasoning(delta.thinking))
+            elif delta.type == "signature_delta" and block_kind == _THINKING and delta.signature:
+                self._thinking[ev.index][1] += delta.signature
             elif delta.type == "input_json_delta" and delta.partial_json:
                 if block_kind == _TOOL:
                     out.append(self._writer().tool_args(tool_index, delta.partial_json))
                 elif block_kind == _JSON:
                     out.append(self._writer().text(delta.partial_json))
-            # thinking_delta, signature_delta, citations_delta: no OpenAI chat field.
+            # citations_delta: no OpenAI chat field.
         elif kind == "content_block_start":
             block = ev.content_block or _Block()
             if block.type == "text":
                 self._blocks[ev.index] = (_TEXT, 0)
                 if block.text:
                     out.append(self._writer().text(block.text))
+            elif block.type == "thinking":
+                self._blocks[ev.index] = (_THINKING, 0)
+                self._thinking[ev.index] = [block.thinking or "", block.signature or ""]
+                if block.thinking:
+                    out.append(self._writer().reasoning(block.thinking))
+            elif block.type == "redacted_thinking":
+                self._blocks[ev.index] = (_OTHER, 0)
+                out.append(self._writer().thinking_block({"type": "redacted_thinking", "data": block.data}))
             elif block.type == "tool_use" and block.name == JSON_TOOL:
                 self._blocks[ev.index] = (_JSON, 0)
                 self._json_mode = True
@@ -149,6 +168,10 @@ class AnthropicStreamDecoder:
                 out.append(self._writer().tool_start(index, block.id or "", block.name or ""))
             else:
                 self._blocks[ev.index] = (_OTHER, 0)
+        elif kind == "content_block_stop" and ev.index in self._thinking:
+            # The block is whole (its signature arrives last): the client keeps it for the next turn.
+            text, signature = self._thinking.pop(ev.index)
+            out.append(self._writer().thinking_block({"type": "thinking", "thinking": text, "signature": signature}))
         elif kind == "message_start":
             msg = ev.message or _Message()
             self._usage(msg.usage)
@@ -180,4 +203,4 @@ class AnthropicStreamDecoder:
                 )
             )
             self.done = True
-        # ping, content_block_stop and unknown future events carry nothing to forward.
+        # ping, other content_block_stops and unknown future events carry nothing to forward.

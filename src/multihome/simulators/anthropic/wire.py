@@ -4,6 +4,9 @@ Message or as named SSE events. The deterministic reply rules stay in chat.py.""
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import hmac
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -81,7 +84,17 @@ def _check_block(block: Any, where: str, role: str) -> None:
             raise _bad(f"{where}: tool_result blocks are only allowed in user messages")
         if not isinstance(block.get("tool_use_id"), str):
             raise _bad(f"{where}.tool_use_id: Field required")
-    elif kind not in ("document", "thinking", "redacted_thinking", "search_result"):
+    elif kind == "thinking":
+        if role != "assistant":
+            raise _bad(f"{where}: thinking blocks are only allowed in assistant messages")
+        text, signature = block.get("thinking"), block.get("signature")
+        if not isinstance(text, str) or not isinstance(signature, str) or signature != thinking_signature(text):
+            # The API checks that a thinking block comes back exactly as the model produced it.
+            raise _bad(f"{where}: Invalid `signature` in `thinking` block")
+    elif kind == "redacted_thinking":
+        if role != "assistant" or not isinstance(block.get("data"), str) or not block["data"]:
+            raise _bad(f"{where}.data: Field required")
+    elif kind not in ("document", "search_result"):
         raise _bad(f"{where}: Input tag '{kind}' found using 'type' does not match any of the expected tags")
 
 
@@ -147,7 +160,49 @@ def validate(body: dict) -> list[dict]:
             turns.append({"role": role, "content": list(blocks)})
     _check_tool_pairs(turns)
     _check_tools(body)
+    _check_thinking(body)
     return turns
+
+
+_SIGNING_KEY = b"multihome-simulated-claude"
+
+
+def thinking_signature(text: str) -> str:
+    """The signature the simulator gives a thinking block: an HMAC of its text, so any change to
+    the text or the signature on the way back is caught, as Anthropic catches it."""
+    return base64.b64encode(hmac.new(_SIGNING_KEY, text.encode(), hashlib.sha256).digest()).decode()
+
+
+def thinking_budget(body: dict) -> int | None:
+    thinking = body.get("thinking")
+    return thinking["budget_tokens"] if isinstance(thinking, dict) and thinking.get("type") == "enabled" else None
+
+
+def _check_thinking(body: dict) -> None:
+    """Extended thinking's rules, in Anthropic's words."""
+    thinking = body.get("thinking")
+    if thinking is None:
+        return
+    if not isinstance(thinking, dict) or thinking.get("type") not in ("enabled", "disabled"):
+        raise _bad("thinking: Input tag does not match any of the expected tags: 'enabled', 'disabled'")
+    if thinking["type"] == "disabled":
+        return
+    budget = thinking.get("budget_tokens")
+    if isinstance(budget, bool) or not isinstance(budget, int):
+        raise _bad("thinking.enabled.budget_tokens: Field required")
+    if budget < 1024:
+        raise _bad("thinking.enabled.budget_tokens: Input should be greater than or equal to 1024")
+    if budget >= body["max_tokens"]:
+        raise _bad("`max_tokens` must be greater than `thinking.budget_tokens`.")
+    t = body.get("temperature")
+    if t is not None and t != 1:
+        raise _bad("`temperature` may only be set to 1 when thinking is enabled.")
+    p = body.get("top_p")
+    if p is not None and p < 0.95:
+        raise _bad("`top_p` must be greater than or equal to 0.95 or unset when thinking is enabled.")
+    choice = body.get("tool_choice") or {"type": "auto"}
+    if choice.get("type") in ("any", "tool"):
+        raise _bad("Thinking may not be enabled when tool_choice forces tool use.")
 
 
 def _check_tool_pairs(turns: list[dict]) -> None:
@@ -329,7 +384,30 @@ class MessagePlan:
 
 
 def message_plan(body: dict, plan: ChatPlan, key: bytes, refuse_prompt: bool) -> MessagePlan:
-    """Turn the planner's OpenAI-style choice into Anthropic content blocks and stop reason."""
+    """Turn the planner's OpenAI-style choice into Anthropic content blocks and stop reason;
+    with extended thinking on, a signed thinking block comes first."""
+    mp = _answer_plan(body, plan, key, refuse_prompt)
+    budget = thinking_budget(body)
+    if budget is not None and mp.stop_reason != "refusal":
+        asked = next((m["content"] for m in reversed(plan_messages(body)) if m["role"] == "user"), "")
+        text = truncate_to_tokens(f"The user said: {asked}. Answer plainly.", budget)
+        mp.blocks.insert(0, {"type": "thinking", "thinking": text, "signature": thinking_signature(text)})
+        mp.output_tokens += estimate_tokens(text)
+        mp.pieces = None  # the chunks knob paces a single text block
+    return mp
+
+
+def plan_messages(body: dict) -> list[dict]:
+    """(role, text) of each turn, text only, for the simulated reasoning to quote."""
+    out = []
+    for m in body.get("messages") or ():
+        content = m.get("content")
+        text = content if isinstance(content, str) else text_of([b for b in content if b.get("type") == "text"])
+        out.append({"role": m.get("role"), "content": text})
+    return out
+
+
+def _answer_plan(body: dict, plan: ChatPlan, key: bytes, refuse_prompt: bool) -> MessagePlan:
     choice = plan.choices[0]
     mid = "msg_" + short_hash(key, size=12)
     blocks: list[dict] = []
@@ -418,7 +496,36 @@ def stream_events(mp: MessagePlan) -> Iterator[tuple[str, str, dict]]:
         },
     )
     for index, block in enumerate(mp.blocks):
-        if block["type"] == "text":
+        if block["type"] == "thinking":
+            yield (
+                "head",
+                "content_block_start",
+                {
+                    "type": "content_block_start",
+                    "index": index,
+                    "content_block": {"type": "thinking", "thinking": "", "signature": ""},
+                },
+            )
+            for word in split_words(block["thinking"]):
+                yield (
+                    CONTENT,
+                    "content_block_delta",
+                    {
+                        "type": "content_block_delta",
+                        "index": index,
+                        "delta": {"type": "thinking_delta", "thinking": word},
+                    },
+                )
+            yield (
+                "tail",
+                "content_block_delta",
+                {
+                    "type": "content_block_delta",
+                    "index": index,
+                    "delta": {"type": "signature_delta", "signature": block["signature"]},
+                },
+            )
+        elif block["type"] == "text":
             yield (
                 "head",
                 "content_block_start",

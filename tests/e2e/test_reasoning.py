@@ -1,0 +1,166 @@
+"""Reasoning across APIs, end to end: OpenAI clients (the official openai SDK) asking Claude to
+think with `reasoning_effort`, through the real gateway to Anthropic's API and to Bedrock's
+InvokeModel; the reasoning comes back as `reasoning_content` and signed `thinking_blocks`, and the
+blocks sent back on the next turn reach Claude unchanged (the simulator checks every signature)."""
+
+from __future__ import annotations
+
+import json
+
+import openai
+import pytest
+
+from builders import api_keys, config, deployment, group, simulated
+
+from .helpers import aws_env
+from .processes import Gateway, Simulator
+
+CLIENT_KEY = "mh-reasoning-client-key"
+ANT_KEY = "sk-ant-reasoning-e2e"
+AKID, SECRET = "AKIDREASONINGE2E01", "reasoning-e2e-secret-0123456789"
+TOOLS = [{"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object"}}}]
+ASK = [{"role": "user", "content": "use get_weather"}]
+GROUPS = ["claude-anthropic", "claude-bedrock"]
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("reasoning")
+    secrets = {"SIM_ANT_KEY": ANT_KEY, "SIM_AKID": AKID, "SIM_SECRET": SECRET}
+    sims: dict[str, Simulator] = {}
+    gw = None
+    try:
+        sims["anthropic"] = Simulator("anthropic", "anthropic-sim", "--api-key-env", "SIM_ANT_KEY", env=secrets)
+        sims["bedrock"] = Simulator(
+            "bedrock_anthropic",
+            "bedrock-sim",
+            "--region",
+            "eu-west-1",
+            "--aws-access-key-id-env",
+            "SIM_AKID",
+            "--aws-secret-access-key-env",
+            "SIM_SECRET",
+            env=secrets,
+        )
+        cfg = config(
+            server=api_keys("MULTIHOME_API_KEY"),
+            providers={
+                "anthropic": simulated("anthropic", sims["anthropic"].url, key_env="ANT_UPSTREAM_KEY"),
+                "bedrock": simulated(
+                    "bedrock_anthropic", sims["bedrock"].url, region="eu-west-1", auth={"aws": {"profile": "multihome"}}
+                ),
+            },
+            deployments={
+                "claude@anthropic": deployment("anthropic", "claude-sonnet-4-5"),
+                "claude@bedrock": deployment("bedrock", "eu.anthropic.claude-sonnet-4-5-20250929-v1:0"),
+            },
+            model_groups={
+                "claude-anthropic": group("claude@anthropic", retries=0),
+                "claude-bedrock": group("claude@bedrock", retries=0),
+            },
+        )
+        env = {"MULTIHOME_API_KEY": CLIENT_KEY, "ANT_UPSTREAM_KEY": ANT_KEY, **aws_env(tmp, AKID, SECRET)}
+        gw = Gateway(cfg, tmp, env)
+        yield sims, gw
+    finally:
+        log = gw.stop() if gw is not None else ""
+        for sim in sims.values():
+            sim.stop()
+    assert "Traceback" not in log, log[-3000:]
+
+
+@pytest.fixture
+def client(stack) -> openai.OpenAI:
+    for sim in stack[0].values():
+        sim.reset()
+    return openai.OpenAI(base_url=stack[1].url + "/v1", api_key=CLIENT_KEY, max_retries=0, timeout=15)
+
+
+def _sent(stack, model: str) -> dict:
+    sim = stack[0]["anthropic" if model == "claude-anthropic" else "bedrock"]
+    return json.loads(sim.requests()[-1]["body"])
+
+
+@pytest.mark.parametrize("model", GROUPS)
+def test_effort_becomes_a_budget_and_the_blocks_come_back_signed(stack, client, model):
+    first = client.chat.completions.create(model=model, messages=ASK, tools=TOOLS, reasoning_effort="medium")
+    sent = _sent(stack, model)
+    assert sent["thinking"] == {"type": "enabled", "budget_tokens": 4096} and sent["max_tokens"] == 4096 + 4096
+    message = first.choices[0].message
+    assert first.choices[0].finish_reason == "tool_calls"
+    assert message.reasoning_content and "use get_weather" in message.reasoning_content
+    [block] = message.thinking_blocks
+    assert block["type"] == "thinking" and block["signature"] and block["thinking"] == message.reasoning_content
+
+    # The next turn carries the blocks back; Claude (the simulator) checks the signature.
+    call = message.tool_calls[0]
+    history = [
+        *ASK,
+        {
+            "role": "assistant",
+            "content": message.content,
+            "tool_calls": [call.model_dump()],
+            "thinking_blocks": message.thinking_blocks,
+        },
+        {"role": "tool", "tool_call_id": call.id, "content": "sunny"},
+    ]
+    second = client.chat.completions.create(model=model, messages=history, tools=TOOLS, reasoning_effort="medium")
+    assert second.choices[0].finish_reason == "stop"
+    assert _sent(stack, model)["messages"][1]["content"][0] == {
+        "type": "thinking",
+        **{k: block[k] for k in ("thinking", "signature")},
+    }
+
+    history[1]["thinking_blocks"] = [{**block, "thinking": block["thinking"] + " (edited)"}]
+    with pytest.raises(openai.BadRequestError) as refused:
+        client.chat.completions.create(model=model, messages=history, tools=TOOLS, reasoning_effort="medium")
+    assert "signature" in refused.value.message
+
+
+@pytest.mark.parametrize("model", GROUPS)
+def test_a_stream_carries_reasoning_deltas_then_the_signed_block(client, model):
+    stream = client.chat.completions.create(
+        model=model, messages=[{"role": "user", "content": "Hello there"}], reasoning_effort="low", stream=True
+    )
+    reasoning, text, blocks = [], [], []
+    for chunk in stream:
+        if not chunk.choices:
+            continue
+        delta = chunk.choices[0].delta
+        reasoning.append(getattr(delta, "reasoning_content", None) or "")
+        text.append(delta.content or "")
+        blocks += getattr(delta, "thinking_blocks", None) or []
+    assert "Hello there" in "".join(reasoning) and "Hello there" in "".join(text)
+    assert len(blocks) == 1 and blocks[0]["thinking"] == "".join(reasoning) and blocks[0]["signature"]
+
+
+def test_sampling_that_thinking_forbids_is_dropped_and_reported(stack, client):
+    raw = client.chat.completions.with_raw_response.create(
+        model="claude-anthropic", messages=ASK, reasoning_effort="low", temperature=0.2
+    )
+    assert "temperature" in raw.headers["x-multihome-dropped-params"]
+    assert "temperature" not in _sent(stack, "claude-anthropic")
+
+
+def test_a_forced_tool_call_with_reasoning_is_a_clear_400(client):
+    with pytest.raises(openai.BadRequestError) as err:
+        client.chat.completions.create(
+            model="claude-anthropic", messages=ASK, tools=TOOLS, tool_choice="required", reasoning_effort="high"
+        )
+    assert "thinking allows tool_choice 'auto' or 'none' only" in err.value.message
+
+
+def test_bad_reasoning_input_is_a_clear_400(client):
+    with pytest.raises(openai.BadRequestError, match="reasoning_effort"):
+        client.chat.completions.create(model="claude-anthropic", messages=ASK, reasoning_effort="enormous")
+    with pytest.raises(openai.BadRequestError, match="thinking blocks belong to assistant messages"):
+        client.chat.completions.create(
+            model="claude-anthropic",
+            messages=[
+                {
+                    "role": "user",
+                    "content": "hi",
+                    "thinking_blocks": [{"type": "thinking", "thinking": "x", "signature": "y"}],
+                }
+            ],
+        )
