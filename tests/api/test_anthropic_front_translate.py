@@ -96,7 +96,6 @@ def test_parameters_map_to_openai(field, value, openai_field, openai_value):
     ("body", "reported"),
     [
         ({"top_k": 5}, ["top_k"]),
-        ({"thinking": {"type": "enabled", "budget_tokens": 1024}}, ["thinking"]),
         ({"thinking": {"type": "disabled"}}, []),
         ({"service_tier": "auto"}, ["service_tier"]),
         ({"container": "c1", "mcp_servers": []}, ["container", "mcp_servers"]),
@@ -108,6 +107,13 @@ def test_parameters_without_an_openai_equivalent_are_reported(body, reported):
     _, raw, dropped = canonical(**body)
     assert dropped == reported
     assert "top_k" not in raw and "thinking" not in raw and "cache_control" not in msgspec.json.encode(raw).decode()
+
+
+@pytest.mark.parametrize(("budget", "effort"), [(1024, "low"), (2048, "medium"), (4096, "medium"), (8000, "high")])
+def test_a_thinking_budget_becomes_the_nearest_effort_and_stays_exact_for_claude(budget, effort):
+    parsed, raw, dropped = canonical(max_tokens=20000, thinking={"type": "enabled", "budget_tokens": budget})
+    assert raw["reasoning_effort"] == effort and parsed.thinking_budget == budget and dropped == []
+    assert "thinking" not in raw
 
 
 def test_tools_become_function_tools_and_need_the_tools_capability():

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 
+import anthropic
 import openai
 import pytest
 
@@ -31,6 +32,7 @@ def stack(tmp_path_factory):
     gw = None
     try:
         sims["anthropic"] = Simulator("anthropic", "anthropic-sim", "--api-key-env", "SIM_ANT_KEY", env=secrets)
+        sims["openai"] = Simulator("openai", "openai-sim")
         sims["bedrock"] = Simulator(
             "bedrock_anthropic",
             "bedrock-sim",
@@ -46,6 +48,7 @@ def stack(tmp_path_factory):
             server=api_keys("MULTIHOME_API_KEY"),
             providers={
                 "anthropic": simulated("anthropic", sims["anthropic"].url, key_env="ANT_UPSTREAM_KEY"),
+                "openai": simulated("openai", sims["openai"].url),
                 "bedrock": simulated(
                     "bedrock_anthropic", sims["bedrock"].url, region="eu-west-1", auth={"aws": {"profile": "multihome"}}
                 ),
@@ -53,10 +56,12 @@ def stack(tmp_path_factory):
             deployments={
                 "claude@anthropic": deployment("anthropic", "claude-sonnet-4-5"),
                 "claude@bedrock": deployment("bedrock", "eu.anthropic.claude-sonnet-4-5-20250929-v1:0"),
+                "o4@openai": deployment("openai", "o4-mini"),
             },
             model_groups={
                 "claude-anthropic": group("claude@anthropic", retries=0),
                 "claude-bedrock": group("claude@bedrock", retries=0),
+                "reasoner": group("o4@openai", retries=0),
             },
         )
         env = {"MULTIHOME_API_KEY": CLIENT_KEY, "ANT_UPSTREAM_KEY": ANT_KEY, **aws_env(tmp, AKID, SECRET)}
@@ -77,7 +82,7 @@ def client(stack) -> openai.OpenAI:
 
 
 def _sent(stack, model: str) -> dict:
-    sim = stack[0]["anthropic" if model == "claude-anthropic" else "bedrock"]
+    sim = stack[0][{"claude-anthropic": "anthropic", "claude-bedrock": "bedrock", "reasoner": "openai"}[model]]
     return json.loads(sim.requests()[-1]["body"])
 
 
@@ -164,3 +169,70 @@ def test_bad_reasoning_input_is_a_clear_400(client):
                 }
             ],
         )
+
+
+# -- Anthropic clients (the official anthropic SDK at the gateway's /v1/messages) ---------------
+
+THINK = {"type": "enabled", "budget_tokens": 2048}
+ANT_TOOLS = [{"name": "get_weather", "description": "w", "input_schema": {"type": "object", "properties": {}}}]
+
+
+@pytest.fixture
+def claude_client(stack, client) -> anthropic.Anthropic:
+    return anthropic.Anthropic(base_url=stack[1].url, api_key=CLIENT_KEY, max_retries=0, timeout=15)
+
+
+@pytest.mark.parametrize("model", GROUPS)
+def test_an_anthropic_clients_thinking_reaches_claude_exactly_and_round_trips(stack, claude_client, model):
+    first = claude_client.messages.create(model=model, max_tokens=4096, thinking=THINK, messages=ASK, tools=ANT_TOOLS)
+    assert _sent(stack, model)["thinking"] == THINK  # the exact budget, not the effort's
+    assert first.content[0].type == "thinking" and first.content[0].signature
+    use = next(b for b in first.content if b.type == "tool_use")
+    history = [
+        *ASK,
+        {"role": "assistant", "content": [b.model_dump(exclude_none=True) for b in first.content]},
+        {"role": "user", "content": [{"type": "tool_result", "tool_use_id": use.id, "content": "sunny"}]},
+    ]
+    second = claude_client.messages.create(
+        model=model, max_tokens=4096, thinking=THINK, messages=history, tools=ANT_TOOLS
+    )
+    assert second.stop_reason == "end_turn"
+    thinking = first.content[0]
+    assert _sent(stack, model)["messages"][1]["content"][0] == {
+        "type": "thinking",
+        "thinking": thinking.thinking,
+        "signature": thinking.signature,
+    }
+
+
+def test_an_anthropic_client_streams_thinking(claude_client):
+    with claude_client.messages.stream(
+        model="claude-anthropic", max_tokens=4096, thinking=THINK, messages=[{"role": "user", "content": "Hello there"}]
+    ) as stream:
+        kinds = [e.delta.type for e in stream if e.type == "content_block_delta"]
+        final = stream.get_final_message()
+    assert {"thinking_delta", "signature_delta", "text_delta"} <= set(kinds)
+    assert final.content[0].type == "thinking" and final.content[0].signature
+    assert "Hello there" in final.content[0].thinking and "Hello there" in final.content[1].text
+
+
+def test_an_anthropic_clients_budget_reaches_an_openai_upstream_as_an_effort(stack, claude_client):
+    claude_client.messages.create(model="reasoner", max_tokens=4096, thinking=THINK, messages=ASK)
+    sent = _sent(stack, "reasoner")
+    assert sent["reasoning_effort"] == "medium" and "thinking" not in sent
+
+
+def test_a_thinking_budget_an_anthropic_client_cannot_have_is_a_clear_400(claude_client):
+    with pytest.raises(anthropic.BadRequestError, match="budget_tokens"):
+        claude_client.messages.create(
+            model="claude-anthropic", max_tokens=2048, thinking={"type": "enabled", "budget_tokens": 4096}, messages=ASK
+        )
+
+
+def test_a_responses_calls_effort_reaches_claude_as_a_budget(stack, client):
+    raw = client.responses.with_raw_response.create(
+        model="claude-anthropic", input="Hello there", reasoning={"effort": "high", "summary": "auto"}, store=False
+    )
+    assert "Hello there" in raw.parse().output_text
+    assert _sent(stack, "claude-anthropic")["thinking"] == {"type": "enabled", "budget_tokens": 16384}
+    assert "reasoning.summary" in raw.headers["x-multihome-dropped-params"]

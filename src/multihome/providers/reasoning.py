@@ -22,11 +22,14 @@ BUDGETS: dict[str, int | None] = {
 MIN_BUDGET = 1024  # Anthropic refuses a smaller budget
 
 
-def thinking_budget(effort: str | None, max_tokens: int | None, default_answer: int) -> tuple[int | None, int | None]:
-    """(budget, max_tokens to send). With no client limit the answer keeps `default_answer`
-    tokens on top of the budget; a client limit is kept and the budget shrinks to fit under it
-    (no thinking when fewer than MIN_BUDGET tokens would be left for it)."""
-    budget = BUDGETS.get(effort or "none")
+def thinking_budget(
+    effort: str | None, max_tokens: int | None, default_answer: int, exact: int | None = None
+) -> tuple[int | None, int | None]:
+    """(budget, max_tokens to send). `exact`: a budget the client gave in tokens, which wins over
+    the effort's. With no client limit the answer keeps `default_answer` tokens on top of the
+    budget; a client limit is kept and the budget shrinks to fit under it (no thinking when fewer
+    than MIN_BUDGET tokens would be left for it)."""
+    budget = exact if exact is not None else BUDGETS.get(effort or "none")
     if budget is None:
         return None, max_tokens
     if max_tokens is None:

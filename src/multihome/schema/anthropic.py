@@ -55,6 +55,9 @@ class Block(msgspec.Struct):
     content: str | list[Block] | None = None  # tool_result
     is_error: bool | None = None  # tool_result
     cache_control: msgspec.Raw = msgspec.Raw()
+    thinking: str | None = None  # thinking
+    signature: str | None = None  # thinking
+    data: str | None = None  # redacted_thinking
 
 
 class InputMessage(msgspec.Struct):

@@ -135,6 +135,9 @@ class ParsedChat(msgspec.Struct):
     request: ChatRequest
     raw: dict[str, msgspec.Raw]
     needs: frozenset[str]
+    # An exact thinking budget in tokens, when the client gave one (the Anthropic front door's
+    # `thinking.budget_tokens`); `request.reasoning_effort` is its nearest level for other upstreams.
+    thinking_budget: int | None = None
 
     @property
     def stream(self) -> bool:
@@ -178,7 +181,7 @@ def _validate(req: ChatRequest) -> None:
             where = f"messages[{i}].thinking_blocks[{k}]"
             if msg.role != "assistant":
                 raise bad_request(f"{where}: thinking blocks belong to assistant messages only.", param=where)
-            if block.type == "thinking" and (block.thinking is None or not block.signature):
+            if block.type == "thinking" and (block.thinking is None or block.signature is None):
                 raise bad_request(
                     f"{where}: a thinking block needs 'thinking' and its 'signature', exactly as the answer gave them.",
                     param=where,

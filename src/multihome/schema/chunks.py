@@ -23,10 +23,19 @@ class ToolDelta(msgspec.Struct):
     function: FnDelta | None = None
 
 
+class ThinkingDelta(msgspec.Struct):
+    type: str = "thinking"
+    thinking: str | None = None
+    signature: str | None = None
+    data: str | None = None
+
+
 class Delta(msgspec.Struct):
     content: str | None = None
     refusal: str | None = None
     tool_calls: list[ToolDelta] | None = None
+    reasoning_content: str | None = None  # not OpenAI's: docs/translation/reasoning.md
+    thinking_blocks: list[ThinkingDelta] | None = None  # a finished block with its signature
 
 
 class ChunkChoice(msgspec.Struct):

@@ -16,7 +16,7 @@ import msgspec
 from ...providers.sse import DONE, SseSplitter
 from ...routing.stream_relay import StreamRelay
 from ...schema.anthropic import MessagesRequest
-from ...schema.chunks import Chunk, Failure, FnDelta, ToolDelta, read_chunk
+from ...schema.chunks import Chunk, Failure, FnDelta, ThinkingDelta, ToolDelta, read_chunk
 from ...schema.peek import Usage
 from .translate import Json, message_id, stop_reason, usage_of
 
@@ -40,6 +40,7 @@ class AnthropicStream:
         self._started = False
         self._open: int | None = None  # index of the block currently open (Anthropic: one at a time)
         self._open_text = False
+        self._open_thinking = False
         self._next = 0
         self._tools: dict[int, int] = {}  # OpenAI tool-call index -> content block index
         self._finish: str | None = None
@@ -93,6 +94,10 @@ class AnthropicStream:
         for choice in chunk.choices[:1]:  # the door never asks for n > 1
             delta = choice.delta
             if delta is not None:
+                if delta.reasoning_content:
+                    self._reasoning(delta.reasoning_content, out)
+                for block in delta.thinking_blocks or ():
+                    self._thinking_block(block, out)
                 text = (delta.content or "") + (delta.refusal or "")
                 if delta.refusal:
                     self._refusal = True
@@ -113,6 +118,28 @@ class AnthropicStream:
         delta = {"type": "text_delta", "text": text}
         out.append(event("content_block_delta", {"type": "content_block_delta", "index": self._open, "delta": delta}))
 
+    def _reasoning(self, text: str, out: list[bytes]) -> None:
+        if self._open is None or not self._open_thinking:
+            self._close(out)
+            self._start({"type": "thinking", "thinking": "", "signature": ""}, out)
+            self._open_thinking = True
+        delta = {"type": "thinking_delta", "thinking": text}
+        out.append(event("content_block_delta", {"type": "content_block_delta", "index": self._open, "delta": delta}))
+
+    def _thinking_block(self, block: ThinkingDelta, out: list[bytes]) -> None:
+        """A finished block: its signature closes the thinking block streamed so far (or the whole
+        block, when no reasoning text was streamed before it)."""
+        if block.type == "redacted_thinking":
+            self._close(out)
+            self._start({"type": "redacted_thinking", "data": block.data or ""}, out)
+            self._close(out)
+            return
+        if self._open is None or not self._open_thinking:
+            self._reasoning(block.thinking or "", out)
+        delta = {"type": "signature_delta", "signature": block.signature or ""}
+        out.append(event("content_block_delta", {"type": "content_block_delta", "index": self._open, "delta": delta}))
+        self._close(out)
+
     def _tool(self, call: ToolDelta, out: list[bytes]) -> None:
         fn = call.function or FnDelta()
         index = self._tools.get(call.index)
@@ -128,7 +155,7 @@ class AnthropicStream:
     def _start(self, block: Json, out: list[bytes]) -> int:
         index = self._next
         self._next += 1
-        self._open, self._open_text = index, False
+        self._open, self._open_text, self._open_thinking = index, False, False
         out.append(
             event("content_block_start", {"type": "content_block_start", "index": index, "content_block": block})
         )
@@ -137,7 +164,7 @@ class AnthropicStream:
     def _close(self, out: list[bytes]) -> None:
         if self._open is not None:
             out.append(event("content_block_stop", {"type": "content_block_stop", "index": self._open}))
-            self._open, self._open_text = None, False
+            self._open, self._open_text, self._open_thinking = None, False, False
 
     def _finish_message(self, out: list[bytes]) -> None:
         self._close(out)

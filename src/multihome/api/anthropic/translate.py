@@ -12,6 +12,7 @@ from typing import Any, TypedDict
 
 import msgspec
 
+from ...providers.reasoning import MIN_BUDGET, effort_of
 from ...schema import bounded
 from ...schema.anthropic import Block, MessagesRequest, ParsedMessages, ToolDef
 from ...schema.chat import ParsedChat, parse_chat
@@ -59,8 +60,7 @@ def to_canonical(parsed: ParsedMessages) -> tuple[ParsedChat, list[str]]:
         _tool_choice(req, body)
     elif req.tool_choice is not None and req.tool_choice.type in ("any", "tool"):
         raise bad_request(f"tool_choice: type '{req.tool_choice.type}' needs 'tools'.", param="tool_choice")
-    if req.thinking is not None and req.thinking.type != "disabled":
-        dropped.add("thinking")
+    budget = _thinking(req, body)
     if req.service_tier is not None:
         dropped.add("service_tier")
     _output_config(req, body, dropped)
@@ -71,7 +71,24 @@ def to_canonical(parsed: ParsedMessages) -> tuple[ParsedChat, list[str]]:
     except ApiError as err:
         # The checks above should catch everything first; if not, say it came from the translation.
         raise bad_request(f"The request cannot be served: {err.body.message}", param=err.body.param) from None
+    canonical.thinking_budget = budget  # exact, for a Claude upstream; the effort serves the others
     return canonical, sorted(dropped)
+
+
+def _thinking(req: MessagesRequest, body: Json) -> int | None:
+    """`thinking: {type: enabled, budget_tokens}` -> OpenAI's nearest `reasoning_effort` (docs/translation/reasoning.md)."""
+    thinking = req.thinking
+    if thinking is None or thinking.type == "disabled":
+        return None
+    if thinking.type != "enabled" or thinking.budget_tokens is None or thinking.budget_tokens < MIN_BUDGET:
+        raise bad_request(
+            f"thinking: use {{type: 'enabled', budget_tokens: N}} with N at least {MIN_BUDGET}, or {{type: 'disabled'}}.",
+            param="thinking",
+        )
+    if req.max_tokens is not None and thinking.budget_tokens >= req.max_tokens:
+        raise bad_request("thinking.budget_tokens: must be less than max_tokens.", param="thinking.budget_tokens")
+    body["reasoning_effort"] = effort_of(thinking.budget_tokens)
+    return thinking.budget_tokens
 
 
 def _check_scalars(req: MessagesRequest) -> None:
@@ -153,6 +170,7 @@ def _assistant(content: str | list[Block], where: str, dropped: set[str]) -> Jso
         return {"role": "assistant", "content": content}
     texts: list[str] = []
     calls: list[Json] = []
+    thinking: list[Json] = []
     for j, block in enumerate(content):
         at = f"{where}.content.{j}"
         _note_cache(block, dropped)
@@ -160,11 +178,16 @@ def _assistant(content: str | list[Block], where: str, dropped: set[str]) -> Jso
             texts.append(_text_part(block, at)["text"])
         elif block.type == "tool_use":
             calls.append(_tool_call(block, at))
-        elif block.type in _HISTORY_ONLY:
-            dropped.add("thinking")
+        elif block.type == "thinking":
+            # Carried as the OpenAI side's thinking_blocks: a Claude upstream gets it back unchanged.
+            thinking.append({"type": "thinking", "thinking": block.thinking or "", "signature": block.signature or ""})
+        elif block.type == "redacted_thinking":
+            thinking.append({"type": "redacted_thinking", "data": block.data or ""})
         else:
             raise _unsupported_block(block.type, at)
     message: Json = {"role": "assistant", "content": None}
+    if thinking:
+        message["thinking_blocks"] = thinking
     if texts:
         message["content"] = texts[0] if len(texts) == 1 else [{"type": "text", "text": t} for t in texts]
     if calls:
@@ -331,10 +354,19 @@ class _ToolCall(msgspec.Struct):
     function: _Function | None = None
 
 
+class _ThinkingBlock(msgspec.Struct):
+    type: str = "thinking"
+    thinking: str | None = None
+    signature: str | None = None
+    data: str | None = None
+
+
 class _Message(msgspec.Struct):
     content: str | None = None
     refusal: str | None = None
     tool_calls: list[_ToolCall] | None = None
+    reasoning_content: str | None = None
+    thinking_blocks: list[_ThinkingBlock] | None = None
 
 
 class _Choice(msgspec.Struct):
@@ -417,6 +449,20 @@ def tool_input(arguments: str, deployment: str) -> Json:
     return value
 
 
+def thinking_blocks(blocks: list[_ThinkingBlock] | None, text: str | None) -> list[Json]:
+    """An answer's reasoning as Anthropic thinking blocks: the upstream's own blocks with their
+    signatures (a Claude upstream), else its reasoning text as one unsigned block (an
+    OpenAI-compatible one; signature "" says it can go back to that upstream only)."""
+    if blocks:
+        return [
+            {"type": "redacted_thinking", "data": b.data or ""}
+            if b.type == "redacted_thinking"
+            else {"type": "thinking", "thinking": b.thinking or "", "signature": b.signature or ""}
+            for b in blocks
+        ]
+    return [{"type": "thinking", "thinking": text, "signature": ""}] if text else []
+
+
 def to_anthropic(body: bytes, req: MessagesRequest, deployment: str) -> bytes:
     """An OpenAI chat.completion body (any adapter's output) as an Anthropic message body."""
     try:
@@ -427,7 +473,7 @@ def to_anthropic(body: bytes, req: MessagesRequest, deployment: str) -> bytes:
         ) from None
     choice = completion.choices[0] if completion.choices else _Choice()
     msg = choice.message or _Message()
-    content: list[Json] = []
+    content: list[Json] = thinking_blocks(msg.thinking_blocks, msg.reasoning_content)
     text = (msg.content or "") + (msg.refusal or "")
     if text:
         content.append({"type": "text", "text": text})

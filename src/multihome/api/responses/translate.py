@@ -24,7 +24,7 @@ from .items import Item, chat_messages, new_id
 
 _encode = msgspec.json.encode
 # Fields the gateway accepts and echoes but no chat provider is sent (reported in x-multihome-dropped-params).
-_NOT_SENT = ("reasoning", "service_tier", "prompt_cache_key", "prompt_cache_retention", "max_tool_calls")
+_NOT_SENT = ("service_tier", "prompt_cache_key", "prompt_cache_retention", "max_tool_calls")
 
 
 def to_canonical(
@@ -64,6 +64,13 @@ def to_canonical(
         if fmt.description is not None:
             schema["description"] = fmt.description
         body["response_format"] = {"type": "json_schema", "json_schema": schema}
+    if req.reasoning is not None:
+        # The effort crosses (a thinking budget for Claude: docs/translation/reasoning.md); a summary
+        # of the reasoning is a Responses feature no chat upstream is asked for.
+        if req.reasoning.effort is not None:
+            body["reasoning_effort"] = req.reasoning.effort
+        if req.reasoning.summary is not None:
+            dropped.append("reasoning.summary")
     if req.text is not None and req.text.verbosity is not None:
         dropped.append("text.verbosity")
     if req.max_output_tokens is not None:

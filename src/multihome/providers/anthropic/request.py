@@ -198,11 +198,14 @@ def _tool_result(msg: Message, i: int, markers: Markers) -> dict[str, Any]:
 def _assistant_blocks(msg: Message, i: int, markers: Markers) -> list[dict[str, Any]]:
     # Thinking first, as the model produced it; Anthropic checks each signature, so nothing in a
     # block may change on its way back.
+    # An unsigned block (reasoning an OpenAI-compatible upstream wrote) cannot be verified by
+    # Claude, which would refuse the call: it stays behind.
     blocks: list[dict[str, Any]] = [
         {"type": "thinking", "thinking": b.thinking, "signature": b.signature}
         if b.type == "thinking"
         else {"type": "redacted_thinking", "data": b.data}
         for b in msg.thinking_blocks or ()
+        if b.type != "thinking" or b.signature
     ]
     blocks += _text_blocks(msg, i, markers, f"messages[{i}]", allow_images=False)
     for k, call in enumerate(msg.tool_calls or ()):
@@ -302,7 +305,9 @@ def build_body(parsed: ParsedChat, model: str) -> tuple[dict[str, Any], list[str
     req = parsed.request
     dropped, body = _top_level(parsed)
     system, messages = translate_messages(req, _cache_markers(parsed))
-    budget, max_tokens = thinking_budget(req.reasoning_effort, max_output_tokens(req), DEFAULT_MAX_TOKENS)
+    budget, max_tokens = thinking_budget(
+        req.reasoning_effort, max_output_tokens(req), DEFAULT_MAX_TOKENS, parsed.thinking_budget
+    )
     if budget is None and req.reasoning_effort not in (None, "none", "minimal"):
         dropped.append("reasoning_effort")  # max_completion_tokens leaves no room for a thinking budget
     body.update({"model": model, "max_tokens": max_tokens or DEFAULT_MAX_TOKENS, "messages": messages})
