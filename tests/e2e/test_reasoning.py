@@ -21,7 +21,7 @@ ANT_KEY = "sk-ant-reasoning-e2e"
 AKID, SECRET = "AKIDREASONINGE2E01", "reasoning-e2e-secret-0123456789"
 TOOLS = [{"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object"}}}]
 ASK = [{"role": "user", "content": "use get_weather"}]
-GROUPS = ["claude-anthropic", "claude-bedrock"]
+GROUPS = ["claude-anthropic", "claude-bedrock", "claude-converse"]
 
 
 @pytest.fixture(scope="module")
@@ -49,6 +49,10 @@ def stack(tmp_path_factory):
             providers={
                 "anthropic": simulated("anthropic", sims["anthropic"].url, key_env="ANT_UPSTREAM_KEY"),
                 "openai": simulated("openai", sims["openai"].url),
+                # Converse on the same Bedrock simulator: thinking via additionalModelRequestFields.
+                "converse": simulated(
+                    "bedrock", sims["bedrock"].url, region="eu-west-1", auth={"aws": {"profile": "multihome"}}
+                ),
                 "bedrock": simulated(
                     "bedrock_anthropic", sims["bedrock"].url, region="eu-west-1", auth={"aws": {"profile": "multihome"}}
                 ),
@@ -57,11 +61,13 @@ def stack(tmp_path_factory):
                 "claude@anthropic": deployment("anthropic", "claude-sonnet-4-5"),
                 "claude@bedrock": deployment("bedrock", "eu.anthropic.claude-sonnet-4-5-20250929-v1:0"),
                 "o4@openai": deployment("openai", "o4-mini"),
+                "claude@converse": deployment("converse", "eu.anthropic.claude-sonnet-4-5-20250929-v1:0"),
             },
             model_groups={
                 "claude-anthropic": group("claude@anthropic", retries=0),
                 "claude-bedrock": group("claude@bedrock", retries=0),
                 "reasoner": group("o4@openai", retries=0),
+                "claude-converse": group("claude@converse", retries=0),
             },
         )
         env = {"MULTIHOME_API_KEY": CLIENT_KEY, "ANT_UPSTREAM_KEY": ANT_KEY, **aws_env(tmp, AKID, SECRET)}
@@ -82,15 +88,32 @@ def client(stack) -> openai.OpenAI:
 
 
 def _sent(stack, model: str) -> dict:
-    sim = stack[0][{"claude-anthropic": "anthropic", "claude-bedrock": "bedrock", "reasoner": "openai"}[model]]
+    sims = {"claude-anthropic": "anthropic", "claude-bedrock": "bedrock", "claude-converse": "bedrock"}
+    sim = stack[0][sims.get(model, "openai")]
     return json.loads(sim.requests()[-1]["body"])
+
+
+def _thinking_sent(stack, model: str) -> tuple[dict, int]:
+    """(the thinking object, max tokens) the upstream got, wherever its API carries them."""
+    sent = _sent(stack, model)
+    if model == "claude-converse":
+        return sent["additionalModelRequestFields"]["thinking"], sent["inferenceConfig"]["maxTokens"]
+    return sent["thinking"], sent["max_tokens"]
+
+
+def _replayed(stack, model: str) -> dict:
+    """The first block of the replayed assistant turn, as {type, thinking, signature}."""
+    first = _sent(stack, model)["messages"][1]["content"][0]
+    if model == "claude-converse":
+        text = first["reasoningContent"]["reasoningText"]
+        return {"type": "thinking", "thinking": text["text"], "signature": text["signature"]}
+    return first
 
 
 @pytest.mark.parametrize("model", GROUPS)
 def test_effort_becomes_a_budget_and_the_blocks_come_back_signed(stack, client, model):
     first = client.chat.completions.create(model=model, messages=ASK, tools=TOOLS, reasoning_effort="medium")
-    sent = _sent(stack, model)
-    assert sent["thinking"] == {"type": "enabled", "budget_tokens": 4096} and sent["max_tokens"] == 4096 + 4096
+    assert _thinking_sent(stack, model) == ({"type": "enabled", "budget_tokens": 4096}, 4096 + 4096)
     message = first.choices[0].message
     assert first.choices[0].finish_reason == "tool_calls"
     assert message.reasoning_content and "use get_weather" in message.reasoning_content
@@ -111,10 +134,7 @@ def test_effort_becomes_a_budget_and_the_blocks_come_back_signed(stack, client, 
     ]
     second = client.chat.completions.create(model=model, messages=history, tools=TOOLS, reasoning_effort="medium")
     assert second.choices[0].finish_reason == "stop"
-    assert _sent(stack, model)["messages"][1]["content"][0] == {
-        "type": "thinking",
-        **{k: block[k] for k in ("thinking", "signature")},
-    }
+    assert _replayed(stack, model) == {"type": "thinking", **{k: block[k] for k in ("thinking", "signature")}}
 
     history[1]["thinking_blocks"] = [{**block, "thinking": block["thinking"] + " (edited)"}]
     with pytest.raises(openai.BadRequestError) as refused:
@@ -185,7 +205,7 @@ def claude_client(stack, client) -> anthropic.Anthropic:
 @pytest.mark.parametrize("model", GROUPS)
 def test_an_anthropic_clients_thinking_reaches_claude_exactly_and_round_trips(stack, claude_client, model):
     first = claude_client.messages.create(model=model, max_tokens=4096, thinking=THINK, messages=ASK, tools=ANT_TOOLS)
-    assert _sent(stack, model)["thinking"] == THINK  # the exact budget, not the effort's
+    assert _thinking_sent(stack, model)[0] == THINK  # the exact budget, not the effort's
     assert first.content[0].type == "thinking" and first.content[0].signature
     use = next(b for b in first.content if b.type == "tool_use")
     history = [
@@ -198,7 +218,7 @@ def test_an_anthropic_clients_thinking_reaches_claude_exactly_and_round_trips(st
     )
     assert second.stop_reason == "end_turn"
     thinking = first.content[0]
-    assert _sent(stack, model)["messages"][1]["content"][0] == {
+    assert _replayed(stack, model) == {
         "type": "thinking",
         "thinking": thinking.thinking,
         "signature": thinking.signature,

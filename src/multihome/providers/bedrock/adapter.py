@@ -33,7 +33,7 @@ class BedrockAdapter(AdapterBase):
         self._runtime = runtime
 
     async def chat_request(self, parsed: ParsedChat, upstream_model: str) -> UpstreamRequest:
-        body, dropped = converse_body(parsed)
+        body, dropped = converse_body(parsed, upstream_model)
         if parsed.stream:
             return await self._runtime.request(upstream_model, "converse-stream", body, STREAM_HEADERS, dropped)
         return await self._runtime.request(upstream_model, "converse", body, JSON_HEADERS, dropped)

@@ -13,6 +13,8 @@ import msgspec
 from ...schema.chat import ChatRequest, Message, ParsedChat
 from ...schema.errors import bad_request
 from .. import canonical_in
+from ..reasoning import thinking_budget
+from . import PROFILES, profile_id
 
 PROVIDER = "AWS Bedrock"
 _encode = msgspec.json.encode
@@ -53,25 +55,48 @@ _IMAGE_FORMATS = {
     "image/gif": "gif",
     "image/webp": "webp",
 }
+_PROFILE_GEOS = frozenset(prefix[:-1] for prefix, _, _ in PROFILES)
+# Without a client limit, Claude's answer keeps this many tokens on top of its thinking budget.
+DEFAULT_ANSWER_TOKENS = 4096
 _EMPTY_SCHEMA = msgspec.Raw(b'{"type":"object","properties":{}}')
 _OBJECT_SCHEMA = '{"type":"object"}'
 
 
-def converse_body(parsed: ParsedChat) -> tuple[bytes, list[str]]:
+def is_claude(model: str) -> bool:
+    """Whether `model` (a base id, an inference profile or an ARN) is Claude: Converse hands Claude
+    Anthropic's `thinking` through additionalModelRequestFields and returns its reasoningContent."""
+    base = profile_id(model)
+    base = base.split(".", 1)[1] if base.split(".", 1)[0] in _PROFILE_GEOS else base
+    return base.startswith("anthropic.")
+
+
+def converse_body(parsed: ParsedChat, model: str = "") -> tuple[bytes, list[str]]:
     """The Converse JSON body for `parsed` and the parameters dropped on the way (reported)."""
     req = parsed.request
     dropped = _check_top_level(parsed)
+    claude = is_claude(model)
     body: dict[str, Any] = {}
     system = [
         {"text": t} for t in (canonical_in.text_of(m) for m in req.messages if m.role in ("system", "developer")) if t
     ]
     if system:
         body["system"] = system
-    messages, has_tool_blocks, tool_names, named = _messages(req.messages)
+    messages, has_tool_blocks, tool_names, named = _messages(req.messages, claude)
     body["messages"] = messages
     if named:
         dropped.append("messages[].name")
-    inference = _inference_config(req, dropped)
+    if not claude and any(m.thinking_blocks for m in req.messages):
+        dropped.append("messages[].thinking_blocks")  # only Claude can take its signed reasoning back
+    budget = limit = None
+    if claude:
+        budget, limit = thinking_budget(
+            req.reasoning_effort, canonical_in.max_output_tokens(req), DEFAULT_ANSWER_TOKENS, parsed.thinking_budget
+        )
+    if budget is not None:
+        if "reasoning_effort" in dropped:
+            dropped.remove("reasoning_effort")
+        _think(req, body, budget, dropped)
+    inference = _inference_config(req, dropped, limit, thinking=budget is not None)
     if inference:
         body["inferenceConfig"] = inference
     tool_config = _tool_config(req, has_tool_blocks, tool_names, dropped)
@@ -81,6 +106,20 @@ def converse_body(parsed: ParsedChat) -> tuple[bytes, list[str]]:
     if output is not None:
         body["outputConfig"] = output
     return _encode(body), dropped
+
+
+def _think(req: ChatRequest, body: dict[str, Any], budget: int, dropped: list[str]) -> None:
+    """Claude's extended thinking through Converse, under Anthropic's rules (docs/translation/reasoning.md)."""
+    choice = req.tool_choice
+    if req.tools and (choice == "required" or (choice is not None and not isinstance(choice, str))):
+        raise bad_request(
+            "reasoning_effort together with a forced tool call (tool_choice 'required' or a named function) is not "
+            f"supported when the request is served by Claude through {PROVIDER}: thinking allows tool_choice 'auto' "
+            "or 'none' only.",
+            param="reasoning_effort",
+            code="unsupported_parameter",
+        )
+    body["additionalModelRequestFields"] = {"thinking": {"type": "enabled", "budget_tokens": budget}}
 
 
 def _check_top_level(parsed: ParsedChat) -> list[str]:
@@ -102,24 +141,34 @@ def _check_top_level(parsed: ParsedChat) -> list[str]:
     return dropped
 
 
-def _inference_config(req: ChatRequest, dropped: list[str]) -> dict[str, Any]:
+def _inference_config(
+    req: ChatRequest, dropped: list[str], limit: int | None = None, *, thinking: bool = False
+) -> dict[str, Any]:
+    """`limit`: maxTokens when thinking raised it; while thinking Claude takes temperature 1 and
+    topP >= 0.95 only, so other values are dropped (reported) rather than refused upstream."""
     cfg: dict[str, Any] = {}
-    limit = canonical_in.max_output_tokens(req)
+    limit = limit if limit is not None else canonical_in.max_output_tokens(req)
     if limit is not None:
         cfg["maxTokens"] = limit
     if req.temperature is not None:
-        if req.temperature > MAX_TEMPERATURE:
-            dropped.append("temperature")  # reported: clamped to Bedrock's maximum
-        cfg["temperature"] = min(req.temperature, MAX_TEMPERATURE)
+        if thinking and req.temperature != 1:
+            dropped.append("temperature")
+        else:
+            if req.temperature > MAX_TEMPERATURE:
+                dropped.append("temperature")  # reported: clamped to Bedrock's maximum
+            cfg["temperature"] = min(req.temperature, MAX_TEMPERATURE)
     if req.top_p is not None:
-        cfg["topP"] = req.top_p
+        if thinking and req.top_p < 0.95:
+            dropped.append("top_p")
+        else:
+            cfg["topP"] = req.top_p
     stops = canonical_in.stop_list(req)
     if stops:
         cfg["stopSequences"] = stops
     return cfg
 
 
-def _messages(messages: list[Message]) -> tuple[list[dict[str, Any]], bool, list[str], bool]:
+def _messages(messages: list[Message], claude: bool = False) -> tuple[list[dict[str, Any]], bool, list[str], bool]:
     """Bedrock turns: user/assistant only, alternating, tool results inside user turns.
 
     Consecutive messages that land on the same role are merged into one turn (Bedrock rejects
@@ -138,7 +187,7 @@ def _messages(messages: list[Message]) -> tuple[list[dict[str, Any]], bool, list
             blocks = _user_blocks(m, i)
             turn_role = "user"
         elif role == "assistant":
-            blocks = _assistant_blocks(m, i, tool_names)
+            blocks = _assistant_blocks(m, i, tool_names, claude)
             has_tool_blocks = has_tool_blocks or bool(m.tool_calls)
             turn_role = "assistant"
         elif role == "tool":
@@ -191,8 +240,15 @@ def _image(url: str, where: str) -> dict[str, Any]:
     return {"image": {"format": fmt, "source": {"bytes": url.partition(";base64,")[2]}}}
 
 
-def _assistant_blocks(m: Message, i: int, tool_names: list[str]) -> list[dict[str, Any]]:
-    blocks: list[dict[str, Any]] = []
+def _assistant_blocks(m: Message, i: int, tool_names: list[str], claude: bool = False) -> list[dict[str, Any]]:
+    # Claude's signed reasoning first, unchanged (Converse's reasoningContent); unsigned blocks stay behind.
+    blocks: list[dict[str, Any]] = [
+        {"reasoningContent": {"reasoningText": {"text": b.thinking, "signature": b.signature}}}
+        if b.type == "thinking"
+        else {"reasoningContent": {"redactedContent": b.data}}
+        for b in (m.thinking_blocks or () if claude else ())
+        if b.type != "thinking" or b.signature
+    ]
     content = m.content
     if isinstance(content, str):
         if content:

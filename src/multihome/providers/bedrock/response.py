@@ -5,7 +5,16 @@ from __future__ import annotations
 import msgspec
 
 from ...schema.bounded import Decoder
-from ..openai_out import FINISH_FILTER, FINISH_LENGTH, FINISH_STOP, FINISH_TOOLS, ToolCallOut, UsageOut, completion
+from ..openai_out import (
+    FINISH_FILTER,
+    FINISH_LENGTH,
+    FINISH_STOP,
+    FINISH_TOOLS,
+    Reasoning,
+    ToolCallOut,
+    UsageOut,
+    completion,
+)
 
 STOP_REASONS = {
     "end_turn": FINISH_STOP,
@@ -32,9 +41,27 @@ class _ToolUse(msgspec.Struct):
     input: msgspec.Raw = msgspec.Raw()
 
 
+class ReasoningText(msgspec.Struct):
+    text: str = ""
+    signature: str | None = None
+
+
+class ReasoningContent(msgspec.Struct):
+    reasoningText: ReasoningText | None = None
+    redactedContent: str | None = None  # base64 in JSON
+
+
+def reasoning_block(rc: ReasoningContent) -> dict[str, str | None]:
+    """Converse's reasoningContent as a `thinking_blocks` entry (docs/translation/reasoning.md)."""
+    if rc.reasoningText is not None:
+        return {"type": "thinking", "thinking": rc.reasoningText.text, "signature": rc.reasoningText.signature or ""}
+    return {"type": "redacted_thinking", "data": rc.redactedContent}
+
+
 class _Block(msgspec.Struct):
     text: str | None = None
     toolUse: _ToolUse | None = None
+    reasoningContent: ReasoningContent | None = None
 
 
 class _Message(msgspec.Struct):
@@ -75,8 +102,14 @@ def chat_completion(body: bytes, model: str) -> bytes:
         raise ValueError(f"not a Converse response: {exc}") from None
     texts: list[str] = []
     calls: list[ToolCallOut] = []
+    reasoning = Reasoning()
     for block in resp.output.message.content if resp.output.message else ():
-        if block.text is not None:
+        if block.reasoningContent is not None:
+            thought = reasoning_block(block.reasoningContent)
+            reasoning.blocks.append(thought)
+            if thought["type"] == "thinking":
+                reasoning.text.append(thought["thinking"] or "")
+        elif block.text is not None:
             texts.append(block.text)
         elif block.toolUse is not None:
             t = block.toolUse
@@ -84,5 +117,10 @@ def chat_completion(body: bytes, model: str) -> bytes:
             calls.append(ToolCallOut(t.toolUseId, t.name, args))
     text = "".join(texts) if texts else None
     return completion(
-        model, text=text, tool_calls=calls, finish_reason=finish_reason(resp.stopReason), usage=resp.usage.to_out()
+        model,
+        text=text,
+        tool_calls=calls,
+        finish_reason=finish_reason(resp.stopReason),
+        usage=resp.usage.to_out(),
+        reasoning=reasoning if reasoning.blocks else None,
     )

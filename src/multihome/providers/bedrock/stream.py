@@ -35,9 +35,16 @@ class _ToolDelta(msgspec.Struct):
     input: str = ""
 
 
+class _ReasoningDelta(msgspec.Struct):
+    text: str | None = None
+    signature: str | None = None
+    redactedContent: str | None = None
+
+
 class _Delta(msgspec.Struct):
     text: str | None = None
     toolUse: _ToolDelta | None = None
+    reasoningContent: _ReasoningDelta | None = None
 
 
 class _Event(msgspec.Struct):
@@ -55,7 +62,7 @@ _event = Decoder(_Event)
 
 
 class ConverseStreamDecoder:
-    __slots__ = ("_buf", "_out", "_tools", "_finished", "_done")
+    __slots__ = ("_buf", "_out", "_tools", "_finished", "_done", "_thinking")
 
     def __init__(self, model: str) -> None:
         self._buf = EventStreamBuffer()
@@ -63,6 +70,7 @@ class ConverseStreamDecoder:
         self._tools: dict[int, int] = {}  # contentBlockIndex -> OpenAI tool_calls index
         self._finished = False
         self._done = False
+        self._thinking: dict[int, list[str]] = {}  # contentBlockIndex -> [reasoning text, signature]
 
     def feed(self, data: bytes) -> list[bytes]:
         out: list[bytes] = []
@@ -107,7 +115,18 @@ class ConverseStreamDecoder:
             d = ev.delta
             if d is None:
                 return
-            if d.text:
+            if d.reasoningContent is not None:
+                r = d.reasoningContent
+                if r.redactedContent is not None:
+                    out.append(w.thinking_block({"type": "redacted_thinking", "data": r.redactedContent}))
+                    return
+                held = self._thinking.setdefault(ev.contentBlockIndex, ["", ""])
+                if r.text:
+                    held[0] += r.text
+                    out.append(w.reasoning(r.text))
+                if r.signature:
+                    held[1] += r.signature
+            elif d.text:
                 out.append(w.text(d.text))
             elif d.toolUse is not None:
                 index = self._tools.get(ev.contentBlockIndex)
@@ -133,4 +152,7 @@ class ConverseStreamDecoder:
             if self._finished:
                 self._done = True
                 out.append(DONE)
-        # contentBlockStop and unknown events carry nothing an OpenAI client needs.
+        elif name == "contentBlockStop" and ev.contentBlockIndex in self._thinking:
+            text, signature = self._thinking.pop(ev.contentBlockIndex)
+            out.append(w.thinking_block({"type": "thinking", "thinking": text, "signature": signature}))
+        # other contentBlockStops and unknown events carry nothing an OpenAI client needs.

@@ -160,7 +160,7 @@ def validate(body: dict) -> list[dict]:
             turns.append({"role": role, "content": list(blocks)})
     _check_tool_pairs(turns)
     _check_tools(body)
-    _check_thinking(body)
+    check_thinking(body)
     return turns
 
 
@@ -178,7 +178,7 @@ def thinking_budget(body: dict) -> int | None:
     return thinking["budget_tokens"] if isinstance(thinking, dict) and thinking.get("type") == "enabled" else None
 
 
-def _check_thinking(body: dict) -> None:
+def check_thinking(body: dict) -> None:
     """Extended thinking's rules, in Anthropic's words."""
     thinking = body.get("thinking")
     if thinking is None:

@@ -24,7 +24,7 @@ from ..http import Connection, Request, build_response, status_line
 from ..state import SimState
 from . import eventstream as es
 from . import invoke
-from .converse import VALIDATION, render_converse, render_invoke, stream_events, to_chat_body
+from .converse import VALIDATION, render_converse, render_invoke, stream_events, thought_for, to_chat_body
 from .sigv4 import Secret, verify, verify_request
 
 _encode = msgspec.json.encode
@@ -63,6 +63,16 @@ class BedrockRoute(Route):
         super().__init__(op, deployment, None, error)
         self.stream = stream
         self.claude = claude  # InvokeModel with Anthropic's Messages body
+
+
+class ConverseReply(Reply):
+    """A ConverseStream reply: the plan, and Claude's reasoning when thinking was asked for."""
+
+    __slots__ = ("thought",)
+
+    def __init__(self, plan: Any, headers: bytes, thought: str | None) -> None:
+        super().__init__("stream", plan=plan, headers=headers)
+        self.thought = thought
 
 
 class InvokeReply(Reply):
@@ -204,17 +214,18 @@ class BedrockApp(ProviderApp):
                 self._remember(req, model, False, reply.payload)
             return reply
         chat = to_chat_body(body)
+        thought = thought_for(body, model, chat)
         if stream:
             chat["stream"] = True
         plan = plan_chat(chat, sim_name=self.name, model=reported, key=req.url + b"\x00" + req.body, fault=fault)
         filtered = fault.content_filter if fault is not None else None
         if stream:
-            reply = Reply("stream", plan=plan, headers=self._stream_headers(req))
+            reply = ConverseReply(plan, self._stream_headers(req), thought)
             if fault is None and req.http_11:
                 reply = Reply("response", self._whole_event_stream(reply))
                 self._remember(req, model, True, reply.payload)
             return reply
-        reply = self._json_reply(req, render_converse(plan, filtered), None)
+        reply = self._json_reply(req, render_converse(plan, filtered, thought), None)
         if fault is None:
             self._remember(req, model, False, reply.payload)
         return reply
@@ -272,7 +283,8 @@ class BedrockApp(ProviderApp):
                 yield is_content, es.event("chunk", payload)
             return
         filtered = fault.content_filter if fault else None
-        for is_content, name, payload in stream_events(reply.stream_plan(), filtered):
+        thought = reply.thought if isinstance(reply, ConverseReply) else None
+        for is_content, name, payload in stream_events(reply.stream_plan(), filtered, thought):
             yield is_content, es.event(name, payload)
 
     def malformed_frame(self, good: bytes) -> bytes:

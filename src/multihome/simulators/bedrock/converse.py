@@ -9,8 +9,10 @@ from typing import Any
 
 import msgspec
 
+from ..anthropic import wire
 from ..chat import BadRequest, ChatPlan
 from ..content import embedding, estimate_tokens, split_every, split_words
+from .invoke import is_claude
 
 VALIDATION = "ValidationException"
 TOP_LEVEL = frozenset(
@@ -46,6 +48,7 @@ BLOCK_KEYS = frozenset(
     }
 )
 IMAGE_FORMATS = {"png", "jpeg", "gif", "webp"}
+
 GUARDRAIL_BLOCKED = "Sorry, the model cannot answer this question."
 _ARG_PIECE = 16
 _PADDING = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123"  # real streams pad events with "p"
@@ -132,6 +135,8 @@ def to_chat_body(body: dict) -> dict:
                         },
                     }
                 )
+            elif key == "reasoningContent":
+                _check_reasoning(value, role, f"messages.{i}.content.{j}")
             elif key == "toolResult":
                 has_tool_blocks = True
                 if (
@@ -166,6 +171,49 @@ def to_chat_body(body: dict) -> dict:
     _inference(body.get("inferenceConfig"), chat)
     _output(body.get("outputConfig"), chat)
     return chat
+
+
+def _check_reasoning(value: Any, role: str, where: str) -> None:
+    """Claude's reasoning replayed in the history: only in assistant turns, and exactly as given
+    (Claude checks the signature; Bedrock passes its words on)."""
+    text = value.get("reasoningText") if isinstance(value, dict) else None
+    if role != "assistant" or not isinstance(value, dict) or (text is None and "redactedContent" not in value):
+        raise invalid(f"{where}.reasoningContent must be in an assistant message with reasoningText or redactedContent")
+    if text is not None and (
+        not isinstance(text, dict)
+        or not isinstance(text.get("text"), str)
+        or text.get("signature") != wire.thinking_signature(text["text"])
+    ):
+        raise invalid(f"The model returned the following errors: {where}: Invalid `signature` in `thinking` block")
+
+
+def thought_for(body: dict, model: str, chat: dict) -> str | None:
+    """The reasoning text Claude (simulated) writes when additionalModelRequestFields asks for
+    thinking, after Anthropic's rules as Bedrock relays them; None when none is asked for."""
+    extra = body.get("additionalModelRequestFields")
+    thinking = extra.get("thinking") if isinstance(extra, dict) else None
+    if thinking is None or not is_claude(model):
+        return None
+    inner = {
+        "max_tokens": chat.get("max_tokens") or 4096,
+        "thinking": thinking,
+        "temperature": (body.get("inferenceConfig") or {}).get("temperature"),
+        "top_p": (body.get("inferenceConfig") or {}).get("topP"),
+        "tool_choice": {"type": "any"} if chat.get("tool_choice") not in (None, "auto", "none") else None,
+    }
+    try:
+        wire.check_thinking(inner)
+    except BadRequest as exc:
+        raise invalid(f"The model returned the following errors: {exc.message}") from None
+    if wire.thinking_budget(inner) is None:
+        return None
+    asked = next((m["content"] for m in reversed(chat["messages"]) if m["role"] == "user"), "")
+    asked = asked if isinstance(asked, str) else " ".join(p.get("text", "") for p in asked if isinstance(p, dict))
+    return f"The user said: {asked}. Answer plainly."
+
+
+def _reasoning_block(thought: str) -> dict:
+    return {"reasoningContent": {"reasoningText": {"text": thought, "signature": wire.thinking_signature(thought)}}}
 
 
 def _tool_config(tc: Any, chat: dict) -> None:
@@ -265,7 +313,7 @@ def _latency(plan: ChatPlan) -> int:
     return 100 + plan.completion_tokens  # deterministic
 
 
-def render_converse(plan: ChatPlan, filtered: str | None) -> dict:
+def render_converse(plan: ChatPlan, filtered: str | None, thought: str | None = None) -> dict:
     c = plan.choices[0]
     if filtered == "prompt":
         content: list[dict] = [{"text": GUARDRAIL_BLOCKED}]
@@ -285,6 +333,10 @@ def render_converse(plan: ChatPlan, filtered: str | None) -> dict:
     else:
         content = [{"text": c.content}] if c.content else []
         usage = _usage(plan, c.completion_tokens)
+    if thought is not None and filtered != "prompt":
+        content.insert(0, _reasoning_block(thought))
+        usage = {**usage, "outputTokens": usage["outputTokens"] + estimate_tokens(thought)}
+        usage["totalTokens"] = usage["inputTokens"] + usage["outputTokens"]
     return {
         "output": {"message": {"role": "assistant", "content": content}},
         "stopReason": _stop_reason(c.finish_reason, filtered),
@@ -293,11 +345,25 @@ def render_converse(plan: ChatPlan, filtered: str | None) -> dict:
     }
 
 
-def stream_events(plan: ChatPlan, filtered: str | None) -> Iterator[tuple[bool, str, dict]]:
-    """(is_content, event type, payload) in Bedrock's order; is_content marks contentBlockDelta."""
+def stream_events(plan: ChatPlan, filtered: str | None, thought: str | None = None) -> Iterator[tuple[bool, str, dict]]:
+    """(is_content, event type, payload) in Bedrock's order; is_content marks contentBlockDelta.
+    With a `thought`, Claude's reasoning is block 0 (text deltas, then its signature)."""
     c = plan.choices[0]
     yield False, "messageStart", {"role": "assistant", "p": _PADDING[:10]}
     output_tokens = c.completion_tokens
+    shift = 0
+    if thought is not None and filtered != "prompt":
+        shift = 1
+        output_tokens += estimate_tokens(thought)
+        for word in split_words(thought):
+            yield True, "contentBlockDelta", {"delta": {"reasoningContent": {"text": word}}, "contentBlockIndex": 0}
+        signature = wire.thinking_signature(thought)
+        yield (
+            False,
+            "contentBlockDelta",
+            {"delta": {"reasoningContent": {"signature": signature}}, "contentBlockIndex": 0},
+        )
+        yield False, "contentBlockStop", {"contentBlockIndex": 0, "p": _PADDING[:2]}
     text: str | None
     if filtered == "prompt":
         text, output_tokens = GUARDRAIL_BLOCKED, 0
@@ -311,7 +377,7 @@ def stream_events(plan: ChatPlan, filtered: str | None) -> Iterator[tuple[bool, 
                 "contentBlockStart",
                 {
                     "start": {"toolUse": {"toolUseId": tool_id(call["id"]), "name": fn["name"]}},
-                    "contentBlockIndex": j,
+                    "contentBlockIndex": j + shift,
                     "p": _PADDING[:20],
                 },
             )
@@ -319,17 +385,17 @@ def stream_events(plan: ChatPlan, filtered: str | None) -> Iterator[tuple[bool, 
                 yield (
                     True,
                     "contentBlockDelta",
-                    {"delta": {"toolUse": {"input": piece}}, "contentBlockIndex": j, "p": _PADDING[:7]},
+                    {"delta": {"toolUse": {"input": piece}}, "contentBlockIndex": j + shift, "p": _PADDING[:7]},
                 )
-            yield False, "contentBlockStop", {"contentBlockIndex": j, "p": _PADDING[:3]}
+            yield False, "contentBlockStop", {"contentBlockIndex": j + shift, "p": _PADDING[:3]}
     else:
         for word in c.pieces or split_words(text or ""):
             yield (
                 True,
                 "contentBlockDelta",
-                {"delta": {"text": word}, "contentBlockIndex": 0, "p": _PADDING[: len(word) % 20 + 1]},
+                {"delta": {"text": word}, "contentBlockIndex": shift, "p": _PADDING[: len(word) % 20 + 1]},
             )
-        yield False, "contentBlockStop", {"contentBlockIndex": 0, "p": _PADDING[:5]}
+        yield False, "contentBlockStop", {"contentBlockIndex": shift, "p": _PADDING[:5]}
     yield False, "messageStop", {"stopReason": _stop_reason(c.finish_reason, filtered), "p": _PADDING[:12]}
     yield (
         False,
