@@ -121,7 +121,14 @@ async def test_a_write_tried_again_under_its_key_is_written_once(memory):
         ("memory_search", {"query": " "}, "query"),
         ("memory_search", {"query": "x", "user_id": "someone-else"}, "user_id"),  # no namespace of its choosing
         ("memory_search", {"query": "x", "filters": {"a": {"regex": ".*"}}}, "unknown operator"),
-        ("memory_search", {"query": "x", "filters": {"NOT": {"NOT": {"NOT": {"NOT": {"NOT": {"NOT": {"NOT": {"NOT": {"NOT": {}}}}}}}}}}}, "nest"),
+        (
+            "memory_search",
+            {
+                "query": "x",
+                "filters": {"NOT": {"NOT": {"NOT": {"NOT": {"NOT": {"NOT": {"NOT": {"NOT": {"NOT": {}}}}}}}}}},
+            },
+            "nest",
+        ),
         ("memory_search", {"query": "x", "filters": {f"k{i}": i for i in range(100)}}, "at most"),
         ("memory_search", {"query": "x", "top_k": "all of them"}, "not valid"),
         ("memory_write", {"text": "x" * 40_000}, "32768"),
