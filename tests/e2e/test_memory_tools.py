@@ -9,6 +9,7 @@ model as failed calls and the run completes."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from pathlib import Path
 from typing import Any
@@ -18,8 +19,10 @@ import openai
 import pytest
 from openai.types.responses import Response
 
-from builders import audit, breakers, config, database, deployment, groups, identity, simulated
+from builders import audit, database, identity, simulated, single
 from multihome.crypto import init_key_file
+from multihome.storage.engine import create_engine
+from pg import stored_bytes
 
 from .helpers import tenant_with_key
 from .processes import Gateway, Simulator
@@ -31,8 +34,8 @@ MEMORY = {"type": "memory", **NS}
 
 
 class World:
-    def __init__(self, gateway: Gateway, sim: Simulator, audit_dir: Path) -> None:
-        self.gateway, self.sim, self.audit_dir = gateway, sim, audit_dir
+    def __init__(self, gateway: Gateway, sim: Simulator, audit_dir: Path, db: str) -> None:
+        self.gateway, self.sim, self.audit_dir, self.db = gateway, sim, audit_dir, db
         admin = httpx.Client(base_url=gateway.url, headers={"authorization": f"Bearer {ADMIN_KEY}"}, timeout=10)
         self.keys: dict[str, str] = {}
         self.tenants: dict[str, str] = {}
@@ -62,19 +65,19 @@ def world(tmp_path_factory):
     init_key_file(tmp / "kms.key")
     sim = Simulator("openai", "memory-tools")
     gateway = None
+    db = f"sqlite+aiosqlite:///{tmp}/multihome.db"
     try:
-        cfg = config(
-            storage=database(f"sqlite+aiosqlite:///{tmp}/multihome.db"),
+        cfg = single(  # one model group "gpt" on the simulator; a database, a KMS and the audit trail
+            simulated("openai", sim.url),
+            model="gpt-mt",
+            names=("oa", "oa", "gpt"),
+            storage=database(db),
             kms={"local": {"key_file": str(tmp / "kms.key")}},
             identity=identity("MH_MT_ADMIN_KEY"),
             audit=audit(tmp / "audit"),
-            routing=breakers(0),
-            providers={"oa": simulated("openai", sim.url)},
-            deployments={"oa": deployment("oa", "gpt-mt")},
-            model_groups=groups({"gpt": "oa"}, retries=0),
         )
         gateway = Gateway(cfg, tmp, SECRETS)
-        yield World(gateway, sim, tmp / "audit")
+        yield World(gateway, sim, tmp / "audit", db)
     finally:
         log = gateway.stop() if gateway is not None else ""
         sim.stop()
@@ -247,3 +250,19 @@ def test_a_bad_memory_tool_is_a_400(world, tools, param):
     with pytest.raises(openai.BadRequestError) as err:
         world.sdk().responses.create(model="gpt", input="hi", tools=tools)
     assert err.value.param == param, err.value.body
+
+
+def test_what_the_model_writes_is_sealed(world):
+    mark = "PLAINTEXT-MARKER-memory-tools-91c2"
+    resp = world.sdk().responses.create(
+        model="gpt",
+        input=script(("memory_write", {"text": f"{mark} is the door code.", "metadata": {"m": mark}})),
+        tools=[MEMORY],
+    )
+    assert resp.output[0].status == "completed"
+
+    async def dump() -> bytes:
+        return await stored_bytes(create_engine(world.db), world.db)
+
+    # Neither the record nor the stored response (whose mcp_call holds the arguments) is in clear.
+    assert mark.encode() not in asyncio.run(dump())

@@ -293,16 +293,22 @@ def _choose_tools(body: dict, last_user: str) -> list[dict]:
     return fns[:1]
 
 
-def _step_tools(body: dict, messages: list, steps: int) -> list[dict]:
-    """`steps=N` in the user's message: a multi-step task. The model calls one function per turn, the
-    functions in turn (the k-th call is the (k mod n)-th function), until N tool results follow the
-    user's message; then it answers."""
+def _tool_results(messages: list) -> int:
+    """How many tool results follow the last user message: the calls of a task made so far."""
     done = 0
     for m in reversed(messages):
         if m.get("role") == "user":
             break
         if m.get("role") == "tool":
             done += 1
+    return done
+
+
+def _step_tools(body: dict, messages: list, steps: int) -> list[dict]:
+    """`steps=N` in the user's message: a multi-step task. The model calls one function per turn, the
+    functions in turn (the k-th call is the (k mod n)-th function), until N tool results follow the
+    user's message; then it answers."""
+    done = _tool_results(messages)
     fns = _function_tools(body["tools"])
     if done >= steps or not fns:
         return []
@@ -312,12 +318,7 @@ def _step_tools(body: dict, messages: list, steps: int) -> list[dict]:
 def _scripted(messages: list, script: list[tuple[str, str]]) -> dict | None:
     """The user's `call <name> <arguments>` lines: one call per turn, in order, whether or not the
     function was offered (a model may call any name, and send any text as arguments); then it answers."""
-    done = 0
-    for m in reversed(messages):
-        if m.get("role") == "user":
-            break
-        if m.get("role") == "tool":
-            done += 1
+    done = _tool_results(messages)
     if done >= len(script):
         return None
     name, args = script[done]
