@@ -306,3 +306,25 @@ def test_only_an_org_admin_sets_pins(world):
     )
     assert huge.status_code in (400, 413)
     assert world.admin.post("/admin/v1/tenants/ten_nope/stateful-pins", json={"providers": ["x"]}).status_code == 404
+
+
+def test_the_cli_creates_lists_and_revokes_pins(world, monkeypatch, capsys):
+    from multihome.cli.main import main
+
+    monkeypatch.setenv("MULTIHOME_URL", world.gateway.url)
+    monkeypatch.setenv("MULTIHOME_ADMIN_KEY", ADMIN_KEY)
+    tenant = world.tenants["lapsed"]
+    argv = ["stateful-pins", "create", "--tenant", tenant, "--provider", "x", "--work", "background"]
+    assert main([*argv, "--until", "2099-01-01T00:00:00Z", "--note", "c-9"]) == 0
+    made = capsys.readouterr().out
+    assert made.startswith(f"pinned tenant {tenant}'s stateful work to providers x: pin_"), made
+    pin = made.rsplit(": ", 1)[1].strip()
+    assert main(["stateful-pins", "list", "--tenant", tenant]) == 0
+    listed = capsys.readouterr().out.splitlines()
+    assert listed[0].split()[:4] == ["ID", "PROVIDERS", "DATA", "ZONES"]
+    row = next(line for line in listed if line.startswith(pin))
+    assert "background" in row and "active" in row and "c-9" in row
+    assert main(["stateful-pins", "revoke", "--tenant", tenant, pin]) == 0
+    assert json.loads(capsys.readouterr().out)["revoked_at"] is not None
+    assert main(["stateful-pins", "list", "--tenant", tenant]) == 0
+    assert "revoked" in next(line for line in capsys.readouterr().out.splitlines() if line.startswith(pin))
