@@ -6,7 +6,7 @@ from __future__ import annotations
 import datetime as dt
 
 from multihome.policy.model import DeploymentFacts
-from multihome.policy.pins import WORK_KINDS, PinIndex, StatefulPin, pin_problems
+from multihome.policy.pins import WORK_KINDS, PinIndex, StatefulPin, compile_pin, pin_problems
 
 NOW = dt.datetime(2026, 12, 3, 12, 0, tzinfo=dt.UTC)
 HOUR = dt.timedelta(hours=1)
@@ -20,10 +20,11 @@ def pin(**fields) -> StatefulPin:
 
 
 def test_a_pin_admits_what_every_listed_dimension_lists():
-    assert pin(providers=["azure"]).admits(AZ) and not pin(providers=["azure"]).admits(BR)
-    assert pin(data_zones=["eu"]).admits(AZ)  # zones compare case-insensitively
-    assert not pin(data_zones=["eu"]).admits(NOZONE)  # an unknown zone is outside: fail closed
-    assert not pin(providers=["azure"], data_zones=["us"]).admits(AZ)  # both must hold
+    azure, eu = compile_pin(pin(providers=["azure"])), compile_pin(pin(data_zones=["eu"]))
+    assert azure.admits(AZ) and not azure.admits(BR)
+    assert eu.admits(AZ)  # zones compare case-insensitively
+    assert not eu.admits(NOZONE)  # an unknown zone is outside: fail closed
+    assert not compile_pin(pin(providers=["azure"], data_zones=["us"])).admits(AZ)  # both must hold
 
 
 def test_only_live_pins_covering_the_work_apply():
@@ -36,9 +37,9 @@ def test_only_live_pins_covering_the_work_apply():
     )
     assert index.applying("other", "agent_step", NOW) is None  # a tenant without pins: one dict lookup
     step = index.applying("t", "agent_step", NOW)
-    assert step is not None and [p.id for p in step.pins] == ["pin_a"]
+    assert step is not None and [p.pin.id for p in step.pins] == ["pin_a"]
     background = index.applying("t", "background", NOW)
-    assert background is not None and [p.id for p in background.pins] == ["pin_a", "pin_bg"]
+    assert background is not None and [p.pin.id for p in background.pins] == ["pin_a", "pin_bg"]
     assert index.applying("t", "agent_step", NOW + 2 * HOUR) is None  # pin_a ended: nothing applies
     assert index.applying("t", "agent_step", NOW - 4 * HOUR) is None  # before either began
 

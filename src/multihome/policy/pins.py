@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 
 import msgspec
 
@@ -51,15 +52,6 @@ class StatefulPin(msgspec.Struct, frozen=True, forbid_unknown_fields=True, omit_
     def covers(self, work: str) -> bool:
         return self.work is None or work in self.work
 
-    def admits(self, dep: DeploymentFacts) -> bool:
-        if self.providers is not None and dep.provider not in self.providers:
-            return False
-        if self.data_zones is not None:
-            zone = dep.data_zone
-            if zone is None or zone.casefold() not in {z.casefold() for z in self.data_zones}:
-                return False
-        return True
-
     def summary(self) -> str:
         """The pin in words, for reasons a person reads: "pin pin_1 (providers [azure]; until 2027-01-01T00:00:00Z)"."""
         parts = []
@@ -70,6 +62,31 @@ class StatefulPin(msgspec.Struct, frozen=True, forbid_unknown_fields=True, omit_
         if self.valid_until is not None:
             parts.append("until " + self.valid_until.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"))
         return f"pin {self.id} ({'; '.join(parts)})"
+
+
+@dataclass(frozen=True, slots=True)
+class CompiledPin:
+    """A pin as the hot path reads it: its names as sets, its summary in words made once."""
+
+    pin: StatefulPin
+    providers: frozenset[str] | None
+    zones: frozenset[str] | None  # casefolded
+    summary: str
+
+    def admits(self, dep: DeploymentFacts) -> bool:
+        """Inside the pin: its provider listed (if the pin lists providers) and its zone listed (if it
+        lists zones; a deployment without a configured zone is outside, fail closed)."""
+        if self.providers is not None and dep.provider not in self.providers:
+            return False
+        if self.zones is not None and (dep.data_zone is None or dep.data_zone.casefold() not in self.zones):
+            return False
+        return True
+
+
+def compile_pin(pin: StatefulPin) -> CompiledPin:
+    providers = frozenset(pin.providers) if pin.providers is not None else None
+    zones = frozenset(z.casefold() for z in pin.data_zones) if pin.data_zones is not None else None
+    return CompiledPin(pin, providers, zones, pin.summary())
 
 
 def pin_problems(
@@ -123,7 +140,7 @@ class Pinned:
 
     __slots__ = ("work", "pins", "removed", "kept")
 
-    def __init__(self, work: str, pins: Sequence[StatefulPin]) -> None:
+    def __init__(self, work: str, pins: Sequence[CompiledPin]) -> None:
         self.work = work
         self.pins = pins
         self.removed: dict[str, str] = {}  # deployment -> why the pin removed it
@@ -139,7 +156,7 @@ class Pinned:
                 if not pin.admits(dep):
                     zone = dep.data_zone or "not configured"
                     out[dep.name] = (
-                        f"outside stateful-work {pin.summary()} for {self.work}: provider {dep.provider}, data zone {zone}"
+                        f"outside stateful-work {pin.summary} for {self.work}: provider {dep.provider}, data zone {zone}"
                     )
                     break
             else:
@@ -148,12 +165,12 @@ class Pinned:
         return out
 
     def describe(self) -> str:
-        return "; ".join(p.summary() for p in self.pins)
+        return "; ".join(p.summary for p in self.pins)
 
     def to_dict(self) -> dict[str, object]:
         return {
             "work": self.work,
-            "pins": [msgspec.to_builtins(p) for p in self.pins],
+            "pins": [msgspec.to_builtins(p.pin) for p in self.pins],
             "removed": dict(self.removed),
         }
 
@@ -164,9 +181,9 @@ class PinIndex:
     __slots__ = ("by_tenant",)
 
     def __init__(self, pins: Iterable[StatefulPin] = ()) -> None:
-        by_tenant: dict[str, list[StatefulPin]] = {}
+        by_tenant: dict[str, list[CompiledPin]] = {}
         for pin in sorted(pins, key=lambda p: p.id):
-            by_tenant.setdefault(pin.tenant_id, []).append(pin)
+            by_tenant.setdefault(pin.tenant_id, []).append(compile_pin(pin))
         self.by_tenant = {t: tuple(p) for t, p in by_tenant.items()}
 
     def applying(self, tenant: str, work: str, now: dt.datetime | None = None) -> Pinned | None:
@@ -176,5 +193,5 @@ class PinIndex:
             return None
         if now is None:
             now = dt.datetime.now(dt.UTC)
-        live = [p for p in pins if p.covers(work) and p.live(now)]
+        live = [p for p in pins if p.pin.covers(work) and p.pin.live(now)]
         return Pinned(work, live) if live else None
