@@ -229,12 +229,6 @@ class PolicyGate:
     def facts(self, group: str) -> tuple[DeploymentFacts, ...]:
         return self._facts.get(group, ())
 
-    def pinned(self, tenant: str, work: str | None) -> Pinned | None:
-        """The tenant's stateful-work pins that apply to `work` now (None for stateless calls, or none apply)."""
-        if work is None:
-            return None
-        return self._pins.applying(tenant, work)
-
     def admit(
         self,
         principal: Principal,

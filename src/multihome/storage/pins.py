@@ -126,26 +126,9 @@ class PinsRepo(StoreBase):
         return [pin_from_row(r) for r in rows]
 
     async def revoke_pin(self, tenant_id: str, pin_id: str, *, actor: str) -> StatefulPin:
-        where = (stateful_pins.c.tenant_id == tenant_id, stateful_pins.c.id == pin_id)
-        async with self._write() as conn:
-            row = (await conn.execute(sa.select(stateful_pins).where(*where))).first()
-            if row is None:
-                raise NotFound("stateful pin", pin_id, tenant_id)
-            if row.revoked_at is not None:
-                return pin_from_row(row)
-            now = utcnow()
-            await conn.execute(sa.update(stateful_pins).where(*where).values(revoked_at=now))
-            await self._record(
-                conn,
-                actor=actor,
-                tenant_id=tenant_id,
-                action="stateful_pin.revoke",
-                object_type="stateful_pin",
-                object_id=pin_id,
-                detail=_detail(pin_from_row(row)),
-                at=now,
-            )
-            row = (await conn.execute(sa.select(stateful_pins).where(*where))).first()
+        row = await self._revoke(
+            stateful_pins, "stateful_pin", tenant_id, pin_id, actor=actor, detail=lambda r: _detail(pin_from_row(r))
+        )
         return pin_from_row(row)
 
 

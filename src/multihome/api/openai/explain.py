@@ -12,7 +12,7 @@ from urllib.parse import parse_qs
 
 import msgspec
 
-from ...policy.pins import WORK_KINDS
+from ...policy.pins import MEMORY_EMBEDDING, WORK_KINDS
 from ...schema.chat import parse_chat
 from ...schema.decoding import top_level
 from ...schema.embeddings import parse_embeddings
@@ -46,7 +46,9 @@ class ExplainDoor:
         else:
             parsed = parse_chat(body)
             group = pipeline.group(parsed.request.model)
-            shape = pipeline.shape(call, parsed, group, "chat", parsed.request)
+            # Stateful turns and steps reach policy as the Responses endpoint (a key's endpoint scope decides).
+            endpoint = "chat" if work is None or work == MEMORY_EMBEDDING else "responses"
+            shape = pipeline.shape(call, parsed, group, endpoint, parsed.request)
         call.group = group.name
         out = pipeline.router.explain(group, shape)
         if work is not None:
