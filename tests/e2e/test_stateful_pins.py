@@ -135,6 +135,14 @@ def test_every_agent_step_is_served_by_the_pinned_cloud(world):
     assert done.status == "completed", done
     assert world.count("x") - x == 4 and world.count("y") == y
 
+    # A plain background response (no tools) is stateful work too.
+    x = world.count("x")
+    plain = world.sdk("pinned").responses.create(model="agent", input="hello", background=True)
+    until(
+        lambda: world.sdk("pinned").responses.retrieve(plain.id).status == "completed", what="the background response"
+    )
+    assert world.count("x") - x == 1 and world.count("y") == y
+
 
 def test_an_unpinned_tenant_goes_where_the_strategy_says(world):
     x, y = world.count("x"), world.count("y")

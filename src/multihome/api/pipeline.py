@@ -24,7 +24,7 @@ import msgspec
 
 from ..accounting.tracker import Accounting, CallTracker
 from ..providers.base import UpstreamRequest
-from ..routing.attempts import Served
+from ..routing.attempts import AllDeclined, Served
 from ..routing.catalog import Catalog, DeploymentRuntime, GroupRuntime
 from ..routing.planner import RequestShape
 from ..routing.router import Router
@@ -174,7 +174,7 @@ class Pipeline:
             served = await self.router.route(group, shape, upstream_request, read, forward_usage=forward_usage)
         except ApiError as err:
             pinned = getattr(shape.policy, "pinned", None)
-            if pinned is not None and pinned.removed:  # the pin kept the call from failing over: say so
+            if pinned is not None and pinned.removed and _no_deployment(err):  # the pin kept it from failing over
                 raise pin_refusal(err, pinned, group.name) from None
             raise
         if dropped:  # fields the front door's own translation dropped, beside those the adapter did
@@ -214,6 +214,12 @@ async def _admit(
     if skip:
         shape.exclude = {name: "deployment rate limit reached" for name in skip}
     return [(k if isinstance(k, bytes) else k.encode(), v if isinstance(v, bytes) else v.encode()) for k, v in headers]
+
+
+def _no_deployment(err: ApiError) -> bool:
+    """Whether routing found no deployment to serve the call (every one declined, or none could be
+    tried), rather than an error of the request itself."""
+    return isinstance(err, AllDeclined) or err.body.code in ("all_deployments_unavailable", "unsupported_capability")
 
 
 async def _durable(tracker: CallTracker | None, served: Served) -> None:
