@@ -30,7 +30,7 @@ from ...aio import wait_event
 from ...policy.pins import BACKGROUND
 from ...schema.errors import ApiError
 from ...schema.principal import Principal
-from ...schema.responses import CreateResponse, parse_create
+from ...schema.responses import CreateResponse, parse_create, runs_tools
 from ...state.background import OPEN, BackgroundStore, Event
 from ...state.feed import Feed
 from ...state.jobs import Job
@@ -103,7 +103,7 @@ class Runner:
         if record is None or record.status not in OPEN or record.background is None:
             return  # deleted, cancelled, or made final by an earlier run (the checkpoint): no upstream call
         req, shell = shell_of(record)
-        if req.tools and any(t.type == "mcp" for t in req.tools):  # a durable agent run
+        if runs_tools(req):  # a durable agent run
             try:
                 await run_agent(self, record, req, shell)
             finally:
