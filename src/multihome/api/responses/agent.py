@@ -45,6 +45,7 @@ from ...accounting.tracker import finish_failed, settle
 from ...audit.events import AgentStep
 from ...config.responses import AgentConfig
 from ...metering.prices import PriceTable
+from ...policy.pins import AGENT_STEP
 from ...routing.attempts import Served
 from ...schema.errors import ApiError, bad_request
 from ...schema.responses import CreateResponse
@@ -287,6 +288,7 @@ class AgentRun:
         canonical, dropped = to_canonical(req, self.context, [*self.new, *self.output], functions)
         step = Call(self.call.scope, self.call.request_id + f"-{journal.steps}".encode())
         step.principal = self.call.principal
+        step.work = AGENT_STEP  # stateful work: the tenant's pins hold every step (policy/pins.py)
         self._step_call = step
         try:
             served, headers = await run_turn(self.pipeline, step, self.body, canonical, dropped)

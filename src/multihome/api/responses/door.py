@@ -18,6 +18,7 @@ from typing import Any, cast
 
 import msgspec
 
+from ...policy.pins import STORED_RESPONSE
 from ...routing.stream_relay import StreamRelay
 from ...schema.errors import ApiError, bad_request
 from ...schema.responses import CreateResponse, parse_create, runs_tools
@@ -94,6 +95,8 @@ class ResponsesDoor:
             assert self.background is not None  # present whenever the state store is
             await self.background.create(call, receive, send, req, body, new)
             return
+        if shell.store or req.conversation_id is not None or req.previous_response_id is not None:
+            call.work = STORED_RESPONSE  # a turn that keeps or reads state is stateful work (policy/pins.py)
         turn = NativeTurn(body, req, context, new)
         served, headers = await run_turn(self.pipeline, call, body, canonical, dropped, turn)
         native = native_upstream(served.deployment) is not None

@@ -27,6 +27,7 @@ import msgspec
 
 from ...accounting.tracker import finish_failed, settle
 from ...aio import wait_event
+from ...policy.pins import BACKGROUND
 from ...schema.errors import ApiError
 from ...schema.principal import Principal
 from ...schema.responses import CreateResponse, parse_create, runs_tools
@@ -133,6 +134,7 @@ class Runner:
         self.feed.publish(record.id)
         call = Call(_scope(info), info["request_id"].encode())
         call.principal = msgspec.convert(info["principal"], Principal)
+        call.work = BACKGROUND  # stateful work: the tenant's pins hold it (policy/pins.py)
         try:
             try:
                 assert self.context is not None
