@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import anthropic
 import openai
 import pytest
 import yaml
@@ -96,3 +97,12 @@ def test_an_image_is_refused_before_any_call(client, sims):
         client.chat.completions.create(model="gpt-oss", messages=[{"role": "user", "content": [image]}])
     assert 400 <= err.value.status_code < 500
     assert sims["bedrock-openai"].requests() == [] and sims["bedrock"].requests() == []
+
+
+def test_anthropic_sdk_at_the_front_door_reaches_gpt_oss(stack, sims):
+    client = anthropic.Anthropic(base_url=stack[1].url, api_key=CLIENT_KEY, max_retries=0, timeout=15)
+    msg = client.messages.create(model="gpt-oss", max_tokens=50, messages=USER)
+    assert "Hello there" in msg.content[0].text
+    with client.messages.stream(model="gpt-oss", max_tokens=50, messages=USER) as stream:
+        assert "Hello there" in "".join(stream.text_stream)
+    assert [r["path"] for r in sims["bedrock-openai"].requests()] == ["/openai/v1/chat/completions"] * 2
