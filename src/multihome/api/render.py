@@ -71,7 +71,9 @@ async def send_stream(
     call: Call, receive: Receive, send: Send, served: Served, headers: list[Header], on_done: StreamDone | None = None
 ) -> None:
     """Relay `served.stream` as SSE, chunk by chunk; a client that disconnects cancels it.
-    `on_done(outcome, digest, first_byte_ms)` is told how it ended (it accounts the call)."""
+    `on_done(outcome, digest, first_byte_ms)` is told how it ended (it accounts the call): before the
+    last event is sent when the stream ran to its end (outcome "ok" then, even if the client leaves
+    during that last send), else once it is over."""
     relay = served.stream
     assert relay is not None
     call.stream, call.status = relay, 200
@@ -83,6 +85,7 @@ async def send_stream(
         capture = call.tracker.capture if call.tracker is not None else None
         digest = hashlib.sha256() if capture is None else TeeDigest(capture)
     outcome, first_byte_ms, t0 = "cancelled", None, time.perf_counter()
+    accounted = False  # on_done already told, before the last event went out
 
     async def watch_disconnect() -> None:
         while True:
@@ -99,10 +102,26 @@ async def send_stream(
         if digest is not None:
             first_byte_ms = (time.perf_counter() - t0) * 1000
             digest.update(served.first)
+        held: bytes | None = None
         async for piece in relay.rest():
-            await send({"type": "http.response.body", "body": piece, "more_body": True})
+            if held is not None:
+                await send({"type": "http.response.body", "body": held, "more_body": True})
+            held = None
             if digest is not None:
                 digest.update(piece)
+            if relay.done or relay.error:
+                # The upstream has ended, so this may be the last event ([DONE], message_stop, the
+                # terminal response event): hold it until the next one or the end, which no upstream
+                # read delays, so the call is accounted before the client has its last byte.
+                held = piece
+                continue
+            await send({"type": "http.response.body", "body": piece, "more_body": True})
+        if held is not None:
+            if on_done is not None:
+                # Its usage row is on local disk before the client can have the last event (metering/spool.py).
+                accounted = True
+                on_done("ok", digest, first_byte_ms)
+            await send({"type": "http.response.body", "body": held, "more_body": True})
         await send({"type": "http.response.body", "body": b"", "more_body": False})
         outcome = "ok"
     except asyncio.CancelledError:
@@ -114,5 +133,5 @@ async def send_stream(
     finally:
         watcher.cancel()
         relay.close()
-        if on_done is not None:
+        if on_done is not None and not accounted:
             on_done(outcome, digest, first_byte_ms)
