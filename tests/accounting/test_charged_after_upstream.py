@@ -1,5 +1,6 @@
 """A call an upstream answered is recorded and charged whatever happens to the answer afterwards
-(issue 11, finding 1): the server refusing the response head, the request task being cancelled.
+(issue 11, finding 1): the server refusing the response head, the request task being cancelled
+while the answer is being sent.
 
 The real app in process, in front of an in-process simulator over real HTTP; the ASGI `send` plays
 the server's part. uvicorn raises `RuntimeError("Invalid HTTP header value.")` from the response
@@ -108,4 +109,6 @@ async def test_a_cancelled_request_still_charges_the_call(app):
     with pytest.raises(asyncio.CancelledError):
         await task
     [call] = sink.calls
-    assert call.outcome == "cancelled" and call.deployment == "d" and call.usage is not None, call
+    # Recorded before the answer was handed to the server (its usage row spooled first: metering/spool.py),
+    # so a send that never completes leaves the record of the answer that was produced.
+    assert call.outcome == "ok" and call.deployment == "d" and call.usage is not None, call
