@@ -5,6 +5,7 @@ committed; a live process's files and another database's files are left alone.""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import signal
@@ -111,6 +112,28 @@ async def test_rows_of_a_killed_process_are_written_once_by_the_next_start(db_ur
     finally:
         await m.close()
     assert list(spool.iterdir()) == [], "a clean stop deletes its committed files"
+
+
+async def test_a_running_process_writes_the_rows_another_one_left_when_it_died(tmp_path):
+    """Another worker of the replica (or a replica on a shared volume) killed while this one runs."""
+    url = await _sqlite(tmp_path)
+    spool = tmp_path / "spool"
+    m = Metering(
+        MeteringConfig(spool=SpoolConfig(dir=str(spool), rescan_s=0.1)),
+        PriceTable({}),
+        storage_url=url,
+        spool_dir=str(spool),
+    )
+    await m.start()
+    try:
+        _killed_child(url, spool, total=12, committed=0)
+        deadline = time.monotonic() + 30
+        while len(await _rows(m)) < 12 and time.monotonic() < deadline:
+            await asyncio.sleep(0.1)
+        assert sorted(await _rows(m)) == sorted(f"req{i}" for i in range(12))
+        assert [p.name for p in spool.iterdir()] == [os.path.basename(f) for f in m.writer.spool.files]
+    finally:
+        await m.close()
 
 
 async def test_a_torn_last_line_is_skipped_with_a_warning(tmp_path, caplog):
