@@ -187,6 +187,26 @@ async def test_files_are_let_go_once_their_rows_are_committed(tmp_path):
     del other
 
 
+async def test_fsync_interval_syncs_off_the_loop_and_rotated_files_still_go(tmp_path):
+    spool = UsageSpool(str(tmp_path), "db1", segment_bytes=4096, fsync_interval_ms=5)
+    spool.open()
+    rotated = 0
+    for i in range(60):
+        spool.append(_row(f"r{i}"))
+        rotated = max(rotated, len(spool.files))
+        await asyncio.sleep(0.002)  # syncs run meanwhile, some while files rotate and are let go
+        if i % 20 == 19:
+            spool.committed(20)
+    assert rotated >= 2
+    deadline = time.monotonic() + 10
+    while spool._dirty and time.monotonic() < deadline:
+        await asyncio.sleep(0.01)
+    assert not spool._dirty, "the syncer ran"
+    assert len(spool.files) == 1, "rotated files whose rows were committed are gone"
+    assert await spool.close() == 0
+    assert os.listdir(tmp_path) == []
+
+
 async def test_another_databases_file_and_a_live_file_are_left_alone(tmp_path):
     url = await _sqlite(tmp_path)
     spool = tmp_path / "spool"
