@@ -34,6 +34,8 @@ $PY bench/governance_workers.py --out bench/out/governance_workers.md
   $PY bench/policy_bench.py
   echo '```'
   echo
+  $PY bench/pins_bench.py
+  echo
   $PY bench/metering_bench.py
   echo
   echo '```'

@@ -110,11 +110,6 @@ def build_app(config: Config, config_path: str | None = None) -> Gateway:
         if storage.enabled:
             metrics.sources = replace(metrics.sources, known_tenants=storage.known_tenants)
     pipeline = Pipeline(catalog, router, config.server.max_body_bytes, gate, accounting)
-    # Agent runs (responses with mcp tools): their limits, what their steps cost, where MCP servers may be.
-    # metering.prices through _Lazy: a run starting after a config reload is charged the new prices.
-    agent = AgentSetup(
-        config.responses.agent, cast(Any, _Lazy(metering, "prices")), EgressPolicy.from_config(config.egress)
-    )
     state = None
     if crypto is not None:  # stored responses and conversations, sealed under the tenant's keys (docs/responses.md)
         from .state.service import StateService
@@ -125,6 +120,14 @@ def build_app(config: Config, config_path: str | None = None) -> Gateway:
         from .state.memory.service import MemoryService
 
         memory = MemoryService(storage, _Lazy(crypto, "keyring"))
+    # Agent runs (responses with mcp or memory tools): their limits, what their steps cost, where MCP servers
+    # may be, the memory store. metering.prices through _Lazy: a run after a config reload pays the new prices.
+    agent = AgentSetup(
+        config.responses.agent,
+        cast(Any, _Lazy(metering, "prices")),
+        EgressPolicy.from_config(config.egress),
+        cast(Any, _Lazy(memory, "store")) if memory is not None else None,
+    )
     background = None
     if state is not None:  # background responses: a job worker on every replica with storage
         from .api.responses.background import Background

@@ -40,7 +40,7 @@ def _admin_key(monkeypatch):
 async def root(request, tmp_path):
     """An org-admin client of a started gateway, on a fresh database of each backend."""
     if request.param == "postgresql":
-        db = request.getfixturevalue("pg_server").create_database()
+        db = request.getfixturevalue("pg_database")(migrated=False)
     else:
         db = f"sqlite+aiosqlite:///{tmp_path}/mh.db"
     cfg = single(

@@ -16,7 +16,6 @@ import sqlalchemy as sa
 from multihome.audit import AuditLog, head_publisher, verify_dir
 from multihome.audit.heads import load_file, load_from_database
 from multihome.audit.keys import key_id_of, load_public_key
-from multihome.storage import migrate_sync
 
 from .helpers import call, cli, config, key_files
 
@@ -88,10 +87,8 @@ class Trail:
 
 
 @pytest.fixture
-def db(tmp_path):
-    url = f"sqlite+aiosqlite:///{tmp_path / 'multihome.db'}"
-    migrate_sync(url)
-    return url
+def db(sqlite_database):
+    return sqlite_database()
 
 
 @pytest.fixture
@@ -349,12 +346,8 @@ def test_an_unreachable_registry_never_holds_back_audit_writes(tmp_path, monkeyp
 
 
 @pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
-def test_registry_moves_forward_only_on_both_backends(backend, tmp_path, request):
-    if backend == "sqlite":
-        url = f"sqlite+aiosqlite:///{tmp_path / 'r.db'}"
-    else:
-        url = request.getfixturevalue("pg_server").create_database()
-    migrate_sync(url)
+def test_registry_moves_forward_only_on_both_backends(backend, sqlite_database, pg_database):
+    url = sqlite_database("r.db") if backend == "sqlite" else pg_database()
     from multihome.audit.checkpoint import new_checkpoint
     from multihome.audit.head_publisher import HeadPublisher
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import pytest
 
-from multihome.storage import migrate_sync
 from multihome.storage.engine import create_engine
 
 from .harness import HARNESSES
@@ -19,19 +18,8 @@ def anyio_backend():
 
 
 @pytest.fixture
-def sqlite_url(tmp_path):
-    url = f"sqlite+aiosqlite:///{tmp_path / 'multihome.db'}"
-    migrate_sync(url)
-    return url
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def db_url(request, tmp_path):
-    if request.param == "sqlite":
-        return request.getfixturevalue("sqlite_url")
-    url = request.getfixturevalue("pg_server").create_database()
-    migrate_sync(url)
-    return url
+def sqlite_url(sqlite_database):
+    return sqlite_database()
 
 
 @pytest.fixture

@@ -10,7 +10,6 @@ import pytest
 import sqlalchemy as sa
 
 from multihome.crypto import open_keyring
-from multihome.storage import migrate_sync
 from multihome.storage.engine import create_engine
 
 from .harness import Recording, secret_forms
@@ -72,10 +71,8 @@ async def test_sqlite_file_holds_no_plaintext(local_kms, sqlite_url, tmp_path):
 
 
 @pytest.fixture
-def pg_url(pg_server):
-    url = pg_server.create_database()
-    migrate_sync(url)
-    return url
+def pg_url(pg_database):
+    return pg_database()
 
 
 async def test_postgresql_dump_holds_no_plaintext(local_kms, pg_server, pg_url):

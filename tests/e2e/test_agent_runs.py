@@ -250,3 +250,63 @@ def test_operators_see_runs_and_cancel_them_through_the_admin_api_and_the_cli(wo
         for line in path.read_text().splitlines()
     ]
     assert any(e["kind"] == "admin_change" and e["body"].get("action") == "run.cancel" for e in events)
+
+
+def test_kill_9_does_not_write_a_completed_memory_write_twice(world):
+    """A run that writes memory, calls a slow MCP tool (killed there), then searches memory: the
+    resumed run does not write again (the write was checkpointed), and its search finds the one record."""
+    tmp, sim, server, start = world
+    first = start()
+    tenant, key = setup_tenant(first, server)
+    client = openai.OpenAI(base_url=first.url + "/v1", api_key=key, max_retries=0, timeout=30)
+    tools = [
+        {"type": "mcp", "server_label": "tools", "server_url": server.url},
+        {"type": "memory", "agent_id": "planner", "user_id": "u-7"},
+    ]
+    script = "\n".join(
+        [
+            'call memory_write {"text": "The offsite is in Porto in May."}',
+            'call tools__slow {"seconds": 2}',
+            'call memory_search {"query": "where is the offsite?"}',
+        ]
+    )
+    created = client.responses.create(model="gpt", input=script, tools=tools, background=True)
+    log = tmp / "calls.jsonl"
+    until(lambda: any(line["tool"] == "slow" for line in lines(log)), what="the slow call")
+    os.kill(first.popen.pid, signal.SIGKILL)
+    first.popen.wait(10)
+    assert len(sim.requests()) == 2  # the write's step and the slow call's step
+
+    second = start()
+    client = openai.OpenAI(base_url=second.url + "/v1", api_key=key, max_retries=0, timeout=30)
+    done = until(
+        lambda: (r := client.responses.retrieve(created.id)).status not in ("queued", "in_progress") and r,
+        what="the run to finish",
+    )
+    assert done.status == "completed", done
+    assert [(i.type, getattr(i, "name", None)) for i in done.output] == [
+        ("mcp_list_tools", None),
+        ("mcp_call", "memory_write"),
+        ("mcp_call", "slow"),
+        ("mcp_call", "memory_search"),
+        ("message", None),
+    ]
+    ns = {"agent_id": "planner", "user_id": "u-7"}
+    kept = client.get("/memory/records", cast_to=object, options={"params": ns})["data"]
+    assert [r["text"] for r in kept] == ["The offsite is in Porto in May."]  # written once
+    found = json.loads(done.output[3].output)["results"]
+    assert [r["id"] for r in found] == [kept[0]["id"]]
+    assert len(sim.requests()) == 4 and len({r["request_id"] for r in sim.requests()}) == 4
+    events = [
+        json.loads(line)
+        for path in (tmp / "audit").glob("chn_*.jsonl")
+        if not path.name.endswith(".checkpoints.jsonl")
+        for line in path.read_text().splitlines()
+    ]
+    calls = [
+        e["body"]["detail"]["tool"]
+        for e in events
+        if e["kind"] == "agent_step" and e["body"]["run_id"] == created.id and e["body"]["action"] == "tool_call"
+    ]
+    # Each once (the killed slow call never finished; each process writes a chain file of its own).
+    assert sorted(calls) == ["memory_search", "memory_write", "slow"]

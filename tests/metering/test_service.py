@@ -24,18 +24,6 @@ from .conftest import Dep, call, principal
 pytestmark = pytest.mark.anyio
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-async def db_url(request, tmp_path):
-    url = (
-        f"sqlite+aiosqlite:///{tmp_path / 'm.db'}"
-        if request.param == "sqlite"
-        else request.getfixturevalue("pg_server").create_database()
-    )
-    store = await open_store(url, migrate=True)
-    await store.close()
-    return url
-
-
 def prices(a_in="2.5") -> PriceTable:
     return PriceTable({"dep-a": DeploymentPrice.of(a_in, "10", "1.25", "USD")})
 

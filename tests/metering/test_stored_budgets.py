@@ -68,10 +68,8 @@ class World:
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
-def url(request, tmp_path):
-    if request.param == "sqlite":
-        return f"sqlite+aiosqlite:///{tmp_path / 'm.db'}"
-    return request.getfixturevalue("pg_server").create_database()
+def url(request, sqlite_database, pg_database):
+    return sqlite_database("m.db") if request.param == "sqlite" else pg_database()
 
 
 async def refused(w: World, rid: str) -> bool:

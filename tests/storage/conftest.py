@@ -4,16 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from multihome.storage import migrate_sync, open_store
+from multihome.storage import open_store
 
 BACKENDS = ["sqlite", "postgresql"]
-
-
-@pytest.fixture(scope="session")
-def pg_migrated_template(pg_server):
-    """A database migrated once; each test gets a copy (CREATE DATABASE ... TEMPLATE)."""
-    migrate_sync(pg_server.create_database("migrated_template"))
-    return "migrated_template"
 
 
 @pytest.fixture(params=BACKENDS)
@@ -22,22 +15,15 @@ def backend(request):
 
 
 @pytest.fixture
-def db_url(backend, tmp_path, request):
+def db_url(backend, sqlite_database, pg_database):
     """A fresh, empty database (not migrated)."""
-    if backend == "sqlite":
-        return f"sqlite+aiosqlite:///{tmp_path / 'multihome.db'}"
-    return request.getfixturevalue("pg_server").create_database()
+    return sqlite_database(migrated=False) if backend == "sqlite" else pg_database(migrated=False)
 
 
 @pytest.fixture
-def migrated_url(backend, tmp_path, request):
+def migrated_url(backend, sqlite_database, pg_database):
     """A fresh database at the head revision."""
-    if backend == "sqlite":
-        url = f"sqlite+aiosqlite:///{tmp_path / 'multihome.db'}"
-        migrate_sync(url)
-        return url
-    template = request.getfixturevalue("pg_migrated_template")
-    return request.getfixturevalue("pg_server").create_database(template=template)
+    return sqlite_database() if backend == "sqlite" else pg_database()
 
 
 @pytest.fixture

@@ -52,16 +52,21 @@ async def test_deleting_a_tenant_removes_its_keys_teams_policies_and_grants(stor
         actor="admin",
     )
     await store.create_budget(t.id, scope="key", scope_id=key.id, amount=5, actor="admin")
+    await store.create_pin(
+        t.id, providers=["x"], data_zones=None, work=None, valid_from=None, valid_until=None, actor="admin"
+    )
     assert (await store.snapshot()).key_index().lookup(secret) is not None
 
     await store.delete_tenant(t.id, actor="admin")
     snap = await store.snapshot()
     assert snap.key_index().lookup(secret) is None
     assert snap.teams == {} and snap.policies == () and snap.entitlements == () and snap.budgets == ()
+    assert snap.stateful_pins == ()
     # The admin record outlives the tenant.
     events = await store.admin_events(t.id)
     assert events[-1].action == "tenant.delete"
-    assert events[-1].detail == {"name": "gone", "teams": 1, "keys": 1, "policies": 1, "entitlements": 1, "budgets": 1}
+    counts = {"teams": 1, "keys": 1, "policies": 1, "entitlements": 1, "stateful_pins": 1, "budgets": 1}
+    assert events[-1].detail == {"name": "gone", **counts}
 
 
 async def test_teams_are_unique_per_tenant_and_isolated(store):

@@ -24,7 +24,7 @@ import msgspec
 
 from ..accounting.tracker import Accounting, CallTracker
 from ..providers.base import UpstreamRequest
-from ..routing.attempts import Served
+from ..routing.attempts import AllDeclined, Served
 from ..routing.catalog import Catalog, DeploymentRuntime, GroupRuntime
 from ..routing.planner import RequestShape
 from ..routing.router import Router
@@ -32,6 +32,7 @@ from ..schema.bounded import Decoder
 from ..schema.chat import ChatRequest
 from ..schema.errors import ApiError
 from .asgi import Header, Scope, header
+from .policy_gate import pin_refusal
 from .render import served_headers
 
 if TYPE_CHECKING:
@@ -55,7 +56,19 @@ def new_request_id() -> str:
 class Call:
     """One HTTP call, from the route table to its answer. Cheap: slots, filled as the steps run."""
 
-    __slots__ = ("scope", "request_id", "t0", "route", "principal", "tracker", "group", "served", "stream", "status")
+    __slots__ = (
+        "scope",
+        "request_id",
+        "t0",
+        "route",
+        "principal",
+        "tracker",
+        "group",
+        "served",
+        "stream",
+        "status",
+        "work",
+    )
 
     def __init__(self, scope: Scope, request_id: bytes) -> None:
         self.scope = scope
@@ -68,6 +81,7 @@ class Call:
         self.served: Served | None = None  # the deployment that answered, and how it was reached
         self.stream: StreamRelay | None = None  # the stream being sent: a graceful stop cuts it (api/drain.py)
         self.status = 0  # the HTTP status sent, for the access log
+        self.work: str | None = None  # the kind of stateful work this call is (policy/pins.py), None: stateless
 
 
 class Parsed(Protocol):
@@ -125,7 +139,7 @@ class Pipeline:
         shape = RequestShape(parsed.needs, parsed.stream, chat, narrowing(call.scope, parsed.raw, group))
         if self.gate is not None:
             assert call.principal is not None  # every route that reaches a model identifies first
-            shape.policy = self.gate.admit(call.principal, group, endpoint, call.tracker)
+            shape.policy = self.gate.admit(call.principal, group, endpoint, call.tracker, call.work)
         return shape
 
     async def run(
@@ -156,7 +170,13 @@ class Pipeline:
             req.headers = {**req.headers, "x-request-id": rid}
             return req
 
-        served = await self.router.route(group, shape, upstream_request, read, forward_usage=forward_usage)
+        try:
+            served = await self.router.route(group, shape, upstream_request, read, forward_usage=forward_usage)
+        except ApiError as err:
+            pinned = getattr(shape.policy, "pinned", None)
+            if pinned is not None and pinned.removed and _no_deployment(err):  # the pin kept it from failing over
+                raise pin_refusal(err, pinned, group.name) from None
+            raise
         if dropped:  # fields the front door's own translation dropped, beside those the adapter did
             served.dropped = sorted({*dropped, *(served.dropped or ())})
         call.served = served
@@ -194,6 +214,12 @@ async def _admit(
     if skip:
         shape.exclude = {name: "deployment rate limit reached" for name in skip}
     return [(k if isinstance(k, bytes) else k.encode(), v if isinstance(v, bytes) else v.encode()) for k, v in headers]
+
+
+def _no_deployment(err: ApiError) -> bool:
+    """Whether routing found no deployment to serve the call (every one declined, or none could be
+    tried), rather than an error of the request itself."""
+    return isinstance(err, AllDeclined) or err.body.code in ("all_deployments_unavailable", "unsupported_capability")
 
 
 async def _durable(tracker: CallTracker | None, served: Served) -> None:

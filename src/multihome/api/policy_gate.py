@@ -2,6 +2,11 @@
 
 Stored policies keep their egress rules under `rules["egress"]` (room for other rule kinds
 later). Without storage there are no policies; licensed model groups then refuse everyone.
+
+Stateful work (a call whose `Call.work` names its kind: policy/pins.py) is also held to the tenant's
+live stateful-work pins: `admit` narrows each group's allow-set to the deployments inside them, and
+`Pinned` remembers what it removed, for route explain and for the error that names the pin. A
+stateless call, or a tenant without pins, costs nothing more (one dict lookup for stateful work).
 """
 
 from __future__ import annotations
@@ -15,8 +20,9 @@ import msgspec
 
 from ..policy.engine import Decision, PolicyEngine
 from ..policy.model import DeploymentFacts, EgressRule, Entitlement, Policy
+from ..policy.pins import STATEFUL_PIN_UNAVAILABLE, PinIndex, Pinned, StatefulPin
 from ..routing.catalog import Catalog, GroupRuntime
-from ..schema.errors import ApiError
+from ..schema.errors import ApiError, ErrorBody
 from ..schema.principal import Principal
 
 if TYPE_CHECKING:
@@ -41,6 +47,19 @@ def engine_policy(row: records.Policy) -> Policy:
     )
 
 
+def engine_pin(row: records.StatefulPin) -> StatefulPin:
+    return StatefulPin(
+        id=row.id,
+        tenant_id=row.tenant_id,
+        providers=row.providers,
+        data_zones=row.data_zones,
+        work=row.work,
+        valid_from=row.valid_from,
+        valid_until=row.valid_until,
+        note=row.note or None,
+    )
+
+
 def engine_entitlement(row: records.Entitlement) -> Entitlement:
     return Entitlement(
         id=row.id,
@@ -61,20 +80,67 @@ class Snapshots(Protocol):
     def snapshot(self) -> Snapshot: ...
 
 
+class PinnedView(msgspec.Struct, frozen=True):
+    """A group's decision narrowed by stateful-work pins (what routing.planner.PolicyView reads)."""
+
+    deployments: frozenset[str]
+    denied: dict[str, str]
+
+
 class Admitted:
     """The planner's per-group policy view of an admitted call (routing.planner.RequestShape.policy):
-    the requested group's decision, made already, and a fresh one for each fallback group asked about."""
+    the requested group's decision, made already, and a fresh one for each fallback group asked about;
+    for stateful work under a pin, each narrowed to the deployments inside it (`pinned` says what went)."""
 
-    __slots__ = ("decision", "_gate", "_principal", "_group", "_endpoint")
+    __slots__ = ("decision", "pinned", "_gate", "_principal", "_group", "_endpoint")
 
-    def __init__(self, gate: PolicyGate, principal: Principal, group: str, endpoint: str, decision: Decision) -> None:
-        self.decision = decision  # the requested group's (the pipeline admits limits against its deployments)
+    def __init__(
+        self,
+        gate: PolicyGate,
+        principal: Principal,
+        group: str,
+        endpoint: str,
+        decision: Decision,
+        pinned: Pinned | None = None,
+    ) -> None:
         self._gate, self._principal, self._group, self._endpoint = gate, principal, group, endpoint
+        self.pinned = pinned
+        # The requested group's view (the pipeline admits limits against its deployments).
+        self.decision: Decision | PinnedView = decision if pinned is None else self._narrow(group, decision)
 
-    def __call__(self, group: GroupRuntime) -> Decision:
+    def __call__(self, group: GroupRuntime) -> Decision | PinnedView:
         if group.name == self._group:
             return self.decision
-        return self._gate.decide(self._principal, group.name, self._endpoint)
+        decision = self._gate.decide(self._principal, group.name, self._endpoint)
+        return decision if self.pinned is None else self._narrow(group.name, decision)
+
+    def _narrow(self, group: str, decision: Decision) -> PinnedView:
+        assert self.pinned is not None
+        removed = self.pinned.split(self._gate.facts(group), decision.deployments)
+        return PinnedView(decision.deployments - removed.keys(), {**decision.denied, **removed})
+
+
+def pin_refusal(err: ApiError, pinned: Pinned, model: str) -> ApiError:
+    """`err` (routing found no deployment to serve a stateful call) retold so that it names the pins
+    that kept the call from failing over: the same error object (its attempts and headers stay), with
+    code `stateful_pin_unavailable`. No deployment inside the pins at all: a 403, as for a policy denial;
+    deployments inside them that are down or declined: the routing error's status (503, 429, 504)."""
+    where = pinned.describe()
+    if not pinned.kept:
+        err.status = 403
+        message = (
+            f"This tenant's stateful work ({pinned.work}) is pinned by {where}, and model '{model}' has no "
+            f"deployment inside the pin that policy allows ({err.body.message}). Ask a tenant admin to change "
+            "the pin, use a model with a deployment inside it, or send the call as stateless work."
+        )
+        err.body = ErrorBody(message, "permission_error", err.body.param, STATEFUL_PIN_UNAVAILABLE)
+        return err
+    message = (
+        f"This tenant's stateful work ({pinned.work}) is pinned by {where}, so it cannot fail over outside "
+        f"the pin, and no deployment inside it could serve the call: {err.body.message}"
+    )
+    err.body = ErrorBody(message, err.body.type, err.body.param, STATEFUL_PIN_UNAVAILABLE)
+    return err
 
 
 class PolicyGate:
@@ -85,6 +151,9 @@ class PolicyGate:
         self._rows: tuple[tuple[records.Policy, ...], tuple[records.Entitlement, ...]] = ((), ())
         self._building: asyncio.Task[None] | None = None
         self._engine = PolicyEngine.from_rows([], [], self._licensed)
+        self._pins = PinIndex()
+        self._pin_rows: tuple[records.StatefulPin, ...] = ()
+        self.places = _places(catalog)  # (providers, data zones) the catalog knows: what a pin may name
 
     def engine(self) -> PolicyEngine:
         """The engine for the newest stored data. Building one takes milliseconds, so it happens in a
@@ -111,6 +180,7 @@ class PolicyGate:
         egress facts, and the engine again if which groups need an entitlement changed (built here, in
         milliseconds, so no call is decided with the old set)."""
         licensed, self._facts = _view(catalog)
+        self.places = _places(catalog)
         if licensed != self._licensed:
             self._licensed = licensed
             if self._snapshots is None:
@@ -119,6 +189,12 @@ class PolicyGate:
                 snap = self._snapshots.snapshot
                 self._engine = self._build(snap)
                 self._rows, self._version = (snap.policies, snap.entitlements), snap
+                self._take_pins(snap)
+
+    def _take_pins(self, snap: Snapshot) -> None:
+        if snap.stateful_pins != self._pin_rows:  # a handful of rows: indexed here, in microseconds
+            self._pins = PinIndex(engine_pin(p) for p in snap.stateful_pins)
+            self._pin_rows = snap.stateful_pins
 
     async def close(self) -> None:
         if self._building is not None:
@@ -129,6 +205,7 @@ class PolicyGate:
             if self._version is None or (snap.policies, snap.entitlements) != self._rows:
                 self._engine = await asyncio.to_thread(self._build, snap)
                 self._rows = (snap.policies, snap.entitlements)
+            self._take_pins(snap)
             self._version = snap
         finally:
             self._building = None
@@ -149,10 +226,19 @@ class PolicyGate:
         """The decision (with its rule trace) for this caller; `on` explains another day (UTC)."""
         return self.engine().decide(principal, group, endpoint, self._facts[group], on)
 
+    def facts(self, group: str) -> tuple[DeploymentFacts, ...]:
+        return self._facts.get(group, ())
+
     def admit(
-        self, principal: Principal, group: GroupRuntime, endpoint: str, tracker: CallTracker | None = None
+        self,
+        principal: Principal,
+        group: GroupRuntime,
+        endpoint: str,
+        tracker: CallTracker | None = None,
+        work: str | None = None,
     ) -> Admitted:
-        """Refuse the call (403) or return the planner's per-group policy view for it and its fallbacks.
+        """Refuse the call (403) or return the planner's per-group policy view for it and its fallbacks;
+        `work` names the kind of stateful work a call is (None: stateless), which the tenant's pins narrow.
 
         A tracker (accounting) is told the policy code and the entitlement that licensed or refused the call."""
         decision = self.decide(principal, group.name, endpoint)
@@ -160,7 +246,15 @@ class PolicyGate:
             tracker.policy_code, tracker.entitlement_id = decision.code, decision.entitlement_id
         if not decision.allowed:
             raise ApiError(403, decision.message, type="permission_error", code=decision.code or "policy_denied")
-        return Admitted(self, principal, group.name, endpoint, decision)
+        pinned = self._pins.applying(principal.tenant, work) if work is not None else None
+        return Admitted(self, principal, group.name, endpoint, decision, pinned)
+
+
+def _places(catalog: Catalog) -> tuple[frozenset[str], frozenset[str]]:
+    """The provider names and the data zones (of providers and deployments) the catalog knows."""
+    zones = {p.data_zone for p in catalog.config.providers.values() if p.data_zone}
+    zones |= {d.data_zone for d in catalog.deployments.values() if d.data_zone}
+    return frozenset(catalog.config.providers), frozenset(zones)
 
 
 def _view(catalog: Catalog) -> tuple[frozenset[str], dict[str, tuple[DeploymentFacts, ...]]]:

@@ -1,4 +1,5 @@
-"""`multihome tenants|teams|keys|policy|budgets|entitlements|token-revocations|mcp-servers|runs|usage`: the admin API
+"""`multihome tenants|teams|keys|policy|budgets|entitlements|stateful-pins|token-revocations|mcp-servers|runs|usage`:
+the admin API
 from a shell.
 
 Talks to a running gateway (`--url`, default $MULTIHOME_URL or http://127.0.0.1:4000) with an
@@ -23,6 +24,7 @@ import urllib.parse
 import urllib.request
 from typing import Any
 
+from ..policy.pins import WORK_KINDS
 from .output import money, named, percent, print_json, table
 
 DEFAULT_URL = "http://127.0.0.1:4000"
@@ -345,6 +347,58 @@ def _grant(a: argparse.Namespace, api: Admin) -> None:
 
 def _entitlements_revoke(a: argparse.Namespace, api: Admin) -> None:
     print_json(api.call("revoke_entitlement", tenant=api.tenant(a.tenant), id=a.entitlement_id))
+
+
+# -- stateful-work pins --------------------------------------------------------------------------
+def _pins_list(a: argparse.Namespace, api: Admin) -> None:
+    data = _fetch(a, api, "list_stateful_pins")
+    if data is None:
+        return
+    now = dt.datetime.now(dt.UTC)
+    rows = [
+        (
+            p["id"],
+            ", ".join(p["providers"] or ["any"]),
+            ", ".join(p["data_zones"] or ["any"]),
+            ", ".join(p["work"] or ["all"]),
+            p["valid_from"],
+            p["valid_until"] or "-",
+            _pin_status(p, now),
+            p["note"],
+        )
+        for p in data
+    ]
+    print(table(["id", "providers", "data zones", "work", "from", "until", "status", "note"], rows), end="")
+
+
+def _pin_status(p: dict[str, Any], now: dt.datetime) -> str:
+    if p["revoked_at"]:
+        return "revoked"
+    if now < dt.datetime.fromisoformat(p["valid_from"]):
+        return "upcoming"
+    return "ended" if p["valid_until"] and now >= dt.datetime.fromisoformat(p["valid_until"]) else "active"
+
+
+def _pins_create(a: argparse.Namespace, api: Admin) -> None:
+    body = {
+        "providers": a.provider or None,
+        "data_zones": a.zone or None,
+        "work": a.work or None,
+        "valid_from": a.valid_from,
+        "valid_until": a.valid_until,
+        "note": a.note,
+    }
+    out = api.call("create_stateful_pin", {k: v for k, v in body.items() if v is not None}, tenant=api.tenant(a.tenant))
+    where = "; ".join(
+        f"{label} {', '.join(out[key])}"
+        for key, label in (("providers", "providers"), ("data_zones", "data zones"))
+        if out[key]
+    )
+    _done(a, out, f"pinned tenant {out['tenant_id']}'s stateful work to {where}: {out['id']}")
+
+
+def _pins_revoke(a: argparse.Namespace, api: Admin) -> None:
+    print_json(api.call("revoke_stateful_pin", tenant=api.tenant(a.tenant), id=a.pin_id))
 
 
 # -- token revocations ---------------------------------------------------------------------------
@@ -739,6 +793,17 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     c.add_argument("--to", dest="ends_on", required=True, help="YYYY-MM-DD (inclusive)")
     c.add_argument("--exclusive", action="store_true")
     command(e, "revoke", _entitlements_revoke).add_argument("entitlement_id")
+
+    p = group("stateful-pins", "where a tenant's stateful work may be hosted (docs/policy.md)")
+    command(p, "list", _pins_list)
+    c = command(p, "create", _pins_create, "pin background responses, agent steps, stored turns, memory embeddings")
+    c.add_argument("--provider", action="append", help="a provider name (repeat for more)")
+    c.add_argument("--zone", action="append", help="a data zone (repeat for more)")
+    c.add_argument("--work", action="append", choices=list(WORK_KINDS), help="only this kind (repeat; default all)")
+    c.add_argument("--from", dest="valid_from", help="RFC 3339 time (default now)")
+    c.add_argument("--until", dest="valid_until", help="RFC 3339 time (default until revoked)")
+    c.add_argument("--note", default="")
+    command(p, "revoke", _pins_revoke).add_argument("pin_id")
 
     r = group("token-revocations", "refuse OIDC tokens before their exp (docs/oidc.md)")
     c = command(r, "list", _list_revocations, "token revocations (org-admin: all; others: their tenant's)", None)

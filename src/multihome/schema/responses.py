@@ -86,7 +86,8 @@ class InputItem(msgspec.Struct, omit_defaults=True):
 
 
 class FunctionTool(msgspec.Struct):
-    """A `function` tool, or an `mcp` tool (its fields below; checked by tools/resolver.py)."""
+    """A `function` tool, an `mcp` tool (its fields below; checked by tools/resolver.py), or a
+    `memory` tool (Multihome's own; checked by state/memory/tools.py, docs/memory.md)."""
 
     type: str
     name: str | None = None
@@ -102,6 +103,15 @@ class FunctionTool(msgspec.Struct):
     authorization: str | None = None
     connector_id: str | None = None
     tunnel_id: str | None = None
+    agent_id: Any = None  # memory
+    user_id: Any = None
+    top_k: Any = None
+    ttl_seconds: Any = None
+
+    def memory_spec(self) -> dict[str, Any]:
+        """The `memory` tool as state/memory/tools.py reads it (the fields that were given)."""
+        names = ("agent_id", "user_id", "allowed_tools", "top_k", "ttl_seconds")
+        return {"type": "memory", **{n: getattr(self, n) for n in names if getattr(self, n) is not None}}
 
     def mcp_spec(self) -> dict[str, Any]:
         """The `mcp` tool as the resolver reads it (the fields that were given)."""
@@ -194,7 +204,33 @@ def parse_create(body: bytes) -> CreateResponse:
         if name not in KNOWN_FIELDS:
             raise bad_request(f"Unrecognized request argument supplied: {name}", param=name, code="unknown_parameter")
     _validate(req)
+    if req.tools and any(t.type == "memory" for t in req.tools):
+        _check_memory_fields(raw["tools"])
     return req
+
+
+# A `memory` tool's fields: any other is refused (a misspelt `user_id` must not write to the shared namespace).
+MEMORY_FIELDS = frozenset({"type", "agent_id", "user_id", "allowed_tools", "top_k", "ttl_seconds"})
+# Tools the gateway runs itself (the agent loop, api/responses/agent.py), rather than the client.
+SERVER_TOOLS = frozenset({"mcp", "memory"})
+MEMORY_LABEL = "memory"  # reserved for the memory tools' `mcp_call` items
+
+
+def runs_tools(req: CreateResponse) -> bool:
+    """Whether the gateway runs this request's loop (it has `mcp` or `memory` tools)."""
+    return bool(req.tools) and any(t.type in SERVER_TOOLS for t in req.tools or ())
+
+
+def _check_memory_fields(raw: msgspec.Raw) -> None:
+    for i, tool in enumerate(msgspec.json.decode(raw)):
+        if tool.get("type") == "memory":
+            unknown = sorted(set(tool) - MEMORY_FIELDS)
+            if unknown:
+                raise bad_request(
+                    f"tools[{i}] is a memory tool with unknown field '{unknown[0][:60]}' (it takes: "
+                    f"{', '.join(sorted(MEMORY_FIELDS))}).",
+                    param=f"tools[{i}].{unknown[0][:60]}",
+                )
 
 
 def _validate(req: CreateResponse) -> None:
@@ -257,16 +293,27 @@ def _validate(req: CreateResponse) -> None:
 
 
 def _check_tools(req: CreateResponse) -> None:
+    memory = [i for i, t in enumerate(req.tools or ()) if t.type == "memory"]
+    if len(memory) > 1:
+        raise bad_request("A request takes at most one memory tool.", param=f"tools[{memory[1]}]")
     for i, tool in enumerate(req.tools or ()):
         if tool.type == "mcp":
             if not tool.server_label:
                 raise bad_request(
                     f"tools[{i}] is an mcp tool without 'server_label'.", param=f"tools[{i}].server_label"
                 )
+            if tool.server_label == MEMORY_LABEL:
+                raise bad_request(
+                    f"tools[{i}]: the server_label '{MEMORY_LABEL}' is reserved for the built-in memory tools "
+                    "(docs/memory.md); give this MCP server another label.",
+                    param=f"tools[{i}].server_label",
+                )
+            continue
+        if tool.type == "memory":
             continue
         if tool.type != "function":
             raise bad_request(
-                f"tools[{i}] has type '{tool.type}': this gateway serves function and mcp tools only "
+                f"tools[{i}] has type '{tool.type}': this gateway serves function, mcp and memory tools only "
                 "(docs/responses.md).",
                 param=f"tools[{i}].type",
                 code="unsupported_tool",

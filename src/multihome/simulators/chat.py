@@ -28,6 +28,8 @@ ROLES = {"system", "developer", "user", "assistant", "tool", "function"}
 MAX_PARALLEL_CALLS = 3
 _PARALLEL = re.compile(r"\bparallel\b", re.IGNORECASE)
 _STEPS = re.compile(r"\bsteps=(\d{1,3})\b")
+# A scripted tool call per line of the user's message: `call <function> <arguments, sent verbatim>`.
+_SCRIPT = re.compile(r"^call ([A-Za-z0-9_.-]{1,128})(?: (.*))?$", re.MULTILINE)
 _encode = msgspec.json.encode
 
 
@@ -291,20 +293,36 @@ def _choose_tools(body: dict, last_user: str) -> list[dict]:
     return fns[:1]
 
 
-def _step_tools(body: dict, messages: list, steps: int) -> list[dict]:
-    """`steps=N` in the user's message: a multi-step task. The model calls one function per turn, the
-    functions in turn (the k-th call is the (k mod n)-th function), until N tool results follow the
-    user's message; then it answers."""
+def _tool_results(messages: list) -> int:
+    """How many tool results follow the last user message: the calls of a task made so far."""
     done = 0
     for m in reversed(messages):
         if m.get("role") == "user":
             break
         if m.get("role") == "tool":
             done += 1
+    return done
+
+
+def _step_tools(body: dict, messages: list, steps: int) -> list[dict]:
+    """`steps=N` in the user's message: a multi-step task. The model calls one function per turn, the
+    functions in turn (the k-th call is the (k mod n)-th function), until N tool results follow the
+    user's message; then it answers."""
+    done = _tool_results(messages)
     fns = _function_tools(body["tools"])
     if done >= steps or not fns:
         return []
     return [fns[done % len(fns)]]
+
+
+def _scripted(messages: list, script: list[tuple[str, str]]) -> dict | None:
+    """The user's `call <name> <arguments>` lines: one call per turn, in order, whether or not the
+    function was offered (a model may call any name, and send any text as arguments); then it answers."""
+    done = _tool_results(messages)
+    if done >= len(script):
+        return None
+    name, args = script[done]
+    return {"name": name, "arguments": args or "{}"}
 
 
 def _prompt_tokens(body: dict, messages: list, images: int) -> int:
@@ -340,7 +358,11 @@ def plan_chat(body: dict, *, sim_name: str, model: str, key: bytes, fault: Fault
     cid = "chatcmpl-" + short_hash(key)
 
     steps = _STEPS.search(last_user)
-    if steps and body.get("tools") and body.get("tool_choice") != "none":
+    script = _SCRIPT.findall(last_user) if body.get("tools") and body.get("tool_choice") != "none" else []
+    scripted = _scripted(messages, script) if script else None
+    if script:
+        fns = [scripted] if scripted is not None else []
+    elif steps and body.get("tools") and body.get("tool_choice") != "none":
         fns = _step_tools(body, messages, int(steps[1]))
     else:
         fns = [] if last.get("role") == "tool" else _choose_tools(body, last_user)
@@ -350,7 +372,10 @@ def plan_chat(body: dict, *, sim_name: str, model: str, key: bytes, fault: Fault
         for i in range(n):
             calls: list[dict[str, Any]] = []
             for j, fn in enumerate(fns):
-                args = _encode(schema_example(fn.get("parameters") or {"type": "object", "properties": {}})).decode()
+                args = fn.get("arguments")  # a scripted call's, as written
+                if args is None:
+                    args = _encode(schema_example(fn.get("parameters") or {"type": "object", "properties": {}}))
+                    args = args.decode()
                 calls.append(
                     {
                         "id": "call_" + short_hash(key, str(i), str(j)),

@@ -3,7 +3,7 @@
 from .errors import Conflict, Invalid, NotFound, SchemaOutOfDate, StorageError
 from .keys import KeyIndex, hash_key, parse_prefix
 from .migrate import head_revision, migrate_sync
-from .records import AdminEvent, Budget, Entitlement, KeyRecord, Policy, Team, Tenant, TokenRevocation
+from .records import AdminEvent, Budget, Entitlement, KeyRecord, Policy, StatefulPin, Team, Tenant, TokenRevocation
 from .revocations import RevocationIndex
 from .snapshot import Snapshot, SnapshotCache
 from .store import Store, open_store
@@ -21,6 +21,7 @@ __all__ = [
     "RevocationIndex",
     "SchemaOutOfDate",
     "Snapshot",
+    "StatefulPin",
     "SnapshotCache",
     "StorageError",
     "Store",

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import hashlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from typing import Any, overload
@@ -118,6 +118,39 @@ class StoreBase:
             )
         )
         return seq
+
+    async def _revoke(
+        self,
+        table: sa.Table,
+        object_type: str,
+        tenant_id: str,
+        object_id: str,
+        *,
+        actor: str,
+        detail: Callable[[Any], dict[str, Any]],
+    ) -> Any:
+        """Set `revoked_at` on a tenant's row and record `<object_type>.revoke` with `detail(row)`; a row
+        revoked already is returned as it is, with no event (revoking is idempotent). The row afterwards."""
+        where = (table.c.tenant_id == tenant_id, table.c.id == object_id)
+        async with self._write() as conn:
+            row = (await conn.execute(sa.select(table).where(*where))).first()
+            if row is None:
+                raise NotFound(object_type.replace("_", " "), object_id, tenant_id)
+            if row.revoked_at is not None:
+                return row
+            now = utcnow()
+            await conn.execute(sa.update(table).where(*where).values(revoked_at=now))
+            await self._record(
+                conn,
+                actor=actor,
+                tenant_id=tenant_id,
+                action=f"{object_type}.revoke",
+                object_type=object_type,
+                object_id=object_id,
+                detail=detail(row),
+                at=now,
+            )
+            return (await conn.execute(sa.select(table).where(*where))).first()
 
     async def _require_tenant(self, conn: AsyncConnection, tenant_id: str) -> None:
         if await conn.scalar(sa.select(tenants.c.id).where(tenants.c.id == tenant_id)) is None:

@@ -151,26 +151,14 @@ class EntitlementsRepo(StoreBase):
         return [entitlement_from_row(r) for r in rows]
 
     async def revoke_entitlement(self, tenant_id: str, entitlement_id: str, *, actor: str) -> Entitlement:
-        where = (entitlements.c.tenant_id == tenant_id, entitlements.c.id == entitlement_id)
-        async with self._write() as conn:
-            row = (await conn.execute(sa.select(entitlements).where(*where))).first()
-            if row is None:
-                raise NotFound("entitlement", entitlement_id, tenant_id)
-            if row.revoked_at is not None:
-                return entitlement_from_row(row)
-            now = utcnow()
-            await conn.execute(sa.update(entitlements).where(*where).values(revoked_at=now))
-            await self._record(
-                conn,
-                actor=actor,
-                tenant_id=tenant_id,
-                action="entitlement.revoke",
-                object_type="entitlement",
-                object_id=entitlement_id,
-                detail={"model_group": row.model_group},
-                at=now,
-            )
-            row = (await conn.execute(sa.select(entitlements).where(*where))).first()
+        row = await self._revoke(
+            entitlements,
+            "entitlement",
+            tenant_id,
+            entitlement_id,
+            actor=actor,
+            detail=lambda r: {"model_group": r.model_group},
+        )
         return entitlement_from_row(row)
 
 

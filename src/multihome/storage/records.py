@@ -113,6 +113,21 @@ class Entitlement(msgspec.Struct, frozen=True):
         return self.revoked_at is None and self.starts_on <= day <= self.ends_on
 
 
+class StatefulPin(msgspec.Struct, frozen=True):
+    """Where a tenant's stateful work may be hosted (multihome.policy.pins reads it), from valid_from until valid_until."""
+
+    id: str
+    tenant_id: str
+    providers: list[str] | None
+    data_zones: list[str] | None
+    work: list[str] | None  # None: every kind of stateful work
+    valid_from: datetime
+    valid_until: datetime | None  # None: open-ended
+    note: str
+    created_at: datetime
+    revoked_at: datetime | None
+
+
 class AdminEvent(msgspec.Struct, frozen=True):
     seq: int  # the state_version this change produced; strictly increasing in commit order
     id: str

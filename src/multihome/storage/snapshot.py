@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 import msgspec
 
 from .keys import KeyIndex
-from .records import Budget, Entitlement, KeyRecord, Policy, Team, Tenant, TokenRevocation
+from .records import Budget, Entitlement, KeyRecord, Policy, StatefulPin, Team, Tenant, TokenRevocation
 from .revocations import RevocationIndex
 
 if TYPE_CHECKING:
@@ -33,6 +33,7 @@ class Snapshot(msgspec.Struct, frozen=True):
     entitlements: tuple[Entitlement, ...]  # non-revoked grants
     budgets: tuple[Budget, ...] = ()  # set through the admin API (metering adds the config ones)
     revocations: tuple[TokenRevocation, ...] = ()  # token revocations not yet expired when loaded
+    stateful_pins: tuple[StatefulPin, ...] = ()  # non-revoked pins, ended or not (policy.pins checks the time)
 
     def key_index(self) -> KeyIndex:
         return KeyIndex(self.keys)

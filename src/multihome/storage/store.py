@@ -1,5 +1,5 @@
-"""`Store`: the durable home of tenants, teams, API keys, policies, entitlements, budgets, token
-revocations and admin events.
+"""`Store`: the durable home of tenants, teams, API keys, policies, entitlements, stateful-work pins,
+budgets, token revocations and admin events.
 
 Every mutation runs in one transaction that also writes an admin event and bumps the one-row
 `state_version` counter; replicas poll that counter (`SnapshotCache`) and serve identity and
@@ -17,6 +17,7 @@ from .budgets import BudgetsRepo, budget_from_row
 from .engine import create_engine
 from .entitlements import EntitlementsRepo, entitlement_from_row
 from .errors import Invalid, SchemaOutOfDate
+from .pins import PinsRepo, pin_from_row
 from .policies import PoliciesRepo, policy_from_row
 from .records import AdminEvent
 from .revocations import RevocationsRepo, live_revocations, revocation_from_row
@@ -28,6 +29,7 @@ from .tables import (
     entitlements,
     policies,
     state_version,
+    stateful_pins,
     teams,
     tenants,
     token_revocations,
@@ -35,7 +37,7 @@ from .tables import (
 from .tenancy import TenancyRepo, team_from_row, tenant_from_row
 
 
-class Store(TenancyRepo, KeysRepo, PoliciesRepo, EntitlementsRepo, BudgetsRepo, RevocationsRepo):
+class Store(TenancyRepo, KeysRepo, PoliciesRepo, EntitlementsRepo, PinsRepo, BudgetsRepo, RevocationsRepo):
     @property
     def url(self) -> str:
         return self.engine.url.render_as_string(hide_password=True)
@@ -78,6 +80,13 @@ class Store(TenancyRepo, KeysRepo, PoliciesRepo, EntitlementsRepo, BudgetsRepo, 
                         .order_by(entitlements.c.model_group, entitlements.c.starts_on)
                     )
                 ).all()
+                pins = (
+                    await conn.execute(
+                        sa.select(stateful_pins)
+                        .where(stateful_pins.c.revoked_at.is_(None))
+                        .order_by(stateful_pins.c.created_at, stateful_pins.c.id)
+                    )
+                ).all()
                 buds = (await conn.execute(sa.select(budgets).order_by(budgets.c.created_at, budgets.c.id))).all()
                 revs = (
                     await conn.execute(
@@ -95,6 +104,7 @@ class Store(TenancyRepo, KeysRepo, PoliciesRepo, EntitlementsRepo, BudgetsRepo, 
             keys={r.prefix: key_from_row(r) for r in keys},
             policies=tuple(policy_from_row(r) for r in pols),
             entitlements=tuple(entitlement_from_row(r) for r in ents),
+            stateful_pins=tuple(pin_from_row(r) for r in pins),
             budgets=tuple(budget_from_row(r) for r in buds),
             revocations=tuple(revocation_from_row(r) for r in revs),
         )

@@ -90,6 +90,23 @@ entitlements = sa.Table(
     sa.CheckConstraint("ends_on >= starts_on", name="dates"),
 )
 
+# Where a tenant's stateful work may be hosted (multihome.policy.pins), time-bound like an entitlement.
+stateful_pins = sa.Table(
+    "stateful_pins",
+    metadata,
+    sa.Column("id", ID, primary_key=True),
+    sa.Column("tenant_id", ID, sa.ForeignKey("tenants.id", ondelete="CASCADE"), nullable=False, index=True),
+    sa.Column("providers", sa.JSON, nullable=True),
+    sa.Column("data_zones", sa.JSON, nullable=True),
+    sa.Column("work", sa.JSON, nullable=True),
+    sa.Column("valid_from", TS, nullable=False),
+    sa.Column("valid_until", TS, nullable=True),
+    sa.Column("note", sa.String(1000), nullable=False),
+    sa.Column("created_at", TS, nullable=False),
+    sa.Column("revoked_at", TS, nullable=True),
+    sa.CheckConstraint("valid_until IS NULL OR valid_until > valid_from", name="validity"),
+)
+
 # Budgets set through the admin API (config budgets live in the config file). One row per
 # counter: (scope, scope_id, period, currency) is what metering counts spend against.
 budgets = sa.Table(

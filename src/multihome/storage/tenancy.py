@@ -11,7 +11,7 @@ from .base import StoreBase, as_utc, checked, nonempty, utcnow
 from .errors import Conflict, NotFound
 from .ids import new_id
 from .records import Team, Tenant
-from .tables import api_keys, budgets, entitlements, policies, teams, tenants
+from .tables import api_keys, budgets, entitlements, policies, stateful_pins, teams, tenants
 
 
 def tenant_from_row(r: Any) -> Tenant:
@@ -76,7 +76,7 @@ class TenancyRepo(StoreBase):
         return [tenant_from_row(r) for r in rows]
 
     async def delete_tenant(self, tenant_id: str, *, actor: str) -> None:
-        """Delete a tenant with its teams, keys, policies and entitlements (the admin events stay)."""
+        """Delete a tenant with its teams, keys, policies, entitlements and pins (the admin events stay)."""
         async with self._write() as conn:
             row = (await conn.execute(sa.select(tenants).where(tenants.c.id == tenant_id))).first()
             if row is None:
@@ -87,6 +87,7 @@ class TenancyRepo(StoreBase):
                 ("keys", api_keys),
                 ("policies", policies),
                 ("entitlements", entitlements),
+                ("stateful_pins", stateful_pins),
                 ("budgets", budgets),
             ):
                 counts[label] = await conn.scalar(

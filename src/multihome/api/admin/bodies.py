@@ -88,6 +88,17 @@ class GrantEntitlement(_Body):
     note: str = ""
 
 
+class CreateStatefulPin(_Body):
+    """Where a tenant's stateful work may be hosted (policy/pins.py): providers and/or data zones."""
+
+    providers: list[str] | None = None
+    data_zones: list[str] | None = None
+    work: list[str] | None = None  # background, agent_step, stored_response, memory_embedding (None: all)
+    valid_from: dt.datetime | None = None  # default: now
+    valid_until: dt.datetime | None = None  # default: until revoked
+    note: str = ""
+
+
 class ExplainPolicy(_Body):
     """Whose call to explain: a key of the tenant, or a described caller."""
 

@@ -1,15 +1,22 @@
 """`POST /v1/route/explain`: the plan a chat or embeddings request would get, computed by the same
-code as a real call (identify, decide, plan); nothing is sent upstream and nothing is accounted."""
+code as a real call (identify, decide, plan); nothing is sent upstream and nothing is accounted.
+
+`?work=<kind>` (policy/pins.py WORK_KINDS: background, agent_step, stored_response, memory_embedding)
+explains the request as that kind of stateful work: the tenant's live pins narrow the plan as they
+would the real step, and `stateful_pin` says which deployments they removed and why."""
 
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import parse_qs
 
 import msgspec
 
+from ...policy.pins import MEMORY_EMBEDDING, WORK_KINDS
 from ...schema.chat import parse_chat
 from ...schema.decoding import top_level
 from ...schema.embeddings import parse_embeddings
+from ...schema.errors import bad_request
 from ..asgi import JSON, Receive, Send, read_body
 from ..pipeline import Call, Pipeline
 from ..render import send_json
@@ -27,6 +34,10 @@ class ExplainDoor:
     def explain(self, call: Call, body: bytes) -> dict[str, Any]:
         """The plan for `body` as `call.principal` would get it (also the console's route-explain form)."""
         pipeline = self.pipeline
+        work = parse_qs(call.scope.get("query_string", b"").decode("latin-1")).get("work", [None])[-1]
+        if work is not None and work not in WORK_KINDS:
+            raise bad_request(f"'work' must be one of {', '.join(WORK_KINDS)}, not '{work[:80]}'.", param="work")
+        call.work = work
         keys = top_level(body)
         if "input" in keys and "messages" not in keys:
             parsed_e = parse_embeddings(body)
@@ -35,6 +46,12 @@ class ExplainDoor:
         else:
             parsed = parse_chat(body)
             group = pipeline.group(parsed.request.model)
-            shape = pipeline.shape(call, parsed, group, "chat", parsed.request)
+            # Stateful turns and steps reach policy as the Responses endpoint (a key's endpoint scope decides).
+            endpoint = "chat" if work is None or work == MEMORY_EMBEDDING else "responses"
+            shape = pipeline.shape(call, parsed, group, endpoint, parsed.request)
         call.group = group.name
-        return pipeline.router.explain(group, shape)
+        out = pipeline.router.explain(group, shape)
+        if work is not None:
+            pinned = getattr(shape.policy, "pinned", None)
+            out["stateful_pin"] = pinned.to_dict() if pinned is not None else {"work": work, "pins": [], "removed": {}}
+        return out

@@ -10,7 +10,9 @@ and may be served by another deployment than the last. The model is offered the 
 functions (`<label>__<tool>`); a call it makes runs on the MCP server and becomes an `mcp_call`
 item holding the call and its result (or error) together; a tool that needs approval stops the
 response with an `mcp_approval_request` item, which a later request answers with an
-`mcp_approval_response` (the approved call then runs first). The loop ends when the model answers
+`mcp_approval_response` (the approved call then runs first). A request's `memory` tool adds
+`memory_search` / `memory_write`, run the same way as calls of the reserved label `memory`
+(state/memory/tools.py, docs/memory.md). The loop ends when the model answers
 without calling an MCP tool, calls one of the client's own functions, asks for approval, or a limit
 is reached (`incomplete`): steps, tool calls, the run's time budget or its spend cap.
 
@@ -43,9 +45,12 @@ from ...accounting.tracker import finish_failed, settle
 from ...audit.events import AgentStep
 from ...config.responses import AgentConfig
 from ...metering.prices import PriceTable
+from ...policy.pins import AGENT_STEP
 from ...routing.attempts import Served
 from ...schema.errors import ApiError, bad_request
 from ...schema.responses import CreateResponse
+from ...state.memory.store import MemoryStore
+from ...state.memory.tools import MemoryTools, parse_tool
 from ...tools.egress import EgressPolicy
 from ...tools.toolbox import Toolbox
 from ..asgi import Header
@@ -95,10 +100,29 @@ class AgentSetup:
     config: AgentConfig = field(default_factory=AgentConfig)
     prices: PriceTable | None = None
     egress: EgressPolicy | None = None
+    memory: MemoryStore | None = None  # the `memory` tool's store (None: no storage, so no memory tools)
 
     @property
     def limits(self) -> Limits:
         return limits_of(self.config)
+
+    def memory_tools(self, tenant: str, req: CreateResponse) -> MemoryTools | None:
+        """The request's `memory` tool bound to the caller's tenant (docs/memory.md), or None; a 400 if bad."""
+        at = next((i for i, t in enumerate(req.tools or ()) if t.type == "memory"), None)
+        if at is None:
+            return None
+        assert req.tools is not None
+        spec = parse_tool(req.tools[at].memory_spec(), f"tools[{at}]")
+        clash = next((t.name for t in req.tools if t.type == "function" and t.name in spec.offered), None)
+        if clash is not None:
+            raise bad_request(f"A function tool may not be named '{clash}': the memory tool offers it.", param="tools")
+        if self.memory is None:
+            raise bad_request(
+                "Memory tools need a database and a KMS: this gateway has none configured (docs/memory.md).",
+                param=f"tools[{at}]",
+                code="storage_not_configured",
+            )
+        return MemoryTools(self.memory, tenant, spec)
 
 
 def limits_of(config: AgentConfig) -> Limits:
@@ -164,6 +188,7 @@ class AgentRun:
         journal: Journal | None = None,
         checkpoint: Checkpoint | None = None,
         seq: int = 0,
+        memory: MemoryTools | None = None,
     ) -> None:
         self.pipeline = pipeline
         self.limits = limits.narrowed(req)
@@ -174,6 +199,7 @@ class AgentRun:
         self.context = context
         self.new = new
         self.box = toolbox
+        self.memory = memory  # the request's memory tools, run here like MCP tools (state/memory/tools.py)
         self.keep = keep
         self.prices = prices
         self.output: list[Item] = output if output is not None else []
@@ -256,9 +282,13 @@ class AgentRun:
         if journal.steps > 1 and req.tool_choice == "required":  # one call was made: the model may now answer
             req = msgspec.structs.replace(req, tool_choice="auto")
         req = msgspec.structs.replace(req, stream=True)
-        canonical, dropped = to_canonical(req, self.context, [*self.new, *self.output], self.box.functions())
+        functions = self.box.functions()
+        if self.memory is not None:
+            functions = [*functions, *self.memory.functions()]
+        canonical, dropped = to_canonical(req, self.context, [*self.new, *self.output], functions)
         step = Call(self.call.scope, self.call.request_id + f"-{journal.steps}".encode())
         step.principal = self.call.principal
+        step.work = AGENT_STEP  # stateful work: the tenant's pins hold every step (policy/pins.py)
         self._step_call = step
         try:
             served, headers = await run_turn(self.pipeline, step, self.body, canonical, dropped)
@@ -390,18 +420,23 @@ class AgentRun:
         return None
 
     def _kind(self, function: str) -> tuple[str, str, str] | None:
+        if self.memory is not None and self.memory.offers(function):
+            return "mcp_call", self.memory.label, function
         found = self.box.lookup(function)
         if found is None:
             return None
         return ("mcp_approval_request" if found.needs_approval else "mcp_call"), found.label, found.tool.name
 
     async def _run_call(self, item: Item, approval_request_id: str | None = None) -> Item:
-        """Run one MCP call (the same idempotency key in every run of this response)."""
+        """Run one MCP (or memory) call (the same idempotency key in every run of this response)."""
         found = self.box.find(item["server_label"], item["name"])
         self.journal.calls += 1
         key = f"{self.shell.id}/{self.journal.steps}/{item['id']}"
-        if found is None:  # a resumed run whose server no longer offers the tool: the model reads why
-            done: Item = {**item, "approval_request_id": approval_request_id, "output": None, "status": "failed"}
+        done: Item
+        if self.memory is not None and item["server_label"] == self.memory.label:
+            done = await self.memory.call({**item, "approval_request_id": approval_request_id}, key)
+        elif found is None:  # a resumed run whose server no longer offers the tool: the model reads why
+            done = {**item, "approval_request_id": approval_request_id, "output": None, "status": "failed"}
             done["error"] = {"type": "mcp_tool_execution_error", "content": [{"type": "text", "text": "not offered"}]}
         else:
             done = await self.box.call(

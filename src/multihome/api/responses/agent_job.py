@@ -85,6 +85,7 @@ async def run_agent(runner: Runner, record: StoredResponse, req: CreateResponse,
         ]
         assert runner.context is not None
         context = await runner.context(record.tenant, req)
+        memory = runner.agent.memory_tools(record.tenant, req)
     except ApiError as err:  # the registration is gone, or the context: nothing ran
         await _failed(runner, record, shell, err, seq if streamed else None)
         return
@@ -105,6 +106,7 @@ async def run_agent(runner: Runner, record: StoredResponse, req: CreateResponse,
         journal=journal,
         checkpoint=checkpoint,
         seq=seq,
+        memory=memory,
     )
     if record.status == "queued":  # the first run: in_progress, with its event, before anything is done
         snapshot = shell.render("in_progress", [])

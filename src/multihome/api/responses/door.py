@@ -18,9 +18,10 @@ from typing import Any, cast
 
 import msgspec
 
+from ...policy.pins import STORED_RESPONSE
 from ...routing.stream_relay import StreamRelay
 from ...schema.errors import ApiError, bad_request
-from ...schema.responses import CreateResponse, parse_create
+from ...schema.responses import CreateResponse, parse_create, runs_tools
 from ...state import StateStore, StoredResponse
 from ...tools.resolver import McpResolver
 from ...tools.servers import McpServerStore
@@ -85,7 +86,7 @@ class ResponsesDoor:
         who = tenant(call)
         context = await self._context(who, req)
         new = stored_items(req.input)
-        if req.tools and any(t.type == "mcp" for t in req.tools):
+        if runs_tools(req):
             await self._agent_turn(call, receive, send, req, body, shell, context, new)
             return
         canonical, dropped = to_canonical(req, context, new)
@@ -94,6 +95,8 @@ class ResponsesDoor:
             assert self.background is not None  # present whenever the state store is
             await self.background.create(call, receive, send, req, body, new)
             return
+        if shell.store or req.conversation_id is not None or req.previous_response_id is not None:
+            call.work = STORED_RESPONSE  # a turn that keeps or reads state is stateful work (policy/pins.py)
         turn = NativeTurn(body, req, context, new)
         served, headers = await run_turn(self.pipeline, call, body, canonical, dropped, turn)
         native = native_upstream(served.deployment) is not None
@@ -145,9 +148,10 @@ class ResponsesDoor:
         context: list[Item],
         new: list[Item],
     ) -> None:
-        """A response with `mcp` tools: the gateway runs the loop (api/responses/agent.py)."""
+        """A response with `mcp` or `memory` tools: the gateway runs the loop (api/responses/agent.py)."""
         who = tenant(call)
-        state = need_state(self.state, "MCP tools (servers are registered per tenant in the database)")
+        memory = self.agent.memory_tools(who, req)
+        state = need_state(self.state, "MCP and memory tools (they are kept per tenant in the database)")
         self.pipeline.group(req.model)  # an unknown model is a 404 before any server is called
         resolver = McpResolver(McpServerStore(state.keyring, state.engine))
         resolved = [
@@ -167,7 +171,9 @@ class ResponsesDoor:
 
         box = Toolbox(resolved, egress=self.agent.egress)
         prices = self.agent.prices
-        run = AgentRun(self.pipeline, self.limits, call, body, req, shell, context, new, box, keep, prices=prices)
+        run = AgentRun(
+            self.pipeline, self.limits, call, body, req, shell, context, new, box, keep, prices=prices, memory=memory
+        )
         await run.begin()
         if req.stream:
             await send_sse(call, receive, send, run.events(), run.headers)

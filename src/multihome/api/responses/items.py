@@ -15,7 +15,7 @@ from typing import Any
 
 import msgspec
 
-from ...schema.responses import InputItem, Part
+from ...schema.responses import MEMORY_LABEL, InputItem, Part
 from ...tools.model import ERROR_MARKER
 from ...tools.names import function_name
 
@@ -200,7 +200,8 @@ def _mcp_messages(item: Item, kind: str, asked: dict[str, Item], messages: list[
 
 
 def _pair(messages: list[Item], item: Item, call_id: str, output: str) -> None:
-    name = function_name(item["server_label"], item["name"])
+    label = item["server_label"]  # the memory tools are offered by their own names (state/memory/tools.py)
+    name = item["name"] if label == MEMORY_LABEL else function_name(label, item["name"])
     call = {"id": call_id, "type": "function", "function": {"name": name, "arguments": item["arguments"]}}
     messages.append({"role": "assistant", "content": None, "tool_calls": [call]})
     messages.append({"role": "tool", "tool_call_id": call_id, "content": output})

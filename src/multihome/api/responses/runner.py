@@ -27,9 +27,10 @@ import msgspec
 
 from ...accounting.tracker import finish_failed, settle
 from ...aio import wait_event
+from ...policy.pins import BACKGROUND
 from ...schema.errors import ApiError
 from ...schema.principal import Principal
-from ...schema.responses import CreateResponse, parse_create
+from ...schema.responses import CreateResponse, parse_create, runs_tools
 from ...state.background import OPEN, BackgroundStore, Event
 from ...state.feed import Feed
 from ...state.jobs import Job
@@ -102,7 +103,7 @@ class Runner:
         if record is None or record.status not in OPEN or record.background is None:
             return  # deleted, cancelled, or made final by an earlier run (the checkpoint): no upstream call
         req, shell = shell_of(record)
-        if req.tools and any(t.type == "mcp" for t in req.tools):  # a durable agent run
+        if runs_tools(req):  # a durable agent run
             try:
                 await run_agent(self, record, req, shell)
             finally:
@@ -133,6 +134,7 @@ class Runner:
         self.feed.publish(record.id)
         call = Call(_scope(info), info["request_id"].encode())
         call.principal = msgspec.convert(info["principal"], Principal)
+        call.work = BACKGROUND  # stateful work: the tenant's pins hold it (policy/pins.py)
         try:
             try:
                 assert self.context is not None

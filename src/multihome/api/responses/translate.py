@@ -20,6 +20,8 @@ from ...schema.chat import ParsedChat, parse_chat
 from ...schema.errors import ApiError, bad_request
 from ...schema.peek import Usage
 from ...schema.responses import CreateResponse, NamedToolChoice
+from ...state.memory.tools import echoed as memory_echo
+from ...state.memory.tools import parse_tool
 from .items import Item, chat_messages, new_id
 
 _encode = msgspec.json.encode
@@ -190,6 +192,8 @@ def _echo_tool(tool: Any) -> dict[str, Any]:
             "headers": None,
             "require_approval": tool.require_approval if tool.require_approval is not None else "always",
         }
+    if tool.type == "memory":  # shown as the mcp tool its calls' items name (state/memory/tools.py)
+        return memory_echo(parse_tool(tool.memory_spec()))
     params = tool.parameters if tool.parameters and tool.parameters != b"null" else None
     return {
         "type": "function",

@@ -20,6 +20,7 @@ the user's namespaces (records and tombstones with them) in one transaction.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
@@ -109,6 +110,20 @@ class _Cached:
     times: dict[str, tuple[datetime, datetime | None]] = field(default_factory=dict)
 
 
+def keyed_id(tenant: str, key: str) -> str:
+    """The record id a write with idempotency key `key` gets (`mem_` and 20 of [a-z0-9], like any id):
+    the same on every try, so a write repeated after a crash finds the first (`write(ids=...)`)."""
+    n = int.from_bytes(hashlib.sha256(f"{tenant}\0{key}".encode()).digest()[:16], "big")
+    out = []
+    for _ in range(20):
+        n, r = divmod(n, 36)
+        out.append(_ID_CHARS[r])
+    return "mem_" + "".join(out)
+
+
+_ID_CHARS = "0123456789abcdefghijklmnopqrstuvwxyz"
+
+
 def _now() -> datetime:
     return datetime.now(UTC)
 
@@ -163,11 +178,22 @@ class MemoryStore(StoreBase):
         return model.embed(texts)
 
     # -- writes ---------------------------------------------------------------------------------
-    async def write(self, tenant: str, agent_id: str, user_id: str, records: Sequence[NewRecord]) -> list[MemoryRecord]:
-        """Store `records` in the namespace (created on first write), in one transaction."""
+    async def write(
+        self,
+        tenant: str,
+        agent_id: str,
+        user_id: str,
+        records: Sequence[NewRecord],
+        *,
+        ids: Sequence[str] | None = None,
+    ) -> list[MemoryRecord]:
+        """Store `records` in the namespace (created on first write), in one transaction. `ids`: the
+        records' ids (`keyed_id`), each written only if no record of that id is there nor was deleted
+        from the namespace within a day (its tombstone): the records written now are returned."""
         model = await self.embedder()
         vectors = await self._embed([r.text for r in records])
-        ids = [new_id("mem") for _ in records]
+        keyed = ids is not None
+        ids = list(ids) if ids is not None else [new_id("mem") for _ in records]
         now = _now()
         sealed: list[tuple[bytes, int]] = []
         for rid, rec, vec in zip(ids, records, vectors, strict=True):
@@ -180,9 +206,14 @@ class MemoryStore(StoreBase):
                 ns_id, ttl = await self._namespace(conn, tenant, agent_id, user_id, now, create=True)
                 first = await self._take_seqs(conn, ns_id, len(records), now)
                 assert first is not None  # created in this transaction
+            if keyed:  # under the namespace's lock: a second try of the same write finds the first
+                known = await self._known(conn, tenant, ns_id, ids)
+                todo = [(rid, rec, sb) for rid, rec, sb in zip(ids, records, sealed, strict=True) if rid not in known]
+            else:
+                todo = list(zip(ids, records, sealed, strict=True))
             out: list[MemoryRecord] = []
             rows = []
-            for i, (rid, rec, (body, size)) in enumerate(zip(ids, records, sealed, strict=True)):
+            for i, (rid, rec, (body, size)) in enumerate(todo):
                 ttl_s = rec.ttl_s if rec.ttl_s is not None else ttl
                 expires = now + timedelta(seconds=ttl_s) if ttl_s is not None else None
                 rows.append(
@@ -198,8 +229,17 @@ class MemoryStore(StoreBase):
                     }
                 )
                 out.append(MemoryRecord(rid, agent_id, user_id, rec.text, rec.metadata, now, expires))
-            await conn.execute(sa.insert(memory_records), rows)
+            if rows:
+                await conn.execute(sa.insert(memory_records), rows)
         return out
+
+    @staticmethod
+    async def _known(conn: AsyncConnection, tenant: str, ns_id: str, ids: list[str]) -> set[str]:
+        """Those of `ids` that are records of the tenant, or were deleted from the namespace (tombstones)."""
+        r, t = memory_records.c, memory_tombstones.c
+        live = sa.select(r.id).where(r.tenant_id == tenant, r.id.in_(ids))
+        gone = sa.select(t.record_id).where(t.namespace_id == ns_id, t.record_id.in_(ids))
+        return {row[0] for row in (await conn.execute(sa.union(live, gone))).all()}
 
     async def _namespace(
         self, conn: AsyncConnection, tenant: str, agent_id: str, user_id: str, now: datetime, *, create: bool

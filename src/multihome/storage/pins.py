@@ -1,0 +1,142 @@
+"""Stateful-work pins as stored: created, listed, read and revoked by an admin, each change audited.
+
+A pin is never edited in place: a different pin is a new row, and revoking one keeps the row (with
+`revoked_at`) so the record of what applied when stays. What a pin means, and the checks its
+fields must pass, are multihome.policy.pins'; the admin API also checks the names against the
+catalog (a provider or data zone that does not exist is a typo, refused with a 400).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+
+from ..policy.pins import StatefulPin as EnginePin
+from ..policy.pins import pin_problems
+from .base import StoreBase, as_utc, utcnow
+from .errors import Invalid, NotFound
+from .ids import new_id
+from .records import StatefulPin
+from .tables import stateful_pins
+
+
+def pin_from_row(r: Any) -> StatefulPin:
+    return StatefulPin(
+        id=r.id,
+        tenant_id=r.tenant_id,
+        providers=list(r.providers) if r.providers is not None else None,
+        data_zones=list(r.data_zones) if r.data_zones is not None else None,
+        work=list(r.work) if r.work is not None else None,
+        valid_from=as_utc(r.valid_from),
+        valid_until=as_utc(r.valid_until),
+        note=r.note,
+        created_at=as_utc(r.created_at),
+        revoked_at=as_utc(r.revoked_at),
+    )
+
+
+class PinsRepo(StoreBase):
+    async def create_pin(
+        self,
+        tenant_id: str,
+        *,
+        providers: list[str] | None,
+        data_zones: list[str] | None,
+        work: list[str] | None,
+        valid_from: datetime | None,
+        valid_until: datetime | None,
+        note: str = "",
+        actor: str,
+    ) -> StatefulPin:
+        now = utcnow()
+        start = valid_from or now
+        problems = pin_problems(
+            EnginePin(
+                id="new",
+                tenant_id=tenant_id,
+                providers=providers,
+                data_zones=data_zones,
+                work=work,
+                valid_from=start,
+                valid_until=valid_until,
+                note=note or None,
+            )
+        )
+        if problems:
+            raise Invalid("; ".join(problems[:5]))
+        pin = StatefulPin(
+            id=new_id("pin"),
+            tenant_id=tenant_id,
+            providers=providers,
+            data_zones=data_zones,
+            work=work,
+            valid_from=as_utc(start),
+            valid_until=as_utc(valid_until),
+            note=note,
+            created_at=now,
+            revoked_at=None,
+        )
+        async with self._write() as conn:
+            await self._require_tenant(conn, tenant_id)
+            await conn.execute(
+                sa.insert(stateful_pins).values(
+                    id=pin.id,
+                    tenant_id=tenant_id,
+                    providers=providers,
+                    data_zones=data_zones,
+                    work=work,
+                    valid_from=pin.valid_from,
+                    valid_until=pin.valid_until,
+                    note=note,
+                    created_at=now,
+                    revoked_at=None,
+                )
+            )
+            await self._record(
+                conn,
+                actor=actor,
+                tenant_id=tenant_id,
+                action="stateful_pin.create",
+                object_type="stateful_pin",
+                object_id=pin.id,
+                detail=_detail(pin),
+                at=now,
+            )
+        return pin
+
+    async def get_pin(self, tenant_id: str, pin_id: str) -> StatefulPin:
+        async with self._read() as conn:
+            row = (
+                await conn.execute(
+                    sa.select(stateful_pins).where(stateful_pins.c.tenant_id == tenant_id, stateful_pins.c.id == pin_id)
+                )
+            ).first()
+        if row is None:
+            raise NotFound("stateful pin", pin_id, tenant_id)
+        return pin_from_row(row)
+
+    async def list_pins(self, tenant_id: str, *, include_revoked: bool = False) -> list[StatefulPin]:
+        q = sa.select(stateful_pins).where(stateful_pins.c.tenant_id == tenant_id)
+        if not include_revoked:
+            q = q.where(stateful_pins.c.revoked_at.is_(None))
+        async with self._read() as conn:
+            rows = (await conn.execute(q.order_by(stateful_pins.c.created_at, stateful_pins.c.id))).all()
+        return [pin_from_row(r) for r in rows]
+
+    async def revoke_pin(self, tenant_id: str, pin_id: str, *, actor: str) -> StatefulPin:
+        row = await self._revoke(
+            stateful_pins, "stateful_pin", tenant_id, pin_id, actor=actor, detail=lambda r: _detail(pin_from_row(r))
+        )
+        return pin_from_row(row)
+
+
+def _detail(pin: StatefulPin) -> dict[str, Any]:
+    return {
+        "providers": pin.providers,
+        "data_zones": pin.data_zones,
+        "work": pin.work,
+        "valid_from": pin.valid_from.isoformat(),
+        "valid_until": pin.valid_until.isoformat() if pin.valid_until is not None else None,
+    }
