@@ -14,6 +14,8 @@ Configurations (one gateway worker each, the same simulator answering in ~0.1 ms
                tests start them)
   all-sqlite (audit not fsynced)
                all-sqlite with `audit.fsync: false`: what the audit durability promise costs
+  +metering (no usage spool)
+               +metering with `metering.spool.enabled: false`: what the usage spool costs
 
 For each: req/s at concurrency 64 (wrk, gateway pinned to core 0, simulator and wrk on core 1),
 p50/p99 at concurrency 1, stream time-to-first-chunk p50, and the gateway's CPU per call over the
@@ -63,6 +65,7 @@ metering:
   rate_limits: [{scope: key, id: "*", requests_per_minute: 100000000, tokens_per_minute: 10000000000}]
 """
 REDIS = "  redis_url_env: BENCH_REDIS_URL\n"
+NOSPOOL = "  spool: {enabled: false}\n"
 STORAGE = "storage: {{url: {url}}}\n"
 AUDIT = "audit: {{dir: {dir}, signing_key_file: {key}{extra}}}\n"
 
@@ -77,6 +80,8 @@ LAYERS = {
     # The alternative to the audit promise (call_started fsynced before the answer), measured, not offered:
     # `audit.fsync: false` is for benchmarks and tests only.
     "all-sqlite (audit not fsynced)": ("storage", "metering", "audit", "nofsync"),
+    # What the usage spool (a row on local disk before each answer: docs/metering.md) costs.
+    "+metering (no usage spool)": ("storage", "metering", "nospool"),
 }
 
 
@@ -134,7 +139,7 @@ def config_for(name: str, sim_url: str, tmp: Path, pg_url: str | None) -> str:
     if "pg" in layers:
         text += STORAGE.format(url=pg_url)
     if "metering" in layers:
-        text += METERING + (REDIS if "pg" in layers else "")
+        text += METERING + (REDIS if "pg" in layers else "") + (NOSPOOL if "nospool" in layers else "")
     if "audit" in layers:
         extra = ", fsync: false" if "nofsync" in layers else ""
         text += AUDIT.format(dir=tmp / f"audit-{slug(name)}", key=tmp / "audit.pem", extra=extra)

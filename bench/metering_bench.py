@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import shutil
 import statistics
 import sys
 import tempfile
@@ -118,13 +119,15 @@ async def harness_cost(seconds: float, rate: int) -> float:
 
 
 async def run(
-    redis_url: str | None, seconds: float, rate: int, db: str, tag: str, with_contracts: bool
+    redis_url: str | None, seconds: float, rate: int, db: str, tag: str, with_contracts: bool, spool: bool = True
 ) -> tuple[float, list[float], int]:
-    """One metered run: (CPU seconds per call, admit latencies, rows written)."""
+    """One metered run: (CPU seconds per call, admit latencies, rows written). `spool`: each usage row
+    also in a local spool file before the call is answered, as a gateway has it (docs/metering.md)."""
     store = await open_store(db, migrate=True)
     await store.close()
     counters = RedisCounters(redis_url) if redis_url else None
-    m = Metering(MeteringConfig(**CFG), PRICES, storage_url=db, counters=counters)
+    spool_dir = tempfile.mkdtemp(prefix="mh-metering-bench-spool-") if spool else None
+    m = Metering(MeteringConfig(**CFG), PRICES, storage_url=db, counters=counters, spool_dir=spool_dir)
     await m.start()
     contracts = ContractsService(parse_contracts(CONTRACTS), db) if with_contracts else None
     if contracts is not None:
@@ -150,18 +153,29 @@ async def run(
         assert contracts.committed == 2 * total, "every call accrues to both agreements"
         await contracts.close()
     await m.close()
+    if spool_dir is not None:
+        shutil.rmtree(spool_dir)
     return cpu / total, latencies, m.writer.written
 
 
 async def mode(
-    label: str, redis_url: str | None, databases, seconds: float, rate: int, rounds: int, with_contracts: bool
+    label: str,
+    redis_url: str | None,
+    databases,
+    seconds: float,
+    rate: int,
+    rounds: int,
+    with_contracts: bool,
+    spool: bool = True,
 ) -> None:
     """Rounds of (harness alone, metered): the median of metered minus harness, so VM noise between
     rounds does not land on one side only."""
     net, harness, lat, rows = [], [], [], 0
     for r in range(rounds):
         base = await harness_cost(min(seconds, 2), rate)
-        cpu, latencies, written = await run(redis_url, seconds, rate, databases(r), f"{label}-{r}", with_contracts)
+        cpu, latencies, written = await run(
+            redis_url, seconds, rate, databases(r), f"{label}-{r}", with_contracts, spool
+        )
         harness.append(base)
         net.append(cpu - base)
         lat += latencies
@@ -171,6 +185,7 @@ async def mode(
     target = "≤ 100 µs" if not with_contracts else "–"
     met = ("yes" if us <= 100 else "**no**") if not with_contracts else "–"
     label += " + 2 contract accruals" if with_contracts else ""
+    label += "" if spool else " (no usage spool)"
     print(
         f"| {label} | {rate:,} | {rounds} × {int(seconds * rate):,} | **{us:.1f} µs** "
         f"({min(net) * 1e6:.1f}–{max(net) * 1e6:.1f}) | {statistics.median(harness) * 1e6:.1f} µs | "
@@ -212,7 +227,8 @@ async def main() -> None:
     print("clients) minus the pacing loop's own cost; 2 budgets and 3 rate limits apply to every call.")
     print("Embedded: in-process counters, SQLite in the process. Replicated: Redis counters, PostgreSQL rows")
     print("(the servers' own CPU is theirs, not the gateway's). The target covers metering, budgets and rate")
-    print("limits; the last two rows add a revenue share and a commitment that every call accrues to.")
+    print("limits; the last two rows add a revenue share and a commitment that every call accrues to. Every")
+    print("row but the one so marked writes each usage row to the usage spool too, as a gateway does.")
     print()
     await sync_cost()
     print()
@@ -242,6 +258,17 @@ async def main() -> None:
                     args.rounds,
                     with_contracts,
                 )
+                if not with_contracts:  # what the spool costs: the same embedded run without it
+                    await mode(
+                        "embedded",
+                        None,
+                        lambda r: f"sqlite+aiosqlite:///{tmp}/nospool{r}.db",
+                        args.seconds,
+                        args.rate,
+                        args.rounds,
+                        False,
+                        spool=False,
+                    )
         finally:
             redis.stop()
             pg.stop()

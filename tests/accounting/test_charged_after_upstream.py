@@ -1,5 +1,8 @@
 """A call an upstream answered is recorded and charged whatever happens to the answer afterwards
-(issue 11, finding 1): the server refusing the response head, the request task being cancelled.
+(issue 11, finding 1): the server refusing the response head, the request task being cancelled
+while the answer is being sent. And it is recorded (its usage row spooled: metering/spool.py)
+before the client can have its answer: before a unary body is handed to the server, before a
+stream's last event is.
 
 The real app in process, in front of an in-process simulator over real HTTP; the ASGI `send` plays
 the server's part. uvicorn raises `RuntimeError("Invalid HTTP header value.")` from the response
@@ -11,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 
+import httpx
 import msgspec
 import pytest
 
@@ -42,7 +46,7 @@ async def app():
         async with running(cfg) as gateway:
             sink = Sink()
             gateway.pipeline.accounting.sinks.append(sink)
-            yield gateway, sink
+            yield gateway, sink, sim.url
     finally:
         await sim.close()
 
@@ -88,14 +92,14 @@ MESSAGES = {"model": "g", "max_tokens": 20, "messages": [{"role": "user", "conte
     ],
 )
 async def test_a_response_head_the_server_refuses_still_charges_the_call(app, path, body):
-    gateway, sink = app
+    gateway, sink, _ = app
     await gateway(_scope(path), _receive(msgspec.json.encode(body)), _refused_head)
     [call] = sink.calls
     assert call.deployment == "d" and call.usage is not None and call.usage.completion_tokens > 0, call
 
 
 async def test_a_cancelled_request_still_charges_the_call(app):
-    gateway, sink = app
+    gateway, sink, _ = app
     started = asyncio.Event()
 
     async def stalled(message) -> None:
@@ -108,4 +112,49 @@ async def test_a_cancelled_request_still_charges_the_call(app):
     with pytest.raises(asyncio.CancelledError):
         await task
     [call] = sink.calls
-    assert call.outcome == "cancelled" and call.deployment == "d" and call.usage is not None, call
+    # Recorded before the answer was handed to the server (its usage row spooled first: metering/spool.py),
+    # so a send that never completes leaves the record of the answer that was produced.
+    assert call.outcome == "ok" and call.deployment == "d" and call.usage is not None, call
+
+
+RESPONSES = {"model": "g", "input": "hello", "store": False}
+
+
+@pytest.mark.parametrize(
+    "path, body, last",
+    [
+        ("/v1/chat/completions", CHAT, b'"choices"'),
+        ("/v1/chat/completions", {**CHAT, "stream": True}, b"data: [DONE]"),
+        ("/v1/messages", MESSAGES, b'"content"'),
+        ("/v1/messages", {**MESSAGES, "stream": True}, b"event: message_stop"),
+        ("/v1/responses", RESPONSES, b'"output"'),
+        ("/v1/responses", {**RESPONSES, "stream": True}, b"event: response.completed"),
+    ],
+)
+async def test_the_call_is_recorded_before_its_last_bytes_go_out(app, path, body, last):
+    gateway, sink, sim = app
+    if body.get("stream"):  # events a few ms apart: several sends, only the last one held
+        async with httpx.AsyncClient() as http:
+            (await http.post(f"{sim}/_sim/faults", json={"chunk_delay_ms": 5})).raise_for_status()
+    seen: list[tuple[bytes, int]] = []  # (body sent, calls recorded at that moment)
+    messages = [{"type": "http.request", "body": msgspec.json.encode(body), "more_body": False}]
+
+    async def receive():
+        if not messages:
+            await asyncio.sleep(3600)
+        return messages.pop()
+
+    async def send(message) -> None:
+        if message["type"] == "http.response.start":
+            assert message["status"] == 200, message
+        elif message.get("body"):
+            seen.append((message["body"], len(sink.calls)))
+
+    scope = {"type": "http", "method": "POST", "path": path, "raw_path": path.encode(), "query_string": b""}
+    scope["headers"] = [(b"content-type", b"application/json")]
+    await asyncio.wait_for(gateway(scope, receive, send), 30)
+    final = [recorded for sent, recorded in seen if last in sent]
+    assert final == [1], [(sent[-80:], recorded) for sent, recorded in seen]
+    assert sink.calls[0].outcome == "ok" and sink.calls[0].usage is not None
+    if body.get("stream"):
+        assert len(seen) > 2 and seen[0][1] == 0, "a stream's first events are not held back"

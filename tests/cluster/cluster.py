@@ -1,8 +1,8 @@
 """Three gateway replicas on one PostgreSQL and one Redis, behind HAProxy, in front of an OpenAI simulator.
 
 What a platform team runs, assembled on loopback from real parts: `tests/pg.py`'s private PostgreSQL,
-`redis-server`, the simulator, `multihome serve` three times (each with its own audit directory, as each
-pod has its own volume) and Debian's `haproxy`, which health-checks `/readyz` and retries a connection
+`redis-server`, the simulator, `multihome serve` three times (each with its own audit directory and usage
+spool directory, as each pod has its own volume) and Debian's `haproxy`, which health-checks `/readyz` and retries a connection
 refused by a stopped replica on another one. `tests/cluster/` tests through it; `make cluster` starts one
 for a person (`python -m cluster` from tests/).
 """
@@ -45,9 +45,13 @@ PRICE = (10, 10)  # USD per million tokens in and out: a call of ~30 tokens cost
 KEYS_ENV = {"MH_CL_CLIENT": CLIENT_KEY, "MH_CL_BUDGET": BUDGET_KEY, "MH_CL_ADMIN": ADMIN_KEY}
 
 
-def cluster_config(sim_url: str, audit_dir: Path, kms_key: Path, *, fail_open: bool = True) -> dict:
-    """One replica's config: all share the database, Redis and KMS key; each has its own audit directory.
-    `fail_open`: what budgets and rate limits do while Redis cannot be reached (docs/metering.md)."""
+def cluster_config(
+    sim_url: str, audit_dir: Path, kms_key: Path, *, fail_open: bool = True, spool_dir: Path | None = None
+) -> dict:
+    """One replica's config: all share the database, Redis and KMS key; each has its own audit directory
+    and usage spool directory (`spool_dir`, default beside the audit directory), as each pod has its
+    own volume. `fail_open`: what budgets and rate limits do while Redis cannot be reached (docs/metering.md)."""
+    spool = spool_dir if spool_dir is not None else audit_dir.with_name(audit_dir.name + "-usage-spool")
     return config(
         server=api_keys("MH_CL_CLIENT", "MH_CL_BUDGET", drain_timeout_s=5),
         storage=database_env("MH_CL_DB", refresh_s=0.25),
@@ -60,6 +64,7 @@ def cluster_config(sim_url: str, audit_dir: Path, kms_key: Path, *, fail_open: b
             "fail_open": fail_open,
             "rate_limits": [{"scope": "deployment", "id": "d-limited", "requests_per_minute": RATE_LIMIT}],
             "budgets": [key_budget("MH_CL_BUDGET", BUDGET)],
+            "spool": {"dir": str(spool)},
         },
         providers={"sim": simulated("openai", sim_url)},
         deployments={

@@ -237,7 +237,8 @@ async def _durable(tracker: CallTracker | None, served: Served) -> None:
 
 
 def finish_unary(call: Call, served: Served, sent: bytes) -> None:
-    """Account a unary answer the client was sent."""
+    """Account a unary answer about to be sent: before the send, so its usage row is on local disk
+    (metering/spool.py) before the client can have the answer."""
     if call.tracker is not None:
         if call.tracker.capture is not None:
             call.tracker.capture.add(sent)

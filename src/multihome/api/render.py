@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -21,6 +21,7 @@ from ..schema.errors import ApiError
 from .asgi import JSON, Header, Receive, Send, send_bytes
 
 if TYPE_CHECKING:
+    from ..routing.stream_relay import StreamRelay
     from .pipeline import Call, StreamDone
 
 
@@ -71,7 +72,9 @@ async def send_stream(
     call: Call, receive: Receive, send: Send, served: Served, headers: list[Header], on_done: StreamDone | None = None
 ) -> None:
     """Relay `served.stream` as SSE, chunk by chunk; a client that disconnects cancels it.
-    `on_done(outcome, digest, first_byte_ms)` is told how it ended (it accounts the call)."""
+    `on_done(outcome, digest, first_byte_ms)` is told how it ended (it accounts the call): before the
+    last event is sent when the stream ran to its end (outcome "ok" then, even if the client leaves
+    during that last send), else once it is over."""
     relay = served.stream
     assert relay is not None
     call.stream, call.status = relay, 200
@@ -83,6 +86,7 @@ async def send_stream(
         capture = call.tracker.capture if call.tracker is not None else None
         digest = hashlib.sha256() if capture is None else TeeDigest(capture)
     outcome, first_byte_ms, t0 = "cancelled", None, time.perf_counter()
+    accounted = False  # on_done already told, before the last event went out
 
     async def watch_disconnect() -> None:
         while True:
@@ -95,14 +99,31 @@ async def send_stream(
     watcher = asyncio.create_task(watch_disconnect())
     try:
         await send({"type": "http.response.start", "status": 200, "headers": [*_SSE_HEADERS, *headers]})
-        await send({"type": "http.response.body", "body": served.first, "more_body": True})
-        if digest is not None:
-            first_byte_ms = (time.perf_counter() - t0) * 1000
-            digest.update(served.first)
-        async for piece in relay.rest():
-            await send({"type": "http.response.body", "body": piece, "more_body": True})
+        held: bytes | None = None
+        async for piece in _pieces(served.first, relay):
+            if held is not None:
+                await send({"type": "http.response.body", "body": held, "more_body": True})
+            held = None
             if digest is not None:
                 digest.update(piece)
+            if relay.done or relay.error:
+                # The upstream has ended, so this may be the last event ([DONE], message_stop, the
+                # terminal response event; or the whole answer, come in the first read): hold it until
+                # the next one or the end, which no upstream read delays, so the call is accounted
+                # before the client has its last byte.
+                held = piece
+                continue
+            await send({"type": "http.response.body", "body": piece, "more_body": True})
+            if digest is not None and first_byte_ms is None:
+                first_byte_ms = (time.perf_counter() - t0) * 1000
+        if held is not None:
+            if digest is not None and first_byte_ms is None:
+                first_byte_ms = (time.perf_counter() - t0) * 1000
+            if on_done is not None:
+                # Its usage row is on local disk before the client can have the last event (metering/spool.py).
+                accounted = True
+                on_done("ok", digest, first_byte_ms)
+            await send({"type": "http.response.body", "body": held, "more_body": True})
         await send({"type": "http.response.body", "body": b"", "more_body": False})
         outcome = "ok"
     except asyncio.CancelledError:
@@ -114,5 +135,12 @@ async def send_stream(
     finally:
         watcher.cancel()
         relay.close()
-        if on_done is not None:
+        if on_done is not None and not accounted:
             on_done(outcome, digest, first_byte_ms)
+
+
+async def _pieces(first: bytes, relay: StreamRelay) -> AsyncIterator[bytes]:
+    """The stream's first bytes (read while routing, before the answer started), then the rest."""
+    yield first
+    async for piece in relay.rest():
+        yield piece

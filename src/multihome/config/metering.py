@@ -6,7 +6,7 @@ Absent section = metering on (usage rows and costs), no budgets, no rate limits.
 from __future__ import annotations
 
 from decimal import Decimal
-from typing import Literal
+from typing import Annotated, Literal
 
 import msgspec
 
@@ -52,6 +52,23 @@ class WriterConfig(Strict):
     max_backlog_s: float = 10.0
 
 
+class SpoolConfig(Strict):
+    # Every usage row is written to a local file before its call is answered and kept until the
+    # database has it, so a killed process (kill -9, OOM) loses no answered call's row: the next
+    # start replays what it left (docs/metering.md "The usage spool").
+    enabled: bool = True
+    # Default: `usage-spool` beside a SQLite database file; with another database
+    # $XDG_STATE_HOME/multihome/usage-spool (else ~/.local/state/...; the image's home is its data dir).
+    dir: str | None = None
+    # 0: never fsync. A row is in the kernel before the answer, which survives the death of the
+    # process but not of the machine; > 0: fdatasync the spool this often (a power loss then loses at
+    # most about this long of answered calls' rows), off the event loop.
+    fsync_interval_ms: Annotated[float, msgspec.Meta(ge=0)] = 0
+    segment_bytes: Annotated[int, msgspec.Meta(ge=4096)] = 8 * 1024 * 1024  # a new file past this size
+    # How often a running process looks for files of dead processes (other workers, a shared volume).
+    rescan_s: Annotated[float, msgspec.Meta(gt=0)] = 30.0
+
+
 class MeteringConfig(Strict):
     # Shares budget and rate-limit counters across replicas; unset = per process.
     redis_url_env: str | None = None
@@ -66,6 +83,7 @@ class MeteringConfig(Strict):
     budgets: list[BudgetRule] = msgspec.field(default_factory=list)
     rate_limits: list[RateLimitRule] = msgspec.field(default_factory=list)
     writer: WriterConfig = msgspec.field(default_factory=WriterConfig)
+    spool: SpoolConfig = msgspec.field(default_factory=SpoolConfig)
     # A reservation never settled (the front door lost the call) is released after this long.
     ticket_ttl_s: float = 900.0
 

@@ -6,6 +6,10 @@ storage service (it writes to the tables storage migrates); call `metering.limit
 before a call, register `metering` as a CallSink, and call `metering.limiter.release(request_id)`
 in the front door's `finally` for calls that end without a CallRecord.
 
+With a spool directory (`metering.spool`, default under the data directory) every usage row is on
+local disk before its call is answered (spool.py), and `start` first writes the rows a killed
+process left there (replay.py), before it seeds budget counters from the stored rows.
+
 Budgets set through the admin API arrive through the storage snapshot (`metering.snapshots`, a
 SnapshotCache): on every change the limiter's rules become the config budgets plus the stored
 ones, after the counters of budgets new to this process are seeded from stored usage.
@@ -33,6 +37,8 @@ from .rules import AdminBudget, Rules, admin_budget, principal_key, slot, window
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncEngine
 
+    from ..config.metering import SpoolConfig
+    from .spool import UsageSpool
     from .writer import UsageWriter
 
 log = logging.getLogger("multihome.metering")
@@ -52,8 +58,10 @@ class Metering:
         counters=None,
         clock=time.time,
         snapshots=None,
+        spool_dir: str | None = None,
     ) -> None:
         self.cfg = cfg
+        self.spool_dir = spool_dir  # None: no spool (rows in memory until committed)
         self.prices = prices
         self.storage_url = storage_url
         self.limiter = Limiter(cfg, prices, counters, clock)
@@ -69,6 +77,8 @@ class Metering:
         self._seeded: set[tuple[str, str, str, str]] = set()  # counters seeded from usage by this process
         self._wanted = self._applied = None  # newest snapshot seen / applied
         self._following: asyncio.Task | None = None
+        self._rescan: asyncio.Task | None = None
+        self._spool: UsageSpool | None = None
 
     @classmethod
     def from_config(cls, config) -> Metering:
@@ -81,7 +91,13 @@ class Metering:
 
             counters = RedisCounters(url, prefix=cfg.key_prefix)
         storage = env_secret(config.storage.url_env, what="storage.url_env") or config.storage.url
-        return cls(cfg, PriceTable.from_config(config), storage_url=storage, counters=counters)
+        return cls(
+            cfg,
+            PriceTable.from_config(config),
+            storage_url=storage,
+            counters=counters,
+            spool_dir=spool_directory(cfg.spool, storage),
+        )
 
     def add_sink(self, sink: MeteredSink) -> None:
         self.sinks.append(sink)
@@ -155,6 +171,10 @@ class Metering:
 
         self.engine = engine = create_engine(self.storage_url)
         await self._store_price_version(engine)
+        self._spool = spool = self._open_spool()
+        if spool is not None:
+            # Before seeding: counters kept in memory are seeded from the stored rows, replayed ones included.
+            await self._replay(spool, None)
         snap = self.snapshots.snapshot if self.snapshots is not None else None
         # Seeds the config budgets' and the stored budgets' counters; a failure fails start-up.
         await self._use_budgets(tuple(admin_budget(b) for b in snap.budgets) if snap is not None else ())
@@ -173,9 +193,72 @@ class Metering:
             flush_interval_ms=w.flush_interval_ms,
             max_backlog=w.max_backlog,
             max_backlog_s=w.max_backlog_s,
+            spool=spool,
         )
         self.limiter.overloaded = writer.overloaded
         await writer.start()
+        if spool is not None:
+            self._rescan = asyncio.get_running_loop().create_task(self._rescan_loop(spool), name="usage-spool-rescan")
+
+    def _open_spool(self) -> UsageSpool | None:
+        """This process's spool files; None without a spool directory, or (logged) when the default one
+        cannot be made (a directory set in the config that cannot be used fails the start instead)."""
+        from .spool import UsageSpool, database_id
+
+        if self.spool_dir is None or self.storage_url is None:
+            return None
+        sc = self.cfg.spool
+        spool = UsageSpool(
+            self.spool_dir,
+            database_id(self.storage_url),
+            segment_bytes=sc.segment_bytes,
+            fsync_interval_ms=sc.fsync_interval_ms,
+        )
+        try:
+            spool.open()
+        except OSError as exc:
+            if sc.dir is not None:
+                raise RuntimeError(
+                    f"metering.spool.dir: cannot write usage spool files in {self.spool_dir}: {exc}"
+                ) from None
+            log.error(
+                "no usage spool (%s: %s): a killed process loses the usage rows not yet committed; "
+                "set metering.spool.dir",
+                self.spool_dir,
+                exc,
+            )
+            return None
+        return spool
+
+    async def _replay(self, spool: UsageSpool, writer: UsageWriter | None) -> int:
+        """Write the rows dead processes left in the spool directory: through `writer`, or at start-up
+        through a writer of its own (without spool: the files stay until their rows are committed)."""
+        from .replay import replay
+        from .tables import usage_calls
+        from .writer import UsageWriter
+
+        if writer is not None:
+            return await replay(spool.dir, spool.db, spool.owns, writer.put_replayed, writer.flush)
+        assert self.engine is not None
+        w = self.cfg.writer
+        own = UsageWriter(self.engine, usage_calls, batch_size=w.batch_size, flush_interval_ms=0)
+        await own.start()
+        try:
+            return await replay(spool.dir, spool.db, spool.owns, own.put_replayed, lambda: own.flush(timeout=600))
+        finally:
+            await own.close()
+
+    async def _rescan_loop(self, spool: UsageSpool) -> None:
+        """Now and then, the files of processes that died while this one runs (another worker of this
+        replica, a replica on a shared volume)."""
+        while True:
+            await asyncio.sleep(self.cfg.spool.rescan_s)
+            if self.writer is None:
+                return
+            try:
+                await self._replay(spool, self.writer)
+            except Exception as exc:
+                log.warning("usage spool: replaying a stopped process's files failed (%s); retrying later", exc)
 
     async def flush(self) -> None:
         await self.limiter.drain()
@@ -185,8 +268,12 @@ class Metering:
     async def close(self) -> None:
         if self._following is not None:
             self._following.cancel()
+        if self._rescan is not None:
+            self._rescan.cancel()
         if self.writer is not None:
-            await self.writer.close()
+            await self.writer.close()  # closes the spool
+        elif self._spool is not None:
+            await self._spool.close()  # start-up failed after the spool opened
         await self.limiter.close()
         if self.engine is not None:
             await self.engine.dispose()
@@ -341,6 +428,27 @@ class Metering:
         rules = self.limiter.rules
         await self.seed_budgets(list(rules.budget_rules), rules)
         await self.seed_rates(rules)
+
+
+def spool_directory(cfg: SpoolConfig, storage_url: str | None) -> str | None:
+    """Where this process's usage spool goes: `cfg.dir`, else beside a SQLite database file, else
+    $XDG_STATE_HOME/multihome/usage-spool (~/.local/state/...). None: no spool (switched off, no
+    storage, or an in-memory SQLite database, which dies with the process anyway)."""
+    import os
+
+    from sqlalchemy.engine import make_url
+
+    if not cfg.enabled or storage_url is None:
+        return None
+    if cfg.dir is not None:
+        return cfg.dir
+    u = make_url(storage_url if "://" in storage_url else f"sqlite:///{storage_url}")
+    if u.get_backend_name() == "sqlite":
+        if u.database in (None, "", ":memory:") or u.query.get("mode") == "memory":
+            return None
+        return os.path.join(os.path.dirname(os.path.abspath(u.database or "")), "usage-spool")
+    state = os.environ.get("XDG_STATE_HOME") or os.path.join(os.path.expanduser("~"), ".local", "state")
+    return os.path.join(state, "multihome", "usage-spool")
 
 
 __all__ = ["Metering", "MeteredCall", "MeteredSink", "principal_key"]

@@ -10,6 +10,10 @@ taking them, the limiter refuses new calls, so the rows of calls already admitte
 can be written within about that long after a stop. A row of a call that reached no upstream and
 costs nothing (refused, denied, a bad request) is not queued (`skip`) while the backlog is
 full: refusals must not feed the queue they are meant to cap.
+
+With a spool (spool.py) every row `put` takes is also written to a local file first, and let go
+there once committed: a process killed before the commit loses no row (the next start replays it).
+`close()` that gives up keeps the unwritten rows in the spool instead of losing them.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from ..aio import wait_event
 from ..storage.engine import PgBulkInsert, create_sync_sqlite_engine
+from .spool import UsageSpool
 
 log = logging.getLogger("multihome.metering.writer")
 
@@ -54,8 +59,10 @@ class UsageWriter:
         flush_interval_ms: int = 50,
         max_backlog: int = 50_000,
         max_backlog_s: float = 10.0,
+        spool: UsageSpool | None = None,
     ) -> None:
         self.engine = engine
+        self.spool = spool
         self.table = table
         self.batch_size = batch_size
         self.interval = flush_interval_ms / 1000
@@ -70,6 +77,7 @@ class UsageWriter:
         self._wake = asyncio.Event()
         self._committed = asyncio.Condition()
         self._accepted = 0  # rows ever accepted; `written` catches up with it
+        self._flush_to = 0  # a flush() waits for `written` to reach this: write without gathering until then
         self._task: asyncio.Task | None = None
         self._closing = False
         self._skip_logged = 0.0
@@ -89,12 +97,23 @@ class UsageWriter:
         self._conn: tuple[AsyncEngine, Any, Any] | None = None  # (made for, sync engine, its connection)
 
     def put(self, row: dict) -> None:
-        """Never blocks, never refuses: admission keeps the backlog bounded (see `overloaded`)."""
+        """Never blocks, never refuses: admission keeps the backlog bounded (see `overloaded`). With a
+        spool the row is in a local file (in the kernel) when this returns."""
+        if self.spool is not None:
+            self.spool.append(row)
         rows = self.rows
         rows.append(row)
         self._accepted += 1
         if len(rows) == 1 or len(rows) == self.batch_size:  # only transitions wake the writer
             self._wake.set()
+
+    def put_replayed(self, rows: list[dict]) -> None:
+        """Rows read back from a stopped process's spool file (replay.py): queued, not spooled again."""
+        if self.spool is not None:
+            self.spool.unspooled(len(rows))
+        self.rows.extend(rows)
+        self._accepted += len(rows)
+        self._wake.set()
 
     def skip(self) -> None:
         """Count the row not queued for a call that reached no upstream and costs nothing, while the
@@ -118,6 +137,7 @@ class UsageWriter:
     async def flush(self, timeout: float = 30) -> None:
         """Wait until every row accepted so far is committed (tests; before reading summaries)."""
         target = self._accepted
+        self._flush_to = max(self._flush_to, target)  # no gathering wait until these are written
         self._wake.set()
         async with self._committed:
             await asyncio.wait_for(self._committed.wait_for(lambda: self.written >= target), timeout)
@@ -131,12 +151,16 @@ class UsageWriter:
         self._wake.set()
         task = self._task
         if task is None:
+            if self.spool is not None:
+                await self.spool.close()
             return
         if await self._drain(task, stall_timeout):
             await self._stop_thread()
         elif self._thread is not None:  # gave up: a batch may still hold the thread; do not wait for it
             self._thread.shutdown(wait=False)
             self._thread = None
+        if self.spool is not None:
+            await self.spool.close()  # keeps the rows not written, for the next start
 
     async def _drain(self, task: asyncio.Task, stall_timeout: float) -> bool:
         """Wait for the writer task to write every row; False if it had to be given up."""
@@ -283,7 +307,7 @@ class UsageWriter:
                 if not self.rows and not self._closing:
                     await self._wake.wait()
                 continue
-            if len(self.rows) < self.batch_size and not self._closing:
+            if len(self.rows) < self.batch_size and not self._closing and self.written >= self._flush_to:
                 # Gather a group (one commit for many calls) for up to the flush interval; a full
                 # batch, flush() or close() ends the wait early.
                 self._wake.clear()
@@ -305,6 +329,8 @@ class UsageWriter:
                 self.on_flush(took)
             for _ in batch:
                 self.rows.popleft()
+            if self.spool is not None:
+                self.spool.committed(len(batch))
             self.written += len(batch)
             async with self._committed:
                 self._committed.notify_all()

@@ -22,5 +22,8 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
 {{- define "multihome.config" -}}
 {{- $server := merge (dict "host" "0.0.0.0" "port" 4000 "drain_timeout_s" .Values.drainTimeoutSeconds) (default (dict) .Values.config.server) -}}
 {{- $audit := merge (dict "dir" "/var/lib/multihome/audit") (default (dict) .Values.config.audit) -}}
-{{- toYaml (merge (dict "server" $server "audit" $audit) (omit .Values.config "server" "audit")) -}}
+{{- $metering := default (dict) .Values.config.metering -}}
+{{- $spool := merge (dict "dir" "/var/lib/multihome/usage-spool") (default (dict) (get $metering "spool")) -}}
+{{- $metering = merge (dict "spool" $spool) (omit $metering "spool") -}}
+{{- toYaml (merge (dict "server" $server "audit" $audit "metering" $metering) (omit .Values.config "server" "audit" "metering")) -}}
 {{- end -}}

@@ -77,5 +77,5 @@ class AnthropicDoor:
             await send_failure(call, send, ANTHROPIC, err, headers)
             finish_refused(call, served, err, "stream_error")
             return
-        await send_json(call, send, served.status, body, [JSON, *headers])
         finish_unary(call, served, body)
+        await send_json(call, send, served.status, body, [JSON, *headers])

@@ -55,5 +55,5 @@ async def send_unary(call: Call, send: Send, served: Served, headers: list[Heade
         await send_failure(call, send, OPENAI, err, headers)
         finish_refused(call, served, err, "client_error")
         return
-    await send_json(call, send, served.status, served.body, [JSON, *headers])
     finish_unary(call, served, served.body)
+    await send_json(call, send, served.status, served.body, [JSON, *headers])

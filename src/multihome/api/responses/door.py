@@ -134,8 +134,8 @@ class ResponsesDoor:
             finish_refused(call, served, err, "gateway_error")
             return
         out = _encode(response)
-        await send_json(call, send, 200, out, [JSON, *headers])
         finish_unary(call, served, out)
+        await send_json(call, send, 200, out, [JSON, *headers])
 
     async def _agent_turn(
         self,

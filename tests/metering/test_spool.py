@@ -1,0 +1,269 @@
+"""The usage spool (metering/spool.py, replay.py): a process killed with SIGKILL loses no usage row of
+a call it recorded; the next start writes them once, before budget counters are seeded from the
+stored rows; a torn last line is skipped with a warning; files are let go once their rows are
+committed; a live process's files and another database's files are left alone."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+from multihome.config.metering import BudgetRule, MeteringConfig, SpoolConfig, WriterConfig
+from multihome.metering.periods import period
+from multihome.metering.prices import DeploymentPrice, PriceTable
+from multihome.metering.replay import claim
+from multihome.metering.service import Metering
+from multihome.metering.spool import SUFFIX, UsageSpool, database_id
+from multihome.metering.tables import usage_calls
+from multihome.storage import open_store
+
+from .conftest import Dep, call, principal
+
+pytestmark = pytest.mark.anyio
+SRC = str(Path(__file__).resolve().parents[2] / "src")
+TESTS = str(Path(__file__).resolve().parents[1])
+PRICES = {"dep-a": ("2.5", "10")}
+
+
+def _config(spool: Path, **writer) -> MeteringConfig:
+    return MeteringConfig(
+        budgets=[BudgetRule(scope="key", id="key_a", amount=1000, period="day")],
+        writer=WriterConfig(**writer),
+        spool=SpoolConfig(dir=str(spool)),
+    )
+
+
+def _metering(url: str, spool: Path, **writer) -> Metering:
+    prices = PriceTable({d: DeploymentPrice.of(i, o, None, "USD") for d, (i, o) in PRICES.items()})
+    return Metering(_config(spool, **writer), prices, storage_url=url, spool_dir=str(spool))
+
+
+async def _rows(m: Metering) -> dict[str, int]:
+    async with m.engine.connect() as conn:
+        return dict((await conn.execute(sa.select(usage_calls.c.request_id, usage_calls.c.cost_nanos))).all())
+
+
+async def _spent(m: Metering) -> int:
+    (spec,) = m.limiter.rules.budgets_for("key", "key_a")
+    now = time.time()
+    return (await m.limiter.counters.read([spec.base + period(spec.period, now).bucket], int(now * 1000)))[0]
+
+
+# The child: records `total` calls, commits the first `committed` of them, then kills itself with SIGKILL
+# while the rest are only in its writer's memory (and in its spool) - the flush interval is a minute.
+CHILD = textwrap.dedent(
+    """
+    import asyncio, os, signal, sys
+    sys.path[:0] = [{src!r}, {tests!r}]
+    from metering.test_spool import _metering
+    from metering.conftest import Dep, call, principal
+
+    async def main():
+        m = _metering({url!r}, __import__("pathlib").Path({spool!r}), flush_interval_ms=60_000, batch_size=10_000)
+        await m.start()
+        for i in range({total}):
+            await m.limiter.admit(principal(), "g", [Dep("dep-a")], 10, 10, f"req{{i}}")
+            m.record(call(f"req{{i}}", prompt=100 + i, completion=50))
+            if i + 1 == {committed}:
+                await m.writer.flush()
+        print("recorded", flush=True)
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    asyncio.run(main())
+    """
+)
+
+
+def _killed_child(url: str, spool: Path, total: int, committed: int) -> None:
+    code = CHILD.format(src=SRC, tests=TESTS, url=url, spool=str(spool), total=total, committed=committed)
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr[-3000:]
+    assert "recorded" in proc.stdout
+
+
+async def test_rows_of_a_killed_process_are_written_once_by_the_next_start(db_url, tmp_path):
+    spool = tmp_path / "spool"
+    _killed_child(db_url, spool, total=50, committed=20)
+    left = sorted(p.name for p in spool.iterdir())
+    assert len(left) == 1 and left[0].endswith(SUFFIX), left
+    assert (spool / left[0]).read_bytes().count(b"\n") == 1 + 30, "header + the 30 rows not committed"
+
+    m = _metering(db_url, spool)
+    await m.start()
+    try:
+        rows = await _rows(m)
+        assert sorted(rows) == sorted(f"req{i}" for i in range(50)), "every recorded call once, none twice"
+        # The counters in memory were seeded after the replay: spend == the stored rows' sum.
+        assert await _spent(m) == sum(rows.values()) > 0
+        assert [p.name for p in spool.iterdir()] == [os.path.basename(f) for f in m.writer.spool.files]
+        m.record(call("after", prompt=7))  # this process's own rows go through its own file
+        await m.writer.flush()
+        assert len(await _rows(m)) == 51
+    finally:
+        await m.close()
+    assert list(spool.iterdir()) == [], "a clean stop deletes its committed files"
+
+
+async def test_a_running_process_writes_the_rows_another_one_left_when_it_died(tmp_path):
+    """Another worker of the replica (or a replica on a shared volume) killed while this one runs."""
+    url = await _sqlite(tmp_path)
+    spool = tmp_path / "spool"
+    m = Metering(
+        MeteringConfig(spool=SpoolConfig(dir=str(spool), rescan_s=0.1)),
+        PriceTable({}),
+        storage_url=url,
+        spool_dir=str(spool),
+    )
+    await m.start()
+    try:
+        _killed_child(url, spool, total=12, committed=0)
+        deadline = time.monotonic() + 30
+        while len(await _rows(m)) < 12 and time.monotonic() < deadline:
+            await asyncio.sleep(0.1)
+        assert sorted(await _rows(m)) == sorted(f"req{i}" for i in range(12))
+        assert [p.name for p in spool.iterdir()] == [os.path.basename(f) for f in m.writer.spool.files]
+    finally:
+        await m.close()
+
+
+async def test_a_torn_last_line_is_skipped_with_a_warning(tmp_path, caplog):
+    url = await _sqlite(tmp_path)
+    spool = tmp_path / "spool"
+    spool.mkdir()
+    good = UsageSpool(str(spool), database_id(url))
+    good.open()
+    for i in range(3):
+        good.append(_row(f"req{i}"))
+    path = Path(good.files[0])
+    await good.close()  # unlocked, rows kept: what a dead process leaves
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) - 40])  # the last line cut mid-write
+    m = _metering(url, spool)
+    with caplog.at_level(logging.WARNING, logger="multihome.metering.spool"):
+        await m.start()
+    try:
+        assert sorted(await _rows(m)) == ["req0", "req1"]
+        assert any("line 4 skipped" in r.message and "cut short" in r.message for r in caplog.records), [
+            r.message for r in caplog.records
+        ]
+        assert not path.exists()
+    finally:
+        await m.close()
+
+
+async def test_files_are_let_go_once_their_rows_are_committed(tmp_path):
+    spool = UsageSpool(str(tmp_path), "db1", segment_bytes=4096)
+    spool.open()
+    for i in range(40):  # ~500 bytes a row: several files
+        spool.append(_row(f"r{i}"))
+    files = spool.files
+    assert len(files) >= 4
+    first = Path(files[0]).read_bytes().count(b"\n") - 1  # its rows, after the header
+    spool.committed(first - 1)
+    assert os.path.exists(files[0])
+    spool.committed(1)  # the first file's rows are all in: it goes
+    assert not os.path.exists(files[0]) and os.path.exists(files[1])
+    other = UsageSpool(str(tmp_path), "db1")  # a live process's files are never claimed by another
+    assert all(claim(f, "db1") is None for f in spool.files)
+    spool.unspooled(2)  # replayed rows queued between: they hold no line here
+    spool.append(_row("last"))
+    spool.committed(40 - first + 2 + 1)
+    assert spool.files == [files[-1]]
+    assert Path(files[-1]).read_bytes().split(b"\n") == [Path(files[-1]).read_bytes()[:-1], b""], (
+        "cut back to its header"
+    )
+    assert await spool.close() == 0
+    assert os.listdir(tmp_path) == []
+    del other
+
+
+async def test_fsync_interval_syncs_off_the_loop_and_rotated_files_still_go(tmp_path):
+    spool = UsageSpool(str(tmp_path), "db1", segment_bytes=4096, fsync_interval_ms=5)
+    spool.open()
+    rotated = 0
+    for i in range(60):
+        spool.append(_row(f"r{i}"))
+        rotated = max(rotated, len(spool.files))
+        await asyncio.sleep(0.002)  # syncs run meanwhile, some while files rotate and are let go
+        if i % 20 == 19:
+            spool.committed(20)
+    assert rotated >= 2
+    deadline = time.monotonic() + 10  # a file let go while a sync holds it goes once that sync is done
+    while (spool._dirty or len(spool.files) > 1) and time.monotonic() < deadline:
+        await asyncio.sleep(0.01)
+    assert not spool._dirty, "the syncer ran"
+    assert len(spool.files) == 1, "rotated files whose rows were committed are gone"
+    assert await spool.close() == 0
+    assert os.listdir(tmp_path) == []
+
+
+async def test_another_databases_file_and_a_live_file_are_left_alone(tmp_path):
+    url = await _sqlite(tmp_path)
+    spool = tmp_path / "spool"
+    spool.mkdir()
+    foreign = UsageSpool(str(spool), "someotherdb0000")
+    foreign.open()
+    foreign.append(_row("foreign"))
+    await foreign.close()
+    live = UsageSpool(str(spool), database_id(url))
+    live.open()
+    live.append(_row("live"))
+    m = _metering(url, spool)
+    await m.start()
+    try:
+        assert await _rows(m) == {}
+        assert len(list(spool.iterdir())) == 3  # the foreign file, the live one and this process's own
+    finally:
+        await m.close()
+        live.committed(1)
+        await live.close()
+
+
+async def _sqlite(tmp_path) -> str:
+    url = f"sqlite+aiosqlite:///{tmp_path / 'u.db'}"
+    store = await open_store(url, migrate=True)
+    await store.close()
+    return url
+
+
+def _row(request_id: str) -> dict:
+    import datetime as dt
+
+    now = dt.datetime.now(dt.UTC)
+    return {
+        "request_id": request_id,
+        "started_at": now,
+        "finished_at": now,
+        "tenant_id": "ten_a",
+        "team_id": None,
+        "key_id": "key_a",
+        "endpoint": "chat",
+        "model_group": "gpt-4o",
+        "deployment": "dep-a",
+        "provider": "prov",
+        "status": 200,
+        "outcome": "ok",
+        "prompt_tokens": 10,
+        "completion_tokens": 5,
+        "cached_tokens": 0,
+        "estimated": False,
+        "latency_ms": 1.5,
+        "cost": "0.0000750",
+        "cost_nanos": 75000,
+        "currency": "USD",
+        "price_version": "pv_test",
+        "over_budget": False,
+    }
+
+
+__all__ = ["Dep", "principal"]
