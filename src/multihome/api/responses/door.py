@@ -44,7 +44,7 @@ from .common import (
     stored,
     tenant,
 )
-from .items import Item, stored_items
+from .items import Item, refuse_orphans, stored_items
 from .native import NativeStream, NativeTurn, from_response
 from .stream import ResponsesRelay, ResponsesStream
 from .translate import Shell, from_completion, to_canonical
@@ -85,6 +85,7 @@ class ResponsesDoor:
         who = tenant(call)
         context = await self._context(who, req)
         new = stored_items(req.input)
+        refuse_orphans(context, new, "input")
         if runs_tools(req):
             await self._agent_turn(call, receive, send, req, body, shell, context, new)
             return

@@ -15,12 +15,27 @@ from typing import Any
 
 import msgspec
 
+from ...schema.errors import bad_request
 from ...schema.responses import MEMORY_LABEL, InputItem, Part
+from ...state.pairs import orphan_output
 from ...tools.model import ERROR_MARKER
 from ...tools.names import function_name
 
 Item = dict[str, Any]
 _DETAILS = frozenset({"auto", "low", "high"})
+
+
+def refuse_orphans(context: list[Item], new: list[Item], param: str) -> None:
+    """A 400, as OpenAI answers, for a function_call_output whose call is not in the context: sent on, every
+    provider refuses the turn; appended to a conversation, every later turn of it."""
+    found = orphan_output(context, new)
+    if found is not None:
+        index, call_id = found
+        raise bad_request(
+            f"No tool call found for function call output with call_id '{call_id[:80]}' "
+            "(the function_call it answers must come before it, in this input or in the context).",
+            param=f"{param}[{index}]",
+        )
 
 
 def new_id(prefix: str) -> str:
