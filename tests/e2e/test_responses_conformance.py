@@ -200,6 +200,19 @@ def test_mcp_items_and_events_keep_to_the_published_schema(world, model):
     streamed(client, model=model, input="steps=1: add", tools=[world.mcp("guarded")])
 
 
+def test_a_turn_after_mcp_calls_goes_on_natively(world):
+    """The gateway ran the MCP calls; an upstream called natively (`store: false`) is sent them as the
+    function calls and outputs they were, not as mcp items it never made (and would refuse)."""
+    client = world.sdk()
+    ran = client.responses.create(model="gpt", input="steps=1: add", tools=[world.mcp()])
+    assert [i.type for i in ran.output] == ["mcp_list_tools", "mcp_call", "message"]
+    after = client.responses.create(model="gpt", input="and what was it?", previous_response_id=ran.id)
+    assert after.status == "completed"
+    sent = json.loads(world.sims["oa"].requests()[-1]["body"])["input"]
+    assert [i["type"] for i in sent] == ["message", "function_call", "function_call_output", "message", "message"]
+    assert sent[1]["call_id"] == ran.output[1].id and sent[2]["output"] == ran.output[1].output
+
+
 def test_failed_and_incomplete_responses_keep_to_the_published_schema(world):
     """A failed Response's `error.code` is one of OpenAI's codes (the SDKs validate it against their
     enum); what went wrong is in the message, and the stream's `error` event keeps the gateway's code."""
