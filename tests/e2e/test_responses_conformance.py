@@ -8,6 +8,7 @@ shape, nothing of the other tenant's, nothing stored that would break the conver
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Iterator
 
 import httpx
@@ -211,6 +212,35 @@ def test_a_turn_after_mcp_calls_goes_on_natively(world):
     sent = json.loads(world.sims["oa"].requests()[-1]["body"])["input"]
     assert [i["type"] for i in sent] == ["message", "function_call", "function_call_output", "message", "message"]
     assert sent[1]["call_id"] == ran.output[1].id and sent[2]["output"] == ran.output[1].output
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_a_conversation_deleted_while_the_model_answers_loses_no_answer(world, stream):
+    """The answer was served and billed: the client gets it and can retrieve it (as a background turn's
+    is kept); it is appended to nothing, the conversation being gone."""
+    client = world.sdk()
+    conv = client.conversations.create().id
+    world.sims["oa"].fault(latency_ms=1500)
+    before = len(world.sims["oa"].requests())
+    got: dict = {}
+
+    def turn() -> None:
+        if stream:
+            got["events"] = streamed(client, model="gpt", input="slow", conversation=conv)
+        else:
+            got["body"] = json_of(
+                client.responses.with_raw_response.create(model="gpt", input="slow", conversation=conv)
+            )
+
+    worker = threading.Thread(target=turn)
+    worker.start()
+    until(lambda: len(world.sims["oa"].requests()) > before, 10, "the upstream call")  # the turn is under way
+    client.conversations.delete(conv)
+    worker.join(30)
+    body = got["events"][-1]["response"] if stream else got["body"]
+    assert body["status"] == "completed" and body["conversation"] == {"id": conv}
+    assert client.responses.retrieve(body["id"]).output_text
+    refused(404, lambda: client.conversations.items.list(conv))
 
 
 def test_failed_and_incomplete_responses_keep_to_the_published_schema(world):

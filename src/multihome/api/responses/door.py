@@ -230,9 +230,11 @@ class ResponsesDoor:
             try:
                 await stored(state.put_response(record, append))
             except LookupError:
-                raise conversation_not_found(conv or "") from None
-        elif conv is not None and append and not await stored(state.append_items(who, conv, append)):
-            raise conversation_not_found(conv)
+                # The conversation was deleted while the model answered (it existed when the turn began):
+                # the answer, served and billed, is still kept and given, as a background turn's is.
+                await stored(state.put_response(record))
+        elif conv is not None and append:
+            await stored(state.append_items(who, conv, append))  # False: deleted meanwhile, as above
 
     # -- stored responses ----------------------------------------------------------------------------
     async def _stored(self, call: Call, response_id: str) -> StoredResponse:
