@@ -200,6 +200,19 @@ def test_mcp_items_and_events_keep_to_the_published_schema(world, model):
     conforms("ResponseItemList", json_of(client.responses.input_items.with_raw_response.list(approved.parse().id)))
     streamed(client, model=model, input="steps=1: add", tools=[world.mcp("guarded")])
 
+    # A registered server named by its label alone, and the memory tool (echoed as an mcp tool of its own).
+    by_label = client.responses.with_raw_response.create(
+        model=model, input="steps=1: add", tools=[{"type": "mcp", "server_label": "tools"}]
+    )
+    assert "server_url" not in conforms("Response", json_of(by_label))["tools"][0]
+    memory = {"type": "memory", "agent_id": "conformance", "user_id": "u-1"}
+    script = 'call memory_write {"text": "likes tea"}\ncall memory_search {"query": "tea"}'
+    wrote = conforms(
+        "Response", json_of(client.responses.with_raw_response.create(model=model, input=script, tools=[memory]))
+    )
+    assert [i["type"] for i in wrote["output"]].count("mcp_call") == 2  # Claude writes a message before a call
+    streamed(client, model=model, input=script, tools=[memory])
+
 
 def test_a_turn_after_mcp_calls_goes_on_natively(world):
     """The gateway ran the MCP calls; an upstream called natively (`store: false`) is sent them as the

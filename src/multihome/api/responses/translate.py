@@ -221,16 +221,16 @@ def _tool_choice(choice: str | NamedToolChoice | None) -> Any:
 
 def _echo_tool(tool: Any) -> dict[str, Any]:
     if tool.type == "mcp":  # headers and authorization are credentials: never echoed
-        out = {
-            "type": "mcp",
-            "server_label": tool.server_label,
-            "server_url": tool.server_url,
-            "allowed_tools": tool.allowed_tools,
-            "headers": None,
-            "require_approval": tool.require_approval if tool.require_approval is not None else "always",
-        }
-        if tool.server_description is not None:  # a string in OpenAI's schema: absent, never null
+        # server_url and server_description are strings in OpenAI's schema: absent, never null (a
+        # registered server may be named by its label alone).
+        out: dict[str, Any] = {"type": "mcp", "server_label": tool.server_label}
+        if tool.server_url is not None:
+            out["server_url"] = tool.server_url
+        if tool.server_description is not None:
             out["server_description"] = tool.server_description
+        out["allowed_tools"] = tool.allowed_tools
+        out["headers"] = None
+        out["require_approval"] = tool.require_approval if tool.require_approval is not None else "always"
         return out
     if tool.type == "memory":  # shown as the mcp tool its calls' items name (state/memory/tools.py)
         return memory_echo(parse_tool(tool.memory_spec()))
