@@ -389,6 +389,24 @@ def test_a_function_call_output_without_its_call_is_refused_and_never_stored(wor
     assert done.status == "completed"
 
 
+@pytest.mark.parametrize("mode", [{}, {"stream": True}, {"background": True}])
+def test_an_item_id_already_in_the_conversation_is_refused_before_any_upstream_call(world, mode):
+    """Was: the model was called, then storing the turn hit the unique id (a 400 with the answer lost;
+    a background job failing at its final write and calling the upstream on each of its attempts)."""
+    client = world.sdk()
+    taken = {"type": "message", "id": "msg_taken", "role": "user", "content": "first"}
+    conv = client.conversations.create(items=[taken]).id
+    calls = len(world.sims["oa"].requests())
+    error = refused(400, lambda: client.responses.create(model="gpt", conversation=conv, input=[taken], **mode))
+    assert error["code"] == "duplicate_item_id" and error["param"] == "input[0].id"
+    twice = [{**taken, "id": "msg_new"}, {**taken, "id": "msg_new"}]
+    refused(400, lambda: client.responses.create(model="gpt", conversation=conv, input=twice, **mode))
+    assert len(world.sims["oa"].requests()) == calls  # no upstream call was made
+    assert [i.id for i in client.conversations.items.list(conv).data] == ["msg_taken"]
+    error = refused(400, lambda: client.responses.create(model="gpt", input=[{**taken, "id": "msg_\x00"}], **mode))
+    assert error["param"] == "input[0].id"  # a NUL is no id (PostgreSQL's text refuses it)
+
+
 @pytest.mark.parametrize(
     "extra,param",
     [

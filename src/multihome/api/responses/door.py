@@ -44,7 +44,7 @@ from .common import (
     stored,
     tenant,
 )
-from .items import Item, refuse_orphans, stored_items
+from .items import Item, refuse_duplicate_ids, refuse_orphans, stored_items
 from .native import NativeStream, NativeTurn, from_response
 from .stream import ResponsesRelay, ResponsesStream
 from .translate import Shell, from_completion, to_canonical
@@ -86,6 +86,8 @@ class ResponsesDoor:
         context = await self._context(who, req)
         new = stored_items(req.input)
         refuse_orphans(context, new, "input")
+        if req.conversation_id is not None and isinstance(req.input, list) and any(i.id for i in req.input):
+            refuse_duplicate_ids(context, new, "input")  # only a client-given id can be one already used
         if runs_tools(req):
             await self._agent_turn(call, receive, send, req, body, shell, context, new)
             return

@@ -38,6 +38,21 @@ def refuse_orphans(context: list[Item], new: list[Item], param: str) -> None:
         )
 
 
+def refuse_duplicate_ids(context: list[Item], new: list[Item], param: str) -> None:
+    """Item ids are unique per conversation: a new item that reuses one (of the conversation's, or of
+    another new item) is a 400 before any upstream call, not a conflict when the answer is stored."""
+    seen = {item.get("id") for item in context}
+    for i, item in enumerate(new):
+        if item.get("id") in seen:
+            raise bad_request(
+                f"An item with id '{str(item.get('id'))[:80]}' is already in the conversation (ids are unique per "
+                "conversation); send new items without an 'id' and the gateway assigns one.",
+                param=f"{param}[{i}].id",
+                code="duplicate_item_id",
+            )
+        seen.add(item.get("id"))
+
+
 def new_id(prefix: str) -> str:
     """`prefix_` + 32 hex characters (128 random bits), like OpenAI's opaque ids."""
     return f"{prefix}_{os.urandom(16).hex()}"
