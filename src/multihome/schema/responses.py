@@ -288,8 +288,11 @@ def _validate(req: CreateResponse) -> None:
     if req.text is not None and req.text.verbosity not in (None, "low", "medium", "high"):
         raise bad_request("text.verbosity must be 'low', 'medium' or 'high'.", param="text.verbosity")
     conv = req.conversation_id
-    if conv is not None and not conv:
+    if conv is not None and not (conv and conv.isprintable()):
         raise bad_request("'conversation' must name a conversation id.", param="conversation")
+    prev = req.previous_response_id
+    if prev is not None and not (prev and prev.isprintable()):  # no id issued has a control character
+        raise bad_request("'previous_response_id' must name a response id.", param="previous_response_id")
 
 
 def _check_tools(req: CreateResponse) -> None:
