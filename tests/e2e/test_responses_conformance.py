@@ -11,20 +11,14 @@ import json
 import threading
 from collections.abc import Iterator
 
-import httpx
 import openai
 import pytest
 
-from builders import breakers, config, database, deployment, groups, identity, simulated
-from mcp_server import McpTestServer
-from multihome.crypto import init_key_file
 from openai_schemas import problems
 
-from .helpers import tenant_with_key, until
-from .processes import Gateway, Simulator
+from .helpers import until
+from .mcp_world import World, mcp, start_world
 
-ADMIN_KEY = "mh-conformance-admin"
-SECRETS = {"MH_C_ADMIN_KEY": ADMIN_KEY, "MH_C_ANTHROPIC_KEY": "sk-ant-conformance-5e0a"}
 WEATHER = {
     "type": "function",
     "name": "get_weather",
@@ -33,62 +27,9 @@ WEATHER = {
 }
 
 
-class World:
-    def __init__(self, gateway: Gateway, sims: dict[str, Simulator], server: McpTestServer) -> None:
-        self.gateway, self.sims, self.server = gateway, sims, server
-        admin = httpx.Client(base_url=gateway.url, headers={"authorization": f"Bearer {ADMIN_KEY}"}, timeout=10)
-        self.keys: dict[str, str] = {}
-        for name in ("acme", "globex"):
-            tenant, self.keys[name] = tenant_with_key(admin, name)
-            for label, approval in (("tools", "never"), ("guarded", "always")):
-                body = {
-                    "name": label,
-                    "url": server.url,
-                    "allowed_tools": ["add", "echo"],
-                    "require_approval": approval,
-                }
-                assert admin.post(f"/admin/v1/tenants/{tenant}/mcp-servers", json=body).status_code == 201
-        admin.close()
-
-    def sdk(self, who: str = "acme") -> openai.OpenAI:
-        return openai.OpenAI(base_url=self.gateway.url + "/v1", api_key=self.keys[who], max_retries=0, timeout=30)
-
-    def mcp(self, label: str = "tools") -> dict:
-        return {"type": "mcp", "server_label": label, "server_url": self.server.url}
-
-
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("responses-conformance")
-    init_key_file(tmp / "kms.key")
-    sims = {
-        "oa": Simulator("openai", "conf-openai"),
-        "an": Simulator("anthropic", "conf-anthropic", "--api-key-env", "MH_C_ANTHROPIC_KEY", env=SECRETS),
-    }
-    cfg = config(
-        storage=database(f"sqlite+aiosqlite:///{tmp}/multihome.db"),
-        kms={"local": {"key_file": str(tmp / "kms.key")}},
-        identity=identity("MH_C_ADMIN_KEY"),
-        routing=breakers(0),
-        providers={
-            "oa": simulated("openai", sims["oa"].url),
-            "an": simulated("anthropic", sims["an"].url, key_env="MH_C_ANTHROPIC_KEY"),
-        },
-        deployments={"oa": deployment("oa", "gpt-c"), "an": deployment("an", "claude-c")},
-        model_groups=groups({"gpt": "oa", "claude": "an"}, retries=0),
-        egress={"allow_networks": ["127.0.0.0/8"]},  # the MCP test server listens on loopback
-    )
-    gateway = None
-    server = McpTestServer().start()
-    try:
-        gateway = Gateway(cfg, tmp, SECRETS)
-        yield World(gateway, sims, server)
-    finally:
-        log = gateway.stop() if gateway is not None else ""
-        for sim in sims.values():
-            sim.stop()
-        server.stop()
-        assert "Traceback" not in log, log[-3000:]
+    yield from start_world(tmp_path_factory)
 
 
 @pytest.fixture(autouse=True)
@@ -178,27 +119,27 @@ def test_mcp_items_and_events_keep_to_the_published_schema(world, model):
     mcp_list_tools / mcp_call / approval items and their stream events."""
     client = world.sdk()
     ran = json_of(
-        client.responses.with_raw_response.create(model=model, input="steps=2: add, echo", tools=[world.mcp()])
+        client.responses.with_raw_response.create(model=model, input="steps=2: add, echo", tools=[mcp(world)])
     )
     conforms("Response", ran)
     assert {"mcp_list_tools", "mcp_call"} <= {i["type"] for i in ran["output"]}
-    types = {e["type"] for e in streamed(client, model=model, input="steps=2: add, echo", tools=[world.mcp()])}
+    types = {e["type"] for e in streamed(client, model=model, input="steps=2: add, echo", tools=[mcp(world)])}
     assert {"response.mcp_call.completed", "response.mcp_list_tools.completed"} <= types
 
     asked = json_of(
-        client.responses.with_raw_response.create(model=model, input="steps=1: add", tools=[world.mcp("guarded")])
+        client.responses.with_raw_response.create(model=model, input="steps=1: add", tools=[mcp(world, "guarded")])
     )
     conforms("Response", asked)
     request = next(i for i in asked["output"] if i["type"] == "mcp_approval_request")
     approved = client.responses.with_raw_response.create(
         model=model,
         previous_response_id=asked["id"],
-        tools=[world.mcp("guarded")],
+        tools=[mcp(world, "guarded")],
         input=[{"type": "mcp_approval_response", "approval_request_id": request["id"], "approve": True}],
     )
     conforms("Response", json_of(approved))
     conforms("ResponseItemList", json_of(client.responses.input_items.with_raw_response.list(approved.parse().id)))
-    streamed(client, model=model, input="steps=1: add", tools=[world.mcp("guarded")])
+    streamed(client, model=model, input="steps=1: add", tools=[mcp(world, "guarded")])
 
     # A registered server named by its label alone, and the memory tool (echoed as an mcp tool of its own).
     by_label = client.responses.with_raw_response.create(
@@ -218,7 +159,7 @@ def test_a_turn_after_mcp_calls_goes_on_natively(world):
     """The gateway ran the MCP calls; an upstream called natively (`store: false`) is sent them as the
     function calls and outputs they were, not as mcp items it never made (and would refuse)."""
     client = world.sdk()
-    ran = client.responses.create(model="gpt", input="steps=1: add", tools=[world.mcp()])
+    ran = client.responses.create(model="gpt", input="steps=1: add", tools=[mcp(world)])
     assert [i.type for i in ran.output] == ["mcp_list_tools", "mcp_call", "message"]
     after = client.responses.create(model="gpt", input="and what was it?", previous_response_id=ran.id)
     assert after.status == "completed"
@@ -387,6 +328,21 @@ def test_a_function_call_output_without_its_call_is_refused_and_never_stored(wor
         input=[{"type": "function_call_output", "call_id": call_id, "output": "warm"}],
     )
     assert done.status == "completed"
+
+
+def test_a_background_response_still_running_cannot_be_continued_yet(world):
+    """Its answer is not stored yet: a turn continuing it would be served half the context (was a 200 whose
+    model never saw the first answer). A 400 saying so; once it is final, the chain goes on."""
+    client = world.sdk()
+    world.sims["oa"].fault(latency_ms=1500)
+    first = client.responses.create(model="gpt", input="the code word is osprey", background=True)
+    error = refused(400, lambda: client.responses.create(model="claude", input="which?", previous_response_id=first.id))
+    assert error["param"] == "previous_response_id" and error["code"] == "previous_response_in_progress"
+    world.sims["oa"].clear_faults()
+    done = until(lambda: (r := client.responses.retrieve(first.id)).status == "completed" and r, 30, "completion")
+    after = client.responses.create(model="claude", input="which?", previous_response_id=first.id)
+    assert after.status == "completed"
+    assert done.output_text in json.dumps(json.loads(world.sims["an"].requests()[-1]["body"]))
 
 
 @pytest.mark.parametrize("mode", [{}, {"stream": True}, {"background": True}])

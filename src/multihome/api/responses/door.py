@@ -194,6 +194,14 @@ class ResponsesDoor:
                     param="previous_response_id",
                     code="previous_response_not_found",
                 )
+            running = next((turn.id for turn in chain if turn.status in ("queued", "in_progress")), None)
+            if running is not None:  # its answer is not there yet: the model would see half the context
+                raise bad_request(
+                    f"Previous response with id '{running}' is still running (a background response); continue "
+                    "it once it is final (poll GET /v1/responses/{id}).",
+                    param="previous_response_id",
+                    code="previous_response_in_progress",
+                )
             context: list[Item] = []
             for turn in chain:
                 context += turn.input
