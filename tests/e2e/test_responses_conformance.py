@@ -18,13 +18,7 @@ from openai_schemas import problems
 
 from .helpers import until
 from .mcp_world import World, mcp, start_world
-
-WEATHER = {
-    "type": "function",
-    "name": "get_weather",
-    "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
-    "strict": True,
-}
+from .test_responses import WEATHER
 
 
 @pytest.fixture(scope="module")
