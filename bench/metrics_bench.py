@@ -38,6 +38,7 @@ from multihome.accounting.tracker import Accounting  # noqa: E402
 from multihome.config import Price  # noqa: E402
 from multihome.metering.record import MeteredCall  # noqa: E402
 from multihome.metering.service import Metering  # noqa: E402
+from multihome.observability.call_metrics import attach  # noqa: E402
 from multihome.schema.principal import Principal  # noqa: E402
 from otel_bench import CONFIG as OTEL_CONFIG  # noqa: E402
 from otel_bench import record_for  # noqa: E402
@@ -107,9 +108,8 @@ def accounting_cost(calls: int, rounds: int) -> tuple[float, float]:
     )
     usage = SimpleNamespace(prompt_tokens=16, completion_tokens=40, prompt_tokens_details=None)
     off = Accounting()
-    metering = Metering.from_config(CONFIG)
-    metering.add_sink(_metrics())
-    on = Accounting(sinks=[metering])
+    on = Accounting()  # as app.py wires a config that meters nothing else
+    attach(_metrics(), Metering.from_config(CONFIG), on)
 
     def one(acc: Accounting) -> None:
         tracker = acc.begin("req_1", "chat", PRINCIPAL, BODY)
