@@ -246,7 +246,12 @@ class NamespaceIndex:
         cand = np.argpartition(coarse, n - pool)[n - pool :] if pool < n else np.arange(n)
         cand = cand[np.isfinite(coarse[cand])]
         order = cand[np.argsort(-_dot(self._vec[cand], query), kind="stable")]
-        out = [int(i) for i in order if passes(int(i))][:depth]
+        out: list[int] = []
+        for i in order.tolist():  # until `depth` pass: a filter's check need not run on the whole pool
+            if passes(i):
+                out.append(i)
+                if len(out) == depth:
+                    break
         if len(out) < depth and pool < finite:
             return _best(np.where(valid, _dot(self._vec[:n], query), -np.inf), depth, passes)
         return out
