@@ -6,8 +6,8 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import time
-from collections.abc import Iterable
-from typing import TYPE_CHECKING, Any, Protocol
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, Any
 
 from ..schema import estimate
 from ..schema.errors import ApiError
@@ -21,21 +21,12 @@ if TYPE_CHECKING:
     from ..routing.attempts import Served
 
 
-class CallObserver(Protocol):
-    """Reads a finished call's facts without a CallRecord (observability/call_metrics.py)."""
-
-    def observe(
-        self,
-        tracker: CallTracker,
-        status: int,
-        outcome: str,
-        deployment: str | None,
-        attempts: Iterable[Any],
-        usage: Usage | None,
-        latency_ms: float,
-        stream_first_byte_ms: float | None,
-        error_code: str | None,
-    ) -> None: ...
+# Reads a finished call's facts without a CallRecord (observability/call_metrics.py): the tracker,
+# status, outcome, deployment, attempts (.deployment, .outcome), usage, latency ms, first byte ms of a
+# stream (else None), error code.
+CallObserver = Callable[
+    ["CallTracker", int, str, "str | None", Iterable[Any], "Usage | None", float, "float | None", "str | None"], None
+]
 
 
 class Accounting:
@@ -177,7 +168,7 @@ class CallTracker:
         latency_ms = round((time.perf_counter() - self._t0) * 1000, 3)
         observer = acc.observer
         if observer is not None:
-            observer.observe(
+            observer(
                 self,
                 status,
                 outcome,
@@ -191,7 +182,7 @@ class CallTracker:
         if not acc.sinks and (self.capture is None or acc.capture is None):
             return
         # From a dict: msgspec parses 30 keyword arguments of a call ~3x slower than a mapping's.
-        fields = {
+        fields: dict[str, Any] = {
             "request_id": self.request_id,
             "started_at": self.started_at,
             "finished_at": time.time(),

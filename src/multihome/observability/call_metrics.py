@@ -50,7 +50,8 @@ class _Scaled:
 
 
 class CallMetrics:
-    """An `Accounting.observer`: counts each finished call in `metrics`, priced at `prices()`."""
+    """An `Accounting.observer` (accounting/tracker.py CallObserver): counts each finished call in
+    `metrics`, priced at `prices()`."""
 
     __slots__ = ("metrics", "prices", "_table", "_scaled")
 
@@ -60,7 +61,7 @@ class CallMetrics:
         self._table: PriceTable | None = None
         self._scaled: dict[str | None, _Scaled | None] = {}  # per deployment, for `_table`
 
-    def observe(
+    def __call__(
         self,
         tracker: CallTracker,
         status: int,
