@@ -247,6 +247,7 @@ def served_app(
 
 def _metrics(config: Config, catalog, breakers, metering, accounting, audit_log, call_log, crypto, telemetry):
     """The Prometheus metrics (observability/metrics.py), fed with each call and its cost by metering."""
+    from .observability.call_metrics import attach
     from .observability.metrics import Metrics, Sources
 
     metrics = Metrics(
@@ -256,9 +257,7 @@ def _metrics(config: Config, catalog, breakers, metering, accounting, audit_log,
         publish_interval_s=config.metrics.publish_interval_s,
         headroom=config.metrics.headroom,
     )
-    metering.add_sink(metrics)
-    if metering not in accounting.sinks:  # nothing else is metered: metering still prices each call
-        accounting.sinks.append(metering)
+    attach(metrics, metering, accounting)  # nothing else metered: straight from the tracker, no record
     metrics.sources = Sources(
         deployments=tuple(catalog.deployments),
         breakers=breakers,

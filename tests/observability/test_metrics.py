@@ -191,3 +191,66 @@ def test_json_log_lines_parse_and_carry_the_registered_fields():
         failed = logging.LogRecord("multihome.other", logging.ERROR, "f", 1, "failed", None, sys.exc_info())
     line = json.loads(formatter.format(failed))
     assert "fields" not in line and "ValueError: boom" in line["exception"] and "\n" not in formatter.format(failed)
+
+
+def test_metrics_alone_counts_from_the_tracker_as_metering_would():
+    """A config that meters nothing else feeds metrics straight from the tracker (no CallRecord, float
+    pricing in integers): the exposition equals the one fed through metering's MeteredCall."""
+    from types import SimpleNamespace
+
+    from multihome.accounting.tracker import Accounting, finish_failed
+    from multihome.metering.service import Metering
+    from multihome.observability.call_metrics import CallMetrics, attach
+    from multihome.schema.errors import ApiError
+    from multihome.schema.principal import Principal
+
+    config = parse_config("""
+server: {allow_unauthenticated: true}
+providers:
+  oa: {kind: openai, endpoint: "https://api.openai.com/v1"}
+deployments:
+  d: {provider: oa, model: gpt-4o, price: {input: 2.5, output: 10.0, cached_input: 1.25}}
+  x: {provider: oa, model: gpt-4o-mini}
+model_groups:
+  g: {deployments: [x, d]}
+""")
+    dep = next(iter(config.deployments))
+    served = SimpleNamespace(
+        deployment=SimpleNamespace(
+            name=dep, provider="p", adapter=SimpleNamespace(kind="openai"), region="r", data_zone=None
+        ),
+        attempts=(
+            SimpleNamespace(deployment="x", outcome="http_503", ms=3.0, reason=None),
+            SimpleNamespace(deployment=dep, outcome="ok", ms=12.5, reason=None),
+        ),
+        stream=SimpleNamespace(),
+        status=200,
+    )
+    details = SimpleNamespace(cached_tokens=7)
+    principal = Principal(tenant="acme", subject="key_1", source="api_key", key_id="key_1")
+
+    def run(acc: Accounting) -> None:
+        for i, tokens in enumerate((16, 1000, 123457)):
+            t = acc.begin(f"req_{i}", "chat", principal, b"{}")
+            assert t is not None
+            t.model_group = "g"
+            usage = SimpleNamespace(prompt_tokens=tokens, completion_tokens=i * 41, prompt_tokens_details=details)
+            t.finish(200, "ok", served=served, usage=usage, first_byte_ms=2.5)
+        t = acc.begin("req_denied", "chat", principal, b"{}")
+        finish_failed(t, ApiError(429, "over", code="budget_exceeded"))
+
+    def exposition(direct: bool) -> list:
+        metrics = Metrics(["g"], list(config.deployments), static_tenants=["acme"])
+        metering = Metering.from_config(config)
+        acc = Accounting() if direct else Accounting(sinks=[metering])
+        attach(metrics, metering, acc)
+        assert isinstance(acc.observer, CallMetrics) == direct and (metrics in metering.sinks) != direct
+        run(acc)
+        # The call's latency is real time (differs between the runs): its histogram's count only.
+        samples = [s for s in _samples(metrics) if not s[0].startswith("gen_ai_client_operation_duration_seconds_")]
+        durations = [s for s in _samples(metrics) if s[0] == "gen_ai_client_operation_duration_seconds_count"]
+        return sorted(samples + durations, key=repr)
+
+    direct, through_metering = exposition(True), exposition(False)
+    assert direct == through_metering
+    assert any(name == "multihome_cost_total" and value > 0 for name, _, value in direct)

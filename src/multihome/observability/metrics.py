@@ -34,11 +34,13 @@ import os
 from bisect import bisect_left
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from decimal import Decimal
 from typing import Any, Literal
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics
 from prometheus_client.exposition import choose_encoder
 
+from ..accounting.record import Usage
 from ..metering.record import MeteredCall
 from .genai import DURATION_BUCKETS, OPERATION_NAMES, TOKEN_BUCKETS
 from .metrics_dir import MULTIPROC_ENV
@@ -297,7 +299,7 @@ class Metrics:
         """Count one call: plain arithmetic on this label set's tally, handed to prometheus_client
         by `fold` (at every scrape and publish), not one locked update per series per call."""
         call = m.call
-        key = (
+        self.count(
             call.endpoint,
             call.model_group,
             call.deployment,
@@ -305,32 +307,63 @@ class Metrics:
             call.outcome,
             call.tenant,
             call.error_code,
+            call.latency_ms,
+            call.first_byte_ms if call.stream else None,
+            call.usage,
+            m.cost,
+            m.currency,
+            call.attempts,
         )
+
+    def count(
+        self,
+        endpoint: str,
+        group: str,
+        deployment: str | None,
+        status: int,
+        outcome: str,
+        tenant: str,
+        error_code: str | None,
+        latency_ms: float,
+        stream_first_byte_ms: float | None,
+        usage: Usage | None,
+        cost: Decimal | float,
+        currency: str,
+        attempts: Iterable[Any],
+    ) -> None:
+        """`metered` from the call's facts (CallMetrics calls this directly when nothing but metrics
+        consumes the call, so no CallRecord is built). `attempts`: items with .deployment and .outcome."""
+        key = (endpoint, group, deployment, status, outcome, tenant, error_code)
         s = self._series.get(key)
         if s is None:
-            s = self._bind(key, m.currency)
+            s = self._bind(key, currency)
         s.n += 1
-        s.duration.add(call.latency_ms / 1000)
-        if call.stream and call.first_byte_ms is not None:
+        # _Tally.add, inlined (a method call each is a tenth of this path).
+        tally, value = s.duration, latency_ms / 1000
+        tally.total += value
+        tally.counts[bisect_left(tally.bounds, value)] += 1
+        if stream_first_byte_ms is not None:
             ttfc = s.ttfc
             if ttfc is None:
                 ttfc = s.ttfc = _Tally(_bounds(TTFC_BUCKETS))
-            ttfc.add(call.first_byte_ms / 1000)
-        usage = call.usage
+            ttfc.add(stream_first_byte_ms / 1000)
         if usage is not None:
-            tokens_in = s.tokens_in
-            if tokens_in is None:
+            tokens_in, tokens_out = s.tokens_in, s.tokens_out
+            if tokens_in is None or tokens_out is None:
                 tokens_in = s.tokens_in = _Tally(_bounds(TOKEN_BUCKETS))
-                s.tokens_out = _Tally(tokens_in.bounds)
-            tokens_in.add(usage.prompt_tokens)
-            s.tokens_out.add(usage.completion_tokens)  # type: ignore[union-attr]  # made with tokens_in
-            s.input_total += usage.prompt_tokens
-            s.output_total += usage.completion_tokens
-            if m.cost:
-                s.cost += float(m.cost)
-        if call.attempts:
-            group, pending = call.model_group, self._attempts_pending
-            for attempt in call.attempts:
+                tokens_out = s.tokens_out = _Tally(tokens_in.bounds)
+            prompt, completion = usage.prompt_tokens, usage.completion_tokens
+            tokens_in.total += prompt
+            tokens_in.counts[bisect_left(tokens_in.bounds, prompt)] += 1
+            tokens_out.total += completion
+            tokens_out.counts[bisect_left(tokens_out.bounds, completion)] += 1
+            s.input_total += prompt
+            s.output_total += completion
+            if cost:
+                s.cost += float(cost)
+        if attempts:
+            pending = self._attempts_pending
+            for attempt in attempts:
                 akey = (group, attempt.deployment, attempt.outcome)
                 pending[akey] = pending.get(akey, 0) + 1
         if s is not self._series.get(key):  # beyond the cache's bound: fold at once, nothing is kept
