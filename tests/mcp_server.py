@@ -18,7 +18,6 @@ Reused by the Responses integration tests (issue 16).
 from __future__ import annotations
 
 import json
-import socket
 import threading
 import time
 from pathlib import Path
@@ -30,12 +29,7 @@ from mcp.server.mcpserver.exceptions import ToolError
 from mcp_types import ListToolsResult, PaginatedRequestParams, ToolAnnotations
 
 from multihome.tools.model import IDEMPOTENCY_META
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from ports import free_port
 
 
 class _PagedServer(MCPServer):

@@ -16,17 +16,12 @@ import os
 import pwd
 import secrets
 import shutil
-import socket
 import subprocess
 import tempfile
 import time
 from pathlib import Path
 
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from ports import free_port
 
 
 def postgres_bin_dir() -> Path | None:
@@ -52,7 +47,7 @@ class PostgresServer:
             os.chown(self.dir, pw.pw_uid, pw.pw_gid)
             self._as_user = ["runuser", "-u", "postgres", "--"]
         self.data = self.dir / "data"
-        self.port = _free_port()
+        self.port = free_port()
         self.host = "127.0.0.1"
         self.user = "postgres"
         self._started = False

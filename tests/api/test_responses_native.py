@@ -54,6 +54,29 @@ def test_upstream_items_do_not_change_the_stored_ones():
     assert items[0]["id"].startswith("msg_")
 
 
+def test_mcp_items_go_upstream_as_the_function_calls_the_gateway_ran():
+    """A stateless upstream never ran the gateway's MCP calls (and takes no mcp item without the id it
+    would look up): each call goes as a function_call and its output, as to a chat upstream; a listing
+    and a pending or approved request go as nothing, a refused one as a call answered with the refusal."""
+    listed = {"type": "mcp_list_tools", "id": "mcpl_1", "server_label": "tools", "tools": []}
+    call = {"type": "mcp_call", "id": "mcp_1", "server_label": "tools", "name": "add", "arguments": "{}", "output": "2"}
+    failed = {**call, "id": "mcp_2", "output": None, "error": "boom"}
+    asked = {"type": "mcp_approval_request", "id": "mcpr_1", "server_label": "tools", "name": "echo", "arguments": "{}"}
+    refused = {"type": "mcp_approval_response", "id": "mcpa_1", "approval_request_id": "mcpr_1", "approve": False}
+    sent = upstream_items([*stored_items("hi"), listed, call, failed, asked, refused])
+    assert [(i["type"], i.get("call_id")) for i in sent] == [
+        ("message", None),
+        ("function_call", "mcp_1"),
+        ("function_call_output", "mcp_1"),
+        ("function_call", "mcp_2"),
+        ("function_call_output", "mcp_2"),
+        ("function_call", "mcpr_1"),
+        ("function_call_output", "mcpr_1"),
+    ]
+    assert sent[1]["name"] == "tools__add" and sent[2]["output"] == "2" and "boom" in sent[4]["output"]
+    assert "did not approve" in sent[6]["output"]
+
+
 def _shell(**fields) -> Shell:
     return Shell(parse_create(json.dumps({"model": "gpt", "input": "x", **fields}).encode()))
 

@@ -72,6 +72,7 @@ def _config(sims) -> dict:
             "oa-backup": deployment("openai", "gpt-4o-backup"),
             "gem-embed": embedding("gemini", "text-embedding-004"),
             "vtx-embed": embedding("vertex", "text-embedding-005"),
+            "vtx-gemb": embedding("vertex", "gemini-embedding-001"),
         },
         model_groups={
             "gem": group("gem-main", retries=0, fail_over_on=DECLINES),
@@ -82,6 +83,7 @@ def _config(sims) -> dict:
             "gem-strict": group("gem-strict", "oa-backup", retries=0, fail_over_on=[*DECLINES, "refusal"]),
             "gem-embed": group("gem-embed", retries=0, fail_over_on=DECLINES),
             "vtx-embed": group("vtx-embed", retries=0, fail_over_on=DECLINES),
+            "vtx-gemb": group("vtx-gemb", retries=0, fail_over_on=DECLINES),
         },
     )
 
@@ -368,6 +370,28 @@ def test_embeddings_float_and_base64(client, model):
     assert decoded == pytest.approx(floats.data[0].embedding, rel=1e-6)
     if model == "vtx-embed":
         assert floats.usage.prompt_tokens == 3  # Vertex reports token counts per instance
+
+
+def test_gemini_embedding_on_vertex_sends_one_instance_per_request(client, sims):
+    """Google's gemini-embedding-001 takes one instance per :predict: five inputs are five upstream
+    calls, answered in input order, their token counts summed."""
+    texts = ["alpha", "beta gamma", "delta epsilon zeta", "eta", "theta iota kappa lambda"]
+    batch = client.embeddings.create(model="vtx-gemb", input=texts, dimensions=8)
+    calls = [r for r in sims["vertex"].requests() if r["path"].endswith("gemini-embedding-001:predict")]
+    assert [r["outcome"] for r in calls] == ["ok"] * 5
+    sent = [json.loads(r["body"])["instances"] for r in calls]
+    assert all(len(instances) == 1 for instances in sent)
+    assert sorted(i[0]["content"] for i in sent) == sorted(texts)
+    assert [d.index for d in batch.data] == [0, 1, 2, 3, 4]
+    singles = [client.embeddings.create(model="vtx-gemb", input=t, dimensions=8) for t in texts]
+    assert [d.embedding for d in batch.data] == [s.data[0].embedding for s in singles]  # input order kept
+    assert batch.usage.prompt_tokens == sum(s.usage.prompt_tokens for s in singles) > 0
+
+
+def test_a_refused_piece_of_a_fanned_out_call_is_the_clients_error(client, sims):
+    sims["vertex"].fault(status=400, match="gemini-embedding-001")
+    with pytest.raises(openai.BadRequestError):
+        client.embeddings.create(model="vtx-gemb", input=["one", "two", "three"])
 
 
 # -- declines and broken streams ---------------------------------------------------------

@@ -144,6 +144,8 @@ def test_bad_input_is_a_clear_400(world):
         ({"text": "x", "records": [{"text": "y"}]}, "text"),
         ({"text": "x", "ttl_seconds": 0}, "ttl_seconds"),
         ({"text": "x", "metadata": {"k": {"nested": 1}}}, None),
+        ({"text": "x", "metadata": {"big": 2**64}}, "metadata.big"),  # was a 500: no 64-bit integer
+        ({"records": [{"text": "x", "metadata": {"small": -(2**63) - 1}}]}, "records[0].metadata.small"),
         ({"text": "x", "unknown": 1}, None),
     ]
     for body, param in cases:

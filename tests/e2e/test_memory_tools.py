@@ -202,6 +202,7 @@ def test_hostile_arguments_are_answered_to_the_model(world):
         ("memory_search", {"query": "x", "filters": {"a": {"$where": "1"}}}),
         ("memory_search", {"query": "x", "filters": "DROP TABLE memory_records"}),
         ("memory_write", {"text": "ok", "metadata": {"deep": {"er": [1]}}}),
+        ("memory_write", {"text": "ok", "metadata": {"big": 2**64}}),  # JSON has no bound; storage has
     ]
     huge = [  # too big for the simulator's request log: only the response is checked
         ("memory_write", {"text": "x" * 40_000}),

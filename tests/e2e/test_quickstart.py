@@ -15,12 +15,12 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 from pathlib import Path
 
 from multihome.config import load_config, named_env_vars
+from ports import free_ports
 
 ROOT = Path(__file__).resolve().parents[2]
 DOC = ROOT / "docs" / "quickstart.md"
@@ -42,17 +42,6 @@ def sh_blocks(text: str) -> list[tuple[bool, int, str]]:
         line = text.count("\n", 0, m.start(2))  # the fence's line, 1-based
         out.append((m.group(1) is None, line, m.group(2)))
     return out
-
-
-def _free_ports(n: int) -> list[int]:
-    socks = [socket.socket() for _ in range(n)]
-    try:
-        for s in socks:
-            s.bind(("127.0.0.1", 0))
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
 
 
 def _venv(workdir: Path) -> None:
@@ -107,7 +96,7 @@ def test_the_example_config_is_valid_and_names_no_client_variable():
 
 
 def test_quickstart_runs_as_written(tmp_path):
-    ports = dict(zip(FIXED_PORTS, _free_ports(len(FIXED_PORTS))))
+    ports = dict(zip(FIXED_PORTS, free_ports(len(FIXED_PORTS))))
     blocks = sh_blocks(DOC.read_text())
     _venv(tmp_path)
     shutil.copytree(ROOT / "examples", tmp_path / "examples")

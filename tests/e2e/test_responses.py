@@ -385,3 +385,30 @@ def test_the_database_holds_no_plaintext(world):
         blob = subprocess.run(["pg_dump", url], capture_output=True, check=True).stdout
     assert answer.id.encode() in blob  # the rows are there (ids in clear)...
     assert MARK.encode() not in blob  # ...and nothing the tenant wrote is
+
+
+def test_an_id_with_a_nul_is_a_4xx_on_every_backend(world):
+    """PostgreSQL's text refuses a NUL outright: an id, cursor or reference holding one was a 500 there.
+    No id the gateway issues has one: a 404 for a path, a 400 naming the field otherwise."""
+    key = world.keys["acme"]
+    http = httpx.Client(base_url=world.gateway.url + "/v1", headers={"authorization": f"Bearer {key}"}, timeout=20)
+    conv = http.post("/conversations", json={}).json()["id"]
+    for method, path in [
+        ("GET", "/responses/resp_%00x"),
+        ("GET", "/responses/resp_%00x/input_items"),
+        ("DELETE", "/responses/resp_%00x"),
+        ("POST", "/responses/resp_%00x/cancel"),
+        ("GET", "/conversations/conv_%00x"),
+        ("DELETE", "/conversations/conv_%00x"),
+        ("GET", f"/conversations/{conv}/items/%00"),
+        ("GET", "/memory/records/mem_%00"),
+    ]:
+        resp = http.request(method, path)
+        assert resp.status_code == 404 and resp.json()["error"]["message"], (path, resp.text)
+    for path in (f"/conversations/{conv}/items?after=%00", "/responses/resp_x/input_items?before=%00"):
+        resp = http.get(path)
+        assert resp.status_code == 400, (path, resp.text)
+    for field in ("previous_response_id", "conversation"):
+        resp = http.post("/responses", json={"model": "gpt", "input": "x", field: "id_\x00"})
+        assert resp.status_code == 400 and resp.json()["error"]["param"] == field, resp.text
+    assert http.get(f"/conversations/{conv}/items").status_code == 200  # and the gateway is fine

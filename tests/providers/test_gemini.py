@@ -657,6 +657,43 @@ def test_vertex_embeddings_use_predict_and_report_tokens():
     assert out["data"][0]["embedding"] == [1.0, 0.0, 0.0] and out["usage"]["prompt_tokens"] == 2
 
 
+def test_vertex_gemini_embedding_fans_out_one_instance_per_request():
+    v = GeminiAdapter("vertex", "https://x", tokens=None)
+    v.resource = "v1/projects/p/locations/l"
+    parsed = parse_embeddings(b'{"model":"e","input":["a","b","c"],"dimensions":2}')
+    req = asyncio.run(v.embeddings_request(parsed, "gemini-embedding-001"))
+    assert req.url.endswith("/publishers/google/models/gemini-embedding-001:predict") and req.join is not None
+    assert [json.loads(b) for b in req.fan_out] == [
+        {"instances": [{"content": t}], "parameters": {"outputDimensionality": 2}} for t in "abc"
+    ]
+    answers = [
+        json.dumps(
+            {"predictions": [{"embeddings": {"values": [float(i), 0.0], "statistics": {"token_count": i + 1}}}]}
+        ).encode()
+        for i in range(3)
+    ]
+    out = json.loads(v.embeddings_response(req.join(answers), "gemini-embedding-001", {}))
+    assert [d["embedding"][0] for d in out["data"]] == [0.0, 1.0, 2.0] and out["usage"]["prompt_tokens"] == 6
+    # One input, or a model that takes a list, is one request as before.
+    single = asyncio.run(v.embeddings_request(parse_embeddings(b'{"model":"e","input":["a"]}'), "gemini-embedding-001"))
+    listed = asyncio.run(
+        v.embeddings_request(parse_embeddings(b'{"model":"e","input":["a","b"]}'), "text-embedding-005")
+    )
+    assert single.fan_out == [] and listed.fan_out == [] and len(json.loads(listed.body)["instances"]) == 2
+
+
+def test_more_than_five_stop_sequences_are_refused_before_the_call():
+    from multihome.providers.gemini.request import generation_config
+
+    req = parse_chat(json.dumps({"model": "m", "messages": [{"role": "user", "content": "hi"}]}).encode()).request
+    req.stop = ["1", "2", "3", "4", "5", "6"]
+    with pytest.raises(ApiError) as err:
+        generation_config(req, {})
+    assert err.value.status == 400 and err.value.body.param == "stop"
+    req.stop = ["1", "2", "3", "4", "5"]
+    assert generation_config(req, {})["stopSequences"] == ["1", "2", "3", "4", "5"]
+
+
 def test_token_arrays_are_refused_for_embeddings():
     with pytest.raises(ApiError):
         asyncio.run(gem().embeddings_request(parse_embeddings(b'{"model":"e","input":[1,2,3]}'), "m"))

@@ -157,3 +157,60 @@ def test_capability_skip_happens_before_any_call():
     served, _, stats = asyncio.run(_run(DEFAULT, None, body=body, group="tools"))
     assert [a.deployment for a in served.attempts] == ["secondary"]
     assert stats["requests"] == 1
+
+
+async def _fanned(pieces: int, fail_at: int | None = None):
+    """A fanned-out unary call against a real HTTP server that notes how many pieces were in flight at once."""
+    from aiohttp import web
+
+    from multihome.providers.base import UpstreamRequest
+    from multihome.routing import attempts
+
+    in_flight, peak, seen = 0, 0, []
+
+    async def handle(request: web.Request) -> web.Response:
+        nonlocal in_flight, peak
+        i = int(await request.text())
+        seen.append(i)
+        in_flight += 1
+        peak = max(peak, in_flight)
+        await asyncio.sleep(0.02 * (pieces - i) / pieces)  # later pieces answer first
+        in_flight -= 1
+        if i == fail_at:
+            return web.json_response({"error": {"message": "bad piece"}}, status=400)
+        return web.Response(body=b"[%d]" % i, content_type="application/json")
+
+    app = web.Application()
+    app.router.add_post("/piece", handle)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    catalog = Catalog(typed(_config(f"http://127.0.0.1:{port}", DEFAULT)))
+    await catalog.start()
+    try:
+        req = UpstreamRequest(
+            f"http://127.0.0.1:{port}/piece",
+            {"content-type": "application/json"},
+            b"",
+            fan_out=[str(i).encode() for i in range(pieces)],
+            join=lambda bodies: b"[" + b",".join(b[1:-1] for b in bodies) + b"]",
+        )
+        dep = catalog.groups["g"].deployments[0]
+        result = await attempts._unary_once(dep, catalog.groups["g"], req, lambda d, b, h: b'{"joined":%s}' % b)
+        return result, peak, sorted(seen)
+    finally:
+        await catalog.close()
+        await runner.cleanup()
+
+
+def test_a_fanned_out_call_is_bounded_joined_in_order_and_fails_as_a_whole():
+    from multihome.routing.attempts import FAN_OUT_CONCURRENCY
+
+    result, peak, seen = asyncio.run(_fanned(20))
+    assert result.kind == "ok" and seen == list(range(20))
+    assert msgspec.json.decode(result.body)["joined"] == list(range(20))  # call order, not answer order
+    assert 1 < peak <= FAN_OUT_CONCURRENCY
+    failed, _, seen = asyncio.run(_fanned(6, fail_at=3))
+    assert failed.kind == "client_error" and failed.status == 400 and seen == list(range(6))

@@ -181,7 +181,7 @@ def test_function_response_turn_is_validated_like_google(gsim):
 @pytest.mark.parametrize(
     "body,fragment",
     [
-        ({**USER, "generation_config": {}}, 'Unknown name "generation_config"'),
+        ({**USER, "generation_settings": {}}, 'Unknown name "generation_settings"'),
         ({**USER, "generationConfig": {"max_tokens": 3}}, 'Unknown name "max_tokens"'),
         ({"contents": []}, "contents is not specified"),
         ({"contents": [{"role": "assistant", "parts": [{"text": "x"}]}]}, "valid role"),

@@ -157,3 +157,19 @@ async def test_a_response_whose_job_gave_up_is_failed_not_left_open(bg):
     assert (await bg.queue.get(KIND, "resp_a")).status == "failed"
     settled = await bg.settle_orphan(record, {"status": "failed"})
     assert settled.status == "failed" and (await bg.get("t1", "resp_a")).status == "failed"
+
+
+async def test_a_turn_whose_item_id_another_turn_appended_meanwhile_still_finishes(bg, state):
+    """The append is refused (ids are unique per conversation) but the response is final and kept: the
+    job must not fail and run the turn (an upstream call) again, attempt by attempt."""
+    await state.create_conversation("t1", "conv_dup", {}, [{"id": "msg_taken", "type": "message", "role": "user"}])
+    record = replace(_queued("resp_dup"), conversation_id="conv_dup")
+    await bg.create(record, [], max_attempts=3)
+    done = replace(record, status="completed", response={**record.response, "status": "completed"})
+    turn = [{"id": "msg_taken", "type": "message", "role": "user"}, {"id": "msg_answer", "type": "message"}]
+    assert await bg.finish(done, [_event(0)], append=turn)
+    got = await bg.get("t1", "resp_dup")
+    assert got is not None and got.status == "completed"
+    assert [s for s, _ in await bg.events_after("t1", "resp_dup", -1)] == [0]
+    page = await state.items("t1", "conv_dup")
+    assert page is not None and [i["id"] for i in page.items] == ["msg_taken"]  # no half turn either

@@ -119,6 +119,8 @@ class Gateway:
         path = scope["raw_path"] or scope["path"].encode()
         route = None
         try:
+            if b"%00" in path:  # a NUL names nothing served here (and PostgreSQL's text refuses one)
+                raise ApiError(404, "No resource has a NUL character (%00) in its path.", code="unknown_url")
             route, handler = self.table.match(scope["method"], path)
             call.route = route
             if route.identify:

@@ -7,7 +7,7 @@ upstream answer back into OpenAI JSON, and its stream into OpenAI chunk payloads
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Protocol
 
 import msgspec
@@ -51,6 +51,11 @@ class UpstreamRequest(msgspec.Struct):
     dropped: list[str] = []
     # How the answer's stream is read when it is not the adapter's chat stream (a native Responses call).
     stream_decoder: StreamDecoder | None = None
+    # A unary call the upstream takes only in pieces (Vertex gemini-embedding-001 takes one instance per
+    # `:predict`): when set, `body` is unused; each of these bodies is posted to `url` (concurrently,
+    # bounded) and `join` makes one upstream-shaped answer of the 2xx bodies, in this order.
+    fan_out: list[bytes] = []
+    join: Callable[[list[bytes]], bytes] | None = None
 
 
 class Classified(msgspec.Struct):

@@ -339,29 +339,70 @@ class _Walk:
 async def _unary_once(
     dep: DeploymentRuntime, group: GroupRuntime, req: UpstreamRequest, translate: Translate
 ) -> _Result:
-    assert dep.session is not None  # bound by Catalog.start
     try:
-        resp = await dep.session.post(
-            req.url, data=req.body, headers=req.headers, timeout=group.unary_timeout, allow_redirects=False
-        )  # see _redirect
-        body = await resp.read()
+        if req.fan_out:
+            status, headers, body = await _post_fanned(dep, group, req)
+        else:
+            status, headers, body = await _post(dep, group, req.url, req.body, req.headers)
     except TimeoutError:
         return _Result(UNAVAILABLE, "timeout")
     except aiohttp.ClientError as exc:
         return _Result(UNAVAILABLE, _conn_label(exc))
-    if 300 <= resp.status < 400:
-        return _redirect(resp.status)
-    if resp.status < 300:
+    if 300 <= status < 400:
+        return _redirect(status)
+    if status < 300:
         try:
-            body = translate(dep, body, resp.headers)
+            body = translate(dep, body, headers)
             peek = peek_decoder.decode(body)
         except (msgspec.DecodeError, ValueError):
             return _Result(UNAVAILABLE, "malformed_response")
         if dep.adapter.is_refusal(peek):
-            return _Result(REFUSAL, "content_filter", status=resp.status, body=body, peek=peek)
-        return _Result("ok", "ok", status=resp.status, body=body, peek=peek)
-    c = dep.adapter.classify_error(resp.status, resp.headers, body)
-    return _Result(c.kind, c.label, c.retry_after, resp.status, body)
+            return _Result(REFUSAL, "content_filter", status=status, body=body, peek=peek)
+        return _Result("ok", "ok", status=status, body=body, peek=peek)
+    c = dep.adapter.classify_error(status, headers, body)
+    return _Result(c.kind, c.label, c.retry_after, status, body)
+
+
+async def _post(
+    dep: DeploymentRuntime, group: GroupRuntime, url: str, body: bytes, headers: Mapping[str, str]
+) -> tuple[int, Mapping[str, str], bytes]:
+    assert dep.session is not None  # bound by Catalog.start
+    resp = await dep.session.post(
+        url, data=body, headers=headers, timeout=group.unary_timeout, allow_redirects=False
+    )  # see _redirect
+    return resp.status, resp.headers, await resp.read()
+
+
+# How many pieces of one fanned-out call are in flight at once: enough to hide latency, few enough
+# not to trip the upstream's per-minute request quota with one client call.
+FAN_OUT_CONCURRENCY = 8
+
+
+async def _post_fanned(
+    dep: DeploymentRuntime, group: GroupRuntime, req: UpstreamRequest
+) -> tuple[int, Mapping[str, str], bytes]:
+    """Post every piece of a fanned-out call; the first piece that is not a 2xx answers for the call
+    (the others are still awaited, never leaked), else the adapter's join of every answer in order."""
+    gate = asyncio.Semaphore(FAN_OUT_CONCURRENCY)
+
+    async def one(body: bytes) -> tuple[int, Mapping[str, str], bytes]:
+        async with gate:
+            return await _post(dep, group, req.url, body, req.headers)
+
+    answers = await asyncio.gather(*(one(b) for b in req.fan_out), return_exceptions=True)
+    done: list[tuple[int, Mapping[str, str], bytes]] = []
+    for answer in answers:
+        if isinstance(answer, BaseException):
+            raise answer  # a timeout or connection error of one piece is the call's
+        if answer[0] >= 300:
+            return answer
+        done.append(answer)
+    assert req.join is not None  # an adapter that fans out joins (UpstreamRequest.fan_out)
+    try:
+        joined = req.join([a[2] for a in done])
+    except (msgspec.DecodeError, ValueError):
+        joined = b""  # a piece that is not the upstream's JSON: translating b"" reports malformed_response
+    return 200, done[0][1], joined
 
 
 async def _stream_once(

@@ -58,6 +58,9 @@ _search = msgspec.json.Decoder(Search)
 _namespace = msgspec.json.Decoder(UpdateNamespace)
 
 
+_INT64 = (-(2**63), 2**63 - 1)
+
+
 def check_id(value: str, param: str) -> str:
     """An agent or user id: up to 200 printable characters ("" for none)."""
     if len(value) > MAX_ID or not value.isprintable():
@@ -82,6 +85,9 @@ def check_record(rec: RecordIn, at: str) -> RecordIn:
             raise bad_request(f"'{at}metadata' keys are 1 to 64 characters.", param=f"{at}metadata")
         if isinstance(value, str) and len(value) > 512:
             raise bad_request(f"'{at}metadata.{key}' is longer than 512 characters.", param=f"{at}metadata.{key}")
+        # JSON allows any integer; the stored record (and most clients) hold 64 bits.
+        if isinstance(value, int) and not isinstance(value, bool) and not _INT64[0] <= value <= _INT64[1]:
+            raise bad_request(f"'{at}metadata.{key}' is outside the 64-bit integer range.", param=f"{at}metadata.{key}")
     _ttl(rec.ttl_seconds, f"{at}ttl_seconds")
     return rec
 

@@ -288,8 +288,11 @@ def _validate(req: CreateResponse) -> None:
     if req.text is not None and req.text.verbosity not in (None, "low", "medium", "high"):
         raise bad_request("text.verbosity must be 'low', 'medium' or 'high'.", param="text.verbosity")
     conv = req.conversation_id
-    if conv is not None and not conv:
+    if conv is not None and not (conv and conv.isprintable()):
         raise bad_request("'conversation' must name a conversation id.", param="conversation")
+    prev = req.previous_response_id
+    if prev is not None and not (prev and prev.isprintable()):  # no id issued has a control character
+        raise bad_request("'previous_response_id' must name a response id.", param="previous_response_id")
 
 
 def _check_tools(req: CreateResponse) -> None:
@@ -349,8 +352,9 @@ _ITEM_TYPES = (
 def check_item(item: InputItem, where: str) -> None:
     """An input item this gateway can store and translate, or a 400 naming what is wrong with it."""
     kind = item.type
-    if item.id is not None and not 1 <= len(item.id) <= MAX_ITEM_ID:
-        raise bad_request(f"{where}.id must be 1 to {MAX_ITEM_ID} characters.", param=f"{where}.id")
+    # Printable: an id is a clear column and a path segment (PostgreSQL's text refuses a NUL outright).
+    if item.id is not None and not (1 <= len(item.id) <= MAX_ITEM_ID and item.id.isprintable()):
+        raise bad_request(f"{where}.id must be 1 to {MAX_ITEM_ID} printable characters.", param=f"{where}.id")
     if kind is None and item.role is None:
         raise bad_request(
             f"{where} has no 'type' or 'role'. Item references (type 'item_reference') are not supported by "

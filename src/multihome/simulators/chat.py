@@ -196,13 +196,13 @@ def _validate_tools(body: dict) -> None:
         raise _bad_type("parallel_tool_calls", "a boolean")
 
 
-def _validate(body: dict) -> None:
+def _validate(body: dict, max_stop: int = 4) -> None:
     _validate_messages(body.get("messages"))
     stop = body.get("stop")
     if stop is not None and not isinstance(stop, str):
-        if not isinstance(stop, list) or not all(isinstance(s, str) for s in stop) or len(stop) > 4:
+        if not isinstance(stop, list) or not all(isinstance(s, str) for s in stop) or len(stop) > max_stop:
             raise BadRequest(
-                "Invalid 'stop': expected a string or an array of up to 4 strings.", "stop", "invalid_value"
+                f"Invalid 'stop': expected a string or an array of up to {max_stop} strings.", "stop", "invalid_value"
             )
     _validate_tools(body)
     if body.get("stream") not in (None, True, False):
@@ -337,9 +337,11 @@ def _prompt_tokens(body: dict, messages: list, images: int) -> int:
     return n + 85 * images
 
 
-def plan_chat(body: dict, *, sim_name: str, model: str, key: bytes, fault: Fault | None = None) -> ChatPlan:
+def plan_chat(
+    body: dict, *, sim_name: str, model: str, key: bytes, fault: Fault | None = None, max_stop: int = 4
+) -> ChatPlan:
     """The deterministic reply to ``body``. ``key`` (the request bytes) seeds the ids."""
-    _validate(body)
+    _validate(body, max_stop)  # OpenAI takes 4 stop sequences, Gemini 5
     n = _opt_int(body, "n", 1, 128) or 1
     limit = _opt_int(body, "max_completion_tokens", 1, 1 << 30)
     if limit is None:

@@ -15,12 +15,14 @@ skipped). A run that replaces a crashed one continues numbering after the last c
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from ..storage.tables import jobs, response_events, responses
@@ -28,6 +30,7 @@ from .jobs import FINAL as JOB_FINAL
 from .jobs import RUNNING, JobQueue
 from .store import PURPOSE, Item, StateStore, StoredResponse, insert_items
 
+log = logging.getLogger("multihome.responses")
 KIND = "response"  # the job kind of a background response
 OPEN = frozenset({"queued", "in_progress"})
 Event = tuple[int, bytes]  # (sequence_number, the event's SSE bytes)
@@ -116,9 +119,18 @@ class BackgroundStore:
             await self._update(conn, record.id, record.status, sealed)
             if items and record.conversation_id is not None:
                 try:
-                    await conn.run_sync(insert_items, record.tenant, record.conversation_id, items)
+                    async with conn.begin_nested():  # a savepoint: a refused append leaves the rest
+                        await conn.run_sync(insert_items, record.tenant, record.conversation_id, items)
                 except LookupError:
                     pass  # the conversation was deleted meanwhile: the response is still kept
+                except IntegrityError:
+                    # An item id another turn appended meanwhile (checked when the turn began): the answer
+                    # is kept rather than the job failing and calling the upstream again, attempt by attempt.
+                    log.warning(
+                        "response %s: not appended to %s (an item id is already there)",
+                        record.id,
+                        record.conversation_id,
+                    )
         return True
 
     async def keep_partial(self, record: StoredResponse) -> bool:

@@ -9,7 +9,7 @@ one without either is refused, so a crash or a bug can lose a step but never lea
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 
@@ -21,3 +21,19 @@ def check_pairs(items: Iterable[dict[str, Any]]) -> None:
     for item in items:
         if item.get("type") == "mcp_call" and item.get("output") is None and item.get("error") is None:
             raise BrokenPair(f"mcp_call {str(item.get('id'))[:80]} has neither output nor error")
+
+
+def orphan_output(context: Iterable[dict[str, Any]], new: Sequence[dict[str, Any]]) -> tuple[int, str] | None:
+    """The first `function_call_output` of `new` that answers no `function_call` before it (in `context`
+    or earlier in `new`): its index and call_id. Such a result alone is refused by every provider, so
+    stored in a conversation it would make every later turn fail. Cheap when `new` has no output."""
+    if not any(item.get("type") == "function_call_output" for item in new):
+        return None
+    calls = {item.get("call_id") for item in context if item.get("type") == "function_call"}
+    for i, item in enumerate(new):
+        kind = item.get("type")
+        if kind == "function_call":
+            calls.add(item.get("call_id"))
+        elif kind == "function_call_output" and item.get("call_id") not in calls:
+            return i, str(item.get("call_id"))
+    return None

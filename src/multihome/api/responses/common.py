@@ -111,14 +111,20 @@ class ListQuery(msgspec.Struct):
     desc: bool = True
 
 
+def _cursor(value: str, param: str) -> str | None:
+    if not value.isprintable():  # no item id has a control character (PostgreSQL's text refuses a NUL)
+        raise bad_request(f"'{param}' must be an item id.", param=param)
+    return value or None
+
+
 def list_query(call: Call) -> ListQuery:
     """`after`, `limit` (1..100, default 20), `order` (`asc`/`desc`, default `desc`); `include[]` is accepted."""
     raw = query(call)
     out = ListQuery()
     if "after" in raw:
-        out.after = raw["after"][-1] or None
+        out.after = _cursor(raw["after"][-1], "after")
     if "before" in raw:
-        out.before = raw["before"][-1] or None
+        out.before = _cursor(raw["before"][-1], "before")
     if "limit" in raw:
         value = raw["limit"][-1]
         if not value.isdigit() or not 1 <= int(value) <= 100:

@@ -10,13 +10,14 @@ from ...schema.errors import ApiError
 from ...schema.responses import MAX_ITEM_ID, parse_add_items, parse_create_conversation, parse_update_conversation
 from ...state import Conversation, StateStore
 from ...state.idempotency import IdempotencyKeys
+from ...state.pairs import orphan_output
 from ..asgi import Receive, Send, header, read_body
 from ..pipeline import Call, Pipeline
 from .common import answer, list_query, need_state, page, segments, stored, tenant
 from .door import MAX_ID, conversation_not_found
 from .idempotent import HEADER as IDEMPOTENCY_KEY
 from .idempotent import once
-from .items import new_id, stored_item
+from .items import new_id, refuse_orphans, stored_item
 
 
 def _view(conv: Conversation) -> dict[str, Any]:
@@ -71,6 +72,7 @@ class ConversationsDoor:
         state = need_state(self._state, "The Conversations API")
         req = parse_create_conversation(await read_body(call.scope, receive, self.max_body))
         items = [stored_item(i) for i in req.items or ()]
+        refuse_orphans([], items, "items")
         conv = await stored(state.create_conversation(tenant(call), new_id("conv"), req.metadata or {}, items))
         await answer(call, send, _view(conv))
 
@@ -115,6 +117,11 @@ class ConversationsDoor:
         state, who, conv_id = self._ids(call)
         req = parse_add_items(await read_body(call.scope, receive, self.max_body))
         items = [stored_item(i) for i in req.items]
+        if orphan_output([], items) is not None:  # answers a call stored before? (read only then)
+            found = await stored(state.items(who, conv_id))
+            if found is None:
+                raise conversation_not_found(conv_id)
+            refuse_orphans(found.items, items, "items")
         if not await stored(state.append_items(who, conv_id, items)):
             raise conversation_not_found(conv_id)
         await answer(call, send, page(items, False))

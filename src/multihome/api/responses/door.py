@@ -48,7 +48,7 @@ from .common import (
 )
 from .idempotent import HEADER as IDEMPOTENCY_KEY
 from .idempotent import once
-from .items import Item, stored_items
+from .items import Item, refuse_duplicate_ids, refuse_orphans, stored_items
 from .native import NativeStream, NativeTurn, from_response
 from .stream import ResponsesRelay, ResponsesStream
 from .translate import Shell, from_completion, to_canonical
@@ -112,6 +112,9 @@ class ResponsesDoor:
         who = tenant(call)
         context = await self._context(who, req)
         new = stored_items(req.input)
+        refuse_orphans(context, new, "input")
+        if req.conversation_id is not None and isinstance(req.input, list) and any(i.id for i in req.input):
+            refuse_duplicate_ids(context, new, "input")  # only a client-given id can be one already used
         if runs_tools(req):
             await self._agent_turn(call, receive, send, req, body, shell, context, new)
             return
@@ -220,6 +223,14 @@ class ResponsesDoor:
                     param="previous_response_id",
                     code="previous_response_not_found",
                 )
+            running = next((turn.id for turn in chain if turn.status in ("queued", "in_progress")), None)
+            if running is not None:  # its answer is not there yet: the model would see half the context
+                raise bad_request(
+                    f"Previous response with id '{running}' is still running (a background response); continue "
+                    "it once it is final (poll GET /v1/responses/{id}).",
+                    param="previous_response_id",
+                    code="previous_response_in_progress",
+                )
             context: list[Item] = []
             for turn in chain:
                 context += turn.input
@@ -258,9 +269,11 @@ class ResponsesDoor:
             try:
                 await stored(state.put_response(record, append))
             except LookupError:
-                raise conversation_not_found(conv or "") from None
-        elif conv is not None and append and not await stored(state.append_items(who, conv, append)):
-            raise conversation_not_found(conv)
+                # The conversation was deleted while the model answered (it existed when the turn began):
+                # the answer, served and billed, is still kept and given, as a background turn's is.
+                await stored(state.put_response(record))
+        elif conv is not None and append:
+            await stored(state.append_items(who, conv, append))  # False: deleted meanwhile, as above
 
     # -- stored responses ----------------------------------------------------------------------------
     async def _stored(self, call: Call, response_id: str) -> StoredResponse:

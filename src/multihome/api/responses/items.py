@@ -15,12 +15,42 @@ from typing import Any
 
 import msgspec
 
+from ...schema.errors import bad_request
 from ...schema.responses import MEMORY_LABEL, InputItem, Part
+from ...state.pairs import orphan_output
 from ...tools.model import ERROR_MARKER
 from ...tools.names import function_name
 
 Item = dict[str, Any]
 _DETAILS = frozenset({"auto", "low", "high"})
+
+
+def refuse_orphans(context: list[Item], new: list[Item], param: str) -> None:
+    """A 400, as OpenAI answers, for a function_call_output whose call is not in the context: sent on, every
+    provider refuses the turn; appended to a conversation, every later turn of it."""
+    found = orphan_output(context, new)
+    if found is not None:
+        index, call_id = found
+        raise bad_request(
+            f"No tool call found for function call output with call_id '{call_id[:80]}' "
+            "(the function_call it answers must come before it, in this input or in the context).",
+            param=f"{param}[{index}]",
+        )
+
+
+def refuse_duplicate_ids(context: list[Item], new: list[Item], param: str) -> None:
+    """Item ids are unique per conversation: a new item that reuses one (of the conversation's, or of
+    another new item) is a 400 before any upstream call, not a conflict when the answer is stored."""
+    seen = {item.get("id") for item in context}
+    for i, item in enumerate(new):
+        if item.get("id") in seen:
+            raise bad_request(
+                f"An item with id '{str(item.get('id'))[:80]}' is already in the conversation (ids are unique per "
+                "conversation); send new items without an 'id' and the gateway assigns one.",
+                param=f"{param}[{i}].id",
+                code="duplicate_item_id",
+            )
+        seen.add(item.get("id"))
 
 
 def new_id(prefix: str) -> str:
@@ -177,34 +207,43 @@ def chat_messages(items: list[Item], messages: list[Item], asked: dict[str, Item
 
 
 def _mcp_messages(item: Item, kind: str, asked: dict[str, Item], messages: list[Item]) -> None:
-    """An MCP call is a function call and its output to a provider (a pair, always: a call without its
-    result is never stored). A pending approval request is not sent; a refused one is sent as a call
-    answered with the refusal, so the model knows it did not run. `mcp_list_tools` is not a message:
-    its tools are offered as functions."""
+    pair = mcp_pair(item, kind, asked)
+    if pair is not None:
+        name, call_id, arguments, output = pair
+        call = {"id": call_id, "type": "function", "function": {"name": name, "arguments": arguments}}
+        messages.append({"role": "assistant", "content": None, "tool_calls": [call]})
+        messages.append({"role": "tool", "tool_call_id": call_id, "content": output})
+
+
+def mcp_pair(item: Item, kind: str, asked: dict[str, Item]) -> tuple[str, str, str, str] | None:
+    """An MCP item as what a provider is sent: a function call and its output (a pair, always: a call
+    without its result is never stored), as (function name, call id, arguments, output); None for what
+    is sent as nothing. A pending approval request is not sent; a refused one is sent as a call answered
+    with the refusal, so the model knows it did not run. `mcp_list_tools` is not a message: its tools
+    are offered as functions. The MCP calls ran in the gateway, so no upstream knows them otherwise."""
+    if kind == "mcp_list_tools":
+        return None
     if kind == "mcp_approval_request":
         asked[item["id"]] = item
-        return
+        return None
     if kind == "mcp_approval_response":
         request = asked.get(item["approval_request_id"])
         if request is None or item["approve"]:
-            return  # approved: the mcp_call that ran says the rest
+            return None  # approved: the mcp_call that ran says the rest
         reason = f" ({item['reason']})" if item.get("reason") else ""
-        _pair(messages, request, request["id"], f"The user did not approve this call{reason}; it did not run.")
-        return
+        return _named(request, request["id"], f"The user did not approve this call{reason}; it did not run.")
     error = item.get("error")
     if error is not None:
         output = ERROR_MARKER + (error if isinstance(error, str) else _error_text(error))
     else:
         output = item.get("output") or ""
-    _pair(messages, item, item["id"], output)
+    return _named(item, item["id"], output)
 
 
-def _pair(messages: list[Item], item: Item, call_id: str, output: str) -> None:
+def _named(item: Item, call_id: str, output: str) -> tuple[str, str, str, str]:
     label = item["server_label"]  # the memory tools are offered by their own names (state/memory/tools.py)
     name = item["name"] if label == MEMORY_LABEL else function_name(label, item["name"])
-    call = {"id": call_id, "type": "function", "function": {"name": name, "arguments": item["arguments"]}}
-    messages.append({"role": "assistant", "content": None, "tool_calls": [call]})
-    messages.append({"role": "tool", "tool_call_id": call_id, "content": output})
+    return name, call_id, item["arguments"], output
 
 
 def _error_text(error: Any) -> str:

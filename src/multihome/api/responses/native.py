@@ -20,7 +20,7 @@ import msgspec
 
 from ...schema.errors import ApiError
 from ...schema.responses import CreateResponse
-from .items import Item
+from .items import Item, mcp_pair
 from .stream import ResponsesStream
 from .translate import Outcome, Shell
 
@@ -56,16 +56,29 @@ class NativeTurn:
         return self._raw
 
 
+_MCP = frozenset({"mcp_list_tools", "mcp_call", "mcp_approval_request", "mcp_approval_response"})
+
+
 def upstream_items(items: list[Item]) -> list[Item]:
     """The stored items as a stateless upstream takes them: without the ids the gateway (or another
     provider) gave them, which the upstream would look up and not find; a reasoning item only with its
     encrypted content (the one form a stateless upstream accepts back), else its summary is all there is,
-    and a chat-served turn never needed more."""
+    and a chat-served turn never needed more. MCP items are the gateway's own (it ran the calls): a
+    stateless upstream is sent them as the function calls and outputs a chat upstream is sent."""
     out: list[Item] = []
+    asked: dict[str, Item] = {}
     for item in items:
-        if item.get("type") == "reasoning":
+        kind = item.get("type")
+        if kind == "reasoning":
             if item.get("encrypted_content"):
                 out.append(item)
+            continue
+        if kind in _MCP:
+            pair = mcp_pair(item, kind, asked)
+            if pair is not None:
+                name, call_id, arguments, output = pair
+                out.append({"type": "function_call", "call_id": call_id, "name": name, "arguments": arguments})
+                out.append({"type": "function_call_output", "call_id": call_id, "output": output})
             continue
         out.append({k: v for k, v in item.items() if k != "id"})
     return out

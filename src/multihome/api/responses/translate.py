@@ -135,7 +135,7 @@ class Shell:
             "status": status,
             "completed_at": int(time.time()) if done else None,
             "background": False,
-            "error": error,
+            "error": response_error(error),
             "incomplete_details": {"reason": incomplete} if incomplete else None,
             "instructions": req.instructions,
             "max_output_tokens": req.max_output_tokens,
@@ -173,6 +173,44 @@ class Shell:
         return out
 
 
+# OpenAI's `ResponseErrorCode` (the published schema's enum, and the official SDKs' Literal): a failed
+# Response's `error.code` is one of these or the SDKs refuse the object when they validate it. The
+# gateway's own codes (all_deployments_failed, ...) stay in the message and in the stream's `error` event.
+RESPONSE_ERROR_CODES = frozenset(
+    {
+        "server_error",
+        "rate_limit_exceeded",
+        "invalid_prompt",
+        "data_residency_mismatch",
+        "bio_policy",
+        "vector_store_timeout",
+        "invalid_image",
+        "invalid_image_format",
+        "invalid_base64_image",
+        "invalid_image_url",
+        "image_too_large",
+        "image_too_small",
+        "image_parse_error",
+        "image_content_policy_violation",
+        "invalid_image_mode",
+        "image_file_too_large",
+        "unsupported_image_media_type",
+        "empty_image_file",
+        "failed_to_download_image",
+        "image_file_not_found",
+    }
+)
+_THROTTLED = frozenset({"all_deployments_throttled", "budget_exceeded"})
+
+
+def response_error(error: dict[str, Any] | None) -> dict[str, Any] | None:
+    """A Response's `error` with a code from OpenAI's enum: throttling is rate_limit_exceeded, any other
+    code of the gateway's (or an upstream's) own is server_error; the message says what happened."""
+    if error is None or error.get("code") in RESPONSE_ERROR_CODES:
+        return error
+    return {**error, "code": "rate_limit_exceeded" if error.get("code") in _THROTTLED else "server_error"}
+
+
 def _format(fmt: Any) -> dict[str, Any]:
     if fmt.type != "json_schema":
         return {"type": fmt.type}
@@ -190,15 +228,17 @@ def _tool_choice(choice: str | NamedToolChoice | None) -> Any:
 
 def _echo_tool(tool: Any) -> dict[str, Any]:
     if tool.type == "mcp":  # headers and authorization are credentials: never echoed
-        return {
-            "type": "mcp",
-            "server_label": tool.server_label,
-            "server_url": tool.server_url,
-            "server_description": tool.server_description,
-            "allowed_tools": tool.allowed_tools,
-            "headers": None,
-            "require_approval": tool.require_approval if tool.require_approval is not None else "always",
-        }
+        # server_url and server_description are strings in OpenAI's schema: absent, never null (a
+        # registered server may be named by its label alone).
+        out: dict[str, Any] = {"type": "mcp", "server_label": tool.server_label}
+        if tool.server_url is not None:
+            out["server_url"] = tool.server_url
+        if tool.server_description is not None:
+            out["server_description"] = tool.server_description
+        out["allowed_tools"] = tool.allowed_tools
+        out["headers"] = None
+        out["require_approval"] = tool.require_approval if tool.require_approval is not None else "always"
+        return out
     if tool.type == "memory":  # shown as the mcp tool its calls' items name (state/memory/tools.py)
         return memory_echo(parse_tool(tool.memory_spec()))
     params = tool.parameters if tool.parameters and tool.parameters != b"null" else None

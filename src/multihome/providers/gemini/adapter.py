@@ -83,6 +83,12 @@ def _retry_delay(err: _GoogleErrorInner) -> float | None:
     return None
 
 
+def one_instance_per_request(model: str) -> bool:
+    """Vertex AI's Gemini embedding models (gemini-embedding-001) take a single instance per `:predict`
+    request; the older text-embedding models take a list (docs/translation/gemini.md)."""
+    return model.rsplit("/", 1)[-1].startswith("gemini-embedding")
+
+
 class GeminiAdapter(AdapterBase):
     def __init__(
         self, kind: str, base: str, *, api_key: str | None = None, tokens: GoogleTokens | None = None, name: str = ""
@@ -129,10 +135,14 @@ class GeminiAdapter(AdapterBase):
         dropped = ["user"] if req.user else []
         _EMBED_FORMAT.set(req.encoding_format or "float")
         if self.vertex:
-            body: dict[str, Any] = {"instances": [{"content": t} for t in texts]}
-            if req.dimensions is not None:
-                body["parameters"] = {"outputDimensionality": req.dimensions}
+            params = {"parameters": {"outputDimensionality": req.dimensions}} if req.dimensions is not None else {}
             url = self.model_url(upstream_model, "predict")
+            if one_instance_per_request(upstream_model) and len(texts) > 1:
+                # Google's gemini-embedding models take one instance per :predict: one call per input.
+                pieces = [_encode({"instances": [{"content": t}], **params}) for t in texts]
+                headers = await self._auth_headers()
+                return UpstreamRequest(url, headers, b"", dropped, fan_out=pieces, join=gr.join_predictions)
+            body: dict[str, Any] = {"instances": [{"content": t} for t in texts], **params}
         else:
             resource = upstream_model if "/" in upstream_model else f"models/{upstream_model}"
             one: dict[str, Any] = {"model": resource}

@@ -284,6 +284,9 @@ def _allowed_name(tool: dict[str, Any]) -> Any:
 # -- generation config ---------------------------------------------------------------------
 
 
+MAX_STOP_SEQUENCES = 5  # Gemini's generationConfig.stopSequences limit
+
+
 def generation_config(req: ChatRequest, raw: dict[str, msgspec.Raw]) -> dict[str, Any]:
     config: dict[str, Any] = {}
     limit = cin.max_output_tokens(req)
@@ -294,6 +297,12 @@ def generation_config(req: ChatRequest, raw: dict[str, msgspec.Raw]) -> dict[str
     if req.top_p is not None:
         config["topP"] = req.top_p
     stop = cin.stop_list(req)
+    if stop and len(stop) > MAX_STOP_SEQUENCES:  # the front doors take 4 today; refuse rather than trim
+        raise bad_request(
+            f"'stop' accepts at most {MAX_STOP_SEQUENCES} sequences when the request is served by {PROVIDER} "
+            f"(got {len(stop)}).",
+            param="stop",
+        )
     if stop:
         config["stopSequences"] = stop
     if req.n is not None and req.n > 1:

@@ -213,8 +213,20 @@ class _Predict(msgspec.Struct):
     predictions: list[_Prediction]
 
 
+class _RawPredict(msgspec.Struct):
+    predictions: list[msgspec.Raw]
+
+
 _batch = Decoder(_BatchEmbed)
 _predict = Decoder(_Predict)
+_raw_predict = Decoder(_RawPredict)
+
+
+def join_predictions(bodies: list[bytes]) -> bytes:
+    """One `:predict` answer of the answers to one-instance calls, predictions in call order (for a
+    model that takes one instance per request). Raises msgspec.DecodeError on a malformed body."""
+    preds = [p for body in bodies for p in _raw_predict.decode(body).predictions]
+    return msgspec.json.encode({"predictions": preds})
 
 
 def embedding_vectors(body: bytes, *, vertex: bool) -> tuple[list[list[float]], int]:

@@ -1,5 +1,8 @@
 """The ``gemini`` (Gemini API, ``x-goog-api-key``) and ``vertex`` (Vertex AI, OAuth bearer) kinds.
 
+Both take the API key as ``?key=`` too; Vertex AI also takes one in express mode (no project or
+location in the path). Field names are read in either of Google's spellings (names.py).
+
 Routes, auth, Google error bodies (``{"error":{"code","message","status","details"}}``) and
 ``alt=sse`` framing (``data: {...}\\r\\n\\r\\n``, no end sentinel) follow Google's wire format; the
 reply content comes from the shared planner, so every kind answers by the same rules.
@@ -18,7 +21,8 @@ from ..content import embedding, estimate_tokens
 from ..errors import ErrorSpec
 from ..faults import Fault
 from ..http import status_line
-from .convert import prompt_blocked, render_response, stream_chunks, to_openai
+from .convert import GEMINI_MAX_STOP, prompt_blocked, render_response, stream_chunks, to_openai
+from .names import camel_keys
 
 _encode = msgspec.json.encode
 _decode = msgspec.json.decode
@@ -57,13 +61,19 @@ BAD_TOKEN = (
 _EVENT_END = b"\r\n\r\n"  # Google frames each SSE event with CRLF line endings
 
 
-class GeminiRoute(Route):
-    __slots__ = ("stream", "sse")
+COUNT_TOKENS = "count_tokens"  # `:countTokens`: no reply planned, only the prompt measured
+# Gemini embedding models on Vertex AI take one instance per `:predict` request (docs/translation/gemini.md).
+ONE_INSTANCE_PREFIX = "gemini-embedding"
 
-    def __init__(self, op, deployment=None, error=None, stream=False, sse=False):
+
+class GeminiRoute(Route):
+    __slots__ = ("stream", "sse", "verb")
+
+    def __init__(self, op, deployment=None, error=None, stream=False, sse=False, verb=b""):
         super().__init__(op, deployment, None, error)
         self.stream = stream
         self.sse = sse
+        self.verb = verb
 
 
 def google_status(status: int) -> str:
@@ -82,8 +92,21 @@ class GeminiApp(ProviderApp):
         self._methods = {
             b"generateContent": CHAT,
             b"streamGenerateContent": CHAT,
-            (b"predict" if self.vertex else b"batchEmbedContents"): EMBEDDINGS,
+            b"countTokens": COUNT_TOKENS,
+            b"embedContent": EMBEDDINGS,
+            b"batchEmbedContents": EMBEDDINGS,
         }
+        if self.vertex:
+            self._methods[b"predict"] = EMBEDDINGS
+
+    def handle(self, conn, req):
+        """`?key=` is Google's other way to pass an API key: read it as the header it stands for."""
+        path, _, query = req.url.partition(b"?")
+        if b"key=" in query and b"x-goog-api-key" not in req.headers and not path.startswith(b"/_sim/"):
+            key = parse_qs(query.decode("latin-1")).get("key")
+            if key:
+                req.headers[b"x-goog-api-key"] = key[0].encode("latin-1")
+        return super().handle(conn, req)
 
     # -- routing ---------------------------------------------------------------------------
     def route(self, method: bytes, path: bytes, query: bytes) -> Route:
@@ -98,8 +121,11 @@ class GeminiApp(ProviderApp):
         resource, _, verb = path.rpartition(b":")
         op = self._methods.get(verb)
         if self.vertex:
-            # /v1/projects/{p}/locations/{l}/publishers/google/models/{m}
+            # /v1/projects/{p}/locations/{l}/publishers/google/models/{m}, or in express mode (an API
+            # key, no project) /v1/publishers/google/models/{m}
             segs = resource.split(b"/")
+            if len(segs) == 6:
+                segs = [*segs[:2], b"projects", b"", b"locations", b"", *segs[2:]]
             ok = (
                 len(segs) == 10
                 and segs[1] in (b"v1", b"v1beta1")
@@ -115,11 +141,12 @@ class GeminiApp(ProviderApp):
             return not_found
         q = parse_qs(query.decode("latin-1")) if query else {}
         stream = verb == b"streamGenerateContent"
-        return GeminiRoute(op, unquote(model.decode("latin-1")), stream=stream, sse=q.get("alt", [""])[0] == "sse")
+        sse = q.get("alt", [""])[0] == "sse"
+        return GeminiRoute(op, unquote(model.decode("latin-1")), stream=stream, sse=sse, verb=verb)
 
     # -- auth ------------------------------------------------------------------------------
     def auth_error(self, headers: dict) -> ErrorSpec | None:
-        if self.vertex:
+        if self.vertex and (b"x-goog-api-key" not in headers or b"authorization" in headers):
             bearer = headers.get(b"authorization")
             if bearer is None or not bearer.startswith(b"Bearer ") or len(bearer) <= 7:
                 return ErrorSpec(401, MISSING_TOKEN, code="UNAUTHENTICATED")
@@ -193,7 +220,7 @@ class GeminiApp(ProviderApp):
         model = route.deployment
         entry.model = model
         entry.stream = route.stream
-        if route.op in INFERENCE:
+        if route.op in INFERENCE or route.op == COUNT_TOKENS:
             try:
                 body = _decode(req.body)
             except msgspec.DecodeError:
@@ -210,6 +237,8 @@ class GeminiApp(ProviderApp):
                     entry,
                     ErrorSpec(400, "Invalid JSON payload received. Expected an object.", code="INVALID_ARGUMENT"),
                 )
+            if b"_" in req.body:  # some field may be spelled snake_case (a cheap test: most bodies have none)
+                body = camel_keys(body)
         return self._answer(conn, req, route, entry, body, model, fault)
 
     def bad_request(self, e: BadRequest) -> ErrorSpec:
@@ -235,13 +264,20 @@ class GeminiApp(ProviderApp):
         if self.models is not None and model not in self.models:
             return self._error_reply(self.unknown_model(model), None)
         reported = self.models[model] if self.models is not None else model
+        if op == COUNT_TOKENS:
+            return self._json_reply(req, self._count_tokens(body, model, reported), None)
         if op == EMBEDDINGS:
-            reply = self._json_reply(req, self._embeddings(body, model), None)
+            reply = self._json_reply(req, self._embeddings(body, model, route.verb), None)
             if fault is None:
                 self._remember(req, model, False, reply.payload)
             return reply
         plan = plan_chat(
-            to_openai(body), sim_name=self.name, model=reported, key=req.url + b"\x00" + req.body, fault=fault
+            to_openai(body),
+            sim_name=self.name,
+            model=reported,
+            key=req.url + b"\x00" + req.body,
+            fault=fault,
+            max_stop=GEMINI_MAX_STOP,
         )
         if fault is not None and fault.content_filter == "prompt":
             # Google blocks a prompt with a 200 that has promptFeedback.blockReason and no candidates.
@@ -263,54 +299,97 @@ class GeminiApp(ProviderApp):
             self._remember(req, model, False, reply.payload)
         return reply
 
-    def _embeddings(self, body: dict, model: str) -> dict:
-        dims_default = self.config.embedding_dimensions
+    def _count_tokens(self, body: dict, model: str, reported: str) -> dict:
+        """`:countTokens`: the prompt's tokens as generateContent would report them in promptTokenCount."""
+        inner = body.get("generateContentRequest")  # the Gemini API's other form: a whole request
+        request = inner if isinstance(inner, dict) else {k: v for k, v in body.items() if k != "model"}
+        plan = plan_chat(to_openai(request), sim_name=self.name, model=reported, key=b"", max_stop=GEMINI_MAX_STOP)
+        out: dict[str, Any] = {
+            "totalTokens": plan.prompt_tokens,
+            "promptTokensDetails": [{"modality": "TEXT", "tokenCount": plan.prompt_tokens}],
+        }
         if self.vertex:
-            instances = body.get("instances")
-            if not isinstance(instances, list) or not instances:
-                raise BadRequest("* instances: must be a non-empty list.", code="INVALID_ARGUMENT")
-            params = body.get("parameters") or {}
-            dims = _dimensions(params.get("outputDimensionality"), dims_default, "parameters.outputDimensionality")
-            preds = []
-            for inst in instances:
-                text = inst.get("content") if isinstance(inst, dict) else None
-                if not isinstance(text, str) or not text:
-                    raise BadRequest("* instances[].content: a non-empty string is required.", code="INVALID_ARGUMENT")
-                preds.append(
-                    {
-                        "embeddings": {
-                            "values": embedding(text.encode(), dims),
-                            "statistics": {"truncated": False, "token_count": estimate_tokens(text)},
-                        }
-                    }
-                )
-            chars = sum(len(i["content"]) for i in instances)
-            return {"predictions": preds, "metadata": {"billableCharacterCount": chars}}
+            texts = [m["content"] for m in to_openai(request)["messages"] if isinstance(m.get("content"), str)]
+            out["totalBillableCharacters"] = sum(len(t) for t in texts)
+        return out
+
+    def _embeddings(self, body: dict, model: str, verb: bytes) -> dict:
+        if verb == b"predict":
+            return self._predict(body, model)
+        if verb == b"embedContent":
+            text, dims = self._embed_one(body, model, "EmbedContentRequest", require_model=False)
+            tokens = estimate_tokens(text)
+            out: dict[str, Any] = {"embedding": {"values": embedding(text.encode(), dims)}}
+            if self.vertex:
+                out["usageMetadata"] = {"promptTokenCount": tokens, "totalTokenCount": tokens}
+                out["truncated"] = False
+            return out
         requests = body.get("requests")
         if not isinstance(requests, list) or not requests:
             raise BadRequest("* BatchEmbedContentsRequest.requests: must not be empty.", code="INVALID_ARGUMENT")
-        out = []
+        vectors = []
+        tokens = 0
         for i, r in enumerate(requests):
-            if not isinstance(r, dict) or r.get("model") != f"models/{model}":
-                raise BadRequest(
-                    f"* BatchEmbedContentsRequest.requests[{i}].model: the model must be models/{model}, "
-                    "the model of the URL.",
-                    code="INVALID_ARGUMENT",
-                )
-            parts = (r.get("content") or {}).get("parts")
-            if not isinstance(parts, list) or not parts:
-                raise BadRequest(
-                    f"* BatchEmbedContentsRequest.requests[{i}].content: contents is not specified",
-                    code="INVALID_ARGUMENT",
-                )
-            text = " ".join(p.get("text", "") for p in parts if isinstance(p, dict))
-            dims = _dimensions(
-                r.get("outputDimensionality"),
-                dims_default,
-                f"BatchEmbedContentsRequest.requests[{i}].output_dimensionality",
+            where = f"BatchEmbedContentsRequest.requests[{i}]"
+            # The Gemini API names the model in every request; Vertex AI takes it from the URL.
+            text, dims = self._embed_one(r, model, where, require_model=not self.vertex)
+            tokens += estimate_tokens(text)
+            vectors.append({"values": embedding(text.encode(), dims)})
+        batch: dict[str, Any] = {"embeddings": vectors}
+        if self.vertex:
+            batch["usageMetadata"] = {"promptTokenCount": tokens, "totalTokenCount": tokens}
+        return batch
+
+    def _embed_one(self, r: Any, model: str, where: str, *, require_model: bool) -> tuple[str, int]:
+        """(text, dimensions) of one EmbedContentRequest; the model, when named, must be the URL's."""
+        if not isinstance(r, dict):
+            raise BadRequest(f"* {where}: must be an object.", code="INVALID_ARGUMENT")
+        named = r.get("model")
+        if (require_model or named is not None) and named not in (f"models/{model}", model):
+            raise BadRequest(
+                f"* {where}.model: the model must be models/{model}, the model of the URL.", code="INVALID_ARGUMENT"
             )
-            out.append({"values": embedding(text.encode(), dims)})
-        return {"embeddings": out}
+        parts = (r.get("content") or {}).get("parts") if isinstance(r.get("content"), dict) else None
+        if not isinstance(parts, list) or not parts:
+            raise BadRequest(f"* {where}.content: contents is not specified", code="INVALID_ARGUMENT")
+        text = " ".join(p.get("text", "") for p in parts if isinstance(p, dict))
+        config = r.get("embedContentConfig")  # Vertex AI's nesting of the options
+        dims_value = r.get("outputDimensionality")
+        if dims_value is None and isinstance(config, dict):
+            dims_value = config.get("outputDimensionality")
+        dims = _dimensions(dims_value, self.config.embedding_dimensions, f"{where}.output_dimensionality")
+        return text, dims
+
+    def _predict(self, body: dict, model: str) -> dict:
+        """Vertex AI `:predict` for text embedding models."""
+        instances = body.get("instances")
+        if not isinstance(instances, list) or not instances:
+            raise BadRequest("* instances: must be a non-empty list.", code="INVALID_ARGUMENT")
+        if len(instances) > 1 and model.startswith(ONE_INSTANCE_PREFIX):
+            raise BadRequest(
+                f"Unable to submit request because {model} supports only one instance per request "
+                f"and {len(instances)} were sent. Send one request per input.",
+                code="INVALID_ARGUMENT",
+            )
+        params = body.get("parameters") or {}
+        dims = _dimensions(
+            params.get("outputDimensionality"), self.config.embedding_dimensions, "parameters.outputDimensionality"
+        )
+        preds = []
+        for inst in instances:
+            text = inst.get("content") if isinstance(inst, dict) else None
+            if not isinstance(text, str) or not text:
+                raise BadRequest("* instances[].content: a non-empty string is required.", code="INVALID_ARGUMENT")
+            preds.append(
+                {
+                    "embeddings": {
+                        "values": embedding(text.encode(), dims),
+                        "statistics": {"truncated": False, "token_count": estimate_tokens(text)},
+                    }
+                }
+            )
+        chars = sum(len(i["content"]) for i in instances)
+        return {"predictions": preds, "metadata": {"billableCharacterCount": chars}}
 
     # -- SSE -------------------------------------------------------------------------------
     def _sse_whole(self, req, chunks: list[dict]) -> bytes:

@@ -45,6 +45,7 @@ _GEN = {
     "responseModalities",
     "mediaResolution",
 }
+GEMINI_MAX_STOP = 5  # generationConfig.stopSequences takes up to 5 (OpenAI's stop takes 4)
 _FINISH = {"stop": "STOP", "tool_calls": "STOP", "length": "MAX_TOKENS", "content_filter": "SAFETY"}
 _SAFE_RATINGS = [
     {"category": c, "probability": "NEGLIGIBLE"}
@@ -278,9 +279,12 @@ def _generation(cfg: Any, out: dict) -> None:
         out["max_tokens"] = cfg["maxOutputTokens"]
     stops = cfg.get("stopSequences")
     if stops is not None:
-        if not isinstance(stops, list) or len(stops) > 5:
-            raise _invalid("* GenerateContentRequest.generation_config.stop_sequences: at most 5 stop sequences.")
-        out["stop"] = stops[:4]
+        if not isinstance(stops, list) or len(stops) > GEMINI_MAX_STOP:
+            raise _invalid(
+                "* GenerateContentRequest.generation_config.stop_sequences: "
+                f"at most {GEMINI_MAX_STOP} stop sequences are allowed."
+            )
+        out["stop"] = stops
     if cfg.get("candidateCount") is not None:
         out["n"] = cfg["candidateCount"]
     mime = cfg.get("responseMimeType")

@@ -82,7 +82,6 @@ def echoed(spec: MemoryToolSpec) -> dict[str, Any]:
     return {
         "type": "mcp",
         "server_label": LABEL,
-        "server_url": None,
         "server_description": f"Multihome memory ({where}), run by the gateway",
         "allowed_tools": list(spec.offered),
         "headers": None,

@@ -1,0 +1,398 @@
+"""What the stateful runtime answers, held against OpenAI's published schemas and the official SDK's types
+(tests/openai_schemas.py): every Response, item list, conversation and stream event the real gateway
+sends, through the foreground, streamed, background, resumed, MCP-tool and failing paths, on a
+translated (Anthropic) and an OpenAI-compatible upstream. And what a hostile client sends: another
+tenant's ids, ids of the wrong kind, a tool result without its call — a clear 4xx in OpenAI's error
+shape, nothing of the other tenant's, nothing stored that would break the conversation later."""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterator
+
+import openai
+import pytest
+
+from openai_schemas import problems
+
+from .helpers import until
+from .mcp_world import World, mcp, start_world
+from .test_responses import WEATHER
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    yield from start_world(tmp_path_factory)
+
+
+@pytest.fixture(autouse=True)
+def _no_faults(world):
+    yield
+    for sim in world.sims.values():
+        sim.clear_faults()
+
+
+def conforms(name: str, obj: dict) -> dict:
+    found = problems(name, obj)
+    assert not found, f"{name} {json.dumps(obj)[:600]}\n" + "\n".join(found)
+    return obj
+
+
+def json_of(raw) -> dict:
+    """The body as the gateway sent it (not the SDK's parsed model, which fills in what is absent)."""
+    return raw.http_response.json()
+
+
+def events_of(lines: Iterator[str]) -> list[dict]:
+    events, data = [], []
+    for line in lines:
+        if line.startswith("data: "):
+            data.append(line[6:])
+        elif not line and data:
+            if data != ["[DONE]"]:
+                events.append(json.loads("\n".join(data)))
+            data = []
+    return events
+
+
+def streamed(client: openai.OpenAI, **body) -> list[dict]:
+    """Every event of a streamed create, each held against the schema of stream events."""
+    with client.responses.with_streaming_response.create(stream=True, **body) as raw:
+        events = events_of(raw.iter_lines())
+    assert events and [e["sequence_number"] for e in events] == list(range(len(events)))
+    for event in events:
+        conforms("ResponseStreamEvent", event)
+    return events
+
+
+def resumed(world: World, response_id: str, after: int) -> list[dict]:
+    with world.sdk().responses.with_streaming_response.retrieve(response_id, stream=True, starting_after=after) as raw:
+        events = events_of(raw.iter_lines())
+    for event in events:
+        conforms("ResponseStreamEvent", event)
+    return events
+
+
+@pytest.mark.parametrize("model", ["gpt", "claude"])
+def test_responses_and_their_events_keep_to_the_published_schema(world, model):
+    client = world.sdk()
+    one = conforms("Response", json_of(client.responses.with_raw_response.create(model=model, input="hello")))
+    conforms("Response", json_of(client.responses.with_raw_response.retrieve(one["id"])))
+    conforms("ResponseItemList", json_of(client.responses.input_items.with_raw_response.list(one["id"])))
+
+    called = json_of(client.responses.with_raw_response.create(model=model, input="Weather in Paris?", tools=[WEATHER]))
+    conforms("Response", called)
+    call = next(i for i in called["output"] if i["type"] == "function_call")
+    answered = client.responses.with_raw_response.create(
+        model=model,
+        previous_response_id=called["id"],
+        input=[{"type": "function_call_output", "call_id": call["call_id"], "output": "sunny"}],
+    )
+    conforms("Response", json_of(answered))
+    conforms("ResponseItemList", json_of(client.responses.input_items.with_raw_response.list(answered.parse().id)))
+    types = {e["type"] for e in streamed(client, model=model, input="stream it", tools=[WEATHER])}
+    assert {"response.created", "response.output_item.done", "response.completed"} <= types
+
+    queued = conforms(
+        "Response", json_of(client.responses.with_raw_response.create(model=model, input="later", background=True))
+    )
+    assert queued["status"] in ("queued", "in_progress")
+    done = until(lambda: (r := client.responses.retrieve(queued["id"])).status == "completed" and r, 30, "completion")
+    conforms("Response", json_of(client.responses.with_raw_response.retrieve(done.id)))
+
+    events = streamed(client, model=model, input="background stream", background=True)
+    assert events[-1]["type"] == "response.completed"
+    again = resumed(world, events[0]["response"]["id"], 2)
+    assert [e["sequence_number"] for e in again] == [e["sequence_number"] for e in events[3:]]
+
+
+@pytest.mark.parametrize("model", ["gpt", "claude"])
+def test_mcp_items_and_events_keep_to_the_published_schema(world, model):
+    """The mcp tool as the Response echoes it (no null server_description: a string in the schema), the
+    mcp_list_tools / mcp_call / approval items and their stream events."""
+    client = world.sdk()
+    ran = json_of(
+        client.responses.with_raw_response.create(model=model, input="steps=2: add, echo", tools=[mcp(world)])
+    )
+    conforms("Response", ran)
+    assert {"mcp_list_tools", "mcp_call"} <= {i["type"] for i in ran["output"]}
+    types = {e["type"] for e in streamed(client, model=model, input="steps=2: add, echo", tools=[mcp(world)])}
+    assert {"response.mcp_call.completed", "response.mcp_list_tools.completed"} <= types
+
+    asked = json_of(
+        client.responses.with_raw_response.create(model=model, input="steps=1: add", tools=[mcp(world, "guarded")])
+    )
+    conforms("Response", asked)
+    request = next(i for i in asked["output"] if i["type"] == "mcp_approval_request")
+    approved = client.responses.with_raw_response.create(
+        model=model,
+        previous_response_id=asked["id"],
+        tools=[mcp(world, "guarded")],
+        input=[{"type": "mcp_approval_response", "approval_request_id": request["id"], "approve": True}],
+    )
+    conforms("Response", json_of(approved))
+    conforms("ResponseItemList", json_of(client.responses.input_items.with_raw_response.list(approved.parse().id)))
+    streamed(client, model=model, input="steps=1: add", tools=[mcp(world, "guarded")])
+
+    # A registered server named by its label alone, and the memory tool (echoed as an mcp tool of its own).
+    by_label = client.responses.with_raw_response.create(
+        model=model, input="steps=1: add", tools=[{"type": "mcp", "server_label": "tools"}]
+    )
+    assert "server_url" not in conforms("Response", json_of(by_label))["tools"][0]
+    memory = {"type": "memory", "agent_id": "conformance", "user_id": "u-1"}
+    script = 'call memory_write {"text": "likes tea"}\ncall memory_search {"query": "tea"}'
+    wrote = conforms(
+        "Response", json_of(client.responses.with_raw_response.create(model=model, input=script, tools=[memory]))
+    )
+    assert [i["type"] for i in wrote["output"]].count("mcp_call") == 2  # Claude writes a message before a call
+    streamed(client, model=model, input=script, tools=[memory])
+
+
+def test_a_turn_after_mcp_calls_goes_on_natively(world):
+    """The gateway ran the MCP calls; an upstream called natively (`store: false`) is sent them as the
+    function calls and outputs they were, not as mcp items it never made (and would refuse)."""
+    client = world.sdk()
+    ran = client.responses.create(model="gpt", input="steps=1: add", tools=[mcp(world)])
+    assert [i.type for i in ran.output] == ["mcp_list_tools", "mcp_call", "message"]
+    after = client.responses.create(model="gpt", input="and what was it?", previous_response_id=ran.id)
+    assert after.status == "completed"
+    sent = json.loads(world.sims["oa"].requests()[-1]["body"])["input"]
+    assert [i["type"] for i in sent] == ["message", "function_call", "function_call_output", "message", "message"]
+    assert sent[1]["call_id"] == ran.output[1].id and sent[2]["output"] == ran.output[1].output
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_a_conversation_deleted_while_the_model_answers_loses_no_answer(world, stream):
+    """The answer was served and billed: the client gets it and can retrieve it (as a background turn's
+    is kept); it is appended to nothing, the conversation being gone."""
+    client = world.sdk()
+    conv = client.conversations.create().id
+    world.sims["oa"].fault(latency_ms=1500)
+    before = len(world.sims["oa"].requests())
+    got: dict = {}
+
+    def turn() -> None:
+        if stream:
+            got["events"] = streamed(client, model="gpt", input="slow", conversation=conv)
+        else:
+            got["body"] = json_of(
+                client.responses.with_raw_response.create(model="gpt", input="slow", conversation=conv)
+            )
+
+    worker = threading.Thread(target=turn)
+    worker.start()
+    until(lambda: len(world.sims["oa"].requests()) > before, 10, "the upstream call")  # the turn is under way
+    client.conversations.delete(conv)
+    worker.join(30)
+    body = got["events"][-1]["response"] if stream else got["body"]
+    assert body["status"] == "completed" and body["conversation"] == {"id": conv}
+    assert client.responses.retrieve(body["id"]).output_text
+    refused(404, lambda: client.conversations.items.list(conv))
+
+
+def test_failed_and_incomplete_responses_keep_to_the_published_schema(world):
+    """A failed Response's `error.code` is one of OpenAI's codes (the SDKs validate it against their
+    enum); what went wrong is in the message, and the stream's `error` event keeps the gateway's code."""
+    client = world.sdk()
+    world.sims["oa"].fault(status=500)
+    queued = client.responses.create(model="gpt", input="this fails", background=True)
+    failed = until(lambda: (r := client.responses.retrieve(queued.id)).status == "failed" and r, 30, "failure")
+    body = conforms("Response", json_of(client.responses.with_raw_response.retrieve(failed.id)))
+    assert body["error"]["code"] == "server_error" and "Tried: oa" in body["error"]["message"]
+    events = streamed(client, model="gpt", input="this fails too", background=True)
+    assert [e["type"] for e in events[-2:]] == ["error", "response.failed"]
+    assert events[-2]["code"] == "all_deployments_failed"
+    world.sims["oa"].clear_faults()
+
+    world.sims["oa"].fault(cut_after=2)  # the upstream stream breaks after two words
+    events = streamed(client, model="gpt", input="a sentence of several words please")
+    assert [e["type"] for e in events[-2:]] == ["error", "response.failed"]
+    world.sims["oa"].clear_faults()
+
+    world.sims["oa"].fault(content_filter="output")
+    cut = conforms("Response", json_of(client.responses.with_raw_response.create(model="gpt", input="filtered")))
+    assert cut["status"] == "incomplete" and cut["incomplete_details"] == {"reason": "content_filter"}
+    assert streamed(client, model="gpt", input="filtered")[-1]["type"] == "response.incomplete"
+
+
+def test_conversations_and_their_items_keep_to_the_published_schema(world):
+    client = world.sdk()
+    created = client.conversations.with_raw_response.create(
+        metadata={"topic": "demo"}, items=[{"type": "message", "role": "user", "content": "hi"}]
+    )
+    conv = conforms("ConversationResource", json_of(created))["id"]
+    conforms("ConversationResource", json_of(client.conversations.with_raw_response.retrieve(conv)))
+    conforms("ConversationResource", json_of(client.conversations.with_raw_response.update(conv, metadata={"a": "b"})))
+    client.responses.create(model="gpt", input="a turn", conversation=conv)
+    listed = conforms("ConversationItemList", json_of(client.conversations.items.with_raw_response.list(conv)))
+    for item in listed["data"]:
+        conforms(
+            "ConversationItem",
+            json_of(client.conversations.items.with_raw_response.retrieve(item["id"], conversation_id=conv)),
+        )
+    added = client.conversations.items.with_raw_response.create(
+        conv, items=[{"type": "message", "role": "user", "content": [{"type": "input_text", "text": "more"}]}]
+    )
+    item = conforms("ConversationItemList", json_of(added))["data"][0]["id"]
+    conforms(
+        "ConversationResource", json_of(client.conversations.items.with_raw_response.delete(item, conversation_id=conv))
+    )
+    conforms("DeletedConversationResource", json_of(client.conversations.with_raw_response.delete(conv)))
+    with pytest.raises(openai.NotFoundError) as caught:
+        client.conversations.retrieve(conv)
+    conforms("ErrorResponse", caught.value.response.json())
+
+
+# -- a hostile client ------------------------------------------------------------------------------------
+
+
+def refused(status: int, do) -> dict:
+    """`do()` raises the SDK's error for `status`, with a body in OpenAI's error shape."""
+    with pytest.raises(openai.APIStatusError) as caught:
+        do()
+    assert caught.value.status_code == status, caught.value.response.text
+    return conforms("ErrorResponse", caught.value.response.json())["error"]
+
+
+def test_another_tenants_ids_and_ids_of_the_wrong_kind_are_not_found(world):
+    mine, theirs = world.sdk("acme"), world.sdk("globex")
+    their_resp = theirs.responses.create(model="gpt", input="globex's secret", background=True)
+    their_conv = theirs.conversations.create(items=[{"type": "message", "role": "user", "content": "globex's"}])
+    their_item = theirs.conversations.items.list(their_conv.id).data[0].id
+    my_conv = mine.conversations.create()
+    my_resp = mine.responses.create(model="gpt", input="acme's")
+    for do in (
+        lambda: mine.responses.retrieve(their_resp.id),
+        lambda: mine.responses.input_items.list(their_resp.id),
+        lambda: mine.responses.cancel(their_resp.id),
+        lambda: mine.responses.delete(their_resp.id),
+        lambda: mine.responses.retrieve(their_resp.id, stream=True, starting_after=0),
+        lambda: mine.conversations.retrieve(their_conv.id),
+        lambda: mine.conversations.update(their_conv.id, metadata={"x": "y"}),
+        lambda: mine.conversations.delete(their_conv.id),
+        lambda: mine.conversations.items.list(their_conv.id),
+        lambda: mine.conversations.items.retrieve(their_item, conversation_id=their_conv.id),
+        lambda: mine.conversations.items.delete(their_item, conversation_id=their_conv.id),
+        lambda: mine.conversations.items.create(their_conv.id, items=[{"role": "user", "content": "x"}]),
+        lambda: mine.conversations.items.retrieve(their_item, conversation_id=my_conv.id),
+        lambda: mine.responses.create(model="gpt", input="x", conversation=their_conv.id),
+        lambda: mine.responses.retrieve(my_conv.id),  # a conversation id where a response id goes
+        lambda: mine.conversations.retrieve(my_resp.id),  # and the other way round
+        lambda: mine.responses.create(model="gpt", input="x", conversation=my_resp.id),
+    ):
+        error = refused(404, do)
+        assert "globex's" not in json.dumps(error)
+    for prev in (their_resp.id, my_conv.id):
+        error = refused(400, lambda: mine.responses.create(model="gpt", input="x", previous_response_id=prev))
+        assert error["param"] == "previous_response_id"
+    # Nothing of theirs was touched.
+    assert theirs.responses.retrieve(their_resp.id).id == their_resp.id
+    assert [i.id for i in theirs.conversations.items.list(their_conv.id).data] == [their_item]
+
+
+def test_a_function_call_output_without_its_call_is_refused_and_never_stored(world):
+    """OpenAI answers 400 when a function_call_output answers no call; stored in a conversation, such a
+    result alone would be sent with every later turn, and every provider refuses a tool result without
+    its call. The same output after its call is accepted, in one input or across turns."""
+    client = world.sdk()
+    orphan = {"type": "function_call_output", "call_id": "call_nowhere", "output": "42"}
+    error = refused(400, lambda: client.responses.create(model="gpt", input=[orphan]))
+    assert error["param"] == "input[0]" and "call_nowhere" in error["message"]
+
+    conv = client.conversations.create(items=[{"type": "message", "role": "user", "content": "hi"}]).id
+    before = [i.id for i in client.conversations.items.list(conv).data]
+    refused(400, lambda: client.responses.create(model="gpt", conversation=conv, input=[orphan]))
+    error = refused(400, lambda: client.conversations.items.create(conv, items=[orphan]))
+    assert error["param"] == "items[0]"
+    refused(400, lambda: client.conversations.create(items=[orphan]))
+    assert [i.id for i in client.conversations.items.list(conv).data] == before  # nothing was appended
+    assert client.responses.create(model="gpt", input="still fine", conversation=conv).status == "completed"
+
+    call = {"type": "function_call", "call_id": "call_here", "name": "get_weather", "arguments": '{"city":"Oslo"}'}
+    answer = {"type": "function_call_output", "call_id": "call_here", "output": "cold"}
+    assert client.responses.create(model="gpt", input=[call, answer], tools=[WEATHER]).status == "completed"
+    client.conversations.items.create(conv, items=[call])
+    client.conversations.items.create(conv, items=[answer])  # answers the call stored before
+    first = client.responses.create(model="gpt", input="Weather in Rome?", tools=[WEATHER])
+    call_id = next(i for i in first.output if i.type == "function_call").call_id
+    done = client.responses.create(
+        model="gpt",
+        previous_response_id=first.id,
+        input=[{"type": "function_call_output", "call_id": call_id, "output": "warm"}],
+    )
+    assert done.status == "completed"
+
+
+def test_a_background_response_still_running_cannot_be_continued_yet(world):
+    """Its answer is not stored yet: a turn continuing it would be served half the context (was a 200 whose
+    model never saw the first answer). A 400 saying so; once it is final, the chain goes on."""
+    client = world.sdk()
+    world.sims["oa"].fault(latency_ms=1500)
+    first = client.responses.create(model="gpt", input="the code word is osprey", background=True)
+    error = refused(400, lambda: client.responses.create(model="claude", input="which?", previous_response_id=first.id))
+    assert error["param"] == "previous_response_id" and error["code"] == "previous_response_in_progress"
+    world.sims["oa"].clear_faults()
+    done = until(lambda: (r := client.responses.retrieve(first.id)).status == "completed" and r, 30, "completion")
+    after = client.responses.create(model="claude", input="which?", previous_response_id=first.id)
+    assert after.status == "completed"
+    assert done.output_text in json.dumps(json.loads(world.sims["an"].requests()[-1]["body"]))
+
+
+@pytest.mark.parametrize("mode", [{}, {"stream": True}, {"background": True}])
+def test_an_item_id_already_in_the_conversation_is_refused_before_any_upstream_call(world, mode):
+    """Was: the model was called, then storing the turn hit the unique id (a 400 with the answer lost;
+    a background job failing at its final write and calling the upstream on each of its attempts)."""
+    client = world.sdk()
+    taken = {"type": "message", "id": "msg_taken", "role": "user", "content": "first"}
+    conv = client.conversations.create(items=[taken]).id
+    calls = len(world.sims["oa"].requests())
+    error = refused(400, lambda: client.responses.create(model="gpt", conversation=conv, input=[taken], **mode))
+    assert error["code"] == "duplicate_item_id" and error["param"] == "input[0].id"
+    twice = [{**taken, "id": "msg_new"}, {**taken, "id": "msg_new"}]
+    refused(400, lambda: client.responses.create(model="gpt", conversation=conv, input=twice, **mode))
+    assert len(world.sims["oa"].requests()) == calls  # no upstream call was made
+    assert [i.id for i in client.conversations.items.list(conv).data] == ["msg_taken"]
+    error = refused(400, lambda: client.responses.create(model="gpt", input=[{**taken, "id": "msg_\x00"}], **mode))
+    assert error["param"] == "input[0].id"  # a NUL is no id (PostgreSQL's text refuses it)
+
+
+@pytest.mark.parametrize(
+    "extra,param",
+    [
+        ({"metadata": {f"k{i}": "v" for i in range(17)}}, "metadata"),
+        ({"metadata": {"k" * 65: "v"}}, "metadata"),
+        ({"metadata": {"k": "v" * 513}}, "metadata.k"),
+        ({"include": ["no.such.thing"]}, "include"),
+        ({"truncation": "sometimes"}, "truncation"),
+        ({"max_output_tokens": 0}, "max_output_tokens"),
+        ({"max_output_tokens": -5}, "max_output_tokens"),
+        ({"background": True, "store": False}, "background"),
+        ({"input": [{"type": "no_such_item"}]}, "input[0].type"),
+        ({"input": [{"role": "wizard", "content": "x"}]}, "input[0].role"),
+    ],
+)
+def test_bad_requests_are_a_clear_400(world, extra, param):
+    error = refused(400, lambda: world.sdk().responses.create(**{"model": "gpt", "input": "x", **extra}))
+    assert error["param"].startswith(param.split("[")[0]), error
+
+
+def test_conversation_with_previous_response_id_is_refused(world):
+    client = world.sdk()
+    prev = client.responses.create(model="gpt", input="one")
+    conv = client.conversations.create()
+    error = refused(
+        400, lambda: client.responses.create(model="gpt", input="x", previous_response_id=prev.id, conversation=conv.id)
+    )
+    assert error["param"] in ("conversation", "previous_response_id")
+    assert client.conversations.items.list(conv.id).data == []
+
+
+def test_control_characters_and_astral_text_round_trip(world):
+    client = world.sdk()
+    text = "nul \x00 bell \x07 rtl \u202e emoji 😀 nonchar \uffff"
+    resp = client.responses.create(model="gpt", input=text)
+    items = client.responses.input_items.list(resp.id).data
+    assert items[0].content[0].text == text
+    body = client.responses.with_raw_response.retrieve(resp.id).http_response.json()
+    conforms("Response", body)
