@@ -128,11 +128,11 @@ async def run(
     counters = RedisCounters(redis_url) if redis_url else None
     spool_dir = tempfile.mkdtemp(prefix="mh-metering-bench-spool-") if spool else None
     m = Metering(MeteringConfig(**CFG), PRICES, storage_url=db, counters=counters, spool_dir=spool_dir)
-    await m.start()
     contracts = ContractsService(parse_contracts(CONTRACTS), db) if with_contracts else None
-    if contracts is not None:
+    if contracts is not None:  # as the app wires it: the spool holds rows until the ledger has them
         await contracts.start()
-        m.add_sink(contracts)
+        m.hold_spool(contracts)
+    await m.start()
     latencies: list[float] = []
 
     async def one(i: int) -> None:

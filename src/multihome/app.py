@@ -75,9 +75,10 @@ def build_app(config: Config, config_path: str | None = None) -> Gateway:
     extra_services: list[Service] = [metering] if metered else []
     if storage.enabled:
         # Metered cost accrues to revenue shares and commitments, from the config or created
-        # through the admin API (so the ledger runs whenever there is storage to keep it).
-        metering.add_sink(contracts)
-        extra_services.append(contracts)
+        # through the admin API (so the ledger runs whenever there is storage to keep it). The usage
+        # spool covers its queue too: up before metering (whose start-up replay feeds it), down after.
+        metering.hold_spool(contracts)
+        extra_services.insert(0, contracts)
     call_log = None
     if config.server.call_log:
         call_log = CallLog(config.server.call_log)

@@ -10,6 +10,7 @@ for a person (`python -m cluster` from tests/).
 from __future__ import annotations
 
 import base64
+import datetime as dt
 import shutil
 import subprocess
 import time
@@ -43,6 +44,8 @@ RATE_LIMIT = 30  # requests per minute on the `limited` group's deployment, acro
 BUDGET = "0.01"  # USD per day on BUDGET_KEY: a few dozen calls
 PRICE = (10, 10)  # USD per million tokens in and out: a call of ~30 tokens costs ~$0.0003, reserves ~$0.001
 KEYS_ENV = {"MH_CL_CLIENT": CLIENT_KEY, "MH_CL_BUDGET": BUDGET_KEY, "MH_CL_ADMIN": ADMIN_KEY}
+SHARE_RATE = "0.5"  # of every call's cost to the contract ledger's revenue share `rs-cluster`
+LEASE_S = 2.0  # a killed replica's background jobs are claimed by another this long after its last renewal
 
 
 def cluster_config(
@@ -59,6 +62,8 @@ def cluster_config(
         audit=audit(audit_dir, signing_key_env="MH_CL_AUDIT_KEY", checkpoint_every_s=1),
         kms={"local": {"key_file": str(kms_key)}},
         routing={"redis_url_env": "MH_CL_REDIS"},
+        responses={"background": {"lease_s": LEASE_S, "poll_s": 0.1}},
+        contracts={"flush_interval_s": 0.5, "revenue_share": [_share()]},
         metering={
             "redis_url_env": "MH_CL_REDIS",
             "fail_open": fail_open,
@@ -71,13 +76,28 @@ def cluster_config(
             "d-chat": deployment("sim", "chat-model", price=price(*PRICE)),
             "d-limited": deployment("sim", "limited-model", price=price(*PRICE)),
             "d-budget": deployment("sim", "budget-model", price=price(*PRICE), max_output_tokens=64),
+            "d-slow": deployment("sim", "slow-model", price=price(*PRICE)),  # slowed by a simulator fault
         },
         model_groups={
             "chat": group("d-chat", retries=0),
             "limited": group("d-limited", retries=0),
             "budgeted": group("d-budget", retries=0),
+            "slow": group("d-slow", retries=0),
         },
     )
+
+
+def _share() -> dict:
+    today = dt.datetime.now(dt.UTC).date()
+    return {
+        "id": "rs-cluster",
+        "parties": ["Us", "Them"],
+        "rate": SHARE_RATE,
+        "basis": {"providers": ["sim"]},
+        "starts_on": str(today - dt.timedelta(days=10)),
+        "ends_on": str(today + dt.timedelta(days=300)),
+        "currency": "USD",
+    }
 
 
 class Replica(Proc):

@@ -24,7 +24,7 @@ import openai
 from e2e.helpers import until
 from multihome.audit import AuditReader, Filters
 
-from .cluster import ADMIN_KEY, BUDGET, BUDGET_KEY, CLIENT_KEY, RATE_LIMIT, Cluster
+from .cluster import ADMIN_KEY, BUDGET, BUDGET_KEY, CLIENT_KEY, LEASE_S, RATE_LIMIT, SHARE_RATE, Cluster
 
 USER = [{"role": "user", "content": "hello there"}]
 CONCURRENCY = 16
@@ -209,6 +209,132 @@ def test_sigkill_of_one_replica_mid_load_loses_no_acknowledged_call(cluster: Clu
     assert acked & served_by_victim, "the killed replica acknowledged nothing: the test proves nothing"
     assert not missing, (
         f"{len(missing)} acknowledged calls have no usage row ({len(missing & served_by_victim)} by the victim)"
+    )
+    _verify_audit(cluster)
+
+
+TERMINAL = {"completed", "failed", "cancelled", "incomplete"}
+BACKGROUND = 12
+
+
+def _ledger_lost(cluster: Cluster) -> tuple[set[str], set[str]]:
+    """(usage rows of the revenue share's provider with no accrual, accruals with no usage row)."""
+    usage = set(cluster.sql("SELECT request_id FROM usage_calls WHERE provider = 'sim' AND cost_nanos > 0"))
+    accrued = cluster.sql("SELECT request_id FROM ledger_accruals WHERE contract_id = 'rs-cluster'")
+    assert len(accrued) == len(set(accrued))  # (contract, request) is the ledger's key
+    return usage - set(accrued), set(accrued) - usage
+
+
+def test_sigkill_of_the_replica_running_background_responses(cluster: Cluster):
+    """Background responses (and stored foreground ones, and chat) through the balancer; the replica
+    holding the most running background jobs is killed with SIGKILL. Every background response still
+    completes (another replica claims its job once the lease runs out), each is billed once (one usage
+    row per response, however many runs), every stored response and acknowledged call is kept, and the
+    contract ledger has exactly one accrual per billed call (the victim's restart replays its spool)."""
+    assert cluster.sim is not None
+    cluster.sim.fault(match="slow-model", chunk_delay_ms=250, chunks=16)  # ~4 s a run: the kill lands mid-run
+    answered: list[str] = []
+    stored: list[str] = []
+    background: list[str] = []
+    failed: list[str] = []
+    pid_of = {r.popen.pid: i for i, r in enumerate(cluster.replicas)}
+    victim: list[int] = []
+
+    def running_owners() -> list[str]:
+        return cluster.sql("SELECT lease_owner FROM jobs WHERE kind = 'response' AND status = 'running'")
+
+    async def load():
+        client = _client(cluster, retries=3)
+        deadline = time.monotonic() + 90
+
+        async def create_background() -> None:
+            made = await client.responses.create(model="slow", input="survive the kill", background=True)
+            assert made.status in ("queued", "in_progress")
+            background.append(made.id)
+
+        async def worker(n: int) -> None:
+            for i in range(20):
+                if time.monotonic() > deadline:
+                    return
+                try:
+                    if i % 2 == 0:
+                        raw = await client.responses.with_raw_response.create(model="chat", input="keep me", store=True)
+                        stored.append(raw.parse().id)
+                        answered.append(raw.headers["x-request-id"])
+                    else:
+                        status, rid = await _chat(client, "chat")
+                        if status == 200:
+                            answered.append(rid)
+                except (openai.APIError, AssertionError) as exc:
+                    failed.append(repr(exc))
+
+        async def killer() -> None:
+            await asyncio.gather(*(create_background() for _ in range(BACKGROUND)))
+            while time.monotonic() < deadline:  # the replica with the most running jobs, mid-run
+                owners = await asyncio.to_thread(running_owners)
+                counts: dict[int, int] = {}
+                for owner in owners:
+                    pid = int(owner.split(":")[-2])
+                    if pid in pid_of:
+                        counts[pid_of[pid]] = counts.get(pid_of[pid], 0) + 1
+                if counts:
+                    victim.append(max(counts, key=lambda i: counts[i]))
+                    cluster.replicas[victim[0]].popen.kill()  # SIGKILL: no drain, no hand-back of its jobs
+                    return
+                await asyncio.sleep(0.1)
+
+        try:
+            await asyncio.gather(killer(), *(worker(n) for n in range(8)))
+        finally:
+            await client.close()
+
+    asyncio.run(load())
+    assert victim, "no background job was seen running: the test proves nothing"
+    assert len(background) == BACKGROUND, failed[:3]
+    killed = cluster.replicas[victim[0]]
+    killed.popen.wait(10)
+    killed_at = time.monotonic()
+
+    async def settle() -> dict[str, str]:
+        client = _client(cluster, retries=3)
+        status: dict[str, str] = {}
+        try:
+            while time.monotonic() - killed_at < 120 and len(status) < len(background):
+                for rid in background:
+                    if rid not in status:
+                        got = await client.responses.retrieve(rid)
+                        if got.status in TERMINAL:
+                            status[rid] = got.status
+                await asyncio.sleep(0.25)
+            for rid in stored:  # every stored response acknowledged before or after the kill is kept
+                assert (await client.responses.retrieve(rid)).status == "completed"
+        finally:
+            await client.close()
+        return status
+
+    status = asyncio.run(settle())
+    took = time.monotonic() - killed_at
+    assert sorted(status) == sorted(background), f"{len(background) - len(status)} background responses never ended"
+    assert set(status.values()) == {"completed"}, status
+    runs = sum(1 for r in cluster.sim.requests() if "survive the kill" in str(r.get("body")))
+    cluster.restart(victim[0])  # its spool: usage rows and ledger accruals it had not committed
+    cluster.stop_replicas()
+    billed = cluster.sql("SELECT request_id FROM usage_calls WHERE model_group = 'slow'")
+    assert len(billed) == BACKGROUND, f"{len(billed)} usage rows for {BACKGROUND} background responses"
+    acked = set(answered)
+    assert not acked - _usage_ids(cluster), "an acknowledged call has no usage row"
+    no_accrual, no_usage = _ledger_lost(cluster)
+    assert not no_accrual and not no_usage, (len(no_accrual), len(no_usage))
+    costs = cluster.sql("SELECT coalesce(sum(cost_nanos), 0) FROM usage_calls WHERE provider = 'sim'")[0]
+    accrued = sum(
+        Decimal(a) for a in cluster.sql("SELECT amount FROM ledger_accruals WHERE contract_id = 'rs-cluster'")
+    )
+    assert accrued == Decimal(costs) / 10**9 * Decimal(SHARE_RATE)
+    print(
+        f"\nSIGKILL of {killed.name} holding background jobs: {BACKGROUND} background responses completed "
+        f"{took:.1f} s after the kill (lease {LEASE_S} s), {runs} upstream runs, each billed once; "
+        f"{len(acked)} calls acknowledged, {len(stored)} stored responses kept, {len(failed)} failed at the client; "
+        f"ledger: one accrual per billed call; {dt.datetime.now(dt.UTC):%H:%M:%S}"
     )
     _verify_audit(cluster)
 

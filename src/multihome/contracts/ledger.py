@@ -52,6 +52,7 @@ class Pending:
     requested: Decimal  # before the cap
     cap: Decimal | None
     price_version: str = ""
+    spooled: int = 0  # the call's position in the usage spool, which keeps its row until this commits
 
 
 @dataclass(frozen=True, slots=True)

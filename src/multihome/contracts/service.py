@@ -7,8 +7,12 @@
   and retried with backoff; because the ledger is idempotent, a retry after an ambiguous failure
   never counts twice. Nothing is dropped; `close()` drains the queue.
 - Durability promise: an accrual is on disk once `flush()` has returned, or within
-  `flush_interval_s` (plus commit time) of the call; the client's answer does not wait for it. A
-  crash (kill -9) loses the accruals still queued: at most one flush interval of calls.
+  `flush_interval_s` (plus commit time) of the call; the client's answer does not wait for it.
+  With metering's usage spool (the default with storage), a kill -9 loses none either: this
+  service is the spool's holder (metering/record.py `SpoolHolder`), so a call's usage row stays in
+  the spool until its accruals are committed too, and replay hands the rows back to `replayed`,
+  which derives the same accruals (the ledger skips those already on record). Without the spool, a
+  kill loses the accruals still queued: at most one flush interval of calls.
 - `behind_plan(pool)` serves routing from memory; totals are refreshed from the ledger after each
   commit of this replica and every `refresh_s` for the others.
 """
@@ -20,12 +24,13 @@ import datetime as dt
 import logging
 import time
 from collections import deque
+from collections.abc import Callable
 from decimal import Decimal
 
 from ..aio import wait_event
 from ..config.contracts import Agreement, Commitment, ContractsConfig, agreements_of, problems
 from ..metering.record import MeteredCall
-from . import terms
+from . import money, terms
 from .ledger import Ledger, Pending, Total
 
 log = logging.getLogger("multihome.contracts")
@@ -60,6 +65,8 @@ class ContractsService:
         self._writer: asyncio.Task | None = None
         self._refresher: asyncio.Task | None = None
         self._closing = False
+        self._inflight = 0  # the spool position of the batch being written (0: none, or not spooled)
+        self.progress: Callable[[], None] | None = None  # metering: the spool may let rows go
         self._set_agreements(self._configured)
 
     # -- lifecycle -------------------------------------------------------------------------------
@@ -99,14 +106,59 @@ class ContractsService:
         if self.ledger is None or not m.cost > 0:
             return
         call = m.call
-        found = self._index.matching(call.tenant, call.model_group, call.provider, m.currency, call.finished_at)
+        self._accrue(
+            call.request_id,
+            call.tenant,
+            call.model_group,
+            call.provider,
+            m.currency,
+            call.finished_at,
+            m.cost,
+            m.price_version,
+            m.spooled,
+        )
+
+    def replayed(self, rows: list[dict]) -> None:
+        """The accruals of usage rows a killed process left in the spool (metering/replay.py): the same
+        ones `metered` made of them; those it had committed are skipped by the ledger."""
+        if self.ledger is None:
+            return
+        for r in rows:
+            cost = money.dec(r["cost"])
+            if cost > 0:
+                at = r["finished_at"].timestamp()
+                self._accrue(
+                    r["request_id"], r["tenant_id"], r["model_group"], r["provider"], r["currency"], at, cost,
+                    r["price_version"], 0,
+                )  # fmt: skip
+
+    def _accrue(
+        self,
+        request_id: str,
+        tenant: str,
+        model_group: str,
+        provider: str | None,
+        currency: str,
+        finished_at: float,
+        cost: Decimal,
+        price_version: str,
+        spooled: int,
+    ) -> None:
+        found = self._index.matching(tenant, model_group, provider, currency, finished_at)
         if not found:
             return
-        at = dt.datetime.fromtimestamp(call.finished_at, UTC)
+        at = dt.datetime.fromtimestamp(finished_at, UTC)
         for a in found:
             self._queue.append(
                 Pending(
-                    a.id, call.request_id, at, m.cost, terms.requested(a, m.cost), terms.limit(a), m.price_version[:64]
+                    a.id,
+                    request_id,
+                    at,
+                    cost,
+                    terms.requested(a, cost),
+                    terms.limit(a),
+                    price_version[:64],
+                    spooled,
                 )
             )
         was_idle = len(self._queue) == len(found)
@@ -145,13 +197,16 @@ class ContractsService:
                 self._wake.clear()
             n = min(len(self._queue), self.cfg.batch_max)
             batch = [self._queue.popleft() for _ in range(n)]
+            self._inflight = next((p.spooled for p in batch if p.spooled), 0)
             try:
                 changed = await self._open_ledger().apply(batch)
             except asyncio.CancelledError:
                 self._queue.extendleft(reversed(batch))
+                self._inflight = 0
                 raise
             except Exception as exc:  # keep the batch; the ledger makes the retry idempotent
                 self._queue.extendleft(reversed(batch))
+                self._inflight = 0
                 self.write_errors += 1
                 failures += 1
                 delay = min(0.05 * 2 ** min(failures, 6), 2.0)
@@ -159,10 +214,23 @@ class ContractsService:
                 await asyncio.sleep(delay)
                 continue
             failures = 0
+            self._inflight = 0
             self.batches += 1
             self.committed += n
             self._apply_totals(changed)
             self._committed_evt.set()
+            if self.progress is not None:
+                self.progress()
+
+    def held_from(self) -> int | None:
+        """metering.record.SpoolHolder: the spool position of the oldest accrual not yet committed.
+        Positions grow along the queue; replayed accruals (0) are covered by replay's flush instead."""
+        if self._inflight:
+            return self._inflight
+        for p in self._queue:
+            if p.spooled:
+                return p.spooled
+        return None
 
     def _open_ledger(self) -> Ledger:
         if self.ledger is None:  # the admin API answers 501 before getting here

@@ -31,7 +31,7 @@ from ..config.metering import BudgetRule, MeteringConfig
 from .limiter import Limiter
 from .periods import UTC, WINDOW_MS, period, window
 from .prices import ZERO, PriceTable, text, to_nanos
-from .record import MeteredCall, MeteredSink
+from .record import MeteredCall, MeteredSink, SpoolHolder
 from .rules import AdminBudget, Rules, admin_budget, principal_key, slot, window_expire_ms, window_key
 
 if TYPE_CHECKING:
@@ -79,6 +79,7 @@ class Metering:
         self._following: asyncio.Task | None = None
         self._rescan: asyncio.Task | None = None
         self._spool: UsageSpool | None = None
+        self.holder: SpoolHolder | None = None  # see hold_spool
 
     @classmethod
     def from_config(cls, config) -> Metering:
@@ -102,6 +103,18 @@ class Metering:
     def add_sink(self, sink: MeteredSink) -> None:
         self.sinks.append(sink)
 
+    def hold_spool(self, sink: SpoolHolder) -> None:
+        """Add a sink whose own queue the usage spool covers too (record.SpoolHolder): each row stays in
+        the spool until `sink` has committed it as well, and replayed rows are handed to it. It must be
+        started before this service (start-up replays), and close after it."""
+        self.add_sink(sink)
+        self.holder = sink
+        sink.progress = self._held_progress
+
+    def _held_progress(self) -> None:
+        if self._spool is not None:
+            self._spool.recheck()
+
     # -- CallSink ------------------------------------------------------------------------------------
     def record(self, call: CallRecord) -> None:
         usage = call.usage
@@ -123,6 +136,7 @@ class Metering:
         # A call that reached no upstream and costs nothing (refused, denied, a bad request) must not
         # feed the backlog its refusal is meant to cap: while the backlog is full it gets no row.
         free = call.deployment is None and nanos == 0 and ticket is None
+        spooled = 0
         if writer is not None and free and writer.overloaded():
             writer.skip()
         elif writer is not None:
@@ -152,8 +166,16 @@ class Metering:
                     "over_budget": over,
                 }
             )
+            if writer.spool is not None:
+                spooled = writer.spool.rows_in
         if self.sinks:
-            metered = MeteredCall(call=call, cost=cost, currency=currency, price_version=self.prices.version)
+            metered = MeteredCall(
+                call=call,
+                cost=cost,
+                currency=currency,
+                price_version=self.prices.version,
+                spooled=spooled,
+            )
             for sink in self.sinks:
                 try:
                     sink.metered(metered)
@@ -172,6 +194,8 @@ class Metering:
         self.engine = engine = create_engine(self.storage_url)
         await self._store_price_version(engine)
         self._spool = spool = self._open_spool()
+        if spool is not None and self.holder is not None:
+            spool.hold = self.holder.held_from
         if spool is not None:
             # Before seeding: counters kept in memory are seeded from the stored rows, replayed ones included.
             await self._replay(spool, None)
@@ -237,14 +261,26 @@ class Metering:
         from .tables import usage_calls
         from .writer import UsageWriter
 
+        holder = self.holder
+
+        def put(w: UsageWriter, rows: list[dict]) -> None:
+            w.put_replayed(rows)
+            if holder is not None:
+                holder.replayed(rows)  # the ledger's accruals of these calls, idempotent as the rows are
+
+        async def flush(w: UsageWriter, timeout: float) -> None:
+            await w.flush(timeout=timeout)
+            if holder is not None:
+                await holder.flush(timeout)
+
         if writer is not None:
-            return await replay(spool.dir, spool.db, spool.owns, writer.put_replayed, writer.flush)
+            return await replay(spool.dir, spool.db, spool.owns, lambda r: put(writer, r), lambda: flush(writer, 30))
         assert self.engine is not None
         w = self.cfg.writer
         own = UsageWriter(self.engine, usage_calls, batch_size=w.batch_size, flush_interval_ms=0)
         await own.start()
         try:
-            return await replay(spool.dir, spool.db, spool.owns, own.put_replayed, lambda: own.flush(timeout=600))
+            return await replay(spool.dir, spool.db, spool.owns, lambda r: put(own, r), lambda: flush(own, 600))
         finally:
             await own.close()
 
@@ -270,6 +306,11 @@ class Metering:
             self._following.cancel()
         if self._rescan is not None:
             self._rescan.cancel()
+        if self.holder is not None and self._spool is not None:
+            try:  # its queue committed, so the spool lets go of the rows when the writer commits them
+                await self.holder.flush(10)
+            except Exception as exc:
+                log.warning("metering: %s not flushed before closing (%s); the spool keeps its rows", self.holder, exc)
         if self.writer is not None:
             await self.writer.close()  # closes the spool
         elif self._spool is not None:

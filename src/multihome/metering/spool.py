@@ -14,6 +14,12 @@ committed in the order they were put, so `committed(n)` lets the oldest n go: a 
 are all in the database is cut back to its header (the current one) or deleted (an older one,
 after rotation at `segment_bytes`). A clean close deletes what is committed and keeps the rest for
 the next start (the database was unreachable).
+
+A second consumer of the same calls with its own queue (the contract ledger) can hold rows too:
+`hold` returns the position (`rows_in` when its row was put) of the oldest row it still needs, and
+rows are let go only once both the usage writer committed them and no hold reaches back to them;
+the holder calls `recheck()` after each of its commits. So a kill between the usage commit and the
+ledger's leaves the row in the spool, and replay re-applies both (each is idempotent by request id).
 """
 
 from __future__ import annotations
@@ -27,6 +33,7 @@ import os
 import secrets
 import time
 from collections import deque
+from collections.abc import Callable
 from typing import Any
 
 import msgspec
@@ -84,6 +91,11 @@ class UsageSpool:
         self._syncer: asyncio.Task | None = None
         self._encoder = msgspec.json.Encoder()
         self._buf = bytearray()
+        self.rows_in = 0  # rows put so far (spooled or not): the position of the last one
+        self._done = 0  # rows the usage writer committed (in the order they were put)
+        self._let_go_to = 0  # rows let go: committed and no longer held
+        # The position of the oldest row another consumer still needs (None: none); see the docstring.
+        self.hold: Callable[[], int | None] | None = None
 
     @property
     def files(self) -> list[str]:
@@ -154,6 +166,7 @@ class UsageSpool:
         self._run(None, rows)
 
     def _run(self, seg: _Segment | None, rows: int = 1) -> None:
+        self.rows_in += rows
         runs = self._runs
         if runs and runs[-1][0] is seg:
             runs[-1][1] += rows
@@ -175,7 +188,21 @@ class UsageSpool:
 
     # -- after each committed batch ------------------------------------------------------------------
     def committed(self, rows: int) -> None:
-        """The oldest `rows` rows are in the database: let their lines go."""
+        """The oldest `rows` rows not yet committed are in the database: let their lines go (unless held)."""
+        self._done += rows
+        self.recheck()
+
+    def recheck(self) -> None:
+        """Let go of the committed rows no hold needs any more."""
+        upto = self._done
+        if self.hold is not None:
+            held = self.hold()
+            if held is not None:
+                upto = min(upto, held - 1)
+        rows = upto - self._let_go_to
+        if rows <= 0:
+            return
+        self._let_go_to = upto
         runs = self._runs
         while rows and runs:
             run = runs[0]

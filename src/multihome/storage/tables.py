@@ -309,6 +309,24 @@ jobs = sa.Table(
     sa.CheckConstraint("attempt >= 0 AND max_attempts >= 1", name="attempts"),
 )
 
+# Idempotency-Key of a stateful create (state/idempotency.py, docs/responses.md "Idempotency-Key"): per
+# tenant, the request it was first used with (a digest), and what it made once done; shared by replicas.
+idempotency_keys = sa.Table(
+    "idempotency_keys",
+    metadata,
+    sa.Column("tenant_id", sa.String(200), primary_key=True),
+    sa.Column("key", sa.String(255), primary_key=True),
+    sa.Column("endpoint", sa.String(64), nullable=False),
+    sa.Column("digest", sa.String(64), nullable=False),  # sha256 of the request body
+    sa.Column("state", sa.String(8), nullable=False),
+    sa.Column("status", sa.Integer, nullable=True),  # the original answer's HTTP status, once done
+    sa.Column("object_id", sa.String(200), nullable=True),  # what it created (a response id), once done
+    sa.Column("locked_until", TS, nullable=False),  # pending: a replica that died mid-call lets go then
+    sa.Column("expires_at", TS, nullable=False),
+    sa.CheckConstraint("state IN ('pending', 'done')", name="state"),
+    sa.Index(None, "expires_at"),
+)
+
 # MCP servers an admin registered for a tenant (tools/servers.py, docs/agents.md "MCP servers"): the only
 # ones its requests may reach. Header values (credentials) only ever in `headers`, sealed under the
 # tenant's `credentials` data key bound to the row's id; `header_names` lists their names in clear.

@@ -9,11 +9,14 @@ from typing import Any
 from ...schema.errors import ApiError
 from ...schema.responses import MAX_ITEM_ID, parse_add_items, parse_create_conversation, parse_update_conversation
 from ...state import Conversation, StateStore
+from ...state.idempotency import IdempotencyKeys
 from ...state.pairs import orphan_output
-from ..asgi import Receive, Send, read_body
+from ..asgi import Receive, Send, header, read_body
 from ..pipeline import Call, Pipeline
 from .common import answer, list_query, need_state, page, segments, stored, tenant
 from .door import MAX_ID, conversation_not_found
+from .idempotent import HEADER as IDEMPOTENCY_KEY
+from .idempotent import once
 from .items import new_id, refuse_orphans, stored_item
 
 
@@ -26,10 +29,24 @@ def _view(conv: Conversation) -> dict[str, Any]:
     }
 
 
+async def _no_replay(call: Call, body: bytes, object_id: str) -> None:
+    return None
+
+
 class ConversationsDoor:
     def __init__(self, pipeline: Pipeline, state: StateStore | None) -> None:
         self.max_body = pipeline.max_body
         self._state = state
+        self._keys: IdempotencyKeys | None = None
+
+    def _idempotent(self, call: Call) -> tuple[IdempotencyKeys, bytes] | None:
+        """With an Idempotency-Key (and a database): the key store and the key (idempotent.py)."""
+        key = header(call.scope, IDEMPOTENCY_KEY)
+        if key is None or self._state is None:
+            return None
+        if self._keys is None:
+            self._keys = IdempotencyKeys(self._state.engine)
+        return self._keys, key
 
     def _ids(self, call: Call) -> tuple[StateStore, str, str]:
         """The store, the caller's tenant and the conversation id of the path (404 for an id never issued)."""
@@ -40,6 +57,18 @@ class ConversationsDoor:
         return state, tenant(call), conv
 
     async def create(self, call: Call, receive: Receive, send: Send) -> None:
+        keyed = self._idempotent(call)
+        if keyed is not None:
+            await once(call, receive, send, *keyed, "conversations", self.max_body, self._create, self._replay)
+            return
+        await self._create(call, receive, send)
+
+    async def _replay(self, call: Call, body: bytes, conv_id: str) -> dict[str, Any] | None:
+        assert self._state is not None
+        conv = await stored(self._state.get_conversation(tenant(call), conv_id))
+        return None if conv is None else _view(conv)
+
+    async def _create(self, call: Call, receive: Receive, send: Send) -> None:
         state = need_state(self._state, "The Conversations API")
         req = parse_create_conversation(await read_body(call.scope, receive, self.max_body))
         items = [stored_item(i) for i in req.items or ()]
@@ -77,6 +106,14 @@ class ConversationsDoor:
         await answer(call, send, page(found.items, found.has_more))
 
     async def add_items(self, call: Call, receive: Receive, send: Send) -> None:
+        keyed = self._idempotent(call)
+        if keyed is not None:  # a retry is told which items the first one added (409), never adds them twice
+            endpoint = f"conversation_items {segments(call)[1][:MAX_ID]}"
+            await once(call, receive, send, *keyed, endpoint, self.max_body, self._add_items, _no_replay)
+            return
+        await self._add_items(call, receive, send)
+
+    async def _add_items(self, call: Call, receive: Receive, send: Send) -> None:
         state, who, conv_id = self._ids(call)
         req = parse_add_items(await read_body(call.scope, receive, self.max_body))
         items = [stored_item(i) for i in req.items]

@@ -23,10 +23,11 @@ from ...routing.stream_relay import StreamRelay
 from ...schema.errors import ApiError, bad_request
 from ...schema.responses import CreateResponse, parse_create, runs_tools
 from ...state import StateStore, StoredResponse
+from ...state.idempotency import IdempotencyKeys
 from ...tools.resolver import McpResolver
 from ...tools.servers import McpServerStore
 from ...tools.toolbox import Toolbox
-from ..asgi import JSON, Receive, Send, read_body
+from ..asgi import JSON, Receive, Send, header, read_body
 from ..openai.errors import OPENAI, upstream_client_error
 from ..pipeline import Call, Pipeline, finish_refused, finish_unary, stream_finisher
 from ..render import send_failure, send_json, send_stream
@@ -45,6 +46,8 @@ from .common import (
     stored,
     tenant,
 )
+from .idempotent import HEADER as IDEMPOTENCY_KEY
+from .idempotent import once
 from .items import Item, refuse_duplicate_ids, refuse_orphans, stored_items
 from .native import NativeStream, NativeTurn, from_response
 from .stream import ResponsesRelay, ResponsesStream
@@ -76,8 +79,31 @@ class ResponsesDoor:
         self.pipeline = pipeline
         self.state = state  # None without storage: nothing is stored, nothing can be continued
         self.background = background  # background mode (api/responses/background.py); None without storage
+        self._keys: IdempotencyKeys | None = None
 
     async def create(self, call: Call, receive: Receive, send: Send) -> None:
+        key = header(call.scope, IDEMPOTENCY_KEY)
+        if key is not None and self.state is not None:  # a database round trip only for a keyed request
+            if self._keys is None:
+                self._keys = IdempotencyKeys(self.state.engine)
+            max_body = self.pipeline.max_body
+            await once(call, receive, send, self._keys, key, "responses", max_body, self._create, self._replay)
+            return
+        await self._create(call, receive, send)
+
+    async def _replay(self, call: Call, body: bytes, response_id: str) -> dict[str, Any] | None:
+        """The stored response a retried create answers with (as it is now); None for a streamed create
+        (its retry cannot be a JSON body) or one not stored."""
+        if parse_create(body).stream or self.state is None:
+            return None
+        found = await stored(self.state.get_response(tenant(call), response_id))
+        if found is None:
+            return None
+        if self.background is not None:
+            found = await self.background.current(found)
+        return found.response
+
+    async def _create(self, call: Call, receive: Receive, send: Send) -> None:
         body = await read_body(call.scope, receive, self.pipeline.max_body)
         req = parse_create(body)
         if req.store:

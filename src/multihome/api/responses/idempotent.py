@@ -1,0 +1,119 @@
+"""`Idempotency-Key` on a stateful create: a retry of the same request (on any replica) gets the
+original answer, or a 409 while it runs, instead of a second response made and billed.
+
+Only requests that carry the header come here (the door checks for it: no database round trip on
+the others). The key is claimed in the database (state/idempotency.py) with a digest of the body; the
+create runs with its answer's status and first bytes watched, and the key is then marked done with
+the id of what it made (the first `"id"` of the answer: a unary body's, the stream's
+`response.created` event's, an item list's first item's), or forgotten if the create failed (4xx, 5xx, or an error before any
+answer), so the retry runs again. A retry of a done key gets the stored object, read now (so a
+background response shows its current status) when `replay` can give it, else a 409 naming it.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import msgspec
+
+from ...schema.errors import ApiError, bad_request
+from ...state.idempotency import DONE, IN_PROGRESS, MAX_KEY, NEW, IdempotencyKeys, digest
+from ..asgi import JSON, Message, Receive, Send, read_body
+from ..pipeline import Call
+from ..render import send_json
+from .common import stored, tenant
+
+log = logging.getLogger("multihome.responses")
+HEADER = b"idempotency-key"
+_ID = re.compile(rb'"id"\s*:\s*"([^"\\]{1,200})"')  # the first id: the object's (a list's first item's)
+_WATCH = 4096  # the id is in the first bytes of the answer
+
+
+def key_of(raw: bytes) -> str:
+    try:
+        key = raw.decode("ascii")
+    except UnicodeDecodeError:
+        key = ""
+    if not key or len(key) > MAX_KEY or not key.isprintable():
+        raise bad_request(f"The Idempotency-Key header must be 1 to {MAX_KEY} printable ASCII characters.")
+    return key
+
+
+async def once(
+    call: Call,
+    receive: Receive,
+    send: Send,
+    keys: IdempotencyKeys,
+    raw_key: bytes,
+    endpoint: str,
+    max_body: int,
+    create: Callable[[Call, Receive, Send], Awaitable[None]],
+    replay: Callable[[Call, bytes, str], Awaitable[Any | None]],
+) -> None:
+    """Run `create` once per (tenant, key); `replay(call, body, object_id)`: the object to answer a retry with."""
+    key = key_of(raw_key)
+    body = await read_body(call.scope, receive, max_body)
+    who = tenant(call)
+    claim = await stored(keys.claim(who, key, endpoint, digest(endpoint, body)))
+    if claim.outcome == IN_PROGRESS:
+        raise ApiError(
+            409,
+            "A request with this Idempotency-Key is still in progress; retry later.",
+            code="idempotency_key_in_use",
+        )
+    if claim.outcome == DONE:
+        found = await replay(call, body, claim.object_id) if claim.object_id else None
+        if found is None:
+            raise ApiError(
+                409,
+                f"A request with this Idempotency-Key already completed (it created '{claim.object_id}'), "
+                "and its answer cannot be replayed (not stored, or streamed); retrieve it, or use a new key.",
+                code="idempotency_key_used",
+            )
+        out = msgspec.json.encode(found)
+        headers = [JSON, (b"x-request-id", call.request_id), (b"idempotent-replayed", b"true")]
+        await send_json(call, send, 200, out, headers)
+        return
+    if claim.outcome != NEW:
+        raise ApiError(
+            422,
+            "This Idempotency-Key was already used with a different request; use a new key for a new request.",
+            code="idempotency_key_reused",
+        )
+    sent = False
+
+    async def replayed_body() -> Message:
+        nonlocal sent
+        if not sent:
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()
+
+    status = 0
+    head = bytearray()
+
+    async def watched(message: Message) -> None:
+        nonlocal status
+        if message["type"] == "http.response.start":
+            status = message["status"]
+        elif message["type"] == "http.response.body" and len(head) < _WATCH:
+            head.extend(message.get("body", b"")[:_WATCH])
+        await send(message)
+
+    try:
+        await create(call, replayed_body, watched)
+    finally:
+        found = _ID.search(head) if 200 <= status < 300 else None
+        try:
+            if found is not None:
+                await keys.done(who, key, status, found.group(1).decode())
+            else:
+                await keys.release(who, key)
+        except Exception as exc:  # the answer stands; the key stays pending until `locked_until`
+            log.warning("Idempotency-Key of %s not recorded (%s)", call.request_id, exc)
+
+
+__all__ = ["HEADER", "key_of", "once"]

@@ -1,0 +1,117 @@
+"""Idempotency keys of stateful creates, in the database so every replica sees them.
+
+A client (or its SDK) that sends `Idempotency-Key` on `POST /v1/responses` and retries after a cut
+connection must not create, run and bill a second response because the balancer sent the retry to
+another replica. `claim` records the key for the tenant with a digest of the request in one
+transaction (an insert that ignores a conflict, then a locked read of the row it met), so two
+replicas racing on one key get one `NEW` and one `IN_PROGRESS`. The creator calls `done` with what
+it made, or `release` when it failed (the retry then runs again). A pending key whose replica died
+mid-call is taken over once `locked_until` has passed; any key once `expires_at` has.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+from dataclasses import dataclass
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from ..storage.base import as_utc
+from ..storage.engine import is_sqlite, write_connection
+from ..storage.tables import idempotency_keys as t
+
+UTC = dt.UTC
+TTL_S = 24 * 3600.0  # how long a key is remembered
+PENDING_S = 900.0  # a pending key whose replica died (or a call that runs longer) is taken over after this
+MAX_KEY = 255
+
+NEW, IN_PROGRESS, MISMATCH, DONE = "new", "in_progress", "mismatch", "done"
+
+
+@dataclass(frozen=True, slots=True)
+class Claim:
+    outcome: str  # NEW, IN_PROGRESS, MISMATCH or DONE
+    status: int | None = None  # DONE: the original answer's HTTP status
+    object_id: str | None = None  # DONE: what it created
+
+
+def digest(endpoint: str, body: bytes) -> str:
+    return hashlib.sha256(endpoint.encode() + b"\0" + body).hexdigest()
+
+
+class IdempotencyKeys:
+    def __init__(self, engine: AsyncEngine, *, ttl_s: float = TTL_S, pending_s: float = PENDING_S) -> None:
+        self.engine = engine
+        self.ttl_s = ttl_s
+        self.pending_s = pending_s
+        self._insert: Any = sqlite.insert if is_sqlite(engine) else postgresql.insert
+        self._lock = not is_sqlite(engine)  # SQLite: BEGIN IMMEDIATE already holds the write lock
+
+    async def claim(self, tenant: str, key: str, endpoint: str, body_digest: str) -> Claim:
+        now = dt.datetime.now(UTC)
+        fresh = dict(
+            endpoint=endpoint,
+            digest=body_digest,
+            state="pending",
+            status=None,
+            object_id=None,
+            locked_until=now + dt.timedelta(seconds=self.pending_s),
+            expires_at=now + dt.timedelta(seconds=self.ttl_s),
+        )
+        mine = (t.c.tenant_id == tenant) & (t.c.key == key)
+        conn = await write_connection(self.engine)
+        try:
+            async with conn.begin():
+                ins = self._insert(t).values(tenant_id=tenant, key=key, **fresh).on_conflict_do_nothing()
+                if (await conn.execute(ins)).rowcount == 1:
+                    return Claim(NEW)
+                q = sa.select(t).where(mine)
+                row = (await conn.execute(q.with_for_update() if self._lock else q)).one()
+                expired = as_utc(row.expires_at) <= now
+                abandoned = row.state == "pending" and as_utc(row.locked_until) <= now
+                if expired or (abandoned and row.digest == body_digest):
+                    await conn.execute(sa.update(t).where(mine).values(**fresh))
+                    return Claim(NEW)
+                if row.digest != body_digest or row.endpoint != endpoint:
+                    return Claim(MISMATCH)
+                if row.state == "pending":
+                    return Claim(IN_PROGRESS)
+                return Claim(DONE, row.status, row.object_id)
+        finally:
+            await conn.close()
+
+    async def done(self, tenant: str, key: str, status: int, object_id: str | None) -> None:
+        await self._write(
+            sa.update(t)
+            .where(t.c.tenant_id == tenant, t.c.key == key)
+            .values(state="done", status=status, object_id=object_id)
+        )
+
+    async def release(self, tenant: str, key: str) -> None:
+        """The call failed before it created anything: forget the key, so a retry runs it again."""
+        await self._write(sa.delete(t).where(t.c.tenant_id == tenant, t.c.key == key, t.c.state == "pending"))
+
+    async def sweep(self) -> int:
+        """Delete expired keys. -> how many."""
+        now = dt.datetime.now(UTC)
+        conn = await write_connection(self.engine)
+        try:
+            async with conn.begin():
+                return (await conn.execute(sa.delete(t).where(t.c.expires_at <= now))).rowcount
+        finally:
+            await conn.close()
+
+    async def _write(self, stmt: Any) -> None:
+        conn = await write_connection(self.engine)
+        try:
+            async with conn.begin():
+                await conn.execute(stmt)
+        finally:
+            await conn.close()
+
+
+__all__ = ["DONE", "IN_PROGRESS", "MISMATCH", "NEW", "Claim", "IdempotencyKeys", "digest"]

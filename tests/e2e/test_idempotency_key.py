@@ -1,0 +1,103 @@
+"""`Idempotency-Key` on `POST /v1/responses` across two replicas on one database (the load balancer
+sending a client's retry to another replica): the retry gets the original response, made and billed
+once; a 409 while the original runs; a conversation created once, its items added once; a 422 for the key reused with another request; a 409 naming the
+response when it was not stored. The official openai SDK sends the header through `extra_headers`
+(it sends none by itself)."""
+
+from __future__ import annotations
+
+import threading
+
+import openai
+import pytest
+
+from .helpers import until
+from .test_responses_background import _billed_calls, _tenant_and_key, replicas, sdk
+
+
+def _create(gateway, key: str, idem: str, text: str, **extra):
+    raw = sdk(gateway, key).responses.with_raw_response.create(
+        model="gpt", input=text, extra_headers={"Idempotency-Key": idem}, **extra
+    )
+    return raw.parse(), raw.headers
+
+
+def _upstream_calls(sim, text: str) -> int:
+    return sum(1 for r in sim.requests() if text in str(r["body"]))
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_a_retry_on_another_replica_gets_the_original_response(backend, tmp_path, request):
+    if backend == "sqlite":
+        db = f"sqlite+aiosqlite:///{tmp_path / 'multihome.db'}"
+    else:
+        db = request.getfixturevalue("pg_server").create_database()
+    with replicas(tmp_path, db, "idem") as (sim, start):
+        a, b = start(), start()
+        tenant, key = _tenant_and_key(a, "acme")
+
+        first, _ = _create(a, key, "k-1", "only once please")
+        again, headers = _create(b, key, "k-1", "only once please")  # the retry, on the other replica
+        assert again.id == first.id and again.output_text == first.output_text
+        assert headers["idempotent-replayed"] == "true"
+        assert _upstream_calls(sim, "only once please") == 1
+        until(lambda: _billed_calls(a, tenant) >= 1, what="usage")
+
+        with pytest.raises(openai.UnprocessableEntityError) as err:  # same key, another request
+            _create(b, key, "k-1", "something else")
+        assert err.value.code == "idempotency_key_reused"
+
+        # While the original runs, a retry elsewhere is told so; afterwards it gets the original.
+        sim.fault(latency_ms=3000, times=1)
+        out: list = []
+        slow = threading.Thread(target=lambda: out.append(_create(a, key, "k-2", "slow and once")[0]))
+        slow.start()
+        until(lambda: _upstream_calls(sim, "slow and once") == 1, what="the original upstream")
+        with pytest.raises(openai.ConflictError) as err:
+            _create(b, key, "k-2", "slow and once")
+        assert err.value.code == "idempotency_key_in_use"
+        slow.join(30)
+        assert _create(b, key, "k-2", "slow and once")[0].id == out[0].id
+        assert _upstream_calls(sim, "slow and once") == 1
+
+        # Not stored: nothing to replay, but nothing made twice either.
+        unstored, _ = _create(a, key, "k-3", "not kept", store=False)
+        with pytest.raises(openai.ConflictError) as err:
+            _create(b, key, "k-3", "not kept", store=False)
+        assert err.value.code == "idempotency_key_used" and unstored.id in err.value.message
+        assert _upstream_calls(sim, "not kept") == 1
+
+        # A background response: the retry answers with its current state, one job, one bill.
+        bg, _ = _create(a, key, "k-4", "in the background", background=True)
+        done = until(
+            lambda: (r := _create(b, key, "k-4", "in the background", background=True)[0]).status == "completed" and r,
+            what="completed",
+        )
+        assert done.id == bg.id and _upstream_calls(sim, "in the background") == 1
+
+        # An upstream failure is not remembered: the retry runs again.
+        sim.fault(status=400, times=1)
+        with pytest.raises(openai.BadRequestError):
+            _create(a, key, "k-5", "fails first")
+        assert _create(b, key, "k-5", "fails first")[0].status == "completed"
+
+        # Conversations and their items: created once, whichever replica the retry reaches.
+        conv_a = sdk(a, key).conversations.create(extra_headers={"Idempotency-Key": "c-1"})
+        conv_b = sdk(b, key).conversations.create(extra_headers={"Idempotency-Key": "c-1"})
+        assert conv_a.id == conv_b.id
+        item = [{"type": "message", "role": "user", "content": "just once"}]
+        added = sdk(a, key).conversations.items.create(conv_a.id, items=item, extra_headers={"Idempotency-Key": "i-1"})
+        with pytest.raises(openai.ConflictError) as err:
+            sdk(b, key).conversations.items.create(conv_a.id, items=item, extra_headers={"Idempotency-Key": "i-1"})
+        assert err.value.code == "idempotency_key_used" and added.data[0].id in err.value.message
+        assert len(sdk(b, key).conversations.items.list(conv_a.id).data) == 1
+
+        # Without the header, every create is a new response (and a new bill).
+        plain = sdk(a, key)
+        assert (
+            plain.responses.create(model="gpt", input="twice").id
+            != plain.responses.create(model="gpt", input="twice").id
+        )
+        # k-1 to k-4 once each, k-5's refused call and its retry, the two plain ones: eight usage rows.
+        until(lambda: _billed_calls(a, tenant) >= 8, what="eight usage rows")
+        assert _billed_calls(a, tenant) == 8

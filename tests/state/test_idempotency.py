@@ -1,0 +1,55 @@
+"""Idempotency keys (state/idempotency.py) on SQLite and PostgreSQL: of two replicas racing on one
+key exactly one runs the create; a done key answers with what it made; another body is a mismatch;
+a released key runs again; an abandoned pending key (its replica died) and an expired key are taken
+over; keys are per tenant; the sweep deletes expired keys."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from multihome.state.idempotency import DONE, IN_PROGRESS, MISMATCH, NEW, IdempotencyKeys, digest
+from multihome.storage.engine import create_engine
+
+pytestmark = pytest.mark.anyio
+BODY = digest("responses", b'{"model":"m","input":"hi"}')
+
+
+async def test_one_of_two_replicas_racing_on_a_key_runs_the_create(engine, db_url):
+    other = create_engine(db_url)  # a second replica: its own engine and connections
+    try:
+        a, b = IdempotencyKeys(engine), IdempotencyKeys(other)
+        claims = await asyncio.gather(*(k.claim("ten_a", "k1", "responses", BODY) for k in (a, b, a, b)))
+        assert sorted(c.outcome for c in claims) == [IN_PROGRESS] * 3 + [NEW]
+        await a.done("ten_a", "k1", 200, "resp_1")
+        got = await b.claim("ten_a", "k1", "responses", BODY)
+        assert (got.outcome, got.status, got.object_id) == (DONE, 200, "resp_1")
+        assert (await b.claim("ten_a", "k1", "responses", digest("responses", b"{}"))).outcome == MISMATCH
+        assert (await b.claim("ten_a", "k1", "conversations", BODY)).outcome == MISMATCH
+        assert (await b.claim("ten_b", "k1", "responses", BODY)).outcome == NEW  # per tenant
+    finally:
+        await other.dispose()
+
+
+async def test_released_abandoned_and_expired_keys_run_again(engine):
+    keys = IdempotencyKeys(engine)
+    assert (await keys.claim("ten_a", "k2", "responses", BODY)).outcome == NEW
+    await keys.release("ten_a", "k2")  # the create failed
+    assert (await keys.claim("ten_a", "k2", "responses", BODY)).outcome == NEW
+
+    dying = IdempotencyKeys(engine, pending_s=0.05)  # a replica killed mid-call: its claim lapses
+    assert (await dying.claim("ten_a", "k3", "responses", BODY)).outcome == NEW
+    assert (await keys.claim("ten_a", "k3", "responses", BODY)).outcome == IN_PROGRESS
+    await asyncio.sleep(0.1)
+    assert (await keys.claim("ten_a", "k3", "responses", digest("responses", b"{}"))).outcome == MISMATCH
+    assert (await keys.claim("ten_a", "k3", "responses", BODY)).outcome == NEW
+
+    short = IdempotencyKeys(engine, ttl_s=0.05)
+    assert (await short.claim("ten_a", "k4", "responses", BODY)).outcome == NEW
+    await short.done("ten_a", "k4", 200, "resp_4")
+    await asyncio.sleep(0.1)
+    assert (await keys.claim("ten_a", "k4", "responses", digest("responses", b"{}"))).outcome == NEW  # expired
+    assert (await short.claim("ten_a", "k5", "responses", BODY)).outcome == NEW
+    await asyncio.sleep(0.1)
+    assert await keys.sweep() == 1  # k5 expired; k4 was taken over with a fresh window
