@@ -6,14 +6,17 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import openai
 import pytest
 import yaml
 
 from builders import deployment, group, simulated
 
-from .processes import Gateway, Simulator
+from . import stacks
+from .processes import Simulator
+from .stacks import gateway_stack
 from .test_entra import TOKEN, _TokenEndpoint, managed_identity
+
+sims, client = stacks.sims, stacks.client  # fixtures: each test's cleared simulators and SDK client
 
 ROOT = Path(__file__).resolve().parents[2]
 CLIENT_KEY = "mh-inference-client-key"
@@ -26,9 +29,8 @@ def stack(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("inference")
     with managed_identity() as identity_env:
         secrets = {"SIM_KEY": KEY, "SIM_TOKEN": TOKEN}
-        sims: dict[str, Simulator] = {}
-        gw = None
-        try:
+        with gateway_stack(CLIENT_KEY, secrets=(KEY, TOKEN)) as s:
+            sims = s.sims
             sims["foundry-models"] = Simulator(
                 "azure_inference", "inference-sim", "--api-key-env", "SIM_KEY", env=secrets
             )
@@ -43,30 +45,8 @@ def stack(tmp_path_factory):
             cfg["providers"]["entra"] = simulated("azure_inference", sims["entra"].url + "/models", auth={"entra": {}})
             cfg["deployments"]["llama@entra"] = deployment("entra", "Llama-3.3-70B-Instruct")
             cfg["model_groups"]["llama-entra"] = group("llama@entra", retries=0)
-            env = {
-                "MULTIHOME_API_KEY": CLIENT_KEY,
-                "FOUNDRY_MODELS_KEY": KEY,
-                **identity_env,
-            }
-            gw = Gateway(cfg, tmp, env)
-            yield sims, gw
-        finally:
-            log = gw.stop() if gw is not None else ""
-            for sim in sims.values():
-                sim.stop()
-        assert KEY not in log and TOKEN not in log, "an upstream secret reached the gateway's log"
-
-
-@pytest.fixture
-def sims(stack):
-    for sim in stack[0].values():
-        sim.reset()
-    return stack[0]
-
-
-@pytest.fixture
-def client(stack) -> openai.OpenAI:
-    return openai.OpenAI(base_url=stack[1].url + "/v1", api_key=CLIENT_KEY, max_retries=0, timeout=15)
+            s.start(cfg, tmp, {"MULTIHOME_API_KEY": CLIENT_KEY, "FOUNDRY_MODELS_KEY": KEY, **identity_env})
+            yield s
 
 
 def test_chat_reaches_the_model_inference_api(client, sims):

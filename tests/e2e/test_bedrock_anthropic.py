@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import anthropic
 import httpx
 import openai
 import pytest
@@ -16,8 +15,12 @@ import yaml
 
 from builders import database, identity
 
+from . import stacks
 from .helpers import attempts, aws_env, tenant_with_key, until
-from .processes import Gateway, Simulator
+from .processes import Simulator
+from .stacks import gateway_stack
+
+sims, client = stacks.sims, stacks.client  # fixtures: each test's cleared simulators and SDK client
 
 ROOT = Path(__file__).resolve().parents[2]
 CLIENT_KEY = "mh-bedrock-claude-client-key"
@@ -32,42 +35,17 @@ def stack(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("bedrock-claude")
     secrets = {"SIM_AKID": AKID, "SIM_SECRET": SECRET}
     aws = ("--aws-access-key-id-env", "SIM_AKID", "--aws-secret-access-key-env", "SIM_SECRET")
-    sims: dict[str, Simulator] = {}
-    gw = None
-    try:
-        sims["bedrock-eu"] = Simulator("bedrock_anthropic", "bedrock-eu", "--region", "eu-west-1", *aws, env=secrets)
-        sims["bedrock-us"] = Simulator("bedrock", "bedrock-us", "--region", "us-east-1", *aws, env=secrets)
+    with gateway_stack(CLIENT_KEY, secrets=(SECRET,)) as s:
+        s.sims["bedrock-eu"] = Simulator("bedrock_anthropic", "bedrock-eu", "--region", "eu-west-1", *aws, env=secrets)
+        s.sims["bedrock-us"] = Simulator("bedrock", "bedrock-us", "--region", "us-east-1", *aws, env=secrets)
         cfg = yaml.safe_load((ROOT / "examples/claude-on-bedrock.yaml").read_text())
         cfg["server"] = {"api_keys_env": ["MULTIHOME_API_KEY"]}
         cfg["storage"] = database(f"sqlite+aiosqlite:///{tmp}/multihome.db")
         cfg["identity"] = identity("MH_ADMIN_KEY")
         for name, provider in cfg["providers"].items():
-            provider["endpoint"] = sims[name].url
-        env = {
-            "MULTIHOME_API_KEY": CLIENT_KEY,
-            "MH_ADMIN_KEY": ADMIN_KEY,
-            **aws_env(tmp, AKID, SECRET),
-        }
-        gw = Gateway(cfg, tmp, env)
-        yield sims, gw
-    finally:
-        log = gw.stop() if gw is not None else ""
-        for sim in sims.values():
-            sim.stop()
-    assert SECRET not in log, "the AWS secret reached the gateway's log"
-    assert "Traceback" not in log, log[-3000:]
-
-
-@pytest.fixture
-def sims(stack):
-    for sim in stack[0].values():
-        sim.reset()
-    return stack[0]
-
-
-@pytest.fixture
-def client(stack) -> openai.OpenAI:
-    return openai.OpenAI(base_url=stack[1].url + "/v1", api_key=CLIENT_KEY, max_retries=0, timeout=15)
+            provider["endpoint"] = s.sims[name].url
+        s.start(cfg, tmp, {"MULTIHOME_API_KEY": CLIENT_KEY, "MH_ADMIN_KEY": ADMIN_KEY, **aws_env(tmp, AKID, SECRET)})
+        yield s
 
 
 def test_chat_goes_through_invoke_model_with_claudes_body(client, sims):
@@ -111,7 +89,7 @@ def test_each_hop_invoke_then_converse_then_the_eu_profile(client, sims):
 
 
 def test_anthropic_sdk_at_the_front_door(stack, sims):
-    client = anthropic.Anthropic(base_url=stack[1].url, api_key=CLIENT_KEY, max_retries=0, timeout=15)
+    client = stack.anthropic()
     msg = client.messages.create(model="claude", max_tokens=50, messages=USER)
     assert "Hello there" in msg.content[0].text
     with client.messages.stream(model="claude", max_tokens=50, messages=USER) as stream:
@@ -119,11 +97,11 @@ def test_anthropic_sdk_at_the_front_door(stack, sims):
 
 
 def test_an_eu_only_tenant_only_reaches_the_eu_profile(stack, sims):
-    admin = httpx.Client(base_url=stack[1].url, headers={"authorization": f"Bearer {ADMIN_KEY}"}, timeout=10)
+    admin = httpx.Client(base_url=stack.url, headers={"authorization": f"Bearer {ADMIN_KEY}"}, timeout=10)
     tenant, key = tenant_with_key(admin, "eu-only")
     policy = {"scope": "tenant", "rules": [{"effect": "allow", "data_zones": ["EU"]}], "description": "EU only"}
     assert admin.post(f"/admin/v1/tenants/{tenant}/policies", json=policy).status_code == 201
-    client = openai.OpenAI(base_url=stack[1].url + "/v1", api_key=key, max_retries=0, timeout=15)
+    client = stack.openai(key)
 
     def served_by() -> str:
         return client.chat.completions.with_raw_response.create(model="claude", messages=USER).headers[

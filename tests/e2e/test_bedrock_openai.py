@@ -8,13 +8,16 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import anthropic
 import openai
 import pytest
 import yaml
 
+from . import stacks
 from .helpers import attempts, aws_env
-from .processes import Gateway, Simulator
+from .processes import Simulator
+from .stacks import gateway_stack
+
+sims, client = stacks.sims, stacks.client  # fixtures: each test's cleared simulators and SDK client
 
 ROOT = Path(__file__).resolve().parents[2]
 CLIENT_KEY = "mh-gpt-oss-client-key"
@@ -28,38 +31,15 @@ def stack(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("gpt-oss")
     secrets = {"SIM_AKID": AKID, "SIM_SECRET": SECRET}
     aws = ("--region", "us-west-2", "--aws-access-key-id-env", "SIM_AKID", "--aws-secret-access-key-env", "SIM_SECRET")
-    sims: dict[str, Simulator] = {}
-    gw = None
-    try:
-        sims["bedrock-openai"] = Simulator("bedrock_openai", "bedrock-openai", *aws, env=secrets)
-        sims["bedrock"] = Simulator("bedrock", "bedrock-converse", *aws, env=secrets)
+    with gateway_stack(CLIENT_KEY, secrets=(SECRET,)) as s:
+        s.sims["bedrock-openai"] = Simulator("bedrock_openai", "bedrock-openai", *aws, env=secrets)
+        s.sims["bedrock"] = Simulator("bedrock", "bedrock-converse", *aws, env=secrets)
         cfg = yaml.safe_load((ROOT / "examples/gpt-oss-on-bedrock.yaml").read_text())
         cfg["server"] = {"api_keys_env": ["MULTIHOME_API_KEY"]}
         for name, provider in cfg["providers"].items():
-            provider["endpoint"] = sims[name].url
-        env = {
-            "MULTIHOME_API_KEY": CLIENT_KEY,
-            **aws_env(tmp, AKID, SECRET),
-        }
-        gw = Gateway(cfg, tmp, env)
-        yield sims, gw
-    finally:
-        log = gw.stop() if gw is not None else ""
-        for sim in sims.values():
-            sim.stop()
-    assert SECRET not in log and "Traceback" not in log
-
-
-@pytest.fixture
-def sims(stack):
-    for sim in stack[0].values():
-        sim.reset()
-    return stack[0]
-
-
-@pytest.fixture
-def client(stack) -> openai.OpenAI:
-    return openai.OpenAI(base_url=stack[1].url + "/v1", api_key=CLIENT_KEY, max_retries=0, timeout=15)
+            provider["endpoint"] = s.sims[name].url
+        s.start(cfg, tmp, {"MULTIHOME_API_KEY": CLIENT_KEY, **aws_env(tmp, AKID, SECRET)})
+        yield s
 
 
 def test_the_body_passes_through_to_the_compatible_endpoint(client, sims):
@@ -100,7 +80,7 @@ def test_an_image_is_refused_before_any_call(client, sims):
 
 
 def test_anthropic_sdk_at_the_front_door_reaches_gpt_oss(stack, sims):
-    client = anthropic.Anthropic(base_url=stack[1].url, api_key=CLIENT_KEY, max_retries=0, timeout=15)
+    client = stack.anthropic()
     msg = client.messages.create(model="gpt-oss", max_tokens=50, messages=USER)
     assert "Hello there" in msg.content[0].text
     with client.messages.stream(model="gpt-oss", max_tokens=50, messages=USER) as stream:

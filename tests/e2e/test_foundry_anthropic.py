@@ -7,16 +7,19 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import anthropic
 import openai
 import pytest
 import yaml
 
 from builders import deployment, group, simulated
 
+from . import stacks
 from .helpers import attempts
-from .processes import Gateway, Simulator
+from .processes import Simulator
+from .stacks import gateway_stack
 from .test_entra import IDENTITY_HEADER, TOKEN, _TokenEndpoint, managed_identity
+
+sims, client = stacks.sims, stacks.client  # fixtures: each test's cleared simulators and SDK client
 
 ROOT = Path(__file__).resolve().parents[2]
 CLIENT_KEY = "mh-foundry-client-key"
@@ -53,11 +56,9 @@ def stack(tmp_path_factory):
             "SIM_SECRET": SECRET,
             "SIM_TOKEN": TOKEN,
         }
-        sims: dict[str, Simulator] = {}
-        gw = None
-        try:
-            sims["anthropic"] = Simulator("anthropic", "anthropic-sim", "--api-key-env", "SIM_ANT_KEY", env=secrets)
-            sims["bedrock-us"] = Simulator(
+        with gateway_stack(CLIENT_KEY, secrets=(FOUNDRY_KEY, ANTHROPIC_KEY, SECRET, TOKEN, IDENTITY_HEADER)) as s:
+            s.sims["anthropic"] = Simulator("anthropic", "anthropic-sim", "--api-key-env", "SIM_ANT_KEY", env=secrets)
+            s.sims["bedrock-us"] = Simulator(
                 "bedrock",
                 "bedrock-sim",
                 "--region",
@@ -68,10 +69,10 @@ def stack(tmp_path_factory):
                 "SIM_SECRET",
                 env=secrets,
             )
-            sims["foundry"] = Simulator(
+            s.sims["foundry"] = Simulator(
                 "foundry_anthropic", "foundry-sim", "--api-key-env", "SIM_FOUNDRY_KEY", env=secrets
             )
-            sims["foundry-entra"] = Simulator(
+            s.sims["foundry-entra"] = Simulator(
                 "foundry_anthropic", "foundry-entra-sim", "--entra-token-env", "SIM_TOKEN", env=secrets
             )
             env = {
@@ -87,26 +88,8 @@ def stack(tmp_path_factory):
                 "AWS_PROFILE": "",
                 **identity_env,
             }
-            gw = Gateway(_config({n: s.url for n, s in sims.items()}), tmp, env)
-            yield sims, gw
-        finally:
-            log = gw.stop() if gw is not None else ""
-            for sim in sims.values():
-                sim.stop()
-        for secret in (FOUNDRY_KEY, ANTHROPIC_KEY, SECRET, TOKEN, IDENTITY_HEADER):
-            assert secret not in log, "an upstream secret reached the gateway's log"
-
-
-@pytest.fixture
-def sims(stack):
-    for sim in stack[0].values():
-        sim.reset()
-    return stack[0]
-
-
-@pytest.fixture
-def client(stack) -> openai.OpenAI:
-    return openai.OpenAI(base_url=stack[1].url + "/v1", api_key=CLIENT_KEY, max_retries=0, timeout=15)
+            s.start(_config({n: sim.url for n, sim in s.sims.items()}), tmp, env)
+            yield s
 
 
 def test_chat_reaches_foundrys_messages_call_with_the_azure_key(client, sims):
@@ -168,7 +151,7 @@ def test_entra_id_token_from_azure_identity(client, sims):
 
 def test_anthropic_sdk_at_the_front_door_reaches_foundry(stack, sims):
     """Claude-native clients too: the anthropic SDK against the gateway's /v1/messages, served by Foundry."""
-    client = anthropic.Anthropic(base_url=stack[1].url, api_key=CLIENT_KEY, max_retries=0, timeout=15)
+    client = stack.anthropic()
     msg = client.messages.create(model="claude-foundry", max_tokens=50, messages=USER)
     assert msg.content[0].type == "text" and "Hello there" in msg.content[0].text
     with client.messages.stream(model="claude-foundry", max_tokens=50, messages=USER) as stream:

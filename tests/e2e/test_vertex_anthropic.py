@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import anthropic
 import httpx
 import openai
 import pytest
@@ -17,8 +16,12 @@ import yaml
 from builders import database, identity
 from google_sa import new_key, public_pem, service_account_file
 
+from . import stacks
 from .helpers import attempts, tenant_with_key, until
-from .processes import Gateway, Simulator
+from .processes import Simulator
+from .stacks import gateway_stack
+
+sims, client = stacks.sims, stacks.client  # fixtures: each test's cleared simulators and SDK client
 
 ROOT = Path(__file__).resolve().parents[2]
 CLIENT_KEY = "mh-vertex-claude-client-key"
@@ -33,11 +36,9 @@ def stack(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("vertex-claude")
     key = new_key()
     (tmp / "public.pem").write_text(public_pem(key))
-    sims: dict[str, Simulator] = {}
-    gw = None
-    try:
+    with gateway_stack(CLIENT_KEY, secrets=("PRIVATE KEY", "ya29.")) as s:
         for name, location in LOCATIONS.items():
-            sims[name] = Simulator(
+            s.sims[name] = Simulator(
                 "vertex_anthropic", name, "--region", location, "--google-public-key-file", str(tmp / "public.pem")
             )
         cfg = yaml.safe_load((ROOT / "examples/claude-on-vertex.yaml").read_text())
@@ -46,31 +47,13 @@ def stack(tmp_path_factory):
         cfg["identity"] = identity("MH_ADMIN_KEY")
         env = {"MULTIHOME_API_KEY": CLIENT_KEY, "MH_ADMIN_KEY": ADMIN_KEY}
         for name, provider in cfg["providers"].items():
-            provider["endpoint"] = sims[name].url
+            provider["endpoint"] = s.sims[name].url
             # One service account per endpoint: each simulator is its own token endpoint.
             var = f"SA_{name.replace('-', '_').upper()}"
             provider["auth"] = {"google": {"service_account_file_env": var}}
-            env[var] = str(service_account_file(tmp / f"{name}.json", key, sims[name].url + "/token"))
-        gw = Gateway(cfg, tmp, env)
-        yield sims, gw
-    finally:
-        log = gw.stop() if gw is not None else ""
-        for sim in sims.values():
-            sim.stop()
-    assert "PRIVATE KEY" not in log and "ya29." not in log, "a credential reached the gateway's log"
-    assert "Traceback" not in log, log[-3000:]
-
-
-@pytest.fixture
-def sims(stack):
-    for sim in stack[0].values():
-        sim.reset()
-    return stack[0]
-
-
-@pytest.fixture
-def client(stack) -> openai.OpenAI:
-    return openai.OpenAI(base_url=stack[1].url + "/v1", api_key=CLIENT_KEY, max_retries=0, timeout=15)
+            env[var] = str(service_account_file(tmp / f"{name}.json", key, s.sims[name].url + "/token"))
+        s.start(cfg, tmp, env)
+        yield s
 
 
 def test_chat_reaches_raw_predict_with_a_google_token(client, sims):
@@ -115,7 +98,7 @@ def test_each_hop_of_the_failover(client, sims):
 
 
 def test_anthropic_sdk_at_the_front_door_reaches_vertex(stack, sims):
-    client = anthropic.Anthropic(base_url=stack[1].url, api_key=CLIENT_KEY, max_retries=0, timeout=15)
+    client = stack.anthropic()
     msg = client.messages.create(model="claude", max_tokens=50, messages=USER)
     assert msg.content[0].type == "text" and "Hello there" in msg.content[0].text
     with client.messages.stream(model="claude", max_tokens=50, messages=USER) as stream:
@@ -124,11 +107,11 @@ def test_anthropic_sdk_at_the_front_door_reaches_vertex(stack, sims):
 
 
 def test_an_eu_only_tenant_is_never_sent_to_the_global_endpoint(stack, sims):
-    admin = httpx.Client(base_url=stack[1].url, headers={"authorization": f"Bearer {ADMIN_KEY}"}, timeout=10)
+    admin = httpx.Client(base_url=stack.url, headers={"authorization": f"Bearer {ADMIN_KEY}"}, timeout=10)
     tenant, key = tenant_with_key(admin, "eu-only")
     policy = {"scope": "tenant", "rules": [{"effect": "allow", "data_zones": ["EU"]}], "description": "EU only"}
     assert admin.post(f"/admin/v1/tenants/{tenant}/policies", json=policy).status_code == 201
-    client = openai.OpenAI(base_url=stack[1].url + "/v1", api_key=key, max_retries=0, timeout=15)
+    client = stack.openai(key)
     sims["vertex-eu"].fault(status=503)
     sims["vertex-belgium"].fault(status=503)
 
