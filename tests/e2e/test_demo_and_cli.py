@@ -5,9 +5,11 @@ from __future__ import annotations
 import subprocess
 import time
 
+import httpx
 import openai
 
 from .conftest import SECRETS, shared_config
+from .helpers import until
 from .processes import VENV_BIN, Gateway, free_port
 
 
@@ -50,6 +52,17 @@ def test_demo_shows_failover_and_serves_the_sdk():
         assert client.chat.completions.create(
             model="llama-3.1-8b", messages=[{"role": "user", "content": "hi"}]
         ).choices
+        # Metrics are on in the demo: the failover tour's calls are counted by deployment.
+        assert f"Prometheus metrics:     http://127.0.0.1:{port}/metrics" in out
+        metrics = until(
+            lambda: (
+                (text := httpx.get(f"http://127.0.0.1:{port}/metrics").text)
+                and 'deployment="gpt-4o@openai"' in text
+                and text
+            ),
+            what="the demo's calls in /metrics",
+        )
+        assert "multihome_requests_total{" in metrics
     finally:
         proc.terminate()
         proc.wait(10)

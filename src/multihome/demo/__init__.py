@@ -44,6 +44,9 @@ audit:
   signing_key_env: MULTIHOME_DEMO_AUDIT_KEY
   checkpoint_every_s: 1
 
+metrics:
+  enabled: true   # GET /metrics, for a Prometheus on this machine (access: loopback)
+
 metering:
   rate_limits:
     - {{scope: tenant, id: "*", requests_per_minute: 600}}
@@ -258,6 +261,7 @@ Point any OpenAI client at it:
   export OPENAI_API_KEY={DEMO_KEY}
 
 See it in the console: {console}  (log in with the admin key)
+Prometheus metrics:     {base.removesuffix("/v1")}/metrics  (from this machine)
 
   export MULTIHOME_URL={base.removesuffix("/v1")}
   export MULTIHOME_ADMIN_KEY={admin_key}
