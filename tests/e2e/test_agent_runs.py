@@ -366,3 +366,25 @@ def test_the_console_state_page_shows_runs_their_steps_and_memory_namespaces_nev
         assert page.get(f"/state/runs/{run.id}").status_code == 404  # their own tenant: no such run
         own = page.get("/state")
         assert own.status_code == 200 and run.id not in own.text and "No memory namespaces" in own.text
+
+    # The same in a real browser (Debian's Chromium): follow the run's link to its steps; screenshots for docs/.
+    from types import SimpleNamespace
+
+    from playwright.sync_api import expect, sync_playwright
+
+    from .test_console import CHROMIUM, login, shot
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        try:
+            tab = login(browser, SimpleNamespace(root=gateway.url), ADMIN_KEY)  # type: ignore[arg-type]
+            tab.goto(f"{gateway.url}/console/state?tenant={tenant}")
+            expect(tab.locator("tr.namespace")).to_contain_text("planner")
+            expect(tab.locator("tr.run")).to_contain_text("completed")
+            shot(tab, "state-runs", (ADMIN_KEY, key, secret))
+            tab.click(f"a:has-text('{run.id}')")
+            expect(tab.locator("tr.step").first).to_be_visible()
+            expect(tab.locator(".run-status")).to_have_text("completed")
+            shot(tab, "run", (ADMIN_KEY, key, secret))
+        finally:
+            browser.close()
