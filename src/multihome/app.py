@@ -188,6 +188,7 @@ def build_app(config: Config, config_path: str | None = None) -> Gateway:
             crypto=crypto,
             retention=config.responses.retention,
             background=background,
+            memory=_Lazy(memory, "store") if memory is not None else None,
             reload=live.reload_everywhere if config_path is not None else None,
         )
     )

@@ -10,6 +10,7 @@ import json
 import os
 import signal
 import time
+from contextlib import closing
 from pathlib import Path
 
 import httpx
@@ -310,3 +311,80 @@ def test_kill_9_does_not_write_a_completed_memory_write_twice(world):
     ]
     # Each once (the killed slow call never finished; each process writes a chain file of its own).
     assert sorted(calls) == ["memory_search", "memory_write", "slow"]
+
+
+def console(gateway: Gateway, key: str) -> httpx.Client:
+    """A console session (the login form's POST), as a browser holds it: the cookie."""
+    http = httpx.Client(base_url=gateway.url + "/console", timeout=10)
+    resp = http.post("/login", data={"key": key})
+    assert resp.status_code == 303 and "set-cookie" in resp.headers, resp.text
+    return http
+
+
+@pytest.mark.parametrize("world", ["sqlite"], indirect=True)
+def test_the_console_state_page_shows_runs_their_steps_and_memory_namespaces_never_content(world):
+    tmp, sim, server, start = world
+    gateway = start()
+    tenant, key = setup_tenant(gateway, server)
+    other, _ = setup_tenant(gateway, server, "globex")
+    client = openai.OpenAI(base_url=gateway.url + "/v1", api_key=key, max_retries=0, timeout=30)
+    secret = "the-private-memory-9b1c"
+    ns = {"agent_id": "planner", "user_id": "u-7"}
+    wrote = client.post("/memory/records", cast_to=object, body={**ns, "text": f"{secret} lives in Porto"})
+    assert wrote["id"].startswith("mem_")
+    tool = {"type": "mcp", "server_label": "tools", "server_url": server.url, "allowed_tools": ["record"]}
+    run = client.responses.create(model="gpt", input="steps=2 the-private-question-2d4e", tools=[tool], background=True)
+    done = until(
+        lambda: (r := client.responses.retrieve(run.id)).status not in ("queued", "in_progress") and r,
+        what="the run to finish",
+    )
+    assert done.status == "completed", done
+
+    with admin(gateway) as http:
+        listed = http.get(f"/admin/v1/tenants/{tenant}/memory/namespaces").json()["data"]
+        assert [(n["agent_id"], n["user_id"], n["records"]) for n in listed] == [("planner", "u-7", 1)]
+        assert listed[0]["bytes"] > len(secret) and listed[0]["oldest_at"] == listed[0]["newest_at"]
+        assert secret not in json.dumps(listed)
+        assert http.get(f"/admin/v1/tenants/{other}/memory/namespaces").json()["data"] == []
+        made = http.post(f"/admin/v1/tenants/{other}/keys", json={"name": "ta", "roles": ["tenant-admin"]}).json()
+    with httpx.Client(base_url=gateway.url, headers={"authorization": f"Bearer {made['key']}"}) as foreign:
+        assert foreign.get(f"/admin/v1/tenants/{tenant}/memory/namespaces").status_code == 403
+        assert foreign.get(f"/admin/v1/tenants/{other}/memory/namespaces").status_code == 200
+
+    with closing(console(gateway, ADMIN_KEY)) as page:
+        state = page.get("/state", params={"tenant": tenant})
+        assert state.status_code == 200 and run.id in state.text and "planner" in state.text
+        assert f"/console/state/runs/{run.id}?tenant={tenant}" in state.text
+        detail = page.get(f"/state/runs/{run.id}", params={"tenant": tenant})
+        assert detail.status_code == 200 and "model_call" in detail.text and "tool_call" in detail.text
+        assert "completed" in detail.text
+        for text in (state.text, detail.text):
+            assert secret not in text and "the-private-question-2d4e" not in text
+        assert page.get(f"/state/runs/{run.id}", params={"tenant": other}).status_code == 404  # not in that tenant
+    with closing(console(gateway, made["key"])) as page:  # globex's tenant-admin, by URL
+        assert page.get(f"/state/runs/{run.id}", params={"tenant": tenant}).status_code == 403
+        assert page.get(f"/state/runs/{run.id}").status_code == 404  # their own tenant: no such run
+        own = page.get("/state")
+        assert own.status_code == 200 and run.id not in own.text and "No memory namespaces" in own.text
+
+    # The same in a real browser (Debian's Chromium): follow the run's link to its steps; screenshots for docs/.
+    from types import SimpleNamespace
+
+    from playwright.sync_api import expect, sync_playwright
+
+    from .test_console import CHROMIUM, login, shot
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        try:
+            tab = login(browser, SimpleNamespace(root=gateway.url), ADMIN_KEY)  # type: ignore[arg-type]
+            tab.goto(f"{gateway.url}/console/state?tenant={tenant}")
+            expect(tab.locator("tr.namespace")).to_contain_text("planner")
+            expect(tab.locator("tr.run")).to_contain_text("completed")
+            shot(tab, "state-runs", (ADMIN_KEY, key, secret))
+            tab.click(f"a:has-text('{run.id}')")
+            expect(tab.locator("tr.step").first).to_be_visible()
+            expect(tab.locator(".run-status")).to_have_text("completed")
+            shot(tab, "run", (ADMIN_KEY, key, secret))
+        finally:
+            browser.close()

@@ -198,3 +198,23 @@ async def test_no_row_holds_plaintext(memory, engine, db_url):
     await memory.write("t1", "a", "u", [NewRecord(f"{MARKER} the text", {"k": f"{MARKER}-meta"})])
     assert await memory.search("t1", "a", "u", "text")
     assert MARKER.encode() not in await stored_bytes(engine, db_url)
+
+
+async def test_usage_counts_records_and_bytes_per_namespace_without_opening_them(memory):
+    await _write(memory, [f"{MARKER} one", "two"])
+    await memory.write("t1", "support", "u2", [NewRecord("gone soon", {}, ttl_s=1)])
+    await memory.set_namespace("t1", "planner", "", 60)  # empty: a row with zero records
+    await _write(memory, ["another tenant's"], tenant="t2")
+    await asyncio.sleep(1.2)  # the TTL record is no longer live
+    rows = await memory.usage("t1")
+    assert [(r["agent_id"], r["user_id"], r["records"]) for r in rows] == [
+        ("planner", "", 0),
+        ("support", "u1", 2),
+        ("support", "u2", 0),
+    ]
+    one = rows[1]
+    assert one["bytes"] > len(f"{MARKER} one two") and rows[0]["bytes"] == rows[2]["bytes"] == 0
+    assert one["oldest_at"] <= one["newest_at"] and one["oldest_at"].tzinfo is not None
+    assert rows[0]["oldest_at"] is None and rows[0]["default_ttl_s"] == 60
+    assert MARKER not in repr(rows)
+    assert [r["records"] for r in await memory.usage("t3")] == []

@@ -16,6 +16,7 @@ from . import (
     entitlements,
     keys,
     mcp_servers,
+    memory,
     pins,
     policies,
     revocations,
@@ -43,6 +44,7 @@ RESOURCES = {
     "state": state,
     "config": config_reload,
     "runs": runs,
+    "memory": memory,
 }
 ROUTES: tuple[Route, ...] = tuple(route for module in RESOURCES.values() for route in module.ROUTES)
 BY_NAME: dict[str, Route] = {route.name: route for route in ROUTES}

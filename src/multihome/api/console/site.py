@@ -415,6 +415,11 @@ class Console:
         tenants = await self.views.tenants(req.viewer)
         await self.render(req, "state.html", {**view, "tenants": tenants}, nav="state")
 
+    async def run(self, req: Request) -> None:
+        assert req.viewer is not None
+        view = await self.views.run(req.viewer, req.params["id"], req.query)
+        await self.render(req, "run.html", view, nav="state")
+
 
 PAGES: tuple[Page, ...] = (
     Page("GET", "/static/{name}", None, Console.static),
@@ -440,6 +445,7 @@ PAGES: tuple[Page, ...] = (
     Page("GET", "/audit", _EVERY, Console.audit, "audit"),
     Page("GET", "/audit/verification", _EVERY, Console.verification, "audit"),
     Page("GET", "/state", _ADMINS, Console.state, "state"),
+    Page("GET", "/state/runs/{id}", _ADMINS, Console.run, "state"),
 )
 
 

@@ -376,7 +376,25 @@ class Views:
             summary = await self._optional("tenant_state", viewer, tenant=tenant)
         else:
             summary = await self._optional("org_state", viewer)
-        return {"tenant": tenant, "summary": summary}
+        runs = namespaces = None  # per tenant only: an org-admin picks one
+        if tenant:
+            runs = await self._optional("list_agent_runs", viewer, query={"limit": "50"}, tenant=tenant)
+            namespaces = await self._optional("list_memory_namespaces", viewer, tenant=tenant)
+        return {
+            "tenant": tenant,
+            "summary": summary,
+            "runs": runs["data"] if runs is not None else None,
+            "runs_more": bool(runs and runs["has_more"]),
+            "namespaces": namespaces["data"] if namespaces is not None else None,
+        }
+
+    async def run(self, viewer: Principal, run_id: str, q: dict[str, str]) -> dict[str, Any]:
+        """One agent run with its steps (the admin API answers 403 or 404 for another tenant's)."""
+        tenant = q.get("tenant") or viewer.tenant
+        if not tenant:
+            raise ApiError(400, "Name the run's tenant: ?tenant=<tenant id>.", param="tenant", code="missing_parameter")
+        run = await self._call("get_agent_run", viewer, tenant=tenant, id=run_id)
+        return {"tenant": tenant, "run": run}
 
 
 def _exact(contract: dict[str, Any], report: dict[str, Any]) -> dict[str, Any]:

@@ -481,6 +481,44 @@ class MemoryStore(StoreBase):
             rows = (await conn.execute(q.order_by(ns.agent_id, ns.user_id))).all()
         return [Namespace(row[0], row[1], row[2], row[3], int(row[6]), as_utc(row[4]), as_utc(row[5])) for row in rows]
 
+    async def usage(self, tenant: str) -> list[dict[str, Any]]:
+        """What each of the tenant's namespaces holds, for operators: live records, their bodies' bytes and
+        the oldest and newest write. One grouped read of the clear columns; nothing is opened."""
+        ns, r = memory_namespaces.c, memory_records.c
+        now = _now()
+        live = sa.and_(r.namespace_id == ns.id, sa.or_(r.expires_at.is_(None), r.expires_at > now))
+        q = (
+            sa.select(
+                ns.agent_id,
+                ns.user_id,
+                ns.default_ttl_s,
+                ns.updated_at,
+                sa.func.count(r.id),
+                sa.func.coalesce(sa.func.sum(r.size), 0),
+                sa.func.min(r.created_at),
+                sa.func.max(r.created_at),
+            )
+            .select_from(memory_namespaces.outerjoin(memory_records, live))
+            .where(ns.tenant_id == tenant)
+            .group_by(ns.id, ns.agent_id, ns.user_id, ns.default_ttl_s, ns.updated_at)
+            .order_by(ns.agent_id, ns.user_id)
+        )
+        async with self._read() as conn:
+            rows = (await conn.execute(q)).all()
+        return [
+            {
+                "agent_id": row[0],
+                "user_id": row[1],
+                "default_ttl_s": row[2],
+                "records": int(row[4]),
+                "bytes": int(row[5]),
+                "oldest_at": as_utc(row[6]),
+                "newest_at": as_utc(row[7]),
+                "updated_at": as_utc(row[3]),
+            }
+            for row in rows
+        ]
+
     # -- search ---------------------------------------------------------------------------------
     async def search(
         self,
