@@ -25,7 +25,7 @@ from ..state import SimState
 from . import eventstream as es
 from . import invoke
 from .converse import VALIDATION, render_converse, render_invoke, stream_events, thought_for, to_chat_body
-from .sigv4 import Secret, verify, verify_request
+from .sigv4 import Secret, started_credentials, verify, verify_request
 
 _encode = msgspec.json.encode
 _OPS = {b"converse": (CHAT, False), b"converse-stream": (CHAT, True), b"invoke": (EMBEDDINGS, False)}
@@ -106,10 +106,9 @@ class BedrockApp(ProviderApp):
         super().__init__(config, state)
         self.region = config.region
         # access key id -> secret (+ session token for credentials this simulator's STS issued)
-        self.keys: dict[str, Secret] = {}
-        if config.aws_access_key_id and config.aws_secret_access_key:
-            self.keys[config.aws_access_key_id] = Secret(config.aws_secret_access_key, None)
-        self._bearer = b"Bearer " + config.api_key.encode() if config.api_key else None
+        self.keys, self._bearer = started_credentials(
+            config.aws_access_key_id, config.aws_secret_access_key, config.api_key
+        )
         self.sts_lifetime_s = 3600  # lifetime of issued role credentials (tests shorten it)
         self.sts_calls = 0
         self._req: Request | None = None

@@ -21,7 +21,7 @@ from ..faults import Fault
 from ..http import Connection, Request
 from ..openai.api import OpenAIApp
 from ..state import SimState
-from .sigv4 import Secret, verify_request
+from .sigv4 import started_credentials, verify_request
 
 _PATH = b"/openai/v1/chat/completions"
 
@@ -33,10 +33,9 @@ class BedrockOpenAIApp(OpenAIApp):
     def __init__(self, config: SimulatorConfig, state: SimState) -> None:
         super().__init__(config, state)
         self.region = config.region
-        self.keys: dict[str, Secret] = {}
-        if config.aws_access_key_id and config.aws_secret_access_key:
-            self.keys[config.aws_access_key_id] = Secret(config.aws_secret_access_key, None)
-        self._bearer = b"Bearer " + config.api_key.encode() if config.api_key else None
+        self.keys, self._bearer = started_credentials(
+            config.aws_access_key_id, config.aws_secret_access_key, config.api_key
+        )
         self._req: Request | None = None
 
     def handle(self, conn: Connection, req: Request):

@@ -37,6 +37,15 @@ class Secret(NamedTuple):
     token: str | None  # a session token the request must carry (temporary credentials)
 
 
+def started_credentials(
+    access_key_id: str | None, secret_access_key: str | None, api_key: str | None
+) -> tuple[dict[str, Secret], bytes | None]:
+    """What a Bedrock simulator accepts from start: an access key for SigV4 (access key id -> secret)
+    and a Bedrock API key as the whole `Authorization: Bearer ...` value (None: not configured)."""
+    keys = {access_key_id: Secret(secret_access_key, None)} if access_key_id and secret_access_key else {}
+    return keys, b"Bearer " + api_key.encode() if api_key else None
+
+
 def _parse_authorization(value: str) -> dict[str, str] | None:
     if not value.startswith("AWS4-HMAC-SHA256 "):
         return None
