@@ -47,6 +47,15 @@ def test_a_retry_on_another_replica_gets_the_original_response(backend, tmp_path
             _create(b, key, "k-1", "something else")
         assert err.value.code == "idempotency_key_reused"
 
+        # Keys are per tenant: another tenant's same key and body make its own response.
+        _, other_key = _tenant_and_key(a, "globex")
+        theirs, headers = _create(b, other_key, "k-1", "only once please")
+        assert theirs.id != first.id and "idempotent-replayed" not in headers
+        assert _upstream_calls(sim, "only once please") == 2
+        with pytest.raises(openai.BadRequestError):  # over 255 characters: refused before anything runs
+            _create(a, key, "k" * 256, "never sent")
+        assert _upstream_calls(sim, "never sent") == 0
+
         # While the original runs, a retry elsewhere is told so; afterwards it gets the original.
         sim.fault(latency_ms=3000, times=1)
         out: list = []
