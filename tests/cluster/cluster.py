@@ -141,7 +141,8 @@ backend replicas
   balance roundrobin
   option httpchk GET /readyz
   http-check expect status 200
-  default-server inter 300ms fall 1 rise 2
+  timeout check 2s
+  default-server inter 300ms fall 3 rise 2
 {servers}
 """
         )
