@@ -208,6 +208,13 @@ def test_the_console_shows_the_calls_made_follows_a_denial_and_manages_keys(demo
     assert "forged" not in demo.admin.get(f"/tenants/{demo.acme}/teams").text
 
 
+def explain(page: Page, tenant: str, model: str, work: str) -> None:
+    page.select_option("select[name=model]", model)
+    page.fill("input[name=tenant]", tenant)
+    page.select_option("select[name=work]", work)
+    page.click("button:has-text('Explain')")
+
+
 def test_route_explain_in_the_console_shows_what_a_stateful_work_pin_removed(demo, browser):
     # Acme's agent steps and memory embeddings are pinned to the OpenAI provider (a hosting contract).
     resp = demo.admin.post(
@@ -219,10 +226,7 @@ def test_route_explain_in_the_console_shows_what_a_stateful_work_pin_removed(dem
     try:
         page = login(browser, demo, demo.admin_key)
         page.goto(demo.root + "/console/routing")
-        page.select_option("select[name=model]", "gpt-4o")
-        page.fill("input[name=tenant]", demo.acme)
-        page.select_option("select[name=work]", "agent_step")
-        page.click("button:has-text('Explain')")
+        explain(page, demo.acme, "gpt-4o", "agent_step")
         pinned = page.locator(".explained .pinned")
         expect(pinned).to_contain_text(pin)
         expect(pinned).to_contain_text("providers openai")
@@ -232,23 +236,15 @@ def test_route_explain_in_the_console_shows_what_a_stateful_work_pin_removed(dem
         expect(page.locator("select[name=work]")).to_have_value("agent_step")  # the form keeps the choice
 
         # A memory embedding is explained as an embeddings call of the embeddings group.
-        page.select_option("select[name=model]", "text-embedding-3-small")
-        page.fill("input[name=tenant]", demo.acme)
-        page.select_option("select[name=work]", "memory_embedding")
-        page.click("button:has-text('Explain')")
+        explain(page, demo.acme, "text-embedding-3-small", "memory_embedding")
         expect(page.locator(".explained .pinned")).to_contain_text("embed-small@azure-eastus")
         expect(page.locator(".explained")).to_contain_text("Would attempt, in order: embed-small@openai")
 
         # Stateful work the pin does not cover, and a stateless call, route as before.
-        page.select_option("select[name=model]", "gpt-4o")
-        page.fill("input[name=tenant]", demo.acme)
-        page.select_option("select[name=work]", "background")
-        page.click("button:has-text('Explain')")
+        explain(page, demo.acme, "gpt-4o", "background")
         expect(page.locator(".explained .pinned")).to_contain_text("No stateful-work pin")
         expect(page.locator(".explained")).to_contain_text("gpt-4o@azure-eastus →")
-        page.select_option("select[name=work]", "")
-        page.fill("input[name=tenant]", demo.acme)
-        page.click("button:has-text('Explain')")
+        explain(page, demo.acme, "gpt-4o", "")
         expect(page.locator(".explained")).to_contain_text("gpt-4o@azure-eastus →")
         expect(page.locator(".explained .pinned")).to_have_count(0)
     finally:
