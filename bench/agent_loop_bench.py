@@ -24,7 +24,6 @@ import asyncio
 import os
 import statistics
 import sys
-import tempfile
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -37,13 +36,12 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT.parent / "tests"))
 sys.path.insert(0, str(ROOT.parent / "src"))
 
-from agent_step_bench import ADMIN, CONFIG, start_mcp_server  # noqa: E402
-from gateway_bench import ENV, start_sim  # noqa: E402
+from agent_step_bench import ADMIN, CONFIG, arguments, publish, upstreams  # noqa: E402
+from gateway_bench import ENV  # noqa: E402
 from multihome.api.pipeline import Pipeline  # noqa: E402
 from multihome.api.responses.agent import AgentRun  # noqa: E402
 from multihome.app import build_app  # noqa: E402
 from multihome.config import parse_config  # noqa: E402
-from multihome.crypto import init_key_file  # noqa: E402
 from multihome.tools.toolbox import Toolbox  # noqa: E402
 
 TARGET_MS = 1.0
@@ -172,32 +170,14 @@ def report(res: dict[str, list[float]], args: argparse.Namespace) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--steps", type=int, default=5)
-    parser.add_argument("--n", type=int, default=30)
-    parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--out", type=Path)
-    args = parser.parse_args()
+    args = arguments(__doc__, 30)
     os.environ.update({**ENV, "BENCH_ADMIN_KEY": ADMIN})
     probe = Probe()
     probe.install()
-    with tempfile.TemporaryDirectory() as tmp_dir:
-        tmp = Path(tmp_dir)
-        init_key_file(tmp / "kms.key")
-        sim, sim_url = start_sim()
-        mcp, mcp_url = start_mcp_server()
-        try:
-            config = parse_config(CONFIG.format(db=tmp / "bench.db", tmp=tmp, sim=sim_url))
-            res = asyncio.run(measure(build_app(config), mcp_url, args, probe))
-        finally:
-            sim.terminate()
-            sim.wait(10)
-            mcp.terminate()
-            mcp.wait(10)
-    text = report(res, args)
-    print(text)
-    if args.out:
-        args.out.write_text(text + "\n")
+    with upstreams() as (tmp, sim_url, mcp_url):
+        config = parse_config(CONFIG.format(db=tmp / "bench.db", tmp=tmp, sim=sim_url))
+        res = asyncio.run(measure(build_app(config), mcp_url, args, probe))
+    publish(report(res, args), args.out)
 
 
 if __name__ == "__main__":
