@@ -312,7 +312,10 @@ def test_memory_embeddings_name_a_group_of_embedding_deployments():
         parse_config(routed + "memory: {embeddings: {model: gpt-4o}}\n")
     with pytest.raises(ConfigError, match=r"memory.embeddings.dimensions"):
         parse_config(routed + "memory: {embeddings: {model: emb, dimensions: 4}}\n")
-    with pytest.raises(ConfigError, match=r"memory.embeddings: dimensions and matryoshka are for a routed model"):
+    assert parse_config(routed + "memory: {embeddings: {model: emb, max_batch: 1}}\n").memory.embeddings.max_batch == 1
+    with pytest.raises(ConfigError, match=r"memory.embeddings.max_batch"):
+        parse_config(routed + "memory: {embeddings: {model: emb, max_batch: 0}}\n")
+    with pytest.raises(ConfigError, match=r"memory.embeddings: dimensions, matryoshka and max_batch are for a routed"):
         parse_config(BASE + "memory: {embeddings: {dimensions: 512}}\n")
     with pytest.raises(ConfigError, match=r"memory.embeddings"):
         parse_config(routed + "memory: {embeddings: {model: emb, dims: 5}}\n")

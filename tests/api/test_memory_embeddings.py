@@ -10,17 +10,18 @@ import msgspec
 import numpy as np
 import pytest
 
-from multihome.api.memory_embeddings import BATCH_CHARS, BATCH_TEXTS, _vectors, batches
+from multihome.api.memory_embeddings import BATCH_CHARS, _vectors, batches
 
 
 def test_a_write_goes_in_one_request_unless_it_passes_the_providers_limits():
-    assert batches(["a"] * 100) == [["a"] * BATCH_TEXTS, ["a"] * (100 - BATCH_TEXTS)]
-    assert batches(["x"] * 3) == [["x"] * 3]
+    assert batches(["a"] * 100, 96) == [["a"] * 96, ["a"] * 4]
+    assert batches(["x"] * 3, 96) == [["x"] * 3]
+    assert batches(["x"] * 3, 1) == [["x"], ["x"], ["x"]]  # one text per call (Amazon Titan)
     big = "y" * (BATCH_CHARS // 2 + 1)
-    assert batches([big, big, "z"]) == [[big], [big, "z"]]  # never past the character budget
+    assert batches([big, big, "z"], 96) == [[big], [big, "z"]]  # never past the character budget
     huge = "w" * (BATCH_CHARS + 5)
-    assert batches(["a", huge, "b"]) == [["a"], [huge], ["b"]]  # too long alone: the upstream's limit decides
-    assert [t for part in batches([str(i) for i in range(250)]) for t in part] == [str(i) for i in range(250)]
+    assert batches(["a", huge, "b"], 96) == [["a"], [huge], ["b"]]  # too long alone: the upstream's limit decides
+    assert [t for part in batches([str(i) for i in range(250)], 96) for t in part] == [str(i) for i in range(250)]
 
 
 def answer(data: list[dict]) -> SimpleNamespace:

@@ -164,6 +164,21 @@ def test_writes_and_searches_are_embedded_by_the_routed_deployment_and_billed_to
     )
 
 
+def test_a_write_past_the_batch_limit_is_cut_and_every_batch_is_in_the_namespaces_model(world):
+    world.reset()
+    client = world.sdk("acme")
+    ns = {"agent_id": "bulk", "user_id": "u-6"}
+    texts = [f"Fact number {i} about the bulk namespace." for i in range(100)]
+    raw = client.post("/memory/records", cast_to=httpx.Response, body={**ns, "records": [{"text": t} for t in texts]})
+    assert raw.status_code == 200 and len(raw.json()["data"]) == 100
+    sent = world.embeddings_sent("y")
+    assert sorted(len(s) for s in sent) == [4, 96] and sorted(t for s in sent for t in s) == sorted(texts)
+    hits = post(client, "/memory/search", {**ns, "query": texts[99], "mode": "vector", "top_k": 1})["data"]
+    assert hits[0]["text"] == texts[99] and hits[0]["similarity"] > 0.99  # the second batch, comparable
+    ids = {f"{raw.headers['x-request-id']}-emb1", f"{raw.headers['x-request-id']}-emb2"}
+    until(lambda: ids <= {r.request_id for r in world.usage(world.tenants["acme"])}, what="a usage row per batch")
+
+
 def test_another_tenant_cannot_search_or_read_the_memory(world):
     world.reset()
     acme, globex = world.sdk("acme"), world.sdk("globex")

@@ -11,9 +11,10 @@ call as the `embeddings` endpoint (a key's endpoint scope needs it).
 One namespace, one model: a namespace's `Space` names the upstream model (and dimension) its vectors
 came from, and its later embeddings are narrowed to the group's deployments of that model (as the
 `multihome.route.deployments` extension narrows a client's call), so failover never mixes models.
-A write's records go in batches of at most `BATCH_TEXTS` texts and `BATCH_CHARS` characters per upstream
-request (the tightest multi-text limit among the clouds: Cohere on Bedrock takes 96; OpenAI's limit is
-300,000 tokens per request); Vertex's one-instance models are fanned out by their adapter. Vectors are
+A write's records go in batches of at most `memory.embeddings.max_batch` texts (96 by default: the
+tightest multi-text limit among the clouds, Cohere on Bedrock's; 1 for Amazon Titan) and `BATCH_CHARS`
+characters (OpenAI's limit is 300,000 tokens per request) per upstream request, the batches after the
+first `CONCURRENT_BATCHES` at a time; Vertex's one-instance models are fanned out by their adapter. Vectors are
 L2-normalised here (not every model returns unit vectors), so the index's dot product is the cosine.
 """
 
@@ -39,7 +40,6 @@ from .pipeline import Call, Pipeline, finish_refused, finish_unary
 
 ENDPOINT = "memory_embeddings"  # usage rows, metrics and call events
 POLICY_ENDPOINT = "embeddings"  # what policy and a key's endpoint scope see
-BATCH_TEXTS = 96
 BATCH_CHARS = 400_000  # ~100,000 tokens: a third of OpenAI's per-request limit
 CONCURRENT_BATCHES = 4
 
@@ -56,7 +56,7 @@ class _Answer(msgspec.Struct):
 _answer = msgspec.json.Decoder(_Answer)
 
 
-def batches(texts: list[str], max_texts: int = BATCH_TEXTS, max_chars: int = BATCH_CHARS) -> list[list[str]]:
+def batches(texts: list[str], max_texts: int, max_chars: int = BATCH_CHARS) -> list[list[str]]:
     """`texts` in order, cut into upstream requests of at most `max_texts` texts and `max_chars` characters
     (a text longer than `max_chars` goes alone: the upstream's own limit then decides)."""
     out: list[list[str]] = []
@@ -81,11 +81,12 @@ class RoutedEmbeddings:
         self.pipeline = pipeline
         self.group = config.model
         self.dimensions = config.dimensions
+        self.max_batch = config.max_batch
 
     async def embed(
         self, texts: list[str], space: Space | None, caller: Caller, *, purpose: str
     ) -> tuple[np.ndarray, Space]:
-        pieces = batches(texts)
+        pieces = batches(texts, self.max_batch)
         many = len(pieces) > 1
         rid = caller.request_id + "-emb"
         first, made = await self._one(pieces[0], space, caller, rid + ("1" if many else ""), purpose)

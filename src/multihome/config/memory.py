@@ -16,6 +16,7 @@ import msgspec
 from .struct import Strict
 
 Dimensions = Annotated[int, msgspec.Meta(ge=16, le=8192)]
+Batch = Annotated[int, msgspec.Meta(ge=1, le=2048)]
 
 
 class MemoryEmbeddingsConfig(Strict):
@@ -25,6 +26,9 @@ class MemoryEmbeddingsConfig(Strict):
     # gemini-embedding-001): past 10,000 records a search ranks candidates by them first. Leave it off for
     # a model that is not (it is still correct, only slower on large namespaces).
     matryoshka: bool = False
+    # Texts per upstream request at most: 96 suits every cloud that takes lists (Cohere on Bedrock takes 96,
+    # OpenAI and Azure 2,048); Amazon Titan takes one text per call, so a Titan group needs 1.
+    max_batch: Batch = 96
 
 
 class MemoryConfig(Strict):
@@ -35,8 +39,11 @@ def check(memory: MemoryConfig, groups: dict[str, list[str]], caps: dict[str, li
     """`groups`: each model group's deployments; `caps`: each deployment's capabilities."""
     emb = memory.embeddings
     if emb.model is None:
-        if emb.dimensions is not None or emb.matryoshka:
-            yield "memory.embeddings: dimensions and matryoshka are for a routed model; set memory.embeddings.model"
+        if emb.dimensions is not None or emb.matryoshka or emb.max_batch != 96:
+            yield (
+                "memory.embeddings: dimensions, matryoshka and max_batch are for a routed model; "
+                "set memory.embeddings.model"
+            )
         return
     members = groups.get(emb.model)
     if members is None:
