@@ -66,9 +66,8 @@ class _Body(msgspec.Struct, array_like=True):
 
     text: str
     metadata: Meta
-    model: (
-        str  # the model that made `vector` (its namespace's; an offline record made by another is re-embedded on load)
-    )
+    # The model that made `vector` (its namespace's; an offline record made by another is re-embedded on load).
+    model: str
     vector: bytes
 
 
@@ -711,10 +710,8 @@ class MemoryStore(StoreBase):
         cached = self._cache.get(key)
         space = _space_of(row.embedding_model, row.embedding_dim)
         if cached is None or cached.index.namespace_id != row.id or (cached.space is None and space is not None):
-            if _offline(space):
-                await (
-                    self.embedder()
-                )  # the offline model's dimension is the index's (records of another are re-embedded)
+            if _offline(space):  # the offline model's dimension is the index's (records of another are re-embedded)
+                await self.embedder()
             held = self._index_space(space)
             index = NamespaceIndex(held.dim if held is not None else 1, held.prefix if held is not None else True)
             index.namespace_id = row.id
