@@ -29,7 +29,7 @@ class CallRecord(msgspec.Struct, frozen=True, kw_only=True):
     request_id: str
     started_at: float  # unix seconds
     finished_at: float
-    endpoint: str  # "chat" | "embeddings" | "messages" | "responses"
+    endpoint: str  # "chat" | "embeddings" | "messages" | "responses" | "memory_embeddings"
     # who (never the key or token: key_id is the visible id)
     tenant: str
     subject: str
