@@ -44,16 +44,20 @@ class ToolCallOut(msgspec.Struct):
 
 class UsageOut(msgspec.Struct):
     prompt_tokens: int = 0
-    completion_tokens: int = 0
+    completion_tokens: int = 0  # reasoning included, as OpenAI counts it
     cached_tokens: int = 0
+    reasoning_tokens: int = 0  # the reasoning part of completion_tokens, when the upstream reports it apart
 
     def to_openai(self) -> dict[str, Any]:
-        return {
+        out: dict[str, Any] = {
             "prompt_tokens": self.prompt_tokens,
             "completion_tokens": self.completion_tokens,
             "total_tokens": self.prompt_tokens + self.completion_tokens,
             "prompt_tokens_details": {"cached_tokens": self.cached_tokens},
         }
+        if self.reasoning_tokens:
+            out["completion_tokens_details"] = {"reasoning_tokens": self.reasoning_tokens}
+        return out
 
 
 def completion(

@@ -346,6 +346,6 @@ def usage_of(usage: Usage | None) -> dict[str, Any]:
         "input_tokens": u.prompt_tokens,
         "input_tokens_details": {"cached_tokens": cached, "cache_write_tokens": 0},
         "output_tokens": u.completion_tokens,
-        "output_tokens_details": {"reasoning_tokens": 0},
+        "output_tokens_details": {"reasoning_tokens": u.reasoning_tokens},
         "total_tokens": u.total_tokens or u.prompt_tokens + u.completion_tokens,
     }

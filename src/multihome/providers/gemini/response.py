@@ -93,11 +93,13 @@ def decode(body: bytes) -> GenerateContentResponse:
 def usage_of(meta: UsageMetadata | None) -> out.UsageOut:
     if meta is None:
         return out.UsageOut()
-    # OpenAI's completion_tokens include reasoning; Gemini reports thoughts separately (both billed as output).
+    # OpenAI's completion_tokens include reasoning; Gemini reports thoughts apart from candidatesTokenCount
+    # and bills both as output: added here (else the call is under-billed), and named as reasoning_tokens.
     return out.UsageOut(
         prompt_tokens=meta.promptTokenCount + meta.toolUsePromptTokenCount,
         completion_tokens=meta.candidatesTokenCount + meta.thoughtsTokenCount,
         cached_tokens=meta.cachedContentTokenCount,
+        reasoning_tokens=meta.thoughtsTokenCount,
     )
 
 
