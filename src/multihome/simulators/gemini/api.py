@@ -23,6 +23,7 @@ from ..faults import Fault
 from ..http import status_line
 from .convert import GEMINI_MAX_STOP, prompt_blocked, render_response, stream_chunks, to_openai
 from .names import camel_keys
+from .thinking import check_signatures, thinking_of
 
 _encode = msgspec.json.encode
 _decode = msgspec.json.decode
@@ -271,8 +272,11 @@ class GeminiApp(ProviderApp):
             if fault is None:
                 self._remember(req, model, False, reply.payload)
             return reply
+        chat = to_openai(body)
+        check_signatures(body["contents"], model)
+        thinking = thinking_of(body, model, _last_user_text(chat["messages"]))
         plan = plan_chat(
-            to_openai(body),
+            chat,
             sim_name=self.name,
             model=reported,
             key=req.url + b"\x00" + req.body,
@@ -288,13 +292,14 @@ class GeminiApp(ProviderApp):
         if route.stream:
             if not route.sse:
                 # Without alt=sse Google streams one JSON array of chunks.
-                return self._json_reply(req, [c for _, _, c in stream_chunks(plan, reported)], None)
-            reply = Reply("stream", plan=plan, headers=self._sse_headers(req, None))
+                return self._json_reply(req, [c for _, _, c in stream_chunks(plan, reported, thinking)], None)
+            chunks = [(stage == CONTENT, c) for stage, _, c in stream_chunks(plan, reported, thinking)]
+            reply = Reply("stream", plan=plan, headers=self._sse_headers(req, None), events=iter(chunks))
             if fault is None and req.http_11:
-                reply = Reply("response", self._sse_whole(req, [c for _, _, c in stream_chunks(plan, reported)]))
+                reply = Reply("response", self._sse_whole(req, [c for _, c in chunks]))
                 self._remember(req, model, True, reply.payload)
             return reply
-        reply = self._json_reply(req, render_response(plan, reported), None)
+        reply = self._json_reply(req, render_response(plan, reported, thinking), None)
         if fault is None:
             self._remember(req, model, False, reply.payload)
         return reply
@@ -401,14 +406,25 @@ class GeminiApp(ProviderApp):
 
     stream_end = b""  # Google's alt=sse streams have no sentinel
 
-    def stream_frames(self, reply: Reply, fault: Fault | None):
-        """Paced `alt=sse` chunks with Google's CRLF event framing."""
-        plan = reply.stream_plan()
-        for stage, _, chunk in stream_chunks(plan, plan.model):
-            yield stage == CONTENT, b"data: " + _encode(chunk) + _EVENT_END
+    def _frames(self, reply: Reply, fault: Fault | None):
+        """Paced `alt=sse` chunks (rendered by _prepare, thoughts included) with Google's CRLF event framing."""
+        assert reply.events is not None  # this app's stream replies carry their chunks
+        return ((content, b"data: " + _encode(chunk) + _EVENT_END) for content, chunk in reply.events)
+
+    def _stream_end(self, reply: Reply) -> bytes:
+        return b""
 
     def malformed_frame(self, good: bytes) -> bytes:
         return b"data: {not json" + _EVENT_END + good
+
+
+def _last_user_text(messages: list[dict]) -> str:
+    """The last user message's text, for the simulated thought summary to quote."""
+    for m in reversed(messages):
+        if m["role"] == "user":
+            content = m["content"]
+            return content if isinstance(content, str) else " ".join(p.get("text", "") for p in content)
+    return ""
 
 
 MAX_OUTPUT_DIMENSIONALITY = 3072  # Google's largest embedding size (gemini-embedding-001)
