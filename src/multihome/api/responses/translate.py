@@ -66,13 +66,10 @@ def to_canonical(
         if fmt.description is not None:
             schema["description"] = fmt.description
         body["response_format"] = {"type": "json_schema", "json_schema": schema}
-    if req.reasoning is not None:
-        # The effort crosses (a thinking budget for Claude: docs/translation/reasoning.md); a summary
-        # of the reasoning is a Responses feature no chat upstream is asked for.
-        if req.reasoning.effort is not None:
-            body["reasoning_effort"] = req.reasoning.effort
-        if req.reasoning.summary is not None:
-            dropped.append("reasoning.summary")
+    if req.reasoning is not None and req.reasoning.effort is not None:
+        # The effort crosses (a thinking budget for Claude, a level or budget for Gemini:
+        # docs/translation/reasoning.md); the summary below.
+        body["reasoning_effort"] = req.reasoning.effort
     if req.text is not None and req.text.verbosity is not None:
         dropped.append("text.verbosity")
     if req.max_output_tokens is not None:
@@ -90,9 +87,13 @@ def to_canonical(
     if req.multihome:
         body["multihome"] = req.multihome
     try:
-        return parse_chat(_encode(body)), dropped
+        parsed = parse_chat(_encode(body))
     except ApiError as err:
         raise bad_request(f"The request cannot be served: {err.body.message}", param=err.body.param) from None
+    # A summary is asked of the upstreams that return reasoning only when asked (Gemini); what any upstream
+    # reasons (Claude's thinking, Gemini's thoughts, reasoning_content) comes back as a reasoning item.
+    parsed.reasoning_summary = req.reasoning is not None and req.reasoning.summary not in (None, "none")
+    return parsed, dropped
 
 
 def _tool(tool: Any) -> dict[str, Any]:
@@ -268,6 +269,7 @@ class _Message(msgspec.Struct):
     content: str | None = None
     refusal: str | None = None
     tool_calls: list[_Call] | None = None
+    reasoning_content: str | None = None  # not OpenAI chat's: docs/translation/reasoning.md
 
 
 class _Choice(msgspec.Struct):
@@ -308,6 +310,8 @@ def from_completion(body: bytes, deployment: str) -> Outcome:
     incomplete = INCOMPLETE.get(choice.finish_reason or "")
     msg = choice.message
     output: list[Item] = []
+    if msg.reasoning_content:
+        output.append(reasoning_item(new_id("rs"), msg.reasoning_content))
     if msg.content or msg.refusal:
         parts = []
         if msg.content:
@@ -318,6 +322,13 @@ def from_completion(body: bytes, deployment: str) -> Outcome:
     for call in msg.tool_calls or ():
         output.append(function_call_item(new_id("fc"), call.id, call.function.name, call.function.arguments))
     return Outcome("incomplete" if incomplete else "completed", output, usage_of(completion.usage), incomplete)
+
+
+def reasoning_item(item_id: str, summary: str | None) -> Item:
+    """What the upstream reasoned, as a Responses reasoning item: its text is the summary (Claude's
+    thinking and Gemini's thought summaries are summaries already). `None`: the item as it opens."""
+    parts = [] if summary is None else [{"type": "summary_text", "text": summary}]
+    return {"type": "reasoning", "id": item_id, "summary": parts}
 
 
 def output_text(text: str) -> Item:
