@@ -62,12 +62,16 @@ def stack(tmp_path_factory):
                 "claude@bedrock": deployment("bedrock", "eu.anthropic.claude-sonnet-4-5-20250929-v1:0"),
                 "o4@openai": deployment("openai", "o4-mini"),
                 "claude@converse": deployment("converse", "eu.anthropic.claude-sonnet-4-5-20250929-v1:0"),
+                "gptoss@converse": deployment("converse", "openai.gpt-oss-120b-1:0"),
+                "r1@converse": deployment("converse", "eu.deepseek.r1-v1:0"),
             },
             model_groups={
                 "claude-anthropic": group("claude@anthropic", retries=0),
                 "claude-bedrock": group("claude@bedrock", retries=0),
                 "reasoner": group("o4@openai", retries=0),
                 "claude-converse": group("claude@converse", retries=0),
+                "gptoss-converse": group("gptoss@converse", retries=0),
+                "r1-converse": group("r1@converse", retries=0),
             },
         )
         env = {"MULTIHOME_API_KEY": CLIENT_KEY, "ANT_UPSTREAM_KEY": ANT_KEY, **aws_env(tmp, AKID, SECRET)}
@@ -88,7 +92,8 @@ def client(stack) -> openai.OpenAI:
 
 
 def _sent(stack, model: str) -> dict:
-    sims = {"claude-anthropic": "anthropic", "claude-bedrock": "bedrock", "claude-converse": "bedrock"}
+    sims = {"claude-anthropic": "anthropic", "claude-bedrock": "bedrock"}
+    sims |= {g: "bedrock" for g in ("claude-converse", "gptoss-converse", "r1-converse")}
     sim = stack[0][sims.get(model, "openai")]
     return json.loads(sim.requests()[-1]["body"])
 
@@ -259,3 +264,38 @@ def test_a_responses_calls_effort_reaches_claude_as_a_budget(stack, client):
     # Claude's thinking text is the summary: a reasoning item first, nothing reported dropped.
     assert "reasoning" not in raw.headers.get("x-multihome-dropped-params", "")
     assert reply.output[0].type == "reasoning" and "Hello there" in reply.output[0].summary[0].text
+
+
+# -- open-weight models on Converse: gpt-oss takes reasoning_effort, DeepSeek-R1 always reasons -----------
+
+
+@pytest.mark.parametrize("model", ["gptoss-converse", "r1-converse"])
+def test_open_weight_reasoning_on_converse(stack, client, model):
+    raw = client.chat.completions.with_raw_response.create(model=model, messages=HELLO, reasoning_effort="high")
+    reply = raw.parse()
+    sent = _sent(stack, model)
+    dropped = raw.headers.get("x-multihome-dropped-params", "")
+    if model == "gptoss-converse":  # AWS: gpt-oss takes OpenAI's other chat fields in additionalModelRequestFields
+        assert sent["additionalModelRequestFields"] == {"reasoning_effort": "high"} and "reasoning" not in dropped
+    else:  # DeepSeek-R1 takes no reasoning setting: said so
+        assert "additionalModelRequestFields" not in sent and "reasoning_effort" in dropped
+    msg = reply.choices[0].message
+    assert "Hello there" in msg.reasoning_content and "Hello there" in msg.content
+    assert msg.thinking_blocks == [{"type": "thinking", "thinking": msg.reasoning_content, "signature": ""}]
+    chunks = list(client.chat.completions.create(model=model, messages=HELLO, reasoning_effort="high", stream=True))
+    streamed = "".join(getattr(c.choices[0].delta, "reasoning_content", None) or "" for c in chunks if c.choices)
+    assert streamed == msg.reasoning_content
+    # Sent back, unsigned reasoning is not replayed (gpt-oss refuses a signature; R1 is not to be shown its own).
+    again = client.chat.completions.with_raw_response.create(
+        model=model,
+        messages=[
+            *HELLO,
+            {"role": "assistant", "content": msg.content, "thinking_blocks": msg.thinking_blocks},
+            *HELLO,
+        ],
+    )
+    assert "messages[].thinking_blocks" in again.headers["x-multihome-dropped-params"]
+    assert all("reasoningContent" not in b for b in _sent(stack, model)["messages"][1]["content"])
+
+
+HELLO = [{"role": "user", "content": "Hello there"}]
