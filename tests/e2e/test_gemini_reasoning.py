@@ -207,6 +207,8 @@ def test_an_anthropic_client_gets_gemini_thoughts_as_an_unsigned_thinking_block(
     thought = reply.content[0]
     assert thought.type == "thinking" and "Hello there" in thought.thinking and thought.signature == ""
     assert reply.content[1].type == "text"
+    # Gemini's thoughtsTokenCount, as Anthropic names the thinking part of output_tokens.
+    assert 0 < reply.usage.output_tokens_details.thinking_tokens < reply.usage.output_tokens
 
 
 # -- metering: thoughts are billed as output and recorded as reasoning tokens ------------------------

@@ -124,6 +124,12 @@ def test_effort_becomes_a_budget_and_the_blocks_come_back_signed(stack, client, 
     assert message.reasoning_content and "use get_weather" in message.reasoning_content
     [block] = message.thinking_blocks
     assert block["type"] == "thinking" and block["signature"] and block["thinking"] == message.reasoning_content
+    # Anthropic names the thinking part of output_tokens (InvokeModel too); Converse does not split it.
+    details = first.usage.completion_tokens_details
+    if model == "claude-converse":
+        assert details is None
+    else:
+        assert 0 < details.reasoning_tokens < first.usage.completion_tokens
 
     # The next turn carries the blocks back; Claude (the simulator) checks the signature.
     call = message.tool_calls[0]
@@ -212,6 +218,8 @@ def test_an_anthropic_clients_thinking_reaches_claude_exactly_and_round_trips(st
     first = claude_client.messages.create(model=model, max_tokens=4096, thinking=THINK, messages=ASK, tools=ANT_TOOLS)
     assert _thinking_sent(stack, model)[0] == THINK  # the exact budget, not the effort's
     assert first.content[0].type == "thinking" and first.content[0].signature
+    if model != "claude-converse":  # Claude's thinking count reaches an Anthropic client as Claude gave it
+        assert 0 < first.usage.output_tokens_details.thinking_tokens < first.usage.output_tokens
     use = next(b for b in first.content if b.type == "tool_use")
     history = [
         *ASK,
