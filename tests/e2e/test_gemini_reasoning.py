@@ -21,21 +21,13 @@ import pytest
 from builders import api_keys, config, deployment, group, identity, price, simulated, sqlite
 
 from .processes import Gateway, Simulators
-from .test_gemini import SECRETS, _TokenEndpoint, service_account  # noqa: F401 (a fixture, used by name)
+from .test_gemini import SECRETS, service_account  # noqa: F401 (a fixture, used by name)
+from .test_gemini import TOOLS as GEMINI_TOOLS
 
 CLIENT_KEY = SECRETS["MH_GEM_CLIENT_KEY"]
 ADMIN_KEY = "mh-gemini-reasoning-admin"
 IN, OUT = Decimal(1), Decimal(10)  # per 1M tokens: output ten times input, so thoughts left out would show
-TOOLS = [
-    {
-        "type": "function",
-        "function": {
-            "name": "get_weather",
-            "description": "Weather for a city",
-            "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
-        },
-    }
-]
+TOOLS = GEMINI_TOOLS[:1]  # get_weather
 ASK = [{"role": "user", "content": "What is the weather in Paris?"}]
 KINDS = ["gem", "vtx"]
 
