@@ -10,6 +10,7 @@ reply content comes from the shared planner, so every kind answers by the same r
 
 from __future__ import annotations
 
+import re
 from typing import Any
 from urllib.parse import parse_qs, unquote
 
@@ -59,6 +60,16 @@ BAD_TOKEN = (
     "Request had invalid authentication credentials. Expected OAuth 2 access token, login cookie or other "
     "valid authentication credential."
 )
+
+
+def location_mismatch(field: str, served: str) -> str:
+    """Vertex AI's words for a path whose location is not the regional endpoint's (observed,
+    googleapis/python-aiplatform#1684; `field` is the request's resource field)."""
+    detail = f"The provided location ID doesn't match the endpoint. The valid location ID is `{served}`."
+    return f"List of found errors:\t1.Field: {field}; Message: {detail}\t"
+
+
+_GOOGLE_LOCATION = re.compile(r"[a-z]+-[a-z]+[0-9]+|global|us|eu")
 _EVENT_END = b"\r\n\r\n"  # Google frames each SSE event with CRLF line endings
 
 
@@ -135,6 +146,13 @@ class GeminiApp(ProviderApp):
                 and segs[6:9] == [b"publishers", b"google", b"models"]
             )
             model = segs[9] if ok else b""
+            location = unquote(segs[5].decode("latin-1")) if ok else ""
+            served = self.config.region
+            if location and _GOOGLE_LOCATION.fullmatch(served) and location != served:
+                # A regional endpoint serves its own location only (a simulator left at the default,
+                # non-Google region serves any).
+                error = ErrorSpec(400, location_mismatch("model", served), code="INVALID_ARGUMENT")
+                return GeminiRoute(None, error=error)
         else:
             ok = resource.startswith((b"/v1beta/models/", b"/v1/models/"))
             model = resource.split(b"/models/", 1)[1] if ok else b""
