@@ -202,7 +202,8 @@ def test_vertex_predict_takes_one_instance_for_gemini_embedding(vertex_sim, cred
     two = httpx.post(url, headers=auth, json={"instances": [{"content": "a"}, {"content": "b"}]})
     assert two.status_code == 400
     err = two.json()["error"]
-    assert err["status"] == "INVALID_ARGUMENT" and err["code"] == 400 and "one instance" in err["message"]
+    assert err["status"] == "INVALID_ARGUMENT" and err["code"] == 400
+    assert err["message"] == "1 instance(s) is allowed per prediction. Actual: 2"  # Vertex AI's words
     one = httpx.post(url, headers=auth, json={"instances": [{"content": "a"}]})
     assert one.status_code == 200 and len(one.json()["predictions"]) == 1
 

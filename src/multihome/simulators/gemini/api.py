@@ -76,6 +76,7 @@ _EVENT_END = b"\r\n\r\n"  # Google frames each SSE event with CRLF line endings
 COUNT_TOKENS = "count_tokens"  # `:countTokens`: no reply planned, only the prompt measured
 # Gemini embedding models on Vertex AI take one instance per `:predict` request (docs/translation/gemini.md).
 ONE_INSTANCE_PREFIX = "gemini-embedding"
+MAX_PREDICT_INSTANCES = 250  # the text-embedding models' limit per :predict (Google's embeddings docs)
 
 
 class GeminiRoute(Route):
@@ -388,11 +389,11 @@ class GeminiApp(ProviderApp):
         instances = body.get("instances")
         if not isinstance(instances, list) or not instances:
             raise BadRequest("* instances: must be a non-empty list.", code="INVALID_ARGUMENT")
-        if len(instances) > 1 and model.startswith(ONE_INSTANCE_PREFIX):
+        allowed = 1 if model.startswith(ONE_INSTANCE_PREFIX) else MAX_PREDICT_INSTANCES
+        if len(instances) > allowed:
+            # Vertex AI's words for too many instances (observed: langchain-ai/langchain#5316).
             raise BadRequest(
-                f"Unable to submit request because {model} supports only one instance per request "
-                f"and {len(instances)} were sent. Send one request per input.",
-                code="INVALID_ARGUMENT",
+                f"{allowed} instance(s) is allowed per prediction. Actual: {len(instances)}", code="INVALID_ARGUMENT"
             )
         params = body.get("parameters") or {}
         dims = _dimensions(
