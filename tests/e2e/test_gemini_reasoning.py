@@ -5,7 +5,8 @@ The client's reasoning settings become `thinkingConfig`; thought parts come back
 (chat), a reasoning item (Responses) or a thinking block (Anthropic); a Gemini 3 function call's
 thought signature travels as `extra_content.google.thought_signature` and goes back unchanged (the
 simulator refuses the turn otherwise); thoughtsTokenCount is billed as output and reported as
-reasoning tokens, in the answer and in the usage rows.
+reasoning tokens, in the answer and in the usage rows (an OpenAI reasoning model's
+`reasoning_tokens`, chat and native Responses, are recorded the same way).
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ def sims():
         yield {
             "gem": started.start("gemini", "gemini-sim", key_env="MH_GEM_KEY", env=SECRETS),
             "vtx": started.start("vertex", "vertex-sim", key_env="SIM_VERTEX_TOKEN", region="us-central1", env=SECRETS),
+            "openai": started.start("openai", "openai-sim"),
         }
 
 
@@ -52,16 +54,19 @@ def gateway(sims, service_account, tmp_path_factory):  # noqa: F811 (the fixture
         providers={
             "gemini": simulated("gemini", sims["gem"].url, key_env="MH_GEM_KEY"),
             "vertex": simulated("vertex", sims["vtx"].url, region="us-central1", project="proj-1", auth=vertex_auth),
+            "openai": simulated("openai", sims["openai"].url),
         },
         deployments={
             "gem-main": deployment("gemini", "gemini-2.5-flash", price=price(IN, OUT)),
             "vtx-main": deployment("vertex", "gemini-2.5-pro", price=price(IN, OUT)),
             "gem-3": deployment("gemini", "gemini-3-pro-preview", price=price(IN, OUT)),
+            "o4-main": deployment("openai", "o4-mini", price=price(IN, OUT)),
         },
         model_groups={
             "gem": group("gem-main", retries=0),
             "vtx": group("vtx-main", retries=0),
             "gem3": group("gem-3", retries=0),
+            "o4": group("o4-main", retries=0),
         },
     )
     env = {**SECRETS, "MH_GEM_SA_FILE": str(service_account), "MH_ADMIN_KEY": ADMIN_KEY}
@@ -224,3 +229,28 @@ def test_thoughts_are_billed_as_output_and_recorded(gateway, client, sims):
     expected = (gem["prompt_tokens"] * IN + gem["completion_tokens"] * OUT) / 1_000_000
     assert Decimal(gem["cost"]) == expected
     assert gem["completion_tokens"] >= gem["reasoning_tokens"]
+
+
+def test_an_openai_reasoning_models_tokens_are_recorded(gateway, client):
+    """OpenAI reports reasoning inside completion_tokens and names it: recorded as is, chat and native Responses."""
+    chat = client.chat.completions.create(model="o4", messages=ASK, reasoning_effort="high")
+    reasoning = chat.usage.completion_tokens_details.reasoning_tokens
+    assert 0 < reasoning < chat.usage.completion_tokens
+    native = client.responses.create(model="o4", input="Hello there", reasoning={"effort": "low"}, store=False)
+    assert native.usage.output_tokens_details.reasoning_tokens > 0
+    admin = httpx.Client(base_url=gateway.url, headers={"authorization": f"Bearer {ADMIN_KEY}"}, timeout=10)
+    rows = admin.get("/admin/v1/usage", params={"group_by": "deployment"}).json()["data"]
+    o4 = next(r for r in rows if r["deployment"] == "o4-main")
+    assert o4["reasoning_tokens"] == reasoning + native.usage.output_tokens_details.reasoning_tokens
+    assert o4["completion_tokens"] == chat.usage.completion_tokens + native.usage.output_tokens
+
+
+def test_a_streamed_gemini_3_call_carries_its_signature(client, sims):
+    chunks = list(client.chat.completions.create(model="gem3", messages=ASK, tools=TOOLS, stream=True))
+    starts = [tc for c in chunks if c.choices for tc in c.choices[0].delta.tool_calls or () if tc.id]
+    [start] = starts
+    signature = start.model_extra["extra_content"]["google"]["thought_signature"]
+    unary = client.chat.completions.create(model="gem3", messages=ASK, tools=TOOLS)
+    assert (
+        signature == unary.choices[0].message.tool_calls[0].model_extra["extra_content"]["google"]["thought_signature"]
+    )
