@@ -254,3 +254,20 @@ def test_a_streamed_gemini_3_call_carries_its_signature(client, sims):
     assert (
         signature == unary.choices[0].message.tool_calls[0].model_extra["extra_content"]["google"]["thought_signature"]
     )
+
+
+def test_the_usage_report_shows_reasoning_tokens(gateway, client, capsys, monkeypatch):
+    """`multihome usage`: reasoning tokens in their own column, beside the output tokens that hold them."""
+    from multihome.cli import main
+
+    client.chat.completions.create(model="gem", messages=ASK, reasoning_effort="low")
+    monkeypatch.setenv("MULTIHOME_URL", gateway.url)
+    monkeypatch.setenv("MULTIHOME_ADMIN_KEY", ADMIN_KEY)
+    capsys.readouterr()
+    assert main(["usage", "--by", "deployment"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    header = next(line for line in lines if "OUTPUT TOKENS" in line)
+    assert "OUTPUT TOKENS  OF WHICH REASONING" in header
+    # deployment, calls, errors, input tokens, output tokens, of which reasoning, cost
+    row = next(line for line in lines if line.startswith("gem-main")).split()
+    assert 0 < int(row[5]) < int(row[4])
