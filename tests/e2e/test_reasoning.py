@@ -307,3 +307,33 @@ def test_open_weight_reasoning_on_converse(stack, client, model):
 
 
 HELLO = [{"role": "user", "content": "Hello there"}]
+
+
+RESPONSES_TOOLS = [{"type": "function", "name": "get_weather", "parameters": {"type": "object", "properties": {}}}]
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["unary", "stream"])
+def test_a_responses_tool_loop_keeps_claudes_signed_thinking(stack, client, stream):
+    """Claude requires the thinking block of the turn that called a tool back with its result: the
+    reasoning item carries it (as its encrypted_content), so replaying the output items is enough."""
+    ask = [{"role": "user", "content": "use get_weather"}]
+    settings = {
+        "model": "claude-anthropic",
+        "tools": RESPONSES_TOOLS,
+        "reasoning": {"effort": "medium"},
+        "store": False,
+    }
+    if stream:
+        events = list(client.responses.create(input=ask, stream=True, **settings))
+        first = events[-1].response
+    else:
+        first = client.responses.create(input=ask, **settings)
+    reasoning = first.output[0]
+    assert reasoning.type == "reasoning" and reasoning.encrypted_content
+    call = next(i for i in first.output if i.type == "function_call")
+    replay = [*ask, *(i.model_dump(exclude_none=True) for i in first.output)]
+    result = {"type": "function_call_output", "call_id": call.call_id, "output": "sunny"}
+    second = client.responses.create(input=[*replay, result], **settings)
+    assert second.status == "completed" and second.output_text
+    sent = _sent(stack, "claude-anthropic")["messages"][1]["content"][0]
+    assert sent["type"] == "thinking" and sent["signature"]  # Claude's block, back unchanged

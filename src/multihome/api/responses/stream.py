@@ -58,6 +58,7 @@ class _Open:
     arguments: str = ""
     label: str = ""  # an MCP call's server_label, and the tool's own name (`name` is the function's)
     tool: str = ""
+    blocks: list[dict[str, Any]] = field(default_factory=list)  # a reasoning item's signed thinking blocks
 
     def item(self, status: str) -> Item:
         if self.kind == "function_call":
@@ -65,7 +66,7 @@ class _Open:
         if self.kind == "message":
             return message_item(self.id, [_part_dict(p) for p in self.parts], status)
         if self.kind == "reasoning":
-            return reasoning_item(self.id, self.arguments if status != "in_progress" else None)
+            return reasoning_item(self.id, self.arguments if status != "in_progress" else None, self.blocks)
         out: Item = {"type": self.kind, "id": self.id, "server_label": self.label, "name": self.tool}
         out["arguments"] = self.arguments
         if self.kind == "mcp_call":
@@ -177,6 +178,10 @@ class ResponsesStream:
             if delta is not None:
                 if delta.reasoning_content:
                     self._thought(delta.reasoning_content, out)
+                for block in delta.thinking_blocks or ():  # a finished block, signature included
+                    self._reasoning_item(out).blocks.append(
+                        {k: v for k, v in msgspec.structs.asdict(block).items() if v is not None}
+                    )
                 if delta.content:
                     self._text("output_text", delta.content, out)
                 if delta.refusal:
@@ -187,8 +192,7 @@ class ResponsesStream:
                 self._finish = choice.finish_reason
                 self._close(out)
 
-    def _thought(self, text: str, out: list[bytes]) -> None:
-        """Reasoning text (Claude's thinking, Gemini's thoughts) as a reasoning item's summary text."""
+    def _reasoning_item(self, out: list[bytes]) -> _Open:
         item = self._reasoning
         if item is None:
             item = self._reasoning = self._add(_Open(self._base + len(self._items), new_id("rs"), "reasoning"), out)
@@ -198,6 +202,11 @@ class ResponsesStream:
                     {**_summary_at(item), "part": {"type": "summary_text", "text": ""}},
                 )
             )
+        return item
+
+    def _thought(self, text: str, out: list[bytes]) -> None:
+        """Reasoning text (Claude's thinking, Gemini's thoughts) as a reasoning item's summary text."""
+        item = self._reasoning_item(out)
         item.arguments += text
         out.append(self.event("response.reasoning_summary_text.delta", {**_summary_at(item), "delta": text}))
 

@@ -23,6 +23,7 @@ from ...schema.responses import CreateResponse, NamedToolChoice
 from ...state.memory.tools import echoed as memory_echo
 from ...state.memory.tools import parse_tool
 from .items import Item, chat_messages, new_id
+from .thinking import carry
 
 _encode = msgspec.json.encode
 # Fields the gateway accepts and echoes but no chat provider is sent (reported in x-multihome-dropped-params).
@@ -270,6 +271,7 @@ class _Message(msgspec.Struct):
     refusal: str | None = None
     tool_calls: list[_Call] | None = None
     reasoning_content: str | None = None  # not OpenAI chat's: docs/translation/reasoning.md
+    thinking_blocks: list[dict[str, Any]] | None = None  # Claude's signed blocks (thinking.py)
 
 
 class _Choice(msgspec.Struct):
@@ -310,8 +312,8 @@ def from_completion(body: bytes, deployment: str) -> Outcome:
     incomplete = INCOMPLETE.get(choice.finish_reason or "")
     msg = choice.message
     output: list[Item] = []
-    if msg.reasoning_content:
-        output.append(reasoning_item(new_id("rs"), msg.reasoning_content))
+    if msg.reasoning_content or msg.thinking_blocks:
+        output.append(reasoning_item(new_id("rs"), msg.reasoning_content or "", msg.thinking_blocks))
     if msg.content or msg.refusal:
         parts = []
         if msg.content:
@@ -324,11 +326,16 @@ def from_completion(body: bytes, deployment: str) -> Outcome:
     return Outcome("incomplete" if incomplete else "completed", output, usage_of(completion.usage), incomplete)
 
 
-def reasoning_item(item_id: str, summary: str | None) -> Item:
+def reasoning_item(item_id: str, summary: str | None, blocks: list[dict[str, Any]] | None = None) -> Item:
     """What the upstream reasoned, as a Responses reasoning item: its text is the summary (Claude's
-    thinking and Gemini's thought summaries are summaries already). `None`: the item as it opens."""
-    parts = [] if summary is None else [{"type": "summary_text", "text": summary}]
-    return {"type": "reasoning", "id": item_id, "summary": parts}
+    thinking and Gemini's thought summaries are summaries already), Claude's signed blocks its
+    `encrypted_content` (thinking.py). `None`: the item as it opens."""
+    parts = [] if not summary else [{"type": "summary_text", "text": summary}]
+    item: Item = {"type": "reasoning", "id": item_id, "summary": parts}
+    sealed = carry(blocks) if blocks else None
+    if sealed is not None:
+        item["encrypted_content"] = sealed
+    return item
 
 
 def output_text(text: str) -> Item:

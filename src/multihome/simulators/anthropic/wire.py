@@ -161,6 +161,7 @@ def validate(body: dict) -> list[dict]:
     _check_tool_pairs(turns)
     _check_tools(body)
     check_thinking(body)
+    _check_thinking_turn(body, turns)
     return turns
 
 
@@ -203,6 +204,26 @@ def check_thinking(body: dict) -> None:
     choice = body.get("tool_choice") or {"type": "auto"}
     if choice.get("type") in ("any", "tool"):
         raise _bad("Thinking may not be enabled when tool_choice forces tool use.")
+
+
+def _check_thinking_turn(body: dict, turns: list[dict]) -> None:
+    """With thinking on, the assistant turn that called the tools the request answers must open with
+    its thinking block (Anthropic's extended-thinking rule for tool use, in its words)."""
+    thinking = body.get("thinking")
+    if not isinstance(thinking, dict) or thinking.get("type") != "enabled" or len(turns) < 2:
+        return
+    last_user, caller = turns[-1], turns[-2]
+    answers = any(isinstance(b, dict) and b.get("type") == "tool_result" for b in last_user["content"])
+    if not answers or caller["role"] != "assistant" or not caller["content"]:
+        return
+    first = caller["content"][0].get("type")
+    if first not in ("thinking", "redacted_thinking"):
+        raise _bad(
+            f"messages.{len(turns) - 2}.content.0.type: Expected `thinking` or `redacted_thinking`, but found "
+            f"`{first}`. When `thinking` is enabled, a final `assistant` message must start with a thinking block "
+            "(preceeding the lastmost set of `tool_use` and `tool_result` blocks). We recommend you include "
+            "thinking blocks from previous turns. To avoid this requirement, disable `thinking`."
+        )
 
 
 def _check_tool_pairs(turns: list[dict]) -> None:
