@@ -1,7 +1,7 @@
 """usage_calls.reasoning_tokens: the reasoning part of a call's completion tokens
 
-Revision ID: 0017
-Revises: 0016 on the i20-reasoning branch (the lead renumbers at merge if another branch adds one)
+Revision ID: 0018
+Revises: 0017
 Create Date: 2026-12-03
 
 The column is defined in multihome/metering/tables.py and filled by multihome/metering/service.py
@@ -13,8 +13,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0017"
-down_revision = "0016"
+revision = "0018"
+down_revision = "0017"
 branch_labels = None
 depends_on = None
 
