@@ -253,13 +253,24 @@ class CallTracker:
     def _usage(self, usage, content_chars: int) -> Usage:
         if usage is not None and (usage.prompt_tokens or usage.completion_tokens):
             cached = usage.prompt_tokens_details.cached_tokens if usage.prompt_tokens_details else 0
+            prompt, completion = _count(usage.prompt_tokens), _count(usage.completion_tokens)
             # reasoning_tokens is part of completion_tokens: bounded by it, never added to it.
-            reasoning = min(max(usage.reasoning_tokens, 0), max(usage.completion_tokens, 0))
-            return Usage(usage.prompt_tokens, usage.completion_tokens, cached or 0, reasoning_tokens=reasoning)
+            reasoning = min(_count(usage.reasoning_tokens), completion)
+            return Usage(prompt, completion, min(_count(cached or 0), prompt), reasoning_tokens=reasoning)
         # No usage, or none counted for a non-empty input (the Gemini API's batch embeddings
         # report no token count): estimate, and say so.
         prompt = estimate.input_tokens(self.request)
         return Usage(prompt, content_chars // estimate.CHARS_PER_TOKEN, 0, estimated=prompt > 0 or usage is None)
+
+
+# The usage rows' token columns are 32-bit on PostgreSQL: one larger count would fail its batch, and the
+# writer retries a batch until it is written, so every later row (every tenant's) would wait behind it.
+_MAX_COUNT = 2**31 - 1
+
+
+def _count(tokens: int) -> int:
+    """An upstream's token count as the books can hold it: never negative (no credit), never past the column."""
+    return min(max(tokens, 0), _MAX_COUNT)
 
 
 _PRODUCED = frozenset({"ok", "stream_error"})  # outcomes that carry usage (as does any call an upstream answered)

@@ -42,8 +42,10 @@ class Usage(msgspec.Struct):
 
     @property
     def reasoning_tokens(self) -> int:
+        """The reasoning part of completion_tokens: within it whatever the upstream claims."""
         details = self.completion_tokens_details
-        return (details.reasoning_tokens or 0) if details is not None else 0
+        claimed = (details.reasoning_tokens or 0) if details is not None else 0
+        return min(max(claimed, 0), max(self.completion_tokens, 0))
 
 
 class FunctionPeek(msgspec.Struct):

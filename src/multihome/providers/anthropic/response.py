@@ -54,7 +54,7 @@ def usage_out(
         prompt_tokens=input_tokens + cache_read + cache_creation,
         completion_tokens=output_tokens,
         cached_tokens=cache_read,
-        reasoning_tokens=min(thinking, output_tokens),
+        reasoning_tokens=max(min(thinking, output_tokens), 0),
     )
 
 

@@ -96,11 +96,13 @@ def usage_of(meta: UsageMetadata | None) -> out.UsageOut:
         return out.UsageOut()
     # OpenAI's completion_tokens include reasoning; Gemini reports thoughts apart from candidatesTokenCount
     # and bills both as output: added here (else the call is under-billed), and named as reasoning_tokens.
+    # A negative count (a broken or hostile answer) is none: added, it would cut what is billed.
+    thoughts = max(meta.thoughtsTokenCount, 0)
     return out.UsageOut(
-        prompt_tokens=meta.promptTokenCount + meta.toolUsePromptTokenCount,
-        completion_tokens=meta.candidatesTokenCount + meta.thoughtsTokenCount,
-        cached_tokens=meta.cachedContentTokenCount,
-        reasoning_tokens=meta.thoughtsTokenCount,
+        prompt_tokens=max(meta.promptTokenCount, 0) + max(meta.toolUsePromptTokenCount, 0),
+        completion_tokens=max(meta.candidatesTokenCount, 0) + thoughts,
+        cached_tokens=max(meta.cachedContentTokenCount, 0),
+        reasoning_tokens=thoughts,
     )
 
 
