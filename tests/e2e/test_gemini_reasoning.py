@@ -208,6 +208,30 @@ def test_an_anthropic_client_gets_gemini_thoughts_as_an_unsigned_thinking_block(
     assert 0 < reply.usage.output_tokens_details.thinking_tokens < reply.usage.output_tokens
 
 
+@pytest.mark.parametrize(
+    ("block", "missing"),
+    [
+        ({"type": "thinking", "signature": ""}, "thinking"),
+        ({"type": "thinking", "thinking": "I thought"}, "signature"),
+        ({"type": "redacted_thinking"}, "data"),
+    ],
+)
+def test_an_anthropic_thinking_block_missing_a_field_is_a_400_naming_it(gateway, block, missing):
+    """As Anthropic's API answers it, whatever the upstream: not silently dropped (nor, for Claude, sent on
+    without the block and refused for a reason the client cannot see), and in Anthropic's error format."""
+    claude = anthropic.Anthropic(base_url=gateway.url, api_key=CLIENT_KEY, max_retries=0, timeout=15)
+    history = [
+        {"role": "user", "content": "What is the weather in Paris?"},
+        {"role": "assistant", "content": [block, {"type": "tool_use", "id": "t1", "name": "get_weather", "input": {}}]},
+        {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "t1", "content": "sunny"}]},
+    ]
+    tools = [{"name": "get_weather", "input_schema": {"type": "object"}}]
+    with pytest.raises(anthropic.BadRequestError) as raised:
+        claude.messages.create(model="gem", max_tokens=4096, messages=history, tools=tools)  # type: ignore[arg-type]
+    assert raised.value.body["type"] == "error"
+    assert f"messages.1.content.0.{missing}" in raised.value.body["error"]["message"]
+
+
 # -- metering: thoughts are billed as output and recorded as reasoning tokens ------------------------
 
 

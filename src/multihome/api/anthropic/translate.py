@@ -180,9 +180,15 @@ def _assistant(content: str | list[Block], where: str, dropped: set[str]) -> Jso
             calls.append(_tool_call(block, at))
         elif block.type == "thinking":
             # Carried as the OpenAI side's thinking_blocks: a Claude upstream gets it back unchanged.
-            thinking.append({"type": "thinking", "thinking": block.thinking or "", "signature": block.signature or ""})
+            # Both fields are required, as Anthropic's API requires them (an empty signature is one:
+            # unsigned reasoning another upstream wrote); a block without one would be dropped unseen.
+            _required(block.thinking, f"{at}.thinking")
+            _required(block.signature, f"{at}.signature")
+            thinking.append({"type": "thinking", "thinking": block.thinking, "signature": block.signature})
         elif block.type == "redacted_thinking":
-            thinking.append({"type": "redacted_thinking", "data": block.data or ""})
+            if not block.data:
+                raise bad_request(f"{at}.data: Field required (a redacted_thinking block's data).", param=f"{at}.data")
+            thinking.append({"type": "redacted_thinking", "data": block.data})
         else:
             raise _unsupported_block(block.type, at)
     message: Json = {"role": "assistant", "content": None}
@@ -330,6 +336,11 @@ def _output_config(req: MessagesRequest, body: Json, dropped: set[str]) -> None:
 def _note_cache(block: Block, dropped: set[str]) -> None:
     if len(block.cache_control):
         dropped.add("cache_control")
+
+
+def _required(value: str | None, at: str) -> None:
+    if value is None:
+        raise bad_request(f"{at}: Field required.", param=at)
 
 
 def _unsupported_block(kind: str, at: str) -> ApiError:
