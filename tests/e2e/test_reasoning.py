@@ -5,6 +5,7 @@ blocks sent back on the next turn reach Claude unchanged (the simulator checks e
 
 from __future__ import annotations
 
+import base64
 import json
 
 import anthropic
@@ -337,3 +338,24 @@ def test_a_responses_tool_loop_keeps_claudes_signed_thinking(stack, client, stre
     assert second.status == "completed" and second.output_text
     sent = _sent(stack, "claude-anthropic")["messages"][1]["content"][0]
     assert sent["type"] == "thinking" and sent["signature"]  # Claude's block, back unchanged
+
+
+@pytest.mark.parametrize(
+    "blocks",
+    [[{"type": "thinking"}], [{"type": "thinking", "thinking": "t"}], [{"type": "redacted_thinking"}], [{"type": "x"}]],
+)
+@pytest.mark.parametrize("model", ["claude-anthropic", "reasoner"])
+def test_a_forged_reasoning_item_is_a_400_naming_the_item(client, blocks, model):
+    """The gateway's prefix over blocks it could not have written: the client's own item named, in
+    OpenAI's format, never the gateway's internal chat message it would have become, whatever the upstream."""
+    forged = "mh-thinking-v1." + base64.urlsafe_b64encode(json.dumps(blocks).encode()).decode()
+    items = [
+        {"role": "user", "content": "use get_weather"},
+        {"type": "reasoning", "id": "rs_forged", "summary": [], "encrypted_content": forged},
+        {"type": "function_call", "call_id": "c1", "name": "get_weather", "arguments": "{}"},
+        {"type": "function_call_output", "call_id": "c1", "output": "sunny"},
+    ]
+    with pytest.raises(openai.BadRequestError) as raised:
+        client.responses.create(model=model, input=items, tools=RESPONSES_TOOLS, store=False)
+    message = raised.value.body["message"]
+    assert "rs_forged" in message and "encrypted_content" in message and "thinking_blocks" not in message

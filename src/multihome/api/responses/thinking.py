@@ -45,5 +45,13 @@ def carried(encrypted: Any, where: str = "encrypted_content") -> list[dict[str, 
         raw = base64.urlsafe_b64decode(encrypted[len(PREFIX) :].encode())
         blocks: list[ThinkingBlock] = _blocks.decode(raw)
     except (ValueError, msgspec.DecodeError):
-        raise bad_request(f"{where} is not one the gateway wrote; send reasoning items back as received.") from None
+        blocks = []
+    if not blocks or not all(map(_whole, blocks)):  # carry() writes none but whole blocks, never none at all
+        raise bad_request(f"{where} is not one the gateway wrote; send reasoning items back as received.")
     return [{k: v for k, v in msgspec.structs.asdict(b).items() if v is not None} for b in blocks]
+
+
+def _whole(block: ThinkingBlock) -> bool:
+    if block.type == "thinking":
+        return block.thinking is not None and bool(block.signature)
+    return block.type == "redacted_thinking" and bool(block.data)
