@@ -213,3 +213,25 @@ def test_malformed_event_raises_after_delivering_what_came_before():
         dec.feed(b"")
     with pytest.raises(ValueError):
         AnthropicStreamDecoder("m").feed(b"data: {not json\n\n")
+
+
+def test_a_thinking_delta_after_its_block_stopped_is_ignored_not_a_crash():
+    """A broken (or hostile) upstream writing to a thinking block it already closed: the block went to the
+    client whole at its stop, so what comes after is dropped, and the stream goes on (was a KeyError: a 500)."""
+    chunks = decode(
+        [
+            START,
+            sse("content_block_start", index=0, content_block={"type": "thinking", "thinking": ""}),
+            sse("content_block_delta", index=0, delta={"type": "thinking_delta", "thinking": "hm"}),
+            sse("content_block_delta", index=0, delta={"type": "signature_delta", "signature": "s"}),
+            sse("content_block_stop", index=0),
+            sse("content_block_delta", index=0, delta={"type": "thinking_delta", "thinking": "late"}),
+            sse("content_block_delta", index=0, delta={"type": "signature_delta", "signature": "late"}),
+            sse("content_block_stop", index=0),
+            *text_block(1, "ok"),
+            *end("end_turn"),
+        ]
+    )
+    blocks = [b for c in chunks[:-1] for ch in c["choices"] for b in ch["delta"].get("thinking_blocks") or ()]
+    assert blocks == [{"type": "thinking", "thinking": "hm", "signature": "s"}]
+    assert fold(chunks)[0] == "ok" and chunks[-1] == DONE

@@ -173,6 +173,7 @@ class AnthropicStreamDecoder:
         elif kind == "content_block_stop" and ev.index in self._thinking:
             # The block is whole (its signature arrives last): the client keeps it for the next turn.
             text, signature = self._thinking.pop(ev.index)
+            self._blocks[ev.index] = (_OTHER, 0)  # sent whole: a delta to it after its stop is ignored
             out.append(self._writer().thinking_block({"type": "thinking", "thinking": text, "signature": signature}))
         elif kind == "message_start":
             msg = ev.message or _Message()
