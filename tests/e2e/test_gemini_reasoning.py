@@ -295,3 +295,14 @@ def test_the_usage_report_shows_reasoning_tokens(gateway, client, capsys, monkey
     # deployment, calls, errors, input tokens, output tokens, of which reasoning, cost
     row = next(line for line in lines if line.startswith("gem-main")).split()
     assert 0 < int(row[5]) < int(row[4])
+
+
+def test_the_sdks_max_effort_is_the_largest_thinking_setting(client, sims):
+    """`max` (OpenAI's ReasoningEffort, the openai SDK's Literal) is served like `xhigh`: Gemini's largest."""
+    client.chat.completions.create(model="gem", messages=ASK, reasoning_effort="max")
+    assert _sent(sims, "gem")["generationConfig"]["thinkingConfig"] == {
+        "thinkingBudget": 24576,
+        "includeThoughts": True,
+    }
+    client.chat.completions.create(model="gem3", messages=ASK, reasoning_effort="max")
+    assert _sent(sims, "gem3")["generationConfig"]["thinkingConfig"]["thinkingLevel"] == "high"

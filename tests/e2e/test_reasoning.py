@@ -359,3 +359,32 @@ def test_a_forged_reasoning_item_is_a_400_naming_the_item(client, blocks, model)
         client.responses.create(model=model, input=items, tools=RESPONSES_TOOLS, store=False)
     message = raised.value.body["message"]
     assert "rs_forged" in message and "encrypted_content" in message and "thinking_blocks" not in message
+
+
+@pytest.mark.parametrize("model", GROUPS)
+def test_the_sdks_max_effort_is_served_as_the_largest_budget(stack, client, model):
+    """`max` is in OpenAI's ReasoningEffort (the published schema and the openai SDK's Literal): a valid
+    value, served like `xhigh`, never a 400 at the door. The Responses door takes it too."""
+    reply = client.chat.completions.create(model=model, messages=ASK, reasoning_effort="max")
+    assert reply.choices[0].message.reasoning_content
+    assert _thinking_sent(stack, model) == ({"type": "enabled", "budget_tokens": 32768}, 32768 + 4096)
+    response = client.responses.create(model=model, input="hello", reasoning={"effort": "max"}, store=False)
+    assert response.status == "completed"
+    assert _thinking_sent(stack, model)[0]["budget_tokens"] == 32768
+
+
+def test_max_effort_reaches_an_openai_upstream_unchanged(stack, client):
+    client.chat.completions.create(model="reasoner", messages=ASK, reasoning_effort="max")
+    assert _sent(stack, "reasoner")["reasoning_effort"] == "max"
+
+
+@pytest.mark.parametrize("model", ["claude-anthropic", "reasoner"])
+@pytest.mark.parametrize(
+    ("reasoning", "param"),
+    [({"effort": "enormous"}, "reasoning.effort"), ({"summary": "verbose"}, "reasoning.summary")],
+)
+def test_a_responses_reasoning_value_outside_openais_enum_is_a_400_naming_it(client, model, reasoning, param):
+    """Named as the Responses request names it (not the chat call it may become), whatever the upstream."""
+    with pytest.raises(openai.BadRequestError) as raised:
+        client.responses.create(model=model, input="hello", reasoning=reasoning, store=False)
+    assert raised.value.body["param"] == param and param in raised.value.body["message"]

@@ -18,6 +18,7 @@ BUDGETS: dict[str, int | None] = {
     "medium": _MEDIUM,
     "high": 16384,
     "xhigh": 32768,
+    "max": 32768,  # as xhigh: with the answer's 4096 on top, within every Claude model's output limit
 }
 MIN_BUDGET = 1024  # Anthropic refuses a smaller budget
 

@@ -14,6 +14,7 @@ from typing import Any
 
 import msgspec
 
+from .chat import REASONING_EFFORTS
 from .decoding import decode_body, decode_views
 from .errors import bad_request
 
@@ -285,6 +286,7 @@ def _validate(req: CreateResponse) -> None:
             raise bad_request(
                 "text.format of type 'json_schema' needs 'name' and 'schema'.", param="text.format.schema"
             )
+    _check_reasoning(req.reasoning)
     if req.text is not None and req.text.verbosity not in (None, "low", "medium", "high"):
         raise bad_request("text.verbosity must be 'low', 'medium' or 'high'.", param="text.verbosity")
     conv = req.conversation_id
@@ -293,6 +295,19 @@ def _validate(req: CreateResponse) -> None:
     prev = req.previous_response_id
     if prev is not None and not (prev and prev.isprintable()):  # no id issued has a control character
         raise bad_request("'previous_response_id' must name a response id.", param="previous_response_id")
+
+
+def _check_reasoning(reasoning: Reasoning | None) -> None:
+    """OpenAI's enums, named as the Responses request names them (not as the chat call it may become)."""
+    if reasoning is None:
+        return
+    if reasoning.effort is not None and reasoning.effort not in REASONING_EFFORTS:
+        allowed = ", ".join(REASONING_EFFORTS)
+        raise bad_request(f"'reasoning.effort' must be one of: {allowed}.", param="reasoning.effort")
+    for name in ("summary", "generate_summary"):
+        # "none" is not OpenAI's, but asks for no summary plainly enough to be taken as that.
+        if getattr(reasoning, name) not in (None, "auto", "concise", "detailed", "none"):
+            raise bad_request(f"'reasoning.{name}' must be one of: auto, concise, detailed.", param=f"reasoning.{name}")
 
 
 def _check_tools(req: CreateResponse) -> None:

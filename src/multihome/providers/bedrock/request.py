@@ -75,7 +75,7 @@ def is_claude(model: str) -> bool:
 
 # gpt-oss on Converse takes OpenAI's chat fields Converse has no place for in additionalModelRequestFields
 # (AWS, "OpenAI models"), reasoning_effort among them; it knows these three levels.
-_GPT_OSS_EFFORTS = {"low": "low", "medium": "medium", "high": "high", "xhigh": "high"}
+_GPT_OSS_EFFORTS = {"low": "low", "medium": "medium", "high": "high", "xhigh": "high", "max": "high"}
 
 
 def _model_reasoning(model: str, effort: str | None) -> dict[str, Any] | None:

@@ -15,11 +15,19 @@ from typing import Any
 from ...schema.chat import ParsedChat
 
 # effort -> Gemini 2.5 thinkingBudget (0: no thinking). 24576 is 2.5 Flash's largest (Pro's is 32768).
-BUDGETS = {"none": 0, "minimal": 1024, "low": 1024, "medium": 8192, "high": 24576, "xhigh": 24576}
+BUDGETS = {"none": 0, "minimal": 1024, "low": 1024, "medium": 8192, "high": 24576, "xhigh": 24576, "max": 24576}
 MAX_BUDGET = 24576
 PRO_MIN_BUDGET = 128  # 2.5 Pro cannot stop thinking: its smallest budget stands for "none"
 # effort -> Gemini 3 thinkingLevel. Gemini 3 cannot stop thinking: "minimal" is its least (Pro's: "low").
-LEVELS = {"none": "minimal", "minimal": "minimal", "low": "low", "medium": "medium", "high": "high", "xhigh": "high"}
+LEVELS = {
+    "none": "minimal",
+    "minimal": "minimal",
+    "low": "low",
+    "medium": "medium",
+    "high": "high",
+    "xhigh": "high",
+    "max": "high",
+}
 # Google's documented stand-in for the signature of a function call Gemini did not make (a history
 # another model wrote, or a client that dropped it): Gemini 3 refuses the turn without one.
 SKIP_SIGNATURE = "skip_thought_signature_validator"
