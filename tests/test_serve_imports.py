@@ -1,13 +1,14 @@
 """A gateway starting on a database at head loads neither alembic (storage/migrate.py reads the revision
-with plain SQL) nor numpy and the memory index's libraries (state/memory/numeric.py: on first memory use):
-together ~1 s of imports on a busy machine, paid by every process the test suite starts."""
+with plain SQL) nor numpy and the memory index's libraries (state/memory/numeric.py: on first memory use),
+nor httpx/httpcore (tools/dial.py: on the first MCP call) nor jinja2 (the console's first page):
+together ~1.5 s of imports on a busy machine, paid by every process the test suite starts."""
 
 from __future__ import annotations
 
 import subprocess
 import sys
 
-HEAVY = ("alembic", "mako", "pygments", "numpy", "bm25s", "wordllama", "threadpoolctl")
+HEAVY = ("alembic", "mako", "pygments", "numpy", "bm25s", "wordllama", "threadpoolctl", "httpx2", "httpcore2", "jinja2")
 
 CODE = """
 import asyncio, sys
