@@ -318,7 +318,7 @@ class Views:
         out = io.StringIO()
         group_by = view["group_by"]
         fields = ["bucket", group_by, "currency", "calls", "errors", "prompt_tokens", "completion_tokens"]
-        fields += ["cached_tokens", "cost", "latency_ms_avg"]
+        fields += ["cached_tokens", "reasoning_tokens", "cost", "latency_ms_avg"]
         writer = csv.DictWriter(out, fields, extrasaction="ignore", lineterminator="\n")
         writer.writeheader()
         for row in view["series"]:
