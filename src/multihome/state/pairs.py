@@ -37,3 +37,17 @@ def orphan_output(context: Iterable[dict[str, Any]], new: Sequence[dict[str, Any
         elif kind == "function_call_output" and item.get("call_id") not in calls:
             return i, str(item.get("call_id"))
     return None
+
+
+def unanswered_call(context: Sequence[dict[str, Any]], new: Sequence[dict[str, Any]]) -> str | None:
+    """The call_id of the first `function_call` (of `context`, then of `new`) that no `function_call_output`
+    answers. Sent on, every provider refuses the turn (OpenAI: "No tool output found for function call
+    ..."), so a create with one is refused before any upstream call. Two passes, no allocation per item."""
+    answered = {
+        item.get("call_id") for seq in (context, new) for item in seq if item.get("type") == "function_call_output"
+    }
+    for seq in (context, new):
+        for item in seq:
+            if item.get("type") == "function_call" and item.get("call_id") not in answered:
+                return str(item.get("call_id"))
+    return None

@@ -136,6 +136,10 @@ class Conversation:
     metadata: dict[str, str]
 
 
+class UnknownItem(LookupError):
+    """A list's cursor names no item of it."""
+
+
 @dataclass(slots=True)
 class ItemPage:
     items: list[Item]
@@ -369,7 +373,7 @@ class StateStore(StoreBase):
         desc: bool = False,
     ) -> ItemPage | None:
         """A page of a conversation's items in order (`after`: an item id, exclusive); None if the
-        conversation is not this tenant's. A cursor that names no item of it gives an empty page."""
+        conversation is not this tenant's. UnknownItem if `after` names no item of it."""
         t = conversation_items
         async with self._read() as conn:
             if not await self._owns(conn, tenant, conversation_id):
@@ -380,7 +384,7 @@ class StateStore(StoreBase):
                     sa.select(t.c.position).where(t.c.conversation_id == conversation_id, t.c.id == after)
                 )
                 if pos is None:
-                    return ItemPage([], False)
+                    raise UnknownItem(after)
                 q = q.where(t.c.position < pos if desc else t.c.position > pos)
             q = q.order_by(t.c.position.desc() if desc else t.c.position)
             if limit is not None:
