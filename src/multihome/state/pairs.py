@@ -42,12 +42,15 @@ def orphan_output(context: Iterable[dict[str, Any]], new: Sequence[dict[str, Any
 def unanswered_call(context: Sequence[dict[str, Any]], new: Sequence[dict[str, Any]]) -> str | None:
     """The call_id of the first `function_call` (of `context`, then of `new`) that no `function_call_output`
     answers. Sent on, every provider refuses the turn (OpenAI: "No tool output found for function call
-    ..."), so a create with one is refused before any upstream call. Two passes, no allocation per item."""
-    answered = {
-        item.get("call_id") for seq in (context, new) for item in seq if item.get("type") == "function_call_output"
-    }
+    ..."), so a create with one is refused before any upstream call. One pass: every turn runs it over
+    its whole context."""
+    calls: list[Any] = []
+    answered: set[Any] = set()
     for seq in (context, new):
         for item in seq:
-            if item.get("type") == "function_call" and item.get("call_id") not in answered:
-                return str(item.get("call_id"))
-    return None
+            kind = item.get("type")
+            if kind == "function_call":
+                calls.append(item.get("call_id"))
+            elif kind == "function_call_output":
+                answered.add(item.get("call_id"))
+    return next((str(call) for call in calls if call not in answered), None)
