@@ -22,12 +22,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -191,19 +193,43 @@ def report(res: dict[str, list[float]], args: argparse.Namespace) -> str:
     )
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def arguments(doc: str, n: int) -> argparse.Namespace:
+    """The command line both agent benches take."""
+    parser = argparse.ArgumentParser(description=doc.split("\n\n")[0])
     parser.add_argument("--steps", type=int, default=5)
-    parser.add_argument("--n", type=int, default=20)
+    parser.add_argument("--n", type=int, default=n)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--out", type=Path)
-    args = parser.parse_args()
-    gateway_bench.ENV["BENCH_ADMIN_KEY"] = ADMIN
+    return parser.parse_args()
+
+
+@contextlib.contextmanager
+def upstreams() -> Iterator[tuple[Path, str, str]]:
+    """A temporary folder with a KMS key file, the simulator and the MCP test server: (folder, simulator
+    URL, MCP server URL), stopped however the bench ends."""
     with tempfile.TemporaryDirectory() as tmp_dir:
         tmp = Path(tmp_dir)
         init_key_file(tmp / "kms.key")
         sim, sim_url = start_sim()
         mcp, mcp_url = start_mcp_server()
+        try:
+            yield tmp, sim_url, mcp_url
+        finally:
+            for proc in (sim, mcp):
+                proc.terminate()
+                proc.wait(10)
+
+
+def publish(text: str, out: Path | None) -> None:
+    print(text)
+    if out:
+        out.write_text(text + "\n")
+
+
+def main() -> None:
+    args = arguments(__doc__, 20)
+    gateway_bench.ENV["BENCH_ADMIN_KEY"] = ADMIN
+    with upstreams() as (tmp, sim_url, mcp_url):
         port = free_port()
         config = CONFIG.format(db=tmp / "bench.db", tmp=tmp, sim=sim_url)
         gateway = start_gateway(sim_url, port, tmp, log_level="warning", config_text=config)
@@ -212,14 +238,7 @@ def main() -> None:
         finally:
             gateway.terminate()
             gateway.wait(20)
-            sim.terminate()
-            sim.wait(10)
-            mcp.terminate()
-            mcp.wait(10)
-    text = report(res, args)
-    print(text)
-    if args.out:
-        args.out.write_text(text + "\n")
+    publish(report(res, args), args.out)
 
 
 if __name__ == "__main__":

@@ -189,7 +189,7 @@ def test_every_problem_is_reported_at_once():
         parse_config(text)
     assert info.value.problems == [
         "routes: unknown top-level key (known: server, routing, storage, identity, metering, audit, contracts, kms, capture, metrics, console, "
-        "responses, egress, telemetry, providers, deployments, model_groups)",
+        "responses, egress, memory, telemetry, providers, deployments, model_groups)",
         "providers.az.kind: Invalid enum value 'azurre' (valid: anthropic, azure, azure_inference, bedrock, bedrock_anthropic, bedrock_openai, foundry_anthropic, gemini, openai, vertex, vertex_anthropic)",
         "deployments.d1.price.input: Expected `float` >= 0.0",
         "model_groups.gpt-4o.deployments[1]: unknown deployment 'd2'",
@@ -296,3 +296,26 @@ def test_agent_limits_and_the_replica_id_variable():
     for bad in ("max_steps: 0", "max_tool_calls: -1", "max_run_s: 0", "max_spend: 0"):
         with pytest.raises(ConfigError, match=r"responses.agent"):
             parse_config(BASE + f"responses: {{agent: {{{bad}}}}}\n")
+
+
+def test_memory_embeddings_name_a_group_of_embedding_deployments():
+    assert parse_config(BASE).memory.embeddings.model is None  # the offline model by default
+    routed = BASE.replace(
+        "  d1: {provider: az, model: gpt-4o-prod}\n",
+        "  d1: {provider: az, model: gpt-4o-prod}\n  e1: {provider: az, model: te3, capabilities: [embeddings]}\n",
+    ).replace("  gpt-4o: {deployments: [d1]}\n", "  gpt-4o: {deployments: [d1]}\n  emb: {deployments: [e1]}\n")
+    cfg = parse_config(routed + "memory: {embeddings: {model: emb, dimensions: 512, matryoshka: true}}\n")
+    assert (cfg.memory.embeddings.model, cfg.memory.embeddings.dimensions) == ("emb", 512)
+    with pytest.raises(ConfigError, match=r"memory.embeddings.model: unknown model group 'nope'"):
+        parse_config(routed + "memory: {embeddings: {model: nope}}\n")
+    with pytest.raises(ConfigError, match=r"memory.embeddings.model: .*without the embeddings capability \(d1\)"):
+        parse_config(routed + "memory: {embeddings: {model: gpt-4o}}\n")
+    with pytest.raises(ConfigError, match=r"memory.embeddings.dimensions"):
+        parse_config(routed + "memory: {embeddings: {model: emb, dimensions: 4}}\n")
+    assert parse_config(routed + "memory: {embeddings: {model: emb, max_batch: 1}}\n").memory.embeddings.max_batch == 1
+    with pytest.raises(ConfigError, match=r"memory.embeddings.max_batch"):
+        parse_config(routed + "memory: {embeddings: {model: emb, max_batch: 0}}\n")
+    with pytest.raises(ConfigError, match=r"memory.embeddings: dimensions, matryoshka and max_batch are for a routed"):
+        parse_config(BASE + "memory: {embeddings: {dimensions: 512}}\n")
+    with pytest.raises(ConfigError, match=r"memory.embeddings"):
+        parse_config(routed + "memory: {embeddings: {model: emb, dims: 5}}\n")

@@ -120,7 +120,14 @@ def build_app(config: Config, config_path: str | None = None) -> Gateway:
     if crypto is not None:  # long-term agent memory, sealed under the tenant's keys (docs/memory.md)
         from .state.memory.service import MemoryService
 
-        memory = MemoryService(storage, _Lazy(crypto, "keyring"))
+        routed = None
+        if config.memory.embeddings.model is not None:  # embedded through the gateway's own routing
+            from .api.memory_embeddings import RoutedEmbeddings
+
+            routed = RoutedEmbeddings(pipeline, config.memory.embeddings)
+        memory = MemoryService(
+            storage, _Lazy(crypto, "keyring"), routed=routed, prefix=config.memory.embeddings.matryoshka
+        )
     # Agent runs (responses with mcp or memory tools): their limits, what their steps cost, where MCP servers
     # may be, the memory store. metering.prices through _Lazy: a run after a config reload pays the new prices.
     agent = AgentSetup(

@@ -36,6 +36,7 @@ from builders import (
 from e2e.processes import VENV_BIN, Proc, Simulator, free_port
 from e2e.services import RedisServer
 from multihome.audit.keys import public_pem
+from multihome.crypto import init_key_file
 from pg import PostgresServer
 
 REPLICAS = 3
@@ -103,7 +104,9 @@ def _share() -> dict:
 class Replica(Proc):
     """`multihome serve` on a fixed port (a replica restarted after a crash comes back at its address)."""
 
-    def __init__(self, name: str, config_path: Path, port: int, env: dict[str, str], log: Path) -> None:
+    def __init__(
+        self, name: str, config_path: Path, port: int, env: dict[str, str], log: Path, *, wait: bool = True
+    ) -> None:
         self.name, self.config_path, self.port, self.env = name, config_path, port, env
         self.url = f"http://127.0.0.1:{port}"
         super().__init__(
@@ -111,6 +114,10 @@ class Replica(Proc):
             env,
             log.with_suffix(".log"),
         )
+        if wait:
+            self.wait_ready()
+
+    def wait_ready(self) -> None:
         _wait_ready(self.url, self, 90)
 
 
@@ -141,7 +148,8 @@ backend replicas
   balance roundrobin
   option httpchk GET /readyz
   http-check expect status 200
-  default-server inter 300ms fall 1 rise 2
+  timeout check 2s
+  default-server inter 300ms fall 3 rise 2
 {servers}
 """
         )
@@ -197,21 +205,24 @@ class Cluster:
             "MH_CL_AUDIT_KEY": base64.b64encode(seed).decode(),
         }
         self.ports = [free_port() for _ in range(n)]
-        for i in range(n):  # one after the other: the first creates the shared KMS key file
-            self.replicas.append(self._replica(i))
+        init_key_file(self.tmp / "kms.key")  # shared by the replicas, so they can all start at once
+        for i in range(n):  # started together, as a deployment's pods are
+            self.replicas.append(self._replica(i, wait=False))
+        for replica in self.replicas:
+            replica.wait_ready()
         self.balancer = Balancer([(r.name, r.port) for r in self.replicas], self.tmp)
         self.url = self.balancer.url
 
     def audit_dir(self, i: int) -> Path:
         return self.tmp / f"audit-r{i + 1}"
 
-    def _replica(self, i: int) -> Replica:
+    def _replica(self, i: int, *, wait: bool = True) -> Replica:
         assert self.sim is not None
         path = self.tmp / f"r{i + 1}.yaml"
         path.write_text(
             yaml_text(cluster_config(self.sim.url, self.audit_dir(i), self.tmp / "kms.key", fail_open=self.fail_open))
         )
-        return Replica(f"r{i + 1}", path, self.ports[i], self.env, self.tmp / f"r{i + 1}")
+        return Replica(f"r{i + 1}", path, self.ports[i], self.env, self.tmp / f"r{i + 1}", wait=wait)
 
     def restart(self, i: int) -> Replica:
         """Start replica i again, at its address and with its audit directory (after a crash or a stop)."""
@@ -239,8 +250,18 @@ class Cluster:
         self.pg.resume()
 
     def stop_replicas(self) -> list[str]:
-        """Graceful stops (SIGTERM: drain, then every queued usage row and audit event written)."""
-        return [r.stop(sig_timeout=60) for r in self.replicas]
+        """Graceful stops (SIGTERM: drain, then every queued usage row and audit event written), all
+        signalled at once. Only once each: a second SIGTERM would make the server skip its drain."""
+        running = [r for r in self.replicas if r.popen.poll() is None]
+        for r in running:
+            r.popen.terminate()
+        for r in running:
+            try:
+                r.popen.wait(60)
+            except subprocess.TimeoutExpired:
+                r.popen.kill()
+                r.popen.wait()
+        return [r.output() for r in self.replicas]
 
     def sql(self, query: str) -> list[str]:
         """Rows of `query` on the shared database, one `|`-separated line each."""
@@ -250,8 +271,7 @@ class Cluster:
     def close(self) -> None:
         if self.balancer is not None:
             self.balancer.stop()
-        for r in self.replicas:
-            r.stop(sig_timeout=60)
+        self.stop_replicas()
         if self.sim is not None:
             self.sim.stop()
         if self.redis is not None:

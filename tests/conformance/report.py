@@ -69,8 +69,9 @@ def render(results: dict[tuple[str, str], tuple[str, str]], seconds: float) -> s
         "",
         "The same providers behind `client.responses` (docs/responses.md). `openai` and `azure` are called",
         "natively on their own Responses API with `store: false`; the others through the canonical chat path.",
-        "Each scenario checks which from the simulator's record; a chat provider takes no `reasoning`",
-        "settings and says so in `x-multihome-dropped-params`.",
+        "Each scenario checks which from the simulator's record; on the chat path `reasoning.effort` reaches the",
+        "upstream in its own form (a Claude thinking budget, Gemini's `thinkingConfig`, `reasoning_effort`) and",
+        "what Claude or Gemini reasoned comes back as a `reasoning` item with its summary (docs/translation/reasoning.md).",
         "",
     ]
     lines += _table({sid: sc for sid, sc in SCENARIOS.items() if sid not in chat}, providers, results)

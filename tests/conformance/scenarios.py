@@ -382,6 +382,23 @@ def usage_non_stream(ctx: Ctx) -> None:
     assert isinstance(usage["prompt_tokens_details"]["cached_tokens"], int), usage
 
 
+@scenario("reasoning_effort (in the upstream's form; reasoning and its tokens back)")
+def reasoning(ctx: Ctx) -> None:
+    reply = ctx.client.chat.completions.create(model=ctx.model, messages=HELLO, reasoning_effort="low")
+    sent = json.loads(ctx.sim.requests()[-1]["body"])
+    msg, details = reply.choices[0].message, reply.usage.completion_tokens_details
+    thinking = sent.get("thinking") or (sent.get("additionalModelRequestFields") or {}).get("thinking")
+    if thinking is not None:  # Claude, on any path: a thinking budget; its thinking back as reasoning_content
+        assert thinking == {"type": "enabled", "budget_tokens": 1024}, sent
+        assert "Hello there" in msg.reasoning_content and msg.thinking_blocks[0]["signature"]
+    elif "generationConfig" in sent:  # Gemini: thinkingConfig; its thoughts and their count back
+        assert sent["generationConfig"]["thinkingConfig"] == {"thinkingBudget": 1024, "includeThoughts": True}
+        assert "Hello there" in msg.reasoning_content and details.reasoning_tokens > 0
+    else:  # OpenAI-compatible: passed through; the model's hidden reasoning tokens are reported
+        assert sent["reasoning_effort"] == "low" and details.reasoning_tokens > 0, sent
+    assert "Hello there" in msg.content and reply.usage.completion_tokens > (details.reasoning_tokens if details else 0)
+
+
 # -- agents -----------------------------------------------------------------------------------
 
 

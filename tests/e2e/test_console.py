@@ -208,6 +208,49 @@ def test_the_console_shows_the_calls_made_follows_a_denial_and_manages_keys(demo
     assert "forged" not in demo.admin.get(f"/tenants/{demo.acme}/teams").text
 
 
+def explain(page: Page, tenant: str, model: str, work: str) -> None:
+    page.select_option("select[name=model]", model)
+    page.fill("input[name=tenant]", tenant)
+    page.select_option("select[name=work]", work)
+    page.click("button:has-text('Explain')")
+
+
+def test_route_explain_in_the_console_shows_what_a_stateful_work_pin_removed(demo, browser):
+    # Acme's agent steps and memory embeddings are pinned to the OpenAI provider (a hosting contract).
+    resp = demo.admin.post(
+        f"/tenants/{demo.acme}/stateful-pins",
+        json={"providers": ["openai"], "work": ["agent_step", "memory_embedding"], "note": "contract c-9"},
+    )
+    assert resp.status_code == 201, resp.text
+    pin = resp.json()["id"]
+    try:
+        page = login(browser, demo, demo.admin_key)
+        page.goto(demo.root + "/console/routing")
+        explain(page, demo.acme, "gpt-4o", "agent_step")
+        pinned = page.locator(".explained .pinned")
+        expect(pinned).to_contain_text(pin)
+        expect(pinned).to_contain_text("providers openai")
+        expect(pinned).to_contain_text("gpt-4o@azure-eastus")  # removed by the pin, with why
+        expect(pinned).to_contain_text("gpt-4o@azure-westeurope")
+        expect(page.locator(".explained")).to_contain_text("Would attempt, in order: gpt-4o@openai")
+        expect(page.locator("select[name=work]")).to_have_value("agent_step")  # the form keeps the choice
+
+        # A memory embedding is explained as an embeddings call of the embeddings group.
+        explain(page, demo.acme, "text-embedding-3-small", "memory_embedding")
+        expect(page.locator(".explained .pinned")).to_contain_text("embed-small@azure-eastus")
+        expect(page.locator(".explained")).to_contain_text("Would attempt, in order: embed-small@openai")
+
+        # Stateful work the pin does not cover, and a stateless call, route as before.
+        explain(page, demo.acme, "gpt-4o", "background")
+        expect(page.locator(".explained .pinned")).to_contain_text("No stateful-work pin")
+        expect(page.locator(".explained")).to_contain_text("gpt-4o@azure-eastus →")
+        explain(page, demo.acme, "gpt-4o", "")
+        expect(page.locator(".explained")).to_contain_text("gpt-4o@azure-eastus →")
+        expect(page.locator(".explained .pinned")).to_have_count(0)
+    finally:
+        assert demo.admin.delete(f"/tenants/{demo.acme}/stateful-pins/{pin}").status_code == 200
+
+
 def test_a_tenant_admin_sees_only_their_tenant_and_the_session_ends_with_the_key(demo, browser):
     made = demo.key(demo.acme, "acme-console-admin", "tenant-admin")
     page = login(browser, demo, made["key"])

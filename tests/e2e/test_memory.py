@@ -233,7 +233,7 @@ def test_the_cli_lists_searches_and_forgets(world, monkeypatch, capsys):
         return capsys.readouterr().out
 
     listed = run("memory", "namespaces", "--tenant", "acme", "--user", "cli-user")
-    assert "cli" in listed and "cli-user" in listed
+    assert "cli" in listed and "cli-user" in listed and "wordllama/l2_supercat/256 (256)" in listed
     assert "Prefers aisle seats." in run(
         "memory", "search", "seat preference", "--agent", "cli", "--user", "cli-user", "--tenant", "acme"
     )

@@ -62,12 +62,16 @@ def stack(tmp_path_factory):
                 "claude@bedrock": deployment("bedrock", "eu.anthropic.claude-sonnet-4-5-20250929-v1:0"),
                 "o4@openai": deployment("openai", "o4-mini"),
                 "claude@converse": deployment("converse", "eu.anthropic.claude-sonnet-4-5-20250929-v1:0"),
+                "gptoss@converse": deployment("converse", "openai.gpt-oss-120b-1:0"),
+                "r1@converse": deployment("converse", "eu.deepseek.r1-v1:0"),
             },
             model_groups={
                 "claude-anthropic": group("claude@anthropic", retries=0),
                 "claude-bedrock": group("claude@bedrock", retries=0),
                 "reasoner": group("o4@openai", retries=0),
                 "claude-converse": group("claude@converse", retries=0),
+                "gptoss-converse": group("gptoss@converse", retries=0),
+                "r1-converse": group("r1@converse", retries=0),
             },
         )
         env = {"MULTIHOME_API_KEY": CLIENT_KEY, "ANT_UPSTREAM_KEY": ANT_KEY, **aws_env(tmp, AKID, SECRET)}
@@ -88,7 +92,8 @@ def client(stack) -> openai.OpenAI:
 
 
 def _sent(stack, model: str) -> dict:
-    sims = {"claude-anthropic": "anthropic", "claude-bedrock": "bedrock", "claude-converse": "bedrock"}
+    sims = {"claude-anthropic": "anthropic", "claude-bedrock": "bedrock"}
+    sims |= {g: "bedrock" for g in ("claude-converse", "gptoss-converse", "r1-converse")}
     sim = stack[0][sims.get(model, "openai")]
     return json.loads(sim.requests()[-1]["body"])
 
@@ -119,6 +124,12 @@ def test_effort_becomes_a_budget_and_the_blocks_come_back_signed(stack, client, 
     assert message.reasoning_content and "use get_weather" in message.reasoning_content
     [block] = message.thinking_blocks
     assert block["type"] == "thinking" and block["signature"] and block["thinking"] == message.reasoning_content
+    # Anthropic names the thinking part of output_tokens (InvokeModel too); Converse does not split it.
+    details = first.usage.completion_tokens_details
+    if model == "claude-converse":
+        assert details is None
+    else:
+        assert 0 < details.reasoning_tokens < first.usage.completion_tokens
 
     # The next turn carries the blocks back; Claude (the simulator) checks the signature.
     call = message.tool_calls[0]
@@ -207,6 +218,8 @@ def test_an_anthropic_clients_thinking_reaches_claude_exactly_and_round_trips(st
     first = claude_client.messages.create(model=model, max_tokens=4096, thinking=THINK, messages=ASK, tools=ANT_TOOLS)
     assert _thinking_sent(stack, model)[0] == THINK  # the exact budget, not the effort's
     assert first.content[0].type == "thinking" and first.content[0].signature
+    if model != "claude-converse":  # Claude's thinking count reaches an Anthropic client as Claude gave it
+        assert 0 < first.usage.output_tokens_details.thinking_tokens < first.usage.output_tokens
     use = next(b for b in first.content if b.type == "tool_use")
     history = [
         *ASK,
@@ -253,6 +266,74 @@ def test_a_responses_calls_effort_reaches_claude_as_a_budget(stack, client):
     raw = client.responses.with_raw_response.create(
         model="claude-anthropic", input="Hello there", reasoning={"effort": "high", "summary": "auto"}, store=False
     )
-    assert "Hello there" in raw.parse().output_text
+    reply = raw.parse()
+    assert "Hello there" in reply.output_text
     assert _sent(stack, "claude-anthropic")["thinking"] == {"type": "enabled", "budget_tokens": 16384}
-    assert "reasoning.summary" in raw.headers["x-multihome-dropped-params"]
+    # Claude's thinking text is the summary: a reasoning item first, nothing reported dropped.
+    assert "reasoning" not in raw.headers.get("x-multihome-dropped-params", "")
+    assert reply.output[0].type == "reasoning" and "Hello there" in reply.output[0].summary[0].text
+
+
+# -- open-weight models on Converse: gpt-oss takes reasoning_effort, DeepSeek-R1 always reasons -----------
+
+
+@pytest.mark.parametrize("model", ["gptoss-converse", "r1-converse"])
+def test_open_weight_reasoning_on_converse(stack, client, model):
+    raw = client.chat.completions.with_raw_response.create(model=model, messages=HELLO, reasoning_effort="high")
+    reply = raw.parse()
+    sent = _sent(stack, model)
+    dropped = raw.headers.get("x-multihome-dropped-params", "")
+    if model == "gptoss-converse":  # AWS: gpt-oss takes OpenAI's other chat fields in additionalModelRequestFields
+        assert sent["additionalModelRequestFields"] == {"reasoning_effort": "high"} and "reasoning" not in dropped
+    else:  # DeepSeek-R1 takes no reasoning setting: said so
+        assert "additionalModelRequestFields" not in sent and "reasoning_effort" in dropped
+    msg = reply.choices[0].message
+    assert "Hello there" in msg.reasoning_content and "Hello there" in msg.content
+    assert msg.thinking_blocks == [{"type": "thinking", "thinking": msg.reasoning_content, "signature": ""}]
+    chunks = list(client.chat.completions.create(model=model, messages=HELLO, reasoning_effort="high", stream=True))
+    streamed = "".join(getattr(c.choices[0].delta, "reasoning_content", None) or "" for c in chunks if c.choices)
+    assert streamed == msg.reasoning_content
+    # Sent back, unsigned reasoning is not replayed (gpt-oss refuses a signature; R1 is not to be shown its own).
+    again = client.chat.completions.with_raw_response.create(
+        model=model,
+        messages=[
+            *HELLO,
+            {"role": "assistant", "content": msg.content, "thinking_blocks": msg.thinking_blocks},
+            *HELLO,
+        ],
+    )
+    assert "messages[].thinking_blocks" in again.headers["x-multihome-dropped-params"]
+    assert all("reasoningContent" not in b for b in _sent(stack, model)["messages"][1]["content"])
+
+
+HELLO = [{"role": "user", "content": "Hello there"}]
+
+
+RESPONSES_TOOLS = [{"type": "function", "name": "get_weather", "parameters": {"type": "object", "properties": {}}}]
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["unary", "stream"])
+def test_a_responses_tool_loop_keeps_claudes_signed_thinking(stack, client, stream):
+    """Claude requires the thinking block of the turn that called a tool back with its result: the
+    reasoning item carries it (as its encrypted_content), so replaying the output items is enough."""
+    ask = [{"role": "user", "content": "use get_weather"}]
+    settings = {
+        "model": "claude-anthropic",
+        "tools": RESPONSES_TOOLS,
+        "reasoning": {"effort": "medium"},
+        "store": False,
+    }
+    if stream:
+        events = list(client.responses.create(input=ask, stream=True, **settings))
+        first = events[-1].response
+    else:
+        first = client.responses.create(input=ask, **settings)
+    reasoning = first.output[0]
+    assert reasoning.type == "reasoning" and reasoning.encrypted_content
+    call = next(i for i in first.output if i.type == "function_call")
+    replay = [*ask, *(i.model_dump(exclude_none=True) for i in first.output)]
+    result = {"type": "function_call_output", "call_id": call.call_id, "output": "sunny"}
+    second = client.responses.create(input=[*replay, result], **settings)
+    assert second.status == "completed" and second.output_text
+    sent = _sent(stack, "claude-anthropic")["messages"][1]["content"][0]
+    assert sent["type"] == "thinking" and sent["signature"]  # Claude's block, back unchanged

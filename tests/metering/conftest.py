@@ -37,9 +37,16 @@ def call(
     model_group="gpt-4o",
     status=200,
     outcome="ok",
+    reasoning=0,
 ) -> CallRecord:
     started = time.time() if started is None else started
-    usage = Usage(prompt_tokens=prompt, completion_tokens=completion, cached_tokens=cached, estimated=estimated)
+    usage = Usage(
+        prompt_tokens=prompt,
+        completion_tokens=completion,
+        cached_tokens=cached,
+        estimated=estimated,
+        reasoning_tokens=reasoning,
+    )
     return CallRecord(
         request_id=request_id,
         started_at=started,

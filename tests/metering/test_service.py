@@ -57,6 +57,22 @@ async def test_each_call_becomes_one_row_with_exact_cost_and_price_version(db_ur
     await m.close()
 
 
+async def test_reasoning_tokens_are_stored_summed_and_priced_once_as_output(db_url):
+    # 400 of the 500 completion tokens were reasoning: the row says so, the summary sums it, and the
+    # cost is the 500 output tokens once (reasoning is inside completion_tokens, never added again).
+    m = await started(db_url)
+    m.record(call("think", prompt=1000, completion=500, reasoning=400))
+    m.record(call("plain", prompt=1000, completion=500))
+    await m.flush()
+    think, plain = await rows(m)
+    assert (think.completion_tokens, think.reasoning_tokens) == (500, 400)
+    assert plain.reasoning_tokens == 0
+    assert think.cost == plain.cost == "0.0075"  # 1000 * 2.5 + 500 * 10 per 1M
+    [entry] = await usage_summary(m.engine, "ten_a", "model_group")
+    assert (entry["completion_tokens"], entry["reasoning_tokens"]) == (1000, 400)
+    await m.close()
+
+
 async def test_a_row_written_twice_is_stored_once(db_url):
     # A retry after an ambiguous commit re-sends rows that may already be stored.
     m = await started(db_url)

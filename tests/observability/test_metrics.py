@@ -234,7 +234,9 @@ model_groups:
             t = acc.begin(f"req_{i}", "chat", principal, b"{}")
             assert t is not None
             t.model_group = "g"
-            usage = SimpleNamespace(prompt_tokens=tokens, completion_tokens=i * 41, prompt_tokens_details=details)
+            usage = SimpleNamespace(
+                prompt_tokens=tokens, completion_tokens=i * 41, prompt_tokens_details=details, reasoning_tokens=0
+            )
             t.finish(200, "ok", served=served, usage=usage, first_byte_ms=2.5)
         t = acc.begin("req_denied", "chat", principal, b"{}")
         finish_failed(t, ApiError(429, "over", code="budget_exceeded"))

@@ -419,6 +419,8 @@ def test_response_translation(name, body, expected):
             "completion_tokens": 6,
             "total_tokens": 16,
             "prompt_tokens_details": {"cached_tokens": 3},
+            # thoughtsTokenCount (2) is in completion_tokens, billed as output, and named as reasoning
+            "completion_tokens_details": {"reasoning_tokens": 2},
         }
 
 

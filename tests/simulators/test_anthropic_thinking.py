@@ -30,6 +30,8 @@ def test_a_thinking_block_comes_first_and_goes_back_unchanged(client):
     assert [b.type for b in first.content][0] == "thinking" and first.stop_reason == "tool_use"
     thinking = first.content[0]
     assert thinking.thinking and thinking.signature
+    # The thinking part of output_tokens, as the SDK reads it (OutputTokensDetails).
+    assert 0 < first.usage.output_tokens_details.thinking_tokens < first.usage.output_tokens
     use = next(b for b in first.content if b.type == "tool_use")
     history = [
         *ASK,
@@ -63,6 +65,7 @@ def test_the_stream_carries_thinking_and_signature_deltas(client):
     assert "thinking_delta" in kinds and "signature_delta" in kinds and "text_delta" in kinds
     assert final.content[0].type == "thinking" and final.content[0].signature
     assert final.content[1].type == "text" and "Hello there" in final.content[1].text
+    assert 0 < final.usage.output_tokens_details.thinking_tokens < final.usage.output_tokens
 
 
 @pytest.mark.parametrize(

@@ -86,3 +86,38 @@ def test_thinkings_rules_reach_the_caller(client):
             inferenceConfig={"maxTokens": 4096},
             additionalModelRequestFields={"thinking": {"type": "enabled", "budget_tokens": 100}},
         )
+
+
+# -- models other than Claude: unsigned reasoningContent (gpt-oss, DeepSeek-R1) ----------------------------
+
+GPT_OSS, DEEPSEEK = "openai.gpt-oss-120b-1:0", "us.deepseek.r1-v1:0"
+
+
+@pytest.mark.parametrize("model", [GPT_OSS, DEEPSEEK])
+def test_open_weight_reasoning_parses_in_botocore_unsigned(client, model):
+    reply = client.converse(modelId=model, messages=[{"role": "user", "content": [{"text": "Hello there"}]}])
+    content = reply["output"]["message"]["content"]
+    reasoning = content[0]["reasoningContent"]["reasoningText"]
+    assert "Hello there" in reasoning["text"] and "signature" not in reasoning
+    assert "Hello there" in content[1]["text"]
+    events = list(
+        client.converse_stream(modelId=model, messages=[{"role": "user", "content": [{"text": "Hello there"}]}])[
+            "stream"
+        ]
+    )
+    deltas = [e["contentBlockDelta"] for e in events if "contentBlockDelta" in e]
+    thought = [d["delta"]["reasoningContent"] for d in deltas if "reasoningContent" in d["delta"]]
+    assert "Hello there" in "".join(r.get("text", "") for r in thought)
+    assert not any("signature" in r for r in thought)
+
+
+def test_gpt_oss_takes_reasoning_effort_and_refuses_a_signature_back(client):
+    ask = [{"role": "user", "content": [{"text": "Hello there"}]}]
+    high = client.converse(modelId=GPT_OSS, messages=ask, additionalModelRequestFields={"reasoning_effort": "high"})
+    assert "high effort" in high["output"]["message"]["content"][0]["reasoningContent"]["reasoningText"]["text"]
+    with pytest.raises(ClientError, match="reasoning_effort"):
+        client.converse(modelId=GPT_OSS, messages=ask, additionalModelRequestFields={"reasoning_effort": "max"})
+    signed = {"reasoningContent": {"reasoningText": {"text": "thought", "signature": "c2ln"}}}
+    history = [*ask, {"role": "assistant", "content": [signed, {"text": "Hi"}]}, *ask]
+    with pytest.raises(ClientError, match="doesn't support the reasoningContent.reasoningText.signature field"):
+        client.converse(modelId=GPT_OSS, messages=history)

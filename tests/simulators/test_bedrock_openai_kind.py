@@ -95,3 +95,11 @@ def test_a_signature_for_another_region_is_refused(sim):
 def test_other_operations_are_not_served(sim):
     with pytest.raises(openai.NotFoundError):
         _sdk(sim, api_key=API_KEY).embeddings.create(model=MODEL, input="x")
+
+
+def test_a_request_it_cannot_take_gets_bedrocks_validation_error(sim):
+    """Bedrock's code for a refused body is `validation_error` (observed), in OpenAI's envelope."""
+    image = {"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBORw0KGgo="}}
+    with pytest.raises(openai.BadRequestError) as refused:
+        _sdk(sim, api_key=API_KEY).chat.completions.create(model=MODEL, messages=[{"role": "user", "content": [image]}])
+    assert refused.value.code == "validation_error" and refused.value.type == "invalid_request_error"

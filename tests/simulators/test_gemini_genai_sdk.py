@@ -202,7 +202,8 @@ def test_vertex_predict_takes_one_instance_for_gemini_embedding(vertex_sim, cred
     two = httpx.post(url, headers=auth, json={"instances": [{"content": "a"}, {"content": "b"}]})
     assert two.status_code == 400
     err = two.json()["error"]
-    assert err["status"] == "INVALID_ARGUMENT" and err["code"] == 400 and "one instance" in err["message"]
+    assert err["status"] == "INVALID_ARGUMENT" and err["code"] == 400
+    assert err["message"] == "1 instance(s) is allowed per prediction. Actual: 2"  # Vertex AI's words
     one = httpx.post(url, headers=auth, json={"instances": [{"content": "a"}]})
     assert one.status_code == 200 and len(one.json()["predictions"]) == 1
 
@@ -230,3 +231,97 @@ def test_a_token_the_endpoint_did_not_issue_is_refused(vertex_sim):
     body = {"contents": [{"role": "user", "parts": [{"text": "Hello"}]}]}
     r = httpx.post(url, headers={"authorization": "Bearer ya29.forged"}, json=body)
     assert r.status_code == 401 and r.json()["error"]["status"] == "UNAUTHENTICATED"
+
+
+# -- thinking: thought parts, thoughtsTokenCount, thought signatures ---------------------------------------
+
+THINK = types.ThinkingConfig(include_thoughts=True, thinking_budget=1024)
+
+
+@pytest.mark.parametrize("name", CLIENTS)
+def test_thoughts_and_their_token_count_parse_in_the_sdk(request, name):
+    r = _client(request, name).models.generate_content(
+        model="gemini-2.5-flash",
+        contents="Why is the sky blue?",
+        config=types.GenerateContentConfig(thinking_config=THINK),
+    )
+    parts = r.candidates[0].content.parts
+    assert parts[0].thought is True and "Why is the sky blue?" in parts[0].text
+    assert not parts[-1].thought and "Why is the sky blue?" in r.text  # r.text leaves thoughts out
+    u = r.usage_metadata
+    assert u.thoughts_token_count and u.thoughts_token_count > 0
+    # Thoughts are reported apart from the answer's tokens, and counted in the total.
+    assert u.total_token_count == u.prompt_token_count + u.candidates_token_count + u.thoughts_token_count
+    plain = _client(request, name).models.generate_content(model="gemini-2.5-flash", contents="Why is the sky blue?")
+    assert plain.usage_metadata.thoughts_token_count is None and not any(
+        p.thought for p in plain.candidates[0].content.parts
+    )
+
+
+@pytest.mark.parametrize("name", CLIENTS)
+def test_streamed_thoughts_come_first_and_the_last_chunk_counts_them(request, name):
+    chunks = list(
+        _client(request, name).models.generate_content_stream(
+            model="gemini-2.5-flash", contents="Hi there", config=types.GenerateContentConfig(thinking_config=THINK)
+        )
+    )
+    kinds = [bool(p.thought) for c in chunks for p in (c.candidates[0].content.parts or ()) if p.text]
+    assert kinds[0] is True and kinds[-1] is False and kinds == sorted(kinds, reverse=True)
+    assert chunks[-1].usage_metadata.thoughts_token_count > 0
+
+
+def test_gemini_3_function_call_signature_goes_back_through_the_sdk_chat(gem):
+    """Gemini 3 signs the first function call; the SDK's chat replays it, and a history without it
+    (or with another signature) is refused, in Google's words."""
+    config = types.GenerateContentConfig(tools=[types.Tool(function_declarations=[WEATHER])])
+    chat = gem.chats.create(model="gemini-3-pro-preview", config=config)
+    first = chat.send_message("What is the weather in Paris?")
+    part = first.candidates[0].content.parts[0]
+    assert part.function_call and part.function_call.name == "get_weather"
+    assert isinstance(part.thought_signature, bytes) and len(part.thought_signature) == 32
+    assert first.usage_metadata.thoughts_token_count > 0  # Gemini 3 always thinks
+    answer = chat.send_message(types.Part.from_function_response(name="get_weather", response={"temp": 21}))
+    assert answer.text and answer.candidates[0].finish_reason == types.FinishReason.STOP
+
+    call = types.Part(function_call=part.function_call)
+    result = types.Part.from_function_response(name="get_weather", response={"temp": 21})
+    history = [
+        types.Content(role="user", parts=[types.Part(text="What is the weather in Paris?")]),
+        types.Content(role="model", parts=[call]),
+        types.Content(role="user", parts=[result]),
+    ]
+    with pytest.raises(errors.ClientError) as missing:
+        gem.models.generate_content(model="gemini-3-pro-preview", contents=history, config=config)
+    assert missing.value.code == 400 and "missing a thought_signature" in missing.value.message
+    history[1] = types.Content(
+        role="model", parts=[types.Part(function_call=part.function_call, thought_signature=b"x" * 32)]
+    )
+    with pytest.raises(errors.ClientError) as altered:
+        gem.models.generate_content(model="gemini-3-pro-preview", contents=history, config=config)
+    assert altered.value.code == 400
+    skip = b"skip_thought_signature_validator"  # Google's stand-in for a history another model wrote
+    history[1] = types.Content(
+        role="model", parts=[types.Part(function_call=part.function_call, thought_signature=skip)]
+    )
+    assert gem.models.generate_content(model="gemini-3-pro-preview", contents=history, config=config).text
+
+
+def test_thinking_config_is_checked(gem):
+    both = types.ThinkingConfig(thinking_budget=1024, thinking_level=types.ThinkingLevel.LOW)
+    for model, cfg in (
+        ("gemini-3-pro-preview", both),
+        ("gemini-2.5-flash", types.ThinkingConfig(thinking_level="LOW")),
+    ):
+        with pytest.raises(errors.ClientError) as refused:
+            gem.models.generate_content(
+                model=model, contents="Hi", config=types.GenerateContentConfig(thinking_config=cfg)
+            )
+        assert refused.value.code == 400
+    low = gem.models.generate_content(
+        model="gemini-3-pro-preview",
+        contents="Hi",
+        config=types.GenerateContentConfig(
+            thinking_config=types.ThinkingConfig(thinking_level="LOW", include_thoughts=True)
+        ),
+    )
+    assert low.candidates[0].content.parts[0].thought is True

@@ -34,7 +34,7 @@ def gemini_sim():
 
 @pytest.fixture(scope="module")
 def vertex_sim():
-    sim = start_simulator_in_thread(SimulatorConfig(kind="vertex", name="vtx", oauth_token=TOKEN))
+    sim = start_simulator_in_thread(SimulatorConfig(kind="vertex", name="vtx", oauth_token=TOKEN, region="us-central1"))
     yield sim
     sim.close()
 
@@ -318,3 +318,15 @@ def test_an_embedding_size_google_would_refuse_is_a_400_not_a_stuck_simulator(gs
         headers={"authorization": f"Bearer {TOKEN}"},
     )
     assert p.status_code == 400 and p.json()["error"]["status"] == "INVALID_ARGUMENT"
+
+
+def test_vertex_refuses_a_location_its_endpoint_does_not_serve(vsim):
+    """A regional endpoint (us-central1 here) serves its own location only, in Vertex AI's words."""
+    headers = {"authorization": f"Bearer {TOKEN}"}
+    path = VERTEX_PATH.replace("us-central1", "europe-west4")
+    r = httpx.post(f"{vsim.url}{path}/gemini-2.5-pro:generateContent", json=USER, headers=headers)
+    assert r.status_code == 400 and r.json()["error"]["status"] == "INVALID_ARGUMENT"
+    assert (
+        "The provided location ID doesn't match the endpoint. The valid location ID is `us-central1`."
+        in (r.json()["error"]["message"])
+    )

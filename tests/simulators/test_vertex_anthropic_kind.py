@@ -102,7 +102,10 @@ def test_unknown_model_is_404(sim):
 
 
 def test_a_location_this_endpoint_does_not_serve_is_refused(sim):
-    with pytest.raises(anthropic.BadRequestError, match="Location 'europe-west1' is not served"):
+    with pytest.raises(
+        anthropic.BadRequestError,
+        match="The provided location ID doesn't match the endpoint. The valid location ID is `us-east5`",
+    ):
         _sdk(sim, region="europe-west1").messages.create(model=MODEL, max_tokens=5, messages=HI)
 
 

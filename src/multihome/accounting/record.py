@@ -16,6 +16,10 @@ class Usage(msgspec.Struct, frozen=True):
     completion_tokens: int = 0
     cached_tokens: int = 0
     estimated: bool = False  # True when the provider reported no usage and the gateway estimated it
+    # The part of completion_tokens the model spent reasoning, where the upstream reports it apart
+    # (OpenAI reasoning_tokens, Gemini thoughtsTokenCount); 0 where it does not (Claude). Already inside
+    # completion_tokens, so it is priced as output once, never added again (docs/metering.md).
+    reasoning_tokens: int = 0
 
 
 class AttemptRecord(msgspec.Struct, frozen=True):
@@ -29,7 +33,7 @@ class CallRecord(msgspec.Struct, frozen=True, kw_only=True):
     request_id: str
     started_at: float  # unix seconds
     finished_at: float
-    endpoint: str  # "chat" | "embeddings" | "messages" | "responses"
+    endpoint: str  # "chat" | "embeddings" | "messages" | "responses" | "memory_embeddings"
     # who (never the key or token: key_id is the visible id)
     tenant: str
     subject: str

@@ -253,7 +253,9 @@ class CallTracker:
     def _usage(self, usage, content_chars: int) -> Usage:
         if usage is not None and (usage.prompt_tokens or usage.completion_tokens):
             cached = usage.prompt_tokens_details.cached_tokens if usage.prompt_tokens_details else 0
-            return Usage(usage.prompt_tokens, usage.completion_tokens, cached or 0)
+            # reasoning_tokens is part of completion_tokens: bounded by it, never added to it.
+            reasoning = min(max(usage.reasoning_tokens, 0), max(usage.completion_tokens, 0))
+            return Usage(usage.prompt_tokens, usage.completion_tokens, cached or 0, reasoning_tokens=reasoning)
         # No usage, or none counted for a non-empty input (the Gemini API's batch embeddings
         # report no token count): estimate, and say so.
         prompt = estimate.input_tokens(self.request)

@@ -24,8 +24,10 @@ from ..schema.memory import (
 )
 from ..schema.principal import ALL_TENANTS, ORG_ADMIN, TENANT_ADMIN
 from ..state.memory import EmbedderUnavailable, Hit, MemoryRecord, MemoryStore, Namespace, NewRecord, compile_filter
+from ..state.memory.embedder import SpaceUnavailable
 from ..state.memory.filters import Predicate
 from .asgi import Receive, Send, read_body
+from .memory_embeddings import caller_of, space_refusal
 from .pipeline import Call, Pipeline
 from .responses.common import answer, list_query, page, query, segments, stored
 
@@ -60,6 +62,8 @@ def _namespace_view(ns: Namespace) -> dict[str, Any]:
         "user_id": ns.user_id,
         "records": ns.records,
         "default_ttl_seconds": ns.default_ttl_s,
+        "embedding_model": ns.embedding_model,  # what embeds its records and queries (None: nothing yet)
+        "embedding_dimensions": ns.embedding_dim,
         "created_at": _ts(ns.created_at),
         "updated_at": _ts(ns.updated_at),
     }
@@ -93,6 +97,8 @@ class MemoryDoor:
             raise ApiError(
                 503, f"Memory search is unavailable: {exc}.", type="server_error", code="memory_unavailable"
             ) from None
+        except SpaceUnavailable as exc:
+            raise space_refusal(exc) from None
 
     async def _record(self, call: Call, op: str, who: str, agent: str | None, user: str, ns: int, n: int) -> None:
         """A bulk delete's audit event, on disk before the client has its answer."""
@@ -167,7 +173,7 @@ class MemoryDoor:
         memory, who = self._store(), self._tenant(call)
         req, records = parse_create_records(await read_body(call.scope, receive, self.max_body))
         new = [NewRecord(r.text, dict(r.metadata or {}), r.ttl_seconds) for r in records]
-        written = await self._do(memory.write(who, req.agent_id, req.user_id, new))
+        written = await self._do(memory.write(who, req.agent_id, req.user_id, new, caller=caller_of(call, who)))
         if req.records is None:
             await answer(call, send, record_view(written[0]))
         else:
@@ -210,7 +216,16 @@ class MemoryDoor:
         req = parse_search(await read_body(call.scope, receive, self.max_body))
         keep = _filters(req.filters)
         hits = await self._do(
-            memory.search(who, req.agent_id, req.user_id, req.query, top_k=req.top_k, keep=keep, mode=req.mode)
+            memory.search(
+                who,
+                req.agent_id,
+                req.user_id,
+                req.query,
+                top_k=req.top_k,
+                keep=keep,
+                mode=req.mode,
+                caller=caller_of(call, who),
+            )
         )
         await answer(call, send, {"object": "list", "data": [hit_view(h) for h in hits], "mode": req.mode})
 

@@ -155,13 +155,16 @@ class Pipeline:
         max_output: int | None = None,
         forward_usage: bool = False,
         dropped: list[str] | None = None,
+        policy_endpoint: str | None = None,
     ) -> tuple[Served, list[Header]]:
         """Decide, plan, attempt and begin accounting for a parsed call: what served it, and the
-        response headers that say so. From here on the call is charged, whatever becomes of the answer."""
+        response headers that say so. From here on the call is charged, whatever becomes of the answer.
+        `policy_endpoint`: the endpoint policy decides on, when not the one accounted (a memory
+        embedding is accounted as `memory_embeddings`, decided as `embeddings`: api/memory_embeddings.py)."""
         group = self.group(parsed.request.model)
         call.group = group.name
         tracker = begin_call(call, self.accounting, endpoint, body, group, parsed.request)
-        shape = self.shape(call, parsed, group, endpoint, chat)
+        shape = self.shape(call, parsed, group, policy_endpoint or endpoint, chat)
         extra = await _admit(tracker, group, shape, max_output)
         rid = call.request_id.decode()
 

@@ -647,11 +647,13 @@ def _usage(a: argparse.Namespace, api: Admin) -> None:
             e["errors"],
             e["prompt_tokens"],
             e["completion_tokens"],
+            e.get("reasoning_tokens", 0),
             money(e["cost"], e["currency"], 4),
         )
         for i, e in enumerate(out["data"])
     ]
     headers = [*([a.per] if a.per else []), by.replace("_", " "), "calls", "errors", "input tokens", "output tokens"]
+    headers.append("of which reasoning")  # reasoning tokens are output tokens: counted in the column before
     print(table([*headers, "cost"], rows), end="")
 
 

@@ -40,11 +40,12 @@ def _namespaces(a: argparse.Namespace, api: Admin) -> None:
             n["user_id"] or "-",
             n["records"],
             n["default_ttl_seconds"] or "-",
+            f"{n['embedding_model']} ({n['embedding_dimensions']})" if n.get("embedding_model") else "-",
             _when(n["updated_at"]),
         ]
         for n in found["data"]
     ]
-    print(table(["agent", "user", "records", "default ttl (s)", "updated"], rows), end="")
+    print(table(["agent", "user", "records", "default ttl (s)", "embedding model", "updated"], rows), end="")
 
 
 def _records(a: argparse.Namespace, api: Admin) -> None:

@@ -22,6 +22,8 @@ from .egress import EgressConfig
 from .errors import ConfigError
 from .kms import KmsConfig
 from .kms import check as check_kms
+from .memory import MemoryConfig
+from .memory import check as memory_problems
 from .metering import MeteringConfig
 from .metering import check as check_metering
 from .metrics import MetricsConfig
@@ -124,6 +126,7 @@ _SINGLES: dict[str, type[msgspec.Struct]] = {
     "console": ConsoleConfig,
     "responses": ResponsesConfig,
     "egress": EgressConfig,
+    "memory": MemoryConfig,
 }
 
 
@@ -271,6 +274,11 @@ def _reference_problems(config: Config, names: dict[str, set[str]]) -> Iterator[
                 f"console.oidc.client_id: '{sso.client_id}' is not among identity.oidc '{named.name}' audiences: "
                 "the ID token it gets would be refused"
             )
+    yield from memory_problems(
+        config.memory,
+        {name: list(g.deployments) for name, g in config.model_groups.items()},
+        {name: list(d.capabilities) for name, d in config.deployments.items()},
+    )
     try:
         check_drain_timeout(config.server.drain_timeout_s, "server.drain_timeout_s")
     except ConfigError as exc:

@@ -16,6 +16,7 @@ from .console import ConsoleConfig
 from .contracts import ContractsConfig
 from .egress import EgressConfig
 from .kms import KmsConfig
+from .memory import MemoryConfig
 from .metering import MeteringConfig
 from .metrics import MetricsConfig
 from .oidc import IssuerConfig
@@ -233,4 +234,5 @@ class Config(Strict):
     console: ConsoleConfig = msgspec.field(default_factory=ConsoleConfig)
     responses: ResponsesConfig = msgspec.field(default_factory=ResponsesConfig)
     egress: EgressConfig = msgspec.field(default_factory=EgressConfig)
+    memory: MemoryConfig = msgspec.field(default_factory=MemoryConfig)
     telemetry: Telemetry | None = None

@@ -20,7 +20,7 @@ from ..schema import header_text
 from ..schema.errors import ApiError
 from ..schema.principal import Principal
 from .counters import BUDGET, DEPLOYMENT, OK, Outcome, Plan
-from .periods import Periods, go_duration, window
+from .periods import WINDOW_MS, Periods, go_duration
 from .prices import PriceTable, reserve_nanos
 from .rules import BudgetSpec, Rules, prompt_reserve, window_expire_ms, window_key
 
@@ -30,6 +30,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("multihome.metering")
 _NO_HEADERS: list[tuple[bytes, bytes]] = []
+_NO_SKIP: frozenset[str] = frozenset()
+_monotonic = time.monotonic
 # More output than any model makes, yet small enough that a reservation stays an exact integer in
 # Redis (2^53) and cannot overflow INCRBY: an absurd max_tokens x n is refused, not a script error.
 _MAX_OUT_TOKENS = 1 << 32
@@ -57,10 +59,10 @@ class Ticket:
         self.request_id = request_id
         self.headers: list[tuple[bytes, bytes]] = _NO_HEADERS  # x-ratelimit-*, to add to the answer
         self.deployment: str | None = None  # the deployment whose rate limit was charged
-        self.skip: frozenset[str] = frozenset()  # planned deployments over their own rate limit
+        self.skip: frozenset[str] = _NO_SKIP  # planned deployments over their own rate limit
         self.over_budget = False  # a soft budget is exceeded (the call is allowed, and flagged)
         self.warnings: list[str] = []
-        self.created = time.monotonic()
+        self.created = _monotonic()
         self._budgets: list[tuple[str, str, int, int]] = []  # (counter, currency, reserved nano-units, expire_at_ms)
         self._tokens: list[tuple[str, int]] = []  # (tokens-per-minute counter, reserved tokens)
         self._limiter = limiter
@@ -93,9 +95,10 @@ class Ticket:
 class _Route:
     """What admission needs from one planned deployment list, worked out once per list."""
 
-    __slots__ = ("worst", "out_cap", "dep_specs")
+    __slots__ = ("deployments", "worst", "out_cap", "dep_specs")
 
     def __init__(self, deployments, prices: PriceTable, rules: Rules, default_out: int) -> None:
+        self.deployments = tuple(deployments)  # kept alive: the route cache is keyed by their ids
         # Worst case per currency: the dearest input and output prices among the planned deployments.
         worst: dict[str, tuple[int, int]] = {}
         for dep in deployments:
@@ -122,7 +125,7 @@ class _Shape:
     """One caller's rules on one planned route, with the counter keys of the current minute and day
     worked out once, not per call: each admission only fills in its reservations."""
 
-    __slots__ = ("owner", "wid", "budgets", "rates", "groups", "meta", "group_meta", "rate_expire_ms")
+    __slots__ = ("owner", "wid", "budgets", "rates", "groups", "meta", "group_meta", "rate_expire_ms", "fixed")
 
     def __init__(self, owner: tuple, budgets, rates, route: _Route, wid: int, periods: dict) -> None:
         self.owner = owner  # the rule tuples and route it was made for (kept alive: the cache is keyed by id)
@@ -147,6 +150,14 @@ class _Shape:
             self.groups.append(counters)
             self.group_meta.append(gm)
         self.rate_expire_ms = window_expire_ms(wid)
+        # Without deployment limits and with at most one counter of each kind (the usual shape), the
+        # x-ratelimit-* headers need no search for the most constrained counter: their names and limits
+        # are fixed here, and each admission only fills in what remains (see `_fixed_headers`).
+        kinds = [kind for kind, _ in self.meta]
+        self.fixed: list[tuple[int, bytes, bytes, bytes, bytes, int]] | None = None
+        if not route.dep_specs and len(set(kinds)) == len(kinds):
+            order = sorted(range(len(kinds)), key=lambda i: _KIND_ORDER[kinds[i]])
+            self.fixed = [(i, *_HEADER_NAMES[kinds[i]], str(self.meta[i][1]).encode(), self.meta[i][1]) for i in order]
 
 
 def _counters(spec, wid: int, out: list, meta: list) -> None:
@@ -219,26 +230,31 @@ class Limiter:
         est_tokens = prompt_tokens + out_tokens
         now = self.clock()
         now_ms = int(now * 1000)
-        wid, wend = window(now_ms)
+        wid = now_ms // WINDOW_MS
+        wend = (wid + 1) * WINDOW_MS
         shape = self._shape(budgets, rates, route, wid, now)
         plan = Plan(rate_expire_ms=shape.rate_expire_ms)
         if budgets:
             tokens_in = prompt_reserve(prompt_tokens, self._factor, self._extra)
             reserve = {cur: reserve_nanos(tokens_in, i, out_tokens, o) for cur, (i, o) in route.worst.items()}
+            plan_budgets, held_budgets = plan.budgets, ticket._budgets
             for key, limit, hard, currency, expire in shape.budgets:
                 held = reserve.get(currency, 0)
-                plan.budgets.append((key, limit, held, hard, expire))
-                ticket._budgets.append((key, currency, held, expire))
+                plan_budgets.append((key, limit, held, hard, expire))
+                held_budgets.append((key, currency, held, expire))
+        plan_rates = plan.rates
         for key, limit, tokens in shape.rates:
             if tokens:
-                plan.rates.append((key, limit, est_tokens))
+                plan_rates.append((key, limit, est_tokens))
                 ticket._tokens.append((key, est_tokens))
             else:
-                plan.rates.append((key, limit, 1))
+                plan_rates.append((key, limit, 1))
         for group in shape.groups:
             plan.groups.append([(key, limit, est_tokens if tokens else 1) for key, limit, tokens in group])
         meta, group_meta = shape.meta, shape.group_meta
-        outcome = await self._run(plan, now_ms, ticket)
+        counters = self.counters
+        # In-process counters answer at once: no coroutine per call to ask them.
+        outcome = counters.admit(plan, now_ms) if not counters.shared else await self._run(plan, now_ms, ticket)
         if outcome is None:
             return ticket  # Redis unreachable and fail_open: admitted without limits
         if outcome.code != OK:
@@ -252,13 +268,20 @@ class Limiter:
                 if kind == "tokens":
                     ticket._tokens.append((key, incr))
             meta = meta + group_meta[outcome.index]
-        nb = len(plan.budgets)
-        for b, used in zip(budgets, outcome.values[:nb]):
-            if not b.hard and used > b.limit_nanos:
+        values = outcome.values
+        nb = len(budgets)
+        for i in range(nb):
+            b = budgets[i]
+            if not b.hard and values[i] > b.limit_nanos:
                 ticket.over_budget = True
                 ticket.warnings.append(f"{b.describe()} is exceeded")
         if meta:
-            ticket.headers = _headers(meta, outcome.values[nb:], self._reset(wid, wend - now_ms))
+            reset = self._reset(wid, wend - now_ms)
+            fixed = shape.fixed
+            if fixed is not None:
+                ticket.headers = _fixed_headers(fixed, values, nb, reset)
+            else:
+                ticket.headers = _headers(meta, values[nb:], reset)
         if ticket.warnings:
             warning = header_text.text("; ".join(ticket.warnings)).encode()
             ticket.headers = [*ticket.headers, (b"x-multihome-budget-warning", warning)]
@@ -273,7 +296,7 @@ class Limiter:
         self._shapes = {}
 
     def _route(self, deployments) -> _Route:
-        key = tuple((d.name, d.max_output_tokens) for d in deployments)
+        key = tuple(map(id, deployments))  # the route keeps the deployments alive, so their ids stay theirs
         route = self._routes.get(key)
         if route is None:
             if len(self._routes) > 10_000:  # bounded: plans come from config, not from request bodies
@@ -438,6 +461,25 @@ _HEADER_NAMES = {
     )
     for kind in ("requests", "tokens")
 }
+
+
+_KIND_ORDER = {"requests": 0, "tokens": 1}
+
+
+def _fixed_headers(
+    fixed: list[tuple[int, bytes, bytes, bytes, bytes, int]], values: list[int], nb: int, reset: bytes
+) -> list[tuple[bytes, bytes]]:
+    """`_headers` for a shape with at most one counter of each kind: names and limits made once per
+    minute (_Shape.fixed), only the remaining counts formatted per call."""
+    out = []
+    for i, limit_name, remaining_name, reset_name, limit_text, limit in fixed:
+        used = values[nb + i]
+        out += [
+            (limit_name, limit_text),
+            (remaining_name, str(limit - used).encode() if used < limit else b"0"),
+            (reset_name, reset),
+        ]
+    return out
 
 
 def _headers(meta: list[tuple[str, int]], values: list[int], reset: bytes) -> list[tuple[bytes, bytes]]:

@@ -57,6 +57,7 @@ class SpoolRow(msgspec.Struct, forbid_unknown_fields=False):
     currency: str
     price_version: str
     over_budget: bool
+    reasoning_tokens: int = 0  # absent from rows spooled before migration 0018
 
 
 _row = msgspec.json.Decoder(SpoolRow)

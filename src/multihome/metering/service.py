@@ -157,6 +157,7 @@ class Metering:
                     "prompt_tokens": usage.prompt_tokens if usage else 0,
                     "completion_tokens": usage.completion_tokens if usage else 0,
                     "cached_tokens": usage.cached_tokens if usage else 0,
+                    "reasoning_tokens": usage.reasoning_tokens if usage else 0,
                     "estimated": bool(usage and usage.estimated),
                     "latency_ms": call.latency_ms,
                     "cost": text(cost),

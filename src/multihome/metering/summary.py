@@ -54,6 +54,7 @@ async def usage_summary(
         sa.func.sum(u.c.prompt_tokens).label("prompt"),
         sa.func.sum(u.c.completion_tokens).label("completion"),
         sa.func.sum(u.c.cached_tokens).label("cached"),
+        sa.func.sum(u.c.reasoning_tokens).label("reasoning"),
         sa.func.sum(u.c.cost_nanos).label("nanos"),
         sa.func.sum(sa.case((u.c.estimated, 1), else_=0)).label("estimated"),
         sa.func.sum(sa.case((u.c.outcome != "ok", 1), else_=0)).label("errors"),
@@ -79,6 +80,7 @@ async def usage_summary(
             "prompt_tokens": int(r.prompt or 0),
             "completion_tokens": int(r.completion or 0),
             "cached_tokens": int(r.cached or 0),
+            "reasoning_tokens": int(r.reasoning or 0),  # part of completion_tokens, as OpenAI counts it
             "estimated_calls": int(r.estimated or 0),
             "errors": int(r.errors or 0),  # calls whose outcome was not ok (denied, declined, failed)
             "latency_ms_avg": round(float(r.latency or 0.0), 1),

@@ -31,6 +31,8 @@ usage_calls = sa.Table(
     sa.Column("prompt_tokens", sa.Integer, nullable=False),
     sa.Column("completion_tokens", sa.Integer, nullable=False),
     sa.Column("cached_tokens", sa.Integer, nullable=False),
+    # The reasoning part of completion_tokens (already counted there); 0 when the upstream does not say.
+    sa.Column("reasoning_tokens", sa.Integer, nullable=False, server_default="0"),
     sa.Column("estimated", sa.Boolean(create_constraint=False), nullable=False),
     sa.Column("latency_ms", sa.Float, nullable=False),
     sa.Column("cost", sa.String(64), nullable=False),

@@ -44,7 +44,13 @@ DURATION_BUCKETS = (0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.56, 5.12, 
 TOKEN_BUCKETS = (1, 4, 16, 64, 256, 1024, 4096, 16384, 65536, 262144, 1048576, 4194304, 16777216, 67108864)
 
 # CallRecord.endpoint -> gen_ai.operation.name (the Anthropic Messages and Responses front doors are chats).
-OPERATION_NAMES = {"chat": "chat", "messages": "chat", "responses": "chat", "embeddings": "embeddings"}
+OPERATION_NAMES = {
+    "chat": "chat",
+    "messages": "chat",
+    "responses": "chat",
+    "embeddings": "embeddings",
+    "memory_embeddings": "embeddings",  # memory's own, made by the gateway (api/memory_embeddings.py)
+}
 
 # Outcomes (CallRecord.outcome) that are not a success: the span gets status ERROR and error.type.
 _FAILED = frozenset({"client_error", "declined", "denied", "cancelled", "stream_error", "gateway_error"})

@@ -40,20 +40,30 @@ class ToolCallOut(msgspec.Struct):
     id: str
     name: str
     arguments: str  # JSON text, as OpenAI sends it
+    signature: str | None = None  # Gemini's thoughtSignature of the call (sent as extra_content.google)
+
+
+def _extra(signature: str | None) -> dict[str, Any]:
+    """A tool call's `extra_content`, Google's OpenAI-compatible name for a call's thought signature."""
+    return {"extra_content": {"google": {"thought_signature": signature}}} if signature else {}
 
 
 class UsageOut(msgspec.Struct):
     prompt_tokens: int = 0
-    completion_tokens: int = 0
+    completion_tokens: int = 0  # reasoning included, as OpenAI counts it
     cached_tokens: int = 0
+    reasoning_tokens: int = 0  # the reasoning part of completion_tokens, when the upstream reports it apart
 
     def to_openai(self) -> dict[str, Any]:
-        return {
+        out: dict[str, Any] = {
             "prompt_tokens": self.prompt_tokens,
             "completion_tokens": self.completion_tokens,
             "total_tokens": self.prompt_tokens + self.completion_tokens,
             "prompt_tokens_details": {"cached_tokens": self.cached_tokens},
         }
+        if self.reasoning_tokens:
+            out["completion_tokens_details"] = {"reasoning_tokens": self.reasoning_tokens}
+        return out
 
 
 def completion(
@@ -72,7 +82,13 @@ def completion(
         message.update(reasoning.fields())
     if tool_calls:
         message["tool_calls"] = [
-            {"id": c.id, "type": "function", "function": {"name": c.name, "arguments": c.arguments}} for c in tool_calls
+            {
+                "id": c.id,
+                "type": "function",
+                "function": {"name": c.name, "arguments": c.arguments},
+                **_extra(c.signature),
+            }
+            for c in tool_calls
         ]
     return _encode(
         {
@@ -136,14 +152,9 @@ class ChunkWriter:
     def refusal(self, delta: str) -> bytes:
         return self._chunk({"refusal": delta})
 
-    def tool_start(self, index: int, call_id: str, name: str) -> bytes:
-        return self._chunk(
-            {
-                "tool_calls": [
-                    {"index": index, "id": call_id, "type": "function", "function": {"name": name, "arguments": ""}}
-                ]
-            }
-        )
+    def tool_start(self, index: int, call_id: str, name: str, signature: str | None = None) -> bytes:
+        call = {"index": index, "id": call_id, "type": "function", "function": {"name": name, "arguments": ""}}
+        return self._chunk({"tool_calls": [{**call, **_extra(signature)}]})
 
     def tool_args(self, index: int, fragment: str) -> bytes:
         return self._chunk({"tool_calls": [{"index": index, "function": {"arguments": fragment}}]})

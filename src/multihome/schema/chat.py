@@ -37,10 +37,27 @@ class FunctionCall(msgspec.Struct):
     arguments: str
 
 
+class GoogleExtra(msgspec.Struct):
+    thought_signature: str | None = None
+
+
+class ExtraContent(msgspec.Struct):
+    """A tool call's `extra_content`, as Google's OpenAI-compatible API names it: Gemini's thought
+    signature of the call, to be sent back unchanged on the next turn (docs/translation/reasoning.md)."""
+
+    google: GoogleExtra | None = None
+
+
 class ToolCall(msgspec.Struct):
     id: str
     function: FunctionCall
     type: str = "function"
+    extra_content: ExtraContent | None = None  # not OpenAI's: Google's thought signature of the call
+
+    @property
+    def thought_signature(self) -> str | None:
+        extra = self.extra_content
+        return extra.google.thought_signature if extra is not None and extra.google is not None else None
 
 
 class ThinkingBlock(msgspec.Struct):
@@ -138,6 +155,9 @@ class ParsedChat(msgspec.Struct):
     # An exact thinking budget in tokens, when the client gave one (the Anthropic front door's
     # `thinking.budget_tokens`); `request.reasoning_effort` is its nearest level for other upstreams.
     thinking_budget: int | None = None
+    # The client asked to see a summary of the reasoning (the Responses front door's `reasoning.summary`):
+    # upstreams that return reasoning only on request (Gemini's includeThoughts) are asked for it.
+    reasoning_summary: bool = False
 
     @property
     def stream(self) -> bool:

@@ -11,6 +11,12 @@ class PromptDetails(msgspec.Struct):
     cached_tokens: int | None = None
 
 
+class CompletionDetails(msgspec.Struct):
+    """`completion_tokens_details` (chat) or `output_tokens_details` (Responses): the reasoning part."""
+
+    reasoning_tokens: int | None = None
+
+
 class Usage(msgspec.Struct):
     """Chat usage; a Responses API body's (`input_tokens`, `output_tokens`) reads as the same counts."""
 
@@ -18,9 +24,11 @@ class Usage(msgspec.Struct):
     completion_tokens: int = 0
     total_tokens: int = 0
     prompt_tokens_details: PromptDetails | None = None
+    completion_tokens_details: CompletionDetails | None = None
     input_tokens: int | None = None
     output_tokens: int | None = None
     input_tokens_details: PromptDetails | None = None
+    output_tokens_details: CompletionDetails | None = None
 
     def __post_init__(self) -> None:
         if self.input_tokens is not None or self.output_tokens is not None:
@@ -29,6 +37,13 @@ class Usage(msgspec.Struct):
             self.total_tokens = self.total_tokens or self.prompt_tokens + self.completion_tokens
             if self.prompt_tokens_details is None:
                 self.prompt_tokens_details = self.input_tokens_details
+            if self.completion_tokens_details is None:
+                self.completion_tokens_details = self.output_tokens_details
+
+    @property
+    def reasoning_tokens(self) -> int:
+        details = self.completion_tokens_details
+        return (details.reasoning_tokens or 0) if details is not None else 0
 
 
 class FunctionPeek(msgspec.Struct):

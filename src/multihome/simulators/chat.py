@@ -60,10 +60,12 @@ class ChatPlan:
     choices: list[ChoicePlan]
     prompt_tokens: int
     include_usage: bool
+    # Hidden reasoning a reasoning model did (OpenAI's `reasoning_effort`): inside completion_tokens, as OpenAI counts it.
+    reasoning_tokens: int = 0
 
     @property
     def completion_tokens(self) -> int:
-        return sum(c.completion_tokens for c in self.choices)
+        return sum(c.completion_tokens for c in self.choices) + self.reasoning_tokens
 
     def usage(self) -> dict[str, Any]:
         ct = self.completion_tokens
@@ -73,7 +75,7 @@ class ChatPlan:
             "total_tokens": self.prompt_tokens + ct,
             "prompt_tokens_details": {"cached_tokens": 0, "audio_tokens": 0},
             "completion_tokens_details": {
-                "reasoning_tokens": 0,
+                "reasoning_tokens": self.reasoning_tokens,
                 "audio_tokens": 0,
                 "accepted_prediction_tokens": 0,
                 "rejected_prediction_tokens": 0,
@@ -337,10 +339,23 @@ def _prompt_tokens(body: dict, messages: list, images: int) -> int:
     return n + 85 * images
 
 
+# Reasoning tokens a simulated reasoning model spends per `reasoning_effort` (hidden, but counted and billed).
+REASONING_TOKENS = {"minimal": 8, "low": 16, "medium": 64, "high": 256, "xhigh": 512}
+
+
 def plan_chat(
     body: dict, *, sim_name: str, model: str, key: bytes, fault: Fault | None = None, max_stop: int = 4
 ) -> ChatPlan:
     """The deterministic reply to ``body``. ``key`` (the request bytes) seeds the ids."""
+    plan = _plan_chat(body, sim_name=sim_name, model=model, key=key, fault=fault, max_stop=max_stop)
+    effort = body.get("reasoning_effort")
+    plan.reasoning_tokens = REASONING_TOKENS.get(effort, 0) if isinstance(effort, str) else 0
+    return plan
+
+
+def _plan_chat(
+    body: dict, *, sim_name: str, model: str, key: bytes, fault: Fault | None = None, max_stop: int = 4
+) -> ChatPlan:
     _validate(body, max_stop)  # OpenAI takes 4 stop sequences, Gemini 5
     n = _opt_int(body, "n", 1, 128) or 1
     limit = _opt_int(body, "max_completion_tokens", 1, 1 << 30)

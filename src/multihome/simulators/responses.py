@@ -77,6 +77,9 @@ def chat_body(body: dict[str, Any]) -> dict[str, Any]:
     fmt = _text_format(body.get("text"))
     if fmt is not None:
         out["response_format"] = fmt
+    reasoning = body.get("reasoning")
+    if isinstance(reasoning, dict) and isinstance(reasoning.get("effort"), str):
+        out["reasoning_effort"] = reasoning["effort"]  # the planner counts the reasoning tokens
     return out
 
 
@@ -315,7 +318,7 @@ class ResponseShape:
             "input_tokens": inp,
             "input_tokens_details": {"cached_tokens": 0, "cache_write_tokens": 0},
             "output_tokens": out,
-            "output_tokens_details": {"reasoning_tokens": 0},
+            "output_tokens_details": {"reasoning_tokens": self.plan.reasoning_tokens},
             "total_tokens": inp + out,
         }
 

@@ -365,6 +365,10 @@ memory_namespaces = sa.Table(
     sa.Column("next_seq", sa.BigInteger, nullable=False),
     sa.Column("created_at", TS, nullable=False),
     sa.Column("updated_at", TS, nullable=False),
+    # The embedding model (and dimension) every vector of the namespace comes from, set by its first write
+    # (NULL until then): queries and later writes are embedded by the same model (state/memory/store.py).
+    sa.Column("embedding_model", sa.String(300), nullable=True),
+    sa.Column("embedding_dim", sa.Integer, nullable=True),
     sa.UniqueConstraint("tenant_id", "agent_id", "user_id"),
     sa.Index(None, "tenant_id", "user_id"),
 )

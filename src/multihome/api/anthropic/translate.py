@@ -8,7 +8,7 @@ Mapping rules and the reasons behind them: docs/anthropic-front-door.md.
 
 from __future__ import annotations
 
-from typing import Any, TypedDict
+from typing import Any, NotRequired, TypedDict
 
 import msgspec
 
@@ -418,6 +418,7 @@ class AnthropicUsage(TypedDict):
     output_tokens: int
     cache_creation_input_tokens: int
     cache_read_input_tokens: int
+    output_tokens_details: NotRequired[dict[str, int]]  # {thinking_tokens}: the reasoning part of output_tokens
 
 
 def usage_of(usage: Usage | None) -> AnthropicUsage:
@@ -425,12 +426,15 @@ def usage_of(usage: Usage | None) -> AnthropicUsage:
     if usage is None:
         return {"input_tokens": 0, "output_tokens": 0, "cache_creation_input_tokens": 0, "cache_read_input_tokens": 0}
     cached = (usage.prompt_tokens_details.cached_tokens or 0) if usage.prompt_tokens_details else 0
-    return {
+    out: AnthropicUsage = {
         "input_tokens": max(0, usage.prompt_tokens - cached),
         "output_tokens": usage.completion_tokens,
         "cache_creation_input_tokens": 0,
         "cache_read_input_tokens": cached,
     }
+    if usage.reasoning_tokens:  # known (OpenAI reasoning_tokens, Gemini thoughts, Claude's own count)
+        out["output_tokens_details"] = {"thinking_tokens": usage.reasoning_tokens}
+    return out
 
 
 def tool_input(arguments: str, deployment: str) -> Json:

@@ -335,7 +335,7 @@ class Console:
 
     async def explain(self, req: Request) -> None:
         assert req.viewer is not None
-        form = {k: req.fields.get(k, "") for k in ("tenant", "key_id", "model", "stream", "tools")}
+        form = {k: req.fields.get(k, "") for k in ("tenant", "key_id", "model", "stream", "tools", "work")}
         try:
             result: dict[str, Any] = {"plan": await self.views.explain(req.viewer, form, req.call.scope)}
         except ApiError as err:  # a denial or an unknown model is the answer to show, not an error page

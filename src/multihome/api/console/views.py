@@ -21,6 +21,7 @@ from urllib.parse import urlencode
 import msgspec
 
 from ...contracts import scenario
+from ...policy.pins import MEMORY_EMBEDDING, WORK_KINDS
 from ...schema.errors import ApiError
 from ...schema.principal import ORG_ADMIN, Principal
 from ..admin.dispatch import AdminApi
@@ -177,6 +178,7 @@ class Views:
             "denials": denials,
             "audit_on": self.admin.services.audit_reader is not None,
             "explain_form": {"tenant": q.get("tenant") or ("" if org(viewer) else viewer.tenant)},
+            "work_kinds": WORK_KINDS,
         }
 
     async def explain(self, viewer: Principal, fields: dict[str, str], scope: Scope) -> dict[str, Any]:
@@ -193,12 +195,18 @@ class Views:
             from ...identity.authenticator import principal_of_key
 
             subject = principal_of_key(await self.admin.services.store.get_key(tenant, key_id))
-        body: dict[str, Any] = {"model": model, "messages": [{"role": "user", "content": "route explain"}]}
-        if fields.get("stream"):
-            body["stream"] = True
-        if fields.get("tools"):
-            body["tools"] = [{"type": "function", "function": {"name": "lookup", "parameters": {"type": "object"}}}]
-        call = Call({"type": "http", "headers": [], "path": "/v1/route/explain", "query_string": b""}, b"console")
+        work = fields.get("work") or ""  # a kind of stateful work (policy/pins.py): the tenant's pins narrow the plan
+        body: dict[str, Any]
+        if work == MEMORY_EMBEDDING:  # a memory embedding is an embeddings call (docs/memory.md)
+            body = {"model": model, "input": "route explain"}
+        else:
+            body = {"model": model, "messages": [{"role": "user", "content": "route explain"}]}
+            if fields.get("stream"):
+                body["stream"] = True
+            if fields.get("tools"):
+                body["tools"] = [{"type": "function", "function": {"name": "lookup", "parameters": {"type": "object"}}}]
+        query = urlencode({"work": work}).encode() if work else b""
+        call = Call({"type": "http", "headers": [], "path": "/v1/route/explain", "query_string": query}, b"console")
         call.principal = subject
         if self.parts.explainer is None:
             raise ApiError(501, "Route explain is not served by this gateway.", code="not_configured")
@@ -310,7 +318,7 @@ class Views:
         out = io.StringIO()
         group_by = view["group_by"]
         fields = ["bucket", group_by, "currency", "calls", "errors", "prompt_tokens", "completion_tokens"]
-        fields += ["cached_tokens", "cost", "latency_ms_avg"]
+        fields += ["cached_tokens", "reasoning_tokens", "cost", "latency_ms_avg"]
         writer = csv.DictWriter(out, fields, extrasaction="ignore", lineterminator="\n")
         writer.writeheader()
         for row in view["series"]:

@@ -54,6 +54,7 @@ from ...state.memory.tools import MemoryTools, parse_tool
 from ...tools.egress import EgressPolicy
 from ...tools.toolbox import Toolbox
 from ..asgi import Header
+from ..memory_embeddings import caller_of
 from ..openai.errors import upstream_client_error
 from ..pipeline import Call, Pipeline, finish_refused
 from .common import abandon, run_turn
@@ -106,8 +107,9 @@ class AgentSetup:
     def limits(self) -> Limits:
         return limits_of(self.config)
 
-    def memory_tools(self, tenant: str, req: CreateResponse) -> MemoryTools | None:
-        """The request's `memory` tool bound to the caller's tenant (docs/memory.md), or None; a 400 if bad."""
+    def memory_tools(self, tenant: str, req: CreateResponse, call: Call) -> MemoryTools | None:
+        """The request's `memory` tool bound to the caller's tenant (docs/memory.md), or None; a 400 if bad.
+        `call`: the response's, whose principal makes routed memory embeddings (api/memory_embeddings.py)."""
         at = next((i for i, t in enumerate(req.tools or ()) if t.type == "memory"), None)
         if at is None:
             return None
@@ -122,7 +124,7 @@ class AgentSetup:
                 param=f"tools[{at}]",
                 code="storage_not_configured",
             )
-        return MemoryTools(self.memory, tenant, spec)
+        return MemoryTools(self.memory, tenant, spec, caller_of(call, tenant))
 
 
 def limits_of(config: AgentConfig) -> Limits:

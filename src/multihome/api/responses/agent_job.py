@@ -85,7 +85,7 @@ async def run_agent(runner: Runner, record: StoredResponse, req: CreateResponse,
         ]
         assert runner.context is not None
         context = await runner.context(record.tenant, req)
-        memory = runner.agent.memory_tools(record.tenant, req)
+        memory = runner.agent.memory_tools(record.tenant, req, call)
     except ApiError as err:  # the registration is gone, or the context: nothing ran
         await _failed(runner, record, shell, err, seq if streamed else None)
         return

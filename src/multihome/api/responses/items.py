@@ -20,6 +20,7 @@ from ...schema.responses import MEMORY_LABEL, InputItem, Part
 from ...state.pairs import orphan_output, unanswered_call
 from ...tools.model import ERROR_MARKER
 from ...tools.names import function_name
+from .thinking import carried
 
 Item = dict[str, Any]
 _DETAILS = frozenset({"auto", "low", "high"})
@@ -181,8 +182,10 @@ def chat_messages(items: list[Item], messages: list[Item], asked: dict[str, Item
                 message = _assistant(item["content"])
                 if last is not None and last is summary and "tool_calls" not in last:
                     messages.pop()  # the turn's reasoning summary, then its answer: one assistant message
-                    text = message["content"]
-                    message["content"] = f"{last['content']}\n\n{text}" if text else last["content"]
+                    text, before = message["content"], last["content"]
+                    message["content"] = f"{before}\n\n{text}" if text and before else (before or text)
+                    if "thinking_blocks" in last:
+                        message["thinking_blocks"] = last["thinking_blocks"]
                 messages.append(message)
             else:
                 messages.append({"role": item["role"], "content": _user_content(item["content"])})
@@ -210,8 +213,12 @@ def chat_messages(items: list[Item], messages: list[Item], asked: dict[str, Item
             # encrypted content only its own provider can read), so a turn served by another provider
             # still knows what was thought. No summary: nothing is sent.
             text = "\n".join(p.get("text") or "" for p in item.get("summary") or () if p.get("text"))
-            if text:
-                summary = {"role": "assistant", "content": f"(reasoning summary) {text}"}
+            # Claude's signed blocks, when the gateway carried them (thinking.py): Claude takes them back.
+            blocks = carried(item.get("encrypted_content"), f"reasoning item {item.get('id')}: encrypted_content")
+            if text or blocks:
+                summary = {"role": "assistant", "content": f"(reasoning summary) {text}" if text else None}
+                if blocks:
+                    summary["thinking_blocks"] = blocks
                 messages.append(summary)
 
 

@@ -22,6 +22,7 @@ from ...schema.errors import ApiError
 from ...schema.responses import CreateResponse
 from .items import Item, mcp_pair
 from .stream import ResponsesStream
+from .thinking import is_ours
 from .translate import Outcome, Shell
 
 _encode = msgspec.json.encode
@@ -70,7 +71,8 @@ def upstream_items(items: list[Item]) -> list[Item]:
     for item in items:
         kind = item.get("type")
         if kind == "reasoning":
-            if item.get("encrypted_content"):
+            # The upstream's own encrypted reasoning goes back; the gateway's (Claude's blocks) never does.
+            if item.get("encrypted_content") and not is_ours(item["encrypted_content"]):
                 out.append(item)
             continue
         if kind in _MCP:

@@ -25,7 +25,16 @@ from ...schema.chunks import Chunk, Failure, FnDelta, ToolDelta, read_chunk
 from ...schema.peek import Usage
 from ...state.background import Event
 from .items import Item, new_id
-from .translate import INCOMPLETE, Outcome, Shell, function_call_item, message_item, output_text, usage_of
+from .translate import (
+    INCOMPLETE,
+    Outcome,
+    Shell,
+    function_call_item,
+    message_item,
+    output_text,
+    reasoning_item,
+    usage_of,
+)
 
 _encode = msgspec.json.encode
 
@@ -42,19 +51,22 @@ class _Open:
 
     index: int
     id: str
-    kind: str  # "message" | "function_call" | "mcp_call" | "mcp_approval_request" (an agent step's)
+    kind: str  # "message" | "function_call" | "reasoning" | "mcp_call" | "mcp_approval_request" (an agent step's)
     parts: list[_Part] = field(default_factory=list)
     call_id: str = ""
     name: str = ""
     arguments: str = ""
     label: str = ""  # an MCP call's server_label, and the tool's own name (`name` is the function's)
     tool: str = ""
+    blocks: list[dict[str, Any]] = field(default_factory=list)  # a reasoning item's signed thinking blocks
 
     def item(self, status: str) -> Item:
         if self.kind == "function_call":
             return function_call_item(self.id, self.call_id, self.name, self.arguments, status)
         if self.kind == "message":
             return message_item(self.id, [_part_dict(p) for p in self.parts], status)
+        if self.kind == "reasoning":
+            return reasoning_item(self.id, self.arguments if status != "in_progress" else None, self.blocks)
         out: Item = {"type": self.kind, "id": self.id, "server_label": self.label, "name": self.tool}
         out["arguments"] = self.arguments
         if self.kind == "mcp_call":
@@ -84,6 +96,7 @@ class ResponsesStream:
         self._base = base  # and puts its items after those the dead run had begun
         self._items: list[_Open] = []
         self._message: _Open | None = None
+        self._reasoning: _Open | None = None  # its summary text is kept in `arguments`
         self._tools: dict[int, _Open] = {}  # the chunk's tool-call index -> its item
         self._finish: str | None = None
         self._closed = False  # every item done (the upstream finished)
@@ -163,6 +176,12 @@ class ResponsesStream:
         for choice in chunk.choices[:1]:  # the door never asks for n > 1
             delta = choice.delta
             if delta is not None:
+                if delta.reasoning_content:
+                    self._thought(delta.reasoning_content, out)
+                for block in delta.thinking_blocks or ():  # a finished block, signature included
+                    self._reasoning_item(out).blocks.append(
+                        {k: v for k, v in msgspec.structs.asdict(block).items() if v is not None}
+                    )
                 if delta.content:
                     self._text("output_text", delta.content, out)
                 if delta.refusal:
@@ -172,6 +191,24 @@ class ResponsesStream:
             if choice.finish_reason:
                 self._finish = choice.finish_reason
                 self._close(out)
+
+    def _reasoning_item(self, out: list[bytes]) -> _Open:
+        item = self._reasoning
+        if item is None:
+            item = self._reasoning = self._add(_Open(self._base + len(self._items), new_id("rs"), "reasoning"), out)
+            out.append(
+                self.event(
+                    "response.reasoning_summary_part.added",
+                    {**_summary_at(item), "part": {"type": "summary_text", "text": ""}},
+                )
+            )
+        return item
+
+    def _thought(self, text: str, out: list[bytes]) -> None:
+        """Reasoning text (Claude's thinking, Gemini's thoughts) as a reasoning item's summary text."""
+        item = self._reasoning_item(out)
+        item.arguments += text
+        out.append(self.event("response.reasoning_summary_text.delta", {**_summary_at(item), "delta": text}))
 
     def _text(self, kind: str, text: str, out: list[bytes]) -> None:
         msg = self._message
@@ -257,12 +294,22 @@ class ResponsesStream:
                         },
                     )
                 )
+            elif item.kind == "reasoning":
+                out.append(
+                    self.event("response.reasoning_summary_text.done", {**_summary_at(item), "text": item.arguments})
+                )
+                summary = {"type": "summary_text", "text": item.arguments}
+                out.append(self.event("response.reasoning_summary_part.done", {**_summary_at(item), "part": summary}))
             elif item.kind == "mcp_call":  # it has not run yet: the agent ends the item once it has
                 where = {"item_id": item.id, "output_index": item.index, "arguments": item.arguments}
                 out.append(self.event("response.mcp_call_arguments.done", where))
                 continue
             done = item.item("completed" if item.kind == "function_call" else status)
             out.append(self.event("response.output_item.done", {"output_index": item.index, "item": done}))
+
+
+def _summary_at(item: _Open) -> dict[str, Any]:
+    return {"item_id": item.id, "output_index": item.index, "summary_index": 0}
 
 
 async def converted(relay: Any, first: bytes, conv: ResponsesStream) -> AsyncIterator[bytes]:

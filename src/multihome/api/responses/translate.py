@@ -23,6 +23,7 @@ from ...schema.responses import CreateResponse, NamedToolChoice
 from ...state.memory.tools import echoed as memory_echo
 from ...state.memory.tools import parse_tool
 from .items import Item, chat_messages, new_id
+from .thinking import carry
 
 _encode = msgspec.json.encode
 # Fields the gateway accepts and echoes but no chat provider is sent (reported in x-multihome-dropped-params).
@@ -66,13 +67,10 @@ def to_canonical(
         if fmt.description is not None:
             schema["description"] = fmt.description
         body["response_format"] = {"type": "json_schema", "json_schema": schema}
-    if req.reasoning is not None:
-        # The effort crosses (a thinking budget for Claude: docs/translation/reasoning.md); a summary
-        # of the reasoning is a Responses feature no chat upstream is asked for.
-        if req.reasoning.effort is not None:
-            body["reasoning_effort"] = req.reasoning.effort
-        if req.reasoning.summary is not None:
-            dropped.append("reasoning.summary")
+    if req.reasoning is not None and req.reasoning.effort is not None:
+        # The effort crosses (a thinking budget for Claude, a level or budget for Gemini:
+        # docs/translation/reasoning.md); the summary below.
+        body["reasoning_effort"] = req.reasoning.effort
     if req.text is not None and req.text.verbosity is not None:
         dropped.append("text.verbosity")
     if req.max_output_tokens is not None:
@@ -90,9 +88,13 @@ def to_canonical(
     if req.multihome:
         body["multihome"] = req.multihome
     try:
-        return parse_chat(_encode(body)), dropped
+        parsed = parse_chat(_encode(body))
     except ApiError as err:
         raise bad_request(f"The request cannot be served: {err.body.message}", param=err.body.param) from None
+    # A summary is asked of the upstreams that return reasoning only when asked (Gemini); what any upstream
+    # reasons (Claude's thinking, Gemini's thoughts, reasoning_content) comes back as a reasoning item.
+    parsed.reasoning_summary = req.reasoning is not None and req.reasoning.summary not in (None, "none")
+    return parsed, dropped
 
 
 def _tool(tool: Any) -> dict[str, Any]:
@@ -268,6 +270,8 @@ class _Message(msgspec.Struct):
     content: str | None = None
     refusal: str | None = None
     tool_calls: list[_Call] | None = None
+    reasoning_content: str | None = None  # not OpenAI chat's: docs/translation/reasoning.md
+    thinking_blocks: list[dict[str, Any]] | None = None  # Claude's signed blocks (thinking.py)
 
 
 class _Choice(msgspec.Struct):
@@ -308,6 +312,8 @@ def from_completion(body: bytes, deployment: str) -> Outcome:
     incomplete = INCOMPLETE.get(choice.finish_reason or "")
     msg = choice.message
     output: list[Item] = []
+    if msg.reasoning_content or msg.thinking_blocks:
+        output.append(reasoning_item(new_id("rs"), msg.reasoning_content or "", msg.thinking_blocks))
     if msg.content or msg.refusal:
         parts = []
         if msg.content:
@@ -318,6 +324,18 @@ def from_completion(body: bytes, deployment: str) -> Outcome:
     for call in msg.tool_calls or ():
         output.append(function_call_item(new_id("fc"), call.id, call.function.name, call.function.arguments))
     return Outcome("incomplete" if incomplete else "completed", output, usage_of(completion.usage), incomplete)
+
+
+def reasoning_item(item_id: str, summary: str | None, blocks: list[dict[str, Any]] | None = None) -> Item:
+    """What the upstream reasoned, as a Responses reasoning item: its text is the summary (Claude's
+    thinking and Gemini's thought summaries are summaries already), Claude's signed blocks its
+    `encrypted_content` (thinking.py). `None`: the item as it opens."""
+    parts = [] if not summary else [{"type": "summary_text", "text": summary}]
+    item: Item = {"type": "reasoning", "id": item_id, "summary": parts}
+    sealed = carry(blocks) if blocks else None
+    if sealed is not None:
+        item["encrypted_content"] = sealed
+    return item
 
 
 def output_text(text: str) -> Item:
@@ -346,6 +364,6 @@ def usage_of(usage: Usage | None) -> dict[str, Any]:
         "input_tokens": u.prompt_tokens,
         "input_tokens_details": {"cached_tokens": cached, "cache_write_tokens": 0},
         "output_tokens": u.completion_tokens,
-        "output_tokens_details": {"reasoning_tokens": 0},
+        "output_tokens_details": {"reasoning_tokens": u.reasoning_tokens},
         "total_tokens": u.total_tokens or u.prompt_tokens + u.completion_tokens,
     }

@@ -27,19 +27,34 @@ def finish_reason(stop_reason: str | None) -> str:
     return FINISH.get(stop_reason or "", FINISH_STOP)
 
 
+class OutputDetails(msgspec.Struct):
+    thinking_tokens: int | None = None
+
+
 class Usage(msgspec.Struct):
     input_tokens: int | None = None
     output_tokens: int | None = None
     cache_creation_input_tokens: int | None = None
     cache_read_input_tokens: int | None = None
+    # Where Anthropic reports it: the thinking part of output_tokens (already inside it).
+    output_tokens_details: OutputDetails | None = None
+
+    @property
+    def thinking_tokens(self) -> int | None:
+        details = self.output_tokens_details
+        return details.thinking_tokens if details is not None else None
 
 
-def usage_out(input_tokens: int, output_tokens: int, cache_read: int, cache_creation: int) -> UsageOut:
+def usage_out(
+    input_tokens: int, output_tokens: int, cache_read: int, cache_creation: int, thinking: int = 0
+) -> UsageOut:
     # Anthropic's input_tokens excludes cache reads and writes; OpenAI's prompt_tokens includes them.
+    # Its output_tokens already counts thinking: `thinking` only names that part (never added).
     return UsageOut(
         prompt_tokens=input_tokens + cache_read + cache_creation,
         completion_tokens=output_tokens,
         cached_tokens=cache_read,
+        reasoning_tokens=min(thinking, output_tokens),
     )
 
 
@@ -93,7 +108,11 @@ def chat_response(body: bytes, upstream_model: str) -> bytes:
         # server-tool blocks have no OpenAI chat field: not forwarded.
     u = msg.usage
     usage = usage_out(
-        u.input_tokens or 0, u.output_tokens or 0, u.cache_read_input_tokens or 0, u.cache_creation_input_tokens or 0
+        u.input_tokens or 0,
+        u.output_tokens or 0,
+        u.cache_read_input_tokens or 0,
+        u.cache_creation_input_tokens or 0,
+        u.thinking_tokens or 0,
     )
     return openai_out.completion(
         msg.model or upstream_model,

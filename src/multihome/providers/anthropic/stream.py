@@ -72,7 +72,7 @@ class AnthropicStreamDecoder:
         self._stop_reason: str | None = None
         self._json_mode = False
         self._thinking: dict[int, list[str]] = {}  # open thinking block -> [text so far, signature]
-        self._input = self._output = self._cache_read = self._cache_creation = 0
+        self._input = self._output = self._cache_read = self._cache_creation = self._thinking_tokens = 0
         self.done = False
         self._corrupt = ""
 
@@ -123,6 +123,8 @@ class AnthropicStreamDecoder:
             self._cache_read = usage.cache_read_input_tokens
         if usage.cache_creation_input_tokens is not None:
             self._cache_creation = usage.cache_creation_input_tokens
+        if usage.thinking_tokens is not None:
+            self._thinking_tokens = usage.thinking_tokens
 
     def _on(self, ev: _Event, out: list[bytes]) -> None:
         kind = ev.type
@@ -184,7 +186,8 @@ class AnthropicStreamDecoder:
             w = self._writer()
             reason = FINISH_STOP if self._json_mode else finish_reason(self._stop_reason)
             out.append(w.finish(reason))
-            out.append(w.usage(usage_out(self._input, self._output, self._cache_read, self._cache_creation)))
+            counts = (self._input, self._output, self._cache_read, self._cache_creation, self._thinking_tokens)
+            out.append(w.usage(usage_out(*counts)))
             out.append(DONE)
             self.done = True
         elif kind == "error":

@@ -62,12 +62,28 @@ _EMPTY_SCHEMA = msgspec.Raw(b'{"type":"object","properties":{}}')
 _OBJECT_SCHEMA = '{"type":"object"}'
 
 
+def _base_id(model: str) -> str:
+    base = profile_id(model)
+    return base.split(".", 1)[1] if base.split(".", 1)[0] in _PROFILE_GEOS else base
+
+
 def is_claude(model: str) -> bool:
     """Whether `model` (a base id, an inference profile or an ARN) is Claude: Converse hands Claude
     Anthropic's `thinking` through additionalModelRequestFields and returns its reasoningContent."""
-    base = profile_id(model)
-    base = base.split(".", 1)[1] if base.split(".", 1)[0] in _PROFILE_GEOS else base
-    return base.startswith("anthropic.")
+    return _base_id(model).startswith("anthropic.")
+
+
+# gpt-oss on Converse takes OpenAI's chat fields Converse has no place for in additionalModelRequestFields
+# (AWS, "OpenAI models"), reasoning_effort among them; it knows these three levels.
+_GPT_OSS_EFFORTS = {"low": "low", "medium": "medium", "high": "high", "xhigh": "high"}
+
+
+def _model_reasoning(model: str, effort: str | None) -> dict[str, Any] | None:
+    """additionalModelRequestFields for a non-Claude model's reasoning, or None (reported dropped):
+    gpt-oss takes `reasoning_effort`; DeepSeek-R1 always reasons and takes no setting."""
+    if effort is not None and _base_id(model).startswith("openai.gpt-oss") and effort in _GPT_OSS_EFFORTS:
+        return {"reasoning_effort": _GPT_OSS_EFFORTS[effort]}
+    return None
 
 
 def converse_body(parsed: ParsedChat, model: str = "") -> tuple[bytes, list[str]]:
@@ -92,10 +108,14 @@ def converse_body(parsed: ParsedChat, model: str = "") -> tuple[bytes, list[str]
         budget, limit = thinking_budget(
             req.reasoning_effort, canonical_in.max_output_tokens(req), DEFAULT_ANSWER_TOKENS, parsed.thinking_budget
         )
-    if budget is not None:
+    extra = None if claude else _model_reasoning(model, req.reasoning_effort)
+    if budget is not None or extra is not None:
         if "reasoning_effort" in dropped:
             dropped.remove("reasoning_effort")
+    if budget is not None:
         _think(req, body, budget, dropped)
+    elif extra is not None:
+        body["additionalModelRequestFields"] = extra
     inference = _inference_config(req, dropped, limit, thinking=budget is not None)
     if inference:
         body["inferenceConfig"] = inference

@@ -119,7 +119,10 @@ class GeminiAdapter(AdapterBase):
 
     async def chat_request(self, parsed: ParsedChat, upstream_model: str) -> UpstreamRequest:
         dropped = check_params(parsed)
-        body = _encode(request_body(parsed, vertex=self.vertex))
+        if any(m.thinking_blocks for m in parsed.request.messages):
+            # Claude's signed blocks (or another upstream's reasoning): Gemini takes back only its own signatures.
+            dropped.append("messages[].thinking_blocks")
+        body = _encode(request_body(parsed, vertex=self.vertex, model=upstream_model))
         method = "streamGenerateContent?alt=sse" if parsed.stream else "generateContent"
         return UpstreamRequest(self.model_url(upstream_model, method), await self._auth_headers(), body, dropped)
 

@@ -15,6 +15,7 @@ import msgspec
 from ...schema.chat import ChatRequest, Message, ParsedChat
 from ...schema.errors import ApiError, bad_request
 from .. import canonical_in as cin
+from .thinking import SKIP_SIGNATURE, gemini_3, thinking_config
 
 PROVIDER = "Google Gemini"
 
@@ -37,6 +38,7 @@ MAPPED = frozenset(
         "seed",
         "presence_penalty",
         "frequency_penalty",
+        "reasoning_effort",  # thinkingConfig (thinking.py)
     }
 )
 # Fields Gemini has no equivalent for; the answer is still right without them, so they are
@@ -52,7 +54,6 @@ DROPPED = {
     "metadata": None,
     "store": False,
     "service_tier": None,
-    "reasoning_effort": None,
     "verbosity": None,
     "prediction": None,
 }
@@ -84,7 +85,7 @@ def check_params(parsed: ParsedChat) -> list[str]:
     return sorted(dropped)
 
 
-def request_body(parsed: ParsedChat, *, vertex: bool) -> dict[str, Any]:
+def request_body(parsed: ParsedChat, *, vertex: bool, model: str = "") -> dict[str, Any]:
     req = parsed.request
     if parsed.stream and (req.n or 1) > 1:
         raise bad_request(
@@ -92,7 +93,7 @@ def request_body(parsed: ParsedChat, *, vertex: bool) -> dict[str, Any]:
             param="n",
             code="unsupported_parameter",
         )
-    body: dict[str, Any] = {"contents": contents(req.messages, vertex=vertex)}
+    body: dict[str, Any] = {"contents": contents(req.messages, vertex=vertex, sign=gemini_3(model))}
     system = cin.system_text(req.messages)
     if system:
         body["systemInstruction"] = {"parts": [{"text": system}]}
@@ -102,6 +103,9 @@ def request_body(parsed: ParsedChat, *, vertex: bool) -> dict[str, Any]:
     if tool_config:
         body["toolConfig"] = tool_config
     config = generation_config(req, parsed.raw)
+    thinking = thinking_config(parsed, model)
+    if thinking is not None:
+        config["thinkingConfig"] = thinking
     if config:
         body["generationConfig"] = config
     return body
@@ -110,8 +114,9 @@ def request_body(parsed: ParsedChat, *, vertex: bool) -> dict[str, Any]:
 # -- messages ------------------------------------------------------------------------------
 
 
-def contents(messages: list[Message], *, vertex: bool) -> list[dict[str, Any]]:
-    """Turns in Gemini's user/model roles; consecutive turns of the same role are merged."""
+def contents(messages: list[Message], *, vertex: bool, sign: bool = False) -> list[dict[str, Any]]:
+    """Turns in Gemini's user/model roles; consecutive turns of the same role are merged. `sign`: the
+    model requires a thought signature on each turn's first function call (Gemini 3)."""
     names: dict[str, str] = {}  # tool_call_id -> function name (Gemini matches results by name)
     out: list[dict[str, Any]] = []
     for i, msg in enumerate(messages):
@@ -121,7 +126,7 @@ def contents(messages: list[Message], *, vertex: bool) -> list[dict[str, Any]]:
         if msg.role == "user":
             role, parts = "user", _user_parts(msg, where, vertex)
         elif msg.role == "assistant":
-            role, parts = "model", _model_parts(msg, where, names)
+            role, parts = "model", _model_parts(msg, where, names, sign)
         elif msg.role == "tool":
             role, parts = "user", [_function_response(msg, where, names)]
         else:  # "function": the deprecated predecessor of tool messages
@@ -193,15 +198,22 @@ def _file(raw: msgspec.Raw, where: str) -> dict[str, Any]:
     return {"inlineData": {"mimeType": mime, "data": base64.b64encode(payload).decode()}}
 
 
-def _model_parts(msg: Message, where: str, names: dict[str, str]) -> list[dict[str, Any]]:
+def _model_parts(msg: Message, where: str, names: dict[str, str], sign: bool = False) -> list[dict[str, Any]]:
     parts: list[dict[str, Any]] = []
     text = cin.text_of(msg) or msg.refusal
     if text:
         parts.append({"text": text})
-    for j, call in enumerate(msg.tool_calls or ()):
+    calls = msg.tool_calls or ()
+    for j, call in enumerate(calls):
         names[call.id] = call.function.name
         args = cin.tool_arguments(call.function.arguments, f"{where}.tool_calls[{j}]")
-        parts.append({"functionCall": {"name": call.function.name, "args": args}})
+        part: dict[str, Any] = {"functionCall": {"name": call.function.name, "args": args}}
+        signature = call.thought_signature
+        if signature:
+            part["thoughtSignature"] = signature  # Gemini's, byte for byte, on the part it came with
+        elif sign and j == 0 and not any(c.thought_signature for c in calls):
+            part["thoughtSignature"] = SKIP_SIGNATURE  # a call Gemini did not sign (another model's)
+        parts.append(part)
     return parts
 
 

@@ -39,7 +39,8 @@ class FunctionCall(msgspec.Struct):
 
 class Part(msgspec.Struct):
     text: str | None = None
-    thought: bool | None = None
+    thought: bool | None = None  # a thought summary (with includeThoughts): reasoning, not the answer
+    thoughtSignature: str | None = None  # on a functionCall part: to be sent back with the call
     functionCall: FunctionCall | None = None
 
 
@@ -93,11 +94,13 @@ def decode(body: bytes) -> GenerateContentResponse:
 def usage_of(meta: UsageMetadata | None) -> out.UsageOut:
     if meta is None:
         return out.UsageOut()
-    # OpenAI's completion_tokens include reasoning; Gemini reports thoughts separately (both billed as output).
+    # OpenAI's completion_tokens include reasoning; Gemini reports thoughts apart from candidatesTokenCount
+    # and bills both as output: added here (else the call is under-billed), and named as reasoning_tokens.
     return out.UsageOut(
         prompt_tokens=meta.promptTokenCount + meta.toolUsePromptTokenCount,
         completion_tokens=meta.candidatesTokenCount + meta.thoughtsTokenCount,
         cached_tokens=meta.cachedContentTokenCount,
+        reasoning_tokens=meta.thoughtsTokenCount,
     )
 
 
@@ -148,32 +151,45 @@ def chat_completion(body: bytes, model: str) -> bytes:
             refusal=block_message(feedback),
         )
     ids = CallIds(resp.responseId)
-    choices: list[tuple[str | None, list[out.ToolCallOut] | None, str, str | None]] = []
+    choices: list[tuple[str | None, list[out.ToolCallOut] | None, str, str | None, out.Reasoning | None]] = []
     for cand in sorted(resp.candidates, key=lambda c: c.index):
         texts: list[str] = []
         found: list[out.ToolCallOut] = []
+        thoughts = out.Reasoning()
         for part in cand.content.parts if cand.content else ():
             if part.functionCall is not None:
                 fc = part.functionCall
-                found.append(out.ToolCallOut(ids.id_for(fc, cand.index, len(found)), fc.name, args_text(fc)))
-            elif part.text is not None and not part.thought:
+                call_id = ids.id_for(fc, cand.index, len(found))
+                found.append(out.ToolCallOut(call_id, fc.name, args_text(fc), part.thoughtSignature))
+            elif part.text is not None and part.thought:
+                thoughts.text.append(part.text)
+            elif part.text is not None:
                 texts.append(part.text)
         reason = finish_reason(cand.finishReason, bool(found))
         text = "".join(texts) or None
         refusal = None
         if reason == out.FINISH_FILTER and text is None and not found:
             refusal = f"The answer was blocked by the provider's safety filters: {cand.finishReason}."
-        choices.append((text, found or None, reason, refusal))
+        choices.append((text, found or None, reason, refusal, thoughts if thoughts.text else None))
     if len(choices) == 1:
-        text, calls, reason, refusal = choices[0]
-        return out.completion(model, text=text, tool_calls=calls, finish_reason=reason, usage=usage, refusal=refusal)
+        text, calls, reason, refusal, thought = choices[0]
+        return out.completion(
+            model, text=text, tool_calls=calls, finish_reason=reason, usage=usage, refusal=refusal, reasoning=thought
+        )
     # n > 1: openai_out builds one choice; the others are built the same way and gathered.
     completion_id = out.completion_id()
     merged = None
-    for i, (text, calls, reason, refusal) in enumerate(choices):
+    for i, (text, calls, reason, refusal, thought) in enumerate(choices):
         one = msgspec.json.decode(
             out.completion(
-                model, text=text, tool_calls=calls, finish_reason=reason, usage=usage, refusal=refusal, id=completion_id
+                model,
+                text=text,
+                tool_calls=calls,
+                finish_reason=reason,
+                usage=usage,
+                refusal=refusal,
+                id=completion_id,
+                reasoning=thought,
             )
         )
         one["choices"][0]["index"] = i

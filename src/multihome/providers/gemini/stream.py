@@ -98,9 +98,12 @@ class GeminiStreamDecoder:
                 index = self._calls
                 self._calls += 1
                 assert self._ids is not None  # set with the writer
-                emitted.append(writer.tool_start(index, self._ids.id_for(fc, 0, index), fc.name))
+                call_id = self._ids.id_for(fc, 0, index)
+                emitted.append(writer.tool_start(index, call_id, fc.name, part.thoughtSignature))
                 emitted.append(writer.tool_args(index, args_text(fc)))
-            elif part.text and not part.thought:
+            elif part.text and part.thought:
+                emitted.append(writer.reasoning(part.text))  # a thought summary: delta.reasoning_content
+            elif part.text:
                 emitted.append(writer.text(part.text))
         if cand.finishReason:
             emitted.append(writer.finish(finish_reason(cand.finishReason, self._calls > 0)))

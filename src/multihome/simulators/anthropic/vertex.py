@@ -31,7 +31,7 @@ from ..config import SimulatorConfig
 from ..content import short_hash
 from ..errors import ErrorSpec
 from ..faults import Fault
-from ..gemini.api import BAD_TOKEN, MISSING_TOKEN
+from ..gemini.api import BAD_TOKEN, MISSING_TOKEN, location_mismatch
 from ..http import Connection, Request, build_response
 from ..state import SimState
 from .api import AnthropicApp
@@ -161,11 +161,7 @@ class VertexAnthropicApp(AnthropicApp):
         if location != self.location:
             return VertexRoute(
                 None,
-                error=_google(
-                    400,
-                    f"Location '{location}' is not served by this endpoint, which serves '{self.location}'. "
-                    "Use the endpoint of the location in the path.",
-                ),
+                error=_google(400, location_mismatch("endpoint", self.location)),
             )
         return VertexRoute(CHAT, unquote(segs[9].decode("latin-1")), stream=_METHODS[verb])
 

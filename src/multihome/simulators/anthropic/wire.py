@@ -161,6 +161,7 @@ def validate(body: dict) -> list[dict]:
     _check_tool_pairs(turns)
     _check_tools(body)
     check_thinking(body)
+    _check_thinking_turn(body, turns)
     return turns
 
 
@@ -203,6 +204,26 @@ def check_thinking(body: dict) -> None:
     choice = body.get("tool_choice") or {"type": "auto"}
     if choice.get("type") in ("any", "tool"):
         raise _bad("Thinking may not be enabled when tool_choice forces tool use.")
+
+
+def _check_thinking_turn(body: dict, turns: list[dict]) -> None:
+    """With thinking on, the assistant turn that called the tools the request answers must open with
+    its thinking block (Anthropic's extended-thinking rule for tool use, in its words)."""
+    thinking = body.get("thinking")
+    if not isinstance(thinking, dict) or thinking.get("type") != "enabled" or len(turns) < 2:
+        return
+    last_user, caller = turns[-1], turns[-2]
+    answers = any(isinstance(b, dict) and b.get("type") == "tool_result" for b in last_user["content"])
+    if not answers or caller["role"] != "assistant" or not caller["content"]:
+        return
+    first = caller["content"][0].get("type")
+    if first not in ("thinking", "redacted_thinking"):
+        raise _bad(
+            f"messages.{len(turns) - 2}.content.0.type: Expected `thinking` or `redacted_thinking`, but found "
+            f"`{first}`. When `thinking` is enabled, a final `assistant` message must start with a thinking block "
+            "(preceeding the lastmost set of `tool_use` and `tool_result` blocks). We recommend you include "
+            "thinking blocks from previous turns. To avoid this requirement, disable `thinking`."
+        )
 
 
 def _check_tool_pairs(turns: list[dict]) -> None:
@@ -372,15 +393,23 @@ class MessagePlan:
     cache_read: int = 0
     cache_creation: int = 0
     pieces: list[str] | None = None  # text deltas forced by the `chunks` knob
+    thinking_tokens: int = 0  # the thinking part of output_tokens
 
     def usage(self) -> dict:
-        return {
+        out = {
             "input_tokens": self.input_tokens,
             "cache_creation_input_tokens": self.cache_creation,
             "cache_read_input_tokens": self.cache_read,
             "output_tokens": self.output_tokens,
             "service_tier": "standard",
         }
+        if self.thinking_tokens:
+            out["output_tokens_details"] = self.output_details()
+        return out
+
+    def output_details(self) -> dict:
+        """`usage.output_tokens_details`: the thinking part of output_tokens (the SDK's OutputTokensDetails)."""
+        return {"thinking_tokens": self.thinking_tokens}
 
 
 def message_plan(body: dict, plan: ChatPlan, key: bytes, refuse_prompt: bool) -> MessagePlan:
@@ -393,6 +422,7 @@ def message_plan(body: dict, plan: ChatPlan, key: bytes, refuse_prompt: bool) ->
         text = truncate_to_tokens(f"The user said: {asked}. Answer plainly.", budget)
         mp.blocks.insert(0, {"type": "thinking", "thinking": text, "signature": thinking_signature(text)})
         mp.output_tokens += estimate_tokens(text)
+        mp.thinking_tokens = estimate_tokens(text)
         mp.pieces = None  # the chunks knob paces a single text block
     return mp
 
@@ -477,7 +507,7 @@ CONTENT = "content"  # a content_block_delta: what `cut_after` counts
 def stream_events(mp: MessagePlan) -> Iterator[tuple[str, str, dict]]:
     """(stage, event name, data) in Anthropic's order: message_start, per block start/deltas/stop
     (with a ping after the first start, as the API does), message_delta, message_stop."""
-    start_usage = {**mp.usage(), "output_tokens": 1}
+    start_usage = {k: v for k, v in mp.usage().items() if k != "output_tokens_details"} | {"output_tokens": 1}
     yield (
         "head",
         "message_start",
@@ -569,7 +599,10 @@ def stream_events(mp: MessagePlan) -> Iterator[tuple[str, str, dict]]:
         {
             "type": "message_delta",
             "delta": {"stop_reason": mp.stop_reason, "stop_sequence": mp.stop_sequence},
-            "usage": {"output_tokens": mp.output_tokens},
+            "usage": {
+                "output_tokens": mp.output_tokens,
+                **({"output_tokens_details": mp.output_details()} if mp.thinking_tokens else {}),
+            },
         },
     )
     yield "tail", "message_stop", {"type": "message_stop"}

@@ -24,7 +24,7 @@ from ..http import Connection, Request, build_response, status_line
 from ..state import SimState
 from . import eventstream as es
 from . import invoke
-from .converse import VALIDATION, render_converse, render_invoke, stream_events, thought_for, to_chat_body
+from .converse import VALIDATION, Thought, render_converse, render_invoke, stream_events, thought_for, to_chat_body
 from .sigv4 import Secret, started_credentials, verify, verify_request
 
 _encode = msgspec.json.encode
@@ -66,11 +66,11 @@ class BedrockRoute(Route):
 
 
 class ConverseReply(Reply):
-    """A ConverseStream reply: the plan, and Claude's reasoning when thinking was asked for."""
+    """A ConverseStream reply: the plan, and the model's reasoning (Claude's when thinking was asked for)."""
 
     __slots__ = ("thought",)
 
-    def __init__(self, plan: Any, headers: bytes, thought: str | None) -> None:
+    def __init__(self, plan: Any, headers: bytes, thought: Thought | None) -> None:
         super().__init__("stream", plan=plan, headers=headers)
         self.thought = thought
 
@@ -212,7 +212,7 @@ class BedrockApp(ProviderApp):
             if fault is None:
                 self._remember(req, model, False, reply.payload)
             return reply
-        chat = to_chat_body(body)
+        chat = to_chat_body(body, model)
         thought = thought_for(body, model, chat)
         if stream:
             chat["stream"] = True

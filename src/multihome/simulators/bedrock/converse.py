@@ -12,7 +12,7 @@ import msgspec
 from ..anthropic import wire
 from ..chat import BadRequest, ChatPlan
 from ..content import embedding, estimate_tokens, split_every, split_words
-from .invoke import is_claude
+from .invoke import base_model, is_claude
 
 VALIDATION = "ValidationException"
 TOP_LEVEL = frozenset(
@@ -64,7 +64,7 @@ def _block_key(block: Any, where: str) -> str:
     return next(iter(block))
 
 
-def to_chat_body(body: dict) -> dict:
+def to_chat_body(body: dict, model: str = "") -> dict:
     """A Converse request as the OpenAI-shaped body the shared planner reads. Raises BadRequest."""
     extra = set(body) - TOP_LEVEL
     if extra:
@@ -136,7 +136,7 @@ def to_chat_body(body: dict) -> dict:
                     }
                 )
             elif key == "reasoningContent":
-                _check_reasoning(value, role, f"messages.{i}.content.{j}")
+                _check_reasoning(value, role, f"messages.{i}.content.{j}", model)
             elif key == "toolResult":
                 has_tool_blocks = True
                 if (
@@ -173,12 +173,19 @@ def to_chat_body(body: dict) -> dict:
     return chat
 
 
-def _check_reasoning(value: Any, role: str, where: str) -> None:
-    """Claude's reasoning replayed in the history: only in assistant turns, and exactly as given
-    (Claude checks the signature; Bedrock passes its words on)."""
+def _check_reasoning(value: Any, role: str, where: str, model: str = "") -> None:
+    """Reasoning replayed in the history: only in assistant turns; Claude's exactly as given (Claude
+    checks the signature; Bedrock passes its words on); a model that signs nothing refuses a signature."""
     text = value.get("reasoningText") if isinstance(value, dict) else None
     if role != "assistant" or not isinstance(value, dict) or (text is None and "redactedContent" not in value):
         raise invalid(f"{where}.reasoningContent must be in an assistant message with reasoningText or redactedContent")
+    if not is_claude(model):
+        if isinstance(text, dict) and "signature" in text:  # Bedrock's words for gpt-oss (observed)
+            raise invalid(
+                "This model doesn't support the reasoningContent.reasoningText.signature field. "
+                "Remove reasoningContent.reasoningText.signature and try again."
+            )
+        return
     if text is not None and (
         not isinstance(text, dict)
         or not isinstance(text.get("text"), str)
@@ -187,10 +194,33 @@ def _check_reasoning(value: Any, role: str, where: str) -> None:
         raise invalid(f"The model returned the following errors: {where}: Invalid `signature` in `thinking` block")
 
 
-def thought_for(body: dict, model: str, chat: dict) -> str | None:
-    """The reasoning text Claude (simulated) writes when additionalModelRequestFields asks for
-    thinking, after Anthropic's rules as Bedrock relays them; None when none is asked for."""
+# The reasoning a model writes: (text, signature); non-Claude models sign nothing.
+Thought = tuple[str, "str | None"]
+GPT_OSS_EFFORTS = ("low", "medium", "high")  # gpt-oss's reasoning_effort (its default: medium)
+
+
+def _asked(chat: dict) -> str:
+    asked = next((m["content"] for m in reversed(chat["messages"]) if m["role"] == "user"), "")
+    return asked if isinstance(asked, str) else " ".join(p.get("text", "") for p in asked if isinstance(p, dict))
+
+
+def thought_for(body: dict, model: str, chat: dict) -> Thought | None:
+    """The reasoning the model (simulated) writes: Claude when additionalModelRequestFields asks for
+    thinking, after Anthropic's rules as Bedrock relays them; OpenAI's gpt-oss always (at its
+    `reasoning_effort`, a field of additionalModelRequestFields) and DeepSeek-R1 always, unsigned.
+    None when the model does not reason."""
     extra = body.get("additionalModelRequestFields")
+    base = base_model(model)
+    if base.startswith("openai.gpt-oss"):
+        effort = extra.get("reasoning_effort", "medium") if isinstance(extra, dict) else "medium"
+        if effort not in GPT_OSS_EFFORTS:
+            raise invalid(
+                f"The model returned the following errors: reasoning_effort: unknown variant {effort!r}, "
+                "expected one of 'low', 'medium', 'high'"
+            )
+        return f"The user said: {_asked(chat)}. Reasoning at {effort} effort.", None
+    if base.startswith("deepseek.r1"):
+        return f"The user said: {_asked(chat)}. Let me think this through.", None
     thinking = extra.get("thinking") if isinstance(extra, dict) else None
     if thinking is None or not is_claude(model):
         return None
@@ -207,13 +237,16 @@ def thought_for(body: dict, model: str, chat: dict) -> str | None:
         raise invalid(f"The model returned the following errors: {exc.message}") from None
     if wire.thinking_budget(inner) is None:
         return None
-    asked = next((m["content"] for m in reversed(chat["messages"]) if m["role"] == "user"), "")
-    asked = asked if isinstance(asked, str) else " ".join(p.get("text", "") for p in asked if isinstance(p, dict))
-    return f"The user said: {asked}. Answer plainly."
+    text = f"The user said: {_asked(chat)}. Answer plainly."
+    return text, wire.thinking_signature(text)
 
 
-def _reasoning_block(thought: str) -> dict:
-    return {"reasoningContent": {"reasoningText": {"text": thought, "signature": wire.thinking_signature(thought)}}}
+def _reasoning_block(thought: Thought) -> dict:
+    text, signature = thought
+    reasoning: dict[str, str] = {"text": text}
+    if signature is not None:
+        reasoning["signature"] = signature
+    return {"reasoningContent": {"reasoningText": reasoning}}
 
 
 def _tool_config(tc: Any, chat: dict) -> None:
@@ -313,7 +346,7 @@ def _latency(plan: ChatPlan) -> int:
     return 100 + plan.completion_tokens  # deterministic
 
 
-def render_converse(plan: ChatPlan, filtered: str | None, thought: str | None = None) -> dict:
+def render_converse(plan: ChatPlan, filtered: str | None, thought: Thought | None = None) -> dict:
     c = plan.choices[0]
     if filtered == "prompt":
         content: list[dict] = [{"text": GUARDRAIL_BLOCKED}]
@@ -335,7 +368,7 @@ def render_converse(plan: ChatPlan, filtered: str | None, thought: str | None = 
         usage = _usage(plan, c.completion_tokens)
     if thought is not None and filtered != "prompt":
         content.insert(0, _reasoning_block(thought))
-        usage = {**usage, "outputTokens": usage["outputTokens"] + estimate_tokens(thought)}
+        usage = {**usage, "outputTokens": usage["outputTokens"] + estimate_tokens(thought[0])}
         usage["totalTokens"] = usage["inputTokens"] + usage["outputTokens"]
     return {
         "output": {"message": {"role": "assistant", "content": content}},
@@ -345,24 +378,27 @@ def render_converse(plan: ChatPlan, filtered: str | None, thought: str | None = 
     }
 
 
-def stream_events(plan: ChatPlan, filtered: str | None, thought: str | None = None) -> Iterator[tuple[bool, str, dict]]:
+def stream_events(
+    plan: ChatPlan, filtered: str | None, thought: Thought | None = None
+) -> Iterator[tuple[bool, str, dict]]:
     """(is_content, event type, payload) in Bedrock's order; is_content marks contentBlockDelta.
-    With a `thought`, Claude's reasoning is block 0 (text deltas, then its signature)."""
+    With a `thought`, the model's reasoning is block 0 (text deltas, then Claude's signature)."""
     c = plan.choices[0]
     yield False, "messageStart", {"role": "assistant", "p": _PADDING[:10]}
     output_tokens = c.completion_tokens
     shift = 0
     if thought is not None and filtered != "prompt":
         shift = 1
-        output_tokens += estimate_tokens(thought)
-        for word in split_words(thought):
+        text_of_thought, signature = thought
+        output_tokens += estimate_tokens(text_of_thought)
+        for word in split_words(text_of_thought):
             yield True, "contentBlockDelta", {"delta": {"reasoningContent": {"text": word}}, "contentBlockIndex": 0}
-        signature = wire.thinking_signature(thought)
-        yield (
-            False,
-            "contentBlockDelta",
-            {"delta": {"reasoningContent": {"signature": signature}}, "contentBlockIndex": 0},
-        )
+        if signature is not None:
+            yield (
+                False,
+                "contentBlockDelta",
+                {"delta": {"reasoningContent": {"signature": signature}}, "contentBlockIndex": 0},
+            )
         yield False, "contentBlockStop", {"contentBlockIndex": 0, "p": _PADDING[:2]}
     text: str | None
     if filtered == "prompt":

@@ -26,14 +26,18 @@ _encode = msgspec.json.encode
 _PROFILES = ("us.", "eu.", "apac.", "global.", "jp.", "au.", "us-gov.")
 
 
-def is_claude(model: str) -> bool:
-    """Whether InvokeModel on `model` (a model id, a profile id or an ARN) takes a Messages body."""
+def base_model(model: str) -> str:
+    """The base model id of `model` (a model id, a cross-region profile id or an ARN)."""
     base = model.rsplit("/", 1)[-1]
     for prefix in _PROFILES:
         if base.startswith(prefix):
-            base = base[len(prefix) :]
-            break
-    return base.startswith("anthropic.")
+            return base[len(prefix) :]
+    return base
+
+
+def is_claude(model: str) -> bool:
+    """Whether InvokeModel on `model` (a model id, a profile id or an ARN) takes a Messages body."""
+    return base_model(model).startswith("anthropic.")
 
 
 def _malformed(what: str) -> BadRequest:

@@ -6,7 +6,9 @@ Bodies, answers and SSE streams are OpenAI's (the ``openai`` app's); what is Bed
 call: a Bedrock API key as ``Authorization: Bearer`` (``--api-key-env``) or a SigV4 signature for
 service ``bedrock`` in the served region (checked as the ``bedrock`` kind checks it). AWS documents
 no other OpenAI operation on this endpoint, so everything else is a 404. Refusals use OpenAI's
-error envelope, which is what the openai SDK pointed here reads.
+error envelope, which is what the openai SDK pointed here reads, with Bedrock's code: a request it
+cannot take is `{"error": {"code": "validation_error", "message", "type": "invalid_request_error"}}`
+(observed on Bedrock's OpenAI-compatible endpoints: vercel/ai#11467, mastra-ai/mastra#19228).
 """
 
 from __future__ import annotations
@@ -66,6 +68,9 @@ class BedrockOpenAIApp(OpenAIApp):
         if failure is None:
             return None
         return ErrorSpec(failure.status, failure.message, "invalid_request_error", failure.error_type)
+
+    def bad_request(self, e: BadRequest) -> ErrorSpec:
+        return ErrorSpec(e.status, e.message, "invalid_request_error", "validation_error", e.param)
 
     def _prepare(self, req: Request, route: Route, body: Any, model: str | None, fault: Fault | None) -> Reply:
         # OpenAI's open-weight models on Bedrock take text only (AWS's model card: input modality Text).

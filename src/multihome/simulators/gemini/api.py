@@ -10,6 +10,7 @@ reply content comes from the shared planner, so every kind answers by the same r
 
 from __future__ import annotations
 
+import re
 from typing import Any
 from urllib.parse import parse_qs, unquote
 
@@ -23,6 +24,7 @@ from ..faults import Fault
 from ..http import status_line
 from .convert import GEMINI_MAX_STOP, prompt_blocked, render_response, stream_chunks, to_openai
 from .names import camel_keys
+from .thinking import check_signatures, thinking_of
 
 _encode = msgspec.json.encode
 _decode = msgspec.json.decode
@@ -58,12 +60,23 @@ BAD_TOKEN = (
     "Request had invalid authentication credentials. Expected OAuth 2 access token, login cookie or other "
     "valid authentication credential."
 )
+
+
+def location_mismatch(field: str, served: str) -> str:
+    """Vertex AI's words for a path whose location is not the regional endpoint's (observed,
+    googleapis/python-aiplatform#1684; `field` is the request's resource field)."""
+    detail = f"The provided location ID doesn't match the endpoint. The valid location ID is `{served}`."
+    return f"List of found errors:\t1.Field: {field}; Message: {detail}\t"
+
+
+_GOOGLE_LOCATION = re.compile(r"[a-z]+-[a-z]+[0-9]+|global|us|eu")
 _EVENT_END = b"\r\n\r\n"  # Google frames each SSE event with CRLF line endings
 
 
 COUNT_TOKENS = "count_tokens"  # `:countTokens`: no reply planned, only the prompt measured
 # Gemini embedding models on Vertex AI take one instance per `:predict` request (docs/translation/gemini.md).
 ONE_INSTANCE_PREFIX = "gemini-embedding"
+MAX_PREDICT_INSTANCES = 250  # the text-embedding models' limit per :predict (Google's embeddings docs)
 
 
 class GeminiRoute(Route):
@@ -134,6 +147,13 @@ class GeminiApp(ProviderApp):
                 and segs[6:9] == [b"publishers", b"google", b"models"]
             )
             model = segs[9] if ok else b""
+            location = unquote(segs[5].decode("latin-1")) if ok else ""
+            served = self.config.region
+            if location and _GOOGLE_LOCATION.fullmatch(served) and location != served:
+                # A regional endpoint serves its own location only (a simulator left at the default,
+                # non-Google region serves any).
+                error = ErrorSpec(400, location_mismatch("model", served), code="INVALID_ARGUMENT")
+                return GeminiRoute(None, error=error)
         else:
             ok = resource.startswith((b"/v1beta/models/", b"/v1/models/"))
             model = resource.split(b"/models/", 1)[1] if ok else b""
@@ -271,8 +291,11 @@ class GeminiApp(ProviderApp):
             if fault is None:
                 self._remember(req, model, False, reply.payload)
             return reply
+        chat = to_openai(body)
+        check_signatures(body["contents"], model)
+        thinking = thinking_of(body, model, _last_user_text(chat["messages"]))
         plan = plan_chat(
-            to_openai(body),
+            chat,
             sim_name=self.name,
             model=reported,
             key=req.url + b"\x00" + req.body,
@@ -288,13 +311,14 @@ class GeminiApp(ProviderApp):
         if route.stream:
             if not route.sse:
                 # Without alt=sse Google streams one JSON array of chunks.
-                return self._json_reply(req, [c for _, _, c in stream_chunks(plan, reported)], None)
-            reply = Reply("stream", plan=plan, headers=self._sse_headers(req, None))
+                return self._json_reply(req, [c for _, _, c in stream_chunks(plan, reported, thinking)], None)
+            chunks = [(stage == CONTENT, c) for stage, _, c in stream_chunks(plan, reported, thinking)]
+            reply = Reply("stream", plan=plan, headers=self._sse_headers(req, None), events=iter(chunks))
             if fault is None and req.http_11:
-                reply = Reply("response", self._sse_whole(req, [c for _, _, c in stream_chunks(plan, reported)]))
+                reply = Reply("response", self._sse_whole(req, [c for _, c in chunks]))
                 self._remember(req, model, True, reply.payload)
             return reply
-        reply = self._json_reply(req, render_response(plan, reported), None)
+        reply = self._json_reply(req, render_response(plan, reported, thinking), None)
         if fault is None:
             self._remember(req, model, False, reply.payload)
         return reply
@@ -365,11 +389,11 @@ class GeminiApp(ProviderApp):
         instances = body.get("instances")
         if not isinstance(instances, list) or not instances:
             raise BadRequest("* instances: must be a non-empty list.", code="INVALID_ARGUMENT")
-        if len(instances) > 1 and model.startswith(ONE_INSTANCE_PREFIX):
+        allowed = 1 if model.startswith(ONE_INSTANCE_PREFIX) else MAX_PREDICT_INSTANCES
+        if len(instances) > allowed:
+            # Vertex AI's words for too many instances (observed: langchain-ai/langchain#5316).
             raise BadRequest(
-                f"Unable to submit request because {model} supports only one instance per request "
-                f"and {len(instances)} were sent. Send one request per input.",
-                code="INVALID_ARGUMENT",
+                f"{allowed} instance(s) is allowed per prediction. Actual: {len(instances)}", code="INVALID_ARGUMENT"
             )
         params = body.get("parameters") or {}
         dims = _dimensions(
@@ -401,14 +425,25 @@ class GeminiApp(ProviderApp):
 
     stream_end = b""  # Google's alt=sse streams have no sentinel
 
-    def stream_frames(self, reply: Reply, fault: Fault | None):
-        """Paced `alt=sse` chunks with Google's CRLF event framing."""
-        plan = reply.stream_plan()
-        for stage, _, chunk in stream_chunks(plan, plan.model):
-            yield stage == CONTENT, b"data: " + _encode(chunk) + _EVENT_END
+    def _frames(self, reply: Reply, fault: Fault | None):
+        """Paced `alt=sse` chunks (rendered by _prepare, thoughts included) with Google's CRLF event framing."""
+        assert reply.events is not None  # this app's stream replies carry their chunks
+        return ((content, b"data: " + _encode(chunk) + _EVENT_END) for content, chunk in reply.events)
+
+    def _stream_end(self, reply: Reply) -> bytes:
+        return b""
 
     def malformed_frame(self, good: bytes) -> bytes:
         return b"data: {not json" + _EVENT_END + good
+
+
+def _last_user_text(messages: list[dict]) -> str:
+    """The last user message's text, for the simulated thought summary to quote."""
+    for m in reversed(messages):
+        if m["role"] == "user":
+            content = m["content"]
+            return content if isinstance(content, str) else " ".join(p.get("text", "") for p in content)
+    return ""
 
 
 MAX_OUTPUT_DIMENSIONALITY = 3072  # Google's largest embedding size (gemini-embedding-001)

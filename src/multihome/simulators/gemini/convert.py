@@ -13,6 +13,7 @@ import msgspec
 
 from ..chat import CONTENT, FINAL, BadRequest, ChatPlan
 from ..content import split_words
+from .thinking import Thinking, signature, text_signature
 
 _encode = msgspec.json.encode
 _TOP = {
@@ -84,6 +85,8 @@ def _part_to_openai(part: Any, where: str) -> dict | None:
     if not isinstance(part, dict) or not part:
         raise _invalid(f"* {where}: a part must set one of text, inlineData, fileData, functionCall, functionResponse.")
     if "text" in part:
+        if part.get("thought") is True:
+            return None  # a thought summary sent back is not part of the conversation's text
         return {"type": "text", "text": part["text"]}
     if "inlineData" in part:
         blob = part["inlineData"]
@@ -305,47 +308,66 @@ def _generation(cfg: Any, out: dict) -> None:
 # -- rendering -----------------------------------------------------------------------------
 
 
-def usage_metadata(plan: ChatPlan, final: bool = True) -> dict:
+def usage_metadata(plan: ChatPlan, final: bool = True, thinking: Thinking | None = None) -> dict:
     meta = {
         "promptTokenCount": plan.prompt_tokens,
         "promptTokensDetails": [{"modality": "TEXT", "tokenCount": plan.prompt_tokens}],
     }
     if final:
+        thoughts = thinking.tokens if thinking is not None else 0
         meta["candidatesTokenCount"] = plan.completion_tokens
-        meta["totalTokenCount"] = plan.prompt_tokens + plan.completion_tokens
+        if thoughts:
+            meta["thoughtsTokenCount"] = thoughts  # apart from candidatesTokenCount, in the total
+        meta["totalTokenCount"] = plan.prompt_tokens + plan.completion_tokens + thoughts
     else:
         meta["totalTokenCount"] = plan.prompt_tokens
     return meta
 
 
-def _call_parts(calls: list[dict]) -> list[dict]:
-    return [
+def _call_parts(calls: list[dict], thinking: Thinking | None = None) -> list[dict]:
+    parts: list[dict[str, Any]] = [
         {"functionCall": {"name": c["function"]["name"], "args": msgspec.json.decode(c["function"]["arguments"])}}
         for c in calls
     ]
+    if thinking is not None and thinking.signed and parts:
+        # Only the first function call of an answer carries the signature (parallel calls: the first).
+        parts[0]["thoughtSignature"] = signature(parts[0]["functionCall"])
+    return parts
+
+
+def _thought_parts(thinking: Thinking | None) -> list[dict]:
+    return [{"text": thinking.summary, "thought": True}] if thinking is not None and thinking.include else []
 
 
 def _response_id(plan: ChatPlan) -> str:
     return plan.id.removeprefix("chatcmpl-")[:22]
 
 
-def render_response(plan: ChatPlan, model: str) -> dict:
+def render_response(plan: ChatPlan, model: str, thinking: Thinking | None = None) -> dict:
     candidates = []
     for i, c in enumerate(plan.choices):
         cand: dict = {"index": i, "finishReason": _FINISH[c.finish_reason]}
         if c.finish_reason == "content_filter":
             cand["safetyRatings"] = BLOCKED_RATINGS  # a blocked candidate carries no content
         else:
-            parts = _call_parts(c.tool_calls) if c.tool_calls else [{"text": c.content or ""}]
-            cand["content"] = {"parts": parts, "role": "model"}
+            answer = _call_parts(c.tool_calls, thinking) if c.tool_calls else [_text_part(c.content or "", thinking)]
+            cand["content"] = {"parts": [*_thought_parts(thinking), *answer], "role": "model"}
             cand["avgLogprobs"] = -0.1
         candidates.append(cand)
     return {
         "candidates": candidates,
-        "usageMetadata": usage_metadata(plan),
+        "usageMetadata": usage_metadata(plan, thinking=thinking),
         "modelVersion": model,
         "responseId": _response_id(plan),
     }
+
+
+def _text_part(text: str, thinking: Thinking | None) -> dict:
+    """A text answer's last part; a model that signs (Gemini 3) signs it too (optional to send back)."""
+    part: dict = {"text": text}
+    if thinking is not None and thinking.signed:
+        part["thoughtSignature"] = text_signature(text)
+    return part
 
 
 def prompt_blocked(plan: ChatPlan, model: str) -> dict:
@@ -357,14 +379,28 @@ def prompt_blocked(plan: ChatPlan, model: str) -> dict:
     }
 
 
-def stream_chunks(plan: ChatPlan, model: str) -> Iterator[tuple[str, int, dict]]:
-    """(stage, candidate, chunk): one chunk per word, all of a turn's function calls in one chunk
-    (as Gemini sends them), then a final chunk with finishReason and the whole usage."""
+def stream_chunks(plan: ChatPlan, model: str, thinking: Thinking | None = None) -> Iterator[tuple[str, int, dict]]:
+    """(stage, candidate, chunk): the thought summary's words first (`thought: true`), one chunk per
+    word, all of a turn's function calls in one chunk (as Gemini sends them), then a final chunk with
+    finishReason and the whole usage (a Gemini 3 text answer's signature on its empty last part)."""
     head = {"modelVersion": model, "responseId": _response_id(plan)}
     running = usage_metadata(plan, final=False)
     for i, c in enumerate(plan.choices):
+        for thought in _thought_parts(thinking):
+            for word in split_words(thought["text"]):
+                yield (
+                    CONTENT,
+                    i,
+                    {
+                        "candidates": [
+                            {"content": {"parts": [{"text": word, "thought": True}], "role": "model"}, "index": i}
+                        ],
+                        "usageMetadata": running,
+                        **head,
+                    },
+                )
         if c.tool_calls:
-            parts = _call_parts(c.tool_calls)
+            parts = _call_parts(c.tool_calls, thinking)
             yield (
                 CONTENT,
                 i,
@@ -385,11 +421,12 @@ def stream_chunks(plan: ChatPlan, model: str) -> Iterator[tuple[str, int, dict]]
                         **head,
                     },
                 )
+        last = _text_part("", thinking) if not c.tool_calls else {"text": ""}
         final: dict = {
-            "content": {"parts": [{"text": ""}], "role": "model"},
+            "content": {"parts": [last], "role": "model"},
             "finishReason": _FINISH[c.finish_reason],
             "index": i,
         }
         if c.finish_reason == "content_filter":
             final = {"finishReason": "SAFETY", "index": i, "safetyRatings": BLOCKED_RATINGS}
-        yield FINAL, i, {"candidates": [final], "usageMetadata": usage_metadata(plan), **head}
+        yield FINAL, i, {"candidates": [final], "usageMetadata": usage_metadata(plan, thinking=thinking), **head}

@@ -1,5 +1,12 @@
 """Text to vectors for memory search: an `Embedder` is anything with `dim` and `embed(texts)`.
 
+Two sources: the offline model in the gateway process (below), and, when `memory.embeddings.model`
+names a model group, a `Routed` source: embeddings made by a deployment through the gateway's own
+routing, as calls of the `Caller` (api/memory_embeddings.py). A namespace's vectors all come from one
+`Space` (model and dimension), recorded on the namespace at its first write: later writes and queries of
+that namespace are embedded in the same space, or refused (`SpaceUnavailable`), never compared across
+models (docs/memory.md "Embeddings").
+
 The offline default, `WordLlamaEmbedder`, loads WordLlama's weights and tokenizer from the
 `wordllama` package's own folder (both ship inside its wheel) and never calls the library's loader,
 which would look in a cache under $HOME and download from a model hub when a file is missing: here
@@ -12,11 +19,16 @@ Vectors are L2-normalised float32, so a dot product is the cosine similarity.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
 
+from ...schema.principal import Principal
+
+OFFLINE_PREFIX = "wordllama/"  # the offline model's names: a space so named is always the offline model here
 WORDLLAMA_CONFIG = "l2_supercat"
 WORDLLAMA_DIM = 256  # the dimension whose weights the wheel ships (a Matryoshka model: a prefix also works)
 
@@ -33,6 +45,47 @@ class Embedder(Protocol):
 
 class EmbedderUnavailable(RuntimeError):
     """The offline model's files are not where its package should have put them."""
+
+
+@dataclass(frozen=True, slots=True)
+class Space:
+    """The embedding model a namespace's vectors come from, and their dimension. `prefix`: the model's
+    leading dimensions are an embedding too (Matryoshka), so the index may rank candidates by them."""
+
+    model: str
+    dim: int
+    prefix: bool = True
+
+
+class SpaceUnavailable(LookupError):
+    """The namespace's embedding model can no longer be reached: its vectors cannot be compared with another's."""
+
+    def __init__(self, space: Space, why: str) -> None:
+        super().__init__(f"{space.model} ({space.dim} dimensions): {why}")
+        self.space = space
+        self.why = why
+
+
+@dataclass(frozen=True, slots=True)
+class Caller:
+    """Whose memory operation this is: routed embeddings are that principal's calls (its policy, its
+    stateful-work pins, its bill). `request_id` names them: `<request_id>-emb` (`-emb<n>` for batches)."""
+
+    principal: Principal
+    request_id: str
+    headers: Mapping[str, str] | None = None  # the client's trace context (traceparent, tracestate), if any
+
+
+class Routed(Protocol):
+    """Embeddings from a deployment, routed like any call of the caller (api/memory_embeddings.py)."""
+
+    async def embed(
+        self, texts: list[str], space: Space | None, caller: Caller, *, purpose: str
+    ) -> tuple[np.ndarray, Space]:
+        """L2-normalised float32 vectors of `texts` (one row each) in `space` (None: the configured
+        model's, whichever deployment serves), and the space they are in. `purpose`: "records" or "query",
+        for the errors' wording."""
+        ...
 
 
 class WordLlamaEmbedder:

@@ -62,8 +62,14 @@ def terms(text: str) -> list[str]:
 
 
 class NamespaceIndex:
-    def __init__(self, dim: int) -> None:
+    """`dim`: the namespace's embedding dimension (its `Space`'s); vectors are unit length (the embedders
+    normalise), so a dot product is the cosine similarity. `prefix`: the model is a Matryoshka model, so
+    past `EXACT_UPTO` records the first `COARSE_DIM` dimensions may pick the candidates; without it every
+    search computes every similarity in full."""
+
+    def __init__(self, dim: int, prefix: bool = True) -> None:
         self.dim = dim
+        self.prefix = prefix
         self.seq = 0  # the highest change (record or tombstone) of the namespace applied here
         self.namespace_id = ""
         self.ids: list[str] = []
@@ -233,7 +239,7 @@ class NamespaceIndex:
         to read: the product is bound by memory bandwidth, ~10 ms for 100,000 full vectors), the full
         vectors rank the pool; a filter that rejects too much of the pool falls back to the full product."""
         n = len(valid)
-        if n <= EXACT_UPTO:
+        if n <= EXACT_UPTO or not self.prefix:
             return _best(np.where(valid, _dot(self._vec[:n], query), -np.inf), depth, passes)
         coarse = _blas_dot(self._coarse[:n], _unit(query[: self._coarse.shape[1]]))
         finite = int(np.count_nonzero(valid))

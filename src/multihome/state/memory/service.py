@@ -10,7 +10,7 @@ import contextlib
 import logging
 from typing import Any
 
-from .embedder import WordLlamaEmbedder
+from .embedder import Routed, WordLlamaEmbedder
 from .store import MemoryStore
 
 log = logging.getLogger(__name__)
@@ -18,15 +18,29 @@ SWEEP_INTERVAL_S = 60.0
 
 
 class MemoryService:
-    def __init__(self, storage: Any, keyring: Any, *, sweep_interval_s: float = SWEEP_INTERVAL_S) -> None:
-        self._storage = storage  # StorageService: its store (and engine) exist once it has started
+    def __init__(
+        self,
+        storage: Any,
+        keyring: Any,
+        *,
+        sweep_interval_s: float = SWEEP_INTERVAL_S,
+        routed: Routed | None = None,
+        prefix: bool = False,
+    ) -> None:
+        self._storage = storage
+        self._routed = routed  # memory.embeddings.model: new namespaces embedded by a routed deployment
+        self._prefix = (
+            prefix  # memory.embeddings.matryoshka  # StorageService: its store (and engine) exist once it has started
+        )
         self._keyring = keyring  # the gateway's Keyring, or a stand-in resolving to it once started
         self._interval = sweep_interval_s
         self.store: MemoryStore | None = None
         self._sweeper: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
-        self.store = MemoryStore(self._storage.store.engine, self._keyring, WordLlamaEmbedder)
+        self.store = MemoryStore(
+            self._storage.store.engine, self._keyring, WordLlamaEmbedder, routed=self._routed, prefix=self._prefix
+        )
         self._sweeper = asyncio.create_task(self._sweep_forever(self.store), name="memory-sweeper")
 
     async def _sweep_forever(self, store: MemoryStore) -> None:

@@ -11,6 +11,12 @@ changed (every write or delete takes the namespace's next sequence number under 
 a delete leaves a tombstone naming the id), checked with one single-row read per search. So a record
 written or deleted on any replica is seen by the next search on every replica.
 
+Embeddings: every vector of a namespace comes from one `Space` (model and dimension), recorded on the
+namespace by its first write; later writes and every query of it are embedded in that space (the offline
+model here, or a routed deployment of the same upstream model: embedder.py), and refused with
+`SpaceUnavailable` when it cannot be had, never compared with another model's. A write embeds its
+records before its transaction begins, so a failed embedding writes nothing.
+
 Deletes are real: the row goes, and so does the record's entry in every replica's index (the
 tombstone tells them; tombstones carry no content and are pruned after a day, while an index idle
 for an hour is dropped, so none is older than the tombstones it needs). "Forget a user" deletes
@@ -21,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import logging
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
@@ -40,14 +47,16 @@ from ...storage.base import StoreBase, as_utc
 from ...storage.ids import new_id
 from ...storage.sqlite_threads import SqliteThreads
 from ...storage.tables import memory_namespaces, memory_records, memory_tombstones
-from .embedder import Embedder
+from .embedder import OFFLINE_PREFIX, Caller, Embedder, Routed, Space, SpaceUnavailable
 from .index import EXACT_UPTO, NamespaceIndex, terms
 
+log = logging.getLogger(__name__)
 PURPOSE = "memory"
 TABLE = "memory_records"
 LOAD_BATCH = 2000  # records read and opened per step when an index is built or caught up
 TOMBSTONE_TTL = timedelta(days=1)
 INDEX_IDLE_S = 3600.0  # an index not searched for this long is dropped (then rebuilt when needed)
+BUDGET_DIM = 256  # the in-memory budget counts records of this many dimensions (a 1,536-dimension one is six)
 Meta = dict[str, Any]
 T = TypeVar("T")
 
@@ -57,7 +66,8 @@ class _Body(msgspec.Struct, array_like=True):
 
     text: str
     metadata: Meta
-    model: str  # the embedder that made `vector` (a record made by another is re-embedded on load)
+    # The model that made `vector` (its namespace's; an offline record made by another is re-embedded on load).
+    model: str
     vector: bytes
 
 
@@ -85,6 +95,8 @@ class Namespace:
     records: int
     created_at: datetime
     updated_at: datetime
+    embedding_model: str | None = None  # the namespace's embedding model (None: nothing embedded yet)
+    embedding_dim: int | None = None
 
 
 @dataclass(slots=True)
@@ -104,6 +116,7 @@ class NewRecord:
 @dataclass(slots=True)
 class _Cached:
     index: NamespaceIndex
+    space: Space | None  # the namespace's embedding space when the index was made (None: nothing embedded)
     used: float = 0.0
     # What answers need besides the index: id -> text, id -> (created_at, expires_at).
     texts: dict[str, str] = field(default_factory=dict)
@@ -132,6 +145,29 @@ def _epoch(at: datetime | None) -> float:
     return float("inf") if at is None else as_utc(at).timestamp()
 
 
+def _offline(space: Space | None) -> bool:
+    return space is not None and space.model.startswith(OFFLINE_PREFIX)
+
+
+def _same(a: Space | None, b: Space | None) -> bool:
+    """Whether vectors of `a` and `b` may be compared: the same model and dimension (any two offline
+    spaces are the offline model here: records of another are re-embedded when loaded)."""
+    if a is None or b is None:
+        return a is b
+    return (_offline(a) and _offline(b)) or (a.model == b.model and a.dim == b.dim)
+
+
+def _space_of(model: str | None, dim: int | None) -> Space | None:
+    return None if model is None or dim is None else Space(model, int(dim))
+
+
+class _Moved(Exception):
+    """A concurrent first write gave the namespace another embedding space: embed again, in that one."""
+
+    def __init__(self, space: Space) -> None:
+        self.space = space
+
+
 class MemoryStore(StoreBase):
     def __init__(
         self,
@@ -139,11 +175,15 @@ class MemoryStore(StoreBase):
         keyring: Keyring,
         embedder: Callable[[], Embedder],
         *,
+        routed: Routed | None = None,
+        prefix: bool = False,
         max_records_in_memory: int = 1_000_000,
     ) -> None:
         super().__init__(engine)
         self.keyring = keyring
         self._make_embedder = embedder
+        self._routed = routed  # memory.embeddings.model: new namespaces are embedded by a routed deployment
+        self._prefix = prefix  # the routed model is a Matryoshka model (memory.embeddings.matryoshka)
         self._embedder: Embedder | None = None
         self._embedder_lock = asyncio.Lock()
         self._max_records = max_records_in_memory
@@ -177,6 +217,31 @@ class MemoryStore(StoreBase):
             return await asyncio.to_thread(model.embed, texts)
         return model.embed(texts)
 
+    async def _vectors(
+        self, texts: list[str], space: Space | None, caller: Caller | None, purpose: str
+    ) -> tuple[np.ndarray, Space]:
+        """`texts` embedded in `space` (None: a new namespace's, the configured source's), and the space.
+        An offline space is the offline model here; any other is a routed deployment's, as `caller`'s calls."""
+        if (space is None and self._routed is not None) or (space is not None and not _offline(space)):
+            if self._routed is None:
+                assert space is not None
+                raise SpaceUnavailable(
+                    space, "this gateway embeds memory with its offline model (memory.embeddings.model is not set)"
+                )
+            if caller is None:
+                raise ValueError("a routed memory embedding needs its caller")
+            vectors, made = await self._routed.embed(texts, space, caller, purpose=purpose)
+            return vectors, Space(made.model, made.dim, self._prefix)
+        model = await self.embedder()
+        return await self._embed(texts), Space(model.name, model.dim, True)
+
+    def _index_space(self, space: Space | None) -> Space | None:
+        """The space an index of a namespace holds: an offline namespace is indexed by the offline model here."""
+        if space is None or not _offline(space):
+            return None if space is None else Space(space.model, space.dim, self._prefix)
+        model = self._embedder
+        return Space(model.name, model.dim, True) if model is not None else space
+
     # -- writes ---------------------------------------------------------------------------------
     async def write(
         self,
@@ -186,26 +251,69 @@ class MemoryStore(StoreBase):
         records: Sequence[NewRecord],
         *,
         ids: Sequence[str] | None = None,
+        caller: Caller | None = None,
     ) -> list[MemoryRecord]:
         """Store `records` in the namespace (created on first write), in one transaction. `ids`: the
         records' ids (`keyed_id`), each written only if no record of that id is there nor was deleted
-        from the namespace within a day (its tombstone): the records written now are returned."""
-        model = await self.embedder()
-        vectors = await self._embed([r.text for r in records])
+        from the namespace within a day (its tombstone): the records written now are returned.
+
+        The records are embedded in the namespace's space (a new namespace's is the configured source's,
+        recorded now) before the transaction; `caller` makes routed embeddings its calls."""
         keyed = ids is not None
         ids = list(ids) if ids is not None else [new_id("mem") for _ in records]
+        space = await self._namespace_space(tenant, agent_id, user_id)
+        for _ in range(2):  # a concurrent first write may have given the namespace another space: once more in it
+            try:
+                return await self._write_records(tenant, agent_id, user_id, records, ids, keyed, space, caller)
+            except _Moved as moved:
+                space = moved.space
+        raise SpaceUnavailable(space or Space("?", 0), "the namespace's embedding model changed twice during one write")
+
+    async def _namespace_space(self, tenant: str, agent_id: str, user_id: str) -> Space | None:
+        ns = memory_namespaces.c
+        async with self._read() as conn:
+            row = (
+                await conn.execute(
+                    sa.select(ns.embedding_model, ns.embedding_dim).where(
+                        ns.tenant_id == tenant, ns.agent_id == agent_id, ns.user_id == user_id
+                    )
+                )
+            ).first()
+        return None if row is None else _space_of(row.embedding_model, row.embedding_dim)
+
+    async def _write_records(
+        self,
+        tenant: str,
+        agent_id: str,
+        user_id: str,
+        records: Sequence[NewRecord],
+        ids: list[str],
+        keyed: bool,
+        space: Space | None,
+        caller: Caller | None,
+    ) -> list[MemoryRecord]:
+        vectors, made = await self._vectors([r.text for r in records], space, caller, "records")
         now = _now()
         sealed: list[tuple[bytes, int]] = []
         for rid, rec, vec in zip(ids, records, vectors, strict=True):
-            plain = _encode(_Body(rec.text, rec.metadata, model.name, vec.astype(np.float16).tobytes()))
+            plain = _encode(_Body(rec.text, rec.metadata, made.model, vec.astype(np.float16).tobytes()))
             sealed.append((await self.keyring.seal(tenant, PURPOSE, TABLE, rid, plain), len(plain)))
         async with self._write(lock=f"memory:{tenant}:{agent_id}:{user_id}") as conn:
-            ns_id, ttl = await self._namespace(conn, tenant, agent_id, user_id, now, create=True)
+            ns_id, ttl, held = await self._namespace(conn, tenant, agent_id, user_id, now, create=True)
             first = await self._take_seqs(conn, ns_id, len(records), now)
             if first is None:  # the namespace was deleted (a user forgotten) since the read: a new one
-                ns_id, ttl = await self._namespace(conn, tenant, agent_id, user_id, now, create=True)
+                ns_id, ttl, held = await self._namespace(conn, tenant, agent_id, user_id, now, create=True)
                 first = await self._take_seqs(conn, ns_id, len(records), now)
                 assert first is not None  # created in this transaction
+            if held is None:  # the namespace's first vectors: its space from now on
+                ns = memory_namespaces.c
+                await conn.execute(
+                    sa.update(memory_namespaces)
+                    .where(ns.id == ns_id)
+                    .values(embedding_model=made.model, embedding_dim=made.dim)
+                )
+            elif not _same(held, made):  # raised inside the transaction: it rolls back, nothing is written
+                raise _Moved(held)
             if keyed:  # under the namespace's lock: a second try of the same write finds the first
                 known = await self._known(conn, tenant, ns_id, ids)
                 todo = [(rid, rec, sb) for rid, rec, sb in zip(ids, records, sealed, strict=True) if rid not in known]
@@ -243,17 +351,17 @@ class MemoryStore(StoreBase):
 
     async def _namespace(
         self, conn: AsyncConnection, tenant: str, agent_id: str, user_id: str, now: datetime, *, create: bool
-    ) -> tuple[str, int | None]:
+    ) -> tuple[str, int | None, Space | None]:
         ns = memory_namespaces.c
         row = (
             await conn.execute(
-                sa.select(ns.id, ns.default_ttl_s).where(
+                sa.select(ns.id, ns.default_ttl_s, ns.embedding_model, ns.embedding_dim).where(
                     ns.tenant_id == tenant, ns.agent_id == agent_id, ns.user_id == user_id
                 )
             )
         ).first()
         if row is not None:
-            return row.id, row.default_ttl_s
+            return row.id, row.default_ttl_s, _space_of(row.embedding_model, row.embedding_dim)
         if not create:
             raise LookupError("no such namespace")
         ns_id = new_id("mns")
@@ -269,7 +377,7 @@ class MemoryStore(StoreBase):
                 updated_at=now,
             )
         )
-        return ns_id, None
+        return ns_id, None, None
 
     @staticmethod
     async def _take_seqs(conn: AsyncConnection, ns_id: str, count: int, now: datetime) -> int | None:
@@ -317,7 +425,7 @@ class MemoryStore(StoreBase):
         """Create the namespace if new; set the TTL given to records written afterwards without one."""
         now = _now()
         async with self._write(lock=f"memory:{tenant}:{agent_id}:{user_id}") as conn:
-            ns_id, _ = await self._namespace(conn, tenant, agent_id, user_id, now, create=True)
+            ns_id, _, _ = await self._namespace(conn, tenant, agent_id, user_id, now, create=True)
             ns = memory_namespaces.c
             await conn.execute(
                 sa.update(memory_namespaces).where(ns.id == ns_id).values(default_ttl_s=default_ttl_s, updated_at=now)
@@ -470,16 +578,27 @@ class MemoryStore(StoreBase):
         now = _now()
         live = sa.and_(r.namespace_id == ns.id, sa.or_(r.expires_at.is_(None), r.expires_at > now))
         count = sa.select(sa.func.count()).select_from(memory_records).where(live).scalar_subquery()
-        q = sa.select(ns.id, ns.agent_id, ns.user_id, ns.default_ttl_s, ns.created_at, ns.updated_at, count).where(
-            ns.tenant_id == tenant
-        )
+        q = sa.select(
+            ns.id,
+            ns.agent_id,
+            ns.user_id,
+            ns.default_ttl_s,
+            ns.created_at,
+            ns.updated_at,
+            count,
+            ns.embedding_model,
+            ns.embedding_dim,
+        ).where(ns.tenant_id == tenant)
         if agent_id is not None:
             q = q.where(ns.agent_id == agent_id)
         if user_id is not None:
             q = q.where(ns.user_id == user_id)
         async with self._read() as conn:
             rows = (await conn.execute(q.order_by(ns.agent_id, ns.user_id))).all()
-        return [Namespace(row[0], row[1], row[2], row[3], int(row[6]), as_utc(row[4]), as_utc(row[5])) for row in rows]
+        return [
+            Namespace(row[0], row[1], row[2], row[3], int(row[6]), as_utc(row[4]), as_utc(row[5]), row[7], row[8])
+            for row in rows
+        ]
 
     async def usage(self, tenant: str) -> list[dict[str, Any]]:
         """What each of the tenant's namespaces holds, for operators: live records, their bodies' bytes and
@@ -530,21 +649,39 @@ class MemoryStore(StoreBase):
         top_k: int = 10,
         keep: Callable[[Mapping[str, Any]], bool] | None = None,
         mode: str = "hybrid",
+        caller: Caller | None = None,
     ) -> list[Hit]:
         """The namespace's `top_k` records best matching `query` (hybrid: embedding and BM25 fused);
-        empty for a namespace that does not exist."""
-        qvec = (await self._embed([query]))[0] if mode != "keyword" else None
+        empty for a namespace that does not exist. The query is embedded in the namespace's space
+        (`caller` makes a routed embedding its call)."""
         key = (tenant, agent_id, user_id)
-        async with self._locks.setdefault(key, asyncio.Lock()):  # a rebuild on a thread changes the index
-            cached = await self._fresh(key)
-            if cached is None:
-                return []
-            index = cached.index
-            args = (qvec, terms(query), top_k)
-            if len(index) > EXACT_UPTO:  # milliseconds of numpy (which lets go of the GIL): off the event loop
-                found = await asyncio.to_thread(index.search, *args, now=time.time(), keep=keep, mode=mode)
-            else:
-                found = index.search(*args, now=time.time(), keep=keep, mode=mode)
+        lock = self._locks.setdefault(key, asyncio.Lock())  # a rebuild on a thread changes the index
+        qvec: np.ndarray | None = None
+        known = self._cache.get(key)
+        for _ in range(2):  # twice when the namespace was deleted and written anew while the query was embedded
+            if mode != "keyword":
+                if known is None or known.space is None:  # the namespace's space is on its row: read it first
+                    async with lock:
+                        known = await self._fresh(key)
+                    if known is None or known.space is None:  # no namespace, or nothing in it was ever embedded
+                        return []
+                qvec = (await self._vectors([query], known.space, caller, "query"))[0][0]
+            async with lock:
+                cached = await self._fresh(key)
+                if cached is None:
+                    return []
+                if qvec is not None and known is not None and not _same(cached.space, known.space):
+                    known = None
+                    continue
+                index = cached.index
+                args = (qvec, terms(query), top_k)
+                if len(index) > EXACT_UPTO:  # milliseconds of numpy (which lets go of the GIL): off the event loop
+                    found = await asyncio.to_thread(index.search, *args, now=time.time(), keep=keep, mode=mode)
+                else:
+                    found = index.search(*args, now=time.time(), keep=keep, mode=mode)
+                break
+        else:
+            return []
         hits = []
         for rid, score, sim in found:
             created, expires = cached.times[rid]
@@ -559,7 +696,7 @@ class MemoryStore(StoreBase):
         holds the namespace's lock)."""
         tenant, agent_id, user_id = key
         ns = memory_namespaces.c
-        head_query = sa.select(ns.id, ns.next_seq).where(
+        head_query = sa.select(ns.id, ns.next_seq, ns.embedding_model, ns.embedding_dim).where(
             ns.tenant_id == tenant, ns.agent_id == agent_id, ns.user_id == user_id
         )
         if self._threads is not None:
@@ -571,11 +708,14 @@ class MemoryStore(StoreBase):
             self._cache.pop(key, None)
             return None
         cached = self._cache.get(key)
-        if cached is None or cached.index.namespace_id != row.id:
-            model = await self.embedder()
-            index = NamespaceIndex(model.dim)
+        space = _space_of(row.embedding_model, row.embedding_dim)
+        if cached is None or cached.index.namespace_id != row.id or (cached.space is None and space is not None):
+            if _offline(space):  # the offline model's dimension is the index's (records of another are re-embedded)
+                await self.embedder()
+            held = self._index_space(space)
+            index = NamespaceIndex(held.dim if held is not None else 1, held.prefix if held is not None else True)
             index.namespace_id = row.id
-            cached = _Cached(index)
+            cached = _Cached(index, held)
             self._cache[key] = cached
         head = int(row.next_seq) - 1
         if cached.index.seq < head:
@@ -599,7 +739,7 @@ class MemoryStore(StoreBase):
         then tombstones (a record deleted meanwhile is read, then removed), a batch per read."""
         r, t = memory_records.c, memory_tombstones.c
         index = cached.index
-        model = await self.embedder()
+        model = await self.embedder() if _offline(cached.space) else None
         since, ns_id = index.seq, index.namespace_id
         start = since
 
@@ -636,16 +776,31 @@ class MemoryStore(StoreBase):
         index.seq = head
 
     @staticmethod
-    def _apply(cached: _Cached, model: Embedder, rows: Sequence[Any], plain: list[bytes]) -> None:
-        """Opened records into the index (records embedded by another model are embedded again)."""
+    def _apply(cached: _Cached, model: Embedder | None, rows: Sequence[Any], plain: list[bytes]) -> None:
+        """Opened records into the index. `model`: the offline model, for an offline namespace, whose
+        records embedded by another offline model are embedded again. A routed namespace's records are all
+        of its space (its writes make sure): one that is not (never seen) is found by keywords only."""
         index = cached.index
         bodies = [_decode.decode(p) for p in plain]
-        stale = [i for i, b in enumerate(bodies) if b.model != model.name]
-        redone = dict(zip(stale, model.embed([bodies[i].text for i in stale]), strict=True)) if stale else {}
-        vectors = np.empty((len(rows), index.dim), dtype=np.float32)
+        name = model.name if model is not None else cached.space.model if cached.space is not None else ""
+        stale = [i for i, b in enumerate(bodies) if b.model != name or len(b.vector) != 2 * index.dim]
+        redone: dict[int, np.ndarray] = {}
+        if stale and model is not None:
+            redone = dict(zip(stale, model.embed([bodies[i].text for i in stale]), strict=True))
+        elif stale:
+            log.warning(
+                "memory namespace %s: %d records not of its embedding model, left out of vector search",
+                index.namespace_id,
+                len(stale),
+            )
+        vectors = np.zeros((len(rows), index.dim), dtype=np.float32)
+        skip = set(stale)
         for i, body in enumerate(bodies):
             vec = redone.get(i)
-            vectors[i] = vec if vec is not None else np.frombuffer(body.vector, dtype=np.float16)
+            if vec is not None:
+                vectors[i] = vec
+            elif i not in skip:
+                vectors[i] = np.frombuffer(body.vector, dtype=np.float16)
         index.add_many(
             [row.id for row in rows],
             vectors,
@@ -658,10 +813,15 @@ class MemoryStore(StoreBase):
             cached.texts[row.id] = body.text
 
     def _evict(self, keep: tuple[str, str, str]) -> None:
-        """Drop least recently searched indexes while the total held is over the budget."""
-        total = sum(len(c.index) for c in self._cache.values())
+        """Drop least recently searched indexes while the total held is over the budget (in records of
+        `BUDGET_DIM` dimensions: an index of wider vectors weighs more)."""
+
+        def weight(c: _Cached) -> int:
+            return len(c.index) * max(1, c.index.dim) // BUDGET_DIM
+
+        total = sum(weight(c) for c in self._cache.values())
         for key in list(self._cache):
             if total <= self._max_records:
                 break
             if key != keep:
-                total -= len(self._cache.pop(key).index)
+                total -= weight(self._cache.pop(key))

@@ -20,7 +20,9 @@ resumed after a crash that tries the write again finds the first (`MemoryStore.w
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
+from dataclasses import replace
 from typing import Any
 
 import msgspec
@@ -28,6 +30,7 @@ import msgspec
 from ...schema.errors import ApiError
 from ...schema.memory import MAX_QUERY, MAX_TOP_K, RecordIn, Scalar, check_id, check_record
 from ...schema.responses import MEMORY_LABEL
+from .embedder import Caller, SpaceUnavailable
 from .filters import compile_filter
 from .store import MemoryStore, NewRecord, keyed_id
 
@@ -163,10 +166,11 @@ class MemoryTools:
 
     label = LABEL
 
-    def __init__(self, store: MemoryStore, tenant: str, spec: MemoryToolSpec) -> None:
+    def __init__(self, store: MemoryStore, tenant: str, spec: MemoryToolSpec, caller: Caller | None = None) -> None:
         self.store = store
         self.tenant = tenant
         self.spec = spec
+        self.caller = caller  # the run's caller: routed embeddings are its calls (api/memory_embeddings.py)
         self._functions = function_tools(spec)
 
     def functions(self) -> list[Item]:
@@ -183,6 +187,10 @@ class MemoryTools:
             done["output"] = await self._run(item["name"], item["arguments"] or "", key)
         except _Refused as exc:
             done.update(status="failed", error=_execution_error(str(exc)))
+        except ApiError as exc:  # a routed embedding refused (a pin, a budget) or failed: its message says why
+            done.update(status="failed", error=_execution_error(exc.body.message))
+        except SpaceUnavailable as exc:
+            done.update(status="failed", error=_execution_error(f"Memory cannot embed in its model now: {exc}."))
         except asyncio.CancelledError:
             raise
         except Exception:  # the store or its key: the model hears it failed, the operator's log says why
@@ -198,7 +206,7 @@ class MemoryTools:
             raise _Refused(f"The arguments are longer than {MAX_ARGUMENTS} bytes.")
         try:
             if name == SEARCH:
-                return await self._search(_search_args.decode(arguments))
+                return await self._search(_search_args.decode(arguments), key)
             args = _write_args.decode(arguments)
             rec = check_record(RecordIn(args.text, args.metadata, None), "")
         except msgspec.DecodeError as exc:
@@ -207,10 +215,18 @@ class MemoryTools:
             raise _Refused(exc.body.message) from None
         record = NewRecord(rec.text, dict(rec.metadata or {}), spec.ttl_seconds)
         rid = keyed_id(self.tenant, key)
-        await self.store.write(self.tenant, spec.agent_id, spec.user_id, [record], ids=[rid])
+        await self.store.write(self.tenant, spec.agent_id, spec.user_id, [record], ids=[rid], caller=self._caller(key))
         return _encode({"id": rid, "stored": True}).decode()  # also when an earlier try wrote it
 
-    async def _search(self, args: _SearchArgs) -> str:
+    def _caller(self, key: str) -> Caller | None:
+        """The caller, its request id made the call's own: the same in every run of the call (a repeated
+        embedding after a crash is billed once), distinct between calls."""
+        if self.caller is None:
+            return None
+        digest = hashlib.sha256(key.encode()).hexdigest()[:12]
+        return replace(self.caller, request_id=f"{self.caller.request_id}-m{digest}")
+
+    async def _search(self, args: _SearchArgs, key: str) -> str:
         spec = self.spec
         if not args.query.strip() or len(args.query) > MAX_QUERY:
             raise _Refused(f"'query' must be 1 to {MAX_QUERY} characters, not blank.")
@@ -219,7 +235,9 @@ class MemoryTools:
         except ValueError as exc:
             raise _Refused(f"Bad 'filters': {exc}.") from None
         top_k = min(spec.top_k, max(1, args.top_k or spec.top_k))
-        hits = await self.store.search(self.tenant, spec.agent_id, spec.user_id, args.query, top_k=top_k, keep=keep)
+        hits = await self.store.search(
+            self.tenant, spec.agent_id, spec.user_id, args.query, top_k=top_k, keep=keep, caller=self._caller(key)
+        )
         results = [
             {
                 "id": h.record.id,

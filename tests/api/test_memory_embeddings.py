@@ -1,0 +1,50 @@
+"""The routed memory embedder's own arithmetic (api/memory_embeddings.py): how a write's texts are cut
+into upstream requests, and how an answer becomes unit vectors in input order or is refused. The
+routing itself is tested end to end (tests/e2e/test_memory_routed.py)."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import msgspec
+import numpy as np
+import pytest
+
+from multihome.api.memory_embeddings import BATCH_CHARS, _vectors, batches
+
+
+def test_a_write_goes_in_one_request_unless_it_passes_the_providers_limits():
+    assert batches(["a"] * 100, 96) == [["a"] * 96, ["a"] * 4]
+    assert batches(["x"] * 3, 96) == [["x"] * 3]
+    assert batches(["x"] * 3, 1) == [["x"], ["x"], ["x"]]  # one text per call (Amazon Titan)
+    big = "y" * (BATCH_CHARS // 2 + 1)
+    assert batches([big, big, "z"], 96) == [[big], [big, "z"]]  # never past the character budget
+    huge = "w" * (BATCH_CHARS + 5)
+    assert batches(["a", huge, "b"], 96) == [["a"], [huge], ["b"]]  # too long alone: the upstream's limit decides
+    assert [t for part in batches([str(i) for i in range(250)], 96) for t in part] == [str(i) for i in range(250)]
+
+
+def answer(data: list[dict]) -> SimpleNamespace:
+    return SimpleNamespace(body=msgspec.json.encode({"object": "list", "data": data}))
+
+
+def test_an_answer_becomes_unit_vectors_in_input_order():
+    got = _vectors(answer([{"index": 1, "embedding": [0, 3, 4]}, {"index": 0, "embedding": [2, 0, 0]}]), 2)
+    assert got.dtype == np.float32 and np.allclose(got, [[1, 0, 0], [0, 0.6, 0.8]])
+    assert np.allclose(_vectors(answer([{"index": 0, "embedding": [0, 0]}]), 1), [[0, 0]])  # no division by zero
+
+
+@pytest.mark.parametrize(
+    "data, count, why",
+    [
+        ([{"index": 0, "embedding": [1.0]}], 2, "1 embeddings for 2 inputs"),
+        ([{"index": 0, "embedding": [1.0]}, {"index": 0, "embedding": [1.0]}], 2, "2 embeddings for 2 inputs"),
+        ([{"index": 0, "embedding": [1.0]}, {"index": 1, "embedding": [1.0, 2.0]}], 2, "sizes"),
+        ([{"index": 0, "embedding": []}], 1, "sizes"),
+    ],
+)
+def test_an_answer_that_does_not_fit_the_request_is_refused(data, count, why):
+    with pytest.raises(ValueError, match=why):
+        _vectors(answer(data), count)
+    with pytest.raises(ValueError, match="not an embeddings list"):
+        _vectors(SimpleNamespace(body=b"<html>"), 1)
