@@ -40,7 +40,10 @@ lint: install
 
 # Two or more workers (up to 4; tests/ports.py gives each its own port range): the suite waits on
 # processes it starts more than it computes, so even 2 cores run it in about half the time.
+# compileall: the suite starts hundreds of gateway processes; with PYTHONDONTWRITEBYTECODE set (as in
+# some CI images) each would compile the package again, while existing .pyc files are still read.
 test: install lint system-deps
+	$(BIN)/python -m compileall -q src >/dev/null
 	$(BIN)/python -m pytest -n auto --maxprocesses 4 --dist loadfile
 
 bench: install

@@ -216,4 +216,7 @@ def test_input_item_pages_follow_the_cursor_both_ways():
     assert [i["id"] for i in oldest["data"]] == ["i2", "i3", "i4"] and not oldest["has_more"]
     back = page_of(items, ListQuery(limit=2, before="i1"))
     assert [i["id"] for i in back["data"]] == ["i3", "i2"] and back["has_more"]
-    assert page_of(items, ListQuery(after="nope"))["data"] == []
+    for cursor in ("after", "before"):  # a cursor that names no item is a 400 naming it, not an empty page
+        with pytest.raises(ApiError) as err:
+            page_of(items, ListQuery(**{cursor: "nope"}))
+        assert err.value.status == 400 and err.value.body.param == cursor

@@ -138,3 +138,28 @@ async def test_unknown_purpose_refused(local_kms, engine):
     ring, _ = _ring(local_kms, engine)
     with pytest.raises(ValueError, match="unknown purpose"):
         await ring.seal("t1", "secrets", "c", "1", b"x")
+
+
+async def test_open_many_opens_as_open_does_and_refuses_what_it_refuses(local_kms, engine):
+    """A chain's records opened at once: the same plaintexts as `open` one by one, across a key rotation
+    (records under two keys), and each refusal `open` makes: a record bound to another id, a modified
+    one, one of another tenant."""
+    from multihome.crypto import CiphertextMismatch, WrongBinding
+
+    ring, kms = _ring(local_kms, engine, max_messages_per_key=3, reserve_block=1)
+    records = [(str(i), await ring.seal("t1", "responses", "r", str(i), b"p%d" % i)) for i in range(7)]
+    assert len({parse_header(s).data_key_id for _, s in records}) == 3  # three keys, runs of three
+    ring.forget()
+    assert await ring.open_many("t1", "responses", "r", records) == [b"p%d" % i for i in range(7)]
+    assert await ring.open_many("t1", "responses", "r", []) == []
+    swapped = [records[0], ("1", records[2][1])]  # record 2's body under record 1's id
+    with pytest.raises(CiphertextMismatch):
+        await ring.open_many("t1", "responses", "r", swapped)
+    tampered = bytearray(records[1][1])
+    tampered[-1] ^= 1
+    with pytest.raises(CiphertextMismatch):
+        await ring.open_many("t1", "responses", "r", [records[0], ("1", bytes(tampered))])
+    with pytest.raises(WrongBinding):
+        await ring.open_many("t2", "responses", "r", records)
+    with pytest.raises(CiphertextMismatch):  # another table's binding
+        await ring.open_many("t1", "responses", "other", records)

@@ -6,13 +6,16 @@ response when it was not stored. The official openai SDK sends the header throug
 
 from __future__ import annotations
 
+import contextlib
+import datetime as dt
+import sqlite3
 import threading
 
 import openai
 import pytest
 
 from .helpers import until
-from .test_responses_background import _billed_calls, _tenant_and_key, replicas, sdk
+from .test_responses_background import FAST, _billed_calls, _tenant_and_key, replicas, sdk
 
 
 def _create(gateway, key: str, idem: str, text: str, **extra):
@@ -110,3 +113,33 @@ def test_a_retry_on_another_replica_gets_the_original_response(backend, tmp_path
         # k-1 to k-4 once each, k-5's refused call and its retry, the two plain ones: eight usage rows.
         until(lambda: _billed_calls(a, tenant) >= 8, what="eight usage rows")
         assert _billed_calls(a, tenant) == 8
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_expired_keys_are_swept_by_the_retention_job(backend, tmp_path, request):
+    """Keys past their 24 h are deleted by the periodic sweep (one replica runs it), also when stored
+    responses are kept until deleted (`ttl_s: null`); a key still live is kept."""
+    if backend == "sqlite":
+        db = f"sqlite+aiosqlite:///{tmp_path / 'multihome.db'}"
+
+        def sql(query: str) -> list[str]:
+            with contextlib.closing(sqlite3.connect(tmp_path / "multihome.db")) as conn, conn:
+                return [str(row[0]) for row in conn.execute(query)]
+    else:
+        pg = request.getfixturevalue("pg_server")
+        db = pg.create_database()
+
+        def sql(query: str) -> list[str]:
+            return pg.psql(query, db.rsplit("/", 1)[1]).split()
+
+    responses = {**FAST, "retention": {"ttl_s": None, "sweep_interval_s": 0.5}}
+    with replicas(tmp_path, db, "idem-sweep", responses) as (_, start):
+        gateway = start()
+        _, key = _tenant_and_key(gateway, "acme")
+        old, _ = _create(gateway, key, "k-old", "an old request")
+        _create(gateway, key, "k-new", "a new request")
+        assert set(sql("SELECT key FROM idempotency_keys")) == {"k-old", "k-new"}
+        past = (dt.datetime.now(dt.UTC) - dt.timedelta(seconds=1)).strftime("%Y-%m-%d %H:%M:%S.%f")
+        sql(f"UPDATE idempotency_keys SET expires_at = '{past}' WHERE key = 'k-old'")  # its 24 hours have passed
+        until(lambda: sql("SELECT key FROM idempotency_keys") == ["k-new"], timeout=30, what="the sweep")
+        assert sdk(gateway, key).responses.retrieve(old.id).id == old.id  # the response itself is kept

@@ -79,6 +79,11 @@ class World:
 
 @pytest.fixture(scope="module", params=["sqlite", "postgresql"])
 def world(request, tmp_path_factory):
+    yield from running_world(request, tmp_path_factory)
+
+
+def running_world(request, tmp_path_factory):
+    """The gateway and simulators of this module on `request.param`'s database (other modules' fixtures too)."""
     tmp = tmp_path_factory.mktemp(f"responses-{request.param}")
     if request.param == "sqlite":
         db = f"sqlite+aiosqlite:///{tmp}/multihome.db"

@@ -10,6 +10,7 @@ from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 
 from multihome.storage import SchemaOutOfDate, head_revision, migrate_sync, open_store
+from multihome.storage.migrate import HEAD, current_revision, script_head
 from multihome.storage.tables import metadata
 
 pytestmark = pytest.mark.anyio
@@ -75,6 +76,36 @@ async def test_concurrent_migrations_in_one_process(db_url):
     finally:
         for s in stores:
             await s.close()
+
+
+def test_head_is_the_newest_migration():
+    """`HEAD` lets a gateway start without loading alembic: a new migration must update it."""
+    assert HEAD == script_head(), f"set HEAD = {script_head()!r} in storage/migrate.py (the newest migration)"
+
+
+async def test_revision_is_read_as_alembic_reads_it(db_url):
+    """The plain-SQL read of `alembic_version` agrees with alembic's own, empty and migrated."""
+    store = await open_store(db_url)
+    try:
+        for expected in (None, "0016", HEAD):
+            if expected is not None:
+                await asyncio.to_thread(migrate_sync, db_url, expected)
+            async with store.engine.connect() as conn:
+                theirs = await conn.run_sync(lambda c: MigrationContext.configure(c).get_current_revision())
+            assert theirs == expected
+            assert await current_revision(store.engine) == expected
+    finally:
+        await store.close()
+
+
+async def test_a_database_behind_head_is_upgraded_on_open(db_url):
+    await asyncio.to_thread(migrate_sync, db_url, "0016")
+    store = await open_store(db_url, migrate=True)
+    try:
+        await store.ensure_current()
+        assert await store.schema_revision() == HEAD
+    finally:
+        await store.close()
 
 
 def test_migrate_sync_for_the_cli(db_url):

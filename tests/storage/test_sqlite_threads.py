@@ -67,3 +67,32 @@ async def test_a_closed_writer_refuses(threads):
     t.close()
     with pytest.raises(RuntimeError):
         await t.write(lambda conn: None)
+
+
+def _raw_row(row_id: str):
+    def work(raw: sqlite3.Connection) -> str:
+        raw.execute("INSERT INTO probe (id) VALUES (?)", (row_id,))
+        return row_id
+
+    return work
+
+
+@pytest.mark.anyio
+async def test_raw_units_commit_on_the_sqlite3_connection_alone_or_beside_others(threads):
+    """`write_raw`: units of plain SQL on the sqlite3 connection, in one transaction begun and committed
+    there (or, beside SQLAlchemy units, in theirs); a failing one fails alone, and what returned is
+    committed."""
+    t, path = threads
+    await t.write(lambda conn: conn.exec_driver_sql("CREATE TABLE probe (id TEXT PRIMARY KEY)"))
+    assert await t.write_raw(lambda raw: raw.in_transaction) is True  # inside the writer's transaction
+    assert await t.write_raw(lambda raw: raw.execute("PRAGMA synchronous").fetchone()[0]) == 2  # FULL: fsynced
+    raws = [t.write_raw(_raw_row(f"r{i}")) for i in range(20)]
+    mixed = [t.write(_tenant(f"m{i}")) for i in range(5)]
+    assert await asyncio.gather(*raws, *mixed) == [*(f"r{i}" for i in range(20)), *(f"m{i}" for i in range(5))]
+    results = await asyncio.gather(
+        *(t.write_raw(_raw_row(f"u{i}")) for i in range(5)), t.write_raw(_raw_row("r0")), return_exceptions=True
+    )
+    assert results[:5] == [f"u{i}" for i in range(5)] and isinstance(results[5], sqlite3.IntegrityError)
+    assert await t.write_raw(lambda raw: raw.in_transaction) is True  # the failure left no transaction open
+    with sqlite3.connect(path) as other:
+        assert other.execute("SELECT count(*) FROM probe").fetchone()[0] == 30

@@ -22,10 +22,9 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgspec
-import numpy as np
 
 from ..accounting.tracker import finish_failed
 from ..config.memory import MemoryEmbeddingsConfig
@@ -37,6 +36,9 @@ from ..state.memory.embedder import Caller, Space, SpaceUnavailable
 from .openai.embeddings import embeddings_request, embeddings_response
 from .openai.errors import upstream_client_error
 from .pipeline import Call, Pipeline, finish_refused, finish_unary
+
+if TYPE_CHECKING:  # numpy loads on the first memory use (state/memory/numeric.py), not at gateway start
+    import numpy as np
 
 ENDPOINT = "memory_embeddings"  # usage rows, metrics and call events
 POLICY_ENDPOINT = "embeddings"  # what policy and a key's endpoint scope see
@@ -99,6 +101,8 @@ class RoutedEmbeddings:
                     return (await self._one(piece, made, caller, f"{rid}{i}", purpose))[0]
 
             out += await asyncio.gather(*(rest(i, p) for i, p in enumerate(pieces[1:], start=2)))
+        from ..state.memory.numeric import np
+
         return np.vstack(out), made
 
     def _narrowed(self, space: Space | None) -> list[str] | None:
@@ -179,6 +183,8 @@ def _vectors(served: Served, count: int) -> np.ndarray:
     dims = {len(v.embedding) for v in data}
     if len(dims) != 1 or 0 in dims:
         raise ValueError(f"with embeddings of sizes {sorted(dims)}")
+    from ..state.memory.numeric import np
+
     out = np.empty((count, dims.pop()), dtype=np.float32)
     for v in data:
         out[v.index] = v.embedding

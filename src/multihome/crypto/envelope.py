@@ -91,14 +91,22 @@ def parse_header(data: bytes) -> Header:
     return Header(backend, kek_id, version, dek, p)
 
 
-def _lp(value: str) -> bytes:
+def length_prefixed(value: str) -> bytes:
     raw = value.encode()
     return _U32.pack(len(raw)) + raw
+
+
+_lp = length_prefixed
 
 
 def binding(tenant: str, purpose: str, table: str, record_id: str) -> bytes:
     """The part of the associated data that names where the record lives."""
     return _place(tenant, purpose, table) + _lp(record_id)
+
+
+def binding_prefix(tenant: str, purpose: str, table: str) -> bytes:
+    """`binding` without the record id: the same for every record of one table of one tenant."""
+    return _place(tenant, purpose, table)
 
 
 @functools.lru_cache(maxsize=4096)

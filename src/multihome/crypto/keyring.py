@@ -20,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import os
 import time
-from collections.abc import Awaitable, Callable, Coroutine, Hashable, Mapping
+from collections.abc import Awaitable, Callable, Coroutine, Hashable, Mapping, Sequence
 from typing import Any, TypeVar
 
 from cryptography.exceptions import InvalidTag
@@ -29,7 +29,15 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from ..audit.events import KmsEvent
 from ..config.kms import KmsConfig
 from .datakeys import DataKeyRepo, DataKeyRow, new_data_key_id
-from .envelope import NONCE_BYTES, TAG_BYTES, binding, encode_header, parse_header
+from .envelope import (
+    NONCE_BYTES,
+    TAG_BYTES,
+    binding,
+    binding_prefix,
+    encode_header,
+    length_prefixed,
+    parse_header,
+)
 from .errors import (
     CiphertextMismatch,
     DataKeyNotFound,
@@ -178,6 +186,41 @@ class Keyring:
                 f"the record does not open as {table}/{record_id}: it was modified, or sealed for another "
                 "record and copied here"
             ) from None
+
+    async def open_many(
+        self, tenant: str, purpose: str, table: str, records: Sequence[tuple[str, bytes]]
+    ) -> list[bytes]:
+        """`open` for many records of one table of one tenant (record id, sealed), in order: those sealed
+        under the key of the record before are opened in a plain loop (the key's checks and the binding's
+        fixed part done once), the others by `open`. A rebuilt chain opens hundreds in a row; per record
+        this saves the coroutine and the checks, ~1/3 of what opening a small record costs."""
+        if purpose not in PURPOSES:
+            raise ValueError(f"unknown purpose {purpose!r} (known: {', '.join(sorted(PURPOSES))})")
+        out: list[bytes] = []
+        place = binding_prefix(tenant, purpose, table)
+        now = self._clock()
+        key: _Key | None = None
+        for record_id, sealed in records:
+            if key is None or not sealed.startswith(key.header) or len(sealed) >= self._offload:
+                out.append(await self.open(tenant, purpose, table, record_id, sealed))
+                key = self._last_opened  # the key that record opened under, checked by `open`
+                if key is not None and (key.expires <= now or self._keys.get(key.id) is not key):
+                    key = None
+                continue
+            end = len(key.header)
+            if len(sealed) < end + NONCE_BYTES + TAG_BYTES:
+                raise MalformedCiphertext("truncated envelope (no room for nonce and tag)")
+            self.cache_hits += 1
+            view = memoryview(sealed)
+            aad = b"".join((place, length_prefixed(record_id), key.header))
+            try:
+                out.append(key.aead.decrypt(view[end : end + NONCE_BYTES], view[end + NONCE_BYTES :], aad))
+            except InvalidTag:
+                raise CiphertextMismatch(
+                    f"the record does not open as {table}/{record_id}: it was modified, or sealed for another "
+                    "record and copied here"
+                ) from None
+        return out
 
     # -- cache, single-flight -------------------------------------------------------------------
     async def _flight(self, name: Hashable, make: Callable[[], Coroutine[Any, Any, T]]) -> T:

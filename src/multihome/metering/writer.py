@@ -19,7 +19,6 @@ there once committed: a process killed before the commit loses no row (the next 
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
 import logging
 import time
 from collections import deque
@@ -32,6 +31,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from ..aio import wait_event
+from ..storage.base import sqlite_stamp
 from ..storage.engine import PgBulkInsert, create_sync_sqlite_engine
 from .spool import UsageSpool
 
@@ -40,13 +40,6 @@ log = logging.getLogger("multihome.metering.writer")
 _PER_STATEMENT = 250  # rows per INSERT on SQLite: 250 x 22 columns stays under its 32,766 parameters
 _GROWTH = 10  # on SQLite a backlog is written in batches of up to this many times batch_size
 _STALL_S = 30.0  # close() gives up when no batch could be written for this long (database away)
-
-
-def _sqlite_stamp(value: dt.datetime) -> str:
-    """'2026-12-03 03:37:39.123456', as SQLAlchemy's SQLite DateTime stores it (naive UTC)."""
-    if value.tzinfo is not None:
-        value = value.astimezone(dt.UTC).replace(tzinfo=None)
-    return value.isoformat(" ", "microseconds")
 
 
 class UsageWriter:
@@ -282,7 +275,7 @@ class UsageWriter:
                 for j in stamps:
                     value = values[j]
                     if value is not None:
-                        values[j] = _sqlite_stamp(value)
+                        values[j] = sqlite_stamp(value)
                 flat.extend(values)
             for _ in range(pad_to - (stop - i)):
                 flat.extend(values)

@@ -10,6 +10,7 @@ Protocol facts: /work/shared/reference/responses.md; what is supported: docs/res
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import msgspec
@@ -45,6 +46,7 @@ INCLUDABLE = frozenset(
 TOOL_CHOICES = frozenset({"none", "auto", "required"})
 FORMATS = frozenset({"text", "json_object", "json_schema"})
 MAX_METADATA = 16
+MAX_INT = 2**31 - 1  # token and call limits: far above any model's, within every provider's integers
 MAX_CONVERSATION_ITEMS = 20  # per create call, as OpenAI
 MAX_ITEM_ID = 200  # OpenAI's own ids run to ~60 characters; clients replay them
 
@@ -259,10 +261,11 @@ def _validate(req: CreateResponse) -> None:
         raise bad_request("'temperature' must be between 0 and 2.", param="temperature")
     if req.top_p is not None and not 0 <= req.top_p <= 1:
         raise bad_request("'top_p' must be between 0 and 1.", param="top_p")
-    if req.max_output_tokens is not None and req.max_output_tokens < 1:
-        raise bad_request("'max_output_tokens' must be at least 1.", param="max_output_tokens")
-    if req.max_tool_calls is not None and req.max_tool_calls < 1:
-        raise bad_request("'max_tool_calls' must be at least 1.", param="max_tool_calls")
+    for name in ("max_output_tokens", "max_tool_calls"):
+        value = getattr(req, name)
+        # An upper bound too: a 70-bit integer is refused by every provider, or overflows a column.
+        if value is not None and not 1 <= value <= MAX_INT:
+            raise bad_request(f"'{name}' must be an integer from 1 to {MAX_INT}.", param=name)
     if req.top_logprobs:
         raise bad_request(
             "'top_logprobs' is not supported by this gateway yet.", param="top_logprobs", code="unsupported_parameter"
@@ -286,6 +289,8 @@ def _validate(req: CreateResponse) -> None:
             raise bad_request(
                 "text.format of type 'json_schema' needs 'name' and 'schema'.", param="text.format.schema"
             )
+        if fmt.type == "json_schema":
+            _check_schema_format(fmt)
     _check_reasoning(req.reasoning)
     if req.text is not None and req.text.verbosity not in (None, "low", "medium", "high"):
         raise bad_request("text.verbosity must be 'low', 'medium' or 'high'.", param="text.verbosity")
@@ -310,16 +315,42 @@ def _check_reasoning(reasoning: Reasoning | None) -> None:
             raise bad_request(f"'reasoning.{name}' must be one of: auto, concise, detailed.", param=f"reasoning.{name}")
 
 
+_FORMAT_NAME = re.compile(r"[a-zA-Z0-9_-]{1,64}")
+
+
+def _check_schema_format(fmt: TextFormat) -> None:
+    """OpenAI's rules for a json_schema format: every provider is sent the name, and a schema that is
+    not an object is refused by each in its own words (or, worse, ignored)."""
+    assert fmt.name is not None
+    if not _FORMAT_NAME.fullmatch(fmt.name):
+        raise bad_request(
+            "text.format.name must be 1 to 64 characters of a-z, A-Z, 0-9, underscores and dashes.",
+            param="text.format.name",
+        )
+    if bytes(fmt.schema)[:1] != b"{":
+        raise bad_request("text.format.schema must be a JSON Schema object.", param="text.format.schema")
+
+
 def _check_tools(req: CreateResponse) -> None:
     memory = [i for i, t in enumerate(req.tools or ()) if t.type == "memory"]
     if len(memory) > 1:
         raise bad_request("A request takes at most one memory tool.", param=f"tools[{memory[1]}]")
+    labels: set[str] = set()
     for i, tool in enumerate(req.tools or ()):
         if tool.type == "mcp":
             if not tool.server_label:
                 raise bad_request(
                     f"tools[{i}] is an mcp tool without 'server_label'.", param=f"tools[{i}].server_label"
                 )
+            if tool.server_label in labels:
+                # The label names the server in every mcp_* item and function name: two would be ambiguous.
+                raise bad_request(
+                    f"tools[{i}]: the server_label '{tool.server_label[:64]}' is used by another mcp tool of this "
+                    "request; each mcp tool needs a server_label of its own.",
+                    param=f"tools[{i}].server_label",
+                    code="duplicate_server_label",
+                )
+            labels.add(tool.server_label)
             if tool.server_label == MEMORY_LABEL:
                 raise bad_request(
                     f"tools[{i}]: the server_label '{MEMORY_LABEL}' is reserved for the built-in memory tools "
@@ -338,6 +369,8 @@ def _check_tools(req: CreateResponse) -> None:
             )
         if not tool.name:
             raise bad_request(f"tools[{i}] is a function tool without 'name'.", param=f"tools[{i}].name")
+        if tool.parameters and bytes(tool.parameters)[:1] not in (b"{", b"n"):  # an object, or null
+            raise bad_request(f"tools[{i}].parameters must be a JSON Schema object.", param=f"tools[{i}].parameters")
     choice = req.tool_choice
     if isinstance(choice, str) and choice not in TOOL_CHOICES:
         raise bad_request("'tool_choice' must be 'none', 'auto', 'required' or a named function.", param="tool_choice")
@@ -381,6 +414,11 @@ def check_item(item: InputItem, where: str) -> None:
             raise bad_request(f"{where}.role must be one of: {', '.join(sorted(_ROLES))}.", param=f"{where}.role")
         if item.content is None:
             raise bad_request(f"{where} is a message without 'content'.", param=f"{where}.content")
+        if isinstance(item.content, list) and not item.content:  # as OpenAI: at least one part
+            raise bad_request(
+                f"Invalid '{where}.content': empty array. Expected an array with minimum length 1.",
+                param=f"{where}.content",
+            )
         for j, part in enumerate(item.content if isinstance(item.content, list) else ()):
             _check_part(part, f"{where}.content[{j}]")
     elif kind == "function_call":

@@ -37,3 +37,20 @@ def orphan_output(context: Iterable[dict[str, Any]], new: Sequence[dict[str, Any
         elif kind == "function_call_output" and item.get("call_id") not in calls:
             return i, str(item.get("call_id"))
     return None
+
+
+def unanswered_call(context: Sequence[dict[str, Any]], new: Sequence[dict[str, Any]]) -> str | None:
+    """The call_id of the first `function_call` (of `context`, then of `new`) that no `function_call_output`
+    answers. Sent on, every provider refuses the turn (OpenAI: "No tool output found for function call
+    ..."), so a create with one is refused before any upstream call. One pass: every turn runs it over
+    its whole context."""
+    calls: list[Any] = []
+    answered: set[Any] = set()
+    for seq in (context, new):
+        for item in seq:
+            kind = item.get("type")
+            if kind == "function_call":
+                calls.append(item.get("call_id"))
+            elif kind == "function_call_output":
+                answered.add(item.get("call_id"))
+    return next((str(call) for call in calls if call not in answered), None)

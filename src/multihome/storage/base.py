@@ -37,6 +37,14 @@ def as_utc(value: datetime | None) -> datetime | None:
     return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
+def sqlite_stamp(value: datetime) -> str:
+    """'2026-12-03 03:37:39.123456', as SQLAlchemy's SQLite DateTime stores it (naive UTC): for rows
+    written on the sqlite3 connection itself, read back by either."""
+    if value.tzinfo is not None:
+        value = value.astimezone(UTC).replace(tzinfo=None)
+    return value.isoformat(" ", "microseconds")
+
+
 def to_utc(value: datetime | None, what: str) -> datetime | None:
     """Write side: refuse naive datetimes rather than guess their zone, and times out of range."""
     if value is None:

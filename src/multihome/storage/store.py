@@ -47,8 +47,7 @@ class Store(TenancyRepo, KeysRepo, PoliciesRepo, EntitlementsRepo, PinsRepo, Bud
 
     async def migrate(self) -> str:
         """Bring the schema to head (idempotent, safe to run from several replicas at once)."""
-        await _migrate.upgrade(self.engine)
-        return _migrate.head_revision()
+        return await _migrate.upgrade_if_behind(self.engine)
 
     async def schema_revision(self) -> str | None:
         return await _migrate.current_revision(self.engine)

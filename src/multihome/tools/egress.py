@@ -1,22 +1,20 @@
 """Where an MCP call may connect: the `egress:` rules (config/egress.py), enforced on the address
 actually dialled.
 
-The host is resolved here and the connection made to an address that passed the check, so a name
+The host is resolved (dial.py) and the connection made to an address that passed the check, so a name
 that resolves to an allowed address when checked and to the metadata service when dialled (DNS
 rebinding) cannot get through: there is one resolution, and it is the one used. TLS still
 verifies the certificate for the host name (httpcore takes the server name from the URL).
+
+The policy is here; the guarded connection is in dial.py, imported with the MCP client on the first MCP
+call, so a gateway starts without loading httpx and httpcore (~0.2 s of imports on a busy machine).
 """
 
 from __future__ import annotations
 
-import socket
 import ssl
 from collections.abc import Iterable
-from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network, ip_address, ip_network
-
-import anyio
-import httpcore2
-import httpx2
+from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network, ip_network
 
 from ..config.egress import EgressConfig
 
@@ -33,6 +31,8 @@ class EgressPolicy:
         """The TLS context of every connection under this policy: httpx's defaults, built once (a context
         is safe to share; certificates are still verified for each host)."""
         if self._tls is None:
+            import httpx2
+
             self._tls = httpx2.create_ssl_context()
         return self._tls
 
@@ -46,63 +46,3 @@ class EgressPolicy:
         if any(addr in net for net in self.networks):
             return True
         return self.allow_public and addr.is_global
-
-
-class EgressDenied(httpcore2.ConnectError):
-    """No address of the host is one the egress rules allow: nothing was sent."""
-
-
-class GuardedBackend(httpcore2.AnyIOBackend):
-    """httpcore's asyncio network backend (what httpx picks under asyncio), dialling only addresses the
-    policy allows."""
-
-    def __init__(self, policy: EgressPolicy) -> None:
-        self.policy = policy
-        self.denied: str | None = None  # why the last connection was refused, for the caller's error
-
-    async def connect_tcp(self, host: str, port: int, *args: object, **kwargs: object) -> httpcore2.AsyncNetworkStream:
-        addresses = await _resolve(host, port)
-        allowed = [a for a in addresses if self.policy.allows(a)]
-        if not allowed:
-            shown = ", ".join(sorted({str(a) for a in addresses})) or "no address"
-            self.denied = (
-                f"{host} ({shown}) is not an address the gateway may connect to: public addresses only, "
-                'unless listed in egress.allow_networks (docs/agents.md "What a tenant can reach")'
-            )
-            raise EgressDenied(self.denied)
-        failure: Exception | None = None
-        for addr in allowed:
-            try:
-                return await super().connect_tcp(str(addr), port, *args, **kwargs)  # type: ignore[arg-type]
-            except httpcore2.ConnectError as exc:
-                failure = exc
-        assert failure is not None
-        raise failure
-
-
-def guarded_transport(policy: EgressPolicy) -> tuple[httpx2.AsyncHTTPTransport, GuardedBackend]:
-    """An httpx transport whose connections go through the guard. httpx has no public way to give
-    its pool a network backend, so the pool is replaced by one built with the same defaults. The TLS
-    context is the policy's one (`EgressPolicy.tls`): loading the CA bundle costs ~50 ms of CPU, which
-    every MCP session paid twice before."""
-    tls = policy.tls()
-    transport = httpx2.AsyncHTTPTransport(verify=tls)
-    backend = GuardedBackend(policy)
-    transport._pool = httpcore2.AsyncConnectionPool(ssl_context=tls, network_backend=backend)
-    return transport, backend
-
-
-async def _resolve(host: str, port: int) -> list[Address]:
-    try:
-        return [ip_address(host)]
-    except ValueError:
-        pass
-    try:
-        infos = await anyio.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-    except OSError as exc:
-        raise httpcore2.ConnectError(f"cannot resolve {host}: {exc}") from None
-    seen: dict[str, Address] = {}
-    for _family, _type, _proto, _name, sockaddr in infos:
-        text = str(sockaddr[0]).split("%", 1)[0]  # an IPv6 scope id is not part of the address
-        seen.setdefault(text, ip_address(text))
-    return list(seen.values())

@@ -38,7 +38,8 @@ from pydantic import ValidationError
 
 from .. import __version__
 from ..schema.errors import ApiError
-from .egress import EgressPolicy, guarded_transport
+from .dial import guarded_transport
+from .egress import EgressPolicy
 from .model import ERROR_MARKER, McpEndpoint, McpTool
 
 _MAX_PAGES = 100  # tools/list pages followed at most: a server cannot keep a listing going forever

@@ -28,6 +28,7 @@ from ...schema.errors import ApiError, bad_request
 from ...schema.responses import CreateResponse
 from ...state.background import KIND, OPEN, BackgroundStore
 from ...state.feed import Feed
+from ...state.idempotency import IdempotencyKeys
 from ...state.jobs import JobQueue
 from ...state.store import StateStore, StoredResponse
 from ...state.worker import JobWorker
@@ -208,10 +209,9 @@ class Background:
     # -- retention -------------------------------------------------------------------------------------
     async def _schedule_sweeps(self) -> None:
         """Every `sweep_interval_s`, queue the sweep of that interval: the jobs' unique (kind, ref_id)
-        lets one replica's insert win, and one worker runs it."""
+        lets one replica's insert win, and one worker runs it. Queued even when responses are kept
+        until deleted: expired Idempotency-Keys are swept by the same job."""
         cfg = self.config.retention
-        if cfg.ttl_s is None and not cfg.tenants:
-            return
         while True:
             bucket = int(time.time() // cfg.sweep_interval_s)
             try:
@@ -227,9 +227,12 @@ class Background:
         cfg = self.config.retention
         now = datetime.now(UTC)
         deleted = await self._bg().sweep(cfg.ttl_s, dict(cfg.tenants), now)
+        keys = await IdempotencyKeys(self.state.engine).sweep()
         await self._bg().queue.purge(SWEEP, now - timedelta(seconds=10 * cfg.sweep_interval_s))
         if deleted:
             log.info("retention: deleted %d stored responses past their tenant's TTL", deleted)
+        if keys:
+            log.info("retention: deleted %d expired Idempotency-Keys", keys)
 
 
 def starting_after(raw: dict[str, list[str]]) -> int:

@@ -148,15 +148,32 @@ def page(items: list[dict[str, Any]], has_more: bool) -> dict[str, Any]:
     }
 
 
+def unknown_cursor(value: str, param: str) -> ApiError:
+    """A cursor that names no item of the list: a 400 naming it, not an empty page a client would
+    take for the end of the list."""
+    return bad_request(
+        f"No item found with id '{value[:80]}' in this list: '{param}' must be the id of one of its items "
+        "(the last_id of the page before).",
+        param=param,
+    )
+
+
+def _position(ids: list[str], value: str, param: str) -> int:
+    try:
+        return ids.index(value)
+    except ValueError:
+        raise unknown_cursor(value, param) from None
+
+
 def page_of(items: list[dict[str, Any]], query: ListQuery) -> dict[str, Any]:
     """A page of a list held in full (a response's own input items): after `after`, and before `before`
     (the page that ends just before that item)."""
     ordered = list(reversed(items)) if query.desc else items
     ids = [i["id"] for i in ordered]
     if query.after is not None:
-        ordered = ordered[ids.index(query.after) + 1 :] if query.after in ids else []
+        ordered = ordered[_position(ids, query.after, "after") + 1 :]
     elif query.before is not None:
-        end = ids.index(query.before) if query.before in ids else 0
+        end = _position(ids, query.before, "before")
         start = max(0, end - query.limit)
         return page(ordered[start:end], start > 0)
     return page(ordered[: query.limit], len(ordered) > query.limit)

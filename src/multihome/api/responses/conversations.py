@@ -6,14 +6,15 @@ from __future__ import annotations
 
 from typing import Any
 
-from ...schema.errors import ApiError
+from ...schema.errors import ApiError, bad_request
 from ...schema.responses import MAX_ITEM_ID, parse_add_items, parse_create_conversation, parse_update_conversation
 from ...state import Conversation, StateStore
 from ...state.idempotency import IdempotencyKeys
 from ...state.pairs import orphan_output
+from ...state.store import UnknownItem
 from ..asgi import Receive, Send, header, read_body
 from ..pipeline import Call, Pipeline
-from .common import answer, list_query, need_state, page, segments, stored, tenant
+from .common import answer, list_query, need_state, page, segments, stored, tenant, unknown_cursor
 from .door import MAX_ID, conversation_not_found
 from .idempotent import HEADER as IDEMPOTENCY_KEY
 from .idempotent import once
@@ -100,7 +101,17 @@ class ConversationsDoor:
     async def list_items(self, call: Call, receive: Receive, send: Send) -> None:
         state, who, conv_id = self._ids(call)
         query = list_query(call)
-        found = await stored(state.items(who, conv_id, after=query.after, limit=query.limit, desc=query.desc))
+        if query.before is not None:  # the items' pages go forward only (as the SDK pages them)
+            raise bad_request(
+                "'before' is not supported when listing a conversation's items: page with 'after'.",
+                param="before",
+                code="unsupported_parameter",
+            )
+        try:
+            found = await stored(state.items(who, conv_id, after=query.after, limit=query.limit, desc=query.desc))
+        except UnknownItem:
+            assert query.after is not None
+            raise unknown_cursor(query.after, "after") from None
         if found is None:
             raise conversation_not_found(conv_id)
         await answer(call, send, page(found.items, found.has_more))

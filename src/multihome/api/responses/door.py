@@ -48,7 +48,7 @@ from .common import (
 )
 from .idempotent import HEADER as IDEMPOTENCY_KEY
 from .idempotent import once
-from .items import Item, refuse_duplicate_ids, refuse_orphans, stored_items
+from .items import Item, refuse_duplicate_ids, refuse_orphans, refuse_unanswered, stored_items
 from .native import NativeStream, NativeTurn, from_response
 from .stream import ResponsesRelay, ResponsesStream
 from .translate import Shell, from_completion, to_canonical
@@ -113,6 +113,7 @@ class ResponsesDoor:
         context = await self._context(who, req)
         new = stored_items(req.input)
         refuse_orphans(context, new, "input")
+        refuse_unanswered(context, new)
         if req.conversation_id is not None and isinstance(req.input, list) and any(i.id for i in req.input):
             refuse_duplicate_ids(context, new, "input")  # only a client-given id can be one already used
         if runs_tools(req):

@@ -17,7 +17,7 @@ import msgspec
 
 from ...schema.errors import bad_request
 from ...schema.responses import MEMORY_LABEL, InputItem, Part
-from ...state.pairs import orphan_output
+from ...state.pairs import orphan_output, unanswered_call
 from ...tools.model import ERROR_MARKER
 from ...tools.names import function_name
 from .thinking import carried
@@ -37,6 +37,15 @@ def refuse_orphans(context: list[Item], new: list[Item], param: str) -> None:
             "(the function_call it answers must come before it, in this input or in the context).",
             param=f"{param}[{index}]",
         )
+
+
+def refuse_unanswered(context: list[Item], new: list[Item]) -> None:
+    """OpenAI's 400 for a function_call (in the input or the context it continues) left without its
+    function_call_output: every upstream would refuse the turn, each in its own words; refused here
+    before any upstream call, the same for every provider."""
+    call_id = unanswered_call(context, new)
+    if call_id is not None:
+        raise bad_request(f"No tool output found for function call {call_id[:80]}.", param="input")
 
 
 def refuse_duplicate_ids(context: list[Item], new: list[Item], param: str) -> None:

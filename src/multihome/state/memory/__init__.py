@@ -3,9 +3,9 @@
 
 from __future__ import annotations
 
+from ...schema.memory import MODES
 from .embedder import Embedder, EmbedderUnavailable, WordLlamaEmbedder
 from .filters import compile_filter
-from .index import MODES
 from .store import Hit, MemoryRecord, MemoryStore, Namespace, NewRecord
 
 __all__ = [

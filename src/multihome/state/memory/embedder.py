@@ -22,11 +22,12 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
-
-import numpy as np
+from typing import TYPE_CHECKING, Any, Protocol
 
 from ...schema.principal import Principal
+
+if TYPE_CHECKING:
+    import numpy as np
 
 OFFLINE_PREFIX = "wordllama/"  # the offline model's names: a space so named is always the offline model here
 WORDLLAMA_CONFIG = "l2_supercat"
@@ -97,6 +98,8 @@ class WordLlamaEmbedder:
         from tokenizers import Tokenizer
         from wordllama.inference import WordLlamaInference
 
+        from . import numeric  # noqa: F401  (BLAS on one thread before the model makes its first call)
+
         root = Path(wordllama.__file__).parent
         weights = root / "weights" / f"{WORDLLAMA_CONFIG}_{WORDLLAMA_DIM}.safetensors"
         tokenizer = root / "tokenizers" / f"{WORDLLAMA_CONFIG}_tokenizer_config.json"
@@ -112,6 +115,8 @@ class WordLlamaEmbedder:
         self.name = f"wordllama/{WORDLLAMA_CONFIG}/{dim}"
 
     def embed(self, texts: list[str]) -> np.ndarray:
+        from .numeric import np
+
         if not texts:
             return np.zeros((0, self.dim), dtype=np.float32)
         out = self._model.embed(texts, norm=True)

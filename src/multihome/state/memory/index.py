@@ -24,22 +24,17 @@ from collections.abc import Callable, Mapping
 from functools import lru_cache
 from typing import Any
 
-import numpy as np
 import Stemmer
-from threadpoolctl import threadpool_limits
+
+from .numeric import np  # numpy with BLAS on one thread; this module is imported on the first memory use
 
 COARSE_DIM = 64  # the embedding's first dimensions (a Matryoshka model: a prefix is an embedding too)
 EXACT_UPTO = 10_000  # up to this many records, every similarity is computed in full
 COARSE_POOL = 512  # candidates the coarse pass hands to the exact one
 RRF_K = 60  # the constant of reciprocal rank fusion (Cormack et al.); 60 is the usual choice
 K1, B = 1.5, 0.75  # bm25s' defaults, used by the delta scorer too
-MODES = ("hybrid", "vector", "keyword")
 _WORD = re.compile(r"(?u)\b\w\w+\b")
 _stemmer = Stemmer.Stemmer("english")
-# The process's BLAS on one thread, set once on import (before any search runs on a thread): a gateway
-# worker is one event loop and a few helper threads, and a BLAS pool spread over the cores waits for
-# a free one on a busy machine (p95 9 ms for the coarse product). Where no BLAS is found, no change.
-threadpool_limits(1, user_api="blas")
 
 
 @lru_cache(maxsize=200_000)

@@ -34,10 +34,9 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from functools import partial
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import msgspec
-import numpy as np
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
@@ -48,7 +47,11 @@ from ...storage.ids import new_id
 from ...storage.sqlite_threads import SqliteThreads
 from ...storage.tables import memory_namespaces, memory_records, memory_tombstones
 from .embedder import OFFLINE_PREFIX, Caller, Embedder, Routed, Space, SpaceUnavailable
-from .index import EXACT_UPTO, NamespaceIndex, terms
+
+if TYPE_CHECKING:  # numpy and the index are imported on the first memory use (numeric.py), not at gateway start
+    import numpy as np
+
+    from .index import NamespaceIndex
 
 log = logging.getLogger(__name__)
 PURPOSE = "memory"
@@ -292,6 +295,8 @@ class MemoryStore(StoreBase):
         space: Space | None,
         caller: Caller | None,
     ) -> list[MemoryRecord]:
+        from .numeric import np
+
         vectors, made = await self._vectors([r.text for r in records], space, caller, "records")
         now = _now()
         sealed: list[tuple[bytes, int]] = []
@@ -654,6 +659,8 @@ class MemoryStore(StoreBase):
         """The namespace's `top_k` records best matching `query` (hybrid: embedding and BM25 fused);
         empty for a namespace that does not exist. The query is embedded in the namespace's space
         (`caller` makes a routed embedding its call)."""
+        from .index import EXACT_UPTO, terms
+
         key = (tenant, agent_id, user_id)
         lock = self._locks.setdefault(key, asyncio.Lock())  # a rebuild on a thread changes the index
         qvec: np.ndarray | None = None
@@ -712,6 +719,8 @@ class MemoryStore(StoreBase):
         if cached is None or cached.index.namespace_id != row.id or (cached.space is None and space is not None):
             if _offline(space):  # the offline model's dimension is the index's (records of another are re-embedded)
                 await self.embedder()
+            from .index import NamespaceIndex
+
             held = self._index_space(space)
             index = NamespaceIndex(held.dim if held is not None else 1, held.prefix if held is not None else True)
             index.namespace_id = row.id
@@ -780,6 +789,9 @@ class MemoryStore(StoreBase):
         """Opened records into the index. `model`: the offline model, for an offline namespace, whose
         records embedded by another offline model are embedded again. A routed namespace's records are all
         of its space (its writes make sure): one that is not (never seen) is found by keywords only."""
+        from .index import terms
+        from .numeric import np
+
         index = cached.index
         bodies = [_decode.decode(p) for p in plain]
         name = model.name if model is not None else cached.space.model if cached.space is not None else ""
