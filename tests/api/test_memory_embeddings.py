@@ -48,3 +48,18 @@ def test_an_answer_that_does_not_fit_the_request_is_refused(data, count, why):
         _vectors(answer(data), count)
     with pytest.raises(ValueError, match="not an embeddings list"):
         _vectors(SimpleNamespace(body=b"<html>"), 1)
+
+
+@pytest.mark.parametrize("values", [[1e300] * 8, [-1e38] * 8, [1e39, 1.0, 0.0]])
+def test_huge_values_from_a_broken_upstream_still_make_a_unit_vector(values):
+    """Past float32's range, or whose norm is: normalised before narrowing, never stored as NaN or zeros
+    (a NaN vector is never found by a search again, and nothing would say why)."""
+    [got] = _vectors(answer([{"index": 0, "embedding": values}]), 1)
+    assert np.isfinite(got).all() and np.isclose(np.linalg.norm(got), 1)
+    expected = np.sign(values) * (np.abs(values) == np.max(np.abs(values)))
+    assert np.allclose(got, expected / np.linalg.norm(expected))
+
+
+def test_a_value_that_is_no_finite_number_is_refused():
+    with pytest.raises(ValueError, match="not an embeddings list|not finite"):  # (msgspec refuses it first)
+        _vectors(SimpleNamespace(body=b'{"object": "list", "data": [{"index": 0, "embedding": [1e400, 1]}]}'), 1)

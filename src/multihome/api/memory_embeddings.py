@@ -185,11 +185,17 @@ def _vectors(served: Served, count: int) -> np.ndarray:
         raise ValueError(f"with embeddings of sizes {sorted(dims)}")
     from ..state.memory.numeric import np
 
-    out = np.empty((count, dims.pop()), dtype=np.float32)
+    # In float64 and scaled by each row's largest value before the norm: a broken upstream's huge values
+    # (or values whose squares overflow) still make a unit vector, never NaN or zeros once in float32.
+    out = np.empty((count, dims.pop()), dtype=np.float64)
     for v in data:
         out[v.index] = v.embedding
+    if not np.isfinite(out).all():
+        raise ValueError("with embedding values that are not finite numbers")
+    peak = np.max(np.abs(out), axis=1, keepdims=True)
+    out /= np.where(peak > 0, peak, 1)
     norms = np.linalg.norm(out, axis=1, keepdims=True)
-    return out / np.where(norms > 0, norms, 1)
+    return (out / np.where(norms > 0, norms, 1)).astype(np.float32)
 
 
 def _retold(err: ApiError, group: str, purpose: str) -> ApiError:
