@@ -287,7 +287,10 @@ class AgentRun:
         functions = self.box.functions()
         if self.memory is not None:
             functions = [*functions, *self.memory.functions()]
-        canonical, dropped = to_canonical(req, self.context, [*self.new, *self.output], functions)
+        thinking = self.shell.thinking
+        canonical, dropped = await to_canonical(
+            req, self.context, [*self.new, *self.output], functions, thinking=thinking
+        )
         step = Call(self.call.scope, self.call.request_id + f"-{journal.steps}".encode())
         step.principal = self.call.principal
         step.work = AGENT_STEP  # stateful work: the tenant's pins hold every step (policy/pins.py)
