@@ -35,14 +35,28 @@ def to_canonical(
 ) -> tuple[ParsedChat, list[str]]:
     """The chat request for this turn: instructions, then the stored context, then the new input.
     `functions`: the MCP servers' tools as function tools (an agent step, api/responses/agent.py)."""
+    messages = turn_messages(req, context, new, {})
+    if not messages:
+        raise bad_request("The request has nothing to answer: 'input' is empty.", param="input")
+    body, dropped = chat_body(req, messages, functions)
+    return parsed_body(req, body), dropped
+
+
+def turn_messages(req: CreateResponse, context: list[Item], new: list[Item], asked: dict[str, Item]) -> list[Item]:
+    """The instructions, the stored context and the new input as chat messages. `asked`: MCP approval
+    requests by id, filled here (an answer in `new` refers to one in `context`)."""
     messages: list[Item] = []
     if req.instructions:
         messages.append({"role": "system", "content": req.instructions})
-    asked: dict[str, Item] = {}  # MCP approval requests by id: an answer in `new` refers to one in `context`
     chat_messages(context, messages, asked)
     chat_messages(new, messages, asked)
-    if not messages:
-        raise bad_request("The request has nothing to answer: 'input' is empty.", param="input")
+    return messages
+
+
+def chat_body(
+    req: CreateResponse, messages: list[Item], functions: list[Item] | None = None
+) -> tuple[dict[str, Any], list[str]]:
+    """The chat request's body as plain data around `messages`, and the fields no chat provider is sent."""
     body: dict[str, Any] = {"model": req.model, "messages": messages}
     dropped = [name for name in _NOT_SENT if getattr(req, name) is not None]
     if req.tools:
@@ -87,6 +101,11 @@ def to_canonical(
         body["stream_options"] = {"include_usage": True}  # usage arrives in the last chunk only when asked
     if req.multihome:
         body["multihome"] = req.multihome
+    return body, dropped
+
+
+def parsed_body(req: CreateResponse, body: dict[str, Any]) -> ParsedChat:
+    """`body` encoded once and parsed as a chat completion request is (a 400 saying why it cannot be served)."""
     try:
         parsed = parse_chat(_encode(body))
     except ApiError as err:
@@ -94,7 +113,7 @@ def to_canonical(
     # A summary is asked of the upstreams that return reasoning only when asked (Gemini); what any upstream
     # reasons (Claude's thinking, Gemini's thoughts, reasoning_content) comes back as a reasoning item.
     parsed.reasoning_summary = req.reasoning is not None and req.reasoning.summary not in (None, "none")
-    return parsed, dropped
+    return parsed
 
 
 def _tool(tool: Any) -> dict[str, Any]:
