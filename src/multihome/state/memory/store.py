@@ -160,6 +160,10 @@ def _same(a: Space | None, b: Space | None) -> bool:
     return (_offline(a) and _offline(b)) or (a.model == b.model and a.dim == b.dim)
 
 
+def _dims(space: Space | None) -> tuple[str, int] | None:
+    return None if space is None else (space.model, space.dim)
+
+
 def _space_of(model: str | None, dim: int | None) -> Space | None:
     return None if model is None or dim is None else Space(model, int(dim))
 
@@ -662,7 +666,7 @@ class MemoryStore(StoreBase):
         from .index import EXACT_UPTO, terms
 
         key = (tenant, agent_id, user_id)
-        lock = self._locks.setdefault(key, asyncio.Lock())  # a rebuild on a thread changes the index
+        lock = self._lock(key)  # a rebuild on a thread changes the index
         qvec: np.ndarray | None = None
         known = self._cache.get(key)
         for _ in range(2):  # twice when the namespace was deleted and written anew while the query was embedded
@@ -672,7 +676,13 @@ class MemoryStore(StoreBase):
                         known = await self._fresh(key)
                     if known is None or known.space is None:  # no namespace, or nothing in it was ever embedded
                         return []
-                qvec = (await self._vectors([query], known.space, caller, "query"))[0][0]
+                try:
+                    qvec = (await self._vectors([query], known.space, caller, "query"))[0][0]
+                except SpaceUnavailable:
+                    if known is not self._cache.get(key) or not await self._moved(key, known):
+                        raise
+                    known = None  # the namespace was moved to another model (reembed.py) since this index was made
+                    continue
             async with lock:
                 cached = await self._fresh(key)
                 if cached is None:
@@ -698,6 +708,15 @@ class MemoryStore(StoreBase):
             )
         return hits
 
+    async def _moved(self, key: tuple[str, str, str], known: _Cached) -> bool:
+        """Whether the namespace's model is no longer the one `known` (this replica's index) was made of."""
+        async with self._lock(key):
+            fresh = await self._fresh(key)
+        return fresh is None or _dims(fresh.space) != _dims(known.space)
+
+    def _lock(self, key: tuple[str, str, str]) -> asyncio.Lock:
+        return self._locks.setdefault(key, asyncio.Lock())
+
     async def _fresh(self, key: tuple[str, str, str]) -> _Cached | None:
         """This replica's index of the namespace, caught up with every committed change (the caller
         holds the namespace's lock)."""
@@ -716,12 +735,13 @@ class MemoryStore(StoreBase):
             return None
         cached = self._cache.get(key)
         space = _space_of(row.embedding_model, row.embedding_dim)
-        if cached is None or cached.index.namespace_id != row.id or (cached.space is None and space is not None):
-            if _offline(space):  # the offline model's dimension is the index's (records of another are re-embedded)
-                await self.embedder()
+        if _offline(space) and self._embedder is None:  # the offline model's dimension is the index's
+            await self.embedder()
+        held = self._index_space(space)
+        # A new namespace, its first vectors, or a move to another model (reembed.py): a new index.
+        if cached is None or cached.index.namespace_id != row.id or _dims(cached.space) != _dims(held):
             from .index import NamespaceIndex
 
-            held = self._index_space(space)
             index = NamespaceIndex(held.dim if held is not None else 1, held.prefix if held is not None else True)
             index.namespace_id = row.id
             cached = _Cached(index, held)
