@@ -11,16 +11,19 @@ import numpy as np
 import pytest
 import sqlalchemy as sa
 
-from multihome.crypto import open_keyring
 from multihome.schema.principal import Principal
-from multihome.state.memory import MemoryStore, NewRecord, WordLlamaEmbedder
+from multihome.state.memory import MemoryStore, NewRecord
 from multihome.state.memory.embedder import Caller, Space, SpaceUnavailable
 from multihome.state.memory.reembed import Unchanged, step
 from multihome.storage.engine import create_engine
 from multihome.storage.errors import NotFound
 
+from . import test_memory_spaces as spaces
+
+open_store = spaces.open_store  # the fixture: a store on the test database (SQLite, then PostgreSQL)
+embedder = spaces.embedder
+
 pytestmark = pytest.mark.anyio
-_MODEL: list[WordLlamaEmbedder] = []
 CALLER = Caller(Principal(tenant="t1", subject="k", source="api_key"), "req_test")
 DIMS = {"old-model": 128, "new-model": 96}
 THINGS = (
@@ -28,12 +31,6 @@ THINGS = (
     "hammock compass kettle blender toaster wardrobe bookshelf aquarium skateboard"
 ).split()
 FACTS = [f"Fact {i}: the user's {thing} is kept in the garage." for i, thing in enumerate(THINGS)]
-
-
-def embedder() -> WordLlamaEmbedder:
-    if not _MODEL:
-        _MODEL.append(WordLlamaEmbedder())
-    return _MODEL[0]
 
 
 class Source:
@@ -57,24 +54,6 @@ class Source:
         vectors = embedder().embed(texts)[:, :dim]
         vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
         return np.ascontiguousarray(vectors), Space(model, dim)
-
-
-@pytest.fixture
-async def open_store(db_url, kms_config):
-    made = []
-
-    def make(routed=None) -> MemoryStore:
-        engine = create_engine(db_url)
-        keyring = open_keyring(kms_config, engine)
-        store = MemoryStore(engine, keyring, embedder, routed=routed)
-        made.append((store, keyring, engine))
-        return store
-
-    yield make
-    for store, keyring, engine in made:
-        await store.close()
-        await keyring.close()
-        await engine.dispose()
 
 
 async def _space(store: MemoryStore, tenant: str = "t1") -> tuple[str | None, int | None]:
