@@ -175,7 +175,9 @@ def main() -> None:
     probe = Probe()
     probe.install()
     with upstreams() as (tmp, sim_url, mcp_url):
-        config = parse_config(CONFIG.format(db=tmp / "bench.db", tmp=tmp, sim=sim_url))
+        # Long runs (--steps 50: is a step's cost flat over the run?) need the agent limits raised.
+        limits = f"responses: {{agent: {{max_steps: {args.steps + 5}, max_tool_calls: {args.steps + 5}}}}}\n"
+        config = parse_config(CONFIG.format(db=tmp / "bench.db", tmp=tmp, sim=sim_url) + limits)
         res = asyncio.run(measure(build_app(config), mcp_url, args, probe))
     publish(report(res, args), args.out)
 

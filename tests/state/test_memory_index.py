@@ -84,3 +84,42 @@ def test_the_offline_embedder_needs_no_network(monkeypatch):
     assert np.allclose(np.linalg.norm(vecs, axis=1), 1, atol=1e-4)
     assert vecs[0] @ vecs[1] > vecs[0] @ vecs[2]
     assert model.embed([]).shape == (0, model.dim)
+
+
+def test_a_filter_used_again_masks_the_records_it_admits_before_the_scan():
+    """From its second use, a filter's admitted records are kept by the index (and kept current through
+    writes, deletes and a rebuild): a selective filter finds its records past the coarse pool, exactly
+    as testing every record would, and the same as the first (candidate-tested) search where that one
+    had enough candidates."""
+    from multihome.state.memory.filters import compile_filter
+
+    rng = np.random.default_rng(5)
+    n, dim = EXACT_UPTO + 5000, 64
+    vecs = _unit(rng.standard_normal((n, dim)))
+    index = NamespaceIndex(dim)
+    words = [["rare"] if i % 500 == 7 else ["common"] for i in range(n)]
+    index.add_many([f"r{i}" for i in range(n)], vecs, words, [{"g": i % 500} for i in range(n)], [math.inf] * n)
+    query = _unit(rng.standard_normal((1, dim)))[0]
+
+    def exact(admit, k=10):
+        ids = [i for i in np.argsort(-(vecs[: len(admit)] @ query)) if admit[i]]
+        return [f"r{i}" for i in ids[:k]]
+
+    rare = compile_filter({"g": 7})  # 30 of 15,000 records: few, if any, among the coarse pool's 512
+    first = index.search(query, ["rare"], 10, now=0.0, mode="vector", keep=rare)
+    again = index.search(query, ["rare"], 10, now=0.0, mode="vector", keep=compile_filter({"g": 7}))
+    want = exact([i % 500 == 7 for i in range(n)])
+    assert [rid for rid, _, _ in first] == [rid for rid, _, _ in again] == want
+    assert len(index._admits) == 1  # kept after its second use
+
+    # Kept current: a new admitted record is found, a removed one is not, and so after a rebuild.
+    new = _unit(query.reshape(1, -1) + 0.01)[0]
+    index.add("new", new, ["rare"], {"g": 7}, math.inf)
+    index.add("other", new, ["rare"], {"g": 8}, math.inf)
+    found = [rid for rid, _, _ in index.search(query, ["rare"], 10, now=0.0, mode="vector", keep=rare)]
+    assert found[0] == "new" and "other" not in found
+    index.remove("new")
+    index.remove(want[0])
+    index.rebuild()
+    found = [rid for rid, _, _ in index.search(query, ["rare"], 10, now=0.0, mode="vector", keep=rare)]
+    assert found[:9] == want[1:10]  # neither removed record, the rest in order

@@ -1,10 +1,12 @@
-"""`multihome memory namespaces|list|search|forget-user|delete-namespace`: a tenant's long-term agent
+"""`multihome memory namespaces|list|search|forget-user|delete-namespace|reembed`: a tenant's long-term agent
 memory from a shell (docs/memory.md).
 
 Talks to a running gateway's `/v1/memory` routes (`--url`, default $MULTIHOME_URL) with a key
 (`--key`, default $MULTIHOME_ADMIN_KEY): a tenant's key acts on its own tenant; an org-admin key
 names the tenant with `--tenant` (name or id). Forgetting a user and deleting a namespace need a
-tenant-admin or org-admin key; the gateway checks it, as for any client.
+tenant-admin or org-admin key; the gateway checks it, as for any client. `reembed` moves a namespace to
+the configured embedding model through the admin API, a batch per request until the switch; killed or
+cut off, it is run again and goes on from what was done (state/memory/reembed.py).
 """
 
 from __future__ import annotations
@@ -93,8 +95,32 @@ def _delete_namespace(a: argparse.Namespace, api: Admin) -> None:
     print(f"deleted namespace agent={a.agent or '-'} user={a.user or '-'}: {done['records_deleted']} records")
 
 
+def _namespace_ids(value: str) -> tuple[str, str]:
+    """`AGENT/USER` (either may be empty: `support-bot/`, `/alice`); a value without `/` is an agent's own."""
+    agent, _, user = value.partition("/")
+    return agent, user
+
+
+def _reembed(a: argparse.Namespace, api: Admin) -> None:
+    tenant = api.tenant(a.tenant) if a.tenant else api.call("whoami")["tenant"]
+    agent, user = _namespace_ids(a.namespace)
+    body = {"agent_id": agent, "user_id": user, "batch_size": a.batch_size}
+    while True:
+        done = api.call("reembed_memory_namespace", body, tenant=tenant)
+        if a.json:
+            print(json.dumps(done), flush=True)
+        else:
+            print(
+                f"{done['status']}: {done['records_done']}/{done['records_total']} records re-embedded by "
+                f"{done['to_model']} ({done['to_dimensions']}), from {done['from_model']} ({done['from_dimensions']})",
+                flush=True,
+            )
+        if done["status"] == "completed":
+            return
+
+
 def add_commands(sub: Any) -> None:
-    m = sub.add_parser("memory", help="long-term agent memory: namespaces, records, search, forget a user")
+    m = sub.add_parser("memory", help="long-term agent memory: namespaces, records, search, forget a user, re-embed")
     ms = m.add_subparsers(dest="action", required=True)
 
     def command(name: str, func: Any, help_: str) -> argparse.ArgumentParser:
@@ -128,3 +154,7 @@ def add_commands(sub: Any) -> None:
     d.add_argument("--agent", help="agent id (default: none)")
     d.add_argument("--user", help="user id (default: none)")
     d.add_argument("--yes", action="store_true", help="do not ask for confirmation")
+
+    e = command("reembed", _reembed, "move a namespace to the configured embedding model (resumable: run it again)")
+    e.add_argument("namespace", help="AGENT/USER (either may be empty: 'support-bot/', '/alice')")
+    e.add_argument("--batch-size", type=int, default=200, help="records re-embedded per request (1-2000)")

@@ -369,6 +369,10 @@ memory_namespaces = sa.Table(
     # (NULL until then): queries and later writes are embedded by the same model (state/memory/store.py).
     sa.Column("embedding_model", sa.String(300), nullable=True),
     sa.Column("embedding_dim", sa.Integer, nullable=True),
+    # The model (and dimension) a re-embedding under way moves the namespace to (state/memory/reembed.py):
+    # NULL when none is; the namespace's searches use `embedding_model` until the switch.
+    sa.Column("reembed_model", sa.String(300), nullable=True),
+    sa.Column("reembed_dim", sa.Integer, nullable=True),
     sa.UniqueConstraint("tenant_id", "agent_id", "user_id"),
     sa.Index(None, "tenant_id", "user_id"),
 )
@@ -384,6 +388,8 @@ memory_records = sa.Table(
     sa.Column("expires_at", TS, nullable=True),
     sa.Column("size", sa.Integer, nullable=False),  # plaintext bytes
     sa.Column("body", sa.LargeBinary, nullable=False),  # sealed: text, metadata, embedding
+    # Sealed like `body`, with the vector of the namespace's `reembed_model`: becomes `body` at the switch.
+    sa.Column("next_body", sa.LargeBinary, nullable=True),
     sa.UniqueConstraint("namespace_id", "seq"),
     sa.Index(None, "expires_at"),
 )

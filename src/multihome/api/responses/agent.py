@@ -59,8 +59,9 @@ from ..openai.errors import upstream_client_error
 from ..pipeline import Call, Pipeline, finish_refused
 from .common import abandon, run_turn
 from .items import Item, new_id
+from .step_context import StepContext
 from .stream import ResponsesStream, converted
-from .translate import Shell, to_canonical
+from .translate import Shell, open_thinking
 
 # Stores the final Response (with the stream's terminal event, for a background run's event log).
 Keep = Callable[[dict[str, Any], bytes], Awaitable[None]]
@@ -213,6 +214,7 @@ class AgentRun:
         self._served: Served | None = None  # the step admitted and waiting to be streamed
         self._step_call: Call | None = None
         self._failure: ApiError | None = None
+        self._requests: StepContext | None = None  # built at the first model step
         self.response: dict[str, Any] | None = None
 
     # -- before the first byte ---------------------------------------------------------------------
@@ -280,17 +282,19 @@ class AgentRun:
         """The next model step, admitted and answering (its stream not read yet)."""
         journal = self.journal
         journal.steps += 1
-        req = self.req
-        if journal.steps > 1 and req.tool_choice == "required":  # one call was made: the model may now answer
-            req = msgspec.structs.replace(req, tool_choice="auto")
-        req = msgspec.structs.replace(req, stream=True)
-        functions = self.box.functions()
-        if self.memory is not None:
-            functions = [*functions, *self.memory.functions()]
         thinking = self.shell.thinking
-        canonical, dropped = await to_canonical(
-            req, self.context, [*self.new, *self.output], functions, thinking=thinking
-        )
+        if self._requests is None:  # the run's requests, each item converted once (step_context.py)
+            functions = self.box.functions()
+            if self.memory is not None:
+                functions = [*functions, *self.memory.functions()]
+            req = msgspec.structs.replace(self.req, stream=True)
+            if thinking is not None:
+                await open_thinking(req, thinking, self.context, self.new)
+            self._requests = StepContext(req, self.context, self.new, functions, thinking)
+        if thinking is not None:
+            await thinking.open(self.output, None)  # a run resumed from its journal: blobs of earlier steps
+        # After the first step one call was made: a `required` tool choice lets the model answer now.
+        canonical, dropped = self._requests.request(self.output, tool_choice_auto=journal.steps > 1)
         step = Call(self.call.scope, self.call.request_id + f"-{journal.steps}".encode())
         step.principal = self.call.principal
         step.work = AGENT_STEP  # stateful work: the tenant's pins hold every step (policy/pins.py)

@@ -44,18 +44,45 @@ async def to_canonical(
     and sent back (a blob that does not open for this tenant is a 400 naming `input[i]`); without it
     none are."""
     if thinking is not None:
-        await thinking.open(context, None)
-        await thinking.open(new, "input")
-        if req.reasoning is not None:
-            await thinking.ready()  # Claude may think: its blocks are sealed as they stream, without awaiting
+        await open_thinking(req, thinking, context, new)
+    messages = turn_messages(req, context, new, {}, thinking)
+    if not messages:
+        raise bad_request("The request has nothing to answer: 'input' is empty.", param="input")
+    body, dropped = chat_body(req, messages, functions)
+    return parsed_body(req, body), dropped
+
+
+async def open_thinking(req: CreateResponse, thinking: Thinking, context: list[Item], new: list[Item]) -> None:
+    """Open the thinking blobs of the stored context and of the new input (a bad one is a 400 naming
+    `input[i]`), and cache the tenant's key when Claude may think (its blocks are sealed as they stream)."""
+    await thinking.open(context, None)
+    await thinking.open(new, "input")
+    if req.reasoning is not None:
+        await thinking.ready()
+
+
+def turn_messages(
+    req: CreateResponse,
+    context: list[Item],
+    new: list[Item],
+    asked: dict[str, Item],
+    thinking: Thinking | None = None,
+) -> list[Item]:
+    """The instructions, the stored context and the new input as chat messages. `asked`: MCP approval
+    requests by id, filled here (an answer in `new` refers to one in `context`); `thinking`: the blobs
+    `open_thinking` opened."""
     messages: list[Item] = []
     if req.instructions:
         messages.append({"role": "system", "content": req.instructions})
-    asked: dict[str, Item] = {}  # MCP approval requests by id: an answer in `new` refers to one in `context`
     chat_messages(context, messages, asked, thinking)
     chat_messages(new, messages, asked, thinking)
-    if not messages:
-        raise bad_request("The request has nothing to answer: 'input' is empty.", param="input")
+    return messages
+
+
+def chat_body(
+    req: CreateResponse, messages: list[Item], functions: list[Item] | None = None
+) -> tuple[dict[str, Any], list[str]]:
+    """The chat request's body as plain data around `messages`, and the fields no chat provider is sent."""
     body: dict[str, Any] = {"model": req.model, "messages": messages}
     dropped = [name for name in _NOT_SENT if getattr(req, name) is not None]
     if req.tools:
@@ -100,6 +127,11 @@ async def to_canonical(
         body["stream_options"] = {"include_usage": True}  # usage arrives in the last chunk only when asked
     if req.multihome:
         body["multihome"] = req.multihome
+    return body, dropped
+
+
+def parsed_body(req: CreateResponse, body: dict[str, Any]) -> ParsedChat:
+    """`body` encoded once and parsed as a chat completion request is (a 400 saying why it cannot be served)."""
     try:
         parsed = parse_chat(_encode(body))
     except ApiError as err:
@@ -107,7 +139,7 @@ async def to_canonical(
     # A summary is asked of the upstreams that return reasoning only when asked (Gemini); what any upstream
     # reasons (Claude's thinking, Gemini's thoughts, reasoning_content) comes back as a reasoning item.
     parsed.reasoning_summary = req.reasoning is not None and req.reasoning.summary not in (None, "none")
-    return parsed, dropped
+    return parsed
 
 
 def _tool(tool: Any) -> dict[str, Any]:

@@ -14,6 +14,8 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
+import msgspec
+
 Predicate = Callable[[Mapping[str, Any]], bool]
 Scalar = str | int | float | bool
 MAX_DEPTH = 8
@@ -51,8 +53,27 @@ def _scalar(value: Any, where: str) -> Scalar:
     raise ValueError(f"{where}: a filter value must be a string, number or boolean")
 
 
-def compile_filter(spec: Any) -> Predicate:
+class Filter:
+    """A compiled filter: a predicate over a record's metadata, and `key`, the filter's canonical JSON
+    (equal filters, equal keys), by which an index keeps the records it admits (index.py `_admitted`)."""
+
+    __slots__ = ("key", "test")
+
+    def __init__(self, test: Predicate, key: str) -> None:
+        self.test = test
+        self.key = key
+
+    def __call__(self, meta: Mapping[str, Any]) -> bool:
+        return self.test(meta)
+
+
+def compile_filter(spec: Any) -> Filter:
     """The predicate for `spec` (a JSON object as described above), or ValueError."""
+    test = _compile(spec)
+    return Filter(test, msgspec.json.encode(spec, order="sorted").decode())
+
+
+def _compile(spec: Any) -> Predicate:
     terms = [0]
 
     def build(node: Any, depth: int, where: str) -> Predicate:

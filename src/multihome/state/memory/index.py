@@ -20,6 +20,7 @@ from __future__ import annotations
 import logging
 import math
 import re
+from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from functools import lru_cache
 from typing import Any
@@ -31,6 +32,7 @@ from .numeric import np  # numpy with BLAS on one thread; this module is importe
 COARSE_DIM = 64  # the embedding's first dimensions (a Matryoshka model: a prefix is an embedding too)
 EXACT_UPTO = 10_000  # up to this many records, every similarity is computed in full
 COARSE_POOL = 512  # candidates the coarse pass hands to the exact one
+KEPT_FILTERS = 8  # filters whose admitted positions an index keeps (the most recently used)
 RRF_K = 60  # the constant of reciprocal rank fusion (Cormack et al.); 60 is the usual choice
 K1, B = 1.5, 0.75  # bm25s' defaults, used by the delta scorer too
 _WORD = re.compile(r"(?u)\b\w\w+\b")
@@ -83,6 +85,10 @@ class NamespaceIndex:
         self._main = 0  # positions below this are in the built bm25s index
         self._delta: dict[str, dict[int, int]] = {}  # term -> {position: term frequency}, positions >= _main
         self._dead = 0
+        # Filters used more than once: which positions each admits (kept current by every change), so a
+        # filtered search masks its candidates before the scan instead of testing them one by one after it.
+        self._admits: OrderedDict[str, tuple[Callable[[Mapping[str, Any]], bool], np.ndarray]] = OrderedDict()
+        self._asked: dict[str, int] = {}
 
     def __len__(self) -> int:
         return len(self.pos)
@@ -112,6 +118,10 @@ class NamespaceIndex:
             self._coarse = np.resize(self._coarse, (cap, self._coarse.shape[1]))
             self._alive = np.concatenate([self._alive, np.zeros(cap - len(self._alive), dtype=bool)])
             self._expires = np.concatenate([self._expires, np.full(cap - len(self._expires), math.inf)])
+            for key, (test, admits) in self._admits.items():
+                self._admits[key] = (test, np.concatenate([admits, np.zeros(cap - len(admits), dtype=bool)]))
+        for test, admits in self._admits.values():
+            admits[n : n + k] = [test(m) for m in metas]
         self._vec[n : n + k] = vectors
         prefix = vectors[:, : self._coarse.shape[1]]
         norms = np.linalg.norm(prefix, axis=1, keepdims=True)
@@ -161,6 +171,10 @@ class NamespaceIndex:
         self.tokens = [self.tokens[i] for i in keep]
         self.pos = {rid: i for i, rid in enumerate(self.ids)}
         self._vec, self._coarse, self._alive, self._expires = vec, coarse, alive, expires
+        for key, (test, admits) in self._admits.items():
+            kept = np.zeros(cap, dtype=bool)
+            kept[:n] = admits[keep]
+            self._admits[key] = (test, kept)
         self._dead = 0
         vocab: dict[str, int] = {}
         ids = [[vocab.setdefault(t, len(vocab)) for t in doc] for doc in self.tokens]
@@ -197,6 +211,10 @@ class NamespaceIndex:
         if n == 0:
             return []
         valid = self._alive[:n] & (self._expires[:n] > now)
+        admits = self._admitted(keep)
+        if admits is not None:  # the filter's records known: masked before the scan, nothing tested after it
+            valid &= admits[:n]
+            keep = None
         depth = max(4 * top_k, 40)  # how deep each list goes before fusion
         checked: dict[int, bool] = {}
 
@@ -227,6 +245,29 @@ class NamespaceIndex:
         return [
             (self.ids[i], score, float(self._vec[i] @ query_vec) if query_vec is not None else 0.0) for i, score in best
         ]
+
+    def _admitted(self, keep: Callable[[Mapping[str, Any]], bool] | None) -> np.ndarray | None:
+        """The positions `keep` admits, for a filter used before (its second use tests every record once;
+        a filter used once is tested on the candidates only, as that is cheaper); None: test candidates."""
+        key = getattr(keep, "key", None)
+        if keep is None or key is None:
+            return None
+        found = self._admits.get(key)
+        if found is not None:
+            self._admits.move_to_end(key)
+            return found[1]
+        seen = self._asked[key] = self._asked.get(key, 0) + 1
+        if seen < 2:
+            if len(self._asked) > 64 * KEPT_FILTERS:  # one-off filters: forget them
+                self._asked.clear()
+            return None
+        admits = np.zeros(len(self._alive), dtype=bool)
+        n = len(self.ids)
+        admits[:n] = np.fromiter((keep(m) for m in self.meta), dtype=bool, count=n)
+        self._admits[key] = (keep, admits)
+        if len(self._admits) > KEPT_FILTERS:
+            self._admits.popitem(last=False)
+        return admits
 
     def _dense(self, query: np.ndarray, valid: np.ndarray, depth: int, passes: Callable[[int], bool]) -> list[int]:
         """The `depth` records most similar to `query` that pass. Past `EXACT_UPTO` records, in two passes:

@@ -160,8 +160,33 @@ def _same(a: Space | None, b: Space | None) -> bool:
     return (_offline(a) and _offline(b)) or (a.model == b.model and a.dim == b.dim)
 
 
+def _dims(space: Space | None) -> tuple[str, int] | None:
+    return None if space is None else (space.model, space.dim)
+
+
 def _space_of(model: str | None, dim: int | None) -> Space | None:
     return None if model is None or dim is None else Space(model, int(dim))
+
+
+_Changes = tuple[Sequence[Any], list[str]]
+
+
+def _changes(conn: Connection, ns_id: str, since: int, after: int, head: int) -> _Changes:
+    """A batch of the namespace's records numbered after `after` up to `head`; with the last batch, the ids
+    of the records deleted after `since` (their tombstones)."""
+    r, t = memory_records.c, memory_tombstones.c
+    rows = conn.execute(
+        sa.select(r.id, r.seq, r.created_at, r.expires_at, r.body)
+        .where(r.namespace_id == ns_id, r.seq > after, r.seq <= head)
+        .order_by(r.seq)
+        .limit(LOAD_BATCH)
+    ).all()
+    gone: list[str] = []
+    if len(rows) < LOAD_BATCH:  # the last batch: the tombstones come with it
+        gone = list(
+            conn.execute(sa.select(t.record_id).where(t.namespace_id == ns_id, t.seq > since, t.seq <= head)).scalars()
+        )
+    return rows, gone
 
 
 class _Moved(Exception):
@@ -662,7 +687,7 @@ class MemoryStore(StoreBase):
         from .index import EXACT_UPTO, terms
 
         key = (tenant, agent_id, user_id)
-        lock = self._locks.setdefault(key, asyncio.Lock())  # a rebuild on a thread changes the index
+        lock = self._lock(key)  # a rebuild on a thread changes the index
         qvec: np.ndarray | None = None
         known = self._cache.get(key)
         for _ in range(2):  # twice when the namespace was deleted and written anew while the query was embedded
@@ -672,7 +697,13 @@ class MemoryStore(StoreBase):
                         known = await self._fresh(key)
                     if known is None or known.space is None:  # no namespace, or nothing in it was ever embedded
                         return []
-                qvec = (await self._vectors([query], known.space, caller, "query"))[0][0]
+                try:
+                    qvec = (await self._vectors([query], known.space, caller, "query"))[0][0]
+                except SpaceUnavailable:
+                    if known is not self._cache.get(key) or not await self._moved(key, known):
+                        raise
+                    known = None  # the namespace was moved to another model (reembed.py) since this index was made
+                    continue
             async with lock:
                 cached = await self._fresh(key)
                 if cached is None:
@@ -698,6 +729,15 @@ class MemoryStore(StoreBase):
             )
         return hits
 
+    async def _moved(self, key: tuple[str, str, str], known: _Cached) -> bool:
+        """Whether the namespace's model is no longer the one `known` (this replica's index) was made of."""
+        async with self._lock(key):
+            fresh = await self._fresh(key)
+        return fresh is None or _dims(fresh.space) != _dims(known.space)
+
+    def _lock(self, key: tuple[str, str, str]) -> asyncio.Lock:
+        return self._locks.setdefault(key, asyncio.Lock())
+
     async def _fresh(self, key: tuple[str, str, str]) -> _Cached | None:
         """This replica's index of the namespace, caught up with every committed change (the caller
         holds the namespace's lock)."""
@@ -706,29 +746,39 @@ class MemoryStore(StoreBase):
         head_query = sa.select(ns.id, ns.next_seq, ns.embedding_model, ns.embedding_dim).where(
             ns.tenant_id == tenant, ns.agent_id == agent_id, ns.user_id == user_id
         )
-        if self._threads is not None:
-            row = await self._threads.read(lambda conn: conn.execute(head_query).first())
-        else:
-            async with self._read() as conn:
-                row = (await conn.execute(head_query)).first()
+        known = self._cache.get(key)
+
+        def probe(conn: Connection) -> tuple[Any, tuple[int, _Changes] | None]:
+            """The namespace's row and, when this replica's index of it is behind, the first batch of what
+            changed, in the same read: a search after a write pays one hop (one round trip), not two."""
+            row = conn.execute(head_query).first()
+            if row is None or known is None or known.index.namespace_id != row.id:
+                return row, None
+            since = known.index.seq
+            head = int(row.next_seq) - 1
+            return row, ((since, _changes(conn, row.id, since, since, head)) if since < head else None)
+
+        row, first = await self._run_read(probe)
         if row is None:
             self._cache.pop(key, None)
             return None
         cached = self._cache.get(key)
         space = _space_of(row.embedding_model, row.embedding_dim)
-        if cached is None or cached.index.namespace_id != row.id or (cached.space is None and space is not None):
-            if _offline(space):  # the offline model's dimension is the index's (records of another are re-embedded)
-                await self.embedder()
+        if _offline(space) and self._embedder is None:  # the offline model's dimension is the index's
+            await self.embedder()
+        held = self._index_space(space)
+        # A new namespace, its first vectors, or a move to another model (reembed.py): a new index.
+        if cached is None or cached.index.namespace_id != row.id or _dims(cached.space) != _dims(held):
             from .index import NamespaceIndex
 
-            held = self._index_space(space)
             index = NamespaceIndex(held.dim if held is not None else 1, held.prefix if held is not None else True)
             index.namespace_id = row.id
             cached = _Cached(index, held)
             self._cache[key] = cached
         head = int(row.next_seq) - 1
         if cached.index.seq < head:
-            await self._catch_up(tenant, cached, head)
+            ahead = first[1] if first is not None and cached is known and first[0] == cached.index.seq else None
+            await self._catch_up(tenant, cached, head, ahead)
         self._cache.move_to_end(key)
         cached.used = time.monotonic()
         if cached.index.needs_rebuild():
@@ -743,33 +793,20 @@ class MemoryStore(StoreBase):
         async with self._read() as conn:
             return await conn.run_sync(work)
 
-    async def _catch_up(self, tenant: str, cached: _Cached, head: int) -> None:
+    async def _catch_up(self, tenant: str, cached: _Cached, head: int, first: _Changes | None = None) -> None:
         """Apply the namespace's changes numbered after the index's `seq` up to `head`: records first,
-        then tombstones (a record deleted meanwhile is read, then removed), a batch per read."""
-        r, t = memory_records.c, memory_tombstones.c
+        then tombstones (a record deleted meanwhile is read, then removed), a batch per read. `first`:
+        the first batch, read already (`_fresh`'s probe)."""
         index = cached.index
         model = await self.embedder() if _offline(cached.space) else None
         since, ns_id = index.seq, index.namespace_id
         start = since
 
-        def changes(conn: Connection, after: int) -> tuple[Sequence[Any], list[str]]:
-            rows = conn.execute(
-                sa.select(r.id, r.seq, r.created_at, r.expires_at, r.body)
-                .where(r.namespace_id == ns_id, r.seq > after, r.seq <= head)
-                .order_by(r.seq)
-                .limit(LOAD_BATCH)
-            ).all()
-            gone: list[str] = []
-            if len(rows) < LOAD_BATCH:  # the last batch: the tombstones come with it
-                gone = list(
-                    conn.execute(
-                        sa.select(t.record_id).where(t.namespace_id == ns_id, t.seq > since, t.seq <= head)
-                    ).scalars()
-                )
-            return rows, gone
-
         while True:
-            rows, gone = await self._run_read(partial(changes, after=start))
+            if first is not None:
+                (rows, gone), first = first, None
+            else:
+                rows, gone = await self._run_read(partial(_changes, ns_id=ns_id, since=since, after=start, head=head))
             plain = [await self.keyring.open(tenant, PURPOSE, TABLE, row.id, bytes(row.body)) for row in rows]
             if len(rows) > 64:  # decoding, stemming and indexing: off the event loop (the lock keeps searches out)
                 await asyncio.to_thread(self._apply, cached, model, rows, plain)
