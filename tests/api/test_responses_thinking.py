@@ -134,7 +134,7 @@ def test_a_blob_opens_after_a_rotation_and_not_once_its_key_is_shredded(sqlite_d
             await conn.execute(sa.delete(data_keys).where(data_keys.c.state == "retired"))
         keyring.forget()
         err = await _refusal(keys.of("t1"), old)
-        assert "no longer has" in err.body.message
+        assert "does not have" in err.body.message
         await keys.of("t1").open([_reasoning(new)], "input")
 
     _run(sqlite_database, tmp_path, body)

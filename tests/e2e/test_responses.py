@@ -376,18 +376,22 @@ def test_policy_is_decided_per_turn(world):
     assert rid not in {r["request_id"] for r in world.sims["oa"].requests()}
 
 
+def _dump(world) -> bytes:
+    """Everything the database holds on disk: the SQLite file and its WAL, or a `pg_dump`."""
+    if world.db.startswith("sqlite"):
+        db = world.tmp / "multihome.db"
+        return b"".join(p.read_bytes() for p in (db, Path(f"{db}-wal")) if p.exists())
+    url = world.db.replace("postgresql+asyncpg://", "postgresql://")
+    return subprocess.run(["pg_dump", url], capture_output=True, check=True).stdout
+
+
 def test_the_database_holds_no_plaintext(world):
     client = world.sdk()
     answer = client.responses.create(model="gpt", input=f"remember {MARK}", metadata={"note": MARK})
     conv = client.conversations.create(items=[{"role": "user", "content": MARK}], metadata={"m": MARK})
     assert client.responses.retrieve(answer.id).metadata == {"note": MARK}  # stored, and readable through the API
     assert client.conversations.items.list(conv.id).data[0].content[0].text == MARK
-    if world.db.startswith("sqlite"):
-        db = world.tmp / "multihome.db"
-        blob = b"".join(p.read_bytes() for p in (db, Path(f"{db}-wal")) if p.exists())
-    else:
-        url = world.db.replace("postgresql+asyncpg://", "postgresql://")
-        blob = subprocess.run(["pg_dump", url], capture_output=True, check=True).stdout
+    blob = _dump(world)
     assert answer.id.encode() in blob  # the rows are there (ids in clear)...
     assert MARK.encode() not in blob  # ...and nothing the tenant wrote is
 
@@ -461,10 +465,5 @@ def test_claudes_thinking_goes_back_only_for_the_tenant_it_was_sealed_for(world)
         globex.conversations.items.create(conv.id, items=[replay[1]])
     assert raised.value.body["param"] == "items[0].encrypted_content"
 
-    if world.db.startswith("sqlite"):
-        db = world.tmp / "multihome.db"
-        dump = b"".join(p.read_bytes() for p in (db, Path(f"{db}-wal")) if p.exists())
-    else:
-        url = world.db.replace("postgresql+asyncpg://", "postgresql://")
-        dump = subprocess.run(["pg_dump", url], capture_output=True, check=True).stdout
+    dump = _dump(world)
     assert first.id.encode() in dump and MARK.encode() not in dump and block["signature"].encode() not in dump

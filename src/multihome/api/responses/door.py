@@ -165,12 +165,12 @@ class ResponsesDoor:
             response = shell.render(
                 outcome.status, outcome.output, outcome.usage, error=outcome.error, incomplete=outcome.incomplete
             )
-            await self._keep(who, shell, req, new, response)
+            out = _encode(response)  # the answer's body, and what is sealed (encoded once)
+            await self._keep(who, shell, req, new, response, out)
         except ApiError as err:
             await send_failure(call, send, OPENAI, err, headers)
             finish_refused(call, served, err, "gateway_error")
             return
-        out = _encode(response)
         finish_unary(call, served, out)
         await send_json(call, send, 200, out, [JSON, *headers])
 
@@ -254,9 +254,16 @@ class ResponsesDoor:
         return []
 
     async def _keep(
-        self, who: str, shell: Shell, req: CreateResponse, new: list[Item], response: dict[str, Any]
+        self,
+        who: str,
+        shell: Shell,
+        req: CreateResponse,
+        new: list[Item],
+        response: dict[str, Any],
+        encoded: bytes | None = None,
     ) -> None:
-        """Store the response and append the turn to its conversation, durably, before the client hears of it."""
+        """Store the response and append the turn to its conversation, durably, before the client hears of it.
+        `encoded`: the response as JSON, when the caller has it already."""
         conv = req.conversation_id
         if not shell.store and conv is None:
             return
@@ -275,11 +282,11 @@ class ResponsesDoor:
                 conversation_id=conv,
             )
             try:
-                await stored(state.put_response(record, append))
+                await stored(state.put_response(record, append, encoded=encoded))
             except LookupError:
                 # The conversation was deleted while the model answered (it existed when the turn began):
                 # the answer, served and billed, is still kept and given, as a background turn's is.
-                await stored(state.put_response(record))
+                await stored(state.put_response(record, encoded=encoded))
         elif conv is not None and append:
             await stored(state.append_items(who, conv, append))  # False: deleted meanwhile, as above
 

@@ -160,8 +160,8 @@ _NOT_OURS = (
     "send reasoning items back exactly as they were returned to you, or without encrypted_content."
 )
 _GONE = (
-    "was sealed under a key this gateway no longer has (its data was deleted); send the reasoning item without "
-    "encrypted_content."
+    "was sealed under a key this gateway does not have (deleted with its data, or another gateway's); send the "
+    "reasoning item without encrypted_content."
 )
 _OLD = (
     "is in a format (mh-thinking-v1) this gateway no longer accepts; send the reasoning item without "
