@@ -30,7 +30,7 @@ from ..config import env_secret
 from ..config.metering import BudgetRule, MeteringConfig
 from .limiter import Limiter
 from .periods import UTC, WINDOW_MS, period, window
-from .prices import ZERO, PriceTable
+from .prices import PriceTable
 from .record import MeteredCall, MeteredSink, SpoolHolder
 from .rules import AdminBudget, Rules, admin_budget, principal_key, slot, window_expire_ms, window_key
 
@@ -172,7 +172,8 @@ class Metering:
         if self.sinks:
             metered = MeteredCall(
                 call=call,
-                cost=price.decimal(usage, units) if units and price is not None and usage is not None else ZERO,
+                price=price,
+                units=units,  # the Decimal cost is made only if a sink asks for it
                 currency=currency,
                 price_version=self.prices.version,
                 spooled=spooled,
