@@ -8,7 +8,9 @@ Cases:
   spool   `UsageSpool.append` of a usage row, `committed(50)` after every 50 rows, as the writer does
           (user-space instructions only: the kernel's side of a write() or of a page fault is not
           counted; see "thread CPU" below for that)
-  price   a call's cost, its text and nano-units (and the Decimal handed to sinks)
+  price   a call's cost, its text and nano-units (before: the Decimal cost, `to_nanos`, `text`)
+  price+decimal  the same and the cost as a Decimal (made now only when a contract agreement
+          matches the call: MeteredCall.cost)
   record  `Limiter.admit` + `Metering.record` with the issue's config (one key budget, one key
           rate limit), the usage row put on a writer with a spool (not started: no commits but the
           `committed(50)` above), as the gateway's event loop runs them per call
@@ -35,7 +37,7 @@ import time
 
 from usage_spool_bench import row  # the same usage row (bench/ is on the path when run as a script)
 
-CASES = ("spool", "price", "record")
+CASES = ("spool", "price", "price+decimal", "record")
 
 
 def _usages(n: int):
@@ -67,11 +69,13 @@ async def _run(case: str, calls: int, total: int, directory: str) -> None:
 
     price = DeploymentPrice.of(2.5, 10.0, 1.25, "USD")
     usages = _usages(total)
-    if case == "price":
+    if case in ("price", "price+decimal"):
         if hasattr(price, "charge"):
+            with_decimal = case == "price+decimal"
             for u in usages[:calls]:
                 units, _, _ = price.charge(u)
-                price.decimal(u, units)
+                if with_decimal:
+                    price.decimal(u, units)
         else:
             for u in usages[:calls]:
                 cost = price.cost(u)
