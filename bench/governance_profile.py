@@ -15,6 +15,7 @@ import argparse
 import collections
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -90,6 +91,7 @@ def main() -> None:
     ap.add_argument("--gil", action="store_true", help="sample only the thread holding the GIL")
     ap.add_argument("--top", type=int, default=30)
     ap.add_argument("--out", default=None)
+    ap.add_argument("--py-spy", default=None, help="the py-spy binary (default: beside this Python, else on PATH)")
     args = ap.parse_args()
     tmp = workspace("mh-gov-prof-")
     out = Path(args.out) if args.out else tmp
@@ -102,8 +104,11 @@ def main() -> None:
         wrk(url, "bench", KEY, connections=8, seconds=2, tmp=tmp)
         core = set_layout(gw.pid, sim.pid, pinned=True)
         prof = out / f"{args.config.strip('+')}.speedscope.json"
+        spy_bin = args.py_spy or (
+            str(BIN / "py-spy") if (BIN / "py-spy").exists() else shutil.which("py-spy") or "py-spy"
+        )
         spy = subprocess.Popen(
-            [str(BIN / "py-spy"), "record", "--pid", str(gw.pid), "-r", str(args.rate), "-d", str(args.seconds + 1)]
+            [spy_bin, "record", "--pid", str(gw.pid), "-r", str(args.rate), "-d", str(args.seconds + 1)]
             + ["--threads", "--format", "speedscope", "-o", str(prof)]
             + (["--native"] if args.native else ["--nonblocking"])  # native stacks need the process paused
             + (["--gil"] if args.gil else []),

@@ -107,7 +107,7 @@ async def main(args: argparse.Namespace, tmp: str, url: str) -> None:
             cold_cpu.append(statistics.median(cpu))
 
             async def canonical() -> None:
-                to_canonical(req, context, new)
+                await to_canonical(req, context, new)
 
             translate.append(statistics.median(await timed(args.n, canonical)))
     finally:

@@ -1,5 +1,5 @@
-"""What the usage spool adds to each call: `UsageSpool.append` (one JSON line, one write(), no fsync)
-on the event loop, with rows committed in batches as the writer does, against the same row put on an
+"""What the usage spool adds to each call: `UsageSpool.append` (one JSON line copied into the file's
+shared mapping, no system call, no fsync) on the event loop, with rows committed in batches as the writer does, against the same row put on an
 in-memory queue only. Prints a markdown table: µs per row, median of 5 rounds.
 
     PYTHONPATH=src python bench/usage_spool_bench.py [--rows 20000] [--dir /tmp]
@@ -84,7 +84,7 @@ async def main() -> None:
     print("| usage row, per call | µs (median of 5 rounds) |")
     print("|---|---|")
     print(f"| queued in memory only | {b:.2f} |")
-    print(f"| + spooled (encode + write(), batch of {args.batch} committed) | {s:.2f} |")
+    print(f"| + spooled (encode + copy, batch of {args.batch} committed) | {s:.2f} |")
     print(f"| spool's cost | {s - b:.2f} |")
 
 

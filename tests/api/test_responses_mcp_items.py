@@ -78,7 +78,7 @@ def test_a_provider_sees_an_mcp_call_as_a_function_call_and_its_output():
     asked = {"type": "mcp_approval_request", "id": "mcpr_9", "server_label": "crm", "name": "find", "arguments": "{}"}
     refused = {"type": "mcp_approval_response", "id": "a", "approval_request_id": "mcpr_9", "approve": False}
     functions = [{"type": "function", "function": {"name": "crm__find", "parameters": {"type": "object"}}}]
-    canonical, _ = to_canonical(parsed, [LISTED, CALL, failed, asked], [refused], functions)
+    canonical, _ = asyncio.run(to_canonical(parsed, [LISTED, CALL, failed, asked], [refused], functions))
     messages = msgspec.to_builtins(canonical.request.messages)
     roles = [m["role"] for m in messages]
     assert roles == ["assistant", "tool", "assistant", "tool", "assistant", "tool"]  # three pairs, nothing dangling

@@ -4,6 +4,7 @@ typed request, the same capability needs, the same 400s; and a step converts onl
 
 from __future__ import annotations
 
+import asyncio
 import random
 from typing import Any
 
@@ -24,6 +25,11 @@ def _req(**extra: Any) -> Any:
     tools = [{"type": "function", "name": "lookup", "parameters": {"type": "object"}}]
     body = {"model": "m", "input": "go", "instructions": "be brief", "stream": True, "tools": tools, **extra}
     return parse_create(msgspec.json.encode(body))
+
+
+def _whole(req: Any, context: list[Item], new: list[Item]) -> Any:
+    """What `to_canonical` (a coroutine: it opens thinking blobs first) builds from the whole context."""
+    return asyncio.run(to_canonical(req, context, new, FUNCTIONS))
 
 
 def _user(text: str) -> Item:
@@ -102,9 +108,7 @@ def test_every_step_equals_the_whole_conversion(seed: int) -> None:
     for step in range(1, 25):
         later = step > 1
         whole_req = msgspec.structs.replace(req, tool_choice="auto") if later and req.tool_choice == "required" else req
-        _same(
-            steps.request(output, tool_choice_auto=later), to_canonical(whole_req, context, [*new, *output], FUNCTIONS)
-        )
+        _same(steps.request(output, tool_choice_auto=later), _whole(whole_req, context, [*new, *output]))
         for _ in range(rng.randrange(1, 4)):
             output.append(rng.choice(MAKERS)(len(output)))
 
@@ -113,9 +117,11 @@ def test_a_step_converts_only_what_was_added(monkeypatch: pytest.MonkeyPatch) ->
     converted: list[int] = []
     real = items_module.chat_messages
 
-    def counting(items: list[Item], messages: list[Item], asked: dict[str, Item] | None = None) -> None:
+    def counting(
+        items: list[Item], messages: list[Item], asked: dict[str, Item] | None = None, thinking: Any = None
+    ) -> None:
         converted.append(len(items))
-        real(items, messages, asked)
+        real(items, messages, asked, thinking)
 
     monkeypatch.setattr("multihome.api.responses.step_context.chat_messages", counting)
     steps = StepContext(_req(), [], [_user("start")], FUNCTIONS)
@@ -135,7 +141,7 @@ def test_a_reasoning_summary_waiting_for_its_answer_is_merged_as_a_whole_build_m
     steps.request(output)
     output.append(_answer(2))  # opens with the summary: one assistant message, not two
     got = steps.request(output, tool_choice_auto=True)
-    _same(got, to_canonical(req, [], [_user("start"), *output], FUNCTIONS))
+    _same(got, _whole(req, [], [_user("start"), *output]))
     messages = msgspec.json.decode(bytes(got[0].raw["messages"]))
     assert messages[-1]["content"].startswith("(reasoning summary) think 1")
 
@@ -150,6 +156,6 @@ def test_a_bad_added_item_is_the_400_of_the_whole_request() -> None:
     with pytest.raises(ApiError) as incremental:
         steps.request(output, tool_choice_auto=True)
     with pytest.raises(ApiError) as whole:
-        to_canonical(req, [], [_user("start"), *output], FUNCTIONS)
+        _whole(req, [], [_user("start"), *output])
     assert incremental.value.status == whole.value.status == 400
     assert incremental.value.body.message == whole.value.body.message

@@ -162,7 +162,7 @@ def test_items_become_chat_messages():
             }
         )
     )
-    canonical, _ = to_canonical(req, [], stored_items(req.input))
+    canonical, _ = asyncio.run(to_canonical(req, [], stored_items(req.input)))
     messages = msgspec.json.decode(canonical.raw["messages"])
     assert messages == [
         {"role": "system", "content": "be brief"},

@@ -73,6 +73,24 @@ async def test_data_key_retired_at_message_limit(local_kms, engine):
         assert await ring.open("t1", "runs", "r", str(i), s) == b"m"
 
 
+async def test_seal_now_seals_without_awaiting_once_ready_and_every_seal_is_counted(local_kms, engine):
+    """Code that cannot await (a stream's converter sealing thinking blocks) seals with the cached key `ready`
+    made active; it never calls the KMS itself, and seals past the reservation are covered by the next one."""
+    ring, kms = _ring(local_kms, engine, reserve_block=4)
+    assert ring.seal_now("t1", "responses", "r", "0", b"x") is None and kms.calls == {}
+    await ring.ready("t1", "responses")
+    sealed = [ring.seal_now("t1", "responses", "r", str(i), b"x") for i in range(6)]  # 2 past the 4 reserved
+    assert kms.calls == {"generate": 1}
+    sealed += [await ring.seal("t1", "responses", "r", str(i), b"x") for i in range(6, 10)]  # the next blocks
+    for i, s in enumerate(sealed):
+        assert s is not None and await ring.open("t1", "responses", "r", str(i), s) == b"x"
+    async with engine.connect() as conn:
+        counted = (await conn.execute(sa.select(data_keys.c.messages))).scalar_one()
+    assert counted >= 10  # never below the true count
+    ring.forget("t1")  # shredded or forgotten: not used
+    assert ring.seal_now("t1", "responses", "r", "10", b"x") is None
+
+
 async def test_kms_outage_cached_keys_serve_new_keys_fail_closed(local_kms, engine):
     now = [0.0]
     ring, kms = _ring(local_kms, engine, cache_ttl_s=10, serve_stale_s=100)

@@ -376,18 +376,22 @@ def test_policy_is_decided_per_turn(world):
     assert rid not in {r["request_id"] for r in world.sims["oa"].requests()}
 
 
+def _dump(world) -> bytes:
+    """Everything the database holds on disk: the SQLite file and its WAL, or a `pg_dump`."""
+    if world.db.startswith("sqlite"):
+        db = world.tmp / "multihome.db"
+        return b"".join(p.read_bytes() for p in (db, Path(f"{db}-wal")) if p.exists())
+    url = world.db.replace("postgresql+asyncpg://", "postgresql://")
+    return subprocess.run(["pg_dump", url], capture_output=True, check=True).stdout
+
+
 def test_the_database_holds_no_plaintext(world):
     client = world.sdk()
     answer = client.responses.create(model="gpt", input=f"remember {MARK}", metadata={"note": MARK})
     conv = client.conversations.create(items=[{"role": "user", "content": MARK}], metadata={"m": MARK})
     assert client.responses.retrieve(answer.id).metadata == {"note": MARK}  # stored, and readable through the API
     assert client.conversations.items.list(conv.id).data[0].content[0].text == MARK
-    if world.db.startswith("sqlite"):
-        db = world.tmp / "multihome.db"
-        blob = b"".join(p.read_bytes() for p in (db, Path(f"{db}-wal")) if p.exists())
-    else:
-        url = world.db.replace("postgresql+asyncpg://", "postgresql://")
-        blob = subprocess.run(["pg_dump", url], capture_output=True, check=True).stdout
+    blob = _dump(world)
     assert answer.id.encode() in blob  # the rows are there (ids in clear)...
     assert MARK.encode() not in blob  # ...and nothing the tenant wrote is
 
@@ -417,3 +421,49 @@ def test_an_id_with_a_nul_is_a_4xx_on_every_backend(world):
         resp = http.post("/responses", json={"model": "gpt", "input": "x", field: "id_\x00"})
         assert resp.status_code == 400 and resp.json()["error"]["param"] == field, resp.text
     assert http.get(f"/conversations/{conv}/items").status_code == 200  # and the gateway is fine
+
+
+def test_claudes_thinking_goes_back_only_for_the_tenant_it_was_sealed_for(world):
+    """A reasoning item's encrypted_content (Claude's signed thinking) is sealed under the tenant's key: the
+    tenant's stateless client sends it back and Claude gets its block; another tenant pasting it, or an
+    edited copy, is a 400 naming the item; the store holds neither the thinking nor the prompt in clear."""
+    acme, globex = world.sdk("acme"), world.sdk("globex")
+    ask = [{"role": "user", "content": f"use get_weather for {MARK}"}]
+    settings = {"model": "claude", "tools": [WEATHER], "reasoning": {"effort": "medium"}}
+    first = acme.responses.create(input=ask, **settings)
+    reasoning = first.output[0]
+    assert reasoning.type == "reasoning" and reasoning.encrypted_content.startswith("mh-thinking-v2.")
+    assert MARK not in reasoning.encrypted_content
+    call = next(i for i in first.output if i.type == "function_call")
+    result = {"type": "function_call_output", "call_id": call.call_id, "output": "sunny"}
+    replay = [*ask, *(i.model_dump(exclude_none=True) for i in first.output), result]
+
+    second = acme.responses.create(input=replay, store=False, **settings)  # stateless: the items sent back
+    assert second.status == "completed" and second.output_text
+    block = world.sent("an")["messages"][1]["content"][0]
+    assert block["type"] == "thinking" and block["signature"] and MARK in block["thinking"]
+    third = acme.responses.create(input=[result], previous_response_id=first.id, **settings)  # from the store
+    assert third.status == "completed" and world.sent("an")["messages"][1]["content"][0] == block
+
+    def refused(client: openai.OpenAI, items: list) -> dict:
+        calls = len(world.sims["an"].requests())
+        with pytest.raises(openai.BadRequestError) as raised:
+            client.responses.create(input=items, **settings)
+        assert len(world.sims["an"].requests()) == calls  # refused before any upstream call
+        return raised.value.body
+
+    body = refused(globex, replay)  # another tenant's blob
+    assert body["param"] == "input[1].encrypted_content" and reasoning.id in body["message"]
+    assert MARK not in body["message"]
+    blob = reasoning.encrypted_content
+    edited = blob[:-6] + ("AAAAAA" if not blob.endswith("AAAAAA") else "BBBBBB")
+    assert refused(acme, [*replay[:1], {**replay[1], "encrypted_content": edited}, *replay[2:]])["param"] == (
+        "input[1].encrypted_content"
+    )
+    conv = globex.conversations.create()
+    with pytest.raises(openai.BadRequestError) as raised:  # nor stored into another tenant's conversation
+        globex.conversations.items.create(conv.id, items=[replay[1]])
+    assert raised.value.body["param"] == "items[0].encrypted_content"
+
+    dump = _dump(world)
+    assert first.id.encode() in dump and MARK.encode() not in dump and block["signature"].encode() not in dump

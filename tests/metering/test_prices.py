@@ -3,10 +3,22 @@
 from __future__ import annotations
 
 from decimal import Decimal
+from fractions import Fraction
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from builders import NOWHERE, config, deployment, group, open_door, price, provider, typed
 from multihome.accounting.record import Usage
-from multihome.metering.prices import DeploymentPrice, PriceTable, reserve_nanos, to_nanos
+from multihome.metering.prices import (
+    EXACT_BELOW,
+    DeploymentPrice,
+    PriceTable,
+    exact_text,
+    reserve_nanos,
+    text,
+    to_nanos,
+)
 
 
 def table(a_in: float = 2.5) -> PriceTable:
@@ -63,3 +75,59 @@ def test_nanos_round_half_even_and_reservation_rounds_up():
     assert reserve_nanos(1000, price.in_micro, 500, price.out_micro) == 450_000
     odd = DeploymentPrice.of(0.0000001, 0, None, "USD")  # below a micro-unit: rounded up, never down
     assert reserve_nanos(1, odd.in_micro, 0, 0) == 1
+
+
+# -- exact integer pricing: the Decimal arithmetic is the reference, bit for bit ---------------------
+
+_config_price = st.floats(min_value=0, max_value=1_000_000, allow_nan=False, allow_infinity=False)
+# Any finite non-negative Decimal text, from 1E-40 to 9.99E+20: exponents the config never makes too.
+_any_price = st.builds(lambda digits, exp: f"{digits}E{exp}", st.integers(0, 10**20), st.integers(-40, 5))
+_tokens = st.integers(min_value=-5, max_value=10**12)
+
+
+def _same_as_decimal(price: DeploymentPrice, usage: Usage) -> None:
+    ref = price.cost(usage)
+    units, nanos, cost_text = price.charge(usage)
+    assert nanos == to_nanos(ref)
+    assert cost_text == text(ref)
+    made = price.decimal(usage, units)
+    assert made.as_tuple() == ref.as_tuple() and str(made) == str(ref), (made, ref)
+
+
+@settings(max_examples=3000, deadline=None)
+@given(_config_price, _config_price, st.none() | _config_price, _tokens, _tokens, _tokens)
+def test_integer_cost_is_the_decimal_cost_for_config_prices(i, o, c, prompt, completion, cached):
+    price = DeploymentPrice.of(i, o, c, "USD")
+    usage = Usage(prompt_tokens=prompt, completion_tokens=completion, cached_tokens=cached)
+    if max(prompt, completion) <= 10**9 and price.exp >= -12:  # realistic: the integer path, no fallback
+        assert price.units(usage) < EXACT_BELOW
+    _same_as_decimal(price, usage)
+
+
+@settings(max_examples=3000, deadline=None)
+@given(_any_price, _any_price, st.none() | _any_price, _tokens, _tokens, _tokens)
+def test_integer_cost_is_the_decimal_cost_for_any_prices_and_past_the_precision(i, o, c, prompt, completion, cached):
+    """Digits and exponents far past any config (the totals above 10**28, where the Decimal context
+    rounds, take the Decimal path inside `charge`)."""
+    _same_as_decimal(
+        DeploymentPrice.of(i, o, c, "EUR"),
+        Usage(prompt_tokens=prompt, completion_tokens=completion, cached_tokens=cached),
+    )
+
+
+@settings(max_examples=3000, deadline=None)
+@given(st.integers(0, 10**27), st.integers(-60, 20))
+def test_exact_text_is_the_decimal_text(units, exp):
+    assert exact_text(units, exp) == text(Decimal(units).scaleb(exp))
+
+
+def test_the_decimal_path_is_taken_where_decimal_rounds():
+    price = DeploymentPrice.of("1E-30", "123456789.123", None, "USD")
+    usage = Usage(prompt_tokens=10**12, completion_tokens=10**12)
+    assert price.units(usage) >= EXACT_BELOW
+    ref = price.cost(usage)
+    assert Fraction(ref) != Fraction(price.units(usage), 10 ** (6 - price.exp)), "the Decimal context rounded it"
+    _same_as_decimal(price, usage)
+    # The bench's and the tests' usual prices: the integer path, the same text and nanos.
+    bench = DeploymentPrice.of(1.0, 2.0, None, "USD")
+    assert bench.charge(Usage(prompt_tokens=25, completion_tokens=80)) == (1850, 185_000, "0.000185")

@@ -15,6 +15,7 @@ import textwrap
 import time
 from pathlib import Path
 
+import msgspec
 import pytest
 import sqlalchemy as sa
 
@@ -35,17 +36,17 @@ TESTS = str(Path(__file__).resolve().parents[1])
 PRICES = {"dep-a": ("2.5", "10")}
 
 
-def _config(spool: Path, **writer) -> MeteringConfig:
+def _config(spool: Path, segment_bytes: int = 8 << 20, **writer) -> MeteringConfig:
     return MeteringConfig(
         budgets=[BudgetRule(scope="key", id="key_a", amount=1000, period="day")],
         writer=WriterConfig(**writer),
-        spool=SpoolConfig(dir=str(spool)),
+        spool=SpoolConfig(dir=str(spool), segment_bytes=segment_bytes),
     )
 
 
-def _metering(url: str, spool: Path, **writer) -> Metering:
+def _metering(url: str, spool: Path, segment_bytes: int = 8 << 20, **writer) -> Metering:
     prices = PriceTable({d: DeploymentPrice.of(i, o, None, "USD") for d, (i, o) in PRICES.items()})
-    return Metering(_config(spool, **writer), prices, storage_url=url, spool_dir=str(spool))
+    return Metering(_config(spool, segment_bytes, **writer), prices, storage_url=url, spool_dir=str(spool))
 
 
 async def _rows(m: Metering) -> dict[str, int]:
@@ -69,7 +70,9 @@ CHILD = textwrap.dedent(
     from metering.conftest import Dep, call, principal
 
     async def main():
-        m = _metering({url!r}, __import__("pathlib").Path({spool!r}), flush_interval_ms=60_000, batch_size=10_000)
+        m = _metering(
+            {url!r}, __import__("pathlib").Path({spool!r}), {segment}, flush_interval_ms=60_000, batch_size=10_000
+        )
         await m.start()
         for i in range({total}):
             await m.limiter.admit(principal(), "g", [Dep("dep-a")], 10, 10, f"req{{i}}")
@@ -84,8 +87,10 @@ CHILD = textwrap.dedent(
 )
 
 
-def _killed_child(url: str, spool: Path, total: int, committed: int) -> None:
-    code = CHILD.format(src=SRC, tests=TESTS, url=url, spool=str(spool), total=total, committed=committed)
+def _killed_child(url: str, spool: Path, total: int, committed: int, segment: int = 8 << 20) -> None:
+    code = CHILD.format(
+        src=SRC, tests=TESTS, url=url, spool=str(spool), total=total, committed=committed, segment=segment
+    )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert proc.returncode == -signal.SIGKILL, proc.stderr[-3000:]
     assert "recorded" in proc.stdout
@@ -96,7 +101,11 @@ async def test_rows_of_a_killed_process_are_written_once_by_the_next_start(db_ur
     _killed_child(db_url, spool, total=50, committed=20)
     left = sorted(p.name for p in spool.iterdir())
     assert len(left) == 1 and left[0].endswith(SUFFIX), left
-    assert (spool / left[0]).read_bytes().count(b"\n") == 1 + 30, "header + the 30 rows not committed"
+    data = (spool / left[0]).read_bytes()
+    # The rows were only copied into the file's shared mapping (no write()): its allocated length, the
+    # header, the 30 rows not committed (the 20 committed before them were zeroed away), then NULs.
+    assert len(data) == 8 << 20 and data.count(b"\n") == 1 + 30, "header + the 30 rows not committed"
+    assert data.rstrip(b"\0").count(b"\0") == 0
 
     m = _metering(db_url, spool)
     await m.start()
@@ -132,6 +141,78 @@ async def test_a_running_process_writes_the_rows_another_one_left_when_it_died(t
             await asyncio.sleep(0.1)
         assert sorted(await _rows(m)) == sorted(f"req{i}" for i in range(12))
         assert [p.name for p in spool.iterdir()] == [os.path.basename(f) for f in m.writer.spool.files]
+    finally:
+        await m.close()
+
+
+async def test_rows_spread_over_rotated_files_of_a_killed_process_are_all_written(tmp_path):
+    """The mapping fills: the rows go on in the next file (made ahead), every file allocated whole."""
+    url = await _sqlite(tmp_path)
+    spool = tmp_path / "spool"
+    _killed_child(url, spool, total=40, committed=5, segment=4096)
+    left = sorted(spool.iterdir())
+    assert len(left) >= 4, "~550-byte rows, 4 KiB files: several rotations"
+    assert all(p.stat().st_size == 4096 for p in left), "each file allocated up front, none grown"
+    lines = [line for p in left for line in p.read_bytes().rstrip(b"\0").split(b"\n")[1:] if line]
+    assert len(lines) <= 35 + 7, "the rows committed early were let go (their file zeroed or deleted)"
+
+    m = _metering(url, spool)
+    await m.start()
+    try:
+        assert sorted(await _rows(m)) == sorted(f"req{i}" for i in range(40)), "every call once, none twice"
+        assert await _spent(m) == sum((await _rows(m)).values())
+    finally:
+        await m.close()
+    assert list(spool.iterdir()) == []
+
+
+async def test_rotation_in_process_keeps_the_order_and_makes_the_next_file_ahead(tmp_path):
+    spool = UsageSpool(str(tmp_path), "db1", segment_bytes=4096)
+    spool.open()
+    first = spool.files[0]
+    made_ahead = False
+    for i in range(30):
+        spool.append(_row(f"r{i}"))
+        on_disk = [p for p in os.listdir(tmp_path) if not p.startswith(".")]
+        made_ahead = made_ahead or len(on_disk) > len(spool.files)  # the next file exists before it is needed
+    assert made_ahead
+    assert len(spool.files) >= 4 and spool.files[0] == first and spool.errors == 0 and spool.down is None
+    ids = []
+    for f in spool.files:
+        data = Path(f).read_bytes()
+        assert len(data) == 4096
+        ids += [msgspec.json.decode(line)["request_id"] for line in data.rstrip(b"\0").split(b"\n")[1:] if line]
+    assert ids == [f"r{i}" for i in range(30)], "in the order they were put, each once"
+    assert await spool.close() == 30
+    kept = sorted(tmp_path.iterdir())
+    assert all(p.stat().st_size < 4096 for p in kept), "kept files are cut to their rows"
+    orphans = [claim(str(p), "db1") for p in kept]
+    assert [r["request_id"] for o in orphans if o for r in o.rows] == [f"r{i}" for i in range(30)]
+    for o in orphans:
+        if o:
+            o.release(True)
+
+
+async def test_a_row_cut_short_in_the_mapping_is_skipped_and_the_rest_replayed(db_url, tmp_path, caplog):
+    """A kill in the middle of a row's copy: the bytes not copied yet are still NUL (the file's rest is
+    zero until a row is put there), so the replay reads a prefix of that row, not a mix with old bytes."""
+    spool = tmp_path / "spool"
+    _killed_child(db_url, spool, total=6, committed=0)
+    (path,) = spool.iterdir()
+    data = bytearray(path.read_bytes())
+    end = len(data.rstrip(b"\0"))
+    last = data.rindex(b"\n", 0, end - 1) + 1  # where the last row starts
+    data[last + 100 : end] = bytes(end - last - 100)  # its copy stopped after 100 bytes
+    path.write_bytes(bytes(data))
+    m = _metering(db_url, spool)
+    with caplog.at_level(logging.WARNING, logger="multihome.metering.spool"):
+        await m.start()
+    try:
+        assert sorted(await _rows(m)) == [f"req{i}" for i in range(5)]
+        assert any("line 7 skipped" in r.message and "cut short" in r.message for r in caplog.records), [
+            r.message for r in caplog.records
+        ]
+        assert not path.exists()
     finally:
         await m.close()
 
@@ -178,9 +259,14 @@ async def test_files_are_let_go_once_their_rows_are_committed(tmp_path):
     spool.unspooled(2)  # replayed rows queued between: they hold no line here
     spool.append(_row("last"))
     spool.committed(40 - first + 2 + 1)
-    assert spool.files == [files[-1]]
-    assert Path(files[-1]).read_bytes().split(b"\n") == [Path(files[-1]).read_bytes()[:-1], b""], (
-        "cut back to its header"
+    (left,) = spool.files  # only the current file (the last row may have gone into the next one)
+    assert left in files or left > files[-1]
+    assert not any(os.path.exists(f) for f in files if f != left), "every other file is gone"
+    data = Path(left).read_bytes()
+    assert len(data) == 4096, "allocated up front"
+    rows = data.rstrip(b"\0")
+    assert rows.count(b"\n") == 1 and rows.endswith(b"\n") and b"multihome_usage_spool" in rows, (
+        "zeroed back to its header: nothing after it but NUL bytes"
     )
     assert await spool.close() == 0
     assert os.listdir(tmp_path) == []

@@ -30,7 +30,7 @@ from ..routing.planner import RequestShape
 from ..routing.router import Router
 from ..schema.bounded import Decoder
 from ..schema.chat import ChatRequest
-from ..schema.errors import ApiError
+from ..schema.errors import ApiError, bad_request
 from .asgi import Header, Scope, header
 from .policy_gate import pin_refusal
 from .render import served_headers
@@ -40,6 +40,8 @@ if TYPE_CHECKING:
     from ..schema.principal import Principal
     from .policy_gate import PolicyGate
     from .routes import Route
+
+_OUTPUT = frozenset({"max_tokens", "max_completion_tokens"})  # chat's output limits (a canonical request's)
 
 
 _ids = random.Random(os.urandom(32))
@@ -156,11 +158,14 @@ class Pipeline:
         forward_usage: bool = False,
         dropped: list[str] | None = None,
         policy_endpoint: str | None = None,
+        output_param: str | None = None,
     ) -> tuple[Served, list[Header]]:
         """Decide, plan, attempt and begin accounting for a parsed call: what served it, and the
         response headers that say so. From here on the call is charged, whatever becomes of the answer.
         `policy_endpoint`: the endpoint policy decides on, when not the one accounted (a memory
-        embedding is accounted as `memory_embeddings`, decided as `embeddings`: api/memory_embeddings.py)."""
+        embedding is accounted as `memory_embeddings`, decided as `embeddings`: api/memory_embeddings.py).
+        `output_param`: the client's field for the output limit, when its API does not call it as chat does
+        (a limit no deployment can give is a 400 naming it)."""
         group = self.group(parsed.request.model)
         call.group = group.name
         tracker = begin_call(call, self.accounting, endpoint, body, group, parsed.request)
@@ -179,6 +184,9 @@ class Pipeline:
             pinned = getattr(shape.policy, "pinned", None)
             if pinned is not None and pinned.removed and _no_deployment(err):  # the pin kept it from failing over
                 raise pin_refusal(err, pinned, group.name) from None
+            if output_param is not None and err.body.code == "invalid_value" and err.body.param in _OUTPUT:
+                message = err.body.message.replace(err.body.param, output_param, 1)
+                raise bad_request(message, param=output_param, code="invalid_value") from None
             raise
         if dropped:  # fields the front door's own translation dropped, beside those the adapter did
             served.dropped = sorted({*dropped, *(served.dropped or ())})

@@ -103,9 +103,11 @@ class ContractsService:
 
     # -- the sink (hot path) ---------------------------------------------------------------------
     def metered(self, m: MeteredCall) -> None:
-        if self.ledger is None or not m.cost > 0:
+        if self.ledger is None or not m.charged:
             return
         call = m.call
+        if not self._index.matching(call.tenant, call.model_group, call.provider, m.currency, call.finished_at):
+            return  # no agreement: the call's Decimal cost is never made (metering/record.py)
         self._accrue(
             call.request_id,
             call.tenant,

@@ -186,7 +186,9 @@ class Limiter:
         self.clock = clock
         self.periods = Periods()
         self.open: dict[str, Ticket] = {}
-        self.overloaded: Callable[[], bool] | None = None  # set by Metering: its writer's backlog is full
+        # Set by Metering: its writer's backlog is full, or its usage spool cannot take new calls' rows.
+        self.overloaded: Callable[[], bool] | None = None
+        self.spool_refusing: Callable[[], bool] | None = None  # set by Metering: which of the two
         # Set by Metering: seeds the counters of the current period and rate window from stored usage.
         self.reseed_from_usage: Callable[[], Awaitable[None]] | None = None
         self._sweeper: asyncio.Task | None = None
@@ -197,6 +199,23 @@ class Limiter:
         self._resets_wid = -1
 
     # -- the hot path ------------------------------------------------------------------------------
+    def _overload_error(self) -> ApiError:
+        if self.spool_refusing is not None and self.spool_refusing():
+            return ApiError(
+                503,
+                "The gateway cannot store usage records on its local disk right now (usage spool); retry shortly.",
+                type="server_error",
+                code="usage_spool_unavailable",
+                headers={"retry-after": "1"},
+            )
+        return ApiError(
+            503,
+            "The gateway cannot record usage fast enough right now; retry shortly.",
+            type="server_error",
+            code="usage_backlog",
+            headers={"retry-after": "1"},
+        )
+
     async def admit(
         self,
         principal: Principal,
@@ -210,13 +229,7 @@ class Limiter:
         """`max_output_tokens` caps one choice (None: the client set no cap); `choices` is how many
         the call generates (chat's `n`), so the reservation covers choices x the cap."""
         if self.overloaded is not None and self.overloaded():
-            raise ApiError(
-                503,
-                "The gateway cannot record usage fast enough right now; retry shortly.",
-                type="server_error",
-                code="usage_backlog",
-                headers={"retry-after": "1"},
-            )
+            raise self._overload_error()
         ticket = Ticket(self, request_id)
         if not self.rules.any:
             return ticket

@@ -4,19 +4,55 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from decimal import Decimal
-from typing import Protocol
-
-import msgspec
+from typing import TYPE_CHECKING, Protocol
 
 from ..accounting.record import CallRecord
 
+if TYPE_CHECKING:
+    from .prices import DeploymentPrice
 
-class MeteredCall(msgspec.Struct, frozen=True, kw_only=True):
-    call: CallRecord
-    cost: Decimal  # exact, at the prices of `price_version`; 0 for an unpriced deployment or no usage
-    currency: str
-    price_version: str
-    spooled: int = 0  # the position of the call's usage row in this process's usage spool (0: none)
+_ZERO = Decimal(0)
+
+
+class MeteredCall:
+    """One metered call, read-only for its sinks. `cost` is made on first use from metering's integer
+    charge (prices.py: the same Decimal as the Decimal arithmetic's), so a sink that needs no Decimal
+    (no contract agreement matched the call) costs none; `charged` says cost > 0 without making it."""
+
+    __slots__ = ("call", "currency", "price_version", "spooled", "_cost", "_price", "_units")
+
+    def __init__(
+        self,
+        *,
+        call: CallRecord,
+        currency: str,
+        price_version: str,
+        cost: Decimal | None = None,
+        spooled: int = 0,
+        price: DeploymentPrice | None = None,
+        units: int = 0,
+    ) -> None:
+        self.call = call
+        self.currency = currency
+        self.price_version = price_version
+        # The position of the call's usage row in this process's usage spool (0: none).
+        self.spooled = spooled
+        self._cost = cost  # exact, at the prices of `price_version`; 0 for an unpriced deployment or no usage
+        self._price = price  # with `units`: what `cost` is made from when it was not given
+        self._units = units
+
+    @property
+    def cost(self) -> Decimal:
+        cost = self._cost
+        if cost is None:
+            price, usage = self._price, self.call.usage
+            cost = self._cost = price.decimal(usage, self._units) if price and usage and self._units else _ZERO
+        return cost
+
+    @property
+    def charged(self) -> bool:
+        """cost > 0, without making the Decimal."""
+        return self._units > 0 if self._cost is None else self._cost > 0
 
 
 class MeteredSink(Protocol):

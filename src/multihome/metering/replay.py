@@ -9,8 +9,10 @@ committed, or a file replayed twice, is never counted twice. Replay only writes 
 touch the budget and rate counters: the dead process counted each call in them when it settled
 it (in Redis, or in its own memory, which the next start seeds from the stored rows, replayed ones
 included, because `Metering.start` replays before it seeds). The file is deleted once its rows are
-committed. A line that does not decode (a torn last line, a process killed mid-write) is skipped
-with a warning; a file of another database (see `database_id`) is left alone.
+committed. A file is read up to its first NUL byte (the unused, preallocated rest; files of earlier
+versions have none; every byte after the last row is NUL until a row is copied there, so a row cut
+short by a kill mid-copy reads as a prefix of itself). A line that does not decode (such a torn last
+line) is skipped with a warning; a file of another database (see `database_id`) is left alone.
 """
 
 from __future__ import annotations
@@ -24,12 +26,14 @@ import os
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import BinaryIO
 
 import msgspec
 
 from .spool import MAGIC, SUFFIX
 
 log = logging.getLogger("multihome.metering.spool")
+_CHUNK = 1 << 16
 
 
 class SpoolRow(msgspec.Struct, forbid_unknown_fields=False):
@@ -99,7 +103,7 @@ def claim(path: str, db: str) -> Orphan | None:
             orphan.release(False)  # deleted by the one that replayed it between our open and our lock
             return None
         with os.fdopen(os.dup(fd), "rb") as f:
-            data = f.read()
+            data = _rows_part(f)
         if not _read(orphan, data, db):
             orphan.release(False)
             return None
@@ -107,6 +111,18 @@ def claim(path: str, db: str) -> Orphan | None:
         orphan.release(False)
         raise
     return orphan
+
+
+def _rows_part(f: BinaryIO) -> bytes:
+    """The file up to its first NUL byte: the header and the rows, without the allocated rest."""
+    parts = []
+    while chunk := f.read(_CHUNK):
+        end = chunk.find(b"\0")
+        if end >= 0:
+            parts.append(chunk[:end])
+            break
+        parts.append(chunk)
+    return b"".join(parts)
 
 
 def _read(orphan: Orphan, data: bytes, db: str) -> bool:

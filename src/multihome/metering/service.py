@@ -30,7 +30,7 @@ from ..config import env_secret
 from ..config.metering import BudgetRule, MeteringConfig
 from .limiter import Limiter
 from .periods import UTC, WINDOW_MS, period, window
-from .prices import ZERO, PriceTable, text, to_nanos
+from .prices import PriceTable
 from .record import MeteredCall, MeteredSink, SpoolHolder
 from .rules import AdminBudget, Rules, admin_budget, principal_key, slot, window_expire_ms, window_key
 
@@ -119,12 +119,12 @@ class Metering:
     def record(self, call: CallRecord) -> None:
         usage = call.usage
         price = self.prices.get(call.deployment)
-        cost, currency = (
-            (price.cost(usage), price.currency)
-            if price is not None and usage is not None
-            else (ZERO, price.currency if price is not None else "USD")
-        )
-        nanos = to_nanos(cost)
+        if price is not None and usage is not None:
+            units, nanos, cost_text = price.charge(usage)  # exact, in integers (prices.py)
+            currency = price.currency
+        else:
+            units, nanos, cost_text = 0, 0, "0"
+            currency = price.currency if price is not None else "USD"
         over = False
         ticket = self.limiter.open.get(call.request_id)
         if ticket is not None:
@@ -160,7 +160,7 @@ class Metering:
                     "reasoning_tokens": usage.reasoning_tokens if usage else 0,
                     "estimated": bool(usage and usage.estimated),
                     "latency_ms": call.latency_ms,
-                    "cost": text(cost),
+                    "cost": cost_text,
                     "cost_nanos": nanos,
                     "currency": currency,
                     "price_version": self.prices.version,
@@ -172,7 +172,8 @@ class Metering:
         if self.sinks:
             metered = MeteredCall(
                 call=call,
-                cost=cost,
+                price=price,
+                units=units,  # the Decimal cost is made only if a sink asks for it
                 currency=currency,
                 price_version=self.prices.version,
                 spooled=spooled,
@@ -221,6 +222,8 @@ class Metering:
             spool=spool,
         )
         self.limiter.overloaded = writer.overloaded
+        if spool is not None:
+            self.limiter.spool_refusing = spool.refusing
         await writer.start()
         if spool is not None:
             self._rescan = asyncio.get_running_loop().create_task(self._rescan_loop(spool), name="usage-spool-rescan")

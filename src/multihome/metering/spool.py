@@ -2,18 +2,26 @@
 
 The writer (writer.py) keeps rows in memory and commits them in groups, so a process killed between
 an answer and the commit (SIGKILL, the OOM killer) would lose that call's row. `append` therefore
-writes the row as one JSON line, with one write() and no fsync, to a file this process owns: the
-kernel's page cache outlives the process, so every row whose write() returned is read back by the
-next start (replay.py), which inserts it idempotently (`request_id` is the key). A machine crash
-is another matter: with `fsync_interval_ms` the files are fdatasynced that often, off the event loop.
+copies the row, as one JSON line, into a shared memory mapping (MAP_SHARED) of a file this process
+owns: the mapping's pages are the kernel's page cache, which outlives the process, so every row
+whose copy returned is read back by the next start (replay.py), which inserts it idempotently
+(`request_id` is the key). No system call per row: a write() gave the interpreter away on the event
+loop's thread at every call, and with the writer threads runnable the loop waited for it back. A
+machine crash is another matter: with `fsync_interval_ms` the files are fdatasynced that often, off
+the event loop (on Linux that writes back the pages dirtied through the mapping too).
 
-Files: `usage-<pid>-<random>-<n>.spool` in the spool directory, each opening with a header line that
-names the database its rows belong to, each held with an exclusive flock while its process lives
-(created under a dot-name and renamed once locked, so no other process sees it unlocked). Rows are
-committed in the order they were put, so `committed(n)` lets the oldest n go: a file whose rows
-are all in the database is cut back to its header (the current one) or deleted (an older one,
-after rotation at `segment_bytes`). A clean close deletes what is committed and keeps the rest for
-the next start (the database was unreachable).
+Files: `usage-<pid>-<random>-<n>.spool` in the spool directory, each preallocated to
+`segment_bytes` (posix_fallocate: a full disk is an error when a file is made, never a SIGBUS on a
+later copy), opening with a header line that names the database its rows belong to, then the rows,
+then NUL bytes (a reader stops at the first NUL). Each is held with an exclusive flock while its
+process lives (created under a dot-name and renamed once locked, headed and allocated, so no other
+process sees it unlocked). Rows are committed in the order they were put, so `committed(n)` lets the
+oldest n go: a file whose rows are all in the database is zeroed back to its header (the current
+one) or deleted (an older one, after rotation). The next file is made when the current one is three
+quarters full, so a file that cannot be made (a full disk) is known while a quarter of the current
+one is left for the calls already admitted: meanwhile `refusing()` is true and the limiter refuses
+new calls (503 `usage_spool_unavailable`), retrying once a second. A clean close deletes what is
+committed and keeps the rest (cut to its rows) for the next start (the database was unreachable).
 
 A second consumer of the same calls with its own queue (the contract ledger) can hold rows too:
 `hold` returns the position (`rows_in` when its row was put) of the oldest row it still needs, and
@@ -29,6 +37,7 @@ import contextlib
 import fcntl
 import hashlib
 import logging
+import mmap
 import os
 import secrets
 import time
@@ -44,6 +53,8 @@ log = logging.getLogger("multihome.metering.spool")
 SUFFIX = ".spool"
 MAGIC = "multihome_usage_spool"
 _ERROR_LOG_S = 10.0
+_RETRY_S = 1.0  # a next file that could not be made is tried again after this long
+_PAGE = mmap.PAGESIZE
 
 
 def database_id(url: str) -> str:
@@ -61,15 +72,24 @@ def header(db: str) -> bytes:
 
 
 class _Segment:
-    __slots__ = ("path", "fd", "size", "head", "pending", "retired", "syncing")
+    __slots__ = ("path", "fd", "map", "size", "pos", "head", "reserve", "pending", "retired", "syncing")
 
-    def __init__(self, path: str, fd: int, head: int) -> None:
+    def __init__(self, path: str, fd: int, mapping: mmap.mmap, size: int, head: int) -> None:
         self.path = path
         self.fd = fd
-        self.size = self.head = head
+        self.map = mapping
+        self.size = size  # the file's (and the mapping's) length, allocated up front
+        self.pos = self.head = head  # where the next row goes; where the rows start
+        self.reserve = size - size // 4  # past this, the next file is made
         self.pending = 0  # rows in this file the database does not have yet
         self.retired = False  # rotated away and fully committed: delete once no fsync holds it
         self.syncing = False
+
+    def close(self) -> None:
+        try:
+            self.map.close()
+        finally:
+            os.close(self.fd)
 
 
 class UsageSpool:
@@ -80,12 +100,15 @@ class UsageSpool:
         self.fsync_s = fsync_interval_ms / 1000
         self.appended = 0
         self.errors = 0  # rows that could not be written to the spool (they are still queued in memory)
+        # Why the next file could not be made (a full disk); None: fine. See `refusing`.
+        self.down: OSError | None = None
+        self._retry_at = 0.0
         self._name = f"usage-{os.getpid()}-{secrets.token_hex(4)}"
         self._n = 0
         self._cur: _Segment | None = None
-        self._segments: list[_Segment] = []
+        self._next: _Segment | None = None  # made ahead, holds no row yet
+        self._segments: list[_Segment] = []  # the files that hold rows, and the current one
         self._runs: deque[list[Any]] = deque()  # [segment or None, rows], oldest first
-        self._torn = False  # a write stopped part-way: the next line starts on a fresh line
         self._error_logged = 0.0
         self._dirty = False
         self._syncer: asyncio.Task | None = None
@@ -105,61 +128,126 @@ class UsageSpool:
         return os.path.basename(path).startswith(self._name + "-")
 
     def open(self) -> None:
+        """Make the first file (an OSError, such as a full disk, is the caller's: see Metering)."""
         os.makedirs(self.dir, mode=0o700, exist_ok=True)
-        self._cur = self._new_segment()
+        self._cur = self._new_segment(0)
+        self._segments.append(self._cur)
         if self.fsync_s > 0:
             self._syncer = asyncio.get_running_loop().create_task(self._sync_loop(), name="usage-spool-fsync")
 
-    def _new_segment(self) -> _Segment:
+    def _new_segment(self, row: int) -> _Segment:
+        """A locked, headed, allocated and mapped file with room for at least a row of `row` bytes."""
         self._n += 1
         name = f"{self._name}-{self._n:04d}{SUFFIX}"
         tmp = os.path.join(self.dir, "." + name)
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND | os.O_CLOEXEC, 0o600)
+        fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+        mapping = None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             head = header(self.db)
-            os.write(fd, head)
+            size = max(self.segment_bytes, -(-(len(head) + row) // _PAGE) * _PAGE)
+            os.posix_fallocate(fd, 0, size)  # ENOSPC here, not a SIGBUS at a later copy
+            mapping = mmap.mmap(fd, size, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
+            mapping[: len(head)] = head
             path = os.path.join(self.dir, name)
-            os.rename(tmp, path)  # visible to other processes only once locked and headed
+            os.rename(tmp, path)  # visible to other processes only once locked, headed and allocated
         except BaseException:
+            if mapping is not None:
+                mapping.close()
             os.close(fd)
             with contextlib.suppress(OSError):
                 os.unlink(tmp)
             raise
-        seg = _Segment(path, fd, len(head))
-        self._segments.append(seg)
-        return seg
+        return _Segment(path, fd, mapping, size, len(head))
 
-    # -- the hot path: one write() per row, on the event loop ----------------------------------------
+    # -- the hot path: one copy per row, on the event loop -------------------------------------------
     def append(self, row: dict) -> None:
-        """Write `row` to the current file (in the kernel when this returns, unless it failed: logged)."""
+        """Copy `row` into the current file (in the page cache when this returns, unless there was no
+        room: logged, the row stays in memory only)."""
         seg = self._cur
         assert seg is not None, "open() first"
         buf = self._buf
-        if self._torn:
-            buf[:] = b"\n"
-            self._encoder.encode_into(row, buf, 1)
-        else:
-            self._encoder.encode_into(row, buf)
+        self._encoder.encode_into(row, buf)
         buf.extend(b"\n")
-        try:
-            if seg.size >= self.segment_bytes and seg.pending:
-                seg = self._cur = self._new_segment()
-            view = memoryview(buf)
-            while view:
-                n = os.write(seg.fd, view)
-                seg.size += n
-                view = view[n:]
-                self._torn = bool(view)
-        except OSError as exc:
-            self._failed(exc)
-            self._run(None)
-            return
-        self._torn = False
+        pos = seg.pos
+        end = pos + len(buf)
+        if end > seg.reserve:
+            advanced = self._advance(len(buf))
+            if advanced is None:
+                self._run(None)
+                return
+            seg = advanced
+            pos = seg.pos
+            end = pos + len(buf)
+        seg.map[pos:end] = buf
+        seg.pos = end
         self.appended += 1
         self._dirty = True
         self._run(seg)
         seg.pending += 1
+
+    def _advance(self, n: int) -> _Segment | None:
+        """The segment a row of `n` bytes goes to once the current one is past its reserve mark: the
+        current while it has room (making the next one ahead), else the next one. None: no room."""
+        cur = self._cur
+        assert cur is not None
+        if self._next is None and (self.down is None or time.monotonic() >= self._retry_at):
+            self._prepare(0)
+        if cur.pos + n <= cur.size:
+            return cur
+        nxt = self._next
+        if nxt is None or nxt.head + n > nxt.size:
+            try:  # no file made ahead, or one too small for this row
+                made = self._new_segment(n)
+            except OSError as exc:
+                self._unavailable(exc)
+                self._failed(exc)
+                return None
+            if nxt is not None:
+                self._next, nxt = nxt, made  # keep the one made ahead for later
+            else:
+                nxt = made
+        else:
+            self._next = None
+        self._segments.append(nxt)
+        self._cur = nxt
+        if cur.pending == 0:  # nothing of it is waiting (cannot happen while rows are pending: see _release)
+            self._release(cur)
+        return nxt
+
+    def _prepare(self, n: int) -> None:
+        try:
+            self._next = self._new_segment(n)
+        except OSError as exc:
+            self._unavailable(exc)
+            return
+        if self.down is not None:
+            log.warning("usage spool %s: a new spool file could be made again; calls are accepted", self.dir)
+            self.down = None
+
+    def _unavailable(self, exc: OSError) -> None:
+        first = self.down is None
+        self.down = exc
+        self._retry_at = time.monotonic() + _RETRY_S
+        if first:
+            log.error(
+                "usage spool %s: cannot make the next spool file (%s); new calls are refused (503 "
+                "usage_spool_unavailable) until it can, the calls already admitted use what is left of the current one",
+                self.dir,
+                exc,
+            )
+
+    def refusing(self) -> bool:
+        """True while new calls must be refused: the next file could not be made and the current one is
+        into the quarter kept for the calls already admitted. Tries to make the file once a second."""
+        if self.down is None:
+            return False
+        cur = self._cur
+        if cur is None or cur.pos <= cur.reserve:
+            return False  # room again (its rows were committed): the next file is tried when needed
+        if self._next is None and time.monotonic() >= self._retry_at:
+            self._prepare(0)
+        return self.down is not None
 
     def unspooled(self, rows: int) -> None:
         """`rows` rows were queued without a spool line of this process (replayed from another's file)."""
@@ -221,9 +309,13 @@ class UsageSpool:
     def _release(self, seg: _Segment) -> None:
         try:
             if seg is self._cur:
-                if seg.size > seg.head:
-                    os.ftruncate(seg.fd, seg.head)  # O_APPEND: the next line goes after the header
-                    seg.size = seg.head
+                if seg.pos > seg.head:
+                    # Zeroed from its first byte on, so a reader stops at the header at once, and no
+                    # stale byte can follow a new row: the next rows go after the header again.
+                    head = seg.head
+                    seg.map[head : head + 1] = b"\0"
+                    seg.map[head + 1 : seg.pos] = bytes(seg.pos - head - 1)
+                    seg.pos = head
                 return
             seg.retired = True
             if not seg.syncing:
@@ -236,7 +328,7 @@ class UsageSpool:
         try:
             os.unlink(seg.path)
         finally:
-            os.close(seg.fd)
+            seg.close()
 
     # -- fsync, when asked for -----------------------------------------------------------------------
     async def _sync_loop(self) -> None:
@@ -261,21 +353,28 @@ class UsageSpool:
 
     # -- lifecycle -----------------------------------------------------------------------------------
     async def close(self) -> int:
-        """Delete the files whose rows are all committed, keep (and unlock) the rest for the next start.
-        -> rows kept."""
+        """Delete the files whose rows are all committed, keep (cut to their rows, unlocked) the rest for
+        the next start. -> rows kept."""
         if self._syncer is not None:
             self._syncer.cancel()
             with contextlib.suppress(BaseException):
                 await self._syncer
         kept = 0
+        if self._next is not None:
+            self._segments.append(self._next)  # holds no row: deleted below
+            self._next = None
         for seg in list(self._segments):
             if seg.pending == 0:
                 self._drop(seg)
-            else:
-                kept += seg.pending
+                continue
+            kept += seg.pending
+            try:
+                seg.map.close()
                 with contextlib.suppress(OSError):
+                    os.ftruncate(seg.fd, seg.pos)  # the allocated rest is not needed any more
                     if self.fsync_s > 0:
                         os.fdatasync(seg.fd)
+            finally:
                 os.close(seg.fd)
         self._segments = []
         self._cur = None

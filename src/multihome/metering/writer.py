@@ -11,8 +11,10 @@ can be written within about that long after a stop. A row of a call that reached
 costs nothing (refused, denied, a bad request) is not queued (`skip`) while the backlog is
 full: refusals must not feed the queue they are meant to cap.
 
-With a spool (spool.py) every row `put` takes is also written to a local file first, and let go
+With a spool (spool.py) every row `put` takes is also copied to a local file first, and let go
 there once committed: a process killed before the commit loses no row (the next start replays it).
+A spool that cannot make its next file (a full disk) refuses new calls the same way as a full
+backlog, while the room left in its current file takes the rows of the calls already admitted.
 `close()` that gives up keeps the unwritten rows in the spool instead of losing them.
 """
 
@@ -116,13 +118,16 @@ class UsageWriter:
         if now - self._skip_logged >= 10:
             self._skip_logged = now
             log.warning(
-                "usage backlog full (%d rows): %d calls that reached no upstream and cost nothing got no usage row",
+                "usage backlog full (%d rows) or usage spool out of room: %d calls that reached no upstream and "
+                "cost nothing got no usage row",
                 len(self.rows),
                 self.skipped,
             )
 
     def overloaded(self) -> bool:
-        return len(self.rows) >= self._limit
+        """New calls must be refused: the backlog is full, or the spool has no room for their rows."""
+        spool = self.spool
+        return len(self.rows) >= self._limit or (spool is not None and spool.down is not None and spool.refusing())
 
     async def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._run())

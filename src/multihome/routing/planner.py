@@ -21,6 +21,7 @@ from .latency import LatencyStats
 from .strategies import STRATEGIES, ScoreInputs
 
 ORDERED, SKIPPED = "ordered", "skipped"
+TOO_MUCH_OUTPUT = "max output "  # a skip's reason: the deployment's output limit is below the request's
 
 
 @dataclass(slots=True)
@@ -150,7 +151,7 @@ class Planner:
             if wanted > dep.context_window:
                 return f"context window {dep.context_window} < ~{wanted} tokens needed"
         if dep.max_output_tokens and output and output > dep.max_output_tokens:
-            return f"max output {dep.max_output_tokens} < {output} tokens requested"
+            return f"{TOO_MUCH_OUTPUT}{dep.max_output_tokens} < {output} tokens requested"
         ok, why = self.breakers.allows(dep.name)
         if not ok:
             return why

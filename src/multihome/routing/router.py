@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..schema import estimate
+from ..schema.chat import ChatRequest
 from ..schema.errors import ApiError
 from .attempts import AllDeclined, Attempt, AttemptRunner, Build, Served, Translate
 from .catalog import Catalog, GroupRuntime
-from .planner import Plan, Planner, RequestShape
+from .planner import TOO_MUCH_OUTPUT, Plan, Planner, RequestShape
 
 
 class Router:
@@ -39,7 +41,7 @@ class Router:
         chain = self.chain(group, shape)  # resolved once: a config reload mid-call does not change it
         plans = [self.planner.plan(g, shape) for g in chain]
         if not any(p.ordered for p in plans):
-            raise _unsupported(group, plans[0])
+            raise _unsupported(group, plans[0], shape)
         last: AllDeclined | None = None
         for i, plan in enumerate(plans):
             if not plan.ordered:
@@ -80,8 +82,10 @@ class Router:
         }
 
 
-def _unsupported(group: GroupRuntime, plan: Plan) -> ApiError:
+def _unsupported(group: GroupRuntime, plan: Plan, shape: RequestShape) -> ApiError:
     reasons = "; ".join(f"{s.deployment}: {s.reason}" for s in plan.skipped)
+    if plan.skipped and all(s.reason.startswith(TOO_MUCH_OUTPUT) for s in plan.skipped) and shape.chat is not None:
+        return _output_too_large(group, plan, shape.chat)
     if any(s.reason.startswith("breaker") for s in plan.skipped):
         return ApiError(
             503,
@@ -95,4 +99,20 @@ def _unsupported(group: GroupRuntime, plan: Plan) -> ApiError:
         f"No deployment of model '{group.name}' can take this request ({reasons}). "
         "Remove the unsupported feature, shorten the request, or use another model.",
         code="unsupported_capability",
+    )
+
+
+def _output_too_large(group: GroupRuntime, plan: Plan, chat: ChatRequest) -> ApiError:
+    """Every deployment passed over because the output asked for is more than it can give: OpenAI's own
+    400 for a token limit above the model's, naming the field the client set."""
+    asked = estimate.output_tokens(chat)
+    names = {s.deployment for s in plan.skipped}
+    most = max(d.max_output_tokens or 0 for d in group.deployments if d.name in names)
+    param = "max_completion_tokens" if chat.max_completion_tokens is not None else "max_tokens"
+    return ApiError(
+        400,
+        f"{param} is too large: {asked}. Model '{group.name}' supports at most {most} completion tokens, "
+        f"whereas you provided {asked}.",
+        param=param,
+        code="invalid_value",
     )

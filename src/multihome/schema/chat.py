@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import msgspec
 
+from .bounds import INT64, LOGIT_BIAS, MAX_N, MAX_TOP_LOGPROBS, PENALTY, between, count
 from .decoding import decode_views
 from .errors import bad_request
 
@@ -142,6 +143,11 @@ class ChatRequest(msgspec.Struct):
     stop: str | list[str] | None = None
     seed: int | None = None
     reasoning_effort: str | None = None
+    # Typed only to bound them (OpenAI's schema); forwarded as sent to the upstreams that take them.
+    top_logprobs: int | None = None
+    logit_bias: dict[str, float] | None = None
+    presence_penalty: float | None = None
+    frequency_penalty: float | None = None
 
 
 _typed = msgspec.json.Decoder(ChatRequest)
@@ -241,18 +247,22 @@ def _validate(req: ChatRequest) -> None:
             raise bad_request(
                 "response_format of type 'json_schema' needs 'json_schema'.", param="response_format.json_schema"
             )
-    if req.n is not None and not 1 <= req.n <= 128:
-        raise bad_request("'n' must be between 1 and 128.", param="n")
+    between(req.n, 1, MAX_N, "n")
+    between(req.best_of, 1, MAX_N, "best_of")  # metering reserves for every sequence it makes
+    between(req.seed, -INT64, INT64 - 1, "seed")
+    between(req.top_logprobs, 0, MAX_TOP_LOGPROBS, "top_logprobs")
+    between(req.presence_penalty, -PENALTY, PENALTY, "presence_penalty")
+    between(req.frequency_penalty, -PENALTY, PENALTY, "frequency_penalty")
+    for token, bias in (req.logit_bias or {}).items():
+        between(bias, -LOGIT_BIAS, LOGIT_BIAS, f"logit_bias.{token[:20]}")
     if req.temperature is not None and not 0 <= req.temperature <= 2:
         raise bad_request("'temperature' must be between 0 and 2.", param="temperature")
     if req.top_p is not None and not 0 <= req.top_p <= 1:
         raise bad_request("'top_p' must be between 0 and 1.", param="top_p")
     if isinstance(req.stop, list) and len(req.stop) > 4:
         raise bad_request("'stop' accepts at most 4 sequences.", param="stop")
-    for name in ("max_tokens", "max_completion_tokens"):
-        value = getattr(req, name)
-        if value is not None and value < 1:
-            raise bad_request(f"'{name}' must be at least 1.", param=name)
+    count(req.max_tokens, "max_tokens")
+    count(req.max_completion_tokens, "max_completion_tokens")
     if req.reasoning_effort is not None and req.reasoning_effort not in REASONING_EFFORTS:
         raise bad_request(
             f"'reasoning_effort' must be one of: {', '.join(REASONING_EFFORTS)}.", param="reasoning_effort"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import msgspec
 
+from .bounds import MAX_INT, count
 from .decoding import decode_views
 from .errors import bad_request
 
@@ -44,6 +45,9 @@ def parse_embeddings(body: bytes) -> ParsedEmbeddings:
         raise bad_request("'input' must not contain empty items.", param="input")
     if req.encoding_format not in (None, "float", "base64"):
         raise bad_request("'encoding_format' must be 'float' or 'base64'.", param="encoding_format")
-    if req.dimensions is not None and req.dimensions < 1:
-        raise bad_request("'dimensions' must be at least 1.", param="dimensions")
+    count(req.dimensions, "dimensions")
+    if isinstance(req.input, list) and not isinstance(req.input[0], str):
+        tokens = [t for i in req.input if not isinstance(i, str) for t in (i if isinstance(i, list) else (i,))]
+        if not all(0 <= t <= MAX_INT for t in tokens):  # token ids: never negative, never past any vocabulary
+            raise bad_request(f"'input' token ids must be integers from 0 to {MAX_INT}.", param="input")
     return ParsedEmbeddings(request=req, raw=raw)

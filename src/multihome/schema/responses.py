@@ -15,6 +15,7 @@ from typing import Any
 
 import msgspec
 
+from .bounds import count
 from .chat import REASONING_EFFORTS
 from .decoding import decode_body, decode_views
 from .errors import bad_request
@@ -46,7 +47,6 @@ INCLUDABLE = frozenset(
 TOOL_CHOICES = frozenset({"none", "auto", "required"})
 FORMATS = frozenset({"text", "json_object", "json_schema"})
 MAX_METADATA = 16
-MAX_INT = 2**31 - 1  # token and call limits: far above any model's, within every provider's integers
 MAX_CONVERSATION_ITEMS = 20  # per create call, as OpenAI
 MAX_ITEM_ID = 200  # OpenAI's own ids run to ~60 characters; clients replay them
 
@@ -262,10 +262,7 @@ def _validate(req: CreateResponse) -> None:
     if req.top_p is not None and not 0 <= req.top_p <= 1:
         raise bad_request("'top_p' must be between 0 and 1.", param="top_p")
     for name in ("max_output_tokens", "max_tool_calls"):
-        value = getattr(req, name)
-        # An upper bound too: a 70-bit integer is refused by every provider, or overflows a column.
-        if value is not None and not 1 <= value <= MAX_INT:
-            raise bad_request(f"'{name}' must be an integer from 1 to {MAX_INT}.", param=name)
+        count(getattr(req, name), name)  # an upper bound too: a 70-bit integer is refused by every provider
     if req.top_logprobs:
         raise bad_request(
             "'top_logprobs' is not supported by this gateway yet.", param="top_logprobs", code="unsupported_parameter"

@@ -183,11 +183,14 @@ class StateStore(StoreBase):
         return _decode.decode(await self.keyring.open(tenant, PURPOSE, table, record_id, bytes(sealed)))
 
     # -- responses -----------------------------------------------------------------------------------
-    async def put_response(self, record: StoredResponse, append: Sequence[Item] = ()) -> None:
+    async def put_response(
+        self, record: StoredResponse, append: Sequence[Item] = (), *, encoded: bytes | None = None
+    ) -> None:
         """Store a response; with `append`, add those items to its conversation in the same transaction
         (a conversation never holds half a turn). Raises LookupError if the conversation is gone.
-        Committed (on SQLite with group commit, storage/sqlite_threads.py) before it returns."""
-        body, size = await self.seal_response(record)
+        Committed (on SQLite with group commit, storage/sqlite_threads.py) before it returns.
+        `encoded`: `record.response` as JSON already (the answer's body), sealed as it is, not encoded again."""
+        body, size = await self.seal_response(record, encoded)
         sealed = await self._seal_items(record.tenant, record.conversation_id, append) if append else []
 
         def write(conn: Connection) -> None:
@@ -212,10 +215,11 @@ class StateStore(StoreBase):
         """The response's row, inside the caller's write transaction."""
         await conn.execute(_INSERT_RESPONSE, response_row(record, body, size))
 
-    async def seal_response(self, record: StoredResponse) -> tuple[bytes, int]:
+    async def seal_response(self, record: StoredResponse, encoded: bytes | None = None) -> tuple[bytes, int]:
         check_pairs(record.response.get("output") or ())
         check_pairs(record.input)
-        data: dict[str, Any] = {"response": record.response, "input": record.input}
+        response = record.response if encoded is None else msgspec.Raw(encoded)
+        data: dict[str, Any] = {"response": response, "input": record.input}
         if record.background is not None:
             data["background"] = record.background
         return await self._seal(record.tenant, "responses", record.id, data)

@@ -97,7 +97,9 @@ class SqliteThreads:
                 raise RuntimeError("the SQLite writer is closed")
             self._queue.append((work, raw, future, loop))
             self._wake.notify()
-        return await asyncio.shield(future)  # a caller that gives up does not undo a write under way
+        # A caller that gives up cancels only its wait: the unit is queued or under way and commits all the
+        # same (`_settle` skips a future already done), so no `shield` (a future and two callbacks more).
+        return await future
 
     def _run(self) -> None:
         conn = self._engine.connect().execution_options(**{IMMEDIATE: True})

@@ -58,6 +58,7 @@ class AnthropicDoor:
             max_output=parsed.request.max_tokens,
             forward_usage=True,
             dropped=dropped,
+            output_param="max_tokens",
         )
         if served.stream is not None:
             converter = AnthropicStream(parsed.request)

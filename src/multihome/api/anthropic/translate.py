@@ -15,6 +15,7 @@ import msgspec
 from ...providers.reasoning import MIN_BUDGET, effort_of
 from ...schema import bounded
 from ...schema.anthropic import Block, MessagesRequest, ParsedMessages, ToolDef
+from ...schema.bounds import MAX_INT
 from ...schema.chat import ParsedChat, parse_chat
 from ...schema.errors import ApiError, bad_request
 from ...schema.peek import Usage
@@ -96,12 +97,14 @@ def _check_scalars(req: MessagesRequest) -> None:
         raise bad_request("model: must be a non-empty string naming a model on this gateway.", param="model")
     if req.max_tokens is not None and req.max_tokens < 1:
         raise bad_request("max_tokens: must be at least 1.", param="max_tokens")
+    if req.max_tokens is not None and req.max_tokens > MAX_INT:  # never a 70-bit integer forwarded upstream
+        raise bad_request(f"max_tokens: must be at most {MAX_INT}.", param="max_tokens")
     if req.temperature is not None and not 0 <= req.temperature <= 1:
         raise bad_request("temperature: must be between 0 and 1.", param="temperature")
     if req.top_p is not None and not 0 <= req.top_p <= 1:
         raise bad_request("top_p: must be between 0 and 1.", param="top_p")
-    if req.top_k is not None and req.top_k < 0:
-        raise bad_request("top_k: must be at least 0.", param="top_k")
+    if req.top_k is not None and not 0 <= req.top_k <= MAX_INT:
+        raise bad_request(f"top_k: must be between 0 and {MAX_INT}.", param="top_k")
     if not req.messages:
         raise bad_request("messages: at least one message is required.", param="messages")
 

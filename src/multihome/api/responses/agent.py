@@ -61,7 +61,7 @@ from .common import abandon, run_turn
 from .items import Item, new_id
 from .step_context import StepContext
 from .stream import ResponsesStream, converted
-from .translate import Shell
+from .translate import Shell, open_thinking
 
 # Stores the final Response (with the stream's terminal event, for a background run's event log).
 Keep = Callable[[dict[str, Any], bytes], Awaitable[None]]
@@ -282,12 +282,17 @@ class AgentRun:
         """The next model step, admitted and answering (its stream not read yet)."""
         journal = self.journal
         journal.steps += 1
+        thinking = self.shell.thinking
         if self._requests is None:  # the run's requests, each item converted once (step_context.py)
             functions = self.box.functions()
             if self.memory is not None:
                 functions = [*functions, *self.memory.functions()]
             req = msgspec.structs.replace(self.req, stream=True)
-            self._requests = StepContext(req, self.context, self.new, functions)
+            if thinking is not None:
+                await open_thinking(req, thinking, self.context, self.new)
+            self._requests = StepContext(req, self.context, self.new, functions, thinking)
+        if thinking is not None:
+            await thinking.open(self.output, None)  # a run resumed from its journal: blobs of earlier steps
         # After the first step one call was made: a `required` tool choice lets the model answer now.
         canonical, dropped = self._requests.request(self.output, tool_choice_auto=journal.steps > 1)
         step = Call(self.call.scope, self.call.request_id + f"-{journal.steps}".encode())

@@ -222,6 +222,7 @@ async def run_turn(
         chat=canonical.request,
         max_output=estimate.output_tokens(canonical.request),
         forward_usage=True,  # the usage-only last chunk must reach the converter
+        output_param="max_output_tokens",
     )
 
 

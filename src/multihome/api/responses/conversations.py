@@ -19,6 +19,7 @@ from .door import MAX_ID, conversation_not_found
 from .idempotent import HEADER as IDEMPOTENCY_KEY
 from .idempotent import once
 from .items import new_id, refuse_orphans, stored_item
+from .thinking import ThinkingKeys
 
 
 def _view(conv: Conversation) -> dict[str, Any]:
@@ -39,6 +40,7 @@ class ConversationsDoor:
         self.max_body = pipeline.max_body
         self._state = state
         self._keys: IdempotencyKeys | None = None
+        self._thinking = ThinkingKeys(lambda: state.keyring) if state is not None else None
 
     def _idempotent(self, call: Call) -> tuple[IdempotencyKeys, bytes] | None:
         """With an Idempotency-Key (and a database): the key store and the key (idempotent.py)."""
@@ -57,6 +59,11 @@ class ConversationsDoor:
             raise conversation_not_found(conv)
         return state, tenant(call), conv
 
+    async def _check_thinking(self, who: str, items: list[dict[str, Any]]) -> None:
+        """Thinking blobs (thinking.py) must be this tenant's: refused here, not at every later turn."""
+        if self._thinking is not None:
+            await self._thinking.of(who).open(items, "items")
+
     async def create(self, call: Call, receive: Receive, send: Send) -> None:
         keyed = self._idempotent(call)
         if keyed is not None:
@@ -74,6 +81,7 @@ class ConversationsDoor:
         req = parse_create_conversation(await read_body(call.scope, receive, self.max_body))
         items = [stored_item(i) for i in req.items or ()]
         refuse_orphans([], items, "items")
+        await self._check_thinking(tenant(call), items)
         conv = await stored(state.create_conversation(tenant(call), new_id("conv"), req.metadata or {}, items))
         await answer(call, send, _view(conv))
 
@@ -128,6 +136,7 @@ class ConversationsDoor:
         state, who, conv_id = self._ids(call)
         req = parse_add_items(await read_body(call.scope, receive, self.max_body))
         items = [stored_item(i) for i in req.items]
+        await self._check_thinking(who, items)
         if orphan_output([], items) is not None:  # answers a call stored before? (read only then)
             found = await stored(state.items(who, conv_id))
             if found is None:

@@ -51,6 +51,7 @@ from .idempotent import once
 from .items import Item, refuse_duplicate_ids, refuse_orphans, refuse_unanswered, stored_items
 from .native import NativeStream, NativeTurn, from_response
 from .stream import ResponsesRelay, ResponsesStream
+from .thinking import ThinkingKeys
 from .translate import Shell, from_completion, to_canonical
 
 log = logging.getLogger("multihome.responses")
@@ -80,6 +81,7 @@ class ResponsesDoor:
         self.state = state  # None without storage: nothing is stored, nothing can be continued
         self.background = background  # background mode (api/responses/background.py); None without storage
         self._keys: IdempotencyKeys | None = None
+        self.thinking = ThinkingKeys((lambda: state.keyring) if state is not None else None)
 
     async def create(self, call: Call, receive: Receive, send: Send) -> None:
         key = header(call.scope, IDEMPOTENCY_KEY)
@@ -108,8 +110,9 @@ class ResponsesDoor:
         req = parse_create(body)
         if req.store:
             need_state(self.state, "Storing a response ('store': true)")
-        shell = Shell(req, store=req.store if req.store is not None else self.state is not None)
         who = tenant(call)
+        thinking = self.thinking.of(who)
+        shell = Shell(req, store=req.store if req.store is not None else self.state is not None, thinking=thinking)
         context = await self._context(who, req)
         new = stored_items(req.input)
         refuse_orphans(context, new, "input")
@@ -117,9 +120,11 @@ class ResponsesDoor:
         if req.conversation_id is not None and isinstance(req.input, list) and any(i.id for i in req.input):
             refuse_duplicate_ids(context, new, "input")  # only a client-given id can be one already used
         if runs_tools(req):
+            await thinking.open(context, None)  # checked now (a 400 before any tool runs); the steps reuse them
+            await thinking.open(new, "input")
             await self._agent_turn(call, receive, send, req, body, shell, context, new)
             return
-        canonical, dropped = to_canonical(req, context, new)
+        canonical, dropped = await to_canonical(req, context, new, thinking=thinking)
         if req.background:  # checked like a foreground turn (a 400 or 404 now), then queued
             need_state(self.state, "Background mode ('background': true)")
             assert self.background is not None  # present whenever the state store is
@@ -153,17 +158,19 @@ class ResponsesDoor:
             finish_refused(call, served, err, "client_error")
             return
         try:
-            read_back = from_response if native else from_completion
-            outcome = read_back(served.body, served.deployment.name)
+            if native:
+                outcome = from_response(served.body, served.deployment.name)
+            else:
+                outcome = from_completion(served.body, served.deployment.name, thinking)
             response = shell.render(
                 outcome.status, outcome.output, outcome.usage, error=outcome.error, incomplete=outcome.incomplete
             )
-            await self._keep(who, shell, req, new, response)
+            out = _encode(response)  # the answer's body, and what is sealed (encoded once)
+            await self._keep(who, shell, req, new, response, out)
         except ApiError as err:
             await send_failure(call, send, OPENAI, err, headers)
             finish_refused(call, served, err, "gateway_error")
             return
-        out = _encode(response)
         finish_unary(call, served, out)
         await send_json(call, send, 200, out, [JSON, *headers])
 
@@ -247,9 +254,16 @@ class ResponsesDoor:
         return []
 
     async def _keep(
-        self, who: str, shell: Shell, req: CreateResponse, new: list[Item], response: dict[str, Any]
+        self,
+        who: str,
+        shell: Shell,
+        req: CreateResponse,
+        new: list[Item],
+        response: dict[str, Any],
+        encoded: bytes | None = None,
     ) -> None:
-        """Store the response and append the turn to its conversation, durably, before the client hears of it."""
+        """Store the response and append the turn to its conversation, durably, before the client hears of it.
+        `encoded`: the response as JSON, when the caller has it already."""
         conv = req.conversation_id
         if not shell.store and conv is None:
             return
@@ -268,11 +282,11 @@ class ResponsesDoor:
                 conversation_id=conv,
             )
             try:
-                await stored(state.put_response(record, append))
+                await stored(state.put_response(record, append, encoded=encoded))
             except LookupError:
                 # The conversation was deleted while the model answered (it existed when the turn began):
                 # the answer, served and billed, is still kept and given, as a background turn's is.
-                await stored(state.put_response(record))
+                await stored(state.put_response(record, encoded=encoded))
         elif conv is not None and append:
             await stored(state.append_items(who, conv, append))  # False: deleted meanwhile, as above
 

@@ -20,7 +20,7 @@ from ...schema.responses import MEMORY_LABEL, InputItem, Part
 from ...state.pairs import orphan_output, unanswered_call
 from ...tools.model import ERROR_MARKER
 from ...tools.names import function_name
-from .thinking import carried
+from .thinking import Thinking
 
 Item = dict[str, Any]
 _DETAILS = frozenset({"auto", "low", "high"})
@@ -168,10 +168,13 @@ def _part(part: Part) -> Item:
 # -- items -> chat messages ---------------------------------------------------------------------------
 
 
-def chat_messages(items: list[Item], messages: list[Item], asked: dict[str, Item] | None = None) -> None:
+def chat_messages(
+    items: list[Item], messages: list[Item], asked: dict[str, Item] | None = None, thinking: Thinking | None = None
+) -> None:
     """Append `items` to `messages` as canonical chat messages. Runs on every turn over the whole
     context, so the common shapes (one text part) take the short way. `asked`: MCP approval requests
-    seen so far, by id (shared by the context's call and the new input's: an answer refers back)."""
+    seen so far, by id (shared by the context's call and the new input's: an answer refers back).
+    `thinking`: the turn's opened thinking blobs (thinking.py); without it no blocks are sent back."""
     summary: Item | None = None  # the last message, when it is a reasoning summary
     asked = {} if asked is None else asked
     for item in items:
@@ -214,7 +217,7 @@ def chat_messages(items: list[Item], messages: list[Item], asked: dict[str, Item
             # still knows what was thought. No summary: nothing is sent.
             text = "\n".join(p.get("text") or "" for p in item.get("summary") or () if p.get("text"))
             # Claude's signed blocks, when the gateway carried them (thinking.py): Claude takes them back.
-            blocks = carried(item.get("encrypted_content"), f"reasoning item {item.get('id')}: encrypted_content")
+            blocks = thinking.blocks(item.get("encrypted_content")) if thinking is not None else None
             if text or blocks:
                 summary = {"role": "assistant", "content": f"(reasoning summary) {text}" if text else None}
                 if blocks:

@@ -42,6 +42,7 @@ from .agent_job import run_agent
 from .common import abandon, run_turn
 from .items import Item
 from .stream import ResponsesStream, split_events
+from .thinking import ThinkingKeys
 from .translate import Shell, to_canonical
 
 log = logging.getLogger("multihome.responses.background")
@@ -103,6 +104,9 @@ class Runner:
         if record is None or record.status not in OPEN or record.background is None:
             return  # deleted, cancelled, or made final by an earlier run (the checkpoint): no upstream call
         req, shell = shell_of(record)
+        shell.thinking = ThinkingKeys(lambda: bg.store.keyring).of(
+            record.tenant
+        )  # Claude's blocks sealed to the tenant
         if runs_tools(req):  # a durable agent run
             try:
                 await run_agent(self, record, req, shell)
@@ -140,7 +144,8 @@ class Runner:
                 assert self.context is not None
                 context = await self.context(record.tenant, req)
                 body = info["request"].encode()
-                canonical, dropped = to_canonical(msgspec.structs.replace(req, stream=True), context, record.input)
+                turn = msgspec.structs.replace(req, stream=True)
+                canonical, dropped = await to_canonical(turn, context, record.input, thinking=shell.thinking)
                 served, _ = await run_turn(self.pipeline, call, body, canonical, dropped)
             except ApiError as err:
                 finish_failed(call.tracker, err)

@@ -28,6 +28,7 @@ from ...schema.chat import ParsedChat
 from ...schema.errors import ApiError, bad_request
 from ...schema.responses import CreateResponse
 from .items import Item, chat_messages
+from .thinking import Thinking
 from .translate import chat_body, parsed_body, turn_messages
 
 _encode = msgspec.json.encode
@@ -38,10 +39,19 @@ _SETTLED = frozenset({"message", "function_call_output", "mcp_call", "mcp_approv
 
 class StepContext:
     """`req`: the response's request as every step sends it (streamed); `functions`: the tools the
-    gateway runs (MCP servers', memory's), offered to the model as functions."""
+    gateway runs (MCP servers', memory's), offered to the model as functions; `thinking`: the response's
+    opened thinking blobs (translate.open_thinking), whose blocks go back to Claude."""
 
-    def __init__(self, req: CreateResponse, context: list[Item], new: list[Item], functions: list[Item]) -> None:
+    def __init__(
+        self,
+        req: CreateResponse,
+        context: list[Item],
+        new: list[Item],
+        functions: list[Item],
+        thinking: Thinking | None = None,
+    ) -> None:
         self._req = req
+        self._thinking = thinking
         self._context = context
         self._new = new
         self._functions = functions
@@ -69,7 +79,7 @@ class StepContext:
     def _whole(self, req: CreateResponse, output: list[Item]) -> tuple[ParsedChat, list[str]]:
         self._asked = {}
         added = [*self._new, *output]
-        self._messages = turn_messages(req, self._context, added, self._asked)
+        self._messages = turn_messages(req, self._context, added, self._asked, self._thinking)
         self._done = -1
         if not self._messages:
             raise bad_request("The request has nothing to answer: 'input' is empty.", param="input")
@@ -86,7 +96,7 @@ class StepContext:
         items = output[self._done :]
         messages = self._messages
         start = max(0, len(messages) - 1)  # the last message may take the first added call (one assistant turn)
-        chat_messages(items, messages, self._asked)
+        chat_messages(items, messages, self._asked, self._thinking)
         changed = messages[start:]
         body, dropped = chat_body(req, changed, self._functions)
         part = parsed_body(req, body)  # the changed messages validated and typed, and the request's other fields

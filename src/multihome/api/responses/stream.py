@@ -25,6 +25,7 @@ from ...schema.chunks import Chunk, Failure, FnDelta, ToolDelta, read_chunk
 from ...schema.peek import Usage
 from ...state.background import Event
 from .items import Item, new_id
+from .thinking import Thinking
 from .translate import (
     INCOMPLETE,
     Outcome,
@@ -59,14 +60,17 @@ class _Open:
     label: str = ""  # an MCP call's server_label, and the tool's own name (`name` is the function's)
     tool: str = ""
     blocks: list[dict[str, Any]] = field(default_factory=list)  # a reasoning item's signed thinking blocks
+    sealed: str | None = None  # those blocks sealed (once: every rendering of the item shows the same blob)
 
-    def item(self, status: str) -> Item:
+    def item(self, status: str, thinking: Thinking | None = None) -> Item:
         if self.kind == "function_call":
             return function_call_item(self.id, self.call_id, self.name, self.arguments, status)
         if self.kind == "message":
             return message_item(self.id, [_part_dict(p) for p in self.parts], status)
         if self.kind == "reasoning":
-            return reasoning_item(self.id, self.arguments if status != "in_progress" else None, self.blocks)
+            if self.blocks and self.sealed is None and thinking is not None and status != "in_progress":
+                self.sealed = thinking.carry(self.blocks)
+            return reasoning_item(self.id, self.arguments if status != "in_progress" else None, self.sealed)
         out: Item = {"type": self.kind, "id": self.id, "server_label": self.label, "name": self.tool}
         out["arguments"] = self.arguments
         if self.kind == "mcp_call":
@@ -156,7 +160,8 @@ class ResponsesStream:
         else:
             status = "incomplete" if incomplete else "completed"
         item_status = "completed" if status == "completed" else "incomplete"
-        output = [o.item(item_status if self._closed else "in_progress") for o in self._items]
+        thinking = self.shell.thinking
+        output = [o.item(item_status if self._closed else "in_progress", thinking) for o in self._items]
         return Outcome(status, output, usage_of(self._usage), incomplete if status == "incomplete" else None)
 
     def response(self) -> dict[str, Any]:
@@ -304,7 +309,7 @@ class ResponsesStream:
                 where = {"item_id": item.id, "output_index": item.index, "arguments": item.arguments}
                 out.append(self.event("response.mcp_call_arguments.done", where))
                 continue
-            done = item.item("completed" if item.kind == "function_call" else status)
+            done = item.item("completed" if item.kind == "function_call" else status, self.shell.thinking)
             out.append(self.event("response.output_item.done", {"output_index": item.index, "item": done}))
 
 

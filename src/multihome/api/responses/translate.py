@@ -23,33 +23,59 @@ from ...schema.responses import CreateResponse, NamedToolChoice
 from ...state.memory.tools import echoed as memory_echo
 from ...state.memory.tools import parse_tool
 from .items import Item, chat_messages, new_id
-from .thinking import carry
+from .thinking import Thinking
 
 _encode = msgspec.json.encode
 # Fields the gateway accepts and echoes but no chat provider is sent (reported in x-multihome-dropped-params).
 _NOT_SENT = ("service_tier", "prompt_cache_key", "prompt_cache_retention", "max_tool_calls")
 
 
-def to_canonical(
-    req: CreateResponse, context: list[Item], new: list[Item], functions: list[Item] | None = None
+async def to_canonical(
+    req: CreateResponse,
+    context: list[Item],
+    new: list[Item],
+    functions: list[Item] | None = None,
+    *,
+    thinking: Thinking | None = None,
 ) -> tuple[ParsedChat, list[str]]:
     """The chat request for this turn: instructions, then the stored context, then the new input.
-    `functions`: the MCP servers' tools as function tools (an agent step, api/responses/agent.py)."""
-    messages = turn_messages(req, context, new, {})
+    `functions`: the MCP servers' tools as function tools (an agent step, api/responses/agent.py).
+    `thinking`: the response's (the shell's): Claude's thinking blocks the items carry are opened with it
+    and sent back (a blob that does not open for this tenant is a 400 naming `input[i]`); without it
+    none are."""
+    if thinking is not None:
+        await open_thinking(req, thinking, context, new)
+    messages = turn_messages(req, context, new, {}, thinking)
     if not messages:
         raise bad_request("The request has nothing to answer: 'input' is empty.", param="input")
     body, dropped = chat_body(req, messages, functions)
     return parsed_body(req, body), dropped
 
 
-def turn_messages(req: CreateResponse, context: list[Item], new: list[Item], asked: dict[str, Item]) -> list[Item]:
+async def open_thinking(req: CreateResponse, thinking: Thinking, context: list[Item], new: list[Item]) -> None:
+    """Open the thinking blobs of the stored context and of the new input (a bad one is a 400 naming
+    `input[i]`), and cache the tenant's key when Claude may think (its blocks are sealed as they stream)."""
+    await thinking.open(context, None)
+    await thinking.open(new, "input")
+    if req.reasoning is not None:
+        await thinking.ready()
+
+
+def turn_messages(
+    req: CreateResponse,
+    context: list[Item],
+    new: list[Item],
+    asked: dict[str, Item],
+    thinking: Thinking | None = None,
+) -> list[Item]:
     """The instructions, the stored context and the new input as chat messages. `asked`: MCP approval
-    requests by id, filled here (an answer in `new` refers to one in `context`)."""
+    requests by id, filled here (an answer in `new` refers to one in `context`); `thinking`: the blobs
+    `open_thinking` opened."""
     messages: list[Item] = []
     if req.instructions:
         messages.append({"role": "system", "content": req.instructions})
-    chat_messages(context, messages, asked)
-    chat_messages(new, messages, asked)
+    chat_messages(context, messages, asked, thinking)
+    chat_messages(new, messages, asked, thinking)
     return messages
 
 
@@ -135,6 +161,7 @@ class Shell:
     id: str = field(default_factory=lambda: new_id("resp"))
     created_at: int = field(default_factory=lambda: int(time.time()))
     store: bool = True
+    thinking: Thinking | None = None  # seals and opens Claude's thinking blocks (thinking.py); None: not carried
 
     def render(
         self,
@@ -316,8 +343,9 @@ class Outcome:
     error: dict[str, Any] | None = None  # a failed response's error object
 
 
-def from_completion(body: bytes, deployment: str) -> Outcome:
-    """The output items, status and usage of an OpenAI-shaped chat completion (a 502 if unreadable)."""
+def from_completion(body: bytes, deployment: str, thinking: Thinking | None = None) -> Outcome:
+    """The output items, status and usage of an OpenAI-shaped chat completion (a 502 if unreadable);
+    Claude's thinking blocks sealed with `thinking` (none carried without it)."""
     try:
         completion = _completion.decode(body)
     except msgspec.DecodeError:
@@ -332,7 +360,8 @@ def from_completion(body: bytes, deployment: str) -> Outcome:
     msg = choice.message
     output: list[Item] = []
     if msg.reasoning_content or msg.thinking_blocks:
-        output.append(reasoning_item(new_id("rs"), msg.reasoning_content or "", msg.thinking_blocks))
+        sealed = thinking.carry(msg.thinking_blocks) if thinking is not None and msg.thinking_blocks else None
+        output.append(reasoning_item(new_id("rs"), msg.reasoning_content or "", sealed))
     if msg.content or msg.refusal:
         parts = []
         if msg.content:
@@ -345,13 +374,12 @@ def from_completion(body: bytes, deployment: str) -> Outcome:
     return Outcome("incomplete" if incomplete else "completed", output, usage_of(completion.usage), incomplete)
 
 
-def reasoning_item(item_id: str, summary: str | None, blocks: list[dict[str, Any]] | None = None) -> Item:
+def reasoning_item(item_id: str, summary: str | None, sealed: str | None = None) -> Item:
     """What the upstream reasoned, as a Responses reasoning item: its text is the summary (Claude's
-    thinking and Gemini's thought summaries are summaries already), Claude's signed blocks its
-    `encrypted_content` (thinking.py). `None`: the item as it opens."""
+    thinking and Gemini's thought summaries are summaries already), Claude's signed blocks, sealed,
+    its `encrypted_content` (thinking.py). `None`: the item as it opens."""
     parts = [] if not summary else [{"type": "summary_text", "text": summary}]
     item: Item = {"type": "reasoning", "id": item_id, "summary": parts}
-    sealed = carry(blocks) if blocks else None
     if sealed is not None:
         item["encrypted_content"] = sealed
     return item

@@ -1,0 +1,33 @@
+"""The numeric bounds of what a client sends, in one place: OpenAI's published schema where it gives
+them (`n` 1..128, `top_logprobs` 0..20, `logit_bias` values -100..100, `seed` a signed 64-bit integer,
+penalties -2..2), and the gateway's own cap on counts the schema leaves open (token limits,
+`dimensions`): 2^31-1, far above any model's and within every provider's integers, so a 70-bit
+integer is a 400 naming the field, never forwarded to overflow an upstream or a database column."""
+
+from __future__ import annotations
+
+from typing import Final
+
+from .errors import bad_request
+
+MAX_INT: Final = 2**31 - 1
+INT64: Final = 2**63  # seed: -2^63 .. 2^63-1
+MAX_N: Final = 128
+MAX_TOP_LOGPROBS: Final = 20
+LOGIT_BIAS: Final = 100.0
+PENALTY: Final = 2.0
+
+
+def count(value: int | None, param: str, low: int = 1) -> None:
+    """A token limit or size: an integer from `low` to MAX_INT (None: absent)."""
+    if value is not None and not low <= value <= MAX_INT:
+        raise bad_request(f"'{param}' must be an integer from {low} to {MAX_INT}.", param=param, code="invalid_value")
+
+
+def between(value: float | None, low: float, high: float, param: str) -> None:
+    if value is not None and not low <= value <= high:
+        raise bad_request(f"'{param}' must be between {_num(low)} and {_num(high)}.", param=param, code="invalid_value")
+
+
+def _num(value: float) -> str:
+    return str(int(value)) if value == int(value) else str(value)
