@@ -277,8 +277,11 @@ class NamespaceIndex:
         n = len(valid)
         if n <= EXACT_UPTO or not self.prefix:
             return _best(np.where(valid, _dot(self._vec[:n], query), -np.inf), depth, passes)
-        coarse = _blas_dot(self._coarse[:n], _unit(query[: self._coarse.shape[1]]))
         finite = int(np.count_nonzero(valid))
+        if finite <= EXACT_UPTO and 8 * finite <= n:  # few records can match (a selective filter): those only, exactly
+            rows = np.flatnonzero(valid)
+            return [int(rows[j]) for j in _best(_dot(self._vec[rows], query), depth, lambda j: passes(int(rows[j])))]
+        coarse = _blas_dot(self._coarse[:n], _unit(query[: self._coarse.shape[1]]))
         if finite < n:
             np.copyto(coarse, -np.inf, where=~valid)  # in place: no second array of n scores
         pool = min(finite, max(COARSE_POOL, 8 * depth))
