@@ -167,11 +167,19 @@ backend replicas
 
 
 class Cluster:
-    """Everything above, started in order and stopped in reverse however it ends (`with Cluster(tmp) as c:`)."""
+    """Everything above, started in order and stopped in reverse however it ends (`with Cluster(tmp) as c:`).
 
-    def __init__(self, tmp: Path, replicas: int = REPLICAS, *, fail_open: bool = True) -> None:
+    `pg`: a running PostgreSQL server to make the cluster's database in (a copy of its migrated template),
+    dropped at the end with the server left running: the tests pass their worker's one server, which saves
+    an initdb and a full migration per test. Without it the cluster starts a server of its own."""
+
+    def __init__(
+        self, tmp: Path, replicas: int = REPLICAS, *, fail_open: bool = True, pg: PostgresServer | None = None
+    ) -> None:
         self.tmp = tmp
         self.fail_open = fail_open
+        self._shared_pg = pg
+        self._pg_down = False  # a shared server paused by `stop_database` is resumed by `close`
         self.pg: PostgresServer | None = None
         self.redis: RedisServer | None = None
         self.sim: Simulator | None = None
@@ -186,10 +194,15 @@ class Cluster:
     def _start(self, n: int) -> None:
         from multihome.storage import migrate_sync
 
-        self.pg = PostgresServer()
-        self.dbname = "cluster"
-        self.db_url = self.pg.create_database(self.dbname)
-        migrate_sync(self.db_url)
+        if self._shared_pg is not None:
+            self.pg = self._shared_pg
+            self.db_url = self.pg.migrated_database()
+            self.dbname = self.db_url.rsplit("/", 1)[1]
+        else:
+            self.pg = PostgresServer()
+            self.dbname = "cluster"
+            self.db_url = self.pg.create_database(self.dbname)
+            migrate_sync(self.db_url)
         self.redis = RedisServer()
         self.sim = Simulator("openai", "cluster-sim")
         key = Ed25519PrivateKey.generate()
@@ -244,10 +257,12 @@ class Cluster:
         """PostgreSQL down, its data kept (`pg_ctl stop -m fast` closes every replica's connections)."""
         assert self.pg is not None
         self.pg.pause()
+        self._pg_down = True
 
     def start_database(self) -> None:
         assert self.pg is not None
         self.pg.resume()
+        self._pg_down = False
 
     def stop_replicas(self) -> list[str]:
         """Graceful stops (SIGTERM: drain, then every queued usage row and audit event written), all
@@ -276,7 +291,11 @@ class Cluster:
             self.sim.stop()
         if self.redis is not None:
             self.redis.stop()
-        if self.pg is not None:
+        if self.pg is not None and self.pg is self._shared_pg:
+            if self._pg_down:
+                self.start_database()
+            self.pg.drop_database(self.dbname)
+        elif self.pg is not None:
             self.pg.stop()
 
     def __enter__(self) -> Cluster:

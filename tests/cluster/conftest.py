@@ -11,8 +11,9 @@ from .cluster import Cluster
 
 
 @pytest.fixture
-def cluster(tmp_path):
+def cluster(tmp_path, pg_server):
+    """The cluster's database is made in the worker's PostgreSQL server (tests/conftest.py), not a new one."""
     if shutil.which("haproxy") is None and not Path("/usr/sbin/haproxy").exists():
         pytest.fail("haproxy is not installed; `make test` installs it (scripts/install-system-deps.sh)")
-    with Cluster(tmp_path) as c:
+    with Cluster(tmp_path, pg=pg_server) as c:
         yield c

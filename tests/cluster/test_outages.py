@@ -64,8 +64,8 @@ def test_redis_down_fail_open_admits_then_counters_reconcile(cluster: Cluster):
 
 
 @pytest.fixture
-def fail_closed(tmp_path):
-    with Cluster(tmp_path, fail_open=False) as c:
+def fail_closed(tmp_path, pg_server):
+    with Cluster(tmp_path, fail_open=False, pg=pg_server) as c:
         yield c
 
 

@@ -331,6 +331,7 @@ def test_a_dead_export_worker_never_fails_a_call(sims, tmp_path):
 def test_every_gateway_worker_exports_its_calls(sims, tmp_path):
     # `serve --workers 2`: each worker process runs its own export worker; every call is exported once.
     receiver = Receiver()
+    gw = None
     try:
         gw = Gateway(telemetry_config(sims, receiver.url), tmp_path, ENV, "--workers", "2")
         ids = []
@@ -343,8 +344,9 @@ def test_every_gateway_worker_exports_its_calls(sims, tmp_path):
         for request_id in ids:
             receiver.span(request_id, seconds=5)  # exactly one span each, whichever worker served it
         assert len(_descendants_running("multihome.observability.telemetry_worker", gw.popen.pid)) == 2
-        gw.stop()
     finally:
+        if gw is not None:  # stopped however the test ends: a failed assert left it (and its workers) running
+            gw.stop()
         receiver.close()
 
 
