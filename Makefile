@@ -44,7 +44,7 @@ lint: install
 # some CI images) each would compile the package again, while existing .pyc files are still read.
 test: install lint system-deps
 	$(BIN)/python -m compileall -q src >/dev/null
-	$(BIN)/python -m pytest -n auto --maxprocesses 4 --dist loadfile
+	$(BIN)/python -m pytest -n auto --maxprocesses 4 --dist loadfile --no-loadscope-reorder
 
 bench: install
 	bash bench/run.sh
