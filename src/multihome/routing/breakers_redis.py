@@ -51,7 +51,7 @@ class SharedBreakers(Breakers):
         for task in list(self._tasks):
             task.cancel()
         if self._pubsub is not None:
-            await self._pubsub.aclose()  # type: ignore[no-untyped-call]  # redis-py leaves it unannotated
+            await self._pubsub.aclose()  # type: ignore[no-untyped-call,unused-ignore]  # annotated only in redis-py 8.2+
         await self._redis.aclose()
 
     # -- hot path: local decision, Redis work in the background --------------------------------
