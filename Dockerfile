@@ -6,12 +6,12 @@
 FROM python:3.11-slim-bookworm AS build
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 WORKDIR /src
-COPY pyproject.toml README.md ./
+COPY pyproject.toml README.md constraints.txt ./
 COPY src ./src
 # A wheel first (what `pip install` from a release installs), then a virtualenv with it and its dependencies.
 RUN python -m pip wheel --no-deps --wheel-dir /wheels . \
  && python -m venv /opt/multihome \
- && /opt/multihome/bin/pip install /wheels/multihome-*.whl
+ && /opt/multihome/bin/pip install -c constraints.txt /wheels/multihome-*.whl
 
 FROM python:3.11-slim-bookworm
 ENV PATH=/opt/multihome/bin:$PATH PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1 MULTIHOME_CONFIG=/etc/multihome/config.yaml

@@ -6,10 +6,10 @@ STAMP := $(VENV)/.installed
 
 .PHONY: install system-deps demo lint test bench clean vendor cluster
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e '.[test]'
+	$(BIN)/python -m pip install -q -e '.[test]' -c constraints.txt
 	touch $(STAMP)
 
 install: $(STAMP)

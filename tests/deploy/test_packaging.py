@@ -90,3 +90,4 @@ def test_the_image_is_multi_stage_slim_and_non_root():
     stages = [line for line in text.splitlines() if line.startswith("FROM ")]
     assert len(stages) == 2 and all("slim" in s for s in stages)
     assert "USER 10001:10001" in text and "COPY --from=build" in text
+    assert "-c constraints.txt" in text  # the image gets the versions the suite passed with
