@@ -217,3 +217,49 @@ def test_no_secret_or_content_fields_in_events(tmp_path):
     body = lines(asyncio.run(main()))[0]["body"]
     assert not {"messages", "content", "api_key", "authorization", "token", "prompt"} & set(body)
     assert body["request_sha256"] == "a" * 64 and body["key_id"] == "key_ten_a"
+
+
+def _count_disk_calls(monkeypatch, fail_dsync: bool = False) -> tuple[list[int], list[int]]:
+    """Record the flags of every pwritev and the fd of every fsync the process makes (the real ones run)."""
+    flags: list[int] = []
+    fsynced: list[int] = []
+    real_pwritev, real_fsync = os.pwritev, os.fsync
+
+    def pwritev(fd, buffers, offset, flag=0):
+        flags.append(flag)
+        if fail_dsync:
+            raise OSError(95, "Operation not supported")  # EOPNOTSUPP, as a filesystem without it says
+        return real_pwritev(fd, buffers, offset, flag)
+
+    def fsync(fd):
+        fsynced.append(fd)
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "pwritev", pwritev)
+    monkeypatch.setattr(os, "fsync", fsync)
+    return flags, fsynced
+
+
+@pytest.mark.skipif(not hasattr(os, "RWF_DSYNC"), reason="no per-write sync on this system")
+@pytest.mark.parametrize("supported", [True, False])
+def test_a_batch_goes_to_disk_in_one_synchronous_write(tmp_path, monkeypatch, supported):
+    """With the real fsync a batch is one RWF_DSYNC write, no fsync of the chain; where the filesystem
+    refuses it, write + fsync, and the events are there either way."""
+    flags, fsynced = _count_disk_calls(monkeypatch, fail_dsync=not supported)
+
+    async def main():
+        log = AuditLog(config(tmp_path))
+        await log.start()
+        chain_fd, opened = log._fd, len(fsynced)
+        await asyncio.gather(*(log.call_started(f"req_{i}", PRINCIPAL, "gpt-4o", "chat", "c" * 64) for i in range(20)))
+        batch_fsyncs = fsynced[opened:].count(chain_fd)
+        await log.close()
+        return log, batch_fsyncs
+
+    log, batch_fsyncs = asyncio.run(main())
+    assert flags and set(flags) == {os.RWF_DSYNC}
+    if supported:
+        assert batch_fsyncs == 0  # durable by the write itself
+    else:
+        assert len(flags) == 1 and batch_fsyncs >= 1  # tried once, then written and fsynced
+    assert [e["body"]["request_id"] for e in lines(log)] == [f"req_{i}" for i in range(20)]
