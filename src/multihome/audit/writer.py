@@ -6,11 +6,7 @@ batch on the loop. While one batch is being fsynced the next one gathers, so und
 covers many events (group commit) and at low load an event waits for one fsync only.
 
 Durability promise: a future from `append` (and `call_started`) resolves only after the event's
-line, and every line before it, has been fsynced. Where the system has it, a batch goes to disk in
-one synchronous write (`RWF_DSYNC`: the lines, and the file size that reaches them, are on disk when
-the write returns, as after write + fdatasync) instead of a write and an fsync: one system call, so
-the writer thread lets go of the interpreter and waits to get it back once per batch, not twice
-(under load each wait is a hand-off with the event loop, two context switches). `record` is fire-and-forget; its event follows
+line, and every line before it, has been fsynced. `record` is fire-and-forget; its event follows
 within one group-commit interval.
 
 Each chain opens with a genesis record (seq 0) that links the earlier chains of the directory
@@ -22,7 +18,6 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import errno
 import logging
 import os
 import re
@@ -54,20 +49,6 @@ def new_chain_id() -> str:
     return f"chn_{stamp}_{host}_{os.getpid()}_{secrets.token_hex(4)}"
 
 
-def _write_dsync(fd: int, data: bytes) -> None:
-    """Append `data` (the fd is O_APPEND; offset -1: the file position) with RWF_DSYNC: each write is on
-    disk, with the size that reaches it, when it returns. An error after part of it was written carries
-    how much (`written`), so the caller does not mistake it for a missing feature."""
-    view, done = memoryview(data), 0
-    while view:
-        try:
-            n = os.pwritev(fd, [view], -1, os.RWF_DSYNC)
-        except OSError as exc:
-            exc.written = done  # type: ignore[attr-defined]
-            raise
-        view, done = view[n:], done + n
-
-
 class AuditClosed(RuntimeError):
     pass
 
@@ -82,8 +63,6 @@ class AuditLog:
         self.config = config
         self.dir = config.dir
         self._fsync = fsync or (os.fsync if config.fsync else (lambda fd: None))
-        # A batch in one synchronous write (see above); not with a given fsync (tests hold or fail it).
-        self._dsync = fsync is None and config.fsync and hasattr(os, "RWF_DSYNC")
         self._fsync_open = os.fsync if config.fsync else (lambda fd: None)  # the genesis record, before any event
         self._signing = load_signing_key(config.signing_key_file, config.signing_key_env)
         self.key_id = None
@@ -330,7 +309,8 @@ class AuditLog:
         if not lines:
             return
         try:
-            self._write_durably(self._fd, b"".join(lines))
+            self._write_all(self._fd, b"".join(lines))
+            self._fsync(self._fd)
         except OSError as exc:
             # The file's tail is now unknown: fail these producers and continue on a fresh chain.
             self.errors += 1
@@ -356,22 +336,6 @@ class AuditLog:
             self._loop.call_soon_threadsafe(self._batch_done, futures, count, first, error)
         except RuntimeError:
             pass  # the loop is gone (process exiting): nobody is waiting any more
-
-    def _write_durably(self, fd: int, data: bytes) -> None:
-        """`data` appended and on disk: one RWF_DSYNC write where it can, else write + fsync."""
-        if self._dsync:
-            try:
-                _write_dsync(fd, data)
-                return
-            except OSError as exc:
-                # A filesystem or kernel without per-write sync says so before writing anything.
-                written: int = getattr(exc, "written", 0)
-                if exc.errno not in (errno.EOPNOTSUPP, errno.EINVAL, errno.ENOSYS) or written:
-                    raise
-                self._dsync = False
-                log.warning("audit: synchronous writes not supported here (%s); writing then fsyncing", exc)
-        self._write_all(fd, data)
-        self._fsync(fd)
 
     @staticmethod
     def _write_all(fd: int, data: bytes) -> None:
