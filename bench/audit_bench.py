@@ -21,7 +21,8 @@ import time
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "tests"))
 
 from audit.helpers import call
-from multihome.audit import AuditConfig, AuditLog
+from multihome.audit import AuditLog
+from multihome.config.audit import AuditConfig
 from multihome.schema.principal import Principal
 
 PRINCIPAL = Principal(tenant="ten_a", subject="key_abc", source="api_key", team="t", key_id="key_abc")

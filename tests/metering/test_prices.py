@@ -92,6 +92,7 @@ def _same_as_decimal(price: DeploymentPrice, usage: Usage) -> None:
     assert cost_text == text(ref)
     made = price.decimal(usage, units)
     assert made.as_tuple() == ref.as_tuple() and str(made) == str(ref), (made, ref)
+    assert price.amount(usage, units) == float(ref)  # metrics' cost: the double nearest the exact cost
 
 
 @settings(max_examples=3000, deadline=None)

@@ -122,6 +122,14 @@ class DeploymentPrice:
                 nanos += 1
         return units, nanos, exact_text(units, self.exp - 6)
 
+    def amount(self, usage: Usage, units: int) -> float:
+        """`float(cost(usage))` from `charge`'s units: the double nearest the exact cost (int / int and
+        float(int) round correctly in Python, as float(Decimal) does), for metrics' cost series."""
+        if not (self.exact and units < EXACT_BELOW):
+            return float(self.cost(usage))
+        shift = self.exp - 6
+        return units / 10**-shift if shift < 0 else float(units * 10**shift)
+
     def decimal(self, usage: Usage, units: int) -> Decimal:
         """`cost(usage)` as a Decimal with the same coefficient and exponent, from `charge`'s units."""
         if not (self.exact and units < EXACT_BELOW):

@@ -50,6 +50,15 @@ class MeteredCall:
         return cost
 
     @property
+    def amount(self) -> float:
+        """`float(cost)` without making the Decimal (metrics' cost series: prices.py `amount`)."""
+        cost = self._cost
+        if cost is not None:
+            return float(cost)
+        price, usage = self._price, self.call.usage
+        return price.amount(usage, self._units) if price and usage and self._units else 0.0
+
+    @property
     def charged(self) -> bool:
         """cost > 0, without making the Decimal."""
         return self._units > 0 if self._cost is None else self._cost > 0

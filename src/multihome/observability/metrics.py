@@ -34,7 +34,6 @@ import os
 from bisect import bisect_left
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from decimal import Decimal
 from typing import Any, Literal
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics
@@ -310,7 +309,7 @@ class Metrics:
             call.latency_ms,
             call.first_byte_ms if call.stream else None,
             call.usage,
-            m.cost,
+            m.amount,  # float(cost), without making the Decimal
             m.currency,
             call.attempts,
         )
@@ -327,7 +326,7 @@ class Metrics:
         latency_ms: float,
         stream_first_byte_ms: float | None,
         usage: Usage | None,
-        cost: Decimal | float,
+        cost: float,
         currency: str,
         attempts: Iterable[Any],
     ) -> None:
@@ -360,7 +359,7 @@ class Metrics:
             s.input_total += prompt
             s.output_total += completion
             if cost:
-                s.cost += float(cost)
+                s.cost += cost
         if attempts:
             pending = self._attempts_pending
             for attempt in attempts:

@@ -17,6 +17,7 @@ from .engine import is_sqlite, write_connection
 from .errors import Conflict, Invalid, NotFound
 from .ids import new_id
 from .tables import admin_events, api_keys, state_version, teams, tenants
+from .version_reader import VersionReader
 
 _BUMP = sa.update(state_version).where(state_version.c.id == 1).values(version=state_version.c.version + 1)
 _VERSION = sa.select(state_version.c.version).where(state_version.c.id == 1)
@@ -74,6 +75,8 @@ class StoreBase:
     def __init__(self, engine: AsyncEngine) -> None:
         self.engine = engine
         self._sqlite = is_sqlite(engine)
+        # A SQLite file's change counter is read in one thread hand-off (version_reader.py).
+        self._version_reader = VersionReader(engine) if VersionReader.usable(engine) else None
 
     @asynccontextmanager
     async def _write(self, lock: str | None = None) -> AsyncIterator[AsyncConnection]:
@@ -177,5 +180,11 @@ class StoreBase:
 
     async def version(self) -> int:
         """The change counter: one single-row read. Bumped by every committed mutation."""
+        if self._version_reader is not None:
+            return await self._version_reader.read()
         async with self._read() as conn:
             return (await conn.execute(_VERSION)).scalar_one()
+
+    async def close_version_reader(self) -> None:
+        if self._version_reader is not None:
+            await self._version_reader.close()
