@@ -88,9 +88,11 @@ async def test_cache_keeps_serving_when_the_database_goes_away(tmp_path):
     cache = SnapshotCache(store, interval_s=0.02)
     await cache.start()
     try:
-        await store.close()  # pool gone; further polls fail until it is reopened
+        # The file goes first: a poll between a close and the rename could reopen the old file and
+        # keep reading it through the rename. After the close every poll opens a path with no database.
         db.rename(tmp_path / "moved.db")
         (tmp_path / "x.db-wal").unlink(missing_ok=True)
+        await store.close()
         deadline = time.monotonic() + 5
         while cache.poll_errors == 0 and time.monotonic() < deadline:
             await asyncio.sleep(0.01)
