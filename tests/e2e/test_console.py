@@ -4,14 +4,16 @@ The demo is the gateway a newcomer runs (embedded store, metering, audit, contra
 organisation). The test makes its own calls through the front door with the official `openai` SDK,
 then logs in, opens every page and checks it shows those calls, creates a key in the browser (the
 secret works, once revoked it does not), follows a policy denial to its audit event, and saves a
-screenshot of every page into docs/console/. A tenant-admin cannot open another tenant's pages by
-URL, an auditor sees the audit trail only, a session ends when its key is revoked, and a POST without
-the session's CSRF token is refused.
+screenshot of every page (into docs/console/ with MULTIHOME_SCREENSHOTS=docs). A tenant-admin cannot
+open another tenant's pages by URL, an auditor sees the audit trail only, a session ends when its key
+is revoked, and a POST without the session's CSRF token is refused.
 """
 
 from __future__ import annotations
 
+import os
 import re
+import tempfile
 import time
 from pathlib import Path
 
@@ -23,7 +25,14 @@ from playwright.sync_api import Browser, Page, expect, sync_playwright
 from .processes import VENV_BIN, Proc, free_port
 
 CHROMIUM = "/usr/bin/chromium"  # Debian's package (scripts/install-system-deps.sh); no browser download
-SHOTS = Path(__file__).resolve().parents[2] / "docs" / "console"
+# Screenshots land in docs/console/ only when asked (MULTIHOME_SCREENSHOTS=docs), so a test run leaves
+# the checkout clean; otherwise they are still taken (the page must render) into a temporary folder.
+DOCS_SHOTS = Path(__file__).resolve().parents[2] / "docs" / "console"
+SHOTS = (
+    DOCS_SHOTS
+    if os.environ.get("MULTIHOME_SCREENSHOTS") == "docs"
+    else Path(tempfile.gettempdir()) / "mh-console-shots"
+)
 DEADLINE_S = 60
 
 
@@ -83,7 +92,7 @@ def login(browser: Browser, demo: Demo, secret: str) -> Page:
 
 
 def shot(page: Page, name: str, secrets: tuple[str, ...] = ()) -> None:
-    """Save the page into docs/console/, after checking no secret is on it."""
+    """Save the page's screenshot (SHOTS), after checking no secret is on it."""
     SHOTS.mkdir(parents=True, exist_ok=True)
     page.wait_for_load_state("networkidle")
     html = page.content()
