@@ -200,12 +200,17 @@ def _changes(ns_id: str, since: int, after: int, head: int) -> _Read[_Changes]:
     return rows, gone
 
 
+def _namespace_row(key: tuple[str, str, str]) -> _Read[Any]:
+    """The namespace's row (id, next sequence number, embedding space), or None."""
+    tenant, agent_id, user_id = key
+    found = yield _HEAD, {"tenant": tenant, "agent": agent_id, "user": user_id}
+    return found[0] if found else None
+
+
 def _probe(key: tuple[str, str, str], known: tuple[str, int] | None) -> _Read[tuple[Any, tuple[int, _Changes] | None]]:
     """The namespace's row and, when this replica's index of it (`known`: its namespace id and `seq`) is
     behind, the first batch of what changed, in the same read: a search after a write pays one read."""
-    tenant, agent_id, user_id = key
-    found = yield _HEAD, {"tenant": tenant, "agent": agent_id, "user": user_id}
-    row = found[0] if found else None
+    row = yield from _namespace_row(key)
     if row is None or known is None or known[0] != row.id:
         return row, None
     since, head = known[1], int(row.next_seq) - 1
@@ -337,15 +342,7 @@ class MemoryStore(StoreBase):
         raise SpaceUnavailable(space or Space("?", 0), "the namespace's embedding model changed twice during one write")
 
     async def _namespace_space(self, tenant: str, agent_id: str, user_id: str) -> Space | None:
-        ns = memory_namespaces.c
-        async with self._read() as conn:
-            row = (
-                await conn.execute(
-                    sa.select(ns.embedding_model, ns.embedding_dim).where(
-                        ns.tenant_id == tenant, ns.agent_id == agent_id, ns.user_id == user_id
-                    )
-                )
-            ).first()
+        row = await self._run_read(_namespace_row((tenant, agent_id, user_id)))
         return None if row is None else _space_of(row.embedding_model, row.embedding_dim)
 
     async def _write_records(
