@@ -135,6 +135,20 @@ async def test_another_replica_sees_writes_and_deletes(stores):
     assert found == [second.id]
 
 
+async def test_search_goes_on_after_the_database_restarted(stores, request):
+    if stores[0].engine.dialect.name != "postgresql":
+        pytest.skip("a PostgreSQL server restart")
+    a, b = stores
+    [first] = await _write(a, [FACTS[0]])
+    assert [h.record.id for h in await b.search("t1", "support", "u1", "dog name")] == [first.id]
+    server = request.getfixturevalue("pg_server")
+    server.pause()  # ends every connection, the ones b's searches hold too
+    server.resume()
+    [second] = await _write(a, [FACTS[1]])
+    found = [h.record.id for h in await b.search("t1", "support", "u1", "dog name peanuts", top_k=5)]
+    assert sorted(found) == sorted([first.id, second.id])
+
+
 async def test_ttl_hides_then_the_sweep_deletes(memory, engine):
     [short] = await memory.write("t1", "a", "u", [NewRecord("The parking code is 4711.", {}, ttl_s=1)])
     [kept] = await memory.write("t1", "a", "u", [NewRecord("The office is on floor 3.", {})])

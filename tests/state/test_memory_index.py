@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from multihome.state.memory.embedder import WordLlamaEmbedder
-from multihome.state.memory.index import EXACT_UPTO, NamespaceIndex, terms
+from multihome.state.memory.index import EXACT_UPTO, NamespaceIndex, _top, terms
 
 
 def _unit(rows: np.ndarray) -> np.ndarray:
@@ -123,3 +123,42 @@ def test_a_filter_used_again_masks_the_records_it_admits_before_the_scan():
     index.rebuild()
     found = [rid for rid, _, _ in index.search(query, ["rare"], 10, now=0.0, mode="vector", keep=rare)]
     assert found[:9] == want[1:10]  # neither removed record, the rest in order
+
+
+@pytest.mark.parametrize("masked", [0.0, 0.5, 0.97, 1.0])
+@pytest.mark.parametrize("k", [1, 40, 512, 5000])
+def test_the_sampled_top_k_is_the_partitions_top_k(masked, k):
+    """`_top` (a threshold read off a sample, then a partition of what passes) picks the very positions a
+    partition of every score does, whether few or most scores are masked out (-inf) or ordered by position."""
+    rng = np.random.default_rng(k)
+    n = 100_000
+    for scores in (rng.standard_normal(n).astype(np.float32), np.linspace(-1, 1, n, dtype=np.float32)):
+        scores[rng.random(n) < masked] = -np.inf
+        got = _top(scores, k)
+        assert len(got) == k
+        kth = np.sort(scores)[n - k]  # the k-th highest: every higher score is picked, no lower one
+        assert np.all(scores[got] >= kth) and set(np.flatnonzero(scores > kth).tolist()) <= set(got.tolist())
+
+
+def test_the_sampled_top_k_holds_on_periodic_scores():
+    """Records written in a pattern (the same few texts again and again) give scores whose every 16th is
+    unlike the whole: the threshold is lowered until k pass, and the positions are still the top k."""
+    n, k = 100_000, 512
+    scores = np.tile(np.float32([0.1, 0.2, 0.9, 0.3, 0.1, 0.2, 0.3, 0.4]), n // 8)
+    scores[np.arange(n) % 16 == 2] = -np.inf  # the sample never sees the best
+    scores[::3] += np.float32(1e-4) * np.arange(0, n, 3) / n  # distinct scores
+    got = _top(scores, k)
+    kth = np.sort(scores)[n - k]
+    assert len(got) == k and np.all(scores[got] >= kth)
+
+
+def test_the_sampled_top_k_takes_equal_scores_at_the_threshold():
+    """BM25 scores of records alike are equal: the top k then ends inside a run of equal scores, and any
+    of those make up the k."""
+    rng = np.random.default_rng(5)
+    n, k = 40_000, 64
+    scores = rng.choice(np.float32([0.0, 1.5, 2.5, 3.0]), n, p=[0.5, 0.3, 0.195, 0.005])
+    got = _top(scores, k)
+    assert len(set(got.tolist())) == k
+    kth = np.sort(scores)[n - k]
+    assert np.all(scores[got] >= kth) and set(np.flatnonzero(scores > kth).tolist()) <= set(got.tolist())

@@ -30,11 +30,11 @@ import hashlib
 import logging
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Generator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from functools import partial
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import msgspec
 import sqlalchemy as sa
@@ -44,6 +44,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from ...crypto import Keyring
 from ...storage.base import StoreBase, as_utc
 from ...storage.ids import new_id
+from ...storage.pg_reads import HeldReads
 from ...storage.sqlite_threads import SqliteThreads
 from ...storage.tables import memory_namespaces, memory_records, memory_tombstones
 from .embedder import OFFLINE_PREFIX, Caller, Embedder, Routed, Space, SpaceUnavailable
@@ -169,24 +170,61 @@ def _space_of(model: str | None, dim: int | None) -> Space | None:
 
 
 _Changes = tuple[Sequence[Any], list[str]]
+# A read as the statements it runs: each `yield` hands over a statement and its parameters and gets its rows
+# back; the return value is the read's. Written once, run on the SQLite reader thread, through the async
+# engine, or on PostgreSQL's held connections (storage/pg_reads.py), whichever the store has.
+_Read = Generator[tuple[sa.Select[Any], dict[str, Any]], Sequence[Any], T]
+
+_ns, _r, _t = memory_namespaces.c, memory_records.c, memory_tombstones.c
+_HEAD = sa.select(_ns.id, _ns.next_seq, _ns.embedding_model, _ns.embedding_dim).where(
+    _ns.tenant_id == sa.bindparam("tenant"), _ns.agent_id == sa.bindparam("agent"), _ns.user_id == sa.bindparam("user")
+)
+_RECORDS = (
+    sa.select(_r.id, _r.seq, _r.created_at, _r.expires_at, _r.body)
+    .where(_r.namespace_id == sa.bindparam("ns"), _r.seq > sa.bindparam("after"), _r.seq <= sa.bindparam("head"))
+    .order_by(_r.seq)
+    .limit(LOAD_BATCH)
+)
+_GONE = sa.select(_t.record_id).where(
+    _t.namespace_id == sa.bindparam("ns"), _t.seq > sa.bindparam("since"), _t.seq <= sa.bindparam("head")
+)
 
 
-def _changes(conn: Connection, ns_id: str, since: int, after: int, head: int) -> _Changes:
+def _changes(ns_id: str, since: int, after: int, head: int) -> _Read[_Changes]:
     """A batch of the namespace's records numbered after `after` up to `head`; with the last batch, the ids
     of the records deleted after `since` (their tombstones)."""
-    r, t = memory_records.c, memory_tombstones.c
-    rows = conn.execute(
-        sa.select(r.id, r.seq, r.created_at, r.expires_at, r.body)
-        .where(r.namespace_id == ns_id, r.seq > after, r.seq <= head)
-        .order_by(r.seq)
-        .limit(LOAD_BATCH)
-    ).all()
+    rows = yield _RECORDS, {"ns": ns_id, "after": after, "head": head}
     gone: list[str] = []
     if len(rows) < LOAD_BATCH:  # the last batch: the tombstones come with it
-        gone = list(
-            conn.execute(sa.select(t.record_id).where(t.namespace_id == ns_id, t.seq > since, t.seq <= head)).scalars()
-        )
+        gone = [row[0] for row in (yield _GONE, {"ns": ns_id, "since": since, "head": head})]
     return rows, gone
+
+
+def _namespace_row(key: tuple[str, str, str]) -> _Read[Any]:
+    """The namespace's row (id, next sequence number, embedding space), or None."""
+    tenant, agent_id, user_id = key
+    found = yield _HEAD, {"tenant": tenant, "agent": agent_id, "user": user_id}
+    return found[0] if found else None
+
+
+def _probe(key: tuple[str, str, str], known: tuple[str, int] | None) -> _Read[tuple[Any, tuple[int, _Changes] | None]]:
+    """The namespace's row and, when this replica's index of it (`known`: its namespace id and `seq`) is
+    behind, the first batch of what changed, in the same read: a search after a write pays one read."""
+    row = yield from _namespace_row(key)
+    if row is None or known is None or known[0] != row.id:
+        return row, None
+    since, head = known[1], int(row.next_seq) - 1
+    return row, ((since, (yield from _changes(row.id, since, since, head))) if since < head else None)
+
+
+def _drive(read: _Read[T], conn: Connection) -> T:
+    """Run `read` on a synchronous connection."""
+    try:
+        stmt, params = next(read)
+        while True:
+            stmt, params = read.send(conn.execute(stmt, params).all())
+    except StopIteration as done:
+        return cast(T, done.value)
 
 
 class _Moved(Exception):
@@ -224,11 +262,17 @@ class MemoryStore(StoreBase):
             if self._sqlite and engine.url.database not in (None, "", ":memory:")
             else None
         )
+        # PostgreSQL: the same read as one statement at a time on connections held for it, one round trip each
+        # instead of the engine's four (storage/pg_reads.py).
+        self._held = HeldReads(engine) if not self._sqlite else None
 
     async def close(self) -> None:
         threads, self._threads = self._threads, None
         if threads is not None:
             await asyncio.to_thread(threads.close)
+        held, self._held = self._held, None
+        if held is not None:
+            await held.close()
 
     # -- embedding ------------------------------------------------------------------------------
     async def embedder(self) -> Embedder:
@@ -298,15 +342,7 @@ class MemoryStore(StoreBase):
         raise SpaceUnavailable(space or Space("?", 0), "the namespace's embedding model changed twice during one write")
 
     async def _namespace_space(self, tenant: str, agent_id: str, user_id: str) -> Space | None:
-        ns = memory_namespaces.c
-        async with self._read() as conn:
-            row = (
-                await conn.execute(
-                    sa.select(ns.embedding_model, ns.embedding_dim).where(
-                        ns.tenant_id == tenant, ns.agent_id == agent_id, ns.user_id == user_id
-                    )
-                )
-            ).first()
+        row = await self._run_read(_namespace_row((tenant, agent_id, user_id)))
         return None if row is None else _space_of(row.embedding_model, row.embedding_dim)
 
     async def _write_records(
@@ -742,23 +778,10 @@ class MemoryStore(StoreBase):
         """This replica's index of the namespace, caught up with every committed change (the caller
         holds the namespace's lock)."""
         tenant, agent_id, user_id = key
-        ns = memory_namespaces.c
-        head_query = sa.select(ns.id, ns.next_seq, ns.embedding_model, ns.embedding_dim).where(
-            ns.tenant_id == tenant, ns.agent_id == agent_id, ns.user_id == user_id
-        )
         known = self._cache.get(key)
-
-        def probe(conn: Connection) -> tuple[Any, tuple[int, _Changes] | None]:
-            """The namespace's row and, when this replica's index of it is behind, the first batch of what
-            changed, in the same read: a search after a write pays one hop (one round trip), not two."""
-            row = conn.execute(head_query).first()
-            if row is None or known is None or known.index.namespace_id != row.id:
-                return row, None
-            since = known.index.seq
-            head = int(row.next_seq) - 1
-            return row, ((since, _changes(conn, row.id, since, since, head)) if since < head else None)
-
-        row, first = await self._run_read(probe)
+        row, first = await self._run_read(
+            _probe(key, (known.index.namespace_id, known.index.seq) if known is not None else None)
+        )
         if row is None:
             self._cache.pop(key, None)
             return None
@@ -786,12 +809,20 @@ class MemoryStore(StoreBase):
         self._evict(key)
         return cached
 
-    async def _run_read(self, work: Callable[[Connection], T]) -> T:
-        """`work` in one read transaction: on the SQLite reader thread (one hop), or through the async engine."""
+    async def _run_read(self, read: _Read[T]) -> T:
+        """`read`: on PostgreSQL's held connections (a round trip per statement), on the SQLite reader thread
+        (one hop), or through the async engine (a SQLite database in memory)."""
+        if self._held is not None:
+            try:
+                stmt, params = next(read)
+                while True:
+                    stmt, params = read.send(await self._held.fetch(stmt, params))
+            except StopIteration as done:
+                return cast(T, done.value)
         if self._threads is not None:
-            return await self._threads.read(work)
+            return await self._threads.read(partial(_drive, read))
         async with self._read() as conn:
-            return await conn.run_sync(work)
+            return await conn.run_sync(partial(_drive, read))
 
     async def _catch_up(self, tenant: str, cached: _Cached, head: int, first: _Changes | None = None) -> None:
         """Apply the namespace's changes numbered after the index's `seq` up to `head`: records first,
@@ -806,7 +837,7 @@ class MemoryStore(StoreBase):
             if first is not None:
                 (rows, gone), first = first, None
             else:
-                rows, gone = await self._run_read(partial(_changes, ns_id=ns_id, since=since, after=start, head=head))
+                rows, gone = await self._run_read(_changes(ns_id, since, start, head))
             plain = [await self.keyring.open(tenant, PURPOSE, TABLE, row.id, bytes(row.body)) for row in rows]
             if len(rows) > 64:  # decoding, stemming and indexing: off the event loop (the lock keeps searches out)
                 await asyncio.to_thread(self._apply, cached, model, rows, plain)
