@@ -344,18 +344,21 @@ def _best(scores: np.ndarray, depth: int, passes: Callable[[int], bool]) -> list
     finite = int(np.isfinite(scores).sum())
     want = min(depth, finite)
     out: list[int] = []
-    seen = 0
+    # Positions already tested, not a count of them: among tied scores a deeper round may order the
+    # boundary differently, so a slice past the count would test one record twice and skip another.
+    tested: set[int] = set()
     chunk = max(want, 64)
-    while len(out) < want and seen < finite:
-        take = min(finite, seen + chunk)
+    while len(out) < want and len(tested) < finite:
+        take = min(finite, len(tested) + chunk)
         top = _top(scores, take)
-        order = top[np.argsort(-scores[top], kind="stable")]
-        for i in order[seen:take]:
-            if np.isfinite(scores[i]) and passes(int(i)):
-                out.append(int(i))
+        for i in top[np.argsort(-scores[top], kind="stable")].tolist():
+            if i in tested:
+                continue
+            tested.add(i)
+            if np.isfinite(scores[i]) and passes(i):
+                out.append(i)
                 if len(out) == want:
                     break
-        seen = take
         chunk *= 4
     return out
 

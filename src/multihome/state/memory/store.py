@@ -809,10 +809,12 @@ class MemoryStore(StoreBase):
         self._evict(key)
         return cached
 
-    async def _run_read(self, read: _Read[T]) -> T:
+    async def _run_read(self, read: _Read[T], short: bool = True) -> T:
         """`read`: on PostgreSQL's held connections (a round trip per statement), on the SQLite reader thread
-        (one hop), or through the async engine (a SQLite database in memory)."""
-        if self._held is not None:
+        (one hop), or through the async engine (a SQLite database in memory). `short=False` (an index's
+        load, up to LOAD_BATCH records a batch): through the engine's pool on PostgreSQL too, so a replica
+        loading large namespaces never holds up every tenant's freshness reads behind two connections."""
+        if self._held is not None and short:
             try:
                 stmt, params = next(read)
                 while True:
@@ -837,7 +839,7 @@ class MemoryStore(StoreBase):
             if first is not None:
                 (rows, gone), first = first, None
             else:
-                rows, gone = await self._run_read(_changes(ns_id, since, start, head))
+                rows, gone = await self._run_read(_changes(ns_id, since, start, head), short=False)
             plain = [await self.keyring.open(tenant, PURPOSE, TABLE, row.id, bytes(row.body)) for row in rows]
             if len(rows) > 64:  # decoding, stemming and indexing: off the event loop (the lock keeps searches out)
                 await asyncio.to_thread(self._apply, cached, model, rows, plain)
