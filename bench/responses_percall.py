@@ -6,8 +6,8 @@ another process. The four calls of bench/responses_bench.py, interleaved call by
 
 Per call and kind: wall time, the event loop thread's CPU (time.thread_time_ns) and the process's
 (every thread: the SQLite reader and writer too), medians over `--n` calls. `--calls-only K` runs K
-calls of each kind after the set-up and nothing else (for callgrind: run it with K and with 0, the
-difference over K is the instructions per call, start-up cancelling). Loopback only; bounded by --n.
+calls of each of `--kinds` after the set-up and nothing else (for callgrind: run it with K and with 0,
+the difference over K is the instructions per call, start-up cancelling). Loopback only; bounded by --n.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ import msgspec
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from gateway_bench import ENV, KEY, start_sim
-from responses_bench import CONFIG, QUESTION, TURNS
+from responses_bench import CONFIG, calls, conversation
 
 _encode = msgspec.json.encode
 
@@ -86,21 +86,6 @@ class Client:
         return msgspec.json.decode(data)
 
 
-async def conversation(client: Client) -> tuple[str, list[dict]]:
-    prev, messages = None, []
-    for i in range(TURNS):
-        q = QUESTION.format(i=i)
-        body: dict = {"model": "bench", "input": q}
-        if prev:
-            body["previous_response_id"] = prev
-        out = await client.post("/v1/responses", _encode(body))
-        text = "".join(p["text"] for item in out["output"] for p in item.get("content", []) if "text" in p)
-        messages += [{"role": "user", "content": q}, {"role": "assistant", "content": text}]
-        prev = out["id"]
-    assert prev is not None
-    return prev, messages
-
-
 SEGMENTS: dict[tuple[str, str], list[int]] = {}  # (kind, step) -> [calls, loop CPU ns, wall ns]
 KIND = ["setup"]  # the kind of call under way
 
@@ -109,29 +94,29 @@ def _segment(owner: Any, name: str, label: str) -> None:
     """Wrap `owner.name` to add its loop-thread CPU and wall time (inclusive) to SEGMENTS[label]."""
     import inspect
 
-    fn = getattr(owner, name)
-    if inspect.iscoroutinefunction(fn):
+    fn = getattr(owner, name, None)
+    if fn is None:  # not in this tree (the base of an A/B)
+        return
 
-        async def wrapped(*a: Any, **kw: Any) -> Any:
-            c0, w0 = time.thread_time_ns(), time.perf_counter_ns()
-            try:
-                return await fn(*a, **kw)
-            finally:
-                acc = SEGMENTS.setdefault((KIND[0], label), [0, 0, 0])
-                acc[0] += 1
-                acc[1] += time.thread_time_ns() - c0
-                acc[2] += time.perf_counter_ns() - w0
-    else:
+    def add(c0: int, w0: int) -> None:
+        acc = SEGMENTS.setdefault((KIND[0], label), [0, 0, 0])
+        acc[0] += 1
+        acc[1] += time.thread_time_ns() - c0
+        acc[2] += time.perf_counter_ns() - w0
 
-        def wrapped(*a: Any, **kw: Any) -> Any:  # type: ignore[misc]
-            c0, w0 = time.thread_time_ns(), time.perf_counter_ns()
-            try:
-                return fn(*a, **kw)
-            finally:
-                acc = SEGMENTS.setdefault((KIND[0], label), [0, 0, 0])
-                acc[0] += 1
-                acc[1] += time.thread_time_ns() - c0
-                acc[2] += time.perf_counter_ns() - w0
+    async def timed(pending: Any, c0: int, w0: int) -> Any:
+        try:
+            return await pending
+        finally:
+            add(c0, w0)
+
+    def wrapped(*a: Any, **kw: Any) -> Any:
+        c0, w0 = time.thread_time_ns(), time.perf_counter_ns()
+        out = fn(*a, **kw)
+        if inspect.isawaitable(out):  # a coroutine function's: timed until it is done
+            return timed(out, c0, w0)
+        add(c0, w0)
+        return out
 
     setattr(owner, name, wrapped)
 
@@ -195,27 +180,17 @@ async def run(config_text: str, args: argparse.Namespace) -> dict[str, dict[str,
     await asyncio.wait_for(started.wait(), 60)
     client = Client(app)
     try:
-        last, messages = await conversation(client)
-        question = QUESTION.format(i=TURNS)
-        kinds = {
-            "chat": (
-                "/v1/chat/completions",
-                {"model": "bench", "messages": [*messages, {"role": "user", "content": question}]},
-            ),
-            "response": ("/v1/responses", {"model": "bench", "input": question, "previous_response_id": last}),
-            "store false": (
-                "/v1/responses",
-                {"model": "bench", "input": question, "previous_response_id": last, "store": False},
-            ),
-        }
+        last, messages = await conversation(client.post)
+        kinds = {k: call for k, call in calls(last, messages).items() if k != "response, native"}
         bodies = {k: (path, _encode(body)) for k, (path, body) in kinds.items()}
         for path, body in bodies.values():  # warm every path
             for _ in range(30):
                 await client.post(path, body)
         out: dict[str, dict[str, list[float]]] = {k: {"wall": [], "loop": [], "proc": []} for k in kinds}
         if args.calls_only is not None:
+            chosen = [bodies[k] for k in args.kinds.split(",")]
             for _ in range(args.calls_only):
-                for path, body in bodies.values():
+                for path, body in chosen:
                     await client.post(path, body)
             return out
         profiler = None
@@ -255,6 +230,7 @@ def main() -> None:
     ap.add_argument("--profile-kind", default="response")
     ap.add_argument("--sort", default="tottime")
     ap.add_argument("--calls-only", type=int, default=None)
+    ap.add_argument("--kinds", default="chat,response,store false", help="with --calls-only: the kinds called")
     ap.add_argument("--segments", action="store_true", help="loop CPU and wall per call of the door's steps")
     args = ap.parse_args()
     os.environ.update({k: v for k, v in ENV.items() if k.startswith("BENCH_")})
