@@ -321,9 +321,10 @@ class StateStore(StoreBase):
         ids: list[str] | None = None
         rows: Sequence[sa.Row[Any] | _Row] = ()
         threads = self._threads
-        if threads is not None and opened.holds_chain(response_id, tenant, INLINE_CHAIN):
+        if threads is not None and threads.idle() and opened.holds_chain(response_id, tenant, INLINE_CHAIN):
             # Held opened whole (the common next turn): only the ids are asked of the database (is every
-            # turn still there, and the tenant's), on the loop, when that needs no wait.
+            # turn still there, and the tenant's), on the loop, when that needs no wait and nothing is
+            # being written (c=1; under load a reader thread does it: SqliteThreads.idle).
             try:
                 ids = threads.read_here(lambda raw: _sqlite_chain_ids(raw, response_id, tenant))
             except Busy:

@@ -98,6 +98,12 @@ class SqliteThreads:
             if conn.in_transaction():
                 conn.rollback()
 
+    def idle(self) -> bool:
+        """Nothing queued for the writer or being committed by it (a hint, read without the lock): c=1.
+        Under load the loop leaves the database to the threads: each sqlite3 call on the loop gives the
+        GIL away, and a busy writer takes it, so the loop would wait for it at every call."""
+        return not self._writing and not self._queue and not self._closed
+
     def read_here(self, work: Callable[[sqlite3.Connection], T]) -> T:
         """`work(raw)` on the calling thread, on the sqlite3 connection of the loop's own (autocommit: each
         statement sees what is committed when it runs). Only for a short read the caller has bounded, of
@@ -136,7 +142,7 @@ class SqliteThreads:
         what a stored response costs there after the commit itself). Same durability. With
         `synchronous="normal"` and the writer idle (nothing to group it with), the unit is committed
         on the loop's connection instead, in a transaction of its own (`write_here`)."""
-        if self._synchronous == "NORMAL" and not self._writing and not self._queue and not self._closed:
+        if self._synchronous == "NORMAL" and self.idle():
             try:
                 return self.write_here(work)
             except Busy:
