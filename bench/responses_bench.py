@@ -26,6 +26,7 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import aiohttp
@@ -62,20 +63,41 @@ async def post(session: aiohttp.ClientSession, url: str, body: bytes) -> dict:
         return msgspec.json.decode(data)
 
 
-async def conversation(session: aiohttp.ClientSession, base: str) -> tuple[str, list[dict]]:
-    """20 turns through /v1/responses; -> the last response id, and the same conversation as chat messages."""
+async def conversation(send: Callable[[str, bytes], Awaitable[dict]]) -> tuple[str, list[dict]]:
+    """20 turns through /v1/responses (`send(path, body)`); -> the last response id, and the same
+    conversation as chat messages."""
     prev, messages = None, []
     for i in range(TURNS):
         q = QUESTION.format(i=i)
         body: dict = {"model": "bench", "input": q}
         if prev:
             body["previous_response_id"] = prev
-        out = await post(session, base + "/v1/responses", _encode(body))
+        out = await send("/v1/responses", _encode(body))
         text = "".join(p["text"] for item in out["output"] for p in item.get("content", []) if "text" in p)
         messages += [{"role": "user", "content": q}, {"role": "assistant", "content": text}]
         prev = out["id"]
     assert prev is not None
     return prev, messages
+
+
+def calls(last: str, messages: list[dict]) -> dict[str, tuple[str, dict]]:
+    """The kinds of call compared, each as (path, body): the 21st turn as a chat completion and as responses."""
+    question = QUESTION.format(i=TURNS)
+    return {
+        "chat": (
+            "/v1/chat/completions",
+            {"model": "bench", "messages": [*messages, {"role": "user", "content": question}]},
+        ),
+        "response": ("/v1/responses", {"model": "bench", "input": question, "previous_response_id": last}),
+        "response, store false": (
+            "/v1/responses",
+            {"model": "bench", "input": question, "previous_response_id": last, "store": False},
+        ),
+        "response, native": (
+            "/v1/responses",
+            {"model": "bench-native", "input": question, "previous_response_id": last},
+        ),
+    }
 
 
 async def sequential(session: aiohttp.ClientSession, url: str, body: bytes, n: int) -> list[float]:
@@ -118,23 +140,8 @@ async def run(base: str, args: argparse.Namespace, gateway_pid: int) -> dict:
     async with aiohttp.ClientSession(
         connector=conn, headers={"authorization": f"Bearer {KEY}"}, timeout=aiohttp.ClientTimeout(total=60)
     ) as session:
-        last, messages = await conversation(session, base)
-        question = QUESTION.format(i=TURNS)
-        kinds = {
-            "chat": (
-                "/v1/chat/completions",
-                {"model": "bench", "messages": [*messages, {"role": "user", "content": question}]},
-            ),
-            "response": ("/v1/responses", {"model": "bench", "input": question, "previous_response_id": last}),
-            "response, store false": (
-                "/v1/responses",
-                {"model": "bench", "input": question, "previous_response_id": last, "store": False},
-            ),
-            "response, native": (
-                "/v1/responses",
-                {"model": "bench-native", "input": question, "previous_response_id": last},
-            ),
-        }
+        last, messages = await conversation(lambda path, body: post(session, base + path, body))
+        kinds = calls(last, messages)
         bodies = {k: (base + path, _encode(body)) for k, (path, body) in kinds.items()}
         for url, body in bodies.values():  # warm every path (connections, caches, compiled queries)
             await sequential(session, url, body, 20)

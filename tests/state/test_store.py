@@ -131,23 +131,53 @@ async def test_rows_are_sealed_bound_to_their_row_and_hold_no_plaintext(state, d
     assert MARKER.encode() not in blob
 
 
-async def test_a_response_deleted_on_another_replica_is_not_rebuilt_from_memory(state, db_url, kms_config):
+async def _delete_on_another_replica(db_url, kms_config, response_id: str) -> None:
     from multihome.crypto import open_keyring
     from multihome.state import StateStore
     from multihome.storage.engine import create_engine
 
-    await state.put_response(_response("resp_r1"))
-    await state.put_response(_response("resp_r2", prev="resp_r1"))
-    assert [r.id for r in await state.chain("t1", "resp_r2")] == ["resp_r1", "resp_r2"]  # both now in memory here
     engine = create_engine(db_url)
     other = StateStore(engine, open_keyring(kms_config, engine))
     try:
-        assert await other.delete_response("t1", "resp_r1")
+        assert await other.delete_response("t1", response_id)
     finally:
         await other.keyring.close()
         await engine.dispose()
+
+
+async def test_a_response_deleted_on_another_replica_is_not_rebuilt_from_memory(state, db_url, kms_config):
+    await state.put_response(_response("resp_r1"))
+    await state.put_response(_response("resp_r2", prev="resp_r1"))
+    assert [r.id for r in await state.chain("t1", "resp_r2")] == ["resp_r1", "resp_r2"]  # both now in memory here
+    await _delete_on_another_replica(db_url, kms_config, "resp_r1")
     assert [r.id for r in await state.chain("t1", "resp_r2")] == ["resp_r2"]
     assert await state.chain("t2", "resp_r2") is None  # memory never answers for another tenant
+
+
+async def test_a_chain_held_in_memory_is_checked_on_the_loop_without_a_hop(state, db_url, kms_config, monkeypatch):
+    """SQLite: continuing a chain this replica holds opened asks the database only for the chain's ids, on
+    the loop's own connection (no reader thread); a turn another replica deleted still ends the chain there."""
+    if state._threads is None:
+        pytest.skip("PostgreSQL: every read goes through the driver")
+    for i, prev in enumerate((None, "resp_h0", "resp_h1")):
+        await state.put_response(_response(f"resp_h{i}", prev=prev))
+    hops = []
+    real = state._threads.read
+
+    async def counted(work):
+        hops.append(work)
+        return await real(work)
+
+    monkeypatch.setattr(state._threads, "read", counted)
+    assert [r.id for r in await state.chain("t1", "resp_h2")] == ["resp_h0", "resp_h1", "resp_h2"]
+    assert hops == []
+    await _delete_on_another_replica(db_url, kms_config, "resp_h0")
+    assert [r.id for r in await state.chain("t1", "resp_h2")] == ["resp_h1", "resp_h2"]
+    assert hops == []
+    assert await state.chain("t2", "resp_h2") is None  # memory never answers another tenant: read on a thread
+    await state.put_response(_response("resp_h3", prev="resp_hX"))  # its ancestor is not held: read on a thread
+    assert [r.id for r in await state.chain("t1", "resp_h3")] == ["resp_h3"]
+    assert len(hops) == 2
 
 
 async def test_a_small_cache_still_rebuilds_every_chain(db_url, kms_config):

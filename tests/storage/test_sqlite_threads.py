@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+import threading
+import time
 
 import pytest
 import sqlalchemy as sa
@@ -96,3 +98,79 @@ async def test_raw_units_commit_on_the_sqlite3_connection_alone_or_beside_others
     assert await t.write_raw(lambda raw: raw.in_transaction) is True  # the failure left no transaction open
     with sqlite3.connect(path) as other:
         assert other.execute("SELECT count(*) FROM probe").fetchone()[0] == 30
+
+
+@pytest.fixture
+async def normal(migrated_url, tmp_path):
+    engine = create_engine(migrated_url)
+    t = SqliteThreads(engine, synchronous="normal")
+    await t.write(lambda conn: conn.exec_driver_sql("CREATE TABLE probe (id TEXT PRIMARY KEY, pad BLOB)"))
+    yield t, tmp_path / "multihome.db"
+    t.close()
+    await engine.dispose()
+
+
+def _where(row_id: str, threads: list[int]):
+    def work(raw: sqlite3.Connection) -> str:
+        threads.append(threading.get_ident())
+        raw.execute("INSERT INTO probe (id) VALUES (?)", (row_id,))
+        return row_id
+
+    return work
+
+
+@pytest.mark.anyio
+async def test_with_normal_an_idle_writer_lets_the_loop_commit_and_a_lock_never_blocks_the_loop(normal):
+    """`synchronous="normal"`, nothing else being written: the unit commits on the caller's thread (no hop),
+    and is committed when `write_raw` returns. Another connection holding the write lock: the loop does
+    not wait for it, the writer thread does, and commits the unit once the lock is free."""
+    t, path = normal
+    ran: list[int] = []
+    assert await t.write_raw(_where("here", ran)) == "here"
+    assert ran == [threading.get_ident()]
+    with sqlite3.connect(path) as other:
+        assert other.execute("SELECT id FROM probe").fetchall() == [("here",)]
+    lock = sqlite3.connect(path, isolation_level=None)
+    try:
+        lock.execute("BEGIN IMMEDIATE")
+        pending = asyncio.create_task(t.write_raw(_where("later", ran)))
+        await asyncio.sleep(0.2)  # the loop runs: the unit waits for the lock on the writer thread, not here
+        assert not pending.done() and len(ran) == 1
+        lock.execute("COMMIT")
+        assert await asyncio.wait_for(pending, 30) == "later"
+        assert ran[1] != threading.get_ident()
+    finally:
+        lock.close()
+    with sqlite3.connect(path) as other:
+        assert sorted(other.execute("SELECT id FROM probe").fetchall()) == [("here",), ("later",)]
+
+
+@pytest.mark.anyio
+async def test_with_full_every_commit_is_the_writers(threads):
+    """An fsync never runs on the loop: with the default `full`, a unit never commits on the caller's thread."""
+    t, _ = threads
+    await t.write(lambda conn: conn.exec_driver_sql("CREATE TABLE probe (id TEXT PRIMARY KEY)"))
+    ran: list[int] = []
+    for i in range(3):
+        await t.write_raw(_where(f"w{i}", ran))
+    assert len(ran) == 3 and threading.get_ident() not in ran
+
+
+@pytest.mark.anyio
+async def test_the_loops_commits_are_checkpointed_by_the_writer(normal, monkeypatch):
+    """The loop's connection never checkpoints (that syncs the database file); the writer does, asked every
+    few commits, so the WAL is reset instead of growing with every commit made on the loop."""
+    t, path = normal
+    monkeypatch.setattr("multihome.storage.sqlite_threads._CHECKPOINT_EVERY", 20)
+    for i in range(400):
+        await t.write_raw(lambda raw, i=i: raw.execute("INSERT INTO probe VALUES (?, ?)", (f"c{i}", b"x" * 3000)))
+        if i % 20 == 19:
+            await asyncio.sleep(0.01)  # the writer's turn
+    deadline = time.monotonic() + 30
+    with sqlite3.connect(path) as other:
+        while True:  # the WAL's length in frames, once no checkpoint is under way (else it is not reported)
+            busy, frames, _ = other.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+            if busy == 0 or time.monotonic() > deadline:
+                break
+            await asyncio.sleep(0.05)
+    assert busy == 0 and 0 <= frames < 400  # without the writer's checkpoints: at least a frame per commit

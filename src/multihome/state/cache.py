@@ -34,6 +34,20 @@ class OpenedResponses:
         on the dict, no reordering), for deciding which rows a read must fetch."""
         return response_id in self._items
 
+    def holds_chain(self, response_id: str, tenant: str, limit: int) -> bool:
+        """Whether the response and every ancestor are cached (the tenant's), at most `limit` of them:
+        a walk by `previous_response_id`, nothing reordered (the chain's read does that)."""
+        items, rid = self._items, response_id
+        for _ in range(limit):
+            hit = items.get(rid)
+            if hit is None or hit[0].tenant != tenant:
+                return False
+            prev = hit[0].previous_response_id
+            if prev is None:
+                return True
+            rid = prev
+        return False
+
     def put(self, record: StoredResponse, size: int) -> None:
         if size > self.max_bytes:
             return

@@ -13,11 +13,12 @@ once, on any replica. Deletes are real deletes of the rows.
 from __future__ import annotations
 
 import asyncio
+import operator
 import sqlite3
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, NamedTuple, TypeVar
+from typing import Any, NamedTuple, TypeVar, cast
 
 import msgspec
 import sqlalchemy as sa
@@ -29,7 +30,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from ..crypto import Keyring
 from ..storage.base import StoreBase, as_utc, sqlite_stamp
 from ..storage.errors import Conflict
-from ..storage.sqlite_threads import SqliteThreads
+from ..storage.sqlite_threads import Busy, SqliteThreads
 from ..storage.tables import conversation_items, conversations, response_events, responses
 from .cache import OpenedResponses
 from .pairs import check_pairs
@@ -45,36 +46,56 @@ _encode = msgspec.json.encode
 _decode = msgspec.json.Decoder(dict[str, Any])
 
 
-def _chain_ids() -> sa.Select[Any]:
-    """The ids of a response's chain, oldest first, the tenant's only: built once (bound parameters), so
-    each rebuild is one compiled-cache hit and one query."""
+def _walk() -> sa.CTE:
+    """A response's chain (id, previous id, depth from the response), the tenant's only: built once (bound
+    parameters), so each rebuild is one compiled-cache hit and one query."""
     tenant: sa.BindParameter[str] = sa.bindparam("tenant")
     top = sa.select(responses.c.id, responses.c.previous_response_id, sa.literal(0).label("depth")).where(
         responses.c.id == sa.bindparam("rid"), responses.c.tenant_id == tenant
     )
     walk = top.cte("chain", recursive=True)
     parent = responses.alias("parent")
-    walk = walk.union_all(
+    return walk.union_all(
         sa.select(parent.c.id, parent.c.previous_response_id, (walk.c.depth + 1).label("depth")).where(
             parent.c.id == walk.c.previous_response_id, parent.c.tenant_id == tenant, walk.c.depth < MAX_CHAIN
         )
     )
-    return sa.select(walk.c.id).order_by(walk.c.depth.desc())
 
 
-_CHAIN_IDS = _chain_ids()
-_CHAIN_SQLITE = _CHAIN_IDS.compile(dialect=sqlite.dialect())  # for the driver's own connection (chain())
+_WALK = _walk()
+_CHAIN_IDS = sa.select(_WALK.c.id).order_by(_WALK.c.depth.desc())  # the ids, oldest first
+# The rows too, with their depth (for a chain this replica holds none of: one query instead of two); not
+# ordered by SQL, which would sort the bodies through a temporary b-tree (`_oldest_first`).
+_CHAIN_ROWS = sa.select(responses, _WALK.c.depth).join(_WALK, _WALK.c.id == responses.c.id)
 
 
-def _sqlite_chain_ids(conn: Connection, response_id: str, tenant: str) -> list[str]:
-    """`_CHAIN_IDS` run on the sqlite3 connection itself: a third of the CPU of running it through
-    SQLAlchemy (storage/sqlite_threads.py), on the one query every continued turn makes."""
-    c = _CHAIN_SQLITE
-    values = c.construct_params({"rid": response_id, "tenant": tenant})
-    assert c.positiontup is not None  # the sqlite dialect binds positionally
-    raw = conn.connection.dbapi_connection
-    assert raw is not None  # a live pooled connection
-    return [row[0] for row in raw.execute(c.string, tuple(values[k] for k in c.positiontup)).fetchall()]
+class _Sqlite:
+    """A compiled statement run on the sqlite3 connection itself (a third of the CPU of running it through
+    SQLAlchemy, storage/sqlite_threads.py): its positional parameters, the constant ones (the depth's start
+    and bound) filled in once."""
+
+    def __init__(self, statement: sa.Select[Any]) -> None:
+        compiled = statement.compile(dialect=sqlite.dialect())
+        self.sql = compiled.string
+        self.order = tuple(compiled.positiontup or ())
+        self.fixed = compiled.construct_params({"rid": "", "tenant": ""})
+
+    def run(self, raw: sqlite3.Connection, response_id: str, tenant: str) -> list[Any]:
+        given = {"rid": response_id, "tenant": tenant}
+        return raw.execute(self.sql, tuple(given[k] if k in given else self.fixed[k] for k in self.order)).fetchall()
+
+
+_CHAIN_IDS_SQLITE = _Sqlite(_CHAIN_IDS)
+_DEPTH = operator.itemgetter(-1)
+_CHAIN_ROWS_SQLITE = _Sqlite(_CHAIN_ROWS)
+# A chain this replica holds opened whole is checked on the loop itself (no hop) up to this many turns
+# (~1 µs each: the query's cost stays below a hop's); a longer one is read on a reader thread.
+INLINE_CHAIN = 256
+
+
+def _sqlite_chain_ids(raw: sqlite3.Connection, response_id: str, tenant: str) -> list[str]:
+    """The chain's ids, oldest first (`_CHAIN_IDS`), on the one query every continued turn makes."""
+    return [row[0] for row in _CHAIN_IDS_SQLITE.run(raw, response_id, tenant)]
 
 
 _INSERT_RESPONSE = sa.insert(responses)  # values bound per call: compiled once, not rebuilt per turn
@@ -109,20 +130,34 @@ _ROW_SQL = f"SELECT {', '.join(_Row._fields)} FROM {responses.name} WHERE tenant
 _IN_CHUNK = 500  # ids per query: well under any SQLite build's limit on parameters
 
 
+def _raw(conn: Connection) -> sqlite3.Connection:
+    raw = conn.connection.dbapi_connection
+    assert raw is not None  # a live pooled connection
+    return cast(sqlite3.Connection, raw)
+
+
 def _sqlite_rows(conn: Connection, ids: list[str], tenant: str) -> list[_Row]:
     """The rows of `ids` read on the sqlite3 connection itself: on a replica that has opened none of
     a long chain, ~5x cheaper than through SQLAlchemy. `created_at` as SQLAlchemy's SQLite DateTime
     stores it (ISO text, UTC)."""
-    raw = conn.connection.dbapi_connection
-    assert raw is not None  # a live pooled connection
+    raw = _raw(conn)
     out: list[_Row] = []
     for start in range(0, len(ids), _IN_CHUNK):
         chunk = ids[start : start + _IN_CHUNK]
         sql = _ROW_SQL + "(" + ",".join("?" * len(chunk)) + ")"
-        for r in raw.execute(sql, (tenant, *chunk)).fetchall():
-            # Parsed as UTC in one C call (a naive parse then `replace(tzinfo=)` costs five times as much).
-            out.append(_Row(r[0], r[1], r[2], r[3], r[4], datetime.fromisoformat(r[5] + "+00:00"), r[6], r[7]))
+        out += map(_row, raw.execute(sql, (tenant, *chunk)).fetchall())
     return out
+
+
+def _oldest_first(rows: Sequence[Any]) -> list[Any]:
+    """`_CHAIN_ROWS`'s rows, oldest first: by their depth, the last column, highest first (SQLite produces
+    them lowest first: one run for the sort, linear)."""
+    return sorted(rows, key=_DEPTH, reverse=True)
+
+
+def _row(r: tuple[Any, ...]) -> _Row:
+    # created_at parsed as UTC in one C call (a naive parse then `replace(tzinfo=)` costs five times as much).
+    return _Row(r[0], r[1], r[2], r[3], r[4], datetime.fromisoformat(r[5] + "+00:00"), r[6], r[7])
 
 
 @dataclass(slots=True)
@@ -264,8 +299,15 @@ class StateStore(StoreBase):
         def read(conn: Connection) -> tuple[list[str], Sequence[sa.Row[Any] | _Row]]:
             # One unit of work: the chain's ids, and the rows of those this replica has not opened
             # (a membership test only: the cache itself is the event loop's).
+            if not opened.holds(response_id):  # a chain served elsewhere: likely none of it here, one query
+                if conn.dialect.name == "sqlite":
+                    found = _CHAIN_ROWS_SQLITE.run(_raw(conn), response_id, tenant)
+                    every: Sequence[sa.Row[Any] | _Row] = list(map(_row, _oldest_first(found)))
+                else:
+                    every = _oldest_first(conn.execute(_CHAIN_ROWS, {"rid": response_id, "tenant": tenant}).all())
+                return [r.id for r in every], [r for r in every if not opened.holds(r.id)]
             if conn.dialect.name == "sqlite":
-                ids = _sqlite_chain_ids(conn, response_id, tenant)
+                ids = _sqlite_chain_ids(_raw(conn), response_id, tenant)
             else:
                 ids = list(conn.execute(_CHAIN_IDS, {"rid": response_id, "tenant": tenant}).scalars())
             missing = [i for i in ids if not opened.holds(i)]
@@ -276,7 +318,21 @@ class StateStore(StoreBase):
             q = sa.select(responses).where(responses.c.id.in_(missing), responses.c.tenant_id == tenant)
             return ids, conn.execute(q).all()
 
-        ids, rows = await self._run_read(read)
+        ids: list[str] | None = None
+        rows: Sequence[sa.Row[Any] | _Row] = ()
+        threads = self._threads
+        if threads is not None and threads.idle() and opened.holds_chain(response_id, tenant, INLINE_CHAIN):
+            # Held opened whole (the common next turn): only the ids are asked of the database (is every
+            # turn still there, and the tenant's), on the loop, when that needs no wait and nothing is
+            # being written (c=1; under load a reader thread does it: SqliteThreads.idle).
+            try:
+                ids = threads.read_here(lambda raw: _sqlite_chain_ids(raw, response_id, tenant))
+            except Busy:
+                ids = None
+            if ids is not None and not all(map(opened.holds, ids)):
+                ids = None  # a turn was evicted meanwhile (or the chain is not what memory says): read it all
+        if ids is None:
+            ids, rows = await self._run_read(read)
         if not ids:
             return None
         found = {i: hit for i in ids if (hit := opened.get(i, tenant)) is not None}

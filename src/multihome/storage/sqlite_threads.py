@@ -15,6 +15,15 @@ Durability promise: `write` returns only after the transaction holding the unit 
 with `synchronous="full"` (the default) fsynced, so it survives a power loss; with "normal" written
 to the WAL and visible to every reader, so it survives a crash of the process but not of the
 machine (the WAL is fsynced at checkpoints). A unit that fails is not stored.
+
+On the caller's thread (the event loop), where a hop costs more than the work: a hop is two thread
+wake-ups, ~0.15 ms of the loop's CPU and as much of the other thread's, and on a loaded machine a
+wait for each thread to be scheduled; a short read or an unsynced commit is ~30-40 µs. So
+`read_here` runs a short read (the caller bounds it) on a connection of the loop's own, and
+`write_raw` commits there when nothing else is being written (`synchronous="normal"` only: an
+fsync never runs on the loop). That connection never waits for a lock (busy_timeout 0: `Busy`,
+and the caller hops after all) and never checkpoints (the writer does, asked every
+`_CHECKPOINT_EVERY` such commits), so its work costs the loop a bounded time. Same promise.
 """
 
 from __future__ import annotations
@@ -41,6 +50,13 @@ RawWork = Callable[[sqlite3.Connection], Any]
 # (work, whether it takes the sqlite3 connection itself, its future, the loop that awaits it)
 _Unit = tuple[Work | RawWork, bool, "asyncio.Future[Any]", asyncio.AbstractEventLoop]
 _MAX_BATCH = 256  # units per transaction: bounds how long one commit holds the write lock
+# Commits on the loop's connection between two checkpoints asked of the writer: a turn writes ~3-4
+# pages to the WAL, so ~600-800 pages, under SQLite's own 1,000-page autocheckpoint.
+_CHECKPOINT_EVERY = 200
+
+
+class Busy(Exception):
+    """The work would have to wait for a lock (or the writer is at work): hop to a thread instead."""
 
 
 class SqliteThreads:
@@ -55,6 +71,11 @@ class SqliteThreads:
         self._queue: collections.deque[_Unit] = collections.deque()
         self._wake = threading.Condition()
         self._closed = False
+        self._writing = False  # the writer is committing a batch (read without the lock: a hint only)
+        self._here: sqlite3.Connection | None = None  # the loop's own connection (`read_here`, `write_raw`)
+        self._here_sa: Connection | None = None  # its SQLAlchemy wrapper, closed by `close`
+        self._here_commits = 0  # commits on it since the writer last checkpointed
+        self._checkpoint = False  # the writer's next wake-up checkpoints the WAL
         self._writer = threading.Thread(target=self._run, name="mh-sqlite-write", daemon=True)
         self._writer.start()
 
@@ -77,6 +98,38 @@ class SqliteThreads:
             if conn.in_transaction():
                 conn.rollback()
 
+    def idle(self) -> bool:
+        """Nothing queued for the writer or being committed by it (a hint, read without the lock): c=1.
+        Under load the loop leaves the database to the threads: each sqlite3 call on the loop gives the
+        GIL away, and a busy writer takes it, so the loop would wait for it at every call."""
+        return not self._writing and not self._queue and not self._closed
+
+    def read_here(self, work: Callable[[sqlite3.Connection], T]) -> T:
+        """`work(raw)` on the calling thread, on the sqlite3 connection of the loop's own (autocommit: each
+        statement sees what is committed when it runs). Only for a short read the caller has bounded, of
+        pages in use (no disk wait). Raises Busy, without waiting, where SQLite would wait for a lock."""
+        raw = self._here_connection()
+        try:
+            return work(raw)
+        except sqlite3.OperationalError as exc:
+            if _busy(exc):
+                raise Busy() from exc
+            raise
+        finally:
+            if raw.in_transaction:
+                raw.execute("ROLLBACK")
+
+    def _here_connection(self) -> sqlite3.Connection:
+        raw = self._here
+        if raw is None:
+            conn = self._engine.connect()  # the engine's settings (WAL, foreign keys), then the loop's own:
+            raw = cast(sqlite3.Connection, conn.connection.dbapi_connection)
+            raw.execute("PRAGMA busy_timeout=0")  # never wait on the loop: Busy, and the caller hops
+            raw.execute("PRAGMA wal_autocheckpoint=0")  # a checkpoint syncs the file: the writer's job
+            raw.execute(f"PRAGMA synchronous={self._synchronous}")
+            self._here_sa, self._here = conn, raw
+        return raw
+
     # -- writes --------------------------------------------------------------------------------------
     async def write(self, work: Callable[[Connection], T]) -> T:
         """`work(conn)` in the writer's next transaction; returns once that transaction has committed."""
@@ -86,8 +139,43 @@ class SqliteThreads:
         """`write` for a unit that takes the sqlite3 connection itself (plain SQL, `?` parameters): a
         transaction of such units only is begun and committed on that connection too, without
         SQLAlchemy's execution machinery (~0.1 ms of the writer's CPU per transaction, at c=1 most of
-        what a stored response costs there after the commit itself). Same durability."""
+        what a stored response costs there after the commit itself). Same durability. With
+        `synchronous="normal"` and the writer idle (nothing to group it with), the unit is committed
+        on the loop's connection instead, in a transaction of its own (`write_here`)."""
+        if self._synchronous == "NORMAL" and self.idle():
+            try:
+                return self.write_here(work)
+            except Busy:
+                pass  # another connection writes: queue it for the writer, which waits for the lock
         return await self._queued(work, True)
+
+    def write_here(self, work: Callable[[sqlite3.Connection], T]) -> T:
+        """`work(raw)` in a transaction of its own on the loop's connection, committed before it returns
+        (not fsynced: only with `synchronous="normal"`). Raises Busy, without waiting and with nothing
+        written, when another connection holds the write lock."""
+        if self._synchronous != "NORMAL":
+            raise Busy()  # an fsync would block the loop
+        raw = self._here_connection()
+        try:
+            raw.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError as exc:
+            if _busy(exc):
+                raise Busy() from exc
+            raise
+        try:
+            result = work(raw)
+            raw.execute("COMMIT")
+        except BaseException:
+            if raw.in_transaction:
+                raw.execute("ROLLBACK")
+            raise
+        self._here_commits += 1
+        if self._here_commits >= _CHECKPOINT_EVERY:
+            self._here_commits = 0
+            with self._wake:
+                self._checkpoint = True
+                self._wake.notify()
+        return result
 
     async def _queued(self, work: Work | RawWork, raw: bool) -> Any:
         loop = asyncio.get_running_loop()
@@ -103,18 +191,25 @@ class SqliteThreads:
 
     def _run(self) -> None:
         conn = self._engine.connect().execution_options(**{IMMEDIATE: True})
-        raw = conn.connection.dbapi_connection
-        assert raw is not None  # a new connection, never invalidated
+        raw = cast(sqlite3.Connection, conn.connection.dbapi_connection)  # a new connection, never invalidated
         raw.execute(f"PRAGMA synchronous={self._synchronous}")  # this connection's commits only, outside a transaction
         try:
             while True:
                 with self._wake:
-                    while not self._queue and not self._closed:
+                    while not self._queue and not self._closed and not self._checkpoint:
                         self._wake.wait()
-                    if not self._queue:
+                    checkpoint, self._checkpoint = self._checkpoint, False
+                    if not self._queue and not checkpoint:
                         return
                     batch = [self._queue.popleft() for _ in range(min(len(self._queue), _MAX_BATCH))]
-                self._commit(conn, batch)
+                    self._writing = bool(batch)
+                if checkpoint:  # the loop's commits, which never checkpoint themselves
+                    _checkpoint(raw)
+                if batch:
+                    try:
+                        self._commit(conn, batch)
+                    finally:
+                        self._writing = False
         finally:
             conn.close()
 
@@ -142,6 +237,7 @@ class SqliteThreads:
             done = [(batch[0][2], batch[0][3], None, exc)]
         else:
             done = [(future, loop, result, None) for (_, _, future, loop), result in zip(batch, results, strict=True)]
+        self._writing = False  # committed: a caller woken now may commit on its own thread (`write_raw`)
         for future, loop, result, error in done:
             try:
                 loop.call_soon_threadsafe(_settle, future, result, error)
@@ -155,6 +251,9 @@ class SqliteThreads:
             self._wake.notify()
         self._writer.join(timeout=30)
         self._readers.shutdown(wait=True)
+        here, self._here, self._here_sa = self._here_sa, None, None
+        if here is not None:
+            here.close()
         for conn in self._opened:
             conn.close()
         self._engine.dispose()
@@ -171,6 +270,21 @@ def _raw_transaction(raw: sqlite3.Connection, batch: list[_Unit]) -> list[Any]:
             raw.execute("ROLLBACK")
         raise
     return results
+
+
+def _busy(exc: sqlite3.OperationalError) -> bool:
+    """SQLite would have waited for a lock (SQLITE_BUSY / SQLITE_LOCKED: "database is locked")."""
+    return getattr(exc, "sqlite_errorcode", None) in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED) or "locked" in str(
+        exc
+    )
+
+
+def _checkpoint(raw: sqlite3.Connection) -> None:
+    """A passive checkpoint (never waits for readers); a failure is logged, the WAL only grows meanwhile."""
+    try:
+        raw.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+    except sqlite3.Error as exc:
+        log.warning("a WAL checkpoint failed: %s", exc)
 
 
 def _settle(future: asyncio.Future[Any], result: Any, error: BaseException | None) -> None:
