@@ -237,7 +237,9 @@ class StateStore(StoreBase):
         if self._threads is not None and not sealed:  # the common turn: one row, plain SQL on the writer
             values = _sqlite_response_values(record, body, size)
             try:
-                await self._threads.write_raw(lambda raw: raw.execute(_INSERT_RESPONSE_SQLITE, values).close())
+                await self._threads.write_raw(
+                    lambda raw: raw.execute(_INSERT_RESPONSE_SQLITE, values).close(), len(body)
+                )
             except sqlite3.IntegrityError as exc:
                 raise Conflict(f"the change conflicts with stored data: {exc}") from exc
         else:

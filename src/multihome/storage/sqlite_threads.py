@@ -23,7 +23,8 @@ wait for each thread to be scheduled; a short read or an unsynced commit is ~30-
 `write_raw` commits there when nothing else is being written (`synchronous="normal"` only: an
 fsync never runs on the loop). That connection never waits for a lock (busy_timeout 0: `Busy`,
 and the caller hops after all) and never checkpoints (the writer does, asked every
-`_CHECKPOINT_EVERY` such commits), so its work costs the loop a bounded time. Same promise.
+`_CHECKPOINT_EVERY` such commits or `_CHECKPOINT_BYTES` of them), and takes only units of at most
+`_HERE_MAX_BYTES`, so its work costs the loop a bounded time. Same promise.
 """
 
 from __future__ import annotations
@@ -51,8 +52,13 @@ RawWork = Callable[[sqlite3.Connection], Any]
 _Unit = tuple[Work | RawWork, bool, "asyncio.Future[Any]", asyncio.AbstractEventLoop]
 _MAX_BATCH = 256  # units per transaction: bounds how long one commit holds the write lock
 # Commits on the loop's connection between two checkpoints asked of the writer: a turn writes ~3-4
-# pages to the WAL, so ~600-800 pages, under SQLite's own 1,000-page autocheckpoint.
+# pages to the WAL, so ~600-800 pages, under SQLite's own 1,000-page autocheckpoint. Bytes too: a
+# few large rows would otherwise grow the WAL by hundreds of MB before the 200th commit.
 _CHECKPOINT_EVERY = 200
+_CHECKPOINT_BYTES = 4 << 20
+# The largest unit committed on the loop: a bigger row (a stored turn can be ~20 MB) would hold the
+# loop for tens of ms, so it goes to the writer thread as before.
+_HERE_MAX_BYTES = 64 << 10
 
 
 class Busy(Exception):
@@ -75,6 +81,7 @@ class SqliteThreads:
         self._here: sqlite3.Connection | None = None  # the loop's own connection (`read_here`, `write_raw`)
         self._here_sa: Connection | None = None  # its SQLAlchemy wrapper, closed by `close`
         self._here_commits = 0  # commits on it since the writer last checkpointed
+        self._here_bytes = 0  # and the bytes they wrote, about
         self._checkpoint = False  # the writer's next wake-up checkpoints the WAL
         self._writer = threading.Thread(target=self._run, name="mh-sqlite-write", daemon=True)
         self._writer.start()
@@ -108,6 +115,8 @@ class SqliteThreads:
         """`work(raw)` on the calling thread, on the sqlite3 connection of the loop's own (autocommit: each
         statement sees what is committed when it runs). Only for a short read the caller has bounded, of
         pages in use (no disk wait). Raises Busy, without waiting, where SQLite would wait for a lock."""
+        if self._closed:
+            raise Busy()  # closing: the caller's hop is refused as any other work is
         raw = self._here_connection()
         try:
             return work(raw)
@@ -135,21 +144,22 @@ class SqliteThreads:
         """`work(conn)` in the writer's next transaction; returns once that transaction has committed."""
         return await self._queued(work, False)
 
-    async def write_raw(self, work: Callable[[sqlite3.Connection], T]) -> T:
+    async def write_raw(self, work: Callable[[sqlite3.Connection], T], size: int = _HERE_MAX_BYTES + 1) -> T:
         """`write` for a unit that takes the sqlite3 connection itself (plain SQL, `?` parameters): a
         transaction of such units only is begun and committed on that connection too, without
         SQLAlchemy's execution machinery (~0.1 ms of the writer's CPU per transaction, at c=1 most of
         what a stored response costs there after the commit itself). Same durability. With
         `synchronous="normal"` and the writer idle (nothing to group it with), the unit is committed
-        on the loop's connection instead, in a transaction of its own (`write_here`)."""
-        if self._synchronous == "NORMAL" and self.idle():
+        on the loop's connection instead, in a transaction of its own (`write_here`), if `size` (the
+        bytes it writes, about) is small; a caller that does not say goes to the writer."""
+        if self._synchronous == "NORMAL" and size <= _HERE_MAX_BYTES and self.idle():
             try:
-                return self.write_here(work)
+                return self.write_here(work, size)
             except Busy:
                 pass  # another connection writes: queue it for the writer, which waits for the lock
         return await self._queued(work, True)
 
-    def write_here(self, work: Callable[[sqlite3.Connection], T]) -> T:
+    def write_here(self, work: Callable[[sqlite3.Connection], T], size: int = 0) -> T:
         """`work(raw)` in a transaction of its own on the loop's connection, committed before it returns
         (not fsynced: only with `synchronous="normal"`). Raises Busy, without waiting and with nothing
         written, when another connection holds the write lock."""
@@ -170,8 +180,9 @@ class SqliteThreads:
                 raw.execute("ROLLBACK")
             raise
         self._here_commits += 1
-        if self._here_commits >= _CHECKPOINT_EVERY:
-            self._here_commits = 0
+        self._here_bytes += size
+        if self._here_commits >= _CHECKPOINT_EVERY or self._here_bytes >= _CHECKPOINT_BYTES:
+            self._here_commits = self._here_bytes = 0
             with self._wake:
                 self._checkpoint = True
                 self._wake.notify()
