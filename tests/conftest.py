@@ -11,36 +11,44 @@ import pytest
 
 from pg import PostgresServer  # tests/ is on sys.path (rootdir conftest)
 
-# The heaviest files first. `make test` runs `-n 2 --dist loadfile --no-loadscope-reorder`: each file
+# The heaviest files first. `make test` runs `-n auto --dist loadfile --no-loadscope-reorder`: each file
 # is one unit of work, handed to the workers in collection order (xdist's default order, most tests
 # first, put the few-test kill -9 and cluster files last), so a long file collected late runs alone at
 # the end while the other worker idles (longest first is the classic fix). Ranked by summed setup + call + teardown
-# of a whole-suite run (2026-12-03); a file missing here only runs later, so the list can go stale safely.
+# of a whole-suite run (2026-12-04, --junitxml); a file missing here only runs later, so the list can go stale safely.
 HEAVY_FIRST = (
     "e2e/test_agent_runs.py",
-    "cluster/test_cluster.py",
     "e2e/test_responses_background.py",
-    "cluster/test_outages.py",
-    "fuzz/test_openapi_fuzz.py",
-    "e2e/test_idempotency_key.py",
-    "e2e/test_config_reload.py",
-    "e2e/test_telemetry.py",
-    "e2e/test_shutdown.py",
     "e2e/test_responses_conformance.py",
+    "cluster/test_cluster.py",
+    "e2e/test_limits.py",
     "e2e/test_token_revocation.py",
     "e2e/test_memory_reembed.py",
+    "fuzz/test_openapi_fuzz.py",
     "e2e/test_kms_wiring.py",
-    "e2e/test_limits.py",
-    "e2e/test_demo_and_cli.py",
-    "policy/test_properties.py",
-    "e2e/test_memory.py",
-    "state/test_memory.py",
-    "e2e/test_audit.py",
-    "e2e/test_workers_limits.py",
-    "e2e/test_console.py",
-    "e2e/test_budgets_admin.py",
+    "crypto/test_suite.py",
+    "cluster/test_outages.py",
+    "e2e/test_idempotency_key.py",
     "e2e/test_identity_policy.py",
+    "audit/test_rollback.py",
+    "e2e/test_workers_limits.py",
+    "state/test_memory.py",
+    "e2e/test_shutdown.py",
+    "e2e/test_telemetry.py",
+    "metering/test_prices.py",
+    "e2e/test_responses.py",
+    "e2e/test_config_reload.py",
+    "e2e/test_demo_and_cli.py",
+    "e2e/test_console.py",
     "e2e/test_usage_spool.py",
+    "e2e/test_audit.py",
+    "conformance/test_conformance.py",
+    "e2e/test_responses_mcp.py",
+    "e2e/test_budgets_admin.py",
+    "e2e/test_metrics.py",
+    "e2e/test_quickstart.py",
+    "e2e/test_memory.py",
+    "policy/test_properties.py",
 )
 
 

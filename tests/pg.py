@@ -32,6 +32,12 @@ def postgres_bin_dir() -> Path | None:
     return Path(initdb).parent if initdb else None
 
 
+def _major_version(bindir: Path) -> int:
+    """15 for "postgres (PostgreSQL) 15.14 (Debian 15.14-0+deb12u1)"."""
+    out = subprocess.run([str(bindir / "postgres"), "--version"], capture_output=True, text=True, timeout=30).stdout
+    return int(out.split(")", 1)[1].split(".")[0])
+
+
 class PostgresServer:
     def __init__(self, dbname: str = "multihome", *, start_timeout: float = 30) -> None:
         bindir = postgres_bin_dir()
@@ -52,6 +58,7 @@ class PostgresServer:
         self.user = "postgres"
         self._started = False
         self._head: str | None = None  # the database `migrated_database` copies, made on first use
+        self._strategy = " STRATEGY = FILE_COPY" if _major_version(bindir) >= 15 else ""  # create_database
         try:
             self._run(
                 "initdb",
@@ -130,9 +137,14 @@ class PostgresServer:
         )
 
     def create_database(self, dbname: str | None = None, *, template: str | None = None) -> str:
-        """A new database (a copy of `template` if given: fast way to hand out migrated databases)."""
+        """A new database (a copy of `template` if given: fast way to hand out migrated databases).
+
+        FILE_COPY copies the template's files as they are; PostgreSQL 15's default (WAL_LOG) writes
+        every block through the WAL, which takes about twice as long here (fsync is off, so the
+        checkpoint FILE_COPY starts with costs little). A run makes ~1,000 of these."""
         dbname = dbname or "t_" + secrets.token_hex(6)
-        self.psql(f'CREATE DATABASE "{dbname}"' + (f' TEMPLATE "{template}"' if template else ""))
+        source = f' TEMPLATE "{template}"' if template else ""
+        self.psql(f'CREATE DATABASE "{dbname}"{source}{self._strategy}')
         return self.url_for(dbname)
 
     def migrated_database(self) -> str:

@@ -31,10 +31,7 @@ def _upstream_calls(sim, text: str) -> int:
 
 @pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
 def test_a_retry_on_another_replica_gets_the_original_response(backend, tmp_path, request):
-    if backend == "sqlite":
-        db = f"sqlite+aiosqlite:///{tmp_path / 'multihome.db'}"
-    else:
-        db = request.getfixturevalue("pg_server").create_database()
+    db = request.getfixturevalue("sqlite_database" if backend == "sqlite" else "pg_database")()  # at head already
     with replicas(tmp_path, db, "idem") as (sim, start):
         a, b = start(), start()
         tenant, key = _tenant_and_key(a, "acme")

@@ -44,11 +44,12 @@ model_groups:
 
 @pytest.fixture(params=["sqlite", "postgres"])
 def db(request, tmp_path):
+    """A database at the head revision (a copy of one migrated once)."""
     if request.param == "sqlite":
-        return {"url": f"sqlite+aiosqlite:///{tmp_path}/mh.db", "dump": lambda: _sqlite_bytes(tmp_path)}
-    pg = request.getfixturevalue("pg_server")
-    url = pg.create_database()
-    return {"url": url, "dump": lambda: _pg_dump(pg, url)}
+        url = request.getfixturevalue("sqlite_database")("mh.db")
+        return {"url": url, "dump": lambda: _sqlite_bytes(tmp_path)}
+    url = request.getfixturevalue("pg_database")()
+    return {"url": url, "dump": lambda: _pg_dump(request.getfixturevalue("pg_server"), url)}
 
 
 def _sqlite_bytes(tmp_path) -> bytes:

@@ -101,9 +101,7 @@ def _sdk(gateway: Gateway, key: str) -> openai.OpenAI:
 
 @pytest.mark.parametrize("store", ["sqlite", "postgresql"])
 def test_a_namespace_moves_to_the_new_model_through_a_kill(store, request, tmp_path):
-    db = f"sqlite+aiosqlite:///{tmp_path}/multihome.db"
-    if store == "postgresql":
-        db = request.getfixturevalue("pg_server").create_database()
+    db = request.getfixturevalue("sqlite_database" if store == "sqlite" else "pg_database")()  # at head already
     init_key_file(tmp_path / "kms.key")
     sim = Simulator("openai", "reembed-x")
     gateways: list[Gateway] = []
