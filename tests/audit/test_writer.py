@@ -36,6 +36,33 @@ class GatedFsync:
         os.fsync(fd)
 
 
+class FailingOnceFsync(GatedFsync):
+    """fsync whose first call fails with EIO (when `gated`, only once the gate opens); later calls sync."""
+
+    def __init__(self, gated: bool) -> None:
+        super().__init__()
+        self.gated = gated
+        self.failed = False
+
+    def __call__(self, fd: int) -> None:
+        if self.failed:
+            os.fsync(fd)
+            return
+        self.failed = True
+        self.entered.set()
+        if self.gated and not self.gate.wait(10):
+            raise OSError("test gate never opened")
+        raise OSError(5, "Input/output error")
+
+
+async def until_entered(gated: GatedFsync) -> None:
+    for _ in range(500):  # bounded: until the writer is inside fsync
+        if gated.entered.is_set():
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError("the writer never reached fsync")
+
+
 def lines(log: AuditLog) -> list[dict]:
     """The chain's events after its genesis record (seq 0)."""
     with open(os.path.join(log.dir, log.chain + ".jsonl"), "rb") as f:
@@ -86,11 +113,7 @@ def test_future_resolves_only_after_fsync(tmp_path):
         log = AuditLog(config(tmp_path), fsync=gated)
         await log.start()
         started = asyncio.ensure_future(log.call_started("req_1", PRINCIPAL, "gpt-4o", "chat", "c" * 64))
-        for _ in range(200):  # bounded: until the writer is inside fsync
-            if gated.entered.is_set():
-                break
-            await asyncio.sleep(0.01)
-        assert gated.entered.is_set()
+        await until_entered(gated)
         await asyncio.sleep(0.05)
         # Written but not yet fsynced: the producer has not been told "durable".
         assert not started.done()
@@ -162,15 +185,8 @@ def test_full_queue_makes_producers_wait_and_drops_nothing(tmp_path):
 
 
 def test_a_failed_write_fails_its_producers_and_continues_on_a_new_chain(tmp_path):
-    state = {"fail": True}
-
-    def flaky(fd):
-        if state.pop("fail", False):
-            raise OSError(5, "Input/output error")
-        os.fsync(fd)
-
     async def main():
-        log = AuditLog(config(tmp_path), fsync=flaky)
+        log = AuditLog(config(tmp_path), fsync=FailingOnceFsync(gated=False))
         await log.start()
         first_chain = log.chain
         with pytest.raises(OSError):
@@ -226,27 +242,14 @@ def step(i: int) -> AgentStep:
 def test_fsync_failing_after_later_writes_fails_every_unsynced_line_and_continues(tmp_path):
     # The loop writes while the writer thread is in fsync: when that fsync fails, the lines written
     # after it began sit in a file whose tail is unknown, so their producers fail too.
-    gated = GatedFsync()
-    state = {"fail": True}
-
-    def failing_once(fd):
-        if state.pop("fail", False):
-            gated.entered.set()
-            if not gated.gate.wait(10):
-                raise OSError("test gate never opened")
-            raise OSError(5, "Input/output error")
-        os.fsync(fd)
+    gated = FailingOnceFsync(gated=True)
 
     async def main():
-        log = AuditLog(config(tmp_path), fsync=failing_once)
+        log = AuditLog(config(tmp_path), fsync=gated)
         await log.start()
         first_chain = log.chain
         first = log.append("agent_step", step(1))
-        for _ in range(500):  # bounded: until the writer is inside the first fsync
-            if gated.entered.is_set():
-                break
-            await asyncio.sleep(0.01)
-        assert gated.entered.is_set()
+        await until_entered(gated)
         later = [log.append("agent_step", step(i)) for i in (2, 3)]
         await asyncio.sleep(0)  # the loop step that writes them to the old chain
         await asyncio.sleep(0)
