@@ -36,6 +36,33 @@ class GatedFsync:
         os.fsync(fd)
 
 
+class FailingOnceFsync(GatedFsync):
+    """fsync whose first call fails with EIO (when `gated`, only once the gate opens); later calls sync."""
+
+    def __init__(self, gated: bool) -> None:
+        super().__init__()
+        self.gated = gated
+        self.failed = False
+
+    def __call__(self, fd: int) -> None:
+        if self.failed:
+            os.fsync(fd)
+            return
+        self.failed = True
+        self.entered.set()
+        if self.gated and not self.gate.wait(10):
+            raise OSError("test gate never opened")
+        raise OSError(5, "Input/output error")
+
+
+async def until_entered(gated: GatedFsync) -> None:
+    for _ in range(500):  # bounded: until the writer is inside fsync
+        if gated.entered.is_set():
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError("the writer never reached fsync")
+
+
 def lines(log: AuditLog) -> list[dict]:
     """The chain's events after its genesis record (seq 0)."""
     with open(os.path.join(log.dir, log.chain + ".jsonl"), "rb") as f:
@@ -86,11 +113,7 @@ def test_future_resolves_only_after_fsync(tmp_path):
         log = AuditLog(config(tmp_path), fsync=gated)
         await log.start()
         started = asyncio.ensure_future(log.call_started("req_1", PRINCIPAL, "gpt-4o", "chat", "c" * 64))
-        for _ in range(200):  # bounded: until the writer is inside fsync
-            if gated.entered.is_set():
-                break
-            await asyncio.sleep(0.01)
-        assert gated.entered.is_set()
+        await until_entered(gated)
         await asyncio.sleep(0.05)
         # Written but not yet fsynced: the producer has not been told "durable".
         assert not started.done()
@@ -162,15 +185,8 @@ def test_full_queue_makes_producers_wait_and_drops_nothing(tmp_path):
 
 
 def test_a_failed_write_fails_its_producers_and_continues_on_a_new_chain(tmp_path):
-    state = {"fail": True}
-
-    def flaky(fd):
-        if state.pop("fail", False):
-            raise OSError(5, "Input/output error")
-        os.fsync(fd)
-
     async def main():
-        log = AuditLog(config(tmp_path), fsync=flaky)
+        log = AuditLog(config(tmp_path), fsync=FailingOnceFsync(gated=False))
         await log.start()
         first_chain = log.chain
         with pytest.raises(OSError):
@@ -217,3 +233,61 @@ def test_no_secret_or_content_fields_in_events(tmp_path):
     body = lines(asyncio.run(main()))[0]["body"]
     assert not {"messages", "content", "api_key", "authorization", "token", "prompt"} & set(body)
     assert body["request_sha256"] == "a" * 64 and body["key_id"] == "key_ten_a"
+
+
+def step(i: int) -> AgentStep:
+    return AgentStep(tenant="t", subject="s", run_id="r", step=i, action="x")
+
+
+def test_fsync_failing_after_later_writes_fails_every_unsynced_line_and_continues(tmp_path):
+    # The loop writes while the writer thread is in fsync: when that fsync fails, the lines written
+    # after it began sit in a file whose tail is unknown, so their producers fail too.
+    gated = FailingOnceFsync(gated=True)
+
+    async def main():
+        log = AuditLog(config(tmp_path), fsync=gated)
+        await log.start()
+        first_chain = log.chain
+        first = log.append("agent_step", step(1))
+        await until_entered(gated)
+        later = [log.append("agent_step", step(i)) for i in (2, 3)]
+        await asyncio.sleep(0)  # the loop step that writes them to the old chain
+        await asyncio.sleep(0)
+        gated.gate.set()
+        results = await asyncio.wait_for(asyncio.gather(first, *later, return_exceptions=True), 10)
+        assert all(isinstance(r, OSError) for r in results), results
+        assert await asyncio.wait_for(log.append("agent_step", step(4)), 10) == 1
+        assert log.chain != first_chain and log.errors == 1
+        assert log.queued == 0
+        await log.close()
+        return log
+
+    log = asyncio.run(main())
+    assert [e["body"]["step"] for e in lines(log)] == [4]
+    report = verify_dir(str(tmp_path))
+    assert report.ok, [str(p) for p in report.problems]
+
+
+def test_a_failed_write_on_the_loop_fails_its_producers_and_continues_on_a_new_chain(tmp_path):
+    async def main():
+        log = AuditLog(config(tmp_path))
+        await log.start()
+        assert await log.append("agent_step", step(1)) == 1
+        first_chain = log.chain
+        full = os.open("/dev/full", os.O_WRONLY)  # a real device whose writes fail with ENOSPC
+        try:
+            os.dup2(full, log._wfd)
+        finally:
+            os.close(full)
+        with pytest.raises(OSError):
+            await asyncio.wait_for(log.append("agent_step", step(2)), 10)
+        # Submitted while the new chain is being opened: held, then written there.
+        assert await asyncio.wait_for(log.append("agent_step", step(3)), 10) == 1
+        assert log.chain != first_chain and log.errors == 1
+        await log.close()
+        return log, first_chain
+
+    log, first_chain = asyncio.run(main())
+    assert [e["body"]["step"] for e in lines(log)] == [3]
+    report = verify_dir(str(tmp_path))
+    assert report.ok, [str(p) for p in report.problems]

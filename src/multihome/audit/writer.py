@@ -1,9 +1,11 @@
-"""AuditLog: the per-process hash chain and its batched writer with group commit.
+"""AuditLog: the per-process hash chain, written on the event loop, fsynced by one thread (group commit).
 
-The event loop only enqueues (a deque append and a wake-up); one writer thread turns payloads into
-events, chains and hashes them, writes a batch, fsyncs, and then resolves the futures of the whole
-batch on the loop. While one batch is being fsynced the next one gathers, so under load one fsync
-covers many events (group commit) and at low load an event waits for one fsync only.
+The event loop turns the events submitted in one loop step into lines (chained and hashed) and writes
+them with one `write` at the end of that step. One writer thread only fsyncs: it waits for "written up to
+here", fsyncs, and resolves the futures of everything written before that fsync began with one call back
+into the loop. While one fsync runs the next steps' lines gather, so under load one fsync covers many
+events (group commit) and at low load an event waits for one fsync only. (Encoding and writing on the
+writer thread cost a GIL hand-off and a wake-up per small batch, more than the work itself.)
 
 Durability promise: a future from `append` (and `call_started`) resolves only after the event's
 line, and every line before it, has been fsynced. `record` is fire-and-forget; its event follows
@@ -12,6 +14,10 @@ within one group-commit interval.
 Each chain opens with a genesis record (seq 0) that links the earlier chains of the directory
 (links.py) and, with a signing key, a checkpoint over it. With a database, every checkpoint is
 also handed to the head registry (head_publisher.py) after it is durable in its file.
+
+A failed write (on the loop) or fsync (on the thread) breaks the chain: the producers of every line
+not yet fsynced fail, the loop stops writing and holds new events, the writer thread opens a new chain
+that links the old one at its last fsynced line, and hands it to the loop, which closes the old file.
 """
 
 from __future__ import annotations
@@ -26,7 +32,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 from ..accounting.record import CallRecord
 from ..config.audit import AuditConfig
@@ -39,8 +45,20 @@ from .links import host_name, links_for_new_chain, trail_of
 
 log = logging.getLogger("multihome.audit")
 
-# A producer's event on its way to the writer thread: (kind, payload, the future of its seq or None).
+# A producer's event, admitted and waiting for the loop step's write: (kind, payload, the future of its seq or None).
 _Item = tuple[str, Any, "asyncio.Future[int] | None"]
+_Futures = list["asyncio.Future[int] | None"]
+
+
+class _Written(NamedTuple):
+    """Lines the loop wrote with one `write`, for the writer thread to fsync. `futures` None: the write
+    failed, the chain of generation `gen` is broken (the writer thread opens a new one)."""
+
+    gen: int
+    fd: int
+    last: int  # seq of the last line
+    head: str  # its hash
+    futures: _Futures | None
 
 
 def new_chain_id() -> str:
@@ -72,15 +90,27 @@ class AuditLog:
         self.heads = HeadPublisher(heads_url, self.trail, host_name()) if heads_url else None
         self._checkpoints = self._signing is not None or self.heads is not None
         self.chain = ""
-        self._pending: collections.deque[_Item] = collections.deque()  # admitted, not yet taken by the writer
+        # Loop-thread state: the chain as written (not yet necessarily fsynced).
+        self._step: list[_Item] = []  # admitted, to be written at the end of this loop step
+        self._flush_due = False
         self._waiting: collections.deque[_Item] = collections.deque()  # producers beyond max_queue, in order
-        self._inflight = 0  # admitted and not yet durable (loop thread only)
+        self._inflight = 0  # admitted and not yet durable
+        self._gen = 0  # the chain's generation: +1 at each new chain
+        self._wfd = -1
+        self._wseq = 0
+        self._whead = ""
+        self._broken = False  # a write failed: hold events until the writer thread hands over a new chain
+        self._switched: asyncio.Event | None = None
+        # Loop -> writer thread.
+        self._written: collections.deque[_Written] = collections.deque()
         self._wake = threading.Event()
         self._stopping = False
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._closed = True
-        # Writer-thread state.
+        # Writer-thread state: the chain as fsynced. The chain's file descriptor is the loop's to close.
+        self._tgen = 0
+        self._tchain = ""
         self._fd = -1
         self._cp_fd = -1
         self._seq = 0
@@ -92,7 +122,7 @@ class AuditLog:
         self.max_inflight = 0
         self.errors = 0
         self.lost_after_close = 0
-        self.on_flush: Callable[[float], None] | None = None  # seconds per durable batch, from the writer thread
+        self.on_flush: Callable[[float], None] | None = None  # seconds per fsync round, from the writer thread
 
     # -- lifecycle -----------------------------------------------------------------------------
     def verify(self):
@@ -109,6 +139,7 @@ class AuditLog:
 
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
+        self._switched = asyncio.Event()
         if self.heads is not None:
             await self.heads.start()
         try:
@@ -117,6 +148,7 @@ class AuditLog:
             if self.heads is not None:
                 await self.heads.close()
             raise
+        self._wfd, self._wseq, self._whead, self.chain = self._fd, self._seq, self._head, self._tchain
         self._closed = False
         self._thread = threading.Thread(target=self._run, name="audit-writer", daemon=True)
         self._thread.start()
@@ -127,12 +159,22 @@ class AuditLog:
         self._closed = True
         while self._waiting:  # shutting down: admit everyone still in line
             self._admit(self._waiting.popleft())
+        while self._step:  # write them all (each step fails or writes what it takes)
+            if self._broken:
+                assert self._switched is not None  # set by start()
+                self._switched.clear()
+                await self._switched.wait()
+            else:
+                self._flush_step()
         self._stopping = True
         self._wake.set()
         assert self._thread is not None  # set by start(), which opened the log
         await asyncio.to_thread(self._thread.join)
-        # The thread has exited, so futures it resolved are queued on the loop: let them run.
+        # The thread has exited, so what it handed to the loop (futures, a new chain) is queued: let it run.
         await asyncio.sleep(0)
+        if self._wfd >= 0:
+            os.close(self._wfd)
+            self._wfd = -1
         if self.heads is not None:  # after the final checkpoint, within a deadline
             await self.heads.close()
 
@@ -188,27 +230,103 @@ class AuditLog:
         self._inflight += 1
         if self._inflight > self.max_inflight:
             self.max_inflight = self._inflight
-        pending = self._pending
-        pending.append(item)
-        if len(pending) == 1:
-            # Only the first event after the writer emptied the queue wakes it: with more queued, it
-            # has not yet seen the queue empty and takes this one too (a set per event was a lock
-            # and a notify for every event, two per call).
+        self._step.append(item)
+        if not self._flush_due:
+            # One write per loop step for every event submitted in it (call_soon runs after the
+            # callbacks already ready, so the events of this step's other tasks join the write).
+            self._flush_due = True
+            assert self._loop is not None  # _submit refuses before start()
+            self._loop.call_soon(self._flush_step)
+
+    def _flush_step(self) -> None:
+        """Encode, chain and write the events admitted in this loop step: one `write`; the writer thread fsyncs."""
+        self._flush_due = False
+        if self._broken or not self._step:
+            return  # a new chain is on its way: _switch_chain flushes
+        items = self._step
+        if len(items) > self.config.max_batch:
+            items, self._step = items[: self.config.max_batch], items[self.config.max_batch :]
+            self._flush_due = True
+            assert self._loop is not None
+            self._loop.call_soon(self._flush_step)
+        else:
+            self._step = []
+        lines: list[bytes] = []
+        futures: _Futures = []
+        seq, head, chain = self._wseq, self._whead, self.chain
+        now = time.time()
+        for kind, payload, future in items:
+            try:
+                kind, body = body_for(kind, payload)
+                line, digest = seal(EventCore(chain=chain, seq=seq + 1, time=now, prev=head, kind=kind, body=body))
+            except Exception as exc:  # a bad payload fails its own producer, not the batch
+                log.exception("audit: cannot encode a %s event", kind)
+                self._done([future], exc)
+                continue
+            seq, head = seq + 1, digest
+            lines.append(line)
+            futures.append(future)
+        if not lines:
+            return
+        try:
+            self._write_all(self._wfd, b"".join(lines))
+        except OSError as exc:
+            # The file's tail is now unknown (maybe half a line): fail these producers, write nothing more
+            # to this chain, and have the writer thread fsync what came before and open a new chain.
+            self.errors += 1
+            log.error("audit: writing chain %s failed (%s); starting a new chain", chain, exc)
+            self._broken = True
+            self._done(futures, exc)
+            self._hand_over(_Written(self._gen, self._wfd, self._wseq, self._whead, None))
+            return
+        self._wseq, self._whead = seq, head
+        self._hand_over(_Written(self._gen, self._wfd, seq, head, futures))
+
+    def _hand_over(self, written: _Written) -> None:
+        queue = self._written
+        queue.append(written)
+        if len(queue) == 1:
+            # Only the first entry after the writer emptied the queue wakes it: with more queued, it has
+            # not yet seen the queue empty and takes this one too (a set is a lock and a notify).
             self._wake.set()
 
-    def _batch_done(
-        self, futures: list[asyncio.Future[int] | None], count: int, seq_first: int, error: BaseException | None
-    ) -> None:
-        self._inflight -= count
+    def _done(self, futures: _Futures, error: BaseException | None, first: int = 0) -> None:
+        """Loop thread: these producers' lines are durable from seq `first` on, or failed with `error`."""
+        self._inflight -= len(futures)
         for i, future in enumerate(futures):
             if future is None or future.done():
                 continue
             if error is None:
-                future.set_result(seq_first + i)
+                future.set_result(first + i)
             else:
                 future.set_exception(error)
         while self._waiting and self._inflight < self.config.max_queue:
             self._admit(self._waiting.popleft())
+
+    def _round_done(self, results: list[tuple[_Futures, int, BaseException | None]]) -> None:
+        for futures, first, error in results:
+            self._done(futures, error, first)
+
+    def _chain_broken(self, gen: int) -> None:
+        """Loop thread: an fsync of chain generation `gen` failed; hold events until the new chain."""
+        if gen == self._gen:
+            self._broken = True
+
+    def _switch_chain(self, gen: int, fd: int, chain: str, head: str) -> None:
+        """Loop thread: the writer thread opened chain `chain` (generation `gen`) after a failure."""
+        if self._wfd >= 0:
+            try:
+                os.close(self._wfd)  # the old chain: no line is written to it any more
+            except OSError:
+                pass
+        self._gen, self._wfd, self._wseq, self._whead, self.chain = gen, fd, 0, head, chain
+        self._broken = False
+        assert self._switched is not None
+        self._switched.set()
+        if self._step and not self._flush_due:
+            self._flush_due = True
+            assert self._loop is not None
+            self._loop.call_soon(self._flush_step)
 
     @property
     def queued(self) -> int:
@@ -226,114 +344,123 @@ class AuditLog:
         event. `known`: chains whose durable end this process knows better than their files."""
         os.makedirs(self.dir, mode=0o700, exist_ok=True)
         links = links_for_new_chain(self.dir, known)
-        self.chain = new_chain_id()
+        chain = new_chain_id()
         now = time.time()
         record = ChainOpened(trail=self.trail, host=host_name(), pid=os.getpid(), key_id=self.key_id, links=links)
-        line, head = seal(
-            EventCore(chain=self.chain, seq=0, time=now, prev=genesis(self.chain), kind=GENESIS_KIND, body=record)
-        )
+        line, head = seal(EventCore(chain=chain, seq=0, time=now, prev=genesis(chain), kind=GENESIS_KIND, body=record))
         flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND
+        fd = cp_fd = -1
         try:
-            self._fd = os.open(os.path.join(self.dir, self.chain + CHAIN_SUFFIX), flags, 0o600)
-            self._write_all(self._fd, line)
-            self._fsync_open(self._fd)
+            fd = os.open(os.path.join(self.dir, chain + CHAIN_SUFFIX), flags, 0o600)
+            self._write_all(fd, line)
+            self._fsync_open(fd)
             if self._signing is not None:
-                self._cp_fd = os.open(os.path.join(self.dir, self.chain + CP_SUFFIX), flags, 0o600)
+                cp_fd = os.open(os.path.join(self.dir, chain + CP_SUFFIX), flags, 0o600)
             dfd = os.open(self.dir, os.O_RDONLY)  # make the new names themselves durable
             try:
                 os.fsync(dfd)
             finally:
                 os.close(dfd)
         except OSError:
-            self._close_chain()
+            for opened in (fd, cp_fd):
+                if opened >= 0:
+                    os.close(opened)
             raise
+        self._close_checkpoints()
+        self._tchain, self._fd, self._cp_fd = chain, fd, cp_fd
         self._seq, self._head = 0, head
         self._cp_seq, self._cp_time = -1, time.monotonic()
         self._maybe_checkpoint(force=False)  # seq 0: the genesis record is signed (and registered) at once
-        log.info("audit chain %s in %s (links %d earlier chain(s))", self.chain, self.dir, len(links))
+        log.info("audit chain %s in %s (links %d earlier chain(s))", chain, self.dir, len(links))
 
-    def _close_chain(self) -> None:
-        for fd in (self._fd, self._cp_fd):
-            if fd >= 0:
-                try:
-                    os.close(fd)
-                except OSError:
-                    pass
-        self._fd = self._cp_fd = -1
+    def _close_checkpoints(self) -> None:
+        if self._cp_fd >= 0:
+            try:
+                os.close(self._cp_fd)
+            except OSError:
+                pass
+        self._cp_fd = -1
 
     def _run(self) -> None:
         cfg = self.config
         wait_s = min(cfg.checkpoint_every_s, 1.0) if self._checkpoints else 1.0
+        queue = self._written
         while True:
             self._wake.wait(wait_s)
             self._wake.clear()
-            while self._pending:
-                batch = self._take(cfg.max_batch)
-                if cfg.commit_delay_ms > 0 and len(batch) < cfg.max_batch:
-                    time.sleep(cfg.commit_delay_ms / 1000)
-                    batch.extend(self._take(cfg.max_batch - len(batch)))
+            while queue:
+                if cfg.commit_delay_ms > 0:
+                    time.sleep(cfg.commit_delay_ms / 1000)  # let more lines gather under this fsync
+                taken: list[_Written] = []
+                while queue:
+                    taken.append(queue.popleft())
                 started = time.perf_counter()
-                self._write_batch(batch)
+                self._sync(taken)
                 if self.on_flush is not None:
                     self.on_flush(time.perf_counter() - started)
                 self._maybe_checkpoint(force=False)
-            if self._stopping and not self._pending:
+            if self._stopping and not queue:
                 break
             self._maybe_checkpoint(force=False)
         self._maybe_checkpoint(force=True)
-        self._close_chain()
+        self._close_checkpoints()
 
-    def _take(self, n: int) -> list[_Item]:
-        pending = self._pending
-        out: list[_Item] = []
-        while pending and len(out) < n:
-            out.append(pending.popleft())
-        return out
-
-    def _write_batch(self, batch: list[_Item]) -> None:
-        lines, futures = [], []
-        seq, head, chain = self._seq, self._head, self.chain
-        first = seq + 1
-        now = time.time()
-        for kind, payload, future in batch:
+    def _sync(self, taken: list[_Written]) -> None:
+        """One fsync for every line written before it began; resolve their producers with one call into the loop."""
+        results: list[tuple[_Futures, int, BaseException | None]] = []
+        synced: list[_Written] = []
+        broken: BaseException | None = None
+        for w in taken:
+            if w.gen != self._tgen:
+                # Written to a chain that broke before this line was fsynced: its file's tail is unknown.
+                results.append((w.futures or [], 0, OSError(5, f"audit chain {self._tchain} failed")))
+            elif w.futures is None:
+                broken = OSError(5, "the write failed")  # the loop failed these producers itself
+            else:
+                synced.append(w)
+        if synced:
             try:
-                kind, body = body_for(kind, payload)
-                line, digest = seal(EventCore(chain=chain, seq=seq + 1, time=now, prev=head, kind=kind, body=body))
-            except Exception as exc:  # a bad payload fails its own producer, not the batch
-                log.exception("audit: cannot encode a %s event", kind)
-                self._resolve([future], 1, 0, exc)
-                continue
-            seq, head = seq + 1, digest
-            lines.append(line)
-            futures.append(future)
-        if not lines:
-            return
+                self._fsync(synced[-1].fd)
+            except OSError as exc:
+                self.errors += 1
+                log.error("audit: fsync of chain %s failed (%s); starting a new chain", self._tchain, exc)
+                # First stop the loop writing to this chain, so that a producer told of this failure has
+                # its next event held for the new chain; lines it writes until then fail too.
+                self._resolve(self._chain_broken, self._tgen)
+                results.extend((w.futures, 0, exc) for w in synced if w.futures is not None)
+                broken = exc
+            else:
+                first = self._seq + 1
+                for w in synced:
+                    assert w.futures is not None
+                    results.append((w.futures, first, None))
+                    first = w.last + 1
+                last = synced[-1]
+                self.written += last.last - self._seq
+                self.batches += 1
+                self._seq, self._head = last.last, last.head
+        if results:
+            self._resolve(self._round_done, results)
+        if broken is not None:
+            self._new_chain()
+
+    def _new_chain(self) -> None:
+        """After a failure: a new chain linking the old one at its last fsynced line, handed to the loop.
+        Lines the loop writes to the old chain meanwhile carry the old generation and fail."""
+        self._tgen += 1
+        durable = {self._tchain: (self._seq, self._head)}  # the file's tail holds lines that were never fsynced
         try:
-            self._write_all(self._fd, b"".join(lines))
-            self._fsync(self._fd)
+            self._open_chain(durable)
         except OSError as exc:
-            # The file's tail is now unknown: fail these producers and continue on a fresh chain.
-            self.errors += 1
-            log.error("audit: writing chain %s failed (%s); starting a new chain", chain, exc)
-            self._resolve(futures, len(futures), 0, exc)
-            self._close_chain()
-            durable = {chain: (self._seq, self._head)}  # the file's tail holds lines that were never fsynced
-            try:
-                self._open_chain(durable)
-            except OSError as exc2:
-                log.error("audit: cannot open a new chain (%s)", exc2)
-            return
-        self._seq, self._head = seq, head
-        self.written += len(lines)
-        self.batches += 1
-        self._resolve(futures, len(futures), first, None)
+            # No chain: the loop's next write fails (a bad descriptor) and brings the writer back here.
+            log.error("audit: cannot open a new chain (%s)", exc)
+            self._fd = -1
+        self._resolve(self._switch_chain, self._tgen, self._fd, self._tchain, self._head)
 
-    def _resolve(
-        self, futures: list[asyncio.Future[int] | None], count: int, first: int, error: BaseException | None
-    ) -> None:
+    def _resolve(self, callback: Callable[..., None], *args: Any) -> None:
         assert self._loop is not None  # the writer thread runs only after start()
         try:
-            self._loop.call_soon_threadsafe(self._batch_done, futures, count, first, error)
+            self._loop.call_soon_threadsafe(callback, *args)
         except RuntimeError:
             pass  # the loop is gone (process exiting): nobody is waiting any more
 
@@ -354,13 +481,13 @@ class AuditLog:
         )
         if not (force or due):
             return
-        cp = new_checkpoint(self._signing, self.key_id, self.chain, self._seq, self._head, time.time(), final=force)
+        cp = new_checkpoint(self._signing, self.key_id, self._tchain, self._seq, self._head, time.time(), final=force)
         if self._cp_fd >= 0:
             try:
                 os.write(self._cp_fd, encode_checkpoint(cp))
                 self._fsync(self._cp_fd)
             except OSError as exc:
-                log.error("audit: cannot write a checkpoint for %s (%s)", self.chain, exc)
+                log.error("audit: cannot write a checkpoint for %s (%s)", self._tchain, exc)
                 return
         self._cp_seq, self._cp_time = self._seq, time.monotonic()
         if self.heads is not None:  # only once durable in its file: the registry never runs ahead of it

@@ -21,8 +21,8 @@ class AuditConfig(Strict):
     public_keys: dict[str, str] = msgspec.field(default_factory=dict)
     checkpoint_every_s: float = 10.0
     checkpoint_every_events: int = 10_000
-    max_batch: int = 256  # events per write+fsync
-    commit_delay_ms: float = 0.0  # extra wait to gather a batch; 0 = natural group commit
+    max_batch: int = 256  # events per write (one event-loop step); one fsync covers all writes before it
+    commit_delay_ms: float = 0.0  # the fsync thread's wait to gather more writes; 0 = natural group commit
     max_queue: int = 65_536  # events waiting for the writer; producers beyond this wait
     fsync: bool = True  # False only for benchmarks/tests of the CPU path: no durability promise
 
