@@ -2,8 +2,9 @@
 turn opens nothing again: a byte-bounded LRU of stored responses by id.
 
 Safe because a stored response never changes after it is written (ids are new every turn), and
-because the store still asks the database which ids of a chain exist and are the tenant's before
-it uses the cache: a response deleted (on any replica) is never served from here. The cache holds
+because the store still asks the database whether every id of a chain exists before it uses the
+cache (the tenant is checked on the cached record): a response deleted (on any replica) is never
+served from here. The cache holds
 plaintext in the gateway's memory, as the answers it relays do; nothing of it is written anywhere.
 """
 
@@ -34,19 +35,23 @@ class OpenedResponses:
         on the dict, no reordering), for deciding which rows a read must fetch."""
         return response_id in self._items
 
-    def holds_chain(self, response_id: str, tenant: str, limit: int) -> bool:
-        """Whether the response and every ancestor are cached (the tenant's), at most `limit` of them:
-        a walk by `previous_response_id`, nothing reordered (the chain's read does that)."""
+    def held_chain(self, response_id: str, tenant: str, limit: int) -> list[str] | None:
+        """The ids of the response and every ancestor, oldest first, when all are cached (the tenant's), at
+        most `limit` of them; else None. A walk by `previous_response_id`, nothing reordered (the chain's
+        read does that). The links are the stored rows' own: a response never changes once stored."""
         items, rid = self._items, response_id
+        ids: list[str] = []
         for _ in range(limit):
             hit = items.get(rid)
             if hit is None or hit[0].tenant != tenant:
-                return False
+                return None
+            ids.append(rid)
             prev = hit[0].previous_response_id
             if prev is None:
-                return True
+                ids.reverse()
+                return ids
             rid = prev
-        return False
+        return None
 
     def put(self, record: StoredResponse, size: int) -> None:
         if size > self.max_bytes:

@@ -88,14 +88,26 @@ class _Sqlite:
 _CHAIN_IDS_SQLITE = _Sqlite(_CHAIN_IDS)
 _DEPTH = operator.itemgetter(-1)
 _CHAIN_ROWS_SQLITE = _Sqlite(_CHAIN_ROWS)
-# A chain this replica holds opened whole is checked on the loop itself (no hop) up to this many turns
-# (~1 µs each: the query's cost stays below a hop's); a longer one is read on a reader thread.
+# A chain this replica holds opened whole is checked against the database by its ids (`_sqlite_all_there`)
+# up to this many turns (~1 µs each on the loop: the query's cost stays below a hop's); a longer one is
+# walked on a reader thread.
 INLINE_CHAIN = 256
 
 
 def _sqlite_chain_ids(raw: sqlite3.Connection, response_id: str, tenant: str) -> list[str]:
-    """The chain's ids, oldest first (`_CHAIN_IDS`), on the one query every continued turn makes."""
+    """The chain's ids, oldest first (`_CHAIN_IDS`)."""
     return [row[0] for row in _CHAIN_IDS_SQLITE.run(raw, response_id, tenant)]
+
+
+def _sqlite_all_there(raw: sqlite3.Connection, ids: list[str]) -> bool:
+    """Whether every one of `ids` (distinct) still has its row: the check a chain held in memory needs, on
+    the one query every continued turn makes. Only the primary key's index is read (covering), not the rows
+    with their bodies that the recursive walk reads: after another connection's commit has emptied this
+    connection's page cache (every turn: the usage writer commits), a third of the walk's cost at 20 turns.
+    The tenant and the links need no query: the cache checked the tenant, and a stored row never changes
+    (its id is never issued again), so a row with the id is the one held."""
+    sql = f"SELECT count(*) FROM {responses.name} WHERE id IN ({','.join('?' * len(ids))})"
+    return bool(raw.execute(sql, ids).fetchone()[0] == len(ids))
 
 
 _INSERT_RESPONSE = sa.insert(responses)  # values bound per call: compiled once, not rebuilt per turn
@@ -323,18 +335,27 @@ class StateStore(StoreBase):
         ids: list[str] | None = None
         rows: Sequence[sa.Row[Any] | _Row] = ()
         threads = self._threads
-        if threads is not None and threads.idle() and opened.holds_chain(response_id, tenant, INLINE_CHAIN):
-            # Held opened whole (the common next turn): only the ids are asked of the database (is every
-            # turn still there, and the tenant's), on the loop, when that needs no wait and nothing is
-            # being written (c=1; under load a reader thread does it: SqliteThreads.idle).
-            try:
-                ids = threads.read_here(lambda raw: _sqlite_chain_ids(raw, response_id, tenant))
-            except Busy:
-                ids = None
-            if ids is not None and not all(map(opened.holds, ids)):
-                ids = None  # a turn was evicted meanwhile (or the chain is not what memory says): read it all
+        held = opened.held_chain(response_id, tenant, INLINE_CHAIN) if threads is not None else None
+        if held is not None:
+            # Held opened whole (the common next turn): the database is asked only whether every turn is
+            # still there. On the loop when that needs no wait and nothing is being written (c=1), else on
+            # a reader thread (under load each sqlite3 call on the loop would give the GIL to the writer).
+            assert threads is not None
+            there: bool | None = None
+            if threads.idle():
+                try:
+                    there = threads.read_here(lambda raw: _sqlite_all_there(raw, held))
+                except Busy:
+                    pass
+            if there is None:
+                there = await threads.read(lambda conn: _sqlite_all_there(_raw(conn), held))
+            if there:
+                ids = held  # a turn evicted from memory during the read is read below (`lost`)
         if ids is None:
             ids, rows = await self._run_read(read)
+            if held is not None:  # some turn held here was deleted (on any replica): its plaintext goes too
+                for gone in set(held).difference(ids or ()):
+                    opened.drop(gone)
         if not ids:
             return None
         found = {i: hit for i in ids if (hit := opened.get(i, tenant)) is not None}
