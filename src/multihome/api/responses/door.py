@@ -46,13 +46,14 @@ from .common import (
     stored,
     tenant,
 )
+from .held_context import HeldContexts
 from .idempotent import HEADER as IDEMPOTENCY_KEY
 from .idempotent import once
 from .items import Item, refuse_duplicate_ids, refuse_orphans, refuse_unanswered, stored_items
 from .native import NativeStream, NativeTurn, from_response
 from .stream import ResponsesRelay, ResponsesStream
 from .thinking import ThinkingKeys
-from .translate import Shell, from_completion, to_canonical
+from .translate import Shell, canonical_of, from_completion, open_thinking
 
 log = logging.getLogger("multihome.responses")
 _encode = msgspec.json.encode
@@ -82,6 +83,7 @@ class ResponsesDoor:
         self.background = background  # background mode (api/responses/background.py); None without storage
         self._keys: IdempotencyKeys | None = None
         self.thinking = ThinkingKeys((lambda: state.keyring) if state is not None else None)
+        self.held = HeldContexts()  # chains' contexts as chat messages, converted once per conversation
 
     async def create(self, call: Call, receive: Receive, send: Send) -> None:
         key = header(call.scope, IDEMPOTENCY_KEY)
@@ -113,7 +115,7 @@ class ResponsesDoor:
         who = tenant(call)
         thinking = self.thinking.of(who)
         shell = Shell(req, store=req.store if req.store is not None else self.state is not None, thinking=thinking)
-        context = await self._context(who, req)
+        chain, context = await self._chain_context(who, req)
         new = stored_items(req.input)
         refuse_orphans(context, new, "input")
         refuse_unanswered(context, new)
@@ -124,7 +126,9 @@ class ResponsesDoor:
             await thinking.open(new, "input")
             await self._agent_turn(call, receive, send, req, body, shell, context, new)
             return
-        canonical, dropped = await to_canonical(req, context, new, thinking=thinking)
+        await open_thinking(req, thinking, context, new)
+        held = self.held.request(req, chain, new, thinking) if chain else None
+        canonical, dropped = held or canonical_of(req, context, new, thinking=thinking)
         if req.background:  # checked like a foreground turn (a 400 or 404 now), then queued
             need_state(self.state, "Background mode ('background': true)")
             assert self.background is not None  # present whenever the state store is
@@ -220,6 +224,10 @@ class ResponsesDoor:
 
     async def _context(self, who: str, req: CreateResponse) -> list[Item]:
         """The items before this turn's input, oldest first: the chain's inputs and outputs, or the conversation's items."""
+        return (await self._chain_context(who, req))[1]
+
+    async def _chain_context(self, who: str, req: CreateResponse) -> tuple[list[StoredResponse] | None, list[Item]]:
+        """`_context`, and the chain it was read from (None for a conversation's items or no context)."""
         if req.previous_response_id is not None:
             state = need_state(self.state, "'previous_response_id'")
             prev = req.previous_response_id
@@ -243,15 +251,15 @@ class ResponsesDoor:
             for turn in chain:
                 context += turn.input
                 context += turn.response.get("output") or []
-            return context
+            return chain, context
         conv = req.conversation_id
         if conv is not None:
             state = need_state(self.state, "'conversation'")
             items = await stored(state.items(who, conv)) if len(conv) <= MAX_ID else None
             if items is None:
                 raise conversation_not_found(conv)
-            return items.items
-        return []
+            return None, items.items
+        return None, []
 
     async def _keep(
         self,
@@ -329,6 +337,7 @@ class ResponsesDoor:
             done = await stored(self.state.delete_response(tenant(call), response_id))
         if not done:
             raise not_found(response_id)
+        self.held.drop(response_id)
         await answer(call, send, {"id": response_id, "object": "response", "deleted": True})
 
     async def cancel(self, call: Call, receive: Receive, send: Send) -> None:
