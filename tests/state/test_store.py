@@ -182,6 +182,55 @@ async def test_a_chain_held_in_memory_is_checked_on_the_loop_without_a_hop(state
     assert len(hops) == 3
 
 
+async def test_every_deleted_response_moves_the_deletion_count(state, engine):
+    """The migration's trigger counts each deleted row, whoever deletes it (SQLite and PostgreSQL)."""
+    from multihome.storage.tables import response_deletions
+
+    async def count() -> int:
+        async with engine.connect() as conn:
+            return int(await conn.scalar(sa.select(response_deletions.c.n)))
+
+    before = await count()
+    for i in range(3):
+        await state.put_response(_response(f"resp_d{i}"))
+    assert await state.delete_response("t1", "resp_d0")
+    assert not await state.delete_response("t1", "resp_d0")
+    assert await count() == before + 1
+    async with engine.begin() as conn:  # by hand: counted too
+        await conn.execute(sa.delete(responses).where(responses.c.id.in_(["resp_d1", "resp_d2"])))
+    assert await count() == before + 3
+
+
+async def test_a_held_chain_is_looked_up_by_its_ids_only_after_a_deletion(state, db_url, kms_config, monkeypatch):
+    """SQLite: while nothing was deleted, a held chain's turns are not looked up again (one row read); a
+    deletion anywhere moves the count, and the next turn looks its chain's ids up once more."""
+    from multihome.state import store
+
+    if state._threads is None:
+        pytest.skip("PostgreSQL: every read goes through the driver")
+    lookups = []
+    real = store._sqlite_all_there
+
+    def counted(raw, ids):
+        lookups.append(list(ids))
+        return real(raw, ids)
+
+    monkeypatch.setattr(store, "_sqlite_all_there", counted)
+    for i, prev in enumerate((None, "resp_g0", "resp_g1")):
+        await state.put_response(_response(f"resp_g{i}", prev=prev))
+    await state.put_response(_response("resp_other"))
+    for _ in range(3):
+        assert [r.id for r in await state.chain("t1", "resp_g2")] == ["resp_g0", "resp_g1", "resp_g2"]
+    assert len(lookups) == 1  # the first time: the turns were stored before any count was read
+    await _delete_on_another_replica(db_url, kms_config, "resp_other")  # not of this chain: it stays whole
+    assert [r.id for r in await state.chain("t1", "resp_g2")] == ["resp_g0", "resp_g1", "resp_g2"]
+    assert [r.id for r in await state.chain("t1", "resp_g2")] == ["resp_g0", "resp_g1", "resp_g2"]
+    assert len(lookups) == 2
+    await _delete_on_another_replica(db_url, kms_config, "resp_g0")
+    assert [r.id for r in await state.chain("t1", "resp_g2")] == ["resp_g1", "resp_g2"]
+    assert len(lookups) == 3
+
+
 async def test_a_small_cache_still_rebuilds_every_chain(db_url, kms_config):
     from multihome.crypto import open_keyring
     from multihome.state import StateStore

@@ -4,14 +4,17 @@ turn opens nothing again: a byte-bounded LRU of stored responses by id.
 Safe because a stored response never changes after it is written (ids are new every turn), and
 because the store still asks the database whether every id of a chain exists before it uses the
 cache (the tenant is checked on the cached record): a response deleted (on any replica) is never
-served from here. The cache holds
+served from here. That question is cheap while nothing was deleted: the database counts deletions
+(`response_deletions`, only ever growing), and each entry remembers a count under which it was known to
+exist (read before the write or read that put it here, or before a lookup that found it); while the count
+read now is that one, nothing was deleted since, so the entry still exists. The cache holds
 plaintext in the gateway's memory, as the answers it relays do; nothing of it is written anywhere.
 """
 
 from __future__ import annotations
 
 from collections import OrderedDict
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, cast
 
 if TYPE_CHECKING:
     from .store import StoredResponse
@@ -20,15 +23,17 @@ if TYPE_CHECKING:
 class OpenedResponses:
     def __init__(self, max_bytes: int) -> None:
         self.max_bytes = max_bytes
-        self._items: OrderedDict[str, tuple[StoredResponse, int]] = OrderedDict()
+        # id -> [record, size, the deletion count under which it was known to exist (None: unknown)]
+        self._items: OrderedDict[str, list[Any]] = OrderedDict()
         self._bytes = 0
+        self.deletions: int | None = None  # the largest count of deleted responses read from the database
 
     def get(self, response_id: str, tenant: str) -> StoredResponse | None:
         hit = self._items.get(response_id)
         if hit is None or hit[0].tenant != tenant:
             return None
         self._items.move_to_end(response_id)
-        return hit[0]
+        return cast("StoredResponse", hit[0])
 
     def holds(self, response_id: str) -> bool:
         """Whether the id is cached: a plain membership test, safe from a database thread (one C call
@@ -53,15 +58,32 @@ class OpenedResponses:
             rid = prev
         return None
 
-    def put(self, record: StoredResponse, size: int) -> None:
+    def checked(self, ids: list[str]) -> int | None:
+        """The deletion count under which every one of `ids` (all held) was known to exist; None if they differ."""
+        items = self._items
+        count = items[ids[0]][2]
+        return count if all(items[i][2] == count for i in ids) else None
+
+    def saw(self, deletions: int, ids: list[str] | None) -> None:
+        """The database's deletion count, just read; `ids`: held records found to exist after it was read."""
+        if self.deletions is None or deletions > self.deletions:
+            self.deletions = deletions
+        for i in ids or ():
+            hit = self._items.get(i)
+            if hit is not None:
+                hit[2] = deletions
+
+    def put(self, record: StoredResponse, size: int, deletions: int | None = None) -> None:
+        """A record just written or read; `deletions`: the count (`self.deletions`) read before that write or
+        read began, under which it is known to exist (None: it will be looked up when next used)."""
         if size > self.max_bytes:
             return
         self.drop(record.id)
-        self._items[record.id] = (record, size)
+        self._items[record.id] = [record, size, deletions]
         self._bytes += size
         while self._bytes > self.max_bytes:
-            _, (_, dropped) = self._items.popitem(last=False)
-            self._bytes -= dropped
+            _, old = self._items.popitem(last=False)
+            self._bytes -= old[1]
 
     def drop(self, response_id: str) -> None:
         old = self._items.pop(response_id, None)

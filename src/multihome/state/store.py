@@ -31,7 +31,7 @@ from ..crypto import Keyring
 from ..storage.base import StoreBase, as_utc, sqlite_stamp
 from ..storage.errors import Conflict
 from ..storage.sqlite_threads import Busy, SqliteThreads
-from ..storage.tables import conversation_items, conversations, response_events, responses
+from ..storage.tables import conversation_items, conversations, response_deletions, response_events, responses
 from .cache import OpenedResponses
 from .pairs import check_pairs
 
@@ -97,6 +97,20 @@ INLINE_CHAIN = 256
 def _sqlite_chain_ids(raw: sqlite3.Connection, response_id: str, tenant: str) -> list[str]:
     """The chain's ids, oldest first (`_CHAIN_IDS`)."""
     return [row[0] for row in _CHAIN_IDS_SQLITE.run(raw, response_id, tenant)]
+
+
+_DELETIONS_SQL = f"SELECT n FROM {response_deletions.name}"
+
+
+def _sqlite_still_there(raw: sqlite3.Connection, ids: list[str], known: int | None) -> tuple[int | None, bool | None]:
+    """The deletion count (None without its row: a schema not made by the migrations) and, unless it is
+    `known` (under which every one of `ids` was known to exist, so none was deleted since), whether they all
+    still exist (`_sqlite_all_there`, after the count was read)."""
+    row = raw.execute(_DELETIONS_SQL).fetchone()
+    deletions = None if row is None else int(row[0])
+    if deletions is not None and deletions == known:
+        return deletions, None
+    return deletions, _sqlite_all_there(raw, ids)
 
 
 def _sqlite_all_there(raw: sqlite3.Connection, ids: list[str]) -> bool:
@@ -237,6 +251,7 @@ class StateStore(StoreBase):
         (a conversation never holds half a turn). Raises LookupError if the conversation is gone.
         Committed (on SQLite with group commit, storage/sqlite_threads.py) before it returns.
         `encoded`: `record.response` as JSON already (the answer's body), sealed as it is, not encoded again."""
+        seen = self._opened.deletions  # the row exists from its commit on: under this count, or a later one
         body, size = await self.seal_response(record, encoded)
         sealed = await self._seal_items(record.tenant, record.conversation_id, append) if append else []
 
@@ -257,7 +272,7 @@ class StateStore(StoreBase):
         else:
             await self._commit(write, lock=record.conversation_id)
         if record.status in FINAL:
-            self._opened.put(record, size)  # committed: the next turn here needs no database read of it
+            self._opened.put(record, size, seen)  # committed: the next turn here needs no database read of it
 
     @staticmethod
     async def insert_response(conn: AsyncConnection, record: StoredResponse, body: bytes, size: int) -> None:
@@ -335,21 +350,31 @@ class StateStore(StoreBase):
         ids: list[str] | None = None
         rows: Sequence[sa.Row[Any] | _Row] = ()
         threads = self._threads
+        seen = opened.deletions  # any row read below exists under this count, or a later one
         held = opened.held_chain(response_id, tenant, INLINE_CHAIN) if threads is not None else None
         if held is not None:
             # Held opened whole (the common next turn): the database is asked only whether every turn is
-            # still there. On the loop when that needs no wait and nothing is being written (c=1), else on
-            # a reader thread (under load each sqlite3 call on the loop would give the GIL to the writer).
+            # still there, by its count of deletions, and by the ids only when that moved. On the loop when
+            # that needs no wait and nothing is being written (c=1), else on a reader thread (under load each
+            # sqlite3 call on the loop would give the GIL to the writer).
             assert threads is not None
-            there: bool | None = None
+            known = opened.checked(held)
+
+            def check(raw: sqlite3.Connection) -> tuple[int | None, bool | None]:
+                return _sqlite_still_there(raw, held, known)
+
+            answer: tuple[int | None, bool | None] | None = None
             if threads.idle():
                 try:
-                    there = threads.read_here(lambda raw: _sqlite_all_there(raw, held))
+                    answer = threads.read_here(check)
                 except Busy:
                     pass
-            if there is None:
-                there = await threads.read(lambda conn: _sqlite_all_there(_raw(conn), held))
-            if there:
+            if answer is None:
+                answer = await threads.read(lambda conn: check(_raw(conn)))
+            deletions, there = answer
+            if deletions is not None:
+                opened.saw(deletions, held if there else None)
+            if there is not False:
                 ids = held  # a turn evicted from memory during the read is read below (`lost`)
         if ids is None:
             ids, rows = await self._run_read(read)
@@ -368,7 +393,7 @@ class StateStore(StoreBase):
             for row, record in zip(rows, await self._responses(tenant, rows), strict=True):
                 found[row.id] = record
                 if record.status in FINAL:
-                    opened.put(record, row.size)
+                    opened.put(record, row.size, seen)
         return [found[i] for i in ids if i in found]
 
     async def delete_response(self, tenant: str, response_id: str) -> bool:

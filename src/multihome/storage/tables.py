@@ -243,6 +243,15 @@ responses = sa.Table(
     sa.Index(None, "tenant_id", "created_at"),
 )
 
+# How many `responses` rows were ever deleted (one row; a trigger of the migration adds one per row deleted,
+# whatever deletes it): a replica that holds chains opened in memory reads this one row instead of asking
+# for every turn of a chain again while it has not moved (state/store.py, state/cache.py).
+response_deletions = sa.Table(
+    "response_deletions",
+    metadata,
+    sa.Column("n", sa.BigInteger, nullable=False),
+)
+
 conversations = sa.Table(
     "conversations",
     metadata,
