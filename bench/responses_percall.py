@@ -1,8 +1,9 @@
 """Where a stored Responses turn spends the time a chat completion does not: the real app in process,
 called through ASGI (no HTTP server, no client in the process's CPU), against the OpenAI simulator in
-another process. The four calls of bench/responses_bench.py, interleaved call by call at c=1.
+another process. The four calls of bench/responses_bench.py, interleaved call by call at c=1 (with
+`--one-step`: a first turn not stored, what each agent step pays, against a chat call of its one message).
 
-    PYTHONPATH=src python bench/responses_percall.py [--n 400] [--sync full] [--profile cprofile|none]
+    PYTHONPATH=src python bench/responses_percall.py [--n 400] [--sync full] [--profile cprofile|none] [--one-step]
 
 Per call and kind: wall time, the event loop thread's CPU (time.thread_time_ns) and the process's
 (every thread: the SQLite reader and writer too), medians over `--n` calls. `--calls-only K` runs K
@@ -137,7 +138,7 @@ def _segments() -> None:
         (sqlite_threads.SqliteThreads, "read_here", "    read_here"),
         (sqlite_threads.SqliteThreads, "write_here", "    write_here"),
         (sqlite_threads.SqliteThreads, "write_raw", "    write_raw"),
-        (door, "canonical_of", "canonical_of (whole)"),
+        (door, "to_canonical", "to_canonical (whole)"),
         (door.HeldContexts, "request", "held.request"),
         (door, "run_turn", "run_turn (pipeline.run)"),
         (chat, "parse_chat", "chat: parse_chat"),
@@ -183,6 +184,12 @@ async def run(config_text: str, args: argparse.Namespace) -> dict[str, dict[str,
     try:
         last, messages = await conversation(client.post)
         kinds = {k: call for k, call in calls(last, messages).items() if k != "response, native"}
+        if args.one_step:  # what each agent step pays: a first turn, not stored, against one chat message
+            question = messages[0]["content"]
+            kinds = {
+                "chat, one message": ("/v1/chat/completions", {"model": "bench", "messages": [messages[0]]}),
+                "response, one step": ("/v1/responses", {"model": "bench", "input": question, "store": False}),
+            }
         bodies = {k: (path, _encode(body)) for k, (path, body) in kinds.items()}
         for path, body in bodies.values():  # warm every path
             for _ in range(30):
@@ -233,6 +240,7 @@ def main() -> None:
     ap.add_argument("--calls-only", type=int, default=None)
     ap.add_argument("--kinds", default="chat,response,store false", help="with --calls-only: the kinds called")
     ap.add_argument("--segments", action="store_true", help="loop CPU and wall per call of the door's steps")
+    ap.add_argument("--one-step", action="store_true", help="a first turn not stored against one chat message")
     args = ap.parse_args()
     os.environ.update({k: v for k, v in ENV.items() if k.startswith("BENCH_")})
     tmp = Path(tempfile.mkdtemp(prefix="responses-percall-"))

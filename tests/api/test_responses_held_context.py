@@ -5,6 +5,7 @@ what cannot be held (reasoning, MCP items, a bad item) is left to the whole conv
 
 from __future__ import annotations
 
+import asyncio
 import random
 from typing import Any
 
@@ -14,7 +15,7 @@ import pytest
 from multihome.api.responses import held_context
 from multihome.api.responses.held_context import HeldContexts
 from multihome.api.responses.items import Item
-from multihome.api.responses.translate import canonical_of
+from multihome.api.responses.translate import to_canonical
 from multihome.schema.responses import parse_create
 from multihome.state import StoredResponse
 
@@ -30,6 +31,10 @@ def _req(**extra: Any) -> Any:
 
 def _turn(n: int, prev: str | None, new: list[Item], output: list[Item]) -> StoredResponse:
     return StoredResponse(f"resp_{n}", "t1", "completed", {"output": output}, new, prev)
+
+
+def canonical_of(req: Any, context: list[Item], new: list[Item]) -> Any:
+    return asyncio.run(to_canonical(req, context, new))
 
 
 def _context(chain: list[StoredResponse]) -> list[Item]:
@@ -63,14 +68,9 @@ def test_every_turn_equals_the_whole_conversion(seed: int) -> None:
 def test_a_turn_converts_only_its_own_items(monkeypatch: pytest.MonkeyPatch) -> None:
     converted: list[int] = []
     real = held_context.chat_messages
-
-    def counting(
-        items: list[Item], messages: list[Item], asked: dict[str, Item] | None = None, thinking: Any = None
-    ) -> None:
-        converted.append(len(items))
-        real(items, messages, asked, thinking)
-
-    monkeypatch.setattr(held_context, "chat_messages", counting)
+    monkeypatch.setattr(
+        held_context, "chat_messages", lambda items, *rest: [converted.append(len(items)), real(items, *rest)]
+    )
     held, chain, req = HeldContexts(), [_turn(0, None, [_user("u0")], [_answer(0)])], _req()
     held.request(req, chain, [_user("u1")], None)
     assert converted == [2, 1]  # the first turn's two items (nothing held yet), then the new input

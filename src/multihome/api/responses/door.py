@@ -53,7 +53,7 @@ from .items import Item, refuse_duplicate_ids, refuse_orphans, refuse_unanswered
 from .native import NativeStream, NativeTurn, from_response
 from .stream import ResponsesRelay, ResponsesStream
 from .thinking import ThinkingKeys
-from .translate import Shell, canonical_of, from_completion, open_thinking
+from .translate import Shell, from_completion, open_thinking, to_canonical
 
 log = logging.getLogger("multihome.responses")
 _encode = msgspec.json.encode
@@ -126,9 +126,11 @@ class ResponsesDoor:
             await thinking.open(new, "input")
             await self._agent_turn(call, receive, send, req, body, shell, context, new)
             return
-        await open_thinking(req, thinking, context, new)
-        held = self.held.request(req, chain, new, thinking) if chain else None
-        canonical, dropped = held or canonical_of(req, context, new, thinking=thinking)
+        held = None
+        if chain:  # a chain of plain turns: its context converted once (held_context.py)
+            await open_thinking(req, thinking, context, new)  # opened once: to_canonical's pass finds them so
+            held = self.held.request(req, chain, new, thinking)
+        canonical, dropped = held or await to_canonical(req, context, new, thinking=thinking)
         if req.background:  # checked like a foreground turn (a 400 or 404 now), then queued
             need_state(self.state, "Background mode ('background': true)")
             assert self.background is not None  # present whenever the state store is

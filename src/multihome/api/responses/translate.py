@@ -45,17 +45,6 @@ async def to_canonical(
     none are."""
     if thinking is not None:
         await open_thinking(req, thinking, context, new)
-    return canonical_of(req, context, new, functions, thinking)
-
-
-def canonical_of(
-    req: CreateResponse,
-    context: list[Item],
-    new: list[Item],
-    functions: list[Item] | None = None,
-    thinking: Thinking | None = None,
-) -> tuple[ParsedChat, list[str]]:
-    """`to_canonical` once the thinking blobs are opened (`open_thinking`)."""
     messages = turn_messages(req, context, new, {}, thinking)
     if not messages:
         raise bad_request("The request has nothing to answer: 'input' is empty.", param="input")
