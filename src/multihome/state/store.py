@@ -88,9 +88,9 @@ class _Sqlite:
 _CHAIN_IDS_SQLITE = _Sqlite(_CHAIN_IDS)
 _DEPTH = operator.itemgetter(-1)
 _CHAIN_ROWS_SQLITE = _Sqlite(_CHAIN_ROWS)
-# A chain this replica holds opened whole is checked against the database by its ids (`_sqlite_all_there`)
-# up to this many turns (~1 µs each on the loop: the query's cost stays below a hop's); a longer one is
-# walked on a reader thread.
+# A chain this replica holds opened whole is checked against the database by the count of deletions, and by
+# its ids when that moved (`_sqlite_still_there`), up to this many turns (~1 µs each on the loop: the query's
+# cost stays below a hop's); a longer one is walked on a reader thread.
 INLINE_CHAIN = 256
 
 
@@ -114,10 +114,10 @@ def _sqlite_still_there(raw: sqlite3.Connection, ids: list[str], known: int | No
 
 
 def _sqlite_all_there(raw: sqlite3.Connection, ids: list[str]) -> bool:
-    """Whether every one of `ids` (distinct) still has its row: the check a chain held in memory needs, on
-    the one query every continued turn makes. Only the primary key's index is read (covering), not the rows
-    with their bodies that the recursive walk reads: after another connection's commit has emptied this
-    connection's page cache (every turn: the usage writer commits), a third of the walk's cost at 20 turns.
+    """Whether every one of `ids` (distinct) still has its row: the check a chain held in memory needs once
+    a deletion moved the count. Only the primary key's index is read (covering), not the rows with their
+    bodies that the recursive walk reads: after another connection's commit has emptied this connection's
+    page cache (every turn: the usage writer commits), about half the walk's cost at 20 turns.
     The tenant and the links need no query: the cache checked the tenant, and a stored row never changes
     (its id is never issued again), so a row with the id is the one held."""
     sql = f"SELECT count(*) FROM {responses.name} WHERE id IN ({','.join('?' * len(ids))})"
