@@ -1,4 +1,4 @@
-"""response_deletions: a count of deleted `responses` rows, kept by a trigger
+"""response_deletions: a count of deleted `responses` rows, kept by a trigger on SQLite
 
 Revision ID: 0020
 Revises: 0019 on the turn-cost branch (the lead renumbers at merge if another branch adds one)
@@ -24,15 +24,10 @@ depends_on = None
 def upgrade() -> None:
     op.create_table("response_deletions", sa.Column("n", sa.BigInteger(), nullable=False))
     op.execute("INSERT INTO response_deletions (n) VALUES (0)")
-    if _pg():
-        op.execute(
-            "CREATE FUNCTION response_deleted() RETURNS trigger LANGUAGE plpgsql AS "
-            "$$ BEGIN UPDATE response_deletions SET n = n + 1; RETURN NULL; END $$"
-        )
-        op.execute(
-            "CREATE TRIGGER response_deleted AFTER DELETE ON responses FOR EACH ROW EXECUTE FUNCTION response_deleted()"
-        )
-    else:
+    # Only SQLite reads the count (the loop's check of a held chain). On PostgreSQL a row trigger updating
+    # one shared row would serialise every delete across replicas, and a retention sweep racing a client's
+    # delete could deadlock on it; there the chain's ids are looked up as before.
+    if not _pg():
         op.execute(
             "CREATE TRIGGER response_deleted AFTER DELETE ON responses "
             "BEGIN UPDATE response_deletions SET n = n + 1; END"
@@ -40,9 +35,8 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    op.execute("DROP TRIGGER IF EXISTS response_deleted" + (" ON responses" if _pg() else ""))
-    if _pg():
-        op.execute("DROP FUNCTION IF EXISTS response_deleted()")
+    if not _pg():
+        op.execute("DROP TRIGGER IF EXISTS response_deleted")
     op.drop_table("response_deletions")
 
 
