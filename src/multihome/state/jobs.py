@@ -27,7 +27,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from ..storage.base import as_utc
 from ..storage.engine import write_connection
 from ..storage.ids import new_id
-from ..storage.sqlite_readers import ReadersClosed, SqliteReaders, usable
+from ..storage.sqlite_readers import SqliteReaders, read_whole, usable
 from ..storage.tables import jobs as t
 
 QUEUED, RUNNING, DONE, FAILED, CANCELLED = "queued", "running", "done", "failed", "cancelled"
@@ -196,13 +196,7 @@ class JobQueue:
         return claimed
 
     async def _peek(self, stmt: sa.Select[tuple[str]]) -> object:
-        if self._reads is not None:
-            try:
-                return await self._reads.read(lambda conn: conn.scalar(stmt))
-            except ReadersClosed:
-                pass
-        async with self.engine.connect() as conn:
-            return await conn.scalar(stmt)
+        return await read_whole(self._reads, self.engine, lambda conn: conn.scalar(stmt))
 
     async def renew(self, job: Job, owner: str, *, lease_s: float) -> Renewal:
         now = self.clock()

@@ -17,7 +17,7 @@ from ..schema import admin_fields as fields
 from .engine import is_sqlite, write_connection
 from .errors import Conflict, Invalid, NotFound
 from .ids import new_id
-from .sqlite_readers import ReadersClosed, SqliteReaders, usable
+from .sqlite_readers import ReadersClosed, SqliteReaders, read_whole, usable
 from .tables import admin_events, api_keys, state_version, teams, tenants
 
 _BUMP = sa.update(state_version).where(state_version.c.id == 1).values(version=state_version.c.version + 1)
@@ -194,13 +194,7 @@ class StoreBase:
 
     async def _read_whole(self, work: Callable[[Connection], T]) -> T:
         """`work` on a SQLite reader thread (one hop), or run through the async engine."""
-        if self._readers is not None:
-            try:
-                return await self._readers.read(work)
-            except ReadersClosed:
-                pass
-        async with self._read() as conn:
-            return await conn.run_sync(work)
+        return await read_whole(self._readers, self.engine, work)
 
     async def close_readers(self) -> None:
         if self._readers is not None:

@@ -44,6 +44,18 @@ def usable(engine: AsyncEngine) -> bool:
     )
 
 
+async def read_whole(readers: SqliteReaders | None, engine: AsyncEngine, work: Callable[[Connection], T]) -> T:
+    """`work` on a reader thread (one hop) if there are readers still open, else through the async engine
+    (`run_sync`: a hop per driver call)."""
+    if readers is not None:
+        try:
+            return await readers.read(work)
+        except ReadersClosed:
+            pass  # closed: a disposed engine still serves
+    async with engine.connect() as conn:
+        return await conn.run_sync(work)
+
+
 class SqliteReaders:
     def __init__(self, engine: AsyncEngine, threads: int = 1, name: str = "mh-sqlite-read") -> None:
         self._async_engine = engine
