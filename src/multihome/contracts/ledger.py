@@ -276,7 +276,9 @@ class Ledger:
             await self._reads.close()
 
 
+# Built once: SQLAlchemy keeps a statement's cache key on the statement, so a reused one is not keyed again.
 _AGREEMENTS = sa.select(contract_agreements.c.spec).order_by(contract_agreements.c.id)
+_TOTALS = sa.select(ledger_totals)
 
 
 def _agreements(conn: Connection) -> tuple[list[Agreement], None]:
@@ -285,7 +287,7 @@ def _agreements(conn: Connection) -> tuple[list[Agreement], None]:
 
 def _agreements_and_totals(conn: Connection) -> tuple[list[Agreement], dict[str, Total]]:
     agreements = _agreements(conn)[0]
-    return agreements, {r.contract_id: _total(r) for r in conn.execute(sa.select(ledger_totals)).all()}
+    return agreements, {r.contract_id: _total(r) for r in conn.execute(_TOTALS).all()}
 
 
 def _total(r) -> Total:
