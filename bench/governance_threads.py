@@ -3,7 +3,7 @@ system calls per call, for configurations of bench/governance_bench.py, optional
 older tree, interleaved in the same run.
 
     .venv/bin/python bench/governance_threads.py [--only plain,+storage,all-sqlite] [--seconds 6]
-        [--rounds 3] [--base-src /tmp/base] [--strace]
+        [--rounds 3] [--base-src /tmp/base] [--strace] [--idle 10]
 
 Why: wall-clock req/s on a shared 2-core machine moves by ±20 % between runs, while governance's
 cost is mostly hand-offs between the event loop and the writer threads, each a pair of context
@@ -11,7 +11,9 @@ switches. Per call, this reports for each thread (named by py-spy at the end of 
 system CPU and its voluntary / involuntary context switches (/proc/<pid>/task/*/{stat,status}), and
 with `--strace` the system calls of one bounded extra run (`strace -c -f`, which slows the process:
 read its counts, not its times). The gateway is pinned to core 0, simulator and wrk to core 1, as in
-the governance bench. Loopback only; every run bounded by --seconds.
+the governance bench. Loopback only; every run bounded by --seconds. With `--idle S`, every process
+is first measured idle (after the warm-up, all at once, for S seconds): what its timers and pollers
+cost per second, in CPU and context switches (each a wake-up of a thread), thread by thread.
 """
 
 from __future__ import annotations
@@ -111,6 +113,25 @@ def label(names: dict[int, str], tid: int, pid: int) -> str:
     return names.get(tid, f"tid {tid}")
 
 
+def idle_report(procs: dict[str, subprocess.Popen], seconds: float) -> None:
+    """Every process idle for the same `seconds`: CPU and context switches per second, by thread."""
+    time.sleep(2)  # the warm-up's writes settle
+    before = {name: tasks(p.pid) for name, p in procs.items()}
+    t0 = time.monotonic()
+    time.sleep(seconds)
+    took = time.monotonic() - t0
+    print(f"\nidle for {took:.1f} s, load average {os.getloadavg()[0]:.2f}: per second", flush=True)
+    for name, proc in procs.items():
+        d = diff(before[name], tasks(proc.pid))
+        names = thread_names(proc.pid)
+        cpu = sum(v[4] for v in d.values()) / 1e6 / took
+        cs = sum(v[2] + v[3] for v in d.values()) / took
+        busiest = sorted(d.items(), key=lambda kv: -(kv[1][2] + kv[1][3]))[:4]
+        threads = ", ".join(f"{label(names, t, proc.pid)} {(v[2] + v[3]) / took:.1f} cs" for t, v in busiest)
+        print(f"{name}: {cpu:.2f} ms CPU, {cs:.1f} context switches ({threads})", flush=True)
+    print()
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--only", default="plain,+storage,all-sqlite")
@@ -118,6 +139,7 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--base-src", help="an older tree's checkout: the same configurations from it, interleaved")
     ap.add_argument("--strace", action="store_true", help="one extra run per configuration under strace -c -f")
+    ap.add_argument("--idle", type=float, default=0, help="seconds of every process idle, measured first")
     args = ap.parse_args()
     names = [n for n in args.only.split(",") if n in LAYERS]
     if args.base_src:
@@ -138,6 +160,8 @@ def main() -> None:
             procs[name] = start_gateway(name, config_for(name, sim_url, tmp, None), 4800 + i, tmp, env)
         for i, name in enumerate(names):  # warm-up
             wrk(f"http://127.0.0.1:{4800 + i}", "bench", KEY, connections=8, seconds=2, tmp=tmp)
+        if args.idle > 0:
+            idle_report(procs, args.idle)
         for _ in range(args.rounds):
             for i, name in enumerate(names):
                 runs[name].append(one_run(procs[name], f"http://127.0.0.1:{4800 + i}", sim.pid, tmp, args.seconds))

@@ -5,6 +5,7 @@ was taken over can no longer write."""
 from __future__ import annotations
 
 import asyncio
+import threading
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -33,8 +34,10 @@ def clock():
 
 
 @pytest.fixture
-def queue(engine, clock):
-    return JobQueue(engine, clock)
+async def queue(engine, clock):
+    queue = JobQueue(engine, clock)
+    yield queue
+    await queue.close()
 
 
 async def test_a_job_is_claimed_run_and_finished(queue):
@@ -154,3 +157,16 @@ async def test_enqueue_inside_the_callers_transaction_rolls_back_with_it(queue, 
     finally:
         await conn.close()
     assert await queue.get("response", "resp_1") is None
+
+
+async def test_an_idle_poll_on_a_sqlite_file_is_one_read_on_a_thread_of_its_own(queue, engine):
+    """The poll every `poll_s` reads on the queue's reader thread (one hand-off, not aiosqlite's many);
+    once the queue is closed it reads through the engine, and finds what was queued all the same."""
+    if engine.dialect.name != "sqlite":
+        pytest.skip("PostgreSQL polls through the engine")
+    assert await queue.claim("r1", ["response"], lease_s=30) == []
+    assert any(t.name.startswith("mh-jobs-peek") for t in threading.enumerate())
+    await queue.enqueue("response", "ten_a", "resp_1")
+    await queue.close()
+    [job] = await queue.claim("r1", ["response"], lease_s=30)
+    assert job.ref_id == "resp_1"

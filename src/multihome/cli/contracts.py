@@ -70,6 +70,12 @@ async def _open(args):
     return svc, engine
 
 
+async def _close(svc, engine) -> None:
+    if svc.ledger is not None:
+        await svc.ledger.close()  # its reader thread (a SQLite file)
+    await engine.dispose()
+
+
 def _pick(svc, contract_id: str | None):
     items = svc.agreements()
     if contract_id is None:
@@ -87,7 +93,7 @@ def _list(args) -> int:
         try:
             return [(a, svc.totals.get(a.id)) for a in svc.agreements()]
         finally:
-            await engine.dispose()
+            await _close(svc, engine)
 
     from ..config.contracts import encode_agreement
 
@@ -142,7 +148,7 @@ def _report(args) -> int:
         try:
             return await build_reports(_pick(svc, args.contract), svc.ledger, _now(args), svc.cfg.rate_window_days)
         finally:
-            await engine.dispose()
+            await _close(svc, engine)
 
     reports = asyncio.run(run())
     if args.csv:
@@ -192,7 +198,7 @@ def _project(args) -> int:
             daily = await svc.ledger.daily(a.id)
             return a, rep, daily, now
         finally:
-            await engine.dispose()
+            await _close(svc, engine)
 
     a, rep, daily, now = asyncio.run(run())
     until = None

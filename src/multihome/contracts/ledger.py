@@ -18,11 +18,13 @@ from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from ..config.contracts import Agreement, decode_agreement, encode_agreement
 from ..storage.base import as_utc
 from ..storage.engine import PgBulkInsert, is_sqlite, write_connection
+from ..storage.sqlite_readers import SqliteReaders, read_whole, usable
 from . import money
 from .tables import contract_agreements, ledger_accruals, ledger_totals
 
@@ -79,6 +81,8 @@ class Ledger:
     def __init__(self, engine: AsyncEngine) -> None:
         self.engine = engine
         self._sqlite = is_sqlite(engine)
+        # A SQLite file: the periodic refresh (`state`) in one thread hand-off (storage/sqlite_readers.py).
+        self._reads = SqliteReaders(engine, name="mh-contracts-read") if usable(engine) else None
         self._insert = sqlite.insert if self._sqlite else postgresql.insert
         # Which of a batch's requests are already on record: the ids travel as one parameter (a
         # JSON array on SQLite, an array on PostgreSQL), not one bound parameter per id.
@@ -261,9 +265,29 @@ class Ledger:
             await conn.close()
 
     async def agreements(self) -> list[Agreement]:
-        async with self.engine.connect() as conn:
-            rows = (await conn.execute(sa.select(contract_agreements.c.spec).order_by(contract_agreements.c.id))).all()
-        return [decode_agreement(spec) for (spec,) in rows]
+        return (await read_whole(self._reads, self.engine, _agreements))[0]
+
+    async def state(self) -> tuple[list[Agreement], dict[str, Total]]:
+        """The stored agreements and every contract's totals, in one read (a replica's refresh)."""
+        return await read_whole(self._reads, self.engine, _agreements_and_totals)
+
+    async def close(self) -> None:
+        if self._reads is not None:
+            await self._reads.close()
+
+
+# Built once: SQLAlchemy keeps a statement's cache key on the statement, so a reused one is not keyed again.
+_AGREEMENTS = sa.select(contract_agreements.c.spec).order_by(contract_agreements.c.id)
+_TOTALS = sa.select(ledger_totals)
+
+
+def _agreements(conn: Connection) -> tuple[list[Agreement], None]:
+    return [decode_agreement(spec) for (spec,) in conn.execute(_AGREEMENTS).all()], None
+
+
+def _agreements_and_totals(conn: Connection) -> tuple[list[Agreement], dict[str, Total]]:
+    agreements = _agreements(conn)[0]
+    return agreements, {r.contract_id: _total(r) for r in conn.execute(_TOTALS).all()}
 
 
 def _total(r) -> Total:

@@ -98,6 +98,8 @@ class ContractsService:
                     "contracts: %d accruals could not be written before shutdown (database unreachable); they are lost",
                     len(self._queue),
                 )
+        if self.ledger is not None:
+            await self.ledger.close()
         if self._engine is not None and self._own_engine:
             await self._engine.dispose()
 
@@ -263,12 +265,11 @@ class ContractsService:
 
     async def refresh(self) -> None:
         """Re-read stored agreements and every contract's ledger totals."""
-        ledger = self._open_ledger()
-        stored = await ledger.agreements()
+        stored, totals = await self._open_ledger().state()
         config_ids = {a.id for a in self._configured}
         self._stored = [a for a in stored if a.id not in config_ids]  # config wins; the API refuses clashes
         self._set_agreements([*self._configured, *self._stored])
-        self._apply_totals(await ledger.totals())
+        self._apply_totals(totals)
 
     async def _refresh_loop(self) -> None:
         while True:

@@ -87,6 +87,7 @@ class JobWorker:
         for task in running:
             task.cancel()
         await asyncio.gather(*running, return_exceptions=True)
+        await self.queue.close()  # the poll's reader thread: this worker was its only user
 
     @property
     def active(self) -> int:

@@ -6,9 +6,10 @@ import hashlib
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
-from typing import Any, overload
+from typing import Any, TypeVar, overload
 
 import sqlalchemy as sa
+from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
@@ -16,11 +17,13 @@ from ..schema import admin_fields as fields
 from .engine import is_sqlite, write_connection
 from .errors import Conflict, Invalid, NotFound
 from .ids import new_id
+from .sqlite_readers import ReadersClosed, SqliteReaders, read_whole, usable
 from .tables import admin_events, api_keys, state_version, teams, tenants
-from .version_reader import VersionReader
 
 _BUMP = sa.update(state_version).where(state_version.c.id == 1).values(version=state_version.c.version + 1)
 _VERSION = sa.select(state_version.c.version).where(state_version.c.id == 1)
+_VERSION_SQL = "SELECT version FROM state_version WHERE id = 1"
+T = TypeVar("T")
 
 
 def utcnow() -> datetime:
@@ -75,8 +78,9 @@ class StoreBase:
     def __init__(self, engine: AsyncEngine) -> None:
         self.engine = engine
         self._sqlite = is_sqlite(engine)
-        # A SQLite file's change counter is read in one thread hand-off (version_reader.py).
-        self._version_reader = VersionReader(engine) if VersionReader.usable(engine) else None
+        # A SQLite file: short reads (the change counter, polled by every replica) in one thread
+        # hand-off each (sqlite_readers.py); the thread is made at the first such read.
+        self._readers = SqliteReaders(engine) if usable(engine) else None
 
     @asynccontextmanager
     async def _write(self, lock: str | None = None) -> AsyncIterator[AsyncConnection]:
@@ -180,11 +184,27 @@ class StoreBase:
 
     async def version(self) -> int:
         """The change counter: one single-row read. Bumped by every committed mutation."""
-        if self._version_reader is not None:
-            return await self._version_reader.read()
+        if self._readers is not None:
+            try:
+                return await self._readers.read(_read_version)
+            except ReadersClosed:
+                pass  # closed: through the engine, which a disposed engine still serves
         async with self._read() as conn:
             return (await conn.execute(_VERSION)).scalar_one()
 
-    async def close_version_reader(self) -> None:
-        if self._version_reader is not None:
-            await self._version_reader.close()
+    async def _read_whole(self, work: Callable[[Connection], T]) -> T:
+        """`work` on a SQLite reader thread (one hop), or run through the async engine."""
+        return await read_whole(self._readers, self.engine, work)
+
+    async def close_readers(self) -> None:
+        if self._readers is not None:
+            await self._readers.close()
+
+
+def _read_version(conn: Connection) -> int:
+    raw = conn.connection.dbapi_connection  # autocommit (engine.py): no transaction left open
+    assert raw is not None  # a connection of our own, never invalidated
+    row = raw.execute(_VERSION_SQL).fetchone()
+    if row is None:
+        raise RuntimeError("state_version has no row: the database is not migrated")
+    return int(row[0])

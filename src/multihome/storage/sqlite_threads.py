@@ -1,4 +1,4 @@
-"""SQLite work on threads of its own: reads on a small pool, writes on one thread with group commit.
+"""SQLite work on threads of its own: reads on a small pool (sqlite_readers.py), writes on one thread with group commit.
 
 Through the async engine every driver call (BEGIN, execute, fetch, close, COMMIT) is a hop to
 aiosqlite's thread and back, ~8 per statement; a Responses turn that reads a chain and stores a
@@ -35,7 +35,6 @@ import logging
 import sqlite3
 import threading
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar, cast
 
 from sqlalchemy.engine import Connection, Engine
@@ -43,6 +42,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from .engine import IMMEDIATE, create_sync_sqlite_engine
+from .sqlite_readers import SqliteReaders
 
 log = logging.getLogger("multihome.storage")
 T = TypeVar("T")
@@ -71,9 +71,7 @@ class SqliteThreads:
             raise ValueError(f"synchronous must be 'full' or 'normal', not {synchronous!r}")
         self._synchronous = synchronous.upper()
         self._engine: Engine = create_sync_sqlite_engine(engine)
-        self._local = threading.local()
-        self._opened: list[Connection] = []  # the readers' connections, closed by `close`
-        self._readers = ThreadPoolExecutor(readers, thread_name_prefix="mh-sqlite-read")
+        self._readers = SqliteReaders(engine, readers)
         self._queue: collections.deque[_Unit] = collections.deque()
         self._wake = threading.Condition()
         self._closed = False
@@ -88,22 +86,9 @@ class SqliteThreads:
 
     # -- reads ---------------------------------------------------------------------------------------
     async def read(self, work: Callable[[Connection], T]) -> T:
-        """`work(conn)` on a reader thread. Each statement sees the database as committed when it runs;
-        whatever transaction `work` begins through SQLAlchemy is ended after it. A statement run on the
-        driver's own connection (`conn.connection.dbapi_connection`, in autocommit mode) skips
-        SQLAlchemy's execution machinery: ~75 µs for BEGIN/COMMIT alone, more than a short query."""
-        return await asyncio.get_running_loop().run_in_executor(self._readers, self._read, work)
-
-    def _read(self, work: Callable[[Connection], T]) -> T:
-        conn: Connection | None = getattr(self._local, "conn", None)
-        if conn is None:
-            conn = self._local.conn = self._engine.connect()
-            self._opened.append(conn)
-        try:
-            return work(conn)
-        finally:
-            if conn.in_transaction():
-                conn.rollback()
+        """`work(conn)` on a reader thread (SqliteReaders.read). Each statement sees the database as
+        committed when it runs; whatever transaction `work` begins through SQLAlchemy is ended after it."""
+        return await self._readers.read(work)
 
     def idle(self) -> bool:
         """Nothing queued for the writer or being committed by it (a hint, read without the lock): c=1.
@@ -261,12 +246,10 @@ class SqliteThreads:
             self._closed = True
             self._wake.notify()
         self._writer.join(timeout=30)
-        self._readers.shutdown(wait=True)
+        self._readers.close_now()
         here, self._here, self._here_sa = self._here_sa, None, None
         if here is not None:
             here.close()
-        for conn in self._opened:
-            conn.close()
         self._engine.dispose()
 
 

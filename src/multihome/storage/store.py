@@ -43,7 +43,7 @@ class Store(TenancyRepo, KeysRepo, PoliciesRepo, EntitlementsRepo, PinsRepo, Bud
         return self.engine.url.render_as_string(hide_password=True)
 
     async def close(self) -> None:
-        await self.close_version_reader()
+        await self.close_readers()
         await self.engine.dispose()
 
     async def migrate(self) -> str:

@@ -45,7 +45,6 @@ from ...crypto import Keyring
 from ...storage.base import StoreBase, as_utc
 from ...storage.ids import new_id
 from ...storage.pg_reads import HeldReads
-from ...storage.sqlite_threads import SqliteThreads
 from ...storage.tables import memory_namespaces, memory_records, memory_tombstones
 from .embedder import OFFLINE_PREFIX, Caller, Embedder, Routed, Space, SpaceUnavailable
 
@@ -255,21 +254,14 @@ class MemoryStore(StoreBase):
         self._max_records = max_records_in_memory
         self._cache: OrderedDict[tuple[str, str, str], _Cached] = OrderedDict()
         self._locks: dict[tuple[str, str, str], asyncio.Lock] = {}
-        # SQLite (a file): the per-search freshness read on a reader thread of its own, one hop instead of
-        # the async driver's several (storage/sqlite_threads.py).
-        self._threads = (
-            SqliteThreads(engine, readers=1)
-            if self._sqlite and engine.url.database not in (None, "", ":memory:")
-            else None
-        )
+        # SQLite (a file): the per-search freshness read goes to the store's reader thread, one hop instead
+        # of the async driver's several (StoreBase._read_whole, storage/sqlite_readers.py).
         # PostgreSQL: the same read as one statement at a time on connections held for it, one round trip each
         # instead of the engine's four (storage/pg_reads.py).
         self._held = HeldReads(engine) if not self._sqlite else None
 
     async def close(self) -> None:
-        threads, self._threads = self._threads, None
-        if threads is not None:
-            await asyncio.to_thread(threads.close)
+        await self.close_readers()
         held, self._held = self._held, None
         if held is not None:
             await held.close()
@@ -821,10 +813,7 @@ class MemoryStore(StoreBase):
                     stmt, params = read.send(await self._held.fetch(stmt, params))
             except StopIteration as done:
                 return cast(T, done.value)
-        if self._threads is not None:
-            return await self._threads.read(partial(_drive, read))
-        async with self._read() as conn:
-            return await conn.run_sync(partial(_drive, read))
+        return await self._read_whole(partial(_drive, read))
 
     async def _catch_up(self, tenant: str, cached: _Cached, head: int, first: _Changes | None = None) -> None:
         """Apply the namespace's changes numbered after the index's `seq` up to `head`: records first,
