@@ -165,7 +165,9 @@ async def test_the_loops_commits_are_checkpointed_by_the_writer(normal, monkeypa
     for i in range(400):
         await t.write_raw(lambda raw, i=i: raw.execute("INSERT INTO probe VALUES (?, ?)", (f"c{i}", b"x" * 3000)), 3000)
         if i % 20 == 19:
-            await asyncio.sleep(0.01)  # the writer's turn
+            await t.write(
+                lambda conn: None
+            )  # the writer's turn: it checkpoints before this unit, however busy the machine
     deadline = time.monotonic() + 30
     with sqlite3.connect(path) as other:
         while True:  # the WAL's length in frames, once no checkpoint is under way (else it is not reported)
@@ -199,7 +201,7 @@ async def test_the_loops_large_commits_are_checkpointed_by_bytes(normal, monkeyp
         await t.write_raw(
             lambda raw, i=i: raw.execute("INSERT INTO probe VALUES (?, ?)", (f"b{i}", b"x" * 60000)), 60000
         )
-        await asyncio.sleep(0.01)  # the writer's turn
+        await t.write(lambda conn: None)  # the writer's turn: a checkpoint asked is done before this unit
     deadline = time.monotonic() + 30
     with sqlite3.connect(path) as other:
         while True:
