@@ -3,7 +3,7 @@ callgrind: the assembled process under a fixed number of calls, so the cost that
 miss (the event loop's extra wake-ups, the writer threads, the GIL's hand-offs as far as they run
 code) shows as instructions, deterministic enough to compare on a loaded machine.
 
-    PYTHONPATH=src:tests python bench/governance_callgrind.py [--only plain,+storage,all-sqlite]
+    PYTHONPATH=src:tests python bench/governance_callgrind.py [--only bare,plain,+storage,all-sqlite]
         [--calls 1000] [--concurrency 16] [--base-src /tmp/base/src] [--top 25]
 
 For each configuration of bench/governance_bench.py: `multihome serve` under callgrind, a warm-up of
@@ -70,19 +70,25 @@ def measure(name: str, sim_url: str, tmp: Path, port: int, args) -> dict:
     env = dict(ENV)
     if name.endswith(BASE_SUFFIX):
         env["PYTHONPATH"] = args.base_src
-    cfg = tmp / f"{slug(name)}.yaml"
-    cfg.write_text(config_for(name, sim_url, tmp, None))
     out = tmp / f"callgrind.{slug(name)}"
     log = open(tmp / f"{slug(name)}.vg.log", "w")
+    if name == "bare":  # the reference pass-through (bench/bare_passthrough.py), under the same counting
+        server = [str(HERE / "bare_passthrough.py"), "--port", str(port), "--upstream", sim_url + "/v1"]
+        server += ["--model", "bench=bench-model", "--model", "bench-stream=bench-stream"]
+        ready = f"http://127.0.0.1:{port}/"
+    else:
+        cfg = tmp / f"{slug(name)}.yaml"
+        cfg.write_text(config_for(name, sim_url, tmp, None))
+        server = [str(BIN / "multihome"), "serve", "--config", str(cfg), "--port", str(port)]
+        ready = f"http://127.0.0.1:{port}/readyz"
     proc = subprocess.Popen(
-        ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}.%p", "--dump-instr=no"]
-        + [sys.executable, str(BIN / "multihome"), "serve", "--config", str(cfg), "--port", str(port)],
+        ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}.%p", "--dump-instr=no", sys.executable] + server,
         env=env,
         stdout=log,
         stderr=subprocess.STDOUT,
     )
     try:
-        wait_ready(f"http://127.0.0.1:{port}/readyz", proc, seconds=600)
+        wait_ready(ready, proc, seconds=600)
         url = f"http://127.0.0.1:{port}"
         asyncio.run(calls(url, args.warm, args.concurrency))
         time.sleep(1)  # the writers settle (the warm-up's batches written)
@@ -170,9 +176,9 @@ def main() -> None:
     ap.add_argument("--top", type=int, default=25)
     ap.add_argument("--idle-max-s", type=float, default=120, help="the idle measurement's longest wait")
     args = ap.parse_args()
-    names = [n for n in args.only.split(",") if n in LAYERS]
+    names = [n for n in args.only.split(",") if n in LAYERS or n == "bare"]
     if args.base_src:
-        names = [x for n in names for x in (n, n + BASE_SUFFIX)]
+        names = [x for n in names for x in ((n,) if n == "bare" else (n, n + BASE_SUFFIX))]
     tmp = workspace("mh-gov-cg-")
     sim, sim_url = start_sim()
     results = []

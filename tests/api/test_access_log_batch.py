@@ -70,3 +70,27 @@ async def test_each_tick_gets_its_own_write(captured):
 def test_without_a_running_loop_the_line_is_written_at_once(captured):
     access_log.write(ended(7))
     assert captured.writes >= 1 and "request_id=req_7" in captured.getvalue()
+
+
+def test_a_line_record_holds_what_make_record_gives_with_its_own_time_and_arguments():
+    log = logging.getLogger("multihome.access")
+    args = ("POST", "/v1/chat/completions", 200, 1.5, "req_1", "-", "-", "g", "d")
+    made = vars(log.makeRecord(log.name, logging.INFO, access_log.__file__, 0, access_log._LINE, args, None))
+    first, second = access_log._record(args), access_log._record(("GET",) + args[1:])
+    mine = vars(first)
+    assert set(mine) == set(made)
+    same = {k for k in made if k not in ("created", "msecs", "relativeCreated")}
+    assert {k: mine[k] for k in same} == {k: made[k] for k in same}
+    assert abs(mine["created"] - made["created"]) < 60 and second.args[0] == "GET" and first.args[0] == "POST"
+    assert first.getMessage().startswith("POST /v1/chat/completions 200 1.5ms request_id=req_1")
+
+
+def test_text_lines_carry_the_time_to_the_millisecond():
+    from multihome.observability.logs import TextFormatter
+
+    formatter = TextFormatter("%(asctime)s %(message)s")
+    record = logging.LogRecord("x", logging.INFO, "f", 1, "hello", (), None)
+    assert formatter.format(record) == logging.Formatter("%(asctime)s %(message)s").format(record)
+    record.created += 1.25
+    record.msecs = int((record.created - int(record.created)) * 1000) + 0.0
+    assert formatter.format(record) == logging.Formatter("%(asctime)s %(message)s").format(record)

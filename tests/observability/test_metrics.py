@@ -174,7 +174,8 @@ def test_json_log_lines_parse_and_carry_the_registered_fields():
     config = serve_log_config("info", "json")
     assert config["formatters"]["multihome"] == {"()": "multihome.observability.json_log.JsonFormatter"}
     assert serve_log_config("info")["formatters"]["multihome"] == {
-        "format": "%(asctime)s %(levelname)s %(name)s: %(message)s"
+        "()": "multihome.observability.logs.TextFormatter",
+        "fmt": "%(asctime)s %(levelname)s %(name)s: %(message)s",
     }
     register_fields("multihome.test", ("request_id", "status"))
     formatter = JsonFormatter()

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import time
 from typing import Any
 
 from uvicorn.config import LOGGING_CONFIG
@@ -28,7 +29,7 @@ def serve_log_config(level: str, log_format: str = "text") -> dict[str, Any]:
     ours = "DEBUG" if level == "trace" else level.upper()
     theirs = level.upper() if level in ("debug", "trace") else max(level.upper(), "WARNING", key=_rank)
     config = copy.deepcopy(LOGGING_CONFIG)
-    config["formatters"]["multihome"] = {"format": _FORMAT}
+    config["formatters"]["multihome"] = {"()": f"{TextFormatter.__module__}.TextFormatter", "fmt": _FORMAT}
     config["handlers"]["multihome"] = {
         "formatter": "multihome",
         "class": "logging.StreamHandler",
@@ -41,6 +42,25 @@ def serve_log_config(level: str, log_format: str = "text") -> dict[str, Any]:
         for name in ("multihome", "default", "access"):  # ours and uvicorn's own lines alike
             config["formatters"][name] = {"()": f"{JsonFormatter.__module__}.JsonFormatter"}
     return config
+
+
+class TextFormatter(logging.Formatter):
+    """logging.Formatter with the default timestamp's seconds formatted once per second: the access log
+    writes a line per call, and `localtime` + `strftime` for each was a fifth of the line's cost."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._second = -1
+        self._stamp = ""
+
+    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
+        if datefmt:
+            return super().formatTime(record, datefmt)
+        second = int(record.created)
+        if second != self._second:
+            self._second, self._stamp = second, time.strftime(self.default_time_format, self.converter(second))
+        msec = self.default_msec_format
+        return msec % (self._stamp, record.msecs) if msec else self._stamp
 
 
 def _rank(name: str) -> int:
