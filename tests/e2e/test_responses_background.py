@@ -178,13 +178,18 @@ def test_a_streamed_background_response_resumes_after_any_event_without_gaps(wor
             assert resp.status_code == 400 and resp.json()["error"]["param"] == "starting_after", (bad, resp.text)
 
 
+def _text(response) -> str:
+    """The first output item's text so far ("" before any)."""
+    return response.output[0].content[0].text if response.output and response.output[0].content else ""
+
+
 def test_cancel_stops_a_running_response_and_is_idempotent(world):
     gateway, sim, key, other = world
     sim.fault(chunk_delay_ms=300, chunks=40)
     client = sdk(gateway, key)
     created = client.responses.create(model="gpt", input="a long one", background=True, stream=False)
     until(lambda: client.responses.retrieve(created.id).status == "in_progress", what="in_progress")
-    time.sleep(1.0)  # some output is produced
+    until(lambda: _text(client.responses.retrieve(created.id)), what="some output")  # kept as it is produced
     with pytest.raises(openai.NotFoundError):
         sdk(gateway, other).responses.cancel(created.id)
     cancelled = client.responses.cancel(created.id)
@@ -354,7 +359,11 @@ def test_a_replica_stalled_past_its_lease_cannot_bill_or_finish_the_turn_again(t
             until(lambda: _billed_calls(second, tenant) >= 1, what="usage")
         finally:
             os.kill(first.popen.pid, signal.SIGCONT)
-        time.sleep(4.0)  # the stalled replica wakes, reads on, renews, finds its lease lost
+        # The stalled replica wakes, reads on, renews or settles, and finds its lease lost (state/worker.py).
+        until(
+            lambda: "lease lost to another replica" in (out := first.output()) or "settled elsewhere" in out,
+            what="the woken replica to find its lease taken",
+        )
         assert done.status == "completed"
         assert other.responses.retrieve(response_id).output_text == done.output_text  # its writes were refused
         calls = [r for r in sim.requests() if "stall and wake" in r["body"]]
