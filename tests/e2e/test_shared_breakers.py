@@ -16,7 +16,7 @@ from .services import RedisServer
 
 USER = [{"role": "user", "content": "hello"}]
 # An open breaker's cooldown: the calls a test makes while it is open fit in it on a busy machine too.
-COOLDOWN_S = 5.0
+COOLDOWN_S = 10.0
 
 
 def _config(a: str, b: str) -> dict:
