@@ -4,13 +4,14 @@ promise to apply a change within a bound, and a tenant with an API key made thro
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import NamedTuple, TypeVar
 
 import httpx
 
 T = TypeVar("T")
+V = TypeVar("V")
 
 
 def until(predicate: Callable[[], T], timeout: float = 60.0, what: str = "condition") -> T:
@@ -56,6 +57,21 @@ def stale_for(
         stale = max(stale, sent - committed)
         time.sleep(0.01)
     raise AssertionError(f"{what} was not applied within {timeout} s")
+
+
+def in_one_minute(attempt: Callable[[V], T], variants: Sequence[V]) -> T:
+    """`attempt(variant)`'s result from the first run that fell inside one UTC minute, trying each
+    variant in turn. Rate windows are fixed UTC minutes: rather than wait for a minute's start, a test
+    starts at once and checks on the machine's clock (the gateways' too) that what it counted fell in
+    one window; a run that straddled a boundary is done again on a variant with counters of its own
+    (another deployment, another key), early in the minute it just entered."""
+    start = time.time()
+    for variant in variants:
+        start = time.time()
+        result = attempt(variant)
+        if time.time() // 60 == start // 60:
+            return result
+    raise AssertionError(f"every run straddled a minute boundary (the last took {time.time() - start:.0f} s)")
 
 
 def attempts(raw: object) -> list[tuple[str, str]]:

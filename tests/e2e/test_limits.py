@@ -10,9 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
 from decimal import Decimal
-from typing import TypeVar
 
 import httpx
 import openai
@@ -21,6 +19,7 @@ import pytest
 from builders import api_keys, config, database_env, deployment, group, identity, key_budget, price, simulated
 
 from .conftest import CLIENT_KEY
+from .helpers import in_one_minute
 from .processes import Gateway
 from .services import RedisServer, replicas
 
@@ -29,13 +28,10 @@ USER = [{"role": "user", "content": "hello"}]
 IN, OUT = Decimal(1000), Decimal(2000)  # per 1M tokens: expensive, so a few calls use up the budget
 BUDGET = Decimal("1.00")
 RPM = 37
-# Rate windows are fixed UTC minutes. Rather than wait for a minute's start, a test starts at once and
-# checks, on the machine's clock (the gateways' too), that what it counted fell inside one minute; if it
-# straddled a boundary it is done again on a second limited deployment, with a counter of its own, early
-# in the minute it just entered.
+# Two rate-limited deployments, each with a counter of its own: a run that straddled a minute is done
+# again on the second (helpers.in_one_minute), with no wait for a minute's start.
 LIMITED = ("limited", "limited-b")
 N_KEY = "mh-test-key-with-its-own-budget-for-n"
-T = TypeVar("T")
 
 
 def _config(sim: str) -> dict:
@@ -153,18 +149,8 @@ def test_budget_reserves_for_every_choice_when_n_is_above_one(world):
     assert spent <= BUDGET, f"{len(ok)} calls with n=8 spent {spent} > budget {BUDGET}"
 
 
-def _in_one_minute(attempt: Callable[[str], T]) -> T:
-    """`attempt(deployment)`'s result from the first run that fell inside one UTC minute (LIMITED)."""
-    for name in LIMITED:
-        start = time.time()
-        result = attempt(name)
-        if time.time() // 60 == start // 60:
-            return result
-    raise AssertionError(f"every run straddled a minute boundary (the last took {time.time() - start:.0f} s)")
-
-
 def test_rate_limit_lets_exactly_the_limit_through_two_replicas(world):
-    results = _in_one_minute(lambda name: asyncio.run(_burst(world, name, 200)))
+    results = in_one_minute(lambda name: asyncio.run(_burst(world, name, 200)), LIMITED)
     ok = [r for r in results if not isinstance(r, openai.APIStatusError)]
     refused = [r for r in results if isinstance(r, openai.APIStatusError)]
     assert len(ok) == RPM and len(refused) == 200 - RPM
@@ -235,7 +221,7 @@ def test_an_empty_redis_keeps_the_periods_spend_and_the_minutes_requests(tmp_pat
                 priced = asyncio.run(_burst(gateways, "priced", 10, max_tokens=20))
                 return admitted, stored, priced, asyncio.run(_burst(gateways, name, 10))
 
-            admitted, stored, priced, after = _in_one_minute(attempt)
+            admitted, stored, priced, after = in_one_minute(attempt, LIMITED)
             assert admitted == RPM and stored["calls"] == RPM
             assert all(isinstance(r, openai.APIStatusError) and r.body["code"] == "budget_exceeded" for r in priced), [
                 getattr(r, "body", "admitted") for r in priced
@@ -275,7 +261,7 @@ def test_a_deployment_over_its_own_rate_limit_is_passed_over(tmp_path, simulator
                 for _ in range(2)
             )
 
-        first, second = _in_one_minute(two_calls)
+        first, second = in_one_minute(two_calls, list(primaries))
     finally:
         gw.stop()
     assert first.headers["x-multihome-deployment"] in primaries.values()
