@@ -7,7 +7,8 @@
         idp.jwks_fetches                            # how often the JWKS was fetched
 
 The server runs in its own thread (http.server), so it serves any event loop and other
-processes (e2e gateways) alike. Fault knobs: `jwks_status`, `jwks_delay_s`, `cache_control`.
+processes (e2e gateways) alike. Fault knobs: `jwks_status`, `jwks_delay_s`, `jwks_gate`
+(a threading.Event: the JWKS answer waits until it is set, at most 60 s), `cache_control`.
 
 It also signs people in (the authorization code flow with PKCE, for the console's single sign-on): its
 authorization endpoint approves at once as the person whose claims `login_as` holds, and its token
@@ -71,6 +72,7 @@ class LocalIssuer:
         self.cache_control = cache_control
         self.jwks_status = 200
         self.jwks_delay_s = 0.0
+        self.jwks_gate: threading.Event | None = None
         self.extra_jwks: list[dict[str, Any]] = []  # raw entries appended to the published JWKS
         self.jwks_fetches = 0
         self.discovery_fetches = 0
@@ -114,10 +116,12 @@ class LocalIssuer:
                 elif self.path == issuer.path + "/protocol/openid-connect/certs":
                     with issuer._lock:
                         issuer.jwks_fetches += 1
-                        status, delay = issuer.jwks_status, issuer.jwks_delay_s
+                        status, delay, gate = issuer.jwks_status, issuer.jwks_delay_s, issuer.jwks_gate
                         doc = issuer.jwks()
                     if delay:
                         time.sleep(delay)
+                    if gate is not None:
+                        gate.wait(60)
                     self._send(status, doc if status == 200 else {"error": "unavailable"}, issuer.cache_control)
                 else:
                     self._send(404, {"error": "not found"})

@@ -22,7 +22,7 @@ from decimal import Decimal
 import httpx
 import openai
 
-from e2e.helpers import until
+from e2e.helpers import stale_for, until
 from multihome.audit import AuditReader, Filters
 
 from .cluster import ADMIN_KEY, BUDGET, BUDGET_KEY, CLIENT_KEY, LEASE_S, RATE_LIMIT, SHARE_RATE, Cluster
@@ -346,7 +346,9 @@ def test_sigkill_of_the_replica_running_background_responses(cluster: Cluster):
 
 def test_a_revoked_key_is_refused_by_every_replica_within_a_second(cluster: Cluster):
     """An admin change made through the balancer (one replica) reaches the others through the database
-    (storage.refresh_s): measured from the revocation's answer to each replica's first 401."""
+    (storage.refresh_s): no replica may accept the key on a call sent a second after the revocation's
+    answer, allowing its own slowest answer meanwhile (helpers.stale_for: measured on the replica's
+    side, not by when this test, polling the replicas in turn, got round to each)."""
     admin = httpx.Client(base_url=cluster.url, headers={"authorization": f"Bearer {ADMIN_KEY}"}, timeout=30)
     body = {"model": "chat", "messages": USER}
     try:
@@ -355,18 +357,13 @@ def test_a_revoked_key_is_refused_by_every_replica_within_a_second(cluster: Clus
         headers = {"authorization": f"Bearer {made['key']}"}
 
         def status(replica) -> int:
-            return httpx.post(replica.url + "/v1/chat/completions", json=body, headers=headers, timeout=10).status_code
+            return httpx.post(replica.url + "/v1/chat/completions", json=body, headers=headers, timeout=30).status_code
 
         until(lambda: all(status(r) == 200 for r in cluster.replicas), what="the new key on every replica")
         assert admin.delete(f"/admin/v1/tenants/{tenant}/keys/{made['id']}").status_code == 200
         revoked_at = time.monotonic()
-        seen: dict[str, float] = {}
-        while len(seen) < len(cluster.replicas) and time.monotonic() - revoked_at < 10:
-            for r in cluster.replicas:
-                if r.name not in seen and status(r) == 401:
-                    seen[r.name] = time.monotonic() - revoked_at
-            time.sleep(0.01)
+        seen = {r.name: stale_for(lambda r=r: status(r) == 401, revoked_at, what=r.name) for r in cluster.replicas}
     finally:
         admin.close()
-    print(f"\nrevocation reached every replica: {', '.join(f'{n} {s * 1000:.0f} ms' for n, s in sorted(seen.items()))}")
-    assert len(seen) == len(cluster.replicas) and max(seen.values()) < 1.0, seen
+    print(f"\nrevocation reached every replica: {seen}")
+    assert all(s.within(1.0) for s in seen.values()), seen

@@ -1,16 +1,17 @@
-"""What several end-to-end tests share: waiting for a condition with a deadline, and a tenant with an
-API key made through the admin API."""
+"""What several end-to-end tests share: waiting for a condition with a deadline, checking a replica's
+promise to apply a change within a bound, and a tenant with an API key made through the admin API."""
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TypeVar
+from typing import NamedTuple, TypeVar
 
 import httpx
 
 T = TypeVar("T")
+V = TypeVar("V")
 
 
 def until(predicate: Callable[[], T], timeout: float = 60.0, what: str = "condition") -> T:
@@ -22,6 +23,55 @@ def until(predicate: Callable[[], T], timeout: float = 60.0, what: str = "condit
             return value
         time.sleep(0.05)
     raise AssertionError(f"timed out waiting for {what}")
+
+
+class Staleness(NamedTuple):
+    """How long after a change's commit a replica was last seen answering the old way (`after_commit`),
+    and the slowest answer it gave meanwhile (`slowest`, a round trip as this process timed it)."""
+
+    after_commit: float
+    slowest: float
+
+    def within(self, bound: float) -> bool:
+        """The replica's promise to apply a change within `bound`, allowing what the machine's load
+        costs it: a replica that takes s seconds to answer a call cannot have polled, loaded its
+        snapshot and applied it in less (on a quiet machine s is a few ms, under load a second)."""
+        return self.after_commit <= bound + self.slowest
+
+
+def stale_for(
+    applied: Callable[[], bool], committed: float, timeout: float = 60.0, what: str = "the change"
+) -> Staleness:
+    """Poll `applied()` (True once a replica answers the new way) until it is, failing after `timeout` s
+    (a generous deadline: "never applied"). Measures how long after `committed` (time.monotonic() read
+    once the change's commit was answered) the replica was last seen answering the old way, counted
+    to when that probe was *sent*: the replica answered it no earlier. So the figure never includes
+    the time this process took to notice (its own share of a busy machine, the probe's round trip)."""
+    stale = slowest = 0.0
+    while time.monotonic() < committed + timeout:
+        sent = time.monotonic()
+        done = applied()
+        slowest = max(slowest, time.monotonic() - sent)
+        if done:
+            return Staleness(stale, slowest)
+        stale = max(stale, sent - committed)
+        time.sleep(0.01)
+    raise AssertionError(f"{what} was not applied within {timeout} s")
+
+
+def in_one_minute(attempt: Callable[[V], T], variants: Sequence[V]) -> T:
+    """`attempt(variant)`'s result from the first run that fell inside one UTC minute, trying each
+    variant in turn. Rate windows are fixed UTC minutes: rather than wait for a minute's start, a test
+    starts at once and checks on the machine's clock (the gateways' too) that what it counted fell in
+    one window; a run that straddled a boundary is done again on a variant with counters of its own
+    (another deployment, another key), early in the minute it just entered."""
+    start = time.time()
+    for variant in variants:
+        start = time.time()
+        result = attempt(variant)
+        if time.time() // 60 == start // 60:
+            return result
+    raise AssertionError(f"every run straddled a minute boundary (the last took {time.time() - start:.0f} s)")
 
 
 def attempts(raw: object) -> list[tuple[str, str]]:

@@ -181,7 +181,7 @@ class Gateway(Proc):
             log,
         )
         self.url = f"http://127.0.0.1:{self.port}"
-        deadline = time.monotonic() + 60  # worker processes start slowly on a busy machine
+        deadline = time.monotonic() + 120  # worker processes start slowly on a busy machine (load 25: > 60 s)
         while time.monotonic() < deadline:
             if self.popen.poll() is not None:
                 raise RuntimeError(f"gateway exited: {self.output()}")

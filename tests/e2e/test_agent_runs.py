@@ -21,7 +21,7 @@ from builders import audit, breakers, config, database, deployment, groups, iden
 from mcp_server import McpTestServer
 from multihome.crypto import init_key_file
 
-from .helpers import tenant_with_key, until
+from .helpers import stale_for, tenant_with_key, until
 from .processes import Gateway, Simulator
 
 ADMIN_KEY = "mh-agent-runs-admin"
@@ -35,7 +35,8 @@ def lines(path: Path) -> list[dict]:
 
 
 def admin(gateway: Gateway) -> httpx.Client:
-    return httpx.Client(base_url=gateway.url, headers={"authorization": f"Bearer {ADMIN_KEY}"}, timeout=10)
+    # 60 s: a replica loading the MCP SDK at its first tool call holds its loop for seconds on a busy machine.
+    return httpx.Client(base_url=gateway.url, headers={"authorization": f"Bearer {ADMIN_KEY}"}, timeout=60)
 
 
 def setup_tenant(gateway: Gateway, server: McpTestServer, name: str = "acme") -> tuple[str, str]:
@@ -117,11 +118,11 @@ def test_kill_9_mid_run_resumes_from_the_last_checkpoint(world):
     restarted = time.monotonic()
     # Picked up = claimed by the new incarnation (its second attempt). The 5 s is the promise,
     # kept by design (the dead incarnation's jobs are reclaimed at once, the queue polled every 0.1 s
-    # here), not a speed measurement; the first call after it (loading the MCP SDK on a busy machine
-    # can take seconds) is only waited for.
-    until(lambda: run_job(second, tenant, created.id)["attempt"] == 2, what="the run to be claimed again")
-    picked_up = time.monotonic() - restarted
-    assert picked_up < 5.0, picked_up
+    # here), not a speed measurement: measured on the replica's side (no look sent 5 s after its start
+    # may still see the first attempt, allowing its own slowest answer), not by when this test noticed.
+    # The first call after it (loading the MCP SDK on a busy machine can take seconds) is only waited for.
+    picked_up = stale_for(lambda: run_job(second, tenant, created.id)["attempt"] == 2, restarted, what="the claim")
+    assert picked_up.within(5.0), picked_up
     until(lambda: len(lines(log)) > before, timeout=60, what="the run to resume")
     client = openai.OpenAI(base_url=second.url + "/v1", api_key=key, max_retries=0, timeout=30)
     done = until(

@@ -347,7 +347,7 @@ def test_client_disconnect_cancels_the_upstream_call(door, sims):
     ) as resp:
         assert resp.status_code == 200
         assert next(line for line in resp.iter_lines() if line == "event: content_block_delta")
-    deadline = time.monotonic() + 5
+    deadline = time.monotonic() + 60
     while sims["openai"].stats()["cancelled"] < 1 and time.monotonic() < deadline:
         time.sleep(0.05)
     stats = sims["openai"].stats()

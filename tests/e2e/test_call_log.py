@@ -35,7 +35,7 @@ def logged(sims, tmp_path):
     gw.stop()
 
 
-def _records(path, n, seconds=3.0):
+def _records(path, n, seconds=60.0):
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
         lines = path.read_text().splitlines() if path.exists() else []

@@ -107,7 +107,7 @@ def test_hanging_upstream_times_out_and_fails_over(client, sims):
     raw = client.chat.completions.with_raw_response.create(model="gpt-4o", messages=USER)
     assert [o for _, o in _outcomes(raw)] == ["timeout", "timeout", "ok"]
     # The abandoned upstream calls were closed, not left open.
-    deadline = time.monotonic() + 3
+    deadline = time.monotonic() + 60
     while sims["azure"].stats()["cancelled"] < 2 and time.monotonic() < deadline:
         time.sleep(0.05)
     assert sims["azure"].stats()["cancelled"] >= 2

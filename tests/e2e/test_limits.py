@@ -19,6 +19,7 @@ import pytest
 from builders import api_keys, config, database_env, deployment, group, identity, key_budget, price, simulated
 
 from .conftest import CLIENT_KEY
+from .helpers import in_one_minute
 from .processes import Gateway
 from .services import RedisServer, replicas
 
@@ -27,6 +28,9 @@ USER = [{"role": "user", "content": "hello"}]
 IN, OUT = Decimal(1000), Decimal(2000)  # per 1M tokens: expensive, so a few calls use up the budget
 BUDGET = Decimal("1.00")
 RPM = 37
+# Two rate-limited deployments, each with a counter of its own: a run that straddled a minute is done
+# again on the second (helpers.in_one_minute), with no wait for a minute's start.
+LIMITED = ("limited", "limited-b")
 N_KEY = "mh-test-key-with-its-own-budget-for-n"
 
 
@@ -39,11 +43,14 @@ def _config(sim: str) -> dict:
         metering={
             "redis_url_env": "MH_TEST_REDIS_URL",
             "budgets": [key_budget("MH_TEST_CLIENT_KEY", BUDGET), key_budget("MH_TEST_N_KEY", BUDGET)],
-            "rate_limits": [{"scope": "deployment", "id": "limited", "requests_per_minute": RPM}],
+            "rate_limits": [{"scope": "deployment", "id": name, "requests_per_minute": RPM} for name in LIMITED],
         },
         providers={"p": simulated("openai", sim)},
-        deployments={"priced": deployment("p", "priced", price=price(IN, OUT)), "limited": deployment("p", "limited")},
-        model_groups={"priced": group("priced", retries=0), "limited": group("limited", retries=0)},
+        deployments={
+            "priced": deployment("p", "priced", price=price(IN, OUT)),
+            **{name: deployment("p", name) for name in LIMITED},
+        },
+        model_groups={"priced": group("priced", retries=0), **{name: group(name, retries=0) for name in LIMITED}},
     )
 
 
@@ -111,7 +118,7 @@ def test_budget_is_never_exceeded_by_200_concurrent_calls_on_two_replicas(world)
     assert spent >= BUDGET - reservation - worst
     # The admin API's usage summary (shared database) agrees with the provider's numbers exactly.
     admin = httpx.Client(base_url=world[1].url, headers={"authorization": f"Bearer {ADMIN_KEY}"}, timeout=10)
-    deadline = time.monotonic() + 5
+    deadline = time.monotonic() + 60
     while True:
         summary = admin.get("/admin/v1/tenants/default/usage", params={"group_by": "deployment"}).json()
         row = [d for d in summary["data"] if d["deployment"] == "priced"]
@@ -143,11 +150,7 @@ def test_budget_reserves_for_every_choice_when_n_is_above_one(world):
 
 
 def test_rate_limit_lets_exactly_the_limit_through_two_replicas(world):
-    # Fixed UTC-minute windows: start the burst well inside a minute so it cannot straddle two.
-    deadline = time.monotonic() + 70
-    while time.time() % 60 > 40 and time.monotonic() < deadline:
-        time.sleep(0.5)
-    results = asyncio.run(_burst(world, "limited", 200))
+    results = in_one_minute(lambda name: asyncio.run(_burst(world, name, 200)), LIMITED)
     ok = [r for r in results if not isinstance(r, openai.APIStatusError)]
     refused = [r for r in results if isinstance(r, openai.APIStatusError)]
     assert len(ok) == RPM and len(refused) == 200 - RPM
@@ -183,7 +186,7 @@ def _use_up_budget(gateways, key: str = CLIENT_KEY, **extra) -> list:
 def _stored_usage(gateway, deployment: str, until) -> dict:
     """The shared database's usage of one deployment, once `until(row)` holds (polled, bounded)."""
     admin = httpx.Client(base_url=gateway.url, headers={"authorization": f"Bearer {ADMIN_KEY}"}, timeout=10)
-    deadline = time.monotonic() + 10
+    deadline = time.monotonic() + 60
     while True:
         data = admin.get("/admin/v1/tenants/default/usage", params={"group_by": "deployment"}).json()["data"]
         row = next((d for d in data if d["deployment"] == deployment), {"calls": 0, "cost": "0"})
@@ -196,63 +199,74 @@ def test_an_empty_redis_keeps_the_periods_spend_and_the_minutes_requests(tmp_pat
     """Use up a key's budget and a deployment's requests of this minute through two replicas, then
     restart Redis empty: the replicas re-seed the counters from the stored usage rows, so nothing
     more is admitted (before: spend went from 1.00 to 1.61, and 74 calls passed a limit of 37)."""
-    redis = RedisServer()
+    redis = [RedisServer()]  # replaced by its empty restart
     env = {"MH_TEST_CLIENT_KEY": CLIENT_KEY, "MH_TEST_ADMIN_KEY": ADMIN_KEY, "MH_TEST_N_KEY": N_KEY}
     try:
-        with replicas(tmp_path, _config, env, redis=redis) as gateways:
-            deadline = time.monotonic() + 70  # fixed UTC-minute windows: all of this inside one minute
-            while time.time() % 60 > 25 and time.monotonic() < deadline:
-                time.sleep(0.5)
-            minute = time.time() // 60
-            limited = asyncio.run(_burst(gateways, "limited", 60))
-            assert len([r for r in limited if not isinstance(r, openai.APIStatusError)]) == RPM
+        with replicas(tmp_path, _config, env, redis=redis[0]) as gateways:
             spent = sum((_cost(r.usage) for r in _use_up_budget(gateways, max_tokens=20)), Decimal(0))
             assert spent <= BUDGET
-            # Both replicas' usage rows are in the database (each flushes within 50 ms).
-            assert _stored_usage(gateways[1], "limited", lambda row: row["calls"] == RPM)["calls"] == RPM
             assert (
                 Decimal(_stored_usage(gateways[1], "priced", lambda row: Decimal(row["cost"]) == spent)["cost"])
                 == spent
             )
 
-            redis.stop()
-            redis = RedisServer(port=redis.port)  # back, empty
-            after = asyncio.run(_burst(gateways, "priced", 10, max_tokens=20))
-            assert all(isinstance(r, openai.APIStatusError) and r.body["code"] == "budget_exceeded" for r in after), [
-                getattr(r, "body", "admitted") for r in after
+            def attempt(name: str) -> tuple[int, dict, list, list]:
+                """A minute's requests used up, Redis restarted empty, then calls of both kinds."""
+                limited = asyncio.run(_burst(gateways, name, 60))
+                admitted = len([r for r in limited if not isinstance(r, openai.APIStatusError)])
+                # Both replicas' usage rows are in the database (each flushes within 50 ms).
+                stored = _stored_usage(gateways[1], name, lambda row: row["calls"] == admitted)
+                redis[0].stop()
+                redis[0] = RedisServer(port=redis[0].port)  # back, empty
+                priced = asyncio.run(_burst(gateways, "priced", 10, max_tokens=20))
+                return admitted, stored, priced, asyncio.run(_burst(gateways, name, 10))
+
+            admitted, stored, priced, after = in_one_minute(attempt, LIMITED)
+            assert admitted == RPM and stored["calls"] == RPM
+            assert all(isinstance(r, openai.APIStatusError) and r.body["code"] == "budget_exceeded" for r in priced), [
+                getattr(r, "body", "admitted") for r in priced
             ]
-            after = asyncio.run(_burst(gateways, "limited", 10))
-            assert time.time() // 60 == minute, "the test ran past its minute; the rate windows changed"
             assert all(
                 isinstance(r, openai.APIStatusError) and r.body["code"] == "rate_limit_exceeded" for r in after
             ), [getattr(r, "body", "admitted") for r in after]
     finally:
-        redis.stop()
+        redis[0].stop()
 
 
 def test_a_deployment_over_its_own_rate_limit_is_passed_over(tmp_path, simulator):
     """A per-deployment limit steers routing: the next call goes to the next deployment, and says why."""
     a, b = simulator("openai", "a"), simulator("openai", "b")
+    primaries = {"limited": "primary", "limited-b": "primary-b"}  # group -> its limited primary (LIMITED)
     cfg = config(
         server=api_keys("MH_TEST_CLIENT"),
-        metering={"rate_limits": [{"scope": "deployment", "id": "primary", "requests_per_minute": 1}]},
+        metering={
+            "rate_limits": [{"scope": "deployment", "id": p, "requests_per_minute": 1} for p in primaries.values()]
+        },
         providers={"pa": simulated("openai", a.url), "pb": simulated("openai", b.url)},
-        deployments={"primary": deployment("pa", "p"), "secondary": deployment("pb", "s")},
-        model_groups={"g": group("primary", "secondary")},
+        deployments={
+            **{p: deployment("pa", "p") for p in primaries.values()},
+            "secondary": deployment("pb", "s"),
+        },
+        model_groups={g: group(p, "secondary") for g, p in primaries.items()},
     )
     gw = Gateway(cfg, tmp_path, {"MH_TEST_CLIENT": "client"})
     try:
         client = openai.OpenAI(base_url=gw.url + "/v1", api_key="client", max_retries=0)
-        if time.time() % 60 > 57:  # the windows are UTC minutes: keep both calls inside one
-            time.sleep(60 - time.time() % 60 + 0.2)
-        first = client.chat.completions.with_raw_response.create(
-            model="g", messages=[{"role": "user", "content": "hi"}]
-        )
-        second = client.chat.completions.with_raw_response.create(
-            model="g", messages=[{"role": "user", "content": "hi"}]
-        )
+
+        def two_calls(name: str) -> tuple:
+            return tuple(
+                client.chat.completions.with_raw_response.create(
+                    model=name, messages=[{"role": "user", "content": "hi"}]
+                )
+                for _ in range(2)
+            )
+
+        first, second = in_one_minute(two_calls, list(primaries))
     finally:
         gw.stop()
-    assert first.headers["x-multihome-deployment"] == "primary"
+    assert first.headers["x-multihome-deployment"] in primaries.values()
     assert second.headers["x-multihome-deployment"] == "secondary"
-    assert 'primary;outcome=skipped;reason="deployment rate limit reached"' in second.headers["x-multihome-attempts"]
+    assert (
+        f'{first.headers["x-multihome-deployment"]};outcome=skipped;reason="deployment rate limit reached"'
+        in (second.headers["x-multihome-attempts"])
+    )

@@ -86,7 +86,7 @@ def test_client_disconnect_cancels_the_upstream_call(gateway, sims):
         lines = resp.iter_lines()
         assert next(line for line in lines if line.startswith("data:"))
     # Closing the response dropped the connection mid-stream; the simulator must see it too.
-    deadline = time.monotonic() + 5
+    deadline = time.monotonic() + 60
     while sims["openai"].stats()["cancelled"] < 1 and time.monotonic() < deadline:
         time.sleep(0.05)
     stats = sims["openai"].stats()

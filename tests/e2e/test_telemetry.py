@@ -23,7 +23,10 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
 
 from .conftest import CLIENT_KEY, SECRETS, shared_config
+from .helpers import until
 from .processes import Gateway
+
+WORKER = "multihome.observability.telemetry_worker"  # the export worker's module
 
 TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
 PARENT_ID = "00f067aa0ba902b7"
@@ -99,7 +102,7 @@ class Receiver:
             for span in ss.spans
         ]
 
-    def span(self, request_id: str, seconds: float = 5.0) -> tuple[dict, Span]:
+    def span(self, request_id: str, seconds: float = 60.0) -> tuple[dict, Span]:
         deadline = time.monotonic() + seconds
         while time.monotonic() < deadline:
             found = [(r, s) for r, s in self.spans() if attrs(s).get("multihome.request_id") == request_id]
@@ -247,7 +250,7 @@ def test_genai_metrics_are_exported(traced, receiver):
     ]
     prompt = sum(r.usage.prompt_tokens for r in replies)
     output = sum(r.usage.completion_tokens for r in replies)
-    deadline = time.monotonic() + 5
+    deadline = time.monotonic() + 60
     while True:
         durations = [
             (m, p)
@@ -300,9 +303,9 @@ def test_shutdown_flushes_spans_and_metrics(sims, tmp_path):
         time.sleep(0.2)
         assert receiver.spans() == []
         t0 = time.monotonic()
-        log = gw.stop()
-        assert time.monotonic() - t0 < 5 and OTLP_SECRET not in log
-        _, span = receiver.span(raw.headers["x-request-id"], seconds=0.5)
+        log = gw.stop(sig_timeout=60)  # not killed: what a busy machine's slow exit delivers still counts
+        assert time.monotonic() - t0 < 30 and OTLP_SECRET not in log  # it did not wait out the 60 s batch delay
+        _, span = receiver.span(raw.headers["x-request-id"])  # nothing is left to send it after the exit
         assert attrs(span)["gen_ai.usage.input_tokens"] == raw.parse().usage.prompt_tokens
         assert [p.count for _, p in receiver.points("gen_ai.client.operation.duration")] == [1]
     finally:
@@ -314,7 +317,7 @@ def test_a_dead_export_worker_never_fails_a_call(sims, tmp_path):
     try:
         gw = start_gateway(sims, tmp_path, receiver)
         client = openai.OpenAI(base_url=gw.url + "/v1", api_key=CLIENT_KEY, max_retries=0, timeout=10)
-        (worker,) = [int(p) for p in open(f"/proc/{gw.popen.pid}/task/{gw.popen.pid}/children").read().split()]
+        (worker,) = until(lambda: _descendants_running(WORKER, gw.popen.pid), what="the export worker")
         os.kill(worker, signal.SIGKILL)
         time.sleep(0.2)
         replies = [
@@ -342,8 +345,8 @@ def test_every_gateway_worker_exports_its_calls(sims, tmp_path):
                 )
             ids.append(raw.headers["x-request-id"])
         for request_id in ids:
-            receiver.span(request_id, seconds=5)  # exactly one span each, whichever worker served it
-        assert len(_descendants_running("multihome.observability.telemetry_worker", gw.popen.pid)) == 2
+            receiver.span(request_id)  # exactly one span each, whichever worker served it
+        until(lambda: len(_descendants_running(WORKER, gw.popen.pid)) == 2, what="an export worker per gateway worker")
     finally:
         if gw is not None:  # stopped however the test ends: a failed assert left it (and its workers) running
             gw.stop()

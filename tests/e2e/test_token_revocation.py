@@ -19,13 +19,17 @@ import pytest
 from builders import audit, database_env, identity, oidc, simulated, single
 from oidc_issuer import LocalIssuer  # tests/ is on sys.path (pytest rootdir insertion)
 
+from .helpers import Staleness, stale_for
 from .processes import VENV_BIN, Gateway, Simulator
 
 ADMIN_KEY = "mh-bootstrap-admin-key-for-revocation-tests"
 USER = [{"role": "user", "content": "hello"}]
 URL = "/admin/v1/token-revocations"
-BOUND_S = 2.0  # storage.refresh_s is 0.25: a change must be enforced everywhere well within this
-MEASURED: dict[str, list[float]] = {}  # propagation times, printed at the end of the module (pytest -s)
+# storage.refresh_s is 0.25: a replica must answer the new way to every call sent this long after the
+# change was committed, plus its own slowest answer meanwhile (helpers.Staleness: measured on the
+# replica's side, not by when this test noticed).
+BOUND_S = 2.0
+MEASURED: dict[str, list[Staleness]] = {}  # how long each replica stayed stale, printed at the end (pytest -s)
 
 
 def _config(issuer: LocalIssuer, sim: str, audit_dir: Path) -> dict:
@@ -67,14 +71,11 @@ class World:
                 assert "revoked" in err.message
             return err.code
 
-    def wait_for(self, token: str, gw, wanted: str) -> float:
-        """Seconds until `token` gets `wanted` from `gw` (polled back to back), at most 10 s."""
-        start = time.monotonic()
-        while time.monotonic() - start < 10:
-            if self.outcome(token, gw) == wanted:
-                return time.monotonic() - start
-            time.sleep(0.01)
-        raise AssertionError(f"{gw.url} did not answer {wanted} within 10 s")
+    def wait_for(self, token: str, gw, wanted: str, committed: float | None = None) -> Staleness:
+        """Wait until `token` gets `wanted` from `gw` (polled back to back, a generous deadline); returns
+        how long after `committed` (default: now) `gw` still answered otherwise (helpers.stale_for)."""
+        since = time.monotonic() if committed is None else committed
+        return stale_for(lambda: self.outcome(token, gw) == wanted, since, what=f"{gw.url} answering {wanted}")
 
     def revoke(self, client: httpx.Client | None = None, **body) -> dict:
         return self.ok((client or self.admin).post(URL, json={"issuer": "local", **body}), 201)
@@ -105,8 +106,9 @@ def world(request, tmp_path_factory):
     for name, took in MEASURED.items():
         if name.startswith(request.param):
             print(
-                f"\n{name}: median {statistics.median(took) * 1000:.0f} ms, max {max(took) * 1000:.0f} ms "
-                f"over {len(took)}"
+                f"\n{name}: stale for median {statistics.median(t.after_commit for t in took) * 1000:.0f} ms, "
+                f"max {max(t.after_commit for t in took) * 1000:.0f} ms over {len(took)}; "
+                f"slowest answer {max(t.slowest for t in took) * 1000:.0f} ms"
             )
 
 
@@ -119,13 +121,12 @@ def test_a_jti_revocation_made_on_one_replica_is_enforced_by_the_other_within_th
         made = world.revoke(kind="jti", jti=f"leaked-{i}", reason="pasted into a public channel")
         committed = time.monotonic()
         assert world.outcome(leaked, world.gw) == "token_revoked"  # the replica that took the change: at once
-        world.wait_for(leaked, world.gw2, "token_revoked")
-        took.append(time.monotonic() - committed)
+        took.append(world.wait_for(leaked, world.gw2, "token_revoked", committed))
         # The same subject's other token still works, on both replicas.
         assert world.outcome(kept, world.gw) == world.outcome(kept, world.gw2) == "ok"
         assert made["tenant_id"] is None and made["issuer"] == world.issuer.issuer
     MEASURED.setdefault(f"{world.backend}: jti revocation, replica 1 -> replica 2", []).extend(took)
-    assert max(took) <= BOUND_S, f"propagation took {took}"
+    assert all(t.within(BOUND_S) for t in took), f"replica 2 accepted a revoked token afterwards: {took}"
 
 
 def test_a_subject_revocation_refuses_tokens_issued_up_to_the_cut_off_and_accepts_later_ones(world):
@@ -135,13 +136,12 @@ def test_a_subject_revocation_refuses_tokens_issued_up_to_the_cut_off_and_accept
     assert all(world.outcome(t, world.gw2) == "ok" for t in before)
     made = world.revoke(kind="subject", subject="bob", reason="left the company")
     committed = time.monotonic()
+    stale = []
     for token in before:
-        world.wait_for(token, world.gw2, "token_revoked")
+        stale.append(world.wait_for(token, world.gw2, "token_revoked", committed))
         assert world.outcome(token, world.gw) == "token_revoked"
-    MEASURED.setdefault(f"{world.backend}: subject revocation, replica 1 -> replica 2", []).append(
-        time.monotonic() - committed
-    )
-    assert time.monotonic() - committed <= BOUND_S
+    MEASURED.setdefault(f"{world.backend}: subject revocation, replica 1 -> replica 2", []).extend(stale)
+    assert all(t.within(BOUND_S) for t in stale), f"replica 2 accepted a revoked subject's token afterwards: {stale}"
     assert world.outcome(carol, world.gw2) == "ok"
     # A token issued after the cut-off (iat is in whole seconds) is accepted on both replicas.
     cut = datetime.fromisoformat(made["not_before"]).timestamp()
@@ -156,11 +156,12 @@ def test_deleting_a_revocation_restores_access_on_every_replica(world):
     made = world.revoke(kind="jti", jti="erin-1")
     world.wait_for(token, world.gw2, "token_revoked")
     gone = world.ok(world.http(ADMIN_KEY, world.gw2).delete(f"{URL}/{made['id']}"))  # through the other replica
+    committed = time.monotonic()
     assert gone == {"id": made["id"], "object": "token_revocation.deleted", "deleted": True, "tenant_id": None}
     assert world.outcome(token, world.gw2) == "ok"
-    took = world.wait_for(token, world.gw, "ok")
+    took = world.wait_for(token, world.gw, "ok", committed)
     MEASURED.setdefault(f"{world.backend}: deletion, replica 2 -> replica 1", []).append(took)
-    assert took <= BOUND_S
+    assert took.within(BOUND_S), f"replica 1 refused a token no longer revoked afterwards: {took}"
     assert world.admin.get(f"{URL}/{made['id']}").status_code == 404
 
 

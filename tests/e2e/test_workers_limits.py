@@ -9,23 +9,24 @@ from __future__ import annotations
 
 import os
 import subprocess
-import time
 
 import httpx
 
 from builders import api_keys, audit, config, database_env, deployment, group, key_budget, simulated, yaml_text
 
 from .conftest import CLIENT_KEY
+from .helpers import in_one_minute
 from .processes import VENV_BIN, Gateway, Simulator
 from .services import RedisServer
 
 RPM = 9
-ENV = {"MH_TEST_CLIENT_KEY": CLIENT_KEY}
+SECOND_KEY = "mh-test-second-client-key-for-workers"  # a rate counter of its own (helpers.in_one_minute)
+ENV = {"MH_TEST_CLIENT_KEY": CLIENT_KEY, "MH_TEST_SECOND_KEY": SECOND_KEY}
 
 
 def _config(sim: str, **sections) -> dict:
     return config(
-        server=api_keys("MH_TEST_CLIENT_KEY"),
+        server=api_keys("MH_TEST_CLIENT_KEY", "MH_TEST_SECOND_KEY"),
         providers={"p": simulated("openai", sim)},
         deployments={"d": deployment("p", "m")},
         model_groups={"g": group("d", retries=0)},
@@ -81,19 +82,20 @@ def test_two_workers_with_redis_let_exactly_the_rate_limit_through(tmp_path):
         )
         env = {**ENV, "MH_TEST_REDIS_URL": redis.url, "MH_TEST_DB": f"sqlite+aiosqlite:///{tmp_path}/multihome.db"}
         gw = Gateway(cfg, tmp_path, env, "--workers", "2")
-        # Start well inside a UTC minute, so the calls cannot straddle two rate windows.
-        deadline = time.monotonic() + 70
-        while time.time() % 60 > 40 and time.monotonic() < deadline:
-            time.sleep(0.5)
-        statuses = []
         body = {"model": "g", "messages": [{"role": "user", "content": "hi"}]}
-        for _ in range(3 * RPM):
-            # A new connection per call: the kernel spreads connections over both workers.
-            with httpx.Client(timeout=30) as http:
-                r = http.post(
-                    gw.url + "/v1/chat/completions", json=body, headers={"authorization": f"Bearer {CLIENT_KEY}"}
-                )
-            statuses.append(r.status_code)
+
+        def calls(key: str) -> list[int]:
+            statuses = []
+            for _ in range(3 * RPM):
+                # A new connection per call: the kernel spreads connections over both workers.
+                with httpx.Client(timeout=30) as http:
+                    r = http.post(
+                        gw.url + "/v1/chat/completions", json=body, headers={"authorization": f"Bearer {key}"}
+                    )
+                statuses.append(r.status_code)
+            return statuses
+
+        statuses = in_one_minute(calls, (CLIENT_KEY, SECOND_KEY))  # the calls inside one rate window
         assert statuses.count(200) == RPM and statuses.count(429) == 2 * RPM, statuses
         gw.stop()
         gw = None

@@ -175,12 +175,12 @@ async def test_budget_changes_reach_another_replicas_snapshot_and_its_listeners(
     try:
         assert seen == [()]
         b = await store.create_budget(t.id, scope="tenant", amount="9.5", actor="admin")
-        deadline = time.monotonic() + 5
+        deadline = time.monotonic() + 60
         while cache.snapshot.budgets != (b,) and time.monotonic() < deadline:
             await asyncio.sleep(0.01)
         assert cache.snapshot.budgets == (b,) and seen[-1] == (b,)
         await store.delete_budget(t.id, b.id, actor="admin")
-        deadline = time.monotonic() + 5
+        deadline = time.monotonic() + 60
         while cache.snapshot.budgets and time.monotonic() < deadline:
             await asyncio.sleep(0.01)
         assert cache.snapshot.budgets == () and seen[-1] == ()

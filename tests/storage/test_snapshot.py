@@ -7,6 +7,7 @@ from datetime import date
 import pytest
 
 from multihome.storage import SnapshotCache
+from polls import Polls  # tests/ is on sys.path (rootdir conftest)
 
 pytestmark = pytest.mark.anyio
 
@@ -35,28 +36,30 @@ async def test_snapshot_holds_what_the_hot_path_needs(store):
     assert snap.key_index().lookup(live_secret) == live
 
 
-async def test_revocation_on_one_replica_reaches_another_within_a_second(store, store2):
+async def test_revocation_on_one_replica_reaches_another_at_its_next_poll(store, store2):
     t = await store.create_tenant("t", actor="admin")
     key, secret = await store.create_key(t.id, name="k", actor="admin")
+    polls = Polls(store2)
     cache = SnapshotCache(store2, interval_s=0.25)
     await cache.start()
     try:
         assert cache.keys.lookup(secret) == key
 
         await store.revoke_key(t.id, key.id, actor="admin")  # through the other replica
-        revoked_at = time.monotonic()
-        while cache.keys.lookup(secret) is not None and time.monotonic() - revoked_at < 5:
+        polls.mark()
+        deadline = time.monotonic() + 60
+        while cache.keys.lookup(secret) is not None and time.monotonic() < deadline:
             await asyncio.sleep(0.01)
-        took = time.monotonic() - revoked_at
         assert cache.keys.lookup(secret) is None, "revocation never reached the other replica"
-        assert took < 1.0, f"revocation took {took:.3f}s to propagate"
+        assert polls.since_mark() <= 1, f"revocation applied only by the {polls.since_mark()}th poll after it"
 
         # New keys appear the same way.
         new, new_secret = await store.create_key(t.id, name="k2", actor="admin")
-        deadline = time.monotonic() + 5
+        polls.mark()
+        deadline = time.monotonic() + 60
         while cache.keys.lookup(new_secret) is None and time.monotonic() < deadline:
             await asyncio.sleep(0.01)
-        assert cache.keys.lookup(new_secret) == new
+        assert cache.keys.lookup(new_secret) == new and polls.since_mark() <= 1
         assert cache.snapshot.version == await store.version()
     finally:
         await cache.stop()
@@ -69,7 +72,7 @@ async def test_cache_reloads_only_when_something_changed(store):
         await asyncio.sleep(0.3)
         assert cache.reloads == 1  # ~15 polls, nothing changed, no reload
         await store.create_tenant("t", actor="admin")
-        deadline = time.monotonic() + 5
+        deadline = time.monotonic() + 60
         while cache.reloads == 1 and time.monotonic() < deadline:
             await asyncio.sleep(0.01)
         assert cache.reloads == 2 and [x.name for x in cache.snapshot.tenants.values()] == ["t"]
@@ -93,7 +96,7 @@ async def test_cache_keeps_serving_when_the_database_goes_away(tmp_path):
         db.rename(tmp_path / "moved.db")
         (tmp_path / "x.db-wal").unlink(missing_ok=True)
         await store.close()
-        deadline = time.monotonic() + 5
+        deadline = time.monotonic() + 60
         while cache.poll_errors == 0 and time.monotonic() < deadline:
             await asyncio.sleep(0.01)
         assert cache.poll_errors > 0
