@@ -24,10 +24,11 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass
 from typing import Any
 
+import anyio
 import httpx2
 import msgspec
 from mcp import ClientSession, types
@@ -43,6 +44,10 @@ from .egress import EgressPolicy
 from .model import ERROR_MARKER, McpEndpoint, McpTool
 
 _MAX_PAGES = 100  # tools/list pages followed at most: a server cannot keep a listing going forever
+# How long a closed answer's end is awaited to keep its connection (_Bounded.aclose). The caller has
+# its result by then (the SDK's request task drains, not the caller). Short: against a server that
+# keeps its answers open, each drain holds one of the pool's 10 connections that long.
+_DRAIN_S = 0.1
 
 
 @dataclass(frozen=True)
@@ -132,16 +137,35 @@ class _Watch(httpx2.AsyncBaseTransport):
 class _Bounded(httpx2.AsyncByteStream):
     def __init__(self, inner: Any, watch: _Watch) -> None:
         self._inner, self._watch, self._seen = inner, watch, 0
+        self._chunks: AsyncIterator[bytes] = inner.__aiter__()
+        self._ended = False
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
-        async for chunk in self._inner:
-            self._seen += len(chunk)
-            if self._seen > self._watch.max_bytes:
-                self._watch.too_large = True
-                raise _TooLarge(f"the answer is larger than {self._watch.max_bytes} bytes")
+        while (chunk := await self._next()) is not None:
             yield chunk
 
+    async def _next(self) -> bytes | None:
+        try:
+            chunk = await anext(self._chunks)
+        except StopAsyncIteration:
+            self._ended = True
+            return None
+        self._seen += len(chunk)
+        if self._seen > self._watch.max_bytes:
+            self._watch.too_large = True
+            raise _TooLarge(f"the answer is larger than {self._watch.max_bytes} bytes")
+        return chunk
+
     async def aclose(self) -> None:
+        # The SDK closes an SSE answer as soon as its result event is in, before the stream's end:
+        # httpcore then drops the connection, and every call of a session paid a new TCP (and TLS)
+        # connection. The server ends the stream right after the result (the spec's SHOULD), so its
+        # end is read here, within the size bound and _DRAIN_S, and the connection is kept.
+        if not self._ended and not self._watch.too_large:
+            # Not drained in time, too large, broken: closed as before, the connection with it.
+            with anyio.move_on_after(_DRAIN_S), suppress(httpx2.StreamError, httpx2.TransportError):
+                while await self._next() is not None:
+                    pass
         await self._inner.aclose()
 
 
