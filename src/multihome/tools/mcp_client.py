@@ -161,12 +161,15 @@ class _Bounded(httpx2.AsyncByteStream):
         # httpcore then drops the connection, and every call of a session paid a new TCP (and TLS)
         # connection. The server ends the stream right after the result (the spec's SHOULD), so its
         # end is read here, within the size bound and _DRAIN_S, and the connection is kept.
-        if not self._ended and not self._watch.too_large:
-            # Not drained in time, too large, broken: closed as before, the connection with it.
-            with anyio.move_on_after(_DRAIN_S), suppress(httpx2.StreamError, httpx2.TransportError):
-                while await self._next() is not None:
-                    pass
-        await self._inner.aclose()
+        try:
+            if not self._ended and not self._watch.too_large:
+                # Not drained in time, too large (_TooLarge is a StreamError), broken: closed as before, the
+                # connection with it; closed whatever the drain raised (a cancellation).
+                with anyio.move_on_after(_DRAIN_S), suppress(httpx2.StreamError, httpx2.TransportError):
+                    while await self._next() is not None:
+                        pass
+        finally:
+            await self._inner.aclose()
 
 
 class McpSession:
