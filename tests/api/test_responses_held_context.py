@@ -86,11 +86,15 @@ def test_a_turn_converts_only_its_own_items(monkeypatch: pytest.MonkeyPatch) -> 
     assert len(held._items) == 1  # one context kept per conversation
 
 
-def test_a_chain_with_a_deleted_turn_is_converted_again() -> None:
-    held, req = HeldContexts(), _req()
+def _four_turns() -> list[StoredResponse]:
     chain = [_turn(0, None, [_user("u0")], [_answer(0)])]
     for n in range(1, 4):
         chain.append(_turn(n, chain[-1].id, [_user(f"u{n}")], [_answer(n)]))
+    return chain
+
+
+def test_a_chain_with_a_deleted_turn_is_converted_again() -> None:
+    held, req, chain = HeldContexts(), _req(), _four_turns()
     held.request(req, chain, [_user("next")], None)
     shorter = chain[2:]  # resp_1 deleted: the store's chain of resp_3 now begins at resp_2
     got = held.request(req, shorter, [_user("next")], None)
@@ -138,11 +142,9 @@ def test_the_memory_held_stays_within_the_bound() -> None:
 
 
 def test_a_deleted_turn_leaves_no_held_context_with_its_content() -> None:
-    held, req = HeldContexts(), _req()
-    chain = [_turn(0, None, [_user("secret u0")], [_answer(0)])]
-    for n in range(1, 4):
-        chain.append(_turn(n, chain[-1].id, [_user(f"u{n}")], [_answer(n)]))
-        held.request(req, chain, [_user("next")], None)
+    held, req, chain = HeldContexts(), _req(), _four_turns()
+    held.request(req, chain[:3], [_user("next")], None)
+    held.request(req, chain, [_user("next")], None)
     assert any("resp_1" in h.ids for h in held._items.values())
     held.forget("resp_1")  # DELETE of a turn that is not the newest (api/responses/door.py)
     assert not any("resp_1" in h.ids for h in held._items.values())
