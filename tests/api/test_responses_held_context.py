@@ -6,7 +6,9 @@ what cannot be held (reasoning, MCP items, a bad item) is left to the whole conv
 from __future__ import annotations
 
 import asyncio
+import gc
 import random
+import tracemalloc
 from typing import Any
 
 import msgspec
@@ -84,11 +86,15 @@ def test_a_turn_converts_only_its_own_items(monkeypatch: pytest.MonkeyPatch) -> 
     assert len(held._items) == 1  # one context kept per conversation
 
 
-def test_a_chain_with_a_deleted_turn_is_converted_again() -> None:
-    held, req = HeldContexts(), _req()
+def _four_turns() -> list[StoredResponse]:
     chain = [_turn(0, None, [_user("u0")], [_answer(0)])]
     for n in range(1, 4):
         chain.append(_turn(n, chain[-1].id, [_user(f"u{n}")], [_answer(n)]))
+    return chain
+
+
+def test_a_chain_with_a_deleted_turn_is_converted_again() -> None:
+    held, req, chain = HeldContexts(), _req(), _four_turns()
     held.request(req, chain, [_user("next")], None)
     shorter = chain[2:]  # resp_1 deleted: the store's chain of resp_3 now begins at resp_2
     got = held.request(req, shorter, [_user("next")], None)
@@ -106,3 +112,40 @@ def test_what_cannot_be_held_is_left_to_the_whole_conversion() -> None:
     bad = {"type": "function_call_output", "call_id": "", "output": "x"}  # a tool message answering no call
     assert held.request(req, chain, [bad], None) is None  # the whole conversion's 400, with its positions
     assert held.request(req, chain, [_user("u1")], None) is not None
+
+
+def test_the_memory_held_stays_within_the_bound() -> None:
+    """What the kept contexts really hold (their typed messages too, not only the encodings) stays about
+    within `max_bytes`: counting the encodings alone let it grow to ~6x."""
+    req, held = _req(), HeldContexts(max_bytes=512 << 10)
+    gc.collect()
+    tracemalloc.start()
+    try:
+        for conv in range(600):
+            chain: list[StoredResponse] = []
+            for n in range(5):
+                new, out = [_user(f"c{conv} q{n} " + "x" * 40)], [_answer(conv * 100 + n), _fn_call(conv * 100 + n)]
+                if chain:
+                    held.request(req, chain, new, None)
+                chain.append(_turn(conv * 100 + n, chain[-1].id if chain else None, new, out))
+        del chain, new, out
+        gc.collect()
+        with_held, _ = tracemalloc.get_traced_memory()
+        accounted = held._bytes
+        held._items.clear()
+        gc.collect()
+        without, _ = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert accounted <= held.max_bytes
+    assert with_held - without < 1.5 * held.max_bytes, (with_held - without, accounted)
+
+
+def test_a_deleted_turn_leaves_no_held_context_with_its_content() -> None:
+    held, req, chain = HeldContexts(), _req(), _four_turns()
+    held.request(req, chain[:3], [_user("next")], None)
+    held.request(req, chain, [_user("next")], None)
+    assert any("resp_1" in h.ids for h in held._items.values())
+    held.forget("resp_1")  # DELETE of a turn that is not the newest (api/responses/door.py)
+    assert not any("resp_1" in h.ids for h in held._items.values())
+    assert held._bytes == sum(h.size for h in held._items.values())

@@ -339,7 +339,7 @@ class ResponsesDoor:
             done = await stored(self.state.delete_response(tenant(call), response_id))
         if not done:
             raise not_found(response_id)
-        self.held.drop(response_id)
+        self.held.forget(response_id)  # and every held context that has its content
         await answer(call, send, {"id": response_id, "object": "response", "deleted": True})
 
     async def cancel(self, call: Call, receive: Receive, send: Send) -> None:
