@@ -239,7 +239,7 @@ async def test_a_small_cache_still_rebuilds_every_chain(db_url, kms_config):
     from multihome.storage.engine import create_engine
 
     engine = create_engine(db_url)
-    small = StateStore(engine, open_keyring(kms_config, engine), cache_bytes=600)  # about two responses
+    small = StateStore(engine, open_keyring(kms_config, engine), cache_bytes=3000)  # about two responses
     try:
         prev = None
         for i in range(6):
@@ -251,6 +251,49 @@ async def test_a_small_cache_still_rebuilds_every_chain(db_url, kms_config):
     finally:
         await small.keyring.close()
         await engine.dispose()
+
+
+async def test_the_opened_cache_holds_about_the_memory_it_counts(db_url, kms_config):
+    """The cache's bound is on what its records hold in memory, written or read: counting their plaintext
+    size alone let short turns hold ~4.6x the bound."""
+    import gc
+    import tracemalloc
+
+    from multihome.crypto import open_keyring
+    from multihome.state import StateStore
+    from multihome.storage.engine import create_engine
+
+    engines = [create_engine(db_url), create_engine(db_url)]
+    writer, reader = (StateStore(e, open_keyring(kms_config, e), cache_bytes=128 << 10) for e in engines)
+    try:
+        for store, fill in ((writer, True), (reader, False)):
+            gc.collect()
+            tracemalloc.start()
+            try:
+                prev = None
+                for i in range(300):
+                    if fill:
+                        await store.put_response(_response(f"resp_m{i}", prev=prev))
+                    else:
+                        assert await store.get_response("t1", f"resp_m{i}") is not None
+                        await store.chain("t1", f"resp_m{i}")
+                    prev = f"resp_m{i}"
+                gc.collect()
+                held, _ = tracemalloc.get_traced_memory()
+                counted = store._opened._bytes
+                store._opened._items.clear()
+                gc.collect()
+                without, _ = tracemalloc.get_traced_memory()
+            finally:
+                tracemalloc.stop()
+            assert 0 < counted <= store._opened.max_bytes
+            assert held - without < 1.5 * store._opened.max_bytes, (fill, held - without, counted)
+    finally:
+        for store in (writer, reader):
+            await store.close()
+            await store.keyring.close()
+        for e in engines:
+            await e.dispose()
 
 
 async def test_a_replica_that_opened_nothing_rebuilds_the_same_chain(state, db_url, kms_config):

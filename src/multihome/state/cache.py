@@ -20,6 +20,13 @@ if TYPE_CHECKING:
     from .store import StoredResponse
 
 
+def held_cost(plain: bytes) -> int:
+    """Bytes a record opened from its JSON `plain` holds, about: the text again, and an object for every
+    JSON string (~26 bytes a quote; within 1 % under tracemalloc, 20 B to 20 kB of text). Its plaintext
+    size alone let the cache hold 1.1-4.6x its bound (4.6x for short turns)."""
+    return len(plain) + 26 * plain.count(b'"')
+
+
 class OpenedResponses:
     def __init__(self, max_bytes: int) -> None:
         self.max_bytes = max_bytes
@@ -74,7 +81,7 @@ class OpenedResponses:
                 hit[2] = deletions
 
     def put(self, record: StoredResponse, size: int, deletions: int | None = None) -> None:
-        """A record just written or read; `deletions`: the count (`self.deletions`) read before that write or
+        """A record just written or read, holding `size` bytes (held_cost); `deletions`: the count (`self.deletions`) read before that write or
         read began, under which it is known to exist (None: it will be looked up when next used)."""
         if size > self.max_bytes:
             return

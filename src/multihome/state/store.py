@@ -32,7 +32,7 @@ from ..storage.base import StoreBase, as_utc, sqlite_stamp
 from ..storage.errors import Conflict
 from ..storage.sqlite_threads import Busy, SqliteThreads
 from ..storage.tables import conversation_items, conversations, response_deletions, response_events, responses
-from .cache import OpenedResponses
+from .cache import OpenedResponses, held_cost
 from .pairs import check_pairs
 
 PURPOSE = "responses"
@@ -237,8 +237,12 @@ class StateStore(StoreBase):
 
     # -- sealing -------------------------------------------------------------------------------------
     async def _seal(self, tenant: str, table: str, record_id: str, value: Any) -> tuple[bytes, int]:
+        sealed, plain = await self._seal_plain(tenant, table, record_id, value)
+        return sealed, len(plain)
+
+    async def _seal_plain(self, tenant: str, table: str, record_id: str, value: Any) -> tuple[bytes, bytes]:
         plain = _encode(value)
-        return await self.keyring.seal(tenant, PURPOSE, table, record_id, plain), len(plain)
+        return await self.keyring.seal(tenant, PURPOSE, table, record_id, plain), plain
 
     async def _open(self, tenant: str, table: str, record_id: str, sealed: bytes) -> dict[str, Any]:
         return _decode.decode(await self.keyring.open(tenant, PURPOSE, table, record_id, bytes(sealed)))
@@ -252,7 +256,8 @@ class StateStore(StoreBase):
         Committed (on SQLite with group commit, storage/sqlite_threads.py) before it returns.
         `encoded`: `record.response` as JSON already (the answer's body), sealed as it is, not encoded again."""
         seen = self._opened.deletions  # the row exists from its commit on: under this count, or a later one
-        body, size = await self.seal_response(record, encoded)
+        body, plain = await self._seal_response(record, encoded)
+        size = len(plain)
         sealed = await self._seal_items(record.tenant, record.conversation_id, append) if append else []
 
         def write(conn: Connection) -> None:
@@ -272,7 +277,7 @@ class StateStore(StoreBase):
         else:
             await self._commit(write, lock=record.conversation_id)
         if record.status in FINAL:
-            self._opened.put(record, size, seen)  # committed: the next turn here needs no database read of it
+            self._opened.put(record, held_cost(plain), seen)  # committed: the next turn here reads none of it
 
     @staticmethod
     async def insert_response(conn: AsyncConnection, record: StoredResponse, body: bytes, size: int) -> None:
@@ -280,13 +285,18 @@ class StateStore(StoreBase):
         await conn.execute(_INSERT_RESPONSE, response_row(record, body, size))
 
     async def seal_response(self, record: StoredResponse, encoded: bytes | None = None) -> tuple[bytes, int]:
+        """The response's sealed row body and its plaintext size."""
+        body, plain = await self._seal_response(record, encoded)
+        return body, len(plain)
+
+    async def _seal_response(self, record: StoredResponse, encoded: bytes | None) -> tuple[bytes, bytes]:
         check_pairs(record.response.get("output") or ())
         check_pairs(record.input)
         response = record.response if encoded is None else msgspec.Raw(encoded)
         data: dict[str, Any] = {"response": response, "input": record.input}
         if record.background is not None:
             data["background"] = record.background
-        return await self._seal(record.tenant, "responses", record.id, data)
+        return await self._seal_plain(record.tenant, "responses", record.id, data)
 
     async def _commit(self, work: Callable[[Connection], T], lock: str | None = None) -> T:
         """`work` in a write transaction of its own (PostgreSQL; with the advisory `lock`) or in the SQLite
@@ -390,10 +400,10 @@ class StateStore(StoreBase):
             q = sa.select(responses).where(responses.c.id.in_(lost), responses.c.tenant_id == tenant)
             rows = [*rows, *await self._run_read(lambda conn: conn.execute(q).all())]
         if rows:
-            for row, record in zip(rows, await self._responses(tenant, rows), strict=True):
+            for row, (record, cost) in zip(rows, await self._responses(tenant, rows), strict=True):
                 found[row.id] = record
                 if record.status in FINAL:
-                    opened.put(record, row.size, seen)
+                    opened.put(record, cost, seen)
         return [found[i] for i in ids if i in found]
 
     async def delete_response(self, tenant: str, response_id: str) -> bool:
@@ -406,23 +416,28 @@ class StateStore(StoreBase):
         self._opened.drop(response_id)
         return bool(done.rowcount)
 
-    async def _responses(self, tenant: str, rows: Sequence[sa.Row[Any] | _Row]) -> list[StoredResponse]:
-        """Many rows of one tenant opened at once (keyring.open_many): a cold chain opens hundreds."""
+    async def _responses(self, tenant: str, rows: Sequence[sa.Row[Any] | _Row]) -> list[tuple[StoredResponse, int]]:
+        """Many rows of one tenant opened at once (keyring.open_many): a cold chain opens hundreds. Each with
+        the memory it holds once opened (cache.held_cost)."""
         plain = await self.keyring.open_many(tenant, PURPOSE, "responses", [(row.id, bytes(row.body)) for row in rows])
         out = []
-        for row, data in zip(rows, map(_decode.decode, plain), strict=True):
+        for row, text in zip(rows, plain, strict=True):
+            data = _decode.decode(text)
             created = row.created_at if type(row) is _Row else as_utc(row.created_at)  # _Row's is UTC already
             out.append(
-                StoredResponse(
-                    row.id,
-                    row.tenant_id,
-                    row.status,
-                    data["response"],
-                    data["input"],
-                    row.previous_response_id,
-                    row.conversation_id,
-                    created,
-                    data.get("background"),
+                (
+                    StoredResponse(
+                        row.id,
+                        row.tenant_id,
+                        row.status,
+                        data["response"],
+                        data["input"],
+                        row.previous_response_id,
+                        row.conversation_id,
+                        created,
+                        data.get("background"),
+                    ),
+                    held_cost(text),
                 )
             )
         return out
