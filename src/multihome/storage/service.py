@@ -11,7 +11,8 @@ from .snapshot import SnapshotCache
 from .store import Store, open_store
 
 # A key (or a token's tenant) this replica has not seen may have just been created on another one: look once more,
-# but re-read the database at most this often, so a flood of made-up keys costs nothing.
+# in a read that begins after the miss, but begin such reads at most this often, so a flood of made-up keys
+# costs the database ~10 reads a second (each miss waits for the next one instead).
 _MISS_REFRESH_S = 0.1
 
 
@@ -23,7 +24,7 @@ class StorageService:
         self.store: Store | None = None
         self.snapshots: SnapshotCache | None = None
         self._last_miss_refresh = 0.0
-        self._miss_refresh: asyncio.Task | None = None
+        self._miss_refresh: asyncio.Task[None] | None = None  # the next read after misses, not begun yet
 
     @property
     def enabled(self) -> bool:
@@ -41,20 +42,29 @@ class StorageService:
             return {}
 
     async def refresh_after_miss(self) -> bool:
-        """Re-read the snapshot after an unknown key or tenant (single-flight, rate-limited). True if it did."""
+        """Re-read the snapshot after an unknown key or tenant. True once a read that began after this call
+        has finished: one that began earlier may predate what was just created elsewhere. Misses share the
+        next read, which begins at once or when the rate limit allows."""
         if self.snapshots is None:
             return False
-        if self._miss_refresh is None:
-            if time.monotonic() - self._last_miss_refresh < _MISS_REFRESH_S:
-                return False
-            self._last_miss_refresh = time.monotonic()
-            self._miss_refresh = asyncio.get_running_loop().create_task(self.snapshots.refresh())
-            self._miss_refresh.add_done_callback(lambda _: setattr(self, "_miss_refresh", None))
+        task = self._miss_refresh
+        if task is None:
+            wait = self._last_miss_refresh + _MISS_REFRESH_S - time.monotonic()
+            task = self._miss_refresh = asyncio.get_running_loop().create_task(self._read_after_misses(wait))
+            task.add_done_callback(lambda t: t.cancelled() or t.exception())  # a waiter may have gone
         try:
-            await asyncio.shield(self._miss_refresh)
+            await asyncio.shield(task)
         except Exception:
             return False
         return True
+
+    async def _read_after_misses(self, wait: float) -> None:
+        if wait > 0:
+            await asyncio.sleep(wait)
+        self._miss_refresh = None  # a miss from now on needs a read begun after it: the next one
+        self._last_miss_refresh = time.monotonic()
+        assert self.snapshots is not None
+        await self.snapshots.refresh()
 
     async def start(self) -> None:
         if self.url is None:  # not enabled
