@@ -229,6 +229,24 @@ def test_hostile_arguments_are_answered_to_the_model(world):
     assert records(client, agent_id="other-agent") == [] and records(client, user_id="someone-else") == []
 
 
+def test_a_call_of_a_memory_tool_the_request_left_out_is_a_failed_call(world):
+    # docs/memory.md: a tool the request did not allow is a failed mcp_call the model reads, not a
+    # function_call handed to a client that never declared it.
+    client = world.sdk()
+    before = {r["id"] for r in records(client)}
+    read_only = {**MEMORY, "allowed_tools": ["memory_search"]}
+    resp = client.responses.create(model="gpt", input=script(("memory_write", {"text": "x"})), tools=[read_only])
+    assert resp.status == "completed" and [i.type for i in resp.output] == ["mcp_call", "message"], resp.output
+    call = resp.output[0]
+    assert call.server_label == "memory" and call.status == "failed" and call.error.type == "mcp_tool_execution_error"
+    assert "memory_write" in call.error.content[0]["text"]
+    assert {r["id"] for r in records(client)} == before
+    # A client's own function of that name is the client's to run.
+    own = {"type": "function", "name": "memory_write", "parameters": {"type": "object", "properties": {}}}
+    resp = client.responses.create(model="gpt", input=script(("memory_write", {"text": "x"})), tools=[read_only, own])
+    assert [(i.type, i.name) for i in resp.output] == [("function_call", "memory_write")]
+
+
 def test_memory_calls_count_against_the_tool_limit(world):
     client = world.sdk()
     text = script(*[("memory_search", {"query": f"q{i}"}) for i in range(4)])

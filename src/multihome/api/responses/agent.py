@@ -116,7 +116,8 @@ class AgentSetup:
             return None
         assert req.tools is not None
         spec = parse_tool(req.tools[at].memory_spec(), f"tools[{at}]")
-        clash = next((t.name for t in req.tools if t.type == "function" and t.name in spec.offered), None)
+        own = frozenset(t.name for t in req.tools if t.type == "function" and t.name is not None)
+        clash = next((name for name in spec.offered if name in own), None)
         if clash is not None:
             raise bad_request(f"A function tool may not be named '{clash}': the memory tool offers it.", param="tools")
         if self.memory is None:
@@ -125,7 +126,7 @@ class AgentSetup:
                 param=f"tools[{at}]",
                 code="storage_not_configured",
             )
-        return MemoryTools(self.memory, tenant, spec, caller_of(call, tenant))
+        return MemoryTools(self.memory, tenant, spec, caller_of(call, tenant), own)
 
 
 def limits_of(config: AgentConfig) -> Limits:
@@ -429,7 +430,7 @@ class AgentRun:
         return None
 
     def _kind(self, function: str) -> tuple[str, str, str] | None:
-        if self.memory is not None and self.memory.offers(function):
+        if self.memory is not None and self.memory.claims(function):
             return "mcp_call", self.memory.label, function
         found = self.box.lookup(function)
         if found is None:

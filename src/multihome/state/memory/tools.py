@@ -166,18 +166,32 @@ class MemoryTools:
 
     label = LABEL
 
-    def __init__(self, store: MemoryStore, tenant: str, spec: MemoryToolSpec, caller: Caller | None = None) -> None:
+    def __init__(
+        self,
+        store: MemoryStore,
+        tenant: str,
+        spec: MemoryToolSpec,
+        caller: Caller | None = None,
+        own: frozenset[str] = frozenset(),
+    ) -> None:
         self.store = store
         self.tenant = tenant
         self.spec = spec
         self.caller = caller  # the run's caller: routed embeddings are its calls (api/memory_embeddings.py)
         self._functions = function_tools(spec)
+        # A memory tool's name the request left out is still ours (a failed call the model reads), unless
+        # the client has a function of that name: a `function_call` would ask the client to run it.
+        self._claimed = frozenset(NAMES) - own
 
     def functions(self) -> list[Item]:
         return self._functions
 
     def offers(self, function: str) -> bool:
         return function in self.spec.offered
+
+    def claims(self, function: str) -> bool:
+        """Whether a model's call of `function` is run here: offered, or refused here if not allowed."""
+        return function in self._claimed
 
     async def call(self, item: Item, key: str) -> Item:
         """Run the `mcp_call` item the model's call became; the item with its output, or failed with the
