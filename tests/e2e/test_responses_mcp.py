@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import json
 import threading
+import time
+from pathlib import Path
 
 import httpx
 import openai
@@ -258,3 +260,18 @@ def test_parallel_calls_in_one_step_each_run_with_their_result(world):
     assert done == [(n, item.id) for n, item in enumerate(final.output)]
     messages = world.sent("oa")[-1]["messages"]
     assert [m["role"] for m in messages] == ["user", "assistant", "tool", "assistant", "tool", "assistant", "tool"]
+
+
+def test_the_worked_example_of_docs_agents_runs_as_written(world, capsys):
+    # The page's code block, executed as it stands, with what it takes from around it: a client, a
+    # customer id, `time`, and `crm` registered for the tenant with no approval (as the page says).
+    page = (Path(__file__).parents[2] / "docs" / "agents.md").read_text()
+    code = page.split("### A worked example agent", 1)[1].split("```python\n", 1)[1].split("```", 1)[0]
+    admin = httpx.Client(base_url=world.gateway.url, headers={"authorization": f"Bearer {ADMIN_KEY}"}, timeout=10)
+    body = {"name": "crm", "url": world.server.url, "allowed_tools": ["add", "echo"], "require_approval": "never"}
+    assert admin.post(f"/admin/v1/tenants/{world.tenants['acme']}/mcp-servers", json=body).status_code == 201
+    admin.close()
+    exec(code, {"client": world.sdk(), "customer_id": "cust-7", "time": time})
+    printed = [line.split() for line in capsys.readouterr().out.splitlines()]
+    # The simulated model calls the first tool offered (crm's), then answers.
+    assert printed == [["mcp_list_tools", "crm"], ["mcp_call", "crm", "add"], ["message"]], printed
