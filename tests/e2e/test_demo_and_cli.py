@@ -35,7 +35,7 @@ def test_demo_shows_failover_and_serves_the_sdk():
         # The product beside the failover: the console's URL and an admin key to log in with.
         assert f"See it in the console: http://127.0.0.1:{port}/console" in out
         assert "export MULTIHOME_ADMIN_KEY=mh-demo-admin-" in out
-        assert "Sample organisation: tenants acme" in out and "(2 denied by policy)" in out
+        assert "Sample organisation: tenants 'Acme Retail' (ten_" in out and "(2 denied by policy)" in out
         healthy, down, throttled, recovered = [l for l in lines if l.strip()[:2] in ("1.", "2.", "3.", "4.")]
         assert "served by gpt-4o@azure-eastus" in healthy
         assert "served by gpt-4o@openai" in down

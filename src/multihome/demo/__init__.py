@@ -294,15 +294,16 @@ async def _show_org(root: str, admin_key: str) -> None:
     """The sample organisation through the admin API, then a little traffic (demo/org.py)."""
     import aiohttp
 
-    from .org import build_org, drive_traffic
+    from .org import NAMES, build_org, drive_traffic
 
     async with aiohttp.ClientSession() as http:
         org = await build_org(http, root, admin_key)
         await drive_traffic(http, root + "/v1", org)
+    # The tenants' own names, which the CLI's --tenant takes (or the ids).
     print(
-        f"\nSample organisation: tenants {', '.join(f'{n} ({t})' for n, t in org.tenants.items())}; an EU-only policy "
-        f"on globex, an exclusive gpt-4o-mini entitlement and a budget on acme; {org.calls} calls "
-        f"({org.denied} denied by policy). Open the console to see them."
+        f"\nSample organisation: tenants {', '.join(f'{NAMES[n]!r} ({t})' for n, t in org.tenants.items())}; an "
+        f"EU-only policy on {NAMES['globex']}, an exclusive gpt-4o-mini entitlement and a budget on "
+        f"{NAMES['acme']}; {org.calls} calls ({org.denied} denied by policy). Open the console to see them."
     )
 
 

@@ -16,10 +16,12 @@ from typing import Any
 
 import aiohttp
 
+NAMES = {"acme": "Acme Retail", "globex": "Globex Bank"}  # short name -> the tenant's name (`--tenant` takes it)
+
 
 @dataclass
 class SampleOrg:
-    tenants: dict[str, str] = field(default_factory=dict)  # name -> tenant id
+    tenants: dict[str, str] = field(default_factory=dict)  # short name -> tenant id
     keys: dict[str, str] = field(default_factory=dict)  # name -> secret (printed for the operator, never logged)
     calls: int = 0
     denied: int = 0
@@ -41,8 +43,8 @@ class _Admin:
 async def build_org(http: aiohttp.ClientSession, root: str, admin_key: str) -> SampleOrg:
     """root: http://host:port. Creates the tenants, keys, policy, entitlement and budget."""
     admin, org = _Admin(http, root, admin_key), SampleOrg()
-    acme = (await admin.post("/tenants", {"name": "Acme Retail"}))["id"]
-    globex = (await admin.post("/tenants", {"name": "Globex Bank"}))["id"]
+    acme = (await admin.post("/tenants", {"name": NAMES["acme"]}))["id"]
+    globex = (await admin.post("/tenants", {"name": NAMES["globex"]}))["id"]
     org.tenants = {"acme": acme, "globex": globex}
     checkout = (await admin.post(f"/tenants/{acme}/teams", {"name": "checkout"}))["id"]
     for name, tenant, body in (
