@@ -164,7 +164,12 @@ def build_app(config: Config, config_path: str | None = None) -> Gateway:
             background,
             agent,
         ),
-        **memory_handlers(pipeline, cast(Any, _Lazy(memory, "store")) if memory is not None else None, audit_log),
+        **memory_handlers(
+            pipeline,
+            cast(Any, _Lazy(memory, "store")) if memory is not None else None,
+            audit_log,
+            _known_tenant(storage, config.identity.static_keys_tenant),
+        ),
     }
     if metrics is not None:
         doors["metrics"] = MetricsEndpoint(metrics, auth, config.metrics.access).handle
@@ -252,6 +257,18 @@ def served_app(
             service.supervisor = os.getppid() if SUPERVISED_ENV in os.environ else None
             service.adjust = adjust
     return gateway
+
+
+def _known_tenant(storage: StorageService, static_tenant: str):
+    """Whether a tenant id exists: the static keys' tenant, or a stored one (looked for again after a miss,
+    as for a token's tenant: it may have just been created on another replica)."""
+
+    async def known(tenant: str) -> bool:
+        if tenant == static_tenant or tenant in storage.known_tenants():
+            return True
+        return await storage.refresh_after_miss() and tenant in storage.known_tenants()
+
+    return known
 
 
 def _metrics(config: Config, catalog, breakers, metering, accounting, audit_log, call_log, crypto, telemetry):

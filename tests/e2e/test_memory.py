@@ -137,6 +137,26 @@ def test_another_tenant_cannot_list_read_search_or_delete(world):
     assert get(acme, f"/memory/records/{rec['id']}")["id"] == rec["id"]
 
 
+def test_an_org_admin_names_an_existing_tenant_by_id(world):
+    org = openai.OpenAI(base_url=world.gateway.url + "/v1", api_key=ADMIN_KEY, max_retries=0, timeout=30)
+    admin = httpx.Client(base_url=world.gateway.url, headers={"authorization": f"Bearer {ADMIN_KEY}"}, timeout=10)
+    acme = next(t["id"] for t in admin.get("/admin/v1/tenants").json()["data"] if t["name"] == "acme")
+    ns = {"agent_id": "org-admin", "user_id": "u"}
+    made = org.post(f"/memory/records?tenant={acme}", cast_to=object, body={**ns, "text": "Written by the org."})
+    assert get(world.sdk(), f"/memory/records/{made['id']}")["text"] == "Written by the org."
+    # A name, a typo or a made-up id is no tenant: a 404, not a write nobody could ever read back.
+    for named in ("acme", "ten_doesnotexist"):
+        with pytest.raises(openai.NotFoundError) as refused:
+            org.post(f"/memory/records?tenant={named}", cast_to=object, body={**ns, "text": "Lost?"})
+        assert refused.value.body["param"] == "tenant"
+        with pytest.raises(openai.NotFoundError):
+            get(org, "/memory/namespaces", tenant=named)
+    # A tenant made a moment ago is known at once.
+    fresh = admin.post("/admin/v1/tenants", json={"name": "fresh-memory"}).json()["id"]
+    assert get(org, "/memory/namespaces", tenant=fresh)["data"] == []
+    admin.close()
+
+
 def test_bad_input_is_a_clear_400(world):
     client = world.sdk()
     cases = [

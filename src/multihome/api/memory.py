@@ -9,7 +9,7 @@ docs/memory.md describes the API, the storage and the search.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 import msgspec
@@ -82,11 +82,21 @@ def _filters(spec: Any) -> Predicate | None:
         raise bad_request(f"Bad 'filters': {exc}.", param="filters") from None
 
 
+Known = Callable[[str], Awaitable[bool]]
+
+
+async def _any_tenant(tenant: str) -> bool:
+    return True
+
+
 class MemoryDoor:
-    def __init__(self, pipeline: Pipeline, memory: MemoryStore | None, audit: Any = None) -> None:
+    def __init__(
+        self, pipeline: Pipeline, memory: MemoryStore | None, audit: Any = None, known: Known = _any_tenant
+    ) -> None:
         self.max_body = pipeline.max_body
         self._memory = memory
         self._audit = audit  # the AuditLog, when audit.enabled: bulk deletes are recorded (docs/audit.md)
+        self._known = known  # whether a tenant id `?tenant=` names exists (a stored tenant or the static keys')
 
     @staticmethod
     async def _do(op: Awaitable[T]) -> T:
@@ -128,8 +138,7 @@ class MemoryDoor:
             )
         return self._memory
 
-    @staticmethod
-    def _tenant(call: Call) -> str:
+    async def _tenant(self, call: Call) -> str:
         """The caller's tenant; an org-admin may name another with `?tenant=` (and must, for the bootstrap key)."""
         principal = call.principal
         assert principal is not None  # these routes identify first
@@ -137,6 +146,10 @@ class MemoryDoor:
         if named and named != principal.tenant:
             if ORG_ADMIN not in principal.roles:
                 raise ApiError(403, "Only an org-admin may name another tenant's memory.", param="tenant")
+            if not await self._known(named):  # a name or a typo would write to a tenant nobody can read as
+                raise ApiError(
+                    404, f"No tenant with id '{named[:80]}': '?tenant=' takes a tenant's id.", param="tenant"
+                )
             return named
         if principal.tenant == ALL_TENANTS:
             raise bad_request(
@@ -170,7 +183,7 @@ class MemoryDoor:
 
     # -- records --------------------------------------------------------------------------------
     async def create(self, call: Call, receive: Receive, send: Send) -> None:
-        memory, who = self._store(), self._tenant(call)
+        memory, who = self._store(), await self._tenant(call)
         req, records = parse_create_records(await read_body(call.scope, receive, self.max_body))
         new = [NewRecord(r.text, dict(r.metadata or {}), r.ttl_seconds) for r in records]
         written = await self._do(memory.write(who, req.agent_id, req.user_id, new, caller=caller_of(call, who)))
@@ -180,7 +193,7 @@ class MemoryDoor:
             await answer(call, send, page([record_view(r) for r in written], False))
 
     async def list(self, call: Call, receive: Receive, send: Send) -> None:
-        memory, who = self._store(), self._tenant(call)
+        memory, who = self._store(), await self._tenant(call)
         agent_id, user_id = self._namespace_args(call)
         lq = list_query(call)
         raw = query(call).get("filters", [None])[-1]
@@ -199,20 +212,20 @@ class MemoryDoor:
         await answer(call, send, page([record_view(r) for r in records], more))
 
     async def retrieve(self, call: Call, receive: Receive, send: Send) -> None:
-        memory, who, rid = self._store(), self._tenant(call), self._record_id(call)
+        memory, who, rid = self._store(), await self._tenant(call), self._record_id(call)
         rec = await self._do(memory.get(who, rid))
         if rec is None:
             raise _not_found(rid)
         await answer(call, send, record_view(rec))
 
     async def delete(self, call: Call, receive: Receive, send: Send) -> None:
-        memory, who, rid = self._store(), self._tenant(call), self._record_id(call)
+        memory, who, rid = self._store(), await self._tenant(call), self._record_id(call)
         if not await self._do(memory.delete(who, rid)):
             raise _not_found(rid)
         await answer(call, send, {"id": rid, "object": "memory.record.deleted", "deleted": True})
 
     async def search(self, call: Call, receive: Receive, send: Send) -> None:
-        memory, who = self._store(), self._tenant(call)
+        memory, who = self._store(), await self._tenant(call)
         req = parse_search(await read_body(call.scope, receive, self.max_body))
         keep = _filters(req.filters)
         hits = await self._do(
@@ -231,7 +244,7 @@ class MemoryDoor:
 
     # -- namespaces and users -------------------------------------------------------------------
     async def namespaces(self, call: Call, receive: Receive, send: Send) -> None:
-        memory, who = self._store(), self._tenant(call)
+        memory, who = self._store(), await self._tenant(call)
         raw = query(call)
         agent = check_id(raw["agent_id"][-1], "agent_id") if "agent_id" in raw else None
         user = check_id(raw["user_id"][-1], "user_id") if "user_id" in raw else None
@@ -239,13 +252,13 @@ class MemoryDoor:
         await answer(call, send, {"object": "list", "data": [_namespace_view(n) for n in found]})
 
     async def update_namespace(self, call: Call, receive: Receive, send: Send) -> None:
-        memory, who = self._store(), self._tenant(call)
+        memory, who = self._store(), await self._tenant(call)
         req = parse_update_namespace(await read_body(call.scope, receive, self.max_body))
         ns = await self._do(memory.set_namespace(who, req.agent_id, req.user_id, req.default_ttl_seconds))
         await answer(call, send, _namespace_view(ns))
 
     async def delete_namespace(self, call: Call, receive: Receive, send: Send) -> None:
-        memory, who = self._store(), self._tenant(call)
+        memory, who = self._store(), await self._tenant(call)
         self._admin(call, "Deleting a memory namespace")
         agent_id, user_id = self._namespace_args(call)
         gone = await self._do(memory.delete_namespace(who, agent_id, user_id))
@@ -256,7 +269,7 @@ class MemoryDoor:
         await answer(call, send, {**body, "deleted": True})
 
     async def forget_user(self, call: Call, receive: Receive, send: Send) -> None:
-        memory, who = self._store(), self._tenant(call)
+        memory, who = self._store(), await self._tenant(call)
         self._admin(call, "Forgetting a user")
         parts = segments(call)  # ["memory", "users", user_id]
         if len(parts) != 3 or not parts[2]:
@@ -277,9 +290,11 @@ class MemoryDoor:
         )
 
 
-def handlers(pipeline: Pipeline, memory: MemoryStore | None, audit: Any = None) -> dict[str, Any]:
+def handlers(
+    pipeline: Pipeline, memory: MemoryStore | None, audit: Any = None, known: Known = _any_tenant
+) -> dict[str, Any]:
     """The handler names of the memory routes (api/routes.py), bound to one door."""
-    door = MemoryDoor(pipeline, memory, audit)
+    door = MemoryDoor(pipeline, memory, audit, known)
     return {
         "memory_records_create": door.create,
         "memory_records_list": door.list,
