@@ -217,6 +217,7 @@ MEMORY_FIELDS = frozenset({"type", "agent_id", "user_id", "allowed_tools", "top_
 # Tools the gateway runs itself (the agent loop, api/responses/agent.py), rather than the client.
 SERVER_TOOLS = frozenset({"mcp", "memory"})
 MEMORY_LABEL = "memory"  # reserved for the memory tools' `mcp_call` items
+MEMORY_TOOLS = frozenset({"memory_search", "memory_write"})  # the functions it offers (state/memory/tools.py)
 
 
 def runs_tools(req: CreateResponse) -> bool:
@@ -382,6 +383,12 @@ def _check_tools(req: CreateResponse) -> None:
         if not choice.name:
             raise bad_request("tool_choice of type 'function' needs 'name'.", param="tool_choice.name")
         if choice.name not in {t.name for t in req.tools or () if t.type == "function"}:
+            if choice.name in MEMORY_TOOLS and any(t.type == "memory" for t in req.tools or ()):
+                raise bad_request(  # forced, it would be forced again at every step of the run's loop
+                    f"tool_choice cannot name the memory tool '{choice.name}': the model chooses when to search "
+                    "or write (docs/memory.md).",
+                    param="tool_choice.name",
+                )
             raise bad_request(f"tool_choice names '{choice.name}', which is not in 'tools'.", param="tool_choice.name")
     if choice is not None and choice != "none" and not req.tools:
         raise bad_request("'tool_choice' is only allowed when 'tools' are specified.", param="tool_choice")

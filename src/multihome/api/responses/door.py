@@ -194,7 +194,7 @@ class ResponsesDoor:
         """A response with `mcp` or `memory` tools: the gateway runs the loop (api/responses/agent.py)."""
         who = tenant(call)
         memory = self.agent.memory_tools(who, req, call)
-        state = need_state(self.state, "MCP and memory tools (they are kept per tenant in the database)")
+        state = need_state(self.state, "A request with MCP or memory tools (kept per tenant in the database)")
         self.pipeline.group(req.model)  # an unknown model is a 404 before any server is called
         resolver = McpResolver(McpServerStore(state.keyring, state.engine))
         resolved = [
