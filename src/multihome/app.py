@@ -150,6 +150,7 @@ def build_app(config: Config, config_path: str | None = None) -> Gateway:
         )
     models, anthropic = ModelsDoor(pipeline), AnthropicDoor(pipeline)
     explain = ExplainDoor(pipeline)
+    known_tenant = _known_tenant(storage, config.identity.static_keys_tenant)
     doors = {  # the handler names of the route table (api/routes.py)
         "chat": ChatDoor(pipeline).handle,
         "embeddings": EmbeddingsDoor(pipeline).handle,
@@ -165,10 +166,7 @@ def build_app(config: Config, config_path: str | None = None) -> Gateway:
             agent,
         ),
         **memory_handlers(
-            pipeline,
-            cast(Any, _Lazy(memory, "store")) if memory is not None else None,
-            audit_log,
-            _known_tenant(storage, config.identity.static_keys_tenant),
+            pipeline, cast(Any, _Lazy(memory, "store")) if memory is not None else None, audit_log, known_tenant
         ),
     }
     if metrics is not None:
@@ -201,6 +199,7 @@ def build_app(config: Config, config_path: str | None = None) -> Gateway:
             retention=config.responses.retention,
             background=background,
             memory=_Lazy(memory, "store") if memory is not None else None,
+            known_tenant=known_tenant,
             reload=live.reload_everywhere if config_path is not None else None,
         )
     )

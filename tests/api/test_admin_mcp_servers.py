@@ -145,6 +145,16 @@ async def test_who_may_and_another_tenants_server_is_not_found(gw):
     await ok(await a_admin.delete(_servers(a, "more")))
 
 
+async def test_a_tenant_that_does_not_exist_gets_no_registration(gw):
+    app, admin, (a, _) = gw
+    body = {"name": "crm", "url": "https://crm.example.com/mcp"}
+    for named in ("a", "ten_doesnotexist"):  # a tenant's name is not its id
+        assert error(await admin.post(_servers(named), json=body), 404)["code"] == "not_found"
+        assert (await ok(await admin.get(_servers(named))))["data"] == []
+    await ok(await admin.post(_servers("default"), json=body), 201)  # the static keys' tenant has no row
+    await ok(await admin.post(_servers(a), json=body), 201)
+
+
 @pytest.mark.parametrize(
     ("body", "param"),
     [

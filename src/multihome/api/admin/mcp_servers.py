@@ -15,6 +15,7 @@ from typing import Any
 
 import msgspec
 
+from ...storage.errors import NotFound
 from ...tools.servers import McpServerStore, McpServerView
 from ...tools.spec import check_approval, check_headers, check_name, check_tool_names, check_url
 from . import bodies as B
@@ -35,6 +36,9 @@ async def list_mcp_servers(s: Services, c: AdminCall) -> Any:
 
 async def create_mcp_server(s: Services, c: AdminCall) -> Any:
     body: B.CreateMcpServer = c.body
+    # No foreign key (a static-key tenant has no row): a name or a typo would register for no one.
+    if s.known_tenant is not None and not await s.known_tenant(c.tenant):
+        raise NotFound("tenant", c.tenant)
     return await _store(s).create(
         c.tenant,
         check_name(body.name),
