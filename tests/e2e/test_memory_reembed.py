@@ -127,6 +127,7 @@ def test_a_namespace_moves_to_the_new_model_through_a_kill(store, request, tmp_p
         with pytest.raises(openai.ConflictError) as refused:
             post(_sdk(gw, member), "/memory/search", {**NS, "query": "what is the dog called?"})
         assert refused.value.code == "memory_embedding_model_unavailable"
+        assert "multihome memory reembed" in refused.value.message  # the way out, named
         path = "/admin/v1/tenants/{}/memory/namespaces/reembed"
         other = httpx.post(
             gw.url + path.format(acme), json=NS, headers={"authorization": f"Bearer {globex_admin}"}, timeout=30

@@ -228,7 +228,7 @@ def space_refusal(exc: SpaceUnavailable) -> ApiError:
         409,
         f"This memory namespace's vectors were made by embedding model {exc}. Its records and queries can "
         "only be embedded by that model (vectors of two models cannot be compared): restore a deployment of "
-        "it, or delete the namespace and write it again.",
+        "it, or move the namespace to the configured model (`multihome memory reembed`, docs/memory.md).",
         code="memory_embedding_model_unavailable",
     )
 
