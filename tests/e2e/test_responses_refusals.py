@@ -177,6 +177,8 @@ def test_hostile_fields_are_4xx_never_500(world):
         ("post", f"/v1/conversations/{their_conv.id}/items", {"items": []}),
         ("get", "/v1/conversations/conv_nope/items?limit=0", None),
         ("get", "/v1/conversations/conv_nope/items?order=sideways", None),
+        ("get", f"/v1/conversations/{their_conv.id}/items?limit=%C2%B2", None),  # '²': a digit to isdigit(), not int()
+        ("get", f"/v1/responses/{theirs.id}/input_items?limit=%E2%91%A0", None),  # '①' likewise (both were a 500)
         ("get", "/v1/conversations/" + "c" * 5000, None),
         ("get", f"/v1/conversations/{their_conv.id}/items/msg_x", None),
         ("delete", f"/v1/conversations/{their_conv.id}/items/msg_x", None),

@@ -188,6 +188,12 @@ class MemoryDoor:
             spec = msgspec.json.decode(raw) if raw else None
         except msgspec.DecodeError:
             raise bad_request("'filters' must be a JSON object.", param="filters") from None
+        except RecursionError:  # msgspec's decoder past the interpreter's recursion limit (was a 500)
+            raise bad_request(
+                "'filters' is nested too deeply to be read (a filter has at most 8 levels).",
+                param="filters",
+                code="nested_too_deeply",
+            ) from None
         keep = _filters(spec)
         try:
             found = await self._do(
