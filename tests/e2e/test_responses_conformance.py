@@ -244,6 +244,44 @@ def test_conversations_and_their_items_keep_to_the_published_schema(world):
     conforms("ErrorResponse", caught.value.response.json())
 
 
+def test_every_input_part_is_listed_in_the_published_shape(world):
+    """Input items come back from input_items and the conversation's items as OpenAI lists them: an image
+    sent without `detail` is listed with OpenAI's default (`detail` is required there; the SDK's type
+    failed without it). A `detail` OpenAI does not define is a 400 naming it."""
+    client = world.sdk()
+    image = {"type": "input_image", "image_url": "https://img.example/cat.png"}
+    parts = [
+        {"type": "input_text", "text": "look"},
+        image,
+        {**image, "detail": "low"},
+        {"type": "input_file", "file_data": "data:application/pdf;base64,JVBERi0=", "filename": "a.pdf"},
+    ]
+    conv = client.conversations.create().id
+    made = client.responses.create(
+        model="gpt",
+        conversation=conv,
+        input=[
+            {"role": "developer", "content": "be brief"},
+            {"role": "user", "content": parts},
+            {"role": "assistant", "content": [{"type": "refusal", "refusal": "no"}]},
+            {"role": "user", "content": [image]},
+        ],
+    )
+    listed = conforms("ResponseItemList", json_of(client.responses.input_items.with_raw_response.list(made.id)))
+    images = [p for item in listed["data"] for p in item["content"] if p["type"] == "input_image"]
+    assert [p["detail"] for p in images] == ["auto", "auto", "low"]  # newest first
+    conforms("ConversationItemList", json_of(client.conversations.items.with_raw_response.list(conv)))
+    added = client.conversations.items.with_raw_response.create(conv, items=[{"role": "user", "content": [image]}])
+    assert conforms("ConversationItemList", json_of(added))["data"][0]["content"][0]["detail"] == "auto"
+    error = refused(
+        400,
+        lambda: client.responses.create(
+            model="gpt", input=[{"role": "user", "content": [{**image, "detail": "huge"}]}]
+        ),
+    )
+    assert error["param"] == "input[0].content[0].detail"
+
+
 # -- a hostile client ------------------------------------------------------------------------------------
 
 

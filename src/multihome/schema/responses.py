@@ -462,6 +462,7 @@ def _check_mcp_item(item: InputItem, kind: str, where: str) -> None:
 
 
 _PART_TYPES = frozenset({"input_text", "output_text", "input_image", "input_file", "refusal"})
+IMAGE_DETAILS = frozenset({None, "auto", "low", "high", "original"})  # OpenAI's ImageDetail (None: "auto")
 
 
 def _check_part(part: Part, where: str) -> None:
@@ -475,6 +476,11 @@ def _check_part(part: Part, where: str) -> None:
         raise bad_request(
             f"{where} is an input_image without 'image_url' (images by 'file_id' are not supported yet).",
             param=f"{where}.image_url",
+        )
+    if part.type == "input_image" and part.detail not in IMAGE_DETAILS:  # stored and listed as given
+        raise bad_request(
+            f"{where}.detail must be one of: {', '.join(sorted(d for d in IMAGE_DETAILS if d))}.",
+            param=f"{where}.detail",
         )
     if part.type == "input_file" and not (part.file_data or part.file_id):
         raise bad_request(f"{where} is an input_file without 'file_data' or 'file_id'.", param=f"{where}.file_data")

@@ -162,6 +162,8 @@ def _part(part: Part) -> Item:
     if part.type == "output_text":
         out.setdefault("annotations", [])
         out.setdefault("logprobs", [])
+    elif part.type == "input_image":
+        out.setdefault("detail", "auto")  # required in OpenAI's listed item (the SDK's type fails without it)
     return out
 
 
