@@ -408,6 +408,8 @@ def test_an_item_id_already_in_the_conversation_is_refused_before_any_upstream_c
         ({"background": True, "store": False}, "background"),
         ({"input": [{"type": "no_such_item"}]}, "input[0].type"),
         ({"input": [{"role": "wizard", "content": "x"}]}, "input[0].role"),
+        ({"service_tier": "turbo"}, "service_tier"),  # was echoed: a Response outside OpenAI's enum
+        ({"prompt_cache_retention": "forever"}, "prompt_cache_retention"),
     ],
 )
 def test_bad_requests_are_a_clear_400(world, extra, param):

@@ -45,6 +45,8 @@ INCLUDABLE = frozenset(
     }
 )
 TOOL_CHOICES = frozenset({"none", "auto", "required"})
+SERVICE_TIERS = ("auto", "default", "flex", "scale", "priority", "fast", "ultrafast")  # OpenAI's ServiceTier
+CACHE_RETENTIONS = frozenset({"in_memory", "in-memory", "24h"})  # "in-memory": the schema's spelling until 2026
 FORMATS = frozenset({"text", "json_object", "json_schema"})
 MAX_METADATA = 16
 MAX_CONVERSATION_ITEMS = 20  # per create call, as OpenAI
@@ -269,6 +271,11 @@ def _validate(req: CreateResponse) -> None:
         )
     if req.truncation is not None and req.truncation not in ("auto", "disabled"):
         raise bad_request("'truncation' must be 'auto' or 'disabled'.", param="truncation")
+    # Echoed in the Response (or sent to a native upstream): OpenAI's enums, else a Response the SDK refuses.
+    if req.service_tier is not None and req.service_tier not in SERVICE_TIERS:
+        raise bad_request(f"'service_tier' must be one of: {', '.join(SERVICE_TIERS)}.", param="service_tier")
+    if req.prompt_cache_retention is not None and req.prompt_cache_retention not in CACHE_RETENTIONS:
+        raise bad_request("'prompt_cache_retention' must be 'in_memory' or '24h'.", param="prompt_cache_retention")
     for i, name in enumerate(req.include or ()):
         if name not in INCLUDABLE:
             raise bad_request(
