@@ -247,7 +247,8 @@ def test_conversations_and_their_items_keep_to_the_published_schema(world):
 def test_every_input_part_is_listed_in_the_published_shape(world):
     """Input items come back from input_items and the conversation's items as OpenAI lists them: an image
     sent without `detail` is listed with OpenAI's default (`detail` is required there; the SDK's type
-    failed without it). A `detail` OpenAI does not define is a 400 naming it."""
+    failed without it), an assistant's `input_text` as its `output_text`. A `detail` OpenAI does not
+    define, or a part its role's listed item cannot hold, is a 400 naming it."""
     client = world.sdk()
     image = {"type": "input_image", "image_url": "https://img.example/cat.png"}
     parts = [
@@ -264,12 +265,15 @@ def test_every_input_part_is_listed_in_the_published_shape(world):
             {"role": "developer", "content": "be brief"},
             {"role": "user", "content": parts},
             {"role": "assistant", "content": [{"type": "refusal", "refusal": "no"}]},
+            {"role": "assistant", "content": [{"type": "input_text", "text": "said before"}]},
             {"role": "user", "content": [image]},
         ],
     )
     listed = conforms("ResponseItemList", json_of(client.responses.input_items.with_raw_response.list(made.id)))
     images = [p for item in listed["data"] for p in item["content"] if p["type"] == "input_image"]
     assert [p["detail"] for p in images] == ["auto", "auto", "low"]  # newest first
+    said = listed["data"][1]["content"][0]  # an assistant's input_text, listed as OpenAI lists its text
+    assert said["type"] == "output_text" and said["text"] == "said before"
     conforms("ConversationItemList", json_of(client.conversations.items.with_raw_response.list(conv)))
     added = client.conversations.items.with_raw_response.create(conv, items=[{"role": "user", "content": [image]}])
     assert conforms("ConversationItemList", json_of(added))["data"][0]["content"][0]["detail"] == "auto"
@@ -280,6 +284,15 @@ def test_every_input_part_is_listed_in_the_published_shape(world):
         ),
     )
     assert error["param"] == "input[0].content[0].detail"
+    # A part its role's listed item cannot hold (OpenAI's input messages take input parts, its assistant
+    # messages output_text and refusal): stored, it would be listed outside the schema.
+    text, refusal = {"type": "output_text", "text": "x"}, {"type": "refusal", "refusal": "x"}
+    for role, part in [("user", text), ("system", refusal), ("developer", text), ("assistant", image)]:
+        message = {"role": role, "content": [{"type": "input_text", "text": "first"}, part]}
+        error = refused(400, lambda m=message: client.responses.create(model="gpt", input=[m]))
+        assert error["param"] == "input[0].content[1].type", error
+        error = refused(400, lambda m=message: client.conversations.items.create(conv, items=[m]))
+        assert error["param"] == "items[0].content[1].type", error
 
 
 # -- a hostile client ------------------------------------------------------------------------------------

@@ -425,6 +425,7 @@ def check_item(item: InputItem, where: str) -> None:
             )
         for j, part in enumerate(item.content if isinstance(item.content, list) else ()):
             _check_part(part, f"{where}.content[{j}]")
+            _check_role_part(item.role, part.type, f"{where}.content[{j}]")
     elif kind == "function_call":
         if not item.call_id or item.name is None or item.arguments is None:
             raise bad_request(f"{where} is a function_call without 'call_id', 'name' and 'arguments'.", param=where)
@@ -470,6 +471,23 @@ def _check_mcp_item(item: InputItem, kind: str, where: str) -> None:
 
 _PART_TYPES = frozenset({"input_text", "output_text", "input_image", "input_file", "refusal"})
 IMAGE_DETAILS = frozenset({None, "auto", "low", "high", "original"})  # OpenAI's ImageDetail (None: "auto")
+
+
+# What each role's content holds, as OpenAI lists input items (InputMessageResource, OutputMessage): a
+# part outside it could not be listed back in a shape the SDKs parse. An assistant's `input_text` is
+# taken (OpenAI's input schema allows it) and stored as `output_text` (api/responses/items.py).
+_ASSISTANT_PARTS = frozenset({"output_text", "refusal", "input_text"})
+_INPUT_PARTS = frozenset({"input_text", "input_image", "input_file"})
+
+
+def _check_role_part(role: str | None, kind: str, where: str) -> None:
+    allowed = _ASSISTANT_PARTS if role == "assistant" else _INPUT_PARTS
+    if kind not in allowed:
+        shown = "output_text, refusal" if role == "assistant" else ", ".join(sorted(_INPUT_PARTS))
+        raise bad_request(
+            f"{where} has type '{kind}', which a message of role '{role}' cannot hold: use {shown}.",
+            param=f"{where}.type",
+        )
 
 
 def _check_part(part: Part, where: str) -> None:

@@ -85,7 +85,7 @@ def stored_item(item: InputItem) -> Item:
         if isinstance(content, str):
             parts = [_text_part(role, content)]
         else:
-            parts = [_part(p) for p in content or ()]
+            parts = [_part(p, role) for p in content or ()]
         return _message(role, parts, item.id)
     if kind == "function_call":
         return {
@@ -157,7 +157,9 @@ def _text_part(role: str, text: str) -> Item:
     return {"type": "input_text", "text": text}
 
 
-def _part(part: Part) -> Item:
+def _part(part: Part, role: str | None = None) -> Item:
+    if role == "assistant" and part.type == "input_text":  # listed as OpenAI lists an assistant's text
+        return _text_part(role, part.text or "")
     out: Item = msgspec.to_builtins(part)
     if part.type == "output_text":
         out.setdefault("annotations", [])
