@@ -31,7 +31,7 @@ from ..asgi import JSON, Receive, Send, header, read_body
 from ..openai.errors import OPENAI, upstream_client_error
 from ..pipeline import Call, Pipeline, finish_refused, finish_unary, stream_finisher
 from ..render import send_failure, send_json, send_stream
-from .agent import AgentRun, AgentSetup
+from .agent import AgentRun, AgentSetup, approved
 from .background import Background, starting_after
 from .common import (
     answer,
@@ -204,6 +204,8 @@ class ResponsesDoor:
         ]
 
         self.limits.narrowed(req)  # a bad `multihome.agent` is a 400 now
+        labels = {r.label for r in resolved}
+        approved(context, new, [], labels.__contains__)  # a bad answer to an approval is a 400 now, not a failed run
         if req.background:  # a durable run on the job queue (api/responses/agent_job.py)
             assert self.background is not None  # present whenever the state store is
             await self.background.create(call, receive, send, req, body, new)
