@@ -293,6 +293,16 @@ def test_every_input_part_is_listed_in_the_published_shape(world):
         assert error["param"] == "input[0].content[1].type", error
         error = refused(400, lambda m=message: client.conversations.items.create(conv, items=[m]))
         assert error["param"] == "items[0].content[1].type", error
+    call = {"type": "function_call", "call_id": "call_parts", "name": "get_weather", "arguments": "{}"}
+    answer = {"type": "function_call_output", "call_id": "call_parts", "output": [image]}
+    made = client.responses.create(model="gpt", input=[call, answer], tools=[WEATHER])
+    listed = conforms("ResponseItemList", json_of(client.responses.input_items.with_raw_response.list(made.id)))
+    assert listed["data"][0]["output"][0]["detail"] == "auto"
+    for part in (text, refusal):
+        error = refused(
+            400, lambda p=part: client.responses.create(model="gpt", input=[call, {**answer, "output": [p]}])
+        )
+        assert error["param"] == "input[1].output[0].type", error
 
 
 # -- a hostile client ------------------------------------------------------------------------------------

@@ -434,6 +434,12 @@ def check_item(item: InputItem, where: str) -> None:
             raise bad_request(f"{where} is a function_call_output without 'call_id' and 'output'.", param=where)
         for j, part in enumerate(item.output if isinstance(item.output, list) else ()):
             _check_part(part, f"{where}.output[{j}]")
+            if part.type not in _INPUT_PARTS:  # as OpenAI lists a function_call_output's parts
+                raise bad_request(
+                    f"{where}.output[{j}] has type '{part.type}': a function_call_output holds a string or "
+                    f"{', '.join(sorted(_INPUT_PARTS))} parts.",
+                    param=f"{where}.output[{j}].type",
+                )
     elif kind in _MCP_ITEMS:
         _check_mcp_item(item, kind, where)
     elif kind != "reasoning":
