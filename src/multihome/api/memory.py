@@ -183,6 +183,12 @@ class MemoryDoor:
         memory, who = self._store(), self._tenant(call)
         agent_id, user_id = self._namespace_args(call)
         lq = list_query(call)
+        if lq.before is not None:  # was ignored: the first page, which a client took for the one before its cursor
+            raise bad_request(
+                "'before' is not supported when listing memory records: page with 'after'.",
+                param="before",
+                code="unsupported_parameter",
+            )
         raw = query(call).get("filters", [None])[-1]
         try:
             spec = msgspec.json.decode(raw) if raw else None
