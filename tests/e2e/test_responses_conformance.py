@@ -431,6 +431,15 @@ def test_an_item_id_already_in_the_conversation_is_refused_before_any_upstream_c
         ({"background": True, "store": False}, "background"),
         ({"input": [{"type": "no_such_item"}]}, "input[0].type"),
         ({"input": [{"role": "wizard", "content": "x"}]}, "input[0].role"),
+        # A field inside the request's objects that nobody defines: refused, not silently dropped (was a 200).
+        ({"text": {"verbosity": "low", "verbose": True}}, "text.verbose"),
+        (
+            {"text": {"format": {"type": "json_schema", "name": "n", "schema": {}, "strictly": True}}},
+            "text.format.strictly",
+        ),
+        ({"reasoning": {"effort": "low", "budget": 5}}, "reasoning.budget"),
+        ({"stream": True, "stream_options": {"include_usage": True}}, "stream_options.include_usage"),
+        ({"conversation": {"id": "conv_x", "name": "mine"}}, "conversation.name"),
         ({"service_tier": "turbo"}, "service_tier"),  # was echoed: a Response outside OpenAI's enum
         ({"prompt_cache_retention": "forever"}, "prompt_cache_retention"),
     ],
@@ -438,6 +447,15 @@ def test_an_item_id_already_in_the_conversation_is_refused_before_any_upstream_c
 def test_bad_requests_are_a_clear_400(world, extra, param):
     error = refused(400, lambda: world.sdk().responses.create(**{"model": "gpt", "input": "x", **extra}))
     assert error["param"].startswith(param.split("[")[0]), error
+
+
+def test_openai_fields_inside_reasoning_are_taken_and_reported_as_not_sent(world):
+    raw = world.sdk().responses.with_raw_response.create(
+        model="claude", input="x", reasoning={"effort": "low", "context": "auto", "mode": "standard"}
+    )
+    assert conforms("Response", json_of(raw))["status"] == "completed"
+    dropped = raw.headers["x-multihome-dropped-params"].split(",")
+    assert {"reasoning.context", "reasoning.mode"} <= {d.strip() for d in dropped}
 
 
 def test_conversation_with_previous_response_id_is_refused(world):

@@ -155,6 +155,8 @@ class Reasoning(msgspec.Struct):
     effort: str | None = None
     summary: str | None = None
     generate_summary: str | None = None
+    context: str | None = None  # OpenAI's: passed on natively, not sent on the chat path (x-multihome-dropped-params)
+    mode: str | None = None
 
 
 class CreateResponse(msgspec.Struct):
@@ -209,9 +211,34 @@ def parse_create(body: bytes) -> CreateResponse:
         if name not in KNOWN_FIELDS:
             raise bad_request(f"Unrecognized request argument supplied: {name}", param=name, code="unknown_parameter")
     _validate(req)
+    for name in _NESTED.keys() & raw.keys():
+        _check_nested(name, raw[name])
     if req.tools and any(t.type == "memory" for t in req.tools):
         _check_memory_fields(raw["tools"])
     return req
+
+
+# The fields of the request's objects this gateway models (the struct decoding them would skip any
+# other): a field beside them is refused like an unknown top-level one, never silently dropped.
+_NESTED: dict[str, frozenset[str]] = {
+    "text": frozenset(TextConfig.__struct_fields__),
+    "text.format": frozenset(TextFormat.__struct_fields__),
+    "reasoning": frozenset(Reasoning.__struct_fields__),
+    "stream_options": frozenset(StreamOptions.__struct_fields__),
+    "conversation": frozenset(ConversationRef.__struct_fields__),
+}
+
+
+def _check_nested(name: str, raw: msgspec.Raw | Any) -> None:
+    value = decode_body(bytes(raw), Any) if isinstance(raw, msgspec.Raw) else raw
+    if not isinstance(value, dict):
+        return  # a string conversation id, or null: the typed decode has checked it
+    for key in value:
+        if key not in _NESTED[name]:
+            param = f"{name}.{key[:64]}"
+            raise bad_request(f"Unrecognized request argument supplied: {param}", param=param, code="unknown_parameter")
+    if name == "text" and isinstance(value.get("format"), dict):
+        _check_nested("text.format", value["format"])
 
 
 # A `memory` tool's fields: any other is refused (a misspelt `user_id` must not write to the shared namespace).
