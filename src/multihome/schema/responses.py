@@ -220,6 +220,7 @@ def parse_create(body: bytes) -> CreateResponse:
 
 # The fields of the request's objects this gateway models (the struct decoding them would skip any
 # other): a field beside them is refused like an unknown top-level one, never silently dropped.
+_KEYS = msgspec.json.Decoder(dict[str, msgspec.Raw])
 _NESTED: dict[str, frozenset[str]] = {
     "text": frozenset(TextConfig.__struct_fields__),
     "text.format": frozenset(TextFormat.__struct_fields__),
@@ -229,16 +230,16 @@ _NESTED: dict[str, frozenset[str]] = {
 }
 
 
-def _check_nested(name: str, raw: msgspec.Raw | Any) -> None:
-    value = decode_body(bytes(raw), Any) if isinstance(raw, msgspec.Raw) else raw
-    if not isinstance(value, dict):
+def _check_nested(name: str, raw: msgspec.Raw) -> None:
+    if memoryview(raw)[:1].tobytes() != b"{":
         return  # a string conversation id, or null: the typed decode has checked it
-    for key in value:
+    fields = decode_body(raw, _KEYS)  # the keys only: the values were decoded (or skipped) already
+    for key in fields:
         if key not in _NESTED[name]:
             param = f"{name}.{key[:64]}"
             raise bad_request(f"Unrecognized request argument supplied: {param}", param=param, code="unknown_parameter")
-    if name == "text" and isinstance(value.get("format"), dict):
-        _check_nested("text.format", value["format"])
+    if name == "text" and "format" in fields:
+        _check_nested("text.format", fields["format"])
 
 
 # A `memory` tool's fields: any other is refused (a misspelt `user_id` must not write to the shared namespace).
