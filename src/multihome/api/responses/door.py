@@ -118,7 +118,7 @@ class ResponsesDoor:
         chain, context = await self._chain_context(who, req)
         new = stored_items(req.input)
         refuse_orphans(context, new, "input")
-        refuse_unanswered(context, new)
+        refuse_unanswered(context, new, conversation=req.conversation_id is not None)
         if req.conversation_id is not None and isinstance(req.input, list) and any(i.id for i in req.input):
             refuse_duplicate_ids(context, new, "input")  # only a client-given id can be one already used
         if runs_tools(req):
