@@ -173,13 +173,15 @@ class Journal(msgspec.Struct, kw_only=True):
 
 
 def approved(context: list[Item], new: list[Item], output: list[Item], offered: Callable[[str], bool]) -> list[Item]:
-    """The approval requests `new` approves that have not run yet (in the context or `output`), or a 400
-    before anything runs: an answer to a request not in the context, to one whose server is not among
-    the request's tools (`offered(label)`), or a second answer to one request (each approved copy
-    would run the call again)."""
+    """The approval requests `new` approves that have not run yet (in the context, the input or `output`),
+    or a 400 before anything runs: an answer to a request not in the context, an approval to run whose
+    server is not among the request's tools (`offered(label)`), or a second answer to one request (each
+    approved copy would run the call again)."""
     seen = [*context, *new]
     asked = {i["id"]: i for i in seen if i.get("type") == "mcp_approval_request"}
-    ran = {i.get("approval_request_id") for i in [*context, *output] if i.get("type") == "mcp_call"}
+    # Run already: in the context, this run's output, or the input (a stateless client replays its history,
+    # the approval with the call it led to: the call was run again at every later turn).
+    ran = {i.get("approval_request_id") for i in [*seen, *output] if i.get("type") == "mcp_call"}
     answered: dict[str, int] = {}
     out = []
     for n, item in enumerate(new):
@@ -200,14 +202,15 @@ def approved(context: list[Item], new: list[Item], output: list[Item], offered: 
                 code="duplicate_approval_response",
             )
         answered[request["id"]] = n
+        if not item["approve"] or request["id"] in ran:
+            continue  # nothing to run: a refusal, or an approval acted on already
         if not offered(request["server_label"]):
             raise bad_request(
                 f"input[{n}] approves a call to MCP server '{request['server_label']}', which is not among this "
                 "request's tools: send the mcp tool with that server_label again.",
                 param="tools",
             )
-        if item["approve"] and request["id"] not in ran:
-            out.append(request)
+        out.append(request)
     return out
 
 

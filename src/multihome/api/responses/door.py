@@ -126,6 +126,8 @@ class ResponsesDoor:
             await thinking.open(new, "input")
             await self._agent_turn(call, receive, send, req, body, shell, context, new)
             return
+        if any(item["type"] == "mcp_approval_response" for item in new):  # without the tool it was ignored
+            approved(context, new, [], lambda label: False)  # a 400: not in the context, or its server not offered
         held = None
         if chain:  # a chain of plain turns: its context converted once (held_context.py)
             await open_thinking(req, thinking, context, new)  # opened once: to_canonical's pass finds them so
