@@ -135,7 +135,8 @@ def test_route_pages_with_cursor_and_rejects_bad_input(trail):
     assert (
         first["data"][-1]["seq"] < second["data"][0]["seq"] or first["data"][-1]["chain"] < second["data"][0]["chain"]
     )
-    for bad in ("since=yesterday", "after=garbage", "limit=x"):
+    # '²' is a digit to str.isdigit() but not to int(); a 5000-digit number is past int()'s own limit.
+    for bad in ("since=yesterday", "after=garbage", "limit=x", "after=a:%C2%B2", "after=a:" + "9" * 5000):
         with pytest.raises(ApiError) as err:
             get(routes, ORG, bad)
         assert err.value.status == 400

@@ -242,6 +242,11 @@ def test_operators_see_runs_and_cancel_them_through_the_admin_api_and_the_cli(wo
         assert secret not in json.dumps(one)  # counts, names and hashes; never content
         assert http.get(f"/admin/v1/tenants/{other}/runs/{run.id}").status_code == 404  # another tenant's: none
         assert http.get(f"/admin/v1/tenants/{tenant}/runs/{plain.id}").status_code == 404
+        runs = f"/admin/v1/tenants/{tenant}/runs"
+        assert http.get(runs, params={"after": run.id}).json() == {"object": "list", "data": [], "has_more": False}
+        for bad in ("resp_never_issued", "resp_\x00", "r" * 5000):  # a NUL was a 500 on PostgreSQL
+            resp = http.get(runs, params={"after": bad})  # not an empty page, taken for the end of the list
+            assert resp.status_code == 400 and resp.json()["error"]["param"] == "after", resp.text
 
     from multihome.cli.main import main
 

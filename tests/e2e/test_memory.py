@@ -178,6 +178,16 @@ def test_bad_input_is_a_clear_400(world):
     assert err.value.body["param"] == "filters" and "like" in err.value.body["message"]
     with pytest.raises(openai.BadRequestError):
         post(client, "/memory/search", {"query": "x", "top_k": 1000})
+    # Query strings: '²' is a digit to str.isdigit() but not to int(); a filter nested past the JSON
+    # decoder's recursion limit (both were a 500).
+    for params, param in [
+        ({"limit": "²"}, "limit"),
+        ({"filters": "[" * 5000}, "filters"),
+        ({"before": "mem_x"}, "before"),
+    ]:
+        with pytest.raises(openai.BadRequestError) as err:
+            get(client, "/memory/records", **params)
+        assert err.value.body["param"] == param, err.value.body
 
 
 def test_forget_user_needs_an_admin_and_really_deletes(world):

@@ -244,6 +244,67 @@ def test_conversations_and_their_items_keep_to_the_published_schema(world):
     conforms("ErrorResponse", caught.value.response.json())
 
 
+def test_every_input_part_is_listed_in_the_published_shape(world):
+    """Input items come back from input_items and the conversation's items as OpenAI lists them: an image
+    sent without `detail` is listed with OpenAI's default (`detail` is required there; the SDK's type
+    failed without it), an assistant's `input_text` as its `output_text`. A `detail` OpenAI does not
+    define, or a part its role's listed item cannot hold, is a 400 naming it."""
+    client = world.sdk()
+    image = {"type": "input_image", "image_url": "https://img.example/cat.png"}
+    parts = [
+        {"type": "input_text", "text": "look"},
+        image,
+        {**image, "detail": "low"},
+        {"type": "input_file", "file_data": "data:application/pdf;base64,JVBERi0=", "filename": "a.pdf"},
+    ]
+    conv = client.conversations.create().id
+    made = client.responses.create(
+        model="gpt",
+        conversation=conv,
+        input=[
+            {"role": "developer", "content": "be brief"},
+            {"role": "user", "content": parts},
+            {"role": "assistant", "content": [{"type": "refusal", "refusal": "no"}]},
+            {"role": "assistant", "content": [{"type": "input_text", "text": "said before"}]},
+            {"role": "user", "content": [image]},
+        ],
+    )
+    listed = conforms("ResponseItemList", json_of(client.responses.input_items.with_raw_response.list(made.id)))
+    images = [p for item in listed["data"] for p in item["content"] if p["type"] == "input_image"]
+    assert [p["detail"] for p in images] == ["auto", "auto", "low"]  # newest first
+    said = listed["data"][1]["content"][0]  # an assistant's input_text, listed as OpenAI lists its text
+    assert said["type"] == "output_text" and said["text"] == "said before"
+    conforms("ConversationItemList", json_of(client.conversations.items.with_raw_response.list(conv)))
+    added = client.conversations.items.with_raw_response.create(conv, items=[{"role": "user", "content": [image]}])
+    assert conforms("ConversationItemList", json_of(added))["data"][0]["content"][0]["detail"] == "auto"
+    error = refused(
+        400,
+        lambda: client.responses.create(
+            model="gpt", input=[{"role": "user", "content": [{**image, "detail": "huge"}]}]
+        ),
+    )
+    assert error["param"] == "input[0].content[0].detail"
+    # A part its role's listed item cannot hold (OpenAI's input messages take input parts, its assistant
+    # messages output_text and refusal): stored, it would be listed outside the schema.
+    text, refusal = {"type": "output_text", "text": "x"}, {"type": "refusal", "refusal": "x"}
+    for role, part in [("user", text), ("system", refusal), ("developer", text), ("assistant", image)]:
+        message = {"role": role, "content": [{"type": "input_text", "text": "first"}, part]}
+        error = refused(400, lambda m=message: client.responses.create(model="gpt", input=[m]))
+        assert error["param"] == "input[0].content[1].type", error
+        error = refused(400, lambda m=message: client.conversations.items.create(conv, items=[m]))
+        assert error["param"] == "items[0].content[1].type", error
+    call = {"type": "function_call", "call_id": "call_parts", "name": "get_weather", "arguments": "{}"}
+    answer = {"type": "function_call_output", "call_id": "call_parts", "output": [image]}
+    made = client.responses.create(model="gpt", input=[call, answer], tools=[WEATHER])
+    listed = conforms("ResponseItemList", json_of(client.responses.input_items.with_raw_response.list(made.id)))
+    assert listed["data"][0]["output"][0]["detail"] == "auto"
+    for part in (text, refusal):
+        error = refused(
+            400, lambda p=part: client.responses.create(model="gpt", input=[call, {**answer, "output": [p]}])
+        )
+        assert error["param"] == "input[1].output[0].type", error
+
+
 # -- a hostile client ------------------------------------------------------------------------------------
 
 
@@ -370,11 +431,31 @@ def test_an_item_id_already_in_the_conversation_is_refused_before_any_upstream_c
         ({"background": True, "store": False}, "background"),
         ({"input": [{"type": "no_such_item"}]}, "input[0].type"),
         ({"input": [{"role": "wizard", "content": "x"}]}, "input[0].role"),
+        # A field inside the request's objects that nobody defines: refused, not silently dropped (was a 200).
+        ({"text": {"verbosity": "low", "verbose": True}}, "text.verbose"),
+        (
+            {"text": {"format": {"type": "json_schema", "name": "n", "schema": {}, "strictly": True}}},
+            "text.format.strictly",
+        ),
+        ({"reasoning": {"effort": "low", "budget": 5}}, "reasoning.budget"),
+        ({"stream": True, "stream_options": {"include_usage": True}}, "stream_options.include_usage"),
+        ({"conversation": {"id": "conv_x", "name": "mine"}}, "conversation.name"),
+        ({"service_tier": "turbo"}, "service_tier"),  # was echoed: a Response outside OpenAI's enum
+        ({"prompt_cache_retention": "forever"}, "prompt_cache_retention"),
     ],
 )
 def test_bad_requests_are_a_clear_400(world, extra, param):
     error = refused(400, lambda: world.sdk().responses.create(**{"model": "gpt", "input": "x", **extra}))
     assert error["param"].startswith(param.split("[")[0]), error
+
+
+def test_openai_fields_inside_reasoning_are_taken_and_reported_as_not_sent(world):
+    raw = world.sdk().responses.with_raw_response.create(
+        model="claude", input="x", reasoning={"effort": "low", "context": "auto", "mode": "standard"}
+    )
+    assert conforms("Response", json_of(raw))["status"] == "completed"
+    dropped = raw.headers["x-multihome-dropped-params"].split(",")
+    assert {"reasoning.context", "reasoning.mode"} <= {d.strip() for d in dropped}
 
 
 def test_conversation_with_previous_response_id_is_refused(world):

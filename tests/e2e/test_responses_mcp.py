@@ -212,13 +212,57 @@ def test_approval_in_a_conversation_and_the_items_it_keeps(world):
 
 
 def test_an_approval_for_nothing_asked_is_refused(world):
-    with pytest.raises(openai.BadRequestError) as err:
-        world.sdk().responses.create(
-            model="gpt",
-            tools=[mcp(world)],
-            input=[{"type": "mcp_approval_response", "approval_request_id": "mcpr_nope", "approve": True}],
-        )
-    assert err.value.param == "input[0].approval_request_id"
+    for background in (False, True):  # a background run too: a 400 at the create (was a queued run that failed)
+        with pytest.raises(openai.BadRequestError) as err:
+            world.sdk().responses.create(
+                model="gpt",
+                tools=[mcp(world)],
+                input=[{"type": "mcp_approval_response", "approval_request_id": "mcpr_nope", "approve": True}],
+                background=background,
+            )
+        assert err.value.param == "input[0].approval_request_id"
+
+
+def test_one_approval_request_answered_twice_is_refused_and_nothing_runs(world):
+    """Was: each approving copy ran the call (a side effect done twice on one approval)."""
+    tool = mcp(world, "guarded", allowed_tools=["record"])
+    client = world.sdk()
+    first = client.responses.create(model="gpt", input="steps=1 record it", tools=[tool])
+    asked = first.output[-1]
+    before = len(world.server.calls)
+    yes = {"type": "mcp_approval_response", "approval_request_id": asked.id, "approve": True}
+    for answers in ([yes, yes], [yes, {**yes, "approve": False}]):
+        for background in (False, True):
+            with pytest.raises(openai.BadRequestError) as err:
+                client.responses.create(
+                    model="gpt", previous_response_id=first.id, tools=[tool], input=answers, background=background
+                )
+            assert err.value.param == "input[1].approval_request_id" and err.value.code == "duplicate_approval_response"
+    with pytest.raises(openai.BadRequestError) as err:  # without the mcp tool (was a 200 that ignored it)
+        client.responses.create(model="gpt", previous_response_id=first.id, input=[yes])
+    assert err.value.param == "tools"
+    assert len(world.server.calls) == before
+    done = client.responses.create(model="gpt", previous_response_id=first.id, tools=[tool], input=[yes])
+    assert [i.type for i in done.output] == ["mcp_call", "message"] and len(world.server.calls) == before + 1
+
+
+def test_a_stateless_client_replaying_an_approved_call_does_not_run_it_again(world):
+    """A client without stored state (store: false) sends its history back each turn: the approval request,
+    its approval and the call it led to. Was: the call ran again at every later turn (a side effect repeated)."""
+    tool = mcp(world, "guarded", allowed_tools=["record"])
+    client = world.sdk()
+    first = client.responses.create(model="gpt", input="steps=1 record it", tools=[tool], store=False)
+    asked = first.output[-1]
+    history = [{"role": "user", "content": "steps=1 record it"}, *[i.model_dump() for i in first.output]]
+    history.append({"type": "mcp_approval_response", "approval_request_id": asked.id, "approve": True})
+    before = len(world.server.calls)
+    second = client.responses.create(model="gpt", input=history, tools=[tool], store=False)
+    assert [i.type for i in second.output] == ["mcp_call", "message"] and len(world.server.calls) == before + 1
+    history += [i.model_dump() for i in second.output] + [{"role": "user", "content": "thanks"}]
+    third = client.responses.create(model="gpt", input=history, tools=[tool], store=False)
+    assert "mcp_call" not in [i.type for i in third.output] and len(world.server.calls) == before + 1
+    without = client.responses.create(model="gpt", input=history, store=False)  # acted on: needs no mcp tool
+    assert without.status == "completed" and len(world.server.calls) == before + 1
 
 
 def test_each_step_is_routed_on_its_own_so_a_run_fails_over_mid_way(world):

@@ -114,6 +114,25 @@ def test_a_function_call_without_its_output_is_refused_before_any_upstream_call(
     assert done.status == "completed"
 
 
+def test_a_result_whose_call_was_deleted_from_the_conversation_is_a_400_that_says_so(world):
+    """Was: sent on, refused by Anthropic at every later turn in its own words (and accepted by others)."""
+    client = world.sdk()
+    call = {"type": "function_call", "call_id": "call_gone", "name": "get_weather", "arguments": "{}"}
+    answer = {"type": "function_call_output", "call_id": "call_gone", "output": "sunny"}
+    conv = client.conversations.create(items=[{"type": "message", "role": "user", "content": "weather?"}, call, answer])
+    items = {i.type: i.id for i in client.conversations.items.list(conv.id).data}
+    client.conversations.items.delete(items["function_call"], conversation_id=conv.id)
+    before = _upstream_calls(world)
+    for model in ("gpt", "claude"):
+        with pytest.raises(openai.BadRequestError) as err:
+            client.responses.create(model=model, conversation=conv.id, input="and now?", tools=[WEATHER])
+        assert err.value.code == "orphaned_function_call_output" and err.value.param == "conversation"
+        assert "call_gone" in err.value.message
+    assert _upstream_calls(world) == before
+    client.conversations.items.delete(items["function_call_output"], conversation_id=conv.id)
+    assert client.responses.create(model="claude", conversation=conv.id, input="and now?").status == "completed"
+
+
 def test_hostile_fields_are_4xx_never_500(world):
     """Odd values of the fields a client controls: each a 4xx in OpenAI's shape, none reaching upstream."""
     acme, globex = world.sdk("acme"), world.sdk("globex")
@@ -177,6 +196,8 @@ def test_hostile_fields_are_4xx_never_500(world):
         ("post", f"/v1/conversations/{their_conv.id}/items", {"items": []}),
         ("get", "/v1/conversations/conv_nope/items?limit=0", None),
         ("get", "/v1/conversations/conv_nope/items?order=sideways", None),
+        ("get", f"/v1/conversations/{their_conv.id}/items?limit=%C2%B2", None),  # '²': a digit to isdigit(), not int()
+        ("get", f"/v1/responses/{theirs.id}/input_items?limit=%E2%91%A0", None),  # '①' likewise (both were a 500)
         ("get", "/v1/conversations/" + "c" * 5000, None),
         ("get", f"/v1/conversations/{their_conv.id}/items/msg_x", None),
         ("delete", f"/v1/conversations/{their_conv.id}/items/msg_x", None),

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from multihome.state.pairs import orphan_output, unanswered_call
+from multihome.state.pairs import broken_pair, orphan_output, unanswered_call
 
 
 def call(call_id: str) -> dict:
@@ -30,3 +30,11 @@ def test_an_output_without_its_call_is_found_with_its_index():
     assert orphan_output([call("a")], [output("a")]) is None
     assert orphan_output([], [MESSAGE, output("z")]) == (1, "z")
     assert orphan_output([], [call("y"), output("y")]) is None
+
+
+def test_broken_pair_finds_a_result_whose_call_is_gone_first():
+    assert broken_pair([MESSAGE, call("a"), output("a")], [MESSAGE]) is None
+    assert broken_pair([MESSAGE, output("a")], [MESSAGE]) == ("orphan", "a")  # its call was deleted
+    assert broken_pair([output("a"), call("a")], []) == ("orphan", "a")  # a result before its call answers nothing
+    assert broken_pair([call("b"), output("a")], []) == ("orphan", "a")
+    assert broken_pair([call("b")], [MESSAGE]) == ("unanswered", "b")

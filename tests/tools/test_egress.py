@@ -29,6 +29,14 @@ NOT_PUBLIC = [
     "0.0.0.0",
     "::1",
     "fe80::1",
+    # IPv4 addresses spelt in IPv6 forms a translator or tunnel delivers to them (Python's is_global
+    # calls each of these public): NAT64's well-known prefix, SIIT, IPv4-compatible, 6to4
+    "64:ff9b::a9fe:a9fe",  # 169.254.169.254 through NAT64
+    "64:ff9b::a00:1",  # 10.0.0.1
+    "::ffff:0:7f00:1",  # 127.0.0.1, SIIT's IPv4-translated form
+    "::7f00:1",  # 127.0.0.1, IPv4-compatible
+    "2002:a9fe:a9fe::1",  # 169.254.169.254 through 6to4
+    "224.0.0.1",  # multicast
 ]
 
 
@@ -36,6 +44,14 @@ NOT_PUBLIC = [
 def test_only_public_addresses_by_default(addr):
     assert not EgressPolicy().allows(ip_address(addr))
     assert EgressPolicy().allows(ip_address("8.8.8.8"))
+
+
+def test_an_embedded_ipv4_address_decides_for_its_ipv6_spelling():
+    assert EgressPolicy().allows(ip_address("64:ff9b::808:808"))  # a public IPv4 server through NAT64
+    assert EgressPolicy().allows(ip_address("2002:808:808::1"))
+    assert EgressPolicy(["10.0.0.0/8"]).allows(ip_address("64:ff9b::a00:1"))  # listed, however spelt
+    assert not EgressPolicy(["10.0.0.0/8"]).allows(ip_address("64:ff9b::a9fe:a9fe"))
+    assert EgressPolicy(["64:ff9b::/96"]).allows(ip_address("64:ff9b::a00:1"))  # the IPv6 network listed itself
 
 
 def test_listed_networks_are_allowed_and_public_can_be_closed():

@@ -196,11 +196,23 @@ class MemoryDoor:
         memory, who = self._store(), await self._tenant(call)
         agent_id, user_id = self._namespace_args(call)
         lq = list_query(call)
+        if lq.before is not None:  # was ignored: the first page, which a client took for the one before its cursor
+            raise bad_request(
+                "'before' is not supported when listing memory records: page with 'after'.",
+                param="before",
+                code="unsupported_parameter",
+            )
         raw = query(call).get("filters", [None])[-1]
         try:
             spec = msgspec.json.decode(raw) if raw else None
         except msgspec.DecodeError:
             raise bad_request("'filters' must be a JSON object.", param="filters") from None
+        except RecursionError:  # msgspec's decoder past the interpreter's recursion limit (was a 500)
+            raise bad_request(
+                "'filters' is nested too deeply to be read (a filter has at most 8 levels).",
+                param="filters",
+                code="nested_too_deeply",
+            ) from None
         keep = _filters(spec)
         try:
             found = await self._do(

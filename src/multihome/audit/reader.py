@@ -77,7 +77,7 @@ def parse_time(value: str, name: str) -> float:
 
 def parse_cursor(cursor: str) -> tuple[str, int]:
     chain, _, seq = cursor.rpartition(":")
-    if not chain or not seq.isdigit():
+    if not chain or not (seq.isascii() and seq.isdigit() and len(seq) <= 19):  # isdigit() alone admits '²'
         raise BadQuery(f"cursor {cursor!r} is not one this server issued (<chain>:<seq>)")
     return chain, int(seq)
 

@@ -45,6 +45,8 @@ INCLUDABLE = frozenset(
     }
 )
 TOOL_CHOICES = frozenset({"none", "auto", "required"})
+SERVICE_TIERS = ("auto", "default", "flex", "scale", "priority", "fast", "ultrafast")  # OpenAI's ServiceTier
+CACHE_RETENTIONS = frozenset({"in_memory", "in-memory", "24h"})  # "in-memory": the schema's spelling until 2026
 FORMATS = frozenset({"text", "json_object", "json_schema"})
 MAX_METADATA = 16
 MAX_CONVERSATION_ITEMS = 20  # per create call, as OpenAI
@@ -153,6 +155,8 @@ class Reasoning(msgspec.Struct):
     effort: str | None = None
     summary: str | None = None
     generate_summary: str | None = None
+    context: str | None = None  # OpenAI's: passed on natively, not sent on the chat path (x-multihome-dropped-params)
+    mode: str | None = None
 
 
 class CreateResponse(msgspec.Struct):
@@ -207,9 +211,35 @@ def parse_create(body: bytes) -> CreateResponse:
         if name not in KNOWN_FIELDS:
             raise bad_request(f"Unrecognized request argument supplied: {name}", param=name, code="unknown_parameter")
     _validate(req)
+    for name in _NESTED.keys() & raw.keys():
+        _check_nested(name, raw[name])
     if req.tools and any(t.type == "memory" for t in req.tools):
         _check_memory_fields(raw["tools"])
     return req
+
+
+# The fields of the request's objects this gateway models (the struct decoding them would skip any
+# other): a field beside them is refused like an unknown top-level one, never silently dropped.
+_KEYS = msgspec.json.Decoder(dict[str, msgspec.Raw])
+_NESTED: dict[str, frozenset[str]] = {
+    "text": frozenset(TextConfig.__struct_fields__),
+    "text.format": frozenset(TextFormat.__struct_fields__),
+    "reasoning": frozenset(Reasoning.__struct_fields__),
+    "stream_options": frozenset(StreamOptions.__struct_fields__),
+    "conversation": frozenset(ConversationRef.__struct_fields__),
+}
+
+
+def _check_nested(name: str, raw: msgspec.Raw) -> None:
+    if memoryview(raw)[:1].tobytes() != b"{":
+        return  # a string conversation id, or null: the typed decode has checked it
+    fields = decode_body(raw, _KEYS)  # the keys only: the values were decoded (or skipped) already
+    for key in fields:
+        if key not in _NESTED[name]:
+            param = f"{name}.{key[:64]}"
+            raise bad_request(f"Unrecognized request argument supplied: {param}", param=param, code="unknown_parameter")
+    if name == "text" and "format" in fields:
+        _check_nested("text.format", fields["format"])
 
 
 # A `memory` tool's fields: any other is refused (a misspelt `user_id` must not write to the shared namespace).
@@ -270,6 +300,11 @@ def _validate(req: CreateResponse) -> None:
         )
     if req.truncation is not None and req.truncation not in ("auto", "disabled"):
         raise bad_request("'truncation' must be 'auto' or 'disabled'.", param="truncation")
+    # Echoed in the Response (or sent to a native upstream): OpenAI's enums, else a Response the SDK refuses.
+    if req.service_tier is not None and req.service_tier not in SERVICE_TIERS:
+        raise bad_request(f"'service_tier' must be one of: {', '.join(SERVICE_TIERS)}.", param="service_tier")
+    if req.prompt_cache_retention is not None and req.prompt_cache_retention not in CACHE_RETENTIONS:
+        raise bad_request("'prompt_cache_retention' must be 'in_memory' or '24h'.", param="prompt_cache_retention")
     for i, name in enumerate(req.include or ()):
         if name not in INCLUDABLE:
             raise bad_request(
@@ -425,6 +460,7 @@ def check_item(item: InputItem, where: str) -> None:
             )
         for j, part in enumerate(item.content if isinstance(item.content, list) else ()):
             _check_part(part, f"{where}.content[{j}]")
+            _check_role_part(item.role, part.type, f"{where}.content[{j}]")
     elif kind == "function_call":
         if not item.call_id or item.name is None or item.arguments is None:
             raise bad_request(f"{where} is a function_call without 'call_id', 'name' and 'arguments'.", param=where)
@@ -433,6 +469,12 @@ def check_item(item: InputItem, where: str) -> None:
             raise bad_request(f"{where} is a function_call_output without 'call_id' and 'output'.", param=where)
         for j, part in enumerate(item.output if isinstance(item.output, list) else ()):
             _check_part(part, f"{where}.output[{j}]")
+            if part.type not in _INPUT_PARTS:  # as OpenAI lists a function_call_output's parts
+                raise bad_request(
+                    f"{where}.output[{j}] has type '{part.type}': a function_call_output holds a string or "
+                    f"{', '.join(sorted(_INPUT_PARTS))} parts.",
+                    param=f"{where}.output[{j}].type",
+                )
     elif kind in _MCP_ITEMS:
         _check_mcp_item(item, kind, where)
     elif kind != "reasoning":
@@ -469,6 +511,24 @@ def _check_mcp_item(item: InputItem, kind: str, where: str) -> None:
 
 
 _PART_TYPES = frozenset({"input_text", "output_text", "input_image", "input_file", "refusal"})
+IMAGE_DETAILS = frozenset({None, "auto", "low", "high", "original"})  # OpenAI's ImageDetail (None: "auto")
+
+
+# What each role's content holds, as OpenAI lists input items (InputMessageResource, OutputMessage): a
+# part outside it could not be listed back in a shape the SDKs parse. An assistant's `input_text` is
+# taken (OpenAI's input schema allows it) and stored as `output_text` (api/responses/items.py).
+_ASSISTANT_PARTS = frozenset({"output_text", "refusal", "input_text"})
+_INPUT_PARTS = frozenset({"input_text", "input_image", "input_file"})
+
+
+def _check_role_part(role: str | None, kind: str, where: str) -> None:
+    allowed = _ASSISTANT_PARTS if role == "assistant" else _INPUT_PARTS
+    if kind not in allowed:
+        shown = "output_text, refusal" if role == "assistant" else ", ".join(sorted(_INPUT_PARTS))
+        raise bad_request(
+            f"{where} has type '{kind}', which a message of role '{role}' cannot hold: use {shown}.",
+            param=f"{where}.type",
+        )
 
 
 def _check_part(part: Part, where: str) -> None:
@@ -482,6 +542,11 @@ def _check_part(part: Part, where: str) -> None:
         raise bad_request(
             f"{where} is an input_image without 'image_url' (images by 'file_id' are not supported yet).",
             param=f"{where}.image_url",
+        )
+    if part.type == "input_image" and part.detail not in IMAGE_DETAILS:  # stored and listed as given
+        raise bad_request(
+            f"{where}.detail must be one of: {', '.join(sorted(d for d in IMAGE_DETAILS if d))}.",
+            param=f"{where}.detail",
         )
     if part.type == "input_file" and not (part.file_data or part.file_id):
         raise bad_request(f"{where} is an input_file without 'file_data' or 'file_id'.", param=f"{where}.file_data")

@@ -54,3 +54,26 @@ def unanswered_call(context: Sequence[dict[str, Any]], new: Sequence[dict[str, A
             elif kind == "function_call_output":
                 answered.add(item.get("call_id"))
     return next((str(call) for call in calls if call not in answered), None)
+
+
+def broken_pair(context: Sequence[dict[str, Any]], new: Sequence[dict[str, Any]]) -> tuple[str, str] | None:
+    """`unanswered_call`'s pass, which also finds a `function_call_output` of the context that answers no
+    call before it (its call was deleted from the conversation: every provider refuses such a result):
+    ("orphan", call_id) first, else ("unanswered", call_id), else None. One pass over the context."""
+    calls: dict[Any, None] = {}  # in order (the first unanswered is named)
+    answered: set[Any] = set()
+    orphan: Any = None
+    for seq in (context, new):
+        for item in seq:
+            kind = item.get("type")
+            if kind == "function_call":
+                calls[item.get("call_id")] = None
+            elif kind == "function_call_output":
+                call_id = item.get("call_id")
+                answered.add(call_id)
+                if orphan is None and call_id not in calls:
+                    orphan = call_id
+    if orphan is not None:
+        return "orphan", str(orphan)
+    unanswered = next((str(call) for call in calls if call not in answered), None)
+    return ("unanswered", unanswered) if unanswered is not None else None

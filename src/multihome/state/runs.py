@@ -61,8 +61,11 @@ def _jobs_query(tenant: str) -> Any:
     )
 
 
-async def list_runs(store: StateStore, tenant: str, limit: int, after: str | None) -> tuple[list[dict[str, Any]], bool]:
-    """The tenant's agent runs, newest first, `limit` of them after the run `after`; and whether there are more."""
+async def list_runs(
+    store: StateStore, tenant: str, limit: int, after: str | None
+) -> tuple[list[dict[str, Any]], bool] | None:
+    """The tenant's agent runs, newest first, `limit` of them after the run `after`; and whether there are
+    more. None when `after` names none of the tenant's responses (a cursor no page gave)."""
     q = _jobs_query(tenant).order_by(responses.c.created_at.desc(), responses.c.id.desc()).limit(SCAN)
     async with store.engine.connect() as conn:
         if after is not None:
@@ -70,7 +73,7 @@ async def list_runs(store: StateStore, tenant: str, limit: int, after: str | Non
                 sa.select(responses.c.created_at).where(responses.c.id == after, responses.c.tenant_id == tenant)
             )
             if since is None:
-                return [], False
+                return None
             q = q.where(
                 sa.or_(responses.c.created_at < since, sa.and_(responses.c.created_at == since, responses.c.id < after))
             )

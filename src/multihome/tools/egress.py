@@ -45,4 +45,23 @@ class EgressPolicy:
             addr = addr.ipv4_mapped  # ::ffff:169.254.169.254 is 169.254.169.254
         if any(addr in net for net in self.networks):
             return True
-        return self.allow_public and addr.is_global
+        if isinstance(addr, IPv6Address):
+            inner = _embedded(addr)
+            if inner is not None:  # reaches that IPv4 address through a translator: its verdict is the one
+                return self.allows(inner)
+        return self.allow_public and addr.is_global and not addr.is_multicast
+
+
+# IPv6 spellings of an IPv4 address that a translator or tunnel delivers to it, and which Python's
+# `is_global` calls public whatever they embed: NAT64's well-known prefix (RFC 6052; an IPv6-only
+# cluster's NAT64 gateway reaches 64:ff9b::10.0.0.1, i.e. 10.0.0.1), SIIT's IPv4-translated form
+# (RFC 2765) and the deprecated IPv4-compatible form. 6to4 (2002::/16) embeds it in bits 16-48.
+_NAT64 = (IPv6Network("64:ff9b::/96"), IPv6Network("::ffff:0:0:0/96"), IPv6Network("::/96"))
+
+
+def _embedded(addr: IPv6Address) -> IPv4Address | None:
+    if addr.sixtofour is not None:
+        return addr.sixtofour
+    if any(addr in net for net in _NAT64):
+        return IPv4Address(int(addr) & 0xFFFFFFFF)
+    return None

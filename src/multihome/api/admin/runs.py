@@ -22,6 +22,7 @@ from .tenancy import T
 
 R = T + "/{tenant}/runs"
 MAX_STEPS = 1000  # step events shown for one run at most
+MAX_ID = 40  # longer response ids were never issued (api/responses/door.py)
 
 
 def _not_found(run_id: str) -> ApiError:
@@ -31,8 +32,24 @@ def _not_found(run_id: str) -> ApiError:
 async def list_agent_runs(s: Services, c: AdminCall) -> Any:
     limit = query_int(c.query, "limit", 1, 100, 20)
     assert limit is not None
-    runs, more = await list_runs(s.background.state, c.tenant, limit, c.query.get("after") or None)
+    after = c.query.get("after") or None
+    # A cursor is a run id: printable (PostgreSQL's text refuses a NUL: was a 500) and short.
+    found = await list_runs(s.background.state, c.tenant, limit, after) if _run_id(after) else None
+    if found is None:  # not an empty page, which a client would take for the end of the list
+        shown = (after or "")[:80]
+        raise ApiError(
+            400,
+            f"'after' must be the id of one of the tenant's runs (the last id of a page); got {shown!r}.",
+            param="after",
+            code="invalid_value",
+        )
+    runs, more = found
     return {"object": "list", "data": runs, "has_more": more}
+
+
+def _run_id(after: str | None) -> bool:
+    """Whether `after` (None: no cursor) could be a run id."""
+    return after is None or (len(after) <= MAX_ID and after.isprintable())
 
 
 async def get_agent_run(s: Services, c: AdminCall) -> Any:

@@ -173,6 +173,48 @@ class Journal(msgspec.Struct, kw_only=True):
     spent: str = "0"  # Decimal as text
 
 
+def approved(context: list[Item], new: list[Item], output: list[Item], offered: Callable[[str], bool]) -> list[Item]:
+    """The approval requests `new` approves that have not run yet (in the context, the input or `output`),
+    or a 400 before anything runs: an answer to a request not in the context, an approval to run whose
+    server is not among the request's tools (`offered(label)`), or a second answer to one request (each
+    approved copy would run the call again)."""
+    seen = [*context, *new]
+    asked = {i["id"]: i for i in seen if i.get("type") == "mcp_approval_request"}
+    # Run already: in the context, this run's output, or the input (a stateless client replays its history,
+    # the approval with the call it led to: the call was run again at every later turn).
+    ran = {i.get("approval_request_id") for i in [*seen, *output] if i.get("type") == "mcp_call"}
+    answered: dict[str, int] = {}
+    out = []
+    for n, item in enumerate(new):
+        if item.get("type") != "mcp_approval_response":
+            continue
+        request = asked.get(item["approval_request_id"])
+        if request is None:
+            raise bad_request(
+                f"input[{n}] answers approval request '{item['approval_request_id'][:80]}', which is not in this "
+                "response's context: continue the response that asked (previous_response_id or conversation).",
+                param=f"input[{n}].approval_request_id",
+            )
+        if request["id"] in answered:
+            raise bad_request(
+                f"input[{n}] answers approval request '{request['id'][:80]}', which input[{answered[request['id']]}] "
+                "answers already: send one mcp_approval_response per request.",
+                param=f"input[{n}].approval_request_id",
+                code="duplicate_approval_response",
+            )
+        answered[request["id"]] = n
+        if not item["approve"] or request["id"] in ran:
+            continue  # nothing to run: a refusal, or an approval acted on already
+        if not offered(request["server_label"]):
+            raise bad_request(
+                f"input[{n}] approves a call to MCP server '{request['server_label']}', which is not among this "
+                "request's tools: send the mcp tool with that server_label again.",
+                param="tools",
+            )
+        out.append(request)
+    return out
+
+
 class AgentRun:
     def __init__(
         self,
@@ -242,29 +284,7 @@ class AgentRun:
 
     def _approvals(self) -> list[Item]:
         """The approval requests this input approves that have not run yet."""
-        seen = [*self.context, *self.new]
-        asked = {i["id"]: i for i in seen if i.get("type") == "mcp_approval_request"}
-        ran = {i.get("approval_request_id") for i in [*self.context, *self.output] if i.get("type") == "mcp_call"}
-        out = []
-        for n, item in enumerate(self.new):
-            if item.get("type") != "mcp_approval_response":
-                continue
-            request = asked.get(item["approval_request_id"])
-            if request is None:
-                raise bad_request(
-                    f"input[{n}] answers approval request '{item['approval_request_id'][:80]}', which is not in this "
-                    "response's context: continue the response that asked (previous_response_id or conversation).",
-                    param=f"input[{n}].approval_request_id",
-                )
-            if self.box.label(request["server_label"]) is None:
-                raise bad_request(
-                    f"input[{n}] approves a call to MCP server '{request['server_label']}', which is not among this "
-                    "request's tools: send the mcp tool with that server_label again.",
-                    param="tools",
-                )
-            if item["approve"] and request["id"] not in ran:
-                out.append(request)
-        return out
+        return approved(self.context, self.new, self.output, lambda label: self.box.label(label) is not None)
 
     async def _approved(self, request: Item) -> None:
         found = self.box.find(request["server_label"], request["name"])

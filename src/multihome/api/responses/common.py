@@ -127,7 +127,8 @@ def list_query(call: Call) -> ListQuery:
         out.before = _cursor(raw["before"][-1], "before")
     if "limit" in raw:
         value = raw["limit"][-1]
-        if not value.isdigit() or not 1 <= int(value) <= 100:
+        # ASCII digits only: str.isdigit() is true of '²' and '①' too, which int() refuses (was a 500).
+        if not (value.isascii() and value.isdigit() and len(value) <= 3) or not 1 <= int(value) <= 100:
             raise bad_request("'limit' must be an integer between 1 and 100.", param="limit")
         out.limit = int(value)
     if "order" in raw:

@@ -31,7 +31,7 @@ from ..asgi import JSON, Receive, Send, header, read_body
 from ..openai.errors import OPENAI, upstream_client_error
 from ..pipeline import Call, Pipeline, finish_refused, finish_unary, stream_finisher
 from ..render import send_failure, send_json, send_stream
-from .agent import AgentRun, AgentSetup
+from .agent import AgentRun, AgentSetup, approved
 from .background import Background, starting_after
 from .common import (
     answer,
@@ -118,7 +118,7 @@ class ResponsesDoor:
         chain, context = await self._chain_context(who, req)
         new = stored_items(req.input)
         refuse_orphans(context, new, "input")
-        refuse_unanswered(context, new)
+        refuse_unanswered(context, new, conversation=req.conversation_id is not None)
         if req.conversation_id is not None and isinstance(req.input, list) and any(i.id for i in req.input):
             refuse_duplicate_ids(context, new, "input")  # only a client-given id can be one already used
         if runs_tools(req):
@@ -126,6 +126,8 @@ class ResponsesDoor:
             await thinking.open(new, "input")
             await self._agent_turn(call, receive, send, req, body, shell, context, new)
             return
+        if any(item["type"] == "mcp_approval_response" for item in new):  # without the tool it was ignored
+            approved(context, new, [], lambda label: False)  # a 400: not in the context, or its server not offered
         held = None
         if chain:  # a chain of plain turns: its context converted once (held_context.py)
             await open_thinking(req, thinking, context, new)  # opened once: to_canonical's pass finds them so
@@ -204,6 +206,8 @@ class ResponsesDoor:
         ]
 
         self.limits.narrowed(req)  # a bad `multihome.agent` is a 400 now
+        labels = {r.label for r in resolved}
+        approved(context, new, [], labels.__contains__)  # a bad answer to an approval is a 400 now, not a failed run
         if req.background:  # a durable run on the job queue (api/responses/agent_job.py)
             assert self.background is not None  # present whenever the state store is
             await self.background.create(call, receive, send, req, body, new)

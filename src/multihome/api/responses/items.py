@@ -17,7 +17,7 @@ import msgspec
 
 from ...schema.errors import bad_request
 from ...schema.responses import MEMORY_LABEL, InputItem, Part
-from ...state.pairs import orphan_output, unanswered_call
+from ...state.pairs import broken_pair, orphan_output, unanswered_call
 from ...tools.model import ERROR_MARKER
 from ...tools.names import function_name
 from .thinking import Thinking
@@ -39,13 +39,29 @@ def refuse_orphans(context: list[Item], new: list[Item], param: str) -> None:
         )
 
 
-def refuse_unanswered(context: list[Item], new: list[Item]) -> None:
+def refuse_unanswered(context: list[Item], new: list[Item], conversation: bool = False) -> None:
     """OpenAI's 400 for a function_call (in the input or the context it continues) left without its
     function_call_output: every upstream would refuse the turn, each in its own words; refused here
-    before any upstream call, the same for every provider."""
-    call_id = unanswered_call(context, new)
-    if call_id is not None:
-        raise bad_request(f"No tool output found for function call {call_id[:80]}.", param="input")
+    before any upstream call, the same for every provider. In a `conversation`, also a result whose
+    call was deleted from it (DELETE of the call's item), which the client can delete in turn."""
+    if not conversation:  # a chain: an orphan there (an ancestor deleted) is sent as before
+        found = unanswered_call(context, new)
+        if found is not None:
+            raise bad_request(f"No tool output found for function call {found[:80]}.", param="input")
+        return
+    broken = broken_pair(context, new)
+    if broken is None:
+        return
+    kind, call_id = broken
+    if kind == "orphan":  # refuse_orphans checked the input: this one is in the conversation
+        raise bad_request(
+            f"The conversation holds a function_call_output for call_id '{call_id[:80]}' whose function_call "
+            "was deleted from it: delete that output too (DELETE /v1/conversations/{id}/items/{item_id}), "
+            "then continue.",
+            param="conversation",
+            code="orphaned_function_call_output",
+        )
+    raise bad_request(f"No tool output found for function call {call_id[:80]}.", param="input")
 
 
 def refuse_duplicate_ids(context: list[Item], new: list[Item], param: str) -> None:
@@ -85,7 +101,7 @@ def stored_item(item: InputItem) -> Item:
         if isinstance(content, str):
             parts = [_text_part(role, content)]
         else:
-            parts = [_part(p) for p in content or ()]
+            parts = [_part(p, role) for p in content or ()]
         return _message(role, parts, item.id)
     if kind == "function_call":
         return {
@@ -157,11 +173,15 @@ def _text_part(role: str, text: str) -> Item:
     return {"type": "input_text", "text": text}
 
 
-def _part(part: Part) -> Item:
+def _part(part: Part, role: str | None = None) -> Item:
+    if role == "assistant" and part.type == "input_text":  # listed as OpenAI lists an assistant's text
+        return _text_part(role, part.text or "")
     out: Item = msgspec.to_builtins(part)
     if part.type == "output_text":
         out.setdefault("annotations", [])
         out.setdefault("logprobs", [])
+    elif part.type == "input_image":
+        out.setdefault("detail", "auto")  # required in OpenAI's listed item (the SDK's type fails without it)
     return out
 
 

@@ -113,6 +113,8 @@ def chat_body(
         body["reasoning_effort"] = req.reasoning.effort
     if req.text is not None and req.text.verbosity is not None:
         dropped.append("text.verbosity")
+    if req.reasoning is not None:
+        dropped += [f"reasoning.{name}" for name in ("context", "mode") if getattr(req.reasoning, name) is not None]
     if req.max_output_tokens is not None:
         body["max_completion_tokens"] = req.max_output_tokens
     if req.temperature is not None:
