@@ -51,8 +51,8 @@ class Demo:
         self.out = out
         self.admin_key = re.search(r"export MULTIHOME_ADMIN_KEY=(\S+)", out).group(1)
         assert f"See it in the console: {self.root}/console" in out
-        tenants = dict(re.findall(r"(acme|globex) \((ten_\w+)\)", out))
-        self.acme, self.globex = tenants["acme"], tenants["globex"]
+        tenants = dict(re.findall(r"'(Acme Retail|Globex Bank)' \((ten_\w+)\)", out))  # the stored names
+        self.acme, self.globex = tenants["Acme Retail"], tenants["Globex Bank"]
         self.admin = httpx.Client(
             base_url=self.root + "/admin/v1", headers={"authorization": f"Bearer {self.admin_key}"}
         )
