@@ -29,7 +29,7 @@ from ..providers.base import (
 from ..schema import header_text
 from ..schema.errors import ApiError
 from ..schema.peek import ResponsePeek, peek_decoder
-from .breakers import Breakers
+from .breakers import CLOSED, Breakers
 from .catalog import DeploymentRuntime, GroupRuntime
 from .latency import LatencyStats
 from .planner import Plan
@@ -185,10 +185,10 @@ class _Walk:
         i = 0
         while i < len(queue):
             dep = queue[i]
-            if self._too_small(dep):
+            if self.overflow_window is not None and self._too_small(dep):
                 i += 1
                 continue
-            partner = self._hedge_partner(queue, i)
+            partner = self._hedge_partner(queue, i) if self.policy.hedge_after_ms is not None else None
             if partner is not None:
                 result, served_by = await self._hedged(dep, partner)
                 i += 2
@@ -269,7 +269,8 @@ class _Walk:
 
     async def _one(self, dep: DeploymentRuntime) -> _Result:
         breakers = self.runner.breakers
-        if breakers is not None and not await breakers.admit(dep.name):
+        # A closed breaker admits every call (both kinds): only another state needs admit's coroutine.
+        if breakers is not None and breakers.get(dep.name).state != CLOSED and not await breakers.admit(dep.name):
             self.attempts.append(Attempt(dep.name, "breaker_open", 0.0))
             return _Result(UNAVAILABLE, "breaker_open")
         t0 = time.perf_counter()

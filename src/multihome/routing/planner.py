@@ -14,7 +14,7 @@ from typing import Any, Protocol
 
 from ..schema import estimate
 from ..schema.chat import ChatRequest
-from .breakers import Breakers
+from .breakers import CLOSED, Breakers
 from .catalog import DeploymentRuntime, GroupRuntime
 from .commitments import CommitmentSource, OnPlan
 from .latency import LatencyStats
@@ -143,18 +143,18 @@ class Planner:
             return "not among the deployments the request narrowed to"
         if shape.exclude is not None and dep.name in shape.exclude:
             return shape.exclude[dep.name]
-        missing = shape.needs - dep.capabilities
-        if missing:
-            return "lacks " + ", ".join(sorted(missing))
+        if not shape.needs <= dep.capabilities:
+            return "lacks " + ", ".join(sorted(shape.needs - dep.capabilities))
         if dep.context_window and prompt is not None:
             wanted = prompt + (output or 0)
             if wanted > dep.context_window:
                 return f"context window {dep.context_window} < ~{wanted} tokens needed"
         if dep.max_output_tokens and output and output > dep.max_output_tokens:
             return f"{TOO_MUCH_OUTPUT}{dep.max_output_tokens} < {output} tokens requested"
-        ok, why = self.breakers.allows(dep.name)
-        if not ok:
-            return why
+        if self.breakers.get(dep.name).state != CLOSED:  # a closed breaker allows every call
+            ok, why = self.breakers.allows(dep.name)
+            if not ok:
+                return why
         return ""
 
     def _order(

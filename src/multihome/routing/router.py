@@ -48,7 +48,8 @@ class Router:
                 continue
             if i > 0:
                 attempts.append(Attempt(plan.group, "fallback_group", 0.0))
-            attempts.extend(Attempt(s.deployment, "skipped", 0.0, s.reason) for s in plan.skipped)
+            if plan.considered:  # the hot path's plan lists only what it skipped
+                attempts.extend(Attempt(s.deployment, "skipped", 0.0, s.reason) for s in plan.skipped)
             try:
                 return await self.runner.run(
                     chain[i],
