@@ -151,7 +151,8 @@ class Gateway:
             except Exception:
                 pass  # the response had already started
         finally:
-            settle(call.tracker)  # whatever ended the request, a call that began accounting is recorded (and charged)
+            if call.tracker is not None:  # whatever ended the request, a call that began accounting is recorded
+                settle(call.tracker)  # (and charged)
 
     async def _refuse(self, call: Call, send: Send, err: ApiError) -> None:
         """Answer a call the drain deadline ended before its answer began, in its front door's envelope."""

@@ -170,7 +170,8 @@ class Pipeline:
         call.group = group.name
         tracker = begin_call(call, self.accounting, endpoint, body, group, parsed.request)
         shape = self.shape(call, parsed, group, policy_endpoint or endpoint, chat)
-        extra = await _admit(tracker, group, shape, max_output)
+        # Without accounting (tracker None) no coroutine is made for the limits or the audit's durability.
+        extra = await _admit(tracker, group, shape, max_output) if tracker is not None else []
         rid = call.request_id.decode()
 
         async def upstream_request(dep: DeploymentRuntime) -> UpstreamRequest:
@@ -191,6 +192,8 @@ class Pipeline:
         if dropped:  # fields the front door's own translation dropped, beside those the adapter did
             served.dropped = sorted({*dropped, *(served.dropped or ())})
         call.served = served
+        if tracker is None:
+            return served, served_headers(call.request_id, served)
         await _durable(tracker, served)
         return served, [*served_headers(call.request_id, served), *extra]
 

@@ -41,7 +41,7 @@ _SSE_HEADERS = [(b"content-type", b"text/event-stream"), (b"cache-control", b"no
 def served_headers(request_id: bytes, served: Served) -> list[Header]:
     headers = [
         (b"x-request-id", request_id),
-        (b"x-multihome-deployment", header_text.text(served.deployment.name).encode()),
+        (b"x-multihome-deployment", served.deployment.name_header),
         (b"x-multihome-attempts", attempts_header(served.attempts).encode()),
     ]
     if served.dropped:

@@ -56,5 +56,6 @@ async def send_unary(call: Call, send: Send, served: Served, headers: list[Heade
         await send_failure(call, send, OPENAI, err, headers)
         finish_refused(call, served, err, "client_error")
         return
-    finish_unary(call, served, served.body)
+    if call.tracker is not None:
+        finish_unary(call, served, served.body)
     await send_json(call, send, served.status, served.body, [JSON, *headers])
