@@ -127,7 +127,8 @@ class Gateway:
                 family = route.family
                 if family.missing_key is not None and credential_of(scope) is None and not self.auth.open_access:
                     raise family.missing_key
-                call.principal = await self.auth.authenticate(scope)
+                principal = self.auth.at_once(scope)  # a key from the environment: no coroutine
+                call.principal = principal if principal is not None else await self.auth.authenticate(scope)
                 if route.method == "POST":
                     _check_content_type(scope)
             await handler(call, receive, send)

@@ -54,7 +54,9 @@ def served_headers(request_id: bytes, served: Served) -> list[Header]:
 async def send_json(call: Call, send: Send, status: int, body: bytes, headers: list[Header]) -> None:
     """A JSON answer (`headers` carries the content type)."""
     call.status = status
-    await send_bytes(send, status, body, headers)
+    headers.append((b"content-length", str(len(body)).encode()))  # send_bytes, inline: one coroutine less
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
 
 
 async def send_failure(
