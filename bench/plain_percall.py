@@ -9,6 +9,7 @@ elsewhere) in the same run. `--profile` prints cProfile's per-call function coun
 instead (no valgrind).
 
     PYTHONPATH=src python bench/plain_percall.py [--calls 2000] [--base-src /tmp/main/src] [--no-access-log]
+        [--src TREE/src ...]
 """
 
 from __future__ import annotations
@@ -182,6 +183,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--calls", type=int, default=2000)
     ap.add_argument("--base-src", help="another tree's src/, counted in the same run")
+    ap.add_argument("--src", action="append", default=[], help="count these trees' src/ instead (repeatable)")
     ap.add_argument("--no-access-log", action="store_true", help="the access log off (serve --log-level warning)")
     ap.add_argument("--profile", action="store_true", help="cProfile instead of valgrind")
     ap.add_argument("--top", type=int, default=40)
@@ -191,6 +193,8 @@ def main() -> None:
         profile(args.calls, access_log, args.top)
         return
     trees = [("this tree", os.path.abspath("src"))] + ([("base", args.base_src)] if args.base_src else [])
+    if args.src:
+        trees = [(src, src) for src in args.src]
     for name, src in trees:
         empty = instructions(src, 0, access_log)
         full = instructions(src, args.calls, access_log)

@@ -13,6 +13,7 @@ sent, what served it) from the front door to the answer, the access log and a gr
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import random
@@ -172,15 +173,15 @@ class Pipeline:
         shape = self.shape(call, parsed, group, policy_endpoint or endpoint, chat)
         # Without accounting (tracker None) no coroutine is made for the limits or the audit's durability.
         extra = await _admit(tracker, group, shape, max_output) if tracker is not None else []
-        rid = call.request_id.decode()
-
-        async def upstream_request(dep: DeploymentRuntime) -> UpstreamRequest:
-            req = await build(parsed, dep)
-            req.headers = {**req.headers, "x-request-id": rid}
-            return req
-
         try:
-            served = await self.router.route(group, shape, upstream_request, read, forward_usage=forward_usage)
+            served = await self.router.route(
+                group,
+                shape,
+                functools.partial(build, parsed),
+                read,
+                forward_usage=forward_usage,
+                request_id=call.request_id.decode(),
+            )
         except ApiError as err:
             pinned = getattr(shape.policy, "pinned", None)
             if pinned is not None and pinned.removed and _no_deployment(err):  # the pin kept it from failing over

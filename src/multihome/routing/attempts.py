@@ -123,7 +123,7 @@ class AttemptRunner:
         self._sleep = sleep
         self._rand = rand
 
-    async def run(
+    def run(
         self,
         group: GroupRuntime,
         plan: Plan,
@@ -133,13 +133,21 @@ class AttemptRunner:
         stream: bool,
         forward_usage: bool = False,
         attempts: list[Attempt] | None = None,
-    ) -> Served:
+        request_id: str | None = None,
+    ) -> Awaitable[Served]:
         """Walk the plan. `await build(deployment) -> UpstreamRequest`; `translate(deployment, body, headers) -> bytes`
-        turns a 2xx upstream body into the client's schema. Returns Served or raises ApiError."""
-        walk = _Walk(self, group, build, translate, stream, forward_usage, attempts if attempts is not None else [])
+        turns a 2xx upstream body into the client's schema; `request_id` goes upstream as `x-request-id`.
+        Await it for Served, or an ApiError. (Not a coroutine itself: without a time budget the walk's is
+        the only one.)"""
+        walk = _Walk(
+            self, group, build, translate, stream, forward_usage, attempts if attempts is not None else [], request_id
+        )
         budget = group.policy.timeouts.budget_s
         if budget is None:
-            return await walk.run(plan)
+            return walk.run(plan)
+        return self._budgeted(walk, group, plan, budget)
+
+    async def _budgeted(self, walk: _Walk, group: GroupRuntime, plan: Plan, budget: float) -> Served:
         try:
             async with asyncio.timeout(budget):
                 return await walk.run(plan)
@@ -167,8 +175,10 @@ class _Walk:
         stream: bool,
         forward_usage: bool,
         attempts: list[Attempt],
+        request_id: str | None = None,
     ) -> None:
         self.runner = runner
+        self.request_id = request_id
         self.group = group
         self.policy = group.policy
         self.build = build
@@ -276,6 +286,8 @@ class _Walk:
         t0 = time.perf_counter()
         try:
             req = await self.build(dep)
+            if self.request_id is not None:
+                req.headers = {**req.headers, "x-request-id": self.request_id}
             if self.stream:
                 result = await _stream_once(dep, self.group, req, self.forward_usage)
             else:
@@ -343,8 +355,12 @@ async def _unary_once(
     try:
         if req.fan_out:
             status, headers, body = await _post_fanned(dep, group, req)
-        else:
-            status, headers, body = await _post(dep, group, req.url, req.body, req.headers)
+        else:  # _post, inline: one coroutine less per call
+            assert dep.session is not None  # bound by Catalog.start
+            resp = await dep.session.post(
+                req.url, data=req.body, headers=req.headers, timeout=group.unary_timeout, allow_redirects=False
+            )  # see _redirect
+            status, headers, body = resp.status, resp.headers, await resp.read()
     except TimeoutError:
         return _Result(UNAVAILABLE, "timeout")
     except aiohttp.ClientError as exc:

@@ -36,7 +36,9 @@ class Router:
         translate: Translate,
         *,
         forward_usage: bool = False,
+        request_id: str | None = None,
     ) -> Served:
+        """`request_id`: sent upstream as `x-request-id`."""
         attempts: list[Attempt] = []
         chain = self.chain(group, shape)  # resolved once: a config reload mid-call does not change it
         plans = [self.planner.plan(g, shape) for g in chain]
@@ -59,6 +61,7 @@ class Router:
                     stream=shape.stream,
                     forward_usage=forward_usage,
                     attempts=attempts,
+                    request_id=request_id,
                 )
             except AllDeclined as exc:
                 last = exc
