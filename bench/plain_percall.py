@@ -142,12 +142,15 @@ def child(calls: int, access_log: bool) -> None:
     uvloop.run(_run(WARM + calls))
 
 
-def instructions(src: str, calls: int, access_log: bool) -> int:
+def instructions(src: str, calls: int, access_log: bool, keep: str | None = None) -> int:
+    """Instructions of a child process making `calls` calls after the warm-up; `keep`: where to leave
+    callgrind's output for callgrind_annotate."""
     env = dict(os.environ, PYTHONPATH=src, PYTHONHASHSEED="0")
     with tempfile.TemporaryDirectory() as d:
+        out = keep or f"{d}/cg.out"
         args = ["--child", str(calls)] + ([] if access_log else ["--no-access-log"])
         proc = subprocess.run(
-            ["valgrind", "--tool=callgrind", f"--callgrind-out-file={d}/cg.out", sys.executable, __file__, *args],
+            ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", sys.executable, __file__, *args],
             env=env,
             capture_output=True,
             text=True,
@@ -187,6 +190,7 @@ def main() -> None:
     ap.add_argument("--no-access-log", action="store_true", help="the access log off (serve --log-level warning)")
     ap.add_argument("--profile", action="store_true", help="cProfile instead of valgrind")
     ap.add_argument("--top", type=int, default=40)
+    ap.add_argument("--keep", help="a directory to leave each run's callgrind output in")
     args = ap.parse_args()
     access_log = not args.no_access_log
     if args.profile:
@@ -195,9 +199,10 @@ def main() -> None:
     trees = [("this tree", os.path.abspath("src"))] + ([("base", args.base_src)] if args.base_src else [])
     if args.src:
         trees = [(src, src) for src in args.src]
-    for name, src in trees:
-        empty = instructions(src, 0, access_log)
-        full = instructions(src, args.calls, access_log)
+    for i, (name, src) in enumerate(trees):
+        keep = (lambda n: os.path.join(args.keep, f"cg.{i}.{n}")) if args.keep else (lambda n: None)
+        empty = instructions(src, 0, access_log, keep(0))
+        full = instructions(src, args.calls, access_log, keep(args.calls))
         print(f"{name}: {(full - empty) / args.calls:,.0f} instructions per call ({src})", flush=True)
 
 

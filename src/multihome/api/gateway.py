@@ -215,7 +215,7 @@ def _tune_gc() -> None:
 
 def _check_content_type(scope: Scope) -> None:
     ctype = header(scope, b"content-type")
-    if ctype is None:
+    if ctype is None or ctype == b"application/json":  # what nearly every client sends, as is
         return
     if ctype.split(b";", 1)[0].strip().lower() not in _JSON_TYPES:
         raise ApiError(

@@ -127,7 +127,9 @@ class Planner:
                 considered.append(Considered(dep.name, SKIPPED, reason))
             else:
                 candidates.append(dep)
-        ordered, scores = self._order(group, candidates, shape, prompt, output)
+        ordered, scores = (
+            self._order(group, candidates, shape, prompt, output) if len(candidates) > 1 else (candidates, {})
+        )
         if explain:  # the hot path needs only the order; reasons for ordered ones are for people
             for rank, dep in enumerate(ordered, 1):
                 pos = group.position[dep.name]

@@ -20,7 +20,7 @@ class Router:
 
     def chain(self, group: GroupRuntime, shape: RequestShape) -> list[GroupRuntime]:
         """The group, then its fallback groups — unless the client narrowed to named deployments."""
-        if shape.narrow is not None:
+        if shape.narrow is not None or not group.policy.fallback_groups:
             return [group]
         groups = self.catalog.groups  # a call that began before a config reload skips fallbacks it removed
         return [group, *(groups[name] for name in group.policy.fallback_groups if name in groups)]
