@@ -66,7 +66,8 @@ _MAX_HEADER = 4096  # characters of the whole header; clients refuse response he
 
 def attempts_header(attempts: list[Attempt]) -> str:
     """`x-multihome-attempts`: safe to write whatever deployment names and reasons hold."""
-    return header_text.text(", ".join(a.header() for a in attempts), _MAX_HEADER)
+    text = attempts[0].header() if len(attempts) == 1 else ", ".join([a.header() for a in attempts])
+    return header_text.text(text, _MAX_HEADER)
 
 
 @dataclass(slots=True)

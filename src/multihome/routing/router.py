@@ -41,8 +41,8 @@ class Router:
         """`request_id`: sent upstream as `x-request-id`."""
         attempts: list[Attempt] = []
         chain = self.chain(group, shape)  # resolved once: a config reload mid-call does not change it
-        plans = [self.planner.plan(g, shape) for g in chain]
-        if not any(p.ordered for p in plans):
+        plans = [self.planner.plan(g, shape) for g in chain] if len(chain) > 1 else [self.planner.plan(group, shape)]
+        if not plans[0].ordered and not any(p.ordered for p in plans):
             raise _unsupported(group, plans[0], shape)
         last: AllDeclined | None = None
         for i, plan in enumerate(plans):
