@@ -166,7 +166,7 @@ def _emit_lines(
     assert isinstance(handler, logging.StreamHandler)
     line, name, end = formatter.line, log.name, handler.terminator
     try:
-        text = "".join([line(now, _msecs(now), "INFO", name, _message(args)) + end for now, args in entries])
+        text = "".join([line(now, "INFO", name, _message(args)) + end for now, args in entries])
         with handler.lock or contextlib.nullcontext():
             handler.stream.write(text)
             handler.flush()

@@ -68,9 +68,15 @@ class TextFormatter(logging.Formatter):
         msec = self.default_msec_format
         return msec % (self._stamp, msecs) if msec else self._stamp
 
-    def line(self, created: float, msecs: float, levelname: str, name: str, message: str) -> str:
+    def line(self, created: float, levelname: str, name: str, message: str) -> str:
         """`format(record)` for a record of these fields, no exception or stack; only if `serve_format`."""
-        return f"{self._time(created, msecs)} {levelname} {name}: {message}"
+        second = int(created)
+        if second != self._second:
+            self._second, self._stamp = second, time.strftime(self.default_time_format, self.converter(second))
+        msecs = int((created - second) * 1000) + 0.0  # as LogRecord computes them
+        msec = self.default_msec_format
+        stamp = msec % (self._stamp, msecs) if msec else self._stamp
+        return f"{stamp} {levelname} {name}: {message}"
 
 
 def _rank(name: str) -> int:
