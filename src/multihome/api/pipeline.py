@@ -167,7 +167,7 @@ class Pipeline:
         embedding is accounted as `memory_embeddings`, decided as `embeddings`: api/memory_embeddings.py).
         `output_param`: the client's field for the output limit, when its API does not call it as chat does
         (a limit no deployment can give is a 400 naming it)."""
-        group = self.group(parsed.request.model)
+        group = self.catalog.groups.get(parsed.request.model) or self.group(parsed.request.model)  # (its 404)
         call.group = group.name
         tracker = begin_call(call, self.accounting, endpoint, body, group, parsed.request)
         shape = self.shape(call, parsed, group, policy_endpoint or endpoint, chat)
