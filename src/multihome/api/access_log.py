@@ -12,9 +12,12 @@ cost ~13 % of the plain gateway's throughput at concurrency 64, and more with wr
 running, since every system call gives the GIL away). A line is therefore written at most one
 loop tick after its call ended; lines still pending at exit are written then. Health probes are
 not logged (api/routes.py, `quiet`). A client that left before its answer began is logged with
-status 499, as the call record has it. A line's record is a copy of one made by `makeRecord` on this
-thread in this process, with only its time and arguments its own: the rest (the thread's and the
-process's names, the file's) is the same for every line, and finding it again was half a line's cost.
+status 499, as the call record has it. For the handler `multihome serve` sets up (a stream handler with
+its text format, no filters) a line is written from its time and arguments alone, as that formatter
+would write its record (observability/logs.py `TextFormatter.line`): a LogRecord and the Formatter's
+steps were most of a line's cost. Any other handler, a filter or a record factory gets records as
+`log.info` would make them: a copy of one made by `makeRecord` on this thread in this process, with
+only its time and arguments its own.
 """
 
 from __future__ import annotations
