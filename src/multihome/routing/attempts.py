@@ -12,7 +12,6 @@ import asyncio
 import random
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass
 
 import aiohttp
 import msgspec
@@ -45,8 +44,7 @@ _UNWELL = frozenset({CAPACITY, UNAVAILABLE})  # what counts against a deployment
 _ABOUT_REQUEST = frozenset({CONTEXT_OVERFLOW, UNSUPPORTED, REFUSAL})
 
 
-@dataclass(slots=True)
-class Attempt:
+class Attempt(msgspec.Struct):
     deployment: str
     outcome: str
     ms: float
@@ -70,8 +68,7 @@ def attempts_header(attempts: list[Attempt]) -> str:
     return header_text.text(text, _MAX_HEADER)
 
 
-@dataclass(slots=True)
-class Served:
+class Served(msgspec.Struct):
     """A 2xx answer (or a pass-through client error) and how it was reached."""
 
     deployment: DeploymentRuntime
@@ -84,8 +81,7 @@ class Served:
     peek: ResponsePeek | None = None  # the unary answer, read shallowly (usage, tool calls)
 
 
-@dataclass(slots=True)
-class _Result:
+class _Result(msgspec.Struct):
     kind: str
     label: str
     retry_after: float | None = None

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
 from typing import Any, Protocol
+
+import msgspec
 
 from ..schema import estimate
 from ..schema.chat import ChatRequest
@@ -24,8 +25,7 @@ ORDERED, SKIPPED = "ordered", "skipped"
 TOO_MUCH_OUTPUT = "max output "  # a skip's reason: the deployment's output limit is below the request's
 
 
-@dataclass(slots=True)
-class Considered:
+class Considered(msgspec.Struct):
     deployment: str
     decision: str  # ordered | skipped
     reason: str
@@ -38,18 +38,16 @@ class Considered:
         return out
 
 
-@dataclass(slots=True)
-class Skip:
+class Skip(msgspec.Struct):
     deployment: str
     reason: str
 
 
-@dataclass(slots=True)
-class Plan:
+class Plan(msgspec.Struct):
     group: str
     strategy: str
     ordered: list[DeploymentRuntime]
-    considered: list[Considered] = field(default_factory=list)
+    considered: list[Considered] = msgspec.field(default_factory=list)
     needs: frozenset[str] = frozenset()
     prompt_tokens: int | None = None
 
@@ -77,8 +75,7 @@ class PolicyView(Protocol):
     def denied(self) -> Mapping[str, str]: ...  # deployment -> the rule that excluded it
 
 
-@dataclass(slots=True)
-class RequestShape:
+class RequestShape(msgspec.Struct):
     """What planning reads from a request."""
 
     needs: frozenset[str]
