@@ -11,6 +11,7 @@ from typing import Any
 from ..config import Config, env_secret
 from ..schema.errors import ApiError
 from ..schema.principal import MEMBER, ORG_ADMIN, Principal
+from ..schema.request_headers import count, header
 from .oidc import looks_like_jwt
 
 _MISSING = ApiError(
@@ -32,21 +33,27 @@ def credential_of(scope: dict) -> bytes | None:
 
     A header sent twice is refused (400), never resolved by order: a proxy that checks the first
     and a gateway that takes the last would disagree on who is calling."""
-    authorization = api_key = None
-    for name, value in scope["headers"]:
-        if name == b"authorization":
-            if authorization is not None:
-                raise _twice("Authorization")
-            authorization = value
-        elif name == b"x-api-key":
-            if api_key is not None:
-                raise _twice("x-api-key")
-            api_key = value
+    authorization, api_key = header(scope, b"authorization"), header(scope, b"x-api-key")
+    if (authorization is not None and count(scope, b"authorization") > 1) or (
+        api_key is not None and count(scope, b"x-api-key") > 1
+    ):
+        raise _first_repeated(scope)
     if authorization is not None and authorization[:7].lower() == b"bearer ":
         return authorization[7:].strip() or None
     if api_key is not None:
         return api_key.strip() or None
     return None
+
+
+def _first_repeated(scope: dict) -> ApiError:
+    """The refusal for the credential header whose second copy comes first."""
+    seen: set[bytes] = set()
+    for name, _ in scope["headers"]:
+        if name in (b"authorization", b"x-api-key"):
+            if name in seen:
+                return _twice("Authorization" if name == b"authorization" else "x-api-key")
+            seen.add(name)
+    raise AssertionError("no credential header is repeated")
 
 
 def _twice(header: str) -> ApiError:
