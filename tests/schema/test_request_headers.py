@@ -8,13 +8,14 @@ import pytest
 
 from multihome.identity.authenticator import credential_of
 from multihome.schema.errors import ApiError
-from multihome.schema.request_headers import count, header
+from multihome.schema.request_headers import header, repeated
 
 
 def test_the_first_of_a_repeated_name_wins_and_absent_is_none():
     scope = {"headers": [(b"a", b"1"), (b"b", b"2"), (b"a", b"3")]}
     assert (header(scope, b"a"), header(scope, b"b"), header(scope, b"c")) == (b"1", b"2", None)
-    assert (count(scope, b"a"), count(scope, b"b"), count(scope, b"c")) == (2, 1, 0)
+    assert (repeated(scope, b"a"), repeated(scope, b"b"), repeated(scope, b"c")) == (True, False, False)
+    assert not repeated({"headers": [(b"a", b"1"), (b"b", b"2")]}, b"a")
 
 
 def test_a_replaced_header_list_is_indexed_again():

@@ -11,7 +11,7 @@ from typing import Any
 from ..config import Config, env_secret
 from ..schema.errors import ApiError
 from ..schema.principal import MEMBER, ORG_ADMIN, Principal
-from ..schema.request_headers import count, header
+from ..schema.request_headers import index_of, repeated
 from .oidc import looks_like_jwt
 
 _MISSING = ApiError(
@@ -33,9 +33,10 @@ def credential_of(scope: dict) -> bytes | None:
 
     A header sent twice is refused (400), never resolved by order: a proxy that checks the first
     and a gateway that takes the last would disagree on who is calling."""
-    authorization, api_key = header(scope, b"authorization"), header(scope, b"x-api-key")
-    if (authorization is not None and count(scope, b"authorization") > 1) or (
-        api_key is not None and count(scope, b"x-api-key") > 1
+    index = index_of(scope)
+    authorization, api_key = index.get(b"authorization"), index.get(b"x-api-key")
+    if (authorization is not None and repeated(scope, b"authorization")) or (
+        api_key is not None and repeated(scope, b"x-api-key")
     ):
         raise _first_repeated(scope)
     if authorization is not None and authorization[:7].lower() == b"bearer ":

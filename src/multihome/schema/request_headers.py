@@ -16,16 +16,24 @@ _INDEX = "multihome.header_index"
 _name = itemgetter(0)
 
 
-def header(scope: dict[str, Any], name: bytes) -> bytes | None:
-    """The first value of header `name` (lower-case), or None."""
+def index_of(scope: dict[str, Any]) -> dict[bytes, bytes]:
+    """The request's headers by name (lower-case), the first of a repeated name: made on the first read."""
     headers = scope["headers"]
     index = scope.get(_INDEX)
     if index is None or index[0] is not headers:
         index = scope[_INDEX] = (headers, dict(reversed(headers)))
-    found: bytes | None = index[1].get(name)
+    found: dict[bytes, bytes] = index[1]
     return found
 
 
-def count(scope: dict[str, Any], name: bytes) -> int:
-    """How many times header `name` (lower-case) was sent."""
-    return list(map(_name, scope["headers"])).count(name)
+def header(scope: dict[str, Any], name: bytes) -> bytes | None:
+    """The first value of header `name` (lower-case), or None."""
+    return index_of(scope).get(name)
+
+
+def repeated(scope: dict[str, Any], name: bytes) -> bool:
+    """Whether header `name` (lower-case) was sent more than once."""
+    headers = scope["headers"]
+    if len(index_of(scope)) == len(headers):  # no name repeated at all: the common case, no count
+        return False
+    return list(map(_name, headers)).count(name) > 1
