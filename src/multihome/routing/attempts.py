@@ -169,7 +169,7 @@ class AttemptRunner:
         return delay
 
 
-class _Walk(msgspec.Struct):
+class _Walk(msgspec.Struct, eq=False):
     """One call's walk through a plan (a Struct: made in C, once per call)."""
 
     runner: AttemptRunner
