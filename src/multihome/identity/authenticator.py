@@ -35,8 +35,9 @@ def credential_of(scope: dict) -> bytes | None:
     and a gateway that takes the last would disagree on who is calling."""
     index = index_of(scope)
     authorization, api_key = index.get(b"authorization"), index.get(b"x-api-key")
-    if (authorization is not None and repeated(scope, b"authorization")) or (
-        api_key is not None and repeated(scope, b"x-api-key")
+    if len(index) != len(scope["headers"]) and (  # some header name sent twice: was it a credential's?
+        (authorization is not None and repeated(scope, b"authorization"))
+        or (api_key is not None and repeated(scope, b"x-api-key"))
     ):
         raise _first_repeated(scope)
     if authorization is not None and authorization[:7].lower() == b"bearer ":

@@ -20,14 +20,22 @@ def index_of(scope: dict[str, Any]) -> dict[bytes, bytes]:
     """The request's headers by name (lower-case), the first of a repeated name: made on the first read."""
     headers = scope["headers"]
     index = scope.get(_INDEX)
-    if index is None or index[0] is not headers:
-        index = scope[_INDEX] = (headers, dict(reversed(headers)))
-    found: dict[bytes, bytes] = index[1]
-    return found
+    if index is not None and index[0] is headers:
+        found: dict[bytes, bytes] = index[1]
+        return found
+    made = dict(headers)
+    if len(made) != len(headers):  # a name repeated: the first of it wins, as a scan finds it
+        made = dict(reversed(headers))
+    scope[_INDEX] = (headers, made)
+    return made
 
 
 def header(scope: dict[str, Any], name: bytes) -> bytes | None:
     """The first value of header `name` (lower-case), or None."""
+    index = scope.get(_INDEX)
+    if index is not None and index[0] is scope["headers"]:
+        found: bytes | None = index[1].get(name)
+        return found
     return index_of(scope).get(name)
 
 
