@@ -56,35 +56,21 @@ def new_request_id() -> str:
     return f"req_{_ids.getrandbits(96):024x}"
 
 
-class Call:
-    """One HTTP call, from the route table to its answer. Cheap: slots, filled as the steps run."""
+class Call(msgspec.Struct, eq=False):
+    """One HTTP call, from the route table to its answer: `Call(scope, request_id)`, filled as the steps
+    run. A Struct (made in C, once per call; compared by identity, as before)."""
 
-    __slots__ = (
-        "scope",
-        "request_id",
-        "t0",
-        "route",
-        "principal",
-        "tracker",
-        "group",
-        "served",
-        "stream",
-        "status",
-        "work",
-    )
-
-    def __init__(self, scope: Scope, request_id: bytes) -> None:
-        self.scope = scope
-        self.request_id = request_id
-        self.t0 = time.perf_counter()
-        self.route: Route | None = None  # the route table's row it matched
-        self.principal: Principal | None = None  # set by identify
-        self.tracker: CallTracker | None = None  # set when accounting begins (None when none is configured)
-        self.group: str | None = None  # the model group asked for, once it is known to exist
-        self.served: Served | None = None  # the deployment that answered, and how it was reached
-        self.stream: StreamRelay | None = None  # the stream being sent: a graceful stop cuts it (api/drain.py)
-        self.status = 0  # the HTTP status sent, for the access log
-        self.work: str | None = None  # the kind of stateful work this call is (policy/pins.py), None: stateless
+    scope: Scope
+    request_id: bytes
+    t0: float = msgspec.field(default_factory=time.perf_counter)  # when it began
+    route: Route | None = None  # the route table's row it matched
+    principal: Principal | None = None  # set by identify
+    tracker: CallTracker | None = None  # set when accounting begins (None when none is configured)
+    group: str | None = None  # the model group asked for, once it is known to exist
+    served: Served | None = None  # the deployment that answered, and how it was reached
+    stream: StreamRelay | None = None  # the stream being sent: a graceful stop cuts it (api/drain.py)
+    status: int = 0  # the HTTP status sent, for the access log
+    work: str | None = None  # the kind of stateful work this call is (policy/pins.py), None: stateless
 
 
 class Parsed(Protocol):

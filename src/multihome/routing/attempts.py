@@ -16,6 +16,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 import aiohttp
 import msgspec
 
+from ..config import ModelGroup
 from ..providers.base import (
     CAPACITY,
     CLIENT_ERROR,
@@ -137,7 +138,15 @@ class AttemptRunner:
         Await it for Served, or an ApiError. (Not a coroutine itself: without a time budget the walk's is
         the only one.)"""
         walk = _Walk(
-            self, group, build, translate, stream, forward_usage, attempts if attempts is not None else [], request_id
+            self,
+            group,
+            group.policy,
+            build,
+            translate,
+            stream,
+            forward_usage,
+            attempts if attempts is not None else [],
+            request_id,
         )
         budget = group.policy.timeouts.budget_s
         if budget is None:
@@ -160,32 +169,21 @@ class AttemptRunner:
         return delay
 
 
-class _Walk:
-    """One call's walk through a plan."""
+class _Walk(msgspec.Struct, eq=False):
+    """One call's walk through a plan (a Struct: made in C, once per call)."""
 
-    def __init__(
-        self,
-        runner: AttemptRunner,
-        group: GroupRuntime,
-        build: Build,
-        translate: Translate,
-        stream: bool,
-        forward_usage: bool,
-        attempts: list[Attempt],
-        request_id: str | None = None,
-    ) -> None:
-        self.runner = runner
-        self.request_id = request_id
-        self.group = group
-        self.policy = group.policy
-        self.build = build
-        self.translate = translate
-        self.stream = stream
-        self.forward_usage = forward_usage
-        self.attempts: list[Attempt] = attempts
-        self.last: _Result | None = None
-        self.last_dep: DeploymentRuntime | None = None
-        self.overflow_window: int | None = None
+    runner: AttemptRunner
+    group: GroupRuntime
+    policy: ModelGroup  # the group's
+    build: Build
+    translate: Translate
+    stream: bool
+    forward_usage: bool
+    attempts: list[Attempt]
+    request_id: str | None = None
+    last: _Result | None = None
+    last_dep: DeploymentRuntime | None = None
+    overflow_window: int | None = None
 
     async def run(self, plan: Plan) -> Served:
         queue = plan.ordered
