@@ -11,7 +11,7 @@ from typing import Any
 from ..config import Config, env_secret
 from ..schema.errors import ApiError
 from ..schema.principal import MEMBER, ORG_ADMIN, Principal
-from ..schema.request_headers import index_of, repeated
+from ..schema.request_headers import SCAN_MAX, index_of, repeated
 from .oidc import looks_like_jwt
 
 _MISSING = ApiError(
@@ -33,13 +33,30 @@ def credential_of(scope: dict) -> bytes | None:
 
     A header sent twice is refused (400), never resolved by order: a proxy that checks the first
     and a gateway that takes the last would disagree on who is calling."""
+    headers = scope["headers"]
+    if len(headers) <= SCAN_MAX:  # a short list: scanned (schema/request_headers.py)
+        authorization = api_key = None
+        for name, value in headers:
+            if name == b"authorization":
+                if authorization is not None:
+                    raise _twice("Authorization")
+                authorization = value
+            elif name == b"x-api-key":
+                if api_key is not None:
+                    raise _twice("x-api-key")
+                api_key = value
+        return _secret(authorization, api_key)
     index = index_of(scope)
     authorization, api_key = index.get(b"authorization"), index.get(b"x-api-key")
-    if len(index) != len(scope["headers"]) and (  # some header name sent twice: was it a credential's?
+    if len(index) != len(headers) and (  # some header name sent twice: was it a credential's?
         (authorization is not None and repeated(scope, b"authorization"))
         or (api_key is not None and repeated(scope, b"x-api-key"))
     ):
         raise _first_repeated(scope)
+    return _secret(authorization, api_key)
+
+
+def _secret(authorization: bytes | None, api_key: bytes | None) -> bytes | None:
     if authorization is not None and authorization[:7].lower() == b"bearer ":
         return authorization[7:].strip() or None
     if api_key is not None:
