@@ -94,3 +94,66 @@ def test_text_lines_carry_the_time_to_the_millisecond():
     record.created += 1.25
     record.msecs = int((record.created - int(record.created)) * 1000) + 0.0
     assert formatter.format(record) == logging.Formatter("%(asctime)s %(message)s").format(record)
+
+
+@pytest.fixture
+def serve_format():
+    """The access logger as `multihome serve` sets it up: a stream handler with serve's text format."""
+    from multihome.observability.logs import _FORMAT, TextFormatter
+
+    stream = CountingStream()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(TextFormatter(_FORMAT))
+    log = logging.getLogger("multihome.access")
+    saved = (log.level, log.propagate)
+    log.setLevel(logging.INFO)
+    log.propagate = False
+    log.addHandler(handler)
+    yield stream, handler
+    log.removeHandler(handler)
+    log.setLevel(saved[0])
+    log.propagate = saved[1]
+
+
+ARGS = [
+    ("POST", "/v1/chat/completions", 200, 12.345, "req_1", "env:KEY", "default", "gpt-4o", "az-main"),
+    ("GET", "'/v1/x\\x00'", 499, 0.04999, "req_2", "-", "-", "-", "-"),
+    ("DELETE", "/admin/v1/keys/k", 404, 1234567.25, "req_3", "key_a", "ten_a", "-", "-"),
+]
+
+
+def test_the_line_text_is_the_format_of_its_arguments():
+    for args in ARGS:
+        assert access_log._message(args) == access_log._LINE % args
+
+
+def test_serve_format_lines_are_written_without_records_and_read_as_the_formatter_writes_them(
+    serve_format, monkeypatch
+):
+    from multihome.observability.logs import _FORMAT
+
+    stream, handler = serve_format
+    now = 1764763200.0 + 0.987654
+    monkeypatch.setattr(access_log.time, "time", lambda: now)
+    expected = []
+    for args in ARGS:
+        record = access_log._record(args, now)
+        expected.append(logging.Formatter(_FORMAT).format(record))
+    monkeypatch.setattr(handler.formatter, "format", None)  # the direct path formats no record
+    for args in ARGS:
+        access_log._pending.append((now, args))
+    access_log.flush()
+    assert stream.getvalue().splitlines() == expected and stream.writes == 1
+
+
+def test_a_handler_with_a_filter_still_gets_records(serve_format):
+    stream, handler = serve_format
+    seen = []
+    handler.addFilter(lambda record: seen.append(record.args[4]) or record.args[4] != "req_2")
+    for i in (1, 2, 3):
+        access_log.write(ended(i))
+    lines = stream.getvalue().splitlines()
+    assert seen == ["req_1", "req_2", "req_3"] and [line.split("request_id=")[1].split()[0] for line in lines] == [
+        "req_1",
+        "req_3",
+    ]

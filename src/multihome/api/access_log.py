@@ -12,9 +12,12 @@ cost ~13 % of the plain gateway's throughput at concurrency 64, and more with wr
 running, since every system call gives the GIL away). A line is therefore written at most one
 loop tick after its call ended; lines still pending at exit are written then. Health probes are
 not logged (api/routes.py, `quiet`). A client that left before its answer began is logged with
-status 499, as the call record has it. A line's record is a copy of one made by `makeRecord` on this
-thread in this process, with only its time and arguments its own: the rest (the thread's and the
-process's names, the file's) is the same for every line, and finding it again was half a line's cost.
+status 499, as the call record has it. For the handler `multihome serve` sets up (a stream handler with
+its text format, no filters) a line is written from its time and arguments alone, as that formatter
+would write its record (observability/logs.py `TextFormatter.line`): a LogRecord and the Formatter's
+steps were most of a line's cost. Any other handler, a filter or a record factory gets records as
+`log.info` would make them: a copy of one made by `makeRecord` on this thread in this process, with
+only its time and arguments its own.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ import time
 from typing import Any
 
 from ..observability.json_log import register_fields
+from ..observability.logs import TextFormatter
 from .pipeline import Call
 
 log = logging.getLogger("multihome.access")
@@ -58,23 +62,38 @@ def write(call: Call) -> None:
         call.group or "-",
         served.deployment.name if served is not None else "-",
     )
-    record = _record(args)
+    entry = (time.time(), args)
     if not _pending:
         try:
             asyncio.get_running_loop().call_soon(flush)
         except RuntimeError:  # no loop (a test, a tool): write it now
-            log.handle(record)
+            _pending.append(entry)
+            flush()
             return
-    _pending.append(record)
+    _pending.append(entry)
 
 
-_pending: list[logging.LogRecord] = []
+# The lines of this tick: (time, arguments), made into records only for a handler or filter that needs one.
+_pending: list[tuple[float, tuple[Any, ...]]] = []
 # Per thread id, what every line's record made there holds but its time and arguments (reset in a forked child).
 _templates: dict[int, dict[str, Any]] = {}
 os.register_at_fork(after_in_child=_templates.clear)
 
 
-def _record(args: tuple[Any, ...]) -> logging.LogRecord:
+def _message(args: tuple[Any, ...]) -> str:
+    """`_LINE % args`, formatted without parsing _LINE for each line (tests check it is the same text)."""
+    method, path, status, ms, rid, principal, tenant, group, deployment = args
+    return (
+        f"{method} {path} {status:d} {ms:.1f}ms request_id={rid} principal={principal} tenant={tenant} "
+        f"model_group={group} deployment={deployment}"
+    )
+
+
+def _msecs(created: float) -> float:
+    return int((created - int(created)) * 1000) + 0.0  # as LogRecord computes them
+
+
+def _record(args: tuple[Any, ...], now: float | None = None) -> logging.LogRecord:
     """What log.info would make for the line, without its walk up the stack for the caller's file and line,
     and, unless a record factory is set, without looking up the thread, the process and the file again."""
     if logging.getLogRecordFactory() is not logging.LogRecord:
@@ -86,9 +105,10 @@ def _record(args: tuple[Any, ...]) -> logging.LogRecord:
     record = logging.LogRecord.__new__(logging.LogRecord)
     fields = vars(record)
     fields.update(template)
-    now = time.time()
+    if now is None:
+        now = time.time()
     fields["created"], fields["args"] = now, args
-    fields["msecs"] = int((now - int(now)) * 1000) + 0.0  # as LogRecord computes them
+    fields["msecs"] = _msecs(now)
     fields["relativeCreated"] = (now - _START) * 1000
     return record
 
@@ -97,24 +117,64 @@ _START: float = logging._startTime  # type: ignore[attr-defined]  # what relativ
 
 
 def flush() -> None:
-    """Write the pending lines: what Logger.handle would do for each, with one write per stream."""
+    """Write the pending lines: what Logger.handle would do for each, with one write per stream. A
+    stream handler with serve's text format and no filters gets its text without a record per line."""
     if not _pending:
         return
-    records = [r for r in _pending if log.filter(r)]
+    entries = _pending[:]
     _pending.clear()
-    if log.disabled or not records:
+    if log.disabled:
         return
+    direct = not log.filters and logging.getLogRecordFactory() is logging.LogRecord
+    made: list[logging.LogRecord] | None = None
+
+    def records() -> list[logging.LogRecord]:
+        nonlocal made
+        if made is None:
+            made = [r for r in (_record(args, now) for now, args in entries) if log.filter(r)]
+        return made
+
     found = False
     logger: logging.Logger | None = log
     while logger is not None:
         for handler in logger.handlers:
             found = True
-            _emit(handler, records)
+            formatter = _serve_formatter(handler) if direct else None
+            if formatter is not None:
+                _emit_lines(handler, formatter, entries)
+            else:
+                _emit(handler, records())
         if not logger.propagate:
             break
         logger = logger.parent
     if not found and logging.lastResort is not None:
-        _emit(logging.lastResort, records)
+        _emit(logging.lastResort, records())
+
+
+def _serve_formatter(handler: logging.Handler) -> TextFormatter | None:
+    """The handler's formatter when `_emit_lines` writes exactly what the handler would: a plain stream
+    handler, no filters, serve's text format."""
+    formatter = handler.formatter
+    if type(formatter) is TextFormatter and formatter.serve_format and not handler.filters:
+        if type(handler) is logging.StreamHandler:
+            return formatter
+    return None
+
+
+def _emit_lines(
+    handler: logging.Handler, formatter: TextFormatter, entries: list[tuple[float, tuple[Any, ...]]]
+) -> None:
+    if _INFO < handler.level:
+        return
+    assert isinstance(handler, logging.StreamHandler)
+    line, name, end = formatter.line, log.name, handler.terminator
+    try:
+        text = "".join([line(now, "INFO", name, _message(args)) + end for now, args in entries])
+        with handler.lock or contextlib.nullcontext():
+            handler.stream.write(text)
+            handler.flush()
+    except Exception:
+        handler.handleError(_record(entries[0][1], entries[0][0]))
 
 
 def _emit(handler: logging.Handler, records: list[logging.LogRecord]) -> None:

@@ -6,6 +6,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from ..schema.errors import ApiError
+from ..schema.request_headers import header as header  # re-exported: the doors read headers through asgi
 
 Scope = dict[str, Any]
 Message = dict[str, Any]
@@ -14,14 +15,6 @@ Send = Callable[[Message], Awaitable[None]]
 Header = tuple[bytes, bytes]
 
 JSON = (b"content-type", b"application/json")
-
-
-def header(scope: Scope, name: bytes) -> bytes | None:
-    headers: list[Header] = scope["headers"]  # ASGI: a list of (name, value) byte pairs, names lower-case
-    for key, value in headers:
-        if key == name:
-            return value
-    return None
 
 
 async def read_body(scope: Scope, receive: Receive, limit: int) -> bytes:

@@ -13,6 +13,7 @@ sent, what served it) from the front door to the answer, the access log and a gr
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import random
@@ -55,35 +56,21 @@ def new_request_id() -> str:
     return f"req_{_ids.getrandbits(96):024x}"
 
 
-class Call:
-    """One HTTP call, from the route table to its answer. Cheap: slots, filled as the steps run."""
+class Call(msgspec.Struct, eq=False):
+    """One HTTP call, from the route table to its answer: `Call(scope, request_id)`, filled as the steps
+    run. A Struct (made in C, once per call; compared by identity, as before)."""
 
-    __slots__ = (
-        "scope",
-        "request_id",
-        "t0",
-        "route",
-        "principal",
-        "tracker",
-        "group",
-        "served",
-        "stream",
-        "status",
-        "work",
-    )
-
-    def __init__(self, scope: Scope, request_id: bytes) -> None:
-        self.scope = scope
-        self.request_id = request_id
-        self.t0 = time.perf_counter()
-        self.route: Route | None = None  # the route table's row it matched
-        self.principal: Principal | None = None  # set by identify
-        self.tracker: CallTracker | None = None  # set when accounting begins (None when none is configured)
-        self.group: str | None = None  # the model group asked for, once it is known to exist
-        self.served: Served | None = None  # the deployment that answered, and how it was reached
-        self.stream: StreamRelay | None = None  # the stream being sent: a graceful stop cuts it (api/drain.py)
-        self.status = 0  # the HTTP status sent, for the access log
-        self.work: str | None = None  # the kind of stateful work this call is (policy/pins.py), None: stateless
+    scope: Scope
+    request_id: bytes
+    t0: float = msgspec.field(default_factory=time.perf_counter)  # when it began
+    route: Route | None = None  # the route table's row it matched
+    principal: Principal | None = None  # set by identify
+    tracker: CallTracker | None = None  # set when accounting begins (None when none is configured)
+    group: str | None = None  # the model group asked for, once it is known to exist
+    served: Served | None = None  # the deployment that answered, and how it was reached
+    stream: StreamRelay | None = None  # the stream being sent: a graceful stop cuts it (api/drain.py)
+    status: int = 0  # the HTTP status sent, for the access log
+    work: str | None = None  # the kind of stateful work this call is (policy/pins.py), None: stateless
 
 
 class Parsed(Protocol):
@@ -166,20 +153,21 @@ class Pipeline:
         embedding is accounted as `memory_embeddings`, decided as `embeddings`: api/memory_embeddings.py).
         `output_param`: the client's field for the output limit, when its API does not call it as chat does
         (a limit no deployment can give is a 400 naming it)."""
-        group = self.group(parsed.request.model)
+        group = self.catalog.groups.get(parsed.request.model) or self.group(parsed.request.model)  # (its 404)
         call.group = group.name
         tracker = begin_call(call, self.accounting, endpoint, body, group, parsed.request)
         shape = self.shape(call, parsed, group, policy_endpoint or endpoint, chat)
-        extra = await _admit(tracker, group, shape, max_output)
-        rid = call.request_id.decode()
-
-        async def upstream_request(dep: DeploymentRuntime) -> UpstreamRequest:
-            req = await build(parsed, dep)
-            req.headers = {**req.headers, "x-request-id": rid}
-            return req
-
+        # Without accounting (tracker None) no coroutine is made for the limits or the audit's durability.
+        extra = await _admit(tracker, group, shape, max_output) if tracker is not None else []
         try:
-            served = await self.router.route(group, shape, upstream_request, read, forward_usage=forward_usage)
+            served = await self.router.route(
+                group,
+                shape,
+                functools.partial(build, parsed),
+                read,
+                forward_usage=forward_usage,
+                request_id=call.request_id.decode(),
+            )
         except ApiError as err:
             pinned = getattr(shape.policy, "pinned", None)
             if pinned is not None and pinned.removed and _no_deployment(err):  # the pin kept it from failing over
@@ -191,6 +179,8 @@ class Pipeline:
         if dropped:  # fields the front door's own translation dropped, beside those the adapter did
             served.dropped = sorted({*dropped, *(served.dropped or ())})
         call.served = served
+        if tracker is None:
+            return served, served_headers(call.request_id, served)
         await _durable(tracker, served)
         return served, [*served_headers(call.request_id, served), *extra]
 

@@ -241,7 +241,7 @@ class PolicyGate:
         `work` names the kind of stateful work a call is (None: stateless), which the tenant's pins narrow.
 
         A tracker (accounting) is told the policy code and the entitlement that licensed or refused the call."""
-        decision = self.decide(principal, group.name, endpoint)
+        decision = self.engine().decide(principal, group.name, endpoint, self._facts[group.name])  # self.decide
         if tracker is not None:
             tracker.policy_code, tracker.entitlement_id = decision.code, decision.entitlement_id
         if not decision.allowed:

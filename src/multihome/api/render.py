@@ -41,7 +41,7 @@ _SSE_HEADERS = [(b"content-type", b"text/event-stream"), (b"cache-control", b"no
 def served_headers(request_id: bytes, served: Served) -> list[Header]:
     headers = [
         (b"x-request-id", request_id),
-        (b"x-multihome-deployment", header_text.text(served.deployment.name).encode()),
+        (b"x-multihome-deployment", served.deployment.name_header),
         (b"x-multihome-attempts", attempts_header(served.attempts).encode()),
     ]
     if served.dropped:
@@ -54,7 +54,9 @@ def served_headers(request_id: bytes, served: Served) -> list[Header]:
 async def send_json(call: Call, send: Send, status: int, body: bytes, headers: list[Header]) -> None:
     """A JSON answer (`headers` carries the content type)."""
     call.status = status
-    await send_bytes(send, status, body, headers)
+    headers.append((b"content-length", str(len(body)).encode()))  # send_bytes, inline: one coroutine less
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
 
 
 async def send_failure(

@@ -11,6 +11,7 @@ from typing import Any
 from ..config import Config, env_secret
 from ..schema.errors import ApiError
 from ..schema.principal import MEMBER, ORG_ADMIN, Principal
+from ..schema.request_headers import SCAN_MAX, index_of, repeated
 from .oidc import looks_like_jwt
 
 _MISSING = ApiError(
@@ -32,21 +33,46 @@ def credential_of(scope: dict) -> bytes | None:
 
     A header sent twice is refused (400), never resolved by order: a proxy that checks the first
     and a gateway that takes the last would disagree on who is calling."""
-    authorization = api_key = None
-    for name, value in scope["headers"]:
-        if name == b"authorization":
-            if authorization is not None:
-                raise _twice("Authorization")
-            authorization = value
-        elif name == b"x-api-key":
-            if api_key is not None:
-                raise _twice("x-api-key")
-            api_key = value
+    headers = scope["headers"]
+    if len(headers) <= SCAN_MAX:  # a short list: scanned (schema/request_headers.py)
+        authorization = api_key = None
+        for name, value in headers:
+            if name == b"authorization":
+                if authorization is not None:
+                    raise _twice("Authorization")
+                authorization = value
+            elif name == b"x-api-key":
+                if api_key is not None:
+                    raise _twice("x-api-key")
+                api_key = value
+        return _secret(authorization, api_key)
+    index = index_of(scope)
+    authorization, api_key = index.get(b"authorization"), index.get(b"x-api-key")
+    if len(index) != len(headers) and (  # some header name sent twice: was it a credential's?
+        (authorization is not None and repeated(scope, b"authorization"))
+        or (api_key is not None and repeated(scope, b"x-api-key"))
+    ):
+        raise _first_repeated(scope)
+    return _secret(authorization, api_key)
+
+
+def _secret(authorization: bytes | None, api_key: bytes | None) -> bytes | None:
     if authorization is not None and authorization[:7].lower() == b"bearer ":
         return authorization[7:].strip() or None
     if api_key is not None:
         return api_key.strip() or None
     return None
+
+
+def _first_repeated(scope: dict) -> ApiError:
+    """The refusal for the credential header whose second copy comes first."""
+    seen: set[bytes] = set()
+    for name, _ in scope["headers"]:
+        if name in (b"authorization", b"x-api-key"):
+            if name in seen:
+                return _twice("Authorization" if name == b"authorization" else "x-api-key")
+            seen.add(name)
+    raise AssertionError("no credential header is repeated")
 
 
 def _twice(header: str) -> ApiError:
@@ -115,12 +141,30 @@ class Authenticator:
             open_access=config.server.allow_unauthenticated,
         )
 
-    async def authenticate(self, scope: dict) -> Principal:
+    def at_once(self, scope: dict) -> Principal | None:
+        """`authenticate`'s answer when it needs no await (open access, a key from the environment, or a
+        401 or 400), else None: a managed key or a token, for `authenticate`. The gateway's hot path asks
+        this first, so a key from the environment costs no coroutine."""
         if self._open:
             return _ANONYMOUS
         credential = credential_of(scope)
         if credential is None:
             raise _MISSING
+        if (credential.startswith(b"mh_") and self._managed is not None) or (
+            self._oidc is not None and looks_like_jwt(credential)
+        ):
+            return None
+        principal = self._env_keys.get(_digest(credential))
+        if principal is None:
+            raise _INVALID
+        return principal
+
+    async def authenticate(self, scope: dict) -> Principal:
+        principal = self.at_once(scope)
+        if principal is not None:
+            return principal
+        credential = credential_of(scope)
+        assert credential is not None  # at_once raised for none
         if credential.startswith(b"mh_") and self._managed is not None:
             presented = credential.decode("ascii", "replace")
             record = self._managed(presented)
@@ -129,13 +173,9 @@ class Authenticator:
             if record is not None:
                 return principal_of_key(record)
             raise _INVALID
-        if self._oidc is not None and looks_like_jwt(credential):
-            # Verified (or remembered) and checked against the live token revocations, every request.
-            return await self._oidc.verify(credential)
-        principal = self._env_keys.get(_digest(credential))
-        if principal is None:
-            raise _INVALID
-        return principal
+        assert self._oidc is not None  # at_once answered every other credential
+        # Verified (or remembered) and checked against the live token revocations, every request.
+        return await self._oidc.verify(credential)
 
 
 def _digest(secret: bytes) -> bytes:

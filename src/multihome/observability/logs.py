@@ -15,8 +15,6 @@ import logging
 import time
 from typing import Any
 
-from uvicorn.config import LOGGING_CONFIG
-
 from .json_log import JsonFormatter
 
 LEVELS = ("critical", "error", "warning", "info", "debug", "trace")  # what uvicorn's --log-level takes
@@ -28,6 +26,8 @@ def serve_log_config(level: str, log_format: str = "text") -> dict[str, Any]:
     """The dictConfig for `uvicorn.run(log_config=...)`; `level` is one of LEVELS, `log_format` of FORMATS."""
     ours = "DEBUG" if level == "trace" else level.upper()
     theirs = level.upper() if level in ("debug", "trace") else max(level.upper(), "WARNING", key=_rank)
+    from uvicorn.config import LOGGING_CONFIG  # here: the access log imports this module, uvicorn need not load
+
     config = copy.deepcopy(LOGGING_CONFIG)
     config["formatters"]["multihome"] = {"()": f"{TextFormatter.__module__}.TextFormatter", "fmt": _FORMAT}
     config["handlers"]["multihome"] = {
@@ -46,21 +46,37 @@ def serve_log_config(level: str, log_format: str = "text") -> dict[str, Any]:
 
 class TextFormatter(logging.Formatter):
     """logging.Formatter with the default timestamp's seconds formatted once per second: the access log
-    writes a line per call, and `localtime` + `strftime` for each was a fifth of the line's cost."""
+    writes a line per call, and `localtime` + `strftime` for each was a fifth of the line's cost.
+    With serve's own format (`serve_format`), `line` writes what `format` would for a record without an
+    exception or stack, from its fields alone: the access log makes no record for it (api/access_log.py)."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._second = -1
         self._stamp = ""
+        self.serve_format = self._fmt == _FORMAT and type(self._style) is logging.PercentStyle and not self.datefmt
 
     def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
         if datefmt:
             return super().formatTime(record, datefmt)
-        second = int(record.created)
+        return self._time(record.created, record.msecs)
+
+    def _time(self, created: float, msecs: float) -> str:
+        second = int(created)
         if second != self._second:
             self._second, self._stamp = second, time.strftime(self.default_time_format, self.converter(second))
         msec = self.default_msec_format
-        return msec % (self._stamp, record.msecs) if msec else self._stamp
+        return msec % (self._stamp, msecs) if msec else self._stamp
+
+    def line(self, created: float, levelname: str, name: str, message: str) -> str:
+        """`format(record)` for a record of these fields, no exception or stack; only if `serve_format`."""
+        second = int(created)
+        if second != self._second:
+            self._second, self._stamp = second, time.strftime(self.default_time_format, self.converter(second))
+        msecs = int((created - second) * 1000) + 0.0  # as LogRecord computes them
+        msec = self.default_msec_format
+        stamp = msec % (self._stamp, msecs) if msec else self._stamp
+        return f"{stamp} {levelname} {name}: {message}"
 
 
 def _rank(name: str) -> int:

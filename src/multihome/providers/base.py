@@ -116,7 +116,10 @@ class AdapterBase:
     chunk is forwarded, error bodies are already OpenAI-shaped, nothing to close."""
 
     def is_refusal(self, peek: ResponsePeek) -> bool:
-        return any(c.finish_reason == "content_filter" for c in peek.choices)
+        for c in peek.choices:
+            if c.finish_reason == "content_filter":
+                return True
+        return False
 
     def skip_stream_chunk(self, peek: ResponsePeek) -> bool:
         return False

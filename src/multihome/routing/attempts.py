@@ -12,11 +12,11 @@ import asyncio
 import random
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass
 
 import aiohttp
 import msgspec
 
+from ..config import ModelGroup
 from ..providers.base import (
     CAPACITY,
     CLIENT_ERROR,
@@ -29,7 +29,7 @@ from ..providers.base import (
 from ..schema import header_text
 from ..schema.errors import ApiError
 from ..schema.peek import ResponsePeek, peek_decoder
-from .breakers import Breakers
+from .breakers import CLOSED, Breakers
 from .catalog import DeploymentRuntime, GroupRuntime
 from .latency import LatencyStats
 from .planner import Plan
@@ -45,8 +45,7 @@ _UNWELL = frozenset({CAPACITY, UNAVAILABLE})  # what counts against a deployment
 _ABOUT_REQUEST = frozenset({CONTEXT_OVERFLOW, UNSUPPORTED, REFUSAL})
 
 
-@dataclass(slots=True)
-class Attempt:
+class Attempt(msgspec.Struct):
     deployment: str
     outcome: str
     ms: float
@@ -66,11 +65,11 @@ _MAX_HEADER = 4096  # characters of the whole header; clients refuse response he
 
 def attempts_header(attempts: list[Attempt]) -> str:
     """`x-multihome-attempts`: safe to write whatever deployment names and reasons hold."""
-    return header_text.text(", ".join(a.header() for a in attempts), _MAX_HEADER)
+    text = attempts[0].header() if len(attempts) == 1 else ", ".join([a.header() for a in attempts])
+    return header_text.text(text, _MAX_HEADER)
 
 
-@dataclass(slots=True)
-class Served:
+class Served(msgspec.Struct):
     """A 2xx answer (or a pass-through client error) and how it was reached."""
 
     deployment: DeploymentRuntime
@@ -83,8 +82,7 @@ class Served:
     peek: ResponsePeek | None = None  # the unary answer, read shallowly (usage, tool calls)
 
 
-@dataclass(slots=True)
-class _Result:
+class _Result(msgspec.Struct):
     kind: str
     label: str
     retry_after: float | None = None
@@ -123,7 +121,7 @@ class AttemptRunner:
         self._sleep = sleep
         self._rand = rand
 
-    async def run(
+    def run(
         self,
         group: GroupRuntime,
         plan: Plan,
@@ -133,13 +131,29 @@ class AttemptRunner:
         stream: bool,
         forward_usage: bool = False,
         attempts: list[Attempt] | None = None,
-    ) -> Served:
+        request_id: str | None = None,
+    ) -> Awaitable[Served]:
         """Walk the plan. `await build(deployment) -> UpstreamRequest`; `translate(deployment, body, headers) -> bytes`
-        turns a 2xx upstream body into the client's schema. Returns Served or raises ApiError."""
-        walk = _Walk(self, group, build, translate, stream, forward_usage, attempts if attempts is not None else [])
+        turns a 2xx upstream body into the client's schema; `request_id` goes upstream as `x-request-id`.
+        Await it for Served, or an ApiError. (Not a coroutine itself: without a time budget the walk's is
+        the only one.)"""
+        walk = _Walk(
+            self,
+            group,
+            group.policy,
+            build,
+            translate,
+            stream,
+            forward_usage,
+            attempts if attempts is not None else [],
+            request_id,
+        )
         budget = group.policy.timeouts.budget_s
         if budget is None:
-            return await walk.run(plan)
+            return walk.run(plan)
+        return self._budgeted(walk, group, plan, budget)
+
+    async def _budgeted(self, walk: _Walk, group: GroupRuntime, plan: Plan, budget: float) -> Served:
         try:
             async with asyncio.timeout(budget):
                 return await walk.run(plan)
@@ -155,40 +169,31 @@ class AttemptRunner:
         return delay
 
 
-class _Walk:
-    """One call's walk through a plan."""
+class _Walk(msgspec.Struct, eq=False):
+    """One call's walk through a plan (a Struct: made in C, once per call)."""
 
-    def __init__(
-        self,
-        runner: AttemptRunner,
-        group: GroupRuntime,
-        build: Build,
-        translate: Translate,
-        stream: bool,
-        forward_usage: bool,
-        attempts: list[Attempt],
-    ) -> None:
-        self.runner = runner
-        self.group = group
-        self.policy = group.policy
-        self.build = build
-        self.translate = translate
-        self.stream = stream
-        self.forward_usage = forward_usage
-        self.attempts: list[Attempt] = attempts
-        self.last: _Result | None = None
-        self.last_dep: DeploymentRuntime | None = None
-        self.overflow_window: int | None = None
+    runner: AttemptRunner
+    group: GroupRuntime
+    policy: ModelGroup  # the group's
+    build: Build
+    translate: Translate
+    stream: bool
+    forward_usage: bool
+    attempts: list[Attempt]
+    request_id: str | None = None
+    last: _Result | None = None
+    last_dep: DeploymentRuntime | None = None
+    overflow_window: int | None = None
 
     async def run(self, plan: Plan) -> Served:
         queue = plan.ordered
         i = 0
         while i < len(queue):
             dep = queue[i]
-            if self._too_small(dep):
+            if self.overflow_window is not None and self._too_small(dep):
                 i += 1
                 continue
-            partner = self._hedge_partner(queue, i)
+            partner = self._hedge_partner(queue, i) if self.policy.hedge_after_ms is not None else None
             if partner is not None:
                 result, served_by = await self._hedged(dep, partner)
                 i += 2
@@ -269,12 +274,15 @@ class _Walk:
 
     async def _one(self, dep: DeploymentRuntime) -> _Result:
         breakers = self.runner.breakers
-        if breakers is not None and not await breakers.admit(dep.name):
+        # A closed breaker admits every call (both kinds): only another state needs admit's coroutine.
+        if breakers is not None and breakers.get(dep.name).state != CLOSED and not await breakers.admit(dep.name):
             self.attempts.append(Attempt(dep.name, "breaker_open", 0.0))
             return _Result(UNAVAILABLE, "breaker_open")
         t0 = time.perf_counter()
         try:
             req = await self.build(dep)
+            if self.request_id is not None:
+                req.headers = {**req.headers, "x-request-id": self.request_id}
             if self.stream:
                 result = await _stream_once(dep, self.group, req, self.forward_usage)
             else:
@@ -342,8 +350,12 @@ async def _unary_once(
     try:
         if req.fan_out:
             status, headers, body = await _post_fanned(dep, group, req)
-        else:
-            status, headers, body = await _post(dep, group, req.url, req.body, req.headers)
+        else:  # _post, inline: one coroutine less per call
+            assert dep.session is not None  # bound by Catalog.start
+            resp = await dep.session.post(
+                req.url, data=req.body, headers=req.headers, timeout=group.unary_timeout, allow_redirects=False
+            )  # see _redirect
+            status, headers, body = resp.status, resp.headers, await resp.read()
     except TimeoutError:
         return _Result(UNAVAILABLE, "timeout")
     except aiohttp.ClientError as exc:

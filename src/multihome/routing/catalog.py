@@ -10,6 +10,7 @@ from ..config import Config, ModelGroup, Price
 from ..providers.base import Adapter
 from ..providers.registry import BY_NAME, build_adapter
 from ..providers.transport import Transport
+from ..schema import header_text
 
 
 @dataclass(slots=True)
@@ -28,6 +29,11 @@ class DeploymentRuntime:
     session: aiohttp.ClientSession | None = None
     # Whether a Responses API call is sent natively when the adapter can (config `responses_api`).
     responses_native: bool = True
+    # The name as the `x-multihome-deployment` header's value (api/render.py): made once, not per call.
+    name_header: bytes = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        self.name_header = header_text.text(self.name).encode()
 
 
 @dataclass(slots=True)

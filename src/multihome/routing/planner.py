@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
 from typing import Any, Protocol
+
+import msgspec
 
 from ..schema import estimate
 from ..schema.chat import ChatRequest
-from .breakers import Breakers
+from .breakers import CLOSED, Breakers
 from .catalog import DeploymentRuntime, GroupRuntime
 from .commitments import CommitmentSource, OnPlan
 from .latency import LatencyStats
@@ -24,8 +25,7 @@ ORDERED, SKIPPED = "ordered", "skipped"
 TOO_MUCH_OUTPUT = "max output "  # a skip's reason: the deployment's output limit is below the request's
 
 
-@dataclass(slots=True)
-class Considered:
+class Considered(msgspec.Struct):
     deployment: str
     decision: str  # ordered | skipped
     reason: str
@@ -38,18 +38,16 @@ class Considered:
         return out
 
 
-@dataclass(slots=True)
-class Skip:
+class Skip(msgspec.Struct):
     deployment: str
     reason: str
 
 
-@dataclass(slots=True)
-class Plan:
+class Plan(msgspec.Struct):
     group: str
     strategy: str
     ordered: list[DeploymentRuntime]
-    considered: list[Considered] = field(default_factory=list)
+    considered: list[Considered] = msgspec.field(default_factory=list)
     needs: frozenset[str] = frozenset()
     prompt_tokens: int | None = None
 
@@ -77,8 +75,7 @@ class PolicyView(Protocol):
     def denied(self) -> Mapping[str, str]: ...  # deployment -> the rule that excluded it
 
 
-@dataclass(slots=True)
-class RequestShape:
+class RequestShape(msgspec.Struct):
     """What planning reads from a request."""
 
     needs: frozenset[str]
@@ -127,7 +124,9 @@ class Planner:
                 considered.append(Considered(dep.name, SKIPPED, reason))
             else:
                 candidates.append(dep)
-        ordered, scores = self._order(group, candidates, shape, prompt, output)
+        ordered, scores = (
+            self._order(group, candidates, shape, prompt, output) if len(candidates) > 1 else (candidates, {})
+        )
         if explain:  # the hot path needs only the order; reasons for ordered ones are for people
             for rank, dep in enumerate(ordered, 1):
                 pos = group.position[dep.name]
@@ -143,18 +142,18 @@ class Planner:
             return "not among the deployments the request narrowed to"
         if shape.exclude is not None and dep.name in shape.exclude:
             return shape.exclude[dep.name]
-        missing = shape.needs - dep.capabilities
-        if missing:
-            return "lacks " + ", ".join(sorted(missing))
+        if not shape.needs <= dep.capabilities:
+            return "lacks " + ", ".join(sorted(shape.needs - dep.capabilities))
         if dep.context_window and prompt is not None:
             wanted = prompt + (output or 0)
             if wanted > dep.context_window:
                 return f"context window {dep.context_window} < ~{wanted} tokens needed"
         if dep.max_output_tokens and output and output > dep.max_output_tokens:
             return f"{TOO_MUCH_OUTPUT}{dep.max_output_tokens} < {output} tokens requested"
-        ok, why = self.breakers.allows(dep.name)
-        if not ok:
-            return why
+        if self.breakers.get(dep.name).state != CLOSED:  # a closed breaker allows every call
+            ok, why = self.breakers.allows(dep.name)
+            if not ok:
+                return why
         return ""
 
     def _order(

@@ -20,7 +20,7 @@ class Router:
 
     def chain(self, group: GroupRuntime, shape: RequestShape) -> list[GroupRuntime]:
         """The group, then its fallback groups — unless the client narrowed to named deployments."""
-        if shape.narrow is not None:
+        if shape.narrow is not None or not group.policy.fallback_groups:
             return [group]
         groups = self.catalog.groups  # a call that began before a config reload skips fallbacks it removed
         return [group, *(groups[name] for name in group.policy.fallback_groups if name in groups)]
@@ -36,11 +36,13 @@ class Router:
         translate: Translate,
         *,
         forward_usage: bool = False,
+        request_id: str | None = None,
     ) -> Served:
+        """`request_id`: sent upstream as `x-request-id`."""
         attempts: list[Attempt] = []
         chain = self.chain(group, shape)  # resolved once: a config reload mid-call does not change it
-        plans = [self.planner.plan(g, shape) for g in chain]
-        if not any(p.ordered for p in plans):
+        plans = [self.planner.plan(g, shape) for g in chain] if len(chain) > 1 else [self.planner.plan(group, shape)]
+        if not plans[0].ordered and not any(p.ordered for p in plans):
             raise _unsupported(group, plans[0], shape)
         last: AllDeclined | None = None
         for i, plan in enumerate(plans):
@@ -48,7 +50,8 @@ class Router:
                 continue
             if i > 0:
                 attempts.append(Attempt(plan.group, "fallback_group", 0.0))
-            attempts.extend(Attempt(s.deployment, "skipped", 0.0, s.reason) for s in plan.skipped)
+            if plan.considered:  # the hot path's plan lists only what it skipped
+                attempts.extend(Attempt(s.deployment, "skipped", 0.0, s.reason) for s in plan.skipped)
             try:
                 return await self.runner.run(
                     chain[i],
@@ -58,6 +61,7 @@ class Router:
                     stream=shape.stream,
                     forward_usage=forward_usage,
                     attempts=attempts,
+                    request_id=request_id,
                 )
             except AllDeclined as exc:
                 last = exc

@@ -204,7 +204,7 @@ def _validate(req: ChatRequest) -> None:
             raise bad_request(
                 f"messages[{i}].content is required for role '{msg.role}'.", param=f"messages[{i}].content"
             )
-        for k, block in enumerate(msg.thinking_blocks or ()):
+        for k, block in enumerate(msg.thinking_blocks) if msg.thinking_blocks else ():
             where = f"messages[{i}].thinking_blocks[{k}]"
             if msg.role != "assistant":
                 raise bad_request(f"{where}: thinking blocks belong to assistant messages only.", param=where)
@@ -247,22 +247,26 @@ def _validate(req: ChatRequest) -> None:
             raise bad_request(
                 "response_format of type 'json_schema' needs 'json_schema'.", param="response_format.json_schema"
             )
-    between(req.n, 1, MAX_N, "n")
-    between(req.best_of, 1, MAX_N, "best_of")  # metering reserves for every sequence it makes
-    between(req.seed, -INT64, INT64 - 1, "seed")
-    between(req.top_logprobs, 0, MAX_TOP_LOGPROBS, "top_logprobs")
-    between(req.presence_penalty, -PENALTY, PENALTY, "presence_penalty")
-    between(req.frequency_penalty, -PENALTY, PENALTY, "frequency_penalty")
-    for token, bias in (req.logit_bias or {}).items():
-        between(bias, -LOGIT_BIAS, LOGIT_BIAS, f"logit_bias.{token[:20]}")
+    # The optional numbers, checked one by one only when one is set (the common call sets none).
+    if (req.n, req.best_of, req.seed, req.top_logprobs, req.presence_penalty, req.frequency_penalty) != _UNSET6:
+        between(req.n, 1, MAX_N, "n")
+        between(req.best_of, 1, MAX_N, "best_of")  # metering reserves for every sequence it makes
+        between(req.seed, -INT64, INT64 - 1, "seed")
+        between(req.top_logprobs, 0, MAX_TOP_LOGPROBS, "top_logprobs")
+        between(req.presence_penalty, -PENALTY, PENALTY, "presence_penalty")
+        between(req.frequency_penalty, -PENALTY, PENALTY, "frequency_penalty")
+    if req.logit_bias:
+        for token, bias in req.logit_bias.items():
+            between(bias, -LOGIT_BIAS, LOGIT_BIAS, f"logit_bias.{token[:20]}")
     if req.temperature is not None and not 0 <= req.temperature <= 2:
         raise bad_request("'temperature' must be between 0 and 2.", param="temperature")
     if req.top_p is not None and not 0 <= req.top_p <= 1:
         raise bad_request("'top_p' must be between 0 and 1.", param="top_p")
     if isinstance(req.stop, list) and len(req.stop) > 4:
         raise bad_request("'stop' accepts at most 4 sequences.", param="stop")
-    count(req.max_tokens, "max_tokens")
-    count(req.max_completion_tokens, "max_completion_tokens")
+    if req.max_tokens is not None or req.max_completion_tokens is not None:
+        count(req.max_tokens, "max_tokens")
+        count(req.max_completion_tokens, "max_completion_tokens")
     if req.reasoning_effort is not None and req.reasoning_effort not in REASONING_EFFORTS:
         raise bad_request(
             f"'reasoning_effort' must be one of: {', '.join(REASONING_EFFORTS)}.", param="reasoning_effort"
@@ -271,17 +275,29 @@ def _validate(req: ChatRequest) -> None:
         raise bad_request("'stream_options' is only allowed when 'stream' is true.", param="stream_options")
 
 
+_UNSET6 = (None,) * 6
+_CHAT = frozenset({"chat"})
+_CHAT_STREAM = frozenset({"chat", "streaming"})
+
+
 def _needs(req: ChatRequest) -> frozenset[str]:
-    """Capabilities a deployment must have to serve this request."""
+    """Capabilities a deployment must have to serve this request (the two commonest sets shared)."""
+    tools = bool(req.tools) and req.tool_choice != "none"
+    schema = req.response_format is not None and req.response_format.type == "json_schema"
+    vision = False
+    for msg in req.messages:
+        if isinstance(msg.content, list) and any(p.type == "image_url" for p in msg.content):
+            vision = True
+            break
+    if not (tools or schema or vision):
+        return _CHAT_STREAM if req.stream else _CHAT
     needs = {"chat"}
     if req.stream:
         needs.add("streaming")
-    if req.tools and req.tool_choice != "none":
+    if tools:
         needs.add("tools")
-    if req.response_format is not None and req.response_format.type == "json_schema":
+    if schema:
         needs.add("json_schema")
-    for msg in req.messages:
-        if isinstance(msg.content, list) and any(p.type == "image_url" for p in msg.content):
-            needs.add("vision")
-            break
+    if vision:
+        needs.add("vision")
     return frozenset(needs)

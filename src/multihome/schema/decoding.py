@@ -75,7 +75,12 @@ def decode_views(body: bytes, typed: msgspec.json.Decoder[_T]) -> tuple[dict[str
     Raises 400s that say what to fix: not JSON, not UTF-8, not an object, a field of the wrong type, too deep."""
     if not body.isascii():
         _check_utf8(body)
-    return top_level(body), decode_body(body, typed)
+    try:  # decode_body's errors, in one frame for both views
+        return _top.decode(body), typed.decode(body)
+    except msgspec.DecodeError as exc:
+        raise decode_error(exc) from None
+    except RecursionError:
+        raise bad_request(_TOO_DEEP, code="nested_too_deeply") from None
 
 
 def _check_utf8(body: bytes) -> None:

@@ -10,7 +10,6 @@ and answers their errors in Anthropic's envelope (errors.py).
 
 from __future__ import annotations
 
-import dataclasses
 from typing import cast
 
 import msgspec
@@ -64,7 +63,7 @@ class AnthropicDoor:
             converter = AnthropicStream(parsed.request)
             first = converter.feed(served.first)
             relay = cast(StreamRelay, TranslatedRelay(served.stream, converter))  # the same rest()/close()/cut()
-            translated = dataclasses.replace(served, first=first, stream=relay)
+            translated = msgspec.structs.replace(served, first=first, stream=relay)
             await send_stream(call, receive, send, translated, headers, stream_finisher(call, served))
             return
         if served.status >= 400:

@@ -3,6 +3,7 @@ the answer as it came (unary JSON or an SSE stream relayed chunk by chunk)."""
 
 from __future__ import annotations
 
+from collections.abc import Awaitable
 from typing import Any
 
 from ...providers.base import UpstreamRequest
@@ -40,8 +41,8 @@ class ChatDoor:
             await send_unary(call, send, served, headers)
 
 
-async def chat_request(parsed: ParsedChat, dep: DeploymentRuntime) -> UpstreamRequest:
-    return await dep.adapter.chat_request(parsed, dep.upstream_model)
+def chat_request(parsed: ParsedChat, dep: DeploymentRuntime) -> Awaitable[UpstreamRequest]:
+    return dep.adapter.chat_request(parsed, dep.upstream_model)  # awaited by the caller: one coroutine less
 
 
 def chat_response(dep: DeploymentRuntime, body: bytes, headers: Any) -> bytes:
@@ -55,5 +56,6 @@ async def send_unary(call: Call, send: Send, served: Served, headers: list[Heade
         await send_failure(call, send, OPENAI, err, headers)
         finish_refused(call, served, err, "client_error")
         return
-    finish_unary(call, served, served.body)
+    if call.tracker is not None:
+        finish_unary(call, served, served.body)
     await send_json(call, send, served.status, served.body, [JSON, *headers])

@@ -12,7 +12,6 @@ response is not found (404), never forbidden, so ids leak nothing.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 from typing import Any, cast
 
@@ -157,7 +156,7 @@ class ResponsesDoor:
                 return b""
 
             relay = cast(StreamRelay, ResponsesRelay(served.stream, served.first, converter, keep))
-            translated = dataclasses.replace(served, first=converter.start(), stream=relay)
+            translated = msgspec.structs.replace(served, first=converter.start(), stream=relay)
             await send_stream(call, receive, send, translated, headers, stream_finisher(call, served))
             return
         if served.status >= 400:

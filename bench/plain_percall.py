@@ -1,0 +1,210 @@
+"""Instructions per call of the plain gateway's own work, in process: the app `multihome serve` builds
+for the plain configuration of bench/governance_bench.py (keys from the environment, nothing else),
+its ASGI callable called directly with a chat request, its deployment's upstream replaced by a canned
+OpenAI answer, so no socket, uvicorn or aiohttp is counted: what is left is the gateway's own work
+per call (route, identify, parse, decide, plan, attempt, headers, the access log line). Counted by
+valgrind's callgrind as bench/percall_instructions.py does: N calls and 0 calls in fresh processes,
+the difference over N (start-up cancels); `--base-src` counts another tree (main checked out
+elsewhere) in the same run. `--profile` prints cProfile's per-call function counts and top functions
+instead (no valgrind).
+
+    PYTHONPATH=src python bench/plain_percall.py [--calls 2000] [--base-src /tmp/main/src] [--no-access-log]
+        [--src TREE/src ...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging.config
+import os
+import re
+import subprocess
+import sys
+import tempfile
+
+WARM = 300
+CONCURRENCY = 16
+CONFIG = """
+server: {api_keys_env: [BENCH_CLIENT_KEY]}
+providers:
+  sim: {kind: openai, endpoint: "http://127.0.0.1:9/v1", auth: {api_key_env: BENCH_SIM_KEY}, max_connections: 4096}
+deployments:
+  bench@sim: {provider: sim, model: bench-model, price: {input: 1, output: 2}}
+model_groups:
+  bench: {deployments: [bench@sim]}
+"""
+BODY = (
+    b'{"model":"bench","messages":[{"role":"user","content":"Summarise the benefits of multi-cloud AI in one line."}]}'
+)
+ANSWER = (
+    b'{"id":"chatcmpl-0123456789abcdef01234567","object":"chat.completion","created":1764763200,'
+    b'"model":"bench-model","choices":[{"index":0,"message":{"role":"assistant","content":'
+    b'"Multi-cloud AI avoids lock-in and keeps serving when one provider fails.","refusal":null},'
+    b'"logprobs":null,"finish_reason":"stop"}],"usage":{"prompt_tokens":19,"completion_tokens":14,'
+    b'"total_tokens":33}}'
+)
+KEY = "bench-client-key"
+
+
+class _Response:
+    status = 200
+    headers = {"content-type": "application/json"}
+
+    async def read(self) -> bytes:
+        return ANSWER
+
+
+class _Session:
+    """What the attempt walk asks of an aiohttp session for a unary call: post, then read."""
+
+    async def post(self, url, **kwargs):
+        return _Response()
+
+
+def _logging(access_log: bool) -> None:
+    """As `multihome serve --log-level info` (or warning) sets it up, its lines written to /dev/null."""
+    from multihome.observability.logs import serve_log_config
+
+    sys.stderr = open(os.devnull, "w")
+    logging.config.dictConfig(serve_log_config("info" if access_log else "warning"))
+
+
+async def _run(calls: int) -> None:
+    os.environ.setdefault("BENCH_CLIENT_KEY", KEY)
+    os.environ.setdefault("BENCH_SIM_KEY", "bench-sim-key")
+    from multihome.app import build_app
+    from multihome.config.load import parse_config
+
+    app = build_app(parse_config(CONFIG))
+    sent: list[dict] = []
+
+    stopping = asyncio.get_running_loop().create_future()
+    messages = iter([{"type": "lifespan.startup"}])
+
+    async def lifespan_receive():
+        return next(messages, None) or await stopping
+
+    async def lifespan_send(message):
+        sent.append(message)
+
+    start = asyncio.ensure_future(app({"type": "lifespan"}, lifespan_receive, lifespan_send))
+    while not sent:
+        await asyncio.sleep(0)
+    for dep in app.catalog.deployments.values():
+        dep.session = _Session()  # type: ignore[assignment]
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0", "spec_version": "2.3"},
+        "http_version": "1.1",
+        "server": ("127.0.0.1", 8000),
+        "client": ("127.0.0.1", 50000),
+        "scheme": "http",
+        "method": "POST",
+        "root_path": "",
+        "path": "/v1/chat/completions",
+        "raw_path": b"/v1/chat/completions",
+        "query_string": b"",
+        "headers": [
+            (b"host", b"127.0.0.1:8000"),
+            (b"content-type", b"application/json"),
+            (b"authorization", f"Bearer {KEY}".encode()),
+            (b"content-length", str(len(BODY)).encode()),
+        ],
+    }
+    statuses: list[int] = []
+
+    async def receive():
+        return {"type": "http.request", "body": BODY, "more_body": False}
+
+    async def send(message):
+        if message["type"] == "http.response.start":
+            statuses.append(message["status"])
+
+    left = calls
+
+    async def worker() -> None:
+        nonlocal left
+        while left > 0:
+            left -= 1
+            await app(dict(scope), receive, send)
+
+    await asyncio.gather(*(worker() for _ in range(CONCURRENCY)))
+    assert statuses.count(200) == len(statuses) == calls, (len(statuses), set(statuses))
+    stopping.set_result({"type": "lifespan.shutdown"})
+    await start
+
+
+def child(calls: int, access_log: bool) -> None:
+    import uvloop
+
+    _logging(access_log)
+    uvloop.run(_run(WARM + calls))
+
+
+def instructions(src: str, calls: int, access_log: bool, keep: str | None = None) -> int:
+    """Instructions of a child process making `calls` calls after the warm-up; `keep`: where to leave
+    callgrind's output for callgrind_annotate."""
+    env = dict(os.environ, PYTHONPATH=src, PYTHONHASHSEED="0")
+    with tempfile.TemporaryDirectory() as d:
+        out = keep or f"{d}/cg.out"
+        args = ["--child", str(calls)] + ([] if access_log else ["--no-access-log"])
+        proc = subprocess.run(
+            ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", sys.executable, __file__, *args],
+            env=env,
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+    found = re.search(r"Collected : (\d+)", proc.stderr)
+    assert found, proc.stderr[-2000:]
+    return int(found.group(1))
+
+
+def profile(calls: int, access_log: bool, top: int) -> None:
+    import cProfile
+    import pstats
+
+    import uvloop
+
+    _logging(access_log)
+    uvloop.run(_run(WARM))
+    prof = cProfile.Profile()
+    prof.enable()
+    uvloop.run(_run(calls))
+    prof.disable()
+    stats = pstats.Stats(prof)
+    total = sum(v[1] for v in stats.stats.values())  # type: ignore[attr-defined]
+    print(f"{total / calls:.1f} Python-level function calls per request (start-up included)")
+    stats.sort_stats("tottime").print_stats(top)
+
+
+def main() -> None:
+    if sys.argv[1:2] == ["--child"]:
+        child(int(sys.argv[2]), "--no-access-log" not in sys.argv)
+        return
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--calls", type=int, default=2000)
+    ap.add_argument("--base-src", help="another tree's src/, counted in the same run")
+    ap.add_argument("--src", action="append", default=[], help="count these trees' src/ instead (repeatable)")
+    ap.add_argument("--no-access-log", action="store_true", help="the access log off (serve --log-level warning)")
+    ap.add_argument("--profile", action="store_true", help="cProfile instead of valgrind")
+    ap.add_argument("--top", type=int, default=40)
+    ap.add_argument("--keep", help="a directory to leave each run's callgrind output in")
+    args = ap.parse_args()
+    access_log = not args.no_access_log
+    if args.profile:
+        profile(args.calls, access_log, args.top)
+        return
+    trees = [("this tree", os.path.abspath("src"))] + ([("base", args.base_src)] if args.base_src else [])
+    if args.src:
+        trees = [(src, src) for src in args.src]
+    for i, (name, src) in enumerate(trees):
+        keep = (lambda n: os.path.join(args.keep, f"cg.{i}.{n}")) if args.keep else (lambda n: None)
+        empty = instructions(src, 0, access_log, keep(0))
+        full = instructions(src, args.calls, access_log, keep(args.calls))
+        print(f"{name}: {(full - empty) / args.calls:,.0f} instructions per call ({src})", flush=True)
+
+
+if __name__ == "__main__":
+    main()
