@@ -142,12 +142,14 @@ async def _run(case: str, calls: int, total: int, directory: str) -> None:
     await m.limiter.close()
 
 
-def _instructions(src: str, case: str, calls: int, total: int) -> int:
+def callgrind(src: str, script: str, args: list[str], out: str | None = None) -> int:
+    """Instructions callgrind collected over `script args` run with `src` as the package (`out`: where to
+    leave its output; a temporary file if None)."""
     env = dict(os.environ, PYTHONPATH=src, PYTHONHASHSEED="0")
     with tempfile.TemporaryDirectory() as d:
+        dump = out or f"{d}/cg.out"
         proc = subprocess.run(
-            ["valgrind", "--tool=callgrind", f"--callgrind-out-file={d}/cg.out", sys.executable, __file__]
-            + ["--child", case, str(calls), str(total), d],
+            ["valgrind", "--tool=callgrind", f"--callgrind-out-file={dump}", sys.executable, script, *args],
             env=env,
             capture_output=True,
             text=True,
@@ -156,6 +158,11 @@ def _instructions(src: str, case: str, calls: int, total: int) -> int:
     found = re.search(r"Collected : (\d+)", proc.stderr)
     assert found, proc.stderr[-2000:]
     return int(found.group(1))
+
+
+def _instructions(src: str, case: str, calls: int, total: int) -> int:
+    with tempfile.TemporaryDirectory() as d:
+        return callgrind(src, __file__, ["--child", case, str(calls), str(total), d])
 
 
 def _busy(stop: threading.Event) -> None:

@@ -18,10 +18,9 @@ import argparse
 import asyncio
 import logging.config
 import os
-import re
-import subprocess
 import sys
-import tempfile
+
+from percall_instructions import callgrind  # bench/ is on the path when run as a script
 
 WARM = 300
 CONCURRENCY = 16
@@ -145,20 +144,8 @@ def child(calls: int, access_log: bool) -> None:
 def instructions(src: str, calls: int, access_log: bool, keep: str | None = None) -> int:
     """Instructions of a child process making `calls` calls after the warm-up; `keep`: where to leave
     callgrind's output for callgrind_annotate."""
-    env = dict(os.environ, PYTHONPATH=src, PYTHONHASHSEED="0")
-    with tempfile.TemporaryDirectory() as d:
-        out = keep or f"{d}/cg.out"
-        args = ["--child", str(calls)] + ([] if access_log else ["--no-access-log"])
-        proc = subprocess.run(
-            ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", sys.executable, __file__, *args],
-            env=env,
-            capture_output=True,
-            text=True,
-            check=True,
-        )
-    found = re.search(r"Collected : (\d+)", proc.stderr)
-    assert found, proc.stderr[-2000:]
-    return int(found.group(1))
+    args = ["--child", str(calls)] + ([] if access_log else ["--no-access-log"])
+    return callgrind(src, __file__, args, keep)
 
 
 def profile(calls: int, access_log: bool, top: int) -> None:
