@@ -170,9 +170,16 @@ def test_two_workers_sum_their_calls_and_log_json(sims, tmp_path):
                 fresh = client.with_options(http_client=http)
                 raw = fresh.chat.completions.with_raw_response.create(model="gpt-4o", messages=USER)
                 ids.add(raw.headers["x-request-id"])
+
         # Whichever worker answers a scrape, it reports both workers' calls.
+        def all_folded(s) -> bool:  # a worker folds its series one after another: a scrape may fall in between
+            return (
+                _value(s, "multihome_requests_total", model_group="gpt-4o") >= 24
+                and _value(s, "gen_ai_client_operation_duration_seconds_count", gen_ai_request_model="gpt-4o") >= 24
+            )
+
         for _ in range(8):
-            samples = _until(gw, lambda s: _value(s, "multihome_requests_total", model_group="gpt-4o") >= 24)
+            samples = _until(gw, all_folded)
             assert _value(samples, "multihome_requests_total", model_group="gpt-4o", status="200") == 24
             assert (
                 _value(samples, "gen_ai_client_operation_duration_seconds_count", gen_ai_request_model="gpt-4o") == 24
