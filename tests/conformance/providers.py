@@ -34,7 +34,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 # pytest puts tests/ on sys.path for both packages (neither tests/ nor the rootdir is a package).
-from builders import api_keys, breakers, config, deployment, embedding, group, simulated
+from builders import api_keys, breakers, config, deployment, embedding, group, simulated, sqlite
 from e2e.processes import Gateway, Simulator
 
 CLIENT_KEY = "mh-conformance-client-key"
@@ -204,7 +204,8 @@ TARGET_NAMES = [t.name for t in TARGETS]
 KNOWN_BUGS: dict[tuple[str, str], str] = {}
 
 
-def gateway_config(urls: dict[str, str]) -> dict:
+def gateway_config(urls: dict[str, str], tmp: Path) -> dict:
+    """Every target behind one gateway, with a SQLite store (the stored Responses scenario's state)."""
     providers = {"backup": simulated("openai", urls["backup"])}
     deployments = {"oa-backup": deployment("backup", "gpt-4o-backup", context_window=128000)}
     groups = {}
@@ -225,6 +226,8 @@ def gateway_config(urls: dict[str, str]) -> dict:
             groups[f"{n}-embed"] = group(f"{n}-embed", retries=0)
     return config(
         server=api_keys("CF_CLIENT_KEY"),
+        storage=sqlite(tmp / "conformance.db"),
+        kms={"local": {"key_file": str(tmp / "kms.key")}},
         # Error scenarios decline on purpose; a breaker must not carry that into the next scenario.
         routing=breakers(0),
         providers=providers,
@@ -343,7 +346,7 @@ class Stack:
                 "AWS_SESSION_TOKEN": "",
                 "AWS_PROFILE": "",
             }
-            self.gateway = Gateway(gateway_config({n: s.url for n, s in self.sims.items()}), tmp, env)
+            self.gateway = Gateway(gateway_config({n: s.url for n, s in self.sims.items()}, tmp), tmp, env)
         except BaseException:
             self.close()
             raise

@@ -1,8 +1,9 @@
 """The conformance scenarios of the Responses API (`client.responses`), one row each per provider kind.
 
-The matrix's gateway keeps no state, so every scenario is stateless: a multi-step exchange sends its
-earlier items again as input, as a client with `store: false` does (the stored path is covered in
-tests/e2e/test_responses*.py). Kinds whose API has a Responses API (`NATIVE`) are called on it with
+Every scenario but one is stateless: a multi-step exchange sends its earlier items again as input, as a
+client with `store: false` does. `responses_stored` keeps its state in the gateway's store (the matrix's
+gateway has one): a chain continued by `previous_response_id` and a conversation, each checked in what the
+provider was sent (deeper, per kind: tests/e2e/test_responses*.py). Kinds whose API has a Responses API (`NATIVE`) are called on it with
 `store: false`; the others through the canonical chat path (docs/responses.md); each scenario checks
 which, from the simulator's record.
 """
@@ -12,6 +13,8 @@ from __future__ import annotations
 import json
 
 import jsonschema
+import openai
+import pytest
 
 from .scenarios import ARGS, PNG, Ctx, scenario
 
@@ -165,3 +168,40 @@ def responses_reasoning(ctx: Ctx) -> None:
     assert sent in (1024, {"thinkingBudget": 1024, "includeThoughts": True}, "low"), body
     if sent != "low":  # Claude's thinking and Gemini's thoughts come back as the reasoning item's summary
         assert reply.output[0].type == "reasoning" and "Hello there" in reply.output[0].summary[0].text
+
+
+def _sent_holds(ctx: Ctx, *texts: str) -> None:
+    """The provider's last request carries each text (the earlier turns rebuilt from the store), in whatever
+    form its API takes them (JSON strings, so a text is looked for as JSON escapes it)."""
+    body = ctx.sim.requests()[-1]["body"]
+    for text in texts:
+        assert json.dumps(text)[1:-1] in body, (text, body[:2000])
+
+
+@scenario("responses: stored, continued by previous_response_id and in a conversation (state in the gateway)")
+def responses_stored(ctx: Ctx) -> None:
+    c = ctx.client
+    first = c.responses.create(model=ctx.model, input="Remember the number seven.")
+    assert first.status == "completed" and first.store is True and first.output_text
+    second = c.responses.create(model=ctx.model, input="Which number?", previous_response_id=first.id)
+    assert second.previous_response_id == first.id and second.output_text
+    _sent_holds(ctx, "Remember the number seven.", first.output_text, "Which number?")
+    with c.responses.stream(model=ctx.model, input="Once more.", previous_response_id=second.id) as stream:
+        third = stream.get_final_response()
+    assert third.status == "completed" and third.output_text
+    _sent_holds(ctx, "Remember the number seven.", second.output_text, "Once more.")
+    assert c.responses.retrieve(second.id).output_text == second.output_text
+    items = c.responses.input_items.list(second.id, order="asc").data
+    assert [i.content[0].text for i in items if i.type == "message"] == ["Which number?"]
+
+    conv = c.conversations.create(items=[{"type": "message", "role": "user", "content": "My name is Ada."}])
+    in_conv = c.responses.create(model=ctx.model, input="What is my name?", conversation=conv.id)
+    assert in_conv.output_text
+    _sent_holds(ctx, "My name is Ada.", "What is my name?")
+    listed = c.conversations.items.list(conv.id, order="asc").data
+    assert [i.role for i in listed if i.type == "message"] == ["user", "user", "assistant"]
+
+    assert c.responses.delete(first.id) is None
+    with pytest.raises(openai.NotFoundError):
+        c.responses.retrieve(first.id)
+    assert c.conversations.delete(conv.id).deleted
