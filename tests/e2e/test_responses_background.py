@@ -182,13 +182,19 @@ def test_cancel_stops_a_running_response_and_is_idempotent(world):
     gateway, sim, key, other = world
     sim.fault(chunk_delay_ms=300, chunks=40)
     client = sdk(gateway, key)
-    created = client.responses.create(model="gpt", input="a long one", background=True, stream=False)
-    until(lambda: client.responses.retrieve(created.id).status == "in_progress", what="in_progress")
-    until(lambda: sim.stats()["open_streams"] >= 1, what="the upstream stream")  # its first chunk is sent at once
-    time.sleep(1.0)  # a few more chunks (one each 300 ms): some output is produced
+    # Streamed, to cancel once the run has produced some output (its first delta), whatever the machine's load.
+    live = client.responses.create(model="gpt", input="a long one", background=True, stream=True)
+    created = None
+    for event in live:
+        if event.type == "response.created":
+            created = event.response
+        if event.type == "response.output_text.delta":
+            break
+    assert created is not None and client.responses.retrieve(created.id).status == "in_progress"
     with pytest.raises(openai.NotFoundError):
         sdk(gateway, other).responses.cancel(created.id)
     cancelled = client.responses.cancel(created.id)
+    live.close()
     sim.clear_faults()
     assert cancelled.status == "cancelled" and cancelled.background is True
     again = client.responses.cancel(created.id)
