@@ -163,3 +163,28 @@ async def test_a_resolved_server_is_called_with_the_registered_and_the_added_hea
             assert (await session.call_tool("echo", {"text": "hi"})).output == '{"result":"hi"}'
         seen = server.requests
         assert seen and all(r["authorization"] == "Bearer registered-token" and r["x-trace"] == "t-1" for r in seen)
+
+
+async def test_a_tool_is_resolved_with_one_read_of_its_server(resolver, store):
+    """An agent run resolves its tools on every request: the server's row is read once, its endpoint
+    opened from that row (it was read twice, for the view and again for the endpoint)."""
+    from sqlalchemy import event
+
+    by_url = {"type": "mcp", "server_label": "c", "server_url": "https://crm.example.com/mcp"}
+    by_name = {"type": "mcp", "server_label": "crm"}
+    for tool in (by_url, by_name):  # warm: the tenant's data key is read (and cached) on first use
+        await resolver.resolve("t1", tool)
+    reads: list[str] = []
+
+    def seen(conn, cursor, statement, *rest) -> None:
+        if "mcp_servers" in statement:
+            reads.append(statement)
+
+    event.listen(store.engine.sync_engine, "before_cursor_execute", seen)
+    try:
+        for tool in (by_url, by_name):
+            resolved = await resolver.resolve("t1", tool)
+            assert dict(resolved.endpoint.headers) == {"Authorization": "Bearer registered"}
+    finally:
+        event.remove(store.engine.sync_engine, "before_cursor_execute", seen)
+    assert len(reads) == 2, reads

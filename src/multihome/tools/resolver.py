@@ -27,7 +27,7 @@ import msgspec
 from ..schema.errors import ApiError
 from ..storage.errors import NotFound
 from .model import McpEndpoint, McpTool
-from .servers import McpServerStore, McpServerView
+from .servers import Loaded, McpServerStore, McpServerView
 from .spec import AllowedTools, Approval, ToolSelector, check_approval, check_headers, check_url, needs_approval
 
 
@@ -81,7 +81,7 @@ class McpResolver:
                 param=param,
                 code="unsupported_value",
             )
-        server = await self._server(tenant, spec, param)
+        server, loaded = await self._server(tenant, spec, param)
         added = dict(spec.headers or {})
         if spec.authorization is not None:
             added["Authorization"] = f"Bearer {spec.authorization}"
@@ -96,7 +96,7 @@ class McpResolver:
                     param=f"{param}.headers",
                     code="invalid_value",
                 )
-        endpoint = await self.store.endpoint(tenant, server.name)
+        endpoint = await loaded.endpoint()  # the row `_server` read, not read again
         endpoint = McpEndpoint(endpoint.name, endpoint.url, {**endpoint.headers, **added})
         names, read_only = _allowed(server.allowed_tools, spec.allowed_tools)
         approvals: tuple[Approval, ...] = (server.require_approval,)
@@ -104,11 +104,12 @@ class McpResolver:
             approvals += (check_approval(spec.require_approval, f"{param}.require_approval"),)
         return ResolvedMcp(spec.server_label, server, endpoint, names, read_only, approvals)
 
-    async def _server(self, tenant: str, spec: McpToolSpec, param: str) -> McpServerView:
+    async def _server(self, tenant: str, spec: McpToolSpec, param: str) -> tuple[McpServerView, Loaded]:
         how = f"an admin registers MCP servers with POST /admin/v1/tenants/{tenant}/mcp-servers"
         if spec.server_url is None:
             try:
-                return await self.store.get(tenant, spec.server_label)
+                [named] = await self.store.lookup(tenant, spec.server_label, None)
+                return named
             except NotFound:
                 raise ApiError(
                     400,
@@ -118,7 +119,7 @@ class McpResolver:
                     code="mcp_server_not_registered",
                 ) from None
         url = check_url(spec.server_url, f"{param}.server_url")
-        found = await self.store.by_url(tenant, url)
+        found: list[tuple[McpServerView, Loaded]] = await self.store.lookup(tenant, None, url)
         if not found:
             raise ApiError(
                 400,
@@ -128,16 +129,16 @@ class McpResolver:
                 code="mcp_server_not_registered",
             )
         if len(found) > 1:
-            named = [s for s in found if s.name == spec.server_label]
-            if not named:
-                names = ", ".join(s.name for s in found)
+            labelled = [s for s in found if s[0].name == spec.server_label]
+            if not labelled:
+                names = ", ".join(s[0].name for s in found)
                 raise ApiError(
                     400,
                     f"Several MCP servers are registered at {url[:200]} ({names}): set server_label to the one meant.",
                     param=f"{param}.server_label",
                     code="invalid_value",
                 )
-            found = named
+            found = labelled
         return found[0]
 
 

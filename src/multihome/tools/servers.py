@@ -132,16 +132,34 @@ class McpServerStore:
             raise NotFound(KIND, name, tenant)
 
     async def servers(self, tenant: str) -> list[McpServerView]:
+        return [_view(r) for r in await self._rows(tenant)]
+
+    async def _rows(self, tenant: str) -> list[dict[str, Any]]:
         async with self.engine.connect() as conn:
             rows = (await conn.execute(sa.select(t).where(t.c.tenant_id == tenant).order_by(t.c.name))).mappings()
-            return [_view(dict(r)) for r in rows]
+            return [dict(r) for r in rows]
 
     async def get(self, tenant: str, name: str) -> McpServerView:
         return _view(await self._row(tenant, name))
 
     async def endpoint(self, tenant: str, name: str) -> McpEndpoint:
         """The server to call, its headers opened (in memory only; may reach the KMS on a cold cache)."""
-        row = await self._row(tenant, name)
+        return await self._endpoint(tenant, await self._row(tenant, name))
+
+    async def lookup(self, tenant: str, name: str | None, url: str | None) -> list[tuple[McpServerView, Loaded]]:
+        """The servers a request's tool names, by `name` or else at `url` (as `by_url`), each with its
+        endpoint to open: one read per request's tool, where `get` or `by_url` then `endpoint` read the
+        row twice (an agent run resolves its tools on every request)."""
+        if url is None:
+            assert name is not None
+            rows = [await self._row(tenant, name)]
+        else:
+            key = url_key(url)
+            rows = [r for r in await self._rows(tenant) if key is not None and url_key(r["url"]) == key]
+        return [(_view(r), Loaded(self, tenant, r)) for r in rows]
+
+    async def _endpoint(self, tenant: str, row: dict[str, Any]) -> McpEndpoint:
+        name = row["name"]
         headers: dict[str, str] = {}
         if row["headers"] is not None:
             plain = await self.keyring.open(tenant, PURPOSE, TABLE, row["id"], bytes(row["headers"]))
@@ -150,8 +168,7 @@ class McpServerStore:
 
     async def by_url(self, tenant: str, url: str) -> list[McpServerView]:
         """The tenant's servers registered at `url` (compared by `spec.url_key`)."""
-        key = url_key(url)
-        return [v for v in await self.servers(tenant) if key is not None and url_key(v.url) == key]
+        return [view for view, _ in await self.lookup(tenant, None, url)]
 
     async def _row(self, tenant: str, name: str) -> dict[str, Any]:
         async with self.engine.connect() as conn:
@@ -159,6 +176,16 @@ class McpServerStore:
         if row is None:
             raise NotFound(KIND, name, tenant)
         return dict(row)
+
+
+class Loaded:
+    """A server's row as `lookup` read it: its endpoint opened from that row, not read again."""
+
+    def __init__(self, store: McpServerStore, tenant: str, row: dict[str, Any]) -> None:
+        self._store, self._tenant, self._row = store, tenant, row
+
+    async def endpoint(self) -> McpEndpoint:
+        return await self._store._endpoint(self._tenant, self._row)
 
 
 def _utc(at: datetime) -> datetime:
