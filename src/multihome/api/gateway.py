@@ -141,7 +141,7 @@ class Gateway:
                 if family.missing_key is not None and credential_of(scope) is None and not self.auth.open_access:
                     raise family.missing_key
                 principal = self.auth.at_once(scope)  # a key from the environment: no coroutine
-                call.principal = principal if principal is not None else await self.auth.authenticate(scope)
+                call.principal = principal if principal is not None else await self.auth.deferred(scope)
                 if route.method == "POST":
                     _check_content_type(scope)
             await handler(call, receive, send)

@@ -161,8 +161,10 @@ class Authenticator:
 
     async def authenticate(self, scope: dict) -> Principal:
         principal = self.at_once(scope)
-        if principal is not None:
-            return principal
+        return principal if principal is not None else await self.deferred(scope)
+
+    async def deferred(self, scope: dict) -> Principal:
+        """A managed key or a token: what `at_once` answered None for."""
         credential = credential_of(scope)
         assert credential is not None  # at_once raised for none
         if credential.startswith(b"mh_") and self._managed is not None:

@@ -46,10 +46,6 @@ def header(scope: dict[str, Any], name: bytes) -> bytes | None:
                 found: bytes | None = value
                 return found
         return None
-    index = scope.get(_INDEX)
-    if index is not None and index[0] is headers:
-        found = index[1].get(name)
-        return found
     return index_of(scope).get(name)
 
 
