@@ -9,7 +9,12 @@ elsewhere) in the same run. `--profile` prints cProfile's per-call function coun
 instead (no valgrind).
 
     PYTHONPATH=src python bench/plain_percall.py [--calls 2000] [--base-src /tmp/main/src] [--no-access-log]
-        [--src TREE/src ...]
+        [--src TREE/src ...] [--config all-sqlite] [--opcodes | --cpu | --profile]
+
+`--config` turns on the governance layers of bench/governance_bench.py (storage on a SQLite file,
+metering's key budget and rate limit, the audit trail), their files in a temporary directory: what
+the assembled process pays per call for governance, without the network. `--opcodes` counts Python
+opcodes per function (sys.settrace, every thread); `--cpu` gives the process's CPU time per call.
 """
 
 from __future__ import annotations
@@ -18,7 +23,9 @@ import argparse
 import asyncio
 import logging.config
 import os
+import shutil
 import sys
+import tempfile
 
 from percall_instructions import callgrind  # bench/ is on the path when run as a script
 
@@ -44,6 +51,38 @@ ANSWER = (
     b'"total_tokens":33}}'
 )
 KEY = "bench-client-key"
+# The governance layers of bench/governance_bench.py, on files in a temporary directory ({tmp}).
+LAYERS = {
+    "storage": "storage: {{url: 'sqlite+aiosqlite:///{tmp}/gateway.db'}}\n",
+    "metering": (
+        "metering:\n"
+        '  budgets: [{{scope: key, id: "*", amount: 1000000, period: day, mode: hard}}]\n'
+        '  rate_limits: [{{scope: key, id: "*", requests_per_minute: 100000000, tokens_per_minute: 10000000000}}]\n'
+    ),
+    "audit": "audit: {{dir: {tmp}/audit, signing_key_file: {tmp}/audit.pem}}\n",
+}
+CONFIGS = {
+    "plain": (),
+    "+storage": ("storage",),
+    "+metering": ("storage", "metering"),
+    "+audit": ("audit",),
+    "all-sqlite": ("storage", "metering", "audit"),
+}
+
+
+def config_text(name: str, tmp: str) -> str:
+    """The configuration `name` (one of CONFIGS), its files under `tmp` (an audit signing key made there)."""
+    layers = CONFIGS[name]
+    if "audit" in layers:
+        from cryptography.hazmat.primitives import serialization
+        from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+        pem = Ed25519PrivateKey.generate().private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+        with open(f"{tmp}/audit.pem", "wb") as f:
+            f.write(pem)
+    return CONFIG + "".join(LAYERS[layer].format(tmp=tmp) for layer in layers)
 
 
 class _Response:
@@ -69,15 +108,15 @@ def _logging(access_log: bool) -> None:
     logging.config.dictConfig(serve_log_config("info" if access_log else "warning"))
 
 
-async def _run(calls: int) -> None:
+async def _run(calls: int, config: str = "plain") -> None:
     os.environ.setdefault("BENCH_CLIENT_KEY", KEY)
     os.environ.setdefault("BENCH_SIM_KEY", "bench-sim-key")
     from multihome.app import build_app
     from multihome.config.load import parse_config
 
-    app = build_app(parse_config(CONFIG))
-    sent: list[dict] = []
-
+    tmp = tempfile.mkdtemp(prefix="percall-")
+    app = build_app(parse_config(config_text(config, tmp)))
+    started = asyncio.get_running_loop().create_future()
     stopping = asyncio.get_running_loop().create_future()
     messages = iter([{"type": "lifespan.startup"}])
 
@@ -85,11 +124,11 @@ async def _run(calls: int) -> None:
         return next(messages, None) or await stopping
 
     async def lifespan_send(message):
-        sent.append(message)
+        if not started.done():
+            started.set_result(message)
 
     start = asyncio.ensure_future(app({"type": "lifespan"}, lifespan_receive, lifespan_send))
-    while not sent:
-        await asyncio.sleep(0)
+    assert (await started)["type"] == "lifespan.startup.complete"
     for dep in app.catalog.deployments.values():
         dep.session = _Session()  # type: ignore[assignment]
     scope = {
@@ -132,33 +171,34 @@ async def _run(calls: int) -> None:
     assert statuses.count(200) == len(statuses) == calls, (len(statuses), set(statuses))
     stopping.set_result({"type": "lifespan.shutdown"})
     await start
+    shutil.rmtree(tmp, ignore_errors=True)
 
 
-def child(calls: int, access_log: bool) -> None:
+def child(calls: int, access_log: bool, config: str) -> None:
     import uvloop
 
     _logging(access_log)
-    uvloop.run(_run(WARM + calls))
+    uvloop.run(_run(WARM + calls, config))
 
 
-def instructions(src: str, calls: int, access_log: bool, keep: str | None = None) -> int:
+def instructions(src: str, calls: int, access_log: bool, config: str, keep: str | None = None) -> int:
     """Instructions of a child process making `calls` calls after the warm-up; `keep`: where to leave
     callgrind's output for callgrind_annotate."""
-    args = ["--child", str(calls)] + ([] if access_log else ["--no-access-log"])
+    args = ["--child", str(calls), "--config", config] + ([] if access_log else ["--no-access-log"])
     return callgrind(src, __file__, args, keep)
 
 
-def profile(calls: int, access_log: bool, top: int) -> None:
+def profile(calls: int, access_log: bool, top: int, config: str) -> None:
     import cProfile
     import pstats
 
     import uvloop
 
     _logging(access_log)
-    uvloop.run(_run(WARM))
+    uvloop.run(_run(WARM, config))
     prof = cProfile.Profile()
     prof.enable()
-    uvloop.run(_run(calls))
+    uvloop.run(_run(calls, config))
     prof.disable()
     stats = pstats.Stats(prof)
     total = sum(v[1] for v in stats.stats.values())  # type: ignore[attr-defined]
@@ -166,9 +206,80 @@ def profile(calls: int, access_log: bool, top: int) -> None:
     stats.sort_stats("tottime").print_stats(top)
 
 
+def _traced(calls: int, config: str) -> dict[tuple[str, int, str], int]:
+    """Python opcodes executed per function (file, line, name) over a run of `calls`, every thread."""
+    import collections
+    import threading
+
+    import uvloop
+
+    counts: collections.Counter = collections.Counter()
+
+    def tracer(frame, event, arg):
+        frame.f_trace_opcodes = True
+        if event == "opcode":
+            co = frame.f_code
+            counts[(co.co_filename, co.co_firstlineno, co.co_name)] += 1
+        return tracer
+
+    threading.settrace(tracer)
+    sys.settrace(tracer)
+    try:
+        uvloop.run(_run(calls, config))
+    finally:
+        sys.settrace(None)
+        threading.settrace(None)
+    return counts
+
+
+def opcodes(calls: int, access_log: bool, top: int, config: str) -> None:
+    """Python opcodes per call by file and by function: a run of `calls` less a run of none (start-up)."""
+    import collections
+
+    import uvloop
+
+    _logging(access_log)
+    uvloop.run(_run(WARM, config))
+    full, empty = _traced(calls, config), _traced(0, config)
+    per = {k: (v - empty.get(k, 0)) / calls for k, v in full.items()}
+    short = {k: (k[0].split("/multihome/")[-1].split("site-packages/")[-1], k[1], k[2]) for k in per}
+    files: collections.Counter = collections.Counter()
+    for k, v in per.items():
+        files[short[k][0]] += v
+    print(f"{config}: {sum(per.values()):,.0f} Python opcodes per call")
+    for name, v in files.most_common(top):
+        print(f"{v:9.1f}  {name}")
+    print("--- by function")
+    for k, v in sorted(per.items(), key=lambda kv: -kv[1])[:top]:
+        print(f"{v:9.1f}  {short[k][0]}:{short[k][1]} {short[k][2]}")
+
+
+def cpu(calls: int, access_log: bool, config: str, rounds: int = 3) -> None:
+    """The process's CPU time per call (every thread), a run of `calls` less a run of none, `rounds` times."""
+    import resource
+
+    import uvloop
+
+    def used() -> float:
+        r = resource.getrusage(resource.RUSAGE_SELF)
+        return r.ru_utime + r.ru_stime
+
+    _logging(access_log)
+    uvloop.run(_run(WARM, config))
+    out = []
+    for _ in range(rounds):
+        t0 = used()
+        uvloop.run(_run(0, config))
+        t1 = used()
+        uvloop.run(_run(calls, config))
+        t2 = used()
+        out.append(((t2 - t1) - (t1 - t0)) / calls * 1e6)
+    print(f"{config}: CPU per call " + " / ".join(f"{v:.1f}" for v in out) + " µs")
+
+
 def main() -> None:
     if sys.argv[1:2] == ["--child"]:
-        child(int(sys.argv[2]), "--no-access-log" not in sys.argv)
+        child(int(sys.argv[2]), "--no-access-log" not in sys.argv, sys.argv[sys.argv.index("--config") + 1])
         return
     ap = argparse.ArgumentParser()
     ap.add_argument("--calls", type=int, default=2000)
@@ -176,20 +287,29 @@ def main() -> None:
     ap.add_argument("--src", action="append", default=[], help="count these trees' src/ instead (repeatable)")
     ap.add_argument("--no-access-log", action="store_true", help="the access log off (serve --log-level warning)")
     ap.add_argument("--profile", action="store_true", help="cProfile instead of valgrind")
+    ap.add_argument("--opcodes", action="store_true", help="Python opcodes per call by file and function")
+    ap.add_argument("--cpu", action="store_true", help="process CPU time per call (pin it: taskset -c 0)")
     ap.add_argument("--top", type=int, default=40)
+    ap.add_argument("--config", default="plain", choices=sorted(CONFIGS), help="the governance layers on")
     ap.add_argument("--keep", help="a directory to leave each run's callgrind output in")
     args = ap.parse_args()
     access_log = not args.no_access_log
     if args.profile:
-        profile(args.calls, access_log, args.top)
+        profile(args.calls, access_log, args.top, args.config)
+        return
+    if args.opcodes:
+        opcodes(args.calls, access_log, args.top, args.config)
+        return
+    if args.cpu:
+        cpu(args.calls, access_log, args.config)
         return
     trees = [("this tree", os.path.abspath("src"))] + ([("base", args.base_src)] if args.base_src else [])
     if args.src:
         trees = [(src, src) for src in args.src]
     for i, (name, src) in enumerate(trees):
         keep = (lambda n: os.path.join(args.keep, f"cg.{i}.{n}")) if args.keep else (lambda n: None)
-        empty = instructions(src, 0, access_log, keep(0))
-        full = instructions(src, args.calls, access_log, keep(args.calls))
+        empty = instructions(src, 0, access_log, args.config, keep(0))
+        full = instructions(src, args.calls, access_log, args.config, keep(args.calls))
         print(f"{name}: {(full - empty) / args.calls:,.0f} instructions per call ({src})", flush=True)
 
 
