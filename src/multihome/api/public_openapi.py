@@ -20,6 +20,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, TypedDict
 
+from ..schema.bounds import MAX_ITEMS
+
 Schema = dict[str, Any]  # a JSON Schema (or OpenAPI) fragment, encoded as it is built
 
 OPENAI, ANTHROPIC, NONE = "openai", "anthropic", "none"  # which door (auth scheme, error envelope)
@@ -410,7 +412,12 @@ def _openai_schemas() -> dict[str, Schema]:
     chat_request = _obj(
         ["model", "messages"],
         model={"type": "string", "description": "A model group of this gateway (GET /v1/models)."},
-        messages={"type": "array", "minItems": 1, "items": {"oneOf": [_ref(n) for n in messages]}},
+        messages={
+            "type": "array",
+            "minItems": 1,
+            "maxItems": MAX_ITEMS,
+            "items": {"oneOf": [_ref(n) for n in messages]},
+        },
         stream=_null(BOOL),
         stream_options=_null(_obj(include_usage=BOOL, include_obfuscation=BOOL)),
         tools={
@@ -614,7 +621,7 @@ def _responses_schemas() -> dict[str, Schema]:
         ["model"],
         extra=False,
         model={"type": "string", "description": "A model group of this gateway (GET /v1/models)."},
-        input={"oneOf": [STR, {"type": "array", "items": _ref("Item")}]},
+        input={"oneOf": [STR, {"type": "array", "maxItems": MAX_ITEMS, "items": _ref("Item")}]},
         instructions=_null(STR),
         previous_response_id=_null(STR),
         conversation=_null({"oneOf": [STR, _obj(["id"], id=STR)]}),
@@ -850,7 +857,7 @@ def _anthropic_schemas() -> dict[str, Schema]:
     )
     common = _MessagesFields(
         model={"type": "string", "description": "A model group of this gateway."},
-        messages={"type": "array", "minItems": 1, "items": message},
+        messages={"type": "array", "minItems": 1, "maxItems": MAX_ITEMS, "items": message},
         system={"oneOf": [STR, {"type": "array", "items": text}]},
         tools={
             "type": "array",

@@ -2,7 +2,12 @@
 them (`n` 1..128, `top_logprobs` 0..20, `logit_bias` values -100..100, `seed` a signed 64-bit integer,
 penalties -2..2), and the gateway's own cap on counts the schema leaves open (token limits,
 `dimensions`): 2^31-1, far above any model's and within every provider's integers, so a 70-bit
-integer is a 400 naming the field, never forwarded to overflow an upstream or a database column."""
+integer is a 400 naming the field, never forwarded to overflow an upstream or a database column.
+
+The items of one request (chat `messages`, Responses `input`, Anthropic `messages`) are capped at
+MAX_ITEMS: OpenAI publishes no cap there, and the gateway's work per item (checks, storage, translation)
+would otherwise let one body of half a million tiny items hold the event loop for seconds while every
+other client waits (docs/hostile-input.md)."""
 
 from __future__ import annotations
 
@@ -16,12 +21,25 @@ MAX_N: Final = 128
 MAX_TOP_LOGPROBS: Final = 20
 LOGIT_BIAS: Final = 100.0
 PENALTY: Final = 2.0
+MAX_ITEMS: Final = 10_000  # far beyond a real conversation: 10,000 messages of 100 tokens fill a 1M-token context
 
 
 def count(value: int | None, param: str, low: int = 1) -> None:
     """A token limit or size: an integer from `low` to MAX_INT (None: absent)."""
     if value is not None and not low <= value <= MAX_INT:
         raise bad_request(f"'{param}' must be an integer from {low} to {MAX_INT}.", param=param, code="invalid_value")
+
+
+def at_most_items(length: int, param: str) -> None:
+    """An array of a request's items (messages, input items): at most MAX_ITEMS, else OpenAI's own 400
+    for a too-long array (its words and code, as it answers for `tools` beyond 128)."""
+    if length > MAX_ITEMS:
+        raise bad_request(
+            f"Invalid '{param}': array too long. Expected an array with maximum length {MAX_ITEMS}, but got an "
+            f"array with length {length} instead.",
+            param=param,
+            code="array_above_max_length",
+        )
 
 
 def between(value: float | None, low: float, high: float, param: str) -> None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import msgspec
 
-from .bounds import INT64, LOGIT_BIAS, MAX_N, MAX_TOP_LOGPROBS, PENALTY, between, count
+from .bounds import INT64, LOGIT_BIAS, MAX_N, MAX_TOP_LOGPROBS, PENALTY, at_most_items, between, count
 from .decoding import decode_views
 from .errors import bad_request
 
@@ -177,7 +177,7 @@ class ParsedChat(msgspec.Struct):
 
 
 def parse_chat(body: bytes) -> ParsedChat:
-    raw, req = decode_views(body, _typed)
+    raw, req = decode_views(body, _typed, "messages")
     _validate(req)
     return ParsedChat(request=req, raw=raw, needs=_needs(req))
 
@@ -189,6 +189,7 @@ def _validate(req: ChatRequest) -> None:
         )
     if not req.messages:
         raise bad_request("'messages' must contain at least one message.", param="messages", code="empty_array")
+    at_most_items(len(req.messages), "messages")
     for i, msg in enumerate(req.messages):
         if msg.role not in ROLES:
             raise bad_request(

@@ -15,7 +15,7 @@ from typing import Any
 
 import msgspec
 
-from .bounds import count
+from .bounds import at_most_items, count
 from .chat import REASONING_EFFORTS
 from .decoding import decode_body, decode_views
 from .errors import bad_request
@@ -200,7 +200,7 @@ _create = msgspec.json.Decoder(CreateResponse)
 
 
 def parse_create(body: bytes) -> CreateResponse:
-    raw, req = decode_views(body, _create)
+    raw, req = decode_views(body, _create, "input")
     for name in raw:
         if name in UNSUPPORTED_FIELDS:
             raise bad_request(
@@ -278,6 +278,7 @@ def _validate(req: CreateResponse) -> None:
     if req.input is None and req.previous_response_id is None and req.conversation is None:
         raise bad_request("'input' is required: a string, or a list of input items.", param="input")
     if isinstance(req.input, list):
+        at_most_items(len(req.input), "input")
         for i, item in enumerate(req.input):
             check_item(item, f"input[{i}]")
     if req.background and req.store is False:
