@@ -171,6 +171,44 @@ def test_a_function_call_loop(world, model, sim):
     assert final.output[-1].type == "function_call"
 
 
+def test_a_call_id_used_twice_is_refused_naming_the_item(world):
+    """Two function_calls with one call_id, or two outputs for one call: OpenAI's 400 naming the item,
+    in the input, against a chain's context and against a conversation's items; nothing reaches the provider."""
+    client = world.sdk()
+    first = client.responses.create(model="gpt", input="What is the weather in Paris?", tools=[WEATHER])
+    call = next(item for item in first.output if item.type == "function_call")
+    result = {"type": "function_call_output", "call_id": call.call_id, "output": "sunny"}
+    replayed = {"type": "function_call", "call_id": call.call_id, "name": "get_weather", "arguments": "{}"}
+    ask = {"role": "user", "content": "weather?"}
+
+    def refused(send, param: str, fragment: str) -> None:
+        calls = len(world.sims["oa"].requests())
+        with pytest.raises(openai.BadRequestError) as raised:
+            send()
+        body = raised.value.body
+        assert (body["param"], body["code"]) == (param, "duplicate_call_id"), body
+        assert fragment in body["message"] and call.call_id in body["message"]
+        assert len(world.sims["oa"].requests()) == calls  # refused before any upstream call
+
+    create = client.responses.create
+    refused(
+        lambda: create(model="gpt", input=[ask, replayed, {**replayed, "arguments": '{"city": "Oslo"}'}, result]),
+        "input[2]",
+        "second function_call",
+    )
+    refused(lambda: create(model="gpt", input=[ask, replayed, result, result], store=False), "input[3]", "output")
+    refused(lambda: create(model="gpt", previous_response_id=first.id, input=[result, result]), "input[1]", "output")
+    answered = create(model="gpt", previous_response_id=first.id, input=[result], tools=[WEATHER])
+    refused(lambda: create(model="gpt", previous_response_id=answered.id, input=[result]), "input[0]", "output")
+
+    conv = client.conversations.create(items=[ask, replayed, result])
+    refused(lambda: client.conversations.items.create(conv.id, items=[replayed]), "items[0]", "second function_call")
+    refused(lambda: client.conversations.items.create(conv.id, items=[result]), "items[0]", "output")
+    refused(lambda: create(model="gpt", conversation=conv.id, input=[result]), "input[0]", "output")
+    refused(lambda: client.conversations.create(items=[ask, replayed, replayed]), "items[2]", "second function_call")
+    assert len(client.conversations.items.list(conv.id).data) == 3  # nothing was added
+
+
 class GetWeather(pydantic.BaseModel):
     """The weather in a city"""
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from multihome.state.pairs import broken_pair, orphan_output, unanswered_call
+from multihome.state.pairs import broken_pair, duplicate_call, orphan_output, unanswered_call
 
 
 def call(call_id: str) -> dict:
@@ -38,3 +38,14 @@ def test_broken_pair_finds_a_result_whose_call_is_gone_first():
     assert broken_pair([output("a"), call("a")], []) == ("orphan", "a")  # a result before its call answers nothing
     assert broken_pair([call("b"), output("a")], []) == ("orphan", "a")
     assert broken_pair([call("b")], [MESSAGE]) == ("unanswered", "b")
+
+
+def test_a_call_id_repeated_by_the_new_items_is_found_with_its_index():
+    assert duplicate_call([call("a"), output("a")], [MESSAGE]) is None
+    assert duplicate_call([call("a")], [output("a")]) is None
+    assert duplicate_call([], [call("a"), call("b"), output("b"), output("a")]) is None
+    assert duplicate_call([], [MESSAGE, call("a"), call("a")]) == (2, "function_call", "a")
+    assert duplicate_call([call("a")], [MESSAGE, call("a")]) == (1, "function_call", "a")
+    assert duplicate_call([call("a"), output("a")], [output("a")]) == (0, "function_call_output", "a")
+    assert duplicate_call([call("a")], [output("a"), output("a")]) == (1, "function_call_output", "a")
+    assert duplicate_call([call("a"), call("a")], [MESSAGE]) is None  # the context's own are not this input's

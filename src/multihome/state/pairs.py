@@ -39,6 +39,37 @@ def orphan_output(context: Iterable[dict[str, Any]], new: Sequence[dict[str, Any
     return None
 
 
+CALL_ITEMS = frozenset({"function_call", "function_call_output"})
+
+
+def duplicate_call(context: Iterable[dict[str, Any]], new: Sequence[dict[str, Any]]) -> tuple[int, str, str] | None:
+    """The first item of `new` that repeats a call_id: a `function_call` whose call_id a call before it
+    has (in `context` or earlier in `new`), or a `function_call_output` for a call already answered:
+    its index, type and call_id. A result cannot say which of two calls it answers; providers refuse the
+    pair (OpenAI: "Duplicate function_call_output for call_id ..."). Duplicates already in `context` are
+    not this input's: never named. Cheap when `new` has neither type."""
+    if not any(item.get("type") in CALL_ITEMS for item in new):
+        return None
+    calls: set[Any] = set()
+    answered: set[Any] = set()
+    for item in context:
+        kind = item.get("type")
+        if kind == "function_call":
+            calls.add(item.get("call_id"))
+        elif kind == "function_call_output":
+            answered.add(item.get("call_id"))
+    for i, item in enumerate(new):
+        kind = item.get("type")
+        seen = calls if kind == "function_call" else answered if kind == "function_call_output" else None
+        if seen is None:
+            continue
+        call_id = item.get("call_id")
+        if call_id in seen:
+            return i, str(kind), str(call_id)
+        seen.add(call_id)
+    return None
+
+
 def unanswered_call(context: Sequence[dict[str, Any]], new: Sequence[dict[str, Any]]) -> str | None:
     """The call_id of the first `function_call` (of `context`, then of `new`) that no `function_call_output`
     answers. Sent on, every provider refuses the turn (OpenAI: "No tool output found for function call

@@ -10,7 +10,7 @@ from ...schema.errors import ApiError, bad_request
 from ...schema.responses import MAX_ITEM_ID, parse_add_items, parse_create_conversation, parse_update_conversation
 from ...state import Conversation, StateStore
 from ...state.idempotency import IdempotencyKeys
-from ...state.pairs import orphan_output
+from ...state.pairs import CALL_ITEMS
 from ...state.store import UnknownItem
 from ..asgi import Receive, Send, header, read_body
 from ..pipeline import Call, Pipeline
@@ -18,7 +18,7 @@ from .common import answer, list_query, need_state, page, segments, stored, tena
 from .door import MAX_ID, conversation_not_found
 from .idempotent import HEADER as IDEMPOTENCY_KEY
 from .idempotent import once
-from .items import new_id, refuse_orphans, stored_item
+from .items import new_id, refuse_duplicate_calls, refuse_orphans, stored_item
 from .thinking import ThinkingKeys
 
 
@@ -81,6 +81,7 @@ class ConversationsDoor:
         req = parse_create_conversation(await read_body(call.scope, receive, self.max_body))
         items = [stored_item(i) for i in req.items or ()]
         refuse_orphans([], items, "items")
+        refuse_duplicate_calls([], items, "items")
         await self._check_thinking(tenant(call), items)
         conv = await stored(state.create_conversation(tenant(call), new_id("conv"), req.metadata or {}, items))
         await answer(call, send, _view(conv))
@@ -137,11 +138,14 @@ class ConversationsDoor:
         req = parse_add_items(await read_body(call.scope, receive, self.max_body))
         items = [stored_item(i) for i in req.items]
         await self._check_thinking(who, items)
-        if orphan_output([], items) is not None:  # answers a call stored before? (read only then)
+        refuse_duplicate_calls([], items, "items")
+        # A call or a result: does it answer a call stored before, or repeat one's call_id? (read only then)
+        if any(i.get("type") in CALL_ITEMS for i in items):
             found = await stored(state.items(who, conv_id))
             if found is None:
                 raise conversation_not_found(conv_id)
             refuse_orphans(found.items, items, "items")
+            refuse_duplicate_calls(found.items, items, "items")
         if not await stored(state.append_items(who, conv_id, items)):
             raise conversation_not_found(conv_id)
         await answer(call, send, page(items, False))

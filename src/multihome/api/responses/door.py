@@ -48,7 +48,14 @@ from .common import (
 from .held_context import HeldContexts
 from .idempotent import HEADER as IDEMPOTENCY_KEY
 from .idempotent import once
-from .items import Item, refuse_duplicate_ids, refuse_orphans, refuse_unanswered, stored_items
+from .items import (
+    Item,
+    refuse_duplicate_calls,
+    refuse_duplicate_ids,
+    refuse_orphans,
+    refuse_unanswered,
+    stored_items,
+)
 from .native import NativeStream, NativeTurn, from_response
 from .stream import ResponsesRelay, ResponsesStream
 from .thinking import ThinkingKeys
@@ -117,6 +124,7 @@ class ResponsesDoor:
         chain, context = await self._chain_context(who, req)
         new = stored_items(req.input)
         refuse_orphans(context, new, "input")
+        refuse_duplicate_calls(context, new, "input")
         refuse_unanswered(context, new, conversation=req.conversation_id is not None)
         if req.conversation_id is not None and isinstance(req.input, list) and any(i.id for i in req.input):
             refuse_duplicate_ids(context, new, "input")  # only a client-given id can be one already used

@@ -17,7 +17,7 @@ import msgspec
 
 from ...schema.errors import bad_request
 from ...schema.responses import MEMORY_LABEL, InputItem, Part
-from ...state.pairs import broken_pair, orphan_output, unanswered_call
+from ...state.pairs import broken_pair, duplicate_call, orphan_output, unanswered_call
 from ...tools.model import ERROR_MARKER
 from ...tools.names import function_name
 from .thinking import Thinking
@@ -37,6 +37,27 @@ def refuse_orphans(context: list[Item], new: list[Item], param: str) -> None:
             "(the function_call it answers must come before it, in this input or in the context).",
             param=f"{param}[{index}]",
         )
+
+
+def refuse_duplicate_calls(context: list[Item], new: list[Item], param: str) -> None:
+    """A 400 naming the item, as OpenAI refuses it, for a second function_call with one call_id, or a
+    second function_call_output for one call (in this input, or beside the context's): which call a
+    result answers would be a guess, and every provider refuses the pair."""
+    found = duplicate_call(context, new)
+    if found is None:
+        return
+    index, kind, call_id = found
+    if kind == "function_call":
+        message = (
+            f"Duplicate 'call_id' '{call_id[:80]}': {param}[{index}] is a second function_call with it. Each "
+            "function_call needs a call_id of its own."
+        )
+    else:
+        message = (
+            f"Duplicate function_call_output for call_id '{call_id[:80]}' ({param}[{index}]). Each function_call "
+            "must have exactly one matching function_call_output."
+        )
+    raise bad_request(message, param=f"{param}[{index}]", code="duplicate_call_id")
 
 
 def refuse_unanswered(context: list[Item], new: list[Item], conversation: bool = False) -> None:
