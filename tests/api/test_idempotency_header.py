@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from multihome.api.responses.idempotent import key_of
+from multihome.api.responses.idempotent import key_of, one_key
 from multihome.schema.errors import ApiError
 
 
@@ -19,3 +19,12 @@ def test_empty_long_control_or_non_ascii_keys_are_a_400(raw):
     with pytest.raises(ApiError) as err:
         key_of(raw)
     assert err.value.status == 400 and "Idempotency-Key" in err.value.body.message
+
+
+def test_two_keys_with_different_values_are_a_400_and_one_key_repeated_is_one_key():
+    one_key([(b"content-type", b"application/json"), (b"idempotency-key", b"k")])
+    one_key([(b"idempotency-key", b"k"), (b"accept", b"*/*"), (b"idempotency-key", b"k")])
+    with pytest.raises(ApiError) as err:
+        one_key([(b"idempotency-key", b"k-1"), (b"accept", b"*/*"), (b"idempotency-key", b"k-2")])
+    assert err.value.status == 400 and err.value.body.code == "duplicate_idempotency_key"
+    assert err.value.body.param == "idempotency-key"

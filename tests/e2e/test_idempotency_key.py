@@ -11,6 +11,7 @@ import datetime as dt
 import sqlite3
 import threading
 
+import httpx
 import openai
 import pytest
 
@@ -55,6 +56,17 @@ def test_a_retry_on_another_replica_gets_the_original_response(backend, tmp_path
         with pytest.raises(openai.BadRequestError):  # over 255 characters: refused before anything runs
             _create(a, key, "k" * 256, "never sent")
         assert _upstream_calls(sim, "never sent") == 0
+        # Two keys with different values: a 400, whichever a retry would send first; the same value twice is one key.
+        for conv_path, body in (("/v1/responses", {"model": "gpt", "input": "two keys"}), ("/v1/conversations", {})):
+            two = [("authorization", f"Bearer {key}"), ("idempotency-key", "k-6"), ("idempotency-key", "k-7")]
+            resp = httpx.post(a.url + conv_path, json=body, headers=two, timeout=10)
+            assert resp.status_code == 400, resp.text
+            assert resp.json()["error"]["code"] == "duplicate_idempotency_key"
+            assert resp.json()["error"]["param"] == "idempotency-key"
+        assert _upstream_calls(sim, "two keys") == 0
+        same = [("authorization", f"Bearer {key}"), ("idempotency-key", "k-6"), ("idempotency-key", "k-6")]
+        resp = httpx.post(a.url + "/v1/responses", json={"model": "gpt", "input": "two keys"}, headers=same, timeout=10)
+        assert resp.status_code == 200, resp.text
 
         # While the original runs, a retry elsewhere is told so; afterwards it gets the original.
         sim.fault(latency_ms=3000, times=1)
@@ -107,9 +119,9 @@ def test_a_retry_on_another_replica_gets_the_original_response(backend, tmp_path
             plain.responses.create(model="gpt", input="twice").id
             != plain.responses.create(model="gpt", input="twice").id
         )
-        # k-1 to k-4 once each, k-5's refused call and its retry, the two plain ones: eight usage rows.
-        until(lambda: _billed_calls(a, tenant) >= 8, what="eight usage rows")
-        assert _billed_calls(a, tenant) == 8
+        # k-1 to k-4 and k-6 once each, k-5's refused call and its retry, the two plain ones: nine usage rows.
+        until(lambda: _billed_calls(a, tenant) >= 9, what="nine usage rows")
+        assert _billed_calls(a, tenant) == 9
 
 
 @pytest.mark.parametrize("backend", ["sqlite", "postgresql"])

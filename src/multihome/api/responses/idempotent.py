@@ -42,6 +42,19 @@ def key_of(raw: bytes) -> str:
     return key
 
 
+def one_key(headers: list[tuple[bytes, bytes]]) -> None:
+    """Two Idempotency-Key headers with different values are a 400: whichever the gateway took, a retry
+    sending them in another order (or a proxy that reorders them) would be a second create."""
+    values = {value for name, value in headers if name == HEADER}
+    if len(values) > 1:
+        raise bad_request(
+            "The request has more than one 'Idempotency-Key' header, with different values. Send one "
+            "Idempotency-Key header with one key.",
+            param="idempotency-key",
+            code="duplicate_idempotency_key",
+        )
+
+
 async def once(
     call: Call,
     receive: Receive,
@@ -54,6 +67,7 @@ async def once(
     replay: Callable[[Call, bytes, str], Awaitable[Any | None]],
 ) -> None:
     """Run `create` once per (tenant, key); `replay(call, body, object_id)`: the object to answer a retry with."""
+    one_key(call.scope["headers"])
     key = key_of(raw_key)
     body = await read_body(call.scope, receive, max_body)
     who = tenant(call)
@@ -116,4 +130,4 @@ async def once(
             log.warning("Idempotency-Key of %s not recorded (%s)", call.request_id, exc)
 
 
-__all__ = ["HEADER", "key_of", "once"]
+__all__ = ["HEADER", "key_of", "once", "one_key"]
