@@ -461,6 +461,34 @@ def test_an_id_with_a_nul_is_a_4xx_on_every_backend(world):
     assert http.get(f"/conversations/{conv}/items").status_code == 200  # and the gateway is fine
 
 
+def test_an_error_echoes_at_most_64_characters_of_a_clients_id(world):
+    """A path segment or a JSON string can be megabytes: an error names it by its first 64 characters and "…"."""
+    key = world.keys["acme"]
+    http = httpx.Client(base_url=world.gateway.url + "/v1", headers={"authorization": f"Bearer {key}"}, timeout=20)
+    conv = http.post("/conversations", json={}).json()["id"]
+    long = "x" * 20_000
+    answers = [
+        http.get(f"/responses/resp_{long}"),
+        http.get(f"/responses/resp_{long}/input_items"),
+        http.post(f"/responses/resp_{long}/cancel"),
+        http.get(f"/conversations/conv_{long}"),
+        http.get(f"/conversations/{conv}/items/msg_{long}"),
+        http.get(f"/conversations/{conv}/items?after=msg_{long}"),
+        http.get(f"/memory/records/mem_{long}"),
+        http.post("/responses", json={"model": "gpt", "input": "x", "previous_response_id": f"resp_{long}"}),
+        http.post("/responses", json={"model": "gpt", "input": "x", "conversation": f"conv_{long}"}),
+        http.post("/responses", json={"model": f"gpt{long}", "input": "x"}),
+        http.post("/responses", json={"model": "gpt", "input": "x", long: 1}),
+        http.post("/chat/completions", json={"model": f"gpt{long}", "messages": [{"role": "user", "content": "x"}]}),
+    ]
+    for resp in answers:
+        assert resp.status_code in (400, 404), resp.text[:300]
+        error = resp.json()["error"]
+        assert len(resp.content) < 1000 and "x" * 50 + "…" in error["message"], (str(resp.request.url)[:60], error)
+        assert "x" * 65 not in error["message"]
+        assert error["param"] is None or len(error["param"]) <= 65
+
+
 def test_claudes_thinking_goes_back_only_for_the_tenant_it_was_sealed_for(world):
     """A reasoning item's encrypted_content (Claude's signed thinking) is sealed under the tenant's key: the
     tenant's stateless client sends it back and Claude gets its block; another tenant pasting it, or an

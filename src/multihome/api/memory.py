@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 import msgspec
 
 from ..audit.events import MemoryDeletion
-from ..schema.errors import ApiError, bad_request
+from ..schema.errors import ApiError, bad_request, echo
 from ..schema.memory import (
     check_id,
     parse_create_records,
@@ -70,7 +70,7 @@ def _namespace_view(ns: Namespace) -> dict[str, Any]:
 
 
 def _not_found(record_id: str) -> ApiError:
-    return ApiError(404, f"No memory record with id '{record_id}'.", param="record_id", code="not_found")
+    return ApiError(404, f"No memory record with id '{echo(record_id)}'.", param="record_id", code="not_found")
 
 
 def _filters(spec: Any) -> Predicate | None:
@@ -148,7 +148,7 @@ class MemoryDoor:
                 raise ApiError(403, "Only an org-admin may name another tenant's memory.", param="tenant")
             if not await self._known(named):  # a name or a typo would write to a tenant nobody can read as
                 raise ApiError(
-                    404, f"No tenant with id '{named[:80]}': '?tenant=' takes a tenant's id.", param="tenant"
+                    404, f"No tenant with id '{echo(named)}': '?tenant=' takes a tenant's id.", param="tenant"
                 )
             return named
         if principal.tenant == ALL_TENANTS:
@@ -275,7 +275,9 @@ class MemoryDoor:
         agent_id, user_id = self._namespace_args(call)
         gone = await self._do(memory.delete_namespace(who, agent_id, user_id))
         if gone is None:
-            raise ApiError(404, f"No memory namespace agent_id={agent_id!r}, user_id={user_id!r}.", code="not_found")
+            raise ApiError(
+                404, f"No memory namespace agent_id='{echo(agent_id)}', user_id='{echo(user_id)}'.", code="not_found"
+            )
         await self._record(call, "delete_namespace", who, agent_id, user_id, 1, gone)
         body = {"object": "memory.namespace.deleted", "agent_id": agent_id, "user_id": user_id, "records_deleted": gone}
         await answer(call, send, {**body, "deleted": True})

@@ -31,7 +31,7 @@ from ..routing.planner import RequestShape
 from ..routing.router import Router
 from ..schema.bounded import Decoder
 from ..schema.chat import ChatRequest
-from ..schema.errors import ApiError, bad_request
+from ..schema.errors import ApiError, bad_request, echo
 from .asgi import Header, Scope, header
 from .policy_gate import pin_refusal
 from .render import served_headers
@@ -115,7 +115,7 @@ class Pipeline:
             known = ", ".join(sorted(self.catalog.groups)) or "none"
             raise ApiError(
                 404,
-                f"The model '{name}' does not exist on this gateway. Available models: {known}.",
+                f"The model '{echo(name)}' does not exist on this gateway. Available models: {known}.",
                 param="model",
                 code="model_not_found",
             )

@@ -4,6 +4,16 @@ from __future__ import annotations
 
 import msgspec
 
+ECHO_MAX = 64  # characters of a client's id or name an error message repeats (docs/hostile-input.md)
+
+
+def echo(value: object) -> str:
+    """What an error message shows of something the client sent (an id, a name, a field): its first
+    ECHO_MAX characters, and "…" when there was more. A path segment or a JSON string can be megabytes;
+    repeated whole, it would fill the answer, the client's logs and every log line that quotes the error."""
+    text = value if isinstance(value, str) else str(value)
+    return text if len(text) <= ECHO_MAX else text[:ECHO_MAX] + "…"
+
 
 class ErrorBody(msgspec.Struct, omit_defaults=False):
     message: str

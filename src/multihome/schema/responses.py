@@ -18,7 +18,7 @@ import msgspec
 from .bounds import at_most_items, count
 from .chat import REASONING_EFFORTS
 from .decoding import decode_body, decode_views
-from .errors import bad_request
+from .errors import bad_request, echo
 
 # OpenAI fields this gateway does not serve yet: a 400 that says so, rather than "unrecognized".
 UNSUPPORTED_FIELDS = frozenset(
@@ -209,7 +209,9 @@ def parse_create(body: bytes) -> CreateResponse:
                 code="unsupported_parameter",
             )
         if name not in KNOWN_FIELDS:
-            raise bad_request(f"Unrecognized request argument supplied: {name}", param=name, code="unknown_parameter")
+            raise bad_request(
+                f"Unrecognized request argument supplied: {echo(name)}", param=echo(name), code="unknown_parameter"
+            )
     _validate(req)
     for name in _NESTED.keys() & raw.keys():
         _check_nested(name, raw[name])

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from ..schema.errors import echo
+
 
 class StorageError(Exception):
     pass
@@ -9,8 +11,8 @@ class StorageError(Exception):
 
 class NotFound(StorageError):
     def __init__(self, kind: str, id: str, tenant_id: str | None = None) -> None:
-        where = f" in tenant {tenant_id}" if tenant_id else ""
-        super().__init__(f"{kind} {id} not found{where}")
+        where = f" in tenant {echo(tenant_id)}" if tenant_id else ""
+        super().__init__(f"{kind} {echo(id)} not found{where}")
         self.kind, self.id, self.tenant_id = kind, id, tenant_id
 
 

@@ -14,7 +14,7 @@ import msgspec
 from ...metering.periods import period
 from ...metering.prices import NANOS, text, to_nanos
 from ...metering.rules import AdminBudget, admin_budget
-from ...schema.errors import ApiError
+from ...schema.errors import ApiError, echo
 from ...schema.principal import ORG_ADMIN, TENANT_ADMIN, Principal
 from ...storage.budgets import Outranked, budget_amount, budget_currency
 from ...storage.errors import Invalid, NotFound
@@ -77,7 +77,7 @@ async def create_budget(s: Services, c: AdminCall) -> Any:
         kind = "API key" if exc.kind == "api key" else exc.kind
         raise ApiError(
             404,
-            f"Tenant {tenant} has no {kind} {exc.id}: a {body.scope} budget's scope_id must be one of its {kind}s.",
+            f"Tenant {echo(tenant)} has no {kind} {echo(exc.id)}: a {body.scope} budget's scope_id must be one of its {kind}s.",
             param="scope_id",
             code="not_found",
         ) from None

@@ -11,7 +11,7 @@ from ...config.contracts import Agreement, encode_agreement
 from ...contracts.report import build_report, build_reports, to_csv
 from ...contracts.service import AgreementConflict
 from ...schema import admin_fields
-from ...schema.errors import ApiError
+from ...schema.errors import ApiError, echo
 from .rbac import ORG
 from .route import CSV_MEDIA, PREFIX, AdminCall, Needs, Route, Services, listing
 
@@ -59,7 +59,7 @@ async def _report(s: Services, c: AdminCall) -> Any:
 def _agreement(s: Services, contract_id: str) -> Agreement:
     a: Agreement | None = s.contracts.agreement(contract_id)
     if a is None:
-        raise ApiError(404, f"No contract with id {contract_id!r}. GET {C} lists them.", code="not_found")
+        raise ApiError(404, f"No contract with id '{echo(contract_id)}'. GET {C} lists them.", code="not_found")
     return a
 
 

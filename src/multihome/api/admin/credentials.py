@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ...schema.errors import ApiError
+from ...schema.errors import ApiError, echo
 from . import bodies as B
 from .rbac import ORG
 from .route import PREFIX, AdminCall, Needs, Route, Services, listing
@@ -42,7 +42,7 @@ def _stored(s: Services, provider: str, *, writing: bool) -> None:
     creds = s.crypto.credentials
     if provider not in creds.configured:
         known = ", ".join(creds.configured) or "none"
-        raise ApiError(404, f"Provider {provider} is not in the config (providers: {known}).", code="not_found")
+        raise ApiError(404, f"Provider {echo(provider)} is not in the config (providers: {known}).", code="not_found")
     if writing and provider not in creds.providers:
         raise ApiError(
             409,
@@ -79,7 +79,7 @@ async def delete_provider_credential(s: Services, c: AdminCall) -> Any:
     _stored(s, provider, writing=True)
     creds = s.crypto.credentials
     if not await creds.store.delete(provider):
-        raise ApiError(404, f"Provider {provider} has no stored API key.", code="not_found")
+        raise ApiError(404, f"Provider {echo(provider)} has no stored API key.", code="not_found")
     await creds.sync(only=provider)
     return {"id": provider, "object": "provider_credential.deleted", "deleted": True}
 

@@ -11,7 +11,7 @@ import msgspec
 
 from ...policy.model import Policy as EnginePolicy
 from ...policy.model import policy_problems
-from ...schema.errors import ApiError
+from ...schema.errors import ApiError, echo
 from ...schema.principal import Principal
 from ..policy_gate import EGRESS
 from . import bodies as B
@@ -62,7 +62,7 @@ async def explain(s: Services, c: AdminCall) -> Any:
     body: B.ExplainPolicy = c.body
     authorize(c.who, READ, body.tenant_id)  # on the body's tenant: the route has none in its path
     if body.model not in s.model_groups:
-        raise ApiError(404, f"Unknown model group '{body.model}'.", param="model", code="model_not_found")
+        raise ApiError(404, f"Unknown model group '{echo(body.model)}'.", param="model", code="model_not_found")
     subject = Principal(
         tenant=body.tenant_id,
         subject="explain",

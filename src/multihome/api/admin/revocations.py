@@ -18,7 +18,7 @@ from typing import Any
 import msgspec
 
 from ...config.oidc import IssuerConfig
-from ...schema.errors import ApiError
+from ...schema.errors import ApiError, echo
 from ...schema.principal import ORG_ADMIN, Principal
 from ...storage.errors import NotFound
 from . import bodies as B
@@ -91,7 +91,7 @@ async def create_token_revocation(s: Services, c: AdminCall) -> Any:
     except NotFound as exc:
         if exc.kind != "tenant":
             raise
-        raise ApiError(404, f"Tenant {exc.id} not found.", param="tenant_id", code="not_found") from None
+        raise ApiError(404, f"Tenant {echo(exc.id)} not found.", param="tenant_id", code="not_found") from None
     return _view(s, record)
 
 

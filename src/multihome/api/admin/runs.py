@@ -13,7 +13,7 @@ import asyncio
 from typing import Any
 
 from ...audit.reader import Filters
-from ...schema.errors import ApiError
+from ...schema.errors import ApiError, echo
 from ...state.runs import get_run, list_runs
 from .audit import query_int
 from .rbac import READ, WRITE
@@ -26,7 +26,7 @@ MAX_ID = 40  # longer response ids were never issued (api/responses/door.py)
 
 
 def _not_found(run_id: str) -> ApiError:
-    return ApiError(404, f"No agent run found with id '{run_id}'.", code="not_found")
+    return ApiError(404, f"No agent run found with id '{echo(run_id)}'.", code="not_found")
 
 
 async def list_agent_runs(s: Services, c: AdminCall) -> Any:

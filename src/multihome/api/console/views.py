@@ -22,7 +22,7 @@ import msgspec
 
 from ...contracts import scenario
 from ...policy.pins import MEMORY_EMBEDDING, WORK_KINDS
-from ...schema.errors import ApiError
+from ...schema.errors import ApiError, echo
 from ...schema.principal import ORG_ADMIN, Principal
 from ..admin.dispatch import AdminApi
 from ..admin.rbac import READ, authorize
@@ -188,7 +188,7 @@ class Views:
         authorize(viewer, READ, tenant)
         model = fields.get("model", "")
         if model not in self.parts.catalog.groups:
-            raise ApiError(404, f"Unknown model group '{model}'.", param="model", code="model_not_found")
+            raise ApiError(404, f"Unknown model group '{echo(model)}'.", param="model", code="model_not_found")
         subject = Principal(tenant=tenant, subject="console-explain", source="explain", team=fields.get("team") or None)
         key_id = fields.get("key_id")
         if key_id:

@@ -47,7 +47,7 @@ from ...config.responses import AgentConfig
 from ...metering.prices import PriceTable
 from ...policy.pins import AGENT_STEP
 from ...routing.attempts import Served
-from ...schema.errors import ApiError, bad_request
+from ...schema.errors import ApiError, bad_request, echo
 from ...schema.responses import CreateResponse
 from ...state.memory.store import MemoryStore
 from ...state.memory.tools import MemoryTools, parse_tool
@@ -191,13 +191,13 @@ def approved(context: list[Item], new: list[Item], output: list[Item], offered: 
         request = asked.get(item["approval_request_id"])
         if request is None:
             raise bad_request(
-                f"input[{n}] answers approval request '{item['approval_request_id'][:80]}', which is not in this "
+                f"input[{n}] answers approval request '{echo(item['approval_request_id'])}', which is not in this "
                 "response's context: continue the response that asked (previous_response_id or conversation).",
                 param=f"input[{n}].approval_request_id",
             )
         if request["id"] in answered:
             raise bad_request(
-                f"input[{n}] answers approval request '{request['id'][:80]}', which input[{answered[request['id']]}] "
+                f"input[{n}] answers approval request '{echo(request['id'])}', which input[{answered[request['id']]}] "
                 "answers already: send one mcp_approval_response per request.",
                 param=f"input[{n}].approval_request_id",
                 code="duplicate_approval_response",

@@ -18,7 +18,7 @@ from ...routing.attempts import Served
 from ...routing.catalog import DeploymentRuntime
 from ...schema import estimate
 from ...schema.chat import ParsedChat
-from ...schema.errors import ApiError, bad_request
+from ...schema.errors import ApiError, bad_request, echo
 from ...state import StateStore
 from ...state.pairs import BrokenPair
 from ...storage.errors import Conflict
@@ -153,7 +153,7 @@ def unknown_cursor(value: str, param: str) -> ApiError:
     """A cursor that names no item of the list: a 400 naming it, not an empty page a client would
     take for the end of the list."""
     return bad_request(
-        f"No item found with id '{value[:80]}' in this list: '{param}' must be the id of one of its items "
+        f"No item found with id '{echo(value)}' in this list: '{param}' must be the id of one of its items "
         "(the last_id of the page before).",
         param=param,
     )

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ...schema.errors import ApiError, bad_request
+from ...schema.errors import ApiError, bad_request, echo
 from ...schema.responses import MAX_ITEM_ID, parse_add_items, parse_create_conversation, parse_update_conversation
 from ...state import Conversation, StateStore
 from ...state.idempotency import IdempotencyKeys
@@ -156,7 +156,7 @@ class ConversationsDoor:
         item = await stored(state.get_item(who, conv_id, item_id)) if len(item_id) <= MAX_ITEM_ID else None
         if item is None:
             await self._require(state, who, conv_id)
-            raise ApiError(404, f"Item with id '{item_id}' not found.", param="item_id")
+            raise ApiError(404, f"Item with id '{echo(item_id)}' not found.", param="item_id")
         await answer(call, send, item)
 
     async def delete_item(self, call: Call, receive: Receive, send: Send) -> None:
@@ -165,7 +165,7 @@ class ConversationsDoor:
         item_id = segments(call)[3]
         if len(item_id) > MAX_ITEM_ID or not await stored(state.delete_item(who, conv_id, item_id)):
             await self._require(state, who, conv_id)
-            raise ApiError(404, f"Item with id '{item_id}' not found.", param="item_id")
+            raise ApiError(404, f"Item with id '{echo(item_id)}' not found.", param="item_id")
         conv = await self._require(state, who, conv_id)
         await answer(call, send, _view(conv))
 

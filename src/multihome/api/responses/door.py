@@ -19,7 +19,7 @@ import msgspec
 
 from ...policy.pins import STORED_RESPONSE
 from ...routing.stream_relay import StreamRelay
-from ...schema.errors import ApiError, bad_request
+from ...schema.errors import ApiError, bad_request, echo
 from ...schema.responses import CreateResponse, parse_create, runs_tools
 from ...state import StateStore, StoredResponse
 from ...state.idempotency import IdempotencyKeys
@@ -67,11 +67,11 @@ MAX_ID = 40  # longer ids were never issued here
 
 
 def not_found(response_id: str) -> ApiError:
-    return ApiError(404, f"No response found with id '{response_id}'.")
+    return ApiError(404, f"No response found with id '{echo(response_id)}'.")
 
 
 def conversation_not_found(conversation_id: str) -> ApiError:
-    return ApiError(404, f"Conversation with id '{conversation_id}' not found.", param="conversation")
+    return ApiError(404, f"Conversation with id '{echo(conversation_id)}' not found.", param="conversation")
 
 
 class ResponsesDoor:
@@ -248,7 +248,7 @@ class ResponsesDoor:
             if chain is None:
                 raise ApiError(
                     400,
-                    f"Previous response with id '{prev}' not found.",
+                    f"Previous response with id '{echo(prev)}' not found.",
                     param="previous_response_id",
                     code="previous_response_not_found",
                 )

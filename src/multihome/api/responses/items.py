@@ -15,7 +15,7 @@ from typing import Any
 
 import msgspec
 
-from ...schema.errors import bad_request
+from ...schema.errors import bad_request, echo
 from ...schema.responses import MEMORY_LABEL, InputItem, Part
 from ...state.pairs import broken_pair, duplicate_call, orphan_output, unanswered_call
 from ...tools.model import ERROR_MARKER
@@ -33,7 +33,7 @@ def refuse_orphans(context: list[Item], new: list[Item], param: str) -> None:
     if found is not None:
         index, call_id = found
         raise bad_request(
-            f"No tool call found for function call output with call_id '{call_id[:80]}' "
+            f"No tool call found for function call output with call_id '{echo(call_id)}' "
             "(the function_call it answers must come before it, in this input or in the context).",
             param=f"{param}[{index}]",
         )
@@ -49,12 +49,12 @@ def refuse_duplicate_calls(context: list[Item], new: list[Item], param: str) -> 
     index, kind, call_id = found
     if kind == "function_call":
         message = (
-            f"Duplicate 'call_id' '{call_id[:80]}': {param}[{index}] is a second function_call with it. Each "
+            f"Duplicate 'call_id' '{echo(call_id)}': {param}[{index}] is a second function_call with it. Each "
             "function_call needs a call_id of its own."
         )
     else:
         message = (
-            f"Duplicate function_call_output for call_id '{call_id[:80]}' ({param}[{index}]). Each function_call "
+            f"Duplicate function_call_output for call_id '{echo(call_id)}' ({param}[{index}]). Each function_call "
             "must have exactly one matching function_call_output."
         )
     raise bad_request(message, param=f"{param}[{index}]", code="duplicate_call_id")
@@ -68,7 +68,7 @@ def refuse_unanswered(context: list[Item], new: list[Item], conversation: bool =
     if not conversation:  # a chain: an orphan there (an ancestor deleted) is sent as before
         found = unanswered_call(context, new)
         if found is not None:
-            raise bad_request(f"No tool output found for function call {found[:80]}.", param="input")
+            raise bad_request(f"No tool output found for function call {echo(found)}.", param="input")
         return
     broken = broken_pair(context, new)
     if broken is None:
@@ -76,13 +76,13 @@ def refuse_unanswered(context: list[Item], new: list[Item], conversation: bool =
     kind, call_id = broken
     if kind == "orphan":  # refuse_orphans checked the input: this one is in the conversation
         raise bad_request(
-            f"The conversation holds a function_call_output for call_id '{call_id[:80]}' whose function_call "
+            f"The conversation holds a function_call_output for call_id '{echo(call_id)}' whose function_call "
             "was deleted from it: delete that output too (DELETE /v1/conversations/{id}/items/{item_id}), "
             "then continue.",
             param="conversation",
             code="orphaned_function_call_output",
         )
-    raise bad_request(f"No tool output found for function call {call_id[:80]}.", param="input")
+    raise bad_request(f"No tool output found for function call {echo(call_id)}.", param="input")
 
 
 def refuse_duplicate_ids(context: list[Item], new: list[Item], param: str) -> None:
@@ -92,7 +92,7 @@ def refuse_duplicate_ids(context: list[Item], new: list[Item], param: str) -> No
     for i, item in enumerate(new):
         if item.get("id") in seen:
             raise bad_request(
-                f"An item with id '{str(item.get('id'))[:80]}' is already in the conversation (ids are unique per "
+                f"An item with id '{echo(item.get('id'))}' is already in the conversation (ids are unique per "
                 "conversation); send new items without an 'id' and the gateway assigns one.",
                 param=f"{param}[{i}].id",
                 code="duplicate_item_id",

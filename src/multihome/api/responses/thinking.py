@@ -34,7 +34,7 @@ from ...crypto import CiphertextMismatch, DataKeyNotFound, Keyring, MalformedCip
 from ...crypto.envelope import length_prefixed
 from ...schema.bounded import Decoder
 from ...schema.chat import ThinkingBlock
-from ...schema.errors import ApiError, bad_request
+from ...schema.errors import ApiError, bad_request, echo
 
 log = logging.getLogger("multihome.responses")
 PREFIX = "mh-thinking-v2."
@@ -170,7 +170,7 @@ _OLD = (
 
 
 def _refused(item: dict[str, Any], where: str | None, why: str) -> ApiError:
-    return bad_request(f"reasoning item {str(item.get('id'))[:80]}: encrypted_content {why}", param=where)
+    return bad_request(f"reasoning item {echo(item.get('id'))}: encrypted_content {why}", param=where)
 
 
 def _whole(block: ThinkingBlock) -> bool:
