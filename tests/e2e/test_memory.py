@@ -132,8 +132,9 @@ def test_another_tenant_cannot_list_read_search_or_delete(world):
     assert get(globex, "/memory/records", **ns)["data"] == []
     assert post(globex, "/memory/search", {**ns, "query": "launch date"})["data"] == []
     assert all(s["user_id"] != "shared-name" for s in get(globex, "/memory/namespaces")["data"])
-    with pytest.raises(openai.PermissionDeniedError):  # a member key cannot name another tenant
+    with pytest.raises(openai.PermissionDeniedError) as refused:  # a member key cannot name another tenant
         get(globex, "/memory/namespaces", tenant="ten_anything")
+    assert (refused.value.body["type"], refused.value.code) == ("permission_error", "other_tenant")
     assert get(acme, f"/memory/records/{rec['id']}")["id"] == rec["id"]
 
 
@@ -196,8 +197,9 @@ def test_forget_user_needs_an_admin_and_really_deletes(world):
         post(member, "/memory/records", {"agent_id": agent, "user_id": "leaver", "text": f"{MARK} leaver's secret"})
     keeper = post(member, "/memory/records", {"agent_id": "travel", "user_id": "stayer", "text": "stays"})
     assert post(member, "/memory/search", {"agent_id": "travel", "user_id": "leaver", "query": "secret"})["data"]
-    with pytest.raises(openai.PermissionDeniedError):
+    with pytest.raises(openai.PermissionDeniedError) as refused:
         member.delete("/memory/users/leaver", cast_to=object)
+    assert (refused.value.body["type"], refused.value.code) == ("permission_error", "insufficient_role")
     done = admin.delete("/memory/users/leaver", cast_to=object)
     assert done["namespaces_deleted"] == 2 and done["records_deleted"] == 2
     assert post(member, "/memory/search", {"agent_id": "travel", "user_id": "leaver", "query": "secret"})["data"] == []

@@ -145,7 +145,13 @@ class MemoryDoor:
         named = query(call).get("tenant", [None])[-1]
         if named and named != principal.tenant:
             if ORG_ADMIN not in principal.roles:
-                raise ApiError(403, "Only an org-admin may name another tenant's memory.", param="tenant")
+                raise ApiError(
+                    403,
+                    "Only an org-admin may name another tenant's memory.",
+                    type="permission_error",
+                    param="tenant",
+                    code="other_tenant",
+                )
             if not await self._known(named):  # a name or a typo would write to a tenant nobody can read as
                 raise ApiError(
                     404, f"No tenant with id '{echo(named)}': '?tenant=' takes a tenant's id.", param="tenant"
@@ -164,7 +170,8 @@ class MemoryDoor:
             raise ApiError(
                 403,
                 f"{what} needs a tenant-admin or org-admin key; this key is a {', '.join(sorted(call.principal.roles))}.",
-                code="forbidden",
+                type="permission_error",
+                code="insufficient_role",
             )
 
     def _record_id(self, call: Call) -> str:

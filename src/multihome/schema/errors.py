@@ -27,20 +27,24 @@ class ErrorEnvelope(msgspec.Struct):
 
 
 class ApiError(Exception):
-    """An error to return to the client as-is: status, OpenAI envelope, optional headers."""
+    """An error to return to the client as-is: status, OpenAI envelope, optional headers. `type` defaults
+    by status: a 403 is `permission_error` (as OpenAI's SDK names it, PermissionDeniedError, and as every
+    403 of this gateway is typed), anything else `invalid_request_error`."""
 
     def __init__(
         self,
         status: int,
         message: str,
         *,
-        type: str = "invalid_request_error",
+        type: str | None = None,
         param: str | None = None,
         code: str | None = None,
         headers: dict[str, str] | None = None,
     ) -> None:
         super().__init__(message)
         self.status = status
+        if type is None:
+            type = "permission_error" if status == 403 else "invalid_request_error"
         self.body = ErrorBody(message=message, type=type, param=param, code=code)
         self.headers = headers or {}
 

@@ -153,7 +153,10 @@ class Console:
                     page.roles is not None and (req.session is None or not csrf_ok(req.session, req.fields.get("csrf")))
                 ):
                     raise ApiError(
-                        403, "The form is stale or came from another site; reload the page and retry.", code="csrf"
+                        403,
+                        "The form is stale or came from another site; reload the page and retry.",
+                        type="permission_error",
+                        code="csrf",
                     )
             await page.handler(self, req)
         except ApiError as err:
