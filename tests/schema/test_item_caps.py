@@ -4,7 +4,7 @@ beyond it, OpenAI's 400 for a too-long array, before any per-item work (docs/hos
 import msgspec
 import pytest
 
-from multihome.schema import bounds
+from multihome.schema import bounds, decoding
 from multihome.schema.anthropic import parse_messages
 from multihome.schema.chat import parse_chat
 from multihome.schema.errors import ApiError
@@ -42,9 +42,9 @@ def test_a_large_body_is_counted_before_its_items_are_decoded(param, parse):
 
 
 @pytest.mark.parametrize(("param", "parse"), DOORS)
-def test_a_small_body_is_checked_after_its_decode(param, parse, monkeypatch):
-    monkeypatch.setattr(bounds, "MAX_ITEMS", 2)
-    parse([MESSAGE] * 2)
+def test_the_tightest_array_past_the_cap_is_counted(param, parse):
+    # The shortest JSON values: MAX_ITEMS + 1 of them need more bytes than a body may have uncounted.
+    assert len(msgspec.json.encode([0] * (bounds.MAX_ITEMS + 1))) > decoding.COUNT_ITEMS_OVER
     with pytest.raises(ApiError) as info:
-        parse([MESSAGE] * 3)
+        parse([0] * (bounds.MAX_ITEMS + 1))
     assert (info.value.body.param, info.value.body.code) == (param, "array_above_max_length")

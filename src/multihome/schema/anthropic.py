@@ -9,8 +9,7 @@ from __future__ import annotations
 
 import msgspec
 
-from .bounds import at_most_items
-from .decoding import decode_views
+from .decoding import count_items, decode_views
 from .errors import bad_request
 
 # Top-level fields the front door maps (or deliberately drops and reports); anything else is reported as dropped.
@@ -123,14 +122,13 @@ class ParsedMessages(msgspec.Struct):
     multihome: msgspec.Raw | None = None  # the gateway extension (`{"route": {"deployments": [...]}}`), as sent
 
 
-_typed = msgspec.json.Decoder(MessagesRequest)
+_typed = count_items(msgspec.json.Decoder(MessagesRequest), "messages")
 
 
 def parse_messages(body: bytes, *, counting: bool = False) -> ParsedMessages:
     """Decode and check the shape; raises ApiError (400) naming the field. `counting`: a
     `/v1/messages/count_tokens` body, which has no `max_tokens`."""
-    top, req = decode_views(body, _typed, "messages")
-    at_most_items(len(req.messages), "messages")
+    top, req = decode_views(body, _typed)
     if req.max_tokens is None and not counting:
         raise bad_request(
             "max_tokens: Field required. Set the maximum number of tokens to generate.", param="max_tokens"

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import Final
 
-from .errors import bad_request
+from .errors import ApiError, bad_request
 
 MAX_INT: Final = 2**31 - 1
 INT64: Final = 2**63  # seed: -2^63 .. 2^63-1
@@ -30,16 +30,15 @@ def count(value: int | None, param: str, low: int = 1) -> None:
         raise bad_request(f"'{param}' must be an integer from {low} to {MAX_INT}.", param=param, code="invalid_value")
 
 
-def at_most_items(length: int, param: str) -> None:
-    """An array of a request's items (messages, input items): at most MAX_ITEMS, else OpenAI's own 400
-    for a too-long array (its words and code, as it answers for `tools` beyond 128)."""
-    if length > MAX_ITEMS:
-        raise bad_request(
-            f"Invalid '{param}': array too long. Expected an array with maximum length {MAX_ITEMS}, but got an "
-            f"array with length {length} instead.",
-            param=param,
-            code="array_above_max_length",
-        )
+def too_many_items(length: int, param: str) -> ApiError:
+    """OpenAI's own 400 for an array of a request's items (messages, input items) longer than MAX_ITEMS
+    (its words and code, as it answers for `tools` beyond 128)."""
+    return bad_request(
+        f"Invalid '{param}': array too long. Expected an array with maximum length {MAX_ITEMS}, but got an "
+        f"array with length {length} instead.",
+        param=param,
+        code="array_above_max_length",
+    )
 
 
 def between(value: float | None, low: float, high: float, param: str) -> None:

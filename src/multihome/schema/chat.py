@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import msgspec
 
-from .bounds import INT64, LOGIT_BIAS, MAX_N, MAX_TOP_LOGPROBS, PENALTY, at_most_items, between, count
-from .decoding import decode_views
+from .bounds import INT64, LOGIT_BIAS, MAX_N, MAX_TOP_LOGPROBS, PENALTY, between, count
+from .decoding import count_items, decode_views
 from .errors import bad_request
 
 ROLES = frozenset({"system", "developer", "user", "assistant", "tool", "function"})
@@ -150,7 +150,7 @@ class ChatRequest(msgspec.Struct):
     frequency_penalty: float | None = None
 
 
-_typed = msgspec.json.Decoder(ChatRequest)
+_typed = count_items(msgspec.json.Decoder(ChatRequest), "messages")
 
 
 class ParsedChat(msgspec.Struct):
@@ -177,7 +177,7 @@ class ParsedChat(msgspec.Struct):
 
 
 def parse_chat(body: bytes) -> ParsedChat:
-    raw, req = decode_views(body, _typed, "messages")
+    raw, req = decode_views(body, _typed)
     _validate(req)
     return ParsedChat(request=req, raw=raw, needs=_needs(req))
 
@@ -189,7 +189,6 @@ def _validate(req: ChatRequest) -> None:
         )
     if not req.messages:
         raise bad_request("'messages' must contain at least one message.", param="messages", code="empty_array")
-    at_most_items(len(req.messages), "messages")
     for i, msg in enumerate(req.messages):
         if msg.role not in ROLES:
             raise bad_request(

@@ -8,7 +8,7 @@ from typing import Any, TypeVar, overload
 
 import msgspec
 
-from .bounds import at_most_items
+from . import bounds
 from .errors import ApiError, bad_request
 
 _PATH = re.compile(r" - at `\$(?P<path>[^`]*)`$")
@@ -70,34 +70,49 @@ def top_level(body: bytes) -> dict[str, msgspec.Raw]:
     return decode_body(body, _top)
 
 
-# A body beyond this has its item array counted (each item skipped, not decoded) before the typed
-# decode: a body of 500,000 tiny items would take the typed decode ~0.3 s, the count ~0.06 s. Below it
-# the typed decode is short and the parser checks the count itself.
-COUNT_ITEMS_OVER = 64 * 1024
+# A body beyond this has its array of items counted (each skipped, not decoded) before the typed
+# decode: a body of 500,000 tiny items would take the typed decode ~0.3 s, the count ~0.06 s. A body
+# this short cannot hold more than MAX_ITEMS of anything (the shortest JSON value and its comma are 2
+# bytes), so it needs no count at all: the common request pays one length comparison.
+COUNT_ITEMS_OVER = 2 * bounds.MAX_ITEMS
 _items = msgspec.json.Decoder(list[msgspec.Raw])
+_ITEM_ARRAYS: dict[int, str] = {}  # id of a request's decoder -> its top-level array of items
 
 
-def decode_views(
-    body: bytes, typed: msgspec.json.Decoder[_T], items: str | None = None
-) -> tuple[dict[str, msgspec.Raw], _T]:
+def count_items(typed: msgspec.json.Decoder[_T], field: str) -> msgspec.json.Decoder[_T]:
+    """Register `typed`'s top-level array of the request's items (`messages`, `input`): decode_views
+    refuses more than bounds.MAX_ITEMS of them (a 400 naming `field`) before the typed decode."""
+    _ITEM_ARRAYS[id(typed)] = field
+    return typed
+
+
+def decode_views(body: bytes, typed: msgspec.json.Decoder[_T]) -> tuple[dict[str, msgspec.Raw], _T]:
     """A request body as its top-level fields (raw, for pass-through) and as the typed struct.
-    `items`: the top-level array of the request's items (`messages`, `input`), refused beyond
-    bounds.MAX_ITEMS before a large body is decoded.
 
     Raises 400s that say what to fix: not JSON, not UTF-8, not an object, a field of the wrong type, too deep."""
     if not body.isascii():
         _check_utf8(body)
     try:  # decode_body's errors, in one frame for both views
-        top = _top.decode(body)
-        if items is not None and len(body) > COUNT_ITEMS_OVER:
-            array = top.get(items)
-            if array is not None and memoryview(array)[:1].tobytes() == b"[":
-                at_most_items(len(_items.decode(array)), items)
-        return top, typed.decode(body)
+        if len(body) > COUNT_ITEMS_OVER:
+            top = _top.decode(body)
+            _count_items(top, typed)
+            return top, typed.decode(body)
+        return _top.decode(body), typed.decode(body)
     except msgspec.DecodeError as exc:
         raise decode_error(exc) from None
     except RecursionError:
         raise bad_request(_TOO_DEEP, code="nested_too_deeply") from None
+
+
+def _count_items(top: dict[str, msgspec.Raw], typed: object) -> None:
+    field = _ITEM_ARRAYS.get(id(typed))
+    if field is None:
+        return
+    array = top.get(field)
+    if array is not None and memoryview(array)[:1].tobytes() == b"[":
+        length = len(_items.decode(array))
+        if length > bounds.MAX_ITEMS:
+            raise bounds.too_many_items(length, field)
 
 
 def _check_utf8(body: bytes) -> None:

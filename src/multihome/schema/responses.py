@@ -15,9 +15,9 @@ from typing import Any
 
 import msgspec
 
-from .bounds import at_most_items, count
+from .bounds import count
 from .chat import REASONING_EFFORTS
-from .decoding import decode_body, decode_views
+from .decoding import count_items, decode_body, decode_views
 from .errors import bad_request, echo
 
 # OpenAI fields this gateway does not serve yet: a 400 that says so, rather than "unrecognized".
@@ -196,11 +196,11 @@ class CreateResponse(msgspec.Struct):
 
 
 KNOWN_FIELDS = frozenset(CreateResponse.__struct_fields__)
-_create = msgspec.json.Decoder(CreateResponse)
+_create = count_items(msgspec.json.Decoder(CreateResponse), "input")
 
 
 def parse_create(body: bytes) -> CreateResponse:
-    raw, req = decode_views(body, _create, "input")
+    raw, req = decode_views(body, _create)
     for name in raw:
         if name in UNSUPPORTED_FIELDS:
             raise bad_request(
@@ -280,7 +280,6 @@ def _validate(req: CreateResponse) -> None:
     if req.input is None and req.previous_response_id is None and req.conversation is None:
         raise bad_request("'input' is required: a string, or a list of input items.", param="input")
     if isinstance(req.input, list):
-        at_most_items(len(req.input), "input")
         for i, item in enumerate(req.input):
             check_item(item, f"input[{i}]")
     if req.background and req.store is False:
