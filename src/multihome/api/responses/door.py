@@ -23,6 +23,7 @@ from ...schema.errors import ApiError, bad_request, echo
 from ...schema.responses import CreateResponse, parse_create, runs_tools
 from ...state import StateStore, StoredResponse
 from ...state.idempotency import IdempotencyKeys
+from ...state.pairs import CALL_ITEMS
 from ...tools.resolver import McpResolver
 from ...tools.servers import McpServerStore
 from ...tools.toolbox import Toolbox
@@ -123,8 +124,11 @@ class ResponsesDoor:
         shell = Shell(req, store=req.store if req.store is not None else self.state is not None, thinking=thinking)
         chain, context = await self._chain_context(who, req)
         new = stored_items(req.input)
-        refuse_orphans(context, new, "input")
-        refuse_duplicate_calls(context, new, "input")
+        for item in new:  # a loop, not any(): no generator made on every create
+            if item["type"] in CALL_ITEMS:  # a tool call or its result: checked against the context
+                refuse_orphans(context, new, "input")
+                refuse_duplicate_calls(context, new, "input")
+                break
         refuse_unanswered(context, new, conversation=req.conversation_id is not None)
         if req.conversation_id is not None and isinstance(req.input, list) and any(i.id for i in req.input):
             refuse_duplicate_ids(context, new, "input")  # only a client-given id can be one already used
