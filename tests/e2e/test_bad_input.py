@@ -85,6 +85,18 @@ def test_oversized_chunked_body_is_413(gateway):
     _error(httpx.post(gateway.url + "/v1/chat/completions", headers=AUTH, content=chunks(), timeout=5), 413)
 
 
+def test_more_than_10000_messages_is_openais_400_and_no_upstream_call(gateway, sims):
+    # The shortest items there are: a 20 KB body, within this gateway's 64 KiB limit.
+    error = _error(_post(gateway, {"model": "gpt-4o", "messages": [0] * 10_001}), 400)
+    assert (error["param"], error["code"], error["type"]) == (
+        "messages",
+        "array_above_max_length",
+        "invalid_request_error",
+    )
+    assert "maximum length 10000, but got an array with length 10001" in error["message"]
+    assert sims["azure"].stats()["requests"] == 0
+
+
 def test_wrong_content_type_is_415(gateway):
     headers = {**AUTH, "content-type": "application/x-www-form-urlencoded"}
     error = _error(_post(gateway, b"model=gpt-4o", headers=headers), 415)
