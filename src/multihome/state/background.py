@@ -16,7 +16,7 @@ skipped). A run that replaces a crashed one continues numbering after the last c
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -34,11 +34,6 @@ log = logging.getLogger("multihome.responses")
 KIND = "response"  # the job kind of a background response
 OPEN = frozenset({"queued", "in_progress"})
 Event = tuple[int, bytes]  # (sequence_number, the event's SSE bytes)
-_CANCEL_TRIES = 20  # a cancel racing its run's event writes seals its terminal event again (each write is a batch)
-
-
-class _Raced(Exception):
-    """A run committed events between a cancel's sealing of its terminal event and its transaction."""
 
 
 class BackgroundStore:
@@ -88,13 +83,9 @@ class BackgroundStore:
     async def last_seq(self, response_id: str) -> int:
         """The last committed event's sequence number (-1 when there is none)."""
         async with self.engine.connect() as conn:
-            return await self._last_seq(conn, response_id)
-
-    @staticmethod
-    async def _last_seq(conn: AsyncConnection, response_id: str) -> int:
-        found = await conn.scalar(
-            sa.select(sa.func.max(response_events.c.seq)).where(response_events.c.response_id == response_id)
-        )
+            found = await conn.scalar(
+                sa.select(sa.func.max(response_events.c.seq)).where(response_events.c.response_id == response_id)
+            )
         return -1 if found is None else int(found)
 
     # -- a run's writes --------------------------------------------------------------------------------
@@ -155,36 +146,19 @@ class BackgroundStore:
         return bool(done.rowcount)
 
     # -- cancelling ------------------------------------------------------------------------------------
-    async def cancel(
-        self, record: StoredResponse, cancelled: dict[str, Any], terminal: Callable[[int], bytes] | None = None
-    ) -> tuple[StoredResponse, bool]:
+    async def cancel(self, record: StoredResponse, cancelled: dict[str, Any]) -> tuple[StoredResponse, bool]:
         """Cancel an open background response: it becomes `cancelled` at once (with the output stored
         so far) and its job is told (a queued one never runs; a running one stops at its next write).
-        `terminal(seq)`: a streamed response's last event, committed with the status (after every event
-        its run committed: none can follow), so every client following or resuming its stream ends on it.
         Returns the response as it now is, and whether a run was under way. Idempotent."""
         job = await self.queue.request_cancel(KIND, record.id)
         final = replace(record, status="cancelled", response=cancelled)
         body, size = await self.store.seal_response(final)
-        for _ in range(_CANCEL_TRIES):
-            rows = []
-            if terminal is not None:  # sealed outside the transaction, at the number it should take
-                seq = await self.last_seq(record.id) + 1
-                rows = await self._seal_events(record.tenant, record.id, [(seq, terminal(seq))])
-            try:
-                async with self.store._write() as conn:
-                    if not await self._open_locked(conn, record):
-                        found = await self.get(record.tenant, record.id)
-                        return (found or record), False
-                    if rows and await self._last_seq(conn, record.id) + 1 != seq:
-                        raise _Raced()  # the run committed events meanwhile: seal at the next number
-                    await self._update(conn, record.id, "cancelled", (body, size))
-                    if rows:
-                        await conn.execute(sa.insert(response_events), rows)
-            except _Raced:
-                continue
-            return final, job is not None and job.status == "running"
-        raise RuntimeError(f"cancelling {record.id}: its run kept committing events")  # not seen: runs batch writes
+        async with self.store._write() as conn:
+            if not await self._open_locked(conn, record):
+                found = await self.get(record.tenant, record.id)
+                return (found or record), False
+            await self._update(conn, record.id, "cancelled", (body, size))
+        return final, job is not None and job.status == "running"
 
     async def settle_orphan(self, record: StoredResponse, failed: dict[str, Any]) -> StoredResponse:
         """An open response whose job ended without finishing it (its runs kept dying until the job's

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -39,7 +38,7 @@ from .agent import AgentSetup
 from .common import answer, send_sse, stored
 from .items import Item
 from .runner import BackgroundShell, Runner
-from .stream import ResponsesStream, split_events, sse_event
+from .stream import ResponsesStream, split_events
 
 log = logging.getLogger("multihome.responses.background")
 SWEEP = "retention"  # the job kind of a retention sweep
@@ -193,11 +192,7 @@ class Background:
             return found.response
         cancelled = {k: v for k, v in found.response.items() if k != "usage"}  # a cancelled turn reports none
         cancelled["status"] = "cancelled"
-        # A streamed one's stream ends on `response.cancelled`, named like its other terminal events.
-        terminal = None
-        if found.background is not None and found.background.get("stream"):
-            terminal = functools.partial(sse_event, "response.cancelled", {"response": cancelled})
-        now, running = await stored(self._bg().cancel(found, cancelled, terminal))
+        now, running = await stored(self._bg().cancel(found, cancelled))
         if running:  # the run stops at its next write (this replica or another) and hands its output over
             deadline = time.monotonic() + _CANCEL_WAIT_S
             while time.monotonic() < deadline:

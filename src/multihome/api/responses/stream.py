@@ -370,13 +370,6 @@ class ResponsesRelay:
         return getattr(self._relay, name)
 
 
-def sse_event(kind: str, payload: dict[str, Any], seq: int) -> bytes:
-    """One event outside a converter's numbering (a cancel's terminal event, at the number it takes)."""
-    return (
-        b"event: " + kind.encode() + b"\ndata: " + _encode({"type": kind, "sequence_number": seq, **payload}) + b"\n\n"
-    )
-
-
 def split_events(data: bytes, converter: ResponsesStream) -> list[Event]:
     """The converter's output (whole SSE events, each ending in a blank line; the JSON is one line)
     as (sequence_number, bytes) pairs: the last of them has the converter's last number."""
