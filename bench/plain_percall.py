@@ -60,6 +60,9 @@ LAYERS = {
         '  rate_limits: [{{scope: key, id: "*", requests_per_minute: 100000000, tokens_per_minute: 10000000000}}]\n'
     ),
     "audit": "audit: {{dir: {tmp}/audit, signing_key_file: {tmp}/audit.pem}}\n",
+    # bench-only: what the audit's fsync per round costs (audit.fsync: false is for benchmarks and tests)
+    "nofsync": "audit: {{dir: {tmp}/audit, signing_key_file: {tmp}/audit.pem, fsync: false}}\n",
+    "nospool": "  spool: {{enabled: false}}\n",
 }
 CONFIGS = {
     "plain": (),
@@ -67,13 +70,16 @@ CONFIGS = {
     "+metering": ("storage", "metering"),
     "+audit": ("audit",),
     "all-sqlite": ("storage", "metering", "audit"),
+    "+audit (no fsync)": ("nofsync",),
+    "all-sqlite (audit not fsynced)": ("storage", "metering", "nofsync"),
+    "+metering (no usage spool)": ("storage", "metering", "nospool"),
 }
 
 
 def config_text(name: str, tmp: str) -> str:
     """The configuration `name` (one of CONFIGS), its files under `tmp` (an audit signing key made there)."""
     layers = CONFIGS[name]
-    if "audit" in layers:
+    if "audit" in layers or "nofsync" in layers:
         from cryptography.hazmat.primitives import serialization
         from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
