@@ -54,7 +54,7 @@ async def test_settlements_ride_along_with_the_next_admissions(redis_server):
     lim = limiter(redis_server.url, rate_limits=[RateLimitRule(scope="key", id="*", tokens_per_minute=1_000_000)])
     await lim.start()
     tickets = await asyncio.gather(*(lim.admit(principal(), "g", [Dep("d")], 100, 100, f"s{i}") for i in range(10)))
-    key = tickets[0]._tokens[0][0]
+    key = tickets[0].reserved[0][0]
     before = evalsha_calls(redis_server.url)
     for t in tickets:
         t.settle(0, "USD", 50)  # each reserved 200 tokens and used 50
@@ -95,7 +95,7 @@ async def test_a_settlement_sent_again_after_a_stall_applies_once():
     try:
         await lim.start()
         t = await lim.admit(principal(), "g", [Dep("d")], 100, 100, "a")  # reserves 200 tokens
-        key = t._tokens[0][0]
+        key = t.reserved[0][0]
         os.kill(server.popen.pid, signal.SIGSTOP)
         try:
             t.settle(0, "USD", 30)  # -170 tokens, while Redis is stalled

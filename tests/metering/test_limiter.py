@@ -73,7 +73,7 @@ async def test_reservation_uses_dearest_planned_prices_and_settlement_replaces_i
     lim = await limiter(counters_factory, budgets=[budget("0.0100")])
     p, plan = principal(), [Dep("dep-a"), Dep("dep-b")]
     t1 = await lim.admit(p, "g", plan, 1000, 500, "r1")
-    assert t1._budgets[0][2] == 5_798_000
+    assert t1.reserved[0][1] == 5_798_000
     # Only one reservation fits in 0.01: the second worst case would reach 0.011596.
     with pytest.raises(ApiError) as refused:
         await lim.admit(p, "g", plan, 1000, 500, "r2")
@@ -84,7 +84,7 @@ async def test_reservation_uses_dearest_planned_prices_and_settlement_replaces_i
     assert lim.settle("r1", 2_000_000, "USD", 1500) is t1 and not lim.open
     assert not t1.settle(1, "USD", 1)  # exactly once
     await lim.drain()
-    key = t1._budgets[0][0]
+    key = t1.reserved[0][0]
     assert await lim.counters.read([key], int(NOW * 1000)) == [2_000_000]
     await lim.admit(p, "g", plan, 1000, 500, "r3")
     await lim.close()
@@ -106,7 +106,7 @@ async def _reserved(lim, body: dict, deployments, request_id: str, unchecked: di
     if unchecked:
         tracker.request = msgspec.structs.replace(tracker.request, **unchecked)
     await tracker.admit(types.SimpleNamespace(name="g"), deployments, estimate.output_tokens(tracker.request))
-    return tracker.ticket._budgets[0][2]
+    return tracker.ticket.reserved[0][1]
 
 
 async def test_reservation_covers_every_choice_and_settles_to_actual(counters_factory):
@@ -125,7 +125,7 @@ async def test_reservation_covers_every_choice_and_settles_to_actual(counters_fa
         lim.release(rid)
     ticket = lim.settle("n8", 123_000, "USD", 100)
     await lim.drain()
-    assert await lim.counters.read([ticket._budgets[0][0]], int(NOW * 1000)) == [123_000]
+    assert await lim.counters.read([ticket.reserved[0][0]], int(NOW * 1000)) == [123_000]
     await lim.close()
 
 
@@ -148,7 +148,7 @@ async def test_absurd_output_cap_is_counted_not_a_script_error_for_its_batch(cou
 async def test_unanswered_call_releases_its_reservation(counters_factory):
     lim = await limiter(counters_factory, budgets=[budget("1")], ticket_ttl_s=0.0)
     t = await lim.admit(principal(), "g", [Dep("dep-a")], 100, 100, "gone")
-    key = t._budgets[0][0]
+    key = t.reserved[0][0]
     lim.release("gone")
     await lim.drain()
     assert await lim.counters.read([key], int(NOW * 1000)) == [0]
@@ -198,6 +198,41 @@ async def test_rate_limit_admits_exactly_the_limit_across_two_limiters(counters_
     await lim2.close()
 
 
+async def test_headers_name_the_most_constrained_of_several_counters_of_a_kind(counters_factory):
+    # The tenant's and the key's requests per minute both count; the headers report the one with the
+    # least left (and the one tokens counter), whichever way the counters are asked.
+    lim = await limiter(
+        counters_factory,
+        rate_limits=[
+            RateLimitRule(scope="tenant", id="ten_a", requests_per_minute=10, tokens_per_minute=1000),
+            RateLimitRule(scope="key", id="key_a", requests_per_minute=3),
+        ],
+    )
+    for i in range(2):
+        t = await lim.admit(principal(), "g", [Dep("dep-a")], 10, 20, f"r{i}")
+    assert t.headers == [
+        (b"x-ratelimit-limit-requests", b"3"),
+        (b"x-ratelimit-remaining-requests", b"1"),
+        (b"x-ratelimit-reset-requests", b"50s"),
+        (b"x-ratelimit-limit-tokens", b"1000"),
+        (b"x-ratelimit-remaining-tokens", b"940"),
+        (b"x-ratelimit-reset-tokens", b"50s"),
+    ]
+    await lim.close()
+
+
+async def test_in_process_counters_admit_without_a_coroutine(counters_factory):
+    # The hot path asks `at_once` first: in-process counters answer it; shared ones leave it to `admit`.
+    lim = await limiter(counters_factory, rate_limits=[RateLimitRule(scope="key", id="*", requests_per_minute=5)])
+    ticket = lim.at_once(principal(), "g", [Dep("dep-a")], 1, 1, "now")
+    if isinstance(lim.counters, LocalCounters):
+        assert ticket is not None and lim.open["now"] is ticket
+        assert dict(ticket.headers)[b"x-ratelimit-remaining-requests"] == b"4"
+    else:
+        assert ticket is None and not lim.open
+    await lim.close()
+
+
 async def test_next_window_starts_fresh(counters_factory):
     now = [NOW]
     lim = await limiter(
@@ -224,7 +259,7 @@ async def test_a_daily_budget_used_up_today_admits_again_tomorrow(counters_facto
     assert refused.value.body.code == "budget_exceeded"
     now[0] += 86_400
     second = await lim.admit(principal(), "g", [Dep("dep-a")], 100, 100, "c")
-    assert second._budgets[0][0] != first._budgets[0][0]  # tomorrow's bucket
+    assert second.reserved[0][0] != first.reserved[0][0]  # tomorrow's bucket
     await lim.close()
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 
-from multihome.metering.periods import go_duration, period, window
+from multihome.metering.periods import go_duration, period, window, window_reset
 
 
 def test_go_durations_match_what_openai_sends():
@@ -16,6 +16,10 @@ def test_go_durations_match_what_openai_sends():
     assert go_duration(61_020) == "1m1.02s"
     assert go_duration(3_600_000) == "1h0m0s"
     assert go_duration(0) == "0s" and go_duration(0.2) == "1ms"
+
+
+def test_a_windows_reset_is_its_go_duration_at_every_millisecond():
+    assert [window_reset(ms) for ms in range(60_001)] == [go_duration(ms).encode() for ms in range(60_001)]
 
 
 def test_fixed_minute_windows():

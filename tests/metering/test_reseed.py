@@ -80,7 +80,7 @@ async def test_an_empty_redis_keeps_the_periods_spend_and_the_minutes_requests(t
             w.record(m, f"rate{i}", key_id="key_b")
         for m in (a, b):
             await m.flush()
-        budget_key = ticket._budgets[0][0]
+        budget_key = ticket.reserved[0][0]
         assert await w.counter(budget_key) == 3 * SPEND
 
         w.restart_redis_empty()
@@ -109,7 +109,7 @@ async def test_calls_in_flight_when_redis_emptied_settle_their_whole_cost(tmp_pa
         w.record(a, "done")
         await a.flush()
         in_flight = await b.limiter.admit(principal(), "g", PLAN, 100, 100, "in-flight")
-        key = in_flight._budgets[0][0]
+        key = in_flight.reserved[0][0]
         assert await w.counter(key) == SPEND + RESERVE
 
         w.restart_redis_empty()

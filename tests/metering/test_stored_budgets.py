@@ -100,7 +100,7 @@ async def test_stored_budget_is_seeded_enforced_raised_and_removed(url):
         await w.apply()
         assert await w.counter() == 3_500_000  # raising keeps what was spent
         ticket = await w.admit("r2")
-        assert ticket._budgets and await w.counter() == 3_500_000 + 1_352_500
+        assert ticket.reserved and await w.counter() == 3_500_000 + 1_352_500
         w.spend("r2")
         assert await w.counter() == 7_000_000
 
@@ -114,7 +114,7 @@ async def test_stored_budget_is_seeded_enforced_raised_and_removed(url):
         await w.apply()
         assert w.m.admin_budgets == ()
         free = await w.admit("r4")
-        assert free._budgets == [] and not free.over_budget  # no limit left on the key
+        assert free.reserved == [] and not free.over_budget  # no limit left on the key
         free.release()
     finally:
         await w.stop()

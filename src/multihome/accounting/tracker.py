@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from ..schema import estimate
@@ -114,28 +114,56 @@ class CallTracker:
         self.served: Served | None = None  # once an upstream answered: from then on the call is charged
         self.capture: Captured | None = None  # the prompt and answer, when the tenant has content capture on
 
-    async def admit(self, group, deployments, max_output_tokens: int | None) -> list[tuple[bytes, bytes]]:
-        """Limits and budgets (may raise 429); then start making the call's start durable."""
-        self.model_group = group.name
-        headers: list[tuple[bytes, bytes]] = []
-        if self.acc.limiter is not None:
-            prompt = estimate.input_tokens(self.request)
+    async def admit(self, group, deployments, max_output_tokens: int | None) -> Sequence[tuple[bytes, bytes]]:
+        """Limits and budgets (may raise 429); then start making the call's start durable. The answer's
+        headers they add (the ticket's own: not to be changed)."""
+        headers = self.admit_at_once(group, deployments, max_output_tokens)
+        if headers is None:
+            assert self.acc.limiter is not None  # only the limiter's shared counters need an await
+            request = self.request
             self.ticket = ticket = await self.acc.limiter.admit(
                 self.principal,
                 group.name,
                 deployments,
-                prompt,
+                estimate.input_tokens(request),
                 max_output_tokens,
                 self.request_id,
-                estimate.choices(self.request),
+                estimate.choices(request),
             )
-            headers = list(ticket.headers)
+            headers = ticket.headers
+            self._started(group)
+        return headers
+
+    def admit_at_once(self, group, deployments, max_output_tokens: int | None) -> Sequence[tuple[bytes, bytes]] | None:
+        """`admit` when it needs no await (no limiter, or one with in-process counters), else None:
+        the limiter's counters are shared (Redis), for `admit`. Costs no coroutine."""
+        self.model_group = group.name
+        headers: Sequence[tuple[bytes, bytes]] = ()
+        limiter = self.acc.limiter
+        if limiter is not None:
+            request = self.request
+            ticket = limiter.at_once(
+                self.principal,
+                group.name,
+                deployments,
+                estimate.input_tokens(request),
+                max_output_tokens,
+                self.request_id,
+                estimate.choices(request),
+            )
+            if ticket is None:
+                return None
+            self.ticket = ticket
+            headers = ticket.headers
+        self._started(group)
+        return headers
+
+    def _started(self, group) -> None:
         if self.acc.audit is not None:
             # Runs while the upstream works; the answer waits for it (see docs/audit.md).
             self._durable = self.acc.audit.call_started(
                 self.request_id, self.principal, group.name, self.endpoint, self.request_sha256
             )
-        return headers
 
     async def durable(self) -> None:
         if self._durable is not None:

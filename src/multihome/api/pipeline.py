@@ -18,7 +18,7 @@ import hashlib
 import os
 import random
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
 import msgspec
@@ -157,8 +157,11 @@ class Pipeline:
         call.group = group.name
         tracker = begin_call(call, self.accounting, endpoint, body, group, parsed.request)
         shape = self.shape(call, parsed, group, policy_endpoint or endpoint, chat)
-        # Without accounting (tracker None) no coroutine is made for the limits or the audit's durability.
-        extra = await _admit(tracker, group, shape, max_output) if tracker is not None else []
+        # Without accounting (tracker None), or with in-process counters, no coroutine is made for the
+        # limits; without accounting none for the audit's durability either.
+        extra = _admit_at_once(tracker, group, shape, max_output) if tracker is not None else ()
+        if extra is None:  # the limiter's counters are shared (Redis)
+            extra = await _admit(tracker, group, shape, max_output)
         try:
             served = await self.router.route(
                 group,
@@ -202,19 +205,38 @@ def begin_call(
     return tracker
 
 
+def _admit_at_once(
+    tracker: CallTracker, group: GroupRuntime, shape: RequestShape, max_output: int | None
+) -> Sequence[Header] | None:
+    """Limits and budgets for the deployments policy allows: the response headers they add (bytes
+    already, as the limiter makes them), or None when the limiter must await shared counters (`_admit`)."""
+    headers = tracker.admit_at_once(group, _allowed(group, shape), max_output)
+    if headers is not None:
+        _exclude_skipped(tracker, shape)
+    return headers
+
+
 async def _admit(
     tracker: CallTracker | None, group: GroupRuntime, shape: RequestShape, max_output: int | None
-) -> list[Header]:
-    """Limits and budgets for the deployments policy allows; the response headers they add."""
+) -> Sequence[Header]:
+    """`_admit_at_once` when it answered None (shared counters)."""
     if tracker is None:
-        return []
+        return ()
+    headers = await tracker.admit(group, _allowed(group, shape), max_output)
+    _exclude_skipped(tracker, shape)
+    return headers
+
+
+def _allowed(group: GroupRuntime, shape: RequestShape) -> list[DeploymentRuntime]:
     decision = getattr(shape.policy, "decision", None)
-    deployments = [d for d in group.deployments if decision is None or d.name in decision.deployments]
-    headers = await tracker.admit(group, deployments, max_output)
+    return [d for d in group.deployments if decision is None or d.name in decision.deployments]
+
+
+def _exclude_skipped(tracker: CallTracker, shape: RequestShape) -> None:
+    """Planning passes over the deployments the limiter found at their own rate limit."""
     skip = getattr(tracker.ticket, "skip", None)
     if skip:
         shape.exclude = {name: "deployment rate limit reached" for name in skip}
-    return [(k if isinstance(k, bytes) else k.encode(), v if isinstance(v, bytes) else v.encode()) for k, v in headers]
 
 
 def _no_deployment(err: ApiError) -> bool:

@@ -8,10 +8,14 @@ leaves no trace. Values are integers (budget: nano-units of a currency; rates: r
 
 from __future__ import annotations
 
+import itertools
+import operator
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import ClassVar, Literal
 
 OK, BUDGET, RATE, DEPLOYMENT = 0, 1, 2, 3
+_ZEROS = itertools.repeat(0)  # dict.get's default for every key, as map() pairs them (never runs out)
 
 
 @dataclass(slots=True)
@@ -83,11 +87,31 @@ class LocalCounters:
             values.append(value)
         return Outcome(OK, chosen, values)
 
-    def adjust(self, deltas: list[tuple[str, int]]) -> None:
+    def admit_flat(
+        self, keys: Sequence[str], limits: Sequence[float], incrs: Sequence[int], expiring, now_ms: int
+    ) -> list[int] | None:
+        """`admit` for a plan of budgets and rates only (no deployment alternatives), as parallel lists:
+        each counter's key, the most it may reach (+inf for a soft budget) and its increment. The values
+        after applying, or None, having changed nothing, when one does not fit (`admit` then says which).
+        The keys are distinct and of the current period and minute, so none can have expired: no expiry
+        is looked up, and `expiring` ((key, expire_at_ms) of those that expire) is set as it stands."""
+        self._admits += 1
+        if not self._admits & 4095:
+            self._prune(now_ms)
+        v = self._v
+        values = [*map(operator.add, map(v.get, keys, _ZEROS), incrs)]
+        if any(map(operator.gt, values, limits)):
+            return None
+        v.update(zip(keys, values))
+        self._exp.update(expiring)
+        return values
+
+    def adjust(self, deltas: Iterable[tuple[str, int]]) -> None:
         """Settle: add deltas to counters that still exist (an expired window is not revived)."""
+        v = self._v
         for key, delta in deltas:
-            if key in self._v:
-                self._v[key] += delta
+            if delta and key in v:
+                v[key] += delta
 
     async def seed(self, items: list[tuple[str, int, int]]) -> None:
         """Set each (key, value, expire_at_ms) that does not exist yet: a running counter wins."""

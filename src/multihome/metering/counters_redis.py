@@ -22,7 +22,7 @@ import asyncio
 import logging
 import secrets
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import ClassVar, Literal
 
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -149,13 +149,14 @@ class RedisCounters:
         if self._overdue:
             self._kick()  # the sender probes Redis until it answers
 
-    def adjust(self, deltas: list[tuple[str, int]]) -> None:
+    def adjust(self, deltas: Iterable[tuple[str, int]]) -> None:
         """Settle: deltas are merged per counter and ride along with the next admissions' script
         call, or go on their own after SETTLE_DELAY_S when no admission comes (nobody waits on them)."""
         pending = self._pending
         for key, delta in deltas:
-            pending[key] = pending.get(key, 0) + delta
-        if self._settle_timer is None and self._sender is None:
+            if delta:  # a counter the call used exactly what it reserved of
+                pending[key] = pending.get(key, 0) + delta
+        if pending and self._settle_timer is None and self._sender is None:
             self._settle_timer = asyncio.get_running_loop().call_later(SETTLE_DELAY_S, self._settle_due)
 
     def _settle_due(self) -> None:

@@ -11,16 +11,19 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+import operator
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import TYPE_CHECKING
+
+import msgspec
 
 from ..config.metering import MeteringConfig
 from ..schema import header_text
 from ..schema.errors import ApiError
 from ..schema.principal import Principal
 from .counters import BUDGET, DEPLOYMENT, OK, Outcome, Plan
-from .periods import WINDOW_MS, Periods, go_duration
+from .periods import WINDOW_MS, Periods, go_duration, window_reset
 from .prices import PriceTable, reserve_nanos
 from .rules import BudgetSpec, Rules, prompt_reserve, window_expire_ms, window_key
 
@@ -35,39 +38,71 @@ _monotonic = time.monotonic
 # More output than any model makes, yet small enough that a reservation stays an exact integer in
 # Redis (2^53) and cannot overflow INCRBY: an absurd max_tokens x n is refused, not a script error.
 _MAX_OUT_TOKENS = 1 << 32
+_UNLIMITED = float("inf")  # a soft budget's limit in a flat admission: it counts, never refuses
+# An admission's increments are picked from [0, 1, estimated tokens, the reservation in each currency]:
+_ZERO, _ONE, _EST, _RESERVE = 0, 1, 2, 3
 
 
-class Ticket:
-    """One admitted call's reservations. Settle or release it exactly once."""
+class _Slots:
+    """The counters settlement corrects: budgets (to the call's cost in their currency) and tokens per
+    minute (to the tokens it used); a request, once counted, stays counted. Made once per shape."""
 
-    __slots__ = (
-        "request_id",
-        "headers",
-        "deployment",
-        "skip",
-        "over_budget",
-        "warnings",
-        "created",
-        "_budgets",
-        "_tokens",
-        "_limiter",
-        "settled",
-        "gen",
-    )
+    __slots__ = ("keys", "kinds", "currencies", "expires")
 
-    def __init__(self, limiter: Limiter | None, request_id: str) -> None:
-        self.request_id = request_id
-        self.headers: list[tuple[bytes, bytes]] = _NO_HEADERS  # x-ratelimit-*, to add to the answer
-        self.deployment: str | None = None  # the deployment whose rate limit was charged
-        self.skip: frozenset[str] = _NO_SKIP  # planned deployments over their own rate limit
-        self.over_budget = False  # a soft budget is exceeded (the call is allowed, and flagged)
-        self.warnings: list[str] = []
-        self.created = _monotonic()
-        self._budgets: list[tuple[str, str, int, int]] = []  # (counter, currency, reserved nano-units, expire_at_ms)
-        self._tokens: list[tuple[str, int]] = []  # (tokens-per-minute counter, reserved tokens)
-        self._limiter = limiter
-        self.settled = False
-        self.gen = 0  # the counters' generation the reservations were made in
+    def __init__(self) -> None:
+        self.keys: list[str] = []
+        # What each counter is settled to, picked from [tokens, the cost if in currencies[0], ...]
+        self.kinds: list[int] = []
+        self.currencies: list[str] = []
+        self.expires: list[int] = []  # expire_at_ms of each (for a re-seed)
+
+    def add(self, key: str, currency: str | None, expire_ms: int) -> None:
+        if currency is None:
+            kind = 0
+        else:
+            if currency not in self.currencies:
+                self.currencies.append(currency)
+            kind = 1 + self.currencies.index(currency)
+        self.keys.append(key)
+        self.kinds.append(kind)
+        self.expires.append(expire_ms)
+
+    def copy(self) -> _Slots:
+        new = _Slots()
+        new.keys, new.kinds, new.currencies, new.expires = (
+            [*self.keys],
+            [*self.kinds],
+            [*self.currencies],
+            [*self.expires],
+        )
+        return new
+
+
+_NO_SLOTS = _Slots()
+
+
+class Ticket(msgspec.Struct, eq=False):
+    """One admitted call's reservations. Settle or release it exactly once. A Struct: made in C, in
+    one call per admission, every field it does not name at its default (compared by identity, as before)."""
+
+    _limiter: Limiter | None
+    request_id: str
+    created: float  # time.monotonic() at admission, for the sweeper
+    headers: Sequence[tuple[bytes, bytes]] = ()  # x-ratelimit-*, to add to the answer
+    # The counters settlement corrects (shared by every call of a shape), and what this call reserved on each.
+    _slots: _Slots = _NO_SLOTS
+    _held: Sequence[int] = ()
+    gen: int = 0  # the counters' generation the reservations were made in
+    deployment: str | None = None  # the deployment whose rate limit was charged
+    skip: frozenset[str] = _NO_SKIP  # planned deployments over their own rate limit
+    over_budget: bool = False  # a soft budget is exceeded (the call is allowed, and flagged)
+    warnings: Sequence[str] = ()
+    settled: bool = False
+
+    @property
+    def reserved(self) -> list[tuple[str, int]]:
+        """(counter, amount reserved) of each counter settlement corrects, budgets first."""
+        return list(zip(self._slots.keys, self._held))
 
     def settle(self, cost_nanos: int, currency: str, tokens: int) -> bool:
         """Replace the reservations with what the call actually cost and used. False if already settled."""
@@ -75,16 +110,18 @@ class Ticket:
             return False
         self.settled = True
         limiter = self._limiter
-        if limiter is not None and self.gen != limiter.counters.generation:
-            # The counters were emptied and re-seeded since admission: the reservation is not in
-            # them, and this call's usage row is not in the seed. Add what it used, in full.
-            deltas = [(key, cost_nanos if cur == currency else 0) for key, cur, _, _ in self._budgets]
-            deltas += [(key, tokens) for key, _ in self._tokens]
-        else:
-            deltas = [(key, (cost_nanos if cur == currency else 0) - held) for key, cur, held, _ in self._budgets]
-            deltas += [(key, tokens - held) for key, held in self._tokens]
         if limiter is not None:
-            limiter._finish(self, [d for d in deltas if d[1]])
+            slots = self._slots
+            settled_to = [tokens]
+            for cur in slots.currencies:
+                settled_to.append(cost_nanos if cur == currency else 0)
+            used: Iterable[int] = map(settled_to.__getitem__, slots.kinds)
+            # Less what it reserved (zero deltas included: the counters skip them); but when the
+            # counters were emptied and re-seeded since admission, the reservation is not in them,
+            # and this call's usage row is not in the seed: what it used is added in full.
+            if self.gen == limiter.counters.generation:
+                used = map(operator.sub, used, self._held)
+            limiter._finish(self, zip(slots.keys, used))
         return True
 
     def release(self) -> bool:
@@ -98,7 +135,7 @@ class _Route:
     __slots__ = ("deployments", "worst", "out_cap", "dep_specs")
 
     def __init__(self, deployments, prices: PriceTable, rules: Rules, default_out: int) -> None:
-        self.deployments = tuple(deployments)  # kept alive: the route cache is keyed by their ids
+        self.deployments = tuple(deployments)  # kept alive: the shape cache is keyed by their ids
         # Worst case per currency: the dearest input and output prices among the planned deployments.
         worst: dict[str, tuple[int, int]] = {}
         for dep in deployments:
@@ -122,14 +159,40 @@ class _Route:
 
 
 class _Shape:
-    """One caller's rules on one planned route, with the counter keys of the current minute and day
-    worked out once, not per call: each admission only fills in its reservations."""
+    """One caller's rules on one planned route in one minute: the counter keys of the current minute
+    and day, their limits, what each one is incremented by and the x-ratelimit-* header names, all
+    worked out once, so that each admission only does its own arithmetic."""
 
-    __slots__ = ("owner", "wid", "budgets", "rates", "groups", "meta", "group_meta", "rate_expire_ms", "fixed")
+    __slots__ = (
+        "owner",
+        "wid",
+        "out_cap",
+        "prices",
+        "budgets",
+        "rates",
+        "groups",
+        "meta",
+        "group_meta",
+        "rate_expire_ms",
+        "flat",
+        "keys",
+        "limits",
+        "incr_idx",
+        "expiring",
+        "slots",
+        "held_idx",
+        "soft",
+        "fixed",
+    )
 
-    def __init__(self, owner: tuple, budgets, rates, route: _Route, wid: int, periods: dict) -> None:
-        self.owner = owner  # the rule tuples and route it was made for (kept alive: the cache is keyed by id)
+    def __init__(self, budgets, rates, route: _Route, wid: int, periods: dict) -> None:
+        self.owner = (budgets, rates, route)  # what the cache key's ids are of, kept alive
         self.wid = wid  # a new minute also starts every new day, period bucket included
+        self.out_cap = route.out_cap
+        currencies = list(route.worst)
+        # (in, out) micro-units per 1M tokens of each currency's worst case; none needed without budgets
+        self.prices = list(route.worst.values()) if budgets else []
+        self.rate_expire_ms = rate_expire = window_expire_ms(wid)
         # (key, limit, hard, currency, expire_at_ms) per budget
         self.budgets = [
             (b.base + periods[b.period].bucket, b.limit_nanos, b.hard, b.currency, periods[b.period].expire_ms)
@@ -149,15 +212,53 @@ class _Shape:
                 _counters(spec, wid, counters, gm)
             self.groups.append(counters)
             self.group_meta.append(gm)
-        self.rate_expire_ms = window_expire_ms(wid)
+        # Every counter, budgets then rates, as parallel lists for LocalCounters.admit_flat (without
+        # deployment alternatives); its increment is picked from the admission's values (_ZERO...).
+        self.flat = not route.dep_specs
+        self.keys = [key for key, *_ in self.budgets] + [key for key, _, _ in self.rates]
+        self.limits: list[float] = [limit if hard else _UNLIMITED for _, limit, hard, _, _ in self.budgets]
+        self.limits += [limit for _, limit, _ in self.rates]
+        self.incr_idx = [
+            _RESERVE + currencies.index(cur) if cur in route.worst else _ZERO for _, _, _, cur, _ in self.budgets
+        ]
+        self.incr_idx += [_EST if tokens else _ONE for _, _, tokens in self.rates]
+        self.expiring = [(key, expire) for key, _, _, _, expire in self.budgets if expire]
+        self.expiring += [(key, rate_expire) for key, _, _ in self.rates]
+        # What settlement corrects (Ticket._slots), and where each one's reservation is picked from.
+        self.slots = slots = _Slots()
+        for key, _, _, cur, expire in self.budgets:
+            slots.add(key, cur, expire)
+        held = self.incr_idx[: len(self.budgets)]
+        for key, _, tokens in self.rates:
+            if tokens:
+                slots.add(key, None, rate_expire)
+                held.append(_EST)
+        self.held_idx = held
+        # Soft budgets: (index, limit, spec), for the warning when one is exceeded.
+        self.soft = [(i, b.limit_nanos, b) for i, b in enumerate(budgets) if not b.hard]
         # Without deployment limits and with at most one counter of each kind (the usual shape), the
         # x-ratelimit-* headers need no search for the most constrained counter: their names and limits
-        # are fixed here, and each admission only fills in what remains (see `_fixed_headers`).
+        # are fixed here, and each admission only fills in what remains (see `_rate_headers`).
         kinds = [kind for kind, _ in self.meta]
-        self.fixed: list[tuple[int, bytes, bytes, bytes, bytes, int]] | None = None
+        self.fixed: list[tuple[int, tuple[bytes, bytes], bytes, bytes, int]] | None = None
         if not route.dep_specs and len(set(kinds)) == len(kinds):
+            nb = len(self.budgets)
             order = sorted(range(len(kinds)), key=lambda i: _KIND_ORDER[kinds[i]])
-            self.fixed = [(i, *_HEADER_NAMES[kinds[i]], str(self.meta[i][1]).encode(), self.meta[i][1]) for i in order]
+            self.fixed = []
+            for i in order:
+                kind, limit = self.meta[i]
+                limit_name, remaining_name, reset_name = _HEADER_NAMES[kind]
+                self.fixed.append((nb + i, (limit_name, b"%d" % limit), remaining_name, reset_name, limit))
+
+    def plan(self, incrs: list[int], est_tokens: int) -> Plan:
+        """The admission as a `Plan` (Redis, deployment alternatives, or to say why it was refused)."""
+        nb = len(self.budgets)
+        return Plan(
+            [(key, limit, incr, hard, expire) for (key, limit, hard, _, expire), incr in zip(self.budgets, incrs)],
+            [(key, limit, incr) for (key, limit, _), incr in zip(self.rates, incrs[nb:])],
+            [[(key, limit, est_tokens if tokens else 1) for key, limit, tokens in g] for g in self.groups],
+            self.rate_expire_ms,
+        )
 
 
 def _counters(spec, wid: int, out: list, meta: list) -> None:
@@ -194,9 +295,8 @@ class Limiter:
         self._sweeper: asyncio.Task | None = None
         self._factor, self._extra = cfg.prompt_reserve.factor, cfg.prompt_reserve.extra_tokens
         self._routes: dict[tuple, _Route] = {}
-        self._shapes: dict[tuple[int, int, int], _Shape] = {}
-        self._resets: dict[int, bytes] = {}  # go_duration of a reset, by ms, within the current minute
-        self._resets_wid = -1
+        self._shapes: dict[tuple[int, ...], _Shape] = {}  # by ids of (budgets, rates, *deployments)
+        self._reset_ms, self._reset = -1, b""  # the last x-ratelimit-reset-* value, and its ms
 
     # -- the hot path ------------------------------------------------------------------------------
     def _overload_error(self) -> ApiError:
@@ -228,78 +328,154 @@ class Limiter:
     ) -> Ticket:
         """`max_output_tokens` caps one choice (None: the client set no cap); `choices` is how many
         the call generates (chat's `n`), so the reservation covers choices x the cap."""
+        args = (principal, model_group, deployments, prompt_tokens, max_output_tokens, request_id, choices)
+        ticket = self.at_once(*args)
+        return ticket if ticket is not None else await self._shared(*args)
+
+    def at_once(
+        self,
+        principal: Principal,
+        model_group: str,
+        deployments: list,
+        prompt_tokens: int,
+        max_output_tokens: int | None,
+        request_id: str,
+        choices: int = 1,
+    ) -> Ticket | None:
+        """`admit`'s answer when it needs no await (in-process counters answer at once, and a refusal
+        raises), else None: the counters are shared (Redis), for `admit`. The hot path asks this
+        first, so in-process counters cost no coroutine."""
         if self.overloaded is not None and self.overloaded():
             raise self._overload_error()
-        ticket = Ticket(self, request_id)
         if not self.rules.any:
-            return ticket
+            return Ticket(self, request_id, _monotonic(), [])
+        counters = self.counters
+        if counters.shared:
+            return None
+        shape, values, incrs, now_ms = self._prepare(principal, deployments, prompt_tokens, max_output_tokens, choices)
+        if shape.flat:  # no deployment alternatives: the common case, as parallel lists
+            after = counters.admit_flat(shape.keys, shape.limits, incrs, shape.expiring, now_ms)
+            if after is not None:
+                ticket = Ticket(
+                    self,
+                    request_id,
+                    _monotonic(),
+                    self._rate_headers(shape, shape.meta, after, now_ms) if shape.meta else _NO_HEADERS,
+                    shape.slots,
+                    [*map(values.__getitem__, shape.held_idx)],
+                )
+                if shape.soft:
+                    self._warn(ticket, shape, after)
+                self.open[request_id] = ticket
+                return ticket
+        ticket, plan = self._planned(shape, values, incrs, request_id)
+        return self._conclude(ticket, plan, counters.admit(plan, now_ms), shape, deployments, now_ms)
+
+    async def _shared(
+        self,
+        principal: Principal,
+        model_group: str,
+        deployments: list,
+        prompt_tokens: int,
+        max_output_tokens: int | None,
+        request_id: str,
+        choices: int = 1,
+    ) -> Ticket:
+        """Admission against shared counters, once `at_once` answered None."""
+        shape, values, incrs, now_ms = self._prepare(principal, deployments, prompt_tokens, max_output_tokens, choices)
+        ticket, plan = self._planned(shape, values, incrs, request_id)
+        outcome = await self._run(plan, now_ms, ticket)
+        if outcome is None:
+            return ticket  # Redis unreachable and fail_open: admitted without limits
+        return self._conclude(ticket, plan, outcome, shape, deployments, now_ms)
+
+    def _prepare(
+        self, principal: Principal, deployments: list, prompt_tokens: int, max_output_tokens: int | None, choices: int
+    ) -> tuple[_Shape, list[int], list[int], int]:
+        """The caller's shape on this route in this minute, the values a counter may be incremented
+        by ([0, 1, estimated tokens, the reservation in each currency], see _ZERO...), each counter's
+        increment picked from them, and the time in ms."""
         budgets, rates = self.rules.for_principal(principal)
-        route = self._route(deployments)
-        out_tokens = max_output_tokens if max_output_tokens is not None else route.out_cap
+        now = self.clock()
+        now_ms = int(now * 1000)
+        wid = now_ms // WINDOW_MS
+        shape = self._shapes.get((id(budgets), id(rates), *map(id, deployments)))
+        if shape is None or shape.wid != wid:
+            shape = self._shape(budgets, rates, deployments, wid, now)
+        out_tokens = max_output_tokens if max_output_tokens is not None else shape.out_cap
         if choices > 1:
             out_tokens *= choices
         if out_tokens > _MAX_OUT_TOKENS:
             out_tokens = _MAX_OUT_TOKENS
-        est_tokens = prompt_tokens + out_tokens
-        now = self.clock()
-        now_ms = int(now * 1000)
-        wid = now_ms // WINDOW_MS
-        wend = (wid + 1) * WINDOW_MS
-        shape = self._shape(budgets, rates, route, wid, now)
-        plan = Plan(rate_expire_ms=shape.rate_expire_ms)
-        if budgets:
+        values = [0, 1, prompt_tokens + out_tokens]
+        if shape.prices:
             tokens_in = prompt_reserve(prompt_tokens, self._factor, self._extra)
-            reserve = {cur: reserve_nanos(tokens_in, i, out_tokens, o) for cur, (i, o) in route.worst.items()}
-            plan_budgets, held_budgets = plan.budgets, ticket._budgets
-            for key, limit, hard, currency, expire in shape.budgets:
-                held = reserve.get(currency, 0)
-                plan_budgets.append((key, limit, held, hard, expire))
-                held_budgets.append((key, currency, held, expire))
-        plan_rates = plan.rates
-        for key, limit, tokens in shape.rates:
-            if tokens:
-                plan_rates.append((key, limit, est_tokens))
-                ticket._tokens.append((key, est_tokens))
-            else:
-                plan_rates.append((key, limit, 1))
-        for group in shape.groups:
-            plan.groups.append([(key, limit, est_tokens if tokens else 1) for key, limit, tokens in group])
-        meta, group_meta = shape.meta, shape.group_meta
-        counters = self.counters
-        # In-process counters answer at once: no coroutine per call to ask them.
-        outcome = counters.admit(plan, now_ms) if not counters.shared else await self._run(plan, now_ms, ticket)
-        if outcome is None:
-            return ticket  # Redis unreachable and fail_open: admitted without limits
+            for i, o in shape.prices:
+                values.append(reserve_nanos(tokens_in, i, out_tokens, o))
+        return shape, values, [*map(values.__getitem__, shape.incr_idx)], now_ms
+
+    def _planned(self, shape: _Shape, values: list[int], incrs: list[int], request_id: str) -> tuple[Ticket, Plan]:
+        """The ticket and the `Plan` of an admission that goes through one: Redis, deployment
+        alternatives, or a refusal to explain."""
+        held = [*map(values.__getitem__, shape.held_idx)]
+        ticket = Ticket(self, request_id, _monotonic(), _NO_HEADERS, shape.slots, held)
+        return ticket, shape.plan(incrs, values[_EST])
+
+    def _conclude(
+        self, ticket: Ticket, plan: Plan, outcome: Outcome, shape: _Shape, deployments, now_ms: int
+    ) -> Ticket:
+        """The ticket of a planned admission the counters answered (raises the 429 of a refusal)."""
+        meta = shape.meta
+        budgets, rates, _ = shape.owner
         if outcome.code != OK:
-            raise self._refusal(outcome, plan, budgets, rates, deployments, meta, now_ms, wend, est_tokens)
+            wend = (shape.wid + 1) * WINDOW_MS
+            raise self._refusal(outcome, plan, budgets, rates, deployments, meta, now_ms, wend)
         ticket.gen = outcome.gen
         if outcome.index >= 0 and plan.groups:
-            chosen = deployments[outcome.index]
-            ticket.deployment = chosen.name
+            group_meta = shape.group_meta[outcome.index]
+            ticket.deployment = deployments[outcome.index].name
             ticket.skip = frozenset(d.name for d in deployments[: outcome.index])
-            for (key, _, incr), (kind, _) in zip(plan.groups[outcome.index], group_meta[outcome.index]):
+            slots, held = ticket._slots.copy(), list(ticket._held)
+            for (key, _, incr), (kind, _) in zip(plan.groups[outcome.index], group_meta):
                 if kind == "tokens":
-                    ticket._tokens.append((key, incr))
-            meta = meta + group_meta[outcome.index]
-        values = outcome.values
-        nb = len(budgets)
-        for i in range(nb):
-            b = budgets[i]
-            if not b.hard and values[i] > b.limit_nanos:
-                ticket.over_budget = True
-                ticket.warnings.append(f"{b.describe()} is exceeded")
+                    slots.add(key, None, shape.rate_expire_ms)
+                    held.append(incr)
+            ticket._slots, ticket._held = slots, held
+            meta = meta + group_meta
         if meta:
-            reset = self._reset(wid, wend - now_ms)
-            fixed = shape.fixed
-            if fixed is not None:
-                ticket.headers = _fixed_headers(fixed, values, nb, reset)
-            else:
-                ticket.headers = _headers(meta, values[nb:], reset)
-        if ticket.warnings:
-            warning = header_text.text("; ".join(ticket.warnings)).encode()
-            ticket.headers = [*ticket.headers, (b"x-multihome-budget-warning", warning)]
-        self.open[request_id] = ticket
+            ticket.headers = self._rate_headers(shape, meta, outcome.values, now_ms)
+        if shape.soft:
+            self._warn(ticket, shape, outcome.values)
+        self.open[ticket.request_id] = ticket
         return ticket
+
+    def _rate_headers(self, shape: _Shape, meta, values: list[int], now_ms: int) -> list[tuple[bytes, bytes]]:
+        """The x-ratelimit-* headers from the counters' values after admission (budgets first)."""
+        ms = (shape.wid + 1) * WINDOW_MS - now_ms
+        if ms != self._reset_ms:  # calls a millisecond apart share their reset value
+            self._reset_ms, self._reset = ms, window_reset(ms)
+        fixed = shape.fixed
+        if fixed is None:
+            return _headers(meta, values[len(shape.budgets) :], self._reset)
+        # At most one counter of each kind: names and limits made once per minute, only what remains
+        # formatted per call.
+        out: list[tuple[bytes, bytes]] = []
+        for i, limit_header, remaining_name, reset_name, limit in fixed:
+            used = values[i]
+            out += (
+                limit_header,
+                (remaining_name, b"%d" % (limit - used) if used < limit else b"0"),
+                (reset_name, self._reset),
+            )
+        return out
+
+    def _warn(self, ticket: Ticket, shape: _Shape, values: list[int]) -> None:
+        """Flag the call and warn in a header when it takes a soft budget past its amount."""
+        warnings = [f"{b.describe()} is exceeded" for i, limit, b in shape.soft if values[i] > limit]
+        if warnings:
+            ticket.over_budget, ticket.warnings = True, warnings
+            warning = header_text.text("; ".join(warnings)).encode()
+            ticket.headers = [*ticket.headers, (b"x-multihome-budget-warning", warning)]
 
     def use_rules(self, rules: Rules) -> None:
         """Switch to new rules (budgets changed): admissions from now on resolve against them.
@@ -317,24 +493,14 @@ class Limiter:
             route = self._routes[key] = _Route(deployments, self.prices, self.rules, self.cfg.default_max_output_tokens)
         return route
 
-    def _shape(self, budgets, rates, route: _Route, wid: int, now: float) -> _Shape:
-        key = (id(budgets), id(rates), id(route))
-        shape = self._shapes.get(key)
-        if shape is None or shape.wid != wid:
-            if shape is None and len(self._shapes) > 10_000:  # bounded: callers x routes
-                self._shapes.clear()
-            periods = self.periods.at(now)
-            shape = self._shapes[key] = _Shape((budgets, rates, route), budgets, rates, route, wid, periods)
+    def _shape(self, budgets, rates, deployments, wid: int, now: float) -> _Shape:
+        """A new shape for (caller's rules, route), or one of a new minute; cached by their ids (the
+        shape keeps them alive, so the ids stay theirs)."""
+        key = (id(budgets), id(rates), *map(id, deployments))
+        if key not in self._shapes and len(self._shapes) > 10_000:  # bounded: callers x routes
+            self._shapes.clear()
+        shape = self._shapes[key] = _Shape(budgets, rates, self._route(deployments), wid, self.periods.at(now))
         return shape
-
-    def _reset(self, wid: int, ms: int) -> bytes:
-        """The x-ratelimit-reset-* value for `ms` before the minute ends, formatted once per value."""
-        if wid != self._resets_wid:
-            self._resets_wid, self._resets = wid, {}
-        value = self._resets.get(ms)
-        if value is None:
-            value = self._resets[ms] = go_duration(ms).encode()
-        return value
 
     async def _run(self, plan: Plan, now_ms: int, ticket: Ticket) -> Outcome | None:
         if not self.counters.shared:
@@ -351,13 +517,11 @@ class Limiter:
                     headers={"retry-after": "1"},
                 ) from None
             log.warning("limits not enforced for %s: counters unreachable (%s)", ticket.request_id, type(exc).__name__)
-            ticket._budgets, ticket._tokens = [], []
+            ticket._slots, ticket._held = _NO_SLOTS, ()
             ticket.headers = [(b"x-multihome-limits", b"unavailable")]
             return None
 
-    def _refusal(
-        self, outcome: Outcome, plan: Plan, budgets, rates, deployments, meta, now_ms, wend, est_tokens
-    ) -> ApiError:
+    def _refusal(self, outcome: Outcome, plan: Plan, budgets, rates, deployments, meta, now_ms, wend) -> ApiError:
         if outcome.code == BUDGET:
             b: BudgetSpec = budgets[outcome.index]
             per = self.periods.get(b.period, now_ms / 1000)
@@ -418,10 +582,9 @@ class Limiter:
         if ticket is not None:
             ticket.release()
 
-    def _finish(self, ticket: Ticket, deltas: list[tuple[str, int]]) -> None:
+    def _finish(self, ticket: Ticket, deltas: Iterable[tuple[str, int]]) -> None:
         self.open.pop(ticket.request_id, None)
-        if deltas:
-            self.counters.adjust(deltas)
+        self.counters.adjust(deltas)
 
     # -- lifecycle ---------------------------------------------------------------------------------
     async def start(self) -> None:
@@ -435,10 +598,11 @@ class Limiter:
         the counters of calls still in flight at 0, so their settlements (their whole cost) land."""
         if self.reseed_from_usage is not None:
             await self.reseed_from_usage()
-        items = []
-        for ticket in list(self.open.values()):
-            items += [(key, 0, expire) for key, _, _, expire in ticket._budgets]
-            items += [(key, 0, window_expire_ms(int(key.rsplit(":", 1)[1]))) for key, _ in ticket._tokens]
+        items = [
+            (key, 0, expire)
+            for ticket in list(self.open.values())
+            for key, expire in zip(ticket._slots.keys, ticket._slots.expires)
+        ]
         await self.counters.seed(items)
 
     async def close(self) -> None:
@@ -477,22 +641,6 @@ _HEADER_NAMES = {
 
 
 _KIND_ORDER = {"requests": 0, "tokens": 1}
-
-
-def _fixed_headers(
-    fixed: list[tuple[int, bytes, bytes, bytes, bytes, int]], values: list[int], nb: int, reset: bytes
-) -> list[tuple[bytes, bytes]]:
-    """`_headers` for a shape with at most one counter of each kind: names and limits made once per
-    minute (_Shape.fixed), only the remaining counts formatted per call."""
-    out = []
-    for i, limit_name, remaining_name, reset_name, limit_text, limit in fixed:
-        used = values[nb + i]
-        out += [
-            (limit_name, limit_text),
-            (remaining_name, str(limit - used).encode() if used < limit else b"0"),
-            (reset_name, reset),
-        ]
-    return out
 
 
 def _headers(meta: list[tuple[str, int]], values: list[int], reset: bytes) -> list[tuple[bytes, bytes]]:

@@ -56,6 +56,21 @@ class Periods:
         return self.at(now)[kind]
 
 
+# A Go duration's fraction of a second by millisecond, trailing zeros dropped: "", ".5", ".05", ".123".
+_MILLIS = [b""] + [f".{m:03d}".rstrip("0").encode() for m in range(1, 1000)]
+
+
+def window_reset(ms: int) -> bytes:
+    """`go_duration(ms)` as bytes for a reset within one rate window (0 <= ms <= 60 s), the value of
+    every admission's x-ratelimit-reset-* headers: a table look-up, not go_duration's general math."""
+    if ms < 1000:
+        return b"%dms" % ms if ms > 0 else b"0s"
+    if ms >= WINDOW_MS:
+        return go_duration(ms).encode()
+    seconds, millis = divmod(ms, 1000)
+    return b"%d%ss" % (seconds, _MILLIS[millis])
+
+
 def go_duration(ms: float) -> str:
     """A duration as Go's time.Duration.String() writes it, to the millisecond: 12ms, 1s, 1.5s, 6m0s, 1h0m0s."""
     ms = max(0, math.ceil(ms))

@@ -66,4 +66,7 @@ def choices(req: ChatRequest | EmbeddingsRequest | None) -> int:
     where an OpenAI-compatible upstream honours it (it generates best_of and returns n)."""
     if not isinstance(req, ChatRequest):
         return 1  # embeddings produce no output tokens; the Anthropic door has no `n`
-    return max(req.n or 1, req.best_of or 1)
+    n, best_of = req.n, req.best_of
+    if n is None and best_of is None:
+        return 1  # the usual call: no max() to ask
+    return max(n or 1, best_of or 1)

@@ -1,0 +1,45 @@
+"""In-process counters: the flat admission (budgets and rates as parallel lists) decides and counts
+exactly as the general one (a Plan)."""
+
+from __future__ import annotations
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from multihome.metering.counters import OK, LocalCounters, Plan
+
+NOW_MS = 1_000_000
+
+# Budgets: (limit, reserve, hard); rates: (limit, increment); drawn small so that refusals are common.
+_budget = st.tuples(st.integers(0, 40), st.integers(0, 15), st.booleans())
+_rate = st.tuples(st.integers(0, 40), st.integers(0, 15))
+_admission = st.tuples(st.lists(_budget, max_size=3), st.lists(_rate, max_size=3))
+
+
+def _both(budgets, rates) -> tuple[Plan, tuple]:
+    plan = Plan(
+        [(f"b{i}", limit, reserve, hard, NOW_MS + 9) for i, (limit, reserve, hard) in enumerate(budgets)],
+        [(f"r{i}", limit, incr) for i, (limit, incr) in enumerate(rates)],
+        [],
+        NOW_MS + 7,
+    )
+    keys = [key for key, *_ in plan.budgets] + [key for key, *_ in plan.rates]
+    limits = [limit if hard else float("inf") for _, limit, _, hard, _ in plan.budgets]
+    limits += [limit for _, limit, _ in plan.rates]
+    incrs = [reserve for _, _, reserve, _, _ in plan.budgets] + [incr for _, _, incr in plan.rates]
+    expiring = [(key, expire) for key, *_, expire in plan.budgets] + [(key, NOW_MS + 7) for key, *_ in plan.rates]
+    return plan, (keys, limits, incrs, expiring, NOW_MS)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(_admission, min_size=1, max_size=12))
+def test_flat_admission_decides_and_counts_as_a_plan(admissions):
+    general, flat = LocalCounters(), LocalCounters()
+    for budgets, rates in admissions:
+        plan, args = _both(budgets, rates)
+        outcome = general.admit(plan, NOW_MS)
+        after = flat.admit_flat(*args)
+        assert (after is not None) == (outcome.code == OK)
+        if after is not None:
+            assert after == outcome.values
+        assert flat._v == general._v and flat._exp == general._exp  # a refusal leaves no trace in either
