@@ -13,6 +13,7 @@ from multihome.accounting.record import AttemptRecord, CallRecord, Usage
 from multihome.audit import AuditLog, verify_dir
 from multihome.audit.events import (
     AgentStep,
+    Attempt,
     CallEvent,
     CallStarted,
     EventCore,
@@ -22,7 +23,16 @@ from multihome.audit.events import (
     canonical,
     seal,
 )
-from multihome.audit.rows import _CallRow, _DenialRow, _StartedRow, _TokensRow, _ToolCallRow, call_body, started_body
+from multihome.audit.rows import (
+    _AttemptRow,
+    _CallRow,
+    _DenialRow,
+    _StartedRow,
+    _TokensRow,
+    _ToolCallRow,
+    call_body,
+    started_body,
+)
 from multihome.schema.principal import Principal
 
 from .helpers import call, config, documented
@@ -36,6 +46,7 @@ def reference(rec: CallRecord) -> tuple[bytes, bytes]:
 def test_rows_declare_their_fields_sorted_and_name_the_documented_ones():
     for row, doc in (
         (_StartedRow, CallStarted),
+        (_AttemptRow, Attempt),
         (_CallRow, CallEvent),
         (_DenialRow, PolicyDenial),
         (_TokensRow, Tokens),
