@@ -4,9 +4,8 @@ A producer's event body is encoded when it is submitted (rows.py for the per-cal
 loop turns the events submitted in one loop step into lines (chained and hashed) and writes them with
 one `write` at the end of that step. One writer thread only fsyncs: it waits for "written up to
 here", fsyncs, and resolves the futures of everything written before that fsync began with one call back
-into the loop. While one fsync runs the next steps' events gather on the loop, unwritten (a line written
-then would only wait for the next fsync), and that call back writes them all with one `write`: under
-load one write and one fsync cover many events (group commit); at low load an event waits for one fsync only. (Encoding and writing on the
+into the loop. While one fsync runs the next steps' lines gather, so under load one fsync covers many
+events (group commit) and at low load an event waits for one fsync only. (Encoding and writing on the
 writer thread cost a GIL hand-off and a wake-up per small batch, more than the work itself.)
 
 Durability promise: a future from `append` (and `call_started`) resolves only after the event's
@@ -18,7 +17,7 @@ Each chain opens with a genesis record (seq 0) that links the earlier chains of 
 also handed to the head registry (head_publisher.py) after it is durable in its file.
 
 A failed write (on the loop) or fsync (on the thread) breaks the chain: the producers of every line
-written and not yet fsynced fail, the loop stops writing and holds new events, the writer thread opens a new chain
+not yet fsynced fail, the loop stops writing and holds new events, the writer thread opens a new chain
 that links the old one at its last fsynced line, and hands it to the loop, which closes the old file.
 """
 
@@ -119,13 +118,11 @@ class AuditLog:
         self._envelope = b""  # _envelope(chain) of the chain being written
         self._max_queue = config.max_queue
         self._broken = False  # a write failed: hold events until the writer thread hands over a new chain
-        self._held = False  # a step's lines wait for the running fsync's end (_round_done writes them)
         self._switched: asyncio.Event | None = None
         # Loop -> writer thread.
         self._written: collections.deque[_Written] = collections.deque()
         self._wake = threading.Event()
         self._stopping = False
-        self._syncing = False  # set by the writer thread while it fsyncs; read by the loop
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._closed = True
@@ -187,7 +184,7 @@ class AuditLog:
                 self._switched.clear()
                 await self._switched.wait()
             else:
-                self._flush_step(hold=False)  # even during an fsync: closing, nothing comes after
+                self._flush_step()
         self._stopping = True
         self._wake.set()
         assert self._thread is not None  # set by start(), which opened the log
@@ -297,16 +294,11 @@ class AuditLog:
             assert self._loop is not None  # _submit refuses before start()
             self._loop.call_soon(self._flush_step)
 
-    def _flush_step(self, hold: bool = True) -> None:
+    def _flush_step(self) -> None:
         """Chain, hash and write the events admitted in this loop step: one `write`; the writer thread fsyncs."""
         self._flush_due = False
         if self._broken or not self._step:
             return  # a new chain is on its way: _switch_chain flushes
-        if hold and self._syncing:
-            # An fsync is running: lines written now would wait for the next one anyway. Keep them; the
-            # end of the round (_round_done) writes every step's lines held meanwhile with one write.
-            self._held = True
-            return
         items = self._step
         if len(items) > self.config.max_batch:
             items, self._step = items[: self.config.max_batch], items[self.config.max_batch :]
@@ -366,9 +358,6 @@ class AuditLog:
     def _round_done(self, results: list[tuple[int, _Waiters, BaseException | None]]) -> None:
         for count, waiters, error in results:
             self._done(count, waiters, error)
-        if self._held:
-            self._held = False
-            self._flush_step()
 
     def _chain_broken(self, gen: int) -> None:
         """Loop thread: an fsync of chain generation `gen` failed; hold events until the new chain."""
@@ -483,7 +472,6 @@ class AuditLog:
             else:
                 synced.append(w)
         if synced:
-            self._syncing = True  # the loop holds its new lines until this round ends (_round_done)
             try:
                 self._fsync(synced[-1].fd)
             except OSError as exc:
@@ -502,9 +490,8 @@ class AuditLog:
                 self.written += last.last - self._seq
                 self.batches += 1
                 self._seq, self._head = last.last, last.head.decode()
-            finally:
-                self._syncing = False  # after _chain_broken is on its way: held lines then wait for the new chain
-        self._resolve(self._round_done, results)  # even without results: it writes what the loop held
+        if results:
+            self._resolve(self._round_done, results)
         if broken is not None:
             self._new_chain()
 
