@@ -13,7 +13,6 @@ from multihome.accounting.record import AttemptRecord, CallRecord, Usage
 from multihome.audit import AuditLog, verify_dir
 from multihome.audit.events import (
     AgentStep,
-    Attempt,
     CallEvent,
     CallStarted,
     EventCore,
@@ -24,7 +23,6 @@ from multihome.audit.events import (
     seal,
 )
 from multihome.audit.rows import (
-    _AttemptRow,
     _CallRow,
     _DenialRow,
     _StartedRow,
@@ -46,7 +44,6 @@ def reference(rec: CallRecord) -> tuple[bytes, bytes]:
 def test_rows_declare_their_fields_sorted_and_name_the_documented_ones():
     for row, doc in (
         (_StartedRow, CallStarted),
-        (_AttemptRow, Attempt),
         (_CallRow, CallEvent),
         (_DenialRow, PolicyDenial),
         (_TokensRow, Tokens),
