@@ -9,6 +9,7 @@ import time
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from multihome.accounting.record import AttemptRecord, CallRecord, Usage
+from multihome.audit.events import Attempt, CallEvent, PolicyDenial, Tokens, ToolCall
 from multihome.audit.keys import private_pem, public_pem
 from multihome.config.audit import AuditConfig
 
@@ -69,4 +70,66 @@ def cli(*args: str) -> subprocess.CompletedProcess:
     """The real command, in a child process."""
     return subprocess.run(
         [sys.executable, "-m", "multihome.cli", "audit", *args], capture_output=True, text=True, timeout=60
+    )
+
+
+def documented(rec: CallRecord) -> CallEvent | PolicyDenial:
+    """The event body of a finished call as docs/audit.md and events.py document it, field by field."""
+    if rec.outcome == "denied":
+        who = dict(
+            tenant=rec.tenant,
+            team=rec.team,
+            key_id=rec.key_id,
+            subject=rec.subject,
+            principal_source=rec.principal_source,
+        )
+        body = PolicyDenial(
+            request_id=rec.request_id,
+            time=rec.finished_at,
+            endpoint=rec.endpoint,
+            model_group=rec.model_group,
+            status=rec.status,
+            policy_code=rec.policy_code,
+            error_code=rec.error_code,
+            entitlement_id=rec.entitlement_id,
+            request_sha256=rec.request_sha256,
+            **who,
+        )
+        return body
+    u = rec.usage
+    return CallEvent(
+        request_id=rec.request_id,
+        started_at=rec.started_at,
+        finished_at=rec.finished_at,
+        tenant=rec.tenant,
+        team=rec.team,
+        key_id=rec.key_id,
+        subject=rec.subject,
+        principal_source=rec.principal_source,
+        endpoint=rec.endpoint,
+        model_group=rec.model_group,
+        deployment=rec.deployment,
+        provider=rec.provider,
+        provider_kind=rec.provider_kind,
+        region=rec.region,
+        data_zone=rec.data_zone,
+        stream=rec.stream,
+        attempts=tuple(
+            Attempt(deployment=a.deployment, outcome=a.outcome, ms=a.ms, reason=a.reason) for a in rec.attempts
+        ),
+        status=rec.status,
+        outcome=rec.outcome,
+        error_code=rec.error_code,
+        policy_code=rec.policy_code,
+        entitlement_id=rec.entitlement_id,
+        tool_calls=tuple(ToolCall(name=n, id=i) for n, i in rec.tool_calls),
+        tokens=None
+        if u is None
+        else Tokens(
+            prompt=u.prompt_tokens, completion=u.completion_tokens, cached=u.cached_tokens, estimated=u.estimated
+        ),
+        latency_ms=rec.latency_ms,
+        first_byte_ms=rec.first_byte_ms,
+        request_sha256=rec.request_sha256,
+        response_sha256=rec.response_sha256,
     )

@@ -14,10 +14,11 @@ from hypothesis import strategies as st
 
 from multihome.audit import AuditLog, verify_dir
 from multihome.audit.checkpoint import make_checkpoint
-from multihome.audit.events import CallEvent, EventCore, call_body, check_line, seal
+from multihome.audit.events import CallEvent, EventCore, canonical, check_line, seal
 from multihome.audit.keys import key_id_of, load_public_key
+from multihome.audit.rows import call_body
 
-from .helpers import call, cli, config, key_files
+from .helpers import call, cli, config, documented, key_files
 
 N = 20
 
@@ -250,10 +251,12 @@ def test_canonical_round_trip_and_single_byte_changes(tenant, model, status, lat
     record = msgspec.structs.replace(
         call(1, tenant=tenant, model_group=model, status=status), latency_ms=latency, tool_calls=tuple(tools)
     )
-    line, digest = seal(EventCore(chain="chn_x", seq=3, time=1.5, prev="p" * 64, kind="call", body=call_body(record)))
+    kind, body = call_body(record)  # the bytes the writer writes: the documented body, canonical
+    assert (kind, body) == (b"call", canonical(documented(record)))
+    line, digest = seal(EventCore(chain="chn_x", seq=3, time=1.5, prev="p" * 64, kind="call", body=msgspec.Raw(body)))
     event, recomputed, problem = check_line(line)
     assert problem is None and recomputed == digest
-    assert msgspec.convert(event["body"], CallEvent) == call_body(record)
+    assert msgspec.convert(event["body"], CallEvent) == documented(record)
     data = bytearray(line.rstrip(b"\n"))
     data[flip % len(data)] ^= 1 << bit
     try:

@@ -16,8 +16,6 @@ from typing import Any
 
 import msgspec
 
-from ..accounting.record import CallRecord
-
 KINDS = ("call", "call_started", "policy_denial", "admin_change", "agent_step", "kms", "memory")
 FORMAT = "multihome.audit.v1"
 GENESIS_KIND = "chain_opened"  # seq 0 of every chain, written by the writer itself (never by a producer)
@@ -239,84 +237,3 @@ def check_line(line: bytes) -> tuple[dict, str, str | None]:
         if key not in event:
             return event, digest, f"missing field {key!r}"
     return event, digest, None
-
-
-def who(call) -> dict:
-    return dict(
-        tenant=call.tenant,
-        team=call.team,
-        key_id=call.key_id,
-        subject=call.subject,
-        principal_source=call.principal_source,
-    )
-
-
-def call_body(call: CallRecord) -> CallEvent:
-    usage = call.usage
-    return CallEvent(
-        request_id=call.request_id,
-        started_at=call.started_at,
-        finished_at=call.finished_at,
-        tenant=call.tenant,
-        team=call.team,
-        key_id=call.key_id,
-        subject=call.subject,
-        principal_source=call.principal_source,
-        endpoint=call.endpoint,
-        model_group=call.model_group,
-        deployment=call.deployment,
-        provider=call.provider,
-        provider_kind=call.provider_kind,
-        region=call.region,
-        data_zone=call.data_zone,
-        stream=call.stream,
-        attempts=tuple(
-            Attempt(deployment=a.deployment, outcome=a.outcome, ms=a.ms, reason=a.reason) for a in call.attempts
-        ),
-        status=call.status,
-        outcome=call.outcome,
-        error_code=call.error_code,
-        policy_code=call.policy_code,
-        entitlement_id=call.entitlement_id,
-        tool_calls=tuple(ToolCall(name=n, id=i) for n, i in call.tool_calls),
-        tokens=None
-        if usage is None
-        else Tokens(
-            prompt=usage.prompt_tokens,
-            completion=usage.completion_tokens,
-            cached=usage.cached_tokens,
-            estimated=usage.estimated,
-        ),
-        latency_ms=call.latency_ms,
-        first_byte_ms=call.first_byte_ms,
-        request_sha256=call.request_sha256,
-        response_sha256=call.response_sha256,
-    )
-
-
-def denial_body(call: CallRecord) -> PolicyDenial:
-    return PolicyDenial(
-        request_id=call.request_id,
-        time=call.finished_at,
-        tenant=call.tenant,
-        team=call.team,
-        key_id=call.key_id,
-        subject=call.subject,
-        principal_source=call.principal_source,
-        endpoint=call.endpoint,
-        model_group=call.model_group,
-        status=call.status,
-        policy_code=call.policy_code,
-        error_code=call.error_code,
-        entitlement_id=call.entitlement_id,
-        request_sha256=call.request_sha256,
-    )
-
-
-def body_for(kind: str, payload) -> tuple[str, object]:
-    """Turn what a producer handed over into the body struct (runs on the writer thread)."""
-    if kind == "call":
-        if payload.outcome == "denied":
-            return "policy_denial", denial_body(payload)
-        return "call", call_body(payload)
-    return kind, payload

@@ -1,7 +1,8 @@
 """AuditLog: the per-process hash chain, written on the event loop, fsynced by one thread (group commit).
 
-The event loop turns the events submitted in one loop step into lines (chained and hashed) and writes
-them with one `write` at the end of that step. One writer thread only fsyncs: it waits for "written up to
+A producer's event body is encoded when it is submitted (rows.py for the per-call kinds). The event
+loop turns the events submitted in one loop step into lines (chained and hashed) and writes them with
+one `write` at the end of that step. One writer thread only fsyncs: it waits for "written up to
 here", fsyncs, and resolves the futures of everything written before that fsync began with one call back
 into the loop. While one fsync runs the next steps' lines gather, so under load one fsync covers many
 events (group commit) and at low load an event waits for one fsync only. (Encoding and writing on the
@@ -24,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import hashlib
 import logging
 import os
 import re
@@ -38,27 +40,41 @@ from ..accounting.record import CallRecord
 from ..config.audit import AuditConfig
 from .chainfile import CHAIN_SUFFIX, CP_SUFFIX
 from .checkpoint import encode_checkpoint, new_checkpoint
-from .events import GENESIS_KIND, KINDS, CallStarted, ChainOpened, EventCore, body_for, genesis, seal
+from .events import GENESIS_KIND, KINDS, ChainOpened, EventCore, canonical, genesis, seal
 from .head_publisher import HeadPublisher
 from .keys import key_id_of, load_signing_key
 from .links import host_name, links_for_new_chain, trail_of
+from .rows import call_body, started_body
 
 log = logging.getLogger("multihome.audit")
 
-# A producer's event, admitted and waiting for the loop step's write: (kind, payload, the future of its seq or None).
-_Item = tuple[str, Any, "asyncio.Future[int] | None"]
-_Futures = list["asyncio.Future[int] | None"]
+# A producer's event, admitted and waiting for the loop step's write: (kind, its canonical body, the
+# future of its seq or None). Bodies are encoded when submitted: a bad payload fails its own producer.
+_Item = tuple[bytes, bytes, "asyncio.Future[int] | None"]
+_Waiters = list[tuple["asyncio.Future[int]", int]]  # the futures of one write's events, each with its seq
 
 
 class _Written(NamedTuple):
-    """Lines the loop wrote with one `write`, for the writer thread to fsync. `futures` None: the write
+    """Lines the loop wrote with one `write`, for the writer thread to fsync. `waiters` None: the write
     failed, the chain of generation `gen` is broken (the writer thread opens a new one)."""
 
     gen: int
     fd: int
     last: int  # seq of the last line
-    head: str  # its hash
-    futures: _Futures | None
+    head: bytes  # its hash
+    events: int  # how many lines
+    waiters: _Waiters | None
+
+
+def _envelope(chain: str) -> bytes:
+    """The canonical form of a chain's events up to the time (keys sorted: body, chain, kind, prev, seq,
+    time), for `%` with (body, kind, prev, seq): the fields events.EventCore encodes, in its bytes."""
+    return b'{"body":%b,"chain":' + canonical(chain).replace(b"%", b"%%") + b',"kind":"%b","prev":"%b","seq":%d,"time":'
+
+
+_sha256 = hashlib.sha256
+_HASH = b',"hash":"'
+_END = b'"}\n'
 
 
 def new_chain_id() -> str:
@@ -98,7 +114,9 @@ class AuditLog:
         self._gen = 0  # the chain's generation: +1 at each new chain
         self._wfd = -1
         self._wseq = 0
-        self._whead = ""
+        self._whead = b""
+        self._envelope = b""  # _envelope(chain) of the chain being written
+        self._max_queue = config.max_queue
         self._broken = False  # a write failed: hold events until the writer thread hands over a new chain
         self._switched: asyncio.Event | None = None
         # Loop -> writer thread.
@@ -148,7 +166,8 @@ class AuditLog:
             if self.heads is not None:
                 await self.heads.close()
             raise
-        self._wfd, self._wseq, self._whead, self.chain = self._fd, self._seq, self._head, self._tchain
+        self._wfd, self._wseq, self._whead, self.chain = self._fd, self._seq, self._head.encode(), self._tchain
+        self._envelope = _envelope(self.chain)
         self._closed = False
         self._thread = threading.Thread(target=self._run, name="audit-writer", daemon=True)
         self._thread.start()
@@ -186,7 +205,16 @@ class AuditLog:
         if self._loop is None:
             raise AuditClosed("the audit log is not started")
         future = self._loop.create_future()
-        self._submit((kind, body, future))
+        try:
+            if kind == "call":
+                kind_b, data = call_body(body)
+            else:
+                kind_b, data = kind.encode(), canonical(body)
+        except Exception as exc:  # a bad payload fails its own producer
+            log.exception("audit: cannot encode a %s event", kind)
+            future.set_exception(exc)
+            return future
+        self._submit((kind_b, data, future))
         return future
 
     def record(self, call: CallRecord) -> None:
@@ -196,30 +224,58 @@ class AuditLog:
             self.lost_after_close += 1
             log.error("audit: the log is closed; call %s was not recorded", call.request_id)
             return
-        self._submit(("call", call, None))
+        try:
+            kind, data = call_body(call)
+        except Exception:  # never raised into the front door; the event is lost, loudly
+            log.exception("audit: cannot encode the call event of %s", call.request_id)
+            return
+        if self._inflight >= self._max_queue or self._waiting:
+            self._waiting.append((kind, data, None))
+            return
+        # _admit, inlined: this and call_started run for every call.
+        self._inflight = n = self._inflight + 1
+        if n > self.max_inflight:
+            self.max_inflight = n
+        self._step.append((kind, data, None))
+        if not self._flush_due:
+            self._flush_due = True
+            assert self._loop is not None  # _closed is False only between start() and close()
+            self._loop.call_soon(self._flush_step)
 
     def call_started(
         self, request_id: str, principal, model_group: str, endpoint: str, request_sha256: str
     ) -> asyncio.Future[int]:
         """Queue the call's `call_started` event; the future resolves once it is on disk. A plain
         function, not a coroutine: the front door holds the future, no task per call is needed."""
-        body = CallStarted(
-            request_id=request_id,
-            tenant=principal.tenant,
-            team=principal.team,
-            key_id=principal.key_id,
-            subject=principal.subject,
-            principal_source=principal.source,
-            endpoint=endpoint,
-            model_group=model_group,
-            request_sha256=request_sha256,
-        )
-        return self.append("call_started", body)
+        if self._closed:  # also before start()
+            raise AuditClosed("the audit log is " + ("closed" if self._loop else "not started"))
+        loop = self._loop
+        assert loop is not None
+        future = loop.create_future()
+        try:
+            data = started_body(request_id, principal, model_group, endpoint, request_sha256)
+        except Exception as exc:  # a bad payload fails its own producer
+            log.exception("audit: cannot encode the call_started event of %s", request_id)
+            future.set_exception(exc)
+            return future
+        if self._inflight >= self._max_queue or self._waiting:
+            # Full: wait in line. The future resolves later, which holds the answer back.
+            self._waiting.append((b"call_started", data, future))
+            return future
+        # _admit, inlined: this and record run for every call.
+        self._inflight = n = self._inflight + 1
+        if n > self.max_inflight:
+            self.max_inflight = n
+        self._step.append((b"call_started", data, future))
+        if not self._flush_due:
+            self._flush_due = True
+            loop.call_soon(self._flush_step)
+        return future
 
     def _submit(self, item: _Item) -> None:
         if self._closed:
             raise AuditClosed("the audit log is closed")
-        if self._inflight >= self.config.max_queue or self._waiting:
+        if self._inflight >= self._max_queue or self._waiting:
             # Full: wait in line (FIFO). The producer's future resolves later, which is how an
             # awaiting producer (call_started) is held back; nothing is dropped.
             self._waiting.append(item)
@@ -239,7 +295,7 @@ class AuditLog:
             self._loop.call_soon(self._flush_step)
 
     def _flush_step(self) -> None:
-        """Encode, chain and write the events admitted in this loop step: one `write`; the writer thread fsyncs."""
+        """Chain, hash and write the events admitted in this loop step: one `write`; the writer thread fsyncs."""
         self._flush_due = False
         if self._broken or not self._step:
             return  # a new chain is on its way: _switch_chain flushes
@@ -251,36 +307,32 @@ class AuditLog:
             self._loop.call_soon(self._flush_step)
         else:
             self._step = []
-        lines: list[bytes] = []
-        futures: _Futures = []
-        seq, head, chain = self._wseq, self._whead, self.chain
-        now = time.time()
-        for kind, payload, future in items:
-            try:
-                kind, body = body_for(kind, payload)
-                line, digest = seal(EventCore(chain=chain, seq=seq + 1, time=now, prev=head, kind=kind, body=body))
-            except Exception as exc:  # a bad payload fails its own producer, not the batch
-                log.exception("audit: cannot encode a %s event", kind)
-                self._done([future], exc)
-                continue
-            seq, head = seq + 1, digest
-            lines.append(line)
-            futures.append(future)
-        if not lines:
-            return
+        # Every event of the write has the same time: the envelope up to its closing brace is one template.
+        envelope = self._envelope + canonical(time.time()) + b"}"
+        sha256 = _sha256
+        out: list[bytes] = []
+        waiters: _Waiters = []
+        seq, head = self._wseq, self._whead
+        for kind, body, future in items:
+            seq += 1
+            core = envelope % (body, kind, head, seq)  # the canonical form: what the hash covers
+            head = sha256(core).hexdigest().encode()
+            out += (core[:-1], _HASH, head, _END)  # the stored line: the hash spliced in before the brace
+            if future is not None:
+                waiters.append((future, seq))
         try:
-            self._write_all(self._wfd, b"".join(lines))
+            self._write_all(self._wfd, b"".join(out))
         except OSError as exc:
             # The file's tail is now unknown (maybe half a line): fail these producers, write nothing more
             # to this chain, and have the writer thread fsync what came before and open a new chain.
             self.errors += 1
-            log.error("audit: writing chain %s failed (%s); starting a new chain", chain, exc)
+            log.error("audit: writing chain %s failed (%s); starting a new chain", self.chain, exc)
             self._broken = True
-            self._done(futures, exc)
-            self._hand_over(_Written(self._gen, self._wfd, self._wseq, self._whead, None))
+            self._done(len(items), waiters, exc)
+            self._hand_over(_Written(self._gen, self._wfd, self._wseq, self._whead, 0, None))
             return
         self._wseq, self._whead = seq, head
-        self._hand_over(_Written(self._gen, self._wfd, seq, head, futures))
+        self._hand_over(_Written(self._gen, self._wfd, seq, head, len(items), waiters))
 
     def _hand_over(self, written: _Written) -> None:
         queue = self._written
@@ -290,22 +342,22 @@ class AuditLog:
             # not yet seen the queue empty and takes this one too (a set is a lock and a notify).
             self._wake.set()
 
-    def _done(self, futures: _Futures, error: BaseException | None, first: int = 0) -> None:
-        """Loop thread: these producers' lines are durable from seq `first` on, or failed with `error`."""
-        self._inflight -= len(futures)
-        for i, future in enumerate(futures):
-            if future is None or future.done():
+    def _done(self, count: int, waiters: _Waiters, error: BaseException | None) -> None:
+        """Loop thread: `count` events are durable (their waiters get their seqs) or failed with `error`."""
+        self._inflight -= count
+        for future, seq in waiters:
+            if future.done():  # cancelled: its producer has gone
                 continue
             if error is None:
-                future.set_result(first + i)
+                future.set_result(seq)
             else:
                 future.set_exception(error)
-        while self._waiting and self._inflight < self.config.max_queue:
+        while self._waiting and self._inflight < self._max_queue:
             self._admit(self._waiting.popleft())
 
-    def _round_done(self, results: list[tuple[_Futures, int, BaseException | None]]) -> None:
-        for futures, first, error in results:
-            self._done(futures, error, first)
+    def _round_done(self, results: list[tuple[int, _Waiters, BaseException | None]]) -> None:
+        for count, waiters, error in results:
+            self._done(count, waiters, error)
 
     def _chain_broken(self, gen: int) -> None:
         """Loop thread: an fsync of chain generation `gen` failed; hold events until the new chain."""
@@ -319,7 +371,8 @@ class AuditLog:
                 os.close(self._wfd)  # the old chain: no line is written to it any more
             except OSError:
                 pass
-        self._gen, self._wfd, self._wseq, self._whead, self.chain = gen, fd, 0, head, chain
+        self._gen, self._wfd, self._wseq, self._whead, self.chain = gen, fd, 0, head.encode(), chain
+        self._envelope = _envelope(chain)
         self._broken = False
         assert self._switched is not None
         self._switched.set()
@@ -407,14 +460,14 @@ class AuditLog:
 
     def _sync(self, taken: list[_Written]) -> None:
         """One fsync for every line written before it began; resolve their producers with one call into the loop."""
-        results: list[tuple[_Futures, int, BaseException | None]] = []
+        results: list[tuple[int, _Waiters, BaseException | None]] = []
         synced: list[_Written] = []
         broken: BaseException | None = None
         for w in taken:
             if w.gen != self._tgen:
                 # Written to a chain that broke before this line was fsynced: its file's tail is unknown.
-                results.append((w.futures or [], 0, OSError(5, f"audit chain {self._tchain} failed")))
-            elif w.futures is None:
+                results.append((w.events, w.waiters or [], OSError(5, f"audit chain {self._tchain} failed")))
+            elif w.waiters is None:
                 broken = OSError(5, "the write failed")  # the loop failed these producers itself
             else:
                 synced.append(w)
@@ -427,18 +480,16 @@ class AuditLog:
                 # First stop the loop writing to this chain, so that a producer told of this failure has
                 # its next event held for the new chain; lines it writes until then fail too.
                 self._resolve(self._chain_broken, self._tgen)
-                results.extend((w.futures, 0, exc) for w in synced if w.futures is not None)
+                results.extend((w.events, w.waiters, exc) for w in synced if w.waiters is not None)
                 broken = exc
             else:
-                first = self._seq + 1
                 for w in synced:
-                    assert w.futures is not None
-                    results.append((w.futures, first, None))
-                    first = w.last + 1
+                    assert w.waiters is not None
+                    results.append((w.events, w.waiters, None))
                 last = synced[-1]
                 self.written += last.last - self._seq
                 self.batches += 1
-                self._seq, self._head = last.last, last.head
+                self._seq, self._head = last.last, last.head.decode()
         if results:
             self._resolve(self._round_done, results)
         if broken is not None:

@@ -1,0 +1,162 @@
+"""The per-call events' bodies (`call_started`, `call`, `policy_denial`) as canonical bytes, one encode each.
+
+The canonical form (events.py) sorts keys. msgspec's sorted encoder builds and sorts a key list for
+every object of every encode; these rows declare their fields already in sorted order and hold no
+dict, so the plain encoder writes the very same bytes without sorting. They are built positionally
+(a keyword call costs msgspec a name match per field) from plain attribute reads (under callgrind an
+`attrgetter`, or `astuple` + `itemgetter`, over the CallRecord cost 5-7k instructions more a call).
+tests/audit/test_rows.py holds each row to the sorted encoding of the body struct that documents it
+(events.py `CallStarted`, `CallEvent`, `PolicyDenial`).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+
+from ..accounting.record import CallRecord
+from .events import canonical
+
+_encode = msgspec.json.Encoder().encode  # declaration order: the rows' fields are declared sorted
+
+
+class _StartedRow(msgspec.Struct, gc=False):
+    endpoint: str
+    key_id: str | None
+    model_group: str
+    principal_source: str
+    request_id: str
+    request_sha256: str
+    subject: str
+    team: str | None
+    tenant: str
+
+
+class _TokensRow(msgspec.Struct, gc=False):
+    cached: int
+    completion: int
+    estimated: bool
+    prompt: int
+
+
+class _ToolCallRow(msgspec.Struct, gc=False):
+    id: str
+    name: str
+
+
+class _CallRow(msgspec.Struct, gc=False):
+    attempts: msgspec.Raw
+    data_zone: str | None
+    deployment: str | None
+    endpoint: str
+    entitlement_id: str | None
+    error_code: str | None
+    finished_at: float
+    first_byte_ms: float | None
+    key_id: str | None
+    latency_ms: float
+    model_group: str
+    outcome: str
+    policy_code: str | None
+    principal_source: str
+    provider: str | None
+    provider_kind: str | None
+    region: str | None
+    request_id: str
+    request_sha256: str
+    response_sha256: str | None
+    started_at: float
+    status: int
+    stream: bool
+    subject: str
+    team: str | None
+    tenant: str
+    tokens: _TokensRow | None
+    tool_calls: tuple[_ToolCallRow, ...]
+
+
+class _DenialRow(msgspec.Struct, gc=False):
+    endpoint: str
+    entitlement_id: str | None
+    error_code: str | None
+    key_id: str | None
+    model_group: str
+    policy_code: str | None
+    principal_source: str
+    request_id: str
+    request_sha256: str
+    status: int
+    subject: str
+    team: str | None
+    tenant: str
+    time: float
+
+
+_NO_ATTEMPTS = msgspec.Raw(b"[]")
+
+
+def started_body(request_id: str, principal: Any, model_group: str, endpoint: str, request_sha256: str) -> bytes:
+    """`call_started`'s body."""
+    p = principal
+    return _encode(
+        _StartedRow(endpoint, p.key_id, model_group, p.source, request_id, request_sha256, p.subject, p.team, p.tenant)
+    )
+
+
+def call_body(call: CallRecord) -> tuple[bytes, bytes]:
+    """A finished call -> (its kind, its body): `policy_denial` for a denied call, else `call`."""
+    c = call
+    if c.outcome == "denied":
+        return b"policy_denial", _encode(
+            _DenialRow(
+                c.endpoint,
+                c.entitlement_id,
+                c.error_code,
+                c.key_id,
+                c.model_group,
+                c.policy_code,
+                c.principal_source,
+                c.request_id,
+                c.request_sha256,
+                c.status,
+                c.subject,
+                c.team,
+                c.tenant,
+                c.finished_at,
+            )
+        )
+    u = c.usage
+    return b"call", _encode(
+        _CallRow(
+            # AttemptRecord holds the body's attempt fields, not in sorted order: one sorted encode.
+            msgspec.Raw(canonical(c.attempts)) if c.attempts else _NO_ATTEMPTS,
+            c.data_zone,
+            c.deployment,
+            c.endpoint,
+            c.entitlement_id,
+            c.error_code,
+            c.finished_at,
+            c.first_byte_ms,
+            c.key_id,
+            c.latency_ms,
+            c.model_group,
+            c.outcome,
+            c.policy_code,
+            c.principal_source,
+            c.provider,
+            c.provider_kind,
+            c.region,
+            c.request_id,
+            c.request_sha256,
+            c.response_sha256,
+            c.started_at,
+            c.status,
+            c.stream,
+            c.subject,
+            c.team,
+            c.tenant,
+            None if u is None else _TokensRow(u.cached_tokens, u.completion_tokens, u.estimated, u.prompt_tokens),
+            tuple([_ToolCallRow(i, n) for n, i in c.tool_calls]) if c.tool_calls else (),
+        )
+    )
