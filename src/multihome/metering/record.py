@@ -81,8 +81,8 @@ class SpoolHolder(MeteredSink, Protocol):
         """The `spooled` position of the oldest call not yet committed (None: all committed)."""
         ...
 
-    def replayed(self, rows: list[dict]) -> None:
-        """Usage rows read back from a dead process's spool file (replay.py's SpoolRow fields)."""
+    def replayed(self, rows: list[tuple]) -> None:
+        """Usage rows read back from a dead process's spool file (row.py's tuples)."""
         ...
 
     async def flush(self, timeout_s: float = 30.0) -> None: ...

@@ -32,6 +32,7 @@ from .limiter import Limiter
 from .periods import UTC, WINDOW_MS, period, window
 from .prices import PriceTable
 from .record import MeteredCall, MeteredSink, SpoolHolder
+from .row import Row, Stamps
 from .rules import AdminBudget, Rules, admin_budget, principal_key, slot, window_expire_ms, window_key
 
 if TYPE_CHECKING:
@@ -80,6 +81,7 @@ class Metering:
         self._rescan: asyncio.Task | None = None
         self._spool: UsageSpool | None = None
         self.holder: SpoolHolder | None = None  # see hold_spool
+        self._stamp = Stamps()  # a usage row's stamps as their stored text (row.py)
 
     @classmethod
     def from_config(cls, config) -> Metering:
@@ -140,32 +142,35 @@ class Metering:
         if writer is not None and free and writer.overloaded():
             writer.skip()
         elif writer is not None:
+            stamp = self._stamp
+            # The row in its final shape (row.py: usage_calls' column order, the stamps as stored text).
             writer.put(
-                {
-                    "request_id": call.request_id,
-                    "started_at": _ts(call.started_at),
-                    "finished_at": _ts(call.finished_at),
-                    "tenant_id": call.tenant,
-                    "team_id": call.team,
-                    "key_id": call.key_id or call.subject,
-                    "endpoint": call.endpoint,
-                    "model_group": call.model_group,
-                    "deployment": call.deployment,
-                    "provider": call.provider,
-                    "status": call.status,
-                    "outcome": call.outcome,
-                    "prompt_tokens": usage.prompt_tokens if usage else 0,
-                    "completion_tokens": usage.completion_tokens if usage else 0,
-                    "cached_tokens": usage.cached_tokens if usage else 0,
-                    "reasoning_tokens": usage.reasoning_tokens if usage else 0,
-                    "estimated": bool(usage and usage.estimated),
-                    "latency_ms": call.latency_ms,
-                    "cost": cost_text,
-                    "cost_nanos": nanos,
-                    "currency": currency,
-                    "price_version": self.prices.version,
-                    "over_budget": over,
-                }
+                (
+                    call.request_id,
+                    stamp(call.started_at),
+                    stamp(call.finished_at),
+                    call.tenant,
+                    call.team,
+                    call.key_id or call.subject,
+                    call.endpoint,
+                    call.model_group,
+                    call.deployment,
+                    call.provider,
+                    call.status,
+                    call.outcome,
+                    *(
+                        (usage.prompt_tokens, usage.completion_tokens, usage.cached_tokens, usage.reasoning_tokens)
+                        if usage is not None
+                        else (0, 0, 0, 0)
+                    ),
+                    usage is not None and usage.estimated,
+                    call.latency_ms,
+                    cost_text,
+                    nanos,
+                    currency,
+                    self.prices.version,
+                    over,
+                )
             )
             if writer.spool is not None:
                 spooled = writer.spool.rows_in
@@ -267,7 +272,7 @@ class Metering:
 
         holder = self.holder
 
-        def put(w: UsageWriter, rows: list[dict]) -> None:
+        def put(w: UsageWriter, rows: list[Row]) -> None:
             w.put_replayed(rows)
             if holder is not None:
                 holder.replayed(rows)  # the ledger's accruals of these calls, idempotent as the rows are

@@ -2,7 +2,7 @@
 
 The writer (writer.py) keeps rows in memory and commits them in groups, so a process killed between
 an answer and the commit (SIGKILL, the OOM killer) would lose that call's row. `append` therefore
-copies the row, as one JSON line, into a shared memory mapping (MAP_SHARED) of a file this process
+copies the row, as one JSON line (its tuple as an array: row.py), into a shared memory mapping (MAP_SHARED) of a file this process
 owns: the mapping's pages are the kernel's page cache, which outlives the process, so every row
 whose copy returned is read back by the next start (replay.py), which inserts it idempotently
 (`request_id` is the key). No system call per row: a write() gave the interpreter away on the event
@@ -48,10 +48,15 @@ from typing import Any
 import msgspec
 from sqlalchemy.engine import make_url
 
+from .row import Row
+
 log = logging.getLogger("multihome.metering.spool")
 
 SUFFIX = ".spool"
 MAGIC = "multihome_usage_spool"
+# The header's MAGIC value: 2, rows as JSON arrays in column order (row.py); 1, rows as JSON objects (files
+# of earlier versions, still replayed). A version that knows only 1 leaves a file of 2 alone, not dropped.
+VERSION = 2
 _ERROR_LOG_S = 10.0
 _RETRY_S = 1.0  # a next file that could not be made is tried again after this long
 _PAGE = mmap.PAGESIZE
@@ -68,7 +73,7 @@ def database_id(url: str) -> str:
 
 
 def header(db: str) -> bytes:
-    return msgspec.json.encode({MAGIC: 1, "db": db, "pid": os.getpid(), "at": time.time()}) + b"\n"
+    return msgspec.json.encode({MAGIC: VERSION, "db": db, "pid": os.getpid(), "at": time.time()}) + b"\n"
 
 
 class _Segment:
@@ -161,7 +166,7 @@ class UsageSpool:
         return _Segment(path, fd, mapping, size, len(head))
 
     # -- the hot path: one copy per row, on the event loop -------------------------------------------
-    def append(self, row: dict) -> None:
+    def append(self, row: Row) -> None:
         """Copy `row` into the current file (in the page cache when this returns, unless there was no
         room: logged, the row stays in memory only)."""
         seg = self._cur
@@ -388,4 +393,4 @@ def _datasync(fds: list[int]) -> None:
         os.fdatasync(fd)
 
 
-__all__ = ["UsageSpool", "database_id", "SUFFIX", "MAGIC"]
+__all__ = ["UsageSpool", "database_id", "SUFFIX", "MAGIC", "VERSION"]
