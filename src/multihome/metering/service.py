@@ -120,7 +120,8 @@ class Metering:
     # -- CallSink ------------------------------------------------------------------------------------
     def record(self, call: CallRecord) -> None:
         usage = call.usage
-        price = self.prices.get(call.deployment)
+        dep = call.deployment
+        price = self.prices.prices.get(dep) if dep is not None else None
         if price is not None and usage is not None:
             units, nanos, cost_text = price.charge(usage)  # exact, in integers (prices.py)
             currency = price.currency
@@ -137,14 +138,14 @@ class Metering:
         writer = self.writer
         # A call that reached no upstream and costs nothing (refused, denied, a bad request) must not
         # feed the backlog its refusal is meant to cap: while the backlog is full it gets no row.
-        free = call.deployment is None and nanos == 0 and ticket is None
+        free = dep is None and nanos == 0 and ticket is None
         spooled = 0
         if writer is not None and free and writer.overloaded():
             writer.skip()
         elif writer is not None:
             stamp = self._stamp
             # The row in its final shape (row.py: usage_calls' column order, the stamps as stored text).
-            writer.put(
+            spooled = writer.put(
                 (
                     call.request_id,
                     stamp(call.started_at),
@@ -154,7 +155,7 @@ class Metering:
                     call.key_id or call.subject,
                     call.endpoint,
                     call.model_group,
-                    call.deployment,
+                    dep,
                     call.provider,
                     call.status,
                     call.outcome,
@@ -172,8 +173,6 @@ class Metering:
                     over,
                 )
             )
-            if writer.spool is not None:
-                spooled = writer.spool.rows_in
         if self.sinks:
             metered = MeteredCall(
                 call=call,

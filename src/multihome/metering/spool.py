@@ -103,7 +103,6 @@ class UsageSpool:
         self.db = db
         self.segment_bytes = segment_bytes
         self.fsync_s = fsync_interval_ms / 1000
-        self.appended = 0
         self.errors = 0  # rows that could not be written to the spool (they are still queued in memory)
         # Why the next file could not be made (a full disk); None: fine. See `refusing`.
         self.down: OSError | None = None
@@ -120,6 +119,8 @@ class UsageSpool:
         self._encoder = msgspec.json.Encoder()
         self._buf = bytearray()
         self.rows_in = 0  # rows put so far (spooled or not): the position of the last one
+        self._unspooled = 0  # rows of them queued without a line here (replayed from another's file)
+        self._tail: list[Any] | None = None  # self._runs[-1] while there is one
         self._done = 0  # rows the usage writer committed (in the order they were put)
         self._let_go_to = 0  # rows let go: committed and no longer held
         # The position of the oldest row another consumer still needs (None: none); see the docstring.
@@ -166,30 +167,40 @@ class UsageSpool:
         return _Segment(path, fd, mapping, size, len(head))
 
     # -- the hot path: one copy per row, on the event loop -------------------------------------------
-    def append(self, row: Row) -> None:
+    def append(self, row: Row) -> int:
         """Copy `row` into the current file (in the page cache when this returns, unless there was no
-        room: logged, the row stays in memory only)."""
+        room: logged, the row stays in memory only). -> its position (`rows_in`)."""
         seg = self._cur
         assert seg is not None, "open() first"
         buf = self._buf
         self._encoder.encode_into(row, buf)
-        buf.extend(b"\n")
+        buf += b"\n"
         pos = seg.pos
         end = pos + len(buf)
         if end > seg.reserve:
             advanced = self._advance(len(buf))
             if advanced is None:
                 self._run(None)
-                return
+                return self.rows_in
             seg = advanced
             pos = seg.pos
             end = pos + len(buf)
         seg.map[pos:end] = buf
         seg.pos = end
-        self.appended += 1
         self._dirty = True
-        self._run(seg)
         seg.pending += 1
+        tail = self._tail
+        if tail is not None and tail[0] is seg:  # the usual row: one more in the newest run
+            tail[1] += 1
+            self.rows_in += 1
+        else:
+            self._run(seg)
+        return self.rows_in
+
+    @property
+    def appended(self) -> int:
+        """Rows copied into a file of this process."""
+        return self.rows_in - self._unspooled - self.errors
 
     def _advance(self, n: int) -> _Segment | None:
         """The segment a row of `n` bytes goes to once the current one is past its reserve mark: the
@@ -256,15 +267,17 @@ class UsageSpool:
 
     def unspooled(self, rows: int) -> None:
         """`rows` rows were queued without a spool line of this process (replayed from another's file)."""
+        self._unspooled += rows
         self._run(None, rows)
 
     def _run(self, seg: _Segment | None, rows: int = 1) -> None:
         self.rows_in += rows
-        runs = self._runs
-        if runs and runs[-1][0] is seg:
-            runs[-1][1] += rows
+        tail = self._tail
+        if tail is not None and tail[0] is seg:
+            tail[1] += rows
         else:
-            runs.append([seg, rows])
+            self._tail = tail = [seg, rows]
+            self._runs.append(tail)
 
     def _failed(self, exc: OSError) -> None:
         self.errors += 1
@@ -304,6 +317,8 @@ class UsageSpool:
             rows -= take
             if take == k:
                 runs.popleft()
+                if run is self._tail:
+                    self._tail = None
             else:
                 run[1] = k - take
             if seg is not None:

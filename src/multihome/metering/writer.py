@@ -91,16 +91,19 @@ class UsageWriter:
         self._thread: ThreadPoolExecutor | None = None
         self._conn: tuple[AsyncEngine, Any, Any] | None = None  # (made for, sync engine, its connection)
 
-    def put(self, row: Row) -> None:
+    def put(self, row: Row) -> int:
         """Never blocks, never refuses: admission keeps the backlog bounded (see `overloaded`). With a
-        spool the row is in a local file (in the kernel) when this returns."""
-        if self.spool is not None:
-            self.spool.append(row)
+        spool the row is in a local file (in the kernel) when this returns. -> the row's position in
+        the spool (`UsageSpool.rows_in`), 0 without one."""
+        spool = self.spool
+        at = spool.append(row) if spool is not None else 0  # first: a row it counts is a row queued
         rows = self.rows
         rows.append(row)
         self._accepted += 1
-        if len(rows) == 1 or len(rows) == self.batch_size:  # only transitions wake the writer
+        n = len(rows)
+        if n == 1 or n == self.batch_size:  # only transitions wake the writer
             self._wake.set()
+        return at
 
     def put_replayed(self, rows: list[Row]) -> None:
         """Rows read back from a stopped process's spool file (replay.py): queued, not spooled again."""
