@@ -122,3 +122,47 @@ def test_counts_are_clamped_to_what_the_books_hold(reported, expected):
     )
     u = finished(EMBED, usage)
     assert (u.prompt_tokens, u.completion_tokens, u.cached_tokens, u.reasoning_tokens) == expected
+
+
+def test_every_field_of_the_record_is_the_calls():
+    """The tracker makes its CallRecord positionally (in the struct's field order): each field by name."""
+    from multihome.accounting.record import AttemptRecord
+    from multihome.routing.attempts import Attempt, Served
+
+    sink = Sink()
+    acc = Accounting([sink])
+    who = Principal(tenant="ten", subject="sub", source="oidc", team="team", key_id="key")
+    tracker = acc.begin("req", "chat", who, b"{}")
+    tracker.request = EMBED
+    tracker.model_group, tracker.policy_code, tracker.entitlement_id = "grp", "pol", "ent"
+    tracker.traceparent, tracker.tracestate = b"00-tp", b"ts=1"
+
+    class Dep(_Dep):
+        region, data_zone = "reg", "zone"
+
+    served = Served(Dep(), 200, [Attempt("other", "http_503", 1.23456, "busy"), Attempt("d@p", "ok", 2.0)])
+    usage = Reported(prompt_tokens=3, completion_tokens=2)
+    tracker.finish(
+        201,
+        "ok",
+        served=served,
+        usage=usage,
+        tool_calls=[("f", "c1")],
+        response_sha256="resp",
+        first_byte_ms=4.5,
+        error_code="err",
+    )
+    (r,) = sink.records
+    assert (r.request_id, r.endpoint, r.tenant, r.subject, r.principal_source, r.team, r.key_id) == (
+        "req", "chat", "ten", "sub", "oidc", "team", "key"
+    )  # fmt: skip
+    assert (r.model_group, r.deployment, r.provider, r.provider_kind, r.region, r.data_zone) == (
+        "grp", "d@p", "p", "openai", "reg", "zone"
+    )  # fmt: skip
+    assert r.attempts == (AttemptRecord("other", "http_503", 1.235, "busy"), AttemptRecord("d@p", "ok", 2.0, None))
+    assert (r.stream, r.status, r.outcome, r.error_code, r.first_byte_ms) == (False, 201, "ok", "err", 4.5)
+    assert (r.usage.prompt_tokens, r.usage.completion_tokens) == (3, 2)
+    assert (r.policy_code, r.entitlement_id, r.tool_calls) == ("pol", "ent", (("f", "c1"),))
+    assert (r.request_sha256, r.response_sha256) == (tracker.request_sha256, "resp") and len(r.request_sha256) == 64
+    assert (r.traceparent, r.tracestate) == ("00-tp", "ts=1")
+    assert 0 < r.started_at <= r.finished_at and r.latency_ms >= 0

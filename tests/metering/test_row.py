@@ -8,11 +8,11 @@ import datetime as dt
 from hypothesis import given
 from hypothesis import strategies as st
 
-from multihome.metering.row import COLUMNS, Stamps, as_dict, as_row, stamp_of
+from multihome.metering.row import COLUMNS, as_dict, as_row, stamp_of, stamps
 from multihome.metering.tables import usage_calls
 from multihome.storage.base import sqlite_stamp
 
-STAMPS = Stamps()  # one for the whole run, as Metering keeps one: its per-second cache is exercised
+STAMPS = stamps()  # one for the whole run, as Metering keeps one: its per-second cache is exercised
 
 
 @given(st.floats(min_value=-(2**32), max_value=2**35, allow_nan=False, allow_infinity=False))

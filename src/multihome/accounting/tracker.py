@@ -196,40 +196,40 @@ class CallTracker:
         else:
             name = provider = kind = region = zone = None
         who = self.principal
-        # From a dict: msgspec parses 30 keyword arguments of a call ~3x slower than a mapping's.
-        fields: dict[str, Any] = {
-            "request_id": self.request_id,
-            "started_at": self.started_at,
-            "finished_at": time.time(),
-            "endpoint": self.endpoint,
-            "tenant": who.tenant,
-            "subject": who.subject,
-            "principal_source": who.source,
-            "team": who.team,
-            "key_id": who.key_id,
-            "model_group": self.model_group,
-            "deployment": name,
-            "provider": provider,
-            "provider_kind": kind,
-            "region": region,
-            "data_zone": zone,
-            "stream": stream,
-            "attempts": tuple([AttemptRecord(a.deployment, a.outcome, round(a.ms, 3), a.reason) for a in attempts]),
-            "status": status,
-            "outcome": outcome,
-            "error_code": error_code,
-            "usage": record_usage,
-            "latency_ms": latency_ms,
-            "first_byte_ms": first_byte_ms,
-            "policy_code": self.policy_code,
-            "entitlement_id": self.entitlement_id,
-            "tool_calls": tuple(tool_calls),
-            "request_sha256": self.request_sha256,
-            "response_sha256": response_sha256,
-            "traceparent": self.traceparent.decode("latin-1") if self.traceparent else None,
-            "tracestate": self.tracestate.decode("latin-1") if self.tracestate else None,
-        }
-        record = CallRecord(**fields)
+        # Positionally, in CallRecord's field order: msgspec takes 30 keywords (or a mapping's) at ~7x
+        # the instructions.
+        record = CallRecord(
+            self.request_id,
+            self.started_at,
+            time.time(),  # finished_at
+            self.endpoint,
+            who.tenant,
+            who.subject,
+            who.source,  # principal_source
+            who.team,
+            who.key_id,
+            self.model_group,
+            name,  # deployment
+            provider,
+            kind,  # provider_kind
+            region,
+            zone,  # data_zone
+            stream,
+            tuple([AttemptRecord(a.deployment, a.outcome, round(a.ms, 3), a.reason) for a in attempts]),
+            status,
+            outcome,
+            error_code,
+            record_usage,  # usage
+            latency_ms,
+            first_byte_ms,
+            self.policy_code,
+            self.entitlement_id,
+            tuple(tool_calls),
+            self.request_sha256,
+            response_sha256,
+            self.traceparent.decode("latin-1") if self.traceparent else None,
+            self.tracestate.decode("latin-1") if self.tracestate else None,
+        )
         for sink in acc.sinks:
             sink.record(record)
         if self.capture is not None and acc.capture is not None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import time
+from collections.abc import Callable
 from typing import Any
 
 from ..storage.base import sqlite_stamp
@@ -58,26 +59,25 @@ SPOOL_TYPE = tuple[
 _UTC = dt.UTC
 
 
-class Stamps:
-    """Unix seconds -> the SQLite text of `datetime.fromtimestamp(t, UTC)` (its microseconds rounded the
-    same way: half to even), the date and time of day formatted once per second, not per call."""
+def stamps() -> Callable[[float], str]:
+    """A function: unix seconds -> the SQLite text of `datetime.fromtimestamp(t, UTC)` (its microseconds
+    rounded the same way: half to even), the date and time of day formatted once per second, not per
+    call. A closure, not an object's __call__: the interpreter calls it without a detour through C."""
+    seconds: dict[int, str] = {}
 
-    __slots__ = ("_seconds",)
-
-    def __init__(self) -> None:
-        self._seconds: dict[int, str] = {}
-
-    def __call__(self, t: float) -> str:
+    def stamp(t: float) -> str:
         sec = int(t)
         us = round((t - sec) * 1e6)  # t - sec is exact; as CPython's fromtimestamp rounds the fraction
         if us >= 1_000_000 or t < 0:
             return stamp_of(t)  # rounds up into the next second, or before 1970: the slow way
-        head = self._seconds.get(sec)
+        head = seconds.get(sec)
         if head is None:
-            if len(self._seconds) >= 64:  # calls that started long ago; bounded either way
-                self._seconds.clear()
-            head = self._seconds[sec] = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(sec))
+            if len(seconds) >= 64:  # calls that started long ago; bounded either way
+                seconds.clear()
+            head = seconds[sec] = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(sec))
         return f"{head}.{us:06d}"
+
+    return stamp
 
 
 def stamp_of(t: float) -> str:
@@ -107,4 +107,4 @@ def finished_at(row: Row) -> float:
     return dt.datetime.fromisoformat(row[FINISHED_AT]).replace(tzinfo=_UTC).timestamp()
 
 
-__all__ = ["COLUMNS", "Row", "SPOOL_TYPE", "STAMPS", "Stamps", "as_dict", "as_row", "finished_at", "stamp_of"]
+__all__ = ["COLUMNS", "Row", "SPOOL_TYPE", "STAMPS", "as_dict", "as_row", "finished_at", "stamp_of", "stamps"]

@@ -32,7 +32,7 @@ from .limiter import Limiter
 from .periods import UTC, WINDOW_MS, period, window
 from .prices import PriceTable
 from .record import MeteredCall, MeteredSink, SpoolHolder
-from .row import Row, Stamps
+from .row import Row, stamps
 from .rules import AdminBudget, Rules, admin_budget, principal_key, slot, window_expire_ms, window_key
 
 if TYPE_CHECKING:
@@ -81,7 +81,7 @@ class Metering:
         self._rescan: asyncio.Task | None = None
         self._spool: UsageSpool | None = None
         self.holder: SpoolHolder | None = None  # see hold_spool
-        self._stamp = Stamps()  # a usage row's stamps as their stored text (row.py)
+        self._stamp = stamps()  # a usage row's stamps as their stored text (row.py)
 
     @classmethod
     def from_config(cls, config) -> Metering:
@@ -174,14 +174,8 @@ class Metering:
                 )
             )
         if self.sinks:
-            metered = MeteredCall(
-                call=call,
-                price=price,
-                units=units,  # the Decimal cost is made only if a sink asks for it
-                currency=currency,
-                price_version=self.prices.version,
-                spooled=spooled,
-            )
+            # The Decimal cost is made from price and units only if a sink asks for it.
+            metered = MeteredCall.of(call, currency, self.prices.version, spooled, price, units)
             for sink in self.sinks:
                 try:
                     sink.metered(metered)
