@@ -30,10 +30,13 @@ def test_rows_are_in_the_tables_column_order():
     assert COLUMNS == tuple(c.name for c in usage_calls.columns)
     at = dt.datetime(2026, 12, 3, 4, 5, 6, 7, tzinfo=dt.UTC)
     fields = {c: f"v-{c}" for c in COLUMNS} | {"started_at": at, "finished_at": at.timestamp()}
+    fields |= {"estimated": True, "over_budget": False}
     del fields["reasoning_tokens"]  # a row spooled before migration 0018
     row = as_row(fields)
     assert as_dict(row) == fields | {
         "started_at": "2026-12-03 04:05:06.000007",
         "finished_at": "2026-12-03 04:05:06.000007",
         "reasoning_tokens": 0,
+        "estimated": 1,  # flags as SQLite stores them
+        "over_budget": 0,
     }

@@ -1,5 +1,7 @@
 """A usage row in its final shape: a tuple in `usage_calls`' column order, its two stamps already the text
-SQLAlchemy's SQLite DateTime stores ('2026-12-05 00:27:26.123456', naive UTC). `Metering.record` builds
+SQLAlchemy's SQLite DateTime stores ('2026-12-05 00:27:26.123456', naive UTC), its two flags (`estimated`,
+`over_budget`) 0 or 1 as SQLite stores a boolean (sqlite3 binds an int as it is; a bool, like None, goes
+through its adapter lookup, which raises and clears an AttributeError per value: ~3,500 instructions). `Metering.record` builds
 it once; the spool copies it as one JSON array, the SQLite writer binds it as it is and PostgreSQL casts
 the stamps' text in its INSERT (writer.py), so no row is turned into a dict, a datetime or a list of
 columns again on its way to the database.
@@ -45,6 +47,7 @@ COLUMNS: tuple[str, ...] = (
 # Metering.record writes the tuple literally in this order: a column added to the table must be added here.
 assert COLUMNS == tuple(c.name for c in usage_calls.columns), "usage_calls changed: update metering/row.py"
 STAMPS = (COLUMNS.index("started_at"), COLUMNS.index("finished_at"))
+FLAGS = (COLUMNS.index("estimated"), COLUMNS.index("over_budget"))
 REQUEST_ID, FINISHED_AT, TENANT, MODEL_GROUP, PROVIDER = (
     COLUMNS.index(c) for c in ("request_id", "finished_at", "tenant_id", "model_group", "provider")
 )
@@ -53,7 +56,7 @@ COST, CURRENCY, PRICE_VERSION = (COLUMNS.index(c) for c in ("cost", "currency", 
 # What a spool line decodes to (replay.py): a torn or foreign line fails here, never later.
 SPOOL_TYPE = tuple[
     str, str, str, str, str | None, str, str, str, str | None, str | None, int, str,
-    int, int, int, int, bool, float, str, int, str, str, bool,
+    int, int, int, int, int, float, str, int, str, str, int,
 ]  # fmt: skip
 
 _UTC = dt.UTC
@@ -86,7 +89,7 @@ def stamp_of(t: float) -> str:
 
 def as_row(fields: dict[str, Any]) -> Row:
     """A row from a mapping of column names (a spool line written before rows were tuples, tests): the
-    stamps as datetimes, unix seconds or their text."""
+    stamps as datetimes, unix seconds or their text; the flags as booleans or 0/1."""
     fields = {"reasoning_tokens": 0, **fields}  # absent from rows spooled before migration 0018
     values = [fields[c] for c in COLUMNS]
     for i in STAMPS:
@@ -95,6 +98,8 @@ def as_row(fields: dict[str, Any]) -> Row:
             values[i] = sqlite_stamp(value)
         elif isinstance(value, int | float):
             values[i] = stamp_of(value)
+    for i in FLAGS:
+        values[i] = 1 if values[i] else 0
     return tuple(values)
 
 

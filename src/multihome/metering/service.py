@@ -128,10 +128,10 @@ class Metering:
         else:
             units, nanos, cost_text = 0, 0, "0"
             currency = price.currency if price is not None else "USD"
-        over = False
+        over = 0  # the row's flags are 0/1 (row.py)
         ticket = self.limiter.open.get(call.request_id)
         if ticket is not None:
-            over = ticket.over_budget
+            over = 1 if ticket.over_budget else 0
             tokens = usage.prompt_tokens + usage.completion_tokens if usage is not None else 0
             ticket.settle(nanos, currency, tokens)
         self.recorded += 1
@@ -164,7 +164,7 @@ class Metering:
                         if usage is not None
                         else (0, 0, 0, 0)
                     ),
-                    usage is not None and usage.estimated,
+                    1 if usage is not None and usage.estimated else 0,
                     call.latency_ms,
                     cost_text,
                     nanos,

@@ -274,8 +274,8 @@ class UsageWriter:
     @staticmethod
     def _statements(batch: list[Row], start: int, stop: int, pad_to: int = 0) -> Iterator[tuple]:
         """The flat parameters of each INSERT over batch[start:stop]: the rows as they are (row.py: the
-        stamps already the text SQLAlchemy's SQLite DateTime writes and reads back; booleans become 0/1
-        in sqlite3), chained in C. `pad_to`: one statement of that many rows, the last row repeated."""
+        stamps already the text SQLAlchemy's SQLite DateTime writes and reads back, the flags 0/1),
+        chained in C. `pad_to`: one statement of that many rows, the last row repeated."""
         for i in range(start, stop, _PER_STATEMENT):
             part = batch[i : min(i + _PER_STATEMENT, stop)]
             if pad_to > len(part):
@@ -331,12 +331,15 @@ class UsageWriter:
 
 
 def _pg_insert(table: sa.Table) -> str:
-    """asyncpg's INSERT of row.py's tuples: the stamps' text (naive UTC) cast to timestamptz by the
-    server, so no datetime is made per row; ON CONFLICT DO NOTHING, as INSERT OR IGNORE on SQLite."""
-    marks = [
-        f"${i}::text::timestamp AT TIME ZONE 'UTC'" if isinstance(c.type, sa.DateTime) else f"${i}"
-        for i, c in enumerate(table.columns, 1)
-    ]
+    """asyncpg's INSERT of row.py's tuples: the stamps' text (naive UTC) and the flags (0/1) cast by the
+    server, so no datetime or bool is made per row; ON CONFLICT DO NOTHING, as INSERT OR IGNORE on SQLite."""
+
+    def mark(i: int, c: sa.Column) -> str:
+        if isinstance(c.type, sa.DateTime):
+            return f"${i}::text::timestamp AT TIME ZONE 'UTC'"
+        return f"${i}::int4::boolean" if isinstance(c.type, sa.Boolean) else f"${i}"
+
+    marks = [mark(i, c) for i, c in enumerate(table.columns, 1)]
     names = ", ".join(c.name for c in table.columns)
     return f"INSERT INTO {table.name} ({names}) VALUES ({', '.join(marks)}) ON CONFLICT DO NOTHING"
 
