@@ -66,19 +66,21 @@ def stamps() -> Callable[[float], str]:
     """A function: unix seconds -> the SQLite text of `datetime.fromtimestamp(t, UTC)` (its microseconds
     rounded the same way: half to even), the date and time of day formatted once per second, not per
     call. A closure, not an object's __call__: the interpreter calls it without a detour through C."""
-    seconds: dict[int, str] = {}
+    seconds: dict[float, str] = {}  # by the second (a whole float)
 
     def stamp(t: float) -> str:
-        sec = int(t)
-        us = round((t - sec) * 1e6)  # t - sec is exact; as CPython's fromtimestamp rounds the fraction
-        if us >= 1_000_000 or t < 0:
+        sec = t // 1.0
+        us = (t - sec) * 1e6  # t - sec is exact; as CPython's fromtimestamp scales the fraction
+        if us >= 999_999.5 or t < 0:
             return stamp_of(t)  # rounds up into the next second, or before 1970: the slow way
         head = seconds.get(sec)
         if head is None:
             if len(seconds) >= 64:  # calls that started long ago; bounded either way
                 seconds.clear()
-            head = seconds[sec] = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(sec))
-        return f"{head}.{us:06d}"
+            head = seconds[sec] = time.strftime("%Y-%m-%d %H:%M:%S.", time.gmtime(sec))
+        # %.0f rounds the exact double half to even, as fromtimestamp does (and round() would, for
+        # ~40% more instructions with int() and an int format).
+        return "%s%06.0f" % (head, us)  # noqa: UP031
 
     return stamp
 
