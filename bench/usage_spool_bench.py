@@ -15,35 +15,41 @@ import tempfile
 import time
 from collections import deque
 
+try:  # rows as tuples in column order since metering/row.py; a tree of before (--base-src) takes dicts
+    from multihome.metering.row import as_row
+except ImportError:
+    as_row = lambda fields: fields
 from multihome.metering.spool import UsageSpool
 
 
-def row(i: int) -> dict:
+def row(i: int):
     now = dt.datetime.now(dt.UTC)
-    return {
-        "request_id": f"req_{i:024x}",
-        "started_at": now,
-        "finished_at": now,
-        "tenant_id": "ten_0123456789abcdef",
-        "team_id": None,
-        "key_id": "key_0123456789abcdef",
-        "endpoint": "chat",
-        "model_group": "gpt-4o",
-        "deployment": "gpt-4o@azure",
-        "provider": "azure",
-        "status": 200,
-        "outcome": "ok",
-        "prompt_tokens": 25,
-        "completion_tokens": 80,
-        "cached_tokens": 0,
-        "estimated": False,
-        "latency_ms": 412.5,
-        "cost": "0.000862500",
-        "cost_nanos": 862500,
-        "currency": "USD",
-        "price_version": "pv_0123456789abcdef",
-        "over_budget": False,
-    }
+    return as_row(
+        {
+            "request_id": f"req_{i:024x}",
+            "started_at": now,
+            "finished_at": now,
+            "tenant_id": "ten_0123456789abcdef",
+            "team_id": None,
+            "key_id": "key_0123456789abcdef",
+            "endpoint": "chat",
+            "model_group": "gpt-4o",
+            "deployment": "gpt-4o@azure",
+            "provider": "azure",
+            "status": 200,
+            "outcome": "ok",
+            "prompt_tokens": 25,
+            "completion_tokens": 80,
+            "cached_tokens": 0,
+            "estimated": False,
+            "latency_ms": 412.5,
+            "cost": "0.000862500",
+            "cost_nanos": 862500,
+            "currency": "USD",
+            "price_version": "pv_0123456789abcdef",
+            "over_budget": False,
+        }
+    )
 
 
 async def one_round(directory: str, rows: list[dict], spool_on: bool, batch: int) -> float:

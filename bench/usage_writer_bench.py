@@ -22,6 +22,10 @@ from pathlib import Path
 
 import uvloop
 
+try:  # rows as tuples in column order since metering/row.py; a tree of before (--base-src) takes dicts
+    from multihome.metering.row import as_row
+except ImportError:
+    as_row = lambda fields: fields
 from multihome.api.gateway import _tune_gc
 from multihome.metering.tables import usage_calls
 from multihome.metering.writer import UsageWriter
@@ -31,32 +35,34 @@ from multihome.storage.engine import create_engine
 UTC = dt.UTC
 
 
-def row(i: int) -> dict:
+def row(i: int):
     now = dt.datetime.now(UTC)
-    return {
-        "request_id": f"req_{i:012d}",
-        "started_at": now,
-        "finished_at": now,
-        "tenant_id": f"ten_{i % 10}",
-        "team_id": None,
-        "key_id": f"key_{i % 100}",
-        "endpoint": "chat",
-        "model_group": "bench",
-        "deployment": "bench@sim",
-        "provider": "sim",
-        "status": 200,
-        "outcome": "ok",
-        "prompt_tokens": 12,
-        "completion_tokens": 30,
-        "cached_tokens": 0,
-        "estimated": False,
-        "latency_ms": 0.42,
-        "cost": "0.000123",
-        "cost_nanos": 123000,
-        "currency": "USD",
-        "price_version": "pv_bench",
-        "over_budget": False,
-    }
+    return as_row(
+        {
+            "request_id": f"req_{i:012d}",
+            "started_at": now,
+            "finished_at": now,
+            "tenant_id": f"ten_{i % 10}",
+            "team_id": None,
+            "key_id": f"key_{i % 100}",
+            "endpoint": "chat",
+            "model_group": "bench",
+            "deployment": "bench@sim",
+            "provider": "sim",
+            "status": 200,
+            "outcome": "ok",
+            "prompt_tokens": 12,
+            "completion_tokens": 30,
+            "cached_tokens": 0,
+            "estimated": False,
+            "latency_ms": 0.42,
+            "cost": "0.000123",
+            "cost_nanos": 123000,
+            "currency": "USD",
+            "price_version": "pv_bench",
+            "over_budget": False,
+        }
+    )
 
 
 async def writer_for(path: Path) -> UsageWriter:

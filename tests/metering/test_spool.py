@@ -23,6 +23,7 @@ from multihome.config.metering import BudgetRule, MeteringConfig, SpoolConfig, W
 from multihome.metering.periods import period
 from multihome.metering.prices import DeploymentPrice, PriceTable
 from multihome.metering.replay import claim
+from multihome.metering.row import as_row
 from multihome.metering.service import Metering
 from multihome.metering.spool import SUFFIX, UsageSpool, database_id
 from multihome.metering.tables import usage_calls
@@ -149,17 +150,17 @@ async def test_rows_spread_over_rotated_files_of_a_killed_process_are_all_writte
     """The mapping fills: the rows go on in the next file (made ahead), every file allocated whole."""
     url = await _sqlite(tmp_path)
     spool = tmp_path / "spool"
-    _killed_child(url, spool, total=40, committed=5, segment=4096)
+    _killed_child(url, spool, total=100, committed=40, segment=4096)
     left = sorted(spool.iterdir())
-    assert len(left) >= 4, "~550-byte rows, 4 KiB files: several rotations"
+    assert len(left) >= 4, "~210-byte rows (~19 a file), 4 KiB files: several rotations"
     assert all(p.stat().st_size == 4096 for p in left), "each file allocated up front, none grown"
     lines = [line for p in left for line in p.read_bytes().rstrip(b"\0").split(b"\n")[1:] if line]
-    assert len(lines) <= 35 + 7, "the rows committed early were let go (their file zeroed or deleted)"
+    assert len(lines) <= 60 + 19, "the rows committed early were let go (their files deleted)"
 
     m = _metering(url, spool)
     await m.start()
     try:
-        assert sorted(await _rows(m)) == sorted(f"req{i}" for i in range(40)), "every call once, none twice"
+        assert sorted(await _rows(m)) == sorted(f"req{i}" for i in range(100)), "every call once, none twice"
         assert await _spent(m) == sum((await _rows(m)).values())
     finally:
         await m.close()
@@ -181,13 +182,13 @@ async def test_rotation_in_process_keeps_the_order_and_makes_the_next_file_ahead
     for f in spool.files:
         data = Path(f).read_bytes()
         assert len(data) == 4096
-        ids += [msgspec.json.decode(line)["request_id"] for line in data.rstrip(b"\0").split(b"\n")[1:] if line]
+        ids += [msgspec.json.decode(line)[0] for line in data.rstrip(b"\0").split(b"\n")[1:] if line]
     assert ids == [f"r{i}" for i in range(30)], "in the order they were put, each once"
     assert await spool.close() == 30
     kept = sorted(tmp_path.iterdir())
     assert all(p.stat().st_size < 4096 for p in kept), "kept files are cut to their rows"
     orphans = [claim(str(p), "db1") for p in kept]
-    assert [r["request_id"] for o in orphans if o for r in o.rows] == [f"r{i}" for i in range(30)]
+    assert [r[0] for o in orphans if o for r in o.rows] == [f"r{i}" for i in range(30)]
     for o in orphans:
         if o:
             o.release(True)
@@ -315,6 +316,36 @@ async def test_another_databases_file_and_a_live_file_are_left_alone(tmp_path):
         await live.close()
 
 
+async def test_a_file_of_the_earlier_format_is_replayed(db_url, tmp_path):
+    """Spool files of version 1 (rows as JSON objects, datetimes as RFC 3339, `reasoning_tokens` absent
+    before migration 0018) left by a process of an earlier release are written by this one."""
+    import datetime as dt
+
+    spool = tmp_path / "spool"
+    spool.mkdir()
+    at = dt.datetime(2026, 12, 3, 4, 5, 6, 123456, tzinfo=dt.UTC)
+    old = {
+        "request_id": "old0", "started_at": at, "finished_at": at, "tenant_id": "ten_a", "team_id": None,
+        "key_id": "key_a", "endpoint": "chat", "model_group": "gpt-4o", "deployment": "dep-a", "provider": "prov",
+        "status": 200, "outcome": "ok", "prompt_tokens": 10, "completion_tokens": 5, "cached_tokens": 0,
+        "estimated": False, "latency_ms": 1.5, "cost": "0.000075", "cost_nanos": 75000, "currency": "USD",
+        "price_version": "pv_test", "over_budget": False,
+    }  # fmt: skip
+    head = {"multihome_usage_spool": 1, "db": database_id(db_url), "pid": 1, "at": 0.0}
+    lines = [head, old, old | {"request_id": "old1", "reasoning_tokens": 3}]
+    (spool / f"usage-1-0000-0001{SUFFIX}").write_bytes(b"".join(msgspec.json.encode(x) + b"\n" for x in lines))
+    m = _metering(db_url, spool)
+    await m.start()
+    try:
+        async with m.engine.connect() as conn:
+            rows = (await conn.execute(sa.select(usage_calls).order_by(usage_calls.c.request_id))).all()
+    finally:
+        await m.close()
+    assert [(r.request_id, r.cost_nanos, r.reasoning_tokens) for r in rows] == [("old0", 75000, 0), ("old1", 75000, 3)]
+    assert all((r.started_at if r.started_at.tzinfo else r.started_at.replace(tzinfo=dt.UTC)) == at for r in rows)
+    assert list(spool.iterdir()) == []
+
+
 async def _sqlite(tmp_path) -> str:
     url = f"sqlite+aiosqlite:///{tmp_path / 'u.db'}"
     store = await open_store(url, migrate=True)
@@ -322,34 +353,36 @@ async def _sqlite(tmp_path) -> str:
     return url
 
 
-def _row(request_id: str) -> dict:
+def _row(request_id: str) -> tuple:
     import datetime as dt
 
     now = dt.datetime.now(dt.UTC)
-    return {
-        "request_id": request_id,
-        "started_at": now,
-        "finished_at": now,
-        "tenant_id": "ten_a",
-        "team_id": None,
-        "key_id": "key_a",
-        "endpoint": "chat",
-        "model_group": "gpt-4o",
-        "deployment": "dep-a",
-        "provider": "prov",
-        "status": 200,
-        "outcome": "ok",
-        "prompt_tokens": 10,
-        "completion_tokens": 5,
-        "cached_tokens": 0,
-        "estimated": False,
-        "latency_ms": 1.5,
-        "cost": "0.0000750",
-        "cost_nanos": 75000,
-        "currency": "USD",
-        "price_version": "pv_test",
-        "over_budget": False,
-    }
+    return as_row(
+        {
+            "request_id": request_id,
+            "started_at": now,
+            "finished_at": now,
+            "tenant_id": "ten_a",
+            "team_id": None,
+            "key_id": "key_a",
+            "endpoint": "chat",
+            "model_group": "gpt-4o-" + "m" * 160,  # ~500 bytes a row: a 4 KiB file holds ~7
+            "deployment": "dep-a",
+            "provider": "prov-" + "p" * 160,
+            "status": 200,
+            "outcome": "ok",
+            "prompt_tokens": 10,
+            "completion_tokens": 5,
+            "cached_tokens": 0,
+            "estimated": False,
+            "latency_ms": 1.5,
+            "cost": "0.0000750",
+            "cost_nanos": 75000,
+            "currency": "USD",
+            "price_version": "pv_test",
+            "over_budget": False,
+        }
+    )
 
 
 __all__ = ["Dep", "principal"]

@@ -179,3 +179,51 @@ def test_max_backlog_s_must_be_positive():
     assert check(MeteringConfig(writer=WriterConfig(max_backlog_s=0)), set()) == [
         "metering.writer.max_backlog_s: must be more than 0"
     ]
+
+
+async def test_stamps_are_stored_as_the_calls_times_to_the_microsecond(db_url):
+    """The row's stamps are made as text once and its flags as 0/1 (metering/row.py), cast by PostgreSQL
+    in its INSERT: read back through SQLAlchemy they are the calls' times, rounded as
+    `datetime.fromtimestamp` does, and booleans, on both backends; and a time-range query finds them."""
+    m = await metering(db_url)
+    times = [1_764_763_200.0, 1_764_763_200.1234565, 1_764_763_259.9999996, 1_764_849_599.5]
+    for i, t in enumerate(times):
+        m.record(call(f"s{i}", started=t, estimated=i == 1))
+    await m.flush()
+    async with m.engine.connect() as conn:
+        rows = (await conn.execute(sa.select(usage_calls).order_by(usage_calls.c.request_id))).all()
+        after = dt.datetime.fromtimestamp(times[2], dt.UTC)
+        later = (await conn.execute(sa.select(sa.func.count()).where(usage_calls.c.started_at >= after))).scalar()
+    await m.close()
+
+    def utc(d: dt.datetime) -> dt.datetime:
+        return d.replace(tzinfo=dt.UTC) if d.tzinfo is None else d.astimezone(dt.UTC)
+
+    assert [utc(r.started_at) for r in rows] == [dt.datetime.fromtimestamp(t, dt.UTC) for t in times]
+    assert [utc(r.finished_at) for r in rows] == [dt.datetime.fromtimestamp(t + 0.25, dt.UTC) for t in times]
+    assert later == 2
+    assert [(r.estimated, r.over_budget) for r in rows] == [
+        (False, False),
+        (True, False),
+        (False, False),
+        (False, False),
+    ]
+
+
+async def test_a_call_over_a_soft_budget_is_flagged_in_its_row(db_url):
+    from multihome.config.metering import BudgetRule
+
+    prices = PriceTable({"dep-a": DeploymentPrice.of("2.5", "10", None, "USD")})
+    soft = BudgetRule(scope="key", id="key_a", amount="0.000001", period="day", mode="soft")
+    m = Metering(MeteringConfig(budgets=[soft]), prices, storage_url=db_url)
+    await m.start()
+    try:
+        for rid in ("first", "second"):
+            await m.limiter.admit(principal(), "g", [Dep("dep-a")], 10, 10, rid)
+            m.record(call(rid))
+        await m.flush()
+        async with m.engine.connect() as conn:
+            rows = (await conn.execute(sa.select(usage_calls.c.request_id, usage_calls.c.over_budget))).all()
+    finally:
+        await m.close()
+    assert sorted(rows) == [("first", True), ("second", True)]

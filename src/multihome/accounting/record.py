@@ -29,19 +29,23 @@ class AttemptRecord(msgspec.Struct, frozen=True):
     reason: str | None = None
 
 
-class CallRecord(msgspec.Struct, frozen=True, kw_only=True):
-    request_id: str
-    started_at: float  # unix seconds
-    finished_at: float
-    endpoint: str  # "chat" | "embeddings" | "messages" | "responses" | "memory_embeddings"
+class CallRecord(msgspec.Struct, frozen=True):
+    """Every field has a default so that the tracker can make one positionally, in this order (a
+    keyword call of 30 arguments costs msgspec ~7x the instructions); give the first ten (those
+    without a natural default) when making one by keyword."""
+
+    request_id: str = ""
+    started_at: float = 0.0  # unix seconds
+    finished_at: float = 0.0
+    endpoint: str = ""  # "chat" | "embeddings" | "messages" | "responses" | "memory_embeddings"
     # who (never the key or token: key_id is the visible id)
-    tenant: str
-    subject: str
-    principal_source: str
+    tenant: str = ""
+    subject: str = ""
+    principal_source: str = ""
     team: str | None = None
     key_id: str | None = None
     # what
-    model_group: str
+    model_group: str = ""
     deployment: str | None = None  # the one that served (None if none did)
     provider: str | None = None
     provider_kind: str | None = None
@@ -49,10 +53,10 @@ class CallRecord(msgspec.Struct, frozen=True, kw_only=True):
     data_zone: str | None = None
     stream: bool = False
     attempts: tuple[AttemptRecord, ...] = ()
-    status: int  # HTTP status the client got
+    status: int = 0  # HTTP status the client got
     # ok | client_error | declined (no deployment served) | denied (policy/limits) | cancelled (client left)
     # | stream_error (broke after the first byte) | gateway_error (an upstream answered, the gateway failed to deliver it)
-    outcome: str
+    outcome: str = ""
     error_code: str | None = None
     usage: Usage | None = None
     latency_ms: float = 0.0

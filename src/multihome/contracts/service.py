@@ -29,6 +29,7 @@ from decimal import Decimal
 
 from ..aio import wait_event
 from ..config.contracts import Agreement, Commitment, ContractsConfig, agreements_of, problems
+from ..metering import row
 from ..metering.record import MeteredCall
 from . import money, terms
 from .ledger import Ledger, Pending, Total
@@ -122,18 +123,17 @@ class ContractsService:
             m.spooled,
         )
 
-    def replayed(self, rows: list[dict]) -> None:
-        """The accruals of usage rows a killed process left in the spool (metering/replay.py): the same
-        ones `metered` made of them; those it had committed are skipped by the ledger."""
+    def replayed(self, rows: list[tuple]) -> None:
+        """The accruals of usage rows a killed process left in the spool (metering/replay.py; row.py's
+        tuples): the same ones `metered` made of them; those it had committed are skipped by the ledger."""
         if self.ledger is None:
             return
         for r in rows:
-            cost = money.dec(r["cost"])
+            cost = money.dec(r[row.COST])
             if cost > 0:
-                at = r["finished_at"].timestamp()
                 self._accrue(
-                    r["request_id"], r["tenant_id"], r["model_group"], r["provider"], r["currency"], at, cost,
-                    r["price_version"], 0,
+                    r[row.REQUEST_ID], r[row.TENANT], r[row.MODEL_GROUP], r[row.PROVIDER], r[row.CURRENCY],
+                    row.finished_at(r), cost, r[row.PRICE_VERSION], 0,
                 )  # fmt: skip
 
     def _accrue(

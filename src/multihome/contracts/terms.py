@@ -93,7 +93,11 @@ class Index:
     ) -> list[Agreement]:
         if provider is None:
             return []
-        cands = self._by_provider.get(provider, [])
+        cands = self._by_provider.get(provider)
+        if cands is None:
+            if not self._any_provider:
+                return []  # no agreement names this provider (or none at all): every call metered without one
+            cands = []
         out = [a for a in cands if accrues(a, tenant, model_group, provider, currency, at)]
         out += [a for a in self._any_provider if accrues(a, tenant, model_group, provider, currency, at)]
         return out

@@ -62,6 +62,10 @@ class DeploymentPrice:
     exact: bool = False
     nanos_mul: int = 1  # cost in nanos == units * 10**(exp + 3): a factor when exp + 3 >= 0 ...
     nanos_div: int = 1  # ... else a divisor (rounded half-even)
+    # The cost's text: units / text_scale with text_digits decimals (the format spec `text_spec`),
+    # trailing zeros dropped (text_scale 0: exact_text).
+    text_scale: int = 0
+    text_spec: str = ""
 
     @classmethod
     def of(cls, input, output, cached_input, currency: str) -> DeploymentPrice:
@@ -86,6 +90,8 @@ class DeploymentPrice:
             exact=min(i, cp, o) >= 0,
             nanos_mul=10**shift if shift >= 0 else 1,
             nanos_div=10**-shift if shift < 0 else 1,
+            text_scale=10 ** (6 - exp) if exp < 6 else 0,
+            text_spec=f"0{6 - exp}d",
         )
 
     def cost(self, usage: Usage) -> Decimal:
@@ -107,20 +113,34 @@ class DeploymentPrice:
 
     def charge(self, usage: Usage) -> tuple[int, int, str]:
         """(units, nano-units, text) of the call's cost: `units` as `units()` (for `decimal`), the nanos
-        and text as `to_nanos(cost(usage))` and `text(cost(usage))`, in integers."""
-        units = self.units(usage)
-        if not (self.exact and units < EXACT_BELOW):
+        and text as `to_nanos(cost(usage))` and `text(cost(usage))`, in integers. Once per call: `units`
+        and the text are written out here (no calls but divmod and the formatting)."""
+        prompt, cached, completion = usage.prompt_tokens, usage.cached_tokens, usage.completion_tokens
+        if prompt < 0:
+            prompt = 0
+        if cached > prompt:
+            cached = prompt
+        elif cached < 0:
+            cached = 0
+        if completion < 0:
+            completion = 0
+        units = (prompt - cached) * self.in_units + cached * self.cached_units + completion * self.out_units
+        if not self.exact or units >= EXACT_BELOW:
             cost = self.cost(usage)  # a total the Decimal path rounds: it is the reference
             return units, to_nanos(cost), text(cost)
-        if self.nanos_div == 1:
+        div = self.nanos_div
+        if div == 1:
             nanos = units * self.nanos_mul
         else:
-            div = self.nanos_div
             nanos, rest = divmod(units, div)
             rest += rest
             if rest > div or (rest == div and nanos & 1):
                 nanos += 1
-        return units, nanos, exact_text(units, self.exp - 6)
+        scale = self.text_scale
+        if not scale:
+            return units, nanos, exact_text(units, self.exp - 6)
+        whole, frac = divmod(units, scale)
+        return units, nanos, f"{whole}.{frac:{self.text_spec}}".rstrip("0") if frac else str(whole)
 
     def amount(self, usage: Usage, units: int) -> float:
         """`float(cost(usage))` from `charge`'s units: the double nearest the exact cost (int / int and

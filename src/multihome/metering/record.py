@@ -12,6 +12,7 @@ if TYPE_CHECKING:
     from .prices import DeploymentPrice
 
 _ZERO = Decimal(0)
+_new = object.__new__
 
 
 class MeteredCall:
@@ -40,6 +41,28 @@ class MeteredCall:
         self._cost = cost  # exact, at the prices of `price_version`; 0 for an unpriced deployment or no usage
         self._price = price  # with `units`: what `cost` is made from when it was not given
         self._units = units
+
+    @classmethod
+    def of(
+        cls,
+        call: CallRecord,
+        currency: str,
+        price_version: str,
+        spooled: int,
+        price: DeploymentPrice | None,
+        units: int,
+    ) -> MeteredCall:
+        """One per metered call (Metering.record): positional, without __init__'s keyword call (a class
+        call with keywords costs the interpreter twice the instructions of these seven stores)."""
+        m = _new(cls)
+        m.call = call
+        m.currency = currency
+        m.price_version = price_version
+        m.spooled = spooled
+        m._cost = None
+        m._price = price
+        m._units = units
+        return m
 
     @property
     def cost(self) -> Decimal:
@@ -81,8 +104,8 @@ class SpoolHolder(MeteredSink, Protocol):
         """The `spooled` position of the oldest call not yet committed (None: all committed)."""
         ...
 
-    def replayed(self, rows: list[dict]) -> None:
-        """Usage rows read back from a dead process's spool file (replay.py's SpoolRow fields)."""
+    def replayed(self, rows: list[tuple]) -> None:
+        """Usage rows read back from a dead process's spool file (row.py's tuples)."""
         ...
 
     async def flush(self, timeout_s: float = 30.0) -> None: ...

@@ -30,6 +30,7 @@ from typing import BinaryIO
 
 import msgspec
 
+from .row import SPOOL_TYPE, Row, as_row
 from .spool import MAGIC, SUFFIX
 
 log = logging.getLogger("multihome.metering.spool")
@@ -37,7 +38,8 @@ _CHUNK = 1 << 16
 
 
 class SpoolRow(msgspec.Struct, forbid_unknown_fields=False):
-    """One usage_calls row as the spool writes it (metering/tables.py)."""
+    """One usage_calls row as spool files of version 1 hold it (a JSON object); version 2 holds row.py's
+    tuple as an array."""
 
     request_id: str
     started_at: dt.datetime
@@ -64,7 +66,8 @@ class SpoolRow(msgspec.Struct, forbid_unknown_fields=False):
     reasoning_tokens: int = 0  # absent from rows spooled before migration 0018
 
 
-_row = msgspec.json.Decoder(SpoolRow)
+_object = msgspec.json.Decoder(SpoolRow)
+_array = msgspec.json.Decoder(SPOOL_TYPE)
 _header = msgspec.json.Decoder(dict)
 
 
@@ -74,7 +77,7 @@ class Orphan:
 
     path: str
     fd: int
-    rows: list[dict] = field(default_factory=list)
+    rows: list[Row] = field(default_factory=list)
     skipped: int = 0  # lines that did not decode
 
     def release(self, delete: bool) -> None:
@@ -131,8 +134,8 @@ def _read(orphan: Orphan, data: bytes, db: str) -> bool:
         head = _header.decode(lines[0])
     except msgspec.DecodeError:
         head = {}
-    if head.get(MAGIC) != 1:
-        log.warning("usage spool: %s has no spool header; left alone", orphan.path)
+    if head.get(MAGIC) not in (1, 2):
+        log.warning("usage spool: %s has no spool header (or one of a newer version); left alone", orphan.path)
         return False
     if head.get("db") != db:
         log.info("usage spool: %s holds rows of another database; left alone", orphan.path)
@@ -141,7 +144,10 @@ def _read(orphan: Orphan, data: bytes, db: str) -> bool:
         if not line:
             continue  # the end of the file, or a line a torn write left empty
         try:
-            orphan.rows.append(msgspec.structs.asdict(_row.decode(line)))
+            if line[:1] == b"[":
+                orphan.rows.append(_array.decode(line))
+            else:  # a file of version 1
+                orphan.rows.append(as_row(msgspec.structs.asdict(_object.decode(line))))
         except msgspec.DecodeError as exc:
             orphan.skipped += 1
             last = n == len(lines) or (n == len(lines) - 1 and not lines[-1])
@@ -195,7 +201,7 @@ async def replay(
     directory: str,
     db: str,
     own: Callable[[str], bool],
-    put: Callable[[list[dict]], None],
+    put: Callable[[list[Row]], None],
     flush: Callable[[], Awaitable[None]],
 ) -> int:
     """Write the rows of every dead process's file in `directory` (through `put`, then `flush`), delete

@@ -32,6 +32,7 @@ from .limiter import Limiter
 from .periods import UTC, WINDOW_MS, period, window
 from .prices import PriceTable
 from .record import MeteredCall, MeteredSink, SpoolHolder
+from .row import Row, stamps
 from .rules import AdminBudget, Rules, admin_budget, principal_key, slot, window_expire_ms, window_key
 
 if TYPE_CHECKING:
@@ -80,6 +81,7 @@ class Metering:
         self._rescan: asyncio.Task | None = None
         self._spool: UsageSpool | None = None
         self.holder: SpoolHolder | None = None  # see hold_spool
+        self._stamp = stamps()  # a usage row's stamps as their stored text (row.py)
 
     @classmethod
     def from_config(cls, config) -> Metering:
@@ -118,66 +120,62 @@ class Metering:
     # -- CallSink ------------------------------------------------------------------------------------
     def record(self, call: CallRecord) -> None:
         usage = call.usage
-        price = self.prices.get(call.deployment)
+        dep = call.deployment
+        price = self.prices.prices.get(dep) if dep is not None else None
         if price is not None and usage is not None:
             units, nanos, cost_text = price.charge(usage)  # exact, in integers (prices.py)
             currency = price.currency
         else:
             units, nanos, cost_text = 0, 0, "0"
             currency = price.currency if price is not None else "USD"
-        over = False
+        over = 0  # the row's flags are 0/1 (row.py)
         ticket = self.limiter.open.get(call.request_id)
         if ticket is not None:
-            over = ticket.over_budget
+            over = 1 if ticket.over_budget else 0
             tokens = usage.prompt_tokens + usage.completion_tokens if usage is not None else 0
             ticket.settle(nanos, currency, tokens)
         self.recorded += 1
         writer = self.writer
         # A call that reached no upstream and costs nothing (refused, denied, a bad request) must not
         # feed the backlog its refusal is meant to cap: while the backlog is full it gets no row.
-        free = call.deployment is None and nanos == 0 and ticket is None
+        free = dep is None and nanos == 0 and ticket is None
         spooled = 0
         if writer is not None and free and writer.overloaded():
             writer.skip()
         elif writer is not None:
-            writer.put(
-                {
-                    "request_id": call.request_id,
-                    "started_at": _ts(call.started_at),
-                    "finished_at": _ts(call.finished_at),
-                    "tenant_id": call.tenant,
-                    "team_id": call.team,
-                    "key_id": call.key_id or call.subject,
-                    "endpoint": call.endpoint,
-                    "model_group": call.model_group,
-                    "deployment": call.deployment,
-                    "provider": call.provider,
-                    "status": call.status,
-                    "outcome": call.outcome,
-                    "prompt_tokens": usage.prompt_tokens if usage else 0,
-                    "completion_tokens": usage.completion_tokens if usage else 0,
-                    "cached_tokens": usage.cached_tokens if usage else 0,
-                    "reasoning_tokens": usage.reasoning_tokens if usage else 0,
-                    "estimated": bool(usage and usage.estimated),
-                    "latency_ms": call.latency_ms,
-                    "cost": cost_text,
-                    "cost_nanos": nanos,
-                    "currency": currency,
-                    "price_version": self.prices.version,
-                    "over_budget": over,
-                }
+            stamp = self._stamp
+            # The row in its final shape (row.py: usage_calls' column order, the stamps as stored text).
+            spooled = writer.put(
+                (
+                    call.request_id,
+                    stamp(call.started_at),
+                    stamp(call.finished_at),
+                    call.tenant,
+                    call.team,
+                    call.key_id or call.subject,
+                    call.endpoint,
+                    call.model_group,
+                    dep,
+                    call.provider,
+                    call.status,
+                    call.outcome,
+                    *(
+                        (usage.prompt_tokens, usage.completion_tokens, usage.cached_tokens, usage.reasoning_tokens)
+                        if usage is not None
+                        else (0, 0, 0, 0)
+                    ),
+                    1 if usage is not None and usage.estimated else 0,
+                    call.latency_ms,
+                    cost_text,
+                    nanos,
+                    currency,
+                    self.prices.version,
+                    over,
+                )
             )
-            if writer.spool is not None:
-                spooled = writer.spool.rows_in
         if self.sinks:
-            metered = MeteredCall(
-                call=call,
-                price=price,
-                units=units,  # the Decimal cost is made only if a sink asks for it
-                currency=currency,
-                price_version=self.prices.version,
-                spooled=spooled,
-            )
+            # The Decimal cost is made from price and units only if a sink asks for it.
+            metered = MeteredCall.of(call, currency, self.prices.version, spooled, price, units)
             for sink in self.sinks:
                 try:
                     sink.metered(metered)
@@ -267,7 +265,7 @@ class Metering:
 
         holder = self.holder
 
-        def put(w: UsageWriter, rows: list[dict]) -> None:
+        def put(w: UsageWriter, rows: list[Row]) -> None:
             w.put_replayed(rows)
             if holder is not None:
                 holder.replayed(rows)  # the ledger's accruals of these calls, idempotent as the rows are

@@ -2,7 +2,7 @@
 
 The writer (writer.py) keeps rows in memory and commits them in groups, so a process killed between
 an answer and the commit (SIGKILL, the OOM killer) would lose that call's row. `append` therefore
-copies the row, as one JSON line, into a shared memory mapping (MAP_SHARED) of a file this process
+copies the row, as one JSON line (its tuple as an array: row.py), into a shared memory mapping (MAP_SHARED) of a file this process
 owns: the mapping's pages are the kernel's page cache, which outlives the process, so every row
 whose copy returned is read back by the next start (replay.py), which inserts it idempotently
 (`request_id` is the key). No system call per row: a write() gave the interpreter away on the event
@@ -48,10 +48,15 @@ from typing import Any
 import msgspec
 from sqlalchemy.engine import make_url
 
+from .row import Row
+
 log = logging.getLogger("multihome.metering.spool")
 
 SUFFIX = ".spool"
 MAGIC = "multihome_usage_spool"
+# The header's MAGIC value: 2, rows as JSON arrays in column order (row.py); 1, rows as JSON objects (files
+# of earlier versions, still replayed). A version that knows only 1 leaves a file of 2 alone, not dropped.
+VERSION = 2
 _ERROR_LOG_S = 10.0
 _RETRY_S = 1.0  # a next file that could not be made is tried again after this long
 _PAGE = mmap.PAGESIZE
@@ -68,7 +73,7 @@ def database_id(url: str) -> str:
 
 
 def header(db: str) -> bytes:
-    return msgspec.json.encode({MAGIC: 1, "db": db, "pid": os.getpid(), "at": time.time()}) + b"\n"
+    return msgspec.json.encode({MAGIC: VERSION, "db": db, "pid": os.getpid(), "at": time.time()}) + b"\n"
 
 
 class _Segment:
@@ -98,7 +103,6 @@ class UsageSpool:
         self.db = db
         self.segment_bytes = segment_bytes
         self.fsync_s = fsync_interval_ms / 1000
-        self.appended = 0
         self.errors = 0  # rows that could not be written to the spool (they are still queued in memory)
         # Why the next file could not be made (a full disk); None: fine. See `refusing`.
         self.down: OSError | None = None
@@ -115,6 +119,8 @@ class UsageSpool:
         self._encoder = msgspec.json.Encoder()
         self._buf = bytearray()
         self.rows_in = 0  # rows put so far (spooled or not): the position of the last one
+        self._unspooled = 0  # rows of them queued without a line here (replayed from another's file)
+        self._tail: list[Any] | None = None  # self._runs[-1] while there is one
         self._done = 0  # rows the usage writer committed (in the order they were put)
         self._let_go_to = 0  # rows let go: committed and no longer held
         # The position of the oldest row another consumer still needs (None: none); see the docstring.
@@ -161,30 +167,40 @@ class UsageSpool:
         return _Segment(path, fd, mapping, size, len(head))
 
     # -- the hot path: one copy per row, on the event loop -------------------------------------------
-    def append(self, row: dict) -> None:
+    def append(self, row: Row) -> int:
         """Copy `row` into the current file (in the page cache when this returns, unless there was no
-        room: logged, the row stays in memory only)."""
+        room: logged, the row stays in memory only). -> its position (`rows_in`)."""
         seg = self._cur
         assert seg is not None, "open() first"
         buf = self._buf
         self._encoder.encode_into(row, buf)
-        buf.extend(b"\n")
+        buf += b"\n"
         pos = seg.pos
         end = pos + len(buf)
         if end > seg.reserve:
             advanced = self._advance(len(buf))
             if advanced is None:
                 self._run(None)
-                return
+                return self.rows_in
             seg = advanced
             pos = seg.pos
             end = pos + len(buf)
         seg.map[pos:end] = buf
         seg.pos = end
-        self.appended += 1
         self._dirty = True
-        self._run(seg)
         seg.pending += 1
+        tail = self._tail
+        if tail is not None and tail[0] is seg:  # the usual row: one more in the newest run
+            tail[1] += 1
+            self.rows_in += 1
+        else:
+            self._run(seg)
+        return self.rows_in
+
+    @property
+    def appended(self) -> int:
+        """Rows copied into a file of this process."""
+        return self.rows_in - self._unspooled - self.errors
 
     def _advance(self, n: int) -> _Segment | None:
         """The segment a row of `n` bytes goes to once the current one is past its reserve mark: the
@@ -251,15 +267,17 @@ class UsageSpool:
 
     def unspooled(self, rows: int) -> None:
         """`rows` rows were queued without a spool line of this process (replayed from another's file)."""
+        self._unspooled += rows
         self._run(None, rows)
 
     def _run(self, seg: _Segment | None, rows: int = 1) -> None:
         self.rows_in += rows
-        runs = self._runs
-        if runs and runs[-1][0] is seg:
-            runs[-1][1] += rows
+        tail = self._tail
+        if tail is not None and tail[0] is seg:
+            tail[1] += rows
         else:
-            runs.append([seg, rows])
+            self._tail = tail = [seg, rows]
+            self._runs.append(tail)
 
     def _failed(self, exc: OSError) -> None:
         self.errors += 1
@@ -299,6 +317,8 @@ class UsageSpool:
             rows -= take
             if take == k:
                 runs.popleft()
+                if run is self._tail:
+                    self._tail = None
             else:
                 run[1] = k - take
             if seg is not None:
@@ -388,4 +408,4 @@ def _datasync(fds: list[int]) -> None:
         os.fdatasync(fd)
 
 
-__all__ = ["UsageSpool", "database_id", "SUFFIX", "MAGIC"]
+__all__ = ["UsageSpool", "database_id", "SUFFIX", "MAGIC", "VERSION"]

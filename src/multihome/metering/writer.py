@@ -26,20 +26,20 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from itertools import islice
+from itertools import chain, islice
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from ..aio import wait_event
-from ..storage.base import sqlite_stamp
-from ..storage.engine import PgBulkInsert, create_sync_sqlite_engine
+from ..storage.engine import create_sync_sqlite_engine
+from .row import COLUMNS, Row
 from .spool import UsageSpool
 
 log = logging.getLogger("multihome.metering.writer")
 
-_PER_STATEMENT = 250  # rows per INSERT on SQLite: 250 x 22 columns stays under its 32,766 parameters
+_PER_STATEMENT = 250  # rows per INSERT on SQLite: 250 x 23 columns stays under its 32,766 parameters
 _GROWTH = 10  # on SQLite a backlog is written in batches of up to this many times batch_size
 _STALL_S = 30.0  # close() gives up when no batch could be written for this long (database away)
 
@@ -63,7 +63,7 @@ class UsageWriter:
         self.interval = flush_interval_ms / 1000
         self.max_backlog = max_backlog
         self.max_backlog_s = max_backlog_s
-        self.rows: deque[dict] = deque()
+        self.rows: deque[Row] = deque()  # row.py: tuples in the table's column order, stamps as text
         self.written = 0
         self.failures = 0
         self.skipped = 0  # rows of free calls not queued because the backlog was full
@@ -77,12 +77,12 @@ class UsageWriter:
         self._closing = False
         self._skip_logged = 0.0
         self.on_flush: Callable[[float], None] | None = None  # seconds per committed batch (metrics)
-        self._pg = PgBulkInsert(table, on_conflict_do_nothing=True) if engine.dialect.name == "postgresql" else None
+        self._columns = [c.name for c in table.columns]
+        assert tuple(self._columns) == COLUMNS, "rows are row.py's tuples"
+        self._pg = _pg_insert(table) if engine.dialect.name == "postgresql" else None
         # SQLite, behind: bigger batches, so the fixed cost of a transaction (hand-offs that each wait a
         # loop cycle) is shared by more rows. asyncpg encodes on the event loop: its batches stay small.
         self._max_batch = batch_size * (_GROWTH if self._pg is None else 1)
-        self._columns = [c.name for c in table.columns]
-        self._stamps = [i for i, c in enumerate(table.columns) if isinstance(c.type, sa.DateTime)]
         self._sqlite_head = f"INSERT OR IGNORE INTO {table.name} ({', '.join(self._columns)}) VALUES "
         self._sqlite_row = "(" + ", ".join("?" * len(self._columns)) + ")"
         self._sqlite_sqls: dict[int, str] = {}
@@ -91,18 +91,21 @@ class UsageWriter:
         self._thread: ThreadPoolExecutor | None = None
         self._conn: tuple[AsyncEngine, Any, Any] | None = None  # (made for, sync engine, its connection)
 
-    def put(self, row: dict) -> None:
+    def put(self, row: Row) -> int:
         """Never blocks, never refuses: admission keeps the backlog bounded (see `overloaded`). With a
-        spool the row is in a local file (in the kernel) when this returns."""
-        if self.spool is not None:
-            self.spool.append(row)
+        spool the row is in a local file (in the kernel) when this returns. -> the row's position in
+        the spool (`UsageSpool.rows_in`), 0 without one."""
+        spool = self.spool
+        at = spool.append(row) if spool is not None else 0  # first: a row it counts is a row queued
         rows = self.rows
         rows.append(row)
         self._accepted += 1
-        if len(rows) == 1 or len(rows) == self.batch_size:  # only transitions wake the writer
+        n = len(rows)
+        if n == 1 or n == self.batch_size:  # only transitions wake the writer
             self._wake.set()
+        return at
 
-    def put_replayed(self, rows: list[dict]) -> None:
+    def put_replayed(self, rows: list[Row]) -> None:
         """Rows read back from a stopped process's spool file (replay.py): queued, not spooled again."""
         if self.spool is not None:
             self.spool.unspooled(len(rows))
@@ -187,10 +190,12 @@ class UsageWriter:
             )
         return True
 
-    async def _write(self, batch: list[dict]) -> None:
+    async def _write(self, batch: list[Row]) -> None:
         if self._pg is not None:
             async with self.engine.connect() as conn:
-                await self._pg.run(conn, batch)
+                driver = (await conn.get_raw_connection()).driver_connection
+                assert driver is not None  # None only for a connection already invalidated
+                await driver.executemany(self._pg, batch)  # atomic; the rows as they are, encoded in C
             return
         # The whole batch on the writer's own thread: one hand-off there and one back, whatever the
         # batch size, and the rows are converted there. Through aiosqlite every driver call (checkout,
@@ -201,7 +206,7 @@ class UsageWriter:
             self._thread = ThreadPoolExecutor(1, thread_name_prefix="mh-usage-write")
         await asyncio.get_running_loop().run_in_executor(self._thread, self._sqlite_batch, self.engine, batch)
 
-    def _sqlite_batch(self, engine: AsyncEngine, batch: list[dict]) -> None:
+    def _sqlite_batch(self, engine: AsyncEngine, batch: list[Row]) -> None:
         """One transaction on the writer thread: BEGIN IMMEDIATE, INSERTs of up to 250 rows, COMMIT."""
         raw = self._sqlite_connection(engine)
         raw.execute("BEGIN IMMEDIATE")
@@ -266,25 +271,16 @@ class UsageWriter:
             sql = self._sqlite_sqls[rows] = self._sqlite_head + ", ".join([self._sqlite_row] * rows)
         return sql
 
-    def _statements(self, batch: list[dict], start: int, stop: int, pad_to: int = 0) -> Iterator[tuple]:
-        """The flat parameters of each INSERT over batch[start:stop], as SQLAlchemy's SQLite dialect
-        stores them: datetimes as naive UTC text with microseconds (what its DateTime type writes and
-        reads back), booleans as 0/1 (sqlite3 does that itself). `pad_to`: one statement of that many
-        rows, the last row repeated to fill it."""
-        cols, stamps = self._columns, self._stamps
+    @staticmethod
+    def _statements(batch: list[Row], start: int, stop: int, pad_to: int = 0) -> Iterator[tuple]:
+        """The flat parameters of each INSERT over batch[start:stop]: the rows as they are (row.py: the
+        stamps already the text SQLAlchemy's SQLite DateTime writes and reads back, the flags 0/1),
+        chained in C. `pad_to`: one statement of that many rows, the last row repeated."""
         for i in range(start, stop, _PER_STATEMENT):
-            flat: list = []
-            values: list = []
-            for row in batch[i : min(i + _PER_STATEMENT, stop)]:
-                values = [row[c] for c in cols]
-                for j in stamps:
-                    value = values[j]
-                    if value is not None:
-                        values[j] = sqlite_stamp(value)
-                flat.extend(values)
-            for _ in range(pad_to - (stop - i)):
-                flat.extend(values)
-            yield tuple(flat)
+            part = batch[i : min(i + _PER_STATEMENT, stop)]
+            if pad_to > len(part):
+                part += [part[-1]] * (pad_to - len(part))
+            yield tuple(chain.from_iterable(part))
 
     def _measured(self, rows: int, seconds: float) -> None:
         """Learn the database's rate from a batch big enough to tell, and cap the backlog at what it
@@ -332,6 +328,20 @@ class UsageWriter:
             self.written += len(batch)
             async with self._committed:
                 self._committed.notify_all()
+
+
+def _pg_insert(table: sa.Table) -> str:
+    """asyncpg's INSERT of row.py's tuples: the stamps' text (naive UTC) and the flags (0/1) cast by the
+    server, so no datetime or bool is made per row; ON CONFLICT DO NOTHING, as INSERT OR IGNORE on SQLite."""
+
+    def mark(i: int, c: sa.Column) -> str:
+        if isinstance(c.type, sa.DateTime):
+            return f"${i}::text::timestamp AT TIME ZONE 'UTC'"
+        return f"${i}::int4::boolean" if isinstance(c.type, sa.Boolean) else f"${i}"
+
+    marks = [mark(i, c) for i, c in enumerate(table.columns, 1)]
+    names = ", ".join(c.name for c in table.columns)
+    return f"INSERT INTO {table.name} ({names}) VALUES ({', '.join(marks)}) ON CONFLICT DO NOTHING"
 
 
 __all__ = ["UsageWriter"]

@@ -1,0 +1,42 @@
+"""A usage row's stamps as text (metering/row.py): the same text as formatting the datetime the
+stamps were made from before, for any time (a property), and rows of mappings in column order."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from multihome.metering.row import COLUMNS, as_dict, as_row, stamp_of, stamps
+from multihome.metering.tables import usage_calls
+from multihome.storage.base import sqlite_stamp
+
+STAMPS = stamps()  # one for the whole run, as Metering keeps one: its per-second cache is exercised
+
+
+@given(st.floats(min_value=-(2**32), max_value=2**35, allow_nan=False, allow_infinity=False))
+def test_stamps_are_the_datetime_text_of_any_time(t):
+    assert STAMPS(t) == sqlite_stamp(dt.datetime.fromtimestamp(t, dt.UTC))
+
+
+@given(st.integers(min_value=1_700_000_000, max_value=1_900_000_000), st.integers(0, 999_999))
+def test_stamps_round_halves_to_even_as_datetime_does(sec, us):
+    for t in (sec + us / 1e6, sec + (us + 0.5) / 1e6, sec + (us + 0.4999999) / 1e6):
+        assert STAMPS(t) == stamp_of(t) == sqlite_stamp(dt.datetime.fromtimestamp(t, dt.UTC))
+
+
+def test_rows_are_in_the_tables_column_order():
+    assert COLUMNS == tuple(c.name for c in usage_calls.columns)
+    at = dt.datetime(2026, 12, 3, 4, 5, 6, 7, tzinfo=dt.UTC)
+    fields = {c: f"v-{c}" for c in COLUMNS} | {"started_at": at, "finished_at": at.timestamp()}
+    fields |= {"estimated": True, "over_budget": False}
+    del fields["reasoning_tokens"]  # a row spooled before migration 0018
+    row = as_row(fields)
+    assert as_dict(row) == fields | {
+        "started_at": "2026-12-03 04:05:06.000007",
+        "finished_at": "2026-12-03 04:05:06.000007",
+        "reasoning_tokens": 0,
+        "estimated": 1,  # flags as SQLite stores them
+        "over_budget": 0,
+    }
