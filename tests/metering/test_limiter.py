@@ -10,7 +10,7 @@ import uuid
 
 import pytest
 
-from multihome.config.metering import BudgetRule, MeteringConfig, RateLimitRule
+from multihome.config.metering import BudgetRule, MeteringConfig, PromptReserve, RateLimitRule
 from multihome.metering.counters import LocalCounters
 from multihome.metering.counters_redis import RedisCounters
 from multihome.metering.limiter import Limiter
@@ -126,6 +126,25 @@ async def test_reservation_covers_every_choice_and_settles_to_actual(counters_fa
     ticket = lim.settle("n8", 123_000, "USD", 100)
     await lim.drain()
     assert await lim.counters.read([ticket.reserved[0][0]], int(NOW * 1000)) == [123_000]
+    await lim.close()
+
+
+async def test_a_reloaded_config_reserves_with_its_prompt_reserve_and_output_cap(counters_factory):
+    # Reserve: ceil(1000 x factor) + extra prompt tokens at dep-a's input price (1.0 per 1M: 1,000 nano-units a
+    # token) plus the output cap at 2.0 per 1M. A reload changes both; the next admission uses the new ones.
+    lim = await limiter(counters_factory, budgets=[budget("100")], default_max_output_tokens=100)
+    p = principal()
+    before = await lim.admit(p, "g", [Dep("dep-a")], 1000, None, "before")
+    assert before.reserved[0][1] == (1250 + 16) * 1000 + 100 * 2000
+    cfg = MeteringConfig(
+        key_prefix=lim.cfg.key_prefix,
+        budgets=[budget("100")],
+        default_max_output_tokens=300,
+        prompt_reserve=PromptReserve(factor=2.0, extra_tokens=0),
+    )
+    lim.reconfigure(cfg, PRICES)
+    after = await lim.admit(p, "g", [Dep("dep-a")], 1000, None, "after")
+    assert after.reserved[0][1] == 2000 * 1000 + 300 * 2000
     await lim.close()
 
 

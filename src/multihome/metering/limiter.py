@@ -477,6 +477,14 @@ class Limiter:
             warning = header_text.text("; ".join(warnings)).encode()
             ticket.headers = [*ticket.headers, (b"x-multihome-budget-warning", warning)]
 
+    def reconfigure(self, cfg: MeteringConfig, prices: PriceTable) -> None:
+        """A reloaded config: its prompt reserve, default output cap and prices apply from the next
+        admission (the routes and shapes made from the old ones are dropped)."""
+        self.cfg, self.prices = cfg, prices
+        self._factor, self._extra = cfg.prompt_reserve.factor, cfg.prompt_reserve.extra_tokens
+        self._routes = {}
+        self._shapes = {}
+
     def use_rules(self, rules: Rules) -> None:
         """Switch to new rules (budgets changed): admissions from now on resolve against them.
         Tickets already admitted keep their reservations and settle them as before."""

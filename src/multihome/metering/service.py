@@ -350,8 +350,8 @@ class Metering:
         """After a config reload: the deployments' prices and the config's budgets and rate limits. Calls
         admitted before keep their reservations; a new budget's counters are seeded from stored usage
         first, as for one set through the admin API."""
-        self.cfg = self.limiter.cfg = cfg
-        self.prices = self.limiter.prices = prices
+        self.cfg, self.prices = cfg, prices
+        self.limiter.reconfigure(cfg, prices)
         await self._use_budgets(self.admin_budgets)
 
     async def refresh_budgets(self) -> None:
