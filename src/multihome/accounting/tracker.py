@@ -83,7 +83,7 @@ class CallTracker:
         "policy_code",
         "entitlement_id",
         "ticket",
-        "_durable",
+        "durable",
         "finished",
         "request",
         "traceparent",
@@ -106,7 +106,9 @@ class CallTracker:
         self.policy_code: str | None = None  # set by api.policy_gate: the decision's code
         self.entitlement_id: str | None = None  # and the grant that licensed or refused the call
         self.ticket: Ticket | None = None
-        self._durable: asyncio.Future[int] | None = None
+        # The call's `call_started` on disk (audit): the answer waits for it. A future, awaited as it is
+        # (api/pipeline.py), not through a coroutine of the tracker's.
+        self.durable: asyncio.Future[int] | None = None
         self.finished = False
         self.request = None  # the canonical chat or embeddings request, for usage estimates
         self.traceparent: bytes | None = None  # set by the front door when accounting.trace_context
@@ -161,13 +163,9 @@ class CallTracker:
     def _started(self, group) -> None:
         if self.acc.audit is not None:
             # Runs while the upstream works; the answer waits for it (see docs/audit.md).
-            self._durable = self.acc.audit.call_started(
+            self.durable = self.acc.audit.call_started(
                 self.request_id, self.principal, group.name, self.endpoint, self.request_sha256
             )
-
-    async def durable(self) -> None:
-        if self._durable is not None:
-            await self._durable
 
     def finish(
         self,
@@ -186,7 +184,7 @@ class CallTracker:
         if self.finished:
             return
         self.finished = True
-        durable = self._durable
+        durable = self.durable
         if durable is not None and not durable.done():
             durable.add_done_callback(_swallow)
         acc = self.acc
