@@ -201,7 +201,9 @@ class CallTracker:
             stream = False
             produced = outcome in _PRODUCED
         record_usage = self._usage(usage, content_chars) if produced else None
-        latency_ms = round((time.perf_counter() - self._t0) * 1000, 3)
+        # Milliseconds to three decimals, half up: `round(x, 3)` goes through a decimal string (~3,100
+        # instructions under callgrind), this floor ~1,100; the two differ only on a half of a microsecond.
+        latency_ms = ((time.perf_counter() - self._t0) * 1_000_000 + 0.5) // 1 / 1000
         observer = acc.observer
         if observer is not None:
             observer(
@@ -241,7 +243,7 @@ class CallTracker:
             region,
             zone,  # data_zone
             stream,
-            tuple([AttemptRecord(a.deployment, a.outcome, round(a.ms, 3), a.reason) for a in attempts]),
+            _attempts(attempts),
             status,
             outcome,
             error_code,
@@ -316,6 +318,15 @@ class CallTracker:
         prompt = estimate.input_tokens(self.request)
         chars = content_chars if isinstance(content_chars, int) else content_chars()
         return Usage(prompt, chars // estimate.CHARS_PER_TOKEN, 0, estimated=prompt > 0 or usage is None)
+
+
+def _attempts(attempts: Sequence[Any]) -> tuple[AttemptRecord, ...]:
+    """routing's attempts as the record's, their milliseconds to three decimals (as latency_ms). One
+    attempt, the usual case, without a list comprehension's frame and list."""
+    if len(attempts) == 1:
+        a = attempts[0]
+        return (AttemptRecord(a.deployment, a.outcome, (a.ms * 1000 + 0.5) // 1 / 1000, a.reason),)
+    return tuple([AttemptRecord(a.deployment, a.outcome, (a.ms * 1000 + 0.5) // 1 / 1000, a.reason) for a in attempts])
 
 
 # The usage rows' token columns are 32-bit on PostgreSQL: one larger count would fail its batch, and the
