@@ -264,10 +264,14 @@ def _abandon(served: Served) -> None:
 def finish_unary(call: Call, served: Served, sent: bytes) -> None:
     """Account a unary answer about to be sent: before the send, so its usage row is on local disk
     (metering/spool.py) before the client can have the answer."""
-    if call.tracker is not None:
-        if call.tracker.capture is not None:
-            call.tracker.capture.add(sent)
-        call.tracker.finish_produced(served, served.status, "ok", response_sha256=hashlib.sha256(sent).hexdigest())
+    tracker = call.tracker
+    if tracker is not None:
+        if tracker.capture is not None:
+            tracker.capture.add(sent)
+        # The answer's hash goes where the request's does (Accounting.begin: the call's record and the
+        # audit trail); a tracker without one (metrics alone) makes no record to put it in.
+        digest = hashlib.sha256(sent).hexdigest() if tracker.request_sha256 else None
+        tracker.finish_produced(served, served.status, "ok", response_sha256=digest)
 
 
 def finish_refused(call: Call, served: Served, err: ApiError, outcome: str) -> None:
