@@ -83,7 +83,7 @@ class CallTracker:
         "policy_code",
         "entitlement_id",
         "ticket",
-        "_durable",
+        "durable",
         "finished",
         "request",
         "traceparent",
@@ -106,7 +106,9 @@ class CallTracker:
         self.policy_code: str | None = None  # set by api.policy_gate: the decision's code
         self.entitlement_id: str | None = None  # and the grant that licensed or refused the call
         self.ticket: Ticket | None = None
-        self._durable: asyncio.Future[int] | None = None
+        # The call's `call_started` on disk (audit): the answer waits for it. A future, awaited as it is
+        # (api/pipeline.py), not through a coroutine of the tracker's.
+        self.durable: asyncio.Future[int] | None = None
         self.finished = False
         self.request = None  # the canonical chat or embeddings request, for usage estimates
         self.traceparent: bytes | None = None  # set by the front door when accounting.trace_context
@@ -161,13 +163,9 @@ class CallTracker:
     def _started(self, group) -> None:
         if self.acc.audit is not None:
             # Runs while the upstream works; the answer waits for it (see docs/audit.md).
-            self._durable = self.acc.audit.call_started(
+            self.durable = self.acc.audit.call_started(
                 self.request_id, self.principal, group.name, self.endpoint, self.request_sha256
             )
-
-    async def durable(self) -> None:
-        if self._durable is not None:
-            await self._durable
 
     def finish(
         self,
@@ -186,7 +184,7 @@ class CallTracker:
         if self.finished:
             return
         self.finished = True
-        durable = self._durable
+        durable = self.durable
         if durable is not None and not durable.done():
             durable.add_done_callback(_swallow)
         acc = self.acc
@@ -203,7 +201,9 @@ class CallTracker:
             stream = False
             produced = outcome in _PRODUCED
         record_usage = self._usage(usage, content_chars) if produced else None
-        latency_ms = round((time.perf_counter() - self._t0) * 1000, 3)
+        # Milliseconds to three decimals, half up: `round(x, 3)` goes through a decimal string (~3,100
+        # instructions under callgrind), this floor ~1,100; the two differ only on a half of a microsecond.
+        latency_ms = ((time.perf_counter() - self._t0) * 1_000_000 + 0.5) // 1 / 1000
         observer = acc.observer
         if observer is not None:
             observer(
@@ -243,7 +243,7 @@ class CallTracker:
             region,
             zone,  # data_zone
             stream,
-            tuple([AttemptRecord(a.deployment, a.outcome, round(a.ms, 3), a.reason) for a in attempts]),
+            _attempts(attempts),
             status,
             outcome,
             error_code,
@@ -318,6 +318,15 @@ class CallTracker:
         prompt = estimate.input_tokens(self.request)
         chars = content_chars if isinstance(content_chars, int) else content_chars()
         return Usage(prompt, chars // estimate.CHARS_PER_TOKEN, 0, estimated=prompt > 0 or usage is None)
+
+
+def _attempts(attempts: Sequence[Any]) -> tuple[AttemptRecord, ...]:
+    """routing's attempts as the record's, their milliseconds to three decimals (as latency_ms). One
+    attempt, the usual case, without a list comprehension's frame and list."""
+    if len(attempts) == 1:
+        a = attempts[0]
+        return (AttemptRecord(a.deployment, a.outcome, (a.ms * 1000 + 0.5) // 1 / 1000, a.reason),)
+    return tuple([AttemptRecord(a.deployment, a.outcome, (a.ms * 1000 + 0.5) // 1 / 1000, a.reason) for a in attempts])
 
 
 # The usage rows' token columns are 32-bit on PostgreSQL: one larger count would fail its batch, and the

@@ -184,7 +184,16 @@ class Pipeline:
         call.served = served
         if tracker is None:
             return served, served_headers(call.request_id, served)
-        await _durable(tracker, served)
+        # From here on the call is charged, whatever happens to the answer; it waits until its start is
+        # on the audit trail (the future itself awaited: no coroutine per call).
+        tracker.served = served
+        durable = tracker.durable
+        if durable is not None:
+            try:
+                await durable
+            except BaseException:
+                _abandon(served)
+                raise
         return served, [*served_headers(call.request_id, served), *extra]
 
 
@@ -245,27 +254,24 @@ def _no_deployment(err: ApiError) -> bool:
     return isinstance(err, AllDeclined) or err.body.code in ("all_deployments_unavailable", "unsupported_capability")
 
 
-async def _durable(tracker: CallTracker | None, served: Served) -> None:
-    """Note that an upstream answered (from here on the call is charged, whatever happens to the
-    answer), then wait until the call's start is on the audit trail; without that the client gets no answer."""
-    if tracker is None:
-        return
-    tracker.served = served
-    try:
-        await tracker.durable()
-    except BaseException:
-        if served.stream is not None:
-            served.stream.close()  # the upstream call is abandoned, not leaked
-        raise
+def _abandon(served: Served) -> None:
+    """The call's start could not be made durable: the client gets no answer, and a streamed upstream
+    call is closed, not leaked."""
+    if served.stream is not None:
+        served.stream.close()
 
 
 def finish_unary(call: Call, served: Served, sent: bytes) -> None:
     """Account a unary answer about to be sent: before the send, so its usage row is on local disk
     (metering/spool.py) before the client can have the answer."""
-    if call.tracker is not None:
-        if call.tracker.capture is not None:
-            call.tracker.capture.add(sent)
-        call.tracker.finish_produced(served, served.status, "ok", response_sha256=hashlib.sha256(sent).hexdigest())
+    tracker = call.tracker
+    if tracker is not None:
+        if tracker.capture is not None:
+            tracker.capture.add(sent)
+        # The answer's hash goes where the request's does (Accounting.begin: the call's record and the
+        # audit trail); a tracker without one (metrics alone) makes no record to put it in.
+        digest = hashlib.sha256(sent).hexdigest() if tracker.request_sha256 else None
+        tracker.finish_produced(served, served.status, "ok", response_sha256=digest)
 
 
 def finish_refused(call: Call, served: Served, err: ApiError, outcome: str) -> None:
