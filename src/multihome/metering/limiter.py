@@ -328,9 +328,18 @@ class Limiter:
     ) -> Ticket:
         """`max_output_tokens` caps one choice (None: the client set no cap); `choices` is how many
         the call generates (chat's `n`), so the reservation covers choices x the cap."""
-        args = (principal, model_group, deployments, prompt_tokens, max_output_tokens, request_id, choices)
-        ticket = self.at_once(*args)
-        return ticket if ticket is not None else await self._shared(*args)
+        ticket = self.at_once(
+            principal, model_group, deployments, prompt_tokens, max_output_tokens, request_id, choices
+        )
+        if ticket is not None:
+            return ticket
+        # Shared counters (Redis): the same admission, its counting awaited.
+        shape, values, incrs, now_ms = self._prepare(principal, deployments, prompt_tokens, max_output_tokens, choices)
+        ticket, plan = self._planned(shape, values, incrs, request_id)
+        outcome = await self._run(plan, now_ms, ticket)
+        if outcome is None:
+            return ticket  # Redis unreachable and fail_open: admitted without limits
+        return self._conclude(ticket, plan, outcome, shape, deployments, now_ms)
 
     def at_once(
         self,
@@ -370,24 +379,6 @@ class Limiter:
                 return ticket
         ticket, plan = self._planned(shape, values, incrs, request_id)
         return self._conclude(ticket, plan, counters.admit(plan, now_ms), shape, deployments, now_ms)
-
-    async def _shared(
-        self,
-        principal: Principal,
-        model_group: str,
-        deployments: list,
-        prompt_tokens: int,
-        max_output_tokens: int | None,
-        request_id: str,
-        choices: int = 1,
-    ) -> Ticket:
-        """Admission against shared counters, once `at_once` answered None."""
-        shape, values, incrs, now_ms = self._prepare(principal, deployments, prompt_tokens, max_output_tokens, choices)
-        ticket, plan = self._planned(shape, values, incrs, request_id)
-        outcome = await self._run(plan, now_ms, ticket)
-        if outcome is None:
-            return ticket  # Redis unreachable and fail_open: admitted without limits
-        return self._conclude(ticket, plan, outcome, shape, deployments, now_ms)
 
     def _prepare(
         self, principal: Principal, deployments: list, prompt_tokens: int, max_output_tokens: int | None, choices: int
