@@ -12,8 +12,9 @@ Configurations (one gateway worker each, the same simulator answering in ~0.1 ms
   all-sqlite   storage + metering + audit on SQLite
   all-pg       storage + metering + audit on PostgreSQL, counters in Redis (real servers, as the
                tests start them)
-  all-sqlite (audit not fsynced)
-               all-sqlite with `audit.fsync: false`: what the audit durability promise costs
+  all-sqlite (audit sync: answer)
+               all-sqlite with each answer waiting for its `call_started` fsync (docs/audit.md):
+               what the stricter audit promise costs over the default `sync: interval`
   +metering (no usage spool)
                +metering with `metering.spool.enabled: false`: what the usage spool costs
 
@@ -77,9 +78,8 @@ LAYERS = {
     "+audit": ("audit",),
     "all-sqlite": ("storage", "metering", "audit"),
     "all-pg": ("pg", "metering", "audit"),
-    # The alternative to the audit promise (call_started fsynced before the answer), measured, not offered:
-    # `audit.fsync: false` is for benchmarks and tests only.
-    "all-sqlite (audit not fsynced)": ("storage", "metering", "audit", "nofsync"),
+    # The stricter audit promise (each answer waits for its call_started's fsync), measured against the default.
+    "all-sqlite (audit sync: answer)": ("storage", "metering", "audit", "sync-answer"),
     # What the usage spool (a row on local disk before each answer: docs/metering.md) costs.
     "+metering (no usage spool)": ("storage", "metering", "nospool"),
 }
@@ -141,7 +141,7 @@ def config_for(name: str, sim_url: str, tmp: Path, pg_url: str | None) -> str:
     if "metering" in layers:
         text += METERING + (REDIS if "pg" in layers else "") + (NOSPOOL if "nospool" in layers else "")
     if "audit" in layers:
-        extra = ", fsync: false" if "nofsync" in layers else ""
+        extra = ", sync: answer" if "sync-answer" in layers else ""
         text += AUDIT.format(dir=tmp / f"audit-{slug(name)}", key=tmp / "audit.pem", extra=extra)
     return text
 

@@ -110,7 +110,7 @@ def test_future_resolves_only_after_fsync(tmp_path):
     gated = GatedFsync()
 
     async def main():
-        log = AuditLog(config(tmp_path), fsync=gated)
+        log = AuditLog(config(tmp_path, sync="answer"), fsync=gated)
         await log.start()
         started = asyncio.ensure_future(log.call_started("req_1", PRINCIPAL, "gpt-4o", "chat", "c" * 64))
         await until_entered(gated)
@@ -124,6 +124,80 @@ def test_future_resolves_only_after_fsync(tmp_path):
         await log.close()
 
     asyncio.run(main())
+
+
+def test_sync_interval_answers_once_written_and_fsyncs_on_its_own(tmp_path):
+    # The default: `call_started` resolves when its line is in the file (a crash of the process cannot
+    # lose it); the thread fsyncs within the interval although nobody waits for it.
+    gated = GatedFsync()
+
+    async def main():
+        log = AuditLog(config(tmp_path, sync_interval_ms=20), fsync=gated)
+        await log.start()
+        started = log.call_started("req_1", PRINCIPAL, "gpt-4o", "chat", "c" * 64)
+        assert await asyncio.wait_for(started, 10) == 1
+        assert gated.calls == 0  # resolved before any fsync of it completed
+        assert [e["body"]["request_id"] for e in lines(log)] == ["req_1"]
+        await until_entered(gated)  # fsynced unasked, within the interval
+        assert log.queued == 1  # still counted against max_queue until fsynced
+        gated.gate.set()
+        for _ in range(500):
+            if log.queued == 0:
+                break
+            await asyncio.sleep(0.01)
+        assert log.queued == 0 and gated.calls == 1
+        await log.close()
+
+    asyncio.run(main())
+
+
+def test_sync_interval_still_fsyncs_before_an_append_resolves_and_does_not_wait_the_interval(tmp_path):
+    gated = GatedFsync()
+
+    async def main():
+        log = AuditLog(config(tmp_path), fsync=gated)
+        await log.start()
+        log._interval_s = 3600.0  # the interval never runs out in this test: only an append triggers an fsync
+        assert await asyncio.wait_for(log.call_started("req_1", PRINCIPAL, "gpt-4o", "chat", "c" * 64), 10) == 1
+        log.record(call(1))
+        change = asyncio.ensure_future(log.append("agent_step", step(1)))
+        await until_entered(gated)  # at once, not after the interval
+        await asyncio.sleep(0.05)
+        assert not change.done()  # an admin change or agent step waits for its fsync, in either mode
+        gated.gate.set()
+        assert await asyncio.wait_for(change, 10) == 3
+        assert log.queued == 0  # that one fsync covered the lines written before it too
+        await log.close()
+        return log
+
+    log = asyncio.run(main())
+    assert [e["kind"] for e in lines(log)] == ["call_started", "call", "agent_step"]
+
+
+def test_sync_interval_fsync_failure_continues_on_a_new_chain(tmp_path):
+    # An answer already went out for a written line; a failed fsync then fails whoever still waits
+    # and opens a new chain, as in `sync: answer`.
+    gated = FailingOnceFsync(gated=True)
+
+    async def main():
+        log = AuditLog(config(tmp_path, sync_interval_ms=20), fsync=gated)
+        await log.start()
+        first_chain = log.chain
+        assert await asyncio.wait_for(log.call_started("req_1", PRINCIPAL, "gpt-4o", "chat", "c" * 64), 10) == 1
+        waiting = log.append("agent_step", step(1))
+        await until_entered(gated)
+        gated.gate.set()
+        with pytest.raises(OSError):
+            await asyncio.wait_for(waiting, 10)
+        assert await asyncio.wait_for(log.call_started("req_2", PRINCIPAL, "gpt-4o", "chat", "c" * 64), 10) == 1
+        assert log.chain != first_chain and log.errors == 1
+        await log.close()
+        return log
+
+    log = asyncio.run(main())
+    assert [e["body"]["request_id"] for e in lines(log)] == ["req_2"]
+    report = verify_dir(str(tmp_path))
+    assert report.ok, [str(p) for p in report.problems]
 
 
 def test_group_commit_uses_fewer_fsyncs_than_events(tmp_path):

@@ -8,9 +8,11 @@ into the loop. While one fsync runs the next steps' lines gather, so under load 
 events (group commit) and at low load an event waits for one fsync only. (Encoding and writing on the
 writer thread cost a GIL hand-off and a wake-up per small batch, more than the work itself.)
 
-Durability promise: a future from `append` (and `call_started`) resolves only after the event's
-line, and every line before it, has been fsynced. `record` is fire-and-forget; its event follows
-within one group-commit interval.
+Durability promise: a future from `append` resolves only after the event's line, and every line before
+it, has been fsynced. One from `call_started` does too with `sync: answer`; with `sync: interval` (the
+default) it resolves once the line is written (the OS holds it: a crash of this process loses nothing),
+and the thread fsyncs at most `sync_interval_ms` later, or at once for an `append`. `record` is
+fire-and-forget; its event follows within one group-commit round.
 
 Each chain opens with a genesis record (seq 0) that links the earlier chains of the directory
 (links.py) and, with a signing key, a checkpoint over it. With a database, every checkpoint is
@@ -98,6 +100,10 @@ class AuditLog:
         self.dir = config.dir
         self._fsync = fsync or (os.fsync if config.fsync else (lambda fd: None))
         self._fsync_open = os.fsync if config.fsync else (lambda fd: None)  # the genesis record, before any event
+        # sync "interval": a `call_started` resolves once written; the thread fsyncs within the interval.
+        self._early = config.sync == "interval"
+        self._interval_s = config.sync_interval_ms / 1000
+        self._urgent = False  # loop -> thread: a write that someone awaits the fsync of (or a failure)
         self._signing = load_signing_key(config.signing_key_file, config.signing_key_env)
         self.key_id = None
         if self._signing is not None:
@@ -311,7 +317,8 @@ class AuditLog:
         envelope = self._envelope + canonical(time.time()) + b"}"
         sha256 = _sha256
         out: list[bytes] = []
-        waiters: _Waiters = []
+        waiters: _Waiters = []  # resolved once fsynced
+        early: _Waiters = []  # sync "interval": the `call_started` events, resolved once written
         seq, head = self._wseq, self._whead
         for kind, body, future in items:
             seq += 1
@@ -319,7 +326,7 @@ class AuditLog:
             head = sha256(core).hexdigest().encode()
             out += (core[:-1], _HASH, head, _END)  # the stored line: the hash spliced in before the brace
             if future is not None:
-                waiters.append((future, seq))
+                (early if kind == b"call_started" and self._early else waiters).append((future, seq))
         try:
             self._write_all(self._wfd, b"".join(out))
         except OSError as exc:
@@ -328,16 +335,22 @@ class AuditLog:
             self.errors += 1
             log.error("audit: writing chain %s failed (%s); starting a new chain", self.chain, exc)
             self._broken = True
-            self._done(len(items), waiters, exc)
+            self._done(len(items), waiters + early, exc)
             self._hand_over(_Written(self._gen, self._wfd, self._wseq, self._whead, 0, None))
             return
         self._wseq, self._whead = seq, head
+        for future, n in early:
+            if not future.done():  # cancelled: its producer has gone
+                future.set_result(n)
         self._hand_over(_Written(self._gen, self._wfd, seq, head, len(items), waiters))
 
     def _hand_over(self, written: _Written) -> None:
         queue = self._written
         queue.append(written)
-        if len(queue) == 1:
+        if self._early and (written.waiters or written.waiters is None):
+            self._urgent = True  # the thread's interval is cut short: someone waits for this fsync
+            self._wake.set()
+        elif len(queue) == 1:
             # Only the first entry after the writer emptied the queue wakes it: with more queued, it has
             # not yet seen the queue empty and takes this one too (a set is a lock and a notify).
             self._wake.set()
@@ -442,7 +455,9 @@ class AuditLog:
             self._wake.wait(wait_s)
             self._wake.clear()
             while queue:
-                if cfg.commit_delay_ms > 0:
+                if self._early:
+                    self._gather()
+                elif cfg.commit_delay_ms > 0:
                     time.sleep(cfg.commit_delay_ms / 1000)  # let more lines gather under this fsync
                 taken: list[_Written] = []
                 while queue:
@@ -457,6 +472,18 @@ class AuditLog:
             self._maybe_checkpoint(force=False)
         self._maybe_checkpoint(force=True)
         self._close_checkpoints()
+
+    def _gather(self) -> None:
+        """sync "interval": wait up to the interval for more lines, unless a producer awaits this fsync
+        (an `append`, a failed write) or the log is closing."""
+        deadline = time.monotonic() + self._interval_s
+        while not (self._urgent or self._stopping):
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            self._wake.wait(left)
+            self._wake.clear()
+        self._urgent = False
 
     def _sync(self, taken: list[_Written]) -> None:
         """One fsync for every line written before it began; resolve their producers with one call into the loop."""

@@ -3,6 +3,8 @@ without signed checkpoints (verify then warns that a cut tail cannot be detected
 
 from __future__ import annotations
 
+from typing import Annotated, Literal
+
 import msgspec
 
 from .struct import Strict
@@ -24,6 +26,11 @@ class AuditConfig(Strict):
     max_batch: int = 256  # events per write (one event-loop step); one fsync covers all writes before it
     commit_delay_ms: float = 0.0  # the fsync thread's wait to gather more writes; 0 = natural group commit
     max_queue: int = 65_536  # events waiting for the writer; producers beyond this wait
+    # What an answer waits for (docs/audit.md, "The durability promise"): "interval", its `call_started`
+    # written to the chain file (held by the OS: a crash or kill of the gateway loses nothing), which
+    # is fsynced within `sync_interval_ms`; "answer", that line fsynced (one fsync per answer when idle).
+    sync: Literal["interval", "answer"] = "interval"
+    sync_interval_ms: Annotated[float, msgspec.Meta(gt=0, le=1000)] = 10.0
     fsync: bool = True  # False only for benchmarks/tests of the CPU path: no durability promise
 
     @property
