@@ -50,10 +50,13 @@ os.register_at_fork(after_in_child=lambda: _ids.seed(os.urandom(32)))  # a forke
 
 
 def new_request_id() -> str:
-    """96 random bits, from a generator seeded once per process by the OS: unique, not a secret
-    (nothing is granted by knowing one), and without a system call per request (os.urandom was
-    one, and each system call gives the GIL away to the writer threads)."""
-    return f"req_{_ids.getrandbits(96):024x}"
+    """The time in milliseconds (12 hex digits), then 80 random bits from a generator seeded once per
+    process by the OS: unique, not a secret (nothing is granted by knowing one), without a system call
+    per request (os.urandom was one, and each system call gives the GIL away to the writer threads).
+    Ids sort by time, so the tables keyed by them (usage rows, the contract ledger) insert at the end of
+    their primary-key index: with random keys each insert lands on a random page of an index that
+    outgrows the cache (SQLite: ~9 against ~25 us a row at two million rows, bench/RESULTS.md)."""
+    return f"req_{int(time.time() * 1000):012x}{_ids.getrandbits(80):020x}"
 
 
 class Call(msgspec.Struct, eq=False):
