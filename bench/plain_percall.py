@@ -26,6 +26,7 @@ import os
 import shutil
 import sys
 import tempfile
+from typing import Any
 
 from percall_instructions import callgrind  # bench/ is on the path when run as a script
 
@@ -106,6 +107,26 @@ class _Session:
         return _Response()
 
 
+EMPTY = "empty"  # --config empty: the harness's own cost per call (subtract it from a configuration's)
+
+
+class _EmptyApp:
+    """An app that reads the body and answers 200 at once, in this harness: what the driver itself costs."""
+
+    class catalog:  # as the gateway's, with no deployment to give a canned session
+        deployments: dict[str, Any] = {}
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] == "lifespan":
+            while (await receive())["type"] != "lifespan.shutdown":
+                await send({"type": "lifespan.startup.complete"})
+            await send({"type": "lifespan.shutdown.complete"})
+            return
+        await receive()
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"application/json")]})
+        await send({"type": "http.response.body", "body": b"{}"})
+
+
 def _logging(access_log: bool) -> None:
     """As `multihome serve --log-level info` (or warning) sets it up, its lines written to /dev/null."""
     from multihome.observability.logs import serve_log_config
@@ -121,7 +142,7 @@ async def _run(calls: int, config: str = "plain") -> None:
     from multihome.config.load import parse_config
 
     tmp = tempfile.mkdtemp(prefix="percall-")
-    app = build_app(parse_config(config_text(config, tmp)))
+    app: Any = _EmptyApp() if config == EMPTY else build_app(parse_config(config_text(config, tmp)))
     started = asyncio.get_running_loop().create_future()
     stopping = asyncio.get_running_loop().create_future()
     messages = iter([{"type": "lifespan.startup"}])
@@ -136,7 +157,7 @@ async def _run(calls: int, config: str = "plain") -> None:
     start = asyncio.ensure_future(app({"type": "lifespan"}, lifespan_receive, lifespan_send))
     assert (await started)["type"] == "lifespan.startup.complete"
     for dep in app.catalog.deployments.values():
-        dep.session = _Session()  # type: ignore[assignment]
+        dep.session = _Session()
     scope = {
         "type": "http",
         "asgi": {"version": "3.0", "spec_version": "2.3"},
@@ -296,7 +317,12 @@ def main() -> None:
     ap.add_argument("--opcodes", action="store_true", help="Python opcodes per call by file and function")
     ap.add_argument("--cpu", action="store_true", help="process CPU time per call (pin it: taskset -c 0)")
     ap.add_argument("--top", type=int, default=40)
-    ap.add_argument("--config", default="plain", choices=sorted(CONFIGS), help="the governance layers on")
+    ap.add_argument(
+        "--config",
+        default="plain",
+        choices=[*sorted(CONFIGS), EMPTY],
+        help="the governance layers on; `empty`: an app that answers at once, the harness's own cost per call",
+    )
     ap.add_argument("--keep", help="a directory to leave each run's callgrind output in")
     args = ap.parse_args()
     access_log = not args.no_access_log

@@ -157,3 +157,18 @@ def test_a_handler_with_a_filter_still_gets_records(serve_format):
         "req_1",
         "req_3",
     ]
+
+
+def test_a_line_is_flushed_on_the_loop_the_caller_gives(captured):
+    class Loop:  # records what is scheduled on it
+        def __init__(self) -> None:
+            self.soon: list = []
+
+        def call_soon(self, fn) -> None:
+            self.soon.append(fn)
+
+    loop = Loop()
+    access_log.write(ended(3), loop)  # type: ignore[arg-type]
+    assert captured.writes == 0 and len(loop.soon) == 1
+    loop.soon[0]()
+    assert captured.writes == 1 and "request_id=req_3" in captured.getvalue()

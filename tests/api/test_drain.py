@@ -171,3 +171,18 @@ def test_the_drain_begins_on_uvicorns_stop_signal_and_hands_it_on():
     finally:
         for sig, handler in originals.items():
             signal.signal(sig, handler)
+
+
+def test_each_call_is_registered_under_its_own_task_on_whichever_loop_runs_it():
+    drain = Drain(60)
+    seen: list[bool] = []
+
+    async def run():
+        call = Call(_scope("/v1/chat/completions"), b"req_1")
+        task = drain.enter(call)
+        seen.append(task is asyncio.current_task() and drain._calls.get(task) is call)
+        drain.leave(task)
+
+    for _ in range(2):  # a second loop: the loop the drain learned first is no longer running
+        asyncio.run(run())
+    assert seen == [True, True] and not drain._calls

@@ -238,3 +238,13 @@ def test_count_tokens_answers_the_anthropic_sdk_with_the_gateways_estimate(gatew
             model="gpt-4o", messages=[{"role": "user", "content": "hi"}]
         )
     assert all(sim.stats()["requests"] == 0 for sim in sims.values())  # an estimate: no upstream is asked
+
+
+def test_answers_carry_a_date_but_do_not_name_the_server_software(gateway):
+    headers = {"authorization": f"Bearer {CLIENT_KEY}"}
+    for resp in (
+        httpx.get(gateway.url + "/healthz", timeout=10),
+        httpx.post(gateway.url + "/v1/chat/completions", json=CHAT, headers=headers, timeout=10),
+    ):
+        assert resp.status_code == 200, resp.text
+        assert "server" not in resp.headers and "date" in resp.headers

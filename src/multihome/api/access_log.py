@@ -45,8 +45,9 @@ register_fields(
 )
 
 
-def write(call: Call) -> None:
-    """The call's line, if the access log is on and its route is not a quiet one."""
+def write(call: Call, loop: asyncio.AbstractEventLoop | None = None) -> None:
+    """The call's line, if the access log is on and its route is not a quiet one. `loop`: the running
+    loop, if the caller knows it (asking for it is a getpid() system call)."""
     if not log.isEnabledFor(_INFO) or (call.route is not None and call.route.quiet):
         return
     principal, served, scope = call.principal, call.served, call.scope
@@ -65,7 +66,7 @@ def write(call: Call) -> None:
     entry = (time.time(), args)
     if not _pending:
         try:
-            asyncio.get_running_loop().call_soon(flush)
+            (loop or asyncio.get_running_loop()).call_soon(flush)
         except RuntimeError:  # no loop (a test, a tool): write it now
             _pending.append(entry)
             flush()

@@ -49,6 +49,9 @@ class Drain:
         self._calls: dict[asyncio.Task[Any], Call] = {}  # request task -> its call
         self._ended: set[asyncio.Task[Any]] = set()  # tasks this drain cancelled at the deadline
         self._timer: asyncio.TimerHandle | None = None
+        # The loop the calls run on, once one entered: asyncio.current_task() or get_running_loop() ask
+        # for the running loop, and each ask is a getpid() system call (CPython checks it is not a fork's).
+        self.loop: asyncio.AbstractEventLoop | None = None
 
     def start(self) -> None:
         """At lifespan start-up, inside uvicorn's serve(): begin draining on the signals that stop it.
@@ -110,8 +113,12 @@ class Drain:
         """The call's task, registered as open until `leave`; None once the deadline passed (refuse it)."""
         if self.expired:
             return None
-        task = asyncio.current_task()
-        assert task is not None
+        loop = self.loop
+        task = asyncio.current_task(loop) if loop is not None else None
+        if task is None:  # the loop is not yet known (or the gateway now runs on another one)
+            self.loop = asyncio.get_running_loop()
+            task = asyncio.current_task(self.loop)
+            assert task is not None
         self._calls[task] = call
         return task
 

@@ -91,7 +91,7 @@ class Gateway:
                 finally:
                     drain.leave(task)
             finally:
-                access_log.write(call)
+                access_log.write(call, drain.loop)
                 if self.on_request is not None:
                     self.on_request(call)
         elif kind == "lifespan":
