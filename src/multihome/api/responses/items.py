@@ -11,6 +11,7 @@ become text parts, `input_image` an image_url part, `input_file` a file part; co
 from __future__ import annotations
 
 import os
+import time
 from typing import Any
 
 import msgspec
@@ -101,8 +102,11 @@ def refuse_duplicate_ids(context: list[Item], new: list[Item], param: str) -> No
 
 
 def new_id(prefix: str) -> str:
-    """`prefix_` + 32 hex characters (128 random bits), like OpenAI's opaque ids."""
-    return f"{prefix}_{os.urandom(16).hex()}"
+    """`prefix_` + 32 hex characters: the time in milliseconds (12), then 80 random bits from the OS.
+    Opaque to clients, as OpenAI's ids (which also begin with a time); in time order so the tables keyed
+    by them (responses, conversations and their items) insert at the end of their indexes, as request
+    ids do (api/pipeline.py)."""
+    return f"{prefix}_{int(time.time() * 1000):012x}{os.urandom(10).hex()}"
 
 
 def stored_items(items: str | list[InputItem] | None) -> list[Item]:
