@@ -143,15 +143,13 @@ class CallTracker:
         headers: Sequence[tuple[bytes, bytes]] = ()
         limiter = self.acc.limiter
         if limiter is not None:
-            request = self.request
+            if limiter.rules.any:
+                request = self.request
+                prompt, choices = estimate.input_tokens(request), estimate.choices(request)
+            else:  # no budget or limit to reserve or count against: no estimate (the rules are live)
+                prompt, choices = 0, 1
             ticket = limiter.at_once(
-                self.principal,
-                group.name,
-                deployments,
-                estimate.input_tokens(request),
-                max_output_tokens,
-                self.request_id,
-                estimate.choices(request),
+                self.principal, group.name, deployments, prompt, max_output_tokens, self.request_id, choices
             )
             if ticket is None:
                 return None

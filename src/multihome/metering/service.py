@@ -68,6 +68,9 @@ class Metering:
         self.limiter = Limiter(cfg, prices, counters, clock)
         self.limiter.reseed_from_usage = self._reseed
         self.sinks: list[MeteredSink] = []
+        # The sinks that want calls now: a sink with a `listening` flag (record.py) is left out while it
+        # is false, so no MeteredCall is made for a sink that would drop it (contracts with no agreement).
+        self._listening: tuple[MeteredSink, ...] = ()
         self.engine: AsyncEngine | None = None
         self.writer: UsageWriter | None = None
         self.recorded = 0
@@ -104,6 +107,13 @@ class Metering:
 
     def add_sink(self, sink: MeteredSink) -> None:
         self.sinks.append(sink)
+        if hasattr(sink, "listening"):
+            sink.listening_changed = self._sinks_changed  # type: ignore[attr-defined]
+        self._sinks_changed()
+
+    def _sinks_changed(self) -> None:
+        """A sink's `listening` flag changed (or a sink was added): which sinks get the next calls."""
+        self._listening = tuple(s for s in self.sinks if getattr(s, "listening", True))
 
     def hold_spool(self, sink: SpoolHolder) -> None:
         """Add a sink whose own queue the usage spool covers too (record.SpoolHolder): each row stays in
@@ -173,10 +183,11 @@ class Metering:
                     over,
                 )
             )
-        if self.sinks:
+        sinks = self._listening
+        if sinks:
             # The Decimal cost is made from price and units only if a sink asks for it.
             metered = MeteredCall.of(call, currency, self.prices.version, spooled, price, units)
-            for sink in self.sinks:
+            for sink in sinks:
                 try:
                     sink.metered(metered)
                 except Exception:
