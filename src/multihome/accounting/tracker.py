@@ -41,6 +41,11 @@ class Accounting:
         # Takes the finished call's facts when it is their only consumer besides the sinks (metrics in a
         # config that meters nothing else: observability/call_metrics.py); needs no CallRecord.
         self.observer: CallObserver | None = None
+        # Whether a sink reads the record's hashes: one that does not says so with `hashes = False`
+        # (metering: no usage row holds one). Worked out again when the sinks change in number (they
+        # are appended to: app.py, tests).
+        self._sinks_seen = -1
+        self._sinks_hash = True
 
     @property
     def enabled(self) -> bool:
@@ -49,8 +54,13 @@ class Accounting:
     def begin(self, request_id: str, endpoint: str, principal: Principal, body: bytes) -> CallTracker | None:
         if not self.enabled:
             return None
-        # The hash is for the record and the audit trail; an observer alone reads neither.
-        digest = hashlib.sha256(body).hexdigest() if self.sinks or self.audit or self.capture else ""
+        # The hash is for the sinks that read it and the audit trail; an observer alone reads neither,
+        # nor does metering. Without it the answer is not hashed either (api/pipeline.py).
+        sinks = self.sinks
+        if len(sinks) != self._sinks_seen:
+            self._sinks_hash = any(getattr(sink, "hashes", True) for sink in sinks)
+            self._sinks_seen = len(sinks)
+        digest = hashlib.sha256(body).hexdigest() if self._sinks_hash or self.audit or self.capture else ""
         tracker = CallTracker(self, request_id, endpoint, principal, digest)
         if self.capture is not None and principal.tenant in self.capture.tenants:
             tracker.capture = Captured(body, self.capture.max_bytes)

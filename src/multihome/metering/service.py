@@ -50,6 +50,10 @@ def _ts(seconds: float) -> dt.datetime:
 
 
 class Metering:
+    # A CallSink that reads no hash of the call (accounting/record.py): the usage row holds none, and
+    # neither contracts nor metrics (its MeteredSinks) read one.
+    hashes = False
+
     def __init__(
         self,
         cfg: MeteringConfig,
