@@ -32,7 +32,7 @@ from .limiter import Limiter
 from .periods import UTC, WINDOW_MS, period, window
 from .prices import PriceTable
 from .record import MeteredCall, MeteredSink, SpoolHolder
-from .row import Row, stamps
+from .row import Row, stamp_pairs
 from .rules import AdminBudget, Rules, admin_budget, principal_key, slot, window_expire_ms, window_key
 
 if TYPE_CHECKING:
@@ -88,7 +88,7 @@ class Metering:
         self._rescan: asyncio.Task | None = None
         self._spool: UsageSpool | None = None
         self.holder: SpoolHolder | None = None  # see hold_spool
-        self._stamp = stamps()  # a usage row's stamps as their stored text (row.py)
+        self._stamps = stamp_pairs()  # a usage row's two stamps as their stored text (row.py)
 
     @classmethod
     def from_config(cls, config) -> Metering:
@@ -157,13 +157,11 @@ class Metering:
         if writer is not None and free and writer.overloaded():
             writer.skip()
         elif writer is not None:
-            stamp = self._stamp
             # The row in its final shape (row.py: usage_calls' column order, the stamps as stored text).
             spooled = writer.put(
                 (
                     call.request_id,
-                    stamp(call.started_at),
-                    stamp(call.finished_at),
+                    *self._stamps(call.started_at, call.finished_at),
                     call.tenant,
                     call.team,
                     call.key_id or call.subject,
