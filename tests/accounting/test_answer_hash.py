@@ -83,3 +83,13 @@ def test_sinks_that_read_no_hash_get_none_and_nothing_is_hashed(monkeypatch: pyt
     _finish(acc)
     assert reader.records[0].response_sha256 == hashlib.sha256(SENT).hexdigest()
     assert unhashed.records[1].request_sha256 == hashlib.sha256(b"{}").hexdigest()
+
+
+def test_a_sink_replaced_by_one_that_reads_the_hashes_gets_them():
+    unhashed, reader = Unhashed(), Sink()
+    acc = Accounting([unhashed])
+    _finish(acc)
+    acc.sinks[0] = reader  # as many sinks as before, another one
+    _finish(acc)
+    assert unhashed.records[0].response_sha256 is None
+    assert reader.records[0].response_sha256 == hashlib.sha256(SENT).hexdigest()

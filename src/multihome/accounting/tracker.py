@@ -42,9 +42,9 @@ class Accounting:
         # config that meters nothing else: observability/call_metrics.py); needs no CallRecord.
         self.observer: CallObserver | None = None
         # Whether a sink reads the record's hashes: one that does not says so with `hashes = False`
-        # (metering: no usage row holds one). Worked out again when the sinks change in number (they
-        # are appended to: app.py, tests).
-        self._sinks_seen = -1
+        # (metering: no usage row holds one). Worked out again whenever the sinks differ from those it
+        # was worked out for (they are appended to: app.py, tests).
+        self._hash_for: list[CallSink] | None = None
         self._sinks_hash = True
 
     @property
@@ -57,9 +57,9 @@ class Accounting:
         # The hash is for the sinks that read it and the audit trail; an observer alone reads neither,
         # nor does metering. Without it the answer is not hashed either (api/pipeline.py).
         sinks = self.sinks
-        if len(sinks) != self._sinks_seen:
+        if sinks != self._hash_for:  # the same sinks: a length and an identity check per sink, in C
             self._sinks_hash = any(getattr(sink, "hashes", True) for sink in sinks)
-            self._sinks_seen = len(sinks)
+            self._hash_for = [*sinks]
         digest = hashlib.sha256(body).hexdigest() if self._sinks_hash or self.audit or self.capture else ""
         tracker = CallTracker(self, request_id, endpoint, principal, digest)
         if self.capture is not None and principal.tenant in self.capture.tenants:
