@@ -38,6 +38,11 @@ def test_stamp_pairs_are_both_stamps_for_any_two_times(started, then, elapsed):
     assert PAIRS(started, finished) == (stamp_of(started), stamp_of(finished))
 
 
+def test_stamp_pairs_of_whole_seconds_and_signed_zeros():
+    for started, finished in ((0.0, -0.0), (-0.0, 0.0), (-0.0, -0.0), (5.0, 5.0), (5.0, 6.0), (1.5, 1.0)):
+        assert PAIRS(started, finished) == (stamp_of(started), stamp_of(finished)), (started, finished)
+
+
 @given(st.integers(min_value=1_700_000_000, max_value=1_900_000_000), st.integers(0, 999_999), st.integers(0, 999_999))
 def test_stamp_pairs_round_halves_to_even_within_a_second(sec, us, later):
     for t in (sec + us / 1e6, sec + (us + 0.5) / 1e6, sec + (us + 0.4999999) / 1e6):

@@ -96,8 +96,10 @@ def stamp_pairs() -> Callable[[float, float], tuple[str, str]]:
         sec = started // 1.0
         us = (started - sec) * 1e6
         fus = (finished - sec) * 1e6  # exact while finished is in [sec, sec + 1), as in `stamps`
-        if us >= 999_999.5 or started < 0 or not 0 <= fus < 999_999.5:
-            return one(started), one(finished)  # another second, rounding up into the next one, or before 1970
+        # Else the slow way: another second, rounding up into the next one, before 1970, or exactly on
+        # the start's whole second (so a finish at -0.0 is never formatted as "-00000").
+        if us >= 999_999.5 or started < 0 or not 0 < fus < 999_999.5:
+            return one(started), one(finished)
         head = seconds.get(sec)
         if head is None:
             if len(seconds) >= 64:
