@@ -56,3 +56,40 @@ def test_metrics_alone_hash_no_answer(monkeypatch: pytest.MonkeyPatch):
     monkeypatch.setattr(pipeline.hashlib, "sha256", no_hash)
     _finish(acc)
     assert seen == [(200, "ok")]
+
+
+class Unhashed(Sink):
+    hashes = False  # as metering: reads no hash of the record
+
+
+def test_sinks_that_read_no_hash_get_none_and_nothing_is_hashed(monkeypatch: pytest.MonkeyPatch):
+    from multihome.accounting import tracker as tracker_module
+
+    def no_hash(*args):
+        raise AssertionError("hashed for no reader")
+
+    monkeypatch.setattr(pipeline.hashlib, "sha256", no_hash)
+    monkeypatch.setattr(tracker_module.hashlib, "sha256", no_hash)
+    unhashed = Unhashed()
+    acc = Accounting([unhashed])
+    _finish(acc)
+    (record,) = unhashed.records
+    assert (record.request_sha256, record.response_sha256) == ("", None)
+    monkeypatch.undo()
+    # A sink that reads them, added later (as app.py appends the call log, telemetry, the audit trail):
+    # from the next call on both are made again, for every sink.
+    reader = Sink()
+    acc.sinks.append(reader)
+    _finish(acc)
+    assert reader.records[0].response_sha256 == hashlib.sha256(SENT).hexdigest()
+    assert unhashed.records[1].request_sha256 == hashlib.sha256(b"{}").hexdigest()
+
+
+def test_a_sink_replaced_by_one_that_reads_the_hashes_gets_them():
+    unhashed, reader = Unhashed(), Sink()
+    acc = Accounting([unhashed])
+    _finish(acc)
+    acc.sinks[0] = reader  # as many sinks as before, another one
+    _finish(acc)
+    assert unhashed.records[0].response_sha256 is None
+    assert reader.records[0].response_sha256 == hashlib.sha256(SENT).hexdigest()

@@ -13,6 +13,7 @@ and a cancelled call had no record at all.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 
 import httpx
 import msgspec
@@ -158,3 +159,30 @@ async def test_the_call_is_recorded_before_its_last_bytes_go_out(app, path, body
     assert sink.calls[0].outcome == "ok" and sink.calls[0].usage is not None
     if body.get("stream"):
         assert len(seen) > 2 and seen[0][1] == 0, "a stream's first events are not held back"
+
+
+class Unhashed(Sink):
+    hashes = False  # as metering: reads no hash of the record
+
+
+@pytest.mark.parametrize("hashed", [False, True])
+async def test_a_stream_is_hashed_only_for_a_sink_that_reads_the_hash(app, hashed):
+    gateway, sink, _ = app
+    accounting = gateway.pipeline.accounting
+    accounting.sinks.remove(sink)
+    only = sink if hashed else Unhashed()
+    accounting.sinks.append(only)
+    sent: list[bytes] = []
+
+    async def send(message) -> None:
+        if message.get("body"):
+            sent.append(message["body"])
+
+    body = msgspec.json.encode({**CHAT, "stream": True})
+    await asyncio.wait_for(gateway(_scope("/v1/chat/completions"), _receive(body), send), 30)
+    [call] = only.calls
+    assert call.outcome == "ok" and call.stream and call.first_byte_ms is not None and call.first_byte_ms >= 0
+    if hashed:
+        assert call.response_sha256 == hashlib.sha256(b"".join(sent)).hexdigest() and len(call.request_sha256) == 64
+    else:
+        assert (call.request_sha256, call.response_sha256) == ("", None)

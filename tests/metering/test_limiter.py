@@ -109,6 +109,38 @@ async def _reserved(lim, body: dict, deployments, request_id: str, unchecked: di
     return tracker.ticket.reserved[0][1]
 
 
+async def test_the_prompt_is_estimated_only_while_a_rule_applies(monkeypatch):
+    """No budget or rate limit: admission asks for no estimate of the prompt (storage alone meters
+    every call with nothing to reserve); rules set at runtime are followed from the next call."""
+    from multihome.metering.rules import Rules
+    from multihome.schema import estimate
+
+    estimated: list[int] = []
+    real = estimate.input_tokens
+    monkeypatch.setattr(estimate, "input_tokens", lambda req: estimated.append(1) or real(req))
+    lim = await limiter(lambda: LocalCounters())
+    await _reserved_or_none(lim, {"max_tokens": 20}, [Dep("dep-a")], "no-rules")
+    assert estimated == []
+    lim.use_rules(Rules(MeteringConfig(budgets=[budget("100")])))
+    assert await _reserved_or_none(lim, {"max_tokens": 20}, [Dep("dep-a")], "ruled") > 0
+    assert estimated == [1]
+    await lim.close()
+
+
+async def _reserved_or_none(lim, body: dict, deployments, request_id: str) -> int | None:
+    """As `_reserved`, through `admit_at_once` (the front door's first try); None: nothing reserved."""
+    from multihome.accounting.tracker import Accounting
+    from multihome.schema.chat import parse_chat
+
+    tracker = Accounting(limiter=lim).begin(request_id, "chat", principal(), b"{}")
+    tracker.request = parse_chat(
+        json.dumps({"model": "g", "messages": [{"role": "user", "content": "hi"}], **body}).encode()
+    ).request
+    assert tracker.admit_at_once(types.SimpleNamespace(name="g"), deployments, 20) is not None
+    reserved = tracker.ticket.reserved
+    return reserved[0][1] if reserved else None
+
+
 async def test_reservation_covers_every_choice_and_settles_to_actual(counters_factory):
     # dep-a: output 2.0 per 1M tokens = 2,000 nano-units per token. n=8 generates 8 x max_tokens.
     lim = await limiter(counters_factory, budgets=[budget("100")], default_max_output_tokens=4096)

@@ -90,6 +90,7 @@ def _same_as_decimal(price: DeploymentPrice, usage: Usage) -> None:
     units, nanos, cost_text = price.charge(usage)
     assert nanos == to_nanos(ref)
     assert cost_text == text(ref)
+    assert price.charged(usage) == (units, nanos, cost_text)  # the general method, for every price
     made = price.decimal(usage, units)
     assert made.as_tuple() == ref.as_tuple() and str(made) == str(ref), (made, ref)
     assert price.amount(usage, units) == float(ref)  # metrics' cost: the double nearest the exact cost

@@ -15,11 +15,12 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from multihome.config.contracts import parse_contracts
+from multihome.config.contracts import agreements_of, parse_contracts
 from multihome.contracts.service import ContractsService
 from multihome.contracts.tables import ledger_accruals
 from multihome.metering.spool import UsageSpool
 
+from .conftest import call
 from .test_spool import SRC, TESTS, _metering, _row, _rows
 
 pytestmark = pytest.mark.anyio
@@ -135,3 +136,40 @@ async def test_a_held_row_stays_until_the_holder_lets_it_go(tmp_path):
     spool.recheck()
     assert Path(path).read_bytes().count(b"\n") == 1, "cut back to its header"
     assert await spool.close() == 0
+
+
+class _Watched(ContractsService):
+    """The ledger, noting each call metering hands it."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.seen: list[str] = []
+
+    def metered(self, m) -> None:
+        self.seen.append(m.call.request_id)
+        super().metered(m)
+
+
+async def test_calls_reach_the_ledger_only_while_an_agreement_exists(sqlite_database, tmp_path):
+    """No agreement: metering makes no MeteredCall for the ledger (it would drop it); one created at
+    runtime (as the admin API does) is followed from the next call on."""
+    url = sqlite_database()
+    contracts = _Watched(parse_contracts({"flush_interval_s": 0.01}), url)
+    m = _metering(url, tmp_path / "spool")
+    m.hold_spool(contracts)
+    await contracts.start()
+    await m.start()
+    try:
+        assert not contracts.listening
+        m.record(call("before"))
+        assert contracts.seen == [] and contracts.enqueued == 0
+        late = {"revenue_share": [{"id": "rs-late", "rate": "0.5", "starts_on": "2026-01-01", "ends_on": "2030-12-31"}]}
+        await contracts.create_agreement(agreements_of(parse_contracts(late))[0], actor="test")
+        assert contracts.listening
+        m.record(call("after"))
+        assert contracts.seen == ["after"]
+        await contracts.flush()
+        assert [(c, r) for c, r, _ in await _accruals(contracts)] == [("rs-late", "after")]
+    finally:
+        await m.close()
+        await contracts.close()

@@ -72,6 +72,9 @@ class CallRecord(msgspec.Struct, frozen=True):
 
 
 class CallSink(Protocol):
-    """Consumes finished calls. `record` is called on the event loop and must not block: enqueue."""
+    """Consumes finished calls. `record` is called on the event loop and must not block: enqueue.
+    A sink that never reads `request_sha256` / `response_sha256` may say so with a `hashes = False`
+    attribute: when no sink (nor the audit trail, nor content capture) reads them, neither the request
+    nor the answer is hashed, and both are empty in the record."""
 
     def record(self, call: CallRecord) -> None: ...

@@ -41,6 +41,11 @@ class Accounting:
         # Takes the finished call's facts when it is their only consumer besides the sinks (metrics in a
         # config that meters nothing else: observability/call_metrics.py); needs no CallRecord.
         self.observer: CallObserver | None = None
+        # Whether a sink reads the record's hashes: one that does not says so with `hashes = False`
+        # (metering: no usage row holds one). Worked out again whenever the sinks differ from those it
+        # was worked out for (they are appended to: app.py, tests).
+        self._hash_for: list[CallSink] | None = None
+        self._sinks_hash = True
 
     @property
     def enabled(self) -> bool:
@@ -49,8 +54,13 @@ class Accounting:
     def begin(self, request_id: str, endpoint: str, principal: Principal, body: bytes) -> CallTracker | None:
         if not self.enabled:
             return None
-        # The hash is for the record and the audit trail; an observer alone reads neither.
-        digest = hashlib.sha256(body).hexdigest() if self.sinks or self.audit or self.capture else ""
+        # The hash is for the sinks that read it and the audit trail; an observer alone reads neither,
+        # nor does metering. Without it the answer is not hashed either (api/pipeline.py).
+        sinks = self.sinks
+        if sinks != self._hash_for:  # the same sinks: a length and an identity check per sink, in C
+            self._sinks_hash = any(getattr(sink, "hashes", True) for sink in sinks)
+            self._hash_for = [*sinks]
+        digest = hashlib.sha256(body).hexdigest() if self._sinks_hash or self.audit or self.capture else ""
         tracker = CallTracker(self, request_id, endpoint, principal, digest)
         if self.capture is not None and principal.tenant in self.capture.tenants:
             tracker.capture = Captured(body, self.capture.max_bytes)
@@ -143,15 +153,13 @@ class CallTracker:
         headers: Sequence[tuple[bytes, bytes]] = ()
         limiter = self.acc.limiter
         if limiter is not None:
-            request = self.request
+            if limiter.rules.any:
+                request = self.request
+                prompt, choices = estimate.input_tokens(request), estimate.choices(request)
+            else:  # no budget or limit to reserve or count against: no estimate (the rules are live)
+                prompt, choices = 0, 1
             ticket = limiter.at_once(
-                self.principal,
-                group.name,
-                deployments,
-                estimate.input_tokens(request),
-                max_output_tokens,
-                self.request_id,
-                estimate.choices(request),
+                self.principal, group.name, deployments, prompt, max_output_tokens, self.request_id, choices
             )
             if ticket is None:
                 return None

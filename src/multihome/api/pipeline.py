@@ -298,7 +298,8 @@ def stream_finisher(call: Call, served: Served) -> StreamDone | None:
     def done(outcome: str, digest: Any, first_byte_ms: float | None) -> None:
         if outcome == "ok" and (relay.error or not relay.done):
             outcome = "stream_error"
-        tracker.finish_produced(served, 200, outcome, response_sha256=digest.hexdigest(), first_byte_ms=first_byte_ms)
+        sha256 = digest.hexdigest() if digest is not None else None  # None: nothing reads it (send_stream)
+        tracker.finish_produced(served, 200, outcome, response_sha256=sha256, first_byte_ms=first_byte_ms)
 
     return done
 

@@ -84,9 +84,15 @@ async def send_stream(
     assert task is not None
     gone = asyncio.Event()
     digest: Any = None
-    if on_done is not None:  # a call with content capture on keeps what it sends (accounting/capture.py)
-        capture = call.tracker.capture if call.tracker is not None else None
-        digest = hashlib.sha256() if capture is None else TeeDigest(capture)
+    timed = on_done is not None  # the first byte's time is for the call's record
+    if timed:
+        tracker = call.tracker
+        capture = tracker.capture if tracker is not None else None
+        if capture is not None:  # a call with content capture on keeps what it sends (accounting/capture.py)
+            digest = TeeDigest(capture)
+        elif tracker is None or tracker.request_sha256:
+            # Hashed as the request was: only when something reads the hashes (accounting/tracker.py).
+            digest = hashlib.sha256()
     outcome, first_byte_ms, t0 = "cancelled", None, time.perf_counter()
     accounted = False  # on_done already told, before the last event went out
 
@@ -116,10 +122,10 @@ async def send_stream(
                 held = piece
                 continue
             await send({"type": "http.response.body", "body": piece, "more_body": True})
-            if digest is not None and first_byte_ms is None:
+            if timed and first_byte_ms is None:
                 first_byte_ms = (time.perf_counter() - t0) * 1000
         if held is not None:
-            if digest is not None and first_byte_ms is None:
+            if timed and first_byte_ms is None:
                 first_byte_ms = (time.perf_counter() - t0) * 1000
             if on_done is not None:
                 # Its usage row is on local disk before the client can have the last event (metering/spool.py).

@@ -68,6 +68,10 @@ class ContractsService:
         self._closing = False
         self._inflight = 0  # the spool position of the batch being written (0: none, or not spooled)
         self.progress: Callable[[], None] | None = None  # metering: the spool may let rows go
+        # metering/record.py MeteredSink: calls are wanted only with a ledger and an agreement to accrue
+        # to (any call may match one); metering is told of every change (agreements come and go at runtime).
+        self.listening = False
+        self.listening_changed: Callable[[], None] | None = None
         self._set_agreements(self._configured)
 
     # -- lifecycle -------------------------------------------------------------------------------
@@ -282,6 +286,11 @@ class ContractsService:
     def _set_agreements(self, agreements: list[Agreement]) -> None:
         self._index = terms.Index(agreements)
         self._plans = {a.id: (*terms.period_ts(a), float(a.amount)) for a in agreements if isinstance(a, Commitment)}
+        listening = self.ledger is not None and bool(self._index.by_id)
+        if listening != self.listening:
+            self.listening = listening
+            if self.listening_changed is not None:
+                self.listening_changed()
 
     def _apply_totals(self, totals: dict[str, Total]) -> None:
         for cid, t in totals.items():

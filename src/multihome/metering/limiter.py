@@ -129,6 +129,11 @@ class Ticket(msgspec.Struct, eq=False):
         return self.settle(0, "", 0)
 
 
+# The ticket of every admission while no budget or rate limit is configured: it reserved nothing, is
+# never in `open` (so never settled) and adds no header; one for all such calls, made once.
+_UNLIMITED_TICKET = Ticket(None, "", 0.0, _NO_HEADERS)
+
+
 class _Route:
     """What admission needs from one planned deployment list, worked out once per list."""
 
@@ -357,7 +362,7 @@ class Limiter:
         if self.overloaded is not None and self.overloaded():
             raise self._overload_error()
         if not self.rules.any:
-            return Ticket(self, request_id, _monotonic(), [])
+            return _UNLIMITED_TICKET
         counters = self.counters
         if counters.shared:
             return None

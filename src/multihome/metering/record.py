@@ -88,6 +88,10 @@ class MeteredCall:
 
 
 class MeteredSink(Protocol):
+    """`m.call`'s hashes are empty unless another CallSink reads them (Metering.hashes). A sink may
+    also have a `listening` flag: while it is false, Metering hands it no calls (it
+    would drop them all); it then sets `listening_changed`, to call whenever the flag changes."""
+
     def metered(self, m: MeteredCall) -> None:
         """Called on the event loop after every metered call; must not block (enqueue)."""
         ...

@@ -85,6 +85,31 @@ def stamps() -> Callable[[float], str]:
     return stamp
 
 
+def stamp_pairs() -> Callable[[float, float], tuple[str, str]]:
+    """A function: (started, finished) unix seconds -> both stamps as `stamps()` makes them, in one call
+    (a usage row has both). A call usually starts and finishes in the same second: then the date and
+    time of day is looked up once, and the finish's fraction taken from the same whole second."""
+    one = stamps()
+    seconds: dict[float, str] = {}  # by the second (a whole float)
+
+    def pair(started: float, finished: float) -> tuple[str, str]:
+        sec = started // 1.0
+        us = (started - sec) * 1e6
+        fus = (finished - sec) * 1e6  # exact while finished is in [sec, sec + 1), as in `stamps`
+        # Else the slow way: another second, rounding up into the next one, before 1970, or exactly on
+        # the start's whole second (so a finish at -0.0 is never formatted as "-00000").
+        if us >= 999_999.5 or started < 0 or not 0 < fus < 999_999.5:
+            return one(started), one(finished)
+        head = seconds.get(sec)
+        if head is None:
+            if len(seconds) >= 64:
+                seconds.clear()
+            head = seconds[sec] = time.strftime("%Y-%m-%d %H:%M:%S.", time.gmtime(sec))
+        return "%s%06.0f" % (head, us), "%s%06.0f" % (head, fus)  # noqa: UP031
+
+    return pair
+
+
 def stamp_of(t: float) -> str:
     return sqlite_stamp(dt.datetime.fromtimestamp(t, _UTC))
 
@@ -114,4 +139,15 @@ def finished_at(row: Row) -> float:
     return dt.datetime.fromisoformat(row[FINISHED_AT]).replace(tzinfo=_UTC).timestamp()
 
 
-__all__ = ["COLUMNS", "Row", "SPOOL_TYPE", "STAMPS", "as_dict", "as_row", "finished_at", "stamp_of", "stamps"]
+__all__ = [
+    "COLUMNS",
+    "Row",
+    "SPOOL_TYPE",
+    "STAMPS",
+    "as_dict",
+    "as_row",
+    "finished_at",
+    "stamp_of",
+    "stamp_pairs",
+    "stamps",
+]

@@ -32,7 +32,7 @@ from .limiter import Limiter
 from .periods import UTC, WINDOW_MS, period, window
 from .prices import PriceTable
 from .record import MeteredCall, MeteredSink, SpoolHolder
-from .row import Row, stamps
+from .row import Row, stamp_pairs
 from .rules import AdminBudget, Rules, admin_budget, principal_key, slot, window_expire_ms, window_key
 
 if TYPE_CHECKING:
@@ -50,6 +50,10 @@ def _ts(seconds: float) -> dt.datetime:
 
 
 class Metering:
+    # A CallSink that reads no hash of the call (accounting/record.py): the usage row holds none, and
+    # neither contracts nor metrics (its MeteredSinks) read one.
+    hashes = False
+
     def __init__(
         self,
         cfg: MeteringConfig,
@@ -68,6 +72,9 @@ class Metering:
         self.limiter = Limiter(cfg, prices, counters, clock)
         self.limiter.reseed_from_usage = self._reseed
         self.sinks: list[MeteredSink] = []
+        # The sinks that want calls now: a sink with a `listening` flag (record.py) is left out while it
+        # is false, so no MeteredCall is made for a sink that would drop it (contracts with no agreement).
+        self._listening: tuple[MeteredSink, ...] = ()
         self.engine: AsyncEngine | None = None
         self.writer: UsageWriter | None = None
         self.recorded = 0
@@ -81,7 +88,7 @@ class Metering:
         self._rescan: asyncio.Task | None = None
         self._spool: UsageSpool | None = None
         self.holder: SpoolHolder | None = None  # see hold_spool
-        self._stamp = stamps()  # a usage row's stamps as their stored text (row.py)
+        self._stamps = stamp_pairs()  # a usage row's two stamps as their stored text (row.py)
 
     @classmethod
     def from_config(cls, config) -> Metering:
@@ -104,6 +111,13 @@ class Metering:
 
     def add_sink(self, sink: MeteredSink) -> None:
         self.sinks.append(sink)
+        if hasattr(sink, "listening"):
+            sink.listening_changed = self._sinks_changed  # type: ignore[attr-defined]
+        self._sinks_changed()
+
+    def _sinks_changed(self) -> None:
+        """A sink's `listening` flag changed (or a sink was added): which sinks get the next calls."""
+        self._listening = tuple(s for s in self.sinks if getattr(s, "listening", True))
 
     def hold_spool(self, sink: SpoolHolder) -> None:
         """Add a sink whose own queue the usage spool covers too (record.SpoolHolder): each row stays in
@@ -143,13 +157,11 @@ class Metering:
         if writer is not None and free and writer.overloaded():
             writer.skip()
         elif writer is not None:
-            stamp = self._stamp
             # The row in its final shape (row.py: usage_calls' column order, the stamps as stored text).
             spooled = writer.put(
                 (
                     call.request_id,
-                    stamp(call.started_at),
-                    stamp(call.finished_at),
+                    *self._stamps(call.started_at, call.finished_at),
                     call.tenant,
                     call.team,
                     call.key_id or call.subject,
@@ -173,10 +185,11 @@ class Metering:
                     over,
                 )
             )
-        if self.sinks:
+        sinks = self._listening
+        if sinks:
             # The Decimal cost is made from price and units only if a sink asks for it.
             metered = MeteredCall.of(call, currency, self.prices.version, spooled, price, units)
-            for sink in self.sinks:
+            for sink in sinks:
                 try:
                     sink.metered(metered)
                 except Exception:
