@@ -319,3 +319,17 @@ def test_memory_embeddings_name_a_group_of_embedding_deployments():
         parse_config(BASE + "memory: {embeddings: {dimensions: 512}}\n")
     with pytest.raises(ConfigError, match=r"memory.embeddings"):
         parse_config(routed + "memory: {embeddings: {model: emb, dims: 5}}\n")
+
+
+@pytest.mark.parametrize(
+    "audit, error",
+    [
+        ("{dir: /tmp/a, sync: sometimes}", r"audit.sync: Invalid enum value 'sometimes' \(valid: answer, interval\)"),
+        ("{dir: /tmp/a, sync_interval_ms: 0}", r"audit.sync_interval_ms: Expected `float` > 0.0"),
+        ("{dir: /tmp/a, sync_interval_ms: 5000}", r"audit.sync_interval_ms: Expected `float` <= 1000.0"),
+    ],
+)
+def test_audit_sync_settings_are_checked(audit, error):
+    with pytest.raises(ConfigError, match=error):
+        parse_config(BASE + f"audit: {audit}\n")
+    assert parse_config(BASE + "audit: {dir: /tmp/a}\n").audit.sync == "interval"  # the documented default
