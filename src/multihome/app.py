@@ -200,6 +200,7 @@ def build_app(config: Config, config_path: str | None = None) -> Gateway:
             background=background,
             memory=_Lazy(memory, "store") if memory is not None else None,
             known_tenant=known_tenant,
+            static_keys_tenant=config.identity.static_keys_tenant,
             reload=live.reload_everywhere if config_path is not None else None,
         )
     )

@@ -137,3 +137,12 @@ def test_an_unknown_name_lists_the_known_ones_and_an_unknown_id_is_left_to_the_a
         cli("keys", "list", "--tenant", "nowhere")
     with pytest.raises(SystemExit, match="error 404: tenant ten_nothere not found"):
         cli("teams", "create", "--tenant", "ten_nothere", "x")
+
+
+def test_the_static_keys_tenant_is_named_by_its_id(cli):
+    """The tenant of the config's keys (identity.static_keys_tenant) is in no list: the CLI takes its id, as
+    the gateway reports it for a static key's caller."""
+    assert json.loads(cli("mcp-servers", "list", "--tenant", "default", "--json"))["data"] == []
+    assert json.loads(cli("usage", "--tenant", "default", "--json"))["group_by"] == "model_group"
+    with pytest.raises(SystemExit, match=r"no tenant 'defaults' \(by name or id"):
+        cli("usage", "--tenant", "defaults")

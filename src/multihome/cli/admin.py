@@ -113,6 +113,13 @@ class Admin:
         raise SystemExit(f"no {kind} {value!r} (by name or id; known: {known})")
 
     def tenant(self, value: str | None) -> str | None:
+        """The tenant's id. The static keys' tenant (`identity.static_keys_tenant`) is in no list: it is
+        named by its id, which whoami gives."""
+        if value is not None and not value.startswith(_LISTS["tenant"][1]):
+            listed = self.listed("list_tenants")
+            if not any(value in (item["id"], item.get("name")) for item in listed):
+                if self.call("whoami").get("static_keys_tenant") == value:
+                    return value
         return self.resolve("tenant", value)
 
 

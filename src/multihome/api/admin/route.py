@@ -55,6 +55,7 @@ class Services:
     memory: Any = None  # state.memory.MemoryStore: agent memory (with storage and a KMS)
     # Whether a tenant id exists (stored, or the static keys'), for resources kept without a foreign key.
     known_tenant: Callable[[str], Awaitable[bool]] | None = None
+    static_keys_tenant: str | None = None  # identity.static_keys_tenant: in no tenant list (whoami says it)
     # POST /admin/v1/config/reload: read the config file again and apply it (live_config.py); None: not from a file.
     reload: Callable[[], Awaitable[Any]] | None = None
     # After every successful change: this replica applies it before answering (others within storage.refresh_s).

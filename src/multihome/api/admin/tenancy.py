@@ -16,7 +16,8 @@ T = f"{PREFIX}/tenants"
 
 
 async def whoami(s: Services, c: AdminCall) -> Any:
-    return {"object": "principal", **msgspec.to_builtins(c.who)}
+    # The tenant of the config's keys has no stored row: the one place a client (the CLI) can learn its id.
+    return {"object": "principal", **msgspec.to_builtins(c.who), "static_keys_tenant": s.static_keys_tenant}
 
 
 async def list_tenants(s: Services, c: AdminCall) -> Any:
