@@ -27,11 +27,13 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from ..config.responses import ConversationsConfig
 from ..crypto import Keyring
 from ..storage.base import StoreBase, as_utc, sqlite_stamp
 from ..storage.errors import Conflict
 from ..storage.sqlite_threads import Busy, SqliteThreads
 from ..storage.tables import conversation_items, conversations, response_deletions, response_events, responses
+from .bound import DEFAULT, over
 from .cache import OpenedResponses, held_cost
 from .pairs import check_pairs
 
@@ -219,14 +221,24 @@ class UnknownItem(LookupError):
 class ItemPage:
     items: list[Item]
     has_more: bool
+    # The conversation as read before its items: how many it holds and their bytes (its bound).
+    count: int = 0
+    size: int = 0
 
 
 class StateStore(StoreBase):
     def __init__(
-        self, engine: AsyncEngine, keyring: Keyring, *, cache_bytes: int = 64 << 20, sqlite_sync: str = "full"
+        self,
+        engine: AsyncEngine,
+        keyring: Keyring,
+        *,
+        cache_bytes: int = 64 << 20,
+        sqlite_sync: str = "full",
+        conversations: ConversationsConfig = DEFAULT,
     ) -> None:
         super().__init__(engine)
         self.keyring = keyring
+        self.bound = conversations  # a conversation's items at most (state/bound.py)
         self._opened = OpenedResponses(cache_bytes)  # what chains are rebuilt from (state/cache.py)
         # SQLite (a file): the hot reads and writes on threads of their own, writes group-committed.
         self._threads = (
@@ -475,7 +487,7 @@ class StateStore(StoreBase):
                     body=body,
                 )
             )
-            await conn.run_sync(insert_items, tenant, conversation_id, sealed)
+            await conn.run_sync(insert_items, tenant, conversation_id, sealed, self.bound)
         return Conversation(conversation_id, tenant, now, metadata)
 
     async def get_conversation(self, tenant: str, conversation_id: str) -> Conversation | None:
@@ -520,11 +532,20 @@ class StateStore(StoreBase):
             )
         return bool(done.rowcount)
 
-    async def append_items(self, tenant: str, conversation_id: str, items: Sequence[Item]) -> bool:
-        """Add items at the end of a conversation; False if it is not this tenant's."""
+    async def append_items(
+        self, tenant: str, conversation_id: str, items: Sequence[Item], *, bounded: bool = True
+    ) -> bool:
+        """Add items at the end of a conversation; False if it is not this tenant's. `bounded`: ConversationFull
+        (nothing added) if they would take it past its bound (a turn's answer is appended unbounded: it is never
+        lost)."""
         sealed = await self._seal_items(tenant, conversation_id, items)
+        bound = self.bound if bounded else None
+
+        def write(conn: Connection) -> None:
+            insert_items(conn, tenant, conversation_id, sealed, bound)
+
         try:
-            await self._commit(lambda conn: insert_items(conn, tenant, conversation_id, sealed), lock=conversation_id)
+            await self._commit(write, lock=conversation_id)
         except LookupError:
             return False
         return True
@@ -542,7 +563,8 @@ class StateStore(StoreBase):
         conversation is not this tenant's. UnknownItem if `after` names no item of it."""
         t = conversation_items
         async with self._read() as conn:
-            if not await self._owns(conn, tenant, conversation_id):
+            totals = await self._totals(conn, tenant, conversation_id)
+            if totals is None:
                 return None
             q = sa.select(t.c.id, t.c.position, t.c.body).where(t.c.conversation_id == conversation_id)
             if after is not None:
@@ -558,7 +580,8 @@ class StateStore(StoreBase):
             rows = (await conn.execute(q)).all()
         more = limit is not None and len(rows) > limit
         rows = rows[:limit] if limit is not None else rows
-        return ItemPage([await self._open_item(tenant, conversation_id, r.id, r.body) for r in rows], more)
+        opened = [await self._open_item(tenant, conversation_id, r.id, r.body) for r in rows]
+        return ItemPage(opened, more, totals.item_count, totals.item_bytes)
 
     async def get_item(self, tenant: str, conversation_id: str, item_id: str) -> Item | None:
         t = conversation_items
@@ -571,12 +594,22 @@ class StateStore(StoreBase):
         return None if body is None else await self._open_item(tenant, conversation_id, item_id, body)
 
     async def delete_item(self, tenant: str, conversation_id: str, item_id: str) -> bool:
-        t = conversation_items
+        t, c = conversation_items, conversations
         async with self._write() as conn:
-            done = await conn.execute(
-                sa.delete(t).where(t.c.conversation_id == conversation_id, t.c.id == item_id, t.c.tenant_id == tenant)
+            size = await conn.scalar(
+                sa.delete(t)
+                .where(t.c.conversation_id == conversation_id, t.c.id == item_id, t.c.tenant_id == tenant)
+                .returning(t.c.size)
             )
-        return bool(done.rowcount)
+            if size is None:
+                return False
+            # Relative: an add committing meanwhile (PostgreSQL) changes the same totals.
+            await conn.execute(
+                sa.update(c)
+                .where(c.c.id == conversation_id)
+                .values(item_count=c.c.item_count - 1, item_bytes=c.c.item_bytes - size)
+            )
+        return True
 
     async def _open_item(self, tenant: str, conversation_id: str, item_id: str, body: bytes) -> Item:
         return await self._open(tenant, "conversation_items", f"{conversation_id}/{item_id}", body)
@@ -592,13 +625,15 @@ class StateStore(StoreBase):
             out.append((item["id"], body, size))
         return out
 
-    async def _owns(self, conn: AsyncConnection, tenant: str, conversation_id: str) -> bool:
-        found = await conn.scalar(
-            sa.select(conversations.c.id).where(
-                conversations.c.id == conversation_id, conversations.c.tenant_id == tenant
+    async def _totals(self, conn: AsyncConnection, tenant: str, conversation_id: str) -> sa.Row[Any, Any, Any] | None:
+        """The conversation's totals and end, if it is this tenant's."""
+        c = conversations
+        found = await conn.execute(
+            sa.select(c.c.item_count, c.c.item_bytes, c.c.next_position).where(
+                c.c.id == conversation_id, c.c.tenant_id == tenant
             )
         )
-        return found is not None
+        return found.first()
 
 
 def response_row(record: StoredResponse, body: bytes, size: int) -> dict[str, Any]:
@@ -614,14 +649,31 @@ def response_row(record: StoredResponse, body: bytes, size: int) -> dict[str, An
     }
 
 
-def insert_items(conn: Connection, tenant: str, conversation_id: str, sealed: list[tuple[str, bytes, int]]) -> None:
-    """Inside a write transaction that holds the conversation's lock: positions never collide."""
+def insert_items(
+    conn: Connection,
+    tenant: str,
+    conversation_id: str,
+    sealed: list[tuple[str, bytes, int]],
+    bound: ConversationsConfig | None = None,
+) -> None:
+    """Inside a write transaction that holds the conversation's lock: positions never collide, and the
+    bound checked here holds when the items are committed."""
     c = conversations
-    start = conn.scalar(sa.select(c.c.next_position).where(c.c.id == conversation_id, c.c.tenant_id == tenant))
-    if start is None:
+    row = conn.execute(
+        sa.select(c.c.next_position, c.c.item_count, c.c.item_bytes).where(
+            c.c.id == conversation_id, c.c.tenant_id == tenant
+        )
+    ).first()
+    if row is None:
         raise LookupError(conversation_id)
+    start = row.next_position
     if not sealed:
         return
+    added = sum(size for _, _, size in sealed)
+    if bound is not None:
+        full = over(bound, conversation_id, row.item_count + len(sealed), row.item_bytes + added)
+        if full is not None:
+            raise full
     now = datetime.now(UTC)
     conn.execute(
         sa.insert(conversation_items),
@@ -638,6 +690,13 @@ def insert_items(conn: Connection, tenant: str, conversation_id: str, sealed: li
             for i, (item_id, body, size) in enumerate(sealed)
         ],
     )
-    conn.execute(
-        sa.update(c).where(c.c.id == conversation_id).values(next_position=start + len(sealed), updated_at=now)
+    conn.execute(  # the totals relative: a delete of an item does not take the conversation's lock
+        sa.update(c)
+        .where(c.c.id == conversation_id)
+        .values(
+            next_position=start + len(sealed),
+            item_count=c.c.item_count + len(sealed),
+            item_bytes=c.c.item_bytes + added,
+            updated_at=now,
+        )
     )

@@ -9,11 +9,13 @@ from typing import Any
 from ...schema.errors import ApiError, bad_request, echo
 from ...schema.responses import MAX_ITEM_ID, parse_add_items, parse_create_conversation, parse_update_conversation
 from ...state import Conversation, StateStore
+from ...state.bound import ConversationFull
 from ...state.idempotency import IdempotencyKeys
 from ...state.pairs import CALL_ITEMS
 from ...state.store import UnknownItem
 from ..asgi import Receive, Send, header, read_body
 from ..pipeline import Call, Pipeline
+from .bounded import too_large
 from .common import answer, list_query, need_state, page, segments, stored, tenant, unknown_cursor
 from .door import MAX_ID, conversation_not_found
 from .idempotent import HEADER as IDEMPOTENCY_KEY
@@ -83,7 +85,10 @@ class ConversationsDoor:
         refuse_orphans([], items, "items")
         refuse_duplicate_calls([], items, "items")
         await self._check_thinking(tenant(call), items)
-        conv = await stored(state.create_conversation(tenant(call), new_id("conv"), req.metadata or {}, items))
+        try:
+            conv = await stored(state.create_conversation(tenant(call), new_id("conv"), req.metadata or {}, items))
+        except ConversationFull as full:
+            raise too_large(full, "items", named=False) from None
         await answer(call, send, _view(conv))
 
     async def retrieve(self, call: Call, receive: Receive, send: Send) -> None:
@@ -146,7 +151,11 @@ class ConversationsDoor:
                 raise conversation_not_found(conv_id)
             refuse_orphans(found.items, items, "items")
             refuse_duplicate_calls(found.items, items, "items")
-        if not await stored(state.append_items(who, conv_id, items)):
+        try:
+            added = await stored(state.append_items(who, conv_id, items))
+        except ConversationFull as full:
+            raise too_large(full, "items") from None
+        if not added:
             raise conversation_not_found(conv_id)
         await answer(call, send, page(items, False))
 
