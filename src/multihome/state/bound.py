@@ -22,6 +22,11 @@ class ConversationFull(Refused):
         self.conversation_id, self.what, self.limit, self.would = conversation_id, what, limit, would
 
 
+class ConversationChanged(Refused):
+    """Items were added to the conversation after the caller read the ones it checked the new items
+    against (a duplicate call_id, an orphan result): its check must be made again."""
+
+
 def over(bound: ConversationsConfig, conversation_id: str, count: int, size: int) -> ConversationFull | None:
     """The refusal for a conversation that would hold `count` items of `size` bytes, if that passes `bound`."""
     if count > bound.max_items:

@@ -33,7 +33,7 @@ from ..storage.base import StoreBase, as_utc, sqlite_stamp
 from ..storage.errors import Conflict
 from ..storage.sqlite_threads import Busy, SqliteThreads
 from ..storage.tables import conversation_items, conversations, response_deletions, response_events, responses
-from .bound import DEFAULT, over
+from .bound import DEFAULT, ConversationChanged, over
 from .cache import OpenedResponses, held_cost
 from .pairs import check_pairs
 
@@ -221,9 +221,11 @@ class UnknownItem(LookupError):
 class ItemPage:
     items: list[Item]
     has_more: bool
-    # The conversation as read before its items: how many it holds and their bytes (its bound).
+    # The conversation as read before its items: how many it holds and their bytes (its bound), and where
+    # its next item goes (`append_items`' `expect_end`: nothing added since these items were read).
     count: int = 0
     size: int = 0
+    end: int = 0
 
 
 class StateStore(StoreBase):
@@ -533,16 +535,23 @@ class StateStore(StoreBase):
         return bool(done.rowcount)
 
     async def append_items(
-        self, tenant: str, conversation_id: str, items: Sequence[Item], *, bounded: bool = True
+        self,
+        tenant: str,
+        conversation_id: str,
+        items: Sequence[Item],
+        *,
+        bounded: bool = True,
+        expect_end: int | None = None,
     ) -> bool:
         """Add items at the end of a conversation; False if it is not this tenant's. `bounded`: ConversationFull
         (nothing added) if they would take it past its bound (a turn's answer is appended unbounded: it is never
-        lost)."""
+        lost). `expect_end`: ConversationChanged (nothing added) if items were added since the caller read the
+        conversation's end there (`ItemPage.end`), so a check of these items against those is never stale."""
         sealed = await self._seal_items(tenant, conversation_id, items)
         bound = self.bound if bounded else None
 
         def write(conn: Connection) -> None:
-            insert_items(conn, tenant, conversation_id, sealed, bound)
+            insert_items(conn, tenant, conversation_id, sealed, bound, expect_end)
 
         try:
             await self._commit(write, lock=conversation_id)
@@ -581,7 +590,7 @@ class StateStore(StoreBase):
         more = limit is not None and len(rows) > limit
         rows = rows[:limit] if limit is not None else rows
         opened = [await self._open_item(tenant, conversation_id, r.id, r.body) for r in rows]
-        return ItemPage(opened, more, totals.item_count, totals.item_bytes)
+        return ItemPage(opened, more, totals.item_count, totals.item_bytes, totals.next_position)
 
     async def get_item(self, tenant: str, conversation_id: str, item_id: str) -> Item | None:
         t = conversation_items
@@ -655,9 +664,10 @@ def insert_items(
     conversation_id: str,
     sealed: list[tuple[str, bytes, int]],
     bound: ConversationsConfig | None = None,
+    expect_end: int | None = None,
 ) -> None:
-    """Inside a write transaction that holds the conversation's lock: positions never collide, and the
-    bound checked here holds when the items are committed."""
+    """Inside a write transaction that holds the conversation's lock: positions never collide, and what is
+    checked here (its bound, `expect_end`: see `append_items`) holds when the items are committed."""
     c = conversations
     row = conn.execute(
         sa.select(c.c.next_position, c.c.item_count, c.c.item_bytes).where(
@@ -667,6 +677,8 @@ def insert_items(
     if row is None:
         raise LookupError(conversation_id)
     start = row.next_position
+    if expect_end is not None and start != expect_end:
+        raise ConversationChanged(conversation_id)
     if not sealed:
         return
     added = sum(size for _, _, size in sealed)
