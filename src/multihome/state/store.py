@@ -603,22 +603,17 @@ class StateStore(StoreBase):
         return None if body is None else await self._open_item(tenant, conversation_id, item_id, body)
 
     async def delete_item(self, tenant: str, conversation_id: str, item_id: str) -> bool:
-        t, c = conversation_items, conversations
-        async with self._write() as conn:
-            size = await conn.scalar(
-                sa.delete(t)
-                .where(t.c.conversation_id == conversation_id, t.c.id == item_id, t.c.tenant_id == tenant)
-                .returning(t.c.size)
-            )
+        """The item's row, and its count and bytes from the conversation's totals, in one transaction (on
+        SQLite the writer's: one thread hop, not one per statement)."""
+
+        def delete(conn: Connection) -> bool:
+            size = conn.scalar(_DELETE_ITEM, {"conv": conversation_id, "item": item_id, "tenant": tenant})
             if size is None:
                 return False
-            # Relative: an add committing meanwhile (PostgreSQL) changes the same totals.
-            await conn.execute(
-                sa.update(c)
-                .where(c.c.id == conversation_id)
-                .values(item_count=c.c.item_count - 1, item_bytes=c.c.item_bytes - size)
-            )
-        return True
+            conn.execute(_SHRINK, {"conv": conversation_id, "bytes": size})
+            return True
+
+        return await self._commit(delete)
 
     async def _open_item(self, tenant: str, conversation_id: str, item_id: str, body: bytes) -> Item:
         return await self._open(tenant, "conversation_items", f"{conversation_id}/{item_id}", body)
@@ -668,12 +663,7 @@ def insert_items(
 ) -> None:
     """Inside a write transaction that holds the conversation's lock: positions never collide, and what is
     checked here (its bound, `expect_end`: see `append_items`) holds when the items are committed."""
-    c = conversations
-    row = conn.execute(
-        sa.select(c.c.next_position, c.c.item_count, c.c.item_bytes).where(
-            c.c.id == conversation_id, c.c.tenant_id == tenant
-        )
-    ).first()
+    row = conn.execute(_CONVERSATION_END, {"conv": conversation_id, "tenant": tenant}).first()
     if row is None:
         raise LookupError(conversation_id)
     start = row.next_position
@@ -688,7 +678,7 @@ def insert_items(
             raise full
     now = datetime.now(UTC)
     conn.execute(
-        sa.insert(conversation_items),
+        _INSERT_ITEM,
         [
             {
                 "conversation_id": conversation_id,
@@ -702,13 +692,39 @@ def insert_items(
             for i, (item_id, body, size) in enumerate(sealed)
         ],
     )
-    conn.execute(  # the totals relative: a delete of an item does not take the conversation's lock
-        sa.update(c)
-        .where(c.c.id == conversation_id)
-        .values(
-            next_position=start + len(sealed),
-            item_count=c.c.item_count + len(sealed),
-            item_bytes=c.c.item_bytes + added,
-            updated_at=now,
-        )
+    grown = {"conv": conversation_id, "end": start + len(sealed), "n": len(sealed), "bytes": added, "at": now}
+    conn.execute(_GROW, grown)
+
+
+# The statements of `insert_items` and `delete_item`, built once (values bound per call): built per call,
+# SQLAlchemy's expression objects cost more than the statements' execution.
+_c, _i = conversations, conversation_items
+_CONVERSATION_END = sa.select(_c.c.next_position, _c.c.item_count, _c.c.item_bytes).where(
+    _c.c.id == sa.bindparam("conv"), _c.c.tenant_id == sa.bindparam("tenant")
+)
+_INSERT_ITEM = sa.insert(_i)
+# The totals relative: a delete of an item does not take the conversation's lock (it changes them too).
+_GROW = (
+    sa.update(_c)
+    .where(_c.c.id == sa.bindparam("conv"))
+    .values(
+        next_position=sa.bindparam("end"),
+        item_count=_c.c.item_count + sa.bindparam("n"),
+        item_bytes=_c.c.item_bytes + sa.bindparam("bytes"),
+        updated_at=sa.bindparam("at"),
     )
+)
+_DELETE_ITEM = (
+    sa.delete(_i)
+    .where(
+        _i.c.conversation_id == sa.bindparam("conv"),
+        _i.c.id == sa.bindparam("item"),
+        _i.c.tenant_id == sa.bindparam("tenant"),
+    )
+    .returning(_i.c.size)
+)
+_SHRINK = (
+    sa.update(_c)
+    .where(_c.c.id == sa.bindparam("conv"))
+    .values(item_count=_c.c.item_count - 1, item_bytes=_c.c.item_bytes - sa.bindparam("bytes"))
+)
