@@ -115,7 +115,7 @@ def build_app(config: Config, config_path: str | None = None) -> Gateway:
     if crypto is not None:  # stored responses and conversations, sealed under the tenant's keys (docs/responses.md)
         from .state.service import StateService
 
-        state = StateService(storage, _Lazy(crypto, "keyring"))
+        state = StateService(storage, _Lazy(crypto, "keyring"), config.responses.conversations)
     memory = None
     if crypto is not None:  # long-term agent memory, sealed under the tenant's keys (docs/memory.md)
         from .state.memory.service import MemoryService

@@ -6,6 +6,8 @@ param, decided before any upstream call (checked at the simulators' request logs
 
 from __future__ import annotations
 
+import threading
+
 import httpx
 import openai
 import pytest
@@ -227,3 +229,32 @@ def test_hostile_fields_are_4xx_never_500(world):
     assert globex.responses.retrieve(theirs.id).output_text  # untouched
     with pytest.raises(openai.NotFoundError):
         acme.conversations.items.create(their_conv.id, items=[{"type": "message", "role": "user", "content": "x"}])
+
+
+def test_concurrent_adds_of_one_calls_result_add_it_once(world):
+    """Adds checked against the conversation's items (a result must answer a call, and only once) and racing
+    each other: in every round exactly one is added and the others are the duplicate's 400, on both stores."""
+    client = world.sdk()
+    n = 8
+    for round_ in range(5):
+        call_id = f"call_race_{round_}"
+        call = {"type": "function_call", "call_id": call_id, "name": "get_weather", "arguments": "{}"}
+        conv = client.conversations.create(items=[call])
+        result = {"type": "function_call_output", "call_id": call_id, "output": "sunny"}
+        start = threading.Barrier(n)
+        outcomes: list[tuple[int, str | None]] = []
+
+        def add(conv_id: str = conv.id, result: dict = result, start: threading.Barrier = start) -> None:
+            with _http(world) as http:
+                start.wait(timeout=20)
+                resp = http.post(f"/v1/conversations/{conv_id}/items", json={"items": [result]})
+                outcomes.append((resp.status_code, resp.json()["error"]["code"] if resp.status_code != 200 else None))
+
+        threads = [threading.Thread(target=add) for _ in range(n)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=60)
+        assert sorted(outcomes) == [(200, None)] + [(400, "duplicate_call_id")] * (n - 1), (round_, outcomes)
+        kinds = [i.type for i in client.conversations.items.list(conv.id, limit=100).data]
+        assert kinds.count("function_call_output") == 1

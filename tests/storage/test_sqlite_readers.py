@@ -103,23 +103,93 @@ async def test_close_waits_for_a_read_under_way_and_refuses_reads_after_it(sqlit
         await store.close()
 
 
-async def test_a_failed_read_leaves_the_thread_a_fresh_connection(sqlite_database):
+def _version(conn):
+    return conn.connection.dbapi_connection.execute("SELECT version FROM state_version").fetchone()[0]
+
+
+def _raw_of(conn):
+    return conn.connection.dbapi_connection
+
+
+async def test_a_read_that_fails_on_its_own_keeps_its_connection(sqlite_database):
+    """A bad statement, a constraint violation, an interrupted statement, an error of the work itself, a
+    transaction left open: the connection is as good as before, so the thread keeps it (its temp table,
+    which only that connection sees, is still there) and the next read runs on it."""
+    url = sqlite_database()
+    store = await open_store(url)
+    readers = SqliteReaders(store.engine)
+
+    def setup(conn):
+        raw = _raw_of(conn)
+        raw.execute("CREATE TEMP TABLE seen (x INTEGER PRIMARY KEY)")
+        raw.execute("INSERT INTO seen VALUES (1)")
+        return raw
+
+    def bad_statement(conn):
+        _raw_of(conn).execute("SELECT nope FROM nowhere")
+
+    def constraint(conn):
+        _raw_of(conn).execute("INSERT INTO seen VALUES (1)")
+
+    def interrupted(conn):  # as a progress handler (or `interrupt()`) aborts a statement: "interrupted"
+        raw = _raw_of(conn)
+        raw.set_progress_handler(lambda: 1, 1000)
+        try:
+            raw.execute(
+                "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 1000000) SELECT count(*) FROM n"
+            )
+        finally:
+            raw.set_progress_handler(None, 0)
+
+    def own_error(conn):
+        raise ValueError("the caller's own")
+
+    def left_open(conn):
+        conn.connection.dbapi_connection.execute("BEGIN")
+        _raw_of(conn).execute("SELECT version FROM state_version").fetchone()
+        raise KeyError("mid-transaction")
+
+    def check(conn):
+        raw = _raw_of(conn)
+        return raw, raw.execute("SELECT count(*) FROM temp.seen").fetchone()[0], raw.in_transaction
+
+    try:
+        raw = await readers.read(setup)
+        failing = [
+            (bad_statement, sqlite3.OperationalError),
+            (constraint, sqlite3.IntegrityError),
+            (interrupted, sqlite3.OperationalError),
+            (own_error, ValueError),
+            (left_open, KeyError),
+        ]
+        for work, error in failing:
+            with pytest.raises(error):
+                await readers.read(work)
+            assert await readers.read(check) == (raw, 1, False), work.__name__
+        assert len(readers._opened) == 1
+        assert await readers.read(_version) == await store.version()
+    finally:
+        await readers.close()
+        await store.close()
+
+
+async def test_a_read_on_a_broken_connection_leaves_the_thread_a_fresh_one(sqlite_database):
     url = sqlite_database()
     store = await open_store(url)
     readers = SqliteReaders(store.engine)
 
     def broken(conn):
-        conn.connection.dbapi_connection.execute("SELECT nope FROM nowhere")
-
-    def version(conn):
-        return conn.connection.dbapi_connection.execute("SELECT version FROM state_version").fetchone()[0]
+        raw = _raw_of(conn)
+        raw.close()  # closed underneath SQLAlchemy: every later statement on it fails
+        raw.execute("SELECT 1")
 
     try:
-        with pytest.raises(sqlite3.OperationalError):
+        first = await readers.read(_raw_of)
+        with pytest.raises(sqlite3.ProgrammingError):
             await readers.read(broken)
         assert readers._opened == []
-        assert await readers.read(version) == await store.version()
-        assert len(readers._opened) == 1
+        assert await readers.read(_version) == await store.version()
+        assert len(readers._opened) == 1 and await readers.read(_raw_of) is not first
     finally:
         await readers.close()
         await store.close()

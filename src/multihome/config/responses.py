@@ -36,7 +36,17 @@ class AgentConfig(Strict):
     max_spend: Positive | None = None  # a run's spend cap, in the deployments' price currency (None: no cap)
 
 
+class ConversationsConfig(Strict):
+    """A conversation's bound (docs/responses.md "How state is kept"): every turn of it is rebuilt from all its
+    items, so without one a tenant could make each turn cost more, and its storage grow, for ever. An add of
+    items or a turn that would pass it is a 400 (`conversation_too_large`); a turn's own output is always kept."""
+
+    max_items: PositiveCount = 10_000  # items in one conversation (10,000 messages of 100 tokens fill 1M tokens)
+    max_bytes: PositiveCount = 64 << 20  # their plaintext bytes as stored (about three full 20 MiB request bodies)
+
+
 class ResponsesConfig(Strict):
     background: BackgroundConfig = msgspec.field(default_factory=BackgroundConfig)
     agent: AgentConfig = msgspec.field(default_factory=AgentConfig)
     retention: RetentionConfig = msgspec.field(default_factory=RetentionConfig)
+    conversations: ConversationsConfig = msgspec.field(default_factory=ConversationsConfig)

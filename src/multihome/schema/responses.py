@@ -238,7 +238,7 @@ def _check_nested(name: str, raw: msgspec.Raw) -> None:
     fields = decode_body(raw, _KEYS)  # the keys only: the values were decoded (or skipped) already
     for key in fields:
         if key not in _NESTED[name]:
-            param = f"{name}.{key[:64]}"
+            param = f"{name}.{echo(key)}"
             raise bad_request(f"Unrecognized request argument supplied: {param}", param=param, code="unknown_parameter")
     if name == "text" and "format" in fields:
         _check_nested("text.format", fields["format"])
@@ -263,9 +263,9 @@ def _check_memory_fields(raw: msgspec.Raw) -> None:
             unknown = sorted(set(tool) - MEMORY_FIELDS)
             if unknown:
                 raise bad_request(
-                    f"tools[{i}] is a memory tool with unknown field '{unknown[0][:60]}' (it takes: "
+                    f"tools[{i}] is a memory tool with unknown field '{echo(unknown[0])}' (it takes: "
                     f"{', '.join(sorted(MEMORY_FIELDS))}).",
-                    param=f"tools[{i}].{unknown[0][:60]}",
+                    param=f"tools[{i}].{echo(unknown[0])}",
                 )
 
 
@@ -380,7 +380,7 @@ def _check_tools(req: CreateResponse) -> None:
             if tool.server_label in labels:
                 # The label names the server in every mcp_* item and function name: two would be ambiguous.
                 raise bad_request(
-                    f"tools[{i}]: the server_label '{tool.server_label[:64]}' is used by another mcp tool of this "
+                    f"tools[{i}]: the server_label '{echo(tool.server_label)}' is used by another mcp tool of this "
                     "request; each mcp tool needs a server_label of its own.",
                     param=f"tools[{i}].server_label",
                     code="duplicate_server_label",

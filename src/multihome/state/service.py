@@ -6,18 +6,24 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..config.responses import ConversationsConfig
+from .bound import DEFAULT
 from .store import StateStore
 
 
 class StateService:
-    def __init__(self, storage: Any, keyring: Any) -> None:
+    def __init__(self, storage: Any, keyring: Any, conversations: ConversationsConfig = DEFAULT) -> None:
         self._storage = storage  # StorageService: its store (and engine) exist once it has started
         self._keyring = keyring  # the gateway's Keyring, or a stand-in resolving to it once started
+        self._conversations = conversations  # a conversation's bound (state/bound.py)
         self.store: StateStore | None = None
 
     async def start(self) -> None:
         self.store = StateStore(
-            self._storage.store.engine, self._keyring, sqlite_sync=getattr(self._storage, "state_sync", "full")
+            self._storage.store.engine,
+            self._keyring,
+            sqlite_sync=getattr(self._storage, "state_sync", "full"),
+            conversations=self._conversations,
         )
 
     async def close(self) -> None:

@@ -27,11 +27,13 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from ..config.responses import ConversationsConfig
 from ..crypto import Keyring
 from ..storage.base import StoreBase, as_utc, sqlite_stamp
 from ..storage.errors import Conflict
 from ..storage.sqlite_threads import Busy, SqliteThreads
 from ..storage.tables import conversation_items, conversations, response_deletions, response_events, responses
+from .bound import DEFAULT, ConversationChanged, over
 from .cache import OpenedResponses, held_cost
 from .pairs import check_pairs
 
@@ -219,14 +221,26 @@ class UnknownItem(LookupError):
 class ItemPage:
     items: list[Item]
     has_more: bool
+    # The conversation as read before its items: how many it holds and their bytes (its bound), and where
+    # its next item goes (`append_items`' `expect_end`: nothing added since these items were read).
+    count: int = 0
+    size: int = 0
+    end: int = 0
 
 
 class StateStore(StoreBase):
     def __init__(
-        self, engine: AsyncEngine, keyring: Keyring, *, cache_bytes: int = 64 << 20, sqlite_sync: str = "full"
+        self,
+        engine: AsyncEngine,
+        keyring: Keyring,
+        *,
+        cache_bytes: int = 64 << 20,
+        sqlite_sync: str = "full",
+        conversations: ConversationsConfig = DEFAULT,
     ) -> None:
         super().__init__(engine)
         self.keyring = keyring
+        self.bound = conversations  # a conversation's items at most (state/bound.py)
         self._opened = OpenedResponses(cache_bytes)  # what chains are rebuilt from (state/cache.py)
         # SQLite (a file): the hot reads and writes on threads of their own, writes group-committed.
         self._threads = (
@@ -475,7 +489,7 @@ class StateStore(StoreBase):
                     body=body,
                 )
             )
-            await conn.run_sync(insert_items, tenant, conversation_id, sealed)
+            await conn.run_sync(insert_items, tenant, conversation_id, sealed, self.bound)
         return Conversation(conversation_id, tenant, now, metadata)
 
     async def get_conversation(self, tenant: str, conversation_id: str) -> Conversation | None:
@@ -520,11 +534,27 @@ class StateStore(StoreBase):
             )
         return bool(done.rowcount)
 
-    async def append_items(self, tenant: str, conversation_id: str, items: Sequence[Item]) -> bool:
-        """Add items at the end of a conversation; False if it is not this tenant's."""
+    async def append_items(
+        self,
+        tenant: str,
+        conversation_id: str,
+        items: Sequence[Item],
+        *,
+        bounded: bool = True,
+        expect_end: int | None = None,
+    ) -> bool:
+        """Add items at the end of a conversation; False if it is not this tenant's. `bounded`: ConversationFull
+        (nothing added) if they would take it past its bound (a turn's answer is appended unbounded: it is never
+        lost). `expect_end`: ConversationChanged (nothing added) if items were added since the caller read the
+        conversation's end there (`ItemPage.end`), so a check of these items against those is never stale."""
         sealed = await self._seal_items(tenant, conversation_id, items)
+        bound = self.bound if bounded else None
+
+        def write(conn: Connection) -> None:
+            insert_items(conn, tenant, conversation_id, sealed, bound, expect_end)
+
         try:
-            await self._commit(lambda conn: insert_items(conn, tenant, conversation_id, sealed), lock=conversation_id)
+            await self._commit(write, lock=conversation_id)
         except LookupError:
             return False
         return True
@@ -542,7 +572,8 @@ class StateStore(StoreBase):
         conversation is not this tenant's. UnknownItem if `after` names no item of it."""
         t = conversation_items
         async with self._read() as conn:
-            if not await self._owns(conn, tenant, conversation_id):
+            totals = await self._totals(conn, tenant, conversation_id)
+            if totals is None:
                 return None
             q = sa.select(t.c.id, t.c.position, t.c.body).where(t.c.conversation_id == conversation_id)
             if after is not None:
@@ -558,7 +589,8 @@ class StateStore(StoreBase):
             rows = (await conn.execute(q)).all()
         more = limit is not None and len(rows) > limit
         rows = rows[:limit] if limit is not None else rows
-        return ItemPage([await self._open_item(tenant, conversation_id, r.id, r.body) for r in rows], more)
+        opened = [await self._open_item(tenant, conversation_id, r.id, r.body) for r in rows]
+        return ItemPage(opened, more, totals.item_count, totals.item_bytes, totals.next_position)
 
     async def get_item(self, tenant: str, conversation_id: str, item_id: str) -> Item | None:
         t = conversation_items
@@ -571,12 +603,17 @@ class StateStore(StoreBase):
         return None if body is None else await self._open_item(tenant, conversation_id, item_id, body)
 
     async def delete_item(self, tenant: str, conversation_id: str, item_id: str) -> bool:
-        t = conversation_items
-        async with self._write() as conn:
-            done = await conn.execute(
-                sa.delete(t).where(t.c.conversation_id == conversation_id, t.c.id == item_id, t.c.tenant_id == tenant)
-            )
-        return bool(done.rowcount)
+        """The item's row, and its count and bytes from the conversation's totals, in one transaction (on
+        SQLite the writer's: one thread hop, not one per statement)."""
+
+        def delete(conn: Connection) -> bool:
+            size = conn.scalar(_DELETE_ITEM, {"conv": conversation_id, "item": item_id, "tenant": tenant})
+            if size is None:
+                return False
+            conn.execute(_SHRINK, {"conv": conversation_id, "bytes": size})
+            return True
+
+        return await self._commit(delete)
 
     async def _open_item(self, tenant: str, conversation_id: str, item_id: str, body: bytes) -> Item:
         return await self._open(tenant, "conversation_items", f"{conversation_id}/{item_id}", body)
@@ -592,13 +629,15 @@ class StateStore(StoreBase):
             out.append((item["id"], body, size))
         return out
 
-    async def _owns(self, conn: AsyncConnection, tenant: str, conversation_id: str) -> bool:
-        found = await conn.scalar(
-            sa.select(conversations.c.id).where(
-                conversations.c.id == conversation_id, conversations.c.tenant_id == tenant
+    async def _totals(self, conn: AsyncConnection, tenant: str, conversation_id: str) -> sa.Row[Any, Any, Any] | None:
+        """The conversation's totals and end, if it is this tenant's."""
+        c = conversations
+        found = await conn.execute(
+            sa.select(c.c.item_count, c.c.item_bytes, c.c.next_position).where(
+                c.c.id == conversation_id, c.c.tenant_id == tenant
             )
         )
-        return found is not None
+        return found.first()
 
 
 def response_row(record: StoredResponse, body: bytes, size: int) -> dict[str, Any]:
@@ -614,17 +653,32 @@ def response_row(record: StoredResponse, body: bytes, size: int) -> dict[str, An
     }
 
 
-def insert_items(conn: Connection, tenant: str, conversation_id: str, sealed: list[tuple[str, bytes, int]]) -> None:
-    """Inside a write transaction that holds the conversation's lock: positions never collide."""
-    c = conversations
-    start = conn.scalar(sa.select(c.c.next_position).where(c.c.id == conversation_id, c.c.tenant_id == tenant))
-    if start is None:
+def insert_items(
+    conn: Connection,
+    tenant: str,
+    conversation_id: str,
+    sealed: list[tuple[str, bytes, int]],
+    bound: ConversationsConfig | None = None,
+    expect_end: int | None = None,
+) -> None:
+    """Inside a write transaction that holds the conversation's lock: positions never collide, and what is
+    checked here (its bound, `expect_end`: see `append_items`) holds when the items are committed."""
+    row = conn.execute(_CONVERSATION_END, {"conv": conversation_id, "tenant": tenant}).first()
+    if row is None:
         raise LookupError(conversation_id)
+    start = row.next_position
+    if expect_end is not None and start != expect_end:
+        raise ConversationChanged(conversation_id)
     if not sealed:
         return
+    added = sum(size for _, _, size in sealed)
+    if bound is not None:
+        full = over(bound, conversation_id, row.item_count + len(sealed), row.item_bytes + added)
+        if full is not None:
+            raise full
     now = datetime.now(UTC)
     conn.execute(
-        sa.insert(conversation_items),
+        _INSERT_ITEM,
         [
             {
                 "conversation_id": conversation_id,
@@ -638,6 +692,39 @@ def insert_items(conn: Connection, tenant: str, conversation_id: str, sealed: li
             for i, (item_id, body, size) in enumerate(sealed)
         ],
     )
-    conn.execute(
-        sa.update(c).where(c.c.id == conversation_id).values(next_position=start + len(sealed), updated_at=now)
+    grown = {"conv": conversation_id, "end": start + len(sealed), "n": len(sealed), "bytes": added, "at": now}
+    conn.execute(_GROW, grown)
+
+
+# The statements of `insert_items` and `delete_item`, built once (values bound per call): built per call,
+# SQLAlchemy's expression objects cost more than the statements' execution.
+_c, _i = conversations, conversation_items
+_CONVERSATION_END = sa.select(_c.c.next_position, _c.c.item_count, _c.c.item_bytes).where(
+    _c.c.id == sa.bindparam("conv"), _c.c.tenant_id == sa.bindparam("tenant")
+)
+_INSERT_ITEM = sa.insert(_i)
+# The totals relative: a delete of an item does not take the conversation's lock (it changes them too).
+_GROW = (
+    sa.update(_c)
+    .where(_c.c.id == sa.bindparam("conv"))
+    .values(
+        next_position=sa.bindparam("end"),
+        item_count=_c.c.item_count + sa.bindparam("n"),
+        item_bytes=_c.c.item_bytes + sa.bindparam("bytes"),
+        updated_at=sa.bindparam("at"),
     )
+)
+_DELETE_ITEM = (
+    sa.delete(_i)
+    .where(
+        _i.c.conversation_id == sa.bindparam("conv"),
+        _i.c.id == sa.bindparam("item"),
+        _i.c.tenant_id == sa.bindparam("tenant"),
+    )
+    .returning(_i.c.size)
+)
+_SHRINK = (
+    sa.update(_c)
+    .where(_c.c.id == sa.bindparam("conv"))
+    .values(item_count=_c.c.item_count - 1, item_bytes=_c.c.item_bytes - sa.bindparam("bytes"))
+)

@@ -24,6 +24,11 @@ class Conflict(StorageError):
         self.conflicting = conflicting
 
 
+class Refused(StorageError):
+    """A unit of work's own refusal of the caller's change, decided inside its transaction (nothing was
+    written): the caller's to report, not a failure of the database (never logged as one)."""
+
+
 class Invalid(StorageError, ValueError):
     """A value the store will not accept (empty name, unknown role, ends_on before starts_on...).
     `field` names the offending argument when one is to blame (the admin API's `param`)."""

@@ -7,7 +7,9 @@ a synchronous SQLAlchemy connection, run whole on a reader thread with a connect
 own (the engine's settings: WAL, busy timeout): one hop there and one back. WAL readers never wait for
 writers, so a read sees the last commit of any connection. The connections are in autocommit mode
 (engine.py): a read that begins no transaction leaves none open between reads, so WAL checkpoints are
-not held back; one that `work` begins through SQLAlchemy is ended after it.
+not held back; one that `work` begins through SQLAlchemy is ended after it. A read that fails keeps its
+thread's connection (a constraint, a bad statement, an error of `work`: the connection is as good as before,
+and a transaction left open is ended); only a connection that no longer answers is closed and replaced.
 
 The threads are made at the first read (an idle part costs nothing). After `close` a read raises
 `ReadersClosed` (the caller takes its slower path): a read racing the close either ran before the
@@ -17,6 +19,7 @@ connections closed or is refused, and no thread is made again.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -93,10 +96,14 @@ class SqliteReaders:
         try:
             return work(conn)
         except BaseException:
-            self._local.conn = None  # the next read on this thread starts on a fresh connection
-            with self._lock:
-                self._opened.remove(conn)
-            conn.close()
+            # A read's own failure (a bad statement, a constraint, an interrupt, an error of `work`) leaves
+            # its connection as good as before: kept. One that no longer answers is replaced at the next read.
+            if _broken(conn):
+                self._local.conn = None
+                with self._lock:
+                    self._opened.remove(conn)
+                with contextlib.suppress(Exception):  # closing a broken connection may fail too: it is dropped
+                    conn.close()
             raise
         finally:
             if not conn.closed and conn.in_transaction():
@@ -124,3 +131,24 @@ class SqliteReaders:
             if self._pool is None:
                 return
         await asyncio.get_running_loop().run_in_executor(None, self.close_now)
+
+
+def _broken(conn: Connection) -> bool:
+    """Whether a connection a read failed on can serve no other: closed, invalidated, or its driver's
+    connection no longer reads the file (closed underneath, an I/O error). Only after a failure: ends a
+    transaction the read left open (SQLAlchemy's or one begun on the driver's connection: kept, it would
+    hold an old snapshot for every later read), then reads the file's header page."""
+    if conn.closed or conn.invalidated:
+        return True
+    try:
+        if conn.in_transaction():
+            conn.rollback()
+        raw = conn.connection.dbapi_connection
+        if raw is None:
+            return True
+        if raw.in_transaction:
+            raw.execute("ROLLBACK")
+        raw.execute("PRAGMA schema_version").fetchone()
+    except Exception:
+        return True
+    return False

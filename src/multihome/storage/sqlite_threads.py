@@ -42,6 +42,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from .engine import IMMEDIATE, create_sync_sqlite_engine
+from .errors import Refused
 from .sqlite_readers import SqliteReaders
 
 log = logging.getLogger("multihome.storage")
@@ -227,7 +228,7 @@ class SqliteThreads:
                     self._commit(conn, [unit])
                 return
             if not isinstance(
-                exc, IntegrityError | sqlite3.IntegrityError | LookupError
+                exc, IntegrityError | sqlite3.IntegrityError | LookupError | Refused
             ):  # a unit's own refusal is the caller's to report
                 log.warning("a state write transaction failed: %s", type(exc).__name__)
             done = [(batch[0][2], batch[0][3], None, exc)]

@@ -260,6 +260,9 @@ conversations = sa.Table(
     sa.Column("created_at", TS, nullable=False),
     sa.Column("updated_at", TS, nullable=False),
     sa.Column("next_position", sa.BigInteger, nullable=False),  # where the next item goes
+    # its items now: how many, and their plaintext bytes (the conversation's bound, state/store.py)
+    sa.Column("item_count", sa.BigInteger, nullable=False, server_default="0"),
+    sa.Column("item_bytes", sa.BigInteger, nullable=False, server_default="0"),
     sa.Column("size", sa.Integer, nullable=False),
     sa.Column("body", sa.LargeBinary, nullable=False),  # sealed: the metadata
     sa.Index(None, "tenant_id", "created_at"),

@@ -24,7 +24,7 @@ from typing import Any
 
 import msgspec
 
-from ..schema.errors import ApiError
+from ..schema.errors import ApiError, echo
 from ..storage.errors import NotFound
 from .model import McpEndpoint, McpTool
 from .servers import Loaded, McpServerStore, McpServerView
@@ -113,7 +113,7 @@ class McpResolver:
             except NotFound:
                 raise ApiError(
                     400,
-                    f"No MCP server named {spec.server_label[:60]!r} is registered for tenant {tenant}: give the "
+                    f"No MCP server named {echo(spec.server_label)!r} is registered for tenant {tenant}: give the "
                     f"name of a registered server as server_label, or its server_url ({how}).",
                     param=f"{param}.server_label",
                     code="mcp_server_not_registered",
@@ -123,7 +123,7 @@ class McpResolver:
         if not found:
             raise ApiError(
                 400,
-                f"MCP server URL {url[:200]} is not registered for tenant {tenant}; Multihome calls only "
+                f"MCP server URL {echo(url)} is not registered for tenant {tenant}; Multihome calls only "
                 f"registered MCP servers ({how}).",
                 param=f"{param}.server_url",
                 code="mcp_server_not_registered",
@@ -134,7 +134,7 @@ class McpResolver:
                 names = ", ".join(s[0].name for s in found)
                 raise ApiError(
                     400,
-                    f"Several MCP servers are registered at {url[:200]} ({names}): set server_label to the one meant.",
+                    f"Several MCP servers are registered at {echo(url)} ({names}): set server_label to the one meant.",
                     param=f"{param}.server_label",
                     code="invalid_value",
                 )

@@ -21,7 +21,7 @@ from urllib.parse import urlsplit
 
 import msgspec
 
-from ..schema.errors import ApiError
+from ..schema.errors import ApiError, echo
 
 NAME = re.compile(r"^[a-zA-Z0-9_-]{1,40}$")
 _TOKEN = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]{1,100}$")
@@ -87,7 +87,7 @@ def needs_approval(rule: Approval, tool: str, read_only: bool = False) -> bool:
 def check_name(name: str, param: str = "name") -> str:
     if not NAME.match(name):
         raise ApiError(
-            400, f"{param} must be 1-40 characters from a-z, A-Z, 0-9, _ and -; got {name[:60]!r}.", param=param
+            400, f"{param} must be 1-40 characters from a-z, A-Z, 0-9, _ and -; got {echo(name)!r}.", param=param
         )
     return name
 
@@ -143,7 +143,7 @@ def check_headers(headers: Mapping[str, str], param: str = "headers") -> dict[st
     for name, value in headers.items():
         lower = name.lower()
         if not _TOKEN.match(name):
-            raise ApiError(400, f"{param}: {name[:100]!r} is not a valid header name.", param=param)
+            raise ApiError(400, f"{param}: {echo(name)!r} is not a valid header name.", param=param)
         if lower in RESERVED_HEADERS:
             raise ApiError(400, f"{param}: {name} is set by the MCP transport itself.", param=param)
         if lower in seen:

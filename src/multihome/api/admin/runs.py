@@ -36,7 +36,7 @@ async def list_agent_runs(s: Services, c: AdminCall) -> Any:
     # A cursor is a run id: printable (PostgreSQL's text refuses a NUL: was a 500) and short.
     found = await list_runs(s.background.state, c.tenant, limit, after) if _run_id(after) else None
     if found is None:  # not an empty page, which a client would take for the end of the list
-        shown = (after or "")[:80]
+        shown = echo(after or "")
         raise ApiError(
             400,
             f"'after' must be the id of one of the tenant's runs (the last id of a page); got {shown!r}.",

@@ -16,7 +16,7 @@ from ...policy.pins import MEMORY_EMBEDDING, WORK_KINDS
 from ...schema.chat import parse_chat
 from ...schema.decoding import top_level
 from ...schema.embeddings import parse_embeddings
-from ...schema.errors import bad_request
+from ...schema.errors import bad_request, echo
 from ..asgi import JSON, Receive, Send, read_body
 from ..pipeline import Call, Pipeline
 from ..render import send_json
@@ -36,7 +36,7 @@ class ExplainDoor:
         pipeline = self.pipeline
         work = parse_qs(call.scope.get("query_string", b"").decode("latin-1")).get("work", [None])[-1]
         if work is not None and work not in WORK_KINDS:
-            raise bad_request(f"'work' must be one of {', '.join(WORK_KINDS)}, not '{work[:80]}'.", param="work")
+            raise bad_request(f"'work' must be one of {', '.join(WORK_KINDS)}, not '{echo(work)}'.", param="work")
         call.work = work
         keys = top_level(body)
         if "input" in keys and "messages" not in keys:

@@ -9,17 +9,23 @@ from typing import Any
 from ...schema.errors import ApiError, bad_request, echo
 from ...schema.responses import MAX_ITEM_ID, parse_add_items, parse_create_conversation, parse_update_conversation
 from ...state import Conversation, StateStore
+from ...state.bound import ConversationChanged, ConversationFull
 from ...state.idempotency import IdempotencyKeys
 from ...state.pairs import CALL_ITEMS
 from ...state.store import UnknownItem
 from ..asgi import Receive, Send, header, read_body
 from ..pipeline import Call, Pipeline
+from .bounded import too_large
 from .common import answer, list_query, need_state, page, segments, stored, tenant, unknown_cursor
 from .door import MAX_ID, conversation_not_found
 from .idempotent import HEADER as IDEMPOTENCY_KEY
 from .idempotent import once
 from .items import new_id, refuse_duplicate_calls, refuse_orphans, stored_item
 from .thinking import ThinkingKeys
+
+# Checks of new call items against the stored ones made again when another add came in between (each
+# retry means another add committed): then a 409 asking the client to retry.
+_RECHECKS = 5
 
 
 def _view(conv: Conversation) -> dict[str, Any]:
@@ -83,7 +89,10 @@ class ConversationsDoor:
         refuse_orphans([], items, "items")
         refuse_duplicate_calls([], items, "items")
         await self._check_thinking(tenant(call), items)
-        conv = await stored(state.create_conversation(tenant(call), new_id("conv"), req.metadata or {}, items))
+        try:
+            conv = await stored(state.create_conversation(tenant(call), new_id("conv"), req.metadata or {}, items))
+        except ConversationFull as full:
+            raise too_large(full, "items", named=False) from None
         await answer(call, send, _view(conv))
 
     async def retrieve(self, call: Call, receive: Receive, send: Send) -> None:
@@ -139,16 +148,35 @@ class ConversationsDoor:
         items = [stored_item(i) for i in req.items]
         await self._check_thinking(who, items)
         refuse_duplicate_calls([], items, "items")
-        # A call or a result: does it answer a call stored before, or repeat one's call_id? (read only then)
-        if any(i.get("type") in CALL_ITEMS for i in items):
-            found = await stored(state.items(who, conv_id))
-            if found is None:
+        checked = any(i.get("type") in CALL_ITEMS for i in items)
+        for _ in range(_RECHECKS):
+            end = None
+            # A call or a result: does it answer a call stored before, or repeat one's call_id? (read only then,
+            # and added only if nothing was added since: two adds of one call_id never both pass)
+            if checked:
+                found = await stored(state.items(who, conv_id))
+                if found is None:
+                    raise conversation_not_found(conv_id)
+                refuse_orphans(found.items, items, "items")
+                refuse_duplicate_calls(found.items, items, "items")
+                end = found.end
+            try:
+                added = await stored(state.append_items(who, conv_id, items, expect_end=end))
+            except ConversationChanged:
+                continue
+            except ConversationFull as full:
+                raise too_large(full, "items") from None
+            if not added:
                 raise conversation_not_found(conv_id)
-            refuse_orphans(found.items, items, "items")
-            refuse_duplicate_calls(found.items, items, "items")
-        if not await stored(state.append_items(who, conv_id, items)):
-            raise conversation_not_found(conv_id)
-        await answer(call, send, page(items, False))
+            await answer(call, send, page(items, False))
+            return
+        raise ApiError(
+            409,
+            "Other items were added to the conversation while these were checked against it, again and again; "
+            "retry the request.",
+            param="items",
+            code="conversation_busy",
+        )
 
     async def get_item(self, call: Call, receive: Receive, send: Send) -> None:
         state, who, conv_id = self._ids(call)

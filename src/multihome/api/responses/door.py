@@ -21,7 +21,7 @@ from ...policy.pins import STORED_RESPONSE
 from ...routing.stream_relay import StreamRelay
 from ...schema.errors import ApiError, bad_request, echo
 from ...schema.responses import CreateResponse, parse_create, runs_tools
-from ...state import StateStore, StoredResponse
+from ...state import ItemPage, StateStore, StoredResponse
 from ...state.idempotency import IdempotencyKeys
 from ...state.pairs import CALL_ITEMS
 from ...tools.resolver import McpResolver
@@ -33,6 +33,7 @@ from ..pipeline import Call, Pipeline, finish_refused, finish_unary, stream_fini
 from ..render import send_failure, send_json, send_stream
 from .agent import AgentRun, AgentSetup, approved
 from .background import Background, starting_after
+from .bounded import refuse_turn
 from .common import (
     answer,
     list_query,
@@ -122,8 +123,11 @@ class ResponsesDoor:
         who = tenant(call)
         thinking = self.thinking.of(who)
         shell = Shell(req, store=req.store if req.store is not None else self.state is not None, thinking=thinking)
-        chain, context = await self._chain_context(who, req)
+        chain, context, conv = await self._chain_context(who, req)
         new = stored_items(req.input)
+        if conv is not None:  # a conversation's turn: its input must fit in it (its answer always does)
+            assert req.conversation_id is not None and self.state is not None
+            refuse_turn(self.state.bound, req.conversation_id, conv, new, len(body))
         for item in new:  # a loop, not any(): no generator made on every create
             if item["type"] in CALL_ITEMS:  # a tool call or its result: checked against the context
                 refuse_orphans(context, new, "input")
@@ -243,8 +247,11 @@ class ResponsesDoor:
         """The items before this turn's input, oldest first: the chain's inputs and outputs, or the conversation's items."""
         return (await self._chain_context(who, req))[1]
 
-    async def _chain_context(self, who: str, req: CreateResponse) -> tuple[list[StoredResponse] | None, list[Item]]:
-        """`_context`, and the chain it was read from (None for a conversation's items or no context)."""
+    async def _chain_context(
+        self, who: str, req: CreateResponse
+    ) -> tuple[list[StoredResponse] | None, list[Item], ItemPage | None]:
+        """`_context`, and the chain it was read from (None for a conversation's items or no context), and the
+        conversation's items as read, with its totals (None without a conversation)."""
         if req.previous_response_id is not None:
             state = need_state(self.state, "'previous_response_id'")
             prev = req.previous_response_id
@@ -268,15 +275,15 @@ class ResponsesDoor:
             for turn in chain:
                 context += turn.input
                 context += turn.response.get("output") or []
-            return chain, context
+            return chain, context, None
         conv = req.conversation_id
         if conv is not None:
             state = need_state(self.state, "'conversation'")
             items = await stored(state.items(who, conv)) if len(conv) <= MAX_ID else None
             if items is None:
                 raise conversation_not_found(conv)
-            return None, items.items
-        return None, []
+            return None, items.items, items
+        return None, [], None
 
     async def _keep(
         self,
@@ -313,7 +320,8 @@ class ResponsesDoor:
                 # the answer, served and billed, is still kept and given, as a background turn's is.
                 await stored(state.put_response(record, encoded=encoded))
         elif conv is not None and append:
-            await stored(state.append_items(who, conv, append))  # False: deleted meanwhile, as above
+            # unbounded: the answer was served (its input fitted the bound); False: deleted meanwhile, as above
+            await stored(state.append_items(who, conv, append, bounded=False))
 
     # -- stored responses ----------------------------------------------------------------------------
     async def _stored(self, call: Call, response_id: str) -> StoredResponse:
