@@ -16,7 +16,6 @@ from typing import Any
 import msgspec
 
 from ..accounting.record import CallRecord
-from .events import canonical
 
 _encode = msgspec.json.Encoder().encode  # declaration order: the rows' fields are declared sorted
 
@@ -45,8 +44,15 @@ class _ToolCallRow(msgspec.Struct, gc=False):
     name: str
 
 
+class _AttemptRow(msgspec.Struct, gc=False):
+    deployment: str
+    ms: float
+    outcome: str
+    reason: str | None
+
+
 class _CallRow(msgspec.Struct, gc=False):
-    attempts: msgspec.Raw
+    attempts: tuple[_AttemptRow, ...]
     data_zone: str | None
     deployment: str | None
     endpoint: str
@@ -93,9 +99,6 @@ class _DenialRow(msgspec.Struct, gc=False):
     time: float
 
 
-_NO_ATTEMPTS = msgspec.Raw(b"[]")
-
-
 def started_body(request_id: str, principal: Any, model_group: str, endpoint: str, request_sha256: str) -> bytes:
     """`call_started`'s body."""
     p = principal
@@ -129,8 +132,9 @@ def call_body(call: CallRecord) -> tuple[bytes, bytes]:
     u = c.usage
     return b"call", _encode(
         _CallRow(
-            # AttemptRecord holds the body's attempt fields, not in sorted order: one sorted encode.
-            msgspec.Raw(canonical(c.attempts)) if c.attempts else _NO_ATTEMPTS,
+            # AttemptRecord holds the body's attempt fields, not in sorted order: as rows that do (a
+            # sorted encode of its own cost more).
+            _attempt_rows(c.attempts),
             c.data_zone,
             c.deployment,
             c.endpoint,
@@ -160,3 +164,11 @@ def call_body(call: CallRecord) -> tuple[bytes, bytes]:
             tuple([_ToolCallRow(i, n) for n, i in c.tool_calls]) if c.tool_calls else (),
         )
     )
+
+
+def _attempt_rows(attempts: tuple) -> tuple[_AttemptRow, ...]:
+    """The call's attempts as the body's rows; one attempt, the usual case, without a comprehension."""
+    if len(attempts) == 1:
+        a = attempts[0]
+        return (_AttemptRow(a.deployment, a.ms, a.outcome, a.reason),)
+    return tuple([_AttemptRow(a.deployment, a.ms, a.outcome, a.reason) for a in attempts])
