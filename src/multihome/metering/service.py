@@ -158,10 +158,19 @@ class Metering:
             writer.skip()
         elif writer is not None:
             # The row in its final shape (row.py: usage_calls' column order, the stamps as stored text).
+            # Every item its own, none starred: one BUILD_TUPLE, not a list appended to item by item.
+            started, finished = self._stamps(call.started_at, call.finished_at)
+            if usage is not None:
+                prompt, completion = usage.prompt_tokens, usage.completion_tokens
+                cached, reasoning = usage.cached_tokens, usage.reasoning_tokens
+                estimated = 1 if usage.estimated else 0
+            else:
+                prompt = completion = cached = reasoning = estimated = 0
             spooled = writer.put(
                 (
                     call.request_id,
-                    *self._stamps(call.started_at, call.finished_at),
+                    started,
+                    finished,
                     call.tenant,
                     call.team,
                     call.key_id or call.subject,
@@ -171,12 +180,11 @@ class Metering:
                     call.provider,
                     call.status,
                     call.outcome,
-                    *(
-                        (usage.prompt_tokens, usage.completion_tokens, usage.cached_tokens, usage.reasoning_tokens)
-                        if usage is not None
-                        else (0, 0, 0, 0)
-                    ),
-                    1 if usage is not None and usage.estimated else 0,
+                    prompt,
+                    completion,
+                    cached,
+                    reasoning,
+                    estimated,
                     call.latency_ms,
                     cost_text,
                     nanos,
