@@ -172,3 +172,87 @@ def _attempt_rows(attempts: tuple) -> tuple[_AttemptRow, ...]:
         a = attempts[0]
         return (_AttemptRow(a.deployment, a.ms, a.outcome, a.reason),)
     return tuple([_AttemptRow(a.deployment, a.ms, a.outcome, a.reason) for a in attempts])
+
+
+def call_body_of(
+    t: Any,
+    finished_at: float,
+    dep: Any,
+    stream: bool,
+    attempts: Any,
+    status: int,
+    outcome: str,
+    error_code: str | None,
+    u: Any,
+    latency_ms: float,
+    first_byte_ms: float | None,
+    tool_calls: Any,
+    response_sha256: str | None,
+) -> tuple[bytes, bytes]:
+    """`call_body` of the record the tracker `t` would make of these facts (accounting.CallFacts),
+    without making it: the same bytes (tests/audit/test_rows.py)."""
+    who = t.principal
+    if outcome == "denied":
+        return b"policy_denial", _encode(
+            _DenialRow(
+                t.endpoint,
+                t.entitlement_id,
+                error_code,
+                who.key_id,
+                t.model_group,
+                t.policy_code,
+                who.source,
+                t.request_id,
+                t.request_sha256,
+                status,
+                who.subject,
+                who.team,
+                who.tenant,
+                finished_at,
+            )
+        )
+    if dep is not None:
+        name, provider, kind, region, zone = dep.name, dep.provider, dep.adapter.kind, dep.region, dep.data_zone
+    else:
+        name = provider = kind = region = zone = None
+    if len(attempts) == 1:  # routing's attempts, their ms rounded as the record's (accounting/tracker.py _attempts)
+        a = attempts[0]
+        rows: tuple[_AttemptRow, ...] = (
+            _AttemptRow(a.deployment, (a.ms * 1000 + 0.5) // 1 / 1000, a.outcome, a.reason),
+        )
+    else:
+        rows = tuple(
+            [_AttemptRow(a.deployment, (a.ms * 1000 + 0.5) // 1 / 1000, a.outcome, a.reason) for a in attempts]
+        )
+    return b"call", _encode(
+        _CallRow(
+            rows,
+            zone,
+            name,
+            t.endpoint,
+            t.entitlement_id,
+            error_code,
+            finished_at,
+            first_byte_ms,
+            who.key_id,
+            latency_ms,
+            t.model_group,
+            outcome,
+            t.policy_code,
+            who.source,
+            provider,
+            kind,
+            region,
+            t.request_id,
+            t.request_sha256,
+            response_sha256,
+            t.started_at,
+            status,
+            stream,
+            who.subject,
+            who.team,
+            who.tenant,
+            None if u is None else _TokensRow(u.cached_tokens, u.completion_tokens, u.estimated, u.prompt_tokens),
+            tuple([_ToolCallRow(i, n) for n, i in tool_calls]) if tool_calls else (),
+        )
+    )

@@ -46,7 +46,7 @@ from .events import GENESIS_KIND, KINDS, ChainOpened, EventCore, canonical, gene
 from .head_publisher import HeadPublisher
 from .keys import key_id_of, load_signing_key
 from .links import host_name, links_for_new_chain, trail_of
-from .rows import call_body, started_body
+from .rows import call_body, call_body_of, started_body
 
 log = logging.getLogger("multihome.audit")
 
@@ -246,6 +246,59 @@ class AuditLog:
         if not self._flush_due:
             self._flush_due = True
             assert self._loop is not None  # _closed is False only between start() and close()
+            self._loop.call_soon(self._flush_step)
+
+    def record_call(
+        self,
+        t,
+        finished_at: float,
+        dep,
+        stream: bool,
+        attempts,
+        status: int,
+        outcome: str,
+        error_code: str | None,
+        usage,
+        latency_ms: float,
+        first_byte_ms: float | None,
+        tool_calls,
+        response_sha256: str | None,
+    ) -> None:
+        """accounting.CallFacts: `record` of the call's facts, without a CallRecord (the same event)."""
+        if self._closed:
+            self.lost_after_close += 1
+            log.error("audit: the log is closed; call %s was not recorded", t.request_id)
+            return
+        try:
+            kind, data = call_body_of(
+                t,
+                finished_at,
+                dep,
+                stream,
+                attempts,
+                status,
+                outcome,
+                error_code,
+                usage,
+                latency_ms,
+                first_byte_ms,
+                tool_calls,
+                response_sha256,
+            )
+        except Exception:
+            log.exception("audit: cannot encode the call event of %s", t.request_id)
+            return
+        # As `record` from here.
+        if self._inflight >= self._max_queue or self._waiting:
+            self._waiting.append((kind, data, None))
+            return
+        self._inflight = n = self._inflight + 1
+        if n > self.max_inflight:
+            self.max_inflight = n
+        self._step.append((kind, data, None))
+        if not self._flush_due:
+            self._flush_due = True
+            assert self._loop is not None
             self._loop.call_soon(self._flush_step)
 
     def call_started(
