@@ -197,3 +197,31 @@ def test_no_record_is_made_only_when_every_sink_takes_the_facts():
     ENDINGS["ok"](acc.begin("req_2", "chat", who, b"{}"))
     assert len(both.facts) == 1
     assert [r.request_id for r in both.records] == [r.request_id for r in plain.records] == ["req_2"]
+
+
+@pytest.mark.parametrize("ending", ["ok", "denied"])
+def test_the_audit_log_writes_the_same_event_either_way(tmp_path, ending):
+    import asyncio
+    import os
+
+    import msgspec
+
+    from audit.helpers import config
+    from multihome.audit import AuditLog, verify_dir
+
+    tracker, *facts = _facts(ending, "team_x")
+
+    async def main() -> AuditLog:
+        log = AuditLog(config(tmp_path))
+        await log.start()
+        log.record(tracker.record_of(*facts))
+        log.record_call(tracker, *facts)
+        await log.close()
+        return log
+
+    log = asyncio.run(main())
+    with open(os.path.join(log.dir, log.chain + ".jsonl"), "rb") as f:
+        by_record, by_facts = (msgspec.json.decode(line) for line in f.read().splitlines()[-2:])
+    assert by_record["kind"] == by_facts["kind"] == ("policy_denial" if ending == "denied" else "call")
+    assert by_record["body"] == by_facts["body"] and by_facts["body"]["request_id"] == "req_1"
+    assert verify_dir(str(tmp_path)).ok

@@ -101,17 +101,28 @@ class _DenialRow(msgspec.Struct, gc=False):
 
 def started_body(request_id: str, principal: Any, model_group: str, endpoint: str, request_sha256: str) -> bytes:
     """`call_started`'s body."""
+    return _encode(started_row(request_id, principal, model_group, endpoint, request_sha256))
+
+
+def started_row(request_id: str, principal: Any, model_group: str, endpoint: str, request_sha256: str) -> _StartedRow:
+    """`started_body`'s row, for a writer that encodes it into a buffer of its own (AuditLog)."""
     p = principal
-    return _encode(
-        _StartedRow(endpoint, p.key_id, model_group, p.source, request_id, request_sha256, p.subject, p.team, p.tenant)
+    return _StartedRow(
+        endpoint, p.key_id, model_group, p.source, request_id, request_sha256, p.subject, p.team, p.tenant
     )
 
 
 def call_body(call: CallRecord) -> tuple[bytes, bytes]:
     """A finished call -> (its kind, its body): `policy_denial` for a denied call, else `call`."""
+    kind, row = call_row(call)
+    return kind, _encode(row)
+
+
+def call_row(call: CallRecord) -> tuple[bytes, msgspec.Struct]:
+    """`call_body`'s kind and row, for a writer that encodes it into a buffer of its own (AuditLog)."""
     c = call
     if c.outcome == "denied":
-        return b"policy_denial", _encode(
+        return b"policy_denial", (
             _DenialRow(
                 c.endpoint,
                 c.entitlement_id,
@@ -130,7 +141,7 @@ def call_body(call: CallRecord) -> tuple[bytes, bytes]:
             )
         )
     u = c.usage
-    return b"call", _encode(
+    return b"call", (
         _CallRow(
             # AttemptRecord holds the body's attempt fields, not in sorted order: as rows that do (a
             # sorted encode of its own cost more).
@@ -190,10 +201,44 @@ def call_body_of(
     response_sha256: str | None,
 ) -> tuple[bytes, bytes]:
     """`call_body` of the record the tracker `t` would make of these facts (accounting.CallFacts),
-    without making it: the same bytes (tests/audit/test_rows.py)."""
+    without making it: the same bytes (tests/accounting/test_record_call.py)."""
+    kind, row = call_row_of(
+        t,
+        finished_at,
+        dep,
+        stream,
+        attempts,
+        status,
+        outcome,
+        error_code,
+        u,
+        latency_ms,
+        first_byte_ms,
+        tool_calls,
+        response_sha256,
+    )
+    return kind, _encode(row)
+
+
+def call_row_of(
+    t: Any,
+    finished_at: float,
+    dep: Any,
+    stream: bool,
+    attempts: Any,
+    status: int,
+    outcome: str,
+    error_code: str | None,
+    u: Any,
+    latency_ms: float,
+    first_byte_ms: float | None,
+    tool_calls: Any,
+    response_sha256: str | None,
+) -> tuple[bytes, msgspec.Struct]:
+    """`call_body_of`'s kind and row."""
     who = t.principal
     if outcome == "denied":
-        return b"policy_denial", _encode(
+        return b"policy_denial", (
             _DenialRow(
                 t.endpoint,
                 t.entitlement_id,
@@ -224,7 +269,7 @@ def call_body_of(
         rows = tuple(
             [_AttemptRow(a.deployment, (a.ms * 1000 + 0.5) // 1 / 1000, a.outcome, a.reason) for a in attempts]
         )
-    return b"call", _encode(
+    return b"call", (
         _CallRow(
             rows,
             zone,
