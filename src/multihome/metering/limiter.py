@@ -128,7 +128,7 @@ class Ticket(msgspec.Struct, eq=False):
                     cost -= held[0]
                     tokens -= held[1]
                 limiter.open.pop(self.request_id, None)
-                counters.adjust(((budget, cost), (tokens_key, tokens)))
+                counters.adjust2(budget, cost, tokens_key, tokens)
                 return True
             settled_to = [tokens]
             for cur in slots.currencies:
