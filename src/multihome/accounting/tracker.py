@@ -226,6 +226,33 @@ class CallTracker:
         error_code: str | None = None,
         attempts=None,
     ) -> None:
+        self._finish(
+            status,
+            outcome,
+            served,
+            usage,
+            content_chars,
+            tool_calls,
+            response_sha256,
+            first_byte_ms,
+            error_code,
+            attempts,
+        )
+
+    def _finish(
+        self,
+        status: int,
+        outcome: str,
+        served,
+        usage,
+        content_chars: int | Callable[[], int],
+        tool_calls,
+        response_sha256: str | None,
+        first_byte_ms: float | None,
+        error_code: str | None,
+        attempts,
+    ) -> None:
+        """`finish`, its arguments by position (finish_produced: no keyword matching per call)."""
         if self.finished:
             return
         self.finished = True
@@ -382,17 +409,7 @@ class CallTracker:
             peek = served.peek
             # The answer's characters only if there is no usage to charge (an estimate): see _usage.
             usage, chars, calls = (peek.usage, peek.content_chars, peek.tool_calls()) if peek else (None, 0, ())
-        self.finish(
-            status,
-            outcome,
-            served=served,
-            usage=usage,
-            content_chars=chars,
-            tool_calls=calls,
-            response_sha256=response_sha256,
-            first_byte_ms=first_byte_ms,
-            error_code=error_code,
-        )
+        self._finish(status, outcome, served, usage, chars, calls, response_sha256, first_byte_ms, error_code, None)
 
     def _usage(self, usage, content_chars: int | Callable[[], int]) -> Usage:
         """The books' usage of an upstream's (schema.peek.Usage): each count clamped by `_count` (written
