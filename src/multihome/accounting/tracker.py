@@ -1,5 +1,6 @@
 """Follow one call from admission to its record: limits before, durability before the first byte,
-one CallRecord to every sink after. Costs nothing when no sink, limiter or audit is configured."""
+one CallRecord to every sink after (or, when every sink can read the call's facts without one, those
+facts: CallFacts). Costs nothing when no sink, limiter or audit is configured."""
 
 from __future__ import annotations
 
