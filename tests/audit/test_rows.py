@@ -13,6 +13,7 @@ from multihome.accounting.record import AttemptRecord, CallRecord, Usage
 from multihome.audit import AuditLog, verify_dir
 from multihome.audit.events import (
     AgentStep,
+    Attempt,
     CallEvent,
     CallStarted,
     EventCore,
@@ -23,6 +24,7 @@ from multihome.audit.events import (
     seal,
 )
 from multihome.audit.rows import (
+    _AttemptRow,
     _CallRow,
     _DenialRow,
     _StartedRow,
@@ -48,6 +50,7 @@ def test_rows_declare_their_fields_sorted_and_name_the_documented_ones():
         (_DenialRow, PolicyDenial),
         (_TokensRow, Tokens),
         (_ToolCallRow, ToolCall),
+        (_AttemptRow, Attempt),
     ):
         assert list(row.__struct_fields__) == sorted(doc.__struct_fields__), row.__name__
 

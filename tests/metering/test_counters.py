@@ -43,3 +43,15 @@ def test_flat_admission_decides_and_counts_as_a_plan(admissions):
         if after is not None:
             assert after == outcome.values
         assert flat._v == general._v and flat._exp == general._exp  # a refusal leaves no trace in either
+
+
+def test_adjust2_is_adjust_of_two_deltas():
+    # Zero deltas skipped, a counter that is gone (expired) not revived, negative deltas applied.
+    for d1, d2 in ((5, -3), (0, 7), (-2, 0), (0, 0)):
+        by_pairs, by_two = LocalCounters(), LocalCounters()
+        for c in (by_pairs, by_two):
+            c._v.update({"a": 10, "b": 20})
+        by_pairs.adjust([("a", d1), ("gone", d2), ("b", d2)])
+        by_two.adjust2("a", d1, "gone", d2)
+        by_two.adjust2("b", d2, "a", 0)
+        assert by_two._v == by_pairs._v and "gone" not in by_two._v

@@ -1,7 +1,8 @@
 """The record of one call, built by the front door once the answer is complete (or abandoned).
 
 Every consumer (metering, budgets, contracts, audit) reads this one struct; none of them reaches
-back into HTTP or routing. It never holds a secret or message content: only hashes of content.
+back into HTTP or routing. (When every sink takes the call's facts instead, `record_call`, none is
+made: accounting/tracker.py CallFacts; those sinks write what this record would have told them.) It never holds a secret or message content: only hashes of content.
 """
 
 from __future__ import annotations

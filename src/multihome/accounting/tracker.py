@@ -1,5 +1,6 @@
 """Follow one call from admission to its record: limits before, durability before the first byte,
-one CallRecord to every sink after. Costs nothing when no sink, limiter or audit is configured."""
+one CallRecord to every sink after (or, when every sink can read the call's facts without one, those
+facts: CallFacts). Costs nothing when no sink, limiter or audit is configured."""
 
 from __future__ import annotations
 
@@ -29,6 +30,34 @@ CallObserver = Callable[
 ]
 
 
+# A sink's `record_call`: the finished call's facts without a CallRecord, for a sink that reads only what
+# the tracker and these hold (metering without a listening MeteredSink, the audit trail). When every sink
+# has one, no CallRecord is made; a sink that needs the record after all (a MeteredSink listening) makes
+# it with `tracker.record_of(*the arguments after the tracker)`: the very record the sinks would get.
+# Arguments: the tracker, finished_at (unix seconds), the deployment that served (routing's
+# DeploymentRuntime, or None), stream, routing's attempts (.deployment, .outcome, .ms, .reason; ms not yet
+# rounded: see _attempts), status, outcome, error code, usage (None if nothing was produced), latency ms,
+# first byte ms, tool calls ((name, id) pairs), the answer's sha256.
+CallFacts = Callable[
+    [
+        "CallTracker",
+        float,
+        Any,
+        bool,
+        Sequence[Any],
+        int,
+        str,
+        "str | None",
+        "Usage | None",
+        float,
+        "float | None",
+        Iterable[tuple[str, str]],
+        "str | None",
+    ],
+    None,
+]
+
+
 class Accounting:
     def __init__(
         self, sinks: list[CallSink] | None = None, limiter: Limiter | None = None, audit: AuditLog | None = None
@@ -46,10 +75,20 @@ class Accounting:
         # was worked out for (they are appended to: app.py, tests).
         self._hash_for: list[CallSink] | None = None
         self._sinks_hash = True
+        # Each sink's `record_call` when every sink has one (metering, the audit trail): they are then
+        # handed the finished call's facts without a CallRecord (see CallFacts). Worked out with _sinks_hash.
+        self._direct: tuple[CallFacts, ...] | None = None
 
     @property
     def enabled(self) -> bool:
         return bool(self.sinks or self.limiter or self.audit or self.observer)
+
+    def _plan(self, sinks: list[CallSink]) -> None:
+        """What the sinks read, worked out once for a list of sinks: hashes; the record, or only its facts."""
+        self._sinks_hash = any(getattr(sink, "hashes", True) for sink in sinks)
+        direct = [getattr(sink, "record_call", None) for sink in sinks]
+        self._direct = tuple(direct) if direct and None not in direct else None  # type: ignore[arg-type]
+        self._hash_for = [*sinks]
 
     def begin(self, request_id: str, endpoint: str, principal: Principal, body: bytes) -> CallTracker | None:
         if not self.enabled:
@@ -58,8 +97,7 @@ class Accounting:
         # nor does metering. Without it the answer is not hashed either (api/pipeline.py).
         sinks = self.sinks
         if sinks != self._hash_for:  # the same sinks: a length and an identity check per sink, in C
-            self._sinks_hash = any(getattr(sink, "hashes", True) for sink in sinks)
-            self._hash_for = [*sinks]
+            self._plan(sinks)
         digest = hashlib.sha256(body).hexdigest() if self._sinks_hash or self.audit or self.capture else ""
         tracker = CallTracker(self, request_id, endpoint, principal, digest)
         if self.capture is not None and principal.tenant in self.capture.tenants:
@@ -189,6 +227,33 @@ class CallTracker:
         error_code: str | None = None,
         attempts=None,
     ) -> None:
+        self._finish(
+            status,
+            outcome,
+            served,
+            usage,
+            content_chars,
+            tool_calls,
+            response_sha256,
+            first_byte_ms,
+            error_code,
+            attempts,
+        )
+
+    def _finish(
+        self,
+        status: int,
+        outcome: str,
+        served,
+        usage,
+        content_chars: int | Callable[[], int],
+        tool_calls,
+        response_sha256: str | None,
+        first_byte_ms: float | None,
+        error_code: str | None,
+        attempts,
+    ) -> None:
+        """`finish`, its arguments by position (finish_produced: no keyword matching per call)."""
         if self.finished:
             return
         self.finished = True
@@ -225,8 +290,67 @@ class CallTracker:
                 first_byte_ms if stream else None,
                 error_code,
             )
-        if not acc.sinks and (self.capture is None or acc.capture is None):
+        sinks = acc.sinks
+        captured = self.capture is not None and acc.capture is not None
+        if not sinks and not captured:
             return
+        finished_at = time.time()
+        if sinks != acc._hash_for:  # changed since this call began (tests, start-up)
+            acc._plan(sinks)
+        direct = acc._direct
+        if direct is not None and not captured:
+            for record_call in direct:
+                record_call(
+                    self,
+                    finished_at,
+                    dep,
+                    stream,
+                    attempts,
+                    status,
+                    outcome,
+                    error_code,
+                    record_usage,
+                    latency_ms,
+                    first_byte_ms,
+                    tool_calls,
+                    response_sha256,
+                )
+            return
+        record = self.record_of(
+            finished_at,
+            dep,
+            stream,
+            attempts,
+            status,
+            outcome,
+            error_code,
+            record_usage,
+            latency_ms,
+            first_byte_ms,
+            tool_calls,
+            response_sha256,
+        )
+        for sink in sinks:
+            sink.record(record)
+        if self.capture is not None and acc.capture is not None:
+            acc.capture.record(self.capture, record)
+
+    def record_of(
+        self,
+        finished_at: float,
+        dep,
+        stream: bool,
+        attempts: Sequence[Any],
+        status: int,
+        outcome: str,
+        error_code: str | None,
+        usage: Usage | None,
+        latency_ms: float,
+        first_byte_ms: float | None,
+        tool_calls: Iterable[tuple[str, str]],
+        response_sha256: str | None,
+    ) -> CallRecord:
+        """The CallRecord of the finished call's facts (CallFacts' arguments, after the tracker)."""
         if dep is not None:
             name, provider, kind, region, zone = dep.name, dep.provider, dep.adapter.kind, dep.region, dep.data_zone
         else:
@@ -234,10 +358,10 @@ class CallTracker:
         who = self.principal
         # Positionally, in CallRecord's field order: msgspec takes 30 keywords (or a mapping's) at ~7x
         # the instructions.
-        record = CallRecord(
+        return CallRecord(
             self.request_id,
             self.started_at,
-            time.time(),  # finished_at
+            finished_at,
             self.endpoint,
             who.tenant,
             who.subject,
@@ -255,7 +379,7 @@ class CallTracker:
             status,
             outcome,
             error_code,
-            record_usage,  # usage
+            usage,
             latency_ms,
             first_byte_ms,
             self.policy_code,
@@ -266,10 +390,6 @@ class CallTracker:
             self.traceparent.decode("latin-1") if self.traceparent else None,
             self.tracestate.decode("latin-1") if self.tracestate else None,
         )
-        for sink in acc.sinks:
-            sink.record(record)
-        if self.capture is not None and acc.capture is not None:
-            acc.capture.record(self.capture, record)
 
     def finish_produced(
         self,
@@ -290,17 +410,7 @@ class CallTracker:
             peek = served.peek
             # The answer's characters only if there is no usage to charge (an estimate): see _usage.
             usage, chars, calls = (peek.usage, peek.content_chars, peek.tool_calls()) if peek else (None, 0, ())
-        self.finish(
-            status,
-            outcome,
-            served=served,
-            usage=usage,
-            content_chars=chars,
-            tool_calls=calls,
-            response_sha256=response_sha256,
-            first_byte_ms=first_byte_ms,
-            error_code=error_code,
-        )
+        self._finish(status, outcome, served, usage, chars, calls, response_sha256, first_byte_ms, error_code, None)
 
     def _usage(self, usage, content_chars: int | Callable[[], int]) -> Usage:
         """The books' usage of an upstream's (schema.peek.Usage): each count clamped by `_count` (written

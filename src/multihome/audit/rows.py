@@ -16,7 +16,6 @@ from typing import Any
 import msgspec
 
 from ..accounting.record import CallRecord
-from .events import canonical
 
 _encode = msgspec.json.Encoder().encode  # declaration order: the rows' fields are declared sorted
 
@@ -45,8 +44,15 @@ class _ToolCallRow(msgspec.Struct, gc=False):
     name: str
 
 
+class _AttemptRow(msgspec.Struct, gc=False):
+    deployment: str
+    ms: float
+    outcome: str
+    reason: str | None
+
+
 class _CallRow(msgspec.Struct, gc=False):
-    attempts: msgspec.Raw
+    attempts: tuple[_AttemptRow, ...]
     data_zone: str | None
     deployment: str | None
     endpoint: str
@@ -93,22 +99,30 @@ class _DenialRow(msgspec.Struct, gc=False):
     time: float
 
 
-_NO_ATTEMPTS = msgspec.Raw(b"[]")
-
-
 def started_body(request_id: str, principal: Any, model_group: str, endpoint: str, request_sha256: str) -> bytes:
     """`call_started`'s body."""
+    return _encode(started_row(request_id, principal, model_group, endpoint, request_sha256))
+
+
+def started_row(request_id: str, principal: Any, model_group: str, endpoint: str, request_sha256: str) -> _StartedRow:
+    """`started_body`'s row, for a writer that encodes it into a buffer of its own (AuditLog)."""
     p = principal
-    return _encode(
-        _StartedRow(endpoint, p.key_id, model_group, p.source, request_id, request_sha256, p.subject, p.team, p.tenant)
+    return _StartedRow(
+        endpoint, p.key_id, model_group, p.source, request_id, request_sha256, p.subject, p.team, p.tenant
     )
 
 
 def call_body(call: CallRecord) -> tuple[bytes, bytes]:
     """A finished call -> (its kind, its body): `policy_denial` for a denied call, else `call`."""
+    kind, row = call_row(call)
+    return kind, _encode(row)
+
+
+def call_row(call: CallRecord) -> tuple[bytes, msgspec.Struct]:
+    """`call_body`'s kind and row, for a writer that encodes it into a buffer of its own (AuditLog)."""
     c = call
     if c.outcome == "denied":
-        return b"policy_denial", _encode(
+        return b"policy_denial", (
             _DenialRow(
                 c.endpoint,
                 c.entitlement_id,
@@ -127,10 +141,11 @@ def call_body(call: CallRecord) -> tuple[bytes, bytes]:
             )
         )
     u = c.usage
-    return b"call", _encode(
+    return b"call", (
         _CallRow(
-            # AttemptRecord holds the body's attempt fields, not in sorted order: one sorted encode.
-            msgspec.Raw(canonical(c.attempts)) if c.attempts else _NO_ATTEMPTS,
+            # AttemptRecord holds the body's attempt fields, not in sorted order: as rows that do (a
+            # sorted encode of its own cost more).
+            _attempt_rows(c.attempts),
             c.data_zone,
             c.deployment,
             c.endpoint,
@@ -158,5 +173,131 @@ def call_body(call: CallRecord) -> tuple[bytes, bytes]:
             c.tenant,
             None if u is None else _TokensRow(u.cached_tokens, u.completion_tokens, u.estimated, u.prompt_tokens),
             tuple([_ToolCallRow(i, n) for n, i in c.tool_calls]) if c.tool_calls else (),
+        )
+    )
+
+
+def _attempt_rows(attempts: tuple) -> tuple[_AttemptRow, ...]:
+    """The call's attempts as the body's rows; one attempt, the usual case, without a comprehension."""
+    if len(attempts) == 1:
+        a = attempts[0]
+        return (_AttemptRow(a.deployment, a.ms, a.outcome, a.reason),)
+    return tuple([_AttemptRow(a.deployment, a.ms, a.outcome, a.reason) for a in attempts])
+
+
+def call_body_of(
+    t: Any,
+    finished_at: float,
+    dep: Any,
+    stream: bool,
+    attempts: Any,
+    status: int,
+    outcome: str,
+    error_code: str | None,
+    u: Any,
+    latency_ms: float,
+    first_byte_ms: float | None,
+    tool_calls: Any,
+    response_sha256: str | None,
+) -> tuple[bytes, bytes]:
+    """`call_body` of the record the tracker `t` would make of these facts (accounting.CallFacts),
+    without making it: the same bytes (tests/accounting/test_record_call.py)."""
+    kind, row = call_row_of(
+        t,
+        finished_at,
+        dep,
+        stream,
+        attempts,
+        status,
+        outcome,
+        error_code,
+        u,
+        latency_ms,
+        first_byte_ms,
+        tool_calls,
+        response_sha256,
+    )
+    return kind, _encode(row)
+
+
+def call_row_of(
+    t: Any,
+    finished_at: float,
+    dep: Any,
+    stream: bool,
+    attempts: Any,
+    status: int,
+    outcome: str,
+    error_code: str | None,
+    u: Any,
+    latency_ms: float,
+    first_byte_ms: float | None,
+    tool_calls: Any,
+    response_sha256: str | None,
+) -> tuple[bytes, msgspec.Struct]:
+    """`call_body_of`'s kind and row."""
+    who = t.principal
+    if outcome == "denied":
+        return b"policy_denial", (
+            _DenialRow(
+                t.endpoint,
+                t.entitlement_id,
+                error_code,
+                who.key_id,
+                t.model_group,
+                t.policy_code,
+                who.source,
+                t.request_id,
+                t.request_sha256,
+                status,
+                who.subject,
+                who.team,
+                who.tenant,
+                finished_at,
+            )
+        )
+    if dep is not None:
+        name, provider, kind, region, zone = dep.name, dep.provider, dep.adapter.kind, dep.region, dep.data_zone
+    else:
+        name = provider = kind = region = zone = None
+    if len(attempts) == 1:  # routing's attempts, their ms rounded as the record's (accounting/tracker.py _attempts)
+        a = attempts[0]
+        rows: tuple[_AttemptRow, ...] = (
+            _AttemptRow(a.deployment, (a.ms * 1000 + 0.5) // 1 / 1000, a.outcome, a.reason),
+        )
+    else:
+        rows = tuple(
+            [_AttemptRow(a.deployment, (a.ms * 1000 + 0.5) // 1 / 1000, a.outcome, a.reason) for a in attempts]
+        )
+    return b"call", (
+        _CallRow(
+            rows,
+            zone,
+            name,
+            t.endpoint,
+            t.entitlement_id,
+            error_code,
+            finished_at,
+            first_byte_ms,
+            who.key_id,
+            latency_ms,
+            t.model_group,
+            outcome,
+            t.policy_code,
+            who.source,
+            provider,
+            kind,
+            region,
+            t.request_id,
+            t.request_sha256,
+            response_sha256,
+            t.started_at,
+            status,
+            stream,
+            who.subject,
+            who.team,
+            who.tenant,
+            None if u is None else _TokensRow(u.cached_tokens, u.completion_tokens, u.estimated, u.prompt_tokens),
+            tuple([_ToolCallRow(i, n) for n, i in tool_calls]) if tool_calls else (),
         )
     )

@@ -38,6 +38,8 @@ import time
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
+import msgspec
+
 from ..accounting.record import CallRecord
 from ..config.audit import AuditConfig
 from .chainfile import CHAIN_SUFFIX, CP_SUFFIX
@@ -46,7 +48,7 @@ from .events import GENESIS_KIND, KINDS, ChainOpened, EventCore, canonical, gene
 from .head_publisher import HeadPublisher
 from .keys import key_id_of, load_signing_key
 from .links import host_name, links_for_new_chain, trail_of
-from .rows import call_body, started_body
+from .rows import call_body, call_row, call_row_of, started_row
 
 log = logging.getLogger("multihome.audit")
 
@@ -98,6 +100,10 @@ class AuditLog:
             raise ValueError("audit.dir is not set")
         self.config = config
         self.dir = config.dir
+        # The per-call bodies (rows.py) are encoded into this buffer and copied out: `encode` starts from a
+        # small buffer and grows it (a copy each time) several times over a ~700-byte body. Loop thread only.
+        self._encode_into = msgspec.json.Encoder().encode_into
+        self._body = bytearray(4096)
         self._fsync = fsync or (os.fsync if config.fsync else (lambda fd: None))
         self._fsync_open = os.fsync if config.fsync else (lambda fd: None)  # the genesis record, before any event
         # sync "interval": a `call_started` resolves once written; the thread fsyncs within the interval.
@@ -231,7 +237,9 @@ class AuditLog:
             log.error("audit: the log is closed; call %s was not recorded", call.request_id)
             return
         try:
-            kind, data = call_body(call)
+            kind, row = call_row(call)
+            self._encode_into(row, self._body)  # into a buffer that holds it: never grown on the way (as encode's)
+            data = bytes(self._body)
         except Exception:  # never raised into the front door; the event is lost, loudly
             log.exception("audit: cannot encode the call event of %s", call.request_id)
             return
@@ -248,6 +256,61 @@ class AuditLog:
             assert self._loop is not None  # _closed is False only between start() and close()
             self._loop.call_soon(self._flush_step)
 
+    def record_call(
+        self,
+        t,
+        finished_at: float,
+        dep,
+        stream: bool,
+        attempts,
+        status: int,
+        outcome: str,
+        error_code: str | None,
+        usage,
+        latency_ms: float,
+        first_byte_ms: float | None,
+        tool_calls,
+        response_sha256: str | None,
+    ) -> None:
+        """accounting.CallFacts: `record` of the call's facts, without a CallRecord (the same event)."""
+        if self._closed:
+            self.lost_after_close += 1
+            log.error("audit: the log is closed; call %s was not recorded", t.request_id)
+            return
+        try:
+            kind, row = call_row_of(
+                t,
+                finished_at,
+                dep,
+                stream,
+                attempts,
+                status,
+                outcome,
+                error_code,
+                usage,
+                latency_ms,
+                first_byte_ms,
+                tool_calls,
+                response_sha256,
+            )
+            self._encode_into(row, self._body)
+            data = bytes(self._body)
+        except Exception:
+            log.exception("audit: cannot encode the call event of %s", t.request_id)
+            return
+        # As `record` from here.
+        if self._inflight >= self._max_queue or self._waiting:
+            self._waiting.append((kind, data, None))
+            return
+        self._inflight = n = self._inflight + 1
+        if n > self.max_inflight:
+            self.max_inflight = n
+        self._step.append((kind, data, None))
+        if not self._flush_due:
+            self._flush_due = True
+            assert self._loop is not None
+            self._loop.call_soon(self._flush_step)
+
     def call_started(
         self, request_id: str, principal, model_group: str, endpoint: str, request_sha256: str
     ) -> asyncio.Future[int]:
@@ -259,7 +322,8 @@ class AuditLog:
         assert loop is not None
         future = loop.create_future()
         try:
-            data = started_body(request_id, principal, model_group, endpoint, request_sha256)
+            self._encode_into(started_row(request_id, principal, model_group, endpoint, request_sha256), self._body)
+            data = bytes(self._body)
         except Exception as exc:  # a bad payload fails its own producer
             log.exception("audit: cannot encode the call_started event of %s", request_id)
             future.set_exception(exc)

@@ -113,6 +113,14 @@ class LocalCounters:
             if delta and key in v:
                 v[key] += delta
 
+    def adjust2(self, key1: str, delta1: int, key2: str, delta2: int) -> None:
+        """`adjust` of two deltas (Ticket.settle's usual shape), without their tuples and the loop."""
+        v = self._v
+        if delta1 and key1 in v:
+            v[key1] += delta1
+        if delta2 and key2 in v:
+            v[key2] += delta2
+
     async def seed(self, items: list[tuple[str, int, int]]) -> None:
         """Set each (key, value, expire_at_ms) that does not exist yet: a running counter wins."""
         for key, value, expire_at_ms in items:

@@ -149,6 +149,10 @@ class RedisCounters:
         if self._overdue:
             self._kick()  # the sender probes Redis until it answers
 
+    def adjust2(self, key1: str, delta1: int, key2: str, delta2: int) -> None:
+        """`adjust` of two deltas (LocalCounters.adjust2's signature)."""
+        self.adjust(((key1, delta1), (key2, delta2)))
+
     def adjust(self, deltas: Iterable[tuple[str, int]]) -> None:
         """Settle: deltas are merged per counter and ride along with the next admissions' script
         call, or go on their own after SETTLE_DELAY_S when no admission comes (nobody waits on them)."""

@@ -47,7 +47,7 @@ class _Slots:
     """The counters settlement corrects: budgets (to the call's cost in their currency) and tokens per
     minute (to the tokens it used); a request, once counted, stays counted. Made once per shape."""
 
-    __slots__ = ("keys", "kinds", "currencies", "expires")
+    __slots__ = ("keys", "kinds", "currencies", "expires", "pair")
 
     def __init__(self) -> None:
         self.keys: list[str] = []
@@ -55,6 +55,9 @@ class _Slots:
         self.kinds: list[int] = []
         self.currencies: list[str] = []
         self.expires: list[int] = []  # expire_at_ms of each (for a re-seed)
+        # The usual shape, one budget and one tokens-per-minute limit: (the budget's counter, its currency,
+        # the tokens counter), which Ticket.settle corrects without the general path's maps; else None.
+        self.pair: tuple[str, str, str] | None = None
 
     def add(self, key: str, currency: str | None, expire_ms: int) -> None:
         if currency is None:
@@ -66,14 +69,16 @@ class _Slots:
         self.keys.append(key)
         self.kinds.append(kind)
         self.expires.append(expire_ms)
+        self.pair = (self.keys[0], self.currencies[0], key) if self.kinds == [1, 0] else None
 
     def copy(self) -> _Slots:
         new = _Slots()
-        new.keys, new.kinds, new.currencies, new.expires = (
+        new.keys, new.kinds, new.currencies, new.expires, new.pair = (
             [*self.keys],
             [*self.kinds],
             [*self.currencies],
             [*self.expires],
+            self.pair,
         )
         return new
 
@@ -112,6 +117,19 @@ class Ticket(msgspec.Struct, eq=False):
         limiter = self._limiter
         if limiter is not None:
             slots = self._slots
+            pair = slots.pair
+            if pair is not None:
+                # The usual shape, as the general path below settles it, without its maps and zip.
+                budget, currency_of, tokens_key = pair
+                cost = cost_nanos if currency == currency_of else 0
+                counters = limiter.counters
+                if self.gen == counters.generation:
+                    held = self._held
+                    cost -= held[0]
+                    tokens -= held[1]
+                limiter.open.pop(self.request_id, None)
+                counters.adjust2(budget, cost, tokens_key, tokens)
+                return True
             settled_to = [tokens]
             for cur in slots.currencies:
                 settled_to.append(cost_nanos if cur == currency else 0)

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING
 
 import sqlalchemy as sa
 
-from ..accounting.record import CallRecord
+from ..accounting.record import CallRecord, Usage
 from ..config import env_secret
 from ..config.metering import BudgetRule, MeteringConfig
 from .limiter import Limiter
@@ -38,6 +38,7 @@ from .rules import AdminBudget, Rules, admin_budget, principal_key, slot, window
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncEngine
 
+    from ..accounting.tracker import CallTracker
     from ..config.metering import SpoolConfig
     from .spool import UsageSpool
     from .writer import UsageWriter
@@ -158,10 +159,19 @@ class Metering:
             writer.skip()
         elif writer is not None:
             # The row in its final shape (row.py: usage_calls' column order, the stamps as stored text).
+            # Every item its own, none starred: one BUILD_TUPLE, not a list appended to item by item.
+            started, finished = self._stamps(call.started_at, call.finished_at)
+            if usage is not None:
+                prompt, completion = usage.prompt_tokens, usage.completion_tokens
+                cached, reasoning = usage.cached_tokens, usage.reasoning_tokens
+                estimated = 1 if usage.estimated else 0
+            else:
+                prompt = completion = cached = reasoning = estimated = 0
             spooled = writer.put(
                 (
                     call.request_id,
-                    *self._stamps(call.started_at, call.finished_at),
+                    started,
+                    finished,
                     call.tenant,
                     call.team,
                     call.key_id or call.subject,
@@ -171,12 +181,11 @@ class Metering:
                     call.provider,
                     call.status,
                     call.outcome,
-                    *(
-                        (usage.prompt_tokens, usage.completion_tokens, usage.cached_tokens, usage.reasoning_tokens)
-                        if usage is not None
-                        else (0, 0, 0, 0)
-                    ),
-                    1 if usage is not None and usage.estimated else 0,
+                    prompt,
+                    completion,
+                    cached,
+                    reasoning,
+                    estimated,
                     call.latency_ms,
                     cost_text,
                     nanos,
@@ -194,6 +203,104 @@ class Metering:
                     sink.metered(metered)
                 except Exception:
                     log.exception("metered sink %r failed on %s", sink, call.request_id)
+
+    def record_call(
+        self,
+        t: CallTracker,
+        finished_at: float,
+        dep,
+        stream: bool,
+        attempts,
+        status: int,
+        outcome: str,
+        error_code: str | None,
+        usage: Usage | None,
+        latency_ms: float,
+        first_byte_ms: float | None,
+        tool_calls,
+        response_sha256: str | None,
+    ) -> None:
+        """accounting.CallFacts: `record` from the tracker and the call's facts, without a CallRecord (the
+        same row, settlement and counts: tests/metering/test_record_call.py). A listening MeteredSink
+        reads the record: then it is made, and recorded."""
+        if self._listening:
+            self.record(
+                t.record_of(
+                    finished_at,
+                    dep,
+                    stream,
+                    attempts,
+                    status,
+                    outcome,
+                    error_code,
+                    usage,
+                    latency_ms,
+                    first_byte_ms,
+                    tool_calls,
+                    response_sha256,
+                )
+            )
+            return
+        # As `record`, line for line; the record's fields read where the tracker holds them.
+        if dep is not None:
+            name = dep.name
+            price = self.prices.prices.get(name)
+        else:
+            name = price = None
+        if price is not None and usage is not None:
+            _, nanos, cost_text = price.charge(usage)
+            currency = price.currency
+        else:
+            nanos, cost_text = 0, "0"
+            currency = price.currency if price is not None else "USD"
+        over = 0
+        request_id = t.request_id
+        ticket = self.limiter.open.get(request_id)
+        if ticket is not None:
+            over = 1 if ticket.over_budget else 0
+            tokens = usage.prompt_tokens + usage.completion_tokens if usage is not None else 0
+            ticket.settle(nanos, currency, tokens)
+        self.recorded += 1
+        writer = self.writer
+        free = dep is None and nanos == 0 and ticket is None
+        if writer is not None and free and writer.overloaded():
+            writer.skip()
+        elif writer is not None:
+            started, finished = self._stamps(t.started_at, finished_at)
+            if usage is not None:
+                prompt, completion = usage.prompt_tokens, usage.completion_tokens
+                cached, reasoning = usage.cached_tokens, usage.reasoning_tokens
+                estimated = 1 if usage.estimated else 0
+            else:
+                prompt = completion = cached = reasoning = estimated = 0
+            who = t.principal
+            writer.put(
+                (
+                    request_id,
+                    started,
+                    finished,
+                    who.tenant,
+                    who.team,
+                    who.key_id or who.subject,
+                    t.endpoint,
+                    t.model_group,
+                    name,
+                    dep.provider if dep is not None else None,
+                    status,
+                    outcome,
+                    prompt,
+                    completion,
+                    cached,
+                    reasoning,
+                    estimated,
+                    latency_ms,
+                    cost_text,
+                    nanos,
+                    currency,
+                    self.prices.version,
+                    over,
+                )
+            )
 
     # -- lifecycle -----------------------------------------------------------------------------------
     async def start(self) -> None:

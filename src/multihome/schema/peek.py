@@ -43,9 +43,18 @@ class Usage(msgspec.Struct):
     @property
     def reasoning_tokens(self) -> int:
         """The reasoning part of completion_tokens: within it whatever the upstream claims."""
+        # min(max(claimed, 0), max(completion_tokens, 0)), in comparisons: min and max parse their
+        # keywords on every call, and this runs for every metered call (accounting/tracker.py _usage).
         details = self.completion_tokens_details
-        claimed = (details.reasoning_tokens or 0) if details is not None else 0
-        return min(max(claimed, 0), max(self.completion_tokens, 0))
+        if details is None:
+            return 0
+        claimed = details.reasoning_tokens
+        if not claimed or claimed < 0:
+            return 0
+        completion = self.completion_tokens
+        if claimed <= completion:
+            return claimed
+        return completion if completion > 0 else 0
 
 
 class FunctionPeek(msgspec.Struct):
