@@ -187,6 +187,7 @@ class _Shape:
         "slots",
         "held_idx",
         "soft",
+        "wend",
         "fixed",
     )
 
@@ -198,6 +199,7 @@ class _Shape:
         # (in, out) micro-units per 1M tokens of each currency's worst case; none needed without budgets
         self.prices = list(route.worst.values()) if budgets else []
         self.rate_expire_ms = rate_expire = window_expire_ms(wid)
+        self.wend = (wid + 1) * WINDOW_MS  # when the minute ends: the x-ratelimit-reset-* values count down to it
         # (key, limit, hard, currency, expire_at_ms) per budget
         self.budgets = [
             (b.base + periods[b.period].bucket, b.limit_nanos, b.hard, b.currency, periods[b.period].expire_ms)
@@ -243,17 +245,13 @@ class _Shape:
         self.soft = [(i, b.limit_nanos, b) for i, b in enumerate(budgets) if not b.hard]
         # Without deployment limits and with at most one counter of each kind (the usual shape), the
         # x-ratelimit-* headers need no search for the most constrained counter: their names and limits
-        # are fixed here, and each admission only fills in what remains (see `_rate_headers`).
+        # are fixed here, and each admission only fills in what remains (see `_fixed_headers`).
         kinds = [kind for kind, _ in self.meta]
-        self.fixed: list[tuple[int, tuple[bytes, bytes], bytes, bytes, int]] | None = None
-        if not route.dep_specs and len(set(kinds)) == len(kinds):
+        self.fixed: Callable[[list[int], bytes], list[tuple[bytes, bytes]]] | None = None
+        if self.meta and not route.dep_specs and len(set(kinds)) == len(kinds):
             nb = len(self.budgets)
             order = sorted(range(len(kinds)), key=lambda i: _KIND_ORDER[kinds[i]])
-            self.fixed = []
-            for i in order:
-                kind, limit = self.meta[i]
-                limit_name, remaining_name, reset_name = _HEADER_NAMES[kind]
-                self.fixed.append((nb + i, (limit_name, b"%d" % limit), remaining_name, reset_name, limit))
+            self.fixed = _fixed_headers([(nb + i, *self.meta[i]) for i in order])
 
     def plan(self, incrs: list[int], est_tokens: int) -> Plan:
         """The admission as a `Plan` (Redis, deployment alternatives, or to say why it was refused)."""
@@ -370,13 +368,16 @@ class Limiter:
         if shape.flat:  # no deployment alternatives: the common case, as parallel lists
             after = counters.admit_flat(shape.keys, shape.limits, incrs, shape.expiring, now_ms)
             if after is not None:
+                fixed = shape.fixed
+                if fixed is not None:  # the usual shape: one counter of each kind
+                    ms = shape.wend - now_ms
+                    if ms != self._reset_ms:  # calls a millisecond apart share their reset value
+                        self._reset_ms, self._reset = ms, window_reset(ms)
+                    headers = fixed(after, self._reset)
+                else:
+                    headers = self._rate_headers(shape, shape.meta, after, now_ms) if shape.meta else _NO_HEADERS
                 ticket = Ticket(
-                    self,
-                    request_id,
-                    _monotonic(),
-                    self._rate_headers(shape, shape.meta, after, now_ms) if shape.meta else _NO_HEADERS,
-                    shape.slots,
-                    [*map(values.__getitem__, shape.held_idx)],
+                    self, request_id, _monotonic(), headers, shape.slots, [*map(values.__getitem__, shape.held_idx)]
                 )
                 if shape.soft:
                     self._warn(ticket, shape, after)
@@ -404,10 +405,15 @@ class Limiter:
         if out_tokens > _MAX_OUT_TOKENS:
             out_tokens = _MAX_OUT_TOKENS
         values = [0, 1, prompt_tokens + out_tokens]
-        if shape.prices:
+        prices = shape.prices
+        if prices:
             tokens_in = prompt_reserve(prompt_tokens, self._factor, self._extra)
-            for i, o in shape.prices:
-                values.append(reserve_nanos(tokens_in, i, out_tokens, o))
+            if len(prices) == 1:  # one currency, the usual case: reserve_nanos written out (no call)
+                ((i, o),) = prices
+                values.append(-(-(tokens_in * i + out_tokens * o) // 1000))
+            else:
+                for i, o in prices:
+                    values.append(reserve_nanos(tokens_in, i, out_tokens, o))
         return shape, values, [*map(values.__getitem__, shape.incr_idx)], now_ms
 
     def _planned(self, shape: _Shape, values: list[int], incrs: list[int], request_id: str) -> tuple[Ticket, Plan]:
@@ -447,23 +453,13 @@ class Limiter:
 
     def _rate_headers(self, shape: _Shape, meta, values: list[int], now_ms: int) -> list[tuple[bytes, bytes]]:
         """The x-ratelimit-* headers from the counters' values after admission (budgets first)."""
-        ms = (shape.wid + 1) * WINDOW_MS - now_ms
+        ms = shape.wend - now_ms
         if ms != self._reset_ms:  # calls a millisecond apart share their reset value
             self._reset_ms, self._reset = ms, window_reset(ms)
         fixed = shape.fixed
-        if fixed is None:
+        if fixed is None or meta is not shape.meta:  # several counters of a kind, or a deployment's too
             return _headers(meta, values[len(shape.budgets) :], self._reset)
-        # At most one counter of each kind: names and limits made once per minute, only what remains
-        # formatted per call.
-        out: list[tuple[bytes, bytes]] = []
-        for i, limit_header, remaining_name, reset_name, limit in fixed:
-            used = values[i]
-            out += (
-                limit_header,
-                (remaining_name, b"%d" % (limit - used) if used < limit else b"0"),
-                (reset_name, self._reset),
-            )
-        return out
+        return fixed(values, self._reset)
 
     def _warn(self, ticket: Ticket, shape: _Shape, values: list[int]) -> None:
         """Flag the call and warn in a header when it takes a soft budget past its amount."""
@@ -645,6 +641,39 @@ _HEADER_NAMES = {
 
 
 _KIND_ORDER = {"requests": 0, "tokens": 1}
+
+
+def _fixed_headers(counters: list[tuple[int, str, int]]) -> Callable[[list[int], bytes], list[tuple[bytes, bytes]]]:
+    """The x-ratelimit-* headers of a shape with at most one counter of each kind: (index of the counter
+    in the admission's values, kind, limit) in header order. Names and limit headers are made here, once
+    per shape; the function returned fills in what remains and the reset per call (one or two kinds
+    written out: a loop over them cost twice the opcodes, and this runs on every admission)."""
+    rows = []
+    for i, kind, limit in counters:
+        limit_name, remaining_name, reset_name = _HEADER_NAMES[kind]
+        rows.append((i, (limit_name, b"%d" % limit), remaining_name, reset_name, limit))
+    if len(rows) == 1:
+        ((i1, head1, rem1, res1, lim1),) = rows
+
+        def one(values: list[int], reset: bytes) -> list[tuple[bytes, bytes]]:
+            u1 = values[i1]
+            return [head1, (rem1, b"%d" % (lim1 - u1) if u1 < lim1 else b"0"), (res1, reset)]
+
+        return one
+    (i1, head1, rem1, res1, lim1), (i2, head2, rem2, res2, lim2) = rows  # requests, then tokens
+
+    def two(values: list[int], reset: bytes) -> list[tuple[bytes, bytes]]:
+        u1, u2 = values[i1], values[i2]
+        return [
+            head1,
+            (rem1, b"%d" % (lim1 - u1) if u1 < lim1 else b"0"),
+            (res1, reset),
+            head2,
+            (rem2, b"%d" % (lim2 - u2) if u2 < lim2 else b"0"),
+            (res2, reset),
+        ]
+
+    return two
 
 
 def _headers(meta: list[tuple[str, int]], values: list[int], reset: bytes) -> list[tuple[bytes, bytes]]:
