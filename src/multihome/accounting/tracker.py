@@ -58,7 +58,7 @@ class Accounting:
     ) -> CallTracker | None:
         """The call's tracker (None when nothing is configured); `model_group` and `request` (the canonical
         request, for estimates) when already known."""
-        if not self.enabled:
+        if not (self.sinks or self.limiter or self.audit or self.observer):  # `enabled`, without its call
             return None
         # The hash is for the sinks that read it and the audit trail; an observer alone reads neither,
         # nor does metering. Without it the answer is not hashed either (api/pipeline.py).

@@ -25,7 +25,7 @@ from ..schema.principal import Principal
 from .counters import BUDGET, DEPLOYMENT, OK, Outcome, Plan
 from .periods import WINDOW_MS, Periods, go_duration, window_reset
 from .prices import PriceTable, reserve_nanos
-from .rules import BudgetSpec, Rules, prompt_reserve, window_expire_ms, window_key
+from .rules import BudgetSpec, Rules, window_expire_ms, window_key
 
 if TYPE_CHECKING:
     from .counters import LocalCounters
@@ -35,6 +35,7 @@ log = logging.getLogger("multihome.metering")
 _NO_HEADERS: list[tuple[bytes, bytes]] = []
 _NO_SKIP: frozenset[str] = frozenset()
 _monotonic = time.monotonic
+_ceil = math.ceil
 # More output than any model makes, yet small enough that a reservation stays an exact integer in
 # Redis (2^53) and cannot overflow INCRBY: an absurd max_tokens x n is refused, not a script error.
 _MAX_OUT_TOKENS = 1 << 32
@@ -298,7 +299,7 @@ class Limiter:
         self._sweeper: asyncio.Task | None = None
         self._factor, self._extra = cfg.prompt_reserve.factor, cfg.prompt_reserve.extra_tokens
         self._routes: dict[tuple, _Route] = {}
-        self._shapes: dict[tuple[int, ...], _Shape] = {}  # by ids of (budgets, rates, *deployments)
+        self._shapes: dict[tuple, _Shape] = {}  # by (tenant, team, key, *ids of the deployments)
         self._reset_ms, self._reset = -1, b""  # the last x-ratelimit-reset-* value, and its ms
 
     # -- the hot path ------------------------------------------------------------------------------
@@ -392,13 +393,15 @@ class Limiter:
         """The caller's shape on this route in this minute, the values a counter may be incremented
         by ([0, 1, estimated tokens, the reservation in each currency], see _ZERO...), each counter's
         increment picked from them, and the time in ms."""
-        budgets, rates = self.rules.for_principal(principal)
         now = self.clock()
         now_ms = int(now * 1000)
         wid = now_ms // WINDOW_MS
-        shape = self._shapes.get((id(budgets), id(rates), *map(id, deployments)))
+        # Keyed by who calls as Rules.for_principal resolves callers (tenant, team, key) and by the planned
+        # deployments' ids: the rules are asked only when a shape is made (new rules drop every shape).
+        key = (principal.tenant, principal.team, principal.key_id or principal.subject, *map(id, deployments))
+        shape = self._shapes.get(key)
         if shape is None or shape.wid != wid:
-            shape = self._shape(budgets, rates, deployments, wid, now)
+            shape = self._shape(key, principal, deployments, wid, now)
         out_tokens = max_output_tokens if max_output_tokens is not None else shape.out_cap
         if choices > 1:
             out_tokens *= choices
@@ -407,7 +410,7 @@ class Limiter:
         values = [0, 1, prompt_tokens + out_tokens]
         prices = shape.prices
         if prices:
-            tokens_in = prompt_reserve(prompt_tokens, self._factor, self._extra)
+            tokens_in = _ceil(prompt_tokens * self._factor) + self._extra  # the prompt reserve (config)
             if len(prices) == 1:  # one currency, the usual case: reserve_nanos written out (no call)
                 ((i, o),) = prices
                 values.append(-(-(tokens_in * i + out_tokens * o) // 1000))
@@ -493,10 +496,10 @@ class Limiter:
             route = self._routes[key] = _Route(deployments, self.prices, self.rules, self.cfg.default_max_output_tokens)
         return route
 
-    def _shape(self, budgets, rates, deployments, wid: int, now: float) -> _Shape:
-        """A new shape for (caller's rules, route), or one of a new minute; cached by their ids (the
-        shape keeps them alive, so the ids stay theirs)."""
-        key = (id(budgets), id(rates), *map(id, deployments))
+    def _shape(self, key: tuple, principal: Principal, deployments, wid: int, now: float) -> _Shape:
+        """A new shape for (caller, route), or one of a new minute; cached by `key` (the shape keeps the
+        deployments alive through its route, so their ids stay theirs)."""
+        budgets, rates = self.rules.for_principal(principal)
         if key not in self._shapes and len(self._shapes) > 10_000:  # bounded: callers x routes
             self._shapes.clear()
         shape = self._shapes[key] = _Shape(budgets, rates, self._route(deployments), wid, self.periods.at(now))
