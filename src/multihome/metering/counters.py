@@ -8,14 +8,11 @@ leaves no trace. Values are integers (budget: nano-units of a currency; rates: r
 
 from __future__ import annotations
 
-import itertools
-import operator
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import ClassVar, Literal
 
 OK, BUDGET, RATE, DEPLOYMENT = 0, 1, 2, 3
-_ZEROS = itertools.repeat(0)  # dict.get's default for every key, as map() pairs them (never runs out)
 
 
 @dataclass(slots=True)
@@ -88,23 +85,35 @@ class LocalCounters:
         return Outcome(OK, chosen, values)
 
     def admit_flat(
-        self, keys: Sequence[str], limits: Sequence[float], incrs: Sequence[int], expiring, now_ms: int
+        self, rows: Sequence[tuple[str, float, int]], values: Sequence[int], expiring, now_ms: int
     ) -> list[int] | None:
-        """`admit` for a plan of budgets and rates only (no deployment alternatives), as parallel lists:
-        each counter's key, the most it may reach (+inf for a soft budget) and its increment. The values
-        after applying, or None, having changed nothing, when one does not fit (`admit` then says which).
-        The keys are distinct and of the current period and minute, so none can have expired: no expiry
-        is looked up, and `expiring` ((key, expire_at_ms) of those that expire) is set as it stands."""
+        """`admit` for a plan of budgets and rates only (no deployment alternatives): one row per counter,
+        its key, the most it may reach (+inf for a soft budget) and the index of its increment in
+        `values`. The counters' values after applying, or None, having changed nothing, when one does not
+        fit (`admit` then says which). The keys are distinct and of the current period and minute, so none
+        can have expired: no expiry is looked up. `expiring` ((key, expire_at_ms) of those that expire) is
+        set when a counter is new: an existing one has its expiry already, the same (a key is one period's).
+        Plain loops: for the usual three counters, maps and zips cost ~6,000 instructions more a call
+        under callgrind (each map or zip made and freed is ~1,000)."""
         self._admits += 1
         if not self._admits & 4095:
             self._prune(now_ms)
         v = self._v
-        values = [*map(operator.add, map(v.get, keys, _ZEROS), incrs)]
-        if any(map(operator.gt, values, limits)):
-            return None
-        v.update(zip(keys, values))
-        self._exp.update(expiring)
-        return values
+        get = v.get
+        after: list[int] = []
+        for key, limit, i in rows:
+            value = get(key, 0) + values[i]
+            if value > limit:
+                return None
+            after.append(value)
+        n = len(v)
+        i = 0
+        for key, _, _ in rows:
+            v[key] = after[i]
+            i += 1
+        if len(v) != n:
+            self._exp.update(expiring)
+        return after
 
     def adjust(self, deltas: Iterable[tuple[str, int]]) -> None:
         """Settle: add deltas to counters that still exist (an expired window is not revived)."""
