@@ -22,7 +22,7 @@ from ..config.metering import MeteringConfig
 from ..schema import header_text
 from ..schema.errors import ApiError
 from ..schema.principal import Principal
-from .counters import BUDGET, DEPLOYMENT, OK, Outcome, Plan
+from .counters import BUDGET, DEPLOYMENT, OK, FlatAdmit, Outcome, Plan
 from .periods import WINDOW_MS, Periods, go_duration, window_reset
 from .prices import PriceTable, reserve_nanos
 from .rules import BudgetSpec, Rules, window_expire_ms, window_key
@@ -189,6 +189,7 @@ class _Shape:
         "held_idx",
         "held",
         "rows",
+        "admit",
         "soft",
         "wend",
         "fixed",
@@ -247,6 +248,7 @@ class _Shape:
         self.held = _picker(held)  # values -> what this call reserved on each slot, as a tuple
         # (key, limit, index of its increment in the admission's values) per counter, for admit_flat
         self.rows = [*zip(self.keys, self.limits, self.incr_idx)]
+        self.admit: FlatAdmit | None = None  # flat shapes on in-process counters: LocalCounters.flat
         # Soft budgets: (index, limit, spec), for the warning when one is exceeded.
         self.soft = [(i, b.limit_nanos, b) for i, b in enumerate(budgets) if not b.hard]
         # Without deployment limits and with at most one counter of each kind (the usual shape), the
@@ -372,7 +374,8 @@ class Limiter:
             return None
         shape, values, now_ms = self._prepare(principal, deployments, prompt_tokens, max_output_tokens, choices)
         if shape.flat:  # no deployment alternatives: the common case, one row per counter
-            after = counters.admit_flat(shape.rows, values, shape.expiring, now_ms)
+            assert shape.admit is not None  # made with the shape for in-process counters
+            after = shape.admit(values, now_ms)
             if after is not None:
                 fixed = shape.fixed
                 if fixed is not None:  # the usual shape: one counter of each kind
@@ -401,6 +404,7 @@ class Limiter:
         wid = now_ms // WINDOW_MS
         # Keyed by who calls as Rules.for_principal resolves callers (tenant, team, key) and by the planned
         # deployments' ids: the rules are asked only when a shape is made (new rules drop every shape).
+        key: tuple
         if len(deployments) == 1:  # the usual plan: no map made and freed (~1,000 instructions)
             key = (principal.tenant, principal.team, principal.key_id or principal.subject, id(deployments[0]))
         else:
@@ -508,6 +512,9 @@ class Limiter:
         if key not in self._shapes and len(self._shapes) > 10_000:  # bounded: callers x routes
             self._shapes.clear()
         shape = self._shapes[key] = _Shape(budgets, rates, self._route(deployments), wid, self.periods.at(now))
+        counters = self.counters
+        if shape.flat and not counters.shared:
+            shape.admit = counters.flat(shape.rows, shape.expiring)
         return shape
 
     async def _run(self, plan: Plan, now_ms: int, ticket: Ticket) -> Outcome | None:
