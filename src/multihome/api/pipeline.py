@@ -222,7 +222,12 @@ def _admit_at_once(
 ) -> Sequence[Header] | None:
     """Limits and budgets for the deployments policy allows: the response headers they add (bytes
     already, as the limiter makes them), or None when the limiter must await shared counters (`_admit`)."""
-    headers = tracker.admit_at_once(group, _allowed(group, shape), max_output)
+    decision = getattr(shape.policy, "decision", None)
+    if decision is None or decision.deployments.issuperset(group.position):  # `_allowed`'s usual case, inline
+        deployments = group.deployments
+    else:
+        deployments = _allowed(group, shape)
+    headers = tracker.admit_at_once(group, deployments, max_output)
     if headers is not None:
         ticket = tracker.ticket
         if ticket is not None and ticket.skip:

@@ -365,7 +365,8 @@ class Limiter:
         """`admit`'s answer when it needs no await (in-process counters answer at once, and a refusal
         raises), else None: the counters are shared (Redis), for `admit`. The hot path asks this
         first, so in-process counters cost no coroutine."""
-        if self.overloaded is not None and self.overloaded():
+        overloaded = self.overloaded
+        if overloaded is not None and overloaded():
             raise self._overload_error()
         if not self.rules.any:
             return _UNLIMITED_TICKET
@@ -417,16 +418,16 @@ class Limiter:
             out_tokens *= choices
         if out_tokens > _MAX_OUT_TOKENS:
             out_tokens = _MAX_OUT_TOKENS
-        values = [0, 1, prompt_tokens + out_tokens]
         prices = shape.prices
-        if prices:
-            tokens_in = _ceil(prompt_tokens * self._factor) + self._extra  # the prompt reserve (config)
-            if len(prices) == 1:  # one currency, the usual case: reserve_nanos written out (no call)
-                ((i, o),) = prices
-                values.append(-(-(tokens_in * i + out_tokens * o) // 1000))
-            else:
-                for i, o in prices:
-                    values.append(reserve_nanos(tokens_in, i, out_tokens, o))
+        if not prices:
+            return shape, [0, 1, prompt_tokens + out_tokens], now_ms
+        tokens_in = _ceil(prompt_tokens * self._factor) + self._extra  # the prompt reserve (config)
+        if len(prices) == 1:  # one currency, the usual case: reserve_nanos written out (no call)
+            ((i, o),) = prices
+            return shape, [0, 1, prompt_tokens + out_tokens, -(-(tokens_in * i + out_tokens * o) // 1000)], now_ms
+        values = [0, 1, prompt_tokens + out_tokens]
+        for i, o in prices:
+            values.append(reserve_nanos(tokens_in, i, out_tokens, o))
         return shape, values, now_ms
 
     def _planned(self, shape: _Shape, values: list[int], request_id: str) -> tuple[Ticket, Plan]:
