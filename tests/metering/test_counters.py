@@ -27,8 +27,12 @@ def _both(budgets, rates) -> tuple[Plan, tuple]:
     limits = [limit if hard else float("inf") for _, limit, _, hard, _ in plan.budgets]
     limits += [limit for _, limit, _ in plan.rates]
     incrs = [reserve for _, _, reserve, _, _ in plan.budgets] + [incr for _, _, incr in plan.rates]
+    # Each counter's increment picked from a list of values by index, as the limiter's shapes do
+    # (values in reverse order, so that an index is not merely the counter's position).
+    values = incrs[::-1]
+    rows = [(key, limit, len(incrs) - 1 - i) for i, (key, limit) in enumerate(zip(keys, limits))]
     expiring = [(key, expire) for key, *_, expire in plan.budgets] + [(key, NOW_MS + 7) for key, *_ in plan.rates]
-    return plan, (keys, limits, incrs, expiring, NOW_MS)
+    return plan, (rows, values, expiring, NOW_MS)
 
 
 @settings(max_examples=300, deadline=None)
@@ -38,7 +42,9 @@ def test_flat_admission_decides_and_counts_as_a_plan(admissions):
     for budgets, rates in admissions:
         plan, args = _both(budgets, rates)
         outcome = general.admit(plan, NOW_MS)
-        after = flat.admit_flat(*args)
+        rows, values, expiring, now_ms = args
+        # The function a shape makes once (written out up to three counters), and admit_flat (its general form).
+        after = flat.flat(rows, expiring)(values, now_ms) if len(admissions) % 2 else flat.admit_flat(*args)
         assert (after is not None) == (outcome.code == OK)
         if after is not None:
             assert after == outcome.values

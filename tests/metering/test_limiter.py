@@ -15,6 +15,7 @@ from multihome.metering.counters import LocalCounters
 from multihome.metering.counters_redis import RedisCounters
 from multihome.metering.limiter import Limiter
 from multihome.metering.prices import DeploymentPrice, PriceTable
+from multihome.metering.rules import Rules
 from multihome.schema.errors import ApiError
 
 from .conftest import Dep, principal
@@ -116,8 +117,8 @@ async def test_the_prompt_is_estimated_only_while_a_rule_applies(monkeypatch):
     from multihome.schema import estimate
 
     estimated: list[int] = []
-    real = estimate.input_tokens
-    monkeypatch.setattr(estimate, "input_tokens", lambda req: estimated.append(1) or real(req))
+    real = estimate.admission  # the prompt's estimate and the choices, as admission asks for them
+    monkeypatch.setattr(estimate, "admission", lambda req: estimated.append(1) or real(req))
     lim = await limiter(lambda: LocalCounters())
     await _reserved_or_none(lim, {"max_tokens": 20}, [Dep("dep-a")], "no-rules")
     assert estimated == []
@@ -268,6 +269,47 @@ async def test_headers_name_the_most_constrained_of_several_counters_of_a_kind(c
         (b"x-ratelimit-limit-tokens", b"1000"),
         (b"x-ratelimit-remaining-tokens", b"940"),
         (b"x-ratelimit-reset-tokens", b"50s"),
+    ]
+    await lim.close()
+
+
+async def test_the_usual_shapes_headers_to_the_byte(counters_factory):
+    # One counter of each kind (the usual shape, whose headers are made by a function fixed per shape):
+    # requests then tokens, limit, what remains and the reset counting down to the minute's end.
+    now = [NOW + 0.5]  # 49.5 s before the minute ends
+    lim = await limiter(
+        counters_factory,
+        clock=lambda: now[0],
+        budgets=[budget("100", scope="key", id="*")],
+        rate_limits=[RateLimitRule(scope="key", id="*", requests_per_minute=3, tokens_per_minute=1000)],
+    )
+    first = await lim.admit(principal(), "g", [Dep("dep-a")], 10, 20, "a")
+    assert first.headers == [
+        (b"x-ratelimit-limit-requests", b"3"),
+        (b"x-ratelimit-remaining-requests", b"2"),
+        (b"x-ratelimit-reset-requests", b"49.5s"),
+        (b"x-ratelimit-limit-tokens", b"1000"),
+        (b"x-ratelimit-remaining-tokens", b"970"),
+        (b"x-ratelimit-reset-tokens", b"49.5s"),
+    ]
+    now[0] += 49.25  # 250 ms left
+    second = await lim.admit(principal(), "g", [Dep("dep-a")], 100, 870, "b")
+    assert second.headers == [
+        (b"x-ratelimit-limit-requests", b"3"),
+        (b"x-ratelimit-remaining-requests", b"1"),
+        (b"x-ratelimit-reset-requests", b"250ms"),
+        (b"x-ratelimit-limit-tokens", b"1000"),
+        (b"x-ratelimit-remaining-tokens", b"0"),
+        (b"x-ratelimit-reset-tokens", b"250ms"),
+    ]
+    # A shape with one kind: its three headers alone.
+    rules = [RateLimitRule(scope="key", id="*", requests_per_minute=7)]
+    lim.use_rules(Rules(MeteringConfig(key_prefix=lim.cfg.key_prefix, rate_limits=rules)))
+    third = await lim.admit(principal(), "g", [Dep("dep-a")], 1, 1, "c")
+    assert third.headers == [
+        (b"x-ratelimit-limit-requests", b"7"),
+        (b"x-ratelimit-remaining-requests", b"4"),  # the key's counter of this minute: a, b, c
+        (b"x-ratelimit-reset-requests", b"250ms"),
     ]
     await lim.close()
 

@@ -204,13 +204,13 @@ def begin_call(
     call: Call, accounting: Accounting | None, endpoint: str, body: bytes, group: GroupRuntime, request: Any
 ) -> CallTracker | None:
     """Start accounting for a call (None when nothing is configured); the gateway finishes it on errors."""
-    if accounting is None or not accounting.enabled:
+    if accounting is None:
         return None
     assert call.principal is not None  # every route that reaches a model identifies first
-    tracker = accounting.begin(call.request_id.decode(), endpoint, call.principal, body)
+    # None when nothing is configured (`begin` asks, so `enabled` is asked once a call).
+    tracker = accounting.begin(call.request_id.decode(), endpoint, call.principal, body, group.name, request)
     if tracker is None:
         return None
-    tracker.model_group, tracker.request = group.name, request
     if accounting.trace_context:  # only with telemetry on (docs/telemetry.md)
         tracker.traceparent, tracker.tracestate = header(call.scope, b"traceparent"), header(call.scope, b"tracestate")
     call.tracker = tracker
@@ -222,9 +222,16 @@ def _admit_at_once(
 ) -> Sequence[Header] | None:
     """Limits and budgets for the deployments policy allows: the response headers they add (bytes
     already, as the limiter makes them), or None when the limiter must await shared counters (`_admit`)."""
-    headers = tracker.admit_at_once(group, _allowed(group, shape), max_output)
+    decision = getattr(shape.policy, "decision", None)
+    if decision is None or decision.deployments.issuperset(group.position):  # `_allowed`'s usual case, inline
+        deployments = group.deployments
+    else:
+        deployments = _allowed(group, shape)
+    headers = tracker.admit_at_once(group, deployments, max_output)
     if headers is not None:
-        _exclude_skipped(tracker, shape)
+        ticket = tracker.ticket
+        if ticket is not None and ticket.skip:
+            _exclude_skipped(tracker, shape)
     return headers
 
 
@@ -240,8 +247,12 @@ async def _admit(
 
 
 def _allowed(group: GroupRuntime, shape: RequestShape) -> list[DeploymentRuntime]:
+    """The group's deployments policy allows, in the group's order (not to be changed: when policy
+    allows them all, the usual case, this is the group's own list, not a copy made per call)."""
     decision = getattr(shape.policy, "decision", None)
-    return [d for d in group.deployments if decision is None or d.name in decision.deployments]
+    if decision is None or decision.deployments.issuperset(group.position):  # position: every one's name
+        return group.deployments
+    return [d for d in group.deployments if d.name in decision.deployments]
 
 
 def _exclude_skipped(tracker: CallTracker, shape: RequestShape) -> None:

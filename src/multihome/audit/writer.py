@@ -379,18 +379,19 @@ class AuditLog:
             self._step = []
         # Every event of the write has the same time: the envelope up to its closing brace is one template.
         envelope = self._envelope + canonical(time.time()) + b"}"
-        sha256 = _sha256
+        sha256, hash_, end = _sha256, _HASH, _END  # locals: read once per event
         out: list[bytes] = []
         waiters: _Waiters = []  # resolved once fsynced
         early: _Waiters = []  # sync "interval": the `call_started` events, resolved once written
+        early_kind = b"call_started" if self._early else None
         seq, head = self._wseq, self._whead
         for kind, body, future in items:
             seq += 1
             core = envelope % (body, kind, head, seq)  # the canonical form: what the hash covers
             head = sha256(core).hexdigest().encode()
-            out += (core[:-1], _HASH, head, _END)  # the stored line: the hash spliced in before the brace
+            out += (core[:-1], hash_, head, end)  # the stored line: the hash spliced in before the brace
             if future is not None:
-                (early if kind == b"call_started" and self._early else waiters).append((future, seq))
+                (early if kind == early_kind else waiters).append((future, seq))
         try:
             self._write_all(self._wfd, b"".join(out))
         except OSError as exc:

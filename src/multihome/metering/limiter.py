@@ -22,10 +22,10 @@ from ..config.metering import MeteringConfig
 from ..schema import header_text
 from ..schema.errors import ApiError
 from ..schema.principal import Principal
-from .counters import BUDGET, DEPLOYMENT, OK, Outcome, Plan
+from .counters import BUDGET, DEPLOYMENT, OK, FlatAdmit, Outcome, Plan
 from .periods import WINDOW_MS, Periods, go_duration, window_reset
 from .prices import PriceTable, reserve_nanos
-from .rules import BudgetSpec, Rules, prompt_reserve, window_expire_ms, window_key
+from .rules import BudgetSpec, Rules, window_expire_ms, window_key
 
 if TYPE_CHECKING:
     from .counters import LocalCounters
@@ -35,6 +35,7 @@ log = logging.getLogger("multihome.metering")
 _NO_HEADERS: list[tuple[bytes, bytes]] = []
 _NO_SKIP: frozenset[str] = frozenset()
 _monotonic = time.monotonic
+_ceil = math.ceil
 # More output than any model makes, yet small enough that a reservation stays an exact integer in
 # Redis (2^53) and cannot overflow INCRBY: an absurd max_tokens x n is refused, not a script error.
 _MAX_OUT_TOKENS = 1 << 32
@@ -204,7 +205,11 @@ class _Shape:
         "expiring",
         "slots",
         "held_idx",
+        "held",
+        "rows",
+        "admit",
         "soft",
+        "wend",
         "fixed",
     )
 
@@ -216,6 +221,7 @@ class _Shape:
         # (in, out) micro-units per 1M tokens of each currency's worst case; none needed without budgets
         self.prices = list(route.worst.values()) if budgets else []
         self.rate_expire_ms = rate_expire = window_expire_ms(wid)
+        self.wend = (wid + 1) * WINDOW_MS  # when the minute ends: the x-ratelimit-reset-* values count down to it
         # (key, limit, hard, currency, expire_at_ms) per budget
         self.budgets = [
             (b.base + periods[b.period].bucket, b.limit_nanos, b.hard, b.currency, periods[b.period].expire_ms)
@@ -257,21 +263,21 @@ class _Shape:
                 slots.add(key, None, rate_expire)
                 held.append(_EST)
         self.held_idx = held
+        self.held = _picker(held)  # values -> what this call reserved on each slot, as a tuple
+        # (key, limit, index of its increment in the admission's values) per counter, for admit_flat
+        self.rows = [*zip(self.keys, self.limits, self.incr_idx)]
+        self.admit: FlatAdmit | None = None  # flat shapes on in-process counters: LocalCounters.flat
         # Soft budgets: (index, limit, spec), for the warning when one is exceeded.
         self.soft = [(i, b.limit_nanos, b) for i, b in enumerate(budgets) if not b.hard]
         # Without deployment limits and with at most one counter of each kind (the usual shape), the
         # x-ratelimit-* headers need no search for the most constrained counter: their names and limits
-        # are fixed here, and each admission only fills in what remains (see `_rate_headers`).
+        # are fixed here, and each admission only fills in what remains (see `_fixed_headers`).
         kinds = [kind for kind, _ in self.meta]
-        self.fixed: list[tuple[int, tuple[bytes, bytes], bytes, bytes, int]] | None = None
-        if not route.dep_specs and len(set(kinds)) == len(kinds):
+        self.fixed: Callable[[list[int], bytes], list[tuple[bytes, bytes]]] | None = None
+        if self.meta and not route.dep_specs and len(set(kinds)) == len(kinds):
             nb = len(self.budgets)
             order = sorted(range(len(kinds)), key=lambda i: _KIND_ORDER[kinds[i]])
-            self.fixed = []
-            for i in order:
-                kind, limit = self.meta[i]
-                limit_name, remaining_name, reset_name = _HEADER_NAMES[kind]
-                self.fixed.append((nb + i, (limit_name, b"%d" % limit), remaining_name, reset_name, limit))
+            self.fixed = _fixed_headers([(nb + i, *self.meta[i]) for i in order])
 
     def plan(self, incrs: list[int], est_tokens: int) -> Plan:
         """The admission as a `Plan` (Redis, deployment alternatives, or to say why it was refused)."""
@@ -318,7 +324,7 @@ class Limiter:
         self._sweeper: asyncio.Task | None = None
         self._factor, self._extra = cfg.prompt_reserve.factor, cfg.prompt_reserve.extra_tokens
         self._routes: dict[tuple, _Route] = {}
-        self._shapes: dict[tuple[int, ...], _Shape] = {}  # by ids of (budgets, rates, *deployments)
+        self._shapes: dict[tuple, _Shape] = {}  # by (tenant, team, key, *ids of the deployments)
         self._reset_ms, self._reset = -1, b""  # the last x-ratelimit-reset-* value, and its ms
 
     # -- the hot path ------------------------------------------------------------------------------
@@ -357,8 +363,8 @@ class Limiter:
         if ticket is not None:
             return ticket
         # Shared counters (Redis): the same admission, its counting awaited.
-        shape, values, incrs, now_ms = self._prepare(principal, deployments, prompt_tokens, max_output_tokens, choices)
-        ticket, plan = self._planned(shape, values, incrs, request_id)
+        shape, values, now_ms = self._prepare(principal, deployments, prompt_tokens, max_output_tokens, choices)
+        ticket, plan = self._planned(shape, values, request_id)
         outcome = await self._run(plan, now_ms, ticket)
         if outcome is None:
             return ticket  # Redis unreachable and fail_open: admitted without limits
@@ -377,63 +383,76 @@ class Limiter:
         """`admit`'s answer when it needs no await (in-process counters answer at once, and a refusal
         raises), else None: the counters are shared (Redis), for `admit`. The hot path asks this
         first, so in-process counters cost no coroutine."""
-        if self.overloaded is not None and self.overloaded():
+        overloaded = self.overloaded
+        if overloaded is not None and overloaded():
             raise self._overload_error()
         if not self.rules.any:
             return _UNLIMITED_TICKET
         counters = self.counters
         if counters.shared:
             return None
-        shape, values, incrs, now_ms = self._prepare(principal, deployments, prompt_tokens, max_output_tokens, choices)
-        if shape.flat:  # no deployment alternatives: the common case, as parallel lists
-            after = counters.admit_flat(shape.keys, shape.limits, incrs, shape.expiring, now_ms)
+        shape, values, now_ms = self._prepare(principal, deployments, prompt_tokens, max_output_tokens, choices)
+        if shape.flat:  # no deployment alternatives: the common case, one row per counter
+            assert shape.admit is not None  # made with the shape for in-process counters
+            after = shape.admit(values, now_ms)
             if after is not None:
-                ticket = Ticket(
-                    self,
-                    request_id,
-                    _monotonic(),
-                    self._rate_headers(shape, shape.meta, after, now_ms) if shape.meta else _NO_HEADERS,
-                    shape.slots,
-                    [*map(values.__getitem__, shape.held_idx)],
-                )
+                fixed = shape.fixed
+                if fixed is not None:  # the usual shape: one counter of each kind
+                    ms = shape.wend - now_ms
+                    if ms != self._reset_ms:  # calls a millisecond apart share their reset value
+                        self._reset_ms, self._reset = ms, window_reset(ms)
+                    headers = fixed(after, self._reset)
+                else:
+                    headers = self._rate_headers(shape, shape.meta, after, now_ms) if shape.meta else _NO_HEADERS
+                ticket = Ticket(self, request_id, _monotonic(), headers, shape.slots, shape.held(values))
                 if shape.soft:
                     self._warn(ticket, shape, after)
                 self.open[request_id] = ticket
                 return ticket
-        ticket, plan = self._planned(shape, values, incrs, request_id)
+        ticket, plan = self._planned(shape, values, request_id)
         return self._conclude(ticket, plan, counters.admit(plan, now_ms), shape, deployments, now_ms)
 
     def _prepare(
         self, principal: Principal, deployments: list, prompt_tokens: int, max_output_tokens: int | None, choices: int
-    ) -> tuple[_Shape, list[int], list[int], int]:
+    ) -> tuple[_Shape, list[int], int]:
         """The caller's shape on this route in this minute, the values a counter may be incremented
-        by ([0, 1, estimated tokens, the reservation in each currency], see _ZERO...), each counter's
-        increment picked from them, and the time in ms."""
-        budgets, rates = self.rules.for_principal(principal)
+        by ([0, 1, estimated tokens, the reservation in each currency], see _ZERO...; each counter's
+        increment is picked from them by its index), and the time in ms."""
         now = self.clock()
         now_ms = int(now * 1000)
         wid = now_ms // WINDOW_MS
-        shape = self._shapes.get((id(budgets), id(rates), *map(id, deployments)))
+        # Keyed by who calls as Rules.for_principal resolves callers (tenant, team, key) and by the planned
+        # deployments' ids: the rules are asked only when a shape is made (new rules drop every shape).
+        key: tuple
+        if len(deployments) == 1:  # the usual plan: no map made and freed (~1,000 instructions)
+            key = (principal.tenant, principal.team, principal.key_id or principal.subject, id(deployments[0]))
+        else:
+            key = (principal.tenant, principal.team, principal.key_id or principal.subject, *map(id, deployments))
+        shape = self._shapes.get(key)
         if shape is None or shape.wid != wid:
-            shape = self._shape(budgets, rates, deployments, wid, now)
+            shape = self._shape(key, principal, deployments, wid, now)
         out_tokens = max_output_tokens if max_output_tokens is not None else shape.out_cap
         if choices > 1:
             out_tokens *= choices
         if out_tokens > _MAX_OUT_TOKENS:
             out_tokens = _MAX_OUT_TOKENS
+        prices = shape.prices
+        if not prices:
+            return shape, [0, 1, prompt_tokens + out_tokens], now_ms
+        tokens_in = _ceil(prompt_tokens * self._factor) + self._extra  # the prompt reserve (config)
+        if len(prices) == 1:  # one currency, the usual case: reserve_nanos written out (no call)
+            ((i, o),) = prices
+            return shape, [0, 1, prompt_tokens + out_tokens, -(-(tokens_in * i + out_tokens * o) // 1000)], now_ms
         values = [0, 1, prompt_tokens + out_tokens]
-        if shape.prices:
-            tokens_in = prompt_reserve(prompt_tokens, self._factor, self._extra)
-            for i, o in shape.prices:
-                values.append(reserve_nanos(tokens_in, i, out_tokens, o))
-        return shape, values, [*map(values.__getitem__, shape.incr_idx)], now_ms
+        for i, o in prices:
+            values.append(reserve_nanos(tokens_in, i, out_tokens, o))
+        return shape, values, now_ms
 
-    def _planned(self, shape: _Shape, values: list[int], incrs: list[int], request_id: str) -> tuple[Ticket, Plan]:
+    def _planned(self, shape: _Shape, values: list[int], request_id: str) -> tuple[Ticket, Plan]:
         """The ticket and the `Plan` of an admission that goes through one: Redis, deployment
         alternatives, or a refusal to explain."""
-        held = [*map(values.__getitem__, shape.held_idx)]
-        ticket = Ticket(self, request_id, _monotonic(), _NO_HEADERS, shape.slots, held)
-        return ticket, shape.plan(incrs, values[_EST])
+        ticket = Ticket(self, request_id, _monotonic(), _NO_HEADERS, shape.slots, shape.held(values))
+        return ticket, shape.plan([*map(values.__getitem__, shape.incr_idx)], values[_EST])
 
     def _conclude(
         self, ticket: Ticket, plan: Plan, outcome: Outcome, shape: _Shape, deployments, now_ms: int
@@ -465,23 +484,13 @@ class Limiter:
 
     def _rate_headers(self, shape: _Shape, meta, values: list[int], now_ms: int) -> list[tuple[bytes, bytes]]:
         """The x-ratelimit-* headers from the counters' values after admission (budgets first)."""
-        ms = (shape.wid + 1) * WINDOW_MS - now_ms
+        ms = shape.wend - now_ms
         if ms != self._reset_ms:  # calls a millisecond apart share their reset value
             self._reset_ms, self._reset = ms, window_reset(ms)
         fixed = shape.fixed
-        if fixed is None:
+        if fixed is None or meta is not shape.meta:  # several counters of a kind, or a deployment's too
             return _headers(meta, values[len(shape.budgets) :], self._reset)
-        # At most one counter of each kind: names and limits made once per minute, only what remains
-        # formatted per call.
-        out: list[tuple[bytes, bytes]] = []
-        for i, limit_header, remaining_name, reset_name, limit in fixed:
-            used = values[i]
-            out += (
-                limit_header,
-                (remaining_name, b"%d" % (limit - used) if used < limit else b"0"),
-                (reset_name, self._reset),
-            )
-        return out
+        return fixed(values, self._reset)
 
     def _warn(self, ticket: Ticket, shape: _Shape, values: list[int]) -> None:
         """Flag the call and warn in a header when it takes a soft budget past its amount."""
@@ -515,13 +524,16 @@ class Limiter:
             route = self._routes[key] = _Route(deployments, self.prices, self.rules, self.cfg.default_max_output_tokens)
         return route
 
-    def _shape(self, budgets, rates, deployments, wid: int, now: float) -> _Shape:
-        """A new shape for (caller's rules, route), or one of a new minute; cached by their ids (the
-        shape keeps them alive, so the ids stay theirs)."""
-        key = (id(budgets), id(rates), *map(id, deployments))
+    def _shape(self, key: tuple, principal: Principal, deployments, wid: int, now: float) -> _Shape:
+        """A new shape for (caller, route), or one of a new minute; cached by `key` (the shape keeps the
+        deployments alive through its route, so their ids stay theirs)."""
+        budgets, rates = self.rules.for_principal(principal)
         if key not in self._shapes and len(self._shapes) > 10_000:  # bounded: callers x routes
             self._shapes.clear()
         shape = self._shapes[key] = _Shape(budgets, rates, self._route(deployments), wid, self.periods.at(now))
+        counters = self.counters
+        if shape.flat and not counters.shared:
+            shape.admit = counters.flat(shape.rows, shape.expiring)
         return shape
 
     async def _run(self, plan: Plan, now_ms: int, ticket: Ticket) -> Outcome | None:
@@ -663,6 +675,50 @@ _HEADER_NAMES = {
 
 
 _KIND_ORDER = {"requests": 0, "tokens": 1}
+
+
+def _picker(indexes: list[int]) -> Callable[[list[int]], tuple[int, ...]]:
+    """A function of an admission's values -> the values at `indexes`, as a tuple: one C call (an
+    itemgetter) where a map and a list cost ~2,500 instructions a call under callgrind."""
+    if len(indexes) >= 2:
+        return operator.itemgetter(*indexes)
+    if indexes:
+        (i,) = indexes
+        return lambda values: (values[i],)
+    return lambda values: ()
+
+
+def _fixed_headers(counters: list[tuple[int, str, int]]) -> Callable[[list[int], bytes], list[tuple[bytes, bytes]]]:
+    """The x-ratelimit-* headers of a shape with at most one counter of each kind: (index of the counter
+    in the admission's values, kind, limit) in header order. Names and limit headers are made here, once
+    per shape; the function returned fills in what remains and the reset per call (one or two kinds
+    written out: a loop over them cost twice the opcodes, and this runs on every admission)."""
+    rows = []
+    for i, kind, limit in counters:
+        limit_name, remaining_name, reset_name = _HEADER_NAMES[kind]
+        rows.append((i, (limit_name, b"%d" % limit), remaining_name, reset_name, limit))
+    if len(rows) == 1:
+        ((i1, head1, rem1, res1, lim1),) = rows
+
+        def one(values: list[int], reset: bytes) -> list[tuple[bytes, bytes]]:
+            u1 = values[i1]
+            return [head1, (rem1, b"%d" % (lim1 - u1) if u1 < lim1 else b"0"), (res1, reset)]
+
+        return one
+    (i1, head1, rem1, res1, lim1), (i2, head2, rem2, res2, lim2) = rows  # requests, then tokens
+
+    def two(values: list[int], reset: bytes) -> list[tuple[bytes, bytes]]:
+        u1, u2 = values[i1], values[i2]
+        return [
+            head1,
+            (rem1, b"%d" % (lim1 - u1) if u1 < lim1 else b"0"),
+            (res1, reset),
+            head2,
+            (rem2, b"%d" % (lim2 - u2) if u2 < lim2 else b"0"),
+            (res2, reset),
+        ]
+
+    return two
 
 
 def _headers(meta: list[tuple[str, int]], values: list[int], reset: bytes) -> list[tuple[bytes, bytes]]:

@@ -56,19 +56,20 @@ class Periods:
         return self.at(now)[kind]
 
 
-# A Go duration's fraction of a second by millisecond, trailing zeros dropped: "", ".5", ".05", ".123".
-_MILLIS = [b""] + [f".{m:03d}".rstrip("0").encode() for m in range(1, 1000)]
+# A Go duration's whole seconds within a window, and its fraction of a second by millisecond with the
+# unit, trailing zeros dropped: "s", ".5s", ".05s", ".123s".
+_SECONDS = [b"%d" % s for s in range(WINDOW_MS // 1000)]
+_MILLIS = [b"s"] + [f".{m:03d}".rstrip("0").encode() + b"s" for m in range(1, 1000)]
 
 
 def window_reset(ms: int) -> bytes:
     """`go_duration(ms)` as bytes for a reset within one rate window (0 <= ms <= 60 s), the value of
-    every admission's x-ratelimit-reset-* headers: a table look-up, not go_duration's general math."""
+    every admission's x-ratelimit-reset-* headers: two table look-ups, not go_duration's general math."""
+    if 1000 <= ms < WINDOW_MS:
+        return _SECONDS[ms // 1000] + _MILLIS[ms % 1000]
     if ms < 1000:
         return b"%dms" % ms if ms > 0 else b"0s"
-    if ms >= WINDOW_MS:
-        return go_duration(ms).encode()
-    seconds, millis = divmod(ms, 1000)
-    return b"%d%ss" % (seconds, _MILLIS[millis])
+    return go_duration(ms).encode()
 
 
 def go_duration(ms: float) -> str:

@@ -6,7 +6,6 @@ rules of the same scope for that id, so "every key $5/day, except key_ci $50/day
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import TypeVar
@@ -141,6 +140,8 @@ class Rules:
         )
 
     def for_principal(self, p: Principal) -> tuple[tuple[BudgetSpec, ...], tuple[RateSpec, ...]]:
+        """The budgets and rate limits of a caller: of its tenant, team and key. Callers with the same
+        three are one caller to the rules (the limiter keys its admission shapes by them too)."""
         cache_key = (p.tenant, p.team, principal_key(p))
         hit = self._cache.get(cache_key)
         if hit is not None:
@@ -182,7 +183,3 @@ class Rules:
         return RateSpec(
             f"{self.prefix}r:{scope}:{ident}", scope, ident, min(rpm) if rpm else None, min(tpm) if tpm else None
         )
-
-
-def prompt_reserve(tokens: int, factor: float, extra: int) -> int:
-    return math.ceil(tokens * factor) + extra

@@ -19,10 +19,10 @@ DEFAULT_OUTPUT_TOKENS = 1024  # for cost estimates when the client sets no limit
 
 
 def prompt_tokens(req: ChatRequest) -> int:
+    messages = req.messages
+    tokens = PER_MESSAGE_TOKENS * len(messages)
     chars = 0
-    tokens = 0
-    for msg in req.messages:
-        tokens += PER_MESSAGE_TOKENS
+    for msg in messages:
         content = msg.content
         if isinstance(content, str):
             chars += len(content)
@@ -32,11 +32,13 @@ def prompt_tokens(req: ChatRequest) -> int:
                     chars += len(part.text)
                 elif part.type == "image_url":
                     tokens += IMAGE_TOKENS
-        for call in msg.tool_calls or ():
-            chars += len(call.function.name) + len(call.function.arguments)
-    for tool in req.tools or ():
-        if tool.function is not None:
-            chars += len(tool.function.name) + len(tool.function.description or "") + len(tool.function.parameters)
+        if msg.tool_calls:
+            for call in msg.tool_calls:
+                chars += len(call.function.name) + len(call.function.arguments)
+    if req.tools:
+        for tool in req.tools:
+            if tool.function is not None:
+                chars += len(tool.function.name) + len(tool.function.description or "") + len(tool.function.parameters)
     return tokens + chars // CHARS_PER_TOKEN
 
 
@@ -54,6 +56,14 @@ def input_tokens(req: ChatRequest | EmbeddingsRequest | None) -> int:
     if isinstance(req, EmbeddingsRequest):
         return embedding_tokens(req)
     return prompt_tokens(req) if req is not None else 0
+
+
+def admission(req: ChatRequest | EmbeddingsRequest | None) -> tuple[int, int]:
+    """`(input_tokens(req), choices(req))` in one call: what admission reserves for, once per call."""
+    if isinstance(req, ChatRequest):
+        n, best_of = req.n, req.best_of
+        return prompt_tokens(req), 1 if n is None and best_of is None else max(n or 1, best_of or 1)
+    return input_tokens(req), 1
 
 
 def output_tokens(req: ChatRequest) -> int | None:
