@@ -1,17 +1,22 @@
-"""Instructions per call of one part of the governed call's ADMISSION side, in process: bench/plain_percall.py's
-run (the app `serve` builds, its ASGI callable called with a canned upstream), under callgrind collecting
-only inside that part (`--toggle-collect` on `operator.call`, through which the part is entered), N calls
-less 0 calls, over N. Only the part's own work is counted, so the writer threads' timing (which moves a
+"""Instructions per call of one part of the governed call, in process: bench/plain_percall.py's run (the app
+`serve` builds, its ASGI callable called with a canned upstream), under callgrind collecting only inside
+that part (`--toggle-collect` on `operator.call`, through which the part is entered), N calls less 0
+calls, over N. Only the part's own work is counted, so the writer threads' timing (which moves a
 whole-process count by ±15k instructions between runs) does not blur a change of a few hundred.
 
-Parts (one per run: toggles do not nest):
+Parts (one per run: toggles do not nest). Admission, on the event loop's thread:
 - begin: `pipeline.begin_call` (the request's hash, the CallTracker);
 - gate: `PolicyGate.admit` (policy's decision, told to the tracker);
 - admit: `pipeline._admit_at_once` (the deployments policy allows, the prompt estimate, budgets and rate
-  limits with their x-ratelimit-* headers, the audit's `call_started`);
-- flush: `AuditLog._flush_step` (chaining, hashing and writing the step's audit events).
+  limits with their x-ratelimit-* headers, the audit's `call_started`).
+The finish side:
+- finish: `CallTracker.finish_produced` (the record or its facts, metering's row, the spool copy, budget
+  and limit settlement, the audit `call` event's body), on the event loop's thread;
+- flush: `AuditLog._flush_step` (chaining, hashing and writing the step's audit events), likewise;
+- sqlite: `UsageWriter._sqlite_batch` (binding and inserting the usage rows), on the writer's thread
+  (its count varies from run to run with the batches' sizes).
 
-    PYTHONPATH=src python bench/admit_percall.py [--config all-sqlite] [--calls 1000] [--part admit ...]
+    PYTHONPATH=src python bench/part_percall.py [--config all-sqlite] [--calls 1000] [--part admit ...]
         [--base-src /tmp/main/src]
 """
 
@@ -30,7 +35,9 @@ PARTS = {
     "begin": ("multihome.api.pipeline", None, "begin_call"),
     "gate": ("multihome.api.policy_gate", "PolicyGate", "admit"),
     "admit": ("multihome.api.pipeline", None, "_admit_at_once"),
+    "finish": ("multihome.accounting.tracker", "CallTracker", "finish_produced"),
     "flush": ("multihome.audit.writer", "AuditLog", "_flush_step"),
+    "sqlite": ("multihome.metering.writer", "UsageWriter", "_sqlite_batch"),
 }
 
 
