@@ -185,41 +185,6 @@ def _attempt_rows(attempts: tuple) -> tuple[_AttemptRow, ...]:
     return tuple([_AttemptRow(a.deployment, a.ms, a.outcome, a.reason) for a in attempts])
 
 
-def call_body_of(
-    t: Any,
-    finished_at: float,
-    dep: Any,
-    stream: bool,
-    attempts: Any,
-    status: int,
-    outcome: str,
-    error_code: str | None,
-    u: Any,
-    latency_ms: float,
-    first_byte_ms: float | None,
-    tool_calls: Any,
-    response_sha256: str | None,
-) -> tuple[bytes, bytes]:
-    """`call_body` of the record the tracker `t` would make of these facts (accounting.CallFacts),
-    without making it: the same bytes (tests/accounting/test_record_call.py)."""
-    kind, row = call_row_of(
-        t,
-        finished_at,
-        dep,
-        stream,
-        attempts,
-        status,
-        outcome,
-        error_code,
-        u,
-        latency_ms,
-        first_byte_ms,
-        tool_calls,
-        response_sha256,
-    )
-    return kind, _encode(row)
-
-
 def call_row_of(
     t: Any,
     finished_at: float,
@@ -235,7 +200,8 @@ def call_row_of(
     tool_calls: Any,
     response_sha256: str | None,
 ) -> tuple[bytes, msgspec.Struct]:
-    """`call_body_of`'s kind and row."""
+    """`call_row` of the record the tracker `t` would make of these facts (accounting.CallFacts), without
+    making it: the same kind and row, so the same bytes (tests/accounting/test_record_call.py)."""
     who = t.principal
     if outcome == "denied":
         return b"policy_denial", (
