@@ -25,10 +25,7 @@ from __future__ import annotations
 import argparse
 import concurrent.futures
 import os
-import re
-import subprocess
 import sys
-import tempfile
 
 # (module, class or None for a module function, name)
 PARTS = {
@@ -70,29 +67,10 @@ def child(calls: int, config: str, part: str) -> None:
 
 
 def instructions(src: str, calls: int, config: str, part: str) -> int:
-    env = dict(os.environ, PYTHONPATH=src, PYTHONHASHSEED="0")
-    with tempfile.TemporaryDirectory() as d:
-        proc = subprocess.run(
-            [
-                "valgrind",
-                "--tool=callgrind",
-                "--toggle-collect=_operator_call",
-                f"--callgrind-out-file={d}/cg.out",
-                sys.executable,
-                __file__,
-                "--child",
-                str(calls),
-                config,
-                part,
-            ],
-            env=env,
-            capture_output=True,
-            text=True,
-            check=True,
-        )
-    found = re.search(r"Collected : (\d+)", proc.stderr)
-    assert found, proc.stderr[-2000:]
-    return int(found.group(1))
+    from percall_instructions import callgrind  # bench/ is on the path when run as a script
+
+    args = ["--child", str(calls), config, part]
+    return callgrind(src, __file__, args, options=("--toggle-collect=_operator_call",))
 
 
 def per_call(src: str, calls: int, config: str, part: str) -> float:

@@ -142,14 +142,14 @@ async def _run(case: str, calls: int, total: int, directory: str) -> None:
     await m.limiter.close()
 
 
-def callgrind(src: str, script: str, args: list[str], out: str | None = None) -> int:
+def callgrind(src: str, script: str, args: list[str], out: str | None = None, options: tuple[str, ...] = ()) -> int:
     """Instructions callgrind collected over `script args` run with `src` as the package (`out`: where to
-    leave its output; a temporary file if None)."""
+    leave its output; a temporary file if None; `options`: callgrind's own, e.g. --toggle-collect)."""
     env = dict(os.environ, PYTHONPATH=src, PYTHONHASHSEED="0")
     with tempfile.TemporaryDirectory() as d:
         dump = out or f"{d}/cg.out"
         proc = subprocess.run(
-            ["valgrind", "--tool=callgrind", f"--callgrind-out-file={dump}", sys.executable, script, *args],
+            ["valgrind", "--tool=callgrind", *options, f"--callgrind-out-file={dump}", sys.executable, script, *args],
             env=env,
             capture_output=True,
             text=True,
