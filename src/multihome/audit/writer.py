@@ -231,30 +231,7 @@ class AuditLog:
 
     def record(self, call: CallRecord) -> None:
         """CallSink: fire-and-forget. A denied call becomes a `policy_denial` event."""
-        if self._closed:
-            # A call finishing after shutdown began: say so loudly rather than break the caller.
-            self.lost_after_close += 1
-            log.error("audit: the log is closed; call %s was not recorded", call.request_id)
-            return
-        try:
-            kind, row = call_row(call)
-            self._encode_into(row, self._body)  # into a buffer that holds it: never grown on the way (as encode's)
-            data = bytes(self._body)
-        except Exception:  # never raised into the front door; the event is lost, loudly
-            log.exception("audit: cannot encode the call event of %s", call.request_id)
-            return
-        if self._inflight >= self._max_queue or self._waiting:
-            self._waiting.append((kind, data, None))
-            return
-        # _admit, inlined: this and call_started run for every call.
-        self._inflight = n = self._inflight + 1
-        if n > self.max_inflight:
-            self.max_inflight = n
-        self._step.append((kind, data, None))
-        if not self._flush_due:
-            self._flush_due = True
-            assert self._loop is not None  # _closed is False only between start() and close()
-            self._loop.call_soon(self._flush_step)
+        self._queue_call(call.request_id, call_row, call)
 
     def record_call(
         self,
@@ -273,42 +250,49 @@ class AuditLog:
         response_sha256: str | None,
     ) -> None:
         """accounting.CallFacts: `record` of the call's facts, without a CallRecord (the same event)."""
+        self._queue_call(
+            t.request_id,
+            call_row_of,
+            t,
+            finished_at,
+            dep,
+            stream,
+            attempts,
+            status,
+            outcome,
+            error_code,
+            usage,
+            latency_ms,
+            first_byte_ms,
+            tool_calls,
+            response_sha256,
+        )
+
+    def _queue_call(self, request_id: str, row_of: Callable[..., tuple[bytes, Any]], *facts: Any) -> None:
+        """Queue the `call` (or `policy_denial`) event `row_of(*facts)` makes; never raises into the front door."""
         if self._closed:
+            # A call finishing after shutdown began: say so loudly rather than break the caller.
             self.lost_after_close += 1
-            log.error("audit: the log is closed; call %s was not recorded", t.request_id)
+            log.error("audit: the log is closed; call %s was not recorded", request_id)
             return
         try:
-            kind, row = call_row_of(
-                t,
-                finished_at,
-                dep,
-                stream,
-                attempts,
-                status,
-                outcome,
-                error_code,
-                usage,
-                latency_ms,
-                first_byte_ms,
-                tool_calls,
-                response_sha256,
-            )
-            self._encode_into(row, self._body)
+            kind, row = row_of(*facts)
+            self._encode_into(row, self._body)  # into a buffer that holds it: never grown on the way (as encode's)
             data = bytes(self._body)
-        except Exception:
-            log.exception("audit: cannot encode the call event of %s", t.request_id)
+        except Exception:  # the event is lost, loudly
+            log.exception("audit: cannot encode the call event of %s", request_id)
             return
-        # As `record` from here.
         if self._inflight >= self._max_queue or self._waiting:
             self._waiting.append((kind, data, None))
             return
+        # _admit, inlined: this and call_started run for every call.
         self._inflight = n = self._inflight + 1
         if n > self.max_inflight:
             self.max_inflight = n
         self._step.append((kind, data, None))
         if not self._flush_due:
             self._flush_due = True
-            assert self._loop is not None
+            assert self._loop is not None  # _closed is False only between start() and close()
             self._loop.call_soon(self._flush_step)
 
     def call_started(
