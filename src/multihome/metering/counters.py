@@ -57,7 +57,7 @@ class LocalCounters:
     def admit(self, plan: Plan, now_ms: int) -> Outcome:
         self._admits += 1
         if self._admits % 4096 == 0:
-            self._prune(now_ms)
+            self.prune(now_ms)
         get = self._get
         for i, (key, limit, reserve, hard, _) in enumerate(plan.budgets):
             used = get(key, now_ms)
@@ -112,7 +112,7 @@ class LocalCounters:
             def three(values: Sequence[int], now_ms: int) -> list[int] | None:
                 counters._admits = admits = counters._admits + 1
                 if not admits & 4095:
-                    counters._prune(now_ms)
+                    counters.prune(now_ms)
                 a, b, c = get(k1, 0) + values[i1], get(k2, 0) + values[i2], get(k3, 0) + values[i3]
                 if a > l1 or b > l2 or c > l3:
                     return None
@@ -129,7 +129,7 @@ class LocalCounters:
             def two(values: Sequence[int], now_ms: int) -> list[int] | None:
                 counters._admits = admits = counters._admits + 1
                 if not admits & 4095:
-                    counters._prune(now_ms)
+                    counters.prune(now_ms)
                 a, b = get(k1, 0) + values[i1], get(k2, 0) + values[i2]
                 if a > l1 or b > l2:
                     return None
@@ -146,7 +146,7 @@ class LocalCounters:
         def general(values: Sequence[int], now_ms: int) -> list[int] | None:
             counters._admits = admits = counters._admits + 1
             if not admits & 4095:
-                counters._prune(now_ms)
+                counters.prune(now_ms)
             after: list[int] = []
             for key, limit, i in rows:
                 value = get(key, 0) + values[i]
@@ -160,6 +160,11 @@ class LocalCounters:
             return after
 
         return general
+
+    def tables(self) -> tuple[dict[str, int], dict[str, int]]:
+        """The counters' values and expiries (expire_at_ms) by key, for an admission written out over them
+        (metering/limiter.py `_usual_admission`: the same check-all-then-apply-all as `flat`). Never replaced."""
+        return self._v, self._exp
 
     def adjust(self, deltas: Iterable[tuple[str, int]]) -> None:
         """Settle: add deltas to counters that still exist (an expired window is not revived)."""
@@ -187,7 +192,8 @@ class LocalCounters:
     async def read(self, keys: list[str], now_ms: int) -> list[int]:
         return [self._get(k, now_ms) for k in keys]
 
-    def _prune(self, now_ms: int) -> None:
+    def prune(self, now_ms: int) -> None:
+        """Drop the counters expired at `now_ms`."""
         for key in [k for k, e in self._exp.items() if e <= now_ms]:
             self._v.pop(key, None)
             self._exp.pop(key, None)

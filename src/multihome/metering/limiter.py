@@ -33,6 +33,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("multihome.metering")
 _NO_HEADERS: list[tuple[bytes, bytes]] = []
+# The usual shape's admission (_usual_admission): (request id, prompt tokens, max output tokens, choices, now in ms)
+UsualAdmit = Callable[[str, int, "int | None", int, int], "Ticket | None"]
 _NO_SKIP: frozenset[str] = frozenset()
 _monotonic = time.monotonic
 _ceil = math.ceil
@@ -48,7 +50,7 @@ class _Slots:
     """The counters settlement corrects: budgets (to the call's cost in their currency) and tokens per
     minute (to the tokens it used); a request, once counted, stays counted. Made once per shape."""
 
-    __slots__ = ("keys", "kinds", "currencies", "expires", "pair")
+    __slots__ = ("keys", "kinds", "currencies", "expires", "pair", "local")
 
     def __init__(self) -> None:
         self.keys: list[str] = []
@@ -59,6 +61,9 @@ class _Slots:
         # The usual shape, one budget and one tokens-per-minute limit: (the budget's counter, its currency,
         # the tokens counter), which Ticket.settle corrects without the general path's maps; else None.
         self.pair: tuple[str, str, str] | None = None
+        # In-process counters' values (LocalCounters.tables), which Ticket.settle corrects the pair in
+        # itself; None for shared counters (Redis), whose generation settlement must compare.
+        self.local: dict[str, int] | None = None
 
     def add(self, key: str, currency: str | None, expire_ms: int) -> None:
         if currency is None:
@@ -74,12 +79,13 @@ class _Slots:
 
     def copy(self) -> _Slots:
         new = _Slots()
-        new.keys, new.kinds, new.currencies, new.expires, new.pair = (
+        new.keys, new.kinds, new.currencies, new.expires, new.pair, new.local = (
             [*self.keys],
             [*self.kinds],
             [*self.currencies],
             [*self.expires],
             self.pair,
+            self.local,
         )
         return new
 
@@ -123,6 +129,19 @@ class Ticket(msgspec.Struct, eq=False):
                 # The usual shape, as the general path below settles it, without its maps and zip.
                 budget, currency_of, tokens_key = pair
                 cost = cost_nanos if currency == currency_of else 0
+                local = slots.local
+                if local is not None:
+                    # In-process counters (never emptied under a running process, so the reservations are
+                    # in them): LocalCounters.adjust2 written out, without its call and the generation's lookup.
+                    held = self._held
+                    cost -= held[0]
+                    tokens -= held[1]
+                    limiter.open.pop(self.request_id, None)
+                    if cost and budget in local:
+                        local[budget] += cost
+                    if tokens and tokens_key in local:
+                        local[tokens_key] += tokens
+                    return True
                 counters = limiter.counters
                 if self.gen == counters.generation:
                     held = self._held
@@ -211,6 +230,7 @@ class _Shape:
         "soft",
         "wend",
         "fixed",
+        "usual",
     )
 
     def __init__(self, budgets, rates, route: _Route, wid: int, periods: dict) -> None:
@@ -267,6 +287,7 @@ class _Shape:
         # (key, limit, index of its increment in the admission's values) per counter, for admit_flat
         self.rows = [*zip(self.keys, self.limits, self.incr_idx)]
         self.admit: FlatAdmit | None = None  # flat shapes on in-process counters: LocalCounters.flat
+        self.usual: UsualAdmit | None = None  # the usual shape on in-process counters: _usual_admission
         # Soft budgets: (index, limit, spec), for the warning when one is exceeded.
         self.soft = [(i, b.limit_nanos, b) for i, b in enumerate(budgets) if not b.hard]
         # Without deployment limits and with at most one counter of each kind (the usual shape), the
@@ -326,6 +347,7 @@ class Limiter:
         self._routes: dict[tuple, _Route] = {}
         self._shapes: dict[tuple, _Shape] = {}  # by (tenant, team, key, *ids of the deployments)
         self._reset_ms, self._reset = -1, b""  # the last x-ratelimit-reset-* value, and its ms
+        self._pruned_wid = -1  # the minute in-process counters were last pruned of expired keys in
 
     # -- the hot path ------------------------------------------------------------------------------
     def _overload_error(self) -> ApiError:
@@ -391,7 +413,24 @@ class Limiter:
         counters = self.counters
         if counters.shared:
             return None
-        shape, values, now_ms = self._prepare(principal, deployments, prompt_tokens, max_output_tokens, choices)
+        now = self.clock()
+        now_ms = int(now * 1000)
+        # _shape_at, written out (a call less on every admission)
+        key: tuple
+        if len(deployments) == 1:
+            key = (principal.tenant, principal.team, principal.key_id or principal.subject, id(deployments[0]))
+        else:
+            key = (principal.tenant, principal.team, principal.key_id or principal.subject, *map(id, deployments))
+        shape = self._shapes.get(key)
+        if shape is None or shape.wid != now_ms // WINDOW_MS:
+            shape = self._shape(key, principal, deployments, now_ms // WINDOW_MS, now)
+        usual = shape.usual
+        if usual is not None:
+            ticket = usual(request_id, prompt_tokens, max_output_tokens, choices, now_ms)
+            if ticket is not None:
+                return ticket
+            # refused, having counted nothing: the general path below says why
+        values = self._values(shape, prompt_tokens, max_output_tokens, choices)
         if shape.flat:  # no deployment alternatives: the common case, one row per counter
             assert shape.admit is not None  # made with the shape for in-process counters
             after = shape.admit(values, now_ms)
@@ -420,6 +459,11 @@ class Limiter:
         increment is picked from them by its index), and the time in ms."""
         now = self.clock()
         now_ms = int(now * 1000)
+        shape = self._shape_at(principal, deployments, now, now_ms)
+        return shape, self._values(shape, prompt_tokens, max_output_tokens, choices), now_ms
+
+    def _shape_at(self, principal: Principal, deployments: list, now: float, now_ms: int) -> _Shape:
+        """The caller's shape on this route in the minute of `now_ms`."""
         wid = now_ms // WINDOW_MS
         # Keyed by who calls as Rules.for_principal resolves callers (tenant, team, key) and by the planned
         # deployments' ids: the rules are asked only when a shape is made (new rules drop every shape).
@@ -431,6 +475,11 @@ class Limiter:
         shape = self._shapes.get(key)
         if shape is None or shape.wid != wid:
             shape = self._shape(key, principal, deployments, wid, now)
+        return shape
+
+    def _values(self, shape: _Shape, prompt_tokens: int, max_output_tokens: int | None, choices: int) -> list[int]:
+        """What a counter of `shape` may be incremented by: [0, 1, estimated tokens, the reservation in
+        each currency] (see _ZERO...)."""
         out_tokens = max_output_tokens if max_output_tokens is not None else shape.out_cap
         if choices > 1:
             out_tokens *= choices
@@ -438,15 +487,15 @@ class Limiter:
             out_tokens = _MAX_OUT_TOKENS
         prices = shape.prices
         if not prices:
-            return shape, [0, 1, prompt_tokens + out_tokens], now_ms
+            return [0, 1, prompt_tokens + out_tokens]
         tokens_in = _ceil(prompt_tokens * self._factor) + self._extra  # the prompt reserve (config)
         if len(prices) == 1:  # one currency, the usual case: reserve_nanos written out (no call)
             ((i, o),) = prices
-            return shape, [0, 1, prompt_tokens + out_tokens, -(-(tokens_in * i + out_tokens * o) // 1000)], now_ms
+            return [0, 1, prompt_tokens + out_tokens, -(-(tokens_in * i + out_tokens * o) // 1000)]
         values = [0, 1, prompt_tokens + out_tokens]
         for i, o in prices:
             values.append(reserve_nanos(tokens_in, i, out_tokens, o))
-        return shape, values, now_ms
+        return values
 
     def _planned(self, shape: _Shape, values: list[int], request_id: str) -> tuple[Ticket, Plan]:
         """The ticket and the `Plan` of an admission that goes through one: Redis, deployment
@@ -532,8 +581,16 @@ class Limiter:
             self._shapes.clear()
         shape = self._shapes[key] = _Shape(budgets, rates, self._route(deployments), wid, self.periods.at(now))
         counters = self.counters
+        if not counters.shared:
+            shape.slots.local = counters.tables()[0]
         if shape.flat and not counters.shared:
             shape.admit = counters.flat(shape.rows, shape.expiring)
+            shape.usual = _usual_admission(self, shape, counters)
+            if shape.usual is not None and wid != self._pruned_wid:
+                # The usual admission counts no admissions to prune by (LocalCounters.flat does), so expired
+                # keys go here: a new minute makes new shapes, and only shapes make a flat admission's keys.
+                self._pruned_wid = wid
+                counters.prune(int(now * 1000))
         return shape
 
     async def _run(self, plan: Plan, now_ms: int, ticket: Ticket) -> Outcome | None:
@@ -693,10 +750,7 @@ def _fixed_headers(counters: list[tuple[int, str, int]]) -> Callable[[list[int],
     in the admission's values, kind, limit) in header order. Names and limit headers are made here, once
     per shape; the function returned fills in what remains and the reset per call (one or two kinds
     written out: a loop over them cost twice the opcodes, and this runs on every admission)."""
-    rows = []
-    for i, kind, limit in counters:
-        limit_name, remaining_name, reset_name = _HEADER_NAMES[kind]
-        rows.append((i, (limit_name, b"%d" % limit), remaining_name, reset_name, limit))
+    rows = _header_rows(counters)
     if len(rows) == 1:
         ((i1, head1, rem1, res1, lim1),) = rows
 
@@ -719,6 +773,92 @@ def _fixed_headers(counters: list[tuple[int, str, int]]) -> Callable[[list[int],
         ]
 
     return two
+
+
+def _header_rows(counters: list[tuple[int, str, int]]) -> list[tuple[int, tuple[bytes, bytes], bytes, bytes, int]]:
+    """Per (index, kind, limit): (index, its limit header, the remaining and reset headers' names, limit)."""
+    rows = []
+    for i, kind, limit in counters:
+        limit_name, remaining_name, reset_name = _HEADER_NAMES[kind]
+        rows.append((i, (limit_name, b"%d" % limit), remaining_name, reset_name, limit))
+    return rows
+
+
+def _usual_admission(limiter: Limiter, shape: _Shape, counters: LocalCounters) -> UsualAdmit | None:
+    """The whole admission of the usual shape on in-process counters as one function made once per shape:
+    one hard budget in the route's one currency, one requests- and one tokens-per-minute counter, no
+    deployment limits. None for any other shape (at_once's general path admits it).
+
+    It does what at_once's flat path does for this shape (the values, LocalCounters.flat's check-all-then-
+    apply-all, the fixed headers, the ticket), written out: one function instead of four, and no values list,
+    after list or returned tuples. Natively the cost of this path is mostly cache misses (its code and data
+    are cold again by the next call), so fewer functions and objects matter more than their opcodes.
+    None (nothing counted) when a counter would pass its limit: the general path then says why."""
+    if (
+        shape.soft
+        or shape.fixed is None
+        or shape.incr_idx != [_RESERVE, _ONE, _EST]
+        or len(shape.prices) != 1
+        or [kind for kind, _ in shape.meta] != ["requests", "tokens"]
+    ):
+        return None
+    (budget, budget_limit, _), (requests, _, _), (tokens, _, _) = shape.rows
+    (_, rpm), (_, tpm) = shape.meta  # the limits of the two rate counters, as ints
+    ((in_micro, out_micro),) = shape.prices
+    factor, extra = limiter._factor, limiter._extra  # as _values: a new config drops every shape
+    out_cap, wend, slots, expiring = shape.out_cap, shape.wend, shape.slots, shape.expiring
+    values, expiries = counters.tables()
+    get = values.get
+    opened = limiter.open
+    # requests (index 1 of the counters), then tokens (index 2), as _fixed_headers orders them
+    (_, head_r, remaining_r, reset_r, _), (_, head_t, remaining_t, reset_t, _) = _header_rows(
+        [(1, "requests", rpm), (2, "tokens", tpm)]
+    )
+    monotonic, ceil, max_out = _monotonic, _ceil, _MAX_OUT_TOKENS
+
+    def usual(request_id: str, prompt_tokens: int, max_output_tokens: int | None, choices: int, now_ms: int):
+        out = out_cap if max_output_tokens is None else max_output_tokens
+        if choices > 1:
+            out *= choices
+        if out > max_out:
+            out = max_out
+        est = prompt_tokens + out
+        reserve = -(-((ceil(prompt_tokens * factor) + extra) * in_micro + out * out_micro) // 1000)
+        try:
+            b, r, t = values[budget] + reserve, values[requests] + 1, values[tokens] + est
+        except KeyError:  # a new counter (the first call of its period): its expiry is set below
+            b, r, t = get(budget, 0) + reserve, get(requests, 0) + 1, get(tokens, 0) + est
+            if b > budget_limit or r > rpm or t > tpm:
+                return None
+            values[budget], values[requests], values[tokens] = b, r, t
+            expiries.update(expiring)  # (an existing counter has its expiry: a key is one period's)
+        else:
+            if b > budget_limit or r > rpm or t > tpm:
+                return None
+            values[budget], values[requests], values[tokens] = b, r, t
+        ms = wend - now_ms
+        if ms != limiter._reset_ms:  # calls a millisecond apart share their reset value
+            limiter._reset_ms, limiter._reset = ms, window_reset(ms)
+        reset = limiter._reset
+        ticket = Ticket(
+            limiter,
+            request_id,
+            monotonic(),
+            [
+                head_r,
+                (remaining_r, b"%d" % (rpm - r) if r < rpm else b"0"),
+                (reset_r, reset),
+                head_t,
+                (remaining_t, b"%d" % (tpm - t) if t < tpm else b"0"),
+                (reset_t, reset),
+            ],
+            slots,
+            (reserve, est),
+        )
+        opened[request_id] = ticket
+        return ticket
+
+    return usual
 
 
 def _headers(meta: list[tuple[str, int]], values: list[int], reset: bytes) -> list[tuple[bytes, bytes]]:
