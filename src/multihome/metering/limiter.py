@@ -815,6 +815,7 @@ def _usual_admission(limiter: Limiter, shape: _Shape, counters: LocalCounters) -
         [(1, "requests", rpm), (2, "tokens", tpm)]
     )
     monotonic, ceil, max_out = _monotonic, _ceil, _MAX_OUT_TOKENS
+    reset_ms, reset_of_r, reset_of_t = -1, (reset_r, b""), (reset_t, b"")  # the last reset headers, and their ms
 
     def usual(request_id: str, prompt_tokens: int, max_output_tokens: int | None, choices: int, now_ms: int):
         out = out_cap if max_output_tokens is None else max_output_tokens
@@ -836,10 +837,10 @@ def _usual_admission(limiter: Limiter, shape: _Shape, counters: LocalCounters) -
             if b > budget_limit or r > rpm or t > tpm:
                 return None
             values[budget], values[requests], values[tokens] = b, r, t
-        ms = wend - now_ms
-        if ms != limiter._reset_ms:  # calls a millisecond apart share their reset value
-            limiter._reset_ms, limiter._reset = ms, window_reset(ms)
-        reset = limiter._reset
+        nonlocal reset_ms, reset_of_r, reset_of_t
+        if now_ms != reset_ms:  # calls a millisecond apart share their reset headers
+            reset = window_reset(wend - now_ms)
+            reset_ms, reset_of_r, reset_of_t = now_ms, (reset_r, reset), (reset_t, reset)
         ticket = Ticket(
             limiter,
             request_id,
@@ -847,10 +848,10 @@ def _usual_admission(limiter: Limiter, shape: _Shape, counters: LocalCounters) -
             [
                 head_r,
                 (remaining_r, b"%d" % (rpm - r) if r < rpm else b"0"),
-                (reset_r, reset),
+                reset_of_r,
                 head_t,
                 (remaining_t, b"%d" % (tpm - t) if t < tpm else b"0"),
-                (reset_t, reset),
+                reset_of_t,
             ],
             slots,
             (reserve, est),
