@@ -9,7 +9,7 @@ elsewhere) in the same run. `--profile` prints cProfile's per-call function coun
 instead (no valgrind).
 
     PYTHONPATH=src python bench/plain_percall.py [--calls 2000] [--base-src /tmp/main/src] [--no-access-log]
-        [--src TREE/src ...] [--config all-sqlite] [--opcodes | --cpu | --profile]
+        [--src TREE/src ...] [--config all-sqlite] [--opcodes | --cpu | --profile] [--yield]
 
 `--config` turns on the governance layers of bench/governance_bench.py (storage on a SQLite file,
 metering's key budget and rate limit, the audit trail), their files in a temporary directory: what
@@ -107,6 +107,11 @@ class _Session:
         return _Response()
 
 
+# --yield: each worker lets the event loop run between its calls, as a server's socket reads make it do.
+# Without it no call ever waits (the canned upstream answers at once), so the loop runs no other task
+# during a run: the usage writer gathers every row and writes them at shutdown, not in batches alongside.
+YIELD = "--yield" in sys.argv
+
 EMPTY = "empty"  # --config empty: the harness's own cost per call (subtract it from a configuration's)
 
 
@@ -193,6 +198,8 @@ async def _run(calls: int, config: str = "plain") -> None:
         while left > 0:
             left -= 1
             await app(dict(scope), receive, send)
+            if YIELD:
+                await asyncio.sleep(0)
 
     await asyncio.gather(*(worker() for _ in range(CONCURRENCY)))
     assert statuses.count(200) == len(statuses) == calls, (len(statuses), set(statuses))
@@ -212,6 +219,7 @@ def instructions(src: str, calls: int, access_log: bool, config: str, keep: str 
     """Instructions of a child process making `calls` calls after the warm-up; `keep`: where to leave
     callgrind's output for callgrind_annotate."""
     args = ["--child", str(calls), "--config", config] + ([] if access_log else ["--no-access-log"])
+    args += ["--yield"] if YIELD else []
     return callgrind(src, __file__, args, keep)
 
 
@@ -323,6 +331,7 @@ def main() -> None:
         choices=[*sorted(CONFIGS), EMPTY],
         help="the governance layers on; `empty`: an app that answers at once, the harness's own cost per call",
     )
+    ap.add_argument("--yield", action="store_true", help="let the event loop run between calls (as a server does)")
     ap.add_argument("--keep", help="a directory to leave each run's callgrind output in")
     args = ap.parse_args()
     access_log = not args.no_access_log

@@ -153,6 +153,26 @@ async def test_rows_read_back_as_sqlalchemy_writes_them(tmp_path):
     await m.close()
 
 
+async def test_empty_columns_are_stored_as_null(tmp_path):
+    # None goes through sqlite3's adapter registry (writer.py registers one for speed): a call with no
+    # team and no deployment must still store SQL NULLs, not text or 0.
+    url, _ = await sqlite_url(tmp_path)
+    m = await metering(url)
+    assert sqlite3.adapters.get((type(None), sqlite3.PrepareProtocol)) is not None
+    m.record(call("free", deployment=None, team=None))
+    m.record(call("paid", team="team_x"))
+    await m.flush()
+    async with m.engine.connect() as conn:
+        rows = (
+            await conn.exec_driver_sql(
+                "SELECT request_id, typeof(team_id), team_id, typeof(deployment), deployment "
+                "FROM usage_calls ORDER BY request_id"
+            )
+        ).all()
+    assert rows == [("free", "null", None, "null", None), ("paid", "text", "team_x", "text", "dep-a")]
+    await m.close()
+
+
 async def test_a_slow_database_lowers_the_backlog_that_refuses_calls(tmp_path):
     # max_backlog is far away, but at the rate the database took the last batch the backlog would
     # take longer than max_backlog_s to write after a stop: refuse now rather than lose rows then.

@@ -132,7 +132,9 @@ class Gateway:
         path = scope["raw_path"] or scope["path"].encode()
         route = None
         try:
-            if b"%00" in path:  # a NUL names nothing served here (and PostgreSQL's text refuses one)
+            # A NUL names nothing served here (and PostgreSQL's text refuses one). find, not `in`: on 3.11
+            # `bytes in bytes` first tries the operand as an integer, formatting and clearing a TypeError.
+            if path.find(b"%00") >= 0:
                 raise ApiError(404, "No resource has a NUL character (%00) in its path.", code="unknown_url")
             route, handler = self.table.match(scope["method"], path)
             call.route = route

@@ -18,7 +18,7 @@ class SseSplitter:
 
     def feed(self, chunk: bytes) -> list[bytes]:
         buf = self._buf + chunk if self._buf else chunk
-        if b"\r" in buf:
+        if buf.find(b"\r") >= 0:  # find, not `in`: see _data_of
             buf = buf.replace(b"\r\n", b"\n")
         events = buf.split(b"\n\n")
         self._buf = events.pop()
@@ -35,7 +35,9 @@ class SseSplitter:
 
 def _data_of(event: bytes) -> bytes | None:
     """Join the event's data lines (comments and other fields are ignored, per the SSE spec)."""
-    if event.startswith(b"data:") and b"\n" not in event:
+    # find, not `in`: on 3.11 `bytes in bytes` first tries the operand as an integer, formatting and
+    # clearing a TypeError (~1,800 instructions) per event.
+    if event.startswith(b"data:") and event.find(b"\n") < 0:
         return event[5:].lstrip(b" ")
     lines = [line[5:].lstrip(b" ") for line in event.split(b"\n") if line.startswith(b"data:")]
     return b"\n".join(lines) if lines else None
