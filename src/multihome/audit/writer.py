@@ -78,6 +78,7 @@ def _envelope(chain: str) -> bytes:
 
 _sha256 = hashlib.sha256
 _HASH = b',"hash":"'
+_BRACE = b"}"
 _END = b'"}\n'
 
 
@@ -409,8 +410,9 @@ class AuditLog:
         else:
             self._step = []
         # Every event of the write has the same time: the envelope up to its closing brace is one template.
-        envelope = self._envelope + canonical(time.time()) + b"}"
-        sha256, hash_, end = _sha256, _HASH, _END  # locals: read once per event
+        # The brace itself is hashed apart and written in _END: no copy of each line without it.
+        envelope = self._envelope + canonical(time.time())
+        sha256, hash_, end, brace = _sha256, _HASH, _END, _BRACE  # locals: read once per event
         out: list[bytes] = []
         waiters: _Waiters = []  # resolved once fsynced
         early: _Waiters = []  # sync "interval": the `call_started` events, resolved once written
@@ -418,9 +420,11 @@ class AuditLog:
         seq, head = self._wseq, self._whead
         for kind, body, future in items:
             seq += 1
-            core = envelope % (body, kind, head, seq)  # the canonical form: what the hash covers
-            head = sha256(core).hexdigest().encode()
-            out += (core[:-1], hash_, head, end)  # the stored line: the hash spliced in before the brace
+            core = envelope % (body, kind, head, seq)  # the canonical form, less its closing brace
+            digest = sha256(core)
+            digest.update(brace)  # the hash covers the whole canonical form
+            head = digest.hexdigest().encode()
+            out += (core, hash_, head, end)  # the stored line: the hash spliced in before the brace
             if future is not None:
                 (early if kind == early_kind else waiters).append((future, seq))
         try:
