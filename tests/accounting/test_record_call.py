@@ -4,6 +4,8 @@ audit event; and a sink that needs the record still gets the very record."""
 
 from __future__ import annotations
 
+import asyncio
+import os
 import time
 
 import msgspec
@@ -12,7 +14,9 @@ from sqlalchemy.ext.asyncio import create_async_engine
 
 from multihome.accounting.record import CallRecord
 from multihome.accounting.tracker import Accounting
-from multihome.audit.rows import call_body, call_row_of
+from multihome.audit import AuditLog
+from multihome.audit.rows import call_body
+from multihome.config.audit import AuditConfig
 from multihome.config.metering import BudgetRule, MeteringConfig, RateLimitRule
 from multihome.metering.counters import LocalCounters
 from multihome.metering.prices import DeploymentPrice, PriceTable
@@ -113,10 +117,25 @@ async def _metering(admit_for: Principal | None = None, listening=None) -> Meter
 
 @pytest.mark.parametrize("team", [None, "team_x"])
 @pytest.mark.parametrize("ending", sorted(ENDINGS))
-def test_the_audit_event_is_the_records(ending, team):
+def test_the_audit_event_is_the_records(ending, team, tmp_path):
     tracker, *facts = _facts(ending, team)
-    kind, row = call_row_of(tracker, *facts)
-    assert (kind, msgspec.json.encode(row)) == call_body(tracker.record_of(*facts))
+
+    async def write() -> AuditLog:
+        log = AuditLog(AuditConfig(dir=str(tmp_path), fsync=False))
+        await log.start()
+        log.record_call(tracker, *facts)
+        await log.close()
+        return log
+
+    log = asyncio.run(write())
+    with open(os.path.join(log.dir, log.chain + ".jsonl"), "rb") as f:
+        line = msgspec.json.decode(f.read().splitlines()[-1], type=_Event)
+    assert (line.kind.encode(), bytes(line.body)) == call_body(tracker.record_of(*facts))
+
+
+class _Event(msgspec.Struct):
+    kind: str
+    body: msgspec.Raw
 
 
 @pytest.mark.anyio

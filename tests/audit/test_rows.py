@@ -24,12 +24,12 @@ from multihome.audit.events import (
     seal,
 )
 from multihome.audit.rows import (
-    _AttemptRow,
-    _CallRow,
-    _DenialRow,
-    _StartedRow,
-    _TokensRow,
-    _ToolCallRow,
+    AttemptRow,
+    CallRow,
+    DenialRow,
+    StartedRow,
+    TokensRow,
+    ToolCallRow,
     call_body,
     started_body,
 )
@@ -45,12 +45,12 @@ def reference(rec: CallRecord) -> tuple[bytes, bytes]:
 
 def test_rows_declare_their_fields_sorted_and_name_the_documented_ones():
     for row, doc in (
-        (_StartedRow, CallStarted),
-        (_CallRow, CallEvent),
-        (_DenialRow, PolicyDenial),
-        (_TokensRow, Tokens),
-        (_ToolCallRow, ToolCall),
-        (_AttemptRow, Attempt),
+        (StartedRow, CallStarted),
+        (CallRow, CallEvent),
+        (DenialRow, PolicyDenial),
+        (TokensRow, Tokens),
+        (ToolCallRow, ToolCall),
+        (AttemptRow, Attempt),
     ):
         assert list(row.__struct_fields__) == sorted(doc.__struct_fields__), row.__name__
 

@@ -11,6 +11,7 @@ tests/audit/test_rows.py holds each row to the sorted encoding of the body struc
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import msgspec
@@ -20,7 +21,7 @@ from ..accounting.record import CallRecord
 _encode = msgspec.json.Encoder().encode  # declaration order: the rows' fields are declared sorted
 
 
-class _StartedRow(msgspec.Struct, gc=False):
+class StartedRow(msgspec.Struct, gc=False):
     endpoint: str
     key_id: str | None
     model_group: str
@@ -32,27 +33,27 @@ class _StartedRow(msgspec.Struct, gc=False):
     tenant: str
 
 
-class _TokensRow(msgspec.Struct, gc=False):
+class TokensRow(msgspec.Struct, gc=False):
     cached: int
     completion: int
     estimated: bool
     prompt: int
 
 
-class _ToolCallRow(msgspec.Struct, gc=False):
+class ToolCallRow(msgspec.Struct, gc=False):
     id: str
     name: str
 
 
-class _AttemptRow(msgspec.Struct, gc=False):
+class AttemptRow(msgspec.Struct, gc=False):
     deployment: str
     ms: float
     outcome: str
     reason: str | None
 
 
-class _CallRow(msgspec.Struct, gc=False):
-    attempts: tuple[_AttemptRow, ...]
+class CallRow(msgspec.Struct, gc=False):
+    attempts: Sequence[AttemptRow]  # a tuple or a list: the same JSON
     data_zone: str | None
     deployment: str | None
     endpoint: str
@@ -78,11 +79,11 @@ class _CallRow(msgspec.Struct, gc=False):
     subject: str
     team: str | None
     tenant: str
-    tokens: _TokensRow | None
-    tool_calls: tuple[_ToolCallRow, ...]
+    tokens: TokensRow | None
+    tool_calls: Sequence[ToolCallRow]
 
 
-class _DenialRow(msgspec.Struct, gc=False):
+class DenialRow(msgspec.Struct, gc=False):
     endpoint: str
     entitlement_id: str | None
     error_code: str | None
@@ -100,15 +101,10 @@ class _DenialRow(msgspec.Struct, gc=False):
 
 
 def started_body(request_id: str, principal: Any, model_group: str, endpoint: str, request_sha256: str) -> bytes:
-    """`call_started`'s body."""
-    return _encode(started_row(request_id, principal, model_group, endpoint, request_sha256))
-
-
-def started_row(request_id: str, principal: Any, model_group: str, endpoint: str, request_sha256: str) -> _StartedRow:
-    """`started_body`'s row, for a writer that encodes it into a buffer of its own (AuditLog)."""
+    """`call_started`'s body (AuditLog.call_started builds the same row in its own frame)."""
     p = principal
-    return _StartedRow(
-        endpoint, p.key_id, model_group, p.source, request_id, request_sha256, p.subject, p.team, p.tenant
+    return _encode(
+        StartedRow(endpoint, p.key_id, model_group, p.source, request_id, request_sha256, p.subject, p.team, p.tenant)
     )
 
 
@@ -123,7 +119,7 @@ def call_row(call: CallRecord) -> tuple[bytes, msgspec.Struct]:
     c = call
     if c.outcome == "denied":
         return b"policy_denial", (
-            _DenialRow(
+            DenialRow(
                 c.endpoint,
                 c.entitlement_id,
                 c.error_code,
@@ -142,7 +138,7 @@ def call_row(call: CallRecord) -> tuple[bytes, msgspec.Struct]:
         )
     u = c.usage
     return b"call", (
-        _CallRow(
+        CallRow(
             # AttemptRecord holds the body's attempt fields, not in sorted order: as rows that do (a
             # sorted encode of its own cost more).
             _attempt_rows(c.attempts),
@@ -171,99 +167,37 @@ def call_row(call: CallRecord) -> tuple[bytes, msgspec.Struct]:
             c.subject,
             c.team,
             c.tenant,
-            None if u is None else _TokensRow(u.cached_tokens, u.completion_tokens, u.estimated, u.prompt_tokens),
-            tuple([_ToolCallRow(i, n) for n, i in c.tool_calls]) if c.tool_calls else (),
+            None if u is None else TokensRow(u.cached_tokens, u.completion_tokens, u.estimated, u.prompt_tokens),
+            tuple([ToolCallRow(i, n) for n, i in c.tool_calls]) if c.tool_calls else (),
         )
     )
 
 
-def _attempt_rows(attempts: tuple) -> tuple[_AttemptRow, ...]:
+def _attempt_rows(attempts: tuple) -> tuple[AttemptRow, ...]:
     """The call's attempts as the body's rows; one attempt, the usual case, without a comprehension."""
     if len(attempts) == 1:
         a = attempts[0]
-        return (_AttemptRow(a.deployment, a.ms, a.outcome, a.reason),)
-    return tuple([_AttemptRow(a.deployment, a.ms, a.outcome, a.reason) for a in attempts])
+        return (AttemptRow(a.deployment, a.ms, a.outcome, a.reason),)
+    return tuple([AttemptRow(a.deployment, a.ms, a.outcome, a.reason) for a in attempts])
 
 
-def call_row_of(
-    t: Any,
-    finished_at: float,
-    dep: Any,
-    stream: bool,
-    attempts: Any,
-    status: int,
-    outcome: str,
-    error_code: str | None,
-    u: Any,
-    latency_ms: float,
-    first_byte_ms: float | None,
-    tool_calls: Any,
-    response_sha256: str | None,
-) -> tuple[bytes, msgspec.Struct]:
-    """`call_row` of the record the tracker `t` would make of these facts (accounting.CallFacts), without
-    making it: the same kind and row, so the same bytes (tests/accounting/test_record_call.py)."""
+def denial_row_of(t: Any, finished_at: float, status: int, error_code: str | None) -> DenialRow:
+    """The `policy_denial` row of `call_row` of the record the tracker `t` would make of a denied call's
+    facts (accounting.CallFacts), without making it; AuditLog.record_call builds a `call` row itself."""
     who = t.principal
-    if outcome == "denied":
-        return b"policy_denial", (
-            _DenialRow(
-                t.endpoint,
-                t.entitlement_id,
-                error_code,
-                who.key_id,
-                t.model_group,
-                t.policy_code,
-                who.source,
-                t.request_id,
-                t.request_sha256,
-                status,
-                who.subject,
-                who.team,
-                who.tenant,
-                finished_at,
-            )
-        )
-    if dep is not None:
-        name, provider, kind, region, zone = dep.name, dep.provider, dep.adapter.kind, dep.region, dep.data_zone
-    else:
-        name = provider = kind = region = zone = None
-    if len(attempts) == 1:  # routing's attempts, their ms rounded as the record's (accounting/tracker.py _attempts)
-        a = attempts[0]
-        rows: tuple[_AttemptRow, ...] = (
-            _AttemptRow(a.deployment, (a.ms * 1000 + 0.5) // 1 / 1000, a.outcome, a.reason),
-        )
-    else:
-        rows = tuple(
-            [_AttemptRow(a.deployment, (a.ms * 1000 + 0.5) // 1 / 1000, a.outcome, a.reason) for a in attempts]
-        )
-    return b"call", (
-        _CallRow(
-            rows,
-            zone,
-            name,
-            t.endpoint,
-            t.entitlement_id,
-            error_code,
-            finished_at,
-            first_byte_ms,
-            who.key_id,
-            latency_ms,
-            t.model_group,
-            outcome,
-            t.policy_code,
-            who.source,
-            provider,
-            kind,
-            region,
-            t.request_id,
-            t.request_sha256,
-            response_sha256,
-            t.started_at,
-            status,
-            stream,
-            who.subject,
-            who.team,
-            who.tenant,
-            None if u is None else _TokensRow(u.cached_tokens, u.completion_tokens, u.estimated, u.prompt_tokens),
-            tuple([_ToolCallRow(i, n) for n, i in tool_calls]) if tool_calls else (),
-        )
+    return DenialRow(
+        t.endpoint,
+        t.entitlement_id,
+        error_code,
+        who.key_id,
+        t.model_group,
+        t.policy_code,
+        who.source,
+        t.request_id,
+        t.request_sha256,
+        status,
+        who.subject,
+        who.team,
+        who.tenant,
+        finished_at,
     )

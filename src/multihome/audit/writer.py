@@ -35,7 +35,7 @@ import secrets
 import socket
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
 import msgspec
@@ -48,7 +48,7 @@ from .events import GENESIS_KIND, KINDS, ChainOpened, EventCore, canonical, gene
 from .head_publisher import HeadPublisher
 from .keys import key_id_of, load_signing_key
 from .links import host_name, links_for_new_chain, trail_of
-from .rows import call_body, call_row, call_row_of, started_row
+from .rows import AttemptRow, CallRow, StartedRow, TokensRow, ToolCallRow, call_body, denial_row_of
 
 log = logging.getLogger("multihome.audit")
 
@@ -78,6 +78,7 @@ def _envelope(chain: str) -> bytes:
 
 _sha256 = hashlib.sha256
 _HASH = b',"hash":"'
+_BRACE = b"}"
 _END = b'"}\n'
 
 
@@ -149,7 +150,7 @@ class AuditLog:
         self._cp_time = 0.0
         self.written = 0
         self.batches = 0
-        self.max_inflight = 0
+        self._peak = 0  # max_inflight up to the last _done
         self.errors = 0
         self.lost_after_close = 0
         self.on_flush: Callable[[float], None] | None = None  # seconds per fsync round, from the writer thread
@@ -231,7 +232,20 @@ class AuditLog:
 
     def record(self, call: CallRecord) -> None:
         """CallSink: fire-and-forget. A denied call becomes a `policy_denial` event."""
-        self._queue_call(call.request_id, call_row, call)
+        if self._closed:
+            self._lost(call.request_id)
+            return
+        try:
+            kind, data = call_body(call)
+        except Exception:  # the event is lost, loudly
+            log.exception("audit: cannot encode the call event of %s", call.request_id)
+            return
+        self._submit((kind, data, None))
+
+    def _lost(self, request_id: str) -> None:
+        # A call finishing after shutdown began: say so loudly rather than break the caller.
+        self.lost_after_close += 1
+        log.error("audit: the log is closed; call %s was not recorded", request_id)
 
     def record_call(
         self,
@@ -243,57 +257,90 @@ class AuditLog:
         status: int,
         outcome: str,
         error_code: str | None,
-        usage,
+        u,
         latency_ms: float,
         first_byte_ms: float | None,
         tool_calls,
         response_sha256: str | None,
     ) -> None:
-        """accounting.CallFacts: `record` of the call's facts, without a CallRecord (the same event)."""
-        self._queue_call(
-            t.request_id,
-            call_row_of,
-            t,
-            finished_at,
-            dep,
-            stream,
-            attempts,
-            status,
-            outcome,
-            error_code,
-            usage,
-            latency_ms,
-            first_byte_ms,
-            tool_calls,
-            response_sha256,
-        )
-
-    def _queue_call(self, request_id: str, row_of: Callable[..., tuple[bytes, Any]], *facts: Any) -> None:
-        """Queue the `call` (or `policy_denial`) event `row_of(*facts)` makes; never raises into the front door."""
+        """accounting.CallFacts: `record` of the call's facts, without a CallRecord (the same event: the
+        row `call_row` makes of the record tracker `t` would make, tests/accounting/test_record_call.py).
+        Never raises into the front door. One frame, the row built here: this runs for every call, and
+        natively each function and object per call costs more than its opcodes (cold caches)."""
         if self._closed:
-            # A call finishing after shutdown began: say so loudly rather than break the caller.
-            self.lost_after_close += 1
-            log.error("audit: the log is closed; call %s was not recorded", request_id)
+            self._lost(t.request_id)
             return
+        row: msgspec.Struct
         try:
-            kind, row = row_of(*facts)
+            if outcome == "denied":
+                kind, row = b"policy_denial", denial_row_of(t, finished_at, status, error_code)
+            else:
+                kind = b"call"
+                who = t.principal
+                if dep is not None:
+                    name = dep.name  # one by one: no tuple to unpack
+                    provider = dep.provider
+                    pkind = dep.adapter.kind
+                    region = dep.region
+                    zone = dep.data_zone
+                else:
+                    name = provider = pkind = region = zone = None
+                # routing's attempts, their ms rounded as the record's (accounting/tracker.py _attempts)
+                if len(attempts) == 1:
+                    a = attempts[0]
+                    rows: Sequence[AttemptRow] = (
+                        AttemptRow(a.deployment, (a.ms * 1000 + 0.5) // 1 / 1000, a.outcome, a.reason),
+                    )
+                else:
+                    rows = [
+                        AttemptRow(a.deployment, (a.ms * 1000 + 0.5) // 1 / 1000, a.outcome, a.reason) for a in attempts
+                    ]
+                row = CallRow(
+                    rows,
+                    zone,
+                    name,
+                    t.endpoint,
+                    t.entitlement_id,
+                    error_code,
+                    finished_at,
+                    first_byte_ms,
+                    who.key_id,
+                    latency_ms,
+                    t.model_group,
+                    outcome,
+                    t.policy_code,
+                    who.source,
+                    provider,
+                    pkind,
+                    region,
+                    t.request_id,
+                    t.request_sha256,
+                    response_sha256,
+                    t.started_at,
+                    status,
+                    stream,
+                    who.subject,
+                    who.team,
+                    who.tenant,
+                    None
+                    if u is None
+                    else TokensRow(u.cached_tokens, u.completion_tokens, u.estimated, u.prompt_tokens),
+                    [ToolCallRow(i, n) for n, i in tool_calls] if tool_calls else (),
+                )
             self._encode_into(row, self._body)  # into a buffer that holds it: never grown on the way (as encode's)
             data = bytes(self._body)
         except Exception:  # the event is lost, loudly
-            log.exception("audit: cannot encode the call event of %s", request_id)
+            log.exception("audit: cannot encode the call event of %s", t.request_id)
             return
-        if self._inflight >= self._max_queue or self._waiting:
+        if self._inflight >= self._max_queue:  # (producers wait in line only then: see _done)
             self._waiting.append((kind, data, None))
             return
         # _admit, inlined: this and call_started run for every call.
-        self._inflight = n = self._inflight + 1
-        if n > self.max_inflight:
-            self.max_inflight = n
+        self._inflight += 1
         self._step.append((kind, data, None))
         if not self._flush_due:
             self._flush_due = True
-            assert self._loop is not None  # _closed is False only between start() and close()
-            self._loop.call_soon(self._flush_step)
+            self._loop.call_soon(self._flush_step)  # type: ignore[union-attr]  # set while not _closed
 
     def call_started(
         self, request_id: str, principal, model_group: str, endpoint: str, request_sha256: str
@@ -303,27 +350,30 @@ class AuditLog:
         if self._closed:  # also before start()
             raise AuditClosed("the audit log is " + ("closed" if self._loop else "not started"))
         loop = self._loop
-        assert loop is not None
-        future = loop.create_future()
+        future = loop.create_future()  # type: ignore[union-attr]  # set while not _closed
+        p = principal
         try:
-            self._encode_into(started_row(request_id, principal, model_group, endpoint, request_sha256), self._body)
+            self._encode_into(
+                StartedRow(
+                    endpoint, p.key_id, model_group, p.source, request_id, request_sha256, p.subject, p.team, p.tenant
+                ),
+                self._body,
+            )
             data = bytes(self._body)
         except Exception as exc:  # a bad payload fails its own producer
             log.exception("audit: cannot encode the call_started event of %s", request_id)
             future.set_exception(exc)
             return future
-        if self._inflight >= self._max_queue or self._waiting:
+        if self._inflight >= self._max_queue:  # (producers wait in line only then: see _done)
             # Full: wait in line. The future resolves later, which holds the answer back.
             self._waiting.append((b"call_started", data, future))
             return future
-        # _admit, inlined: this and record run for every call.
-        self._inflight = n = self._inflight + 1
-        if n > self.max_inflight:
-            self.max_inflight = n
+        # _admit, inlined: this and record_call run for every call.
+        self._inflight += 1
         self._step.append((b"call_started", data, future))
         if not self._flush_due:
             self._flush_due = True
-            loop.call_soon(self._flush_step)
+            loop.call_soon(self._flush_step)  # type: ignore[union-attr]
         return future
 
     def _submit(self, item: _Item) -> None:
@@ -338,8 +388,6 @@ class AuditLog:
 
     def _admit(self, item: _Item) -> None:
         self._inflight += 1
-        if self._inflight > self.max_inflight:
-            self.max_inflight = self._inflight
         self._step.append(item)
         if not self._flush_due:
             # One write per loop step for every event submitted in it (call_soon runs after the
@@ -362,8 +410,9 @@ class AuditLog:
         else:
             self._step = []
         # Every event of the write has the same time: the envelope up to its closing brace is one template.
-        envelope = self._envelope + canonical(time.time()) + b"}"
-        sha256, hash_, end = _sha256, _HASH, _END  # locals: read once per event
+        # The brace itself is hashed apart and written in _END: no copy of each line without it.
+        envelope = self._envelope + canonical(time.time())
+        sha256, hash_, end, brace = _sha256, _HASH, _END, _BRACE  # locals: read once per event
         out: list[bytes] = []
         waiters: _Waiters = []  # resolved once fsynced
         early: _Waiters = []  # sync "interval": the `call_started` events, resolved once written
@@ -371,9 +420,11 @@ class AuditLog:
         seq, head = self._wseq, self._whead
         for kind, body, future in items:
             seq += 1
-            core = envelope % (body, kind, head, seq)  # the canonical form: what the hash covers
-            head = sha256(core).hexdigest().encode()
-            out += (core[:-1], hash_, head, end)  # the stored line: the hash spliced in before the brace
+            core = envelope % (body, kind, head, seq)  # the canonical form, less its closing brace
+            digest = sha256(core)
+            digest.update(brace)  # the hash covers the whole canonical form
+            head = digest.hexdigest().encode()
+            out += (core, hash_, head, end)  # the stored line: the hash spliced in before the brace
             if future is not None:
                 (early if kind == early_kind else waiters).append((future, seq))
         try:
@@ -389,8 +440,10 @@ class AuditLog:
             return
         self._wseq, self._whead = seq, head
         for future, n in early:
-            if not future.done():  # cancelled: its producer has gone
+            try:
                 future.set_result(n)
+            except asyncio.InvalidStateError:  # cancelled: its producer has gone (rare: no done() per event)
+                pass
         self._hand_over(_Written(self._gen, self._wfd, seq, head, len(items), waiters))
 
     def _hand_over(self, written: _Written) -> None:
@@ -406,6 +459,8 @@ class AuditLog:
 
     def _done(self, count: int, waiters: _Waiters, error: BaseException | None) -> None:
         """Loop thread: `count` events are durable (their waiters get their seqs) or failed with `error`."""
+        if self._inflight > self._peak:  # the most in flight is reached just before some are done (or now)
+            self._peak = self._inflight
         self._inflight -= count
         for future, seq in waiters:
             if future.done():  # cancelled: its producer has gone
@@ -414,6 +469,8 @@ class AuditLog:
                 future.set_result(seq)
             else:
                 future.set_exception(error)
+        # After this, producers wait in line only while the queue is full (inflight only falls here): so a
+        # producer that finds the queue not full may skip the line (call_started, record_call).
         while self._waiting and self._inflight < self._max_queue:
             self._admit(self._waiting.popleft())
 
@@ -447,6 +504,11 @@ class AuditLog:
     def queued(self) -> int:
         """Events admitted and not yet durable (never above max_queue)."""
         return self._inflight
+
+    @property
+    def max_inflight(self) -> int:
+        """The most events admitted and not yet durable at once (kept here, not per admitted event)."""
+        return max(self._peak, self._inflight)
 
     @property
     def waiting(self) -> int:
