@@ -87,37 +87,31 @@ class PinnedView(msgspec.Struct, frozen=True):
     denied: dict[str, str]
 
 
-class Admitted:
+class Admitted(msgspec.Struct, eq=False):
     """The planner's per-group policy view of an admitted call (routing.planner.RequestShape.policy):
     the requested group's decision, made already, and a fresh one for each fallback group asked about;
-    for stateful work under a pin, each narrowed to the deployments inside it (`pinned` says what went)."""
+    for stateful work under a pin, each narrowed to the deployments inside it (`pinned` says what went).
+    A Struct, made positionally by `PolicyGate.admit` (in C: no __init__ frame per call)."""
 
-    __slots__ = ("decision", "pinned", "_gate", "_principal", "_group", "_endpoint")
-
-    def __init__(
-        self,
-        gate: PolicyGate,
-        principal: Principal,
-        group: str,
-        endpoint: str,
-        decision: Decision,
-        pinned: Pinned | None = None,
-    ) -> None:
-        self._gate, self._principal, self._group, self._endpoint = gate, principal, group, endpoint
-        self.pinned = pinned
-        # The requested group's view (the pipeline admits limits against its deployments).
-        self.decision: Decision | PinnedView = decision if pinned is None else self._narrow(group, decision)
+    _gate: PolicyGate
+    _principal: Principal
+    _group: str
+    _endpoint: str
+    # The requested group's view (the pipeline admits limits against its deployments): `narrowed` when pinned.
+    decision: Decision | PinnedView
+    pinned: Pinned | None = None
 
     def __call__(self, group: GroupRuntime) -> Decision | PinnedView:
         if group.name == self._group:
             return self.decision
         decision = self._gate.decide(self._principal, group.name, self._endpoint)
-        return decision if self.pinned is None else self._narrow(group.name, decision)
+        return decision if self.pinned is None else narrowed(self._gate, self.pinned, group.name, decision)
 
-    def _narrow(self, group: str, decision: Decision) -> PinnedView:
-        assert self.pinned is not None
-        removed = self.pinned.split(self._gate.facts(group), decision.deployments)
-        return PinnedView(decision.deployments - removed.keys(), {**decision.denied, **removed})
+
+def narrowed(gate: PolicyGate, pinned: Pinned, group: str, decision: Decision) -> PinnedView:
+    """A group's decision narrowed to the deployments inside the pins."""
+    removed = pinned.split(gate.facts(group), decision.deployments)
+    return PinnedView(decision.deployments - removed.keys(), {**decision.denied, **removed})
 
 
 def pin_refusal(err: ApiError, pinned: Pinned, model: str) -> ApiError:
@@ -241,13 +235,25 @@ class PolicyGate:
         `work` names the kind of stateful work a call is (None: stateless), which the tenant's pins narrow.
 
         A tracker (accounting) is told the policy code and the entitlement that licensed or refused the call."""
-        decision = self.engine().decide(principal, group.name, endpoint, self._facts[group.name])  # self.decide
+        name = group.name
+        # self.decide, and self.engine() written out (each call enters this once, cache-cold).
+        engine = self._engine
+        snapshots = self._snapshots
+        if snapshots is not None:
+            snap = snapshots.snapshot
+            if snap is not self._version and self._building is None:
+                engine = self.engine()
+        decision = engine.decide(principal, name, endpoint, self._facts[name])
         if tracker is not None:
             tracker.policy_code, tracker.entitlement_id = decision.code, decision.entitlement_id
         if not decision.allowed:
             raise ApiError(403, decision.message, type="permission_error", code=decision.code or "policy_denied")
-        pinned = self._pins.applying(principal.tenant, work) if work is not None else None
-        return Admitted(self, principal, group.name, endpoint, decision, pinned)
+        if work is None:
+            return Admitted(self, principal, name, endpoint, decision)
+        pinned = self._pins.applying(principal.tenant, work)
+        if pinned is None:
+            return Admitted(self, principal, name, endpoint, decision)
+        return Admitted(self, principal, name, endpoint, narrowed(self, pinned, name, decision), pinned)
 
 
 def _places(catalog: Catalog) -> tuple[frozenset[str], frozenset[str]]:
