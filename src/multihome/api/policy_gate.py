@@ -145,6 +145,10 @@ class PolicyGate:
         self._rows: tuple[tuple[records.Policy, ...], tuple[records.Entitlement, ...]] = ((), ())
         self._building: asyncio.Task[None] | None = None
         self._engine = PolicyEngine.from_rows([], [], self._licensed)
+        # The newest snapshot, as the snapshot cache tells it on each reload (start() subscribes, when it
+        # can): `admit` reads this attribute, not the cache's (through app.py's _Lazy: two frames a call).
+        self._follows = False
+        self._newest: object = None
         self._pins = PinIndex()
         self._pin_rows: tuple[records.StatefulPin, ...] = ()
         self.places = _places(catalog)  # (providers, data zones) the catalog knows: what a pin may name
@@ -159,8 +163,16 @@ class PolicyGate:
         return self._engine
 
     async def start(self) -> None:
-        if self._snapshots is not None:
-            await self._rebuild(self._snapshots.snapshot)
+        snapshots = self._snapshots
+        if snapshots is not None:
+            await self._rebuild(snapshots.snapshot)
+            subscribe = getattr(snapshots, "subscribe", None)
+            if subscribe is not None and not self._follows:
+                subscribe(self._reloaded)
+                self._newest, self._follows = snapshots.snapshot, True
+
+    def _reloaded(self, snap: Snapshot) -> None:
+        self._newest = snap
 
     async def refresh(self) -> None:
         """Apply the newest snapshot now (after a change made through this replica)."""
@@ -240,7 +252,7 @@ class PolicyGate:
         engine = self._engine
         snapshots = self._snapshots
         if snapshots is not None:
-            snap = snapshots.snapshot
+            snap = self._newest if self._follows else snapshots.snapshot
             if snap is not self._version and self._building is None:
                 engine = self.engine()
         decision = engine.decide(principal, name, endpoint, self._facts[name])
