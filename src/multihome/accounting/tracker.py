@@ -361,14 +361,15 @@ class CallTracker(msgspec.Struct, eq=False):
             # The books' usage of an upstream's (schema.peek.Usage), written out here for the usual case
             # (each count in range: no call per count); `_usage` is the same for the rest.
             prompt, completion = usage.prompt_tokens, usage.completion_tokens
-            if not 0 <= prompt <= _MAX_COUNT:
-                prompt = _count(prompt)
-            if not 0 <= completion <= _MAX_COUNT:
-                completion = _count(completion)
+            if (prompt | completion) >> 31:  # either negative or past _MAX_COUNT (2**31 - 1): one test for four
+                prompt, completion = _count(prompt), _count(completion)
             details = usage.prompt_tokens_details
-            cached = (details.cached_tokens or 0) if details is not None else 0
-            if not 0 <= cached <= prompt:
-                cached = min(_count(cached), prompt)
+            if details is None:
+                cached = 0
+            else:
+                cached = details.cached_tokens or 0
+                if not 0 <= cached <= prompt:
+                    cached = min(_count(cached), prompt)
             # reasoning_tokens is part of completion_tokens: bounded by it, never added to it.
             reasoning = usage.reasoning_tokens
             if not 0 <= reasoning <= completion:
