@@ -486,7 +486,7 @@ def finish_failed(tracker: CallTracker | None, err: ApiError) -> None:
     if tracker.served is not None:
         tracker.finish_produced(tracker.served, err.status, "gateway_error", error_code=err.body.code)
     else:
-        tracker.finish(err.status, outcome_of(err), error_code=err.body.code, attempts=getattr(err, "attempts", ()))
+        tracker.finish(err.status, outcome_of(err), error_code=err.body.code, attempts=err.attempts)
 
 
 def settle(tracker: CallTracker | None) -> None:
