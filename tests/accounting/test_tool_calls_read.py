@@ -74,3 +74,26 @@ def test_none_are_looked_for_while_no_sink_reads_them(monkeypatch):
     assert looked == []
     assert finished(ONE_CALL, Facts(True)) == [[("f", "c1")]]
     assert looked == [1]
+
+
+def test_metering_reads_them_only_while_a_metered_sink_listens():
+    from multihome.config.metering import MeteringConfig
+    from multihome.metering.prices import PriceTable
+    from multihome.metering.service import Metering
+
+    class Listener:
+        def __init__(self) -> None:
+            self.listening = False
+            self.listening_changed = lambda: None
+
+        def metered(self, m) -> None:
+            pass
+
+    metering = Metering(MeteringConfig(), PriceTable({}))
+    assert metering.reads_tool_calls is False  # no MeteredSink: the usage row holds no tool call
+    sink = Listener()
+    metering.add_sink(sink)
+    assert metering.reads_tool_calls is False  # one that does not listen is handed no call
+    sink.listening = True
+    sink.listening_changed()
+    assert metering.reads_tool_calls is True  # its MeteredCall's record holds them
