@@ -21,7 +21,9 @@ import plain_percall  # bench/ is on the path when run as a script
 
 # label: (module, class or None for a module function, name)
 PARTS = {
-    "admit": ("multihome.api.pipeline", None, "_admit_at_once"),
+    "gate": ("multihome.api.policy_gate", "PolicyGate", "admit"),
+    "admit": ("multihome.accounting.tracker", "CallTracker", "admit_at_once"),
+    "finish_unary": ("multihome.api.openai.chat", None, "finish_unary"),  # as the chat door calls it
     "finish": ("multihome.accounting.tracker", "CallTracker", "finish_produced"),
     "record_call": ("multihome.metering.service", "Metering", "record_call"),
 }

@@ -5,10 +5,12 @@ calls, over N. Only the part's own work is counted, so the writer threads' timin
 whole-process count by ±15k instructions between runs) does not blur a change of a few hundred.
 
 Parts (one per run: toggles do not nest). Admission, on the event loop's thread:
-- begin: `pipeline.begin_call` (the request's hash, the CallTracker);
+- begin: `Accounting.begin` (the request's hash, the CallTracker; `Pipeline.run` no longer enters
+  `pipeline.begin_call`, which this part measured before 2026-12-06);
 - gate: `PolicyGate.admit` (policy's decision, told to the tracker);
-- admit: `pipeline._admit_at_once` (the deployments policy allows, the prompt estimate, budgets and rate
-  limits with their x-ratelimit-* headers, the audit's `call_started`).
+- admit: `CallTracker.admit_at_once` (the prompt estimate, budgets and rate limits with their
+  x-ratelimit-* headers, the audit's `call_started`; before 2026-12-06 the pipeline's `_admit_at_once`
+  around it also picked the deployments policy allows: `Pipeline.run` does that now).
 The finish side:
 - finish: `CallTracker.finish_produced` (the record or its facts, metering's row, the spool copy, budget
   and limit settlement, the audit `call` event's body), on the event loop's thread;
@@ -29,9 +31,9 @@ import sys
 
 # (module, class or None for a module function, name)
 PARTS = {
-    "begin": ("multihome.api.pipeline", None, "begin_call"),
+    "begin": ("multihome.accounting.tracker", "Accounting", "begin"),
     "gate": ("multihome.api.policy_gate", "PolicyGate", "admit"),
-    "admit": ("multihome.api.pipeline", None, "_admit_at_once"),
+    "admit": ("multihome.accounting.tracker", "CallTracker", "admit_at_once"),
     "finish": ("multihome.accounting.tracker", "CallTracker", "finish_produced"),
     "flush": ("multihome.audit.writer", "AuditLog", "_flush_step"),
     "sqlite": ("multihome.metering.writer", "UsageWriter", "_sqlite_batch"),

@@ -117,8 +117,8 @@ async def test_the_prompt_is_estimated_only_while_a_rule_applies(monkeypatch):
     from multihome.schema import estimate
 
     estimated: list[int] = []
-    real = estimate.admission  # the prompt's estimate and the choices, as admission asks for them
-    monkeypatch.setattr(estimate, "admission", lambda req: estimated.append(1) or real(req))
+    real = estimate.prompt_tokens  # the prompt's estimate (admission's, or the tracker's own for a chat request)
+    monkeypatch.setattr(estimate, "prompt_tokens", lambda req: estimated.append(1) or real(req))
     lim = await limiter(lambda: LocalCounters())
     await _reserved_or_none(lim, {"max_tokens": 20}, [Dep("dep-a")], "no-rules")
     assert estimated == []

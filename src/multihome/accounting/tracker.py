@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 
 from ..schema import estimate
+from ..schema.chat import ChatRequest
 from ..schema.errors import ApiError
 from ..schema.principal import Principal
 from .capture import Captured, CaptureSink
@@ -60,6 +61,11 @@ CallFacts = Callable[
 ]
 
 
+# `finish_produced`'s usage when the caller gives none: read it (and the characters and tool calls) from
+# the served answer.
+FROM_SERVED: Any = object()
+
+
 class Accounting:
     def __init__(
         self, sinks: list[CallSink] | None = None, limiter: Limiter | None = None, audit: AuditLog | None = None
@@ -80,6 +86,11 @@ class Accounting:
         # Each sink's `record_call` when every sink has one (metering, the audit trail): they are then
         # handed the finished call's facts without a CallRecord (see CallFacts). Worked out with _sinks_hash.
         self._direct: tuple[CallFacts, ...] | None = None
+        # Whether a sink reads the tool calls whatever happens (worked out with _sinks_hash), and the sinks
+        # that say per call with `reads_tool_calls` (metering: only while a MeteredSink listens): a unary
+        # answer's are looked for only when something reads them.
+        self._calls_always = True
+        self._calls_asked: tuple[Any, ...] = ()
 
     @property
     def enabled(self) -> bool:
@@ -90,7 +101,19 @@ class Accounting:
         self._sinks_hash = any(getattr(sink, "hashes", True) for sink in sinks)
         direct = [getattr(sink, "record_call", None) for sink in sinks]
         self._direct = tuple(direct) if direct and None not in direct else None  # type: ignore[arg-type]
+        asked = tuple(sink for sink in sinks if hasattr(sink, "reads_tool_calls"))
+        self._calls_always = len(asked) < len(sinks)
+        self._calls_asked = asked
         self._hash_for = [*sinks]
+
+    def _reads_tool_calls(self) -> bool:
+        """Whether a sink reads the finished call's tool calls (after `_plan`)."""
+        if self._calls_always:
+            return True
+        for sink in self._calls_asked:
+            if sink.reads_tool_calls:
+                return True
+        return False
 
     def begin(
         self, request_id: str, endpoint: str, principal: Principal, body: bytes, model_group: str = "", request=None
@@ -173,7 +196,11 @@ class CallTracker(msgspec.Struct, eq=False):
         limiter = acc.limiter
         if limiter is not None:
             if limiter.rules.any:
-                prompt, choices = estimate.admission(self.request)
+                request = self.request
+                if type(request) is ChatRequest and request.n is None and request.best_of is None:
+                    prompt, choices = estimate.prompt_tokens(request), 1  # estimate.admission's usual case
+                else:
+                    prompt, choices = estimate.admission(request)
             else:  # no budget or limit to reserve or count against: no estimate (the rules are live)
                 prompt, choices = 0, 1
             ticket = limiter.at_once(
@@ -209,113 +236,19 @@ class CallTracker(msgspec.Struct, eq=False):
         error_code: str | None = None,
         attempts=None,
     ) -> None:
-        self._finish(
-            status,
-            outcome,
+        """Finish the call with the usage, characters and tool calls given (not read from `served`)."""
+        self.finish_produced(
             served,
-            usage,
-            content_chars,
-            tool_calls,
-            response_sha256,
-            first_byte_ms,
-            error_code,
-            attempts,
-        )
-
-    def _finish(
-        self,
-        status: int,
-        outcome: str,
-        served,
-        usage,
-        content_chars: int | Callable[[], int],
-        tool_calls,
-        response_sha256: str | None,
-        first_byte_ms: float | None,
-        error_code: str | None,
-        attempts,
-    ) -> None:
-        """`finish`, its arguments by position (finish_produced: no keyword matching per call)."""
-        if self.finished:
-            return
-        self.finished = True
-        durable = self.durable
-        if durable is not None and not durable.done():
-            durable.add_done_callback(_swallow)
-        acc = self.acc
-        if served is not None:
-            dep = served.deployment
-            if attempts is None:
-                attempts = served.attempts
-            stream = served.stream is not None
-            produced = served.status < 300 or outcome in _PRODUCED
-        else:
-            dep = None
-            if attempts is None:
-                attempts = ()
-            stream = False
-            produced = outcome in _PRODUCED
-        record_usage = self._usage(usage, content_chars) if produced else None
-        # Milliseconds to three decimals, half up: `round(x, 3)` goes through a decimal string (~3,100
-        # instructions under callgrind), this floor ~1,100; the two differ only on a half of a microsecond.
-        latency_ms = ((time.perf_counter() - self._t0) * 1_000_000 + 0.5) // 1 / 1000
-        observer = acc.observer
-        if observer is not None:
-            observer(
-                self,
-                status,
-                outcome,
-                dep.name if dep else None,
-                attempts,
-                record_usage,
-                latency_ms,
-                first_byte_ms if stream else None,
-                error_code,
-            )
-        sinks = acc.sinks
-        captured = self.capture is not None and acc.capture is not None
-        if not sinks and not captured:
-            return
-        finished_at = time.time()
-        if sinks != acc._hash_for:  # changed since this call began (tests, start-up)
-            acc._plan(sinks)
-        direct = acc._direct
-        if direct is not None and not captured:
-            for record_call in direct:
-                record_call(
-                    self,
-                    finished_at,
-                    dep,
-                    stream,
-                    attempts,
-                    status,
-                    outcome,
-                    error_code,
-                    record_usage,
-                    latency_ms,
-                    first_byte_ms,
-                    tool_calls,
-                    response_sha256,
-                )
-            return
-        record = self.record_of(
-            finished_at,
-            dep,
-            stream,
-            attempts,
             status,
             outcome,
-            error_code,
-            record_usage,
-            latency_ms,
-            first_byte_ms,
-            tool_calls,
-            response_sha256,
+            error_code=error_code,
+            response_sha256=response_sha256,
+            first_byte_ms=first_byte_ms,
+            usage=usage,
+            content_chars=content_chars,
+            tool_calls=tool_calls,
+            attempts=attempts,
         )
-        for sink in sinks:
-            sink.record(record)
-        if self.capture is not None and acc.capture is not None:
-            acc.capture.record(self.capture, record)
 
     def record_of(
         self,
@@ -382,39 +315,137 @@ class CallTracker(msgspec.Struct, eq=False):
         error_code: str | None = None,
         response_sha256: str | None = None,
         first_byte_ms: float | None = None,
+        usage: Any = FROM_SERVED,
+        content_chars: int | Callable[[], int] = 0,
+        tool_calls: Iterable[tuple[str, str]] = (),
+        attempts=None,
     ) -> None:
-        """Finish a call an upstream answered: charged for what it produced, as far as the gateway saw
-        it (the whole answer, the stream so far), whether or not the client got it."""
-        relay = served.stream
-        if relay is not None:
-            usage, chars, calls = relay.usage, relay.content_chars, relay.tool_calls
+        """Finish a call (once; later calls do nothing). An upstream answered (`served`): charged for
+        what it produced, as far as the gateway saw it (the whole answer, the stream so far), whether or
+        not the client got it; its usage, characters and tool calls read from the answer unless given
+        (`finish`). The one implementation of finishing, in one frame: a call's finish runs cache-cold,
+        where each function entered costs more than its opcodes (bench/RESULTS.md)."""
+        if self.finished:
+            return
+        self.finished = True
+        durable = self.durable
+        if durable is not None and not durable.done():
+            durable.add_done_callback(_swallow)
+        acc = self.acc
+        peek = None  # a unary answer's: its tool calls are read below, only if something reads them
+        if served is not None:
+            dep = served.deployment
+            if attempts is None:
+                attempts = served.attempts
+            relay = served.stream
+            stream = relay is not None
+            if usage is FROM_SERVED:
+                if relay is not None:
+                    usage, content_chars, tool_calls = relay.usage, relay.content_chars, relay.tool_calls
+                else:
+                    peek = served.peek
+                    # The answer's characters only if there is no usage to charge (an estimate): see _usage.
+                    usage, content_chars = (peek.usage, peek.content_chars) if peek else (None, 0)
+            produced = served.status < 300 or outcome in _PRODUCED
         else:
-            peek = served.peek
-            # The answer's characters only if there is no usage to charge (an estimate): see _usage.
-            usage, chars, calls = (peek.usage, peek.content_chars, peek.tool_calls()) if peek else (None, 0, ())
-        self._finish(status, outcome, served, usage, chars, calls, response_sha256, first_byte_ms, error_code, None)
-
-    def _usage(self, usage, content_chars: int | Callable[[], int]) -> Usage:
-        """The books' usage of an upstream's (schema.peek.Usage): each count clamped by `_count` (written
-        out where the count is in range, the usual case: no call per count)."""
-        if usage is not None:
+            dep = None
+            if attempts is None:
+                attempts = ()
+            stream = False
+            if usage is FROM_SERVED:
+                usage = None
+            produced = outcome in _PRODUCED
+        if not produced:
+            record_usage = None
+        elif usage is not None and (usage.prompt_tokens or usage.completion_tokens):
+            # The books' usage of an upstream's (schema.peek.Usage), written out here for the usual case
+            # (each count in range: no call per count); `_usage` is the same for the rest.
             prompt, completion = usage.prompt_tokens, usage.completion_tokens
-            if prompt or completion:
-                if not 0 <= prompt <= _MAX_COUNT:
-                    prompt = _count(prompt)
-                if not 0 <= completion <= _MAX_COUNT:
-                    completion = _count(completion)
-                details = usage.prompt_tokens_details
-                cached = (details.cached_tokens or 0) if details is not None else 0
+            if (prompt | completion) >> 31:  # either negative or past _MAX_COUNT (2**31 - 1): one test for four
+                prompt, completion = _count(prompt), _count(completion)
+            details = usage.prompt_tokens_details
+            if details is None:
+                cached = 0
+            else:
+                cached = details.cached_tokens or 0
                 if not 0 <= cached <= prompt:
                     cached = min(_count(cached), prompt)
-                # reasoning_tokens is part of completion_tokens: bounded by it, never added to it.
-                reasoning = usage.reasoning_tokens
-                if not 0 <= reasoning <= completion:
-                    reasoning = min(max(reasoning, 0), completion)
-                return Usage(prompt, completion, cached, False, reasoning)
-        # No usage, or none counted for a non-empty input (the Gemini API's batch embeddings
-        # report no token count): estimate, and say so.
+            # reasoning_tokens is part of completion_tokens: bounded by it, never added to it.
+            reasoning = usage.reasoning_tokens
+            if not 0 <= reasoning <= completion:
+                reasoning = min(max(reasoning, 0), completion)
+            record_usage = Usage(prompt, completion, cached, False, reasoning)
+        else:
+            record_usage = self._usage(usage, content_chars)
+        # Milliseconds to three decimals, half up: `round(x, 3)` goes through a decimal string (~3,100
+        # instructions under callgrind), this floor ~1,100; the two differ only on a half of a microsecond.
+        latency_ms = ((time.perf_counter() - self._t0) * 1_000_000 + 0.5) // 1 / 1000
+        observer = acc.observer
+        if observer is not None:
+            observer(
+                self,
+                status,
+                outcome,
+                dep.name if dep else None,
+                attempts,
+                record_usage,
+                latency_ms,
+                first_byte_ms if stream else None,
+                error_code,
+            )
+        sinks = acc.sinks
+        captured = self.capture is not None and acc.capture is not None
+        if not sinks and not captured:
+            return
+        finished_at = time.time()
+        if sinks != acc._hash_for:  # changed since this call began (tests, start-up)
+            acc._plan(sinks)
+        direct = acc._direct
+        if peek is not None and (captured or direct is None or acc._calls_always or acc._reads_tool_calls()):
+            choices = peek.choices
+            message = choices[0].message if len(choices) == 1 else None
+            # A one-choice answer without tool calls (the usual case) has none, without a call for it.
+            tool_calls = () if message is not None and not message.tool_calls and not peek.output else peek.tool_calls()
+        if direct is not None and not captured:
+            for record_call in direct:
+                record_call(
+                    self,
+                    finished_at,
+                    dep,
+                    stream,
+                    attempts,
+                    status,
+                    outcome,
+                    error_code,
+                    record_usage,
+                    latency_ms,
+                    first_byte_ms,
+                    tool_calls,
+                    response_sha256,
+                )
+            return
+        record = self.record_of(
+            finished_at,
+            dep,
+            stream,
+            attempts,
+            status,
+            outcome,
+            error_code,
+            record_usage,
+            latency_ms,
+            first_byte_ms,
+            tool_calls,
+            response_sha256,
+        )
+        for sink in sinks:
+            sink.record(record)
+        if self.capture is not None and acc.capture is not None:
+            acc.capture.record(self.capture, record)
+
+    def _usage(self, usage, content_chars: int | Callable[[], int]) -> Usage:
+        """The estimate for a produced answer without counted usage (none, or none counted for a non-empty
+        input: the Gemini API's batch embeddings report no token count), and say so."""
         prompt = estimate.input_tokens(self.request)
         chars = content_chars if isinstance(content_chars, int) else content_chars()
         return Usage(prompt, chars // estimate.CHARS_PER_TOKEN, 0, estimated=prompt > 0 or usage is None)
@@ -455,7 +486,7 @@ def finish_failed(tracker: CallTracker | None, err: ApiError) -> None:
     if tracker.served is not None:
         tracker.finish_produced(tracker.served, err.status, "gateway_error", error_code=err.body.code)
     else:
-        tracker.finish(err.status, outcome_of(err), error_code=err.body.code, attempts=getattr(err, "attempts", ()))
+        tracker.finish(err.status, outcome_of(err), error_code=err.body.code, attempts=err.attempts)
 
 
 def settle(tracker: CallTracker | None) -> None:

@@ -167,8 +167,11 @@ class Gateway:
             except Exception:
                 pass  # the response had already started
         finally:
-            if call.tracker is not None:  # whatever ended the request, a call that began accounting is recorded
-                settle(call.tracker)  # (and charged)
+            tracker = call.tracker
+            # Whatever ended the request, a call that began accounting is recorded (and charged); one already
+            # finished (the usual case) without entering settle.
+            if tracker is not None and not tracker.finished:
+                settle(tracker)
 
     async def _refuse(self, call: Call, send: Send, err: ApiError) -> None:
         """Answer a call the drain deadline ended before its answer began, in its front door's envelope."""

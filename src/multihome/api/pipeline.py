@@ -127,7 +127,8 @@ class Pipeline:
     def shape(
         self, call: Call, parsed: Parsed, group: GroupRuntime, endpoint: str, chat: ChatRequest | None = None
     ) -> RequestShape:
-        """What planning reads from the request, and the decision of policy (403 when it refuses)."""
+        """What planning reads from the request, and the decision of policy (403 when it refuses): route
+        explain's (`run` writes it out)."""
         shape = RequestShape(parsed.needs, parsed.stream, chat, narrowing(call.scope, parsed.raw, group))
         if self.gate is not None:
             assert call.principal is not None  # every route that reaches a model identifies first
@@ -157,14 +158,47 @@ class Pipeline:
         `output_param`: the client's field for the output limit, when its API does not call it as chat does
         (a limit no deployment can give is a 400 naming it)."""
         group = self.catalog.groups.get(parsed.request.model) or self.group(parsed.request.model)  # (its 404)
-        call.group = group.name
-        tracker = begin_call(call, self.accounting, endpoint, body, group, parsed.request)
-        shape = self.shape(call, parsed, group, policy_endpoint or endpoint, chat)
-        # Without accounting (tracker None), or with in-process counters, no coroutine is made for the
-        # limits; without accounting none for the audit's durability either.
-        extra = _admit_at_once(tracker, group, shape, max_output) if tracker is not None else ()
-        if extra is None:  # the limiter's counters are shared (Redis)
-            extra = await _admit(tracker, group, shape, max_output)
+        call.group = name = group.name
+        request_id = call.request_id.decode()
+        # begin_call, self.shape and _admit_at_once written out: this runs once per call, cache-cold, where
+        # each function entered costs more than its opcodes (bench/RESULTS.md).
+        accounting = self.accounting
+        tracker = None
+        if accounting is not None:
+            principal = call.principal
+            assert principal is not None  # every route that reaches a model identifies first
+            tracker = accounting.begin(request_id, endpoint, principal, body, name, parsed.request)
+            if tracker is not None:
+                if accounting.trace_context:  # only with telemetry on (docs/telemetry.md)
+                    tracker.traceparent = header(call.scope, b"traceparent")
+                    tracker.tracestate = header(call.scope, b"tracestate")
+                call.tracker = tracker
+        # What planning reads from the request, and the decision of policy (403 when it refuses).
+        shape = RequestShape(parsed.needs, parsed.stream, chat, narrowing(call.scope, parsed.raw, group))
+        gate = self.gate
+        if gate is not None:
+            assert call.principal is not None  # every route that reaches a model identifies first
+            shape.policy = policy = gate.admit(call.principal, group, policy_endpoint or endpoint, tracker, call.work)
+            decision = policy.decision
+        else:
+            decision = None
+        # Limits and budgets for the deployments policy allows. Without accounting (tracker None), or with
+        # in-process counters, no coroutine is made for the limits; without accounting none for the audit's
+        # durability either.
+        extra: Sequence[Header] = ()
+        if tracker is not None:
+            if decision is None or decision.deployments.issuperset(group.position):  # `_allowed`'s usual case
+                deployments = group.deployments
+            else:
+                deployments = _allowed(group, shape)
+            headers = tracker.admit_at_once(group, deployments, max_output)
+            if headers is None:  # the limiter's counters are shared (Redis)
+                extra = await _admit(tracker, group, shape, max_output)
+            else:
+                extra = headers
+                ticket = tracker.ticket
+                if ticket is not None and ticket.skip:
+                    _exclude_skipped(tracker, shape)
         try:
             served = await self.router.route(
                 group,
@@ -172,7 +206,7 @@ class Pipeline:
                 functools.partial(build, parsed),
                 read,
                 forward_usage=forward_usage,
-                request_id=call.request_id.decode(),
+                request_id=request_id,
             )
         except ApiError as err:
             pinned = getattr(shape.policy, "pinned", None)
@@ -217,28 +251,10 @@ def begin_call(
     return tracker
 
 
-def _admit_at_once(
-    tracker: CallTracker, group: GroupRuntime, shape: RequestShape, max_output: int | None
-) -> Sequence[Header] | None:
-    """Limits and budgets for the deployments policy allows: the response headers they add (bytes
-    already, as the limiter makes them), or None when the limiter must await shared counters (`_admit`)."""
-    decision = getattr(shape.policy, "decision", None)
-    if decision is None or decision.deployments.issuperset(group.position):  # `_allowed`'s usual case, inline
-        deployments = group.deployments
-    else:
-        deployments = _allowed(group, shape)
-    headers = tracker.admit_at_once(group, deployments, max_output)
-    if headers is not None:
-        ticket = tracker.ticket
-        if ticket is not None and ticket.skip:
-            _exclude_skipped(tracker, shape)
-    return headers
-
-
 async def _admit(
     tracker: CallTracker | None, group: GroupRuntime, shape: RequestShape, max_output: int | None
 ) -> Sequence[Header]:
-    """`_admit_at_once` when it answered None (shared counters)."""
+    """Limits and budgets when `CallTracker.admit_at_once` answered None (shared counters)."""
     if tracker is None:
         return ()
     headers = await tracker.admit(group, _allowed(group, shape), max_output)

@@ -87,37 +87,31 @@ class PinnedView(msgspec.Struct, frozen=True):
     denied: dict[str, str]
 
 
-class Admitted:
+class Admitted(msgspec.Struct, eq=False):
     """The planner's per-group policy view of an admitted call (routing.planner.RequestShape.policy):
     the requested group's decision, made already, and a fresh one for each fallback group asked about;
-    for stateful work under a pin, each narrowed to the deployments inside it (`pinned` says what went)."""
+    for stateful work under a pin, each narrowed to the deployments inside it (`pinned` says what went).
+    A Struct, made positionally by `PolicyGate.admit` (in C: no __init__ frame per call)."""
 
-    __slots__ = ("decision", "pinned", "_gate", "_principal", "_group", "_endpoint")
-
-    def __init__(
-        self,
-        gate: PolicyGate,
-        principal: Principal,
-        group: str,
-        endpoint: str,
-        decision: Decision,
-        pinned: Pinned | None = None,
-    ) -> None:
-        self._gate, self._principal, self._group, self._endpoint = gate, principal, group, endpoint
-        self.pinned = pinned
-        # The requested group's view (the pipeline admits limits against its deployments).
-        self.decision: Decision | PinnedView = decision if pinned is None else self._narrow(group, decision)
+    _gate: PolicyGate
+    _principal: Principal
+    _group: str
+    _endpoint: str
+    # The requested group's view (the pipeline admits limits against its deployments): `narrowed` when pinned.
+    decision: Decision | PinnedView
+    pinned: Pinned | None = None
 
     def __call__(self, group: GroupRuntime) -> Decision | PinnedView:
         if group.name == self._group:
             return self.decision
         decision = self._gate.decide(self._principal, group.name, self._endpoint)
-        return decision if self.pinned is None else self._narrow(group.name, decision)
+        return decision if self.pinned is None else narrowed(self._gate, self.pinned, group.name, decision)
 
-    def _narrow(self, group: str, decision: Decision) -> PinnedView:
-        assert self.pinned is not None
-        removed = self.pinned.split(self._gate.facts(group), decision.deployments)
-        return PinnedView(decision.deployments - removed.keys(), {**decision.denied, **removed})
+
+def narrowed(gate: PolicyGate, pinned: Pinned, group: str, decision: Decision) -> PinnedView:
+    """A group's decision narrowed to the deployments inside the pins."""
+    removed = pinned.split(gate.facts(group), decision.deployments)
+    return PinnedView(decision.deployments - removed.keys(), {**decision.denied, **removed})
 
 
 def pin_refusal(err: ApiError, pinned: Pinned, model: str) -> ApiError:
@@ -151,6 +145,10 @@ class PolicyGate:
         self._rows: tuple[tuple[records.Policy, ...], tuple[records.Entitlement, ...]] = ((), ())
         self._building: asyncio.Task[None] | None = None
         self._engine = PolicyEngine.from_rows([], [], self._licensed)
+        # The newest snapshot, as the snapshot cache tells it on each reload (start() subscribes, when it
+        # can): `admit` reads this attribute, not the cache's (through app.py's _Lazy: two frames a call).
+        self._follows = False
+        self._newest: object = None
         self._pins = PinIndex()
         self._pin_rows: tuple[records.StatefulPin, ...] = ()
         self.places = _places(catalog)  # (providers, data zones) the catalog knows: what a pin may name
@@ -165,8 +163,16 @@ class PolicyGate:
         return self._engine
 
     async def start(self) -> None:
-        if self._snapshots is not None:
-            await self._rebuild(self._snapshots.snapshot)
+        snapshots = self._snapshots
+        if snapshots is not None:
+            await self._rebuild(snapshots.snapshot)
+            subscribe = getattr(snapshots, "subscribe", None)
+            if subscribe is not None and not self._follows:
+                subscribe(self._reloaded)
+                self._newest, self._follows = snapshots.snapshot, True
+
+    def _reloaded(self, snap: Snapshot) -> None:
+        self._newest = snap
 
     async def refresh(self) -> None:
         """Apply the newest snapshot now (after a change made through this replica)."""
@@ -241,13 +247,25 @@ class PolicyGate:
         `work` names the kind of stateful work a call is (None: stateless), which the tenant's pins narrow.
 
         A tracker (accounting) is told the policy code and the entitlement that licensed or refused the call."""
-        decision = self.engine().decide(principal, group.name, endpoint, self._facts[group.name])  # self.decide
+        name = group.name
+        # self.decide, and self.engine() written out (each call enters this once, cache-cold).
+        engine = self._engine
+        snapshots = self._snapshots
+        if snapshots is not None:
+            snap = self._newest if self._follows else snapshots.snapshot
+            if snap is not self._version and self._building is None:
+                engine = self.engine()
+        decision = engine.decide(principal, name, endpoint, self._facts[name])
         if tracker is not None:
             tracker.policy_code, tracker.entitlement_id = decision.code, decision.entitlement_id
         if not decision.allowed:
             raise ApiError(403, decision.message, type="permission_error", code=decision.code or "policy_denied")
-        pinned = self._pins.applying(principal.tenant, work) if work is not None else None
-        return Admitted(self, principal, group.name, endpoint, decision, pinned)
+        if work is None:
+            return Admitted(self, principal, name, endpoint, decision)
+        pinned = self._pins.applying(principal.tenant, work)
+        if pinned is None:
+            return Admitted(self, principal, name, endpoint, decision)
+        return Admitted(self, principal, name, endpoint, narrowed(self, pinned, name, decision), pinned)
 
 
 def _places(catalog: Catalog) -> tuple[frozenset[str], frozenset[str]]:

@@ -76,6 +76,8 @@ class Metering:
         # The sinks that want calls now: a sink with a `listening` flag (record.py) is left out while it
         # is false, so no MeteredCall is made for a sink that would drop it (contracts with no agreement).
         self._listening: tuple[MeteredSink, ...] = ()
+        # accounting/tracker.py: the call's tool calls are read only by a listening sink's record.
+        self.reads_tool_calls = False
         self.engine: AsyncEngine | None = None
         self.writer: UsageWriter | None = None
         self.recorded = 0
@@ -119,6 +121,7 @@ class Metering:
     def _sinks_changed(self) -> None:
         """A sink's `listening` flag changed (or a sink was added): which sinks get the next calls."""
         self._listening = tuple(s for s in self.sinks if getattr(s, "listening", True))
+        self.reads_tool_calls = bool(self._listening)
 
     def hold_spool(self, sink: SpoolHolder) -> None:
         """Add a sink whose own queue the usage spool covers too (record.SpoolHolder): each row stays in

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import Any
+
 import msgspec
 
 ECHO_MAX = 64  # characters of a client's id or name an error message repeats (docs/hostile-input.md)
@@ -30,6 +33,11 @@ class ApiError(Exception):
     """An error to return to the client as-is: status, OpenAI envelope, optional headers. `type` defaults
     by status: a 403 is `permission_error` (as OpenAI's SDK names it, PermissionDeniedError, and as every
     403 of this gateway is typed), anything else `invalid_request_error`."""
+
+    # Routing's attempts, when routing raised it (routing/attempts.py AllDeclined sets its own): read by
+    # accounting for every refused call, as an attribute that is always there (a getattr default would
+    # raise and clear an AttributeError per refusal).
+    attempts: Sequence[Any] = ()
 
     def __init__(
         self,
