@@ -158,21 +158,11 @@ class Pipeline:
         `output_param`: the client's field for the output limit, when its API does not call it as chat does
         (a limit no deployment can give is a 400 naming it)."""
         group = self.catalog.groups.get(parsed.request.model) or self.group(parsed.request.model)  # (its 404)
-        call.group = name = group.name
+        call.group = group.name
         request_id = call.request_id.decode()
-        # begin_call, self.shape and _admit_at_once written out: this runs once per call, cache-cold, where
-        # each function entered costs more than its opcodes (bench/RESULTS.md).
-        accounting = self.accounting
-        tracker = None
-        if accounting is not None:
-            principal = call.principal
-            assert principal is not None  # every route that reaches a model identifies first
-            tracker = accounting.begin(request_id, endpoint, principal, body, name, parsed.request)
-            if tracker is not None:
-                if accounting.trace_context:  # only with telemetry on (docs/telemetry.md)
-                    tracker.traceparent = header(call.scope, b"traceparent")
-                    tracker.tracestate = header(call.scope, b"tracestate")
-                call.tracker = tracker
+        tracker = begin_call(call, self.accounting, endpoint, body, group, parsed.request)
+        # self.shape and _admit_at_once written out: this runs once per call, cache-cold, where each
+        # function entered costs more than its opcodes (bench/RESULTS.md).
         # What planning reads from the request, and the decision of policy (403 when it refuses).
         shape = RequestShape(parsed.needs, parsed.stream, chat, narrowing(call.scope, parsed.raw, group))
         gate = self.gate
