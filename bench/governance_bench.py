@@ -205,14 +205,23 @@ def table(results: list[dict]) -> list[str]:
     def ratio(r: dict, ref: dict | None) -> str:
         return f"{r['rps'] / ref['rps']:.2f}" if ref else "–"
 
+    def paired(r: dict, ref: dict | None) -> str:
+        """Round i against the reference's round i (run in the same minutes): the median ratio and its
+        range. Slow drifts of the shared machine fall on both sides of each pair and cancel."""
+        if not ref or len(r["rps_all"]) != len(ref["rps_all"]):
+            return "–"
+        each = sorted(a / b for a, b in zip(r["rps_all"], ref["rps_all"]))
+        return f"{statistics.median(each):.2f} ({each[0]:.2f}–{each[-1]:.2f})"
+
     lines = [
-        "| configuration | req/s at c=64 | × plain | × bare | gateway CPU per call | p50 / p99 at c=1 "
-        "| stream TTFT p50 | p99 at c=64 | RSS after | errors | req/s of each round |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "| configuration | req/s at c=64 | × plain | × plain, round by round | × bare | gateway CPU per call "
+        "| p50 / p99 at c=1 | stream TTFT p50 | p99 at c=64 | RSS after | errors | req/s of each round |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in results:
         lines.append(
-            f"| {r['name']} | {r['rps']:,.0f} | {ratio(r, plain)} | {ratio(r, bare)} | {r['cpu_us']:.0f} µs "
+            f"| {r['name']} | {r['rps']:,.0f} | {ratio(r, plain)} | {paired(r, plain)} | {ratio(r, bare)} "
+            f"| {r['cpu_us']:.0f} µs "
             f"| {r['p50']:.3f} / {r['p99']:.3f} ms | {r['ttfc']:.3f} ms | {r['c64_p99']:.2f} ms "
             f"| {r['rss']:.0f} MB | {r['errors']} | {' / '.join(f'{x:,.0f}' for x in r['rps_all'])} |"
         )
