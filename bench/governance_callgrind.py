@@ -3,7 +3,7 @@ callgrind: the assembled process under a fixed number of calls, so the cost that
 miss (the event loop's extra wake-ups, the writer threads, the GIL's hand-offs as far as they run
 code) shows as instructions, deterministic enough to compare on a loaded machine.
 
-    PYTHONPATH=src:tests python bench/governance_callgrind.py [--only bare,plain,+storage,all-sqlite]
+    PYTHONPATH=src:tests python bench/governance_callgrind.py [--only bare,plain,+storage,all-sqlite,all-pg]
         [--calls 1000] [--concurrency 16] [--base-src /tmp/base/src] [--top 25]
 
 For each configuration of bench/governance_bench.py: `multihome serve` under callgrind, a warm-up of
@@ -66,8 +66,10 @@ def control(pid: int, *args: str) -> None:
     subprocess.run(["callgrind_control", *args, str(pid)], check=True, capture_output=True, timeout=300)
 
 
-def measure(name: str, sim_url: str, tmp: Path, port: int, args) -> dict:
+def measure(name: str, sim_url: str, tmp: Path, port: int, args, pg_url: str | None, redis_url: str | None) -> dict:
     env = dict(ENV)
+    if redis_url is not None:
+        env["BENCH_REDIS_URL"] = redis_url
     if name.endswith(BASE_SUFFIX):
         env["PYTHONPATH"] = args.base_src
     out = tmp / f"callgrind.{slug(name)}"
@@ -78,7 +80,7 @@ def measure(name: str, sim_url: str, tmp: Path, port: int, args) -> dict:
         ready = f"http://127.0.0.1:{port}/"
     else:
         cfg = tmp / f"{slug(name)}.yaml"
-        cfg.write_text(config_for(name, sim_url, tmp, None))
+        cfg.write_text(config_for(name, sim_url, tmp, pg_url))
         server = [str(BIN / "multihome"), "serve", "--config", str(cfg), "--port", str(port)]
         ready = f"http://127.0.0.1:{port}/readyz"
     proc = subprocess.Popen(
@@ -181,10 +183,17 @@ def main() -> None:
         names = [x for n in names for x in ((n,) if n == "bare" else (n, n + BASE_SUFFIX))]
     tmp = workspace("mh-gov-cg-")
     sim, sim_url = start_sim()
+    pg = redis = None
     results = []
     try:
+        if any(n.startswith("all-pg") for n in names):  # real servers, as the tests start them
+            from e2e.services import RedisServer
+            from pg import PostgresServer
+
+            pg, redis = PostgresServer(), RedisServer()
         for i, name in enumerate(names):
-            r = measure(name, sim_url, tmp, 4700 + i, args)
+            pg_url = pg.create_database() if pg is not None and name.startswith("all-pg") else None
+            r = measure(name, sim_url, tmp, 4700 + i, args, pg_url, redis.url if redis is not None else None)
             print(
                 f"{name}: {r['total'] / args.calls:,.0f} instructions per call over {r['busy_s']:.0f} s, idle "
                 f"{r['idle_rate']:,.0f} per second; net of idle {r['net'] / args.calls:,.0f} per call "
@@ -194,6 +203,10 @@ def main() -> None:
             results.append(r)
     finally:
         stop(sim)
+        if redis is not None:
+            redis.stop()
+        if pg is not None:
+            pg.stop()
     print(f"\nload average {os.getloadavg()[0]:.2f} (instruction counts do not depend on it)\n")
     for r in results:
         k = 1 / args.calls
