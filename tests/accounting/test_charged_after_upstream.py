@@ -186,3 +186,28 @@ async def test_a_stream_is_hashed_only_for_a_sink_that_reads_the_hash(app, hashe
         assert call.response_sha256 == hashlib.sha256(b"".join(sent)).hexdigest() and len(call.request_sha256) == 64
     else:
         assert (call.request_sha256, call.response_sha256) == ("", None)
+
+
+async def test_an_answer_the_door_cannot_translate_is_charged_what_the_upstream_produced(app):
+    # A client can have the model call a tool with arguments that are not a JSON object (here the
+    # simulator's scripted call; a real model asked to does the same): the Messages door cannot give it as
+    # a tool_use block and answers 502. The upstream produced (and billed) the answer all the same, and said
+    # how much in its usage: the call is charged that, as any call an upstream answered, not an estimate of
+    # its prompt with no output.
+    gateway, sink, _ = app
+    body = {
+        **MESSAGES,
+        "tools": [{"name": "lookup", "input_schema": {"type": "object"}}],
+        "messages": [{"role": "user", "content": "call lookup [1, 2, 3]"}],
+    }
+    sent: list[dict] = []
+
+    async def send(message) -> None:
+        sent.append(message)
+
+    await asyncio.wait_for(gateway(_scope("/v1/messages"), _receive(msgspec.json.encode(body)), send), 30)
+    assert sent[0]["status"] == 502, sent
+    assert b"upstream_bad_tool_arguments" in sent[1]["body"] or b"not a JSON object" in sent[1]["body"]
+    [call] = sink.calls
+    assert call.deployment == "d" and call.usage is not None, call
+    assert not call.usage.estimated and call.usage.completion_tokens > 0, call.usage

@@ -44,6 +44,7 @@ async def _call(app, scope: dict) -> tuple[int, dict]:
 
 class _Tracker:
     request_id = "req_test"
+    served = None  # no upstream has answered
 
     def __init__(self) -> None:
         self.finished: list[tuple] = []

@@ -167,7 +167,14 @@ class Drain:
 
 
 def _record_ended(call: Call, err: ApiError) -> None:
-    """An upstream may already be working on the call: record it like a call its client abandoned."""
+    """An upstream may already be working on the call: record it like a call its client abandoned
+    (accounting.tracker.settle): one an upstream has answered (waiting for its start to be durable, say)
+    is charged for what it produced, as every answered call is, whatever becomes of the answer."""
     tracker = call.tracker
-    if tracker is not None:
+    if tracker is None:
+        return
+    served = tracker.served
+    if served is not None:
+        tracker.finish_produced(served, err.status, "cancelled", error_code=err.body.code)
+    else:
         tracker.finish(err.status, "cancelled", error_code=err.body.code)

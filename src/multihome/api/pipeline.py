@@ -296,9 +296,10 @@ def finish_unary(call: Call, served: Served, sent: bytes) -> None:
 
 def finish_refused(call: Call, served: Served, err: ApiError, outcome: str) -> None:
     """Account an upstream answer the gateway turned into an error (a client error passed through, an
-    answer that could not be translated)."""
+    answer that could not be translated). One the upstream produced (2xx) is charged the usage it
+    reported, as any answered call (finish_produced), not an estimate of its prompt alone."""
     if call.tracker is not None:
-        call.tracker.finish(err.status, outcome, served=served, error_code=err.body.code)
+        call.tracker.finish_produced(served, err.status, outcome, error_code=err.body.code)
 
 
 StreamDone = Callable[[str, Any, "float | None"], None]
