@@ -23,6 +23,7 @@ import msgspec
 
 from .config import Config, ConfigError, parse_config
 from .metering.prices import PriceTable
+from .metering.service import reservation_config
 
 log = logging.getLogger("multihome.config")
 
@@ -148,7 +149,7 @@ async def _apply(p: Reloadable, new: Config) -> None:
     if p.metering is not None:
         # Prices first: a call under way on a deployment the file removed is still priced when it ends.
         prices = PriceTable({**p.metering.prices.prices, **PriceTable.from_config(new).prices})
-        await p.metering.reconfigure(new.metering, prices)
+        await p.metering.reconfigure(reservation_config(new), prices)
     # One step, no await: a call sees either the old groups and their policy facts or the new ones.
     p.catalog.swap(staged)
     p.gate.reconfigure(p.catalog)

@@ -23,10 +23,12 @@ import logging
 import time
 from typing import TYPE_CHECKING
 
+import msgspec
 import sqlalchemy as sa
 
 from ..accounting.record import CallRecord, Usage
 from ..config import env_secret
+from ..config.call_bound import longest_call_s
 from ..config.metering import BudgetRule, MeteringConfig
 from .limiter import Limiter
 from .periods import UTC, WINDOW_MS, period, window
@@ -48,6 +50,14 @@ log = logging.getLogger("multihome.metering")
 
 def _ts(seconds: float) -> dt.datetime:
     return dt.datetime.fromtimestamp(seconds, UTC)
+
+
+def reservation_config(config) -> MeteringConfig:
+    """`config.metering` with `ticket_ttl_s` raised to the longest a call can last under the routing
+    config (plus a minute): the sweeper must not take a long call for a lost one."""
+    cfg = getattr(config, "metering", None) or MeteringConfig()
+    longest = longest_call_s(config) + 60.0
+    return cfg if cfg.ticket_ttl_s >= longest else msgspec.structs.replace(cfg, ticket_ttl_s=longest)
 
 
 class Metering:
@@ -105,7 +115,7 @@ class Metering:
             counters = RedisCounters(url, prefix=cfg.key_prefix)
         storage = env_secret(config.storage.url_env, what="storage.url_env") or config.storage.url
         return cls(
-            cfg,
+            reservation_config(config),
             PriceTable.from_config(config),
             storage_url=storage,
             counters=counters,
