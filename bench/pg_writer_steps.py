@@ -1,0 +1,111 @@
+"""The usage writer on PostgreSQL, one batch at a time: the event loop's CPU in each step of the writer's
+task (each stretch of code between two awaits, which holds the loop), by where it resumed and where it
+suspended, medians over many batches; and the writer's CPU per batch in all. On asyncio's own loop,
+every callback it runs timed with the thread's CPU clock (not wall time: the machine is shared).
+
+    PYTHONPATH=src:tests python bench/pg_writer_steps.py [--rows 75] [--batches 300] [--src TREE/src ...]
+
+`--rows`: rows per batch (wrk -c1 at ~1,500 calls/s with the 50 ms flush interval: ~75). A throwaway
+PostgreSQL (tests/pg.py), a fresh database per tree.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import collections
+import json
+import os
+import subprocess
+import sys
+import time
+from typing import Any
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def _steps(batches: int, rows: int, url: str) -> dict:
+    from loop_stalls import _where  # bench/
+    from metering.conftest import call  # tests/
+    from multihome.config.metering import MeteringConfig, WriterConfig
+    from multihome.metering.prices import DeploymentPrice, PriceTable
+    from multihome.metering.service import Metering
+    from multihome.storage import open_store
+
+    steps: dict[tuple[str, str], list[float]] = collections.defaultdict(list)
+    run = asyncio.events.Handle._run
+
+    def timed(self: Any) -> None:
+        task = getattr(self._callback, "__self__", None)
+        if not (isinstance(task, asyncio.Task) and "UsageWriter" in repr(task.get_coro())):
+            run(self)
+            return
+        before = _where(task)
+        t0 = time.thread_time()
+        run(self)
+        took = time.thread_time() - t0
+        steps[(before, "done" if task.done() else _where(task))].append(took)
+
+    async def main() -> None:
+        store = await open_store(url, migrate=True)
+        await store.close()
+        prices = PriceTable({"dep-a": DeploymentPrice.of("2.5", "10", None, "USD")})
+        m = Metering(MeteringConfig(writer=WriterConfig(flush_interval_ms=5)), prices, storage_url=url)
+        await m.start()
+        for b in range(20):  # warm: the statement prepared, the pool's connection made
+            for i in range(rows):
+                m.record(call(f"w{b}-{i}"))
+            await m.flush()
+        asyncio.events.Handle._run = timed  # type: ignore[method-assign]
+        for b in range(batches):
+            for i in range(rows):
+                m.record(call(f"r{b}-{i}"))
+            await asyncio.sleep(0.01)  # the writer gathers for its interval (5 ms), then writes them
+            await m.flush()
+        asyncio.events.Handle._run = run  # type: ignore[method-assign]
+        await m.close()
+
+    asyncio.run(main())
+    out = []
+    for (before, after), v in steps.items():
+        v.sort()
+        out.append([before, after, len(v) / batches, v[len(v) // 2] * 1e3, v[int(len(v) * 0.9)] * 1e3, sum(v)])
+    return {"steps": sorted(out, key=lambda r: -r[5]), "per_batch_ms": sum(r[5] for r in out) / batches * 1e3}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--rows", type=int, default=75)
+    ap.add_argument("--batches", type=int, default=300)
+    ap.add_argument("--src", action="append", default=[])
+    ap.add_argument("--rounds", type=int, default=1)
+    ap.add_argument("--child", help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.child:
+        sys.path[:0] = [HERE, os.path.join(HERE, "..", "tests")]
+        print(json.dumps(_steps(args.batches, args.rows, args.child)))
+        return
+    sys.path[:0] = [os.path.join(HERE, "..", "tests")]
+    from pg import PostgresServer
+
+    pg = PostgresServer()
+    try:
+        for r in range(args.rounds):
+            for src in args.src or [os.path.abspath("src")]:
+                cmd = [sys.executable, __file__, "--rows", str(args.rows), "--batches", str(args.batches)]
+                env = dict(os.environ, PYTHONPATH=os.pathsep.join([src, os.path.join(HERE, "..", "tests")]))
+                res = subprocess.run(
+                    cmd + ["--child", pg.create_database()], env=env, capture_output=True, text=True, timeout=600
+                )
+                if res.returncode:
+                    raise SystemExit(res.stderr[-3000:])
+                out = json.loads(res.stdout.strip().splitlines()[-1])
+                print(f"[{r}] {src}: {args.rows} rows a batch, the writer's CPU per batch {out['per_batch_ms']:.3f} ms")
+                for before, after, n, med, p90, _ in out["steps"]:
+                    print(f"   {n:4.1f}/batch  median {med:.3f}  p90 {p90:.3f} ms   {before} -> {after}")
+    finally:
+        pg.stop()
+
+
+if __name__ == "__main__":
+    main()
