@@ -61,6 +61,15 @@ def _where(task: asyncio.Task) -> str:
     return f"{frame.f_code.co_filename.rsplit('/', 2)[-1]}:{frame.f_lineno} {frame.f_code.co_name}"
 
 
+def _sched() -> tuple[float, float]:
+    """(ns this thread waited on a run queue, its involuntary context switches) so far."""
+    wait = float(open("/proc/thread-self/schedstat").read().split()[1])
+    for line in open("/proc/thread-self/status"):
+        if line.startswith("nonvoluntary_ctxt_switches:"):
+            return wait, float(line.split()[1])
+    return wait, 0.0
+
+
 def _name(cb: Any, before: str | None) -> str:
     task = getattr(cb, "__self__", None)
     if isinstance(task, asyncio.Task):
@@ -191,9 +200,11 @@ async def _run(args: argparse.Namespace, out: dict) -> None:
     slow = _attribute(args.threshold_ms / 1000) if args.attrib else None
     gaps: list[tuple[float, float]] = []
     waits: list[float] = []
+    sched0 = _sched()
     t0 = time.perf_counter()
     await _drive(app, args.rate, args.seconds, gaps, waits)
     elapsed = time.perf_counter() - t0
+    sched = [(b - a) / elapsed for a, b in zip(sched0, _sched(), strict=True)]
     if slow is not None:
         asyncio.events.Handle._run = _ORIG_RUN  # type: ignore[method-assign]
     stopping.set_result({"type": "lifespan.shutdown"})
@@ -204,6 +215,10 @@ async def _run(args: argparse.Namespace, out: dict) -> None:
         over={str(t): sum(g * 1000 > t for g, _ in gaps) / elapsed for t in THRESHOLDS_MS},
         # by the loop thread's own CPU in the iteration: work done, not time descheduled or waiting for the GIL
         over_cpu={str(t): sum(c * 1000 > t for _, c in gaps) / elapsed for t in THRESHOLDS_MS},
+        # the loop thread runnable but not running (another process or thread on its CPU), and how often
+        # it was preempted: what PostgreSQL's backends (or anything else) on the same CPU cost it
+        rq_wait_ms_per_s=sched[0] / 1e6,
+        preempted_per_s=sched[1],
         max_ms=max(g for g, _ in gaps) * 1000,
         max_cpu_ms=max(c for _, c in gaps) * 1000,
         top_ms=[(g * 1000, c * 1000) for g, c in sorted(gaps, reverse=True)[:8]],
@@ -230,6 +245,8 @@ def child(args: argparse.Namespace) -> None:
     sys.path[:0] = [HERE]
     logging.disable(logging.WARNING)
     out: dict = {}
+    if args.cpus:
+        os.sched_setaffinity(0, {int(c) for c in args.cpus.split(",")})
     if args.attrib:
         asyncio.run(_run(args, out))
     else:
@@ -246,6 +263,8 @@ def report(label: str, out: dict) -> None:
     print(f"   iterations, wall: {over}  max {out['max_ms']:.2f} ms")
     over = " ".join(f">{t}ms {v:6.1f}/s" for t, v in out["over_cpu"].items())
     print(f"   iterations, CPU:  {over}  max {out['max_cpu_ms']:.2f} ms")
+    rq, pre = out["rq_wait_ms_per_s"], out["preempted_per_s"]
+    print(f"   loop thread: waited for a CPU {rq:.1f} ms/s, preempted {pre:.1f}/s")
     print("   longest (wall/CPU ms): " + " ".join(f"{g:.2f}/{c:.2f}" for g, c in out["top_ms"]))
     for name, per_s, mean, mx in out.get("slow", []):
         print(f"   {per_s:7.1f}/s  mean {mean:.2f} ms  max {mx:.2f} ms  {name}")
@@ -263,6 +282,8 @@ def main() -> None:
     ap.add_argument("--child", action="store_true")
     ap.add_argument("--pg-url")
     ap.add_argument("--redis-url")
+    ap.add_argument("--cpus", help="pin the app's process to these CPUs (e.g. 0)")
+    ap.add_argument("--pg-cpus", help="pin PostgreSQL (postmaster, so every backend) to these CPUs (e.g. 1)")
     args = ap.parse_args()
     if args.child:
         child(args)
@@ -274,6 +295,9 @@ def main() -> None:
             from pg import PostgresServer
 
             pg = PostgresServer()
+            if args.pg_cpus:  # backends are forked by the postmaster later and inherit its CPUs
+                pid = int((pg.data / "postmaster.pid").read_text().split()[0])
+                subprocess.run(["taskset", "-a", "-p", "-c", args.pg_cpus, str(pid)], check=True, capture_output=True)
         if args.config == "all-pg-redis":
             from e2e.services import RedisServer
 
@@ -284,6 +308,7 @@ def main() -> None:
                 cmd = [sys.executable, __file__, "--child", "--config", args.config, "--rate", str(args.rate)]
                 cmd += ["--seconds", str(args.seconds), "--threshold-ms", str(args.threshold_ms)]
                 cmd += ["--attrib"] if args.attrib else []
+                cmd += ["--cpus", args.cpus] if args.cpus else []
                 if pg is not None:
                     cmd += ["--pg-url", pg.create_database()]
                 if redis is not None:

@@ -24,7 +24,7 @@ from typing import Any
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 
-def _steps(batches: int, rows: int, url: str) -> dict:
+def _steps(batches: int, rows: int, url: str, opcodes: bool = False) -> dict:
     from loop_stalls import _where  # bench/
     from metering.conftest import call  # tests/
     from multihome.config.metering import MeteringConfig, WriterConfig
@@ -46,6 +46,14 @@ def _steps(batches: int, rows: int, url: str) -> dict:
         took = time.thread_time() - t0
         steps[(before, "done" if task.done() else _where(task))].append(took)
 
+    ops = collections.Counter()
+
+    def tracer(frame: Any, event: str, arg: Any) -> Any:
+        frame.f_trace_opcodes = True
+        if event == "opcode":
+            ops[frame.f_code.co_filename.rsplit("/", 2)[-1] + ":" + frame.f_code.co_name] += 1
+        return tracer
+
     async def main() -> None:
         store = await open_store(url, migrate=True)
         await store.close()
@@ -56,16 +64,24 @@ def _steps(batches: int, rows: int, url: str) -> dict:
             for i in range(rows):
                 m.record(call(f"w{b}-{i}"))
             await m.flush()
-        asyncio.events.Handle._run = timed  # type: ignore[method-assign]
+        made = [[call(f"r{b}-{i}") for i in range(rows)] for b in range(batches)]
+        if opcodes:
+            sys.settrace(tracer)
+        else:
+            asyncio.events.Handle._run = timed  # type: ignore[method-assign]
         for b in range(batches):
-            for i in range(rows):
-                m.record(call(f"r{b}-{i}"))
+            for c in made[b]:
+                m.record(c)
             await asyncio.sleep(0.01)  # the writer gathers for its interval (5 ms), then writes them
             await m.flush()
+        sys.settrace(None)
         asyncio.events.Handle._run = run  # type: ignore[method-assign]
         await m.close()
 
     asyncio.run(main())
+    if opcodes:
+        top = [[k, v / batches] for k, v in ops.most_common(25)]
+        return {"opcodes": sum(ops.values()) / batches, "top": top}
     out = []
     for (before, after), v in steps.items():
         v.sort()
@@ -79,11 +95,12 @@ def main() -> None:
     ap.add_argument("--batches", type=int, default=300)
     ap.add_argument("--src", action="append", default=[])
     ap.add_argument("--rounds", type=int, default=1)
+    ap.add_argument("--opcodes", action="store_true", help="Python opcodes per batch (all of the loop thread's)")
     ap.add_argument("--child", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
         sys.path[:0] = [HERE, os.path.join(HERE, "..", "tests")]
-        print(json.dumps(_steps(args.batches, args.rows, args.child)))
+        print(json.dumps(_steps(args.batches, args.rows, args.child, args.opcodes)))
         return
     sys.path[:0] = [os.path.join(HERE, "..", "tests")]
     from pg import PostgresServer
@@ -93,6 +110,7 @@ def main() -> None:
         for r in range(args.rounds):
             for src in args.src or [os.path.abspath("src")]:
                 cmd = [sys.executable, __file__, "--rows", str(args.rows), "--batches", str(args.batches)]
+                cmd += ["--opcodes"] if args.opcodes else []
                 env = dict(os.environ, PYTHONPATH=os.pathsep.join([src, os.path.join(HERE, "..", "tests")]))
                 res = subprocess.run(
                     cmd + ["--child", pg.create_database()], env=env, capture_output=True, text=True, timeout=600
@@ -100,6 +118,11 @@ def main() -> None:
                 if res.returncode:
                     raise SystemExit(res.stderr[-3000:])
                 out = json.loads(res.stdout.strip().splitlines()[-1])
+                if args.opcodes:
+                    print(f"[{r}] {src}: {args.rows} rows a batch, {out['opcodes']:,.0f} Python opcodes per batch")
+                    for name, n in out["top"]:
+                        print(f"   {n:9.1f}  {name}")
+                    continue
                 print(f"[{r}] {src}: {args.rows} rows a batch, the writer's CPU per batch {out['per_batch_ms']:.3f} ms")
                 for before, after, n, med, p90, _ in out["steps"]:
                     print(f"   {n:4.1f}/batch  median {med:.3f}  p90 {p90:.3f} ms   {before} -> {after}")
