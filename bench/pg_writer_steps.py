@@ -24,7 +24,7 @@ from typing import Any
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 
-def _steps(batches: int, rows: int, url: str, opcodes: bool = False) -> dict:
+def _steps(batches: int, rows: int, url: str, opcodes: bool = False, uv: bool = False) -> dict:
     from loop_stalls import _where  # bench/
     from metering.conftest import call  # tests/
     from multihome.config.metering import MeteringConfig, WriterConfig
@@ -46,7 +46,8 @@ def _steps(batches: int, rows: int, url: str, opcodes: bool = False) -> dict:
         took = time.thread_time() - t0
         steps[(before, "done" if task.done() else _where(task))].append(took)
 
-    ops = collections.Counter()
+    ops: collections.Counter = collections.Counter()
+    total: list[float] = []
 
     def tracer(frame: Any, event: str, arg: Any) -> Any:
         frame.f_trace_opcodes = True
@@ -65,9 +66,10 @@ def _steps(batches: int, rows: int, url: str, opcodes: bool = False) -> dict:
                 m.record(call(f"w{b}-{i}"))
             await m.flush()
         made = [[call(f"r{b}-{i}") for i in range(rows)] for b in range(batches)]
+        cpu0 = time.thread_time()
         if opcodes:
             sys.settrace(tracer)
-        else:
+        elif not uv:
             asyncio.events.Handle._run = timed  # type: ignore[method-assign]
         for b in range(batches):
             for c in made[b]:
@@ -76,8 +78,14 @@ def _steps(batches: int, rows: int, url: str, opcodes: bool = False) -> dict:
             await m.flush()
         sys.settrace(None)
         asyncio.events.Handle._run = run  # type: ignore[method-assign]
+        total.append(time.thread_time() - cpu0)
         await m.close()
 
+    if uv:
+        import uvloop
+
+        uvloop.run(main())
+        return {"loop_cpu_per_batch_ms": total[0] / batches * 1e3}
     asyncio.run(main())
     if opcodes:
         top = [[k, v / batches] for k, v in ops.most_common(25)]
@@ -96,11 +104,14 @@ def main() -> None:
     ap.add_argument("--src", action="append", default=[])
     ap.add_argument("--rounds", type=int, default=1)
     ap.add_argument("--opcodes", action="store_true", help="Python opcodes per batch (all of the loop thread's)")
+    ap.add_argument(
+        "--uvloop", action="store_true", help="on uvloop: the loop thread's CPU per batch (records included)"
+    )
     ap.add_argument("--child", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
         sys.path[:0] = [HERE, os.path.join(HERE, "..", "tests")]
-        print(json.dumps(_steps(args.batches, args.rows, args.child, args.opcodes)))
+        print(json.dumps(_steps(args.batches, args.rows, args.child, args.opcodes, args.uvloop)))
         return
     sys.path[:0] = [os.path.join(HERE, "..", "tests")]
     from pg import PostgresServer
@@ -111,6 +122,7 @@ def main() -> None:
             for src in args.src or [os.path.abspath("src")]:
                 cmd = [sys.executable, __file__, "--rows", str(args.rows), "--batches", str(args.batches)]
                 cmd += ["--opcodes"] if args.opcodes else []
+                cmd += ["--uvloop"] if args.uvloop else []
                 env = dict(os.environ, PYTHONPATH=os.pathsep.join([src, os.path.join(HERE, "..", "tests")]))
                 res = subprocess.run(
                     cmd + ["--child", pg.create_database()], env=env, capture_output=True, text=True, timeout=600
@@ -118,6 +130,10 @@ def main() -> None:
                 if res.returncode:
                     raise SystemExit(res.stderr[-3000:])
                 out = json.loads(res.stdout.strip().splitlines()[-1])
+                if args.uvloop:
+                    ms = out["loop_cpu_per_batch_ms"]
+                    print(f"[{r}] {src}: {args.rows} rows a batch, uvloop, the loop thread's CPU per batch {ms:.3f} ms")
+                    continue
                 if args.opcodes:
                     print(f"[{r}] {src}: {args.rows} rows a batch, {out['opcodes']:,.0f} Python opcodes per batch")
                     for name, n in out["top"]:
