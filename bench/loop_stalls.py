@@ -104,25 +104,7 @@ async def _drive(app: Any, rate: float, seconds: float, gaps: list[tuple[float, 
     import plain_percall as pp
 
     loop = asyncio.get_running_loop()
-    scope = {
-        "type": "http",
-        "asgi": {"version": "3.0", "spec_version": "2.3"},
-        "http_version": "1.1",
-        "server": ("127.0.0.1", 8000),
-        "client": ("127.0.0.1", 50000),
-        "scheme": "http",
-        "method": "POST",
-        "root_path": "",
-        "path": "/v1/chat/completions",
-        "raw_path": b"/v1/chat/completions",
-        "query_string": b"",
-        "headers": [
-            (b"host", b"127.0.0.1:8000"),
-            (b"content-type", b"application/json"),
-            (b"authorization", f"Bearer {pp.KEY}".encode()),
-            (b"content-length", str(len(pp.BODY)).encode()),
-        ],
-    }
+    scope = _scope(pp)
     statuses: collections.Counter = collections.Counter()
 
     async def receive():
@@ -168,6 +150,101 @@ async def _drive(app: Any, rate: float, seconds: float, gaps: list[tuple[float, 
     assert statuses[200] == calls, statuses
 
 
+_PACER = """
+import os, struct, sys, time
+fd, rate, n = int(sys.argv[1]), float(sys.argv[2]), int(sys.argv[3])
+t0 = time.perf_counter() + 0.05
+for i in range(n):
+    due = t0 + i / rate
+    while (left := due - time.perf_counter()) > 0.0003:
+        time.sleep(left - 0.0002)
+    while time.perf_counter() < due:
+        pass
+    os.write(fd, struct.pack("d", due))
+"""
+
+
+async def _paced(app: Any, rate: float, seconds: float, lags: list[float], waits: list[float]) -> None:
+    """Requests from another process at `rate` a second (CLOCK_MONOTONIC stamps of when each was due,
+    written to a pipe): the loop sleeps in epoll as a server's does, and a request waits for whatever
+    holds the loop when it arrives. lags: due -> its call started; waits: due -> answered."""
+    import struct
+
+    import plain_percall as pp
+
+    loop = asyncio.get_running_loop()
+    calls = int(rate * seconds)
+    r, w = os.pipe()
+    os.set_blocking(r, False)
+    pacer = subprocess.Popen([sys.executable, "-c", _PACER, str(w), str(rate), str(calls)], pass_fds=(w,))
+    os.close(w)
+    queue: list[float] = []
+    done = loop.create_future()
+    busy = False
+    buf = b""
+    scope = _scope(pp)
+    statuses: collections.Counter = collections.Counter()
+
+    async def receive():
+        return {"type": "http.request", "body": pp.BODY, "more_body": False}
+
+    async def send(message):
+        if message["type"] == "http.response.start":
+            statuses[message["status"]] += 1
+
+    async def serve() -> None:
+        nonlocal busy
+        while queue:
+            due = queue.pop(0)
+            lags.append(time.perf_counter() - due)
+            await app(dict(scope), receive, send)
+            waits.append(time.perf_counter() - due)
+        busy = False
+        if len(waits) >= calls and not done.done():
+            done.set_result(None)
+
+    def readable() -> None:
+        nonlocal buf, busy
+        buf += os.read(r, 65536)
+        k = len(buf) // 8 * 8
+        queue.extend(struct.unpack(f"{k // 8}d", buf[:k]))
+        buf = buf[k:]
+        if queue and not busy:
+            busy = True
+            loop.create_task(serve())
+
+    loop.add_reader(r, readable)
+    try:
+        await done
+    finally:
+        loop.remove_reader(r)
+        os.close(r)
+        pacer.wait(10)
+    assert statuses[200] == calls, statuses
+
+
+def _scope(pp: Any) -> dict:
+    return {
+        "type": "http",
+        "asgi": {"version": "3.0", "spec_version": "2.3"},
+        "http_version": "1.1",
+        "server": ("127.0.0.1", 8000),
+        "client": ("127.0.0.1", 50000),
+        "scheme": "http",
+        "method": "POST",
+        "root_path": "",
+        "path": "/v1/chat/completions",
+        "raw_path": b"/v1/chat/completions",
+        "query_string": b"",
+        "headers": [
+            (b"host", b"127.0.0.1:8000"),
+            (b"content-type", b"application/json"),
+            (b"authorization", f"Bearer {pp.KEY}".encode()),
+            (b"content-length", str(len(pp.BODY)).encode()),
+        ],
+    }
+
+
 async def _run(args: argparse.Namespace, out: dict) -> None:
     import plain_percall as pp
 
@@ -202,7 +279,12 @@ async def _run(args: argparse.Namespace, out: dict) -> None:
     waits: list[float] = []
     sched0 = _sched()
     t0 = time.perf_counter()
-    await _drive(app, args.rate, args.seconds, gaps, waits)
+    if args.paced:
+        lags: list[float] = []
+        await _paced(app, args.rate, args.seconds, lags, waits)
+        gaps = [(lag, 0.0) for lag in lags if lag > 0.0002]
+    else:
+        await _drive(app, args.rate, args.seconds, gaps, waits)
     elapsed = time.perf_counter() - t0
     sched = [(b - a) / elapsed for a, b in zip(sched0, _sched(), strict=True)]
     if slow is not None:
@@ -221,6 +303,7 @@ async def _run(args: argparse.Namespace, out: dict) -> None:
         preempted_per_s=sched[1],
         max_ms=max(g for g, _ in gaps) * 1000,
         max_cpu_ms=max(c for _, c in gaps) * 1000,
+        paced=args.paced,
         top_ms=[(g * 1000, c * 1000) for g, c in sorted(gaps, reverse=True)[:8]],
         wait_ms={
             "p50": waits[len(waits) // 2] * 1000,
@@ -260,9 +343,12 @@ def report(label: str, out: dict) -> None:
     w = out["wait_ms"]
     print(f"{label}: call due->answer p50 {w['p50']:.3f} p99 {w['p99']:.3f} max {w['max']:.2f} ms")
     over = " ".join(f">{t}ms {v:6.1f}/s" for t, v in out["over"].items())
-    print(f"   iterations, wall: {over}  max {out['max_ms']:.2f} ms")
-    over = " ".join(f">{t}ms {v:6.1f}/s" for t, v in out["over_cpu"].items())
-    print(f"   iterations, CPU:  {over}  max {out['max_cpu_ms']:.2f} ms")
+    if out.get("paced"):
+        print(f"   requests waiting, due -> start: {over}  max {out['max_ms']:.2f} ms")
+    else:
+        print(f"   iterations, wall: {over}  max {out['max_ms']:.2f} ms")
+        over = " ".join(f">{t}ms {v:6.1f}/s" for t, v in out["over_cpu"].items())
+        print(f"   iterations, CPU:  {over}  max {out['max_cpu_ms']:.2f} ms")
     rq, pre = out["rq_wait_ms_per_s"], out["preempted_per_s"]
     print(f"   loop thread: waited for a CPU {rq:.1f} ms/s, preempted {pre:.1f}/s")
     print("   longest (wall/CPU ms): " + " ".join(f"{g:.2f}/{c:.2f}" for g, c in out["top_ms"]))
@@ -279,6 +365,12 @@ def main() -> None:
     ap.add_argument("--attrib", action="store_true")
     ap.add_argument("--src", action="append", default=[], help="run these trees' src/ (repeatable), alternating")
     ap.add_argument("--rounds", type=int, default=1)
+    ap.add_argument(
+        "--paced",
+        action="store_true",
+        help="no monitor spinning the loop: requests paced by another process through a pipe; 'iterations' "
+        "are then each request's wait from when it was due to its call's start",
+    )
     ap.add_argument("--child", action="store_true")
     ap.add_argument("--pg-url")
     ap.add_argument("--redis-url")
@@ -309,6 +401,7 @@ def main() -> None:
                 cmd += ["--seconds", str(args.seconds), "--threshold-ms", str(args.threshold_ms)]
                 cmd += ["--attrib"] if args.attrib else []
                 cmd += ["--cpus", args.cpus] if args.cpus else []
+                cmd += ["--paced"] if args.paced else []
                 if pg is not None:
                     cmd += ["--pg-url", pg.create_database()]
                 if redis is not None:
