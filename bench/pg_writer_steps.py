@@ -85,7 +85,7 @@ def _steps(batches: int, rows: int, url: str, opcodes: bool = False, uv: bool = 
         import uvloop
 
         uvloop.run(main())
-        return {"loop_cpu_per_batch_ms": total[0] / batches * 1e3}
+        return {"loop_cpu_per_batch_ms": total[0] / max(1, batches) * 1e3}
     asyncio.run(main())
     if opcodes:
         top = [[k, v / batches] for k, v in ops.most_common(25)]
@@ -97,6 +97,16 @@ def _steps(batches: int, rows: int, url: str, opcodes: bool = False, uv: bool = 
     return {"steps": sorted(out, key=lambda r: -r[5]), "per_batch_ms": sum(r[5] for r in out) / batches * 1e3}
 
 
+def _callgrind(src: str, batches: int, rows: int, url: str) -> int:
+    """Instructions of a child that writes `batches` batches on uvloop (records and start-up included)."""
+    sys.path.insert(0, HERE)
+    from percall_instructions import callgrind
+
+    tests = os.path.join(HERE, "..", "tests")
+    args = ["--uvloop", "--rows", str(rows), "--batches", str(batches), "--child", url]
+    return callgrind(os.pathsep.join([src, tests]), __file__, args)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--rows", type=int, default=75)
@@ -106,6 +116,11 @@ def main() -> None:
     ap.add_argument("--opcodes", action="store_true", help="Python opcodes per batch (all of the loop thread's)")
     ap.add_argument(
         "--uvloop", action="store_true", help="on uvloop: the loop thread's CPU per batch (records included)"
+    )
+    ap.add_argument(
+        "--instructions",
+        action="store_true",
+        help="valgrind instructions per batch of the writer's process on uvloop (--batches N less 0 batches)",
     )
     ap.add_argument("--child", help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -120,6 +135,11 @@ def main() -> None:
     try:
         for r in range(args.rounds):
             for src in args.src or [os.path.abspath("src")]:
+                if args.instructions:
+                    counts = [_callgrind(src, n, args.rows, pg.create_database()) for n in (0, args.batches)]
+                    per = (counts[1] - counts[0]) / args.batches
+                    print(f"[{r}] {src}: {args.rows} rows a batch, uvloop, {per:,.0f} instructions per batch")
+                    continue
                 cmd = [sys.executable, __file__, "--rows", str(args.rows), "--batches", str(args.batches)]
                 cmd += ["--opcodes"] if args.opcodes else []
                 cmd += ["--uvloop"] if args.uvloop else []
