@@ -390,15 +390,21 @@ async def _wait(event: asyncio.Event, timeout: float) -> bool:
     """Whether `event` was set within `timeout` seconds, as aio.wait_event, without its exception: on time
     the timer sets the event itself (the writer clears it before each wait). asyncio.timeout ends a wait
     by cancelling the task and catching the CancelledError, ~50 us of the loop at each batch's gathering
-    wait. A cancellation propagates (no wait_for here to swallow it)."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    timer = loop.call_at(deadline, event.set)
+    wait. A cancellation propagates (no wait_for here to swallow it). Timed out = the timer rang (not a
+    clock comparison: uvloop's clock and timers are whole milliseconds)."""
+    rang = False
+
+    def ring() -> None:
+        nonlocal rang
+        rang = True
+        event.set()
+
+    timer = asyncio.get_running_loop().call_later(timeout, ring)
     try:
         await event.wait()
     finally:
         timer.cancel()
-    return loop.time() < deadline
+    return not rang
 
 
 def _pg_insert(table: sa.Table) -> str:
