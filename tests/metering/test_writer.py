@@ -247,3 +247,21 @@ async def test_a_call_over_a_soft_budget_is_flagged_in_its_row(db_url):
     finally:
         await m.close()
     assert sorted(rows) == [("first", True), ("second", True)]
+
+
+async def test_rows_are_committed_on_the_flush_interval_alone(db_url):
+    """Nothing calls flush(): the writer's gathering wait ends on its timer (the interval), batch after
+    batch, and a row that arrives while the writer idles wakes it."""
+    m = await metering(db_url, flush_interval_ms=20)
+    try:
+        for round_ in range(3):
+            for i in range(3):
+                m.record(call(f"t{round_}-{i}"))
+            deadline = time.monotonic() + 30
+            while m.writer.written < 3 * (round_ + 1):
+                assert time.monotonic() < deadline, "rows not committed without a flush"
+                await asyncio.sleep(0.01)
+        assert len(await stored(m)) == 9
+        assert m.writer.written == 9 and m.writer.failures == 0
+    finally:
+        await m.close()

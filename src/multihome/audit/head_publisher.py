@@ -90,7 +90,8 @@ class HeadPublisher:
             conn = await write_connection(engine)
             try:
                 async with conn.begin():
-                    await conn.execute(upsert(engine.dialect.name, self.trail, self.host, list(batch.values())))
+                    stmt, rows = upsert(engine.dialect.name, self.trail, self.host, list(batch.values()))
+                    await conn.execute(stmt, rows)
             finally:
                 await conn.close()
         except BaseException as exc:  # any database failure (or a cancel mid-write): keep them, retry

@@ -45,13 +45,25 @@ def _table():
     return audit_heads
 
 
-def upsert(dialect: str, trail: str, host: str, cps: list[Checkpoint]):
-    """One statement that moves each chain's row forward to `cps` (never back: an older checkpoint
-    arriving late leaves a newer row alone)."""
-    table = _table()
-    from sqlalchemy.dialects import postgresql, sqlite  # SQLAlchemy's upsert is per dialect
+_UPSERTS: dict[str, sa.Executable] = {}
 
-    insert = sqlite.insert if dialect == "sqlite" else postgresql.insert
+
+def upsert(dialect: str, trail: str, host: str, cps: list[Checkpoint]) -> tuple[sa.Executable, list[dict]]:
+    """The statement that moves a chain's row forward to a checkpoint (never back: an older checkpoint
+    arriving late leaves a newer row alone), and the parameters of `cps` for it: executed with the list
+    (one transaction) it moves each chain. One statement per dialect, made once and without VALUES, so
+    SQLAlchemy caches its compiled form: an INSERT with a list of VALUES has no cache key and was built
+    and compiled anew at every publish (~1.5 ms of the event loop on PostgreSQL)."""
+    stmt = _UPSERTS.get(dialect)
+    if stmt is None:
+        table = _table()
+        from sqlalchemy.dialects import postgresql, sqlite  # SQLAlchemy's upsert is per dialect
+
+        insert = (sqlite.insert if dialect == "sqlite" else postgresql.insert)(table)
+        moved = {c: insert.excluded[c] for c in ("seq", "head", "final", "checkpoint", "updated_at")}
+        stmt = _UPSERTS[dialect] = insert.on_conflict_do_update(
+            index_elements=[table.c.chain], set_=moved, where=table.c.seq <= insert.excluded.seq
+        )
     now = dt.datetime.now(dt.UTC)
     rows = [
         dict(
@@ -66,11 +78,7 @@ def upsert(dialect: str, trail: str, host: str, cps: list[Checkpoint]):
         )
         for cp in cps
     ]
-    stmt = insert(table).values(rows)
-    moved = {c: stmt.excluded[c] for c in ("seq", "head", "final", "checkpoint", "updated_at")}
-    return stmt.on_conflict_do_update(
-        index_elements=[table.c.chain], set_=moved, where=table.c.seq <= stmt.excluded.seq
-    )
+    return stmt, rows
 
 
 async def read_heads(engine, trail: str | None = None) -> list[Head]:

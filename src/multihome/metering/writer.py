@@ -31,9 +31,8 @@ from itertools import chain, islice
 from typing import Any, cast
 
 import sqlalchemy as sa
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from ..aio import wait_event
 from ..storage.engine import create_sync_sqlite_engine
 from .row import COLUMNS, Row
 from .spool import UsageSpool
@@ -50,6 +49,7 @@ sqlite3.register_adapter(type(None), cast(Callable[[None], None], {}.get))
 _PER_STATEMENT = 250  # rows per INSERT on SQLite: 250 x 23 columns stays under its 32,766 parameters
 _GROWTH = 10  # on SQLite a backlog is written in batches of up to this many times batch_size
 _STALL_S = 30.0  # close() gives up when no batch could be written for this long (database away)
+_HOLD_S = 1.0  # PostgreSQL: the writer's connection goes back to the pool after this long without rows
 
 
 class UsageWriter:
@@ -98,6 +98,10 @@ class UsageWriter:
         # (BEGIN IMMEDIATE, the INSERTs, COMMIT) runs as one unit: one hand-off there and one back.
         self._thread: ThreadPoolExecutor | None = None
         self._conn: tuple[AsyncEngine, Any, Any] | None = None  # (made for, sync engine, its connection)
+        # PostgreSQL: a pooled connection held from batch to batch while rows keep coming, (made for, the
+        # SQLAlchemy connection, its asyncpg connection). A checkout per batch (the pool's pre-ping is
+        # three round trips, each step of it through a greenlet) cost the loop more than the INSERT.
+        self._held: tuple[AsyncEngine, AsyncConnection, Any] | None = None
 
     def put(self, row: Row) -> int:
         """Never blocks, never refuses: admission keeps the backlog bounded (see `overloaded`). With a
@@ -200,10 +204,12 @@ class UsageWriter:
 
     async def _write(self, batch: list[Row]) -> None:
         if self._pg is not None:
-            async with self.engine.connect() as conn:
-                driver = (await conn.get_raw_connection()).driver_connection
-                assert driver is not None  # None only for a connection already invalidated
+            driver = await self._pg_driver()
+            try:
                 await driver.executemany(self._pg, batch)  # atomic; the rows as they are, encoded in C
+            except BaseException:
+                await self._let_go(broken=True)  # the next attempt starts on a connection checked by the pool
+                raise
             return
         # The whole batch on the writer's own thread: one hand-off there and one back, whatever the
         # batch size, and the rows are converted there. Through aiosqlite every driver call (checkout,
@@ -213,6 +219,39 @@ class UsageWriter:
         if self._thread is None:
             self._thread = ThreadPoolExecutor(1, thread_name_prefix="mh-usage-write")
         await asyncio.get_running_loop().run_in_executor(self._thread, self._sqlite_batch, self.engine, batch)
+
+    async def _pg_driver(self) -> Any:
+        """The asyncpg connection of the held connection, checked out of the pool (pre-pinged) if none is
+        held, the held one is closed (the server went away) or was made for a replaced engine."""
+        held = self._held
+        if held is not None and (held[0] is not self.engine or held[2].is_closed()):
+            await self._let_go(broken=held[2].is_closed())
+            held = None
+        if held is None:
+            engine = self.engine
+            conn = await engine.connect()
+            try:
+                driver = (await conn.get_raw_connection()).driver_connection
+            except BaseException:
+                await conn.close()
+                raise
+            assert driver is not None  # None only for a connection already invalidated
+            held = self._held = (engine, conn, driver)
+        return held[2]
+
+    async def _let_go(self, *, broken: bool = False) -> None:
+        """Give the held PostgreSQL connection back to the pool; `broken`: close it instead (a batch failed
+        on it: it may be in a failed transaction or dead)."""
+        held, self._held = self._held, None
+        if held is None:
+            return
+        conn = held[1]
+        try:
+            if broken:
+                await conn.invalidate()
+            await conn.close()
+        except Exception as exc:  # a dead connection's close: nothing of ours is lost with it
+            log.debug("usage writer: closing its connection failed (%s)", exc)
 
     def _sqlite_batch(self, engine: AsyncEngine, batch: list[Row]) -> None:
         """One transaction on the writer thread: BEGIN IMMEDIATE, INSERTs of up to 250 rows, COMMIT."""
@@ -300,6 +339,12 @@ class UsageWriter:
         self._limit = min(self.max_backlog, max(self.batch_size, int(self.rate * self.max_backlog_s)))
 
     async def _run(self) -> None:
+        try:
+            await self._batches()
+        finally:
+            await self._let_go()
+
+    async def _batches(self) -> None:
         backoff = 0.1
         while True:
             if not self.rows:
@@ -307,13 +352,16 @@ class UsageWriter:
                     return
                 self._wake.clear()
                 if not self.rows and not self._closing:
-                    await self._wake.wait()
+                    if self._held is None:
+                        await self._wake.wait()
+                    elif not await _wait(self._wake, _HOLD_S):
+                        await self._let_go()  # idle: back to the pool (which pings it before its next use)
                 continue
             if len(self.rows) < self.batch_size and not self._closing and self.written >= self._flush_to:
                 # Gather a group (one commit for many calls) for up to the flush interval; a full
                 # batch, flush() or close() ends the wait early.
                 self._wake.clear()
-                await wait_event(self._wake, self.interval)
+                await _wait(self._wake, self.interval)
             batch = list(islice(self.rows, self._max_batch))
             t0 = time.perf_counter()
             try:
@@ -336,6 +384,27 @@ class UsageWriter:
             self.written += len(batch)
             async with self._committed:
                 self._committed.notify_all()
+
+
+async def _wait(event: asyncio.Event, timeout: float) -> bool:
+    """Whether `event` was set within `timeout` seconds, as aio.wait_event, without its exception: on time
+    the timer sets the event itself (the writer clears it before each wait). asyncio.timeout ends a wait
+    by cancelling the task and catching the CancelledError, ~50 us of the loop at each batch's gathering
+    wait. A cancellation propagates (no wait_for here to swallow it). Timed out = the timer rang (not a
+    clock comparison: uvloop's clock and timers are whole milliseconds)."""
+    rang = False
+
+    def ring() -> None:
+        nonlocal rang
+        rang = True
+        event.set()
+
+    timer = asyncio.get_running_loop().call_later(timeout, ring)
+    try:
+        await event.wait()
+    finally:
+        timer.cancel()
+    return not rang
 
 
 def _pg_insert(table: sa.Table) -> str:
