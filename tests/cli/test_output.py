@@ -22,3 +22,12 @@ def test_table_has_a_header_row_and_aligned_columns():
     out = table(["id", "name"], [("ten_1", "acme"), ("ten_22", None)])
     assert out.splitlines() == ["ID      NAME", "ten_1   acme", "ten_22  -"]
     assert named("ten_1", {"ten_1": "acme"}) == "ten_1 (acme)" and named(None, {}) == "-"
+
+
+def test_a_policy_whose_stored_rules_cannot_be_read_is_listed_as_unreadable():
+    from multihome.cli.admin import rule_count
+
+    assert rule_count({"egress": [{"effect": "allow"}, {"effect": "deny"}]}) == 2
+    assert rule_count({}) == 0  # no egress rules: keeps everything
+    for stored in (None, "allow", [{"effect": "deny"}], {"egress": None}, {"egress": "x"}):
+        assert rule_count(stored) == "unreadable"

@@ -18,9 +18,9 @@ from typing import TYPE_CHECKING, Protocol
 
 import msgspec
 
-from ..policy.engine import Decision, PolicyEngine
+from ..policy.engine import POLICY_UNAVAILABLE, Decision, PolicyEngine
 from ..policy.model import DeploymentFacts, EgressRule, Entitlement, Policy
-from ..policy.pins import STATEFUL_PIN_UNAVAILABLE, PinIndex, Pinned, StatefulPin
+from ..policy.pins import STATEFUL_PIN_UNAVAILABLE, CompiledPin, PinIndex, Pinned, StatefulPin, compile_pin
 from ..routing.catalog import Catalog, GroupRuntime
 from ..schema.errors import ApiError, ErrorBody
 from ..schema.principal import Principal
@@ -32,10 +32,20 @@ if TYPE_CHECKING:
 
 EGRESS = "egress"
 log = logging.getLogger("multihome.policy")
+_JSON_KINDS = {
+    type(None): "null",
+    list: "an array",
+    str: "a string",
+    int: "a number",
+    float: "a number",
+    bool: "a boolean",
+}
 
 
 def engine_policy(row: records.Policy) -> Policy:
-    """A stored policy row (storage.records.Policy) as the engine reads it."""
+    """A stored policy row (storage.records.Policy) as the engine reads it; raises if it cannot be read."""
+    if not isinstance(row.rules, dict):  # a hand-edited row, or one another version wrote
+        raise ValueError(f"rules is {_JSON_KINDS.get(type(row.rules), 'not JSON')}, not an object")
     rules = msgspec.convert(row.rules.get(EGRESS, []), list[EgressRule])
     return Policy(
         id=row.id,
@@ -48,6 +58,11 @@ def engine_policy(row: records.Policy) -> Policy:
 
 
 def engine_pin(row: records.StatefulPin) -> StatefulPin:
+    """A stored pin row as policy.pins reads it; raises if its lists are not lists of strings."""
+    for name in ("providers", "data_zones", "work"):
+        values = getattr(row, name)
+        if values is not None and not (isinstance(values, list) and all(isinstance(v, str) for v in values)):
+            raise ValueError(f"{name} is not a list of strings")
     return StatefulPin(
         id=row.id,
         tenant_id=row.tenant_id,
@@ -58,6 +73,12 @@ def engine_pin(row: records.StatefulPin) -> StatefulPin:
         valid_until=row.valid_until,
         note=row.note or None,
     )
+
+
+def _problem(exc: Exception) -> str:
+    """An exception reading a stored row, in one short line (for the tenant's refusal and the log)."""
+    text = " ".join(str(exc).split())[:200]
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
 def engine_entitlement(row: records.Entitlement) -> Entitlement:
@@ -151,6 +172,8 @@ class PolicyGate:
         self._newest: object = None
         self._pins = PinIndex()
         self._pin_rows: tuple[records.StatefulPin, ...] = ()
+        # Tenant -> why its stored pins cannot be read: its stateful work is refused (not served unpinned).
+        self._pins_unreadable: dict[str, str] = {}
         self.places = _places(catalog)  # (providers, data zones) the catalog knows: what a pin may name
 
     def engine(self) -> PolicyEngine:
@@ -199,7 +222,22 @@ class PolicyGate:
 
     def _take_pins(self, snap: Snapshot) -> None:
         if snap.stateful_pins != self._pin_rows:  # a handful of rows: indexed here, in microseconds
-            self._pins = PinIndex(engine_pin(p) for p in snap.stateful_pins)
+            pins: list[CompiledPin] = []
+            unreadable: dict[str, str] = {}
+            for row in snap.stateful_pins:
+                try:
+                    pins.append(compile_pin(engine_pin(row)))
+                except Exception as exc:  # any error reading one row: fail closed for its tenant only
+                    unreadable.setdefault(row.tenant_id, f"pin {row.id}: {_problem(exc)}")
+            for tenant, why in unreadable.items():
+                log.error(
+                    "stored stateful-work pin of tenant %s cannot be read, refusing its stateful work until an "
+                    "org admin revokes or replaces it: %s",
+                    tenant,
+                    why,
+                )
+            self._pins = PinIndex(compiled=[p for p in pins if p.pin.tenant_id not in unreadable])
+            self._pins_unreadable = unreadable
             self._pin_rows = snap.stateful_pins
 
     async def close(self) -> None:
@@ -208,25 +246,48 @@ class PolicyGate:
 
     async def _rebuild(self, snap: Snapshot) -> None:
         try:
-            if self._version is None or (snap.policies, snap.entitlements) != self._rows:
-                self._engine = await asyncio.to_thread(self._build, snap)
+            try:
+                if self._version is None or (snap.policies, snap.entitlements) != self._rows:
+                    self._engine = await asyncio.to_thread(self._build, snap)
+                    self._rows = (snap.policies, snap.entitlements)
+                self._take_pins(snap)
+            except Exception as exc:  # _build and _take_pins catch their own: a bug must not keep old decisions
+                log.exception("policy rebuild failed, refusing every call until the stored data changes")
+                self._engine = PolicyEngine.closed(f"policy could not be built ({_problem(exc)})")
                 self._rows = (snap.policies, snap.entitlements)
-            self._take_pins(snap)
+            # Applied, even when it failed: the next change of stored data tries again, not the next call.
             self._version = snap
         finally:
             self._building = None
 
     def _build(self, snap: Snapshot) -> PolicyEngine:
+        """The engine for `snap`. A row that cannot be read refuses its own tenant's calls only (the engine
+        quarantines the tenant, as it does a row with problems); skipping it could drop a deny."""
         try:
-            return PolicyEngine.from_rows(
-                [engine_policy(p) for p in snap.policies],
-                [engine_entitlement(e) for e in snap.entitlements],
-                self._licensed,
+            unreadable: dict[str, list[str]] = {}
+            policies = []
+            for row in snap.policies:
+                try:
+                    policies.append(engine_policy(row))
+                except Exception as exc:  # any error reading one row: its tenant only
+                    unreadable.setdefault(row.tenant_id, []).append(f"policy {row.id}: {_problem(exc)}")
+            entitlements = []
+            for ent in snap.entitlements:
+                try:
+                    entitlements.append(engine_entitlement(ent))
+                except Exception as exc:
+                    unreadable.setdefault(ent.tenant_id, []).append(f"entitlement {ent.id}: {_problem(exc)}")
+            engine = PolicyEngine.from_rows(policies, entitlements, self._licensed, unreadable=unreadable)
+        except Exception as exc:  # not one row's fault: refuse every call rather than keep stale decisions
+            log.exception("stored policy data could not be built, refusing every call until it changes")
+            return PolicyEngine.closed(f"stored policy data could not be built ({_problem(exc)})")
+        for tenant, problems in engine.snapshot.quarantined.items():  # once per build, never per call
+            log.error(
+                "stored policy data of tenant %s is invalid, refusing its calls until a tenant admin fixes it: %s",
+                tenant,
+                "; ".join(problems[:5]),
             )
-        except (msgspec.ValidationError, KeyError, TypeError) as exc:
-            # Unreadable policy data must never mean "no policy": refuse until it is fixed.
-            log.error("stored policy data is invalid, refusing calls until fixed: %s", exc)
-            return PolicyEngine.closed(f"stored policy data is invalid ({exc})")
+        return engine
 
     def decide(self, principal: Principal, group: str, endpoint: str, on: dt.date | None = None) -> Decision:
         """The decision (with its rule trace) for this caller; `on` explains another day (UTC)."""
@@ -262,6 +323,15 @@ class PolicyGate:
             raise ApiError(403, decision.message, type="permission_error", code=decision.code or "policy_denied")
         if work is None:
             return Admitted(self, principal, name, endpoint, decision)
+        if self._pins_unreadable and principal.tenant in self._pins_unreadable:
+            raise ApiError(
+                403,
+                f"This tenant's stateful-work pins cannot be read ({self._pins_unreadable[principal.tenant]}), so its "
+                f"stateful work ({work}) is refused until an org admin revokes or replaces the pin; stateless calls "
+                "are not affected.",
+                type="permission_error",
+                code=POLICY_UNAVAILABLE,
+            )
         pinned = self._pins.applying(principal.tenant, work)
         if pinned is None:
             return Admitted(self, principal, name, endpoint, decision)

@@ -71,12 +71,17 @@ class Snapshot:
 
     @classmethod
     def build(
-        cls, policies: Iterable[Policy], entitlements: Iterable[Entitlement], licensed_groups: Iterable[str]
+        cls,
+        policies: Iterable[Policy],
+        entitlements: Iterable[Entitlement],
+        licensed_groups: Iterable[str],
+        unreadable: dict[str, list[str]] | None = None,
     ) -> Snapshot:
+        """`unreadable`: tenant -> its stored rows that could not be read at all; refused like bad rows."""
         compiled: dict[tuple[str, str, str], list[CompiledPolicy]] = {}
         by_tenant: dict[str, list[Entitlement]] = {}
         exclusive: list[Entitlement] = []
-        quarantined: dict[str, list[str]] = {}
+        quarantined: dict[str, list[str]] = {t: list(p) for t, p in (unreadable or {}).items()}
         for policy in sorted(policies, key=lambda p: p.id):
             problems = policy_problems(policy)
             if problems:  # skipping a bad row could drop a deny: refuse the tenant's calls instead
@@ -113,8 +118,9 @@ class PolicyEngine:
         licensed_groups: Iterable[str],
         *,
         cache_size: int = 8192,
+        unreadable: dict[str, list[str]] | None = None,
     ) -> PolicyEngine:
-        return cls(Snapshot.build(policies, entitlements, licensed_groups), cache_size=cache_size)
+        return cls(Snapshot.build(policies, entitlements, licensed_groups, unreadable), cache_size=cache_size)
 
     @classmethod
     def closed(cls, why: str) -> PolicyEngine:

@@ -180,10 +180,11 @@ class PinIndex:
 
     __slots__ = ("by_tenant",)
 
-    def __init__(self, pins: Iterable[StatefulPin] = ()) -> None:
+    def __init__(self, pins: Iterable[StatefulPin] = (), compiled: Iterable[CompiledPin] = ()) -> None:
+        """`compiled`: pins compiled already (api/policy_gate compiles each stored row on its own)."""
         by_tenant: dict[str, list[CompiledPin]] = {}
-        for pin in sorted(pins, key=lambda p: p.id):
-            by_tenant.setdefault(pin.tenant_id, []).append(compile_pin(pin))
+        for c in sorted([*map(compile_pin, pins), *compiled], key=lambda c: c.pin.id):
+            by_tenant.setdefault(c.pin.tenant_id, []).append(c)
         self.by_tenant = {t: tuple(p) for t, p in by_tenant.items()}
 
     def applying(self, tenant: str, work: str, now: dt.datetime | None = None) -> Pinned | None:

@@ -26,9 +26,11 @@ def pin_from_row(r: Any) -> StatefulPin:
     return StatefulPin(
         id=r.id,
         tenant_id=r.tenant_id,
-        providers=list(r.providers) if r.providers is not None else None,
-        data_zones=list(r.data_zones) if r.data_zones is not None else None,
-        work=list(r.work) if r.work is not None else None,
+        # As stored (a JSON array, or null), not coerced: list() of a number raised and stopped every
+        # snapshot reload, of a string made a list of letters. api/policy_gate.py checks the types.
+        providers=r.providers,
+        data_zones=r.data_zones,
+        work=r.work,
         valid_from=as_utc(r.valid_from),
         valid_until=as_utc(r.valid_until),
         note=r.note,

@@ -27,7 +27,10 @@ def policy_from_row(r: Any) -> Policy:
         tenant_id=r.tenant_id,
         scope=r.scope,
         scope_id=r.scope_id,
-        rules=dict(r.rules),
+        # As stored, not coerced: dict() of a list read [{"effect": "deny", "regions": [...]}] as
+        # {"effect": "regions"}, no rules; of null it raised and stopped every snapshot reload. A row
+        # that is not an object refuses its tenant's calls (api/policy_gate.py).
+        rules=r.rules,
         description=r.description,
         created_at=as_utc(r.created_at),
         updated_at=as_utc(r.updated_at),

@@ -47,7 +47,9 @@ async def update_policy(s: Services, c: AdminCall) -> Any:
     if body.rules is not None:
         current = await s.store.get_policy(c.tenant, c.params["id"])
         _check_rules(c.tenant, current.scope, current.scope_id, body.rules)
-        rules = {**current.rules, EGRESS: msgspec.to_builtins(body.rules)}
+        # Other rule kinds stay; a stored value that is not an object (hand-edited) is replaced whole.
+        kept = current.rules if isinstance(current.rules, dict) else {}
+        rules = {**kept, EGRESS: msgspec.to_builtins(body.rules)}
     return await s.store.update_policy(
         c.tenant, c.params["id"], rules=rules, description=body.description, actor=c.who.subject
     )
