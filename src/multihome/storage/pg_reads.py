@@ -64,7 +64,8 @@ class HeldReads:
 
     def __init__(self, engine: AsyncEngine, size: int = 2) -> None:
         self._engine = engine
-        self._free: list[AsyncConnection] = []
+        # Each with its asyncpg connection, found once: asking for it again is a greenlet hop per read.
+        self._free: list[tuple[AsyncConnection, Any]] = []
         self._slots = asyncio.Semaphore(size)
         # Compiled once per statement (module constants); the statement is kept so its id stays its own.
         self._statements: dict[int, tuple[sa.Select[Any], Statement]] = {}
@@ -94,16 +95,15 @@ class HeldReads:
                 if self._closed:
                     await conn.close()
                 else:
-                    self._free.append(conn)
+                    self._free.append((conn, driver))
                 return rows
         raise AssertionError("unreachable")
 
     async def _take(self) -> tuple[AsyncConnection, Any]:
         """A held connection (one the server closed meanwhile is dropped), or a new one from the pool."""
         while self._free:
-            conn = self._free.pop()
-            driver = (await conn.get_raw_connection()).driver_connection
-            if driver is not None and not driver.is_closed():
+            conn, driver = self._free.pop()
+            if not driver.is_closed():
                 return conn, driver
             await _drop(conn)
         conn = await self._engine.connect()
@@ -115,7 +115,7 @@ class HeldReads:
         """Give the held connections back to the pool."""
         self._closed = True
         free, self._free = self._free, []
-        for conn in free:
+        for conn, _ in free:
             await conn.close()
 
 
