@@ -113,7 +113,7 @@ async def test_polls_fail_while_the_server_is_down_and_resume_after(pg_server, u
                 return cache.poll_errors > 0
 
             await _until(failing, "the snapshot poll did not fail with the server down")
-            with pytest.raises(Exception) as refused:  # noqa: B017 - whatever the driver raised
+            with pytest.raises(Exception) as refused:  # whatever the driver raised
                 await queue.claim("replica-1", KINDS, lease_s=30)
             assert unavailable(refused.value), refused.value  # an outage, as through the engine
         finally:

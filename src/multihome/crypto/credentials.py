@@ -64,7 +64,7 @@ class CredentialStore:
         self._pg_reads = HeldReads(engine, size=1) if polled and not is_sqlite(engine) else None
 
     async def close(self) -> None:
-        """Give back the poll's held connection (a later `versions` holds one again)."""
+        """Give back the poll's held connection (a later `versions` checks one out for itself)."""
         if self._pg_reads is not None:
             await self._pg_reads.close()
 

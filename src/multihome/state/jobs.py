@@ -91,7 +91,7 @@ class JobQueue:
 
     async def close(self) -> None:
         """Stop the poll's reader thread (a later poll reads through the engine); give back its held
-        connection (a later poll holds one again)."""
+        connection (a later poll checks one out for itself)."""
         if self._reads is not None:
             await self._reads.close()
         if self._pg_reads is not None:

@@ -1,9 +1,11 @@
 """Frequent one-statement reads on PostgreSQL, on asyncpg connections held out of the engine's pool.
 
-Through the async engine a read pays the pool's pre-ping, BEGIN, the statement and ROLLBACK (four round
-trips, each through SQLAlchemy's greenlet bridge): ~0.8-1.1 ms of CPU for a one-row primary-key read,
-where the statement alone on the asyncpg connection costs ~0.05 ms (bench/RESULTS.md, memory search).
-A memory search reads its namespace's row every time (state/memory/store.py), so it pays that here instead:
+Through the async engine a read pays the pool's pre-ping (BEGIN, `;`, ROLLBACK), BEGIN, the statement and
+ROLLBACK (six round trips, each through SQLAlchemy's greenlet bridge): ~0.8-1.1 ms of CPU for a one-row
+primary-key read, where the statement alone on the asyncpg connection costs ~0.05 ms (bench/RESULTS.md,
+memory search). A memory search reads its namespace's row every time (state/memory/store.py), and every
+replica polls several times a second (the snapshot's change counter, the job worker's peek, the stored
+provider keys' versions), so they pay that here instead:
 a statement compiled once by SQLAlchemy for PostgreSQL, run alone (autocommit: one statement sees one
 snapshot, which is all these reads need) on a connection kept checked out of the pool: one round trip.
 
