@@ -42,8 +42,10 @@ def _event(seq: int, text: str = MARKER) -> tuple[int, bytes]:
 
 
 @pytest.fixture
-def bg(state):
-    return BackgroundStore(state, JobQueue(state.engine))
+async def bg(state):
+    queue = JobQueue(state.engine)
+    yield BackgroundStore(state, queue)
+    await queue.close()  # its poll's held connection (PostgreSQL), reader thread (SQLite)
 
 
 async def test_a_queued_response_is_stored_with_its_job_and_first_events(bg):

@@ -1,9 +1,11 @@
 """Frequent one-statement reads on PostgreSQL, on asyncpg connections held out of the engine's pool.
 
-Through the async engine a read pays the pool's pre-ping, BEGIN, the statement and ROLLBACK (four round
-trips, each through SQLAlchemy's greenlet bridge): ~0.8-1.1 ms of CPU for a one-row primary-key read,
-where the statement alone on the asyncpg connection costs ~0.05 ms (bench/RESULTS.md, memory search).
-A memory search reads its namespace's row every time (state/memory/store.py), so it pays that here instead:
+Through the async engine a read pays the pool's pre-ping (BEGIN, `;`, ROLLBACK), BEGIN, the statement and
+ROLLBACK (six round trips, each through SQLAlchemy's greenlet bridge): ~0.8-1.1 ms of CPU for a one-row
+primary-key read, where the statement alone on the asyncpg connection costs ~0.05 ms (bench/RESULTS.md,
+memory search). A memory search reads its namespace's row every time (state/memory/store.py), and every
+replica polls several times a second (the snapshot's change counter, the job worker's peek, the stored
+provider keys' versions), so they pay that here instead:
 a statement compiled once by SQLAlchemy for PostgreSQL, run alone (autocommit: one statement sees one
 snapshot, which is all these reads need) on a connection kept checked out of the pool: one round trip.
 
@@ -64,7 +66,8 @@ class HeldReads:
 
     def __init__(self, engine: AsyncEngine, size: int = 2) -> None:
         self._engine = engine
-        self._free: list[AsyncConnection] = []
+        # Each with its asyncpg connection, found once: asking for it again is a greenlet hop per read.
+        self._free: list[tuple[AsyncConnection, Any]] = []
         self._slots = asyncio.Semaphore(size)
         # Compiled once per statement (module constants); the statement is kept so its id stays its own.
         self._statements: dict[int, tuple[sa.Select[Any], Statement]] = {}
@@ -94,16 +97,15 @@ class HeldReads:
                 if self._closed:
                     await conn.close()
                 else:
-                    self._free.append(conn)
+                    self._free.append((conn, driver))
                 return rows
         raise AssertionError("unreachable")
 
     async def _take(self) -> tuple[AsyncConnection, Any]:
         """A held connection (one the server closed meanwhile is dropped), or a new one from the pool."""
         while self._free:
-            conn = self._free.pop()
-            driver = (await conn.get_raw_connection()).driver_connection
-            if driver is not None and not driver.is_closed():
+            conn, driver = self._free.pop()
+            if not driver.is_closed():
                 return conn, driver
             await _drop(conn)
         conn = await self._engine.connect()
@@ -115,7 +117,7 @@ class HeldReads:
         """Give the held connections back to the pool."""
         self._closed = True
         free, self._free = self._free, []
-        for conn in free:
+        for conn, _ in free:
             await conn.close()
 
 
