@@ -105,6 +105,9 @@ def test_an_operator_session_by_names(cli, gateway):
     assert hourly[0][:2] == ["HOUR", "KEY"] and re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:00:00Z", hourly[1][0])
     org = rows("\n".join(cli("usage", "--by", "tenant", "--from", "2020-01-01").splitlines()[1:]))
     assert [r[0] for r in org[1:]] == [f"{tenant} (acme)"]
+    # across tenants a key is named with its tenant: two tenants' teams or keys of one name stay apart
+    org_keys = rows("\n".join(cli("usage", "--by", "key", "--from", "2020-01-01").splitlines()[1:]))
+    assert [r[0].split("/")[0] for r in org_keys[1:]] == [tenant] and org_keys[1][0].startswith(f"{tenant}/key_")
     assert json.loads(cli("usage", "--tenant", "acme", "--json"))["group_by"] == "model_group"
 
 

@@ -28,19 +28,24 @@ async def test_headroom_is_what_admissions_left(counters_factory):  # noqa: F811
         ],
     )
     budgets, rates = await headroom(lim, ["ten_a", "ten_b"])
+    # A rule naming a key is read in each tenant: the key's counter is its tenant's own.
     assert dict(budgets) == {
-        ("tenant", "ten_a", "day", "USD"): 1.0,
-        ("tenant", "ten_b", "day", "USD"): 1.0,
-        ("key", "key_a", "month", "USD"): 2.0,
+        ("tenant", "ten_a", "day", "USD", "ten_a"): 1.0,
+        ("tenant", "ten_b", "day", "USD", "ten_b"): 1.0,
+        ("key", "key_a", "month", "USD", "ten_a"): 2.0,
+        ("key", "key_a", "month", "USD", "ten_b"): 2.0,
     }
-    assert dict(rates) == {("tenant", "ten_a", "requests"): 10, ("tenant", "ten_a", "tokens"): 5000}
+    assert dict(rates) == {("tenant", "ten_a", "requests", "ten_a"): 10, ("tenant", "ten_a", "tokens", "ten_a"): 5000}
     # One call of ten_a / key_a reserves its worst case: 1000 prompt + 100 output tokens at dep-a's prices.
     await lim.admit(principal(), "g", [Dep("dep-a")], 1000, 100, "r1")
     budgets, rates = await headroom(lim, ["ten_a", "ten_b"])
-    reserved = 1.0 - dict(budgets)[("tenant", "ten_a", "day", "USD")]
-    assert reserved > 0 and dict(budgets)[("key", "key_a", "month", "USD")] == pytest.approx(2.0 - reserved)
-    assert dict(budgets)[("tenant", "ten_b", "day", "USD")] == 1.0
-    assert dict(rates)[("tenant", "ten_a", "requests")] == 9 and dict(rates)[("tenant", "ten_a", "tokens")] < 5000
+    left = dict(budgets)
+    reserved = 1.0 - left[("tenant", "ten_a", "day", "USD", "ten_a")]
+    assert reserved > 0 and left[("key", "key_a", "month", "USD", "ten_a")] == pytest.approx(2.0 - reserved)
+    assert left[("tenant", "ten_b", "day", "USD", "ten_b")] == 1.0
+    assert left[("key", "key_a", "month", "USD", "ten_b")] == 2.0  # ten_b's key_a: nothing spent
+    assert dict(rates)[("tenant", "ten_a", "requests", "ten_a")] == 9
+    assert dict(rates)[("tenant", "ten_a", "tokens", "ten_a")] < 5000
     await lim.close()
 
 

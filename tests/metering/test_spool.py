@@ -56,7 +56,7 @@ async def _rows(m: Metering) -> dict[str, int]:
 
 
 async def _spent(m: Metering) -> int:
-    (spec,) = m.limiter.rules.budgets_for("key", "key_a")
+    (spec,) = m.limiter.rules.budgets_for("key", "key_a", "ten_a")
     now = time.time()
     return (await m.limiter.counters.read([spec.base + period(spec.period, now).bucket], int(now * 1000)))[0]
 

@@ -59,7 +59,7 @@ class World:
         from multihome.metering.periods import period as at
 
         lim = self.m.limiter
-        key = f"{lim.rules.prefix}b:key:{self.key}:{period}:USD:{at(period, lim.clock()).bucket}"
+        key = f"{lim.rules.prefix}b:key:{self.tenant}:{self.key}:{period}:USD:{at(period, lim.clock()).bucket}"
         return (await lim.counters.read([key], int(lim.clock() * 1000)))[0]
 
     async def stop(self) -> None:
@@ -172,7 +172,7 @@ async def test_smaller_amount_of_one_counter_wins_and_explicit_replaces_star(tmp
     try:
 
         def rules_for(scope, ident):
-            specs = w.m.limiter.rules.budgets_for(scope, ident)
+            specs = w.m.limiter.rules.budgets_for(scope, ident, w.tenant)
             return [(type(s.rule).__name__, s.rule.amount, s.period) for s in specs]
 
         assert rules_for("key", w.key) == [("BudgetRule", "1", "day")]
@@ -209,7 +209,7 @@ async def test_seeding_never_overwrites_a_running_counter(tmp_path, request, kin
         from multihome.metering.periods import period
 
         bucket = period("day", w.m.limiter.clock())
-        key = f"{w.m.limiter.rules.prefix}b:key:{w.key}:day:USD:{bucket.bucket}"
+        key = f"{w.m.limiter.rules.prefix}b:key:{w.tenant}:{w.key}:day:USD:{bucket.bucket}"
         await counters.seed([(key, 9_000_000, bucket.expire_ms)])  # what the running counter already holds
         await w.store.create_budget(w.tenant, scope="key", scope_id=w.key, amount="1", period="day", actor="admin")
         await w.apply()

@@ -90,7 +90,7 @@ def _counters(limiter) -> tuple[int, int, int]:
     """(budget, requests, tokens) counters of the one caller, 0 where absent."""
     values = limiter.counters._v
     budget = sum(v for k, v in values.items() if k.startswith("mh:b:"))
-    # rate counters are mh:r:<scope>:<id>:<r|t>:<minute>
+    # rate counters are mh:r:<scope>:<owner>:<r|t>:<minute> (owner: the id, or tenant:id for a team or key)
     requests = sum(v for k, v in values.items() if k.startswith("mh:r:") and k.split(":")[-2] == "r")
     tokens = sum(v for k, v in values.items() if k.startswith("mh:r:") and k.split(":")[-2] == "t")
     return budget, requests, tokens

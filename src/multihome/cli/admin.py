@@ -653,7 +653,8 @@ def _usage(a: argparse.Namespace, api: Admin) -> None:
     rows = [
         (
             *([per[i]] if per else []),
-            named(e[by], names),
+            # across tenants, a team or key is named with its tenant (two tenants may both have a team `ml`)
+            f"{e['tenant_id']}/{named(e[by], names)}" if "tenant_id" in e else named(e[by], names),
             e["calls"],
             e["errors"],
             e["prompt_tokens"],

@@ -2,6 +2,11 @@
 
 A rule names one id or "*" (each id separately). An explicit rule for an id replaces the "*"
 rules of the same scope for that id, so "every key $5/day, except key_ci $50/day" is two rules.
+
+Team and key ids are each tenant's own: an OIDC team claim or subject is free text its tenant's identity
+provider picks, so tenants acme and globex can both have a team `ml`. Their counters carry the tenant
+(`counter_id`), and a config rule naming team `ml` applies to the team `ml` of each tenant separately; a
+budget set through the admin API applies in its own tenant only.
 """
 
 from __future__ import annotations
@@ -53,6 +58,20 @@ def window_expire_ms(wid: int) -> int:
     return (wid + 1) * WINDOW_MS + _WINDOW_GRACE_MS
 
 
+def counter_id(scope: str, ident: str, tenant: str) -> str:
+    """The owner part of a counter's key: `{tenant}:{id}` for a team or key (ids are the tenant's own), the
+    id alone for a tenant or deployment. The tenant's ':' and '%' are escaped, so the first ':' after it
+    ends it and no tenant/id pair spells another's key."""
+    if scope != "team" and scope != "key":
+        return ident
+    return f"{tenant.replace('%', '%25').replace(':', '%3A')}:{ident}"
+
+
+def budget_base(prefix: str, scope: str, ident: str, tenant: str, period: str, currency: str) -> str:
+    """A budget counter's key without its period's bucket (for the tenant scope, `tenant` is `ident`)."""
+    return f"{prefix}b:{scope}:{counter_id(scope, ident, tenant)}:{period}:{currency}:"
+
+
 def principal_key(p: Principal) -> str:
     """The `key` scope's id: the API key id, else the credential's subject (OIDC sub, env:VAR)."""
     return p.key_id or p.subject
@@ -95,9 +114,10 @@ def admin_budget(record) -> AdminBudget:
     )
 
 
-def slot(rule: BudgetRule) -> tuple[str, str, str, str]:
-    """The counter a rule counts against (for one id, or each id for "*"): the amount is not part of it."""
-    return rule.scope, rule.id, rule.period, rule.currency
+def slot(rule: BudgetRule) -> tuple[str, str, str, str, str]:
+    """The counters a rule counts against (for one id, or each id for "*"; of its tenant for an admin-set
+    budget, else of every tenant: ""): the amount is not part of it."""
+    return rule.scope, rule.id, rule.period, rule.currency, getattr(rule, "tenant_id", "")
 
 
 class Rules:
@@ -113,21 +133,30 @@ class Rules:
         self._dep_cache: dict[str, RateSpec | None] = {}
         self.any = bool(self.budget_rules or cfg.rate_limits)
 
-    def _pick(self, index: _Index[_Rule], scope: str, ident: str) -> Sequence[_Rule]:
+    def _pick(self, index: _Index[_Rule], scope: str, ident: str, tenant: str) -> Sequence[_Rule]:
         explicit, star = index
-        return explicit.get((scope, ident)) or star.get(scope) or ()
+        rules = explicit.get((scope, ident))
+        if rules and scope != "deployment":
+            # A budget set through the admin API is its tenant's: another tenant's team or key of that id
+            # is not bound by it (config rules have no tenant: they bind each tenant's).
+            rules = [r for r in rules if not isinstance(r, AdminBudget) or r.tenant_id == tenant]
+        return rules or star.get(scope) or ()
 
-    def budgets_for(self, scope: str, ident: str) -> tuple[BudgetSpec, ...]:
-        # One counter per (scope, id, period, currency): the amount is not part of the key, so raising
-        # a budget keeps what was spent. Two rules for the same counter: the smaller amount wins.
+    def budgets_for(self, scope: str, ident: str, tenant: str) -> tuple[BudgetSpec, ...]:
+        """The budgets of one tenant, or of one of `tenant`'s teams or keys (for the tenant scope, `tenant`
+        is `ident`)."""
+        # One counter per (scope, tenant, id, period, currency): the amount is not part of the key, so
+        # raising a budget keeps what was spent. Two rules for the same counter: the smaller amount wins.
+        if scope == "tenant":
+            tenant = ident
         chosen: dict[tuple[str, str], BudgetRule] = {}
-        for rule in self._pick(self._budgets, scope, ident):
+        for rule in self._pick(self._budgets, scope, ident, tenant):
             slot = (rule.period, rule.currency)
             if slot not in chosen or rule.limit < chosen[slot].limit:
                 chosen[slot] = rule
         return tuple(
             BudgetSpec(
-                f"{self.prefix}b:{scope}:{ident}:{r.period}:{r.currency}:",
+                budget_base(self.prefix, scope, ident, tenant, r.period, r.currency),
                 scope,
                 ident,
                 to_nanos(r.limit),
@@ -151,8 +180,8 @@ class Rules:
         for scope, ident in (("tenant", p.tenant), ("team", p.team), ("key", principal_key(p))):
             if ident is None:
                 continue
-            budgets.extend(self.budgets_for(scope, ident))
-            spec = self.rate_for(scope, ident)
+            budgets.extend(self.budgets_for(scope, ident, p.tenant))
+            spec = self.rate_for(scope, ident, p.tenant)
             if spec is not None:
                 rates.append(spec)
         if len(self._cache) > 100_000:  # bounded: ids come from credentials, not from request bodies
@@ -160,26 +189,33 @@ class Rules:
         hit = self._cache[cache_key] = (tuple(budgets), tuple(rates))
         return hit
 
-    def rate_for(self, scope: str, ident: str) -> RateSpec | None:
-        """The rate limits of one tenant, team, key or deployment (None: unlimited)."""
+    def rate_for(self, scope: str, ident: str, tenant: str) -> RateSpec | None:
+        """The rate limits of one tenant, of one of `tenant`'s teams or keys, or of a deployment (shared by
+        every tenant: `tenant` is not read). None: unlimited."""
         if scope == "deployment":
             return self.for_deployment(ident)
-        return self._rate(scope, ident, self._pick(self._rates, scope, ident))
+        if scope == "tenant":
+            tenant = ident
+        return self._rate(scope, ident, tenant, self._pick(self._rates, scope, ident, tenant))
 
     def for_deployment(self, name: str) -> RateSpec | None:
         try:
             return self._dep_cache[name]
         except KeyError:
-            spec = self._rate("deployment", name, self._pick(self._rates, "deployment", name))
+            spec = self._rate("deployment", name, "", self._pick(self._rates, "deployment", name, ""))
             self._dep_cache[name] = spec
             return spec
 
-    def _rate(self, scope: str, ident: str, rules) -> RateSpec | None:
+    def _rate(self, scope: str, ident: str, tenant: str, rules) -> RateSpec | None:
         if not rules:
             return None
         # Several rules for one id: the strictest of each kind applies (one counter per kind).
         rpm = [r.requests_per_minute for r in rules if r.requests_per_minute is not None]
         tpm = [r.tokens_per_minute for r in rules if r.tokens_per_minute is not None]
         return RateSpec(
-            f"{self.prefix}r:{scope}:{ident}", scope, ident, min(rpm) if rpm else None, min(tpm) if tpm else None
+            f"{self.prefix}r:{scope}:{counter_id(scope, ident, tenant)}",
+            scope,
+            ident,
+            min(rpm) if rpm else None,
+            min(tpm) if tpm else None,
         )

@@ -95,7 +95,7 @@ class Metering:
         self.snapshots = snapshots
         self.admin_budgets: tuple[AdminBudget, ...] = ()  # the stored budgets the limiter enforces now
         self._stored: tuple | None = None  # the snapshot's budget records they were made from
-        self._seeded: set[tuple[str, str, str, str]] = set()  # counters seeded from usage by this process
+        self._seeded: set[tuple[str, str, str, str, str]] = set()  # counters seeded from usage by this process
         self._wanted = self._applied = None  # newest snapshot seen / applied
         self._following: asyncio.Task | None = None
         self._rescan: asyncio.Task | None = None
@@ -549,15 +549,20 @@ class Metering:
         for rule in budgets:
             per = period(rule.period, now)
             col = column[rule.scope]
-            q = sa.select(col, sa.func.sum(u.c.cost_nanos)).where(u.c.currency == rule.currency, col.is_not(None))
+            # By tenant and id: a team's or key's counter is its tenant's own (rules.counter_id).
+            q = sa.select(u.c.tenant_id, col, sa.func.sum(u.c.cost_nanos)).where(
+                u.c.currency == rule.currency, col.is_not(None)
+            )
             if per.start is not None:
                 q = q.where(u.c.started_at >= per.start)
             if rule.id != "*":
                 q = q.where(col == rule.id)
+            if isinstance(rule, AdminBudget):
+                q = q.where(u.c.tenant_id == rule.tenant_id)  # it binds its own tenant only
             async with self.engine.connect() as conn:
-                rows = (await conn.execute(q.group_by(col))).all()
-            for ident, spent in rows:
-                for spec in rules.budgets_for(rule.scope, ident):
+                rows = (await conn.execute(q.group_by(u.c.tenant_id, col))).all()
+            for tenant, ident, spent in rows:
+                for spec in rules.budgets_for(rule.scope, ident, tenant):
                     if spec.period == rule.period and spec.currency == rule.currency:
                         items.append((spec.base + per.bucket, int(spent or 0), per.expire_ms))
         await self.limiter.counters.seed(items)
@@ -579,15 +584,19 @@ class Metering:
         items: list[tuple[str, int, int]] = []
         for scope in sorted(scopes):
             col = column[scope]
+            # A team's or key's counter is its tenant's own (rules.counter_id): by tenant and id. A deployment's
+            # is every tenant's: its rows summed over tenants.
+            by = (u.c.tenant_id, col) if scope in ("team", "key") else (col,)
             q = (
-                sa.select(col, sa.func.count(), sa.func.sum(u.c.prompt_tokens + u.c.completion_tokens))
+                sa.select(*by, sa.func.count(), sa.func.sum(u.c.prompt_tokens + u.c.completion_tokens))
                 .where(u.c.started_at >= _ts(wid * WINDOW_MS / 1000), u.c.outcome != "denied", col.is_not(None))
-                .group_by(col)
+                .group_by(*by)
             )
             async with self.engine.connect() as conn:
                 rows = (await conn.execute(q)).all()
-            for ident, calls, tokens in rows:
-                spec = rules.rate_for(scope, ident)
+            for row in rows:
+                *owner, ident, calls, tokens = row
+                spec = rules.rate_for(scope, ident, owner[0] if owner else ident)
                 if spec is not None and spec.rpm is not None:
                     items.append((window_key(spec, "r", wid), int(calls), window_expire_ms(wid)))
                 if spec is not None and spec.tpm is not None:

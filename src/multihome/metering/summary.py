@@ -43,9 +43,14 @@ async def usage_summary(
 ) -> list[dict]:
     """One entry per (group, currency), biggest cost first. `tenant=None`: the whole organisation.
     With `interval` (hour, day): one entry per (bucket, group, currency), oldest bucket first, each
-    with its `bucket` (the interval's start, ISO 8601 UTC)."""
+    with its `bucket` (the interval's start, ISO 8601 UTC). Teams and keys are their tenant's own (two
+    tenants may both have a team `ml`): across the organisation they are grouped by tenant too, and each
+    entry names its `tenant_id`."""
     col = GROUPS[group_by]
+    per_tenant = tenant is None and group_by in ("team", "key")
     keys = [col.label("group"), u.c.currency]
+    if per_tenant:
+        keys.append(u.c.tenant_id)
     if interval is not None:
         keys.insert(0, _bucket(engine, interval).label("bucket"))
     q = sa.select(
@@ -61,6 +66,8 @@ async def usage_summary(
         sa.func.avg(u.c.latency_ms).label("latency"),
         sa.func.max(u.c.latency_ms).label("latency_max"),
     ).group_by(col, u.c.currency)
+    if per_tenant:
+        q = q.group_by(u.c.tenant_id)
     if interval is not None:  # by its output name: the expression's bound format would differ on PostgreSQL
         q = q.group_by(sa.literal_column("bucket"))
     if tenant is not None:
@@ -74,6 +81,7 @@ async def usage_summary(
     out = [
         {
             **({"bucket": r.bucket} if interval is not None else {}),
+            **({"tenant_id": r.tenant_id} if per_tenant else {}),
             group_by: r.group,
             "currency": r.currency,
             "calls": int(r.calls),
@@ -90,7 +98,7 @@ async def usage_summary(
         }
         for r in result
     ]
-    out.sort(key=lambda e: (-Decimal(e["cost"]), str(e[group_by])))
+    out.sort(key=lambda e: (-Decimal(e["cost"]), str(e[group_by]), e.get("tenant_id", "")))
     if interval is not None:
         out.sort(key=lambda e: e["bucket"])  # stable: within a bucket, biggest cost first
     return out

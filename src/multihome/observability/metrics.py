@@ -278,13 +278,13 @@ class Metrics:
             (
                 "multihome_budget_remaining",
                 "What is left of a budget this period (amount minus spent or reserved), in its currency",
-                ["scope", "id", "period", "currency"],
+                ["scope", "id", "period", "currency", "tenant"],
                 "livemin",
             ),
             (
                 "multihome_rate_limit_remaining",
                 "What is left of a rate limit in the current minute; kind requests or tokens",
-                ["scope", "id", "kind"],
+                ["scope", "id", "kind", "tenant"],
                 "livemin",
             ),
         )
@@ -532,10 +532,10 @@ class Metrics:
         if not self.multiprocess:  # a budget deleted since the last scrape leaves the exposition
             self.budget_remaining.clear()
             self.rate_remaining.clear()
-        for (scope, ident, per, currency), left in budgets:
-            self.budget_remaining.labels(scope, ident, per, currency).set(left)
-        for (scope, ident, kind), left in rates:
-            self.rate_remaining.labels(scope, ident, kind).set(left)
+        for budget, left in budgets:  # (scope, id, period, currency, tenant)
+            self.budget_remaining.labels(*budget).set(left)
+        for rate, remaining in rates:  # (scope, id, kind, tenant)
+            self.rate_remaining.labels(*rate).set(remaining)
 
     # -- lifecycle (a gateway service) ---------------------------------------------------------
     async def start(self) -> None:

@@ -13,7 +13,7 @@ import msgspec
 
 from ...metering.periods import period
 from ...metering.prices import NANOS, text, to_nanos
-from ...metering.rules import AdminBudget, admin_budget
+from ...metering.rules import AdminBudget, admin_budget, budget_base
 from ...schema.errors import ApiError, echo
 from ...schema.principal import ORG_ADMIN, TENANT_ADMIN, Principal
 from ...storage.budgets import Outranked, budget_amount, budget_currency
@@ -30,12 +30,12 @@ async def list_budgets(s: Services, c: AdminCall) -> Any:
     tenant, limiter = c.tenant, s.metering.limiter
     rules, stored = limiter.rules, s.metering.admin_budgets  # the ones enforced now, read together
     asked = [("tenant", tenant)] + [(name, c.query[name]) for name in ("team", "key") if c.query.get(name)]
-    rows = [(b.scope, b.id, b.rule, True) for scope, ident in asked for b in rules.budgets_for(scope, ident)]
+    rows = [(b.scope, b.id, b.rule, True) for scope, ident in asked for b in rules.budgets_for(scope, ident, tenant)]
     listed = {id(rule) for _, _, rule, _ in rows}
     for b in stored:  # admin-set budgets not listed above: other teams and keys, or outranked
         if b.tenant_id == tenant and id(b) not in listed and (len(asked) == 1 or (b.scope, b.id) in asked):
-            rows.append((b.scope, b.id, b, _winner(rules, b.scope, b.id, b.period, b.currency) is b))
-    return {"object": "list", "data": await _status(s, rows)}
+            rows.append((b.scope, b.id, b, _winner(rules, tenant, b.scope, b.id, b.period, b.currency) is b))
+    return {"object": "list", "data": await _status(s, tenant, rows)}
 
 
 async def create_budget(s: Services, c: AdminCall) -> Any:
@@ -86,9 +86,10 @@ async def create_budget(s: Services, c: AdminCall) -> Any:
 
 async def get_budget(s: Services, c: AdminCall) -> Any:
     record = await s.store.get_budget(c.tenant, c.params["id"])
-    winner = _winner(s.metering.limiter.rules, record.scope, record.scope_id, record.period, record.currency)
+    rules = s.metering.limiter.rules
+    winner = _winner(rules, c.tenant, record.scope, record.scope_id, record.period, record.currency)
     in_force = isinstance(winner, AdminBudget) and winner.budget_id == record.id  # as this replica enforces now
-    [status] = await _status(s, [(record.scope, record.scope_id, admin_budget(record), in_force)])
+    [status] = await _status(s, c.tenant, [(record.scope, record.scope_id, admin_budget(record), in_force)])
     return {**_view(record), **status}
 
 
@@ -115,13 +116,13 @@ async def delete_budget(s: Services, c: AdminCall) -> Any:
     return deleted(c.params["id"], "budget")
 
 
-async def _status(s: Services, rows: list[Any]) -> list[dict[str, Any]]:
-    """rows: (scope, id, rule, in_force) -> what the counters say, in the list's shape."""
+async def _status(s: Services, tenant: str, rows: list[Any]) -> list[dict[str, Any]]:
+    """rows: (scope, id, rule, in_force) of `tenant` -> what its counters say, in the list's shape."""
     limiter = s.metering.limiter
     now = limiter.clock()
     prefix = limiter.rules.prefix
     keys = [
-        f"{prefix}b:{scope}:{ident}:{r.period}:{r.currency}:{period(r.period, now).bucket}"
+        budget_base(prefix, scope, ident, tenant, r.period, r.currency) + period(r.period, now).bucket
         for scope, ident, r, _ in rows
     ]
     try:
@@ -166,9 +167,9 @@ def _outranked(exc: Outranked, param: str | None) -> ApiError:
     return ApiError(403, str(exc), type="permission_error", param=param, code="budget_set_by_org_admin")
 
 
-def _winner(rules: Any, scope: str, ident: str, period_: str, currency: str) -> Any:
-    """The rule this replica enforces on the counter (scope, ident, period, currency), if any."""
-    found = (s.rule for s in rules.budgets_for(scope, ident) if (s.period, s.currency) == (period_, currency))
+def _winner(rules: Any, tenant: str, scope: str, ident: str, period_: str, currency: str) -> Any:
+    """The rule this replica enforces on `tenant`'s counter (scope, ident, period, currency), if any."""
+    found = (s.rule for s in rules.budgets_for(scope, ident, tenant) if (s.period, s.currency) == (period_, currency))
     return next(found, None)
 
 

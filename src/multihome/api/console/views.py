@@ -251,7 +251,9 @@ class Views:
         _, rates = await headroom(metering.limiter, [tenant_id])
         limits = {(r.scope, r.id): r for r in metering.limiter.cfg.rate_limits}
         out = []
-        for (scope, ident, kind), left in rates:
+        for (scope, ident, kind, tenant), left in rates:
+            if tenant not in (tenant_id, ""):  # another tenant's own (a tenant rule naming it); "": a deployment's
+                continue
             rule = limits.get((scope, ident)) or limits.get((scope, "*"))
             limit = getattr(rule, "requests_per_minute" if kind == "requests" else "tokens_per_minute", None)
             out.append({"scope": scope, "id": ident, "kind": kind, "limit": limit, "left": left})
