@@ -104,15 +104,9 @@ async def _drive(app: Any, rate: float, seconds: float, gaps: list[tuple[float, 
     import plain_percall as pp
 
     loop = asyncio.get_running_loop()
-    scope = _scope(pp)
+    scope = pp.chat_scope()
     statuses: collections.Counter = collections.Counter()
-
-    async def receive():
-        return {"type": "http.request", "body": pp.BODY, "more_body": False}
-
-    async def send(message):
-        if message["type"] == "http.response.start":
-            statuses[message["status"]] += 1
+    receive, send = _asgi_io(pp, statuses)
 
     calls = int(rate * seconds)
     done = loop.create_future()
@@ -182,15 +176,9 @@ async def _paced(app: Any, rate: float, seconds: float, lags: list[float], waits
     done = loop.create_future()
     busy = False
     buf = b""
-    scope = _scope(pp)
+    scope = pp.chat_scope()
     statuses: collections.Counter = collections.Counter()
-
-    async def receive():
-        return {"type": "http.request", "body": pp.BODY, "more_body": False}
-
-    async def send(message):
-        if message["type"] == "http.response.start":
-            statuses[message["status"]] += 1
+    receive, send = _asgi_io(pp, statuses)
 
     async def serve() -> None:
         nonlocal busy
@@ -223,26 +211,17 @@ async def _paced(app: Any, rate: float, seconds: float, lags: list[float], waits
     assert statuses[200] == calls, statuses
 
 
-def _scope(pp: Any) -> dict:
-    return {
-        "type": "http",
-        "asgi": {"version": "3.0", "spec_version": "2.3"},
-        "http_version": "1.1",
-        "server": ("127.0.0.1", 8000),
-        "client": ("127.0.0.1", 50000),
-        "scheme": "http",
-        "method": "POST",
-        "root_path": "",
-        "path": "/v1/chat/completions",
-        "raw_path": b"/v1/chat/completions",
-        "query_string": b"",
-        "headers": [
-            (b"host", b"127.0.0.1:8000"),
-            (b"content-type", b"application/json"),
-            (b"authorization", f"Bearer {pp.KEY}".encode()),
-            (b"content-length", str(len(pp.BODY)).encode()),
-        ],
-    }
+def _asgi_io(pp: Any, statuses: collections.Counter) -> tuple[Any, Any]:
+    """The ASGI receive and send of one call of plain_percall's request: statuses counted."""
+
+    async def receive():
+        return {"type": "http.request", "body": pp.BODY, "more_body": False}
+
+    async def send(message):
+        if message["type"] == "http.response.start":
+            statuses[message["status"]] += 1
+
+    return receive, send
 
 
 async def _run(args: argparse.Namespace, out: dict) -> None:

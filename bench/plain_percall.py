@@ -140,6 +140,29 @@ def _logging(access_log: bool) -> None:
     logging.config.dictConfig(serve_log_config("info" if access_log else "warning"))
 
 
+def chat_scope() -> dict:
+    """The ASGI scope of one chat completion call with the bench key (the app's callable, no server)."""
+    return {
+        "type": "http",
+        "asgi": {"version": "3.0", "spec_version": "2.3"},
+        "http_version": "1.1",
+        "server": ("127.0.0.1", 8000),
+        "client": ("127.0.0.1", 50000),
+        "scheme": "http",
+        "method": "POST",
+        "root_path": "",
+        "path": "/v1/chat/completions",
+        "raw_path": b"/v1/chat/completions",
+        "query_string": b"",
+        "headers": [
+            (b"host", b"127.0.0.1:8000"),
+            (b"content-type", b"application/json"),
+            (b"authorization", f"Bearer {KEY}".encode()),
+            (b"content-length", str(len(BODY)).encode()),
+        ],
+    }
+
+
 async def _run(calls: int, config: str = "plain") -> None:
     os.environ.setdefault("BENCH_CLIENT_KEY", KEY)
     os.environ.setdefault("BENCH_SIM_KEY", "bench-sim-key")
@@ -163,25 +186,7 @@ async def _run(calls: int, config: str = "plain") -> None:
     assert (await started)["type"] == "lifespan.startup.complete"
     for dep in app.catalog.deployments.values():
         dep.session = _Session()
-    scope = {
-        "type": "http",
-        "asgi": {"version": "3.0", "spec_version": "2.3"},
-        "http_version": "1.1",
-        "server": ("127.0.0.1", 8000),
-        "client": ("127.0.0.1", 50000),
-        "scheme": "http",
-        "method": "POST",
-        "root_path": "",
-        "path": "/v1/chat/completions",
-        "raw_path": b"/v1/chat/completions",
-        "query_string": b"",
-        "headers": [
-            (b"host", b"127.0.0.1:8000"),
-            (b"content-type", b"application/json"),
-            (b"authorization", f"Bearer {KEY}".encode()),
-            (b"content-length", str(len(BODY)).encode()),
-        ],
-    }
+    scope = chat_scope()
     statuses: list[int] = []
 
     async def receive():
