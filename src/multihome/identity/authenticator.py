@@ -5,7 +5,7 @@ the bootstrap admin key, or an OIDC JWT. Served from memory; only a JWKS refresh
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from ..config import Config, env_secret
@@ -108,11 +108,14 @@ class Authenticator:
         managed_miss: Callable[[], Awaitable[bool]] | None = None,
         oidc=None,
         open_access: bool = False,
+        refused: Callable[[], Mapping[str | None, str]] | None = None,
     ) -> None:
         self._env_keys = env_keys  # SHA-256 digest -> principal
         self._managed = managed  # presented key -> KeyRecord | None (storage's KeyIndex.lookup)
         self._managed_miss = managed_miss  # re-reads stored keys after a miss; True if it did
         self._oidc = oidc  # identity.oidc.OidcVerifier
+        # Tenants whose stored rows cannot be read (storage's StorageService.refused); key None: every token.
+        self._refused = refused
         self._open = open_access and not env_keys and managed is None and oidc is None
 
     @property
@@ -120,7 +123,7 @@ class Authenticator:
         return self._open
 
     @classmethod
-    def from_config(cls, config: Config, *, managed=None, managed_miss=None, oidc=None) -> Authenticator:
+    def from_config(cls, config: Config, *, managed=None, managed_miss=None, oidc=None, refused=None) -> Authenticator:
         env_keys: dict[bytes, Principal] = {}
         tenant = config.identity.static_keys_tenant
         for i, var in enumerate(config.server.api_keys_env):
@@ -139,6 +142,7 @@ class Authenticator:
             managed_miss=managed_miss,
             oidc=oidc,
             open_access=config.server.allow_unauthenticated,
+            refused=refused,
         )
 
     def at_once(self, scope: dict) -> Principal | None:
@@ -172,12 +176,34 @@ class Authenticator:
             record = self._managed(presented)
             if record is None and self._managed_miss is not None and await self._managed_miss():
                 record = self._managed(presented)  # created moments ago on another replica
-            if record is not None:
-                return principal_of_key(record)
-            raise _INVALID
-        assert self._oidc is not None  # at_once answered every other credential
-        # Verified (or remembered) and checked against the live token revocations, every request.
-        return await self._oidc.verify(credential)
+            if record is None:
+                raise _INVALID
+            principal = principal_of_key(record)
+            token = False
+        else:
+            assert self._oidc is not None  # at_once answered every other credential
+            # Verified (or remembered) and checked against the live token revocations, every request.
+            principal = await self._oidc.verify(credential)
+            token = True
+        if self._refused is not None:
+            refused = self._refused()
+            if refused:  # empty unless a stored row cannot be read
+                why = refused.get(principal.tenant) or (refused.get(None) if token else None)
+                if why is not None:
+                    raise _unavailable(principal.tenant, why)
+        return principal
+
+
+def _unavailable(tenant: str, why: str) -> ApiError:
+    """Fail closed: a stored row of this tenant (or an org-wide token revocation) cannot be read, and it
+    may hold a restriction, so the caller is refused until an operator fixes it (docs/policy.md)."""
+    return ApiError(
+        403,
+        f"Tenant {tenant}'s stored configuration cannot be read ({why}), so its calls are refused until an "
+        "operator fixes the row; other tenants are not affected.",
+        type="permission_error",
+        code="tenant_unavailable",
+    )
 
 
 def _digest(secret: bytes) -> bytes:

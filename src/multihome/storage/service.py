@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Mapping
 
 from ..config import Config, env_secret
 from .snapshot import SnapshotCache
@@ -14,6 +15,7 @@ from .store import Store, open_store
 # in a read that begins after the miss, but begin such reads at most this often, so a flood of made-up keys
 # costs the database ~10 reads a second (each miss waits for the next one instead).
 _MISS_REFRESH_S = 0.1
+_NONE: Mapping[str | None, str] = {}
 
 
 class StorageService:
@@ -34,12 +36,15 @@ class StorageService:
         """Managed-key lookup for the Authenticator (None until started)."""
         return self.snapshots.keys.lookup(presented) if self.snapshots is not None else None
 
-    def known_tenants(self):
-        """The stored tenants by id, for the OIDC verifier (empty until started: nobody's tenant is known)."""
-        try:
-            return self.snapshots.snapshot.tenants if self.snapshots is not None else {}
-        except RuntimeError:  # the first snapshot is still loading
-            return {}
+    def known_tenants(self) -> Mapping[str, object]:
+        """The stored tenants by id, for the OIDC verifier (empty until started: nobody's tenant is known).
+        A tenant whose row cannot be read is known (its calls are refused by `refused`, by name)."""
+        return self.snapshots.known_tenants if self.snapshots is not None else {}
+
+    def refused(self) -> Mapping[str | None, str]:
+        """Tenant id -> why its calls are refused (a stored row of it cannot be read; None: every OIDC
+        token). Empty almost always: the Authenticator reads it on every managed-key or token call."""
+        return self.snapshots.refused if self.snapshots is not None else _NONE
 
     async def refresh_after_miss(self) -> bool:
         """Re-read the snapshot after an unknown key or tenant. True once a read that began after this call
