@@ -8,7 +8,7 @@ import time
 from collections.abc import Mapping
 
 from ..config import Config, env_secret
-from .snapshot import SnapshotCache
+from .snapshot import Snapshot, SnapshotCache
 from .store import Store, open_store
 
 # A key (or a token's tenant) this replica has not seen may have just been created on another one: look once more,
@@ -27,6 +27,10 @@ class StorageService:
         self.snapshots: SnapshotCache | None = None
         self._last_miss_refresh = 0.0
         self._miss_refresh: asyncio.Task[None] | None = None  # the next read after misses, not begun yet
+        # Tenant id -> why its calls are refused (a stored row of it cannot be read; None: every OIDC token),
+        # the current snapshot's. Empty almost always: the Authenticator reads it on every managed-key or
+        # token call, so it is an attribute set on each reload, not a property.
+        self.refused: Mapping[str | None, str] = _NONE
 
     @property
     def enabled(self) -> bool:
@@ -40,11 +44,6 @@ class StorageService:
         """The stored tenants by id, for the OIDC verifier (empty until started: nobody's tenant is known).
         A tenant whose row cannot be read is known (its calls are refused by `refused`, by name)."""
         return self.snapshots.known_tenants if self.snapshots is not None else {}
-
-    def refused(self) -> Mapping[str | None, str]:
-        """Tenant id -> why its calls are refused (a stored row of it cannot be read; None: every OIDC
-        token). Empty almost always: the Authenticator reads it on every managed-key or token call."""
-        return self.snapshots.refused if self.snapshots is not None else _NONE
 
     async def refresh_after_miss(self) -> bool:
         """Re-read the snapshot after an unknown key or tenant. True once a read that began after this call
@@ -75,8 +74,11 @@ class StorageService:
         if self.url is None:  # not enabled
             return
         self.store = store = await open_store(self.url, migrate=True)
-        self.snapshots = snapshots = SnapshotCache(store, interval_s=self._refresh_s)
+        self.snapshots = snapshots = SnapshotCache(store, interval_s=self._refresh_s, on_reload=self._took)
         await snapshots.start()
+
+    def _took(self, snap: Snapshot) -> None:
+        self.refused = snap.refused
 
     async def refresh(self) -> None:
         if self.snapshots is not None:

@@ -73,7 +73,6 @@ class SnapshotCache:
         self._snapshot: Snapshot | None = None
         self._keys: KeyIndex = KeyIndex({})
         self._revocations: RevocationIndex = RevocationIndex()
-        self.refused: dict[str | None, str] = {}  # the snapshot's, read on every managed-key or token call
         self.known_tenants: Mapping[str, object] = {}  # stored tenants, with those whose row cannot be read
         self._reported: tuple[int, tuple[Unreadable, ...]] | None = None
         self._task: asyncio.Task[None] | None = None
@@ -118,7 +117,6 @@ class SnapshotCache:
         snap = await self._store.snapshot()
         if self._snapshot is None or snap.version >= self._snapshot.version:
             self._snapshot, self._keys, self._revocations = snap, snap.key_index(), snap.revocation_index()
-            self.refused = snap.refused
             # A tenant whose own row cannot be read is refused by name (tenant_unavailable), not as unknown.
             unread = [t for t in snap.refused if t is not None and t not in snap.tenants]
             self.known_tenants = {**snap.tenants, **dict.fromkeys(unread)} if unread else snap.tenants
