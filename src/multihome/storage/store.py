@@ -112,9 +112,9 @@ class Store(TenancyRepo, KeysRepo, PoliciesRepo, EntitlementsRepo, PinsRepo, Bud
             teams={t.id: t for t in rows.convert("teams", tms, rows.team, bad)},
             keys={k.prefix: k for k in good_keys},
             # Policies and pins as stored: api/policy_gate.py refuses the tenant of one it cannot read.
-            policies=tuple(rows.convert("policies", pols, policy_from_row, bad)),
+            policies=tuple(rows.convert("policies", pols, rows.lenient(policy_from_row), bad)),
             entitlements=tuple(rows.convert("entitlements", ents, rows.entitlement, bad)),
-            stateful_pins=tuple(rows.convert("stateful_pins", pins, pin_from_row, bad)),
+            stateful_pins=tuple(rows.convert("stateful_pins", pins, rows.lenient(pin_from_row), bad)),
             budgets=tuple(rows.convert("budgets", buds, rows.budget, bad)),
             revocations=tuple(rows.convert("token_revocations", revs, rows.revocation, bad)),
             unreadable=tuple(bad),
