@@ -59,6 +59,7 @@ def build_app(config: Config, config_path: str | None = None) -> Gateway:
         managed=storage.lookup_key if storage.enabled else None,
         managed_miss=storage.refresh_after_miss if storage.enabled else None,
         oidc=oidc,
+        refusals=storage if storage.enabled else None,
     )
     gate = PolicyGate(catalog, _Lazy(storage, "snapshots") if storage.enabled else None)
     breakers = _breakers(config)

@@ -75,6 +75,17 @@ def engine_pin(row: records.StatefulPin) -> StatefulPin:
     )
 
 
+def _unreadable_grants(snap: Snapshot) -> tuple[tuple[str | None, str], ...]:
+    """(tenant, model group pattern) of each grant row storage could not read at all and that may be
+    exclusive (storage/rows.py)."""
+    return tuple((u.tenant_id, u.exclusive_group) for u in snap.unreadable if u.exclusive_group is not None)
+
+
+def _inputs(snap: Snapshot) -> tuple[object, ...]:
+    """What the engine is built from."""
+    return snap.policies, snap.entitlements, _unreadable_grants(snap)
+
+
 def _problem(exc: Exception) -> str:
     """An exception reading a stored row, in one short line (for the tenant's refusal and the log)."""
     text = " ".join(str(exc).split())[:200]
@@ -163,7 +174,7 @@ class PolicyGate:
         self._snapshots = snapshots
         self._licensed, self._facts = _view(catalog)
         self._version: object = None
-        self._rows: tuple[tuple[records.Policy, ...], tuple[records.Entitlement, ...]] = ((), ())
+        self._rows: tuple[object, ...] = ((), (), ())  # _inputs() of the snapshot the engine was built from
         self._building: asyncio.Task[None] | None = None
         self._engine = PolicyEngine.from_rows([], [], self._licensed)
         # The newest snapshot, as the snapshot cache tells it on each reload (start() subscribes, when it
@@ -217,7 +228,7 @@ class PolicyGate:
             else:
                 snap = self._snapshots.snapshot
                 self._engine = self._build(snap)
-                self._rows, self._version = (snap.policies, snap.entitlements), snap
+                self._rows, self._version = _inputs(snap), snap
                 self._take_pins(snap)
 
     def _take_pins(self, snap: Snapshot) -> None:
@@ -247,14 +258,14 @@ class PolicyGate:
     async def _rebuild(self, snap: Snapshot) -> None:
         try:
             try:
-                if self._version is None or (snap.policies, snap.entitlements) != self._rows:
+                if self._version is None or _inputs(snap) != self._rows:
                     self._engine = await asyncio.to_thread(self._build, snap)
-                    self._rows = (snap.policies, snap.entitlements)
+                    self._rows = _inputs(snap)
                 self._take_pins(snap)
             except Exception as exc:  # _build and _take_pins catch their own: a bug must not keep old decisions
                 log.exception("policy rebuild failed, refusing every call until the stored data changes")
                 self._engine = PolicyEngine.closed(f"policy could not be built ({_problem(exc)})")
-                self._rows = (snap.policies, snap.entitlements)
+                self._rows = _inputs(snap)
             # Applied, even when it failed: the next change of stored data tries again, not the next call.
             self._version = snap
         finally:
@@ -272,12 +283,17 @@ class PolicyGate:
                 except Exception as exc:  # any error reading one row: its tenant only
                     unreadable.setdefault(row.tenant_id, []).append(f"policy {row.id}: {_problem(exc)}")
             entitlements = []
+            grants = _unreadable_grants(snap)
             for ent in snap.entitlements:
                 try:
                     entitlements.append(engine_entitlement(ent))
                 except Exception as exc:
                     unreadable.setdefault(ent.tenant_id, []).append(f"entitlement {ent.id}: {_problem(exc)}")
-            engine = PolicyEngine.from_rows(policies, entitlements, self._licensed, unreadable=unreadable)
+                    if ent.exclusive is not False:  # left out, it would open its group to every tenant
+                        grants += ((ent.tenant_id, ent.model_group if isinstance(ent.model_group, str) else "*"),)
+            engine = PolicyEngine.from_rows(
+                policies, entitlements, self._licensed, unreadable=unreadable, unreadable_grants=grants
+            )
         except Exception as exc:  # not one row's fault: refuse every call rather than keep stale decisions
             log.exception("stored policy data could not be built, refusing every call until it changes")
             return PolicyEngine.closed(f"stored policy data could not be built ({_problem(exc)})")

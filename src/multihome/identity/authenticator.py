@@ -5,8 +5,8 @@ the bootstrap admin key, or an OIDC JWT. Served from memory; only a JWKS refresh
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Awaitable, Callable
-from typing import Any
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any, Protocol
 
 from ..config import Config, env_secret
 from ..schema.errors import ApiError
@@ -25,6 +25,7 @@ _INVALID = ApiError(
     "Invalid API key: it is unknown, revoked or expired. Ask your tenant admin for a key.",
     code="invalid_api_key",
 )
+TENANT_UNAVAILABLE = "tenant_unavailable"
 _ANONYMOUS = Principal(tenant="default", subject="anonymous", source="unauthenticated")
 
 
@@ -85,6 +86,12 @@ def _twice(header: str) -> ApiError:
     )
 
 
+class Refusals(Protocol):
+    """Who is refused because a stored row cannot be read (storage.service.StorageService)."""
+
+    refused: Mapping[str | None, str]  # tenant id -> why; None: every OIDC token
+
+
 def principal_of_key(record: Any) -> Principal:
     """A managed key record (storage.records.KeyRecord) as the caller it identifies."""
     return Principal(
@@ -108,11 +115,14 @@ class Authenticator:
         managed_miss: Callable[[], Awaitable[bool]] | None = None,
         oidc=None,
         open_access: bool = False,
+        refusals: Refusals | None = None,
     ) -> None:
         self._env_keys = env_keys  # SHA-256 digest -> principal
         self._managed = managed  # presented key -> KeyRecord | None (storage's KeyIndex.lookup)
         self._managed_miss = managed_miss  # re-reads stored keys after a miss; True if it did
         self._oidc = oidc  # identity.oidc.OidcVerifier
+        # Tenants whose stored rows cannot be read (storage's StorageService); key None: every token.
+        self._refusals = refusals
         self._open = open_access and not env_keys and managed is None and oidc is None
 
     @property
@@ -120,7 +130,7 @@ class Authenticator:
         return self._open
 
     @classmethod
-    def from_config(cls, config: Config, *, managed=None, managed_miss=None, oidc=None) -> Authenticator:
+    def from_config(cls, config: Config, *, managed=None, managed_miss=None, oidc=None, refusals=None) -> Authenticator:
         env_keys: dict[bytes, Principal] = {}
         tenant = config.identity.static_keys_tenant
         for i, var in enumerate(config.server.api_keys_env):
@@ -139,6 +149,7 @@ class Authenticator:
             managed_miss=managed_miss,
             oidc=oidc,
             open_access=config.server.allow_unauthenticated,
+            refusals=refusals,
         )
 
     def at_once(self, scope: dict) -> Principal | None:
@@ -172,12 +183,40 @@ class Authenticator:
             record = self._managed(presented)
             if record is None and self._managed_miss is not None and await self._managed_miss():
                 record = self._managed(presented)  # created moments ago on another replica
-            if record is not None:
-                return principal_of_key(record)
-            raise _INVALID
+            if record is None:
+                raise _INVALID
+            principal = principal_of_key(record)
+            if self._refusals is not None and self._refusals.refused:  # empty unless a stored row is unreadable
+                _check_refused(self._refusals.refused, principal.tenant, token=False)
+            return principal
         assert self._oidc is not None  # at_once answered every other credential
         # Verified (or remembered) and checked against the live token revocations, every request.
-        return await self._oidc.verify(credential)
+        principal = await self._oidc.verify(credential)
+        if self._refusals is not None and self._refusals.refused:
+            _check_refused(self._refusals.refused, principal.tenant, token=True)
+        return principal
+
+
+def _check_refused(refused: Mapping[str | None, str], tenant: str, *, token: bool) -> None:
+    """Fail closed: a stored row of this tenant (or an org-wide token revocation) cannot be read, and it
+    may hold a restriction, so the caller is refused until an operator fixes it (docs/storage.md)."""
+    why = refused.get(tenant)
+    if why is not None:
+        raise ApiError(
+            403,
+            f"Tenant {tenant}'s stored configuration cannot be read ({why}), so its calls are refused until an "
+            "operator fixes the row; other tenants are not affected.",
+            type="permission_error",
+            code=TENANT_UNAVAILABLE,
+        )
+    if token and None in refused:
+        raise ApiError(
+            403,
+            f"A stored token revocation that applies to every tenant cannot be read ({refused[None]}), so every "
+            "token is refused until an operator fixes the row; API keys are not affected.",
+            type="permission_error",
+            code=TENANT_UNAVAILABLE,
+        )
 
 
 def _digest(secret: bytes) -> bytes:

@@ -62,12 +62,16 @@ class Snapshot:
         exclusive: list[Entitlement],
         licensed_groups: frozenset[str],
         quarantined: dict[str, list[str]],
+        unreadable_grants: tuple[tuple[str | None, str], ...] = (),
     ) -> None:
         self.policies = policies  # (tenant, scope, scope_id) -> policies in id order
         self.entitlements = entitlements  # tenant -> its grants
         self.exclusive = exclusive  # every live exclusive grant, all tenants
         self.licensed_groups = licensed_groups
         self.quarantined = quarantined  # tenant -> problems in its rows; its calls are refused
+        # (tenant, group pattern) of grants that cannot be read: each may be exclusive, so
+        # its group is refused to every other tenant until it is fixed (left out, it would open the group).
+        self.unreadable_grants = unreadable_grants
 
     @classmethod
     def build(
@@ -76,8 +80,11 @@ class Snapshot:
         entitlements: Iterable[Entitlement],
         licensed_groups: Iterable[str],
         unreadable: dict[str, list[str]] | None = None,
+        unreadable_grants: Iterable[tuple[str | None, str]] = (),
     ) -> Snapshot:
-        """`unreadable`: tenant -> its stored rows that could not be read at all; refused like bad rows."""
+        """`unreadable`: tenant -> its stored rows that could not be read at all; refused like bad rows.
+        `unreadable_grants`: (tenant, model group pattern) of grants that could not be read."""
+        grants = list(unreadable_grants)
         compiled: dict[tuple[str, str, str], list[CompiledPolicy]] = {}
         by_tenant: dict[str, list[Entitlement]] = {}
         exclusive: list[Entitlement] = []
@@ -94,11 +101,13 @@ class Snapshot:
             problems = entitlement_problems(ent)
             if problems:
                 quarantined.setdefault(ent.tenant_id, []).extend(problems)
+                if ent.exclusive and not ent.revoked:  # skipped, it would open its group to everyone
+                    grants.append((ent.tenant_id, ent.model_group))
                 continue
             by_tenant.setdefault(ent.tenant_id, []).append(ent)
             if ent.exclusive and not ent.revoked:
                 exclusive.append(ent)
-        return cls(compiled, by_tenant, exclusive, frozenset(licensed_groups), quarantined)
+        return cls(compiled, by_tenant, exclusive, frozenset(licensed_groups), quarantined, tuple(grants))
 
 
 class PolicyEngine:
@@ -119,8 +128,12 @@ class PolicyEngine:
         *,
         cache_size: int = 8192,
         unreadable: dict[str, list[str]] | None = None,
+        unreadable_grants: Iterable[tuple[str | None, str]] = (),
     ) -> PolicyEngine:
-        return cls(Snapshot.build(policies, entitlements, licensed_groups, unreadable), cache_size=cache_size)
+        return cls(
+            Snapshot.build(policies, entitlements, licensed_groups, unreadable, unreadable_grants),
+            cache_size=cache_size,
+        )
 
     @classmethod
     def closed(cls, why: str) -> PolicyEngine:
@@ -214,6 +227,15 @@ class PolicyEngine:
         if not excl.ok:
             # The other tenant's grant id stays out of the decision: explain output reaches this tenant.
             return _refuse(denied, trace, excl.code, excl.message)
+        if snap.unreadable_grants and _unreadable_grant_covers(snap.unreadable_grants, tenant, group):
+            # Neither the other tenant nor the row is named: this message reaches this tenant.
+            return _refuse(
+                denied,
+                trace,
+                POLICY_UNAVAILABLE,
+                f"A stored grant for model group '{group}' cannot be read and may license it exclusively to "
+                "another tenant, so calls to it are refused until an operator fixes the row.",
+            )
         ent = check_entitlement(tenant, group, today, snap.entitlements.get(tenant, []), group in snap.licensed_groups)
         if not ent.ok:
             return _refuse(denied, trace, ent.code, ent.message, ent.entitlement_id)
@@ -231,6 +253,10 @@ class PolicyEngine:
                 ent.entitlement_id,
             )
         return Decision(True, frozenset(allowed), denied, None, "", trace, ent.entitlement_id)
+
+
+def _unreadable_grant_covers(grants: tuple[tuple[str | None, str], ...], tenant: str, group: str) -> bool:
+    return any(owner != tenant and glob_matches(pattern, group) for owner, pattern in grants)
 
 
 def _evaluate_policy(policy: CompiledPolicy, group: str, deployments: tuple[DeploymentFacts, ...]) -> PolicyResult:

@@ -5,15 +5,17 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Mapping
 
 from ..config import Config, env_secret
-from .snapshot import SnapshotCache
+from .snapshot import Snapshot, SnapshotCache
 from .store import Store, open_store
 
 # A key (or a token's tenant) this replica has not seen may have just been created on another one: look once more,
 # in a read that begins after the miss, but begin such reads at most this often, so a flood of made-up keys
 # costs the database ~10 reads a second (each miss waits for the next one instead).
 _MISS_REFRESH_S = 0.1
+_NONE: Mapping[str | None, str] = {}
 
 
 class StorageService:
@@ -25,6 +27,10 @@ class StorageService:
         self.snapshots: SnapshotCache | None = None
         self._last_miss_refresh = 0.0
         self._miss_refresh: asyncio.Task[None] | None = None  # the next read after misses, not begun yet
+        # Tenant id -> why its calls are refused (a stored row of it cannot be read; None: every OIDC token),
+        # the current snapshot's. Empty almost always: the Authenticator reads it on every managed-key or
+        # token call, so it is an attribute set on each reload, not a property.
+        self.refused: Mapping[str | None, str] = _NONE
 
     @property
     def enabled(self) -> bool:
@@ -34,12 +40,10 @@ class StorageService:
         """Managed-key lookup for the Authenticator (None until started)."""
         return self.snapshots.keys.lookup(presented) if self.snapshots is not None else None
 
-    def known_tenants(self):
-        """The stored tenants by id, for the OIDC verifier (empty until started: nobody's tenant is known)."""
-        try:
-            return self.snapshots.snapshot.tenants if self.snapshots is not None else {}
-        except RuntimeError:  # the first snapshot is still loading
-            return {}
+    def known_tenants(self) -> Mapping[str, object]:
+        """The stored tenants by id, for the OIDC verifier (empty until started: nobody's tenant is known).
+        A tenant whose row cannot be read is known (its calls are refused by `refused`, by name)."""
+        return self.snapshots.known_tenants if self.snapshots is not None else {}
 
     async def refresh_after_miss(self) -> bool:
         """Re-read the snapshot after an unknown key or tenant. True once a read that began after this call
@@ -70,8 +74,11 @@ class StorageService:
         if self.url is None:  # not enabled
             return
         self.store = store = await open_store(self.url, migrate=True)
-        self.snapshots = snapshots = SnapshotCache(store, interval_s=self._refresh_s)
+        self.snapshots = snapshots = SnapshotCache(store, interval_s=self._refresh_s, on_reload=self._took)
         await snapshots.start()
+
+    def _took(self, snap: Snapshot) -> None:
+        self.refused = snap.refused
 
     async def refresh(self) -> None:
         if self.snapshots is not None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING
 
 import msgspec
@@ -17,6 +17,7 @@ import msgspec
 from .keys import KeyIndex
 from .records import Budget, Entitlement, KeyRecord, Policy, StatefulPin, Team, Tenant, TokenRevocation
 from .revocations import RevocationIndex
+from .rows import Unreadable
 
 if TYPE_CHECKING:
     from .store import Store
@@ -34,6 +35,9 @@ class Snapshot(msgspec.Struct, frozen=True):
     budgets: tuple[Budget, ...] = ()  # set through the admin API (metering adds the config ones)
     revocations: tuple[TokenRevocation, ...] = ()  # token revocations not yet expired when loaded
     stateful_pins: tuple[StatefulPin, ...] = ()  # non-revoked pins, ended or not (policy.pins checks the time)
+    unreadable: tuple[Unreadable, ...] = ()  # rows left out because they cannot be read (storage/rows.py)
+    # Tenant id -> why its calls are refused (an unreadable row of it); key None: every OIDC token.
+    refused: dict[str | None, str] = msgspec.field(default_factory=dict)
 
     def key_index(self) -> KeyIndex:
         return KeyIndex(self.keys)
@@ -69,6 +73,8 @@ class SnapshotCache:
         self._snapshot: Snapshot | None = None
         self._keys: KeyIndex = KeyIndex({})
         self._revocations: RevocationIndex = RevocationIndex()
+        self.known_tenants: Mapping[str, object] = {}  # stored tenants, with those whose row cannot be read
+        self._reported: tuple[int, tuple[Unreadable, ...]] | None = None
         self._task: asyncio.Task[None] | None = None
         self.reloads = 0
         self.poll_errors = 0
@@ -111,6 +117,10 @@ class SnapshotCache:
         snap = await self._store.snapshot()
         if self._snapshot is None or snap.version >= self._snapshot.version:
             self._snapshot, self._keys, self._revocations = snap, snap.key_index(), snap.revocation_index()
+            # A tenant whose own row cannot be read is refused by name (tenant_unavailable), not as unknown.
+            unread = [t for t in snap.refused if t is not None and t not in snap.tenants]
+            self.known_tenants = {**snap.tenants, **dict.fromkeys(unread)} if unread else snap.tenants
+            self._report(snap)
             self.reloads += 1
             for listener in self._listeners:
                 try:
@@ -118,6 +128,19 @@ class SnapshotCache:
                 except Exception:  # one listener's bug must not stop the others, nor the poll
                     log.exception("snapshot listener %r failed", listener)
         return self.snapshot
+
+    def _report(self, snap: Snapshot) -> None:
+        """One ERROR line per reload that leaves rows out (not per call, nor per re-read after a miss)."""
+        if not snap.unreadable or self._reported in ((snap.version, snap.unreadable),):
+            return
+        self._reported = (snap.version, snap.unreadable)
+        refused = sorted(t or "every OIDC token" for t in snap.refused)
+        log.error(
+            "stored rows cannot be read and are left out until fixed (API keys: refused as unknown; other rows: "
+            "their tenant refused: %s): %s",
+            ", ".join(refused) or "none",
+            "; ".join(f"{u.describe()} (tenant {u.tenant_id})" for u in snap.unreadable[:20]),
+        )
 
     async def _poll(self) -> None:
         while True:

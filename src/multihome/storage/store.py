@@ -11,16 +11,17 @@ from __future__ import annotations
 import sqlalchemy as sa
 
 from . import migrate as _migrate
-from .apikeys import KeysRepo, key_from_row
+from . import rows
+from .apikeys import KeysRepo
 from .base import as_utc, utcnow
-from .budgets import BudgetsRepo, budget_from_row
+from .budgets import BudgetsRepo
 from .engine import create_engine
-from .entitlements import EntitlementsRepo, entitlement_from_row
+from .entitlements import EntitlementsRepo
 from .errors import Invalid, SchemaOutOfDate
 from .pins import PinsRepo, pin_from_row
 from .policies import PoliciesRepo, policy_from_row
 from .records import AdminEvent
-from .revocations import RevocationsRepo, live_revocations, revocation_from_row
+from .revocations import RevocationsRepo, live_revocations
 from .snapshot import Snapshot
 from .tables import (
     admin_events,
@@ -34,7 +35,7 @@ from .tables import (
     tenants,
     token_revocations,
 )
-from .tenancy import TenancyRepo, team_from_row, tenant_from_row
+from .tenancy import TenancyRepo
 
 
 class Store(TenancyRepo, KeysRepo, PoliciesRepo, EntitlementsRepo, PinsRepo, BudgetsRepo, RevocationsRepo):
@@ -60,7 +61,11 @@ class Store(TenancyRepo, KeysRepo, PoliciesRepo, EntitlementsRepo, PinsRepo, Bud
             raise SchemaOutOfDate(current, head)
 
     async def snapshot(self) -> Snapshot:
-        """Everything the hot path needs, read in one consistent transaction."""
+        """Everything the hot path needs, read in one consistent transaction.
+
+        A row that cannot be read is left out and reported, never fails the whole read (storage/rows.py):
+        the snapshot says whom that refuses, fail closed."""
+        bad: list[rows.Unreadable] = []
         conn = await self.engine.connect()
         try:
             if not self._sqlite:  # one MVCC snapshot for all the reads below
@@ -69,45 +74,53 @@ class Store(TenancyRepo, KeysRepo, PoliciesRepo, EntitlementsRepo, PinsRepo, Bud
                 version = (
                     await conn.execute(sa.select(state_version.c.version).where(state_version.c.id == 1))
                 ).scalar_one()
-                ten = (await conn.execute(sa.select(tenants))).all()
-                tms = (await conn.execute(sa.select(teams))).all()
-                keys = (await conn.execute(sa.select(api_keys).where(api_keys.c.revoked_at.is_(None)))).all()
-                pols = (await conn.execute(sa.select(policies).order_by(policies.c.created_at, policies.c.id))).all()
-                ents = (
-                    await conn.execute(
-                        sa.select(entitlements)
-                        .where(entitlements.c.revoked_at.is_(None))
-                        .order_by(entitlements.c.model_group, entitlements.c.starts_on)
-                    )
-                ).all()
-                pins = (
-                    await conn.execute(
-                        sa.select(stateful_pins)
-                        .where(stateful_pins.c.revoked_at.is_(None))
-                        .order_by(stateful_pins.c.created_at, stateful_pins.c.id)
-                    )
-                ).all()
-                buds = (await conn.execute(sa.select(budgets).order_by(budgets.c.created_at, budgets.c.id))).all()
-                revs = (
-                    await conn.execute(
-                        sa.select(token_revocations)
-                        .where(live_revocations(utcnow()))
-                        .order_by(token_revocations.c.created_at, token_revocations.c.id)
-                    )
-                ).all()
+
+                async def read(table: sa.Table, query: sa.Select) -> list:
+                    found, unreadable = await rows.fetch(conn, query, table)
+                    bad.extend(unreadable)
+                    return found
+
+                ten = await read(tenants, sa.select(tenants))
+                tms = await read(teams, sa.select(teams))
+                keys = await read(api_keys, sa.select(api_keys).where(api_keys.c.revoked_at.is_(None)))
+                pols = await read(policies, sa.select(policies).order_by(policies.c.created_at, policies.c.id))
+                ents = await read(
+                    entitlements,
+                    sa.select(entitlements)
+                    .where(entitlements.c.revoked_at.is_(None))
+                    .order_by(entitlements.c.model_group, entitlements.c.starts_on),
+                )
+                pins = await read(
+                    stateful_pins,
+                    sa.select(stateful_pins)
+                    .where(stateful_pins.c.revoked_at.is_(None))
+                    .order_by(stateful_pins.c.created_at, stateful_pins.c.id),
+                )
+                buds = await read(budgets, sa.select(budgets).order_by(budgets.c.created_at, budgets.c.id))
+                revs = await read(
+                    token_revocations,
+                    sa.select(token_revocations)
+                    .where(live_revocations(utcnow()))
+                    .order_by(token_revocations.c.created_at, token_revocations.c.id),
+                )
         finally:
             await conn.close()
-        return Snapshot(
+        good_keys = rows.convert("api_keys", keys, rows.key, bad)
+        snap = Snapshot(
             version=version,
-            tenants={r.id: tenant_from_row(r) for r in ten},
-            teams={r.id: team_from_row(r) for r in tms},
-            keys={r.prefix: key_from_row(r) for r in keys},
-            policies=tuple(policy_from_row(r) for r in pols),
-            entitlements=tuple(entitlement_from_row(r) for r in ents),
-            stateful_pins=tuple(pin_from_row(r) for r in pins),
-            budgets=tuple(budget_from_row(r) for r in buds),
-            revocations=tuple(revocation_from_row(r) for r in revs),
+            tenants={t.id: t for t in rows.convert("tenants", ten, rows.tenant, bad)},
+            teams={t.id: t for t in rows.convert("teams", tms, rows.team, bad)},
+            keys={k.prefix: k for k in good_keys},
+            # Policies and pins as stored: api/policy_gate.py refuses the tenant of one it cannot read.
+            policies=tuple(rows.convert("policies", pols, rows.lenient(policy_from_row), bad)),
+            entitlements=tuple(rows.convert("entitlements", ents, rows.entitlement, bad)),
+            stateful_pins=tuple(rows.convert("stateful_pins", pins, rows.lenient(pin_from_row), bad)),
+            budgets=tuple(rows.convert("budgets", buds, rows.budget, bad)),
+            revocations=tuple(rows.convert("token_revocations", revs, rows.revocation, bad)),
+            unreadable=tuple(bad),
+            refused=rows.refusals(bad),
         )
+        return snap
 
     async def admin_events(
         self, tenant_id: str | None = None, *, limit: int = 100, after: int | None = None
