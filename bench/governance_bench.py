@@ -29,9 +29,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import atexit
 import os
 import re
 import resource
+import shutil
 import statistics
 import subprocess
 import sys
@@ -115,9 +117,12 @@ def wait_ready(url: str, proc: subprocess.Popen, seconds: float = 30) -> None:
     raise RuntimeError(f"{url} did not start")
 
 
-def workspace(prefix: str) -> Path:
-    """A temporary directory holding an audit signing key (audit.pem) for the configurations."""
+def workspace(prefix: str, keep: bool = False) -> Path:
+    """A temporary directory holding an audit signing key (audit.pem) for the configurations, removed
+    when the script exits unless `keep` (a run's databases, audit chains and spool files take GBs)."""
     tmp = Path(tempfile.mkdtemp(prefix=prefix))
+    if not keep:
+        atexit.register(shutil.rmtree, tmp, ignore_errors=True)
     subprocess.run(
         [str(BIN / "multihome"), "audit", "keygen", "--out", str(tmp / "audit.pem")],
         check=True,

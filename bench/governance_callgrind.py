@@ -181,7 +181,7 @@ def main() -> None:
     names = [n for n in args.only.split(",") if n in LAYERS or n == "bare"]
     if args.base_src:
         names = [x for n in names for x in ((n,) if n == "bare" else (n, n + BASE_SUFFIX))]
-    tmp = workspace("mh-gov-cg-")
+    tmp = workspace("mh-gov-cg-", keep=True)  # its dumps are read afterwards
     sim, sim_url = start_sim()
     pg = redis = None
     results = []

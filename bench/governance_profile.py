@@ -93,7 +93,7 @@ def main() -> None:
     ap.add_argument("--out", default=None)
     ap.add_argument("--py-spy", default=None, help="the py-spy binary (default: beside this Python, else on PATH)")
     args = ap.parse_args()
-    tmp = workspace("mh-gov-prof-")
+    tmp = workspace("mh-gov-prof-", keep=args.out is None)  # the flame graph stays
     out = Path(args.out) if args.out else tmp
     out.mkdir(parents=True, exist_ok=True)
     sim, sim_url = start_sim()
