@@ -236,19 +236,7 @@ async def _run(args: argparse.Namespace, out: dict) -> None:
 
     tmp = tempfile.mkdtemp(prefix="stalls-")
     app: Any = build_app(parse_config(_config(args.config, tmp, args.pg_url, args.redis_url)))
-    loop = asyncio.get_running_loop()
-    started, stopping = loop.create_future(), loop.create_future()
-    messages = iter([{"type": "lifespan.startup"}])
-
-    async def lifespan_receive():
-        return next(messages, None) or await stopping
-
-    async def lifespan_send(message):
-        if not started.done():
-            started.set_result(message)
-
-    life = asyncio.ensure_future(app({"type": "lifespan"}, lifespan_receive, lifespan_send))
-    assert (await started)["type"] == "lifespan.startup.complete"
+    stop = await pp.started_app(app)
     for dep in app.catalog.deployments.values():
         dep.session = pp._Session()
     warm_gaps: list[tuple[float, float]] = []
@@ -268,8 +256,7 @@ async def _run(args: argparse.Namespace, out: dict) -> None:
     sched = [(b - a) / elapsed for a, b in zip(sched0, _sched(), strict=True)]
     if slow is not None:
         asyncio.events.Handle._run = _ORIG_RUN  # type: ignore[method-assign]
-    stopping.set_result({"type": "lifespan.shutdown"})
-    await life
+    await stop()
     waits.sort()
     out.update(
         seconds=elapsed,

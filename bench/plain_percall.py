@@ -163,16 +163,10 @@ def chat_scope() -> dict:
     }
 
 
-async def _run(calls: int, config: str = "plain") -> None:
-    os.environ.setdefault("BENCH_CLIENT_KEY", KEY)
-    os.environ.setdefault("BENCH_SIM_KEY", "bench-sim-key")
-    from multihome.app import build_app
-    from multihome.config.load import parse_config
-
-    tmp = tempfile.mkdtemp(prefix="percall-")
-    app: Any = _EmptyApp() if config == EMPTY else build_app(parse_config(config_text(config, tmp)))
-    started = asyncio.get_running_loop().create_future()
-    stopping = asyncio.get_running_loop().create_future()
+async def started_app(app: Any) -> Any:
+    """Run the app's lifespan start-up; -> a coroutine function that shuts it down."""
+    loop = asyncio.get_running_loop()
+    started, stopping = loop.create_future(), loop.create_future()
     messages = iter([{"type": "lifespan.startup"}])
 
     async def lifespan_receive():
@@ -182,8 +176,25 @@ async def _run(calls: int, config: str = "plain") -> None:
         if not started.done():
             started.set_result(message)
 
-    start = asyncio.ensure_future(app({"type": "lifespan"}, lifespan_receive, lifespan_send))
+    life = asyncio.ensure_future(app({"type": "lifespan"}, lifespan_receive, lifespan_send))
     assert (await started)["type"] == "lifespan.startup.complete"
+
+    async def stop() -> None:
+        stopping.set_result({"type": "lifespan.shutdown"})
+        await life
+
+    return stop
+
+
+async def _run(calls: int, config: str = "plain") -> None:
+    os.environ.setdefault("BENCH_CLIENT_KEY", KEY)
+    os.environ.setdefault("BENCH_SIM_KEY", "bench-sim-key")
+    from multihome.app import build_app
+    from multihome.config.load import parse_config
+
+    tmp = tempfile.mkdtemp(prefix="percall-")
+    app: Any = _EmptyApp() if config == EMPTY else build_app(parse_config(config_text(config, tmp)))
+    stop = await started_app(app)
     for dep in app.catalog.deployments.values():
         dep.session = _Session()
     scope = chat_scope()
@@ -208,8 +219,7 @@ async def _run(calls: int, config: str = "plain") -> None:
 
     await asyncio.gather(*(worker() for _ in range(CONCURRENCY)))
     assert statuses.count(200) == len(statuses) == calls, (len(statuses), set(statuses))
-    stopping.set_result({"type": "lifespan.shutdown"})
-    await start
+    await stop()
     shutil.rmtree(tmp, ignore_errors=True)
 
 
