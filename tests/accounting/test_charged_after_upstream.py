@@ -211,3 +211,5 @@ async def test_an_answer_the_door_cannot_translate_is_charged_what_the_upstream_
     [call] = sink.calls
     assert call.deployment == "d" and call.usage is not None, call
     assert not call.usage.estimated and call.usage.completion_tokens > 0, call.usage
+    # an upstream answered and the gateway could not deliver it (accounting/record.py), not a cut stream
+    assert call.outcome == "gateway_error", call.outcome

@@ -75,7 +75,7 @@ class AnthropicDoor:
             body = to_anthropic(served.body, parsed.request, served.deployment.name)
         except ApiError as err:
             await send_failure(call, send, ANTHROPIC, err, headers)
-            finish_refused(call, served, err, "stream_error")
+            finish_refused(call, served, err, "gateway_error")  # answered upstream, not deliverable here
             return
         finish_unary(call, served, body)
         await send_json(call, send, served.status, body, [JSON, *headers])
