@@ -1,10 +1,10 @@
 """The snapshot's rows, read one at a time: a row the gateway cannot read is left out and reported.
 
-One such row (a hand edit, a row another version wrote, a bug) used to make `Store.snapshot()` raise,
-so every reload failed and the gateway kept serving the previous snapshot: a key or grant revoked in
-the same change stayed honoured. Now the row is reported (`Unreadable`) and the snapshot decides,
-per table and fail closed, what leaving it out means (`refusals`): an API key left out is unknown
-(401); any other row refuses its tenant's calls, as the tenant's data may hold a restriction.
+Such a row (a hand edit, a row another version wrote, a bug) must not make `Store.snapshot()` raise:
+every reload would fail and the previous snapshot would stay, a key or grant revoked in the same
+change still honoured. The row is reported (`Unreadable`) and the snapshot decides, per table and
+fail closed, what leaving it out means (`refusals`): an API key left out is unknown (401); any other
+row refuses its tenant's calls, as the tenant's data may hold a restriction.
 """
 
 from __future__ import annotations
