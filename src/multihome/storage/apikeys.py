@@ -10,11 +10,14 @@ import sqlalchemy as sa
 
 from ..schema import admin_fields as fields
 from ..schema.principal import ROLES
+from . import rows
 from .base import StoreBase, as_utc, checked, nonempty, to_utc, utcnow
 from .errors import Invalid, NotFound
 from .ids import new_id, new_key_prefix, new_key_secret
 from .keys import hash_key
 from .records import KeyRecord
+from .row_reads import Listed, either, is_live, one, read_all, read_one
+from .rows import Unreadable
 from .tables import api_keys, teams
 from .tenancy import _metadata
 
@@ -115,34 +118,31 @@ class KeysRepo(StoreBase):
 
     async def get_key(self, tenant_id: str, key_id: str) -> KeyRecord:
         async with self._read() as conn:
-            row = (
-                await conn.execute(
-                    sa.select(api_keys).where(api_keys.c.tenant_id == tenant_id, api_keys.c.id == key_id)
-                )
-            ).first()
-        if row is None:
-            raise NotFound("api key", key_id, tenant_id)
-        return key_from_row(row)
+            q = sa.select(api_keys).where(api_keys.c.tenant_id == tenant_id, api_keys.c.id == key_id)
+            return await read_one(conn, q, api_keys, rows.key, "api key", key_id, tenant_id)
 
-    async def list_keys(self, tenant_id: str, *, include_revoked: bool = True) -> list[KeyRecord]:
+    async def list_keys(self, tenant_id: str, *, include_revoked: bool = True) -> Listed[KeyRecord]:
+        """The tenant's readable keys; `.unreadable` reports the others (by id, never their hash)."""
         q = sa.select(api_keys).where(api_keys.c.tenant_id == tenant_id)
         if not include_revoked:
             q = q.where(api_keys.c.revoked_at.is_(None))
         async with self._read() as conn:
-            rows = (await conn.execute(q.order_by(api_keys.c.created_at, api_keys.c.id))).all()
-        return [key_from_row(r) for r in rows]
+            return await read_all(conn, q.order_by(api_keys.c.created_at, api_keys.c.id), api_keys, rows.key)
 
-    async def revoke_key(self, tenant_id: str, key_id: str, *, actor: str) -> KeyRecord:
-        """Revoke now. Revoking a revoked key changes nothing and records nothing."""
+    async def revoke_key(self, tenant_id: str, key_id: str, *, actor: str) -> KeyRecord | Unreadable:
+        """Revoke now. Revoking a revoked key changes nothing and records nothing. A key whose row cannot be
+        read is revoked too (that is how it is mended); then what is wrong with it is returned."""
+        where = (api_keys.c.tenant_id == tenant_id, api_keys.c.id == key_id)
+        q = sa.select(api_keys).where(*where)
         async with self._write() as conn:
-            q = sa.select(api_keys).where(api_keys.c.tenant_id == tenant_id, api_keys.c.id == key_id)
-            row = (await conn.execute(q)).first()
-            if row is None:
+            record, bad = await one(conn, q, api_keys, rows.key)
+            if record is None and bad is None:
                 raise NotFound("api key", key_id, tenant_id)
-            if row.revoked_at is not None:
-                return key_from_row(row)
+            if not await is_live(conn, api_keys, where):
+                return either(record, bad)
             now = utcnow()
-            await conn.execute(sa.update(api_keys).where(api_keys.c.id == key_id).values(revoked_at=now))
+            await conn.execute(sa.update(api_keys).where(*where).values(revoked_at=now))
+            names = (await conn.execute(sa.select(api_keys.c.name, api_keys.c.prefix).where(*where))).one()
             await self._record(
                 conn,
                 actor=actor,
@@ -150,11 +150,11 @@ class KeysRepo(StoreBase):
                 action="key.revoke",
                 object_type="api_key",
                 object_id=key_id,
-                detail={"name": row.name, "prefix": row.prefix},
+                detail={"name": names.name, "prefix": names.prefix},
                 at=now,
             )
-            row = (await conn.execute(q)).first()
-        return key_from_row(row)
+            record, bad = await one(conn, q, api_keys, rows.key)
+        return either(record, bad)
 
 
 def _expiry(expires_at: datetime | None) -> datetime | None:

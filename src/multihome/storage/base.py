@@ -6,7 +6,7 @@ import hashlib
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
-from typing import Any, TypeVar, overload
+from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
@@ -25,6 +25,9 @@ _BUMP = sa.update(state_version).where(state_version.c.id == 1).values(version=s
 _VERSION = sa.select(state_version.c.version).where(state_version.c.id == 1)
 _VERSION_SQL = "SELECT version FROM state_version WHERE id = 1"
 T = TypeVar("T")
+
+if TYPE_CHECKING:
+    from .rows import Fields, Unreadable
 
 
 def utcnow() -> datetime:
@@ -146,17 +149,23 @@ class StoreBase:
         object_id: str,
         *,
         actor: str,
-        detail: Callable[[Any], dict[str, Any]],
-    ) -> Any:
-        """Set `revoked_at` on a tenant's row and record `<object_type>.revoke` with `detail(row)`; a row
-        revoked already is returned as it is, with no event (revoking is idempotent). The row afterwards."""
+        build: Callable[[Any, Fields], T],
+        detail: Callable[[T], dict[str, Any]],
+    ) -> T | Unreadable:
+        """Set `revoked_at` on a tenant's row and record `<object_type>.revoke` with `detail(record)`; a row
+        revoked already is returned as it is, with no event (revoking is idempotent). The record afterwards,
+        `build` from the row; a row that cannot be read is revoked too (that mends it), and what is wrong
+        with it is returned instead."""
+        from .row_reads import either, is_live, one  # row_reads -> rows -> base: imported when first used
+
         where = (table.c.tenant_id == tenant_id, table.c.id == object_id)
+        q = sa.select(table).where(*where)
         async with self._write() as conn:
-            row = (await conn.execute(sa.select(table).where(*where))).first()
-            if row is None:
+            record, bad = await one(conn, q, table, build)
+            if record is None and bad is None:
                 raise NotFound(object_type.replace("_", " "), object_id, tenant_id)
-            if row.revoked_at is not None:
-                return row
+            if not await is_live(conn, table, where):
+                return either(record, bad)
             now = utcnow()
             await conn.execute(sa.update(table).where(*where).values(revoked_at=now))
             await self._record(
@@ -166,10 +175,11 @@ class StoreBase:
                 action=f"{object_type}.revoke",
                 object_type=object_type,
                 object_id=object_id,
-                detail=detail(row),
+                detail=detail(record) if record is not None else {"unreadable": bad.problem if bad else ""},
                 at=now,
             )
-            return (await conn.execute(sa.select(table).where(*where))).first()
+            record, bad = await one(conn, q, table, build)
+            return either(record, bad)
 
     async def _require_tenant(self, conn: AsyncConnection, tenant_id: str) -> None:
         if await conn.scalar(sa.select(tenants.c.id).where(tenants.c.id == tenant_id)) is None:

@@ -13,16 +13,20 @@ delete it). The check runs inside the write, so a cap set a moment earlier is ne
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from decimal import Decimal, InvalidOperation
 from typing import Any, TypeVar
 
 import sqlalchemy as sa
 
 from ..schema.principal import ORG_ADMIN, TENANT_ADMIN
-from .base import StoreBase, as_utc, utcnow
+from . import rows
+from .base import StoreBase, utcnow
 from .errors import Conflict, Invalid, NotFound, StorageError
 from .ids import new_id
 from .records import Budget, BudgetMode, BudgetPeriod, BudgetRole, PolicyScope
+from .row_reads import Listed, either, one, read_all, read_one
+from .rows import Unreadable
 from .tables import budgets
 
 SCOPES: tuple[PolicyScope, ...] = ("tenant", "team", "key")
@@ -36,22 +40,6 @@ _CURRENCY = re.compile(r"^[A-Z]{3}$")
 
 class Outranked(StorageError):
     """A tenant-admin tried to lift a budget an org-admin set (the admin API's 403)."""
-
-
-def budget_from_row(r: Any) -> Budget:
-    return Budget(
-        id=r.id,
-        tenant_id=r.tenant_id,
-        scope=r.scope,
-        scope_id=r.scope_id,
-        amount=r.amount,
-        currency=r.currency,
-        period=r.period,
-        mode=r.mode,
-        created_at=as_utc(r.created_at),
-        updated_at=as_utc(r.updated_at),
-        set_by_role=r.set_by_role,
-    )
 
 
 def _lifts(before: Any, changes: dict[str, Any]) -> str | None:
@@ -179,26 +167,15 @@ class BudgetsRepo(StoreBase):
         return budget
 
     async def get_budget(self, tenant_id: str, budget_id: str) -> Budget:
+        q = sa.select(budgets).where(budgets.c.tenant_id == tenant_id, budgets.c.id == budget_id)
         async with self._read() as conn:
-            row = (
-                await conn.execute(
-                    sa.select(budgets).where(budgets.c.tenant_id == tenant_id, budgets.c.id == budget_id)
-                )
-            ).first()
-        if row is None:
-            raise NotFound("budget", budget_id, tenant_id)
-        return budget_from_row(row)
+            return await read_one(conn, q, budgets, rows.budget, "budget", budget_id, tenant_id)
 
-    async def list_budgets(self, tenant_id: str) -> list[Budget]:
+    async def list_budgets(self, tenant_id: str) -> Listed[Budget]:
+        """The tenant's readable budgets; `.unreadable` reports the others (metering refuses their tenant)."""
+        q = sa.select(budgets).where(budgets.c.tenant_id == tenant_id).order_by(budgets.c.created_at, budgets.c.id)
         async with self._read() as conn:
-            rows = (
-                await conn.execute(
-                    sa.select(budgets)
-                    .where(budgets.c.tenant_id == tenant_id)
-                    .order_by(budgets.c.created_at, budgets.c.id)
-                )
-            ).all()
-        return [budget_from_row(r) for r in rows]
+            return await read_all(conn, q, budgets, rows.budget)
 
     async def update_budget(
         self,
@@ -209,9 +186,11 @@ class BudgetsRepo(StoreBase):
         mode: str | None = None,
         actor: str,
         role: str = ORG_ADMIN,
-    ) -> Budget:
+    ) -> Budget | Unreadable:
         """Change the amount and/or the mode. The counter (and what it has counted) stays. A tenant-admin
-        (`role`) may not lift a budget an org-admin set (Outranked); one an org-admin changes is theirs."""
+        (`role`) may not lift a budget an org-admin set (Outranked); one an org-admin changes is theirs.
+        A budget whose row cannot be read is changed too (a good amount mends it); if it still cannot be
+        read, what is wrong with it is returned."""
         changes: dict[str, Any] = {}
         if amount is not None:
             changes["amount"] = budget_amount(amount)
@@ -223,11 +202,11 @@ class BudgetsRepo(StoreBase):
         where = (budgets.c.tenant_id == tenant_id, budgets.c.id == budget_id)
         async with self._write() as conn:
             # FOR UPDATE: a cap an org-admin sets meanwhile is seen, not overwritten (PostgreSQL).
-            before = (await conn.execute(sa.select(budgets).where(*where).with_for_update())).first()
-            if before is None:
-                raise NotFound("budget", budget_id, tenant_id)
-            _check_authority(before, role, _lifts(before, changes))
-            owner = ORG_ADMIN if ORG_ADMIN in (role, before.set_by_role) else TENANT_ADMIN
+            before, bad, setter = await self._before(
+                conn, where, budget_id, tenant_id, role, lambda b: _lifts(b, changes)
+            )
+            was = {k: getattr(before, k) for k in changes} if before is not None else _unreadable(bad)
+            owner = ORG_ADMIN if ORG_ADMIN in (role, setter) else TENANT_ADMIN
             await conn.execute(sa.update(budgets).where(*where).values(**changes, set_by_role=owner, updated_at=now))
             await self._record(
                 conn,
@@ -237,21 +216,19 @@ class BudgetsRepo(StoreBase):
                 object_type="budget",
                 object_id=budget_id,
                 at=now,
-                detail={"before": {k: getattr(before, k) for k in changes}, "after": changes, "role": role},
+                detail={"before": was, "after": changes, "role": role},
             )
-            row = (await conn.execute(sa.select(budgets).where(*where))).first()
-        return budget_from_row(row)
+            after, bad = await one(conn, sa.select(budgets).where(*where), budgets, rows.budget)
+        return either(after, bad)
 
-    async def delete_budget(self, tenant_id: str, budget_id: str, *, actor: str, role: str = ORG_ADMIN) -> Budget:
-        """Remove the limit; returns what was deleted. A tenant-admin (`role`) may not delete a budget
-        an org-admin set (Outranked)."""
+    async def delete_budget(
+        self, tenant_id: str, budget_id: str, *, actor: str, role: str = ORG_ADMIN
+    ) -> Budget | Unreadable:
+        """Remove the limit; returns what was deleted (or what was wrong with a row that could not be read).
+        A tenant-admin (`role`) may not delete a budget an org-admin set (Outranked)."""
         where = (budgets.c.tenant_id == tenant_id, budgets.c.id == budget_id)
         async with self._write() as conn:
-            row = (await conn.execute(sa.select(budgets).where(*where).with_for_update())).first()
-            if row is None:
-                raise NotFound("budget", budget_id, tenant_id)
-            _check_authority(row, role, "delete it")
-            gone = budget_from_row(row)
+            gone, bad, _ = await self._before(conn, where, budget_id, tenant_id, role, lambda b: "delete it")
             await conn.execute(sa.delete(budgets).where(*where))
             await self._record(
                 conn,
@@ -260,6 +237,31 @@ class BudgetsRepo(StoreBase):
                 action="budget.delete",
                 object_type="budget",
                 object_id=budget_id,
-                detail=_detail(gone),
+                detail=_detail(gone) if gone is not None else _unreadable(bad),
             )
-        return gone
+        return either(gone, bad)
+
+    async def _before(
+        self, conn: Any, where: Any, budget_id: str, tenant_id: str, role: str, lifts: Callable[[Budget], str | None]
+    ) -> tuple[Budget | None, Unreadable | None, str | None]:
+        """The budget a change starts from, locked (FOR UPDATE), after the authority check: (the budget, or
+        None and what is wrong with its row; who set it)."""
+        before, bad = await one(conn, sa.select(budgets).where(*where).with_for_update(), budgets, rows.budget)
+        if before is not None:
+            _check_authority(before, role, lifts(before))
+            return before, None, before.set_by_role
+        if bad is None:
+            raise NotFound("budget", budget_id, tenant_id)
+        # Whether it lifts a cap cannot be told: only an org-admin, or a tenant-admin on a tenant-admin's budget.
+        setter = await conn.scalar(sa.select(budgets.c.set_by_role).where(*where))
+        if role != ORG_ADMIN and setter != TENANT_ADMIN:
+            raise Outranked(
+                f"Budget {budget_id} cannot be read ({bad.problem}) and was not set by a tenant-admin, so only an "
+                "org admin may change or delete it."
+            )
+        return None, bad, setter
+
+
+def _unreadable(bad: Unreadable | None) -> dict[str, Any]:
+    """An admin event's detail for a row that could not be read: what was wrong, never its values."""
+    return {"unreadable": bad.problem if bad is not None else ""}

@@ -13,35 +13,23 @@ for two different names such as "legal-*" and "legal-ft".
 from __future__ import annotations
 
 from datetime import date
-from typing import Any
 
 import sqlalchemy as sa
 
 from ..policy.model import globs_overlap
 from ..schema import admin_fields as fields
-from .base import StoreBase, as_utc, checked, nonempty, utcnow
-from .errors import Conflict, Invalid, NotFound
+from . import rows
+from .base import StoreBase, checked, nonempty, utcnow
+from .errors import Conflict, Invalid
 from .ids import new_id
 from .records import Entitlement
+from .row_reads import Listed, read_all, read_one
+from .rows import Unreadable
 from .tables import entitlements
 
 # Not one lock per model group: a family grant ("legal-*") and an exact one ("legal-ft") collide
 # without sharing a name. Grants are rare admin changes, so serialising all of them costs nothing.
 _GRANT_LOCK = "entitlement-grants"
-
-
-def entitlement_from_row(r: Any) -> Entitlement:
-    return Entitlement(
-        id=r.id,
-        tenant_id=r.tenant_id,
-        model_group=r.model_group,
-        starts_on=r.starts_on,
-        ends_on=r.ends_on,
-        exclusive=bool(r.exclusive),
-        note=r.note,
-        created_at=as_utc(r.created_at),
-        revoked_at=as_utc(r.revoked_at),
-    )
 
 
 class EntitlementsRepo(StoreBase):
@@ -130,36 +118,29 @@ class EntitlementsRepo(StoreBase):
         return ent
 
     async def get_entitlement(self, tenant_id: str, entitlement_id: str) -> Entitlement:
+        q = sa.select(entitlements).where(entitlements.c.tenant_id == tenant_id, entitlements.c.id == entitlement_id)
         async with self._read() as conn:
-            row = (
-                await conn.execute(
-                    sa.select(entitlements).where(
-                        entitlements.c.tenant_id == tenant_id, entitlements.c.id == entitlement_id
-                    )
-                )
-            ).first()
-        if row is None:
-            raise NotFound("entitlement", entitlement_id, tenant_id)
-        return entitlement_from_row(row)
+            return await read_one(conn, q, entitlements, rows.entitlement, "entitlement", entitlement_id, tenant_id)
 
-    async def list_entitlements(self, tenant_id: str, *, include_revoked: bool = False) -> list[Entitlement]:
+    async def list_entitlements(self, tenant_id: str, *, include_revoked: bool = False) -> Listed[Entitlement]:
+        """The tenant's readable grants; `.unreadable` reports the others."""
         q = sa.select(entitlements).where(entitlements.c.tenant_id == tenant_id)
         if not include_revoked:
             q = q.where(entitlements.c.revoked_at.is_(None))
+        q = q.order_by(entitlements.c.model_group, entitlements.c.starts_on)
         async with self._read() as conn:
-            rows = (await conn.execute(q.order_by(entitlements.c.model_group, entitlements.c.starts_on))).all()
-        return [entitlement_from_row(r) for r in rows]
+            return await read_all(conn, q, entitlements, rows.entitlement)
 
-    async def revoke_entitlement(self, tenant_id: str, entitlement_id: str, *, actor: str) -> Entitlement:
-        row = await self._revoke(
+    async def revoke_entitlement(self, tenant_id: str, entitlement_id: str, *, actor: str) -> Entitlement | Unreadable:
+        return await self._revoke(
             entitlements,
             "entitlement",
             tenant_id,
             entitlement_id,
             actor=actor,
-            detail=lambda r: {"model_group": r.model_group},
+            build=rows.entitlement,
+            detail=lambda e: {"model_group": e.model_group},
         )
-        return entitlement_from_row(row)
 
 
 def _may_overlap(model_group: str):

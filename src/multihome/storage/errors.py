@@ -1,4 +1,5 @@
-"""Typed storage errors. The admin API maps them to HTTP (NotFound 404, Conflict 409, Invalid 400)."""
+"""Typed storage errors. The admin API maps them to HTTP (NotFound 404, Conflict 409, Invalid 400,
+UnreadableRow 409)."""
 
 from __future__ import annotations
 
@@ -22,6 +23,16 @@ class Conflict(StorageError):
     def __init__(self, message: str, *, conflicting: str | None = None) -> None:
         super().__init__(message)
         self.conflicting = conflicting
+
+
+class UnreadableRow(StorageError):
+    """A stored row the gateway cannot read (storage/rows.py): named by kind and id with what is wrong,
+    never its stored values. `mend` says how the admin API can remove or replace it."""
+
+    def __init__(self, kind: str, id: str, problem: str, mend: str) -> None:
+        named = "API key" if kind == "api key" else kind
+        super().__init__(f"{named} {echo(id)} is stored but cannot be read ({problem}); {mend}")
+        self.kind, self.id, self.problem = kind, id, problem
 
 
 class Refused(StorageError):

@@ -15,10 +15,13 @@ import sqlalchemy as sa
 
 from ..policy.pins import StatefulPin as EnginePin
 from ..policy.pins import pin_problems
+from . import rows
 from .base import StoreBase, as_utc, utcnow
-from .errors import Invalid, NotFound
+from .errors import Invalid
 from .ids import new_id
 from .records import StatefulPin
+from .row_reads import Listed, read_all, read_one
+from .rows import Unreadable
 from .tables import stateful_pins
 
 
@@ -37,6 +40,9 @@ def pin_from_row(r: Any) -> StatefulPin:
         created_at=as_utc(r.created_at),
         revoked_at=as_utc(r.revoked_at),
     )
+
+
+_PIN = rows.lenient(pin_from_row)
 
 
 class PinsRepo(StoreBase):
@@ -109,29 +115,22 @@ class PinsRepo(StoreBase):
         return pin
 
     async def get_pin(self, tenant_id: str, pin_id: str) -> StatefulPin:
+        q = sa.select(stateful_pins).where(stateful_pins.c.tenant_id == tenant_id, stateful_pins.c.id == pin_id)
         async with self._read() as conn:
-            row = (
-                await conn.execute(
-                    sa.select(stateful_pins).where(stateful_pins.c.tenant_id == tenant_id, stateful_pins.c.id == pin_id)
-                )
-            ).first()
-        if row is None:
-            raise NotFound("stateful pin", pin_id, tenant_id)
-        return pin_from_row(row)
+            return await read_one(conn, q, stateful_pins, _PIN, "stateful pin", pin_id, tenant_id)
 
-    async def list_pins(self, tenant_id: str, *, include_revoked: bool = False) -> list[StatefulPin]:
+    async def list_pins(self, tenant_id: str, *, include_revoked: bool = False) -> Listed[StatefulPin]:
+        """The tenant's pins as stored (policy/pins.py checks them); `.unreadable`: those the driver cannot decode."""
         q = sa.select(stateful_pins).where(stateful_pins.c.tenant_id == tenant_id)
         if not include_revoked:
             q = q.where(stateful_pins.c.revoked_at.is_(None))
         async with self._read() as conn:
-            rows = (await conn.execute(q.order_by(stateful_pins.c.created_at, stateful_pins.c.id))).all()
-        return [pin_from_row(r) for r in rows]
+            return await read_all(conn, q.order_by(stateful_pins.c.created_at, stateful_pins.c.id), stateful_pins, _PIN)
 
-    async def revoke_pin(self, tenant_id: str, pin_id: str, *, actor: str) -> StatefulPin:
-        row = await self._revoke(
-            stateful_pins, "stateful_pin", tenant_id, pin_id, actor=actor, detail=lambda r: _detail(pin_from_row(r))
+    async def revoke_pin(self, tenant_id: str, pin_id: str, *, actor: str) -> StatefulPin | Unreadable:
+        return await self._revoke(
+            stateful_pins, "stateful_pin", tenant_id, pin_id, actor=actor, build=_PIN, detail=_detail
         )
-        return pin_from_row(row)
 
 
 def _detail(pin: StatefulPin) -> dict[str, Any]:

@@ -7,10 +7,13 @@ from typing import Any
 import sqlalchemy as sa
 
 from ..schema import admin_fields as fields
+from . import rows
 from .base import StoreBase, as_utc, checked, nonempty, utcnow
 from .errors import Invalid, NotFound
 from .ids import new_id
 from .records import Policy, PolicyScope
+from .row_reads import Listed, either, one, read_all, read_one
+from .rows import Unreadable
 from .tables import policies
 
 SCOPES = ("tenant", "team", "key")
@@ -35,6 +38,9 @@ def policy_from_row(r: Any) -> Policy:
         created_at=as_utc(r.created_at),
         updated_at=as_utc(r.updated_at),
     )
+
+
+_POLICY = rows.lenient(policy_from_row)  # as stored: the policy gate checks what the rules hold
 
 
 def _rules(value: Any) -> dict[str, Any]:
@@ -108,27 +114,32 @@ class PoliciesRepo(StoreBase):
         return policy
 
     async def get_policy(self, tenant_id: str, policy_id: str) -> Policy:
+        q = sa.select(policies).where(policies.c.tenant_id == tenant_id, policies.c.id == policy_id)
         async with self._read() as conn:
-            row = (
-                await conn.execute(
-                    sa.select(policies).where(policies.c.tenant_id == tenant_id, policies.c.id == policy_id)
-                )
-            ).first()
+            return await read_one(conn, q, policies, _POLICY, "policy", policy_id, tenant_id)
+
+    async def policy_scope(self, tenant_id: str, policy_id: str) -> tuple[str, str | None]:
+        """A policy's (scope, scope_id), read alone: the rest of its row may be what cannot be read."""
+        q = sa.select(policies.c.scope, policies.c.scope_id).where(
+            policies.c.tenant_id == tenant_id, policies.c.id == policy_id
+        )
+        async with self._read() as conn:
+            row = (await conn.execute(q)).first()
         if row is None:
             raise NotFound("policy", policy_id, tenant_id)
-        return policy_from_row(row)
+        return row.scope, row.scope_id
 
     async def list_policies(
         self, tenant_id: str, *, scope: PolicyScope | None = None, scope_id: str | None = None
-    ) -> list[Policy]:
+    ) -> Listed[Policy]:
+        """As stored (the policy gate checks them); `.unreadable`: those the driver cannot decode."""
         q = sa.select(policies).where(policies.c.tenant_id == tenant_id)
         if scope is not None:
             q = q.where(policies.c.scope == scope)
         if scope_id is not None:
             q = q.where(policies.c.scope_id == scope_id)
         async with self._read() as conn:
-            rows = (await conn.execute(q.order_by(policies.c.created_at, policies.c.id))).all()
-        return [policy_from_row(r) for r in rows]
+            return await read_all(conn, q.order_by(policies.c.created_at, policies.c.id), policies, _POLICY)
 
     async def update_policy(
         self,
@@ -138,7 +149,9 @@ class PoliciesRepo(StoreBase):
         rules: dict[str, Any] | None = None,
         description: str | None = None,
         actor: str,
-    ) -> Policy:
+    ) -> Policy | Unreadable:
+        """A policy whose row cannot be read is changed too (replacing its rules mends it); if it still
+        cannot be read, what is wrong with it is returned."""
         now = utcnow()
         changes: dict[str, Any] = {"updated_at": now}
         if rules is not None:
@@ -146,9 +159,10 @@ class PoliciesRepo(StoreBase):
         if description is not None:
             changes["description"] = nonempty(description, "description", fields.TEXT_MAX, required=False)
         where = (policies.c.tenant_id == tenant_id, policies.c.id == policy_id)
+        q = sa.select(policies).where(*where)
         async with self._write() as conn:
-            before = (await conn.execute(sa.select(policies).where(*where))).first()
-            if before is None:
+            before, bad = await one(conn, q, policies, _POLICY)
+            if before is None and bad is None:
                 raise NotFound("policy", policy_id, tenant_id)
             await conn.execute(sa.update(policies).where(*where).values(**changes))
             await self._record(
@@ -159,20 +173,24 @@ class PoliciesRepo(StoreBase):
                 object_type="policy",
                 object_id=policy_id,
                 detail={
-                    "before": {"rules": before.rules, "description": before.description},
+                    "before": {"rules": before.rules, "description": before.description}
+                    if before is not None
+                    else {"unreadable": bad.problem if bad else ""},
                     "after": {k: v for k, v in changes.items() if k != "updated_at"},
                 },
                 at=now,
             )
-            row = (await conn.execute(sa.select(policies).where(*where))).first()
-        return policy_from_row(row)
+            after, bad = await one(conn, q, policies, _POLICY)
+        return either(after, bad)
 
     async def delete_policy(self, tenant_id: str, policy_id: str, *, actor: str) -> None:
         where = (policies.c.tenant_id == tenant_id, policies.c.id == policy_id)
         async with self._write() as conn:
-            before = (await conn.execute(sa.select(policies).where(*where))).first()
-            if before is None:
+            before, bad = await one(conn, sa.select(policies).where(*where), policies, _POLICY)
+            if before is None and bad is None:
                 raise NotFound("policy", policy_id, tenant_id)
+            # Its scope read alone: the rest of the row may be what cannot be read (deleting mends it).
+            scope = (await conn.execute(sa.select(policies.c.scope, policies.c.scope_id).where(*where))).one()
             await conn.execute(sa.delete(policies).where(*where))
             await self._record(
                 conn,
@@ -181,5 +199,9 @@ class PoliciesRepo(StoreBase):
                 action="policy.delete",
                 object_type="policy",
                 object_id=policy_id,
-                detail={"scope": before.scope, "scope_id": before.scope_id, "rules": before.rules},
+                detail={
+                    "scope": scope.scope,
+                    "scope_id": scope.scope_id,
+                    **({"rules": before.rules} if before is not None else {"unreadable": bad.problem if bad else ""}),
+                },
             )

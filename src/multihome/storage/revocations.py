@@ -24,31 +24,18 @@ from typing import Any, Literal, overload
 
 import sqlalchemy as sa
 
-from .base import StoreBase, as_utc, nonempty, to_utc, utcnow
+from . import rows
+from .base import StoreBase, nonempty, to_utc, utcnow
 from .errors import Invalid, NotFound
 from .ids import new_id
 from .records import RevocationKind, TokenRevocation
+from .row_reads import Listed, either, one, read_all, read_one
+from .rows import Unreadable
 from .tables import token_revocations
 
 KINDS: tuple[RevocationKind, ...] = ("jti", "subject")
 DEFAULT_MAX_TOKEN_LIFETIME_S = 24 * 3600.0
 _MAX = {"issuer": 1000, "subject": 400, "jti": 400, "reason": 1000}
-
-
-def revocation_from_row(r: Any) -> TokenRevocation:
-    return TokenRevocation(
-        id=r.id,
-        tenant_id=r.tenant_id,
-        kind=r.kind,
-        issuer=r.issuer,
-        subject=r.subject,
-        jti=r.jti,
-        not_before=as_utc(r.not_before),
-        expires_at=as_utc(r.expires_at),
-        reason=r.reason,
-        actor=r.actor,
-        created_at=as_utc(r.created_at),
-    )
 
 
 def live_revocations(now: datetime):
@@ -173,10 +160,9 @@ class RevocationsRepo(StoreBase):
         if tenant_id is not None:
             q = q.where(token_revocations.c.tenant_id == tenant_id)
         async with self._read() as conn:
-            row = (await conn.execute(q)).first()
-        if row is None:
-            raise NotFound("token revocation", revocation_id, tenant_id)
-        return revocation_from_row(row)
+            return await read_one(
+                conn, q, token_revocations, rows.revocation, "token revocation", revocation_id, tenant_id
+            )
 
     async def list_token_revocations(
         self,
@@ -186,8 +172,9 @@ class RevocationsRepo(StoreBase):
         issuer: str | None = None,
         subject: str | None = None,
         live_only: bool = False,
-    ) -> list[TokenRevocation]:
-        """Oldest first. `tenant_id=None`: every row, org-wide ones included; else that tenant's only."""
+    ) -> Listed[TokenRevocation]:
+        """Oldest first. `tenant_id=None`: every row, org-wide ones included; else that tenant's only.
+        `.unreadable` reports the rows that cannot be read (their tenant's tokens are refused)."""
         q = sa.select(token_revocations)
         if tenant_id is not None:
             q = q.where(token_revocations.c.tenant_id == tenant_id)
@@ -199,34 +186,34 @@ class RevocationsRepo(StoreBase):
             q = q.where(token_revocations.c.subject == subject)
         if live_only:
             q = q.where(live_revocations(utcnow()))
+        q = q.order_by(token_revocations.c.created_at, token_revocations.c.id)
         async with self._read() as conn:
-            rows = (await conn.execute(q.order_by(token_revocations.c.created_at, token_revocations.c.id))).all()
-        return [revocation_from_row(r) for r in rows]
+            return await read_all(conn, q, token_revocations, rows.revocation)
 
     async def delete_token_revocation(
         self, revocation_id: str, *, tenant_id: str | None = None, actor: str
-    ) -> TokenRevocation:
-        """Lift a revocation (tokens it refused work again once replicas reload); returns what was deleted.
+    ) -> TokenRevocation | Unreadable:
+        """Lift a revocation (tokens it refused work again once replicas reload); returns what was deleted
+        (or what was wrong with a row that could not be read: deleting it mends it).
         With `tenant_id`, only that tenant's row can be deleted (others: NotFound)."""
         where = [token_revocations.c.id == revocation_id]
         if tenant_id is not None:
             where.append(token_revocations.c.tenant_id == tenant_id)
         async with self._write() as conn:
-            row = (await conn.execute(sa.select(token_revocations).where(*where))).first()
-            if row is None:
+            gone, bad = await one(conn, sa.select(token_revocations).where(*where), token_revocations, rows.revocation)
+            if gone is None and bad is None:
                 raise NotFound("token revocation", revocation_id, tenant_id)
-            gone = revocation_from_row(row)
             await conn.execute(sa.delete(token_revocations).where(*where))
             await self._record(
                 conn,
                 actor=actor,
-                tenant_id=gone.tenant_id,
+                tenant_id=gone.tenant_id if gone is not None else bad.tenant_id if bad is not None else None,
                 action="token_revocation.delete",
                 object_type="token_revocation",
-                object_id=gone.id,
-                detail=_detail(gone),
+                object_id=revocation_id,
+                detail=_detail(gone) if gone is not None else {"unreadable": bad.problem if bad else ""},
             )
-        return gone
+        return either(gone, bad)
 
 
 class RevocationIndex:

@@ -89,7 +89,8 @@ async def fetch(conn: Any, query: sa.Select, table: sa.Table) -> tuple[list[Any]
             row = (await conn.execute(query.where(table.c.id == row_id))).first()
         except _DECODE_ERRORS as exc:
             excl = _exclusive_group(group, flag) if grant else None
-            bad.append(Unreadable(table.name, str(row_id), _ident(tenant_id), problem(exc), excl))
+            name = str(table.name)  # not SQLAlchemy's quoted_name: the admin API encodes it
+            bad.append(Unreadable(name, str(row_id), _ident(tenant_id), problem(exc), excl))
             continue
         if row is not None:  # gone since: cannot happen inside one transaction, harmless if it did
             rows.append(row)

@@ -7,19 +7,13 @@ from typing import Any
 import sqlalchemy as sa
 
 from ..schema import admin_fields as fields
-from .base import StoreBase, as_utc, checked, nonempty, utcnow
+from . import rows
+from .base import StoreBase, checked, nonempty, utcnow
 from .errors import Conflict, NotFound
 from .ids import new_id
 from .records import Team, Tenant
+from .row_reads import Listed, read_all, read_one
 from .tables import api_keys, budgets, entitlements, policies, stateful_pins, teams, tenants
-
-
-def tenant_from_row(r: Any) -> Tenant:
-    return Tenant(id=r.id, name=r.name, metadata=dict(r.metadata), created_at=as_utc(r.created_at))
-
-
-def team_from_row(r: Any) -> Team:
-    return Team(id=r.id, tenant_id=r.tenant_id, name=r.name, created_at=as_utc(r.created_at))
 
 
 def _metadata(value: dict[str, Any] | None) -> dict[str, Any]:
@@ -58,27 +52,24 @@ class TenancyRepo(StoreBase):
 
     async def get_tenant(self, tenant_id: str) -> Tenant:
         async with self._read() as conn:
-            row = (await conn.execute(sa.select(tenants).where(tenants.c.id == tenant_id))).first()
-        if row is None:
-            raise NotFound("tenant", tenant_id)
-        return tenant_from_row(row)
+            q = sa.select(tenants).where(tenants.c.id == tenant_id)
+            return await read_one(conn, q, tenants, rows.tenant, "tenant", tenant_id, None)
 
     async def get_tenant_by_name(self, name: str) -> Tenant:
         async with self._read() as conn:
-            row = (await conn.execute(sa.select(tenants).where(tenants.c.name == name))).first()
-        if row is None:
-            raise NotFound("tenant", name)
-        return tenant_from_row(row)
+            q = sa.select(tenants).where(tenants.c.name == name)
+            return await read_one(conn, q, tenants, rows.tenant, "tenant", name, None)
 
-    async def list_tenants(self) -> list[Tenant]:
+    async def list_tenants(self) -> Listed[Tenant]:
+        """The readable tenants by name; `.unreadable` reports the others."""
         async with self._read() as conn:
-            rows = (await conn.execute(sa.select(tenants).order_by(tenants.c.name))).all()
-        return [tenant_from_row(r) for r in rows]
+            return await read_all(conn, sa.select(tenants).order_by(tenants.c.name), tenants, rows.tenant)
 
     async def delete_tenant(self, tenant_id: str, *, actor: str) -> None:
         """Delete a tenant with its teams, keys, policies, entitlements and pins (the admin events stay)."""
         async with self._write() as conn:
-            row = (await conn.execute(sa.select(tenants).where(tenants.c.id == tenant_id))).first()
+            # Its id and name only: the rest of a tenant row may be what cannot be read (deleting mends it).
+            row = (await conn.execute(sa.select(tenants.c.name).where(tenants.c.id == tenant_id))).first()
             if row is None:
                 raise NotFound("tenant", tenant_id)
             counts = {}
@@ -129,25 +120,20 @@ class TenancyRepo(StoreBase):
 
     async def get_team(self, tenant_id: str, team_id: str) -> Team:
         async with self._read() as conn:
-            row = (
-                await conn.execute(sa.select(teams).where(teams.c.tenant_id == tenant_id, teams.c.id == team_id))
-            ).first()
-        if row is None:
-            raise NotFound("team", team_id, tenant_id)
-        return team_from_row(row)
+            q = sa.select(teams).where(teams.c.tenant_id == tenant_id, teams.c.id == team_id)
+            return await read_one(conn, q, teams, rows.team, "team", team_id, tenant_id)
 
-    async def list_teams(self, tenant_id: str) -> list[Team]:
+    async def list_teams(self, tenant_id: str) -> Listed[Team]:
+        """The tenant's readable teams by name; `.unreadable` reports the others."""
         async with self._read() as conn:
-            rows = (
-                await conn.execute(sa.select(teams).where(teams.c.tenant_id == tenant_id).order_by(teams.c.name))
-            ).all()
-        return [team_from_row(r) for r in rows]
+            q = sa.select(teams).where(teams.c.tenant_id == tenant_id).order_by(teams.c.name)
+            return await read_all(conn, q, teams, rows.team)
 
     async def delete_team(self, tenant_id: str, team_id: str, *, actor: str) -> None:
         """Refused while the team has usable keys; revoked keys are detached, team policies and budgets go."""
         async with self._write() as conn:
-            row = (
-                await conn.execute(sa.select(teams).where(teams.c.tenant_id == tenant_id, teams.c.id == team_id))
+            row = (  # its name only: the rest may be what cannot be read (deleting mends it)
+                await conn.execute(sa.select(teams.c.name).where(teams.c.tenant_id == tenant_id, teams.c.id == team_id))
             ).first()
             if row is None:
                 raise NotFound("team", team_id, tenant_id)

@@ -18,9 +18,10 @@ from ...schema.errors import ApiError, echo
 from ...schema.principal import ORG_ADMIN, TENANT_ADMIN, Principal
 from ...storage.budgets import Outranked, budget_amount, budget_currency
 from ...storage.errors import Invalid, NotFound
+from ...storage.rows import Unreadable
 from . import bodies as B
 from .rbac import READ, WRITE
-from .route import AdminCall, Needs, Route, Services, deleted
+from .route import AdminCall, Needs, Route, Services, deleted, listing, unreadable_row
 from .tenancy import T
 
 P = T + "/{tenant}/budgets"
@@ -35,7 +36,9 @@ async def list_budgets(s: Services, c: AdminCall) -> Any:
     for b in stored:  # admin-set budgets not listed above: other teams and keys, or outranked
         if b.tenant_id == tenant and id(b) not in listed and (len(asked) == 1 or (b.scope, b.id) in asked):
             rows.append((b.scope, b.id, b, _winner(rules, tenant, b.scope, b.id, b.period, b.currency) is b))
-    return {"object": "list", "data": await _status(s, tenant, rows)}
+    # Budgets whose stored row cannot be read are not enforced (their tenant is refused instead): reported.
+    unreadable = (await s.store.list_budgets(tenant)).unreadable if s.store is not None else ()
+    return listing(await _status(s, tenant, rows), unreadable)
 
 
 async def create_budget(s: Services, c: AdminCall) -> Any:
@@ -99,11 +102,10 @@ async def update_budget(s: Services, c: AdminCall) -> Any:
         raise ApiError(400, "Nothing to change: send amount and/or mode.", param="amount", code="invalid_value")
     amount = _field(budget_amount, body.amount, "amount") if body.amount is not None else None
     try:
-        return _view(
-            await s.store.update_budget(
-                c.tenant, c.params["id"], amount=amount, mode=body.mode, actor=c.who.subject, role=_role(c.who)
-            )
+        done = await s.store.update_budget(
+            c.tenant, c.params["id"], amount=amount, mode=body.mode, actor=c.who.subject, role=_role(c.who)
         )
+        return unreadable_row(done) if isinstance(done, Unreadable) else _view(done)
     except Outranked as exc:
         raise _outranked(exc, "mode" if body.mode == "soft" and body.amount is None else "amount") from None
 

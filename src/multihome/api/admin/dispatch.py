@@ -2,7 +2,8 @@
 
 For every request, in this order: find the route (404 / 405), check who may call it (RBAC, before
 the body is read), decode the body (400 naming the field), check what the route needs is configured
-(501), run the handler, map storage errors to 404 / 409 / 400, let this replica apply a change
+(501), run the handler, map storage errors to 404 / 409 / 400 (a stored row that
+cannot be read: 409 `unreadable_row`), let this replica apply a change
 (`Services.after_change`), write the change to the audit trail (on disk before the client sees the
 answer), and answer.
 """
@@ -19,7 +20,7 @@ import msgspec
 from ...schema.decoding import decode_body
 from ...schema.errors import ApiError
 from ...schema.principal import Principal
-from ...storage.errors import Conflict, Invalid, NotFound, unavailable
+from ...storage.errors import Conflict, Invalid, NotFound, UnreadableRow, unavailable
 from ..asgi import JSON, read_body, send_bytes
 from .events import admin_change
 from .rbac import authorize
@@ -92,6 +93,8 @@ class AdminApi:
             raise ApiError(404, _message(exc, route.noun), code="not_found") from None
         except Conflict as exc:
             raise ApiError(409, _message(exc, route.noun), code="conflict") from None
+        except UnreadableRow as exc:  # a stored row the gateway cannot read: what is wrong, and how to mend it
+            raise ApiError(409, _message(exc, "row"), code="unreadable_row") from None
         except Invalid as exc:
             message = f"Invalid {route.noun}: {exc}." if route.noun else str(exc)
             raise ApiError(400, message, param=getattr(exc, "field", None), code="invalid_value") from None
@@ -116,6 +119,7 @@ class AdminApi:
                     "admin_change", admin_change(route, params, route.method, path, principal, data)
                 )
         return out, data
+
 
 
 def _authorize(route: Route, principal: Principal, params: dict[str, str], query: dict[str, str]) -> None:

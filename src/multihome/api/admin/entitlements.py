@@ -5,16 +5,17 @@ from __future__ import annotations
 from functools import partial
 from typing import Any
 
+from ...storage.rows import Unreadable
 from . import bodies as B
 from .rbac import ORG, READ
-from .route import STORAGE, AdminCall, Route, Services, listing
+from .route import STORAGE, AdminCall, Route, Services, listed, unreadable_row
 from .tenancy import T
 
 E = T + "/{tenant}/entitlements"
 
 
 async def list_entitlements(s: Services, c: AdminCall) -> Any:
-    return listing(await s.store.list_entitlements(c.tenant, include_revoked=True))
+    return listed(await s.store.list_entitlements(c.tenant, include_revoked=True))
 
 
 async def grant_entitlement(s: Services, c: AdminCall) -> Any:
@@ -35,7 +36,8 @@ async def get_entitlement(s: Services, c: AdminCall) -> Any:
 
 
 async def revoke_entitlement(s: Services, c: AdminCall) -> Any:
-    return await s.store.revoke_entitlement(c.tenant, c.params["id"], actor=c.who.subject)
+    done = await s.store.revoke_entitlement(c.tenant, c.params["id"], actor=c.who.subject)
+    return unreadable_row(done, revoked=True) if isinstance(done, Unreadable) else done
 
 
 _route = partial(Route, needs=STORAGE)

@@ -9,16 +9,18 @@ from typing import Any
 from ...schema.errors import ApiError
 from ...schema.principal import ORG_ADMIN, ROLES
 from ...storage.apikeys import KEY_MAX_LIFETIME_DAYS
+from ...storage.rows import Unreadable
 from . import bodies as B
 from .rbac import READ, WRITE
-from .route import STORAGE, AdminCall, Route, Services, listing
+from .route import STORAGE, AdminCall, Route, Services, listing, unreadable_row
 from .tenancy import T
 
 K = T + "/{tenant}/keys"
 
 
 async def list_keys(s: Services, c: AdminCall) -> Any:
-    return listing([B.key_view(k) for k in await s.store.list_keys(c.tenant)])
+    found = await s.store.list_keys(c.tenant)
+    return listing([B.key_view(k) for k in found], found.unreadable)
 
 
 async def create_key(s: Services, c: AdminCall) -> Any:
@@ -73,7 +75,8 @@ async def get_key(s: Services, c: AdminCall) -> Any:
 
 
 async def revoke_key(s: Services, c: AdminCall) -> Any:
-    return B.key_view(await s.store.revoke_key(c.tenant, c.params["id"], actor=c.who.subject))
+    done = await s.store.revoke_key(c.tenant, c.params["id"], actor=c.who.subject)
+    return unreadable_row(done, revoked=True) if isinstance(done, Unreadable) else B.key_view(done)
 
 
 _route = partial(Route, needs=STORAGE, response=B.KeyView)
@@ -95,7 +98,8 @@ ROUTES = (
         K + "/{id}",
         WRITE,
         revoke_key,
-        "Revoke an API key (every replica within a second)",
+        "Revoke an API key (every replica within a second); one whose stored row cannot be read is revoked "
+        "too, and answered as an unreadable_row with revoked: true",
         event="key.revoke",
     ),
 )

@@ -14,16 +14,17 @@ from typing import Any
 
 from ...policy.pins import StatefulPin, pin_problems
 from ...schema.errors import ApiError
+from ...storage.rows import Unreadable
 from . import bodies as B
 from .rbac import ORG, READ
-from .route import STORAGE, AdminCall, Route, Services, listing
+from .route import STORAGE, AdminCall, Route, Services, listed, unreadable_row
 from .tenancy import T
 
 P = T + "/{tenant}/stateful-pins"
 
 
 async def list_stateful_pins(s: Services, c: AdminCall) -> Any:
-    return listing(await s.store.list_pins(c.tenant, include_revoked=True))
+    return listed(await s.store.list_pins(c.tenant, include_revoked=True))
 
 
 async def create_stateful_pin(s: Services, c: AdminCall) -> Any:
@@ -60,7 +61,8 @@ async def get_stateful_pin(s: Services, c: AdminCall) -> Any:
 
 
 async def revoke_stateful_pin(s: Services, c: AdminCall) -> Any:
-    return await s.store.revoke_pin(c.tenant, c.params["id"], actor=c.who.subject)
+    done = await s.store.revoke_pin(c.tenant, c.params["id"], actor=c.who.subject)
+    return unreadable_row(done, revoked=True) if isinstance(done, Unreadable) else done
 
 
 _route = partial(Route, needs=STORAGE, noun="stateful pin")

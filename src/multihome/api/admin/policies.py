@@ -13,10 +13,12 @@ from ...policy.model import Policy as EnginePolicy
 from ...policy.model import policy_problems
 from ...schema.errors import ApiError, echo
 from ...schema.principal import Principal
+from ...storage.errors import UnreadableRow
+from ...storage.rows import Unreadable
 from ..policy_gate import EGRESS
 from . import bodies as B
 from .rbac import READ, WRITE, anyone, authorize
-from .route import PREFIX, STORAGE, AdminCall, Route, Services, deleted, listing
+from .route import PREFIX, STORAGE, AdminCall, Route, Services, deleted, listed, unreadable_row
 from .tenancy import T
 
 P = T + "/{tenant}/policies"
@@ -24,7 +26,7 @@ _PROBLEM_PATH = re.compile(r"^policy new\.(\S+?)(?::|\s)")
 
 
 async def list_policies(s: Services, c: AdminCall) -> Any:
-    return listing(await s.store.list_policies(c.tenant))
+    return listed(await s.store.list_policies(c.tenant))
 
 
 async def create_policy(s: Services, c: AdminCall) -> Any:
@@ -45,14 +47,20 @@ async def update_policy(s: Services, c: AdminCall) -> Any:
     body: B.UpdatePolicy = c.body
     rules = None
     if body.rules is not None:
-        current = await s.store.get_policy(c.tenant, c.params["id"])
-        _check_rules(c.tenant, current.scope, current.scope_id, body.rules)
-        # Other rule kinds stay; a stored value that is not an object (hand-edited) is replaced whole.
-        kept = current.rules if isinstance(current.rules, dict) else {}
+        try:
+            current = await s.store.get_policy(c.tenant, c.params["id"])
+            scope, scope_id = current.scope, current.scope_id
+            # Other rule kinds stay; a stored value that is not an object (hand-edited) is replaced whole.
+            kept = current.rules if isinstance(current.rules, dict) else {}
+        except UnreadableRow:  # the row cannot be read: its rules are replaced whole (that mends it)
+            scope, scope_id = await s.store.policy_scope(c.tenant, c.params["id"])
+            kept = {}
+        _check_rules(c.tenant, scope, scope_id, body.rules)
         rules = {**kept, EGRESS: msgspec.to_builtins(body.rules)}
-    return await s.store.update_policy(
+    done = await s.store.update_policy(
         c.tenant, c.params["id"], rules=rules, description=body.description, actor=c.who.subject
     )
+    return unreadable_row(done) if isinstance(done, Unreadable) else done
 
 
 async def delete_policy(s: Services, c: AdminCall) -> Any:

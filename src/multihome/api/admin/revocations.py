@@ -23,7 +23,7 @@ from ...schema.principal import ORG_ADMIN, Principal
 from ...storage.errors import NotFound
 from . import bodies as B
 from .rbac import READ, WRITE, authorize
-from .route import PREFIX, AdminCall, Needs, Route, Services
+from .route import PREFIX, AdminCall, Needs, Route, Services, listing
 
 R = PREFIX + "/token-revocations"
 _LIVE = ("true", "1", "yes")
@@ -56,7 +56,7 @@ async def list_token_revocations(s: Services, c: AdminCall) -> Any:
         subject=c.query.get("subject") or None,
         live_only=c.query.get("live", "").lower() in _LIVE,
     )
-    return {"object": "list", "data": [_view(s, r) for r in rows]}
+    return listing([_view(s, r) for r in rows], rows.unreadable)
 
 
 async def create_token_revocation(s: Services, c: AdminCall) -> Any:

@@ -11,7 +11,7 @@ an admin path.
 from __future__ import annotations
 
 import re
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -111,9 +111,33 @@ class Route:
         return re.findall(r"\{(\w+)\}", self.path)
 
 
-def listing(items: Any) -> dict[str, Any]:
-    """A list response: `{"object": "list", "data": [...]}`."""
-    return {"object": "list", "data": items}
+def listing(items: Any, unreadable: Iterable[Any] = ()) -> dict[str, Any]:
+    """A list response: `{"object": "list", "data": [...]}`, and `"unreadable": [...]` when stored rows of
+    the list cannot be read (storage/row_reads.py `Listed.unreadable`): left out of `data`, reported here."""
+    out = {"object": "list", "data": items}
+    bad = [unreadable_row(u) for u in unreadable]
+    if bad:
+        out["unreadable"] = bad
+    return out
+
+
+def listed(found: Any) -> dict[str, Any]:
+    """A store's list (a `Listed`: the readable rows, `.unreadable` the others) as a list response."""
+    return listing(found, getattr(found, "unreadable", ()))
+
+
+def unreadable_row(u: Any, **done: bool) -> dict[str, Any]:
+    """A stored row the gateway cannot read (storage.rows.Unreadable): which row and what is wrong with it
+    (fields named, never a stored value: no key hash, no secret). `done`: revoked=True, deleted=True when a
+    change was made to it (that is how it is mended)."""
+    return {
+        "object": "unreadable_row",
+        "table": u.table,
+        "id": u.id,
+        "tenant_id": u.tenant_id,
+        "problem": u.problem,
+        **done,
+    }
 
 
 def deleted(object_id: str, kind: str) -> dict[str, Any]:

@@ -10,7 +10,7 @@ import msgspec
 from ...schema.principal import ORG_ADMIN
 from . import bodies as B
 from .rbac import ANY, ORG, READ, WRITE, anyone
-from .route import PREFIX, STORAGE, AdminCall, Route, Services, deleted, listing
+from .route import PREFIX, STORAGE, AdminCall, Route, Services, deleted, listed, listing
 
 T = f"{PREFIX}/tenants"
 
@@ -22,9 +22,11 @@ async def whoami(s: Services, c: AdminCall) -> Any:
 
 async def list_tenants(s: Services, c: AdminCall) -> Any:
     tenants = await s.store.list_tenants()
+    bad = tenants.unreadable
     if ORG_ADMIN not in c.who.roles:
         tenants = [t for t in tenants if t.id == c.who.tenant]
-    return listing(tenants)
+        bad = tuple(u for u in bad if u.id == c.who.tenant)
+    return listing(tenants, bad)
 
 
 async def create_tenant(s: Services, c: AdminCall) -> Any:
@@ -41,7 +43,7 @@ async def delete_tenant(s: Services, c: AdminCall) -> Any:
 
 
 async def list_teams(s: Services, c: AdminCall) -> Any:
-    return listing(await s.store.list_teams(c.tenant))
+    return listed(await s.store.list_teams(c.tenant))
 
 
 async def create_team(s: Services, c: AdminCall) -> Any:

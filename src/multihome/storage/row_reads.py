@@ -1,0 +1,84 @@
+"""The admin API's reads of stored rows, checked as the snapshot checks them (storage/rows.py).
+
+A row the gateway cannot read (a hand edit, a row another version wrote) must not turn a list or a
+get into a 500, nor lock out the operator who has to mend it: a list returns the readable rows and
+reports the others (`Listed.unreadable`); a get raises `UnreadableRow`, naming the problem and how
+the admin API mends it; a revoke or delete of such a row still works (`one` lets it see the row).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, Generic, TypeVar
+
+import sqlalchemy as sa
+
+from . import rows
+from .errors import NotFound, UnreadableRow
+from .rows import Fields, Unreadable
+
+T = TypeVar("T")
+Build = Callable[[Any, Fields], T]
+
+# How the admin API removes or replaces an unreadable row of each kind (docs/storage.md).
+MENDS = {
+    "tenant": "an org admin deletes the tenant (DELETE /admin/v1/tenants/{id}), or fixes the row by SQL",
+    "team": "delete the team (DELETE .../teams/{id}) and create it again, or fix the row by SQL",
+    "api key": "revoke it (DELETE .../keys/{id}) and issue a new key",
+    "policy": "replace its rules (PATCH .../policies/{id} with rules) or delete it",
+    "entitlement": "an org admin revokes it (DELETE .../entitlements/{id}) and grants it again",
+    "stateful pin": "an org admin revokes it (DELETE .../stateful-pins/{id}) and creates it again",
+    "budget": "change its amount (PATCH .../budgets/{id}) or delete it",
+    "token revocation": "delete it (DELETE /admin/v1/token-revocations/{id}) and create it again",
+}
+
+
+class Listed(list[T], Generic[T]):
+    """The rows of a list that can be read; `unreadable` reports the others (never their values)."""
+
+    unreadable: tuple[Unreadable, ...] = ()
+
+
+async def read_all(conn: Any, query: sa.Select, table: sa.Table, build: Build[T]) -> Listed[T]:
+    """The rows of `query` built by `build` (rows.key, rows.lenient(...)); the unreadable ones reported."""
+    found, bad = await rows.fetch(conn, query, table)
+    out: Listed[T] = Listed(rows.convert(str(table.name), found, build, bad))  # str: not SQLAlchemy's quoted_name
+    out.unreadable = tuple(bad)
+    return out
+
+
+async def one(conn: Any, query: sa.Select, table: sa.Table, build: Build[T]) -> tuple[T | None, Unreadable | None]:
+    """The row `query` selects (by id): (record, None), (None, what is wrong with it), or (None, None)."""
+    listed = await read_all(conn, query, table, build)
+    if listed:
+        return listed[0], None
+    return None, listed.unreadable[0] if listed.unreadable else None
+
+
+async def read_one(
+    conn: Any, query: sa.Select, table: sa.Table, build: Build[T], kind: str, id: str, tenant_id: str | None
+) -> T:
+    """The row `query` selects, or NotFound, or UnreadableRow naming what is wrong with it."""
+    record, bad = await one(conn, query, table, build)
+    if record is not None:
+        return record
+    if bad is not None:
+        raise unreadable(kind, bad)
+    raise NotFound(kind, id, tenant_id)
+
+
+def either(record: T | None, bad: Unreadable | None) -> T | Unreadable:
+    """What `one` found: the record, else what is wrong with the row (it was found: one or the other)."""
+    if record is not None:
+        return record
+    assert bad is not None
+    return bad
+
+
+def unreadable(kind: str, bad: Unreadable) -> UnreadableRow:
+    return UnreadableRow(kind, bad.id, bad.problem, MENDS[kind])
+
+
+async def is_live(conn: Any, table: sa.Table, where: Any) -> bool:
+    """Whether the row is not revoked, asked in SQL: its `revoked_at` may be what cannot be decoded."""
+    return bool(await conn.scalar(sa.select(table.c.revoked_at.is_(None)).where(*where)))
