@@ -202,6 +202,7 @@ def build_app(config: Config, config_path: str | None = None) -> Gateway:
             memory=_Lazy(memory, "store") if memory is not None else None,
             known_tenant=known_tenant,
             static_keys_tenant=config.identity.static_keys_tenant,
+            refusals=storage if storage.enabled else None,
             reload=live.reload_everywhere if config_path is not None else None,
         )
     )

@@ -78,7 +78,9 @@ ROUTES: tuple[Route, ...] = (
     # Present when metrics.enabled; it checks metrics.access itself (api/metrics_endpoint.py).
     Route("GET", "/metrics", "metrics", identify=False, quiet=True),
     Route("GET", ADMIN_PREFIX + "openapi.json", "admin_openapi", identify=False),
-    Route(ANY, ADMIN_PREFIX + "{path}", "admin"),
+    # The admin API identifies its caller itself: a refused tenant's admins may still mend its rows
+    # (Authenticator.admin, api/admin/refusals.py).
+    Route(ANY, ADMIN_PREFIX + "{path}", "admin", identify=False),
     # The operator's console (api/console/): HTML pages; it identifies the session's key itself.
     Route("GET", "/console", "console", identify=False),
     Route(ANY, "/console/{path}", "console", identify=False),

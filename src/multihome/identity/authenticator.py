@@ -90,6 +90,19 @@ class Refusals(Protocol):
     """Who is refused because a stored row cannot be read (storage.service.StorageService)."""
 
     refused: Mapping[str | None, str]  # tenant id -> why; None: every OIDC token
+    # The tenants (None: every tenant) with a token revocation that cannot be read: their OIDC tokens may be
+    # revoked, so they stay refused in the admin API too.
+    tokens_refused: frozenset[str | None]
+
+
+class TenantRefused(ApiError):
+    """403 `tenant_unavailable`: a stored row of the caller's tenant cannot be read. `principal` is the
+    caller if the admin API may still serve it (to read and mend the row, api/admin/refusals.py): an API
+    key, or a token no unreadable token revocation may hold; else None."""
+
+    def __init__(self, message: str, principal: Principal | None) -> None:
+        super().__init__(403, message, type="permission_error", code=TENANT_UNAVAILABLE)
+        self.principal = principal
 
 
 def principal_of_key(record: Any) -> Principal:
@@ -187,35 +200,46 @@ class Authenticator:
                 raise _INVALID
             principal = principal_of_key(record)
             if self._refusals is not None and self._refusals.refused:  # empty unless a stored row is unreadable
-                _check_refused(self._refusals.refused, principal.tenant, token=False)
+                _check_refused(self._refusals, principal, token=False)
             return principal
         assert self._oidc is not None  # at_once answered every other credential
         # Verified (or remembered) and checked against the live token revocations, every request.
         principal = await self._oidc.verify(credential)
         if self._refusals is not None and self._refusals.refused:
-            _check_refused(self._refusals.refused, principal.tenant, token=True)
+            _check_refused(self._refusals, principal, token=True)
         return principal
 
+    async def admin(self, scope: dict) -> Principal:
+        """`authenticate` for the admin API and the console: a caller whose tenant is refused because a stored
+        row cannot be read is let in, for the admin API to narrow what it may do (api/admin/refusals.py: read
+        and mend the row), unless its credential is a token an unreadable token revocation may hold."""
+        try:
+            return await self.authenticate(scope)
+        except TenantRefused as refused:
+            if refused.principal is None:
+                raise
+            return refused.principal
 
-def _check_refused(refused: Mapping[str | None, str], tenant: str, *, token: bool) -> None:
+
+def _check_refused(refusals: Refusals, principal: Principal, *, token: bool) -> None:
     """Fail closed: a stored row of this tenant (or an org-wide token revocation) cannot be read, and it
     may hold a restriction, so the caller is refused until an operator fixes it (docs/storage.md)."""
+    refused, tenant = refusals.refused, principal.tenant
     why = refused.get(tenant)
+    # Only a token revocation restricts who may call at all: an API key, or a token none may hold, is the caller.
+    held = token and (tenant in refusals.tokens_refused or None in refusals.tokens_refused)
+    caller = None if held else principal
     if why is not None:
-        raise ApiError(
-            403,
+        raise TenantRefused(
             f"Tenant {tenant}'s stored configuration cannot be read ({why}), so its calls are refused until an "
             "operator fixes the row; other tenants are not affected.",
-            type="permission_error",
-            code=TENANT_UNAVAILABLE,
+            caller,
         )
     if token and None in refused:
-        raise ApiError(
-            403,
+        raise TenantRefused(
             f"A stored token revocation that applies to every tenant cannot be read ({refused[None]}), so every "
             "token is refused until an operator fixes the row; API keys are not affected.",
-            type="permission_error",
-            code=TENANT_UNAVAILABLE,
+            caller,
         )
 
 

@@ -31,6 +31,7 @@ _DECODE_ERRORS = (ValueError, TypeError, OverflowError, KeyError, AttributeError
 API_KEYS = "api_keys"
 TENANTS = "tenants"
 ENTITLEMENTS = "entitlements"
+TOKEN_REVOCATIONS = "token_revocations"
 ALL_TOKENS = None  # the refusal key of an org-wide (tenant_id null) revocation: every OIDC token
 
 
@@ -186,3 +187,9 @@ def refusals(bad: Iterable[Unreadable]) -> dict[str | None, str]:
         if u.table != API_KEYS:
             out.setdefault(u.tenant_id, u.describe())
     return out
+
+
+def token_refusals(bad: Iterable[Unreadable]) -> frozenset[str | None]:
+    """The tenants (ALL_TOKENS: every tenant) whose OIDC tokens an unreadable token revocation may revoke:
+    unlike the tenant's other refused callers, those tokens stay refused in the admin API too."""
+    return frozenset(u.tenant_id for u in bad if u.table == TOKEN_REVOCATIONS)

@@ -31,6 +31,7 @@ class StorageService:
         # the current snapshot's. Empty almost always: the Authenticator reads it on every managed-key or
         # token call, so it is an attribute set on each reload, not a property.
         self.refused: Mapping[str | None, str] = _NONE
+        self.tokens_refused: frozenset[str | None] = frozenset()  # the snapshot's (identity's Refusals)
 
     @property
     def enabled(self) -> bool:
@@ -78,7 +79,7 @@ class StorageService:
         await snapshots.start()
 
     def _took(self, snap: Snapshot) -> None:
-        self.refused = snap.refused
+        self.refused, self.tokens_refused = snap.refused, snap.tokens_refused
 
     async def refresh(self) -> None:
         if self.snapshots is not None:

@@ -38,6 +38,8 @@ class Snapshot(msgspec.Struct, frozen=True):
     unreadable: tuple[Unreadable, ...] = ()  # rows left out because they cannot be read (storage/rows.py)
     # Tenant id -> why its calls are refused (an unreadable row of it); key None: every OIDC token.
     refused: dict[str | None, str] = msgspec.field(default_factory=dict)
+    # The tenants (None: every tenant) with a token revocation that cannot be read (rows.token_refusals).
+    tokens_refused: frozenset[str | None] = frozenset()
 
     def key_index(self) -> KeyIndex:
         return KeyIndex(self.keys)

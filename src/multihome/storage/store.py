@@ -119,6 +119,7 @@ class Store(TenancyRepo, KeysRepo, PoliciesRepo, EntitlementsRepo, PinsRepo, Bud
             revocations=tuple(rows.convert("token_revocations", revs, rows.revocation, bad)),
             unreadable=tuple(bad),
             refused=rows.refusals(bad),
+            tokens_refused=rows.token_refusals(bad),
         )
         return snap
 

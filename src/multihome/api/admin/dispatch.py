@@ -24,6 +24,7 @@ from ...storage.errors import Conflict, Invalid, NotFound, UnreadableRow, unavai
 from ..asgi import JSON, read_body, send_bytes
 from .events import admin_change
 from .rbac import authorize
+from .refusals import check_refused
 from .registry import BY_NAME, ROUTES
 from .route import CSV_MEDIA, AdminCall, Route, Services
 
@@ -45,7 +46,7 @@ class AdminApi:
         method, path = scope["method"], scope["path"]
         route, params = match_route(self.routes, method, path)
         query = {k: v[-1] for k, v in parse_qs(scope.get("query_string", b"").decode()).items()}
-        _authorize(route, principal, params, query)
+        self._authorize(route, principal, params, query)
         body = None
         if route.body is not None:
             body = _decode(await read_body(scope, receive, 1 << 20), route)
@@ -69,7 +70,7 @@ class AdminApi:
         `body` is a mapping, converted to the route's body type (a 400 naming the field if it does not fit)."""
         route = BY_NAME[name]
         params, query = params or {}, query or {}
-        _authorize(route, principal, params, query)
+        self._authorize(route, principal, params, query)
         if route.body is not None:
             try:
                 body = msgspec.convert(body or {}, route.body, strict=False)
@@ -120,14 +121,14 @@ class AdminApi:
                 )
         return out, data
 
-
-
-def _authorize(route: Route, principal: Principal, params: dict[str, str], query: dict[str, str]) -> None:
-    """Who may call the route: its own check, else the RBAC table on the path's tenant (before any body is read)."""
-    if route.check is not None:
-        route.check(principal, params, query)
-    else:
-        authorize(principal, route.role, params.get("tenant"))
+    def _authorize(self, route: Route, principal: Principal, params: dict[str, str], query: dict[str, str]) -> None:
+        """Who may call the route: its own check, else the RBAC table on the path's tenant; then, if a stored
+        row of the caller's tenant cannot be read, whether the route mends it (before any body is read)."""
+        if route.check is not None:
+            route.check(principal, params, query)
+        else:
+            authorize(principal, route.role, params.get("tenant"))
+        check_refused(self.services.refusals, route.name, principal)
 
 
 def match_route(routes: tuple[Route, ...], method: str, path: str) -> tuple[Route, dict[str, str]]:

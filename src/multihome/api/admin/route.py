@@ -55,6 +55,9 @@ class Services:
     memory: Any = None  # state.memory.MemoryStore: agent memory (with storage and a KMS)
     # Whether a tenant id exists (stored, or the static keys'), for resources kept without a foreign key.
     known_tenant: Callable[[str], Awaitable[bool]] | None = None
+    # Who is refused because a stored row cannot be read (identity's Refusals: storage.service.StorageService);
+    # api/admin/refusals.py narrows what a refused tenant's admins may call. None: no storage.
+    refusals: Any = None
     static_keys_tenant: str | None = None  # identity.static_keys_tenant: in no tenant list (whoami says it)
     # POST /admin/v1/config/reload: read the config file again and apply it (live_config.py); None: not from a file.
     reload: Callable[[], Awaitable[Any]] | None = None

@@ -189,7 +189,7 @@ class Console:
             await self._to_login(req, None)
             return False
         try:
-            viewer = await self.auth.authenticate(
+            viewer = await self.auth.admin(
                 {"headers": [(b"authorization", b"Bearer " + req.session.credential.encode())]}
             )
         except ApiError:
@@ -262,7 +262,7 @@ class Console:
         try:
             if not credential or not credential.isascii() or not credential.isprintable():
                 raise ApiError(401, "Enter an API key.", code="invalid_api_key")
-            viewer = await self.auth.authenticate({"headers": [(b"authorization", b"Bearer " + credential.encode())]})
+            viewer = await self.auth.admin({"headers": [(b"authorization", b"Bearer " + credential.encode())]})
         except ApiError:
             failed = "That key is unknown, revoked or expired."
             await self.render(req, "login.html", {"next": target, "failed": failed}, status=401)
@@ -309,7 +309,7 @@ class Console:
             pending = self.sso.pending(web.cookie(req.call.scope, PENDING_COOKIE), q.get("state"))
             token = await self.sso.token(pending, q.get("code", ""))
             try:
-                viewer = await self.auth.authenticate({"headers": [(b"authorization", b"Bearer " + token.encode())]})
+                viewer = await self.auth.admin({"headers": [(b"authorization", b"Bearer " + token.encode())]})
             except ApiError as err:
                 raise SsoError(f"The ID token was refused: {err.body.message}") from None
             self.sso.check_nonce(token, pending)
