@@ -345,3 +345,21 @@ async def test_a_refused_tenants_admin_signs_in_to_the_console_and_sees_its_tena
     assert not any(s in page.text for s in w.secrets)
     overview = await w.client.get("/console/overview")
     assert overview.status_code == 403 and "cannot be read" in overview.text, overview.text[:300]
+
+
+async def test_a_grant_that_cannot_be_read_keeps_another_tenants_grant_of_its_group_out(world):
+    """Granting checks other tenants' grants for an exclusive one in the way: one that cannot be read may be
+    exclusive, so an overlapping grant is refused (409, naming it) until an org admin revokes it."""
+    w = world
+    if w.pg:
+        pytest.skip("PostgreSQL checks a date on write")
+    acme, other = await tenant(w, "acme"), await tenant(w, "other")
+    grant = {"model_group": "g", "starts_on": "2026-01-01", "ends_on": "2099-01-01", "exclusive": True}
+    ent = (await ok(await w.admin("POST", f"{T}/{acme}/entitlements", json=grant), 201))["id"]
+    await w.sql("UPDATE entitlements SET ends_on = 'never' WHERE id = :id", {"id": ent})
+    for exclusive in (False, True):
+        err = error(await w.admin("POST", f"{T}/{other}/entitlements", json={**grant, "exclusive": exclusive}), 409)
+        assert err["code"] == "conflict" and ent in err["message"] and "cannot be read" in err["message"], err
+    await ok(await w.admin("POST", f"{T}/{other}/entitlements", json={**grant, "model_group": "h"}), 201)
+    await ok(await w.admin("DELETE", f"{T}/{acme}/entitlements/{ent}"))
+    await ok(await w.admin("POST", f"{T}/{other}/entitlements", json=grant), 201)

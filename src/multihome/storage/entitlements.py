@@ -77,8 +77,23 @@ class EntitlementsRepo(StoreBase):
             )
             if not exclusive:
                 q = q.where(entitlements.c.exclusive.is_(True))
-            rows = (await conn.execute(q.order_by(entitlements.c.starts_on, entitlements.c.id))).all()
-            other = next((r for r in rows if globs_overlap(r.model_group, model_group)), None)
+            found = await read_all(
+                conn, q.order_by(entitlements.c.starts_on, entitlements.c.id), entitlements, rows.entitlement
+            )
+            # A grant that cannot be read may be in the way (fail closed): unless it is surely not exclusive, or
+            # its group surely does not overlap, while this grant is not exclusive.
+            for u in found.unreadable:
+                if exclusive or (
+                    u.exclusive_group is not None
+                    and (u.exclusive_group == "*" or globs_overlap(u.exclusive_group, model_group))
+                ):
+                    raise Conflict(
+                        f"cannot grant {'exclusive ' if exclusive else ''}access to model group {model_group!r}: "
+                        f"tenant {u.tenant_id}'s grant {u.id} may overlap it and cannot be read ({u.problem}); "
+                        "an org admin revokes it first",
+                        conflicting=u.id,
+                    )
+            other = next((r for r in found if globs_overlap(r.model_group, model_group)), None)
             if other is not None:
                 kind = "an exclusive" if other.exclusive else "a"
                 raise Conflict(
