@@ -326,7 +326,8 @@ async def test_a_grant_a_pin_a_team_and_a_revocation_sqlite_cannot_decode_are_li
 
 async def test_a_refused_tenants_admin_signs_in_to_the_console_and_sees_its_tenant(world):
     """The console identifies as the admin API does: the refused tenant's admin signs in and reads its
-    tenant's page (every call behind it reads the tenant's stored rows); the usage overview stays refused."""
+    tenant's page (every call behind it reads the tenant's stored rows), which names the row that cannot be
+    read; the usage overview stays refused."""
     w = world
     acme = await tenant(w, "acme")
     _, member = await w.key(acme, "member")
@@ -342,6 +343,7 @@ async def test_a_refused_tenants_admin_signs_in_to_the_console_and_sees_its_tena
     assert login.status_code == 303, login.text
     page = await w.client.get(f"/console/tenants/{acme}")
     assert page.status_code == 200 and acme in page.text, page.text[:500]
+    assert 'data-unreadable="bud_lots"' in page.text and "amount is not a decimal number" in page.text
     assert not any(s in page.text for s in w.secrets)
     overview = await w.client.get("/console/overview")
     assert overview.status_code == 403 and "cannot be read" in overview.text, overview.text[:300]

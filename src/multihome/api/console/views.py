@@ -216,11 +216,13 @@ class Views:
 
     async def tenant(self, viewer: Principal, tenant_id: str) -> dict[str, Any]:
         t = await self._call("get_tenant", viewer, tenant=tenant_id)  # 403 for another tenant's admin
-        keys = (await self._call("list_keys", viewer, tenant=tenant_id))["data"]
-        teams = (await self._call("list_teams", viewer, tenant=tenant_id))["data"]
-        policies = (await self._call("list_policies", viewer, tenant=tenant_id))["data"]
-        entitlements = (await self._call("list_entitlements", viewer, tenant=tenant_id))["data"]
-        budgets = (await self._call("list_budgets", viewer, tenant=tenant_id))["data"]
+        pages = [
+            await self._call(name, viewer, tenant=tenant_id)
+            for name in ("list_keys", "list_teams", "list_policies", "list_entitlements", "list_budgets")
+        ]
+        keys, teams, policies, entitlements, budgets = (page["data"] for page in pages)
+        # Stored rows that cannot be read (docs/storage.md): which, and what is wrong, never their values.
+        unreadable = [u for page in pages for u in page.get("unreadable", ())]
         rates = await self.rate_limits(tenant_id)
         today = dt.date.today()
         return {
@@ -237,6 +239,7 @@ class Views:
                 today,
             ),
             "budgets": [{**b, "used_pct": _pct(b)} for b in budgets],
+            "unreadable": unreadable,
             "rates": rates,
             "model_groups": sorted(self.parts.catalog.groups),
         }
