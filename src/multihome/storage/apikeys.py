@@ -138,7 +138,8 @@ class KeysRepo(StoreBase):
             record, bad = await one(conn, q, api_keys, rows.key)
             if record is None and bad is None:
                 raise NotFound("api key", key_id, tenant_id)
-            if not await is_live(conn, api_keys, where):
+            # revoked_at asked in SQL only when the row cannot be read: it may be what cannot be decoded
+            if not (record.revoked_at is None if record is not None else await is_live(conn, api_keys, where)):
                 return either(record, bad)
             now = utcnow()
             await conn.execute(sa.update(api_keys).where(*where).values(revoked_at=now))

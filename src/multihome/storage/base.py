@@ -164,7 +164,7 @@ class StoreBase:
             record, bad = await one(conn, q, table, build)
             if record is None and bad is None:
                 raise NotFound(object_type.replace("_", " "), object_id, tenant_id)
-            if not await is_live(conn, table, where):
+            if not await is_live(conn, table, where):  # asked in SQL: revoked_at may be what cannot be decoded
                 return either(record, bad)
             now = utcnow()
             await conn.execute(sa.update(table).where(*where).values(revoked_at=now))
