@@ -8,8 +8,8 @@ One `multihome serve` (a configuration of bench/governance_bench.py) against the
 for `--seconds`, the gateway's RSS sampled every 10 s. Then SIGTERM, and once the process has
 exited: the usage rows and audit `call` events on disk against the calls wrk got answers for
 (rows can exceed answers: calls wrk abandoned when it stopped are recorded too). `all-pg` starts a
-real PostgreSQL and Redis as the tests do. `--chart` draws the RSS samples (SVG). Loopback only;
-bounded by `--seconds`.
+real PostgreSQL and Redis as the tests do. `--chart` draws the RSS samples and their anonymous part
+(the heap; the rest is mapped files) as SVG. Loopback only; bounded by `--seconds`.
 """
 
 from __future__ import annotations
@@ -51,13 +51,13 @@ def main() -> None:
         pg_url = servers[0].create_database()
         env["BENCH_REDIS_URL"] = servers[1].url
     gw = start_gateway(args.config, config_for(args.config, sim_url, tmp, pg_url), 4980, tmp, env)
-    rss: list[tuple[float, float]] = []
+    rss: list[tuple[float, float, float]] = []  # (s, RSS MB, of it anonymous MB)
     done = threading.Event()
 
     def sample() -> None:
         t0 = time.monotonic()
         while not done.wait(10):
-            rss.append((time.monotonic() - t0, rss_mb(gw.pid)))
+            rss.append((time.monotonic() - t0, rss_mb(gw.pid), anon_mb(gw.pid)))
 
     sampler = threading.Thread(target=sample, daemon=True)
     sampler.start()
@@ -98,9 +98,18 @@ def main() -> None:
         f"after SIGTERM (exited in {stopped_s:.1f} s): {rows} usage rows ({ok_rows} with status 200), {calls} audit call events"
     )
     print(f"every answer has its usage row: {ok_rows >= requests - refused}; writer gave up: {lost or 'no'}")
-    print("RSS (s, MB): " + ", ".join(f"{t:.0f}:{m:.0f}" for t, m in rss))
+    print("RSS (s, MB): " + ", ".join(f"{t:.0f}:{m:.0f}" for t, m, _ in rss))
+    print("of it anonymous (s, MB): " + ", ".join(f"{t:.0f}:{a:.0f}" for t, _, a in rss))
     if args.chart:
         draw_rss(rss, args.chart, f"{args.config}, wrk c={args.connections}: {requests / args.seconds:,.0f} calls/s")
+
+
+def anon_mb(pid: int) -> float:
+    """The anonymous part of the RSS (the heap; the rest is mapped files: libraries, the usage spool)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("RssAnon:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
 
 
 COUNTS = "SELECT count(*), count(*) FILTER (WHERE status = 200) FROM usage_calls"
@@ -125,14 +134,16 @@ def count_usage(tmp: Path, config: str, pg_url: str | None) -> tuple[int, int]:
     return asyncio.run(count())
 
 
-def draw_rss(rss: list[tuple[float, float]], path: Path, title: str) -> None:
+def draw_rss(rss: list[tuple[float, float, float]], path: Path, title: str) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(8, 3))
-    ax.plot([t / 60 for t, _ in rss], [m for _, m in rss], color="#1f77b4")
+    ax.plot([t / 60 for t, _, _ in rss], [m for _, m, _ in rss], color="#1f77b4", label="RSS")
+    ax.plot([t / 60 for t, _, _ in rss], [a for _, _, a in rss], color="#ff7f0e", label="of it anonymous (heap)")
+    ax.legend(loc="lower right")
     ax.set_xlabel("minutes")
     ax.set_ylabel("gateway RSS (MB)")
     ax.set_ylim(bottom=0)
