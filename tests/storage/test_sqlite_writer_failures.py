@@ -159,3 +159,11 @@ async def test_writes_racing_close_each_commit_or_are_refused(writer):
     assert all(isinstance(o, Unavailable) for o in outcomes if not isinstance(o, str)), outcomes
     with sqlite3.connect(path) as other:
         assert other.execute("SELECT count(*) FROM probe").fetchone()[0] == len(done)
+
+
+async def test_a_read_after_close_is_refused_as_unavailable(writer):
+    """A read racing the store's close (the gateway shutting down) is the APIs' 503, not a 500."""
+    threads, _ = writer
+    await asyncio.to_thread(threads.close)
+    refused = await _outcome(stored(threads.read(lambda conn: conn.exec_driver_sql("SELECT 1").scalar())))
+    assert isinstance(refused, ApiError) and refused.status == 503, refused

@@ -29,12 +29,13 @@ from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from .engine import create_sync_sqlite_engine
+from .errors import Unavailable
 
 T = TypeVar("T")
 
 
-class ReadersClosed(RuntimeError):
-    """The readers are closed: read through the engine instead."""
+class ReadersClosed(Unavailable, RuntimeError):
+    """The readers are closed: read through the engine instead (a caller that cannot: the APIs' 503)."""
 
 
 def usable(engine: AsyncEngine) -> bool:
