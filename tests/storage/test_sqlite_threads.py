@@ -13,6 +13,7 @@ import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 
 from multihome.storage.engine import create_engine
+from multihome.storage.errors import Unavailable
 from multihome.storage.sqlite_threads import SqliteThreads
 
 pytestmark = pytest.mark.parametrize("backend", ["sqlite"])  # the SQLite engine's threads: no PostgreSQL run
@@ -67,7 +68,7 @@ async def test_the_writer_commits_fsynced_unless_told_otherwise(threads, tmp_pat
 async def test_a_closed_writer_refuses(threads):
     t, _ = threads
     t.close()
-    with pytest.raises(RuntimeError):
+    with pytest.raises(Unavailable):  # the API's 503 storage_unavailable
         await t.write(lambda conn: None)
 
 

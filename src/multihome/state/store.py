@@ -263,12 +263,19 @@ class StateStore(StoreBase):
 
     # -- responses -----------------------------------------------------------------------------------
     async def put_response(
-        self, record: StoredResponse, append: Sequence[Item] = (), *, encoded: bytes | None = None
+        self,
+        record: StoredResponse,
+        append: Sequence[Item] = (),
+        *,
+        encoded: bytes | None = None,
+        counted: int | None = None,
+        expect_end: int | None = None,
     ) -> None:
         """Store a response; with `append`, add those items to its conversation in the same transaction
         (a conversation never holds half a turn). Raises LookupError if the conversation is gone.
         Committed (on SQLite with group commit, storage/sqlite_threads.py) before it returns.
-        `encoded`: `record.response` as JSON already (the answer's body), sealed as it is, not encoded again."""
+        `encoded`: `record.response` as JSON already (the answer's body), sealed as it is, not encoded again.
+        `counted` and `expect_end`: as `append_items`'; then nothing at all is stored when refused."""
         seen = self._opened.deletions  # the row exists from its commit on: under this count, or a later one
         body, plain = await self._seal_response(record, encoded)
         size = len(plain)
@@ -278,7 +285,8 @@ class StateStore(StoreBase):
             conn.execute(_INSERT_RESPONSE, response_row(record, body, size))
             if sealed:
                 assert record.conversation_id is not None
-                insert_items(conn, record.tenant, record.conversation_id, sealed)
+                bound = self.bound if counted is not None else None
+                insert_items(conn, record.tenant, record.conversation_id, sealed, bound, expect_end, counted)
 
         if self._threads is not None and not sealed:  # the common turn: one row, plain SQL on the writer
             values = _sqlite_response_values(record, body, size)
@@ -540,18 +548,19 @@ class StateStore(StoreBase):
         conversation_id: str,
         items: Sequence[Item],
         *,
-        bounded: bool = True,
+        counted: int | None = None,
         expect_end: int | None = None,
     ) -> bool:
-        """Add items at the end of a conversation; False if it is not this tenant's. `bounded`: ConversationFull
-        (nothing added) if they would take it past its bound (a turn's answer is appended unbounded: it is never
-        lost). `expect_end`: ConversationChanged (nothing added) if items were added since the caller read the
-        conversation's end there (`ItemPage.end`), so a check of these items against those is never stale."""
+        """Add items at the end of a conversation; False if it is not this tenant's. ConversationFull (nothing
+        added) if they would take it past its bound; `counted`: only the first that many are held to it (a
+        turn's input: its answer, served already, is appended whatever its size, never lost). `expect_end`:
+        ConversationChanged (nothing added) if items were added since the caller read the conversation's end
+        there (`ItemPage.end`), so a check of these items against those is never stale."""
         sealed = await self._seal_items(tenant, conversation_id, items)
-        bound = self.bound if bounded else None
+        bound = self.bound
 
         def write(conn: Connection) -> None:
-            insert_items(conn, tenant, conversation_id, sealed, bound, expect_end)
+            insert_items(conn, tenant, conversation_id, sealed, bound, expect_end, counted)
 
         try:
             await self._commit(write, lock=conversation_id)
@@ -660,9 +669,12 @@ def insert_items(
     sealed: list[tuple[str, bytes, int]],
     bound: ConversationsConfig | None = None,
     expect_end: int | None = None,
+    counted: int | None = None,
 ) -> None:
     """Inside a write transaction that holds the conversation's lock: positions never collide, and what is
-    checked here (its bound, `expect_end`: see `append_items`) holds when the items are committed."""
+    checked here (its bound, `counted`, `expect_end`: see `append_items`) holds when the items are committed,
+    whatever was added concurrently. With `counted`, the conversation exceeds its bound by at most the
+    uncounted items of the last add let in (a turn's answer): a later add finds it full."""
     row = conn.execute(_CONVERSATION_END, {"conv": conversation_id, "tenant": tenant}).first()
     if row is None:
         raise LookupError(conversation_id)
@@ -673,7 +685,8 @@ def insert_items(
         return
     added = sum(size for _, _, size in sealed)
     if bound is not None:
-        full = over(bound, conversation_id, row.item_count + len(sealed), row.item_bytes + added)
+        n, held = (len(sealed), added) if counted is None else (counted, sum(size for _, _, size in sealed[:counted]))
+        full = over(bound, conversation_id, row.item_count + n, row.item_bytes + held)
         if full is not None:
             raise full
     now = datetime.now(UTC)

@@ -40,6 +40,11 @@ class Refused(StorageError):
     written): the caller's to report, not a failure of the database (never logged as one)."""
 
 
+class Unavailable(StorageError):
+    """The database cannot take the work now (its file cannot be opened or written, the disk is full, the
+    writer is closed): nothing was written; the API answers 503 `storage_unavailable`, retry later."""
+
+
 class Invalid(StorageError, ValueError):
     """A value the store will not accept (empty name, unknown role, ends_on before starts_on...).
     `field` names the offending argument when one is to blame (the admin API's `param`)."""
@@ -58,6 +63,11 @@ class SchemaOutOfDate(StorageError):
         self.current, self.head = current, head
 
 
+# SQLite's primary result codes for a file that cannot be used now, rather than bad data or a bug: CANTOPEN (the
+# file or its directory is gone or unreadable), READONLY, FULL, IOERR, BUSY and LOCKED (a lock held past the
+# busy timeout). CORRUPT and NOTADB are not among them: retrying will not help, a 500 says so.
+_SQLITE_UNAVAILABLE = frozenset({5, 6, 8, 10, 13, 14})
+
 # asyncpg's errors for a server that refuses or ends connections (shutting down, starting, restarting).
 _CONNECTION_ERRORS = frozenset(
     {"CannotConnectNowError", "AdminShutdownError", "ConnectionDoesNotExistError", "ConnectionFailureError"}
@@ -66,14 +76,18 @@ _CONNECTION_ERRORS = frozenset(
 
 def unavailable(exc: BaseException) -> bool:
     """Whether `exc` says the database cannot be reached now (refused, reset, shutting down, timed out),
-    rather than a bug or bad data: the admin API answers it with 503 `storage_unavailable`, not a 500.
+    rather than a bug or bad data: the admin API and the Responses and Conversations APIs answer it with 503
+    `storage_unavailable`, not a 500.
     Only the error itself and what it was raised from (`__cause__`, as SQLAlchemy wraps the driver's)
     count: an error raised while handling another (a KMS refusal after a missing file) is not an outage."""
     seen: BaseException | None = exc
     for _ in range(8):  # the driver's error is wrapped by SQLAlchemy's, sometimes twice
         if seen is None:
             return False
-        if isinstance(seen, (ConnectionError, TimeoutError)) or type(seen).__name__ in _CONNECTION_ERRORS:
+        if isinstance(seen, (ConnectionError, TimeoutError, Unavailable)) or type(seen).__name__ in _CONNECTION_ERRORS:
+            return True
+        code = getattr(seen, "sqlite_errorcode", None)  # sqlite3.Error (3.11+): the extended result code
+        if isinstance(code, int) and code & 0xFF in _SQLITE_UNAVAILABLE:
             return True
         if getattr(seen, "connection_invalidated", False):  # sqlalchemy.exc.DBAPIError on a dead connection
             return True

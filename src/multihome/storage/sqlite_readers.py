@@ -29,12 +29,13 @@ from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from .engine import create_sync_sqlite_engine
+from .errors import Unavailable
 
 T = TypeVar("T")
 
 
-class ReadersClosed(RuntimeError):
-    """The readers are closed: read through the engine instead."""
+class ReadersClosed(Unavailable, RuntimeError):
+    """The readers are closed: read through the engine instead (a caller that cannot: the APIs' 503)."""
 
 
 def usable(engine: AsyncEngine) -> bool:
@@ -98,7 +99,7 @@ class SqliteReaders:
         except BaseException:
             # A read's own failure (a bad statement, a constraint, an interrupt, an error of `work`) leaves
             # its connection as good as before: kept. One that no longer answers is replaced at the next read.
-            if _broken(conn):
+            if broken(conn):
                 self._local.conn = None
                 with self._lock:
                     self._opened.remove(conn)
@@ -133,7 +134,7 @@ class SqliteReaders:
         await asyncio.get_running_loop().run_in_executor(None, self.close_now)
 
 
-def _broken(conn: Connection) -> bool:
+def broken(conn: Connection) -> bool:
     """Whether a connection a read failed on can serve no other: closed, invalidated, or its driver's
     connection no longer reads the file (closed underneath, an I/O error). Only after a failure: ends a
     transaction the read left open (SQLAlchemy's or one begun on the driver's connection: kept, it would

@@ -9,7 +9,10 @@ Writes go to one writer thread. What is queued while it commits waits, then goes
 transaction together (`BEGIN IMMEDIATE`, the units, one `COMMIT`): under load one fsync covers
 many writes (group commit), at low load a write waits for one commit. If a unit raises, that
 transaction is rolled back and each of its units runs again in a transaction of its own: the one
-that raised gets its exception, the others commit.
+that raised gets its exception, the others commit. Every queued write is answered: a connection the
+writer cannot make (the file's directory gone, read-only, the disk full, a lock held past the busy timeout)
+fails the batch that needed it with `Unavailable` (the APIs' 503) and is tried again for the next, so the
+writer recovers once the cause goes away; anything else the thread meets fails its batch, not the thread.
 
 Durability promise: `write` returns only after the transaction holding the unit has committed:
 with `synchronous="full"` (the default) fsynced, so it survives a power loss; with "normal" written
@@ -31,6 +34,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import logging
 import sqlite3
 import threading
@@ -42,8 +46,8 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from .engine import IMMEDIATE, create_sync_sqlite_engine
-from .errors import Refused
-from .sqlite_readers import SqliteReaders
+from .errors import Refused, Unavailable
+from .sqlite_readers import SqliteReaders, broken
 
 log = logging.getLogger("multihome.storage")
 T = TypeVar("T")
@@ -82,6 +86,7 @@ class SqliteThreads:
         self._here_commits = 0  # commits on it since the writer last checkpointed
         self._here_bytes = 0  # and the bytes they wrote, about
         self._checkpoint = False  # the writer's next wake-up checkpoints the WAL
+        self._failed = False  # a unit of the batch being committed failed (the writer's own, no lock)
         self._writer = threading.Thread(target=self._run, name="mh-sqlite-write", daemon=True)
         self._writer.start()
 
@@ -179,7 +184,7 @@ class SqliteThreads:
         future: asyncio.Future[Any] = loop.create_future()
         with self._wake:
             if self._closed:
-                raise RuntimeError("the SQLite writer is closed")
+                raise Unavailable("the SQLite writer is closed")
             self._queue.append((work, raw, future, loop))
             self._wake.notify()
         # A caller that gives up cancels only its wait: the unit is queued or under way and commits all the
@@ -187,10 +192,14 @@ class SqliteThreads:
         return await future
 
     def _run(self) -> None:
-        conn = self._engine.connect().execution_options(**{IMMEDIATE: True})
-        raw = cast(sqlite3.Connection, conn.connection.dbapi_connection)  # a new connection, never invalidated
-        raw.execute(f"PRAGMA synchronous={self._synchronous}")  # this connection's commits only, outside a transaction
+        # The thread never ends while the writer is open, whatever a batch meets: a unit's future left
+        # unsettled is a caller waiting for ever. A connection that cannot be made (the file's directory gone
+        # or read-only, the disk full, a lock held past the busy timeout) fails the batch that needed it, as
+        # Unavailable, and is tried again for the next one: the writer recovers once the cause goes away.
+        conn: Connection | None = None
         try:
+            with contextlib.suppress(Unavailable):  # made now so the first write need not wait for it
+                conn = self._connect()
             while True:
                 with self._wake:
                     while not self._queue and not self._closed and not self._checkpoint:
@@ -200,19 +209,55 @@ class SqliteThreads:
                         return
                     batch = [self._queue.popleft() for _ in range(min(len(self._queue), _MAX_BATCH))]
                     self._writing = bool(batch)
-                if checkpoint:  # the loop's commits, which never checkpoint themselves
-                    _checkpoint(raw)
-                if batch:
-                    try:
+                try:
+                    if conn is None:
+                        conn = self._connect()
+                    if checkpoint:  # the loop's commits, which never checkpoint themselves
+                        _checkpoint(_driver(conn))
+                    if batch:
                         self._commit(conn, batch)
-                    finally:
-                        self._writing = False
+                except BaseException as exc:  # the connection failed, or a bug here: the batch fails, not the thread
+                    if not isinstance(exc, Unavailable):
+                        log.warning("the SQLite writer failed a batch: %s", type(exc).__name__)
+                    _fail(batch, exc)
+                    if conn is not None and broken(conn):
+                        _drop(conn)
+                        conn = None
+                    if not isinstance(exc, Exception):
+                        raise  # an interrupt: stop (the `finally` fails what is still queued)
+                else:
+                    if batch and conn is not None and self._failed and broken(conn):
+                        _drop(conn)  # a unit failed on a connection that no longer answers: a new one next time
+                        conn = None
+                finally:
+                    self._writing = self._failed = False
         finally:
-            conn.close()
+            with self._wake:  # refuse what comes next, and fail what is queued: nobody waits for ever
+                self._closed = True
+                left = list(self._queue)
+                self._queue.clear()
+            _fail(left, Unavailable("the SQLite writer stopped"))
+            if conn is not None:
+                _drop(conn)
+
+    def _connect(self) -> Connection:
+        """The writer's connection (a new one: never invalidated), with its durability; Unavailable if the
+        file cannot be opened."""
+        try:
+            conn = self._engine.connect().execution_options(**{IMMEDIATE: True})
+        except Exception as exc:
+            log.warning("the SQLite writer cannot open the database: %s", getattr(exc, "orig", exc))
+            raise Unavailable(f"the SQLite database cannot be opened for writing ({type(exc).__name__})") from exc
+        try:  # this connection's commits only, set outside a transaction
+            _driver(conn).execute(f"PRAGMA synchronous={self._synchronous}")
+        except Exception as exc:
+            _drop(conn)
+            raise Unavailable(f"the SQLite database cannot be set up for writing ({type(exc).__name__})") from exc
+        return conn
 
     def _commit(self, conn: Connection, batch: list[_Unit]) -> None:
         done: list[tuple[asyncio.Future[Any], asyncio.AbstractEventLoop, Any, BaseException | None]] = []
-        raw = cast(sqlite3.Connection, conn.connection.dbapi_connection)  # the writer's own, never invalidated
+        raw = _driver(conn)  # the writer's own
         try:
             if all(is_raw for _, is_raw, _, _ in batch):
                 results = _raw_transaction(raw, batch)
@@ -231,6 +276,7 @@ class SqliteThreads:
                 exc, IntegrityError | sqlite3.IntegrityError | LookupError | Refused
             ):  # a unit's own refusal is the caller's to report
                 log.warning("a state write transaction failed: %s", type(exc).__name__)
+                self._failed = True  # not a refusal: the writer checks its connection after the batch
             done = [(batch[0][2], batch[0][3], None, exc)]
         else:
             done = [(future, loop, result, None) for (_, _, future, loop), result in zip(batch, results, strict=True)]
@@ -267,6 +313,23 @@ def _raw_transaction(raw: sqlite3.Connection, batch: list[_Unit]) -> list[Any]:
     return results
 
 
+def _driver(conn: Connection) -> sqlite3.Connection:
+    return cast(sqlite3.Connection, conn.connection.dbapi_connection)
+
+
+def _drop(conn: Connection) -> None:
+    """Close a connection that may be broken (closing it may fail too: it is dropped all the same)."""
+    with contextlib.suppress(Exception):
+        conn.close()
+
+
+def _fail(units: list[_Unit], error: BaseException) -> None:
+    """Fail each unit's future (one already settled is left as it is: `_settle`)."""
+    for _, _, future, loop in units:
+        with contextlib.suppress(RuntimeError):  # the loop is gone (shutdown): nobody is waiting
+            loop.call_soon_threadsafe(_settle, future, None, error)
+
+
 def _busy(exc: sqlite3.OperationalError) -> bool:
     """SQLite would have waited for a lock (SQLITE_BUSY / SQLITE_LOCKED: "database is locked")."""
     return getattr(exc, "sqlite_errorcode", None) in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED) or "locked" in str(
@@ -286,6 +349,9 @@ def _settle(future: asyncio.Future[Any], result: Any, error: BaseException | Non
     if future.done():
         return
     if error is not None:
-        future.set_exception(error)
+        try:
+            future.set_exception(error)
+        except TypeError:  # StopIteration cannot be a future's exception: the caller still hears of it
+            future.set_exception(RuntimeError(f"a state write raised {type(error).__name__}"))
     else:
         future.set_result(result)

@@ -1,7 +1,8 @@
 """A conversation's bound at the API (state/bound.py): the 400 for an add of items or a turn that would pass
 it, in OpenAI's error envelope, naming the limit and what to do. An add is refused by the store, in the
 transaction that would add the items; a turn before any upstream call, from the totals read with its
-context (its answer is then appended whatever its size: an answer served is never lost)."""
+context, and again by the store when its answer is appended (concurrent turns may have filled it meanwhile:
+door.py `_keep`); its answer is appended whatever its size (an answer served is never lost)."""
 
 from __future__ import annotations
 

@@ -21,7 +21,7 @@ from ...schema.chat import ParsedChat
 from ...schema.errors import ApiError, bad_request, echo
 from ...state import StateStore
 from ...state.pairs import BrokenPair
-from ...storage.errors import Conflict
+from ...storage.errors import Conflict, unavailable
 from ..asgi import JSON, ClientGone, Header, Receive, Send
 from ..openai.chat import chat_request, chat_response
 from ..pipeline import Call, Pipeline
@@ -58,8 +58,8 @@ def need_state(state: StateStore | None, what: str) -> StateStore:
 
 
 async def stored(op: Awaitable[T]) -> T:
-    """A store operation; a KMS that cannot be reached is a 503 naming it, one that refuses or a record
-    that does not open a 500 (the KMS errors name the KMS and key, never key material)."""
+    """A store operation; a KMS or a database that cannot be reached is a 503 naming it, a KMS that refuses
+    or a record that does not open a 500 (the KMS errors name the KMS and key, never key material)."""
     try:
         return await op
     except BrokenPair as exc:  # a bug, never the client's doing: nothing was written
@@ -97,6 +97,17 @@ async def stored(op: Awaitable[T]) -> T:
             f"A stored record could not be opened ({type(exc).__name__}); it has been logged.",
             type="server_error",
             code="state_unreadable",
+        ) from None
+    except Exception as exc:
+        if not unavailable(exc):
+            raise
+        # The database cannot take the work now (its file cannot be opened or written, the disk is full, a
+        # lock held too long, PostgreSQL unreachable): a 503 the client retries, never a hang or a bare 500.
+        raise ApiError(
+            503,
+            "The gateway's state database cannot be used right now; nothing was stored. Retry shortly.",
+            type="server_error",
+            code="storage_unavailable",
         ) from None
 
 

@@ -22,6 +22,7 @@ from ...routing.stream_relay import StreamRelay
 from ...schema.errors import ApiError, bad_request, echo
 from ...schema.responses import CreateResponse, parse_create, runs_tools
 from ...state import ItemPage, StateStore, StoredResponse
+from ...state.bound import ConversationChanged, ConversationFull
 from ...state.idempotency import IdempotencyKeys
 from ...state.pairs import CALL_ITEMS
 from ...tools.resolver import McpResolver
@@ -33,7 +34,7 @@ from ..pipeline import Call, Pipeline, finish_refused, finish_unary, stream_fini
 from ..render import send_failure, send_json, send_stream
 from .agent import AgentRun, AgentSetup, approved
 from .background import Background, starting_after
-from .bounded import refuse_turn
+from .bounded import refuse_turn, too_large
 from .common import (
     answer,
     list_query,
@@ -66,6 +67,8 @@ from .translate import Shell, from_completion, open_thinking, to_canonical
 log = logging.getLogger("multihome.responses")
 _encode = msgspec.json.encode
 MAX_ID = 40  # longer ids were never issued here
+# A turn's input checked again when other items were added while it ran (each retry: another add committed).
+_RECHECKS = 5
 
 
 def not_found(response_id: str) -> ApiError:
@@ -128,10 +131,12 @@ class ResponsesDoor:
         if conv is not None:  # a conversation's turn: its input must fit in it (its answer always does)
             assert req.conversation_id is not None and self.state is not None
             refuse_turn(self.state.bound, req.conversation_id, conv, new, len(body))
+        end = None  # where the turn's items go if nothing was added meanwhile: its checks then still hold
         for item in new:  # a loop, not any(): no generator made on every create
             if item["type"] in CALL_ITEMS:  # a tool call or its result: checked against the context
                 refuse_orphans(context, new, "input")
                 refuse_duplicate_calls(context, new, "input")
+                end = conv.end if conv is not None else None
                 break
         refuse_unanswered(context, new, conversation=req.conversation_id is not None)
         if req.conversation_id is not None and isinstance(req.input, list) and any(i.id for i in req.input):
@@ -139,7 +144,7 @@ class ResponsesDoor:
         if runs_tools(req):
             await thinking.open(context, None)  # checked now (a 400 before any tool runs); the steps reuse them
             await thinking.open(new, "input")
-            await self._agent_turn(call, receive, send, req, body, shell, context, new)
+            await self._agent_turn(call, receive, send, req, body, shell, context, new, end)
             return
         if any(item["type"] == "mcp_approval_response" for item in new):  # without the tool it was ignored
             approved(context, new, [], lambda label: False)  # a 400: not in the context, or its server not offered
@@ -163,7 +168,7 @@ class ResponsesDoor:
 
             async def keep(response: dict[str, Any]) -> bytes:
                 try:
-                    await self._keep(who, shell, req, new, response)
+                    await self._keep(who, shell, req, new, response, end=end)
                 except ApiError as err:
                     return converter.fail(err.body.message, err.body.code)
                 except Exception:
@@ -189,7 +194,7 @@ class ResponsesDoor:
                 outcome.status, outcome.output, outcome.usage, error=outcome.error, incomplete=outcome.incomplete
             )
             out = _encode(response)  # the answer's body, and what is sealed (encoded once)
-            await self._keep(who, shell, req, new, response, out)
+            await self._keep(who, shell, req, new, response, out, end)
         except ApiError as err:
             await send_failure(call, send, OPENAI, err, headers)
             finish_refused(call, served, err, "gateway_error")
@@ -207,6 +212,7 @@ class ResponsesDoor:
         shell: Shell,
         context: list[Item],
         new: list[Item],
+        end: int | None,
     ) -> None:
         """A response with `mcp` or `memory` tools: the gateway runs the loop (api/responses/agent.py)."""
         who = tenant(call)
@@ -229,7 +235,7 @@ class ResponsesDoor:
             return
 
         async def keep(response: dict[str, Any], terminal: bytes) -> None:
-            await self._keep(who, shell, req, new, response)
+            await self._keep(who, shell, req, new, response, end=end)
 
         box = Toolbox(resolved, egress=self.agent.egress)
         prices = self.agent.prices
@@ -293,9 +299,18 @@ class ResponsesDoor:
         new: list[Item],
         response: dict[str, Any],
         encoded: bytes | None = None,
+        end: int | None = None,
     ) -> None:
         """Store the response and append the turn to its conversation, durably, before the client hears of it.
-        `encoded`: the response as JSON, when the caller has it already."""
+        `encoded`: the response as JSON, when the caller has it already. `end`: the conversation's end as read
+        when the turn's input (a tool call or result) was checked against it.
+
+        What the turn was checked against when it began may have changed while the model answered (another
+        turn or an add of items on the same conversation), so the append is conditional, in its transaction:
+        its input must still fit the bound (`counted`: its answer is appended whatever its size), and with
+        `end`, nothing may have been added since, else its input is checked again against what is there now
+        (a duplicate call_id or a result whose call is gone: the 400 the check would have given at first).
+        Refused, nothing of the turn is stored."""
         conv = req.conversation_id
         if not shell.store and conv is None:
             return
@@ -303,6 +318,7 @@ class ResponsesDoor:
         assert state is not None  # _context or create refused a request that needs one
         # A failed turn is kept (when stored) for retrieval, but the conversation goes on without it.
         append = [*new, *response["output"]] if conv is not None and response["status"] != "failed" else []
+        record = None
         if shell.store:
             record = StoredResponse(
                 id=shell.id,
@@ -313,15 +329,43 @@ class ResponsesDoor:
                 previous_response_id=req.previous_response_id,
                 conversation_id=conv,
             )
+            if not append:
+                await stored(state.put_response(record, encoded=encoded))
+                return
+        if not append:
+            return
+        assert conv is not None
+        for _ in range(_RECHECKS):
             try:
-                await stored(state.put_response(record, append, encoded=encoded))
+                if record is not None:
+                    await stored(state.put_response(record, append, encoded=encoded, counted=len(new), expect_end=end))
+                else:  # False: deleted while the model answered, no conversation to keep the turn in
+                    await stored(state.append_items(who, conv, append, counted=len(new), expect_end=end))
+                return
             except LookupError:
                 # The conversation was deleted while the model answered (it existed when the turn began):
                 # the answer, served and billed, is still kept and given, as a background turn's is.
-                await stored(state.put_response(record, encoded=encoded))
-        elif conv is not None and append:
-            # unbounded: the answer was served (its input fitted the bound); False: deleted meanwhile, as above
-            await stored(state.append_items(who, conv, append, bounded=False))
+                if record is not None:
+                    await stored(state.put_response(record, encoded=encoded))
+                return
+            except ConversationFull as full:
+                raise too_large(full, "conversation") from None
+            except ConversationChanged:
+                page = await stored(state.items(who, conv))
+                if page is None:  # deleted meanwhile, as above
+                    if record is not None:
+                        await stored(state.put_response(record, encoded=encoded))
+                    return
+                refuse_orphans(page.items, new, "input")
+                refuse_duplicate_calls(page.items, new, "input")
+                end = page.end
+        raise ApiError(
+            409,
+            "Other items were added to the conversation while this turn's answer was stored, again and again; "
+            "the turn was not stored. Retry the request.",
+            param="conversation",
+            code="conversation_busy",
+        )
 
     # -- stored responses ----------------------------------------------------------------------------
     async def _stored(self, call: Call, response_id: str) -> StoredResponse:
