@@ -266,3 +266,19 @@ metering:
     assert Metering.from_config(parse_config(config)).limiter.counters.leases is not None
     off = Metering.from_config(parse_config(config + "  redis_leases: false\n"))
     assert off.limiter.counters.leases is None
+
+
+async def test_a_lease_nothing_takes_from_is_given_back(redis_server):
+    # A replica that stops getting calls would hold its leases until the window or period ends, and the
+    # other replicas be refused for them: one that no admission took from for LEASE_IDLE_S goes back.
+    (lim,) = await started(
+        replicas(redis_server.url, 1, rate_limits=[RateLimitRule(scope="key", id="*", requests_per_minute=1000)])
+    )
+    await admit(lim, "only")
+    key = f"{lim.cfg.key_prefix}r:key:ten_a:key_a:r:{int(lim.clock()) // 60}"
+    assert raw(redis_server.url, key) > 1  # one admission, and its lease
+    deadline = time.monotonic() + 10
+    while raw(redis_server.url, key) != 1 and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
+    assert raw(redis_server.url, key) == 1 and lim.counters.leases.held(key) == 0
+    await lim.close()

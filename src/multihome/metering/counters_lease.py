@@ -43,6 +43,8 @@ class Lease:
         "taken",
         "since",
         "rate",
+        "hits",
+        "seen",
     )
 
     def __init__(self, limit: int, incr: int, expire: int, soft: bool) -> None:
@@ -61,6 +63,8 @@ class Lease:
         self.taken = 0  # taken from the lease since `since` (the gross rate sizes the next grant)
         self.since = time.monotonic()
         self.rate = 0.0  # increments a second, smoothed
+        self.hits = 0  # admissions from the lease: `idle` compares it with what it saw last time
+        self.seen = 0
 
 
 class Leases:
@@ -105,6 +109,7 @@ class Leases:
 
     def _spend(self, key: str, e: Lease, incr: int) -> None:
         e.left -= incr
+        e.hits += 1
         e.taken += incr
         e.incr = incr
         if e.left * 2 < e.want and not e.asking:
@@ -219,6 +224,15 @@ class Leases:
             if e.left:
                 yield key, -e.left
                 e.left = 0
+
+    def idle(self) -> Iterator[tuple[str, int]]:
+        """The leases no admission took from since the last call, as the negative deltas that return
+        them (a replica that stops getting calls would otherwise hold them, and others be refused)."""
+        for key, e in self.by_key.items():
+            if e.left and e.hits == e.seen and not e.asking:
+                yield key, -e.left
+                e.left = 0
+            e.seen = e.hits
 
     def held(self, key: str) -> int:
         e = self.by_key.get(key)

@@ -41,6 +41,7 @@ from .counters_lua import ADMIT, CLAIM, EXPIRED, SEED
 log = logging.getLogger("multihome.metering")
 _BATCH = 256  # admissions per script call: bounds how long one call holds Redis
 SETTLE_DELAY_S = 0.02  # how long a settlement waits for admissions to ride along with
+LEASE_IDLE_S = 1.0  # a lease nothing took from for this long (up to twice) is given back
 
 
 class CountersUnavailable(Exception):
@@ -87,6 +88,7 @@ class RedisCounters:
         self.leases = Leases() if leases else None
         self._lease_wid = 0  # the minute leases were last pruned in
         self.script_calls = 0  # EVALSHA calls made (admissions, settlements, top-ups): for tests and benches
+        self._reaper: asyncio.TimerHandle | None = None  # gives idle leases back (LEASE_IDLE_S)
 
     async def admit(self, plan: Plan, now_ms: int) -> Outcome:
         """Queue the admission; every admission of one loop iteration goes out in one script call."""
@@ -99,9 +101,9 @@ class RedisCounters:
                 leases.prune(now_ms)
             values = leases.take(plan, self._pending)
             if values is not None:  # admitted from this process's leases: no round trip (also while Redis stalls)
-                if leases.due:
+                if leases.due and self._sender is None:
                     self._kick()  # topped up in the background: a steady load never waits for Redis
-                elif self._pending:
+                elif self._pending:  # (a running sender takes both with its next call)
                     self._schedule()
                 return Outcome(OK, 0 if plan.groups else -1, values, self.generation)
         loop = asyncio.get_running_loop()
@@ -301,6 +303,8 @@ class RedisCounters:
         caller gave up waiting: Redis counted its grant)."""
         leases = self.leases
         assert leases is not None
+        if self._reaper is None and not self._closing:
+            self._reaper = asyncio.get_running_loop().call_later(LEASE_IDLE_S, self._reap)
         for i, (key, e) in enumerate(tops):
             leases.topped_up(key, e, int(topped[2 * i]), int(topped[2 * i + 1]), then)
         for entry, reply in zip(batch, replies):
@@ -321,6 +325,19 @@ class RedisCounters:
                     for key, *_, want in asked:
                         if want:
                             leases.failed(key)
+
+    def _reap(self) -> None:
+        """Give back the leases nothing took from since the last turn; again in LEASE_IDLE_S while any are held."""
+        self._reaper = None
+        leases = self.leases
+        if leases is None or self._closing:
+            return
+        pending = self._pending
+        for key, delta in leases.idle():
+            pending[key] = pending.get(key, 0) + delta
+        self._schedule()
+        if any(e.left for e in leases.by_key.values()):  # else the next grant starts it again
+            self._reaper = asyncio.get_running_loop().call_later(LEASE_IDLE_S, self._reap)
 
     def _lease_failed(self, tops, batch: list[list]) -> None:
         """A call that failed: its grants are asked for again later."""
@@ -442,6 +459,8 @@ class RedisCounters:
         self._closing = True
         if self._watchdog is not None:
             self._watchdog.cancel()
+        if self._reaper is not None:
+            self._reaper.cancel()
         await self.drain()
         if self._pending or self._settling:
             log.error("closing with budget/rate settlements not written to Redis")
