@@ -2,7 +2,7 @@
 calls per 1,000 admissions, Python opcodes and CPU per admission, and the admission's wait, one client
 calling in turn (c=1), each call settled before the next, as a gateway's calls are.
 
-    PYTHONPATH=src:tests python bench/lease_admission.py [--calls 2000] [--leases on,off] [--opcodes]
+    PYTHONPATH=src:tests python bench/lease_admission.py [--calls 2000] [--leases on,off] [--opcodes] [--gap-ms 1]
 
 A real redis-server as the tests start it (loopback, its own port). The opcodes are this process's
 Python bytecode instructions per admission and settlement (sys.settrace), deterministic enough to
@@ -68,7 +68,7 @@ class Opcodes:
         sys.settrace(None)
 
 
-async def run(url: str, leases: bool, calls: int, opcodes: bool) -> dict:
+async def run(url: str, leases: bool, calls: int, opcodes: bool, gap_s: float = 0.0) -> dict:
     cfg = MeteringConfig(key_prefix=f"b{uuid.uuid4().hex[:8]}:", **RULES)
     if "leases" in inspect.signature(RedisCounters).parameters:
         counters = RedisCounters(url, prefix=cfg.key_prefix, leases=leases)
@@ -97,7 +97,7 @@ async def run(url: str, leases: bool, calls: int, opcodes: bool) -> dict:
             t = await lim.admit(p, "g", plan, 1000, 500, f"c{i}")
             t.settle(1_000_000, "USD", 1200)
         waits.append(time.perf_counter() - asked)
-        await asyncio.sleep(0)  # a loop turn between calls, as on a server (the sender's turn too)
+        await asyncio.sleep(gap_s)  # a loop turn between calls, as on a server (the sender's turn too)
     cpu = time.process_time() - cpu0
     script = evalsha_calls(url) - before
     await lim.close()
@@ -117,12 +117,13 @@ async def main() -> None:
     ap.add_argument("--leases", default="on,off")
     ap.add_argument("--rounds", type=int, default=3, help="runs of each, interleaved")
     ap.add_argument("--opcodes", action="store_true", help="count Python opcodes (a separate, slower run)")
+    ap.add_argument("--gap-ms", type=float, default=0.0, help="pause between calls (0: one loop turn)")
     args = ap.parse_args()
     server = RedisServer()
     try:
         for _ in range(args.rounds):
             for mode in args.leases.split(","):
-                r = await run(server.url, mode == "on", min(args.calls, 20_000), False)
+                r = await run(server.url, mode == "on", min(args.calls, 20_000), False, args.gap_ms / 1000)
                 line = " ".join(f"{k}={v:.1f}" for k, v in r.items() if v is not None)
                 print(f"leases={mode} {line}", flush=True)
         if args.opcodes:
