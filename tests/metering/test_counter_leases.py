@@ -282,3 +282,26 @@ async def test_a_lease_nothing_takes_from_is_given_back(redis_server):
         await asyncio.sleep(0.05)
     assert raw(redis_server.url, key) == 1 and lim.counters.leases.held(key) == 0
     await lim.close()
+
+
+async def test_deployment_alternatives_admit_from_the_first_groups_lease_then_fall_to_the_next(redis_server):
+    # Only the first deployment can be decided from leases (Redis charges the first that fits); once its
+    # limit is used up, admissions go to Redis, which charges the next one, as without leases.
+    (lim,) = await started(
+        replicas(redis_server.url, 1, rate_limits=[RateLimitRule(scope="deployment", id="d1", requests_per_minute=100)])
+    )
+    plan = [Dep("d1"), Dep("d2")]
+    before = evalsha_calls(redis_server.url)
+    charged = []
+    for i in range(150):
+        t = await lim.admit(principal(), "g", plan, 10, 10, f"g{i}")
+        charged.append(t.deployment)
+        if i % 10 == 0:
+            await asyncio.sleep(0.001)  # the sender's turn: top-ups
+    assert charged[:100] == ["d1"] * 100 and charged[100:] == ["d2"] * 50
+    calls = evalsha_calls(redis_server.url) - before
+    assert calls < 100, f"{calls} script calls for 150 admissions"
+    await lim.drain()
+    key = f"{lim.cfg.key_prefix}r:deployment:d1:r:{int(lim.clock()) // 60}"
+    assert raw(redis_server.url, key) == 100
+    await lim.close()
