@@ -305,3 +305,19 @@ async def test_deployment_alternatives_admit_from_the_first_groups_lease_then_fa
     key = f"{lim.cfg.key_prefix}r:deployment:d1:r:{int(lim.clock()) // 60}"
     assert raw(redis_server.url, key) == 100
     await lim.close()
+
+
+async def test_a_lowered_limit_applies_at_the_next_admission_though_a_lease_is_held(redis_server):
+    from multihome.metering.rules import Rules
+
+    (lim,) = await started(
+        replicas(redis_server.url, 1, rate_limits=[RateLimitRule(scope="key", id="*", requests_per_minute=1000)])
+    )
+    await admit(lim, "before")
+    assert any(e.left for e in lim.counters.leases.by_key.values())  # granted under 1,000 a minute
+    lowered = MeteringConfig(
+        key_prefix=lim.cfg.key_prefix, rate_limits=[RateLimitRule(scope="key", id="*", requests_per_minute=1)]
+    )
+    lim.use_rules(Rules(lowered))
+    assert await admit(lim, "after") is None  # refused: the one admitted already is the new limit
+    await lim.close()

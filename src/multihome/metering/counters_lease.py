@@ -76,19 +76,20 @@ class Leases:
         """The counters' values after admitting `plan` from the leases, or None (nothing changed) when a
         counter's lease is short: the admission then goes to Redis. Soft budgets' increments go to
         `pending` (the settlements to send)."""
+        # A limit changed since the grant (new rules) goes to Redis: the lease was granted under the old one.
         get = self.by_key.get
-        for key, _, reserve, hard, _ in plan.budgets:
+        for key, limit, reserve, hard, _ in plan.budgets:
             e = get(key)
-            if e is None or not e.ready or (hard and e.left < reserve):
+            if e is None or not e.ready or (hard and (e.left < reserve or e.limit != limit)):
                 return None
-        for key, _, incr in plan.rates:
+        for key, limit, incr in plan.rates:
             e = get(key)
-            if e is None or e.left < incr:
+            if e is None or e.left < incr or e.limit != limit:
                 return None
         group = plan.groups[0] if plan.groups else ()
-        for key, _, incr in group:
+        for key, limit, incr in group:
             e = get(key)
-            if e is None or e.left < incr:
+            if e is None or e.left < incr or e.limit != limit:
                 return None
         values = []
         by_key = self.by_key
