@@ -321,3 +321,17 @@ async def test_a_lowered_limit_applies_at_the_next_admission_though_a_lease_is_h
     lim.use_rules(Rules(lowered))
     assert await admit(lim, "after") is None  # refused: the one admitted already is the new limit
     await lim.close()
+
+
+async def test_leases_are_granted_again_after_a_drain(redis_server):
+    (lim,) = await started(
+        replicas(redis_server.url, 1, rate_limits=[RateLimitRule(scope="key", id="*", requests_per_minute=100_000)])
+    )
+    for round_ in range(3):
+        for i in range(20):  # enough to leave top-ups due when the drain comes
+            await admit(lim, f"d{round_}-{i}")
+        await lim.drain()
+        assert not any(e.left for e in lim.counters.leases.by_key.values())
+    await admit(lim, "again")  # through Redis, which grants a lease again
+    assert any(e.left for e in lim.counters.leases.by_key.values())
+    await lim.close()

@@ -180,6 +180,12 @@ class Leases:
             e.asking = False
             e.left += grant
 
+    def no_topups(self) -> None:
+        """Forget the top-ups due (the leases are being given back)."""
+        for e in self.due.values():
+            e.asking = False
+        self.due = {}
+
     def topups(self) -> list[tuple[str, Lease]]:
         """The leases to top up in the next call, with their sizes set (and forgotten as due)."""
         due = [(k, e) for k, e in self.due.items() if self.by_key.get(k) is e]

@@ -416,7 +416,7 @@ class RedisCounters:
         Redis (or the sender gave up)."""
         for _ in range(3):  # a grant answered meanwhile (a top-up in flight) is given back in the next round
             if self.leases is not None:
-                self.leases.due.clear()
+                self.leases.no_topups()
                 for key, delta in self.leases.give_back():
                     self._pending[key] = self._pending.get(key, 0) + delta
             if self._settle_timer is not None:
