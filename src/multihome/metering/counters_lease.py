@@ -127,7 +127,7 @@ class Leases:
         elif e.left:
             pending[key] = pending.get(key, 0) - e.left
             e.left = 0
-        e.limit, e.incr, e.expire = limit, incr, expire
+        e.limit, e.incr, e.expire, e.soft = limit, incr, expire, soft
         if soft or e.asking:
             return 0
         e.asking = True
