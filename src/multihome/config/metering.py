@@ -73,6 +73,9 @@ class MeteringConfig(Strict):
     # Shares budget and rate-limit counters across replicas; unset = per process.
     redis_url_env: str | None = None
     key_prefix: str = "mh:"
+    # With Redis: each replica holds leases of counter capacity (granted under the limits), so most
+    # admissions need no Redis round trip; false: every admission asks Redis (docs/metering.md "Leases").
+    redis_leases: bool = True
     # When Redis cannot be reached: true = admit the call (limits not enforced, logged),
     # false = refuse with 503 limits_unavailable.
     fail_open: bool = True

@@ -17,23 +17,42 @@ from __future__ import annotations
 EXPIRED = 4  # an admission that reached Redis after its deadline: not applied (the caller gave up)
 
 # KEYS[1]: the epoch key; KEYS[2]: this process's settlement sequence key; then the counters being
-#       settled; then per admission its budgets, rates and every deployment counter (group by group).
+#       settled; then the counters to top up; then per admission its budgets, rates and every deployment
+#       counter (group by group).
 # ARGV[1]: the epoch token this process counts in. ARGV[2]: this process's clock minus Redis's, ms.
 # ARGV[3]: the settlements, "seq,delta1,...,deltaN" for the N counters after KEYS[2] ("" for none).
 #       A delta is added only to a counter that still exists (a settlement never revives an expired
 #       window). A batch is applied once: one whose seq is not above the last applied one is a
 #       late copy of a call that timed out and was sent again, and is skipped.
-# ARGV[4...]: one string per admission: "deadline_ms,nb,nr,ng,rate_expire_ms" then per budget:
-#       limit,reserve,hard(1/0),expire_at_ms(0: never); per rate: limit,incr; per group: size, then
-#       per counter: limit,incr. deadline_ms is on the caller's clock; past it, the caller has
-#       already fallen back, so the admission is not applied (a stalled Redis runs it late).
-# Reply: 0 when the epoch is not ARGV[1]; else one array per admission: {0, chosen group, values
-#       after applying...}, {code, index, used} when refused, or {4, -1, 0} when expired.
+# ARGV[4]: lease top-ups (counters_lease), "deadline_ms,limit,want,least,..." per counter ("" for none).
+#       A counter that does not exist is not revived; past the deadline nothing is granted.
+# ARGV[5...]: one string per admission: "deadline_ms,nb,nr,ng,rate_expire_ms" then per budget:
+#       limit,reserve,hard(1/0),expire_at_ms(0: never),want; per rate: limit,incr,want; per group: size,
+#       then per counter: limit,incr,want. deadline_ms is on the caller's clock; past it, the caller has
+#       already fallen back, so the admission is not applied (a stalled Redis runs it late). want: the
+#       lease to grant besides (0: none), only on hard counters and the chosen group's.
+# Reply: 0 when the epoch is not ARGV[1]; else {top-ups, admissions...}: top-ups as value,grant per
+#       counter (value before the grant); per admission {0, chosen group, values after applying...,
+#       grants...}, {code, index, used} when refused, or {4, -1, 0} when expired.
+# A grant is min(want, floor((limit - value) / 8)), none when below `least` (one admission's
+#       increment): grants shrink near the limit, and a replica refused there is refused only for what
+#       other replicas hold unused (docs/metering.md "Leases").
 ADMIT = """
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
 if redis.replicate_commands then redis.replicate_commands() end
 local clock = redis.call('TIME')
 local now = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000) + tonumber(ARGV[2])
+-- Grants are made after every admission of the call, so none of them is refused for a lease
+-- granted in the same call: {out table, index in it, key, limit, want, least} each.
+local asked = {}
+local function grant(key, limit, want, least)
+  local value = tonumber(redis.call('GET', key) or '0')
+  local g = math.floor((limit - value) / 8)
+  if g > want then g = want end
+  if g < least or g <= 0 then return 0 end
+  redis.call('INCRBY', key, string.format('%.0f', g))
+  return g
+end
 local function admit(t, k0)
   local nb, nr, ng = tonumber(t[2]), tonumber(t[3]), tonumber(t[4])
   local rexp = t[5]
@@ -41,12 +60,12 @@ local function admit(t, k0)
   for i = 1, nb do
     local used = tonumber(redis.call('GET', KEYS[k0 + i]) or '0')
     if t[a + 2] == '1' and used + tonumber(t[a + 1]) > tonumber(t[a]) then return {1, i - 1, used} end
-    a = a + 4
+    a = a + 5
   end
   for i = 1, nr do
     local used = tonumber(redis.call('GET', KEYS[k0 + nb + i]) or '0')
     if used + tonumber(t[a + 1]) > tonumber(t[a]) then return {2, i - 1, used} end
-    a = a + 2
+    a = a + 3
   end
   local chosen, ck, ca, csize = -1, 0, 0, 0
   local k = k0 + nb + nr
@@ -56,29 +75,44 @@ local function admit(t, k0)
     local fits = true
     for j = 0, size - 1 do
       local used = tonumber(redis.call('GET', KEYS[k + 1 + j]) or '0')
-      if used + tonumber(t[a + 2 * j + 1]) > tonumber(t[a + 2 * j]) then fits = false break end
+      if used + tonumber(t[a + 3 * j + 1]) > tonumber(t[a + 3 * j]) then fits = false break end
     end
     if fits then chosen, ck, ca, csize = g - 1, k, a, size break end
-    a = a + 2 * size
+    a = a + 3 * size
     k = k + size
   end
   if ng > 0 and chosen < 0 then return {3, -1, 0} end
   local out = {0, chosen}
+  local first, ngrants = #asked + 1, 0
+  local function ask(key, limit, want, least)
+    ngrants = ngrants + 1
+    if tonumber(want) > 0 then asked[#asked + 1] = {out, ngrants, key, limit, want, least} end
+  end
   a = 6
   for i = 1, nb do
-    out[#out + 1] = redis.call('INCRBY', KEYS[k0 + i], t[a + 1])
+    local v = redis.call('INCRBY', KEYS[k0 + i], t[a + 1])
+    out[#out + 1] = v
     if t[a + 3] ~= '0' then redis.call('PEXPIREAT', KEYS[k0 + i], t[a + 3]) end
-    a = a + 4
+    ask(KEYS[k0 + i], t[a], t[a + 2] == '1' and t[a + 4] or '0', t[a + 1])
+    a = a + 5
   end
   for i = 1, nr do
-    out[#out + 1] = redis.call('INCRBY', KEYS[k0 + nb + i], t[a + 1])
+    local v = redis.call('INCRBY', KEYS[k0 + nb + i], t[a + 1])
+    out[#out + 1] = v
     redis.call('PEXPIREAT', KEYS[k0 + nb + i], rexp)
-    a = a + 2
+    ask(KEYS[k0 + nb + i], t[a], t[a + 2], t[a + 1])
+    a = a + 3
   end
   for j = 0, csize - 1 do
-    out[#out + 1] = redis.call('INCRBY', KEYS[ck + 1 + j], t[ca + 2 * j + 1])
-    redis.call('PEXPIREAT', KEYS[ck + 1 + j], rexp)
+    local key, b = KEYS[ck + 1 + j], ca + 3 * j
+    local v = redis.call('INCRBY', key, t[b + 1])
+    out[#out + 1] = v
+    redis.call('PEXPIREAT', key, rexp)
+    ask(key, t[b], t[b + 2], t[b + 1])
   end
+  local n = #out  -- the values; then a grant per value, 0 until the grants are made (below)
+  for i = 1, ngrants do out[n + i] = 0 end
+  for i = first, #asked do asked[i][2] = n + asked[i][2] end
   return out
 end
 local k0 = 2
@@ -93,17 +127,38 @@ for v in string.gmatch(ARGV[3], '[^,]+') do
     if apply and redis.call('EXISTS', KEYS[k0]) == 1 then redis.call('INCRBY', KEYS[k0], v) end
   end
 end
-local replies = {}
-for n = 4, #ARGV do
+local tops, tf = {}, {}
+for v in string.gmatch(ARGV[4], '[^,]+') do tf[#tf + 1] = v end
+local tk = k0  -- the top-ups' keys follow; they are granted after the admissions (below)
+if #tf > 0 then k0 = k0 + (#tf - 1) / 3 end
+local replies = {tops}
+for n = 5, #ARGV do
   local t = {}
   for v in string.gmatch(ARGV[n], '[^,]+') do t[#t + 1] = v end
   if tonumber(t[1]) < now then replies[n - 3] = {4, -1, 0} else replies[n - 3] = admit(t, k0) end
-  local nkeys, a = tonumber(t[2]) + tonumber(t[3]), 6 + 4 * tonumber(t[2]) + 2 * tonumber(t[3])
+  local nkeys, a = tonumber(t[2]) + tonumber(t[3]), 6 + 5 * tonumber(t[2]) + 3 * tonumber(t[3])
   for g = 1, tonumber(t[4]) do
     local size = tonumber(t[a])
-    nkeys, a = nkeys + size, a + 1 + 2 * size
+    nkeys, a = nkeys + size, a + 1 + 3 * size
   end
   k0 = k0 + nkeys
+end
+for i = 1, #asked do
+  local q = asked[i]
+  q[1][q[2]] = grant(q[3], tonumber(q[4]), tonumber(q[5]), tonumber(q[6]))
+end
+if #tf > 0 then
+  local late = tonumber(tf[1]) < now
+  for i = 0, (#tf - 1) / 3 - 1 do
+    local key = KEYS[tk + 1 + i]
+    local v = redis.call('GET', key)
+    local g = 0
+    if v and not late then
+      g = grant(key, tonumber(tf[2 + 3 * i]), tonumber(tf[3 + 3 * i]), tonumber(tf[4 + 3 * i]))
+    end
+    tops[#tops + 1] = tonumber(v or '0')
+    tops[#tops + 1] = g
+  end
 end
 return replies
 """

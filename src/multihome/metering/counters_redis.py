@@ -14,6 +14,10 @@ Two promises of docs/metering.md are kept here:
   watchdog fails it then, and while a call to Redis is overdue new admissions fall back at once
   instead of queueing behind it. An admission that reaches Redis after its deadline is not
   applied, and a settlement batch sent again after a timeout is applied once.
+
+With leases (counters_lease, on unless `leases=False`), an admission covered by this process's
+leases is admitted without a script call, also while Redis stalls; the script grants and tops up
+the leases, and `drain`/`close` give them back.
 """
 
 from __future__ import annotations
@@ -31,11 +35,13 @@ from redis.exceptions import NoScriptError, ResponseError
 from ..aio import wait_event
 from ..storage.redis_client import connect
 from .counters import BUDGET, DEPLOYMENT, OK, RATE, Outcome, Plan
+from .counters_lease import Leases
 from .counters_lua import ADMIT, CLAIM, EXPIRED, SEED
 
 log = logging.getLogger("multihome.metering")
 _BATCH = 256  # admissions per script call: bounds how long one call holds Redis
 SETTLE_DELAY_S = 0.02  # how long a settlement waits for admissions to ride along with
+LEASE_IDLE_S = 1.0  # a lease nothing took from for this long (up to twice) is given back
 
 
 class CountersUnavailable(Exception):
@@ -45,7 +51,7 @@ class CountersUnavailable(Exception):
 class RedisCounters:
     shared: ClassVar[Literal[True]] = True
 
-    def __init__(self, url: str, timeout_s: float = 2.0, prefix: str = "mh:") -> None:
+    def __init__(self, url: str, timeout_s: float = 2.0, prefix: str = "mh:", leases: bool = True) -> None:
         # A Redis that stops answering fails admissions after timeout_s (fail_open decides what then).
         self.timeout_s = timeout_s
         self._timeout_ms = int(timeout_s * 1000)
@@ -79,11 +85,27 @@ class RedisCounters:
         self._overdue = False  # an admission outlived its deadline: fall back at once until Redis answers
         self._resync_after = 0.0  # after a failed re-seed, admissions fall back at once until then
         self._closing = False
+        self.leases = Leases() if leases else None
+        self._lease_wid = 0  # the minute leases were last pruned in
+        self.script_calls = 0  # EVALSHA calls made (admissions, settlements, top-ups): for tests and benches
+        self._reaper: asyncio.TimerHandle | None = None  # gives idle leases back (LEASE_IDLE_S)
 
     async def admit(self, plan: Plan, now_ms: int) -> Outcome:
         """Queue the admission; every admission of one loop iteration goes out in one script call."""
         if not (plan.budgets or plan.rates or plan.groups):
             return Outcome(OK, -1, [])
+        leases = self.leases
+        if leases is not None:
+            if now_ms // 60_000 != self._lease_wid:
+                self._lease_wid = now_ms // 60_000
+                leases.prune(now_ms)
+            values = leases.take(plan, self._pending)
+            if values is not None:  # admitted from this process's leases: no round trip (also while Redis stalls)
+                if leases.due and self._sender is None:
+                    self._kick()  # topped up in the background: a steady load never waits for Redis
+                elif self._pending:  # (a running sender takes both with its next call)
+                    self._schedule()
+                return Outcome(OK, 0 if plan.groups else -1, values, self.generation)
         loop = asyncio.get_running_loop()
         if self._overdue:
             # Redis let an admission pass its deadline: this one would only wait behind that call.
@@ -99,27 +121,43 @@ class RedisCounters:
             len(plan.groups),
             plan.rate_expire_ms,
         ]
+        # Per counter (key, limit, increment, expire_at_ms, soft, lease asked for), budgets and rates, then
+        # per group: what the sender hands the script's grants to (counters_lease).
+        asks: list[tuple[str, int, int, int, bool, int]] = []
+        group_asks: list[list[tuple[str, int, int, int, bool, int]]] = []
+        pending = self._pending
+        ask = leases.ask if leases is not None else _no_lease
+        rexp = plan.rate_expire_ms
         for key, limit, reserve, hard, expire in plan.budgets:
             keys.append(key)
-            args += (limit, reserve, 1 if hard else 0, expire)
+            want = ask(key, limit, reserve, expire, not hard, pending)
+            asks.append((key, limit, reserve, expire, not hard, want))
+            args += (limit, reserve, 1 if hard else 0, expire, want)
         for key, limit, incr in plan.rates:
             keys.append(key)
-            args += (limit, incr)
+            want = ask(key, limit, incr, rexp, False, pending)
+            asks.append((key, limit, incr, rexp, False, want))
+            args += (limit, incr, want)
         for counters in plan.groups:
             args.append(len(counters))
+            g = []
             for key, limit, incr in counters:
                 keys.append(key)
-                args += (limit, incr)
+                want = ask(key, limit, incr, rexp, False, pending)
+                g.append((key, limit, incr, rexp, False, want))
+                args += (limit, incr, want)
+            group_asks.append(g)
         future = loop.create_future()
         deadline = loop.time() + self.timeout_s
-        self._queue.append([keys, ",".join(map(str, args)), future, deadline])
+        self._queue.append([keys, ",".join(map(str, args)), future, deadline, asks, group_asks])
         if self._watchdog is None:
             self._watchdog = loop.call_at(deadline, self._expire)
         self._kick()
         gen, out = await future
         code = int(out[0])
         if code == OK:
-            return Outcome(OK, int(out[1]), [int(v) for v in out[2:]], gen)
+            n = (len(out) - 2) // 2  # values, then the grants (the sender's)
+            return Outcome(OK, int(out[1]), [int(v) for v in out[2 : 2 + n]], gen)
         if code == EXPIRED:
             raise CountersUnavailable("the admission reached Redis after its deadline")
         assert code in (BUDGET, RATE, DEPLOYMENT)
@@ -157,15 +195,22 @@ class RedisCounters:
         """Settle: deltas are merged per counter and ride along with the next admissions' script
         call, or go on their own after SETTLE_DELAY_S when no admission comes (nobody waits on them)."""
         pending = self._pending
+        leases = self.leases
         for key, delta in deltas:
+            if delta and leases is not None:
+                delta = leases.settle(key, delta)  # a reservation given back stays with the lease
             if delta:  # a counter the call used exactly what it reserved of
                 pending[key] = pending.get(key, 0) + delta
-        if pending and self._settle_timer is None and self._sender is None:
+        self._schedule()
+
+    def _schedule(self) -> None:
+        """Settlements and top-ups go with the sender's next call, or on their own after SETTLE_DELAY_S."""
+        if self._settle_timer is None and self._sender is None and (self._pending or (self.leases and self.leases.due)):
             self._settle_timer = asyncio.get_running_loop().call_later(SETTLE_DELAY_S, self._settle_due)
 
     def _settle_due(self) -> None:
         self._settle_timer = None
-        if self._pending:
+        if self._pending or (self.leases is not None and self.leases.due):
             self._kick()
 
     def _kick(self) -> None:
@@ -188,7 +233,8 @@ class RedisCounters:
                     if settle:
                         self._seq += 1
                         self._settling = (self._seq, settle)
-                if not batch and self._settling is None and not self._overdue:
+                tops = self.leases.topups() if self.leases is not None and self.epoch is not None else []
+                if not batch and self._settling is None and not tops and not self._overdue:
                     break  # (while overdue, an empty call probes Redis)
                 keys = [self._epoch_key, self._seq_key]
                 settle_arg = ""
@@ -196,11 +242,20 @@ class RedisCounters:
                     seq, settle = self._settling
                     keys += [k for k, _ in settle]
                     settle_arg = f"{seq}," + ",".join(str(d) for _, d in settle)
+                tops_arg = ""
+                if tops:
+                    keys += [k for k, _ in tops]
+                    tops_arg = ",".join(
+                        [str(int(time.time() * 1000) + self._timeout_ms)]
+                        + [f"{e.limit},{e.want},{e.incr}" for _, e in tops]
+                    )
                 for entry in batch:
                     keys += entry[0]
-                args = [self.epoch or "", "", settle_arg, *(entry[1] for entry in batch)]
+                then = self.leases.snapshot(keys) if self.leases is not None else {}
+                args = [self.epoch or "", "", settle_arg, tops_arg, *(entry[1] for entry in batch)]
                 self._inflight = batch
                 try:
+                    self.script_calls += 1
                     replies = await self._call(keys, args)
                     if not isinstance(replies, list):  # counters not of our epoch: re-seed, then again
                         await self._resync()  # the batch stays in flight for the watchdog meanwhile
@@ -208,6 +263,7 @@ class RedisCounters:
                         self._queue[:0] = batch
                         continue
                 except Exception as exc:  # unreachable, timeout, script error, re-seed failed
+                    self._lease_failed(tops, batch)
                     self._inflight = []
                     if isinstance(exc, ResponseError):
                         self._overdue = False  # Redis answers (with an error): not a stall
@@ -234,11 +290,65 @@ class RedisCounters:
                 self._settling = None
                 backoff = 0.05
                 gen = self.generation
-                for entry, reply in zip(batch, replies):
+                if self.leases is not None:
+                    self._leased(tops, then, replies[0], batch, replies[1:])
+                for entry, reply in zip(batch, replies[1:]):
                     if not entry[2].done():
                         entry[2].set_result((gen, reply))
         finally:
             self._sender = None
+
+    def _leased(self, tops, then: dict, topped: list, batch: list[list], replies: list) -> None:
+        """Hand the script's grants to the leases: top-ups, then each admission's (even one whose
+        caller gave up waiting: Redis counted its grant)."""
+        leases = self.leases
+        assert leases is not None
+        if self._reaper is None and not self._closing:
+            self._reaper = asyncio.get_running_loop().call_later(LEASE_IDLE_S, self._reap)
+        for i, (key, e) in enumerate(tops):
+            leases.topped_up(key, e, int(topped[2 * i]), int(topped[2 * i + 1]), then)
+        for entry, reply in zip(batch, replies):
+            asks, group_asks = entry[4], entry[5]
+            if int(reply[0]) != OK:
+                for key, *_, want in [*asks, *(a for g in group_asks for a in g)]:
+                    if want:
+                        leases.failed(key)
+                continue
+            chosen = int(reply[1])
+            counted = asks + (group_asks[chosen] if chosen >= 0 else [])
+            n = len(counted)
+            for i, (key, limit, incr, expire, soft, want) in enumerate(counted):
+                value, grant = int(reply[2 + i]), int(reply[2 + n + i])
+                leases.answered(key, limit, incr, expire, soft, value, grant, bool(want), then)
+            for g, asked in enumerate(group_asks):
+                if g != chosen:
+                    for key, *_, want in asked:
+                        if want:
+                            leases.failed(key)
+
+    def _reap(self) -> None:
+        """Give back the leases nothing took from since the last turn; again in LEASE_IDLE_S while any are held."""
+        self._reaper = None
+        leases = self.leases
+        if leases is None or self._closing:
+            return
+        pending = self._pending
+        for key, delta in leases.idle():
+            pending[key] = pending.get(key, 0) + delta
+        self._schedule()
+        if any(e.left for e in leases.by_key.values()):  # else the next grant starts it again
+            self._reaper = asyncio.get_running_loop().call_later(LEASE_IDLE_S, self._reap)
+
+    def _lease_failed(self, tops, batch: list[list]) -> None:
+        """A call that failed: its grants are asked for again later."""
+        if self.leases is None:
+            return
+        for key, _ in tops:
+            self.leases.failed(key)
+        for entry in batch:
+            for key, *_, want in [*entry[4], *(a for g in entry[5] for a in g)]:
+                if want:
+                    self.leases.failed(key)
 
     async def _resync(self) -> None:
         """The counters are not the ones this process counted in (Redis came back empty, or another
@@ -251,6 +361,8 @@ class RedisCounters:
             self.generation += 1
             self.epoch = None
             self._pending, self._settling = {}, None
+            if self.leases is not None:
+                self.leases.drop()  # the re-seeded counters do not hold them
         try:
             if self.reseed is not None:
                 await self.reseed()
@@ -300,15 +412,23 @@ class RedisCounters:
         self._offset_ms = round((before + after) * 500 - int(seconds) * 1000 - int(micros) / 1000)
 
     async def drain(self, timeout: float = 5) -> None:
-        """Send queued settlements now and wait until they reached Redis (or the sender gave up)."""
-        if self._settle_timer is not None:
-            self._settle_timer.cancel()
-            self._settle_timer = None
-        if (self._pending or self._settling) and self._sender is None:
-            self._kick()
-        while self._sender is not None:
-            done, _ = await asyncio.wait([self._sender], timeout=timeout)
-            if not done:
+        """Give this process's leases back, send queued settlements now and wait until they reached
+        Redis (or the sender gave up)."""
+        for _ in range(3):  # a grant answered meanwhile (a top-up in flight) is given back in the next round
+            if self.leases is not None:
+                self.leases.no_topups()
+                for key, delta in self.leases.give_back():
+                    self._pending[key] = self._pending.get(key, 0) + delta
+            if self._settle_timer is not None:
+                self._settle_timer.cancel()
+                self._settle_timer = None
+            if (self._pending or self._settling) and self._sender is None:
+                self._kick()
+            while self._sender is not None:
+                done, _ = await asyncio.wait([self._sender], timeout=timeout)
+                if not done:
+                    return
+            if self.leases is None or not any(e.left for e in self.leases.by_key.values()):
                 return
 
     async def seed(self, items: list[tuple[str, int, int]]) -> None:
@@ -326,7 +446,11 @@ class RedisCounters:
     async def read(self, keys: list[str], now_ms: int) -> list[int]:
         if not keys:
             return []
-        return [int(v) if v is not None else 0 for v in await self.redis.mget(keys)]
+        values = [int(v) if v is not None else 0 for v in await self.redis.mget(keys)]
+        if self.leases is None:
+            return values
+        # Less this process's unused leases (in the counter, not spent); other replicas' are in it.
+        return [max(0, v - self.leases.held(k)) if v else v for k, v in zip(keys, values)]
 
     async def start(self) -> None:
         await self.redis.script_load(ADMIT)  # so the first admission need not; also proves Redis answers
@@ -335,6 +459,8 @@ class RedisCounters:
         self._closing = True
         if self._watchdog is not None:
             self._watchdog.cancel()
+        if self._reaper is not None:
+            self._reaper.cancel()
         await self.drain()
         if self._pending or self._settling:
             log.error("closing with budget/rate settlements not written to Redis")
@@ -343,3 +469,7 @@ class RedisCounters:
         if self._conn is not None:
             await self._conn.disconnect()
         await self.redis.aclose()
+
+
+def _no_lease(key: str, limit: int, incr: int, expire: int, soft: bool, pending: dict[str, int]) -> int:
+    return 0  # leases off: one script call per admission, as before leases
