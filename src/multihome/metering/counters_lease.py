@@ -127,8 +127,13 @@ class Leases:
         elif e.left:
             pending[key] = pending.get(key, 0) - e.left
             e.left = 0
+        if e.asking:
+            # A grant in flight was asked for under e.limit: keep that, so take() does not admit from it
+            # under another limit (the next admission comes here again and hands it back).
+            e.incr, e.expire, e.soft = incr, expire, soft
+            return 0
         e.limit, e.incr, e.expire, e.soft = limit, incr, expire, soft
-        if soft or e.asking:
+        if soft:
             return 0
         e.asking = True
         self.due.pop(key, None)
