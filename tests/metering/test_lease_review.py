@@ -4,13 +4,16 @@ changed, ... each against a real Redis."""
 from __future__ import annotations
 
 import asyncio
+import time
 
 import pytest
+import redis
 
-from multihome.config.metering import MeteringConfig, RateLimitRule
+from multihome.config.metering import BudgetRule, MeteringConfig, RateLimitRule
 from multihome.metering.rules import Rules
 
-from .test_counter_leases import admit, raw, replicas, started
+from .conftest import Dep, principal
+from .test_counter_leases import COST, admit, raw, replicas, started
 
 pytestmark = pytest.mark.anyio
 
@@ -36,4 +39,26 @@ async def test_a_grant_asked_under_the_old_limit_is_not_used_under_a_lowered_one
     assert admitted * 1_500 <= 4_000, f"{admitted} admissions of 1,500 tokens under a limit of 4,000"
     await lim.drain()
     assert raw(redis_server.url, key) <= 4_000
+    await lim.close()
+
+
+async def test_the_leases_of_keys_that_stopped_calling_are_forgotten(redis_server):
+    # A tenant's API keys are unbounded, and a `total` budget's counter never expires, so its lease was
+    # never pruned: every key that ever called kept an entry (and the idle reaper walked them all each
+    # second). One nothing took from for a reaper's turn is given back and forgotten.
+    (lim,) = await started(
+        replicas(redis_server.url, 1, budgets=[BudgetRule(scope="key", id="*", amount=5, period="total")])
+    )
+    leases = lim.counters.leases
+    for i in range(50):
+        t = await lim.admit(principal(key_id=f"key_{i}"), "g", [Dep("dep-a")], 1000, 500, f"k{i}")
+        t.settle(COST, "USD", 1000)
+    assert len(leases.by_key) == 50
+    deadline = time.monotonic() + 15
+    while leases.by_key and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
+    assert not leases.by_key
+    await lim.drain()
+    counters = redis.Redis.from_url(redis_server.url).keys(f"{lim.cfg.key_prefix}b:key:ten_a:*")
+    assert len(counters) == 50 and all(raw(redis_server.url, k.decode()) == COST for k in counters)  # given back
     await lim.close()
