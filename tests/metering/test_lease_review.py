@@ -5,15 +5,19 @@ from __future__ import annotations
 
 import asyncio
 import time
+import uuid
 
 import pytest
 import redis
 
 from multihome.config.metering import BudgetRule, MeteringConfig, RateLimitRule
+from multihome.metering.counters_redis import RedisCounters
+from multihome.metering.limiter import Limiter
+from multihome.metering.prices import DeploymentPrice, PriceTable
 from multihome.metering.rules import Rules
 
 from .conftest import Dep, principal
-from .test_counter_leases import COST, admit, raw, replicas, started
+from .test_counter_leases import COST, admit, evalsha_calls, raw, replicas, started
 
 pytestmark = pytest.mark.anyio
 
@@ -61,4 +65,34 @@ async def test_the_leases_of_keys_that_stopped_calling_are_forgotten(redis_serve
     await lim.drain()
     counters = redis.Redis.from_url(redis_server.url).keys(f"{lim.cfg.key_prefix}b:key:ten_a:*")
     assert len(counters) == 50 and all(raw(redis_server.url, k.decode()) == COST for k in counters)  # given back
+    await lim.close()
+
+
+async def test_a_counter_first_admitted_with_nothing_to_reserve_still_gets_leases_later(redis_server):
+    # A budget in another currency than the deployment's reserves 0 on that call: no lease is asked for.
+    # The lease must not stay marked as asking (no answer ever clears it), or every later admission that
+    # does reserve on that budget (a deployment priced in its currency) goes to Redis.
+    prices = PriceTable(
+        {"dep-a": DeploymentPrice.of(1.0, 2.0, None, "USD"), "dep-e": DeploymentPrice.of(1.0, 2.0, None, "EUR")}
+    )
+    cfg = MeteringConfig(
+        key_prefix=f"t{uuid.uuid4().hex[:8]}:",
+        budgets=[
+            BudgetRule(scope="tenant", id="ten_a", amount=1000, currency="USD"),
+            BudgetRule(scope="tenant", id="ten_a", amount=1000, currency="EUR"),
+        ],
+    )
+    now = (time.time() // 60) * 60 + 1
+    (lim,) = await started([Limiter(cfg, prices, RedisCounters(redis_server.url, prefix=cfg.key_prefix), lambda: now)])
+    usd, eur = [Dep("dep-a")], [Dep("dep-e")]
+    first = await lim.admit(principal(), "g", usd, 1000, 500, "usd")  # 0 reserved on the EUR budget
+    first.settle(COST, "USD", 1000)
+    before = evalsha_calls(redis_server.url)
+    for i in range(200):
+        t = await lim.admit(principal(), "g", eur, 1000, 500, f"eur{i}")
+        t.settle(COST, "EUR", 1000)
+        if i % 10 == 0:
+            await asyncio.sleep(0.001)  # the sender's turn: top-ups
+    calls = evalsha_calls(redis_server.url) - before
+    assert calls < 50, f"{calls} script calls for 200 admissions: the EUR budget's lease was never granted"
     await lim.close()

@@ -137,10 +137,11 @@ class Leases:
         e.limit, e.incr, e.expire, e.soft = limit, incr, expire, soft
         if soft:
             return 0
-        e.asking = True
-        self.due.pop(key, None)
-        e.want = self._size(e, incr)
-        return e.want
+        e.want = want = self._size(e, incr)
+        if want:  # (0 when this admission reserves nothing on it: no grant, so no answer would clear `asking`)
+            e.asking = True
+            self.due.pop(key, None)
+        return want
 
     def _size(self, e: Lease, incr: int) -> int:
         now = time.monotonic()
