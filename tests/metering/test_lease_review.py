@@ -4,6 +4,8 @@ changed, ... each against a real Redis."""
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
 import time
 import uuid
 
@@ -16,7 +18,7 @@ from multihome.metering.limiter import Limiter
 from multihome.metering.prices import DeploymentPrice, PriceTable
 from multihome.metering.rules import Rules
 
-from .conftest import Dep, principal
+from .conftest import Dep, RedisServer, principal
 from .test_counter_leases import COST, admit, evalsha_calls, raw, replicas, started
 
 pytestmark = pytest.mark.anyio
@@ -96,3 +98,43 @@ async def test_a_counter_first_admitted_with_nothing_to_reserve_still_gets_lease
     calls = evalsha_calls(redis_server.url) - before
     assert calls < 50, f"{calls} script calls for 200 admissions: the EUR budget's lease was never granted"
     await lim.close()
+
+
+async def test_an_admission_given_up_before_it_was_sent_leaves_its_counter_leasable():
+    # An admission asks for a lease as it is queued (its counter is marked as asking, so no second grant
+    # is asked for meanwhile). One that the watchdog fails while it waits behind a stalled call (or whose
+    # caller is cancelled) is never sent, so no answer clears the mark: its counter must not be left
+    # without leases for good (every later admission of it would wait for Redis).
+    server = RedisServer()
+    (lim,) = replicas(
+        server.url, 1, timeout_s=0.3, rate_limits=[RateLimitRule(scope="key", id="*", requests_per_minute=100_000)]
+    )
+    try:
+        await started([lim])
+        os.kill(server.popen.pid, signal.SIGSTOP)
+        try:
+            stalled = asyncio.ensure_future(lim.admit(principal(key_id="key_a"), "g", [Dep("dep-a")], 10, 10, "a"))
+            await asyncio.sleep(0.05)  # key_a's admission is in flight, to a Redis that does not answer
+            queued = await lim.admit(principal(key_id="key_b"), "g", [Dep("dep-a")], 10, 10, "b")
+            assert dict(queued.headers)[b"x-multihome-limits"] == b"unavailable"  # failed while queued
+            await stalled
+        finally:
+            os.kill(server.popen.pid, signal.SIGCONT)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:  # until Redis answers again (the sender probes it)
+            t = await lim.admit(principal(key_id="key_c"), "g", [Dep("dep-a")], 10, 10, f"probe{time.monotonic()}")
+            if b"x-multihome-limits" not in dict(t.headers):
+                break
+            await asyncio.sleep(0.05)
+        before = evalsha_calls(server.url)
+        for i in range(100):
+            t = await lim.admit(principal(key_id="key_b"), "g", [Dep("dep-a")], 10, 10, f"b{i}")
+            assert b"x-multihome-limits" not in dict(t.headers)
+            t.settle(0, "USD", 20)
+            if i % 10 == 0:
+                await asyncio.sleep(0.001)  # the sender's turn: top-ups
+        calls = evalsha_calls(server.url) - before
+        assert calls < 30, f"{calls} script calls for 100 admissions of key_b: it got no lease again"
+    finally:
+        await lim.close()
+        server.stop()
