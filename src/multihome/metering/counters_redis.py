@@ -343,9 +343,13 @@ class RedisCounters:
         """Forget the queued admissions nobody waits for any more: never sent, so the leases they asked
         for are asked for again later (no answer would clear their asking)."""
         queue = self._queue
-        if any(e[2].done() for e in queue):
-            self._queue = [e for e in queue if not e[2].done()]
-            self._lease_failed((), [e for e in queue if e[2].done()])
+        for entry in queue:
+            if entry[2].done():
+                break
+        else:
+            return  # (the usual case: no list made)
+        self._queue = [e for e in queue if not e[2].done()]
+        self._lease_failed((), [e for e in queue if e[2].done()])
 
     def _lease_failed(self, tops, batch: list[list]) -> None:
         """A call that failed: its grants are asked for again later."""
