@@ -98,8 +98,10 @@ class Leases:
             e.used += reserve
             if hard:
                 self._spend(key, e, reserve)
-            elif reserve:
-                pending[key] = pending.get(key, 0) + reserve
+            else:
+                e.hits += 1  # in use: `idle` keeps it
+                if reserve:
+                    pending[key] = pending.get(key, 0) + reserve
             values.append(e.base + e.used)
         for key, _, incr in (*plan.rates, *group):
             e = by_key[key]
@@ -127,13 +129,19 @@ class Leases:
         elif e.left:
             pending[key] = pending.get(key, 0) - e.left
             e.left = 0
-        e.limit, e.incr, e.expire, e.soft = limit, incr, expire, soft
-        if soft or e.asking:
+        if e.asking:
+            # A grant in flight was asked for under e.limit: keep that, so take() does not admit from it
+            # under another limit (the next admission comes here again and hands it back).
+            e.incr, e.expire, e.soft = incr, expire, soft
             return 0
-        e.asking = True
-        self.due.pop(key, None)
-        e.want = self._size(e, incr)
-        return e.want
+        e.limit, e.incr, e.expire, e.soft = limit, incr, expire, soft
+        if soft:
+            return 0
+        e.want = want = self._size(e, incr)
+        if want:  # (0 when this admission reserves nothing on it: no grant, so no answer would clear `asking`)
+            e.asking = True
+            self.due.pop(key, None)
+        return want
 
     def _size(self, e: Lease, incr: int) -> int:
         now = time.monotonic()
@@ -234,11 +242,18 @@ class Leases:
 
     def idle(self) -> Iterator[tuple[str, int]]:
         """The leases no admission took from since the last call, as the negative deltas that return
-        them (a replica that stops getting calls would otherwise hold them, and others be refused)."""
-        for key, e in self.by_key.items():
-            if e.left and e.hits == e.seen and not e.asking:
-                yield key, -e.left
-                e.left = 0
+        them (a replica that stops getting calls would otherwise hold them, and others be refused); and
+        forget them, so the map holds only counters in use (a tenant's keys and teams are unbounded, and
+        a `total` budget's counter never expires, so `prune` would never drop it). A lease with a grant
+        in flight stays (its answer is handed to it); a forgotten counter's next admission goes to Redis,
+        and a settlement of it goes to Redis whole."""
+        by_key = self.by_key
+        for key, e in list(by_key.items()):
+            if e.hits == e.seen and not e.asking:
+                if e.left:
+                    yield key, -e.left
+                    e.left = 0
+                del by_key[key]
             e.seen = e.hits
 
     def held(self, key: str) -> int:

@@ -181,7 +181,7 @@ class RedisCounters:
                     self._overdue = True
                 elif nxt is None or entry[3] < nxt:
                     nxt = entry[3]
-        self._queue = [e for e in self._queue if not e[2].done()]
+        self._drop_given_up()
         if nxt is not None:
             self._watchdog = loop.call_at(nxt, self._expire)
         if self._overdue:
@@ -225,8 +225,8 @@ class RedisCounters:
             while True:
                 self._wake.clear()
                 # Whatever queues while a call is in flight goes in the next call (group commit).
-                queue = [e for e in self._queue if not e[2].done()]  # skip those the watchdog failed
-                batch, self._queue = queue[:_BATCH], queue[_BATCH:]
+                self._drop_given_up()  # those the watchdog failed, or whose caller was cancelled
+                batch, self._queue = self._queue[:_BATCH], self._queue[_BATCH:]
                 if self._settling is None and self._pending:
                     settle = [(k, d) for k, d in self._pending.items() if d]
                     self._pending = {}
@@ -338,6 +338,18 @@ class RedisCounters:
         self._schedule()
         if any(e.left for e in leases.by_key.values()):  # else the next grant starts it again
             self._reaper = asyncio.get_running_loop().call_later(LEASE_IDLE_S, self._reap)
+
+    def _drop_given_up(self) -> None:
+        """Forget the queued admissions nobody waits for any more: never sent, so the leases they asked
+        for are asked for again later (no answer would clear their asking)."""
+        queue = self._queue
+        for entry in queue:
+            if entry[2].done():
+                break
+        else:
+            return  # (the usual case: no list made)
+        self._queue = [e for e in queue if not e[2].done()]
+        self._lease_failed((), [e for e in queue if e[2].done()])
 
     def _lease_failed(self, tops, batch: list[list]) -> None:
         """A call that failed: its grants are asked for again later."""
