@@ -35,8 +35,9 @@ EXPIRED = 4  # an admission that reached Redis after its deadline: not applied (
 #       counter (value before the grant); per admission {0, chosen group, values after applying...,
 #       grants...}, {code, index, used} when refused, or {4, -1, 0} when expired.
 # A grant is min(want, floor((limit - value) / 8)), none when below `least` (one admission's
-#       increment): grants shrink near the limit, and a replica refused there is refused only for what
-#       other replicas hold unused (docs/metering.md "Leases").
+#       increment) or when less than 256 `least` are left: grants shrink near the limit and stop
+#       256 admissions before it, so a replica is refused only for what other replicas hold unused
+#       while more than that is left (docs/metering.md "Leases").
 ADMIT = """
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
 if redis.replicate_commands then redis.replicate_commands() end
@@ -47,6 +48,9 @@ local now = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000) + 
 local asked = {}
 local function grant(key, limit, want, least)
   local value = tonumber(redis.call('GET', key) or '0')
+  -- Fewer than 256 admissions' worth left: no lease, so a small limit (and a large one's last
+  -- 256 admissions) is met exactly whatever the replicas are offered.
+  if limit - value < 256 * tonumber(least) then return 0 end
   local g = math.floor((limit - value) / 8)
   if g > want then g = want end
   if g < least or g <= 0 then return 0 end
