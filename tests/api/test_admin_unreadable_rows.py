@@ -17,9 +17,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from admin_http import error, ok
-from builders import database, identity, simulated, single, typed
-from multihome.app import build_app
-from multihome.simulators import SimulatorConfig, start_simulator
+from stored_app import STORES, store_url, stored_app
 
 pytestmark = pytest.mark.anyio
 ADMIN_KEY = "mh-bootstrap-admin-key-for-admin-unreadable-rows"
@@ -82,27 +80,11 @@ class World:
             await engine.dispose()
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
+@pytest.fixture(params=STORES)
 async def world(request, tmp_path):
-    if request.param == "postgresql":
-        url = request.getfixturevalue("pg_database")(migrated=False)
-    else:
-        url = f"sqlite+aiosqlite:///{tmp_path}/mh.db"
-    sim = await start_simulator(SimulatorConfig(kind="openai", name="up"))
-    cfg = single(
-        simulated("openai", sim.url, region="us-east-1", data_zone="US"),
-        storage=database(url, refresh_s=0.05),
-        identity=identity("MH_TEST_ADMIN_UNREADABLE"),
-    )
-    app = build_app(typed(cfg))
-    for service in app.services:
-        await service.start()
-    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
-    async with httpx.AsyncClient(transport=transport, base_url="http://gw", timeout=30) as client:
+    url = store_url(request, tmp_path)
+    async with stored_app(url, "MH_TEST_ADMIN_UNREADABLE") as (client, _):
         yield World(client, url)
-    for service in reversed(app.services):
-        await service.close()
-    await sim.close()
 
 
 async def until(w: World, secret: str, status: int) -> httpx.Response:

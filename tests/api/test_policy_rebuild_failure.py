@@ -19,12 +19,10 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from admin_http import error, ok
-from builders import database, identity, simulated, single, typed
 from multihome.api.policy_gate import PolicyGate
-from multihome.app import build_app
 from multihome.schema.errors import ApiError
 from multihome.schema.principal import Principal
-from multihome.simulators import SimulatorConfig, start_simulator
+from stored_app import STORES, store_url, stored_app
 
 pytestmark = pytest.mark.anyio
 ADMIN_KEY = "mh-bootstrap-admin-key-for-policy-rebuild"
@@ -85,30 +83,15 @@ class World:
             await engine.dispose()
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
+@pytest.fixture(params=STORES)
 async def world(request, tmp_path):
-    if request.param == "postgresql":
-        url = request.getfixturevalue("pg_database")(migrated=False)
-    else:
-        url = f"sqlite+aiosqlite:///{tmp_path}/mh.db"
-    sim = await start_simulator(SimulatorConfig(kind="openai", name="up"))
-    cfg = single(
-        simulated("openai", sim.url, region="us-east-1", data_zone="US"),
-        storage=database(url, refresh_s=0.05),
-        identity=identity("MH_TEST_REBUILD_ADMIN"),
-        group_fields={"requires_entitlement": True},
-    )
-    app = build_app(typed(cfg))
-    for service in app.services:
-        await service.start()
-    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
-    async with httpx.AsyncClient(
-        transport=transport, base_url="http://gw", headers={"authorization": f"Bearer {ADMIN_KEY}"}, timeout=30
-    ) as admin:
+    url = store_url(request, tmp_path)
+    headers = {"authorization": f"Bearer {ADMIN_KEY}"}
+    async with stored_app(url, "MH_TEST_REBUILD_ADMIN", headers, group_fields={"requires_entitlement": True}) as (
+        admin,
+        app,
+    ):
         yield World(admin, url), app
-    for service in reversed(app.services):
-        await service.close()
-    await sim.close()
 
 
 async def refused_soon(w: World, tenant: str) -> dict:
