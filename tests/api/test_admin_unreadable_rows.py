@@ -347,3 +347,23 @@ async def test_a_grant_that_cannot_be_read_keeps_another_tenants_grant_of_its_gr
     await ok(await w.admin("POST", f"{T}/{other}/entitlements", json={**grant, "model_group": "h"}), 201)
     await ok(await w.admin("DELETE", f"{T}/{acme}/entitlements/{ent}"))
     await ok(await w.admin("POST", f"{T}/{other}/entitlements", json=grant), 201)
+
+
+@pytest.mark.parametrize("raw", ["null", '"x"', "[1]"])
+async def test_an_admin_event_that_cannot_be_read_is_listed_apart(world, raw):
+    # An admin event's detail edited by hand: the events lists (a tenant's and the organisation's) serve the
+    # other events and report this one, where they answered 500.
+    w = world
+    acme = await tenant(w, "acme")
+    await w.key(acme, "one")
+    await w.key(acme, "two")
+    events = (await ok(await w.admin("GET", f"{T}/{acme}/events")))["data"]
+    broken = events[0]["id"]
+    await w.sql("UPDATE admin_events SET detail = :json WHERE id = :id", {"json": raw, "id": broken})
+    for path in (f"{T}/{acme}/events", "/admin/v1/events"):
+        listing = await ok(await w.admin("GET", path))
+        assert [e["id"] for e in events[1:]] == [
+            e["id"] for e in listing["data"] if e["id"] in {x["id"] for x in events}
+        ]
+        bad = reported(listing, broken)
+        assert bad["table"] == "admin_events" and bad["tenant_id"] == acme and "detail" in bad["problem"], bad

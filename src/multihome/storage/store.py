@@ -8,10 +8,12 @@ policy from an in-memory `Snapshot`.
 
 from __future__ import annotations
 
+from typing import Any
+
 import sqlalchemy as sa
 
 from . import migrate as _migrate
-from . import rows
+from . import row_reads, rows
 from .apikeys import KeysRepo
 from .base import as_utc, utcnow
 from .budgets import BudgetsRepo
@@ -125,7 +127,7 @@ class Store(TenancyRepo, KeysRepo, PoliciesRepo, EntitlementsRepo, PinsRepo, Bud
 
     async def admin_events(
         self, tenant_id: str | None = None, *, limit: int = 100, after: int | None = None
-    ) -> list[AdminEvent]:
+    ) -> row_reads.Listed[AdminEvent]:
         """Admin changes in commit order, oldest first. Page with `after=<last seq seen>`.
 
         `tenant_id=None` returns every tenant's events and the org-wide ones.
@@ -138,21 +140,8 @@ class Store(TenancyRepo, KeysRepo, PoliciesRepo, EntitlementsRepo, PinsRepo, Bud
         if after is not None:
             q = q.where(admin_events.c.seq > after)
         async with self._read() as conn:
-            rows = (await conn.execute(q.order_by(admin_events.c.seq).limit(limit))).all()
-        return [
-            AdminEvent(
-                seq=r.seq,
-                id=r.id,
-                at=as_utc(r.at),
-                actor=r.actor,
-                tenant_id=r.tenant_id,
-                action=r.action,
-                object_type=r.object_type,
-                object_id=r.object_id,
-                detail=dict(r.detail),
-            )
-            for r in rows
-        ]
+            # An event edited by hand is reported, not a 500 (row_reads.Listed.unreadable).
+            return await row_reads.read_all(conn, q.order_by(admin_events.c.seq).limit(limit), admin_events, _event)
 
 
 async def open_store(url: str, *, migrate: bool = False) -> Store:
@@ -168,3 +157,20 @@ async def open_store(url: str, *, migrate: bool = False) -> Store:
             await store.close()
             raise
     return store
+
+
+def _event(r: Any, _fields: rows.Fields) -> AdminEvent:
+    """An admin_events row as an AdminEvent (row_reads.read_all's build): its detail must be a JSON object."""
+    if not isinstance(r.detail, dict):
+        raise rows.RowProblem("detail: expected a JSON object")
+    return AdminEvent(
+        seq=r.seq,
+        id=r.id,
+        at=as_utc(r.at),
+        actor=r.actor,
+        tenant_id=r.tenant_id,
+        action=r.action,
+        object_type=r.object_type,
+        object_id=r.object_id,
+        detail=dict(r.detail),
+    )

@@ -11,7 +11,7 @@ from ...audit.reader import BadQuery, Filters, parse_time
 from ...schema.errors import ApiError
 from ...schema.principal import ORG_ADMIN, Principal
 from .rbac import AUDIT, ORG, authorize
-from .route import PREFIX, STORAGE, AdminCall, Needs, Route, Services, listing
+from .route import PREFIX, STORAGE, AdminCall, Needs, Route, Services, listed
 from .tenancy import T
 
 MAX_PAGE = 1000
@@ -21,11 +21,11 @@ _PAGE = ("limit", "after")
 
 
 async def tenant_events(s: Services, c: AdminCall) -> Any:
-    return listing(await s.store.admin_events(c.tenant, **_page(c.query)))
+    return listed(await s.store.admin_events(c.tenant, **_page(c.query)))
 
 
 async def all_events(s: Services, c: AdminCall) -> Any:
-    return listing(await s.store.admin_events(None, **_page(c.query)))
+    return listed(await s.store.admin_events(None, **_page(c.query)))
 
 
 def _page(q: dict[str, str]) -> dict[str, int | None]:
