@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import re
+import sqlite3
 from decimal import Decimal
 
 import openai
@@ -24,12 +25,14 @@ ADMIN_KEY = "mh-bootstrap-admin-key-for-the-cli"
 
 @pytest.fixture(scope="module")
 def gateway(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("cli")
     with replicas(
-        tmp_path_factory.mktemp("cli"),
+        tmp,
         config_for,
         {"MH_TEST_ADMIN_KEY": ADMIN_KEY},
         n=1,
     ) as (gw,):
+        gw.db = tmp / "multihome.db"  # replicas' SQLite file (services.replicas)
         yield gw
 
 
@@ -149,3 +152,18 @@ def test_the_static_keys_tenant_is_named_by_its_id(cli):
     assert json.loads(cli("usage", "--tenant", "default", "--json"))["group_by"] == "model_group"
     with pytest.raises(SystemExit, match=r"no tenant 'defaults' \(by name or id"):
         cli("usage", "--tenant", "defaults")
+
+
+def test_a_stored_row_that_cannot_be_read_is_named_beside_the_list(cli, gateway, capsys):
+    # The admin API reports such a row under `unreadable`, apart from `data`; a table without it would
+    # silently miss a key the operator has to revoke.
+    tenant = cli("tenants", "create", "unreadable-co").split(": ")[1].strip()
+    cli("keys", "create", "--tenant", tenant, "--name", "good")
+    broken = json.loads(cli("keys", "create", "--tenant", tenant, "--name", "broken", "--json"))["id"]
+    with sqlite3.connect(gateway.db) as db:
+        db.execute("UPDATE api_keys SET roles = 'null' WHERE id = ?", (broken,))
+    assert main(["keys", "list", "--tenant", tenant]) == 0
+    printed = capsys.readouterr()
+    assert [r[1] for r in rows(printed.out)[1:]] == ["good"]
+    assert "1 stored row(s) cannot be read" in printed.err and f"api_keys {broken}: " in printed.err
+    assert "roles" in printed.err

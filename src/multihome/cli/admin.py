@@ -134,6 +134,11 @@ def _fetch(a: argparse.Namespace, api: Admin, name: str, query: dict[str, Any] |
     if a.json:
         print_json(out)
         return None
+    bad = out.get("unreadable") or ()
+    if bad:  # rows the gateway cannot read are left out of `data` (docs/storage.md): say which, on stderr
+        print(f"{len(bad)} stored row(s) cannot be read and are not listed (docs/storage.md):", file=sys.stderr)
+        for row in bad:
+            print(f"  {row['table']} {row['id']}: {row['problem']}", file=sys.stderr)
     return out["data"]
 
 
