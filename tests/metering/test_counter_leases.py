@@ -33,7 +33,7 @@ def _no_idle_give_back(monkeypatch):
     monkeypatch.setattr(counters_redis, "LEASE_IDLE_S", 3600.0)
 
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, pytest.mark.usefixtures("same_minute")]
 PRICES = PriceTable({"dep-a": DeploymentPrice.of(1.0, 2.0, None, "USD")})  # per 1M tokens
 # Admitting 1000 prompt and 500 output tokens: (1250 + 16) x 1.0 + 500 x 2.0 per 1M
 RESERVE = 2_266_000

@@ -23,7 +23,7 @@ from multihome.metering.rules import Rules
 from .conftest import Dep, RedisServer, principal
 from .test_counter_leases import COST, admit, evalsha_calls, raw, replicas, started
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, pytest.mark.usefixtures("same_minute")]
 
 
 async def test_a_grant_asked_under_the_old_limit_is_not_used_under_a_lowered_one(redis_server):
