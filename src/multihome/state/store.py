@@ -613,7 +613,10 @@ class StateStore(StoreBase):
 
     async def delete_item(self, tenant: str, conversation_id: str, item_id: str) -> bool:
         """The item's row, and its count and bytes from the conversation's totals, in one transaction (on
-        SQLite the writer's: one thread hop, not one per statement)."""
+        SQLite the writer's: one thread hop, not one per statement), under the conversation's lock. It moves
+        the conversation's end on too (positions keep their order; a gap is harmless): a turn whose tool call
+        or result was checked against the items before the delete sees the conversation changed at its
+        append (`expect_end`) and is checked again, so a result never lands after its call was deleted."""
 
         def delete(conn: Connection) -> bool:
             size = conn.scalar(_DELETE_ITEM, {"conv": conversation_id, "item": item_id, "tenant": tenant})
@@ -622,7 +625,7 @@ class StateStore(StoreBase):
             conn.execute(_SHRINK, {"conv": conversation_id, "bytes": size})
             return True
 
-        return await self._commit(delete)
+        return await self._commit(delete, lock=conversation_id)
 
     async def _open_item(self, tenant: str, conversation_id: str, item_id: str, body: bytes) -> Item:
         return await self._open(tenant, "conversation_items", f"{conversation_id}/{item_id}", body)
@@ -716,7 +719,6 @@ _CONVERSATION_END = sa.select(_c.c.next_position, _c.c.item_count, _c.c.item_byt
     _c.c.id == sa.bindparam("conv"), _c.c.tenant_id == sa.bindparam("tenant")
 )
 _INSERT_ITEM = sa.insert(_i)
-# The totals relative: a delete of an item does not take the conversation's lock (it changes them too).
 _GROW = (
     sa.update(_c)
     .where(_c.c.id == sa.bindparam("conv"))
@@ -739,5 +741,9 @@ _DELETE_ITEM = (
 _SHRINK = (
     sa.update(_c)
     .where(_c.c.id == sa.bindparam("conv"))
-    .values(item_count=_c.c.item_count - 1, item_bytes=_c.c.item_bytes - sa.bindparam("bytes"))
+    .values(
+        item_count=_c.c.item_count - 1,
+        item_bytes=_c.c.item_bytes - sa.bindparam("bytes"),
+        next_position=_c.c.next_position + 1,
+    )
 )
