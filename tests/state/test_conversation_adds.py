@@ -34,7 +34,6 @@ async def test_an_add_checked_against_a_read_is_refused_when_another_came_in_bet
     assert await _ids(state, "conv_e") == ["msg_0", "msg_1"]
 
 
-
 async def test_a_delete_between_a_read_and_an_add_refuses_the_add(state):
     """A result checked against its call, then the call deleted before the result is added: the add must be
     checked again (the delete moves the end on; positions keep their order)."""
