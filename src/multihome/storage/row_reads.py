@@ -22,7 +22,8 @@ Build = Callable[[Any, Fields], T]
 
 # How the admin API removes or replaces an unreadable row of each kind (docs/storage.md).
 MENDS = {
-    "tenant": "an org admin deletes the tenant (DELETE /admin/v1/tenants/{id}), or fixes the row by SQL",
+    "tenant": "an org admin replaces its metadata (PATCH /admin/v1/tenants/{id} with metadata), or deletes the "
+    "tenant; a creation time that cannot be read is fixed by SQL",
     "team": "delete the team (DELETE .../teams/{id}) and create it again, or fix the row by SQL",
     "api key": "revoke it (DELETE .../keys/{id}) and issue a new key",
     "policy": "replace its rules (PATCH .../policies/{id} with rules) or delete it",
