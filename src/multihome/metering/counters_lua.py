@@ -16,17 +16,24 @@ from __future__ import annotations
 
 EXPIRED = 4  # an admission that reached Redis after its deadline: not applied (the caller gave up)
 
-# KEYS[1]: the epoch key; KEYS[2]: this process's settlement sequence key; then the counters being
-#       settled; then the counters to top up; then per admission its budgets, rates and every deployment
-#       counter (group by group).
+# KEYS[1]: the epoch key; KEYS[2]: this process's settlement sequence key; KEYS[3]: this process's
+#       last call (below); then the counters being settled; then the counters to top up; then per
+#       admission its budgets, rates and every deployment counter (group by group).
 # ARGV[1]: the epoch token this process counts in. ARGV[2]: this process's clock minus Redis's, ms.
-# ARGV[3]: the settlements, "seq,delta1,...,deltaN" for the N counters after KEYS[2] ("" for none).
+# ARGV[3]: the call's number (this process's calls count up; a call sent again keeps its number).
+#       KEYS[3] holds "number,reply" of the last call applied (reply packed with cmsgpack: exact
+#       integers, where cjson would round past 14 digits). The same number again is a copy of that
+#       call sent on a new connection after the first died with its reply: Redis answers the stored
+#       reply and applies nothing, so the call counts once. A lower number is a late copy of a call
+#       the process gave up on: an error, nothing applied. Only the last call is kept, as a process
+#       has one call in flight at a time.
+# ARGV[4]: the settlements, "seq,delta1,...,deltaN" for the N counters after KEYS[3] ("" for none).
 #       A delta is added only to a counter that still exists (a settlement never revives an expired
 #       window). A batch is applied once: one whose seq is not above the last applied one is a
 #       late copy of a call that timed out and was sent again, and is skipped.
-# ARGV[4]: lease top-ups (counters_lease), "deadline_ms,limit,want,least,..." per counter ("" for none).
+# ARGV[5]: lease top-ups (counters_lease), "deadline_ms,limit,want,least,..." per counter ("" for none).
 #       A counter that does not exist is not revived; past the deadline nothing is granted.
-# ARGV[5...]: one string per admission: "deadline_ms,nb,nr,ng,rate_expire_ms" then per budget:
+# ARGV[6...]: one string per admission: "deadline_ms,nb,nr,ng,rate_expire_ms" then per budget:
 #       limit,reserve,hard(1/0),expire_at_ms(0: never),want; per rate: limit,incr,want; per group: size,
 #       then per counter: limit,incr,want. deadline_ms is on the caller's clock; past it, the caller has
 #       already fallen back, so the admission is not applied (a stalled Redis runs it late). want: the
@@ -39,6 +46,13 @@ EXPIRED = 4  # an admission that reached Redis after its deadline: not applied (
 #       256 admissions before it, so a replica is refused only for what other replicas hold unused
 #       while more than that is left (docs/metering.md "Leases").
 ADMIT = """
+local last = redis.call('GET', KEYS[3])
+if last then
+  local n, at = tonumber(ARGV[3]), string.find(last, ',', 1, true)
+  local ran = tonumber(string.sub(last, 1, at - 1))
+  if n == ran then return cmsgpack.unpack(string.sub(last, at + 1)) end
+  if n < ran then return redis.error_reply('ERR a late copy of a call already superseded') end
+end
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
 if redis.replicate_commands then redis.replicate_commands() end
 local clock = redis.call('TIME')
@@ -119,9 +133,9 @@ local function admit(t, k0)
   for i = first, #asked do asked[i][2] = n + asked[i][2] end
   return out
 end
-local k0 = 2
+local k0 = 3
 local seq, apply = nil, false
-for v in string.gmatch(ARGV[3], '[^,]+') do
+for v in string.gmatch(ARGV[4], '[^,]+') do
   if seq == nil then
     seq = tonumber(v)
     apply = seq > tonumber(redis.call('GET', KEYS[2]) or '0')
@@ -132,14 +146,14 @@ for v in string.gmatch(ARGV[3], '[^,]+') do
   end
 end
 local tops, tf = {}, {}
-for v in string.gmatch(ARGV[4], '[^,]+') do tf[#tf + 1] = v end
+for v in string.gmatch(ARGV[5], '[^,]+') do tf[#tf + 1] = v end
 local tk = k0  -- the top-ups' keys follow; they are granted after the admissions (below)
 if #tf > 0 then k0 = k0 + (#tf - 1) / 3 end
 local replies = {tops}
-for n = 5, #ARGV do
+for n = 6, #ARGV do
   local t = {}
   for v in string.gmatch(ARGV[n], '[^,]+') do t[#t + 1] = v end
-  if tonumber(t[1]) < now then replies[n - 3] = {4, -1, 0} else replies[n - 3] = admit(t, k0) end
+  if tonumber(t[1]) < now then replies[n - 4] = {4, -1, 0} else replies[n - 4] = admit(t, k0) end
   local nkeys, a = tonumber(t[2]) + tonumber(t[3]), 6 + 5 * tonumber(t[2]) + 3 * tonumber(t[3])
   for g = 1, tonumber(t[4]) do
     local size = tonumber(t[a])
@@ -164,6 +178,9 @@ if #tf > 0 then
     tops[#tops + 1] = g
   end
 end
+-- Kept long enough for any copy sent again (within the caller's timeout), short enough that a
+-- process gone leaves nothing for long.
+redis.call('SET', KEYS[3], ARGV[3] .. ',' .. cmsgpack.pack(replies), 'PX', 600000)
 return replies
 """
 
