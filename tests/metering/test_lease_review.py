@@ -222,7 +222,7 @@ def test_a_call_sent_again_gets_the_first_reply_exactly_and_a_late_copy_is_refus
     r.set(f"{p}epoch", "e")
     r.set(budget, 8_999_999_999_999_123)
     script = r.register_script(ADMIT)
-    keys = [f"{p}epoch", f"{p}s:x", f"{p}c:x", budget]
+    keys = [f"{p}epoch", f"{p}s:x", budget]
     deadline = int(time.time() * 1000) + 60_000
     admission = f"{deadline},1,0,0,0,{limit},7,1,0,0"  # one hard budget: reserve 7, no lease asked
 
@@ -291,3 +291,24 @@ async def test_close_names_what_it_could_not_give_back(redis_server, caplog, mon
         assert raw(redis_server.url, key) == 20 + held  # never reached Redis
     finally:
         await proxy.close()
+
+
+def test_a_call_that_fails_partway_still_applies_its_settlements_once(redis_server):
+    # Redis keeps what a script applied before an error. The settlement batch such a call carried is
+    # recorded as applied, so the batch sent again with the next call is skipped, not added twice.
+    r = redis.Redis.from_url(redis_server.url)
+    p = f"t{uuid.uuid4().hex[:8]}:"
+    settled, broken = f"{p}b:tenant:ten_a", f"{p}b:tenant:ten_b"
+    r.set(f"{p}epoch", "e")
+    r.set(settled, 100)
+    r.set(broken, "not a number")
+    script = r.register_script(ADMIT)
+    deadline = int(time.time() * 1000) + 60_000
+    keys = [f"{p}epoch", f"{p}s:x", settled, broken]
+    args = ["e", "0", "1", "1,5", "", f"{deadline},1,0,0,0,1000,7,1,0,0"]
+    for _ in range(2):  # the call, then a copy of it: the same error, nothing applied again
+        with pytest.raises(redis.ResponseError):
+            script(keys=keys, args=args)
+    assert int(r.get(settled)) == 105
+    assert script(keys=keys[:3], args=["e", "0", "2", "1,5", ""]) == [[]]  # the batch sent again
+    assert int(r.get(settled)) == 105

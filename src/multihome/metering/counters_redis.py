@@ -62,9 +62,8 @@ class RedisCounters:
         self._seed = self.redis.register_script(SEED)
         self._claim = self.redis.register_script(CLAIM)
         self._epoch_key = prefix + "epoch"
-        token = secrets.token_hex(8)
-        self._seq_key = f"{prefix}s:{token}"  # this process's last applied settlement batch
-        self._call_key = f"{prefix}c:{token}"  # this process's last applied call and its reply (counters_lua)
+        # This process's last applied call: its number, reply and settlement batch (counters_lua).
+        self._seq_key = f"{prefix}s:{secrets.token_hex(8)}"
         self._calls = 0  # script calls numbered: one sent again on a new connection keeps its number
         self.epoch: str | None = None  # the token of the counters this process counts in (None: unknown)
         # Bumped when the counters were found empty: reservations made before it are not in them.
@@ -240,7 +239,7 @@ class RedisCounters:
                 tops = self.leases.topups() if self.leases is not None and self.epoch is not None else []
                 if not batch and self._settling is None and not tops and not self._overdue:
                     break  # (while overdue, an empty call probes Redis)
-                keys = [self._epoch_key, self._seq_key, self._call_key]
+                keys = [self._epoch_key, self._seq_key]
                 settle_arg = ""
                 if self._settling is not None:
                     seq, settle = self._settling
