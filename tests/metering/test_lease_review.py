@@ -312,3 +312,16 @@ def test_a_call_that_fails_partway_still_applies_its_settlements_once(redis_serv
     assert int(r.get(settled)) == 105
     assert script(keys=keys[:3], args=["e", "0", "2", "1,5", ""]) == [[]]  # the batch sent again
     assert int(r.get(settled)) == 105
+
+
+def test_a_counter_that_cannot_take_its_settlement_does_not_stop_the_others(redis_server):
+    # A settlement batch that met a key holding no integer used to stop there: the counters after it
+    # never got theirs (the batch was recorded as applied, so sending it again skipped them).
+    r = redis.Redis.from_url(redis_server.url)
+    p = f"t{uuid.uuid4().hex[:8]}:"
+    a, broken, b = f"{p}r:a", f"{p}r:broken", f"{p}r:b"
+    r.set(f"{p}epoch", "e")
+    r.mset({a: 10, broken: "not a number", b: 20})
+    script = r.register_script(ADMIT)
+    assert script(keys=[f"{p}epoch", f"{p}s:x", a, broken, b], args=["e", "0", "1", "1,-3,-3,-3", ""]) == [[]]
+    assert (int(r.get(a)), r.get(broken), int(r.get(b))) == (7, b"not a number", 17)

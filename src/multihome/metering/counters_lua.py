@@ -29,8 +29,9 @@ EXPIRED = 4  # an admission that reached Redis after its deadline: not applied (
 #       time, so only its last is kept (one key per process; it expires a day after its last call).
 # ARGV[4]: the settlements, "seq,delta1,...,deltaN" for the N counters after KEYS[2] ("" for none).
 #       A delta is added only to a counter that still exists (a settlement never revives an expired
-#       window). A batch is applied once: one whose seq is not above the last applied one is a
-#       late copy of a call that timed out and was sent again, and is skipped.
+#       window), and one a counter cannot take (it holds no integer) is skipped, not the rest. A batch
+#       is applied once: one whose seq is not above the last applied one is a late copy of a call
+#       that timed out and was sent again, and is skipped.
 # ARGV[5]: lease top-ups (counters_lease), "deadline_ms,limit,want,least,..." per counter ("" for none).
 #       A counter that does not exist is not revived; past the deadline nothing is granted.
 # ARGV[6...]: one string per admission: "deadline_ms,nb,nr,ng,rate_expire_ms" then per budget:
@@ -148,7 +149,8 @@ local function run()
       if apply then settled = seq end
     else
       k0 = k0 + 1
-      if apply and redis.call('EXISTS', KEYS[k0]) == 1 then redis.call('INCRBY', KEYS[k0], v) end
+      -- pcall: a counter that cannot take it (not an integer) does not stop the rest of the batch.
+      if apply and redis.call('EXISTS', KEYS[k0]) == 1 then redis.pcall('INCRBY', KEYS[k0], v) end
     end
   end
   local tops, tf = {}, {}
