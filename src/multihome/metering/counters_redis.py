@@ -62,7 +62,9 @@ class RedisCounters:
         self._seed = self.redis.register_script(SEED)
         self._claim = self.redis.register_script(CLAIM)
         self._epoch_key = prefix + "epoch"
-        self._seq_key = f"{prefix}s:{secrets.token_hex(8)}"  # this process's last applied settlement batch
+        # This process's last applied call: its number, reply and settlement batch (counters_lua).
+        self._seq_key = f"{prefix}s:{secrets.token_hex(8)}"
+        self._calls = 0  # script calls numbered: one sent again on a new connection keeps its number
         self.epoch: str | None = None  # the token of the counters this process counts in (None: unknown)
         # Bumped when the counters were found empty: reservations made before it are not in them.
         self.generation = 0
@@ -85,6 +87,7 @@ class RedisCounters:
         self._overdue = False  # an admission outlived its deadline: fall back at once until Redis answers
         self._resync_after = 0.0  # after a failed re-seed, admissions fall back at once until then
         self._closing = False
+        self._close_by = 0.0  # while closing, failed settlement calls are sent again until then (loop clock)
         self.leases = Leases() if leases else None
         self._lease_wid = 0  # the minute leases were last pruned in
         self.script_calls = 0  # EVALSHA calls made (admissions, settlements, top-ups): for tests and benches
@@ -252,7 +255,8 @@ class RedisCounters:
                 for entry in batch:
                     keys += entry[0]
                 then = self.leases.snapshot(keys) if self.leases is not None else {}
-                args = [self.epoch or "", "", settle_arg, tops_arg, *(entry[1] for entry in batch)]
+                self._calls += 1
+                args = [self.epoch or "", "", str(self._calls), settle_arg, tops_arg, *(entry[1] for entry in batch)]
                 self._inflight = batch
                 try:
                     self.script_calls += 1
@@ -270,16 +274,22 @@ class RedisCounters:
                     for entry in batch:
                         if not entry[2].done():
                             entry[2].set_exception(exc)
+                    left = self._close_by - asyncio.get_running_loop().time() if self._closing else 0.0
+                    if self._closing and (self._settling is None or left <= 0):
+                        return  # close() logs what was not written
                     if self._settling is not None:
                         # Sent again as it is (same seq, so it applies once): a lost settlement would
-                        # leave a reservation counted forever.
+                        # leave a reservation counted forever. Also while closing (until its deadline):
+                        # a lease not given back stays counted until its window or period ends.
                         log.warning(
                             "could not settle %d counters in Redis (%s); retrying",
                             len(self._settling[1]),
                             type(exc).__name__,
                         )
                     if self._closing:
-                        return
+                        await wait_event(self._wake, min(backoff, left))
+                        backoff = min(backoff * 2, 2.0)
+                        continue
                     if self._settling is not None or self.epoch is None or self._overdue:
                         if not self._queue:  # an admission arriving meanwhile is tried at once
                             await wait_event(self._wake, backoff)
@@ -409,8 +419,8 @@ class RedisCounters:
                 if conn is not None:
                     await conn.disconnect()
                 # A connection found dead (Redis restarted, idle connection dropped) is retried once
-                # on a new one. If Redis had run the script before the connection died, its
-                # reservations stay counted until their window or period ends (docs/metering.md).
+                # on a new one, with the same call number: if Redis had run the call before the
+                # connection died, it answers the first run's reply and applies nothing (counters_lua).
                 if attempt or not isinstance(exc, RedisConnectionError):
                     raise
         raise AssertionError("unreachable")
@@ -443,6 +453,30 @@ class RedisCounters:
             if self.leases is None or not any(e.left for e in self.leases.by_key.values()):
                 return
 
+    def _log_unwritten(self) -> None:
+        """Name the counters whose settlements or leases did not reach Redis by close, with the amounts
+        (counter names hold ids, never secrets): a lease or reservation not given back stays counted
+        until its window or period ends; a cost not added is missing from the counter."""
+        unwritten: dict[str, int] = {}
+        for key, delta in [*(self._settling[1] if self._settling else ()), *self._pending.items()]:
+            unwritten[key] = unwritten.get(key, 0) + delta
+        if self.leases is not None:
+            for key, e in self.leases.by_key.items():
+                if e.left:
+                    unwritten[key] = unwritten.get(key, 0) - e.left
+        back = sorted(k for k, d in unwritten.items() if d < 0)
+        owed = sorted(k for k, d in unwritten.items() if d > 0)
+        if back or owed:
+            log.error(
+                "closing with budget/rate counters not written to Redis: %d held too much (leases or "
+                "reservations not given back, counted until their window or period ends) %s; %d miss "
+                "their calls' cost %s",
+                len(back),
+                _names(back, unwritten),
+                len(owed),
+                _names(owed, unwritten),
+            )
+
     async def seed(self, items: list[tuple[str, int, int]]) -> None:
         """Set each (key, value, expire_at_ms) that does not exist yet: a running counter wins."""
         for i in range(0, len(items), 500):
@@ -467,20 +501,27 @@ class RedisCounters:
     async def start(self) -> None:
         await self.redis.script_load(ADMIT)  # so the first admission need not; also proves Redis answers
 
-    async def close(self) -> None:
+    async def close(self, timeout: float = 5) -> None:
+        """Give the leases back and send the settlements left; a call that fails is sent again (it
+        applies once) until `timeout` is up. What could not be written then is logged."""
         self._closing = True
+        self._close_by = asyncio.get_running_loop().time() + timeout
         if self._watchdog is not None:
             self._watchdog.cancel()
         if self._reaper is not None:
             self._reaper.cancel()
-        await self.drain()
-        if self._pending or self._settling:
-            log.error("closing with budget/rate settlements not written to Redis")
+        await self.drain(timeout)
+        self._log_unwritten()
         if self._sender is not None:
             self._sender.cancel()  # still probing an unanswering Redis
         if self._conn is not None:
             await self._conn.disconnect()
         await self.redis.aclose()
+
+
+def _names(keys: list[str], deltas: dict[str, int], most: int = 20) -> str:
+    shown = ", ".join(f"{k} ({deltas[k]:+d})" for k in keys[:most])
+    return f"[{shown}{', ...' if len(keys) > most else ''}]"
 
 
 def _no_lease(key: str, limit: int, incr: int, expire: int, soft: bool, pending: dict[str, int]) -> int:
