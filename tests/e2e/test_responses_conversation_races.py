@@ -72,6 +72,13 @@ def _results(client: openai.OpenAI, conv: str, call_id: str) -> list:
     return [i for i in items if i.type == "function_call_output" and i.call_id == call_id]
 
 
+def _asked(client: openai.OpenAI, call_id: str) -> tuple:
+    """A conversation ending in a call of get_weather, and the result that answers it."""
+    call = {"type": "function_call", "call_id": call_id, "name": "get_weather", "arguments": "{}"}
+    conv = client.conversations.create(items=[{"type": "message", "role": "user", "content": "weather?"}, call])
+    return conv, {"type": "function_call_output", "call_id": call_id, "output": "sunny"}
+
+
 def _refused(outcome: object, code: str) -> bool:
     return isinstance(outcome, openai.BadRequestError) and outcome.code == code
 
@@ -86,9 +93,7 @@ def held(world):
 @pytest.mark.parametrize("stream", [False, True])
 def test_a_turn_and_an_add_answering_one_call_concurrently_store_one_result(held, stream):
     world, client = held, held.sdk()
-    call = {"type": "function_call", "call_id": "call_race", "name": "get_weather", "arguments": "{}"}
-    conv = client.conversations.create(items=[{"type": "message", "role": "user", "content": "weather?"}, call])
-    result = {"type": "function_call_output", "call_id": "call_race", "output": "sunny"}
+    conv, result = _asked(client, "call_race")
     world.sims["oa"].fault(latency_ms=HOLD_MS, times=1)
 
     def turn() -> object:
@@ -118,9 +123,7 @@ def test_a_turn_and_an_add_answering_one_call_concurrently_store_one_result(held
 
 def test_two_turns_answering_one_call_concurrently_store_one_result(held):
     world, client = held, held.sdk()
-    call = {"type": "function_call", "call_id": "call_twice", "name": "get_weather", "arguments": "{}"}
-    conv = client.conversations.create(items=[{"type": "message", "role": "user", "content": "weather?"}, call])
-    result = {"type": "function_call_output", "call_id": "call_twice", "output": "sunny"}
+    conv, result = _asked(client, "call_twice")
     world.sims["oa"].fault(latency_ms=HOLD_MS, times=2)
 
     def turn(n: int):
@@ -163,10 +166,8 @@ def test_a_result_whose_call_is_deleted_while_its_turn_answers_is_refused(held):
     """The turn's result answered a call in the conversation when it began; the call was deleted while the
     model answered: appended, the result would answer nothing (every later turn refused by the provider)."""
     world, client = held, held.sdk()
-    call = {"type": "function_call", "call_id": "call_gone", "name": "get_weather", "arguments": "{}"}
-    conv = client.conversations.create(items=[{"type": "message", "role": "user", "content": "weather?"}, call])
+    conv, result = _asked(client, "call_gone")
     call_item = next(i for i in client.conversations.items.list(conv.id).data if i.type == "function_call")
-    result = {"type": "function_call_output", "call_id": "call_gone", "output": "sunny"}
     world.sims["oa"].fault(latency_ms=HOLD_MS, times=1)
     with concurrent.futures.ThreadPoolExecutor(1) as pool:
         pending = pool.submit(
@@ -213,9 +214,7 @@ def test_concurrent_background_turns_do_not_take_the_conversation_past_its_bound
 @pytest.mark.parametrize("stream", [False, True])
 def test_two_background_turns_answering_one_call_store_one_result(held, stream):
     world, client = held, held.sdk()
-    call = {"type": "function_call", "call_id": "call_bg", "name": "get_weather", "arguments": "{}"}
-    conv = client.conversations.create(items=[{"type": "message", "role": "user", "content": "weather?"}, call])
-    result = {"type": "function_call_output", "call_id": "call_bg", "output": "sunny"}
+    conv, result = _asked(client, "call_bg")
     world.sims["oa"].fault(latency_ms=HOLD_MS, times=2)
     created = []
     for n in range(2):
