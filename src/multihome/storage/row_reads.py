@@ -30,6 +30,10 @@ MENDS = {
     "stateful pin": "an org admin revokes it (DELETE .../stateful-pins/{id}) and creates it again",
     "budget": "change its amount (PATCH .../budgets/{id}) or delete it",
     "token revocation": "delete it (DELETE /admin/v1/token-revocations/{id}) and create it again",
+    "MCP server": "delete it (DELETE .../mcp-servers/{name}) and register it again",
+    # No call deletes or changes a stored agreement or the ledger (a record of money): fixed by SQL.
+    "contract": "fix or delete its row of contract_agreements by SQL (docs/storage.md)",
+    "contract ledger": "fix the row by SQL (docs/storage.md); the contract's reports answer once it can be read",
 }
 
 
