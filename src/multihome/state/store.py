@@ -29,6 +29,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from ..config.responses import ConversationsConfig
 from ..crypto import Keyring
+from ..storage import row_reads
 from ..storage.base import StoreBase, as_utc, sqlite_stamp
 from ..storage.errors import Conflict
 from ..storage.sqlite_threads import Busy, SqliteThreads
@@ -344,12 +345,12 @@ class StateStore(StoreBase):
             await asyncio.to_thread(threads.close)
 
     async def get_response(self, tenant: str, response_id: str) -> StoredResponse | None:
+        """The response, None if not this tenant's; UnreadableRow (409) if its row cannot be read."""
+        q = sa.select(responses).where(responses.c.id == response_id, responses.c.tenant_id == tenant)
         async with self._read() as conn:
-            row = (
-                await conn.execute(
-                    sa.select(responses).where(responses.c.id == response_id, responses.c.tenant_id == tenant)
-                )
-            ).first()
+            row, bad = await row_reads.first(conn, q, responses)
+        if bad is not None:
+            raise row_reads.unreadable("stored response", bad)
         return None if row is None else await self._response(row)
 
     async def chain(self, tenant: str, response_id: str) -> list[StoredResponse] | None:
@@ -501,14 +502,11 @@ class StateStore(StoreBase):
         return Conversation(conversation_id, tenant, now, metadata)
 
     async def get_conversation(self, tenant: str, conversation_id: str) -> Conversation | None:
+        q = sa.select(conversations).where(conversations.c.id == conversation_id, conversations.c.tenant_id == tenant)
         async with self._read() as conn:
-            row = (
-                await conn.execute(
-                    sa.select(conversations).where(
-                        conversations.c.id == conversation_id, conversations.c.tenant_id == tenant
-                    )
-                )
-            ).first()
+            row, bad = await row_reads.first(conn, q, conversations)
+        if bad is not None:
+            raise row_reads.unreadable("conversation", bad)
         if row is None:
             return None
         data = await self._open(tenant, "conversations", row.id, row.body)
