@@ -149,5 +149,13 @@ async def test_a_stored_response_sealed_for_another_row_is_a_409_not_a_500(world
         {"a": first["resp"], "b": second["resp"]},
     )
     # (A chain this replica opened before is served from memory: the row is read by a get.)
-    unreadable(await w.call("GET", f"/v1/responses/{second['resp']}", key), "cannot be opened")
+    err = unreadable(await w.call("GET", f"/v1/responses/{second['resp']}", key), second["resp"])
+    assert "its body cannot be opened" in err["message"]
     await ok(await w.call("GET", f"/v1/responses/{first['resp']}", key))  # its neighbour opens
+    await w.sql(
+        "UPDATE conversations SET body = (SELECT body FROM conversations WHERE id = :a) WHERE id = :b",
+        {"a": first["conv"], "b": second["conv"]},
+    )
+    unreadable(await w.call("GET", f"/v1/conversations/{second['conv']}", key), second["conv"])
+    await ok(await w.call("GET", f"/v1/conversations/{first['conv']}", key))
+    assert (await ok(await w.call("DELETE", f"/v1/conversations/{second['conv']}", key)))["deleted"] is True

@@ -35,6 +35,7 @@ MENDS = {
     "memory namespace": "a tenant-admin deletes it (DELETE /v1/memory/namespaces), or fix the row by SQL",
     "memory record": "delete it (DELETE /v1/memory/records/{id}), or fix the row by SQL",
     "conversation": "delete it (DELETE /v1/conversations/{id}), or fix the row by SQL",
+    "conversation item": "delete it (DELETE /v1/conversations/{id}/items/{item_id}), or fix the row by SQL",
     # No call deletes or changes a stored agreement or the ledger (a record of money): fixed by SQL.
     "contract": "fix or delete its row of contract_agreements by SQL (docs/storage.md)",
     "contract ledger": "fix the row by SQL (docs/storage.md); the contract's reports answer once it can be read",
