@@ -190,3 +190,10 @@ async def test_a_contract_that_cannot_be_read_is_listed_apart_and_refused_by_get
     err = unreadable(await w.call("GET", f"{C}/rs-good/report"), "ledger_accruals")
     assert "lots" not in err["message"]
     unreadable(await w.call("GET", f"{C}/report.csv"), "ledger_accruals")
+
+    # The console's contracts page shows the others and names both (on main: its reports' 409 failed the page).
+    assert (await w.client.post("/console/login", data={"key": ADMIN_KEY})).status_code == 303
+    page = await w.client.get("/console/contracts")
+    assert page.status_code == 200, page.text[:500]
+    assert 'data-unreadable="rs-bad"' in page.text and 'data-unreadable="rs-good"' in page.text
+    assert "rs-new" in page.text and "lots" not in page.text
