@@ -127,6 +127,9 @@ async def test_sqlite_values_not_of_their_type_are_left_out_of_summaries_and_ref
     unreadable(await w.call("GET", f"/v1/conversations/{mine['conv']}", acme_key), mine["conv"])
     unreadable(await w.call("GET", f"/v1/memory/records/{mine['mem']}", acme_key), mine["mem"])
     unreadable(await w.call("GET", "/v1/memory/records?agent_id=a&user_id=u", acme_key), mine["mem"])
+    search = {"agent_id": "a", "user_id": "u", "query": "hello"}
+    err = error(await w.call("POST", "/v1/memory/search", acme_key, json=search), 409)  # its index cannot load
+    assert err["code"] == "unreadable_row" and "memory namespace" in err["message"], err
     # ... and their deletes work (the mend).
     assert (await ok(await w.call("DELETE", f"/v1/responses/{mine['resp']}", acme_key)))["deleted"] is True
     assert (await ok(await w.call("DELETE", f"/v1/memory/records/{mine['mem']}", acme_key)))["deleted"] is True
@@ -137,6 +140,7 @@ async def test_sqlite_values_not_of_their_type_are_left_out_of_summaries_and_ref
     await ok(await w.call("GET", f"/v1/responses/{theirs['resp']}", other_key))
     await ok(await w.call("GET", f"/v1/conversations/{theirs['conv']}", other_key))
     await ok(await w.call("GET", f"/v1/memory/records/{theirs['mem']}", other_key))
+    assert (await ok(await w.call("POST", "/v1/memory/search", other_key, json=search)))["data"]
     assert "unreadable" not in await ok(await w.call("GET", "/v1/memory/namespaces", other_key))
 
 

@@ -28,6 +28,7 @@ _STAMPS = ("created_at", "updated_at", "expires_at", "revoked_at", "not_before")
 # What a driver's decoding of one stored value raises (SQLite keeps any type in any column: a date
 # column holding "soon", a JSON column holding text that is not JSON).
 _DECODE_ERRORS = (ValueError, TypeError, OverflowError, KeyError, AttributeError, IndexError)
+DECODE_ERRORS = _DECODE_ERRORS  # for reads that cannot go row by row (state/memory/store.py's index loads)
 API_KEYS = "api_keys"
 TENANTS = "tenants"
 ENTITLEMENTS = "entitlements"

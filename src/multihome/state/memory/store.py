@@ -46,7 +46,7 @@ from ...storage import row_reads
 from ...storage.base import StoreBase, as_utc
 from ...storage.ids import new_id
 from ...storage.pg_reads import HeldReads
-from ...storage.rows import RowProblem
+from ...storage.rows import DECODE_ERRORS, RowProblem, Unreadable
 from ...storage.rows import fetch as rows_of
 from ...storage.tables import memory_namespaces, memory_records, memory_tombstones
 from .embedder import OFFLINE_PREFIX, Caller, Embedder, Routed, Space, SpaceUnavailable
@@ -108,6 +108,16 @@ class Namespace:
 # What `usage` leaves out on SQLite, which keeps any value in any column (storage/row_reads.py).
 _NS_MISFITS = row_reads.misfits(memory_namespaces, stamps=("updated_at",))
 _RECORD_MISFITS = row_reads.misfits(memory_records, ints=("size",), stamps=("created_at",))
+
+
+def _undecodable(key: tuple[str, str, str], exc: BaseException, ns_id: str | None = None) -> Exception:
+    """A namespace whose row, or a record of it, the driver cannot decode (SQLite keeps any value in any
+    column): its search and index loads are a 409 naming the namespace, not a 500; the records list
+    names the record, and deleting it (or the namespace) mends it."""
+    tenant, agent_id, user_id = key
+    name = ns_id or f"agent_id={agent_id!r}, user_id={user_id!r}"
+    problem = f"it or one of its records holds a value that cannot be decoded ({type(exc).__name__})"
+    return row_reads.unreadable("memory namespace", Unreadable(str(memory_namespaces.name), name, tenant, problem))
 
 
 def _listed_namespace(row: Any, fields: tuple[str, ...]) -> Namespace:
@@ -795,9 +805,12 @@ class MemoryStore(StoreBase):
         holds the namespace's lock)."""
         tenant, agent_id, user_id = key
         known = self._cache.get(key)
-        row, first = await self._run_read(
-            _probe(key, (known.index.namespace_id, known.index.seq) if known is not None else None)
-        )
+        try:
+            row, first = await self._run_read(
+                _probe(key, (known.index.namespace_id, known.index.seq) if known is not None else None)
+            )
+        except DECODE_ERRORS as exc:
+            raise _undecodable(key, exc) from None
         if row is None:
             self._cache.pop(key, None)
             return None
@@ -852,7 +865,10 @@ class MemoryStore(StoreBase):
             if first is not None:
                 (rows, gone), first = first, None
             else:
-                rows, gone = await self._run_read(_changes(ns_id, since, start, head), short=False)
+                try:
+                    rows, gone = await self._run_read(_changes(ns_id, since, start, head), short=False)
+                except DECODE_ERRORS as exc:
+                    raise _undecodable((tenant, "", ""), exc, ns_id) from None
             plain = [await self.keyring.open(tenant, PURPOSE, TABLE, row.id, bytes(row.body)) for row in rows]
             if len(rows) > 64:  # decoding, stemming and indexing: off the event loop (the lock keeps searches out)
                 await asyncio.to_thread(self._apply, cached, model, rows, plain)
