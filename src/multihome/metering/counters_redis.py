@@ -34,6 +34,7 @@ from redis.exceptions import NoScriptError, ResponseError
 
 from ..aio import wait_event
 from ..storage.redis_client import connect
+from . import redis_eviction
 from .counters import BUDGET, DEPLOYMENT, OK, RATE, Outcome, Plan
 from .counters_lease import Leases
 from .counters_lua import ADMIT, CLAIM, EXPIRED, SEED
@@ -51,9 +52,12 @@ class CountersUnavailable(Exception):
 class RedisCounters:
     shared: ClassVar[Literal[True]] = True
 
-    def __init__(self, url: str, timeout_s: float = 2.0, prefix: str = "mh:", leases: bool = True) -> None:
+    def __init__(
+        self, url: str, timeout_s: float = 2.0, prefix: str = "mh:", leases: bool = True, allow_eviction: bool = False
+    ) -> None:
         # A Redis that stops answering fails admissions after timeout_s (fail_open decides what then).
         self.timeout_s = timeout_s
+        self.allow_eviction = allow_eviction  # metering.redis_allow_eviction (redis_eviction.py)
         self._timeout_ms = int(timeout_s * 1000)
         self.redis = connect(
             url, max_connections=32, blocking=False, socket_timeout=timeout_s, socket_connect_timeout=timeout_s
@@ -500,6 +504,7 @@ class RedisCounters:
 
     async def start(self) -> None:
         await self.redis.script_load(ADMIT)  # so the first admission need not; also proves Redis answers
+        await redis_eviction.check(self.redis, self.allow_eviction)  # refuses a Redis that may evict counters
 
     async def close(self, timeout: float = 5) -> None:
         """Give the leases back and send the settlements left; a call that fails is sent again (it

@@ -29,8 +29,11 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from ..config.responses import ConversationsConfig
 from ..crypto import Keyring
+from ..crypto.errors import CryptoError, KmsError
+from ..storage import row_reads
 from ..storage.base import StoreBase, as_utc, sqlite_stamp
 from ..storage.errors import Conflict
+from ..storage.rows import Unreadable
 from ..storage.sqlite_threads import Busy, SqliteThreads
 from ..storage.tables import conversation_items, conversations, response_deletions, response_events, responses
 from .bound import DEFAULT, ConversationChanged, over
@@ -228,6 +231,10 @@ class ItemPage:
     end: int = 0
 
 
+# A sealed row's kind, as a 409 `unreadable_row` names it (storage/row_reads.py MENDS).
+_KINDS = {"responses": "stored response", "conversations": "conversation", "conversation_items": "conversation item"}
+
+
 class StateStore(StoreBase):
     def __init__(
         self,
@@ -259,7 +266,13 @@ class StateStore(StoreBase):
         return await self.keyring.seal(tenant, PURPOSE, table, record_id, plain), plain
 
     async def _open(self, tenant: str, table: str, record_id: str, sealed: bytes) -> dict[str, Any]:
-        return _decode.decode(await self.keyring.open(tenant, PURPOSE, table, record_id, bytes(sealed)))
+        try:
+            return _decode.decode(await self.keyring.open(tenant, PURPOSE, table, record_id, bytes(sealed)))
+        except KmsError:
+            raise  # the KMS's answer (503 unavailable, refused), not the row's
+        except (CryptoError, msgspec.DecodeError) as exc:  # sealed for another row, cut short, not what was sealed
+            bad = Unreadable(table, record_id, tenant, f"its body cannot be opened ({type(exc).__name__})")
+            raise row_reads.unreadable(_KINDS.get(table, table), bad) from None
 
     # -- responses -----------------------------------------------------------------------------------
     async def put_response(
@@ -344,12 +357,12 @@ class StateStore(StoreBase):
             await asyncio.to_thread(threads.close)
 
     async def get_response(self, tenant: str, response_id: str) -> StoredResponse | None:
+        """The response, None if not this tenant's; UnreadableRow (409) if its row cannot be read."""
+        q = sa.select(responses).where(responses.c.id == response_id, responses.c.tenant_id == tenant)
         async with self._read() as conn:
-            row = (
-                await conn.execute(
-                    sa.select(responses).where(responses.c.id == response_id, responses.c.tenant_id == tenant)
-                )
-            ).first()
+            row, bad = await row_reads.first(conn, q, responses)
+        if bad is not None:
+            raise row_reads.unreadable("stored response", bad)
         return None if row is None else await self._response(row)
 
     async def chain(self, tenant: str, response_id: str) -> list[StoredResponse] | None:
@@ -501,14 +514,11 @@ class StateStore(StoreBase):
         return Conversation(conversation_id, tenant, now, metadata)
 
     async def get_conversation(self, tenant: str, conversation_id: str) -> Conversation | None:
+        q = sa.select(conversations).where(conversations.c.id == conversation_id, conversations.c.tenant_id == tenant)
         async with self._read() as conn:
-            row = (
-                await conn.execute(
-                    sa.select(conversations).where(
-                        conversations.c.id == conversation_id, conversations.c.tenant_id == tenant
-                    )
-                )
-            ).first()
+            row, bad = await row_reads.first(conn, q, conversations)
+        if bad is not None:
+            raise row_reads.unreadable("conversation", bad)
         if row is None:
             return None
         data = await self._open(tenant, "conversations", row.id, row.body)
