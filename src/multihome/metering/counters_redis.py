@@ -30,7 +30,7 @@ from collections.abc import Awaitable, Callable, Iterable
 from typing import ClassVar, Literal
 
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import NoScriptError, ResponseError
+from redis.exceptions import MasterDownError, NoScriptError, ReadOnlyError, ResponseError
 
 from ..aio import wait_event
 from ..storage.redis_client import connect
@@ -59,8 +59,6 @@ class RedisCounters:
             url, max_connections=32, blocking=False, socket_timeout=timeout_s, socket_connect_timeout=timeout_s
         )
         self._admit_sha = self.redis.register_script(ADMIT).sha
-        self._seed = self.redis.register_script(SEED)
-        self._claim = self.redis.register_script(CLAIM)
         self._epoch_key = prefix + "epoch"
         # This process's last applied call: its number, reply and settlement batch (counters_lua).
         self._seq_key = f"{prefix}s:{secrets.token_hex(8)}"
@@ -412,6 +410,16 @@ class RedisCounters:
                 if attempt == 2:
                     raise
                 load = True
+            except (ReadOnlyError, MasterDownError):
+                # The connection reaches a replica: a failover demoted its node (a managed Redis moves
+                # the name to the new primary, an open connection stays with the old node). Nothing
+                # was applied (a replica writes nothing); sent again once on a new connection, which
+                # resolves the name afresh. Still a replica: the call fails, the next one reconnects.
+                self._conn = None
+                if conn is not None:
+                    await conn.disconnect()
+                if attempt:
+                    raise
             except ResponseError:
                 raise  # any other error reply: the connection is still in step
             except BaseException as exc:
@@ -481,12 +489,15 @@ class RedisCounters:
         """Set each (key, value, expire_at_ms) that does not exist yet: a running counter wins."""
         for i in range(0, len(items), 500):
             chunk = items[i : i + 500]
-            await self._seed(keys=[k for k, _, _ in chunk], args=[v for _, value, exp in chunk for v in (value, exp)])
+            # EVAL, not EVALSHA: rare calls, and a pooled connection that met a demoted node (a failover)
+            # reconnects to a primary that may not have the script cached.
+            args = [v for _, value, exp in chunk for v in (value, exp)]
+            await self.redis.eval(SEED, len(chunk), *(k for k, _, _ in chunk), *args)
 
     async def claim(self) -> None:
         """Count in the epoch in force: the one set by whoever seeded the counters first, else ours
         (call after seeding them)."""
-        token = await self._claim(keys=[self._epoch_key], args=[secrets.token_hex(8)])
+        token = await self.redis.eval(CLAIM, 1, self._epoch_key, secrets.token_hex(8))  # (EVAL: as seed)
         self.epoch = token.decode() if isinstance(token, bytes) else token
 
     async def read(self, keys: list[str], now_ms: int) -> list[int]:
