@@ -13,7 +13,9 @@ Two promises of docs/metering.md are kept here:
 - **A stalled Redis costs each admission at most `timeout_s`**, measured from when it asked: a
   watchdog fails it then, and while a call to Redis is overdue new admissions fall back at once
   instead of queueing behind it. An admission that reaches Redis after its deadline is not
-  applied, and a settlement batch sent again after a timeout is applied once.
+  applied, and a settlement batch sent again after a timeout is applied once. A call whose reply
+  was lost is sent again (same number) until Redis answers, and what it applied is settled
+  (`_resolve`); a node demoted by a failover (READONLY) makes the sender reconnect.
 
 With leases (counters_lease, on unless `leases=False`), an admission covered by this process's
 leases is admitted without a script call, also while Redis stalls; the script grants and tops up
