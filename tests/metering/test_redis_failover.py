@@ -60,16 +60,29 @@ def _wait(check, what: str) -> None:
         time.sleep(0.05)
 
 
-def _failover(old: RedisServer, new: RedisServer) -> None:
-    """`new` (a replica of `old`) becomes the primary and `old` its replica, as a managed failover does."""
+def _failover(old: RedisServer, new: RedisServer, cut_off: bool) -> None:
+    """`new` (a replica of `old`) becomes the primary and `old` a replica, as a managed failover does:
+    of `new` (it answers writes READONLY), or, `cut_off`, of a node it cannot reach, not serving
+    stale data (it answers MASTERDOWN)."""
     r_old, r_new = redis.Redis(port=old.port), redis.Redis(port=new.port)
     r_new.replicaof("NO", "ONE")
-    r_old.replicaof("127.0.0.1", new.port)
+    if cut_off:
+        r_old.config_set("replica-serve-stale-data", "no")
+        r_old.replicaof("127.0.0.1", 1)  # (port 1: nothing listens)
+    else:
+        r_old.replicaof("127.0.0.1", new.port)
     _wait(lambda: r_old.info("replication")["role"] == "slave", "the old primary was not demoted")
+    # The reply the gateway's open connections get now (to the script call as to these).
+    if cut_off:
+        with pytest.raises(redis.exceptions.MasterDownError):
+            r_old.get("probe")
+    else:
+        with pytest.raises(redis.exceptions.ReadOnlyError):
+            r_old.set("probe", 1)
 
 
-@pytest.mark.parametrize("leases", [False, True])
-async def test_admissions_are_counted_in_the_new_primary_after_a_failover_without_a_restart(leases):
+@pytest.mark.parametrize(("leases", "cut_off"), [(False, False), (True, False), (False, True)])
+async def test_admissions_are_counted_in_the_new_primary_after_a_failover_without_a_restart(leases, cut_off):
     old, new = RedisServer(), RedisServer()
     name = _MovableName(old.port)
     url = await name.start()
@@ -88,7 +101,7 @@ async def test_admissions_are_counted_in_the_new_primary_after_a_failover_withou
         assert int(r_old.get(key)) == 5
         _wait(lambda: int(r_new.get(key) or 0) == 5, "the admissions did not reach the replica")
 
-        _failover(old, new)
+        _failover(old, new, cut_off)
         name.port = new.port  # the name moves; the gateway's open connections still reach the old node
         for i in range(5):
             t = await admit(lim, f"after{i}")
