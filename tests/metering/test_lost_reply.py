@@ -18,10 +18,11 @@ pytestmark = [pytest.mark.anyio, pytest.mark.usefixtures("same_minute")]
 
 class _SwallowingProxy:
     """A TCP proxy to Redis; when armed, the next reply of a script call is not passed on (Redis ran it;
-    the client waits until its timeout)."""
+    the client waits until its timeout). When `held` is set, replies wait until it is cleared."""
 
     def __init__(self, port: int) -> None:
         self.port, self.armed, self.swallowed = port, False, 0
+        self.held, self.holding = False, 0
         self.writers: list = []
 
     async def start(self) -> str:
@@ -43,6 +44,9 @@ class _SwallowingProxy:
                         continue
                     if replies:
                         script_sent[0] = False
+                        while self.held:
+                            self.holding = 1
+                            await asyncio.sleep(0.01)
                     dst.write(data)
                     await dst.drain()
             except (ConnectionError, OSError):
@@ -92,6 +96,37 @@ async def test_a_call_whose_reply_was_lost_to_a_timeout_leaves_nothing_counted(r
         assert b"x-multihome-limits" not in dict(after.headers)
         await lim.drain()
         assert raw(redis_server.url, key) == 1
+    finally:
+        await lim.close()
+        await proxy.close()
+
+
+async def test_an_admission_whose_caller_left_before_the_reply_is_given_back(redis_server):
+    # A caller that stops waiting while its admission is in flight (cancelled: its client went away, or
+    # the watchdog failed it as the reply came) settles nothing, yet Redis applied the admission: it
+    # stayed counted until the window ended.
+    proxy = _SwallowingProxy(int(redis_server.url.rsplit(":", 1)[1].split("/")[0]))
+    url = await proxy.start()
+    (lim,) = await started(
+        replicas(url, 1, leases=False, rate_limits=[RateLimitRule(scope="key", id="*", requests_per_minute=100_000)])
+    )
+    try:
+        await admit(lim, "warm", key_id="key_a")
+        proxy.held = True
+        waiting = asyncio.ensure_future(admit(lim, "left", key_id="key_b"))
+        key = f"{lim.cfg.key_prefix}r:key:ten_a:key_b:r:{int(lim.clock()) // 60}"
+        deadline = time.monotonic() + 10
+        while not (proxy.holding and raw(redis_server.url, key)) and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)  # Redis ran the admission; its reply is held
+        assert raw(redis_server.url, key) == 1
+        waiting.cancel()
+        proxy.held = False
+        with pytest.raises(asyncio.CancelledError):
+            await waiting
+        deadline = time.monotonic() + 10
+        while raw(redis_server.url, key) and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)  # the reply came; the admission is given back
+        assert raw(redis_server.url, key) == 0, "the admission of a caller that left stayed counted"
     finally:
         await lim.close()
         await proxy.close()
