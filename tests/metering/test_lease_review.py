@@ -6,6 +6,7 @@ dead connection after Redis ran it."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import signal
@@ -248,11 +249,11 @@ async def _leased_beyond(url: str, key: str, used: int) -> int:
     return held
 
 
-async def test_close_sends_a_failed_give_back_again(redis_server, monkeypatch):
+@contextlib.asynccontextmanager
+async def _twenty_admitted_and_leased(redis_server, monkeypatch):
+    """A replica behind a proxy that can drop its script calls: 20 admissions of one key's rate, and a top-up
+    held beyond them. Yields (the limiter, the proxy, the rate counter's key, what the replica holds)."""
     monkeypatch.setattr(counters_redis, "LEASE_IDLE_S", 3600.0)  # no idle give-back before close
-    # close() gave up on its first failed call: the leases it was giving back stayed counted until the
-    # window ended. The give-back call, its retry on a new connection and the next one are lost (Redis
-    # never sees them); close sends the give-backs again until they land.
     proxy = _DroppingProxy(int(redis_server.url.rsplit(":", 1)[1].split("/")[0]))
     url = await proxy.start()
     (lim,) = await started(
@@ -262,35 +263,30 @@ async def test_close_sends_a_failed_give_back_again(redis_server, monkeypatch):
         for i in range(20):
             await admit(lim, f"c{i}")
         key = f"{lim.cfg.key_prefix}r:key:ten_a:key_a:r:{int(lim.clock()) // 60}"
-        await _leased_beyond(redis_server.url, key, 20)
-        proxy.refuse = 3
-        await lim.close()
-        assert raw(redis_server.url, key) == 20, "the leases were not given back"
-        assert proxy.refuse == 0  # (three script calls were lost on the way)
+        yield lim, proxy, key, await _leased_beyond(redis_server.url, key, 20)
     finally:
         await proxy.close()
 
 
+async def test_close_sends_a_failed_give_back_again(redis_server, monkeypatch):
+    # close() gave up on its first failed call: the leases it was giving back stayed counted until the
+    # window ended. The give-back call, its retry on a new connection and the next one are lost (Redis
+    # never sees them); close sends the give-backs again until they land.
+    async with _twenty_admitted_and_leased(redis_server, monkeypatch) as (lim, proxy, key, _):
+        proxy.refuse = 3
+        await lim.close()
+        assert raw(redis_server.url, key) == 20, "the leases were not given back"
+        assert proxy.refuse == 0  # (three script calls were lost on the way)
+
+
 async def test_close_names_what_it_could_not_give_back(redis_server, caplog, monkeypatch):
-    monkeypatch.setattr(counters_redis, "LEASE_IDLE_S", 3600.0)  # no idle give-back before close
-    proxy = _DroppingProxy(int(redis_server.url.rsplit(":", 1)[1].split("/")[0]))
-    url = await proxy.start()
-    (lim,) = await started(
-        replicas(url, 1, rate_limits=[RateLimitRule(scope="key", id="*", requests_per_minute=100_000)])
-    )
-    try:
-        for i in range(20):
-            await admit(lim, f"c{i}")
-        key = f"{lim.cfg.key_prefix}r:key:ten_a:key_a:r:{int(lim.clock()) // 60}"
-        held = await _leased_beyond(redis_server.url, key, 20)
+    async with _twenty_admitted_and_leased(redis_server, monkeypatch) as (lim, proxy, key, held):
         proxy.refuse = 10**6  # Redis stays out of reach
         with caplog.at_level(logging.ERROR, logger="multihome.metering"):
             await lim.counters.close(timeout=1)
         errors = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
         assert any(f"{key} (-{held})" in m for m in errors), errors
         assert raw(redis_server.url, key) == 20 + held  # never reached Redis
-    finally:
-        await proxy.close()
 
 
 def test_a_call_that_fails_partway_still_applies_its_settlements_once(redis_server):
