@@ -11,12 +11,10 @@ import datetime as dt
 
 import httpx
 import pytest
-import sqlalchemy as sa
-from sqlalchemy.ext.asyncio import create_async_engine
 
 from admin_http import error, ok
 from builders import price
-from stored_app import STORES, store_url, stored_app
+from stored_app import STORES, StoredWorld, store_url, stored_app
 
 pytestmark = pytest.mark.anyio
 ADMIN_KEY = "mh-bootstrap-admin-key-for-unreadable-governance"
@@ -35,30 +33,8 @@ def _admin_key(monkeypatch):
     monkeypatch.setenv("MH_TEST_UNREADABLE_GOV", ADMIN_KEY)
 
 
-class World:
-    def __init__(self, client: httpx.AsyncClient, url: str) -> None:
-        self.client, self.url = client, url
-
-    async def call(self, method: str, path: str, key: str = ADMIN_KEY, **kw) -> httpx.Response:
-        resp = await self.client.request(method, path, headers={"authorization": f"Bearer {key}"}, **kw)
-        assert resp.status_code < 500, resp.text
-        assert SECRET not in resp.text
-        return resp
-
-    async def sql(self, statement: str, params: dict | None = None) -> None:
-        engine = create_async_engine(self.url)
-        try:
-            async with engine.begin() as conn:
-                await conn.execute(sa.text(statement), params or {})
-        finally:
-            await engine.dispose()
-
-    async def tenant(self, name: str) -> tuple[str, str]:
-        """A tenant and a key of it that may call models and its admin API."""
-        tid = (await ok(await self.call("POST", T, json={"name": name}), 201))["id"]
-        body = {"name": "k", "roles": ["member", "tenant-admin"]}
-        key = (await ok(await self.call("POST", f"{T}/{tid}/keys", json=body), 201))["key"]
-        return tid, key
+class World(StoredWorld):
+    secrets = (SECRET,)
 
 
 @pytest.fixture(params=STORES)
@@ -66,7 +42,7 @@ async def world(request, tmp_path):
     url = store_url(request, tmp_path)
     fields = {"deployment_fields": {"price": price(3, 15)}, "contracts": {"refresh_s": 0.05, "flush_interval_s": 0.01}}
     async with stored_app(url, "MH_TEST_UNREADABLE_GOV", **fields) as (client, _):
-        yield World(client, url)
+        yield World(client, url, ADMIN_KEY)
 
 
 def reported(listing: dict, row_id: str, table: str) -> dict:

@@ -8,11 +8,9 @@ from __future__ import annotations
 
 import httpx
 import pytest
-import sqlalchemy as sa
-from sqlalchemy.ext.asyncio import create_async_engine
 
 from admin_http import error, ok
-from stored_app import STORES, store_url, stored_app
+from stored_app import STORES, StoredWorld, store_url, stored_app
 
 pytestmark = pytest.mark.anyio
 ADMIN_KEY = "mh-bootstrap-admin-key-for-unreadable-state"
@@ -30,28 +28,7 @@ def _admin_key(monkeypatch):
     monkeypatch.setenv("MH_TEST_UNREADABLE_STATE", ADMIN_KEY)
 
 
-class World:
-    def __init__(self, client: httpx.AsyncClient, url: str, app) -> None:
-        self.client, self.url, self.app = client, url, app
-
-    async def call(self, method: str, path: str, key: str = ADMIN_KEY, **kw) -> httpx.Response:
-        resp = await self.client.request(method, path, headers={"authorization": f"Bearer {key}"}, **kw)
-        assert resp.status_code < 500, resp.text
-        return resp
-
-    async def sql(self, statement: str, params: dict | None = None) -> None:
-        engine = create_async_engine(self.url)
-        try:
-            async with engine.begin() as conn:
-                await conn.execute(sa.text(statement), params or {})
-        finally:
-            await engine.dispose()
-
-    async def tenant(self, name: str) -> tuple[str, str]:
-        tid = (await ok(await self.call("POST", T, json={"name": name}), 201))["id"]
-        body = {"name": "k", "roles": ["member", "tenant-admin"]}
-        return tid, (await ok(await self.call("POST", f"{T}/{tid}/keys", json=body), 201))["key"]
-
+class World(StoredWorld):
     async def turn(self, key: str) -> dict:
         """What a tenant stores: a usage row, a stored response, a conversation, a memory record."""
         assert (await self.call("POST", "/v1/chat/completions", key, json=CHAT)).status_code == 200
@@ -69,14 +46,14 @@ class World:
 async def world(request, tmp_path):
     url = store_url(request, tmp_path)
     async with stored_app(url, "MH_TEST_UNREADABLE_STATE") as (client, app):
-        yield World(client, url, app)
+        yield World(client, url, ADMIN_KEY, app)
 
 
 @pytest.fixture
 async def sqlite_world(tmp_path):
     url = f"sqlite+aiosqlite:///{tmp_path}/mh.db"
     async with stored_app(url, "MH_TEST_UNREADABLE_STATE") as (client, app):
-        yield World(client, url, app)
+        yield World(client, url, ADMIN_KEY, app)
 
 
 def named(answer: dict, table: str, tenant: str) -> list[dict]:
