@@ -25,6 +25,7 @@ from multihome.metering.prices import DeploymentPrice, PriceTable
 from multihome.metering.rules import Rules
 
 from .conftest import Dep, RedisServer, principal
+from .redis_proxy import CUT, RedisProxy
 from .test_counter_leases import COST, admit, evalsha_calls, raw, replicas, started
 
 pytestmark = [pytest.mark.anyio, pytest.mark.usefixtures("same_minute")]
@@ -146,50 +147,23 @@ async def test_an_admission_given_up_before_it_was_sent_leaves_its_counter_leasa
         server.stop()
 
 
-class _DroppingProxy:
+class _DroppingProxy(RedisProxy):
     """A TCP proxy to Redis that, when armed, drops the next reply and closes that connection (Redis ran
     the command; the client sees a dead connection). While `refuse` is above 0, it drops each script call
     instead (Redis never sees it), closes that connection and counts `refuse` down."""
 
     def __init__(self, port: int) -> None:
-        self.port, self.armed, self.dropped, self.refuse = port, False, 0, 0
-        self.writers: list = []
+        super().__init__(port)
+        self.armed, self.dropped, self.refuse = False, 0, 0
 
-    async def start(self) -> str:
-        self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
-        return f"redis://127.0.0.1:{self.server.sockets[0].getsockname()[1]}/0"
-
-    async def _serve(self, reader, writer) -> None:
-        up_r, up_w = await asyncio.open_connection("127.0.0.1", self.port)
-        self.writers += [writer, up_w]
-
-        async def pump(src, dst, replies: bool) -> None:
-            try:
-                while data := await src.read(65536):
-                    if not replies and self.refuse > 0 and b"EVALSHA" in data:
-                        self.refuse -= 1
-                        writer.close()
-                        up_w.close()
-                        return
-                    if replies and self.armed:
-                        self.armed, self.dropped = False, self.dropped + 1
-                        writer.close()
-                        up_w.close()
-                        return
-                    dst.write(data)
-                    await dst.drain()
-            except (ConnectionError, OSError):
-                pass
-            finally:
-                dst.close()
-
-        await asyncio.gather(pump(reader, up_w, False), pump(up_r, writer, True))
-
-    async def close(self) -> None:
-        self.server.close()
-        for w in self.writers:
-            w.close()
-        await asyncio.sleep(0.05)  # the pumps see their connections end
+    async def relay(self, data: bytes, replies: bool, conn: dict) -> bytes | object:
+        if not replies and self.refuse > 0 and b"EVALSHA" in data:
+            self.refuse -= 1
+            return CUT
+        if replies and self.armed:
+            self.armed, self.dropped = False, self.dropped + 1
+            return CUT
+        return data
 
 
 async def test_a_call_retried_on_a_dead_connection_after_redis_ran_it_is_not_counted_twice(redis_server):

@@ -11,56 +11,33 @@ import pytest
 
 from multihome.config.metering import RateLimitRule
 
+from .redis_proxy import RedisProxy
 from .test_counter_leases import admit, raw, replicas, started
 
 pytestmark = [pytest.mark.anyio, pytest.mark.usefixtures("same_minute")]
 
 
-class _SwallowingProxy:
+class _SwallowingProxy(RedisProxy):
     """A TCP proxy to Redis; when armed, the next reply of a script call is not passed on (Redis ran it;
     the client waits until its timeout). When `held` is set, replies wait until it is cleared."""
 
     def __init__(self, port: int) -> None:
-        self.port, self.armed, self.swallowed = port, False, 0
+        super().__init__(port)
+        self.armed, self.swallowed = False, 0
         self.held, self.holding = False, 0
-        self.writers: list = []
 
-    async def start(self) -> str:
-        self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
-        return f"redis://127.0.0.1:{self.server.sockets[0].getsockname()[1]}/0"
-
-    async def _serve(self, reader, writer) -> None:
-        up_r, up_w = await asyncio.open_connection("127.0.0.1", self.port)
-        self.writers += [writer, up_w]
-        script_sent = [False]
-
-        async def pump(src, dst, replies: bool) -> None:
-            try:
-                while data := await src.read(65536):
-                    if not replies and b"EVALSHA" in data:
-                        script_sent[0] = True
-                    if replies and self.armed and script_sent[0]:
-                        self.armed, self.swallowed = False, self.swallowed + 1
-                        continue
-                    if replies:
-                        script_sent[0] = False
-                        while self.held:
-                            self.holding = 1
-                            await asyncio.sleep(0.01)
-                    dst.write(data)
-                    await dst.drain()
-            except (ConnectionError, OSError):
-                pass
-            finally:
-                dst.close()
-
-        await asyncio.gather(pump(reader, up_w, False), pump(up_r, writer, True))
-
-    async def close(self) -> None:
-        self.server.close()
-        for w in self.writers:
-            w.close()
-        await asyncio.sleep(0.05)  # the pumps see their connections end
+    async def relay(self, data: bytes, replies: bool, conn: dict) -> bytes | object:
+        if not replies:
+            conn["script"] = conn.get("script") or b"EVALSHA" in data
+            return data
+        if self.armed and conn.get("script"):
+            self.armed, self.swallowed = False, self.swallowed + 1
+            return b""
+        conn["script"] = False
+        while self.held:
+            self.holding = 1
+            await asyncio.sleep(0.01)
+        return data
 
 
 @pytest.mark.parametrize("leases", [False, True])

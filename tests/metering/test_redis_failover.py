@@ -4,7 +4,6 @@ counted again in the new primary without a restart, against real redis-server pr
 
 from __future__ import annotations
 
-import asyncio
 import time
 
 import pytest
@@ -13,44 +12,15 @@ import redis
 from multihome.config.metering import RateLimitRule
 
 from .conftest import RedisServer
+from .redis_proxy import RedisProxy
 from .test_counter_leases import admit, replicas, started
 
 pytestmark = [pytest.mark.anyio, pytest.mark.usefixtures("same_minute")]
 
 
-class _MovableName:
+class _MovableName(RedisProxy):
     """A TCP proxy playing a DNS name: each new connection goes to the node it names now; open
     connections stay with the node they reached (as a managed Redis failover moves its name)."""
-
-    def __init__(self, port: int) -> None:
-        self.port = port
-        self.writers: list = []
-
-    async def start(self) -> str:
-        self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
-        return f"redis://127.0.0.1:{self.server.sockets[0].getsockname()[1]}/0"
-
-    async def _serve(self, reader, writer) -> None:
-        up_r, up_w = await asyncio.open_connection("127.0.0.1", self.port)
-        self.writers += [writer, up_w]
-
-        async def pump(src, dst) -> None:
-            try:
-                while data := await src.read(65536):
-                    dst.write(data)
-                    await dst.drain()
-            except (ConnectionError, OSError):
-                pass
-            finally:
-                dst.close()
-
-        await asyncio.gather(pump(reader, up_w), pump(up_r, writer))
-
-    async def close(self) -> None:
-        self.server.close()
-        for w in self.writers:
-            w.close()
-        await asyncio.sleep(0.05)  # the pumps see their connections end
 
 
 def _wait(check, what: str) -> None:
