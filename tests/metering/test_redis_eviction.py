@@ -13,23 +13,18 @@ from multihome.config.load import parse_config
 from multihome.metering.redis_eviction import EvictingRedis
 from multihome.metering.service import Metering
 
-from .conftest import Dep, RedisServer, principal
+from .conftest import NO_UPSTREAM, Dep, RedisServer, principal
 
 pytestmark = pytest.mark.anyio
 
-CONFIG = """
-server: {allow_unauthenticated: true}
-providers:
-  sim: {kind: openai, endpoint: "http://127.0.0.1:9/v1", auth: {api_key_env: NOPE}}
-deployments:
-  a@sim: {provider: sim, model: m}
-model_groups:
-  g: {deployments: [a@sim]}
-metering:
+CONFIG = (
+    NO_UPSTREAM
+    + """metering:
   redis_url_env: EVICTION_TEST_REDIS
   key_prefix: "%s:"
   rate_limits: [{scope: key, id: "*", requests_per_minute: 1000}]
 """
+)
 
 
 @pytest.fixture(scope="module")
