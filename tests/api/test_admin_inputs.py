@@ -26,11 +26,6 @@ COMMITMENT = {
 }
 
 
-@pytest.fixture
-def anyio_backend():
-    return "asyncio"
-
-
 @pytest.fixture(autouse=True)
 def _admin_key(monkeypatch):
     monkeypatch.setenv("MH_TEST_INPUTS_ADMIN", ADMIN_KEY)

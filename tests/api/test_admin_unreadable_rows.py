@@ -25,11 +25,6 @@ CHAT = {"model": "g", "messages": [{"role": "user", "content": "hi"}]}
 T = "/admin/v1/tenants"
 
 
-@pytest.fixture
-def anyio_backend():
-    return "asyncio"
-
-
 @pytest.fixture(autouse=True)
 def _admin_key(monkeypatch):
     monkeypatch.setenv("MH_TEST_ADMIN_UNREADABLE", ADMIN_KEY)

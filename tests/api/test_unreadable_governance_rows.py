@@ -23,11 +23,6 @@ C = "/admin/v1/contracts"
 SECRET = "Bearer mcp-header-s3cret"
 
 
-@pytest.fixture
-def anyio_backend():
-    return "asyncio"
-
-
 @pytest.fixture(autouse=True)
 def _admin_key(monkeypatch):
     monkeypatch.setenv("MH_TEST_UNREADABLE_GOV", ADMIN_KEY)

@@ -18,11 +18,6 @@ T = "/admin/v1/tenants"
 CHAT = {"model": "g", "messages": [{"role": "user", "content": "hi"}]}
 
 
-@pytest.fixture
-def anyio_backend():
-    return "asyncio"
-
-
 @pytest.fixture(autouse=True)
 def _admin_key(monkeypatch):
     monkeypatch.setenv("MH_TEST_UNREADABLE_STATE", ADMIN_KEY)
