@@ -66,6 +66,8 @@ async def write_final(
     except LookupError:  # the conversation was deleted meanwhile: the response is still kept
         return await bg.finish(final, events + closing(shell, seq, response))
     except ApiError as err:
+        if err.status >= 500:  # the store could not be read (a 503): not the turn's fault, the job tries again
+            raise
         refused = failed(shell, err, response)
         return await bg.finish(
             replace(final, status="failed", response=refused), events + closing(shell, seq, refused, err)
