@@ -175,6 +175,7 @@ async def test_a_tenant_is_renamed_by_an_org_admin_only_and_never_onto_another_n
     assert error(await w.admin("PATCH", f"{T}/{acme}", json={}), 400)
     assert error(await w.admin("PATCH", f"{T}/{acme}", json={"metadata": []}), 400)
     assert error(await w.admin("PATCH", f"{T}/{acme}", admin, json={"name": "mine"}), 403)
+    assert error(await w.admin("PATCH", f"{T}/{other}", admin, json={"metadata": {"owner": "acme"}}), 403)
     assert error(await w.admin("PATCH", f"{T}/ten_nope", json={"name": "x"}), 404)
     assert (await ok(await w.admin("GET", f"{T}/{other}")))["name"] == "other"
 
