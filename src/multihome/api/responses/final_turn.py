@@ -55,20 +55,20 @@ async def write_final(
     response, conversation = final.response, final.conversation_id
     if conversation is None or response["status"] == "failed":  # a failed turn is kept, not appended
         return await bg.finish(final, events + closing(shell, seq, response, err))
-    new = final.input
+    new, kept = final.input, events + closing(shell, seq, response)
     append = [*new, *response["output"]]
 
     def write(at: int | None) -> Any:
-        return bg.finish(final, events + closing(shell, seq, response), append, counted=len(new), expect_end=at)
+        return bg.finish(final, kept, append, counted=len(new), expect_end=at)
 
     try:
         return bool(await append_turn(bg.store, final.tenant, conversation, new, end, write))
     except LookupError:  # the conversation was deleted meanwhile: the response is still kept
-        return await bg.finish(final, events + closing(shell, seq, response))
-    except ApiError as err:
-        if err.status >= 500:  # the store could not be read (a 503): not the turn's fault, the job tries again
+        return await bg.finish(final, kept)
+    except ApiError as refusal:
+        if refusal.status >= 500:  # the store could not be read (a 503): not the turn's fault, the job tries again
             raise
-        refused = failed(shell, err, response)
+        refused = failed(shell, refusal, response)
         return await bg.finish(
-            replace(final, status="failed", response=refused), events + closing(shell, seq, refused, err)
+            replace(final, status="failed", response=refused), events + closing(shell, seq, refused, refusal)
         )
