@@ -141,11 +141,11 @@ async def test_writer_keeps_a_failed_batch_and_retries_it(sqlite_url, caplog):
     await svc.start()
     real_apply, failures = svc.ledger.apply_readable, []
 
-    async def flaky(batch):
+    async def flaky(batch, retry=()):
         if len(failures) < 2:
             failures.append(len(batch))
             raise OSError("database unreachable")
-        return await real_apply(batch)
+        return await real_apply(batch, retry)
 
     svc.ledger.apply_readable = flaky
     try:

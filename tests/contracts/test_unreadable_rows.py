@@ -50,6 +50,11 @@ async def until(condition, what: str) -> None:
         await asyncio.sleep(0.05)
 
 
+def calls(svc: ContractsService, contract_id: str) -> int | None:
+    t = svc.totals.get(contract_id)
+    return None if t is None else t.calls
+
+
 async def accrue(svc: ContractsService, prefix: str, n: int, cost: str = "1.00") -> None:
     for i in range(n):
         svc.metered(metered(f"{prefix}{i}", cost, AT + i))
@@ -96,15 +101,57 @@ async def test_a_contract_whose_accruals_cannot_be_read_is_held_back_and_written
         before = svc.committed
         await accrue(svc, "b", 3)
         await until(lambda: svc.accrued("az") == Decimal("5.00"), "the other contract's accruals were not written")
-        assert svc.committed == before + 3 and svc.held_from() is None  # rs's three are held (not spooled here)
+        # rs's three are committed too, to ledger_held (on disk, not in memory nor holding the spool)
+        assert svc.committed == before + 6 and svc.held_from() is None
+        assert await scalar(migrated_url, "SELECT COUNT(*) FROM ledger_held WHERE contract_id = 'rs'") == 3
         assert caplog.text.count("ledger_accruals a0") == 1  # once, not per retry
         assert "'x'" not in caplog.text  # never a stored value
         with pytest.raises(UnreadableRow, match="a0"):  # a report that left the accrual out would be wrong
             await svc.ledger.accruals("rs")
 
         await sql(migrated_url, "UPDATE ledger_accruals SET amount = '0.15' WHERE request_id = 'a0'")
-        await svc.flush(timeout_s=20)  # the held ones are written on their next try
-        assert svc.accrued("rs") == Decimal("0.75") and svc.totals["rs"].calls == 5
+        # the held ones are written on their next try (a backoff: no call comes)
+        await until(lambda: calls(svc, "rs") == 5, "the held accruals were not written once fixed")
+        assert svc.accrued("rs") == Decimal("0.75")
+        assert await scalar(migrated_url, "SELECT COUNT(*) FROM ledger_held") == 0
+    finally:
+        await svc.close()
+
+
+async def test_held_accruals_outlive_the_process_and_are_clipped_at_the_cap_once_fixed(migrated_url):
+    """The process that held them stops (no usage spool here: on main they were lost with its memory);
+    the next one finds them in ledger_held at start-up and writes them, in time order, up to the cap."""
+    svc = ContractsService(parse_contracts(CFG), migrated_url)
+    await svc.start()
+    try:
+        await accrue(svc, "a", 2)  # rs: 0.15 each
+        await svc.flush(timeout_s=20)
+        await sql(migrated_url, "UPDATE ledger_totals SET accrued = 'lots' WHERE contract_id = 'rs'")
+        await sql(
+            migrated_url, "UPDATE ledger_accruals SET amount = 'x' WHERE contract_id = 'rs' AND request_id = 'a1'"
+        )
+        await accrue(svc, "b", 40, "20.00")  # rs: 3.00 each, asked for 120.00 against a cap of 10
+        svc.metered(metered("b0", "20.00", AT))  # a replay: held once
+        await until(lambda: svc.accrued("az") == Decimal("802.00"), "the other contract's accruals were not written")
+        await svc.flush(timeout_s=20)
+    finally:
+        await svc.close()
+    assert await scalar(migrated_url, "SELECT COUNT(*) FROM ledger_held WHERE contract_id = 'rs'") == 40
+    await sql(migrated_url, "UPDATE ledger_accruals SET amount = '0.15' WHERE contract_id = 'rs' AND request_id = 'a1'")
+
+    svc = ContractsService(parse_contracts(CFG), migrated_url)
+    await svc.start()
+    try:
+        await until(lambda: calls(svc, "rs") == 42, "the held accruals were not written by the next process")
+        t = svc.totals["rs"]
+        assert t.accrued == Decimal("10") and t.requested == Decimal("120.30")
+        assert t.capped_at is not None and t.capped_at.timestamp() == AT + 3  # the 4th held one crossed it
+        assert await scalar(migrated_url, "SELECT COUNT(*) FROM ledger_held") == 0
+        accruals = {a.request_id: a.amount for a in await svc.ledger.accruals("rs")}
+        assert len(accruals) == 42 and sum(accruals.values()) == Decimal("10")
+        assert [accruals[r] for r in ("a0", "a1", "b0", "b1", "b2", "b3", "b4")] == [
+            Decimal(x) for x in ("0.15", "0.15", "3.00", "3.00", "3.00", "0.70", "0")
+        ]
     finally:
         await svc.close()
 

@@ -29,7 +29,7 @@ from ..storage.engine import PgBulkInsert, is_sqlite, write_connection
 from ..storage.rows import RowProblem, Unreadable
 from ..storage.sqlite_readers import SqliteReaders, read_whole, usable
 from . import money
-from .tables import contract_agreements, ledger_accruals, ledger_totals
+from .tables import contract_agreements, ledger_accruals, ledger_held, ledger_totals
 
 UTC = dt.UTC
 log = logging.getLogger("multihome.contracts")
@@ -102,6 +102,12 @@ class Ledger:
         self._seen = sa.select(ledger_accruals.c.request_id).where(
             ledger_accruals.c.contract_id == sa.bindparam("contract"), listed
         )
+        unheld: sa.ColumnElement[bool]
+        if self._sqlite:
+            unheld = ledger_held.c.request_id.in_(sa.select(sa.column("value")).select_from(sa.func.json_each(ids)))
+        else:
+            unheld = ledger_held.c.request_id == sa.any_(sa.bindparam("ids", type_=postgresql.ARRAY(sa.String)))
+        self._unhold = sa.delete(ledger_held).where(ledger_held.c.contract_id == sa.bindparam("contract"), unheld)
 
     async def _insert_accruals(self, conn, rows: list[dict]) -> None:
         if self._sqlite:
@@ -141,33 +147,37 @@ class Ledger:
 
         Safe to call again with the same batch (after an ambiguous failure): nothing counts twice.
         """
-        changed, held = await self.apply_readable(batch)
+        changed, held = await self.apply_readable(batch, keep=False)
         if held:
-            raise _unreadable(held[0][1], held[0][0][0].contract_id)
+            raise _unreadable(held[0][1], held[0][0])
         return changed
 
     async def apply_readable(
-        self, batch: list[Pending]
-    ) -> tuple[dict[str, Total], list[tuple[list[Pending], Unreadable]]]:
+        self, batch: list[Pending], retry: Iterable[str] = (), *, keep: bool = True
+    ) -> tuple[dict[str, Total], list[tuple[str, Unreadable]]]:
         """`apply`, writing what can be written: a contract whose totals row cannot be read has it rebuilt
-        from its accruals (and rewritten: that mends it); one whose accruals cannot be read either keeps
-        its part of the batch, returned with what is wrong, and the other contracts' are written."""
-        if not batch:
+        from its accruals (and rewritten: that mends it); one whose accruals cannot be read either has its
+        part of the batch kept in `ledger_held` (`keep`; else left unwritten), returned with what is wrong,
+        and the other contracts' are written. The held accruals of the contracts in `retry` are moved to
+        the ledger, in this transaction, if it can be read now (else they stay held, and are returned)."""
+        retry = sorted(set(retry))
+        if not batch and not retry:
             return {}, []
-        ids = sorted({p.contract_id for p in batch})
         now = dt.datetime.now(UTC)
-        held: list[tuple[list[Pending], Unreadable]] = []
+        held: list[tuple[str, Unreadable]] = []
         conn = await write_connection(self.engine)
         try:
             async with conn.begin():
+                ids = sorted({p.contract_id for p in batch}.union(retry))
                 bad: list[Unreadable] = []
                 totals = await self._lock_totals(conn, ids, bad)
                 rebuilt: dict[str, Total] = {}
                 for u in bad:
                     mine = [p for p in batch if p.contract_id == u.id]
-                    total = await self._rebuilt(conn, u.id, mine[0].cap)
+                    cap = mine[0].cap if mine else await self._held_cap(conn, u.id)
+                    total = await self._rebuilt(conn, u.id, cap)
                     if isinstance(total, Unreadable):
-                        held.append((mine, total))
+                        held.append((u.id, total))
                         continue
                     rebuilt[u.id] = totals[u.id] = total
                     log.error(
@@ -176,12 +186,22 @@ class Ledger:
                         u.problem,
                         total.calls,
                     )
+                # Held accruals are read only once their ledger can be (not at every batch while it cannot),
+                # and go first: they are older than the batch's, so a cap clips the later ones.
+                ready = [c for c in retry if c not in {k for k, _ in held}]
+                moved, unheld = await self._held_rows(conn, ready) if ready else ({}, [])
+                held.extend(unheld)  # a held row that cannot be read: its contract waits
+                batch = [p for ps in moved.values() for p in ps] + batch
                 if held:
-                    kept = {mine[0].contract_id for mine, _ in held}
+                    kept = {c for c, _ in held}
+                    if keep:
+                        await self._hold(conn, [p for p in batch if p.contract_id in kept], now)
                     batch = [p for p in batch if p.contract_id not in kept]
                     ids = [c for c in ids if c not in kept]
-                missing = [c for c in ids if c not in totals]
-                if missing:  # a contract's first accrual: create its totals row, then lock it
+                # A contract's first accrual: create its totals row, then lock it (one retried with nothing
+                # held and no row gets none).
+                missing = sorted({p.contract_id for p in batch if p.contract_id not in totals})
+                if missing:
                     await conn.execute(
                         self._insert(ledger_totals)
                         .values(
@@ -196,6 +216,8 @@ class Ledger:
                 seen: set[tuple[str, str]] = set()
                 for c in ids:
                     keys = sorted({p.request_id for p in batch if p.contract_id == c})
+                    if not keys:
+                        continue  # retried with nothing held
                     rows = await conn.execute(self._seen, {"contract": c, "ids": self._ids(keys)})
                     seen.update((c, r) for (r,) in rows.all())
                 rows_out: list[dict[str, Any]] = []
@@ -249,9 +271,73 @@ class Ledger:
                             for t in changed.values()
                         ],
                     )
+                for c, ps in moved.items():  # on record now (or already were): no longer held
+                    if c in ids:
+                        await conn.execute(
+                            self._unhold, {"contract": c, "ids": self._ids(sorted({p.request_id for p in ps}))}
+                        )
         finally:
             await conn.close()
-        return {**{c: totals[c] for c in ids}, **changed}, held
+        return {**{c: totals[c] for c in ids if c in totals}, **changed}, held
+
+    async def _held_cap(self, conn, contract_id: str) -> Decimal | None:
+        """The cap a contract's held accruals were made under (for a rebuild with no new accrual)."""
+        q = sa.select(ledger_held.c.cap).where(ledger_held.c.contract_id == contract_id).limit(1)
+        cap = (await conn.execute(q)).scalar()
+        try:
+            return None if cap is None else _amount(cap)
+        except Exception:  # the held row is reported when it is read; the rebuild's capped_at is only a time
+            return None
+
+    async def _held_rows(
+        self, conn, contract_ids: list[str]
+    ) -> tuple[dict[str, list[Pending]], list[tuple[str, Unreadable]]]:
+        """The accruals held for `contract_ids` (ledger_held), in time order, by contract; and for a
+        contract one of whose held rows cannot be read, that row (its contract's are left where they are)."""
+        h = ledger_held.c
+        q = sa.select(
+            h.contract_id,
+            h.request_id.label("id"),
+            sa.type_coerce(h.at, sa.Text).label("at"),
+            h.basis,
+            h.requested,
+            h.cap,
+            h.price_version,
+        ).where(h.contract_id.in_(contract_ids))
+        by_contract: dict[str, list[Any]] = {}
+        for r in (await conn.execute(q.order_by(h.at, h.request_id))).all():
+            by_contract.setdefault(str(r.contract_id), []).append(r)
+        out: dict[str, list[Pending]] = {}
+        unreadable: list[tuple[str, Unreadable]] = []
+        for c, found in by_contract.items():
+            bad: list[Unreadable] = []
+            held = rows.convert(str(ledger_held.name), found, _pending, bad)
+            if bad:  # named as the report names an accrual: `ledger_held {contract}/{request}`
+                unreadable.append((c, msgspec.structs.replace(bad[0], id=f"{c}/{bad[0].id}")))
+            else:
+                out[c] = held
+        return out, unreadable
+
+    async def _hold(self, conn, pending: list[Pending], now: dt.datetime) -> None:
+        """Keep `pending` in ledger_held; one held twice (a replay, a retry) is kept once."""
+        if not pending:
+            return
+        await conn.execute(
+            self._insert(ledger_held).on_conflict_do_nothing(index_elements=["contract_id", "request_id"]),
+            [
+                dict(
+                    contract_id=p.contract_id,
+                    request_id=p.request_id,
+                    at=p.at,
+                    basis=money.text(p.basis),
+                    requested=money.text(p.requested),
+                    cap=None if p.cap is None else money.text(p.cap),
+                    price_version=p.price_version,
+                    held_at=now,
+                )
+                for p in pending
+            ],
+        )
 
     # -- reads -----------------------------------------------------------------------------------
     async def totals(self, contract_ids: Iterable[str] | None = None) -> dict[str, Total]:
@@ -329,9 +415,12 @@ class Ledger:
         """The stored agreements that can be read; `.unreadable` the others."""
         return (await read_whole(self._reads, self.engine, _agreements))[0]
 
-    async def state(self) -> tuple[row_reads.Listed[Agreement], dict[str, Total], list[Unreadable]]:
+    async def state(
+        self,
+    ) -> tuple[row_reads.Listed[Agreement], dict[str, Total], list[Unreadable], frozenset[str]]:
         """The stored agreements and every contract's totals, in one read (a replica's refresh), with the
-        totals rows that cannot be read (the agreements' are in the list's `.unreadable`)."""
+        totals rows that cannot be read (the agreements' are in the list's `.unreadable`) and the contracts
+        with accruals held (ledger_held: another replica's, or a process's before a restart)."""
         return await read_whole(self._reads, self.engine, _agreements_and_totals)
 
     async def close(self) -> None:
@@ -345,6 +434,7 @@ class Ledger:
 _AGREEMENTS = sa.select(
     contract_agreements.c.id, sa.type_coerce(contract_agreements.c.spec, sa.Text).label("spec")
 ).order_by(contract_agreements.c.id)
+_HELD = sa.select(ledger_held.c.contract_id).distinct()
 _TOTALS = sa.select(
     ledger_totals.c.contract_id.label("id"),
     ledger_totals.c.accrued,
@@ -371,10 +461,13 @@ def _agreements(conn: Connection) -> tuple[row_reads.Listed[Agreement], None]:
     return out, None
 
 
-def _agreements_and_totals(conn: Connection) -> tuple[row_reads.Listed[Agreement], dict[str, Total], list[Unreadable]]:
+def _agreements_and_totals(
+    conn: Connection,
+) -> tuple[row_reads.Listed[Agreement], dict[str, Total], list[Unreadable], frozenset[str]]:
     agreements = _agreements(conn)[0]
     bad: list[Unreadable] = []
-    return agreements, _totals(conn.execute(_TOTALS).all(), bad), bad
+    held = frozenset(str(c) for (c,) in conn.execute(_HELD).all())
+    return agreements, _totals(conn.execute(_TOTALS).all(), bad), bad, held
 
 
 def _amount(value: Any) -> Decimal:
@@ -399,6 +492,14 @@ def _totals(found: Sequence[Any], bad: list[Unreadable]) -> dict[str, Total]:
 
 def _accrual_parts(r: Any, fields: rows.Fields) -> tuple[dt.datetime, Decimal, Decimal]:
     return rows.stamp(r.at), _amount(r.amount), _amount(r.requested)
+
+
+def _pending(r: Any, fields: rows.Fields) -> Pending:
+    if not isinstance(r.id, str) or not isinstance(r.price_version, str):
+        raise RowProblem("request_id or price_version is not text")
+    cap = None if r.cap is None else _amount(r.cap)
+    at, basis, requested = rows.stamp(r.at), _amount(r.basis), _amount(r.requested)
+    return Pending(str(r.contract_id), r.id, at, basis, requested, cap, r.price_version)
 
 
 def _accrual(r: Any, fields: rows.Fields) -> Accrual:

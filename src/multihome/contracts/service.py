@@ -13,6 +13,9 @@
   the spool until its accruals are committed too, and replay hands the rows back to `replayed`,
   which derives the same accruals (the ledger skips those already on record). Without the spool, a
   kill loses the accruals still queued: at most one flush interval of calls.
+- A contract whose ledger rows cannot be read has its accruals kept in `ledger_held` (Ledger.apply_readable,
+  same transaction), not in memory nor in the spool; this service remembers only its id, and moves them
+  to the ledger once it can be read (docs/storage.md).
 - `behind_plan(pool)` serves routing from memory; totals are refreshed from the ledger after each
   commit of this replica and every `refresh_s` for the others.
 """
@@ -60,9 +63,10 @@ class ContractsService:
         # Stored rows (agreements, totals) the last refresh could not read: left out, listed by the admin API.
         self.unreadable: tuple[Unreadable, ...] = ()
         self._queue: deque[Pending] = deque()
-        # Accruals of contracts whose ledger rows cannot be read (Ledger.apply_readable): kept, in memory and
-        # in the usage spool, and tried again after `_held_until`, while every other contract's are written.
-        self._held: list[Pending] = []
+        # Contracts whose ledger rows cannot be read (Ledger.apply_readable): their accruals are kept in the
+        # database (ledger_held), not here nor in the usage spool, and moved to the ledger on a try after
+        # `_held_until`, while every other contract's are written. Bounded by the number of contracts.
+        self._held: set[str] = set()
         self._held_until = 0.0
         self._held_failures = 0
         self._held_rows: frozenset[tuple[str, str, str]] = frozenset()  # what was last logged as held
@@ -219,19 +223,22 @@ class ContractsService:
                 self._wake.clear()
             n = min(len(self._queue), self.cfg.batch_max)
             batch = [self._queue.popleft() for _ in range(n)]
-            retried = self._retry_held()
-            batch = retried + batch
+            # Held contracts when due, and always those this batch accrues to: their held accruals are
+            # older, so they go first (a cap clips the later ones).
+            retried = []
+            if self._held:
+                retried = sorted(
+                    self._held if self._held_due() else self._held.intersection(p.contract_id for p in batch)
+                )
             self._inflight = min((p.spooled for p in batch if p.spooled), default=0)
             try:
-                changed, held = await self._open_ledger().apply_readable(batch)
+                changed, held = await self._open_ledger().apply_readable(batch, retried)
             except asyncio.CancelledError:
-                self._queue.extendleft(reversed(batch[len(retried) :]))
-                self._held[:0] = retried
+                self._queue.extendleft(reversed(batch))
                 self._inflight = 0
                 raise
             except Exception as exc:  # keep the batch; the ledger makes the retry idempotent
-                self._queue.extendleft(reversed(batch[len(retried) :]))
-                self._held[:0] = retried
+                self._queue.extendleft(reversed(batch))
                 self._inflight = 0
                 self.write_errors += 1
                 failures += 1
@@ -241,9 +248,9 @@ class ContractsService:
                 continue
             failures = 0
             self._inflight = 0
-            self._hold(held)
+            self._hold(retried, held)
             self.batches += 1
-            self.committed += len(batch) - sum(len(mine) for mine, _ in held)
+            self.committed += len(batch)  # a held one too: it is in ledger_held, on disk
             self._apply_totals(changed)
             self._committed_evt.set()
             if self.progress is not None:
@@ -252,42 +259,36 @@ class ContractsService:
     def _held_due(self) -> bool:
         return bool(self._held) and time.monotonic() >= self._held_until
 
-    def _retry_held(self) -> list[Pending]:
-        """The held accruals, when their next try is due (taken out of `_held`)."""
-        if not self._held_due():
-            return []
-        retried, self._held = self._held, []
-        return retried
-
-    def _hold(self, held: list[tuple[list[Pending], Unreadable]]) -> None:
-        """Keep what the ledger could not write (its contract's rows cannot be read), tried again with a
-        backoff up to a minute: never lost, never spinning. Logged when what is held changes."""
+    def _hold(self, retried: list[str], held: list[tuple[str, Unreadable]]) -> None:
+        """Note which contracts have accruals held (in ledger_held) after a batch that tried `retried`;
+        tried again with a backoff up to a minute: never lost, never spinning. Logged when it changes."""
         rows = frozenset((u.table, u.id, u.problem) for _, u in held)
         if rows != self._held_rows:
             self._held_rows = rows
-            for mine, u in held:
+            for cid, u in held:
                 log.error(
-                    "contracts: the ledger of contract %s cannot be read (%s); its accruals are kept and tried "
-                    "again until the row is fixed by SQL (docs/storage.md), every other contract's are written",
-                    mine[0].contract_id,
+                    "contracts: the ledger of contract %s cannot be read (%s); its accruals are kept in "
+                    "ledger_held and written once the row is fixed by SQL (docs/storage.md), every other "
+                    "contract's are written",
+                    cid,
                     u.describe(),
                 )
+        if retried:
+            self._held.difference_update(retried)
         if not held:
-            self._held_failures = 0
+            if retried:
+                self._held_failures = 0
             return
-        for mine, _ in held:
-            self._held.extend(mine)
+        self._held.update(cid for cid, _ in held)
         self._held_failures += 1
         self._held_until = time.monotonic() + min(0.5 * 2 ** min(self._held_failures, 7), 60.0)
 
     def held_from(self) -> int | None:
         """metering.record.SpoolHolder: the spool position of the oldest accrual not yet committed.
-        Positions grow along the queue; held accruals are older than any queued; replayed accruals (0)
-        are covered by replay's flush instead."""
+        Positions grow along the queue; held accruals are committed (to ledger_held), so they hold no
+        spool row; replayed accruals (0) are covered by replay's flush instead."""
         if self._inflight:
             return self._inflight
-        if self._held:
-            return min((p.spooled for p in self._held if p.spooled), default=None) or self._first_queued()
         return self._first_queued()
 
     def _first_queued(self) -> int | None:
@@ -326,7 +327,11 @@ class ContractsService:
     async def refresh(self) -> None:
         """Re-read stored agreements and every contract's ledger totals; rows that cannot be read are left
         out (a contract stored with an unreadable agreement accrues nothing until fixed) and reported."""
-        stored, totals, bad = await self._open_ledger().state()
+        stored, totals, bad, held = await self._open_ledger().state()
+        if held - self._held:  # another replica's, or a process's before a restart: tried here too
+            self._held |= held
+            self._held_until = min(self._held_until, time.monotonic())
+            self._wake.set()
         config_ids = {a.id for a in self._configured}
         self._stored = [a for a in stored if a.id not in config_ids]  # config wins; the API refuses clashes
         self._set_agreements([*self._configured, *self._stored])

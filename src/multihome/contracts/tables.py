@@ -51,3 +51,21 @@ ledger_totals = sa.Table(
     sa.Column("capped_at", TS, nullable=True),  # when the accrual that reached the cap happened
     sa.Column("updated_at", TS, nullable=False),
 )
+
+# Accruals of a contract whose ledger cannot be read (its totals row, and one of the accruals it would be
+# rebuilt from): kept here, in the transaction that found the row unreadable, instead of in memory and in
+# the usage spool (both would grow with every call until the row is mended). Moved to `ledger_accruals`
+# (and deleted here) in the first transaction that can read the contract's ledger again. The same key as
+# `ledger_accruals`: a replayed or retried accrual is held once, and its move skips what is on record.
+ledger_held = sa.Table(
+    "ledger_held",
+    metadata,
+    sa.Column("contract_id", sa.String(64), primary_key=True),
+    sa.Column("request_id", sa.String(128), primary_key=True),
+    sa.Column("at", TS, nullable=False),
+    sa.Column("basis", AMOUNT, nullable=False),
+    sa.Column("requested", AMOUNT, nullable=False),
+    sa.Column("cap", AMOUNT, nullable=True),  # the agreement's cap when the call accrued (None: uncapped)
+    sa.Column("price_version", sa.String(64), nullable=False),
+    sa.Column("held_at", TS, nullable=False),
+)
