@@ -26,7 +26,7 @@ from ..schema.principal import ALL_TENANTS, ORG_ADMIN, TENANT_ADMIN
 from ..state.memory import EmbedderUnavailable, Hit, MemoryRecord, MemoryStore, Namespace, NewRecord, compile_filter
 from ..state.memory.embedder import SpaceUnavailable
 from ..state.memory.filters import Predicate
-from .admin.route import listing
+from .admin.route import listing, unreadable_row
 from .asgi import Receive, Send, read_body
 from .memory_embeddings import caller_of, space_refusal
 from .pipeline import Call, Pipeline
@@ -68,6 +68,15 @@ def _namespace_view(ns: Namespace) -> dict[str, Any]:
         "created_at": _ts(ns.created_at),
         "updated_at": _ts(ns.updated_at),
     }
+
+
+def _with_unreadable(body: dict[str, Any], found: Any) -> dict[str, Any]:
+    """A list's answer, naming the records it could not read (storage/row_reads.py `Listed.unreadable`: which
+    record and what is wrong, never a stored value) under `unreadable`, as the other lists do."""
+    bad = getattr(found, "unreadable", ())
+    if bad:
+        body["unreadable"] = [unreadable_row(u) for u in bad]
+    return body
 
 
 def _not_found(record_id: str) -> ApiError:
@@ -229,7 +238,7 @@ class MemoryDoor:
         except KeyError:
             raise bad_request(f"'after' names no record of this namespace: {lq.after!r}.", param="after") from None
         records, more = found if found is not None else ([], False)
-        await answer(call, send, page([record_view(r) for r in records], more))
+        await answer(call, send, _with_unreadable(page([record_view(r) for r in records], more), records))
 
     async def retrieve(self, call: Call, receive: Receive, send: Send) -> None:
         memory, who, rid = self._store(), await self._tenant(call), self._record_id(call)
@@ -260,7 +269,8 @@ class MemoryDoor:
                 caller=caller_of(call, who),
             )
         )
-        await answer(call, send, {"object": "list", "data": [hit_view(h) for h in hits], "mode": req.mode})
+        body = {"object": "list", "data": [hit_view(h) for h in hits], "mode": req.mode}
+        await answer(call, send, _with_unreadable(body, hits))
 
     # -- namespaces and users -------------------------------------------------------------------
     async def namespaces(self, call: Call, receive: Receive, send: Send) -> None:

@@ -42,12 +42,15 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from ...crypto import Keyring
+from ...crypto.errors import CryptoError, KmsError
 from ...storage import row_reads
 from ...storage.base import StoreBase, as_utc
+from ...storage.errors import UnreadableRow
 from ...storage.ids import new_id
 from ...storage.pg_reads import HeldReads
 from ...storage.rows import DECODE_ERRORS, RowProblem, Unreadable
 from ...storage.rows import fetch as rows_of
+from ...storage.rows import problem as row_problem
 from ...storage.tables import memory_namespaces, memory_records, memory_tombstones
 from .embedder import OFFLINE_PREFIX, Caller, Embedder, Routed, Space, SpaceUnavailable
 
@@ -120,6 +123,10 @@ def _undecodable(key: tuple[str, str, str], exc: BaseException, ns_id: str | Non
     return row_reads.unreadable("memory namespace", Unreadable(str(memory_namespaces.name), name, tenant, problem))
 
 
+def _unopened(record_id: str, tenant: str, exc: BaseException) -> Unreadable:
+    return Unreadable(str(memory_records.name), record_id, tenant, f"its body cannot be opened ({type(exc).__name__})")
+
+
 def _listed_namespace(row: Any, fields: tuple[str, ...]) -> Namespace:
     """`namespaces`' row, checked: a time that is not a time is reported (row_reads), not served."""
     if not (isinstance(row[4], datetime) and isinstance(row[5], datetime)):
@@ -149,6 +156,9 @@ class _Cached:
     # What answers need besides the index: id -> text, id -> (created_at, expires_at).
     texts: dict[str, str] = field(default_factory=dict)
     times: dict[str, tuple[datetime, datetime | None]] = field(default_factory=dict)
+    # Records left out of the index because they cannot be read (a value the driver cannot decode, a body
+    # that does not open): named beside each search's hits, tried again at each, dropped once deleted.
+    unreadable: dict[str, Unreadable] = field(default_factory=dict)
 
 
 def keyed_id(tenant: str, key: str) -> str:
@@ -588,7 +598,14 @@ class MemoryStore(StoreBase):
         ).join_from(memory_records, memory_namespaces, r.namespace_id == ns.id)
 
     async def _opened(self, row: Any) -> MemoryRecord:
-        body = await self._open(row.tenant_id, row.id, row.body)
+        """The record of `row`; UnreadableRow (409, naming it) if its body does not open (sealed for another
+        row, cut short) or is not a record."""
+        try:
+            body = await self._open(row.tenant_id, row.id, row.body)
+        except KmsError:
+            raise  # the KMS's answer (503 unavailable, refused), not the row's
+        except (CryptoError, msgspec.DecodeError, msgspec.ValidationError) as exc:
+            raise row_reads.unreadable("memory record", _unopened(row.id, row.tenant_id, exc)) from None
         return MemoryRecord(
             row.id, row.agent_id, row.user_id, body.text, body.metadata, as_utc(row.created_at), as_utc(row.expires_at)
         )
@@ -615,9 +632,11 @@ class MemoryStore(StoreBase):
         limit: int = 20,
         desc: bool = True,
         keep: Callable[[Mapping[str, Any]], bool] | None = None,
-    ) -> tuple[list[MemoryRecord], bool] | None:
+    ) -> tuple[row_reads.Listed[MemoryRecord], bool] | None:
         """A page of the namespace's live records in write order (newest first unless `desc` is False),
-        after the record `after`; with `keep`, only records whose metadata it accepts. None: no such namespace."""
+        after the record `after`; with `keep`, only records whose metadata it accepts. None: no such namespace.
+        A record that cannot be read (a value the driver cannot decode, a body that does not open) in the
+        stretch the page covers is named in `.unreadable`, in its place, and the page goes on past it."""
         r, ns = memory_records.c, memory_namespaces.c
         now = _now()
         async with self._read() as conn:
@@ -633,27 +652,48 @@ class MemoryStore(StoreBase):
                 cursor = (await conn.execute(sa.select(r.seq).where(r.id == after, r.namespace_id == ns_id))).scalar()
                 if cursor is None:
                     raise KeyError(after)
-            out: list[MemoryRecord] = []
-            while True:
-                q = self._record_query().where(
-                    r.namespace_id == ns_id, sa.or_(r.expires_at.is_(None), r.expires_at > now)
-                )
-                if cursor is not None:
-                    q = q.where(r.seq < cursor if desc else r.seq > cursor)
-                step = limit + 1 if keep is None else max(100, limit + 1)
-                q = q.order_by(r.seq.desc() if desc else r.seq).limit(step)
-                rows, bad = await rows_of(conn, q, memory_records)
-                if bad:  # a page without it would end early or skip it unseen: name it instead
-                    raise row_reads.unreadable("memory record", bad[0])
-                for row in rows:
-                    rec = await self._opened(row)
-                    if keep is None or keep(rec.metadata):
-                        if len(out) == limit:
-                            return out, True
-                        out.append(rec)
-                    cursor = row.seq
-                if len(rows) < step:
-                    return out, False
+            out: row_reads.Listed[MemoryRecord] = row_reads.Listed()
+            unreadable: list[Unreadable] = []
+            named = 0  # those before the page's last record
+            try:
+                while True:
+                    q = self._record_query().where(
+                        r.namespace_id == ns_id, sa.or_(r.expires_at.is_(None), r.expires_at > now)
+                    )
+                    if cursor is not None:
+                        q = q.where(r.seq < cursor if desc else r.seq > cursor)
+                    step = limit + 1 if keep is None else max(100, limit + 1)
+                    q = q.order_by(r.seq.desc() if desc else r.seq).limit(step)
+                    rows, bad = await rows_of(conn, q, memory_records)
+                    # In order, the unreadable ones with the rest (their seq is a plain integer: it reads), so
+                    # the page neither ends early nor skips one unseen.
+                    order = (await conn.execute(q.with_only_columns(r.id, r.seq))).all() if bad else None
+                    by_id = {row.id: row for row in rows}
+                    bad_ids = {u.id: u for u in bad}
+                    for rid, seq in order if order is not None else ((row.id, row.seq) for row in rows):
+                        cursor = seq
+                        if rid in bad_ids:
+                            unreadable.append(bad_ids[rid])
+                            continue
+                        row = by_id.get(rid)
+                        if row is None:
+                            continue
+                        try:
+                            rec = await self._opened(row)
+                        except UnreadableRow as exc:
+                            unreadable.append(Unreadable(str(memory_records.name), row.id, tenant, exc.problem))
+                            continue
+                        if keep is None or keep(rec.metadata):
+                            if len(out) == limit:
+                                # one after the page's last record is the next page's to name (it starts there)
+                                del unreadable[named:]
+                                return out, True
+                            out.append(rec)
+                            named = len(unreadable)
+                    if len(rows) + len(bad) < step:
+                        return out, False
+            finally:
+                out.unreadable = tuple(unreadable)
 
     async def namespaces(
         self, tenant: str, *, agent_id: str | None = None, user_id: str | None = None
@@ -742,7 +782,7 @@ class MemoryStore(StoreBase):
         keep: Callable[[Mapping[str, Any]], bool] | None = None,
         mode: str = "hybrid",
         caller: Caller | None = None,
-    ) -> list[Hit]:
+    ) -> row_reads.Listed[Hit]:
         """The namespace's `top_k` records best matching `query` (hybrid: embedding and BM25 fused);
         empty for a namespace that does not exist. The query is embedded in the namespace's space
         (`caller` makes a routed embedding its call)."""
@@ -758,7 +798,7 @@ class MemoryStore(StoreBase):
                     async with lock:
                         known = await self._fresh(key)
                     if known is None or known.space is None:  # no namespace, or nothing in it was ever embedded
-                        return []
+                        return row_reads.Listed()
                 try:
                     qvec = (await self._vectors([query], known.space, caller, "query"))[0][0]
                 except SpaceUnavailable:
@@ -769,7 +809,7 @@ class MemoryStore(StoreBase):
             async with lock:
                 cached = await self._fresh(key)
                 if cached is None:
-                    return []
+                    return row_reads.Listed()
                 if qvec is not None and known is not None and not _same(cached.space, known.space):
                     known = None
                     continue
@@ -781,14 +821,15 @@ class MemoryStore(StoreBase):
                     found = index.search(*args, now=time.time(), keep=keep, mode=mode)
                 break
         else:
-            return []
-        hits = []
+            return row_reads.Listed()
+        hits: row_reads.Listed[Hit] = row_reads.Listed()
         for rid, score, sim in found:
             created, expires = cached.times[rid]
             meta = dict(index.meta[index.pos[rid]])
             hits.append(
                 Hit(MemoryRecord(rid, agent_id, user_id, cached.texts[rid], meta, created, expires), score, sim)
             )
+        hits.unreadable = tuple(cached.unreadable.values())  # searched without them: named, never a value
         return hits
 
     async def _moved(self, key: tuple[str, str, str], known: _Cached) -> bool:
@@ -810,7 +851,12 @@ class MemoryStore(StoreBase):
                 _probe(key, (known.index.namespace_id, known.index.seq) if known is not None else None)
             )
         except DECODE_ERRORS as exc:
-            raise _undecodable(key, exc) from None
+            if known is None:
+                raise _undecodable(key, exc) from None
+            try:  # the namespace's row alone: a record of the changes may be the one (read row by row below)
+                row, first = await self._run_read(_probe(key, None))
+            except DECODE_ERRORS as exc:
+                raise _undecodable(key, exc) from None
         if row is None:
             self._cache.pop(key, None)
             return None
@@ -831,6 +877,8 @@ class MemoryStore(StoreBase):
         if cached.index.seq < head:
             ahead = first[1] if first is not None and cached is known and first[0] == cached.index.seq else None
             await self._catch_up(tenant, cached, head, ahead)
+        if cached.unreadable:
+            await self._reread(tenant, cached)
         self._cache.move_to_end(key)
         cached.used = time.monotonic()
         if cached.index.needs_rebuild():
@@ -864,27 +912,88 @@ class MemoryStore(StoreBase):
         while True:
             if first is not None:
                 (rows, gone), first = first, None
+                n, last = len(rows), (rows[-1].seq if rows else start)
             else:
                 try:
                     rows, gone = await self._run_read(_changes(ns_id, since, start, head), short=False)
-                except DECODE_ERRORS as exc:
-                    raise _undecodable((tenant, "", ""), exc, ns_id) from None
-            plain = [await self.keyring.open(tenant, PURPOSE, TABLE, row.id, bytes(row.body)) for row in rows]
-            if len(rows) > 64:  # decoding, stemming and indexing: off the event loop (the lock keeps searches out)
-                await asyncio.to_thread(self._apply, cached, model, rows, plain)
-            elif rows:
-                self._apply(cached, model, rows, plain)
-            if len(rows) < LOAD_BATCH:
+                    n, last = len(rows), (rows[-1].seq if rows else start)
+                except DECODE_ERRORS:
+                    rows, gone, n, last = await self._changes_by_row(tenant, cached, since, start, head)
+            await self._load(tenant, cached, model, rows)
+            if n < LOAD_BATCH:
                 break
-            start = rows[-1].seq
+            start = last
         for rid in gone:
             index.remove(rid)
             cached.times.pop(rid, None)
             cached.texts.pop(rid, None)
+            cached.unreadable.pop(rid, None)
         index.seq = head
 
+    async def _load(self, tenant: str, cached: _Cached, model: Embedder | None, rows: Sequence[Any]) -> None:
+        """Open `rows` and put them in the index; one that does not open is named in `cached.unreadable`."""
+        plain: list[bytes] = []
+        opened: list[Any] = []
+        for row in rows:
+            try:
+                plain.append(await self.keyring.open(tenant, PURPOSE, TABLE, row.id, bytes(row.body)))
+            except KmsError:
+                raise  # the KMS's answer (503 unavailable, refused), not the row's
+            except CryptoError as exc:  # sealed for another row, cut short: the row's, left out and named
+                cached.unreadable[row.id] = _unopened(row.id, tenant, exc)
+                continue
+            opened.append(row)
+        if len(opened) > 64:  # decoding, stemming and indexing: off the event loop (the lock keeps searches out)
+            bad = await asyncio.to_thread(self._apply, cached, model, opened, plain)
+        else:
+            bad = self._apply(cached, model, opened, plain) if opened else []
+        for rid, err in bad:
+            cached.unreadable[rid] = _unopened(rid, tenant, err)
+
+    async def _changes_by_row(
+        self, tenant: str, cached: _Cached, since: int, after: int, head: int
+    ) -> tuple[list[Any], list[str], int, int]:
+        """`_changes` row by row, for a batch holding a record the driver cannot decode (SQLite keeps any
+        value in any column): that one is named in `cached.unreadable`, the others are loaded. -> the rows,
+        the ids deleted (with the last batch), how many the batch held and the last one's `seq`."""
+        ns_id = cached.index.namespace_id
+        params = {"ns": ns_id, "after": after, "head": head}
+        out: list[Any] = []
+        async with self._read() as conn:
+            order = (await conn.execute(_RECORDS.with_only_columns(_r.id, _r.seq), params)).all()
+            for rid, _ in order:
+                try:
+                    row = (await conn.execute(_RECORDS.where(_r.id == rid), params)).first()
+                except DECODE_ERRORS as exc:
+                    cached.unreadable[rid] = Unreadable(str(memory_records.name), rid, tenant, row_problem(exc))
+                    continue
+                if row is not None:
+                    out.append(row)
+            gone: list[str] = []
+            if len(order) < LOAD_BATCH:
+                found = await conn.execute(_GONE, {"ns": ns_id, "since": since, "head": head})
+                gone = [g for (g,) in found.all()]
+        return out, gone, len(order), (order[-1][1] if order else after)
+
+    async def _reread(self, tenant: str, cached: _Cached) -> None:
+        """Try the records left out as unreadable again (mended by SQL since): those that read now join the
+        index; those deleted are forgotten (their tombstone may be older than the index's `seq`)."""
+        ids = list(cached.unreadable)
+        q = sa.select(_r.id, _r.seq, _r.created_at, _r.expires_at, _r.body, _r.tenant_id).where(
+            _r.namespace_id == cached.index.namespace_id, _r.id.in_(ids)
+        )
+        async with self._read() as conn:
+            rows, bad = await rows_of(conn, q, memory_records)
+        for rid in ids:
+            cached.unreadable.pop(rid, None)
+        for u in bad:
+            cached.unreadable[u.id] = u
+        await self._load(tenant, cached, await self.embedder() if _offline(cached.space) else None, rows)
+
     @staticmethod
-    def _apply(cached: _Cached, model: Embedder | None, rows: Sequence[Any], plain: list[bytes]) -> None:
+    def _apply(
+        cached: _Cached, model: Embedder | None, rows: Sequence[Any], plain: list[bytes]
+    ) -> list[tuple[str, Exception]]:
         """Opened records into the index. `model`: the offline model, for an offline namespace, whose
         records embedded by another offline model are embedded again. A routed namespace's records are all
         of its space (its writes make sure): one that is not (never seen) is found by keywords only."""
@@ -892,7 +1001,19 @@ class MemoryStore(StoreBase):
         from .numeric import np
 
         index = cached.index
-        bodies = [_decode.decode(p) for p in plain]
+        bodies: list[Any] = []
+        kept: list[Any] = []
+        bad: list[tuple[str, Exception]] = []
+        for row, p in zip(rows, plain, strict=True):
+            try:
+                bodies.append(_decode.decode(p))
+            except msgspec.DecodeError as exc:  # opened, but not a record: the row's, named by the caller
+                bad.append((row.id, exc))
+                continue
+            kept.append(row)
+        rows = kept
+        if not rows:
+            return bad
         name = model.name if model is not None else cached.space.model if cached.space is not None else ""
         stale = [i for i, b in enumerate(bodies) if b.model != name or len(b.vector) != 2 * index.dim]
         redone: dict[int, np.ndarray] = {}
@@ -922,6 +1043,7 @@ class MemoryStore(StoreBase):
         for row, body in zip(rows, bodies, strict=True):
             cached.times[row.id] = (as_utc(row.created_at), as_utc(row.expires_at))
             cached.texts[row.id] = body.text
+        return bad
 
     def _evict(self, keep: tuple[str, str, str]) -> None:
         """Drop least recently searched indexes while the total held is over the budget (in records of
