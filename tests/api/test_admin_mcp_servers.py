@@ -169,6 +169,9 @@ async def test_a_tenant_that_does_not_exist_gets_no_registration(gw):
         ({"name": "t", "url": "https://mcp.example.com/mcp", "require_approval": {"maybe": {}}}, None),
         ({"name": "t", "url": "https://mcp.example.com/mcp", "extra": 1}, None),
         ({"name": "t"}, "url"),
+        ({"name": "t", "url": "https://mcp.example.com/mcp", "description": "a\u0000b"}, "description"),
+        ({"name": "t", "url": "https://mcp.example.com/mcp", "description": "line\r\nX-Forged: 1"}, "description"),
+        ({"name": "t", "url": "https://mcp.example.com/mcp", "allowed_tools": ["a\u2028b"]}, "allowed_tools"),
     ],
 )
 async def test_bad_registrations_are_400s_that_never_echo_a_header_value(gw, body, param):
@@ -178,6 +181,67 @@ async def test_bad_registrations_are_400s_that_never_echo_a_header_value(gw, bod
         assert refused["param"] == param, refused
     assert SECRET not in refused["message"]
     assert (await ok(await admin.get(_servers(a))))["data"] == []
+
+
+@pytest.mark.parametrize(
+    ("body", "param"),
+    [
+        ({"url": "ftp://mcp.example.com/mcp"}, "url"),
+        ({"url": "https://user:pw@mcp.example.com/mcp"}, "url"),
+        ({"url": "https://mcp.example.com:99999/mcp"}, "url"),
+        ({"url": "https://mcp.example.com/" + "p" * 5000}, "url"),
+        ({"url": "https://mcp.example.com/\u0000"}, "url"),
+        ({"description": "d" * 1001}, "description"),
+        ({"description": "a\u0007b"}, "description"),
+        ({"allowed_tools": ["ok", "a\nb"]}, "allowed_tools"),
+        ({"allowed_tools": ["x" * 129]}, "allowed_tools"),
+        ({"allowed_tools": "echo"}, "allowed_tools"),
+        ({"headers": {"Host": "evil"}}, "headers"),
+        ({"headers": {"X-A": f"{SECRET}\r\nX-B: 1"}}, "headers"),
+        ({"headers": {"X-A": SECRET * 1000}}, "headers"),
+        ({"headers": {"bad name": SECRET}}, "headers"),
+        ({"require_approval": "sometimes"}, "require_approval"),
+        ({"require_approval": {"always": {"tool_names": [[[[]]]]}}}, None),
+        ({"require_approval": {"never": {"tool_names": ["a\u0000b"]}}}, "require_approval"),
+        ({"name": "renamed"}, None),
+        ({"extra": 1}, None),
+    ],
+)
+async def test_a_change_is_held_to_the_registrations_bounds(gw, tmp_path, body, param):
+    app, admin, (a, _) = gw
+    created = await ok(await admin.post(_servers(a), json={"name": "t", "url": "https://mcp.example.com/mcp"}), 201)
+    refused = error(await admin.patch(_servers(a, "t"), json=body), 400)
+    if param is not None:
+        assert refused["param"] == param, refused
+    assert SECRET not in refused["message"]
+    assert await ok(await admin.get(_servers(a, "t"))) == created  # nothing written
+    trail = "".join(p.read_text() for p in (tmp_path / "audit").glob("*.jsonl"))
+    assert "mcp_server.update" not in trail and SECRET not in trail
+
+
+async def test_a_patch_that_mends_an_unreadable_row_is_audited_and_one_that_does_not_writes_nothing(gw, tmp_path):
+    app, admin, (a, _) = gw
+    body = {"name": "t", "url": "https://mcp.example.com/mcp", "headers": {"X-Key": SECRET}}
+    await ok(await admin.post(_servers(a), json=body), 201)
+    import sqlalchemy as sa
+
+    engine = app.admin.services.crypto.keyrings.engine
+    async with engine.begin() as conn:
+        await conn.execute(sa.text("UPDATE mcp_servers SET allowed_tools = '\"echo\"' WHERE name = 't'"))
+    err = error(await admin.patch(_servers(a, "t"), json={"url": "https://other.example.com/mcp"}), 409)
+    assert err["code"] == "unreadable_row" and "allowed_tools" in err["message"] and "PATCH" in err["message"]
+    async with engine.connect() as conn:  # rolled back: the url not changed
+        assert (await conn.execute(sa.text("SELECT url FROM mcp_servers WHERE name = 't'"))).scalar() == body["url"]
+    mended = await ok(
+        await admin.patch(_servers(a, "t"), json={"allowed_tools": ["echo"], "headers": {"X-K": ROTATED}})
+    )
+    assert mended["allowed_tools"] == ["echo"] and mended["header_names"] == ["X-K"]
+    trail = "".join(p.read_text() for p in (tmp_path / "audit").glob("*.jsonl"))
+    changes = [json.loads(line)["body"] for line in trail.splitlines() if '"admin_change"' in line]
+    assert [(c["action"], c["object_id"]) for c in changes if c["action"] == "mcp_server.update"] == [
+        ("mcp_server.update", "t")
+    ]  # the mend, not the refused change
+    assert SECRET not in trail and ROTATED not in trail and ROTATED not in json.dumps(mended)
 
 
 async def test_without_storage_it_is_a_501(tmp_path, monkeypatch):

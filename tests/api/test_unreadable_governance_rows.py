@@ -21,6 +21,7 @@ ADMIN_KEY = "mh-bootstrap-admin-key-for-unreadable-governance"
 T = "/admin/v1/tenants"
 C = "/admin/v1/contracts"
 SECRET = "Bearer mcp-header-s3cret"
+NEW = "Bearer mcp-header-n3w-s3cret"
 
 
 @pytest.fixture(autouse=True)
@@ -117,6 +118,57 @@ async def test_an_mcp_server_that_cannot_be_read_is_listed_apart_refused_by_get_
     gone = await ok(await w.call("DELETE", f"{T}/{acme}/mcp-servers/broken"))  # the mend
     assert gone["deleted"] is True
     assert "unreadable" not in await ok(await w.call("GET", f"{T}/{acme}/mcp-servers"))
+
+
+@pytest.mark.parametrize(
+    ("column", "raw", "mend"),
+    [
+        pytest.param("allowed_tools", '"search"', {"allowed_tools": ["search"]}, id="allowed-tools-a-string"),
+        pytest.param("header_names", '"Authorization"', {"headers": {"Authorization": NEW}}, id="header-names"),
+        pytest.param("headers", None, {"headers": {"Authorization": NEW}}, id="headers-sealed-for-another-row"),
+    ],
+)
+async def test_an_mcp_server_that_cannot_be_read_is_mended_by_a_patch_of_what_is_wrong(world, column, raw, mend):
+    """PATCH writes the given fields without reading the row first (as a tenant's PATCH does): the fields
+    that are wrong, given anew, mend it in place; a PATCH that leaves it unreadable writes nothing (409).
+    On main every PATCH of it was a 409: delete and register again was the only mend."""
+    w = world
+    w.secrets = (SECRET, NEW)
+    acme, acme_key = await w.tenant("acme")
+    body = {"url": "http://127.0.0.1:9/mcp", "headers": {"Authorization": SECRET}, "require_approval": "never"}
+    for name in ("broken", "fine"):
+        await ok(await w.call("POST", f"{T}/{acme}/mcp-servers", json={"name": name, "description": "d", **body}), 201)
+    where = "tenant_id = :t AND name = 'broken'"
+    if column == "headers":
+        await w.sql(
+            f"UPDATE mcp_servers SET headers = (SELECT headers FROM mcp_servers WHERE tenant_id = :t AND "
+            f"name = 'fine') WHERE {where}",
+            {"t": acme},
+        )
+    else:
+        json = "CAST(:raw AS JSON)" if w.url.startswith("postgresql") else ":raw"
+        await w.sql(f"UPDATE mcp_servers SET {column} = {json} WHERE {where}", {"raw": raw, "t": acme})
+
+    other = await w.call("PATCH", f"{T}/{acme}/mcp-servers/broken", json={"description": "other"})
+    if column == "headers":  # what the list shows reads; the headers are what a call cannot open
+        assert (await ok(other))["description"] == "other"
+    else:  # still unreadable after it: rolled back, nothing written
+        assert column in unreadable(other, "broken")["message"]
+        unreadable(await w.call("GET", f"{T}/{acme}/mcp-servers/broken"), "broken")
+    unreadable(await w.call("POST", "/v1/responses", acme_key, json=mcp("broken")), "broken")
+
+    mended = await ok(await w.call("PATCH", f"{T}/{acme}/mcp-servers/broken", json=mend))  # on main: 409
+    assert mended["name"] == "broken" and mended["url"] == body["url"]
+    assert mended["description"] == ("other" if column == "headers" else "d")
+    assert mended["header_names"] == ["Authorization"]
+    if column == "allowed_tools":
+        assert mended["allowed_tools"] == ["search"]
+    assert await ok(await w.call("GET", f"{T}/{acme}/mcp-servers/broken")) == mended
+    assert "unreadable" not in await ok(await w.call("GET", f"{T}/{acme}/mcp-servers"))
+    # A call reaches egress now, its headers opened (nothing listens there): no longer a 409.
+    assert error(await w.call("POST", "/v1/responses", acme_key, json=mcp("broken")), 403)["code"] == (
+        "mcp_egress_denied"
+    )
 
 
 async def test_a_contract_that_cannot_be_read_is_listed_apart_and_refused_by_get_and_reports(world):

@@ -31,7 +31,8 @@ MENDS = {
     "stateful pin": "an org admin revokes it (DELETE .../stateful-pins/{id}) and creates it again",
     "budget": "change its amount (PATCH .../budgets/{id}) or delete it",
     "token revocation": "delete it (DELETE /admin/v1/token-revocations/{id}) and create it again",
-    "MCP server": "delete it (DELETE .../mcp-servers/{name}) and register it again",
+    "MCP server": "give the fields named anew (PATCH .../mcp-servers/{name}; headers: the whole set), or "
+    "delete it (DELETE .../mcp-servers/{name}) and register it again",
     "stored response": "delete it (DELETE /v1/responses/{id}), or fix the row by SQL",
     "memory namespace": "a tenant-admin deletes it (DELETE /v1/memory/namespaces), or fix the row by SQL",
     "memory record": "delete it (DELETE /v1/memory/records/{id}), or fix the row by SQL",

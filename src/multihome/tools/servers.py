@@ -105,24 +105,38 @@ class McpServerStore:
         return _view(values)
 
     async def update(self, tenant: str, name: str, changes: dict[str, Any], actor: str) -> McpServerView:
-        """Apply `changes` (url, description, allowed_tools, require_approval, headers: the whole set)."""
-        row = await self._row(tenant, name)
+        """Apply `changes` (url, description, allowed_tools, require_approval, headers: the whole set).
+
+        Only the given columns are written, and the row is not read first (its id alone, a plain string),
+        so this also mends a row whose given fields cannot be read, headers sealed for another row too
+        (sealed again under this row's id). Read back in the same transaction: a row still unreadable (a
+        field not given) is rolled back, nothing written, and UnreadableRow (409) names what is left."""
+        async with self.engine.connect() as conn:
+            row_id = await conn.scalar(sa.select(t.c.id).where(t.c.tenant_id == tenant, t.c.name == name))
+        if not isinstance(row_id, str):
+            raise NotFound(KIND, name, tenant)  # (an id that is not text: no row the API could have made)
         values: dict[str, Any] = {k: v for k, v in changes.items() if k != "headers"}
         if "require_approval" in values:
             values["require_approval"] = msgspec.to_builtins(values["require_approval"])
         if "headers" in changes:
-            values["headers"] = await self._seal(tenant, row["id"], changes["headers"])
+            values["headers"] = await self._seal(tenant, row_id, changes["headers"])  # first: KmsError -> 503
             values["header_names"] = sorted(changes["headers"])
         values.update(updated_at=datetime.now(UTC), updated_by=actor[:200])
+        mine = (t.c.id == row_id, t.c.tenant_id == tenant, t.c.name == name)
         conn = await write_connection(self.engine)
         try:
             async with conn.begin():
-                done = await conn.execute(sa.update(t).where(t.c.id == row["id"]).values(**values))
+                done = await conn.execute(sa.update(t).where(*mine).values(**values))
+                if not done.rowcount:  # deleted (or renamed by SQL) meanwhile
+                    raise NotFound(KIND, name, tenant)
+                row, bad = await row_reads.one(conn, sa.select(t).where(*mine), t, _row)
+                if bad is not None:  # raised inside: rolled back
+                    raise row_reads.unreadable(KIND, msgspec.structs.replace(bad, id=name))
+                if row is None:
+                    raise NotFound(KIND, name, tenant)
         finally:
             await conn.close()
-        if not done.rowcount:  # deleted meanwhile
-            raise NotFound(KIND, name, tenant)
-        return _view({**row, **values})
+        return _view(row)
 
     async def delete(self, tenant: str, name: str) -> None:
         conn = await write_connection(self.engine)

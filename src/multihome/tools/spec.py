@@ -21,6 +21,7 @@ from urllib.parse import urlsplit
 
 import msgspec
 
+from ..schema import admin_fields
 from ..schema.errors import ApiError, echo
 
 NAME = re.compile(r"^[a-zA-Z0-9_-]{1,40}$")
@@ -163,10 +164,22 @@ def check_headers(headers: Mapping[str, str], param: str = "headers") -> dict[st
 def check_tool_names(names: list[str] | None, param: str) -> list[str] | None:
     if names is None:
         return None
-    for n in names:
+    for i, n in enumerate(names):
         if not 1 <= len(n) <= 128:
             raise ApiError(400, f"{param}: a tool name has 1-128 characters.", param=param)
+        found = admin_fields.text(n, f"{param}[{i}]", max_len=128)  # no control character: it is stored
+        if found is not None:
+            raise ApiError(400, f"{found.message}.", param=param, code="invalid_value")
     return sorted(set(names))
+
+
+def check_description(text: str, param: str = "description") -> str:
+    """A registration's description: stored and shown, so held to the admin API's bound on stored text
+    (at most 1000 characters, no control character: schema/admin_fields.py)."""
+    found = admin_fields.text(text, param, max_len=admin_fields.TEXT_MAX, required=False)
+    if found is not None:
+        raise ApiError(400, f"{found.message}.", param=param, code="invalid_value")
+    return text
 
 
 def check_approval(rule: Approval, param: str = "require_approval") -> Approval:

@@ -17,7 +17,7 @@ import msgspec
 
 from ...storage.errors import NotFound
 from ...tools.servers import McpServerStore, McpServerView
-from ...tools.spec import check_approval, check_headers, check_name, check_tool_names, check_url
+from ...tools.spec import check_approval, check_description, check_headers, check_name, check_tool_names, check_url
 from . import bodies as B
 from .rbac import READ, WRITE
 from .route import AdminCall, Needs, Route, Services, deleted, listed
@@ -43,7 +43,7 @@ async def create_mcp_server(s: Services, c: AdminCall) -> Any:
         c.tenant,
         check_name(body.name),
         url=check_url(body.url),
-        description=body.description,
+        description=check_description(body.description),
         allowed_tools=check_tool_names(body.allowed_tools, "allowed_tools"),
         require_approval=check_approval(body.require_approval),
         headers=check_headers(body.headers),
@@ -56,12 +56,14 @@ async def get_mcp_server(s: Services, c: AdminCall) -> Any:
 
 
 async def update_mcp_server(s: Services, c: AdminCall) -> Any:
+    """Held to the create's checks, field by field; writes only what is given without reading the row
+    first, so it also mends a row whose given fields cannot be read (tools/servers.py `update`)."""
     body: B.UpdateMcpServer = c.body
     changes: dict[str, Any] = {}
     if body.url is not msgspec.UNSET:
         changes["url"] = check_url(body.url)
     if body.description is not msgspec.UNSET:
-        changes["description"] = body.description
+        changes["description"] = check_description(body.description)
     if body.allowed_tools is not msgspec.UNSET:
         changes["allowed_tools"] = check_tool_names(body.allowed_tools, "allowed_tools")
     if body.require_approval is not msgspec.UNSET:
