@@ -168,7 +168,8 @@ class Ledger:
         conn = await write_connection(self.engine)
         try:
             async with conn.begin():
-                ids = sorted({p.contract_id for p in batch}.union(retry))
+                touched = {p.contract_id for p in batch}
+                ids = sorted(touched.union(retry)) if retry else sorted(touched)
                 bad: list[Unreadable] = []
                 totals = await self._lock_totals(conn, ids, bad)
                 rebuilt: dict[str, Total] = {}
@@ -200,7 +201,7 @@ class Ledger:
                     ids = [c for c in ids if c not in kept]
                 # A contract's first accrual: create its totals row, then lock it (one retried with nothing
                 # held and no row gets none).
-                missing = sorted({p.contract_id for p in batch if p.contract_id not in totals})
+                missing = [c for c in ids if c not in totals and (c in touched or c in moved)]
                 if missing:
                     await conn.execute(
                         self._insert(ledger_totals)

@@ -123,6 +123,28 @@ def _undecodable(key: tuple[str, str, str], exc: BaseException, ns_id: str | Non
     return row_reads.unreadable("memory namespace", Unreadable(str(memory_namespaces.name), name, tenant, problem))
 
 
+@dataclass(slots=True)
+class _Skipped:
+    """A record of a page that cannot be read, where it stands in the page's order."""
+
+    seq: int
+    unreadable: Unreadable
+
+
+async def _in_order(conn: Any, q: sa.Select[Any], rows: Sequence[Any], bad: list[Unreadable]) -> list[Any]:
+    """A page's rows in the page's order with the unreadable ones in their places (as `_Skipped`), so the
+    page neither ends early nor skips one unseen: its ids and seqs read again (plain columns: they read)."""
+    by_id = {row.id: row for row in rows}
+    named = {u.id: u for u in bad}
+    out: list[Any] = []
+    for rid, seq in (await conn.execute(q.with_only_columns(memory_records.c.id, memory_records.c.seq))).all():
+        if rid in named:
+            out.append(_Skipped(seq, named[rid]))
+        elif rid in by_id:
+            out.append(by_id[rid])
+    return out
+
+
 def _unopened(record_id: str, tenant: str, exc: BaseException) -> Unreadable:
     return Unreadable(str(memory_records.name), record_id, tenant, f"its body cannot be opened ({type(exc).__name__})")
 
@@ -653,8 +675,7 @@ class MemoryStore(StoreBase):
                 if cursor is None:
                     raise KeyError(after)
             out: row_reads.Listed[MemoryRecord] = row_reads.Listed()
-            unreadable: list[Unreadable] = []
-            named = 0  # those before the page's last record
+            unreadable: list[tuple[int, Unreadable]] = []  # each with the page's records before it
             try:
                 while True:
                     q = self._record_query().where(
@@ -665,35 +686,31 @@ class MemoryStore(StoreBase):
                     step = limit + 1 if keep is None else max(100, limit + 1)
                     q = q.order_by(r.seq.desc() if desc else r.seq).limit(step)
                     rows, bad = await rows_of(conn, q, memory_records)
-                    # In order, the unreadable ones with the rest (their seq is a plain integer: it reads), so
-                    # the page neither ends early nor skips one unseen.
-                    order = (await conn.execute(q.with_only_columns(r.id, r.seq))).all() if bad else None
-                    by_id = {row.id: row for row in rows}
-                    bad_ids = {u.id: u for u in bad}
-                    for rid, seq in order if order is not None else ((row.id, row.seq) for row in rows):
-                        cursor = seq
-                        if rid in bad_ids:
-                            unreadable.append(bad_ids[rid])
+                    walk: Sequence[Any] = rows if not bad else await _in_order(conn, q, rows, bad)
+                    for row in walk:
+                        if bad and type(row) is _Skipped:  # named in its place (its seq, a plain integer, reads)
+                            cursor = row.seq
+                            unreadable.append((len(out), row.unreadable))
                             continue
-                        row = by_id.get(rid)
-                        if row is None:
-                            continue
+                        cursor = row.seq
                         try:
                             rec = await self._opened(row)
                         except UnreadableRow as exc:
-                            unreadable.append(Unreadable(str(memory_records.name), row.id, tenant, exc.problem))
+                            bad_row = Unreadable(str(memory_records.name), row.id, tenant, exc.problem)
+                            unreadable.append((len(out), bad_row))
                             continue
                         if keep is None or keep(rec.metadata):
                             if len(out) == limit:
                                 # one after the page's last record is the next page's to name (it starts there)
-                                del unreadable[named:]
+                                if unreadable:
+                                    unreadable = [u for u in unreadable if u[0] < limit]
                                 return out, True
                             out.append(rec)
-                            named = len(unreadable)
                     if len(rows) + len(bad) < step:
                         return out, False
             finally:
-                out.unreadable = tuple(unreadable)
+                if unreadable:
+                    out.unreadable = tuple(u for _, u in unreadable)
 
     async def namespaces(
         self, tenant: str, *, agent_id: str | None = None, user_id: str | None = None
