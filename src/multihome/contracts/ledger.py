@@ -5,6 +5,10 @@ touches (in id order, so two replicas never deadlock), the contract's `ledger_to
 (PostgreSQL: SELECT ... FOR UPDATE; SQLite: the BEGIN IMMEDIATE write lock), accruals already on
 record for (contract, request) are skipped, and each new accrual is clipped to what is left under
 the cap. So the cap holds across any number of replicas, and a replay never counts twice.
+
+A contract whose ledger cannot be read (its totals row, and an accrual to rebuild it from) has its part
+of the batch kept in `ledger_held`, in the same transaction, and moved to the ledger (oldest first,
+skipping what is on record) by the first transaction that can read it again (`apply_readable`'s `retry`).
 """
 
 from __future__ import annotations
