@@ -182,3 +182,40 @@ async def test_an_agreement_that_cannot_be_read_is_left_out_and_the_others_accru
         assert caplog.text.count("contract_agreements rs-a") == 1
     finally:
         await svc.close()
+
+
+async def test_two_replicas_holding_one_contract_write_each_held_accrual_once_when_it_is_fixed(migrated_url):
+    """Both replicas keep the broken contract's accruals in ledger_held (a replayed one, held by both, once),
+    and both move them when the row is fixed: each accrual lands once, the totals their exact sum."""
+    cfg = parse_contracts({**CFG, "refresh_s": 0.05})
+    first, second = ContractsService(cfg, migrated_url), ContractsService(cfg, migrated_url)
+    await first.start()
+    await second.start()
+    try:
+        await accrue(first, "a", 2)
+        await first.flush(timeout_s=20)
+        await sql(migrated_url, "UPDATE ledger_totals SET accrued = 'lots' WHERE contract_id = 'rs'")
+        await sql(
+            migrated_url, "UPDATE ledger_accruals SET amount = 'x' WHERE contract_id = 'rs' AND request_id = 'a0'"
+        )
+        await asyncio.gather(accrue(first, "b", 30), accrue(second, "c", 30))
+        await accrue(second, "b", 5)  # a replay of some of the first's calls on the other replica
+        await asyncio.gather(first.flush(timeout_s=20), second.flush(timeout_s=20))
+        assert await scalar(migrated_url, "SELECT COUNT(*) FROM ledger_held WHERE contract_id = 'rs'") == 60
+
+        await sql(
+            migrated_url, "UPDATE ledger_accruals SET amount = '0.15' WHERE contract_id = 'rs' AND request_id = 'a0'"
+        )
+        await asyncio.gather(accrue(first, "d", 1), accrue(second, "e", 1))  # a call each: both try at once
+        await until(
+            lambda: calls(first, "rs") == 64 and calls(second, "rs") == 64, "the held accruals were not written"
+        )
+        assert await scalar(migrated_url, "SELECT COUNT(*) FROM ledger_held") == 0
+        assert await scalar(migrated_url, "SELECT COUNT(*) FROM ledger_accruals WHERE contract_id = 'rs'") == 64
+        accruals = await first.ledger.accruals("rs")
+        assert sum(a.amount for a in accruals) == Decimal("0.15") * 64
+        await first.refresh()
+        assert first.accrued("rs") == Decimal("9.60") and first.totals["rs"].calls == 64
+    finally:
+        await second.close()
+        await first.close()
