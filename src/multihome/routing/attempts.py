@@ -13,8 +13,8 @@ import random
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 
-import aiohttp
 import msgspec
+from pyreqwest.exceptions import NetworkError, RequestError
 
 from ..config import ModelGroup
 from ..providers.base import (
@@ -26,6 +26,7 @@ from ..providers.base import (
     UNSUPPORTED,
     UpstreamRequest,
 )
+from ..providers.transport import STREAM_BUFFER
 from ..schema import header_text
 from ..schema.errors import ApiError
 from ..schema.peek import ResponsePeek, peek_decoder
@@ -33,7 +34,7 @@ from .breakers import CLOSED, Breakers
 from .catalog import DeploymentRuntime, GroupRuntime
 from .latency import LatencyStats
 from .planner import Plan
-from .stream_relay import StreamBroken, StreamRelay
+from .stream_relay import StreamBroken, StreamRelay, close_call
 
 # The front door's two halves of a call: its upstream request for a deployment, and the reading
 # of a 2xx upstream body (with its headers) back into the client's schema.
@@ -350,15 +351,12 @@ async def _unary_once(
     try:
         if req.fan_out:
             status, headers, body = await _post_fanned(dep, group, req)
-        else:  # _post, inline: one coroutine less per call
-            assert dep.session is not None  # bound by Catalog.start
-            resp = await dep.session.post(
-                req.url, data=req.body, headers=req.headers, timeout=group.unary_timeout, allow_redirects=False
-            )  # see _redirect
-            status, headers, body = resp.status, resp.headers, await resp.read()
-    except TimeoutError:
+        else:  # _post, inline: one coroutine less per call (the client follows no redirect: see _redirect)
+            resp = await group.clients[dep.name].post(req.url).headers(req.headers).body_bytes(req.body).build().send()
+            status, headers, body = resp.status, resp.headers, bytes(await resp.bytes())
+    except TimeoutError:  # pyreqwest's timeouts (connect, first byte or a later gap, total) are TimeoutErrors
         return _Result(UNAVAILABLE, "timeout")
-    except aiohttp.ClientError as exc:
+    except RequestError as exc:
         return _Result(UNAVAILABLE, _conn_label(exc))
     if 300 <= status < 400:
         return _redirect(status)
@@ -378,11 +376,8 @@ async def _unary_once(
 async def _post(
     dep: DeploymentRuntime, group: GroupRuntime, url: str, body: bytes, headers: Mapping[str, str]
 ) -> tuple[int, Mapping[str, str], bytes]:
-    assert dep.session is not None  # bound by Catalog.start
-    resp = await dep.session.post(
-        url, data=body, headers=headers, timeout=group.unary_timeout, allow_redirects=False
-    )  # see _redirect
-    return resp.status, resp.headers, await resp.read()
+    resp = await group.clients[dep.name].post(url).headers(headers).body_bytes(body).build().send()  # see _redirect
+    return resp.status, resp.headers, bytes(await resp.bytes())
 
 
 # How many pieces of one fanned-out call are in flight at once: enough to hide latency, few enough
@@ -420,26 +415,32 @@ async def _post_fanned(
 async def _stream_once(
     dep: DeploymentRuntime, group: GroupRuntime, req: UpstreamRequest, forward_usage: bool
 ) -> _Result:
-    assert dep.session is not None  # bound by Catalog.start
+    call = (
+        group.clients[dep.name]
+        .post(req.url)
+        .headers(req.headers)
+        .body_bytes(req.body)
+        .streamed_read_buffer_limit(STREAM_BUFFER)
+        .build_streamed()
+    )  # the client follows no redirect: see _redirect
     try:
-        resp = await dep.session.post(
-            req.url, data=req.body, headers=req.headers, timeout=group.stream_timeout, allow_redirects=False
-        )  # see _redirect
+        resp = await call.__aenter__()
     except TimeoutError:
         return _Result(UNAVAILABLE, "timeout")
-    except aiohttp.ClientError as exc:
+    except RequestError as exc:
         return _Result(UNAVAILABLE, _conn_label(exc))
     if 300 <= resp.status < 400:
-        resp.close()
+        close_call(call)
         return _redirect(resp.status)
     if resp.status >= 300:
         try:
-            body = await resp.read()
-        except (aiohttp.ClientError, TimeoutError):
+            body = bytes(await resp.bytes())
+        except (RequestError, TimeoutError):
             body = b""
+        close_call(call)
         c = dep.adapter.classify_error(resp.status, resp.headers, body)
         return _Result(c.kind, c.label, c.retry_after, resp.status, body)
-    relay = StreamRelay(resp, dep.adapter, dep.upstream_model, dep.name, forward_usage, req.stream_decoder)
+    relay = StreamRelay(call, resp, dep.adapter, dep.upstream_model, dep.name, forward_usage, req.stream_decoder)
     try:
         first = await relay.first()
     except StreamBroken as exc:
@@ -453,17 +454,23 @@ async def _stream_once(
 
 def _redirect(status: int) -> _Result:
     """An upstream redirect is not followed: the gateway calls only the addresses its config names,
-    and following would also hand the provider key (api-key, x-api-key, x-goog-api-key: headers
-    aiohttp keeps across origins) to whatever the Location names. The deployment is unavailable."""
+    and following would also hand the provider key (api-key, x-api-key, x-goog-api-key: headers an
+    HTTP client may keep across origins) to whatever the Location names. The deployment is unavailable."""
     return _Result(UNAVAILABLE, f"http_{status}")
 
 
-def _conn_label(exc: aiohttp.ClientError) -> str:
-    if isinstance(exc, aiohttp.ServerDisconnectedError):
-        return "disconnected"
-    if isinstance(exc, aiohttp.ClientConnectionError):
+def _conn_label(exc: RequestError) -> str:
+    if isinstance(exc, NetworkError):
+        # hyper's words for a connection the upstream closed before its answer's end (aiohttp's
+        # ServerDisconnectedError); pyreqwest has no class of its own for it.
+        causes = exc.details.get("causes") or ()
+        if any(_CLOSED_EARLY in c["message"] for c in causes):
+            return "disconnected"
         return "connection_error"
     return "upstream_error"
+
+
+_CLOSED_EARLY = "connection closed before message completed"
 
 
 def _failed(

@@ -15,8 +15,9 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable
+from datetime import timedelta
 
-import aiohttp
+from pyreqwest.exceptions import RequestError
 
 from ..providers.base import CAPACITY, UNAVAILABLE, UpstreamRequest
 from ..schema.chat import parse_chat
@@ -36,7 +37,7 @@ class HealthProber:
         self.deployments = deployments  # the catalog's DeploymentRuntime objects
         self.breakers = breakers
         self.interval = interval_s
-        self.timeout = aiohttp.ClientTimeout(total=timeout_s)
+        self.timeout = timedelta(seconds=timeout_s)
         self.probes = 0
         self._task: asyncio.Task[None] | None = None
 
@@ -75,16 +76,16 @@ class HealthProber:
             req = await build
             assert dep.session is not None  # bound by Catalog.start
             # Redirects are not followed (routing/attempts.py, _redirect) and do not count as an answer.
-            async with dep.session.post(
-                req.url, data=req.body, headers=req.headers, timeout=self.timeout, allow_redirects=False
-            ) as resp:
-                body = await resp.read()
-                ok = (
-                    resp.status < 300
-                    or resp.status >= 400
-                    and dep.adapter.classify_error(resp.status, resp.headers, body).kind not in (CAPACITY, UNAVAILABLE)
-                )
-        except (TimeoutError, aiohttp.ClientError):
+            client = dep.session.any_client()
+            call = client.post(req.url).headers(req.headers).body_bytes(req.body).timeout(self.timeout).build()
+            resp = await call.send()
+            body = bytes(await resp.bytes())
+            ok = (
+                resp.status < 300
+                or resp.status >= 400
+                and dep.adapter.classify_error(resp.status, resp.headers, body).kind not in (CAPACITY, UNAVAILABLE)
+            )
+        except (TimeoutError, RequestError):
             ok = False
         except Exception:  # a probe must never take the prober down
             log.exception("health probe of %s failed", dep.name)

@@ -8,10 +8,13 @@ silent truncation.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 
-import aiohttp
 import msgspec
+from pyreqwest.exceptions import RequestError
+from pyreqwest.request import StreamRequest
+from pyreqwest.response import Response
 
 from ..providers.base import Adapter, StreamDecoder
 from ..providers.sse import DONE, frame
@@ -35,6 +38,17 @@ class StreamCut(Exception):
         self.code = code
 
 
+_closing: set[asyncio.Task[None]] = set()  # closes under way (the loop keeps only weak references to tasks)
+
+
+def close_call(call: StreamRequest) -> None:
+    """Close a streamed call's connection (not returned to the pool: its answer may be unread), from
+    code that cannot await: pyreqwest's close is a coroutine, so it runs as a task of its own."""
+    task = asyncio.ensure_future(call.__aexit__(None, None, None))
+    _closing.add(task)
+    task.add_done_callback(_closing.discard)
+
+
 def error_event(message: str, code: str) -> bytes:
     body = ErrorEnvelope(ErrorBody(message=message, type="server_error", param=None, code=code))
     return frame(msgspec.json.encode(body))
@@ -43,14 +57,20 @@ def error_event(message: str, code: str) -> bytes:
 class StreamRelay:
     def __init__(
         self,
-        resp: aiohttp.ClientResponse,
+        call: StreamRequest,
+        resp: Response,
         adapter: Adapter,
         upstream_model: str,
         deployment: str,
         forward_usage: bool,
         decoder: StreamDecoder | None = None,
     ) -> None:
-        self._resp = resp
+        self._call: StreamRequest | None = call  # None once closed
+        self._reader = resp.body_reader
+        self._eof = False  # the whole answer read: its connection went back to the pool by itself
+        self._cut: StreamCut | None = None
+        self._reading: asyncio.Task[object] | None = None  # the task in a read, which cut() wakes
+        self._in_read = False
         self._adapter = adapter
         # The adapter's chat stream, unless the request was another wire form (a native Responses call).
         self._decoder = decoder if decoder is not None else adapter.stream_decoder(upstream_model)
@@ -86,6 +106,8 @@ class StreamRelay:
                 raise StreamBroken("stream_ended_early", "upstream stream finished without output")
 
     async def rest(self) -> AsyncIterator[bytes]:
+        # The task that reads from here on: cut() wakes it (once per stream, not per read).
+        self._reading = asyncio.current_task()
         while not self.done:
             try:
                 data = await self._read()
@@ -110,19 +132,40 @@ class StreamRelay:
                 return
 
     def close(self) -> None:
-        self._resp.close()
+        call, self._call = self._call, None
+        if call is not None and not self._eof:
+            close_call(call)
 
     def cut(self, reason: str, code: str) -> None:
         """End the stream at its next read with an error event saying `reason` (wakes a read in progress)."""
-        if not self.done:
-            self._resp.content.set_exception(StreamCut(reason, code))
+        if self.done or self._cut is not None:
+            return
+        self._cut = StreamCut(reason, code)
+        # pyreqwest's read cannot be handed an exception: the reading task is cancelled, and _read turns
+        # that one cancellation into the cut (a cancellation of the task by anyone else stays one).
+        if self._reading is not None and self._in_read:
+            self._reading.cancel()
 
     async def _read(self) -> bytes:
+        if self._cut is not None:
+            raise self._cut
+        self._in_read = True
         try:
-            return await self._resp.content.readany()
-        except (aiohttp.ClientError, TimeoutError) as exc:
+            chunk = await self._reader.read_chunk()
+        except asyncio.CancelledError:
+            task = self._reading
+            if self._cut is not None and task is not None and task.uncancel() == 0:
+                raise self._cut from None
+            raise
+        except (RequestError, TimeoutError, RuntimeError) as exc:  # RuntimeError: the reader was closed
             label = "timeout" if isinstance(exc, TimeoutError) else "stream_interrupted"
             raise StreamBroken(label, f"upstream stream failed: {type(exc).__name__}") from None
+        finally:
+            self._in_read = False
+        if chunk is None:
+            self._eof = True
+            return b""
+        return bytes(chunk)
 
     def _broken(self, label: str, detail: str) -> bytes:
         return self._end(
