@@ -59,6 +59,8 @@ def _build(max_connections: int, timeouts: Timeouts) -> Client:
         .brotli(False)
         .zstd(False)
         .http1_lower_case_headers()
+        # pyreqwest would name itself (aiohttp's session sent no User-Agent): the gateway says what it is.
+        .user_agent("multihome")
         .max_connections(max_connections)
         .pool_idle_timeout(timedelta(seconds=60))
         .connect_timeout(timedelta(seconds=connect_s))
