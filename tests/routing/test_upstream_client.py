@@ -1,5 +1,5 @@
 """The upstream client's behaviours the attempt loop relies on, against real HTTP servers: what
-providers/transport.py sets on pyreqwest (no system proxy, one client per set of timeouts, the
+providers/transport.py sets on pyqwest (no system proxy, one client per set of timeouts, the
 first-byte timeout), how its errors read as attempt outcomes, and a drain's cut waking a stream
 read the upstream keeps waiting."""
 
@@ -13,6 +13,7 @@ import msgspec
 
 from builders import config, deployment, group, open_door, simulated, typed
 from multihome.config import Breaker
+from multihome.providers.transport import Transport
 from multihome.routing.attempts import AttemptRunner
 from multihome.routing.breakers import Breakers
 from multihome.routing.catalog import Catalog
@@ -214,3 +215,70 @@ def test_a_cancelled_stream_reader_stays_cancelled():
             await runner.cleanup()
 
     asyncio.run(run())
+
+
+async def _raw_upstream(answer_after_s: float):
+    """A raw HTTP/1.1 upstream that records each request line and whether the gateway closed the
+    connection before the (late) answer."""
+    seen: dict[str, object] = {"lines": [], "closed_early": 0}
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        head = await reader.readuntil(b"\r\n\r\n")
+        length = next(
+            (int(h.split(b":")[1]) for h in head.split(b"\r\n") if h.lower().startswith(b"content-length:")), 0
+        )
+        await reader.readexactly(length)
+        seen["lines"].append(head.split(b"\r\n")[0])  # type: ignore[attr-defined]
+        try:
+            if await asyncio.wait_for(reader.read(1), answer_after_s) == b"":
+                seen["closed_early"] = seen["closed_early"] + 1  # type: ignore[operator]
+        except TimeoutError:
+            writer.write(b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 2\r\n\r\n{}")
+            await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    return server, f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}", seen
+
+
+def test_an_encoded_path_goes_on_the_wire_as_it_is():
+    # Bedrock's signature covers the path's exact bytes (%3A, %2F as botocore encodes a model id).
+    async def run():
+        server, url, seen = await _raw_upstream(0)
+        pool = Transport().open("raw", 4)
+        try:
+            client = pool.client((5.0, 30.0, None))
+            await client.post(url + "/model/a%3Ab%2Fc%20d%7Ee/x?q=%2F", {"content-type": "application/json"}, b"{}")
+        finally:
+            await pool.close()
+            server.close()
+        return seen["lines"]
+
+    assert asyncio.run(run()) == [b"POST /model/a%3Ab%2Fc%20d%7Ee/x?q=%2F HTTP/1.1"]
+
+
+def test_a_cancelled_call_closes_its_upstream_connection():
+    # A hedge's loser, a client that went away: the upstream request must end with the call, not hold a
+    # provider connection until the upstream answers (here: a minute later).
+    async def run(stream: bool):
+        server, url, seen = await _raw_upstream(60)
+        pool = Transport().open("raw", 4)
+        try:
+            client = pool.client((5.0, 120.0, None))
+            call = client.stream("POST", url, {}, b"{}") if stream else client.post(url, {}, b"{}")
+            task = asyncio.ensure_future(call)
+            deadline = time.monotonic() + 20
+            while not seen["lines"]:
+                assert time.monotonic() < deadline, "the request never reached the upstream"
+                await asyncio.sleep(0.01)
+            task.cancel()
+            while not seen["closed_early"]:
+                assert time.monotonic() < deadline, "the upstream connection stayed open after the cancel"
+                await asyncio.sleep(0.01)
+            assert task.cancelled()
+        finally:
+            await pool.close()
+            server.close()
+
+    asyncio.run(run(stream=False))
+    asyncio.run(run(stream=True))

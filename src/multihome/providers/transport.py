@@ -1,22 +1,26 @@
-"""One upstream connection pool per provider, on pyreqwest (reqwest/hyper on its own Tokio thread).
+"""One upstream connection pool per provider, on pyqwest (reqwest/hyper on its own Tokio thread).
 
-pyreqwest sets its connect and read (first byte, then every gap) timeouts per client, where the gateway
-sets them per model group: a provider's pool is one client per distinct set of timeouts its groups use
-(usually one). Each client keeps its own connections; `max_connections` bounds each one's requests in
-flight. No system proxy (reqwest would read HTTP(S)_PROXY; aiohttp did not), no redirects followed
-(routing/attempts.py `_redirect`), no cookies, gzip and deflate asked for and undone (as aiohttp did),
-header names in lower case.
+pyqwest sets its connect, read (first byte, then every gap) and total timeouts per transport, where the
+gateway sets them per model group: a provider's pool is one transport per distinct set of timeouts its
+groups use (usually one). Each keeps its own connections. Cancelling a call aborts its upstream request
+(the connection is closed at once: a hedge's loser, a client that went away). No system proxy, no
+redirects followed (routing/attempts.py `_redirect`), no cookies, no User-Agent (as aiohttp's session),
+gzip asked for and undone, header names in lower case (hyper's own).
 """
 
 from __future__ import annotations
 
-from datetime import timedelta
+from pyqwest import HTTPTransport, Proxy, ReadError, RemoteProtocolError, WriteError
+from pyqwest._pyqwest import Client as Client  # the native client: its calls are awaitables, no wrapper coroutine
 
-from pyreqwest.client import Client, ClientBuilder
+# reqwest reads HTTP(S)_PROXY unless a proxy is given: this one is given, and is bypassed for every
+# host ("*" matches names, the two nets every address), so no call goes through any proxy. Were a host
+# ever not matched, the call would fail on the closed port 9, not reach a proxy.
+_NO_PROXY = Proxy("http://127.0.0.1:9", no_proxy="*,0.0.0.0/0,::/0")
 
-# A streamed response's head is handed over at once: with a buffer, pyreqwest would first wait for this
-# many body bytes (or the end), which holds back a stream's first event (the first-byte timeout's job).
-STREAM_BUFFER = 0
+# What a failed call raises besides TimeoutError (pyqwest's timeouts: connect, a read, total).
+# ConnectionError is the builtin one (refused, reset, DNS).
+UPSTREAM_ERRORS = (ConnectionError, RemoteProtocolError, ReadError, WriteError)
 
 Timeouts = tuple[float, float, float | None]  # connect_s, first_byte_s, total_s
 
@@ -27,48 +31,42 @@ class ProviderPool:
     def __init__(self, provider: str, max_connections: int) -> None:
         self.provider = provider
         self.max_connections = max_connections
-        self._clients: dict[Timeouts, Client] = {}
+        self._clients: dict[Timeouts, tuple[HTTPTransport, Client]] = {}
 
     def client(self, timeouts: Timeouts) -> Client:
         found = self._clients.get(timeouts)
         if found is None:
             found = self._clients[timeouts] = _build(self.max_connections, timeouts)
-        return found
+        return found[1]
 
     def any_client(self) -> Client:
         """A client of this provider for a call that sets its own total timeout (health probes)."""
         if self._clients:
-            return next(iter(self._clients.values()))
+            return next(iter(self._clients.values()))[1]
         return self.client((5.0, 60.0, None))
 
     async def close(self) -> None:
-        for client in self._clients.values():
-            await client.close()
+        for transport, _ in self._clients.values():
+            await transport.aclose()
         self._clients.clear()
 
 
-def _build(max_connections: int, timeouts: Timeouts) -> Client:
+def _build(max_connections: int, timeouts: Timeouts) -> tuple[HTTPTransport, Client]:
     connect_s, first_byte_s, total_s = timeouts
-    builder = (
-        ClientBuilder()
-        .no_proxy()
-        .follow_redirects(False)
-        .referer(False)
-        .gzip(True)
-        .deflate(True)
-        .brotli(False)
-        .zstd(False)
-        .http1_lower_case_headers()
-        # pyreqwest would name itself (aiohttp's session sent no User-Agent): the gateway says what it is.
-        .user_agent("multihome")
-        .max_connections(max_connections)
-        .pool_idle_timeout(timedelta(seconds=60))
-        .connect_timeout(timedelta(seconds=connect_s))
-        .read_timeout(timedelta(seconds=first_byte_s))
+    transport = HTTPTransport(
+        proxy=_NO_PROXY,
+        follow_redirects=False,
+        enable_gzip=True,
+        enable_brotli=False,
+        enable_zstd=False,
+        enable_otel=False,  # its spans and metrics cost per call; the gateway meters itself
+        max_connections_per_address=max_connections,
+        pool_idle_timeout=60.0,
+        connect_timeout=connect_s,
+        read_timeout=first_byte_s,
+        timeout=total_s,
     )
-    if total_s is not None:
-        builder = builder.timeout(timedelta(seconds=total_s))
-    return builder.build()
+    return transport, Client(transport)
 
 
 class Transport:

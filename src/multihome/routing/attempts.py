@@ -14,7 +14,7 @@ import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 
 import msgspec
-from pyreqwest.exceptions import NetworkError, RequestError
+from pyqwest import ReadError, RemoteProtocolError, WriteError
 
 from ..config import ModelGroup
 from ..providers.base import (
@@ -26,7 +26,7 @@ from ..providers.base import (
     UNSUPPORTED,
     UpstreamRequest,
 )
-from ..providers.transport import STREAM_BUFFER
+from ..providers.transport import UPSTREAM_ERRORS
 from ..schema import header_text
 from ..schema.errors import ApiError
 from ..schema.peek import ResponsePeek, peek_decoder
@@ -352,11 +352,11 @@ async def _unary_once(
         if req.fan_out:
             status, headers, body = await _post_fanned(dep, group, req)
         else:  # _post, inline: one coroutine less per call (the client follows no redirect: see _redirect)
-            resp = await group.clients[dep.name].post(req.url).headers(req.headers).body_bytes(req.body).build().send()
-            status, headers, body = resp.status, resp.headers, bytes(await resp.bytes())
-    except TimeoutError:  # pyreqwest's timeouts (connect, first byte or a later gap, total) are TimeoutErrors
+            resp = await group.clients[dep.name].post(req.url, req.headers, req.body)
+            status, headers, body = resp.status, resp.headers, resp.content  # type: ignore[assignment]  # pyqwest's Headers: a case-insensitive str mapping, not registered as one
+    except TimeoutError:  # pyqwest's timeouts (connect, first byte or a later gap, total) are TimeoutErrors
         return _Result(UNAVAILABLE, "timeout")
-    except RequestError as exc:
+    except UPSTREAM_ERRORS as exc:
         return _Result(UNAVAILABLE, _conn_label(exc))
     if 300 <= status < 400:
         return _redirect(status)
@@ -376,8 +376,8 @@ async def _unary_once(
 async def _post(
     dep: DeploymentRuntime, group: GroupRuntime, url: str, body: bytes, headers: Mapping[str, str]
 ) -> tuple[int, Mapping[str, str], bytes]:
-    resp = await group.clients[dep.name].post(url).headers(headers).body_bytes(body).build().send()  # see _redirect
-    return resp.status, resp.headers, bytes(await resp.bytes())
+    resp = await group.clients[dep.name].post(url, headers, body)  # the client follows no redirect: see _redirect
+    return resp.status, resp.headers, resp.content  # type: ignore[return-value]  # pyqwest's Headers: a case-insensitive str mapping, not registered as one
 
 
 # How many pieces of one fanned-out call are in flight at once: enough to hide latency, few enough
@@ -415,32 +415,25 @@ async def _post_fanned(
 async def _stream_once(
     dep: DeploymentRuntime, group: GroupRuntime, req: UpstreamRequest, forward_usage: bool
 ) -> _Result:
-    call = (
-        group.clients[dep.name]
-        .post(req.url)
-        .headers(req.headers)
-        .body_bytes(req.body)
-        .streamed_read_buffer_limit(STREAM_BUFFER)
-        .build_streamed()
-    )  # the client follows no redirect: see _redirect
-    try:
-        resp = await call.__aenter__()
+    try:  # the client follows no redirect: see _redirect
+        resp = await group.clients[dep.name].stream("POST", req.url, req.headers, req.body)
     except TimeoutError:
         return _Result(UNAVAILABLE, "timeout")
-    except RequestError as exc:
+    except UPSTREAM_ERRORS as exc:
         return _Result(UNAVAILABLE, _conn_label(exc))
     if 300 <= resp.status < 400:
-        close_call(call)
+        close_call(resp)
         return _redirect(resp.status)
     if resp.status >= 300:
         try:
-            body = bytes(await resp.bytes())
-        except (RequestError, TimeoutError):
+            body = b"".join([bytes(chunk) async for chunk in resp.content])
+        except (*UPSTREAM_ERRORS, TimeoutError):
             body = b""
-        close_call(call)
-        c = dep.adapter.classify_error(resp.status, resp.headers, body)
+        close_call(resp)
+        headers: Mapping[str, str] = resp.headers  # type: ignore[assignment]  # pyqwest's Headers: a case-insensitive str mapping, not registered as one
+        c = dep.adapter.classify_error(resp.status, headers, body)
         return _Result(c.kind, c.label, c.retry_after, resp.status, body)
-    relay = StreamRelay(call, resp, dep.adapter, dep.upstream_model, dep.name, forward_usage, req.stream_decoder)
+    relay = StreamRelay(resp, dep.adapter, dep.upstream_model, dep.name, forward_usage, req.stream_decoder)
     try:
         first = await relay.first()
     except StreamBroken as exc:
@@ -459,13 +452,12 @@ def _redirect(status: int) -> _Result:
     return _Result(UNAVAILABLE, f"http_{status}")
 
 
-def _conn_label(exc: RequestError) -> str:
-    if isinstance(exc, NetworkError):
+def _conn_label(exc: Exception) -> str:
+    if isinstance(exc, RemoteProtocolError) and _CLOSED_EARLY in str(exc):
         # hyper's words for a connection the upstream closed before its answer's end (aiohttp's
-        # ServerDisconnectedError); pyreqwest has no class of its own for it.
-        causes = exc.details.get("causes") or ()
-        if any(_CLOSED_EARLY in c["message"] for c in causes):
-            return "disconnected"
+        # ServerDisconnectedError); pyqwest has no class of its own for it.
+        return "disconnected"
+    if isinstance(exc, (ConnectionError, ReadError, WriteError)):
         return "connection_error"
     return "upstream_error"
 

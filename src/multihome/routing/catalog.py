@@ -4,12 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from pyreqwest.client import Client
-
 from ..config import Config, ModelGroup, Price
 from ..providers.base import Adapter
 from ..providers.registry import BY_NAME, build_adapter
-from ..providers.transport import ProviderPool, Timeouts, Transport
+from ..providers.transport import Client, ProviderPool, Timeouts, Transport
 from ..schema import header_text
 
 

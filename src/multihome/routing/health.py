@@ -14,12 +14,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable
-from datetime import timedelta
-
-from pyreqwest.exceptions import RequestError
+from collections.abc import Awaitable, Mapping
+from typing import cast
 
 from ..providers.base import CAPACITY, UNAVAILABLE, UpstreamRequest
+from ..providers.transport import UPSTREAM_ERRORS
 from ..schema.chat import parse_chat
 from ..schema.embeddings import parse_embeddings
 from .breakers import CLOSED, Breakers
@@ -37,7 +36,7 @@ class HealthProber:
         self.deployments = deployments  # the catalog's DeploymentRuntime objects
         self.breakers = breakers
         self.interval = interval_s
-        self.timeout = timedelta(seconds=timeout_s)
+        self.timeout = timeout_s
         self.probes = 0
         self._task: asyncio.Task[None] | None = None
 
@@ -77,15 +76,16 @@ class HealthProber:
             assert dep.session is not None  # bound by Catalog.start
             # Redirects are not followed (routing/attempts.py, _redirect) and do not count as an answer.
             client = dep.session.any_client()
-            call = client.post(req.url).headers(req.headers).body_bytes(req.body).timeout(self.timeout).build()
-            resp = await call.send()
-            body = bytes(await resp.bytes())
+            # pyqwest has no per-call timeout: timing out cancels the call, which aborts its request.
+            async with asyncio.timeout(self.timeout):
+                resp = await client.post(req.url, req.headers, req.body)
+            body, headers = resp.content, cast(Mapping[str, str], resp.headers)  # a case-insensitive mapping
             ok = (
                 resp.status < 300
                 or resp.status >= 400
-                and dep.adapter.classify_error(resp.status, resp.headers, body).kind not in (CAPACITY, UNAVAILABLE)
+                and dep.adapter.classify_error(resp.status, headers, body).kind not in (CAPACITY, UNAVAILABLE)
             )
-        except (TimeoutError, RequestError):
+        except (TimeoutError, *UPSTREAM_ERRORS):
             ok = False
         except Exception:  # a probe must never take the prober down
             log.exception("health probe of %s failed", dep.name)

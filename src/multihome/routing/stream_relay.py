@@ -12,12 +12,11 @@ import asyncio
 from collections.abc import AsyncIterator
 
 import msgspec
-from pyreqwest.exceptions import RequestError
-from pyreqwest.request import StreamRequest
-from pyreqwest.response import Response
+from pyqwest import Response
 
 from ..providers.base import Adapter, StreamDecoder
 from ..providers.sse import DONE, frame
+from ..providers.transport import UPSTREAM_ERRORS
 from ..schema.errors import ErrorBody, ErrorEnvelope
 from ..schema.peek import Usage, peek_decoder
 
@@ -41,10 +40,10 @@ class StreamCut(Exception):
 _closing: set[asyncio.Task[None]] = set()  # closes under way (the loop keeps only weak references to tasks)
 
 
-def close_call(call: StreamRequest) -> None:
+def close_call(call: Response) -> None:
     """Close a streamed call's connection (not returned to the pool: its answer may be unread), from
-    code that cannot await: pyreqwest's close is a coroutine, so it runs as a task of its own."""
-    task = asyncio.ensure_future(call.__aexit__(None, None, None))
+    code that cannot await: pyqwest's close is a coroutine, so it runs as a task of its own."""
+    task = asyncio.ensure_future(call.aclose())
     _closing.add(task)
     task.add_done_callback(_closing.discard)
 
@@ -57,7 +56,6 @@ def error_event(message: str, code: str) -> bytes:
 class StreamRelay:
     def __init__(
         self,
-        call: StreamRequest,
         resp: Response,
         adapter: Adapter,
         upstream_model: str,
@@ -65,8 +63,8 @@ class StreamRelay:
         forward_usage: bool,
         decoder: StreamDecoder | None = None,
     ) -> None:
-        self._call: StreamRequest | None = call  # None once closed
-        self._reader = resp.body_reader
+        self._call: Response | None = resp  # None once closed
+        self._reader = resp.content
         self._eof = False  # the whole answer read: its connection went back to the pool by itself
         self._cut: StreamCut | None = None
         self._reading: asyncio.Task[object] | None = None  # the task in a read, which cut() wakes
@@ -141,7 +139,7 @@ class StreamRelay:
         if self.done or self._cut is not None:
             return
         self._cut = StreamCut(reason, code)
-        # pyreqwest's read cannot be handed an exception: the reading task is cancelled, and _read turns
+        # pyqwest's read cannot be handed an exception: the reading task is cancelled, and _read turns
         # that one cancellation into the cut (a cancellation of the task by anyone else stays one).
         if self._reading is not None and self._in_read:
             self._reading.cancel()
@@ -151,20 +149,20 @@ class StreamRelay:
             raise self._cut
         self._in_read = True
         try:
-            chunk = await self._reader.read_chunk()
+            chunk = await anext(self._reader)
+        except StopAsyncIteration:
+            self._eof = True
+            return b""
         except asyncio.CancelledError:
             task = self._reading
             if self._cut is not None and task is not None and task.uncancel() == 0:
                 raise self._cut from None
             raise
-        except (RequestError, TimeoutError, RuntimeError) as exc:  # RuntimeError: the reader was closed
+        except (*UPSTREAM_ERRORS, TimeoutError, RuntimeError) as exc:  # RuntimeError: the reader was closed
             label = "timeout" if isinstance(exc, TimeoutError) else "stream_interrupted"
             raise StreamBroken(label, f"upstream stream failed: {type(exc).__name__}") from None
         finally:
             self._in_read = False
-        if chunk is None:
-            self._eof = True
-            return b""
         return bytes(chunk)
 
     def _broken(self, label: str, detail: str) -> bytes:
