@@ -3,7 +3,7 @@ against main's aiohttp), and of bare_passthrough.py, A/B interleaved: what callg
 (pyreqwest's Tokio thread hands each response back to the loop: futex wake-ups and GIL hand-offs).
 
     PYTHONPATH=src:tests python bench/upstream_client_cpu.py --base-src /tmp/base/src
-        [--only bare,plain] [--rounds 3] [--seconds 8]
+        [--also-src pyreqwest=/tmp/other/src] [--only bare,plain] [--rounds 3] [--seconds 8]
 
 Each server starts under `taskset -c 0` (a Rust runtime's threads inherit the pin), the simulator and
 wrk run on core 1; a 2 s warm-up at c=8, then wrk at c=64 for --seconds; CPU per call = the server's
@@ -58,13 +58,16 @@ def main() -> None:
     ap.add_argument("--only", default="bare,plain")
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--seconds", type=int, default=8)
+    ap.add_argument("--also-src", action="append", default=[], help="LABEL=PATH: a third tree, and more")
     args = ap.parse_args()
+    also = [tuple(a.split("=", 1)) for a in args.also_src]
     runs: list[tuple[str, str, str]] = []  # label, configuration, src
     for name in args.only.split(","):
         if name == "bare":
             runs.append(("bare", "bare", args.src))
         elif name in LAYERS:
             runs += [(f"{name} (base)", name, args.base_src), (name, name, args.src)]
+            runs += [(f"{name} ({label})", name, path) for label, path in also]
     tmp = workspace("mh-upstream-cpu-")
     sim, sim_url = start_sim()
     cpu: dict[str, list[float]] = {r[0]: [] for r in runs}
