@@ -130,6 +130,22 @@ def start_gateway(
     raise RuntimeError("gateway did not start")
 
 
+def cpu_seconds(pid: int) -> float:
+    """The process's user + system CPU seconds so far, all its threads (/proc/PID/stat)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def cpu_per_call(url: str, pid: int, sim_pid: int, *, seconds: int, tmp: Path) -> tuple[float, dict]:
+    """The server's CPU µs per call under wrk at c=64 (server alone on a core, simulator and wrk on the
+    other), after a 2 s warm-up at c=8; and wrk's result."""
+    core = set_layout(pid, sim_pid, pinned=True)
+    wrk(url, "bench", KEY, connections=8, seconds=2, tmp=tmp, core=core)  # warm-up
+    cpu0 = cpu_seconds(pid)
+    r = wrk(url, "bench", KEY, connections=64, seconds=seconds, tmp=tmp, core=core)
+    return (cpu_seconds(pid) - cpu0) / max(r["requests"], 1) * 1e6, r
+
+
 _UNIT = {"us": 1e-3, "ms": 1.0, "s": 1e3}
 
 

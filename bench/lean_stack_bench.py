@@ -279,12 +279,6 @@ def threads_of(pid: int) -> int:
         return -1
 
 
-def cpu_s(pid: int) -> float:
-    """The process's user + system CPU seconds so far, all its threads (/proc/PID/stat)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 def callgrind(args, server: str, client: str, sim_url: str, tmp: Path, port: int) -> dict:
     from governance_bench import stop, wait_ready
     from governance_callgrind import calls, control, dump_now, program_total
@@ -331,7 +325,7 @@ def main() -> None:
     sys.path.insert(0, str(HERE))
     import tempfile
 
-    from gateway_bench import KEY, set_layout, start_sim, wrk
+    from gateway_bench import cpu_per_call, start_sim
     from governance_bench import stop, wait_ready
 
     tmp = Path(tempfile.mkdtemp(prefix="lean-stack-"))
@@ -357,12 +351,8 @@ def main() -> None:
                     proc = start_server(args, server, client, sim_url, port, pin, tmp / f"{server}-{client}.log")
                     try:
                         wait_ready(f"http://127.0.0.1:{port}/", proc, seconds=60)
-                        core = set_layout(proc.pid, sim.pid, pinned=True)
                         url = f"http://127.0.0.1:{port}"
-                        wrk(url, "bench", KEY, connections=8, seconds=2, tmp=tmp, core=core)  # warm-up
-                        cpu0 = cpu_s(proc.pid)
-                        r = wrk(url, "bench", KEY, connections=64, seconds=args.seconds, tmp=tmp, core=core)
-                        us = (cpu_s(proc.pid) - cpu0) / max(r["requests"], 1) * 1e6
+                        us, r = cpu_per_call(url, proc.pid, sim.pid, seconds=args.seconds, tmp=tmp)
                         threads = threads_of(proc.pid)
                     finally:
                         stop(proc)

@@ -22,16 +22,10 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from gateway_bench import ENV, KEY, set_layout, start_sim, wrk  # noqa: E402
+from gateway_bench import ENV, cpu_per_call, start_sim  # noqa: E402
 from governance_bench import LAYERS, config_for, slug, stop, wait_ready, workspace  # noqa: E402
 
 BIN = Path(sys.executable).parent
-
-
-def cpu_s(pid: int) -> float:
-    """The process's user + system CPU seconds so far, all its threads."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def start(name: str, src: str, sim_url: str, tmp: Path, port: int) -> tuple[subprocess.Popen, str]:
@@ -80,12 +74,7 @@ def main() -> None:
                 proc, ready = start(name, src, sim_url, tmp, port)
                 try:
                     wait_ready(ready, proc, seconds=60)
-                    core = set_layout(proc.pid, sim.pid, pinned=True)
-                    url = f"http://127.0.0.1:{port}"
-                    wrk(url, "bench", KEY, connections=8, seconds=2, tmp=tmp, core=core)  # warm-up
-                    cpu0 = cpu_s(proc.pid)
-                    r = wrk(url, "bench", KEY, connections=64, seconds=args.seconds, tmp=tmp, core=core)
-                    us = (cpu_s(proc.pid) - cpu0) / max(r["requests"], 1) * 1e6
+                    us, r = cpu_per_call(f"http://127.0.0.1:{port}", proc.pid, sim.pid, seconds=args.seconds, tmp=tmp)
                 finally:
                     stop(proc)
                 cpu[label].append(us)

@@ -8,7 +8,10 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import httpx
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import create_async_engine
 
+from admin_http import ok
 from builders import database, identity, simulated, single, typed
 from multihome.app import build_app
 from multihome.simulators import SimulatorConfig, start_simulator
@@ -45,3 +48,35 @@ async def stored_app(url: str, admin_env: str, headers: dict | None = None, **fi
         for service in reversed(app.services):
             await service.close()
         await sim.close()
+
+
+class StoredWorld:
+    """An app of `stored_app` as a test drives it: calls that must never answer 500 (nor show one of
+    `secrets`), SQL on its store (a row broken as an operator's edit would), tenants with a key."""
+
+    secrets: tuple[str, ...] = ()
+
+    def __init__(self, client: httpx.AsyncClient, url: str, admin_key: str, app: Any = None) -> None:
+        self.client, self.url, self.admin_key, self.app = client, url, admin_key, app
+
+    async def call(self, method: str, path: str, key: str | None = None, **kw: Any) -> httpx.Response:
+        auth = {"authorization": f"Bearer {key or self.admin_key}"}
+        resp = await self.client.request(method, path, headers=auth, **kw)
+        assert resp.status_code < 500, resp.text
+        assert not any(s in resp.text for s in self.secrets), "a secret in an answer"
+        return resp
+
+    async def sql(self, statement: str, params: dict | None = None) -> None:
+        engine = create_async_engine(self.url)
+        try:
+            async with engine.begin() as conn:
+                await conn.execute(sa.text(statement), params or {})
+        finally:
+            await engine.dispose()
+
+    async def tenant(self, name: str) -> tuple[str, str]:
+        """A tenant and a key of it that may call models and its admin API."""
+        tenants = "/admin/v1/tenants"
+        tid = (await ok(await self.call("POST", tenants, json={"name": name}), 201))["id"]
+        body = {"name": "k", "roles": ["member", "tenant-admin"]}
+        return tid, (await ok(await self.call("POST", f"{tenants}/{tid}/keys", json=body), 201))["key"]

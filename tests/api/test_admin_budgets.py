@@ -15,11 +15,6 @@ pytestmark = pytest.mark.anyio
 ADMIN_KEY = "mh-bootstrap-admin-key-for-budget-api"
 
 
-@pytest.fixture
-def anyio_backend():
-    return "asyncio"
-
-
 class Api:
     def __init__(self, app) -> None:
         self.app = app

@@ -38,11 +38,6 @@ model_groups:
 """
 
 
-@pytest.fixture
-def anyio_backend():
-    return "asyncio"
-
-
 def _closed_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -16,11 +16,6 @@ DEPTH = 10_000
 
 
 @pytest.fixture
-def anyio_backend():
-    return "asyncio"
-
-
-@pytest.fixture
 async def root(tmp_path, monkeypatch):
     monkeypatch.setenv("MH_TEST_DEEP_ADMIN", ADMIN_KEY)
     async with running(single(storage=sqlite(tmp_path / "mh.db"), identity=identity("MH_TEST_DEEP_ADMIN"))) as app:

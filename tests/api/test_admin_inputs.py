@@ -26,11 +26,6 @@ COMMITMENT = {
 }
 
 
-@pytest.fixture
-def anyio_backend():
-    return "asyncio"
-
-
 @pytest.fixture(autouse=True)
 def _admin_key(monkeypatch):
     monkeypatch.setenv("MH_TEST_INPUTS_ADMIN", ADMIN_KEY)
@@ -111,6 +106,11 @@ async def test_stored_free_form_fields_are_bounded(root):
         "more than 100",
     )
     await refused(await root.post(f"{t}/teams", json={"name": "t" * 201}), "name", "longer than 200")
+    # A tenant's PATCH is held to the same bounds as its create.
+    await refused(await root.patch(t, json={"name": "t" * 201}), "name", "longer than 200")
+    await refused(await root.patch(t, json={"metadata": nested(5)}), "metadata.a.a.a.a", "nested too deeply")
+    await refused(await root.patch(t, json={"metadata": {"big": -(2**64)}}), "metadata.big", "64 bits")
+    assert (await ok(await root.get(t)))["metadata"] == {}
     fits = {f"k{i}": "v" * 20 for i in range(60)} | {"nested": nested(3)}
     made = await ok(await root.post(keys, json={"name": "k", "metadata": fits}), 201)
     assert made["metadata"] == fits
@@ -209,6 +209,8 @@ async def test_control_characters_are_refused_in_every_stored_string(root):
             "U+2028",
         ),
         (root, "POST", "/admin/v1/tenants", {"name": "x", "metadata": {"k\r": 1}}, "metadata", "U+000D"),
+        (root, "PATCH", t, {"name": "evil\u0000corp"}, "name", "U+0000"),
+        (root, "PATCH", t, {"metadata": {"k": "line\u2028break"}}, "metadata.k", "U+2028"),
         (tenant_admin, "POST", f"{t}/teams", {"name": "ml\x1b[31m"}, "name", "U+001B"),
         (tenant_admin, "POST", f"{t}/keys", {"name": "ci\u0085"}, "name", "U+0085"),
         (

@@ -30,11 +30,6 @@ model_groups: {{g: {{deployments: [d]}}}}
 """
 
 
-@pytest.fixture
-def anyio_backend():
-    return "asyncio"
-
-
 def _client(app, key: str) -> httpx.AsyncClient:
     return httpx.AsyncClient(
         transport=httpx.ASGITransport(app=app), base_url="http://gw", headers={"authorization": f"Bearer {key}"}

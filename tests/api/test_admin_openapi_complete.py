@@ -15,11 +15,6 @@ from multihome.app import build_app
 pytestmark = pytest.mark.anyio
 
 
-@pytest.fixture
-def anyio_backend():
-    return "asyncio"
-
-
 async def test_every_served_admin_route_is_in_the_served_document_and_nothing_else():
     app = build_app(typed(single(server=open_door())))
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://gw") as anon:

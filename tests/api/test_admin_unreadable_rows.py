@@ -25,11 +25,6 @@ CHAT = {"model": "g", "messages": [{"role": "user", "content": "hi"}]}
 T = "/admin/v1/tenants"
 
 
-@pytest.fixture
-def anyio_backend():
-    return "asyncio"
-
-
 @pytest.fixture(autouse=True)
 def _admin_key(monkeypatch):
     monkeypatch.setenv("MH_TEST_ADMIN_UNREADABLE", ADMIN_KEY)
@@ -152,6 +147,37 @@ async def test_a_key_that_cannot_be_read_is_listed_apart_refused_by_get_and_revo
 
     for text in [r.getMessage() for r in caplog.records] + [listing.__repr__(), revoked.__repr__()]:
         assert stored_hash not in text and broken_secret not in text
+
+
+async def test_a_tenant_that_cannot_be_read_is_mended_by_an_org_admin_replacing_its_metadata(world):
+    w = world
+    acme = await tenant(w, "acme")
+    _, member = await w.key(acme, "member")
+    await w.sql("UPDATE tenants SET metadata = :json WHERE id = :id", {"json": "null", "id": acme})
+    assert error(await until(w, member, 403), 403)["code"] == "tenant_unavailable"
+    assert "PATCH" in unreadable_error(await w.admin("GET", f"{T}/{acme}"), acme, "metadata")["message"]
+
+    mended = await ok(await w.admin("PATCH", f"{T}/{acme}", json={"metadata": {"owner": "platform"}}))
+    assert (mended["id"], mended["name"], mended["metadata"]) == (acme, "acme", {"owner": "platform"}), mended
+    assert "unreadable" not in await ok(await w.admin("GET", T))
+    await ok(await until(w, member, 200))  # the tenant's calls are served again
+    events = (await ok(await w.admin("GET", f"{T}/{acme}/events")))["data"]
+    assert [e["detail"] for e in events if e["action"] == "tenant.update"] == [{"changed": ["metadata"]}]
+
+
+async def test_a_tenant_is_renamed_by_an_org_admin_only_and_never_onto_another_name(world):
+    w = world
+    acme, other = await tenant(w, "acme"), await tenant(w, "other")
+    _, admin = await w.key(acme, "admin", ["tenant-admin"])
+    renamed = await ok(await w.admin("PATCH", f"{T}/{acme}", json={"name": "acme-eu"}))
+    assert (renamed["name"], renamed["metadata"]) == ("acme-eu", {}), renamed
+    assert error(await w.admin("PATCH", f"{T}/{acme}", json={"name": "other"}), 409)["code"] is not None
+    assert error(await w.admin("PATCH", f"{T}/{acme}", json={}), 400)
+    assert error(await w.admin("PATCH", f"{T}/{acme}", json={"metadata": []}), 400)
+    assert error(await w.admin("PATCH", f"{T}/{acme}", admin, json={"name": "mine"}), 403)
+    assert error(await w.admin("PATCH", f"{T}/{other}", admin, json={"metadata": {"owner": "acme"}}), 403)
+    assert error(await w.admin("PATCH", f"{T}/ten_nope", json={"name": "x"}), 404)
+    assert (await ok(await w.admin("GET", f"{T}/{other}")))["name"] == "other"
 
 
 @pytest.mark.parametrize("raw", ["null", '"x"'])

@@ -31,11 +31,6 @@ WEEK = dt.timedelta(days=7)  # grants outlast a test run over midnight (UTC)
 CHAT = {"model": "g", "messages": [{"role": "user", "content": "hi"}]}
 
 
-@pytest.fixture
-def anyio_backend():
-    return "asyncio"
-
-
 @pytest.fixture(autouse=True)
 def _admin_key(monkeypatch):
     monkeypatch.setenv("MH_TEST_REBUILD_ADMIN", ADMIN_KEY)

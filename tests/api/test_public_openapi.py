@@ -30,11 +30,6 @@ METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "HEAD")
 
 
 @pytest.fixture
-def anyio_backend():
-    return "asyncio"
-
-
-@pytest.fixture
 def gateway(monkeypatch):
     monkeypatch.setenv("MH_TEST_PUBLIC_DOC_KEY", "mh-public-doc-test-key")
     # With metrics on: GET /metrics is part of the public surface when enabled.

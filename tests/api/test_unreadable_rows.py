@@ -24,11 +24,6 @@ ADMIN_KEY = "mh-bootstrap-admin-key-for-unreadable-rows"
 CHAT = {"model": "g", "messages": [{"role": "user", "content": "hi"}]}
 
 
-@pytest.fixture
-def anyio_backend():
-    return "asyncio"
-
-
 @pytest.fixture(autouse=True)
 def _admin_key(monkeypatch):
     monkeypatch.setenv("MH_TEST_UNREADABLE_ADMIN", ADMIN_KEY)

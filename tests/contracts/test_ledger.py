@@ -139,7 +139,7 @@ async def test_service_accrues_metered_calls_to_every_matching_agreement(migrate
 async def test_writer_keeps_a_failed_batch_and_retries_it(sqlite_url, caplog):
     svc = ContractsService(parse_contracts(CFG), sqlite_url)
     await svc.start()
-    real_apply, failures = svc.ledger.apply, []
+    real_apply, failures = svc.ledger.apply_readable, []
 
     async def flaky(batch):
         if len(failures) < 2:
@@ -147,7 +147,7 @@ async def test_writer_keeps_a_failed_batch_and_retries_it(sqlite_url, caplog):
             raise OSError("database unreachable")
         return await real_apply(batch)
 
-    svc.ledger.apply = flaky
+    svc.ledger.apply_readable = flaky
     try:
         for i in range(50):
             svc.metered(metered(f"req_{i}", "1.00", ts("2026-02-01T10:00") + i))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import shutil
 import subprocess
+import tempfile
 import time
 from pathlib import Path
 
@@ -19,8 +20,11 @@ class RedisServer:
             raise RuntimeError("redis-server is not installed; `make test` installs it (apt-get install redis-server)")
         self.port = port or free_port()
         self.url = f"redis://127.0.0.1:{self.port}/0"
+        # A directory of its own: a replica or a failover test may still write dump.rdb (never the cwd's).
+        self.dir = tempfile.TemporaryDirectory(prefix="mh-redis-")
         self.popen = subprocess.Popen(
-            [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+            [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
+            + ["--dir", self.dir.name],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
@@ -40,6 +44,7 @@ class RedisServer:
     def stop(self) -> None:
         self.popen.terminate()
         self.popen.wait(5)
+        self.dir.cleanup()
 
 
 @contextlib.contextmanager

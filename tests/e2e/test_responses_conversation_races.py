@@ -72,6 +72,13 @@ def _results(client: openai.OpenAI, conv: str, call_id: str) -> list:
     return [i for i in items if i.type == "function_call_output" and i.call_id == call_id]
 
 
+def _asked(client: openai.OpenAI, call_id: str) -> tuple:
+    """A conversation ending in a call of get_weather, and the result that answers it."""
+    call = {"type": "function_call", "call_id": call_id, "name": "get_weather", "arguments": "{}"}
+    conv = client.conversations.create(items=[{"type": "message", "role": "user", "content": "weather?"}, call])
+    return conv, {"type": "function_call_output", "call_id": call_id, "output": "sunny"}
+
+
 def _refused(outcome: object, code: str) -> bool:
     return isinstance(outcome, openai.BadRequestError) and outcome.code == code
 
@@ -86,9 +93,7 @@ def held(world):
 @pytest.mark.parametrize("stream", [False, True])
 def test_a_turn_and_an_add_answering_one_call_concurrently_store_one_result(held, stream):
     world, client = held, held.sdk()
-    call = {"type": "function_call", "call_id": "call_race", "name": "get_weather", "arguments": "{}"}
-    conv = client.conversations.create(items=[{"type": "message", "role": "user", "content": "weather?"}, call])
-    result = {"type": "function_call_output", "call_id": "call_race", "output": "sunny"}
+    conv, result = _asked(client, "call_race")
     world.sims["oa"].fault(latency_ms=HOLD_MS, times=1)
 
     def turn() -> object:
@@ -118,9 +123,7 @@ def test_a_turn_and_an_add_answering_one_call_concurrently_store_one_result(held
 
 def test_two_turns_answering_one_call_concurrently_store_one_result(held):
     world, client = held, held.sdk()
-    call = {"type": "function_call", "call_id": "call_twice", "name": "get_weather", "arguments": "{}"}
-    conv = client.conversations.create(items=[{"type": "message", "role": "user", "content": "weather?"}, call])
-    result = {"type": "function_call_output", "call_id": "call_twice", "output": "sunny"}
+    conv, result = _asked(client, "call_twice")
     world.sims["oa"].fault(latency_ms=HOLD_MS, times=2)
 
     def turn(n: int):
@@ -157,3 +160,74 @@ def test_concurrent_turns_that_each_fit_alone_do_not_take_the_conversation_past_
     assert all(len(o.output) == 1 for o in stored)  # the simulator answers with one message
     items = client.conversations.items.list(conv.id, limit=100).data
     assert len(items) == MAX_ITEMS + 1 and len(stored) == 2, (len(items), outcomes)
+
+
+def test_a_result_whose_call_is_deleted_while_its_turn_answers_is_refused(held):
+    """The turn's result answered a call in the conversation when it began; the call was deleted while the
+    model answered: appended, the result would answer nothing (every later turn refused by the provider)."""
+    world, client = held, held.sdk()
+    conv, result = _asked(client, "call_gone")
+    call_item = next(i for i in client.conversations.items.list(conv.id).data if i.type == "function_call")
+    world.sims["oa"].fault(latency_ms=HOLD_MS, times=1)
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        pending = pool.submit(
+            _outcome,
+            lambda: client.responses.create(model="gpt", conversation=conv.id, input=[result], tools=[WEATHER]),
+        )
+        _until_received(world, 1)  # the turn passed its check and waits for its answer
+        client.conversations.items.delete(call_item.id, conversation_id=conv.id)
+        answered = pending.result(timeout=DEADLINE)
+    assert isinstance(answered, openai.BadRequestError) and "call_gone" in answered.message, answered
+    assert _results(client, conv.id, "call_gone") == []
+
+
+def _final(client: openai.OpenAI, response_id: str):
+    deadline = time.monotonic() + DEADLINE
+    while (found := client.responses.retrieve(response_id)).status in ("queued", "in_progress"):
+        assert time.monotonic() < deadline, f"{response_id} never ended"
+        time.sleep(0.05)
+    return found
+
+
+def test_concurrent_background_turns_do_not_take_the_conversation_past_its_bound(held):
+    """As the foreground test above, with `background: true`: each turn fits when created, and each run's
+    append is checked again, so two are kept and the others end failed (conversation_too_large), nothing of
+    them appended, the answers they were billed for shown in them."""
+    world, client = held, held.sdk()
+    conv = client.conversations.create(
+        items=[{"type": "message", "role": "user", "content": str(i)} for i in range(MAX_ITEMS - 3)]
+    )
+    world.sims["oa"].fault(latency_ms=HOLD_MS, times=4)
+    created = [
+        client.responses.create(model="gpt", conversation=conv.id, input=f"question {n}", background=True)
+        for n in range(4)
+    ]
+    finals = [_final(client, c.id) for c in created]
+    failed = [f for f in finals if f.status == "failed"]
+    # The Response's error code is from OpenAI's enum (server_error); the message names the bound's setting.
+    assert all("responses.conversations.max_items" in f.error.message for f in failed), [f.error for f in finals]
+    assert all(len(f.output) == 1 for f in failed), failed  # the simulator answers with one message
+    items = client.conversations.items.list(conv.id, limit=100).data
+    assert len(items) == MAX_ITEMS + 1 and len(finals) - len(failed) == 2, (len(items), finals)
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_two_background_turns_answering_one_call_store_one_result(held, stream):
+    world, client = held, held.sdk()
+    conv, result = _asked(client, "call_bg")
+    world.sims["oa"].fault(latency_ms=HOLD_MS, times=2)
+    created = []
+    for n in range(2):
+        ask = {"type": "message", "role": "user", "content": f"and in city {n}?"}
+        turn = client.responses.create(
+            model="gpt", conversation=conv.id, input=[result, ask], tools=[WEATHER], background=True, stream=stream
+        )
+        created.append(next(iter(turn)).response if stream else turn)
+    finals = [_final(client, c.id) for c in created]
+    assert sorted(f.status for f in finals) == ["completed", "failed"], finals
+    refused = next(f for f in finals if f.status == "failed")
+    assert "call_bg" in refused.error.message, refused.error
+    assert len(_results(client, conv.id, "call_bg")) == 1
+    if stream:  # the refused run's stream, replayed, ends with the error and response.failed
+        events = list(client.responses.retrieve(refused.id, stream=True))
+        assert [e.type for e in events[-2:]] == ["error", "response.failed"], events[-3:]

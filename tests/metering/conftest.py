@@ -14,6 +14,18 @@ from e2e.services import RedisServer
 from multihome.accounting.record import CallRecord, Usage
 from multihome.schema.principal import Principal
 
+# A gateway config with nothing but one model on an upstream that is never called: the metering tests
+# add their `metering:` block.
+NO_UPSTREAM = """
+server: {allow_unauthenticated: true}
+providers:
+  sim: {kind: openai, endpoint: "http://127.0.0.1:9/v1", auth: {api_key_env: NOPE}}
+deployments:
+  a@sim: {provider: sim, model: m}
+model_groups:
+  g: {deployments: [a@sim]}
+"""
+
 
 @dataclass
 class Dep:

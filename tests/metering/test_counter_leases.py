@@ -23,7 +23,7 @@ from multihome.metering.prices import DeploymentPrice, PriceTable
 from multihome.metering.service import Metering
 from multihome.schema.errors import ApiError
 
-from .conftest import Dep, RedisServer, principal
+from .conftest import NO_UPSTREAM, Dep, RedisServer, principal
 
 
 @pytest.fixture(autouse=True)
@@ -261,17 +261,7 @@ async def test_leases_off_make_one_script_call_per_admission(redis_server):
 
 def test_the_switch_is_on_by_default_and_reaches_the_counters(monkeypatch):
     monkeypatch.setenv("LEASE_TEST_REDIS", "redis://127.0.0.1:9/0")  # never connected to here
-    config = """
-server: {allow_unauthenticated: true}
-providers:
-  sim: {kind: openai, endpoint: "http://127.0.0.1:9/v1", auth: {api_key_env: NOPE}}
-deployments:
-  a@sim: {provider: sim, model: m}
-model_groups:
-  g: {deployments: [a@sim]}
-metering:
-  redis_url_env: LEASE_TEST_REDIS
-"""
+    config = NO_UPSTREAM + "metering:\n  redis_url_env: LEASE_TEST_REDIS\n"
     assert Metering.from_config(parse_config(config)).limiter.counters.leases is not None
     off = Metering.from_config(parse_config(config + "  redis_leases: false\n"))
     assert off.limiter.counters.leases is None

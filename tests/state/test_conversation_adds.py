@@ -32,8 +32,21 @@ async def test_an_add_checked_against_a_read_is_refused_when_another_came_in_bet
     with pytest.raises(ConversationChanged):
         await state.append_items("t1", "conv_e", [_item(2)], expect_end=read.end)
     assert await _ids(state, "conv_e") == ["msg_0", "msg_1"]
-    assert await state.delete_item("t1", "conv_e", "msg_1")  # a delete moves no end: nothing to check again
-    assert (await state.items("t1", "conv_e")).end == 2
+
+
+async def test_a_delete_between_a_read_and_an_add_refuses_the_add(state):
+    """A result checked against its call, then the call deleted before the result is added: the add must be
+    checked again (the delete moves the end on; positions keep their order)."""
+    await state.create_conversation("t1", "conv_d", {}, [_item(0), _item(1)])
+    read = await state.items("t1", "conv_d")
+    assert read.end == 2
+    assert await state.delete_item("t1", "conv_d", "msg_0")
+    with pytest.raises(ConversationChanged):
+        await state.append_items("t1", "conv_d", [_item(2)], expect_end=read.end)
+    again = await state.items("t1", "conv_d")
+    assert (again.end, again.count) == (3, 1)
+    assert await state.append_items("t1", "conv_d", [_item(2)], expect_end=again.end)
+    assert await _ids(state, "conv_d") == ["msg_1", "msg_2"]
 
 
 async def test_of_concurrent_adds_checked_against_one_read_only_one_is_added(state):

@@ -6,8 +6,7 @@ from __future__ import annotations
 import pytest
 import sqlalchemy as sa
 
-from multihome.crypto.errors import CryptoError
-from multihome.storage.errors import Conflict, NotFound
+from multihome.storage.errors import Conflict, NotFound, UnreadableRow
 from multihome.storage.tables import mcp_servers
 from pg import stored_bytes
 
@@ -55,7 +54,7 @@ async def test_rows_per_tenant_with_sealed_headers(store, db_url):
             .where(mcp_servers.c.tenant_id == "t2", mcp_servers.c.name == "crm")
             .values(headers=sealed)
         )
-    with pytest.raises(CryptoError):
+    with pytest.raises(UnreadableRow, match="its headers cannot be opened"):  # a 409 naming it, not a 500
         await store.endpoint("t2", "crm")
 
     blob = await stored_bytes(store.engine, db_url)

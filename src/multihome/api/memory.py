@@ -26,6 +26,7 @@ from ..schema.principal import ALL_TENANTS, ORG_ADMIN, TENANT_ADMIN
 from ..state.memory import EmbedderUnavailable, Hit, MemoryRecord, MemoryStore, Namespace, NewRecord, compile_filter
 from ..state.memory.embedder import SpaceUnavailable
 from ..state.memory.filters import Predicate
+from .admin.route import listing
 from .asgi import Receive, Send, read_body
 from .memory_embeddings import caller_of, space_refusal
 from .pipeline import Call, Pipeline
@@ -268,7 +269,7 @@ class MemoryDoor:
         agent = check_id(raw["agent_id"][-1], "agent_id") if "agent_id" in raw else None
         user = check_id(raw["user_id"][-1], "user_id") if "user_id" in raw else None
         found = await self._do(memory.namespaces(who, agent_id=agent, user_id=user))
-        await answer(call, send, {"object": "list", "data": [_namespace_view(n) for n in found]})
+        await answer(call, send, listing([_namespace_view(n) for n in found], found.unreadable))
 
     async def update_namespace(self, call: Call, receive: Receive, send: Send) -> None:
         memory, who = self._store(), await self._tenant(call)

@@ -76,6 +76,10 @@ class MeteringConfig(Strict):
     # With Redis: each replica holds leases of counter capacity (granted under the limits), so most
     # admissions need no Redis round trip; false: every admission asks Redis (docs/metering.md "Leases").
     redis_leases: bool = True
+    # A Redis with maxmemory set and a policy other than noeviction may evict budget and rate counters
+    # (a budget's spend forgotten mid-period, spent again): the gateway refuses to start on one unless
+    # this is true, which accepts that risk (a warning is logged; docs/metering.md "Redis memory").
+    redis_allow_eviction: bool = False
     # When Redis cannot be reached: true = admit the call (limits not enforced, logged),
     # false = refuse with 503 limits_unavailable.
     fail_open: bool = True

@@ -11,24 +11,28 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-from collections.abc import Callable, Iterable
+import logging
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
+import msgspec
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from ..config.contracts import Agreement, decode_agreement, encode_agreement
-from ..storage.base import as_utc
+from ..storage import row_reads, rows
 from ..storage.engine import PgBulkInsert, is_sqlite, write_connection
+from ..storage.rows import RowProblem, Unreadable
 from ..storage.sqlite_readers import SqliteReaders, read_whole, usable
 from . import money
 from .tables import contract_agreements, ledger_accruals, ledger_totals
 
 UTC = dt.UTC
+log = logging.getLogger("multihome.contracts")
 _PG_INSERT_ACCRUALS = PgBulkInsert(ledger_accruals)
 _UPDATE_TOTALS = (
     sa.update(ledger_totals)
@@ -105,12 +109,31 @@ class Ledger:
             return
         await _PG_INSERT_ACCRUALS.run(conn, rows)  # PostgreSQL: inside this transaction
 
-    async def _lock_totals(self, conn, ids: list[str]) -> dict[str, Total]:
-        """Read (and on PostgreSQL lock, in id order) the totals rows of `ids` that exist."""
-        q = sa.select(ledger_totals).where(ledger_totals.c.contract_id.in_(ids)).order_by(ledger_totals.c.contract_id)
+    async def _lock_totals(self, conn, ids: list[str], bad: list[Unreadable]) -> dict[str, Total]:
+        """Read (and on PostgreSQL lock, in id order) the totals rows of `ids` that exist; one that cannot be
+        read is reported in `bad`."""
+        q = _TOTALS.where(ledger_totals.c.contract_id.in_(ids)).order_by(ledger_totals.c.contract_id)
         if not self._sqlite:
             q = q.with_for_update()
-        return {r.contract_id: _total(r) for r in (await conn.execute(q)).all()}
+        return _totals((await conn.execute(q)).all(), bad)
+
+    async def _rebuilt(self, conn, contract_id: str, cap: Decimal | None) -> Total | Unreadable:
+        """A contract's totals as its accruals add up (the totals row is their running sum, kept in the same
+        transactions), for a totals row that cannot be read; or the accrual that cannot be read either."""
+        c = ledger_accruals.c
+        q = sa.select(c.request_id.label("id"), c.amount, c.requested, sa.type_coerce(c.at, sa.Text).label("at"))
+        found = (await conn.execute(q.where(c.contract_id == contract_id).order_by(c.at, c.request_id))).all()
+        bad: list[Unreadable] = []
+        accruals = rows.convert(str(ledger_accruals.name), found, _accrual_parts, bad)
+        if bad:
+            return bad[0]
+        accrued = requested = money.ZERO
+        capped_at = None
+        for at, amount, asked in accruals:
+            accrued, requested = money.add(accrued, amount), money.add(requested, asked)
+            if cap is not None and capped_at is None and accrued >= cap and asked > 0:
+                capped_at = at
+        return Total(contract_id, accrued, requested, len(accruals), capped_at)
 
     # -- writes ----------------------------------------------------------------------------------
     async def apply(self, batch: list[Pending]) -> dict[str, Total]:
@@ -118,14 +141,45 @@ class Ledger:
 
         Safe to call again with the same batch (after an ambiguous failure): nothing counts twice.
         """
+        changed, held = await self.apply_readable(batch)
+        if held:
+            raise _unreadable(held[0][1], held[0][0][0].contract_id)
+        return changed
+
+    async def apply_readable(
+        self, batch: list[Pending]
+    ) -> tuple[dict[str, Total], list[tuple[list[Pending], Unreadable]]]:
+        """`apply`, writing what can be written: a contract whose totals row cannot be read has it rebuilt
+        from its accruals (and rewritten: that mends it); one whose accruals cannot be read either keeps
+        its part of the batch, returned with what is wrong, and the other contracts' are written."""
         if not batch:
-            return {}
+            return {}, []
         ids = sorted({p.contract_id for p in batch})
         now = dt.datetime.now(UTC)
+        held: list[tuple[list[Pending], Unreadable]] = []
         conn = await write_connection(self.engine)
         try:
             async with conn.begin():
-                totals = await self._lock_totals(conn, ids)
+                bad: list[Unreadable] = []
+                totals = await self._lock_totals(conn, ids, bad)
+                rebuilt: dict[str, Total] = {}
+                for u in bad:
+                    mine = [p for p in batch if p.contract_id == u.id]
+                    total = await self._rebuilt(conn, u.id, mine[0].cap)
+                    if isinstance(total, Unreadable):
+                        held.append((mine, total))
+                        continue
+                    rebuilt[u.id] = totals[u.id] = total
+                    log.error(
+                        "contracts: ledger_totals %s cannot be read (%s); rebuilt from its %d accruals",
+                        u.id,
+                        u.problem,
+                        total.calls,
+                    )
+                if held:
+                    kept = {mine[0].contract_id for mine, _ in held}
+                    batch = [p for p in batch if p.contract_id not in kept]
+                    ids = [c for c in ids if c not in kept]
                 missing = [c for c in ids if c not in totals]
                 if missing:  # a contract's first accrual: create its totals row, then lock it
                     await conn.execute(
@@ -138,14 +192,14 @@ class Ledger:
                         )
                         .on_conflict_do_nothing(index_elements=["contract_id"])
                     )
-                    totals |= await self._lock_totals(conn, missing)
+                    totals |= await self._lock_totals(conn, missing, bad)
                 seen: set[tuple[str, str]] = set()
                 for c in ids:
                     keys = sorted({p.request_id for p in batch if p.contract_id == c})
                     rows = await conn.execute(self._seen, {"contract": c, "ids": self._ids(keys)})
                     seen.update((c, r) for (r,) in rows.all())
                 rows_out: list[dict[str, Any]] = []
-                changed: dict[str, Total] = {}
+                changed: dict[str, Total] = dict(rebuilt)  # written back below, with what this batch adds
                 for p in batch:
                     key = (p.contract_id, p.request_id)
                     if key in seen:
@@ -197,56 +251,63 @@ class Ledger:
                     )
         finally:
             await conn.close()
-        return {**{c: totals[c] for c in ids}, **changed}
+        return {**{c: totals[c] for c in ids}, **changed}, held
 
     # -- reads -----------------------------------------------------------------------------------
     async def totals(self, contract_ids: Iterable[str] | None = None) -> dict[str, Total]:
-        q = sa.select(ledger_totals)
+        """The contracts' totals; UnreadableRow if one of them cannot be read (a report would be wrong)."""
+        q = _TOTALS
         if contract_ids is not None:
             q = q.where(ledger_totals.c.contract_id.in_(list(contract_ids)))
         async with self.engine.connect() as conn:
-            return {r.contract_id: _total(r) for r in (await conn.execute(q)).all()}
+            found = (await conn.execute(q)).all()
+        bad: list[Unreadable] = []
+        out = _totals(found, bad)
+        if bad:
+            raise _unreadable(bad[0], bad[0].id)
+        return out
 
     async def accruals(
         self, contract_id: str, *, since: dt.datetime | None = None, until: dt.datetime | None = None
     ) -> list[Accrual]:
         """Accruals of one contract in time order (`since` inclusive, `until` exclusive)."""
         c = ledger_accruals.c
-        q = sa.select(ledger_accruals).where(c.contract_id == contract_id)
+        q = sa.select(
+            c.contract_id,
+            c.request_id.label("id"),
+            sa.type_coerce(c.at, sa.Text).label("at"),
+            c.basis,
+            c.requested,
+            c.amount,
+            c.price_version,
+        ).where(c.contract_id == contract_id)
         if since is not None:
             q = q.where(c.at >= since)
         if until is not None:
             q = q.where(c.at < until)
         async with self.engine.connect() as conn:
-            rows = (await conn.execute(q.order_by(c.at, c.request_id))).all()
-        return [
-            Accrual(
-                r.contract_id,
-                r.request_id,
-                as_utc(r.at),
-                money.dec(r.basis),
-                money.dec(r.requested),
-                money.dec(r.amount),
-                r.price_version,
-            )
-            for r in rows
-        ]
+            found = (await conn.execute(q.order_by(c.at, c.request_id))).all()
+        return _readable(found, _accrual, contract_id)
 
     async def accrued_between(self, contract_id: str, since: dt.datetime, until: dt.datetime) -> Decimal:
         c = ledger_accruals.c
-        q = sa.select(c.amount).where(c.contract_id == contract_id, c.at >= since, c.at < until)
+        q = sa.select(c.request_id.label("id"), c.amount).where(
+            c.contract_id == contract_id, c.at >= since, c.at < until
+        )
         async with self.engine.connect() as conn:
-            return money.total(money.dec(a) for (a,) in (await conn.execute(q)).all())
+            found = (await conn.execute(q)).all()
+        return money.total(_readable(found, lambda r, fields: _amount(r.amount), contract_id))
 
     async def daily(self, contract_id: str) -> list[tuple[dt.date, Decimal]]:
         """Accrued per UTC day, in day order (days without accruals are left out)."""
         c = ledger_accruals.c
-        q = sa.select(c.at, c.amount).where(c.contract_id == contract_id).order_by(c.at)
+        q = sa.select(c.request_id.label("id"), sa.type_coerce(c.at, sa.Text).label("at"), c.amount, c.requested)
         out: dict[dt.date, Decimal] = {}
         async with self.engine.connect() as conn:
-            for at, amount in (await conn.execute(q)).all():
-                day = as_utc(at).date()
-                out[day] = money.add(out.get(day, money.ZERO), money.dec(amount))
+            found = (await conn.execute(q.where(c.contract_id == contract_id).order_by(c.at))).all()
+        for at, amount, _ in _readable(found, _accrual_parts, contract_id):
+            day = at.date()
+            out[day] = money.add(out.get(day, money.ZERO), amount)
         return sorted(out.items())
 
     # -- agreements created through the admin API -----------------------------------------------
@@ -264,11 +325,13 @@ class Ledger:
         finally:
             await conn.close()
 
-    async def agreements(self) -> list[Agreement]:
+    async def agreements(self) -> row_reads.Listed[Agreement]:
+        """The stored agreements that can be read; `.unreadable` the others."""
         return (await read_whole(self._reads, self.engine, _agreements))[0]
 
-    async def state(self) -> tuple[list[Agreement], dict[str, Total]]:
-        """The stored agreements and every contract's totals, in one read (a replica's refresh)."""
+    async def state(self) -> tuple[row_reads.Listed[Agreement], dict[str, Total], list[Unreadable]]:
+        """The stored agreements and every contract's totals, in one read (a replica's refresh), with the
+        totals rows that cannot be read (the agreements' are in the list's `.unreadable`)."""
         return await read_whole(self._reads, self.engine, _agreements_and_totals)
 
     async def close(self) -> None:
@@ -277,18 +340,83 @@ class Ledger:
 
 
 # Built once: SQLAlchemy keeps a statement's cache key on the statement, so a reused one is not keyed again.
-_AGREEMENTS = sa.select(contract_agreements.c.spec).order_by(contract_agreements.c.id)
-_TOTALS = sa.select(ledger_totals)
+# JSON and timestamps are selected as stored text and decoded per row (storage/rows.py): a row the driver
+# cannot decode would otherwise fail the read of them all, and with it every refresh and every accrual.
+_AGREEMENTS = sa.select(
+    contract_agreements.c.id, sa.type_coerce(contract_agreements.c.spec, sa.Text).label("spec")
+).order_by(contract_agreements.c.id)
+_TOTALS = sa.select(
+    ledger_totals.c.contract_id.label("id"),
+    ledger_totals.c.accrued,
+    ledger_totals.c.requested,
+    ledger_totals.c.calls,
+    sa.type_coerce(ledger_totals.c.capped_at, sa.Text).label("capped_at"),
+)
 
 
-def _agreements(conn: Connection) -> tuple[list[Agreement], None]:
-    return [decode_agreement(spec) for (spec,) in conn.execute(_AGREEMENTS).all()], None
+def _agreement(r: Any, fields: rows.Fields) -> Agreement:
+    spec = json.loads(r.spec) if isinstance(r.spec, str) else r.spec
+    a = decode_agreement(spec)
+    if a.id != r.id:
+        raise RowProblem("its spec names another id")
+    return a
 
 
-def _agreements_and_totals(conn: Connection) -> tuple[list[Agreement], dict[str, Total]]:
+def _agreements(conn: Connection) -> tuple[row_reads.Listed[Agreement], None]:
+    bad: list[Unreadable] = []
+    out = row_reads.Listed(
+        rows.convert(str(contract_agreements.name), conn.execute(_AGREEMENTS).all(), _agreement, bad)
+    )
+    out.unreadable = tuple(bad)
+    return out, None
+
+
+def _agreements_and_totals(conn: Connection) -> tuple[row_reads.Listed[Agreement], dict[str, Total], list[Unreadable]]:
     agreements = _agreements(conn)[0]
-    return agreements, {r.contract_id: _total(r) for r in conn.execute(_TOTALS).all()}
+    bad: list[Unreadable] = []
+    return agreements, _totals(conn.execute(_TOTALS).all(), bad), bad
 
 
-def _total(r) -> Total:
-    return Total(r.contract_id, money.dec(r.accrued), money.dec(r.requested), int(r.calls), as_utc(r.capped_at))
+def _amount(value: Any) -> Decimal:
+    """A stored amount (exact decimal text): a finite number, or RowProblem."""
+    if not isinstance(value, str):
+        raise RowProblem("an amount is not decimal text")
+    amount = money.dec(value)  # InvalidOperation (reported by its name) for text that is not a number
+    if not amount.is_finite():
+        raise RowProblem("an amount is not a finite number")
+    return amount
+
+
+def _total(r: Any, fields: rows.Fields) -> Total:
+    if type(r.calls) is not int:
+        raise RowProblem("calls is not an integer")
+    return Total(r.id, _amount(r.accrued), _amount(r.requested), r.calls, rows.stamp(r.capped_at))
+
+
+def _totals(found: Sequence[Any], bad: list[Unreadable]) -> dict[str, Total]:
+    return {t.contract_id: t for t in rows.convert(str(ledger_totals.name), found, _total, bad)}
+
+
+def _accrual_parts(r: Any, fields: rows.Fields) -> tuple[dt.datetime, Decimal, Decimal]:
+    return rows.stamp(r.at), _amount(r.amount), _amount(r.requested)
+
+
+def _accrual(r: Any, fields: rows.Fields) -> Accrual:
+    at, amount, requested = _accrual_parts(r, fields)
+    return Accrual(r.contract_id, r.id, at, _amount(r.basis), requested, amount, r.price_version)
+
+
+def _readable(found: Sequence[Any], build: row_reads.Build, contract_id: str) -> list:
+    """Every row of a report's read built, or UnreadableRow for the first that cannot be (a report that left
+    an accrual out would be wrong, not partial)."""
+    bad: list[Unreadable] = []
+    out = rows.convert(str(ledger_accruals.name), found, build, bad)
+    if bad:
+        raise _unreadable(bad[0], contract_id)
+    return out
+
+
+def _unreadable(bad: Unreadable, contract_id: str) -> Exception:
+    """UnreadableRow naming the contract and the row: `ledger_totals rs-1`, `ledger_accruals rs-1/req_…`."""
+    row = bad.table + " " + (contract_id if bad.id == contract_id else f"{contract_id}/{bad.id}")
+    return row_reads.unreadable("contract ledger", msgspec.structs.replace(bad, id=row))

@@ -31,6 +31,7 @@ from ..aio import wait_event
 from ..config.contracts import Agreement, Commitment, ContractsConfig, agreements_of, problems
 from ..metering import row
 from ..metering.record import MeteredCall
+from ..storage.rows import Unreadable
 from . import money, terms
 from .ledger import Ledger, Pending, Total
 
@@ -56,7 +57,15 @@ class ContractsService:
         self._plans: dict[str, tuple[float, float, float]] = {}  # commitment id -> (start, end, amount)
         self._burned: dict[str, float] = {}
         self.totals: dict[str, Total] = {}
+        # Stored rows (agreements, totals) the last refresh could not read: left out, listed by the admin API.
+        self.unreadable: tuple[Unreadable, ...] = ()
         self._queue: deque[Pending] = deque()
+        # Accruals of contracts whose ledger rows cannot be read (Ledger.apply_readable): kept, in memory and
+        # in the usage spool, and tried again after `_held_until`, while every other contract's are written.
+        self._held: list[Pending] = []
+        self._held_until = 0.0
+        self._held_failures = 0
+        self._held_rows: frozenset[tuple[str, str, str]] = frozenset()  # what was last logged as held
         self._wake = asyncio.Event()
         self._committed_evt = asyncio.Event()
         self.enqueued = 0
@@ -195,7 +204,12 @@ class ContractsService:
                 if self._closing:
                     return
                 self._wake.clear()
-                await self._wake.wait()
+                if self._held:  # tried again when due, even if no call comes
+                    await wait_event(self._wake, max(0.0, self._held_until - time.monotonic()))
+                    if not self._queue and not self._held_due():
+                        continue
+                else:
+                    await self._wake.wait()
             if len(self._queue) < self.cfg.batch_max and not self._closing:
                 # Group commit: let more calls join the batch, up to the flush interval. A wake-up
                 # from before (the first accrual, or one that arrived while the last batch was
@@ -205,15 +219,19 @@ class ContractsService:
                 self._wake.clear()
             n = min(len(self._queue), self.cfg.batch_max)
             batch = [self._queue.popleft() for _ in range(n)]
-            self._inflight = next((p.spooled for p in batch if p.spooled), 0)
+            retried = self._retry_held()
+            batch = retried + batch
+            self._inflight = min((p.spooled for p in batch if p.spooled), default=0)
             try:
-                changed = await self._open_ledger().apply(batch)
+                changed, held = await self._open_ledger().apply_readable(batch)
             except asyncio.CancelledError:
-                self._queue.extendleft(reversed(batch))
+                self._queue.extendleft(reversed(batch[len(retried) :]))
+                self._held[:0] = retried
                 self._inflight = 0
                 raise
             except Exception as exc:  # keep the batch; the ledger makes the retry idempotent
-                self._queue.extendleft(reversed(batch))
+                self._queue.extendleft(reversed(batch[len(retried) :]))
+                self._held[:0] = retried
                 self._inflight = 0
                 self.write_errors += 1
                 failures += 1
@@ -223,18 +241,56 @@ class ContractsService:
                 continue
             failures = 0
             self._inflight = 0
+            self._hold(held)
             self.batches += 1
-            self.committed += n
+            self.committed += len(batch) - sum(len(mine) for mine, _ in held)
             self._apply_totals(changed)
             self._committed_evt.set()
             if self.progress is not None:
                 self.progress()
 
+    def _held_due(self) -> bool:
+        return bool(self._held) and time.monotonic() >= self._held_until
+
+    def _retry_held(self) -> list[Pending]:
+        """The held accruals, when their next try is due (taken out of `_held`)."""
+        if not self._held_due():
+            return []
+        retried, self._held = self._held, []
+        return retried
+
+    def _hold(self, held: list[tuple[list[Pending], Unreadable]]) -> None:
+        """Keep what the ledger could not write (its contract's rows cannot be read), tried again with a
+        backoff up to a minute: never lost, never spinning. Logged when what is held changes."""
+        rows = frozenset((u.table, u.id, u.problem) for _, u in held)
+        if rows != self._held_rows:
+            self._held_rows = rows
+            for mine, u in held:
+                log.error(
+                    "contracts: the ledger of contract %s cannot be read (%s); its accruals are kept and tried "
+                    "again until the row is fixed by SQL (docs/storage.md), every other contract's are written",
+                    mine[0].contract_id,
+                    u.describe(),
+                )
+        if not held:
+            self._held_failures = 0
+            return
+        for mine, _ in held:
+            self._held.extend(mine)
+        self._held_failures += 1
+        self._held_until = time.monotonic() + min(0.5 * 2 ** min(self._held_failures, 7), 60.0)
+
     def held_from(self) -> int | None:
         """metering.record.SpoolHolder: the spool position of the oldest accrual not yet committed.
-        Positions grow along the queue; replayed accruals (0) are covered by replay's flush instead."""
+        Positions grow along the queue; held accruals are older than any queued; replayed accruals (0)
+        are covered by replay's flush instead."""
         if self._inflight:
             return self._inflight
+        if self._held:
+            return min((p.spooled for p in self._held if p.spooled), default=None) or self._first_queued()
+        return self._first_queued()
+
+    def _first_queued(self) -> int | None:
         for p in self._queue:
             if p.spooled:
                 return p.spooled
@@ -268,12 +324,21 @@ class ContractsService:
         return a
 
     async def refresh(self) -> None:
-        """Re-read stored agreements and every contract's ledger totals."""
-        stored, totals = await self._open_ledger().state()
+        """Re-read stored agreements and every contract's ledger totals; rows that cannot be read are left
+        out (a contract stored with an unreadable agreement accrues nothing until fixed) and reported."""
+        stored, totals, bad = await self._open_ledger().state()
         config_ids = {a.id for a in self._configured}
         self._stored = [a for a in stored if a.id not in config_ids]  # config wins; the API refuses clashes
         self._set_agreements([*self._configured, *self._stored])
         self._apply_totals(totals)
+        unreadable = (*stored.unreadable, *bad)
+        if unreadable != self.unreadable:
+            self.unreadable = unreadable
+            for u in unreadable:  # once per change, not per refresh
+                log.error("contracts: stored row left out until fixed by SQL: %s", u.describe())
+
+    def unreadable_agreement(self, contract_id: str) -> Unreadable | None:
+        return next((u for u in self.unreadable if u.table == "contract_agreements" and u.id == contract_id), None)
 
     async def _refresh_loop(self) -> None:
         while True:

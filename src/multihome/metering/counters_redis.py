@@ -13,7 +13,9 @@ Two promises of docs/metering.md are kept here:
 - **A stalled Redis costs each admission at most `timeout_s`**, measured from when it asked: a
   watchdog fails it then, and while a call to Redis is overdue new admissions fall back at once
   instead of queueing behind it. An admission that reaches Redis after its deadline is not
-  applied, and a settlement batch sent again after a timeout is applied once.
+  applied, and a settlement batch sent again after a timeout is applied once. A call whose reply
+  was lost is sent again (same number) until Redis answers, and what it applied is settled
+  (`_resolve`); a node demoted by a failover (READONLY) makes the sender reconnect.
 
 With leases (counters_lease, on unless `leases=False`), an admission covered by this process's
 leases is admitted without a script call, also while Redis stalls; the script grants and tops up
@@ -30,10 +32,11 @@ from collections.abc import Awaitable, Callable, Iterable
 from typing import ClassVar, Literal
 
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import NoScriptError, ResponseError
+from redis.exceptions import MasterDownError, NoScriptError, ReadOnlyError, ResponseError
 
 from ..aio import wait_event
 from ..storage.redis_client import connect
+from . import redis_eviction
 from .counters import BUDGET, DEPLOYMENT, OK, RATE, Outcome, Plan
 from .counters_lease import Leases
 from .counters_lua import ADMIT, CLAIM, EXPIRED, SEED
@@ -51,18 +54,21 @@ class CountersUnavailable(Exception):
 class RedisCounters:
     shared: ClassVar[Literal[True]] = True
 
-    def __init__(self, url: str, timeout_s: float = 2.0, prefix: str = "mh:", leases: bool = True) -> None:
+    def __init__(
+        self, url: str, timeout_s: float = 2.0, prefix: str = "mh:", leases: bool = True, allow_eviction: bool = False
+    ) -> None:
         # A Redis that stops answering fails admissions after timeout_s (fail_open decides what then).
         self.timeout_s = timeout_s
+        self.allow_eviction = allow_eviction  # metering.redis_allow_eviction (redis_eviction.py)
         self._timeout_ms = int(timeout_s * 1000)
         self.redis = connect(
             url, max_connections=32, blocking=False, socket_timeout=timeout_s, socket_connect_timeout=timeout_s
         )
         self._admit_sha = self.redis.register_script(ADMIT).sha
-        self._seed = self.redis.register_script(SEED)
-        self._claim = self.redis.register_script(CLAIM)
         self._epoch_key = prefix + "epoch"
-        self._seq_key = f"{prefix}s:{secrets.token_hex(8)}"  # this process's last applied settlement batch
+        # This process's last applied call: its number, reply and settlement batch (counters_lua).
+        self._seq_key = f"{prefix}s:{secrets.token_hex(8)}"
+        self._calls = 0  # script calls numbered: one sent again on a new connection keeps its number
         self.epoch: str | None = None  # the token of the counters this process counts in (None: unknown)
         # Bumped when the counters were found empty: reservations made before it are not in them.
         self.generation = 0
@@ -85,6 +91,7 @@ class RedisCounters:
         self._overdue = False  # an admission outlived its deadline: fall back at once until Redis answers
         self._resync_after = 0.0  # after a failed re-seed, admissions fall back at once until then
         self._closing = False
+        self._close_by = 0.0  # while closing, failed settlement calls are sent again until then (loop clock)
         self.leases = Leases() if leases else None
         self._lease_wid = 0  # the minute leases were last pruned in
         self.script_calls = 0  # EVALSHA calls made (admissions, settlements, top-ups): for tests and benches
@@ -252,7 +259,8 @@ class RedisCounters:
                 for entry in batch:
                     keys += entry[0]
                 then = self.leases.snapshot(keys) if self.leases is not None else {}
-                args = [self.epoch or "", "", settle_arg, tops_arg, *(entry[1] for entry in batch)]
+                self._calls += 1
+                args = [self.epoch or "", "", str(self._calls), settle_arg, tops_arg, *(entry[1] for entry in batch)]
                 self._inflight = batch
                 try:
                     self.script_calls += 1
@@ -263,23 +271,32 @@ class RedisCounters:
                         self._queue[:0] = batch
                         continue
                 except Exception as exc:  # unreachable, timeout, script error, re-seed failed
-                    self._lease_failed(tops, batch)
                     self._inflight = []
                     if isinstance(exc, ResponseError):
                         self._overdue = False  # Redis answers (with an error): not a stall
                     for entry in batch:
                         if not entry[2].done():
                             entry[2].set_exception(exc)
+                    if (batch or tops) and _maybe_ran(exc):
+                        await self._resolve(keys, args, tops, then, batch)
+                    else:
+                        self._lease_failed(tops, batch)
+                    left = self._close_by - asyncio.get_running_loop().time() if self._closing else 0.0
+                    if self._closing and ((self._settling is None and not self._pending) or left <= 0):
+                        return  # close() logs what was not written
                     if self._settling is not None:
                         # Sent again as it is (same seq, so it applies once): a lost settlement would
-                        # leave a reservation counted forever.
+                        # leave a reservation counted forever. Also while closing (until its deadline):
+                        # a lease not given back stays counted until its window or period ends.
                         log.warning(
                             "could not settle %d counters in Redis (%s); retrying",
                             len(self._settling[1]),
                             type(exc).__name__,
                         )
                     if self._closing:
-                        return
+                        await wait_event(self._wake, min(backoff, left))
+                        backoff = min(backoff * 2, 2.0)
+                        continue
                     if self._settling is not None or self.epoch is None or self._overdue:
                         if not self._queue:  # an admission arriving meanwhile is tried at once
                             await wait_event(self._wake, backoff)
@@ -295,8 +312,58 @@ class RedisCounters:
                 for entry, reply in zip(batch, replies[1:]):
                     if not entry[2].done():
                         entry[2].set_result((gen, reply))
+                    else:  # its caller got the fallback (its deadline passed as the reply came) or left
+                        self._unreserve(entry, reply)
         finally:
             self._sender = None
+
+    async def _resolve(self, keys: list[str], args: list[str], tops, then: dict, batch: list[list]) -> None:
+        """A call whose reply was lost (a timeout, or its connection died again on the retry) may have run:
+        its reservations and grants would stay counted until their window or period ends, while its
+        callers got the fallback. It is sent again as it was, on a new connection (same number: Redis
+        answers the first run's reply and applies nothing; if the first never ran, this one runs, its
+        admissions past their deadline and its top-ups' too, or given back below), until an answer
+        (or close's deadline). What the answer says was applied is settled: grants go to the leases,
+        the admissions' reservations are given back (their callers got the fallback, which settles
+        nothing)."""
+        loop = asyncio.get_running_loop()
+        backoff = 0.05
+        while True:
+            self._wake.clear()
+            try:
+                self.script_calls += 1
+                replies = await self._call(keys, args)
+                break
+            except Exception as exc:
+                left = self._close_by - loop.time() if self._closing else 2.0
+                if not _maybe_ran(exc) or left <= 0:
+                    self._lease_failed(tops, batch)  # close() logs what stays counted
+                    return
+                # Admissions queued meanwhile get what their call would have got (as from the sender's
+                # loop); one arriving later wakes the next try.
+                for entry in self._queue:
+                    if not entry[2].done():
+                        entry[2].set_exception(exc)
+                self._drop_given_up()
+            await wait_event(self._wake, min(backoff, left))
+            backoff = min(backoff * 2, 2.0)
+        self._overdue = False
+        if not isinstance(replies, list):  # not our epoch: it applied nothing (the next call re-seeds)
+            self._lease_failed(tops, batch)
+            return
+        self._settling = None  # the call carried it: applied once
+        if self.leases is not None:
+            self._leased(tops, then, replies[0], batch, replies[1:])
+        for entry, reply in zip(batch, replies[1:]):
+            self._unreserve(entry, reply)
+
+    def _unreserve(self, entry: list, reply: list) -> None:
+        """Give back what Redis reserved for an admission whose caller stopped waiting (nobody settles it)."""
+        if int(reply[0]) != OK:
+            return  # refused or expired: nothing applied
+        chosen = int(reply[1])
+        counted = entry[4] + (entry[5][chosen] if chosen >= 0 else [])
+        self.adjust([(key, -incr) for key, _, incr, *_ in counted])
 
     def _leased(self, tops, then: dict, topped: list, batch: list[list], replies: list) -> None:
         """Hand the script's grants to the leases: top-ups, then each admission's (even one whose
@@ -402,6 +469,16 @@ class RedisCounters:
                 if attempt == 2:
                     raise
                 load = True
+            except (ReadOnlyError, MasterDownError):
+                # The connection reaches a replica: a failover demoted its node (a managed Redis moves
+                # the name to the new primary, an open connection stays with the old node). Nothing
+                # was applied (a replica writes nothing); sent again once on a new connection, which
+                # resolves the name afresh. Still a replica: the call fails, the next one reconnects.
+                self._conn = None
+                if conn is not None:
+                    await conn.disconnect()
+                if attempt:
+                    raise
             except ResponseError:
                 raise  # any other error reply: the connection is still in step
             except BaseException as exc:
@@ -409,8 +486,8 @@ class RedisCounters:
                 if conn is not None:
                     await conn.disconnect()
                 # A connection found dead (Redis restarted, idle connection dropped) is retried once
-                # on a new one. If Redis had run the script before the connection died, its
-                # reservations stay counted until their window or period ends (docs/metering.md).
+                # on a new one, with the same call number: if Redis had run the call before the
+                # connection died, it answers the first run's reply and applies nothing (counters_lua).
                 if attempt or not isinstance(exc, RedisConnectionError):
                     raise
         raise AssertionError("unreachable")
@@ -443,16 +520,43 @@ class RedisCounters:
             if self.leases is None or not any(e.left for e in self.leases.by_key.values()):
                 return
 
+    def _log_unwritten(self) -> None:
+        """Name the counters whose settlements or leases did not reach Redis by close, with the amounts
+        (counter names hold ids, never secrets): a lease or reservation not given back stays counted
+        until its window or period ends; a cost not added is missing from the counter."""
+        unwritten: dict[str, int] = {}
+        for key, delta in [*(self._settling[1] if self._settling else ()), *self._pending.items()]:
+            unwritten[key] = unwritten.get(key, 0) + delta
+        if self.leases is not None:
+            for key, e in self.leases.by_key.items():
+                if e.left:
+                    unwritten[key] = unwritten.get(key, 0) - e.left
+        back = sorted(k for k, d in unwritten.items() if d < 0)
+        owed = sorted(k for k, d in unwritten.items() if d > 0)
+        if back or owed:
+            log.error(
+                "closing with budget/rate counters not written to Redis: %d held too much (leases or "
+                "reservations not given back, counted until their window or period ends) %s; %d miss "
+                "their calls' cost %s",
+                len(back),
+                _names(back, unwritten),
+                len(owed),
+                _names(owed, unwritten),
+            )
+
     async def seed(self, items: list[tuple[str, int, int]]) -> None:
         """Set each (key, value, expire_at_ms) that does not exist yet: a running counter wins."""
         for i in range(0, len(items), 500):
             chunk = items[i : i + 500]
-            await self._seed(keys=[k for k, _, _ in chunk], args=[v for _, value, exp in chunk for v in (value, exp)])
+            # EVAL, not EVALSHA: rare calls, and a pooled connection that met a demoted node (a failover)
+            # reconnects to a primary that may not have the script cached.
+            args = [v for _, value, exp in chunk for v in (value, exp)]
+            await self.redis.eval(SEED, len(chunk), *(k for k, _, _ in chunk), *args)
 
     async def claim(self) -> None:
         """Count in the epoch in force: the one set by whoever seeded the counters first, else ours
         (call after seeding them)."""
-        token = await self._claim(keys=[self._epoch_key], args=[secrets.token_hex(8)])
+        token = await self.redis.eval(CLAIM, 1, self._epoch_key, secrets.token_hex(8))  # (EVAL: as seed)
         self.epoch = token.decode() if isinstance(token, bytes) else token
 
     async def read(self, keys: list[str], now_ms: int) -> list[int]:
@@ -466,21 +570,39 @@ class RedisCounters:
 
     async def start(self) -> None:
         await self.redis.script_load(ADMIT)  # so the first admission need not; also proves Redis answers
+        await redis_eviction.check(self.redis, self.allow_eviction)  # refuses a Redis that may evict counters
 
-    async def close(self) -> None:
+    async def close(self, timeout: float = 5) -> None:
+        """Give the leases back and send the settlements left; a call that fails is sent again (it
+        applies once) until `timeout` is up. What could not be written then is logged."""
         self._closing = True
+        self._close_by = asyncio.get_running_loop().time() + timeout
         if self._watchdog is not None:
             self._watchdog.cancel()
         if self._reaper is not None:
             self._reaper.cancel()
-        await self.drain()
-        if self._pending or self._settling:
-            log.error("closing with budget/rate settlements not written to Redis")
+        await self.drain(timeout)
+        self._log_unwritten()
         if self._sender is not None:
             self._sender.cancel()  # still probing an unanswering Redis
         if self._conn is not None:
             await self._conn.disconnect()
         await self.redis.aclose()
+
+
+def _names(keys: list[str], deltas: dict[str, int], most: int = 20) -> str:
+    shown = ", ".join(f"{k} ({deltas[k]:+d})" for k in keys[:most])
+    return f"[{shown}{', ...' if len(keys) > most else ''}]"
+
+
+def _maybe_ran(exc: Exception) -> bool:
+    """Whether a failed script call may have run in Redis: its reply was lost (a timeout, a connection
+    that died), or its last try met a node that did not run it after an earlier try that may have.
+    An error reply of the script, or a failed re-seed (Redis answered that nothing was applied), is an
+    answer."""
+    if isinstance(exc, CountersUnavailable):
+        return False
+    return not isinstance(exc, ResponseError) or isinstance(exc, (ReadOnlyError, MasterDownError, NoScriptError))
 
 
 def _no_lease(key: str, limit: int, incr: int, expire: int, soft: bool, pending: dict[str, int]) -> int:

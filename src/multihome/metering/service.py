@@ -112,7 +112,9 @@ class Metering:
         if url is not None:
             from .counters_redis import RedisCounters
 
-            counters = RedisCounters(url, prefix=cfg.key_prefix, leases=cfg.redis_leases)
+            counters = RedisCounters(
+                url, prefix=cfg.key_prefix, leases=cfg.redis_leases, allow_eviction=cfg.redis_allow_eviction
+            )
         storage = env_secret(config.storage.url_env, what="storage.url_env") or config.storage.url
         return cls(
             reservation_config(config),

@@ -9,6 +9,8 @@ from decimal import Decimal
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from ..storage import row_reads
+from ..storage.row_reads import Listed
 from .prices import NANOS, text
 from .tables import usage_calls as u
 
@@ -26,6 +28,16 @@ _SQLITE_BUCKET = {"hour": "%Y-%m-%dT%H:00:00Z", "day": "%Y-%m-%dT00:00:00Z"}
 _PG_BUCKET = {"hour": 'YYYY-MM-DD"T"HH24:00:00"Z"', "day": 'YYYY-MM-DD"T"00:00:00"Z"'}
 
 
+# A row SQLite holds with a count that is not an integer, a latency that is not a number or a start that is
+# not a time: left out and reported (storage/row_reads.py, misfits).
+_BAD = row_reads.misfits(
+    u,
+    ints=("prompt_tokens", "completion_tokens", "cached_tokens", "reasoning_tokens", "cost_nanos", "status"),
+    numbers=("latency_ms",),
+    stamps=("started_at",),
+)
+
+
 def _bucket(engine: AsyncEngine, interval: str) -> sa.ColumnElement:
     if engine.dialect.name == "sqlite":
         return sa.func.strftime(_SQLITE_BUCKET[interval], u.c.started_at)
@@ -40,12 +52,12 @@ async def usage_summary(
     start: dt.datetime | None = None,
     end: dt.datetime | None = None,
     interval: str | None = None,
-) -> list[dict]:
+) -> Listed[dict]:
     """One entry per (group, currency), biggest cost first. `tenant=None`: the whole organisation.
     With `interval` (hour, day): one entry per (bucket, group, currency), oldest bucket first, each
     with its `bucket` (the interval's start, ISO 8601 UTC). Teams and keys are their tenant's own (two
     tenants may both have a team `ml`): across the organisation they are grouped by tenant too, and each
-    entry names its `tenant_id`."""
+    entry names its `tenant_id`. `.unreadable`: stored rows left out (SQLite), at most UNREADABLE_SHOWN."""
     col = GROUPS[group_by]
     per_tenant = tenant is None and group_by in ("team", "key")
     keys = [col.label("group"), u.c.currency]
@@ -70,14 +82,16 @@ async def usage_summary(
         q = q.group_by(u.c.tenant_id)
     if interval is not None:  # by its output name: the expression's bound format would differ on PostgreSQL
         q = q.group_by(sa.literal_column("bucket"))
+    where = []
     if tenant is not None:
-        q = q.where(u.c.tenant_id == tenant)
+        where.append(u.c.tenant_id == tenant)
     if start is not None:
-        q = q.where(u.c.started_at >= start)
+        where.append(u.c.started_at >= start)
     if end is not None:
-        q = q.where(u.c.started_at < end)
+        where.append(u.c.started_at < end)
     async with engine.connect() as conn:
-        result = (await conn.execute(q)).all()
+        result = (await conn.execute(q.where(*where, *row_reads.fitting(engine, _BAD)))).all()
+        unreadable = await row_reads.misfit_rows(conn, u, _BAD, where, "request_id")
     out = [
         {
             **({"bucket": r.bucket} if interval is not None else {}),
@@ -101,4 +115,6 @@ async def usage_summary(
     out.sort(key=lambda e: (-Decimal(e["cost"]), str(e[group_by]), e.get("tenant_id", "")))
     if interval is not None:
         out.sort(key=lambda e: e["bucket"])  # stable: within a bucket, biggest cost first
-    return out
+    listed = Listed(out)
+    listed.unreadable = unreadable
+    return listed

@@ -105,12 +105,23 @@ class BackgroundStore:
                 await self._update(conn, record.id, status, sealed)
         return True
 
-    async def finish(self, record: StoredResponse, events: Sequence[Event], append: Sequence[Item] = ()) -> bool:
+    async def finish(
+        self,
+        record: StoredResponse,
+        events: Sequence[Event],
+        append: Sequence[Item] = (),
+        *,
+        counted: int | None = None,
+        expect_end: int | None = None,
+    ) -> bool:
         """Make the response final (`record.status`), with its last events and, for a conversation, its
-        turn appended, in one transaction; False when a cancel or delete got there first."""
+        turn appended, in one transaction; False when a cancel or delete got there first. `counted` and
+        `expect_end`: as `StateStore.append_items`' (the turn's input held to the bound, nothing added or
+        deleted since its check); refused (ConversationFull, ConversationChanged), nothing is written."""
         rows = await self._seal_events(record.tenant, record.id, events)
         sealed = await self.store.seal_response(record)
         items = await self.store._seal_items(record.tenant, record.conversation_id, append) if append else []
+        bound = self.store.bound if counted is not None else None
         async with self.store._write(lock=record.conversation_id) as conn:
             if not await self._open_locked(conn, record):
                 return False
@@ -120,7 +131,9 @@ class BackgroundStore:
             if items and record.conversation_id is not None:
                 try:
                     async with conn.begin_nested():  # a savepoint: a refused append leaves the rest
-                        await conn.run_sync(insert_items, record.tenant, record.conversation_id, items)
+                        await conn.run_sync(
+                            insert_items, record.tenant, record.conversation_id, items, bound, expect_end, counted
+                        )
                 except LookupError:
                     pass  # the conversation was deleted meanwhile: the response is still kept
                 except IntegrityError:

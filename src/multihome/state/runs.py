@@ -10,6 +10,9 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from ..storage.errors import UnreadableRow
+from ..storage.row_reads import Listed
+from ..storage.rows import Unreadable
 from ..storage.tables import jobs, responses
 from .background import KIND
 from .store import StateStore, StoredResponse
@@ -63,7 +66,7 @@ def _jobs_query(tenant: str) -> Any:
 
 async def list_runs(
     store: StateStore, tenant: str, limit: int, after: str | None
-) -> tuple[list[dict[str, Any]], bool] | None:
+) -> tuple[Listed[dict[str, Any]], bool] | None:
     """The tenant's agent runs, newest first, `limit` of them after the run `after`; and whether there are
     more. None when `after` names none of the tenant's responses (a cursor no page gave)."""
     q = _jobs_query(tenant).order_by(responses.c.created_at.desc(), responses.c.id.desc()).limit(SCAN)
@@ -78,15 +81,22 @@ async def list_runs(
                 sa.or_(responses.c.created_at < since, sa.and_(responses.c.created_at == since, responses.c.id < after))
             )
         rows = (await conn.execute(q)).all()
-    out: list[dict[str, Any]] = []
+    out: Listed[dict[str, Any]] = Listed()
+    bad: list[Unreadable] = []
     for row in rows:
-        record = await store.get_response(tenant, row.id)
+        try:
+            record = await store.get_response(tenant, row.id)
+        except UnreadableRow as exc:  # named beside the page (may be a run: it cannot be told), not a failed list
+            bad.append(Unreadable("responses", row.id, tenant, exc.problem))
+            continue
         servers = mcp_servers_of(record) if record is not None else None
         if record is None or servers is None:
             continue
         if len(out) == limit:
+            out.unreadable = tuple(bad)
             return out, True
         out.append(run_view(record, servers, row))
+    out.unreadable = tuple(bad)
     return out, False
 
 

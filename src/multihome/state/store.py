@@ -29,8 +29,11 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from ..config.responses import ConversationsConfig
 from ..crypto import Keyring
+from ..crypto.errors import CryptoError, KmsError
+from ..storage import row_reads
 from ..storage.base import StoreBase, as_utc, sqlite_stamp
 from ..storage.errors import Conflict
+from ..storage.rows import Unreadable
 from ..storage.sqlite_threads import Busy, SqliteThreads
 from ..storage.tables import conversation_items, conversations, response_deletions, response_events, responses
 from .bound import DEFAULT, ConversationChanged, over
@@ -228,6 +231,10 @@ class ItemPage:
     end: int = 0
 
 
+# A sealed row's kind, as a 409 `unreadable_row` names it (storage/row_reads.py MENDS).
+_KINDS = {"responses": "stored response", "conversations": "conversation", "conversation_items": "conversation item"}
+
+
 class StateStore(StoreBase):
     def __init__(
         self,
@@ -259,7 +266,13 @@ class StateStore(StoreBase):
         return await self.keyring.seal(tenant, PURPOSE, table, record_id, plain), plain
 
     async def _open(self, tenant: str, table: str, record_id: str, sealed: bytes) -> dict[str, Any]:
-        return _decode.decode(await self.keyring.open(tenant, PURPOSE, table, record_id, bytes(sealed)))
+        try:
+            return _decode.decode(await self.keyring.open(tenant, PURPOSE, table, record_id, bytes(sealed)))
+        except KmsError:
+            raise  # the KMS's answer (503 unavailable, refused), not the row's
+        except (CryptoError, msgspec.DecodeError) as exc:  # sealed for another row, cut short, not what was sealed
+            bad = Unreadable(table, record_id, tenant, f"its body cannot be opened ({type(exc).__name__})")
+            raise row_reads.unreadable(_KINDS.get(table, table), bad) from None
 
     # -- responses -----------------------------------------------------------------------------------
     async def put_response(
@@ -344,12 +357,12 @@ class StateStore(StoreBase):
             await asyncio.to_thread(threads.close)
 
     async def get_response(self, tenant: str, response_id: str) -> StoredResponse | None:
+        """The response, None if not this tenant's; UnreadableRow (409) if its row cannot be read."""
+        q = sa.select(responses).where(responses.c.id == response_id, responses.c.tenant_id == tenant)
         async with self._read() as conn:
-            row = (
-                await conn.execute(
-                    sa.select(responses).where(responses.c.id == response_id, responses.c.tenant_id == tenant)
-                )
-            ).first()
+            row, bad = await row_reads.first(conn, q, responses)
+        if bad is not None:
+            raise row_reads.unreadable("stored response", bad)
         return None if row is None else await self._response(row)
 
     async def chain(self, tenant: str, response_id: str) -> list[StoredResponse] | None:
@@ -501,14 +514,11 @@ class StateStore(StoreBase):
         return Conversation(conversation_id, tenant, now, metadata)
 
     async def get_conversation(self, tenant: str, conversation_id: str) -> Conversation | None:
+        q = sa.select(conversations).where(conversations.c.id == conversation_id, conversations.c.tenant_id == tenant)
         async with self._read() as conn:
-            row = (
-                await conn.execute(
-                    sa.select(conversations).where(
-                        conversations.c.id == conversation_id, conversations.c.tenant_id == tenant
-                    )
-                )
-            ).first()
+            row, bad = await row_reads.first(conn, q, conversations)
+        if bad is not None:
+            raise row_reads.unreadable("conversation", bad)
         if row is None:
             return None
         data = await self._open(tenant, "conversations", row.id, row.body)
@@ -613,7 +623,10 @@ class StateStore(StoreBase):
 
     async def delete_item(self, tenant: str, conversation_id: str, item_id: str) -> bool:
         """The item's row, and its count and bytes from the conversation's totals, in one transaction (on
-        SQLite the writer's: one thread hop, not one per statement)."""
+        SQLite the writer's: one thread hop, not one per statement), under the conversation's lock. It moves
+        the conversation's end on too (positions keep their order; a gap is harmless): a turn whose tool call
+        or result was checked against the items before the delete sees the conversation changed at its
+        append (`expect_end`) and is checked again, so a result never lands after its call was deleted."""
 
         def delete(conn: Connection) -> bool:
             size = conn.scalar(_DELETE_ITEM, {"conv": conversation_id, "item": item_id, "tenant": tenant})
@@ -622,7 +635,7 @@ class StateStore(StoreBase):
             conn.execute(_SHRINK, {"conv": conversation_id, "bytes": size})
             return True
 
-        return await self._commit(delete)
+        return await self._commit(delete, lock=conversation_id)
 
     async def _open_item(self, tenant: str, conversation_id: str, item_id: str, body: bytes) -> Item:
         return await self._open(tenant, "conversation_items", f"{conversation_id}/{item_id}", body)
@@ -716,7 +729,6 @@ _CONVERSATION_END = sa.select(_c.c.next_position, _c.c.item_count, _c.c.item_byt
     _c.c.id == sa.bindparam("conv"), _c.c.tenant_id == sa.bindparam("tenant")
 )
 _INSERT_ITEM = sa.insert(_i)
-# The totals relative: a delete of an item does not take the conversation's lock (it changes them too).
 _GROW = (
     sa.update(_c)
     .where(_c.c.id == sa.bindparam("conv"))
@@ -739,5 +751,9 @@ _DELETE_ITEM = (
 _SHRINK = (
     sa.update(_c)
     .where(_c.c.id == sa.bindparam("conv"))
-    .values(item_count=_c.c.item_count - 1, item_bytes=_c.c.item_bytes - sa.bindparam("bytes"))
+    .values(
+        item_count=_c.c.item_count - 1,
+        item_bytes=_c.c.item_bytes - sa.bindparam("bytes"),
+        next_position=_c.c.next_position + 1,
+    )
 )

@@ -17,7 +17,9 @@ import redis.asyncio as aioredis
 from redis.asyncio.connection import Connection, parse_url
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
-from redis.exceptions import DataError
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import DataError, MasterDownError, ReadOnlyError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 
 class _HiredisPacking:
@@ -45,8 +47,12 @@ def connect(url: str, *, max_connections: int = 64, blocking: bool = True, **opt
     """A client for `url` (redis://, rediss://, unix://). A blocking pool makes a burst wait for a
     connection instead of failing, which redis-py's default pool does. A command that finds its
     pooled connection dead (Redis restarted) is retried on a fresh one: callers send only
-    commands that are safe to repeat through it."""
-    kwargs: dict[str, Any] = {"retry": Retry(ExponentialBackoff(cap=0.5, base=0.05), 2)} | parse_url(url) | options
+    commands that are safe to repeat through it. So is one refused by a replica (READONLY,
+    MASTERDOWN): a failover demoted the node the pooled connection reaches (a managed Redis moves
+    its name to the new primary, open connections stay), and a replica applied nothing."""
+    errors = (RedisConnectionError, RedisTimeoutError, ReadOnlyError, MasterDownError)
+    retry = Retry(ExponentialBackoff(cap=0.5, base=0.05), 2, supported_errors=errors)
+    kwargs: dict[str, Any] = {"retry": retry} | parse_url(url) | options
     kwargs["connection_class"] = _packing(kwargs.get("connection_class", Connection))
     pool_class = aioredis.BlockingConnectionPool if blocking else aioredis.ConnectionPool
     if blocking:

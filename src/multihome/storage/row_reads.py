@@ -22,7 +22,8 @@ Build = Callable[[Any, Fields], T]
 
 # How the admin API removes or replaces an unreadable row of each kind (docs/storage.md).
 MENDS = {
-    "tenant": "an org admin deletes the tenant (DELETE /admin/v1/tenants/{id}), or fixes the row by SQL",
+    "tenant": "an org admin replaces its metadata (PATCH /admin/v1/tenants/{id} with metadata), or deletes the "
+    "tenant; a creation time that cannot be read is fixed by SQL",
     "team": "delete the team (DELETE .../teams/{id}) and create it again, or fix the row by SQL",
     "api key": "revoke it (DELETE .../keys/{id}) and issue a new key",
     "policy": "replace its rules (PATCH .../policies/{id} with rules) or delete it",
@@ -30,6 +31,15 @@ MENDS = {
     "stateful pin": "an org admin revokes it (DELETE .../stateful-pins/{id}) and creates it again",
     "budget": "change its amount (PATCH .../budgets/{id}) or delete it",
     "token revocation": "delete it (DELETE /admin/v1/token-revocations/{id}) and create it again",
+    "MCP server": "delete it (DELETE .../mcp-servers/{name}) and register it again",
+    "stored response": "delete it (DELETE /v1/responses/{id}), or fix the row by SQL",
+    "memory namespace": "a tenant-admin deletes it (DELETE /v1/memory/namespaces), or fix the row by SQL",
+    "memory record": "delete it (DELETE /v1/memory/records/{id}), or fix the row by SQL",
+    "conversation": "delete it (DELETE /v1/conversations/{id}), or fix the row by SQL",
+    "conversation item": "delete it (DELETE /v1/conversations/{id}/items/{item_id}), or fix the row by SQL",
+    # No call deletes or changes a stored agreement or the ledger (a record of money): fixed by SQL.
+    "contract": "fix or delete its row of contract_agreements by SQL (docs/storage.md)",
+    "contract ledger": "fix the row by SQL (docs/storage.md); the contract's reports answer once it can be read",
 }
 
 
@@ -67,6 +77,13 @@ async def read_one(
     raise NotFound(kind, id, tenant_id)
 
 
+async def first(conn: Any, query: sa.Select, table: sa.Table) -> tuple[Any, Unreadable | None]:
+    """The row `query` selects as the driver reads it: (row, None), (None, what is wrong with it), or
+    (None, None). For reads whose caller builds the record itself (no `_fields`, no list: a get per call)."""
+    found, bad = await rows.fetch(conn, query, table)
+    return (found[0] if found else None), (bad[0] if bad else None)
+
+
 def either(record: T | None, bad: Unreadable | None) -> T | Unreadable:
     """What `one` found: the record, else what is wrong with the row (it was found: one or the other)."""
     if record is not None:
@@ -82,3 +99,45 @@ def unreadable(kind: str, bad: Unreadable) -> UnreadableRow:
 async def is_live(conn: Any, table: sa.Table, where: Any) -> bool:
     """Whether the row is not revoked, asked in SQL: its `revoked_at` may be what cannot be decoded."""
     return bool(await conn.scalar(sa.select(table.c.revoked_at.is_(None)).where(*where)))
+
+
+# Summaries (usage, what the stateful runtime holds) aggregate in SQL, where no row is read on its own:
+# SQLite keeps any value in any column, so a row (a hand edit) whose count is not an integer or whose time is
+# not a time would make a sum wrong or fail the whole answer (MIN/MAX of a text is that text). They are left
+# out, with these conditions, and reported; PostgreSQL's column types refuse such values.
+MISFITS_SHOWN = 100  # rows a summary names at most
+
+
+def misfits(table: sa.Table, ints: tuple[str, ...] = (), numbers: tuple[str, ...] = (), stamps: tuple[str, ...] = ()):
+    """Column name -> an SQLite condition true when the row's value is not of the column's type (NULL is)."""
+    out: dict[str, Any] = {}
+    for name in ints:
+        out[name] = sa.func.typeof(table.c[name]).not_in(("integer", "null"))
+    for name in numbers:
+        out[name] = sa.func.typeof(table.c[name]).not_in(("integer", "real", "null"))
+    for name in stamps:
+        out[name] = sa.and_(table.c[name].is_not(None), sa.func.julianday(table.c[name]).is_(None))
+    return out
+
+
+def fitting(engine: Any, bad: dict[str, Any]) -> list:
+    """The WHERE clause that leaves the misfits out (none on PostgreSQL)."""
+    return [sa.not_(sa.or_(*bad.values()))] if engine.dialect.name == "sqlite" else []
+
+
+async def misfit_rows(
+    conn: Any, table: sa.Table, bad: dict[str, Any], where: list, id_col: str = "id"
+) -> tuple[Unreadable, ...]:
+    """The rows `where` selects that `fitting` leaves out (SQLite only; at most MISFITS_SHOWN), by id and
+    the fields that are wrong, never a value."""
+    if conn.dialect.name != "sqlite":
+        return ()
+    flags = [cond.label(name) for name, cond in bad.items()]
+    key = table.c[id_col]
+    q = sa.select(key, table.c.tenant_id, *flags).where(*where, sa.or_(*bad.values()))
+    found = (await conn.execute(q.order_by(key).limit(MISFITS_SHOWN))).all()
+    out = []
+    for row_id, tenant_id, *flag in found:
+        wrong = ", ".join(name for name, f in zip(bad, flag) if f)
+        out.append(Unreadable(str(table.name), str(row_id), tenant_id, f"not of its column's type: {wrong}"))
+    return tuple(out)

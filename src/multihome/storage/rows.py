@@ -9,8 +9,8 @@ row refuses its tenant's calls, as the tenant's data may hold a restriction.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
-from datetime import UTC
+from collections.abc import Callable, Iterable, Sequence
+from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any, TypeVar
 
@@ -28,6 +28,7 @@ _STAMPS = ("created_at", "updated_at", "expires_at", "revoked_at", "not_before")
 # What a driver's decoding of one stored value raises (SQLite keeps any type in any column: a date
 # column holding "soon", a JSON column holding text that is not JSON).
 _DECODE_ERRORS = (ValueError, TypeError, OverflowError, KeyError, AttributeError, IndexError)
+DECODE_ERRORS = _DECODE_ERRORS  # for reads that cannot go row by row (state/memory/store.py's index loads)
 API_KEYS = "api_keys"
 TENANTS = "tenants"
 ENTITLEMENTS = "entitlements"
@@ -98,7 +99,7 @@ async def fetch(conn: Any, query: sa.Select, table: sa.Table) -> tuple[list[Any]
     return rows, bad
 
 
-def convert(table: str, rows: list[Any], build: Callable[[Any, Fields], T], bad: list[Unreadable]) -> list[T]:
+def convert(table: str, rows: Sequence[Any], build: Callable[[Any, Fields], T], bad: list[Unreadable]) -> list[T]:
     """`build(row, column names)` of each row; one that raises is reported in `bad` (whatever it raised:
     fail closed). The names are read once per table: a row's `_fields` costs ~230 opcodes."""
     out: list[T] = []
@@ -119,6 +120,19 @@ def convert(table: str, rows: list[Any], build: Callable[[Any, Fields], T], bad:
                 )
             )
     return out
+
+
+def stamp(value: Any) -> Any:
+    """A timestamp selected as stored text (`sa.type_coerce(column, sa.Text)`, so the driver decodes nothing
+    and one bad row cannot fail a read of them all): SQLite's text parsed here, raising ValueError if it is
+    not a time; PostgreSQL's drivers hand back a datetime whatever the coercion. As UTC; None stays None."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        value = datetime.fromisoformat(value)
+    if not isinstance(value, datetime):
+        raise RowProblem("a timestamp is not a time")
+    return as_utc(value)
 
 
 def lenient(from_row: Callable[[Any], T]) -> Callable[[Any, Fields], T]:

@@ -9,7 +9,7 @@ import sqlalchemy as sa
 from ..schema import admin_fields as fields
 from . import rows
 from .base import StoreBase, checked, nonempty, utcnow
-from .errors import Conflict, NotFound
+from .errors import Conflict, Invalid, NotFound
 from .ids import new_id
 from .records import Team, Tenant
 from .row_reads import Listed, read_all, read_one
@@ -49,6 +49,39 @@ class TenancyRepo(StoreBase):
                 detail={"name": name},
             )
         return tenant
+
+    async def update_tenant(
+        self, tenant_id: str, *, name: str | None = None, metadata: dict[str, Any] | None = None, actor: str
+    ) -> Tenant:
+        """Rename a tenant and/or replace its metadata. Only the given columns are written, and none read
+        first, so this also mends a row whose metadata cannot be read (UnreadableRow after it if the row is
+        still unreadable: its creation time, which only SQL can fix)."""
+        values: dict[str, Any] = {}
+        if name is not None:
+            values["name"] = nonempty(name, "name")
+        if metadata is not None:
+            values["metadata"] = _metadata(metadata)
+        if not values:
+            raise Invalid("give 'name' and/or 'metadata'")
+        async with self._write() as conn:
+            if await conn.scalar(sa.select(tenants.c.id).where(tenants.c.id == tenant_id)) is None:
+                raise NotFound("tenant", tenant_id)
+            if name is not None:
+                q = sa.select(tenants.c.id).where(tenants.c.name == name, tenants.c.id != tenant_id)
+                taken = await conn.scalar(q)
+                if taken is not None:
+                    raise Conflict(f"a tenant named {name!r} already exists ({taken})", conflicting=taken)
+            await conn.execute(sa.update(tenants).where(tenants.c.id == tenant_id).values(**values))
+            await self._record(
+                conn,
+                actor=actor,
+                tenant_id=tenant_id,
+                action="tenant.update",
+                object_type="tenant",
+                object_id=tenant_id,
+                detail={"changed": sorted(values), **({"name": name} if name is not None else {})},
+            )
+        return await self.get_tenant(tenant_id)
 
     async def get_tenant(self, tenant_id: str) -> Tenant:
         async with self._read() as conn:

@@ -25,7 +25,7 @@ from typing import Any
 import msgspec
 
 from ..schema.errors import ApiError, echo
-from ..storage.errors import NotFound
+from ..storage.errors import NotFound, UnreadableRow
 from .model import McpEndpoint, McpTool
 from .servers import Loaded, McpServerStore, McpServerView
 from .spec import AllowedTools, Approval, ToolSelector, check_approval, check_headers, check_url, needs_approval
@@ -96,7 +96,10 @@ class McpResolver:
                     param=f"{param}.headers",
                     code="invalid_value",
                 )
-        endpoint = await loaded.endpoint()  # the row `_server` read, not read again
+        try:
+            endpoint = await loaded.endpoint()  # the row `_server` read, not read again
+        except UnreadableRow as exc:
+            raise _unreadable(exc, param) from None
         endpoint = McpEndpoint(endpoint.name, endpoint.url, {**endpoint.headers, **added})
         names, read_only = _allowed(server.allowed_tools, spec.allowed_tools)
         approvals: tuple[Approval, ...] = (server.require_approval,)
@@ -110,6 +113,8 @@ class McpResolver:
             try:
                 [named] = await self.store.lookup(tenant, spec.server_label, None)
                 return named
+            except UnreadableRow as exc:
+                raise _unreadable(exc, f"{param}.server_label") from None
             except NotFound:
                 raise ApiError(
                     400,
@@ -140,6 +145,12 @@ class McpResolver:
                 )
             found = labelled
         return found[0]
+
+
+def _unreadable(exc: UnreadableRow, param: str) -> ApiError:
+    """A registration the gateway cannot read: 409 naming it and how an admin mends it (never a 500, never
+    a call to the server without what the row should hold: its headers, its allowed tools)."""
+    return ApiError(409, f"{exc}.", param=param, code="unreadable_row")
 
 
 def _allowed(registered: list[str] | None, asked: AllowedTools | None) -> tuple[frozenset[str] | None, bool]:

@@ -20,10 +20,13 @@ import msgspec
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from ..crypto.errors import CryptoError, KmsError
 from ..crypto.keyring import Keyring
+from ..storage import row_reads
 from ..storage.engine import write_connection
 from ..storage.errors import Conflict, NotFound
 from ..storage.ids import new_id
+from ..storage.rows import Fields, Unreadable
 from ..storage.tables import mcp_servers as t
 from .model import McpEndpoint
 from .spec import Approval, url_key
@@ -131,13 +134,23 @@ class McpServerStore:
         if not gone.rowcount:
             raise NotFound(KIND, name, tenant)
 
-    async def servers(self, tenant: str) -> list[McpServerView]:
-        return [_view(r) for r in await self._rows(tenant)]
+    async def servers(self, tenant: str) -> row_reads.Listed[McpServerView]:
+        """The tenant's servers; `.unreadable` the rows that cannot be read (storage/row_reads.py)."""
+        rows = await self._rows(tenant)
+        out = row_reads.Listed(_view(r) for r in rows)
+        out.unreadable = rows.unreadable
+        return out
 
-    async def _rows(self, tenant: str) -> list[dict[str, Any]]:
+    async def _rows(self, tenant: str) -> row_reads.Listed[dict[str, Any]]:
+        """The tenant's rows that can be read (checked, `_Stored`); `.unreadable` the others."""
         async with self.engine.connect() as conn:
-            rows = (await conn.execute(sa.select(t).where(t.c.tenant_id == tenant).order_by(t.c.name))).mappings()
-            return [dict(r) for r in rows]
+            q = sa.select(t).where(t.c.tenant_id == tenant).order_by(t.c.name)
+            found = await row_reads.read_all(conn, q, t, _row)
+            if found.unreadable:  # named as the API names servers (by name), not by the row's id
+                ids = [u.id for u in found.unreadable]
+                names = dict((await conn.execute(sa.select(t.c.id, t.c.name).where(t.c.id.in_(ids)))).all())
+                found.unreadable = tuple(msgspec.structs.replace(u, id=names.get(u.id, u.id)) for u in found.unreadable)
+            return found
 
     async def get(self, tenant: str, name: str) -> McpServerView:
         return _view(await self._row(tenant, name))
@@ -162,8 +175,16 @@ class McpServerStore:
         name = row["name"]
         headers: dict[str, str] = {}
         if row["headers"] is not None:
-            plain = await self.keyring.open(tenant, PURPOSE, TABLE, row["id"], bytes(row["headers"]))
-            headers = json.loads(plain)
+            try:
+                plain = await self.keyring.open(tenant, PURPOSE, TABLE, row["id"], bytes(row["headers"]))
+                headers = json.loads(plain)
+            except KmsError:
+                raise  # the KMS's answer (503 unavailable, refused), not the row's
+            except (CryptoError, TypeError, ValueError) as exc:  # sealed for another row, cut, not JSON
+                bad = Unreadable(TABLE, name, tenant, f"its headers cannot be opened ({type(exc).__name__})")
+                raise row_reads.unreadable(KIND, bad) from None
+            if not isinstance(headers, dict) or not all(isinstance(v, str) for v in headers.values()):
+                raise row_reads.unreadable(KIND, Unreadable(TABLE, name, tenant, "its headers are not a map"))
         return McpEndpoint(name=name, url=row["url"], headers=headers)
 
     async def by_url(self, tenant: str, url: str) -> list[McpServerView]:
@@ -171,11 +192,15 @@ class McpServerStore:
         return [view for view, _ in await self.lookup(tenant, None, url)]
 
     async def _row(self, tenant: str, name: str) -> dict[str, Any]:
+        """The row of `name`: NotFound, or UnreadableRow (409) naming what is wrong with it."""
         async with self.engine.connect() as conn:
-            row = (await conn.execute(sa.select(t).where(t.c.tenant_id == tenant, t.c.name == name))).mappings().first()
+            q = sa.select(t).where(t.c.tenant_id == tenant, t.c.name == name)
+            row, bad = await row_reads.one(conn, q, t, _row)
+        if bad is not None:
+            raise row_reads.unreadable(KIND, msgspec.structs.replace(bad, id=name))  # the API's id: its name
         if row is None:
             raise NotFound(KIND, name, tenant)
-        return dict(row)
+        return row
 
 
 class Loaded:
@@ -190,6 +215,32 @@ class Loaded:
 
 def _utc(at: datetime) -> datetime:
     return at if at.tzinfo is not None else at.replace(tzinfo=UTC)  # SQLite hands back naive times
+
+
+class _Stored(msgspec.Struct):
+    """A row's fields as the gateway reads them: checked with no coercion (list() of a string would make
+    a list of letters), so a row another version or a hand edit wrote is reported, not served wrong."""
+
+    id: str
+    tenant_id: str
+    name: str
+    url: str
+    description: str
+    allowed_tools: list[str] | None
+    require_approval: Approval
+    header_names: list[str]
+    headers: bytes | None
+    created_at: datetime
+    created_by: str
+    updated_at: datetime
+    updated_by: str
+
+
+def _row(r: Any, fields: Fields) -> dict[str, Any]:
+    """A stored row as a mapping, checked (`_Stored`); a row that fails is reported as unreadable."""
+    row = dict(zip(fields, r))
+    msgspec.convert(row, _Stored)
+    return row
 
 
 def _view(row: dict[str, Any]) -> McpServerView:

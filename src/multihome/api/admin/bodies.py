@@ -20,6 +20,11 @@ class CreateTenant(_Body):
     metadata: dict[str, Any] | None = None
 
 
+class UpdateTenant(_Body):
+    name: str | None = None
+    metadata: dict[str, Any] | None = None
+
+
 class CreateTeam(_Body):
     name: str
 

@@ -12,6 +12,7 @@ from ...contracts.report import build_report, build_reports, to_csv
 from ...contracts.service import AgreementConflict
 from ...schema import admin_fields
 from ...schema.errors import ApiError, echo
+from ...storage import row_reads
 from .rbac import ORG
 from .route import CSV_MEDIA, PREFIX, AdminCall, Needs, Route, Services, listing
 
@@ -19,7 +20,7 @@ C = PREFIX + "/contracts"
 
 
 async def list_contracts(s: Services, c: AdminCall) -> Any:
-    return listing([_view(s, a) for a in s.contracts.agreements()])
+    return listing([_view(s, a) for a in s.contracts.agreements()], s.contracts.unreadable)
 
 
 async def create_contract(s: Services, c: AdminCall) -> Any:
@@ -58,6 +59,9 @@ async def _report(s: Services, c: AdminCall) -> Any:
 
 def _agreement(s: Services, contract_id: str) -> Agreement:
     a: Agreement | None = s.contracts.agreement(contract_id)
+    bad = s.contracts.unreadable_agreement(contract_id) if a is None else None
+    if bad is not None:
+        raise row_reads.unreadable("contract", bad)
     if a is None:
         raise ApiError(404, f"No contract with id '{echo(contract_id)}'. GET {C} lists them.", code="not_found")
     return a

@@ -20,7 +20,7 @@ from ...tools.servers import McpServerStore, McpServerView
 from ...tools.spec import check_approval, check_headers, check_name, check_tool_names, check_url
 from . import bodies as B
 from .rbac import READ, WRITE
-from .route import AdminCall, Needs, Route, Services, deleted, listing
+from .route import AdminCall, Needs, Route, Services, deleted, listed
 from .tenancy import T
 
 M = T + "/{tenant}/mcp-servers"
@@ -31,7 +31,7 @@ def _store(s: Services) -> McpServerStore:
 
 
 async def list_mcp_servers(s: Services, c: AdminCall) -> Any:
-    return listing(await _store(s).servers(c.tenant))
+    return listed(await _store(s).servers(c.tenant))
 
 
 async def create_mcp_server(s: Services, c: AdminCall) -> Any:

@@ -22,7 +22,7 @@ from ...state.memory.reembed import DEFAULT_BATCH, MAX_BATCH, Unchanged, step
 from ..memory_embeddings import space_refusal
 from . import bodies as B
 from .rbac import READ, WRITE, authorize
-from .route import AdminCall, Needs, Route, Services, listing
+from .route import AdminCall, Needs, Route, Services, listed
 from .tenancy import T
 
 _MEMORY = Needs(lambda s: s.memory, "Agent memory needs storage and a KMS: set storage.url and kms in the config.")
@@ -37,7 +37,7 @@ class ReembedNamespace(B._Body):
 
 
 async def list_memory_namespaces(s: Services, c: AdminCall) -> Any:
-    return listing(await s.memory.usage(c.tenant))
+    return listed(await s.memory.usage(c.tenant))
 
 
 async def reembed_memory_namespace(s: Services, c: AdminCall) -> Any:

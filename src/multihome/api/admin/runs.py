@@ -17,7 +17,7 @@ from ...schema.errors import ApiError, echo
 from ...state.runs import get_run, list_runs
 from .audit import query_int
 from .rbac import READ, WRITE
-from .route import AdminCall, Needs, Route, Services
+from .route import AdminCall, Needs, Route, Services, listed
 from .tenancy import T
 
 R = T + "/{tenant}/runs"
@@ -44,7 +44,7 @@ async def list_agent_runs(s: Services, c: AdminCall) -> Any:
             code="invalid_value",
         )
     runs, more = found
-    return {"object": "list", "data": runs, "has_more": more}
+    return {**listed(runs), "has_more": more}
 
 
 def _run_id(after: str | None) -> bool:

@@ -7,7 +7,7 @@ from typing import Any
 
 from ...state.summary import state_summary
 from .rbac import ORG, READ
-from .route import PREFIX, STORAGE, AdminCall, Route, Services
+from .route import PREFIX, STORAGE, AdminCall, Route, Services, unreadable_row
 from .tenancy import T
 
 
@@ -24,12 +24,15 @@ async def _state(s: Services, tenant: str | None) -> Any:
     ttl = None
     if retention is not None:
         ttl = retention.tenants.get(tenant, retention.ttl_s) if tenant is not None else retention.ttl_s
+    summary = await state_summary(s.store.engine, tenant)
+    bad = summary.pop("unreadable")
     return {
         "object": "state.summary",
         "tenant_id": tenant,
         "retention_ttl_s": ttl,
         "retention_tenants": dict(retention.tenants) if retention is not None and tenant is None else {},
-        **await state_summary(s.store.engine, tenant),
+        **summary,
+        **({"unreadable": [unreadable_row(u) for u in bad]} if bad else {}),  # left out of the counts
     }
 
 

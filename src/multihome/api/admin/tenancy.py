@@ -37,6 +37,10 @@ async def get_tenant(s: Services, c: AdminCall) -> Any:
     return await s.store.get_tenant(c.tenant)
 
 
+async def update_tenant(s: Services, c: AdminCall) -> Any:
+    return await s.store.update_tenant(c.tenant, name=c.body.name, metadata=c.body.metadata, actor=c.who.subject)
+
+
 async def delete_tenant(s: Services, c: AdminCall) -> Any:
     await s.store.delete_tenant(c.tenant, actor=c.who.subject)
     return deleted(c.tenant, "tenant")
@@ -65,6 +69,15 @@ ROUTES = (
     _route("GET", T, ANY, list_tenants, "List tenants (org-admin: all; others: their own)", check=anyone),
     _route("POST", T, ORG, create_tenant, "Create a tenant", B.CreateTenant, status=201, event="tenant.create"),
     _route("GET", T + "/{tenant}", READ, get_tenant, "Get a tenant"),
+    _route(
+        "PATCH",
+        T + "/{tenant}",
+        ORG,
+        update_tenant,
+        "Rename a tenant and/or replace its metadata (also mends a row whose metadata cannot be read)",
+        B.UpdateTenant,
+        event="tenant.update",
+    ),
     _route(
         "DELETE", T + "/{tenant}", ORG, delete_tenant, "Delete a tenant and everything in it", event="tenant.delete"
     ),

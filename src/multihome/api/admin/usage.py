@@ -10,7 +10,7 @@ from ...metering.summary import GROUPS, INTERVALS, usage_summary
 from ...schema import admin_fields
 from ...schema.errors import ApiError
 from .rbac import ORG, READ
-from .route import PREFIX, AdminCall, Route, Services
+from .route import PREFIX, AdminCall, Route, Services, unreadable_row
 from .tenancy import T
 
 _QUERY = ("group_by", "start", "end", "interval")
@@ -46,6 +46,7 @@ async def _usage(s: Services, tenant: str | None, q: dict[str, str], default: st
         "end": end.isoformat() if end else None,
         "interval": interval,
         "data": data,
+        **({"unreadable": [unreadable_row(b) for b in data.unreadable]} if data.unreadable else {}),
     }
 
 

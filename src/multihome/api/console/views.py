@@ -338,11 +338,24 @@ class Views:
         rate = _number(q.get("rate") or "0", "rate") / 100.0
         out = []
         for c in (listed or {"data": []})["data"]:
-            report = await self._call("contract_report", viewer, id=c["id"])
+            try:
+                report = await self._call("contract_report", viewer, id=c["id"])
+            except ApiError as err:  # its ledger cannot be read: say so on its card, show the others
+                if err.body.code != "unreadable_row":
+                    raise
+                out.append({"contract": c, "report": None, "projection": None, "unreadable": err.body.message})
+                continue
             report.update(_exact(c, report))
             projection = await self._projection(c["id"], report, growth, rate)
             out.append({"contract": c, "report": report, "projection": projection})
-        return {"contracts": out, "growth": growth, "rate": rate * 100, "growths": GROWTHS, "on": listed is not None}
+        return {
+            "contracts": out,
+            "unreadable": (listed or {}).get("unreadable", []),
+            "growth": growth,
+            "rate": rate * 100,
+            "growths": GROWTHS,
+            "on": listed is not None,
+        }
 
     async def _projection(self, contract_id: str, report: dict[str, Any], growth: str, rate: float) -> Any:
         """The scenario `multihome contracts project` draws, as a chart of the packaged library."""

@@ -33,6 +33,7 @@ from ...tools.toolbox import Toolbox
 from ..pipeline import Call
 from .agent import AgentRun, Journal, Stopped
 from .common import stored
+from .final_turn import failed, write_final
 from .stream import split_events
 
 if TYPE_CHECKING:
@@ -68,12 +69,10 @@ async def run_agent(runner: Runner, record: StoredResponse, req: CreateResponse,
             await runner.flush_usage()
         events = split_events(b"".join(pending) + terminal, run.conv) if streamed else []
         pending.clear()
-        append = (
-            [*record.input, *response["output"]] if record.conversation_id and response["status"] != "failed" else []
-        )
+        seq = events.pop()[0] if events else None  # the terminal event's number: write_final makes it
         done = runner.done(with_journal(record, run.journal))
         final = replace(record, status=response["status"], response=response, background=done)
-        if not await bg.finish(final, events, append):
+        if not await write_final(bg, final, events, shell, seq, end):
             raise Stopped()
 
     try:
@@ -84,7 +83,7 @@ async def run_agent(runner: Runner, record: StoredResponse, req: CreateResponse,
             if tool.type == "mcp"
         ]
         assert runner.context is not None
-        context = await runner.context(record.tenant, req)
+        context, end = await runner.context(record.tenant, req, record.input)
         memory = runner.agent.memory_tools(record.tenant, req, call)
     except ApiError as err:  # the registration is gone, or the context: nothing ran
         await _failed(runner, record, shell, err, seq if streamed else None)
@@ -150,14 +149,5 @@ async def _failed(
     runner: Runner, record: StoredResponse, shell: BackgroundShell, err: ApiError, seq: int | None
 ) -> None:
     """The run could not begin: the response is failed (an `error` event first, when streamed)."""
-    from .stream import ResponsesStream
-
-    error = {"code": err.body.code or "server_error", "message": err.body.message}
-    response = shell.render("failed", [], None, error=error)
-    events = []
-    if seq is not None:
-        conv = ResponsesStream(shell, seq=seq)
-        tail = conv.event("error", {"code": err.body.code, "message": err.body.message, "param": err.body.param})
-        events = split_events(tail + conv.terminal(response), conv)
-    final = replace(record, status="failed", response=response, background=runner.done(record))
-    await runner.store().finish(final, events)
+    final = replace(record, status="failed", response=failed(shell, err), background=runner.done(record))
+    await write_final(runner.store(), final, [], shell, seq, err=err)

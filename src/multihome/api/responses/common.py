@@ -21,7 +21,7 @@ from ...schema.chat import ParsedChat
 from ...schema.errors import ApiError, bad_request, echo
 from ...state import StateStore
 from ...state.pairs import BrokenPair
-from ...storage.errors import Conflict, unavailable
+from ...storage.errors import Conflict, UnreadableRow, unavailable
 from ..asgi import JSON, ClientGone, Header, Receive, Send
 from ..openai.chat import chat_request, chat_response
 from ..pipeline import Call, Pipeline
@@ -59,7 +59,8 @@ def need_state(state: StateStore | None, what: str) -> StateStore:
 
 async def stored(op: Awaitable[T]) -> T:
     """A store operation; a KMS or a database that cannot be reached is a 503 naming it, a KMS that refuses
-    or a record that does not open a 500 (the KMS errors name the KMS and key, never key material)."""
+    a 500 (the KMS errors name the KMS and key, never key material); a stored row that cannot be read or
+    does not open a 409 `unreadable_row` (docs/storage.md)."""
     try:
         return await op
     except BrokenPair as exc:  # a bug, never the client's doing: nothing was written
@@ -91,12 +92,14 @@ async def stored(op: Awaitable[T]) -> T:
             type="server_error",
             code="kms_refused",
         ) from None
-    except CryptoError as exc:
+    except UnreadableRow as exc:  # a stored row the gateway cannot read (storage/row_reads.py)
+        raise ApiError(409, f"{exc}.", code="unreadable_row") from None
+    except CryptoError as exc:  # sealed for another row, cut short, its data key gone: the row, not the call
         raise ApiError(
-            500,
-            f"A stored record could not be opened ({type(exc).__name__}); it has been logged.",
-            type="server_error",
-            code="state_unreadable",
+            409,
+            f"A stored record this request needs cannot be opened ({type(exc).__name__}); it stays unreadable "
+            "until an operator restores it (docs/storage.md).",
+            code="unreadable_row",
         ) from None
     except Exception as exc:
         if not unavailable(exc):

@@ -13,6 +13,7 @@ response is not found (404), never forbidden, so ids leak nothing.
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable
 from typing import Any, cast
 
 import msgspec
@@ -22,9 +23,7 @@ from ...routing.stream_relay import StreamRelay
 from ...schema.errors import ApiError, bad_request, echo
 from ...schema.responses import CreateResponse, parse_create, runs_tools
 from ...state import ItemPage, StateStore, StoredResponse
-from ...state.bound import ConversationChanged, ConversationFull
 from ...state.idempotency import IdempotencyKeys
-from ...state.pairs import CALL_ITEMS
 from ...tools.resolver import McpResolver
 from ...tools.servers import McpServerStore
 from ...tools.toolbox import Toolbox
@@ -34,7 +33,7 @@ from ..pipeline import Call, Pipeline, finish_refused, finish_unary, stream_fini
 from ..render import send_failure, send_json, send_stream
 from .agent import AgentRun, AgentSetup, approved
 from .background import Background, starting_after
-from .bounded import refuse_turn, too_large
+from .bounded import refuse_turn
 from .common import (
     answer,
     list_query,
@@ -53,9 +52,7 @@ from .idempotent import HEADER as IDEMPOTENCY_KEY
 from .idempotent import once
 from .items import (
     Item,
-    refuse_duplicate_calls,
     refuse_duplicate_ids,
-    refuse_orphans,
     refuse_unanswered,
     stored_items,
 )
@@ -63,12 +60,11 @@ from .native import NativeStream, NativeTurn, from_response
 from .stream import ResponsesRelay, ResponsesStream
 from .thinking import ThinkingKeys
 from .translate import Shell, from_completion, open_thinking, to_canonical
+from .turn_append import append_turn, checked_end
 
 log = logging.getLogger("multihome.responses")
 _encode = msgspec.json.encode
 MAX_ID = 40  # longer ids were never issued here
-# A turn's input checked again when other items were added while it ran (each retry: another add committed).
-_RECHECKS = 5
 
 
 def not_found(response_id: str) -> ApiError:
@@ -131,13 +127,7 @@ class ResponsesDoor:
         if conv is not None:  # a conversation's turn: its input must fit in it (its answer always does)
             assert req.conversation_id is not None and self.state is not None
             refuse_turn(self.state.bound, req.conversation_id, conv, new, len(body))
-        end = None  # where the turn's items go if nothing was added meanwhile: its checks then still hold
-        for item in new:  # a loop, not any(): no generator made on every create
-            if item["type"] in CALL_ITEMS:  # a tool call or its result: checked against the context
-                refuse_orphans(context, new, "input")
-                refuse_duplicate_calls(context, new, "input")
-                end = conv.end if conv is not None else None
-                break
+        end = checked_end(context, new, conv)  # where its items go if nothing changed meanwhile: its checks hold
         refuse_unanswered(context, new, conversation=req.conversation_id is not None)
         if req.conversation_id is not None and isinstance(req.input, list) and any(i.id for i in req.input):
             refuse_duplicate_ids(context, new, "input")  # only a client-given id can be one already used
@@ -249,15 +239,19 @@ class ResponsesDoor:
         out = _encode(await run.result())
         await send_json(call, send, 200, out, [JSON, *run.headers])
 
-    async def _context(self, who: str, req: CreateResponse) -> list[Item]:
-        """The items before this turn's input, oldest first: the chain's inputs and outputs, or the conversation's items."""
-        return (await self._chain_context(who, req))[1]
+    async def run_context(self, who: str, req: CreateResponse, new: list[Item]) -> tuple[list[Item], int | None]:
+        """A background run's context (the items before its input `new`, oldest first), read when the run
+        starts, with its input checked against it again (the conversation may have changed since the
+        create), and the conversation's end then for the check at its append (turn_append.py)."""
+        _, context, conv = await self._chain_context(who, req)
+        return context, checked_end(context, new, conv)
 
     async def _chain_context(
         self, who: str, req: CreateResponse
     ) -> tuple[list[StoredResponse] | None, list[Item], ItemPage | None]:
-        """`_context`, and the chain it was read from (None for a conversation's items or no context), and the
-        conversation's items as read, with its totals (None without a conversation)."""
+        """The chain the turn's context was read from (None for a conversation or no context), the context (the
+        items before the turn's input, oldest first: the chain's inputs and outputs, or the conversation's
+        items), and the conversation's items as read, with its totals (None without a conversation)."""
         if req.previous_response_id is not None:
             state = need_state(self.state, "'previous_response_id'")
             prev = req.previous_response_id
@@ -305,17 +299,12 @@ class ResponsesDoor:
         `encoded`: the response as JSON, when the caller has it already. `end`: the conversation's end as read
         when the turn's input (a tool call or result) was checked against it.
 
-        What the turn was checked against when it began may have changed while the model answered (another
-        turn or an add of items on the same conversation), so the append is conditional, in its transaction:
-        its input must still fit the bound (`counted`: its answer is appended whatever its size), and with
-        `end`, nothing may have been added since, else its input is checked again against what is there now
-        (a duplicate call_id or a result whose call is gone: the 400 the check would have given at first).
-        Refused, nothing of the turn is stored."""
+        The append is checked again in its transaction (turn_append.py); refused, nothing of the turn is stored."""
         conv = req.conversation_id
         if not shell.store and conv is None:
             return
         state = self.state
-        assert state is not None  # _context or create refused a request that needs one
+        assert state is not None  # create refused a request that needs one
         # A failed turn is kept (when stored) for retrieval, but the conversation goes on without it.
         append = [*new, *response["output"]] if conv is not None and response["status"] != "failed" else []
         record = None
@@ -335,37 +324,20 @@ class ResponsesDoor:
         if not append:
             return
         assert conv is not None
-        for _ in range(_RECHECKS):
-            try:
-                if record is not None:
-                    await stored(state.put_response(record, append, encoded=encoded, counted=len(new), expect_end=end))
-                else:  # False: deleted while the model answered, no conversation to keep the turn in
-                    await stored(state.append_items(who, conv, append, counted=len(new), expect_end=end))
-                return
-            except LookupError:
-                # The conversation was deleted while the model answered (it existed when the turn began):
-                # the answer, served and billed, is still kept and given, as a background turn's is.
-                if record is not None:
-                    await stored(state.put_response(record, encoded=encoded))
-                return
-            except ConversationFull as full:
-                raise too_large(full, "conversation") from None
-            except ConversationChanged:
-                page = await stored(state.items(who, conv))
-                if page is None:  # deleted meanwhile, as above
-                    if record is not None:
-                        await stored(state.put_response(record, encoded=encoded))
-                    return
-                refuse_orphans(page.items, new, "input")
-                refuse_duplicate_calls(page.items, new, "input")
-                end = page.end
-        raise ApiError(
-            409,
-            "Other items were added to the conversation while this turn's answer was stored, again and again; "
-            "the turn was not stored. Retry the request.",
-            param="conversation",
-            code="conversation_busy",
-        )
+        counted, kept = len(new), record
+
+        def write(end: int | None) -> Awaitable[Any]:
+            if kept is None:  # no response stored: the items alone (False: deleted meanwhile, nothing to keep)
+                return stored(state.append_items(who, conv, append, counted=counted, expect_end=end))
+            return stored(state.put_response(kept, append, encoded=encoded, counted=counted, expect_end=end))
+
+        try:
+            await append_turn(state, who, conv, new, end, write)
+        except LookupError:
+            # The conversation was deleted while the model answered (it existed when the turn began): the
+            # answer, served and billed, is still kept and given, as a background turn's is.
+            if record is not None:
+                await stored(state.put_response(record, encoded=encoded))
 
     # -- stored responses ----------------------------------------------------------------------------
     async def _stored(self, call: Call, response_id: str) -> StoredResponse:

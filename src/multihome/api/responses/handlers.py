@@ -25,7 +25,7 @@ def handlers(
         ConversationsDoor(pipeline, state),
     )
     if background is not None:
-        background.runner.context = responses._context  # a run rebuilds its turn's context as a create does
+        background.runner.context = responses.run_context  # a run rebuilds its turn's context as a create does
     return {
         "responses_create": responses.create,
         "responses_retrieve": responses.retrieve,

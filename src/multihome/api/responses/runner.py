@@ -40,6 +40,7 @@ from ..pipeline import Call, Pipeline, finish_refused
 from .agent import AgentSetup
 from .agent_job import run_agent
 from .common import abandon, run_turn
+from .final_turn import failed, write_final
 from .items import Item
 from .stream import ResponsesStream, split_events
 from .thinking import ThinkingKeys
@@ -47,7 +48,8 @@ from .translate import Shell, to_canonical
 
 log = logging.getLogger("multihome.responses.background")
 ADDED = b"event: response.output_item.added\n"
-Context = Callable[[str, CreateResponse], Awaitable[list[Item]]]
+# A run's context, its input checked against it again, and the conversation's end then (door.py `run_context`)
+Context = Callable[[str, CreateResponse, list[Item]], Awaitable[tuple[list[Item], int | None]]]
 
 
 class BackgroundShell(Shell):
@@ -74,6 +76,7 @@ class _Run:
     streamed: bool
     pending: list[Event] = field(default_factory=list)
     stopped: bool = False  # cancelled or deleted: the store refused a write
+    end: int | None = None  # the conversation's end when the turn's tool call or result was checked (final_turn.py)
     closing: asyncio.Event = field(default_factory=asyncio.Event)
     more: asyncio.Event = field(default_factory=asyncio.Event)  # events are waiting to be written
 
@@ -142,7 +145,7 @@ class Runner:
         try:
             try:
                 assert self.context is not None
-                context = await self.context(record.tenant, req)
+                context, run.end = await self.context(record.tenant, req, record.input)
                 body = info["request"].encode()
                 turn = msgspec.structs.replace(req, stream=True)
                 canonical, dropped = await to_canonical(turn, context, record.input, thinking=shell.thinking)
@@ -165,7 +168,7 @@ class Runner:
             if call.tracker is not None:
                 outcome = "stream_error" if response["status"] == "failed" else "ok"
                 call.tracker.finish_produced(served, 200, outcome)
-            await self._finish(run, response, tail)
+            await self._finish(run, shell, response, tail)
         except BaseException:
             # Cancelled (seen at a lease renewal), this replica closing (the job is handed back), its
             # lease lost, or the run raised (the job is retried): a cancelled response keeps what was
@@ -227,7 +230,14 @@ class Runner:
                 return
             await wait_event(run.closing, self.flush_s)  # the batching interval
 
-    async def _finish(self, run: _Run, response: dict[str, Any], tail: bytes) -> None:
+    async def _finish(
+        self,
+        run: _Run,
+        shell: BackgroundShell,
+        response: dict[str, Any],
+        tail: bytes = b"",
+        err: ApiError | None = None,
+    ) -> None:
         """Usage durable, then the final response and its last events in one write (the checkpoint)."""
         record, conv = run.record, run.converter
         if run.pending and not run.stopped:  # the clients following need not wait for the usage write
@@ -237,23 +247,13 @@ class Runner:
         if self.flush_usage is not None:
             await self.flush_usage()
         events = [*run.pending, *split_events(tail, conv)] if run.streamed else []
-        if run.streamed:
-            events += split_events(conv.terminal(response), conv)
-        append = (
-            [*record.input, *response["output"]] if record.conversation_id and response["status"] != "failed" else []
-        )
+        seq = conv.next_seq if run.streamed else None
         final = replace(record, status=response["status"], response=response, background=_done(record))
-        if not await self._store().finish(final, events, append):
+        if not await write_final(self._store(), final, events, shell, seq, run.end, err):
             await self._keep_partial(run, None)  # a cancel got there first
 
     async def _fail(self, run: _Run, shell: BackgroundShell, err: ApiError) -> None:
-        conv = run.converter
-        error = {"code": err.body.code or "server_error", "message": err.body.message}
-        response = shell.render("failed", [], None, error=error)
-        tail = b""
-        if run.streamed:
-            tail = conv.event("error", {"code": err.body.code, "message": err.body.message, "param": err.body.param})
-        await self._finish(run, response, tail)
+        await self._finish(run, shell, failed(shell, err), err=err)
 
     async def _keep_partial(self, run: _Run, shell: BackgroundShell | None) -> bool:
         """A cancelled response gets this run's output; False when the response is not cancelled."""

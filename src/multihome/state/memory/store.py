@@ -42,9 +42,12 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from ...crypto import Keyring
+from ...storage import row_reads
 from ...storage.base import StoreBase, as_utc
 from ...storage.ids import new_id
 from ...storage.pg_reads import HeldReads
+from ...storage.rows import DECODE_ERRORS, RowProblem, Unreadable
+from ...storage.rows import fetch as rows_of
 from ...storage.tables import memory_namespaces, memory_records, memory_tombstones
 from .embedder import OFFLINE_PREFIX, Caller, Embedder, Routed, Space, SpaceUnavailable
 
@@ -100,6 +103,28 @@ class Namespace:
     updated_at: datetime
     embedding_model: str | None = None  # the namespace's embedding model (None: nothing embedded yet)
     embedding_dim: int | None = None
+
+
+# What `usage` leaves out on SQLite, which keeps any value in any column (storage/row_reads.py).
+_NS_MISFITS = row_reads.misfits(memory_namespaces, stamps=("updated_at",))
+_RECORD_MISFITS = row_reads.misfits(memory_records, ints=("size",), stamps=("created_at",))
+
+
+def _undecodable(key: tuple[str, str, str], exc: BaseException, ns_id: str | None = None) -> Exception:
+    """A namespace whose row, or a record of it, the driver cannot decode (SQLite keeps any value in any
+    column): its search and index loads are a 409 naming the namespace, not a 500; the records list
+    names the record, and deleting it (or the namespace) mends it."""
+    tenant, agent_id, user_id = key
+    name = ns_id or f"agent_id={agent_id!r}, user_id={user_id!r}"
+    problem = f"it or one of its records holds a value that cannot be decoded ({type(exc).__name__})"
+    return row_reads.unreadable("memory namespace", Unreadable(str(memory_namespaces.name), name, tenant, problem))
+
+
+def _listed_namespace(row: Any, fields: tuple[str, ...]) -> Namespace:
+    """`namespaces`' row, checked: a time that is not a time is reported (row_reads), not served."""
+    if not (isinstance(row[4], datetime) and isinstance(row[5], datetime)):
+        raise RowProblem("created_at or updated_at is not a time")
+    return Namespace(row[0], row[1], row[2], row[3], int(row[6]), as_utc(row[4]), as_utc(row[5]), row[7], row[8])
 
 
 @dataclass(slots=True)
@@ -571,14 +596,13 @@ class MemoryStore(StoreBase):
     async def get(self, tenant: str, record_id: str) -> MemoryRecord | None:
         r = memory_records.c
         now = _now()
+        q = self._record_query().where(
+            r.id == record_id, r.tenant_id == tenant, sa.or_(r.expires_at.is_(None), r.expires_at > now)
+        )
         async with self._read() as conn:
-            row = (
-                await conn.execute(
-                    self._record_query().where(
-                        r.id == record_id, r.tenant_id == tenant, sa.or_(r.expires_at.is_(None), r.expires_at > now)
-                    )
-                )
-            ).first()
+            row, bad = await row_reads.first(conn, q, memory_records)
+        if bad is not None:
+            raise row_reads.unreadable("memory record", bad)
         return None if row is None else await self._opened(row)
 
     async def page(
@@ -617,7 +641,10 @@ class MemoryStore(StoreBase):
                 if cursor is not None:
                     q = q.where(r.seq < cursor if desc else r.seq > cursor)
                 step = limit + 1 if keep is None else max(100, limit + 1)
-                rows = (await conn.execute(q.order_by(r.seq.desc() if desc else r.seq).limit(step))).all()
+                q = q.order_by(r.seq.desc() if desc else r.seq).limit(step)
+                rows, bad = await rows_of(conn, q, memory_records)
+                if bad:  # a page without it would end early or skip it unseen: name it instead
+                    raise row_reads.unreadable("memory record", bad[0])
                 for row in rows:
                     rec = await self._opened(row)
                     if keep is None or keep(rec.metadata):
@@ -630,8 +657,9 @@ class MemoryStore(StoreBase):
 
     async def namespaces(
         self, tenant: str, *, agent_id: str | None = None, user_id: str | None = None
-    ) -> list[Namespace]:
-        """The tenant's namespaces (optionally one agent's or one user's) with their live record counts."""
+    ) -> row_reads.Listed[Namespace]:
+        """The tenant's namespaces (optionally one agent's or one user's) with their live record counts;
+        `.unreadable` the rows that cannot be read (storage/row_reads.py)."""
         ns, r = memory_namespaces.c, memory_records.c
         now = _now()
         live = sa.and_(r.namespace_id == ns.id, sa.or_(r.expires_at.is_(None), r.expires_at > now))
@@ -646,23 +674,24 @@ class MemoryStore(StoreBase):
             count,
             ns.embedding_model,
             ns.embedding_dim,
+            ns.tenant_id,  # names the tenant of a row that cannot be read
         ).where(ns.tenant_id == tenant)
         if agent_id is not None:
             q = q.where(ns.agent_id == agent_id)
         if user_id is not None:
             q = q.where(ns.user_id == user_id)
         async with self._read() as conn:
-            rows = (await conn.execute(q.order_by(ns.agent_id, ns.user_id))).all()
-        return [
-            Namespace(row[0], row[1], row[2], row[3], int(row[6]), as_utc(row[4]), as_utc(row[5]), row[7], row[8])
-            for row in rows
-        ]
+            return await row_reads.read_all(
+                conn, q.order_by(ns.agent_id, ns.user_id), memory_namespaces, _listed_namespace
+            )
 
-    async def usage(self, tenant: str) -> list[dict[str, Any]]:
+    async def usage(self, tenant: str) -> row_reads.Listed[dict[str, Any]]:
         """What each of the tenant's namespaces holds, for operators: live records, their bodies' bytes and
-        the oldest and newest write. One grouped read of the clear columns; nothing is opened."""
+        the oldest and newest write. One grouped read of the clear columns; nothing is opened. Rows SQLite
+        holds with a time or size not of its type are left out (row_reads.misfits) and listed in `unreadable`."""
         ns, r = memory_namespaces.c, memory_records.c
         now = _now()
+        fitting = row_reads.fitting(self.engine, _RECORD_MISFITS)
         live = sa.and_(r.namespace_id == ns.id, sa.or_(r.expires_at.is_(None), r.expires_at > now))
         q = (
             sa.select(
@@ -675,14 +704,17 @@ class MemoryStore(StoreBase):
                 sa.func.min(r.created_at),
                 sa.func.max(r.created_at),
             )
-            .select_from(memory_namespaces.outerjoin(memory_records, live))
-            .where(ns.tenant_id == tenant)
+            .select_from(memory_namespaces.outerjoin(memory_records, sa.and_(live, *fitting)))
+            .where(ns.tenant_id == tenant, *row_reads.fitting(self.engine, _NS_MISFITS))
             .group_by(ns.id, ns.agent_id, ns.user_id, ns.default_ttl_s, ns.updated_at)
             .order_by(ns.agent_id, ns.user_id)
         )
         async with self._read() as conn:
             rows = (await conn.execute(q)).all()
-        return [
+            mine = [memory_namespaces.c.tenant_id == tenant]
+            unreadable = await row_reads.misfit_rows(conn, memory_namespaces, _NS_MISFITS, mine)
+            unreadable += await row_reads.misfit_rows(conn, memory_records, _RECORD_MISFITS, [r.tenant_id == tenant])
+        out: row_reads.Listed[dict[str, Any]] = row_reads.Listed(
             {
                 "agent_id": row[0],
                 "user_id": row[1],
@@ -694,7 +726,9 @@ class MemoryStore(StoreBase):
                 "updated_at": as_utc(row[3]),
             }
             for row in rows
-        ]
+        )
+        out.unreadable = unreadable
+        return out
 
     # -- search ---------------------------------------------------------------------------------
     async def search(
@@ -771,9 +805,12 @@ class MemoryStore(StoreBase):
         holds the namespace's lock)."""
         tenant, agent_id, user_id = key
         known = self._cache.get(key)
-        row, first = await self._run_read(
-            _probe(key, (known.index.namespace_id, known.index.seq) if known is not None else None)
-        )
+        try:
+            row, first = await self._run_read(
+                _probe(key, (known.index.namespace_id, known.index.seq) if known is not None else None)
+            )
+        except DECODE_ERRORS as exc:
+            raise _undecodable(key, exc) from None
         if row is None:
             self._cache.pop(key, None)
             return None
@@ -828,7 +865,10 @@ class MemoryStore(StoreBase):
             if first is not None:
                 (rows, gone), first = first, None
             else:
-                rows, gone = await self._run_read(_changes(ns_id, since, start, head), short=False)
+                try:
+                    rows, gone = await self._run_read(_changes(ns_id, since, start, head), short=False)
+                except DECODE_ERRORS as exc:
+                    raise _undecodable((tenant, "", ""), exc, ns_id) from None
             plain = [await self.keyring.open(tenant, PURPOSE, TABLE, row.id, bytes(row.body)) for row in rows]
             if len(rows) > 64:  # decoding, stemming and indexing: off the event loop (the lock keeps searches out)
                 await asyncio.to_thread(self._apply, cached, model, rows, plain)

@@ -1,0 +1,170 @@
+"""Stored rows beyond the snapshot's tables that the gateway cannot read (a hand edit, a row another version
+wrote): MCP server registrations and contracts. Never a 500: a list answers its readable rows and names the
+others under `unreadable`; a get, a report, or a model call that needs the row answers 409 `unreadable_row`
+naming it; one tenant's bad row never touches another tenant's calls. In process, on SQLite and PostgreSQL,
+rows broken by SQL as an operator's edit would (docs/storage.md "A row the gateway cannot read")."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+
+import httpx
+import pytest
+
+from admin_http import error, ok
+from builders import price
+from stored_app import STORES, StoredWorld, store_url, stored_app
+
+pytestmark = pytest.mark.anyio
+ADMIN_KEY = "mh-bootstrap-admin-key-for-unreadable-governance"
+T = "/admin/v1/tenants"
+C = "/admin/v1/contracts"
+SECRET = "Bearer mcp-header-s3cret"
+
+
+@pytest.fixture(autouse=True)
+def _admin_key(monkeypatch):
+    monkeypatch.setenv("MH_TEST_UNREADABLE_GOV", ADMIN_KEY)
+
+
+class World(StoredWorld):
+    secrets = (SECRET,)
+
+
+@pytest.fixture(params=STORES)
+async def world(request, tmp_path):
+    url = store_url(request, tmp_path)
+    fields = {"deployment_fields": {"price": price(3, 15)}, "contracts": {"refresh_s": 0.05, "flush_interval_s": 0.01}}
+    async with stored_app(url, "MH_TEST_UNREADABLE_GOV", **fields) as (client, _):
+        yield World(client, url, ADMIN_KEY)
+
+
+def reported(listing: dict, row_id: str, table: str) -> dict:
+    found = [u for u in listing.get("unreadable", []) if u["id"] == row_id]
+    assert len(found) == 1, listing
+    assert found[0]["object"] == "unreadable_row" and found[0]["table"] == table, found
+    assert row_id not in {item.get("id") for item in listing["data"]}, listing
+    return found[0]
+
+
+def unreadable(resp: httpx.Response, name: str) -> dict:
+    err = error(resp, 409)
+    assert err["code"] == "unreadable_row" and name in err["message"], err
+    return err
+
+
+async def until(check, what: str):
+    deadline = asyncio.get_running_loop().time() + 20
+    while True:
+        found = await check()
+        if found:
+            return found
+        assert asyncio.get_running_loop().time() < deadline, what
+        await asyncio.sleep(0.05)
+
+
+def mcp(label: str) -> dict:
+    tool = {"type": "mcp", "server_label": label, "require_approval": "never"}
+    return {"model": "g", "input": "use it", "tools": [tool]}
+
+
+@pytest.mark.parametrize(
+    ("column", "raw"),
+    [
+        pytest.param("allowed_tools", '"search"', id="allowed-tools-a-string"),
+        pytest.param("header_names", '"Authorization"', id="header-names-a-string"),
+        pytest.param("headers", None, id="headers-sealed-for-another-row"),
+    ],
+)
+async def test_an_mcp_server_that_cannot_be_read_is_listed_apart_refused_by_get_and_by_a_call_and_deleted(
+    world, column, raw
+):
+    w = world
+    acme, acme_key = await w.tenant("acme")
+    other, other_key = await w.tenant("other")
+    body = {"url": "http://127.0.0.1:9/mcp", "headers": {"Authorization": SECRET}, "require_approval": "never"}
+    for tenant in (acme, other):
+        for name in ("broken", "fine"):
+            await ok(await w.call("POST", f"{T}/{tenant}/mcp-servers", json={"name": name, **body}), 201)
+    where = "tenant_id = :t AND name = 'broken'"
+    if column == "headers":  # a sealed value that no longer opens: the one sealed for its neighbour
+        await w.sql(
+            f"UPDATE mcp_servers SET headers = (SELECT headers FROM mcp_servers WHERE tenant_id = :t AND "
+            f"name = 'fine') WHERE {where}",
+            {"t": acme},
+        )
+    else:
+        json = "CAST(:raw AS JSON)" if w.url.startswith("postgresql") else ":raw"
+        await w.sql(f"UPDATE mcp_servers SET {column} = {json} WHERE {where}", {"raw": raw, "t": acme})
+
+    listing = await ok(await w.call("GET", f"{T}/{acme}/mcp-servers"))
+    if column == "headers":  # what the list shows is readable; the row fails where its headers are opened
+        assert sorted(s["name"] for s in listing["data"]) == ["broken", "fine"]
+    else:
+        assert [s["name"] for s in listing["data"]] == ["fine"]
+        bad = reported(listing, "broken", "mcp_servers")
+        assert bad["tenant_id"] == acme and column in bad["problem"], bad
+        unreadable(await w.call("GET", f"{T}/{acme}/mcp-servers/broken"), "broken")
+    # A model call that names it: 409 before anything is sent (on main: a 500).
+    err = unreadable(await w.call("POST", "/v1/responses", acme_key, json=mcp("broken")), "broken")
+    assert err["param"].startswith("tools[0]")
+    # Its neighbour and the other tenant's server of the same name get as far as egress (nothing listens).
+    for key, label in ((acme_key, "fine"), (other_key, "broken")):
+        assert error(await w.call("POST", "/v1/responses", key, json=mcp(label)), 403)["code"] == "mcp_egress_denied"
+    assert "unreadable" not in await ok(await w.call("GET", f"{T}/{other}/mcp-servers"))
+
+    gone = await ok(await w.call("DELETE", f"{T}/{acme}/mcp-servers/broken"))  # the mend
+    assert gone["deleted"] is True
+    assert "unreadable" not in await ok(await w.call("GET", f"{T}/{acme}/mcp-servers"))
+
+
+async def test_a_contract_that_cannot_be_read_is_listed_apart_and_refused_by_get_and_reports(world):
+    w = world
+    _, key = await w.tenant("acme")
+    today = dt.date.today()
+    contract = {
+        "kind": "revenue_share",
+        "parties": ["Us", "Them"],
+        "rate": "0.5",
+        "starts_on": str(today - dt.timedelta(days=1)),
+        "ends_on": str(today + dt.timedelta(days=30)),
+    }
+    for cid in ("rs-bad", "rs-good"):
+        await ok(await w.call("POST", C, json={"id": cid, **contract}), 201)
+    chat = {"model": "g", "messages": [{"role": "user", "content": "hi"}]}
+    assert (await w.call("POST", "/v1/chat/completions", key, json=chat)).status_code == 200
+
+    async def accrued():
+        return (await ok(await w.call("GET", f"{C}/rs-good")))["calls"] == 1
+
+    await until(accrued, "the call did not accrue")
+    json = "CAST(:raw AS JSON)" if w.url.startswith("postgresql") else ":raw"
+    await w.sql(f"UPDATE contract_agreements SET spec = {json} WHERE id = 'rs-bad'", {"raw": '{"kind": "nope"}'})
+
+    async def left_out():
+        listing = await ok(await w.call("GET", C))
+        return listing if "unreadable" in listing else None
+
+    listing = await until(left_out, "the agreement was not reported")  # on main: never (each refresh failed)
+    assert [c["id"] for c in listing["data"]] == ["rs-good"]
+    assert reported(listing, "rs-bad", "contract_agreements")["tenant_id"] is None
+    unreadable(await w.call("GET", f"{C}/rs-bad"), "rs-bad")
+    assert (await ok(await w.call("GET", f"{C}/rs-good/report")))["calls"] == 1
+    again = await w.call("POST", C, json={"id": "rs-bad", **contract})  # its id is taken
+    assert error(again, 409)["code"] == "conflict"
+    new = await w.call("POST", C, json={"id": "rs-new", **contract})  # on main: the refresh failed, 400
+    assert (await ok(new, 201))["id"] == "rs-new"
+
+    # An accrual that cannot be read: the contract's report would be wrong without it, so it is a 409.
+    await w.sql("UPDATE ledger_accruals SET amount = 'lots' WHERE contract_id = 'rs-good'")
+    err = unreadable(await w.call("GET", f"{C}/rs-good/report"), "ledger_accruals")
+    assert "lots" not in err["message"]
+    unreadable(await w.call("GET", f"{C}/report.csv"), "ledger_accruals")
+
+    # The console's contracts page shows the others and names both (on main: its reports' 409 failed the page).
+    assert (await w.client.post("/console/login", data={"key": ADMIN_KEY})).status_code == 303
+    page = await w.client.get("/console/contracts")
+    assert page.status_code == 200, page.text[:500]
+    assert 'data-unreadable="rs-bad"' in page.text and 'data-unreadable="rs-good"' in page.text
+    assert "rs-new" in page.text and "lots" not in page.text
