@@ -13,6 +13,8 @@ from __future__ import annotations
 from pyqwest import HTTPTransport, Proxy, ReadError, RemoteProtocolError, WriteError
 from pyqwest._pyqwest import Client as Client  # the native client: its calls are awaitables, no wrapper coroutine
 
+from .gate import Gate
+
 # reqwest reads HTTP(S)_PROXY unless a proxy is given: this one is given, and is bypassed for every
 # host ("*" matches names, the two nets every address), so no call goes through any proxy. Were a host
 # ever not matched, the call would fail on the closed port 9, not reach a proxy.
@@ -23,26 +25,35 @@ _NO_PROXY = Proxy("http://127.0.0.1:9", no_proxy="*,0.0.0.0/0,::/0")
 UPSTREAM_ERRORS = (ConnectionError, RemoteProtocolError, ReadError, WriteError)
 
 Timeouts = tuple[float, float, float | None]  # connect_s, first_byte_s, total_s
+Upstream = tuple[Client, Gate]  # a client of a pool and the pool's gate (its max_connections)
 
 
 class ProviderPool:
-    """A provider's clients, one per set of timeouts, made on first use and closed together."""
+    """A provider's clients, one per set of timeouts, made on first use and closed together. Their
+    requests in flight, all clients together, are capped by one gate (`max_connections`): pyqwest
+    0.12.0 does not enforce its own cap."""
 
     def __init__(self, provider: str, max_connections: int) -> None:
         self.provider = provider
         self.max_connections = max_connections
-        self._clients: dict[Timeouts, tuple[HTTPTransport, Client]] = {}
+        self.gate = Gate(max_connections)
+        self._clients: dict[Timeouts, tuple[HTTPTransport, Upstream]] = {}
 
-    def client(self, timeouts: Timeouts) -> Client:
+    def upstream(self, timeouts: Timeouts) -> Upstream:
+        """The client with these timeouts and the pool's gate (one tuple per client: groups share it)."""
         found = self._clients.get(timeouts)
         if found is None:
-            found = self._clients[timeouts] = _build(self.max_connections, timeouts)
+            transport = _transport(self.max_connections, timeouts)
+            found = self._clients[timeouts] = (transport, (Client(transport), self.gate))
         return found[1]
+
+    def client(self, timeouts: Timeouts) -> Client:
+        return self.upstream(timeouts)[0]
 
     def any_client(self) -> Client:
         """A client of this provider for a call that sets its own total timeout (health probes)."""
         if self._clients:
-            return next(iter(self._clients.values()))[1]
+            return next(iter(self._clients.values()))[1][0]
         return self.client((5.0, 60.0, None))
 
     async def close(self) -> None:
@@ -51,7 +62,7 @@ class ProviderPool:
         self._clients.clear()
 
 
-def _build(max_connections: int, timeouts: Timeouts) -> tuple[HTTPTransport, Client]:
+def _transport(max_connections: int, timeouts: Timeouts) -> HTTPTransport:
     connect_s, first_byte_s, total_s = timeouts
     transport = HTTPTransport(
         proxy=_NO_PROXY,
@@ -61,12 +72,15 @@ def _build(max_connections: int, timeouts: Timeouts) -> tuple[HTTPTransport, Cli
         enable_zstd=False,
         enable_otel=False,  # its spans and metrics cost per call; the gateway meters itself
         max_connections_per_address=max_connections,
+        # pyqwest keeps 2 idle connections per host unless told: a burst's others would be closed and
+        # opened again; aiohttp's pool kept up to its limit, as here.
+        pool_max_idle_per_host=max_connections,
         pool_idle_timeout=60.0,
         connect_timeout=connect_s,
         read_timeout=first_byte_s,
         timeout=total_s,
     )
-    return transport, Client(transport)
+    return transport
 
 
 class Transport:

@@ -26,6 +26,7 @@ from ..providers.base import (
     UNSUPPORTED,
     UpstreamRequest,
 )
+from ..providers.gate import wait_permit
 from ..providers.transport import UPSTREAM_ERRORS
 from ..schema import header_text
 from ..schema.errors import ApiError
@@ -352,7 +353,13 @@ async def _unary_once(
         if req.fan_out:
             status, headers, body = await _post_fanned(dep, group, req)
         else:  # _post, inline: one coroutine less per call (the client follows no redirect: see _redirect)
-            resp = await group.clients[dep.name].post(req.url, req.headers, req.body)
+            client, gate = group.clients[dep.name]
+            if not gate.take():
+                await wait_permit(gate, group.timeouts[2])
+            try:
+                resp = await client.post(req.url, req.headers, req.body)
+            finally:
+                gate.give()  # the answer is read whole (or the call is over): its connection is free
             status, headers, body = resp.status, resp.headers, resp.content  # type: ignore[assignment]  # pyqwest's Headers: a case-insensitive str mapping, not registered as one
     except TimeoutError:  # pyqwest's timeouts (connect, first byte or a later gap, total) are TimeoutErrors
         return _Result(UNAVAILABLE, "timeout")
@@ -376,7 +383,13 @@ async def _unary_once(
 async def _post(
     dep: DeploymentRuntime, group: GroupRuntime, url: str, body: bytes, headers: Mapping[str, str]
 ) -> tuple[int, Mapping[str, str], bytes]:
-    resp = await group.clients[dep.name].post(url, headers, body)  # the client follows no redirect: see _redirect
+    client, gate = group.clients[dep.name]
+    if not gate.take():
+        await wait_permit(gate, group.timeouts[2])
+    try:
+        resp = await client.post(url, headers, body)  # the client follows no redirect: see _redirect
+    finally:
+        gate.give()
     return resp.status, resp.headers, resp.content  # type: ignore[return-value]  # pyqwest's Headers: a case-insensitive str mapping, not registered as one
 
 
@@ -415,25 +428,38 @@ async def _post_fanned(
 async def _stream_once(
     dep: DeploymentRuntime, group: GroupRuntime, req: UpstreamRequest, forward_usage: bool
 ) -> _Result:
+    client, gate = group.clients[dep.name]
+    # The permit is held until the stream's connection is free again: its end read, or its close done.
+    if not gate.take():
+        try:
+            await wait_permit(gate, group.timeouts[2])
+        except TimeoutError:
+            return _Result(UNAVAILABLE, "timeout")
     try:  # the client follows no redirect: see _redirect
-        resp = await group.clients[dep.name].stream("POST", req.url, req.headers, req.body)
+        resp = await client.stream("POST", req.url, req.headers, req.body)
     except TimeoutError:
+        gate.give()
         return _Result(UNAVAILABLE, "timeout")
     except UPSTREAM_ERRORS as exc:
+        gate.give()
         return _Result(UNAVAILABLE, _conn_label(exc))
+    except BaseException:  # cancelled before the head (its request is aborted), or anything else
+        gate.give()
+        raise
     if 300 <= resp.status < 400:
-        close_call(resp)
+        close_call(resp, gate)
         return _redirect(resp.status)
     if resp.status >= 300:
         try:
             body = b"".join([bytes(chunk) async for chunk in resp.content])
         except (*UPSTREAM_ERRORS, TimeoutError):
             body = b""
-        close_call(resp)
+        finally:
+            close_call(resp, gate)  # also when cancelled while reading the error body
         headers: Mapping[str, str] = resp.headers  # type: ignore[assignment]  # pyqwest's Headers: a case-insensitive str mapping, not registered as one
         c = dep.adapter.classify_error(resp.status, headers, body)
         return _Result(c.kind, c.label, c.retry_after, resp.status, body)
-    relay = StreamRelay(resp, dep.adapter, dep.upstream_model, dep.name, forward_usage, req.stream_decoder)
+    relay = StreamRelay(resp, dep.adapter, dep.upstream_model, dep.name, forward_usage, req.stream_decoder, gate)
     try:
         first = await relay.first()
     except StreamBroken as exc:

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from ..config import Config, ModelGroup, Price
 from ..providers.base import Adapter
 from ..providers.registry import BY_NAME, build_adapter
-from ..providers.transport import Client, ProviderPool, Timeouts, Transport
+from ..providers.transport import ProviderPool, Timeouts, Transport, Upstream
 from ..schema import header_text
 
 
@@ -40,8 +40,9 @@ class GroupRuntime:
     deployments: list[DeploymentRuntime]
     policy: ModelGroup
     timeouts: Timeouts = field(init=False)
-    # deployment -> the client of its provider's pool with this group's timeouts (bind, once started)
-    clients: dict[str, Client] = field(init=False)
+    # deployment -> the client of its provider's pool with this group's timeouts, and the pool's gate
+    # (max_connections), bound once started
+    clients: dict[str, Upstream] = field(init=False)
     strategy: str = field(init=False)
     position: dict[str, int] = field(init=False)  # deployment -> index in config order
     needs_size: bool = field(init=False)  # whether any deployment has a window or output limit to check
@@ -59,7 +60,7 @@ class GroupRuntime:
 
     def bind(self) -> None:
         """Take each deployment's client from its provider's pool (after the catalog bound the pools)."""
-        self.clients = {d.name: d.session.client(self.timeouts) for d in self.deployments if d.session is not None}
+        self.clients = {d.name: d.session.upstream(self.timeouts) for d in self.deployments if d.session is not None}
 
 
 @dataclass(frozen=True, slots=True)

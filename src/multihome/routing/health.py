@@ -75,10 +75,15 @@ class HealthProber:
             req = await build
             assert dep.session is not None  # bound by Catalog.start
             # Redirects are not followed (routing/attempts.py, _redirect) and do not count as an answer.
-            client = dep.session.any_client()
+            client, gate = dep.session.any_client(), dep.session.gate
             # pyqwest has no per-call timeout: timing out cancels the call, which aborts its request.
+            # A probe holds one of the pool's permits as a call does (max_connections).
             async with asyncio.timeout(self.timeout):
-                resp = await client.post(req.url, req.headers, req.body)
+                await gate.wait()
+                try:
+                    resp = await client.post(req.url, req.headers, req.body)
+                finally:
+                    gate.give()
             body, headers = resp.content, cast(Mapping[str, str], resp.headers)  # a case-insensitive mapping
             ok = (
                 resp.status < 300

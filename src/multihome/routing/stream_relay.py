@@ -15,6 +15,7 @@ import msgspec
 from pyqwest import Response
 
 from ..providers.base import Adapter, StreamDecoder
+from ..providers.gate import Gate
 from ..providers.sse import DONE, frame
 from ..providers.transport import UPSTREAM_ERRORS
 from ..schema.errors import ErrorBody, ErrorEnvelope
@@ -40,12 +41,15 @@ class StreamCut(Exception):
 _closing: set[asyncio.Task[None]] = set()  # closes under way (the loop keeps only weak references to tasks)
 
 
-def close_call(call: Response) -> None:
+def close_call(call: Response, gate: Gate | None = None) -> None:
     """Close a streamed call's connection (not returned to the pool: its answer may be unread), from
-    code that cannot await: pyqwest's close is a coroutine, so it runs as a task of its own."""
+    code that cannot await: pyqwest's close is a coroutine, so it runs as a task of its own. The call's
+    permit of `gate` is given back once the close is done (the connection is gone by then)."""
     task = asyncio.ensure_future(call.aclose())
     _closing.add(task)
     task.add_done_callback(_closing.discard)
+    if gate is not None:
+        task.add_done_callback(lambda _: gate.give())
 
 
 def error_event(message: str, code: str) -> bytes:
@@ -62,8 +66,10 @@ class StreamRelay:
         deployment: str,
         forward_usage: bool,
         decoder: StreamDecoder | None = None,
+        gate: Gate | None = None,
     ) -> None:
         self._call: Response | None = resp  # None once closed
+        self._gate = gate  # the call's permit (its pool's max_connections), None once given back
         self._reader = resp.content
         self._eof = False  # the whole answer read: its connection went back to the pool by itself
         self._cut: StreamCut | None = None
@@ -132,7 +138,8 @@ class StreamRelay:
     def close(self) -> None:
         call, self._call = self._call, None
         if call is not None and not self._eof:
-            close_call(call)
+            gate, self._gate = self._gate, None
+            close_call(call, gate)
 
     def cut(self, reason: str, code: str) -> None:
         """End the stream at its next read with an error event saying `reason` (wakes a read in progress)."""
@@ -152,6 +159,9 @@ class StreamRelay:
             chunk = await anext(self._reader)
         except StopAsyncIteration:
             self._eof = True
+            gate, self._gate = self._gate, None
+            if gate is not None:
+                gate.give()  # the whole answer read: its connection is back in the pool
             return b""
         except asyncio.CancelledError:
             task = self._reading
