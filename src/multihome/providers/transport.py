@@ -5,7 +5,8 @@ gateway sets them per model group: a provider's pool is one transport per distin
 groups use (usually one). Each keeps its own connections. Cancelling a call aborts its upstream request
 (the connection is closed at once: a hedge's loser, a client that went away). No system proxy, no
 redirects followed (routing/attempts.py `_redirect`), no cookies, no User-Agent (as aiohttp's session),
-gzip asked for and undone, header names in lower case (hyper's own).
+gzip asked for and undone, header names in lower case (hyper's own). TLS trusts the system's CA
+store, or SSL_CERT_FILE / SSL_CERT_DIR when set.
 """
 
 from __future__ import annotations
@@ -65,6 +66,10 @@ class ProviderPool:
 def _transport(max_connections: int, timeouts: Timeouts) -> HTTPTransport:
     connect_s, first_byte_s, total_s = timeouts
     transport = HTTPTransport(
+        # pyqwest trusts no CA unless told (TLS would fail for every https provider). The system's
+        # store, as aiohttp's default SSL context trusted; SSL_CERT_FILE / SSL_CERT_DIR replace it as
+        # they did for OpenSSL (an enterprise's TLS-inspecting proxy CA: docs/deploy.md).
+        tls_include_system_certs=True,
         proxy=_NO_PROXY,
         follow_redirects=False,
         enable_gzip=True,
