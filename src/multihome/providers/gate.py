@@ -37,6 +37,8 @@ class Gate:
             return
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._waiters.append(fut)
+        if self.free > 0:  # queued behind a waiter whose cancel is not handled yet: permits are free
+            self._wake()
         try:
             await fut
         except asyncio.CancelledError:
@@ -47,17 +49,24 @@ class Gate:
                     self._waiters.remove(fut)
                 except ValueError:
                     pass
+                if self.free > 0 and self._waiters:
+                    self._wake()  # a call that queued behind this one meanwhile
             raise
 
     def give(self) -> None:
         """Give a permit back: to the first waiter still waiting, else to the pool."""
+        self.free += 1
+        if self._waiters:
+            self._wake()
+
+    def _wake(self) -> None:
+        """Hand the free permits to the waiters, first come first served (a cancelled one is skipped)."""
         waiters = self._waiters
-        while waiters:
+        while self.free > 0 and waiters:
             fut = waiters.popleft()
             if not fut.done():
+                self.free -= 1
                 fut.set_result(None)
-                return
-        self.free += 1
 
     @property
     def in_use(self) -> int:
