@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import asyncio
 import json
+from typing import cast
 
 from hypothesis import given
 from hypothesis import strategies as st
+from pyqwest import Response
 
 from multihome.api.anthropic.stream import AnthropicStream
 from multihome.api.anthropic.translate import to_anthropic
@@ -215,10 +217,10 @@ class _Deployment:
 
 
 class _Response:
-    """Stands in for the aiohttp response a StreamRelay reads; only close() is used here."""
+    """Stands in for the upstream response a StreamRelay reads; these tests feed _process directly, so
+    its body reader is never read (nor the call closed)."""
 
-    def close(self) -> None:
-        pass
+    content = None
 
 
 def _unary(kind: str, body: bytes) -> None:
@@ -250,7 +252,7 @@ def _chunks(data: bytes, cuts: list[int]) -> list[bytes]:
 def _relay(kind: str, data: bytes, cuts: list[int]) -> None:
     """Upstream stream bytes through the relay and on through the Anthropic door's converter."""
     adapter, model, _ = BY_KIND[kind]
-    relay = StreamRelay(_Response(), adapter, model, "dep", forward_usage=True)
+    relay = StreamRelay(cast(Response, _Response()), adapter, model, "dep", forward_usage=True)
     door = AnthropicStream(MESSAGES_REQUEST)
     for piece in [*_chunks(data, cuts), b""]:  # b"": upstream EOF
         out = upstream_stage(f"{kind} relay", relay._process, data, piece, allowed=())

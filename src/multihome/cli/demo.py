@@ -7,8 +7,9 @@ import argparse
 
 def demo(args: argparse.Namespace) -> int:
     from ..demo import run_demo
+    from .process_end import end_process
 
-    return run_demo(port=args.port, scripted_only=args.once)
+    end_process(run_demo(port=args.port, scripted_only=args.once))  # not through finalization: process_end.py
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:

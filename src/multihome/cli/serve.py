@@ -52,6 +52,7 @@ def serve(args: argparse.Namespace) -> int:
     from ..app import CONFIG_ENV, DRAIN_ENV, LISTEN_ENV, SUPERVISED_ENV, served_app
     from ..observability.logs import serve_log_config
     from ..observability.metrics_dir import per_run
+    from .process_end import end_process
 
     config = load_config(args.config)
     if args.drain_timeout is not None:
@@ -99,6 +100,7 @@ def serve(args: argparse.Namespace) -> int:
             _run_workers(uvicorn.Config("multihome.app:app_from_env", factory=True, workers=args.workers, **common))
     else:
         uvicorn.run(served_app(config, f"http://{host}:{port}", os.path.abspath(args.config)), **common)
+        end_process(0)  # stopped (SIGINT; SIGTERM never gets here): not through finalization, see process_end.py
     return 0
 
 

@@ -21,7 +21,6 @@ from urllib.parse import quote
 
 import botocore.session
 import msgspec
-import yarl
 from botocore.auth import (  # type: ignore[attr-defined]  # _host_from_url is private: botocore-stubs type only the public surface
     SIGNED_HEADERS_BLACKLIST,
     SigV4Auth,
@@ -344,15 +343,15 @@ class Runtime:
         self.provider = provider
         self.base = endpoint.rstrip("/")
         self._signer = signer
-        self._urls: dict[tuple[str, str], yarl.URL] = {}
+        self._urls: dict[tuple[str, str], str] = {}
 
-    def url(self, model: str, operation: str) -> yarl.URL:
+    def url(self, model: str, operation: str) -> str:
         url = self._urls.get((model, operation))
         if url is None:
             # The model id is one percent-encoded path label (`:` -> %3A, ARN `/` -> %2F), exactly
-            # as botocore sends it. `encoded=True` keeps aiohttp from re-normalising it: the bytes
-            # on the wire must be the ones that were signed.
-            url = yarl.URL(f"{self.base}/model/{quote(model, safe='')}/{operation}", encoded=True)
+            # as botocore sends it; the upstream client sends an already encoded path as it is (the
+            # bytes on the wire must be the ones that were signed: tests/providers check them).
+            url = f"{self.base}/model/{quote(model, safe='')}/{operation}"
             if len(self._urls) < 4096:
                 self._urls[(model, operation)] = url
         return url
@@ -362,11 +361,10 @@ class Runtime:
     ) -> UpstreamRequest:
         return await self.signed(self.url(model, operation), body, base, dropped)
 
-    async def signed(self, url: yarl.URL, body: bytes, base: dict[str, str], dropped: list[str]) -> UpstreamRequest:
+    async def signed(self, url: str, body: bytes, base: dict[str, str], dropped: list[str]) -> UpstreamRequest:
         """A call to `url` (on this endpoint) with its signature or API key."""
-        headers = await self._signer.headers(str(url), body, base)
-        # UpstreamRequest.url is normally a str; aiohttp accepts the yarl.URL as is (see url()).
-        return UpstreamRequest(url, headers, body, dropped)  # type: ignore[arg-type]
+        headers = await self._signer.headers(url, body, base)
+        return UpstreamRequest(url, headers, body, dropped)
 
 
 def runtime(name: str, provider: Provider, endpoint: str, stored_key: str | None = None) -> Runtime:

@@ -13,8 +13,8 @@ import random
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 
-import aiohttp
 import msgspec
+from pyqwest import ReadError, RemoteProtocolError, WriteError
 
 from ..config import ModelGroup
 from ..providers.base import (
@@ -26,6 +26,8 @@ from ..providers.base import (
     UNSUPPORTED,
     UpstreamRequest,
 )
+from ..providers.gate import wait_permit
+from ..providers.transport import UPSTREAM_ERRORS
 from ..schema import header_text
 from ..schema.errors import ApiError
 from ..schema.peek import ResponsePeek, peek_decoder
@@ -33,7 +35,7 @@ from .breakers import CLOSED, Breakers
 from .catalog import DeploymentRuntime, GroupRuntime
 from .latency import LatencyStats
 from .planner import Plan
-from .stream_relay import StreamBroken, StreamRelay
+from .stream_relay import StreamBroken, StreamRelay, close_call
 
 # The front door's two halves of a call: its upstream request for a deployment, and the reading
 # of a 2xx upstream body (with its headers) back into the client's schema.
@@ -350,15 +352,18 @@ async def _unary_once(
     try:
         if req.fan_out:
             status, headers, body = await _post_fanned(dep, group, req)
-        else:  # _post, inline: one coroutine less per call
-            assert dep.session is not None  # bound by Catalog.start
-            resp = await dep.session.post(
-                req.url, data=req.body, headers=req.headers, timeout=group.unary_timeout, allow_redirects=False
-            )  # see _redirect
-            status, headers, body = resp.status, resp.headers, await resp.read()
-    except TimeoutError:
+        else:  # _post, inline: one coroutine less per call (the client follows no redirect: see _redirect)
+            client, gate = group.clients[dep.name]
+            if not gate.take():
+                await wait_permit(gate, group.timeouts[2])
+            try:
+                resp = await client.post(req.url, req.headers, req.body)
+            finally:
+                gate.give()  # the answer is read whole (or the call is over): its connection is free
+            status, headers, body = resp.status, resp.headers, resp.content  # type: ignore[assignment]  # pyqwest's Headers: a case-insensitive str mapping, not registered as one
+    except TimeoutError:  # pyqwest's timeouts (connect, first byte or a later gap, total) are TimeoutErrors
         return _Result(UNAVAILABLE, "timeout")
-    except aiohttp.ClientError as exc:
+    except UPSTREAM_ERRORS as exc:
         return _Result(UNAVAILABLE, _conn_label(exc))
     if 300 <= status < 400:
         return _redirect(status)
@@ -378,11 +383,14 @@ async def _unary_once(
 async def _post(
     dep: DeploymentRuntime, group: GroupRuntime, url: str, body: bytes, headers: Mapping[str, str]
 ) -> tuple[int, Mapping[str, str], bytes]:
-    assert dep.session is not None  # bound by Catalog.start
-    resp = await dep.session.post(
-        url, data=body, headers=headers, timeout=group.unary_timeout, allow_redirects=False
-    )  # see _redirect
-    return resp.status, resp.headers, await resp.read()
+    client, gate = group.clients[dep.name]
+    if not gate.take():
+        await wait_permit(gate, group.timeouts[2])
+    try:
+        resp = await client.post(url, headers, body)  # the client follows no redirect: see _redirect
+    finally:
+        gate.give()
+    return resp.status, resp.headers, resp.content  # type: ignore[return-value]  # pyqwest's Headers: a case-insensitive str mapping, not registered as one
 
 
 # How many pieces of one fanned-out call are in flight at once: enough to hide latency, few enough
@@ -420,26 +428,38 @@ async def _post_fanned(
 async def _stream_once(
     dep: DeploymentRuntime, group: GroupRuntime, req: UpstreamRequest, forward_usage: bool
 ) -> _Result:
-    assert dep.session is not None  # bound by Catalog.start
-    try:
-        resp = await dep.session.post(
-            req.url, data=req.body, headers=req.headers, timeout=group.stream_timeout, allow_redirects=False
-        )  # see _redirect
+    client, gate = group.clients[dep.name]
+    # The permit is held until the stream's connection is free again: its end read, or its close done.
+    if not gate.take():
+        try:
+            await wait_permit(gate, group.timeouts[2])
+        except TimeoutError:
+            return _Result(UNAVAILABLE, "timeout")
+    try:  # the client follows no redirect: see _redirect
+        resp = await client.stream("POST", req.url, req.headers, req.body)
     except TimeoutError:
+        gate.give()
         return _Result(UNAVAILABLE, "timeout")
-    except aiohttp.ClientError as exc:
+    except UPSTREAM_ERRORS as exc:
+        gate.give()
         return _Result(UNAVAILABLE, _conn_label(exc))
+    except BaseException:  # cancelled before the head (its request is aborted), or anything else
+        gate.give()
+        raise
     if 300 <= resp.status < 400:
-        resp.close()
+        close_call(resp, gate)
         return _redirect(resp.status)
     if resp.status >= 300:
         try:
-            body = await resp.read()
-        except (aiohttp.ClientError, TimeoutError):
+            body = b"".join([bytes(chunk) async for chunk in resp.content])
+        except (*UPSTREAM_ERRORS, TimeoutError):
             body = b""
-        c = dep.adapter.classify_error(resp.status, resp.headers, body)
+        finally:
+            close_call(resp, gate)  # also when cancelled while reading the error body
+        headers: Mapping[str, str] = resp.headers  # type: ignore[assignment]  # pyqwest's Headers: a case-insensitive str mapping, not registered as one
+        c = dep.adapter.classify_error(resp.status, headers, body)
         return _Result(c.kind, c.label, c.retry_after, resp.status, body)
-    relay = StreamRelay(resp, dep.adapter, dep.upstream_model, dep.name, forward_usage, req.stream_decoder)
+    relay = StreamRelay(resp, dep.adapter, dep.upstream_model, dep.name, forward_usage, req.stream_decoder, gate)
     try:
         first = await relay.first()
     except StreamBroken as exc:
@@ -453,17 +473,22 @@ async def _stream_once(
 
 def _redirect(status: int) -> _Result:
     """An upstream redirect is not followed: the gateway calls only the addresses its config names,
-    and following would also hand the provider key (api-key, x-api-key, x-goog-api-key: headers
-    aiohttp keeps across origins) to whatever the Location names. The deployment is unavailable."""
+    and following would also hand the provider key (api-key, x-api-key, x-goog-api-key: headers an
+    HTTP client may keep across origins) to whatever the Location names. The deployment is unavailable."""
     return _Result(UNAVAILABLE, f"http_{status}")
 
 
-def _conn_label(exc: aiohttp.ClientError) -> str:
-    if isinstance(exc, aiohttp.ServerDisconnectedError):
+def _conn_label(exc: Exception) -> str:
+    if isinstance(exc, RemoteProtocolError) and _CLOSED_EARLY in str(exc):
+        # hyper's words for a connection the upstream closed before its answer's end (aiohttp's
+        # ServerDisconnectedError); pyqwest has no class of its own for it.
         return "disconnected"
-    if isinstance(exc, aiohttp.ClientConnectionError):
+    if isinstance(exc, (ConnectionError, ReadError, WriteError)):
         return "connection_error"
     return "upstream_error"
+
+
+_CLOSED_EARLY = "connection closed before message completed"
 
 
 def _failed(

@@ -4,12 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-import aiohttp
-
 from ..config import Config, ModelGroup, Price
 from ..providers.base import Adapter
 from ..providers.registry import BY_NAME, build_adapter
-from ..providers.transport import Transport
+from ..providers.transport import ProviderPool, Timeouts, Transport, Upstream
 from ..schema import header_text
 
 
@@ -26,7 +24,7 @@ class DeploymentRuntime:
     max_output_tokens: int | None = None
     price: Price | None = None
     commitment: str | None = None
-    session: aiohttp.ClientSession | None = None
+    session: ProviderPool | None = None  # its provider's connection pool, once started
     # Whether a Responses API call is sent natively when the adapter can (config `responses_api`).
     responses_native: bool = True
     # The name as the `x-multihome-deployment` header's value (api/render.py): made once, not per call.
@@ -41,8 +39,10 @@ class GroupRuntime:
     name: str
     deployments: list[DeploymentRuntime]
     policy: ModelGroup
-    stream_timeout: aiohttp.ClientTimeout = field(init=False)
-    unary_timeout: aiohttp.ClientTimeout = field(init=False)
+    timeouts: Timeouts = field(init=False)
+    # deployment -> the client of its provider's pool with this group's timeouts, and the pool's gate
+    # (max_connections), bound once started
+    clients: dict[str, Upstream] = field(init=False)
     strategy: str = field(init=False)
     position: dict[str, int] = field(init=False)  # deployment -> index in config order
     needs_size: bool = field(init=False)  # whether any deployment has a window or output limit to check
@@ -54,9 +54,13 @@ class GroupRuntime:
             d.context_window or d.max_output_tokens for d in self.deployments
         )
         t = self.policy.timeouts
-        # sock_read bounds the wait for the first byte and, for streams, every later gap.
-        self.unary_timeout = aiohttp.ClientTimeout(total=t.total_s, sock_connect=t.connect_s, sock_read=t.first_byte_s)
-        self.stream_timeout = aiohttp.ClientTimeout(total=t.total_s, sock_connect=t.connect_s, sock_read=t.first_byte_s)
+        # The read timeout bounds the wait for the first byte and every later gap (streams' too).
+        self.timeouts = (t.connect_s, t.first_byte_s, t.total_s)
+        self.clients = {}
+
+    def bind(self) -> None:
+        """Take each deployment's client from its provider's pool (after the catalog bound the pools)."""
+        self.clients = {d.name: d.session.upstream(self.timeouts) for d in self.deployments if d.session is not None}
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,8 +78,8 @@ class Catalog:
         self.deployments, self.groups = _runtime(config, self.adapters)
         self._transport = Transport()
         self._replaced: list[Adapter] = []  # adapters a new credential replaced: calls in flight may still use them
-        self._sessions: dict[str, aiohttp.ClientSession] = {}  # provider -> its connection pool, once started
-        self._retired: list[aiohttp.ClientSession] = []  # pools a reload replaced: calls in flight may still use them
+        self._sessions: dict[str, ProviderPool] = {}  # provider -> its connection pool, once started
+        self._retired: list[ProviderPool] = []  # pools a reload replaced: calls in flight may still use them
 
     def reload(self, config: Config) -> None:
         """Serve `config`'s providers, deployments and model groups from the next call on (`stage`, then `swap`)."""
@@ -98,7 +102,7 @@ class Catalog:
         connection pool; what the swap replaced is closed with the catalog (docs/serving.md "Reloading the
         config")."""
         config, adapters = staged.config, staged.adapters
-        sessions: dict[str, aiohttp.ClientSession] = {}
+        sessions: dict[str, ProviderPool] = {}
         for name, prov in config.providers.items():
             if adapters[name] is self.adapters.get(name):
                 if name in self._sessions:
@@ -117,6 +121,8 @@ class Catalog:
         deployments, groups = _runtime(config, adapters)
         for dep in deployments.values():
             dep.session = sessions.get(dep.provider)
+        for group in groups.values():
+            group.bind()
         self.config, self.adapters, self._sessions = config, adapters, sessions
         self.deployments, self.groups = deployments, groups
 
@@ -140,6 +146,8 @@ class Catalog:
         }
         for dep in self.deployments.values():
             dep.session = self._sessions[dep.provider]
+        for group in self.groups.values():
+            group.bind()
 
     async def close(self) -> None:
         await self._transport.close()

@@ -14,11 +14,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable
-
-import aiohttp
+from collections.abc import Awaitable, Mapping
+from typing import cast
 
 from ..providers.base import CAPACITY, UNAVAILABLE, UpstreamRequest
+from ..providers.transport import UPSTREAM_ERRORS
 from ..schema.chat import parse_chat
 from ..schema.embeddings import parse_embeddings
 from .breakers import CLOSED, Breakers
@@ -36,7 +36,7 @@ class HealthProber:
         self.deployments = deployments  # the catalog's DeploymentRuntime objects
         self.breakers = breakers
         self.interval = interval_s
-        self.timeout = aiohttp.ClientTimeout(total=timeout_s)
+        self.timeout = timeout_s
         self.probes = 0
         self._task: asyncio.Task[None] | None = None
 
@@ -75,16 +75,22 @@ class HealthProber:
             req = await build
             assert dep.session is not None  # bound by Catalog.start
             # Redirects are not followed (routing/attempts.py, _redirect) and do not count as an answer.
-            async with dep.session.post(
-                req.url, data=req.body, headers=req.headers, timeout=self.timeout, allow_redirects=False
-            ) as resp:
-                body = await resp.read()
-                ok = (
-                    resp.status < 300
-                    or resp.status >= 400
-                    and dep.adapter.classify_error(resp.status, resp.headers, body).kind not in (CAPACITY, UNAVAILABLE)
-                )
-        except (TimeoutError, aiohttp.ClientError):
+            client, gate = dep.session.any_client(), dep.session.gate
+            # pyqwest has no per-call timeout: timing out cancels the call, which aborts its request.
+            # A probe holds one of the pool's permits as a call does (max_connections).
+            async with asyncio.timeout(self.timeout):
+                await gate.wait()
+                try:
+                    resp = await client.post(req.url, req.headers, req.body)
+                finally:
+                    gate.give()
+            body, headers = resp.content, cast(Mapping[str, str], resp.headers)  # a case-insensitive mapping
+            ok = (
+                resp.status < 300
+                or resp.status >= 400
+                and dep.adapter.classify_error(resp.status, headers, body).kind not in (CAPACITY, UNAVAILABLE)
+            )
+        except (TimeoutError, *UPSTREAM_ERRORS):
             ok = False
         except Exception:  # a probe must never take the prober down
             log.exception("health probe of %s failed", dep.name)

@@ -8,13 +8,16 @@ silent truncation.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 
-import aiohttp
 import msgspec
+from pyqwest import Response
 
 from ..providers.base import Adapter, StreamDecoder
+from ..providers.gate import Gate
 from ..providers.sse import DONE, frame
+from ..providers.transport import UPSTREAM_ERRORS
 from ..schema.errors import ErrorBody, ErrorEnvelope
 from ..schema.peek import Usage, peek_decoder
 
@@ -35,6 +38,20 @@ class StreamCut(Exception):
         self.code = code
 
 
+_closing: set[asyncio.Task[None]] = set()  # closes under way (the loop keeps only weak references to tasks)
+
+
+def close_call(call: Response, gate: Gate | None = None) -> None:
+    """Close a streamed call's connection (not returned to the pool: its answer may be unread), from
+    code that cannot await: pyqwest's close is a coroutine, so it runs as a task of its own. The call's
+    permit of `gate` is given back once the close is done (the connection is gone by then)."""
+    task = asyncio.ensure_future(call.aclose())
+    _closing.add(task)
+    task.add_done_callback(_closing.discard)
+    if gate is not None:
+        task.add_done_callback(lambda _: gate.give())
+
+
 def error_event(message: str, code: str) -> bytes:
     body = ErrorEnvelope(ErrorBody(message=message, type="server_error", param=None, code=code))
     return frame(msgspec.json.encode(body))
@@ -43,14 +60,21 @@ def error_event(message: str, code: str) -> bytes:
 class StreamRelay:
     def __init__(
         self,
-        resp: aiohttp.ClientResponse,
+        resp: Response,
         adapter: Adapter,
         upstream_model: str,
         deployment: str,
         forward_usage: bool,
         decoder: StreamDecoder | None = None,
+        gate: Gate | None = None,
     ) -> None:
-        self._resp = resp
+        self._call: Response | None = resp  # None once closed
+        self._gate = gate  # the call's permit (its pool's max_connections), None once given back
+        self._reader = resp.content
+        self._eof = False  # the whole answer read: its connection went back to the pool by itself
+        self._cut: StreamCut | None = None
+        self._reading: asyncio.Task[object] | None = None  # the task in a read, which cut() wakes
+        self._in_read = False
         self._adapter = adapter
         # The adapter's chat stream, unless the request was another wire form (a native Responses call).
         self._decoder = decoder if decoder is not None else adapter.stream_decoder(upstream_model)
@@ -86,6 +110,8 @@ class StreamRelay:
                 raise StreamBroken("stream_ended_early", "upstream stream finished without output")
 
     async def rest(self) -> AsyncIterator[bytes]:
+        # The task that reads from here on: cut() wakes it (once per stream, not per read).
+        self._reading = asyncio.current_task()
         while not self.done:
             try:
                 data = await self._read()
@@ -110,19 +136,44 @@ class StreamRelay:
                 return
 
     def close(self) -> None:
-        self._resp.close()
+        call, self._call = self._call, None
+        if call is not None and not self._eof:
+            gate, self._gate = self._gate, None
+            close_call(call, gate)
 
     def cut(self, reason: str, code: str) -> None:
         """End the stream at its next read with an error event saying `reason` (wakes a read in progress)."""
-        if not self.done:
-            self._resp.content.set_exception(StreamCut(reason, code))
+        if self.done or self._cut is not None:
+            return
+        self._cut = StreamCut(reason, code)
+        # pyqwest's read cannot be handed an exception: the reading task is cancelled, and _read turns
+        # that one cancellation into the cut (a cancellation of the task by anyone else stays one).
+        if self._reading is not None and self._in_read:
+            self._reading.cancel()
 
     async def _read(self) -> bytes:
+        if self._cut is not None:
+            raise self._cut
+        self._in_read = True
         try:
-            return await self._resp.content.readany()
-        except (aiohttp.ClientError, TimeoutError) as exc:
+            chunk = await anext(self._reader)
+        except StopAsyncIteration:
+            self._eof = True
+            gate, self._gate = self._gate, None
+            if gate is not None:
+                gate.give()  # the whole answer read: its connection is back in the pool
+            return b""
+        except asyncio.CancelledError:
+            task = self._reading
+            if self._cut is not None and task is not None and task.uncancel() == 0:
+                raise self._cut from None
+            raise
+        except (*UPSTREAM_ERRORS, TimeoutError, RuntimeError) as exc:  # RuntimeError: the reader was closed
             label = "timeout" if isinstance(exc, TimeoutError) else "stream_interrupted"
             raise StreamBroken(label, f"upstream stream failed: {type(exc).__name__}") from None
+        finally:
+            self._in_read = False
+        return bytes(chunk)
 
     def _broken(self, label: str, detail: str) -> bytes:
         return self._end(

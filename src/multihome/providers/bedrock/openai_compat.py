@@ -10,8 +10,6 @@ Bedrock serves no other OpenAI operation on this endpoint. Rules: docs/translati
 
 from __future__ import annotations
 
-import yarl
-
 from ...config import Provider
 from ...schema.chat import ParsedChat
 from ...schema.embeddings import ParsedEmbeddings
@@ -29,7 +27,7 @@ class BedrockOpenAIAdapter(PassThrough):
         self.name = runtime.provider
         self._runtime = runtime
         base = runtime.base if runtime.base.endswith("/openai/v1") else runtime.base + "/openai/v1"
-        self._url = yarl.URL(base + "/chat/completions", encoded=True)
+        self._url = base + "/chat/completions"
 
     async def chat_request(self, parsed: ParsedChat, upstream_model: str) -> UpstreamRequest:
         body = passthrough_body(parsed.raw, upstream_model, stream_usage=wants_stream_usage(parsed))
