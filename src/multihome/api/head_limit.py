@@ -7,6 +7,9 @@ in the door's error envelope and stops parsing. What the client still sends is r
 a moment (so it can read the answer instead of a connection reset), then the connection closes.
 Memory stays at the limit plus one socket read. Cost on the plain path: one addition and one
 comparison per read of a head; reads of a body go straight to uvicorn.
+
+A request the parser refuses (a malformed request line, header or chunk, conflicting lengths) is
+answered 400 in the door's envelope too, not in uvicorn's plain text.
 """
 
 from __future__ import annotations
@@ -71,24 +74,38 @@ class HeadLimitedProtocol(HttpToolsProtocol):
         if self.cycle is not None and not self.cycle.response_complete:
             self.transport.close()  # an earlier pipelined answer is still being written: no room for ours
             return
-        self.transport.write(_answer(getattr(self, "url", b""), self._max_head))
+        err = ApiError(
+            431,
+            f"Request headers are larger than the gateway's limit of {self._max_head} bytes "
+            "(server.max_header_bytes). Send fewer or shorter headers; put large data in the body.",
+            code="request_header_fields_too_large",
+        )
+        self.transport.write(_answer(getattr(self, "url", b""), err, b"431 Request Header Fields Too Large"))
         if self.transport.can_write_eof():
             self.transport.write_eof()
         self.loop.call_later(_LINGER_S, self.transport.close)
 
+    def send_400_response(self, msg: str) -> None:
+        """uvicorn's answer to what its parser refuses, written in the door's envelope (the URL, when the
+        request line was read, says which door; OpenAI's otherwise)."""
+        err = ApiError(
+            400,
+            "The request is not valid HTTP/1.1 (a malformed request line, header or chunk, or conflicting "
+            "Content-Length and Transfer-Encoding); it was not read. Percent-encode what a URL may not hold.",
+            code="invalid_http_request",
+        )
+        self.transport.write(_answer(getattr(self, "url", b""), err, b"400 Bad Request"))
+        self.transport.close()
 
-def _answer(url: bytes, limit: int) -> bytes:
+
+def _answer(url: bytes, err: ApiError, status_line: bytes) -> bytes:
     request_id = new_request_id().encode()
-    err = ApiError(
-        431,
-        f"Request headers are larger than the gateway's limit of {limit} bytes (server.max_header_bytes). "
-        "Send fewer or shorter headers; put large data in the body.",
-        code="request_header_fields_too_large",
-    )
     body = family_of(url).error_body(err, request_id)
     return b"".join(
         (
-            b"HTTP/1.1 431 Request Header Fields Too Large\r\ncontent-type: application/json\r\n",
+            b"HTTP/1.1 ",
+            status_line,
+            b"\r\ncontent-type: application/json\r\n",
             b"x-request-id: ",
             request_id,
             b"\r\ncontent-length: ",
