@@ -78,3 +78,19 @@ async def test_the_official_sdk_sends_include_and_is_answered(world):
     with pytest.raises(openai.BadRequestError) as caught:
         await client.responses.input_items.list(response_id, include=["nope"])  # type: ignore[list-item]
     assert caught.value.body["param"] == "include[0]"  # type: ignore[index]
+
+
+async def test_a_long_cursor_or_deployment_name_is_echoed_by_its_start(world):
+    """A memory list's unknown `after` and an unknown deployment in `x-multihome-deployments` were repeated
+    whole (a 5 KB message for a 5 KB value); an error shows ECHO_MAX characters of what the client sent."""
+    long = "A" * 5000 + "TAIL"
+    ns = {"agent_id": "a", "user_id": "u"}
+    await world.call("POST", "/v1/memory/records", world.key, json={**ns, "text": "likes tea"})
+    resp = await world.call("GET", "/v1/memory/records", world.key, params={**ns, "after": long})
+    chat = {"model": "g", "messages": [{"role": "user", "content": "hi"}]}
+    headers = {"authorization": f"Bearer {world.key}", "x-multihome-deployments": long}
+    narrowed = await world.client.post("/v1/chat/completions", json=chat, headers=headers)
+    for answer in (resp, narrowed):
+        assert answer.status_code == 400, answer.text
+        message = answer.json()["error"]["message"]
+        assert "A" * 64 + "…" in message and "TAIL" not in message and len(message) < 600, message

@@ -1,10 +1,19 @@
 """An error repeats at most ECHO_MAX characters of what the client sent (an id, a name), then "…"."""
 
-import msgspec
+import asyncio
 
-from multihome.schema.errors import ECHO_MAX, ApiError, echo
-from multihome.schema.responses import parse_create
+import msgspec
+import pytest
+
+from multihome.api.anthropic.translate import to_canonical as anthropic_canonical
+from multihome.api.responses.agent import _agent_extension
+from multihome.schema.anthropic import parse_messages
+from multihome.schema.chat import parse_chat
+from multihome.schema.errors import ECHO_MAX, ApiError, echo, echo_quoted
+from multihome.schema.responses import parse_create, parse_update_conversation
+from multihome.state.memory.filters import compile_filter
 from multihome.storage.errors import NotFound
+from multihome.tools.resolver import McpResolver
 from multihome.tools.spec import check_headers, check_name
 
 
@@ -47,3 +56,67 @@ def test_the_tool_checks_echo_a_long_client_name_as_every_error_does():
     for name, err in errors.items():
         message = err.body.message + " " + (err.body.param or "")
         assert SHOWN in message and "TAIL" not in message and "n" * (ECHO_MAX + 1) not in message, (name, message)
+
+
+def test_a_decoders_message_shows_a_quoted_value_by_its_start():
+    assert echo_quoted("Invalid enum value 'ok'") == "Invalid enum value 'ok'"
+    assert echo_quoted(f"Invalid enum value '{LONG}'") == f"Invalid enum value '{SHOWN}'"
+    assert echo_quoted(f"Object contains unknown field `{LONG}` - at `$.x`") == (
+        f"Object contains unknown field `{SHOWN}` - at `$.x`"
+    )
+
+
+def _shown_in_part(err: ApiError) -> None:
+    message = err.body.message + " " + (err.body.param or "")
+    assert SHOWN in message and "TAIL" not in message, message
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [
+        {"include": [LONG]},
+        {"text": {"format": {"type": LONG}}},
+        {"tools": [{"type": LONG}]},
+        {
+            "tools": [{"type": "function", "name": "f", "parameters": {}}],
+            "tool_choice": {"type": "function", "name": LONG},
+        },
+        {"input": [{"type": LONG}]},
+        {"input": [{"role": "user", "content": [{"type": LONG}]}]},
+        {
+            "input": [
+                {"type": "function_call", "call_id": "c", "name": "f", "arguments": "{}"},
+                {"type": "function_call_output", "call_id": "c", "output": [{"type": LONG}]},
+            ]
+        },
+        {"multihome": {"agent": {LONG: 1}}},
+    ],
+)
+def test_a_responses_refusal_shows_a_long_value_by_its_start(extra):
+    """Were repeated whole: a 5,000-character `type`, include or tool name came back as a 5 KB message."""
+    body = msgspec.json.encode({"model": "m", "input": "x", **extra})
+
+    def refused() -> None:
+        req = parse_create(body)
+        _agent_extension(req)
+
+    _shown_in_part(_refusal(refused))
+
+
+def test_chat_and_anthropic_roles_and_the_routing_extension_show_a_long_value_by_its_start():
+    chat = {"model": "m", "messages": [{"role": LONG, "content": "x"}]}
+    _shown_in_part(_refusal(lambda: parse_chat(msgspec.json.encode(chat))))
+    messages = {"model": "m", "max_tokens": 5, "messages": [{"role": LONG, "content": "x"}]}
+    _shown_in_part(_refusal(lambda: anthropic_canonical(parse_messages(msgspec.json.encode(messages)))))
+    update = msgspec.json.encode({"metadata": {}, LONG: 1})
+    _shown_in_part(_refusal(lambda: parse_update_conversation(update)))
+    mcp = {"type": "mcp", "server_label": "s", "require_approval": LONG}
+    _shown_in_part(_refusal(lambda: asyncio.run(McpResolver(None).resolve("t", mcp))))  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("spec", [{LONG: {"eq": [1]}}, {"k": {LONG: 1}}, {"AND": [{LONG: {"nope": 1}}]}])
+def test_a_memory_filter_refusal_shows_a_long_key_or_operator_by_its_start(spec):
+    with pytest.raises(ValueError) as caught:
+        compile_filter(spec)
+    message = str(caught.value)
+    assert SHOWN in message and "TAIL" not in message, message

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from typing import Any
 
@@ -16,6 +17,15 @@ def echo(value: object) -> str:
     repeated whole, it would fill the answer, the client's logs and every log line that quotes the error."""
     text = value if isinstance(value, str) else str(value)
     return text if len(text) <= ECHO_MAX else text[:ECHO_MAX] + "…"
+
+
+_QUOTED = re.compile(f"'([^']{{{ECHO_MAX + 1},}})'|`([^`]{{{ECHO_MAX + 1},}})`")
+
+
+def echo_quoted(text: str) -> str:
+    """A decoder's message (msgspec's `Invalid enum value 'x'`, `unknown field `x``) with each value of the
+    client's it quotes shortened as `echo` shortens one."""
+    return _QUOTED.sub(lambda m: f"'{echo(m[1])}'" if m[1] is not None else f"`{echo(m[2])}`", text)
 
 
 class ErrorBody(msgspec.Struct, omit_defaults=False):

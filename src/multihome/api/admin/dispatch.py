@@ -18,7 +18,7 @@ from urllib.parse import parse_qs
 import msgspec
 
 from ...schema.decoding import decode_body
-from ...schema.errors import ApiError
+from ...schema.errors import ApiError, echo_quoted
 from ...schema.principal import Principal
 from ...storage.errors import Conflict, Invalid, NotFound, UnreadableRow, unavailable
 from ..asgi import JSON, read_body, send_bytes
@@ -75,7 +75,9 @@ class AdminApi:
             try:
                 body = msgspec.convert(body or {}, route.body, strict=False)
             except msgspec.ValidationError as exc:
-                raise ApiError(400, f"Invalid {route.noun or 'request'}: {exc}.", code="invalid_value") from None
+                raise ApiError(
+                    400, f"Invalid {route.noun or 'request'}: {echo_quoted(str(exc))}.", code="invalid_value"
+                ) from None
         path = route.path.format(**params)
         out, _ = await self._run(route, principal, params, query, body, path)
         return out

@@ -17,7 +17,7 @@ from ...schema import bounded
 from ...schema.anthropic import Block, MessagesRequest, ParsedMessages, ToolDef
 from ...schema.bounds import MAX_INT
 from ...schema.chat import ParsedChat, parse_chat
-from ...schema.errors import ApiError, bad_request
+from ...schema.errors import ApiError, bad_request, echo
 from ...schema.peek import Usage
 
 _encode = msgspec.json.encode
@@ -124,7 +124,7 @@ def _messages(req: MessagesRequest, dropped: set[str]) -> list[Json]:
         else:
             hint = " Put system instructions in the top-level 'system' field." if msg.role == "system" else ""
             raise bad_request(
-                f"{where}.role: '{msg.role}' is not one of 'user', 'assistant'.{hint}", param=f"{where}.role"
+                f"{where}.role: '{echo(msg.role)}' is not one of 'user', 'assistant'.{hint}", param=f"{where}.role"
             )
     return out
 
