@@ -15,7 +15,7 @@ from hypothesis import HealthCheck, Phase, given, seed, settings
 from hypothesis import strategies as st
 
 from .schema_fuzz import Finding, Report, _late
-from .strategies import all_paths, mutated
+from .strategies import LONG_RUN, all_paths, mutated
 from .test_request_properties import CHAT, CHAT_PATHS, EMBEDDINGS, EMBEDDINGS_PATHS, MESSAGES, MESSAGES_PATHS
 
 _CHAT = {k: v for k, v in CHAT.items() if k != "multihome"}  # its narrowing names test deployments
@@ -157,8 +157,9 @@ class HostileBodies:
             outcome, detail, rid = "connection error", repr(exc)[:300], None
         else:
             self.report.statuses[resp.status_code] += 1
-            if resp.status_code < 500:
+            if resp.status_code < 400 or (resp.status_code < 500 and LONG_RUN not in resp.text):
                 return
-            outcome, detail, rid = f"HTTP {resp.status_code}", resp.text[:300], resp.headers.get("x-request-id")
+            outcome = f"HTTP {resp.status_code}" if resp.status_code >= 500 else "a long value repeated whole"
+            detail, rid = resp.text[:300], resp.headers.get("x-request-id")
         curl = f"curl -X POST {self.base_url}{path} -H 'content-type: application/json' --data-binary {body[:2000]!r}"
         self.report.record(Finding(label, outcome, curl, detail, rid), self.known("POST", path, body, None, outcome))
