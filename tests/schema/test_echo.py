@@ -5,11 +5,16 @@ import asyncio
 import msgspec
 import pytest
 
+from multihome.api.admin.contracts import _at
+from multihome.api.admin.dispatch import match_route
+from multihome.api.admin.registry import ROUTES as ADMIN_ROUTES
 from multihome.api.anthropic.translate import to_canonical as anthropic_canonical
 from multihome.api.responses.agent import _agent_extension
+from multihome.api.routes import ROUTES, RouteTable
+from multihome.audit.reader import BadQuery, parse_cursor, parse_time
 from multihome.schema.anthropic import parse_messages
 from multihome.schema.chat import parse_chat
-from multihome.schema.errors import ECHO_MAX, ApiError, echo, echo_quoted
+from multihome.schema.errors import ECHO_MAX, ApiError, echo, echo_path, echo_quoted
 from multihome.schema.responses import parse_create, parse_update_conversation
 from multihome.state.memory.filters import compile_filter
 from multihome.storage.errors import NotFound
@@ -120,3 +125,28 @@ def test_a_memory_filter_refusal_shows_a_long_key_or_operator_by_its_start(spec)
         compile_filter(spec)
     message = str(caught.value)
     assert SHOWN in message and "TAIL" not in message, message
+
+
+def test_an_unknown_path_is_shown_segment_by_segment_and_by_its_start():
+    assert echo_path("/admin/v1/tenants/ten_1/keys/key_1") == "/admin/v1/tenants/ten_1/keys/key_1"
+    shown = echo_path(f"/v1/responses/{LONG}/input_items")
+    assert shown == f"/v1/responses/{SHOWN}/input_items"
+    assert echo_path("/a" * 10_000).count("/") == 12 and echo_path("/a" * 10_000).endswith("/…")
+
+
+def test_unknown_paths_cursors_and_times_of_the_admin_api_are_shown_by_their_start():
+    """Were repeated whole: `Unknown admin endpoint GET /admin/v1/tenants/ZqZq…` (and the client API's
+    `Unknown endpoint`), an audit query's `until`/`cursor`, a contracts report's `at`."""
+    table = RouteTable(ROUTES, {r.handler: None for r in ROUTES})  # type: ignore[misc]
+    refusals = [
+        _refusal(lambda: table.match("GET", f"/v1/nothing/{LONG}".encode())),
+        _refusal(lambda: table.match("PUT", f"/v1/responses/{LONG}".encode())),  # a 405 names the path too
+        _refusal(lambda: match_route(ADMIN_ROUTES, "GET", f"/admin/v1/tenants/{LONG}/nothing")),
+        _refusal(lambda: _at({"at": LONG})),
+    ]
+    for err in refusals:
+        assert SHOWN in err.body.message and "TAIL" not in err.body.message, err.body.message
+    for bad in (lambda: parse_time(LONG, "until"), lambda: parse_cursor(LONG + ":x")):
+        with pytest.raises(BadQuery) as caught:
+            bad()
+        assert SHOWN in str(caught.value) and "TAIL" not in str(caught.value), str(caught.value)

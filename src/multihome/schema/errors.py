@@ -28,6 +28,17 @@ def echo_quoted(text: str) -> str:
     return _QUOTED.sub(lambda m: f"'{echo(m[1])}'" if m[1] is not None else f"`{echo(m[2])}`", text)
 
 
+_PATH_SEGMENTS = 12  # segments of an unknown path an error shows (no served path has more)
+
+
+def echo_path(path: str) -> str:
+    """An unknown path as an error shows it: each segment by its start (`echo`), at most _PATH_SEGMENTS of
+    them, so a served path's shape stays readable and a hostile one stays short."""
+    parts = path.split("/")
+    shown = "/".join(echo(part) for part in parts[:_PATH_SEGMENTS])
+    return shown + "/…" if len(parts) > _PATH_SEGMENTS else shown
+
+
 class ErrorBody(msgspec.Struct, omit_defaults=False):
     message: str
     type: str
