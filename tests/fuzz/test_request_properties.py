@@ -402,3 +402,21 @@ def test_a_long_type_role_or_id_is_refused_by_its_start_by_every_translator(extr
     """Were repeated whole by the Gemini, Bedrock and Anthropic request builders (`tools[0].type 'ZqZq…'`
     5 KB long, in the message and in `param`), and by the chat door (a role)."""
     serve_chat(encode({**CHAT, **extra}))
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [
+        {"tools": [{"name": "t", "input_schema": {"type": "object"}}], "tool_choice": {"type": LONG_VALUE}},
+        {
+            "tools": [{"name": "t", "input_schema": {"type": "object"}}],
+            "tool_choice": {"type": "tool", "name": LONG_VALUE},
+        },
+        {"tools": [{"type": LONG_VALUE, "name": "t"}]},
+        {"messages": [{"role": "user", "content": [{"type": LONG_VALUE}]}]},
+        {"messages": [{"role": "user", "content": [{"type": "image", "source": {"type": LONG_VALUE}}]}]},
+    ],
+)
+def test_a_long_type_or_name_is_refused_by_its_start_at_the_anthropic_door(extra):
+    """Were repeated whole (`tool_choice.type: 'ZqZq…'`, 5 KB) by the Anthropic door's translation."""
+    serve_messages(encode({**MESSAGES, **extra}))
