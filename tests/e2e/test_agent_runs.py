@@ -191,7 +191,8 @@ def test_a_background_agent_run_streams_and_honours_its_limits(world):
         lambda: (r := client.responses.retrieve(capped.id)).status not in ("queued", "in_progress") and r,
         what="the capped run",
     )
-    assert done.status == "incomplete" and done.incomplete_details.reason == "max_spend"
+    assert done.status == "incomplete" and done.incomplete_details.reason == "max_output_tokens"
+    assert done.incomplete_details.multihome == {"limit": "max_spend"}
     assert [i.type for i in done.output] == ["mcp_list_tools", "mcp_call"]  # one step: $1 a token
     with pytest.raises(openai.BadRequestError) as err:
         client.responses.create(

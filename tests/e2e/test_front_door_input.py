@@ -167,6 +167,58 @@ def test_large_heads_under_the_limit_are_served_one_after_another_on_one_connect
         assert raw.parse().choices[0].message.content
 
 
+# --- a request the HTTP parser refuses ---------------------------------------------------------------
+
+
+def _exchange(port: int, request: bytes) -> tuple[bytes, bytes]:
+    """(head, body) of the answer to raw `request` bytes (the gateway closes the connection after it)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(request)
+        answer = b""
+        while piece := sock.recv(65536):
+            answer += piece
+    head, _, body = answer.partition(b"\r\n\r\n")
+    return head, body
+
+
+MALFORMED = {
+    "a raw space in the target": b"GET /v1/responses/a b HTTP/1.1\r\nHost: gw\r\n\r\n",
+    "raw UTF-8 in the target": b"GET /v1/responses/r\xc3\xa9sum\xc3\xa9 HTTP/1.1\r\nHost: gw\r\n\r\n",
+    "an unknown method": b"BREW /v1/models HTTP/1.1\r\nHost: gw\r\n\r\n",
+    "a NUL in a header": b"GET /v1/models HTTP/1.1\r\nHost: gw\r\nAuthorization: Bearer k\x00\r\n\r\n",
+    "a bad chunk": b"POST /v1/chat/completions HTTP/1.1\r\nHost: gw\r\nTransfer-Encoding: chunked\r\n\r\nZZ\r\nxx\r\n0\r\n\r\n",
+    "Content-Length with chunked": (
+        b"POST /v1/chat/completions HTTP/1.1\r\nHost: gw\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n"
+        b"0\r\n\r\n"
+    ),
+    "a Content-Length past 64 bits": (
+        b"POST /v1/chat/completions HTTP/1.1\r\nHost: gw\r\nContent-Length: 99999999999999999999\r\n\r\n{}"
+    ),
+}
+
+
+@pytest.mark.parametrize("request_bytes", MALFORMED.values(), ids=MALFORMED.keys())
+def test_a_request_the_http_parser_refuses_is_a_400_in_openais_envelope(gateway, request_bytes):
+    """Was uvicorn's `text/plain` "Invalid HTTP request received.": a client reading OpenAI's error shape
+    (every SDK) had nothing to read."""
+    head, body = _exchange(gateway.port, request_bytes)
+    assert head.startswith(b"HTTP/1.1 400 "), head
+    assert b"content-type: application/json" in head.lower() and b"connection: close" in head.lower()
+    error = json.loads(body)["error"]
+    assert set(error) == {"message", "type", "param", "code"}, error
+    assert error["type"] == "invalid_request_error" and error["code"] == "invalid_http_request"
+    assert httpx.get(gateway.url + "/healthz").status_code == 200
+
+
+def test_a_request_the_http_parser_refuses_on_the_anthropic_door_is_in_anthropics_envelope(gateway):
+    request = b"POST /v1/messages HTTP/1.1\r\nHost: gw\r\nTransfer-Encoding: chunked\r\n\r\nZZ\r\n"
+    head, body = _exchange(gateway.port, request)
+    assert head.startswith(b"HTTP/1.1 400 "), head
+    answer = json.loads(body)
+    assert answer["type"] == "error" and answer["error"]["type"] == "invalid_request_error", answer
+    assert answer["request_id"].encode() in head  # the x-request-id header
+
+
 # --- finding 11: methods, unknown paths and the Anthropic door's token count --------------------
 
 

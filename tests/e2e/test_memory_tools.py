@@ -251,7 +251,8 @@ def test_memory_calls_count_against_the_tool_limit(world):
     client = world.sdk()
     text = script(*[("memory_search", {"query": f"q{i}"}) for i in range(4)])
     resp = client.responses.create(model="gpt", input=text, tools=[MEMORY], max_tool_calls=2)
-    assert resp.status == "incomplete" and resp.incomplete_details.reason == "max_tool_calls"
+    assert resp.status == "incomplete" and resp.incomplete_details.reason == "max_output_tokens"
+    assert resp.incomplete_details.multihome == {"limit": "max_tool_calls"}
     assert [i.type for i in resp.output] == ["mcp_call", "mcp_call"]
 
 

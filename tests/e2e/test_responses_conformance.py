@@ -149,6 +149,22 @@ def test_mcp_items_and_events_keep_to_the_published_schema(world, model):
     streamed(client, model=model, input=script, tools=[memory])
 
 
+@pytest.mark.parametrize("model", ["gpt", "claude"])
+def test_an_agent_run_stopped_by_a_limit_keeps_to_the_published_schema(world, model):
+    """Was `incomplete_details.reason: "max_tool_calls"`, outside OpenAI's enum: the SDKs' type and the
+    published schema refused the Response (and its `response.incomplete` event). The reason is now
+    OpenAI's for a budget that ran out; which of the gateway's limits it was is in `multihome.limit`."""
+    client = world.sdk()
+    body = {"model": model, "input": "steps=5: add", "tools": [mcp(world)], "max_tool_calls": 1}
+    cut = conforms("Response", json_of(client.responses.with_raw_response.create(**body)))
+    assert cut["status"] == "incomplete"
+    assert cut["incomplete_details"] == {"reason": "max_output_tokens", "multihome": {"limit": "max_tool_calls"}}
+    assert streamed(client, **body)[-1]["type"] == "response.incomplete"
+    queued = client.responses.create(background=True, **body)
+    until(lambda: client.responses.retrieve(queued.id).status == "incomplete", 30, "the capped run")
+    conforms("Response", json_of(client.responses.with_raw_response.retrieve(queued.id)))
+
+
 def test_a_turn_after_mcp_calls_goes_on_natively(world):
     """The gateway ran the MCP calls; an upstream called natively (`store: false`) is sent them as the
     function calls and outputs they were, not as mcp items it never made (and would refuse)."""

@@ -181,7 +181,8 @@ def test_a_failing_tool_is_read_by_the_model(world):
 
 def test_the_step_limit(world):
     out = world.sdk().responses.create(model="gpt", input="steps=50", tools=[mcp(world)], max_tool_calls=2)
-    assert out.status == "incomplete" and out.incomplete_details.reason == "max_tool_calls"
+    assert out.status == "incomplete" and out.incomplete_details.reason == "max_output_tokens"
+    assert out.incomplete_details.multihome == {"limit": "max_tool_calls"}
     assert [i.type for i in out.output] == ["mcp_list_tools", "mcp_call", "mcp_call"]
 
 

@@ -2,7 +2,7 @@
 raises the error type its caller turns into a clean answer, never anything else.
 
 - Client input (request bodies): `ApiError` with a 4xx status (the client gets a 400 that says
-  what to fix).
+  what to fix), whose message shows a long value of the client's by its start only.
 - Upstream input (response bodies, stream bytes, error bodies): `ValueError` (msgspec's
   DecodeError is one), which routing turns into a `malformed_response` / `malformed_stream`
   attempt (fail over, or an error event), or the front door's own 502 `ApiError`.
@@ -20,6 +20,7 @@ from hypothesis import HealthCheck, settings
 from multihome.schema.errors import ApiError
 
 from . import known
+from .strategies import LONG_RUN
 
 # Bounded and reproducible in the normal suite; bench/fuzz_long.sh raises MH_FUZZ_EXAMPLES and
 # sets MH_FUZZ_RANDOM=1 for a longer run that explores new inputs each time.
@@ -46,6 +47,8 @@ def client_stage(stage: str, fn, data: bytes, *args):
     except ApiError as err:
         if not 400 <= err.status < 500:
             raise Unexpected(f"{stage}: {err.status} {err.body.message!r} for {data[:300]!r}") from err
+        if LONG_RUN in err.body.message:
+            raise Unexpected(f"{stage}: a long value repeated whole: {err.body.message[:300]!r}") from err
         return None
     except Exception as exc:
         if known.in_process(stage, exc, data):

@@ -26,6 +26,8 @@ from hypothesis import HealthCheck, Phase, given, seed, settings
 from hypothesis import strategies as st
 from schemathesis import GenerationMode
 
+from .strategies import LONG_RUN, LONG_VALUE
+
 MODES = [GenerationMode.POSITIVE, GenerationMode.NEGATIVE]
 # Values generation rarely reaches by chance, mixed into every string, integer and number it
 # generates: header and log injection, NUL, bidi, huge and tiny numbers, dates at the edges of
@@ -48,7 +50,7 @@ HOSTILE = {
         "legal-*",
         "{",
         "\U0001f600" * 3,
-        "x" * 5000,
+        LONG_VALUE,
     ],
     "integer": [2**63, -(2**63) - 1, 2**64, 10**30, -(10**30), -1, 0],
     "number": [1e300, -1e300, 1e-300, 2**53 + 1, -0.0, 3.5e38],
@@ -216,6 +218,8 @@ class Runner:
         self.report.statuses[response.status_code] += 1
         if response.status_code >= 500:
             self._note(case, response, f"HTTP {response.status_code}", response.text[:500])
+        elif response.status_code >= 400 and LONG_RUN in response.text:  # an error shows a long value's start only
+            self._note(case, response, "a long value repeated whole", response.text[:500])
 
     def _note(self, case, response, outcome: str, detail: str) -> None:
         request_id = (response.headers.get("x-request-id") or [None])[0] if response is not None else None

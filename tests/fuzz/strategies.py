@@ -27,8 +27,14 @@ json_value = st.recursive(
     max_leaves=12,
 )
 
+# A long value: an error that names it must show its start only (schema/errors.py `echo`); a message
+# holding LONG_RUN repeated it whole (harness.py and hostile_http.py check every refusal for it).
+LONG_VALUE = "Zq" * 2500
+LONG_RUN = "Zq" * 40
+
 # Raw JSON fragments a JSON encoder never produces but a socket may carry.
 _RAW_FRAGMENTS = [
+    ('"' + LONG_VALUE + '"').encode(),
     b'"\\ud800"',
     b'"\\udfff x"',
     b'"\\ud83d\\ude00"',

@@ -21,7 +21,7 @@ from e2e.fleet import ADMIN_KEY, CHAT_GROUPS, CLIENT_KEY, EMBEDDING_GROUPS, flee
 from multihome.api.public_openapi import ROUTES
 
 from . import known
-from .hostile_http import HostileBodies
+from .hostile_http import HostileBodies, stateful_calls
 from .schema_fuzz import Finding, Report, Runner, admin_document, public_document, unexpected_errors
 
 REQUEST_TIMEOUT_S = 20.0  # the simulators answer in milliseconds; this is a hang on a busy machine
@@ -84,6 +84,27 @@ def test_hostile_bodies_on_every_door_get_an_answer_that_is_not_5xx(world):
         known=known.over_http,
     )
     check(world, runner.run(examples=40, run_seed=SEED), start)
+
+
+def test_hostile_bodies_on_the_stateful_routes_get_an_answer_that_is_not_5xx(world):
+    """Turns (plain, streamed, background, continuing a response, in a conversation), conversations and
+    their items, and memory, with live ids: the routes the first run does not reach."""
+    start = len(world.log())
+    client = httpx.Client(base_url=world.url, headers={"authorization": f"Bearer {CLIENT_KEY}"}, timeout=30)
+    conversation = client.post("/v1/conversations", json={}).json()["id"]
+    response = client.post("/v1/responses", json={"model": CHAT_GROUPS[0], "input": "hi"}).json()["id"]
+    runner = HostileBodies(
+        world.url,
+        {"authorization": f"Bearer {CLIENT_KEY}"},
+        CHAT_GROUPS,
+        EMBEDDING_GROUPS,
+        timeout_s=REQUEST_TIMEOUT_S,
+        known=known.over_http,
+        strategy=stateful_calls(CHAT_GROUPS, conversation, response),
+    )
+    report = runner.run(examples=60, run_seed=SEED)
+    check(world, report, start)
+    assert sum(n for status, n in report.statuses.items() if status == 200) > 0, report.summary()  # some got through
 
 
 def _describe(finding: Finding) -> str:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 
 import msgspec
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -29,7 +30,7 @@ from multihome.schema.decoding import decode_error
 from multihome.schema.embeddings import parse_embeddings
 
 from .harness import FUZZ, client_stage
-from .strategies import encode, fragment_or_value, json_value, mutated
+from .strategies import LONG_VALUE, encode, fragment_or_value, json_value, mutated
 
 PNG = "data:image/png;base64," + base64.b64encode(b"\x89PNG fake").decode()
 TOOL = {
@@ -371,3 +372,51 @@ def _admin_decode(body: bytes, kind: type):
 def test_admin_bodies_decode_or_are_refused_with_a_4xx(kind, fields):
     body = b"{" + b",".join(encode(k) + b":" + v for k, v in fields.items()) + b"}"
     client_stage("client-decode", _admin_decode, body, body, kind)
+
+
+_CALLED = {
+    "role": "assistant",
+    "content": None,
+    "tool_calls": [{"id": "call_a", "type": "function", "function": {"name": "get_weather", "arguments": "{}"}}],
+}
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [
+        {"tools": [{**TOOL, "type": LONG_VALUE}]},
+        {"tools": [TOOL], "tool_choice": {"type": LONG_VALUE, "function": {"name": "get_weather"}}},
+        {"messages": [{"role": "user", "content": [{"type": LONG_VALUE, "text": "x"}]}]},
+        {"messages": [{"role": LONG_VALUE, "content": "x"}]},
+        {
+            "tools": [TOOL],
+            "messages": [
+                {"role": "user", "content": "x"},
+                _CALLED,
+                {"role": "tool", "tool_call_id": LONG_VALUE, "content": "sunny"},
+            ],
+        },
+    ],
+)
+def test_a_long_type_role_or_id_is_refused_by_its_start_by_every_translator(extra):
+    """Were repeated whole by the Gemini, Bedrock and Anthropic request builders (`tools[0].type 'ZqZq…'`
+    5 KB long, in the message and in `param`), and by the chat door (a role)."""
+    serve_chat(encode({**CHAT, **extra}))
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [
+        {"tools": [{"name": "t", "input_schema": {"type": "object"}}], "tool_choice": {"type": LONG_VALUE}},
+        {
+            "tools": [{"name": "t", "input_schema": {"type": "object"}}],
+            "tool_choice": {"type": "tool", "name": LONG_VALUE},
+        },
+        {"tools": [{"type": LONG_VALUE, "name": "t"}]},
+        {"messages": [{"role": "user", "content": [{"type": LONG_VALUE}]}]},
+        {"messages": [{"role": "user", "content": [{"type": "image", "source": {"type": LONG_VALUE}}]}]},
+    ],
+)
+def test_a_long_type_or_name_is_refused_by_its_start_at_the_anthropic_door(extra):
+    """Were repeated whole (`tool_choice.type: 'ZqZq…'`, 5 KB) by the Anthropic door's translation."""
+    serve_messages(encode({**MESSAGES, **extra}))

@@ -1,10 +1,24 @@
 """An error repeats at most ECHO_MAX characters of what the client sent (an id, a name), then "…"."""
 
-import msgspec
+import asyncio
 
-from multihome.schema.errors import ECHO_MAX, ApiError, echo
-from multihome.schema.responses import parse_create
+import msgspec
+import pytest
+
+from multihome.api.admin.contracts import _at
+from multihome.api.admin.dispatch import match_route
+from multihome.api.admin.registry import ROUTES as ADMIN_ROUTES
+from multihome.api.anthropic.translate import to_canonical as anthropic_canonical
+from multihome.api.responses.agent import _agent_extension
+from multihome.api.routes import ROUTES, RouteTable
+from multihome.audit.reader import BadQuery, parse_cursor, parse_time
+from multihome.schema.anthropic import parse_messages
+from multihome.schema.chat import parse_chat
+from multihome.schema.errors import ECHO_MAX, ApiError, echo, echo_path, echo_quoted
+from multihome.schema.responses import parse_create, parse_update_conversation
+from multihome.state.memory.filters import compile_filter
 from multihome.storage.errors import NotFound
+from multihome.tools.resolver import McpResolver
 from multihome.tools.spec import check_headers, check_name
 
 
@@ -47,3 +61,92 @@ def test_the_tool_checks_echo_a_long_client_name_as_every_error_does():
     for name, err in errors.items():
         message = err.body.message + " " + (err.body.param or "")
         assert SHOWN in message and "TAIL" not in message and "n" * (ECHO_MAX + 1) not in message, (name, message)
+
+
+def test_a_decoders_message_shows_a_quoted_value_by_its_start():
+    assert echo_quoted("Invalid enum value 'ok'") == "Invalid enum value 'ok'"
+    assert echo_quoted(f"Invalid enum value '{LONG}'") == f"Invalid enum value '{SHOWN}'"
+    assert echo_quoted(f"Object contains unknown field `{LONG}` - at `$.x`") == (
+        f"Object contains unknown field `{SHOWN}` - at `$.x`"
+    )
+
+
+def _shown_in_part(err: ApiError) -> None:
+    message = err.body.message + " " + (err.body.param or "")
+    assert SHOWN in message and "TAIL" not in message, message
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [
+        {"include": [LONG]},
+        {"text": {"format": {"type": LONG}}},
+        {"tools": [{"type": LONG}]},
+        {
+            "tools": [{"type": "function", "name": "f", "parameters": {}}],
+            "tool_choice": {"type": "function", "name": LONG},
+        },
+        {"input": [{"type": LONG}]},
+        {"input": [{"role": "user", "content": [{"type": LONG}]}]},
+        {
+            "input": [
+                {"type": "function_call", "call_id": "c", "name": "f", "arguments": "{}"},
+                {"type": "function_call_output", "call_id": "c", "output": [{"type": LONG}]},
+            ]
+        },
+        {"multihome": {"agent": {LONG: 1}}},
+    ],
+)
+def test_a_responses_refusal_shows_a_long_value_by_its_start(extra):
+    """Were repeated whole: a 5,000-character `type`, include or tool name came back as a 5 KB message."""
+    body = msgspec.json.encode({"model": "m", "input": "x", **extra})
+
+    def refused() -> None:
+        req = parse_create(body)
+        _agent_extension(req)
+
+    _shown_in_part(_refusal(refused))
+
+
+def test_chat_and_anthropic_roles_and_the_routing_extension_show_a_long_value_by_its_start():
+    chat = {"model": "m", "messages": [{"role": LONG, "content": "x"}]}
+    _shown_in_part(_refusal(lambda: parse_chat(msgspec.json.encode(chat))))
+    messages = {"model": "m", "max_tokens": 5, "messages": [{"role": LONG, "content": "x"}]}
+    _shown_in_part(_refusal(lambda: anthropic_canonical(parse_messages(msgspec.json.encode(messages)))))
+    update = msgspec.json.encode({"metadata": {}, LONG: 1})
+    _shown_in_part(_refusal(lambda: parse_update_conversation(update)))
+    mcp = {"type": "mcp", "server_label": "s", "require_approval": LONG}
+    _shown_in_part(_refusal(lambda: asyncio.run(McpResolver(None).resolve("t", mcp))))  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("spec", [{LONG: {"eq": [1]}}, {"k": {LONG: 1}}, {"AND": [{LONG: {"nope": 1}}]}])
+def test_a_memory_filter_refusal_shows_a_long_key_or_operator_by_its_start(spec):
+    with pytest.raises(ValueError) as caught:
+        compile_filter(spec)
+    message = str(caught.value)
+    assert SHOWN in message and "TAIL" not in message, message
+
+
+def test_an_unknown_path_is_shown_segment_by_segment_and_by_its_start():
+    assert echo_path("/admin/v1/tenants/ten_1/keys/key_1") == "/admin/v1/tenants/ten_1/keys/key_1"
+    shown = echo_path(f"/v1/responses/{LONG}/input_items")
+    assert shown == f"/v1/responses/{SHOWN}/input_items"
+    assert echo_path("/a" * 10_000).count("/") == 12 and echo_path("/a" * 10_000).endswith("/…")
+
+
+def test_unknown_paths_cursors_and_times_of_the_admin_api_are_shown_by_their_start():
+    """Were repeated whole: `Unknown admin endpoint GET /admin/v1/tenants/ZqZq…` (and the client API's
+    `Unknown endpoint`), an audit query's `until`/`cursor`, a contracts report's `at`."""
+    table = RouteTable(ROUTES, {r.handler: None for r in ROUTES})  # type: ignore[misc]
+    refusals = [
+        _refusal(lambda: table.match("GET", f"/v1/nothing/{LONG}".encode())),
+        _refusal(lambda: table.match("PUT", f"/v1/responses/{LONG}".encode())),  # a 405 names the path too
+        _refusal(lambda: match_route(ADMIN_ROUTES, "GET", f"/admin/v1/tenants/{LONG}/nothing")),
+        _refusal(lambda: _at({"at": LONG})),
+    ]
+    for err in refusals:
+        assert SHOWN in err.body.message and "TAIL" not in err.body.message, err.body.message
+    for bad in (lambda: parse_time(LONG, "until"), lambda: parse_cursor(LONG + ":x")):
+        with pytest.raises(BadQuery) as caught:
+            bad()
+        assert SHOWN in str(caught.value) and "TAIL" not in str(caught.value), str(caught.value)

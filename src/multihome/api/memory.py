@@ -236,7 +236,9 @@ class MemoryDoor:
                 memory.page(who, agent_id, user_id, after=lq.after, limit=lq.limit, desc=lq.desc, keep=keep)
             )
         except KeyError:
-            raise bad_request(f"'after' names no record of this namespace: {lq.after!r}.", param="after") from None
+            raise bad_request(
+                f"'after' names no record of this namespace: '{echo(lq.after)}'.", param="after"
+            ) from None
         records, more = found if found is not None else ([], False)
         await answer(call, send, _with_unreadable(page([record_view(r) for r in records], more), records))
 

@@ -31,7 +31,7 @@ from ..routing.planner import RequestShape
 from ..routing.router import Router
 from ..schema.bounded import Decoder
 from ..schema.chat import ChatRequest
-from ..schema.errors import ApiError, bad_request, echo
+from ..schema.errors import ApiError, bad_request, echo, echo_quoted
 from .asgi import Header, Scope, header
 from .policy_gate import pin_refusal
 from .render import served_headers
@@ -345,7 +345,7 @@ def narrowing(scope: Scope, raw: dict[str, msgspec.Raw], group: GroupRuntime) ->
         try:
             route = _extension.decode(ext).route
         except msgspec.DecodeError as exc:
-            raise ApiError(400, f"Invalid 'multihome' extension: {exc}.", param="multihome") from None
+            raise ApiError(400, f"Invalid 'multihome' extension: {echo_quoted(str(exc))}.", param="multihome") from None
         names = route.deployments if route else None
     value = header(scope, b"x-multihome-deployments")
     if value is not None:
@@ -357,7 +357,7 @@ def narrowing(scope: Scope, raw: dict[str, msgspec.Raw], group: GroupRuntime) ->
     if unknown or not names:
         raise ApiError(
             400,
-            f"Cannot narrow model '{group.name}' to {', '.join(unknown) or 'nothing'}: a request may only pick among "
+            f"Cannot narrow model '{group.name}' to {echo(', '.join(unknown)) or 'nothing'}: a request may only pick among "
             f"the group's deployments ({', '.join(sorted(known))}).",
             param="x-multihome-deployments",
             code="invalid_route_narrowing",

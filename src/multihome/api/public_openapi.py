@@ -20,7 +20,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, TypedDict
 
+from ..policy.pins import WORK_KINDS
 from ..schema.bounds import MAX_ITEMS
+from ..schema.responses import INCLUDABLE
 
 Schema = dict[str, Any]  # a JSON Schema (or OpenAPI) fragment, encoded as it is built
 
@@ -988,6 +990,50 @@ _LIST_QUERY: list[Schema] = [
 ]
 
 
+def _query(name: str, schema: Schema, description: str) -> Schema:
+    return {"name": name, "in": "query", "required": False, "schema": schema, "description": description}
+
+
+# OpenAI's Includable values (schema/responses.py INCLUDABLE); a read takes them as `include` or `include[]`.
+_INCLUDE = _query(
+    "include",
+    {"type": "array", "items": _enum(*sorted(INCLUDABLE))},
+    "OpenAI's include values; another is a 400 naming it (the SDKs write `include[]=`, also read)",
+)
+_NAMESPACE = [
+    _query("agent_id", STR, 'The namespace\'s agent (default "")'),
+    _query("user_id", STR, 'The namespace\'s user (default "")'),
+]
+_TENANT = _query("tenant", STR, "An org-admin key names the tenant whose memory it reads or writes")
+# The query parameters each operation reads besides the list cursor's (`_LIST_QUERY`).
+_EXTRA_QUERY: dict[str, list[Schema]] = {
+    "explainRoute": [_query("work", _enum(*WORK_KINDS), "Explain the plan of this kind of stateful work")],
+    "getResponse": [
+        _INCLUDE,
+        _query("stream", BOOL, "Stream a background response created with `stream: true` again"),
+        _query("starting_after", {"type": "integer", "minimum": -1}, "With `stream`: the events after this one"),
+        _query("include_obfuscation", BOOL, "Accepted; this gateway adds no obfuscation to stream events"),
+    ],
+    "listInputItems": [_INCLUDE, _query("before", STR, "An item id: the page that ends just before it")],
+    "listConversationItems": [_INCLUDE],
+    "createConversationItems": [_INCLUDE],
+    "getConversationItem": [_INCLUDE],
+    "createMemoryRecords": [_TENANT],
+    "listMemoryRecords": [*_NAMESPACE, _query("filters", STR, "A metadata filter as JSON (docs/memory.md)"), _TENANT],
+    "getMemoryRecord": [_TENANT],
+    "deleteMemoryRecord": [_TENANT],
+    "searchMemory": [_TENANT],
+    "listMemoryNamespaces": [
+        _query("agent_id", STR, "Only this agent's namespaces"),
+        _query("user_id", STR, "Only this user's namespaces"),
+        _TENANT,
+    ],
+    "updateMemoryNamespace": [_TENANT],
+    "deleteMemoryNamespace": [*_NAMESPACE, _TENANT],
+    "forgetMemoryUser": [_TENANT],
+}
+
+
 def _error(door: str) -> Schema:
     schema = "AnthropicError" if door == ANTHROPIC else "Error"
     return {
@@ -1007,6 +1053,7 @@ def _operation(route: PublicRoute) -> Schema:
     params = [{"name": name, "in": "path", "required": True, "schema": STR} for name in _PATH_PARAM.findall(route.path)]
     if route.response == "ItemList" and route.method == "GET":
         params += _LIST_QUERY
+    params += _EXTRA_QUERY.get(route.operation_id, [])
     if route.request is not None:
         op["requestBody"] = {"required": True, "content": {"application/json": {"schema": _ref(route.request)}}}
         if route.door != NONE and route.request in _ROUTED:

@@ -18,7 +18,7 @@ import re
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 
-from ..schema.errors import ApiError
+from ..schema.errors import ApiError, echo_path
 from .anthropic.errors import ANTHROPIC
 from .asgi import Receive, Send
 from .openai.errors import OPENAI
@@ -163,7 +163,7 @@ class RouteTable:
         raise self._unrouted(method, path, known)
 
     def _unrouted(self, method: str, path: bytes, known: Mapping[str, Bound] | None) -> ApiError:
-        shown = path.decode(errors="replace")
+        shown = echo_path(path.decode(errors="replace"))
         if known:
             allow = ", ".join(sorted(known))
             return ApiError(

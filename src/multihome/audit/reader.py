@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 import msgspec
 
+from ..schema.errors import echo
 from .chainfile import chain_names
 
 
@@ -69,7 +70,7 @@ def parse_time(value: str, name: str) -> float:
     try:
         when = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
     except ValueError:
-        raise BadQuery(f"{name} must be unix seconds or an ISO-8601 time, not {value!r}") from None
+        raise BadQuery(f"{name} must be unix seconds or an ISO-8601 time, not '{echo(value)}'") from None
     if when.tzinfo is None:
         when = when.replace(tzinfo=dt.UTC)
     return when.timestamp()
@@ -78,7 +79,7 @@ def parse_time(value: str, name: str) -> float:
 def parse_cursor(cursor: str) -> tuple[str, int]:
     chain, _, seq = cursor.rpartition(":")
     if not chain or not (seq.isascii() and seq.isdigit() and len(seq) <= 19):  # isdigit() alone admits '²'
-        raise BadQuery(f"cursor {cursor!r} is not one this server issued (<chain>:<seq>)")
+        raise BadQuery(f"cursor '{echo(cursor)}' is not one this server issued (<chain>:<seq>)")
     return chain, int(seq)
 
 

@@ -77,7 +77,7 @@ def serve(args: argparse.Namespace) -> int:
         loop="uvloop",
         # httptools, with a bounded request head. uvicorn's stubs ask for a protocol class, but uvicorn only
         # calls it (server.py: `config.http_protocol_class(config=..., ...)`), so a factory works.
-        http=protocol(config.server.max_header_bytes),  # type: ignore[typeddict-item]
+        http=protocol(config.server.max_header_bytes, config.server.client_idle_timeout_s),  # type: ignore[typeddict-item]
         lifespan="on",
         access_log=False,  # the gateway writes its own (api/access_log.py)
         # No `server: uvicorn` on every answer: it tells a caller nothing it needs, and each header uvicorn

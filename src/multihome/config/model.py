@@ -188,6 +188,9 @@ class Server(Strict):
     max_body_bytes: PositiveCount = 20 * 1024 * 1024
     # Request line plus headers; a longer head is refused with 431 before it is read in full.
     max_header_bytes: Annotated[int, msgspec.Meta(ge=1024)] = 64 * 1024
+    # A request whose head or body stops arriving (nothing read for this long, checked as often) is answered
+    # 408 and its connection closed: a client cannot hold a connection open by never finishing a request.
+    client_idle_timeout_s: Annotated[float, msgspec.Meta(ge=0.1, le=3600)] = 30.0
     # Environment variables holding the API keys clients may present (identity grows in its own issue).
     api_keys_env: list[str] = msgspec.field(default_factory=list)
     allow_unauthenticated: bool = False

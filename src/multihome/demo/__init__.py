@@ -213,7 +213,7 @@ async def _demo(port: int, scripted_only: bool) -> None:
             loop="none",
             # uvicorn's stubs: a protocol class, and an int timeout; it only calls the one (a factory works)
             # and hands the other to asyncio.timeout(), which takes a float (as cli/serve.py explains).
-            http=protocol(config.server.max_header_bytes),  # type: ignore[arg-type]
+            http=protocol(config.server.max_header_bytes, config.server.client_idle_timeout_s),  # type: ignore[arg-type]
             lifespan="on",
             access_log=False,
             log_level="warning",

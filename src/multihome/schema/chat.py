@@ -11,7 +11,7 @@ import msgspec
 
 from .bounds import INT64, LOGIT_BIAS, MAX_N, MAX_TOP_LOGPROBS, PENALTY, between, count
 from .decoding import count_items, decode_views
-from .errors import bad_request
+from .errors import bad_request, echo
 
 ROLES = frozenset({"system", "developer", "user", "assistant", "tool", "function"})
 TOOL_CHOICES = frozenset({"none", "auto", "required"})
@@ -192,7 +192,7 @@ def _validate(req: ChatRequest) -> None:
     for i, msg in enumerate(req.messages):
         if msg.role not in ROLES:
             raise bad_request(
-                f"messages[{i}].role '{msg.role}' is not one of: {', '.join(sorted(ROLES))}.",
+                f"messages[{i}].role '{echo(msg.role)}' is not one of: {', '.join(sorted(ROLES))}.",
                 param=f"messages[{i}].role",
             )
         if msg.role == "tool" and not msg.tool_call_id:

@@ -9,7 +9,7 @@ from typing import Any, TypeVar, overload
 import msgspec
 
 from . import bounds
-from .errors import ApiError, bad_request
+from .errors import ApiError, bad_request, echo_quoted
 
 _PATH = re.compile(r" - at `\$(?P<path>[^`]*)`$")
 
@@ -26,7 +26,7 @@ def decode_error(exc: msgspec.DecodeError, *, prefix: str = "") -> ApiError:
     if isinstance(exc, msgspec.ValidationError):
         if match is None and text.startswith("Expected `object`"):
             return bad_request("Request body must be a JSON object.", code="invalid_json")
-        detail = text[: match.start()] if match else text
+        detail = echo_quoted(text[: match.start()] if match else text)
         param = _param(prefix + (match.group("path") if match else ""))
         where = f" at '{param}'" if param else ""
         return bad_request(f"Invalid request body{where}: {detail}.", param=param, code="invalid_type")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from typing import Any
 
@@ -16,6 +17,26 @@ def echo(value: object) -> str:
     repeated whole, it would fill the answer, the client's logs and every log line that quotes the error."""
     text = value if isinstance(value, str) else str(value)
     return text if len(text) <= ECHO_MAX else text[:ECHO_MAX] + "…"
+
+
+_QUOTED = re.compile(f"'([^']{{{ECHO_MAX + 1},}})'|`([^`]{{{ECHO_MAX + 1},}})`")
+
+
+def echo_quoted(text: str) -> str:
+    """A decoder's message (msgspec's `Invalid enum value 'x'`, `unknown field `x``) with each value of the
+    client's it quotes shortened as `echo` shortens one."""
+    return _QUOTED.sub(lambda m: f"'{echo(m[1])}'" if m[1] is not None else f"`{echo(m[2])}`", text)
+
+
+_PATH_SEGMENTS = 12  # segments of an unknown path an error shows (no served path has more)
+
+
+def echo_path(path: str) -> str:
+    """An unknown path as an error shows it: each segment by its start (`echo`), at most _PATH_SEGMENTS of
+    them, so a served path's shape stays readable and a hostile one stays short."""
+    parts = path.split("/")
+    shown = "/".join(echo(part) for part in parts[:_PATH_SEGMENTS])
+    return shown + "/…" if len(parts) > _PATH_SEGMENTS else shown
 
 
 class ErrorBody(msgspec.Struct, omit_defaults=False):

@@ -310,14 +310,14 @@ def _validate(req: CreateResponse) -> None:
     for i, name in enumerate(req.include or ()):
         if name not in INCLUDABLE:
             raise bad_request(
-                f"include[{i}] '{name}' is not one of: {', '.join(sorted(INCLUDABLE))}.", param=f"include[{i}]"
+                f"include[{i}] '{echo(name)}' is not one of: {', '.join(sorted(INCLUDABLE))}.", param=f"include[{i}]"
             )
     check_metadata(req.metadata)
     fmt = req.text.format if req.text is not None else None
     if fmt is not None:
         if fmt.type not in FORMATS:
             raise bad_request(
-                f"text.format.type '{fmt.type}' is not one of: text, json_object, json_schema.",
+                f"text.format.type '{echo(fmt.type)}' is not one of: text, json_object, json_schema.",
                 param="text.format.type",
             )
         if fmt.type == "json_schema" and (not fmt.name or not fmt.schema or fmt.schema == b"null"):
@@ -397,7 +397,7 @@ def _check_tools(req: CreateResponse) -> None:
             continue
         if tool.type != "function":
             raise bad_request(
-                f"tools[{i}] has type '{tool.type}': this gateway serves function, mcp and memory tools only "
+                f"tools[{i}] has type '{echo(tool.type)}': this gateway serves function, mcp and memory tools only "
                 "(docs/responses.md).",
                 param=f"tools[{i}].type",
                 code="unsupported_tool",
@@ -426,7 +426,9 @@ def _check_tools(req: CreateResponse) -> None:
                     "or write (docs/memory.md).",
                     param="tool_choice.name",
                 )
-            raise bad_request(f"tool_choice names '{choice.name}', which is not in 'tools'.", param="tool_choice.name")
+            raise bad_request(
+                f"tool_choice names '{echo(choice.name)}', which is not in 'tools'.", param="tool_choice.name"
+            )
     if choice is not None and choice != "none" and not req.tools:
         raise bad_request("'tool_choice' is only allowed when 'tools' are specified.", param="tool_choice")
 
@@ -473,7 +475,7 @@ def check_item(item: InputItem, where: str) -> None:
             _check_part(part, f"{where}.output[{j}]")
             if part.type not in _INPUT_PARTS:  # as OpenAI lists a function_call_output's parts
                 raise bad_request(
-                    f"{where}.output[{j}] has type '{part.type}': a function_call_output holds a string or "
+                    f"{where}.output[{j}] has type '{echo(part.type)}': a function_call_output holds a string or "
                     f"{', '.join(sorted(_INPUT_PARTS))} parts.",
                     param=f"{where}.output[{j}].type",
                 )
@@ -481,7 +483,7 @@ def check_item(item: InputItem, where: str) -> None:
         _check_mcp_item(item, kind, where)
     elif kind != "reasoning":
         raise bad_request(
-            f"{where} has type '{kind}', which this gateway does not serve yet: use {_ITEM_TYPES}.",
+            f"{where} has type '{echo(kind)}', which this gateway does not serve yet: use {_ITEM_TYPES}.",
             param=f"{where}.type",
         )
 
@@ -528,7 +530,7 @@ def _check_role_part(role: str | None, kind: str, where: str) -> None:
     if kind not in allowed:
         shown = "output_text, refusal" if role == "assistant" else ", ".join(sorted(_INPUT_PARTS))
         raise bad_request(
-            f"{where} has type '{kind}', which a message of role '{role}' cannot hold: use {shown}.",
+            f"{where} has type '{echo(kind)}', which a message of role '{role}' cannot hold: use {shown}.",
             param=f"{where}.type",
         )
 
@@ -536,7 +538,7 @@ def _check_role_part(role: str | None, kind: str, where: str) -> None:
 def _check_part(part: Part, where: str) -> None:
     if part.type not in _PART_TYPES:
         raise bad_request(
-            f"{where} has type '{part.type}': use one of {', '.join(sorted(_PART_TYPES))}.", param=f"{where}.type"
+            f"{where} has type '{echo(part.type)}': use one of {', '.join(sorted(_PART_TYPES))}.", param=f"{where}.type"
         )
     if part.type in ("input_text", "output_text") and part.text is None:
         raise bad_request(f"{where} is a {part.type} part without 'text'.", param=f"{where}.text")

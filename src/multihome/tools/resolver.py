@@ -24,7 +24,7 @@ from typing import Any
 
 import msgspec
 
-from ..schema.errors import ApiError, echo
+from ..schema.errors import ApiError, echo, echo_quoted
 from ..storage.errors import NotFound, UnreadableRow
 from .model import McpEndpoint, McpTool
 from .servers import Loaded, McpServerStore, McpServerView
@@ -72,7 +72,9 @@ class McpResolver:
         try:
             spec = msgspec.convert(tool, McpToolSpec)
         except msgspec.ValidationError as exc:
-            raise ApiError(400, f"Invalid mcp tool: {exc}.", param=param, code="invalid_value") from None
+            raise ApiError(
+                400, f"Invalid mcp tool: {echo_quoted(str(exc))}.", param=param, code="invalid_value"
+            ) from None
         if spec.connector_id is not None or spec.tunnel_id is not None:
             raise ApiError(
                 400,

@@ -84,7 +84,7 @@ def _at(query: dict[str, str]) -> dt.datetime:
     try:
         at = dt.datetime.fromisoformat(value)
     except ValueError:
-        raise ApiError(400, f"at={value!r} is not an ISO 8601 time.", param="at", code="invalid_value") from None
+        raise ApiError(400, f"at='{echo(value)}' is not an ISO 8601 time.", param="at", code="invalid_value") from None
     at = at if at.tzinfo else at.replace(tzinfo=dt.UTC)
     found = admin_fields.moment(at, "at")  # year 1 at +05:00 would overflow the report's arithmetic
     if found is not None:

@@ -18,7 +18,7 @@ from urllib.parse import parse_qs
 import msgspec
 
 from ...schema.decoding import decode_body
-from ...schema.errors import ApiError
+from ...schema.errors import ApiError, echo_path, echo_quoted
 from ...schema.principal import Principal
 from ...storage.errors import Conflict, Invalid, NotFound, UnreadableRow, unavailable
 from ..asgi import JSON, read_body, send_bytes
@@ -75,7 +75,9 @@ class AdminApi:
             try:
                 body = msgspec.convert(body or {}, route.body, strict=False)
             except msgspec.ValidationError as exc:
-                raise ApiError(400, f"Invalid {route.noun or 'request'}: {exc}.", code="invalid_value") from None
+                raise ApiError(
+                    400, f"Invalid {route.noun or 'request'}: {echo_quoted(str(exc))}.", code="invalid_value"
+                ) from None
         path = route.path.format(**params)
         out, _ = await self._run(route, principal, params, query, body, path)
         return out
@@ -142,9 +144,13 @@ def match_route(routes: tuple[Route, ...], method: str, path: str) -> tuple[Rout
             allowed.append(route.method)
     if allowed:
         raise ApiError(
-            405, f"Method {method} is not allowed on {path}; use {' or '.join(allowed)}.", code="method_not_allowed"
+            405,
+            f"Method {method} is not allowed on {echo_path(path)}; use {' or '.join(allowed)}.",
+            code="method_not_allowed",
         )
-    raise ApiError(404, f"Unknown admin endpoint {method} {path}. See GET /admin/v1/openapi.json.", code="unknown_url")
+    raise ApiError(
+        404, f"Unknown admin endpoint {method} {echo_path(path)}. See GET /admin/v1/openapi.json.", code="unknown_url"
+    )
 
 
 def _decode(raw: bytes, route: Route) -> Any:

@@ -17,7 +17,7 @@ from ...schema import bounded
 from ...schema.anthropic import Block, MessagesRequest, ParsedMessages, ToolDef
 from ...schema.bounds import MAX_INT
 from ...schema.chat import ParsedChat, parse_chat
-from ...schema.errors import ApiError, bad_request
+from ...schema.errors import ApiError, bad_request, echo
 from ...schema.peek import Usage
 
 _encode = msgspec.json.encode
@@ -124,7 +124,7 @@ def _messages(req: MessagesRequest, dropped: set[str]) -> list[Json]:
         else:
             hint = " Put system instructions in the top-level 'system' field." if msg.role == "system" else ""
             raise bad_request(
-                f"{where}.role: '{msg.role}' is not one of 'user', 'assistant'.{hint}", param=f"{where}.role"
+                f"{where}.role: '{echo(msg.role)}' is not one of 'user', 'assistant'.{hint}", param=f"{where}.role"
             )
     return out
 
@@ -226,7 +226,7 @@ def _image_part(block: Block, at: str) -> Json:
             raise bad_request(f"{at}.source.url: Field required.", param=f"{at}.source.url")
         return {"type": "image_url", "image_url": {"url": src.url}}
     raise bad_request(
-        f"{at}.source.type: '{src.type}' is not supported by this gateway; use 'base64' or 'url'.",
+        f"{at}.source.type: '{echo(src.type)}' is not supported by this gateway; use 'base64' or 'url'.",
         param=f"{at}.source.type",
     )
 
@@ -256,7 +256,7 @@ def _tool_result(block: Block, at: str, dropped: set[str]) -> Json:
             if inner.type != "text":
                 raise bad_request(
                     f"{at}.content.{k}: tool results may contain only text on this gateway "
-                    f"(got '{inner.type}'); OpenAI-compatible models cannot read images in tool results.",
+                    f"(got '{echo(inner.type)}'); OpenAI-compatible models cannot read images in tool results.",
                     param=f"{at}.content.{k}",
                 )
             pieces.append(_text_part(inner, f"{at}.content.{k}")["text"])
@@ -271,7 +271,7 @@ def _tool(tool: ToolDef, i: int, dropped: set[str]) -> Json:
     at = f"tools.{i}"
     if tool.type not in (None, "custom"):
         raise bad_request(
-            f"{at}.type: '{tool.type}' is an Anthropic server tool; this gateway serves only client tools "
+            f"{at}.type: '{echo(tool.type)}' is an Anthropic server tool; this gateway serves only client tools "
             "(name, description, input_schema).",
             param=f"{at}.type",
         )
@@ -305,13 +305,16 @@ def _tool_choice(req: MessagesRequest, body: Json) -> None:
         if not choice.name:
             raise bad_request("tool_choice.name: Field required when type is 'tool'.", param="tool_choice.name")
         if all(t.name != choice.name for t in req.tools or ()):
-            raise bad_request(f"tool_choice.name: no tool named '{choice.name}' in 'tools'.", param="tool_choice.name")
+            raise bad_request(
+                f"tool_choice.name: no tool named '{echo(choice.name)}' in 'tools'.", param="tool_choice.name"
+            )
         body["tool_choice"] = {"type": "function", "function": {"name": choice.name}}
     elif choice.type in _TOOL_CHOICE:
         body["tool_choice"] = _TOOL_CHOICE[choice.type]
     else:
         raise bad_request(
-            f"tool_choice.type: '{choice.type}' is not one of 'auto', 'any', 'tool', 'none'.", param="tool_choice.type"
+            f"tool_choice.type: '{echo(choice.type)}' is not one of 'auto', 'any', 'tool', 'none'.",
+            param="tool_choice.type",
         )
     if choice.disable_parallel_tool_use and choice.type != "none":
         body["parallel_tool_calls"] = False
@@ -348,7 +351,7 @@ def _required(value: str | None, at: str) -> None:
 
 def _unsupported_block(kind: str, at: str) -> ApiError:
     return bad_request(
-        f"{at}.type: content blocks of type '{kind}' are not supported by this gateway "
+        f"{at}.type: content blocks of type '{echo(kind)}' are not supported by this gateway "
         "(supported: text, image, tool_use, tool_result).",
         param=f"{at}.type",
     )

@@ -47,7 +47,7 @@ from ...config.responses import AgentConfig
 from ...metering.prices import PriceTable
 from ...policy.pins import AGENT_STEP
 from ...routing.attempts import Served
-from ...schema.errors import ApiError, bad_request, echo
+from ...schema.errors import ApiError, bad_request, echo, echo_quoted
 from ...schema.responses import CreateResponse
 from ...state.memory.store import MemoryStore
 from ...state.memory.tools import MemoryTools, parse_tool
@@ -153,7 +153,7 @@ def _agent_extension(req: CreateResponse) -> _AgentAsk:
     try:
         asked = msgspec.json.decode(raw, type=_Ext).agent or _AgentAsk()
     except msgspec.DecodeError as exc:
-        raise bad_request(f"Invalid 'multihome.agent': {exc}.", param="multihome.agent") from None
+        raise bad_request(f"Invalid 'multihome.agent': {echo_quoted(str(exc))}.", param="multihome.agent") from None
     for name in _AgentAsk.__struct_fields__:
         value = getattr(asked, name)
         if value is not None and value <= 0:

@@ -19,6 +19,7 @@ from ...routing.catalog import DeploymentRuntime
 from ...schema import estimate
 from ...schema.chat import ParsedChat
 from ...schema.errors import ApiError, bad_request, echo
+from ...schema.responses import INCLUDABLE
 from ...state import StateStore
 from ...state.pairs import BrokenPair
 from ...storage.errors import Conflict, UnreadableRow, unavailable
@@ -41,6 +42,25 @@ def segments(call: Call) -> list[str]:
 
 def query(call: Call) -> dict[str, list[str]]:
     return parse_qs(call.scope.get("query_string", b"").decode("latin-1"), keep_blank_values=True)
+
+
+def check_include(raw: dict[str, list[str]]) -> None:
+    """A read's `include` (`include[]`, as the SDKs write an array): OpenAI's values are accepted (nothing
+    here is left out that one would add); another is a 400 naming it, as OpenAI answers and as a create's is
+    (was ignored: a client's typo looked like a value that had worked)."""
+    for key in ("include", "include[]"):
+        for i, name in enumerate(raw.get(key, ())):
+            if name not in INCLUDABLE:
+                raise bad_request(
+                    f"include[{i}] '{echo(name)}' is not one of: {', '.join(sorted(INCLUDABLE))}.",
+                    param=f"include[{i}]",
+                )
+
+
+def checked_include(call: Call) -> None:
+    """`check_include` of the call's query (nothing read when there is none)."""
+    if call.scope.get("query_string"):
+        check_include(query(call))
 
 
 def tenant(call: Call) -> str:
@@ -131,9 +151,12 @@ def _cursor(value: str, param: str) -> str | None:
     return value or None
 
 
-def list_query(call: Call) -> ListQuery:
-    """`after`, `limit` (1..100, default 20), `order` (`asc`/`desc`, default `desc`); `include[]` is accepted."""
+def list_query(call: Call, *, include: bool = False) -> ListQuery:
+    """`after`, `limit` (1..100, default 20), `order` (`asc`/`desc`, default `desc`); with `include`, OpenAI's
+    `include` values are accepted (`check_include`)."""
     raw = query(call)
+    if include:
+        check_include(raw)
     out = ListQuery()
     if "after" in raw:
         out.after = _cursor(raw["after"][-1], "after")

@@ -16,7 +16,17 @@ from ...state.store import UnknownItem
 from ..asgi import Receive, Send, header, read_body
 from ..pipeline import Call, Pipeline
 from .bounded import too_large
-from .common import answer, list_query, need_state, page, segments, stored, tenant, unknown_cursor
+from .common import (
+    answer,
+    checked_include,
+    list_query,
+    need_state,
+    page,
+    segments,
+    stored,
+    tenant,
+    unknown_cursor,
+)
 from .door import MAX_ID, conversation_not_found
 from .idempotent import HEADER as IDEMPOTENCY_KEY
 from .idempotent import once
@@ -118,7 +128,7 @@ class ConversationsDoor:
 
     async def list_items(self, call: Call, receive: Receive, send: Send) -> None:
         state, who, conv_id = self._ids(call)
-        query = list_query(call)
+        query = list_query(call, include=True)
         if query.before is not None:  # the items' pages go forward only (as the SDK pages them)
             raise bad_request(
                 "'before' is not supported when listing a conversation's items: page with 'after'.",
@@ -144,6 +154,7 @@ class ConversationsDoor:
 
     async def _add_items(self, call: Call, receive: Receive, send: Send) -> None:
         state, who, conv_id = self._ids(call)
+        checked_include(call)
         req = parse_add_items(await read_body(call.scope, receive, self.max_body))
         items = [stored_item(i) for i in req.items]
         await self._check_thinking(who, items)
@@ -180,6 +191,7 @@ class ConversationsDoor:
 
     async def get_item(self, call: Call, receive: Receive, send: Send) -> None:
         state, who, conv_id = self._ids(call)
+        checked_include(call)
         item_id = segments(call)[3]
         item = await stored(state.get_item(who, conv_id, item_id)) if len(item_id) <= MAX_ITEM_ID else None
         if item is None:

@@ -36,6 +36,7 @@ from .background import Background, starting_after
 from .bounded import refuse_turn
 from .common import (
     answer,
+    check_include,
     list_query,
     native_upstream,
     need_state,
@@ -351,6 +352,7 @@ class ResponsesDoor:
     async def retrieve(self, call: Call, receive: Receive, send: Send) -> None:
         """`GET /v1/responses/{response_id}` (and `/input_items`)."""
         raw = query(call)
+        check_include(raw)
         found = await self._stored(call, segments(call)[1])
         if raw.get("stream", ["false"])[-1].lower() == "true":
             if self.background is None or found.background is None:
@@ -367,7 +369,7 @@ class ResponsesDoor:
 
     async def input_items(self, call: Call, receive: Receive, send: Send) -> None:
         """`GET /v1/responses/{response_id}/input_items`: this request's own input items (not the chain's)."""
-        query = list_query(call)
+        query = list_query(call, include=True)
         found = await self._stored(call, segments(call)[1])
         await answer(call, send, page_of(found.input, query))
 

@@ -186,7 +186,7 @@ class Shell:
             "completed_at": int(time.time()) if done else None,
             "background": False,
             "error": response_error(error),
-            "incomplete_details": {"reason": incomplete} if incomplete else None,
+            "incomplete_details": incomplete_details(incomplete),
             "instructions": req.instructions,
             "max_output_tokens": req.max_output_tokens,
             "max_tool_calls": req.max_tool_calls,
@@ -251,6 +251,22 @@ RESPONSE_ERROR_CODES = frozenset(
     }
 )
 _THROTTLED = frozenset({"all_deployments_throttled", "budget_exceeded"})
+
+
+# OpenAI's reasons for an incomplete Response (the published schema's enum).
+INCOMPLETE_REASONS = frozenset({"max_output_tokens", "content_filter"})
+
+
+def incomplete_details(reason: str | None) -> dict[str, Any] | None:
+    """`incomplete_details` with a reason from OpenAI's enum (the SDKs validate it against theirs). A limit
+    of the gateway's own (an agent run's max_steps, max_tool_calls, max_run_time, max_spend) or a reason
+    a native upstream made up is a budget that ran out, as `max_output_tokens` is; which one is kept
+    in `multihome.limit`, an extension field OpenAI's schema and SDKs let through."""
+    if not reason:
+        return None
+    if reason in INCOMPLETE_REASONS:
+        return {"reason": reason}
+    return {"reason": "max_output_tokens", "multihome": {"limit": reason}}
 
 
 def response_error(error: dict[str, Any] | None) -> dict[str, Any] | None:

@@ -11,7 +11,7 @@ from typing import Any
 import msgspec
 
 from ...schema.chat import ChatRequest, Message, ParsedChat
-from ...schema.errors import bad_request
+from ...schema.errors import bad_request, echo
 from .. import canonical_in
 from ..reasoning import thinking_budget
 from . import PROFILES, profile_id
@@ -238,7 +238,7 @@ def _user_blocks(m: Message, i: int) -> list[dict[str, Any]]:
             assert part.image_url is not None  # parse_chat refuses an image_url part without one
             blocks.append(_image(part.image_url.url, where))
         else:
-            raise canonical_in.unsupported(f"{where}.type={part.type}", PROVIDER)
+            raise canonical_in.unsupported(f"{where}.type={echo(part.type)}", PROVIDER)
     return blocks
 
 
@@ -295,7 +295,7 @@ def _tool_specs(req: ChatRequest) -> list[dict[str, Any]]:
     specs = []
     for i, tool in enumerate(req.tools or ()):
         if tool.type != "function" or tool.function is None:
-            raise canonical_in.unsupported(f"tools[{i}].type={tool.type}", PROVIDER + " (function tools only)")
+            raise canonical_in.unsupported(f"tools[{i}].type={echo(tool.type)}", PROVIDER + " (function tools only)")
         fn = tool.function
         spec: dict[str, Any] = {
             "name": fn.name,
@@ -335,7 +335,7 @@ def _tool_config(
     elif choice.type == "function" and choice.function is not None:
         cfg["toolChoice"] = {"tool": {"name": choice.function.name}}
     else:
-        raise canonical_in.unsupported(f"tool_choice.type={choice.type}", PROVIDER)
+        raise canonical_in.unsupported(f"tool_choice.type={echo(choice.type)}", PROVIDER)
     return cfg
 
 

@@ -13,7 +13,7 @@ from typing import Any
 import msgspec
 
 from ...schema.chat import ChatRequest, Message, ParsedChat
-from ...schema.errors import ApiError, bad_request
+from ...schema.errors import ApiError, bad_request, echo
 from .. import canonical_in as cin
 from .thinking import SKIP_SIGNATURE, gemini_3, thinking_config
 
@@ -165,7 +165,7 @@ def _user_parts(msg: Message, where: str, vertex: bool) -> list[dict[str, Any]]:
         elif part.type == "file":
             parts.append(_file(part.file, p))
         else:
-            raise cin.unsupported(f"{p}.type '{part.type}'", PROVIDER)
+            raise cin.unsupported(f"{p}.type '{echo(part.type)}'", PROVIDER)
     return parts
 
 
@@ -221,7 +221,7 @@ def _function_response(msg: Message, where: str, names: dict[str, str]) -> dict[
     name = names.get(msg.tool_call_id or "")
     if name is None:
         raise bad_request(
-            f"{where}.tool_call_id '{msg.tool_call_id}' does not match a tool call of an earlier assistant message; "
+            f"{where}.tool_call_id '{echo(msg.tool_call_id)}' does not match a tool call of an earlier assistant message; "
             f"{PROVIDER} matches tool results to calls by function name, so the call must be in the history.",
             param=f"{where}.tool_call_id",
         )
@@ -244,7 +244,7 @@ def tool_fields(
     declarations = []
     for i, tool in enumerate(req.tools or ()):
         if tool.type != "function" or tool.function is None:
-            raise cin.unsupported(f"tools[{i}].type '{tool.type}'", PROVIDER)
+            raise cin.unsupported(f"tools[{i}].type '{echo(tool.type)}'", PROVIDER)
         fn = tool.function
         decl: dict[str, Any] = {"name": fn.name}
         if fn.description:
@@ -283,7 +283,7 @@ def tool_fields(
             declarations = [d for d in declarations if d["name"] in picked]
             config = {"mode": "AUTO"}
     elif choice is not None:
-        raise cin.unsupported(f"tool_choice type '{choice.type}'", PROVIDER)
+        raise cin.unsupported(f"tool_choice type '{echo(choice.type)}'", PROVIDER)
     return [{"functionDeclarations": declarations}], ({"functionCallingConfig": config} if config else None)
 
 

@@ -16,6 +16,8 @@ from typing import Any
 
 import msgspec
 
+from ...schema.errors import echo
+
 Predicate = Callable[[Mapping[str, Any]], bool]
 Scalar = str | int | float | bool
 MAX_DEPTH = 8
@@ -86,7 +88,7 @@ def _compile(spec: Any) -> Predicate:
             terms[0] += 1
             if terms[0] > MAX_TERMS:
                 raise ValueError(f"a filter has at most {MAX_TERMS} conditions")
-            at = f"{where}.{key}"
+            at = f"{where}.{echo(key)}"  # the path is in the 400's message: a key shown in part
             if key in ("AND", "OR"):
                 if not isinstance(cond, list) or not cond:
                     raise ValueError(f"{at} must be a non-empty list of filters")
@@ -100,7 +102,7 @@ def _compile(spec: Any) -> Predicate:
                 for op, value in cond.items():
                     fn = _OPS.get(op)
                     if fn is None:
-                        raise ValueError(f"{at}: unknown operator {op!r} (one of {', '.join(_OPS)})")
+                        raise ValueError(f"{at}: unknown operator '{echo(op)}' (one of {', '.join(_OPS)})")
                     if op in _LISTS:
                         if not isinstance(value, list) or not value:
                             raise ValueError(f"{at}.{op} takes a non-empty list")

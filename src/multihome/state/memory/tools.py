@@ -27,7 +27,7 @@ from typing import Any
 
 import msgspec
 
-from ...schema.errors import ApiError
+from ...schema.errors import ApiError, echo_quoted
 from ...schema.memory import MAX_QUERY, MAX_TOP_K, RecordIn, Scalar, check_id, check_record
 from ...schema.responses import MEMORY_LABEL
 from .embedder import Caller, SpaceUnavailable
@@ -62,7 +62,7 @@ def parse_tool(raw: Any, param: str = "tools") -> MemoryToolSpec:
     try:
         spec = msgspec.convert(raw, MemoryToolSpec)
     except msgspec.ValidationError as exc:
-        raise ApiError(400, f"Bad 'memory' tool: {exc}.", param=param) from None
+        raise ApiError(400, f"Bad 'memory' tool: {echo_quoted(str(exc))}.", param=param) from None
     if spec.type != TOOL_TYPE:
         raise ApiError(400, f"A memory tool has type '{TOOL_TYPE}'.", param=param)
     check_id(spec.agent_id, f"{param}.agent_id")
