@@ -222,3 +222,40 @@ def test_kill_between_an_agent_steps_answer_and_its_checkpoint(world, tmp_path):
     time.sleep(0.5)
     counted, billed = spent(second, tenant)
     assert counted == billed, (counted, billed)
+
+
+def test_a_response_whose_replica_was_killed_is_cancelled_on_the_restarted_one(world, tmp_path):
+    """kill -9 while the upstream call is in flight; the restarted gateway answers the response as open and
+    cancels it, whether the dead replica's lease still holds its job or the job was claimed again: the job
+    settles, the response stays cancelled, its conversation takes the next turn, and what was billed is
+    what the budget counted."""
+    sim, start = world
+    first = start()
+    tenant, key = tenant_key(first)
+    client = sdk(first, key)
+    conv = client.conversations.create()
+    sim.fault(chunk_delay_ms=200, chunks=50)  # ten seconds of streaming: in flight at the kill
+    text = "killed then cancelled"
+    created = client.responses.create(model="gpt", input=text, conversation=conv.id, background=True)
+    until(lambda: calls_of(sim, text), what="the upstream call")
+    os.kill(first.popen.pid, signal.SIGKILL)
+    first.popen.wait(30)
+    second = start()  # the upstream still slow: a run claimed again is in flight when the cancel comes
+    client = sdk(second, key)
+    assert client.responses.retrieve(created.id).status in ("queued", "in_progress")
+    cancelled = client.responses.cancel(created.id)
+    sim.clear_faults()
+    assert cancelled.status == "cancelled" and cancelled.usage is None
+    with sqlite3.connect(tmp_path / "multihome.db", timeout=60) as db:
+        until(
+            lambda: (
+                db.execute("SELECT status FROM jobs WHERE ref_id = ?", (created.id,)).fetchone()[0]
+                in ("done", "cancelled")
+            ),
+            what="the job claimed again and settled",
+        )
+    assert client.responses.retrieve(created.id).status == "cancelled"
+    nxt = client.responses.create(model="gpt", input="the next turn", conversation=conv.id)
+    assert nxt.status == "completed" and text not in items_text(client, conv.id)
+    counted, billed = spent(second, tenant)
+    assert counted == billed, (counted, billed)
