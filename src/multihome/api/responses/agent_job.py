@@ -44,7 +44,7 @@ async def run_agent(
     runner: Runner, record: StoredResponse, req: CreateResponse, shell: BackgroundShell, *, rerun: bool = False
 ) -> None:
     """`rerun`: an earlier run of the job was claimed (it died, or raised), so the step it was in may have
-    recorded its call before its checkpoint: repeated, that step is not recorded again (runner.py `_recorded`)."""
+    recorded its call before its checkpoint: repeated, that step is not recorded again (as in runner.py `_run`)."""
     bg = runner.store()
     info = record.background
     assert info is not None

@@ -170,7 +170,8 @@ class Runner:
             tail = conv.end()
             response = conv.response()
             if call.tracker is not None:
-                if await self._recorded(run, info["request_id"]):
+                billed = self.billed  # asked only of a run that follows one: a first run makes no query
+                if run.rerun and billed is not None and await billed(info["request_id"]):
                     # An earlier run recorded this turn's call, then died (or its store failed) before its
                     # checkpoint: its row was kept, so this repeat records nothing (counted against the
                     # budgets once, as it is billed once; its reservation released).
@@ -191,10 +192,6 @@ class Runner:
             raise
         finally:
             settle(call.tracker)
-
-    async def _recorded(self, run: _Run, request_id: str) -> bool:
-        """Whether an earlier run of the turn recorded its call (asked only of a run that follows one)."""
-        return run.rerun and self.billed is not None and await self.billed(request_id)
 
     async def _relay(self, run: _Run, served: Any) -> None:
         relay, conv = served.stream, run.converter
