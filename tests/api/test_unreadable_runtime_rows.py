@@ -179,7 +179,10 @@ async def test_an_agent_runs_job_that_cannot_be_read_is_named_in_the_list_and_re
             assert await ok(await call(admin, "GET", runs)) == {"object": "list", "data": [], "has_more": False}
 
 
-async def test_a_data_key_that_does_not_unwrap_is_a_503_naming_the_kms_for_stored_responses(config_text, tmp_path):
+@pytest.mark.parametrize("wrapped", ["x'0011'", "'text, not a wrapped key'"])
+async def test_a_data_key_that_does_not_unwrap_is_a_503_naming_the_kms_for_stored_responses(
+    config_text, tmp_path, wrapped
+):
     """The KMS refuses a wrapped key it cannot decrypt (docs/encryption.md): a 503 `kms_refused` as on the admin
     API, not a 500; the tenant's calls without stored state are served."""
     async with running(config_text) as app:
@@ -187,7 +190,7 @@ async def test_a_data_key_that_does_not_unwrap_is_a_503_naming_the_kms_for_store
         _, key = await tenant_key(admin, ["member"])
         await ok(await admin.put(f"{CREDS}/oa", json={"api_key": "sk-first-key-0123456789"}))
         stored = await ok(await call(client(app, key), "POST", "/v1/responses", json={"model": "g", "input": "hi"}))
-    await sql(tmp_path, "UPDATE data_keys SET wrapped = x'0011' WHERE purpose = 'responses'")
+    await sql(tmp_path, f"UPDATE data_keys SET wrapped = {wrapped} WHERE purpose = 'responses'")
     async with running(config_text) as app:  # a cold cache: the key is unwrapped again
         member = client(app, key)
         for method, path, body in (
