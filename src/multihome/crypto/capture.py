@@ -35,6 +35,7 @@ from ..storage import rows as stored
 from ..storage.engine import write_connection
 from ..storage.row_reads import Listed
 from ..storage.tables import captures as t
+from .envelope import stored_bytes
 from .errors import CryptoError, DataKeyNotFound, KmsError, KmsUnavailable
 from .keyring import Keyring
 
@@ -208,9 +209,8 @@ class CaptureReader:
             view = CaptureView(r.id, r.tenant_id, at, r.endpoint, r.model_group, r.deployment, r.status)
             # Not bytes (SQLite keeps text in a blob column): opens as no envelope, so it is listed as
             # not opening (MalformedCiphertext) rather than failing the page with a TypeError.
-            sealed = bytes(r.sealed) if isinstance(r.sealed, bytes | memoryview) else b""
             try:
-                plain = await self.keyring.open(tenant, PURPOSE, TABLE, r.id, sealed)
+                plain = await self.keyring.open(tenant, PURPOSE, TABLE, r.id, stored_bytes(r.sealed))
             except DataKeyNotFound:
                 view.unreadable = "shredded: its data key is destroyed"
             except KmsUnavailable:

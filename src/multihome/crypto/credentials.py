@@ -28,6 +28,7 @@ from ..storage.engine import is_sqlite, write_connection
 from ..storage.pg_reads import HeldReads
 from ..storage.rows import DECODE_ERRORS, RowProblem, Unreadable, problem, stamp
 from ..storage.tables import provider_credentials as t
+from .envelope import stored_bytes
 from .errors import CryptoError
 from .keyring import Keyring
 
@@ -135,8 +136,7 @@ class CredentialStore:
             return None
         # Not bytes (SQLite keeps text in a blob column): opens as no envelope (MalformedCiphertext), a
         # CryptoError the callers log, not a TypeError that failed the gateway's start.
-        sealed = bytes(r.sealed) if isinstance(r.sealed, bytes | memoryview) else b""
-        plain = await self.keyring.open(ORG, PURPOSE, TABLE, provider, sealed)
+        plain = await self.keyring.open(ORG, PURPOSE, TABLE, provider, stored_bytes(r.sealed))
         return plain.decode(), r.version
 
 

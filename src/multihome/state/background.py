@@ -25,6 +25,7 @@ import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from ..crypto.envelope import stored_bytes
 from ..storage.tables import jobs, response_events, responses
 from .jobs import FINAL as JOB_FINAL
 from .jobs import RUNNING, JobQueue
@@ -76,7 +77,10 @@ class BackgroundStore:
             rows = (await conn.execute(q)).all()
         keyring = self.store.keyring
         return [
-            (r.seq, await keyring.open(tenant, PURPOSE, "response_events", f"{response_id}/{r.seq}", bytes(r.body)))
+            (
+                r.seq,
+                await keyring.open(tenant, PURPOSE, "response_events", f"{response_id}/{r.seq}", stored_bytes(r.body)),
+            )
             for r in rows
         ]
 
