@@ -142,7 +142,7 @@ def test_kill_between_the_upstream_answer_and_the_append_of_a_background_turn(wo
     client = sdk(first, key)
     conv = client.conversations.create()
     client.responses.create(model="gpt", input="an earlier turn", conversation=conv.id)
-    sim.fault(chunk_delay_ms=50, chunks=10)
+    sim.fault(chunk_delay_ms=100, chunks=30)  # about three seconds of streaming: the lock is taken meanwhile
     text = f"answered then killed {stream}"
     created = client.responses.create(model="gpt", input=text, conversation=conv.id, background=True, stream=stream)
     if stream:
@@ -153,6 +153,7 @@ def test_kill_between_the_upstream_answer_and_the_append_of_a_background_turn(wo
     until(lambda: calls_of(sim, text), what="the upstream call")
     request_id = calls_of(sim, text)[0]["request_id"]
     with write_lock(tmp_path / "multihome.db"):
+        assert client.responses.retrieve(response_id).status == "in_progress", "finished before the lock: missed"
         until(lambda: spooled(tmp_path, request_id), what="the answer metered (in the spool)")
         os.kill(first.popen.pid, signal.SIGKILL)
         first.popen.wait(30)
@@ -189,7 +190,7 @@ def test_kill_between_an_agent_steps_answer_and_its_checkpoint(world, tmp_path):
             body = {"name": "tools", "url": server.url, "allowed_tools": ["echo"], "require_approval": "never"}
             resp = client.post(f"/admin/v1/tenants/{tenant}/mcp-servers", json=body)
             assert resp.status_code == 201, resp.text
-        sim.fault(chunk_delay_ms=100, chunks=30)  # a step streamed for about three seconds
+        sim.fault(chunk_delay_ms=100, chunks=60)  # a step streamed for about six seconds
         text = "steps=1: an agent step answered then killed"
         tool = {"type": "mcp", "server_label": "tools", "server_url": server.url}
         client = sdk(first, key)
