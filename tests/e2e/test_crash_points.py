@@ -9,6 +9,7 @@ completes, its conversation has the turn once and takes the next one, the turn i
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import os
 import signal
 import sqlite3
@@ -31,6 +32,16 @@ from .processes import Gateway, Simulator
 ADMIN_KEY = "mh-crash-points-e2e-admin"
 SECRETS = {"MH_CP_ADMIN_KEY": ADMIN_KEY}
 FAST = {"background": {"lease_s": 2.0, "poll_s": 0.1, "event_flush_ms": 50}}
+TODAY = dt.datetime.now(dt.UTC).date()
+SHARE = {  # half of the metered cost accrues to the ledger: what a crash must not count twice or lose
+    "id": "rs-cp",
+    "parties": ["Us", "Them"],
+    "rate": "0.5",
+    "basis": {"providers": ["oa"]},
+    "starts_on": TODAY - dt.timedelta(days=10),
+    "ends_on": TODAY + dt.timedelta(days=300),
+    "currency": "USD",
+}
 
 
 def gateway_config(tmp: Path, sim: Simulator) -> dict:
@@ -43,6 +54,7 @@ def gateway_config(tmp: Path, sim: Simulator) -> dict:
         deployments={"oa": deployment("oa", "gpt-cp", price=price(1_000_000, 1_000_000))},  # $1 a token
         model_groups=groups({"gpt": "oa"}, retries=0),
         responses=FAST,
+        contracts={"flush_interval_s": 0.02, "revenue_share": [SHARE]},
         egress={"allow_networks": ["127.0.0.0/8"]},  # the MCP test server listens on loopback
     )
 
@@ -89,11 +101,23 @@ def tenant_key(gateway: Gateway) -> tuple[str, str]:
 
 
 def spent(gateway: Gateway, tenant: str) -> tuple[Decimal, Decimal]:
-    """(what the tenant's budget counter holds, what its usage rows cost)."""
+    """(what the tenant's budget counter holds, what its usage rows cost), once the contract ledger holds half
+    of the latter (one accrual per billed call: none lost, none twice; the only tenant, the only contract)."""
     with admin(gateway) as client:
+
+        def amounts() -> tuple[Decimal, Decimal]:
+            usage = client.get(f"/admin/v1/tenants/{tenant}/usage").json()["data"]
+            billed = sum((Decimal(str(r["cost"])) for r in usage), Decimal(0))
+            return billed, Decimal(str(client.get("/admin/v1/contracts/rs-cp/report").json()["accrued"]))
+
+        try:
+            billed, _ = until(
+                lambda: (a := amounts())[0] and a[1] == a[0] / 2 and a, what="the ledger to hold half of the bill"
+            )
+        except AssertionError:
+            raise AssertionError(f"(billed, accrued) = {amounts()}") from None
         [budget] = [b for b in client.get(f"/admin/v1/tenants/{tenant}/budgets").json()["data"] if b["id"]]
-        usage = client.get(f"/admin/v1/tenants/{tenant}/usage").json()["data"]
-    return Decimal(str(budget["spent_or_reserved"])), sum((Decimal(str(r["cost"])) for r in usage), Decimal(0))
+    return Decimal(str(budget["spent_or_reserved"])), billed
 
 
 def sdk(gateway: Gateway, key: str) -> openai.OpenAI:
