@@ -284,3 +284,39 @@ def test_a_response_whose_replica_was_killed_is_cancelled_on_the_restarted_one(w
     assert nxt.status == "completed" and text not in items_text(client, conv.id)
     counted, billed = spent(second, tenant)
     assert counted == billed, (counted, billed)
+
+
+def test_a_repeat_cancelled_after_the_crash_is_not_counted_on_top_of_the_killed_runs_row(world, tmp_path):
+    """Killed between the metered answer and the checkpoint, as above; the restarted gateway's repeat is
+    cancelled mid-call. The killed run's usage row stands (billed once); the repeat's partial is not counted
+    against the budget on top of it."""
+    sim, start = world
+    first = start()
+    tenant, key = tenant_key(first)
+    client = sdk(first, key)
+    sim.fault(chunk_delay_ms=100, chunks=30)
+    text = "answered, killed, repeated, cancelled"
+    created = client.responses.create(model="gpt", input=text, background=True)
+    until(lambda: calls_of(sim, text), what="the upstream call")
+    request_id = calls_of(sim, text)[0]["request_id"]
+    with write_lock(tmp_path / "multihome.db"):
+        assert client.responses.retrieve(created.id).status == "in_progress", "finished before the lock: missed"
+        until(lambda: spooled(tmp_path, request_id), what="the answer metered (in the spool)")
+        os.kill(first.popen.pid, signal.SIGKILL)
+        first.popen.wait(30)
+    second = start()  # the upstream still slow: the repeat is in flight when the cancel comes
+    client = sdk(second, key)
+    until(lambda: len(calls_of(sim, text)) == 2, what="the repeat's upstream call")
+    assert client.responses.cancel(created.id).status == "cancelled"
+    sim.clear_faults()
+    with sqlite3.connect(tmp_path / "multihome.db", timeout=60) as db:
+        until(
+            lambda: (
+                db.execute("SELECT status FROM jobs WHERE ref_id = ?", (created.id,)).fetchone()[0]
+                in ("done", "cancelled")
+            ),
+            what="the job settled",
+        )
+    assert usage_rows(tmp_path, request_id) == 1
+    counted, billed = spent(second, tenant)
+    assert counted == billed, (counted, billed)

@@ -166,6 +166,7 @@ class Runner:
             await self._relay(run, served)
             if run.stopped:
                 await self._keep_partial(run, shell)
+                await self._drop_if_billed(run, call, info["request_id"])
                 return
             tail = conv.end()
             response = conv.response()
@@ -189,9 +190,19 @@ class Runner:
                 cancelled = await asyncio.shield(self._keep_partial(run, shell))
             if not cancelled:
                 abandon(call)
+            else:
+                with contextlib.suppress(Exception):
+                    await asyncio.shield(self._drop_if_billed(run, call, info["request_id"]))
             raise
         finally:
             settle(call.tracker)
+
+    async def _drop_if_billed(self, run: _Run, call: Call, request_id: str) -> None:
+        """A cancelled repeat is billed for what it produced, unless an earlier run of the turn recorded its
+        call (died before its checkpoint): that row stands, and the partial would count on top of it."""
+        billed = self.billed
+        if run.rerun and billed is not None and await billed(request_id):
+            abandon(call)
 
     async def _relay(self, run: _Run, served: Any) -> None:
         relay, conv = served.stream, run.converter
