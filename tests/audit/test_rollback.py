@@ -321,8 +321,6 @@ def test_a_registry_row_that_cannot_be_read_is_named_and_the_rest_verified_and_e
     out = trail.verify("--database", trail.url)
     assert out.returncode == 1 and f"FAIL {chain}.jsonl: unreadable_head" in out.stdout, failures(out)
     assert out.stdout.count("FAIL") == 1 and f"{rows - 1} head registry entries" in out.stdout, failures(out)
-    trail.cut_back(trail.chains[-1], 10)  # what the readable entries vouch for is still checked
-    assert "rolled_back" in trail.verify("--database", trail.url).stdout
     export = tmp_path / "witness.json"
     made = cli("heads", "export", "--database", trail.url, "--out", str(export))
     assert made.returncode == 1 and f"chain {chain} " in made.stderr, made.stderr
