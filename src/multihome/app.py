@@ -147,6 +147,7 @@ def build_app(config: Config, config_path: str | None = None) -> Gateway:
             cast(Any, _Lazy(state, "store")),
             config.responses,
             flush_usage=flush,
+            billed=metering.stored_row if metered else None,
             agent=agent,
         )
     models, anthropic = ModelsDoor(pipeline), AnthropicDoor(pipeline)

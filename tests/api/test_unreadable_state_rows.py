@@ -137,3 +137,19 @@ async def test_a_stored_response_sealed_for_another_row_is_a_409_not_a_500(world
     unreadable(await w.call("GET", f"/v1/conversations/{second['conv']}", key), second["conv"])
     await ok(await w.call("GET", f"/v1/conversations/{first['conv']}", key))
     assert (await ok(await w.call("DELETE", f"/v1/conversations/{second['conv']}", key)))["deleted"] is True
+
+
+async def test_sqlite_sealed_bodies_stored_as_text_are_a_409_not_a_500(sqlite_world):
+    """SQLite keeps text in a blob column: a sealed body stored as text is no envelope, so it does not open
+    (a 409 naming the row, as any body that does not open) instead of a TypeError (a 500)."""
+    w = sqlite_world
+    acme, acme_key = await w.tenant("acme")
+    mine = await w.turn(acme_key)
+    for table in ("responses", "conversations", "conversation_items", "memory_records"):
+        await w.sql(f"UPDATE {table} SET body = 'not a sealed record' WHERE tenant_id = :t", {"t": acme})
+    unreadable(await w.call("GET", f"/v1/conversations/{mine['conv']}", acme_key), mine["conv"])
+    err = error(await w.call("GET", f"/v1/conversations/{mine['conv']}/items", acme_key), 409)
+    assert err["code"] == "unreadable_row" and mine["conv"] in err["message"], err
+    assert error(await w.call("GET", f"/v1/memory/records/{mine['mem']}", acme_key), 409)["code"] == "unreadable_row"
+    assert (await ok(await w.call("DELETE", f"/v1/conversations/{mine['conv']}", acme_key)))["deleted"] is True
+    assert (await ok(await w.call("DELETE", f"/v1/memory/records/{mine['mem']}", acme_key)))["deleted"] is True

@@ -302,6 +302,31 @@ def test_registry_entry_altered_in_the_database_is_forged(trail, sig):
     assert out.returncode == 1 and f"FAIL {chain}.jsonl (seq 3): forged_head" in out.stdout, failures(out)
 
 
+def test_a_registry_row_that_cannot_be_read_is_named_and_the_rest_verified_and_exported(trail, tmp_path):
+    """One damaged audit_heads row used to stop `verify` and `heads export` outright (exit 2, nothing checked
+    or exported): now verify names it (an error) beside what it checked, and the export holds the others."""
+
+    async def damage():
+        from multihome.storage.engine import create_engine
+
+        engine = create_engine(trail.url)
+        async with engine.begin() as conn:
+            chain = (await conn.execute(sa.text("SELECT chain FROM audit_heads ORDER BY chain LIMIT 1"))).scalar()
+            await conn.execute(sa.text("UPDATE audit_heads SET checkpoint = 'torn' WHERE chain = :k"), {"k": chain})
+            rows = (await conn.execute(sa.text("SELECT count(*) FROM audit_heads"))).scalar()
+        await engine.dispose()
+        return chain, rows
+
+    chain, rows = asyncio.run(damage())
+    out = trail.verify("--database", trail.url)
+    assert out.returncode == 1 and f"FAIL {chain}.jsonl: unreadable_head" in out.stdout, failures(out)
+    assert out.stdout.count("FAIL") == 1 and f"{rows - 1} head registry entries" in out.stdout, failures(out)
+    export = tmp_path / "witness.json"
+    made = cli("heads", "export", "--database", trail.url, "--out", str(export))
+    assert made.returncode == 1 and f"chain {chain} " in made.stderr, made.stderr
+    assert len(load_file(str(export))) == rows - 1
+
+
 def test_two_directories_share_one_registry(tmp_path, db):
     """Replicas with their own audit directories and one database: each verifies against its own trail."""
     a, b = Trail(tmp_path / "a", db), Trail(tmp_path / "b", db)

@@ -175,3 +175,45 @@ async def test_a_turn_whose_item_id_another_turn_appended_meanwhile_still_finish
     assert [s for s, _ in await bg.events_after("t1", "resp_dup", -1)] == [0]
     page = await state.items("t1", "conv_dup")
     assert page is not None and [i["id"] for i in page.items] == ["msg_taken"]  # no half turn either
+
+
+async def _fail_writes_of_cancelled_responses(engine) -> None:
+    """The store failing at a cancel's write of the response (as a crash between two writes would leave it)."""
+    async with engine.begin() as conn:
+        if engine.dialect.name == "sqlite":
+            await conn.execute(
+                sa.text(
+                    "CREATE TRIGGER refuse_cancel BEFORE UPDATE OF status ON responses "
+                    "WHEN NEW.status = 'cancelled' BEGIN SELECT RAISE(ABORT, 'the store failed'); END"
+                )
+            )
+        else:
+            await conn.execute(
+                sa.text(
+                    "CREATE FUNCTION refuse_cancel() RETURNS trigger AS $$ BEGIN "
+                    "RAISE EXCEPTION 'the store failed'; END $$ LANGUAGE plpgsql"
+                )
+            )
+            await conn.execute(
+                sa.text(
+                    "CREATE TRIGGER refuse_cancel BEFORE UPDATE ON responses FOR EACH ROW "
+                    "WHEN (NEW.status = 'cancelled') EXECUTE FUNCTION refuse_cancel()"
+                )
+            )
+
+
+@pytest.mark.parametrize("claimed", [False, True])
+async def test_a_cancel_that_cannot_write_the_response_leaves_its_job_alone(bg, claimed):
+    """The job's cancel and the response's are one transaction: apart, a cancel whose second write failed (or
+    a kill between the two) left the response open with its job cancelled, later answered as failed."""
+    record = _queued("resp_a")
+    await bg.create(record, [], max_attempts=3)
+    if claimed:
+        await bg.queue.claim("replica-1", [KIND], lease_s=30)
+    await _fail_writes_of_cancelled_responses(bg.engine)
+    with pytest.raises(Exception, match="the store failed"):
+        await bg.cancel(record, {"status": "cancelled"})
+    job = await bg.queue.get(KIND, "resp_a")
+    assert (job.status, job.cancel_requested) == (("running" if claimed else "queued"), False)
+    got = await bg.get("t1", "resp_a")
+    assert (await bg.settle_orphan(got, {"status": "failed"})).status == "queued"  # still open, still due

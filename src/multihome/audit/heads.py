@@ -33,6 +33,21 @@ class Head(msgspec.Struct, frozen=True, kw_only=True):
     checkpoint: Checkpoint
 
 
+class Unreadable(msgspec.Struct, frozen=True):
+    """A registry row that holds no valid checkpoint (a hand edit, a damaged database): named, never used."""
+
+    chain: str
+    trail: str
+    problem: str
+
+
+class Heads(list[Head]):
+    """The registry's entries that can be read; `unreadable` names the rows that cannot (one such row used
+    to fail every `verify` and `heads export` with nothing checked or exported)."""
+
+    unreadable: tuple[Unreadable, ...] = ()
+
+
 class HeadsExport(msgspec.Struct, frozen=True, kw_only=True):
     format: str
     exported_at: float
@@ -81,28 +96,38 @@ def upsert(dialect: str, trail: str, host: str, cps: list[Checkpoint]) -> tuple[
     return stmt, rows
 
 
-async def read_heads(engine, trail: str | None = None) -> list[Head]:
+async def read_heads(engine, trail: str | None = None) -> Heads:
     table = _table()
-    query = sa.select(table.c.trail, table.c.host, table.c.checkpoint).order_by(table.c.chain)
+    query = sa.select(table.c.chain, table.c.trail, table.c.host, table.c.checkpoint).order_by(table.c.chain)
     if trail is not None:
         query = query.where(table.c.trail == trail)
     async with engine.connect() as conn:
         rows = (await conn.execute(query)).all()
-    heads = []
+    heads, bad = Heads(), []
     for row in rows:
         try:
             cp = parse_checkpoint(row.checkpoint.encode())
-        except (msgspec.DecodeError, msgspec.ValidationError):
-            raise HeadsError(f"audit_heads: the row of trail {row.trail!r} holds no valid checkpoint") from None
+        except (msgspec.DecodeError, msgspec.ValidationError, AttributeError, UnicodeEncodeError):
+            bad.append(
+                Unreadable(
+                    str(row.chain),
+                    str(row.trail),
+                    "its audit_heads row holds no valid checkpoint: the chain's next checkpoint rewrites it (a "
+                    "running writer's); for a closed chain delete the row by SQL, or verify with a witness's "
+                    "export (--heads)",
+                )
+            )
+            continue
         heads.append(Head(trail=row.trail, host=row.host, checkpoint=cp))
+    heads.unreadable = tuple(bad)
     return heads
 
 
-def load_from_database(url: str, trail: str | None = None) -> list[Head]:
+def load_from_database(url: str, trail: str | None = None) -> Heads:
     """The registry in the database at `url` (sync, for the CLI)."""
     from ..storage.engine import create_engine
 
-    async def run() -> list[Head]:
+    async def run() -> Heads:
         try:
             engine = create_engine(url)
         except ValueError as exc:

@@ -73,6 +73,9 @@ class Expectations:
                     )
                 )
             trails = known if len(known) == 1 else set()
+        for bad in getattr(heads, "unreadable", ()):  # heads.Heads: rows of the registry that cannot be read
+            if bad.trail in trails or not trails:
+                add(Problem(bad.chain, "unreadable_head", bad.problem))
         selected = []
         for head in heads:
             if head.trail not in trails:

@@ -114,7 +114,9 @@ def _heads(args) -> list | None:
     if args.heads:
         heads = load_file(args.heads)
     if url:
-        heads = (heads or []) + load_from_database(url)
+        stored = load_from_database(url)
+        stored[:0] = heads or []  # a Heads: its unreadable rows are named by verify
+        heads = stored
     return heads
 
 
@@ -205,7 +207,7 @@ def _export_heads(args) -> int:
     except HeadsError as exc:
         print(f"audit heads export: {exc}", file=sys.stderr)
         return 2
-    data = dump(heads)
+    data = dump(list(heads))
     if args.out:
         with open(args.out, "wb") as f:
             f.write(data)
@@ -214,7 +216,9 @@ def _export_heads(args) -> int:
         sys.stdout.flush()
     trails = len({h.trail for h in heads})
     print(f"exported {len(heads)} chain heads of {trails} trail(s)", file=sys.stderr)
-    return 0
+    for bad in heads.unreadable:  # the readable heads are exported; these are not, and say so (exit 1)
+        print(f"audit heads export: chain {bad.chain} (trail {bad.trail}) not exported: {bad.problem}", file=sys.stderr)
+    return 1 if heads.unreadable else 0
 
 
 def _keygen(args) -> int:

@@ -31,8 +31,11 @@ from ..accounting.capture import Captured
 from ..accounting.record import CallRecord
 from ..aio import wait_event
 from ..config.capture import CaptureConfig
+from ..storage import rows as stored
 from ..storage.engine import write_connection
+from ..storage.row_reads import Listed
 from ..storage.tables import captures as t
+from .envelope import stored_bytes
 from .errors import CryptoError, DataKeyNotFound, KmsError, KmsUnavailable
 from .keyring import Keyring
 
@@ -186,21 +189,28 @@ class CaptureReader:
         self.keyring = keyring
         self.engine = engine
 
-    async def page(self, tenant: str, limit: int, after: str | None = None) -> list[CaptureView]:
-        """A tenant's captures, oldest first, after the capture `after` (its id), opened."""
+    async def page(self, tenant: str, limit: int, after: str | None = None) -> Listed[CaptureView]:
+        """A tenant's captures, oldest first, after the capture `after` (its id), opened. A row whose clear
+        columns cannot be read (SQLite keeps any value in any column: a time that is not a time) is named
+        in `unreadable` instead, never a failed page (docs/storage.md)."""
         q = sa.select(t).where(t.c.tenant_id == tenant)
         async with self.engine.connect() as conn:
             if after:
-                mark = (await conn.execute(sa.select(t.c.at).where(t.c.id == after, t.c.tenant_id == tenant))).scalar()
-                if mark is not None:
+                # Compared in SQL: the mark is not decoded here, so an unreadable row's id is a cursor too.
+                found = await conn.scalar(sa.select(t.c.id).where(t.c.id == after, t.c.tenant_id == tenant))
+                if found is not None:
+                    mark = sa.select(t.c.at).where(t.c.id == after).scalar_subquery()
                     q = q.where(sa.or_(t.c.at > mark, sa.and_(t.c.at == mark, t.c.id > after)))
-            rows = (await conn.execute(q.order_by(t.c.at, t.c.id).limit(limit))).all()
-        out = []
-        for r in rows:
+            found_rows, bad = await stored.fetch(conn, q.order_by(t.c.at, t.c.id).limit(limit), t)
+        out: Listed[CaptureView] = Listed()
+        out.unreadable = tuple(bad)
+        for r in found_rows:
             at = r.at if r.at.tzinfo is not None else r.at.replace(tzinfo=UTC)
             view = CaptureView(r.id, r.tenant_id, at, r.endpoint, r.model_group, r.deployment, r.status)
+            # Not bytes (SQLite keeps text in a blob column): opens as no envelope, so it is listed as
+            # not opening (MalformedCiphertext) rather than failing the page with a TypeError.
             try:
-                plain = await self.keyring.open(tenant, PURPOSE, TABLE, r.id, bytes(r.sealed))
+                plain = await self.keyring.open(tenant, PURPOSE, TABLE, r.id, stored_bytes(r.sealed))
             except DataKeyNotFound:
                 view.unreadable = "shredded: its data key is destroyed"
             except KmsUnavailable:

@@ -26,7 +26,9 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from ..storage.engine import is_sqlite, write_connection
 from ..storage.pg_reads import HeldReads
+from ..storage.rows import DECODE_ERRORS, RowProblem, Unreadable, problem, stamp
 from ..storage.tables import provider_credentials as t
+from .envelope import stored_bytes
 from .errors import CryptoError
 from .keyring import Keyring
 
@@ -76,7 +78,8 @@ class CredentialStore:
         try:
             async with conn.begin():
                 old = (await conn.execute(sa.select(t.c.version).where(t.c.provider == provider))).scalar()
-                info = info._replace(version=(old or 0) + 1)
+                # A version that is not a number (SQLite keeps any value): this write mends the row.
+                info = info._replace(version=(old if type(old) is int else 0) + 1)
                 values = {
                     "sealed": sealed,
                     "fingerprint": info.fingerprint,
@@ -100,14 +103,24 @@ class CredentialStore:
         finally:
             await conn.close()
 
-    async def infos(self) -> dict[str, CredentialInfo]:
-        q = sa.select(t.c.provider, t.c.fingerprint, t.c.version, t.c.updated_at, t.c.updated_by)
+    async def infos(self) -> tuple[dict[str, CredentialInfo], dict[str, Unreadable]]:
+        """What is stored of each provider's key, and the rows that cannot be read (SQLite keeps any value in
+        any column: a time that is not a time), by provider: never a 500 for the list (docs/storage.md)."""
+        # The time as stored, parsed per row: the driver's decoding of one bad value would fail them all.
+        q = sa.select(
+            t.c.provider, t.c.fingerprint, t.c.version, sa.type_coerce(t.c.updated_at, sa.Text), t.c.updated_by
+        )
         async with self.engine.connect() as conn:
             rows = (await conn.execute(q)).all()
-        return {
-            r.provider: CredentialInfo(r.provider, r.fingerprint, r.version, _utc(r.updated_at), r.updated_by)
-            for r in rows
-        }
+        infos, bad = {}, {}
+        for provider, fp, version, updated_at, updated_by in rows:
+            try:
+                if type(version) is not int or not isinstance(fp, str) or not isinstance(updated_by, str):
+                    raise RowProblem("version, fingerprint or updated_by is not of its type")
+                infos[provider] = CredentialInfo(provider, fp, version, stamp(updated_at), updated_by)
+            except DECODE_ERRORS as exc:
+                bad[provider] = Unreadable(TABLE, str(provider), None, problem(exc))
+        return infos, bad
 
     async def versions(self) -> dict[str, int]:
         if self._pg_reads is not None:
@@ -121,12 +134,10 @@ class CredentialStore:
             r = (await conn.execute(sa.select(t.c.sealed, t.c.version).where(t.c.provider == provider))).first()
         if r is None:
             return None
-        plain = await self.keyring.open(ORG, PURPOSE, TABLE, provider, bytes(r.sealed))
+        # Not bytes (SQLite keeps text in a blob column): opens as no envelope (MalformedCiphertext), a
+        # CryptoError the callers log, not a TypeError that failed the gateway's start.
+        plain = await self.keyring.open(ORG, PURPOSE, TABLE, provider, stored_bytes(r.sealed))
         return plain.decode(), r.version
-
-
-def _utc(at: datetime) -> datetime:
-    return at if at.tzinfo is not None else at.replace(tzinfo=UTC)  # SQLite hands back naive times
 
 
 class ProviderCredentials:

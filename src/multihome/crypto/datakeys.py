@@ -14,6 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from ..storage.engine import write_connection
 from ..storage.ids import new_id
 from ..storage.tables import data_keys as t
+from .envelope import stored_bytes
 
 
 class DataKeyRow(NamedTuple):
@@ -54,9 +55,10 @@ _COLUMNS = (
 
 
 def _row(r: sa.Row) -> DataKeyRow:
-    return DataKeyRow(
-        r.id, r.tenant_id, r.purpose, r.backend, r.kek_id, r.kek_version, bytes(r.wrapped), r.messages, r.state
-    )
+    # Not bytes (SQLite keeps text in a blob column): a wrapped key the KMS refuses to unwrap (KmsRefused, a
+    # 503 naming the KMS), not a TypeError that was a 500 on every read of the tenant's records.
+    wrapped = stored_bytes(r.wrapped)
+    return DataKeyRow(r.id, r.tenant_id, r.purpose, r.backend, r.kek_id, r.kek_version, wrapped, r.messages, r.state)
 
 
 def new_data_key_id() -> str:

@@ -91,6 +91,13 @@ def parse_header(data: bytes) -> Header:
     return Header(backend, kek_id, version, dek, p)
 
 
+def stored_bytes(value: object) -> bytes:
+    """A sealed column's value as stored: bytes; anything else (SQLite keeps text in a blob column) is no
+    envelope, so opening it raises MalformedCiphertext (the row's problem: a 409 naming it) instead of a
+    TypeError (a 500) at `bytes(value)`."""
+    return bytes(value) if isinstance(value, bytes | bytearray | memoryview) else b""
+
+
 def length_prefixed(value: str) -> bytes:
     raw = value.encode()
     return _U32.pack(len(raw)) + raw

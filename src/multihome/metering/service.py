@@ -438,6 +438,16 @@ class Metering:
         if self.writer is not None:
             await self.writer.flush()
 
+    async def stored_row(self, request_id: str) -> bool:
+        """Whether a usage row of `request_id` is stored: a background turn run again after its earlier run
+        recorded its call (killed, or its store gone, before its checkpoint) must not be counted twice."""
+        if self.engine is None:
+            return False
+        from .tables import usage_calls as t
+
+        async with self.engine.connect() as conn:
+            return await conn.scalar(sa.select(t.c.request_id).where(t.c.request_id == request_id)) is not None
+
     async def close(self) -> None:
         if self._following is not None:
             self._following.cancel()

@@ -26,6 +26,10 @@ class CallLog:
         self._task: asyncio.Task | None = None
         self.dropped = 0
         self.on_flush: Callable[[float], None] | None = None  # seconds per appended batch (metrics)
+        # The file ended in a line cut short (a process killed mid-append): the first write ends it first, so
+        # a log shipper reads one bad line, not this process's first record glued onto it. (With --workers the
+        # file is shared: a worker starting while another is mid-append may end that line early; as rare.)
+        self._torn = False
 
     @property
     def depth(self) -> int:
@@ -42,6 +46,7 @@ class CallLog:
 
     async def start(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._torn = await asyncio.to_thread(_ends_torn, self.path)
         self._queue = asyncio.Queue(self._max_queue)
         self._task = asyncio.create_task(self._write_loop())
 
@@ -71,6 +76,8 @@ class CallLog:
     async def _write(self, batch: list[CallRecord]) -> None:
         started = time.perf_counter()
         data = b"".join(_encoder.encode(c) + b"\n" for c in batch)
+        if self._torn:
+            data, self._torn = b"\n" + data, False
         await asyncio.to_thread(self._append, data)
         if self.on_flush is not None:
             self.on_flush(time.perf_counter() - started)
@@ -78,3 +85,15 @@ class CallLog:
     def _append(self, data: bytes) -> None:
         with self.path.open("ab") as f:
             f.write(data)
+
+
+def _ends_torn(path: Path) -> bool:
+    """Whether the file ends in a partial line (no newline after its last byte)."""
+    try:
+        with path.open("rb") as f:
+            if f.seek(0, 2) == 0:
+                return False
+            f.seek(-1, 2)
+            return f.read(1) != b"\n"
+    except FileNotFoundError:
+        return False

@@ -25,6 +25,7 @@ import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from ..crypto.envelope import stored_bytes
 from ..storage.tables import jobs, response_events, responses
 from .jobs import FINAL as JOB_FINAL
 from .jobs import RUNNING, JobQueue
@@ -76,7 +77,10 @@ class BackgroundStore:
             rows = (await conn.execute(q)).all()
         keyring = self.store.keyring
         return [
-            (r.seq, await keyring.open(tenant, PURPOSE, "response_events", f"{response_id}/{r.seq}", bytes(r.body)))
+            (
+                r.seq,
+                await keyring.open(tenant, PURPOSE, "response_events", f"{response_id}/{r.seq}", stored_bytes(r.body)),
+            )
             for r in rows
         ]
 
@@ -162,16 +166,18 @@ class BackgroundStore:
     async def cancel(self, record: StoredResponse, cancelled: dict[str, Any]) -> tuple[StoredResponse, bool]:
         """Cancel an open background response: it becomes `cancelled` at once (with the output stored
         so far) and its job is told (a queued one never runs; a running one stops at its next write).
-        Returns the response as it now is, and whether a run was under way. Idempotent."""
-        job = await self.queue.request_cancel(KIND, record.id)
+        Returns the response as it now is, and whether a run was under way. Idempotent. One transaction:
+        a job cancelled apart from its response (a crash, or the store failing, between two writes) left
+        the response open with its job over, answered later as failed, not cancelled."""
         final = replace(record, status="cancelled", response=cancelled)
         body, size = await self.store.seal_response(final)
         async with self.store._write() as conn:
-            if not await self._open_locked(conn, record):
-                found = await self.get(record.tenant, record.id)
-                return (found or record), False
-            await self._update(conn, record.id, "cancelled", (body, size))
-        return final, job is not None and job.status == "running"
+            if await self._open_locked(conn, record):
+                job = await self.queue.request_cancel(KIND, record.id, conn=conn)
+                await self._update(conn, record.id, "cancelled", (body, size))
+                return final, job is not None and job.status == "running"
+        found = await self.get(record.tenant, record.id)  # final already (or gone): as it is
+        return (found or record), False
 
     async def settle_orphan(self, record: StoredResponse, failed: dict[str, Any]) -> StoredResponse:
         """An open response whose job ended without finishing it (its runs kept dying until the job's

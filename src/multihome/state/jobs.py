@@ -135,22 +135,26 @@ class JobQueue:
             r = (await conn.execute(sa.select(*_COLUMNS).where(t.c.kind == kind, t.c.ref_id == ref_id))).first()
         return None if r is None else _job(r)
 
-    async def request_cancel(self, kind: str, ref_id: str) -> Job | None:
-        """A queued job is cancelled at once; a running one is told at its next renewal."""
-        now = self.clock()
-        conn = await write_connection(self.engine)
+    async def request_cancel(self, kind: str, ref_id: str, *, conn: AsyncConnection | None = None) -> Job | None:
+        """A queued job is cancelled at once; a running one is told at its next renewal. Inside `conn`'s
+        transaction when given (with the record's own cancel: a crash cannot keep one without the other)."""
+        if conn is not None:
+            return await self._request_cancel(conn, kind, ref_id)
+        own = await write_connection(self.engine)
         try:
-            async with conn.begin():
-                where = (t.c.kind == kind, t.c.ref_id == ref_id)
-                await conn.execute(
-                    sa.update(t).where(*where, t.c.status == QUEUED).values(status=CANCELLED, updated_at=now)
-                )
-                await conn.execute(
-                    sa.update(t).where(*where, t.c.status == RUNNING).values(cancel_requested=True, updated_at=now)
-                )
-                r = (await conn.execute(sa.select(*_COLUMNS).where(*where))).first()
+            async with own.begin():
+                return await self._request_cancel(own, kind, ref_id)
         finally:
-            await conn.close()
+            await own.close()
+
+    async def _request_cancel(self, conn: AsyncConnection, kind: str, ref_id: str) -> Job | None:
+        now = self.clock()
+        where = (t.c.kind == kind, t.c.ref_id == ref_id)
+        await conn.execute(sa.update(t).where(*where, t.c.status == QUEUED).values(status=CANCELLED, updated_at=now))
+        await conn.execute(
+            sa.update(t).where(*where, t.c.status == RUNNING).values(cancel_requested=True, updated_at=now)
+        )
+        r = (await conn.execute(sa.select(*_COLUMNS).where(*where))).first()
         return None if r is None else _job(r)
 
     # -- workers ----------------------------------------------------------------------------

@@ -11,8 +11,8 @@ from typing import Any
 import sqlalchemy as sa
 
 from ..storage.errors import UnreadableRow
-from ..storage.row_reads import Listed
-from ..storage.rows import Unreadable
+from ..storage.row_reads import Listed, unreadable
+from ..storage.rows import DECODE_ERRORS, RowProblem, Unreadable, problem, stamp
 from ..storage.tables import jobs, responses
 from .background import KIND
 from .store import StateStore, StoredResponse
@@ -30,6 +30,22 @@ def mcp_servers_of(record: StoredResponse) -> list[str] | None:
     return labels or None
 
 
+def _job_view(job: Any) -> dict[str, Any] | None:
+    """The run's job as the view shows it; RowProblem (or a decode error) when its row cannot be read: SQLite
+    keeps any value in any column, and a time that is not a time used to fail the whole list."""
+    if job is None:
+        return None
+    if not (type(job.attempt) is int and type(job.max_attempts) is int and isinstance(job.status, str)):
+        raise RowProblem("status, attempt or max_attempts is not of its type")
+    return {
+        "status": job.status,
+        "attempt": job.attempt,
+        "max_attempts": job.max_attempts,
+        "error": job.error,  # a class and a message, never content (state/jobs.py)
+        "updated_at": int(stamp(job.updated_at).timestamp()),
+    }
+
+
 def run_view(record: StoredResponse, servers: list[str], job: Any) -> dict[str, Any]:
     journal = (record.background or {}).get("agent") or {}
     return {
@@ -43,22 +59,20 @@ def run_view(record: StoredResponse, servers: list[str], job: Any) -> dict[str, 
         "tool_calls": journal.get("calls", 0),
         "spent": journal.get("spent", "0"),
         "usage": journal.get("usage"),
-        "job": None
-        if job is None
-        else {
-            "status": job.status,
-            "attempt": job.attempt,
-            "max_attempts": job.max_attempts,
-            "error": job.error,  # a class and a message, never content (state/jobs.py)
-            "updated_at": int(job.updated_at.timestamp()),
-        },
+        "job": _job_view(job),
     }
+
+
+def _unreadable_job(job: Any, tenant: str, exc: Exception) -> Unreadable:
+    return Unreadable("jobs", str(job.job_id), tenant, problem(exc))
 
 
 def _jobs_query(tenant: str) -> Any:
     return (
-        sa.select(responses.c.id, responses.c.created_at, jobs.c.status, jobs.c.attempt, jobs.c.max_attempts)
-        .add_columns(jobs.c.error, jobs.c.updated_at)
+        sa.select(responses.c.id, jobs.c.status, jobs.c.attempt, jobs.c.max_attempts)
+        # The job's time as stored, parsed per run (`_job_view`): one bad value must not fail the page.
+        .add_columns(jobs.c.error, sa.type_coerce(jobs.c.updated_at, sa.Text).label("updated_at"))
+        .add_columns(jobs.c.id.label("job_id"))
         .join(jobs, sa.and_(jobs.c.ref_id == responses.c.id, jobs.c.kind == KIND))
         .where(responses.c.tenant_id == tenant)
     )
@@ -95,7 +109,10 @@ async def list_runs(
         if len(out) == limit:
             out.unreadable = tuple(bad)
             return out, True
-        out.append(run_view(record, servers, row))
+        try:
+            out.append(run_view(record, servers, row))
+        except DECODE_ERRORS as exc:  # its job's row cannot be read: named beside the page, as its response would be
+            bad.append(_unreadable_job(row, tenant, exc))
     out.unreadable = tuple(bad)
     return out, False
 
@@ -108,4 +125,7 @@ async def get_run(store: StateStore, tenant: str, run_id: str) -> tuple[StoredRe
         return None
     async with store.engine.connect() as conn:
         job = (await conn.execute(_jobs_query(tenant).where(responses.c.id == run_id))).first()
-    return record, run_view(record, servers, job)
+    try:
+        return record, run_view(record, servers, job)
+    except DECODE_ERRORS as exc:
+        raise unreadable("agent run's job", _unreadable_job(job, tenant, exc)) from None

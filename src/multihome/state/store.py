@@ -29,6 +29,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from ..config.responses import ConversationsConfig
 from ..crypto import Keyring
+from ..crypto.envelope import stored_bytes
 from ..crypto.errors import CryptoError, KmsError
 from ..storage import row_reads
 from ..storage.base import StoreBase, as_utc, sqlite_stamp
@@ -267,7 +268,7 @@ class StateStore(StoreBase):
 
     async def _open(self, tenant: str, table: str, record_id: str, sealed: bytes) -> dict[str, Any]:
         try:
-            return _decode.decode(await self.keyring.open(tenant, PURPOSE, table, record_id, bytes(sealed)))
+            return _decode.decode(await self.keyring.open(tenant, PURPOSE, table, record_id, stored_bytes(sealed)))
         except KmsError:
             raise  # the KMS's answer (503 unavailable, refused), not the row's
         except (CryptoError, msgspec.DecodeError) as exc:  # sealed for another row, cut short, not what was sealed
@@ -454,7 +455,9 @@ class StateStore(StoreBase):
     async def _responses(self, tenant: str, rows: Sequence[sa.Row[Any] | _Row]) -> list[tuple[StoredResponse, int]]:
         """Many rows of one tenant opened at once (keyring.open_many): a cold chain opens hundreds. Each with
         the memory it holds once opened (cache.held_cost)."""
-        plain = await self.keyring.open_many(tenant, PURPOSE, "responses", [(row.id, bytes(row.body)) for row in rows])
+        plain = await self.keyring.open_many(
+            tenant, PURPOSE, "responses", [(row.id, stored_bytes(row.body)) for row in rows]
+        )
         out = []
         for row, text in zip(rows, plain, strict=True):
             data = _decode.decode(text)

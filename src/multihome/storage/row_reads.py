@@ -41,6 +41,10 @@ MENDS = {
     # No call deletes or changes a stored agreement or the ledger (a record of money): fixed by SQL.
     "contract": "fix or delete its row of contract_agreements by SQL (docs/storage.md)",
     "contract ledger": "fix the row by SQL (docs/storage.md); the contract's reports answer once it can be read",
+    "provider credential": "set it again (PUT /admin/v1/provider-credentials/{provider}) or delete it (DELETE "
+    "/admin/v1/provider-credentials/{provider})",
+    "agent run's job": "delete the run's response (DELETE /v1/responses/{id}; its job goes with it), or fix the row "
+    "by SQL",
 }
 
 

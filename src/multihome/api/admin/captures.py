@@ -15,7 +15,7 @@ from ...schema.errors import ApiError
 from ...schema.principal import ALL_TENANTS, AUDITOR, Principal
 from .audit import query_int
 from .rbac import CONTENT
-from .route import AdminCall, Needs, Route, Services, listing
+from .route import AdminCall, Needs, Route, Services, listed
 from .tenancy import T
 
 
@@ -40,7 +40,7 @@ def _auditor_only(who: Principal, params: dict[str, str], query: dict[str, str])
 async def list_captures(s: Services, c: AdminCall) -> Any:
     limit = query_int(c.query, "limit", 1, 100, 20)
     assert limit is not None
-    return listing(await s.crypto.captures.page(c.tenant, limit, c.query.get("after") or None))
+    return listed(await s.crypto.captures.page(c.tenant, limit, c.query.get("after") or None))
 
 
 _NEEDS = Needs(lambda s: s.crypto, "Content capture keeps prompts and answers in the database: set storage.url.")

@@ -13,6 +13,7 @@ from __future__ import annotations
 from typing import Any
 
 from ...schema.errors import ApiError, echo
+from ...storage.row_reads import unreadable
 from . import bodies as B
 from .rbac import ORG
 from .route import PREFIX, AdminCall, Needs, Route, Services, listing
@@ -54,14 +55,19 @@ def _stored(s: Services, provider: str, *, writing: bool) -> None:
 
 async def list_provider_credentials(s: Services, c: AdminCall) -> Any:
     creds = s.crypto.credentials
-    infos = await creds.store.infos()
-    return listing([_view(s, p, infos.get(p)) for p in creds.configured])
+    infos, bad = await creds.store.infos()
+    # A row that cannot be read is named beside the list, not shown as "not set" (its key may be in use).
+    views = [_view(s, p, infos.get(p)) for p in creds.configured if p not in bad]
+    return listing(views, bad.values())
 
 
 async def get_provider_credential(s: Services, c: AdminCall) -> Any:
     provider = c.params["provider"]
     _stored(s, provider, writing=False)
-    return _view(s, provider, (await s.crypto.credentials.store.infos()).get(provider))
+    infos, bad = await s.crypto.credentials.store.infos()
+    if provider in bad:
+        raise unreadable("provider credential", bad[provider])
+    return _view(s, provider, infos.get(provider))
 
 
 async def set_provider_credential(s: Services, c: AdminCall) -> Any:

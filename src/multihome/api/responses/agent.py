@@ -235,6 +235,7 @@ class AgentRun:
         checkpoint: Checkpoint | None = None,
         seq: int = 0,
         memory: MemoryTools | None = None,
+        recorded: Callable[[str], Awaitable[bool]] | None = None,
     ) -> None:
         self.pipeline = pipeline
         self.limits = limits.narrowed(req)
@@ -251,6 +252,8 @@ class AgentRun:
         self.output: list[Item] = output if output is not None else []
         self.journal = journal or Journal()
         self._checkpoint = checkpoint
+        # Whether a step's usage row is stored already (a resumed run only): its earlier run recorded it.
+        self._recorded = recorded
         self.headers: list[Header] = []
         self.conv = ResponsesStream(shell, seq=seq)  # the current step's converter: it numbers every event
         self._ran: list[Item] = []  # items made before the first step (approved calls, listings): their events
@@ -434,7 +437,12 @@ class AgentRun:
         finally:
             relay.close()
         if step is not None and step.tracker is not None:
-            step.tracker.finish_produced(served, 200, "stream_error" if conv.error else "ok")
+            if self._recorded is not None and await self._recorded(step.request_id.decode()):
+                # The run before this one recorded the step, then died (or its store failed) before its
+                # checkpoint: its row was kept, so the repeat is counted against the budgets once, as billed.
+                abandon(step)
+            else:
+                step.tracker.finish_produced(served, 200, "stream_error" if conv.error else "ok")
 
     def _limit(self) -> str | None:
         """Why the next model step may not run (the response ends `incomplete`), or None."""
@@ -484,7 +492,18 @@ class AgentRun:
         return done
 
     async def checkpoint(self) -> None:
-        if self._checkpoint is not None and not await self._checkpoint(self):
+        if self._checkpoint is None:
+            return
+        # The first step is admitted by `begin` before the items made until then are checkpointed: not
+        # counted yet, or a run resumed from this checkpoint would make it again as the next step, under
+        # another request id (billed twice, and counted against max_steps twice).
+        admitted = self._served is not None
+        self.journal.steps -= admitted
+        try:
+            kept = await self._checkpoint(self)
+        finally:
+            self.journal.steps += admitted
+        if not kept:
             raise Stopped()
 
     async def _audit(self, action: str, detail: dict[str, Any]) -> None:

@@ -40,7 +40,11 @@ if TYPE_CHECKING:
     from .runner import BackgroundShell, Runner
 
 
-async def run_agent(runner: Runner, record: StoredResponse, req: CreateResponse, shell: BackgroundShell) -> None:
+async def run_agent(
+    runner: Runner, record: StoredResponse, req: CreateResponse, shell: BackgroundShell, *, rerun: bool = False
+) -> None:
+    """`rerun`: an earlier run of the job was claimed (it died, or raised), so the step it was in may have
+    recorded its call before its checkpoint: repeated, that step is not recorded again (as in runner.py `_run`)."""
     bg = runner.store()
     info = record.background
     assert info is not None
@@ -106,6 +110,7 @@ async def run_agent(runner: Runner, record: StoredResponse, req: CreateResponse,
         checkpoint=checkpoint,
         seq=seq,
         memory=memory,
+        recorded=runner.billed if rerun else None,
     )
     if record.status == "queued":  # the first run: in_progress, with its event, before anything is done
         snapshot = shell.render("in_progress", [])

@@ -53,6 +53,7 @@ class Background:
         config: ResponsesConfig,
         *,
         flush_usage: Callable[[], Awaitable[None]] | None = None,
+        billed: Callable[[str], Awaitable[bool]] | None = None,
         agent: AgentSetup | None = None,
     ) -> None:
         self.state = state  # the StateStore (a stand-in until storage has started)
@@ -67,6 +68,7 @@ class Background:
             self.feed,
             flush_s=cfg.event_flush_ms / 1000,
             flush_usage=flush_usage,
+            billed=billed,
             agent=agent or AgentSetup(config.agent),
         )
         self._sweeper: asyncio.Task[None] | None = None

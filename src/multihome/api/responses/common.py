@@ -79,7 +79,7 @@ def need_state(state: StateStore | None, what: str) -> StateStore:
 
 async def stored(op: Awaitable[T]) -> T:
     """A store operation; a KMS or a database that cannot be reached is a 503 naming it, a KMS that refuses
-    a 500 (the KMS errors name the KMS and key, never key material); a stored row that cannot be read or
+    one too (the KMS errors name the KMS and key, never key material); a stored row that cannot be read or
     does not open a 409 `unreadable_row` (docs/storage.md)."""
     try:
         return await op
@@ -105,9 +105,9 @@ async def stored(op: Awaitable[T]) -> T:
             type="server_error",
             code="kms_unavailable",
         ) from None
-    except KmsRefused as exc:
+    except KmsRefused as exc:  # a 503 as on every other path (api/kms_errors.py, docs/encryption.md): never a 500
         raise ApiError(
-            500,
+            503,
             f"The key service refused ({exc}); nothing was stored or read. An operator must fix the KMS setup.",
             type="server_error",
             code="kms_refused",

@@ -76,6 +76,7 @@ class _Run:
     streamed: bool
     pending: list[Event] = field(default_factory=list)
     stopped: bool = False  # cancelled or deleted: the store refused a write
+    rerun: bool = False  # an earlier run of this turn was claimed (it died, or raised): it may have recorded the call
     end: int | None = None  # the conversation's end when the turn's tool call or result was checked (final_turn.py)
     closing: asyncio.Event = field(default_factory=asyncio.Event)
     more: asyncio.Event = field(default_factory=asyncio.Event)  # events are waiting to be written
@@ -90,6 +91,7 @@ class Runner:
         *,
         flush_s: float,
         flush_usage: Callable[[], Awaitable[None]] | None = None,
+        billed: Callable[[str], Awaitable[bool]] | None = None,
         agent: AgentSetup | None = None,
     ) -> None:
         self.pipeline = pipeline
@@ -98,6 +100,7 @@ class Runner:
         self.context: Context | None = None  # rebuilds a turn's context (the door's; bound by handlers.py)
         self.flush_s = flush_s
         self.flush_usage = flush_usage  # makes the usage rows recorded so far durable (metering's writer)
+        self.billed = billed  # whether a request id's usage row is stored (metering's `stored_row`)
         self.agent = agent or AgentSetup()  # runs with mcp tools (agent_job.py)
         self.store, self.scope, self.done = store, _scope, _done  # what agent_job.py shares
 
@@ -112,7 +115,7 @@ class Runner:
         )  # Claude's blocks sealed to the tenant
         if runs_tools(req):  # a durable agent run
             try:
-                await run_agent(self, record, req, shell)
+                await run_agent(self, record, req, shell, rerun=job.attempt > 1)
             finally:
                 self.feed.publish(record.id)
             return
@@ -123,7 +126,8 @@ class Runner:
             if seq > 2:  # beyond response.created and response.queued: an earlier run had begun
                 events = await bg.events_after(record.tenant, record.id, -1, 100_000)
                 base = sum(1 for _, data in events if data.startswith(ADDED))
-        run = _Run(record, ResponsesStream(shell, seq=seq, base=base), streamed)
+        # The job's attempt counts claims that did not end in a hand-back (state/jobs.py `release`).
+        run = _Run(record, ResponsesStream(shell, seq=seq, base=base), streamed, rerun=job.attempt > 1)
         try:
             await self._run(run, req, shell)
         finally:
@@ -162,12 +166,20 @@ class Runner:
             await self._relay(run, served)
             if run.stopped:
                 await self._keep_partial(run, shell)
+                await self._drop_if_billed(run, call, info["request_id"])
                 return
             tail = conv.end()
             response = conv.response()
             if call.tracker is not None:
-                outcome = "stream_error" if response["status"] == "failed" else "ok"
-                call.tracker.finish_produced(served, 200, outcome)
+                billed = self.billed  # asked only of a run that follows one: a first run makes no query
+                if run.rerun and billed is not None and await billed(info["request_id"]):
+                    # An earlier run recorded this turn's call, then died (or its store failed) before its
+                    # checkpoint: its row was kept, so this repeat records nothing (counted against the
+                    # budgets once, as it is billed once; its reservation released).
+                    abandon(call)
+                else:
+                    outcome = "stream_error" if response["status"] == "failed" else "ok"
+                    call.tracker.finish_produced(served, 200, outcome)
             await self._finish(run, shell, response, tail)
         except BaseException:
             # Cancelled (seen at a lease renewal), this replica closing (the job is handed back), its
@@ -178,9 +190,19 @@ class Runner:
                 cancelled = await asyncio.shield(self._keep_partial(run, shell))
             if not cancelled:
                 abandon(call)
+            else:
+                with contextlib.suppress(Exception):
+                    await asyncio.shield(self._drop_if_billed(run, call, info["request_id"]))
             raise
         finally:
             settle(call.tracker)
+
+    async def _drop_if_billed(self, run: _Run, call: Call, request_id: str) -> None:
+        """A cancelled repeat is billed for what it produced, unless an earlier run of the turn recorded its
+        call (died before its checkpoint): that row stands, and the partial would count on top of it."""
+        billed = self.billed
+        if run.rerun and billed is not None and await billed(request_id):
+            abandon(call)
 
     async def _relay(self, run: _Run, served: Any) -> None:
         relay, conv = served.stream, run.converter

@@ -42,6 +42,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from ...crypto import Keyring
+from ...crypto.envelope import stored_bytes
 from ...crypto.errors import CryptoError, KmsError
 from ...storage import row_reads
 from ...storage.base import StoreBase, as_utc
@@ -611,7 +612,7 @@ class MemoryStore(StoreBase):
 
     # -- reads ----------------------------------------------------------------------------------
     async def _open(self, tenant: str, record_id: str, sealed: bytes) -> _Body:
-        return _decode.decode(await self.keyring.open(tenant, PURPOSE, TABLE, record_id, bytes(sealed)))
+        return _decode.decode(await self.keyring.open(tenant, PURPOSE, TABLE, record_id, stored_bytes(sealed)))
 
     def _record_query(self) -> sa.Select[Any]:
         r, ns = memory_records.c, memory_namespaces.c
@@ -953,7 +954,7 @@ class MemoryStore(StoreBase):
         opened: list[Any] = []
         for row in rows:
             try:
-                plain.append(await self.keyring.open(tenant, PURPOSE, TABLE, row.id, bytes(row.body)))
+                plain.append(await self.keyring.open(tenant, PURPOSE, TABLE, row.id, stored_bytes(row.body)))
             except KmsError:
                 raise  # the KMS's answer (503 unavailable, refused), not the row's
             except CryptoError as exc:  # sealed for another row, cut short: the row's, left out and named

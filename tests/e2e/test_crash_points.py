@@ -1,0 +1,322 @@
+"""kill -9 of the real gateway at the points between two writes of the stateful runtime, then a restart
+on the same database, checked with the official openai SDK.
+
+The point is placed without a hook in the gateway: the test holds SQLite's write lock, so a run that
+got its upstream answer (its usage row is in the usage spool) cannot write its checkpoint; it is killed
+there. What must hold after the restart (docs/responses.md "Exactly once after a crash"): the response
+completes, its conversation has the turn once and takes the next one, the turn is billed once."""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import os
+import signal
+import sqlite3
+import time
+from collections.abc import Iterator
+from decimal import Decimal
+from pathlib import Path
+
+import httpx
+import openai
+import pytest
+
+from builders import breakers, config, database, deployment, groups, identity, price, simulated
+from mcp_server import McpTestServer
+from multihome.crypto import init_key_file
+
+from .helpers import until
+from .processes import Gateway, Simulator
+
+ADMIN_KEY = "mh-crash-points-e2e-admin"
+SECRETS = {"MH_CP_ADMIN_KEY": ADMIN_KEY}
+FAST = {"background": {"lease_s": 2.0, "poll_s": 0.1, "event_flush_ms": 50}}
+TODAY = dt.datetime.now(dt.UTC).date()
+SHARE = {  # half of the metered cost accrues to the ledger: what a crash must not count twice or lose
+    "id": "rs-cp",
+    "parties": ["Us", "Them"],
+    "rate": "0.5",
+    "basis": {"providers": ["oa"]},
+    "starts_on": TODAY - dt.timedelta(days=10),
+    "ends_on": TODAY + dt.timedelta(days=300),
+    "currency": "USD",
+}
+
+
+def gateway_config(tmp: Path, sim: Simulator) -> dict:
+    return config(
+        storage=database(f"sqlite+aiosqlite:///{tmp}/multihome.db"),
+        kms={"local": {"key_file": str(tmp / "kms.key")}},
+        identity=identity("MH_CP_ADMIN_KEY"),
+        routing=breakers(0),
+        providers={"oa": simulated("openai", sim.url)},
+        deployments={"oa": deployment("oa", "gpt-cp", price=price(1_000_000, 1_000_000))},  # $1 a token
+        model_groups=groups({"gpt": "oa"}, retries=0),
+        responses=FAST,
+        contracts={"flush_interval_s": 0.02, "revenue_share": [SHARE]},
+        egress={"allow_networks": ["127.0.0.0/8"]},  # the MCP test server listens on loopback
+    )
+
+
+@pytest.fixture
+def world(tmp_path) -> Iterator[tuple[Simulator, object]]:
+    init_key_file(tmp_path / "kms.key")
+    sim = Simulator("openai", "crash-points")
+    cfg = gateway_config(tmp_path, sim)
+    gateways: list[Gateway] = []
+
+    def start() -> Gateway:
+        gateways.append(Gateway(cfg, tmp_path, SECRETS))
+        return gateways[-1]
+
+    try:
+        yield sim, start
+    finally:
+        with contextlib.suppress(httpx.HTTPError):
+            sim.clear_faults()
+        logs = [(gw, gw.stop()) for gw in gateways]
+        sim.stop()
+        for gw, log in logs:
+            # The killed one logged the store it could not write (the lock this test held), with tracebacks.
+            assert gw.popen.returncode == -signal.SIGKILL or "Traceback" not in log, log[-3000:]
+
+
+def admin(gateway: Gateway) -> httpx.Client:
+    return httpx.Client(base_url=gateway.url, headers={"authorization": f"Bearer {ADMIN_KEY}"}, timeout=30)
+
+
+def tenant_key(gateway: Gateway) -> tuple[str, str]:
+    """A tenant with a key and a (large) budget: its counter is what a crash must not count twice."""
+    with admin(gateway) as client:
+        resp = client.post("/admin/v1/tenants", json={"name": "acme"})
+        assert resp.status_code == 201, resp.text
+        tenant = resp.json()["id"]
+        budget = {"scope": "tenant", "amount": "1000000", "period": "month", "mode": "hard"}
+        resp = client.post(f"/admin/v1/tenants/{tenant}/budgets", json=budget)
+        assert resp.status_code == 201, resp.text
+        resp = client.post(f"/admin/v1/tenants/{tenant}/keys", json={"name": "k", "roles": ["member"]})
+        assert resp.status_code == 201, resp.text
+        return tenant, resp.json()["key"]
+
+
+def spent(gateway: Gateway, tenant: str) -> tuple[Decimal, Decimal]:
+    """(what the tenant's budget counter holds, what its usage rows cost), once the contract ledger holds half
+    of the latter (one accrual per billed call: none lost, none twice; the only tenant, the only contract)."""
+    with admin(gateway) as client:
+
+        def amounts() -> tuple[Decimal, Decimal]:
+            usage = client.get(f"/admin/v1/tenants/{tenant}/usage").json()["data"]
+            billed = sum((Decimal(str(r["cost"])) for r in usage), Decimal(0))
+            return billed, Decimal(str(client.get("/admin/v1/contracts/rs-cp/report").json()["accrued"]))
+
+        try:
+            billed, _ = until(
+                lambda: (a := amounts())[0] and a[1] == a[0] / 2 and a, what="the ledger to hold half of the bill"
+            )
+        except AssertionError:
+            raise AssertionError(f"(billed, accrued) = {amounts()}") from None
+        [budget] = [b for b in client.get(f"/admin/v1/tenants/{tenant}/budgets").json()["data"] if b["id"]]
+    return Decimal(str(budget["spent_or_reserved"])), billed
+
+
+def sdk(gateway: Gateway, key: str) -> openai.OpenAI:
+    return openai.OpenAI(base_url=gateway.url + "/v1", api_key=key, max_retries=0, timeout=60)
+
+
+@contextlib.contextmanager
+def write_lock(db: Path) -> Iterator[None]:
+    """SQLite's write lock held by this process: the gateway's writes wait (reads go on: WAL)."""
+    conn = sqlite3.connect(db, timeout=60, isolation_level=None)
+    try:
+        conn.execute("BEGIN IMMEDIATE")
+        yield
+        conn.execute("ROLLBACK")
+    finally:
+        conn.close()
+
+
+def spooled(tmp: Path, request_id: str) -> bool:
+    """Whether a usage row of `request_id` is in a spool file (the call was answered and metered)."""
+    return any(request_id.encode() in p.read_bytes() for p in (tmp / "usage-spool").glob("*.spool"))
+
+
+def calls_of(sim: Simulator, text: str) -> list[dict]:
+    return [r for r in sim.requests() if text in r["body"]]
+
+
+def usage_rows(tmp: Path, request_id: str) -> int:
+    with sqlite3.connect(tmp / "multihome.db", timeout=60) as db:
+        return db.execute("SELECT count(*) FROM usage_calls WHERE request_id = ?", (request_id,)).fetchone()[0]
+
+
+def items_text(client: openai.OpenAI, conversation: str) -> list[str]:
+    out = []
+    for item in client.conversations.items.list(conversation, limit=100, order="asc"):
+        for part in getattr(item, "content", None) or []:
+            out.append(getattr(part, "text", ""))
+    return out
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_kill_between_the_upstream_answer_and_the_append_of_a_background_turn(world, tmp_path, stream):
+    sim, start = world
+    first = start()
+    tenant, key = tenant_key(first)
+    client = sdk(first, key)
+    conv = client.conversations.create()
+    client.responses.create(model="gpt", input="an earlier turn", conversation=conv.id)
+    sim.fault(chunk_delay_ms=100, chunks=30)  # about three seconds of streaming: the lock is taken meanwhile
+    text = f"answered then killed {stream}"
+    created = client.responses.create(model="gpt", input=text, conversation=conv.id, background=True, stream=stream)
+    if stream:
+        response_id = next(iter(created)).response.id
+        created.close()
+    else:
+        response_id = created.id
+    until(lambda: calls_of(sim, text), what="the upstream call")
+    request_id = calls_of(sim, text)[0]["request_id"]
+    with write_lock(tmp_path / "multihome.db"):
+        assert client.responses.retrieve(response_id).status == "in_progress", "finished before the lock: missed"
+        until(lambda: spooled(tmp_path, request_id), what="the answer metered (in the spool)")
+        os.kill(first.popen.pid, signal.SIGKILL)
+        first.popen.wait(30)
+    sim.clear_faults()
+    second = start()
+    client = sdk(second, key)
+    done = until(
+        lambda: (r := client.responses.retrieve(response_id)).status not in ("queued", "in_progress") and r,
+        what="the response to finish after the restart",
+    )
+    assert done.status == "completed", done.error
+    texts = items_text(client, conv.id)
+    assert texts.count(text) == 1 and texts.count(done.output_text) == 1, texts  # the turn appended once
+    calls = calls_of(sim, text)
+    assert len(calls) == 2 and {c["request_id"] for c in calls} == {request_id}  # repeated: its answer was lost
+    nxt = client.responses.create(model="gpt", input="and the next turn", conversation=conv.id)
+    assert nxt.status == "completed"
+    assert items_text(client, conv.id)[-1] == nxt.output_text
+    until(lambda: usage_rows(tmp_path, request_id) == 1, what="the turn's usage row")
+    time.sleep(0.5)
+    assert usage_rows(tmp_path, request_id) == 1  # billed once
+    counted, billed = spent(second, tenant)
+    assert counted == billed, (counted, billed)  # and counted once against the budget
+
+
+def test_kill_between_an_agent_steps_answer_and_its_checkpoint(world, tmp_path):
+    """The same point in a durable agent run: a model step answered and metered, killed before its
+    checkpoint. The resumed run repeats the step under the same request id: billed and counted once."""
+    sim, start = world
+    first = start()
+    tenant, key = tenant_key(first)
+    with McpTestServer() as server:
+        with admin(first) as client:
+            body = {"name": "tools", "url": server.url, "allowed_tools": ["echo"], "require_approval": "never"}
+            resp = client.post(f"/admin/v1/tenants/{tenant}/mcp-servers", json=body)
+            assert resp.status_code == 201, resp.text
+        sim.fault(chunk_delay_ms=100, chunks=60)  # a step streamed for about six seconds
+        text = "steps=1: an agent step answered then killed"
+        tool = {"type": "mcp", "server_label": "tools", "server_url": server.url}
+        client = sdk(first, key)
+        created = client.responses.create(model="gpt", input=text, tools=[tool], background=True)
+        until(lambda: calls_of(sim, text), what="the first model step")
+        step_id = calls_of(sim, text)[0]["request_id"]
+
+        def output() -> list[str]:
+            return [o.type for o in client.responses.retrieve(created.id).output]
+
+        # The tool listing is checkpointed while the step streams: the lock is taken after that write.
+        until(lambda: "mcp_list_tools" in output(), what="the listing's checkpoint")
+        with write_lock(tmp_path / "multihome.db"):
+            assert "mcp_call" not in output(), "the step was checkpointed before the lock: the point was missed"
+            until(lambda: spooled(tmp_path, step_id), what="the step metered (in the spool)")
+            os.kill(first.popen.pid, signal.SIGKILL)
+            first.popen.wait(30)
+        sim.clear_faults()
+        second = start()
+        client = sdk(second, key)
+        done = until(
+            lambda: (r := client.responses.retrieve(created.id)).status not in ("queued", "in_progress") and r,
+            what="the run to finish after the restart",
+        )
+        assert done.status == "completed", done.error
+        steps = calls_of(sim, text)
+        assert [c["request_id"] for c in steps].count(step_id) == 2  # the killed step, repeated
+        assert len(steps) == 3  # and the step after its tool call
+    until(lambda: usage_rows(tmp_path, step_id) == 1, what="the step's usage row")
+    time.sleep(0.5)
+    counted, billed = spent(second, tenant)
+    assert counted == billed, (counted, billed)
+
+
+def test_a_response_whose_replica_was_killed_is_cancelled_on_the_restarted_one(world, tmp_path):
+    """kill -9 while the upstream call is in flight; the restarted gateway answers the response as open and
+    cancels it, whether the dead replica's lease still holds its job or the job was claimed again: the job
+    settles, the response stays cancelled, its conversation takes the next turn, and what was billed is
+    what the budget counted."""
+    sim, start = world
+    first = start()
+    tenant, key = tenant_key(first)
+    client = sdk(first, key)
+    conv = client.conversations.create()
+    sim.fault(chunk_delay_ms=200, chunks=50)  # ten seconds of streaming: in flight at the kill
+    text = "killed then cancelled"
+    created = client.responses.create(model="gpt", input=text, conversation=conv.id, background=True)
+    until(lambda: calls_of(sim, text), what="the upstream call")
+    os.kill(first.popen.pid, signal.SIGKILL)
+    first.popen.wait(30)
+    second = start()  # the upstream still slow: a run claimed again is in flight when the cancel comes
+    client = sdk(second, key)
+    assert client.responses.retrieve(created.id).status in ("queued", "in_progress")
+    cancelled = client.responses.cancel(created.id)
+    sim.clear_faults()
+    assert cancelled.status == "cancelled" and cancelled.usage is None
+    with sqlite3.connect(tmp_path / "multihome.db", timeout=60) as db:
+        until(
+            lambda: (
+                db.execute("SELECT status FROM jobs WHERE ref_id = ?", (created.id,)).fetchone()[0]
+                in ("done", "cancelled")
+            ),
+            what="the job claimed again and settled",
+        )
+    assert client.responses.retrieve(created.id).status == "cancelled"
+    nxt = client.responses.create(model="gpt", input="the next turn", conversation=conv.id)
+    assert nxt.status == "completed" and text not in items_text(client, conv.id)
+    counted, billed = spent(second, tenant)
+    assert counted == billed, (counted, billed)
+
+
+def test_a_repeat_cancelled_after_the_crash_is_not_counted_on_top_of_the_killed_runs_row(world, tmp_path):
+    """Killed between the metered answer and the checkpoint, as above; the restarted gateway's repeat is
+    cancelled mid-call. The killed run's usage row stands (billed once); the repeat's partial is not counted
+    against the budget on top of it."""
+    sim, start = world
+    first = start()
+    tenant, key = tenant_key(first)
+    client = sdk(first, key)
+    sim.fault(chunk_delay_ms=100, chunks=30)
+    text = "answered, killed, repeated, cancelled"
+    created = client.responses.create(model="gpt", input=text, background=True)
+    until(lambda: calls_of(sim, text), what="the upstream call")
+    request_id = calls_of(sim, text)[0]["request_id"]
+    with write_lock(tmp_path / "multihome.db"):
+        assert client.responses.retrieve(created.id).status == "in_progress", "finished before the lock: missed"
+        until(lambda: spooled(tmp_path, request_id), what="the answer metered (in the spool)")
+        os.kill(first.popen.pid, signal.SIGKILL)
+        first.popen.wait(30)
+    second = start()  # the upstream still slow: the repeat is in flight when the cancel comes
+    client = sdk(second, key)
+    until(lambda: len(calls_of(sim, text)) == 2, what="the repeat's upstream call")
+    assert client.responses.cancel(created.id).status == "cancelled"
+    sim.clear_faults()
+    with sqlite3.connect(tmp_path / "multihome.db", timeout=60) as db:
+        until(
+            lambda: (
+                db.execute("SELECT status FROM jobs WHERE ref_id = ?", (created.id,)).fetchone()[0]
+                in ("done", "cancelled")
+            ),
+            what="the job settled",
+        )
+    assert usage_rows(tmp_path, request_id) == 1
+    counted, billed = spent(second, tenant)
+    assert counted == billed, (counted, billed)

@@ -1,0 +1,62 @@
+"""The call log after a kill: a process killed mid-append leaves the file's last line cut short; the next
+process's first record starts a line of its own instead of being glued onto it (one bad line for a log
+shipper, every record of the restarted process readable)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from multihome.accounting.record import CallRecord
+from multihome.observability.call_log import CallLog
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture
+def anyio_backend():
+    return "asyncio"
+
+
+def call(request_id: str) -> CallRecord:
+    return CallRecord(
+        request_id=request_id,
+        started_at=1000.0,
+        finished_at=1000.5,
+        endpoint="chat",
+        tenant="acme",
+        subject="alice",
+        principal_source="api_key",
+        model_group="g",
+        status=200,
+        outcome="ok",
+    )
+
+
+async def logged(path, *ids: str) -> None:
+    log = CallLog(str(path))
+    await log.start()
+    for rid in ids:
+        log.record(call(rid))
+    await log.close()
+
+
+async def test_a_torn_last_line_stays_alone_and_the_next_process_records_read_whole(tmp_path):
+    path = tmp_path / "calls.jsonl"
+    await logged(path, "req_1")
+    whole = path.read_bytes()
+    path.write_bytes(whole + whole[: len(whole) // 2])  # killed in the middle of its next append
+    await logged(path, "req_2", "req_3")
+    lines = path.read_bytes().split(b"\n")
+    assert lines[-1] == b"" and json.loads(lines[0])["request_id"] == "req_1"
+    with pytest.raises(ValueError):
+        json.loads(lines[1])  # the torn line, alone
+    assert [json.loads(line)["request_id"] for line in lines[2:-1]] == ["req_2", "req_3"]
+
+
+async def test_a_whole_file_gets_no_empty_line(tmp_path):
+    path = tmp_path / "calls.jsonl"
+    await logged(path, "req_1")
+    await logged(path, "req_2")
+    assert [json.loads(line)["request_id"] for line in path.read_text().splitlines()] == ["req_1", "req_2"]
