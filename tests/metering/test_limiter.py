@@ -51,7 +51,8 @@ def counters_factory(request):
     made = []
 
     def make():
-        made.append(RedisCounters(server.url))
+        # A generous deadline: on a busy CI machine a 2 s one failed every admission open (not what these test).
+        made.append(RedisCounters(server.url, timeout_s=30.0))
         return made[-1]
 
     yield make
