@@ -27,6 +27,7 @@ from .api.responses.handlers import handlers as responses_handlers
 from .config import Config, check_drain_timeout, env_secret, load_config
 from .contracts.service import ContractsService
 from .identity.authenticator import Authenticator
+from .identity.stored_caller import stored_caller
 from .live_config import LiveConfig, Reloadable
 from .metering.service import Metering
 from .observability.call_log import CallLog
@@ -148,6 +149,8 @@ def build_app(config: Config, config_path: str | None = None) -> Gateway:
             config.responses,
             flush_usage=flush,
             agent=agent,
+            # A run acts as its stored principal: is its tenant still there, and still served?
+            admitted=stored_caller(_known_tenant(storage, config.identity.static_keys_tenant), storage),
         )
     models, anthropic = ModelsDoor(pipeline), AnthropicDoor(pipeline)
     explain = ExplainDoor(pipeline)

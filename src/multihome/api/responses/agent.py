@@ -44,6 +44,7 @@ from ...accounting.record import Usage
 from ...accounting.tracker import finish_failed, settle
 from ...audit.events import AgentStep
 from ...config.responses import AgentConfig
+from ...identity.stored_caller import Admitted
 from ...metering.prices import PriceTable
 from ...policy.pins import AGENT_STEP
 from ...routing.attempts import Served
@@ -235,6 +236,7 @@ class AgentRun:
         checkpoint: Checkpoint | None = None,
         seq: int = 0,
         memory: MemoryTools | None = None,
+        admitted: Admitted | None = None,
     ) -> None:
         self.pipeline = pipeline
         self.limits = limits.narrowed(req)
@@ -251,6 +253,9 @@ class AgentRun:
         self.output: list[Item] = output if output is not None else []
         self.journal = journal or Journal()
         self._checkpoint = checkpoint
+        # A background run's: whether its stored principal may still call, asked before each model step
+        # (identity/stored_caller.py; a foreground run's caller was identified by its request).
+        self._admitted = admitted
         self.headers: list[Header] = []
         self.conv = ResponsesStream(shell, seq=seq)  # the current step's converter: it numbers every event
         self._ran: list[Item] = []  # items made before the first step (approved calls, listings): their events
@@ -318,6 +323,9 @@ class AgentRun:
         canonical, dropped = self._requests.request(self.output, tool_choice_auto=journal.steps > 1)
         step = Call(self.call.scope, self.call.request_id + f"-{journal.steps}".encode())
         step.principal = self.call.principal
+        if self._admitted is not None:
+            assert step.principal is not None  # a background run's, rebuilt from its record
+            await self._admitted(step.principal)
         step.work = AGENT_STEP  # stateful work: the tenant's pins hold every step (policy/pins.py)
         self._step_call = step
         try:

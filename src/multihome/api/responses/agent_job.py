@@ -76,6 +76,8 @@ async def run_agent(runner: Runner, record: StoredResponse, req: CreateResponse,
             raise Stopped()
 
     try:
+        if runner.admitted is not None:  # before its MCP servers are listed or an approved call runs
+            await runner.admitted(call.principal)
         resolver = McpResolver(McpServerStore(bg.store.keyring, bg.store.engine))
         resolved = [
             await stored(resolver.resolve(record.tenant, tool.mcp_spec(), f"tools[{i}]"))
@@ -106,6 +108,7 @@ async def run_agent(runner: Runner, record: StoredResponse, req: CreateResponse,
         checkpoint=checkpoint,
         seq=seq,
         memory=memory,
+        admitted=runner.admitted,
     )
     if record.status == "queued":  # the first run: in_progress, with its event, before anything is done
         snapshot = shell.render("in_progress", [])

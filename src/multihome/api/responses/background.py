@@ -24,6 +24,7 @@ import msgspec
 from ...aio import wait_event
 from ...config.env import env_secret
 from ...config.responses import ResponsesConfig
+from ...identity.stored_caller import Admitted
 from ...schema.errors import ApiError, bad_request
 from ...schema.responses import CreateResponse
 from ...state.background import KIND, OPEN, BackgroundStore
@@ -54,6 +55,7 @@ class Background:
         *,
         flush_usage: Callable[[], Awaitable[None]] | None = None,
         agent: AgentSetup | None = None,
+        admitted: Admitted | None = None,
     ) -> None:
         self.state = state  # the StateStore (a stand-in until storage has started)
         self.config = config
@@ -68,6 +70,7 @@ class Background:
             flush_s=cfg.event_flush_ms / 1000,
             flush_usage=flush_usage,
             agent=agent or AgentSetup(config.agent),
+            admitted=admitted,
         )
         self._sweeper: asyncio.Task[None] | None = None
 
