@@ -137,6 +137,7 @@ def build_app(config: Config, config_path: str | None = None) -> Gateway:
         cast(Any, _Lazy(metering, "prices")),
         EgressPolicy.from_config(config.egress),
         cast(Any, _Lazy(memory, "store")) if memory is not None else None,
+        auth.authenticate,
     )
     background = None
     if state is not None:  # background responses: a job worker on every replica with storage

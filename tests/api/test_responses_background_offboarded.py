@@ -26,6 +26,7 @@ from multihome.crypto import init_key_file
 from multihome.simulators import SimulatorConfig, start_simulator
 from multihome.state.service import StateService
 from multihome.storage.service import StorageService
+from multihome.tools.toolbox import Toolbox
 from stored_app import STORES, StoredWorld, store_url
 
 pytestmark = pytest.mark.anyio
@@ -212,3 +213,45 @@ async def test_an_agent_run_stops_at_its_next_model_step_once_its_tenant_is_dele
     assert record.status == "failed", record.status
     assert "deleted" in record.response["error"]["message"], record.response["error"]
     assert sim.state.stats.requests == 1, "the run called the model again"
+
+
+async def test_a_foreground_agent_run_stops_at_its_next_model_step_once_its_key_is_revoked(agent_world, monkeypatch):
+    """A foreground run is one request, yet each step is a new model call: a key revoked while the run is at a
+    tool call gets no further one (the run ends `failed` saying why), as every other request of it is refused."""
+    w, sim, transport, server = agent_world
+    tenant, key = await w.tenant("acme")
+    servers = f"/admin/v1/tenants/{tenant}/mcp-servers"
+    body = {"name": "tools", "url": server.url, "allowed_tools": ["record"], "require_approval": "never"}
+    await ok(await w.call("POST", servers, json=body), 201)
+    key_id = (await ok(await w.call("GET", f"/admin/v1/tenants/{tenant}/keys")))["data"][0]["id"]
+    entered, held = asyncio.Event(), asyncio.Event()
+    call = Toolbox.call
+
+    async def holding(self, *args, **kwargs):  # the first tool call waits, done, until the key is revoked
+        done = await call(self, *args, **kwargs)
+        if not entered.is_set():
+            entered.set()
+            await held.wait()
+        return done
+
+    monkeypatch.setattr(Toolbox, "call", holding)
+    sdk = openai.AsyncOpenAI(
+        api_key=key,
+        base_url="http://gw/v1",
+        max_retries=0,
+        http_client=httpx.AsyncClient(transport=transport, base_url="http://gw/v1", timeout=60),
+    )
+    tool = {"type": "mcp", "server_label": "tools", "server_url": server.url, "allowed_tools": ["record"]}
+    run = asyncio.create_task(sdk.responses.create(model="g", input="steps=3", tools=[tool]))
+    await asyncio.wait_for(entered.wait(), DEADLINE)
+    assert sim.state.stats.requests == 1
+    await ok(await w.call("DELETE", f"/admin/v1/tenants/{tenant}/keys/{key_id}"))
+
+    held.set()
+    done = await asyncio.wait_for(run, DEADLINE)
+    await sdk.close()
+    # Before the fix: `completed` after three model calls, two of them made after the key was revoked.
+    assert done.status == "failed", done.status
+    assert done.error is not None and "revoked" in done.error.message, done.error
+    assert sim.state.stats.requests == 1, "the run called the model again"
+    assert [i.type for i in done.output] == ["mcp_list_tools", "mcp_call"]

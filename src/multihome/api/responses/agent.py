@@ -104,6 +104,20 @@ class AgentSetup:
     prices: PriceTable | None = None
     egress: EgressPolicy | None = None
     memory: MemoryStore | None = None  # the `memory` tool's store (None: no storage, so no memory tools)
+    # Identifies a request's credential again (the gateway's Authenticator.authenticate, on its ASGI scope):
+    # a foreground run asks before each model step, so a key revoked mid-run gets no further model call.
+    identify: Callable[[dict[str, Any]], Awaitable[Any]] | None = None
+
+    def again(self, call: Call) -> Admitted | None:
+        """The check a foreground run of `call` makes before each model step (None: nothing to ask)."""
+        identify, scope = self.identify, call.scope
+        if identify is None:
+            return None
+
+        async def still(_: Any) -> None:
+            await identify(scope)  # the request's own credential: 401/403 once it is revoked, expired, gone
+
+        return still
 
     @property
     def limits(self) -> Limits:
