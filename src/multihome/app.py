@@ -27,6 +27,7 @@ from .api.responses.handlers import handlers as responses_handlers
 from .config import Config, check_drain_timeout, env_secret, load_config
 from .contracts.service import ContractsService
 from .identity.authenticator import Authenticator
+from .identity.stored_caller import stored_caller
 from .live_config import LiveConfig, Reloadable
 from .metering.service import Metering
 from .observability.call_log import CallLog
@@ -136,6 +137,7 @@ def build_app(config: Config, config_path: str | None = None) -> Gateway:
         cast(Any, _Lazy(metering, "prices")),
         EgressPolicy.from_config(config.egress),
         cast(Any, _Lazy(memory, "store")) if memory is not None else None,
+        auth.authenticate,
     )
     background = None
     if state is not None:  # background responses: a job worker on every replica with storage
@@ -149,6 +151,8 @@ def build_app(config: Config, config_path: str | None = None) -> Gateway:
             flush_usage=flush,
             billed=metering.stored_row if metered else None,
             agent=agent,
+            # A run acts as its stored principal: is its tenant still there, and still served?
+            admitted=stored_caller(_known_tenant(storage, config.identity.static_keys_tenant), storage),
         )
     models, anthropic = ModelsDoor(pipeline), AnthropicDoor(pipeline)
     explain = ExplainDoor(pipeline)

@@ -200,13 +200,13 @@ class Authenticator:
                 raise _INVALID
             principal = principal_of_key(record)
             if self._refusals is not None and self._refusals.refused:  # empty unless a stored row is unreadable
-                _check_refused(self._refusals, principal, token=False)
+                check_refused(self._refusals, principal, token=False)
             return principal
         assert self._oidc is not None  # at_once answered every other credential
         # Verified (or remembered) and checked against the live token revocations, every request.
         principal = await self._oidc.verify(credential)
         if self._refusals is not None and self._refusals.refused:
-            _check_refused(self._refusals, principal, token=True)
+            check_refused(self._refusals, principal, token=True)
         return principal
 
     async def admin(self, scope: dict) -> Principal:
@@ -221,7 +221,7 @@ class Authenticator:
             return refused.principal
 
 
-def _check_refused(refusals: Refusals, principal: Principal, *, token: bool) -> None:
+def check_refused(refusals: Refusals, principal: Principal, *, token: bool) -> None:
     """Fail closed: a stored row of this tenant (or an org-wide token revocation) cannot be read, and it
     may hold a restriction, so the caller is refused until an operator fixes it (docs/storage.md)."""
     refused, tenant = refusals.refused, principal.tenant

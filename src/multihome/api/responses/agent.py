@@ -44,6 +44,7 @@ from ...accounting.record import Usage
 from ...accounting.tracker import finish_failed, settle
 from ...audit.events import AgentStep
 from ...config.responses import AgentConfig
+from ...identity.stored_caller import Admitted
 from ...metering.prices import PriceTable
 from ...policy.pins import AGENT_STEP
 from ...routing.attempts import Served
@@ -103,6 +104,20 @@ class AgentSetup:
     prices: PriceTable | None = None
     egress: EgressPolicy | None = None
     memory: MemoryStore | None = None  # the `memory` tool's store (None: no storage, so no memory tools)
+    # Identifies a request's credential again (the gateway's Authenticator.authenticate, on its ASGI scope):
+    # a foreground run asks before each model step, so a key revoked mid-run gets no further model call.
+    identify: Callable[[dict[str, Any]], Awaitable[Any]] | None = None
+
+    def again(self, call: Call) -> Admitted | None:
+        """The check a foreground run of `call` makes before each model step (None: nothing to ask)."""
+        identify, scope = self.identify, call.scope
+        if identify is None:
+            return None
+
+        async def still(_: Any) -> None:
+            await identify(scope)  # the request's own credential: 401/403 once it is revoked, expired, gone
+
+        return still
 
     @property
     def limits(self) -> Limits:
@@ -236,6 +251,7 @@ class AgentRun:
         seq: int = 0,
         memory: MemoryTools | None = None,
         recorded: Callable[[str], Awaitable[bool]] | None = None,
+        admitted: Admitted | None = None,
     ) -> None:
         self.pipeline = pipeline
         self.limits = limits.narrowed(req)
@@ -254,6 +270,9 @@ class AgentRun:
         self._checkpoint = checkpoint
         # Whether a step's usage row is stored already (a resumed run only): its earlier run recorded it.
         self._recorded = recorded
+        # A background run's: whether its stored principal may still call, asked before each model step
+        # (identity/stored_caller.py; a foreground run's caller was identified by its request).
+        self._admitted = admitted
         self.headers: list[Header] = []
         self.conv = ResponsesStream(shell, seq=seq)  # the current step's converter: it numbers every event
         self._ran: list[Item] = []  # items made before the first step (approved calls, listings): their events
@@ -321,6 +340,9 @@ class AgentRun:
         canonical, dropped = self._requests.request(self.output, tool_choice_auto=journal.steps > 1)
         step = Call(self.call.scope, self.call.request_id + f"-{journal.steps}".encode())
         step.principal = self.call.principal
+        if self._admitted is not None:
+            assert step.principal is not None  # a background run's, rebuilt from its record
+            await self._admitted(step.principal)
         step.work = AGENT_STEP  # stateful work: the tenant's pins hold every step (policy/pins.py)
         self._step_call = step
         try:

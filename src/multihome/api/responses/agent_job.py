@@ -80,6 +80,8 @@ async def run_agent(
             raise Stopped()
 
     try:
+        if runner.admitted is not None:  # before its MCP servers are listed or an approved call runs
+            await runner.admitted(call.principal)
         resolver = McpResolver(McpServerStore(bg.store.keyring, bg.store.engine))
         resolved = [
             await stored(resolver.resolve(record.tenant, tool.mcp_spec(), f"tools[{i}]"))
@@ -111,6 +113,7 @@ async def run_agent(
         seq=seq,
         memory=memory,
         recorded=runner.billed if rerun else None,
+        admitted=runner.admitted,
     )
     if record.status == "queued":  # the first run: in_progress, with its event, before anything is done
         snapshot = shell.render("in_progress", [])

@@ -24,8 +24,10 @@ import msgspec
 from ...aio import wait_event
 from ...config.env import env_secret
 from ...config.responses import ResponsesConfig
+from ...identity.stored_caller import Admitted
+from ...policy.pins import AGENT_STEP, BACKGROUND
 from ...schema.errors import ApiError, bad_request
-from ...schema.responses import CreateResponse
+from ...schema.responses import CreateResponse, runs_tools
 from ...state.background import KIND, OPEN, BackgroundStore
 from ...state.feed import Feed
 from ...state.idempotency import IdempotencyKeys
@@ -55,6 +57,7 @@ class Background:
         flush_usage: Callable[[], Awaitable[None]] | None = None,
         billed: Callable[[str], Awaitable[bool]] | None = None,
         agent: AgentSetup | None = None,
+        admitted: Admitted | None = None,
     ) -> None:
         self.state = state  # the StateStore (a stand-in until storage has started)
         self.config = config
@@ -70,6 +73,7 @@ class Background:
             flush_usage=flush_usage,
             billed=billed,
             agent=agent or AgentSetup(config.agent),
+            admitted=admitted,
         )
         self._sweeper: asyncio.Task[None] | None = None
 
@@ -107,7 +111,11 @@ class Background:
     ) -> None:
         """Queue the response and answer at once (`queued`), or follow its stream from the start."""
         assert call.principal is not None
-        self.runner.pipeline.group(req.model)  # an unknown model is a 404 now, not a failed run later
+        pipeline = self.runner.pipeline
+        group = pipeline.group(req.model)  # an unknown model is a 404 now, not a failed run later
+        if pipeline.gate is not None:  # so is a refusal of policy (a key's scopes...): nothing is stored
+            work = AGENT_STEP if runs_tools(req) else BACKGROUND  # what the run's calls are (policy/pins.py)
+            pipeline.gate.admit(call.principal, group, "responses", None, work)
         shell = BackgroundShell(req)
         queued = shell.render("queued", [])
         events: list[tuple[int, bytes]] = []

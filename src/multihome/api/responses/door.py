@@ -231,7 +231,19 @@ class ResponsesDoor:
         box = Toolbox(resolved, egress=self.agent.egress)
         prices = self.agent.prices
         run = AgentRun(
-            self.pipeline, self.limits, call, body, req, shell, context, new, box, keep, prices=prices, memory=memory
+            self.pipeline,
+            self.limits,
+            call,
+            body,
+            req,
+            shell,
+            context,
+            new,
+            box,
+            keep,
+            prices=prices,
+            memory=memory,
+            admitted=self.agent.again(call),
         )
         await run.begin()
         if req.stream:

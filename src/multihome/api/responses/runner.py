@@ -27,6 +27,7 @@ import msgspec
 
 from ...accounting.tracker import finish_failed, settle
 from ...aio import wait_event
+from ...identity.stored_caller import Admitted
 from ...policy.pins import BACKGROUND
 from ...schema.errors import ApiError
 from ...schema.principal import Principal
@@ -93,6 +94,7 @@ class Runner:
         flush_usage: Callable[[], Awaitable[None]] | None = None,
         billed: Callable[[str], Awaitable[bool]] | None = None,
         agent: AgentSetup | None = None,
+        admitted: Admitted | None = None,
     ) -> None:
         self.pipeline = pipeline
         self._store = store
@@ -102,6 +104,9 @@ class Runner:
         self.flush_usage = flush_usage  # makes the usage rows recorded so far durable (metering's writer)
         self.billed = billed  # whether a request id's usage row is stored (metering's `stored_row`)
         self.agent = agent or AgentSetup()  # runs with mcp tools (agent_job.py)
+        # Whether the stored principal may still call (identity/stored_caller.py): asked before the run's
+        # model call (each step's, for an agent run); None: not asked (no storage to ask).
+        self.admitted = admitted
         self.store, self.scope, self.done = store, _scope, _done  # what agent_job.py shares
 
     async def run(self, job: Job) -> None:
@@ -148,6 +153,8 @@ class Runner:
         call.work = BACKGROUND  # stateful work: the tenant's pins hold it (policy/pins.py)
         try:
             try:
+                if self.admitted is not None:
+                    await self.admitted(call.principal)
                 assert self.context is not None
                 context, run.end = await self.context(record.tenant, req, record.input)
                 body = info["request"].encode()
