@@ -14,6 +14,9 @@ class BackgroundConfig(Strict):
     lease_s: Positive = 30.0  # a replica that stops renewing for this long loses its jobs to another
     poll_s: Positive = 0.5  # how often an idle replica looks for queued jobs (and a resumed stream for events)
     max_attempts: PositiveCount = 3  # runs of one response (a replica died, or the turn raised) before it fails
+    # Background responses of one tenant queued or running at once, across replicas (None: no cap). The job
+    # queue is shared and first-come: without it one tenant's thousands of queued runs delay every other's.
+    max_open_per_tenant: PositiveCount | None = 100
     event_flush_ms: PositiveCount = 100  # a streamed delta waits at most this long to be persisted and sent
     # The variable holding this replica's stable id (a StatefulSet pod's name, a host name): a replica
     # that restarts under the same id takes its dead incarnation's running jobs back at once, without

@@ -37,6 +37,14 @@ OPEN = frozenset({"queued", "in_progress"})
 Event = tuple[int, bytes]  # (sequence_number, the event's SSE bytes)
 
 
+class TooManyOpen(Exception):
+    """The tenant already has `cap` background jobs queued or running (responses.background.max_open_per_tenant)."""
+
+    def __init__(self, cap: int) -> None:
+        super().__init__(cap)
+        self.cap = cap
+
+
 class BackgroundStore:
     def __init__(self, store: StateStore, queue: JobQueue) -> None:
         self.store = store
@@ -44,12 +52,25 @@ class BackgroundStore:
         self.engine = store.engine
 
     # -- creating --------------------------------------------------------------------------------------
-    async def create(self, record: StoredResponse, events: Sequence[Event], *, max_attempts: int) -> None:
+    async def create(
+        self, record: StoredResponse, events: Sequence[Event], *, max_attempts: int, max_open: int | None = None
+    ) -> None:
         """Store the queued response, its first events and its job, in one transaction: a response a
-        client was told is queued always runs, and a job never runs for a response that is not stored."""
+        client was told is queued always runs, and a job never runs for a response that is not stored.
+        TooManyOpen, with nothing written, when the tenant has `max_open` jobs open already (counted in
+        the transaction: SQLite's write lock serialises creates; on PostgreSQL concurrent creates may
+        each see the count before the others', so the cap can be passed by as many as race)."""
         body, size = await self.store.seal_response(record)
         rows = await self._seal_events(record.tenant, record.id, events)
         async with self.store._write() as conn:
+            if max_open is not None:
+                open_jobs = await conn.scalar(
+                    sa.select(sa.func.count())
+                    .select_from(jobs)
+                    .where(jobs.c.tenant_id == record.tenant, jobs.c.status.in_(("queued", RUNNING)))
+                )
+                if (open_jobs or 0) >= max_open:
+                    raise TooManyOpen(max_open)
             await self.store.insert_response(conn, record, body, size)
             if rows:
                 await conn.execute(sa.insert(response_events), rows)

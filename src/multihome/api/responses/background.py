@@ -28,7 +28,7 @@ from ...identity.stored_caller import Admitted
 from ...policy.pins import AGENT_STEP, BACKGROUND
 from ...schema.errors import ApiError, bad_request
 from ...schema.responses import CreateResponse, runs_tools
-from ...state.background import KIND, OPEN, BackgroundStore
+from ...state.background import KIND, OPEN, BackgroundStore, TooManyOpen
 from ...state.feed import Feed
 from ...state.idempotency import IdempotencyKeys
 from ...state.jobs import JobQueue
@@ -143,7 +143,20 @@ class Background:
             conversation_id=req.conversation_id,
             background=run,
         )
-        await stored(self._bg().create(record, events, max_attempts=self.config.background.max_attempts))
+        cfg = self.config.background
+        try:
+            await stored(
+                self._bg().create(record, events, max_attempts=cfg.max_attempts, max_open=cfg.max_open_per_tenant)
+            )
+        except TooManyOpen as exc:
+            raise ApiError(
+                429,
+                f"Your tenant has {exc.cap} background responses queued or in progress, the gateway's limit "
+                "(responses.background.max_open_per_tenant). Wait for some to finish, or cancel some, and retry.",
+                type="requests",
+                code="too_many_background_responses",
+                headers={"retry-after": "1"},
+            ) from None
         assert self.worker is not None
         self.worker.notify()
         if req.stream:

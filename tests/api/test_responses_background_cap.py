@@ -1,0 +1,96 @@
+"""A tenant's open background responses are capped (responses.background.max_open_per_tenant): past the
+cap a create is a 429 in OpenAI's error format and stores nothing, another tenant is not held by it, and
+a cancel frees a place. The job queue is shared and first-come: without the cap one tenant's thousands
+of queued runs delayed every other tenant's. The official openai SDK against the app in process, on
+SQLite and PostgreSQL; the upstream never answers, so the runs stay open."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import httpx
+import openai
+import pytest
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import create_async_engine
+
+from builders import config, database, deployment, group, identity, simulated, typed
+from multihome.app import build_app
+from multihome.simulators import SimulatorConfig, start_simulator
+from stored_app import STORES, StoredWorld, store_url
+
+pytestmark = pytest.mark.anyio
+ADMIN_KEY = "mh-bootstrap-admin-key-for-background-cap"
+CAP = 2
+
+
+@pytest.fixture(autouse=True)
+def _admin_key(monkeypatch):
+    monkeypatch.setenv("MH_TEST_BG_CAP", ADMIN_KEY)
+
+
+@pytest.fixture(params=STORES)
+async def world(request, tmp_path) -> AsyncIterator[tuple[StoredWorld, httpx.ASGITransport]]:
+    url = store_url(request, tmp_path)
+    sim = await start_simulator(SimulatorConfig(kind="openai", name="up"))
+    cfg = config(
+        storage=database(url, refresh_s=0.05),
+        identity=identity("MH_TEST_BG_CAP"),
+        responses={"background": {"max_open_per_tenant": CAP, "concurrency": 1}},
+        providers={"p": simulated("openai", sim.url, region="us-east-1", data_zone="US")},
+        deployments={"d": deployment("p", "m")},
+        model_groups={"g": group("d")},
+    )
+    async with httpx.AsyncClient() as http:
+        (await http.post(f"{sim.url}/_sim/faults", json={"hang": True})).raise_for_status()
+    app = build_app(typed(cfg))
+    for service in app.services:
+        await service.start()
+    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+    try:
+        async with httpx.AsyncClient(transport=transport, base_url="http://gw", timeout=30) as client:
+            yield StoredWorld(client, url, ADMIN_KEY, app), transport
+    finally:
+        for service in reversed(app.services):
+            await service.close()
+        await sim.close()
+
+
+def _sdk(key: str, transport: httpx.ASGITransport) -> openai.AsyncOpenAI:
+    return openai.AsyncOpenAI(
+        api_key=key, base_url="http://gw/v1", http_client=httpx.AsyncClient(transport=transport), max_retries=0
+    )
+
+
+async def _stored(url: str, tenant: str) -> int:
+    engine = create_async_engine(url)
+    try:
+        async with engine.connect() as conn:
+            return await conn.scalar(sa.text("SELECT count(*) FROM responses WHERE tenant_id = :t"), {"t": tenant})
+    finally:
+        await engine.dispose()
+
+
+async def test_a_tenant_past_its_open_background_cap_gets_a_429_and_a_cancel_frees_a_place(world):
+    w, transport = world
+    acme, acme_key = await w.tenant("acme")
+    _, other_key = await w.tenant("other")
+    sdk = _sdk(acme_key, transport)
+    opened = [await sdk.responses.create(model="g", input="hi", background=True) for _ in range(CAP)]
+    assert [r.status for r in opened] == ["queued"] * CAP
+
+    with pytest.raises(openai.RateLimitError) as refused:
+        await sdk.responses.create(model="g", input="one too many", background=True)
+    err = refused.value.body
+    assert err["code"] == "too_many_background_responses" and str(CAP) in err["message"]
+    assert refused.value.response.headers["retry-after"] == "1"
+    assert await _stored(w.url, acme) == CAP  # nothing of the refused one was stored
+
+    # Another tenant is not held by acme's cap.
+    assert (
+        await _sdk(other_key, transport).responses.create(model="g", input="hi", background=True)
+    ).status == "queued"
+
+    await sdk.responses.cancel(opened[-1].id)  # still queued: the one worker place runs the first (it hangs)
+    again = await sdk.responses.create(model="g", input="after a cancel", background=True)
+    assert again.status == "queued"
