@@ -27,6 +27,22 @@ def store_url(request, tmp_path) -> str:
 
 
 @asynccontextmanager
+async def served(cfg: dict, headers: dict | None = None) -> AsyncIterator[tuple[httpx.AsyncClient, Any, Any]]:
+    """The app of `cfg` in process with its services started (closed in reverse): (an httpx client of
+    it, the client's transport, for an SDK client of its own; the app)."""
+    app = build_app(typed(cfg))
+    for service in app.services:
+        await service.start()
+    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+    try:
+        async with httpx.AsyncClient(transport=transport, base_url="http://gw", headers=headers, timeout=30) as client:
+            yield client, transport, app
+    finally:
+        for service in reversed(app.services):
+            await service.close()
+
+
+@asynccontextmanager
 async def stored_app(url: str, admin_env: str, headers: dict | None = None, **fields: Any) -> AsyncIterator[tuple]:
     """(an httpx client of the app, the app), started against one simulated upstream, with the admin
     key in `admin_env`; `fields`: more of `single`'s (e.g. group_fields). Closed in reverse."""
@@ -37,16 +53,10 @@ async def stored_app(url: str, admin_env: str, headers: dict | None = None, **fi
         identity=identity(admin_env),
         **fields,
     )
-    app = build_app(typed(cfg))
-    for service in app.services:
-        await service.start()
-    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
     try:
-        async with httpx.AsyncClient(transport=transport, base_url="http://gw", headers=headers, timeout=30) as client:
+        async with served(cfg, headers) as (client, _, app):
             yield client, app
     finally:
-        for service in reversed(app.services):
-            await service.close()
         await sim.close()
 
 

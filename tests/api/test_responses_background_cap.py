@@ -14,10 +14,9 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from builders import config, database, deployment, group, identity, simulated, typed
-from multihome.app import build_app
+from builders import config, database, deployment, group, identity, simulated
 from multihome.simulators import SimulatorConfig, start_simulator
-from stored_app import STORES, StoredWorld, store_url
+from stored_app import STORES, StoredWorld, served, store_url
 
 pytestmark = pytest.mark.anyio
 ADMIN_KEY = "mh-bootstrap-admin-key-for-background-cap"
@@ -43,16 +42,10 @@ async def world(request, tmp_path) -> AsyncIterator[tuple[StoredWorld, httpx.ASG
     )
     async with httpx.AsyncClient() as http:
         (await http.post(f"{sim.url}/_sim/faults", json={"hang": True})).raise_for_status()
-    app = build_app(typed(cfg))
-    for service in app.services:
-        await service.start()
-    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
     try:
-        async with httpx.AsyncClient(transport=transport, base_url="http://gw", timeout=30) as client:
+        async with served(cfg) as (client, transport, app):
             yield StoredWorld(client, url, ADMIN_KEY, app), transport
     finally:
-        for service in reversed(app.services):
-            await service.close()
         await sim.close()
 
 

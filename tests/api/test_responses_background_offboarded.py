@@ -27,7 +27,7 @@ from multihome.simulators import SimulatorConfig, start_simulator
 from multihome.state.service import StateService
 from multihome.storage.service import StorageService
 from multihome.tools.toolbox import Toolbox
-from stored_app import STORES, StoredWorld, store_url
+from stored_app import STORES, StoredWorld, served, store_url
 
 pytestmark = pytest.mark.anyio
 ADMIN_KEY = "mh-bootstrap-admin-key-for-offboarded-runs"
@@ -49,16 +49,10 @@ async def world(request, tmp_path) -> AsyncIterator[tuple]:
         identity=identity("MH_TEST_BG_OFFBOARD"),
         deployment_fields={"price": {"input": 1, "output": 2}},
     )
-    app = build_app(typed(cfg))
-    for service in app.services:
-        await service.start()
-    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
     try:
-        async with httpx.AsyncClient(transport=transport, base_url="http://gw", timeout=30) as client:
+        async with served(cfg) as (client, transport, app):
             yield StoredWorld(client, url, ADMIN_KEY, app), sim, transport
     finally:
-        for service in reversed(app.services):
-            await service.close()
         await sim.close()
 
 

@@ -15,11 +15,10 @@ import openai
 import pytest
 
 from admin_http import ok
-from builders import database, identity, simulated, single, typed
-from multihome.app import build_app
+from builders import database, identity, simulated, single
 from multihome.simulators import Fault, SimulatorConfig, start_simulator
 from multihome.state.service import StateService
-from stored_app import STORES, StoredWorld, store_url
+from stored_app import STORES, StoredWorld, served, store_url
 
 pytestmark = pytest.mark.anyio
 ADMIN_KEY = "mh-bootstrap-admin-key-for-background-recheck"
@@ -41,16 +40,10 @@ async def world(request, tmp_path) -> AsyncIterator[tuple]:
         storage=database(url, refresh_s=0.05),
         identity=identity("MH_TEST_BG_RECHECK"),
     )
-    app = build_app(typed(cfg))
-    for service in app.services:
-        await service.start()
-    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
     try:
-        async with httpx.AsyncClient(transport=transport, base_url="http://gw", timeout=30) as client:
+        async with served(cfg) as (client, transport, app):
             yield StoredWorld(client, url, ADMIN_KEY, app), sim, transport
     finally:
-        for service in reversed(app.services):
-            await service.close()
         await sim.close()
 
 

@@ -15,10 +15,9 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from admin_http import ok
-from builders import config, database, deployment, group, identity, simulated, typed
-from multihome.app import build_app
+from builders import config, database, deployment, group, identity, simulated
 from multihome.simulators import SimulatorConfig, start_simulator
-from stored_app import STORES, StoredWorld, store_url
+from stored_app import STORES, StoredWorld, served, store_url
 
 pytestmark = pytest.mark.anyio
 ADMIN_KEY = "mh-bootstrap-admin-key-for-background-scopes"
@@ -40,16 +39,10 @@ async def world(request, tmp_path) -> AsyncIterator[tuple]:
         deployments={"d": deployment("p", "m"), "d2": deployment("p", "m2")},
         model_groups={"g": group("d"), "other": group("d2")},
     )
-    app = build_app(typed(cfg))
-    for service in app.services:
-        await service.start()
-    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
     try:
-        async with httpx.AsyncClient(transport=transport, base_url="http://gw", timeout=30) as client:
+        async with served(cfg) as (client, transport, app):
             yield StoredWorld(client, url, ADMIN_KEY, app), sim, transport
     finally:
-        for service in reversed(app.services):
-            await service.close()
         await sim.close()
 
 
