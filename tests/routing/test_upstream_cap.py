@@ -11,14 +11,9 @@ import time
 import msgspec
 
 from builders import config, deployment, group, open_door, simulated, typed
-from multihome.config import Breaker
-from multihome.routing.attempts import AttemptRunner
-from multihome.routing.breakers import Breakers
 from multihome.routing.catalog import Catalog
-from multihome.routing.latency import LatencyStats
-from multihome.routing.planner import Planner, RequestShape
-from multihome.schema.chat import parse_chat
 from multihome.schema.errors import ApiError
+from routing.attempt_call import attempt_call
 
 CAP = 3
 
@@ -141,17 +136,7 @@ def _config(url: str) -> dict:
 
 async def _call(catalog: Catalog, mode: str, *, stream: bool = False, name: str = "g"):
     body = msgspec.json.encode({"model": name, "messages": [{"role": "user", "content": mode}], "stream": stream})
-    parsed = parse_chat(body)
-    grp = catalog.groups[name]
-    breakers, latency = Breakers(Breaker()), LatencyStats()
-    runner = AttemptRunner(breakers, latency, sleep=lambda s: asyncio.sleep(0), rand=lambda: 0.5)
-    plan = Planner(breakers, latency).plan(grp, RequestShape(parsed.needs, stream, parsed.request))
-    try:
-        return await runner.run(
-            grp, plan, lambda d: d.adapter.chat_request(parsed, d.upstream_model), lambda d, b, h: b, stream=stream
-        )
-    except ApiError as err:
-        return err
+    return await attempt_call(catalog, name, body, stream)
 
 
 async def _until(check, what: str, seconds: float = 20) -> None:

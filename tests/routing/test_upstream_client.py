@@ -12,16 +12,11 @@ import time
 import msgspec
 
 from builders import config, deployment, group, open_door, simulated, typed
-from multihome.config import Breaker
 from multihome.providers.transport import Transport
-from multihome.routing.attempts import AttemptRunner
-from multihome.routing.breakers import Breakers
 from multihome.routing.catalog import Catalog
-from multihome.routing.latency import LatencyStats
-from multihome.routing.planner import Planner, RequestShape
-from multihome.schema.chat import parse_chat
 from multihome.schema.errors import ApiError
 from multihome.simulators import SimulatorConfig, start_simulator
+from routing.attempt_call import attempt_call
 
 BODY = msgspec.json.encode({"model": "g", "messages": [{"role": "user", "content": "hi"}]})
 STREAM = msgspec.json.encode({"model": "g", "messages": [{"role": "user", "content": "hi"}], "stream": True})
@@ -47,17 +42,7 @@ def _free_port() -> int:
 
 
 async def _call(catalog: Catalog, name: str, body: bytes = BODY, stream: bool = False):
-    parsed = parse_chat(body)
-    grp = catalog.groups[name]
-    breakers, latency = Breakers(Breaker()), LatencyStats()
-    runner = AttemptRunner(breakers, latency, sleep=lambda s: asyncio.sleep(0), rand=lambda: 0.5)
-    plan = Planner(breakers, latency).plan(grp, RequestShape(parsed.needs, stream, parsed.request))
-    try:
-        return await runner.run(
-            grp, plan, lambda d: d.adapter.chat_request(parsed, d.upstream_model), lambda d, b, h: b, stream=stream
-        )
-    except ApiError as err:
-        return err
+    return await attempt_call(catalog, name, body, stream)
 
 
 def test_a_system_proxy_is_not_used(monkeypatch):

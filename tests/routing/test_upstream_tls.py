@@ -16,14 +16,9 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from builders import config, deployment, group, open_door, simulated, typed
-from multihome.config import Breaker
-from multihome.routing.attempts import AttemptRunner
-from multihome.routing.breakers import Breakers
 from multihome.routing.catalog import Catalog
-from multihome.routing.latency import LatencyStats
-from multihome.routing.planner import Planner, RequestShape
-from multihome.schema.chat import parse_chat
 from multihome.schema.errors import ApiError
+from routing.attempt_call import attempt_call
 
 _ANSWER = msgspec.json.encode(
     {
@@ -113,17 +108,7 @@ async def _call(url: str):
     )
     await catalog.start()
     try:
-        parsed = parse_chat(b'{"model": "g", "messages": [{"role": "user", "content": "hi"}]}')
-        grp = catalog.groups["g"]
-        breakers, latency = Breakers(Breaker()), LatencyStats()
-        runner = AttemptRunner(breakers, latency, sleep=lambda s: asyncio.sleep(0), rand=lambda: 0.5)
-        plan = Planner(breakers, latency).plan(grp, RequestShape(parsed.needs, False, parsed.request))
-        try:
-            return await runner.run(
-                grp, plan, lambda d: d.adapter.chat_request(parsed, d.upstream_model), lambda d, b, h: b, stream=False
-            )
-        except ApiError as err:
-            return err
+        return await attempt_call(catalog, "g", b'{"model": "g", "messages": [{"role": "user", "content": "hi"}]}')
     finally:
         await catalog.close()
 
