@@ -52,9 +52,11 @@ def serve(args: argparse.Namespace) -> int:
     from ..app import CONFIG_ENV, DRAIN_ENV, LISTEN_ENV, SUPERVISED_ENV, served_app
     from ..observability.logs import serve_log_config
     from ..observability.metrics_dir import per_run
+    from ..providers.transport import use_upstream_threads
     from .process_end import end_process
 
     config = load_config(args.config)
+    use_upstream_threads(config.server.upstream_threads)
     if args.drain_timeout is not None:
         config.server.drain_timeout_s = check_drain_timeout(args.drain_timeout, "--drain-timeout")
     if args.workers > 1:

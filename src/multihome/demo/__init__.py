@@ -165,6 +165,7 @@ async def _demo(port: int, scripted_only: bool) -> None:
     from ..api.head_limit import protocol
     from ..app import served_app
     from ..config import parse_config
+    from ..providers.transport import use_upstream_threads
     from ..simulators import SimulatorConfig, start_simulator
 
     started = time.perf_counter()
@@ -204,6 +205,7 @@ async def _demo(port: int, scripted_only: bool) -> None:
     config_path = workdir / "multihome-demo.yaml"
     config_path.write_text(text)
     config = parse_config(text, source=str(config_path))
+    use_upstream_threads(config.server.upstream_threads)
     gateway = served_app(config)  # Ctrl-C drains like `multihome serve` (docs/serving.md)
     server = uvicorn.Server(
         uvicorn.Config(

@@ -11,6 +11,8 @@ store, or SSL_CERT_FILE / SSL_CERT_DIR when set.
 
 from __future__ import annotations
 
+import os
+
 from pyqwest import HTTPTransport, Proxy, ReadError, RemoteProtocolError, WriteError
 from pyqwest._pyqwest import Client as Client  # the native client: its calls are awaitables, no wrapper coroutine
 
@@ -24,6 +26,16 @@ _NO_PROXY = Proxy("http://127.0.0.1:9", no_proxy="*,0.0.0.0/0,::/0")
 # What a failed call raises besides TimeoutError (pyqwest's timeouts: connect, a read, total).
 # ConnectionError is the builtin one (refused, reset, DNS).
 UPSTREAM_ERRORS = (ConnectionError, RemoteProtocolError, ReadError, WriteError)
+
+# Tokio reads it when pyqwest starts its runtime, at the process's first transport.
+RUNTIME_THREADS_ENV = "TOKIO_WORKER_THREADS"
+
+
+def use_upstream_threads(n: int) -> None:
+    """How many threads run upstream I/O (`server.upstream_threads`): set before the first transport is
+    made, so for a whole process (and the workers `serve --workers` starts, which inherit it)."""
+    os.environ[RUNTIME_THREADS_ENV] = str(n)
+
 
 Timeouts = tuple[float, float, float | None]  # connect_s, first_byte_s, total_s
 Upstream = tuple[Client, Gate]  # a client of a pool and the pool's gate (its max_connections)
