@@ -19,6 +19,7 @@ import msgspec
 from ..accounting.tracker import finish_failed, settle
 from ..crypto.errors import KmsError
 from ..identity.authenticator import Authenticator, credential_of
+from ..providers.transport import on_loop_thread
 from ..schema.errors import ApiError
 from . import access_log
 from .asgi import JSON, ClientGone, Message, Receive, Scope, Send, header
@@ -109,6 +110,7 @@ class Gateway:
                     await send({"type": "lifespan.startup.failed", "message": str(exc)})
                     return
                 _tune_gc()
+                on_loop_thread()
                 self.drain.start()
                 self.ready = True
                 if self.listening is not None:
