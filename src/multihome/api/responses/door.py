@@ -60,7 +60,7 @@ from .items import (
 from .native import NativeStream, NativeTurn, from_response
 from .stream import ResponsesRelay, ResponsesStream
 from .thinking import ThinkingKeys
-from .translate import Shell, from_completion, open_thinking, to_canonical
+from .translate import Shell, as_published, from_completion, open_thinking, to_canonical
 from .turn_append import append_turn, checked_end
 
 log = logging.getLogger("multihome.responses")
@@ -377,7 +377,7 @@ class ResponsesDoor:
             return
         if self.background is not None:
             found = await self.background.current(found)
-        await answer(call, send, found.response)
+        await answer(call, send, as_published(found.response))
 
     async def input_items(self, call: Call, receive: Receive, send: Send) -> None:
         """`GET /v1/responses/{response_id}/input_items`: this request's own input items (not the chain's)."""

@@ -277,6 +277,21 @@ def response_error(error: dict[str, Any] | None) -> dict[str, Any] | None:
     return {**error, "code": "rate_limit_exceeded" if error.get("code") in _THROTTLED else "server_error"}
 
 
+def as_published(response: dict[str, Any]) -> dict[str, Any]:
+    """A stored Response with `incomplete_details` and `error` in OpenAI's enums. Responses are shaped so
+    when made; this mends ones stored before that (an agent limit as the reason, the gateway's own error
+    codes), which the SDKs' strict types refuse."""
+    details, error = response.get("incomplete_details"), response.get("error")
+    reason = details.get("reason") if isinstance(details, dict) else None
+    mended_error = response_error(error) if isinstance(error, dict) else error
+    if (reason is None or reason in INCOMPLETE_REASONS) and mended_error is error:
+        return response
+    out = {**response, "error": mended_error}
+    if reason is not None and reason not in INCOMPLETE_REASONS:
+        out["incomplete_details"] = incomplete_details(reason)
+    return out
+
+
 def _format(fmt: Any) -> dict[str, Any]:
     if fmt.type != "json_schema":
         return {"type": fmt.type}

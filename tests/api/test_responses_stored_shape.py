@@ -1,0 +1,74 @@
+"""A Response stored before its `incomplete_details` and `error` were held to OpenAI's enums (an agent
+limit as the reason, the gateway's own error code) reads back in them: the official SDK's strict types
+refused the whole object. Which limit it was is kept in `incomplete_details.multihome.limit`. The app
+in process on SQLite and PostgreSQL; the old rows stored as the store stores any response."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import AsyncIterator
+
+import httpx
+import openai
+import pytest
+
+from builders import database, identity, simulated, single
+from multihome.simulators import SimulatorConfig, start_simulator
+from multihome.state.service import StateService
+from openai_schemas import problems
+from stored_app import STORES, StoredWorld, served, store_url
+
+pytestmark = pytest.mark.anyio
+ADMIN_KEY = "mh-bootstrap-admin-key-for-stored-shape"
+
+
+@pytest.fixture(autouse=True)
+def _admin_key(monkeypatch):
+    monkeypatch.setenv("MH_TEST_STORED_SHAPE", ADMIN_KEY)
+
+
+@pytest.fixture(params=STORES)
+async def world(request, tmp_path) -> AsyncIterator[tuple]:
+    url = store_url(request, tmp_path)
+    sim = await start_simulator(SimulatorConfig(kind="openai", name="up"))
+    cfg = single(
+        simulated("openai", sim.url, region="us-east-1", data_zone="US"),
+        storage=database(url, refresh_s=0.05),
+        identity=identity("MH_TEST_STORED_SHAPE"),
+    )
+    try:
+        async with served(cfg) as (client, transport, app):
+            yield StoredWorld(client, url, ADMIN_KEY, app), transport
+    finally:
+        await sim.close()
+
+
+async def test_an_old_response_with_reasons_of_the_gateways_own_reads_back_in_openais(world):
+    w, transport = world
+    tenant, key = await w.tenant("acme")
+    sdk = openai.AsyncOpenAI(
+        api_key=key, base_url="http://gw/v1", http_client=httpx.AsyncClient(transport=transport), max_retries=0
+    )
+    made = await sdk.responses.create(model="g", input="hi")
+    (state,) = [s for s in w.app.services if isinstance(s, StateService)]
+    stored = await state.store.get_response(tenant, made.id)
+    old = {
+        "incomplete": {"status": "incomplete", "incomplete_details": {"reason": "max_steps"}, "error": None},
+        "failed": {
+            "status": "failed",
+            "incomplete_details": None,
+            "error": {"code": "all_deployments_failed", "message": "every deployment failed"},
+        },
+    }
+    for name, fields in old.items():
+        rid = f"resp_old{name}"
+        response = {**stored.response, "id": rid, **fields}
+        await state.store.put_response(dataclasses.replace(stored, id=rid, status=fields["status"], response=response))
+        raw = (await w.call("GET", f"/v1/responses/{rid}", key)).json()
+        assert not problems("Response", raw), problems("Response", raw)
+        got = await sdk.responses.retrieve(rid)  # the SDK parses it
+        assert got.id == rid and got.status == fields["status"]
+        if name == "incomplete":
+            assert raw["incomplete_details"] == {"reason": "max_output_tokens", "multihome": {"limit": "max_steps"}}
+        else:
+            assert raw["error"] == {"code": "server_error", "message": "every deployment failed"}
