@@ -27,6 +27,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from ..crypto.envelope import stored_bytes
 from ..storage.tables import jobs, response_events, responses
+from .idempotency import held, mark_async
 from .jobs import FINAL as JOB_FINAL
 from .jobs import RUNNING, JobQueue
 from .store import PURPOSE, Item, StateStore, StoredResponse, insert_items
@@ -62,6 +63,7 @@ class BackgroundStore:
         each see the count before the others', so the cap can be passed by as many as race)."""
         body, size = await self.store.seal_response(record)
         rows = await self._seal_events(record.tenant, record.id, events)
+        key = held("responses")
         async with self.store._write() as conn:
             if max_open is not None:
                 open_jobs = await conn.scalar(
@@ -72,6 +74,7 @@ class BackgroundStore:
                 if (open_jobs or 0) >= max_open:
                     raise TooManyOpen(max_open)
             await self.store.insert_response(conn, record, body, size)
+            await mark_async(conn, key, record.id)  # a keyed create's key, done with its row
             if rows:
                 await conn.execute(sa.insert(response_events), rows)
             await self.queue.enqueue(KIND, record.tenant, record.id, max_attempts=max_attempts, conn=conn)

@@ -99,7 +99,9 @@ class ResponsesDoor:
             if self._keys is None:
                 self._keys = IdempotencyKeys(self.state.engine)
             max_body = self.pipeline.max_body
-            await once(call, receive, send, self._keys, key, "responses", max_body, self._create, self._replay)
+            await once(
+                call, receive, send, self._keys, key, "responses", "responses", max_body, self._create, self._replay
+            )
             return
         await self._create(call, receive, send)
 
