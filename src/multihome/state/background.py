@@ -58,13 +58,15 @@ class BackgroundStore:
     ) -> None:
         """Store the queued response, its first events and its job, in one transaction: a response a
         client was told is queued always runs, and a job never runs for a response that is not stored.
-        TooManyOpen, with nothing written, when the tenant has `max_open` jobs open already (counted in
-        the transaction: SQLite's write lock serialises creates; on PostgreSQL concurrent creates may
-        each see the count before the others', so the cap can be passed by as many as race)."""
+        TooManyOpen, with nothing written, when the tenant has `max_open` jobs open already: counted in
+        the transaction that inserts, which SQLite's write lock serialises, and PostgreSQL's by a
+        transaction-scoped advisory lock of the tenant's taken first (READ COMMITTED: each count then sees
+        every insert committed before it; without it, creates racing at the cap each counted before the
+        others' inserts and all passed). Only a capped background create takes it."""
         body, size = await self.store.seal_response(record)
         rows = await self._seal_events(record.tenant, record.id, events)
         key = held("responses")
-        async with self.store._write() as conn:
+        async with self.store._write(lock=f"background-open:{record.tenant}" if max_open is not None else None) as conn:
             if max_open is not None:
                 open_jobs = await conn.scalar(
                     sa.select(sa.func.count())
