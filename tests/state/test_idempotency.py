@@ -68,6 +68,12 @@ async def test_the_write_that_makes_the_object_marks_its_key_done(engine, state)
         ("k-r", "responses", lambda: state.put_response(response), "resp_k"),
         ("k-c", "conversations", lambda: state.create_conversation("ten_a", "conv_k", {}), "conv_k"),
         ("k-i", "conversation_items", lambda: state.append_items("ten_a", "conv_k", [item]), "msg_k"),
+        (  # a turn stored only as its conversation's items (`store: false`): its key names the response id
+            "k-t",
+            "responses",
+            lambda: state.append_items("ten_a", "conv_k", [{**item, "id": "msg_t"}], response_id="resp_t"),
+            "resp_t",
+        ),
     ):
         assert (await keys.claim("ten_a", key, "ep", BODY)).outcome == NEW
         with holding("ten_a", key, table):

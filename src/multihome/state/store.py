@@ -571,19 +571,26 @@ class StateStore(StoreBase):
         *,
         counted: int | None = None,
         expect_end: int | None = None,
+        response_id: str | None = None,
     ) -> bool:
         """Add items at the end of a conversation; False if it is not this tenant's. ConversationFull (nothing
         added) if they would take it past its bound; `counted`: only the first that many are held to it (a
         turn's input: its answer, served already, is appended whatever its size, never lost). `expect_end`:
         ConversationChanged (nothing added) if items were added since the caller read the conversation's end
-        there (`ItemPage.end`), so a check of these items against those is never stale."""
+        there (`ItemPage.end`), so a check of these items against those is never stale. `response_id`: the
+        turn (not stored itself) these items are the input and answer of."""
         sealed = await self._seal_items(tenant, conversation_id, items)
         bound = self.bound
-        key = held("conversation_items") if items else None
+        # A keyed create's key is done with these items: an add's (named by its first item), or a turn's
+        # that stores no response (`response_id`: what its key names).
+        if response_id is not None:
+            key, made = held("responses"), response_id
+        else:
+            key, made = (held("conversation_items"), items[0]["id"]) if items else (None, "")
 
         def write(conn: Connection) -> None:
             insert_items(conn, tenant, conversation_id, sealed, bound, expect_end, counted)
-            mark(conn, key, items[0]["id"] if items else "")
+            mark(conn, key, made)
 
         try:
             await self._commit(write, lock=conversation_id)

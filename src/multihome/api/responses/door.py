@@ -343,7 +343,9 @@ class ResponsesDoor:
 
         def write(end: int | None) -> Awaitable[Any]:
             if kept is None:  # no response stored: the items alone (False: deleted meanwhile, nothing to keep)
-                return stored(state.append_items(who, conv, append, counted=counted, expect_end=end))
+                return stored(
+                    state.append_items(who, conv, append, counted=counted, expect_end=end, response_id=shell.id)
+                )
             return stored(state.put_response(kept, append, encoded=encoded, counted=counted, expect_end=end))
 
         try:
