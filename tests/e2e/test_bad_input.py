@@ -132,3 +132,23 @@ def test_truncated_body_does_not_hang(gateway):
         )
     # The gateway is still healthy afterwards.
     assert httpx.get(gateway.url + "/healthz").status_code == 200
+
+
+@pytest.mark.parametrize(
+    "name, code", [("get weather", "invalid_value"), ("f" * 65, "string_above_max_length"), ("", "empty_string")]
+)
+def test_function_tool_names_outside_openais_rule_are_400_through_the_sdk(client, name, code):
+    """OpenAI's rule (1-64 of a-z A-Z 0-9 _ -), its param and code, on chat completions and Responses."""
+    params = {"type": "object", "properties": {}}
+    with pytest.raises(openai.BadRequestError) as info:
+        client.chat.completions.create(
+            model="gpt-4o",
+            messages=[{"role": "user", "content": "hi"}],
+            tools=[{"type": "function", "function": {"name": name, "parameters": params}}],
+        )
+    assert (info.value.param, info.value.code) == ("tools[0].function.name", code)
+    with pytest.raises(openai.BadRequestError) as info:
+        client.responses.create(
+            model="gpt-4o", input="hi", store=False, tools=[{"type": "function", "name": name, "parameters": params}]
+        )
+    assert (info.value.param, info.value.code) == ("tools[0].name", code)

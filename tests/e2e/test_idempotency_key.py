@@ -1,14 +1,18 @@
 """`Idempotency-Key` on `POST /v1/responses` across two replicas on one database (the load balancer
 sending a client's retry to another replica): the retry gets the original response, made and billed
 once; a 409 while the original runs; a conversation created once, its items added once; a 422 for the key reused with another request; a 409 naming the
-response when it was not stored. The official openai SDK sends the header through `extra_headers`
-(it sends none by itself)."""
+response when it was not stored; a replica killed (SIGKILL) between storing the response and marking
+its key done leaves no second response to a retry. The official openai SDK sends the header through
+`extra_headers` (it sends none by itself)."""
 
 from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import os
+import signal
 import sqlite3
+import subprocess
 import threading
 
 import httpx
@@ -152,3 +156,72 @@ def test_expired_keys_are_swept_by_the_retention_job(backend, tmp_path, request)
         sql(f"UPDATE idempotency_keys SET expires_at = '{past}' WHERE key = 'k-old'")  # its 24 hours have passed
         until(lambda: sql("SELECT key FROM idempotency_keys") == ["k-new"], timeout=30, what="the sweep")
         assert sdk(gateway, key).responses.retrieve(old.id).id == old.id  # the response itself is kept
+
+
+HOLD = 4242  # the advisory lock the test holds: a key's `done` update waits for it (the trigger below)
+HOLD_DONE = f"""
+CREATE FUNCTION hold_done() RETURNS trigger AS $$ BEGIN
+  IF NEW.state = 'done' THEN PERFORM pg_advisory_xact_lock({HOLD}); END IF;
+  RETURN NEW;
+END $$ LANGUAGE plpgsql;
+CREATE TRIGGER hold_done BEFORE UPDATE ON idempotency_keys FOR EACH ROW EXECUTE FUNCTION hold_done();
+"""
+
+
+def test_a_replica_killed_before_its_key_is_done_leaves_one_response(tmp_path, pg_server):
+    """The kill point, placed without a hook in the gateway: a trigger makes the write that marks a key done
+    wait for an advisory lock the test holds; the gateway is killed (SIGKILL) while it waits. Stored and
+    marked in two transactions, the response is committed by then and the key left pending: the retry, once
+    the key's hold has lapsed, made a second response. Marked in the response's transaction, neither is."""
+    db = pg_server.migrated_database()
+    name = db.rsplit("/", 1)[1]
+
+    def sql(query: str) -> list[str]:
+        return pg_server.psql(query, name).split()
+
+    with replicas(tmp_path, db, "idem-kill") as (sim, start):
+        first = start()
+        tenant, key = _tenant_and_key(first, "acme")
+        sql(HOLD_DONE)
+        holder = subprocess.Popen(  # a session holding the lock (psql reads its commands from stdin)
+            [*pg_server._as_user, str(pg_server.bindir / "psql"), "-h", pg_server.host, "-p", str(pg_server.port)]
+            + ["-U", pg_server.user, "-d", name, "-AtXq"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            assert holder.stdin is not None and holder.stdout is not None
+            holder.stdin.write(f"SELECT pg_advisory_lock({HOLD}), 'held';\n")
+            holder.stdin.flush()
+            assert holder.stdout.readline().strip() == "|held"
+            answers: list = []
+
+            def create() -> None:
+                try:
+                    answers.append(_create(first, key, "k-kill", "made once across a kill")[0])
+                except openai.APIError as exc:  # killed before it answered
+                    answers.append(exc)
+
+            thread = threading.Thread(target=create)
+            thread.start()
+            waiting = "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"
+            until(lambda: sql(waiting) == ["1"], what="the key's done write to wait for the lock")
+            os.kill(first.popen.pid, signal.SIGKILL)
+            first.popen.wait(30)
+            thread.join(60)
+        finally:
+            if holder.stdin is not None:
+                holder.stdin.close()
+            holder.wait(30)
+        sql("DROP TRIGGER hold_done ON idempotency_keys")
+        sql("UPDATE idempotency_keys SET locked_until = now() - interval '1 second'")  # its 15 minutes passed
+
+        second = start()
+        retried, _ = _create(second, key, "k-kill", "made once across a kill")
+        made = sql(f"SELECT id FROM responses WHERE tenant_id = '{tenant}'")
+        assert made == [retried.id], (made, answers)  # one key, one response
+        if isinstance(answers[0], openai.types.responses.Response):  # it answered before the kill: the same one
+            assert answers[0].id == retried.id
+        assert _create(second, key, "k-kill", "made once across a kill")[0].id == retried.id
+        assert _upstream_calls(sim, "made once across a kill") >= 1

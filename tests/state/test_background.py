@@ -12,10 +12,11 @@ from datetime import UTC, datetime, timedelta
 import pytest
 import sqlalchemy as sa
 
-from multihome.state import StoredResponse
-from multihome.state.background import KIND, BackgroundStore
+from multihome.state import StateStore, StoredResponse
+from multihome.state.background import KIND, BackgroundStore, TooManyOpen
 from multihome.state.jobs import CANCELLED, DONE, JobQueue
 from multihome.state.worker import JobWorker
+from multihome.storage.engine import create_engine
 from multihome.storage.errors import Conflict
 from multihome.storage.tables import jobs, response_events, responses
 
@@ -217,3 +218,31 @@ async def test_a_cancel_that_cannot_write_the_response_leaves_its_job_alone(bg, 
     assert (job.status, job.cancel_requested) == (("running" if claimed else "queued"), False)
     got = await bg.get("t1", "resp_a")
     assert (await bg.settle_orphan(got, {"status": "failed"})).status == "queued"  # still open, still due
+
+
+async def test_creates_racing_at_a_tenants_cap_never_pass_it(bg, db_url):
+    """`max_open_per_tenant` under concurrency: creates on four replicas (engines of their own) racing at the
+    cap. Counted and inserted in one transaction, which SQLite's write lock serialises; on PostgreSQL each
+    could count before the others' inserts, and as many passed as raced. A per-tenant advisory lock holds it."""
+    cap = 3
+    engines = [create_engine(db_url) for _ in range(4)]
+    queues = [JobQueue(e) for e in engines]
+    try:
+        replicas = [BackgroundStore(StateStore(e, bg.store.keyring), q) for e, q in zip(engines, queues, strict=True)]
+        for tenant in ("t1", "t2", "t3"):  # a few rounds: a race is likely in each, certain in none
+            creates = [
+                replicas[i % 4].create(_queued(f"resp_{tenant}_{i}", tenant), [], max_attempts=1, max_open=cap)
+                for i in range(16)
+            ]
+            results = await asyncio.gather(*creates, return_exceptions=True)
+            assert all(r is None or isinstance(r, TooManyOpen) for r in results), results
+            assert sum(r is None for r in results) == cap, tenant
+            async with bg.engine.connect() as conn:
+                count = sa.select(sa.func.count()).select_from(jobs).where(jobs.c.tenant_id == tenant)
+                assert await conn.scalar(count) == cap
+        await bg.create(_queued("resp_other", "t4"), [], max_attempts=1, max_open=cap)  # per tenant
+    finally:
+        for q in queues:
+            await q.close()
+        for e in engines:
+            await e.dispose()

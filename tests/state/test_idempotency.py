@@ -1,7 +1,8 @@
 """Idempotency keys (state/idempotency.py) on SQLite and PostgreSQL: of two replicas racing on one
 key exactly one runs the create; a done key answers with what it made; another body is a mismatch;
 a released key runs again; an abandoned pending key (its replica died) and an expired key are taken
-over; keys are per tenant; the sweep deletes expired keys."""
+over; keys are per tenant; the sweep deletes expired keys; a key held by a create is done in the
+transaction that stores what it made (a replica killed right after that commit leaves no pending key)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,8 @@ import asyncio
 
 import pytest
 
-from multihome.state.idempotency import DONE, IN_PROGRESS, MISMATCH, NEW, IdempotencyKeys, digest
+from multihome.state import StoredResponse
+from multihome.state.idempotency import DONE, IN_PROGRESS, MISMATCH, NEW, IdempotencyKeys, digest, holding
 from multihome.storage.engine import create_engine
 
 pytestmark = pytest.mark.anyio
@@ -53,3 +55,35 @@ async def test_released_abandoned_and_expired_keys_run_again(engine):
     assert (await short.claim("ten_a", "k5", "responses", BODY)).outcome == NEW
     await asyncio.sleep(0.1)
     assert await keys.sweep() == 1  # k5 expired; k4 was taken over with a fresh window
+
+
+async def test_the_write_that_makes_the_object_marks_its_key_done(engine, state):
+    """What `once` (api/responses/idempotent.py) holds while the create runs: the response row, the
+    conversation or the added items are committed with their key's completion, so a replica killed before
+    `done` (never called here) leaves a key a retry finds done, naming what was made."""
+    keys = IdempotencyKeys(engine, pending_s=0.05)  # the hold lapses at once: a takeover would be NEW
+    response = StoredResponse(id="resp_k", tenant="ten_a", status="completed", response={"id": "resp_k"}, input=[])
+    item = {"id": "msg_k", "type": "message", "role": "user", "content": [{"type": "input_text", "text": "hi"}]}
+    for key, table, write, made in (
+        ("k-r", "responses", lambda: state.put_response(response), "resp_k"),
+        ("k-c", "conversations", lambda: state.create_conversation("ten_a", "conv_k", {}), "conv_k"),
+        ("k-i", "conversation_items", lambda: state.append_items("ten_a", "conv_k", [item]), "msg_k"),
+        (  # a turn stored only as its conversation's items (`store: false`): its key names the response id
+            "k-t",
+            "responses",
+            lambda: state.append_items("ten_a", "conv_k", [{**item, "id": "msg_t"}], response_id="resp_t"),
+            "resp_t",
+        ),
+    ):
+        assert (await keys.claim("ten_a", key, "ep", BODY)).outcome == NEW
+        with holding("ten_a", key, table):
+            await write()
+        await asyncio.sleep(0.1)
+        got = await keys.claim("ten_a", key, "ep", BODY)
+        assert (got.outcome, got.status, got.object_id) == (DONE, 200, made), key
+    # Another table's write (a conversation made while a response's key is held) does not complete it.
+    assert (await keys.claim("ten_a", "k-x", "ep", BODY)).outcome == NEW
+    with holding("ten_a", "k-x", "responses"):
+        await state.create_conversation("ten_a", "conv_x", {})
+    await asyncio.sleep(0.1)
+    assert (await keys.claim("ten_a", "k-x", "ep", BODY)).outcome == NEW

@@ -9,6 +9,7 @@ import threading
 from datetime import UTC, datetime, timedelta
 
 import pytest
+import sqlalchemy as sa
 
 from multihome.state.jobs import CANCELLED, DONE, FAILED, QUEUED, RUNNING, JobQueue, Renewal
 
@@ -170,3 +171,19 @@ async def test_an_idle_poll_on_a_sqlite_file_is_one_read_on_a_thread_of_its_own(
     await queue.close()
     [job] = await queue.claim("r1", ["response"], lease_s=30)
     assert job.ref_id == "resp_1"
+
+
+async def test_a_queued_job_whose_time_cannot_be_read_is_failed_not_left_queued(queue, engine):
+    """SQLite holds any text in `available_at` (a hand edit): such a job was never due, queued for ever (its
+    response never ran nor failed). It is failed, naming the column, and the queue goes on."""
+    if engine.dialect.name != "sqlite":
+        pytest.skip("PostgreSQL's column holds times only")
+    stuck = await queue.enqueue("response", "ten_a", "resp_stuck")
+    async with engine.begin() as conn:
+        await conn.execute(sa.text("UPDATE jobs SET available_at = 'soon' WHERE id = :id"), {"id": stuck})
+    await queue.enqueue("response", "ten_a", "resp_next")
+    [job] = await queue.claim("r1", ["response"], lease_s=30, limit=5)
+    assert job.ref_id == "resp_next"
+    failed = await queue.get("response", "resp_stuck")
+    assert failed is not None and failed.status == FAILED and "available_at" in (failed.error or "")
+    assert await queue.claim("r1", ["response"], lease_s=30) == []

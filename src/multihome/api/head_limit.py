@@ -2,11 +2,15 @@
 
 Neither llhttp nor uvicorn limits a request head: a 32 MiB header was read in full (httptools
 grows it by repeated concatenation) before the app could refuse the call. This protocol counts the
-bytes fed to the parser while a head is incomplete and, past `server.max_header_bytes`, answers 431
-in the door's error envelope and stops parsing. What the client still sends is read and dropped for
+bytes fed to the parser while a head is incomplete, feeds it no more than the bound allows (a read
+that would pass it is parsed up to the bound first), and when a head has not ended within
+`server.max_header_bytes` bytes answers 431 in the door's error envelope and stops parsing: the same
+answer however the head arrives, in one read or many. What the client still sends is read and dropped for
 a moment (so it can read the answer instead of a connection reset), then the connection closes.
-Memory stays at the limit plus one socket read. Cost on the plain path: one addition and one
-comparison per read of a head; reads of a body go straight to uvicorn.
+Memory stays at the limit plus one socket read. Cost on the plain path: one subtraction and one
+comparison per read of a head; reads of a body go straight to uvicorn. A head that begins inside a read
+after an earlier request on the connection ended in it (pipelining) is counted from the next read on
+(the parser says where a request ends, not at which byte): at most the limit plus that read.
 
 A request the parser refuses (a malformed request line, header or chunk, conflicting lengths) is
 answered 400 in the door's envelope too, not in uvicorn's plain text.
@@ -76,11 +80,22 @@ class HeadLimitedProtocol(HttpToolsProtocol):
             return
         if head < 0:
             return  # refused: dropped unread
-        self._head = head + len(data)
-        _base.data_received(self, data)
-        head = self._head  # None if the head completed in this read
-        if head is not None and head > self._max_head and not self.transport.is_closing():
+        room = self._max_head - head
+        if len(data) <= room:  # the plain path: the whole read fits within the bound
+            self._head = head + len(data)
+            _base.data_received(self, data)
+            return
+        # This read could take the head past the bound (a head sent in one read was parsed whole and let
+        # through, up to a read's size, when the bound was checked after it): parse up to the bound only.
+        self._head = self._max_head
+        if room:
+            _base.data_received(self, data[:room])
+        if self.transport.is_closing() or self._head is not None and self._head < 0:
+            return  # the parser refused it (400), or it was refused
+        if self._head == self._max_head:  # no head ended within the bound: it is longer
             self._refuse()
+            return
+        self.data_received(data[room:])  # the head ended within it: the rest is a body or the next request
 
     # Called by the parser; the base methods are called directly (no super() on the hot path).
     def on_headers_complete(self) -> None:

@@ -12,6 +12,7 @@ import msgspec
 from .bounds import INT64, LOGIT_BIAS, MAX_N, MAX_TOP_LOGPROBS, PENALTY, between, count
 from .decoding import count_items, decode_views
 from .errors import bad_request, echo
+from .tool_names import check_function_name
 
 ROLES = frozenset({"system", "developer", "user", "assistant", "tool", "function"})
 TOOL_CHOICES = frozenset({"none", "auto", "required"})
@@ -234,8 +235,10 @@ def _validate(req: ChatRequest) -> None:
     if req.tool_choice is not None and not req.tools and req.tool_choice != "none":
         raise bad_request("'tool_choice' is only allowed when 'tools' are specified.", param="tool_choice")
     for i, tool in enumerate(req.tools or ()):
-        if tool.type == "function" and tool.function is None:
-            raise bad_request(f"tools[{i}] has type 'function' but no 'function'.", param=f"tools[{i}].function")
+        if tool.type == "function":
+            if tool.function is None:
+                raise bad_request(f"tools[{i}] has type 'function' but no 'function'.", param=f"tools[{i}].function")
+            check_function_name(tool.function.name, f"tools[{i}].function.name")
     fmt = req.response_format
     if fmt is not None:
         if fmt.type not in RESPONSE_FORMATS:

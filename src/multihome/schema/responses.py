@@ -19,6 +19,7 @@ from .bounds import count
 from .chat import REASONING_EFFORTS
 from .decoding import count_items, decode_body, decode_views
 from .errors import bad_request, echo
+from .tool_names import check_function_name
 
 # OpenAI fields this gateway does not serve yet: a 400 that says so, rather than "unrecognized".
 UNSUPPORTED_FIELDS = frozenset(
@@ -402,8 +403,9 @@ def _check_tools(req: CreateResponse) -> None:
                 param=f"tools[{i}].type",
                 code="unsupported_tool",
             )
-        if not tool.name:
+        if tool.name is None:
             raise bad_request(f"tools[{i}] is a function tool without 'name'.", param=f"tools[{i}].name")
+        check_function_name(tool.name, f"tools[{i}].name")
         if tool.parameters and bytes(tool.parameters)[:1] not in (b"{", b"n"):  # an object, or null
             raise bad_request(f"tools[{i}].parameters must be a JSON Schema object.", param=f"tools[{i}].parameters")
     choice = req.tool_choice

@@ -27,6 +27,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from ..crypto.envelope import stored_bytes
 from ..storage.tables import jobs, response_events, responses
+from .idempotency import held, mark_async
 from .jobs import FINAL as JOB_FINAL
 from .jobs import RUNNING, JobQueue
 from .store import PURPOSE, Item, StateStore, StoredResponse, insert_items
@@ -57,12 +58,15 @@ class BackgroundStore:
     ) -> None:
         """Store the queued response, its first events and its job, in one transaction: a response a
         client was told is queued always runs, and a job never runs for a response that is not stored.
-        TooManyOpen, with nothing written, when the tenant has `max_open` jobs open already (counted in
-        the transaction: SQLite's write lock serialises creates; on PostgreSQL concurrent creates may
-        each see the count before the others', so the cap can be passed by as many as race)."""
+        TooManyOpen, with nothing written, when the tenant has `max_open` jobs open already: counted in
+        the transaction that inserts, which SQLite's write lock serialises, and PostgreSQL's by a
+        transaction-scoped advisory lock of the tenant's taken first (READ COMMITTED: each count then sees
+        every insert committed before it; without it, creates racing at the cap each counted before the
+        others' inserts and all passed). Only a capped background create takes it."""
         body, size = await self.store.seal_response(record)
         rows = await self._seal_events(record.tenant, record.id, events)
-        async with self.store._write() as conn:
+        key = held("responses")
+        async with self.store._write(lock=f"background-open:{record.tenant}" if max_open is not None else None) as conn:
             if max_open is not None:
                 open_jobs = await conn.scalar(
                     sa.select(sa.func.count())
@@ -72,6 +76,7 @@ class BackgroundStore:
                 if (open_jobs or 0) >= max_open:
                     raise TooManyOpen(max_open)
             await self.store.insert_response(conn, record, body, size)
+            await mark_async(conn, key, record.id)  # a keyed create's key, done with its row
             if rows:
                 await conn.execute(sa.insert(response_events), rows)
             await self.queue.enqueue(KIND, record.tenant, record.id, max_attempts=max_attempts, conn=conn)

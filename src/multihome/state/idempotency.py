@@ -7,18 +7,29 @@ transaction (an insert that ignores a conflict, then a locked read of the row it
 replicas racing on one key get one `NEW` and one `IN_PROGRESS`. The creator calls `done` with what
 it made, or `release` when it failed (the retry then runs again). A pending key whose replica died
 mid-call is taken over once `locked_until` has passed; any key once `expires_at` has.
+
+`done` after the answer comes too late for a replica killed between the create's commit and it: the
+key would stay pending, and a retry after `locked_until` would make a second object. So while a keyed
+create runs, `holding` puts its key in a context variable, and the store's write that makes the object
+(the response row, the conversation, the added items) marks the key done in its own transaction
+(`mark`, `mark_sqlite`): the object and its key's completion are committed together or not at all.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.engine import Connection
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from ..storage.base import as_utc
 from ..storage.engine import is_sqlite, write_connection
@@ -37,6 +48,69 @@ class Claim:
     outcome: str  # NEW, IN_PROGRESS, MISMATCH or DONE
     status: int | None = None  # DONE: the original answer's HTTP status
     object_id: str | None = None  # DONE: what it created
+
+
+@dataclass(slots=True)
+class Holding:
+    """The key a running create holds, and the table whose new row is the object it makes."""
+
+    tenant: str
+    key: str
+    table: str  # "responses", "conversations" or "conversation_items"
+    live: bool = True  # False once the create returned: a task it left behind marks nothing
+
+
+_HOLDING: ContextVar[Holding | None] = ContextVar("multihome_idempotency_holding", default=None)
+_STATUS = 200  # what every keyed create answers when it made its object
+
+
+@contextmanager
+def holding(tenant: str, key: str, table: str) -> Iterator[Holding]:
+    """While the block runs (and in tasks it starts), the write of a `table` row marks the key done."""
+    held = Holding(tenant, key, table)
+    token = _HOLDING.set(held)
+    try:
+        yield held
+    finally:
+        held.live = False
+        _HOLDING.reset(token)
+
+
+def held(table: str) -> Holding | None:
+    """The key the running create holds, if a write of a `table` row completes it (read on the event loop)."""
+    found = _HOLDING.get()
+    return found if found is not None and found.live and found.table == table else None
+
+
+def _done(held: Holding, object_id: str) -> sa.Update:
+    return (
+        sa.update(t)
+        .where(t.c.tenant_id == held.tenant, t.c.key == held.key, t.c.state == "pending")
+        .values(state="done", status=_STATUS, object_id=object_id)
+    )
+
+
+def mark(conn: Connection, held: Holding | None, object_id: str) -> None:
+    """Mark the held key done with `object_id` in `conn`'s transaction (the one that writes the object)."""
+    if held is not None:
+        conn.execute(_done(held, object_id))
+
+
+async def mark_async(conn: AsyncConnection, held: Holding | None, object_id: str) -> None:
+    if held is not None:
+        await conn.execute(_done(held, object_id))
+
+
+_DONE_SQLITE = (
+    f"UPDATE {t.name} SET state = 'done', status = {_STATUS}, object_id = ? "
+    "WHERE tenant_id = ? AND key = ? AND state = 'pending'"
+)
+
+
+def mark_sqlite(raw: sqlite3.Connection, held: Holding | None, object_id: str) -> None:
+    """`mark` on the sqlite3 connection itself (storage/sqlite_threads.py `write_raw`)."""
+    if held is not None:
+        raw.execute(_DONE_SQLITE, (object_id, held.tenant, held.key)).close()
 
 
 def digest(endpoint: str, body: bytes) -> str:
@@ -114,4 +188,18 @@ class IdempotencyKeys:
             await conn.close()
 
 
-__all__ = ["DONE", "IN_PROGRESS", "MISMATCH", "NEW", "Claim", "IdempotencyKeys", "digest"]
+__all__ = [
+    "DONE",
+    "IN_PROGRESS",
+    "MISMATCH",
+    "NEW",
+    "Claim",
+    "Holding",
+    "IdempotencyKeys",
+    "digest",
+    "held",
+    "holding",
+    "mark",
+    "mark_async",
+    "mark_sqlite",
+]

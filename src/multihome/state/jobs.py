@@ -10,6 +10,12 @@ On PostgreSQL replicas claim with `FOR UPDATE SKIP LOCKED`, so concurrent claims
 other nor take the same job; on SQLite the write transaction (BEGIN IMMEDIATE) serialises them.
 Lease times are the replicas' clocks (UTC): leases are tens of seconds, well above NTP skew.
 
+On SQLite a column holds whatever was written (a hand edit, a row another version wrote): a queued job
+whose `available_at` is not a time compares as text, after every time, so it would never be due (its
+response queued for ever, holding a slot of its tenant's `max_open_per_tenant`). Every minute a
+claiming replica fails such jobs, naming the column in the job's error and in its log; their responses
+then read as failed (api/responses/background.py `current`). PostgreSQL's column holds times only.
+
 Execution is at least once: a job whose replica died after its last checkpoint runs again from
 that checkpoint. The job's handler keeps its own steps idempotent (state/worker.py).
 """
@@ -17,6 +23,7 @@ that checkpoint. The job's handler keeps its own steps idempotent (state/worker.
 from __future__ import annotations
 
 import enum
+import logging
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -35,6 +42,11 @@ from ..storage.tables import jobs as t
 QUEUED, RUNNING, DONE, FAILED, CANCELLED = "queued", "running", "done", "failed", "cancelled"
 FINAL = frozenset({DONE, FAILED, CANCELLED})
 _ERROR_CHARS = 1000  # the column's width
+log = logging.getLogger("multihome.jobs")
+UNREADABLE_EVERY_S = 60.0  # how often a claiming SQLite replica looks for queued jobs whose time is not one
+# SQLite's datetime() is NULL for text that is not a time (a number reads as a Julian day: due, so claimed).
+_UNREADABLE = (t.c.status == QUEUED) & sa.func.datetime(t.c.available_at).is_(None)
+_UNREADABLE_ERROR = "unreadable row: its available_at cannot be read as a time (the job was never due)"
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,6 +100,7 @@ class JobQueue:
         # (storage/pg_reads.py).
         self._pg_reads = HeldReads(engine, size=1) if not is_sqlite(engine) else None
         self._peeks: dict[tuple[tuple[str, ...], str, str | None], sa.Select[tuple[str]]] = {}
+        self._unreadable_at: datetime | None = datetime.min.replace(tzinfo=UTC) if is_sqlite(engine) else None
 
     async def close(self) -> None:
         """Stop the poll's reader thread (a later poll reads through the engine); give back its held
@@ -166,6 +179,9 @@ class JobQueue:
         orphans at once, since one live process holds a replica id (the worker's own are not)."""
         kinds = list(kinds)
         now = self.clock()
+        if self._unreadable_at is not None and now >= self._unreadable_at:
+            self._unreadable_at = now + timedelta(seconds=UNREADABLE_EVERY_S)
+            await self.fail_unreadable()
         # An idle replica polls: a read first, so finding nothing takes no write lock (SQLite's is the
         # whole database's, wanted by every usage batch and stored response).
         peek = self._peek_statement(tuple(kinds), owner, reclaim)
@@ -207,6 +223,22 @@ class JobQueue:
         finally:
             await conn.close()
         return claimed
+
+    async def fail_unreadable(self) -> list[str]:
+        """Fail the queued jobs whose `available_at` is not a time (SQLite: see the module's docstring).
+        -> their ids. A read first: finding none (the rule) takes no write lock."""
+        async with self.engine.connect() as conn:
+            ids = list((await conn.execute(sa.select(t.c.id).where(_UNREADABLE).limit(100))).scalars())
+        if ids:
+            await self._write(
+                sa.update(t)
+                .where(t.c.id.in_(ids), _UNREADABLE)
+                .values(
+                    status=FAILED, error=_UNREADABLE_ERROR, lease_owner=None, lease_until=None, updated_at=self.clock()
+                )
+            )
+            log.warning("jobs %s failed: %s", ", ".join(ids), _UNREADABLE_ERROR)
+        return ids
 
     def _peek_statement(self, kinds: tuple[str, ...], owner: str, reclaim: str | None) -> sa.Select[tuple[str]]:
         """The poll's statement, built once per worker: SQLAlchemy keys a statement for its compiled

@@ -39,6 +39,7 @@ from ..storage.sqlite_threads import Busy, SqliteThreads
 from ..storage.tables import conversation_items, conversations, response_deletions, response_events, responses
 from .bound import DEFAULT, ConversationChanged, over
 from .cache import OpenedResponses, held_cost
+from .idempotency import held, mark, mark_async, mark_sqlite
 from .pairs import check_pairs
 
 PURPOSE = "responses"
@@ -294,6 +295,7 @@ class StateStore(StoreBase):
         body, plain = await self._seal_response(record, encoded)
         size = len(plain)
         sealed = await self._seal_items(record.tenant, record.conversation_id, append) if append else []
+        key = held("responses")  # a keyed create's: done with this row (state/idempotency.py)
 
         def write(conn: Connection) -> None:
             conn.execute(_INSERT_RESPONSE, response_row(record, body, size))
@@ -301,13 +303,17 @@ class StateStore(StoreBase):
                 assert record.conversation_id is not None
                 bound = self.bound if counted is not None else None
                 insert_items(conn, record.tenant, record.conversation_id, sealed, bound, expect_end, counted)
+            mark(conn, key, record.id)
 
         if self._threads is not None and not sealed:  # the common turn: one row, plain SQL on the writer
             values = _sqlite_response_values(record, body, size)
+
+            def write_raw(raw: sqlite3.Connection) -> None:
+                raw.execute(_INSERT_RESPONSE_SQLITE, values).close()
+                mark_sqlite(raw, key, record.id)
+
             try:
-                await self._threads.write_raw(
-                    lambda raw: raw.execute(_INSERT_RESPONSE_SQLITE, values).close(), len(body)
-                )
+                await self._threads.write_raw(write_raw, len(body))
             except sqlite3.IntegrityError as exc:
                 raise Conflict(f"the change conflicts with stored data: {exc}") from exc
         else:
@@ -501,6 +507,7 @@ class StateStore(StoreBase):
         now = datetime.now(UTC)
         body, size = await self._seal(tenant, "conversations", conversation_id, {"metadata": metadata})
         sealed = await self._seal_items(tenant, conversation_id, items)
+        key = held("conversations")
         async with self._write() as conn:
             await conn.execute(
                 sa.insert(conversations).values(
@@ -514,6 +521,7 @@ class StateStore(StoreBase):
                 )
             )
             await conn.run_sync(insert_items, tenant, conversation_id, sealed, self.bound)
+            await mark_async(conn, key, conversation_id)
         return Conversation(conversation_id, tenant, now, metadata)
 
     async def get_conversation(self, tenant: str, conversation_id: str) -> Conversation | None:
@@ -563,17 +571,26 @@ class StateStore(StoreBase):
         *,
         counted: int | None = None,
         expect_end: int | None = None,
+        response_id: str | None = None,
     ) -> bool:
         """Add items at the end of a conversation; False if it is not this tenant's. ConversationFull (nothing
         added) if they would take it past its bound; `counted`: only the first that many are held to it (a
         turn's input: its answer, served already, is appended whatever its size, never lost). `expect_end`:
         ConversationChanged (nothing added) if items were added since the caller read the conversation's end
-        there (`ItemPage.end`), so a check of these items against those is never stale."""
+        there (`ItemPage.end`), so a check of these items against those is never stale. `response_id`: the
+        turn (not stored itself) these items are the input and answer of."""
         sealed = await self._seal_items(tenant, conversation_id, items)
         bound = self.bound
+        # A keyed create's key is done with these items: an add's (named by its first item), or a turn's
+        # that stores no response (`response_id`: what its key names).
+        if response_id is not None:
+            key, made = held("responses"), response_id
+        else:
+            key, made = (held("conversation_items"), items[0]["id"]) if items else (None, "")
 
         def write(conn: Connection) -> None:
             insert_items(conn, tenant, conversation_id, sealed, bound, expect_end, counted)
+            mark(conn, key, made)
 
         try:
             await self._commit(write, lock=conversation_id)

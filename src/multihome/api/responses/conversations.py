@@ -83,7 +83,9 @@ class ConversationsDoor:
     async def create(self, call: Call, receive: Receive, send: Send) -> None:
         keyed = self._idempotent(call)
         if keyed is not None:
-            await once(call, receive, send, *keyed, "conversations", self.max_body, self._create, self._replay)
+            await once(
+                call, receive, send, *keyed, "conversations", "conversations", self.max_body, self._create, self._replay
+            )
             return
         await self._create(call, receive, send)
 
@@ -148,7 +150,9 @@ class ConversationsDoor:
         keyed = self._idempotent(call)
         if keyed is not None:  # a retry is told which items the first one added (409), never adds them twice
             endpoint = f"conversation_items {segments(call)[1][:MAX_ID]}"
-            await once(call, receive, send, *keyed, endpoint, self.max_body, self._add_items, _no_replay)
+            await once(
+                call, receive, send, *keyed, endpoint, "conversation_items", self.max_body, self._add_items, _no_replay
+            )
             return
         await self._add_items(call, receive, send)
 

@@ -99,7 +99,9 @@ class ResponsesDoor:
             if self._keys is None:
                 self._keys = IdempotencyKeys(self.state.engine)
             max_body = self.pipeline.max_body
-            await once(call, receive, send, self._keys, key, "responses", max_body, self._create, self._replay)
+            await once(
+                call, receive, send, self._keys, key, "responses", "responses", max_body, self._create, self._replay
+            )
             return
         await self._create(call, receive, send)
 
@@ -341,7 +343,9 @@ class ResponsesDoor:
 
         def write(end: int | None) -> Awaitable[Any]:
             if kept is None:  # no response stored: the items alone (False: deleted meanwhile, nothing to keep)
-                return stored(state.append_items(who, conv, append, counted=counted, expect_end=end))
+                return stored(
+                    state.append_items(who, conv, append, counted=counted, expect_end=end, response_id=shell.id)
+                )
             return stored(state.put_response(kept, append, encoded=encoded, counted=counted, expect_end=end))
 
         try:

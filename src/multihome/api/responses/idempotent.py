@@ -3,7 +3,10 @@ original answer, or a 409 while it runs, instead of a second response made and b
 
 Only requests that carry the header come here (the door checks for it: no database round trip on
 the others). The key is claimed in the database (state/idempotency.py) with a digest of the body; the
-create runs with its answer's status and first bytes watched, and the key is then marked done with
+create runs holding the key, so the write that stores its object (a row of `table`) marks the key done
+in the same transaction (a replica killed right after that commit leaves no pending key behind, and
+the retry is answered with that object). The create's answer's status and first bytes are watched,
+and the key is then marked done (for a create that stored nothing: `store: false`) with
 the id of what it made (the first `"id"` of the answer: a unary body's, the stream's
 `response.created` event's, an item list's first item's), or forgotten if the create failed (4xx, 5xx, or an error before any
 answer), so the retry runs again. A retry of a done key gets the stored object, read now (so a
@@ -20,7 +23,7 @@ from typing import Any
 import msgspec
 
 from ...schema.errors import ApiError, bad_request
-from ...state.idempotency import DONE, IN_PROGRESS, MAX_KEY, NEW, IdempotencyKeys, digest
+from ...state.idempotency import DONE, IN_PROGRESS, MAX_KEY, NEW, IdempotencyKeys, digest, holding
 from ..asgi import JSON, Message, Receive, Send, read_body
 from ..pipeline import Call
 from ..render import send_json
@@ -62,11 +65,13 @@ async def once(
     keys: IdempotencyKeys,
     raw_key: bytes,
     endpoint: str,
+    table: str,
     max_body: int,
     create: Callable[[Call, Receive, Send], Awaitable[None]],
     replay: Callable[[Call, bytes, str], Awaitable[Any | None]],
 ) -> None:
-    """Run `create` once per (tenant, key); `replay(call, body, object_id)`: the object to answer a retry with."""
+    """Run `create` once per (tenant, key); `replay(call, body, object_id)`: the object to answer a retry with.
+    `table`: the table whose new row is what `create` makes (its write marks the key done)."""
     one_key(call.scope["headers"])
     key = key_of(raw_key)
     body = await read_body(call.scope, receive, max_body)
@@ -118,7 +123,8 @@ async def once(
         await send(message)
 
     try:
-        await create(call, replayed_body, watched)
+        with holding(who, key, table):
+            await create(call, replayed_body, watched)
     finally:
         found = _ID.search(head) if 200 <= status < 300 else None
         try:

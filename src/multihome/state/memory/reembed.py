@@ -26,12 +26,16 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
+import msgspec
 import sqlalchemy as sa
 
+from ...crypto.envelope import stored_bytes
+from ...crypto.errors import CryptoError, KmsError
+from ...storage import row_reads
 from ...storage.errors import NotFound
 from ...storage.tables import memory_namespaces, memory_records
 from .embedder import Caller, Space
-from .store import PURPOSE, TABLE, _Body, _decode, _encode, _now, _same, _space_of
+from .store import PURPOSE, TABLE, _Body, _decode, _encode, _now, _same, _space_of, _unopened
 
 if TYPE_CHECKING:
     from .store import MemoryStore
@@ -93,8 +97,7 @@ async def step(
         raise Unchanged("the namespace has no vectors yet: its first write embeds it with the configured model")
     if not todo:
         return await _switch(store, tenant, agent_id, user_id, row.id)
-    plain = [await store.keyring.open(tenant, PURPOSE, TABLE, rid, bytes(body)) for rid, body in todo]
-    bodies = [_decode.decode(p) for p in plain]
+    bodies = [await _opened(store, tenant, rid, body) for rid, body in todo]
     vectors, made = await store._vectors([b.text for b in bodies], target, caller, "records")
     if target is None and _same(made, current):
         raise Unchanged(f"the configured embedding source makes {made.model} ({made.dim} dimensions) vectors already")
@@ -125,6 +128,18 @@ async def step(
             staged,
         )
     return await _progress(store, row, made, agent_id, user_id, len(staged))
+
+
+async def _opened(store: MemoryStore, tenant: str, record_id: str, body: Any) -> _Body:
+    """A record's body to embed again; UnreadableRow (409, naming it and its mend) if it does not open (sealed
+    for another row, cut short, or text: SQLite keeps any value in a blob column), as a get of it answers.
+    The move cannot leave it behind (the switch needs every record staged): it waits for the mend."""
+    try:
+        return _decode.decode(await store.keyring.open(tenant, PURPOSE, TABLE, record_id, stored_bytes(body)))
+    except KmsError:
+        raise  # the KMS's answer (503 unavailable, refused), not the row's
+    except (CryptoError, msgspec.DecodeError, msgspec.ValidationError) as exc:
+        raise row_reads.unreadable("memory record", _unopened(record_id, tenant, exc)) from None
 
 
 async def _pending(conn: Any, ns_id: str, limit: int) -> list[tuple[str, bytes]]:

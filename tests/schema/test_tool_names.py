@@ -1,0 +1,56 @@
+"""Function tool names are held to OpenAI's rule (1-64 characters of a-z A-Z 0-9 _ -) on chat completions and
+Responses requests, refused in OpenAI's words: its message, `param` and `code` (schema/tool_names.py)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from multihome.schema.chat import parse_chat
+from multihome.schema.errors import ApiError
+from multihome.schema.responses import parse_create
+
+PARAMS = {"type": "object", "properties": {}}
+BAD = [
+    ("get weather", "invalid_value", "string does not match pattern. Expected a string that matches the pattern "
+     "'^[a-zA-Z0-9_-]+$'."),
+    ("server.tool", "invalid_value", "does not match pattern"),
+    ("émoji", "invalid_value", "does not match pattern"),
+    ("f" * 65, "string_above_max_length", "string too long. Expected a string with maximum length 64, but got a "
+     "string with length 65 instead."),
+    ("", "empty_string", "empty string. Expected a string with minimum length 1"),
+]  # fmt: skip
+
+
+def _chat(name: str, at: int = 0) -> bytes:
+    tools = [{"type": "function", "function": {"name": "ok", "parameters": PARAMS}}] * at
+    tools.append({"type": "function", "function": {"name": name, "parameters": PARAMS}})
+    return json.dumps({"model": "m", "messages": [{"role": "user", "content": "hi"}], "tools": tools}).encode()
+
+
+def _responses(name: str, at: int = 0) -> bytes:
+    tools = [{"type": "function", "name": "ok", "parameters": PARAMS}] * at
+    tools.append({"type": "function", "name": name, "parameters": PARAMS})
+    return json.dumps({"model": "m", "input": "hi", "tools": tools}).encode()
+
+
+@pytest.mark.parametrize(("name", "code", "said"), BAD)
+@pytest.mark.parametrize(
+    ("parse", "body", "param"),
+    [(parse_chat, _chat, "tools[1].function.name"), (parse_create, _responses, "tools[1].name")],
+)
+def test_a_name_outside_openais_rule_is_a_400_naming_the_param(name, code, said, parse, body, param):
+    with pytest.raises(ApiError) as refused:
+        parse(body(name, at=1))
+    err = refused.value
+    assert err.status == 400 and err.body.param == param and err.body.code == code
+    assert err.body.message == f"Invalid '{param}': {said}" or said in err.body.message
+    assert err.body.message.startswith(f"Invalid '{param}': ")
+    assert name[:10] not in err.body.message or not name  # the name is not echoed (as OpenAI's is not)
+
+
+@pytest.mark.parametrize("name", ["f", "get_weather", "Get-Weather_2", "f" * 64])
+def test_names_within_the_rule_pass(name):
+    assert parse_chat(_chat(name)).request.tools[0].function.name == name
+    assert parse_create(_responses(name)).tools[0].name == name
