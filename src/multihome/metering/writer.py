@@ -30,6 +30,7 @@ from concurrent.futures import ThreadPoolExecutor
 from itertools import chain, islice
 from typing import Any, cast
 
+import msgspec
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
@@ -206,7 +207,7 @@ class UsageWriter:
         if self._pg is not None:
             driver = await self._pg_driver()
             try:
-                await driver.executemany(self._pg, batch)  # atomic; the rows as they are, encoded in C
+                await driver.execute(self._pg, _pg_batch(batch))  # one statement: atomic
             except BaseException:
                 await self._let_go(broken=True)  # the next attempt starts on a connection checked by the pool
                 raise
@@ -408,17 +409,44 @@ async def _wait(event: asyncio.Event, timeout: float) -> bool:
 
 
 def _pg_insert(table: sa.Table) -> str:
-    """asyncpg's INSERT of row.py's tuples: the stamps' text (naive UTC) and the flags (0/1) cast by the
-    server, so no datetime or bool is made per row; ON CONFLICT DO NOTHING, as INSERT OR IGNORE on SQLite."""
+    """PostgreSQL's INSERT of a whole batch from one parameter: row.py's tuples as one JSON array of arrays
+    (`_pg_batch`), taken apart by the server. asyncpg encodes each parameter of each row in its own call,
+    ~3.5 us a row on the event loop in one stretch (a 75-row batch held the loop ~0.3 ms: a request
+    arriving then waited that long), and sends each row as its own Bind and Execute; msgspec encodes the
+    batch in ~0.2 us a row, and the server runs one statement. The stamps' text (naive UTC) and the flags
+    (0/1) are cast by the server; ON CONFLICT DO NOTHING, as INSERT OR IGNORE on SQLite."""
 
-    def mark(i: int, c: sa.Column) -> str:
+    def value(i: int, c: sa.Column) -> str:
+        field = f"r->>{i}"  # the element as text (NULL for a JSON null); one jsonb parse for the batch
         if isinstance(c.type, sa.DateTime):
-            return f"${i}::text::timestamp AT TIME ZONE 'UTC'"
-        return f"${i}::int4::boolean" if isinstance(c.type, sa.Boolean) else f"${i}"
+            return f"({field})::timestamp AT TIME ZONE 'UTC'"
+        if isinstance(c.type, sa.Boolean):
+            return f"({field})::int4::boolean"
+        if isinstance(c.type, sa.BigInteger):
+            return f"({field})::int8"
+        if isinstance(c.type, sa.Integer):
+            return f"({field})::int4"
+        if isinstance(c.type, sa.Float):
+            return f"({field})::float8"
+        assert isinstance(c.type, sa.String), f"usage column {c.name}: no cast from JSON text for {c.type}"
+        return field
 
-    marks = [mark(i, c) for i, c in enumerate(table.columns, 1)]
+    values = ", ".join(value(i, c) for i, c in enumerate(table.columns))
     names = ", ".join(c.name for c in table.columns)
-    return f"INSERT INTO {table.name} ({names}) VALUES ({', '.join(marks)}) ON CONFLICT DO NOTHING"
+    return (
+        f"INSERT INTO {table.name} ({names}) SELECT {values} FROM jsonb_array_elements($1::jsonb) AS r "
+        "ON CONFLICT DO NOTHING"
+    )
+
+
+_BATCH_JSON = msgspec.json.Encoder()
+
+
+def _pg_batch(batch: list[Row]) -> str:
+    """A batch as `_pg_insert`'s one parameter: a JSON array of the rows, each an array in column order
+    (as the spool writes each: whatever the spool took encodes here). A latency is a finite float (a JSON
+    null would be refused by the column, never stored wrong)."""
+    return _BATCH_JSON.encode(batch).decode()
 
 
 __all__ = ["UsageWriter"]
