@@ -71,6 +71,14 @@ def _sched() -> tuple[float, float]:
 
 
 _LONG_S = 0.0003  # --threshold-ms, set by _run
+_BY_OWNER: collections.Counter = collections.Counter()  # --attrib: every callback, by its owner: (n, ms)
+
+
+def _owner(cb: Any) -> str:
+    task = getattr(cb, "__self__", None)
+    if isinstance(task, asyncio.Task):
+        return getattr(task.get_coro(), "__qualname__", "?")
+    return getattr(cb, "__qualname__", None) or type(cb).__name__
 
 
 def _short(cb: Any, before: str | None) -> str:
@@ -127,6 +135,9 @@ def _attribute(threshold_s: float) -> collections.Counter:
         took = time.thread_time() - t0  # the loop thread's CPU: work, not time descheduled
         if took > _PART_S:
             _ITERATION.append((took, self._callback, before))
+        who = _owner(self._callback)
+        _BY_OWNER[(who, "n")] += 1
+        _BY_OWNER[(who, "ms")] += took * 1000
         if took > threshold_s:
             key = _name(self._callback, before)
             slow[(key, "n")] += 1
@@ -339,6 +350,10 @@ async def _run(args: argparse.Namespace, out: dict) -> None:
             ((n, slow[(n, "n")] / elapsed, slow[(n, "ms")] / max(1, slow[(n, "n")]), slow[(n, "max")]) for n in names),
             key=lambda r: -r[1],
         )
+        owners = {k[0] for k in _BY_OWNER}
+        out["owners"] = sorted(
+            ((o, _BY_OWNER[(o, "n")] / elapsed, _BY_OWNER[(o, "ms")] / elapsed) for o in owners), key=lambda r: -r[2]
+        )[:14]
         out["made_of"] = [(k, n / elapsed) for k, n in _MADE_OF.most_common(12)]
 
 
@@ -380,6 +395,10 @@ def report(label: str, out: dict) -> None:
     print("   longest (wall/CPU ms): " + " ".join(f"{g:.2f}/{c:.2f}" for g, c in out["top_ms"]))
     for name, per_s, mean, mx in out.get("slow", []):
         print(f"   {per_s:7.1f}/s  mean {mean:.2f} ms  max {mx:.2f} ms  {name}")
+    if out.get("owners"):
+        print("   the loop's CPU by owner (every callback): runs/s, ms/s, mean ms")
+    for o, n, ms in out.get("owners", []):
+        print(f"   {n:8.1f}/s {ms:7.2f} ms/s {ms / max(n, 1e-9):.3f}  {o}")
     if out.get("made_of"):
         print("   iterations over the threshold by CPU, their longest callbacks (over 0.05 ms):")
     for parts, per_s in out.get("made_of", []):

@@ -64,7 +64,7 @@ async def test_a_batch_is_one_statement_whatever_its_rows(url, monkeypatch):
 async def test_every_value_reads_back_exactly_as_queued(url):
     # The batch crosses as JSON and the server casts each element's text: floats must come back as the
     # same double, a 63-bit integer whole, text with quotes, backslashes, escapes and non-ASCII as it was,
-    # None as NULL, and a row queued twice (a replay) stored once.
+    # None as NULL, and a row queued twice stored once; rows replayed from a spool among them.
     values = [
         with_values("floats", latency_ms=0.1 + 0.2, cost_nanos=2**62 + 1, prompt_tokens=2**31 - 1),
         with_values("tiny", latency_ms=1e-7, cost_nanos=0, team_id=None, deployment=None, provider=None),
@@ -75,7 +75,9 @@ async def test_every_value_reads_back_exactly_as_queued(url):
     w = UsageWriter(engine, usage_calls, flush_interval_ms=1)
     await w.start()
     try:
-        for v in [*values, values[0]]:
+        w.put(values[0])
+        w.put_replayed(values[1:3])  # a stopped process's rows (replay.py), between the others
+        for v in (values[3], values[0]):
             w.put(v)
         await w.flush()
     finally:
