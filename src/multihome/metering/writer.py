@@ -94,7 +94,8 @@ class UsageWriter:
         # a row's ~25 objects were fetched from memory again, ~1.5 us a row of the batch's slice of the loop.
         self._encoded: deque[bytes] | None = deque() if self._pg is not None else None
         # SQLite, behind: bigger batches, so the fixed cost of a transaction (hand-offs that each wait a
-        # loop cycle) is shared by more rows. asyncpg encodes on the event loop: its batches stay small.
+        # loop cycle) is shared by more rows. PostgreSQL's batch is joined and sent from the event loop:
+        # its batches stay at batch_size.
         self._max_batch = batch_size * (_GROWTH if self._pg is None else 1)
         self._sqlite_head = f"INSERT OR IGNORE INTO {table.name} ({', '.join(self._columns)}) VALUES "
         self._sqlite_row = "(" + ", ".join("?" * len(self._columns)) + ")"
@@ -425,10 +426,11 @@ async def _wait(event: asyncio.Event, timeout: float) -> bool:
 
 def _pg_insert(table: sa.Table) -> str:
     """PostgreSQL's INSERT of a whole batch from one parameter: row.py's tuples as one JSON array of arrays
-    (`_pg_batch`), taken apart by the server. asyncpg encodes each parameter of each row in its own call,
-    ~3.5 us a row on the event loop in one stretch (a 75-row batch held the loop ~0.3 ms: a request
-    arriving then waited that long), and sends each row as its own Bind and Execute; msgspec encodes each
-    row as `put` queues it (~0.3 us), the batch joins them, and the server runs one statement. The stamps' text (naive UTC) and the flags
+    (`_pg_batch`), taken apart by the server. asyncpg's executemany encoded each parameter of each row in
+    its own call, ~3.5 us a row on the event loop in one stretch (a 75-row batch held the loop ~0.3 ms: a
+    request arriving then waited that long), and sent each row as its own Bind and Execute; msgspec encodes
+    each row as `put` queues it, the batch joins them, and the server runs one statement (jsonb: parsed
+    once, where json would be parsed again for every column). The stamps' text (naive UTC) and the flags
     (0/1) are cast by the server; ON CONFLICT DO NOTHING, as INSERT OR IGNORE on SQLite."""
 
     def value(i: int, c: sa.Column) -> str:
