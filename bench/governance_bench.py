@@ -184,6 +184,26 @@ def latency(name: str, proc: subprocess.Popen, url: str, sim_pid: int, tmp: Path
     return {"name": name, "errors": c1["errors"], "p50": c1["p50_ms"], "p99": c1["p99_ms"], "ttfc": pct(t, 50)}
 
 
+def c1_rounds(names: list[str], procs: dict, urls: dict, sim_pid: int, tmp: Path, args) -> None:
+    """--c1-only: each configuration warmed, then `rounds` interleaved c=1 runs; prints p50/p99 of each."""
+    runs: dict[str, list[tuple[float, float]]] = {name: [] for name in names}
+    for name in names:
+        set_layout(procs[name].pid, sim_pid, pinned=False)
+        wrk(urls[name], "bench", KEY, connections=8, seconds=2, tmp=tmp)
+    for _ in range(args.rounds):
+        for name in names:
+            c1 = wrk(urls[name], "bench", KEY, connections=1, seconds=args.seconds, tmp=tmp)
+            runs[name].append((c1["p50_ms"], c1["p99_ms"]))
+            print(
+                f"{name}: p50 {c1['p50_ms']:.3f} p99 {c1['p99_ms']:.3f} ms, load {os.getloadavg()[0]:.1f}", flush=True
+            )
+    for name in names:
+        p50 = statistics.median(r[0] for r in runs[name])
+        p99 = statistics.median(r[1] for r in runs[name])
+        each = " ".join(f"{r[1]:.2f}" for r in runs[name])
+        print(f"| {name} | {p50:.3f} | {p99:.3f} | {each} |")
+
+
 def throughput(proc: subprocess.Popen, url: str, sim_pid: int, tmp: Path, args) -> dict:
     """Concurrency 64 with the gateway alone on core 0, and its CPU (all threads) per call."""
     core = set_layout(proc.pid, sim_pid, pinned=True)
@@ -242,6 +262,12 @@ def main() -> None:
     ap.add_argument("--out", help="write the table here too")
     ap.add_argument("--base-src", help="a checkout of an older tree: its gateway runs the same configurations too")
     ap.add_argument("--base-only", help="with --base-src: only these configurations (comma-separated)")
+    ap.add_argument(
+        "--c1-only",
+        action="store_true",
+        help="only concurrency 1: --rounds interleaved wrk -c1 runs per configuration, each round's p50/p99 "
+        "and their medians (no c=64, no streams)",
+    )
     args = ap.parse_args()
     names = ["bare", *LAYERS]
     if args.only:
@@ -280,6 +306,9 @@ def main() -> None:
                     {**env, "PYTHONPATH": str(Path(args.base_src) / "src")} if name.endswith(BASE_SUFFIX) else env,
                 )
             )
+        if args.c1_only:
+            c1_rounds(names, procs, urls, sim.pid, tmp, args)
+            return
         for name in names:
             results[name] = latency(name, procs[name], urls[name], sim.pid, tmp, args)
         # Rounds interleave the configurations, so a neighbour's load on the shared machine falls on

@@ -37,6 +37,7 @@ sys.path.insert(0, str(HERE))
 
 from gateway_bench import CHAT, ENV, KEY, start_sim  # noqa: E402
 from governance_bench import BASE_SUFFIX, LAYERS, config_for, slug, stop, wait_ready, workspace  # noqa: E402
+from ports import free_port  # noqa: E402  (tests/: a port no other suite or bench on this machine holds)
 
 BIN = Path(sys.executable).parent
 
@@ -191,9 +192,9 @@ def main() -> None:
             from pg import PostgresServer
 
             pg, redis = PostgresServer(), RedisServer()
-        for i, name in enumerate(names):
+        for name in names:
             pg_url = pg.create_database() if pg is not None and name.startswith("all-pg") else None
-            r = measure(name, sim_url, tmp, 4700 + i, args, pg_url, redis.url if redis is not None else None)
+            r = measure(name, sim_url, tmp, free_port(), args, pg_url, redis.url if redis is not None else None)
             print(
                 f"{name}: {r['total'] / args.calls:,.0f} instructions per call over {r['busy_s']:.0f} s, idle "
                 f"{r['idle_rate']:,.0f} per second; net of idle {r['net'] / args.calls:,.0f} per call "

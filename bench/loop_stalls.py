@@ -70,6 +70,25 @@ def _sched() -> tuple[float, float]:
     return wait, 0.0
 
 
+_LONG_S = 0.0003  # --threshold-ms, set by _run
+_BY_OWNER: collections.Counter = collections.Counter()  # --attrib: every callback, by its owner: (n, ms)
+
+
+def _owner(cb: Any) -> str:
+    task = getattr(cb, "__self__", None)
+    if isinstance(task, asyncio.Task):
+        return getattr(task.get_coro(), "__qualname__", "?")
+    return getattr(cb, "__qualname__", None) or type(cb).__name__
+
+
+def _short(cb: Any, before: str | None) -> str:
+    """A callback's name on one line: a task's coroutine and where it resumed from."""
+    task = getattr(cb, "__self__", None)
+    if isinstance(task, asyncio.Task):
+        return f"{getattr(task.get_coro(), '__qualname__', '?')}@{(before or '-').split(' ')[0]}"
+    return getattr(cb, "__qualname__", None) or repr(cb)[:40]
+
+
 def _name(cb: Any, before: str | None) -> str:
     task = getattr(cb, "__self__", None)
     if isinstance(task, asyncio.Task):
@@ -77,6 +96,30 @@ def _name(cb: Any, before: str | None) -> str:
         after = "done" if task.done() else _where(task)
         return f"task {getattr(coro, '__qualname__', coro)}\n        from {before}\n        to   {after}"
     return getattr(cb, "__qualname__", None) or repr(cb)[:80]
+
+
+def _gc_pauses() -> list[tuple[int, float, int]]:
+    """Time each cyclic-GC collection (thread CPU): (generation, seconds, objects collected), appended."""
+    import gc
+
+    pauses: list[tuple[int, float, int]] = []
+    started = [0.0]
+
+    def cb(phase: str, info: dict) -> None:
+        if phase == "start":
+            started[0] = time.thread_time()
+        else:
+            pauses.append((info["generation"], time.thread_time() - started[0], info["collected"]))
+
+    gc.callbacks.append(cb)
+    return pauses
+
+
+# --attrib: the callbacks over _PART_S of the current loop iteration (tick() ends one), and what the
+# iterations whose CPU passed the threshold were made of, by their callbacks' names (counts).
+_PART_S = 0.00005
+_ITERATION: list[tuple[float, Any, str | None]] = []
+_MADE_OF: collections.Counter = collections.Counter()
 
 
 def _attribute(threshold_s: float) -> collections.Counter:
@@ -90,6 +133,11 @@ def _attribute(threshold_s: float) -> collections.Counter:
         t0 = time.thread_time()
         run(self)
         took = time.thread_time() - t0  # the loop thread's CPU: work, not time descheduled
+        if took > _PART_S:
+            _ITERATION.append((took, self._callback, before))
+        who = _owner(self._callback)
+        _BY_OWNER[(who, "n")] += 1
+        _BY_OWNER[(who, "ms")] += took * 1000
         if took > threshold_s:
             key = _name(self._callback, before)
             slow[(key, "n")] += 1
@@ -124,6 +172,10 @@ async def _drive(app: Any, rate: float, seconds: float, gaps: list[tuple[float, 
         now, cpu = time.perf_counter(), time.thread_time()
         if now - last > 0.0002:  # (wall, this thread's CPU) of an iteration worth counting
             gaps.append((now - last, cpu - last_cpu))
+            if cpu - last_cpu > _LONG_S and _ITERATION:
+                parts = sorted(_ITERATION, key=lambda p: -p[0])[:3]
+                _MADE_OF[" + ".join(_short(cb, before) for _, cb, before in parts)] += 1
+        _ITERATION.clear()
         last, last_cpu = now, cpu
         i = state["i"]
         if not state["busy"]:
@@ -237,13 +289,15 @@ async def _run(args: argparse.Namespace, out: dict) -> None:
     tmp = tempfile.mkdtemp(prefix="stalls-")
     app: Any = build_app(parse_config(_config(args.config, tmp, args.pg_url, args.redis_url)))
     stop = await pp.started_app(app)
-    for dep in app.catalog.deployments.values():
-        dep.session = pp._Session()
+    pp.canned(app)
     warm_gaps: list[tuple[float, float]] = []
     await _drive(app, args.rate, 1.0, warm_gaps, [])  # warm: connections made, statements prepared
+    global _LONG_S
+    _LONG_S = args.threshold_ms / 1000
     slow = _attribute(args.threshold_ms / 1000) if args.attrib else None
     gaps: list[tuple[float, float]] = []
     waits: list[float] = []
+    pauses = _gc_pauses()
     sched0 = _sched()
     t0 = time.perf_counter()
     if args.paced:
@@ -253,6 +307,9 @@ async def _run(args: argparse.Namespace, out: dict) -> None:
     else:
         await _drive(app, args.rate, args.seconds, gaps, waits)
     elapsed = time.perf_counter() - t0
+    import gc
+
+    gc.callbacks.clear()
     sched = [(b - a) / elapsed for a, b in zip(sched0, _sched(), strict=True)]
     if slow is not None:
         asyncio.events.Handle._run = _ORIG_RUN  # type: ignore[method-assign]
@@ -270,6 +327,16 @@ async def _run(args: argparse.Namespace, out: dict) -> None:
         max_ms=max(g for g, _ in gaps) * 1000,
         max_cpu_ms=max(c for _, c in gaps) * 1000,
         paced=args.paced,
+        # cyclic-GC collections by generation: how many a second, their mean and longest (thread CPU, ms)
+        gc={
+            str(g): (
+                sum(1 for p in pauses if p[0] == g) / elapsed,
+                sum(p[1] for p in pauses if p[0] == g) * 1000 / max(1, sum(1 for p in pauses if p[0] == g)),
+                max((p[1] for p in pauses if p[0] == g), default=0.0) * 1000,
+            )
+            for g in (0, 1, 2)
+        },
+        gc_objects=len(__import__("gc").get_objects()),
         top_ms=[(g * 1000, c * 1000) for g, c in sorted(gaps, reverse=True)[:8]],
         wait_ms={
             "p50": waits[len(waits) // 2] * 1000,
@@ -283,6 +350,11 @@ async def _run(args: argparse.Namespace, out: dict) -> None:
             ((n, slow[(n, "n")] / elapsed, slow[(n, "ms")] / max(1, slow[(n, "n")]), slow[(n, "max")]) for n in names),
             key=lambda r: -r[1],
         )
+        owners = {k[0] for k in _BY_OWNER}
+        out["owners"] = sorted(
+            ((o, _BY_OWNER[(o, "n")] / elapsed, _BY_OWNER[(o, "ms")] / elapsed) for o in owners), key=lambda r: -r[2]
+        )[:14]
+        out["made_of"] = [(k, n / elapsed) for k, n in _MADE_OF.most_common(12)]
 
 
 _ORIG_RUN = asyncio.events.Handle._run
@@ -317,9 +389,20 @@ def report(label: str, out: dict) -> None:
         print(f"   iterations, CPU:  {over}  max {out['max_cpu_ms']:.2f} ms")
     rq, pre = out["rq_wait_ms_per_s"], out["preempted_per_s"]
     print(f"   loop thread: waited for a CPU {rq:.1f} ms/s, preempted {pre:.1f}/s")
+    if "gc" in out:
+        gcs = " ".join(f"gen{g} {n:.1f}/s mean {m:.3f} max {x:.2f} ms;" for g, (n, m, x) in out["gc"].items())
+        print(f"   gc: {gcs} {out['gc_objects']} objects tracked")
     print("   longest (wall/CPU ms): " + " ".join(f"{g:.2f}/{c:.2f}" for g, c in out["top_ms"]))
     for name, per_s, mean, mx in out.get("slow", []):
         print(f"   {per_s:7.1f}/s  mean {mean:.2f} ms  max {mx:.2f} ms  {name}")
+    if out.get("owners"):
+        print("   the loop's CPU by owner (every callback): runs/s, ms/s, mean ms")
+    for o, n, ms in out.get("owners", []):
+        print(f"   {n:8.1f}/s {ms:7.2f} ms/s {ms / max(n, 1e-9):.3f}  {o}")
+    if out.get("made_of"):
+        print("   iterations over the threshold by CPU, their longest callbacks (over 0.05 ms):")
+    for parts, per_s in out.get("made_of", []):
+        print(f"   {per_s:7.1f}/s  {parts}")
 
 
 def main() -> None:

@@ -95,16 +95,21 @@ def config_text(name: str, tmp: str) -> str:
 class _Response:
     status = 200
     headers = {"content-type": "application/json"}
-
-    async def read(self) -> bytes:
-        return ANSWER
+    content = ANSWER
 
 
-class _Session:
-    """What the attempt walk asks of an aiohttp session for a unary call: post, then read."""
+class _Client:
+    """What the attempt walk asks of an upstream client (pyqwest's) for a unary call: post, answered whole."""
 
-    async def post(self, url, **kwargs):
+    async def post(self, url, headers=None, content=None):
         return _Response()
+
+
+def canned(app: Any) -> None:
+    """Every model group's deployments answered by the canned client (no sockets), each keeping its gate."""
+    client = _Client()
+    for group in app.catalog.groups.values():
+        group.clients = {name: (client, gate) for name, (_, gate) in group.clients.items()}
 
 
 # --yield: each worker lets the event loop run between its calls, as a server's socket reads make it do.
@@ -118,8 +123,8 @@ EMPTY = "empty"  # --config empty: the harness's own cost per call (subtract it 
 class _EmptyApp:
     """An app that reads the body and answers 200 at once, in this harness: what the driver itself costs."""
 
-    class catalog:  # as the gateway's, with no deployment to give a canned session
-        deployments: dict[str, Any] = {}
+    class catalog:  # as the gateway's, with no model group to give the canned client
+        groups: dict[str, Any] = {}
 
     async def __call__(self, scope, receive, send) -> None:
         if scope["type"] == "lifespan":
@@ -195,8 +200,7 @@ async def _run(calls: int, config: str = "plain") -> None:
     tmp = tempfile.mkdtemp(prefix="percall-")
     app: Any = _EmptyApp() if config == EMPTY else build_app(parse_config(config_text(config, tmp)))
     stop = await started_app(app)
-    for dep in app.catalog.deployments.values():
-        dep.session = _Session()
+    canned(app)
     scope = chat_scope()
     statuses: list[int] = []
 
