@@ -355,6 +355,8 @@ class CallTracker(msgspec.Struct, eq=False):
             if usage is FROM_SERVED:
                 usage = None
             produced = outcome in _PRODUCED
+        if len(attempts) > 1:  # an answer billed and not served is never the only attempt
+            self._unserved(attempts)
         if not produced:
             record_usage = None
         elif usage is not None and (usage.prompt_tokens or usage.completion_tokens):
@@ -443,12 +445,61 @@ class CallTracker(msgspec.Struct, eq=False):
         if self.capture is not None and acc.capture is not None:
             acc.capture.record(self.capture, record)
 
+    def _unserved(self, attempts: Sequence[Any]) -> None:
+        """Charge the upstream answers the call got and did not serve (routing's `Attempt.billed`: a 200
+        refusal it failed over from, a hedge's loser that completed): the provider bills each, so each is
+        a call's worth of usage at its own deployment's prices, against the call's budgets and token
+        limits, with a record of its own (`<request id>.<n>`, n its place in the attempts) to every sink."""
+        acc = self.acc
+        for n, attempt in enumerate(attempts, 1):
+            billed = getattr(attempt, "billed", None)
+            if billed is None:
+                continue
+            dep, peek = billed
+            usage = peek.usage
+            if usage is not None and (usage.prompt_tokens or usage.completion_tokens):
+                books = _books(usage)
+            else:
+                books = self._usage(usage, peek.content_chars)
+            if self.ticket is not None:
+                self.ticket.add_use(dep.name, books)
+            if not acc.sinks:
+                continue
+            record = msgspec.structs.replace(
+                self.record_of(
+                    time.time(),
+                    dep,
+                    False,
+                    (attempt,),
+                    200,
+                    "unserved",
+                    attempt.outcome,
+                    books,
+                    attempt.ms,
+                    None,
+                    (),
+                    None,
+                ),
+                request_id=f"{self.request_id}.{n}",
+            )
+            for sink in acc.sinks:
+                sink.record(record)
+
     def _usage(self, usage, content_chars: int | Callable[[], int]) -> Usage:
         """The estimate for a produced answer without counted usage (none, or none counted for a non-empty
         input: the Gemini API's batch embeddings report no token count), and say so."""
         prompt = estimate.input_tokens(self.request)
         chars = content_chars if isinstance(content_chars, int) else content_chars()
         return Usage(prompt, chars // estimate.CHARS_PER_TOKEN, 0, estimated=prompt > 0 or usage is None)
+
+
+def _books(usage) -> Usage:
+    """An upstream's usage (schema.peek.Usage) as the books hold it: `finish_produced`'s inline reading."""
+    prompt, completion = _count(usage.prompt_tokens), _count(usage.completion_tokens)
+    details = usage.prompt_tokens_details
+    cached = min(_count(details.cached_tokens or 0), prompt) if details is not None else 0
+    reasoning = min(max(usage.reasoning_tokens, 0), completion)
+    return Usage(prompt, completion, cached, False, reasoning)
 
 
 def _attempts(attempts: Sequence[Any]) -> tuple[AttemptRecord, ...]:
