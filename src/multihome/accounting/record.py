@@ -71,6 +71,9 @@ class CallRecord(msgspec.Struct, frozen=True):
     # The client's W3C trace context headers, kept only when a sink asks for them (telemetry).
     traceparent: str | None = None
     tracestate: str | None = None
+    # The `service_tier` the call asked for (chat), when it asked: metering prices it at that tier's
+    # price where the deployment declares one (metering/prices.py `for_tier`).
+    service_tier: str | None = None
 
 
 class CallSink(Protocol):

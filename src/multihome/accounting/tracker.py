@@ -172,6 +172,7 @@ class CallTracker(msgspec.Struct, eq=False):
     tracestate: bytes | None = None
     served: Served | None = None  # once an upstream answered: from then on the call is charged
     capture: Captured | None = None  # the prompt and answer, when the tenant has content capture on
+    tier: str | None = None  # the service tier the call asked for (api/pipeline.py), for its price
 
     async def admit(self, group, deployments, max_output_tokens: int | None) -> Sequence[tuple[bytes, bytes]]:
         """Limits and budgets (may raise 429); then start making the call's start durable. The answer's
@@ -304,6 +305,7 @@ class CallTracker(msgspec.Struct, eq=False):
             response_sha256,
             self.traceparent.decode("latin-1") if self.traceparent else None,
             self.tracestate.decode("latin-1") if self.tracestate else None,
+            self.tier,
         )
 
     def finish_produced(
@@ -462,7 +464,7 @@ class CallTracker(msgspec.Struct, eq=False):
             else:
                 books = self._usage(usage, peek.content_chars)
             if self.ticket is not None:
-                self.ticket.add_use(dep.name, books)
+                self.ticket.add_use(dep.name, books, self.tier)
             if not acc.sinks:
                 continue
             record = msgspec.structs.replace(

@@ -177,6 +177,8 @@ class Pipeline:
         # durability either.
         extra: Sequence[Header] = ()
         if tracker is not None:
+            if chat is not None and chat.service_tier is not None:
+                tracker.tier = chat.service_tier  # priced at that tier where the deployment declares it
             if decision is None or decision.deployments.issuperset(group.position):  # `_allowed`'s usual case
                 deployments = group.deployments
             else:

@@ -152,6 +152,8 @@ class Metering:
         usage = call.usage
         dep = call.deployment
         price = self.prices.prices.get(dep) if dep is not None else None
+        if price is not None and price.tiers is not None:  # a deployment with tier prices (prices.py)
+            price = price.for_tier(call.service_tier)
         if price is not None and usage is not None:
             units, nanos, cost_text = price.charge(usage)  # exact, in integers (prices.py)
             currency = price.currency
@@ -260,6 +262,8 @@ class Metering:
         if dep is not None:
             name = dep.name
             price = self.prices.prices.get(name)
+            if price is not None and price.tiers is not None:  # a deployment with tier prices (prices.py)
+                price = price.for_tier(t.tier)
         else:
             name = price = None
         if price is not None and usage is not None:
