@@ -173,6 +173,9 @@ class CallTracker(msgspec.Struct, eq=False):
     served: Served | None = None  # once an upstream answered: from then on the call is charged
     capture: Captured | None = None  # the prompt and answer, when the tenant has content capture on
     tier: str | None = None  # the service tier the call asked for (api/pipeline.py), for its price
+    # Routing's attempts while it walks (the walk's own list: api/pipeline.py): a call that ends before a
+    # deployment served it (the client left, a drain) is still charged for the answers it got (`_unserved`).
+    walked: list | None = None
 
     async def admit(self, group, deployments, max_output_tokens: int | None) -> Sequence[tuple[bytes, bytes]]:
         """Limits and budgets (may raise 429); then start making the call's start durable. The answer's
@@ -349,16 +352,18 @@ class CallTracker(msgspec.Struct, eq=False):
                     # The answer's characters only if there is no usage to charge (an estimate): see _usage.
                     usage, content_chars = (peek.usage, peek.content_chars) if peek else (None, 0)
             produced = served.status < 300 or outcome in _PRODUCED
+            if len(attempts) > 1:  # an answer billed and not served is never the only attempt of a served call
+                self._unserved(attempts)
         else:
             dep = None
             if attempts is None:
-                attempts = ()
+                attempts = self.walked or ()
             stream = False
             if usage is FROM_SERVED:
                 usage = None
             produced = outcome in _PRODUCED
-        if len(attempts) > 1:  # an answer billed and not served is never the only attempt
-            self._unserved(attempts)
+            if attempts:  # declined, or ended while routing walked (the client left after a refusal)
+                self._unserved(attempts)
         if not produced:
             record_usage = None
         elif usage is not None and (usage.prompt_tokens or usage.completion_tokens):

@@ -37,9 +37,12 @@ class Router:
         *,
         forward_usage: bool = False,
         request_id: str | None = None,
+        attempts: list[Attempt] | None = None,
     ) -> Served:
-        """`request_id`: sent upstream as `x-request-id`."""
-        attempts: list[Attempt] = []
+        """`request_id`: sent upstream as `x-request-id`; `attempts`: the list the attempts go in (the
+        caller's, to read them however the call ends), else one of its own."""
+        if attempts is None:
+            attempts = []
         chain = self.chain(group, shape)  # resolved once: a config reload mid-call does not change it
         plans = [self.planner.plan(g, shape) for g in chain] if len(chain) > 1 else [self.planner.plan(group, shape)]
         if not plans[0].ordered and not any(p.ordered for p in plans):
