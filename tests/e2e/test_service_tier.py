@@ -91,3 +91,18 @@ def test_a_tier_without_a_price_is_a_400_naming_the_field(gateway, client):
     assert bad.value.param == "service_tier"
     # A call that asks for no tier, or for the default, is served as before.
     assert client.chat.completions.create(model="plain", messages=USER, service_tier="default").choices
+
+
+def test_the_responses_api_treats_the_tier_as_chat_does(gateway, client):
+    admin = httpx.Client(base_url=gateway.url, headers={"authorization": f"Bearer {ADMIN_KEY}"}, timeout=10)
+    data = admin.get("/admin/v1/usage", params={"group_by": "deployment"}).json()["data"]
+    now = next((r for r in data if r["deployment"] == "tiered"), {"calls": 0, "cost": "0"})
+    calls, before = now["calls"], Decimal(now["cost"])
+    answer = client.responses.create(model="tiered", input="Hello there", service_tier="priority")
+    assert answer.usage is not None
+    row = _row(gateway, "tiered", calls + 1)
+    spent = (Decimal(answer.usage.input_tokens) * 2 + Decimal(answer.usage.output_tokens) * 20) / 1_000_000
+    assert Decimal(row["cost"]) - before == spent
+    with pytest.raises(openai.BadRequestError) as info:
+        client.responses.create(model="plain", input="Hello there", service_tier="priority")
+    assert info.value.param == "service_tier" and info.value.code == "unsupported_service_tier"
