@@ -26,7 +26,7 @@ from .drain import Drain
 from .kms_errors import kms_api_error
 from .pipeline import Call, Pipeline, new_request_id
 from .render import send_failure, send_json
-from .routes import ROUTES, Handler, RouteTable, family_of, in_scope
+from .routes import ROUTES, Handler, RouteTable, family_of
 
 log = logging.getLogger("multihome.gateway")
 
@@ -144,8 +144,6 @@ class Gateway:
                     raise family.missing_key
                 principal = self.auth.at_once(scope)  # a key from the environment: no coroutine
                 call.principal = principal if principal is not None else await self.auth.deferred(scope)
-                if route.scope is not None:  # a stateful route: the key's endpoint scope (model calls: policy)
-                    in_scope(call.principal, route.scope)
                 if route.method == "POST":
                     _check_content_type(scope)
             await handler(call, receive, send)

@@ -41,7 +41,8 @@ class Route:
     alias_of: str | None = None  # the same handler under another path
     quiet: bool = False  # left out of the access log (health probes, polled every few seconds)
     # The endpoint scope an API key narrowed by `scopes_endpoints` must hold to call a route that is not
-    # a model call (schema/principal.py ENDPOINT_SCOPES; the gateway checks it once the caller is known).
+    # a model call (schema/principal.py ENDPOINT_SCOPES; checked once the caller is known,
+    # before the handler runs: `_scoped`).
     # A model call's own endpoint is checked by policy with the rest of its decision.
     scope: str | None = None
 
@@ -59,6 +60,18 @@ def in_scope(principal: Principal, scope: str) -> None:
         type="permission_error",
         code=ENDPOINT_NOT_IN_KEY_SCOPE,
     )
+
+
+def _scoped(handler: Handler, scope: str) -> Handler:
+    """`handler` behind the endpoint scope check of `scope`, made once when the table is built: the routes
+    without a scope (every model call) pay nothing for it per call."""
+
+    async def checked(call: Call, receive: Receive, send: Send) -> None:
+        if call.principal is not None:  # identified by the gateway before any handler runs
+            in_scope(call.principal, scope)
+        await handler(call, receive, send)
+
+    return checked
 
 
 ADMIN_PREFIX = "/admin/v1/"
@@ -139,7 +152,8 @@ class RouteTable:
             if "{" in route.path:
                 templates.setdefault(route.path[: route.path.index("{")], set()).add(route.path)
         for route in self.routes:
-            bound = (route, handlers[route.handler])
+            handler = handlers[route.handler]
+            bound = (route, handler if route.scope is None else _scoped(handler, route.scope))
             if "{" in route.path and len(templates[route.path[: route.path.index("{")]]) > 1:
                 pattern = re.compile(re.sub(r"\\\{\w+\\\}", "[^/]+", re.escape(route.path)).encode())
                 methods = next((m for p, m in self._segments if p.pattern == pattern.pattern), None)

@@ -288,8 +288,7 @@ _CHAT_STREAM = frozenset({"chat", "streaming"})
 
 def _needs(req: ChatRequest) -> frozenset[str]:
     """Capabilities a deployment must have to serve this request (the two commonest sets shared)."""
-    tier = req.service_tier
-    tiered = tier is not None and tier not in DEFAULT_TIERS  # served only where it has a price (tiers.py)
+    tier = req.service_tier  # a tier besides auto and default is served only where it has a price (tiers.py)
     tools = bool(req.tools) and req.tool_choice != "none"
     schema = req.response_format is not None and req.response_format.type == "json_schema"
     vision = False
@@ -297,7 +296,7 @@ def _needs(req: ChatRequest) -> frozenset[str]:
         if isinstance(msg.content, list) and any(p.type == "image_url" for p in msg.content):
             vision = True
             break
-    if not (tools or schema or vision or tiered):
+    if not (tools or schema or vision or tier is not None):
         return _CHAT_STREAM if req.stream else _CHAT
     needs = {"chat"}
     if req.stream:
@@ -308,6 +307,6 @@ def _needs(req: ChatRequest) -> frozenset[str]:
         needs.add("json_schema")
     if vision:
         needs.add("vision")
-    if tiered:
-        needs.add(need(tier))  # type: ignore[arg-type]  # tiered: tier is a str
+    if tier is not None and tier not in DEFAULT_TIERS:
+        needs.add(need(tier))
     return frozenset(needs)
