@@ -66,6 +66,16 @@ def test_example_config_is_valid():
             "model: gpt-4o-prod, capabilities: [telepathy]}",
             "deployments.d1.capabilities[0]: unknown capability 'telepathy'",
         ),
+        (
+            "model: gpt-4o-prod}",
+            "model: gpt-4o-prod, price: {input: 1, output: 2, tiers: {auto: {input: 1, output: 2}}}}",
+            "deployments.d1.price.tiers.auto: unknown service tier (known: flex, scale, priority",
+        ),
+        (
+            "model: gpt-4o-prod}",
+            "model: gpt-4o-prod, price: {input: 1, output: 2, tiers: {priority: {input: -1}}}}",
+            "deployments.d1.price.tiers[...].input: Expected `float` >= 0.0",
+        ),
         ("server: {api_keys_env: [K]}", "server: {}", "server.api_keys_env: name at least one environment variable"),
         (
             "server: {api_keys_env: [K]}",

@@ -214,3 +214,16 @@ def test_a_fanned_out_call_is_bounded_joined_in_order_and_fails_as_a_whole():
     assert 1 < peak <= FAN_OUT_CONCURRENCY
     failed, _, seen = asyncio.run(_fanned(6, fail_at=3))
     assert failed.kind == "client_error" and failed.status == 400 and seen == list(range(6))
+
+
+def test_a_refusal_failed_over_from_carries_its_billed_answer():
+    """The provider bills a 200 refusal (usage and all): the attempt that got it carries it for the call's
+    accounting, unless it is the answer served."""
+    served, _, _ = asyncio.run(_run(WITH_REFUSAL, {"content_filter": "output"}))
+    refused, ok = served.attempts
+    assert refused.billed is not None and ok.billed is None
+    dep, peek = refused.billed
+    assert dep.name == "primary" and peek.usage.completion_tokens > 0
+    kept, _, _ = asyncio.run(_run(DEFAULT, {"content_filter": "output"}))
+    assert kept.attempts[0].billed is None  # served: charged as the call itself, with its usage
+    assert kept.peek is not None and kept.peek.usage.completion_tokens > 0

@@ -34,6 +34,10 @@ def _reference(req: ChatRequest) -> int:
                     chars += len(part.text)
                 elif part.type == "image_url":
                     tokens += estimate.IMAGE_TOKENS
+                elif part.type == "input_audio":
+                    tokens += 1 + len(part.input_audio) // estimate.AUDIO_CHARS_PER_TOKEN
+                elif part.type == "file":
+                    tokens += max(estimate.FILE_TOKENS, len(part.file) // estimate.FILE_CHARS_PER_TOKEN)
         for call in msg.tool_calls or ():
             chars += len(call.function.name) + len(call.function.arguments)
     for tool in req.tools or ():
@@ -43,11 +47,22 @@ def _reference(req: ChatRequest) -> int:
     return tokens + chars // estimate.CHARS_PER_TOKEN
 
 
+def _audio(size: int) -> msgspec.Raw:
+    return msgspec.Raw(msgspec.json.encode({"data": "A" * size, "format": "mp3"}))
+
+
+def _file(size: int) -> msgspec.Raw:
+    data = "data:application/pdf;base64," + "A" * size
+    return msgspec.Raw(msgspec.json.encode({"filename": "a.pdf", "file_data": data}))
+
+
 _text = st.text(max_size=30)
 _part = st.one_of(
     st.builds(ContentPart, type=st.just("text"), text=_text),
     st.builds(ContentPart, type=st.just("image_url"), image_url=st.just(ImageUrl(url="https://x/y.png"))),
     st.builds(ContentPart, type=st.just("input_audio")),
+    st.builds(ContentPart, type=st.just("input_audio"), input_audio=st.integers(0, 5000).map(_audio)),
+    st.builds(ContentPart, type=st.just("file"), file=st.integers(0, 90_000).map(_file)),
 )
 _call = st.builds(ToolCall, id=st.just("c1"), function=st.builds(FunctionCall, name=_text, arguments=_text))
 _message = st.builds(
@@ -99,3 +114,27 @@ def test_admission_of_embeddings_and_of_no_request():
     assert estimate.admission(texts) == (estimate.input_tokens(texts), 1) == (3, 1)
     assert estimate.admission(EmbeddingsRequest(model="e", input=[1, 2, 3])) == (3, 1)
     assert estimate.admission(None) == (0, 1)
+
+
+def _prompt(part: dict) -> int:
+    """The estimate of a one-message prompt holding `part` (as the front door decodes it)."""
+    from multihome.schema.chat import parse_chat
+
+    body = {"model": "m", "messages": [{"role": "user", "content": [part]}]}
+    return estimate.prompt_tokens(parse_chat(msgspec.json.encode(body)).request)
+
+
+def test_audio_and_files_count_by_their_data_never_nothing():
+    """A prompt of audio or a file is what admission reserves a budget for: counted as nothing, a tenant
+    could send any amount of it against a reservation for an empty prompt."""
+    minute_mp3 = "A" * (4 * 128_000 * 60 // 8 // 3)  # base64 of a minute of 128 kbit/s MP3 (~1.3 MB)
+    clip = {"data": minute_mp3, "format": "mp3"}
+    audio = _prompt({"type": "input_audio", "input_audio": clip})
+    assert audio >= 600 + estimate.PER_MESSAGE_TOKENS  # models bill ~10 tokens a second of audio
+    size = len(msgspec.json.encode(clip))  # the part's JSON, as sent
+    assert audio == estimate.PER_MESSAGE_TOKENS + 1 + size // estimate.AUDIO_CHARS_PER_TOKEN
+    pdf = "data:application/pdf;base64," + "A" * 4_000_000  # a 3 MB PDF
+    big = _prompt({"type": "file", "file": {"filename": "report.pdf", "file_data": pdf}})
+    assert big >= 100_000
+    by_id = _prompt({"type": "file", "file": {"file_id": "file-abc"}})
+    assert by_id == estimate.PER_MESSAGE_TOKENS + estimate.FILE_TOKENS

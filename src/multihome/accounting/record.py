@@ -57,6 +57,7 @@ class CallRecord(msgspec.Struct, frozen=True):
     status: int = 0  # HTTP status the client got
     # ok | client_error | declined (no deployment served) | denied (policy/limits) | cancelled (client left)
     # | stream_error (broke after the first byte) | gateway_error (an upstream answered, the gateway failed to deliver it)
+    # | unserved (an upstream answer of the call, billed and not served: request_id `<call's>.<n>`; tracker._unserved)
     outcome: str = ""
     error_code: str | None = None
     usage: Usage | None = None
@@ -70,6 +71,9 @@ class CallRecord(msgspec.Struct, frozen=True):
     # The client's W3C trace context headers, kept only when a sink asks for them (telemetry).
     traceparent: str | None = None
     tracestate: str | None = None
+    # The `service_tier` the call asked for (chat), when it asked: metering prices it at that tier's
+    # price where the deployment declares one (metering/prices.py `for_tier`).
+    service_tier: str | None = None
 
 
 class CallSink(Protocol):

@@ -172,6 +172,10 @@ class CallTracker(msgspec.Struct, eq=False):
     tracestate: bytes | None = None
     served: Served | None = None  # once an upstream answered: from then on the call is charged
     capture: Captured | None = None  # the prompt and answer, when the tenant has content capture on
+    tier: str | None = None  # the service tier the call asked for (api/pipeline.py), for its price
+    # Routing's attempts while it walks (the walk's own list: api/pipeline.py): a call that ends before a
+    # deployment served it (the client left, a drain) is still charged for the answers it got (`_unserved`).
+    walked: list | None = None
 
     async def admit(self, group, deployments, max_output_tokens: int | None) -> Sequence[tuple[bytes, bytes]]:
         """Limits and budgets (may raise 429); then start making the call's start durable. The answer's
@@ -304,6 +308,7 @@ class CallTracker(msgspec.Struct, eq=False):
             response_sha256,
             self.traceparent.decode("latin-1") if self.traceparent else None,
             self.tracestate.decode("latin-1") if self.tracestate else None,
+            self.tier,
         )
 
     def finish_produced(
@@ -347,14 +352,18 @@ class CallTracker(msgspec.Struct, eq=False):
                     # The answer's characters only if there is no usage to charge (an estimate): see _usage.
                     usage, content_chars = (peek.usage, peek.content_chars) if peek else (None, 0)
             produced = served.status < 300 or outcome in _PRODUCED
+            if len(attempts) > 1:  # an answer billed and not served is never the only attempt of a served call
+                self._unserved(attempts)
         else:
             dep = None
             if attempts is None:
-                attempts = ()
+                attempts = self.walked or ()
             stream = False
             if usage is FROM_SERVED:
                 usage = None
             produced = outcome in _PRODUCED
+            if attempts:  # declined, or ended while routing walked (the client left after a refusal)
+                self._unserved(attempts)
         if not produced:
             record_usage = None
         elif usage is not None and (usage.prompt_tokens or usage.completion_tokens):
@@ -443,12 +452,61 @@ class CallTracker(msgspec.Struct, eq=False):
         if self.capture is not None and acc.capture is not None:
             acc.capture.record(self.capture, record)
 
+    def _unserved(self, attempts: Sequence[Any]) -> None:
+        """Charge the upstream answers the call got and did not serve (routing's `Attempt.billed`: a 200
+        refusal it failed over from, a hedge's loser that completed): the provider bills each, so each is
+        a call's worth of usage at its own deployment's prices, against the call's budgets and token
+        limits, with a record of its own (`<request id>.<n>`, n its place in the attempts) to every sink."""
+        acc = self.acc
+        for n, attempt in enumerate(attempts, 1):
+            billed = getattr(attempt, "billed", None)
+            if billed is None:
+                continue
+            dep, peek = billed
+            usage = peek.usage
+            if usage is not None and (usage.prompt_tokens or usage.completion_tokens):
+                books = _books(usage)
+            else:
+                books = self._usage(usage, peek.content_chars)
+            if self.ticket is not None:
+                self.ticket.add_use(dep.name, books, self.tier)
+            if not acc.sinks:
+                continue
+            record = msgspec.structs.replace(
+                self.record_of(
+                    time.time(),
+                    dep,
+                    False,
+                    (attempt,),
+                    200,
+                    "unserved",
+                    attempt.outcome,
+                    books,
+                    attempt.ms,
+                    None,
+                    (),
+                    None,
+                ),
+                request_id=f"{self.request_id}.{n}",
+            )
+            for sink in acc.sinks:
+                sink.record(record)
+
     def _usage(self, usage, content_chars: int | Callable[[], int]) -> Usage:
         """The estimate for a produced answer without counted usage (none, or none counted for a non-empty
         input: the Gemini API's batch embeddings report no token count), and say so."""
         prompt = estimate.input_tokens(self.request)
         chars = content_chars if isinstance(content_chars, int) else content_chars()
         return Usage(prompt, chars // estimate.CHARS_PER_TOKEN, 0, estimated=prompt > 0 or usage is None)
+
+
+def _books(usage) -> Usage:
+    """An upstream's usage (schema.peek.Usage) as the books hold it: `finish_produced`'s inline reading."""
+    prompt, completion = _count(usage.prompt_tokens), _count(usage.completion_tokens)
+    details = usage.prompt_tokens_details
+    cached = min(_count(details.cached_tokens or 0), prompt) if details is not None else 0
+    reasoning = min(max(usage.reasoning_tokens, 0), completion)
+    return Usage(prompt, completion, cached, False, reasoning)
 
 
 def _attempts(attempts: Sequence[Any]) -> tuple[AttemptRecord, ...]:

@@ -25,7 +25,7 @@ import msgspec
 
 from ..accounting.tracker import Accounting, CallTracker
 from ..providers.base import UpstreamRequest
-from ..routing.attempts import AllDeclined, Served
+from ..routing.attempts import AllDeclined, Attempt, Served
 from ..routing.catalog import Catalog, DeploymentRuntime, GroupRuntime
 from ..routing.planner import RequestShape
 from ..routing.router import Router
@@ -177,6 +177,8 @@ class Pipeline:
         # durability either.
         extra: Sequence[Header] = ()
         if tracker is not None:
+            if chat is not None and chat.service_tier is not None:
+                tracker.tier = chat.service_tier  # priced at that tier where the deployment declares it
             if decision is None or decision.deployments.issuperset(group.position):  # `_allowed`'s usual case
                 deployments = group.deployments
             else:
@@ -189,6 +191,9 @@ class Pipeline:
                 ticket = tracker.ticket
                 if ticket is not None and ticket.skip:
                     _exclude_skipped(tracker, shape)
+        walked: list[Attempt] = []
+        if tracker is not None:
+            tracker.walked = walked  # what the walk got is charged even if the call ends during it
         try:
             served = await self.router.route(
                 group,
@@ -197,6 +202,7 @@ class Pipeline:
                 read,
                 forward_usage=forward_usage,
                 request_id=request_id,
+                attempts=walked,
             )
         except ApiError as err:
             pinned = getattr(shape.policy, "pinned", None)

@@ -18,7 +18,9 @@ import re
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 
+from ..policy import ENDPOINT_NOT_IN_KEY_SCOPE
 from ..schema.errors import ApiError, echo_path
+from ..schema.principal import Principal
 from .anthropic.errors import ANTHROPIC
 from .asgi import Receive, Send
 from .openai.errors import OPENAI
@@ -38,6 +40,38 @@ class Route:
     identify: bool = True  # the call needs a key or token (the gateway identifies it before the handler)
     alias_of: str | None = None  # the same handler under another path
     quiet: bool = False  # left out of the access log (health probes, polled every few seconds)
+    # The endpoint scope an API key narrowed by `scopes_endpoints` must hold to call a route that is not
+    # a model call (schema/principal.py ENDPOINT_SCOPES; checked once the caller is known,
+    # before the handler runs: `_scoped`).
+    # A model call's own endpoint is checked by policy with the rest of its decision.
+    scope: str | None = None
+
+
+def in_scope(principal: Principal, scope: str) -> None:
+    """Refuse (403, as policy refuses a model call) a caller whose key's endpoint scope leaves out `scope`."""
+    allowed = principal.scopes_endpoints
+    if allowed is None or scope in allowed:
+        return
+    who = f"This API key ({principal.key_id})" if principal.key_id else "This credential"
+    raise ApiError(
+        403,
+        f"{who} may call only the [{', '.join(sorted(allowed))}] endpoints, not '{scope}'. "
+        f"Ask a tenant admin for a key whose scope includes '{scope}'.",
+        type="permission_error",
+        code=ENDPOINT_NOT_IN_KEY_SCOPE,
+    )
+
+
+def _scoped(handler: Handler, scope: str) -> Handler:
+    """`handler` behind the endpoint scope check of `scope`, made once when the table is built: the routes
+    without a scope (every model call) pay nothing for it per call."""
+
+    async def checked(call: Call, receive: Receive, send: Send) -> None:
+        if call.principal is not None:  # identified by the gateway before any handler runs
+            in_scope(call.principal, scope)
+        await handler(call, receive, send)
+
+    return checked
 
 
 ADMIN_PREFIX = "/admin/v1/"
@@ -51,27 +85,31 @@ ROUTES: tuple[Route, ...] = (
     Route("POST", "/v1/messages/count_tokens", "count_tokens", ANTHROPIC),
     Route("POST", "/v1/route/explain", "explain"),
     Route("POST", "/v1/responses", "responses_create"),
-    Route("GET", "/v1/responses/{response_id}", "responses_retrieve"),
-    Route("DELETE", "/v1/responses/{response_id}", "responses_delete"),
-    Route("POST", "/v1/responses/{response_id}/cancel", "responses_cancel"),
-    Route("GET", "/v1/responses/{response_id}/input_items", "responses_input_items"),
-    Route("POST", "/v1/conversations", "conversations_create"),
-    Route("GET", "/v1/conversations/{conversation_id}", "conversations_retrieve"),
-    Route("POST", "/v1/conversations/{conversation_id}", "conversations_update"),
-    Route("DELETE", "/v1/conversations/{conversation_id}", "conversations_delete"),
-    Route("GET", "/v1/conversations/{conversation_id}/items", "conversation_items_list"),
-    Route("POST", "/v1/conversations/{conversation_id}/items", "conversation_items_create"),
-    Route("GET", "/v1/conversations/{conversation_id}/items/{item_id}", "conversation_item_retrieve"),
-    Route("DELETE", "/v1/conversations/{conversation_id}/items/{item_id}", "conversation_item_delete"),
-    Route("POST", "/v1/memory/records", "memory_records_create"),
-    Route("GET", "/v1/memory/records", "memory_records_list"),
-    Route("GET", "/v1/memory/records/{record_id}", "memory_record_retrieve"),
-    Route("DELETE", "/v1/memory/records/{record_id}", "memory_record_delete"),
-    Route("POST", "/v1/memory/search", "memory_search"),
-    Route("GET", "/v1/memory/namespaces", "memory_namespaces_list"),
-    Route("POST", "/v1/memory/namespaces", "memory_namespace_update"),
-    Route("DELETE", "/v1/memory/namespaces", "memory_namespace_delete"),
-    Route("DELETE", "/v1/memory/users/{user_id}", "memory_user_forget"),
+    Route("GET", "/v1/responses/{response_id}", "responses_retrieve", scope="responses"),
+    Route("DELETE", "/v1/responses/{response_id}", "responses_delete", scope="responses"),
+    Route("POST", "/v1/responses/{response_id}/cancel", "responses_cancel", scope="responses"),
+    Route("GET", "/v1/responses/{response_id}/input_items", "responses_input_items", scope="responses"),
+    Route("POST", "/v1/conversations", "conversations_create", scope="responses"),
+    Route("GET", "/v1/conversations/{conversation_id}", "conversations_retrieve", scope="responses"),
+    Route("POST", "/v1/conversations/{conversation_id}", "conversations_update", scope="responses"),
+    Route("DELETE", "/v1/conversations/{conversation_id}", "conversations_delete", scope="responses"),
+    Route("GET", "/v1/conversations/{conversation_id}/items", "conversation_items_list", scope="responses"),
+    Route("POST", "/v1/conversations/{conversation_id}/items", "conversation_items_create", scope="responses"),
+    Route(
+        "GET", "/v1/conversations/{conversation_id}/items/{item_id}", "conversation_item_retrieve", scope="responses"
+    ),
+    Route(
+        "DELETE", "/v1/conversations/{conversation_id}/items/{item_id}", "conversation_item_delete", scope="responses"
+    ),
+    Route("POST", "/v1/memory/records", "memory_records_create", scope="memory"),
+    Route("GET", "/v1/memory/records", "memory_records_list", scope="memory"),
+    Route("GET", "/v1/memory/records/{record_id}", "memory_record_retrieve", scope="memory"),
+    Route("DELETE", "/v1/memory/records/{record_id}", "memory_record_delete", scope="memory"),
+    Route("POST", "/v1/memory/search", "memory_search", scope="memory"),
+    Route("GET", "/v1/memory/namespaces", "memory_namespaces_list", scope="memory"),
+    Route("POST", "/v1/memory/namespaces", "memory_namespace_update", scope="memory"),
+    Route("DELETE", "/v1/memory/namespaces", "memory_namespace_delete", scope="memory"),
+    Route("DELETE", "/v1/memory/users/{user_id}", "memory_user_forget", scope="memory"),
     Route("GET", "/healthz", "health", identify=False, quiet=True),
     Route("GET", "/readyz", "ready", identify=False, quiet=True),
     Route("GET", "/openapi.json", "openapi", identify=False),
@@ -114,7 +152,8 @@ class RouteTable:
             if "{" in route.path:
                 templates.setdefault(route.path[: route.path.index("{")], set()).add(route.path)
         for route in self.routes:
-            bound = (route, handlers[route.handler])
+            handler = handlers[route.handler]
+            bound = (route, handler if route.scope is None else _scoped(handler, route.scope))
             if "{" in route.path and len(templates[route.path[: route.path.index("{")]]) > 1:
                 pattern = re.compile(re.sub(r"\\\{\w+\\\}", "[^/]+", re.escape(route.path)).encode())
                 methods = next((m for p, m in self._segments if p.pattern == pattern.pattern), None)

@@ -13,6 +13,7 @@ import msgspec
 
 from ..providers.registry import BY_NAME as KIND_BY_NAME
 from ..providers.registry import KINDS, ProviderKind
+from ..schema.tiers import PRICED_TIERS
 from .audit import AuditConfig
 from .capture import CaptureConfig
 from .console import ConsoleConfig
@@ -222,6 +223,12 @@ def _reference_problems(config: Config, names: dict[str, set[str]]) -> Iterator[
         if prov_of is not None:
             kind = KIND_BY_NAME[prov_of.kind]
             yield from _zone_problems(f"deployments.{name}", dep.data_zone, kind, prov_of.region, dep.model)
+        for tier in dep.price.tiers or () if dep.price is not None else ():
+            if tier not in PRICED_TIERS:
+                yield (
+                    f"deployments.{name}.price.tiers.{tier}: unknown service tier "
+                    f"(known: {', '.join(PRICED_TIERS)}; auto and default are priced by the price itself)"
+                )
         for i, cap in enumerate(dep.capabilities):
             if cap not in CAPABILITIES:
                 yield (

@@ -84,12 +84,22 @@ class Provider(Strict):
     max_connections: PositiveCount = 2048  # pooled connections to this provider; streams hold one each
 
 
+class TierPrice(Strict):
+    # Per million tokens, in the deployment's price's currency, for calls that ask for this tier.
+    input: PricePerMillion = 0.0
+    output: PricePerMillion = 0.0
+    cached_input: PricePerMillion | None = None
+
+
 class Price(Strict):
     # Per million tokens, in `currency`.
     input: PricePerMillion = 0.0
     output: PricePerMillion = 0.0
     cached_input: PricePerMillion | None = None
     currency: str = "USD"
+    # Prices of the `service_tier`s besides auto and default (which are priced above), by tier name
+    # (schema/tiers.py PRICED_TIERS). A call asking for a tier not listed is not sent here.
+    tiers: dict[str, TierPrice] | None = None
 
 
 class Deployment(Strict):

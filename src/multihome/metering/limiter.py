@@ -162,6 +162,23 @@ class Ticket(msgspec.Struct, eq=False):
             limiter._finish(self, zip(slots.keys, used))
         return True
 
+    def add_use(self, deployment: str, usage, tier: str | None = None) -> None:
+        """Count another upstream answer of this call on its budgets and token limits, on top of what the
+        call settles to: one the provider billed and the call did not serve (accounting/tracker.py
+        `_unserved`), priced at `deployment`'s prices for service tier `tier` (usage: accounting.record.Usage). Whenever it comes,
+        before or after the settlement: what it adds is used, not reserved, so no generation to compare."""
+        limiter = self._limiter
+        if limiter is None:
+            return
+        price = limiter.prices.get(deployment)
+        if price is not None:
+            price = price.for_tier(tier)
+        cost, currency = (price.charge(usage)[1], price.currency) if price is not None else (0, "")
+        slots = self._slots
+        amounts = [usage.prompt_tokens + usage.completion_tokens]
+        amounts.extend(cost if cur == currency else 0 for cur in slots.currencies)
+        limiter.counters.adjust([(key, amounts[kind]) for key, kind in zip(slots.keys, slots.kinds)])
+
     def release(self) -> bool:
         """The call was never answered (or never reached a provider): give everything back."""
         return self.settle(0, "", 0)

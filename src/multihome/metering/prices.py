@@ -67,14 +67,24 @@ class DeploymentPrice:
     # trailing zeros dropped (text_scale 0: exact_text).
     text_scale: int = 0
     text_spec: str = ""
+    # The prices of the service tiers the deployment declares (config `price.tiers`), by tier name: a
+    # call that asked for one is charged at it (`for_tier`); auto, default and any other at this one.
+    tiers: dict[str, DeploymentPrice] | None = None
     # `charge`: this price's own function, its coefficients and scales bound in (see `_charger`).
     charge: Callable[[Usage], tuple[int, int, str]] = field(init=False, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "charge", self._charger())
 
+    def for_tier(self, tier: str | None) -> DeploymentPrice:
+        """The price of a call that asked for service tier `tier` (None: none asked)."""
+        tiers = self.tiers
+        if tiers is None or tier is None:
+            return self
+        return tiers.get(tier, self)
+
     @classmethod
-    def of(cls, input, output, cached_input, currency: str) -> DeploymentPrice:
+    def of(cls, input, output, cached_input, currency: str, tiers=None) -> DeploymentPrice:
         i, o = Decimal(str(input)), Decimal(str(output))
         c = Decimal(str(cached_input)) if cached_input is not None else None
         worst_in = max(i, c) if c is not None else i
@@ -98,6 +108,7 @@ class DeploymentPrice:
             nanos_div=10**-shift if shift < 0 else 1,
             text_scale=10 ** (6 - exp) if exp < 6 else 0,
             text_spec=f"0{6 - exp}d",
+            tiers={t: cls.of(p.input, p.output, p.cached_input, currency) for t, p in tiers.items()} if tiers else None,
         )
 
     def cost(self, usage: Usage) -> Decimal:
@@ -202,12 +213,15 @@ class DeploymentPrice:
         return Decimal(f"{units // 10**zeros}E{self.exp - 6 + zeros}")
 
     def as_json(self) -> dict:
-        return {
+        out: dict = {
             "input": str(self.input),
             "output": str(self.output),
             "cached_input": None if self.cached_input is None else str(self.cached_input),
             "currency": self.currency,
         }
+        if self.tiers:  # only when declared: a table without tiers keeps the version it had
+            out["tiers"] = {t: p.as_json() for t, p in sorted(self.tiers.items())}
+        return out
 
 
 def text(amount: Decimal) -> str:
@@ -254,7 +268,9 @@ class PriceTable:
         """From `config.deployments[*].price` (a deployment without a price costs nothing)."""
         return cls(
             {
-                name: DeploymentPrice.of(d.price.input, d.price.output, d.price.cached_input, d.price.currency)
+                name: DeploymentPrice.of(
+                    d.price.input, d.price.output, d.price.cached_input, d.price.currency, d.price.tiers
+                )
                 for name, d in config.deployments.items()
                 if d.price is not None
             }

@@ -152,6 +152,8 @@ class Metering:
         usage = call.usage
         dep = call.deployment
         price = self.prices.prices.get(dep) if dep is not None else None
+        if price is not None and price.tiers is not None:  # a deployment with tier prices (prices.py)
+            price = price.for_tier(call.service_tier)
         if price is not None and usage is not None:
             units, nanos, cost_text = price.charge(usage)  # exact, in integers (prices.py)
             currency = price.currency
@@ -260,6 +262,8 @@ class Metering:
         if dep is not None:
             name = dep.name
             price = self.prices.prices.get(name)
+            if price is not None and price.tiers is not None:  # a deployment with tier prices (prices.py)
+                price = price.for_tier(t.tier)
         else:
             name = price = None
         if price is not None and usage is not None:
@@ -583,7 +587,8 @@ class Metering:
         """Start the current minute's rate counters from the usage rows started in it, so an empty
         Redis (or a restart) does not grant the minute's requests and tokens again.
 
-        Calls refused before admission (`denied`) were never counted; every other row was. Calls
+        Calls refused before admission (`denied`) were never counted; every other row was (an `unserved`
+        row's tokens only: its call's row is the request). Calls
         still in flight hold their own reservation (see Limiter._reseed). SET NX, as for budgets.
         """
         from .tables import usage_calls as u
@@ -600,7 +605,13 @@ class Metering:
             # is every tenant's: its rows summed over tenants.
             by = (u.c.tenant_id, col) if scope in ("team", "key") else (col,)
             q = (
-                sa.select(*by, sa.func.count(), sa.func.sum(u.c.prompt_tokens + u.c.completion_tokens))
+                # An `unserved` row (an answer the call was billed for and did not serve) is the tokens of a
+                # request counted on its call's own row.
+                sa.select(
+                    *by,
+                    sa.func.sum(sa.case((u.c.outcome == "unserved", 0), else_=1)),
+                    sa.func.sum(u.c.prompt_tokens + u.c.completion_tokens),
+                )
                 .where(u.c.started_at >= _ts(wid * WINDOW_MS / 1000), u.c.outcome != "denied", col.is_not(None))
                 .group_by(*by)
             )

@@ -49,6 +49,8 @@ class CallMetrics:
         error_code: str | None,
     ) -> None:
         price = self.prices().get(deployment)
+        if price is not None and price.tiers is not None:
+            price = price.for_tier(tracker.tier)
         try:
             self.metrics.count(
                 tracker.endpoint,

@@ -12,6 +12,7 @@ import asyncio
 import random
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import Any
 
 import msgspec
 from pyqwest import ReadError, RemoteProtocolError, WriteError
@@ -52,6 +53,10 @@ class Attempt(msgspec.Struct):
     outcome: str
     ms: float
     reason: str | None = None  # for skips: the planner's reason
+    # An upstream answer this attempt got and the call did not serve, which the provider bills all the
+    # same (a 200 refusal failed over from, a hedge's loser that completed): (its DeploymentRuntime, its
+    # ResponsePeek). The call's accounting charges it (accounting/tracker.py `_unserved`).
+    billed: Any = None
 
     def header(self) -> str:
         if self.reason is not None:
@@ -94,6 +99,7 @@ class _Result(msgspec.Struct):
     first: bytes = b""
     dropped: list[str] | None = None
     peek: ResponsePeek | None = None
+    attempt: Attempt | None = None  # a billable refusal's attempt (`_one`), unmarked if it is served
 
     def discard(self) -> None:
         if self.stream is not None:
@@ -209,7 +215,7 @@ class _Walk(msgspec.Struct, eq=False):
                 return decision
         last = self.last
         if last is not None and last.kind in _ABOUT_REQUEST and last.status and self.last_dep is not None:
-            return Served(self.last_dep, last.status, self.attempts, last.body)
+            return self._answer(self.last_dep, last)
         raise _failed(self.group, plan, self.attempts, self.last)
 
     def _too_small(self, dep: DeploymentRuntime) -> bool:
@@ -242,6 +248,26 @@ class _Walk(msgspec.Struct, eq=False):
             dep, result.status, self.attempts, result.body, result.stream, result.first, result.dropped, result.peek
         )
 
+    def _answer(self, dep: DeploymentRuntime, result: _Result) -> Served:
+        """A decline's upstream answer served as it is: a refusal served is the call's own answer (charged
+        as the call, with its usage), no longer an unserved one."""
+        attempt = result.attempt
+        if attempt is not None:
+            attempt.billed = None
+        return Served(dep, result.status, self.attempts, result.body, peek=result.peek)
+
+    def _lost_hedge(self, dep: DeploymentRuntime, result: _Result) -> None:
+        """A hedge's loser that completed anyway: the upstream bills it, so its attempt carries it for
+        the call's accounting (a unary answer's usage; a stream is closed, its use unknown)."""
+        result.discard()
+        if result.kind != "ok" or result.peek is None:
+            return
+        for attempt in reversed(self.attempts):
+            if attempt.deployment == dep.name and attempt.outcome == "ok" and attempt.billed is None:
+                attempt.outcome = "hedge_lost"
+                attempt.billed = (dep, result.peek)
+                return
+
     def _decide(self, dep: DeploymentRuntime, result: _Result) -> Served | None:
         """After a deployment gave up: answer the client now (Served), or go on (None)."""
         self.last, self.last_dep = result, dep
@@ -250,7 +276,7 @@ class _Walk(msgspec.Struct, eq=False):
         if result.kind not in self.policy.fail_over_on:
             if result.status:
                 # Not a decline this group fails over on: the client gets the upstream answer.
-                return Served(dep, result.status, self.attempts, result.body)
+                return self._answer(dep, result)
             raise _failed(self.group, None, self.attempts, result)
         if result.kind == CONTEXT_OVERFLOW and dep.context_window is not None:
             self.overflow_window = max(self.overflow_window or 0, dep.context_window)
@@ -303,6 +329,12 @@ class _Walk(msgspec.Struct, eq=False):
             self.runner.latency.observe(dep.name, ms, stream=self.stream)
         if result.kind == "ok":
             result.dropped = req.dropped or None
+        elif result.peek is not None:
+            # A refusal the upstream answered (and billed, usage and all): the call is charged for it
+            # unless it is the answer served (`_answer`).
+            attempt = self.attempts[-1]
+            attempt.billed = (dep, result.peek)
+            result.attempt = attempt
         return result
 
     async def _hedged(self, first: DeploymentRuntime, second: DeploymentRuntime) -> tuple[_Result, DeploymentRuntime]:
@@ -323,12 +355,18 @@ class _Walk(msgspec.Struct, eq=False):
         try:
             while pending:
                 done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+                won: tuple[_Result, DeploymentRuntime] | None = None
                 for task in done:
                     result = task.result()
                     if result.kind == "ok":
-                        return result, owners[task]
-                    if fallback is None or self._decide_peek(owners[task], result):
+                        if won is None:
+                            won = (result, owners[task])
+                        else:  # both answered at once: the other is a loser the upstream bills
+                            self._lost_hedge(owners[task], result)
+                    elif fallback is None or self._decide_peek(owners[task], result):
                         fallback = (result, owners[task])
+                if won is not None:
+                    return won
             assert fallback is not None  # both finished, neither ok: the loop kept one
             return fallback
         finally:
@@ -339,7 +377,7 @@ class _Walk(msgspec.Struct, eq=False):
                     leftover = await task
                 except (asyncio.CancelledError, Exception):
                     continue
-                leftover.discard()
+                self._lost_hedge(owners[task], leftover)
 
     def _decide_peek(self, dep: DeploymentRuntime, result: _Result) -> bool:
         """Whether this result would end the walk (so it must be the one reported)."""

@@ -8,7 +8,7 @@ from ..config import Config, ModelGroup, Price
 from ..providers.base import Adapter
 from ..providers.registry import BY_NAME, build_adapter
 from ..providers.transport import ProviderPool, Timeouts, Transport, Upstream
-from ..schema import header_text
+from ..schema import header_text, tiers
 
 
 @dataclass(slots=True)
@@ -165,6 +165,17 @@ def deployment_zone(config: Config, provider: str, own: str | None, model: str) 
     return own or BY_NAME[prov.kind].zone(prov.region, model) or prov.data_zone
 
 
+def tier_capabilities(price: Price | None) -> frozenset[str]:
+    """The service tiers a deployment serves besides auto and default: those its price declares, or
+    every one when it has no price (it charges nothing for any tier: schema/tiers.py)."""
+    if price is None:
+        return _EVERY_TIER
+    return frozenset(tiers.need(t) for t in price.tiers or ())
+
+
+_EVERY_TIER = frozenset(tiers.need(t) for t in tiers.PRICED_TIERS)
+
+
 def _runtime(
     config: Config, adapters: dict[str, Adapter]
 ) -> tuple[dict[str, DeploymentRuntime], dict[str, GroupRuntime]]:
@@ -175,7 +186,7 @@ def _runtime(
             provider=dep.provider,
             adapter=adapters[dep.provider],
             upstream_model=dep.model,
-            capabilities=frozenset(dep.capabilities),
+            capabilities=frozenset(dep.capabilities) | tier_capabilities(dep.price),
             region=config.providers[dep.provider].region,
             data_zone=deployment_zone(config, dep.provider, dep.data_zone, dep.model),
             context_window=dep.context_window,

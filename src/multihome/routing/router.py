@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..schema import estimate
+from ..schema import estimate, tiers
 from ..schema.chat import ChatRequest
 from ..schema.errors import ApiError
 from .attempts import AllDeclined, Attempt, AttemptRunner, Build, Served, Translate
@@ -37,9 +37,12 @@ class Router:
         *,
         forward_usage: bool = False,
         request_id: str | None = None,
+        attempts: list[Attempt] | None = None,
     ) -> Served:
-        """`request_id`: sent upstream as `x-request-id`."""
-        attempts: list[Attempt] = []
+        """`request_id`: sent upstream as `x-request-id`; `attempts`: the list the attempts go in (the
+        caller's, to read them however the call ends), else one of its own."""
+        if attempts is None:
+            attempts = []
         chain = self.chain(group, shape)  # resolved once: a config reload mid-call does not change it
         plans = [self.planner.plan(g, shape) for g in chain] if len(chain) > 1 else [self.planner.plan(group, shape)]
         if not plans[0].ordered and not any(p.ordered for p in plans):
@@ -90,6 +93,16 @@ def _unsupported(group: GroupRuntime, plan: Plan, shape: RequestShape) -> ApiErr
     reasons = "; ".join(f"{s.deployment}: {s.reason}" for s in plan.skipped)
     if plan.skipped and all(s.reason.startswith(TOO_MUCH_OUTPUT) for s in plan.skipped) and shape.chat is not None:
         return _output_too_large(group, plan, shape.chat)
+    tier = shape.chat.service_tier if shape.chat is not None else None
+    if tier is not None and tiers.need(tier) in plan.needs:
+        return ApiError(
+            400,
+            f"service_tier '{tier}' is not available for model '{group.name}': no deployment that could take "
+            f"the request has a price for it ({reasons}). Use 'auto' or 'default', or ask an operator to "
+            f"price the tier (price.tiers.{tier} on a deployment of the model).",
+            param="service_tier",
+            code="unsupported_service_tier",
+        )
     if any(s.reason.startswith("breaker") for s in plan.skipped):
         return ApiError(
             503,

@@ -12,6 +12,7 @@ import msgspec
 from .bounds import INT64, LOGIT_BIAS, MAX_N, MAX_TOP_LOGPROBS, PENALTY, between, count
 from .decoding import count_items, decode_views
 from .errors import bad_request, echo
+from .tiers import DEFAULT_TIERS, SERVICE_TIERS, need
 from .tool_names import check_function_name
 
 ROLES = frozenset({"system", "developer", "user", "assistant", "tool", "function"})
@@ -144,6 +145,9 @@ class ChatRequest(msgspec.Struct):
     stop: str | list[str] | None = None
     seed: int | None = None
     reasoning_effort: str | None = None
+    # Typed so a tier the deployments have no price for is refused, not served at the default price
+    # (schema/tiers.py); forwarded as sent.
+    service_tier: str | None = None
     # Typed only to bound them (OpenAI's schema); forwarded as sent to the upstreams that take them.
     top_logprobs: int | None = None
     logit_bias: dict[str, float] | None = None
@@ -270,6 +274,8 @@ def _validate(req: ChatRequest) -> None:
     if req.max_tokens is not None or req.max_completion_tokens is not None:
         count(req.max_tokens, "max_tokens")
         count(req.max_completion_tokens, "max_completion_tokens")
+    if req.service_tier is not None and req.service_tier not in SERVICE_TIERS:
+        raise bad_request(f"'service_tier' must be one of: {', '.join(SERVICE_TIERS)}.", param="service_tier")
     if req.reasoning_effort is not None and req.reasoning_effort not in REASONING_EFFORTS:
         raise bad_request(
             f"'reasoning_effort' must be one of: {', '.join(REASONING_EFFORTS)}.", param="reasoning_effort"
@@ -285,6 +291,7 @@ _CHAT_STREAM = frozenset({"chat", "streaming"})
 
 def _needs(req: ChatRequest) -> frozenset[str]:
     """Capabilities a deployment must have to serve this request (the two commonest sets shared)."""
+    tier = req.service_tier  # a tier besides auto and default is served only where it has a price (tiers.py)
     tools = bool(req.tools) and req.tool_choice != "none"
     schema = req.response_format is not None and req.response_format.type == "json_schema"
     vision = False
@@ -292,7 +299,7 @@ def _needs(req: ChatRequest) -> frozenset[str]:
         if isinstance(msg.content, list) and any(p.type == "image_url" for p in msg.content):
             vision = True
             break
-    if not (tools or schema or vision):
+    if not (tools or schema or vision or tier is not None):
         return _CHAT_STREAM if req.stream else _CHAT
     needs = {"chat"}
     if req.stream:
@@ -303,4 +310,6 @@ def _needs(req: ChatRequest) -> frozenset[str]:
         needs.add("json_schema")
     if vision:
         needs.add("vision")
+    if tier is not None and tier not in DEFAULT_TIERS:
+        needs.add(need(tier))
     return frozenset(needs)

@@ -1,7 +1,8 @@
 """Cheap request-size estimates for planning: no tokenizer on the hot path.
 
 About four characters per token for English text is the usual rule of thumb; images count a
-flat amount. The estimate only has to be good enough to skip a deployment whose window is
+flat amount; audio and files by the size of their data (never nothing: the estimate is what
+admission reserves a budget for). The estimate only has to be good enough to skip a deployment whose window is
 clearly too small; an upstream context-overflow decline catches the rest. It lives in schema/
 because routing (planning), providers (Bedrock's embeddings usage), accounting and the front
 doors all count with it, and schema/ is the layer every one of them may import.
@@ -14,6 +15,13 @@ from .embeddings import EmbeddingsRequest
 
 CHARS_PER_TOKEN = 4
 IMAGE_TOKENS = 800
+# Audio and files are read from the size of their JSON (base64 data, mostly), not decoded. Audio: a token
+# per 256 characters, about 192 bytes, is at least what audio of 16 kbit/s and up costs at the ~10 tokens
+# a second models bill for it (more for WAV). Files (PDFs: each page's text and an image of it): a token
+# per 32 characters, 24 bytes, and at least FILE_TOKENS, which is also the count of a file sent by id.
+AUDIO_CHARS_PER_TOKEN = 256
+FILE_CHARS_PER_TOKEN = 32
+FILE_TOKENS = 1000
 PER_MESSAGE_TOKENS = 4
 DEFAULT_OUTPUT_TOKENS = 1024  # for cost estimates when the client sets no limit
 
@@ -32,6 +40,10 @@ def prompt_tokens(req: ChatRequest) -> int:
                     chars += len(part.text)
                 elif part.type == "image_url":
                     tokens += IMAGE_TOKENS
+                elif part.type == "input_audio":
+                    tokens += 1 + len(part.input_audio) // AUDIO_CHARS_PER_TOKEN
+                elif part.type == "file":
+                    tokens += max(FILE_TOKENS, len(part.file) // FILE_CHARS_PER_TOKEN)
         if msg.tool_calls:
             for call in msg.tool_calls:
                 chars += len(call.function.name) + len(call.function.arguments)

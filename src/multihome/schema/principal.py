@@ -8,6 +8,11 @@ import msgspec
 # tenant; auditor reads one tenant's audit trail; member calls models.
 ORG_ADMIN, TENANT_ADMIN, AUDITOR, MEMBER = "org-admin", "tenant-admin", "auditor", "member"
 ROLES = (ORG_ADMIN, TENANT_ADMIN, AUDITOR, MEMBER)
+# What an API key's endpoint scope (`scopes_endpoints`) may name: the model-call endpoints policy checks
+# (chat, embeddings, messages, responses), and the stateful routes the gateway checks (api/routes.py
+# `Route.scope`): `responses` also covers stored responses and conversations (OpenAI's Responses API),
+# `memory` the /v1/memory routes.
+ENDPOINT_SCOPES = ("chat", "embeddings", "messages", "responses", "memory")
 ALL_TENANTS = "*"  # the tenant of the bootstrap org-admin key, acting across tenants; never a stored tenant
 
 

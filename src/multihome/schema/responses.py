@@ -19,6 +19,7 @@ from .bounds import count
 from .chat import REASONING_EFFORTS
 from .decoding import count_items, decode_body, decode_views
 from .errors import bad_request, echo
+from .tiers import SERVICE_TIERS
 from .tool_names import check_function_name
 
 # OpenAI fields this gateway does not serve yet: a 400 that says so, rather than "unrecognized".
@@ -46,7 +47,6 @@ INCLUDABLE = frozenset(
     }
 )
 TOOL_CHOICES = frozenset({"none", "auto", "required"})
-SERVICE_TIERS = ("auto", "default", "flex", "scale", "priority", "fast", "ultrafast")  # OpenAI's ServiceTier
 CACHE_RETENTIONS = frozenset({"in_memory", "in-memory", "24h"})  # "in-memory": the schema's spelling until 2026
 FORMATS = frozenset({"text", "json_object", "json_schema"})
 MAX_METADATA = 16

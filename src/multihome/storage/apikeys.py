@@ -9,7 +9,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from ..schema import admin_fields as fields
-from ..schema.principal import ROLES
+from ..schema.principal import ENDPOINT_SCOPES, ROLES
 from . import rows
 from .base import StoreBase, as_utc, checked, nonempty, to_utc, utcnow
 from .errors import Invalid, NotFound
@@ -73,6 +73,14 @@ class KeysRepo(StoreBase):
         unknown = [r for r in role_list if r not in ROLES]
         if unknown:
             raise Invalid(f"unknown role(s) {unknown}; roles are {list(ROLES)}")
+        endpoints = _str_list(scopes_endpoints, "scopes_endpoints")
+        strange = [e for e in endpoints or () if e not in ENDPOINT_SCOPES]
+        if strange:
+            raise Invalid(
+                f"unknown endpoint scope(s) {strange}; endpoint scopes are {list(ENDPOINT_SCOPES)} "
+                "('responses' covers stored responses and conversations)",
+                field="scopes_endpoints",
+            )
         expires_at = _expiry(expires_at)
         key_id = new_id("key")
         values = dict(
@@ -82,7 +90,7 @@ class KeysRepo(StoreBase):
             name=nonempty(name, "name"),
             roles=role_list,
             scopes_models=_str_list(scopes_models, "scopes_models"),
-            scopes_endpoints=_str_list(scopes_endpoints, "scopes_endpoints"),
+            scopes_endpoints=endpoints,
             metadata=_metadata(metadata),
             expires_at=expires_at,
             revoked_at=None,

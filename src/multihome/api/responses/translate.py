@@ -27,7 +27,7 @@ from .thinking import Thinking
 
 _encode = msgspec.json.encode
 # Fields the gateway accepts and echoes but no chat provider is sent (reported in x-multihome-dropped-params).
-_NOT_SENT = ("service_tier", "prompt_cache_key", "prompt_cache_retention", "max_tool_calls")
+_NOT_SENT = ("prompt_cache_key", "prompt_cache_retention", "max_tool_calls")
 
 
 async def to_canonical(
@@ -115,6 +115,10 @@ def chat_body(
         dropped.append("text.verbosity")
     if req.reasoning is not None:
         dropped += [f"reasoning.{name}" for name in ("context", "mode") if getattr(req.reasoning, name) is not None]
+    if req.service_tier is not None:
+        # As chat's: planned onto deployments that price the tier, charged at its price, sent on (a
+        # native turn sends it as the client did); docs/metering.md "Service tiers".
+        body["service_tier"] = req.service_tier
     if req.max_output_tokens is not None:
         body["max_completion_tokens"] = req.max_output_tokens
     if req.temperature is not None:

@@ -1,0 +1,16 @@
+"""OpenAI's `service_tier` values, shared by the chat and Responses front doors, the config's tier
+prices and the planner: a tier other than `auto` or `default` is served only where it has a price
+(docs/metering.md, "Service tiers")."""
+
+from __future__ import annotations
+
+SERVICE_TIERS = ("auto", "default", "flex", "scale", "priority", "fast", "ultrafast")  # OpenAI's ServiceTier
+# Priced as the deployment's own price: `default` is that tier, and `auto` is the upstream project's
+# default tier (the gateway cannot know otherwise before the answer).
+DEFAULT_TIERS = frozenset({"auto", "default"})
+PRICED_TIERS = tuple(t for t in SERVICE_TIERS if t not in DEFAULT_TIERS)  # each needs a price of its own
+
+
+def need(tier: str) -> str:
+    """The capability a deployment has when it can serve (and price) `tier` (routing's planner)."""
+    return "service_tier:" + tier

@@ -1,0 +1,82 @@
+"""An API key's endpoint scope covers the stateful routes too (docs/policy.md): conversations and stored
+responses belong to `responses` (OpenAI's Responses API), the /v1/memory routes to `memory`. Before, a key
+scoped to `chat` alone could read and write the tenant's conversations and memory. The admin API issues
+keys with these names and refuses a name it does not know (a typo was a key that could call nothing).
+The app in process, on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import pytest
+
+from admin_http import error, ok
+from stored_app import STORES, StoredWorld, store_url, stored_app
+
+pytestmark = pytest.mark.anyio
+ADMIN_KEY = "mh-bootstrap-admin-key-for-state-scopes"
+RECORD = {"agent_id": "a", "user_id": "u", "text": "the user likes tea"}
+
+
+@pytest.fixture(autouse=True)
+def _admin_key(monkeypatch):
+    monkeypatch.setenv("MH_TEST_STATE_SCOPES", ADMIN_KEY)
+
+
+@pytest.fixture(params=STORES)
+async def world(request, tmp_path):
+    url = store_url(request, tmp_path)
+    async with stored_app(url, "MH_TEST_STATE_SCOPES") as (client, app):
+        yield StoredWorld(client, url, ADMIN_KEY, app)
+
+
+async def _key(w: StoredWorld, tenant: str, endpoints: list[str]) -> str:
+    body = {"name": "narrow", "roles": ["member"], "scopes_endpoints": endpoints}
+    return (await ok(await w.call("POST", f"/admin/v1/tenants/{tenant}/keys", json=body), 201))["key"]
+
+
+async def _refused(w: StoredWorld, method: str, path: str, key: str, scope: str, **kw) -> None:
+    err = error(await w.call(method, path, key, **kw), 403)
+    assert err["code"] == "endpoint_not_in_key_scope", err
+    assert f"not '{scope}'" in err["message"], err
+
+
+async def test_a_chat_only_key_reaches_no_conversation_nor_memory(world):
+    w = world
+    tenant, full = await w.tenant("acme")
+    conv = (await ok(await w.call("POST", "/v1/conversations", full, json={})))["id"]
+    record = (await ok(await w.call("POST", "/v1/memory/records", full, json=RECORD)))["id"]
+    chat = await _key(w, tenant, ["chat"])
+    await _refused(w, "POST", "/v1/conversations", chat, "responses", json={})
+    await _refused(w, "GET", f"/v1/conversations/{conv}", chat, "responses")
+    await _refused(w, "GET", f"/v1/conversations/{conv}/items", chat, "responses")
+    await _refused(w, "DELETE", f"/v1/conversations/{conv}", chat, "responses")
+    await _refused(w, "GET", "/v1/responses/resp_0123456789abcdef0123456789abcdef", chat, "responses")
+    await _refused(w, "POST", "/v1/memory/records", chat, "memory", json=RECORD)
+    await _refused(w, "GET", f"/v1/memory/records/{record}", chat, "memory")
+    await _refused(w, "POST", "/v1/memory/search", chat, "memory", json={**RECORD, "query": "tea"})
+    await _refused(w, "DELETE", "/v1/memory/users/u", chat, "memory")
+    # Nothing changed: the full key still finds both.
+    assert (await ok(await w.call("GET", f"/v1/conversations/{conv}", full)))["id"] == conv
+    assert (await ok(await w.call("GET", f"/v1/memory/records/{record}", full)))["id"] == record
+
+
+async def test_keys_scoped_to_responses_or_memory_reach_their_own_routes_only(world):
+    w = world
+    tenant, _ = await w.tenant("acme")
+    responses = await _key(w, tenant, ["responses"])
+    memory = await _key(w, tenant, ["memory"])
+    conv = (await ok(await w.call("POST", "/v1/conversations", responses, json={})))["id"]
+    assert (await ok(await w.call("GET", f"/v1/conversations/{conv}/items", responses)))["data"] == []
+    await _refused(w, "GET", f"/v1/conversations/{conv}", memory, "responses")
+    record = (await ok(await w.call("POST", "/v1/memory/records", memory, json=RECORD)))["id"]
+    assert (await ok(await w.call("GET", f"/v1/memory/records/{record}", memory)))["id"] == record
+    await _refused(w, "GET", f"/v1/memory/records/{record}", responses, "memory")
+
+
+async def test_the_admin_api_refuses_an_endpoint_scope_it_does_not_know(world):
+    w = world
+    tenant, _ = await w.tenant("acme")
+    for name in ("conversations", "chats"):
+        body = {"name": "typo", "scopes_endpoints": ["chat", name]}
+        err = error(await w.call("POST", f"/admin/v1/tenants/{tenant}/keys", json=body), 400)
+        assert err["param"] == "scopes_endpoints" and name in err["message"], err
+        assert "'responses' covers stored responses and conversations" in err["message"]

@@ -1,0 +1,58 @@
+"""A hedge's two deployments can both answer: the one not served is billed by its provider all the
+same, so its attempt must carry its answer for the call's accounting (accounting/tracker.py `_unserved`)."""
+
+from __future__ import annotations
+
+import asyncio
+from types import SimpleNamespace
+
+import msgspec
+
+from multihome.routing.attempts import Attempt, AttemptRunner, _Result, _Walk
+from multihome.schema.peek import peek_decoder
+
+ANSWER = msgspec.json.encode(
+    {
+        "id": "c",
+        "object": "chat.completion",
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": "hi"}, "finish_reason": "stop"}],
+        "usage": {"prompt_tokens": 7, "completion_tokens": 5, "total_tokens": 12},
+    }
+)
+
+
+class _BothAnswer(_Walk):
+    """Each deployment answers 200 when `release` is set (after the hedge started the second one)."""
+
+    release: asyncio.Event | None = None
+    started: int = 0
+
+    async def _with_retries(self, dep):  # type: ignore[override]
+        assert self.release is not None
+        self.started += 1
+        await self.release.wait()
+        self.attempts.append(Attempt(dep.name, "ok", 1.0))
+        return _Result("ok", "ok", status=200, body=ANSWER, peek=peek_decoder.decode(ANSWER))
+
+
+async def _race() -> tuple[_BothAnswer, str]:
+    policy = SimpleNamespace(hedge_after_ms=10, fail_over_on=["capacity", "unavailable"])
+    walk = _BothAnswer(AttemptRunner(), SimpleNamespace(policy=policy), policy, None, None, False, False, [])
+    walk.release = asyncio.Event()
+    race = asyncio.ensure_future(walk._hedged(SimpleNamespace(name="a"), SimpleNamespace(name="b")))
+    while walk.started < 2:
+        await asyncio.sleep(0.005)
+    walk.release.set()  # both answer in the same turn of the loop
+    result, served_by = await race
+    assert result.kind == "ok"
+    return walk, served_by.name
+
+
+def test_a_hedge_loser_that_answered_too_is_billed_not_dropped():
+    walk, served = asyncio.run(_race())
+    billed = [a for a in walk.attempts if a.billed is not None]
+    assert len(walk.attempts) == 2 and len(billed) == 1
+    [lost] = billed
+    assert lost.deployment != served and lost.outcome == "hedge_lost"
+    dep, peek = lost.billed
+    assert dep.name == lost.deployment and peek.usage.completion_tokens == 5
