@@ -201,9 +201,9 @@ class Server(Strict):
     # A request whose head or body stops arriving (nothing read for this long, checked as often) is answered
     # 408 and its connection closed: a client cannot hold a connection open by never finishing a request.
     client_idle_timeout_s: Annotated[float, msgspec.Meta(ge=0.1, le=3600)] = 30.0
-    # Threads that run every upstream call's I/O (pyqwest's Tokio runtime, per process). One keeps up with
-    # the event loop's thread, which is the bottleneck; a second only adds wake-ups between them
-    # (bench/RESULTS.md). Applied by `serve` and `demo` before the first upstream call.
+    # Threads that run every upstream call's I/O (pyqwest's Tokio runtime, per process; Tokio's default is
+    # one per core in each worker process). One keeps up with the event loop's thread, which is what limits
+    # a worker (docs/serving.md). Applied by `serve` and `demo` before the first upstream call.
     upstream_threads: Annotated[int, msgspec.Meta(ge=1, le=64)] = 1
     # Environment variables holding the API keys clients may present (identity grows in its own issue).
     api_keys_env: list[str] = msgspec.field(default_factory=list)
