@@ -27,7 +27,7 @@ from multihome.simulators import SimulatorConfig, start_simulator
 from multihome.state.service import StateService
 from multihome.storage.service import StorageService
 from multihome.tools.toolbox import Toolbox
-from stored_app import STORES, StoredWorld, served, store_url
+from stored_app import STORES, StoredWorld, store_url, stored_world
 
 pytestmark = pytest.mark.anyio
 ADMIN_KEY = "mh-bootstrap-admin-key-for-offboarded-runs"
@@ -41,19 +41,13 @@ def _admin_key(monkeypatch):
 
 @pytest.fixture(params=STORES)
 async def world(request, tmp_path) -> AsyncIterator[tuple]:
-    url = store_url(request, tmp_path)
-    sim = await start_simulator(SimulatorConfig(kind="openai", name="up"))
-    cfg = single(
-        simulated("openai", sim.url, region="us-east-1", data_zone="US"),
-        storage=database(url, refresh_s=0.05),
-        identity=identity("MH_TEST_BG_OFFBOARD"),
+    async with stored_world(
+        store_url(request, tmp_path),
+        "MH_TEST_BG_OFFBOARD",
+        ADMIN_KEY,
         deployment_fields={"price": {"input": 1, "output": 2}},
-    )
-    try:
-        async with served(cfg) as (client, transport, app):
-            yield StoredWorld(client, url, ADMIN_KEY, app), sim, transport
-    finally:
-        await sim.close()
+    ) as (world, sim, transport):
+        yield world, sim, transport
 
 
 def _gate_runs(app) -> asyncio.Event:

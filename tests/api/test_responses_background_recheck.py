@@ -15,10 +15,9 @@ import openai
 import pytest
 
 from admin_http import ok
-from builders import database, identity, simulated, single
-from multihome.simulators import Fault, SimulatorConfig, start_simulator
+from multihome.simulators import Fault
 from multihome.state.service import StateService
-from stored_app import STORES, StoredWorld, served, store_url
+from stored_app import STORES, store_url, stored_world
 
 pytestmark = pytest.mark.anyio
 ADMIN_KEY = "mh-bootstrap-admin-key-for-background-recheck"
@@ -33,18 +32,8 @@ def _admin_key(monkeypatch):
 
 @pytest.fixture(params=STORES)
 async def world(request, tmp_path) -> AsyncIterator[tuple]:
-    url = store_url(request, tmp_path)
-    sim = await start_simulator(SimulatorConfig(kind="openai", name="up"))
-    cfg = single(
-        simulated("openai", sim.url, region="us-east-1", data_zone="US"),
-        storage=database(url, refresh_s=0.05),
-        identity=identity("MH_TEST_BG_RECHECK"),
-    )
-    try:
-        async with served(cfg) as (client, transport, app):
-            yield StoredWorld(client, url, ADMIN_KEY, app), sim, transport
-    finally:
-        await sim.close()
+    async with stored_world(store_url(request, tmp_path), "MH_TEST_BG_RECHECK", ADMIN_KEY) as (world, sim, transport):
+        yield world, sim, transport
 
 
 class _OutageAtNextItemsRead:

@@ -12,11 +12,9 @@ import httpx
 import openai
 import pytest
 
-from builders import database, identity, simulated, single
-from multihome.simulators import SimulatorConfig, start_simulator
 from multihome.state.service import StateService
 from openai_schemas import problems
-from stored_app import STORES, StoredWorld, served, store_url
+from stored_app import STORES, store_url, stored_world
 
 pytestmark = pytest.mark.anyio
 ADMIN_KEY = "mh-bootstrap-admin-key-for-stored-shape"
@@ -29,18 +27,8 @@ def _admin_key(monkeypatch):
 
 @pytest.fixture(params=STORES)
 async def world(request, tmp_path) -> AsyncIterator[tuple]:
-    url = store_url(request, tmp_path)
-    sim = await start_simulator(SimulatorConfig(kind="openai", name="up"))
-    cfg = single(
-        simulated("openai", sim.url, region="us-east-1", data_zone="US"),
-        storage=database(url, refresh_s=0.05),
-        identity=identity("MH_TEST_STORED_SHAPE"),
-    )
-    try:
-        async with served(cfg) as (client, transport, app):
-            yield StoredWorld(client, url, ADMIN_KEY, app), transport
-    finally:
-        await sim.close()
+    async with stored_world(store_url(request, tmp_path), "MH_TEST_STORED_SHAPE", ADMIN_KEY) as (world, sim, transport):
+        yield world, transport
 
 
 async def test_an_old_response_with_reasons_of_the_gateways_own_reads_back_in_openais(world):
