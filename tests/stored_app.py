@@ -43,9 +43,12 @@ async def served(cfg: dict, headers: dict | None = None) -> AsyncIterator[tuple[
 
 
 @asynccontextmanager
-async def stored_world(url: str, admin_env: str, admin_key: str, **fields: Any) -> AsyncIterator[tuple]:
+async def stored_world(
+    url: str, admin_env: str, admin_key: str = "", headers: dict | None = None, **fields: Any
+) -> AsyncIterator[tuple]:
     """(a StoredWorld of the app, its simulated upstream, the client's transport for an SDK client), the
-    app started against that upstream with the admin key in `admin_env`; `fields`: more of `single`'s."""
+    app started against that upstream with the admin key in `admin_env`; `fields`: more of `single`'s
+    (e.g. group_fields). Closed in reverse."""
     sim = await start_simulator(SimulatorConfig(kind="openai", name="up"))
     cfg = single(
         simulated("openai", sim.url, region="us-east-1", data_zone="US"),
@@ -54,7 +57,7 @@ async def stored_world(url: str, admin_env: str, admin_key: str, **fields: Any) 
         **fields,
     )
     try:
-        async with served(cfg) as (client, transport, app):
+        async with served(cfg, headers) as (client, transport, app):
             yield StoredWorld(client, url, admin_key, app), sim, transport
     finally:
         await sim.close()
@@ -62,20 +65,9 @@ async def stored_world(url: str, admin_env: str, admin_key: str, **fields: Any) 
 
 @asynccontextmanager
 async def stored_app(url: str, admin_env: str, headers: dict | None = None, **fields: Any) -> AsyncIterator[tuple]:
-    """(an httpx client of the app, the app), started against one simulated upstream, with the admin
-    key in `admin_env`; `fields`: more of `single`'s (e.g. group_fields). Closed in reverse."""
-    sim = await start_simulator(SimulatorConfig(kind="openai", name="up"))
-    cfg = single(
-        simulated("openai", sim.url, region="us-east-1", data_zone="US"),
-        storage=database(url, refresh_s=0.05),
-        identity=identity(admin_env),
-        **fields,
-    )
-    try:
-        async with served(cfg, headers) as (client, _, app):
-            yield client, app
-    finally:
-        await sim.close()
+    """(an httpx client of the app, the app) of `stored_world`."""
+    async with stored_world(url, admin_env, headers=headers, **fields) as (world, _, _):
+        yield world.client, world.app
 
 
 class StoredWorld:
