@@ -63,3 +63,22 @@ def test_an_attempt_without_a_billed_answer_adds_nothing():
     tracker.walked = [Attempt("filtered", "http_503", 5.0), Attempt("backup", "cancelled", 1.0)]
     settle(tracker)
     assert [c.request_id for c in sink.calls] == ["req_1"]
+
+
+def test_a_call_refused_by_the_next_deployment_s_request_building_is_charged_for_the_refusal_it_got():
+    # The refusing deployment answered (and billed); the next one's request could not be built for this
+    # call (an adapter's 400, e.g. Gemini taking images only as data URLs). That error carries no
+    # attempts of routing's: the walk's own list still says what was billed.
+    from multihome.accounting.tracker import finish_failed
+    from multihome.schema.errors import bad_request
+
+    sink = Sink()
+    tracker = _tracker(sink)
+    tracker.walked = [Attempt("filtered", "content_filter", 5.0, billed=(DEP, peek_decoder.decode(REFUSED)))]
+    err = bad_request("messages[0].content[0]: images must be data URLs when the request is served by X.")
+    assert not err.attempts
+    finish_failed(tracker, err)
+    by_id = {c.request_id: c for c in sink.calls}
+    assert set(by_id) == {"req_1", "req_1.1"}
+    assert by_id["req_1.1"].outcome == "unserved" and by_id["req_1.1"].usage.completion_tokens == 7
+    assert by_id["req_1"].status == 400 and [a.outcome for a in by_id["req_1"].attempts] == ["content_filter"]

@@ -60,3 +60,54 @@ async def test_an_old_response_with_reasons_of_the_gateways_own_reads_back_in_op
             assert raw["incomplete_details"] == {"reason": "max_output_tokens", "multihome": {"limit": "max_steps"}}
         else:
             assert raw["error"] == {"code": "server_error", "message": "every deployment failed"}
+
+
+async def test_an_old_finished_background_response_cancelled_reads_back_in_openais_enums(world):
+    # Agent runs, where the gateway's own limits ended responses, run in the background: a cancel of one
+    # that ended answers with the response as it is, and it is read back as GET reads it.
+    w, transport = world
+    tenant, key = await w.tenant("acme")
+    sdk = openai.AsyncOpenAI(
+        api_key=key, base_url="http://gw/v1", http_client=httpx.AsyncClient(transport=transport), max_retries=0
+    )
+    made = await sdk.responses.create(model="g", input="hi")
+    (state,) = [s for s in w.app.services if isinstance(s, StateService)]
+    stored = await state.store.get_response(tenant, made.id)
+    rid = "resp_oldbackground"
+    fields = {"status": "incomplete", "incomplete_details": {"reason": "max_spend"}, "error": None, "background": True}
+    response = {**stored.response, "id": rid, **fields}
+    await state.store.put_response(
+        dataclasses.replace(stored, id=rid, status="incomplete", response=response, background={"request": {}})
+    )
+    got = await w.call("POST", f"/v1/responses/{rid}/cancel", key)
+    assert got.status_code == 200, got.text
+    raw = got.json()
+    assert not problems("Response", raw), problems("Response", raw)
+    assert raw["incomplete_details"] == {"reason": "max_output_tokens", "multihome": {"limit": "max_spend"}}
+
+
+async def test_an_idempotent_retry_answered_with_an_old_response_reads_back_in_openais_enums(world):
+    from multihome.state.idempotency import IdempotencyKeys, digest
+
+    w, transport = world
+    tenant, key = await w.tenant("acme")
+    sdk = openai.AsyncOpenAI(
+        api_key=key, base_url="http://gw/v1", http_client=httpx.AsyncClient(transport=transport), max_retries=0
+    )
+    made = await sdk.responses.create(model="g", input="hi")
+    (state,) = [s for s in w.app.services if isinstance(s, StateService)]
+    stored = await state.store.get_response(tenant, made.id)
+    rid = "resp_oldkeyed"
+    fields = {"status": "incomplete", "incomplete_details": {"reason": "max_steps"}, "error": None}
+    await state.store.put_response(
+        dataclasses.replace(stored, id=rid, status="incomplete", response={**stored.response, "id": rid, **fields})
+    )
+    body = b'{"model": "g", "input": "again"}'
+    keys = IdempotencyKeys(state.store.engine)  # the key a create of that body made rid with, before
+    await keys.claim(tenant, "k-old", "responses", digest("responses", body))
+    await keys.done(tenant, "k-old", 200, rid)
+    headers = {"authorization": f"Bearer {key}", "idempotency-key": "k-old", "content-type": "application/json"}
+    got = await w.client.post("/v1/responses", content=body, headers=headers)
+    assert got.status_code == 200 and got.headers["idempotent-replayed"] == "true", got.text
+    raw = got.json()
+    assert raw["id"] == rid and not problems("Response", raw), problems("Response", raw)

@@ -356,7 +356,7 @@ class CallTracker(msgspec.Struct, eq=False):
                 self._unserved(attempts)
         else:
             dep = None
-            if attempts is None:
+            if not attempts:  # None, or an error routing raised without its attempts (an adapter's 400)
                 attempts = self.walked or ()
             stream = False
             if usage is FROM_SERVED:

@@ -94,7 +94,7 @@ def _unsupported(group: GroupRuntime, plan: Plan, shape: RequestShape) -> ApiErr
     if plan.skipped and all(s.reason.startswith(TOO_MUCH_OUTPUT) for s in plan.skipped) and shape.chat is not None:
         return _output_too_large(group, plan, shape.chat)
     tier = shape.chat.service_tier if shape.chat is not None else None
-    if tier is not None and tiers.need(tier) in plan.needs:
+    if tier is not None and tiers.need(tier) in plan.needs and not _prices_tier(group, plan, tiers.need(tier)):
         return ApiError(
             400,
             f"service_tier '{tier}' is not available for model '{group.name}': no deployment that could take "
@@ -117,6 +117,13 @@ def _unsupported(group: GroupRuntime, plan: Plan, shape: RequestShape) -> ApiErr
         "Remove the unsupported feature, shorten the request, or use another model.",
         code="unsupported_capability",
     )
+
+
+def _prices_tier(group: GroupRuntime, plan: Plan, need: str) -> bool:
+    """Whether a deployment skipped for another reason (down, too small, ...) prices the tier: then the
+    call is refused for that reason, not as a tier the model does not offer."""
+    skipped = {s.deployment for s in plan.skipped}
+    return any(need in d.capabilities for d in group.deployments if d.name in skipped)
 
 
 def _output_too_large(group: GroupRuntime, plan: Plan, chat: ChatRequest) -> ApiError:

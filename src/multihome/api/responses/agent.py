@@ -568,8 +568,10 @@ class AgentRun:
         journal = self.journal
         if self.prices is not None:
             used = Usage(usage["input_tokens"], usage["output_tokens"], usage["input_tokens_details"]["cached_tokens"])
-            cost, _ = self.prices.cost(served.deployment.name, used)
-            journal.spent = str(Decimal(journal.spent) + cost)
+            price = self.prices.get(served.deployment.name)
+            if price is not None:  # at the asked tier's price, as the step is charged (metering/prices.py)
+                cost = price.for_tier(self.req.service_tier).cost(used)
+                journal.spent = str(Decimal(journal.spent) + cost)
         if journal.usage is None:
             journal.usage = usage
             return

@@ -41,6 +41,7 @@ from .common import answer, send_sse, stored
 from .items import Item
 from .runner import BackgroundShell, Runner
 from .stream import ResponsesStream, split_events
+from .translate import as_published
 
 log = logging.getLogger("multihome.responses.background")
 SWEEP = "retention"  # the job kind of a retention sweep
@@ -206,7 +207,7 @@ class Background:
 
     async def cancel(self, call: Call, send: Send, found: StoredResponse) -> None:
         """`POST /v1/responses/{id}/cancel` on a background response."""
-        await answer(call, send, await self.cancel_response(found))
+        await answer(call, send, as_published(await self.cancel_response(found)))  # as GET reads it
 
     async def cancel_response(self, found: StoredResponse) -> dict[str, Any]:
         """Cancel a background response (idempotent): `cancelled` at once, with the output its run had

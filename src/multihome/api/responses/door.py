@@ -115,7 +115,7 @@ class ResponsesDoor:
             return None
         if self.background is not None:
             found = await self.background.current(found)
-        return found.response
+        return as_published(found.response)
 
     async def _create(self, call: Call, receive: Receive, send: Send) -> None:
         body = await read_body(call.scope, receive, self.pipeline.max_body)
