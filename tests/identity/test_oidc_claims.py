@@ -135,3 +135,26 @@ def test_config_defaults_and_duplicates():
         OidcVerifier([c, other])
     with pytest.raises(ValueError, match=r"identity.oidc\[1\].issuer"):
         OidcVerifier([c, msgspec.structs.replace(c, name="b")])
+
+
+@pytest.mark.parametrize(
+    "claim, value",
+    [
+        ("sub", "user\x00one"),  # PostgreSQL cannot store a NUL: every usage batch with it would fail
+        ("sub", "user\ud800"),  # a lone surrogate: not text at all
+        ("sub", "u" * 513),
+        ("tid", "acme\nforged log line"),
+        ("team", "blue\x1b[2J"),
+    ],
+)
+def test_a_subject_tenant_or_team_that_is_not_one_line_of_text_is_refused_without_echoing_it(idp, claim, value):
+    config = idp.config(claims={"tenant": "tid", "team": "team"})
+    fields = {"sub": "user-1", "tid": "acme", "team": "blue", claim: value}
+    err = refused(verify_one(config, idp.mint(**fields)), 403, "invalid_claim")
+    assert f"'{claim}' claim" in err.body.message and value not in err.body.message
+
+
+def test_ordinary_subjects_tenants_and_teams_pass(idp):
+    config = idp.config(claims={"tenant": "tid", "team": "team"})
+    p = verify_one(config, idp.mint(sub="jöhn.doe@example.com", tid="acme", team="Équipe bleue"))
+    assert (p.subject, p.tenant, p.team) == ("jöhn.doe@example.com", "acme", "Équipe bleue")

@@ -9,10 +9,15 @@ from __future__ import annotations
 from typing import Any
 
 from ..config.oidc import IssuerConfig
+from ..schema.admin_fields import text
 from ..schema.errors import ApiError
 from ..schema.principal import ALL_TENANTS, Principal
 
 _MISSING = object()
+# A subject, tenant or team taken from a token goes into usage rows, audit events, logs and headers: held
+# to what the admin API holds names to (one line, no control characters), longer for a subject (an email,
+# a URL-shaped id), and to text PostgreSQL can store (no lone surrogate: a batch with one never commits).
+_CLAIM_MAX = 512
 # Claims defined as space-delimited lists (RFC 8693 `scope`, Entra ID `scp`).
 _SPACE_DELIMITED = frozenset({"scope", "scp"})
 
@@ -46,6 +51,7 @@ def principal_from_claims(cfg: IssuerConfig, payload: dict[str, Any]) -> Princip
             code="missing_claim",
             headers={"www-authenticate": 'Bearer error="invalid_token"'},
         )
+    _usable(subject, m.subject)
 
     if m.tenant_value is not None:
         tenant = m.tenant_value
@@ -71,6 +77,7 @@ def principal_from_claims(cfg: IssuerConfig, payload: dict[str, Any]) -> Princip
             tenant = mapped
         else:
             tenant = raw
+    _usable(tenant, m.tenant or "tenant")
     if tenant == ALL_TENANTS:
         # "*" means every tenant, for the bootstrap org-admin key only; a token never acts for all.
         raise forbidden(
@@ -85,7 +92,7 @@ def principal_from_claims(cfg: IssuerConfig, payload: dict[str, Any]) -> Princip
         if isinstance(raw, list) and len(raw) == 1:
             raw = raw[0]
         if isinstance(raw, str) and raw:
-            team = raw
+            team = _usable(raw, m.team)
         elif raw is not _MISSING and raw is not None:
             raise forbidden(f"The token's '{m.team}' claim must be one string naming the team.", "invalid_team")
 
@@ -125,3 +132,18 @@ def _as_list(value: Any, *, space_delimited: bool) -> list[Any]:
     if isinstance(value, str) and space_delimited:
         return value.split()
     return [value]
+
+
+def _usable(value: str, name: str) -> str:
+    """`value` if it may name a subject, tenant or team; else a 403 naming the claim, never its value."""
+    field = f"The token's '{name}' claim"
+    problem = text(value, field, max_len=_CLAIM_MAX)
+    message = problem.message if problem is not None else None
+    if message is None and not value.isascii():
+        try:
+            value.encode()
+        except UnicodeEncodeError:
+            message = f"{field} is not valid Unicode text (a lone surrogate)"
+    if message is not None:
+        raise forbidden(message + ".", "invalid_claim")
+    return value
