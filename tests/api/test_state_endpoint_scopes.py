@@ -80,3 +80,15 @@ async def test_the_admin_api_refuses_an_endpoint_scope_it_does_not_know(world):
         err = error(await w.call("POST", f"/admin/v1/tenants/{tenant}/keys", json=body), 400)
         assert err["param"] == "scopes_endpoints" and name in err["message"], err
         assert "'responses' covers stored responses and conversations" in err["message"]
+
+
+async def test_the_responses_memory_tool_needs_the_memory_scope(world):
+    """The tool reads and writes what /v1/memory does: a key scoped to `responses` alone is refused it
+    before any model call, as it is refused the routes."""
+    w = world
+    tenant, _ = await w.tenant("acme")
+    body = {"model": "g", "input": "what do I like?", "tools": [{"type": "memory", "agent_id": "a", "user_id": "u"}]}
+    await _refused(w, "POST", "/v1/responses", await _key(w, tenant, ["responses"]), "memory", json=body)
+    both = await _key(w, tenant, ["responses", "memory"])
+    answered = await w.call("POST", "/v1/responses", both, json=body)
+    assert answered.status_code == 200 and answered.json()["status"] == "completed", answered.text

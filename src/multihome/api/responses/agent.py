@@ -58,6 +58,7 @@ from ..asgi import Header
 from ..memory_embeddings import caller_of
 from ..openai.errors import upstream_client_error
 from ..pipeline import Call, Pipeline, finish_refused
+from ..routes import in_scope
 from .common import abandon, run_turn
 from .items import Item, new_id
 from .step_context import StepContext
@@ -135,6 +136,8 @@ class AgentSetup:
         clash = next((name for name in spec.offered if name in own), None)
         if clash is not None:
             raise bad_request(f"A function tool may not be named '{clash}': the memory tool offers it.", param="tools")
+        if call.principal is not None:  # the tool reads and writes what /v1/memory does: the same scope
+            in_scope(call.principal, "memory")
         if self.memory is None:
             raise bad_request(
                 "Memory tools need a database and a KMS: this gateway has none configured (docs/memory.md).",
