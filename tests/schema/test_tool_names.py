@@ -54,3 +54,51 @@ def test_a_name_outside_openais_rule_is_a_400_naming_the_param(name, code, said,
 def test_names_within_the_rule_pass(name):
     assert parse_chat(_chat(name)).request.tools[0].function.name == name
     assert parse_create(_responses(name)).tools[0].name == name
+
+
+def _chat_history(name: str) -> bytes:
+    call = {"id": "call_1", "type": "function", "function": {"name": name, "arguments": "{}"}}
+    messages = [
+        {"role": "user", "content": "hi"},
+        {
+            "role": "assistant",
+            "content": None,
+            "tool_calls": [{**call, "function": {"name": "ok", "arguments": "{}"}}, call],
+        },
+        {"role": "tool", "tool_call_id": "call_1", "content": "sunny"},
+    ]
+    return json.dumps({"model": "m", "messages": messages}).encode()
+
+
+def _responses_history(name: str) -> bytes:
+    items = [
+        {"role": "user", "content": "hi"},
+        {"type": "function_call", "call_id": "call_1", "name": name, "arguments": "{}"},
+        {"type": "function_call_output", "call_id": "call_1", "output": "sunny"},
+    ]
+    return json.dumps({"model": "m", "input": items}).encode()
+
+
+@pytest.mark.parametrize(("name", "code", "said"), BAD)
+@pytest.mark.parametrize(
+    ("parse", "body", "param"),
+    [
+        (parse_chat, _chat_history, "messages[1].tool_calls[1].function.name"),
+        (parse_create, _responses_history, "input[1].name"),
+    ],
+)
+def test_a_tool_call_in_the_history_is_held_to_the_same_rule(name, code, said, parse, body, param):
+    """OpenAI refuses a call in the history whose name breaks the rule (`Invalid 'messages[9].tool_calls[0]
+    .function.name': string does not match pattern...`, `invalid_value`): so does the gateway, before any
+    upstream gets a name it would refuse in its own words or mangle."""
+    with pytest.raises(ApiError) as refused:
+        parse(body(name))
+    err = refused.value
+    assert err.status == 400 and err.body.param == param and err.body.code == code
+    assert err.body.message.startswith(f"Invalid '{param}': ") and said in err.body.message
+    assert name[:10] not in err.body.message or not name
+
+
+def test_tool_calls_in_the_history_within_the_rule_pass():
+    assert parse_chat(_chat_history("get_weather")).request.messages[1].tool_calls[1].function.name == "get_weather"
+    assert parse_create(_responses_history("Get-Weather_2")).input[1].name == "Get-Weather_2"

@@ -187,3 +187,22 @@ async def test_a_queued_job_whose_time_cannot_be_read_is_failed_not_left_queued(
     failed = await queue.get("response", "resp_stuck")
     assert failed is not None and failed.status == FAILED and "available_at" in (failed.error or "")
     assert await queue.claim("r1", ["response"], lease_s=30) == []
+
+
+async def test_a_running_job_whose_lease_cannot_be_read_is_failed_not_held_for_ever(queue, engine, clock):
+    """SQLite holds any text in `lease_until` (a hand edit): such a job's lease never ran out, so once its
+    holder died no replica took it over (its response in progress for ever). It is failed, naming the
+    column, and the queue goes on."""
+    if engine.dialect.name != "sqlite":
+        pytest.skip("PostgreSQL's column holds times only")
+    await queue.enqueue("response", "ten_a", "resp_stuck")
+    [held] = await queue.claim("r1", ["response"], lease_s=30)
+    async with engine.begin() as conn:
+        await conn.execute(sa.text("UPDATE jobs SET lease_until = 'later' WHERE id = :id"), {"id": held.id})
+    await queue.enqueue("response", "ten_a", "resp_next")
+    clock.advance(3600)  # r1 is long dead: any lease would have run out
+    [job] = await queue.claim("r2", ["response"], lease_s=30, limit=5)
+    assert job.ref_id == "resp_next"
+    failed = await queue.get("response", "resp_stuck")
+    assert failed is not None and failed.status == FAILED and "lease_until" in (failed.error or "")
+    assert await queue.claim("r2", ["response"], lease_s=30) == []

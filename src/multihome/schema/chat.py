@@ -209,6 +209,8 @@ def _validate(req: ChatRequest) -> None:
             raise bad_request(
                 f"messages[{i}].content is required for role '{msg.role}'.", param=f"messages[{i}].content"
             )
+        for j, call in enumerate(msg.tool_calls) if msg.tool_calls else ():  # history is held as OpenAI holds it
+            check_function_name(call.function.name, f"messages[{i}].tool_calls[{j}].function.name")
         for k, block in enumerate(msg.thinking_blocks) if msg.thinking_blocks else ():
             where = f"messages[{i}].thinking_blocks[{k}]"
             if msg.role != "assistant":

@@ -470,6 +470,7 @@ def check_item(item: InputItem, where: str) -> None:
     elif kind == "function_call":
         if not item.call_id or item.name is None or item.arguments is None:
             raise bad_request(f"{where} is a function_call without 'call_id', 'name' and 'arguments'.", param=where)
+        check_function_name(item.name, f"{where}.name")  # the rule of the tools that made it (tool_names.py)
     elif kind == "function_call_output":
         if not item.call_id or item.output is None:
             raise bad_request(f"{where} is a function_call_output without 'call_id' and 'output'.", param=where)

@@ -12,9 +12,11 @@ Lease times are the replicas' clocks (UTC): leases are tens of seconds, well abo
 
 On SQLite a column holds whatever was written (a hand edit, a row another version wrote): a queued job
 whose `available_at` is not a time compares as text, after every time, so it would never be due (its
-response queued for ever, holding a slot of its tenant's `max_open_per_tenant`). Every minute a
-claiming replica fails such jobs, naming the column in the job's error and in its log; their responses
-then read as failed (api/responses/background.py `current`). PostgreSQL's column holds times only.
+response queued for ever, holding a slot of its tenant's `max_open_per_tenant`); likewise a running
+job whose `lease_until` is not a time never runs out of lease, so no replica ever takes it over once
+its holder dies (its response in progress for ever). Every minute a claiming replica fails such jobs,
+naming the column in the job's error and in its log; their responses then read as failed
+(api/responses/background.py `current`). PostgreSQL's columns hold times only.
 
 Execution is at least once: a job whose replica died after its last checkpoint runs again from
 that checkpoint. The job's handler keeps its own steps idempotent (state/worker.py).
@@ -43,10 +45,19 @@ QUEUED, RUNNING, DONE, FAILED, CANCELLED = "queued", "running", "done", "failed"
 FINAL = frozenset({DONE, FAILED, CANCELLED})
 _ERROR_CHARS = 1000  # the column's width
 log = logging.getLogger("multihome.jobs")
-UNREADABLE_EVERY_S = 60.0  # how often a claiming SQLite replica looks for queued jobs whose time is not one
+UNREADABLE_EVERY_S = 60.0  # how often a claiming SQLite replica looks for jobs whose time is not one
 # SQLite's datetime() is NULL for text that is not a time (a number reads as a Julian day: due, so claimed).
-_UNREADABLE = (t.c.status == QUEUED) & sa.func.datetime(t.c.available_at).is_(None)
-_UNREADABLE_ERROR = "unreadable row: its available_at cannot be read as a time (the job was never due)"
+# (which jobs, their error): a queued job by when it is due, a running one by when its lease runs out.
+_UNREADABLE = (
+    (
+        (t.c.status == QUEUED) & sa.func.datetime(t.c.available_at).is_(None),
+        "unreadable row: its available_at cannot be read as a time (the job was never due)",
+    ),
+    (
+        (t.c.status == RUNNING) & sa.func.datetime(t.c.lease_until).is_(None),
+        "unreadable row: its lease_until cannot be read as a time (its lease never ran out)",
+    ),
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -225,20 +236,22 @@ class JobQueue:
         return claimed
 
     async def fail_unreadable(self) -> list[str]:
-        """Fail the queued jobs whose `available_at` is not a time (SQLite: see the module's docstring).
-        -> their ids. A read first: finding none (the rule) takes no write lock."""
-        async with self.engine.connect() as conn:
-            ids = list((await conn.execute(sa.select(t.c.id).where(_UNREADABLE).limit(100))).scalars())
-        if ids:
-            await self._write(
-                sa.update(t)
-                .where(t.c.id.in_(ids), _UNREADABLE)
-                .values(
-                    status=FAILED, error=_UNREADABLE_ERROR, lease_owner=None, lease_until=None, updated_at=self.clock()
+        """Fail the queued jobs whose `available_at`, and the running ones whose `lease_until`, is not a
+        time (SQLite: see the module's docstring). -> their ids. A read first: finding none (the rule)
+        takes no write lock."""
+        failed: list[str] = []
+        for rule, error in _UNREADABLE:
+            async with self.engine.connect() as conn:
+                ids = list((await conn.execute(sa.select(t.c.id).where(rule).limit(100))).scalars())
+            if ids:
+                await self._write(
+                    sa.update(t)
+                    .where(t.c.id.in_(ids), rule)
+                    .values(status=FAILED, error=error, lease_owner=None, lease_until=None, updated_at=self.clock())
                 )
-            )
-            log.warning("jobs %s failed: %s", ", ".join(ids), _UNREADABLE_ERROR)
-        return ids
+                log.warning("jobs %s failed: %s", ", ".join(ids), error)
+                failed += ids
+        return failed
 
     def _peek_statement(self, kinds: tuple[str, ...], owner: str, reclaim: str | None) -> sa.Select[tuple[str]]:
         """The poll's statement, built once per worker: SQLAlchemy keys a statement for its compiled
