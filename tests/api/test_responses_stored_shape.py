@@ -31,7 +31,9 @@ async def world(request, tmp_path) -> AsyncIterator[tuple]:
         yield world, transport
 
 
-async def test_an_old_response_with_reasons_of_the_gateways_own_reads_back_in_openais(world):
+async def _made(world) -> tuple:
+    """(the world, a tenant, its key, an SDK client of it, the state service, a response it made, as stored):
+    the stored row that each test copies into one of an older shape."""
     w, transport = world
     tenant, key = await w.tenant("acme")
     sdk = openai.AsyncOpenAI(
@@ -39,7 +41,11 @@ async def test_an_old_response_with_reasons_of_the_gateways_own_reads_back_in_op
     )
     made = await sdk.responses.create(model="g", input="hi")
     (state,) = [s for s in w.app.services if isinstance(s, StateService)]
-    stored = await state.store.get_response(tenant, made.id)
+    return w, tenant, key, sdk, state, await state.store.get_response(tenant, made.id)
+
+
+async def test_an_old_response_with_reasons_of_the_gateways_own_reads_back_in_openais(world):
+    w, tenant, key, sdk, state, stored = await _made(world)
     old = {
         "incomplete": {"status": "incomplete", "incomplete_details": {"reason": "max_steps"}, "error": None},
         "failed": {
@@ -65,14 +71,7 @@ async def test_an_old_response_with_reasons_of_the_gateways_own_reads_back_in_op
 async def test_an_old_finished_background_response_cancelled_reads_back_in_openais_enums(world):
     # Agent runs, where the gateway's own limits ended responses, run in the background: a cancel of one
     # that ended answers with the response as it is, and it is read back as GET reads it.
-    w, transport = world
-    tenant, key = await w.tenant("acme")
-    sdk = openai.AsyncOpenAI(
-        api_key=key, base_url="http://gw/v1", http_client=httpx.AsyncClient(transport=transport), max_retries=0
-    )
-    made = await sdk.responses.create(model="g", input="hi")
-    (state,) = [s for s in w.app.services if isinstance(s, StateService)]
-    stored = await state.store.get_response(tenant, made.id)
+    w, tenant, key, sdk, state, stored = await _made(world)
     rid = "resp_oldbackground"
     fields = {"status": "incomplete", "incomplete_details": {"reason": "max_spend"}, "error": None, "background": True}
     response = {**stored.response, "id": rid, **fields}
@@ -89,14 +88,7 @@ async def test_an_old_finished_background_response_cancelled_reads_back_in_opena
 async def test_an_idempotent_retry_answered_with_an_old_response_reads_back_in_openais_enums(world):
     from multihome.state.idempotency import IdempotencyKeys, digest
 
-    w, transport = world
-    tenant, key = await w.tenant("acme")
-    sdk = openai.AsyncOpenAI(
-        api_key=key, base_url="http://gw/v1", http_client=httpx.AsyncClient(transport=transport), max_retries=0
-    )
-    made = await sdk.responses.create(model="g", input="hi")
-    (state,) = [s for s in w.app.services if isinstance(s, StateService)]
-    stored = await state.store.get_response(tenant, made.id)
+    w, tenant, key, sdk, state, stored = await _made(world)
     rid = "resp_oldkeyed"
     fields = {"status": "incomplete", "incomplete_details": {"reason": "max_steps"}, "error": None}
     await state.store.put_response(
