@@ -82,6 +82,16 @@ def test_example_config_is_valid():
             "server: {api_keys_env: [K], max_header_bytes: 100}",
             "server.max_header_bytes: Expected `int` >= 1024",
         ),
+        (
+            "server: {api_keys_env: [K]}",
+            "server: {api_keys_env: [K], upstream_threads: 0}",
+            "server.upstream_threads: Expected `int` >= 1",
+        ),
+        (
+            "server: {api_keys_env: [K]}",
+            "server: {api_keys_env: [K], upstream_threads: 100000}",
+            "server.upstream_threads: Expected `int` <= 64",
+        ),
         ("server: {api_keys_env: [K]}", "server: {api_keys_env: [K]}\nroutes: {}", "routes: unknown top-level key"),
         (
             "deployments: [d1]}",
