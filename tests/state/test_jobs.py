@@ -206,3 +206,36 @@ async def test_a_running_job_whose_lease_cannot_be_read_is_failed_not_held_for_e
     failed = await queue.get("response", "resp_stuck")
     assert failed is not None and failed.status == FAILED and "lease_until" in (failed.error or "")
     assert await queue.claim("r2", ["response"], lease_s=30) == []
+
+
+async def test_a_running_job_whose_lease_cannot_be_read_stays_with_a_holder_that_renews_it(queue, engine, clock):
+    """The sweep above must not take a job from a live holder: a lease_until unreadable since the holder's
+    last renewal (under a lease ago) is left alone, and the holder's next renewal writes a readable one.
+    Where its `updated_at` cannot be read either, the holder's silence is timed from the sweep that saw it.
+    A holder that then stops renewing for a lease has its job failed as above."""
+    if engine.dialect.name != "sqlite":
+        pytest.skip("PostgreSQL's column holds times only")
+    await queue.enqueue("response", "ten_a", "resp_live")
+    [held] = await queue.claim("r1", ["response"], lease_s=30)
+    others = []  # other replicas: each sweeps at its first claim
+    try:
+        for broken in ("lease_until = 'later'", "lease_until = 'later', updated_at = 'whenever'"):
+            async with engine.begin() as conn:
+                await conn.execute(sa.text(f"UPDATE jobs SET {broken} WHERE id = :id"), {"id": held.id})
+            clock.advance(10)  # r1 renews every 10 s: it is at work
+            others.append(other := JobQueue(engine, clock))
+            assert await other.claim("r2", ["response"], lease_s=30) == []
+            assert await queue.renew(held, "r1", lease_s=30) is Renewal.HELD, broken
+            assert await queue.lease_until(held) == clock() + timedelta(seconds=30)  # readable again
+        async with engine.begin() as conn:  # broken once more, and r1 dies: silent for a whole lease
+            broken = "lease_until = 'later', updated_at = 'whenever'"
+            await conn.execute(sa.text(f"UPDATE jobs SET {broken} WHERE id = :id"), {"id": held.id})
+        assert await other.fail_unreadable(30) == []  # its silence is timed from now
+        clock.advance(31)
+        assert await other.fail_unreadable(30) == [held.id]
+        failed = await queue.get("response", "resp_live")
+        assert failed is not None and failed.status == FAILED and "lease_until" in (failed.error or "")
+        assert await queue.renew(held, "r1", lease_s=30) is Renewal.LOST
+    finally:
+        for other in others:
+            await other.close()

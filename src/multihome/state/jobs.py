@@ -16,7 +16,11 @@ response queued for ever, holding a slot of its tenant's `max_open_per_tenant`);
 job whose `lease_until` is not a time never runs out of lease, so no replica ever takes it over once
 its holder dies (its response in progress for ever). Every minute a claiming replica fails such jobs,
 naming the column in the job's error and in its log; their responses then read as failed
-(api/responses/background.py `current`). PostgreSQL's columns hold times only.
+(api/responses/background.py `current`). A running job is failed only once its holder has been silent
+for a whole lease: every renewal writes `updated_at` (and a readable `lease_until`), so a holder still at
+work (renewing every third of its lease) keeps its job, while a dead one's row is failed a lease after
+its last renewal. Where `updated_at` cannot be read either, the sweep sets it to now: the lease it
+waits for starts then. PostgreSQL's columns hold times only.
 
 Execution is at least once: a job whose replica died after its last checkpoint runs again from
 that checkpoint. The job's handler keeps its own steps idempotent (state/worker.py).
@@ -47,17 +51,18 @@ _ERROR_CHARS = 1000  # the column's width
 log = logging.getLogger("multihome.jobs")
 UNREADABLE_EVERY_S = 60.0  # how often a claiming SQLite replica looks for jobs whose time is not one
 # SQLite's datetime() is NULL for text that is not a time (a number reads as a Julian day: due, so claimed).
-# (which jobs, their error): a queued job by when it is due, a running one by when its lease runs out.
-_UNREADABLE = (
-    (
-        (t.c.status == QUEUED) & sa.func.datetime(t.c.available_at).is_(None),
-        "unreadable row: its available_at cannot be read as a time (the job was never due)",
-    ),
-    (
-        (t.c.status == RUNNING) & sa.func.datetime(t.c.lease_until).is_(None),
-        "unreadable row: its lease_until cannot be read as a time (its lease never ran out)",
-    ),
-)
+_QUEUED_UNREADABLE = (t.c.status == QUEUED) & sa.func.datetime(t.c.available_at).is_(None)
+_LEASE_UNREADABLE = (t.c.status == RUNNING) & sa.func.datetime(t.c.lease_until).is_(None)
+_RENEWAL_UNREADABLE = sa.func.datetime(t.c.updated_at).is_(None)
+_QUEUED_ERROR = "unreadable row: its available_at cannot be read as a time (the job was never due)"
+_LEASE_ERROR = "unreadable row: its lease_until cannot be read as a time (its lease never ran out)"
+
+
+def _unreadable(silent_since: datetime) -> tuple[tuple[sa.ColumnElement[bool], str], ...]:
+    """(which jobs, their error): a queued job by when it is due; a running one by when its lease runs out,
+    once its holder has not renewed it since `silent_since` (a lease ago)."""
+    silent = ~_RENEWAL_UNREADABLE & (t.c.updated_at < silent_since)
+    return ((_QUEUED_UNREADABLE, _QUEUED_ERROR), (_LEASE_UNREADABLE & silent, _LEASE_ERROR))
 
 
 @dataclass(frozen=True, slots=True)
@@ -192,7 +197,7 @@ class JobQueue:
         now = self.clock()
         if self._unreadable_at is not None and now >= self._unreadable_at:
             self._unreadable_at = now + timedelta(seconds=UNREADABLE_EVERY_S)
-            await self.fail_unreadable()
+            await self.fail_unreadable(lease_s)
         # An idle replica polls: a read first, so finding nothing takes no write lock (SQLite's is the
         # whole database's, wanted by every usage batch and stored response).
         peek = self._peek_statement(tuple(kinds), owner, reclaim)
@@ -235,12 +240,17 @@ class JobQueue:
             await conn.close()
         return claimed
 
-    async def fail_unreadable(self) -> list[str]:
+    async def fail_unreadable(self, lease_s: float) -> list[str]:
         """Fail the queued jobs whose `available_at`, and the running ones whose `lease_until`, is not a
-        time (SQLite: see the module's docstring). -> their ids. A read first: finding none (the rule)
-        takes no write lock."""
+        time and whose holder has not renewed them for `lease_s` (SQLite: see the module's docstring).
+        -> their ids. A read first: finding none (the rule) takes no write lock."""
+        now = self.clock()
         failed: list[str] = []
-        for rule, error in _UNREADABLE:
+        async with self.engine.connect() as conn:
+            unknown = (await conn.execute(sa.select(t.c.id).where(_LEASE_UNREADABLE, _RENEWAL_UNREADABLE))).first()
+        if unknown is not None:  # a holder's silence is timed from its last renewal: from now, if that is unreadable
+            await self._write(sa.update(t).where(_LEASE_UNREADABLE, _RENEWAL_UNREADABLE).values(updated_at=now))
+        for rule, error in _unreadable(now - timedelta(seconds=lease_s)):
             async with self.engine.connect() as conn:
                 ids = list((await conn.execute(sa.select(t.c.id).where(rule).limit(100))).scalars())
             if ids:
