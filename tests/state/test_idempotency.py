@@ -87,3 +87,30 @@ async def test_the_write_that_makes_the_object_marks_its_key_done(engine, state)
         await state.create_conversation("ten_a", "conv_x", {})
     await asyncio.sleep(0.1)
     assert (await keys.claim("ten_a", "k-x", "ep", BODY)).outcome == NEW
+
+
+async def test_an_unstored_answer_is_kept_sealed_with_its_key_and_done_in_one_write(engine, state):
+    """`keep` (a `store: false` create's answer): the key is done with the answer, sealed to that key (a row
+    copied to another key does not open: no replay, never another's answer); a key taken over after it
+    expired drops it."""
+    keys = IdempotencyKeys(engine, keyring=state.keyring, pending_s=0.05)
+    answer = b'{"id":"resp_u","output":"the unstored answer"}'
+    assert (await keys.claim("ten_a", "k-u", "ep", BODY)).outcome == NEW
+    with holding("ten_a", "k-u", "responses") as held:
+        await keys.keep(held, "resp_u", answer)
+    await asyncio.sleep(0.1)  # a pending key would be taken over by now
+    got = await keys.claim("ten_a", "k-u", "ep", BODY)
+    assert (got.outcome, got.object_id) == (DONE, "resp_u")
+    assert got.answer is not None and b"unstored" not in got.answer
+    assert await keys.opened("ten_a", "k-u", got) == answer
+    assert await keys.opened("ten_a", "k-other", got) is None  # bound to its key
+    assert await IdempotencyKeys(engine).opened("ten_a", "k-u", got) is None  # no keyring: nothing opened
+
+    short = IdempotencyKeys(engine, keyring=state.keyring, ttl_s=0.05)
+    assert (await short.claim("ten_a", "k-e", "ep", BODY)).outcome == NEW
+    with holding("ten_a", "k-e", "responses") as held:
+        await short.keep(held, "resp_e", answer)
+    await asyncio.sleep(0.1)
+    assert (await keys.claim("ten_a", "k-e", "ep", BODY)).outcome == NEW  # expired: taken over
+    await keys.done("ten_a", "k-e", 200, "resp_e2")
+    assert (await keys.claim("ten_a", "k-e", "ep", BODY)).answer is None

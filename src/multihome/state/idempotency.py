@@ -13,6 +13,12 @@ key would stay pending, and a retry after `locked_until` would make a second obj
 create runs, `holding` puts its key in a context variable, and the store's write that makes the object
 (the response row, the conversation, the added items) marks the key done in its own transaction
 (`mark`, `mark_sqlite`): the object and its key's completion are committed together or not at all.
+
+A `store: false` response with no conversation makes no object. Its answer itself is what a retry must
+get (OpenAI's Idempotency-Key: the same result, not a second call and bill), so `keep` writes it, sealed
+like every stored answer, into the key's row and marks the key done in that one transaction, before the
+answer is sent: a replica killed after it leaves a key whose retry is answered with those bytes; one
+killed before it never answered.
 """
 
 from __future__ import annotations
@@ -31,6 +37,9 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from ..crypto import Keyring
+from ..crypto.envelope import stored_bytes
+from ..crypto.errors import CryptoError, KmsError
 from ..storage.base import as_utc
 from ..storage.engine import is_sqlite, write_connection
 from ..storage.tables import idempotency_keys as t
@@ -48,6 +57,7 @@ class Claim:
     outcome: str  # NEW, IN_PROGRESS, MISMATCH or DONE
     status: int | None = None  # DONE: the original answer's HTTP status
     object_id: str | None = None  # DONE: what it created
+    answer: bytes | None = None  # DONE: the sealed answer of a create that stored nothing (`keep`)
 
 
 @dataclass(slots=True)
@@ -117,9 +127,20 @@ def digest(endpoint: str, body: bytes) -> str:
     return hashlib.sha256(endpoint.encode() + b"\0" + body).hexdigest()
 
 
+_PURPOSE, _TABLE = "responses", "idempotency_keys"  # the answer is a response's: sealed as one, bound to its key
+
+
 class IdempotencyKeys:
-    def __init__(self, engine: AsyncEngine, *, ttl_s: float = TTL_S, pending_s: float = PENDING_S) -> None:
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        *,
+        keyring: Keyring | None = None,
+        ttl_s: float = TTL_S,
+        pending_s: float = PENDING_S,
+    ) -> None:
         self.engine = engine
+        self.keyring = keyring  # seals and opens kept answers (`keep`, `opened`)
         self.ttl_s = ttl_s
         self.pending_s = pending_s
         self._insert: Any = sqlite.insert if is_sqlite(engine) else postgresql.insert
@@ -133,6 +154,7 @@ class IdempotencyKeys:
             state="pending",
             status=None,
             object_id=None,
+            answer=None,
             locked_until=now + dt.timedelta(seconds=self.pending_s),
             expires_at=now + dt.timedelta(seconds=self.ttl_s),
         )
@@ -154,7 +176,7 @@ class IdempotencyKeys:
                     return Claim(MISMATCH)
                 if row.state == "pending":
                     return Claim(IN_PROGRESS)
-                return Claim(DONE, row.status, row.object_id)
+                return Claim(DONE, row.status, row.object_id, row.answer)
         finally:
             await conn.close()
 
@@ -164,6 +186,28 @@ class IdempotencyKeys:
             .where(t.c.tenant_id == tenant, t.c.key == key)
             .values(state="done", status=status, object_id=object_id)
         )
+
+    async def keep(self, held: Holding, object_id: str, answer: bytes | None) -> None:
+        """Mark the held key done with `object_id` and, when given, the `answer` (the body a retry gets),
+        sealed, in one transaction committed before it returns: call it before the answer is sent."""
+        values: dict[str, Any] = dict(state="done", status=_STATUS, object_id=object_id)
+        if answer is not None:
+            assert self.keyring is not None, "an answer is kept sealed"
+            values["answer"] = await self.keyring.seal(held.tenant, _PURPOSE, _TABLE, held.key, answer)
+        mine = (t.c.tenant_id == held.tenant) & (t.c.key == held.key) & (t.c.state == "pending")
+        await self._write(sa.update(t).where(mine).values(**values))
+
+    async def opened(self, tenant: str, key: str, claim: Claim) -> bytes | None:
+        """The answer `keep` kept for a done key, or None (none kept, or it no longer opens: its tenant's
+        data key shredded, the row copied from another key). A KMS that cannot be asked raises."""
+        if claim.answer is None or self.keyring is None:
+            return None
+        try:
+            return await self.keyring.open(tenant, _PURPOSE, _TABLE, key, stored_bytes(claim.answer))
+        except KmsError:
+            raise
+        except CryptoError:
+            return None
 
     async def release(self, tenant: str, key: str) -> None:
         """The call failed before it created anything: forget the key, so a retry runs it again."""

@@ -333,6 +333,9 @@ idempotency_keys = sa.Table(
     sa.Column("state", sa.String(8), nullable=False),
     sa.Column("status", sa.Integer, nullable=True),  # the original answer's HTTP status, once done
     sa.Column("object_id", sa.String(200), nullable=True),  # what it created (a response id), once done
+    # A `store: false` unary response's answer, sealed (purpose `responses`, bound to the key): what a retry
+    # is answered with, since no stored row holds it (state/idempotency.py `keep`).
+    sa.Column("answer", sa.LargeBinary, nullable=True),
     sa.Column("locked_until", TS, nullable=False),  # pending: a replica that died mid-call lets go then
     sa.Column("expires_at", TS, nullable=False),
     sa.CheckConstraint("state IN ('pending', 'done')", name="state"),

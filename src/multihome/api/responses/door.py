@@ -24,6 +24,7 @@ from ...schema.errors import ApiError, bad_request, echo
 from ...schema.responses import CreateResponse, parse_create, runs_tools
 from ...state import ItemPage, StateStore, StoredResponse
 from ...state.idempotency import IdempotencyKeys
+from ...state.idempotency import held as held_key
 from ...tools.resolver import McpResolver
 from ...tools.servers import McpServerStore
 from ...tools.toolbox import Toolbox
@@ -97,7 +98,7 @@ class ResponsesDoor:
         key = header(call.scope, IDEMPOTENCY_KEY)
         if key is not None and self.state is not None:  # a database round trip only for a keyed request
             if self._keys is None:
-                self._keys = IdempotencyKeys(self.state.engine)
+                self._keys = IdempotencyKeys(self.state.engine, keyring=self.state.keyring)
             max_body = self.pipeline.max_body
             await once(
                 call, receive, send, self._keys, key, "responses", "responses", max_body, self._create, self._replay
@@ -314,9 +315,14 @@ class ResponsesDoor:
         `encoded`: the response as JSON, when the caller has it already. `end`: the conversation's end as read
         when the turn's input (a tool call or result) was checked against it.
 
-        The append is checked again in its transaction (turn_append.py); refused, nothing of the turn is stored."""
+        The append is checked again in its transaction (turn_append.py); refused, nothing of the turn is stored.
+        Neither stored nor in a conversation, a keyed create's answer is kept with its key (idempotent.py)."""
         conv = req.conversation_id
         if not shell.store and conv is None:
+            key = held_key("responses")
+            if key is not None and self._keys is not None:  # a stream's retry cannot be a JSON body: its id only
+                replay = None if req.stream else encoded if encoded is not None else _encode(response)
+                await stored(self._keys.keep(key, shell.id, replay))
             return
         state = self.state
         assert state is not None  # create refused a request that needs one

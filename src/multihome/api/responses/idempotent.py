@@ -5,8 +5,10 @@ Only requests that carry the header come here (the door checks for it: no databa
 the others). The key is claimed in the database (state/idempotency.py) with a digest of the body; the
 create runs holding the key, so the write that stores its object (a row of `table`) marks the key done
 in the same transaction (a replica killed right after that commit leaves no pending key behind, and
-the retry is answered with that object). The create's answer's status and first bytes are watched,
-and the key is then marked done (for a create that stored nothing: `store: false`) with
+the retry is answered with that object). A `store: false` create with no conversation stores no object: it
+keeps its answer in the key's row instead, marking the key done before the answer is sent (door.py
+`_keep`, state/idempotency.py `keep`), and a retry is answered with those bytes. The create's answer's
+status and first bytes are watched, and the key is then marked done (if nothing marked it yet) with
 the id of what it made (the first `"id"` of the answer: a unary body's, the stream's
 `response.created` event's, an item list's first item's), or forgotten if the create failed (4xx, 5xx, or an error before any
 answer), so the retry runs again. A retry of a done key gets the stored object, read now (so a
@@ -84,15 +86,17 @@ async def once(
             code="idempotency_key_in_use",
         )
     if claim.outcome == DONE:
-        found = await replay(call, body, claim.object_id) if claim.object_id else None
-        if found is None:
-            raise ApiError(
-                409,
-                f"A request with this Idempotency-Key already completed (it created '{claim.object_id}'), "
-                "and its answer cannot be replayed (not stored, or streamed); retrieve it, or use a new key.",
-                code="idempotency_key_used",
-            )
-        out = msgspec.json.encode(found)
+        out = await stored(keys.opened(who, key, claim))  # a `store: false` answer, kept with its key
+        if out is None:
+            found = await replay(call, body, claim.object_id) if claim.object_id else None
+            if found is None:
+                raise ApiError(
+                    409,
+                    f"A request with this Idempotency-Key already completed (it created '{claim.object_id}'), "
+                    "and its answer cannot be replayed (streamed, or not kept); retrieve it, or use a new key.",
+                    code="idempotency_key_used",
+                )
+            out = msgspec.json.encode(found)
         headers = [JSON, (b"x-request-id", call.request_id), (b"idempotent-replayed", b"true")]
         await send_json(call, send, 200, out, headers)
         return
