@@ -40,20 +40,20 @@ async def test_released_abandoned_and_expired_keys_run_again(engine):
     await keys.release("ten_a", "k2")  # the create failed
     assert (await keys.claim("ten_a", "k2", "responses", BODY)).outcome == NEW
 
-    dying = IdempotencyKeys(engine, pending_s=0.05)  # a replica killed mid-call: its claim lapses
+    # Windows of a second, not less: on a loaded machine two claims 50 ms apart saw the hold lapse already.
+    dying = IdempotencyKeys(engine, pending_s=1)  # a replica killed mid-call: its claim lapses
     assert (await dying.claim("ten_a", "k3", "responses", BODY)).outcome == NEW
     assert (await keys.claim("ten_a", "k3", "responses", BODY)).outcome == IN_PROGRESS
-    await asyncio.sleep(0.1)
+    await asyncio.sleep(1.1)
     assert (await keys.claim("ten_a", "k3", "responses", digest("responses", b"{}"))).outcome == MISMATCH
     assert (await keys.claim("ten_a", "k3", "responses", BODY)).outcome == NEW
 
-    short = IdempotencyKeys(engine, ttl_s=0.05)
+    short = IdempotencyKeys(engine, ttl_s=1)
     assert (await short.claim("ten_a", "k4", "responses", BODY)).outcome == NEW
     await short.done("ten_a", "k4", 200, "resp_4")
-    await asyncio.sleep(0.1)
-    assert (await keys.claim("ten_a", "k4", "responses", digest("responses", b"{}"))).outcome == NEW  # expired
     assert (await short.claim("ten_a", "k5", "responses", BODY)).outcome == NEW
-    await asyncio.sleep(0.1)
+    await asyncio.sleep(1.1)
+    assert (await keys.claim("ten_a", "k4", "responses", digest("responses", b"{}"))).outcome == NEW  # expired
     assert await keys.sweep() == 1  # k5 expired; k4 was taken over with a fresh window
 
 
