@@ -175,9 +175,29 @@ class Ticket(msgspec.Struct, eq=False):
             price = price.for_tier(tier)
         cost, currency = (price.charge(usage)[1], price.currency) if price is not None else (0, "")
         slots = self._slots
-        amounts = [usage.prompt_tokens + usage.completion_tokens]
+        tokens = usage.prompt_tokens + usage.completion_tokens
+        amounts = [tokens]
         amounts.extend(cost if cur == currency else 0 for cur in slots.currencies)
-        limiter.counters.adjust([(key, amounts[kind]) for key, kind in zip(slots.keys, slots.kinds)])
+        # The caller's budgets and token limits; not the token limit of the deployment admission charged
+        # (`self.deployment`): the answer came from `deployment`, and is counted on that one's own limit,
+        # as a re-seed from the stored rows counts its `unserved` row (Metering.seed_rates).
+        own = f"{limiter.rules.prefix}r:deployment:"
+        deltas = [(key, amounts[kind]) for key, kind in zip(slots.keys, slots.kinds) if not key.startswith(own)]
+        spec = limiter.rules.for_deployment(deployment)
+        if spec is not None and spec.tpm is not None and tokens:
+            wid = int(limiter.clock() * 1000) // WINDOW_MS
+            key = window_key(spec, "t", wid)
+            counters = limiter.counters
+            if not counters.shared:
+                # In process: counted even if no call was charged on that deployment this minute yet (its
+                # counter not made), as the re-seed would hold it. (Redis: added where the counter exists,
+                # as every settlement is: a deployment one of the call's answers came from was planned.)
+                values, expiries = counters.tables()
+                if key not in values:
+                    values[key] = 0
+                    expiries[key] = window_expire_ms(wid)
+            deltas.append((key, tokens))
+        limiter.counters.adjust(deltas)
 
     def release(self) -> bool:
         """The call was never answered (or never reached a provider): give everything back."""
