@@ -112,6 +112,30 @@ def test_errors_name_the_path(old, new, message):
     assert message in str(info.value)
 
 
+@pytest.mark.parametrize("kind", ["anthropic", "gemini", "bedrock"])
+def test_tier_prices_on_a_kind_that_takes_no_service_tier_are_refused(kind):
+    # Its translation drops service_tier: every call runs at the standard tier, charged at the price itself.
+    text = BASE.replace(
+        'az: {kind: azure, endpoint: "https://x.openai.azure.com"}', f"az: {{kind: {kind}, region: us-east-1}}"
+    )
+    ok = text.replace("model: gpt-4o-prod}", "model: m, price: {input: 1, output: 2}}")
+    assert parse_config(ok).deployments["d1"].price is not None
+    with pytest.raises(ConfigError) as info:
+        parse_config(
+            text.replace(
+                "model: gpt-4o-prod}",
+                "model: m, price: {input: 1, output: 2, tiers: {priority: {input: 2, output: 4}}}}",
+            )
+        )
+    assert "deployments.d1.price.tiers: " in str(info.value) and "takes no service_tier" in str(info.value)
+    # A kind that sends the field on keeps its tier prices.
+    parse_config(
+        BASE.replace(
+            "model: gpt-4o-prod}", "model: m, price: {input: 1, output: 2, tiers: {priority: {input: 2, output: 4}}}}"
+        )
+    )
+
+
 @pytest.mark.parametrize(
     "field, message",
     [

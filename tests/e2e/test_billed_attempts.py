@@ -126,3 +126,30 @@ def test_a_refused_answer_is_metered_when_no_deployment_serves_the_call(world):
         return Decimal(entry["spent_or_reserved"])
 
     until(lambda: spent() == Decimal(row["cost"]), what="the key's budget to hold the refused answer")
+
+
+def test_a_background_turn_is_streamed_so_a_refusal_is_its_answer_and_nothing_goes_unserved(world):
+    # Background turns and agent steps are streamed upstream (runner.py, agent.py), and a stream does not
+    # fail over on a refusal: the refusal is the turn's answer, charged as the call. So no unserved answer
+    # can arise in them, which an agent run's max_spend (agent.py `_add_usage`) and a repeated job's dedup
+    # (runner.py / agent.py: `billed`) rely on: if streams ever fail over on refusals, both must count them.
+    import time
+
+    gw, sim = world
+    sim.fault(content_filter="output", match="m-filtered")
+    client = openai.OpenAI(base_url=gw.url + "/v1", api_key=CLIENT_KEY, max_retries=0, timeout=30)
+    response = client.responses.create(model="strict", input="Tell me something the filter dislikes", background=True)
+    deadline = time.monotonic() + 60
+    while response.status in ("queued", "in_progress") and time.monotonic() < deadline:
+        time.sleep(0.2)
+        response = client.responses.retrieve(response.id)
+    assert response.status == "incomplete" and response.incomplete_details is not None
+    assert response.incomplete_details.reason == "content_filter"
+    assert [(r["model"], r.get("stream")) for r in sim.requests()] == [("m-filtered", True)]
+    admin = _admin(gw)
+    rows = until(
+        lambda: admin.get("/admin/v1/usage", params={"group_by": "deployment"}).json()["data"],
+        what="the turn's usage row",
+    )
+    assert [(r["deployment"], r["calls"]) for r in rows] == [("filtered", 1)]
+    assert admin.get("/admin/v1/audit/events", params={"outcome": "unserved"}).json()["data"] == []

@@ -223,6 +223,14 @@ def _reference_problems(config: Config, names: dict[str, set[str]]) -> Iterator[
         if prov_of is not None:
             kind = KIND_BY_NAME[prov_of.kind]
             yield from _zone_problems(f"deployments.{name}", dep.data_zone, kind, prov_of.region, dep.model)
+            if not kind.service_tier and dep.price is not None and dep.price.tiers:
+                # Its calls run at the standard tier whatever was asked: a tier price would never be the
+                # price of the processing used (docs/metering.md "Service tiers").
+                yield (
+                    f"deployments.{name}.price.tiers: {kind.title} takes no service_tier (the gateway's "
+                    "translation drops it, so every call runs at the provider's standard tier, charged at the "
+                    "price itself); remove `tiers`"
+                )
         for tier in dep.price.tiers or () if dep.price is not None else ():
             if tier not in PRICED_TIERS:
                 yield (

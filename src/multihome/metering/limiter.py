@@ -175,9 +175,29 @@ class Ticket(msgspec.Struct, eq=False):
             price = price.for_tier(tier)
         cost, currency = (price.charge(usage)[1], price.currency) if price is not None else (0, "")
         slots = self._slots
-        amounts = [usage.prompt_tokens + usage.completion_tokens]
+        tokens = usage.prompt_tokens + usage.completion_tokens
+        amounts = [tokens]
         amounts.extend(cost if cur == currency else 0 for cur in slots.currencies)
-        limiter.counters.adjust([(key, amounts[kind]) for key, kind in zip(slots.keys, slots.kinds)])
+        # The caller's budgets and token limits; not the token limit of the deployment admission charged
+        # (`self.deployment`): the answer came from `deployment`, and is counted on that one's own limit,
+        # as a re-seed from the stored rows counts its `unserved` row (Metering.seed_rates).
+        own = f"{limiter.rules.prefix}r:deployment:"
+        deltas = [(key, amounts[kind]) for key, kind in zip(slots.keys, slots.kinds) if not key.startswith(own)]
+        spec = limiter.rules.for_deployment(deployment)
+        if spec is not None and spec.tpm is not None and tokens:
+            wid = int(limiter.clock() * 1000) // WINDOW_MS
+            key = window_key(spec, "t", wid)
+            counters = limiter.counters
+            if not counters.shared:
+                # In process: counted even if no call was charged on that deployment this minute yet (its
+                # counter not made), as the re-seed would hold it. (Redis: added where the counter exists,
+                # as every settlement is: a deployment one of the call's answers came from was planned.)
+                values, expiries = counters.tables()
+                if key not in values:
+                    values[key] = 0
+                    expiries[key] = window_expire_ms(wid)
+            deltas.append((key, tokens))
+        limiter.counters.adjust(deltas)
 
     def release(self) -> bool:
         """The call was never answered (or never reached a provider): give everything back."""
@@ -194,13 +214,17 @@ class _Route:
 
     __slots__ = ("deployments", "worst", "out_cap", "dep_specs")
 
-    def __init__(self, deployments, prices: PriceTable, rules: Rules, default_out: int) -> None:
+    def __init__(
+        self, deployments, prices: PriceTable, rules: Rules, default_out: int, tier: str | None = None
+    ) -> None:
         self.deployments = tuple(deployments)  # kept alive: the shape cache is keyed by their ids
-        # Worst case per currency: the dearest input and output prices among the planned deployments.
+        # Worst case per currency: the dearest input and output prices among the planned deployments, at
+        # the service tier the call asked for (`price.tiers`): it is charged at that tier's price.
         worst: dict[str, tuple[int, int]] = {}
         for dep in deployments:
             price = prices.get(dep.name)
             if price is not None:
+                price = price.for_tier(tier)
                 i, o = worst.get(price.currency, (0, 0))
                 worst[price.currency] = (max(i, price.in_micro), max(o, price.out_micro))
         self.worst = worst
@@ -393,16 +417,18 @@ class Limiter:
         max_output_tokens: int | None,
         request_id: str,
         choices: int = 1,
+        tier: str | None = None,
     ) -> Ticket:
         """`max_output_tokens` caps one choice (None: the client set no cap); `choices` is how many
-        the call generates (chat's `n`), so the reservation covers choices x the cap."""
+        the call generates (chat's `n`), so the reservation covers choices x the cap; `tier` the
+        `service_tier` the call asked for (None: none), whose prices the reservation is made at."""
         ticket = self.at_once(
-            principal, model_group, deployments, prompt_tokens, max_output_tokens, request_id, choices
+            principal, model_group, deployments, prompt_tokens, max_output_tokens, request_id, choices, tier
         )
         if ticket is not None:
             return ticket
         # Shared counters (Redis): the same admission, its counting awaited.
-        shape, values, now_ms = self._prepare(principal, deployments, prompt_tokens, max_output_tokens, choices)
+        shape, values, now_ms = self._prepare(principal, deployments, prompt_tokens, max_output_tokens, choices, tier)
         ticket, plan = self._planned(shape, values, request_id)
         outcome = await self._run(plan, now_ms, ticket)
         if outcome is None:
@@ -418,6 +444,7 @@ class Limiter:
         max_output_tokens: int | None,
         request_id: str,
         choices: int = 1,
+        tier: str | None = None,
     ) -> Ticket | None:
         """`admit`'s answer when it needs no await (in-process counters answer at once, and a refusal
         raises), else None: the counters are shared (Redis), for `admit`. The hot path asks this
@@ -438,9 +465,11 @@ class Limiter:
             key = (principal.tenant, principal.team, principal.key_id or principal.subject, id(deployments[0]))
         else:
             key = (principal.tenant, principal.team, principal.key_id or principal.subject, *map(id, deployments))
+        if tier is not None:  # a shape of its own: reserved at that tier's prices
+            key = (*key, tier)
         shape = self._shapes.get(key)
         if shape is None or shape.wid != now_ms // WINDOW_MS:
-            shape = self._shape(key, principal, deployments, now_ms // WINDOW_MS, now)
+            shape = self._shape(key, principal, deployments, now_ms // WINDOW_MS, now, tier)
         usual = shape.usual
         if usual is not None:
             ticket = usual(request_id, prompt_tokens, max_output_tokens, choices, now_ms)
@@ -469,18 +498,26 @@ class Limiter:
         return self._conclude(ticket, plan, counters.admit(plan, now_ms), shape, deployments, now_ms)
 
     def _prepare(
-        self, principal: Principal, deployments: list, prompt_tokens: int, max_output_tokens: int | None, choices: int
+        self,
+        principal: Principal,
+        deployments: list,
+        prompt_tokens: int,
+        max_output_tokens: int | None,
+        choices: int,
+        tier: str | None = None,
     ) -> tuple[_Shape, list[int], int]:
         """The caller's shape on this route in this minute, the values a counter may be incremented
         by ([0, 1, estimated tokens, the reservation in each currency], see _ZERO...; each counter's
         increment is picked from them by its index), and the time in ms."""
         now = self.clock()
         now_ms = int(now * 1000)
-        shape = self._shape_at(principal, deployments, now, now_ms)
+        shape = self._shape_at(principal, deployments, now, now_ms, tier)
         return shape, self._values(shape, prompt_tokens, max_output_tokens, choices), now_ms
 
-    def _shape_at(self, principal: Principal, deployments: list, now: float, now_ms: int) -> _Shape:
-        """The caller's shape on this route in the minute of `now_ms`."""
+    def _shape_at(
+        self, principal: Principal, deployments: list, now: float, now_ms: int, tier: str | None = None
+    ) -> _Shape:
+        """The caller's shape on this route (at service tier `tier`'s prices) in the minute of `now_ms`."""
         wid = now_ms // WINDOW_MS
         # Keyed by who calls as Rules.for_principal resolves callers (tenant, team, key) and by the planned
         # deployments' ids: the rules are asked only when a shape is made (new rules drop every shape).
@@ -489,9 +526,11 @@ class Limiter:
             key = (principal.tenant, principal.team, principal.key_id or principal.subject, id(deployments[0]))
         else:
             key = (principal.tenant, principal.team, principal.key_id or principal.subject, *map(id, deployments))
+        if tier is not None:
+            key = (*key, tier)
         shape = self._shapes.get(key)
         if shape is None or shape.wid != wid:
-            shape = self._shape(key, principal, deployments, wid, now)
+            shape = self._shape(key, principal, deployments, wid, now, tier)
         return shape
 
     def _values(self, shape: _Shape, prompt_tokens: int, max_output_tokens: int | None, choices: int) -> list[int]:
@@ -581,22 +620,26 @@ class Limiter:
         self._routes = {}  # built from the old rules
         self._shapes = {}
 
-    def _route(self, deployments) -> _Route:
-        key = tuple(map(id, deployments))  # the route keeps the deployments alive, so their ids stay theirs
+    def _route(self, deployments, tier: str | None = None) -> _Route:
+        key = (*map(id, deployments), tier)  # the route keeps the deployments alive, so their ids stay theirs
         route = self._routes.get(key)
         if route is None:
-            if len(self._routes) > 10_000:  # bounded: plans come from config, not from request bodies
+            if len(self._routes) > 10_000:  # bounded: plans (and tiers) come from config, not from request bodies
                 self._routes.clear()
-            route = self._routes[key] = _Route(deployments, self.prices, self.rules, self.cfg.default_max_output_tokens)
+            route = self._routes[key] = _Route(
+                deployments, self.prices, self.rules, self.cfg.default_max_output_tokens, tier
+            )
         return route
 
-    def _shape(self, key: tuple, principal: Principal, deployments, wid: int, now: float) -> _Shape:
-        """A new shape for (caller, route), or one of a new minute; cached by `key` (the shape keeps the
-        deployments alive through its route, so their ids stay theirs)."""
+    def _shape(
+        self, key: tuple, principal: Principal, deployments, wid: int, now: float, tier: str | None = None
+    ) -> _Shape:
+        """A new shape for (caller, route at service tier `tier`), or one of a new minute; cached by `key`
+        (the shape keeps the deployments alive through its route, so their ids stay theirs)."""
         budgets, rates = self.rules.for_principal(principal)
         if key not in self._shapes and len(self._shapes) > 10_000:  # bounded: callers x routes
             self._shapes.clear()
-        shape = self._shapes[key] = _Shape(budgets, rates, self._route(deployments), wid, self.periods.at(now))
+        shape = self._shapes[key] = _Shape(budgets, rates, self._route(deployments, tier), wid, self.periods.at(now))
         counters = self.counters
         if not counters.shared:
             shape.slots.local = counters.tables()[0]

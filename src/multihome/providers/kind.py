@@ -44,6 +44,10 @@ class ProviderKind:
     # refuses (a `us.` inference profile called from an EU region). Residency policy reads the
     # result (docs/policy.md), so a deployment can never claim a zone its path leaves.
     data_zone: Callable[[str | None, str], str | None] | None = None
+    # Whether the upstream API takes OpenAI's `service_tier`. False: the translation drops it (reported in
+    # x-multihome-dropped-params), so every call runs at the provider's standard tier; the answer reports
+    # `default`, and it is charged at the deployment's own price (docs/metering.md "Service tiers").
+    service_tier: bool = True
 
     def zone(self, region: str | None, model: str) -> str | None:
         """`data_zone(region, model)`, or None for a kind that fixes no zone."""

@@ -16,6 +16,11 @@ import msgspec
 
 _encode = msgspec.json.encode
 
+# The `service_tier` every translated answer reports: the tier its upstream processed it at. A translating
+# adapter sends no tier (the upstream's standard one), which OpenAI's answers call `default`
+# (providers/kind.py `service_tier`; docs/metering.md "Service tiers").
+STANDARD_TIER = "default"
+
 # Provider stop reasons -> OpenAI finish_reason.
 FINISH_STOP, FINISH_LENGTH, FINISH_TOOLS, FINISH_FILTER = "stop", "length", "tool_calls", "content_filter"
 
@@ -98,6 +103,7 @@ def completion(
             "model": model,
             "choices": [{"index": 0, "message": message, "logprobs": None, "finish_reason": finish_reason}],
             "usage": usage.to_openai(),
+            "service_tier": STANDARD_TIER,
         }
     )
 
@@ -129,6 +135,7 @@ class ChunkWriter:
             "object": "chat.completion.chunk",
             "created": int(time.time()),
             "model": model,
+            "service_tier": STANDARD_TIER,
         }
 
     def _chunk(self, delta: dict[str, Any], finish_reason: str | None = None) -> bytes:

@@ -165,15 +165,19 @@ def deployment_zone(config: Config, provider: str, own: str | None, model: str) 
     return own or BY_NAME[prov.kind].zone(prov.region, model) or prov.data_zone
 
 
-def tier_capabilities(price: Price | None) -> frozenset[str]:
+def tier_capabilities(price: Price | None, takes_tier: bool = True) -> frozenset[str]:
     """The service tiers a deployment serves besides auto and default: those its price declares, or
-    every one when it has no price (it charges nothing for any tier: schema/tiers.py)."""
+    every one when it has no price (it charges nothing for any tier: schema/tiers.py). One whose upstream
+    takes no service_tier (`takes_tier` False: its kind's translation drops it) also serves the tiers
+    OpenAI serves at the default when it cannot give them (tiers.SERVED_AT_DEFAULT), at its own price."""
     if price is None:
         return _EVERY_TIER
-    return frozenset(tiers.need(t) for t in price.tiers or ())
+    own = frozenset(tiers.need(t) for t in price.tiers or ())
+    return own if takes_tier else own | _AT_DEFAULT
 
 
 _EVERY_TIER = frozenset(tiers.need(t) for t in tiers.PRICED_TIERS)
+_AT_DEFAULT = frozenset(tiers.need(t) for t in tiers.SERVED_AT_DEFAULT)
 
 
 def _runtime(
@@ -186,7 +190,8 @@ def _runtime(
             provider=dep.provider,
             adapter=adapters[dep.provider],
             upstream_model=dep.model,
-            capabilities=frozenset(dep.capabilities) | tier_capabilities(dep.price),
+            capabilities=frozenset(dep.capabilities)
+            | tier_capabilities(dep.price, BY_NAME[config.providers[dep.provider].kind].service_tier),
             region=config.providers[dep.provider].region,
             data_zone=deployment_zone(config, dep.provider, dep.data_zone, dep.model),
             context_window=dep.context_window,

@@ -99,7 +99,7 @@ def _unsupported(group: GroupRuntime, plan: Plan, shape: RequestShape) -> ApiErr
             400,
             f"service_tier '{tier}' is not available for model '{group.name}': no deployment that could take "
             f"the request has a price for it ({reasons}). Use 'auto' or 'default', or ask an operator to "
-            f"price the tier (price.tiers.{tier} on a deployment of the model).",
+            f"price the tier (price.tiers.{tier} on a deployment of the model whose upstream takes service_tier).",
             param="service_tier",
             code="unsupported_service_tier",
         )

@@ -55,6 +55,7 @@ class Chunk(msgspec.Struct):
     choices: list[ChunkChoice] = []
     usage: Usage | None = None
     error: ChunkError | str | None = None
+    service_tier: str | None = None  # the tier the answer was processed at (OpenAI's chunks each carry it)
 
 
 chunk_decoder = Decoder(Chunk)

@@ -9,6 +9,11 @@ SERVICE_TIERS = ("auto", "default", "flex", "scale", "priority", "fast", "ultraf
 # default tier (the gateway cannot know otherwise before the answer).
 DEFAULT_TIERS = frozenset({"auto", "default"})
 PRICED_TIERS = tuple(t for t in SERVICE_TIERS if t not in DEFAULT_TIERS)  # each needs a price of its own
+# The tiers that ask for more than the default, which OpenAI serves at the default tier when it cannot
+# give them (the answer's `service_tier` then says `default`): a deployment whose upstream takes no
+# service_tier (a translated one: Claude, Gemini, Bedrock Converse) serves them so, at its own price.
+# Not `flex`: a cheaper tier served at the default would cost more than asked (OpenAI refuses it instead).
+SERVED_AT_DEFAULT = frozenset({"priority", "scale", "fast", "ultrafast"})
 
 
 def need(tier: str) -> str:

@@ -184,6 +184,8 @@ class ResponsesDoor:
                 outcome = from_response(served.body, served.deployment.name)
             else:
                 outcome = from_completion(served.body, served.deployment.name, thinking)
+            if outcome.tier is not None:
+                shell.tier = outcome.tier  # the tier the answer was processed at
             response = shell.render(
                 outcome.status, outcome.output, outcome.usage, error=outcome.error, incomplete=outcome.incomplete
             )

@@ -178,6 +178,8 @@ class ResponsesStream:
     def _chunk(self, chunk: Chunk, out: list[bytes]) -> None:
         if chunk.usage is not None:
             self._usage = chunk.usage
+        if chunk.service_tier is not None:  # the tier actually used, which the Response reports (Shell.tier)
+            self.shell.tier = chunk.service_tier
         for choice in chunk.choices[:1]:  # the door never asks for n > 1
             delta = choice.delta
             if delta is not None:

@@ -20,6 +20,7 @@ from ...schema.chat import ParsedChat, parse_chat
 from ...schema.errors import ApiError, bad_request
 from ...schema.peek import Usage
 from ...schema.responses import CreateResponse, NamedToolChoice
+from ...schema.tiers import SERVICE_TIERS
 from ...state.memory.tools import echoed as memory_echo
 from ...state.memory.tools import parse_tool
 from .items import Item, chat_messages, new_id
@@ -168,6 +169,10 @@ class Shell:
     created_at: int = field(default_factory=lambda: int(time.time()))
     store: bool = True
     thinking: Thinking | None = None  # seals and opens Claude's thinking blocks (thinking.py); None: not carried
+    # The `service_tier` the answer reported, once it did: the tier actually used (a translated answer's is
+    # `default`, whatever was asked: providers/openai_out.py), which the Response reports; before it, the
+    # tier asked for, as OpenAI's `response.created` does.
+    tier: str | None = None
 
     def render(
         self,
@@ -204,7 +209,8 @@ class Shell:
             else {"effort": None, "summary": None},
             "safety_identifier": req.safety_identifier,
             "prompt_cache_key": req.prompt_cache_key,
-            "service_tier": req.service_tier or "default",
+            # (an upstream's own word for its tier, outside OpenAI's list, is not passed on: the SDKs' types refuse it)
+            "service_tier": self.tier if self.tier in SERVICE_TIERS else req.service_tier or "default",
             "store": self.store,
             "temperature": 1.0 if req.temperature is None else req.temperature,
             "text": {
@@ -365,6 +371,7 @@ class _Choice(msgspec.Struct):
 class _Completion(msgspec.Struct):
     choices: list[_Choice] = []
     usage: Usage | None = None
+    service_tier: str | None = None
 
 
 _completion = Decoder(_Completion)
@@ -378,6 +385,7 @@ class Outcome:
     usage: dict[str, Any]
     incomplete: str | None = None
     error: dict[str, Any] | None = None  # a failed response's error object
+    tier: str | None = None  # the service tier the answer reported (Shell.tier)
 
 
 def from_completion(body: bytes, deployment: str, thinking: Thinking | None = None) -> Outcome:
@@ -408,7 +416,8 @@ def from_completion(body: bytes, deployment: str, thinking: Thinking | None = No
         output.append(message_item(new_id("msg"), parts, "incomplete" if incomplete else "completed"))
     for call in msg.tool_calls or ():
         output.append(function_call_item(new_id("fc"), call.id, call.function.name, call.function.arguments))
-    return Outcome("incomplete" if incomplete else "completed", output, usage_of(completion.usage), incomplete)
+    status = "incomplete" if incomplete else "completed"
+    return Outcome(status, output, usage_of(completion.usage), incomplete, tier=completion.service_tier)
 
 
 def reasoning_item(item_id: str, summary: str | None, sealed: str | None = None) -> Item:

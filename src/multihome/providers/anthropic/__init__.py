@@ -32,6 +32,7 @@ KIND = ProviderKind(
     auth_methods=("api_key_env",),
     adapter="multihome.providers.anthropic.adapter",
     default_endpoint=_public_endpoint,
+    service_tier=False,  # the translation drops it: the standard tier
 )
 FOUNDRY = ProviderKind(
     name="foundry_anthropic",
@@ -42,6 +43,7 @@ FOUNDRY = ProviderKind(
     auth_methods=("api_key_env", "entra"),
     adapter="multihome.providers.anthropic.adapter",
     # No default: the URL names the customer's Foundry resource, https://<resource>.services.ai.azure.com.
+    service_tier=False,  # the translation drops it: the standard tier
 )
 
 # Vertex AI's endpoints for Claude: the global endpoint, the US and EU multi-regions (Google's
@@ -74,6 +76,7 @@ VERTEX = ProviderKind(
     requires=("region", "project"),
     default_endpoint=vertex_endpoint,
     data_zone=vertex_zone,
+    service_tier=False,  # the translation drops it: the standard tier
 )
 
 BEDROCK = ProviderKind(
@@ -86,4 +89,5 @@ BEDROCK = ProviderKind(
     # The same Bedrock Runtime endpoints and inference-profile data zones as the `bedrock` kind.
     default_endpoint=bedrock.KIND.default_endpoint,
     data_zone=bedrock.data_zone,
+    service_tier=False,  # the translation drops it: the standard tier
 )

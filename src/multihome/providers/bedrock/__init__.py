@@ -65,6 +65,7 @@ KIND = ProviderKind(
     requires=("region",),
     default_endpoint=_public_endpoint,
     data_zone=data_zone,
+    service_tier=False,  # the translation drops it: the standard tier
 )
 
 OPENAI = ProviderKind(

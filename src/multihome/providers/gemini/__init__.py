@@ -28,6 +28,7 @@ KIND = ProviderKind(
     auth_methods=("api_key_env",),
     adapter="multihome.providers.gemini.adapter",
     default_endpoint=_gemini_endpoint,
+    service_tier=False,  # the translation drops it: the standard tier
 )
 VERTEX = ProviderKind(
     name="vertex",
@@ -37,4 +38,5 @@ VERTEX = ProviderKind(
     adapter="multihome.providers.gemini.adapter",
     requires=("region", "project"),
     default_endpoint=vertex_endpoint,
+    service_tier=False,  # the translation drops it: the standard tier
 )
