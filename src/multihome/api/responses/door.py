@@ -28,6 +28,7 @@ from ...tools.resolver import McpResolver
 from ...tools.servers import McpServerStore
 from ...tools.toolbox import Toolbox
 from ..asgi import JSON, Receive, Send, header, read_body
+from ..big_bodies import OFF_LOOP_OVER
 from ..openai.errors import OPENAI, upstream_client_error
 from ..pipeline import Call, Pipeline, finish_refused, finish_unary, stream_finisher
 from ..render import send_failure, send_json, send_stream
@@ -119,7 +120,7 @@ class ResponsesDoor:
 
     async def _create(self, call: Call, receive: Receive, send: Send) -> None:
         body = await read_body(call.scope, receive, self.pipeline.max_body)
-        req = parse_create(body)
+        req = parse_create(body) if len(body) <= OFF_LOOP_OVER else await self.pipeline.bodies.parse(parse_create, body)
         if req.store:
             need_state(self.state, "Storing a response ('store': true)")
         who = tenant(call)
