@@ -2,7 +2,7 @@
 
 A body may be up to `server.max_body_bytes` (20 MiB by default). Decoding one and walking it (the typed
 decode, the checks of every message and part, a translation into the canonical request) took the loop
-for 20-70 ms for a 20 MiB chat body of long strings and ~450 ms for one of many small content parts
+for 25-95 ms for a 20 MiB chat body of long strings and ~250 ms for one of ~700,000 tiny content parts
 (docs/hostile-input.md): every other tenant's calls waited that long. Over `OFF_LOOP_OVER` bytes a door
 hands its parse to this pool instead. msgspec holds the GIL while one decode call runs, so the loop
 still waits for the longest single C call (one pass over the body), but no longer for the whole parse,

@@ -16,10 +16,11 @@ from typing import Any
 import msgspec
 
 from ...schema.bounded import Decoder
-from ...schema.chat import ParsedChat, parse_chat
+from ...schema.chat import ChatRequest, ParsedChat, parse_chat
 from ...schema.errors import ApiError, bad_request
 from ...schema.peek import Usage
 from ...schema.responses import CreateResponse, NamedToolChoice
+from ...schema.tool_names import MAX_NAME, MAX_RESPONSES_NAME
 from ...state.memory.tools import echoed as memory_echo
 from ...state.memory.tools import parse_tool
 from .items import Item, chat_messages, new_id
@@ -139,13 +140,30 @@ def chat_body(
 def parsed_body(req: CreateResponse, body: dict[str, Any]) -> ParsedChat:
     """`body` encoded once and parsed as a chat completion request is (a 400 saying why it cannot be served)."""
     try:
-        parsed = parse_chat(_encode(body))
+        parsed = parse_chat(_encode(body), MAX_RESPONSES_NAME)
     except ApiError as err:
         raise bad_request(f"The request cannot be served: {err.body.message}", param=err.body.param) from None
+    parsed.long_name = long_name(req, parsed.request)
     # A summary is asked of the upstreams that return reasoning only when asked (Gemini); what any upstream
     # reasons (Claude's thinking, Gemini's thoughts, reasoning_content) comes back as a reasoning item.
     parsed.reasoning_summary = req.reasoning is not None and req.reasoning.summary not in (None, "none")
     return parsed
+
+
+def long_name(req: CreateResponse, chat: ChatRequest) -> str | None:
+    """Where a function name over chat's MAX_NAME is, in the turn's chat request `chat` (a Responses name
+    may be longer: tool_names.py); None when every name fits."""
+    for i, tool in enumerate(req.tools or ()):
+        if tool.type == "function" and tool.name is not None and len(tool.name) > MAX_NAME:
+            return f"tools[{i}].name"
+    for fn in chat.tools or ():
+        if fn.function is not None and len(fn.function.name) > MAX_NAME:
+            return "tools"  # an MCP server's tool (an agent step)
+    for msg in chat.messages:
+        for call in msg.tool_calls or ():
+            if len(call.function.name) > MAX_NAME:
+                return "input"  # a function_call item of the input or of the stored context
+    return None
 
 
 def _tool(tool: Any) -> dict[str, Any]:
