@@ -16,7 +16,9 @@ import pytest
 
 from builders import open_door, single, typed
 from multihome.api import big_bodies
-from multihome.api.openai import chat
+from multihome.api.anthropic import routes as anthropic_routes
+from multihome.api.openai import chat, embeddings
+from multihome.api.responses import translate
 from multihome.app import build_app
 
 pytestmark = pytest.mark.anyio
@@ -33,16 +35,37 @@ def _client(gateway) -> httpx.AsyncClient:
     return httpx.AsyncClient(transport=httpx.ASGITransport(app=gateway), base_url="http://gw", timeout=120)
 
 
-async def test_a_small_call_is_answered_while_large_bodies_are_decoded(monkeypatch):
+TEXT = "x" * 2 * BIG
+# Each door, a large body to it, and the parse the test holds (for Responses: its translation into the
+# chat request, the step after its own decode).
+DOORS = {
+    "chat": (
+        "/v1/chat/completions",
+        {"model": "no-such-model", "messages": [{"role": "user", "content": TEXT}]},
+        (chat, "parse_chat"),
+    ),
+    "responses": ("/v1/responses", {"model": "no-such-model", "input": TEXT}, (translate, "parse_chat")),
+    "anthropic": (
+        "/v1/messages",
+        {"model": "no-such-model", "max_tokens": 5, "messages": [{"role": "user", "content": TEXT}]},
+        (anthropic_routes, "parse_messages"),
+    ),
+    "embeddings": ("/v1/embeddings", {"model": "no-such-model", "input": TEXT}, (embeddings, "parse_embeddings")),
+}
+
+
+@pytest.mark.parametrize("door", DOORS)
+async def test_a_small_call_is_answered_while_large_bodies_are_decoded(monkeypatch, door):
+    path, big, (module, name) = DOORS[door]
     gateway = build_app(typed(single(server=open_door())))
     started, small_answered = threading.Event(), threading.Event()
     lock = threading.Lock()
     decoding = 0
     most = 0
     released: list[bool] = []
-    real = chat.parse_chat
+    real = getattr(module, name)
 
-    def parse_chat(body: bytes):
+    def parse(body: bytes, *args):
         nonlocal decoding, most
         if len(body) > big_bodies.OFF_LOOP_OVER:
             with lock:
@@ -53,12 +76,12 @@ async def test_a_small_call_is_answered_while_large_bodies_are_decoded(monkeypat
             released.append(small_answered.wait(DEADLINE_S if not released else 0.2))
             with lock:
                 decoding -= 1
-        return real(body)
+        return real(body, *args)
 
-    monkeypatch.setattr(chat, "parse_chat", parse_chat)
+    monkeypatch.setattr(module, name, parse)
     async with _client(gateway) as client:
         bigs = [
-            asyncio.create_task(client.post("/v1/chat/completions", content=_big_chat()))
+            asyncio.create_task(client.post(path, json=big))
             for _ in range(big_bodies.THREADS + 2)  # every thread busy and more queued
         ]
         deadline = time.monotonic() + DEADLINE_S
@@ -69,7 +92,7 @@ async def test_a_small_call_is_answered_while_large_bodies_are_decoded(monkeypat
         done = await asyncio.gather(*bigs)
     assert small.status_code == 400  # answered (its own 400: no messages), not held behind the large ones
     assert released and released[0] is True, "the small call was answered only after a large body was released"
-    assert [r.status_code for r in done] == [404] * len(bigs)  # parsed, then refused for their unknown model
+    assert [r.status_code for r in done] == [404] * len(bigs), done[0].text  # parsed, then an unknown model
     assert most <= big_bodies.THREADS  # no more large bodies decoded at once than the pool has threads
 
 

@@ -6,7 +6,8 @@ for 25-95 ms for a 20 MiB chat body of long strings and ~250 ms for one of ~700,
 (docs/hostile-input.md): every other tenant's calls waited that long. Over `OFF_LOOP_OVER` bytes a door
 hands its parse to this pool instead. msgspec holds the GIL while one decode call runs, so the loop
 still waits for the longest single C call (one pass over the body), but no longer for the whole parse,
-and never for the Python checks between the passes.
+and never for the Python checks between the passes. The Responses door also translates a large turn
+into its chat request (built, encoded and decoded again) here.
 
 The pool has `THREADS` threads: at most that many large bodies are being decoded at once (their decoded
 objects, several times a body's size, are what the bound keeps in memory); more wait in the pool's
@@ -17,6 +18,7 @@ never waits behind a large one, and its cost is one length comparison in the doo
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
@@ -40,11 +42,10 @@ class BigBodies:
 
     async def parse(self, parse: Callable[[bytes], _T], body: bytes) -> _T:
         """`parse(body)` on a pool thread; its exceptions (a 400 for a malformed body) raised here."""
+        return await self.run(functools.partial(parse, body))
+
+    async def run(self, work: Callable[[], _T]) -> _T:
+        """`work()` (a large request's decoding or translation) on a pool thread."""
         if self._pool is None:
             self._pool = ThreadPoolExecutor(self._threads, thread_name_prefix="mh-body-decode")
-        return await asyncio.get_running_loop().run_in_executor(self._pool, parse, body)
-
-    def close(self) -> None:
-        if self._pool is not None:
-            self._pool.shutdown(wait=False, cancel_futures=True)
-            self._pool = None
+        return await asyncio.get_running_loop().run_in_executor(self._pool, work)

@@ -225,11 +225,13 @@ def native_upstream(dep: DeploymentRuntime) -> NativeResponses | None:
 
 def _long_name_refused(param: str, dep: DeploymentRuntime) -> ApiError:
     """A Responses function name of 65 to 128 characters bound for a deployment reached through chat
-    completions, which takes 64 at most (schema/tool_names.py): refused before it is sent."""
+    completions, which takes 64 at most (schema/tool_names.py): refused before it is sent. (Agent steps,
+    with MCP or memory tools, and background turns are always sent as chat completions.)"""
     return bad_request(
-        f"Invalid '{param}': a function name longer than {MAX_NAME} characters is accepted only by deployments "
-        f"that take the Responses API natively; deployment '{dep.name}' is reached through chat completions, "
-        f"which allow at most {MAX_NAME}. Shorten the name, or use a model served natively (docs/responses.md).",
+        f"Invalid '{param}': a function name longer than {MAX_NAME} characters is accepted only where a turn "
+        f"is sent natively as a Responses call; deployment '{dep.name}' is sent this turn as a chat "
+        f"completion, which allows at most {MAX_NAME}. Shorten the name, or use a model served natively "
+        "(docs/responses.md).",
         param=param,
         code="string_above_max_length",
     )

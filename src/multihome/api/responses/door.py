@@ -146,7 +146,8 @@ class ResponsesDoor:
         if chain:  # a chain of plain turns: its context converted once (held_context.py)
             await open_thinking(req, thinking, context, new)  # opened once: to_canonical's pass finds them so
             held = self.held.request(req, chain, new, thinking)
-        canonical, dropped = held or await to_canonical(req, context, new, thinking=thinking)
+        pool = self.pipeline.bodies if len(body) > OFF_LOOP_OVER else None
+        canonical, dropped = held or await to_canonical(req, context, new, thinking=thinking, pool=pool)
         if req.background:  # checked like a foreground turn (a 400 or 404 now), then queued
             need_state(self.state, "Background mode ('background': true)")
             assert self.background is not None  # present whenever the state store is

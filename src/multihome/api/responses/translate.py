@@ -9,6 +9,7 @@ read back from the completion (reference/responses.md sections 5 and 11).
 
 from __future__ import annotations
 
+import functools
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -23,6 +24,7 @@ from ...schema.responses import CreateResponse, NamedToolChoice
 from ...schema.tool_names import MAX_NAME, MAX_RESPONSES_NAME
 from ...state.memory.tools import echoed as memory_echo
 from ...state.memory.tools import parse_tool
+from ..big_bodies import BigBodies
 from .items import Item, chat_messages, new_id
 from .thinking import Thinking
 
@@ -38,14 +40,24 @@ async def to_canonical(
     functions: list[Item] | None = None,
     *,
     thinking: Thinking | None = None,
+    pool: BigBodies | None = None,
 ) -> tuple[ParsedChat, list[str]]:
     """The chat request for this turn: instructions, then the stored context, then the new input.
     `functions`: the MCP servers' tools as function tools (an agent step, api/responses/agent.py).
+    `pool`: where a large turn is translated, off the event loop (None: here).
     `thinking`: the response's (the shell's): Claude's thinking blocks the items carry are opened with it
     and sent back (a blob that does not open for this tenant is a 400 naming `input[i]`); without it
     none are."""
     if thinking is not None:
         await open_thinking(req, thinking, context, new)
+    if pool is not None:  # a large turn: translated on the pool's thread (api/big_bodies.py)
+        return await pool.run(functools.partial(_canonical, req, context, new, functions, thinking))
+    return _canonical(req, context, new, functions, thinking)
+
+
+def _canonical(
+    req: CreateResponse, context: list[Item], new: list[Item], functions: list[Item] | None, thinking: Thinking | None
+) -> tuple[ParsedChat, list[str]]:
     messages = turn_messages(req, context, new, {}, thinking)
     if not messages:
         raise bad_request("The request has nothing to answer: 'input' is empty.", param="input")
