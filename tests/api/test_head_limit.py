@@ -205,3 +205,22 @@ async def test_of_three_requests_in_one_read_the_middle_head_is_held_to_the_boun
         assert transport.closing
     else:
         assert served == [b"/a", b"/b", b"/c"]
+
+
+@pytest.mark.parametrize("step", [1, 7, 64, 301, 4096, 1 << 20])
+async def test_pipelined_requests_split_anywhere_are_all_served_in_order(step):
+    """The framing never refuses or drops a valid request, wherever the reads split the stream."""
+    stream = b"".join(
+        [
+            request(b"/a", 200, b'{"a": 1}'),
+            request(b"/b", 3000, b'{"b": 22}', chunked=True),
+            b"\r\n",  # an empty line before a request, which the parser skips
+            b"GET /c HTTP/1.1\r\nHost: gw\r\n\r\n",
+            request(b"/d", LIMIT, b"{}", chunked=True),
+            request(b"/e", 500, b"x" * 5000),
+        ]
+    )
+    reads = [stream[i : i + step] for i in range(0, len(stream), step)]
+    transport = await pipelined(reads, 5)
+    assert served == [b"/a", b"/b", b"/c", b"/d", b"/e"]
+    assert bytes(transport.out).count(b"HTTP/1.1 200 ") == 5

@@ -106,8 +106,11 @@ class HeadLimitedProtocol(HttpToolsProtocol):
             self._left = None  # the body ends inside this read: split there
             if left:
                 _base.data_received(self, data[:left])
-            if self.transport.is_closing() or self._head is None:
-                return  # refused by the parser, or (never, after a valid body) not ended
+            if self.transport.is_closing():
+                return  # refused by the parser
+            if self._head is None:  # (never, for a valid body) not ended there: the parser takes the rest
+                _base.data_received(self, data[left:])
+                return
             self.data_received(data[left:])  # the next request, counted from its first byte
             return
         if head < 0:
@@ -325,8 +328,9 @@ class _Framing:
         """The end of the head at `pos` (past its CRLF CRLF), or -1 when it goes on past the bytes. The
         empty lines a request may begin with are its own."""
         buf, pos = self.buf, self.pos
-        while buf[pos : pos + 2] == b"\r\n":
-            pos += 2
+        n = len(buf)
+        while pos < n and buf[pos] in b"\r\n":
+            pos += 1
         end = buf.find(b"\r\n\r\n", pos)
         return -1 if end < 0 else end + 4
 
