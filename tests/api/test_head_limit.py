@@ -107,3 +107,120 @@ async def test_a_head_within_the_bound_is_served_with_its_body_in_the_same_read(
     transport = await exchange([head_of(size, b'{"a": 1}')])
     assert transport.out.startswith(b"HTTP/1.1 200 "), bytes(transport.out[:200])
     assert bytes(transport.out).endswith(b'{"body": 8}')
+
+
+# Pipelining: requests after the first in a read, or after a body that ended inside a read. Before, a head
+# that began inside the read that ended the request before it was counted from the next read on: one of
+# LIMIT + 1 bytes (or up to a read's size) was served.
+
+served: list[bytes] = []
+
+
+async def recording_app(scope, receive, send) -> None:
+    if scope["type"] == "http":
+        served.append(scope["path"].encode())
+    await app(scope, receive, send)
+
+
+def request(path: bytes, head: int, body: bytes = b"", chunked: bool = False) -> bytes:
+    """A request to `path` whose head is exactly `head` bytes."""
+    framing = b"Transfer-Encoding: chunked" if chunked else b"Content-Length: %d" % len(body)
+    start = b"POST " + path + b" HTTP/1.1\r\nHost: gw\r\n" + framing + b"\r\nX-Pad: "
+    pad = head - len(start) - 4
+    if chunked:
+        body = b"".join(b"%x\r\n%s\r\n" % (len(part), part) for part in (body[:3], body[3:]) if part) + b"0\r\n\r\n"
+    return start + b"p" * pad + b"\r\n\r\n" + body
+
+
+async def pipelined(reads: list[bytes], answers: int) -> Transport:
+    served.clear()
+    config = Config(app=recording_app, log_level="critical", lifespan="off")
+    proto = protocol(LIMIT)(config=config, server_state=ServerState(), app_state={})
+    transport = Transport()
+    proto.connection_made(transport)
+    try:
+        for data in reads:
+            proto.data_received(data)
+            await asyncio.sleep(0)  # the app's tasks may run between reads
+        for _ in range(200):
+            if transport.closing or transport.out.count(b"HTTP/1.1 ") >= answers:
+                break
+            await asyncio.sleep(0.01)
+        await asyncio.sleep(0.05)
+    finally:
+        proto.connection_lost(None)
+    return transport
+
+
+def _reads(first: bytes, second: bytes, where: str) -> list[bytes]:
+    """Two pipelined requests as reads: both in one, or the first's body split so the second begins in
+    the read that ends it, or the second's head split across two reads."""
+    both = first + second
+    if where == "one read":
+        return [both]
+    if where == "body ends mid-read":
+        return [first[:-2], first[-2:] + second]
+    if where == "body over three reads":  # a chunk-size line split between reads, for a chunked body
+        return [first[:301], first[301:-3], first[-3:] + second]
+    return [both[: len(first) + 100], both[len(first) + 100 :]]  # the second head over two reads
+
+
+WHERE = ["one read", "body ends mid-read", "body over three reads", "head over two reads"]
+
+
+@pytest.mark.parametrize("where", WHERE)
+@pytest.mark.parametrize("chunked", [False, True], ids=["length", "chunked"])
+@pytest.mark.parametrize("complete", [True, False], ids=["whole", "partial"])
+async def test_a_pipelined_head_over_the_bound_is_refused(where, chunked, complete):
+    first = request(b"/first", 300, b'{"a": 1}', chunked=chunked)
+    second = request(b"/second", LIMIT + 1 if complete else LIMIT + 100, b"{}")
+    if complete:
+        reads = _reads(first, second, where)
+    else:  # the head is past the bound before it ends: the rest comes in one more read
+        reads = [*_reads(first, second[: LIMIT + 50], where), second[LIMIT + 50 :]]
+    transport = await pipelined(reads, 2)
+    assert b"/second" not in served
+    assert transport.closing  # after the first's answer, or at once while it is being written
+    assert transport.out.count(b"HTTP/1.1 200 ") <= 1
+
+
+@pytest.mark.parametrize("where", WHERE)
+@pytest.mark.parametrize("chunked", [False, True], ids=["length", "chunked"])
+@pytest.mark.parametrize("size", [LIMIT, 1000])
+async def test_a_pipelined_head_within_the_bound_is_served(where, chunked, size):
+    first = request(b"/first", 300, b'{"a": 1}', chunked=chunked)
+    second = request(b"/second", size, b'{"b": 22}')
+    transport = await pipelined(_reads(first, second, where), 2)
+    assert served == [b"/first", b"/second"]
+    out = bytes(transport.out)
+    assert out.count(b"HTTP/1.1 200 ") == 2 and out.endswith(b'{"body": 9}'), out[-300:]
+
+
+@pytest.mark.parametrize("size", [LIMIT + 1, LIMIT])
+async def test_of_three_requests_in_one_read_the_middle_head_is_held_to_the_bound(size):
+    reads = [request(b"/a", 200, b"{}") + request(b"/b", size, b"{}") + request(b"/c", 200, b"{}")]
+    transport = await pipelined(reads, 3)
+    if size > LIMIT:
+        assert served == [b"/a"] or served == [], served
+        assert transport.closing
+    else:
+        assert served == [b"/a", b"/b", b"/c"]
+
+
+@pytest.mark.parametrize("step", [1, 7, 64, 301, 4096, 1 << 20])
+async def test_pipelined_requests_split_anywhere_are_all_served_in_order(step):
+    """The framing never refuses or drops a valid request, wherever the reads split the stream."""
+    stream = b"".join(
+        [
+            request(b"/a", 200, b'{"a": 1}'),
+            request(b"/b", 3000, b'{"b": 22}', chunked=True),
+            b"\r\n",  # an empty line before a request, which the parser skips
+            b"GET /c HTTP/1.1\r\nHost: gw\r\n\r\n",
+            request(b"/d", LIMIT, b"{}", chunked=True),
+            request(b"/e", 500, b"x" * 5000),
+        ]
+    )
+    reads = [stream[i : i + step] for i in range(0, len(stream), step)]
+    transport = await pipelined(reads, 5)
+    assert served == [b"/a", b"/b", b"/c", b"/d", b"/e"]
+    assert bytes(transport.out).count(b"HTTP/1.1 200 ") == 5

@@ -138,7 +138,7 @@ def test_truncated_body_does_not_hang(gateway):
     "name, code", [("get weather", "invalid_value"), ("f" * 65, "string_above_max_length"), ("", "empty_string")]
 )
 def test_function_tool_names_outside_openais_rule_are_400_through_the_sdk(client, name, code):
-    """OpenAI's rule (1-64 of a-z A-Z 0-9 _ -), its param and code, on chat completions and Responses."""
+    """OpenAI's rule (a-z A-Z 0-9 _ -, 1-64 on chat completions, 1-128 on Responses), its param and code."""
     params = {"type": "object", "properties": {}}
     with pytest.raises(openai.BadRequestError) as info:
         client.chat.completions.create(
@@ -147,6 +147,7 @@ def test_function_tool_names_outside_openais_rule_are_400_through_the_sdk(client
             tools=[{"type": "function", "function": {"name": name, "parameters": params}}],
         )
     assert (info.value.param, info.value.code) == ("tools[0].function.name", code)
+    name = "f" * 129 if len(name) == 65 else name  # the Responses API allows 128 (schema/tool_names.py)
     with pytest.raises(openai.BadRequestError) as info:
         client.responses.create(
             model="gpt-4o", input="hi", store=False, tools=[{"type": "function", "name": name, "parameters": params}]

@@ -167,6 +167,34 @@ def test_large_heads_under_the_limit_are_served_one_after_another_on_one_connect
         assert raw.parse().choices[0].message.content
 
 
+@pytest.mark.parametrize("pad", [70_000, 200_000])
+def test_a_pipelined_request_whose_head_is_over_the_limit_is_not_served(gateway, pad):
+    """The second of two requests sent at once, its head over the limit, is refused like any other: the
+    connection closes (at once, since the first request's answer may still be being written) and the
+    second is never served. Before, a head that began in the read that ended the request before it was
+    counted from the next read on, and this one was answered."""
+    first = b"GET /healthz HTTP/1.1\r\nHost: gw\r\n\r\n"
+    second = (
+        b"GET /v1/models HTTP/1.1\r\nHost: gw\r\nAuthorization: Bearer "
+        + CLIENT_KEY.encode()
+        + b"\r\nX-Pad: "
+        + b"p" * pad
+        + b"\r\n\r\n"
+    )
+    answer = b""
+    with socket.create_connection(("127.0.0.1", gateway.port), timeout=10) as sock:
+        try:
+            sock.sendall(first + second)
+            while piece := sock.recv(65536):
+                answer += piece
+        except (TimeoutError, ConnectionResetError, BrokenPipeError):
+            pass  # a connection still open after 10 s (the second was served) fails below
+    statuses = [line.split(b" ")[1] for line in answer.split(b"\r\n") if line.startswith(b"HTTP/1.1 ")]
+    assert set(statuses) <= {b"200", b"431"} and statuses.count(b"200") <= 1, answer[:600]
+    assert b"gpt-4o" not in answer  # the model list was never sent
+    assert httpx.get(gateway.url + "/healthz").status_code == 200
+
+
 # --- a request the HTTP parser refuses ---------------------------------------------------------------
 
 

@@ -143,3 +143,20 @@ def test_failover_from_native_azure_to_translated_anthropic_keeps_the_conversati
     # A third turn, chained by id from the translated one, still has everything.
     three = client.responses.create(model="az-then-claude", input="and again?", previous_response_id=two.id)
     assert three.output_text
+
+
+def test_a_function_name_over_64_characters_reaches_a_native_upstream_and_is_a_400_for_a_translated_one(world):
+    """OpenAI's Responses schema allows function names of up to 128 characters, chat completions 64: a native
+    deployment is sent the name as is; one reached through chat completions gets a 400 naming the tool before
+    anything is sent (not the upstream's refusal)."""
+    name = "f" * 100
+    tool = {"type": "function", "name": name, "parameters": {"type": "object", "properties": {}}}
+    served = sdk(world, "oa").responses.create(model="gpt-4o", input="hi", store=False, tools=[tool])
+    assert served.status == "completed"
+    assert json.loads(_last(world, "openai")["body"])["tools"][0]["name"] == name
+    sent_before = len(world.sims["openai"].requests())
+    with pytest.raises(openai.BadRequestError) as info:
+        sdk(world).responses.create(model="chat-only", input="hi", store=False, tools=[tool])
+    assert (info.value.param, info.value.code) == ("tools[0].name", "string_above_max_length")
+    assert "oa-chat" in info.value.message and "natively" in info.value.message
+    assert len(world.sims["openai"].requests()) == sent_before  # nothing was sent upstream

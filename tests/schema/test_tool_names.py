@@ -1,5 +1,6 @@
-"""Function tool names are held to OpenAI's rule (1-64 characters of a-z A-Z 0-9 _ -) on chat completions and
-Responses requests, refused in OpenAI's words: its message, `param` and `code` (schema/tool_names.py)."""
+"""Function tool names are held to OpenAI's rule (a-z A-Z 0-9 _ -; 1-64 characters on chat completions, 1-128 on
+Responses requests, as OpenAI's published schema has them), refused in OpenAI's words: its message, `param` and
+`code` (schema/tool_names.py)."""
 
 from __future__ import annotations
 
@@ -17,8 +18,6 @@ BAD = [
      "'^[a-zA-Z0-9_-]+$'."),
     ("server.tool", "invalid_value", "does not match pattern"),
     ("émoji", "invalid_value", "does not match pattern"),
-    ("f" * 65, "string_above_max_length", "string too long. Expected a string with maximum length 64, but got a "
-     "string with length 65 instead."),
     ("", "empty_string", "empty string. Expected a string with minimum length 1"),
 ]  # fmt: skip
 
@@ -35,10 +34,21 @@ def _responses(name: str, at: int = 0) -> bytes:
     return json.dumps({"model": "m", "input": "hi", "tools": tools}).encode()
 
 
-@pytest.mark.parametrize(("name", "code", "said"), BAD)
+TOO_LONG_CHAT = (
+    "f" * 65,
+    "string_above_max_length",
+    "string too long. Expected a string with maximum length 64, but got a string with length 65 instead.",
+)
+TOO_LONG_RESPONSES = ("f" * 129, "string_above_max_length", "string too long. Expected a string with maximum length "
+                      "128, but got a string with length 129 instead.")  # fmt: skip
+CHAT = [(parse_chat, _chat, "tools[1].function.name")]
+RESPONSES = [(parse_create, _responses, "tools[1].name")]
+
+
 @pytest.mark.parametrize(
-    ("parse", "body", "param"),
-    [(parse_chat, _chat, "tools[1].function.name"), (parse_create, _responses, "tools[1].name")],
+    ("name", "code", "said", "parse", "body", "param"),
+    [(*bad, *where) for bad in [*BAD, TOO_LONG_CHAT] for where in CHAT]
+    + [(*bad, *where) for bad in [*BAD, TOO_LONG_RESPONSES] for where in RESPONSES],
 )
 def test_a_name_outside_openais_rule_is_a_400_naming_the_param(name, code, said, parse, body, param):
     with pytest.raises(ApiError) as refused:
@@ -54,6 +64,15 @@ def test_a_name_outside_openais_rule_is_a_400_naming_the_param(name, code, said,
 def test_names_within_the_rule_pass(name):
     assert parse_chat(_chat(name)).request.tools[0].function.name == name
     assert parse_create(_responses(name)).tools[0].name == name
+
+
+@pytest.mark.parametrize("name", ["f" * 65, "g" * 128])
+def test_a_responses_name_may_be_longer_than_chats(name):
+    """OpenAI's Responses schema allows function names of up to 128 characters (FunctionToolParam); chat's 64."""
+    assert parse_create(_responses(name)).tools[0].name == name
+    assert parse_create(_responses_history(name)).input[1].name == name
+    with pytest.raises(ApiError):
+        parse_chat(_chat(name))
 
 
 def _chat_history(name: str) -> bytes:
@@ -79,13 +98,10 @@ def _responses_history(name: str) -> bytes:
     return json.dumps({"model": "m", "input": items}).encode()
 
 
-@pytest.mark.parametrize(("name", "code", "said"), BAD)
 @pytest.mark.parametrize(
-    ("parse", "body", "param"),
-    [
-        (parse_chat, _chat_history, "messages[1].tool_calls[1].function.name"),
-        (parse_create, _responses_history, "input[1].name"),
-    ],
+    ("name", "code", "said", "parse", "body", "param"),
+    [(*bad, parse_chat, _chat_history, "messages[1].tool_calls[1].function.name") for bad in [*BAD, TOO_LONG_CHAT]]
+    + [(*bad, parse_create, _responses_history, "input[1].name") for bad in [*BAD, TOO_LONG_RESPONSES]],
 )
 def test_a_tool_call_in_the_history_is_held_to_the_same_rule(name, code, said, parse, body, param):
     """OpenAI refuses a call in the history whose name breaks the rule (`Invalid 'messages[9].tool_calls[0]

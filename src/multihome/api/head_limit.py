@@ -8,9 +8,18 @@ that would pass it is parsed up to the bound first), and when a head has not end
 answer however the head arrives, in one read or many. What the client still sends is read and dropped for
 a moment (so it can read the answer instead of a connection reset), then the connection closes.
 Memory stays at the limit plus one socket read. Cost on the plain path: one subtraction and one
-comparison per read of a head; reads of a body go straight to uvicorn. A head that begins inside a read
-after an earlier request on the connection ended in it (pipelining) is counted from the next read on
-(the parser says where a request ends, not at which byte): at most the limit plus that read.
+comparison per read of a head; reads of a body go straight to uvicorn.
+
+Pipelining: the parser says that a request ended, not at which byte, so a head that begins inside the
+read that ended the request before it (or several whole requests in one read) is found by the gateway's
+own framing of that read, after the parser took it (`_Framing`: a head ends at its first CRLF CRLF, which
+the parser requires; a body is `Content-Length` bytes, or chunks): each such head is held to the same
+bound, exactly. A body that goes on past its head's read is followed (bytes counted down, or its chunk
+framing walked, per chunk), and the read in which it ends is split there, so the next head is counted
+from its first byte. The plain path (a read that holds one whole request) pays two counter updates per
+request; the framing runs only when a read held more, or a body went on past it. Not followed: a
+chunk-size line or trailer section of over 4 KiB split across reads (the head after that body may pass
+the bound by one read, as every pipelined head could before).
 
 A request the parser refuses (a malformed request line, header or chunk, conflicting lengths) is
 answered 400 in the door's envelope too, not in uvicorn's plain text.
@@ -58,6 +67,13 @@ class HeadLimitedProtocol(HttpToolsProtocol):
         self._max_head = max_head_bytes
         # Bytes of the current request's head so far; None while a body is read; -1 once refused.
         self._head: int | None = 0
+        # A body that goes on past its head's read: Content-Length bytes still to come; -1: chunked (its
+        # framing in _chunk); None: not followed.
+        self._left: int | None = None
+        self._chunk: tuple[bytes, int] = (b"", 0)
+        self._ends = 0  # requests the parser has ended on this connection
+        self._ended: object = None  # the scope of the last one it ended
+        self._partial: list[bytes] | None = None  # a head's reads so far, while it spans reads
         self._idle_s = idle_s
         self._read = False  # bytes arrived since the idle timer's last tick
         self._idle_timer: asyncio.TimerHandle | None = None
@@ -76,18 +92,42 @@ class HeadLimitedProtocol(HttpToolsProtocol):
         self._read = True
         head = self._head
         if head is None:
-            _base.data_received(self, data)
+            left = self._left
+            if left is None:
+                _base.data_received(self, data)  # a body whose end is not followed (see the docstring)
+                return
+            if left < 0:  # a chunked body: its framing followed from read to read
+                left = self._chunks(data)
+            if len(data) <= left:
+                if self._left is not None and self._left >= 0:
+                    self._left -= len(data)
+                _base.data_received(self, data)
+                return
+            self._left = None  # the body ends inside this read: split there
+            if left:
+                _base.data_received(self, data[:left])
+            if self.transport.is_closing():
+                return  # refused by the parser
+            if self._head is None:  # (never, for a valid body) not ended there: the parser takes the rest
+                _base.data_received(self, data[left:])
+                return
+            self.data_received(data[left:])  # the next request, counted from its first byte
             return
         if head < 0:
             return  # refused: dropped unread
         room = self._max_head - head
         if len(data) <= room:  # the plain path: the whole read fits within the bound
             self._head = head + len(data)
+            ends = self._ends
             _base.data_received(self, data)
+            # Unless one request ended exactly with this read (the plain path), frame what the read held.
+            if self._head != 0 or self._ends != ends + 1 or self.scope is not self._ended or self._partial:
+                self._after(data, ends)
             return
         # This read could take the head past the bound (a head sent in one read was parsed whole and let
         # through, up to a read's size, when the bound was checked after it): parse up to the bound only.
         self._head = self._max_head
+        ends = self._ends
         if room:
             _base.data_received(self, data[:room])
         if self.transport.is_closing() or self._head is not None and self._head < 0:
@@ -95,7 +135,62 @@ class HeadLimitedProtocol(HttpToolsProtocol):
         if self._head == self._max_head:  # no head ended within the bound: it is longer
             self._refuse()
             return
-        self.data_received(data[room:])  # the head ended within it: the rest is a body or the next request
+        self._after(data[:room], ends)  # the head ended within it: frame what of the read was parsed
+        if self.transport.is_closing() or self._head is not None and self._head < 0:
+            return
+        self.data_received(data[room:])  # the rest is a body or the next request
+
+    def _after(self, fed: bytes, ends: int) -> None:
+        """After a read of a head was parsed, unless it held exactly one whole request: keep the head's
+        reads while it goes on, hold every further head the read began to the bound, and follow a body
+        that goes on past the read."""
+        if self.transport.is_closing() or self._head is not None and self._head < 0:
+            return
+        self._left = None  # unless a body that goes on is followed below
+        partial = self._partial
+        if self._head is not None and self._head > 0 and self._ends == ends:  # one head going on
+            if partial is None:
+                self._partial = [fed]
+            else:
+                partial.append(fed)
+            return
+        self._partial = None
+        buf = b"".join((*partial, fed)) if partial else fed
+        framing = _Framing(buf)
+        first = True
+        try:
+            while True:
+                start = framing.pos
+                end = framing.head_end()
+                if end < 0:  # a head that goes on into the next read
+                    if not first and self._head == 0:
+                        self._head = len(buf) - start  # held to the bound from its first byte
+                        self._partial = [buf[start:]]
+                        if self._head > self._max_head:
+                            self._refuse()
+                    return
+                if not first and end - start > self._max_head:
+                    self._refuse()
+                    return
+                first = False
+                if not framing.body(start, end):  # a body that goes on into later reads
+                    if self._head is None:
+                        self._left, self._chunk = framing.left, framing.chunk
+                    return
+                if framing.pos == len(buf):
+                    return
+        except ValueError:  # a length the parser took and Python does not (never seen): not followed
+            return
+
+    def _chunks(self, data: bytes) -> int:
+        """Where in `data` the chunked body being read ends, or more than its length when it goes on (its
+        framing kept for the next read)."""
+        carry, skip = self._chunk
+        try:
+            end, self._chunk = _chunks(carry + data if carry else data, skip)
+        except ValueError:
+            end, self._left = len(data) + 1, None  # not followed (never seen after the parser took it)
+        return len(data) + 1 if end < 0 else end - len(carry)
 
     # Called by the parser; the base methods are called directly (no super() on the hot path).
     def on_headers_complete(self) -> None:
@@ -105,6 +200,8 @@ class HeadLimitedProtocol(HttpToolsProtocol):
     def on_message_complete(self) -> None:
         _base.on_message_complete(self)
         self._head = 0  # the next request on this connection starts its head
+        self._ends += 1
+        self._ended = self.scope  # a later request that began in the same read has its own scope
 
     def _refuse(self) -> None:
         self._head = -1
@@ -182,3 +279,83 @@ def _answer(url: bytes, err: ApiError, status_line: bytes) -> bytes:
             body,
         )
     )
+
+
+_CARRY = 4096  # the longest chunk-size line or trailer section followed across reads
+
+
+def _chunks(buf: bytes, pos: int) -> tuple[int, tuple[bytes, int]]:
+    """Chunks from a chunk-size line at `buf[pos:]` (`pos` past the end: that many bytes of chunk data
+    still to come): where the chunked body ends (past its last CRLF), or -1 and what the next read needs
+    (the bytes of a line that goes on into it, the bytes of data to skip)."""
+    n = len(buf)
+    while True:
+        if pos >= n:
+            return -1, (b"", pos - n)
+        eol = buf.find(b"\r\n", pos)
+        if eol < 0:
+            return _going_on(buf, pos)
+        size = int(buf[pos:eol].split(b";", 1)[0].strip(), 16)
+        if size:
+            pos = eol + 2 + size + 2
+            continue
+        if buf[eol + 2 : eol + 4] == b"\r\n":  # the last chunk, no trailers
+            return eol + 4, (b"", 0)
+        trailers = buf.find(b"\r\n\r\n", eol + 2)
+        return (trailers + 4, (b"", 0)) if trailers >= 0 else _going_on(buf, pos)
+
+
+def _going_on(buf: bytes, pos: int) -> tuple[int, tuple[bytes, int]]:
+    if len(buf) - pos > _CARRY:
+        raise ValueError("a chunk-size line or trailers too long to follow")
+    return -1, (buf[pos:], 0)
+
+
+class _Framing:
+    """Where the requests in a run of bytes end (after the parser took them, so they are valid HTTP/1.1:
+    lines end in CRLF, a head ends at its first CRLF CRLF, a body is `Content-Length` bytes or chunks).
+    `pos` walks from one request to the next."""
+
+    __slots__ = ("buf", "chunk", "left", "pos")
+
+    def __init__(self, buf: bytes) -> None:
+        self.buf = buf
+        self.pos = 0
+        self.left: int | None = None  # a body that goes on: as HeadLimitedProtocol._left
+        self.chunk: tuple[bytes, int] = (b"", 0)
+
+    def head_end(self) -> int:
+        """The end of the head at `pos` (past its CRLF CRLF), or -1 when it goes on past the bytes. The
+        empty lines a request may begin with are its own."""
+        buf, pos = self.buf, self.pos
+        n = len(buf)
+        while pos < n and buf[pos] in b"\r\n":
+            pos += 1
+        end = buf.find(b"\r\n\r\n", pos)
+        return -1 if end < 0 else end + 4
+
+    def body(self, start: int, end: int) -> bool:
+        """Move `pos` past the body of the head `buf[start:end]`: False when the body goes on past the
+        bytes (`left` and `chunk` say how far)."""
+        length = 0
+        chunked = False
+        for line in self.buf[start:end].split(b"\r\n")[1:]:
+            name, _, value = line.partition(b":")
+            name = name.strip().lower()
+            if name == b"content-length":
+                length = int(value.strip())
+            elif name == b"transfer-encoding":
+                chunked = value.strip().lower().endswith(b"chunked")
+        n = len(self.buf)
+        if not chunked:
+            self.pos = end + length
+            if self.pos > n:
+                self.left = self.pos - n
+                return False
+            return True
+        done, self.chunk = _chunks(self.buf, end)
+        if done < 0:
+            self.left = -1
+            return False
+        self.pos = done
+        return True

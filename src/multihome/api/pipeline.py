@@ -33,6 +33,7 @@ from ..schema.bounded import Decoder
 from ..schema.chat import ChatRequest
 from ..schema.errors import ApiError, bad_request, echo, echo_quoted
 from .asgi import Header, Scope, header
+from .big_bodies import BigBodies
 from .policy_gate import pin_refusal
 from .render import served_headers
 
@@ -110,6 +111,7 @@ class Pipeline:
         self.max_body = max_body
         self.gate = gate  # who may reach which deployments
         self.accounting = accounting  # limits, audit, metering
+        self.bodies = BigBodies()  # where a door decodes a body over big_bodies.OFF_LOOP_OVER bytes
 
     def group(self, name: str) -> GroupRuntime:
         """The model group a request names; a 404 that lists the groups there are when it does not exist."""

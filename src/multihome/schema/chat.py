@@ -13,7 +13,7 @@ from .bounds import INT64, LOGIT_BIAS, MAX_N, MAX_TOP_LOGPROBS, PENALTY, between
 from .decoding import count_items, decode_views
 from .errors import bad_request, echo
 from .tiers import DEFAULT_TIERS, SERVICE_TIERS, need
-from .tool_names import check_function_name
+from .tool_names import MAX_NAME, check_function_name
 
 ROLES = frozenset({"system", "developer", "user", "assistant", "tool", "function"})
 TOOL_CHOICES = frozenset({"none", "auto", "required"})
@@ -170,6 +170,9 @@ class ParsedChat(msgspec.Struct):
     # The client asked to see a summary of the reasoning (the Responses front door's `reasoning.summary`):
     # upstreams that return reasoning only on request (Gemini's includeThoughts) are asked for it.
     reasoning_summary: bool = False
+    # A Responses function name longer than chat completions take (tool_names.py): where it is, for the
+    # 400 of a deployment reached through chat; None when every name fits.
+    long_name: str | None = None
 
     @property
     def stream(self) -> bool:
@@ -181,13 +184,14 @@ class ParsedChat(msgspec.Struct):
         return bool(opts and opts.include_usage)
 
 
-def parse_chat(body: bytes) -> ParsedChat:
+def parse_chat(body: bytes, names: int = MAX_NAME) -> ParsedChat:
+    """`names`: the longest function name allowed (the Responses door's translation allows its own)."""
     raw, req = decode_views(body, _typed)
-    _validate(req)
+    _validate(req, names)
     return ParsedChat(request=req, raw=raw, needs=_needs(req))
 
 
-def _validate(req: ChatRequest) -> None:
+def _validate(req: ChatRequest, names: int) -> None:
     if not req.model:
         raise bad_request(
             "'model' must be a non-empty string naming a model group (see GET /v1/models).", param="model"
@@ -210,7 +214,7 @@ def _validate(req: ChatRequest) -> None:
                 f"messages[{i}].content is required for role '{msg.role}'.", param=f"messages[{i}].content"
             )
         for j, call in enumerate(msg.tool_calls) if msg.tool_calls else ():  # history is held as OpenAI holds it
-            check_function_name(call.function.name, f"messages[{i}].tool_calls[{j}].function.name")
+            check_function_name(call.function.name, f"messages[{i}].tool_calls[{j}].function.name", names)
         for k, block in enumerate(msg.thinking_blocks) if msg.thinking_blocks else ():
             where = f"messages[{i}].thinking_blocks[{k}]"
             if msg.role != "assistant":
@@ -244,7 +248,7 @@ def _validate(req: ChatRequest) -> None:
         if tool.type == "function":
             if tool.function is None:
                 raise bad_request(f"tools[{i}] has type 'function' but no 'function'.", param=f"tools[{i}].function")
-            check_function_name(tool.function.name, f"tools[{i}].function.name")
+            check_function_name(tool.function.name, f"tools[{i}].function.name", names)
     fmt = req.response_format
     if fmt is not None:
         if fmt.type not in RESPONSE_FORMATS:

@@ -20,7 +20,7 @@ from .chat import REASONING_EFFORTS
 from .decoding import count_items, decode_body, decode_views
 from .errors import bad_request, echo
 from .tiers import SERVICE_TIERS
-from .tool_names import check_function_name
+from .tool_names import MAX_RESPONSES_NAME, check_function_name
 
 # OpenAI fields this gateway does not serve yet: a 400 that says so, rather than "unrecognized".
 UNSUPPORTED_FIELDS = frozenset(
@@ -405,7 +405,7 @@ def _check_tools(req: CreateResponse) -> None:
             )
         if tool.name is None:
             raise bad_request(f"tools[{i}] is a function tool without 'name'.", param=f"tools[{i}].name")
-        check_function_name(tool.name, f"tools[{i}].name")
+        check_function_name(tool.name, f"tools[{i}].name", MAX_RESPONSES_NAME)
         if tool.parameters and bytes(tool.parameters)[:1] not in (b"{", b"n"):  # an object, or null
             raise bad_request(f"tools[{i}].parameters must be a JSON Schema object.", param=f"tools[{i}].parameters")
     choice = req.tool_choice
@@ -470,7 +470,7 @@ def check_item(item: InputItem, where: str) -> None:
     elif kind == "function_call":
         if not item.call_id or item.name is None or item.arguments is None:
             raise bad_request(f"{where} is a function_call without 'call_id', 'name' and 'arguments'.", param=where)
-        check_function_name(item.name, f"{where}.name")  # the rule of the tools that made it (tool_names.py)
+        check_function_name(item.name, f"{where}.name", MAX_RESPONSES_NAME)  # the rule of the tools that made it
     elif kind == "function_call_output":
         if not item.call_id or item.output is None:
             raise bad_request(f"{where} is a function_call_output without 'call_id' and 'output'.", param=where)

@@ -16,9 +16,11 @@ import msgspec
 
 from ...routing.stream_relay import StreamRelay
 from ...schema import estimate
-from ...schema.anthropic import parse_messages
+from ...schema.anthropic import ParsedMessages, parse_messages
+from ...schema.chat import ParsedChat
 from ...schema.errors import ApiError
 from ..asgi import JSON, Receive, Send, read_body
+from ..big_bodies import OFF_LOOP_OVER
 from ..openai.chat import chat_request, chat_response
 from ..openai.errors import upstream_client_error
 from ..pipeline import Call, Pipeline, finish_refused, finish_unary, stream_finisher
@@ -43,8 +45,11 @@ class AnthropicDoor:
 
     async def messages(self, call: Call, receive: Receive, send: Send) -> None:
         raw = await read_body(call.scope, receive, self.pipeline.max_body)
-        parsed = parse_messages(raw)
-        canonical, dropped = to_canonical(parsed)
+        if len(raw) <= OFF_LOOP_OVER:
+            parsed = parse_messages(raw)
+            canonical, dropped = to_canonical(parsed)
+        else:  # decoded, checked and translated on a thread (api/big_bodies.py)
+            parsed, (canonical, dropped) = await self.pipeline.bodies.parse(_translated, raw)
         # forward_usage: the usage-only last chunk must reach the converter (message_delta needs it).
         served, headers = await self.pipeline.run(
             call,
@@ -79,3 +84,8 @@ class AnthropicDoor:
             return
         finish_unary(call, served, body)
         await send_json(call, send, served.status, body, [JSON, *headers])
+
+
+def _translated(raw: bytes) -> tuple[ParsedMessages, tuple[ParsedChat, list[str]]]:
+    parsed = parse_messages(raw)
+    return parsed, to_canonical(parsed)

@@ -12,6 +12,7 @@ from ...routing.catalog import DeploymentRuntime
 from ...schema import estimate
 from ...schema.chat import ParsedChat, parse_chat
 from ..asgi import JSON, Header, Receive, Send, read_body
+from ..big_bodies import OFF_LOOP_OVER
 from ..pipeline import Call, Pipeline, finish_refused, finish_unary, stream_finisher
 from ..render import send_failure, send_json, send_stream
 from .errors import OPENAI, upstream_client_error
@@ -23,7 +24,7 @@ class ChatDoor:
 
     async def handle(self, call: Call, receive: Receive, send: Send) -> None:
         body = await read_body(call.scope, receive, self.pipeline.max_body)
-        parsed = parse_chat(body)
+        parsed = parse_chat(body) if len(body) <= OFF_LOOP_OVER else await self.pipeline.bodies.parse(parse_chat, body)
         served, headers = await self.pipeline.run(
             call,
             "chat",

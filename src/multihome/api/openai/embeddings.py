@@ -9,6 +9,7 @@ from ...providers.base import UpstreamRequest
 from ...routing.catalog import DeploymentRuntime
 from ...schema.embeddings import ParsedEmbeddings, parse_embeddings
 from ..asgi import Receive, Send, read_body
+from ..big_bodies import OFF_LOOP_OVER
 from ..pipeline import Call, Pipeline
 from .chat import send_unary
 
@@ -19,7 +20,10 @@ class EmbeddingsDoor:
 
     async def handle(self, call: Call, receive: Receive, send: Send) -> None:
         body = await read_body(call.scope, receive, self.pipeline.max_body)
-        parsed = parse_embeddings(body)
+        if len(body) <= OFF_LOOP_OVER:
+            parsed = parse_embeddings(body)
+        else:
+            parsed = await self.pipeline.bodies.parse(parse_embeddings, body)
         # Embeddings produce no output tokens: nothing to reserve for them.
         served, headers = await self.pipeline.run(
             call, "embeddings", body, parsed, embeddings_request, embeddings_response, max_output=0

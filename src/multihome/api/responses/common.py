@@ -20,6 +20,7 @@ from ...schema import estimate
 from ...schema.chat import ParsedChat
 from ...schema.errors import ApiError, bad_request, echo
 from ...schema.responses import INCLUDABLE
+from ...schema.tool_names import MAX_NAME
 from ...state import StateStore
 from ...state.pairs import BrokenPair
 from ...storage.errors import Conflict, UnreadableRow, unavailable
@@ -222,6 +223,20 @@ def native_upstream(dep: DeploymentRuntime) -> NativeResponses | None:
     return native_responses(dep.adapter) if dep.responses_native else None
 
 
+def _long_name_refused(param: str, dep: DeploymentRuntime) -> ApiError:
+    """A Responses function name of 65 to 128 characters bound for a deployment reached through chat
+    completions, which takes 64 at most (schema/tool_names.py): refused before it is sent. (Agent steps,
+    with MCP or memory tools, and background turns are always sent as chat completions.)"""
+    return bad_request(
+        f"Invalid '{param}': a function name longer than {MAX_NAME} characters is accepted only where a turn "
+        f"is sent natively as a Responses call; deployment '{dep.name}' is sent this turn as a chat "
+        f"completion, which allows at most {MAX_NAME}. Shorten the name, or use a model served natively "
+        "(docs/responses.md).",
+        param=param,
+        code="string_above_max_length",
+    )
+
+
 async def run_turn(
     pipeline: Pipeline,
     call: Call,
@@ -242,6 +257,8 @@ async def run_turn(
         if adapter is not None:
             assert native is not None
             return await adapter.responses_request(native.raw(), dep.upstream_model)
+        if parsed.long_name is not None:
+            raise _long_name_refused(parsed.long_name, dep)
         upstream = await chat_request(parsed, dep)
         if dropped:  # fields this translation dropped, beside those the adapter did
             upstream.dropped = sorted({*dropped, *upstream.dropped})

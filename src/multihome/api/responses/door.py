@@ -29,6 +29,7 @@ from ...tools.resolver import McpResolver
 from ...tools.servers import McpServerStore
 from ...tools.toolbox import Toolbox
 from ..asgi import JSON, Receive, Send, header, read_body
+from ..big_bodies import OFF_LOOP_OVER
 from ..openai.errors import OPENAI, upstream_client_error
 from ..pipeline import Call, Pipeline, finish_refused, finish_unary, stream_finisher
 from ..render import send_failure, send_json, send_stream
@@ -120,7 +121,7 @@ class ResponsesDoor:
 
     async def _create(self, call: Call, receive: Receive, send: Send) -> None:
         body = await read_body(call.scope, receive, self.pipeline.max_body)
-        req = parse_create(body)
+        req = parse_create(body) if len(body) <= OFF_LOOP_OVER else await self.pipeline.bodies.parse(parse_create, body)
         if req.store:
             need_state(self.state, "Storing a response ('store': true)")
         who = tenant(call)
@@ -146,7 +147,8 @@ class ResponsesDoor:
         if chain:  # a chain of plain turns: its context converted once (held_context.py)
             await open_thinking(req, thinking, context, new)  # opened once: to_canonical's pass finds them so
             held = self.held.request(req, chain, new, thinking)
-        canonical, dropped = held or await to_canonical(req, context, new, thinking=thinking)
+        pool = self.pipeline.bodies if len(body) > OFF_LOOP_OVER else None
+        canonical, dropped = held or await to_canonical(req, context, new, thinking=thinking, pool=pool)
         if req.background:  # checked like a foreground turn (a 400 or 404 now), then queued
             need_state(self.state, "Background mode ('background': true)")
             assert self.background is not None  # present whenever the state store is

@@ -37,7 +37,7 @@ from ...schema.responses import CreateResponse
 from ...state import StoredResponse
 from .items import Item, chat_messages
 from .thinking import Thinking
-from .translate import chat_body, parsed_body
+from .translate import chat_body, long_name, parsed_body
 
 _encode = msgspec.json.encode
 # Item kinds whose messages do not depend on items of other turns (items.chat_messages), except a function
@@ -148,7 +148,9 @@ class HeldContexts:
         needs = part.needs | {"vision"} if held.vision else part.needs
         messages = [*typed[:h], *held.typed, *typed[h + a :]]
         request = msgspec.structs.replace(part.request, messages=messages)
-        return ParsedChat(request=request, raw=raw, needs=needs, reasoning_summary=part.reasoning_summary), dropped
+        parsed = ParsedChat(request=request, raw=raw, needs=needs, reasoning_summary=part.reasoning_summary)
+        parsed.long_name = long_name(req, request)
+        return parsed, dropped
 
     def forget(self, response_id: str) -> None:
         """A response was deleted: drop every kept context with its content, not only the one it ends

@@ -29,7 +29,7 @@ from ...schema.errors import ApiError, bad_request
 from ...schema.responses import CreateResponse
 from .items import Item, chat_messages
 from .thinking import Thinking
-from .translate import chat_body, parsed_body, turn_messages
+from .translate import chat_body, long_name, parsed_body, turn_messages
 
 _encode = msgspec.json.encode
 # Item kinds after which no reasoning summary is waiting to merge into the next assistant message
@@ -110,6 +110,7 @@ class StepContext:
         needs = part.needs | {"vision"} if self._vision else part.needs
         typed = msgspec.structs.replace(part.request, messages=list(self._typed))
         parsed = ParsedChat(request=typed, raw=raw, needs=needs, reasoning_summary=part.reasoning_summary)
+        parsed.long_name = long_name(req, typed)
         return parsed, dropped
 
     def _settle(self, items: list[Item]) -> None:

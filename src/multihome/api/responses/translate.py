@@ -9,6 +9,7 @@ read back from the completion (reference/responses.md sections 5 and 11).
 
 from __future__ import annotations
 
+import functools
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -16,13 +17,15 @@ from typing import Any
 import msgspec
 
 from ...schema.bounded import Decoder
-from ...schema.chat import ParsedChat, parse_chat
+from ...schema.chat import ChatRequest, ParsedChat, parse_chat
 from ...schema.errors import ApiError, bad_request
 from ...schema.peek import Usage
 from ...schema.responses import CreateResponse, NamedToolChoice
 from ...schema.tiers import SERVICE_TIERS
+from ...schema.tool_names import MAX_NAME, MAX_RESPONSES_NAME
 from ...state.memory.tools import echoed as memory_echo
 from ...state.memory.tools import parse_tool
+from ..big_bodies import BigBodies
 from .items import Item, chat_messages, new_id
 from .thinking import Thinking
 
@@ -38,14 +41,24 @@ async def to_canonical(
     functions: list[Item] | None = None,
     *,
     thinking: Thinking | None = None,
+    pool: BigBodies | None = None,
 ) -> tuple[ParsedChat, list[str]]:
     """The chat request for this turn: instructions, then the stored context, then the new input.
     `functions`: the MCP servers' tools as function tools (an agent step, api/responses/agent.py).
+    `pool`: where a large turn is translated, off the event loop (None: here).
     `thinking`: the response's (the shell's): Claude's thinking blocks the items carry are opened with it
     and sent back (a blob that does not open for this tenant is a 400 naming `input[i]`); without it
     none are."""
     if thinking is not None:
         await open_thinking(req, thinking, context, new)
+    if pool is not None:  # a large turn: translated on the pool's thread (api/big_bodies.py)
+        return await pool.run(functools.partial(_canonical, req, context, new, functions, thinking))
+    return _canonical(req, context, new, functions, thinking)
+
+
+def _canonical(
+    req: CreateResponse, context: list[Item], new: list[Item], functions: list[Item] | None, thinking: Thinking | None
+) -> tuple[ParsedChat, list[str]]:
     messages = turn_messages(req, context, new, {}, thinking)
     if not messages:
         raise bad_request("The request has nothing to answer: 'input' is empty.", param="input")
@@ -140,13 +153,30 @@ def chat_body(
 def parsed_body(req: CreateResponse, body: dict[str, Any]) -> ParsedChat:
     """`body` encoded once and parsed as a chat completion request is (a 400 saying why it cannot be served)."""
     try:
-        parsed = parse_chat(_encode(body))
+        parsed = parse_chat(_encode(body), MAX_RESPONSES_NAME)
     except ApiError as err:
         raise bad_request(f"The request cannot be served: {err.body.message}", param=err.body.param) from None
+    parsed.long_name = long_name(req, parsed.request)
     # A summary is asked of the upstreams that return reasoning only when asked (Gemini); what any upstream
     # reasons (Claude's thinking, Gemini's thoughts, reasoning_content) comes back as a reasoning item.
     parsed.reasoning_summary = req.reasoning is not None and req.reasoning.summary not in (None, "none")
     return parsed
+
+
+def long_name(req: CreateResponse, chat: ChatRequest) -> str | None:
+    """Where a function name over chat's MAX_NAME is, in the turn's chat request `chat` (a Responses name
+    may be longer: tool_names.py); None when every name fits."""
+    for i, tool in enumerate(req.tools or ()):
+        if tool.type == "function" and tool.name is not None and len(tool.name) > MAX_NAME:
+            return f"tools[{i}].name"
+    for fn in chat.tools or ():
+        if fn.function is not None and len(fn.function.name) > MAX_NAME:
+            return "tools"  # an MCP server's tool (an agent step)
+    for msg in chat.messages:
+        for call in msg.tool_calls or ():
+            if len(call.function.name) > MAX_NAME:
+                return "input"  # a function_call item of the input or of the stored context
+    return None
 
 
 def _tool(tool: Any) -> dict[str, Any]:
