@@ -33,14 +33,23 @@ COARSE_DIM = 64  # the embedding's first dimensions (a Matryoshka model: a prefi
 EXACT_UPTO = 10_000  # up to this many records, every similarity is computed in full
 COARSE_POOL = 512  # candidates the coarse pass hands to the exact one
 KEPT_FILTERS = 8  # filters whose admitted positions an index keeps (the most recently used)
+# Words longer than this are stemmed each time, never cached: the cache is bounded in words, and a query
+# (10,000 characters) or a record (32,768) of one long made-up word each would have filled it with ~20 kB
+# entries (~4 GB at its 200,000 words; PyStemmer's own cache, now off, held 10,000 such). No word of a
+# language comes near it.
+STEM_CACHED_UPTO = 40
 RRF_K = 60  # the constant of reciprocal rank fusion (Cormack et al.); 60 is the usual choice
 K1, B = 1.5, 0.75  # bm25s' defaults, used by the delta scorer too
 _WORD = re.compile(r"(?u)\b\w\w+\b")
-_stemmer = Stemmer.Stemmer("english")
+_stemmer = Stemmer.Stemmer("english", 0)  # no cache of its own: `_stem` is the one, bounded by word length too
 
 
 @lru_cache(maxsize=200_000)
 def _stem(word: str) -> str:
+    return str(_stemmer.stemWord(word))
+
+
+def _stem_long(word: str) -> str:
     return str(_stemmer.stemWord(word))
 
 
@@ -55,7 +64,9 @@ def _stopwords() -> frozenset[str]:
 def terms(text: str) -> list[str]:
     """The keyword terms of a text: lower-cased words of 2+ characters, stop words out, stemmed."""
     stop = _stopwords()
-    return [_stem(w) for w in _WORD.findall(text.lower()) if w not in stop]
+    return [
+        _stem(w) if len(w) <= STEM_CACHED_UPTO else _stem_long(w) for w in _WORD.findall(text.lower()) if w not in stop
+    ]
 
 
 class NamespaceIndex:
