@@ -241,3 +241,15 @@ async def test_usage_counts_records_and_bytes_per_namespace_without_opening_them
     assert rows[0]["oldest_at"] is None and rows[0]["default_ttl_s"] == 60
     assert MARKER not in repr(rows)
     assert [r["records"] for r in await memory.usage("t3")] == []
+
+
+async def test_searches_of_namespaces_that_do_not_exist_leave_no_lock_each(memory):
+    """Each search takes its namespace's lock; a caller naming a new namespace per search made one lock
+    each, kept until the next minute's sweep: now the idle ones go once MAX_IDLE_LOCKS are held."""
+    from multihome.state.memory.store import MAX_IDLE_LOCKS
+
+    await _write(memory, FACTS[:1])
+    for i in range(MAX_IDLE_LOCKS + 500):
+        assert not await memory.search("t1", "support", f"nobody-{i}", "dog", mode="keyword")
+    assert len(memory._locks) <= MAX_IDLE_LOCKS + 1
+    assert [h.record.text for h in await memory.search("t1", "support", "u1", "dog")] == FACTS[:1]
