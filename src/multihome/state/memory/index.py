@@ -84,7 +84,9 @@ class NamespaceIndex:
         self.meta: list[Mapping[str, Any]] = []
         self.tokens: list[list[str]] = []
         self.pos: dict[str, int] = {}
-        cap = 256
+        # Rows allocated: few at first (a namespace of a handful of records is common, and every row is
+        # memory the store's budget counts, `capacity`); `add_many` doubles them as records come.
+        cap = 16
         self._vec = np.zeros((cap, dim), dtype=np.float32)
         self._coarse = np.zeros((cap, min(dim, COARSE_DIM)), dtype=np.float32)
         self._alive = np.zeros(cap, dtype=bool)
@@ -103,6 +105,11 @@ class NamespaceIndex:
 
     def __len__(self) -> int:
         return len(self.pos)
+
+    @property
+    def capacity(self) -> int:
+        """Rows the arrays hold room for: what the index weighs, whatever is in them (store.py `_evict`)."""
+        return len(self._alive)
 
     # -- changes --------------------------------------------------------------------------------
     def add(

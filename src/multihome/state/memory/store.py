@@ -69,6 +69,7 @@ INDEX_IDLE_S = 3600.0  # an index not searched for this long is dropped (then re
 # Namespace locks beyond those of cached indexes before the idle ones are dropped (`_drop_idle_locks`).
 MAX_IDLE_LOCKS = 1_000
 BUDGET_DIM = 256  # the in-memory budget counts records of this many dimensions (a 1,536-dimension one is six)
+NAMESPACE_WEIGHT = 4  # what a held index weighs besides its rows (its dicts and lists), in records
 Meta = dict[str, Any]
 T = TypeVar("T")
 
@@ -1084,7 +1085,10 @@ class MemoryStore(StoreBase):
         `BUDGET_DIM` dimensions: an index of wider vectors weighs more)."""
 
         def weight(c: _Cached) -> int:
-            return len(c.index) * max(1, c.index.dim) // BUDGET_DIM
+            # The rows allocated, not the records in them, and the index's own objects: counting records
+            # alone, an index of one record weighed 1 and held ~140 kB (256 rows allocated up front), so a
+            # caller searching many one-record namespaces held ~140x the budget.
+            return c.index.capacity * max(1, c.index.dim) // BUDGET_DIM + NAMESPACE_WEIGHT
 
         total = sum(weight(c) for c in self._cache.values())
         for key in list(self._cache):
