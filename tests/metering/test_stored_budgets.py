@@ -228,3 +228,16 @@ async def test_metering_without_storage_has_only_config_budgets():
             await m.limiter.admit(principal(), "g", PLAN, 100, 100, "r1")
     finally:
         await m.close()
+
+
+async def test_budgets_made_and_deleted_leave_nothing_behind():
+    """A tenant admin making and deleting budgets of new ids, over and over: what metering remembers of the
+    budgets it seeded is those in force, not every one there ever was."""
+    m = Metering(MeteringConfig(), PRICES)
+    for i in range(2_000):
+        budget = AdminBudget(scope="key", id=f"key-{i}", amount="1", period="day", budget_id=f"bud_{i}", tenant_id="t")
+        await m._use_budgets((budget,))  # made (the snapshot holds it) ...
+        await m._use_budgets(())  # ... and deleted
+    assert len(m._seeded) == 0
+    await m._use_budgets((AdminBudget(scope="key", id="k", amount="1", period="day", budget_id="b", tenant_id="t"),))
+    assert len(m._seeded) == 1

@@ -129,3 +129,25 @@ def test_the_export_worker_logs_in_the_gateway_s_log_format(monkeypatch):
     lines = [json.loads(line) for line in done.stderr.decode().splitlines() if line.strip()]  # every line
     assert {"time": lines[-1]["time"], "level": "error", "logger": "multihome.telemetry"}.items() <= lines[-1].items()
     assert lines[-1]["message"] == "telemetry worker: undecodable frame; stopping", done.stderr
+
+
+def test_an_oversized_trace_context_is_not_kept_on_the_record():
+    """A head may carry 64 KiB of each: every call record (the call log, the export queue) held it."""
+    max_traceparent, max_tracestate = 256, 512  # api/pipeline.py's bounds
+    seen = []
+    sink = type("Sink", (), {"record": lambda self, c: seen.append(c)})()
+    acc = Accounting(sinks=[sink])
+    acc.trace_context = True
+    parent = b"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+    for headers in (
+        [(b"traceparent", parent), (b"tracestate", b"v=" + b"x" * 60_000)],
+        [(b"traceparent", parent + b"-" + b"f" * 60_000), (b"tracestate", b"v=1")],
+        [(b"traceparent", parent + b"-ab"), (b"tracestate", b"v=" + b"x" * (max_tracestate - 2))],
+    ):
+        call = _call()
+        call.scope = {"headers": headers}
+        begin_call(call, acc, "chat", b"{}", _Group(), None).finish(200, "ok")
+    long_state, long_parent, at_bounds = seen
+    assert long_state.traceparent == parent.decode() and long_state.tracestate is None
+    assert long_parent.traceparent is None and long_parent.tracestate is None
+    assert len(at_bounds.traceparent) <= max_traceparent and len(at_bounds.tracestate) == max_tracestate

@@ -241,3 +241,37 @@ async def test_usage_counts_records_and_bytes_per_namespace_without_opening_them
     assert rows[0]["oldest_at"] is None and rows[0]["default_ttl_s"] == 60
     assert MARKER not in repr(rows)
     assert [r["records"] for r in await memory.usage("t3")] == []
+
+
+async def test_searches_of_namespaces_that_do_not_exist_leave_no_lock_each(memory):
+    """Each search takes its namespace's lock; a caller naming a new namespace per search made one lock
+    each, kept until the next minute's sweep: now the idle ones go once MAX_IDLE_LOCKS are held."""
+    from multihome.state.memory.store import MAX_IDLE_LOCKS
+
+    await _write(memory, FACTS[:1])
+    for i in range(MAX_IDLE_LOCKS + 500):
+        assert not await memory.search("t1", "support", f"nobody-{i}", "dog", mode="keyword")
+    assert len(memory._locks) <= MAX_IDLE_LOCKS + 1
+    assert [h.record.text for h in await memory.search("t1", "support", "u1", "dog")] == FACTS[:1]
+
+
+async def test_many_small_namespaces_held_stay_within_the_memory_budget(db_url, kms_config):
+    """One record in each of many namespaces, each searched: the indexes held weigh what they allocate, so
+    their vectors stay within `max_records_in_memory` (records of BUDGET_DIM dimensions); an index of one
+    record weighed 1 and held 256 rows."""
+    from multihome.state.memory.store import BUDGET_DIM
+
+    engine = create_engine(db_url)
+    keyring = open_keyring(kms_config, engine)
+    memory = MemoryStore(engine, keyring, embedder, max_records_in_memory=1_000)
+    try:
+        for i in range(150):
+            await _write(memory, FACTS[:1], user=f"u{i}")
+            assert len(await memory.search("t1", "support", f"u{i}", "dog")) == 1
+        held = sum(c.index._vec.nbytes + c.index._coarse.nbytes for c in memory._cache.values())
+        assert held <= 1_000 * BUDGET_DIM * 4 * 1.25, f"{held} bytes of vectors held for a budget of 1,000 records"
+        assert len(await memory.search("t1", "support", "u0", "dog")) == 1  # an evicted one is loaded again
+    finally:
+        await memory.close()
+        await keyring.close()
+        await engine.dispose()

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import math
 import socket
+import tracemalloc
 
 import numpy as np
 import pytest
@@ -180,3 +181,19 @@ def test_a_filtered_best_tests_each_record_once_among_tied_scores(seed):
     assert all(i % every == 0 for i in got)
     assert list(scores[got]) == sorted(scores[got], reverse=True)
     assert sorted(scores[got]) == sorted(sorted(scores[passing], reverse=True)[: len(got)])
+
+
+def test_long_made_up_words_are_not_kept_by_the_stem_cache():
+    """A query or record of one long made-up word each: the stem cache is bounded in words, so caching them
+    would hold ~20 kB apiece (~4 GB at its bound); they are stemmed and let go."""
+    terms("warm up the stemmer and its stop words")
+    words = [f"{i:06d}" + "q" * 5_000 for i in range(1_000)]
+    tracemalloc.start()
+    try:
+        before, _ = tracemalloc.get_traced_memory()
+        for word in words:
+            assert terms(f"about {word}") == [word]
+        held, _ = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert held - before < 1_000_000, f"{held - before} bytes held after 1,000 searches of a 5 kB word"

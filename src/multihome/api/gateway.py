@@ -143,7 +143,7 @@ class Gateway:
             if route.identify:
                 family = route.family
                 if family.missing_key is not None and credential_of(scope) is None and not self.auth.open_access:
-                    raise family.missing_key
+                    raise family.missing_key()
                 principal = self.auth.at_once(scope)  # a key from the environment: no coroutine
                 call.principal = principal if principal is not None else await self.auth.deferred(scope)
                 if route.method == "POST":

@@ -232,6 +232,24 @@ class Pipeline:
         return served, [*served_headers(call.request_id, served), *extra]
 
 
+# The client's trace context is kept on the call's record (the call log, the export queue) only up to these
+# sizes: a head may carry 64 KiB of each, which every record would have held. A traceparent is 55 characters
+# (W3C, version 00; room for a later version's extra fields); a longer tracestate need not be propagated.
+MAX_TRACEPARENT = 256
+MAX_TRACESTATE = 512
+
+
+def _trace_context(scope: Scope) -> tuple[bytes | None, bytes | None]:
+    """The client's traceparent and tracestate, each dropped when longer than its bound (a traceparent
+    that long is no trace to join; a tracestate that long is not propagated: otel_pipeline.py)."""
+    parent, state = header(scope, b"traceparent"), header(scope, b"tracestate")
+    if parent is not None and len(parent) > MAX_TRACEPARENT:
+        parent = state = None
+    if state is not None and len(state) > MAX_TRACESTATE:
+        state = None
+    return parent, state
+
+
 def begin_call(
     call: Call, accounting: Accounting | None, endpoint: str, body: bytes, group: GroupRuntime, request: Any
 ) -> CallTracker | None:
@@ -244,7 +262,7 @@ def begin_call(
     if tracker is None:
         return None
     if accounting.trace_context:  # only with telemetry on (docs/telemetry.md)
-        tracker.traceparent, tracker.tracestate = header(call.scope, b"traceparent"), header(call.scope, b"tracestate")
+        tracker.traceparent, tracker.tracestate = _trace_context(call.scope)
     call.tracker = tracker
     return tracker
 

@@ -32,7 +32,9 @@ class Family:
 
     name: str
     error_body: Callable[[ApiError, bytes], bytes]  # (error, request id) -> the envelope's bytes
-    missing_key: ApiError | None = None  # raised before identify when the call carries no credential at all
+    # Makes the error raised before identify when the call carries no credential at all: a new one per call (an
+    # instance raised again keeps every frame it passed through, identity/authenticator.py `_missing`).
+    missing_key: Callable[[], ApiError] | None = None
 
 
 _SSE_HEADERS = [(b"content-type", b"text/event-stream"), (b"cache-control", b"no-cache"), (b"x-accel-buffering", b"no")]

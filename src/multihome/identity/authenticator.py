@@ -14,17 +14,27 @@ from ..schema.principal import MEMBER, ORG_ADMIN, Principal
 from ..schema.request_headers import SCAN_MAX, index_of, repeated
 from .oidc import looks_like_jwt
 
-_MISSING = ApiError(
-    401,
-    "Missing API key. Send 'Authorization: Bearer <key>' (the OpenAI SDKs do this from OPENAI_API_KEY) "
-    "or 'x-api-key: <key>'.",
-    code="invalid_api_key",
-)
-_INVALID = ApiError(
-    401,
-    "Invalid API key: it is unknown, revoked or expired. Ask your tenant admin for a key.",
-    code="invalid_api_key",
-)
+
+# A new error per refusal, never one module-level instance: raising an instance again appends every frame
+# it passes through to its __traceback__, so a shared one would keep each refused request's frames (its
+# scope, its call) alive for good: ~7 kB a request anyone without a key could send.
+def _missing() -> ApiError:
+    return ApiError(
+        401,
+        "Missing API key. Send 'Authorization: Bearer <key>' (the OpenAI SDKs do this from OPENAI_API_KEY) "
+        "or 'x-api-key: <key>'.",
+        code="invalid_api_key",
+    )
+
+
+def _invalid() -> ApiError:
+    return ApiError(
+        401,
+        "Invalid API key: it is unknown, revoked or expired. Ask your tenant admin for a key.",
+        code="invalid_api_key",
+    )
+
+
 TENANT_UNAVAILABLE = "tenant_unavailable"
 _ANONYMOUS = Principal(tenant="default", subject="anonymous", source="unauthenticated")
 
@@ -173,14 +183,14 @@ class Authenticator:
             return _ANONYMOUS
         credential = credential_of(scope)
         if credential is None:
-            raise _MISSING
+            raise _missing()
         if (credential.startswith(b"mh_") and self._managed is not None) or (
             self._oidc is not None and looks_like_jwt(credential)
         ):
             return None
         principal = self._env_keys.get(_digest(credential))
         if principal is None:
-            raise _INVALID
+            raise _invalid()
         return principal
 
     async def authenticate(self, scope: dict) -> Principal:
@@ -197,7 +207,7 @@ class Authenticator:
             if record is None and self._managed_miss is not None and await self._managed_miss():
                 record = self._managed(presented)  # created moments ago on another replica
             if record is None:
-                raise _INVALID
+                raise _invalid()
             principal = principal_of_key(record)
             if self._refusals is not None and self._refusals.refused:  # empty unless a stored row is unreadable
                 check_refused(self._refusals, principal, token=False)

@@ -64,21 +64,31 @@ def _unauthorized(message: str, code: str) -> ApiError:
     return ApiError(401, message, code=code, headers=_UNAUTHORIZED)
 
 
-_MALFORMED = _unauthorized("The bearer token is not a well-formed JWT.", "malformed_token")
-_TOO_LARGE = _unauthorized(f"The bearer token is larger than {MAX_TOKEN_BYTES} bytes.", "malformed_token")
-_UNKNOWN_ISSUER = _unauthorized(
-    "The token's issuer (iss) is not one this gateway trusts; see identity.oidc in the gateway config.",
-    "unknown_issuer",
-)
+# Each refusal raises a new error, never a module-level instance: raising one instance again appends every
+# frame it passes through to its __traceback__, keeping each refused request's frames alive for good.
+def _malformed() -> ApiError:
+    return _unauthorized("The bearer token is not a well-formed JWT.", "malformed_token")
 
 
-_UNKNOWN_TENANT = ApiError(
-    403,
-    "The token's tenant is not a tenant of this gateway: it is unknown or has been offboarded. Ask your "
-    "administrator to create the tenant, or to map your identity provider's tenant to an existing one.",
-    type="permission_error",
-    code="unknown_tenant",
-)
+def _too_large() -> ApiError:
+    return _unauthorized(f"The bearer token is larger than {MAX_TOKEN_BYTES} bytes.", "malformed_token")
+
+
+def _unknown_issuer() -> ApiError:
+    return _unauthorized(
+        "The token's issuer (iss) is not one this gateway trusts; see identity.oidc in the gateway config.",
+        "unknown_issuer",
+    )
+
+
+def _unknown_tenant() -> ApiError:
+    return ApiError(
+        403,
+        "The token's tenant is not a tenant of this gateway: it is unknown or has been offboarded. Ask your "
+        "administrator to create the tenant, or to map your identity provider's tenant to an existing one.",
+        type="permission_error",
+        code="unknown_tenant",
+    )
 
 
 def _revoked(revocation_id: str) -> ApiError:
@@ -178,7 +188,7 @@ class OidcVerifier:
             try:
                 token = token.decode("ascii")
             except UnicodeDecodeError:
-                raise _MALFORMED from None
+                raise _malformed() from None
         hit = self._verified.get(token)
         if hit is not None:
             principal, expires_at, keys, generation, iss, jti, iat = hit
@@ -192,16 +202,16 @@ class OidcVerifier:
                 return principal
             self._verified.pop(token, None)
         if len(token) > MAX_TOKEN_BYTES:
-            raise _TOO_LARGE
+            raise _too_large()
         try:
             unverified = self._jwt.decode_complete(token, options={"verify_signature": False})
         except (jwt_errors.PyJWTError, ValueError, TypeError):
-            raise _MALFORMED from None
+            raise _malformed() from None
         header, claims = unverified["header"], unverified["payload"]
         iss = claims.get("iss")
         issuer = self._by_iss.get(iss) if isinstance(iss, str) else None
         if issuer is None:
-            raise _UNKNOWN_ISSUER
+            raise _unknown_issuer()
         cfg = issuer.cfg
         alg = header.get("alg")
         if not isinstance(alg, str) or alg not in cfg.algorithms:
@@ -252,7 +262,7 @@ class OidcVerifier:
         """After a miss: re-read the stored tenants once (rate-limited), then raise 403 unknown_tenant."""
         if self.tenants_miss is not None and await self.tenants_miss() and self._tenant_known(principal):
             return  # created moments ago on another replica
-        raise _UNKNOWN_TENANT
+        raise _unknown_tenant()
 
     def _check_revoked(self, principal: Principal, iss: str, jti: str | None, iat: float | None) -> None:
         """Raise 401 token_revoked if a live revocation covers this token (memory only, O(1))."""

@@ -543,7 +543,10 @@ class Metering:
                     raise  # at start-up: do not serve with budgets that forgot this period's spend
                 # Enforce the change anyway, counting from what the counters hold (fail towards limits).
                 log.error("new budget counters not seeded from stored usage (%s); they count from now", exc)
-        self._seeded.update(slot(r) for r in new)
+        # Only the slots of the budgets in force: a tenant admin creating and deleting budgets of new ids grew
+        # the set for good. A budget deleted and made again is seeded again, which changes nothing if its
+        # counter still runs (a seed sets only a counter that does not exist).
+        self._seeded = {slot(r) for r in rules.budget_rules}
         self.limiter.use_rules(rules)
         self.admin_budgets = stored
 

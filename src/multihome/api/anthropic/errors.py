@@ -13,13 +13,17 @@ import msgspec
 from ...schema.errors import ApiError
 from ..render import Family
 
-# Anthropic clients send `x-api-key`; without any key, say which header and which SDK variable.
-MISSING_KEY = ApiError(
-    401,
-    "Missing API key. Send 'x-api-key: <key>' or 'Authorization: Bearer <key>' with the key issued for this gateway "
-    "(the anthropic SDK sends ANTHROPIC_API_KEY).",
-    code="invalid_api_key",
-)
+
+# Anthropic clients send `x-api-key`; without any key, say which header and which SDK variable. A new error
+# each time (render.Family.missing_key).
+def missing_key() -> ApiError:
+    return ApiError(
+        401,
+        "Missing API key. Send 'x-api-key: <key>' or 'Authorization: Bearer <key>' with the key issued for this "
+        "gateway (the anthropic SDK sends ANTHROPIC_API_KEY).",
+        code="invalid_api_key",
+    )
+
 
 _TYPES = {
     400: "invalid_request_error",
@@ -50,4 +54,4 @@ def error_body(err: ApiError, request_id: bytes) -> bytes:
     )
 
 
-ANTHROPIC = Family("anthropic", error_body, MISSING_KEY)
+ANTHROPIC = Family("anthropic", error_body, missing_key)

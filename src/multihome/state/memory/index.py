@@ -33,14 +33,23 @@ COARSE_DIM = 64  # the embedding's first dimensions (a Matryoshka model: a prefi
 EXACT_UPTO = 10_000  # up to this many records, every similarity is computed in full
 COARSE_POOL = 512  # candidates the coarse pass hands to the exact one
 KEPT_FILTERS = 8  # filters whose admitted positions an index keeps (the most recently used)
+# Words longer than this are stemmed each time, never cached: the cache is bounded in words, and a query
+# (10,000 characters) or a record (32,768) of one long made-up word each would have filled it with ~20 kB
+# entries (~4 GB at its 200,000 words; PyStemmer's own cache, now off, held 10,000 such). No word of a
+# language comes near it.
+STEM_CACHED_UPTO = 40
 RRF_K = 60  # the constant of reciprocal rank fusion (Cormack et al.); 60 is the usual choice
 K1, B = 1.5, 0.75  # bm25s' defaults, used by the delta scorer too
 _WORD = re.compile(r"(?u)\b\w\w+\b")
-_stemmer = Stemmer.Stemmer("english")
+_stemmer = Stemmer.Stemmer("english", 0)  # no cache of its own: `_stem` is the one, bounded by word length too
 
 
 @lru_cache(maxsize=200_000)
 def _stem(word: str) -> str:
+    return str(_stemmer.stemWord(word))
+
+
+def _stem_long(word: str) -> str:
     return str(_stemmer.stemWord(word))
 
 
@@ -55,7 +64,9 @@ def _stopwords() -> frozenset[str]:
 def terms(text: str) -> list[str]:
     """The keyword terms of a text: lower-cased words of 2+ characters, stop words out, stemmed."""
     stop = _stopwords()
-    return [_stem(w) for w in _WORD.findall(text.lower()) if w not in stop]
+    return [
+        _stem(w) if len(w) <= STEM_CACHED_UPTO else _stem_long(w) for w in _WORD.findall(text.lower()) if w not in stop
+    ]
 
 
 class NamespaceIndex:
@@ -73,7 +84,9 @@ class NamespaceIndex:
         self.meta: list[Mapping[str, Any]] = []
         self.tokens: list[list[str]] = []
         self.pos: dict[str, int] = {}
-        cap = 256
+        # Rows allocated: few at first (a namespace of a handful of records is common, and every row is
+        # memory the store's budget counts, `capacity`); `add_many` doubles them as records come.
+        cap = 16
         self._vec = np.zeros((cap, dim), dtype=np.float32)
         self._coarse = np.zeros((cap, min(dim, COARSE_DIM)), dtype=np.float32)
         self._alive = np.zeros(cap, dtype=bool)
@@ -92,6 +105,11 @@ class NamespaceIndex:
 
     def __len__(self) -> int:
         return len(self.pos)
+
+    @property
+    def capacity(self) -> int:
+        """Rows the arrays hold room for: what the index weighs, whatever is in them (store.py `_evict`)."""
+        return len(self._alive)
 
     # -- changes --------------------------------------------------------------------------------
     def add(

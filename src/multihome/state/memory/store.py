@@ -66,7 +66,10 @@ TABLE = "memory_records"
 LOAD_BATCH = 2000  # records read and opened per step when an index is built or caught up
 TOMBSTONE_TTL = timedelta(days=1)
 INDEX_IDLE_S = 3600.0  # an index not searched for this long is dropped (then rebuilt when needed)
+# Namespace locks beyond those of cached indexes before the idle ones are dropped (`_drop_idle_locks`).
+MAX_IDLE_LOCKS = 1_000
 BUDGET_DIM = 256  # the in-memory budget counts records of this many dimensions (a 1,536-dimension one is six)
+NAMESPACE_WEIGHT = 4  # what a held index weighs besides its rows (its dicts and lists), in records
 Meta = dict[str, Any]
 T = TypeVar("T")
 
@@ -606,8 +609,7 @@ class MemoryStore(StoreBase):
         idle = time.monotonic() - INDEX_IDLE_S
         for key in [k for k, c in self._cache.items() if c.used < idle]:
             self._cache.pop(key, None)
-        for key in [k for k, lock in self._locks.items() if k not in self._cache and not lock.locked()]:
-            del self._locks[key]
+        self._drop_idle_locks()
         return done
 
     # -- reads ----------------------------------------------------------------------------------
@@ -857,7 +859,22 @@ class MemoryStore(StoreBase):
         return fresh is None or _dims(fresh.space) != _dims(known.space)
 
     def _lock(self, key: tuple[str, str, str]) -> asyncio.Lock:
-        return self._locks.setdefault(key, asyncio.Lock())
+        lock = self._locks.get(key)
+        if lock is None:
+            if len(self._locks) >= MAX_IDLE_LOCKS + len(self._cache):
+                self._drop_idle_locks()
+            lock = self._locks[key] = asyncio.Lock()
+        return lock
+
+    def _drop_idle_locks(self) -> None:
+        """Forget the locks of namespaces this replica holds no index of and nobody holds or waits for (as
+        the sweep does each minute): each search of a namespace that does not exist made one, so a caller
+        naming a new one per search grew the map by its request rate until the next sweep."""
+        cache = self._cache
+        # Nor one a task was just woken to take: released, it is not `locked()` until that task runs.
+        idle = [k for k, lock in self._locks.items() if k not in cache and not lock.locked() and not lock._waiters]
+        for key in idle:
+            del self._locks[key]
 
     async def _fresh(self, key: tuple[str, str, str]) -> _Cached | None:
         """This replica's index of the namespace, caught up with every committed change (the caller
@@ -1068,7 +1085,10 @@ class MemoryStore(StoreBase):
         `BUDGET_DIM` dimensions: an index of wider vectors weighs more)."""
 
         def weight(c: _Cached) -> int:
-            return len(c.index) * max(1, c.index.dim) // BUDGET_DIM
+            # The rows allocated, not the records in them, and the index's own objects: counting records
+            # alone, an index of one record weighed 1 and held ~140 kB (256 rows allocated up front), so a
+            # caller searching many one-record namespaces held ~140x the budget.
+            return c.index.capacity * max(1, c.index.dim) // BUDGET_DIM + NAMESPACE_WEIGHT
 
         total = sum(weight(c) for c in self._cache.values())
         for key in list(self._cache):
