@@ -22,7 +22,7 @@ import openai
 import pytest
 import sqlalchemy as sa
 
-from builders import audit, breakers, config, database, deployment, embedding, group, identity, simulated
+from builders import audit, breakers, config, database, deployment, embedding, group, identity, price, simulated
 from multihome.crypto import init_key_file
 from multihome.storage.engine import create_engine
 
@@ -114,7 +114,11 @@ def world(request, tmp_path_factory):
                 "x": simulated("openai", sims["x"].url, data_zone="eu"),
                 "y": simulated("openai", sims["y"].url, data_zone="us"),
             },
-            deployments={"ex": embedding("x", MODEL), "ey": embedding("y", MODEL), "cy": deployment("y", "gpt-y")},
+            deployments={
+                "ex": embedding("x", MODEL),
+                "ey": embedding("y", MODEL, price=price(1_000_000, 0)),  # $1 a token: a run's spend cap test
+                "cy": deployment("y", "gpt-y"),
+            },
             model_groups={"embed": group("ey", "ex", retries=0), "gpt": group("cy")},  # Y first
             memory={"embeddings": {"model": "embed", "dimensions": DIMS, "matryoshka": True}},
         )
@@ -293,3 +297,23 @@ def test_the_memory_tools_of_a_run_embed_as_the_run_and_a_pin_refusal_reaches_th
     assert world.pin["id"] in failed.model_dump()["error"]["content"][0]["text"]
     assert world.embeddings_sent("y") == [[fact], ["Porto Fridays"]]  # nothing more on Y
     world.reset()
+
+
+def test_a_run_s_memory_embeddings_count_toward_its_max_spend(world):
+    # The model steps cost nothing (gpt-y has no price); the memory write's routed embedding, billed to the
+    # caller at $1 a token, passes the run's $1 cap: the run stops before its next model step.
+    world.reset()
+    memory = {"type": "memory", "agent_id": "spend", "user_id": "u-6"}
+    fact = "The user takes the night train to Vienna."
+    text = script(("memory_write", {"text": fact}), ("memory_search", {"query": "Vienna"}))
+    resp = world.sdk("acme").responses.create(
+        model="gpt", input=text, tools=[memory], extra_body={"multihome": {"agent": {"max_spend": 1}}}
+    )
+    assert resp.status == "incomplete", resp
+    assert resp.incomplete_details is not None and resp.incomplete_details.model_dump()["multihome"] == {
+        "limit": "max_spend"
+    }
+    assert [(i.type, getattr(i, "name", None), getattr(i, "status", None)) for i in resp.output] == [
+        ("mcp_call", "memory_write", "completed")
+    ]
+    assert world.embeddings_sent("y") == [[fact]]  # the search's embedding was never made

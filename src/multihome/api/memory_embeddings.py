@@ -26,11 +26,13 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
+from ..accounting.record import Usage
 from ..accounting.tracker import finish_failed
 from ..config.memory import MemoryEmbeddingsConfig
 from ..policy.pins import MEMORY_EMBEDDING
 from ..routing.attempts import Served
-from ..schema.embeddings import parse_embeddings
+from ..schema import estimate
+from ..schema.embeddings import EmbeddingsRequest, parse_embeddings
 from ..schema.errors import ApiError
 from ..state.memory.embedder import Caller, Space, SpaceUnavailable
 from .openai.embeddings import embeddings_request, embeddings_response
@@ -136,6 +138,7 @@ class RoutedEmbeddings:
         if names is not None:
             body["multihome"] = {"route": {"deployments": names}}
         raw = msgspec.json.encode(body)
+        parsed = parse_embeddings(raw)
         call = Call(_scope(caller.headers), request_id.encode())
         call.principal = caller.principal
         call.work = MEMORY_EMBEDDING  # stateful work: the tenant's pins hold it (policy/pins.py)
@@ -144,7 +147,7 @@ class RoutedEmbeddings:
                 call,
                 ENDPOINT,
                 raw,
-                parse_embeddings(raw),
+                parsed,
                 embeddings_request,
                 embeddings_response,
                 max_output=0,
@@ -164,12 +167,23 @@ class RoutedEmbeddings:
             finish_failed(call.tracker, bad)
             raise _retold(bad, self.group, purpose) from None
         finish_unary(call, served, served.body)
+        if caller.charged is not None:
+            caller.charged(served.deployment.name, _usage(served, parsed.request))
         made = Space(served.deployment.upstream_model, vectors.shape[1])
         if space is not None and vectors.shape[1] != space.dim:
             raise SpaceUnavailable(
                 space, f"deployment {served.deployment.name} now answers with {vectors.shape[1]} dimensions"
             )
         return vectors, made
+
+
+def _usage(served: Served, request: EmbeddingsRequest) -> Usage:
+    """The usage an embedding call is charged for, as its record holds it (accounting/tracker.py): the tokens
+    the upstream counted, or (none counted: the Gemini API's batch embeddings) the estimate of its input."""
+    counted = served.peek.usage if served.peek is not None else None
+    if counted is not None and (counted.prompt_tokens or counted.completion_tokens):
+        return Usage(max(counted.prompt_tokens, 0), max(counted.completion_tokens, 0))
+    return Usage(estimate.input_tokens(request), 0, 0, estimated=True)
 
 
 def _vectors(served: Served, count: int) -> np.ndarray:

@@ -183,25 +183,49 @@ class Ticket(msgspec.Struct, eq=False):
         # as a re-seed from the stored rows counts its `unserved` row (Metering.seed_rates).
         own = f"{limiter.rules.prefix}r:deployment:"
         deltas = [(key, amounts[kind]) for key, kind in zip(slots.keys, slots.kinds) if not key.startswith(own)]
-        spec = limiter.rules.for_deployment(deployment)
-        if spec is not None and spec.tpm is not None and tokens:
-            wid = int(limiter.clock() * 1000) // WINDOW_MS
-            key = window_key(spec, "t", wid)
-            counters = limiter.counters
-            if not counters.shared:
-                # In process: counted even if no call was charged on that deployment this minute yet (its
-                # counter not made), as the re-seed would hold it. (Redis: added where the counter exists,
-                # as every settlement is: a deployment one of the call's answers came from was planned.)
-                values, expiries = counters.tables()
-                if key not in values:
-                    values[key] = 0
-                    expiries[key] = window_expire_ms(wid)
-            deltas.append((key, tokens))
+        _on_deployment(limiter, deployment, tokens, deltas)
+        limiter.counters.adjust(deltas)
+
+    def served_by(self, deployment: str | None, tokens: int) -> None:
+        """The settled call was served by `deployment`, not by the one admission charged (`self.deployment`:
+        it failed, and the call failed over): its `tokens`, settled onto the charged deployment's
+        tokens-per-minute limit, are moved onto `deployment`'s own, as a re-seed from the stored rows counts
+        them (the row names the serving deployment: Metering.seed_rates). Call it after `settle`, and only
+        then: the charged deployment's counter holds the call's tokens then, whatever the generation."""
+        limiter = self._limiter
+        if limiter is None or not tokens:
+            return
+        own = f"{limiter.rules.prefix}r:deployment:"
+        deltas = [
+            (key, -tokens)
+            for key, kind in zip(self._slots.keys, self._slots.kinds)
+            if kind == 0 and key.startswith(own)
+        ]
+        if deployment is not None:
+            _on_deployment(limiter, deployment, tokens, deltas)
         limiter.counters.adjust(deltas)
 
     def release(self) -> bool:
         """The call was never answered (or never reached a provider): give everything back."""
         return self.settle(0, "", 0)
+
+
+def _on_deployment(limiter: Limiter, deployment: str, tokens: int, deltas: list[tuple[str, int]]) -> None:
+    """Add `tokens` on `deployment`'s own tokens-per-minute counter of this minute to `deltas`, if it has one."""
+    spec = limiter.rules.for_deployment(deployment)
+    if spec is not None and spec.tpm is not None and tokens:
+        wid = int(limiter.clock() * 1000) // WINDOW_MS
+        key = window_key(spec, "t", wid)
+        counters = limiter.counters
+        if not counters.shared:
+            # In process: counted even if no call was charged on that deployment this minute yet (its
+            # counter not made), as the re-seed would hold it. (Redis: added where the counter exists,
+            # as every settlement is: a deployment one of the call's answers came from was planned.)
+            values, expiries = counters.tables()
+            if key not in values:
+                values[key] = 0
+                expiries[key] = window_expire_ms(wid)
+        deltas.append((key, tokens))
 
 
 # The ticket of every admission while no budget or rate limit is configured: it reserved nothing, is

@@ -166,6 +166,8 @@ class Metering:
             over = 1 if ticket.over_budget else 0
             tokens = usage.prompt_tokens + usage.completion_tokens if usage is not None else 0
             ticket.settle(nanos, currency, tokens)
+            if ticket.deployment is not None and ticket.deployment != dep:  # failed over (Ticket.served_by)
+                ticket.served_by(dep, tokens)
         self.recorded += 1
         writer = self.writer
         # A call that reached no upstream and costs nothing (refused, denied, a bad request) must not
@@ -279,6 +281,8 @@ class Metering:
             over = 1 if ticket.over_budget else 0
             tokens = usage.prompt_tokens + usage.completion_tokens if usage is not None else 0
             ticket.settle(nanos, currency, tokens)
+            if ticket.deployment is not None and ticket.deployment != name:  # failed over (Ticket.served_by)
+                ticket.served_by(name, tokens)
         self.recorded += 1
         writer = self.writer
         free = dep is None and nanos == 0 and ticket is None

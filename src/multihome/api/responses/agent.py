@@ -34,7 +34,7 @@ from __future__ import annotations
 import hashlib
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from decimal import Decimal
 from typing import Any
 
@@ -266,6 +266,9 @@ class AgentRun:
         self.new = new
         self.box = toolbox
         self.memory = memory  # the request's memory tools, run here like MCP tools (state/memory/tools.py)
+        if memory is not None and memory.caller is not None:
+            # Its routed embeddings are the run's calls, charged to the caller: they count in its spend.
+            memory.caller = replace(memory.caller, charged=self._add_charge)
         self.keep = keep
         self.prices = prices
         self.output: list[Item] = output if output is not None else []
@@ -566,6 +569,12 @@ class AgentRun:
             out.append(conv.event(f"response.{kind}.{state}", where))
         out.append(conv.event("response.output_item.done", {"output_index": index, "item": item}))
         return b"".join(out)
+
+    def _add_charge(self, deployment: str, usage: Usage) -> None:
+        """A call the run made besides its model steps (a memory tool's routed embedding), at its price."""
+        price = self.prices.get(deployment) if self.prices is not None else None
+        if price is not None:  # an embedding asks for no service tier: the deployment's own price
+            self.journal.spent = str(Decimal(self.journal.spent) + price.cost(usage))
 
     def _add_usage(self, usage: dict[str, Any], served: Served) -> None:
         journal = self.journal

@@ -19,7 +19,7 @@ Vectors are L2-normalised float32, so a dot product is the cosine similarity.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
@@ -75,6 +75,9 @@ class Caller:
     principal: Principal
     request_id: str
     headers: Mapping[str, str] | None = None  # the client's trace context (traceparent, tracestate), if any
+    # Told of each routed embedding the caller is charged for: (the deployment that served it, its usage, an
+    # accounting.record.Usage). An agent run counts them in its spend (`max_spend`: api/responses/agent.py).
+    charged: Callable[[str, Any], None] | None = None
 
 
 class Routed(Protocol):

@@ -1,0 +1,104 @@
+"""A call that failed over (the deployment admission charged failed, another served it) is counted on the
+SERVING deployment's tokens-per-minute limit, as a re-seed from the stored rows counts its row (the row
+names the serving deployment: Metering.seed_rates); not on the limit of the deployment admission charged."""
+
+from __future__ import annotations
+
+import time
+import uuid
+
+import pytest
+
+from multihome.accounting.tracker import Accounting
+from multihome.config.metering import MeteringConfig, RateLimitRule
+from multihome.metering.counters import LocalCounters
+from multihome.metering.counters_redis import RedisCounters
+from multihome.metering.prices import PriceTable
+from multihome.metering.rules import window_key
+from multihome.metering.service import Metering
+from multihome.routing.attempts import Attempt, Served
+from multihome.schema.peek import Usage as Reported
+
+from .conftest import Dep, call, principal
+
+pytestmark = pytest.mark.anyio
+
+
+def _cfg() -> MeteringConfig:
+    return MeteringConfig(
+        key_prefix=f"t{uuid.uuid4().hex[:8]}:",
+        rate_limits=[
+            RateLimitRule(scope="deployment", id="dep-a", tokens_per_minute=1_000_000),
+            RateLimitRule(scope="deployment", id="dep-b", tokens_per_minute=1_000_000),
+            RateLimitRule(scope="key", id="*", tokens_per_minute=1_000_000),
+        ],
+    )
+
+
+async def _tokens(m: Metering, scope: str, ident: str) -> int:
+    spec = m.limiter.rules.rate_for(scope, ident, "ten_a")
+    assert spec is not None
+    now_ms = int(time.time() * 1000)
+    (value,) = await m.limiter.counters.read([window_key(spec, "t", now_ms // 60_000)], now_ms)
+    return value
+
+
+class _Adapter:
+    kind = "openai"
+
+
+class _ServingDep:
+    """The fields of routing.catalog.DeploymentRuntime the record and the limiter read."""
+
+    name, provider, adapter, region, data_zone, max_output_tokens = "dep-b", "p", _Adapter(), "reg", "zone", None
+
+
+def _by_record(m: Metering) -> None:
+    m.record(call("r1", deployment="dep-b", prompt=100, completion=50))
+
+
+def _by_facts(m: Metering) -> None:
+    # The tracker's finish, as the front door ends a call served after a failover (accounting.CallFacts).
+    tracker = Accounting([m]).begin("r1", "chat", principal(), b"{}")
+    assert tracker is not None
+    tracker.model_group, tracker.request = "g", None
+    attempts = [Attempt("dep-a", "http_503", 1.0, "busy"), Attempt("dep-b", "ok", 2.0)]
+    tracker.finish(200, "ok", served=Served(_ServingDep(), 200, attempts), usage=Reported(100, 50))  # type: ignore[arg-type]
+
+
+@pytest.mark.usefixtures("same_minute")
+@pytest.mark.parametrize("finish", [_by_record, _by_facts])
+@pytest.mark.parametrize("kind", ["local", "redis"])
+async def test_a_failed_over_call_counts_on_the_serving_deployment_s_token_limit(kind, finish, request):
+    counters = (
+        LocalCounters() if kind == "local" else RedisCounters(request.getfixturevalue("redis_server").url, timeout_s=30)
+    )
+    m = Metering(_cfg(), PriceTable({}), counters=counters)
+    await m.limiter.start()
+    try:
+        # dep-b took a call this minute (its counter exists, as Redis settles only onto existing counters).
+        other = await m.limiter.admit(principal(key_id="key_b"), "g", [Dep("dep-b")], 10, 10, "r0")
+        other.settle(0, "USD", 0)
+        ticket = await m.limiter.admit(principal(), "g", [Dep("dep-a"), Dep("dep-b")], 100, 100, "r1")
+        assert ticket.deployment == "dep-a"  # admission charged the first planned deployment
+        finish(m)  # dep-a answered 503; dep-b served the call: 150 tokens
+        assert ticket.settled
+        await m.limiter.drain()
+        assert await _tokens(m, "deployment", "dep-a") == 0
+        assert await _tokens(m, "deployment", "dep-b") == 150
+        assert await _tokens(m, "key", "key_a") == 150
+    finally:
+        await m.limiter.close()
+
+
+@pytest.mark.usefixtures("same_minute")
+async def test_the_call_served_by_the_deployment_admission_charged_stays_on_it():
+    m = Metering(_cfg(), PriceTable({}), counters=LocalCounters())
+    await m.limiter.start()
+    try:
+        await m.limiter.admit(principal(), "g", [Dep("dep-a"), Dep("dep-b")], 100, 100, "r1")
+        m.record(call("r1", deployment="dep-a", prompt=100, completion=50))
+        assert await _tokens(m, "deployment", "dep-a") == 150
+        assert await _tokens(m, "deployment", "dep-b") == 0
+    finally:
+        await m.limiter.close()
