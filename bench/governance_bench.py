@@ -294,16 +294,18 @@ def main() -> None:
             env["BENCH_REDIS_URL"] = redis.url
         for i, name in enumerate(names):  # every server up at once: idle ones cost nothing
             port = 4900 + i
+            base = name.endswith(BASE_SUFFIX)
             urls[name] = f"http://127.0.0.1:{port}"
             procs[name] = (
                 start_bare(sim_url, port)
                 if name == "bare"
                 else start_gateway(
                     name,
-                    config_for(name, sim_url, tmp, pg_url),
+                    # An older tree gets a database of its own: its migrations may stop short of these.
+                    config_for(name, sim_url, tmp, pg.create_database() if base and pg else pg_url),
                     port,
                     tmp,
-                    {**env, "PYTHONPATH": str(Path(args.base_src) / "src")} if name.endswith(BASE_SUFFIX) else env,
+                    {**env, "PYTHONPATH": str(Path(args.base_src) / "src")} if base else env,
                 )
             )
         if args.c1_only:
