@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 import time
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -12,6 +13,9 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/, for e2e.services
 from e2e.services import RedisServer
 from multihome.accounting.record import CallRecord, Usage
+from multihome.config.metering import MeteringConfig, RateLimitRule
+from multihome.metering.limiter import Limiter
+from multihome.metering.rules import window_key
 from multihome.schema.principal import Principal
 
 # A gateway config with nothing but one model on an upstream that is never called: the metering tests
@@ -102,3 +106,24 @@ def same_minute():
     left = 60 - time.time() % 60
     if left < 10:
         time.sleep(left + 0.05)
+
+
+def two_deployment_limits() -> MeteringConfig:
+    """Tokens-per-minute limits on deployments dep-a and dep-b and on every key, under a fresh Redis prefix."""
+    return MeteringConfig(
+        key_prefix=f"t{uuid.uuid4().hex[:8]}:",
+        rate_limits=[
+            RateLimitRule(scope="deployment", id="dep-a", tokens_per_minute=1_000_000),
+            RateLimitRule(scope="deployment", id="dep-b", tokens_per_minute=1_000_000),
+            RateLimitRule(scope="key", id="*", tokens_per_minute=1_000_000),
+        ],
+    )
+
+
+async def tokens_this_minute(lim: Limiter, scope: str, ident: str) -> int:
+    """The tokens counted this minute on the rate limit of `scope`/`ident` (tenant ten_a)."""
+    spec = lim.rules.rate_for(scope, ident, "ten_a")
+    assert spec is not None
+    now_ms = int(time.time() * 1000)
+    (value,) = await lim.counters.read([window_key(spec, "t", now_ms // 60_000)], now_ms)
+    return value

@@ -4,43 +4,19 @@ names the serving deployment: Metering.seed_rates); not on the limit of the depl
 
 from __future__ import annotations
 
-import time
-import uuid
-
 import pytest
 
 from multihome.accounting.tracker import Accounting
-from multihome.config.metering import MeteringConfig, RateLimitRule
 from multihome.metering.counters import LocalCounters
 from multihome.metering.counters_redis import RedisCounters
 from multihome.metering.prices import PriceTable
-from multihome.metering.rules import window_key
 from multihome.metering.service import Metering
 from multihome.routing.attempts import Attempt, Served
 from multihome.schema.peek import Usage as Reported
 
-from .conftest import Dep, call, principal
+from .conftest import Dep, call, principal, tokens_this_minute, two_deployment_limits
 
 pytestmark = pytest.mark.anyio
-
-
-def _cfg() -> MeteringConfig:
-    return MeteringConfig(
-        key_prefix=f"t{uuid.uuid4().hex[:8]}:",
-        rate_limits=[
-            RateLimitRule(scope="deployment", id="dep-a", tokens_per_minute=1_000_000),
-            RateLimitRule(scope="deployment", id="dep-b", tokens_per_minute=1_000_000),
-            RateLimitRule(scope="key", id="*", tokens_per_minute=1_000_000),
-        ],
-    )
-
-
-async def _tokens(m: Metering, scope: str, ident: str) -> int:
-    spec = m.limiter.rules.rate_for(scope, ident, "ten_a")
-    assert spec is not None
-    now_ms = int(time.time() * 1000)
-    (value,) = await m.limiter.counters.read([window_key(spec, "t", now_ms // 60_000)], now_ms)
-    return value
 
 
 class _Adapter:
@@ -73,7 +49,7 @@ async def test_a_failed_over_call_counts_on_the_serving_deployment_s_token_limit
     counters = (
         LocalCounters() if kind == "local" else RedisCounters(request.getfixturevalue("redis_server").url, timeout_s=30)
     )
-    m = Metering(_cfg(), PriceTable({}), counters=counters)
+    m = Metering(two_deployment_limits(), PriceTable({}), counters=counters)
     await m.limiter.start()
     try:
         # dep-b took a call this minute (its counter exists, as Redis settles only onto existing counters).
@@ -84,21 +60,21 @@ async def test_a_failed_over_call_counts_on_the_serving_deployment_s_token_limit
         finish(m)  # dep-a answered 503; dep-b served the call: 150 tokens
         assert ticket.settled
         await m.limiter.drain()
-        assert await _tokens(m, "deployment", "dep-a") == 0
-        assert await _tokens(m, "deployment", "dep-b") == 150
-        assert await _tokens(m, "key", "key_a") == 150
+        assert await tokens_this_minute(m.limiter, "deployment", "dep-a") == 0
+        assert await tokens_this_minute(m.limiter, "deployment", "dep-b") == 150
+        assert await tokens_this_minute(m.limiter, "key", "key_a") == 150
     finally:
         await m.limiter.close()
 
 
 @pytest.mark.usefixtures("same_minute")
 async def test_the_call_served_by_the_deployment_admission_charged_stays_on_it():
-    m = Metering(_cfg(), PriceTable({}), counters=LocalCounters())
+    m = Metering(two_deployment_limits(), PriceTable({}), counters=LocalCounters())
     await m.limiter.start()
     try:
         await m.limiter.admit(principal(), "g", [Dep("dep-a"), Dep("dep-b")], 100, 100, "r1")
         m.record(call("r1", deployment="dep-a", prompt=100, completion=50))
-        assert await _tokens(m, "deployment", "dep-a") == 150
-        assert await _tokens(m, "deployment", "dep-b") == 0
+        assert await tokens_this_minute(m.limiter, "deployment", "dep-a") == 150
+        assert await tokens_this_minute(m.limiter, "deployment", "dep-b") == 0
     finally:
         await m.limiter.close()

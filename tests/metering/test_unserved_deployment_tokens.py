@@ -5,40 +5,18 @@ deployment's tokens-per-minute limit, as a re-seed from the stored rows counts i
 from __future__ import annotations
 
 import time
-import uuid
 
 import pytest
 
 from multihome.accounting.record import Usage
-from multihome.config.metering import MeteringConfig, RateLimitRule
 from multihome.metering.counters import LocalCounters
 from multihome.metering.counters_redis import RedisCounters
 from multihome.metering.limiter import Limiter
 from multihome.metering.prices import PriceTable
-from multihome.metering.rules import window_key
 
-from .conftest import Dep, principal
+from .conftest import Dep, principal, tokens_this_minute, two_deployment_limits
 
 pytestmark = pytest.mark.anyio
-
-
-def _cfg() -> MeteringConfig:
-    return MeteringConfig(
-        key_prefix=f"t{uuid.uuid4().hex[:8]}:",
-        rate_limits=[
-            RateLimitRule(scope="deployment", id="dep-a", tokens_per_minute=1_000_000),
-            RateLimitRule(scope="deployment", id="dep-b", tokens_per_minute=1_000_000),
-            RateLimitRule(scope="key", id="*", tokens_per_minute=1_000_000),
-        ],
-    )
-
-
-async def _tokens(lim: Limiter, scope: str, ident: str) -> int:
-    spec = lim.rules.rate_for(scope, ident, "ten_a")
-    assert spec is not None
-    now_ms = int(time.time() * 1000)
-    (value,) = await lim.counters.read([window_key(spec, "t", now_ms // 60_000)], now_ms)
-    return value
 
 
 @pytest.mark.parametrize("kind", ["local", "redis"])
@@ -46,7 +24,7 @@ async def test_an_unserved_answer_counts_on_its_own_deployment_s_token_limit(kin
     counters = (
         LocalCounters() if kind == "local" else RedisCounters(request.getfixturevalue("redis_server").url, timeout_s=30)
     )
-    lim = Limiter(_cfg(), PriceTable({}), counters, time.time)
+    lim = Limiter(two_deployment_limits(), PriceTable({}), counters, time.time)
     await lim.start()
     try:
         # dep-b took a call this minute (its counter exists, as Redis settles only onto existing counters).
@@ -58,21 +36,21 @@ async def test_an_unserved_answer_counts_on_its_own_deployment_s_token_limit(kin
         # dep-b answered too and was not served (a hedge's completed loser): 150 tokens it billed.
         ticket.add_use("dep-b", Usage(100, 50))
         await lim.drain()
-        assert await _tokens(lim, "deployment", "dep-a") == 30
-        assert await _tokens(lim, "deployment", "dep-b") == 150
-        assert await _tokens(lim, "key", "key_a") == 180  # the caller's own limit counts both
+        assert await tokens_this_minute(lim, "deployment", "dep-a") == 30
+        assert await tokens_this_minute(lim, "deployment", "dep-b") == 150
+        assert await tokens_this_minute(lim, "key", "key_a") == 180  # the caller's own limit counts both
     finally:
         await lim.close()
 
 
 async def test_in_process_an_unserved_answer_counts_on_a_deployment_no_call_was_charged_on_yet():
-    lim = Limiter(_cfg(), PriceTable({}), LocalCounters(), time.time)
+    lim = Limiter(two_deployment_limits(), PriceTable({}), LocalCounters(), time.time)
     await lim.start()
     try:
         ticket = await lim.admit(principal(), "g", [Dep("dep-a"), Dep("dep-b")], 100, 100, "r1")
         ticket.settle(0, "USD", 30)
         ticket.add_use("dep-b", Usage(100, 50))
-        assert await _tokens(lim, "deployment", "dep-b") == 150
-        assert await _tokens(lim, "deployment", "dep-a") == 30
+        assert await tokens_this_minute(lim, "deployment", "dep-b") == 150
+        assert await tokens_this_minute(lim, "deployment", "dep-a") == 30
     finally:
         await lim.close()
