@@ -25,6 +25,18 @@ def until(predicate: Callable[[], T], timeout: float = 60.0, what: str = "condit
     raise AssertionError(f"timed out waiting for {what}")
 
 
+def usage_of(url: str, admin_key: str, deployment: str, calls: int) -> dict:
+    """The admin API's usage row of `deployment` (grouped by deployment) once it counts `calls` calls."""
+    admin = httpx.Client(base_url=url, headers={"authorization": f"Bearer {admin_key}"}, timeout=10)
+
+    def found() -> dict | None:
+        data = admin.get("/admin/v1/usage", params={"group_by": "deployment"}).json()["data"]
+        row = next((r for r in data if r["deployment"] == deployment), None)
+        return row if row is not None and row["calls"] >= calls else None
+
+    return until(found, what=f"{calls} usage rows of {deployment}")
+
+
 class Staleness(NamedTuple):
     """How long after a change's commit a replica was last seen answering the old way (`after_commit`),
     and the slowest answer it gave meanwhile (`slowest`, a round trip as this process timed it)."""

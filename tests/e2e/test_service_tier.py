@@ -16,7 +16,7 @@ import pytest
 
 from builders import api_keys, config, database, deployment, group, identity, price, simulated
 
-from .helpers import until
+from .helpers import usage_of
 from .processes import Gateway
 
 CLIENT_KEY, ADMIN_KEY = "mh-service-tier-client", "mh-service-tier-admin"
@@ -55,28 +55,17 @@ def client(gateway) -> openai.OpenAI:
     return openai.OpenAI(base_url=gateway.url + "/v1", api_key=CLIENT_KEY, max_retries=0, timeout=30)
 
 
-def _row(gateway: Gateway, dep: str, calls: int) -> dict:
-    admin = httpx.Client(base_url=gateway.url, headers={"authorization": f"Bearer {ADMIN_KEY}"}, timeout=10)
-
-    def found() -> dict | None:
-        data = admin.get("/admin/v1/usage", params={"group_by": "deployment"}).json()["data"]
-        row = next((r for r in data if r["deployment"] == dep), None)
-        return row if row is not None and row["calls"] >= calls else None
-
-    return until(found, what=f"{calls} usage rows of {dep}")
-
-
 def _cost(usage, per_m_in: int, per_m_out: int) -> Decimal:
     return (Decimal(usage.prompt_tokens) * per_m_in + Decimal(usage.completion_tokens) * per_m_out) / 1_000_000
 
 
 def test_a_priority_call_is_priced_at_the_tier_and_default_at_the_price(gateway, client):
     priority = client.chat.completions.create(model="tiered", messages=USER, service_tier="priority")
-    row = _row(gateway, "tiered", 1)
+    row = usage_of(gateway.url, ADMIN_KEY, "tiered", 1)
     assert Decimal(row["cost"]) == _cost(priority.usage, 2, 20)
     plain = client.chat.completions.create(model="tiered", messages=USER, service_tier="default")
     auto = client.chat.completions.create(model="tiered", messages=USER, service_tier="auto")
-    row = _row(gateway, "tiered", 3)
+    row = usage_of(gateway.url, ADMIN_KEY, "tiered", 3)
     assert Decimal(row["cost"]) == _cost(priority.usage, 2, 20) + _cost(plain.usage, 1, 10) + _cost(auto.usage, 1, 10)
 
 
@@ -100,7 +89,7 @@ def test_the_responses_api_treats_the_tier_as_chat_does(gateway, client):
     calls, before = now["calls"], Decimal(now["cost"])
     answer = client.responses.create(model="tiered", input="Hello there", service_tier="priority")
     assert answer.usage is not None
-    row = _row(gateway, "tiered", calls + 1)
+    row = usage_of(gateway.url, ADMIN_KEY, "tiered", calls + 1)
     spent = (Decimal(answer.usage.input_tokens) * 2 + Decimal(answer.usage.output_tokens) * 20) / 1_000_000
     assert Decimal(row["cost"]) - before == spent
     with pytest.raises(openai.BadRequestError) as info:

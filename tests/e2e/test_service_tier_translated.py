@@ -13,13 +13,12 @@ from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
 
-import httpx
 import openai
 import pytest
 
 from builders import api_keys, config, database, deployment, group, identity, price, simulated
 
-from .helpers import until
+from .helpers import usage_of
 from .processes import Gateway, Simulators
 
 CLIENT_KEY, ADMIN_KEY = "mh-tier-translated-client", "mh-tier-translated-admin"
@@ -64,17 +63,6 @@ def client(gateway) -> openai.OpenAI:
     return openai.OpenAI(base_url=gateway.url + "/v1", api_key=CLIENT_KEY, max_retries=0, timeout=30)
 
 
-def _usage(gateway: Gateway, dep: str, calls: int) -> dict:
-    admin = httpx.Client(base_url=gateway.url, headers={"authorization": f"Bearer {ADMIN_KEY}"}, timeout=10)
-
-    def found() -> dict | None:
-        data = admin.get("/admin/v1/usage", params={"group_by": "deployment"}).json()["data"]
-        row = next((r for r in data if r["deployment"] == dep), None)
-        return row if row is not None and row["calls"] >= calls else None
-
-    return until(found, what=f"{calls} usage rows of {dep}")
-
-
 @pytest.mark.parametrize("model", ["claude", "gemini"])
 def test_a_priority_call_runs_at_the_standard_tier_says_so_and_costs_the_price(gateway, client, model):
     raw = client.chat.completions.with_raw_response.create(model=model, messages=USER, service_tier="priority")
@@ -83,7 +71,7 @@ def test_a_priority_call_runs_at_the_standard_tier_says_so_and_costs_the_price(g
     assert reply.service_tier == "default"  # the tier it was processed at, as OpenAI reports it
     assert "service_tier" in raw.headers["x-multihome-dropped-params"]
     assert reply.usage is not None
-    row = _usage(gateway, model, 1)
+    row = usage_of(gateway.url, ADMIN_KEY, model, 1)
     spent = (Decimal(reply.usage.prompt_tokens) * 1 + Decimal(reply.usage.completion_tokens) * 10) / 1_000_000
     assert Decimal(row["cost"]) == spent
     # Streamed: every chunk says so too.
