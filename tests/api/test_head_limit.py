@@ -224,3 +224,37 @@ async def test_pipelined_requests_split_anywhere_are_all_served_in_order(step):
     transport = await pipelined(reads, 5)
     assert served == [b"/a", b"/b", b"/c", b"/d", b"/e"]
     assert bytes(transport.out).count(b"HTTP/1.1 200 ") == 5
+
+
+# Well-formed framing the gateway's own walk must follow as the parser does: chunk extensions (one with a
+# quoted ';'), trailers, Expect, HEAD, Content-Length: 0, lowercase names, tab OWS, a leading empty line
+# and bodies that hold CRLF CRLF.
+EDGE = [
+    b"POST /a HTTP/1.1\r\nHost: gw\r\nTransfer-Encoding: chunked\r\n\r\n"
+    b'2;e=1;q="x;y"\r\n{}\r\n0;z=2\r\nX-Trailer: 1\r\nY-Trailer: 2\r\n\r\n',
+    b"POST /b HTTP/1.1\r\nhost: gw\r\nexpect: 100-continue\r\ncontent-length:\t4\t\r\n\r\n\r\n\r\n",
+    b"HEAD /c HTTP/1.1\r\nHost: gw\r\n\r\n",
+    b"\r\nPOST /d HTTP/1.1\r\nHost: gw\r\nContent-Length: 0\r\n\r\n",
+    b"GET /e HTTP/1.1\r\nHost: gw\r\nContent-Length: 4\r\n\r\n\r\n\r\n",
+    b"POST /f HTTP/1.1\r\nHost: gw\r\nTransfer-Encoding: gzip, CHUNKED\r\n\r\n4\r\n\r\n\r\n\r\n0\r\n\r\n",
+]
+
+
+@pytest.mark.parametrize("step", [1, 2, 3, 5, 7, 13, 1 << 20])
+async def test_edge_case_framing_split_anywhere_is_served_in_order(step):
+    stream = b"".join(EDGE)
+    transport = await pipelined([stream[i : i + step] for i in range(0, len(stream), step)], len(EDGE))
+    assert served == [b"/a", b"/b", b"/c", b"/d", b"/e", b"/f"]
+    assert bytes(transport.out).count(b"HTTP/1.1 200 ") == len(EDGE)
+
+
+@pytest.mark.parametrize("size", [LIMIT + 1, LIMIT])
+@pytest.mark.parametrize("cut", [0, 2, 5, 17, 30, 40, 52])  # bytes from the body's end: trailers, last chunk, extension
+async def test_a_head_after_a_body_with_extensions_and_trailers_is_held_to_the_bound(size, cut):
+    stream = EDGE[0] + request(b"/second", size, b"{}")
+    reads = [stream[: len(EDGE[0]) - cut], stream[len(EDGE[0]) - cut :]] if cut else [stream]
+    transport = await pipelined(reads, 2)
+    if size > LIMIT:
+        assert b"/second" not in served and transport.closing
+    else:
+        assert served == [b"/a", b"/second"]
