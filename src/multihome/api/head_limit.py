@@ -77,6 +77,7 @@ class HeadLimitedProtocol(HttpToolsProtocol):
         self._idle_s = idle_s
         self._read = False  # bytes arrived since the idle timer's last tick
         self._idle_timer: asyncio.TimerHandle | None = None
+        self._refusal_due = False  # a head was refused while earlier answers were still being written
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         _base.connection_made(self, transport)
@@ -207,9 +208,24 @@ class HeadLimitedProtocol(HttpToolsProtocol):
         self._head = -1
         self.parser = None  # type: ignore[assignment]  # nothing more is parsed (uvicorn drops it too when the connection is lost)
         log.warning("refused a request head over %d bytes (server.max_header_bytes)", self._max_head)
-        if self.cycle is not None and not self.cycle.response_complete:
-            self.transport.close()  # an earlier pipelined answer is still being written: no room for ours
+        if self.pipeline or (self.cycle is not None and not self.cycle.response_complete):
+            # Earlier pipelined requests are still being answered: they were accepted (and may be billed),
+            # so their answers go first, in order; ours follows the last of them (on_response_complete).
+            self._refusal_due = True
+            self.flow.pause_reading()
             return
+        self._answer_refusal()
+
+    def on_response_complete(self) -> None:
+        if self._refusal_due and not self.pipeline and not self.transport.is_closing():
+            self.server_state.total_requests += 1
+            self._refusal_due = False
+            self.flow.resume_reading()  # what the client still sends is read and dropped until the close
+            self._answer_refusal()
+            return
+        _base.on_response_complete(self)
+
+    def _answer_refusal(self) -> None:
         err = ApiError(
             431,
             f"Request headers are larger than the gateway's limit of {self._max_head} bytes "
