@@ -74,11 +74,17 @@ def head_of(size: int, body: bytes = b"") -> bytes:
     return start + b"p" * pad + b"\r\n\r\n" + body
 
 
-async def exchange(reads: list[bytes]) -> Transport:
-    config = Config(app=app, log_level="critical", lifespan="off")
+def connected(asgi_app: Any) -> tuple[Any, Transport]:
+    """The gateway's protocol serving `asgi_app` on a fresh connection (bytes in by data_received)."""
+    config = Config(app=asgi_app, log_level="critical", lifespan="off")
     proto = protocol(LIMIT)(config=config, server_state=ServerState(), app_state={})
     transport = Transport()
     proto.connection_made(transport)
+    return proto, transport
+
+
+async def exchange(reads: list[bytes]) -> Transport:
+    proto, transport = connected(app)
     try:
         for data in reads:
             proto.data_received(data)
@@ -134,10 +140,7 @@ def request(path: bytes, head: int, body: bytes = b"", chunked: bool = False) ->
 
 async def pipelined(reads: list[bytes], answers: int) -> Transport:
     served.clear()
-    config = Config(app=recording_app, log_level="critical", lifespan="off")
-    proto = protocol(LIMIT)(config=config, server_state=ServerState(), app_state={})
-    transport = Transport()
-    proto.connection_made(transport)
+    proto, transport = connected(recording_app)
     try:
         for data in reads:
             proto.data_received(data)
