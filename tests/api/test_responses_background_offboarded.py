@@ -3,7 +3,8 @@ as the principal stored with the response (no credential is checked again), and 
 keys and budgets but not its queued responses, so the run would call the upstream for a tenant that no longer
 exists, with no budget left to stop it, and nobody could cancel it (the tenant's keys are gone). The run is
 failed instead (403 `unknown_tenant`), without an upstream call or a usage row. The same for a tenant whose
-stored rows cannot be read (its calls are refused until an operator mends the row: docs/storage.md).
+stored rows cannot be read (its calls are refused until an operator mends the row: docs/storage.md), and for
+a response whose API key is revoked before its run, or its next agent step (401 `invalid_api_key`).
 
 The official openai SDK against the app in process (SQLite and PostgreSQL), one simulated upstream; the job's
 start is held by a gate until the tenant is gone, so nothing here depends on timing."""
@@ -243,3 +244,69 @@ async def test_a_foreground_agent_run_stops_at_its_next_model_step_once_its_key_
     assert done.error is not None and "revoked" in done.error.message, done.error
     assert sim.state.stats.requests == 1, "the run called the model again"
     assert [i.type for i in done.output] == ["mcp_list_tools", "mcp_call"]
+
+
+async def _key_id(w: StoredWorld, tenant: str) -> str:
+    return (await ok(await w.call("GET", f"/admin/v1/tenants/{tenant}/keys")))["data"][0]["id"]
+
+
+async def test_a_queued_background_response_whose_key_is_revoked_is_failed_not_run(world):
+    """A key revoked (a leaked one, say) stops what it queued: its holder could otherwise keep spending the
+    tenant's budget through up to max_open_per_tenant background responses after the revocation."""
+    w, sim, transport = world
+    gate = _gate_runs(w.app)
+    tenant, key, response_id = await _queued(w, transport, "leaky")
+    await ok(await w.call("DELETE", f"/admin/v1/tenants/{tenant}/keys/{await _key_id(w, tenant)}"))
+    refused = await w.client.get("/v1/models", headers={"authorization": f"Bearer {key}"})
+    assert refused.status_code == 401  # the key's own requests are refused at once
+
+    gate.set()
+    record = await _final(w.app, tenant, response_id)
+    # Before the fix: `completed`, served by the upstream for a key revoked before its run began.
+    assert record.status == "failed", record.status
+    assert "revoked" in record.response["error"]["message"], record.response["error"]
+    assert sim.state.stats.requests == 0, "the run called the upstream"
+
+
+async def test_a_background_agent_run_stops_at_its_next_model_step_once_its_key_is_revoked(agent_world):
+    w, sim, transport, server = agent_world
+    tenant, key = await w.tenant("acme")
+    servers = f"/admin/v1/tenants/{tenant}/mcp-servers"
+    body = {"name": "tools", "url": server.url, "allowed_tools": ["record"], "require_approval": "never"}
+    await ok(await w.call("POST", servers, json=body), 201)
+    (background,) = [s for s in w.app.services if isinstance(s, Background)]
+    assert background.store is not None
+    # Held at its checkpoint after the first tool call (the third write), while the key is revoked.
+    progress, writes, held = background.store.progress, [], asyncio.Event()
+
+    async def holding(*args, **kwargs):
+        done = await progress(*args, **kwargs)
+        writes.append(1)
+        if len(writes) == 3:
+            await held.wait()
+        return done
+
+    background.store.progress = holding
+    sdk = openai.AsyncOpenAI(
+        api_key=key,
+        base_url="http://gw/v1",
+        max_retries=0,
+        http_client=httpx.AsyncClient(transport=transport, base_url="http://gw/v1", timeout=30),
+    )
+    tool = {"type": "mcp", "server_label": "tools", "server_url": server.url, "allowed_tools": ["record"]}
+    created = await sdk.responses.create(model="g", input="steps=3", tools=[tool], background=True)
+    await sdk.close()
+    deadline = asyncio.get_running_loop().time() + DEADLINE
+    while len(writes) < 3:
+        assert asyncio.get_running_loop().time() < deadline, f"the run made {len(writes)} checkpoints"
+        await asyncio.sleep(0.05)
+    assert sim.state.stats.requests == 1  # one model step (and its tool call)
+    await ok(await w.call("DELETE", f"/admin/v1/tenants/{tenant}/keys/{await _key_id(w, tenant)}"))
+
+    held.set()
+    record = await _final(w.app, tenant, created.id)
+    # Before the fix: the run went on for its three steps, calling the model and the tool for a revoked key.
+    assert record.status == "failed", record.status
+    assert "revoked" in record.response["error"]["message"], record.response["error"]
+    assert sim.state.stats.requests == 1, "the run called the model again"
+    assert len(server.calls) == 1, server.calls
