@@ -153,8 +153,12 @@ def build_app(config: Config, config_path: str | None = None) -> Gateway:
             agent=agent,
             # A run acts as its stored principal: is its tenant still there, and still served?
             admitted=stored_caller(
-                _known_tenant(storage, config.identity.static_keys_tenant), storage, _usable_key(storage)
+                _known_tenant(storage, config.identity.static_keys_tenant),
+                storage,
+                _usable_key(storage),
+                oidc.check_stored if oidc is not None else None,
             ),
+            token_facts=auth.token_facts,
         )
     models, anthropic = ModelsDoor(pipeline), AnthropicDoor(pipeline)
     explain = ExplainDoor(pipeline)

@@ -4,7 +4,8 @@ keys and budgets but not its queued responses, so the run would call the upstrea
 exists, with no budget left to stop it, and nobody could cancel it (the tenant's keys are gone). The run is
 failed instead (403 `unknown_tenant`), without an upstream call or a usage row. The same for a tenant whose
 stored rows cannot be read (its calls are refused until an operator mends the row: docs/storage.md), and for
-a response whose API key is revoked before its run, or its next agent step (401 `invalid_api_key`).
+a response whose API key is revoked before its run, or its next agent step (401 `invalid_api_key`), or whose
+OIDC token is revoked (401 `token_revoked`).
 
 The official openai SDK against the app in process (SQLite and PostgreSQL), one simulated upstream; the job's
 start is held by a gate until the tenant is gone, so nothing here depends on timing."""
@@ -19,7 +20,7 @@ import openai
 import pytest
 
 from admin_http import ok
-from builders import database, identity, simulated, single, typed
+from builders import database, identity, oidc, simulated, single, typed
 from mcp_server import McpTestServer
 from multihome.api.responses.background import Background
 from multihome.app import build_app
@@ -28,7 +29,8 @@ from multihome.simulators import SimulatorConfig, start_simulator
 from multihome.state.service import StateService
 from multihome.storage.service import StorageService
 from multihome.tools.toolbox import Toolbox
-from stored_app import STORES, StoredWorld, store_url, stored_world
+from oidc_issuer import LocalIssuer
+from stored_app import STORES, StoredWorld, served, store_url, stored_world
 
 pytestmark = pytest.mark.anyio
 ADMIN_KEY = "mh-bootstrap-admin-key-for-offboarded-runs"
@@ -310,3 +312,53 @@ async def test_a_background_agent_run_stops_at_its_next_model_step_once_its_key_
     assert "revoked" in record.response["error"]["message"], record.response["error"]
     assert sim.state.stats.requests == 1, "the run called the model again"
     assert len(server.calls) == 1, server.calls
+
+
+@pytest.fixture(params=STORES)
+async def sso_world(request, tmp_path) -> AsyncIterator[tuple]:
+    """The app trusting a local OIDC issuer (tests/oidc_issuer.py), one simulated upstream."""
+    url = store_url(request, tmp_path)
+    sim = await start_simulator(SimulatorConfig(kind="openai", name="up"))
+    with LocalIssuer() as idp:
+        cfg = single(
+            simulated("openai", sim.url, region="us-east-1", data_zone="US"),
+            storage=database(url, refresh_s=0.05),
+            identity=identity("MH_TEST_BG_OFFBOARD", oidc(idp)),
+        )
+        try:
+            async with served(cfg) as (client, transport, app):
+                yield StoredWorld(client, url, ADMIN_KEY, app), sim, transport, idp
+        finally:
+            await sim.close()
+
+
+async def test_a_queued_background_response_whose_oidc_token_is_revoked_is_failed_not_run(sso_world):
+    w, sim, transport, idp = sso_world
+    gate = _gate_runs(w.app)
+    tenant = (await ok(await w.call("POST", "/admin/v1/tenants", json={"name": "sso"}), 201))["id"]
+    token = idp.mint(sub="alice", tenant=tenant, jti="jti-alice-1")
+    sdk = openai.AsyncOpenAI(
+        api_key=token,
+        base_url="http://gw/v1",
+        max_retries=0,
+        http_client=httpx.AsyncClient(transport=transport, base_url="http://gw/v1", timeout=30),
+    )
+    created = await sdk.responses.create(model="g", input="hello", background=True, max_output_tokens=16)
+    await sdk.close()
+    assert created.status == "queued"
+    body = {"kind": "jti", "issuer": "local", "jti": "jti-alice-1", "tenant_id": tenant}
+    await ok(await w.call("POST", "/admin/v1/token-revocations", json=body), 201)
+    refused = await w.client.get("/v1/models", headers={"authorization": f"Bearer {token}"})
+    assert refused.status_code == 401  # the token's own requests are refused at once
+    (state,) = [s for s in w.app.services if isinstance(s, StateService)]
+    queued = await state.store.get_response(tenant, created.id)
+    assert queued is not None and queued.background is not None
+
+    gate.set()
+    record = await _final(w.app, tenant, created.id)
+    # Before the fix: `completed`, served by the upstream for a token revoked before its run began.
+    assert record.status == "failed", record.status
+    assert "revoked" in record.response["error"]["message"], record.response["error"]
+    assert sim.state.stats.requests == 0, "the run called the upstream"
+    # What the run keeps of the token: its issuer, jti and iat, never the token.
+    assert token not in repr(queued.background) and queued.background["token"]["jti"] == "jti-alice-1"
