@@ -14,12 +14,14 @@ import asyncio
 import httpx
 import openai
 import pytest
+from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
+from prometheus_client.openmetrics.exposition import generate_latest as openmetrics
 from prometheus_client.parser import text_string_to_metric_families
 
 from admin_http import error, ok
+from multihome.observability.metrics_view import OTHER, TenantView
 from stored_app import StoredWorld, stored_world
 
-pytestmark = pytest.mark.anyio
 ADMIN_ENV = "MH_TEST_METRICS_TENANTS"
 ADMIN_KEY = "mh-bootstrap-admin-key-for-metrics-tenants"
 DEADLINE = 30  # seconds: a condition polled for
@@ -55,6 +57,7 @@ async def _call(transport, key: str) -> None:
     await sdk.close()
 
 
+@pytest.mark.anyio
 async def test_a_tenants_auditor_scrapes_its_own_tenants_series_only(tmp_path):
     async with stored_world(
         f"sqlite+aiosqlite:///{tmp_path}/mh.db",
@@ -101,3 +104,17 @@ async def test_a_tenants_auditor_scrapes_its_own_tenants_series_only(tmp_path):
             headers={"authorization": f"Bearer {auditor}", "accept": "application/openmetrics-text; version=1.0.0"},
         )
         assert om.status_code == 200 and beta not in om.text and alpha in om.text
+
+
+def test_a_tenant_view_keeps_only_that_tenants_samples_in_either_format():
+    registry = CollectorRegistry()
+    tokens = Counter("t", "tokens", ["tenant", "type"], registry=registry)
+    tokens.labels("ten_a", "input").inc(3)
+    tokens.labels("ten_b", "input").inc(5)
+    tokens.labels(OTHER, "input").inc(7)
+    Gauge("breaker", "every tenant's", ["deployment"], registry=registry).labels("d").set(2)
+    for encode in (generate_latest, openmetrics):
+        series = _series(encode(TenantView(registry, "ten_a")).decode())
+        assert series and {lab["tenant"] for _, lab in series} == {"ten_a"}, series
+        assert not _series(encode(TenantView(registry, OTHER)).decode())  # 'other' is many tenants, not one
+    assert "ten_b" in generate_latest(registry).decode()  # the registry itself is not narrowed
