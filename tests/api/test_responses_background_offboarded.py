@@ -5,7 +5,8 @@ exists, with no budget left to stop it, and nobody could cancel it (the tenant's
 failed instead (403 `unknown_tenant`), without an upstream call or a usage row. The same for a tenant whose
 stored rows cannot be read (its calls are refused until an operator mends the row: docs/storage.md), and for
 a response whose API key is revoked before its run, or its next agent step (401 `invalid_api_key`), or whose
-OIDC token is revoked (401 `token_revoked`).
+OIDC token is revoked (401 `token_revoked`). An agent run whose MCP server registration is deleted meanwhile
+makes no further call to it (each later call fails, not made, for the model to read).
 
 The official openai SDK against the app in process (SQLite and PostgreSQL), one simulated upstream; the job's
 start is held by a gate until the tenant is gone, so nothing here depends on timing."""
@@ -362,3 +363,46 @@ async def test_a_queued_background_response_whose_oidc_token_is_revoked_is_faile
     assert sim.state.stats.requests == 0, "the run called the upstream"
     # What the run keeps of the token: its issuer, jti and iat, never the token.
     assert token not in repr(queued.background) and queued.background["token"]["jti"] == "jti-alice-1"
+
+
+async def test_an_agent_run_makes_no_further_call_to_an_mcp_server_deleted_meanwhile(agent_world):
+    """An admin removes a registration (a compromised server, say): the route says requests can no longer
+    reach it, and a run that resolved it before (for up to its hour and 50 calls) is no exception."""
+    w, sim, transport, server = agent_world
+    tenant, key = await w.tenant("acme")
+    servers = f"/admin/v1/tenants/{tenant}/mcp-servers"
+    body = {"name": "tools", "url": server.url, "allowed_tools": ["record"], "require_approval": "never"}
+    await ok(await w.call("POST", servers, json=body), 201)
+    (background,) = [s for s in w.app.services if isinstance(s, Background)]
+    assert background.store is not None
+    progress, holding_now, held = background.store.progress, asyncio.Event(), asyncio.Event()
+
+    async def holding(*args, **kwargs):  # held at the first checkpoint after the first tool call
+        done = await progress(*args, **kwargs)
+        if server.calls and not holding_now.is_set():
+            holding_now.set()
+            await held.wait()
+        return done
+
+    background.store.progress = holding
+    sdk = openai.AsyncOpenAI(
+        api_key=key,
+        base_url="http://gw/v1",
+        max_retries=0,
+        http_client=httpx.AsyncClient(transport=transport, base_url="http://gw/v1", timeout=30),
+    )
+    tool = {"type": "mcp", "server_label": "tools", "server_url": server.url, "allowed_tools": ["record"]}
+    created = await sdk.responses.create(model="g", input="steps=3", tools=[tool], background=True)
+    await asyncio.wait_for(holding_now.wait(), DEADLINE)
+    assert len(server.calls) == 1
+    await ok(await w.call("DELETE", f"{servers}/tools"))
+
+    held.set()
+    record = await _final(w.app, tenant, created.id)
+    await sdk.close()
+    # Before the fix: three calls, two of them to a server no longer registered for the tenant.
+    assert len(server.calls) == 1, server.calls
+    calls = [i for i in record.response["output"] if i["type"] == "mcp_call"]
+    assert len(calls) >= 2 and calls[0]["status"] == "completed", calls
+    for later in calls[1:]:
+        assert later["status"] == "failed" and "no longer registered" in str(later["error"]), later

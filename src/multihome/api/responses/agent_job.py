@@ -83,7 +83,8 @@ async def run_agent(
     try:
         if runner.admitted is not None:  # before its MCP servers are listed or an approved call runs
             await runner.admitted(call.principal, info.get("token"))
-        resolver = McpResolver(McpServerStore(bg.store.keyring, bg.store.engine))
+        servers = McpServerStore(bg.store.keyring, bg.store.engine)
+        resolver = McpResolver(servers)
         resolved = [
             await stored(resolver.resolve(record.tenant, tool.mcp_spec(), f"tools[{i}]"))
             for i, tool in enumerate(req.tools or ())
@@ -105,7 +106,7 @@ async def run_agent(
         shell,
         context,
         record.input,
-        Toolbox(resolved, egress=setup.egress),
+        Toolbox(resolved, egress=setup.egress, registered=lambda view: servers.unchanged(record.tenant, view)),
         keep,
         prices=setup.prices,
         output=output,
