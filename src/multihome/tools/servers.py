@@ -24,7 +24,7 @@ from ..crypto.errors import CryptoError, KmsError
 from ..crypto.keyring import Keyring
 from ..storage import row_reads
 from ..storage.engine import write_connection
-from ..storage.errors import Conflict, NotFound, UnreadableRow
+from ..storage.errors import Conflict, NotFound, UnreadableRow, unavailable
 from ..storage.ids import new_id
 from ..storage.rows import Fields, Unreadable
 from ..storage.tables import mcp_servers as t
@@ -208,6 +208,10 @@ class McpServerStore:
         try:
             now = _view(await self._row(tenant, view.name))
         except (NotFound, UnreadableRow):
+            return False
+        except Exception as exc:  # the database cannot be reached: not known to be unchanged, so no call
+            if not unavailable(exc):
+                raise
             return False
         return now.created_at == view.created_at and now.updated_at == view.updated_at and now.url == view.url
 

@@ -156,7 +156,8 @@ class Toolbox:
         if self._registered is not None and not await self._registered(found.server.resolved.server):
             message = (
                 f"MCP server {found.server.resolved.server.name} is no longer registered for this tenant as it was "
-                "when this response began (an admin deleted or changed it): the call was not made."
+                "when this response began (an admin deleted or changed it), or its registration could not be read now: "
+                "the call was not made."
             )
             item.update(status="failed", error=_execution_error(message))
             return item
