@@ -152,7 +152,13 @@ def build_app(config: Config, config_path: str | None = None) -> Gateway:
             billed=metering.stored_row if metered else None,
             agent=agent,
             # A run acts as its stored principal: is its tenant still there, and still served?
-            admitted=stored_caller(_known_tenant(storage, config.identity.static_keys_tenant), storage),
+            admitted=stored_caller(
+                _known_tenant(storage, config.identity.static_keys_tenant),
+                storage,
+                _usable_key(storage),
+                oidc.check_stored if oidc is not None else None,
+            ),
+            token_facts=auth.token_facts,
         )
     models, anthropic = ModelsDoor(pipeline), AnthropicDoor(pipeline)
     explain = ExplainDoor(pipeline)
@@ -264,6 +270,19 @@ def served_app(
             service.supervisor = os.getppid() if SUPERVISED_ENV in os.environ else None
             service.adjust = adjust
     return gateway
+
+
+def _usable_key(storage: StorageService):
+    """A managed key's record by its id while it is usable (looked for again after a miss: it may have been
+    created moments ago on another replica)."""
+
+    async def usable(key_id: str) -> Any:
+        found = storage.key_by_id(key_id)
+        if found is None and await storage.refresh_after_miss():
+            found = storage.key_by_id(key_id)
+        return found
+
+    return usable
 
 
 def _known_tenant(storage: StorageService, static_tenant: str):

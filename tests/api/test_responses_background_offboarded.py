@@ -3,7 +3,10 @@ as the principal stored with the response (no credential is checked again), and 
 keys and budgets but not its queued responses, so the run would call the upstream for a tenant that no longer
 exists, with no budget left to stop it, and nobody could cancel it (the tenant's keys are gone). The run is
 failed instead (403 `unknown_tenant`), without an upstream call or a usage row. The same for a tenant whose
-stored rows cannot be read (its calls are refused until an operator mends the row: docs/storage.md).
+stored rows cannot be read (its calls are refused until an operator mends the row: docs/storage.md), and for
+a response whose API key is revoked before its run, or its next agent step (401 `invalid_api_key`), or whose
+OIDC token is revoked (401 `token_revoked`). An agent run whose MCP server registration is deleted meanwhile
+makes no further call to it (each later call fails, not made, for the model to read).
 
 The official openai SDK against the app in process (SQLite and PostgreSQL), one simulated upstream; the job's
 start is held by a gate until the tenant is gone, so nothing here depends on timing."""
@@ -18,7 +21,7 @@ import openai
 import pytest
 
 from admin_http import ok
-from builders import database, identity, simulated, single, typed
+from builders import database, identity, oidc, simulated, single, typed
 from mcp_server import McpTestServer
 from multihome.api.responses.background import Background
 from multihome.app import build_app
@@ -27,7 +30,8 @@ from multihome.simulators import SimulatorConfig, start_simulator
 from multihome.state.service import StateService
 from multihome.storage.service import StorageService
 from multihome.tools.toolbox import Toolbox
-from stored_app import STORES, StoredWorld, store_url, stored_world
+from oidc_issuer import LocalIssuer
+from stored_app import STORES, StoredWorld, served, store_url, stored_world
 
 pytestmark = pytest.mark.anyio
 ADMIN_KEY = "mh-bootstrap-admin-key-for-offboarded-runs"
@@ -243,3 +247,162 @@ async def test_a_foreground_agent_run_stops_at_its_next_model_step_once_its_key_
     assert done.error is not None and "revoked" in done.error.message, done.error
     assert sim.state.stats.requests == 1, "the run called the model again"
     assert [i.type for i in done.output] == ["mcp_list_tools", "mcp_call"]
+
+
+async def _key_id(w: StoredWorld, tenant: str) -> str:
+    return (await ok(await w.call("GET", f"/admin/v1/tenants/{tenant}/keys")))["data"][0]["id"]
+
+
+async def test_a_queued_background_response_whose_key_is_revoked_is_failed_not_run(world):
+    """A key revoked (a leaked one, say) stops what it queued: its holder could otherwise keep spending the
+    tenant's budget through up to max_open_per_tenant background responses after the revocation."""
+    w, sim, transport = world
+    gate = _gate_runs(w.app)
+    tenant, key, response_id = await _queued(w, transport, "leaky")
+    await ok(await w.call("DELETE", f"/admin/v1/tenants/{tenant}/keys/{await _key_id(w, tenant)}"))
+    refused = await w.client.get("/v1/models", headers={"authorization": f"Bearer {key}"})
+    assert refused.status_code == 401  # the key's own requests are refused at once
+
+    gate.set()
+    record = await _final(w.app, tenant, response_id)
+    # Before the fix: `completed`, served by the upstream for a key revoked before its run began.
+    assert record.status == "failed", record.status
+    assert "revoked" in record.response["error"]["message"], record.response["error"]
+    assert sim.state.stats.requests == 0, "the run called the upstream"
+
+
+async def test_a_background_agent_run_stops_at_its_next_model_step_once_its_key_is_revoked(agent_world):
+    w, sim, transport, server = agent_world
+    tenant, key = await w.tenant("acme")
+    servers = f"/admin/v1/tenants/{tenant}/mcp-servers"
+    body = {"name": "tools", "url": server.url, "allowed_tools": ["record"], "require_approval": "never"}
+    await ok(await w.call("POST", servers, json=body), 201)
+    (background,) = [s for s in w.app.services if isinstance(s, Background)]
+    assert background.store is not None
+    # Held at its checkpoint after the first tool call (the third write), while the key is revoked.
+    progress, writes, held = background.store.progress, [], asyncio.Event()
+
+    async def holding(*args, **kwargs):
+        done = await progress(*args, **kwargs)
+        writes.append(1)
+        if len(writes) == 3:
+            await held.wait()
+        return done
+
+    background.store.progress = holding
+    sdk = openai.AsyncOpenAI(
+        api_key=key,
+        base_url="http://gw/v1",
+        max_retries=0,
+        http_client=httpx.AsyncClient(transport=transport, base_url="http://gw/v1", timeout=30),
+    )
+    tool = {"type": "mcp", "server_label": "tools", "server_url": server.url, "allowed_tools": ["record"]}
+    created = await sdk.responses.create(model="g", input="steps=3", tools=[tool], background=True)
+    await sdk.close()
+    deadline = asyncio.get_running_loop().time() + DEADLINE
+    while len(writes) < 3:
+        assert asyncio.get_running_loop().time() < deadline, f"the run made {len(writes)} checkpoints"
+        await asyncio.sleep(0.05)
+    assert sim.state.stats.requests == 1  # one model step (and its tool call)
+    await ok(await w.call("DELETE", f"/admin/v1/tenants/{tenant}/keys/{await _key_id(w, tenant)}"))
+
+    held.set()
+    record = await _final(w.app, tenant, created.id)
+    # Before the fix: the run went on for its three steps, calling the model and the tool for a revoked key.
+    assert record.status == "failed", record.status
+    assert "revoked" in record.response["error"]["message"], record.response["error"]
+    assert sim.state.stats.requests == 1, "the run called the model again"
+    assert len(server.calls) == 1, server.calls
+
+
+@pytest.fixture(params=STORES)
+async def sso_world(request, tmp_path) -> AsyncIterator[tuple]:
+    """The app trusting a local OIDC issuer (tests/oidc_issuer.py), one simulated upstream."""
+    url = store_url(request, tmp_path)
+    sim = await start_simulator(SimulatorConfig(kind="openai", name="up"))
+    with LocalIssuer() as idp:
+        cfg = single(
+            simulated("openai", sim.url, region="us-east-1", data_zone="US"),
+            storage=database(url, refresh_s=0.05),
+            identity=identity("MH_TEST_BG_OFFBOARD", oidc(idp)),
+        )
+        try:
+            async with served(cfg) as (client, transport, app):
+                yield StoredWorld(client, url, ADMIN_KEY, app), sim, transport, idp
+        finally:
+            await sim.close()
+
+
+async def test_a_queued_background_response_whose_oidc_token_is_revoked_is_failed_not_run(sso_world):
+    w, sim, transport, idp = sso_world
+    gate = _gate_runs(w.app)
+    tenant = (await ok(await w.call("POST", "/admin/v1/tenants", json={"name": "sso"}), 201))["id"]
+    token = idp.mint(sub="alice", tenant=tenant, jti="jti-alice-1")
+    sdk = openai.AsyncOpenAI(
+        api_key=token,
+        base_url="http://gw/v1",
+        max_retries=0,
+        http_client=httpx.AsyncClient(transport=transport, base_url="http://gw/v1", timeout=30),
+    )
+    created = await sdk.responses.create(model="g", input="hello", background=True, max_output_tokens=16)
+    await sdk.close()
+    assert created.status == "queued"
+    body = {"kind": "jti", "issuer": "local", "jti": "jti-alice-1", "tenant_id": tenant}
+    await ok(await w.call("POST", "/admin/v1/token-revocations", json=body), 201)
+    refused = await w.client.get("/v1/models", headers={"authorization": f"Bearer {token}"})
+    assert refused.status_code == 401  # the token's own requests are refused at once
+    (state,) = [s for s in w.app.services if isinstance(s, StateService)]
+    queued = await state.store.get_response(tenant, created.id)
+    assert queued is not None and queued.background is not None
+
+    gate.set()
+    record = await _final(w.app, tenant, created.id)
+    # Before the fix: `completed`, served by the upstream for a token revoked before its run began.
+    assert record.status == "failed", record.status
+    assert "revoked" in record.response["error"]["message"], record.response["error"]
+    assert sim.state.stats.requests == 0, "the run called the upstream"
+    # What the run keeps of the token: its issuer, jti and iat, never the token.
+    assert token not in repr(queued.background) and queued.background["token"]["jti"] == "jti-alice-1"
+
+
+async def test_an_agent_run_makes_no_further_call_to_an_mcp_server_deleted_meanwhile(agent_world):
+    """An admin removes a registration (a compromised server, say): the route says requests can no longer
+    reach it, and a run that resolved it before (for up to its hour and 50 calls) is no exception."""
+    w, sim, transport, server = agent_world
+    tenant, key = await w.tenant("acme")
+    servers = f"/admin/v1/tenants/{tenant}/mcp-servers"
+    body = {"name": "tools", "url": server.url, "allowed_tools": ["record"], "require_approval": "never"}
+    await ok(await w.call("POST", servers, json=body), 201)
+    (background,) = [s for s in w.app.services if isinstance(s, Background)]
+    assert background.store is not None
+    progress, holding_now, held = background.store.progress, asyncio.Event(), asyncio.Event()
+
+    async def holding(*args, **kwargs):  # held at the first checkpoint after the first tool call
+        done = await progress(*args, **kwargs)
+        if server.calls and not holding_now.is_set():
+            holding_now.set()
+            await held.wait()
+        return done
+
+    background.store.progress = holding
+    sdk = openai.AsyncOpenAI(
+        api_key=key,
+        base_url="http://gw/v1",
+        max_retries=0,
+        http_client=httpx.AsyncClient(transport=transport, base_url="http://gw/v1", timeout=30),
+    )
+    tool = {"type": "mcp", "server_label": "tools", "server_url": server.url, "allowed_tools": ["record"]}
+    created = await sdk.responses.create(model="g", input="steps=3", tools=[tool], background=True)
+    await asyncio.wait_for(holding_now.wait(), DEADLINE)
+    assert len(server.calls) == 1
+    await ok(await w.call("DELETE", f"{servers}/tools"))
+
+    held.set()
+    record = await _final(w.app, tenant, created.id)
+    await sdk.close()
+    # Before the fix: three calls, two of them to a server no longer registered for the tenant.
+    assert len(server.calls) == 1, server.calls
+    calls = [i for i in record.response["output"] if i["type"] == "mcp_call"]
+    assert len(calls) >= 2 and calls[0]["status"] == "completed", calls
+    for later in calls[1:]:
+        assert later["status"] == "failed" and "no longer registered" in str(later["error"]), later

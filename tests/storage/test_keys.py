@@ -71,10 +71,15 @@ async def test_expired_and_revoked_keys_are_rejected(store):
     assert index.lookup(s1) == expiring
     assert index.lookup(s1, now=soon + timedelta(seconds=1)) is None
     assert index.lookup(s2) == doomed
+    # By id (queued work holds its key's id, never the secret): the same verdicts.
+    assert index.by_id(expiring.id) == expiring and index.by_id(doomed.id) == doomed
+    assert index.by_id(expiring.id, now=soon + timedelta(seconds=1)) is None
+    assert index.by_id("key_missing") is None
 
     revoked = await store.revoke_key(t.id, doomed.id, actor="admin")
     assert revoked.revoked_at is not None
     assert (await store.snapshot()).key_index().lookup(s2) is None
+    assert (await store.snapshot()).key_index().by_id(doomed.id) is None
     again = await store.revoke_key(t.id, doomed.id, actor="admin")  # idempotent: no new event
     assert again.revoked_at == revoked.revoked_at
     assert [e.action for e in await store.admin_events(t.id)].count("key.revoke") == 1

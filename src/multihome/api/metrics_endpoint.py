@@ -3,8 +3,9 @@ config chooses (`metrics.access`, config/metrics.py):
 
 - `loopback`: only a caller connecting from 127.0.0.1 / ::1 (no key); anyone else gets a 403;
 - `key`: a key or token whose principal is an org-admin or an auditor (401 without or with a bad
-  one, 403 for another role): the exposition shows every tenant's spend, so a tenant's own
-  admins and members do not read it;
+  one, 403 for another role). The exposition shows every tenant's spend, so a tenant's own admins
+  and members do not read it, and an auditor, whose role is its tenant's (a tenant-admin issues
+  auditor keys), reads its own tenant's series only (observability/metrics_view.py);
 - `open`: anyone.
 """
 
@@ -32,14 +33,16 @@ class MetricsEndpoint:
         self.access = access
 
     async def handle(self, call: Call, receive: Receive, send: Send) -> None:
-        await self._check(call)
+        tenant = await self._check(call)
         accept = header(call.scope, b"accept")
-        body, content_type = await self.metrics.exposition(accept.decode("latin-1") if accept else None)
+        body, content_type = await self.metrics.exposition(accept.decode("latin-1") if accept else None, tenant)
         await send_json(call, send, 200, body, [(b"content-type", content_type.encode())])
 
-    async def _check(self, call: Call) -> None:
+    async def _check(self, call: Call) -> str | None:
+        """Refuse a caller the access rule does not admit; -> the tenant whose series alone it may read (None:
+        every series)."""
         if self.access == "open":
-            return
+            return None
         if self.access == "loopback":
             client = call.scope.get("client")
             if client is None or not str(client[0]).startswith(_LOOPBACK):
@@ -50,7 +53,7 @@ class MetricsEndpoint:
                     type="permission_error",
                     code="metrics_forbidden",
                 )
-            return
+            return None
         principal = call.principal = await self.auth.authenticate(call.scope)
         if not (principal.has_role(ORG_ADMIN) or principal.has_role(AUDITOR)):
             raise ApiError(
@@ -59,3 +62,5 @@ class MetricsEndpoint:
                 type="permission_error",
                 code="metrics_forbidden",
             )
+        # An auditor's role is its tenant's (a tenant-admin issues auditor keys): its own tenant's series only.
+        return None if principal.has_role(ORG_ADMIN) else principal.tenant

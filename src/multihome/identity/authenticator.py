@@ -219,6 +219,15 @@ class Authenticator:
             check_refused(self._refusals, principal, token=True)
         return principal
 
+    def token_facts(self, scope: dict) -> dict[str, Any] | None:
+        """The issuer, jti and iat of the OIDC token this request was identified by (None for a key): kept
+        with work it queues, which a revocation of that token stops (identity/stored_caller.py)."""
+        credential = credential_of(scope)
+        if credential is None or self._oidc is None or not looks_like_jwt(credential):
+            return None
+        facts: dict[str, Any] | None = self._oidc.facts(credential)
+        return facts
+
     async def admin(self, scope: dict) -> Principal:
         """`authenticate` for the admin API and the console: a caller whose tenant is refused because a stored
         row cannot be read is let in, for the admin API to narrow what it may do (api/admin/refusals.py: read

@@ -26,8 +26,8 @@ import asyncio
 import logging
 import re
 import time
-from collections.abc import Awaitable, Callable, Container
-from typing import TYPE_CHECKING
+from collections.abc import Awaitable, Callable, Container, Mapping
+from typing import TYPE_CHECKING, Any
 
 import aiohttp
 import jwt
@@ -252,6 +252,31 @@ class OidcVerifier:
         if self.tenants is not None and not self._tenant_known(principal):
             await self._recheck_tenant(principal)
         return principal
+
+    def facts(self, token: str | bytes) -> dict[str, Any] | None:
+        """What a revocation matches of a token `verify` accepted for this request (its issuer, jti and iat),
+        kept with work queued by it and run later (identity/stored_caller.py): no secret, and not the token."""
+        if isinstance(token, bytes):
+            token = token.decode("ascii", "replace")
+        hit = self._verified.get(token)
+        if hit is not None:
+            return {"iss": hit[4], "jti": hit[5], "iat": hit[6]}
+        try:  # verified already (verify() raised for anything else); the cache may be off or full
+            payload = self._jwt.decode_complete(token, options={"verify_signature": False})["payload"]
+        except (jwt_errors.PyJWTError, ValueError, TypeError):
+            return None
+        issuer = self._by_iss.get(payload.get("iss")) if isinstance(payload.get("iss"), str) else None
+        if issuer is None:
+            return None
+        return {"iss": issuer.cfg.issuer, "jti": _jti_of(payload), "iat": _iat_of(payload)}
+
+    def check_stored(self, principal: Principal, facts: Mapping[str, Any]) -> None:
+        """Raise 401 token_revoked if a live revocation covers the token `facts` describe (queued work's)."""
+        iss, jti, iat = facts.get("iss"), facts.get("jti"), facts.get("iat")
+        if isinstance(iss, str):
+            self._check_revoked(
+                principal, iss, jti if isinstance(jti, str) else None, iat if isinstance(iat, (int, float)) else None
+            )
 
     def _tenant_known(self, principal: Principal) -> bool:
         """Is the principal's tenant stored (memory only: one dictionary lookup)?"""

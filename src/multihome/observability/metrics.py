@@ -43,10 +43,10 @@ from ..accounting.record import Usage
 from ..metering.record import MeteredCall
 from .genai import DURATION_BUCKETS, OPERATION_NAMES, TOKEN_BUCKETS
 from .metrics_dir import MULTIPROC_ENV
+from .metrics_view import OTHER, TenantView
 
 log = logging.getLogger("multihome.metrics")
 
-OTHER = "other"  # the label value of anything the config and the store do not name
 NONE = "none"  # no deployment served (refused, declined)
 _MAX_CODES = 200  # distinct error codes and attempt outcomes kept as label values
 _MAX_SERIES = 20_000  # cached per-call label sets (beyond: looked up each call, not cached)
@@ -571,19 +571,24 @@ class Metrics:
             await asyncio.sleep(self.publish_interval_s)
 
     # -- exposition ------------------------------------------------------------------------------
-    async def exposition(self, accept: str | None) -> tuple[bytes, str]:
-        """The scrape's body and content type (text format 0.0.4/1.0, or OpenMetrics if asked for)."""
+    async def exposition(self, accept: str | None, tenant: str | None = None) -> tuple[bytes, str]:
+        """The scrape's body and content type (text format 0.0.4/1.0, or OpenMetrics if asked for); with
+        `tenant`, only that tenant's series (metrics_view.py: a tenant's auditor's scrape)."""
         await self.publish()
         encoder, content_type = choose_encoder(accept or "")
         if self.multiprocess:
-            return await asyncio.to_thread(_aggregate, encoder), content_type
-        return encoder(self.registry), content_type
+            return await asyncio.to_thread(_aggregate, encoder, tenant), content_type
+        return encoder(_narrowed(self.registry, tenant)), content_type
 
 
-def _aggregate(encoder: Callable[[CollectorRegistry], bytes]) -> bytes:
+def _narrowed(registry: CollectorRegistry, tenant: str | None) -> Any:
+    return registry if tenant is None else TenantView(registry, tenant)
+
+
+def _aggregate(encoder: Callable[[Any], bytes], tenant: str | None = None) -> bytes:
     """Every worker's series, summed (reads the per-process files of PROMETHEUS_MULTIPROC_DIR)."""
     from prometheus_client import multiprocess
 
     registry = CollectorRegistry()
     multiprocess.MultiProcessCollector(registry)
-    return encoder(registry)
+    return encoder(_narrowed(registry, tenant))

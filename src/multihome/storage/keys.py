@@ -35,10 +35,11 @@ def parse_prefix(presented: str) -> str | None:
 class KeyIndex:
     """Usable keys by prefix, built from a Snapshot (revoked keys are not in it)."""
 
-    __slots__ = ("_by_prefix",)
+    __slots__ = ("_by_id", "_by_prefix")
 
     def __init__(self, by_prefix: Mapping[str, KeyRecord]) -> None:
         self._by_prefix = by_prefix
+        self._by_id: dict[str, KeyRecord] | None = None  # built on the first `by_id` (queued work only asks)
 
     def __len__(self) -> int:
         return len(self._by_prefix)
@@ -53,5 +54,15 @@ class KeyIndex:
         if not hmac.compare_digest(hash_key(presented_key), record.hash):
             return None
         if not record.usable_at(now or datetime.now(UTC)):
+            return None
+        return record
+
+    def by_id(self, key_id: str, now: datetime | None = None) -> KeyRecord | None:
+        """The usable key with this id (no secret presented): for work queued by a key and run later, which
+        holds the key's id only (identity/stored_caller.py). None once it is revoked, expired or deleted."""
+        if self._by_id is None:
+            self._by_id = {record.id: record for record in self._by_prefix.values()}
+        record = self._by_id.get(key_id)
+        if record is None or not record.usable_at(now or datetime.now(UTC)):
             return None
         return record

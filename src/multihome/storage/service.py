@@ -41,6 +41,10 @@ class StorageService:
         """Managed-key lookup for the Authenticator (None until started)."""
         return self.snapshots.keys.lookup(presented) if self.snapshots is not None else None
 
+    def key_by_id(self, key_id: str):
+        """A usable managed key by its id, for queued work that acts as it (None until started)."""
+        return self.snapshots.keys.by_id(key_id) if self.snapshots is not None else None
+
     def known_tenants(self) -> Mapping[str, object]:
         """The stored tenants by id, for the OIDC verifier (empty until started: nobody's tenant is known).
         A tenant whose row cannot be read is known (its calls are refused by `refused`, by name)."""

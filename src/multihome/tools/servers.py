@@ -24,7 +24,7 @@ from ..crypto.errors import CryptoError, KmsError
 from ..crypto.keyring import Keyring
 from ..storage import row_reads
 from ..storage.engine import write_connection
-from ..storage.errors import Conflict, NotFound
+from ..storage.errors import Conflict, NotFound, UnreadableRow, unavailable
 from ..storage.ids import new_id
 from ..storage.rows import Fields, Unreadable
 from ..storage.tables import mcp_servers as t
@@ -200,6 +200,20 @@ class McpServerStore:
             if not isinstance(headers, dict) or not all(isinstance(v, str) for v in headers.values()):
                 raise row_reads.unreadable(KIND, Unreadable(TABLE, name, tenant, "its headers are not a map"))
         return McpEndpoint(name=name, url=row["url"], headers=headers)
+
+    async def unchanged(self, tenant: str, view: McpServerView) -> bool:
+        """Whether the registration `view` was read from is still there as it was: not deleted, recreated or
+        changed since (its URL, tools, approvals or headers). A run resolves its servers once and calls them
+        for up to its time budget; an admin who removes or narrows a registration stops its next call."""
+        try:
+            now = _view(await self._row(tenant, view.name))
+        except (NotFound, UnreadableRow):
+            return False
+        except Exception as exc:  # the database cannot be reached: not known to be unchanged, so no call
+            if not unavailable(exc):
+                raise
+            return False
+        return now.created_at == view.created_at and now.updated_at == view.updated_at and now.url == view.url
 
     async def by_url(self, tenant: str, url: str) -> list[McpServerView]:
         """The tenant's servers registered at `url` (compared by `spec.url_key`)."""

@@ -17,6 +17,7 @@ or failure is always in its item: the item is a call with its result, never one 
 from __future__ import annotations
 
 import json
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,6 +25,7 @@ from .egress import EgressPolicy
 from .model import IDEMPOTENCY_META, McpTool
 from .names import NameMap
 from .resolver import ResolvedMcp
+from .servers import McpServerView
 from .sessions import Sessions
 
 Item = dict[str, Any]
@@ -51,8 +53,17 @@ class Found:
 
 
 class Toolbox:
-    def __init__(self, resolved: list[ResolvedMcp], limits: Any = None, egress: EgressPolicy | None = None) -> None:
+    def __init__(
+        self,
+        resolved: list[ResolvedMcp],
+        limits: Any = None,
+        egress: EgressPolicy | None = None,
+        registered: Callable[[McpServerView], Awaitable[bool]] | None = None,
+    ) -> None:
         self.resolved = resolved
+        # Whether a server's registration is still as the run resolved it (McpServerStore.unchanged), asked
+        # before each call: an admin who deletes or changes one stops a running run's calls to it.
+        self._registered = registered
         self.servers: dict[str, Server] = {}
         self._by_function: dict[str, Found] = {}
         self.sessions = Sessions(limits, egress)  # one per server, for the whole run
@@ -141,6 +152,14 @@ class Toolbox:
             args = None
         if not isinstance(args, dict):
             item.update(status="failed", error=_execution_error("The arguments are not a JSON object."))
+            return item
+        if self._registered is not None and not await self._registered(found.server.resolved.server):
+            message = (
+                f"MCP server {found.server.resolved.server.name} is no longer registered for this tenant as it was "
+                "when this response began (an admin deleted or changed it), or its registration could not be read now: "
+                "the call was not made."
+            )
+            item.update(status="failed", error=_execution_error(message))
             return item
         meta = {IDEMPOTENCY_META: key} if key else None
         try:

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
+from ...identity.stored_caller import bound
 from ...schema.errors import ApiError
 from ...schema.principal import Principal
 from ...schema.responses import CreateResponse
@@ -81,8 +82,9 @@ async def run_agent(
 
     try:
         if runner.admitted is not None:  # before its MCP servers are listed or an approved call runs
-            await runner.admitted(call.principal)
-        resolver = McpResolver(McpServerStore(bg.store.keyring, bg.store.engine))
+            await runner.admitted(call.principal, info.get("token"))
+        servers = McpServerStore(bg.store.keyring, bg.store.engine)
+        resolver = McpResolver(servers)
         resolved = [
             await stored(resolver.resolve(record.tenant, tool.mcp_spec(), f"tools[{i}]"))
             for i, tool in enumerate(req.tools or ())
@@ -104,7 +106,7 @@ async def run_agent(
         shell,
         context,
         record.input,
-        Toolbox(resolved, egress=setup.egress),
+        Toolbox(resolved, egress=setup.egress, registered=lambda view: servers.unchanged(record.tenant, view)),
         keep,
         prices=setup.prices,
         output=output,
@@ -113,7 +115,7 @@ async def run_agent(
         seq=seq,
         memory=memory,
         recorded=runner.billed if rerun else None,
-        admitted=runner.admitted,
+        admitted=bound(runner.admitted, info.get("token")),
     )
     if record.status == "queued":  # the first run: in_progress, with its event, before anything is done
         snapshot = shell.render("in_progress", [])

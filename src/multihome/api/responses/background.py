@@ -24,7 +24,7 @@ import msgspec
 from ...aio import wait_event
 from ...config.env import env_secret
 from ...config.responses import ResponsesConfig
-from ...identity.stored_caller import Admitted
+from ...identity.stored_caller import StoredCaller
 from ...policy.pins import AGENT_STEP, BACKGROUND
 from ...schema.errors import ApiError, bad_request
 from ...schema.responses import CreateResponse, runs_tools
@@ -58,7 +58,8 @@ class Background:
         flush_usage: Callable[[], Awaitable[None]] | None = None,
         billed: Callable[[str], Awaitable[bool]] | None = None,
         agent: AgentSetup | None = None,
-        admitted: Admitted | None = None,
+        admitted: StoredCaller | None = None,
+        token_facts: Callable[[dict[str, Any]], dict[str, Any] | None] | None = None,
     ) -> None:
         self.state = state  # the StateStore (a stand-in until storage has started)
         self.config = config
@@ -77,6 +78,9 @@ class Background:
             admitted=admitted,
         )
         self._sweeper: asyncio.Task[None] | None = None
+        # The issuer, jti and iat of a create's OIDC token (Authenticator.token_facts), kept with its run so a
+        # revocation of that token stops it (identity/stored_caller.py); None: no issuer is trusted.
+        self._token_facts = token_facts
 
     def _bg(self) -> BackgroundStore:
         assert self.store is not None, "background responses before start-up"
@@ -134,6 +138,8 @@ class Background:
             "stream": bool(req.stream),
             "deployments": narrowed.decode("latin-1") if narrowed is not None else None,
         }
+        if self._token_facts is not None and call.principal.source.startswith("oidc:"):
+            run["token"] = self._token_facts(call.scope)  # never the token itself
         record = StoredResponse(
             id=shell.id,
             tenant=call.principal.tenant,

@@ -217,7 +217,8 @@ class ResponsesDoor:
         memory = self.agent.memory_tools(who, req, call)
         state = need_state(self.state, "A request with MCP or memory tools (kept per tenant in the database)")
         self.pipeline.group(req.model)  # an unknown model is a 404 before any server is called
-        resolver = McpResolver(McpServerStore(state.keyring, state.engine))
+        servers = McpServerStore(state.keyring, state.engine)
+        resolver = McpResolver(servers)
         resolved = [
             await stored(resolver.resolve(who, tool.mcp_spec(), f"tools[{i}]"))
             for i, tool in enumerate(req.tools or ())
@@ -235,7 +236,7 @@ class ResponsesDoor:
         async def keep(response: dict[str, Any], terminal: bytes) -> None:
             await self._keep(who, shell, req, new, response, end=end)
 
-        box = Toolbox(resolved, egress=self.agent.egress)
+        box = Toolbox(resolved, egress=self.agent.egress, registered=lambda view: servers.unchanged(who, view))
         prices = self.agent.prices
         run = AgentRun(
             self.pipeline,

@@ -27,7 +27,7 @@ import msgspec
 
 from ...accounting.tracker import finish_failed, settle
 from ...aio import wait_event
-from ...identity.stored_caller import Admitted
+from ...identity.stored_caller import StoredCaller
 from ...policy.pins import BACKGROUND
 from ...schema.errors import ApiError
 from ...schema.principal import Principal
@@ -94,7 +94,7 @@ class Runner:
         flush_usage: Callable[[], Awaitable[None]] | None = None,
         billed: Callable[[str], Awaitable[bool]] | None = None,
         agent: AgentSetup | None = None,
-        admitted: Admitted | None = None,
+        admitted: StoredCaller | None = None,
     ) -> None:
         self.pipeline = pipeline
         self._store = store
@@ -154,7 +154,7 @@ class Runner:
         try:
             try:
                 if self.admitted is not None:
-                    await self.admitted(call.principal)
+                    await self.admitted(call.principal, info.get("token"))
                 assert self.context is not None
                 context, run.end = await self.context(record.tenant, req, record.input)
                 body = info["request"].encode()
