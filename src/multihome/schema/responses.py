@@ -555,8 +555,16 @@ def _check_part(part: Part, where: str) -> None:
             f"{where}.detail must be one of: {', '.join(sorted(d for d in IMAGE_DETAILS if d))}.",
             param=f"{where}.detail",
         )
-    if part.type == "input_file" and not (part.file_data or part.file_id):
-        raise bad_request(f"{where} is an input_file without 'file_data' or 'file_id'.", param=f"{where}.file_data")
+    if part.type == "input_file" and part.file_id is not None:
+        # An upstream file id names a file in one cloud account every tenant shares: it neither routes to
+        # another cloud nor stays within its tenant.
+        raise bad_request(
+            f"{where} is an input_file by 'file_id', which is not supported: send the file as 'file_data'.",
+            param=f"{where}.file_id",
+            code="unsupported_parameter",
+        )
+    if part.type == "input_file" and not part.file_data:
+        raise bad_request(f"{where} is an input_file without 'file_data'.", param=f"{where}.file_data")
     if part.type == "refusal" and part.refusal is None:
         raise bad_request(f"{where} is a refusal part without 'refusal'.", param=f"{where}.refusal")
 
