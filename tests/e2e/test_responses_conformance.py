@@ -638,3 +638,20 @@ def test_max_output_tokens_below_openais_minimum_is_a_400_whichever_deployment_s
     assert error["param"] == "max_output_tokens" and "16" in error["message"]
     assert {name: len(sim.requests()) for name, sim in world.sims.items()} == calls
     assert client.responses.create(model=model, input="x", max_output_tokens=16).status in ("completed", "incomplete")
+
+
+@pytest.mark.parametrize(
+    "extra, param",
+    [
+        ({"safety_identifier": "s" * 65}, "safety_identifier"),
+        ({"reasoning": {"effort": "low", "context": "forever"}}, "reasoning.context"),
+    ],
+)
+def test_what_openais_schema_refuses_is_refused_on_a_translated_turn_too(world, extra, param):
+    """A native upstream refuses these itself; a translated one was sent the call (the field dropped or
+    cut). The gateway's 400 naming it, before any upstream call."""
+    body = {"model": "claude", "input": "x", **extra}
+    assert problems("CreateResponse", body)
+    calls = len(world.sims["an"].requests())
+    assert refused(400, lambda: world.sdk().responses.create(**body))["param"] == param
+    assert len(world.sims["an"].requests()) == calls

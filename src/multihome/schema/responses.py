@@ -15,7 +15,7 @@ from typing import Any
 
 import msgspec
 
-from .bounds import check_metadata, count
+from .bounds import MAX_SAFETY_IDENTIFIER, check_metadata, count
 from .chat import REASONING_EFFORTS
 from .decoding import count_items, decode_body, decode_views
 from .errors import bad_request, echo
@@ -315,6 +315,12 @@ def _validate(req: CreateResponse) -> None:
                 f"include[{i}] '{echo(name)}' is not one of: {', '.join(sorted(INCLUDABLE))}.", param=f"include[{i}]"
             )
     check_metadata(req.metadata)
+    if req.safety_identifier is not None and len(req.safety_identifier) > MAX_SAFETY_IDENTIFIER:
+        raise bad_request(
+            f"'safety_identifier' is at most {MAX_SAFETY_IDENTIFIER} characters.",
+            param="safety_identifier",
+            code="string_above_max_length",
+        )
     fmt = req.text.format if req.text is not None else None
     if fmt is not None:
         if fmt.type not in FORMATS:
@@ -346,6 +352,10 @@ def _check_reasoning(reasoning: Reasoning | None) -> None:
     if reasoning.effort is not None and reasoning.effort not in REASONING_EFFORTS:
         allowed = ", ".join(REASONING_EFFORTS)
         raise bad_request(f"'reasoning.effort' must be one of: {allowed}.", param="reasoning.effort")
+    if reasoning.context not in (None, "auto", "current_turn", "all_turns"):
+        raise bad_request(
+            "'reasoning.context' must be one of: auto, current_turn, all_turns.", param="reasoning.context"
+        )
     for name in ("summary", "generate_summary"):
         # "none" is not OpenAI's, but asks for no summary plainly enough to be taken as that.
         if getattr(reasoning, name) not in (None, "auto", "concise", "detailed", "none"):
