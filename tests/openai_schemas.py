@@ -1,7 +1,9 @@
-"""OpenAI's published schemas, to hold what the gateway returns against: the Responses and Conversations
-objects and every stream event, as `openai/openai-openapi` publishes them, and the official SDK's types.
+"""OpenAI's published schemas, to hold what the gateway returns against: chat completions and their stream
+chunks, embeddings, the model list, the Responses and Conversations objects and every stream event, as
+`openai/openai-openapi` publishes them, and the official SDK's types; and the request bodies, to show a
+test's request is one OpenAI allows (so a refusal of it is the gateway's bug, not the test's).
 
-`openai_responses_schemas.json` is the closure of the component schemas named in `ROOTS`, taken from
+`openai_published_schemas.json` is the closure of the component schemas named in `ROOTS`, taken from
 `openapi.json` of openai/openai-openapi at commit `COMMIT`, with the descriptions left out (nothing
 else changed). Regenerate it with `python tests/openai_schemas.py <path to that openapi.json>`.
 
@@ -19,6 +21,8 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
+import openai.types as sdk_types
+import openai.types.chat as sdk_chat
 import openai.types.conversations as sdk_conversations
 import openai.types.responses as sdk_responses
 import pydantic
@@ -27,7 +31,7 @@ from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT202012
 
 COMMIT = "f85dbe223d40e1a31cba812ab2d755c7e98a92a3"
-FILE = Path(__file__).with_name("openai_responses_schemas.json")
+FILE = Path(__file__).with_name("openai_published_schemas.json")
 ROOTS = (
     "Response",
     "ResponseStreamEvent",
@@ -37,6 +41,17 @@ ROOTS = (
     "ConversationItemList",
     "DeletedConversationResource",
     "ErrorResponse",
+    "CreateChatCompletionResponse",
+    "CreateChatCompletionStreamResponse",
+    "CreateEmbeddingResponse",
+    "ListModelsResponse",
+    "Model",
+    # Requests: what OpenAI accepts (no SDK type checked: a request is the test's own).
+    "CreateChatCompletionRequest",
+    "CreateEmbeddingRequest",
+    "CreateResponse",
+    "CreateConversationBody",
+    "UpdateConversationBody",
 )
 SDK: dict[str, Any] = {
     "Response": sdk_responses.Response,
@@ -46,10 +61,29 @@ SDK: dict[str, Any] = {
     "ConversationItem": sdk_conversations.ConversationItem,
     "ConversationItemList": sdk_conversations.ConversationItemList,
     "DeletedConversationResource": sdk_conversations.ConversationDeletedResource,
+    "CreateChatCompletionResponse": sdk_chat.ChatCompletion,
+    "CreateChatCompletionStreamResponse": sdk_chat.ChatCompletionChunk,
+    "CreateEmbeddingResponse": sdk_types.CreateEmbeddingResponse,
+    "Model": sdk_types.Model,
 }
 
 
+def _nullable(node: Any) -> Any:
+    """OpenAPI 3.0's `nullable: true`, which a few schemas of this 3.1 document still use (the chat chunk's
+    `finish_reason`, `logprobs`, `usage`), as JSON Schema says it: the node or null. JSON Schema ignores
+    the keyword, so unpatched every chunk OpenAI itself sends (`finish_reason: null`) would be refused."""
+    if isinstance(node, list):
+        return [_nullable(v) for v in node]
+    if not isinstance(node, dict):
+        return node
+    node = {k: _nullable(v) for k, v in node.items()}
+    if node.pop("nullable", False) is True:
+        return {"anyOf": [node, {"type": "null"}]}
+    return node
+
+
 def _patched(schemas: dict[str, Any]) -> dict[str, Any]:
+    schemas = _nullable(schemas)
     # `MCPApprovalResponseResource` requires a `request_id` it does not define (the SDK's type has no such
     # field either: the item is `approval_request_id`); required as written, no object could be valid.
     item = schemas["MCPApprovalResponseResource"]

@@ -11,7 +11,9 @@ import time
 
 import pytest
 
-pytest.register_assert_rewrite("conformance.scenarios", "conformance.responses")  # before import: readable failures
+pytest.register_assert_rewrite(
+    "conformance.scenarios", "conformance.responses", "conformance.published"
+)  # before import: readable failures
 
 _results: dict[tuple[str, str], tuple[str, str]] = {}  # (scenario, provider) -> (status, detail)
 _started = time.monotonic()

@@ -57,7 +57,7 @@ def render(results: dict[tuple[str, str], tuple[str, str]], seconds: float) -> s
         "- ❌ the gateway gets it wrong (details below the table).",
         "- gap: the provider itself cannot do it (documented limitation; declared in `tests/conformance/providers.py`).",
         "",
-        "Scenarios: `tests/conformance/scenarios.py` (and `responses.py`). Providers, their gaps and known gateway bugs:",
+        "Scenarios: `tests/conformance/scenarios.py` (and `responses.py`; `published.py` holds the answers as sent against OpenAI's published schemas). Providers, their gaps and known gateway bugs:",
         "`tests/conformance/providers.py` (a new provider is one more `Target` there).",
         "",
     ]

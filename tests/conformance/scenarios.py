@@ -535,5 +535,6 @@ def context_failover(ctx: Ctx) -> None:
     assert second == ("oa-backup", "ok")
 
 
-# The Responses API's rows register themselves on import (kept in their own module).
+# The Responses API's rows and the published-schema rows register themselves on import (own modules).
+from . import published as _published  # noqa: E402, F401
 from . import responses as _responses  # noqa: E402, F401

@@ -7,11 +7,13 @@ routing, failover and `x-multihome-*` headers as the OpenAI door, Anthropic's sh
 from __future__ import annotations
 
 import base64
+import json
 import math
 import time
 
 import anthropic
 import httpx
+import pydantic
 import pytest
 
 from builders import api_keys, breakers, config, deployment, group, simulated, single
@@ -422,3 +424,69 @@ def test_through_an_anthropic_upstream_tool_agent(native, stream):
     second = ask(model="claude-native", max_tokens=200, tools=[WEATHER], messages=messages)
     assert second.stop_reason == "end_turn"
     assert "18C and sunny" in second.content[0].text
+
+
+# --- the anthropic SDK's types, strictly -----------------------------------------------------------
+
+
+def _typed(kind, obj: dict) -> dict:
+    """`obj` as the anthropic SDK's `kind` validates it strictly (no coercion: a wrong literal, a missing
+    field or a number sent as a string fails), the wire body as the gateway sent it."""
+    pydantic.TypeAdapter(kind).validate_python(obj, strict=True)
+    return obj
+
+
+# Fields Anthropic's API reference lists on every message and usage, which the SDK's types leave optional.
+MESSAGE_KEYS = {"id", "type", "role", "content", "model", "stop_reason", "stop_sequence", "usage"}
+USAGE_KEYS = {"input_tokens", "output_tokens", "cache_creation_input_tokens", "cache_read_input_tokens"}
+
+
+def _message(obj: dict) -> dict:
+    _typed(anthropic.types.Message, obj)
+    assert MESSAGE_KEYS <= obj.keys() and USAGE_KEYS <= obj["usage"].keys(), obj
+    return obj
+
+
+@pytest.mark.parametrize("upstream", ["door", "native"])
+def test_every_answer_and_event_keeps_to_the_anthropic_sdk_types(upstream, request):
+    if upstream == "door":  # Claude-named groups on OpenAI and Azure deployments; else an Anthropic upstream
+        door = request.getfixturevalue("door")
+        client, model = anthropic.Anthropic(base_url=door.url, api_key=CLIENT_KEY, max_retries=0, timeout=10), MODEL
+    else:
+        client, model = request.getfixturevalue("native"), "claude-native"
+    plain = _message(
+        client.messages.with_raw_response.create(model=model, max_tokens=100, messages=HELLO).http_response.json()
+    )
+    assert plain["stop_reason"] == "end_turn" and plain["stop_sequence"] is None
+    ask = [{"role": "user", "content": "Weather and time, in parallel please"}]
+    called = client.messages.with_raw_response.create(
+        model=model, max_tokens=200, messages=ask, tools=[WEATHER, TIME], tool_choice={"type": "any"}
+    )
+    assert _message(called.http_response.json())["stop_reason"] == "tool_use"
+    cut = client.messages.with_raw_response.create(model=model, max_tokens=2, messages=HELLO)
+    assert _message(cut.http_response.json())["stop_reason"] == "max_tokens"
+    counted = client.messages.with_raw_response.count_tokens(model=model, messages=HELLO)
+    _typed(anthropic.types.MessageTokensCount, counted.http_response.json())
+
+    for extra in ({}, {"tools": [WEATHER, TIME], "messages": ask}):
+        body = {"model": model, "max_tokens": 100, "messages": HELLO, **extra}
+        with client.messages.with_streaming_response.create(stream=True, **body) as raw:
+            lines = list(raw.iter_lines())
+        names = [line[7:] for line in lines if line.startswith("event: ")]
+        events = [json.loads(line[6:]) for line in lines if line.startswith("data: ")]
+        assert names == [e["type"] for e in events], "each event's name is its data's type"
+        events = [e for e in events if e["type"] != "ping"]  # Anthropic's keep-alive, outside the SDK's union
+        for event in events:
+            _typed(anthropic.types.RawMessageStreamEvent, event)
+        assert MESSAGE_KEYS <= events[0]["message"].keys() and USAGE_KEYS <= events[0]["message"]["usage"].keys()
+        assert "output_tokens" in events[-2]["usage"]
+
+    for do, status in (
+        (lambda: client.messages.create(model="claude-nope", max_tokens=10, messages=HELLO), 404),
+        (lambda: client.messages.create(model=model, max_tokens=anthropic.omit, messages=HELLO), 400),
+        (lambda: client.messages.create(model=model, max_tokens=10, messages=[{"role": "bot", "content": "x"}]), 400),
+    ):
+        with pytest.raises(anthropic.APIStatusError) as info:
+            do()
+        assert info.value.status_code == status
+        _typed(anthropic.types.ErrorResponse, info.value.response.json())

@@ -32,7 +32,7 @@ def _error(resp, status):
     [
         (b"{not json", None, "not valid JSON"),
         (b"[1, 2]", None, "JSON object"),
-        ({"model": "gpt-4o"}, None, "messages"),
+        ({"model": "gpt-4o"}, "messages", "Missing required parameter: 'messages'"),  # OpenAI's words
         ({"model": 42, "messages": []}, "model", "Expected `str`"),
         ({"model": "gpt-4o", "messages": []}, "messages", "at least one message"),
         ({"model": "gpt-4o", "messages": [{"role": "user", "content": 5}]}, "messages[0].content", "Expected"),

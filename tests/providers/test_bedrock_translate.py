@@ -243,9 +243,9 @@ def test_dropped_parameters_are_reported(extra, dropped):
                     }
                 ]
             },
-            "messages[0].content[0].type=input_audio",
+            "messages[0].content[0].type",
         ),
-        ({"tools": [{"type": "custom", "custom": {"name": "c"}}]}, "tools[0].type=custom"),
+        ({"tools": [{"type": "custom", "custom": {"name": "c"}}]}, "tools[0].type"),
     ],
 )
 def test_refused_parameters_are_400(extra, param):

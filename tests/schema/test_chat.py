@@ -51,3 +51,48 @@ def test_semantic_errors_name_the_field(body, param):
         _parse(body)
     assert info.value.status == 400
     assert info.value.body.param == param
+
+
+@pytest.mark.parametrize(
+    "body, param",
+    [
+        ({"model": "m"}, "messages"),
+        ({"messages": [{"role": "user", "content": "x"}]}, "model"),
+        ({"model": "m", "messages": [{"content": "x"}]}, "messages[0].role"),
+        (
+            {"model": "m", "messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {}}]}]},
+            "messages[0].content[0].image_url.url",
+        ),
+    ],
+)
+def test_a_missing_required_field_is_named_as_openai_names_it(body, param):
+    """OpenAI's 400 for a missing field names it (`param`, code `missing_required_parameter`); was: no param."""
+    with pytest.raises(ApiError) as info:
+        _parse(body)
+    assert (info.value.status, info.value.body.param) == (400, param)
+    assert info.value.body.code == "missing_required_parameter"
+    assert f"'{param}'" in info.value.body.message
+
+
+@pytest.mark.parametrize(
+    "extra, param",
+    [
+        ({"logprobs": "yes"}, "logprobs"),
+        ({"store": "yes"}, "store"),
+        ({"user": 5}, "user"),
+        ({"metadata": {"k": 1}}, "metadata"),
+        ({"metadata": {f"k{i}": "v" for i in range(17)}}, "metadata"),
+        ({"safety_identifier": "s" * 65}, "safety_identifier"),
+    ],
+)
+def test_fields_passed_through_are_still_held_to_openais_types(extra, param):
+    """Was served: a translating adapter drops these, so a value OpenAI refuses reached no one who would."""
+    with pytest.raises(ApiError) as info:
+        _parse({"model": "m", "messages": [{"role": "user", "content": "x"}], **extra})
+    assert (info.value.status, info.value.body.param) == (400, param)
+
+
+def test_fields_passed_through_keep_their_bytes():
+    body = {"model": "m", "messages": [{"role": "user", "content": "x"}], "logprobs": True, "metadata": {"a": "b"}}
+    parsed = _parse({**body, "user": "u", "store": False, "safety_identifier": "s"})
+    assert bytes(parsed.raw["logprobs"]) == b"true" and msgspec.json.decode(parsed.raw["metadata"]) == {"a": "b"}

@@ -651,7 +651,7 @@ def _responses_schemas() -> dict[str, Schema]:
             "oneOf": [_enum("none", "auto", "required"), _obj(["type", "name"], type=_const("function"), name=STR)]
         },
         parallel_tool_calls=_null(BOOL),
-        max_output_tokens=_null({"type": "integer", "minimum": 1}),
+        max_output_tokens=_null({"type": "integer", "minimum": 16}),
         max_tool_calls=_null({"type": "integer", "minimum": 1}),
         temperature=_null({"type": "number", "minimum": 0, "maximum": 2}),
         top_p=_null({"type": "number", "minimum": 0, "maximum": 1}),

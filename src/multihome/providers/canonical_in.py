@@ -9,7 +9,7 @@ from typing import Any
 import msgspec
 
 from ..schema.chat import ChatRequest, ContentPart, Message
-from ..schema.errors import ApiError, bad_request
+from ..schema.errors import ApiError, bad_request, echo
 
 
 def system_text(messages: list[Message]) -> str | None:
@@ -89,9 +89,13 @@ def stop_list(req: ChatRequest) -> list[str] | None:
     return [req.stop] if isinstance(req.stop, str) else list(req.stop)
 
 
-def unsupported(param: str, provider: str) -> ApiError:
+def unsupported(param: str, provider: str, value: str | None = None) -> ApiError:
+    """The 400 for what `provider` cannot take. `param` is the field's path, as OpenAI's errors name one
+    (`tools[1].type`), so a client can find it; `value`, when given, is what the field held (a type, a
+    role), said in the message."""
+    what = f"'{param}'" if value is None else f"{param} '{echo(value)}'"
     return bad_request(
-        f"'{param}' is not supported when the request is served by {provider}.",
+        f"{what} is not supported when the request is served by {provider}.",
         param=param,
         code="unsupported_parameter",
     )

@@ -21,6 +21,8 @@ MAX_N: Final = 128
 MAX_TOP_LOGPROBS: Final = 20
 LOGIT_BIAS: Final = 100.0
 PENALTY: Final = 2.0
+MAX_METADATA: Final = 16  # pairs of `metadata`
+MAX_SAFETY_IDENTIFIER: Final = 64
 MAX_ITEMS: Final = 10_000  # far beyond a real conversation: 10,000 messages of 100 tokens fill a 1M-token context
 
 
@@ -39,6 +41,20 @@ def too_many_items(length: int, param: str) -> ApiError:
         param=param,
         code="array_above_max_length",
     )
+
+
+def check_metadata(metadata: dict[str, str] | None) -> None:
+    """OpenAI's `metadata` (chat, Responses, Conversations): at most 16 pairs, keys of at most 64
+    characters, values of at most 512."""
+    if metadata is None:
+        return
+    if len(metadata) > MAX_METADATA:
+        raise bad_request(f"'metadata' holds at most {MAX_METADATA} pairs.", param="metadata")
+    for key, value in metadata.items():
+        if len(key) > 64:
+            raise bad_request("'metadata' keys are at most 64 characters.", param="metadata")
+        if len(value) > 512:
+            raise bad_request(f"'metadata.{key}' is longer than 512 characters.", param=f"metadata.{key}")
 
 
 def between(value: float | None, low: float, high: float, param: str) -> None:

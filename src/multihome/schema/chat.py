@@ -9,7 +9,17 @@ from __future__ import annotations
 
 import msgspec
 
-from .bounds import INT64, LOGIT_BIAS, MAX_N, MAX_TOP_LOGPROBS, PENALTY, between, count
+from .bounds import (
+    INT64,
+    LOGIT_BIAS,
+    MAX_N,
+    MAX_SAFETY_IDENTIFIER,
+    MAX_TOP_LOGPROBS,
+    PENALTY,
+    between,
+    check_metadata,
+    count,
+)
 from .decoding import count_items, decode_views
 from .errors import bad_request, echo
 from .tiers import DEFAULT_TIERS, SERVICE_TIERS, need
@@ -153,6 +163,13 @@ class ChatRequest(msgspec.Struct):
     logit_bias: dict[str, float] | None = None
     presence_penalty: float | None = None
     frequency_penalty: float | None = None
+    # Typed only so a value of the wrong type is OpenAI's 400 naming it, whichever deployment would serve
+    # the call (a translating adapter drops them, so a string `logprobs` was served); forwarded as sent.
+    logprobs: bool | None = None
+    store: bool | None = None
+    user: str | None = None
+    safety_identifier: str | None = None
+    metadata: dict[str, str] | None = None
 
 
 _typed = count_items(msgspec.json.Decoder(ChatRequest), "messages")
@@ -285,6 +302,14 @@ def _validate(req: ChatRequest, names: int) -> None:
     if req.reasoning_effort is not None and req.reasoning_effort not in REASONING_EFFORTS:
         raise bad_request(
             f"'reasoning_effort' must be one of: {', '.join(REASONING_EFFORTS)}.", param="reasoning_effort"
+        )
+    if req.metadata:
+        check_metadata(req.metadata)
+    if req.safety_identifier is not None and len(req.safety_identifier) > MAX_SAFETY_IDENTIFIER:
+        raise bad_request(
+            f"'safety_identifier' is at most {MAX_SAFETY_IDENTIFIER} characters.",
+            param="safety_identifier",
+            code="string_above_max_length",
         )
     if req.stream_options is not None and not req.stream:
         raise bad_request("'stream_options' is only allowed when 'stream' is true.", param="stream_options")

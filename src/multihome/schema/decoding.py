@@ -12,10 +12,12 @@ from . import bounds
 from .errors import ApiError, bad_request, echo_quoted
 
 _PATH = re.compile(r" - at `\$(?P<path>[^`]*)`$")
+_MISSING = re.compile(r"^Object missing required field `(?P<field>[^`]*)`")
 
 
 def _param(path: str) -> str | None:
-    path = path.lstrip(".")
+    # msgspec writes a map's key as `[...]` (`metadata[...]`): the param is the map, as OpenAI names it.
+    path = path.replace("[...]", "").lstrip(".")
     return path or None
 
 
@@ -26,8 +28,15 @@ def decode_error(exc: msgspec.DecodeError, *, prefix: str = "") -> ApiError:
     if isinstance(exc, msgspec.ValidationError):
         if match is None and text.startswith("Expected `object`"):
             return bad_request("Request body must be a JSON object.", code="invalid_json")
-        detail = echo_quoted(text[: match.start()] if match else text)
         param = _param(prefix + (match.group("path") if match else ""))
+        missing = _MISSING.match(text)
+        if missing is not None:  # OpenAI's words, and the field itself as `param` (not the object holding it)
+            field = missing.group("field")  # a field of the gateway's own types: short, never the client's text
+            param = f"{param}.{field}" if param else field
+            return bad_request(
+                f"Missing required parameter: '{param}'.", param=param, code="missing_required_parameter"
+            )
+        detail = echo_quoted(text[: match.start()] if match else text)
         where = f" at '{param}'" if param else ""
         return bad_request(f"Invalid request body{where}: {detail}.", param=param, code="invalid_type")
     return bad_request(

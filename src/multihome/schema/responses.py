@@ -15,7 +15,7 @@ from typing import Any
 
 import msgspec
 
-from .bounds import count
+from .bounds import MAX_SAFETY_IDENTIFIER, check_metadata, count
 from .chat import REASONING_EFFORTS
 from .decoding import count_items, decode_body, decode_views
 from .errors import bad_request, echo
@@ -49,9 +49,9 @@ INCLUDABLE = frozenset(
 TOOL_CHOICES = frozenset({"none", "auto", "required"})
 CACHE_RETENTIONS = frozenset({"in_memory", "in-memory", "24h"})  # "in-memory": the schema's spelling until 2026
 FORMATS = frozenset({"text", "json_object", "json_schema"})
-MAX_METADATA = 16
 MAX_CONVERSATION_ITEMS = 20  # per create call, as OpenAI
 MAX_ITEM_ID = 200  # OpenAI's own ids run to ~60 characters; clients replay them
+MIN_OUTPUT_TOKENS = 16  # OpenAI's published minimum of `max_output_tokens` (its 400 below it)
 
 
 class Part(msgspec.Struct, omit_defaults=True):
@@ -295,8 +295,9 @@ def _validate(req: CreateResponse) -> None:
         raise bad_request("'temperature' must be between 0 and 2.", param="temperature")
     if req.top_p is not None and not 0 <= req.top_p <= 1:
         raise bad_request("'top_p' must be between 0 and 1.", param="top_p")
-    for name in ("max_output_tokens", "max_tool_calls"):
-        count(getattr(req, name), name)  # an upper bound too: a 70-bit integer is refused by every provider
+    # An upper bound too: a 70-bit integer is refused by every provider. OpenAI's minimum output is 16 tokens.
+    count(req.max_output_tokens, "max_output_tokens", MIN_OUTPUT_TOKENS)
+    count(req.max_tool_calls, "max_tool_calls")
     if req.top_logprobs:
         raise bad_request(
             "'top_logprobs' is not supported by this gateway yet.", param="top_logprobs", code="unsupported_parameter"
@@ -314,6 +315,12 @@ def _validate(req: CreateResponse) -> None:
                 f"include[{i}] '{echo(name)}' is not one of: {', '.join(sorted(INCLUDABLE))}.", param=f"include[{i}]"
             )
     check_metadata(req.metadata)
+    if req.safety_identifier is not None and len(req.safety_identifier) > MAX_SAFETY_IDENTIFIER:
+        raise bad_request(
+            f"'safety_identifier' is at most {MAX_SAFETY_IDENTIFIER} characters.",
+            param="safety_identifier",
+            code="string_above_max_length",
+        )
     fmt = req.text.format if req.text is not None else None
     if fmt is not None:
         if fmt.type not in FORMATS:
@@ -345,6 +352,10 @@ def _check_reasoning(reasoning: Reasoning | None) -> None:
     if reasoning.effort is not None and reasoning.effort not in REASONING_EFFORTS:
         allowed = ", ".join(REASONING_EFFORTS)
         raise bad_request(f"'reasoning.effort' must be one of: {allowed}.", param="reasoning.effort")
+    if reasoning.context not in (None, "auto", "current_turn", "all_turns"):
+        raise bad_request(
+            "'reasoning.context' must be one of: auto, current_turn, all_turns.", param="reasoning.context"
+        )
     for name in ("summary", "generate_summary"):
         # "none" is not OpenAI's, but asks for no summary plainly enough to be taken as that.
         if getattr(reasoning, name) not in (None, "auto", "concise", "detailed", "none"):
@@ -569,18 +580,6 @@ def _check_part(part: Part, where: str) -> None:
         raise bad_request(f"{where} is a refusal part without 'refusal'.", param=f"{where}.refusal")
 
 
-def check_metadata(metadata: dict[str, str] | None) -> None:
-    if metadata is None:
-        return
-    if len(metadata) > MAX_METADATA:
-        raise bad_request(f"'metadata' holds at most {MAX_METADATA} pairs.", param="metadata")
-    for key, value in metadata.items():
-        if len(key) > 64:
-            raise bad_request("'metadata' keys are at most 64 characters.", param="metadata")
-        if len(value) > 512:
-            raise bad_request(f"'metadata.{key}' is longer than 512 characters.", param=f"metadata.{key}")
-
-
 # -- Conversations bodies -----------------------------------------------------------------------------
 
 
@@ -590,7 +589,8 @@ class CreateConversation(msgspec.Struct, forbid_unknown_fields=True):
 
 
 class UpdateConversation(msgspec.Struct, forbid_unknown_fields=True):
-    metadata: dict[str, str]
+    # Required, but null is OpenAI's too (the SDK's `update(id, metadata=None)`): it clears the metadata.
+    metadata: dict[str, str] | None
 
 
 class AddItems(msgspec.Struct, forbid_unknown_fields=True):

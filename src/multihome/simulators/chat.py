@@ -184,6 +184,10 @@ def _validate_tools(body: dict) -> None:
             raise BadRequest(
                 "Invalid value for 'tool_choice.allowed_tools.mode'.", "tool_choice.allowed_tools.mode", "invalid_value"
             )
+    elif isinstance(choice, dict) and choice.get("type") == "custom":  # a custom tool, named
+        custom = choice.get("custom")
+        if not isinstance(custom, dict) or not isinstance(custom.get("name"), str):
+            raise _bad_type("tool_choice.custom.name", "a string")
     elif isinstance(choice, dict):
         fn = choice.get("function")
         if not isinstance(fn, dict) or not isinstance(fn.get("name"), str):
@@ -269,6 +273,8 @@ def _choose_tools(body: dict, last_user: str) -> list[dict]:
                     names.add(fn.get("name") if isinstance(fn, dict) else t.get("name"))
             fns = [f for f in fns if f["name"] in names]
             choice = allowed.get("mode", "auto")
+        elif choice.get("type") == "custom":
+            return []  # the simulator makes no custom tool calls: it answers in text
         else:
             name = choice["function"]["name"]
             named = [f for f in fns if f["name"] == name]

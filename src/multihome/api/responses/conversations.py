@@ -117,7 +117,7 @@ class ConversationsDoor:
     async def update(self, call: Call, receive: Receive, send: Send) -> None:
         state, who, conv_id = self._ids(call)
         req = parse_update_conversation(await read_body(call.scope, receive, self.max_body))
-        conv = await stored(state.update_conversation(who, conv_id, req.metadata))
+        conv = await stored(state.update_conversation(who, conv_id, req.metadata or {}))  # null clears it
         if conv is None:
             raise conversation_not_found(conv_id)
         await answer(call, send, _view(conv))

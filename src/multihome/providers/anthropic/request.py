@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from ...schema.chat import ChatRequest, ContentPart, Message, ParsedChat
-from ...schema.errors import bad_request, echo
+from ...schema.errors import bad_request
 from ..canonical_in import max_output_tokens, raw_json, stop_list, tool_arguments, unsupported
 from ..reasoning import thinking_budget
 
@@ -176,7 +176,7 @@ def _text_blocks(msg: Message, i: int, markers: Markers, where: str, allow_image
         elif part.type == "image_url" and allow_images:
             blocks.append(_mark(_image_block(part, f"{where}.content[{j}]"), markers, i, j))
         else:
-            raise unsupported(f"{where}.content[{j}] ({echo(part.type)})", PROVIDER)
+            raise unsupported(f"{where}.content[{j}].type", PROVIDER, part.type)
     if isinstance(msg.content, str) and msg.content:
         blocks.append({"type": "text", "text": msg.content})
     return blocks
@@ -240,7 +240,7 @@ def translate_messages(req: ChatRequest, markers: Markers) -> tuple[list[dict[st
         elif role == "tool":
             blocks, turn_role = [_tool_result(msg, i, markers)], "user"
         else:  # "function": the deprecated pre-tools protocol
-            raise unsupported(f"messages[{i}].role (function)", PROVIDER)
+            raise unsupported(f"messages[{i}].role", PROVIDER, "function")
         if not blocks:
             continue  # an empty turn (e.g. assistant content "" without tool calls) carries nothing
         _mark_last(blocks, markers, i)
@@ -269,7 +269,7 @@ def _tools(req: ChatRequest) -> list[dict[str, Any]]:
     out = []
     for i, tool in enumerate(req.tools or ()):
         if tool.type != "function" or tool.function is None:
-            raise unsupported(f"tools[{i}] (type {echo(tool.type)})", PROVIDER)
+            raise unsupported(f"tools[{i}].type", PROVIDER, tool.type)
         fn = tool.function
         spec: dict[str, Any] = {"name": fn.name}
         if fn.description:
@@ -294,7 +294,7 @@ def _tool_choice(req: ChatRequest) -> dict[str, Any] | None:
     elif tc.type == "function" and tc.function is not None:
         choice = {"type": "tool", "name": tc.function.name}
     else:
-        raise unsupported(f"tool_choice (type {echo(tc.type)})", PROVIDER)
+        raise unsupported("tool_choice.type", PROVIDER, tc.type)
     if req.parallel_tool_calls is False and (choice is None or choice["type"] != "none"):
         choice = {**(choice or {"type": "auto"}), "disable_parallel_tool_use": True}
     return choice

@@ -11,7 +11,7 @@ from typing import Any
 import msgspec
 
 from ...schema.chat import ChatRequest, Message, ParsedChat
-from ...schema.errors import bad_request, echo
+from ...schema.errors import bad_request
 from .. import canonical_in
 from ..reasoning import thinking_budget
 from . import PROFILES, profile_id
@@ -215,7 +215,7 @@ def _messages(messages: list[Message], claude: bool = False) -> tuple[list[dict[
             has_tool_blocks = True
             turn_role = "user"
         else:  # "function": the deprecated function-calling protocol
-            raise canonical_in.unsupported(f"messages[{i}].role=function", PROVIDER + " (use tool messages)")
+            raise canonical_in.unsupported(f"messages[{i}].role", PROVIDER + " (use tool messages)", "function")
         if not blocks:
             continue
         if turns and turns[-1]["role"] == turn_role:
@@ -238,7 +238,7 @@ def _user_blocks(m: Message, i: int) -> list[dict[str, Any]]:
             assert part.image_url is not None  # parse_chat refuses an image_url part without one
             blocks.append(_image(part.image_url.url, where))
         else:
-            raise canonical_in.unsupported(f"{where}.type={echo(part.type)}", PROVIDER)
+            raise canonical_in.unsupported(f"{where}.type", PROVIDER, part.type)
     return blocks
 
 
@@ -295,7 +295,7 @@ def _tool_specs(req: ChatRequest) -> list[dict[str, Any]]:
     specs = []
     for i, tool in enumerate(req.tools or ()):
         if tool.type != "function" or tool.function is None:
-            raise canonical_in.unsupported(f"tools[{i}].type={echo(tool.type)}", PROVIDER + " (function tools only)")
+            raise canonical_in.unsupported(f"tools[{i}].type", PROVIDER + " (function tools only)", tool.type)
         fn = tool.function
         spec: dict[str, Any] = {
             "name": fn.name,
@@ -335,7 +335,7 @@ def _tool_config(
     elif choice.type == "function" and choice.function is not None:
         cfg["toolChoice"] = {"tool": {"name": choice.function.name}}
     else:
-        raise canonical_in.unsupported(f"tool_choice.type={echo(choice.type)}", PROVIDER)
+        raise canonical_in.unsupported("tool_choice.type", PROVIDER, choice.type)
     return cfg
 
 

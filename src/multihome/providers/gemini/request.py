@@ -130,7 +130,7 @@ def contents(messages: list[Message], *, vertex: bool, sign: bool = False) -> li
         elif msg.role == "tool":
             role, parts = "user", [_function_response(msg, where, names)]
         else:  # "function": the deprecated predecessor of tool messages
-            raise cin.unsupported(f"{where}.role 'function'", PROVIDER)
+            raise cin.unsupported(f"{where}.role", PROVIDER, "function")
         if not parts:
             continue
         if out and out[-1]["role"] == role:
@@ -165,7 +165,7 @@ def _user_parts(msg: Message, where: str, vertex: bool) -> list[dict[str, Any]]:
         elif part.type == "file":
             parts.append(_file(part.file, p))
         else:
-            raise cin.unsupported(f"{p}.type '{echo(part.type)}'", PROVIDER)
+            raise cin.unsupported(f"{p}.type", PROVIDER, part.type)
     return parts
 
 
@@ -244,7 +244,7 @@ def tool_fields(
     declarations = []
     for i, tool in enumerate(req.tools or ()):
         if tool.type != "function" or tool.function is None:
-            raise cin.unsupported(f"tools[{i}].type '{echo(tool.type)}'", PROVIDER)
+            raise cin.unsupported(f"tools[{i}].type", PROVIDER, tool.type)
         fn = tool.function
         decl: dict[str, Any] = {"name": fn.name}
         if fn.description:
@@ -283,7 +283,7 @@ def tool_fields(
             declarations = [d for d in declarations if d["name"] in picked]
             config = {"mode": "AUTO"}
     elif choice is not None:
-        raise cin.unsupported(f"tool_choice type '{echo(choice.type)}'", PROVIDER)
+        raise cin.unsupported("tool_choice.type", PROVIDER, choice.type)
     return [{"functionDeclarations": declarations}], ({"functionCallingConfig": config} if config else None)
 
 
