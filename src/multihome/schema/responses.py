@@ -15,9 +15,9 @@ from typing import Any
 
 import msgspec
 
-from .bounds import count
+from .bounds import MAX_TOOLS_OTHER, count, too_many
 from .chat import REASONING_EFFORTS
-from .decoding import count_items, decode_body, decode_views
+from .decoding import COUNT_ITEMS_OVER, Counted, count_body, count_items, decode_body, decode_views, top_level
 from .errors import bad_request, echo
 from .tiers import SERVICE_TIERS
 from .tool_names import MAX_RESPONSES_NAME, check_function_name
@@ -197,7 +197,20 @@ class CreateResponse(msgspec.Struct):
 
 
 KNOWN_FIELDS = frozenset(CreateResponse.__struct_fields__)
-_create = count_items(msgspec.json.Decoder(CreateResponse), "input")
+# An item's arrays the checks, storage and translation walk part by part (an mcp_list_tools item's `tools`).
+_PARTS = ("content", "output", "summary", "tools")
+_NOUN = "content, output and summary parts and listed tools"
+# 16 pairs of at most 64 and 512 characters, each escaped (\uXXXX) and quoted: under 56 KiB of JSON.
+_METADATA_BYTES = 64 * 1024
+_METADATA = (
+    "metadata",
+    _METADATA_BYTES,
+    f"'metadata' holds at most {MAX_METADATA} pairs, keys of at most 64 characters and values of at most 512.",
+)
+_create = count_items(
+    msgspec.json.Decoder(CreateResponse),
+    Counted("input", _PARTS, max_tools=MAX_TOOLS_OTHER, noun=_NOUN, sized=(_METADATA,)),
+)
 
 
 def parse_create(body: bytes) -> CreateResponse:
@@ -368,6 +381,8 @@ def _check_schema_format(fmt: TextFormat) -> None:
 
 
 def _check_tools(req: CreateResponse) -> None:
+    if req.tools is not None and len(req.tools) > MAX_TOOLS_OTHER:
+        raise too_many("tools", len(req.tools), MAX_TOOLS_OTHER)
     memory = [i for i, t in enumerate(req.tools or ()) if t.type == "memory"]
     if len(memory) > 1:
         raise bad_request("A request takes at most one memory tool.", param=f"tools[{memory[1]}]")
@@ -594,6 +609,16 @@ _update_conv = msgspec.json.Decoder(UpdateConversation)
 _add_items = msgspec.json.Decoder(AddItems)
 
 
+_ITEMS = Counted("items", _PARTS, noun=_NOUN, sized=(_METADATA,))
+
+
+def _decode_items(body: bytes, typed: msgspec.json.Decoder[Any]) -> Any:
+    """A conversation's items body, its parts counted first when it is large (as a turn's `input`)."""
+    if len(body) > COUNT_ITEMS_OVER:
+        count_body(body, top_level(body), _ITEMS)
+    return decode_body(body, typed)
+
+
 def _items(items: list[InputItem] | None) -> None:
     if items is not None and len(items) > MAX_CONVERSATION_ITEMS:
         raise bad_request(f"'items' holds at most {MAX_CONVERSATION_ITEMS} items per call.", param="items")
@@ -602,19 +627,19 @@ def _items(items: list[InputItem] | None) -> None:
 
 
 def parse_create_conversation(body: bytes) -> CreateConversation:
-    req = decode_body(body, _create_conv) if body.strip() else CreateConversation()
+    req = _decode_items(body, _create_conv) if body.strip() else CreateConversation()
     _items(req.items)
     check_metadata(req.metadata)
     return req
 
 
 def parse_update_conversation(body: bytes) -> UpdateConversation:
-    req = decode_body(body, _update_conv)
+    req: UpdateConversation = _decode_items(body, _update_conv)
     check_metadata(req.metadata)
     return req
 
 
 def parse_add_items(body: bytes) -> AddItems:
-    req = decode_body(body, _add_items)
+    req: AddItems = _decode_items(body, _add_items)
     _items(req.items)
     return req
