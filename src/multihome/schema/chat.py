@@ -276,7 +276,7 @@ def _validate(req: ChatRequest, names: int, tools: int) -> None:
     if fmt is not None:
         if fmt.type not in RESPONSE_FORMATS:
             raise bad_request(
-                f"response_format.type '{fmt.type}' is not one of: text, json_object, json_schema.",
+                f"response_format.type '{echo(fmt.type)}' is not one of: text, json_object, json_schema.",
                 param="response_format.type",
             )
         if fmt.type == "json_schema" and fmt.json_schema is None:

@@ -429,7 +429,7 @@ def _check_tools(req: CreateResponse) -> None:
     if isinstance(choice, NamedToolChoice):
         if choice.type != "function":
             raise bad_request(
-                f"tool_choice of type '{choice.type}' is not supported by this gateway yet: use 'none', 'auto', "
+                f"tool_choice of type '{echo(choice.type)}' is not supported by this gateway yet: use 'none', 'auto', "
                 "'required' or {'type': 'function', 'name': ...}.",
                 param="tool_choice",
                 code="unsupported_parameter",

@@ -19,6 +19,7 @@ from typing import Any, TypeVar
 
 import sqlalchemy as sa
 
+from ..schema.errors import echo
 from ..schema.principal import ORG_ADMIN, TENANT_ADMIN
 from . import rows
 from .base import StoreBase, utcnow
@@ -66,9 +67,9 @@ def budget_amount(value: Any) -> str:
     try:
         amount = Decimal(str(value).strip())
     except InvalidOperation:
-        raise Invalid(f'amount must be a decimal number, e.g. "25.00", not {value!r}') from None
+        raise Invalid(f"amount must be a decimal number, e.g. \"25.00\", not '{echo(value)}'") from None
     if not amount.is_finite() or amount <= 0:
-        raise Invalid(f"amount must be greater than 0, not {value!r}")
+        raise Invalid(f"amount must be greater than 0, not '{echo(value)}'")
     if amount > MAX_AMOUNT:
         raise Invalid(f"amount must be at most {MAX_AMOUNT}")
     exponent = amount.normalize().as_tuple().exponent  # an int: `amount` is finite
@@ -80,7 +81,7 @@ def budget_amount(value: Any) -> str:
 def budget_currency(value: Any) -> str:
     code = value.upper() if isinstance(value, str) else ""
     if not _CURRENCY.match(code):
-        raise Invalid(f"currency must be a three-letter ISO 4217 code such as USD, not {value!r}")
+        raise Invalid(f"currency must be a three-letter ISO 4217 code such as USD, not '{echo(value)}'")
     return code
 
 
@@ -92,7 +93,7 @@ def _one_of(value: Any, allowed: tuple[_Option, ...], what: str) -> _Option:
     for option in allowed:
         if value == option:
             return option
-    raise Invalid(f"{what} must be one of {', '.join(allowed)}, not {value!r}")
+    raise Invalid(f"{what} must be one of {', '.join(allowed)}, not '{echo(value)}'")
 
 
 def _detail(b: Budget) -> dict[str, Any]:
