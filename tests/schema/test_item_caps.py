@@ -205,3 +205,32 @@ def test_metadata_past_what_its_rule_allows_is_refused_by_its_size(parse, monkey
     with pytest.raises(ApiError) as info:
         parse({str(i): "" for i in range(1_000_000)})
     assert info.value.body.param == "metadata" and "at most 16 pairs" in info.value.body.message
+
+
+def test_fields_taken_whole_are_held_to_a_size_before_the_typed_decode(monkeypatch):
+    """An `mcp` tool's `headers` (and the other fields the Responses door decodes whole, of any shape) of
+    1,500,000 entries held the event loop ~2 s in the typed decode: refused by its size first."""
+    from multihome.schema import responses
+
+    many = {str(i): "" for i in range(1_500_000)}
+    tool = {"type": "mcp", "server_label": "s", "server_url": "https://mcp.example.com/mcp"}
+    call = {"type": "mcp_call", "id": "mcp_1", "server_label": "s", "name": "n", "arguments": "{}", "output": "x"}
+    listed = {"type": "mcp_list_tools", "id": "mcpl_1", "server_label": "s"}
+    schema = {"type": "object", "properties": {f"p{i}": {"type": "string"} for i in range(40)}}
+    # A listing of 200 tools with their schemas (~300 KiB) is taken.
+    parse_create(
+        msgspec.json.encode(
+            {"model": "m", "input": [{**listed, "tools": [{"name": "t", "input_schema": schema}] * 200}]}
+        )
+    )
+    monkeypatch.setattr(responses, "_create", _Refusing(responses._create))
+    cases = {
+        "tools[0].headers": {"model": "m", "input": "hi", "tools": [{**tool, "headers": many}]},
+        "tools[1].allowed_tools": {"model": "m", "input": "hi", "tools": [tool, {**tool, "allowed_tools": list(many)}]},
+        "input[1].error": {"model": "m", "input": [call, {**call, "error": many}]},
+        "input[0].tools": {"model": "m", "input": [{**listed, "tools": [many]}]},
+    }
+    for param, body in cases.items():
+        with pytest.raises(ApiError) as info:
+            parse_create(msgspec.json.encode(body))
+        assert (info.value.status, info.value.body.param, info.value.body.code) == (400, param, "value_too_large")

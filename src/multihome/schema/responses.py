@@ -207,9 +207,25 @@ _METADATA = (
     _METADATA_BYTES,
     f"'metadata' holds at most {MAX_METADATA} pairs, keys of at most 64 characters and values of at most 512.",
 )
+# The fields decoded whole, of any shape (`Any`), held to a size (docs/hostile-input.md): an MCP server's tool
+# listing sent back may be large (its tools' schemas), the rest are a few names, headers or an error.
+_ANY = 64 * 1024
+_ITEM_SIZED = (("error", _ANY), ("tools", 1024 * 1024))
+_TOOL_SIZED = tuple(
+    (name, _ANY)
+    for name in ("allowed_tools", "require_approval", "headers", "agent_id", "user_id", "top_k", "ttl_seconds")
+)
 _create = count_items(
     msgspec.json.Decoder(CreateResponse),
-    Counted("input", _PARTS, max_tools=MAX_TOOLS_OTHER, noun=_NOUN, sized=(_METADATA,)),
+    Counted(
+        "input",
+        _PARTS,
+        max_tools=MAX_TOOLS_OTHER,
+        noun=_NOUN,
+        sized=(_METADATA,),
+        item_sized=_ITEM_SIZED,
+        tool_sized=_TOOL_SIZED,
+    ),
 )
 
 
@@ -609,7 +625,7 @@ _update_conv = msgspec.json.Decoder(UpdateConversation)
 _add_items = msgspec.json.Decoder(AddItems)
 
 
-_ITEMS = Counted("items", _PARTS, noun=_NOUN, sized=(_METADATA,))
+_ITEMS = Counted("items", _PARTS, noun=_NOUN, sized=(_METADATA,), item_sized=_ITEM_SIZED)
 
 
 def _decode_items(body: bytes, typed: msgspec.json.Decoder[Any]) -> Any:
