@@ -36,6 +36,10 @@ MODES: tuple[BudgetMode, ...] = ("hard", "soft")
 SETTERS: tuple[BudgetRole, ...] = ("org-admin", "tenant-admin")  # schema.principal's ORG_ADMIN, TENANT_ADMIN
 # Counters hold nano-units in a signed 64-bit integer (Redis): 1e9 units leaves ample headroom.
 MAX_AMOUNT = Decimal(1_000_000_000)
+# Budgets one tenant may hold. Each is a headroom series of the metrics (docs/metrics.md) and a rule every
+# call of its scope is checked against; a tenant admin could otherwise make one per currency code and
+# period on the tenant alone (17,576 x 5), or one per key they make.
+MAX_BUDGETS_PER_TENANT = 1_000
 _CURRENCY = re.compile(r"^[A-Z]{3}$")
 
 
@@ -153,6 +157,14 @@ class BudgetsRepo(StoreBase):
                     f"{budget.scope} {budget.scope_id} already has a {budget.period} {budget.currency} "
                     f"budget ({taken}); change its amount instead",
                     conflicting=taken,
+                )
+            held = await conn.scalar(
+                sa.select(sa.func.count()).select_from(budgets).where(budgets.c.tenant_id == tenant_id)
+            )
+            if held is not None and held >= MAX_BUDGETS_PER_TENANT:
+                raise Invalid(
+                    f"tenant {tenant_id} already holds {held} budgets, the most a tenant may hold "
+                    f"({MAX_BUDGETS_PER_TENANT}); delete one it no longer needs first"
                 )
             await conn.execute(sa.insert(budgets).values(**{f: getattr(budget, f) for f in budget.__struct_fields__}))
             await self._record(
