@@ -261,3 +261,49 @@ async def test_a_head_after_a_body_with_extensions_and_trailers_is_held_to_the_b
         assert b"/second" not in served and transport.closing
     else:
         assert served == [b"/a", b"/second"]
+
+
+# A chunk-size line (its extension) or a trailer section longer than any one read's share: followed as a
+# state across reads. Before, over 4 KiB of either split across reads was not followed, and the head after
+# the body went to the parser unbounded for a read.
+LONG_FRAMING = {
+    "extension": b"POST /a HTTP/1.1\r\nHost: gw\r\nTransfer-Encoding: chunked\r\n\r\n"
+    b"2;e=" + b"x" * 6000 + b"\r\n{}\r\n0\r\n\r\n",
+    "trailers": b"POST /a HTTP/1.1\r\nHost: gw\r\nTransfer-Encoding: chunked\r\n\r\n"
+    b"2\r\n{}\r\n0\r\nX-Trailer: " + b"t" * 6000 + b"\r\nY-Trailer: 2\r\n\r\n",
+}
+
+
+@pytest.mark.parametrize("framing", LONG_FRAMING)
+@pytest.mark.parametrize("size", [LIMIT + 1, LIMIT])
+@pytest.mark.parametrize("split", [[100], [5000, 300], list(range(5900, 6050, 7))], ids=["one", "two", "many"])
+async def test_a_head_after_a_long_size_line_or_trailers_split_across_reads_is_held_to_the_bound(framing, size, split):
+    first = LONG_FRAMING[framing]
+    cuts = [len(first) - 6100 + at for at in split]  # inside the extension or the trailer
+    stream = first + request(b"/second", size, b"{}")
+    reads = [stream[a:b] for a, b in zip([0, *cuts], [*cuts, len(stream)], strict=True)]
+    transport = await pipelined(reads, 2)
+    if size > LIMIT:
+        assert b"/second" not in served and transport.closing
+    else:
+        assert served == [b"/a", b"/second"]
+
+
+@pytest.mark.parametrize("size", [LIMIT + 1, LIMIT])
+@pytest.mark.parametrize("step", [1000, 1 << 20])
+async def test_a_trailer_section_over_the_bound_is_431(size, step):
+    """Trailers are header fields, each of which uvicorn keeps: a chunked body's trailer section was read
+    without a bound (megabytes of them, never an answer while they came). Now held to the head's bound."""
+    start = b"POST /a HTTP/1.1\r\nHost: gw\r\nTransfer-Encoding: chunked\r\n\r\n2\r\n{}\r\n0\r\n"
+    line = b"X-T: " + b"t" * 1000 + b"\r\n"
+    trailers = line * (size // len(line))
+    trailers += b"X-Last: " + b"t" * (size - len(trailers) - len(b"X-Last: \r\n") - 2) + b"\r\n"
+    stream = start + trailers + b"\r\n"
+    assert len(trailers) + 2 == size
+    transport = await pipelined([stream[i : i + step] for i in range(0, len(stream), step)], 1)
+    out = bytes(transport.out)
+    if size > LIMIT:
+        assert out.startswith(b"HTTP/1.1 431 ") and transport.closing, out[:200]
+        assert b"request_header_fields_too_large" in out
+    else:
+        assert served == [b"/a"] and out.startswith(b"HTTP/1.1 200 "), out[:200]

@@ -19,6 +19,7 @@ def _edit(config: dict) -> None:
     deps["oa-chat"] = deployment("openai", "gpt-4o-chatonly", responses_api="translated")
     groups = config["model_groups"]
     groups["chat-only"] = {"deployments": ["oa-chat"], "retries": 0}
+    groups["chat-then-native"] = {"deployments": ["oa-chat", "oa"], "retries": 0}
     groups["az-then-claude"] = {"deployments": ["az", "an"], "retries": 0}
 
 
@@ -122,6 +123,23 @@ def test_reasoning_goes_back_encrypted_to_a_native_upstream_and_as_its_summary_t
     client.responses.create(model="claude", input="and again?", conversation=conv.id)
     text = _last(world, "anthropic")["body"]
     assert "The user keeps bees; answer about bees." in text and "opaque-reasoning-state" not in text
+
+
+def test_a_function_name_over_64_characters_passes_over_a_chat_deployment_to_a_native_one(world):
+    """The primary deployment is reached through chat completions (64 characters at most), the second
+    natively: the turn is served by the second, named as it is, and the first is listed as skipped; before,
+    the primary's refusal was the call's 400."""
+    name = "g" * 100
+    tool = {"type": "function", "name": name, "parameters": {"type": "object", "properties": {}}}
+    raw = sdk(world).responses.with_raw_response.create(model="chat-then-native", input="hi", store=False, tools=[tool])
+    assert raw.parse().status == "completed"
+    assert raw.headers["x-multihome-deployment"] == "oa"
+    assert "oa-chat" in raw.headers["x-multihome-attempts"]
+    assert json.loads(_last(world, "openai")["body"])["tools"][0]["name"] == name
+    short = sdk(world).responses.with_raw_response.create(
+        model="chat-then-native", input="hi", store=False, tools=[{**tool, "name": "g" * 64}]
+    )
+    assert short.headers["x-multihome-deployment"] == "oa-chat"  # a name that fits goes to the primary
 
 
 def test_failover_from_native_azure_to_translated_anthropic_keeps_the_conversation(world):

@@ -178,6 +178,9 @@ def test_operations_and_estimated_usage(mapper):
         ("stream_error", 200, None, "stream_error"),
         ("cancelled", 200, None, "cancelled"),
         ("denied", 403, "policy_denied", "policy_denied"),
+        # An upstream's code passed on as it is: a metric attribute only when it looks like a code.
+        ("client_error", 400, "x" * 65, "other"),
+        ("client_error", 400, "the client's text", "other"),
     ],
 )
 def test_error_type(outcome, status, code, expected):

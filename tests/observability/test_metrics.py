@@ -126,6 +126,36 @@ def test_label_values_are_bounded_by_the_config_and_the_store():
     assert "tenant-1" in {lab.get("tenant") for _, lab, _ in _samples(metrics)}
 
 
+def test_a_code_that_does_not_look_like_one_is_other_and_takes_no_place():
+    """An upstream's 4xx passes its error code on as it is: a self-hosted upstream may put anything there, a
+    megabyte of the client's text included. It was a label value (one of the 200) in every scrape."""
+    metrics = Metrics(["g"], ["d"], static_tenants=["acme"])
+    odd = ["x" * 65, "has space", "line\nbreak", "ünïcode", ""]
+    for code in [*odd, "rate_limit_exceeded", "http_503", "invalid_request_error"]:
+        metrics.metered(_metered(_call(tenant="acme", status=400, outcome="client_error", error_code=code)))
+    codes = {lab["code"] for n, lab, _ in _samples(metrics) if n == "multihome_request_errors_total"}
+    assert codes == {OTHER, "rate_limit_exceeded", "http_503", "invalid_request_error"}
+    assert len(metrics._codes.seen) == 3
+
+
+def test_a_caller_naming_a_new_tenant_per_call_does_not_leave_the_label_cache_full():
+    """Label sets are cached by the call's own values: a tenant the store does not know is one entry each.
+    The cache stopped caching at 20,000 entries, and every later call (any tenant's) bound its labels and
+    folded into prometheus_client at once. Now a full cache is folded and emptied; every call is counted."""
+    from multihome.observability.metrics import _MAX_SERIES
+
+    metrics = Metrics(["g"], ["d"], static_tenants=["acme"])
+    for i in range(_MAX_SERIES + 100):
+        metrics.metered(_metered(_call(tenant=f"oidc-tenant-{i}")))
+    assert len(metrics._series) <= _MAX_SERIES
+    metrics.metered(_metered(_call(tenant="acme")))
+    assert ("chat", "g", "d", 200, "ok", "acme", None) in metrics._series
+    samples = _samples(metrics)
+    total = sum(v for n, _, v in samples if n == "multihome_requests_total")
+    assert total == _MAX_SERIES + 101
+    assert {lab["tenant"] for n, lab, _ in samples if n == "multihome_tokens_total"} == {OTHER, "acme"}
+
+
 @pytest.mark.anyio
 async def test_loopback_access_refuses_other_hosts_and_open_does_not():
     cfg = single(server=open_door(), metrics={"enabled": True})

@@ -150,3 +150,34 @@ def test_unknown_paths_cursors_and_times_of_the_admin_api_are_shown_by_their_sta
         with pytest.raises(BadQuery) as caught:
             bad()
         assert SHOWN in str(caught.value) and "TAIL" not in str(caught.value), str(caught.value)
+
+
+def test_a_format_or_tool_choice_type_is_echoed_by_its_start():
+    """Found by bench/fuzz_values.py: chat's response_format.type and a Responses tool_choice type were repeated
+    whole (a 5,000-character type came back in the 400)."""
+    chat = {"model": "m", "messages": [{"role": "user", "content": "x"}], "response_format": {"type": LONG}}
+    responses = {
+        "model": "m",
+        "input": "x",
+        "tools": [{"type": "function", "name": "f"}],
+        "tool_choice": {"type": LONG},
+    }
+    for err in (
+        _refusal(lambda: parse_chat(msgspec.json.encode(chat))),
+        _refusal(lambda: parse_create(msgspec.json.encode(responses))),
+    ):
+        _shown_in_part(err)
+
+
+def test_the_admin_apis_stored_field_checks_echo_a_value_by_its_start():
+    """Found by bench/fuzz_values.py: a budget's amount came back whole in the admin API's 400 (`not 'QQQ…'`,
+    5,000 characters), as did its currency, period or mode, a revocation's kind and a policy's scope."""
+    from multihome.storage.budgets import budget_amount, budget_currency
+    from multihome.storage.errors import Invalid
+    from multihome.storage.revocations import _kind
+
+    for check in (budget_amount, budget_currency, _kind, lambda v: budget_amount("-" + v.replace("n", "0"))):
+        with pytest.raises(Invalid) as info:
+            check(LONG)
+        message = str(info.value)
+        assert "TAIL" not in message and "n" * (ECHO_MAX + 1) not in message and "0" * (ECHO_MAX + 1) not in message

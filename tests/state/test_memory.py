@@ -255,6 +255,55 @@ async def test_searches_of_namespaces_that_do_not_exist_leave_no_lock_each(memor
     assert [h.record.text for h in await memory.search("t1", "support", "u1", "dog")] == FACTS[:1]
 
 
+async def test_a_search_enters_the_namespace_lock_of_now_not_one_dropped_while_it_embedded(memory, monkeypatch):
+    """A search took its namespace's lock once and entered it again after embedding the query: if the
+    minute's sweep dropped the index and the idle lock meanwhile, a rebuild under the new lock and the
+    search under the old one ran at once. Now the lock is taken from the map each time it is entered."""
+    await _write(memory, FACTS[:1])
+    key = ("t1", "support", "u1")
+    real = memory._vectors
+    embedding, resume = asyncio.Event(), asyncio.Event()
+
+    async def held_vectors(*args, **kwargs):
+        if args[-1] == "query":
+            embedding.set()
+            await resume.wait()
+        return await real(*args, **kwargs)
+
+    monkeypatch.setattr(memory, "_vectors", held_vectors)
+    search = asyncio.create_task(memory.search(*key, "dog"))
+    await asyncio.wait_for(embedding.wait(), 20)
+    memory._cache.clear()  # the sweep: the index idle, then the locks nobody uses
+    memory._drop_idle_locks()
+    async with memory._lock(key):  # a rebuild holds the namespace's lock now
+        resume.set()
+        for _ in range(50):
+            await asyncio.sleep(0.01)
+        assert not search.done(), "the search ran under a lock dropped while it embedded its query"
+    assert [h.record.text for h in await asyncio.wait_for(search, 20)] == FACTS[:1]
+    assert len(memory._locks) == 1
+
+
+async def test_a_lock_a_task_waits_for_or_was_woken_to_take_is_not_dropped(memory):
+    key = ("t1", "support", "nobody")
+    entered = []
+
+    async def take():
+        async with memory._lock(key):
+            entered.append(memory._lock(key))
+
+    async with memory._lock(key):
+        first = memory._lock(key)
+        waiter = asyncio.create_task(take())
+        await asyncio.sleep(0.01)
+        memory._drop_idle_locks()  # held, and waited for
+    memory._drop_idle_locks()  # released: the waiter was woken but has not run yet
+    await asyncio.wait_for(waiter, 20)
+    assert entered == [first]
+    memory._drop_idle_locks()
+    assert len(memory._locks) == 0
+
+
 async def test_many_small_namespaces_held_stay_within_the_memory_budget(db_url, kms_config):
     """One record in each of many namespaces, each searched: the indexes held weigh what they allocate, so
     their vectors stay within `max_records_in_memory` (records of BUDGET_DIM dimensions); an index of one

@@ -186,3 +186,20 @@ async def test_budget_changes_reach_another_replicas_snapshot_and_its_listeners(
         assert cache.snapshot.budgets == () and seen[-1] == ()
     finally:
         await cache.stop()
+
+
+async def test_a_tenant_holds_at_most_max_budgets(store, monkeypatch):
+    """Each budget is a metrics series (headroom) and a rule: a tenant admin could make one per currency code
+    and period on the tenant alone. Other tenants are not held to this tenant's count."""
+    from multihome.storage import budgets
+
+    monkeypatch.setattr(budgets, "MAX_BUDGETS_PER_TENANT", 3)
+    t = await store.create_tenant("t", actor="admin")
+    other = await store.create_tenant("u", actor="admin")
+    for currency in ("AAA", "AAB", "AAC"):
+        await store.create_budget(t.id, scope="tenant", amount="1", currency=currency, actor="ta")
+    with pytest.raises(Invalid, match="at most|the most a tenant may hold"):
+        await store.create_budget(t.id, scope="tenant", amount="1", currency="AAD", actor="ta")
+    await store.create_budget(other.id, scope="tenant", amount="1", currency="AAD", actor="ta")
+    await store.delete_budget(t.id, (await store.list_budgets(t.id))[0].id, actor="ta")
+    await store.create_budget(t.id, scope="tenant", amount="1", currency="AAD", actor="ta")

@@ -17,9 +17,11 @@ the parser requires; a body is `Content-Length` bytes, or chunks): each such hea
 bound, exactly. A body that goes on past its head's read is followed (bytes counted down, or its chunk
 framing walked, per chunk), and the read in which it ends is split there, so the next head is counted
 from its first byte. The plain path (a read that holds one whole request) pays two counter updates per
-request; the framing runs only when a read held more, or a body went on past it. Not followed: a
-chunk-size line or trailer section of over 4 KiB split across reads (the head after that body may pass
-the bound by one read, as every pipelined head could before).
+request; the framing runs only when a read held more, or a body went on past it. A chunked body's framing is
+followed as a state (where in a chunk-size line, chunk or trailer section the last read stopped, `_Chunked`),
+never by keeping bytes, so a size line or trailers split across any number of reads are followed too. A
+trailer section is header fields (llhttp hands each to uvicorn, which keeps them all) and is held to the same
+bound, counted as it arrives in the reads after its head's: past it, a 431, then the connection closes.
 
 A request the parser refuses (a malformed request line, header or chunk, conflicting lengths) is
 answered 400 in the door's envelope too, not in uvicorn's plain text.
@@ -70,7 +72,7 @@ class HeadLimitedProtocol(HttpToolsProtocol):
         # A body that goes on past its head's read: Content-Length bytes still to come; -1: chunked (its
         # framing in _chunk); None: not followed.
         self._left: int | None = None
-        self._chunk: tuple[bytes, int] = (b"", 0)
+        self._chunk = _Chunked()
         self._ends = 0  # requests the parser has ended on this connection
         self._ended: object = None  # the scope of the last one it ended
         self._partial: list[bytes] | None = None  # a head's reads so far, while it spans reads
@@ -99,6 +101,8 @@ class HeadLimitedProtocol(HttpToolsProtocol):
                 return
             if left < 0:  # a chunked body: its framing followed from read to read
                 left = self._chunks(data)
+                if left < 0:
+                    return  # trailers past the bound: refused
             if len(data) <= left:
                 if self._left is not None and self._left >= 0:
                     self._left -= len(data)
@@ -186,12 +190,15 @@ class HeadLimitedProtocol(HttpToolsProtocol):
     def _chunks(self, data: bytes) -> int:
         """Where in `data` the chunked body being read ends, or more than its length when it goes on (its
         framing kept for the next read)."""
-        carry, skip = self._chunk
+        chunk = self._chunk
         try:
-            end, self._chunk = _chunks(carry + data if carry else data, skip)
-        except ValueError:
-            end, self._left = len(data) + 1, None  # not followed (never seen after the parser took it)
-        return len(data) + 1 if end < 0 else end - len(carry)
+            end = chunk.feed(data, 0)
+        except ValueError:  # not chunked framing: the parser refuses it (400) and closes
+            end, self._left = len(data) + 1, None
+        if chunk.trailers > self._max_head:  # trailers are header fields: held to the same bound
+            self._refuse_trailers()
+            return -1
+        return len(data) + 1 if end < 0 else end
 
     # Called by the parser; the base methods are called directly (no super() on the hot path).
     def on_headers_complete(self) -> None:
@@ -215,6 +222,20 @@ class HeadLimitedProtocol(HttpToolsProtocol):
             self.flow.pause_reading()
             return
         self._answer_refusal()
+
+    def _refuse_trailers(self) -> None:
+        """A trailer section past the bound, while its request's body is read (llhttp hands every trailer to
+        uvicorn, which keeps them all): the 431 at once when that request is the one being answered and
+        nothing of its answer was written, else the connection closes (an earlier answer is being written,
+        or the handler began its own); either way its handler is told the client left."""
+        self._head = -1
+        self.parser = None  # type: ignore[assignment]  # nothing more is parsed
+        log.warning("refused a trailer section over %d bytes (server.max_header_bytes)", self._max_head)
+        cycle = self.cycle
+        if not self.pipeline and (cycle is None or not cycle.response_started):
+            self._answer_refusal()
+        else:
+            self.transport.close()
 
     def on_response_complete(self) -> None:
         if self._refusal_due and not self.pipeline and not self.transport.is_closing():
@@ -297,34 +318,89 @@ def _answer(url: bytes, err: ApiError, status_line: bytes) -> bytes:
     )
 
 
-_CARRY = 4096  # the longest chunk-size line or trailer section followed across reads
+_HEX = {c: int(chr(c), 16) for c in b"0123456789abcdefABCDEF"}
+_MAX_CHUNK = 1 << 64  # llhttp refuses a larger chunk size
 
 
-def _chunks(buf: bytes, pos: int) -> tuple[int, tuple[bytes, int]]:
-    """Chunks from a chunk-size line at `buf[pos:]` (`pos` past the end: that many bytes of chunk data
-    still to come): where the chunked body ends (past its last CRLF), or -1 and what the next read needs
-    (the bytes of a line that goes on into it, the bytes of data to skip)."""
-    n = len(buf)
-    while True:
-        if pos >= n:
-            return -1, (b"", pos - n)
-        eol = buf.find(b"\r\n", pos)
-        if eol < 0:
-            return _going_on(buf, pos)
-        size = int(buf[pos:eol].split(b";", 1)[0].strip(), 16)
-        if size:
-            pos = eol + 2 + size + 2
-            continue
-        if buf[eol + 2 : eol + 4] == b"\r\n":  # the last chunk, no trailers
-            return eol + 4, (b"", 0)
-        trailers = buf.find(b"\r\n\r\n", eol + 2)
-        return (trailers + 4, (b"", 0)) if trailers >= 0 else _going_on(buf, pos)
+class _Chunked:
+    """Where a chunked body's framing stands, fed its bytes a read at a time: a state and two numbers, never
+    bytes of an earlier read, so a chunk-size line or trailer section split across reads costs nothing more.
+    Lenient where the parser is strict (it refuses what is malformed, and the connection closes)."""
 
+    __slots__ = ("size", "skip", "state", "trailers")
 
-def _going_on(buf: bytes, pos: int) -> tuple[int, tuple[bytes, int]]:
-    if len(buf) - pos > _CARRY:
-        raise ValueError("a chunk-size line or trailers too long to follow")
-    return -1, (buf[pos:], 0)
+    SIZE, EXT, SIZE_LF, DATA, LINE_START, LINE, END_LF = range(7)
+
+    def __init__(self) -> None:
+        self.state = self.SIZE
+        self.size = 0  # the chunk size read so far
+        self.skip = 0  # DATA: bytes of chunk data and its CRLF still to come
+        self.trailers = 0  # bytes of the trailer section so far, its empty line included (held to the head's bound)
+
+    def feed(self, buf: bytes, pos: int) -> int:
+        """Follow `buf[pos:]`: where in `buf` the body ends (past its last CRLF), or -1 when it goes on."""
+        n = len(buf)
+        while pos < n:
+            state = self.state
+            if state == self.DATA:
+                step = min(self.skip, n - pos)
+                pos += step
+                self.skip -= step
+                if not self.skip:
+                    self.state, self.size = self.SIZE, 0
+            elif state == self.SIZE:
+                c = buf[pos]
+                pos += 1
+                digit = _HEX.get(c)
+                if digit is not None:
+                    self.size = self.size * 16 + digit
+                    if self.size >= _MAX_CHUNK:
+                        raise ValueError("chunk size past 64 bits")
+                elif c == 13:  # CR
+                    self.state = self.SIZE_LF
+                elif c == 10:
+                    self._line_end()
+                elif c in b"; \t":
+                    self.state = self.EXT
+                else:
+                    raise ValueError("not a chunk-size line")
+            elif state == self.EXT:  # a chunk extension: skipped to its line's end
+                cr = buf.find(b"\r", pos)
+                if cr < 0:
+                    return -1
+                pos, self.state = cr + 1, self.SIZE_LF
+            elif state == self.SIZE_LF:
+                if buf[pos] == 10:
+                    pos += 1
+                self._line_end()
+            elif state == self.LINE_START:  # of a trailer, or the empty line that ends the body
+                c = buf[pos]
+                pos += 1
+                self.trailers += 1
+                if c == 10:
+                    return self._done(pos)
+                self.state = self.END_LF if c == 13 else self.LINE
+            elif state == self.LINE:
+                lf = buf.find(b"\n", pos)
+                if lf < 0:
+                    self.trailers += n - pos
+                    return -1
+                self.trailers += lf + 1 - pos
+                pos, self.state = lf + 1, self.LINE_START
+            else:  # END_LF
+                self.trailers += 1
+                return self._done(pos + 1 if buf[pos] == 10 else pos)
+        return -1
+
+    def _line_end(self) -> None:
+        if self.size:
+            self.state, self.skip = self.DATA, self.size + 2  # the chunk's data and its CRLF
+        else:
+            self.state, self.trailers = self.LINE_START, 0  # the last chunk: trailers, or the end
+
+    def _done(self, pos: int) -> int:
+        self.state, self.size, self.skip = self.SIZE, 0, 0  # ready for the next chunked body (`trailers`: this one's)
+        return pos
 
 
 class _Framing:
@@ -338,7 +414,7 @@ class _Framing:
         self.buf = buf
         self.pos = 0
         self.left: int | None = None  # a body that goes on: as HeadLimitedProtocol._left
-        self.chunk: tuple[bytes, int] = (b"", 0)
+        self.chunk = _Chunked()
 
     def head_end(self) -> int:
         """The end of the head at `pos` (past its CRLF CRLF), or -1 when it goes on past the bytes. The
@@ -369,7 +445,8 @@ class _Framing:
                 self.left = self.pos - n
                 return False
             return True
-        done, self.chunk = _chunks(self.buf, end)
+        self.chunk = _Chunked()
+        done = self.chunk.feed(self.buf, end)
         if done < 0:
             self.left = -1
             return False

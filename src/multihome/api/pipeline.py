@@ -18,7 +18,7 @@ import hashlib
 import os
 import random
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
 import msgspec
@@ -152,13 +152,15 @@ class Pipeline:
         dropped: list[str] | None = None,
         policy_endpoint: str | None = None,
         output_param: str | None = None,
+        exclude: Mapping[str, str] | None = None,
     ) -> tuple[Served, list[Header]]:
         """Decide, plan, attempt and begin accounting for a parsed call: what served it, and the
         response headers that say so. From here on the call is charged, whatever becomes of the answer.
         `policy_endpoint`: the endpoint policy decides on, when not the one accounted (a memory
         embedding is accounted as `memory_embeddings`, decided as `embeddings`: api/memory_embeddings.py).
         `output_param`: the client's field for the output limit, when its API does not call it as chat does
-        (a limit no deployment can give is a 400 naming it)."""
+        (a limit no deployment can give is a 400 naming it). `exclude`: deployments that cannot take this
+        request, with why (planning passes over them, as over those at their own rate limit)."""
         group = self.catalog.groups.get(parsed.request.model) or self.group(parsed.request.model)  # (its 404)
         call.group = group.name
         request_id = call.request_id.decode()
@@ -167,6 +169,8 @@ class Pipeline:
         # function entered costs more than its opcodes (bench/RESULTS.md).
         # What planning reads from the request, and the decision of policy (403 when it refuses).
         shape = RequestShape(parsed.needs, parsed.stream, chat, narrowing(call.scope, parsed.raw, group))
+        if exclude:
+            shape.exclude = exclude
         gate = self.gate
         if gate is not None:
             assert call.principal is not None  # every route that reaches a model identifies first
@@ -291,7 +295,8 @@ def _exclude_skipped(tracker: CallTracker, shape: RequestShape) -> None:
     """Planning passes over the deployments the limiter found at their own rate limit."""
     skip = getattr(tracker.ticket, "skip", None)
     if skip:
-        shape.exclude = {name: "deployment rate limit reached" for name in skip}
+        limited = dict.fromkeys(skip, "deployment rate limit reached")
+        shape.exclude = {**limited, **shape.exclude} if shape.exclude else limited
 
 
 def _no_deployment(err: ApiError) -> bool:

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import Any, TypedDict
 
 from ..policy.pins import WORK_KINDS
-from ..schema.bounds import MAX_ITEMS
+from ..schema.bounds import MAX_ITEMS, MAX_TOOLS, MAX_TOOLS_OTHER
 from ..schema.responses import INCLUDABLE
 
 Schema = dict[str, Any]  # a JSON Schema (or OpenAPI) fragment, encoded as it is built
@@ -424,6 +424,7 @@ def _openai_schemas() -> dict[str, Schema]:
         stream_options=_null(_obj(include_usage=BOOL, include_obfuscation=BOOL)),
         tools={
             "type": "array",
+            "maxItems": MAX_TOOLS,
             "items": _obj(
                 ["type", "function"],
                 type=_const("function"),
@@ -638,6 +639,7 @@ def _responses_schemas() -> dict[str, Schema]:
         stream_options=_null(_obj(include_obfuscation=BOOL)),
         tools={
             "type": "array",
+            "maxItems": MAX_TOOLS_OTHER,
             "items": _obj(
                 ["type", "name"],
                 type=_const("function"),
@@ -863,6 +865,7 @@ def _anthropic_schemas() -> dict[str, Schema]:
         system={"oneOf": [STR, {"type": "array", "items": text}]},
         tools={
             "type": "array",
+            "maxItems": MAX_TOOLS_OTHER,
             "items": _obj(
                 ["name", "input_schema"],
                 name=STR,

@@ -12,6 +12,7 @@ Names follow the OpenTelemetry GenAI semantic conventions (gen-ai-spans, gen-ai-
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -51,6 +52,18 @@ OPERATION_NAMES = {
     "embeddings": "embeddings",
     "memory_embeddings": "embeddings",  # memory's own, made by the gateway (api/memory_embeddings.py)
 }
+
+# What a code may look like to be a metric's label or attribute value (the gateway's own and providers' codes:
+# `rate_limit_exceeded`, `http_503`, `invalid_request_error`). An upstream's 4xx passes its code on to the
+# client as it is, and a self-hosted upstream may put anything there, of any length, some of it the client's.
+CODE_SHAPE = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
+OTHER_CODE = "other"
+
+
+def code_label(code: str) -> str:
+    """`code` as a label value: itself when it looks like a code, else `other`."""
+    return code if CODE_SHAPE.fullmatch(code) else OTHER_CODE
+
 
 # Outcomes (CallRecord.outcome) that are not a success: the span gets status ERROR and error.type.
 _FAILED = frozenset({"client_error", "declined", "denied", "cancelled", "stream_error", "gateway_error"})
@@ -173,7 +186,7 @@ def error_type_of(call: CallRecord) -> str | None:
     if call.outcome not in _FAILED:
         return None
     if call.error_code:
-        return call.error_code
+        return code_label(call.error_code)
     if call.outcome == "client_error":
         return str(call.status)
     return call.outcome

@@ -41,7 +41,7 @@ from prometheus_client.exposition import choose_encoder
 
 from ..accounting.record import Usage
 from ..metering.record import MeteredCall
-from .genai import DURATION_BUCKETS, OPERATION_NAMES, TOKEN_BUCKETS
+from .genai import CODE_SHAPE, DURATION_BUCKETS, OPERATION_NAMES, TOKEN_BUCKETS
 from .metrics_dir import MULTIPROC_ENV
 from .metrics_view import OTHER, TenantView
 
@@ -49,7 +49,7 @@ log = logging.getLogger("multihome.metrics")
 
 NONE = "none"  # no deployment served (refused, declined)
 _MAX_CODES = 200  # distinct error codes and attempt outcomes kept as label values
-_MAX_SERIES = 20_000  # cached per-call label sets (beyond: looked up each call, not cached)
+_MAX_SERIES = 20_000  # cached per-call label sets (then folded and emptied)
 # OpenTelemetry's advisory buckets for gen_ai time-to-first-chunk (seconds).
 TTFC_BUCKETS = (0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0)
 FLUSH_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
@@ -59,7 +59,8 @@ _GENAI = ("gen_ai_operation_name", "gen_ai_request_model", "deployment")
 
 
 class _Bounded:
-    """The first `limit` distinct values seen pass as they are; later ones become `other`."""
+    """The first `limit` distinct values seen that look like codes pass as they are; later ones, and any
+    that does not look like a code, become `other`."""
 
     def __init__(self, limit: int) -> None:
         self.seen: set[str] = set()
@@ -68,7 +69,7 @@ class _Bounded:
     def __call__(self, value: str) -> str:
         if value in self.seen:
             return value
-        if len(self.seen) >= self.limit:
+        if len(self.seen) >= self.limit or not CODE_SHAPE.fullmatch(value):
             return OTHER
         self.seen.add(value)
         return value
@@ -365,8 +366,6 @@ class Metrics:
             for attempt in attempts:
                 akey = (group, attempt.deployment, attempt.outcome)
                 pending[akey] = pending.get(akey, 0) + 1
-        if s is not self._series.get(key):  # beyond the cache's bound: fold at once, nothing is kept
-            self._fold(s)
 
     def http_request(self, call: Any) -> None:
         """Count one finished HTTP request (`api.pipeline.Call`): its route as declared, never the path sent."""
@@ -439,9 +438,13 @@ class Metrics:
                 self.errors.labels(endpoint_label, group_label, outcome_label, error_type) if code else None,
             ),
         )
-        # Cached even for a tenant labelled `other`: a new store snapshot clears the cache (publish).
-        if len(self._series) < _MAX_SERIES:
-            self._series[key] = series
+        # Cached even for a tenant labelled `other`: a new store snapshot clears the cache (publish). A full
+        # cache (a caller naming a new tenant per call) is folded and emptied, not left full: else every call
+        # after it, of any tenant, would bind its labels and fold at once.
+        if len(self._series) >= _MAX_SERIES:
+            self.fold()
+            self._series.clear()
+        self._series[key] = series
         return series
 
     def _attempt_child(self, group: str, deployment: str, outcome: str) -> Any:
@@ -450,8 +453,9 @@ class Metrics:
             deployment if deployment in self.deployments else OTHER,
             self._outcomes(outcome),
         )
-        if len(self._attempt_children) < _MAX_SERIES:
-            self._attempt_children[(group, deployment, outcome)] = child
+        if len(self._attempt_children) >= _MAX_SERIES:
+            self._attempt_children.clear()
+        self._attempt_children[(group, deployment, outcome)] = child
         return child
 
     def _tenant(self, tenant: str) -> str:

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import msgspec
 
-from .decoding import count_items, decode_views
+from .bounds import MAX_TOOLS_OTHER, too_many
+from .decoding import Counted, count_items, decode_views
 from .errors import bad_request
 
 # Top-level fields the front door maps (or deliberately drops and reports); anything else is reported as dropped.
@@ -122,7 +123,11 @@ class ParsedMessages(msgspec.Struct):
     multihome: msgspec.Raw | None = None  # the gateway extension (`{"route": {"deployments": [...]}}`), as sent
 
 
-_typed = count_items(msgspec.json.Decoder(MessagesRequest), "messages")
+# Content blocks, a tool_result's blocks (at any depth) and the system prompt's: what translation walks.
+_typed = count_items(
+    msgspec.json.Decoder(MessagesRequest),
+    Counted("messages", ("content",), ("content",), ("system",), max_tools=MAX_TOOLS_OTHER, noun="content blocks"),
+)
 
 
 def parse_messages(body: bytes, *, counting: bool = False) -> ParsedMessages:
@@ -133,5 +138,7 @@ def parse_messages(body: bytes, *, counting: bool = False) -> ParsedMessages:
         raise bad_request(
             "max_tokens: Field required. Set the maximum number of tokens to generate.", param="max_tokens"
         )
+    if req.tools is not None and len(req.tools) > MAX_TOOLS_OTHER:
+        raise too_many("tools", len(req.tools), MAX_TOOLS_OTHER)
     unknown = sorted(k for k in top if k not in KNOWN_FIELDS)
     return ParsedMessages(request=req, unknown=unknown, multihome=top.get("multihome"))

@@ -12,15 +12,19 @@ import msgspec
 from .bounds import (
     INT64,
     LOGIT_BIAS,
+    MAX_LOGIT_BIAS,
     MAX_N,
     MAX_SAFETY_IDENTIFIER,
+    MAX_TOOLS,
+    MAX_TOOLS_OTHER,
     MAX_TOP_LOGPROBS,
     PENALTY,
     between,
     check_metadata,
     count,
+    too_many,
 )
-from .decoding import count_items, decode_views
+from .decoding import Counted, count_items, decode_views
 from .errors import bad_request, echo
 from .tiers import DEFAULT_TIERS, SERVICE_TIERS, need
 from .tool_names import MAX_NAME, check_function_name
@@ -172,7 +176,15 @@ class ChatRequest(msgspec.Struct):
     metadata: dict[str, str] | None = None
 
 
-_typed = count_items(msgspec.json.Decoder(ChatRequest), "messages")
+_PARTS = ("content", "tool_calls", "thinking_blocks")  # what the checks, estimates and translators walk
+_NOUN = "content parts, tool calls and thinking blocks"
+_MAPS = (("logit_bias", MAX_LOGIT_BIAS),)
+_typed = count_items(msgspec.json.Decoder(ChatRequest), Counted("messages", _PARTS, noun=_NOUN, maps=_MAPS))
+# The chat request a Responses turn or an Anthropic message is translated into: their own cap on tools.
+_translated = count_items(
+    msgspec.json.Decoder(ChatRequest),
+    Counted("messages", _PARTS, max_tools=MAX_TOOLS_OTHER, noun=_NOUN, maps=_MAPS),
+)
 
 
 class ParsedChat(msgspec.Struct):
@@ -201,14 +213,15 @@ class ParsedChat(msgspec.Struct):
         return bool(opts and opts.include_usage)
 
 
-def parse_chat(body: bytes, names: int = MAX_NAME) -> ParsedChat:
-    """`names`: the longest function name allowed (the Responses door's translation allows its own)."""
-    raw, req = decode_views(body, _typed)
-    _validate(req, names)
+def parse_chat(body: bytes, names: int = MAX_NAME, tools: int = MAX_TOOLS) -> ParsedChat:
+    """`names`, `tools`: the longest function name and the most tools allowed (the Responses and Anthropic
+    doors' translations allow their own)."""
+    raw, req = decode_views(body, _typed if tools == MAX_TOOLS else _translated)
+    _validate(req, names, tools)
     return ParsedChat(request=req, raw=raw, needs=_needs(req))
 
 
-def _validate(req: ChatRequest, names: int) -> None:
+def _validate(req: ChatRequest, names: int, tools: int) -> None:
     if not req.model:
         raise bad_request(
             "'model' must be a non-empty string naming a model group (see GET /v1/models).", param="model"
@@ -261,6 +274,8 @@ def _validate(req: ChatRequest, names: int) -> None:
         raise bad_request("'tool_choice' must be 'none', 'auto', 'required' or a named function.", param="tool_choice")
     if req.tool_choice is not None and not req.tools and req.tool_choice != "none":
         raise bad_request("'tool_choice' is only allowed when 'tools' are specified.", param="tool_choice")
+    if req.tools is not None and len(req.tools) > tools:
+        raise too_many("tools", len(req.tools), tools)
     for i, tool in enumerate(req.tools or ()):
         if tool.type == "function":
             if tool.function is None:
@@ -270,7 +285,7 @@ def _validate(req: ChatRequest, names: int) -> None:
     if fmt is not None:
         if fmt.type not in RESPONSE_FORMATS:
             raise bad_request(
-                f"response_format.type '{fmt.type}' is not one of: text, json_object, json_schema.",
+                f"response_format.type '{echo(fmt.type)}' is not one of: text, json_object, json_schema.",
                 param="response_format.type",
             )
         if fmt.type == "json_schema" and fmt.json_schema is None:

@@ -15,9 +15,9 @@ from typing import Any
 
 import msgspec
 
-from .bounds import MAX_SAFETY_IDENTIFIER, check_metadata, count
+from .bounds import MAX_METADATA, MAX_SAFETY_IDENTIFIER, MAX_TOOLS_OTHER, check_metadata, count, too_many
 from .chat import REASONING_EFFORTS
-from .decoding import count_items, decode_body, decode_views
+from .decoding import COUNT_ITEMS_OVER, Counted, count_body, count_items, decode_body, decode_views, top_level
 from .errors import bad_request, echo
 from .tiers import SERVICE_TIERS
 from .tool_names import MAX_RESPONSES_NAME, check_function_name
@@ -197,7 +197,36 @@ class CreateResponse(msgspec.Struct):
 
 
 KNOWN_FIELDS = frozenset(CreateResponse.__struct_fields__)
-_create = count_items(msgspec.json.Decoder(CreateResponse), "input")
+# An item's arrays the checks, storage and translation walk part by part (an mcp_list_tools item's `tools`).
+_PARTS = ("content", "output", "summary", "tools")
+_NOUN = "content, output and summary parts and listed tools"
+# 16 pairs of at most 64 and 512 characters, each escaped (\uXXXX) and quoted: under 56 KiB of JSON.
+_METADATA_BYTES = 64 * 1024
+_METADATA = (
+    "metadata",
+    _METADATA_BYTES,
+    f"'metadata' holds at most {MAX_METADATA} pairs, keys of at most 64 characters and values of at most 512.",
+)
+# The fields decoded whole, of any shape (`Any`), held to a size (docs/hostile-input.md): an MCP server's tool
+# listing sent back may be large (its tools' schemas), the rest are a few names, headers or an error.
+_ANY = 64 * 1024
+_ITEM_SIZED = (("error", _ANY), ("tools", 1024 * 1024))
+_TOOL_SIZED = tuple(
+    (name, _ANY)
+    for name in ("allowed_tools", "require_approval", "headers", "agent_id", "user_id", "top_k", "ttl_seconds")
+)
+_create = count_items(
+    msgspec.json.Decoder(CreateResponse),
+    Counted(
+        "input",
+        _PARTS,
+        max_tools=MAX_TOOLS_OTHER,
+        noun=_NOUN,
+        sized=(_METADATA,),
+        item_sized=_ITEM_SIZED,
+        tool_sized=_TOOL_SIZED,
+    ),
+)
 
 
 def parse_create(body: bytes) -> CreateResponse:
@@ -379,6 +408,8 @@ def _check_schema_format(fmt: TextFormat) -> None:
 
 
 def _check_tools(req: CreateResponse) -> None:
+    if req.tools is not None and len(req.tools) > MAX_TOOLS_OTHER:
+        raise too_many("tools", len(req.tools), MAX_TOOLS_OTHER)
     memory = [i for i, t in enumerate(req.tools or ()) if t.type == "memory"]
     if len(memory) > 1:
         raise bad_request("A request takes at most one memory tool.", param=f"tools[{memory[1]}]")
@@ -425,7 +456,7 @@ def _check_tools(req: CreateResponse) -> None:
     if isinstance(choice, NamedToolChoice):
         if choice.type != "function":
             raise bad_request(
-                f"tool_choice of type '{choice.type}' is not supported by this gateway yet: use 'none', 'auto', "
+                f"tool_choice of type '{echo(choice.type)}' is not supported by this gateway yet: use 'none', 'auto', "
                 "'required' or {'type': 'function', 'name': ...}.",
                 param="tool_choice",
                 code="unsupported_parameter",
@@ -602,6 +633,16 @@ _update_conv = msgspec.json.Decoder(UpdateConversation)
 _add_items = msgspec.json.Decoder(AddItems)
 
 
+_ITEMS = Counted("items", _PARTS, noun=_NOUN, sized=(_METADATA,), item_sized=_ITEM_SIZED)
+
+
+def _decode_items(body: bytes, typed: msgspec.json.Decoder[Any]) -> Any:
+    """A conversation's items body, its parts counted first when it is large (as a turn's `input`)."""
+    if len(body) > COUNT_ITEMS_OVER:
+        count_body(body, top_level(body), _ITEMS)
+    return decode_body(body, typed)
+
+
 def _items(items: list[InputItem] | None) -> None:
     if items is not None and len(items) > MAX_CONVERSATION_ITEMS:
         raise bad_request(f"'items' holds at most {MAX_CONVERSATION_ITEMS} items per call.", param="items")
@@ -610,19 +651,19 @@ def _items(items: list[InputItem] | None) -> None:
 
 
 def parse_create_conversation(body: bytes) -> CreateConversation:
-    req = decode_body(body, _create_conv) if body.strip() else CreateConversation()
+    req = _decode_items(body, _create_conv) if body.strip() else CreateConversation()
     _items(req.items)
     check_metadata(req.metadata)
     return req
 
 
 def parse_update_conversation(body: bytes) -> UpdateConversation:
-    req = decode_body(body, _update_conv)
+    req: UpdateConversation = _decode_items(body, _update_conv)
     check_metadata(req.metadata)
     return req
 
 
 def parse_add_items(body: bytes) -> AddItems:
-    req = decode_body(body, _add_items)
+    req: AddItems = _decode_items(body, _add_items)
     _items(req.items)
     return req

@@ -19,6 +19,7 @@ from typing import Any, TypeVar
 
 import sqlalchemy as sa
 
+from ..schema.errors import echo
 from ..schema.principal import ORG_ADMIN, TENANT_ADMIN
 from . import rows
 from .base import StoreBase, utcnow
@@ -35,6 +36,10 @@ MODES: tuple[BudgetMode, ...] = ("hard", "soft")
 SETTERS: tuple[BudgetRole, ...] = ("org-admin", "tenant-admin")  # schema.principal's ORG_ADMIN, TENANT_ADMIN
 # Counters hold nano-units in a signed 64-bit integer (Redis): 1e9 units leaves ample headroom.
 MAX_AMOUNT = Decimal(1_000_000_000)
+# Budgets one tenant may hold. Each is a headroom series of the metrics (docs/metrics.md) and a rule every
+# call of its scope is checked against; a tenant admin could otherwise make one per currency code and
+# period on the tenant alone (17,576 x 5), or one per key they make.
+MAX_BUDGETS_PER_TENANT = 1_000
 _CURRENCY = re.compile(r"^[A-Z]{3}$")
 
 
@@ -66,9 +71,9 @@ def budget_amount(value: Any) -> str:
     try:
         amount = Decimal(str(value).strip())
     except InvalidOperation:
-        raise Invalid(f'amount must be a decimal number, e.g. "25.00", not {value!r}') from None
+        raise Invalid(f"amount must be a decimal number, e.g. \"25.00\", not '{echo(value)}'") from None
     if not amount.is_finite() or amount <= 0:
-        raise Invalid(f"amount must be greater than 0, not {value!r}")
+        raise Invalid(f"amount must be greater than 0, not '{echo(value)}'")
     if amount > MAX_AMOUNT:
         raise Invalid(f"amount must be at most {MAX_AMOUNT}")
     exponent = amount.normalize().as_tuple().exponent  # an int: `amount` is finite
@@ -80,7 +85,7 @@ def budget_amount(value: Any) -> str:
 def budget_currency(value: Any) -> str:
     code = value.upper() if isinstance(value, str) else ""
     if not _CURRENCY.match(code):
-        raise Invalid(f"currency must be a three-letter ISO 4217 code such as USD, not {value!r}")
+        raise Invalid(f"currency must be a three-letter ISO 4217 code such as USD, not '{echo(value)}'")
     return code
 
 
@@ -92,7 +97,7 @@ def _one_of(value: Any, allowed: tuple[_Option, ...], what: str) -> _Option:
     for option in allowed:
         if value == option:
             return option
-    raise Invalid(f"{what} must be one of {', '.join(allowed)}, not {value!r}")
+    raise Invalid(f"{what} must be one of {', '.join(allowed)}, not '{echo(value)}'")
 
 
 def _detail(b: Budget) -> dict[str, Any]:
@@ -152,6 +157,14 @@ class BudgetsRepo(StoreBase):
                     f"{budget.scope} {budget.scope_id} already has a {budget.period} {budget.currency} "
                     f"budget ({taken}); change its amount instead",
                     conflicting=taken,
+                )
+            held = await conn.scalar(
+                sa.select(sa.func.count()).select_from(budgets).where(budgets.c.tenant_id == tenant_id)
+            )
+            if held is not None and held >= MAX_BUDGETS_PER_TENANT:
+                raise Invalid(
+                    f"tenant {tenant_id} already holds {held} budgets, the most a tenant may hold "
+                    f"({MAX_BUDGETS_PER_TENANT}); delete one it no longer needs first"
                 )
             await conn.execute(sa.insert(budgets).values(**{f: getattr(budget, f) for f in budget.__struct_fields__}))
             await self._record(

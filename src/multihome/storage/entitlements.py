@@ -18,6 +18,7 @@ import sqlalchemy as sa
 
 from ..policy.model import globs_overlap
 from ..schema import admin_fields as fields
+from ..schema.errors import echo
 from . import rows
 from .base import StoreBase, checked, nonempty, utcnow
 from .errors import Conflict, Invalid
@@ -47,7 +48,7 @@ class EntitlementsRepo(StoreBase):
         nonempty(model_group, "model_group")
         if "*" in model_group[:-1]:
             raise Invalid(
-                f"model_group may use '*' only as its last character (a family such as 'legal-*'), not {model_group!r}",
+                f"model_group may use '*' only as its last character (a family such as 'legal-*'), not '{echo(model_group)}'",
                 field="model_group",
             )
         checked(fields.day(starts_on, "starts_on"))
@@ -88,7 +89,7 @@ class EntitlementsRepo(StoreBase):
                     and (u.exclusive_group == "*" or globs_overlap(u.exclusive_group, model_group))
                 ):
                     raise Conflict(
-                        f"cannot grant {'exclusive ' if exclusive else ''}access to model group {model_group!r}: "
+                        f"cannot grant {'exclusive ' if exclusive else ''}access to model group '{echo(model_group)}': "
                         f"tenant {u.tenant_id}'s grant {u.id} may overlap it and cannot be read ({u.problem}); "
                         "an org admin revokes it first",
                         conflicting=u.id,
@@ -97,7 +98,7 @@ class EntitlementsRepo(StoreBase):
             if other is not None:
                 kind = "an exclusive" if other.exclusive else "a"
                 raise Conflict(
-                    f"cannot grant {'exclusive ' if exclusive else ''}access to model group {model_group!r} "
+                    f"cannot grant {'exclusive ' if exclusive else ''}access to model group '{echo(model_group)}' "
                     f"from {starts_on} to {ends_on}: tenant {other.tenant_id} holds {kind} grant {other.id} "
                     f"from {other.starts_on} to {other.ends_on}",
                     conflicting=other.id,

@@ -7,6 +7,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from ..schema import admin_fields as fields
+from ..schema.errors import echo
 from . import rows
 from .base import StoreBase, as_utc, checked, nonempty, utcnow
 from .errors import Invalid, NotFound
@@ -73,7 +74,7 @@ class PoliciesRepo(StoreBase):
         actor: str,
     ) -> Policy:
         if scope not in SCOPES:
-            raise Invalid(f"policy scope must be one of {list(SCOPES)}, not {scope!r}")
+            raise Invalid(f"policy scope must be one of {list(SCOPES)}, not '{echo(scope)}'")
         nonempty(description, "description", fields.TEXT_MAX, required=False)
         now = utcnow()
         policy = Policy(

@@ -24,6 +24,7 @@ from typing import Any, Literal, overload
 
 import sqlalchemy as sa
 
+from ..schema.errors import echo
 from . import rows
 from .base import StoreBase, nonempty, to_utc, utcnow
 from .errors import Invalid, NotFound
@@ -72,7 +73,7 @@ def _kind(value: object) -> RevocationKind:
     for kind in KINDS:
         if value == kind:
             return kind
-    raise Invalid(f"kind must be one of {', '.join(KINDS)}, not {value!r}", field="kind")
+    raise Invalid(f"kind must be one of {', '.join(KINDS)}, not '{echo(value)}'", field="kind")
 
 
 class RevocationsRepo(StoreBase):

@@ -7,6 +7,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from ..schema import admin_fields as fields
+from ..schema.errors import echo
 from . import rows
 from .base import StoreBase, checked, nonempty, utcnow
 from .errors import Conflict, Invalid, NotFound
@@ -33,7 +34,7 @@ class TenancyRepo(StoreBase):
         async with self._write() as conn:
             taken = await conn.scalar(sa.select(tenants.c.id).where(tenants.c.name == name))
             if taken is not None:
-                raise Conflict(f"a tenant named {name!r} already exists ({taken})", conflicting=taken)
+                raise Conflict(f"a tenant named '{echo(name)}' already exists ({taken})", conflicting=taken)
             await conn.execute(
                 sa.insert(tenants).values(
                     id=tenant.id, name=tenant.name, metadata=tenant.metadata, created_at=tenant.created_at
@@ -70,7 +71,7 @@ class TenancyRepo(StoreBase):
                 q = sa.select(tenants.c.id).where(tenants.c.name == name, tenants.c.id != tenant_id)
                 taken = await conn.scalar(q)
                 if taken is not None:
-                    raise Conflict(f"a tenant named {name!r} already exists ({taken})", conflicting=taken)
+                    raise Conflict(f"a tenant named '{echo(name)}' already exists ({taken})", conflicting=taken)
             await conn.execute(sa.update(tenants).where(tenants.c.id == tenant_id).values(**values))
             await self._record(
                 conn,
@@ -136,7 +137,9 @@ class TenancyRepo(StoreBase):
             await self._require_tenant(conn, tenant_id)
             taken = await conn.scalar(sa.select(teams.c.id).where(teams.c.tenant_id == tenant_id, teams.c.name == name))
             if taken is not None:
-                raise Conflict(f"tenant {tenant_id} already has a team named {name!r} ({taken})", conflicting=taken)
+                raise Conflict(
+                    f"tenant {tenant_id} already has a team named '{echo(name)}' ({taken})", conflicting=taken
+                )
             await conn.execute(
                 sa.insert(teams).values(id=team.id, tenant_id=tenant_id, name=team.name, created_at=team.created_at)
             )

@@ -15,7 +15,7 @@ import msgspec
 from ...providers.reasoning import MIN_BUDGET, effort_of
 from ...schema import bounded
 from ...schema.anthropic import Block, MessagesRequest, ParsedMessages, ToolDef
-from ...schema.bounds import MAX_INT
+from ...schema.bounds import MAX_INT, MAX_TOOLS_OTHER
 from ...schema.chat import ParsedChat, parse_chat
 from ...schema.errors import ApiError, bad_request, echo
 from ...schema.peek import Usage
@@ -68,7 +68,7 @@ def to_canonical(parsed: ParsedMessages) -> tuple[ParsedChat, list[str]]:
     if parsed.multihome is not None:
         body["multihome"] = parsed.multihome  # routing narrowing, read (and removed) by the router's front half
     try:
-        canonical = parse_chat(_encode(body))
+        canonical = parse_chat(_encode(body), tools=MAX_TOOLS_OTHER)
     except ApiError as err:
         # The checks above should catch everything first; if not, say it came from the translation.
         raise bad_request(f"The request cannot be served: {err.body.message}", param=err.body.param) from None

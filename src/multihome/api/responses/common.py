@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Awaitable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 from urllib.parse import parse_qs, unquote
 
@@ -223,18 +223,40 @@ def native_upstream(dep: DeploymentRuntime) -> NativeResponses | None:
     return native_responses(dep.adapter) if dep.responses_native else None
 
 
-def _long_name_refused(param: str, dep: DeploymentRuntime) -> ApiError:
-    """A Responses function name of 65 to 128 characters bound for a deployment reached through chat
-    completions, which takes 64 at most (schema/tool_names.py): refused before it is sent. (Agent steps,
-    with MCP or memory tools, and background turns are always sent as chat completions.)"""
+def _long_name_refused(param: str, deployments: Sequence[str]) -> ApiError:
+    """A Responses function name of 65 to 128 characters bound only for deployments reached through chat
+    completions, which take 64 at most (schema/tool_names.py): refused before anything is sent. (Agent
+    steps, with MCP or memory tools, and background turns are always sent as chat completions.)"""
+    names = ", ".join(f"'{name}'" for name in deployments)
+    which = f"deployment {names} is" if len(deployments) == 1 else f"deployments {names} are"
     return bad_request(
         f"Invalid '{param}': a function name longer than {MAX_NAME} characters is accepted only where a turn "
-        f"is sent natively as a Responses call; deployment '{dep.name}' is sent this turn as a chat "
-        f"completion, which allows at most {MAX_NAME}. Shorten the name, or use a model served natively "
-        "(docs/responses.md).",
+        f"is sent natively as a Responses call; {which} sent this turn as a chat completion, which allows at "
+        f"most {MAX_NAME}. Shorten the name, or use a model served natively (docs/responses.md).",
         param=param,
         code="string_above_max_length",
     )
+
+
+def _long_name_exclusions(
+    pipeline: Pipeline, parsed: ParsedChat, native: Callable[[DeploymentRuntime], object]
+) -> dict[str, str] | None:
+    """The deployments a turn with a function name over chat's 64 characters cannot go to (those it would
+    reach through chat completions), for planning to pass over: a later one that takes it natively serves
+    it. None when every name fits; the 400 when no deployment of the model (or its fallbacks) can."""
+    param = parsed.long_name
+    if param is None:
+        return None
+    groups = pipeline.catalog.groups
+    group = groups.get(parsed.request.model)
+    if group is None:
+        return None  # the pipeline's 404
+    chain = [group, *(groups[name] for name in group.policy.fallback_groups if name in groups)]
+    through_chat = list(dict.fromkeys(d.name for g in chain for d in g.deployments if native(d) is None))
+    if len(through_chat) == len({d.name for g in chain for d in g.deployments}):
+        raise _long_name_refused(param, through_chat)
+    why = f"reached through chat completions, which take function names of at most {MAX_NAME} characters"
+    return dict.fromkeys(through_chat, f"{why} ({param})")
 
 
 async def run_turn(
@@ -257,8 +279,8 @@ async def run_turn(
         if adapter is not None:
             assert native is not None
             return await adapter.responses_request(native.raw(), dep.upstream_model)
-        if parsed.long_name is not None:
-            raise _long_name_refused(parsed.long_name, dep)
+        if parsed.long_name is not None:  # (planning passed over it: _long_name_exclusions)
+            raise _long_name_refused(parsed.long_name, [dep.name])
         upstream = await chat_request(parsed, dep)
         if dropped:  # fields this translation dropped, beside those the adapter did
             upstream.dropped = sorted({*dropped, *upstream.dropped})
@@ -278,6 +300,7 @@ async def run_turn(
         max_output=estimate.output_tokens(canonical.request),
         forward_usage=True,  # the usage-only last chunk must reach the converter
         output_param="max_output_tokens",
+        exclude=_long_name_exclusions(pipeline, canonical, upstream_of),
     )
 
 

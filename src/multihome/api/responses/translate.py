@@ -17,6 +17,7 @@ from typing import Any
 import msgspec
 
 from ...schema.bounded import Decoder
+from ...schema.bounds import MAX_TOOLS_OTHER
 from ...schema.chat import ChatRequest, ParsedChat, parse_chat
 from ...schema.errors import ApiError, bad_request
 from ...schema.peek import Usage
@@ -153,7 +154,7 @@ def chat_body(
 def parsed_body(req: CreateResponse, body: dict[str, Any]) -> ParsedChat:
     """`body` encoded once and parsed as a chat completion request is (a 400 saying why it cannot be served)."""
     try:
-        parsed = parse_chat(_encode(body), MAX_RESPONSES_NAME)
+        parsed = parse_chat(_encode(body), MAX_RESPONSES_NAME, MAX_TOOLS_OTHER)
     except ApiError as err:
         raise bad_request(f"The request cannot be served: {err.body.message}", param=err.body.param) from None
     parsed.long_name = long_name(req, parsed.request)

@@ -54,6 +54,7 @@ from ...storage.rows import fetch as rows_of
 from ...storage.rows import problem as row_problem
 from ...storage.tables import memory_namespaces, memory_records, memory_tombstones
 from .embedder import OFFLINE_PREFIX, Caller, Embedder, Routed, Space, SpaceUnavailable
+from .locks import NamespaceLock, NamespaceLocks
 
 if TYPE_CHECKING:  # numpy and the index are imported on the first memory use (numeric.py), not at gateway start
     import numpy as np
@@ -314,7 +315,7 @@ class MemoryStore(StoreBase):
         self._embedder_lock = asyncio.Lock()
         self._max_records = max_records_in_memory
         self._cache: OrderedDict[tuple[str, str, str], _Cached] = OrderedDict()
-        self._locks: dict[tuple[str, str, str], asyncio.Lock] = {}
+        self._locks: NamespaceLocks[tuple[str, str, str]] = NamespaceLocks(MAX_IDLE_LOCKS)
         # SQLite (a file): the per-search freshness read goes to the store's reader thread, one hop instead
         # of the async driver's several (StoreBase._read_whole, storage/sqlite_readers.py).
         # PostgreSQL: the same read as one statement at a time on connections held for it, one round trip each
@@ -809,13 +810,12 @@ class MemoryStore(StoreBase):
         from .index import EXACT_UPTO, terms
 
         key = (tenant, agent_id, user_id)
-        lock = self._lock(key)  # a rebuild on a thread changes the index
         qvec: np.ndarray | None = None
         known = self._cache.get(key)
         for _ in range(2):  # twice when the namespace was deleted and written anew while the query was embedded
             if mode != "keyword":
                 if known is None or known.space is None:  # the namespace's space is on its row: read it first
-                    async with lock:
+                    async with self._lock(key):  # (a rebuild on a thread changes the index)
                         known = await self._fresh(key)
                     if known is None or known.space is None:  # no namespace, or nothing in it was ever embedded
                         return row_reads.Listed()
@@ -826,7 +826,7 @@ class MemoryStore(StoreBase):
                         raise
                     known = None  # the namespace was moved to another model (reembed.py) since this index was made
                     continue
-            async with lock:
+            async with self._lock(key):  # taken anew: the one before the embedding may have been dropped
                 cached = await self._fresh(key)
                 if cached is None:
                     return row_reads.Listed()
@@ -858,23 +858,15 @@ class MemoryStore(StoreBase):
             fresh = await self._fresh(key)
         return fresh is None or _dims(fresh.space) != _dims(known.space)
 
-    def _lock(self, key: tuple[str, str, str]) -> asyncio.Lock:
-        lock = self._locks.get(key)
-        if lock is None:
-            if len(self._locks) >= MAX_IDLE_LOCKS + len(self._cache):
-                self._drop_idle_locks()
-            lock = self._locks[key] = asyncio.Lock()
-        return lock
+    def _lock(self, key: tuple[str, str, str]) -> NamespaceLock:
+        """The namespace's lock, taken from the map each time it is entered (locks.py)."""
+        return self._locks.get(key, self._cache)
 
     def _drop_idle_locks(self) -> None:
         """Forget the locks of namespaces this replica holds no index of and nobody holds or waits for (as
         the sweep does each minute): each search of a namespace that does not exist made one, so a caller
         naming a new one per search grew the map by its request rate until the next sweep."""
-        cache = self._cache
-        # Nor one a task was just woken to take: released, it is not `locked()` until that task runs.
-        idle = [k for k, lock in self._locks.items() if k not in cache and not lock.locked() and not lock._waiters]
-        for key in idle:
-            del self._locks[key]
+        self._locks.drop_idle(self._cache)
 
     async def _fresh(self, key: tuple[str, str, str]) -> _Cached | None:
         """This replica's index of the namespace, caught up with every committed change (the caller
