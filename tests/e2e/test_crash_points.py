@@ -61,9 +61,20 @@ def gateway_config(tmp: Path, sim: Simulator) -> dict:
 
 @pytest.fixture
 def world(tmp_path) -> Iterator[tuple[Simulator, object]]:
+    yield from _world(tmp_path, FAST)
+
+
+@pytest.fixture
+def world_one_attempt(tmp_path) -> Iterator[tuple[Simulator, object]]:
+    """A job run once at most: the run a kill cuts short is not repeated."""
+    yield from _world(tmp_path, {"background": {**FAST["background"], "max_attempts": 1}})
+
+
+def _world(tmp_path: Path, responses: dict) -> Iterator[tuple[Simulator, object]]:
     init_key_file(tmp_path / "kms.key")
     sim = Simulator("openai", "crash-points")
     cfg = gateway_config(tmp_path, sim)
+    cfg["responses"] = responses
     gateways: list[Gateway] = []
 
     def start() -> Gateway:
@@ -320,3 +331,49 @@ def test_a_repeat_cancelled_after_the_crash_is_not_counted_on_top_of_the_killed_
     assert usage_rows(tmp_path, request_id) == 1
     counted, billed = spent(second, tenant)
     assert counted == billed, (counted, billed)
+
+
+def test_a_streamed_response_whose_attempts_ran_out_is_failed_and_its_follower_is_sent_the_end(
+    world_one_attempt, tmp_path
+):
+    """kill -9 mid-call of a background response whose job has no attempt left: the restarted gateway
+    fails its job at its claim, and the response with it (it stayed `in_progress` until someone polled
+    it), with a terminal `response.failed` event, so a client resuming its stream is sent the end (it
+    waited for ever). Not appended to its conversation, not billed; the conversation takes the next turn."""
+    sim, start = world_one_attempt
+    first = start()
+    _, key = tenant_key(first)
+    client = sdk(first, key)
+    conv = client.conversations.create()
+    sim.fault(chunk_delay_ms=200, chunks=50)  # ten seconds of streaming: in flight at the kill
+    text = "killed with no attempt left"
+    created = client.responses.create(model="gpt", input=text, conversation=conv.id, background=True, stream=True)
+    response_id = next(iter(created)).response.id
+    created.close()
+    until(lambda: calls_of(sim, text), what="the upstream call")
+    os.kill(first.popen.pid, signal.SIGKILL)
+    first.popen.wait(30)
+    sim.clear_faults()
+    second = start()
+    with sqlite3.connect(tmp_path / "multihome.db", timeout=60) as db:
+
+        def status() -> str:
+            return db.execute("SELECT status FROM responses WHERE id = ?", (response_id,)).fetchone()[0]
+
+        # Settled by the restarted gateway itself, not by a client's poll.
+        until(lambda: status() == "failed", what="the response failed with its job")
+        job = db.execute("SELECT status FROM jobs WHERE ref_id = ?", (response_id,)).fetchone()[0]
+    assert job == "failed"
+    client = openai.OpenAI(base_url=second.url + "/v1", api_key=key, max_retries=0, timeout=30)
+    events = list(client.responses.retrieve(response_id, stream=True, starting_after=1))
+    assert events and events[-1].type == "response.failed", [e.type for e in events]
+    seqs = [e.sequence_number for e in events]
+    assert seqs == list(range(2, 2 + len(seqs))), seqs  # none skipped, none twice
+    done = client.responses.retrieve(response_id)
+    assert done.status == "failed" and done.error is not None and done.error.code == "server_error"
+    assert len(calls_of(sim, text)) == 1  # not run again
+    assert text not in items_text(client, conv.id)
+    nxt = client.responses.create(model="gpt", input="the next turn", conversation=conv.id)
+    assert nxt.status == "completed" and items_text(client, conv.id)[-1] == nxt.output_text
+    request_id = calls_of(sim, text)[0]["request_id"]
+    assert usage_rows(tmp_path, request_id) == 0  # the abandoned call is not billed

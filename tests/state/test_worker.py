@@ -75,6 +75,38 @@ async def test_a_failing_handler_is_retried_then_the_job_fails(engine):
     assert (await queue.get("response", "resp_1")).error == "RuntimeError: upstream said no"
 
 
+async def test_a_job_failed_for_good_is_handed_to_its_kinds_gave_up_hook(engine):
+    """Its record is still open (no run finished it): the hook settles it, once, whether its last run
+    raised or its last holder died (the lease ran out at a claim)."""
+    queue = JobQueue(engine)
+    gave_up: list[tuple[str, str, int]] = []
+
+    async def raises(job: Job) -> None:
+        raise RuntimeError("upstream said no")
+
+    async def hook(job: Job) -> None:
+        gave_up.append((job.ref_id, (await queue.get("response", job.ref_id)).status, job.attempt))
+
+    await queue.enqueue("response", "ten_a", "resp_dead", max_attempts=1)
+    [held] = await queue.claim("a-replica-that-dies", ["response"], lease_s=0.2)
+    assert held.ref_id == "resp_dead"
+    worker = JobWorker(queue, {"response": raises}, poll_s=0.05, max_backoff_s=0.1, gave_up={"response": hook})
+    await worker.start()
+    try:
+        await queue.enqueue("response", "ten_a", "resp_raises", max_attempts=2)
+        worker.notify()
+        assert await until(lambda: _async(len(gave_up) == 2))
+        await asyncio.sleep(0.3)  # and no more
+    finally:
+        await worker.close()
+    assert sorted(gave_up) == [("resp_dead", FAILED, 1), ("resp_raises", FAILED, 2)]
+    assert (await queue.get("response", "resp_dead")).error == "lease expired"
+
+
+async def _async(value: object) -> object:
+    return value
+
+
 async def test_a_cancel_request_stops_the_running_handler(engine):
     queue = JobQueue(engine)
     started, stopped = asyncio.Event(), asyncio.Event()

@@ -188,11 +188,20 @@ class JobQueue:
 
     # -- workers ----------------------------------------------------------------------------
     async def claim(
-        self, owner: str, kinds: Iterable[str], *, lease_s: float, limit: int = 1, reclaim: str | None = None
+        self,
+        owner: str,
+        kinds: Iterable[str],
+        *,
+        lease_s: float,
+        limit: int = 1,
+        reclaim: str | None = None,
+        gave_up: list[Job] | None = None,
     ) -> list[Job]:
         """Take up to `limit` jobs that are due, or whose holder's lease ran out. `reclaim`: an owner
         prefix naming this replica's earlier incarnations (`<replica id>#`): their running jobs are
-        orphans at once, since one live process holds a replica id (the worker's own are not)."""
+        orphans at once, since one live process holds a replica id (the worker's own are not).
+        `gave_up` receives the orphans failed here because their attempts are used up (their records
+        are still open: the worker has them settled, else they would stay in progress for ever)."""
         kinds = list(kinds)
         now = self.clock()
         if self._unreadable_at is not None and now >= self._unreadable_at:
@@ -211,11 +220,13 @@ class JobQueue:
         try:
             async with conn.begin():
                 # A job whose holders died `max_attempts` times is not tried again.
-                await conn.execute(
+                exhausted = await conn.execute(
                     sa.update(t)
                     .where(t.c.kind.in_(kinds), orphaned, t.c.attempt >= t.c.max_attempts)
                     .values(status=FAILED, lease_owner=None, lease_until=None, error="lease expired", updated_at=now)
+                    .returning(*_COLUMNS)
                 )
+                failed = [_job(r) for r in exhausted]
                 pick = (
                     sa.select(t.c.id)
                     .where(t.c.kind.in_(kinds), due | orphaned)
@@ -238,6 +249,8 @@ class JobQueue:
                 claimed = [_job(r) for r in rows]
         finally:
             await conn.close()
+        if gave_up is not None:
+            gave_up += failed
         return claimed
 
     async def fail_unreadable(self, lease_s: float) -> list[str]:
