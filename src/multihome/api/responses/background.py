@@ -164,7 +164,7 @@ class Background:
         assert self.worker is not None
         self.worker.notify()
         if req.stream:
-            await self.send_events(call, receive, send, self.follow(record.tenant, record.id, -1))
+            await self.send_events(call, receive, send, record.tenant, record.id, -1)
         else:
             await answer(call, send, queued)
 
@@ -203,11 +203,14 @@ class Background:
                 "Only a background response created with 'stream': true can be streamed again.", param="stream"
             )
 
-    async def follow(self, tenant: str, response_id: str, after: int) -> AsyncIterator[bytes]:
+    async def follow(
+        self, tenant: str, response_id: str, after: int, at: list[int] | None = None
+    ) -> AsyncIterator[bytes]:
         """The response's committed events after `after`, then the rest as they are committed, until
         the response is final (or gone). While it stays open with nothing new, its job is looked at every
         `_ORPHAN_CHECK_S`: a job that ended without finishing it (the worker's hook failed, or ran on no
-        replica yet) has it failed here, so a follower is never left waiting for ever."""
+        replica yet) has it failed here, so a follower is never left waiting for ever. `at[0]`: the last
+        event's sequence number yielded (or `after`)."""
         bg, poll = self._bg(), self.config.background.poll_s
         checked = time.monotonic()
         with self.feed.subscribe(response_id) as woken:
@@ -219,6 +222,8 @@ class Background:
                 events = await bg.events_after(tenant, response_id, after)
                 if events:
                     after = events[-1][0]
+                    if at is not None:
+                        at[0] = after
                     yield b"".join(data for _, data in events)
                     continue  # there may be more than one page
                 if status is None or status not in OPEN:
@@ -230,8 +235,23 @@ class Background:
                         continue  # its terminal event is read next
                 await wait_event(woken, poll)
 
-    async def send_events(self, call: Call, receive: Receive, send: Send, events: AsyncIterator[bytes]) -> None:
-        await send_sse(call, receive, send, events)
+    async def send_events(
+        self, call: Call, receive: Receive, send: Send, tenant: str, response_id: str, after: int
+    ) -> None:
+        """Follow the response's stream after `after` (`follow`). Ended by the drain deadline (this replica
+        stopping), it ends with an `error` event saying where to resume (the run goes on: handed back, any
+        replica resumes it), whose `sequence_number` is the last event's sent: `starting_after` for the resume."""
+        at = [after]
+
+        def closing(reason: str, code: str) -> bytes:
+            message = (
+                f"This stream was ended: {reason}. The response goes on: resume its stream on any replica with "
+                f"GET /v1/responses/{response_id}?stream=true&starting_after={at[0]}."
+            )
+            payload = {"type": "error", "code": code, "message": message, "param": None, "sequence_number": at[0]}
+            return b"event: error\ndata: " + msgspec.json.encode(payload) + b"\n\n"
+
+        await send_sse(call, receive, send, self.follow(tenant, response_id, after, at), closing=closing)
 
     async def cancel(self, call: Call, send: Send, found: StoredResponse) -> None:
         """`POST /v1/responses/{id}/cancel` on a background response."""

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Awaitable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 from urllib.parse import parse_qs, unquote
 
@@ -25,6 +25,7 @@ from ...state import StateStore
 from ...state.pairs import BrokenPair
 from ...storage.errors import Conflict, UnreadableRow, unavailable
 from ..asgi import JSON, ClientGone, Header, Receive, Send
+from ..drain import SseCut
 from ..openai.chat import chat_request, chat_response
 from ..pipeline import Call, Pipeline
 from ..render import send_json
@@ -285,14 +286,25 @@ _SSE = [(b"content-type", b"text/event-stream"), (b"cache-control", b"no-cache")
 
 
 async def send_sse(
-    call: Call, receive: Receive, send: Send, events: AsyncIterator[bytes], headers: Sequence[Header] = ()
+    call: Call,
+    receive: Receive,
+    send: Send,
+    events: AsyncIterator[bytes],
+    headers: Sequence[Header] = (),
+    closing: Callable[[str, str], bytes] | None = None,
 ) -> None:
     """An SSE answer from `events`; a client that goes away ends it (a background response runs on;
-    an agent run's generator is closed, which settles its step)."""
+    an agent run's generator is closed, which settles its step). With `closing`, the drain deadline
+    (api/drain.py) ends it with `closing(reason, code)`'s events and a proper end of the body: without,
+    the task was cancelled mid-answer and the client's read failed on a truncated body, no error it could
+    read (a resumable stream did not say where to resume)."""
     call.status = 200
     task = asyncio.current_task()
     assert task is not None
     gone = asyncio.Event()
+    cut = SseCut(task) if closing is not None else None
+    if cut is not None:
+        call.stream = cut
 
     async def watch() -> None:
         while (await receive())["type"] != "http.disconnect":
@@ -314,10 +326,14 @@ async def send_sse(
             await send({"type": "http.response.body", "body": piece, "more_body": True})
         await send({"type": "http.response.body", "body": b"", "more_body": False})
     except asyncio.CancelledError:
-        if not gone.is_set():
+        if gone.is_set():
+            task.uncancel()
+            raise ClientGone() from None
+        if cut is None or closing is None or not cut.took(task):
             raise
-        task.uncancel()
-        raise ClientGone() from None
+        with contextlib.suppress(Exception):  # the client may be gone too: nothing more to tell it
+            await send({"type": "http.response.body", "body": closing(cut.reason or "", cut.code), "more_body": True})
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
     except OSError:
         raise ClientGone() from None
     finally:
