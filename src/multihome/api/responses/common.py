@@ -136,6 +136,16 @@ async def stored(op: Awaitable[T]) -> T:
         ) from None
 
 
+OUTAGES = frozenset({"storage_unavailable", "kms_unavailable"})  # `stored`'s 503s: the store or the KMS, now
+
+
+def outage(err: ApiError) -> bool:
+    """Whether `err` says the state database or the KMS could not be used just now (`stored`'s 503s), not
+    that anything is wrong with the turn: a background run raises it, so its job is tried again after a
+    backoff (state/worker.py), rather than ending its response `failed` for an outage a retry outlives."""
+    return err.status == 503 and err.body.code in OUTAGES
+
+
 async def answer(call: Call, send: Send, value: Any, status: int = 200) -> None:
     await send_json(call, send, status, _encode(value), [JSON, (b"x-request-id", call.request_id)])
 
