@@ -110,7 +110,13 @@ class JobWorker:
                 gave_up: list[Job] = []
                 try:
                     jobs = await self.queue.claim(
-                        self.owner, kinds, lease_s=self.lease_s, limit=free, reclaim=self.reclaim, gave_up=gave_up
+                        self.owner,
+                        kinds,
+                        lease_s=self.lease_s,
+                        limit=free,
+                        reclaim=self.reclaim,
+                        gave_up=gave_up,
+                        running=set(self._running),  # its own, however late their renewal: not orphans here
                     )
                 except Exception:
                     log.warning("job queue unreachable; retrying", exc_info=True)
