@@ -216,10 +216,10 @@ class Background:
         with self.feed.subscribe(response_id) as woken:
             while True:
                 woken.clear()
-                status = await bg.status(
-                    tenant, response_id
-                )  # first: events committed with a final status are read next
-                events = await bg.events_after(tenant, response_id, after)
+                # The status first: events committed with a final status are read next. Through `stored`: a
+                # store that cannot be read ends the stream with an error event saying where to resume.
+                status = await stored(bg.status(tenant, response_id))
+                events = await stored(bg.events_after(tenant, response_id, after))
                 if events:
                     after = events[-1][0]
                     if at is not None:
@@ -239,14 +239,15 @@ class Background:
         self, call: Call, receive: Receive, send: Send, tenant: str, response_id: str, after: int
     ) -> None:
         """Follow the response's stream after `after` (`follow`). Ended by the drain deadline (this replica
-        stopping), it ends with an `error` event saying where to resume (the run goes on: handed back, any
-        replica resumes it), whose `sequence_number` is the last event's sent: `starting_after` for the resume."""
+        stopping) or by a store it cannot read (the database restarting), it ends with an `error` event
+        saying where to resume (the run goes on: handed back, any replica resumes it), whose
+        `sequence_number` is the last event's sent: `starting_after` for the resume."""
         at = [after]
 
         def closing(reason: str, code: str) -> bytes:
             message = (
-                f"This stream was ended: {reason}. The response goes on: resume its stream on any replica with "
-                f"GET /v1/responses/{response_id}?stream=true&starting_after={at[0]}."
+                f"This stream was ended ({reason.rstrip('.')}). The response goes on: resume its stream on any "
+                f"replica with GET /v1/responses/{response_id}?stream=true&starting_after={at[0]}."
             )
             payload = {"type": "error", "code": code, "message": message, "param": None, "sequence_number": at[0]}
             return b"event: error\ndata: " + msgspec.json.encode(payload) + b"\n\n"

@@ -305,9 +305,10 @@ async def send_sse(
 ) -> None:
     """An SSE answer from `events`; a client that goes away ends it (a background response runs on;
     an agent run's generator is closed, which settles its step). With `closing`, the drain deadline
-    (api/drain.py) ends it with `closing(reason, code)`'s events and a proper end of the body: without,
-    the task was cancelled mid-answer and the client's read failed on a truncated body, no error it could
-    read (a resumable stream did not say where to resume)."""
+    (api/drain.py), or an ApiError `events` raises once the answer has begun (a store it cannot read), ends
+    it with `closing(reason, code)`'s events and a proper end of the body: without, the answer was cut off
+    mid-body and the client's read failed on it, with no error it could read (a resumable stream did not
+    say where to resume)."""
     call.status = 200
     task = asyncio.current_task()
     assert task is not None
@@ -341,15 +342,24 @@ async def send_sse(
             raise ClientGone() from None
         if cut is None or closing is None or not cut.took(task):
             raise
-        with contextlib.suppress(Exception):  # the client may be gone too: nothing more to tell it
-            await send({"type": "http.response.body", "body": closing(cut.reason or "", cut.code), "more_body": True})
-            await send({"type": "http.response.body", "body": b"", "more_body": False})
+        await _closed(send, closing(cut.reason or "", cut.code))
+    except ApiError as err:
+        if closing is None:
+            raise
+        await _closed(send, closing(err.body.message, err.body.code or "server_error"))
     except OSError:
         raise ClientGone() from None
     finally:
         watcher.cancel()
         with contextlib.suppress(BaseException):
             await events.aclose()  # type: ignore[attr-defined]
+
+
+async def _closed(send: Send, last: bytes) -> None:
+    """The last events of an SSE answer, then the end of its body."""
+    with contextlib.suppress(Exception):  # the client may be gone too: nothing more to tell it
+        await send({"type": "http.response.body", "body": last, "more_body": True})
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
 
 
 def abandon(call: Call) -> None:
