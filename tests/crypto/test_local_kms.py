@@ -56,3 +56,34 @@ async def test_versions_context_and_destroy(tmp_path):
     assert stat.S_IMODE((tmp_path / "kms.key").stat().st_mode) == 0o600
     with pytest.raises(KmsRefused, match="no key"):
         await kms.generate_data_key("other", {}, create=False)
+
+
+def test_every_change_of_the_key_file_is_durable_with_its_name(tmp_path, monkeypatch):
+    """A new KEK, a new version, a destroyed one, the file's creation: each rename (or link) is followed by
+    an fsync of the directory, before any data key is wrapped under what the file now holds. Without it, a
+    machine that crashed after `kms rotate` could come back with the old file, while the database holds
+    data keys wrapped under the new version: what they sealed would never open again."""
+    real_fsync, real_replace, real_link = os.fsync, os.replace, os.link
+    log: list[str] = []
+
+    def fsync(fd: int) -> None:
+        log.append("fsync dir" if stat.S_ISDIR(os.fstat(fd).st_mode) else "fsync file")
+        real_fsync(fd)
+
+    def renamed(real):
+        def rename(src, dst, *args, **kwargs):
+            real(src, dst, *args, **kwargs)
+            log.append("renamed")
+
+        return rename
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr(os, "replace", renamed(real_replace))
+    monkeypatch.setattr(os, "link", renamed(real_link))
+    path = init_key_file(tmp_path / "kms.key")
+    assert log == ["fsync file", "renamed", "fsync dir"], log
+    kms = LocalKms(path)
+    for change in (kms._create, kms._rotate, kms._destroy):
+        log.clear()
+        change("k")
+        assert log == ["fsync file", "renamed", "fsync dir"], (change.__name__, log)

@@ -15,6 +15,7 @@ import signal
 import sqlite3
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from decimal import Decimal
 from pathlib import Path
 
@@ -61,9 +62,20 @@ def gateway_config(tmp: Path, sim: Simulator) -> dict:
 
 @pytest.fixture
 def world(tmp_path) -> Iterator[tuple[Simulator, object]]:
+    yield from _world(tmp_path, FAST)
+
+
+@pytest.fixture
+def world_one_attempt(tmp_path) -> Iterator[tuple[Simulator, object]]:
+    """A job run once at most: the run a kill cuts short is not repeated."""
+    yield from _world(tmp_path, {"background": {**FAST["background"], "max_attempts": 1}})
+
+
+def _world(tmp_path: Path, responses: dict) -> Iterator[tuple[Simulator, object]]:
     init_key_file(tmp_path / "kms.key")
     sim = Simulator("openai", "crash-points")
     cfg = gateway_config(tmp_path, sim)
+    cfg["responses"] = responses
     gateways: list[Gateway] = []
 
     def start() -> Gateway:
@@ -320,3 +332,130 @@ def test_a_repeat_cancelled_after_the_crash_is_not_counted_on_top_of_the_killed_
     assert usage_rows(tmp_path, request_id) == 1
     counted, billed = spent(second, tenant)
     assert counted == billed, (counted, billed)
+
+
+def test_a_streamed_response_whose_attempts_ran_out_is_failed_and_its_follower_is_sent_the_end(
+    world_one_attempt, tmp_path
+):
+    """kill -9 mid-call of a background response whose job has no attempt left: the restarted gateway
+    fails its job at its claim, and the response with it (it stayed `in_progress` until someone polled
+    it), with a terminal `response.failed` event, so a client resuming its stream is sent the end (it
+    waited for ever). Not appended to its conversation, not billed; the conversation takes the next turn."""
+    sim, start = world_one_attempt
+    first = start()
+    _, key = tenant_key(first)
+    client = sdk(first, key)
+    conv = client.conversations.create()
+    sim.fault(chunk_delay_ms=200, chunks=50)  # ten seconds of streaming: in flight at the kill
+    text = "killed with no attempt left"
+    created = client.responses.create(model="gpt", input=text, conversation=conv.id, background=True, stream=True)
+    response_id = next(iter(created)).response.id
+    created.close()
+    until(lambda: calls_of(sim, text), what="the upstream call")
+    os.kill(first.popen.pid, signal.SIGKILL)
+    first.popen.wait(30)
+    sim.clear_faults()
+    second = start()
+    with sqlite3.connect(tmp_path / "multihome.db", timeout=60) as db:
+
+        def status() -> str:
+            return db.execute("SELECT status FROM responses WHERE id = ?", (response_id,)).fetchone()[0]
+
+        # Settled by the restarted gateway itself, not by a client's poll.
+        until(lambda: status() == "failed", what="the response failed with its job")
+        job = db.execute("SELECT status FROM jobs WHERE ref_id = ?", (response_id,)).fetchone()[0]
+    assert job == "failed"
+    client = openai.OpenAI(base_url=second.url + "/v1", api_key=key, max_retries=0, timeout=30)
+    events = list(client.responses.retrieve(response_id, stream=True, starting_after=1))
+    assert events and events[-1].type == "response.failed", [e.type for e in events]
+    seqs = [e.sequence_number for e in events]
+    assert seqs == list(range(2, 2 + len(seqs))), seqs  # none skipped, none twice
+    done = client.responses.retrieve(response_id)
+    assert done.status == "failed" and done.error is not None and done.error.code == "server_error"
+    assert len(calls_of(sim, text)) == 1  # not run again
+    assert text not in items_text(client, conv.id)
+    nxt = client.responses.create(model="gpt", input="the next turn", conversation=conv.id)
+    assert nxt.status == "completed" and items_text(client, conv.id)[-1] == nxt.output_text
+    request_id = calls_of(sim, text)[0]["request_id"]
+    assert usage_rows(tmp_path, request_id) == 0  # the abandoned call is not billed
+
+
+def _read(stream, into: list) -> BaseException | None:
+    """Every event of `stream` into `into`; what the SDK raised, if it did."""
+    try:
+        for event in stream:
+            into.append(event)
+    except BaseException as exc:  # the test asserts on it
+        return exc
+    return None
+
+
+def test_a_stream_followed_at_the_drain_deadline_ends_with_an_error_saying_where_to_resume(world, tmp_path):
+    """SIGTERM while a client follows a background response's stream: at the drain deadline (5 s) the stream
+    ends with an `error` event (gateway_shutting_down) naming the `starting_after` to resume with, and a
+    body ended as HTTP wants (it was cut off mid-body: the SDK's read failed with no event to read). The
+    run is handed back; resumed on another gateway from that number, the stream goes on with none skipped
+    and none twice, to response.completed."""
+    sim, start = world
+    first = start()
+    _, key = tenant_key(first)
+    sim.fault(chunk_delay_ms=200, chunks=100)  # twenty seconds of streaming: open at the drain deadline
+    stream = sdk(first, key).responses.create(
+        model="gpt", input="followed through a graceful stop", background=True, stream=True
+    )
+    seen: list = []
+    with ThreadPoolExecutor(1) as pool:
+        reading = pool.submit(_read, stream, seen)
+        until(lambda: any(e.type == "response.output_text.delta" for e in seen), what="the first deltas")
+        first.popen.send_signal(signal.SIGTERM)
+        raised = reading.result(timeout=60)
+    assert raised is None, repr(raised)
+    last = seen[-1]
+    assert last.type == "error" and last.code == "gateway_shutting_down", last
+    assert f"starting_after={last.sequence_number}" in last.message, last.message
+    assert last.sequence_number == seen[-2].sequence_number  # the last event sent: where to resume
+    first.popen.wait(60)
+    log = first.stop()
+    assert "Traceback" not in log and "without completing response" not in log, log[-3000:]
+    sim.clear_faults()
+    second = start()
+    rest = list(
+        sdk(second, key).responses.retrieve(seen[0].response.id, stream=True, starting_after=last.sequence_number)
+    )
+    assert rest and rest[-1].type == "response.completed", [e.type for e in rest]
+    numbers = [e.sequence_number for e in seen[:-1] + rest]
+    assert numbers == list(range(len(numbers))), numbers
+
+
+def test_a_streamed_agent_run_open_at_the_drain_deadline_ends_failed_with_an_error_event(world, tmp_path):
+    """SIGTERM during a foreground agent run's stream (an `mcp` tool, a model step still streaming at the
+    drain deadline): it ends with an `error` event (gateway_shutting_down) and `response.failed`, as a
+    foreground Responses stream cut at the deadline does, not with a body cut off mid-chunk."""
+    sim, start = world
+    first = start()
+    tenant, key = tenant_key(first)
+    with McpTestServer() as server:
+        with admin(first) as client:
+            body = {"name": "tools", "url": server.url, "allowed_tools": ["echo"], "require_approval": "never"}
+            resp = client.post(f"/admin/v1/tenants/{tenant}/mcp-servers", json=body)
+            assert resp.status_code == 201, resp.text
+        sim.fault(chunk_delay_ms=200, chunks=100)  # the model step streams for twenty seconds
+        tool = {"type": "mcp", "server_label": "tools", "server_url": server.url}
+        stream = sdk(first, key).responses.create(
+            model="gpt", input="an agent run at the drain deadline", tools=[tool], stream=True
+        )
+        seen: list = []
+        with ThreadPoolExecutor(1) as pool:
+            reading = pool.submit(_read, stream, seen)
+            until(lambda: any(e.type == "response.output_text.delta" for e in seen), what="the step's deltas")
+            first.popen.send_signal(signal.SIGTERM)
+            raised = reading.result(timeout=60)
+        first.popen.wait(60)
+        log = first.stop()
+    assert raised is None, repr(raised)
+    assert [e.type for e in seen[-2:]] == ["error", "response.failed"], [e.type for e in seen]
+    assert seen[-2].code == "gateway_shutting_down" and "drain deadline" in seen[-2].message
+    assert seen[-1].response.status == "failed" and seen[-1].response.error.code == "server_error"
+    numbers = [e.sequence_number for e in seen]
+    assert numbers == list(range(len(numbers))), numbers
+    assert "Traceback" not in log and "without completing response" not in log, log[-3000:]

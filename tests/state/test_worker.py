@@ -5,6 +5,7 @@ killed with SIGKILL mid-job has the job finished by another."""
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import os
 import signal
 import subprocess
@@ -14,9 +15,11 @@ import time
 from pathlib import Path
 
 import pytest
+import sqlalchemy as sa
 
 from multihome.state.jobs import CANCELLED, DONE, FAILED, QUEUED, RUNNING, Job, JobQueue
 from multihome.state.worker import JobWorker
+from multihome.storage.tables import jobs
 
 pytestmark = pytest.mark.anyio
 SRC = Path(__file__).resolve().parents[2] / "src"
@@ -73,6 +76,77 @@ async def test_a_failing_handler_is_retried_then_the_job_fails(engine):
         await worker.close()
     assert attempts == [1, 2, 3]
     assert (await queue.get("response", "resp_1")).error == "RuntimeError: upstream said no"
+
+
+async def test_a_job_failed_for_good_is_handed_to_its_kinds_gave_up_hook(engine):
+    """Its record is still open (no run finished it): the hook settles it, once, whether its last run
+    raised or its last holder died (the lease ran out at a claim)."""
+    queue = JobQueue(engine)
+    gave_up: list[tuple[str, str, int]] = []
+
+    async def raises(job: Job) -> None:
+        raise RuntimeError("upstream said no")
+
+    async def hook(job: Job) -> None:
+        gave_up.append((job.ref_id, (await queue.get("response", job.ref_id)).status, job.attempt))
+
+    await queue.enqueue("response", "ten_a", "resp_dead", max_attempts=1)
+    [held] = await queue.claim("a-replica-that-dies", ["response"], lease_s=0.2)
+    assert held.ref_id == "resp_dead"
+    worker = JobWorker(queue, {"response": raises}, poll_s=0.05, max_backoff_s=0.1, gave_up={"response": hook})
+    await worker.start()
+    try:
+        await queue.enqueue("response", "ten_a", "resp_raises", max_attempts=2)
+        worker.notify()
+        assert await until(lambda: _async(len(gave_up) == 2))
+        await asyncio.sleep(0.3)  # and no more
+    finally:
+        await worker.close()
+    assert sorted(gave_up) == [("resp_dead", FAILED, 1), ("resp_raises", FAILED, 2)]
+    assert (await queue.get("response", "resp_dead")).error == "lease expired"
+
+
+async def test_a_worker_does_not_take_its_own_running_job_again_when_its_renewal_is_late(engine):
+    """Its lease ran out while it runs it (a renewal late on a busy loop or a slow commit, as here by
+    writing the lease into the past): the worker's next claim leaves the job to the run it has, whose
+    renewal extends the lease. It took it again: a second run of the job in one process (a second
+    upstream call), the first cancelled as having lost its lease; or, its attempts used up, failed."""
+    queue = JobQueue(engine)
+    runs: list[int] = []
+    release = asyncio.Event()
+
+    async def slow(job: Job) -> None:
+        runs.append(job.attempt)
+        await release.wait()
+
+    worker = JobWorker(queue, {"response": slow}, poll_s=0.05, lease_s=3.0)
+    await worker.start()
+    try:
+        await queue.enqueue("response", "ten_a", "resp_1", max_attempts=1)
+        worker.notify()
+        assert await until(lambda: _async(runs == [1]))
+        for _ in range(3):  # each renewal (every second) puts the lease back: run it out again meanwhile
+            await _lease_in_the_past(engine, "resp_1")
+            await asyncio.sleep(0.3)  # six polls of the worker, each finding the job's lease run out
+        assert runs == [1]
+        job = await queue.get("response", "resp_1")
+        assert (job.status, job.attempt) == (RUNNING, 1)
+        release.set()
+        assert await until(lambda: _is(queue, "resp_1", DONE))
+    finally:
+        release.set()
+        await worker.close()
+    assert runs == [1]
+
+
+async def _lease_in_the_past(engine, ref: str) -> None:
+    past = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=60)
+    async with engine.begin() as conn:
+        await conn.execute(sa.update(jobs).where(jobs.c.ref_id == ref).values(lease_until=past))
+
+
+async def _async(value: object) -> object:
+    return value
 
 
 async def test_a_cancel_request_stops_the_running_handler(engine):

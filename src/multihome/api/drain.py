@@ -166,6 +166,32 @@ class Drain:
         )
 
 
+class SseCut:
+    """An SSE answer made of stored or run-produced events (api/responses/common.py `send_sse`: a background
+    response's stream, a foreground agent run's) as the drain deadline sees it: `cut` stops the sending task
+    where it waits (a poll of the store, a model step, a tool call) and it ends the answer with the events
+    `closing(reason, code)` gives, a body ended as HTTP wants, not cut off in the middle of its chunks."""
+
+    __slots__ = ("_task", "reason", "code")
+
+    def __init__(self, task: asyncio.Task[Any]) -> None:
+        self._task = task
+        self.reason: str | None = None
+        self.code = SHUTTING_DOWN
+
+    def cut(self, reason: str, code: str) -> None:
+        if self.reason is None:
+            self.reason, self.code = reason, code
+            self._task.cancel()
+
+    def took(self, task: asyncio.Task[Any]) -> bool:
+        """After a CancelledError in the sending task: whether it was this cut's (then it is uncancelled)."""
+        if self.reason is None:
+            return False
+        task.uncancel()
+        return True
+
+
 def _record_ended(call: Call, err: ApiError) -> None:
     """An upstream may already be working on the call: record it like a call its client abandoned
     (accounting.tracker.settle): one an upstream has answered (waiting for its start to be durable, say)

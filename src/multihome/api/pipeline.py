@@ -40,6 +40,7 @@ from .render import served_headers
 if TYPE_CHECKING:
     from ..routing.stream_relay import StreamRelay
     from ..schema.principal import Principal
+    from .drain import SseCut
     from .policy_gate import PolicyGate
     from .routes import Route
 
@@ -72,7 +73,7 @@ class Call(msgspec.Struct, eq=False):
     tracker: CallTracker | None = None  # set when accounting begins (None when none is configured)
     group: str | None = None  # the model group asked for, once it is known to exist
     served: Served | None = None  # the deployment that answered, and how it was reached
-    stream: StreamRelay | None = None  # the stream being sent: a graceful stop cuts it (api/drain.py)
+    stream: StreamRelay | SseCut | None = None  # the stream being sent: a graceful stop cuts it (api/drain.py)
     status: int = 0  # the HTTP status sent, for the access log
     work: str | None = None  # the kind of stateful work this call is (policy/pins.py), None: stateless
 

@@ -16,7 +16,7 @@ skipped). A run that replaces a crashed one continues numbering after the last c
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -205,17 +205,33 @@ class BackgroundStore:
         found = await self.get(record.tenant, record.id)  # final already (or gone): as it is
         return (found or record), False
 
-    async def settle_orphan(self, record: StoredResponse, failed: dict[str, Any]) -> StoredResponse:
+    async def settle_orphan(
+        self,
+        record: StoredResponse,
+        failed: dict[str, Any],
+        closing: Callable[[int], Sequence[Event]] | None = None,
+    ) -> StoredResponse:
         """An open response whose job ended without finishing it (its runs kept dying until the job's
-        attempts were used up) is failed, so a poller is not left waiting forever."""
+        attempts were used up) is failed, so a poller is not left waiting forever. `closing(seq)`: a
+        streamed response's terminal events, numbered from `seq` (after the last committed one), written
+        with it, so a client following its stream is sent them and its stream ends."""
         job = await self.queue.get(KIND, record.id)
         if job is None or job.status not in JOB_FINAL:
             return record
         final = replace(record, status="failed", response=failed)
         body, size = await self.store.seal_response(final)
+        after = await self.last_seq(record.id) if closing is not None else -1
+        rows = await self._seal_events(record.tenant, record.id, closing(after + 1)) if closing is not None else []
         async with self.store._write() as conn:
             if not await self._open_locked(conn, record):
                 return await self.get(record.tenant, record.id) or record
+            if rows:
+                last = await conn.scalar(
+                    sa.select(sa.func.max(response_events.c.seq)).where(response_events.c.response_id == record.id)
+                )
+                if (-1 if last is None else int(last)) != after:  # a late write of a lost run's: the next read
+                    return record
+                await conn.execute(sa.insert(response_events), rows)
             await self._update(conn, record.id, "failed", (body, size))
         return final
 

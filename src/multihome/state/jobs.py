@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import enum
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -188,11 +188,25 @@ class JobQueue:
 
     # -- workers ----------------------------------------------------------------------------
     async def claim(
-        self, owner: str, kinds: Iterable[str], *, lease_s: float, limit: int = 1, reclaim: str | None = None
+        self,
+        owner: str,
+        kinds: Iterable[str],
+        *,
+        lease_s: float,
+        limit: int = 1,
+        reclaim: str | None = None,
+        gave_up: list[Job] | None = None,
+        running: Collection[str] = (),
     ) -> list[Job]:
         """Take up to `limit` jobs that are due, or whose holder's lease ran out. `reclaim`: an owner
         prefix naming this replica's earlier incarnations (`<replica id>#`): their running jobs are
-        orphans at once, since one live process holds a replica id (the worker's own are not)."""
+        orphans at once, since one live process holds a replica id (the worker's own are not).
+        `gave_up` receives the orphans failed here because their attempts are used up (their records
+        are still open: the worker has them settled, else they would stay in progress for ever).
+        `running`: the ids of the jobs the claiming worker is running now. One of them whose lease ran out
+        (its renewal late: a busy loop, a slow commit) is not an orphan to it: taken again, it ran twice in
+        one process (a second upstream call, the first run cancelled at its next renewal), or, its
+        attempts used up, was failed under its own run. Its renewal extends the lease as it comes."""
         kinds = list(kinds)
         now = self.clock()
         if self._unreadable_at is not None and now >= self._unreadable_at:
@@ -207,15 +221,19 @@ class JobQueue:
         elif await read_whole(self._reads, self.engine, lambda conn: conn.scalar(peek, {"now": now})) is None:
             return []
         orphaned, due = _claimable(now, owner, reclaim)
+        if running:  # not in the peek (a statement kept per worker): a peek that finds only these writes nothing
+            orphaned = orphaned & t.c.id.not_in(sorted(running))
         conn = await write_connection(self.engine)
         try:
             async with conn.begin():
                 # A job whose holders died `max_attempts` times is not tried again.
-                await conn.execute(
+                exhausted = await conn.execute(
                     sa.update(t)
                     .where(t.c.kind.in_(kinds), orphaned, t.c.attempt >= t.c.max_attempts)
                     .values(status=FAILED, lease_owner=None, lease_until=None, error="lease expired", updated_at=now)
+                    .returning(*_COLUMNS)
                 )
+                failed = [_job(r) for r in exhausted]
                 pick = (
                     sa.select(t.c.id)
                     .where(t.c.kind.in_(kinds), due | orphaned)
@@ -238,6 +256,8 @@ class JobQueue:
                 claimed = [_job(r) for r in rows]
         finally:
             await conn.close()
+        if gave_up is not None:
+            gave_up += failed
         return claimed
 
     async def fail_unreadable(self, lease_s: float) -> list[str]:

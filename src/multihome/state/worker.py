@@ -6,6 +6,7 @@ renewal task that extends the lease every third of its length. What ends a job:
 - the handler returns: `done`;
 - the handler raises: queued again after a backoff (`failed` once its attempts are used up), with
   the exception's class and message as the job's error (handlers raise without content);
+- its holders died `max_attempts` times (found at a claim): `failed`;
 - a cancel was asked for (seen at a renewal): the handler is cancelled, then `cancelled`;
 - the lease was lost (this replica stalled past it and another took over): the handler is
   cancelled and nothing is written — the new holder owns the job;
@@ -13,7 +14,10 @@ renewal task that extends the lease every third of its length. What ends a job:
   another replica resumes them at once instead of after the lease.
 
 A handler is `async (job) -> None` and must checkpoint its steps so a second run after a crash
-skips what the first one finished (at-least-once execution, exactly-once effects).
+skips what the first one finished (at-least-once execution, exactly-once effects). A kind may have a
+`gave_up` hook, `async (job) -> None`, called once its job is `failed` for good (attempts used up): the
+record the job worked on is still open (no run finished it), and the hook settles it, so it does not
+stay in progress for ever. A hook that fails leaves it to whoever reads the record next.
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ from .jobs import CANCELLED, DONE, Job, JobQueue, Renewal
 log = logging.getLogger("multihome.jobs")
 
 Handler = Callable[[Job], Coroutine[Any, Any, None]]
+GaveUp = Callable[[Job], Awaitable[None]]
 _LOST = "lost"
 
 
@@ -55,9 +60,12 @@ class JobWorker:
         lease_s: float = 30.0,
         poll_s: float = 0.5,
         max_backoff_s: float = 60.0,
+        gave_up: Mapping[str, GaveUp] | None = None,
     ) -> None:
         self.queue = queue
         self.handlers = dict(handlers)
+        self.gave_up = dict(gave_up or {})
+        self._settling: set[asyncio.Task[None]] = set()
         self.owner = owner or replica_name(replica_id)
         # Jobs a dead incarnation of this replica held are taken back at once (not after their lease).
         self.reclaim = f"{replica_id}#" if replica_id else None
@@ -83,7 +91,7 @@ class JobWorker:
             self._loop_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._loop_task
-        running = list(self._running.values())
+        running = [*self._running.values(), *self._settling]
         for task in running:
             task.cancel()
         await asyncio.gather(*running, return_exceptions=True)
@@ -99,13 +107,22 @@ class JobWorker:
             self._wake.clear()  # before claiming: a job queued during the claim wakes the next round
             free = self.concurrency - len(self._running)
             if free > 0:
+                gave_up: list[Job] = []
                 try:
                     jobs = await self.queue.claim(
-                        self.owner, kinds, lease_s=self.lease_s, limit=free, reclaim=self.reclaim
+                        self.owner,
+                        kinds,
+                        lease_s=self.lease_s,
+                        limit=free,
+                        reclaim=self.reclaim,
+                        gave_up=gave_up,
+                        running=set(self._running),  # its own, however late their renewal: not orphans here
                     )
                 except Exception:
                     log.warning("job queue unreachable; retrying", exc_info=True)
                     jobs = []
+                for job in gave_up:
+                    self._give_up(job)
                 for job in jobs:
                     self._running[job.id] = asyncio.create_task(self._run(job), name=f"job-{job.id}")
                 if len(jobs) == free:
@@ -132,7 +149,9 @@ class JobWorker:
             elif (exc := work.exception()) is not None:
                 delay = min(self.max_backoff_s, 2.0**job.attempt)
                 error = f"{type(exc).__name__}: {exc}"
-                await self._settle(self.queue.retry(job, self.owner, delay_s=delay, error=error))
+                if await self._settle(self.queue.retry(job, self.owner, delay_s=delay, error=error)):
+                    if job.attempt >= job.max_attempts:  # failed for good (JobQueue.retry)
+                        self._give_up(job)
             else:
                 await self._settle(self.queue.finish(job, self.owner, DONE))
         finally:
@@ -154,11 +173,32 @@ class JobWorker:
                 return CANCELLED if renewal is Renewal.CANCEL else _LOST
         return DONE
 
+    def _give_up(self, job: Job) -> None:
+        """Run the kind's `gave_up` hook on a job failed for good, beside the claim loop (a slow store
+        must not hold up claiming)."""
+        hook = self.gave_up.get(job.kind)
+        if hook is None:
+            return
+        log.warning("job %s (%s %s) failed: its attempts are used up", job.id, job.kind, job.ref_id)
+        task = asyncio.create_task(self._settle_given_up(hook, job), name=f"job-gave-up-{job.id}")
+        self._settling.add(task)
+        task.add_done_callback(self._settling.discard)
+
     @staticmethod
-    async def _settle(write: Awaitable[bool]) -> None:
+    async def _settle_given_up(hook: GaveUp, job: Job) -> None:
+        try:
+            await hook(job)
+        except Exception:
+            log.warning("job %s: its record could not be settled; left to its next read", job.id, exc_info=True)
+
+    @staticmethod
+    async def _settle(write: Awaitable[bool]) -> bool:
         try:
             if not await write:
                 log.warning("job settled elsewhere: this replica's lease had been taken over")
+                return False
         except Exception:
             # The lease runs out and another replica runs the job again (its steps are checkpointed).
             log.warning("could not record a job's outcome; it will be retried", exc_info=True)
+            return False
+        return True

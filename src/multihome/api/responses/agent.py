@@ -365,6 +365,15 @@ class AgentRun:
             self.headers = headers
         return served
 
+    def cut_events(self, reason: str, code: str) -> bytes:
+        """A streamed foreground run ended where it stands (the drain deadline, api/drain.py): an `error`
+        event and `response.failed`, as a foreground stream cut mid-answer ends. Not kept (a foreground run
+        is stored once whole); the step in flight is settled by the closed generator."""
+        message = f"The response was ended: {reason}; the answer is incomplete and was not stored. Retry the request."
+        failed = self.conv.fail(message, code)
+        response = self.shell.render("failed", self.output, self.journal.usage, error=self.conv.error)
+        return failed + self.conv.terminal(response)
+
     # -- the loop ------------------------------------------------------------------------------------
     async def result(self) -> dict[str, Any]:
         async for _ in self.events(start=True):

@@ -33,7 +33,7 @@ from ...tools.servers import McpServerStore
 from ...tools.toolbox import Toolbox
 from ..pipeline import Call
 from .agent import AgentRun, Journal, Stopped
-from .common import stored
+from .common import outage, stored
 from .final_turn import failed, write_final
 from .stream import split_events
 
@@ -94,6 +94,8 @@ async def run_agent(
         context, end = await runner.context(record.tenant, req, record.input)
         memory = runner.agent.memory_tools(record.tenant, req, call)
     except ApiError as err:  # the registration is gone, or the context: nothing ran
+        if outage(err):  # the store or the KMS could not be read just now: the job is tried again
+            raise
         await _failed(runner, record, shell, err, seq if streamed else None)
         return
     setup = runner.agent

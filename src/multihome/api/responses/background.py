@@ -31,21 +31,23 @@ from ...schema.responses import CreateResponse, runs_tools
 from ...state.background import KIND, OPEN, BackgroundStore, TooManyOpen
 from ...state.feed import Feed
 from ...state.idempotency import IdempotencyKeys
-from ...state.jobs import JobQueue
+from ...state.jobs import Job, JobQueue
 from ...state.store import StateStore, StoredResponse
 from ...state.worker import JobWorker
 from ..asgi import Receive, Send, header
 from ..pipeline import Call, Pipeline, new_request_id
 from .agent import AgentSetup
 from .common import answer, send_sse, stored
+from .final_turn import closing
 from .items import Item
-from .runner import BackgroundShell, Runner
+from .runner import BackgroundShell, Runner, shell_of
 from .stream import ResponsesStream, split_events
 from .translate import as_published
 
 log = logging.getLogger("multihome.responses.background")
 SWEEP = "retention"  # the job kind of a retention sweep
 _CANCEL_WAIT_S = 2.0  # how long a cancel waits for the run to hand over the output it had produced
+_ORPHAN_CHECK_S = 5.0  # how often a follower of an open response with nothing new looks at its job
 
 
 class Background:
@@ -98,6 +100,7 @@ class Background:
             lease_s=cfg.lease_s,
             poll_s=cfg.poll_s,
             replica_id=env_secret(cfg.replica_id_env, what="responses.background.replica_id_env"),
+            gave_up={KIND: self._gave_up},
         )
         await self.worker.start()
         self._sweeper = asyncio.create_task(self._schedule_sweeps(), name="multihome-retention")
@@ -167,13 +170,14 @@ class Background:
         assert self.worker is not None
         self.worker.notify()
         if req.stream:
-            await self.send_events(call, receive, send, self.follow(record.tenant, record.id, -1))
+            await self.send_events(call, receive, send, record.tenant, record.id, -1)
         else:
             await answer(call, send, queued)
 
     # -- read, follow, cancel --------------------------------------------------------------------------
     async def current(self, found: StoredResponse) -> StoredResponse:
-        """A background response as it is now: one left open by a job that ended is failed."""
+        """A background response as it is now: one left open by a job that ended is failed (a streamed
+        one with its terminal `response.failed` event, which ends its followers' streams)."""
         if found.background is None or found.status not in OPEN:
             return found
         failed = {
@@ -181,7 +185,23 @@ class Background:
             "status": "failed",
             "error": {"code": "server_error", "message": "The background run failed repeatedly; retry the request."},
         }
-        return await stored(self._bg().settle_orphan(found, failed))
+        terminal: Callable[[int], list[tuple[int, bytes]]] | None = None
+        if found.background.get("stream"):
+            shell = shell_of(found)[1]
+
+            def ended(seq: int) -> list[tuple[int, bytes]]:
+                return closing(shell, seq, failed)
+
+            terminal = ended
+        return await stored(self._bg().settle_orphan(found, failed, terminal))
+
+    async def _gave_up(self, job: Job) -> None:
+        """The worker's hook for a response job failed for good (its runs kept dying): the response, still
+        open, is failed now rather than at its next read."""
+        found = await self._bg().get(job.tenant_id, job.ref_id)
+        if found is not None:
+            await self.current(found)
+            self.feed.publish(found.id)
 
     def check_resumable(self, found: StoredResponse) -> None:
         if found.background is None or not found.background.get("stream"):
@@ -189,27 +209,56 @@ class Background:
                 "Only a background response created with 'stream': true can be streamed again.", param="stream"
             )
 
-    async def follow(self, tenant: str, response_id: str, after: int) -> AsyncIterator[bytes]:
+    async def follow(
+        self, tenant: str, response_id: str, after: int, at: list[int] | None = None
+    ) -> AsyncIterator[bytes]:
         """The response's committed events after `after`, then the rest as they are committed, until
-        the response is final (or gone)."""
+        the response is final (or gone). While it stays open with nothing new, its job is looked at every
+        `_ORPHAN_CHECK_S`: a job that ended without finishing it (the worker's hook failed, or ran on no
+        replica yet) has it failed here, so a follower is never left waiting for ever. `at[0]`: the last
+        event's sequence number yielded (or `after`)."""
         bg, poll = self._bg(), self.config.background.poll_s
+        checked = time.monotonic()
         with self.feed.subscribe(response_id) as woken:
             while True:
                 woken.clear()
-                status = await bg.status(
-                    tenant, response_id
-                )  # first: events committed with a final status are read next
-                events = await bg.events_after(tenant, response_id, after)
+                # The status first: events committed with a final status are read next. Through `stored`: a
+                # store that cannot be read ends the stream with an error event saying where to resume.
+                status = await stored(bg.status(tenant, response_id))
+                events = await stored(bg.events_after(tenant, response_id, after))
                 if events:
                     after = events[-1][0]
+                    if at is not None:
+                        at[0] = after
                     yield b"".join(data for _, data in events)
                     continue  # there may be more than one page
                 if status is None or status not in OPEN:
                     return
+                if time.monotonic() - checked >= _ORPHAN_CHECK_S:
+                    checked = time.monotonic()
+                    found = await bg.get(tenant, response_id)
+                    if found is not None and (await self.current(found)).status not in OPEN:
+                        continue  # its terminal event is read next
                 await wait_event(woken, poll)
 
-    async def send_events(self, call: Call, receive: Receive, send: Send, events: AsyncIterator[bytes]) -> None:
-        await send_sse(call, receive, send, events)
+    async def send_events(
+        self, call: Call, receive: Receive, send: Send, tenant: str, response_id: str, after: int
+    ) -> None:
+        """Follow the response's stream after `after` (`follow`). Ended by the drain deadline (this replica
+        stopping) or by a store it cannot read (the database restarting), it ends with an `error` event
+        saying where to resume (the run goes on: handed back, any replica resumes it), whose
+        `sequence_number` is the last event's sent: `starting_after` for the resume."""
+        at = [after]
+
+        def closing(reason: str, code: str) -> bytes:
+            message = (
+                f"This stream was ended ({reason.rstrip('.')}). The response goes on: resume its stream on any "
+                f"replica with GET /v1/responses/{response_id}?stream=true&starting_after={at[0]}."
+            )
+            payload = {"type": "error", "code": code, "message": message, "param": None, "sequence_number": at[0]}
+            return b"event: error\ndata: " + msgspec.json.encode(payload) + b"\n\n"
+
+        await send_sse(call, receive, send, self.follow(tenant, response_id, after, at), closing=closing)
 
     async def cancel(self, call: Call, send: Send, found: StoredResponse) -> None:
         """`POST /v1/responses/{id}/cancel` on a background response."""

@@ -25,6 +25,7 @@ from ...state import StateStore
 from ...state.pairs import BrokenPair
 from ...storage.errors import Conflict, UnreadableRow, unavailable
 from ..asgi import JSON, ClientGone, Header, Receive, Send
+from ..drain import SseCut
 from ..openai.chat import chat_request, chat_response
 from ..pipeline import Call, Pipeline
 from ..render import send_json
@@ -133,6 +134,16 @@ async def stored(op: Awaitable[T]) -> T:
             type="server_error",
             code="storage_unavailable",
         ) from None
+
+
+OUTAGES = frozenset({"storage_unavailable", "kms_unavailable"})  # `stored`'s 503s: the store or the KMS, now
+
+
+def outage(err: ApiError) -> bool:
+    """Whether `err` says the state database or the KMS could not be used just now (`stored`'s 503s), not
+    that anything is wrong with the turn: a background run raises it, so its job is tried again after a
+    backoff (state/worker.py), rather than ending its response `failed` for an outage a retry outlives."""
+    return err.status == 503 and err.body.code in OUTAGES
 
 
 async def answer(call: Call, send: Send, value: Any, status: int = 200) -> None:
@@ -308,14 +319,26 @@ _SSE = [(b"content-type", b"text/event-stream"), (b"cache-control", b"no-cache")
 
 
 async def send_sse(
-    call: Call, receive: Receive, send: Send, events: AsyncIterator[bytes], headers: Sequence[Header] = ()
+    call: Call,
+    receive: Receive,
+    send: Send,
+    events: AsyncIterator[bytes],
+    headers: Sequence[Header] = (),
+    closing: Callable[[str, str], bytes] | None = None,
 ) -> None:
     """An SSE answer from `events`; a client that goes away ends it (a background response runs on;
-    an agent run's generator is closed, which settles its step)."""
+    an agent run's generator is closed, which settles its step). With `closing`, the drain deadline
+    (api/drain.py), or an ApiError `events` raises once the answer has begun (a store it cannot read), ends
+    it with `closing(reason, code)`'s events and a proper end of the body: without, the answer was cut off
+    mid-body and the client's read failed on it, with no error it could read (a resumable stream did not
+    say where to resume)."""
     call.status = 200
     task = asyncio.current_task()
     assert task is not None
     gone = asyncio.Event()
+    cut = SseCut(task) if closing is not None else None
+    if cut is not None:
+        call.stream = cut
 
     async def watch() -> None:
         while (await receive())["type"] != "http.disconnect":
@@ -337,16 +360,29 @@ async def send_sse(
             await send({"type": "http.response.body", "body": piece, "more_body": True})
         await send({"type": "http.response.body", "body": b"", "more_body": False})
     except asyncio.CancelledError:
-        if not gone.is_set():
+        if gone.is_set():
+            task.uncancel()
+            raise ClientGone() from None
+        if cut is None or closing is None or not cut.took(task):
             raise
-        task.uncancel()
-        raise ClientGone() from None
+        await _closed(send, closing(cut.reason or "", cut.code))
+    except ApiError as err:
+        if closing is None:
+            raise
+        await _closed(send, closing(err.body.message, err.body.code or "server_error"))
     except OSError:
         raise ClientGone() from None
     finally:
         watcher.cancel()
         with contextlib.suppress(BaseException):
             await events.aclose()  # type: ignore[attr-defined]
+
+
+async def _closed(send: Send, last: bytes) -> None:
+    """The last events of an SSE answer, then the end of its body."""
+    with contextlib.suppress(Exception):  # the client may be gone too: nothing more to tell it
+        await send({"type": "http.response.body", "body": last, "more_body": True})
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
 
 
 def abandon(call: Call) -> None:

@@ -255,7 +255,7 @@ class ResponsesDoor:
         )
         await run.begin()
         if req.stream:
-            await send_sse(call, receive, send, run.events(), run.headers)
+            await send_sse(call, receive, send, run.events(), run.headers, closing=run.cut_events)
             return
         out = _encode(await run.result())
         await send_json(call, send, 200, out, [JSON, *run.headers])
@@ -387,8 +387,7 @@ class ResponsesDoor:
                     "Only a background response created with 'stream': true can be streamed again.", param="stream"
                 )
             self.background.check_resumable(found)
-            events = self.background.follow(found.tenant, found.id, starting_after(raw))
-            await self.background.send_events(call, receive, send, events)
+            await self.background.send_events(call, receive, send, found.tenant, found.id, starting_after(raw))
             return
         if self.background is not None:
             found = await self.background.current(found)

@@ -40,7 +40,7 @@ from ..openai.errors import upstream_client_error
 from ..pipeline import Call, Pipeline, finish_refused
 from .agent import AgentSetup
 from .agent_job import run_agent
-from .common import abandon, run_turn
+from .common import abandon, outage, run_turn
 from .final_turn import failed, write_final
 from .items import Item
 from .stream import ResponsesStream, split_events
@@ -162,6 +162,8 @@ class Runner:
                 canonical, dropped = await to_canonical(turn, context, record.input, thinking=shell.thinking)
                 served, _ = await run_turn(self.pipeline, call, body, canonical, dropped)
             except ApiError as err:
+                if outage(err):  # the store or the KMS at the run's start (its context, say): tried again
+                    raise
                 finish_failed(call.tracker, err)
                 await self._fail(run, shell, err)
                 return

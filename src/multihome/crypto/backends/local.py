@@ -67,6 +67,7 @@ def init_key_file(path: str | os.PathLike[str], *, exist_ok: bool = False) -> Pa
             f.flush()
             os.fsync(f.fileno())
         os.link(tmp, p)
+        _sync_dir(p)
     except FileExistsError:
         if not exist_ok:
             raise
@@ -74,6 +75,17 @@ def init_key_file(path: str | os.PathLike[str], *, exist_ok: bool = False) -> Pa
     finally:
         tmp.unlink(missing_ok=True)
     return p
+
+
+def _sync_dir(path: Path) -> None:
+    """The directory entry made durable too: a file's own fsync does not cover its name, so a machine that
+    crashed after a rename could come back with the old key file, while the database holds data keys the
+    new one wrapped (committed, fsynced): everything sealed under them would never open again."""
+    fd = os.open(path.parent, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def _check_mode(path: Path) -> None:
@@ -138,6 +150,7 @@ class LocalKms(KmsBackend):
                 f.flush()
                 os.fsync(f.fileno())
             os.replace(tmp, self._path)
+            _sync_dir(self._path)  # before any data key is wrapped under what it holds
             self._cached = None
         finally:
             os.close(lock)

@@ -1,0 +1,106 @@
+"""A background Responses turn whose run cannot read its context when it starts (the database connection
+reset, or restarting: a 503 `storage_unavailable` from the store): the run raises, so its job is tried
+again after the worker's backoff, instead of ending the response `failed` for an outage a retry outlives
+(as a foreground client's retry of the 503 would). The retry completes it; its conversation holds the
+turn once; one upstream call, billed once. The official openai SDK against the app in process, with one
+simulated upstream, on SQLite and PostgreSQL; the store made unavailable at exactly that read, once."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import httpx
+import openai
+import pytest
+
+from admin_http import ok
+from multihome.api.responses.background import Background
+from multihome.state.service import StateService
+from stored_app import STORES, store_url, stored_world
+
+pytestmark = pytest.mark.anyio
+ADMIN_KEY = "mh-bootstrap-admin-key-for-background-outage"
+DEADLINE = 90  # seconds: a condition polled for (the job's retry backoff is a few seconds)
+
+
+@pytest.fixture(autouse=True)
+def _admin_key(monkeypatch):
+    monkeypatch.setenv("MH_TEST_BG_OUTAGE", ADMIN_KEY)
+
+
+@pytest.fixture(params=STORES)
+async def world(request, tmp_path) -> AsyncIterator[tuple]:
+    async with stored_world(store_url(request, tmp_path), "MH_TEST_BG_OUTAGE", ADMIN_KEY) as (world, sim, transport):
+        yield world, sim, transport
+
+
+class _OutageAtTheRunsContext:
+    """The state store's `items` failing once, as a reset database connection does (storage/errors.py
+    `unavailable`), when a background run reads its context (`Runner.context`); the create's read goes
+    through."""
+
+    def __init__(self, runner, store) -> None:
+        self.fired = 0
+        self._inside = False
+        self._context, runner.context = runner.context, self._run_context
+        self._items, store.items = store.items, self._read
+
+    async def _run_context(self, *args, **kwargs):
+        self._inside = self.fired == 0
+        try:
+            return await self._context(*args, **kwargs)
+        finally:
+            self._inside = False
+
+    async def _read(self, *args, **kwargs):
+        if self._inside:
+            self._inside = False
+            self.fired += 1
+            raise ConnectionResetError("the database connection was reset")
+        return await self._items(*args, **kwargs)
+
+
+async def _until(check, what: str):
+    deadline = asyncio.get_running_loop().time() + DEADLINE
+    while True:
+        found = await check()
+        if found:
+            return found
+        assert asyncio.get_running_loop().time() < deadline, what
+        await asyncio.sleep(0.05)
+
+
+async def test_a_run_that_cannot_read_its_context_is_tried_again_and_completes(world):
+    w, sim, transport = world
+    tenant, key = await w.tenant("acme")
+    (state,) = [s for s in w.app.services if isinstance(s, StateService)]
+    (background,) = [s for s in w.app.services if isinstance(s, Background)]
+    outage = _OutageAtTheRunsContext(background.runner, state.store)
+    sdk = openai.AsyncOpenAI(
+        api_key=key,
+        base_url="http://gw/v1",
+        max_retries=0,
+        http_client=httpx.AsyncClient(transport=transport, base_url="http://gw/v1", timeout=30),
+    )
+    conv = await sdk.conversations.create(items=[{"type": "message", "role": "user", "content": "hello"}])
+    created = await sdk.responses.create(model="g", conversation=conv.id, input="and again", background=True)
+    assert created.status in ("queued", "in_progress")
+
+    async def final():
+        got = await sdk.responses.retrieve(created.id)
+        return got if got.status not in ("queued", "in_progress") else None
+
+    done = await _until(final, "the response never ended")
+    # Before: `failed`, the outage at the run's start shown as the turn's error (storage_unavailable).
+    assert done.status == "completed", (done.status, done.error)
+    assert outage.fired == 1
+    assert sim.state.stats.requests == 1, "the upstream was called by the run that read its context only"
+
+    items = [i async for i in sdk.conversations.items.list(conv.id, limit=100, order="asc")]
+    assert [(i.type, i.role) for i in items] == [("message", "user"), ("message", "user"), ("message", "assistant")]
+    assert items[-1].content[0].text == done.output_text
+
+    usage = await ok(await w.call("GET", f"/admin/v1/tenants/{tenant}/usage"))
+    assert [row["calls"] for row in usage["data"]] == [1], usage
+    await sdk.close()
