@@ -103,7 +103,7 @@ ROUTES = (
         K,
         WRITE,
         create_key,
-        "Create an API key; the secret is shown once",
+        "Create an API key; the secret is shown once (the auditor and org-admin roles: an org-admin grants them)",
         B.CreateKey,
         status=201,
         event="key.create",
