@@ -5,7 +5,7 @@ organisation). The test makes its own calls through the front door with the offi
 then logs in, opens every page and checks it shows those calls, creates a key in the browser (the
 secret works, once revoked it does not), follows a policy denial to its audit event, and saves a
 screenshot of every page (into docs/console/ with MULTIHOME_SCREENSHOTS=docs). A tenant-admin cannot
-open another tenant's pages by URL, an auditor sees the audit trail only, a session ends when its key
+open another tenant's pages by URL nor grant the auditor role, an auditor sees the audit trail only, a session ends when its key
 is revoked, and a POST without the session's CSRF token is refused.
 """
 
@@ -287,6 +287,35 @@ def test_a_tenant_admin_sees_only_their_tenant_and_the_session_ends_with_the_key
     page.goto(demo.root + "/console/overview")
     expect(page).to_have_url(re.compile(r"/console/login\?"))
     expect(page.locator(".notice")).to_contain_text("session ended")
+
+
+def test_only_an_org_admin_is_offered_and_granted_the_auditor_role(demo, browser):
+    """An auditor reads the tenant's captures, which its tenant-admins may not: a tenant-admin's key form
+    does not offer the role, and the form posted with it anyway is refused (no key is made)."""
+    roles = "form[action$='/keys'] select[name=role] option"
+    org = login(browser, demo, demo.admin_key)
+    org.goto(f"{demo.root}/console/tenants/{demo.acme}")
+    expect(org.locator(roles)).to_have_count(4)
+    assert sorted(org.locator(roles).all_inner_texts()) == ["auditor", "member", "org-admin", "tenant-admin"]
+
+    made = demo.key(demo.acme, "acme-console-granter", "tenant-admin")
+    page = login(browser, demo, made["key"])
+    page.goto(f"{demo.root}/console/tenants/{demo.acme}")
+    expect(page.locator(roles)).to_have_text(["member", "tenant-admin"])
+    csrf = page.locator("input[name=csrf]").first.get_attribute("value")
+    for role in ("auditor", "org-admin"):
+        forged = page.request.post(
+            f"{demo.root}/console/tenants/{demo.acme}/keys", form={"name": f"forged-{role}", "role": role, "csrf": csrf}
+        )
+        assert forged.status == 403, forged.text()
+        assert f"Only an org-admin can issue {role} keys" in forged.text()
+    listed = demo.admin.get(f"/tenants/{demo.acme}/keys")
+    assert listed.status_code == 200 and not [k for k in listed.json()["data"] if k["name"].startswith("forged-")]
+    # The roles it may grant still work from its form.
+    page.fill("form[action$='/keys'] input[name=name]", "acme-console-member")
+    page.select_option("form[action$='/keys'] select[name=role]", "member")
+    page.click("form[action$='/keys'] button[type=submit]")
+    expect(page.locator("section.secret")).to_be_visible()
 
 
 def test_an_auditor_sees_the_audit_trail_only(demo, browser):

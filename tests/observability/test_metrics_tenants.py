@@ -1,8 +1,8 @@
 """`GET /metrics` with `metrics.access: key` read by a tenant's auditor: only its own tenant's series.
 
-An auditor's role is a tenant's: a tenant-admin issues auditor keys for its own tenant. The exposition names
+An auditor's role is a tenant's: its key belongs to one tenant (an org-admin issues it). The exposition names
 every tenant's tokens, cost and budget headroom (the tenant's id, and a key's id for a key's budget), so
-before the fix a hostile tenant-admin minted an auditor key and read every other tenant's spend. Now its
+before the fix a tenant's auditor key read every other tenant's spend. Now its
 scrape holds the series labelled with its tenant only (none without a tenant label: those count every
 tenant's calls together); an org-admin's holds everything. Two tenants calling through the official openai
 SDK against the app in process, on SQLite (nothing here is about the database)."""
@@ -85,12 +85,11 @@ async def test_a_tenants_auditor_scrapes_its_own_tenants_series_only(tmp_path):
             await asyncio.sleep(0.05)
         assert beta_key in everything
 
-        # alpha's tenant-admin may not scrape (403), but may issue an auditor key for its tenant.
+        # alpha's tenant-admin may not scrape (403), nor issue an auditor key (an org-admin grants the role).
         assert error(await _scrape(w, alpha_admin), 403)["code"] == "metrics_forbidden"
-        made = await w.call(
-            "POST", f"/admin/v1/tenants/{alpha}/keys", alpha_admin, json={"name": "s", "roles": ["auditor"]}
-        )
-        auditor = (await ok(made, 201))["key"]
+        keys, body = f"/admin/v1/tenants/{alpha}/keys", {"name": "s", "roles": ["auditor"]}
+        assert error(await w.call("POST", keys, alpha_admin, json=body), 403)["code"] == "insufficient_role"
+        auditor = (await ok(await w.call("POST", keys, json=body), 201))["key"]
         mine = ok_text(await _scrape(w, auditor))
         # Before the fix: every tenant's series, beta's id and its key's id among them.
         assert beta not in mine and beta_key not in mine

@@ -4,8 +4,8 @@ config chooses (`metrics.access`, config/metrics.py):
 - `loopback`: only a caller connecting from 127.0.0.1 / ::1 (no key); anyone else gets a 403;
 - `key`: a key or token whose principal is an org-admin or an auditor (401 without or with a bad
   one, 403 for another role). The exposition shows every tenant's spend, so a tenant's own admins
-  and members do not read it, and an auditor, whose role is its tenant's (a tenant-admin issues
-  auditor keys), reads its own tenant's series only (observability/metrics_view.py);
+  and members do not read it, and an auditor, whose role is its tenant's (an auditor key belongs to
+  one tenant), reads its own tenant's series only (observability/metrics_view.py);
 - `open`: anyone.
 """
 
@@ -62,5 +62,5 @@ class MetricsEndpoint:
                 type="permission_error",
                 code="metrics_forbidden",
             )
-        # An auditor's role is its tenant's (a tenant-admin issues auditor keys): its own tenant's series only.
+        # An auditor's role is its tenant's (its key belongs to one tenant): its own tenant's series only.
         return None if principal.has_role(ORG_ADMIN) else principal.tenant

@@ -766,7 +766,12 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     c = command(k, "create", _keys_create, "create a key; the secret is printed once")
     c.add_argument("--name", required=True)
     c.add_argument("--team", help="team name or id")
-    c.add_argument("--role", action="append", dest="roles", help="repeatable (default: member)")
+    c.add_argument(
+        "--role",
+        action="append",
+        dest="roles",
+        help="repeatable (default: member; auditor and org-admin: an org-admin key only)",
+    )
     c.add_argument("--model", action="append", dest="models", help="limit to model groups (repeatable)")
     c.add_argument("--expires-in-days", type=float)
     command(k, "revoke", _keys_revoke).add_argument("key_id", help="key name or id")

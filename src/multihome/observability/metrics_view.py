@@ -1,7 +1,7 @@
 """One tenant's part of the metrics exposition: what a tenant's auditor may scrape (`metrics.access: key`).
 
 The exposition names every tenant: its tokens, cost, budget and rate-limit headroom. An auditor's role is a
-tenant's (a tenant-admin can issue auditor keys for its own tenant), so its scrape holds only the samples
+tenant's (an auditor key belongs to one tenant), so its scrape holds only the samples
 labelled with its own tenant. Series without a tenant label (requests, latency, attempts, breakers, queues)
 count every tenant's calls together, so they are left out too: subtracting its own from them would tell a
 tenant what the others do. An org-admin's scrape is not narrowed.

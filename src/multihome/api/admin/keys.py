@@ -7,7 +7,7 @@ from functools import partial
 from typing import Any
 
 from ...schema.errors import ApiError
-from ...schema.principal import ORG_ADMIN, ROLES
+from ...schema.principal import AUDITOR, ORG_ADMIN, ROLES, Principal
 from ...storage.apikeys import KEY_MAX_LIFETIME_DAYS
 from ...storage.rows import Unreadable
 from . import bodies as B
@@ -28,10 +28,7 @@ async def create_key(s: Services, c: AdminCall) -> Any:
     unknown = [r for r in body.roles if r not in ROLES]
     if unknown:
         raise ApiError(400, f"Unknown role {unknown[0]}; roles are {', '.join(ROLES)}.", param="roles")
-    if ORG_ADMIN in body.roles and ORG_ADMIN not in c.who.roles:
-        raise ApiError(
-            403, "Only an org-admin can issue org-admin keys.", type="permission_error", code="insufficient_role"
-        )
+    _check_grant(c.who, body.roles)
     if body.scopes_models:
         missing = sorted(set(body.scopes_models) - s.model_groups)
         if missing:
@@ -50,6 +47,25 @@ async def create_key(s: Services, c: AdminCall) -> Any:
         actor=c.who.subject,
     )
     return B.key_view(record, secret)
+
+
+def _check_grant(who: Principal, roles: list[str]) -> None:
+    """403 unless `who` may grant every role in `roles`: org-admin and auditor are an org-admin's to grant.
+
+    An auditor reads its tenant's captured prompts and answers, which the tenant's own admins may not
+    (api/admin/captures.py); a tenant-admin that could issue an auditor key would read them through it.
+    """
+    if ORG_ADMIN in who.roles:
+        return
+    for role in (ORG_ADMIN, AUDITOR):
+        if role in roles:
+            raise ApiError(
+                403,
+                f"Only an org-admin can issue {role} keys; ask an org admin to grant the {role} role.",
+                type="permission_error",
+                param="roles",
+                code="insufficient_role",
+            )
 
 
 def _expires_at(body: B.CreateKey) -> dt.datetime | None:
@@ -87,7 +103,7 @@ ROUTES = (
         K,
         WRITE,
         create_key,
-        "Create an API key; the secret is shown once",
+        "Create an API key; the secret is shown once (the auditor and org-admin roles: an org-admin grants them)",
         B.CreateKey,
         status=201,
         event="key.create",
