@@ -180,52 +180,78 @@ class Ticket(msgspec.Struct, eq=False):
         amounts.extend(cost if cur == currency else 0 for cur in slots.currencies)
         # The caller's budgets and token limits; not the token limit of the deployment admission charged
         # (`self.deployment`): the answer came from `deployment`, and is counted on that one's own limit,
-        # as a re-seed from the stored rows counts its `unserved` row (Metering.seed_rates).
+        # as a re-seed from the stored rows counts its `unserved` row (Metering.seed_rates). Its request is
+        # counted with the call's other upstream calls (`walked`).
         own = f"{limiter.rules.prefix}r:deployment:"
         deltas = [(key, amounts[kind]) for key, kind in zip(slots.keys, slots.kinds) if not key.startswith(own)]
-        _on_deployment(limiter, deployment, tokens, deltas)
-        limiter.counters.adjust(deltas)
+        made: dict[str, int] = {}
+        _on_deployment(limiter, deployment, "t", tokens, deltas, made)
+        limiter.counters.adjust(deltas, made)
 
-    def served_by(self, deployment: str | None, tokens: int) -> None:
-        """The settled call was served by `deployment`, not by the one admission charged (`self.deployment`:
-        it failed, and the call failed over): its `tokens`, settled onto the charged deployment's
-        tokens-per-minute limit, are moved onto `deployment`'s own, as a re-seed from the stored rows counts
-        them (the row names the serving deployment: Metering.seed_rates). Call it after `settle`, and only
-        then: the charged deployment's counter holds the call's tokens then, whatever the generation."""
+    def walked(self, served: str | None, tokens: int, attempts: Iterable) -> None:
+        """After `settle`, when deployments have rate limits: count on each deployment's own limits what the
+        call did there beyond what admission counted on the deployment it charged (`self.deployment`; None
+        when no planned deployment has a limit: a fallback group's may). `served`: the deployment that served
+        (None: none did), `tokens` its tokens; `attempts`: routing's (or the record's), `.deployment` and
+        `.outcome` each.
+
+        - Requests: a deployment's requests-per-minute limit counts the upstream calls made to it (a retry, a
+          failover, a hedge, a refusal failed over from, each is one): admission counted the charged one's
+          first; every other call is counted here, on the counter of this minute, made if no call was
+          charged on it yet (as in-process and in Redis alike). A skip or an open breaker made no call.
+        - Tokens: settled onto the charged deployment's tokens-per-minute limit, they are moved onto the
+          serving deployment's own, as a re-seed from the stored rows counts them (the row names the serving
+          deployment: Metering.seed_rates). The charged deployment's counter holds them after `settle`,
+          whatever the generation."""
         limiter = self._limiter
-        if limiter is None or not tokens:
+        if limiter is None:
             return
-        own = f"{limiter.rules.prefix}r:deployment:"
-        deltas = [
-            (key, -tokens)
-            for key, kind in zip(self._slots.keys, self._slots.kinds)
-            if kind == 0 and key.startswith(own)
-        ]
-        if deployment is not None:
-            _on_deployment(limiter, deployment, tokens, deltas)
-        limiter.counters.adjust(deltas)
+        charged = self.deployment
+        deltas: list[tuple[str, int]] = []
+        made: dict[str, int] = {}
+        if served != charged and tokens:
+            own = f"{limiter.rules.prefix}r:deployment:"
+            deltas += [
+                (key, -tokens)
+                for key, kind in zip(self._slots.keys, self._slots.kinds)
+                if kind == 0 and key.startswith(own)
+            ]
+            if served is not None:
+                _on_deployment(limiter, served, "t", tokens, deltas, made)
+        calls: dict[str, int] = {}
+        for attempt in attempts:
+            if attempt.outcome not in _NO_CALL:
+                calls[attempt.deployment] = calls.get(attempt.deployment, 0) + 1
+        if charged in calls:
+            calls[charged] -= 1  # counted at admission (a charged deployment never called keeps it: conservative)
+        for deployment, n in calls.items():
+            _on_deployment(limiter, deployment, "r", n, deltas, made)
+        if deltas:
+            limiter.counters.adjust(deltas, made)
 
     def release(self) -> bool:
         """The call was never answered (or never reached a provider): give everything back."""
         return self.settle(0, "", 0)
 
 
-def _on_deployment(limiter: Limiter, deployment: str, tokens: int, deltas: list[tuple[str, int]]) -> None:
-    """Add `tokens` on `deployment`'s own tokens-per-minute counter of this minute to `deltas`, if it has one."""
+# Attempts that made no upstream call: a planner's skip, an open breaker, a context window too small, the
+# marker of a fallback group or of a spent time budget (routing/attempts.py, routing/router.py).
+_NO_CALL = frozenset({"skipped", "breaker_open", "skipped_window_too_small", "fallback_group", "budget_exhausted"})
+
+
+def _on_deployment(
+    limiter: Limiter, deployment: str, kind: str, n: int, deltas: list[tuple[str, int]], made: dict[str, int]
+) -> None:
+    """Add `n` requests (`kind` "r") or tokens ("t") on `deployment`'s own counter of this minute to
+    `deltas`, if it has that limit, and name the counter in `made` (key -> expire_at_ms): it is made if no
+    call was charged on that deployment this minute yet, as a re-seed from the stored rows would hold it."""
     spec = limiter.rules.for_deployment(deployment)
-    if spec is not None and spec.tpm is not None and tokens:
-        wid = int(limiter.clock() * 1000) // WINDOW_MS
-        key = window_key(spec, "t", wid)
-        counters = limiter.counters
-        if not counters.shared:
-            # In process: counted even if no call was charged on that deployment this minute yet (its
-            # counter not made), as the re-seed would hold it. (Redis: added where the counter exists,
-            # as every settlement is: a deployment one of the call's answers came from was planned.)
-            values, expiries = counters.tables()
-            if key not in values:
-                values[key] = 0
-                expiries[key] = window_expire_ms(wid)
-        deltas.append((key, tokens))
+    if spec is None or not n or (spec.tpm if kind == "t" else spec.rpm) is None:
+        return
+    wid = int(limiter.clock() * 1000) // WINDOW_MS
+    key = window_key(spec, kind, wid)
+    made[key] = window_expire_ms(wid)
+    deltas.append((key, n))
 
 
 # The ticket of every admission while no budget or rate limit is configured: it reserved nothing, is

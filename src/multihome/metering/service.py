@@ -166,8 +166,12 @@ class Metering:
             over = 1 if ticket.over_budget else 0
             tokens = usage.prompt_tokens + usage.completion_tokens if usage is not None else 0
             ticket.settle(nanos, currency, tokens)
-            if ticket.deployment is not None and ticket.deployment != dep:  # failed over (Ticket.served_by)
-                ticket.served_by(dep, tokens)
+            # Deployment limits: each counts the upstream calls made to it and the tokens it served (Ticket.walked);
+            # admission counted one call on the deployment it charged, which served unless it failed over.
+            if (ticket.deployment is not None or self.limiter.rules.deployments) and (
+                ticket.deployment != dep or len(call.attempts) > 1
+            ):
+                ticket.walked(dep, tokens, call.attempts)
         self.recorded += 1
         writer = self.writer
         # A call that reached no upstream and costs nothing (refused, denied, a bad request) must not
@@ -281,8 +285,10 @@ class Metering:
             over = 1 if ticket.over_budget else 0
             tokens = usage.prompt_tokens + usage.completion_tokens if usage is not None else 0
             ticket.settle(nanos, currency, tokens)
-            if ticket.deployment is not None and ticket.deployment != name:  # failed over (Ticket.served_by)
-                ticket.served_by(name, tokens)
+            if (ticket.deployment is not None or self.limiter.rules.deployments) and (
+                ticket.deployment != name or len(attempts) > 1
+            ):  # as in `record` (Ticket.walked)
+                ticket.walked(name, tokens, attempts)
         self.recorded += 1
         writer = self.writer
         free = dep is None and nanos == 0 and ticket is None
@@ -595,7 +601,8 @@ class Metering:
         Redis (or a restart) does not grant the minute's requests and tokens again.
 
         Calls refused before admission (`denied`) were never counted; every other row was (an `unserved`
-        row's tokens only: its call's row is the request). Calls
+        row's tokens only: its call's row is the request; but on its deployment's own limit, which counts
+        the upstream calls made to it, it is one: Ticket.walked). Calls
         still in flight hold their own reservation (see Limiter._reseed). SET NX, as for budgets.
         """
         from .tables import usage_calls as u
@@ -611,12 +618,18 @@ class Metering:
             # A team's or key's counter is its tenant's own (rules.counter_id): by tenant and id. A deployment's
             # is every tenant's: its rows summed over tenants.
             by = (u.c.tenant_id, col) if scope in ("team", "key") else (col,)
+            # An `unserved` row (an answer the call was billed for and did not serve) is the tokens of a
+            # request counted on its call's own row; a deployment's requests are the upstream calls made to
+            # it, and that answer was one.
+            calls = (
+                sa.func.count()
+                if scope == "deployment"
+                else sa.func.sum(sa.case((u.c.outcome == "unserved", 0), else_=1))
+            )
             q = (
-                # An `unserved` row (an answer the call was billed for and did not serve) is the tokens of a
-                # request counted on its call's own row.
                 sa.select(
                     *by,
-                    sa.func.sum(sa.case((u.c.outcome == "unserved", 0), else_=1)),
+                    calls,
                     sa.func.sum(u.c.prompt_tokens + u.c.completion_tokens),
                 )
                 .where(u.c.started_at >= _ts(wid * WINDOW_MS / 1000), u.c.outcome != "denied", col.is_not(None))
