@@ -185,7 +185,15 @@ class CallTracker(msgspec.Struct, eq=False):
             assert self.acc.limiter is not None  # only the limiter's shared counters need an await
             prompt, choices = estimate.admission(self.request)
             self.ticket = ticket = await self.acc.limiter.admit(
-                self.principal, group.name, deployments, prompt, max_output_tokens, self.request_id, choices, self.tier
+                self.principal,
+                group.name,
+                deployments,
+                prompt,
+                max_output_tokens,
+                self.request_id,
+                choices,
+                self.tier,
+                group.fallback_deployments,
             )
             headers = ticket.headers
             self._started(group)
@@ -207,9 +215,18 @@ class CallTracker(msgspec.Struct, eq=False):
                     prompt, choices = estimate.admission(request)
             else:  # no budget or limit to reserve or count against: no estimate (the rules are live)
                 prompt, choices = 0, 1
-            # At the prices of the service tier the call asked for (None: the deployments' own).
+            # At the prices of the service tier the call asked for (None: the deployments' own), and of the
+            # deployments the call may fall back to (its fallback groups': it may be charged theirs).
             ticket = limiter.at_once(
-                self.principal, name, deployments, prompt, max_output_tokens, self.request_id, choices, self.tier
+                self.principal,
+                name,
+                deployments,
+                prompt,
+                max_output_tokens,
+                self.request_id,
+                choices,
+                self.tier,
+                group.fallback_deployments,
             )
             if ticket is None:
                 return None
