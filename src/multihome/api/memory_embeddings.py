@@ -168,7 +168,15 @@ class RoutedEmbeddings:
             raise _retold(bad, self.group, purpose) from None
         finish_unary(call, served, served.body)
         if caller.charged is not None:
-            caller.charged(served.deployment.name, _usage(served, parsed.request))
+            # What the meter charged the call (its unserved answers too), read as the meter read it.
+            tracker = call.tracker
+            charges = (
+                tracker.charges(served)
+                if tracker is not None
+                else [(served.deployment.name, _usage(served, parsed.request))]
+            )
+            for deployment, usage in charges:
+                caller.charged(deployment, usage)
         made = Space(served.deployment.upstream_model, vectors.shape[1])
         if space is not None and vectors.shape[1] != space.dim:
             raise SpaceUnavailable(
@@ -178,8 +186,8 @@ class RoutedEmbeddings:
 
 
 def _usage(served: Served, request: EmbeddingsRequest) -> Usage:
-    """The usage an embedding call is charged for, as its record holds it (accounting/tracker.py): the tokens
-    the upstream counted, or (none counted: the Gemini API's batch embeddings) the estimate of its input."""
+    """The usage of an embedding call nothing accounts (no tracker: no metering configured): the tokens the
+    upstream counted, or (none counted: the Gemini API's batch embeddings) the estimate of its input."""
     counted = served.peek.usage if served.peek is not None else None
     if counted is not None and (counted.prompt_tokens or counted.completion_tokens):
         return Usage(max(counted.prompt_tokens, 0), max(counted.completion_tokens, 0))

@@ -75,8 +75,9 @@ class Caller:
     principal: Principal
     request_id: str
     headers: Mapping[str, str] | None = None  # the client's trace context (traceparent, tracestate), if any
-    # Told of each routed embedding the caller is charged for: (the deployment that served it, its usage, an
-    # accounting.record.Usage). An agent run counts them in its spend (`max_spend`: api/responses/agent.py).
+    # Told of each upstream answer a routed embedding is charged for, as the meter charged it: (its deployment,
+    # its usage, an accounting.record.Usage); a hedge's completed loser is one too. An agent run counts them in
+    # its spend (`max_spend`: api/responses/agent.py).
     charged: Callable[[str, Any], None] | None = None
 
 
