@@ -46,6 +46,9 @@ if TYPE_CHECKING:
     from .writer import UsageWriter
 
 log = logging.getLogger("multihome.metering")
+# How long a repeatable call's marker lives in Redis (Metering.mark_recorded): far longer than a job's
+# lease times its attempts, after which no run repeats it.
+_RECORDED_TTL_MS = 86_400_000
 
 
 def _ts(seconds: float) -> dt.datetime:
@@ -454,13 +457,39 @@ class Metering:
 
     async def stored_row(self, request_id: str) -> bool:
         """Whether a usage row of `request_id` is stored: a background turn run again after its earlier run
-        recorded its call (killed, or its store gone, before its checkpoint) must not be counted twice."""
+        recorded its call (killed, or its store gone, before its checkpoint) must not be counted twice. With
+        shared counters, also whether a run recorded it and counted it in Redis (`mark_recorded`): a repeat
+        on another replica can come before the dead one's row is stored (its spool is replayed only when it
+        starts again), and its counts would come on top of those."""
         if self.engine is None:
             return False
         from .tables import usage_calls as t
 
         async with self.engine.connect() as conn:
-            return await conn.scalar(sa.select(t.c.request_id).where(t.c.request_id == request_id)) is not None
+            if await conn.scalar(sa.select(t.c.request_id).where(t.c.request_id == request_id)) is not None:
+                return True
+        counters = self.limiter.counters
+        if not counters.shared:
+            return False  # in process: a restart seeds the counters from the rows, the spool's replayed first
+        try:
+            (marked,) = await counters.read([self._recorded_key(request_id)], 0)
+        except Exception as exc:  # Redis unreachable: counted again (an error towards refusing, never past a limit)
+            log.warning("metering: cannot ask Redis whether %s was recorded (%s)", request_id, type(exc).__name__)
+            return False
+        return marked > 0
+
+    def mark_recorded(self, request_id: str) -> None:
+        """Call at once after recording a call that a replica taking over may run again (a background turn,
+        a background run's agent step: the same request id every run). With shared counters, a marker goes
+        to Redis in the same settlement batch as the call's counts (one script call applies both, or
+        neither), for `stored_row` on any replica; it expires after a day. In process, nothing."""
+        counters = self.limiter.counters
+        if counters.shared:
+            key = self._recorded_key(request_id)
+            counters.adjust([(key, 1)], {key: int(self.limiter.clock() * 1000) + _RECORDED_TTL_MS})
+
+    def _recorded_key(self, request_id: str) -> str:
+        return f"{self.limiter.rules.prefix}c:{request_id}"
 
     async def close(self) -> None:
         if self._following is not None:

@@ -254,6 +254,7 @@ class AgentRun:
         seq: int = 0,
         memory: MemoryTools | None = None,
         recorded: Callable[[str], Awaitable[bool]] | None = None,
+        mark: Callable[[str], None] | None = None,
         admitted: Admitted | None = None,
     ) -> None:
         self.pipeline = pipeline
@@ -276,6 +277,9 @@ class AgentRun:
         self._checkpoint = checkpoint
         # Whether a step's usage row is stored already (a resumed run only): its earlier run recorded it.
         self._recorded = recorded
+        # A background run's: told at once after a step's call is recorded (metering's `mark_recorded`), so a
+        # run that resumes on another replica finds it recorded before this one's row is stored.
+        self._mark = mark
         # A background run's: whether its stored principal may still call, asked before each model step
         # (identity/stored_caller.py; a foreground run's caller was identified by its request).
         self._admitted = admitted
@@ -471,6 +475,8 @@ class AgentRun:
                 abandon(step)
             else:
                 step.tracker.finish_produced(served, 200, "stream_error" if conv.error else "ok")
+                if self._mark is not None:  # (no await between: one settlement batch with the step's counts)
+                    self._mark(step.request_id.decode())
 
     def _limit(self) -> str | None:
         """Why the next model step may not run (the response ends `incomplete`), or None."""

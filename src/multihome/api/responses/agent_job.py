@@ -113,6 +113,7 @@ async def run_agent(
         seq=seq,
         memory=memory,
         recorded=runner.billed if rerun else None,
+        mark=runner.mark,
         admitted=runner.admitted,
     )
     if record.status == "queued":  # the first run: in_progress, with its event, before anything is done

@@ -57,6 +57,7 @@ class Background:
         *,
         flush_usage: Callable[[], Awaitable[None]] | None = None,
         billed: Callable[[str], Awaitable[bool]] | None = None,
+        mark: Callable[[str], None] | None = None,
         agent: AgentSetup | None = None,
         admitted: Admitted | None = None,
     ) -> None:
@@ -73,6 +74,7 @@ class Background:
             flush_s=cfg.event_flush_ms / 1000,
             flush_usage=flush_usage,
             billed=billed,
+            mark=mark,
             agent=agent or AgentSetup(config.agent),
             admitted=admitted,
         )
