@@ -130,3 +130,37 @@ async def test_a_routed_embedding_tells_the_caller_what_the_meter_charged():
     assert [r.request_id for r in meter.records] == ["req-1-emb.1", "req-1-emb"]  # the loser's row, the call's
     assert told == [(r.deployment, r.usage) for r in meter.records]
     assert told[1][1].cached_tokens == 3
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("earlier", [True, False], ids=["recorded-before", "first"])
+async def test_a_resumed_run_s_embedding_recorded_by_an_earlier_run_is_not_recorded_again(earlier):
+    """A background run resumed after its replica died makes its memory embeddings again under the same request
+    ids: one the earlier run recorded is not recorded again (its row stands: counted against the budgets once,
+    as billed once); one it did not is recorded, and marked (metering's `mark_recorded`, for Redis counters)."""
+    from multihome.accounting.tracker import Accounting
+    from multihome.api.memory_embeddings import RoutedEmbeddings
+    from multihome.config.memory import MemoryEmbeddingsConfig
+    from multihome.routing.attempts import Attempt, Served
+    from multihome.schema.peek import peek_decoder
+    from multihome.schema.principal import Principal
+    from multihome.state.memory.embedder import Caller
+
+    data = [{"index": 0, "embedding": [1.0, 0.0]}]
+    body = msgspec.json.encode({"object": "list", "data": data, "usage": {"prompt_tokens": 7}})
+    served = Served(_Runtime("ey"), 200, [Attempt("ey", "ok", 1.0)], body, peek=peek_decoder.decode(body))  # type: ignore[arg-type]
+    meter = _Records()
+    embedder = RoutedEmbeddings(_Pipeline(Accounting([meter]), served), MemoryEmbeddingsConfig(model="embed"))  # type: ignore[arg-type]
+    asked, marked, told = [], [], []
+
+    async def recorded(request_id: str) -> bool:
+        asked.append(request_id)
+        return earlier
+
+    who = Principal(tenant="ten_a", subject="key_a", source="api_key", key_id="key_a")
+    caller = Caller(who, "run-1-m0a", charged=lambda d, u: told.append(d), recorded=recorded, mark=marked.append)
+    await embedder.embed(["a fact"], None, caller, purpose="records")
+    assert asked == ["run-1-m0a-emb"]
+    assert [r.request_id for r in meter.records] == ([] if earlier else ["run-1-m0a-emb"])
+    assert marked == ([] if earlier else ["run-1-m0a-emb"])
+    assert told == ["ey"]  # the run's spend counts it either way (its journal lost the earlier run's)

@@ -38,6 +38,7 @@ from ..state.memory.embedder import Caller, Space, SpaceUnavailable
 from .openai.embeddings import embeddings_request, embeddings_response
 from .openai.errors import upstream_client_error
 from .pipeline import Call, Pipeline, finish_refused, finish_unary
+from .responses.common import abandon
 
 if TYPE_CHECKING:  # numpy loads on the first memory use (state/memory/numeric.py), not at gateway start
     import numpy as np
@@ -166,7 +167,14 @@ class RoutedEmbeddings:
             bad = ApiError(502, f"Deployment {served.deployment.name} answered {exc}.", type="server_error")
             finish_failed(call.tracker, bad)
             raise _retold(bad, self.group, purpose) from None
-        finish_unary(call, served, served.body)
+        if caller.recorded is not None and await caller.recorded(request_id):
+            # An earlier run of this background run made and recorded this very embedding, then died before its
+            # checkpoint: its row stands, so this one is counted against the budgets once, as it is billed once.
+            abandon(call)
+        else:
+            finish_unary(call, served, served.body)
+            if caller.mark is not None:  # (no await between: one settlement batch with the call's counts)
+                caller.mark(request_id)
         if caller.charged is not None:
             # What the meter charged the call (its unserved answers too), read as the meter read it.
             tracker = call.tracker

@@ -269,7 +269,8 @@ class AgentRun:
         self.memory = memory  # the request's memory tools, run here like MCP tools (state/memory/tools.py)
         if memory is not None and memory.caller is not None:
             # Its routed embeddings are the run's calls, charged to the caller: they count in its spend.
-            memory.caller = replace(memory.caller, charged=self._add_charge)
+            # A resumed background run's embeddings are recorded once, as its steps are (`recorded`, `mark`).
+            memory.caller = replace(memory.caller, charged=self._add_charge, recorded=recorded, mark=mark)
         self.keep = keep
         self.prices = prices
         self.output: list[Item] = output if output is not None else []
