@@ -150,6 +150,7 @@ def build_app(config: Config, config_path: str | None = None) -> Gateway:
             config.responses,
             flush_usage=flush,
             billed=metering.stored_row if metered else None,
+            mark=metering.mark_recorded if metered else None,
             agent=agent,
             # A run acts as its stored principal: is its tenant still there, and still served?
             admitted=stored_caller(

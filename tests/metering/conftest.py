@@ -120,10 +120,32 @@ def two_deployment_limits() -> MeteringConfig:
     )
 
 
+def deployment_calls_limits() -> MeteringConfig:
+    """Requests- and tokens-per-minute limits on deployments dep-a and dep-b (dep-u has none) and on every key,
+    under a fresh Redis prefix."""
+    return MeteringConfig(
+        key_prefix=f"t{uuid.uuid4().hex[:8]}:",
+        rate_limits=[
+            RateLimitRule(scope="deployment", id="dep-a", requests_per_minute=1000, tokens_per_minute=1_000_000),
+            RateLimitRule(scope="deployment", id="dep-b", requests_per_minute=1000, tokens_per_minute=1_000_000),
+            RateLimitRule(scope="key", id="*", requests_per_minute=1000, tokens_per_minute=1_000_000),
+        ],
+    )
+
+
 async def tokens_this_minute(lim: Limiter, scope: str, ident: str) -> int:
     """The tokens counted this minute on the rate limit of `scope`/`ident` (tenant ten_a)."""
+    return await counted_this_minute(lim, scope, ident, "t")
+
+
+async def requests_this_minute(lim: Limiter, scope: str, ident: str) -> int:
+    """The requests counted this minute on the rate limit of `scope`/`ident` (tenant ten_a)."""
+    return await counted_this_minute(lim, scope, ident, "r")
+
+
+async def counted_this_minute(lim: Limiter, scope: str, ident: str, kind: str) -> int:
     spec = lim.rules.rate_for(scope, ident, "ten_a")
     assert spec is not None
     now_ms = int(time.time() * 1000)
-    (value,) = await lim.counters.read([window_key(spec, "t", now_ms // 60_000)], now_ms)
+    (value,) = await lim.counters.read([window_key(spec, kind, now_ms // 60_000)], now_ms)
     return value

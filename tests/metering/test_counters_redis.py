@@ -172,3 +172,26 @@ async def test_a_stalled_redis_holds_no_admission_past_its_deadline():
     finally:
         await lim.close()
         server.stop()
+
+
+async def test_a_settlement_makes_a_counter_named_to_be_made_unless_its_window_is_over(redis_server):
+    """`adjust(deltas, made)`: a counter that does not exist gets the delta and the expiry named for it; one
+    that exists is added to (its expiry kept); one whose window is over is not made; the others, never."""
+    r = redis.Redis.from_url(redis_server.url)
+    counters = RedisCounters(redis_server.url, timeout_s=30, prefix=f"t{uuid.uuid4().hex[:8]}:")
+    p = counters._epoch_key[: -len("epoch")]
+    await counters.start()
+    await counters.claim()
+    try:
+        now_ms = int(time.time() * 1000)
+        r.set(f"{p}there", 10, px=60_000)
+        counters.adjust(
+            [(f"{p}new", 5), (f"{p}there", 5), (f"{p}over", 5), (f"{p}unnamed", 5)],
+            {f"{p}new": now_ms + 90_000, f"{p}there": now_ms + 90_000, f"{p}over": now_ms - 1},
+        )
+        await counters.drain()
+        assert [r.get(f"{p}{k}") for k in ("new", "there", "over", "unnamed")] == [b"5", b"15", None, None]
+        assert 60_000 < r.pttl(f"{p}new") <= 90_000
+        assert r.pttl(f"{p}there") <= 60_000
+    finally:
+        await counters.close()

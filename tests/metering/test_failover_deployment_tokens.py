@@ -4,8 +4,10 @@ names the serving deployment: Metering.seed_rates); not on the limit of the depl
 
 from __future__ import annotations
 
+import msgspec
 import pytest
 
+from multihome.accounting.record import AttemptRecord
 from multihome.accounting.tracker import Accounting
 from multihome.metering.counters import LocalCounters
 from multihome.metering.counters_redis import RedisCounters
@@ -30,7 +32,8 @@ class _ServingDep:
 
 
 def _by_record(m: Metering) -> None:
-    m.record(call("r1", deployment="dep-b", prompt=100, completion=50))
+    attempts = (AttemptRecord("dep-a", "http_503", 1.0), AttemptRecord("dep-b", "ok", 2.0))
+    m.record(msgspec.structs.replace(call("r1", deployment="dep-b", prompt=100, completion=50), attempts=attempts))
 
 
 def _by_facts(m: Metering) -> None:
@@ -43,18 +46,22 @@ def _by_facts(m: Metering) -> None:
 
 
 @pytest.mark.usefixtures("same_minute")
+@pytest.mark.parametrize("b_charged_before", [True, False], ids=["b-counted", "b-new"])
 @pytest.mark.parametrize("finish", [_by_record, _by_facts])
 @pytest.mark.parametrize("kind", ["local", "redis"])
-async def test_a_failed_over_call_counts_on_the_serving_deployment_s_token_limit(kind, finish, request):
+async def test_a_failed_over_call_counts_on_the_serving_deployment_s_token_limit(
+    kind, finish, b_charged_before, request
+):
     counters = (
         LocalCounters() if kind == "local" else RedisCounters(request.getfixturevalue("redis_server").url, timeout_s=30)
     )
     m = Metering(two_deployment_limits(), PriceTable({}), counters=counters)
     await m.limiter.start()
     try:
-        # dep-b took a call this minute (its counter exists, as Redis settles only onto existing counters).
-        other = await m.limiter.admit(principal(key_id="key_b"), "g", [Dep("dep-b")], 10, 10, "r0")
-        other.settle(0, "USD", 0)
+        if b_charged_before:  # dep-b took a call this minute: its counter exists
+            other = await m.limiter.admit(principal(key_id="key_b"), "g", [Dep("dep-b")], 10, 10, "r0")
+            other.settle(0, "USD", 0)
+        # (else no call was charged on dep-b this minute: its counter is made, in Redis too)
         ticket = await m.limiter.admit(principal(), "g", [Dep("dep-a"), Dep("dep-b")], 100, 100, "r1")
         assert ticket.deployment == "dep-a"  # admission charged the first planned deployment
         finish(m)  # dep-a answered 503; dep-b served the call: 150 tokens

@@ -13,6 +13,7 @@ from multihome.metering.counters import LocalCounters
 from multihome.metering.counters_redis import RedisCounters
 from multihome.metering.limiter import Limiter
 from multihome.metering.prices import PriceTable
+from multihome.metering.rules import window_key
 
 from .conftest import Dep, principal, tokens_this_minute, two_deployment_limits
 
@@ -43,14 +44,26 @@ async def test_an_unserved_answer_counts_on_its_own_deployment_s_token_limit(kin
         await lim.close()
 
 
-async def test_in_process_an_unserved_answer_counts_on_a_deployment_no_call_was_charged_on_yet():
-    lim = Limiter(two_deployment_limits(), PriceTable({}), LocalCounters(), time.time)
+@pytest.mark.usefixtures("same_minute")
+@pytest.mark.parametrize("kind", ["local", "redis"])
+async def test_an_unserved_answer_counts_on_a_deployment_no_call_was_charged_on_yet(kind, request):
+    """Its counter is made (in Redis too, where a settlement otherwise lands only on a counter that exists)."""
+    counters = (
+        LocalCounters() if kind == "local" else RedisCounters(request.getfixturevalue("redis_server").url, timeout_s=30)
+    )
+    lim = Limiter(two_deployment_limits(), PriceTable({}), counters, time.time)
     await lim.start()
     try:
         ticket = await lim.admit(principal(), "g", [Dep("dep-a"), Dep("dep-b")], 100, 100, "r1")
         ticket.settle(0, "USD", 30)
         ticket.add_use("dep-b", Usage(100, 50))
+        await lim.drain()
         assert await tokens_this_minute(lim, "deployment", "dep-b") == 150
         assert await tokens_this_minute(lim, "deployment", "dep-a") == 30
+        if kind == "redis":  # made with its window's expiry, as an admission makes it
+            spec = lim.rules.for_deployment("dep-b")
+            assert spec is not None
+            ttl = await counters.redis.pttl(window_key(spec, "t", int(time.time()) // 60))
+            assert 0 < ttl <= 120_000
     finally:
         await lim.close()

@@ -185,7 +185,15 @@ class CallTracker(msgspec.Struct, eq=False):
             assert self.acc.limiter is not None  # only the limiter's shared counters need an await
             prompt, choices = estimate.admission(self.request)
             self.ticket = ticket = await self.acc.limiter.admit(
-                self.principal, group.name, deployments, prompt, max_output_tokens, self.request_id, choices, self.tier
+                self.principal,
+                group.name,
+                deployments,
+                prompt,
+                max_output_tokens,
+                self.request_id,
+                choices,
+                self.tier,
+                group.fallback_deployments,
             )
             headers = ticket.headers
             self._started(group)
@@ -207,9 +215,18 @@ class CallTracker(msgspec.Struct, eq=False):
                     prompt, choices = estimate.admission(request)
             else:  # no budget or limit to reserve or count against: no estimate (the rules are live)
                 prompt, choices = 0, 1
-            # At the prices of the service tier the call asked for (None: the deployments' own).
+            # At the prices of the service tier the call asked for (None: the deployments' own), and of the
+            # deployments the call may fall back to (its fallback groups': it may be charged theirs).
             ticket = limiter.at_once(
-                self.principal, name, deployments, prompt, max_output_tokens, self.request_id, choices, self.tier
+                self.principal,
+                name,
+                deployments,
+                prompt,
+                max_output_tokens,
+                self.request_id,
+                choices,
+                self.tier,
+                group.fallback_deployments,
             )
             if ticket is None:
                 return None
@@ -453,6 +470,30 @@ class CallTracker(msgspec.Struct, eq=False):
         if self.capture is not None and acc.capture is not None:
             acc.capture.record(self.capture, record)
 
+    def charges(self, served: Served) -> list[tuple[str, Usage]]:
+        """(deployment, usage) of every upstream answer a served unary call is charged for, as it is charged
+        (`finish_produced` and `_unserved`: the same readings, estimates and bounds): its unserved answers,
+        then the one served. For a caller that keeps its own account of the call's cost at the same prices
+        (an agent run's `max_spend`: api/memory_embeddings.py), so it counts what the meter counted."""
+        out: list[tuple[str, Usage]] = []
+        if len(served.attempts) > 1:
+            for attempt in served.attempts:
+                billed = getattr(attempt, "billed", None)
+                if billed is not None:
+                    dep, peek = billed
+                    out.append((dep.name, self._books_of(peek.usage, peek.content_chars)))
+        peek = served.peek
+        out.append(
+            (served.deployment.name, self._books_of(peek.usage, peek.content_chars) if peek else self._usage(None, 0))
+        )
+        return out
+
+    def _books_of(self, usage, content_chars: int | Callable[[], int]) -> Usage:
+        """An answer's usage as the books hold it: the upstream's counts, or the estimate when it counted none."""
+        if usage is not None and (usage.prompt_tokens or usage.completion_tokens):
+            return _books(usage)
+        return self._usage(usage, content_chars)
+
     def _unserved(self, attempts: Sequence[Any]) -> None:
         """Charge the upstream answers the call got and did not serve (routing's `Attempt.billed`: a 200
         refusal it failed over from, a hedge's loser that completed): the provider bills each, so each is
@@ -464,11 +505,7 @@ class CallTracker(msgspec.Struct, eq=False):
             if billed is None:
                 continue
             dep, peek = billed
-            usage = peek.usage
-            if usage is not None and (usage.prompt_tokens or usage.completion_tokens):
-                books = _books(usage)
-            else:
-                books = self._usage(usage, peek.content_chars)
+            books = self._books_of(peek.usage, peek.content_chars)
             if self.ticket is not None:
                 self.ticket.add_use(dep.name, books, self.tier)
             if not acc.sinks:

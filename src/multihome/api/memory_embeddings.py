@@ -38,6 +38,7 @@ from ..state.memory.embedder import Caller, Space, SpaceUnavailable
 from .openai.embeddings import embeddings_request, embeddings_response
 from .openai.errors import upstream_client_error
 from .pipeline import Call, Pipeline, finish_refused, finish_unary
+from .responses.common import abandon
 
 if TYPE_CHECKING:  # numpy loads on the first memory use (state/memory/numeric.py), not at gateway start
     import numpy as np
@@ -166,9 +167,24 @@ class RoutedEmbeddings:
             bad = ApiError(502, f"Deployment {served.deployment.name} answered {exc}.", type="server_error")
             finish_failed(call.tracker, bad)
             raise _retold(bad, self.group, purpose) from None
-        finish_unary(call, served, served.body)
+        if caller.recorded is not None and await caller.recorded(request_id):
+            # An earlier run of this background run made and recorded this very embedding, then died before its
+            # checkpoint: its row stands, so this one is counted against the budgets once, as it is billed once.
+            abandon(call)
+        else:
+            finish_unary(call, served, served.body)
+            if caller.mark is not None:  # (no await between: one settlement batch with the call's counts)
+                caller.mark(request_id)
         if caller.charged is not None:
-            caller.charged(served.deployment.name, _usage(served, parsed.request))
+            # What the meter charged the call (its unserved answers too), read as the meter read it.
+            tracker = call.tracker
+            charges = (
+                tracker.charges(served)
+                if tracker is not None
+                else [(served.deployment.name, _usage(served, parsed.request))]
+            )
+            for deployment, usage in charges:
+                caller.charged(deployment, usage)
         made = Space(served.deployment.upstream_model, vectors.shape[1])
         if space is not None and vectors.shape[1] != space.dim:
             raise SpaceUnavailable(
@@ -178,8 +194,8 @@ class RoutedEmbeddings:
 
 
 def _usage(served: Served, request: EmbeddingsRequest) -> Usage:
-    """The usage an embedding call is charged for, as its record holds it (accounting/tracker.py): the tokens
-    the upstream counted, or (none counted: the Gemini API's batch embeddings) the estimate of its input."""
+    """The usage of an embedding call nothing accounts (no tracker: no metering configured): the tokens the
+    upstream counted, or (none counted: the Gemini API's batch embeddings) the estimate of its input."""
     counted = served.peek.usage if served.peek is not None else None
     if counted is not None and (counted.prompt_tokens or counted.completion_tokens):
         return Usage(max(counted.prompt_tokens, 0), max(counted.completion_tokens, 0))

@@ -8,7 +8,7 @@ leaves no trace. Values are integers (budget: nano-units of a currency; rates: r
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import ClassVar, Literal
 
@@ -166,9 +166,16 @@ class LocalCounters:
         (metering/limiter.py `_usual_admission`: the same check-all-then-apply-all as `flat`). Never replaced."""
         return self._v, self._exp
 
-    def adjust(self, deltas: Iterable[tuple[str, int]]) -> None:
-        """Settle: add deltas to counters that still exist (an expired window is not revived)."""
+    def adjust(self, deltas: Iterable[tuple[str, int]], made: Mapping[str, int] | None = None) -> None:
+        """Settle: add deltas to counters that still exist (an expired window is not revived). A counter
+        named in `made` (key -> expire_at_ms, of the current window) is made first if it does not exist: a
+        deployment's own count of what the call did there, when no call was charged on it yet (limiter.py)."""
         v = self._v
+        if made:
+            for key, expire in made.items():
+                if key not in v:
+                    v[key] = 0
+                    self._exp[key] = expire
         for key, delta in deltas:
             if delta and key in v:
                 v[key] += delta

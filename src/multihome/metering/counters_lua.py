@@ -29,7 +29,10 @@ EXPIRED = 4  # an admission that reached Redis after its deadline: not applied (
 #       time, so only its last is kept (one key per process; it expires a day after its last call).
 # ARGV[4]: the settlements, "seq,delta1,...,deltaN" for the N counters after KEYS[2] ("" for none).
 #       A delta is added only to a counter that still exists (a settlement never revives an expired
-#       window), and one a counter cannot take (it holds no integer) is skipped, not the rest. A batch
+#       window), except one written "delta@expire_at_ms": its counter is made when it does not exist and
+#       the window has not ended (a deployment's count of an answer it gave, when no call was charged on it
+#       this minute: metering/limiter.py `walked`). One a counter cannot take (it holds no integer) is
+#       skipped, not the rest. A batch
 #       is applied once: one whose seq is not above the last applied one is a late copy of a call
 #       that timed out and was sent again, and is skipped.
 # ARGV[5]: lease top-ups (counters_lease), "deadline_ms,limit,want,least,..." per counter ("" for none).
@@ -149,8 +152,18 @@ local function run()
       if apply then settled = seq end
     else
       k0 = k0 + 1
-      -- pcall: a counter that cannot take it (not an integer) does not stop the rest of the batch.
-      if apply and redis.call('EXISTS', KEYS[k0]) == 1 then redis.pcall('INCRBY', KEYS[k0], v) end
+      if apply then
+        -- "delta@expire_at_ms": a counter made if it does not exist (unless its window is over).
+        local at = string.find(v, '@', 1, true)
+        local d = at and string.sub(v, 1, at - 1) or v
+        -- pcall: a counter that cannot take it (not an integer) does not stop the rest of the batch.
+        if redis.call('EXISTS', KEYS[k0]) == 1 then
+          redis.pcall('INCRBY', KEYS[k0], d)
+        elseif at and tonumber(string.sub(v, at + 1)) > now then
+          redis.call('SET', KEYS[k0], d)
+          redis.call('PEXPIREAT', KEYS[k0], string.sub(v, at + 1))
+        end
+      end
     end
   end
   local tops, tf = {}, {}

@@ -28,7 +28,7 @@ import asyncio
 import logging
 import secrets
 import time
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import ClassVar, Literal
 
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -81,8 +81,11 @@ class RedisCounters:
         self._queue: list[list] = []
         self._inflight: list[list] = []
         self._pending: dict[str, int] = {}  # settlement deltas not yet sent
-        # The settlement batch being sent: sent again as it is (same seq) until Redis confirms it.
-        self._settling: tuple[int, list[tuple[str, int]]] | None = None
+        # Counters of `_pending` the script makes if they do not exist (`adjust`): key -> expire_at_ms.
+        self._made: dict[str, int] = {}
+        # The settlement batch being sent, and its counters to make: sent again as it is (same seq) until
+        # Redis confirms it.
+        self._settling: tuple[int, list[tuple[str, int]], dict[str, int]] | None = None
         self._seq = 0
         self._sender: asyncio.Task | None = None
         self._wake = asyncio.Event()
@@ -198,9 +201,13 @@ class RedisCounters:
         """`adjust` of two deltas (LocalCounters.adjust2's signature)."""
         self.adjust(((key1, delta1), (key2, delta2)))
 
-    def adjust(self, deltas: Iterable[tuple[str, int]]) -> None:
+    def adjust(self, deltas: Iterable[tuple[str, int]], made: Mapping[str, int] | None = None) -> None:
         """Settle: deltas are merged per counter and ride along with the next admissions' script
-        call, or go on their own after SETTLE_DELAY_S when no admission comes (nobody waits on them)."""
+        call, or go on their own after SETTLE_DELAY_S when no admission comes (nobody waits on them).
+        A counter named in `made` (key -> expire_at_ms) is made by the script if it does not exist (with
+        that expiry, unless past), where a settlement otherwise lands only on a counter that exists."""
+        if made:
+            self._made.update(made)
         pending = self._pending
         leases = self.leases
         for key, delta in deltas:
@@ -236,19 +243,26 @@ class RedisCounters:
                 batch, self._queue = self._queue[:_BATCH], self._queue[_BATCH:]
                 if self._settling is None and self._pending:
                     settle = [(k, d) for k, d in self._pending.items() if d]
+                    made = self._made
+                    if made:  # only a counter that gains: none is made to hold a give-back
+                        made = {k: made[k] for k, d in settle if d > 0 and k in made}
+                        self._made = {}
                     self._pending = {}
                     if settle:
                         self._seq += 1
-                        self._settling = (self._seq, settle)
+                        self._settling = (self._seq, settle, made)
                 tops = self.leases.topups() if self.leases is not None and self.epoch is not None else []
                 if not batch and self._settling is None and not tops and not self._overdue:
                     break  # (while overdue, an empty call probes Redis)
                 keys = [self._epoch_key, self._seq_key]
                 settle_arg = ""
                 if self._settling is not None:
-                    seq, settle = self._settling
+                    seq, settle, made = self._settling
                     keys += [k for k, _ in settle]
-                    settle_arg = f"{seq}," + ",".join(str(d) for _, d in settle)
+                    if made:  # "delta@expire_at_ms": made if it does not exist (counters_lua)
+                        settle_arg = f"{seq}," + ",".join(f"{d}@{made[k]}" if k in made else str(d) for k, d in settle)
+                    else:
+                        settle_arg = f"{seq}," + ",".join(str(d) for _, d in settle)
                 tops_arg = ""
                 if tops:
                     keys += [k for k, _ in tops]
@@ -439,7 +453,7 @@ class RedisCounters:
             # sent are dropped (their calls' usage rows are in the seed).
             self.generation += 1
             self.epoch = None
-            self._pending, self._settling = {}, None
+            self._pending, self._settling, self._made = {}, None, {}
             if self.leases is not None:
                 self.leases.drop()  # the re-seeded counters do not hold them
         try:

@@ -180,52 +180,78 @@ class Ticket(msgspec.Struct, eq=False):
         amounts.extend(cost if cur == currency else 0 for cur in slots.currencies)
         # The caller's budgets and token limits; not the token limit of the deployment admission charged
         # (`self.deployment`): the answer came from `deployment`, and is counted on that one's own limit,
-        # as a re-seed from the stored rows counts its `unserved` row (Metering.seed_rates).
+        # as a re-seed from the stored rows counts its `unserved` row (Metering.seed_rates). Its request is
+        # counted with the call's other upstream calls (`walked`).
         own = f"{limiter.rules.prefix}r:deployment:"
         deltas = [(key, amounts[kind]) for key, kind in zip(slots.keys, slots.kinds) if not key.startswith(own)]
-        _on_deployment(limiter, deployment, tokens, deltas)
-        limiter.counters.adjust(deltas)
+        made: dict[str, int] = {}
+        _on_deployment(limiter, deployment, "t", tokens, deltas, made)
+        limiter.counters.adjust(deltas, made)
 
-    def served_by(self, deployment: str | None, tokens: int) -> None:
-        """The settled call was served by `deployment`, not by the one admission charged (`self.deployment`:
-        it failed, and the call failed over): its `tokens`, settled onto the charged deployment's
-        tokens-per-minute limit, are moved onto `deployment`'s own, as a re-seed from the stored rows counts
-        them (the row names the serving deployment: Metering.seed_rates). Call it after `settle`, and only
-        then: the charged deployment's counter holds the call's tokens then, whatever the generation."""
+    def walked(self, served: str | None, tokens: int, attempts: Iterable) -> None:
+        """After `settle`, when deployments have rate limits: count on each deployment's own limits what the
+        call did there beyond what admission counted on the deployment it charged (`self.deployment`; None
+        when no planned deployment has a limit: a fallback group's may). `served`: the deployment that served
+        (None: none did), `tokens` its tokens; `attempts`: routing's (or the record's), `.deployment` and
+        `.outcome` each.
+
+        - Requests: a deployment's requests-per-minute limit counts the upstream calls made to it (a retry, a
+          failover, a hedge, a refusal failed over from, each is one): admission counted the charged one's
+          first; every other call is counted here, on the counter of this minute, made if no call was
+          charged on it yet (as in-process and in Redis alike). A skip or an open breaker made no call.
+        - Tokens: settled onto the charged deployment's tokens-per-minute limit, they are moved onto the
+          serving deployment's own, as a re-seed from the stored rows counts them (the row names the serving
+          deployment: Metering.seed_rates). The charged deployment's counter holds them after `settle`,
+          whatever the generation."""
         limiter = self._limiter
-        if limiter is None or not tokens:
+        if limiter is None:
             return
-        own = f"{limiter.rules.prefix}r:deployment:"
-        deltas = [
-            (key, -tokens)
-            for key, kind in zip(self._slots.keys, self._slots.kinds)
-            if kind == 0 and key.startswith(own)
-        ]
-        if deployment is not None:
-            _on_deployment(limiter, deployment, tokens, deltas)
-        limiter.counters.adjust(deltas)
+        charged = self.deployment
+        deltas: list[tuple[str, int]] = []
+        made: dict[str, int] = {}
+        if served != charged and tokens:
+            own = f"{limiter.rules.prefix}r:deployment:"
+            deltas += [
+                (key, -tokens)
+                for key, kind in zip(self._slots.keys, self._slots.kinds)
+                if kind == 0 and key.startswith(own)
+            ]
+            if served is not None:
+                _on_deployment(limiter, served, "t", tokens, deltas, made)
+        calls: dict[str, int] = {}
+        for attempt in attempts:
+            if attempt.outcome not in _NO_CALL:
+                calls[attempt.deployment] = calls.get(attempt.deployment, 0) + 1
+        if charged in calls:
+            calls[charged] -= 1  # counted at admission (a charged deployment never called keeps it: conservative)
+        for deployment, n in calls.items():
+            _on_deployment(limiter, deployment, "r", n, deltas, made)
+        if deltas:
+            limiter.counters.adjust(deltas, made)
 
     def release(self) -> bool:
         """The call was never answered (or never reached a provider): give everything back."""
         return self.settle(0, "", 0)
 
 
-def _on_deployment(limiter: Limiter, deployment: str, tokens: int, deltas: list[tuple[str, int]]) -> None:
-    """Add `tokens` on `deployment`'s own tokens-per-minute counter of this minute to `deltas`, if it has one."""
+# Attempts that made no upstream call: a planner's skip, an open breaker, a context window too small, the
+# marker of a fallback group or of a spent time budget (routing/attempts.py, routing/router.py).
+_NO_CALL = frozenset({"skipped", "breaker_open", "skipped_window_too_small", "fallback_group", "budget_exhausted"})
+
+
+def _on_deployment(
+    limiter: Limiter, deployment: str, kind: str, n: int, deltas: list[tuple[str, int]], made: dict[str, int]
+) -> None:
+    """Add `n` requests (`kind` "r") or tokens ("t") on `deployment`'s own counter of this minute to
+    `deltas`, if it has that limit, and name the counter in `made` (key -> expire_at_ms): it is made if no
+    call was charged on that deployment this minute yet, as a re-seed from the stored rows would hold it."""
     spec = limiter.rules.for_deployment(deployment)
-    if spec is not None and spec.tpm is not None and tokens:
-        wid = int(limiter.clock() * 1000) // WINDOW_MS
-        key = window_key(spec, "t", wid)
-        counters = limiter.counters
-        if not counters.shared:
-            # In process: counted even if no call was charged on that deployment this minute yet (its
-            # counter not made), as the re-seed would hold it. (Redis: added where the counter exists,
-            # as every settlement is: a deployment one of the call's answers came from was planned.)
-            values, expiries = counters.tables()
-            if key not in values:
-                values[key] = 0
-                expiries[key] = window_expire_ms(wid)
-        deltas.append((key, tokens))
+    if spec is None or not n or (spec.tpm if kind == "t" else spec.rpm) is None:
+        return
+    wid = int(limiter.clock() * 1000) // WINDOW_MS
+    key = window_key(spec, kind, wid)
+    made[key] = window_expire_ms(wid)
+    deltas.append((key, n))
 
 
 # The ticket of every admission while no budget or rate limit is configured: it reserved nothing, is
@@ -236,16 +262,18 @@ _UNLIMITED_TICKET = Ticket(None, "", 0.0, _NO_HEADERS)
 class _Route:
     """What admission needs from one planned deployment list, worked out once per list."""
 
-    __slots__ = ("deployments", "worst", "out_cap", "dep_specs")
+    __slots__ = ("deployments", "also", "worst", "out_cap", "dep_specs")
 
     def __init__(
-        self, deployments, prices: PriceTable, rules: Rules, default_out: int, tier: str | None = None
+        self, deployments, prices: PriceTable, rules: Rules, default_out: int, tier: str | None = None, also=()
     ) -> None:
         self.deployments = tuple(deployments)  # kept alive: the shape cache is keyed by their ids
-        # Worst case per currency: the dearest input and output prices among the planned deployments, at
-        # the service tier the call asked for (`price.tiers`): it is charged at that tier's price.
+        self.also = also  # (likewise)
+        # Worst case per currency: the dearest input and output prices among the planned deployments and
+        # those the call may fall back to (`also`: its fallback groups'), at the service tier the call asked
+        # for (`price.tiers`): it is charged at that tier's price.
         worst: dict[str, tuple[int, int]] = {}
-        for dep in deployments:
+        for dep in (*deployments, *also):
             price = prices.get(dep.name)
             if price is not None:
                 price = price.for_tier(tier)
@@ -254,7 +282,7 @@ class _Route:
         self.worst = worst
         # When the request names no max_tokens: the most any planned deployment may write, a
         # deployment that declares no max_output_tokens counting as default_out.
-        self.out_cap = max((d.max_output_tokens or default_out for d in deployments), default=default_out)
+        self.out_cap = max((d.max_output_tokens or default_out for d in (*deployments, *also)), default=default_out)
         # Per-deployment rate specs in plan order, cut after the first unlimited deployment (it always
         # fits, so nothing after it can be charged); empty when no planned deployment has a limit.
         specs = [rules.for_deployment(d.name) for d in deployments]
@@ -442,17 +470,22 @@ class Limiter:
         request_id: str,
         choices: int = 1,
         tier: str | None = None,
+        also: tuple = (),
     ) -> Ticket:
         """`max_output_tokens` caps one choice (None: the client set no cap); `choices` is how many
         the call generates (chat's `n`), so the reservation covers choices x the cap; `tier` the
-        `service_tier` the call asked for (None: none), whose prices the reservation is made at."""
+        `service_tier` the call asked for (None: none), whose prices the reservation is made at; `also`
+        the deployments the call may fall back to besides (its fallback groups'), whose prices and output
+        caps the reservation covers too (no deployment limit of theirs is charged at admission)."""
         ticket = self.at_once(
-            principal, model_group, deployments, prompt_tokens, max_output_tokens, request_id, choices, tier
+            principal, model_group, deployments, prompt_tokens, max_output_tokens, request_id, choices, tier, also
         )
         if ticket is not None:
             return ticket
         # Shared counters (Redis): the same admission, its counting awaited.
-        shape, values, now_ms = self._prepare(principal, deployments, prompt_tokens, max_output_tokens, choices, tier)
+        shape, values, now_ms = self._prepare(
+            principal, deployments, prompt_tokens, max_output_tokens, choices, tier, also
+        )
         ticket, plan = self._planned(shape, values, request_id)
         outcome = await self._run(plan, now_ms, ticket)
         if outcome is None:
@@ -469,6 +502,7 @@ class Limiter:
         request_id: str,
         choices: int = 1,
         tier: str | None = None,
+        also: tuple = (),
     ) -> Ticket | None:
         """`admit`'s answer when it needs no await (in-process counters answer at once, and a refusal
         raises), else None: the counters are shared (Redis), for `admit`. The hot path asks this
@@ -491,9 +525,11 @@ class Limiter:
             key = (principal.tenant, principal.team, principal.key_id or principal.subject, *map(id, deployments))
         if tier is not None:  # a shape of its own: reserved at that tier's prices
             key = (*key, tier)
+        if also:  # likewise: reserved at the fallback groups' prices too
+            key = (*key, id(also))
         shape = self._shapes.get(key)
         if shape is None or shape.wid != now_ms // WINDOW_MS:
-            shape = self._shape(key, principal, deployments, now_ms // WINDOW_MS, now, tier)
+            shape = self._shape(key, principal, deployments, now_ms // WINDOW_MS, now, tier, also)
         usual = shape.usual
         if usual is not None:
             ticket = usual(request_id, prompt_tokens, max_output_tokens, choices, now_ms)
@@ -529,17 +565,18 @@ class Limiter:
         max_output_tokens: int | None,
         choices: int,
         tier: str | None = None,
+        also: tuple = (),
     ) -> tuple[_Shape, list[int], int]:
         """The caller's shape on this route in this minute, the values a counter may be incremented
         by ([0, 1, estimated tokens, the reservation in each currency], see _ZERO...; each counter's
         increment is picked from them by its index), and the time in ms."""
         now = self.clock()
         now_ms = int(now * 1000)
-        shape = self._shape_at(principal, deployments, now, now_ms, tier)
+        shape = self._shape_at(principal, deployments, now, now_ms, tier, also)
         return shape, self._values(shape, prompt_tokens, max_output_tokens, choices), now_ms
 
     def _shape_at(
-        self, principal: Principal, deployments: list, now: float, now_ms: int, tier: str | None = None
+        self, principal: Principal, deployments: list, now: float, now_ms: int, tier: str | None = None, also=()
     ) -> _Shape:
         """The caller's shape on this route (at service tier `tier`'s prices) in the minute of `now_ms`."""
         wid = now_ms // WINDOW_MS
@@ -552,9 +589,11 @@ class Limiter:
             key = (principal.tenant, principal.team, principal.key_id or principal.subject, *map(id, deployments))
         if tier is not None:
             key = (*key, tier)
+        if also:
+            key = (*key, id(also))
         shape = self._shapes.get(key)
         if shape is None or shape.wid != wid:
-            shape = self._shape(key, principal, deployments, wid, now, tier)
+            shape = self._shape(key, principal, deployments, wid, now, tier, also)
         return shape
 
     def _values(self, shape: _Shape, prompt_tokens: int, max_output_tokens: int | None, choices: int) -> list[int]:
@@ -644,26 +683,29 @@ class Limiter:
         self._routes = {}  # built from the old rules
         self._shapes = {}
 
-    def _route(self, deployments, tier: str | None = None) -> _Route:
+    def _route(self, deployments, tier: str | None = None, also=()) -> _Route:
         key = (*map(id, deployments), tier)  # the route keeps the deployments alive, so their ids stay theirs
+        if also:
+            key = (*key, id(also))
         route = self._routes.get(key)
         if route is None:
             if len(self._routes) > 10_000:  # bounded: plans (and tiers) come from config, not from request bodies
                 self._routes.clear()
             route = self._routes[key] = _Route(
-                deployments, self.prices, self.rules, self.cfg.default_max_output_tokens, tier
+                deployments, self.prices, self.rules, self.cfg.default_max_output_tokens, tier, also
             )
         return route
 
     def _shape(
-        self, key: tuple, principal: Principal, deployments, wid: int, now: float, tier: str | None = None
+        self, key: tuple, principal: Principal, deployments, wid: int, now: float, tier: str | None = None, also=()
     ) -> _Shape:
         """A new shape for (caller, route at service tier `tier`), or one of a new minute; cached by `key`
         (the shape keeps the deployments alive through its route, so their ids stay theirs)."""
         budgets, rates = self.rules.for_principal(principal)
         if key not in self._shapes and len(self._shapes) > 10_000:  # bounded: callers x routes
             self._shapes.clear()
-        shape = self._shapes[key] = _Shape(budgets, rates, self._route(deployments, tier), wid, self.periods.at(now))
+        route = self._route(deployments, tier, also)
+        shape = self._shapes[key] = _Shape(budgets, rates, route, wid, self.periods.at(now))
         counters = self.counters
         if not counters.shared:
             shape.slots.local = counters.tables()[0]

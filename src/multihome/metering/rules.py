@@ -132,6 +132,9 @@ class Rules:
         self._cache: dict[tuple, tuple[tuple[BudgetSpec, ...], tuple[RateSpec, ...]]] = {}
         self._dep_cache: dict[str, RateSpec | None] = {}
         self.any = bool(self.budget_rules or cfg.rate_limits)
+        # Whether any deployment has a rate limit: a call that failed over, or walked into a fallback group,
+        # then has calls and tokens to count on deployments admission did not charge (Ticket.walked).
+        self.deployments = any(r.scope == "deployment" for r in cfg.rate_limits)
 
     def _pick(self, index: _Index[_Rule], scope: str, ident: str, tenant: str) -> Sequence[_Rule]:
         explicit, star = index

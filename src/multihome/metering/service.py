@@ -46,6 +46,9 @@ if TYPE_CHECKING:
     from .writer import UsageWriter
 
 log = logging.getLogger("multihome.metering")
+# How long a repeatable call's marker lives in Redis (Metering.mark_recorded): far longer than a job's
+# lease times its attempts, after which no run repeats it.
+_RECORDED_TTL_MS = 86_400_000
 
 
 def _ts(seconds: float) -> dt.datetime:
@@ -166,8 +169,12 @@ class Metering:
             over = 1 if ticket.over_budget else 0
             tokens = usage.prompt_tokens + usage.completion_tokens if usage is not None else 0
             ticket.settle(nanos, currency, tokens)
-            if ticket.deployment is not None and ticket.deployment != dep:  # failed over (Ticket.served_by)
-                ticket.served_by(dep, tokens)
+            # Deployment limits: each counts the upstream calls made to it and the tokens it served (Ticket.walked);
+            # admission counted one call on the deployment it charged, which served unless it failed over.
+            if (ticket.deployment is not None or self.limiter.rules.deployments) and (
+                ticket.deployment != dep or len(call.attempts) > 1
+            ):
+                ticket.walked(dep, tokens, call.attempts)
         self.recorded += 1
         writer = self.writer
         # A call that reached no upstream and costs nothing (refused, denied, a bad request) must not
@@ -281,8 +288,10 @@ class Metering:
             over = 1 if ticket.over_budget else 0
             tokens = usage.prompt_tokens + usage.completion_tokens if usage is not None else 0
             ticket.settle(nanos, currency, tokens)
-            if ticket.deployment is not None and ticket.deployment != name:  # failed over (Ticket.served_by)
-                ticket.served_by(name, tokens)
+            if (ticket.deployment is not None or self.limiter.rules.deployments) and (
+                ticket.deployment != name or len(attempts) > 1
+            ):  # as in `record` (Ticket.walked)
+                ticket.walked(name, tokens, attempts)
         self.recorded += 1
         writer = self.writer
         free = dep is None and nanos == 0 and ticket is None
@@ -448,13 +457,39 @@ class Metering:
 
     async def stored_row(self, request_id: str) -> bool:
         """Whether a usage row of `request_id` is stored: a background turn run again after its earlier run
-        recorded its call (killed, or its store gone, before its checkpoint) must not be counted twice."""
+        recorded its call (killed, or its store gone, before its checkpoint) must not be counted twice. With
+        shared counters, also whether a run recorded it and counted it in Redis (`mark_recorded`): a repeat
+        on another replica can come before the dead one's row is stored (its spool is replayed only when it
+        starts again), and its counts would come on top of those."""
         if self.engine is None:
             return False
         from .tables import usage_calls as t
 
         async with self.engine.connect() as conn:
-            return await conn.scalar(sa.select(t.c.request_id).where(t.c.request_id == request_id)) is not None
+            if await conn.scalar(sa.select(t.c.request_id).where(t.c.request_id == request_id)) is not None:
+                return True
+        counters = self.limiter.counters
+        if not counters.shared:
+            return False  # in process: a restart seeds the counters from the rows, the spool's replayed first
+        try:
+            (marked,) = await counters.read([self._recorded_key(request_id)], 0)
+        except Exception as exc:  # Redis unreachable: counted again (an error towards refusing, never past a limit)
+            log.warning("metering: cannot ask Redis whether %s was recorded (%s)", request_id, type(exc).__name__)
+            return False
+        return marked > 0
+
+    def mark_recorded(self, request_id: str) -> None:
+        """Call at once after recording a call that a replica taking over may run again (a background turn,
+        a background run's agent step: the same request id every run). With shared counters, a marker goes
+        to Redis in the same settlement batch as the call's counts (one script call applies both, or
+        neither), for `stored_row` on any replica; it expires after a day. In process, nothing."""
+        counters = self.limiter.counters
+        if counters.shared:
+            key = self._recorded_key(request_id)
+            counters.adjust([(key, 1)], {key: int(self.limiter.clock() * 1000) + _RECORDED_TTL_MS})
+
+    def _recorded_key(self, request_id: str) -> str:
+        return f"{self.limiter.rules.prefix}c:{request_id}"
 
     async def close(self) -> None:
         if self._following is not None:
@@ -595,7 +630,8 @@ class Metering:
         Redis (or a restart) does not grant the minute's requests and tokens again.
 
         Calls refused before admission (`denied`) were never counted; every other row was (an `unserved`
-        row's tokens only: its call's row is the request). Calls
+        row's tokens only: its call's row is the request; but on its deployment's own limit, which counts
+        the upstream calls made to it, it is one: Ticket.walked). Calls
         still in flight hold their own reservation (see Limiter._reseed). SET NX, as for budgets.
         """
         from .tables import usage_calls as u
@@ -611,12 +647,18 @@ class Metering:
             # A team's or key's counter is its tenant's own (rules.counter_id): by tenant and id. A deployment's
             # is every tenant's: its rows summed over tenants.
             by = (u.c.tenant_id, col) if scope in ("team", "key") else (col,)
+            # An `unserved` row (an answer the call was billed for and did not serve) is the tokens of a
+            # request counted on its call's own row; a deployment's requests are the upstream calls made to
+            # it, and that answer was one.
+            calls = (
+                sa.func.count()
+                if scope == "deployment"
+                else sa.func.sum(sa.case((u.c.outcome == "unserved", 0), else_=1))
+            )
             q = (
-                # An `unserved` row (an answer the call was billed for and did not serve) is the tokens of a
-                # request counted on its call's own row.
                 sa.select(
                     *by,
-                    sa.func.sum(sa.case((u.c.outcome == "unserved", 0), else_=1)),
+                    calls,
                     sa.func.sum(u.c.prompt_tokens + u.c.completion_tokens),
                 )
                 .where(u.c.started_at >= _ts(wid * WINDOW_MS / 1000), u.c.outcome != "denied", col.is_not(None))

@@ -45,6 +45,9 @@ class GroupRuntime:
     clients: dict[str, Upstream] = field(init=False)
     strategy: str = field(init=False)
     position: dict[str, int] = field(init=False)  # deployment -> index in config order
+    # The deployments of its fallback groups (one level, as routing/router.py walks them), not its own: a call
+    # may be served by one, so admission reserves at their prices too (metering/limiter.py `also`).
+    fallback_deployments: tuple[DeploymentRuntime, ...] = field(init=False, default=())
     needs_size: bool = field(init=False)  # whether any deployment has a window or output limit to check
 
     def __post_init__(self) -> None:
@@ -206,4 +209,14 @@ def _runtime(
         name: GroupRuntime(name, [deployments[d] for d in group.deployments], group)
         for name, group in config.model_groups.items()
     }
+    for group in groups.values():
+        group.fallback_deployments = tuple(
+            {
+                d.name: d
+                for name in group.policy.fallback_groups
+                if name in groups
+                for d in groups[name].deployments
+                if d.name not in group.position
+            }.values()
+        )
     return deployments, groups

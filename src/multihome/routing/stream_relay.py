@@ -19,7 +19,7 @@ from ..providers.gate import Gate
 from ..providers.sse import DONE, frame
 from ..providers.transport import UPSTREAM_ERRORS
 from ..schema.errors import ErrorBody, ErrorEnvelope
-from ..schema.peek import Usage, peek_decoder
+from ..schema.peek import Usage, arguments_chars, peek_decoder
 
 
 class StreamBroken(Exception):
@@ -225,15 +225,25 @@ class StreamRelay:
                 self.usage = peek.response.usage  # a Responses stream's terminal event
             if peek.item is not None and peek.type == "response.output_item.added":
                 self.tool_calls.extend(peek.item.call())  # a Responses stream's function call, as it starts
+            elif peek.type and len(peek.delta) > 2 and "audio" not in peek.type:  # (a chat chunk has no type)
+                # A Responses stream's output as it comes (text, arguments, a summary: its JSON string, quotes
+                # and escapes included), for the estimate of a stream that ends before its usage. Not audio.
+                self.content_chars += len(peek.delta) - 2
             calls = False
             for choice in peek.choices:
                 if choice.finish_reason:
                     self.finish_reasons.append(choice.finish_reason)
                 delta = choice.delta
                 if delta is not None:
+                    # Every kind of output is counted for the estimate of a stream cut before its usage (the
+                    # client left): its text, its tool calls' arguments, a refusal.
                     if delta.content:
                         self.content_chars += len(delta.content)
-                    calls = calls or bool(delta.tool_calls)
+                    if delta.tool_calls:
+                        calls = True
+                        self.content_chars += arguments_chars(delta.tool_calls)
+                    elif delta.refusal:
+                        self.content_chars += len(delta.refusal)
             if calls:
                 self.tool_calls.extend(peek.tool_calls())
             out.append(frame(payload))

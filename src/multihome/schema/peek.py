@@ -59,6 +59,7 @@ class Usage(msgspec.Struct):
 
 class FunctionPeek(msgspec.Struct):
     name: str | None = None
+    arguments: str | None = None  # output the model wrote: counted for an estimate when no usage comes
 
 
 class ToolCallPeek(msgspec.Struct):
@@ -81,6 +82,16 @@ class ChoicePeek(msgspec.Struct):
     finish_reason: str | None = None
     delta: DeltaPeek | None = None
     message: MessagePeek | None = None
+
+
+def arguments_chars(calls: list[ToolCallPeek]) -> int:
+    """The characters of the tool calls' arguments (a stream chunk's pieces, or a whole answer's)."""
+    total = 0
+    for call in calls:
+        function = call.function
+        if function is not None and function.arguments:
+            total += len(function.arguments)
+    return total
 
 
 class OutputItemPeek(msgspec.Struct):
@@ -112,6 +123,9 @@ class ResponsePeek(msgspec.Struct):
     output: list[OutputItemPeek] = []  # a Responses API body's output items
     error: msgspec.Raw = msgspec.Raw()  # empty when absent (Raw cannot sit in a union)
     prompt_filter_results: msgspec.Raw = msgspec.Raw()  # empty when absent (Raw cannot sit in a union)
+    # A Responses API stream's `*.delta` event's piece (text, a call's arguments, a summary): output, counted
+    # for an estimate when the stream ends before its usage. Raw: read as it is, whatever an upstream sends.
+    delta: msgspec.Raw = msgspec.Raw()
 
     def tool_calls(self) -> list[tuple[str, str]]:
         """(name, id) of the tool calls this body or chunk starts (stream fragments without an id are skipped)."""
@@ -126,11 +140,15 @@ class ResponsePeek(msgspec.Struct):
         return out
 
     def content_chars(self) -> int:
+        """The characters of output the answer holds (its text, its tool calls' arguments), for an estimate."""
         total = 0
         for choice in self.choices:
             part = choice.message or choice.delta
-            if part is not None and part.content:
-                total += len(part.content)
+            if part is not None:
+                if part.content:
+                    total += len(part.content)
+                if part.tool_calls:
+                    total += arguments_chars(part.tool_calls)
         return total
 
     @property

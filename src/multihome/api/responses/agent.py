@@ -254,6 +254,7 @@ class AgentRun:
         seq: int = 0,
         memory: MemoryTools | None = None,
         recorded: Callable[[str], Awaitable[bool]] | None = None,
+        mark: Callable[[str], None] | None = None,
         admitted: Admitted | None = None,
     ) -> None:
         self.pipeline = pipeline
@@ -268,7 +269,8 @@ class AgentRun:
         self.memory = memory  # the request's memory tools, run here like MCP tools (state/memory/tools.py)
         if memory is not None and memory.caller is not None:
             # Its routed embeddings are the run's calls, charged to the caller: they count in its spend.
-            memory.caller = replace(memory.caller, charged=self._add_charge)
+            # A resumed background run's embeddings are recorded once, as its steps are (`recorded`, `mark`).
+            memory.caller = replace(memory.caller, charged=self._add_charge, recorded=recorded, mark=mark)
         self.keep = keep
         self.prices = prices
         self.output: list[Item] = output if output is not None else []
@@ -276,6 +278,9 @@ class AgentRun:
         self._checkpoint = checkpoint
         # Whether a step's usage row is stored already (a resumed run only): its earlier run recorded it.
         self._recorded = recorded
+        # A background run's: told at once after a step's call is recorded (metering's `mark_recorded`), so a
+        # run that resumes on another replica finds it recorded before this one's row is stored.
+        self._mark = mark
         # A background run's: whether its stored principal may still call, asked before each model step
         # (identity/stored_caller.py; a foreground run's caller was identified by its request).
         self._admitted = admitted
@@ -480,6 +485,8 @@ class AgentRun:
                 abandon(step)
             else:
                 step.tracker.finish_produced(served, 200, "stream_error" if conv.error else "ok")
+                if self._mark is not None:  # (no await between: one settlement batch with the step's counts)
+                    self._mark(step.request_id.decode())
 
     def _limit(self) -> str | None:
         """Why the next model step may not run (the response ends `incomplete`), or None."""

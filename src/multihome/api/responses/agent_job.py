@@ -117,6 +117,7 @@ async def run_agent(
         seq=seq,
         memory=memory,
         recorded=runner.billed if rerun else None,
+        mark=runner.mark,
         admitted=bound(runner.admitted, info.get("token")),
     )
     if record.status == "queued":  # the first run: in_progress, with its event, before anything is done

@@ -59,6 +59,7 @@ class Background:
         *,
         flush_usage: Callable[[], Awaitable[None]] | None = None,
         billed: Callable[[str], Awaitable[bool]] | None = None,
+        mark: Callable[[str], None] | None = None,
         agent: AgentSetup | None = None,
         admitted: StoredCaller | None = None,
         token_facts: Callable[[dict[str, Any]], dict[str, Any] | None] | None = None,
@@ -76,6 +77,7 @@ class Background:
             flush_s=cfg.event_flush_ms / 1000,
             flush_usage=flush_usage,
             billed=billed,
+            mark=mark,
             agent=agent or AgentSetup(config.agent),
             admitted=admitted,
         )

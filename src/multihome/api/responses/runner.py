@@ -93,6 +93,7 @@ class Runner:
         flush_s: float,
         flush_usage: Callable[[], Awaitable[None]] | None = None,
         billed: Callable[[str], Awaitable[bool]] | None = None,
+        mark: Callable[[str], None] | None = None,
         agent: AgentSetup | None = None,
         admitted: StoredCaller | None = None,
     ) -> None:
@@ -103,6 +104,9 @@ class Runner:
         self.flush_s = flush_s
         self.flush_usage = flush_usage  # makes the usage rows recorded so far durable (metering's writer)
         self.billed = billed  # whether a request id's usage row is stored (metering's `stored_row`)
+        # Told at once after a turn's call is recorded (metering's `mark_recorded`): with Redis counters, so
+        # that `billed` says so on any replica before this one's row is stored.
+        self.mark = mark
         self.agent = agent or AgentSetup()  # runs with mcp tools (agent_job.py)
         # Whether the stored principal may still call (identity/stored_caller.py): asked before the run's
         # model call (each step's, for an agent run); None: not asked (no storage to ask).
@@ -189,6 +193,8 @@ class Runner:
                 else:
                     outcome = "stream_error" if response["status"] == "failed" else "ok"
                     call.tracker.finish_produced(served, 200, outcome)
+                    if self.mark is not None:  # (no await between: one settlement batch with the call's counts)
+                        self.mark(info["request_id"])
             await self._finish(run, shell, response, tail)
         except BaseException:
             # Cancelled (seen at a lease renewal), this replica closing (the job is handed back), its

@@ -19,7 +19,7 @@ Vectors are L2-normalised float32, so a dot product is the cosine similarity.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
@@ -75,9 +75,15 @@ class Caller:
     principal: Principal
     request_id: str
     headers: Mapping[str, str] | None = None  # the client's trace context (traceparent, tracestate), if any
-    # Told of each routed embedding the caller is charged for: (the deployment that served it, its usage, an
-    # accounting.record.Usage). An agent run counts them in its spend (`max_spend`: api/responses/agent.py).
+    # Told of each upstream answer a routed embedding is charged for, as the meter charged it: (its deployment,
+    # its usage, an accounting.record.Usage); a hedge's completed loser is one too. An agent run counts them in
+    # its spend (`max_spend`: api/responses/agent.py).
     charged: Callable[[str, Any], None] | None = None
+    # A background run's, resumed after its replica died (api/responses/agent.py): whether an earlier run recorded
+    # the embedding of a request id (metering's `stored_row`: the ids are the same in every run), so it is not
+    # counted against the budgets twice; and what to tell after recording one (`mark_recorded`).
+    recorded: Callable[[str], Awaitable[bool]] | None = None
+    mark: Callable[[str], None] | None = None
 
 
 class Routed(Protocol):
