@@ -67,6 +67,16 @@ def check_metadata(metadata: dict[str, str] | None) -> None:
             raise bad_request(f"'metadata.{key}' is longer than 512 characters.", param=f"metadata.{key}")
 
 
+def check_safety_identifier(value: str | None) -> None:
+    """OpenAI's `safety_identifier` (chat, Responses): at most 64 characters."""
+    if value is not None and len(value) > MAX_SAFETY_IDENTIFIER:
+        raise bad_request(
+            f"'safety_identifier' is at most {MAX_SAFETY_IDENTIFIER} characters.",
+            param="safety_identifier",
+            code="string_above_max_length",
+        )
+
+
 def too_many(param: str, length: int, most: int) -> ApiError:
     """OpenAI's own 400 for an array longer than `most` (as it answers for chat `tools` beyond 128)."""
     return bad_request(

@@ -14,13 +14,13 @@ from .bounds import (
     LOGIT_BIAS,
     MAX_LOGIT_BIAS,
     MAX_N,
-    MAX_SAFETY_IDENTIFIER,
     MAX_TOOLS,
     MAX_TOOLS_OTHER,
     MAX_TOP_LOGPROBS,
     PENALTY,
     between,
     check_metadata,
+    check_safety_identifier,
     count,
     too_many,
 )
@@ -320,12 +320,8 @@ def _validate(req: ChatRequest, names: int, tools: int) -> None:
         )
     if req.metadata:
         check_metadata(req.metadata)
-    if req.safety_identifier is not None and len(req.safety_identifier) > MAX_SAFETY_IDENTIFIER:
-        raise bad_request(
-            f"'safety_identifier' is at most {MAX_SAFETY_IDENTIFIER} characters.",
-            param="safety_identifier",
-            code="string_above_max_length",
-        )
+    if req.safety_identifier is not None:
+        check_safety_identifier(req.safety_identifier)
     if req.stream_options is not None and not req.stream:
         raise bad_request("'stream_options' is only allowed when 'stream' is true.", param="stream_options")
 

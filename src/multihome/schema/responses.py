@@ -15,7 +15,7 @@ from typing import Any
 
 import msgspec
 
-from .bounds import MAX_METADATA, MAX_SAFETY_IDENTIFIER, MAX_TOOLS_OTHER, check_metadata, count, too_many
+from .bounds import MAX_METADATA, MAX_TOOLS_OTHER, check_metadata, check_safety_identifier, count, too_many
 from .chat import REASONING_EFFORTS
 from .decoding import COUNT_ITEMS_OVER, Counted, count_body, count_items, decode_body, decode_views, top_level
 from .errors import bad_request, echo
@@ -344,12 +344,7 @@ def _validate(req: CreateResponse) -> None:
                 f"include[{i}] '{echo(name)}' is not one of: {', '.join(sorted(INCLUDABLE))}.", param=f"include[{i}]"
             )
     check_metadata(req.metadata)
-    if req.safety_identifier is not None and len(req.safety_identifier) > MAX_SAFETY_IDENTIFIER:
-        raise bad_request(
-            f"'safety_identifier' is at most {MAX_SAFETY_IDENTIFIER} characters.",
-            param="safety_identifier",
-            code="string_above_max_length",
-        )
+    check_safety_identifier(req.safety_identifier)
     fmt = req.text.format if req.text is not None else None
     if fmt is not None:
         if fmt.type not in FORMATS:
