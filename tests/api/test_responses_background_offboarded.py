@@ -163,16 +163,15 @@ async def agent_world(request, tmp_path) -> AsyncIterator[tuple]:
         await sim.close()
 
 
-async def test_an_agent_run_stops_at_its_next_model_step_once_its_tenant_is_deleted(agent_world):
-    w, sim, transport, server = agent_world
-    tenant, key = await w.tenant("leaving")
+async def _held_agent_run(w: StoredWorld, transport, server, tenant: str, key: str) -> tuple[str, asyncio.Event]:
+    """A background agent run on a registered MCP server, held at its checkpoint after its first tool call
+    (the third write: in_progress, the model's step, the call): its next step is its second model call.
+    The run's id, and the event that lets it go on."""
     servers = f"/admin/v1/tenants/{tenant}/mcp-servers"
     body = {"name": "tools", "url": server.url, "allowed_tools": ["record"], "require_approval": "never"}
     await ok(await w.call("POST", servers, json=body), 201)
     (background,) = [s for s in w.app.services if isinstance(s, Background)]
     assert background.store is not None
-    # Hold the run at its checkpoint after the first tool call (the third write: in_progress, the model's
-    # step, the call), while the tenant is deleted; the run's next step is then its second model call.
     progress, writes, held = background.store.progress, [], asyncio.Event()
 
     async def holding(*args, **kwargs):
@@ -196,11 +195,18 @@ async def test_an_agent_run_stops_at_its_next_model_step_once_its_tenant_is_dele
     while len(writes) < 3:
         assert asyncio.get_running_loop().time() < deadline, f"the run made {len(writes)} checkpoints"
         await asyncio.sleep(0.05)
+    return created.id, held
+
+
+async def test_an_agent_run_stops_at_its_next_model_step_once_its_tenant_is_deleted(agent_world):
+    w, sim, transport, server = agent_world
+    tenant, key = await w.tenant("leaving")
+    created, held = await _held_agent_run(w, transport, server, tenant, key)
     assert sim.state.stats.requests == 1  # one model step (and its tool call)
     await ok(await w.call("DELETE", f"/admin/v1/tenants/{tenant}"))
 
     held.set()
-    record = await _final(w.app, tenant, created.id)
+    record = await _final(w.app, tenant, created)
     # Before the fix: the run went on for its three steps, calling the model as a tenant that is gone.
     assert record.status == "failed", record.status
     assert "deleted" in record.response["error"]["message"], record.response["error"]
@@ -274,40 +280,12 @@ async def test_a_queued_background_response_whose_key_is_revoked_is_failed_not_r
 async def test_a_background_agent_run_stops_at_its_next_model_step_once_its_key_is_revoked(agent_world):
     w, sim, transport, server = agent_world
     tenant, key = await w.tenant("acme")
-    servers = f"/admin/v1/tenants/{tenant}/mcp-servers"
-    body = {"name": "tools", "url": server.url, "allowed_tools": ["record"], "require_approval": "never"}
-    await ok(await w.call("POST", servers, json=body), 201)
-    (background,) = [s for s in w.app.services if isinstance(s, Background)]
-    assert background.store is not None
-    # Held at its checkpoint after the first tool call (the third write), while the key is revoked.
-    progress, writes, held = background.store.progress, [], asyncio.Event()
-
-    async def holding(*args, **kwargs):
-        done = await progress(*args, **kwargs)
-        writes.append(1)
-        if len(writes) == 3:
-            await held.wait()
-        return done
-
-    background.store.progress = holding
-    sdk = openai.AsyncOpenAI(
-        api_key=key,
-        base_url="http://gw/v1",
-        max_retries=0,
-        http_client=httpx.AsyncClient(transport=transport, base_url="http://gw/v1", timeout=30),
-    )
-    tool = {"type": "mcp", "server_label": "tools", "server_url": server.url, "allowed_tools": ["record"]}
-    created = await sdk.responses.create(model="g", input="steps=3", tools=[tool], background=True)
-    await sdk.close()
-    deadline = asyncio.get_running_loop().time() + DEADLINE
-    while len(writes) < 3:
-        assert asyncio.get_running_loop().time() < deadline, f"the run made {len(writes)} checkpoints"
-        await asyncio.sleep(0.05)
+    created, held = await _held_agent_run(w, transport, server, tenant, key)
     assert sim.state.stats.requests == 1  # one model step (and its tool call)
     await ok(await w.call("DELETE", f"/admin/v1/tenants/{tenant}/keys/{await _key_id(w, tenant)}"))
 
     held.set()
-    record = await _final(w.app, tenant, created.id)
+    record = await _final(w.app, tenant, created)
     # Before the fix: the run went on for its three steps, calling the model and the tool for a revoked key.
     assert record.status == "failed", record.status
     assert "revoked" in record.response["error"]["message"], record.response["error"]
