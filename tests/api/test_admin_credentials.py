@@ -12,6 +12,7 @@ import socket
 import sqlite3
 import stat
 
+import anyio
 import httpx
 import pytest
 
@@ -237,3 +238,39 @@ async def test_a_restarted_gateway_starts_with_the_stored_key(tmp_path, monkeypa
         assert _sent_key(app) == f"Bearer {SECRET}"  # opened from the store at start-up, before any call
     trail = [json.loads(line) for p in (tmp_path / "audit").glob("*.jsonl") for line in p.read_text().splitlines()]
     assert sorted(e["body"]["op"] for e in trail if e["kind"] == "kms") == ["generate", "unwrap"]  # one chain each
+
+
+@pytest.fixture
+def hung_kms():
+    """A KMS address that accepts connections (the kernel's backlog) and never answers."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen(64)
+        yield f"http://127.0.0.1:{s.getsockname()[1]}"
+
+
+@pytest.mark.parametrize("backend", ["aws", "vault"])
+async def test_a_kms_that_never_answers_is_a_503_by_kms_timeout_s(backend, hung_kms, tmp_path, monkeypatch):
+    # AWS's SDK retried 3 x (5 s connect + 10 s read) before kms.timeout_s; the 1 s deadline must end it.
+    monkeypatch.setenv("MH_TEST_CRED_ADMIN", ADMIN_KEY)
+    monkeypatch.setenv("MH_TEST_VAULT_TOKEN", "not-a-real-token")
+    for var in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_CONFIG_FILE", "AWS_SHARED_CREDENTIALS_FILE"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    section = {
+        "aws": f'aws: {{region: us-east-1, endpoint: "{hung_kms}"}}',
+        "vault": f'vault: {{address: "{hung_kms}", token_env: MH_TEST_VAULT_TOKEN, timeout_s: 60}}',
+    }[backend]
+    kms = f"{{backend: {backend}, timeout_s: 1, attempts: 3, {section}}}"
+    with anyio.fail_after(30):  # generous: the KMS would hang far longer than this
+        async with running(CONFIG.format(tmp=tmp_path, kms=kms)) as app:
+            admin = _client(app, ADMIN_KEY)
+            refused = error(await admin.put("/admin/v1/provider-credentials/sealed", json={"api_key": SECRET}), 503)
+            assert refused["code"] == "kms_unavailable" and refused["type"] == "server_error"
+            assert hung_kms.split("//")[1] in refused["message"]
+            assert (await ok(await admin.get("/admin/v1/provider-credentials/sealed")))["set"] is False
+    trail = [json.loads(line) for p in (tmp_path / "audit").glob("*.jsonl") for line in p.read_text().splitlines()]
+    (failed,) = [e["body"] for e in trail if e["kind"] == "kms"]
+    # kms.timeout_s ended it (vault's own 60 s request timeout is capped to it), not a connection error.
+    assert failed["outcome"] == "unavailable" and "no answer within 1 s" in failed["error"]

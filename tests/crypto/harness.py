@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 from collections.abc import Callable
 from typing import Any
@@ -114,10 +115,15 @@ class Recording(KmsBackend):
         self.calls: dict[str, int] = {}
         self.plaintexts: list[bytes] = []
         self.down = False
+        self.hung = False  # every call waits forever (a KMS that accepted the connection and never answers)
 
     @property
     def label(self) -> str:
         return self.inner.label
+
+    async def _hang(self) -> None:
+        if self.hung:
+            await asyncio.Event().wait()
 
     def _count(self, op: str) -> None:
         if self.down:
@@ -127,18 +133,21 @@ class Recording(KmsBackend):
         self.calls[op] = self.calls.get(op, 0) + 1
 
     async def generate_data_key(self, kek_id, context, *, create):
+        await self._hang()
         self._count("generate")
         new = await self.inner.generate_data_key(kek_id, context, create=create)
         self.plaintexts.append(new.plaintext)
         return new
 
     async def decrypt(self, kek_id, kek_version, wrapped, context):
+        await self._hang()
         self._count("decrypt")
         plaintext = await self.inner.decrypt(kek_id, kek_version, wrapped, context)
         self.plaintexts.append(plaintext)
         return plaintext
 
     async def rewrap(self, kek_id, kek_version, wrapped, context):
+        await self._hang()
         self._count("rewrap")
         return await self.inner.rewrap(kek_id, kek_version, wrapped, context)
 

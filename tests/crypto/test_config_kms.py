@@ -31,6 +31,16 @@ kms:
     assert cfg.tenants["acme"].backend == "aws" and cfg.tenants["acme"].aws.region == "eu-west-1"
 
 
+def test_kms_timeout_s_defaults_and_tenants_inherit_it():
+    from multihome.config.kms import bounded
+
+    kms = parse_config(BASE).kms
+    assert (bounded(kms, kms).timeout_s, bounded(kms, kms).attempts) == (5.0, 2)
+    kms = parse_config(BASE + "kms: {timeout_s: 2, attempts: 3, tenants: {a: {}, b: {timeout_s: 9}}}").kms
+    assert (bounded(kms, kms.tenants["a"]).timeout_s, bounded(kms, kms.tenants["a"]).attempts) == (2, 3)
+    assert bounded(kms, kms.tenants["b"]).timeout_s == 9
+
+
 @pytest.mark.parametrize(
     "section, problem",
     [
@@ -44,6 +54,10 @@ kms:
         ("kms: {max_messages_per_key: 4294967296}", "kms.max_messages_per_key: at most 1073741824"),
         ("kms: {vault: {address: x, token: abc}}", "kms.vault: Object contains unknown field `token`"),
         ("kms: {cache_ttl_s: 0}", "kms.cache_ttl_s: Expected `float` > 0.0"),
+        ("kms: {timeout_s: 0}", "kms.timeout_s: Expected `float` > 0.0"),
+        ("kms: {timeout_s: 600}", "kms.timeout_s: at most 60"),
+        ("kms: {attempts: 0}", "kms.attempts: Expected `int` >= 1"),
+        ("kms: {tenants: {acme: {attempts: 9}}}", "kms.tenants.acme.attempts: at most 5"),
     ],
 )
 def test_problems_name_the_key_path(section, problem):

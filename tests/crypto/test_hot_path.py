@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
+import anyio
 import pytest
 import sqlalchemy as sa
 
@@ -114,6 +115,20 @@ async def test_kms_outage_cached_keys_serve_new_keys_fail_closed(local_kms, engi
         await ring.open("t1", "credentials", "c", "1", s)
     kms.down = False
     assert await ring.open("t1", "credentials", "c", "1", s) == b"cached"
+
+
+async def test_a_hung_kms_is_cut_at_kms_timeout_s_and_cached_keys_keep_serving(local_kms, engine):
+    now = [0.0]
+    ring, kms = _ring(local_kms, engine, cache_ttl_s=10, serve_stale_s=100, timeout_s=1)
+    ring._clock = lambda: now[0]
+    s = await ring.seal("t1", "credentials", "c", "1", b"cached")
+    kms.hung = True  # every KMS call from here on waits forever
+    with anyio.fail_after(30):  # generous; without kms.timeout_s these would never end
+        now[0] = 50  # TTL over: the unwrap hangs, the deadline ends it, the stale key serves
+        assert await ring.open("t1", "credentials", "c", "1", s) == b"cached"
+        with pytest.raises(KmsUnavailable) as exc:  # a new data key: fails closed at the deadline
+            await ring.seal("t2", "credentials", "c", "1", b"new tenant")
+    assert exc.value.kms == kms.label and "no answer within 1 s (kms.timeout_s)" in str(exc.value)
 
 
 async def test_store_write_with_kms_down_stores_nothing(local_kms, engine):

@@ -16,6 +16,11 @@ import msgspec
 from .struct import NonNegative, Positive, PositiveCount, Strict
 
 BACKENDS = ("local", "aws", "vault", "azure")
+# A KMS operation (with its retries) that has not answered by `timeout_s` fails as unavailable (503).
+DEFAULT_TIMEOUT_S = 5.0
+MAX_TIMEOUT_S = 60.0
+DEFAULT_ATTEMPTS = 2
+MAX_ATTEMPTS = 5
 # AES-GCM with random 96-bit nonces: at most 2^32 messages per key; retire data keys far earlier.
 GCM_MESSAGE_LIMIT = 2**32
 
@@ -42,7 +47,7 @@ class VaultKmsConfig(Strict):
     mount: str = "transit"
     namespace: str | None = None  # X-Vault-Namespace
     ca_file: str | None = None  # PEM bundle to trust for https
-    timeout_s: Positive = 10.0
+    timeout_s: Positive | None = None  # per HTTP request; None: `kms.timeout_s` (capped by it anyway)
 
 
 class AzureKmsConfig(Strict):
@@ -55,7 +60,7 @@ class AzureKmsConfig(Strict):
     ca_file: str | None = None  # PEM bundle to trust (a private endpoint behind its own CA)
     # Key Vault's auth challenge names the resource; the SDK checks it matches the vault's domain.
     verify_challenge_resource: bool = True
-    timeout_s: Positive = 10.0
+    timeout_s: Positive | None = None  # connect and read, per request; None: `kms.timeout_s` (capped by it)
 
 
 class KmsTarget(Strict):
@@ -68,6 +73,10 @@ class KmsTarget(Strict):
     aws: AwsKmsConfig | None = None
     vault: VaultKmsConfig | None = None
     azure: AzureKmsConfig | None = None
+    # The deadline of one KMS operation, retries included: past it the call fails as unavailable
+    # (a 503 `kms_unavailable`; cached keys keep serving). None: the organisation's, else 5 s.
+    timeout_s: Positive | None = None
+    attempts: PositiveCount | None = None  # tries per KMS request (1 = no retry); None: as timeout_s, else 2
 
 
 class KmsConfig(KmsTarget):
@@ -85,6 +94,13 @@ class KmsConfig(KmsTarget):
     offload_bytes: PositiveCount = 256 * 1024
 
 
+def bounded(org: KmsConfig, target: KmsTarget) -> KmsTarget:
+    """`target` with its deadline and attempts filled in: its own, else the organisation's, else the defaults."""
+    timeout_s = target.timeout_s or org.timeout_s or DEFAULT_TIMEOUT_S
+    attempts = target.attempts or org.attempts or DEFAULT_ATTEMPTS
+    return msgspec.structs.replace(target, timeout_s=timeout_s, attempts=attempts)
+
+
 def check(cfg: KmsConfig) -> Iterator[str]:
     """Cross-field problems as `kms.<path>: what is wrong`."""
     if cfg.max_messages_per_key > GCM_MESSAGE_LIMIT // 4:
@@ -94,6 +110,13 @@ def check(cfg: KmsConfig) -> Iterator[str]:
         )
     targets = [("kms", cfg), *((f"kms.tenants.{t}", target) for t, target in cfg.tenants.items())]
     for where, target in targets:
+        if target.timeout_s is not None and target.timeout_s > MAX_TIMEOUT_S:
+            yield (
+                f"{where}.timeout_s: at most {MAX_TIMEOUT_S:g} (a client waits this long for a KMS that does not "
+                "answer; a few seconds is usual)"
+            )
+        if target.attempts is not None and target.attempts > MAX_ATTEMPTS:
+            yield f"{where}.attempts: at most {MAX_ATTEMPTS} (every try shares the one timeout_s deadline)"
         if target.backend != "local" and getattr(target, target.backend) is None:
             yield f"{where}.{target.backend}: required when {where}.backend is {target.backend}"
         if target.vault is not None and not target.vault.address.startswith(("http://", "https://")):

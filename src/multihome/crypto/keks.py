@@ -14,7 +14,7 @@ import re
 from collections.abc import Callable
 from typing import NamedTuple
 
-from ..config.kms import KmsConfig, KmsTarget
+from ..config.kms import DEFAULT_TIMEOUT_S, KmsConfig, KmsTarget, bounded
 from .errors import KmsRefused
 from .kms import KmsBackend
 
@@ -40,9 +40,19 @@ def tenant_key_name(prefix: str, tenant: str) -> str:
 class KekResolver:
     def __init__(self, config: KmsConfig, build: BackendFactory) -> None:
         self._org = config
-        self._org_backend = build(config, "kms")
-        self._tenant_backends = {t: build(target, f"kms.tenants.{t}") for t, target in config.tenants.items()}
+        org = bounded(config, config)
+        self._org_backend = build(org, "kms")
+        targets = {t: bounded(config, target) for t, target in config.tenants.items()}
+        self._tenant_backends = {t: build(target, f"kms.tenants.{t}") for t, target in targets.items()}
         self._overrides = config.tenants
+        # The deadline of one operation on each backend (`timeout_s`, filled in by `bounded`).
+        self._deadlines = {id(self._org_backend): org.timeout_s or DEFAULT_TIMEOUT_S}
+        for t, target in targets.items():
+            self._deadlines[id(self._tenant_backends[t])] = target.timeout_s or DEFAULT_TIMEOUT_S
+
+    def deadline(self, backend: KmsBackend) -> float:
+        """Seconds one operation on `backend` may take, its retries included (`kms.timeout_s`)."""
+        return self._deadlines.get(id(backend), DEFAULT_TIMEOUT_S)
 
     def backends(self) -> list[KmsBackend]:
         return [self._org_backend, *self._tenant_backends.values()]

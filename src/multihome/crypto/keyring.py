@@ -373,9 +373,18 @@ class Keyring:
         call: Awaitable[T],
         detail: dict[str, Any] | None = None,
     ) -> T:
-        """Await one KMS call and report it (with its outcome) to the audit sink."""
+        """Await one KMS call and report it (with its outcome) to the audit sink. A call that has not
+        answered by the backend's deadline (`kms.timeout_s`, retries included) is `KmsUnavailable`:
+        a hung KMS must not hold a client's request (the SDKs' own retries can take minutes)."""
+        # A shred (`multihome kms shred` only) is exempt: Key Vault deletes a key asynchronously and the
+        # SDK polls until it can purge; cutting that short would leave the key deleted but not purged.
+        deadline = None if op == "destroy_key" else self.resolver.deadline(backend)
         try:
-            result = await call
+            try:
+                async with asyncio.timeout(deadline):
+                    result = await call
+            except TimeoutError:
+                raise KmsUnavailable(backend.label, f"{op}: no answer within {deadline:g} s (kms.timeout_s)") from None
         except (KmsUnavailable, KmsRefused) as exc:
             outcome = "unavailable" if isinstance(exc, KmsUnavailable) else "refused"
             self.emit(op, backend.label, tenant, purpose, kek_id, kek_version, data_key_id, outcome, str(exc), detail)

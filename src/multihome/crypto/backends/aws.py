@@ -72,8 +72,10 @@ def key_ref(kek_id: str) -> str:
 class AwsKms(KmsBackend):
     name: ClassVar[str] = "aws"
 
-    def __init__(self, cfg: AwsKmsConfig, *, where: str) -> None:
+    def __init__(self, cfg: AwsKmsConfig, *, where: str, timeout_s: float = 5.0, attempts: int = 2) -> None:
         self._cfg = cfg
+        self._timeout_s = timeout_s
+        self._attempts = attempts
         self._where = where
         self._client: Any = None
         self._lock = threading.Lock()
@@ -107,8 +109,12 @@ class AwsKms(KmsBackend):
                     "kms",
                     region_name=cfg.region,
                     endpoint_url=cfg.endpoint,
+                    # Each try may take the whole deadline; the keyring cuts the operation there, and
+                    # these bound how long the worker thread lingers after it (attempts x timeout).
                     config=BotoConfig(
-                        connect_timeout=5, read_timeout=10, retries={"max_attempts": 3, "mode": "standard"}
+                        connect_timeout=self._timeout_s,
+                        read_timeout=self._timeout_s,
+                        retries={"total_max_attempts": self._attempts, "mode": "standard"},
                     ),
                 )
             return self._client

@@ -42,16 +42,24 @@ def default_credential(cfg: AzureKmsConfig, where: str) -> Any:
 class AzureKms(KmsBackend):
     name: ClassVar[str] = "azure"
 
-    def __init__(self, cfg: AzureKmsConfig, *, where: str, credential: Any = None) -> None:
+    def __init__(
+        self, cfg: AzureKmsConfig, *, where: str, credential: Any = None, timeout_s: float = 5.0, attempts: int = 2
+    ) -> None:
         from azure.keyvault.keys import KeyClient
 
         self._cfg = cfg
         self._vault = cfg.vault_url.rstrip("/")
         self._credential = credential if credential is not None else default_credential(cfg, where)
+        per_try = min(cfg.timeout_s or timeout_s, timeout_s)
+        # azure-core retries 10 times with backoff by default (minutes against a hung vault): here the
+        # tries fit the operation's deadline, which the keyring enforces (this bounds the worker thread).
         self._opts: dict[str, Any] = {
             "verify_challenge_resource": cfg.verify_challenge_resource,
-            "connection_timeout": cfg.timeout_s,
-            "read_timeout": cfg.timeout_s,
+            "connection_timeout": per_try,
+            "read_timeout": per_try,
+            "retry_total": attempts - 1,
+            "retry_backoff_max": timeout_s,
+            "timeout": timeout_s,  # azure-core's RetryPolicy: no retry starts past this many seconds
         }
         if cfg.ca_file:
             self._opts["connection_verify"] = cfg.ca_file

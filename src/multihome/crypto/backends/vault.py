@@ -34,8 +34,11 @@ def _version(ciphertext: str) -> str:
 class VaultKms(KmsBackend):
     name: ClassVar[str] = "vault"
 
-    def __init__(self, cfg: VaultKmsConfig, *, where: str) -> None:
+    def __init__(self, cfg: VaultKmsConfig, *, where: str, timeout_s: float = 5.0, attempts: int = 1) -> None:
         self._cfg = cfg
+        # One HTTP request per try, never longer than the operation's deadline (no retries here: a
+        # failed call fails the operation, and the keyring's cache and the client retry instead).
+        self._timeout_s = min(cfg.timeout_s or timeout_s, timeout_s)
         self._base = f"{cfg.address.rstrip('/')}/v1/{cfg.mount.strip('/')}"
         token = required_env(cfg.token_env, what=f"{where}.token_env")
         self._headers = {"X-Vault-Token": token}
@@ -54,7 +57,7 @@ class VaultKms(KmsBackend):
                 ssl_ctx = ssl.create_default_context(cafile=self._cfg.ca_file)
             self._session = aiohttp.ClientSession(
                 headers=self._headers,
-                timeout=aiohttp.ClientTimeout(total=self._cfg.timeout_s),
+                timeout=aiohttp.ClientTimeout(total=self._timeout_s),
                 connector=aiohttp.TCPConnector(ssl=ssl_ctx, limit=16),
             )
         return self._session
@@ -64,7 +67,9 @@ class VaultKms(KmsBackend):
             async with self._http().request(method, f"{self._base}/{path}", json=body) as resp:
                 status = resp.status
                 payload = await resp.json(content_type=None) if status != 204 else {}
-        except (TimeoutError, aiohttp.ClientError, ValueError) as exc:
+        except TimeoutError:
+            raise KmsUnavailable(self.label, f"{method} {path}: no answer within {self._timeout_s:g} s") from None
+        except (aiohttp.ClientError, ValueError) as exc:
             raise KmsUnavailable(self.label, f"{method} {path}: {type(exc).__name__}") from None
         if status >= 300:
             errors = "; ".join(str(e) for e in (payload or {}).get("errors") or [])[:300] or f"HTTP {status}"
