@@ -37,3 +37,12 @@ def test_a_conversation_item_with_a_file_by_id_is_a_400_too():
     with pytest.raises(ApiError) as err:
         parse_add_items(json.dumps({"items": [_message(FILE_ID)]}).encode())
     assert err.value.status == 400 and err.value.body.param.endswith(".content[1].file_id")
+
+
+def test_an_image_naming_a_file_id_beside_its_url_is_a_400_too():
+    # Its url let it pass, and its file_id went to a native upstream in the item as sent (native.py).
+    image = {"type": "input_image", "image_url": "https://example.com/a.png", "file_id": "file-abc123"}
+    with pytest.raises(ApiError) as err:
+        parse_create(json.dumps({"model": "m", "input": [_message(image)]}).encode())
+    assert err.value.status == 400
+    assert err.value.body.param == "input[0].content[1].file_id"

@@ -13,6 +13,7 @@ from .bounds import (
     INT64,
     LOGIT_BIAS,
     MAX_LOGIT_BIAS,
+    MAX_METADATA,
     MAX_N,
     MAX_TOOLS,
     MAX_TOOLS_OTHER,
@@ -179,11 +180,22 @@ class ChatRequest(msgspec.Struct):
 _PARTS = ("content", "tool_calls", "thinking_blocks")  # what the checks, estimates and translators walk
 _NOUN = "content parts, tool calls and thinking blocks"
 _MAPS = (("logit_bias", MAX_LOGIT_BIAS),)
-_typed = count_items(msgspec.json.Decoder(ChatRequest), Counted("messages", _PARTS, noun=_NOUN, maps=_MAPS))
+# `metadata` held to a size before the typed decode, as the Responses door's (schema/responses.py): 16 pairs of
+# at most 64 and 512 characters, escaped and quoted, are under 56 KiB of JSON.
+_SIZED = (
+    (
+        "metadata",
+        64 * 1024,
+        f"'metadata' holds at most {MAX_METADATA} pairs, keys of at most 64 characters and values of at most 512.",
+    ),
+)
+_typed = count_items(
+    msgspec.json.Decoder(ChatRequest), Counted("messages", _PARTS, noun=_NOUN, maps=_MAPS, sized=_SIZED)
+)
 # The chat request a Responses turn or an Anthropic message is translated into: their own cap on tools.
 _translated = count_items(
     msgspec.json.Decoder(ChatRequest),
-    Counted("messages", _PARTS, max_tools=MAX_TOOLS_OTHER, noun=_NOUN, maps=_MAPS),
+    Counted("messages", _PARTS, max_tools=MAX_TOOLS_OTHER, noun=_NOUN, maps=_MAPS, sized=_SIZED),
 )
 
 

@@ -592,11 +592,12 @@ def _check_part(part: Part, where: str) -> None:
             f"{where}.detail must be one of: {', '.join(sorted(d for d in IMAGE_DETAILS if d))}.",
             param=f"{where}.detail",
         )
-    if part.type == "input_file" and part.file_id is not None:
+    if part.type in ("input_file", "input_image") and part.file_id is not None:
         # An upstream file id names a file in one cloud account every tenant shares: it neither routes to
-        # another cloud nor stays within its tenant.
+        # another cloud nor stays within its tenant (an image's beside its url went to a native upstream).
+        send = "the file as 'file_data'" if part.type == "input_file" else "the image by 'image_url'"
         raise bad_request(
-            f"{where} is an input_file by 'file_id', which is not supported: send the file as 'file_data'.",
+            f"{where} is an {part.type} by 'file_id', which is not supported: send {send}.",
             param=f"{where}.file_id",
             code="unsupported_parameter",
         )

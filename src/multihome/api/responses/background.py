@@ -238,7 +238,7 @@ class Background:
                     return
                 if time.monotonic() - checked >= _ORPHAN_CHECK_S:
                     checked = time.monotonic()
-                    found = await bg.get(tenant, response_id)
+                    found = await stored(bg.get(tenant, response_id))  # (as the reads above)
                     if found is not None and (await self.current(found)).status not in OPEN:
                         continue  # its terminal event is read next
                 await wait_event(woken, poll)
