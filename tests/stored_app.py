@@ -3,7 +3,8 @@ for tests that break stored rows with SQL and watch what the app makes of them."
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -17,6 +18,17 @@ from multihome.app import build_app
 from multihome.simulators import SimulatorConfig, start_simulator
 
 STORES = ["sqlite", "postgresql"]  # the fixtures' params
+
+
+async def until(check: Callable[[], Awaitable[Any]], what: str, seconds: float) -> Any:
+    """`check()`'s first truthy answer, asked every 50 ms; the test fails saying `what` after `seconds`."""
+    deadline = asyncio.get_running_loop().time() + seconds
+    while True:
+        found = await check()
+        if found:
+            return found
+        assert asyncio.get_running_loop().time() < deadline, what
+        await asyncio.sleep(0.05)
 
 
 def store_url(request, tmp_path) -> str:

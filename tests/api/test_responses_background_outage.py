@@ -7,7 +7,6 @@ simulated upstream, on SQLite and PostgreSQL; the store made unavailable at exac
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
 
 import httpx
@@ -17,7 +16,7 @@ import pytest
 from admin_http import ok
 from multihome.api.responses.background import Background
 from multihome.state.service import StateService
-from stored_app import STORES, store_url, stored_world
+from stored_app import STORES, store_url, stored_world, until
 
 pytestmark = pytest.mark.anyio
 ADMIN_KEY = "mh-bootstrap-admin-key-for-background-outage"
@@ -61,16 +60,6 @@ class _OutageAtTheRunsContext:
         return await self._items(*args, **kwargs)
 
 
-async def _until(check, what: str):
-    deadline = asyncio.get_running_loop().time() + DEADLINE
-    while True:
-        found = await check()
-        if found:
-            return found
-        assert asyncio.get_running_loop().time() < deadline, what
-        await asyncio.sleep(0.05)
-
-
 async def test_a_run_that_cannot_read_its_context_is_tried_again_and_completes(world):
     w, sim, transport = world
     tenant, key = await w.tenant("acme")
@@ -91,7 +80,7 @@ async def test_a_run_that_cannot_read_its_context_is_tried_again_and_completes(w
         got = await sdk.responses.retrieve(created.id)
         return got if got.status not in ("queued", "in_progress") else None
 
-    done = await _until(final, "the response never ended")
+    done = await until(final, "the response never ended", DEADLINE)
     # Before: `failed`, the outage at the run's start shown as the turn's error (storage_unavailable).
     assert done.status == "completed", (done.status, done.error)
     assert outage.fired == 1

@@ -7,7 +7,6 @@ simulated upstream, on SQLite and PostgreSQL; the store made unavailable at exac
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
 
 import httpx
@@ -17,7 +16,7 @@ import pytest
 from admin_http import ok
 from multihome.simulators import Fault
 from multihome.state.service import StateService
-from stored_app import STORES, store_url, stored_world
+from stored_app import STORES, store_url, stored_world, until
 
 pytestmark = pytest.mark.anyio
 ADMIN_KEY = "mh-bootstrap-admin-key-for-background-recheck"
@@ -54,16 +53,6 @@ class _OutageAtNextItemsRead:
         return await self._items(*args, **kwargs)
 
 
-async def _until(check, what: str):
-    deadline = asyncio.get_running_loop().time() + DEADLINE
-    while True:
-        found = await check()
-        if found:
-            return found
-        assert asyncio.get_running_loop().time() < deadline, what
-        await asyncio.sleep(0.05)
-
-
 async def test_a_recheck_that_cannot_read_the_store_retries_the_run_which_appends_once(world):
     w, sim, transport = world
     tenant, key = await w.tenant("acme")
@@ -87,7 +76,7 @@ async def test_a_recheck_that_cannot_read_the_store_retries_the_run_which_append
     async def received() -> bool:
         return sim.state.stats.requests >= 1
 
-    await _until(received, "the upstream never received the run's call")
+    await until(received, "the upstream never received the run's call", DEADLINE)
     meanwhile = {"type": "message", "role": "user", "content": "and tomorrow?"}
     await sdk.conversations.items.create(conv.id, items=[meanwhile])  # moves the end: the append rechecks
     outage.armed = True  # the next read of items is the recheck's
@@ -96,7 +85,7 @@ async def test_a_recheck_that_cannot_read_the_store_retries_the_run_which_append
         got = await sdk.responses.retrieve(created.id)
         return got if got.status not in ("queued", "in_progress") else None
 
-    done = await _until(final, "the response never ended")
+    done = await until(final, "the response never ended", DEADLINE)
     # Without final_turn.py's re-raise (before 8257381): `failed`, the outage shown as the turn's error.
     assert done.status == "completed", (done.status, done.error)
     assert outage.fired == 1 and not outage.armed
