@@ -14,9 +14,15 @@ import openai
 import pytest
 
 from admin_http import ok
+from builders import database, identity, simulated, single, typed
+from mcp_server import McpTestServer
 from multihome.api.responses.background import Background
+from multihome.app import build_app
+from multihome.crypto import init_key_file
+from multihome.simulators import SimulatorConfig, start_simulator
 from multihome.state.service import StateService
-from stored_app import STORES, store_url, stored_world, until
+from multihome.tools.servers import McpServerStore
+from stored_app import STORES, StoredWorld, store_url, stored_world, until
 
 pytestmark = pytest.mark.anyio
 ADMIN_KEY = "mh-bootstrap-admin-key-for-background-outage"
@@ -93,3 +99,71 @@ async def test_a_run_that_cannot_read_its_context_is_tried_again_and_completes(w
     usage = await ok(await w.call("GET", f"/admin/v1/tenants/{tenant}/usage"))
     assert [row["calls"] for row in usage["data"]] == [1], usage
     await sdk.close()
+
+
+@pytest.fixture(params=STORES)
+async def agent_world(request, tmp_path) -> AsyncIterator[tuple]:
+    """The app with a KMS and loopback egress, and a real MCP server (tests/mcp_server.py)."""
+    url = store_url(request, tmp_path)
+    init_key_file(tmp_path / "kms.key")
+    sim = await start_simulator(SimulatorConfig(kind="openai", name="up"))
+    cfg = single(
+        simulated("openai", sim.url, region="us-east-1", data_zone="US"),
+        storage=database(url, refresh_s=0.05),
+        identity=identity("MH_TEST_BG_OUTAGE"),
+        kms={"local": {"key_file": str(tmp_path / "kms.key")}},
+        egress={"allow_networks": ["127.0.0.0/8"]},  # the MCP test server listens on loopback
+    )
+    app = build_app(typed(cfg))
+    server = McpTestServer().start()
+    for service in app.services:
+        await service.start()
+    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+    try:
+        async with httpx.AsyncClient(transport=transport, base_url="http://gw", timeout=30) as client:
+            yield StoredWorld(client, url, ADMIN_KEY, app), sim, transport, server
+    finally:
+        for service in reversed(app.services):
+            await service.close()
+        server.stop()
+        await sim.close()
+
+
+async def test_an_agent_run_that_cannot_check_its_mcp_registration_is_tried_again(agent_world, monkeypatch):
+    """The check before each MCP call that the server is still registered as it was (`unchanged`) meets a
+    reset connection once: the job is tried again from its last checkpoint, and the call is made then,
+    rather than failing as if an admin had deleted the server."""
+    w, sim, transport, server = agent_world
+    tenant, key = await w.tenant("acme")
+    body = {"name": "tools", "url": server.url, "allowed_tools": ["record"], "require_approval": "never"}
+    await ok(await w.call("POST", f"/admin/v1/tenants/{tenant}/mcp-servers", json=body), 201)
+    row, fired = McpServerStore._row, []
+
+    async def resetting(self, *args, **kwargs):  # with server_url, only `unchanged` reads one row by name
+        if not fired:
+            fired.append(1)
+            raise ConnectionResetError("the database connection was reset")
+        return await row(self, *args, **kwargs)
+
+    monkeypatch.setattr(McpServerStore, "_row", resetting)
+    sdk = openai.AsyncOpenAI(
+        api_key=key,
+        base_url="http://gw/v1",
+        max_retries=0,
+        http_client=httpx.AsyncClient(transport=transport, base_url="http://gw/v1", timeout=30),
+    )
+    tool = {"type": "mcp", "server_label": "tools", "server_url": server.url, "allowed_tools": ["record"]}
+    created = await sdk.responses.create(model="g", input="steps=2", tools=[tool], background=True)
+
+    async def final():
+        got = await sdk.responses.retrieve(created.id)
+        return got if got.status not in ("queued", "in_progress") else None
+
+    done = await until(final, "the response never ended", DEADLINE)
+    await sdk.close()
+    assert fired == [1]
+    calls = [i for i in done.output if i.type == "mcp_call"]
+    # Before: the first call `failed` ("no longer registered ... or could not be read now"), not made.
+    assert calls and all(c.status == "completed" for c in calls), [(c.status, c.error) for c in calls]
+    assert done.status == "completed", (done.status, done.error)
+    assert len(server.calls) == len(calls), server.calls

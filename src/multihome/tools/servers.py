@@ -201,16 +201,18 @@ class McpServerStore:
                 raise row_reads.unreadable(KIND, Unreadable(TABLE, name, tenant, "its headers are not a map"))
         return McpEndpoint(name=name, url=row["url"], headers=headers)
 
-    async def unchanged(self, tenant: str, view: McpServerView) -> bool:
+    async def unchanged(self, tenant: str, view: McpServerView, *, outage_raises: bool = False) -> bool:
         """Whether the registration `view` was read from is still there as it was: not deleted, recreated or
         changed since (its URL, tools, approvals or headers). A run resolves its servers once and calls them
-        for up to its time budget; an admin who removes or narrows a registration stops its next call."""
+        for up to its time budget; an admin who removes or narrows a registration stops its next call.
+        `outage_raises`: a database that cannot be reached raises (a background run's job is tried again)
+        rather than answering False (the call fails, not made)."""
         try:
             now = _view(await self._row(tenant, view.name))
         except (NotFound, UnreadableRow):
             return False
         except Exception as exc:  # the database cannot be reached: not known to be unchanged, so no call
-            if not unavailable(exc):
+            if not unavailable(exc) or outage_raises:
                 raise
             return False
         return now.created_at == view.created_at and now.updated_at == view.updated_at and now.url == view.url

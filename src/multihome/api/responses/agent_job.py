@@ -108,7 +108,13 @@ async def run_agent(
         shell,
         context,
         record.input,
-        Toolbox(resolved, egress=setup.egress, registered=lambda view: servers.unchanged(record.tenant, view)),
+        # An outage reading a registration raises (a 503 `stored` makes): the job is tried again, from the
+        # checkpoint before the call, as when the run's context cannot be read.
+        Toolbox(
+            resolved,
+            egress=setup.egress,
+            registered=lambda view: stored(servers.unchanged(record.tenant, view, outage_raises=True)),
+        ),
         keep,
         prices=setup.prices,
         output=output,
@@ -131,6 +137,8 @@ async def run_agent(
         try:
             await run.begin()
         except ApiError as err:
+            if outage(err):  # nothing with a side effect ran (AgentRun.begin): the job is tried again
+                raise
             await _failed(runner, record, shell, err, run.conv.next_seq if streamed else None)
             return
         async for piece in run.events(start=False):
