@@ -170,17 +170,20 @@ class SseCut:
     """An SSE answer made of stored or run-produced events (api/responses/common.py `send_sse`: a background
     response's stream, a foreground agent run's) as the drain deadline sees it: `cut` stops the sending task
     where it waits (a poll of the store, a model step, a tool call) and it ends the answer with the events
-    `closing(reason, code)` gives, a body ended as HTTP wants, not cut off in the middle of its chunks."""
+    `closing(reason, code)` gives, a body ended as HTTP wants, not cut off in the middle of its chunks.
+    `done` once the answer's terminal event was sent: nothing is cut then (an error event after
+    response.completed would say a completed response failed), as `StreamRelay.cut`."""
 
-    __slots__ = ("_task", "reason", "code")
+    __slots__ = ("_task", "reason", "code", "done")
 
     def __init__(self, task: asyncio.Task[Any]) -> None:
         self._task = task
         self.reason: str | None = None
         self.code = SHUTTING_DOWN
+        self.done = False
 
     def cut(self, reason: str, code: str) -> None:
-        if self.reason is None:
+        if self.reason is None and not self.done:
             self.reason, self.code = reason, code
             self._task.cancel()
 

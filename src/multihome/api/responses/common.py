@@ -358,6 +358,8 @@ async def send_sse(
         )
         async for piece in events:
             await send({"type": "http.response.body", "body": piece, "more_body": True})
+            if cut is not None and any(kind in piece for kind in _TERMINAL):
+                cut.done = True  # the drain deadline cuts nothing after this
         await send({"type": "http.response.body", "body": b"", "more_body": False})
     except asyncio.CancelledError:
         if gone.is_set():
@@ -369,13 +371,21 @@ async def send_sse(
     except ApiError as err:
         if closing is None:
             raise
-        await _closed(send, closing(err.body.message, err.body.code or "server_error"))
+        # After the terminal event, no error event: the body is only ended.
+        await _closed(
+            send, b"" if cut is not None and cut.done else closing(err.body.message, err.body.code or "server_error")
+        )
     except OSError:
         raise ClientGone() from None
     finally:
         watcher.cancel()
         with contextlib.suppress(BaseException):
             await events.aclose()  # type: ignore[attr-defined]
+
+
+# The events that end a Responses stream: an SSE event's data is JSON, so this byte string (its line
+# break unescaped) is only ever the event's own `event:` line.
+_TERMINAL = (b"event: response.completed\n", b"event: response.incomplete\n", b"event: response.failed\n")
 
 
 async def _closed(send: Send, last: bytes) -> None:
