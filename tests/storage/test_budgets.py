@@ -4,6 +4,7 @@ and every change bumps the version exactly once so every replica's snapshot pick
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 
 import pytest
@@ -203,3 +204,38 @@ async def test_a_tenant_holds_at_most_max_budgets(store, monkeypatch):
     await store.create_budget(other.id, scope="tenant", amount="1", currency="AAD", actor="ta")
     await store.delete_budget(t.id, (await store.list_budgets(t.id))[0].id, actor="ta")
     await store.create_budget(t.id, scope="tenant", amount="1", currency="AAD", actor="ta")
+
+
+async def test_concurrent_creates_do_not_pass_the_cap(store, monkeypatch):
+    """Creates on different keys (different slots) at once: each counts the tenant's budgets then inserts,
+    and on PostgreSQL they used to lock only their slot, so all counted the same and all inserted. Each
+    create is held after its checks begin until all have begun (or a moment passed: a create that holds
+    the tenant's lock keeps the others out), so the race does not depend on timing."""
+    from multihome.storage import budgets
+
+    monkeypatch.setattr(budgets, "MAX_BUDGETS_PER_TENANT", 2)
+    t = await store.create_tenant("t", actor="admin")
+    keys = [(await store.create_key(t.id, name=f"k{i}", actor="admin"))[0] for i in range(4)]
+    require, arrived, everyone = store._require_scope, [], asyncio.Event()
+
+    async def held(*args, **kwargs):
+        await require(*args, **kwargs)
+        arrived.append(1)
+        if len(arrived) == len(keys):
+            everyone.set()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(everyone.wait(), 0.5)
+
+    monkeypatch.setattr(store, "_require_scope", held)
+
+    async def create(key_id: str) -> str:
+        try:
+            await store.create_budget(t.id, scope="key", scope_id=key_id, amount="1", actor="ta")
+            return "created"
+        except Invalid:
+            return "refused"
+
+    outcomes = await asyncio.gather(*(create(k.id) for k in keys))
+    # Before the fix, on PostgreSQL: four created, two past the cap.
+    assert sorted(outcomes) == ["created", "created", "refused", "refused"], outcomes
+    assert len(await store.list_budgets(t.id)) == 2

@@ -148,7 +148,9 @@ class BudgetsRepo(StoreBase):
             budgets.c.period == budget.period,
             budgets.c.currency == budget.currency,
         )
-        async with self._write(lock=f"budget:{budget.scope}:{budget.scope_id}") as conn:
+        # One lock per tenant, not per slot: the cap counts the tenant's budgets, so creates on other slots
+        # (other keys, teams) must not count at once and all insert (PostgreSQL; SQLite serializes writes).
+        async with self._write(lock=f"budgets:{tenant_id}") as conn:
             await self._require_tenant(conn, tenant_id)
             await self._require_scope(conn, tenant_id, budget.scope, budget.scope_id, "budget")
             taken = await conn.scalar(sa.select(budgets.c.id).where(*slot))
