@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -14,7 +15,9 @@ from sqlalchemy.ext.asyncio import create_async_engine
 
 from admin_http import ok
 from builders import database, identity, simulated, single, typed
+from mcp_server import McpTestServer
 from multihome.app import build_app
+from multihome.crypto import init_key_file
 from multihome.simulators import SimulatorConfig, start_simulator
 
 STORES = ["sqlite", "postgresql"]  # the fixtures' params
@@ -73,6 +76,21 @@ async def stored_world(
             yield StoredWorld(client, url, admin_key, app), sim, transport
     finally:
         await sim.close()
+
+
+@asynccontextmanager
+async def agent_world(url: str, key_dir: Path, admin_env: str, admin_key: str) -> AsyncIterator[tuple]:
+    """`stored_world` with a local KMS (its key file in `key_dir`), loopback egress and a real MCP server
+    (tests/mcp_server.py): (the StoredWorld, the simulated upstream, the transport, the MCP server)."""
+    init_key_file(key_dir / "kms.key")
+    server = McpTestServer().start()
+    kms = {"local": {"key_file": str(key_dir / "kms.key")}}
+    egress = {"allow_networks": ["127.0.0.0/8"]}  # the MCP test server listens on loopback
+    try:
+        async with stored_world(url, admin_env, admin_key, kms=kms, egress=egress) as (world, sim, transport):
+            yield world, sim, transport, server
+    finally:
+        server.stop()
 
 
 @asynccontextmanager

@@ -21,17 +21,15 @@ import openai
 import pytest
 
 from admin_http import ok
-from builders import database, identity, oidc, simulated, single, typed
-from mcp_server import McpTestServer
+from builders import database, identity, oidc, simulated, single
 from multihome.api.responses.background import Background
-from multihome.app import build_app
-from multihome.crypto import init_key_file
 from multihome.simulators import SimulatorConfig, start_simulator
 from multihome.state.service import StateService
 from multihome.storage.service import StorageService
 from multihome.tools.toolbox import Toolbox
 from oidc_issuer import LocalIssuer
 from stored_app import STORES, StoredWorld, served, store_url, stored_world
+from stored_app import agent_world as stored_agent_world
 
 pytestmark = pytest.mark.anyio
 ADMIN_KEY = "mh-bootstrap-admin-key-for-offboarded-runs"
@@ -137,30 +135,8 @@ async def test_a_tenant_whose_rows_cannot_be_read_has_its_background_run_refused
 
 @pytest.fixture(params=STORES)
 async def agent_world(request, tmp_path) -> AsyncIterator[tuple]:
-    """The app with a KMS and loopback egress, and a real MCP server (tests/mcp_server.py)."""
-    url = store_url(request, tmp_path)
-    init_key_file(tmp_path / "kms.key")
-    sim = await start_simulator(SimulatorConfig(kind="openai", name="up"))
-    cfg = single(
-        simulated("openai", sim.url, region="us-east-1", data_zone="US"),
-        storage=database(url, refresh_s=0.05),
-        identity=identity("MH_TEST_BG_OFFBOARD"),
-        kms={"local": {"key_file": str(tmp_path / "kms.key")}},
-        egress={"allow_networks": ["127.0.0.0/8"]},  # the MCP test server listens on loopback
-    )
-    app = build_app(typed(cfg))
-    server = McpTestServer().start()
-    for service in app.services:
-        await service.start()
-    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
-    try:
-        async with httpx.AsyncClient(transport=transport, base_url="http://gw", timeout=30) as client:
-            yield StoredWorld(client, url, ADMIN_KEY, app), sim, transport, server
-    finally:
-        for service in reversed(app.services):
-            await service.close()
-        server.stop()
-        await sim.close()
+    async with stored_agent_world(store_url(request, tmp_path), tmp_path, "MH_TEST_BG_OFFBOARD", ADMIN_KEY) as world:
+        yield world
 
 
 async def _held_agent_run(w: StoredWorld, transport, server, tenant: str, key: str) -> tuple[str, asyncio.Event]:

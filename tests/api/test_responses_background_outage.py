@@ -14,15 +14,11 @@ import openai
 import pytest
 
 from admin_http import ok
-from builders import database, identity, simulated, single, typed
-from mcp_server import McpTestServer
 from multihome.api.responses.background import Background
-from multihome.app import build_app
-from multihome.crypto import init_key_file
-from multihome.simulators import SimulatorConfig, start_simulator
 from multihome.state.service import StateService
 from multihome.tools.servers import McpServerStore
-from stored_app import STORES, StoredWorld, store_url, stored_world, until
+from stored_app import STORES, store_url, stored_world, until
+from stored_app import agent_world as stored_agent_world
 
 pytestmark = pytest.mark.anyio
 ADMIN_KEY = "mh-bootstrap-admin-key-for-background-outage"
@@ -103,30 +99,8 @@ async def test_a_run_that_cannot_read_its_context_is_tried_again_and_completes(w
 
 @pytest.fixture(params=STORES)
 async def agent_world(request, tmp_path) -> AsyncIterator[tuple]:
-    """The app with a KMS and loopback egress, and a real MCP server (tests/mcp_server.py)."""
-    url = store_url(request, tmp_path)
-    init_key_file(tmp_path / "kms.key")
-    sim = await start_simulator(SimulatorConfig(kind="openai", name="up"))
-    cfg = single(
-        simulated("openai", sim.url, region="us-east-1", data_zone="US"),
-        storage=database(url, refresh_s=0.05),
-        identity=identity("MH_TEST_BG_OUTAGE"),
-        kms={"local": {"key_file": str(tmp_path / "kms.key")}},
-        egress={"allow_networks": ["127.0.0.0/8"]},  # the MCP test server listens on loopback
-    )
-    app = build_app(typed(cfg))
-    server = McpTestServer().start()
-    for service in app.services:
-        await service.start()
-    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
-    try:
-        async with httpx.AsyncClient(transport=transport, base_url="http://gw", timeout=30) as client:
-            yield StoredWorld(client, url, ADMIN_KEY, app), sim, transport, server
-    finally:
-        for service in reversed(app.services):
-            await service.close()
-        server.stop()
-        await sim.close()
+    async with stored_agent_world(store_url(request, tmp_path), tmp_path, "MH_TEST_BG_OUTAGE", ADMIN_KEY) as world:
+        yield world
 
 
 async def test_an_agent_run_that_cannot_check_its_mcp_registration_is_tried_again(agent_world, monkeypatch):
