@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import openai
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import create_async_engine
 
@@ -55,6 +56,12 @@ async def served(cfg: dict, headers: dict | None = None) -> AsyncIterator[tuple[
     finally:
         for service in reversed(app.services):
             await service.close()
+
+
+def sdk_client(key: str, transport: httpx.ASGITransport, timeout: float = 30) -> openai.AsyncOpenAI:
+    """The official SDK as a client of the app in process (`transport`: `stored_world`'s), with no retries."""
+    http = httpx.AsyncClient(transport=transport, base_url="http://gw/v1", timeout=timeout)
+    return openai.AsyncOpenAI(api_key=key, base_url="http://gw/v1", max_retries=0, http_client=http)
 
 
 @asynccontextmanager

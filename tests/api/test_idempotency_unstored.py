@@ -11,7 +11,6 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import AsyncIterator
 
-import httpx
 import openai
 import pytest
 import sqlalchemy as sa
@@ -19,7 +18,7 @@ from sqlalchemy.ext.asyncio import create_async_engine
 
 from multihome.state.idempotency import IdempotencyKeys
 from multihome.storage.tables import idempotency_keys
-from stored_app import STORES, StoredWorld, store_url, stored_world
+from stored_app import STORES, StoredWorld, sdk_client, store_url, stored_world
 
 pytestmark = pytest.mark.anyio
 ADMIN_KEY = "mh-bootstrap-admin-key-for-unstored-idempotency"
@@ -34,12 +33,6 @@ def _admin_key(monkeypatch):
 async def world(request, tmp_path) -> AsyncIterator[tuple]:
     async with stored_world(store_url(request, tmp_path), "MH_TEST_IDEM_UNSTORED", ADMIN_KEY) as (w, sim, transport):
         yield w, sim, transport
-
-
-def _sdk(key: str, transport: httpx.ASGITransport) -> openai.AsyncOpenAI:
-    return openai.AsyncOpenAI(
-        api_key=key, base_url="http://gw/v1", http_client=httpx.AsyncClient(transport=transport), max_retries=0
-    )
 
 
 async def _create(sdk: openai.AsyncOpenAI, idem: str, text: str, **extra):
@@ -80,7 +73,7 @@ async def _hold_lapsed(w: StoredWorld) -> None:
 async def test_a_retry_of_an_unstored_response_gets_the_same_answer_once(world):
     w, sim, transport = world
     _, key = await w.tenant("acme")
-    sdk = _sdk(key, transport)
+    sdk = sdk_client(key, transport)
 
     first, headers = await _create(sdk, "u-1", "answer me once")
     assert "idempotent-replayed" not in headers
@@ -99,7 +92,7 @@ async def test_a_retry_of_an_unstored_response_gets_the_same_answer_once(world):
 async def test_a_replica_dead_before_the_old_mark_leaves_the_retry_a_replay(world, monkeypatch):
     w, sim, transport = world
     _, key = await w.tenant("acme")
-    sdk = _sdk(key, transport)
+    sdk = sdk_client(key, transport)
     _dies_before_done(monkeypatch)
 
     first, _ = await _create(sdk, "u-2", "made before the kill")

@@ -16,7 +16,7 @@ from sqlalchemy.ext.asyncio import create_async_engine
 
 from builders import config, database, deployment, group, identity, simulated
 from multihome.simulators import SimulatorConfig, start_simulator
-from stored_app import STORES, StoredWorld, served, store_url
+from stored_app import STORES, StoredWorld, sdk_client, served, store_url
 
 pytestmark = pytest.mark.anyio
 ADMIN_KEY = "mh-bootstrap-admin-key-for-background-cap"
@@ -49,12 +49,6 @@ async def world(request, tmp_path) -> AsyncIterator[tuple[StoredWorld, httpx.ASG
         await sim.close()
 
 
-def _sdk(key: str, transport: httpx.ASGITransport) -> openai.AsyncOpenAI:
-    return openai.AsyncOpenAI(
-        api_key=key, base_url="http://gw/v1", http_client=httpx.AsyncClient(transport=transport), max_retries=0
-    )
-
-
 async def _stored(url: str, tenant: str) -> int:
     engine = create_async_engine(url)
     try:
@@ -68,7 +62,7 @@ async def test_a_tenant_past_its_open_background_cap_gets_a_429_and_a_cancel_fre
     w, transport = world
     acme, acme_key = await w.tenant("acme")
     _, other_key = await w.tenant("other")
-    sdk = _sdk(acme_key, transport)
+    sdk = sdk_client(acme_key, transport)
     opened = [await sdk.responses.create(model="g", input="hi", background=True) for _ in range(CAP)]
     assert [r.status for r in opened] == ["queued"] * CAP
 
@@ -81,7 +75,7 @@ async def test_a_tenant_past_its_open_background_cap_gets_a_429_and_a_cancel_fre
 
     # Another tenant is not held by acme's cap.
     assert (
-        await _sdk(other_key, transport).responses.create(model="g", input="hi", background=True)
+        await sdk_client(other_key, transport).responses.create(model="g", input="hi", background=True)
     ).status == "queued"
 
     await sdk.responses.cancel(opened[-1].id)  # still queued: the one worker place runs the first (it hangs)

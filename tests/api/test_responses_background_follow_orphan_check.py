@@ -9,14 +9,12 @@ from __future__ import annotations
 import sys
 from collections.abc import AsyncIterator
 
-import httpx
-import openai
 import pytest
 
 from multihome.api.responses import background as background_module
 from multihome.api.responses.background import Background
 from multihome.simulators import Fault
-from stored_app import STORES, store_url, stored_world
+from stored_app import STORES, sdk_client, store_url, stored_world
 
 pytestmark = pytest.mark.anyio
 ADMIN_KEY = "mh-bootstrap-admin-key-for-follow-orphan-check"
@@ -61,12 +59,7 @@ async def test_a_follower_the_store_fails_at_its_job_check_is_told_where_to_resu
     _, key = await w.tenant("acme")
     (background,) = [s for s in w.app.services if isinstance(s, Background)]
     outage = _OutageAtOrphanCheck(background.store)
-    sdk = openai.AsyncOpenAI(
-        api_key=key,
-        base_url="http://gw/v1",
-        max_retries=0,
-        http_client=httpx.AsyncClient(transport=transport, base_url="http://gw/v1", timeout=60),
-    )
+    sdk = sdk_client(key, transport, timeout=60)
     sim.state.faults.add(Fault(chunk_delay_ms=50, chunks=30, times=1))  # idle rounds between the events
     stream = await sdk.responses.create(model="g", input="follow me", background=True, stream=True)
     seen = [event async for event in stream]

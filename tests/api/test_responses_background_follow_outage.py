@@ -9,13 +9,11 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 
-import httpx
-import openai
 import pytest
 
 from multihome.api.responses.background import Background
 from multihome.simulators import Fault
-from stored_app import STORES, store_url, stored_world
+from stored_app import STORES, sdk_client, store_url, stored_world
 
 pytestmark = pytest.mark.anyio
 ADMIN_KEY = "mh-bootstrap-admin-key-for-follow-outage"
@@ -52,12 +50,7 @@ async def test_a_follower_the_store_fails_is_told_where_to_resume_and_resumes(wo
     _, key = await w.tenant("acme")
     (background,) = [s for s in w.app.services if isinstance(s, Background)]
     outage = _OutageMidFollow(background.store)
-    sdk = openai.AsyncOpenAI(
-        api_key=key,
-        base_url="http://gw/v1",
-        max_retries=0,
-        http_client=httpx.AsyncClient(transport=transport, base_url="http://gw/v1", timeout=60),
-    )
+    sdk = sdk_client(key, transport, timeout=60)
     sim.state.faults.add(Fault(chunk_delay_ms=50, chunks=30, times=1))  # the run goes on past the outage
     stream = await sdk.responses.create(model="g", input="follow me", background=True, stream=True)
     seen = [event async for event in stream]

@@ -16,8 +16,6 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 
-import httpx
-import openai
 import pytest
 
 from admin_http import ok
@@ -28,7 +26,7 @@ from multihome.state.service import StateService
 from multihome.storage.service import StorageService
 from multihome.tools.toolbox import Toolbox
 from oidc_issuer import LocalIssuer
-from stored_app import STORES, StoredWorld, served, store_url, stored_world
+from stored_app import STORES, StoredWorld, sdk_client, served, store_url, stored_world
 from stored_app import agent_world as stored_agent_world
 
 pytestmark = pytest.mark.anyio
@@ -83,12 +81,7 @@ async def _queued(w: StoredWorld, transport, name: str) -> tuple[str, str, str]:
     """A tenant, and a background response of it queued (its run held by the gate): (tenant, key, response id)."""
     tenant, key = await w.tenant(name)
     await ok(await w.call("POST", f"/admin/v1/tenants/{tenant}/budgets", json={"scope": "tenant", "amount": "1"}), 201)
-    sdk = openai.AsyncOpenAI(
-        api_key=key,
-        base_url="http://gw/v1",
-        max_retries=0,
-        http_client=httpx.AsyncClient(transport=transport, base_url="http://gw/v1", timeout=30),
-    )
+    sdk = sdk_client(key, transport)
     created = await sdk.responses.create(model="g", input="hello", background=True, max_output_tokens=16)
     assert created.status == "queued"
     await sdk.close()
@@ -158,12 +151,7 @@ async def _held_agent_run(w: StoredWorld, transport, server, tenant: str, key: s
         return done
 
     background.store.progress = holding
-    sdk = openai.AsyncOpenAI(
-        api_key=key,
-        base_url="http://gw/v1",
-        max_retries=0,
-        http_client=httpx.AsyncClient(transport=transport, base_url="http://gw/v1", timeout=30),
-    )
+    sdk = sdk_client(key, transport)
     tool = {"type": "mcp", "server_label": "tools", "server_url": server.url, "allowed_tools": ["record"]}
     created = await sdk.responses.create(model="g", input="steps=3", tools=[tool], background=True)
     await sdk.close()
@@ -209,12 +197,7 @@ async def test_a_foreground_agent_run_stops_at_its_next_model_step_once_its_key_
         return done
 
     monkeypatch.setattr(Toolbox, "call", holding)
-    sdk = openai.AsyncOpenAI(
-        api_key=key,
-        base_url="http://gw/v1",
-        max_retries=0,
-        http_client=httpx.AsyncClient(transport=transport, base_url="http://gw/v1", timeout=60),
-    )
+    sdk = sdk_client(key, transport, timeout=60)
     tool = {"type": "mcp", "server_label": "tools", "server_url": server.url, "allowed_tools": ["record"]}
     run = asyncio.create_task(sdk.responses.create(model="g", input="steps=3", tools=[tool]))
     await asyncio.wait_for(entered.wait(), DEADLINE)
@@ -292,12 +275,7 @@ async def test_a_queued_background_response_whose_oidc_token_is_revoked_is_faile
     gate = _gate_runs(w.app)
     tenant = (await ok(await w.call("POST", "/admin/v1/tenants", json={"name": "sso"}), 201))["id"]
     token = idp.mint(sub="alice", tenant=tenant, jti="jti-alice-1")
-    sdk = openai.AsyncOpenAI(
-        api_key=token,
-        base_url="http://gw/v1",
-        max_retries=0,
-        http_client=httpx.AsyncClient(transport=transport, base_url="http://gw/v1", timeout=30),
-    )
+    sdk = sdk_client(token, transport)
     created = await sdk.responses.create(model="g", input="hello", background=True, max_output_tokens=16)
     await sdk.close()
     assert created.status == "queued"
@@ -339,12 +317,7 @@ async def test_an_agent_run_makes_no_further_call_to_an_mcp_server_deleted_meanw
         return done
 
     background.store.progress = holding
-    sdk = openai.AsyncOpenAI(
-        api_key=key,
-        base_url="http://gw/v1",
-        max_retries=0,
-        http_client=httpx.AsyncClient(transport=transport, base_url="http://gw/v1", timeout=30),
-    )
+    sdk = sdk_client(key, transport)
     tool = {"type": "mcp", "server_label": "tools", "server_url": server.url, "allowed_tools": ["record"]}
     created = await sdk.responses.create(model="g", input="steps=3", tools=[tool], background=True)
     await asyncio.wait_for(holding_now.wait(), DEADLINE)

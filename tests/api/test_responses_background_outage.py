@@ -9,15 +9,13 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 
-import httpx
-import openai
 import pytest
 
 from admin_http import ok
 from multihome.api.responses.background import Background
 from multihome.state.service import StateService
 from multihome.tools.servers import McpServerStore
-from stored_app import STORES, store_url, stored_world, until
+from stored_app import STORES, sdk_client, store_url, stored_world, until
 from stored_app import agent_world as stored_agent_world
 
 pytestmark = pytest.mark.anyio
@@ -68,12 +66,7 @@ async def test_a_run_that_cannot_read_its_context_is_tried_again_and_completes(w
     (state,) = [s for s in w.app.services if isinstance(s, StateService)]
     (background,) = [s for s in w.app.services if isinstance(s, Background)]
     outage = _OutageAtTheRunsContext(background.runner, state.store)
-    sdk = openai.AsyncOpenAI(
-        api_key=key,
-        base_url="http://gw/v1",
-        max_retries=0,
-        http_client=httpx.AsyncClient(transport=transport, base_url="http://gw/v1", timeout=30),
-    )
+    sdk = sdk_client(key, transport)
     conv = await sdk.conversations.create(items=[{"type": "message", "role": "user", "content": "hello"}])
     created = await sdk.responses.create(model="g", conversation=conv.id, input="and again", background=True)
     assert created.status in ("queued", "in_progress")
@@ -120,12 +113,7 @@ async def test_an_agent_run_that_cannot_check_its_mcp_registration_is_tried_agai
         return await row(self, *args, **kwargs)
 
     monkeypatch.setattr(McpServerStore, "_row", resetting)
-    sdk = openai.AsyncOpenAI(
-        api_key=key,
-        base_url="http://gw/v1",
-        max_retries=0,
-        http_client=httpx.AsyncClient(transport=transport, base_url="http://gw/v1", timeout=30),
-    )
+    sdk = sdk_client(key, transport)
     tool = {"type": "mcp", "server_label": "tools", "server_url": server.url, "allowed_tools": ["record"]}
     created = await sdk.responses.create(model="g", input="steps=2", tools=[tool], background=True)
 

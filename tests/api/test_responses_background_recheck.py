@@ -9,14 +9,12 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 
-import httpx
-import openai
 import pytest
 
 from admin_http import ok
 from multihome.simulators import Fault
 from multihome.state.service import StateService
-from stored_app import STORES, store_url, stored_world, until
+from stored_app import STORES, sdk_client, store_url, stored_world, until
 
 pytestmark = pytest.mark.anyio
 ADMIN_KEY = "mh-bootstrap-admin-key-for-background-recheck"
@@ -58,12 +56,7 @@ async def test_a_recheck_that_cannot_read_the_store_retries_the_run_which_append
     tenant, key = await w.tenant("acme")
     (state,) = [s for s in w.app.services if isinstance(s, StateService)]
     outage = _OutageAtNextItemsRead(state.store)
-    sdk = openai.AsyncOpenAI(
-        api_key=key,
-        base_url="http://gw/v1",
-        max_retries=0,
-        http_client=httpx.AsyncClient(transport=transport, base_url="http://gw/v1", timeout=30),
-    )
+    sdk = sdk_client(key, transport)
     call = {"type": "function_call", "call_id": "call_w", "name": "get_weather", "arguments": "{}"}
     conv = await sdk.conversations.create(items=[{"type": "message", "role": "user", "content": "weather?"}, call])
     result = {"type": "function_call_output", "call_id": "call_w", "output": "sunny"}

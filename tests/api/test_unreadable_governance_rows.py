@@ -6,7 +6,6 @@ rows broken by SQL as an operator's edit would (docs/storage.md "A row the gatew
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 
 import httpx
@@ -14,7 +13,7 @@ import pytest
 
 from admin_http import error, ok
 from builders import price
-from stored_app import STORES, StoredWorld, store_url, stored_app
+from stored_app import STORES, StoredWorld, store_url, stored_app, until
 
 pytestmark = pytest.mark.anyio
 ADMIN_KEY = "mh-bootstrap-admin-key-for-unreadable-governance"
@@ -53,16 +52,6 @@ def unreadable(resp: httpx.Response, name: str) -> dict:
     err = error(resp, 409)
     assert err["code"] == "unreadable_row" and name in err["message"], err
     return err
-
-
-async def until(check, what: str):
-    deadline = asyncio.get_running_loop().time() + 20
-    while True:
-        found = await check()
-        if found:
-            return found
-        assert asyncio.get_running_loop().time() < deadline, what
-        await asyncio.sleep(0.05)
 
 
 def mcp(label: str) -> dict:
@@ -190,7 +179,7 @@ async def test_a_contract_that_cannot_be_read_is_listed_apart_and_refused_by_get
     async def accrued():
         return (await ok(await w.call("GET", f"{C}/rs-good")))["calls"] == 1
 
-    await until(accrued, "the call did not accrue")
+    await until(accrued, "the call did not accrue", 20)
     json = "CAST(:raw AS JSON)" if w.url.startswith("postgresql") else ":raw"
     await w.sql(f"UPDATE contract_agreements SET spec = {json} WHERE id = 'rs-bad'", {"raw": '{"kind": "nope"}'})
 
@@ -198,7 +187,7 @@ async def test_a_contract_that_cannot_be_read_is_listed_apart_and_refused_by_get
         listing = await ok(await w.call("GET", C))
         return listing if "unreadable" in listing else None
 
-    listing = await until(left_out, "the agreement was not reported")  # on main: never (each refresh failed)
+    listing = await until(left_out, "the agreement was not reported", 20)  # on main: never (each refresh failed)
     assert [c["id"] for c in listing["data"]] == ["rs-good"]
     assert reported(listing, "rs-bad", "contract_agreements")["tenant_id"] is None
     unreadable(await w.call("GET", f"{C}/rs-bad"), "rs-bad")
