@@ -263,16 +263,11 @@ def _walk_items(
 
 def _add(total: int, raw: msgspec.Raw, counted: Counted, param: str) -> int:
     """`total` and the parts in the array `raw` (and in the arrays nested in them)."""
-    if not counted.nested:
-        total += _length(raw)
-        if total > bounds.MAX_PARTS:
-            raise bounds.too_many_parts(param, total, counted.items, counted.noun)
-        return total
-    parts = _items.decode(raw)
-    total += len(parts)
+    parts = _items.decode(raw) if counted.nested else None  # each part's own arrays are counted too
+    total += _length(raw) if parts is None else len(parts)
     if total > bounds.MAX_PARTS:
         raise bounds.too_many_parts(param, total, counted.items, counted.noun)
-    for j, part in enumerate(parts):
+    for j, part in enumerate(parts or ()):
         if memoryview(part)[:1].tobytes() == b"{":
             fields = counted.part_fields.decode(part)
             for name in counted.nested:
