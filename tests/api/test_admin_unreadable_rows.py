@@ -149,6 +149,30 @@ async def test_a_key_that_cannot_be_read_is_listed_apart_refused_by_get_and_revo
         assert stored_hash not in text and broken_secret not in text
 
 
+async def test_a_tenant_admin_revokes_an_unreadable_key_only_if_its_roles_are_ones_it_could_grant(world):
+    """Its roles read on their own: an auditor key whose metadata cannot be read stays an org-admin's to revoke,
+    and so does a key whose roles cannot be read at all; a member key's the tenant-admin mends."""
+    w = world
+    acme = await tenant(w, "acme")
+    _, admin = await w.key(acme, "admin", ["tenant-admin"])
+    auditor, _ = await w.key(acme, "auditor", ["auditor"])
+    unknown, _ = await w.key(acme, "unknown", ["org-admin"])
+    member, _ = await w.key(acme, "member")
+    for key_id, column, raw in (
+        (auditor, "metadata", "[]"),
+        (unknown, "roles", '"org-admin"'),
+        (member, "metadata", "[]"),
+    ):
+        await w.sql(f"UPDATE api_keys SET {column} = :json WHERE id = :id", {"json": raw, "id": key_id})
+
+    for key_id, said in ((auditor, "Only an org-admin can revoke auditor keys"), (unknown, "roles cannot be read")):
+        err = error(await w.admin("DELETE", f"{T}/{acme}/keys/{key_id}", admin), 403)
+        assert err["code"] == "insufficient_role" and said in err["message"], err
+        assert not await w.scalar("SELECT revoked_at IS NOT NULL FROM api_keys WHERE id = :id", {"id": key_id})
+    assert (await ok(await w.admin("DELETE", f"{T}/{acme}/keys/{member}", admin)))["revoked"] is True
+    assert (await ok(await w.admin("DELETE", f"{T}/{acme}/keys/{auditor}")))["revoked"] is True  # the org-admin
+
+
 async def test_a_tenant_that_cannot_be_read_is_mended_by_an_org_admin_replacing_its_metadata(world):
     w = world
     acme = await tenant(w, "acme")

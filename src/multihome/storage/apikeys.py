@@ -6,6 +6,7 @@ from collections.abc import Iterable
 from datetime import datetime, timedelta
 from typing import Any
 
+import msgspec
 import sqlalchemy as sa
 
 from ..schema import admin_fields as fields
@@ -136,6 +137,20 @@ class KeysRepo(StoreBase):
             q = q.where(api_keys.c.revoked_at.is_(None))
         async with self._read() as conn:
             return await read_all(conn, q.order_by(api_keys.c.created_at, api_keys.c.id), api_keys, rows.key)
+
+    async def key_roles(self, tenant_id: str, key_id: str) -> tuple[str, ...] | None:
+        """The key's roles as stored, read on their own (its row as a whole may not be readable); None when
+        they are not a list of roles. For who may revoke a key whose row cannot be read (api/admin/keys.py)."""
+        where = (api_keys.c.tenant_id == tenant_id, api_keys.c.id == key_id)
+        async with self._read() as conn:  # as text: the JSON may be what cannot be decoded
+            raw = await conn.scalar(sa.select(sa.cast(api_keys.c.roles, sa.Text)).where(*where))
+        if raw is None:
+            raise NotFound("api key", key_id, tenant_id)
+        try:
+            roles = msgspec.json.decode(raw, type=list[str])
+        except msgspec.DecodeError:
+            return None
+        return tuple(roles) if all(r in ROLES for r in roles) else None
 
     async def revoke_key(self, tenant_id: str, key_id: str, *, actor: str) -> KeyRecord | Unreadable:
         """Revoke now. Revoking a revoked key changes nothing and records nothing. A key whose row cannot be

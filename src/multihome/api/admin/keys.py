@@ -6,12 +6,13 @@ import datetime as dt
 from functools import partial
 from typing import Any
 
-from ...schema.errors import ApiError
-from ...schema.principal import AUDITOR, ORG_ADMIN, ROLES, Principal
+from ...schema.errors import ApiError, echo
+from ...schema.principal import ORG_ADMIN, ROLES, Principal
 from ...storage.apikeys import KEY_MAX_LIFETIME_DAYS
+from ...storage.errors import UnreadableRow
 from ...storage.rows import Unreadable
 from . import bodies as B
-from .rbac import READ, WRITE
+from .rbac import ORG_GRANTED, READ, WRITE, may_grant
 from .route import STORAGE, AdminCall, Route, Services, listing, unreadable_row
 from .tenancy import T
 
@@ -55,17 +56,42 @@ def _check_grant(who: Principal, roles: list[str]) -> None:
     An auditor reads its tenant's captured prompts and answers, which the tenant's own admins may not
     (api/admin/captures.py); a tenant-admin that could issue an auditor key would read them through it.
     """
-    if ORG_ADMIN in who.roles:
+    _may_hold(who, roles, "issue", "roles", "grant the {role} role")
+
+
+def _may_hold(who: Principal, roles: Any, verb: str, param: str | None, ask: str) -> None:
+    """403 `insufficient_role` unless `who` may grant every one of `roles`: what it may not grant, it may not
+    `verb` either (a tenant-admin revoking its tenant's auditor key would end the oversight of itself)."""
+    if may_grant(who, roles):
         return
-    for role in (ORG_ADMIN, AUDITOR):
+    for role in ORG_GRANTED:
         if role in roles:
             raise ApiError(
                 403,
-                f"Only an org-admin can issue {role} keys; ask an org admin to grant the {role} role.",
+                f"Only an org-admin can {verb} {role} keys; ask an org admin to {ask.format(role=role)}.",
                 type="permission_error",
-                param="roles",
+                param=param,
                 code="insufficient_role",
             )
+
+
+async def _may_revoke(s: Services, c: AdminCall) -> None:
+    """A tenant-admin revokes the keys it could have issued. A key whose row cannot be read is judged by its
+    roles read on their own; if they cannot be told either, an org-admin revokes it (as an org-admin's budget
+    that cannot be read: api/admin/budgets.py)."""
+    try:
+        roles: Any = (await s.store.get_key(c.tenant, c.params["id"])).roles
+    except UnreadableRow:
+        roles = await s.store.key_roles(c.tenant, c.params["id"])
+        if roles is None:
+            raise ApiError(
+                403,
+                f"Key {echo(c.params['id'])}'s roles cannot be read, so it may hold a role only an org-admin "
+                "grants: ask an org admin to revoke it.",
+                type="permission_error",
+                code="insufficient_role",
+            ) from None
+    _may_hold(c.who, roles, "revoke", None, "revoke it")
 
 
 def _expires_at(body: B.CreateKey) -> dt.datetime | None:
@@ -91,6 +117,8 @@ async def get_key(s: Services, c: AdminCall) -> Any:
 
 
 async def revoke_key(s: Services, c: AdminCall) -> Any:
+    if ORG_ADMIN not in c.who.roles:
+        await _may_revoke(s, c)
     done = await s.store.revoke_key(c.tenant, c.params["id"], actor=c.who.subject)
     return unreadable_row(done, revoked=True) if isinstance(done, Unreadable) else B.key_view(done)
 
@@ -115,7 +143,8 @@ ROUTES = (
         WRITE,
         revoke_key,
         "Revoke an API key (every replica within a second); one whose stored row cannot be read is revoked "
-        "too, and answered as an unreadable_row with revoked: true",
+        "too, and answered as an unreadable_row with revoked: true (a key with the auditor or org-admin role: "
+        "an org-admin revokes it)",
         event="key.revoke",
     ),
 )
