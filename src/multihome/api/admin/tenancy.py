@@ -7,9 +7,9 @@ from typing import Any
 
 import msgspec
 
-from ...schema.principal import ORG_ADMIN
+from ...schema.principal import ORG_ADMIN, Principal
 from . import bodies as B
-from .rbac import ANY, ORG, READ, WRITE, anyone
+from .rbac import ANY, ORG, READ, WRITE, anyone, authorize
 from .route import PREFIX, STORAGE, AdminCall, Route, Services, deleted, listed, listing
 
 T = f"{PREFIX}/tenants"
@@ -27,6 +27,12 @@ async def list_tenants(s: Services, c: AdminCall) -> Any:
         tenants = [t for t in tenants if t.id == c.who.tenant]
         bad = tuple(u for u in bad if u.id == c.who.tenant)
     return listing(tenants, bad)
+
+
+def _readers(principal: Principal, params: dict[str, str], query: dict[str, str]) -> None:
+    """An org-admin, or a role that reads its own tenant: a member (an ordinary key) has only `whoami`."""
+    if ORG_ADMIN not in principal.roles:
+        authorize(principal, READ, principal.tenant)
 
 
 async def create_tenant(s: Services, c: AdminCall) -> Any:
@@ -66,7 +72,9 @@ async def delete_team(s: Services, c: AdminCall) -> Any:
 _route = partial(Route, needs=STORAGE)
 ROUTES = (
     Route("GET", f"{PREFIX}/whoami", ANY, whoami, "The caller's identity and roles", check=anyone),
-    _route("GET", T, ANY, list_tenants, "List tenants (org-admin: all; others: their own)", check=anyone),
+    _route(
+        "GET", T, READ, list_tenants, "List tenants (org-admin: all; tenant-admin, auditor: their own)", check=_readers
+    ),
     _route("POST", T, ORG, create_tenant, "Create a tenant", B.CreateTenant, status=201, event="tenant.create"),
     _route("GET", T + "/{tenant}", READ, get_tenant, "Get a tenant"),
     _route(
