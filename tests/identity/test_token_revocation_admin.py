@@ -11,8 +11,8 @@ import msgspec
 import pytest
 from openapi_spec_validator import validate
 
-from admin_http import error, ok
-from builders import audit, identity, oidc, single, sqlite, typed
+from admin_http import error, ok, running
+from builders import audit, database, identity, oidc, single, sqlite, typed
 from multihome.api.admin.events import change_of
 from multihome.app import build_app
 from multihome.schema.principal import Principal
@@ -276,3 +276,66 @@ def test_change_of_names_revocation_changes_and_their_tenant(method, path, respo
         tenant,
     )
     assert set(change.detail) == {"method", "path", "actor_source"}  # the route and ids, never response contents
+
+
+@pytest.fixture
+async def stored(db_url, issuers):
+    """The app on SQLite, then PostgreSQL, trusting `corp` with an org-admin role mapped too."""
+    corp, _ = issuers
+    roles = {**ROLE_MAP, "ai-org": "org-admin"}
+    cfg = single(
+        storage=database(db_url, refresh_s=0.05),
+        identity=identity("MH_TEST_REVOCATION_ADMIN", oidc(corp, "corp", role_map=roles)),
+    )
+    async with running(cfg) as gateway:
+        yield gateway
+
+
+async def test_a_tenant_admin_cannot_revoke_what_it_could_not_grant_nor_lift_an_org_admins_revocation(stored, issuers):
+    """What a tenant-admin could not grant (the auditor and org-admin roles) it cannot take away: its
+    revocations, stored and answered as set by a tenant-admin, refuse its tenant's other tokens but none
+    holding one of those roles; and a revocation an org-admin set is the org-admin's to lift (403)."""
+    corp, _ = issuers
+    root = client(stored, ADMIN_KEY)
+    a = (await ok(await root.post("/admin/v1/tenants", json={"name": "acme"}), 201))["id"]
+    made = await ok(await root.post(f"/admin/v1/tenants/{a}/keys", json={"name": "k", "roles": ["tenant-admin"]}), 201)
+    admin_a = client(stored, made["key"])
+    now = int(datetime.now().timestamp()) - 5
+    tokens = {
+        "alice": corp.mint(tenant=a, sub="alice", jti="j-alice", roles=["ai-auditors"], iat=now),
+        "olga": corp.mint(tenant=a, sub="olga", jti="j-olga", roles=["ai-org"], iat=now),
+        "tim": corp.mint(tenant=a, sub="tim", jti="j-tim", roles=["ai-admins"], iat=now),
+    }
+    users = {name: client(stored, token) for name, token in tokens.items()}
+    for name, user in users.items():
+        assert (await ok(await user.get("/admin/v1/whoami")))["subject"] == name
+
+    mine = {}
+    for name in tokens:
+        by_subject = {"kind": "subject", "issuer": "corp", "subject": name}
+        mine[name] = await ok(await admin_a.post(URL, json=by_subject), 201)
+        assert (mine[name]["set_by_role"], mine[name]["tenant_id"]) == ("tenant-admin", a)
+        by_jti = await ok(await admin_a.post(URL, json={"kind": "jti", "issuer": "corp", "jti": f"j-{name}"}), 201)
+        assert by_jti["set_by_role"] == "tenant-admin"
+    # The auditor and the org-admin keep their access; the tenant-admin's token is refused.
+    assert "auditor" in (await ok(await users["alice"].get("/admin/v1/whoami")))["roles"]
+    assert "org-admin" in (await ok(await users["olga"].get("/admin/v1/whoami")))["roles"]
+    assert error(await users["tim"].get("/admin/v1/whoami"), 401)["code"] == "token_revoked"
+
+    # An org-admin's revocation refuses the auditor, and only an org-admin lifts it.
+    theirs = await ok(
+        await root.post(URL, json={"kind": "subject", "issuer": "corp", "subject": "alice", "tenant_id": a}), 201
+    )
+    assert theirs["set_by_role"] == "org-admin"
+    assert error(await users["alice"].get("/admin/v1/whoami"), 401)["code"] == "token_revoked"
+    err = error(await admin_a.delete(f"{URL}/{theirs['id']}"), 403)
+    assert err["code"] == "insufficient_role" and "only an org-admin can lift it" in err["message"], err
+    assert error(await users["alice"].get("/admin/v1/whoami"), 401)["code"] == "token_revoked"
+    assert (await ok(await root.get(f"{URL}/{theirs['id']}")))["id"] == theirs["id"]  # still there
+
+    # Its own it lifts; the org-admin lifts the org-admin's.
+    for name in tokens:
+        await ok(await admin_a.delete(f"{URL}/{mine[name]['id']}"))
+    await ok(await root.delete(f"{URL}/{theirs['id']}"))
+    assert error(await users["tim"].get("/admin/v1/whoami"), 401)["code"] == "token_revoked"  # its jti row
+    assert (await ok(await users["alice"].get("/admin/v1/whoami")))["subject"] == "alice"

@@ -293,7 +293,7 @@ class OidcVerifier:
         """Raise 401 token_revoked if a live revocation covers this token (memory only, O(1))."""
         index = self.revocations()  # type: ignore[misc]
         if index:  # None, or empty: nothing revoked
-            found = index.match(iss, jti, principal.subject, iat, principal.tenant)
+            found = index.match(iss, jti, principal.subject, iat, principal.tenant, roles=principal.roles)
             if found is not None:
                 raise _revoked(found.id)
 

@@ -8,6 +8,9 @@ import msgspec
 # tenant; auditor reads one tenant's audit trail; member calls models.
 ORG_ADMIN, TENANT_ADMIN, AUDITOR, MEMBER = "org-admin", "tenant-admin", "auditor", "member"
 ROLES = (ORG_ADMIN, TENANT_ADMIN, AUDITOR, MEMBER)
+# Roles only an org-admin grants (an auditor reads captured content its tenant-admins may not): so only an
+# org-admin revokes a key, or an OIDC token, that holds one (api/admin/keys.py, storage/revocations.py).
+ORG_GRANTED = frozenset({ORG_ADMIN, AUDITOR})
 # What an API key's endpoint scope (`scopes_endpoints`) may name: the model-call endpoints policy checks
 # (chat, embeddings, messages, responses), and the stateful routes the gateway checks (api/routes.py
 # `Route.scope`): `responses` also covers stored responses and conversations (OpenAI's Responses API),

@@ -90,6 +90,9 @@ class TokenRevocation(msgspec.Struct, frozen=True):
     reason: str  # free text for people, never secret
     actor: str
     created_at: datetime
+    # org-admin or tenant-admin: one a tenant-admin set refuses no token holding a role only an org-admin
+    # grants, and only an org-admin lifts one an org-admin set.
+    set_by_role: str = "org-admin"
 
     def live_at(self, now: datetime) -> bool:
         return self.expires_at is None or now < self.expires_at

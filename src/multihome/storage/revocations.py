@@ -25,9 +25,10 @@ from typing import Any, Literal, overload
 import sqlalchemy as sa
 
 from ..schema.errors import echo
+from ..schema.principal import ORG_ADMIN, ORG_GRANTED, TENANT_ADMIN
 from . import rows
 from .base import StoreBase, nonempty, to_utc, utcnow
-from .errors import Invalid, NotFound
+from .errors import Invalid, NotFound, StorageError
 from .ids import new_id
 from .records import RevocationKind, TokenRevocation
 from .row_reads import Listed, either, one, read_all, read_one
@@ -35,8 +36,13 @@ from .rows import Unreadable
 from .tables import token_revocations
 
 KINDS: tuple[RevocationKind, ...] = ("jti", "subject")
+SETTERS = (ORG_ADMIN, TENANT_ADMIN)
 DEFAULT_MAX_TOKEN_LIFETIME_S = 24 * 3600.0
 _MAX = {"issuer": 1000, "subject": 400, "jti": 400, "reason": 1000}
+
+
+class SetByOrgAdmin(StorageError):
+    """A tenant-admin asked to lift a revocation an org-admin set (or one whose setter cannot be read)."""
 
 
 def live_revocations(now: datetime):
@@ -90,13 +96,17 @@ class RevocationsRepo(StoreBase):
         reason: str = "",
         actor: str,
         max_token_lifetime_s: float = DEFAULT_MAX_TOKEN_LIFETIME_S,
+        role: str = ORG_ADMIN,
     ) -> TokenRevocation:
         """Store a revocation. Raises Invalid (with `.field`) for bad input, NotFound for an unknown tenant.
 
         kind "jti": `jti` required; `expires_at` defaults to now + `max_token_lifetime_s` (pass the
         token's exp to keep the row exactly as long as the token could be used).
         kind "subject": `subject` required; `not_before` defaults to now; `expires_at` optional.
+        `role`: the setter's, org-admin or tenant-admin (a tenant-admin's refuses no token of an org-granted role).
         """
+        if role not in SETTERS:
+            raise Invalid(f"role must be one of {', '.join(SETTERS)}", field="role")
         kind = _kind(kind)
         issuer = _text(issuer, "issuer", required=True)
         subject = _text(subject, "subject", required=kind == "subject")
@@ -136,6 +146,7 @@ class RevocationsRepo(StoreBase):
             reason=reason,
             actor=actor,
             created_at=now,
+            set_by_role=role,
         )
         async with self._write() as conn:
             if tenant_id is not None:
@@ -192,11 +203,13 @@ class RevocationsRepo(StoreBase):
             return await read_all(conn, q, token_revocations, rows.revocation)
 
     async def delete_token_revocation(
-        self, revocation_id: str, *, tenant_id: str | None = None, actor: str
+        self, revocation_id: str, *, tenant_id: str | None = None, actor: str, role: str = ORG_ADMIN
     ) -> TokenRevocation | Unreadable:
         """Lift a revocation (tokens it refused work again once replicas reload); returns what was deleted
         (or what was wrong with a row that could not be read: deleting it mends it).
-        With `tenant_id`, only that tenant's row can be deleted (others: NotFound)."""
+        With `tenant_id`, only that tenant's row can be deleted (others: NotFound). A tenant-admin (`role`)
+        lifts only what a tenant-admin set (else SetByOrgAdmin; a row that cannot be read, by its setter
+        read on its own)."""
         where = [token_revocations.c.id == revocation_id]
         if tenant_id is not None:
             where.append(token_revocations.c.tenant_id == tenant_id)
@@ -204,6 +217,16 @@ class RevocationsRepo(StoreBase):
             gone, bad = await one(conn, sa.select(token_revocations).where(*where), token_revocations, rows.revocation)
             if gone is None and bad is None:
                 raise NotFound("token revocation", revocation_id, tenant_id)
+            if role != ORG_ADMIN:
+                setter = (
+                    gone.set_by_role
+                    if gone is not None
+                    else await conn.scalar(sa.select(sa.cast(token_revocations.c.set_by_role, sa.Text)).where(*where))
+                )
+                if setter != TENANT_ADMIN:
+                    raise SetByOrgAdmin(
+                        f"token revocation {revocation_id} was set by an org-admin; only an org-admin can lift it"
+                    )
             await conn.execute(sa.delete(token_revocations).where(*where))
             await self._record(
                 conn,
@@ -258,27 +281,39 @@ class RevocationIndex:
         iat: float | None,
         tenant: str,
         now: float | None = None,
+        roles: frozenset[str] = frozenset(),
     ) -> TokenRevocation | None:
         """The revocation that refuses this verified token, or None.
 
         `iat` None (a token without an issue time) counts as issued before any cut-off: a subject
         revocation refuses it (fail closed). `now` is epoch seconds (default: time.time(), read only
-        on a hit).
+        on a hit). `roles`: the token's; a revocation a tenant-admin set refuses none holding a role
+        only an org-admin grants (read only on a hit).
         """
         if jti is not None:
             hits = self.by_jti.get((issuer, jti))
             if hits is not None:
                 now = time.time() if now is None else now
                 for row_tenant, expires, record in hits:
-                    if (row_tenant is None or row_tenant == tenant) and now < expires:
+                    if (row_tenant is None or row_tenant == tenant) and now < expires and _binds(record, roles):
                         return record
         hits2 = self.by_subject.get((issuer, subject))
         if hits2 is not None:
             now = time.time() if now is None else now
             for row_tenant, cutoff, expires, record in hits2:
-                if (row_tenant is None or row_tenant == tenant) and now < expires and (iat is None or iat <= cutoff):
+                if (
+                    (row_tenant is None or row_tenant == tenant)
+                    and now < expires
+                    and (iat is None or iat <= cutoff)
+                    and _binds(record, roles)
+                ):
                     return record
         return None
 
 
 EMPTY_INDEX = RevocationIndex()
+
+
+def _binds(record: TokenRevocation, roles: frozenset[str]) -> bool:
+    """Whether `record` may refuse a token with `roles`: what a tenant-admin could not grant, it cannot revoke."""
+    return record.set_by_role == ORG_ADMIN or ORG_GRANTED.isdisjoint(roles)

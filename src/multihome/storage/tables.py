@@ -149,7 +149,11 @@ token_revocations = sa.Table(
     sa.Column("reason", sa.String(1000), nullable=False),
     sa.Column("actor", sa.String(200), nullable=False),
     sa.Column("created_at", TS, nullable=False),
+    # The role of whoever set it: one a tenant-admin set never refuses an org-admin's or auditor's token, and
+    # a tenant-admin never lifts one an org-admin set (docs/oidc.md "Revocation").
+    sa.Column("set_by_role", sa.String(16), nullable=False, server_default="org-admin"),
     sa.CheckConstraint("kind IN ('jti', 'subject')", name="kind"),
+    sa.CheckConstraint("set_by_role IN ('org-admin', 'tenant-admin')", name="set_by_role"),
     sa.CheckConstraint(
         "(kind = 'jti' AND jti IS NOT NULL AND subject IS NULL AND not_before IS NULL) OR "
         "(kind = 'subject' AND subject IS NOT NULL AND jti IS NULL AND not_before IS NOT NULL)",

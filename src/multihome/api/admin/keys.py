@@ -7,12 +7,12 @@ from functools import partial
 from typing import Any
 
 from ...schema.errors import ApiError, echo
-from ...schema.principal import ORG_ADMIN, ROLES, Principal
+from ...schema.principal import AUDITOR, ORG_ADMIN, ROLES, Principal
 from ...storage.apikeys import KEY_MAX_LIFETIME_DAYS
 from ...storage.errors import UnreadableRow
 from ...storage.rows import Unreadable
 from . import bodies as B
-from .rbac import ORG_GRANTED, READ, WRITE, may_grant
+from .rbac import READ, WRITE, may_grant
 from .route import STORAGE, AdminCall, Route, Services, listing, unreadable_row
 from .tenancy import T
 
@@ -64,7 +64,7 @@ def _may_hold(who: Principal, roles: Any, verb: str, param: str | None, ask: str
     `verb` either (a tenant-admin revoking its tenant's auditor key would end the oversight of itself)."""
     if may_grant(who, roles):
         return
-    for role in ORG_GRANTED:
+    for role in (ORG_ADMIN, AUDITOR):  # the stronger named first
         if role in roles:
             raise ApiError(
                 403,

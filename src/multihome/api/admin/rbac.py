@@ -9,15 +9,12 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from ...schema.errors import ApiError
-from ...schema.principal import AUDITOR, ORG_ADMIN, TENANT_ADMIN, Principal
+from ...schema.principal import AUDITOR, ORG_ADMIN, ORG_GRANTED, TENANT_ADMIN, Principal
 
 # action -> roles that may perform it (org-admin always may). ANY: every caller; the handler narrows.
 READ, WRITE, AUDIT, ORG, ANY = "read", "write", "audit", "org", "any"
 # Captured content: the tenant's auditor role only, no org-admin bypass (api/admin/captures.py checks it).
 CONTENT = "content"
-# Roles only an org-admin grants (an auditor reads captured content its tenant-admins may not): so only an
-# org-admin revokes, or otherwise changes, a key that holds one (api/admin/keys.py; the console's forms).
-ORG_GRANTED = (ORG_ADMIN, AUDITOR)
 _ALLOWED = {
     READ: frozenset({TENANT_ADMIN, AUDITOR}),
     WRITE: frozenset({TENANT_ADMIN}),
@@ -51,7 +48,7 @@ def authorize(principal: Principal, action: str, tenant_id: str | None) -> None:
 
 def may_grant(principal: Principal, roles: Iterable[str]) -> bool:
     """Whether `principal` may grant every one of `roles` (and so revoke a key that holds them)."""
-    return ORG_ADMIN in principal.roles or not any(role in ORG_GRANTED for role in roles)
+    return ORG_ADMIN in principal.roles or ORG_GRANTED.isdisjoint(roles)
 
 
 def anyone(principal: Principal, params: dict[str, str], query: dict[str, str]) -> None:

@@ -4,7 +4,10 @@ subject's) access before the token's `exp`, on every replica (docs/oidc.md "Revo
 Who may: org-admin anything, including org-wide revocations (no tenant). A tenant-admin revokes
 only for its own tenant: the row is scoped to that tenant, and a tenant-scoped row refuses a
 token only when claims.py maps that token to that tenant, so a tenant-admin can never cut
-another tenant's users off. Auditors and tenant-admins list and read their tenant's rows.
+another tenant's users off. Nor those of its own it could not have made: a row records the role
+that set it, and one a tenant-admin set refuses no token holding the org-admin or auditor role
+(storage/revocations.py); a tenant-admin lifts only the rows a tenant-admin set (403 otherwise).
+Auditors and tenant-admins list and read their tenant's rows.
 A change is stored (and bumps the state version); this replica applies it before answering,
 every other one within `storage.refresh_s`.
 """
@@ -19,8 +22,9 @@ import msgspec
 
 from ...config.oidc import IssuerConfig
 from ...schema.errors import ApiError, echo
-from ...schema.principal import ORG_ADMIN, Principal
+from ...schema.principal import ORG_ADMIN, TENANT_ADMIN, Principal
 from ...storage.errors import NotFound
+from ...storage.revocations import SetByOrgAdmin
 from . import bodies as B
 from .rbac import READ, WRITE, authorize
 from .route import PREFIX, AdminCall, Needs, Route, Services, listing
@@ -87,6 +91,7 @@ async def create_token_revocation(s: Services, c: AdminCall) -> Any:
             reason=body.reason,
             actor=c.who.subject,
             max_token_lifetime_s=cfg.max_token_lifetime_s,
+            role=_role(c.who),
         )
     except NotFound as exc:
         if exc.kind != "tenant":
@@ -102,8 +107,22 @@ async def get_token_revocation(s: Services, c: AdminCall) -> Any:
 
 async def delete_token_revocation(s: Services, c: AdminCall) -> Any:
     tenant = None if ORG_ADMIN in c.who.roles else c.who.tenant  # others' rows (and org-wide ones): 404
-    gone = await s.store.delete_token_revocation(c.params["id"], tenant_id=tenant, actor=c.who.subject)
+    try:
+        gone = await s.store.delete_token_revocation(
+            c.params["id"], tenant_id=tenant, actor=c.who.subject, role=_role(c.who)
+        )
+    except SetByOrgAdmin as exc:
+        message = str(exc)
+        raise ApiError(
+            403, f"{message[:1].upper()}{message[1:]}.", type="permission_error", code="insufficient_role"
+        ) from None
+
     return {"id": gone.id, "object": "token_revocation.deleted", "deleted": True, "tenant_id": gone.tenant_id}
+
+
+def _role(who: Principal) -> str:
+    """The role a revocation is set or lifted with (only these two may write)."""
+    return ORG_ADMIN if ORG_ADMIN in who.roles else TENANT_ADMIN
 
 
 def _find(s: Services, value: str) -> IssuerConfig | None:
@@ -204,7 +223,7 @@ ROUTES = (
         R + "/{id}",
         WRITE,
         delete_token_revocation,
-        "Lift a token revocation: the tokens it refused are accepted again",
+        "Lift a token revocation: the tokens it refused are accepted again (one an org-admin set: an org-admin only)",
         event="token_revocation.delete",
         check=_may_write,
     ),

@@ -25,7 +25,7 @@ from ...policy.pins import MEMORY_EMBEDDING, WORK_KINDS
 from ...schema.errors import ApiError, echo
 from ...schema.principal import ORG_ADMIN, Principal
 from ..admin.dispatch import AdminApi
-from ..admin.rbac import ORG_GRANTED, READ, authorize, may_grant
+from ..admin.rbac import READ, authorize, may_grant
 from ..asgi import Scope
 from ..pipeline import Call
 from .charts import bars, buckets, line, stacked, timeline
@@ -229,7 +229,7 @@ class Views:
             "tenant": t,
             # A key holding a role the viewer may not grant is not the viewer's to revoke (the API says 403).
             "keys": [{**k, "revocable": not k.get("revoked_at") and may_grant(viewer, k["roles"])} for k in keys],
-            "grantable": [r for r in ("member", "tenant-admin", *ORG_GRANTED) if may_grant(viewer, (r,))],
+            "grantable": [r for r in ("member", "tenant-admin", "auditor", "org-admin") if may_grant(viewer, (r,))],
             "teams": teams,
             "policies": policies,
             "entitlements": [{**e, "state": _term(e, today)} for e in entitlements],
