@@ -193,3 +193,25 @@ async def test_nothing_of_another_tenant_is_reached(world, role):
     assert await w.snapshot(b) == before
     listed = (await ok(await w.call(key, "GET", T)))["data"]
     assert [t["id"] for t in listed] == [a["tenant"]]
+
+
+async def test_a_tenant_admin_cannot_delete_a_team_an_org_admin_capped(world):
+    """Deleting a team deletes its budgets; a team budget an org-admin set is a cap a tenant-admin may not lift
+    (it still binds OIDC callers whose token names the team), so neither may it delete the team under it."""
+    w = world
+    admin, p = await _key(w, "tenant-admin"), f"{T}/{w.tenants['a']['tenant']}"
+    budget = {"scope": "team", "amount": "5", "currency": "USD", "period": "day"}
+    capped = await w.made(f"{p}/teams", {"name": "capped"})
+    cap = await w.made(f"{p}/budgets", {**budget, "scope_id": capped})
+    err = error(await w.call(admin, "DELETE", f"{p}/teams/{capped}"), 403)
+    assert err["code"] == "budget_set_by_org_admin" and cap in err["message"], err
+    await ok(await w.call(ADMIN_KEY, "GET", f"{p}/teams/{capped}"))
+    await ok(await w.call(ADMIN_KEY, "GET", f"{p}/budgets/{cap}"))
+
+    # Its own team budget goes with its team; the org-admin deletes the capped one.
+    own = (await ok(await w.call(admin, "POST", f"{p}/teams", json={"name": "own"}), 201))["id"]
+    mine = (await ok(await w.call(admin, "POST", f"{p}/budgets", json={**budget, "scope_id": own}), 201))["id"]
+    await ok(await w.call(admin, "DELETE", f"{p}/teams/{own}"))
+    assert error(await w.call(ADMIN_KEY, "GET", f"{p}/budgets/{mine}"), 404)["code"] == "not_found"
+    await ok(await w.call(ADMIN_KEY, "DELETE", f"{p}/teams/{capped}"))
+    assert error(await w.call(ADMIN_KEY, "GET", f"{p}/budgets/{cap}"), 404)["code"] == "not_found"

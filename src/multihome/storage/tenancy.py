@@ -8,8 +8,10 @@ import sqlalchemy as sa
 
 from ..schema import admin_fields as fields
 from ..schema.errors import echo
+from ..schema.principal import ORG_ADMIN, TENANT_ADMIN
 from . import rows
 from .base import StoreBase, checked, nonempty, utcnow
+from .budgets import Outranked
 from .errors import Conflict, Invalid, NotFound
 from .ids import new_id
 from .records import Team, Tenant
@@ -165,8 +167,10 @@ class TenancyRepo(StoreBase):
             q = sa.select(teams).where(teams.c.tenant_id == tenant_id).order_by(teams.c.name)
             return await read_all(conn, q, teams, rows.team)
 
-    async def delete_team(self, tenant_id: str, team_id: str, *, actor: str) -> None:
-        """Refused while the team has usable keys; revoked keys are detached, team policies and budgets go."""
+    async def delete_team(self, tenant_id: str, team_id: str, *, actor: str, role: str = ORG_ADMIN) -> None:
+        """Refused while the team has usable keys; revoked keys are detached, team policies and budgets go.
+        A tenant-admin (`role`) may not delete a team an org-admin set a budget on (Outranked): the budget
+        would go with it, and it still binds the team's OIDC callers (their token names the team)."""
         async with self._write() as conn:
             row = (  # its name only: the rest may be what cannot be read (deleting mends it)
                 await conn.execute(sa.select(teams.c.name).where(teams.c.tenant_id == tenant_id, teams.c.id == team_id))
@@ -188,6 +192,22 @@ class TenancyRepo(StoreBase):
                 raise Conflict(
                     f"team {team_id} still has active API keys (e.g. {live}); revoke them first", conflicting=live
                 )
+            if role != ORG_ADMIN:
+                capped = await conn.scalar(
+                    sa.select(budgets.c.id)
+                    .where(
+                        budgets.c.tenant_id == tenant_id,
+                        budgets.c.scope == "team",
+                        budgets.c.scope_id == team_id,
+                        budgets.c.set_by_role != TENANT_ADMIN,
+                    )
+                    .limit(1)
+                )
+                if capped is not None:
+                    raise Outranked(
+                        f"Team {team_id} has budget {capped}, set by an org-admin; deleting the team would remove "
+                        "it, and a tenant-admin may not lift an org-admin's cap. Ask an org admin."
+                    )
             await conn.execute(
                 sa.update(api_keys)
                 .where(api_keys.c.tenant_id == tenant_id, api_keys.c.team_id == team_id)

@@ -7,7 +7,9 @@ from typing import Any
 
 import msgspec
 
-from ...schema.principal import ORG_ADMIN, Principal
+from ...schema.errors import ApiError
+from ...schema.principal import ORG_ADMIN, TENANT_ADMIN, Principal
+from ...storage.budgets import Outranked
 from . import bodies as B
 from .rbac import ANY, ORG, READ, WRITE, anyone, authorize
 from .route import PREFIX, STORAGE, AdminCall, Route, Services, deleted, listed, listing
@@ -65,7 +67,11 @@ async def get_team(s: Services, c: AdminCall) -> Any:
 
 
 async def delete_team(s: Services, c: AdminCall) -> Any:
-    await s.store.delete_team(c.tenant, c.params["id"], actor=c.who.subject)
+    role = ORG_ADMIN if ORG_ADMIN in c.who.roles else TENANT_ADMIN
+    try:
+        await s.store.delete_team(c.tenant, c.params["id"], actor=c.who.subject, role=role)
+    except Outranked as exc:  # as for the budget itself (api/admin/budgets.py)
+        raise ApiError(403, str(exc), type="permission_error", code="budget_set_by_org_admin") from None
     return deleted(c.params["id"], "team")
 
 
@@ -101,5 +107,12 @@ ROUTES = (
         event="team.create",
     ),
     _route("GET", T + "/{tenant}/teams/{id}", READ, get_team, "Get a team"),
-    _route("DELETE", T + "/{tenant}/teams/{id}", WRITE, delete_team, "Delete a team", event="team.delete"),
+    _route(
+        "DELETE",
+        T + "/{tenant}/teams/{id}",
+        WRITE,
+        delete_team,
+        "Delete a team (not while it has active keys; with a budget an org-admin set: an org-admin only)",
+        event="team.delete",
+    ),
 )
