@@ -165,6 +165,13 @@ async def test_a_tenant_admin_revokes_an_unreadable_key_only_if_its_roles_are_on
     ):
         await w.sql(f"UPDATE api_keys SET {column} = :json WHERE id = :id", {"json": raw, "id": key_id})
 
+    # The console offers the tenant-admin the Revoke of the member's key only.
+    assert (await w.client.post("/console/login", data={"key": admin})).status_code == 303
+    page = (await w.client.get(f"/console/tenants/{acme}")).text
+    revoke = f'action="/console/tenants/{acme}/keys/{{}}/revoke"'
+    assert all(f'data-unreadable="{k}"' in page for k in (auditor, unknown, member))
+    assert revoke.format(member) in page and not [k for k in (auditor, unknown) if revoke.format(k) in page]
+
     for key_id, said in ((auditor, "Only an org-admin can revoke auditor keys"), (unknown, "roles cannot be read")):
         err = error(await w.admin("DELETE", f"{T}/{acme}/keys/{key_id}", admin), 403)
         assert err["code"] == "insufficient_role" and said in err["message"], err
@@ -327,9 +334,10 @@ async def test_a_grant_a_pin_a_team_and_a_revocation_sqlite_cannot_decode_are_li
     ent = (await ok(await w.admin("POST", f"{T}/{acme}/entitlements", json=grant), 201))["id"]
     team = (await ok(await w.admin("POST", f"{T}/{acme}/teams", json={"name": "t"}), 201))["id"]
     await w.sql(
+        # A tenant-admin's (set_by_role): it lifts only those (docs/oidc.md "Who may revoke").
         "INSERT INTO token_revocations (id, tenant_id, kind, issuer, subject, jti, not_before, expires_at, reason, "
-        "actor, created_at) SELECT 'rev_broken', id, 'subject', 'https://idp.example', 'someone', NULL, 'soon', "
-        "NULL, '', 'sql', created_at FROM tenants WHERE id = :tenant",
+        "actor, created_at, set_by_role) SELECT 'rev_broken', id, 'subject', 'https://idp.example', 'someone', NULL, "
+        "'soon', NULL, '', 'sql', created_at, 'tenant-admin' FROM tenants WHERE id = :tenant",
         {"tenant": acme},
     )
     await w.sql(

@@ -24,6 +24,7 @@ from ...contracts import scenario
 from ...policy.pins import MEMORY_EMBEDDING, WORK_KINDS
 from ...schema.errors import ApiError, echo
 from ...schema.principal import ORG_ADMIN, Principal
+from ...storage.errors import NotFound
 from ..admin.dispatch import AdminApi
 from ..admin.rbac import READ, authorize, may_grant
 from ..asgi import Scope
@@ -223,6 +224,8 @@ class Views:
         keys, teams, policies, entitlements, budgets = (page["data"] for page in pages)
         # Stored rows that cannot be read (docs/storage.md): which, and what is wrong, never their values.
         unreadable = [u for page in pages for u in page.get("unreadable", ())]
+        for u in unreadable:  # a key's Revoke only where the viewer may revoke it (api/admin/keys.py)
+            u["revocable"] = u["table"] == "api_keys" and await self._may_revoke_unreadable(viewer, tenant_id, u["id"])
         rates = await self.rate_limits(tenant_id)
         today = dt.date.today()
         return {
@@ -245,6 +248,17 @@ class Views:
             "rates": rates,
             "model_groups": sorted(self.parts.catalog.groups),
         }
+
+    async def _may_revoke_unreadable(self, viewer: Principal, tenant_id: str, key_id: str) -> bool:
+        """A key whose row cannot be read: an org-admin revokes it; a tenant-admin if its roles, read on their
+        own, are ones it could grant."""
+        if org(viewer):
+            return True
+        try:
+            roles = await self.admin.services.store.key_roles(tenant_id, key_id)
+        except NotFound:  # gone since the list was read
+            return False
+        return roles is not None and may_grant(viewer, roles)
 
     async def rate_limits(self, tenant_id: str) -> list[dict[str, Any]]:
         """The tenant's rate limits with what is left of this minute (as /metrics reports headroom)."""
