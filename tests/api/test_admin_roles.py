@@ -215,3 +215,30 @@ async def test_a_tenant_admin_cannot_delete_a_team_an_org_admin_capped(world):
     assert error(await w.call(ADMIN_KEY, "GET", f"{p}/budgets/{mine}"), 404)["code"] == "not_found"
     await ok(await w.call(ADMIN_KEY, "DELETE", f"{p}/teams/{capped}"))
     assert error(await w.call(ADMIN_KEY, "GET", f"{p}/budgets/{cap}"), 404)["code"] == "not_found"
+
+
+async def test_a_tenant_admin_sets_no_budget_or_policy_on_a_key_it_could_not_have_issued(world):
+    """A cap or a deny on an auditor's or org-admin's key is a change to that key: an org-admin's to make."""
+    w = world
+    admin, p = await _key(w, "tenant-admin"), f"{T}/{w.tenants['a']['tenant']}"
+    keys = {}
+    for role in ("auditor", "org-admin", "member"):
+        keys[role] = (
+            await ok(await w.call(ADMIN_KEY, "POST", f"{p}/keys", json={"name": role, "roles": [role]}), 201)
+        )["id"]
+    budget = {"scope": "key", "amount": "1", "currency": "USD", "period": "day"}
+    policy = {"scope": "key", "rules": [{"effect": "deny"}]}
+    for role in ("auditor", "org-admin"):
+        for kind, body in (("budgets", budget), ("policies", policy)):
+            resp = await w.call(admin, "POST", f"{p}/{kind}", json={**body, "scope_id": keys[role]})
+            err = error(resp, 403)
+            assert err["code"] == "insufficient_role" and err["param"] == "scope_id", err
+            assert f"Only an org-admin can set a budget or policy on {role} keys" in err["message"], err
+    for kind in ("budgets", "policies"):  # nothing was stored
+        stored = (await ok(await w.call(ADMIN_KEY, "GET", f"{p}/{kind}")))["data"]
+        assert not [x for x in stored if x["scope_id"] in (keys["auditor"], keys["org-admin"])], stored
+    for kind, body in (("budgets", budget), ("policies", policy)):
+        await ok(await w.call(admin, "POST", f"{p}/{kind}", json={**body, "scope_id": keys["member"]}), 201)
+        await ok(await w.call(ADMIN_KEY, "POST", f"{p}/{kind}", json={**body, "scope_id": keys["auditor"]}), 201)
+        err = error(await w.call(admin, "POST", f"{p}/{kind}", json={**body, "scope_id": "key_nope"}), 404)
+        assert err["code"] == "not_found", err

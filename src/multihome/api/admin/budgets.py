@@ -20,6 +20,7 @@ from ...storage.budgets import Outranked, budget_amount, budget_currency
 from ...storage.errors import Invalid, NotFound
 from ...storage.rows import Unreadable
 from . import bodies as B
+from .keys import check_key_scope
 from .rbac import READ, WRITE
 from .route import AdminCall, Needs, Route, Services, deleted, listing, unreadable_row
 from .tenancy import T
@@ -62,6 +63,8 @@ async def create_budget(s: Services, c: AdminCall) -> Any:
         )
     amount = _field(budget_amount, body.amount, "amount")
     currency = _field(budget_currency, body.currency, "currency")
+    if body.scope == "key" and body.scope_id:
+        await check_key_scope(s, c.who, tenant, body.scope_id)
     try:
         record = await s.store.create_budget(
             tenant,

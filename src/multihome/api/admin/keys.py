@@ -9,7 +9,7 @@ from typing import Any
 from ...schema.errors import ApiError, echo
 from ...schema.principal import AUDITOR, ORG_ADMIN, ROLES, Principal
 from ...storage.apikeys import KEY_MAX_LIFETIME_DAYS
-from ...storage.errors import UnreadableRow
+from ...storage.errors import NotFound, UnreadableRow
 from ...storage.rows import Unreadable
 from . import bodies as B
 from .rbac import READ, WRITE, may_grant
@@ -76,22 +76,39 @@ def _may_hold(who: Principal, roles: Any, verb: str, param: str | None, ask: str
 
 
 async def _may_revoke(s: Services, c: AdminCall) -> None:
-    """A tenant-admin revokes the keys it could have issued. A key whose row cannot be read is judged by its
-    roles read on their own; if they cannot be told either, an org-admin revokes it (as an org-admin's budget
+    """A tenant-admin revokes the keys it could have issued."""
+    await _may_change(s, c.who, c.tenant, c.params["id"], "revoke", None)
+
+
+async def check_key_scope(s: Services, who: Principal, tenant: str, key_id: str) -> None:
+    """A tenant-admin sets no budget or policy on a key holding a role it could not grant (a cap or a deny on
+    an org-admin's key is a change to that key). An unknown key is left to the store (404 naming scope_id)."""
+    if ORG_ADMIN in who.roles:
+        return
+    try:
+        await _may_change(s, who, tenant, key_id, "set a budget or policy on", "scope_id")
+    except NotFound:
+        pass
+
+
+async def _may_change(s: Services, who: Principal, tenant: str, key_id: str, verb: str, param: str | None) -> None:
+    """403 unless `who` may grant every role the key holds. A key whose row cannot be read is judged by its
+    roles read on their own; if they cannot be told either, it is an org-admin's (as an org-admin's budget
     that cannot be read: api/admin/budgets.py)."""
     try:
-        roles: Any = (await s.store.get_key(c.tenant, c.params["id"])).roles
+        roles: Any = (await s.store.get_key(tenant, key_id)).roles
     except UnreadableRow:
-        roles = await s.store.key_roles(c.tenant, c.params["id"])
+        roles = await s.store.key_roles(tenant, key_id)
         if roles is None:
             raise ApiError(
                 403,
-                f"Key {echo(c.params['id'])}'s roles cannot be read, so it may hold a role only an org-admin "
-                "grants: ask an org admin to revoke it.",
+                f"Key {echo(key_id)}'s roles cannot be read, so it may hold a role only an org-admin grants: "
+                f"ask an org admin to {verb} it.",
                 type="permission_error",
+                param=param,
                 code="insufficient_role",
             ) from None
-    _may_hold(c.who, roles, "revoke", None, "revoke it")
+    _may_hold(who, roles, verb, param, f"{verb} it")
 
 
 def _expires_at(body: B.CreateKey) -> dt.datetime | None:

@@ -17,6 +17,7 @@ from ...storage.errors import UnreadableRow
 from ...storage.rows import Unreadable
 from ..policy_gate import EGRESS
 from . import bodies as B
+from .keys import check_key_scope
 from .rbac import READ, WRITE, anyone, authorize
 from .route import PREFIX, STORAGE, AdminCall, Route, Services, deleted, listed, unreadable_row
 from .tenancy import T
@@ -33,6 +34,8 @@ async def create_policy(s: Services, c: AdminCall) -> Any:
     body: B.CreatePolicy = c.body
     scope_id = body.scope_id if body.scope != "tenant" else (body.scope_id or c.tenant)
     _check_rules(c.tenant, body.scope, scope_id, body.rules)
+    if body.scope == "key" and scope_id:
+        await check_key_scope(s, c.who, c.tenant, scope_id)
     rules = {EGRESS: msgspec.to_builtins(body.rules)}
     return await s.store.create_policy(
         c.tenant, scope=body.scope, scope_id=scope_id, rules=rules, description=body.description, actor=c.who.subject
