@@ -237,8 +237,16 @@ async def test_a_tenant_admin_sets_no_budget_or_policy_on_a_key_it_could_not_hav
     for kind in ("budgets", "policies"):  # nothing was stored
         stored = (await ok(await w.call(ADMIN_KEY, "GET", f"{p}/{kind}")))["data"]
         assert not [x for x in stored if x["scope_id"] in (keys["auditor"], keys["org-admin"])], stored
+    held = {}
     for kind, body in (("budgets", budget), ("policies", policy)):
         await ok(await w.call(admin, "POST", f"{p}/{kind}", json={**body, "scope_id": keys["member"]}), 201)
-        await ok(await w.call(ADMIN_KEY, "POST", f"{p}/{kind}", json={**body, "scope_id": keys["auditor"]}), 201)
+        held[kind] = await w.made(f"{p}/{kind}", {**body, "scope_id": keys["auditor"]})  # the org-admin's
         err = error(await w.call(admin, "POST", f"{p}/{kind}", json={**body, "scope_id": "key_nope"}), 404)
         assert err["code"] == "not_found", err
+
+    # The org-admin's policy on the auditor's key: the tenant-admin neither changes nor deletes it.
+    pol = f"{p}/policies/{held['policies']}"
+    for method, kw in (("PATCH", {"json": {"rules": []}}), ("DELETE", {})):
+        err = error(await w.call(admin, method, pol, **kw), 403)
+        assert err["code"] == "insufficient_role" and err["param"] == "scope_id", err
+    assert (await ok(await w.call(ADMIN_KEY, "GET", pol)))["rules"]["egress"] == [{"effect": "deny"}]

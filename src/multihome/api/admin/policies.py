@@ -12,7 +12,7 @@ import msgspec
 from ...policy.model import Policy as EnginePolicy
 from ...policy.model import policy_problems
 from ...schema.errors import ApiError, echo
-from ...schema.principal import Principal
+from ...schema.principal import ORG_ADMIN, Principal
 from ...storage.errors import UnreadableRow
 from ...storage.rows import Unreadable
 from ..policy_gate import EGRESS
@@ -48,6 +48,7 @@ async def get_policy(s: Services, c: AdminCall) -> Any:
 
 async def update_policy(s: Services, c: AdminCall) -> Any:
     body: B.UpdatePolicy = c.body
+    await _may_change(s, c)
     rules = None
     if body.rules is not None:
         try:
@@ -67,8 +68,17 @@ async def update_policy(s: Services, c: AdminCall) -> Any:
 
 
 async def delete_policy(s: Services, c: AdminCall) -> Any:
+    await _may_change(s, c)
     await s.store.delete_policy(c.tenant, c.params["id"], actor=c.who.subject)
     return deleted(c.params["id"], "policy")
+
+
+async def _may_change(s: Services, c: AdminCall) -> None:
+    """A policy scoped to a key holding a role the caller could not grant is not the caller's to change."""
+    if ORG_ADMIN not in c.who.roles:
+        scope, scope_id = await s.store.policy_scope(c.tenant, c.params["id"])  # 404 for none of the tenant's
+        if scope == "key" and scope_id:
+            await check_key_scope(s, c.who, c.tenant, scope_id)
 
 
 async def explain(s: Services, c: AdminCall) -> Any:
