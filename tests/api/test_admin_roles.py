@@ -10,6 +10,8 @@ is an org-admin's. Every refusal is OpenAI's error envelope, and what B holds is
 
 from __future__ import annotations
 
+import asyncio
+import re
 from typing import Any
 
 import httpx
@@ -250,3 +252,118 @@ async def test_a_tenant_admin_sets_no_budget_or_policy_on_a_key_it_could_not_hav
         err = error(await w.call(admin, method, pol, **kw), 403)
         assert err["code"] == "insufficient_role" and err["param"] == "scope_id", err
     assert (await ok(await w.call(ADMIN_KEY, "GET", pol)))["rules"]["egress"] == [{"effect": "deny"}]
+
+
+async def test_a_tenant_admin_neither_changes_nor_deletes_a_policy_an_org_admin_set(world):
+    """An org-admin's policy on a tenant, a team or a key (an "EU only" rule) is the organisation's: the
+    tenant's admin gets 403 policy_set_by_org_admin, before its body is even checked, and the policy stays
+    as it was. Its own policies it changes and deletes freely, until an org-admin changes one."""
+    w = world
+    admin, p = await _key(w, "tenant-admin"), f"{T}/{w.tenants['a']['tenant']}"
+    team, key = w.tenants["a"]["teams"], w.tenants["a"]["keys"]
+    eu = [{"effect": "allow", "data_zones": ["EU"], "description": "EU only"}]
+    org = [
+        await w.made(f"{p}/policies", {"scope": "tenant", "rules": eu}),
+        await w.made(f"{p}/policies", {"scope": "team", "scope_id": team, "rules": eu}),
+        await w.made(f"{p}/policies", {"scope": "key", "scope_id": key, "rules": eu}),
+    ]
+    changes = [
+        ("PATCH", {"json": {"rules": [{"effect": "allow"}]}}, "change"),  # would widen it to everything
+        ("PATCH", {"json": {"description": "relaxed"}}, "change"),
+        ("PATCH", {"json": {"rules": [{"effect": "allow", "regions": []}]}}, "change"),  # 403 before the 400
+        ("DELETE", {}, "delete"),
+    ]
+    for pid in org:
+        for method, kw, doing in changes:
+            err = error(await w.call(admin, method, f"{p}/policies/{pid}", **kw), 403)
+            assert (err["code"], err["type"], err["param"]) == ("policy_set_by_org_admin", "permission_error", "id")
+            assert f"Policy {pid} was set by an org-admin" in err["message"], err
+            assert f"may not {doing} it" in err["message"], err
+        kept = await ok(await w.call(ADMIN_KEY, "GET", f"{p}/policies/{pid}"))
+        assert (kept["rules"]["egress"], kept["set_by_role"]) == (eu, "org-admin")
+
+    for reader in (ADMIN_KEY, admin):  # who set each one shows in the list and in each policy
+        listed = {x["id"]: x["set_by_role"] for x in (await ok(await w.call(reader, "GET", f"{p}/policies")))["data"]}
+        assert {listed[i] for i in org} == {"org-admin"}, listed
+    assert (await ok(await w.call(admin, "GET", f"{p}/policies/{org[0]}")))["set_by_role"] == "org-admin"
+
+    # Its own: set, changed and deleted by the tenant-admin; an org-admin's change makes it the org-admin's.
+    own = await ok(
+        await w.call(admin, "POST", f"{p}/policies", json={"scope": "team", "scope_id": team, "rules": eu}), 201
+    )
+    assert own["set_by_role"] == "tenant-admin"
+    mine = f"{p}/policies/{own['id']}"
+    changed = await ok(await w.call(admin, "PATCH", mine, json={"description": "ours"}))
+    assert (changed["description"], changed["set_by_role"]) == ("ours", "tenant-admin")
+    taken = await ok(await w.call(ADMIN_KEY, "PATCH", mine, json={"description": "the org's now"}))
+    assert taken["set_by_role"] == "org-admin"
+    assert error(await w.call(admin, "DELETE", mine), 403)["code"] == "policy_set_by_org_admin"
+    await ok(await w.call(ADMIN_KEY, "DELETE", mine))
+    again = await ok(await w.call(admin, "POST", f"{p}/policies", json={"scope": "tenant", "rules": eu}), 201)
+    await ok(await w.call(admin, "DELETE", f"{p}/policies/{again['id']}"))
+    for pid in org:  # the org-admin changes and deletes its own
+        await ok(await w.call(ADMIN_KEY, "DELETE", f"{p}/policies/{pid}"))
+
+
+async def test_a_tenant_admin_cannot_delete_a_team_carrying_an_org_admins_policy(world):
+    """Deleting a team deletes its policies; one an org-admin set still binds OIDC callers whose token names
+    the team, so a tenant-admin may not delete the team under it (as for an org-admin's team budget)."""
+    w = world
+    admin, p = await _key(w, "tenant-admin"), f"{T}/{w.tenants['a']['tenant']}"
+    rules = [{"effect": "deny", "regions": ["us-*"]}]
+    ruled = await w.made(f"{p}/teams", {"name": "ruled"})
+    pol = await w.made(f"{p}/policies", {"scope": "team", "scope_id": ruled, "rules": rules})
+    err = error(await w.call(admin, "DELETE", f"{p}/teams/{ruled}"), 403)
+    assert err["code"] == "policy_set_by_org_admin" and pol in err["message"], err
+    await ok(await w.call(ADMIN_KEY, "GET", f"{p}/teams/{ruled}"))
+    await ok(await w.call(ADMIN_KEY, "GET", f"{p}/policies/{pol}"))
+
+    own = (await ok(await w.call(admin, "POST", f"{p}/teams", json={"name": "own"}), 201))["id"]
+    body = {"scope": "team", "scope_id": own, "rules": rules}
+    mine = (await ok(await w.call(admin, "POST", f"{p}/policies", json=body), 201))["id"]
+    await ok(await w.call(admin, "DELETE", f"{p}/teams/{own}"))  # its own policy goes with its own team
+    assert error(await w.call(ADMIN_KEY, "GET", f"{p}/policies/{mine}"), 404)["code"] == "not_found"
+    await ok(await w.call(ADMIN_KEY, "DELETE", f"{p}/teams/{ruled}"))
+    assert error(await w.call(ADMIN_KEY, "GET", f"{p}/policies/{pol}"), 404)["code"] == "not_found"
+
+
+async def test_a_tenant_admins_allow_does_not_widen_an_org_admins_deny(world):
+    """Policies compose by intersection: a tenant-admin's allow-everything beside the org-admin's deny-everything
+    (the world's tenant policy) leaves the tenant refused, as explain shows once the new policy is in force."""
+    import time
+
+    w = world
+    admin, a = await _key(w, "tenant-admin"), w.tenants["a"]
+    own = (
+        await ok(
+            await w.call(
+                admin, "POST", f"{T}/{a['tenant']}/policies", json={"scope": "tenant", "rules": [{"effect": "allow"}]}
+            ),
+            201,
+        )
+    )["id"]
+    deadline = time.monotonic() + 30
+    while True:
+        decision = await ok(
+            await w.call(admin, "POST", "/admin/v1/policy/explain", json={"tenant_id": a["tenant"], "model": "g"})
+        )
+        if own in {t["policy_id"] for t in decision["trace"]} or time.monotonic() > deadline:
+            break
+        await asyncio.sleep(0.05)
+    assert {t["policy_id"] for t in decision["trace"]} >= {a["policies"], own}, decision
+    assert (decision["allowed"], decision["code"], decision["deployments"]) == (False, "egress_denied", []), decision
+
+
+async def test_the_console_shows_who_set_each_policy_and_offers_no_change_of_it(world):
+    """The tenant page lists each policy with who set it; it has no form that changes or deletes a policy, so a
+    tenant-admin is never offered the change the admin API refuses it."""
+    w = world
+    admin, p = await _key(w, "tenant-admin"), f"{T}/{w.tenants['a']['tenant']}"
+    own = (await ok(await w.call(admin, "POST", f"{p}/policies", json={"scope": "tenant", "rules": []}), 201))["id"]
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=w.app), base_url="http://gw") as browser:
+        assert (await browser.post("/console/login", data={"key": admin})).status_code == 303
+        page = await browser.get(f"/console/tenants/{w.tenants['a']['tenant']}")
+        assert page.status_code == 200, page.text[:300]
+    setters = re.findall(r'<td class="policy-setter">([^<]*)</td>', page.text)
+    assert sorted(setters) == ["org-admin", "tenant-admin"], setters  # the world's policy, and this one
+    assert "/policies" not in page.text and own not in page.text  # no form names a policy

@@ -149,3 +149,57 @@ async def test_database_enforces_that_a_keys_team_belongs_to_its_tenant(store):
                     created_at=a.created_at,
                 )
             )
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "postgresql"])
+async def test_policies_stored_before_0025_become_the_org_admins(kind, sqlite_database, pg_database):
+    """Migration 0025 records who set each policy: a policy stored before it (an org's "EU only" rule, say)
+    is kept as it was and counts as the org-admin's, so a tenant-admin can neither change nor delete it."""
+    import datetime
+
+    from multihome.storage.engine import create_engine
+    from multihome.storage.policies import PolicyOutranked
+    from multihome.storage.tables import policies, tenants
+
+    db_url = sqlite_database(migrated=False) if kind == "sqlite" else pg_database(migrated=False)
+    await asyncio.to_thread(migrate_sync, db_url, "0024")
+    now = datetime.datetime.now(datetime.UTC)
+    rules = {"egress": [{"effect": "allow", "data_zones": ["EU"]}]}
+    engine = create_engine(db_url)
+    try:
+        async with engine.begin() as conn:  # the columns 0024 has: no set_by_role
+            await conn.execute(sa.insert(tenants).values(id="ten_old", name="acme", metadata={}, created_at=now))
+            for pid in ("pol_eu", "pol_other"):
+                await conn.execute(
+                    sa.insert(policies).values(
+                        id=pid,
+                        tenant_id="ten_old",
+                        scope="tenant",
+                        scope_id="ten_old",
+                        rules=rules,
+                        description="EU only",
+                        created_at=now,
+                        updated_at=now,
+                    )
+                )
+    finally:
+        await engine.dispose()
+    await asyncio.to_thread(migrate_sync, db_url)
+    store = await open_store(db_url)
+    try:
+        stored = list(await store.list_policies("ten_old"))
+        assert [(p.id, p.rules, p.description, p.set_by_role) for p in stored] == [
+            ("pol_eu", rules, "EU only", "org-admin"),
+            ("pol_other", rules, "EU only", "org-admin"),
+        ]
+        with pytest.raises(PolicyOutranked):
+            await store.update_policy("ten_old", "pol_eu", rules={"egress": []}, actor="t", role="tenant-admin")
+        with pytest.raises(PolicyOutranked):
+            await store.delete_policy("ten_old", "pol_eu", actor="t", role="tenant-admin")
+        assert (await store.get_policy("ten_old", "pol_eu")).rules == rules
+        await store.delete_policy("ten_old", "pol_eu", actor="root", role="org-admin")  # an org-admin still may
+        mine = await store.create_policy("ten_old", scope="tenant", rules=rules, actor="t", role="tenant-admin")
+        assert mine.set_by_role == "tenant-admin"
+        await store.delete_policy("ten_old", mine.id, actor="t", role="tenant-admin")
+    finally:
+        await store.close()

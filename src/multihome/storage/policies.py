@@ -1,4 +1,9 @@
-"""Policies: rules (JSON, interpreted by multihome.policy) attached to a tenant, a team or a key."""
+"""Policies: rules (JSON, interpreted by multihome.policy) attached to a tenant, a team or a key.
+
+Authority: each row records the role that set or last changed it. A policy an org-admin set (an
+organisation's residency rule) is not a tenant-admin's to change or delete; the check runs inside the
+write, so a policy an org-admin took over a moment earlier is never changed by a tenant-admin.
+"""
 
 from __future__ import annotations
 
@@ -8,11 +13,12 @@ import sqlalchemy as sa
 
 from ..schema import admin_fields as fields
 from ..schema.errors import echo
+from ..schema.principal import ORG_ADMIN, TENANT_ADMIN
 from . import rows
 from .base import StoreBase, as_utc, checked, nonempty, utcnow
-from .errors import Invalid, NotFound
+from .errors import Invalid, NotFound, StorageError
 from .ids import new_id
-from .records import Policy, PolicyScope
+from .records import BudgetRole, Policy, PolicyScope
 from .row_reads import Listed, either, one, read_all, read_one
 from .rows import Unreadable
 from .tables import policies
@@ -23,6 +29,26 @@ SCOPES = ("tenant", "team", "key")
 RULES_MAX_BYTES = 256 * 1024
 RULES_MAX_ITEMS = 20_000
 RULES_MAX_DEPTH = 4
+SETTERS: tuple[BudgetRole, ...] = ("org-admin", "tenant-admin")  # schema.principal ORG_ADMIN, TENANT_ADMIN
+
+
+class PolicyOutranked(StorageError):
+    """A tenant-admin tried to change or delete a policy an org-admin set (the admin API's 403)."""
+
+    def __init__(self, policy_id: str, doing: str, message: str | None = None) -> None:
+        super().__init__(
+            message
+            or f"Policy {echo(policy_id)} was set by an org-admin, so a tenant-admin may not {doing} it; add a "
+            "policy of your own to narrow it further (policies only ever narrow each other), or ask an org admin."
+        )
+        self.policy_id = policy_id
+
+
+def _setter(role: str) -> BudgetRole:
+    for option in SETTERS:
+        if role == option:
+            return option
+    raise Invalid(f"role must be one of {', '.join(SETTERS)}, not '{echo(role)}'")
 
 
 def policy_from_row(r: Any) -> Policy:
@@ -38,6 +64,7 @@ def policy_from_row(r: Any) -> Policy:
         description=r.description,
         created_at=as_utc(r.created_at),
         updated_at=as_utc(r.updated_at),
+        set_by_role=r.set_by_role,
     )
 
 
@@ -72,7 +99,9 @@ class PoliciesRepo(StoreBase):
         rules: dict[str, Any],
         description: str = "",
         actor: str,
+        role: str = ORG_ADMIN,
     ) -> Policy:
+        """`role`: the setter's, org-admin or tenant-admin (a tenant-admin's own policy stays its to change)."""
         if scope not in SCOPES:
             raise Invalid(f"policy scope must be one of {list(SCOPES)}, not '{echo(scope)}'")
         nonempty(description, "description", fields.TEXT_MAX, required=False)
@@ -86,6 +115,7 @@ class PoliciesRepo(StoreBase):
             description=description,
             created_at=now,
             updated_at=now,
+            set_by_role=_setter(role),
         )
         async with self._write() as conn:
             await self._require_tenant(conn, tenant_id)
@@ -100,6 +130,7 @@ class PoliciesRepo(StoreBase):
                     description=description,
                     created_at=now,
                     updated_at=now,
+                    set_by_role=policy.set_by_role,
                 )
             )
             await self._record(
@@ -109,7 +140,12 @@ class PoliciesRepo(StoreBase):
                 action="policy.create",
                 object_type="policy",
                 object_id=policy.id,
-                detail={"scope": scope, "scope_id": policy.scope_id, "rules": policy.rules},
+                detail={
+                    "scope": scope,
+                    "scope_id": policy.scope_id,
+                    "rules": policy.rules,
+                    "set_by_role": policy.set_by_role,
+                },
                 at=now,
             )
         return policy
@@ -129,6 +165,17 @@ class PoliciesRepo(StoreBase):
         if row is None:
             raise NotFound("policy", policy_id, tenant_id)
         return row.scope, row.scope_id
+
+    async def policy_owner(self, tenant_id: str, policy_id: str) -> tuple[str, str | None, str]:
+        """A policy's (scope, scope_id, set_by_role), read alone: the rest of its row may be unreadable."""
+        q = sa.select(policies.c.scope, policies.c.scope_id, policies.c.set_by_role).where(
+            policies.c.tenant_id == tenant_id, policies.c.id == policy_id
+        )
+        async with self._read() as conn:
+            row = (await conn.execute(q)).first()
+        if row is None:
+            raise NotFound("policy", policy_id, tenant_id)
+        return row.scope, row.scope_id, row.set_by_role
 
     async def list_policies(
         self, tenant_id: str, *, scope: PolicyScope | None = None, scope_id: str | None = None
@@ -150,9 +197,11 @@ class PoliciesRepo(StoreBase):
         rules: dict[str, Any] | None = None,
         description: str | None = None,
         actor: str,
+        role: str = ORG_ADMIN,
     ) -> Policy | Unreadable:
         """A policy whose row cannot be read is changed too (replacing its rules mends it); if it still
-        cannot be read, what is wrong with it is returned."""
+        cannot be read, what is wrong with it is returned. A tenant-admin (`role`) may not change a policy
+        an org-admin set (PolicyOutranked); one an org-admin changes becomes the org-admin's."""
         now = utcnow()
         changes: dict[str, Any] = {"updated_at": now}
         if rules is not None:
@@ -162,9 +211,9 @@ class PoliciesRepo(StoreBase):
         where = (policies.c.tenant_id == tenant_id, policies.c.id == policy_id)
         q = sa.select(policies).where(*where)
         async with self._write() as conn:
+            setter = await self._authority(conn, where, policy_id, tenant_id, role, "change")
             before, bad = await one(conn, q, policies, _POLICY)
-            if before is None and bad is None:
-                raise NotFound("policy", policy_id, tenant_id)
+            changes["set_by_role"] = ORG_ADMIN if ORG_ADMIN in (role, setter) else TENANT_ADMIN
             await conn.execute(sa.update(policies).where(*where).values(**changes))
             await self._record(
                 conn,
@@ -178,18 +227,19 @@ class PoliciesRepo(StoreBase):
                     if before is not None
                     else {"unreadable": bad.problem if bad else ""},
                     "after": {k: v for k, v in changes.items() if k != "updated_at"},
+                    "role": role,
                 },
                 at=now,
             )
             after, bad = await one(conn, q, policies, _POLICY)
         return either(after, bad)
 
-    async def delete_policy(self, tenant_id: str, policy_id: str, *, actor: str) -> None:
+    async def delete_policy(self, tenant_id: str, policy_id: str, *, actor: str, role: str = ORG_ADMIN) -> None:
+        """A tenant-admin (`role`) may not delete a policy an org-admin set (PolicyOutranked)."""
         where = (policies.c.tenant_id == tenant_id, policies.c.id == policy_id)
         async with self._write() as conn:
+            setter = await self._authority(conn, where, policy_id, tenant_id, role, "delete")
             before, bad = await one(conn, sa.select(policies).where(*where), policies, _POLICY)
-            if before is None and bad is None:
-                raise NotFound("policy", policy_id, tenant_id)
             # Its scope read alone: the rest of the row may be what cannot be read (deleting mends it).
             scope = (await conn.execute(sa.select(policies.c.scope, policies.c.scope_id).where(*where))).one()
             await conn.execute(sa.delete(policies).where(*where))
@@ -203,6 +253,18 @@ class PoliciesRepo(StoreBase):
                 detail={
                     "scope": scope.scope,
                     "scope_id": scope.scope_id,
+                    "set_by_role": setter,
                     **({"rules": before.rules} if before is not None else {"unreadable": bad.problem if bad else ""}),
                 },
             )
+
+    async def _authority(self, conn: Any, where: Any, policy_id: str, tenant_id: str, role: str, doing: str) -> str:
+        """Who set the policy, read alone and locked (FOR UPDATE, PostgreSQL) so that an org-admin's change
+        meanwhile is seen; PolicyOutranked if `role` may not `doing` it. Its other fields may be unreadable:
+        the setter alone decides."""
+        setter = await conn.scalar(sa.select(policies.c.set_by_role).where(*where).with_for_update())
+        if setter is None:
+            raise NotFound("policy", policy_id, tenant_id)
+        if role != ORG_ADMIN and setter != TENANT_ADMIN:
+            raise PolicyOutranked(policy_id, doing)
+        return str(setter)

@@ -56,6 +56,8 @@ class Policy(msgspec.Struct, frozen=True):
     description: str
     created_at: datetime
     updated_at: datetime
+    # Who set or last changed it: only an org-admin changes or deletes a policy an org-admin set.
+    set_by_role: BudgetRole = "org-admin"
 
 
 class Budget(msgspec.Struct, frozen=True):

@@ -72,7 +72,11 @@ policies = sa.Table(
     sa.Column("description", sa.String(1000), nullable=False),
     sa.Column("created_at", TS, nullable=False),
     sa.Column("updated_at", TS, nullable=False),
+    # The role of whoever set or last changed it: a tenant-admin neither changes nor deletes an org-admin's
+    # policy (docs/policy.md "Who may change a policy"). Read by the admin API only, never per call.
+    sa.Column("set_by_role", sa.String(16), nullable=False, server_default="org-admin"),
     sa.CheckConstraint("scope IN ('tenant', 'team', 'key')", name="scope"),
+    sa.CheckConstraint("set_by_role IN ('org-admin', 'tenant-admin')", name="set_by_role"),
 )
 
 entitlements = sa.Table(

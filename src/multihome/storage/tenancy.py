@@ -14,6 +14,7 @@ from .base import StoreBase, checked, nonempty, utcnow
 from .budgets import Outranked
 from .errors import Conflict, Invalid, NotFound
 from .ids import new_id
+from .policies import PolicyOutranked
 from .records import Team, Tenant
 from .row_reads import Listed, read_all, read_one
 from .tables import api_keys, budgets, entitlements, policies, stateful_pins, teams, tenants
@@ -169,8 +170,9 @@ class TenancyRepo(StoreBase):
 
     async def delete_team(self, tenant_id: str, team_id: str, *, actor: str, role: str = ORG_ADMIN) -> None:
         """Refused while the team has usable keys; revoked keys are detached, team policies and budgets go.
-        A tenant-admin (`role`) may not delete a team an org-admin set a budget on (Outranked): the budget
-        would go with it, and it still binds the team's OIDC callers (their token names the team)."""
+        A tenant-admin (`role`) may not delete a team an org-admin set a budget on (Outranked) or a policy on
+        (PolicyOutranked): it would go with the team, and it still binds the team's OIDC callers (their token
+        names the team)."""
         async with self._write() as conn:
             row = (  # its name only: the rest may be what cannot be read (deleting mends it)
                 await conn.execute(sa.select(teams.c.name).where(teams.c.tenant_id == tenant_id, teams.c.id == team_id))
@@ -207,6 +209,23 @@ class TenancyRepo(StoreBase):
                     raise Outranked(
                         f"Team {team_id} has budget {capped}, set by an org-admin; deleting the team would remove "
                         "it, and a tenant-admin may not lift an org-admin's cap. Ask an org admin."
+                    )
+                ruled = await conn.scalar(
+                    sa.select(policies.c.id)
+                    .where(
+                        policies.c.tenant_id == tenant_id,
+                        policies.c.scope == "team",
+                        policies.c.scope_id == team_id,
+                        policies.c.set_by_role != TENANT_ADMIN,
+                    )
+                    .limit(1)
+                )
+                if ruled is not None:
+                    raise PolicyOutranked(
+                        ruled,
+                        "delete",
+                        f"Team {team_id} has policy {ruled}, set by an org-admin; deleting the team would remove it, "
+                        "and a tenant-admin may not change or delete an org-admin's policy. Ask an org admin.",
                     )
             await conn.execute(
                 sa.update(api_keys)

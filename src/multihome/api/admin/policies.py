@@ -1,5 +1,9 @@
 """Admin resource: a tenant's egress/residency policies, and `policy/explain` (the decision for a
-caller and model, rule by rule)."""
+caller and model, rule by rule).
+
+Each policy records the role that set it: a tenant-admin adds policies of its own (they can only
+narrow what the organisation's allow: policies compose by intersection, policy/egress.py) but may not
+change or delete one an org-admin set (403 `policy_set_by_org_admin`)."""
 
 from __future__ import annotations
 
@@ -12,8 +16,9 @@ import msgspec
 from ...policy.model import Policy as EnginePolicy
 from ...policy.model import policy_problems
 from ...schema.errors import ApiError, echo
-from ...schema.principal import ORG_ADMIN, Principal
+from ...schema.principal import ORG_ADMIN, TENANT_ADMIN, Principal
 from ...storage.errors import UnreadableRow
+from ...storage.policies import PolicyOutranked
 from ...storage.rows import Unreadable
 from ..policy_gate import EGRESS
 from . import bodies as B
@@ -38,7 +43,13 @@ async def create_policy(s: Services, c: AdminCall) -> Any:
         await check_key_scope(s, c.who, c.tenant, scope_id)
     rules = {EGRESS: msgspec.to_builtins(body.rules)}
     return await s.store.create_policy(
-        c.tenant, scope=body.scope, scope_id=scope_id, rules=rules, description=body.description, actor=c.who.subject
+        c.tenant,
+        scope=body.scope,
+        scope_id=scope_id,
+        rules=rules,
+        description=body.description,
+        actor=c.who.subject,
+        role=_role(c.who),
     )
 
 
@@ -48,7 +59,7 @@ async def get_policy(s: Services, c: AdminCall) -> Any:
 
 async def update_policy(s: Services, c: AdminCall) -> Any:
     body: B.UpdatePolicy = c.body
-    await _may_change(s, c)
+    await _may_change(s, c, "change")
     rules = None
     if body.rules is not None:
         try:
@@ -61,24 +72,45 @@ async def update_policy(s: Services, c: AdminCall) -> Any:
             kept = {}
         _check_rules(c.tenant, scope, scope_id, body.rules)
         rules = {**kept, EGRESS: msgspec.to_builtins(body.rules)}
-    done = await s.store.update_policy(
-        c.tenant, c.params["id"], rules=rules, description=body.description, actor=c.who.subject
-    )
+    try:
+        done = await s.store.update_policy(
+            c.tenant, c.params["id"], rules=rules, description=body.description, actor=c.who.subject, role=_role(c.who)
+        )
+    except PolicyOutranked as exc:  # an org-admin took it over since _may_change read it
+        raise outranked(exc) from None
     return unreadable_row(done) if isinstance(done, Unreadable) else done
 
 
 async def delete_policy(s: Services, c: AdminCall) -> Any:
-    await _may_change(s, c)
-    await s.store.delete_policy(c.tenant, c.params["id"], actor=c.who.subject)
+    await _may_change(s, c, "delete")
+    try:
+        await s.store.delete_policy(c.tenant, c.params["id"], actor=c.who.subject, role=_role(c.who))
+    except PolicyOutranked as exc:
+        raise outranked(exc) from None
     return deleted(c.params["id"], "policy")
 
 
-async def _may_change(s: Services, c: AdminCall) -> None:
-    """A policy scoped to a key holding a role the caller could not grant is not the caller's to change."""
+async def _may_change(s: Services, c: AdminCall, doing: str) -> None:
+    """A policy scoped to a key holding a role the caller could not grant, or one an org-admin set, is not a
+    tenant-admin's to change. Checked before the body's rules, so the answer is the 403, not a 400; the store
+    checks the setter again inside its write."""
     if ORG_ADMIN not in c.who.roles:
-        scope, scope_id = await s.store.policy_scope(c.tenant, c.params["id"])  # 404 for none of the tenant's
+        # 404 for none of the tenant's; read alone: the rest of the row may be what cannot be read
+        scope, scope_id, setter = await s.store.policy_owner(c.tenant, c.params["id"])
         if scope == "key" and scope_id:
             await check_key_scope(s, c.who, c.tenant, scope_id)
+        if setter != TENANT_ADMIN:
+            raise outranked(PolicyOutranked(c.params["id"], doing))
+
+
+def outranked(exc: PolicyOutranked, param: str | None = "id") -> ApiError:
+    """The 403 for a tenant-admin's change to an org-admin's policy; `param` the path's policy id."""
+    return ApiError(403, str(exc), type="permission_error", param=param, code="policy_set_by_org_admin")
+
+
+def _role(who: Principal) -> str:
+    """The role a policy is set with (authorize let only these two write)."""
+    return ORG_ADMIN if ORG_ADMIN in who.roles else TENANT_ADMIN
 
 
 async def explain(s: Services, c: AdminCall) -> Any:

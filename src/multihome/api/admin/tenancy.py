@@ -10,6 +10,7 @@ import msgspec
 from ...schema.errors import ApiError
 from ...schema.principal import ORG_ADMIN, TENANT_ADMIN, Principal
 from ...storage.budgets import Outranked
+from ...storage.policies import PolicyOutranked
 from . import bodies as B
 from .rbac import ANY, ORG, READ, WRITE, anyone, authorize
 from .route import PREFIX, STORAGE, AdminCall, Route, Services, deleted, listed, listing
@@ -72,6 +73,8 @@ async def delete_team(s: Services, c: AdminCall) -> Any:
         await s.store.delete_team(c.tenant, c.params["id"], actor=c.who.subject, role=role)
     except Outranked as exc:  # as for the budget itself (api/admin/budgets.py)
         raise ApiError(403, str(exc), type="permission_error", code="budget_set_by_org_admin") from None
+    except PolicyOutranked as exc:  # as for the policy itself (api/admin/policies.py)
+        raise ApiError(403, str(exc), type="permission_error", code="policy_set_by_org_admin") from None
     return deleted(c.params["id"], "team")
 
 
