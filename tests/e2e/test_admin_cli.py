@@ -131,8 +131,8 @@ def test_policy_create_update_delete(cli):
     )
     assert updated == f"updated policy {policy} (2 rules)\n"
     header, row = rows(cli("policy", "list", "--tenant", "initech"))
-    assert header == ["ID", "SCOPE", "APPLIES TO", "RULES", "DESCRIPTION"] and row[0] == policy
-    assert row[2].endswith("(initech)") and row[3:] == ["2", "EU"]
+    assert header == ["ID", "SCOPE", "APPLIES TO", "RULES", "SET BY", "DESCRIPTION"] and row[0] == policy
+    assert row[2].endswith("(initech)") and row[3:] == ["2", "org-admin", "EU"]
     assert json.loads(cli("policy", "delete", "--tenant", "initech", policy))["deleted"] is True
     assert json.loads(cli("policy", "list", "--tenant", "initech", "--json"))["data"] == []
 

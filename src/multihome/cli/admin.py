@@ -216,8 +216,18 @@ def _policy_list(a: argparse.Namespace, api: Admin) -> None:
     if data is None:
         return
     names = _scope_names(api, api.tenant(a.tenant), data)
-    rows = [(p["id"], p["scope"], named(p["scope_id"], names), rule_count(p["rules"]), p["description"]) for p in data]
-    print(table(["id", "scope", "applies to", "rules", "description"], rows), end="")
+    rows = [
+        (
+            p["id"],
+            p["scope"],
+            named(p["scope_id"], names),
+            rule_count(p["rules"]),
+            p.get("set_by_role", ""),
+            p["description"],
+        )
+        for p in data
+    ]
+    print(table(["id", "scope", "applies to", "rules", "set by", "description"], rows), end="")
 
 
 def rule_count(rules: object) -> int | str:
