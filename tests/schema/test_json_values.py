@@ -164,3 +164,8 @@ def test_the_scan_counts_what_a_parser_would_whatever_its_slices(slice_bytes, mo
     for _ in range(500):
         body = json.dumps(_value(rng), ensure_ascii=rng.random() < 0.5).encode()
         assert json_values.marks(body, 10**9) == _reference(body), body
+
+
+def test_a_body_short_enough_to_skip_the_count_is_short_enough_to_skip_the_scan():
+    # decode_views calls the scan only for a body it counts (the chat path's small bodies pay no call).
+    assert json_values.SCAN_OVER >= decoding.COUNT_ITEMS_OVER

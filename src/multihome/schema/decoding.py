@@ -153,9 +153,9 @@ def decode_views(body: bytes, typed: msgspec.json.Decoder[_T]) -> tuple[dict[str
     too many items, parts or tools; a 413 for too many values (json_values.py)."""
     if not body.isascii():
         _check_utf8(body)
-    check_values(body)
     try:  # decode_body's errors, in one frame for both views
-        if len(body) > COUNT_ITEMS_OVER:
+        if len(body) > COUNT_ITEMS_OVER:  # (json_values.SCAN_OVER is more: a short body pays no call for it)
+            check_values(body)
             top = _top.decode(body)
             counted = _COUNTED.get(id(typed))
             if counted is not None:
