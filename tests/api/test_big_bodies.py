@@ -52,7 +52,12 @@ DOORS = {
         (anthropic_routes, "parse_messages"),
     ),
     "embeddings": ("/v1/embeddings", {"model": "no-such-model", "input": TEXT}, (embeddings, "parse_embeddings")),
-    # Route explain parsed every body on the loop (and read its top-level fields before any cap).
+    # Anthropic's count_tokens and route explain parsed every body on the loop.
+    "count_tokens": (
+        "/v1/messages/count_tokens",
+        {"model": "no-such-model", "messages": [{"role": "user", "content": TEXT}]},
+        (anthropic_routes, "parse_messages"),
+    ),
     "explain": (
         "/v1/route/explain",
         {"model": "no-such-model", "messages": [{"role": "user", "content": TEXT}]},
@@ -72,7 +77,7 @@ async def test_a_small_call_is_answered_while_large_bodies_are_decoded(monkeypat
     released: list[bool] = []
     real = getattr(module, name)
 
-    def parse(body: bytes, *args):
+    def parse(body: bytes, *args, **kwargs):
         nonlocal decoding, most
         if len(body) > big_bodies.OFF_LOOP_OVER:
             with lock:
@@ -83,7 +88,7 @@ async def test_a_small_call_is_answered_while_large_bodies_are_decoded(monkeypat
             released.append(small_answered.wait(DEADLINE_S if not released else 0.2))
             with lock:
                 decoding -= 1
-        return real(body, *args)
+        return real(body, *args, **kwargs)
 
     monkeypatch.setattr(module, name, parse)
     async with _client(gateway) as client:
