@@ -1,6 +1,7 @@
 """Every public route and every admin route, in process, fed a fixed list of hostile JSON values in every
 field, hostile whole bodies and hostile headers: reports each answer that is a 5xx, takes longer than
-`--timeout` seconds, or repeats more than 64 characters of a client value (docs/hostile-input.md).
+`--timeout` seconds, or repeats more than 64 characters of a client value (docs/hostile-input.md); and lists
+the calls that held the event loop longest (a ticker on the same loop, as bench/hostile_body_hold.py).
 
 The app is the one of tests/stored_app.py (SQLite storage, the local KMS, a simulated OpenAI upstream): the
 stateful routes work. The client calls are made with a key of a tenant holding `member` and `tenant-admin`,
@@ -62,6 +63,10 @@ VALUES: dict[str, bytes] = {
     "tiny float": b"5e-324",
     "object of wrong": json.dumps({"type": LONG, "role": LONG, "id": LONG, "name": LONG}).encode(),
     "array of objects": b"[" + b",".join([b'{"type":"x"}'] * 3) + b"]",
+    # A flat array of more tiny values than a body may hold (schema/json_values.py MAX_VALUES): one decoder call
+    # over it held the event loop for every other caller; the holds are listed after the findings.
+    "many tiny values": b"[" + b",".join([b"0"] * 500_001) + b"]",
+    "many empty strings": b"[" + b",".join([b'""'] * 500_001) + b"]",
 }
 WHOLE: dict[str, bytes] = {
     **VALUES,
@@ -159,6 +164,8 @@ class Findings:
         self.calls = 0
         self.statuses: dict[int, int] = {}
         self.per_route: dict[str, dict[int, int]] = {}
+        self.holds: list[tuple[float, str]] = []  # (the longest event-loop hold during a call in ms, the call)
+        self.gap = 0.0  # the longest gap of the loop's ticker since the current call began
 
     def add(self, where: str, what: str) -> None:
         self.found.append(f"{where}: {what}")
@@ -199,6 +206,7 @@ async def send(
 ) -> int:
     findings.calls += 1
     start = time.monotonic()
+    findings.gap = 0.0
     try:
         resp = await asyncio.wait_for(app_client.request(method, path, content=body, headers=headers), timeout)
     except TimeoutError:
@@ -208,6 +216,7 @@ async def send(
         findings.add(f"{method} {path[:80]}", f"{what}: {type(exc).__name__}: {str(exc)[:200]}")
         return 0
     took = time.monotonic() - start
+    findings.holds.append((findings.gap * 1000, f"{method} {path[:60]} {what[:80]}"))
     findings.statuses[resp.status_code] = findings.statuses.get(resp.status_code, 0) + 1
     route = findings.per_route.setdefault(f"{method} {path[:70]}", {})
     route[resp.status_code] = route.get(resp.status_code, 0) + 1
@@ -223,6 +232,24 @@ async def send(
 
 async def fuzz(only: str, timeout: float) -> Findings:
     findings = Findings()
+    ticker = asyncio.create_task(_tick(findings))
+    try:
+        return await _fuzz(findings, only, timeout)
+    finally:
+        ticker.cancel()
+
+
+async def _tick(findings: Findings) -> None:
+    """Wakes every millisecond: the longest gap between its wake-ups is how long the loop was held."""
+    last = time.perf_counter()
+    while True:
+        await asyncio.sleep(0.001)
+        now = time.perf_counter()
+        findings.gap = max(findings.gap, now - last)
+        last = now
+
+
+async def _fuzz(findings: Findings, only: str, timeout: float) -> Findings:
     os.environ["MH_FUZZ_VALUES_ADMIN"] = ADMIN_KEY
     with tempfile.TemporaryDirectory() as tmp:
         url = f"sqlite+aiosqlite:///{tmp}/mh.db"
@@ -288,6 +315,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--only", default="")
     parser.add_argument("--timeout", type=float, default=20.0)
+    parser.add_argument("--holds", type=int, default=15, help="how many of the longest loop holds to list")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     for name in ("httpx", "multihome.access"):
@@ -298,6 +326,9 @@ def main() -> None:
     print(f"{findings.calls} calls in {took:.0f} s; statuses {dict(sorted(findings.statuses.items()))}")
     for route, statuses in sorted(findings.per_route.items()):
         print(f"  {route}: {dict(sorted(statuses.items()))}")
+    print("longest event-loop holds (ms; judge on a quiet machine, not a finding):")
+    for hold, call in sorted(findings.holds, reverse=True)[: args.holds]:
+        print(f"  {hold:6.1f}  {call}")
     print(f"{len(findings.found)} findings")
     for f in findings.found:
         print(" ", f[:400])

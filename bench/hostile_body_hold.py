@@ -9,8 +9,11 @@ run is printed, with the answer's status and code.
     PYTHONPATH=src:tests python bench/hostile_body_hold.py [--runs 5]
     PYTHONPATH=/other/tree/src:tests python bench/hostile_body_hold.py   # the same on another tree
 
-Bodies: ~700,000 tiny chat content parts, the same as Responses input parts, and (for scale) one 20 MiB
-string. Judge by the gaps, run on a quiet machine; nothing here is a pass or a fail.
+Bodies: ~700,000 tiny chat content parts, the same as Responses input parts, flat arrays of millions of tiny
+values (embeddings token ids, chat `stop`, `logit_bias`, a tool's `enum`, Responses `include`), the same to
+route explain, and (for scale, taken) one 19 MiB string, OpenAI's largest embeddings batch and 19 MiB of JSON
+inside a string. `--only SUBSTRING` picks bodies by name. Judge by the gaps, run on a quiet machine; nothing
+here is a pass or a fail.
 """
 
 from __future__ import annotations
@@ -29,16 +32,63 @@ PARTS = 700_000
 
 
 def bodies() -> dict[str, tuple[str, bytes]]:
+    message = [{"role": "user", "content": "hi"}]
     chat_parts = {"model": "g", "messages": [{"role": "user", "content": [{"type": "text", "text": ""}] * PARTS}]}
     responses_parts = {
         "model": "g",
         "input": [{"role": "user", "content": [{"type": "input_text", "text": ""}] * PARTS}],
     }
     string = {"model": "g", "messages": [{"role": "user", "content": "x" * (19 * 1024 * 1024)}]}
+    enum = {"type": "object", "properties": {"p": {"enum": [0] * 9_000_000}}}
+    # JSON inside a string (a tool's output): every quote escaped, the slowest text for a decoder and the scan.
+    escaped = json.dumps([{"a": [1, 2], "b": 'say "hi"'}] * 700_000)
     return {
         "chat: 700k tiny parts": ("/v1/chat/completions", json.dumps(chat_parts).encode()),
         "responses: 700k tiny parts": ("/v1/responses", json.dumps(responses_parts).encode()),
         "chat: one 19 MiB string": ("/v1/chat/completions", json.dumps(string).encode()),
+        # Flat arrays of tiny values (docs/hostile-input.md): one decoder call held the loop for each.
+        "embeddings: 9M token ids": (
+            "/v1/embeddings",
+            b'{"model":"g","input":[' + b",".join([b"1"] * 9_000_000) + b"]}",
+        ),
+        "chat: 6M empty stop strings": (
+            "/v1/chat/completions",
+            json.dumps({"model": "g", "messages": message, "stop": [""] * 6_000_000}).encode(),
+        ),
+        "chat: 2M logit_bias ids": (
+            "/v1/chat/completions",
+            json.dumps(
+                {"model": "g", "messages": message, "logit_bias": {str(i): 1 for i in range(2_000_000)}}
+            ).encode(),
+        ),
+        "chat: tool enum of 9M": (
+            "/v1/chat/completions",
+            json.dumps(
+                {
+                    "model": "g",
+                    "messages": message,
+                    "tools": [{"type": "function", "function": {"name": "f", "parameters": enum}}],
+                }
+            ).encode(),
+        ),
+        "responses: 6M include": (
+            "/v1/responses",
+            json.dumps({"model": "g", "input": "hi", "include": [""] * 6_000_000}).encode(),
+        ),
+        "explain: 700k tiny parts": ("/v1/route/explain", json.dumps(chat_parts).encode()),
+        "explain: 9M token ids": (
+            "/v1/route/explain",
+            b'{"model":"g","input":[' + b",".join([b"1"] * 9_000_000) + b"]}",
+        ),
+        # Taken (for scale): OpenAI's largest embeddings batch, and a body of JSON inside a string.
+        "embeddings: 2048 x 146 token ids": (
+            "/v1/embeddings",
+            json.dumps({"model": "g", "input": [[100_000] * 146] * 2048}).encode(),
+        ),
+        "chat: 19 MiB of escaped JSON": (
+            "/v1/chat/completions",
+            json.dumps({"model": "g", "messages": [{"role": "user", "content": escaped}]}).encode(),
+        ),
     }
 
 
@@ -67,7 +117,7 @@ async def held(client: httpx.AsyncClient, path: str, body: bytes) -> tuple[float
     return longest * 1000, answer.status_code, code
 
 
-async def main(runs: int) -> None:
+async def main(runs: int, only: str) -> None:
     gateway = build_app(typed(single(server=open_door(max_body_bytes=30 * 1024 * 1024))))
     for service in gateway.services:
         await service.start()
@@ -75,6 +125,8 @@ async def main(runs: int) -> None:
     try:
         async with httpx.AsyncClient(transport=transport, base_url="http://gw", timeout=120) as client:
             for name, (path, body) in bodies().items():
+                if only not in name:
+                    continue
                 gaps = []
                 for _ in range(runs):
                     gap, status, code = await held(client, path, body)
@@ -89,4 +141,6 @@ async def main(runs: int) -> None:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs", type=int, default=5)
-    asyncio.run(main(parser.parse_args().runs))
+    parser.add_argument("--only", default="")
+    args = parser.parse_args()
+    asyncio.run(main(args.runs, args.only))

@@ -17,9 +17,10 @@ import pytest
 from builders import open_door, single, typed
 from multihome.api import big_bodies
 from multihome.api.anthropic import routes as anthropic_routes
-from multihome.api.openai import chat, embeddings
+from multihome.api.openai import chat, embeddings, explain
 from multihome.api.responses import translate
 from multihome.app import build_app
+from multihome.schema import json_values
 
 pytestmark = pytest.mark.anyio
 DEADLINE_S = 20.0
@@ -51,6 +52,17 @@ DOORS = {
         (anthropic_routes, "parse_messages"),
     ),
     "embeddings": ("/v1/embeddings", {"model": "no-such-model", "input": TEXT}, (embeddings, "parse_embeddings")),
+    # Anthropic's count_tokens and route explain parsed every body on the loop.
+    "count_tokens": (
+        "/v1/messages/count_tokens",
+        {"model": "no-such-model", "messages": [{"role": "user", "content": TEXT}]},
+        (anthropic_routes, "parse_messages"),
+    ),
+    "explain": (
+        "/v1/route/explain",
+        {"model": "no-such-model", "messages": [{"role": "user", "content": TEXT}]},
+        (explain, "parse_chat"),
+    ),
 }
 
 
@@ -65,7 +77,7 @@ async def test_a_small_call_is_answered_while_large_bodies_are_decoded(monkeypat
     released: list[bool] = []
     real = getattr(module, name)
 
-    def parse(body: bytes, *args):
+    def parse(body: bytes, *args, **kwargs):
         nonlocal decoding, most
         if len(body) > big_bodies.OFF_LOOP_OVER:
             with lock:
@@ -76,7 +88,7 @@ async def test_a_small_call_is_answered_while_large_bodies_are_decoded(monkeypat
             released.append(small_answered.wait(DEADLINE_S if not released else 0.2))
             with lock:
                 decoding -= 1
-        return real(body, *args)
+        return real(body, *args, **kwargs)
 
     monkeypatch.setattr(module, name, parse)
     async with _client(gateway) as client:
@@ -134,3 +146,38 @@ async def test_a_malformed_large_anthropic_body_is_anthropics_400():
         response = await client.post("/v1/messages", content=body, headers={"content-type": "application/json"})
     assert response.status_code == 400, response.text
     assert response.json()["type"] == "error" and response.json()["error"]["type"] == "invalid_request_error"
+
+
+MANY = json_values.MAX_VALUES + 1
+
+
+@pytest.mark.parametrize(
+    "path, body",
+    [
+        ("/v1/embeddings", {"model": "g", "input": [1] * MANY}),
+        ("/v1/chat/completions", {"model": "g", "messages": [{"role": "user", "content": "hi"}], "stop": [""] * MANY}),
+        ("/v1/route/explain", {"model": "g", "input": [[1] * 1000] * (MANY // 1000 + 1)}),
+        ("/v1/responses", {"model": "g", "input": "hi", "include": [""] * MANY}),
+    ],
+)
+async def test_a_body_of_too_many_values_is_openais_413(path, body):
+    gateway = build_app(typed(single(server=open_door())))
+    async with _client(gateway) as client:
+        response = await client.post(path, json=body)
+    assert response.status_code == 413, response.text
+    error = response.json()["error"]
+    assert (error["type"], error["code"]) == ("invalid_request_error", "too_many_values"), error
+
+
+async def test_a_body_of_too_many_values_is_anthropics_413():
+    body = {
+        "model": "g",
+        "max_tokens": 5,
+        "messages": [{"role": "user", "content": "hi"}],
+        "stop_sequences": [""] * MANY,
+    }
+    gateway = build_app(typed(single(server=open_door())))
+    async with _client(gateway) as client:
+        response = await client.post("/v1/messages", json=body)
+    assert response.status_code == 413, response.text
+    assert response.json()["type"] == "error" and response.json()["error"]["type"] == "request_too_large"

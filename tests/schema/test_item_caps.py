@@ -41,9 +41,9 @@ def test_one_item_past_the_cap_is_openais_400(param, parse):
 def test_a_large_body_is_counted_before_its_items_are_decoded(param, parse):
     # The last item is of the wrong type: the count refuses the body before the typed decode could see it.
     with pytest.raises(ApiError) as info:
-        parse([MESSAGE] * 200_000 + [{"role": 5}])
+        parse([MESSAGE] * 100_000 + [{"role": 5}])  # (within json_values.MAX_VALUES: past it, a 413 first)
     assert info.value.body.code == "array_above_max_length"
-    assert "length 200001" in info.value.body.message
+    assert "length 100001" in info.value.body.message
 
 
 @pytest.mark.parametrize(("param", "parse"), DOORS)
@@ -96,7 +96,8 @@ def test_one_part_past_the_cap_in_all_the_items_is_a_400_naming_the_array(param,
 
 @pytest.mark.parametrize(("param", "parse"), PART_DOORS)
 def test_a_large_body_of_tiny_parts_is_refused_before_its_typed_decode(param, parse, monkeypatch):
-    """700,000 parts (a 20 MiB body): refused by the count, which never decodes a part."""
+    """120,000 parts (a 3.5 MiB body; more are past json_values.MAX_VALUES, refused before any count): refused
+    by the count, which never decodes a part."""
     from multihome.schema import anthropic as anthropic_schema
     from multihome.schema import chat, responses
 
@@ -104,7 +105,7 @@ def test_a_large_body_of_tiny_parts_is_refused_before_its_typed_decode(param, pa
         monkeypatch.setattr(module, name, _Refusing(getattr(module, name)))
     monkeypatch.setattr(anthropic_schema, "_typed", _Refusing(anthropic_schema._typed))
     with pytest.raises(ApiError) as info:
-        parse(700_000)
+        parse(120_000)
     first = param.replace("[1]", "[0]", 1)  # (the first half alone passes the cap)
     assert (info.value.body.param, info.value.body.code) == (first, "array_above_max_length")
 
@@ -177,14 +178,15 @@ def test_one_tool_past_the_cap_is_openais_400(most, parse, tool, padding):
 
 
 def test_logit_bias_of_more_token_ids_than_the_cap_is_refused_before_its_decode(monkeypatch):
-    """2,000,000 token ids held the event loop ~0.9 s in the typed decode: now counted (by their colons) first."""
+    """2,000,000 token ids held the event loop ~0.9 s in the typed decode: now counted (by their colons) first
+    (200,000 here: more are past json_values.MAX_VALUES, refused before the count)."""
     from multihome.schema import chat
 
     body = {"model": "m", "messages": [MESSAGE]}
     parse_chat(msgspec.json.encode({**body, "logit_bias": {str(i): 1 for i in range(bounds.MAX_LOGIT_BIAS)}}))
     monkeypatch.setattr(chat, "_typed", _Refusing(chat._typed))
     with pytest.raises(ApiError) as info:
-        parse_chat(msgspec.json.encode({**body, "logit_bias": {str(i): 1 for i in range(2_000_000)}}))
+        parse_chat(msgspec.json.encode({**body, "logit_bias": {str(i): 1 for i in range(200_000)}}))
     assert (info.value.body.param, info.value.body.code) == ("logit_bias", "object_above_max_properties")
 
 
@@ -211,7 +213,7 @@ def test_metadata_past_what_its_rule_allows_is_refused_by_its_size(parse, monkey
     for name in ("_typed", "_translated"):
         monkeypatch.setattr(chat, name, _Refusing(getattr(chat, name)))
     with pytest.raises(ApiError) as info:
-        parse({str(i): "" for i in range(1_000_000)})
+        parse({str(i): "" for i in range(200_000)})  # (within json_values.MAX_VALUES)
     assert info.value.body.param == "metadata" and "at most 16 pairs" in info.value.body.message
 
 
@@ -220,7 +222,7 @@ def test_fields_taken_whole_are_held_to_a_size_before_the_typed_decode(monkeypat
     1,500,000 entries held the event loop ~2 s in the typed decode: refused by its size first."""
     from multihome.schema import responses
 
-    many = {str(i): "" for i in range(1_500_000)}
+    many = {str(i): "" for i in range(200_000)}  # (within json_values.MAX_VALUES)
     tool = {"type": "mcp", "server_label": "s", "server_url": "https://mcp.example.com/mcp"}
     call = {"type": "mcp_call", "id": "mcp_1", "server_label": "s", "name": "n", "arguments": "{}", "output": "x"}
     listed = {"type": "mcp_list_tools", "id": "mcpl_1", "server_label": "s"}

@@ -44,6 +44,10 @@ class BigBodies:
         """`parse(body)` on a pool thread; its exceptions (a 400 for a malformed body) raised here."""
         return await self.run(functools.partial(parse, body))
 
+    async def decode(self, parse: Callable[[bytes], _T], body: bytes) -> _T:
+        """`parse(body)`: inline for a body at or under OFF_LOOP_OVER (cheaper than the hop), else on the pool."""
+        return parse(body) if len(body) <= OFF_LOOP_OVER else await self.parse(parse, body)
+
     async def run(self, work: Callable[[], _T]) -> _T:
         """`work()` (a large request's decoding or translation) on a pool thread."""
         if self._pool is None:

@@ -104,6 +104,7 @@ class MemoryDoor:
         self, pipeline: Pipeline, memory: MemoryStore | None, audit: Any = None, known: Known = _any_tenant
     ) -> None:
         self.max_body = pipeline.max_body
+        self._bodies = pipeline.bodies  # a large body is parsed on the pool, as the model doors' are
         self._memory = memory
         self._audit = audit  # the AuditLog, when audit.enabled: bulk deletes are recorded (docs/audit.md)
         self._known = known  # whether a tenant id `?tenant=` names exists (a stored tenant or the static keys')
@@ -201,7 +202,9 @@ class MemoryDoor:
     # -- records --------------------------------------------------------------------------------
     async def create(self, call: Call, receive: Receive, send: Send) -> None:
         memory, who = self._store(), await self._tenant(call)
-        req, records = parse_create_records(await read_body(call.scope, receive, self.max_body))
+        req, records = await self._bodies.decode(
+            parse_create_records, await read_body(call.scope, receive, self.max_body)
+        )
         new = [NewRecord(r.text, dict(r.metadata or {}), r.ttl_seconds) for r in records]
         written = await self._do(memory.write(who, req.agent_id, req.user_id, new, caller=caller_of(call, who)))
         if req.records is None:
@@ -257,7 +260,7 @@ class MemoryDoor:
 
     async def search(self, call: Call, receive: Receive, send: Send) -> None:
         memory, who = self._store(), await self._tenant(call)
-        req = parse_search(await read_body(call.scope, receive, self.max_body))
+        req = await self._bodies.decode(parse_search, await read_body(call.scope, receive, self.max_body))
         keep = _filters(req.filters)
         hits = await self._do(
             memory.search(
@@ -285,7 +288,7 @@ class MemoryDoor:
 
     async def update_namespace(self, call: Call, receive: Receive, send: Send) -> None:
         memory, who = self._store(), await self._tenant(call)
-        req = parse_update_namespace(await read_body(call.scope, receive, self.max_body))
+        req = await self._bodies.decode(parse_update_namespace, await read_body(call.scope, receive, self.max_body))
         ns = await self._do(memory.set_namespace(who, req.agent_id, req.user_id, req.default_ttl_seconds))
         await answer(call, send, _namespace_view(ns))
 

@@ -34,6 +34,8 @@ MAX_TOOLS: Final = 128  # chat completions: OpenAI answers 400 `array_above_max_
 # neither API publishes a cap; far beyond what a model can choose among.
 MAX_TOOLS_OTHER: Final = 1_000
 MAX_LOGIT_BIAS: Final = 10_000  # token ids in chat's `logit_bias` (OpenAI publishes no cap)
+MAX_EMBEDDING_INPUTS: Final = 2048  # items of an embeddings `input` (OpenAI's published schema)
+MAX_EMBEDDING_TOKENS: Final = 300_000  # token ids in all of an embeddings `input` (OpenAI's published limit)
 
 
 def count(value: int | None, param: str, low: int = 1) -> None:

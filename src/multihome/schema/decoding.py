@@ -11,6 +11,7 @@ import msgspec
 
 from . import bounds
 from .errors import ApiError, bad_request, echo_quoted
+from .json_values import check_values
 
 _PATH = re.compile(r" - at `\$(?P<path>[^`]*)`$")
 _MISSING = re.compile(r"^Object missing required field `(?P<field>[^`]*)`")
@@ -64,7 +65,9 @@ def decode_body(body: bytes, typed: object) -> Any: ...  # a type or a union of 
 def decode_body(body: bytes, typed: object) -> Any:
     """`body` decoded as `typed` (a Decoder, or a type for the admin API's bodies); raises a 400 that
     says what to fix: not JSON, not an object, a field of the wrong type, or nested too deeply
-    (msgspec raises RecursionError past the interpreter's recursion limit)."""
+    (msgspec raises RecursionError past the interpreter's recursion limit); a large body of more values than
+    json_values.py allows is a 413 before any decode."""
+    check_values(body)
     try:
         if isinstance(typed, msgspec.json.Decoder):
             return typed.decode(body)
@@ -147,11 +150,12 @@ def decode_views(body: bytes, typed: msgspec.json.Decoder[_T]) -> tuple[dict[str
     """A request body as its top-level fields (raw, for pass-through) and as the typed struct.
 
     Raises 400s that say what to fix: not JSON, not UTF-8, not an object, a field of the wrong type, too deep,
-    too many items, parts or tools."""
+    too many items, parts or tools; a 413 for too many values (json_values.py)."""
     if not body.isascii():
         _check_utf8(body)
     try:  # decode_body's errors, in one frame for both views
-        if len(body) > COUNT_ITEMS_OVER:
+        if len(body) > COUNT_ITEMS_OVER:  # (json_values.SCAN_OVER is more: a short body pays no call for it)
+            check_values(body)
             top = _top.decode(body)
             counted = _COUNTED.get(id(typed))
             if counted is not None:

@@ -37,10 +37,10 @@ class AnthropicDoor:
     async def count_tokens(self, call: Call, receive: Receive, send: Send) -> None:
         """`{"input_tokens": N}` for a Messages body, by the estimate routing uses (routing/estimate.py:
         about four characters a token, a flat count per image), not the model's tokenizer."""
-        parsed = parse_messages(await read_body(call.scope, receive, self.pipeline.max_body), counting=True)
-        canonical, _ = to_canonical(parsed)
-        call.group = self.pipeline.group(canonical.request.model).name  # an unknown model is a 404, as on /v1/messages
-        body = msgspec.json.encode({"input_tokens": estimate.prompt_tokens(canonical.request)})
+        raw = await read_body(call.scope, receive, self.pipeline.max_body)
+        model, tokens = await self.pipeline.bodies.decode(_counted, raw)  # a large body on the pool, as messages'
+        call.group = self.pipeline.group(model).name  # an unknown model is a 404, as on /v1/messages
+        body = msgspec.json.encode({"input_tokens": tokens})
         await send_json(call, send, 200, body, [JSON, (b"x-request-id", call.request_id)])
 
     async def messages(self, call: Call, receive: Receive, send: Send) -> None:
@@ -84,6 +84,12 @@ class AnthropicDoor:
             return
         finish_unary(call, served, body)
         await send_json(call, send, served.status, body, [JSON, *headers])
+
+
+def _counted(raw: bytes) -> tuple[str, int]:
+    """A count_tokens body's model and its estimated prompt tokens."""
+    canonical, _ = to_canonical(parse_messages(raw, counting=True))
+    return canonical.request.model, estimate.prompt_tokens(canonical.request)
 
 
 def _translated(raw: bytes) -> tuple[ParsedMessages, tuple[ParsedChat, list[str]]]:

@@ -13,11 +13,12 @@ from urllib.parse import parse_qs
 import msgspec
 
 from ...policy.pins import MEMORY_EMBEDDING, WORK_KINDS
-from ...schema.chat import parse_chat
+from ...schema.chat import ParsedChat, parse_chat
 from ...schema.decoding import top_level
-from ...schema.embeddings import parse_embeddings
+from ...schema.embeddings import ParsedEmbeddings, parse_embeddings
 from ...schema.errors import bad_request, echo
 from ..asgi import JSON, Receive, Send, read_body
+from ..big_bodies import OFF_LOOP_OVER
 from ..pipeline import Call, Pipeline
 from ..render import send_json
 
@@ -28,23 +29,25 @@ class ExplainDoor:
 
     async def handle(self, call: Call, receive: Receive, send: Send) -> None:
         body = await read_body(call.scope, receive, self.pipeline.max_body)
-        out = msgspec.json.encode(self.explain(call, body))
+        # Parsed as the chat and embeddings doors parse (the same caps), and a large body on their pool.
+        parsed = parse(body) if len(body) <= OFF_LOOP_OVER else await self.pipeline.bodies.parse(parse, body)
+        out = msgspec.json.encode(self.explain(call, body, parsed))
         await send_json(call, send, 200, out, [JSON, (b"x-request-id", call.request_id)])
 
-    def explain(self, call: Call, body: bytes) -> dict[str, Any]:
-        """The plan for `body` as `call.principal` would get it (also the console's route-explain form)."""
+    def explain(self, call: Call, body: bytes, parsed: ParsedChat | ParsedEmbeddings | None = None) -> dict[str, Any]:
+        """The plan for `body` (`parsed`: as `parse` read it) as `call.principal` would get it (also the
+        console's route-explain form)."""
         pipeline = self.pipeline
         work = parse_qs(call.scope.get("query_string", b"").decode("latin-1")).get("work", [None])[-1]
         if work is not None and work not in WORK_KINDS:
             raise bad_request(f"'work' must be one of {', '.join(WORK_KINDS)}, not '{echo(work)}'.", param="work")
         call.work = work
-        keys = top_level(body)
-        if "input" in keys and "messages" not in keys:
-            parsed_e = parse_embeddings(body)
-            group = pipeline.group(parsed_e.request.model)
-            shape = pipeline.shape(call, parsed_e, group, "embeddings")
+        if parsed is None:
+            parsed = parse(body)
+        if isinstance(parsed, ParsedEmbeddings):
+            group = pipeline.group(parsed.request.model)
+            shape = pipeline.shape(call, parsed, group, "embeddings")
         else:
-            parsed = parse_chat(body)
             group = pipeline.group(parsed.request.model)
             # Stateful turns and steps reach policy as the Responses endpoint (a key's endpoint scope decides).
             endpoint = "chat" if work is None or work == MEMORY_EMBEDDING else "responses"
@@ -55,3 +58,11 @@ class ExplainDoor:
             pinned = getattr(shape.policy, "pinned", None)
             out["stateful_pin"] = pinned.to_dict() if pinned is not None else {"work": work, "pins": [], "removed": {}}
         return out
+
+
+def parse(body: bytes) -> ParsedChat | ParsedEmbeddings:
+    """`body` as the embeddings door reads it (an `input` and no `messages`), else as the chat door does."""
+    keys = top_level(body)
+    if "input" in keys and "messages" not in keys:
+        return parse_embeddings(body)
+    return parse_chat(body)

@@ -54,6 +54,7 @@ async def _no_replay(call: Call, body: bytes, object_id: str) -> None:
 class ConversationsDoor:
     def __init__(self, pipeline: Pipeline, state: StateStore | None) -> None:
         self.max_body = pipeline.max_body
+        self._bodies = pipeline.bodies  # a large body is parsed on the pool, as the model doors' are
         self._state = state
         self._keys: IdempotencyKeys | None = None
         self._thinking = ThinkingKeys(lambda: state.keyring) if state is not None else None
@@ -96,7 +97,7 @@ class ConversationsDoor:
 
     async def _create(self, call: Call, receive: Receive, send: Send) -> None:
         state = need_state(self._state, "The Conversations API")
-        req = parse_create_conversation(await read_body(call.scope, receive, self.max_body))
+        req = await self._bodies.decode(parse_create_conversation, await read_body(call.scope, receive, self.max_body))
         items = [stored_item(i) for i in req.items or ()]
         refuse_orphans([], items, "items")
         refuse_duplicate_calls([], items, "items")
@@ -116,7 +117,7 @@ class ConversationsDoor:
 
     async def update(self, call: Call, receive: Receive, send: Send) -> None:
         state, who, conv_id = self._ids(call)
-        req = parse_update_conversation(await read_body(call.scope, receive, self.max_body))
+        req = await self._bodies.decode(parse_update_conversation, await read_body(call.scope, receive, self.max_body))
         conv = await stored(state.update_conversation(who, conv_id, req.metadata or {}))  # null clears it
         if conv is None:
             raise conversation_not_found(conv_id)
@@ -159,7 +160,7 @@ class ConversationsDoor:
     async def _add_items(self, call: Call, receive: Receive, send: Send) -> None:
         state, who, conv_id = self._ids(call)
         checked_include(call)
-        req = parse_add_items(await read_body(call.scope, receive, self.max_body))
+        req = await self._bodies.decode(parse_add_items, await read_body(call.scope, receive, self.max_body))
         items = [stored_item(i) for i in req.items]
         await self._check_thinking(who, items)
         refuse_duplicate_calls([], items, "items")
