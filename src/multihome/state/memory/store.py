@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import importlib
 import logging
 import time
 from collections import OrderedDict
@@ -73,6 +74,18 @@ BUDGET_DIM = 256  # the in-memory budget counts records of this many dimensions 
 NAMESPACE_WEIGHT = 4  # what a held index weighs besides its rows (its dicts and lists), in records
 Meta = dict[str, Any]
 T = TypeVar("T")
+# Imported on a thread the first time the store needs them (`_modules_loaded`): numpy and the index's stemmer
+# are ~0.3-0.4 s of imports, which on the event loop would hold every other caller of the gateway.
+_LAZY_MODULES = (f"{__package__}.numeric", f"{__package__}.index")
+_lazy_loaded = False
+
+
+async def _modules_loaded() -> None:
+    global _lazy_loaded
+    if not _lazy_loaded:
+        for name in _LAZY_MODULES:
+            await asyncio.to_thread(importlib.import_module, name)
+        _lazy_loaded = True
 
 
 class _Body(msgspec.Struct, array_like=True):
@@ -348,6 +361,7 @@ class MemoryStore(StoreBase):
     ) -> tuple[np.ndarray, Space]:
         """`texts` embedded in `space` (None: a new namespace's, the configured source's), and the space.
         An offline space is the offline model here; any other is a routed deployment's, as `caller`'s calls."""
+        await _modules_loaded()
         if (space is None and self._routed is not None) or (space is not None and not _offline(space)):
             if self._routed is None:
                 assert space is not None
@@ -385,6 +399,7 @@ class MemoryStore(StoreBase):
 
         The records are embedded in the namespace's space (a new namespace's is the configured source's,
         recorded now) before the transaction; `caller` makes routed embeddings its calls."""
+        await _modules_loaded()
         keyed = ids is not None
         ids = list(ids) if ids is not None else [new_id("mem") for _ in records]
         space = await self._namespace_space(tenant, agent_id, user_id)
@@ -807,6 +822,7 @@ class MemoryStore(StoreBase):
         """The namespace's `top_k` records best matching `query` (hybrid: embedding and BM25 fused);
         empty for a namespace that does not exist. The query is embedded in the namespace's space
         (`caller` makes a routed embedding its call)."""
+        await _modules_loaded()
         from .index import EXACT_UPTO, terms
 
         key = (tenant, agent_id, user_id)
@@ -871,6 +887,7 @@ class MemoryStore(StoreBase):
     async def _fresh(self, key: tuple[str, str, str]) -> _Cached | None:
         """This replica's index of the namespace, caught up with every committed change (the caller
         holds the namespace's lock)."""
+        await _modules_loaded()
         tenant, agent_id, user_id = key
         known = self._cache.get(key)
         try:
