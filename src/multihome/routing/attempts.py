@@ -12,7 +12,7 @@ import asyncio
 import random
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from typing import Any
+from typing import Any, Protocol
 
 import msgspec
 from pyqwest import ReadError, RemoteProtocolError, WriteError
@@ -46,6 +46,21 @@ Translate = Callable[[DeploymentRuntime, bytes, Mapping[str, str]], bytes]
 _UNWELL = frozenset({CAPACITY, UNAVAILABLE})  # what counts against a deployment's breaker
 # Declines about the request, not the deployment: if nobody takes it, the client hears why.
 _ABOUT_REQUEST = frozenset({CONTEXT_OVERFLOW, UNSUPPORTED, REFUSAL})
+# A deployment a failover would go to is at its own rate limit (AttemptGate): passed over, as the planner
+# passes over one admission found there (api/pipeline.py), with the same reason.
+_LIMITED = "deployment_rate_limited"
+LIMITED_REASON = "deployment rate limit reached"
+
+
+class AttemptGate(Protocol):
+    """A call's admission on the rate limits of each deployment it fails over to (accounting/tracker.py):
+    admission counted the call on one deployment only (`admitted`); any other is admitted before it is
+    called, and passed over when at its limit (`refusal`: the 429 to answer if nothing else serves)."""
+
+    admitted: set[str]
+    refusal: ApiError | None
+
+    async def admit(self, dep: DeploymentRuntime) -> bool: ...
 
 
 class Attempt(msgspec.Struct):
@@ -140,10 +155,11 @@ class AttemptRunner:
         forward_usage: bool = False,
         attempts: list[Attempt] | None = None,
         request_id: str | None = None,
+        gate: AttemptGate | None = None,
     ) -> Awaitable[Served]:
         """Walk the plan. `await build(deployment) -> UpstreamRequest`; `translate(deployment, body, headers) -> bytes`
-        turns a 2xx upstream body into the client's schema; `request_id` goes upstream as `x-request-id`.
-        Await it for Served, or an ApiError. (Not a coroutine itself: without a time budget the walk's is
+        turns a 2xx upstream body into the client's schema; `request_id` goes upstream as `x-request-id`;
+        `gate` admits a deployment the call's admission did not charge before it is called. Await it for Served, or an ApiError. (Not a coroutine itself: without a time budget the walk's is
         the only one.)"""
         walk = _Walk(
             self,
@@ -155,6 +171,7 @@ class AttemptRunner:
             forward_usage,
             attempts if attempts is not None else [],
             request_id,
+            gate,
         )
         budget = group.policy.timeouts.budget_s
         if budget is None:
@@ -189,6 +206,7 @@ class _Walk(msgspec.Struct, eq=False):
     forward_usage: bool
     attempts: list[Attempt]
     request_id: str | None = None
+    gate: AttemptGate | None = None
     last: _Result | None = None
     last_dep: DeploymentRuntime | None = None
     overflow_window: int | None = None
@@ -210,6 +228,8 @@ class _Walk(msgspec.Struct, eq=False):
                 i += 1
             if result.kind == "ok":
                 return self._served(served_by, result)
+            if result.kind == _LIMITED:  # not called: nothing to decide
+                continue
             decision = self._decide(served_by, result)
             if decision is not None:
                 return decision
@@ -283,6 +303,12 @@ class _Walk(msgspec.Struct, eq=False):
         return None
 
     async def _with_retries(self, dep: DeploymentRuntime) -> _Result:
+        gate = self.gate
+        if gate is not None and dep.name not in gate.admitted and not await gate.admit(dep):
+            # A failover to a deployment at its own rate limit (the deployment admission charged is in
+            # `admitted`: the first attempt pays nothing): it is not called.
+            self.attempts.append(Attempt(dep.name, "skipped", 0.0, LIMITED_REASON))
+            return _Result(_LIMITED, "skipped")
         result = _Result(UNAVAILABLE, "breaker_open")
         for retry in range(self.policy.retries + 1):
             result = await self._one(dep)
@@ -363,7 +389,7 @@ class _Walk(msgspec.Struct, eq=False):
                             won = (result, owners[task])
                         else:  # both answered at once: the other is a loser the upstream bills
                             self._lost_hedge(owners[task], result)
-                    elif fallback is None or self._decide_peek(owners[task], result):
+                    elif fallback is None or fallback[0].kind == _LIMITED or self._decide_peek(owners[task], result):
                         fallback = (result, owners[task])
                 if won is not None:
                     return won

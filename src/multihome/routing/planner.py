@@ -86,6 +86,9 @@ class RequestShape(msgspec.Struct):
     policy: Callable[[GroupRuntime], PolicyView] | None = None
     # Deployments to pass over for this call, with why (e.g. their own rate limit is reached).
     exclude: Mapping[str, str] | None = None
+    # The call's failover attempts' own admission on their deployment's rate limits (routing/attempts.py
+    # AttemptGate), when any deployment has one and the call was admitted; None: nothing to check.
+    gate: Any = None
 
     def tokens(self) -> tuple[int, int | None]:
         if self.chat is None:

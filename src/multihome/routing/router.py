@@ -65,10 +65,14 @@ class Router:
                     forward_usage=forward_usage,
                     attempts=attempts,
                     request_id=request_id,
+                    gate=shape.gate,
                 )
             except AllDeclined as exc:
                 last = exc
         assert last is not None
+        gate = shape.gate
+        if gate is not None and gate.refusal is not None and last.body.code != "routing_budget_exhausted":
+            raise _limited(last, gate.refusal, attempts) from None
         raise last
 
     def explain(self, group: GroupRuntime, shape: RequestShape) -> dict[str, Any]:
@@ -87,6 +91,20 @@ class Router:
                 "hedge_after_ms": group.policy.hedge_after_ms,
             },
         }
+
+
+def _limited(declined: AllDeclined, refusal: ApiError, attempts: list[Attempt]) -> AllDeclined:
+    """Nothing served the call and a deployment it would have failed over to was at its own rate limit:
+    the 429 admission gives when every deployment is (the limiter's, Retry-After and all), saying what
+    was tried."""
+    err = ApiError(
+        429,
+        f"{declined.body.message} {refusal.body.message}",
+        type=refusal.body.type,
+        code=refusal.body.code,
+        headers=refusal.headers,
+    )
+    return AllDeclined(err, attempts)
 
 
 def _unsupported(group: GroupRuntime, plan: Plan, shape: RequestShape) -> ApiError:

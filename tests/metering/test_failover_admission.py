@@ -1,0 +1,113 @@
+"""A call that fails over is admitted on the rate limits of the deployment it fails over to before that
+deployment is called (docs/metering.md "Deployment limits"): one at its own requests-per-minute limit is
+passed over, as admission passes over a first deployment at its limit; the walk goes on to the next, and
+when none is left the client gets the limiter's 429 (OpenAI's envelope, Retry-After). In process and with
+Redis counters, unary and streamed; the real app in process in front of a simulator over real HTTP, which
+says which deployments were called."""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+
+from builders import config, deployment, group, open_door, simulated
+from multihome.simulators import SimulatorConfig, start_simulator
+from stored_app import served
+
+from .conftest import requests_this_minute
+
+pytestmark = [pytest.mark.anyio, pytest.mark.usefixtures("same_minute")]
+
+USER = [{"role": "user", "content": "hello"}]
+
+
+@pytest.fixture(params=["local", "redis"])
+def counters(request, monkeypatch) -> dict:
+    """The `metering:` fields of in-process or Redis counters (a fresh key prefix each test)."""
+    if request.param == "local":
+        return {}
+    monkeypatch.setenv("MH_TEST_FAILOVER_REDIS", request.getfixturevalue("redis_server").url)
+    return {"redis_url_env": "MH_TEST_FAILOVER_REDIS", "key_prefix": f"f{uuid.uuid4().hex[:8]}:"}
+
+
+@pytest.fixture
+async def sim():
+    s = await start_simulator(SimulatorConfig(kind="openai", name="failover-admission"))
+    try:
+        yield s
+    finally:
+        await s.close()
+
+
+def _config(sim_url: str, counters: dict, b_rpm: int) -> dict:
+    """Deployments a, b, c of models m-a, m-b, m-c on one simulator; b may take `b_rpm` calls a minute."""
+    return config(
+        server=open_door(),
+        metering={"rate_limits": [{"scope": "deployment", "id": "b", "requests_per_minute": b_rpm}], **counters},
+        providers={"sim": simulated("openai", sim_url)},
+        deployments={name: deployment("sim", f"m-{name}") for name in ("a", "b", "c")},
+        model_groups={
+            "only-b": group("b", retries=0),
+            "abc": group("a", "b", "c", retries=0),
+            "ab": group("a", "b", retries=0),
+        },
+    )
+
+
+def _called(sim, model: str) -> int:
+    return sum(1 for r in sim.state.requests() if r["model"] == model)
+
+
+async def _chat(client, model: str, stream: bool):
+    body = {"model": model, "messages": USER, "stream": stream}
+    resp = await client.post("/v1/chat/completions", json=body)
+    await resp.aread()
+    return resp
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["unary", "stream"])
+async def test_a_failover_to_a_deployment_at_its_limit_skips_it(sim, counters, stream):
+    sim.state.set_fault({"status": 503, "match": "m-a"})
+    async with served(_config(sim.url, counters, b_rpm=1)) as (client, _, _):
+        first = await _chat(client, "only-b", stream)  # b's one call of this minute
+        assert first.status_code == 200, first.text
+        assert _called(sim, "m-b") == 1
+
+        # a fails (503); b is at its limit: not called; c serves.
+        resp = await _chat(client, "abc", stream)
+        assert resp.status_code == 200, resp.text
+        assert resp.headers["x-multihome-deployment"] == "c"
+        attempts = resp.headers["x-multihome-attempts"]
+        assert attempts.startswith("a;outcome=http_503")
+        assert 'b;outcome=skipped;reason="deployment rate limit reached"' in attempts
+        assert _called(sim, "m-b") == 1, "the gateway called a deployment at its own rate limit"
+        assert _called(sim, "m-c") == 1
+
+        # a fails and b, the only one left, is at its limit: the limiter's 429, and b is still not called.
+        refused = await _chat(client, "ab", stream)
+        assert refused.status_code == 429, refused.text
+        error = refused.json()["error"]
+        assert error["code"] == "rate_limit_exceeded"
+        assert error["type"] == "requests"
+        assert "deployment b" in error["message"] and "a: http_503" in error["message"]
+        assert 1 <= int(refused.headers["retry-after"]) <= 60
+        assert int(refused.headers["retry-after-ms"]) <= 60_000
+        assert _called(sim, "m-b") == 1
+        assert _called(sim, "m-a") == 2
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["unary", "stream"])
+async def test_a_failover_to_a_deployment_with_room_counts_its_call_once(sim, counters, stream):
+    """The failover's own admission counts b's request when b is called; the call's record does not count it
+    again, and the next failover finds b at its limit."""
+    sim.state.set_fault({"status": 503, "match": "m-a"})
+    async with served(_config(sim.url, counters, b_rpm=2)) as (client, _, app):
+        for served_by in ("b", "b", "c"):
+            resp = await _chat(client, "abc", stream)
+            assert resp.status_code == 200, resp.text
+            assert resp.headers["x-multihome-deployment"] == served_by
+        limiter = app.pipeline.accounting.limiter
+        await limiter.drain()
+        assert await requests_this_minute(limiter, "deployment", "b") == 2
+        assert _called(sim, "m-b") == 2
