@@ -15,7 +15,7 @@ from builders import config, deployment, group, open_door, simulated
 from multihome.simulators import SimulatorConfig, start_simulator
 from stored_app import served
 
-from .conftest import requests_this_minute
+from .conftest import requests_this_minute, tokens_this_minute
 
 pytestmark = [pytest.mark.anyio, pytest.mark.usefixtures("same_minute")]
 
@@ -40,11 +40,17 @@ async def sim():
         await s.close()
 
 
-def _config(sim_url: str, counters: dict, b_rpm: int) -> dict:
-    """Deployments a, b, c of models m-a, m-b, m-c on one simulator; b may take `b_rpm` calls a minute."""
+def _config(sim_url: str, counters: dict, b_rpm: int | None = None, b_tpm: int | None = None) -> dict:
+    """Deployments a, b, c of models m-a, m-b, m-c on one simulator; b may take `b_rpm` calls and `b_tpm`
+    tokens a minute."""
+    limit = {"scope": "deployment", "id": "b"}
+    if b_rpm is not None:
+        limit["requests_per_minute"] = b_rpm
+    if b_tpm is not None:
+        limit["tokens_per_minute"] = b_tpm
     return config(
         server=open_door(),
-        metering={"rate_limits": [{"scope": "deployment", "id": "b", "requests_per_minute": b_rpm}], **counters},
+        metering={"rate_limits": [limit], **counters},
         providers={"sim": simulated("openai", sim_url)},
         deployments={name: deployment("sim", f"m-{name}") for name in ("a", "b", "c")},
         model_groups={
@@ -111,3 +117,37 @@ async def test_a_failover_to_a_deployment_with_room_counts_its_call_once(sim, co
         await limiter.drain()
         assert await requests_this_minute(limiter, "deployment", "b") == 2
         assert _called(sim, "m-b") == 2
+
+
+async def test_a_failover_past_a_deployment_s_tokens_limit_skips_it(sim, counters):
+    """The failover's own admission reserves the call's tokens on b's tokens-per-minute limit: a call whose
+    worst case does not fit is not sent there."""
+    sim.state.set_fault({"status": 503, "match": "m-a"})
+    async with served(_config(sim.url, counters, b_tpm=100)) as (client, _, _):
+        resp = await _chat(client, "abc", False)  # reserves the prompt and 4096 output tokens: more than 100
+        assert resp.status_code == 200, resp.text
+        assert resp.headers["x-multihome-deployment"] == "c"
+        refused = await _chat(client, "ab", False)
+        assert refused.status_code == 429, refused.text
+        assert refused.json()["error"]["type"] == "tokens"
+        assert refused.headers["x-ratelimit-limit-tokens"] == "100"
+        assert _called(sim, "m-b") == 0
+
+
+@pytest.mark.parametrize("b_fails", [False, True], ids=["b-serves", "b-fails"])
+async def test_a_failover_s_tokens_reservation_is_settled(sim, counters, b_fails):
+    """What the failover's admission reserved on b is given back when the call is recorded: b's tokens
+    counter holds the tokens b served (none if it failed too), its requests counter the one call made."""
+    sim.state.set_fault({"status": 503, "match": "m-a"})
+    if b_fails:
+        sim.state.set_fault({"status": 503, "match": "m-b"})
+    async with served(_config(sim.url, counters, b_rpm=10, b_tpm=1_000_000)) as (client, _, app):
+        resp = await _chat(client, "abc", False)
+        assert resp.status_code == 200, resp.text
+        assert resp.headers["x-multihome-deployment"] == ("c" if b_fails else "b")
+        usage = resp.json()["usage"]
+        limiter = app.pipeline.accounting.limiter
+        await limiter.drain()
+        assert await requests_this_minute(limiter, "deployment", "b") == 1
+        served_tokens = 0 if b_fails else usage["prompt_tokens"] + usage["completion_tokens"]
+        assert await tokens_this_minute(limiter, "deployment", "b") == served_tokens

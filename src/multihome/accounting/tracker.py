@@ -561,7 +561,8 @@ class AttemptGate:
         """Whether the walk may call `dep` (its request and tokens counted on its own limits, if it has any)."""
         tracker = self.tracker
         limiter, ticket = tracker.acc.limiter, tracker.ticket
-        if limiter is None or ticket is None:
+        if limiter is None or ticket is None or limiter.rules.for_deployment(dep.name) is None:
+            self.admitted.add(dep.name)  # nothing to count there
             return True
         prompt, choices = estimate.admission(tracker.request)
         cap = dep.max_output_tokens or limiter.cfg.default_max_output_tokens
