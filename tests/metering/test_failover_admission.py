@@ -57,6 +57,7 @@ def _config(sim_url: str, counters: dict, b_rpm: int | None = None, b_tpm: int |
             "only-b": group("b", retries=0),
             "abc": group("a", "b", "c", retries=0),
             "ab": group("a", "b", retries=0),
+            "hedged": group("a", "b", retries=0, hedge_after_ms=50),
         },
     )
 
@@ -151,3 +152,15 @@ async def test_a_failover_s_tokens_reservation_is_settled(sim, counters, b_fails
         assert await requests_this_minute(limiter, "deployment", "b") == 1
         served_tokens = 0 if b_fails else usage["prompt_tokens"] + usage["completion_tokens"]
         assert await tokens_this_minute(limiter, "deployment", "b") == served_tokens
+
+
+async def test_a_hedge_s_partner_at_its_limit_is_not_called(sim, counters):
+    """A slow first deployment is raced against the next only if the next has room under its own limit."""
+    sim.state.set_fault({"latency_ms": 400, "match": "m-a"})
+    async with served(_config(sim.url, counters, b_rpm=1)) as (client, _, _):
+        assert (await _chat(client, "only-b", False)).status_code == 200  # b's one call of this minute
+        resp = await _chat(client, "hedged", False)
+        assert resp.status_code == 200, resp.text
+        assert resp.headers["x-multihome-deployment"] == "a"
+        assert 'b;outcome=skipped;reason="deployment rate limit reached"' in resp.headers["x-multihome-attempts"]
+        assert _called(sim, "m-b") == 1
