@@ -40,17 +40,17 @@ async def sim():
         await s.close()
 
 
-def _config(sim_url: str, counters: dict, b_rpm: int | None = None, b_tpm: int | None = None) -> dict:
-    """Deployments a, b, c of models m-a, m-b, m-c on one simulator; b may take `b_rpm` calls and `b_tpm`
-    tokens a minute."""
-    limit = {"scope": "deployment", "id": "b"}
-    if b_rpm is not None:
-        limit["requests_per_minute"] = b_rpm
-    if b_tpm is not None:
-        limit["tokens_per_minute"] = b_tpm
+def _config(sim_url: str, counters: dict, **limits: int) -> dict:
+    """Deployments a, b, c of models m-a, m-b, m-c on one simulator, with these per-minute limits
+    (`b_rpm`: b's requests, `b_tpm`: b's tokens, `a_rpm`...)."""
+    rules: dict[str, dict] = {}
+    for name, value in limits.items():
+        dep, kind = name.split("_")
+        field = "requests_per_minute" if kind == "rpm" else "tokens_per_minute"
+        rules.setdefault(dep, {"scope": "deployment", "id": dep})[field] = value
     return config(
         server=open_door(),
-        metering={"rate_limits": [limit], **counters},
+        metering={"rate_limits": list(rules.values()), **counters},
         providers={"sim": simulated("openai", sim_url)},
         deployments={name: deployment("sim", f"m-{name}") for name in ("a", "b", "c")},
         model_groups={
@@ -58,6 +58,7 @@ def _config(sim_url: str, counters: dict, b_rpm: int | None = None, b_tpm: int |
             "abc": group("a", "b", "c", retries=0),
             "ab": group("a", "b", retries=0),
             "hedged": group("a", "b", retries=0, hedge_after_ms=50),
+            "retried": group("a", "c", retries=2, backoff_ms=1),
         },
     )
 
@@ -164,3 +165,20 @@ async def test_a_hedge_s_partner_at_its_limit_is_not_called(sim, counters):
         assert resp.headers["x-multihome-deployment"] == "a"
         assert 'b;outcome=skipped;reason="deployment rate limit reached"' in resp.headers["x-multihome-attempts"]
         assert _called(sim, "m-b") == 1
+
+
+async def test_a_retry_on_a_deployment_at_its_limit_is_not_made(sim, counters):
+    """A retry is another upstream call to its deployment: at the deployment's requests limit the walk
+    fails over instead."""
+    sim.state.set_fault({"status": 503, "match": "m-a"})
+    async with served(_config(sim.url, counters, a_rpm=2)) as (client, _, app):
+        resp = await _chat(client, "retried", False)
+        assert resp.status_code == 200, resp.text
+        assert resp.headers["x-multihome-deployment"] == "c"
+        attempts = resp.headers["x-multihome-attempts"]
+        assert attempts.count("a;outcome=http_503") == 2
+        assert 'a;outcome=skipped;reason="deployment rate limit reached"' in attempts
+        assert _called(sim, "m-a") == 2, "the gateway retried a deployment at its own rate limit"
+        limiter = app.pipeline.accounting.limiter
+        await limiter.drain()
+        assert await requests_this_minute(limiter, "deployment", "a") == 2

@@ -573,6 +573,18 @@ class AttemptGate:
         self.admitted.add(dep.name)
         return True
 
+    async def admit_retry(self, dep) -> bool:
+        """Whether the walk may call `dep` again (a retry: one more request on its own limit, if it has one;
+        its tokens are the call's, reserved once)."""
+        tracker = self.tracker
+        limiter, ticket = tracker.acc.limiter, tracker.ticket
+        if limiter is None or ticket is None:
+            return True
+        spec = limiter.rules.for_deployment(dep.name)
+        if spec is None or spec.rpm is None:
+            return True
+        return await limiter.admit_attempt(ticket, dep.name, 0, 0, 1, 0, tokens=False) is None
+
 
 def _books(usage) -> Usage:
     """An upstream's usage (schema.peek.Usage) as the books hold it: `finish_produced`'s inline reading."""

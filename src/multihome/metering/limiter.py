@@ -574,14 +574,22 @@ class Limiter:
         return self._conclude(ticket, plan, counters.admit(plan, now_ms), shape, deployments, now_ms)
 
     async def admit_attempt(
-        self, ticket: Ticket, deployment: str, prompt_tokens: int, max_output_tokens: int | None, choices: int, cap
+        self,
+        ticket: Ticket,
+        deployment: str,
+        prompt_tokens: int,
+        max_output_tokens: int | None,
+        choices: int,
+        cap: int,
+        tokens: bool = True,
     ) -> ApiError | None:
         """A failover attempt's own admission on `deployment`, one admission did not charge (docs/metering.md
         "Deployment limits"): one request, and the call's tokens (the prompt estimate plus `max_output_tokens`,
         else `cap`: that deployment's own output cap, x `choices`), on its requests- and tokens-per-minute
         counters of this minute, if it has them. None: counted (on `ticket`, for `Ticket.walked` to settle),
         or nothing to count; else the 429 of a deployment at its limit (nothing counted). Only a call that
-        fails over pays it: the first attempt was admitted with the call."""
+        fails over pays it: the first attempt was admitted with the call. `tokens` False: a retry, one
+        request only (the call's tokens were reserved with its first attempt there)."""
         spec = self.rules.for_deployment(deployment)
         if spec is None or ticket._limiter is None:  # no limit there, or a ticket admitted without limits
             return None
@@ -598,10 +606,12 @@ class Limiter:
             requests_key = window_key(spec, "r", wid)
             rates.append((requests_key, spec.rpm, 1))
             meta.append(("requests", spec.rpm))
-        if spec.tpm is not None:
+        if spec.tpm is not None and tokens:
             tokens_key = window_key(spec, "t", wid)
             rates.append((tokens_key, spec.tpm, est))
             meta.append(("tokens", spec.tpm))
+        if not rates:
+            return None
         plan = Plan([], rates, [], window_expire_ms(wid))
         counters = self.counters
         if not counters.shared:

@@ -55,12 +55,15 @@ LIMITED_REASON = "deployment rate limit reached"
 class AttemptGate(Protocol):
     """A call's admission on the rate limits of each deployment it fails over to (accounting/tracker.py):
     admission counted the call on one deployment only (`admitted`); any other is admitted before it is
-    called, and passed over when at its limit (`refusal`: the 429 to answer if nothing else serves)."""
+    called, and passed over when at its limit (`refusal`: the 429 to answer if nothing else serves). A
+    retry on a deployment is admitted on its requests limit (`admit_retry`), and not made when at it."""
 
     admitted: set[str]
     refusal: ApiError | None
 
     async def admit(self, dep: DeploymentRuntime) -> bool: ...
+
+    async def admit_retry(self, dep: DeploymentRuntime) -> bool: ...
 
 
 class Attempt(msgspec.Struct):
@@ -324,6 +327,10 @@ class _Walk(msgspec.Struct, eq=False):
             if delay is None:
                 return result
             await self.runner._sleep(delay)
+            if gate is not None and not await gate.admit_retry(dep):
+                # A retry is another upstream call: not made to a deployment at its own requests limit.
+                self.attempts.append(Attempt(dep.name, "skipped", 0.0, LIMITED_REASON))
+                return result
         return result
 
     async def _one(self, dep: DeploymentRuntime) -> _Result:
