@@ -63,6 +63,14 @@ def _config(sim_url: str, counters: dict, **limits: int) -> dict:
     )
 
 
+class _Sink:
+    def __init__(self) -> None:
+        self.calls: list = []
+
+    def record(self, call) -> None:
+        self.calls.append(call)
+
+
 def _called(sim, model: str) -> int:
     return sum(1 for r in sim.state.requests() if r["model"] == model)
 
@@ -77,7 +85,9 @@ async def _chat(client, model: str, stream: bool):
 @pytest.mark.parametrize("stream", [False, True], ids=["unary", "stream"])
 async def test_a_failover_to_a_deployment_at_its_limit_skips_it(sim, counters, stream):
     sim.state.set_fault({"status": 503, "match": "m-a"})
-    async with served(_config(sim.url, counters, b_rpm=1)) as (client, _, _):
+    async with served(_config(sim.url, counters, b_rpm=1)) as (client, _, app):
+        records = _Sink()
+        app.pipeline.accounting.sinks.append(records)
         first = await _chat(client, "only-b", stream)  # b's one call of this minute
         assert first.status_code == 200, first.text
         assert _called(sim, "m-b") == 1
@@ -103,6 +113,9 @@ async def test_a_failover_to_a_deployment_at_its_limit_skips_it(sim, counters, s
         assert int(refused.headers["retry-after-ms"]) <= 60_000
         assert _called(sim, "m-b") == 1
         assert _called(sim, "m-a") == 2
+        # Recorded as a declined call (a was called), not as one refused at admission: a re-seed counts it.
+        record = records.calls[-1]
+        assert (record.status, record.outcome, record.error_code) == (429, "declined", "rate_limit_exceeded")
 
 
 @pytest.mark.parametrize("stream", [False, True], ids=["unary", "stream"])

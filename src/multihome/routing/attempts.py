@@ -162,8 +162,8 @@ class AttemptRunner:
     ) -> Awaitable[Served]:
         """Walk the plan. `await build(deployment) -> UpstreamRequest`; `translate(deployment, body, headers) -> bytes`
         turns a 2xx upstream body into the client's schema; `request_id` goes upstream as `x-request-id`;
-        `gate` admits a deployment the call's admission did not charge before it is called. Await it for Served, or an ApiError. (Not a coroutine itself: without a time budget the walk's is
-        the only one.)"""
+        `gate` admits a deployment the call's admission did not charge before it is called. Await it for
+        Served, or an ApiError. (Not a coroutine itself: without a time budget the walk's is the only one.)"""
         walk = _Walk(
             self,
             group,
