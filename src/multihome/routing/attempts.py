@@ -158,12 +158,12 @@ class AttemptRunner:
         forward_usage: bool = False,
         attempts: list[Attempt] | None = None,
         request_id: str | None = None,
-        gate: AttemptGate | None = None,
     ) -> Awaitable[Served]:
         """Walk the plan. `await build(deployment) -> UpstreamRequest`; `translate(deployment, body, headers) -> bytes`
-        turns a 2xx upstream body into the client's schema; `request_id` goes upstream as `x-request-id`;
-        `gate` admits a deployment the call's admission did not charge before it is called. Await it for
-        Served, or an ApiError. (Not a coroutine itself: without a time budget the walk's is the only one.)"""
+        turns a 2xx upstream body into the client's schema; `request_id` goes upstream as `x-request-id`.
+        `plan.gate` (when set) admits a deployment the call's admission did not charge before it is called.
+        Await it for Served, or an ApiError. (Not a coroutine itself: without a time budget the walk's is
+        the only one.)"""
         walk = _Walk(
             self,
             group,
@@ -174,7 +174,6 @@ class AttemptRunner:
             forward_usage,
             attempts if attempts is not None else [],
             request_id,
-            gate,
         )
         budget = group.policy.timeouts.budget_s
         if budget is None:
@@ -209,13 +208,16 @@ class _Walk(msgspec.Struct, eq=False):
     forward_usage: bool
     attempts: list[Attempt]
     request_id: str | None = None
-    gate: AttemptGate | None = None
+    gate: AttemptGate | None = None  # the plan's (set by `run` only when there is one)
     last: _Result | None = None
     last_dep: DeploymentRuntime | None = None
     overflow_window: int | None = None
 
     async def run(self, plan: Plan) -> Served:
         queue = plan.ordered
+        gate = plan.gate  # None unless some deployment has a rate limit of its own: then each attempt pays
+        if gate is not None:
+            self.gate = gate
         i = 0
         while i < len(queue):
             dep = queue[i]
@@ -226,6 +228,11 @@ class _Walk(msgspec.Struct, eq=False):
             if partner is not None:
                 result, served_by = await self._hedged(dep, partner)
                 i += 2
+            elif gate is not None and dep.name not in gate.admitted and not await gate.admit(dep):
+                # A failover to a deployment at its own rate limit (the deployment admission charged is in
+                # `admitted`: the first attempt pays no more than that look-up): it is not called.
+                result, served_by = self._limited(dep), dep
+                i += 1
             else:
                 result, served_by = await self._with_retries(dep), dep
                 i += 1
@@ -305,13 +312,19 @@ class _Walk(msgspec.Struct, eq=False):
             self.overflow_window = max(self.overflow_window or 0, dep.context_window)
         return None
 
-    async def _with_retries(self, dep: DeploymentRuntime) -> _Result:
+    def _limited(self, dep: DeploymentRuntime) -> _Result:
+        """`dep` is at its own rate limit: passed over, not called."""
+        self.attempts.append(Attempt(dep.name, "skipped", 0.0, LIMITED_REASON))
+        return _Result(_LIMITED, "skipped")
+
+    async def _gated(self, dep: DeploymentRuntime) -> _Result:
+        """`_with_retries` for a hedge's deployment, once admitted on its own rate limits."""
         gate = self.gate
         if gate is not None and dep.name not in gate.admitted and not await gate.admit(dep):
-            # A failover to a deployment at its own rate limit (the deployment admission charged is in
-            # `admitted`: the first attempt pays nothing): it is not called.
-            self.attempts.append(Attempt(dep.name, "skipped", 0.0, LIMITED_REASON))
-            return _Result(_LIMITED, "skipped")
+            return self._limited(dep)
+        return await self._with_retries(dep)
+
+    async def _with_retries(self, dep: DeploymentRuntime) -> _Result:
         result = _Result(UNAVAILABLE, "breaker_open")
         for retry in range(self.policy.retries + 1):
             result = await self._one(dep)
@@ -327,6 +340,7 @@ class _Walk(msgspec.Struct, eq=False):
             if delay is None:
                 return result
             await self.runner._sleep(delay)
+            gate = self.gate
             if gate is not None and not await gate.admit_retry(dep):
                 # A retry is another upstream call: not made to a deployment at its own requests limit.
                 self.attempts.append(Attempt(dep.name, "skipped", 0.0, LIMITED_REASON))
@@ -374,14 +388,15 @@ class _Walk(msgspec.Struct, eq=False):
         """Race `first` against `second`, which starts only if `first` is slow. The loser is cancelled."""
         after_ms = self.policy.hedge_after_ms
         assert after_ms is not None  # _hedge_partner pairs deployments only when it is set
-        a = asyncio.create_task(self._with_retries(first))
+        hop = self._with_retries if self.gate is None else self._gated  # no coroutine more without a gate
+        a = asyncio.create_task(hop(first))
         done, _ = await asyncio.wait({a}, timeout=after_ms / 1000)
         if done:
             result = a.result()
             if result.kind == "ok" or self._decide_peek(first, result):
                 return result, first
-            return await self._with_retries(second), second
-        b = asyncio.create_task(self._with_retries(second))
+            return await hop(second), second
+        b = asyncio.create_task(hop(second))
         owners = {a: first, b: second}
         pending = {a, b}
         fallback: tuple[_Result, DeploymentRuntime] | None = None

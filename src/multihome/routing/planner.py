@@ -50,6 +50,9 @@ class Plan(msgspec.Struct):
     considered: list[Considered] = msgspec.field(default_factory=list)
     needs: frozenset[str] = frozenset()
     prompt_tokens: int | None = None
+    # The call's admission of each deployment its admission did not charge (RequestShape.gate), for the
+    # attempt loop; set on the call's own plan only when there is one.
+    gate: Any = None
 
     @property
     def skipped(self) -> list[Skip]:

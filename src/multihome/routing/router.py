@@ -48,9 +48,12 @@ class Router:
         if not plans[0].ordered and not any(p.ordered for p in plans):
             raise _unsupported(group, plans[0], shape)
         last: AllDeclined | None = None
+        gate = shape.gate
         for i, plan in enumerate(plans):
             if not plan.ordered:
                 continue
+            if gate is not None:  # each deployment the call's admission did not charge is admitted first
+                plan.gate = gate
             if i > 0:
                 attempts.append(Attempt(plan.group, "fallback_group", 0.0))
             if plan.considered:  # the hot path's plan lists only what it skipped
@@ -65,12 +68,10 @@ class Router:
                     forward_usage=forward_usage,
                     attempts=attempts,
                     request_id=request_id,
-                    gate=shape.gate,
                 )
             except AllDeclined as exc:
                 last = exc
         assert last is not None
-        gate = shape.gate
         if gate is not None and gate.refusal is not None and last.body.code != "routing_budget_exhausted":
             raise _limited(last, gate.refusal, attempts) from None
         raise last
