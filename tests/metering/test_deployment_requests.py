@@ -141,3 +141,33 @@ async def test_a_re_seed_counts_an_unserved_answer_as_a_call_of_its_deployment(t
         assert await requests_this_minute(second.limiter, "key", "key_a") == 1
     finally:
         await second.close()
+
+
+async def test_a_failover_s_own_admission_is_settled_once(metering):
+    """A failover attempt admitted on its deployment (Limiter.admit_attempt) counted its request and reserved
+    the call's tokens there; the call's record neither counts that request again nor keeps the reservation.
+    An attempt admitted and then not made (its breaker open) gives its request back too."""
+    limiter = metering.limiter
+    ticket = await limiter.admit(principal(), "g", [Dep("dep-a"), Dep("dep-b")], 100, 100, "r1")
+    assert await limiter.admit_attempt(ticket, "dep-b", 100, 100, 1, 4096) is None
+    assert await _counts(metering, "dep-b") == [(1, 200)]  # counted before the call is made
+    _by_record(metering, "dep-b", [("dep-a", "http_503"), ("dep-b", "ok")])
+    assert await _counts(metering, "dep-a", "dep-b") == [(1, 0), (1, 150)]
+
+    ticket = await limiter.admit(principal(), "g", [Dep("dep-a"), Dep("dep-b")], 100, 100, "r2")
+    assert await limiter.admit_attempt(ticket, "dep-b", 100, None, 1, 50) is None  # its own cap: 150 tokens
+    assert await _counts(metering, "dep-b") == [(2, 300)]
+    record = call("r2", deployment=None, prompt=0, completion=0, status=503, outcome="declined")
+    attempts = (AttemptRecord("dep-a", "http_503", 1.0), AttemptRecord("dep-b", "breaker_open", 0.0))
+    metering.record(msgspec.structs.replace(record, attempts=attempts, usage=None))
+    assert await _counts(metering, "dep-a", "dep-b") == [(2, 0), (1, 150)]
+
+
+async def test_a_failover_to_a_deployment_at_its_limit_counts_nothing(metering):
+    limiter = metering.limiter
+    ticket = await limiter.admit(principal(), "g", [Dep("dep-a"), Dep("dep-b")], 100, 100, "r1")
+    refusal = await limiter.admit_attempt(ticket, "dep-b", 2_000_000, 100, 1, 4096)  # past its tokens limit
+    assert refusal is not None and refusal.status == 429 and refusal.body.code == "rate_limit_exceeded"
+    assert refusal.body.type == "tokens" and 1 <= int(refusal.headers["retry-after"]) <= 60
+    assert await _counts(metering, "dep-b") == [(0, 0)]
+    assert ticket.attempted is None

@@ -135,8 +135,12 @@ class Accounting:
 
 
 def outcome_of(err: ApiError) -> str:
-    if err.status in (401, 403) or err.body.code in ("budget_exceeded", "rate_limit_exceeded"):
+    if err.status in (401, 403):
         return "denied"
+    if err.body.code in ("budget_exceeded", "rate_limit_exceeded"):
+        # Refused at admission (nothing counted), or after routing called a deployment and the one it would
+        # fail over to was at its own rate limit (admitted: its row counts, as a declined call's does).
+        return "declined" if err.attempts else "denied"
     if err.body.code in (
         "all_deployments_failed",
         "all_deployments_throttled",
@@ -536,6 +540,50 @@ class CallTracker(msgspec.Struct, eq=False):
         prompt = estimate.input_tokens(self.request)
         chars = content_chars if isinstance(content_chars, int) else content_chars()
         return Usage(prompt, chars // estimate.CHARS_PER_TOKEN, 0, estimated=prompt > 0 or usage is None)
+
+
+class AttemptGate:
+    """routing's AttemptGate for one admitted call: admission counted it on one deployment's rate limits
+    (the ticket's `deployment`, or none when no planned deployment has a limit); each other deployment the
+    walk would call (a failover, a hedge's partner, a fallback group's) is admitted on its own limits first
+    (Limiter.admit_attempt), and passed over when at them. Made only when some deployment has a limit."""
+
+    __slots__ = ("tracker", "max_output", "admitted", "refusal")
+
+    def __init__(self, tracker: CallTracker, max_output: int | None) -> None:
+        self.tracker = tracker
+        self.max_output = max_output  # the client's cap of one choice (None: each deployment's own)
+        charged = tracker.ticket.deployment if tracker.ticket is not None else None
+        self.admitted: set[str] = {charged} if charged is not None else set()
+        self.refusal: ApiError | None = None  # the last deployment at its limit: the 429 if nothing serves
+
+    async def admit(self, dep) -> bool:
+        """Whether the walk may call `dep` (its request and tokens counted on its own limits, if it has any)."""
+        tracker = self.tracker
+        limiter, ticket = tracker.acc.limiter, tracker.ticket
+        if limiter is None or ticket is None or limiter.rules.for_deployment(dep.name) is None:
+            self.admitted.add(dep.name)  # nothing to count there
+            return True
+        prompt, choices = estimate.admission(tracker.request)
+        cap = dep.max_output_tokens or limiter.cfg.default_max_output_tokens
+        refusal = await limiter.admit_attempt(ticket, dep.name, prompt, self.max_output, choices, cap)
+        if refusal is not None:
+            self.refusal = refusal
+            return False
+        self.admitted.add(dep.name)
+        return True
+
+    async def admit_retry(self, dep) -> bool:
+        """Whether the walk may call `dep` again (a retry: one more request on its own limit, if it has one;
+        its tokens are the call's, reserved once)."""
+        tracker = self.tracker
+        limiter, ticket = tracker.acc.limiter, tracker.ticket
+        if limiter is None or ticket is None:
+            return True
+        spec = limiter.rules.for_deployment(dep.name)
+        if spec is None or spec.rpm is None:
+            return True
+        return await limiter.admit_attempt(ticket, dep.name, 0, 0, 1, 0, tokens=False) is None
 
 
 def _books(usage) -> Usage:

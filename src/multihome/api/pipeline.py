@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import msgspec
 
-from ..accounting.tracker import Accounting, CallTracker
+from ..accounting.tracker import Accounting, AttemptGate, CallTracker
 from ..providers.base import UpstreamRequest
 from ..routing.attempts import AllDeclined, Attempt, Served
 from ..routing.catalog import Catalog, DeploymentRuntime, GroupRuntime
@@ -201,6 +201,10 @@ class Pipeline:
         walked: list[Attempt] = []
         if tracker is not None:
             tracker.walked = walked  # what the walk got is charged even if the call ends during it
+            limiter = tracker.acc.limiter
+            if limiter is not None and limiter.rules.deployments:
+                # A deployment the call fails over to is admitted on its own rate limits before it is called.
+                shape.gate = AttemptGate(tracker, max_output)
         try:
             served = await self.router.route(
                 group,

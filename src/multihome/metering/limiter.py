@@ -108,6 +108,10 @@ class Ticket(msgspec.Struct, eq=False):
     deployment: str | None = None  # the deployment whose rate limit was charged
     skip: frozenset[str] = _NO_SKIP  # planned deployments over their own rate limit
     over_budget: bool = False  # a soft budget is exceeded (the call is allowed, and flagged)
+    # What each failover attempt's own admission counted on a deployment admission did not charge
+    # (Limiter.admit_attempt): (deployment, its requests counter, its tokens counter, the tokens reserved
+    # there, the counters' generation); None: no such attempt (the usual call).
+    attempted: list[tuple[str, str | None, str | None, int, int]] | None = None
     warnings: Sequence[str] = ()
     settled: bool = False
 
@@ -224,6 +228,18 @@ class Ticket(msgspec.Struct, eq=False):
                 calls[attempt.deployment] = calls.get(attempt.deployment, 0) + 1
         if charged in calls:
             calls[charged] -= 1  # counted at admission (a charged deployment never called keeps it: conservative)
+        if self.attempted is not None:
+            # Failover attempts' own admissions (Limiter.admit_attempt): their request is counted already,
+            # or given back if the attempt then made no call (cancelled first, an open breaker); their tokens'
+            # reservation is given back (the tokens served are counted on the serving deployment above).
+            gen_now = limiter.counters.generation
+            for deployment, requests, tokens_key, reserved, gen in self.attempted:
+                if calls.get(deployment):
+                    calls[deployment] -= 1
+                elif requests is not None and gen == gen_now:
+                    deltas.append((requests, -1))
+                if tokens_key is not None and reserved and gen == gen_now:
+                    deltas.append((tokens_key, -reserved))
         for deployment, n in calls.items():
             _on_deployment(limiter, deployment, "r", n, deltas, made)
         if deltas:
@@ -556,6 +572,92 @@ class Limiter:
                 return ticket
         ticket, plan = self._planned(shape, values, request_id)
         return self._conclude(ticket, plan, counters.admit(plan, now_ms), shape, deployments, now_ms)
+
+    async def admit_attempt(
+        self,
+        ticket: Ticket,
+        deployment: str,
+        prompt_tokens: int,
+        max_output_tokens: int | None,
+        choices: int,
+        cap: int,
+        tokens: bool = True,
+    ) -> ApiError | None:
+        """A failover attempt's own admission on `deployment`, one admission did not charge (docs/metering.md
+        "Deployment limits"): one request, and the call's tokens (the prompt estimate plus `max_output_tokens`,
+        else `cap`: that deployment's own output cap, x `choices`), on its requests- and tokens-per-minute
+        counters of this minute, if it has them. None: counted (on `ticket`, for `Ticket.walked` to settle),
+        or nothing to count; else the 429 of a deployment at its limit (nothing counted). Only a call that
+        fails over pays it: the first attempt was admitted with the call. `tokens` False: a retry, one
+        request only (the call's tokens were reserved with its first attempt there)."""
+        spec = self.rules.for_deployment(deployment)
+        if spec is None or ticket._limiter is None:  # no limit there, or a ticket admitted without limits
+            return None
+        out = max_output_tokens if max_output_tokens is not None else cap
+        if choices > 1:
+            out *= choices
+        est = prompt_tokens + min(out, _MAX_OUT_TOKENS)
+        now_ms = int(self.clock() * 1000)
+        wid = now_ms // WINDOW_MS
+        rates: list[tuple[str, int, int]] = []
+        meta: list[tuple[str, int]] = []
+        requests_key = tokens_key = None
+        if spec.rpm is not None:
+            requests_key = window_key(spec, "r", wid)
+            rates.append((requests_key, spec.rpm, 1))
+            meta.append(("requests", spec.rpm))
+        if spec.tpm is not None and tokens:
+            tokens_key = window_key(spec, "t", wid)
+            rates.append((tokens_key, spec.tpm, est))
+            meta.append(("tokens", spec.tpm))
+        if not rates:
+            return None
+        plan = Plan([], rates, [], window_expire_ms(wid))
+        counters = self.counters
+        if not counters.shared:
+            outcome = counters.admit(plan, now_ms)
+        else:
+            try:
+                outcome = await counters.admit(plan, now_ms)
+            except Exception as exc:  # as `_run`: Redis unreachable
+                if not self.cfg.fail_open:
+                    raise ApiError(
+                        503,
+                        "Budgets and rate limits cannot be checked right now; retry shortly.",
+                        type="server_error",
+                        code="limits_unavailable",
+                        headers={"retry-after": "1"},
+                    ) from None
+                log.warning(
+                    "limits not enforced for %s on %s: counters unreachable (%s)",
+                    ticket.request_id,
+                    deployment,
+                    type(exc).__name__,
+                )
+                return None
+        if outcome.code == OK:
+            if ticket.attempted is None:
+                ticket.attempted = []
+            ticket.attempted.append((deployment, requests_key, tokens_key, est if tokens_key else 0, outcome.gen))
+            return None
+        wait_ms = (wid + 1) * WINDOW_MS - now_ms
+        kind, limit = meta[outcome.index]
+        used = outcome.values[0]
+        per_min = "requests per min (RPM)" if kind == "requests" else "tokens per min (TPM)"
+        return ApiError(
+            429,
+            f"Rate limit reached for deployment {deployment} on {per_min}: Limit {limit}, Used {used}, "
+            f"Requested {rates[outcome.index][2]}. Please try again in {go_duration(wait_ms)}.",
+            type=kind,
+            code="rate_limit_exceeded",
+            headers={
+                "retry-after": str(math.ceil(wait_ms / 1000)),
+                "retry-after-ms": str(wait_ms),
+                f"x-ratelimit-limit-{kind}": str(limit),
+                f"x-ratelimit-remaining-{kind}": str(max(0, limit - used)),
+                f"x-ratelimit-reset-{kind}": go_duration(wait_ms),
+            },
+        )
 
     def _prepare(
         self,

@@ -172,7 +172,7 @@ class Metering:
             # Deployment limits: each counts the upstream calls made to it and the tokens it served (Ticket.walked);
             # admission counted one call on the deployment it charged, which served unless it failed over.
             if (ticket.deployment is not None or self.limiter.rules.deployments) and (
-                ticket.deployment != dep or len(call.attempts) > 1
+                ticket.deployment != dep or len(call.attempts) > 1 or ticket.attempted is not None
             ):
                 ticket.walked(dep, tokens, call.attempts)
         self.recorded += 1
@@ -289,7 +289,7 @@ class Metering:
             tokens = usage.prompt_tokens + usage.completion_tokens if usage is not None else 0
             ticket.settle(nanos, currency, tokens)
             if (ticket.deployment is not None or self.limiter.rules.deployments) and (
-                ticket.deployment != name or len(attempts) > 1
+                ticket.deployment != name or len(attempts) > 1 or ticket.attempted is not None
             ):  # as in `record` (Ticket.walked)
                 ticket.walked(name, tokens, attempts)
         self.recorded += 1

@@ -12,7 +12,7 @@ import asyncio
 import random
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from typing import Any
+from typing import Any, Protocol
 
 import msgspec
 from pyqwest import ReadError, RemoteProtocolError, WriteError
@@ -46,6 +46,24 @@ Translate = Callable[[DeploymentRuntime, bytes, Mapping[str, str]], bytes]
 _UNWELL = frozenset({CAPACITY, UNAVAILABLE})  # what counts against a deployment's breaker
 # Declines about the request, not the deployment: if nobody takes it, the client hears why.
 _ABOUT_REQUEST = frozenset({CONTEXT_OVERFLOW, UNSUPPORTED, REFUSAL})
+# A deployment a failover would go to is at its own rate limit (AttemptGate): passed over, as the planner
+# passes over one admission found there (api/pipeline.py), with the same reason.
+_LIMITED = "deployment_rate_limited"
+LIMITED_REASON = "deployment rate limit reached"
+
+
+class AttemptGate(Protocol):
+    """A call's admission on the rate limits of each deployment it fails over to (accounting/tracker.py):
+    admission counted the call on one deployment only (`admitted`); any other is admitted before it is
+    called, and passed over when at its limit (`refusal`: the 429 to answer if nothing else serves). A
+    retry on a deployment is admitted on its requests limit (`admit_retry`), and not made when at it."""
+
+    admitted: set[str]
+    refusal: ApiError | None
+
+    async def admit(self, dep: DeploymentRuntime) -> bool: ...
+
+    async def admit_retry(self, dep: DeploymentRuntime) -> bool: ...
 
 
 class Attempt(msgspec.Struct):
@@ -143,6 +161,7 @@ class AttemptRunner:
     ) -> Awaitable[Served]:
         """Walk the plan. `await build(deployment) -> UpstreamRequest`; `translate(deployment, body, headers) -> bytes`
         turns a 2xx upstream body into the client's schema; `request_id` goes upstream as `x-request-id`.
+        `plan.gate` (when set) admits a deployment the call's admission did not charge before it is called.
         Await it for Served, or an ApiError. (Not a coroutine itself: without a time budget the walk's is
         the only one.)"""
         walk = _Walk(
@@ -189,12 +208,16 @@ class _Walk(msgspec.Struct, eq=False):
     forward_usage: bool
     attempts: list[Attempt]
     request_id: str | None = None
+    gate: AttemptGate | None = None  # the plan's (set by `run` only when there is one)
     last: _Result | None = None
     last_dep: DeploymentRuntime | None = None
     overflow_window: int | None = None
 
     async def run(self, plan: Plan) -> Served:
         queue = plan.ordered
+        gate = plan.gate  # None unless some deployment has a rate limit of its own: then each attempt pays
+        if gate is not None:
+            self.gate = gate
         i = 0
         while i < len(queue):
             dep = queue[i]
@@ -205,11 +228,18 @@ class _Walk(msgspec.Struct, eq=False):
             if partner is not None:
                 result, served_by = await self._hedged(dep, partner)
                 i += 2
+            elif gate is not None and dep.name not in gate.admitted and not await gate.admit(dep):
+                # A failover to a deployment at its own rate limit (the deployment admission charged is in
+                # `admitted`: the first attempt pays no more than that look-up): it is not called.
+                result, served_by = self._limited(dep), dep
+                i += 1
             else:
                 result, served_by = await self._with_retries(dep), dep
                 i += 1
             if result.kind == "ok":
                 return self._served(served_by, result)
+            if result.kind == _LIMITED:  # not called: nothing to decide
+                continue
             decision = self._decide(served_by, result)
             if decision is not None:
                 return decision
@@ -282,6 +312,18 @@ class _Walk(msgspec.Struct, eq=False):
             self.overflow_window = max(self.overflow_window or 0, dep.context_window)
         return None
 
+    def _limited(self, dep: DeploymentRuntime) -> _Result:
+        """`dep` is at its own rate limit: passed over, not called."""
+        self.attempts.append(Attempt(dep.name, "skipped", 0.0, LIMITED_REASON))
+        return _Result(_LIMITED, "skipped")
+
+    async def _gated(self, dep: DeploymentRuntime) -> _Result:
+        """`_with_retries` for a hedge's deployment, once admitted on its own rate limits."""
+        gate = self.gate
+        if gate is not None and dep.name not in gate.admitted and not await gate.admit(dep):
+            return self._limited(dep)
+        return await self._with_retries(dep)
+
     async def _with_retries(self, dep: DeploymentRuntime) -> _Result:
         result = _Result(UNAVAILABLE, "breaker_open")
         for retry in range(self.policy.retries + 1):
@@ -298,6 +340,11 @@ class _Walk(msgspec.Struct, eq=False):
             if delay is None:
                 return result
             await self.runner._sleep(delay)
+            gate = self.gate
+            if gate is not None and not await gate.admit_retry(dep):
+                # A retry is another upstream call: not made to a deployment at its own requests limit.
+                self.attempts.append(Attempt(dep.name, "skipped", 0.0, LIMITED_REASON))
+                return result
         return result
 
     async def _one(self, dep: DeploymentRuntime) -> _Result:
@@ -341,14 +388,15 @@ class _Walk(msgspec.Struct, eq=False):
         """Race `first` against `second`, which starts only if `first` is slow. The loser is cancelled."""
         after_ms = self.policy.hedge_after_ms
         assert after_ms is not None  # _hedge_partner pairs deployments only when it is set
-        a = asyncio.create_task(self._with_retries(first))
+        hop = self._with_retries if self.gate is None else self._gated  # no coroutine more without a gate
+        a = asyncio.create_task(hop(first))
         done, _ = await asyncio.wait({a}, timeout=after_ms / 1000)
         if done:
             result = a.result()
             if result.kind == "ok" or self._decide_peek(first, result):
                 return result, first
-            return await self._with_retries(second), second
-        b = asyncio.create_task(self._with_retries(second))
+            return await hop(second), second
+        b = asyncio.create_task(hop(second))
         owners = {a: first, b: second}
         pending = {a, b}
         fallback: tuple[_Result, DeploymentRuntime] | None = None
@@ -363,7 +411,7 @@ class _Walk(msgspec.Struct, eq=False):
                             won = (result, owners[task])
                         else:  # both answered at once: the other is a loser the upstream bills
                             self._lost_hedge(owners[task], result)
-                    elif fallback is None or self._decide_peek(owners[task], result):
+                    elif fallback is None or fallback[0].kind == _LIMITED or self._decide_peek(owners[task], result):
                         fallback = (result, owners[task])
                 if won is not None:
                     return won

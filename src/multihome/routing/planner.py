@@ -50,6 +50,9 @@ class Plan(msgspec.Struct):
     considered: list[Considered] = msgspec.field(default_factory=list)
     needs: frozenset[str] = frozenset()
     prompt_tokens: int | None = None
+    # The call's admission of each deployment its admission did not charge (RequestShape.gate), for the
+    # attempt loop; set on the call's own plan only when there is one.
+    gate: Any = None
 
     @property
     def skipped(self) -> list[Skip]:
@@ -86,6 +89,9 @@ class RequestShape(msgspec.Struct):
     policy: Callable[[GroupRuntime], PolicyView] | None = None
     # Deployments to pass over for this call, with why (e.g. their own rate limit is reached).
     exclude: Mapping[str, str] | None = None
+    # The call's failover attempts' own admission on their deployment's rate limits (routing/attempts.py
+    # AttemptGate), when any deployment has one and the call was admitted; None: nothing to check.
+    gate: Any = None
 
     def tokens(self) -> tuple[int, int | None]:
         if self.chat is None:

@@ -48,9 +48,12 @@ class Router:
         if not plans[0].ordered and not any(p.ordered for p in plans):
             raise _unsupported(group, plans[0], shape)
         last: AllDeclined | None = None
+        gate = shape.gate
         for i, plan in enumerate(plans):
             if not plan.ordered:
                 continue
+            if gate is not None:  # each deployment the call's admission did not charge is admitted first
+                plan.gate = gate
             if i > 0:
                 attempts.append(Attempt(plan.group, "fallback_group", 0.0))
             if plan.considered:  # the hot path's plan lists only what it skipped
@@ -69,6 +72,8 @@ class Router:
             except AllDeclined as exc:
                 last = exc
         assert last is not None
+        if gate is not None and gate.refusal is not None and last.body.code != "routing_budget_exhausted":
+            raise _limited(last, gate.refusal, attempts) from None
         raise last
 
     def explain(self, group: GroupRuntime, shape: RequestShape) -> dict[str, Any]:
@@ -87,6 +92,20 @@ class Router:
                 "hedge_after_ms": group.policy.hedge_after_ms,
             },
         }
+
+
+def _limited(declined: AllDeclined, refusal: ApiError, attempts: list[Attempt]) -> AllDeclined:
+    """Nothing served the call and a deployment it would have failed over to was at its own rate limit:
+    the 429 admission gives when every deployment is (the limiter's, Retry-After and all), saying what
+    was tried."""
+    err = ApiError(
+        429,
+        f"{declined.body.message} {refusal.body.message}",
+        type=refusal.body.type,
+        code=refusal.body.code,
+        headers=refusal.headers,
+    )
+    return AllDeclined(err, attempts)
 
 
 def _unsupported(group: GroupRuntime, plan: Plan, shape: RequestShape) -> ApiError:
