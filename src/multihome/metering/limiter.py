@@ -429,6 +429,17 @@ def _counters(spec, wid: int, out: list, meta: list) -> None:
         meta.append(("tokens", spec.tpm))
 
 
+def _limits_unavailable() -> ApiError:
+    """The answer when shared counters cannot be reached and limits fail closed (`fail_open: false`)."""
+    return ApiError(
+        503,
+        "Budgets and rate limits cannot be checked right now; retry shortly.",
+        type="server_error",
+        code="limits_unavailable",
+        headers={"retry-after": "1"},
+    )
+
+
 class Limiter:
     def __init__(
         self,
@@ -621,13 +632,7 @@ class Limiter:
                 outcome = await counters.admit(plan, now_ms)
             except Exception as exc:  # as `_run`: Redis unreachable
                 if not self.cfg.fail_open:
-                    raise ApiError(
-                        503,
-                        "Budgets and rate limits cannot be checked right now; retry shortly.",
-                        type="server_error",
-                        code="limits_unavailable",
-                        headers={"retry-after": "1"},
-                    ) from None
+                    raise _limits_unavailable() from None
                 log.warning(
                     "limits not enforced for %s on %s: counters unreachable (%s)",
                     ticket.request_id,
@@ -828,13 +833,7 @@ class Limiter:
             return await self.counters.admit(plan, now_ms)
         except Exception as exc:  # redis errors, timeouts, connection refused
             if not self.cfg.fail_open:
-                raise ApiError(
-                    503,
-                    "Budgets and rate limits cannot be checked right now; retry shortly.",
-                    type="server_error",
-                    code="limits_unavailable",
-                    headers={"retry-after": "1"},
-                ) from None
+                raise _limits_unavailable() from None
             log.warning("limits not enforced for %s: counters unreachable (%s)", ticket.request_id, type(exc).__name__)
             ticket._slots, ticket._held = _NO_SLOTS, ()
             ticket.headers = [(b"x-multihome-limits", b"unavailable")]
