@@ -3,6 +3,7 @@ at the head revision handed out as copies of one migrated once (SQLite file copy
 
 from __future__ import annotations
 
+import concurrent.futures
 import shutil
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -80,7 +81,9 @@ def sqlite_head(tmp_path_factory) -> Path:
     from multihome.storage import migrate_sync
 
     path = tmp_path_factory.mktemp("sqlite-head") / "head.db"
-    migrate_sync(f"sqlite+aiosqlite:///{path}")
+    # On a thread: first asked for by an async fixture perhaps (stored_app.store_url), and migrate_sync runs a loop.
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        pool.submit(migrate_sync, f"sqlite+aiosqlite:///{path}").result()
     return path
 
 

@@ -180,7 +180,13 @@ class PostgresServer:
         if self._head is None:
             from multihome.storage import migrate_sync
 
-            migrate_sync(self.create_database("mh_head"))
+            url = self.create_database("mh_head")
+            try:  # on a thread: the caller may be a coroutine (an async fixture), and migrate_sync runs a loop
+                with concurrent.futures.ThreadPoolExecutor(1) as pool:
+                    pool.submit(migrate_sync, url).result()
+            except BaseException:
+                self._admin_conn().execute('DROP DATABASE IF EXISTS "mh_head" WITH (FORCE)')
+                raise
             self._head = "mh_head"
         return self.url_for(self._admin_conn().take_copy(self._head))
 
