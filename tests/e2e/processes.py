@@ -172,7 +172,8 @@ DEBUG_ALL = [
 class Gateway(Proc):
     """`multihome serve` on a free port with the given config (its text, or a mapping built with
     tests/builders.py). `command`: how to run `multihome` (DEBUG_ALL for every log line); `log`: where
-    its output goes (a file in `tmp` unless given)."""
+    its output goes (a file in `tmp` unless given). `wait=False`: return once started, for replicas
+    started together (`started_together`)."""
 
     def __init__(
         self,
@@ -182,6 +183,7 @@ class Gateway(Proc):
         *extra: str,
         command: list[str] | None = None,
         log: Path | None = None,
+        wait: bool = True,
     ) -> None:
         self.port = free_port()
         path = tmp / f"gateway-{self.port}.yaml"
@@ -203,6 +205,10 @@ class Gateway(Proc):
             log,
         )
         self.url = f"http://127.0.0.1:{self.port}"
+        if wait:
+            self.wait_ready()
+
+    def wait_ready(self) -> None:
         deadline = time.monotonic() + 120  # worker processes start slowly on a busy machine (load 25: > 60 s)
         while time.monotonic() < deadline:
             if self.popen.poll() is not None:
@@ -215,3 +221,16 @@ class Gateway(Proc):
             time.sleep(0.05)
         stderr = self.stop()  # never leave a gateway (and its workers) running behind a failed test
         raise RuntimeError(f"gateway did not become ready: {stderr[-2000:]}")
+
+
+def started_together(*gateways: Gateway) -> list[Gateway]:
+    """Gateways made with `wait=False` once each is ready (as a deployment's replicas start, at once:
+    each pays its imports while the others do); if one fails, every one is stopped."""
+    try:
+        for gw in gateways:
+            gw.wait_ready()
+    except BaseException:
+        for gw in gateways:
+            gw.stop()
+        raise
+    return list(gateways)
