@@ -11,6 +11,9 @@
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
+import contextlib
 import glob
 import os
 import pwd
@@ -18,10 +21,20 @@ import secrets
 import shutil
 import subprocess
 import tempfile
+import threading
 import time
+from collections.abc import Coroutine
 from pathlib import Path
+from typing import Any
+
+import asyncpg
 
 from ports import free_port
+
+# Migrated copies made ahead of the tests that ask for one (a run asks for ~1,000).
+READY_COPIES = 2
+# Taken once: a test may patch asyncpg.Connection.execute to spy on its own statements.
+_EXECUTE = asyncpg.Connection.execute
 
 
 def postgres_bin_dir() -> Path | None:
@@ -58,6 +71,7 @@ class PostgresServer:
         self.user = "postgres"
         self._started = False
         self._head: str | None = None  # the database `migrated_database` copies, made on first use
+        self._admin: _Admin | None = None  # made on first use; closed by `pause` and `stop`
         self._strategy = " STRATEGY = FILE_COPY" if _major_version(bindir) >= 15 else ""  # create_database
         try:
             self._run(
@@ -103,6 +117,7 @@ class PostgresServer:
 
     def pause(self) -> None:
         """Stop the server, keeping its data (`resume` brings it back): a database outage for a test."""
+        self._close_admin()  # its statements under way end first, not cut by the stop
         self._run("pg_ctl", "-D", str(self.data), "-m", "fast", "-w", "-t", "30", "stop")
 
     def _run(self, tool: str, *args: str) -> str:
@@ -136,31 +151,52 @@ class PostgresServer:
             sql,
         )
 
-    def create_database(self, dbname: str | None = None, *, template: str | None = None) -> str:
-        """A new database (a copy of `template` if given: fast way to hand out migrated databases).
+    def _admin_conn(self) -> _Admin:
+        if self._admin is None:
+            self._admin = _Admin(self)
+        return self._admin
 
-        FILE_COPY copies the template's files as they are; PostgreSQL 15's default (WAL_LOG) writes
+    def _close_admin(self) -> None:
+        if self._admin is not None:
+            admin, self._admin = self._admin, None
+            admin.close()
+
+    def create_sql(self, dbname: str, template: str | None = None) -> str:
+        """FILE_COPY copies the template's files as they are; PostgreSQL 15's default (WAL_LOG) writes
         every block through the WAL, which takes about twice as long here (fsync is off, so the
         checkpoint FILE_COPY starts with costs little). A run makes ~1,000 of these."""
-        dbname = dbname or "t_" + secrets.token_hex(6)
         source = f' TEMPLATE "{template}"' if template else ""
-        self.psql(f'CREATE DATABASE "{dbname}"{source}{self._strategy}')
+        return f'CREATE DATABASE "{dbname}"{source}{self._strategy}'
+
+    def create_database(self, dbname: str | None = None, *, template: str | None = None) -> str:
+        """A new database (a copy of `template` if given)."""
+        dbname = dbname or "t_" + secrets.token_hex(6)
+        self._admin_conn().execute(self.create_sql(dbname, template))
         return self.url_for(dbname)
 
     def migrated_database(self) -> str:
         """A new database at the head revision: a copy of one migrated once per server (a copy costs
-        ~60 ms; running every migration again costs several times that)."""
+        ~60-300 ms, made ahead of the call; running every migration again costs several times that)."""
         if self._head is None:
             from multihome.storage import migrate_sync
 
-            migrate_sync(self.create_database("mh_head"))
+            url = self.create_database("mh_head")
+            try:  # on a thread: the caller may be a coroutine (an async fixture), and migrate_sync runs a loop
+                with concurrent.futures.ThreadPoolExecutor(1) as pool:
+                    pool.submit(migrate_sync, url).result()
+            except BaseException:
+                self._admin_conn().execute('DROP DATABASE IF EXISTS "mh_head" WITH (FORCE)')
+                raise
             self._head = "mh_head"
-        return self.create_database(template=self._head)
+        return self.url_for(self._admin_conn().take_copy(self._head))
 
     def drop_database(self, dbname: str) -> None:
-        self.psql(f'DROP DATABASE IF EXISTS "{dbname}" WITH (FORCE)')
+        """Dropped behind the caller (the next statements on the server wait for it; `pause` and `stop` too)."""
+        self._admin_conn().drop_later(f'DROP DATABASE IF EXISTS "{dbname}" WITH (FORCE)')
 
     def stop(self) -> None:
+        with contextlib.suppress(Exception):  # the server may be down already (a failed test's pause)
+            self._close_admin()
         if self._started:
             self._started = False
             try:
@@ -180,6 +216,100 @@ class PostgresServer:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+class _Admin:
+    """One connection to a server's `postgres` database, on a thread and event loop of its own: CREATE
+    and DROP DATABASE without a psql process each (a `runuser` + `psql` exec costs 40-100 ms, more under
+    load), `READY_COPIES` migrated copies made ahead of the tests that take them, and drops done behind
+    the tests that end. Statements run one at a time (one connection), in the order they were asked."""
+
+    def __init__(self, server: PostgresServer) -> None:
+        self._server = server
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, name="pg-admin", daemon=True)
+        self._thread.start()
+        self._drops: set[concurrent.futures.Future] = set()
+        self._ready: asyncio.Queue[str | BaseException] | None = None  # of copies, made on the first take
+        self._filler: asyncio.Task | None = None
+        try:
+            self._run(self._open())
+        except BaseException:
+            self._stop_loop()
+            raise
+
+    def _run(self, coro: Coroutine[Any, Any, Any]) -> Any:
+        return asyncio.run_coroutine_threadsafe(coro, self._loop).result()
+
+    async def _open(self) -> None:
+        self._lock = asyncio.Lock()
+        server = self._server
+        self._conn = await asyncpg.connect(host=server.host, port=server.port, user=server.user, database="postgres")
+
+    async def _execute(self, sql: str) -> None:
+        async with self._lock:
+            await _EXECUTE(self._conn, sql)
+
+    def execute(self, sql: str) -> None:
+        self._run(self._execute(sql))
+
+    def drop_later(self, sql: str) -> None:
+        future = asyncio.run_coroutine_threadsafe(self._execute(sql), self._loop)
+        self._drops.add(future)
+        future.add_done_callback(self._drops.discard)
+
+    def take_copy(self, template: str) -> str:
+        """The name of a new copy of `template`, one made ahead if there is one."""
+        return self._run(self._take(template))
+
+    async def _take(self, template: str) -> str:
+        if self._ready is None:
+            self._ready = asyncio.Queue()
+            self._room = asyncio.Semaphore(READY_COPIES)
+            self._filler = asyncio.create_task(self._fill(template))
+        got = await self._ready.get()
+        self._room.release()
+        if isinstance(got, BaseException):
+            raise got
+        return got
+
+    async def _fill(self, template: str) -> None:
+        assert self._ready is not None
+        while True:
+            await self._room.acquire()
+            name = "t_" + secrets.token_hex(6)
+            try:
+                await self._execute(self._server.create_sql(name, template))
+            except Exception as exc:  # the test that takes it fails with it
+                self._ready.put_nowait(exc)
+            else:
+                self._ready.put_nowait(name)
+
+    def close(self) -> None:
+        """After the drops asked for; the copies made ahead and not taken are dropped too."""
+        try:
+            concurrent.futures.wait(list(self._drops), timeout=60)
+            self._run(self._close())
+        finally:
+            self._stop_loop()
+
+    async def _close(self) -> None:
+        async with self._lock:  # no statement under way: the filler waits for its room or for the lock
+            if self._filler is not None:
+                self._filler.cancel()
+        if self._filler is not None:
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._filler
+        while self._ready is not None and not self._ready.empty():
+            left = self._ready.get_nowait()
+            if isinstance(left, str):
+                await self._execute(f'DROP DATABASE IF EXISTS "{left}" WITH (FORCE)')
+        await self._conn.close()
+
+    def _stop_loop(self) -> None:
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(30)
+        self._loop.close()
 
 
 async def stored_bytes(engine, url: str) -> bytes:

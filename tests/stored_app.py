@@ -36,10 +36,12 @@ async def until(check: Callable[[], Awaitable[Any]], what: str, seconds: float) 
 
 
 def store_url(request, tmp_path) -> str:
-    """The store of the fixture's param: an unmigrated PostgreSQL database, or a SQLite file."""
+    """The store of the fixture's param, at the head revision: a PostgreSQL database or a SQLite file
+    (tmp_path/mh.db), each a copy of one migrated once (conftest.py). What is under test is the app on
+    its rows, not migrating (tests/storage/ migrates); a migration per test cost 0.3-1.5 s."""
     if request.param == "postgresql":
-        return request.getfixturevalue("pg_database")(migrated=False)
-    return f"sqlite+aiosqlite:///{tmp_path}/mh.db"
+        return request.getfixturevalue("pg_database")()
+    return request.getfixturevalue("sqlite_database")("mh.db")
 
 
 @asynccontextmanager

@@ -46,8 +46,9 @@ def _closed_port() -> int:
 
 
 @pytest.fixture
-async def gw(tmp_path, monkeypatch):
+async def gw(tmp_path, monkeypatch, sqlite_database):
     monkeypatch.setenv("MH_TEST_CRED_ADMIN", ADMIN_KEY)
+    sqlite_database("mh.db")  # CONFIG's file, at the head revision (a copy: no migration per test)
     kms = f'{{local: {{key_file: "{tmp_path}/kms.key"}}}}'
     async with running(CONFIG.format(tmp=tmp_path, kms=kms)) as app:
         yield app, _client(app, ADMIN_KEY)

@@ -13,6 +13,7 @@ import pytest
 from admin_http import error, ok
 from builders import database, identity, single, typed
 from multihome.app import build_app
+from stored_app import store_url
 
 pytestmark = pytest.mark.anyio
 ADMIN_KEY = "mh-bootstrap-admin-key-for-admin-inputs"
@@ -33,11 +34,8 @@ def _admin_key(monkeypatch):
 
 @pytest.fixture(params=["sqlite", "postgresql"])
 async def root(request, tmp_path):
-    """An org-admin client of a started gateway, on a fresh database of each backend."""
-    if request.param == "postgresql":
-        db = request.getfixturevalue("pg_database")(migrated=False)
-    else:
-        db = f"sqlite+aiosqlite:///{tmp_path}/mh.db"
+    """An org-admin client of a started gateway, on a fresh database of each backend (at the head revision)."""
+    db = store_url(request, tmp_path)
     cfg = single(
         storage=database(db, refresh_s=0.05),
         identity=identity("MH_TEST_INPUTS_ADMIN"),

@@ -37,8 +37,9 @@ def _client(app, key: str) -> httpx.AsyncClient:
 
 
 @pytest.fixture
-async def gw(tmp_path, monkeypatch):
+async def gw(tmp_path, monkeypatch, sqlite_database):
     monkeypatch.setenv("MH_TEST_MCP_ADMIN", ADMIN_KEY)
+    sqlite_database("mh.db")  # CONFIG's file, at the head revision (a copy: no migration per test)
     async with running(CONFIG.format(tmp=tmp_path)) as app:
         admin = _client(app, ADMIN_KEY)
         tenants = [(await ok(await admin.post("/admin/v1/tenants", json={"name": n}), 201))["id"] for n in "ab"]

@@ -43,7 +43,8 @@ def _admin_key(monkeypatch):
 
 
 @pytest.fixture
-async def config_text(tmp_path):
+async def config_text(tmp_path, sqlite_database):
+    sqlite_database("mh.db")  # CONFIG's file, at the head revision (a copy: no migration per test)
     sim = await start_simulator(SimulatorConfig(kind="openai", name="up"))
     try:
         yield CONFIG.format(tmp=tmp_path, sim=sim.url)

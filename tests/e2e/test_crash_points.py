@@ -33,6 +33,8 @@ from .processes import Gateway, Simulator
 ADMIN_KEY = "mh-crash-points-e2e-admin"
 SECRETS = {"MH_CP_ADMIN_KEY": ADMIN_KEY}
 FAST = {"background": {"lease_s": 2.0, "poll_s": 0.1, "event_flush_ms": 50}}
+# The drain tests' deadline (`--drain-timeout`; 5 s by default): their streams run 20 s, open at it either way.
+DRAIN = ("--drain-timeout", "2")
 TODAY = dt.datetime.now(dt.UTC).date()
 SHARE = {  # half of the metered cost accrues to the ledger: what a crash must not count twice or lose
     "id": "rs-cp",
@@ -61,25 +63,26 @@ def gateway_config(tmp: Path, sim: Simulator) -> dict:
 
 
 @pytest.fixture
-def world(tmp_path) -> Iterator[tuple[Simulator, object]]:
-    yield from _world(tmp_path, FAST)
+def world(tmp_path, sqlite_database) -> Iterator[tuple[Simulator, object]]:
+    yield from _world(tmp_path, sqlite_database, FAST)
 
 
 @pytest.fixture
-def world_one_attempt(tmp_path) -> Iterator[tuple[Simulator, object]]:
+def world_one_attempt(tmp_path, sqlite_database) -> Iterator[tuple[Simulator, object]]:
     """A job run once at most: the run a kill cuts short is not repeated."""
-    yield from _world(tmp_path, {"background": {**FAST["background"], "max_attempts": 1}})
+    yield from _world(tmp_path, sqlite_database, {"background": {**FAST["background"], "max_attempts": 1}})
 
 
-def _world(tmp_path: Path, responses: dict) -> Iterator[tuple[Simulator, object]]:
+def _world(tmp_path: Path, sqlite_database, responses: dict) -> Iterator[tuple[Simulator, object]]:
+    sqlite_database("multihome.db")  # gateway_config's file, at the head revision: the kills are under test
     init_key_file(tmp_path / "kms.key")
     sim = Simulator("openai", "crash-points")
     cfg = gateway_config(tmp_path, sim)
     cfg["responses"] = responses
     gateways: list[Gateway] = []
 
-    def start() -> Gateway:
-        gateways.append(Gateway(cfg, tmp_path, SECRETS))
+    def start(*extra: str) -> Gateway:
+        gateways.append(Gateway(cfg, tmp_path, SECRETS, *extra))
         return gateways[-1]
 
     try:
@@ -391,13 +394,13 @@ def _read(stream, into: list) -> BaseException | None:
 
 
 def test_a_stream_followed_at_the_drain_deadline_ends_with_an_error_saying_where_to_resume(world, tmp_path):
-    """SIGTERM while a client follows a background response's stream: at the drain deadline (5 s) the stream
+    """SIGTERM while a client follows a background response's stream: at the drain deadline (DRAIN) the stream
     ends with an `error` event (gateway_shutting_down) naming the `starting_after` to resume with, and a
     body ended as HTTP wants (it was cut off mid-body: the SDK's read failed with no event to read). The
     run is handed back; resumed on another gateway from that number, the stream goes on with none skipped
     and none twice, to response.completed."""
     sim, start = world
-    first = start()
+    first = start(*DRAIN)
     _, key = tenant_key(first)
     sim.fault(chunk_delay_ms=200, chunks=100)  # twenty seconds of streaming: open at the drain deadline
     stream = sdk(first, key).responses.create(
@@ -432,7 +435,7 @@ def test_a_streamed_agent_run_open_at_the_drain_deadline_ends_failed_with_an_err
     drain deadline): it ends with an `error` event (gateway_shutting_down) and `response.failed`, as a
     foreground Responses stream cut at the deadline does, not with a body cut off mid-chunk."""
     sim, start = world
-    first = start()
+    first = start(*DRAIN)
     tenant, key = tenant_key(first)
     with McpTestServer() as server:
         with admin(first) as client:

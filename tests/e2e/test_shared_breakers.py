@@ -11,7 +11,7 @@ import pytest
 from builders import api_keys, breakers, config, deployment, group, simulated
 
 from .conftest import CLIENT_KEY
-from .processes import Gateway
+from .processes import Gateway, started_together
 from .services import RedisServer
 
 USER = [{"role": "user", "content": "hello"}]
@@ -36,7 +36,7 @@ def pair(tmp_path, simulator):
     a, b = simulator("openai", "sim-a"), simulator("openai", "sim-b")
     env = {"MH_TEST_CLIENT_KEY": CLIENT_KEY, "MH_TEST_REDIS_URL": redis.url}
     cfg = _config(a.url, b.url)
-    gateways = [Gateway(cfg, tmp_path, env), Gateway(cfg, tmp_path, env)]
+    gateways = started_together(Gateway(cfg, tmp_path, env, wait=False), Gateway(cfg, tmp_path, env, wait=False))
     clients = [openai.OpenAI(base_url=g.url + "/v1", api_key=CLIENT_KEY, max_retries=0) for g in gateways]
     yield a, b, clients, gateways
     for g in gateways:
