@@ -195,31 +195,13 @@ class TenancyRepo(StoreBase):
                     f"team {team_id} still has active API keys (e.g. {live}); revoke them first", conflicting=live
                 )
             if role != ORG_ADMIN:
-                capped = await conn.scalar(
-                    sa.select(budgets.c.id)
-                    .where(
-                        budgets.c.tenant_id == tenant_id,
-                        budgets.c.scope == "team",
-                        budgets.c.scope_id == team_id,
-                        budgets.c.set_by_role != TENANT_ADMIN,
-                    )
-                    .limit(1)
-                )
+                capped = await conn.scalar(_org_admins_on_team(budgets, tenant_id, team_id))
                 if capped is not None:
                     raise Outranked(
                         f"Team {team_id} has budget {capped}, set by an org-admin; deleting the team would remove "
                         "it, and a tenant-admin may not lift an org-admin's cap. Ask an org admin."
                     )
-                ruled = await conn.scalar(
-                    sa.select(policies.c.id)
-                    .where(
-                        policies.c.tenant_id == tenant_id,
-                        policies.c.scope == "team",
-                        policies.c.scope_id == team_id,
-                        policies.c.set_by_role != TENANT_ADMIN,
-                    )
-                    .limit(1)
-                )
+                ruled = await conn.scalar(_org_admins_on_team(policies, tenant_id, team_id))
                 if ruled is not None:
                     raise PolicyOutranked(
                         ruled,
@@ -252,3 +234,13 @@ class TenancyRepo(StoreBase):
                 object_id=team_id,
                 detail={"name": row.name},
             )
+
+
+def _org_admins_on_team(table: sa.Table, tenant_id: str, team_id: str) -> sa.Select:
+    """The id of one row of `table` (budgets, policies) scoped to the team and set by an org-admin, if any."""
+    c = table.c
+    return (
+        sa.select(c.id)
+        .where(c.tenant_id == tenant_id, c.scope == "team", c.scope_id == team_id, c.set_by_role != TENANT_ADMIN)
+        .limit(1)
+    )
