@@ -103,6 +103,25 @@ def test_plain_message_is_served_by_the_primary_with_gateway_headers(claude, sim
     assert logged["request_id"] == raw.headers["x-request-id"]
 
 
+def test_the_sdk_reads_the_request_id_of_every_answer(claude, sims):
+    """The anthropic SDK reads Anthropic's `request-id` header (not `x-request-id`) into `message._request_id`,
+    a stream's `request_id` and an error's `request_id`: what a user quotes when reporting a call."""
+    message = claude.messages.create(model=MODEL, max_tokens=50, messages=HELLO)
+    assert message._request_id and message._request_id.startswith("req_")
+    counted = claude.messages.with_raw_response.count_tokens(model=MODEL, messages=HELLO)
+    assert counted.request_id == counted.headers["x-request-id"]
+    with claude.messages.stream(model=MODEL, max_tokens=50, messages=HELLO) as stream:
+        assert stream.request_id == stream.response.headers["x-request-id"]
+        assert stream.get_final_message().content[0].text
+    with pytest.raises(anthropic.NotFoundError) as info:
+        claude.messages.create(model="no-such-claude", max_tokens=50, messages=HELLO)
+    assert info.value.request_id == info.value.body["request_id"] == info.value.response.headers["x-request-id"]
+    sims["azure"].fault(status=400, times=1)  # an upstream's 4xx, answered after routing
+    with pytest.raises(anthropic.BadRequestError) as info:
+        claude.messages.create(model=MODEL, max_tokens=50, messages=HELLO)
+    assert info.value.request_id == info.value.body["request_id"]
+
+
 def test_x_api_key_header_is_accepted(door):
     """Older anthropic SDKs and most Claude tools send the key as `x-api-key`."""
     client = anthropic.Anthropic(
