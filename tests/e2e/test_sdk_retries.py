@@ -20,6 +20,7 @@ import pytest
 
 from builders import api_keys, breakers, config, deployment, groups, key_budget, price, simulated, sqlite
 
+from .helpers import until
 from .processes import Gateway, Simulator
 
 SECRETS = {
@@ -63,6 +64,7 @@ def gateway(tmp_path_factory) -> Iterator[Gateway]:
             tmp,
             SECRETS,
         )
+        gw.sim = oa  # type: ignore[attr-defined]
         yield gw
     finally:
         log = gw.stop() if gw is not None else ""
@@ -160,3 +162,23 @@ def test_a_rate_window_is_still_retryable(gateway):
     assert info.value.code == "rate_limit_exceeded"
     headers = info.value.response.headers
     assert 1 <= int(headers["retry-after"]) <= 60 and "x-should-retry" not in headers
+
+
+def test_a_call_the_sdk_gave_up_on_is_cancelled_upstream_before_its_retry(gateway):
+    """The SDK closes the connection when its timeout passes and sends the call again (a timeout is
+    retried like a 5xx). Each abandoned attempt's upstream call must stop then, as a stream's does when
+    its client leaves: otherwise every slow call runs, and is billed, once per attempt."""
+    sim = gateway.sim
+    sim.reset()
+    sim.fault(latency_ms=30_000, match="gpt-r")
+    try:
+        sent = Sent()
+        with pytest.raises(openai.APITimeoutError):
+            _openai(gateway, "MH_SDK_CLIENT", sent).with_options(timeout=1).chat.completions.create(
+                model="gpt", messages=HI
+            )
+        assert len(sent.paths) == 3
+        until(lambda: sim.stats()["cancelled"] == 3, what="the three abandoned upstream calls to be cancelled")
+        assert sim.stats()["completed"] == 0
+    finally:
+        sim.clear_faults()
