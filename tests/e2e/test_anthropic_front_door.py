@@ -122,6 +122,22 @@ def test_the_sdk_reads_the_request_id_of_every_answer(claude, sims):
     assert info.value.request_id == info.value.body["request_id"]
 
 
+def test_the_sdk_lists_and_retrieves_models_in_anthropics_shape(claude):
+    """The anthropic SDK's `models.list()` and `models.retrieve()` (GET /v1/models with `anthropic-version`)
+    read Anthropic's fields: `type`, `display_name`, `created_at` (a date), and a page with `has_more`."""
+    page = claude.models.list()
+    assert page.has_more is False and page.first_id == page.data[0].id and page.last_id == page.data[-1].id
+    models = {m.id: m for m in page}
+    assert MODEL in models and "claude-solo" in models
+    for m in models.values():
+        assert m.type == "model" and m.display_name == m.id and m.created_at.year >= 2024
+    one = claude.models.retrieve(MODEL)
+    assert (one.id, one.type, one.created_at) == (MODEL, "model", models[MODEL].created_at)
+    with pytest.raises(anthropic.NotFoundError) as info:
+        claude.models.retrieve("no-such-claude")
+    assert info.value.body["error"]["type"] == "not_found_error" and "no-such-claude" in info.value.message
+
+
 def test_x_api_key_header_is_accepted(door):
     """Older anthropic SDKs and most Claude tools send the key as `x-api-key`."""
     client = anthropic.Anthropic(
