@@ -120,7 +120,7 @@ class ResponsesDoor:
         return as_published(found.response)
 
     async def _create(self, call: Call, receive: Receive, send: Send) -> None:
-        body = await read_body(call.scope, receive, self.pipeline.max_body)
+        body = await read_body(call.scope, receive, self.pipeline.max_body, self.pipeline.bodies)
         req = parse_create(body) if len(body) <= OFF_LOOP_OVER else await self.pipeline.bodies.parse(parse_create, body)
         if req.store:
             need_state(self.state, "Storing a response ('store': true)")
