@@ -90,6 +90,11 @@ def bodies() -> dict[str, tuple[str, bytes]]:
             "/v1/embeddings",
             json.dumps({"model": "g", "input": [[100_000] * 146] * 2048}).encode(),
         ),
+        # One string of 29 MiB of backslashes (taken): the values scan took it in one piece, not in 64 KiB slices.
+        "chat: 29 MiB of backslashes": (
+            "/v1/chat/completions",
+            b'{"model":"g","messages":[{"role":"user","content":"' + b"\\\\" * (29 * MIB // 2 - 32) + b'"}]}',
+        ),
         "chat: 29 MiB of escaped JSON (19 MiB unescaped; taken, tried twice)": (
             "/v1/chat/completions",
             json.dumps({"model": "g", "messages": [{"role": "user", "content": escaped}]}).encode(),

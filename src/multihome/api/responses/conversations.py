@@ -85,7 +85,16 @@ class ConversationsDoor:
         keyed = self._idempotent(call)
         if keyed is not None:
             await once(
-                call, receive, send, *keyed, "conversations", "conversations", self.max_body, self._create, self._replay
+                call,
+                receive,
+                send,
+                *keyed,
+                "conversations",
+                "conversations",
+                self.max_body,
+                self._create,
+                self._replay,
+                self._bodies,
             )
             return
         await self._create(call, receive, send)
@@ -156,7 +165,16 @@ class ConversationsDoor:
         if keyed is not None:  # a retry is told which items the first one added (409), never adds them twice
             endpoint = f"conversation_items {segments(call)[1][:MAX_ID]}"
             await once(
-                call, receive, send, *keyed, endpoint, "conversation_items", self.max_body, self._add_items, _no_replay
+                call,
+                receive,
+                send,
+                *keyed,
+                endpoint,
+                "conversation_items",
+                self.max_body,
+                self._add_items,
+                _no_replay,
+                self._bodies,
             )
             return
         await self._add_items(call, receive, send)

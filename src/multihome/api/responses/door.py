@@ -102,7 +102,17 @@ class ResponsesDoor:
                 self._keys = IdempotencyKeys(self.state.engine, keyring=self.state.keyring)
             max_body = self.pipeline.max_body
             await once(
-                call, receive, send, self._keys, key, "responses", "responses", max_body, self._create, self._replay
+                call,
+                receive,
+                send,
+                self._keys,
+                key,
+                "responses",
+                "responses",
+                max_body,
+                self._create,
+                self._replay,
+                self.pipeline.bodies,
             )
             return
         await self._create(call, receive, send)
