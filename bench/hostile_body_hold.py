@@ -1,7 +1,8 @@
 """How long one hostile 20 MiB body holds the event loop, in process (docs/hostile-input.md).
 
 The app is the gateway's own (one deployment nothing listens on: a body that is accepted fails over to a
-503, after its parse, planning and estimate); the body goes in through httpx's ASGI transport. A ticker on
+503, after its parse, planning and estimate, two attempts; a SQLite store and the bootstrap admin key for the
+admin bodies); the body goes in through httpx's ASGI transport, in 64 KiB pieces as a server reads it. A ticker on
 the same loop sleeps 1 ms at a time: the longest gap between its wake-ups is how long the loop was held,
 which every other client's call would have waited. Each body is sent `--runs` times; the longest gap of each
 run is printed, with the answer's status and code.
@@ -11,8 +12,9 @@ run is printed, with the answer's status and code.
 
 Bodies: ~700,000 tiny chat content parts, the same as Responses input parts, flat arrays of millions of tiny
 values (embeddings token ids, chat `stop`, `logit_bias`, a tool's `enum`, Responses `include`), the same to
-route explain, and (for scale, taken) one 19 MiB string, OpenAI's largest embeddings batch and 19 MiB of JSON
-inside a string. `--only SUBSTRING` picks bodies by name. Judge by the gaps, run on a quiet machine; nothing
+route explain, and (for scale, taken) one 19 MiB string, OpenAI's largest embeddings batch, 19 MiB of JSON
+inside a string (29 MiB escaped) and a 29 MiB string of backslashes; and the worst admin bodies of at most
+1 MiB (millions of values, deep nesting, strings of escapes, a policy near the largest taken). `--only SUBSTRING` picks bodies by name. Judge by the gaps, run on a quiet machine; nothing
 here is a pass or a fail.
 """
 
