@@ -67,6 +67,11 @@ VALUES: dict[str, bytes] = {
     # over it held the event loop for every other caller; the holds are listed after the findings.
     "many tiny values": b"[" + b",".join([b"0"] * 500_001) + b"]",
     "many empty strings": b"[" + b",".join([b'""'] * 500_001) + b"]",
+    # More values than an admin body may hold (api/admin/dispatch.py MAX_VALUES), within its 1 MiB.
+    "40,000 tiny values": b"[" + b",".join([b"0"] * 40_000) + b"]",
+    # A string of one long run of backslashes (the values scan took it in one piece) and one of escaped quotes.
+    "backslash run": b'"' + b"\\" * 400_000 + b'"',
+    "escaped quotes": b'"' + b'\\"' * 300_000 + b'"',
 }
 WHOLE: dict[str, bytes] = {
     **VALUES,

@@ -216,7 +216,8 @@ def build_app(config: Config, config_path: str | None = None) -> Gateway:
             static_keys_tenant=config.identity.static_keys_tenant,
             refusals=storage if storage.enabled else None,
             reload=live.reload_everywhere if config_path is not None else None,
-        )
+        ),
+        bodies=pipeline.bodies,
     )
     if config.console.enabled:
         from .api.console.site import Console

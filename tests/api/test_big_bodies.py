@@ -181,3 +181,31 @@ async def test_a_body_of_too_many_values_is_anthropics_413():
         response = await client.post("/v1/messages", json=body)
     assert response.status_code == 413, response.text
     assert response.json()["type"] == "error" and response.json()["error"]["type"] == "request_too_large"
+
+
+@pytest.mark.parametrize("path", ["/v1/chat/completions", "/v1/embeddings", "/v1/responses", "/v1/messages"])
+async def test_a_large_body_that_arrives_in_pieces_is_joined_on_the_pool(monkeypatch, path):
+    # Joining 29 MiB of 64 KiB pieces held the event loop ~25 ms (api/asgi.py read_body); bytes.join lets go of
+    # the GIL on a pool thread.
+    joined: list[bytes] = []
+    real = big_bodies.BigBodies.run
+
+    async def run(self, work):
+        out = await real(self, work)
+        if isinstance(out, bytes):
+            joined.append(out)
+        return out
+
+    monkeypatch.setattr(big_bodies.BigBodies, "run", run)
+    body = json.dumps({"model": "no-such-model", "max_tokens": 5, "input": TEXT, "messages": []}).encode()
+    size = 64 * 1024
+
+    async def pieces():
+        for start in range(0, len(body), size):
+            yield body[start : start + size]
+
+    gateway = build_app(typed(single(server=open_door())))
+    async with _client(gateway) as client:
+        resp = await client.post(path, content=pieces(), headers={"content-type": "application/json"})
+    assert resp.status_code < 500, resp.text
+    assert joined == [body]

@@ -169,3 +169,25 @@ def test_the_scan_counts_what_a_parser_would_whatever_its_slices(slice_bytes, mo
 def test_a_body_short_enough_to_skip_the_count_is_short_enough_to_skip_the_scan():
     # decode_views calls the scan only for a body it counts (the chat path's small bodies pay no call).
     assert json_values.SCAN_OVER >= decoding.COUNT_ITEMS_OVER
+
+
+class _Watched(bytes):
+    """A body that records the length of every slice taken of it."""
+
+    taken: list[int]
+
+    def __getitem__(self, key):
+        if isinstance(key, slice):
+            self.taken.append(len(range(*key.indices(len(self)))))
+        return super().__getitem__(key)
+
+
+@pytest.mark.parametrize("run", [10_000, 10_001], ids=["even", "odd"])
+def test_a_run_of_backslashes_is_scanned_in_slices_like_any_text(run, monkeypatch):
+    # It was taken in one piece to the run's end (a 29 MiB body of backslashes: one piece, ~600 ms of the GIL).
+    monkeypatch.setattr(json_values, "SLICE", 64)
+    text = b'{"a":"' + b"\\" * run + (b'"' if run % 2 else b"") + b'","b":[1,{"c":2}]}'
+    body = _Watched(text)
+    body.taken = []
+    assert json_values.marks(body, 10**9) == _reference(text) == 5
+    assert max(body.taken) <= 64 + 1

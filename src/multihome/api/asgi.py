@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 from ..schema.errors import ApiError
 from ..schema.request_headers import header as header  # re-exported: the doors read headers through asgi
+from .big_bodies import OFF_LOOP_OVER, BigBodies
 
 Scope = dict[str, Any]
 Message = dict[str, Any]
@@ -21,7 +23,10 @@ JSON = (b"content-type", b"application/json")
 HUNG_UP = "multihome.hung_up"
 
 
-async def read_body(scope: Scope, receive: Receive, limit: int) -> bytes:
+async def read_body(scope: Scope, receive: Receive, limit: int, bodies: BigBodies | None = None) -> bytes:
+    """The request's body, at most `limit` bytes (else a 413). A body that came in several pieces is joined
+    on `bodies`' thread when it is over OFF_LOOP_OVER: `bytes.join` lets go of the GIL for a large result,
+    and joining 29 MiB of 64 KiB pieces held the event loop ~25 ms (most of it faulting in the new pages)."""
     length = header(scope, b"content-length")
     if length is not None:
         try:
@@ -43,7 +48,11 @@ async def read_body(scope: Scope, receive: Receive, limit: int) -> bytes:
         chunks.append(chunk)
         if not message.get("more_body"):
             break
-    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+    if len(chunks) == 1:
+        return chunks[0]
+    if bodies is not None and size > OFF_LOOP_OVER:
+        return await bodies.run(functools.partial(b"".join, chunks))
+    return b"".join(chunks)
 
 
 class ClientGone(Exception):

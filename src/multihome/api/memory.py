@@ -203,7 +203,7 @@ class MemoryDoor:
     async def create(self, call: Call, receive: Receive, send: Send) -> None:
         memory, who = self._store(), await self._tenant(call)
         req, records = await self._bodies.decode(
-            parse_create_records, await read_body(call.scope, receive, self.max_body)
+            parse_create_records, await read_body(call.scope, receive, self.max_body, self._bodies)
         )
         new = [NewRecord(r.text, dict(r.metadata or {}), r.ttl_seconds) for r in records]
         written = await self._do(memory.write(who, req.agent_id, req.user_id, new, caller=caller_of(call, who)))
@@ -260,7 +260,7 @@ class MemoryDoor:
 
     async def search(self, call: Call, receive: Receive, send: Send) -> None:
         memory, who = self._store(), await self._tenant(call)
-        req = await self._bodies.decode(parse_search, await read_body(call.scope, receive, self.max_body))
+        req = await self._bodies.decode(parse_search, await read_body(call.scope, receive, self.max_body, self._bodies))
         keep = _filters(req.filters)
         hits = await self._do(
             memory.search(
@@ -288,7 +288,9 @@ class MemoryDoor:
 
     async def update_namespace(self, call: Call, receive: Receive, send: Send) -> None:
         memory, who = self._store(), await self._tenant(call)
-        req = await self._bodies.decode(parse_update_namespace, await read_body(call.scope, receive, self.max_body))
+        req = await self._bodies.decode(
+            parse_update_namespace, await read_body(call.scope, receive, self.max_body, self._bodies)
+        )
         ns = await self._do(memory.set_namespace(who, req.agent_id, req.user_id, req.default_ttl_seconds))
         await answer(call, send, _namespace_view(ns))
 

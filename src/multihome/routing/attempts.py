@@ -31,7 +31,7 @@ from ..providers.gate import wait_permit
 from ..providers.transport import UPSTREAM_ERRORS
 from ..schema import header_text
 from ..schema.errors import ApiError
-from ..schema.peek import ResponsePeek, peek_decoder
+from ..schema.peek import ResponsePeek, mended_peek, peek_decoder
 from .breakers import CLOSED, Breakers
 from .catalog import DeploymentRuntime, GroupRuntime
 from .latency import LatencyStats
@@ -456,7 +456,10 @@ async def _unary_once(
     if status < 300:
         try:
             body = translate(dep, body, headers)
-            peek = peek_decoder.decode(body)
+            try:
+                peek = peek_decoder.decode(body)
+            except msgspec.DecodeError as exc:  # a tool call's arguments as an object, from a lenient server?
+                body, peek = mended_peek(body, exc)
         except (msgspec.DecodeError, ValueError):
             return _Result(UNAVAILABLE, "malformed_response")
         if dep.adapter.is_refusal(peek):

@@ -19,7 +19,7 @@ from ..providers.gate import Gate
 from ..providers.sse import DONE, frame
 from ..providers.transport import UPSTREAM_ERRORS
 from ..schema.errors import ErrorBody, ErrorEnvelope
-from ..schema.peek import Usage, arguments_chars, peek_decoder
+from ..schema.peek import Usage, arguments_chars, mended_peek, peek_decoder
 
 
 class StreamBroken(Exception):
@@ -203,9 +203,12 @@ class StreamRelay:
                 break
             try:
                 peek = peek_decoder.decode(payload)
-            except msgspec.DecodeError:
-                self.error = f"event {self.events + 1} is not valid JSON"
-                break
+            except msgspec.DecodeError as exc:
+                try:  # a tool call's arguments as an object, from a lenient server: relayed as OpenAI's string
+                    payload, peek = mended_peek(payload, exc)
+                except msgspec.DecodeError:
+                    self.error = f"event {self.events + 1} is not valid JSON"
+                    break
             if peek.has_error:
                 # An upstream error event ends the stream; pass it on so the SDK raises it.
                 self.done = True

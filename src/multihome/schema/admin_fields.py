@@ -105,7 +105,7 @@ def json_value(
                     if found is not None:
                         return Problem(path, found.message)
                     stack.append((f"{path}.{key}", child, depth + 1))
-            else:
+            elif not plain_strings(node, string_max, required=False):  # (a list of plain strings: done)
                 stack.extend((f"{path}[{i}]", child, depth + 1) for i, child in enumerate(node))
         elif isinstance(node, str):
             found = text(node, path, max_len=string_max, required=False)
@@ -152,6 +152,17 @@ def moment(value: Any, field: str) -> Problem | None:
     if found is not None:
         return Problem(field, f"{field} must be a time from {FIRST_DAY}T00:00:00Z to {LAST_DAY}T23:59:59Z")
     return None
+
+
+def plain_strings(values: list[Any], max_len: int, *, required: bool) -> bool:
+    """Whether every one of `values` is a string `text` takes (of at most `max_len` characters, non-blank when
+    `required`, no control character), checked in bulk: a policy's 20,000 entries one `text` call each held the
+    event loop ~20 ms, two checks of them ~40 ms. False sends the caller to `text`, for its message."""
+    if not values or set(map(type, values)) != {str}:
+        return not values
+    if max(map(len, values)) > max_len or (required and not all(map(str.strip, values))):
+        return False
+    return _CONTROL.search("".join(values)) is None
 
 
 def _control(value: str, field: str) -> Problem | None:

@@ -214,6 +214,9 @@ class ParsedChat(msgspec.Struct):
     # A Responses function name longer than chat completions take (tool_names.py): where it is, for the
     # 400 of a deployment reached through chat; None when every name fits.
     long_name: str | None = None
+    # The last upstream body made of `raw` for an OpenAI-shaped upstream, and the model it names
+    # (providers/passthrough.py chat_body): a retry, or a failover to the same model, sends the same bytes.
+    upstream_body: tuple[str, bytes] | None = None
 
     @property
     def stream(self) -> bool:

@@ -11,7 +11,7 @@ import msgspec
 
 from . import bounds
 from .errors import ApiError, bad_request, echo_quoted
-from .json_values import check_values
+from .json_values import MAX_VALUES, check_values
 
 _PATH = re.compile(r" - at `\$(?P<path>[^`]*)`$")
 _MISSING = re.compile(r"^Object missing required field `(?P<field>[^`]*)`")
@@ -59,15 +59,15 @@ _T = TypeVar("_T")
 
 
 @overload
-def decode_body(body: bytes, typed: msgspec.json.Decoder[_T]) -> _T: ...
+def decode_body(body: bytes, typed: msgspec.json.Decoder[_T], most_values: int = MAX_VALUES) -> _T: ...
 @overload
-def decode_body(body: bytes, typed: object) -> Any: ...  # a type or a union of types (the admin API's bodies)
-def decode_body(body: bytes, typed: object) -> Any:
+def decode_body(body: bytes, typed: object, most_values: int = MAX_VALUES) -> Any: ...  # a type or union (admin)
+def decode_body(body: bytes, typed: object, most_values: int = MAX_VALUES) -> Any:
     """`body` decoded as `typed` (a Decoder, or a type for the admin API's bodies); raises a 400 that
     says what to fix: not JSON, not an object, a field of the wrong type, or nested too deeply
-    (msgspec raises RecursionError past the interpreter's recursion limit); a large body of more values than
-    json_values.py allows is a 413 before any decode."""
-    check_values(body)
+    (msgspec raises RecursionError past the interpreter's recursion limit); a body of more than `most_values`
+    values (json_values.py) is a 413 before any decode."""
+    check_values(body, most_values)
     try:
         if isinstance(typed, msgspec.json.Decoder):
             return typed.decode(body)

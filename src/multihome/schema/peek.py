@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import msgspec
 
-from .bounded import Decoder
+from .bounded import Decoder, decode
 
 
 class PromptDetails(msgspec.Struct):
@@ -166,3 +166,36 @@ class ResponsePeek(msgspec.Struct):
 
 
 peek_decoder = Decoder(ResponsePeek)
+
+
+def string_arguments(body: bytes) -> bytes | None:
+    """`body` (a chat completion or stream chunk) with each tool call's `arguments` that is a JSON object or
+    array written as the JSON string OpenAI's schema has there, or None when it holds none (or is not JSON).
+
+    Some OpenAI-compatible servers (vLLM, some Azure builds) send the object itself; clients parse a string,
+    and the peek above refuses anything else (the answer was `malformed_response`). Called only after the peek
+    refused a body: an answer the peek takes costs nothing more."""
+    try:
+        doc = decode(body)
+    except msgspec.DecodeError:
+        return None
+    changed = False
+    choices = doc.get("choices") if isinstance(doc, dict) else None
+    for choice in choices if isinstance(choices, list) else ():
+        for part in (choice.get("message"), choice.get("delta")) if isinstance(choice, dict) else ():
+            calls = part.get("tool_calls") if isinstance(part, dict) else None
+            for call in calls if isinstance(calls, list) else ():
+                function = call.get("function") if isinstance(call, dict) else None
+                if isinstance(function, dict) and isinstance(function.get("arguments"), (dict, list)):
+                    function["arguments"] = msgspec.json.encode(function["arguments"]).decode()
+                    changed = True
+    return msgspec.json.encode(doc) if changed else None
+
+
+def mended_peek(body: bytes, refused: msgspec.DecodeError) -> tuple[bytes, ResponsePeek]:
+    """After peek_decoder refused `body` (`refused`): the body with its tool calls' object arguments as strings
+    (string_arguments) and its peek; else raises `refused` (or the mended body's own DecodeError)."""
+    mended = string_arguments(body) if isinstance(refused, msgspec.ValidationError) else None
+    if mended is None:
+        raise refused
+    return mended, peek_decoder.decode(mended)

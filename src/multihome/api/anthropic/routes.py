@@ -37,14 +37,14 @@ class AnthropicDoor:
     async def count_tokens(self, call: Call, receive: Receive, send: Send) -> None:
         """`{"input_tokens": N}` for a Messages body, by the estimate routing uses (routing/estimate.py:
         about four characters a token, a flat count per image), not the model's tokenizer."""
-        raw = await read_body(call.scope, receive, self.pipeline.max_body)
+        raw = await read_body(call.scope, receive, self.pipeline.max_body, self.pipeline.bodies)
         model, tokens = await self.pipeline.bodies.decode(_counted, raw)  # a large body on the pool, as messages'
         call.group = self.pipeline.group(model).name  # an unknown model is a 404, as on /v1/messages
         body = msgspec.json.encode({"input_tokens": tokens})
         await send_json(call, send, 200, body, [JSON, *_ids(call)])
 
     async def messages(self, call: Call, receive: Receive, send: Send) -> None:
-        raw = await read_body(call.scope, receive, self.pipeline.max_body)
+        raw = await read_body(call.scope, receive, self.pipeline.max_body, self.pipeline.bodies)
         if len(raw) <= OFF_LOOP_OVER:
             parsed = parse_messages(raw)
             canonical, dropped = to_canonical(parsed)

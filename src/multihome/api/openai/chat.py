@@ -23,7 +23,7 @@ class ChatDoor:
         self.pipeline = pipeline
 
     async def handle(self, call: Call, receive: Receive, send: Send) -> None:
-        body = await read_body(call.scope, receive, self.pipeline.max_body)
+        body = await read_body(call.scope, receive, self.pipeline.max_body, self.pipeline.bodies)
         parsed = parse_chat(body) if len(body) <= OFF_LOOP_OVER else await self.pipeline.bodies.parse(parse_chat, body)
         served, headers = await self.pipeline.run(
             call,

@@ -19,7 +19,7 @@ class EmbeddingsDoor:
         self.pipeline = pipeline
 
     async def handle(self, call: Call, receive: Receive, send: Send) -> None:
-        body = await read_body(call.scope, receive, self.pipeline.max_body)
+        body = await read_body(call.scope, receive, self.pipeline.max_body, self.pipeline.bodies)
         if len(body) <= OFF_LOOP_OVER:
             parsed = parse_embeddings(body)
         else:

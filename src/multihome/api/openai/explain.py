@@ -28,7 +28,7 @@ class ExplainDoor:
         self.pipeline = pipeline
 
     async def handle(self, call: Call, receive: Receive, send: Send) -> None:
-        body = await read_body(call.scope, receive, self.pipeline.max_body)
+        body = await read_body(call.scope, receive, self.pipeline.max_body, self.pipeline.bodies)
         # Parsed as the chat and embeddings doors parse (the same caps), and a large body on their pool.
         parsed = parse(body) if len(body) <= OFF_LOOP_OVER else await self.pipeline.bodies.parse(parse, body)
         out = msgspec.json.encode(self.explain(call, body, parsed))

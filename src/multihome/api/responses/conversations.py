@@ -85,7 +85,16 @@ class ConversationsDoor:
         keyed = self._idempotent(call)
         if keyed is not None:
             await once(
-                call, receive, send, *keyed, "conversations", "conversations", self.max_body, self._create, self._replay
+                call,
+                receive,
+                send,
+                *keyed,
+                "conversations",
+                "conversations",
+                self.max_body,
+                self._create,
+                self._replay,
+                self._bodies,
             )
             return
         await self._create(call, receive, send)
@@ -97,7 +106,9 @@ class ConversationsDoor:
 
     async def _create(self, call: Call, receive: Receive, send: Send) -> None:
         state = need_state(self._state, "The Conversations API")
-        req = await self._bodies.decode(parse_create_conversation, await read_body(call.scope, receive, self.max_body))
+        req = await self._bodies.decode(
+            parse_create_conversation, await read_body(call.scope, receive, self.max_body, self._bodies)
+        )
         items = [stored_item(i) for i in req.items or ()]
         refuse_orphans([], items, "items")
         refuse_duplicate_calls([], items, "items")
@@ -117,7 +128,9 @@ class ConversationsDoor:
 
     async def update(self, call: Call, receive: Receive, send: Send) -> None:
         state, who, conv_id = self._ids(call)
-        req = await self._bodies.decode(parse_update_conversation, await read_body(call.scope, receive, self.max_body))
+        req = await self._bodies.decode(
+            parse_update_conversation, await read_body(call.scope, receive, self.max_body, self._bodies)
+        )
         conv = await stored(state.update_conversation(who, conv_id, req.metadata or {}))  # null clears it
         if conv is None:
             raise conversation_not_found(conv_id)
@@ -152,7 +165,16 @@ class ConversationsDoor:
         if keyed is not None:  # a retry is told which items the first one added (409), never adds them twice
             endpoint = f"conversation_items {segments(call)[1][:MAX_ID]}"
             await once(
-                call, receive, send, *keyed, endpoint, "conversation_items", self.max_body, self._add_items, _no_replay
+                call,
+                receive,
+                send,
+                *keyed,
+                endpoint,
+                "conversation_items",
+                self.max_body,
+                self._add_items,
+                _no_replay,
+                self._bodies,
             )
             return
         await self._add_items(call, receive, send)
@@ -160,7 +182,9 @@ class ConversationsDoor:
     async def _add_items(self, call: Call, receive: Receive, send: Send) -> None:
         state, who, conv_id = self._ids(call)
         checked_include(call)
-        req = await self._bodies.decode(parse_add_items, await read_body(call.scope, receive, self.max_body))
+        req = await self._bodies.decode(
+            parse_add_items, await read_body(call.scope, receive, self.max_body, self._bodies)
+        )
         items = [stored_item(i) for i in req.items]
         await self._check_thinking(who, items)
         refuse_duplicate_calls([], items, "items")

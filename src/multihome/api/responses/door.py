@@ -102,7 +102,17 @@ class ResponsesDoor:
                 self._keys = IdempotencyKeys(self.state.engine, keyring=self.state.keyring)
             max_body = self.pipeline.max_body
             await once(
-                call, receive, send, self._keys, key, "responses", "responses", max_body, self._create, self._replay
+                call,
+                receive,
+                send,
+                self._keys,
+                key,
+                "responses",
+                "responses",
+                max_body,
+                self._create,
+                self._replay,
+                self.pipeline.bodies,
             )
             return
         await self._create(call, receive, send)
@@ -120,7 +130,7 @@ class ResponsesDoor:
         return as_published(found.response)
 
     async def _create(self, call: Call, receive: Receive, send: Send) -> None:
-        body = await read_body(call.scope, receive, self.pipeline.max_body)
+        body = await read_body(call.scope, receive, self.pipeline.max_body, self.pipeline.bodies)
         req = parse_create(body) if len(body) <= OFF_LOOP_OVER else await self.pipeline.bodies.parse(parse_create, body)
         if req.store:
             need_state(self.state, "Storing a response ('store': true)")

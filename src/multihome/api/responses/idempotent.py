@@ -27,6 +27,7 @@ import msgspec
 from ...schema.errors import ApiError, bad_request, no_retry
 from ...state.idempotency import DONE, IN_PROGRESS, MAX_KEY, NEW, IdempotencyKeys, digest, holding
 from ..asgi import JSON, Message, Receive, Send, read_body
+from ..big_bodies import BigBodies
 from ..pipeline import Call
 from ..render import send_json
 from .common import stored, tenant
@@ -71,12 +72,13 @@ async def once(
     max_body: int,
     create: Callable[[Call, Receive, Send], Awaitable[None]],
     replay: Callable[[Call, bytes, str], Awaitable[Any | None]],
+    bodies: BigBodies | None = None,
 ) -> None:
     """Run `create` once per (tenant, key); `replay(call, body, object_id)`: the object to answer a retry with.
     `table`: the table whose new row is what `create` makes (its write marks the key done)."""
     one_key(call.scope["headers"])
     key = key_of(raw_key)
-    body = await read_body(call.scope, receive, max_body)
+    body = await read_body(call.scope, receive, max_body, bodies)  # (a large one joined on `bodies`' pool)
     who = tenant(call)
     claim = await stored(keys.claim(who, key, endpoint, digest(endpoint, body)))
     if claim.outcome == IN_PROGRESS:

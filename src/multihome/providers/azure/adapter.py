@@ -16,7 +16,7 @@ from ...schema.peek import ResponsePeek
 from ..api_key import api_key_of
 from ..base import UpstreamRequest
 from ..entra import AuthHeaders, EntraTokens, entra_tokens
-from ..passthrough import PassThrough, passthrough_body, responses_body, wants_stream_usage
+from ..passthrough import PassThrough, chat_body, passthrough_body, responses_body
 from . import KIND
 
 # The Entra ID scope of Azure OpenAI when the config names none (protocols.md, Azure auth).
@@ -41,7 +41,7 @@ class AzureAdapter(PassThrough):
         return f"{self.base}/openai/deployments/{quote(deployment, safe='')}/{operation}?api-version={self.api_version}"
 
     async def chat_request(self, parsed: ParsedChat, upstream_model: str) -> UpstreamRequest:
-        body = passthrough_body(parsed.raw, upstream_model, stream_usage=wants_stream_usage(parsed))
+        body = chat_body(parsed, upstream_model)
         return UpstreamRequest(self._url(upstream_model, "chat/completions"), await self._auth.get(), body)
 
     async def responses_request(self, raw: dict[str, msgspec.Raw], upstream_model: str) -> UpstreamRequest:

@@ -21,7 +21,7 @@ from ...schema.embeddings import ParsedEmbeddings
 from ..api_key import api_key_of
 from ..base import UpstreamRequest
 from ..entra import AuthHeaders, EntraTokens, entra_tokens
-from ..passthrough import PassThrough, passthrough_body, wants_stream_usage
+from ..passthrough import PassThrough, chat_body, passthrough_body
 from . import INFERENCE
 from .adapter import ENTRA_SCOPE, AzureAdapter
 
@@ -50,7 +50,7 @@ class AzureInferenceAdapter(PassThrough):
         self._auth = AuthHeaders(static, entra)
 
     async def chat_request(self, parsed: ParsedChat, upstream_model: str) -> UpstreamRequest:
-        body = passthrough_body(parsed.raw, upstream_model, stream_usage=wants_stream_usage(parsed))
+        body = chat_body(parsed, upstream_model)
         return UpstreamRequest(f"{self.base}/chat/completions{self._query}", await self._auth.get(), body)
 
     async def embeddings_request(self, parsed: ParsedEmbeddings, upstream_model: str) -> UpstreamRequest:

@@ -16,7 +16,7 @@ from ...schema.embeddings import ParsedEmbeddings
 from ...schema.errors import bad_request
 from ..aws import JSON_HEADERS, Runtime, runtime
 from ..base import UpstreamRequest
-from ..passthrough import PassThrough, passthrough_body, wants_stream_usage
+from ..passthrough import PassThrough, chat_body
 from . import OPENAI
 
 
@@ -30,7 +30,7 @@ class BedrockOpenAIAdapter(PassThrough):
         self._url = base + "/chat/completions"
 
     async def chat_request(self, parsed: ParsedChat, upstream_model: str) -> UpstreamRequest:
-        body = passthrough_body(parsed.raw, upstream_model, stream_usage=wants_stream_usage(parsed))
+        body = chat_body(parsed, upstream_model)
         return await self._runtime.signed(self._url, body, JSON_HEADERS, [])
 
     async def embeddings_request(self, parsed: ParsedEmbeddings, upstream_model: str) -> UpstreamRequest:

@@ -12,7 +12,7 @@ from ...schema.chat import ParsedChat
 from ...schema.embeddings import ParsedEmbeddings
 from ..api_key import api_key_of
 from ..base import UpstreamRequest
-from ..passthrough import PassThrough, passthrough_body, responses_body, wants_stream_usage
+from ..passthrough import PassThrough, chat_body, passthrough_body, responses_body
 from . import KIND
 
 
@@ -26,7 +26,7 @@ class OpenAIAdapter(PassThrough):
             self._headers["authorization"] = f"Bearer {api_key}"
 
     async def chat_request(self, parsed: ParsedChat, upstream_model: str) -> UpstreamRequest:
-        body = passthrough_body(parsed.raw, upstream_model, stream_usage=wants_stream_usage(parsed))
+        body = chat_body(parsed, upstream_model)
         return UpstreamRequest(self.base + "/chat/completions", self._headers, body)
 
     async def responses_request(self, raw: dict[str, msgspec.Raw], upstream_model: str) -> UpstreamRequest:
