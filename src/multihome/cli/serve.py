@@ -228,7 +228,13 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     explain = route_sub.add_parser("explain", help="show the plan a running gateway would follow, without sending")
     explain.add_argument("body", help="a model group name, a JSON request body, or @file.json")
     explain.add_argument("--prompt", default="hello", help="user message when BODY is a model name")
-    explain.add_argument("--url", default="http://127.0.0.1:4000", help="gateway base URL")
+    # The same default as the admin commands': README's `export MULTIHOME_URL=...` then `route explain` must
+    # reach that gateway, not the default port.
+    explain.add_argument(
+        "--url",
+        default=os.environ.get("MULTIHOME_URL", "http://127.0.0.1:4000"),
+        help="gateway base URL (default: $MULTIHOME_URL, else http://127.0.0.1:4000)",
+    )
     explain.add_argument("--key", help="gateway API key (default: $OPENAI_API_KEY)")
     explain.add_argument("--json", action="store_true", help="print the raw explanation")
     explain.set_defaults(func=route_explain)
