@@ -184,3 +184,20 @@ def test_a_reloaded_rate_limit_admits_exactly_its_count(sim, tmp_path: Path):
         assert answers == [True, True, False, False], answers
     finally:
         gw.stop()
+
+
+def test_the_admin_call_with_two_workers_reloads_every_worker(sim, tmp_path: Path):
+    """docs/serving.md: the admin call is answered by one worker after it applied the file, then the parent
+    passes SIGHUP on and the other worker follows. Each worker logs its reload: two `applied`."""
+    sim.reset()
+    gw = Gateway(_config(sim.url), tmp_path, ENV, "--workers", "2")
+    try:
+        assert not _serves(gw.url, "fresh")
+        Path(gw.args[gw.args.index("--config") + 1]).write_text(yaml_text(_config(sim.url, fresh=True)))
+        ok = httpx.post(gw.url + "/admin/v1/config/reload", headers={"authorization": f"Bearer {ADMIN}"}, timeout=30)
+        assert ok.status_code == 200 and ok.json()["changed"] is True, ok.text
+        until(lambda: gw.output().count("config reload: applied") >= 2, 60, "both workers' reloads")
+        assert all(_serves(gw.url, "fresh") for _ in range(6))
+    finally:
+        log = gw.stop()
+    assert log.count("config reload: applied") == 2 and "config reload refused" not in log
