@@ -13,7 +13,8 @@ import httpx
 import openai
 import yaml
 
-from .conftest import CLIENT_KEY, SECRETS
+from .conftest import CLIENT_KEY, SECRETS, shared_config
+from .processes import Gateway
 
 PROMPT = "the access log must never see this prompt 7f3a"
 
@@ -88,3 +89,22 @@ def test_streams_refusals_and_unknown_paths_are_logged_and_probes_are_not(gatewa
     )
     assert "GET /v1/nothing 404 " in _line(text, missing.headers["x-request-id"])
     assert "/healthz" not in text and PROMPT not in text and "wrong-key-0b1c" not in text
+
+
+def test_log_level_warning_keeps_only_problems(sims, tmp_path):
+    """docs/serving.md: `--log-level warning` keeps only problems: no start-up line, no access line, for a
+    served call or a refused one (the access log is off)."""
+    gw = Gateway(shared_config(sims), tmp_path, SECRETS, "--log-level", "warning")
+    try:
+        client = openai.OpenAI(base_url=gw.url + "/v1", api_key=CLIENT_KEY, max_retries=0, timeout=10)
+        served = client.chat.completions.with_raw_response.create(
+            model="gpt-4o", messages=[{"role": "user", "content": PROMPT}]
+        )
+        refused = httpx.post(gw.url + "/v1/chat/completions", json={"model": "gpt-4o", "messages": []})
+        assert (served.status_code, refused.status_code) == (200, 401)
+        # A call made after both: once it is answered, the two before it would have been logged already.
+        client.models.list()
+    finally:
+        output = gw.stop()
+    assert "multihome.access" not in output and "multihome listening on" not in output, output[-2000:]
+    assert served.headers["x-request-id"] not in output and PROMPT not in output

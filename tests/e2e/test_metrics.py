@@ -270,3 +270,30 @@ def test_every_documented_series_is_exposed_with_its_type_and_labels_in_every_fo
         assert {"multihome_requests", "gen_ai_client_operation_duration_seconds"} <= parsed, sorted(parsed)
     plain = httpx.get(metered.url + "/metrics", headers={"authorization": f"Bearer {ADMIN_KEY}"}, timeout=10)
     assert plain.headers["content-type"].startswith("text/plain; version=0.0.4")
+    # "/metrics is not written to the access log (like the health probes)": scrapes above, none logged.
+    assert "multihome.access: GET /metrics" not in metered.output()
+
+
+def test_a_multiproc_dir_the_operator_sets_is_emptied_at_each_start_and_kept(sims, tmp_path):
+    """docs/metrics.md: with PROMETHEUS_MULTIPROC_DIR set, `serve` deletes the `*.db` files in it at start-up
+    (files of an earlier run would be added to this one) and leaves the directory in place; a single-process
+    `serve` uses it too. Three runs on one directory (one process, two workers, one process again): each
+    scrape counts only its own run's calls. (A single process used to add the earlier runs' counts.)"""
+    chosen = tmp_path / "prom"
+    cfg = shared_config(sims)
+    cfg["metrics"] = {"enabled": True, "access": "loopback", "publish_interval_s": 0.2}
+    env = {**SECRETS, "PROMETHEUS_MULTIPROC_DIR": str(chosen)}
+    for run, (workers, calls) in enumerate([("1", 3), ("2", 2), ("1", 1)]):
+        (tmp_path / f"run{run}").mkdir()
+        gw = Gateway(cfg, tmp_path / f"run{run}", env, "--workers", workers)
+        try:
+            client = openai.OpenAI(base_url=gw.url + "/v1", api_key=CLIENT_KEY, max_retries=0, timeout=10)
+            for _ in range(calls):
+                client.chat.completions.create(model="gpt-4o", messages=USER)
+            _until(gw, lambda s, n=calls: _value(s, "multihome_requests_total", model_group="gpt-4o") >= n)
+            time.sleep(0.5)  # the workers publish twice more: nothing of an earlier run may show up late either
+            counted = _samples(_scrape(gw, None))
+            assert _value(counted, "multihome_requests_total", model_group="gpt-4o") == calls, (run, workers)
+        finally:
+            gw.stop()
+        assert chosen.is_dir() and list(chosen.glob("*.db")), "the chosen directory and its files are kept"

@@ -51,7 +51,7 @@ def serve(args: argparse.Namespace) -> int:
     from ..api.head_limit import protocol
     from ..app import CONFIG_ENV, DRAIN_ENV, LISTEN_ENV, SUPERVISED_ENV, served_app
     from ..observability.logs import serve_log_config
-    from ..observability.metrics_dir import per_run
+    from ..observability.metrics_dir import MULTIPROC_ENV, per_run
     from ..providers.transport import use_upstream_threads
     from .process_end import end_process
 
@@ -101,7 +101,11 @@ def serve(args: argparse.Namespace) -> int:
         with per_run() if config.metrics.enabled else contextlib.nullcontext():  # metrics summed over workers
             _run_workers(uvicorn.Config("multihome.app:app_from_env", factory=True, workers=args.workers, **common))
     else:
-        uvicorn.run(served_app(config, f"http://{host}:{port}", os.path.abspath(args.config)), **common)
+        # One process uses the multiprocess directory only when the operator set it: empty it of an earlier
+        # run's files first, as for --workers, or a restart would add the last run's counts to this one's.
+        chosen = config.metrics.enabled and os.environ.get(MULTIPROC_ENV)
+        with per_run() if chosen else contextlib.nullcontext():
+            uvicorn.run(served_app(config, f"http://{host}:{port}", os.path.abspath(args.config)), **common)
         end_process(0)  # stopped (SIGINT; SIGTERM never gets here): not through finalization, see process_end.py
     return 0
 
