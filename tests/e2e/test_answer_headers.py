@@ -170,3 +170,14 @@ def test_headers_past_the_default_64_kib_are_431_with_a_request_id(gateway):
     assert httpx.Response(431, content=body).json()["error"]["code"] == "request_header_fields_too_large"
     assert (431, "request_header_fields_too_large") in documented_errors()
     assert REQUEST_ID.fullmatch(headers.get("x-request-id", "")), headers
+
+
+def test_the_routes_without_v1_serve_sdks_whose_base_url_lacks_it(gateway):
+    """docs/api.md: `POST /chat/completions`, `POST /embeddings` and `GET /models` are the same endpoints
+    for an SDK whose base URL has no `/v1`."""
+    bare = openai.OpenAI(base_url=gateway.url, api_key=CLIENT_KEY, max_retries=0, timeout=10)
+    chat = bare.chat.completions.with_raw_response.create(model="gpt-4o", messages=USER)
+    assert chat.parse().choices[0].message.content and REQUEST_ID.fullmatch(chat.headers["x-request-id"])
+    assert len(bare.embeddings.create(model="text-embedding-3-small", input="hi").data[0].embedding) > 0
+    listed = bare.models.list()
+    assert "gpt-4o" in {m.id for m in listed} and all(m.owned_by == "multihome" for m in listed)
