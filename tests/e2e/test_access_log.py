@@ -108,3 +108,21 @@ def test_log_level_warning_keeps_only_problems(sims, tmp_path):
         output = gw.stop()
     assert "multihome.access" not in output and "multihome listening on" not in output, output[-2000:]
     assert served.headers["x-request-id"] not in output and PROMPT not in output
+
+
+def test_a_streams_ms_runs_to_its_end(gateway, sims, client: openai.OpenAI):
+    """docs/serving.md: `ms` is from the request's arrival to its last byte; a stream's, to its end. A
+    stream of 6 chunks 150 ms apart (at least 750 ms from its first chunk to its last) is logged with at
+    least that, not with its time to the first byte."""
+    for sim in ("azure", "openai"):
+        sims[sim].fault(chunks=6, chunk_delay_ms=150, match="gpt-4o-main")
+    start = len(gateway.output())
+    with client.chat.completions.with_streaming_response.create(
+        model="gpt-4o", messages=[{"role": "user", "content": "count slowly"}], stream=True
+    ) as resp:
+        rid = resp.headers["x-request-id"]
+        for _ in resp.iter_lines():
+            pass
+    line = _line(_log_after(gateway, start, rid), rid)
+    ms = float(re.search(r" 200 ([\d.]+)ms ", line).group(1))
+    assert ms >= 750, line
