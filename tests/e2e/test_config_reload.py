@@ -13,7 +13,19 @@ import httpx
 import openai
 import pytest
 
-from builders import api_keys, audit, config, deployment, group, identity, simulated, yaml_text
+from builders import (
+    api_keys,
+    audit,
+    config,
+    deployment,
+    group,
+    identity,
+    key_budget,
+    price,
+    simulated,
+    sqlite,
+    yaml_text,
+)
 from multihome.audit import AuditReader, Filters
 
 from .helpers import until
@@ -201,3 +213,56 @@ def test_the_admin_call_with_two_workers_reloads_every_worker(sim, tmp_path: Pat
     finally:
         log = gw.stop()
     assert log.count("config reload: applied") == 2 and "config reload refused" not in log
+
+
+def test_reloaded_budgets_count_what_was_spent(sim, tmp_path: Path):
+    """docs/serving.md "Budgets and rate limits": a changed amount keeps what was spent, and a new budget's
+    counters start from the period's stored usage. Two keys spend about $9 each (10 cents a token); a reload
+    lowers the first one's $1000 budget to $5 and gives the second, unbudgeted, a new $5 one: both are then
+    refused, though a call's reservation (about $3) fits in $5 on its own."""
+    sim.reset()
+    env = {**ENV, "MH_RELOAD_SECOND": "mh-reload-second-key", "MH_RELOAD_FRESH": "mh-reload-fresh-key"}
+    keys = {"first": KEY, "second": env["MH_RELOAD_SECOND"]}
+
+    def budgeted(first: str, second: str | None) -> dict:
+        cfg = _config(sim.url)
+        cfg["server"]["api_keys_env"] = ["MH_RELOAD_CLIENT", "MH_RELOAD_SECOND", "MH_RELOAD_FRESH"]
+        cfg["storage"] = sqlite(tmp_path / "mh.db")
+        cfg["deployments"]["d-main"]["price"] = price(100_000, 100_000)
+        budgets = [key_budget("MH_RELOAD_CLIENT", first)]
+        if second is not None:
+            budgets += [key_budget("MH_RELOAD_SECOND", second), key_budget("MH_RELOAD_FRESH", second)]
+        cfg["metering"] = {"budgets": budgets}
+        return cfg
+
+    gw = Gateway(budgeted("1000", None), tmp_path, env)
+    admin = httpx.Client(base_url=gw.url, headers={"authorization": f"Bearer {ADMIN}"}, timeout=30)
+    try:
+        clients = {
+            n: openai.OpenAI(base_url=gw.url + "/v1", api_key=k, max_retries=0, timeout=30) for n, k in keys.items()
+        }
+        spent = {}
+        for name, client in clients.items():
+            spent[name] = sum(
+                client.chat.completions.create(model="main", messages=USER).usage.total_tokens * 0.1 for _ in range(5)
+            )
+            assert spent[name] > 6, spent  # well past the $5 below, and past a reservation
+        until(lambda: _stored_calls(admin) >= 10, 30, "the 10 usage rows")
+
+        Path(gw.args[gw.args.index("--config") + 1]).write_text(yaml_text(budgeted("5", "5")))
+        assert admin.post("/admin/v1/config/reload").json()["changed"] is True
+        for name, client in clients.items():
+            with pytest.raises(openai.RateLimitError) as refused:
+                client.chat.completions.create(model="main", messages=USER, max_tokens=1)
+            assert refused.value.code == "budget_exceeded", (name, refused.value.body)
+        # The control: a key that spent nothing, under the same new $5 budget, is admitted.
+        fresh = openai.OpenAI(base_url=gw.url + "/v1", api_key=env["MH_RELOAD_FRESH"], max_retries=0, timeout=30)
+        assert fresh.chat.completions.create(model="main", messages=USER, max_tokens=1).choices
+    finally:
+        admin.close()
+        gw.stop()
+
+
+def _stored_calls(admin: httpx.Client) -> int:
+    data = admin.get("/admin/v1/usage", params={"group_by": "deployment"}).json()["data"]
+    return sum(row["calls"] for row in data)
