@@ -4,13 +4,20 @@ served process runs with its soft limit at the hard one."""
 
 from __future__ import annotations
 
+import os
 import resource
 import shutil
+import subprocess
 from pathlib import Path
 
+import httpx
 import pytest
 
+from builders import yaml_text
+from ports import free_port
+
 from .conftest import SECRETS, shared_config
+from .helpers import until
 from .processes import VENV_BIN, Gateway
 
 
@@ -34,3 +41,34 @@ def test_serve_raises_its_open_file_limit_to_the_hard_limit(sims, tmp_path):
     finally:
         gw.stop()
     assert soft == raised_to and soft != "1024", (soft, raised_to)
+
+
+def test_host_and_port_flags_override_the_file(sims, tmp_path):
+    """docs/serving.md: `--host` and `--port` override the file's `server.host` and `server.port`. The file
+    says 127.0.0.1 and one port; the flags say 127.0.0.2 (loopback too, on Linux) and another: the start-up
+    line names the flags' address, which serves, and the file's does not."""
+    cfg = shared_config(sims)
+    file_port, flag_port = free_port(), free_port()
+    cfg["server"].update(host="127.0.0.1", port=file_port)
+    path = tmp_path / "gateway.yaml"
+    path.write_text(yaml_text(cfg))
+    log = tmp_path / "serve.log"
+    args = ["serve", "--config", str(path), "--host", "127.0.0.2", "--port", str(flag_port)]
+    with log.open("w") as out:
+        proc = subprocess.Popen([str(VENV_BIN / "multihome"), *args], env={**os.environ, **SECRETS}, stderr=out)
+    try:
+        until(lambda: _ready(f"http://127.0.0.2:{flag_port}") or proc.poll() is not None, 120, "the gateway")
+        assert proc.poll() is None, log.read_text()
+        assert f"multihome listening on http://127.0.0.2:{flag_port}" in log.read_text()
+        with pytest.raises(httpx.ConnectError):
+            httpx.get(f"http://127.0.0.1:{file_port}/healthz", timeout=5)
+    finally:
+        proc.terminate()
+        proc.wait(60)
+
+
+def _ready(url: str) -> bool:
+    try:
+        return httpx.get(url + "/readyz", timeout=1).status_code == 200
+    except httpx.HTTPError:
+        return False
