@@ -18,6 +18,7 @@ import openai
 import pytest
 
 from .conftest import CLIENT_KEY
+from .helpers import until
 
 API_DOC = (Path(__file__).resolve().parents[2] / "docs" / "api.md").read_text()
 REQUEST_ID = re.compile(r"req_[0-9a-f]{32}")
@@ -125,6 +126,7 @@ def test_a_content_length_that_is_not_a_number_is_400_invalid_http_request(gatew
     assert httpx.Response(400, content=body).json()["error"]["code"] == "invalid_http_request"
     assert (400, "invalid_http_request") in documented_errors()
     assert REQUEST_ID.fullmatch(headers.get("x-request-id", "")), headers
+    _logged(gateway, headers["x-request-id"], "400 invalid_http_request")
 
 
 def test_served_streamed_and_failed_answers_say_what_was_attempted(gateway, sims, client: openai.OpenAI):
@@ -170,6 +172,18 @@ def test_headers_past_the_default_64_kib_are_431_with_a_request_id(gateway):
     assert httpx.Response(431, content=body).json()["error"]["code"] == "request_header_fields_too_large"
     assert (431, "request_header_fields_too_large") in documented_errors()
     assert REQUEST_ID.fullmatch(headers.get("x-request-id", "")), headers
+    _logged(gateway, headers["x-request-id"], "431 request_header_fields_too_large")
+
+
+def _logged(gateway, request_id: str, what: str) -> None:
+    """docs/api.md: the x-request-id keys the call in the logs, also of an answer the HTTP layer gave before
+    any route (docs/serving.md): the line names the status, the code and the path, no header value."""
+    line = until(
+        lambda: next((ln for ln in gateway.output().splitlines() if f"request_id={request_id}" in ln), None),
+        30,
+        f"the log line of {request_id}",
+    )
+    assert what in line and "path=/v1/" in line and "a" * 100 not in line, line
 
 
 def test_the_routes_without_v1_serve_sdks_whose_base_url_lacks_it(gateway):
