@@ -106,6 +106,7 @@ def reported(listing: dict, row_id: str) -> dict:
 def unreadable_error(resp: httpx.Response, row_id: str, field: str) -> dict:
     err = error(resp, 409)
     assert err["code"] == "unreadable_row" and row_id in err["message"] and field in err["message"], err
+    assert resp.headers["x-should-retry"] == "false"  # a client's SDK would otherwise send it twice more
     return err
 
 

@@ -220,3 +220,18 @@ def test_input_item_pages_follow_the_cursor_both_ways():
         with pytest.raises(ApiError) as err:
             page_of(items, ListQuery(**{cursor: "nope"}))
         assert err.value.status == 400 and err.value.body.param == cursor
+
+
+def test_a_message_is_done_before_the_call_after_it_begins_and_text_after_the_call_is_a_message_of_its_own():
+    call = [{"index": 0, "id": "call_a", "function": {"name": "f", "arguments": "{}"}}]
+    events, stored = run(
+        chunk("Let me look."), [chunk(tools=call), chunk("Done."), chunk(finish="tool_calls"), frame(DONE)]
+    )
+    steps = [(e["type"].rsplit(".", 1)[1], e["output_index"]) for e in events if ".output_item." in e["type"]]
+    # The first message ends as the call begins; the second message ends the call's stream last of all.
+    assert steps == [("added", 0), ("done", 0), ("added", 1), ("added", 2), ("done", 1), ("done", 2)]
+    texts = [e["text"] for e in events if e["type"] == "response.output_text.done"]
+    assert texts == ["Let me look.", "Done."]
+    [response] = stored
+    assert [i["type"] for i in response["output"]] == ["message", "function_call", "message"]
+    assert all(i["status"] == "completed" for i in response["output"])

@@ -60,6 +60,8 @@ def named(answer: dict, table: str, tenant: str) -> list[dict]:
 def unreadable(resp: httpx.Response, row_id: str) -> dict:
     err = error(resp, 409)
     assert err["code"] == "unreadable_row" and row_id in err["message"], err
+    # The openai SDK retries every 409 unless told not to; the row reads the same on a retry.
+    assert resp.headers["x-should-retry"] == "false"
     return err
 
 

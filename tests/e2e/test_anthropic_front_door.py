@@ -103,6 +103,41 @@ def test_plain_message_is_served_by_the_primary_with_gateway_headers(claude, sim
     assert logged["request_id"] == raw.headers["x-request-id"]
 
 
+def test_the_sdk_reads_the_request_id_of_every_answer(claude, sims):
+    """The anthropic SDK reads Anthropic's `request-id` header (not `x-request-id`) into `message._request_id`,
+    a stream's `request_id` and an error's `request_id`: what a user quotes when reporting a call."""
+    message = claude.messages.create(model=MODEL, max_tokens=50, messages=HELLO)
+    assert message._request_id and message._request_id.startswith("req_")
+    counted = claude.messages.with_raw_response.count_tokens(model=MODEL, messages=HELLO)
+    assert counted.request_id == counted.headers["x-request-id"]
+    with claude.messages.stream(model=MODEL, max_tokens=50, messages=HELLO) as stream:
+        assert stream.request_id == stream.response.headers["x-request-id"]
+        assert stream.get_final_message().content[0].text
+    with pytest.raises(anthropic.NotFoundError) as info:
+        claude.messages.create(model="no-such-claude", max_tokens=50, messages=HELLO)
+    assert info.value.request_id == info.value.body["request_id"] == info.value.response.headers["x-request-id"]
+    sims["azure"].fault(status=400, times=1)  # an upstream's 4xx, answered after routing
+    with pytest.raises(anthropic.BadRequestError) as info:
+        claude.messages.create(model=MODEL, max_tokens=50, messages=HELLO)
+    assert info.value.request_id == info.value.body["request_id"]
+
+
+def test_the_sdk_lists_and_retrieves_models_in_anthropics_shape(claude):
+    """The anthropic SDK's `models.list()` and `models.retrieve()` (GET /v1/models with `anthropic-version`)
+    read Anthropic's fields: `type`, `display_name`, `created_at` (a date), and a page with `has_more`."""
+    page = claude.models.list()
+    assert page.has_more is False and page.first_id == page.data[0].id and page.last_id == page.data[-1].id
+    models = {m.id: m for m in page}
+    assert MODEL in models and "claude-solo" in models
+    for m in models.values():
+        assert m.type == "model" and m.display_name == m.id and m.created_at.year >= 2024
+    one = claude.models.retrieve(MODEL)
+    assert (one.id, one.type, one.created_at) == (MODEL, "model", models[MODEL].created_at)
+    with pytest.raises(anthropic.NotFoundError) as info:
+        claude.models.retrieve("no-such-claude")
+    assert info.value.body["error"]["type"] == "not_found_error" and "no-such-claude" in info.value.message
+
+
 def test_x_api_key_header_is_accepted(door):
     """Older anthropic SDKs and most Claude tools send the key as `x-api-key`."""
     client = anthropic.Anthropic(

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 
 import openai
+import pydantic
 import pytest
 
 from .fleet import CLIENT_KEY, fleet
@@ -21,6 +22,14 @@ KINDS = [
     ("gemini", "gm", "gemini"),
 ]
 IDS = [kind for _, _, kind in KINDS]
+
+
+class GetWeather(pydantic.BaseModel):
+    """The weather in a city."""
+
+    city: str
+
+
 WEATHER = {
     "type": "function",
     "name": "get_weather",
@@ -79,3 +88,33 @@ def test_a_function_call_loop_on_every_kind(world, group, deployment, kind):
     )
     assert second.output_text and not [i for i in second.output if i.type == "function_call"]
     assert "foggy, 17C" in _sent(world, kind)
+
+
+@pytest.mark.parametrize("group,deployment,kind", KINDS, ids=IDS)
+def test_a_streamed_answer_gives_its_items_one_after_the_other_on_every_kind(world, group, deployment, kind):
+    """As OpenAI streams them: an output item is done before the next one is added (a Claude answer says a
+    sentence, then calls the tool), so a client that handles each item when it is done, in order, sees
+    the items in the order of the final response's output."""
+    with sdk(world, deployment).responses.stream(
+        model=group, input="What is the weather in Lima?", tools=[openai.pydantic_function_tool(GetWeather)]
+    ) as stream:
+        events = list(stream)
+        final = stream.get_final_response()
+    assert [e.sequence_number for e in events] == list(range(len(events)))
+    items = [e for e in events if e.type in ("response.output_item.added", "response.output_item.done")]
+    opened = [(e.type.rsplit(".", 1)[1], e.output_index) for e in items]
+    assert opened == [(step, i) for i in range(len(final.output)) for step in ("added", "done")], opened
+    for e in events:  # every event about an item comes while that item is open
+        if hasattr(e, "item_id") and e.type != "response.output_item.added":
+            index = e.output_index
+            added = next(
+                n for n, x in enumerate(events) if x.type == "response.output_item.added" and x.output_index == index
+            )
+            done = next(
+                n for n, x in enumerate(events) if x.type == "response.output_item.done" and x.output_index == index
+            )
+            assert added < events.index(e) < done, (e.type, index)
+    done_items = [e.item for e in events if e.type == "response.output_item.done"]
+    assert [i.id for i in done_items] == [i.id for i in final.output]
+    call = final.output[-1]
+    assert call.type == "function_call" and call.parsed_arguments.city

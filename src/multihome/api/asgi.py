@@ -16,6 +16,10 @@ Header = tuple[bytes, bytes]
 
 JSON = (b"content-type", b"application/json")
 
+# Set in a call's scope when its client hung up before the answer began and the call's task was cancelled
+# for it (api/head_limit.py): the gateway ends that call quietly, recorded as cancelled.
+HUNG_UP = "multihome.hung_up"
+
 
 async def read_body(scope: Scope, receive: Receive, limit: int) -> bytes:
     length = header(scope, b"content-length")

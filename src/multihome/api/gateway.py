@@ -22,7 +22,7 @@ from ..identity.authenticator import Authenticator, credential_of
 from ..providers.transport import on_loop_thread
 from ..schema.errors import ApiError
 from . import access_log
-from .asgi import JSON, ClientGone, Message, Receive, Scope, Send, header
+from .asgi import HUNG_UP, JSON, ClientGone, Message, Receive, Scope, Send, header
 from .drain import Drain
 from .kms_errors import kms_api_error
 from .pipeline import Call, Pipeline, new_request_id
@@ -86,6 +86,10 @@ class Gateway:
                 try:
                     await self._http(call, receive, send)
                 except asyncio.CancelledError:
+                    if scope.get(HUNG_UP):  # its client left before the answer began (api/head_limit.py)
+                        task.uncancel()
+                        call.status = 499
+                        return
                     if not drain.ended(task):
                         raise
                     await drain.refuse_ended(self._refuse, call, send)

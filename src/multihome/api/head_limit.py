@@ -31,11 +31,19 @@ the middle of a head or a body, was held for ever (a few thousand such sockets, 
 the gateway's file descriptors are gone). A timer per connection, every `server.client_idle_timeout_s`,
 answers 408 and closes one that waits for the client's bytes and got none since the last tick; the
 cost on the plain path is one attribute store per read.
+
+A client that hangs up before its answer began (the SDKs close the connection when their timeout passes,
+then send the call again) cancels a stateless model call's task, as a stream's own watcher does once it
+streams (api/render.py): the upstream call stops instead of running, and being billed, for an answer
+nobody reads, once per attempt. What the upstream produced is still charged (accounting/tracker.py
+`settle`). Stateful calls (Responses, Conversations, memory, admin) run to their end: a write cut short
+by a hang-up would be worse than the work. Cost on the plain path: one attribute store per request.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import functools
 import logging
 from typing import Any
@@ -43,6 +51,7 @@ from typing import Any
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from ..schema.errors import ApiError
+from .asgi import HUNG_UP
 from .pipeline import new_request_id
 from .routes import family_of
 
@@ -51,6 +60,10 @@ log = logging.getLogger("multihome.gateway")
 DEFAULT_MAX_HEAD_BYTES = 64 * 1024
 DEFAULT_IDLE_S = 30.0
 _LINGER_S = 2.0  # how long a refused client may go on sending before the connection is closed
+# The stateless model calls a hang-up before their answer cancels (the doors' paths, aliases included).
+_ABANDONED_ON_HANG_UP = frozenset(
+    {"/v1/chat/completions", "/chat/completions", "/v1/embeddings", "/embeddings", "/v1/messages"}
+)
 
 
 def protocol(max_head_bytes: int, idle_s: float = DEFAULT_IDLE_S) -> functools.partial[HeadLimitedProtocol]:
@@ -80,6 +93,7 @@ class HeadLimitedProtocol(HttpToolsProtocol):
         self._read = False  # bytes arrived since the idle timer's last tick
         self._idle_timer: asyncio.TimerHandle | None = None
         self._refusal_due = False  # a head was refused while earlier answers were still being written
+        self._asgi: tuple[Any, asyncio.Task[None]] | None = None  # the request being answered, and its task
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         _base.connection_made(self, transport)
@@ -90,6 +104,23 @@ class HeadLimitedProtocol(HttpToolsProtocol):
             self._idle_timer.cancel()
             self._idle_timer = None
         _base.connection_lost(self, exc)
+        running = self._asgi
+        if running is not None:
+            self._asgi = None
+            cycle, task = running
+            if not cycle.response_started and not task.done() and cycle.scope["path"] in _ABANDONED_ON_HANG_UP:
+                cycle.scope[HUNG_UP] = True
+                task.cancel()
+
+    def _start_asgi_task(self, cycle: Any, app: Any) -> None:
+        # uvicorn's own (0.55), keeping the task, which a hang-up before the answer cancels (connection_lost).
+        if self.config.reset_contextvars:
+            task = self.loop.create_task(cycle.run_asgi(app), context=contextvars.Context())
+        else:
+            task = self.loop.create_task(cycle.run_asgi(app))
+        task.add_done_callback(self.tasks.discard)
+        self.tasks.add(task)
+        self._asgi = (cycle, task)
 
     def data_received(self, data: bytes) -> None:
         self._read = True

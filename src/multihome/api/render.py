@@ -35,6 +35,9 @@ class Family:
     # Makes the error raised before identify when the call carries no credential at all: a new one per call (an
     # instance raised again keeps every frame it passed through, identity/authenticator.py `_missing`).
     missing_key: Callable[[], ApiError] | None = None
+    # The headers an answer names its request id in: the family's SDK reads its own (the anthropic SDK
+    # `request-id`, into `message._request_id` and its errors' `request_id`); `x-request-id` on every answer.
+    request_id_headers: tuple[bytes, ...] = (b"x-request-id",)
 
 
 _SSE_HEADERS = [(b"content-type", b"text/event-stream"), (b"cache-control", b"no-cache"), (b"x-accel-buffering", b"no")]
@@ -67,7 +70,10 @@ async def send_failure(
     """An error in the family's envelope, with its own headers (`allow`, `retry-after`) after `headers`,
     which default to the call's request id alone."""
     call.status = err.status
-    head = [JSON, *(headers if headers is not None else [(b"x-request-id", call.request_id)])]
+    head = [
+        JSON,
+        *(headers if headers is not None else [(name, call.request_id) for name in family.request_id_headers]),
+    ]
     head += [(k.encode(), v.encode()) for k, v in err.headers.items()]
     await send_bytes(send, err.status, family.error_body(err, call.request_id), head)
 

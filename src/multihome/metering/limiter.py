@@ -20,7 +20,7 @@ import msgspec
 
 from ..config.metering import MeteringConfig
 from ..schema import header_text
-from ..schema.errors import ApiError
+from ..schema.errors import ApiError, no_retry
 from ..schema.principal import Principal
 from .counters import BUDGET, DEPLOYMENT, OK, FlatAdmit, Outcome, Plan
 from .periods import WINDOW_MS, Periods, go_duration, window_reset
@@ -856,7 +856,7 @@ class Limiter:
                 f"flight; this call could cost up to {want:.6f}).{when} Ask your tenant admin to raise the budget.",
                 type="insufficient_quota",
                 code="budget_exceeded",
-                headers=headers,
+                headers=no_retry(headers),  # spent stays spent: nothing frees it within a retry's wait
             )
         wait_ms = wend - now_ms
         headers = {"retry-after": str(math.ceil(wait_ms / 1000)), "retry-after-ms": str(wait_ms)}

@@ -83,3 +83,11 @@ class ApiError(Exception):
 
 def bad_request(message: str, *, param: str | None = None, code: str | None = None) -> ApiError:
     return ApiError(400, message, param=param, code=code)
+
+
+def no_retry(headers: dict[str, str] | None = None) -> dict[str, str]:
+    """`headers` and `x-should-retry: false`, for an error the same request meets again however soon it is
+    retried (a used-up budget, a provider rejecting the gateway's credentials, an unreadable row). The
+    openai and anthropic SDKs obey it before their own rule, which retries every 408, 409, 429 and 5xx
+    (twice by default; the anthropic SDK after sleeping whatever `retry-after` says, however long)."""
+    return {**(headers or {}), "x-should-retry": "false"}

@@ -24,7 +24,7 @@ from typing import Any
 
 import msgspec
 
-from ..schema.errors import ApiError, echo, echo_quoted
+from ..schema.errors import ApiError, echo, echo_quoted, no_retry
 from ..storage.errors import NotFound, UnreadableRow
 from .model import McpEndpoint, McpTool
 from .servers import Loaded, McpServerStore, McpServerView
@@ -152,7 +152,7 @@ class McpResolver:
 def _unreadable(exc: UnreadableRow, param: str) -> ApiError:
     """A registration the gateway cannot read: 409 naming it and how an admin mends it (never a 500, never
     a call to the server without what the row should hold: its headers, its allowed tools)."""
-    return ApiError(409, f"{exc}.", param=param, code="unreadable_row")
+    return ApiError(409, f"{exc}.", param=param, code="unreadable_row", headers=no_retry())
 
 
 def _allowed(registered: list[str] | None, asked: AllowedTools | None) -> tuple[frozenset[str] | None, bool]:

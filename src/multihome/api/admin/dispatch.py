@@ -18,7 +18,7 @@ from urllib.parse import parse_qs
 import msgspec
 
 from ...schema.decoding import decode_body
-from ...schema.errors import ApiError, echo_path, echo_quoted
+from ...schema.errors import ApiError, echo_path, echo_quoted, no_retry
 from ...schema.principal import Principal
 from ...storage.errors import Conflict, Invalid, NotFound, UnreadableRow, unavailable
 from ..asgi import JSON, read_body, send_bytes
@@ -97,7 +97,7 @@ class AdminApi:
         except Conflict as exc:
             raise ApiError(409, _message(exc, route.noun), code="conflict") from None
         except UnreadableRow as exc:  # a stored row the gateway cannot read: what is wrong, and how to mend it
-            raise ApiError(409, _message(exc, "row"), code="unreadable_row") from None
+            raise ApiError(409, _message(exc, "row"), code="unreadable_row", headers=no_retry()) from None
         except Invalid as exc:
             message = f"Invalid {route.noun}: {exc}." if route.noun else str(exc)
             raise ApiError(400, message, param=getattr(exc, "field", None), code="invalid_value") from None

@@ -54,4 +54,4 @@ def error_body(err: ApiError, request_id: bytes) -> bytes:
     )
 
 
-ANTHROPIC = Family("anthropic", error_body, missing_key)
+ANTHROPIC = Family("anthropic", error_body, missing_key, (b"x-request-id", b"request-id"))

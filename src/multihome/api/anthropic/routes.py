@@ -19,7 +19,7 @@ from ...schema import estimate
 from ...schema.anthropic import ParsedMessages, parse_messages
 from ...schema.chat import ParsedChat
 from ...schema.errors import ApiError
-from ..asgi import JSON, Receive, Send, read_body
+from ..asgi import JSON, Header, Receive, Send, read_body
 from ..big_bodies import OFF_LOOP_OVER
 from ..openai.chat import chat_request, chat_response
 from ..openai.errors import upstream_client_error
@@ -41,7 +41,7 @@ class AnthropicDoor:
         model, tokens = await self.pipeline.bodies.decode(_counted, raw)  # a large body on the pool, as messages'
         call.group = self.pipeline.group(model).name  # an unknown model is a 404, as on /v1/messages
         body = msgspec.json.encode({"input_tokens": tokens})
-        await send_json(call, send, 200, body, [JSON, (b"x-request-id", call.request_id)])
+        await send_json(call, send, 200, body, [JSON, *_ids(call)])
 
     async def messages(self, call: Call, receive: Receive, send: Send) -> None:
         raw = await read_body(call.scope, receive, self.pipeline.max_body)
@@ -64,6 +64,7 @@ class AnthropicDoor:
             dropped=dropped,
             output_param="max_tokens",
         )
+        headers.append((b"request-id", call.request_id))  # the anthropic SDK's name for it (errors.ANTHROPIC)
         if served.stream is not None:
             converter = AnthropicStream(parsed.request)
             first = converter.feed(served.first)
@@ -84,6 +85,10 @@ class AnthropicDoor:
             return
         finish_unary(call, served, body)
         await send_json(call, send, served.status, body, [JSON, *headers])
+
+
+def _ids(call: Call) -> list[Header]:
+    return [(name, call.request_id) for name in ANTHROPIC.request_id_headers]
 
 
 def _counted(raw: bytes) -> tuple[str, int]:

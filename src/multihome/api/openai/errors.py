@@ -9,7 +9,7 @@ import msgspec
 from ...providers.base import CREDENTIALS_REJECTED
 from ...routing.attempts import Served
 from ...schema.bounded import Decoder
-from ...schema.errors import ApiError
+from ...schema.errors import ApiError, no_retry
 from ..render import Family
 
 
@@ -57,6 +57,7 @@ def upstream_client_error(served: Served) -> ApiError:
             f"(HTTP {served.status}). An operator must fix the provider's credentials.",
             type="server_error",
             code="upstream_auth_failed",
+            headers=no_retry(),  # the same credentials are rejected again until an operator changes them
         )
     message = f"Deployment '{dep.name}' rejected the request (HTTP {served.status})" + (
         f": {detail}" if detail else "."

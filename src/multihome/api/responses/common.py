@@ -18,7 +18,7 @@ from ...routing.attempts import Served
 from ...routing.catalog import DeploymentRuntime
 from ...schema import estimate
 from ...schema.chat import ParsedChat
-from ...schema.errors import ApiError, bad_request, echo
+from ...schema.errors import ApiError, bad_request, echo, no_retry
 from ...schema.responses import INCLUDABLE
 from ...schema.tool_names import MAX_NAME
 from ...state import StateStore
@@ -115,13 +115,14 @@ async def stored(op: Awaitable[T]) -> T:
             code="kms_refused",
         ) from None
     except UnreadableRow as exc:  # a stored row the gateway cannot read (storage/row_reads.py)
-        raise ApiError(409, f"{exc}.", code="unreadable_row") from None
+        raise ApiError(409, f"{exc}.", code="unreadable_row", headers=no_retry()) from None
     except CryptoError as exc:  # sealed for another row, cut short, its data key gone: the row, not the call
         raise ApiError(
             409,
             f"A stored record this request needs cannot be opened ({type(exc).__name__}); it stays unreadable "
             "until an operator restores it (docs/storage.md).",
             code="unreadable_row",
+            headers=no_retry(),  # the row stays as it is: a retry reads it again
         ) from None
     except Exception as exc:
         if not unavailable(exc):

@@ -24,7 +24,7 @@ from typing import Any
 
 import msgspec
 
-from ...schema.errors import ApiError, bad_request
+from ...schema.errors import ApiError, bad_request, no_retry
 from ...state.idempotency import DONE, IN_PROGRESS, MAX_KEY, NEW, IdempotencyKeys, digest, holding
 from ..asgi import JSON, Message, Receive, Send, read_body
 from ..pipeline import Call
@@ -95,6 +95,7 @@ async def once(
                     f"A request with this Idempotency-Key already completed (it created '{claim.object_id}'), "
                     "and its answer cannot be replayed (streamed, or not kept); retrieve it, or use a new key.",
                     code="idempotency_key_used",
+                    headers=no_retry(),  # a retry with this key gets this 409 again (an in-progress one is retried)
                 )
             out = msgspec.json.encode(found)
         headers = [JSON, (b"x-request-id", call.request_id), (b"idempotent-replayed", b"true")]

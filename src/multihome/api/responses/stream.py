@@ -4,7 +4,10 @@ Event order, as the official SDK accumulates it (reference/responses.md section 
 and response.in_progress at once; per output item output_item.added, then for a message
 content_part.added, output_text.delta... (refusal.delta...), output_text.done, content_part.done,
 and for a function call function_call_arguments.delta..., function_call_arguments.done; then
-output_item.done for each, in output order, when the upstream finishes; last exactly one of
+output_item.done. A message or reasoning item is done before the next item is added (as OpenAI streams
+them: a Claude answer's sentence is done before its tool call begins); function calls, in output order,
+when the upstream finishes (an agent step's MCP items stay open: the agent ends each once it has run);
+last exactly one of
 response.completed, response.incomplete or response.failed (after an `error` event). Every event
 carries `sequence_number`, from 0, one more per event.
 
@@ -61,6 +64,7 @@ class _Open:
     tool: str = ""
     blocks: list[dict[str, Any]] = field(default_factory=list)  # a reasoning item's signed thinking blocks
     sealed: str | None = None  # those blocks sealed (once: every rendering of the item shows the same blob)
+    done: bool = False  # its done events are sent: more text or reasoning starts an item of its own
 
     def item(self, status: str, thinking: Thinking | None = None) -> Item:
         if self.kind == "function_call":
@@ -161,7 +165,7 @@ class ResponsesStream:
             status = "incomplete" if incomplete else "completed"
         item_status = "completed" if status == "completed" else "incomplete"
         thinking = self.shell.thinking
-        output = [o.item(item_status if self._closed else "in_progress", thinking) for o in self._items]
+        output = [o.item(item_status if self._closed or o.done else "in_progress", thinking) for o in self._items]
         return Outcome(status, output, usage_of(self._usage), incomplete if status == "incomplete" else None)
 
     def response(self) -> dict[str, Any]:
@@ -201,7 +205,7 @@ class ResponsesStream:
 
     def _reasoning_item(self, out: list[bytes]) -> _Open:
         item = self._reasoning
-        if item is None:
+        if item is None or item.done:
             item = self._reasoning = self._add(_Open(self._base + len(self._items), new_id("rs"), "reasoning"), out)
             out.append(
                 self.event(
@@ -219,7 +223,7 @@ class ResponsesStream:
 
     def _text(self, kind: str, text: str, out: list[bytes]) -> None:
         msg = self._message
-        if msg is None:
+        if msg is None or msg.done:
             msg = self._message = self._add(_Open(self._base + len(self._items), new_id("msg"), "message"), out)
         if not msg.parts or msg.parts[-1].kind != kind:
             msg.parts.append(_Part(kind))
@@ -265,6 +269,9 @@ class ResponsesStream:
                 out.append(self.event(delta, {"item_id": item.id, "output_index": item.index, "delta": fn.arguments}))
 
     def _add(self, item: _Open, out: list[bytes]) -> _Open:
+        for before in self._items:  # the items before it are done first, as OpenAI streams them
+            if not before.done and before.kind in _ENDED_BY_NEXT:
+                self._end_item(before, "completed", out)
         self._items.append(item)
         out.append(
             self.event("response.output_item.added", {"output_index": item.index, "item": item.item("in_progress")})
@@ -279,40 +286,46 @@ class ResponsesStream:
         self._closed = True
         status = "incomplete" if INCOMPLETE.get(self._finish or "") else "completed"
         for item in self._items:
-            if item.kind == "message":
-                for i, part in enumerate(item.parts):
-                    where = {"item_id": item.id, "output_index": item.index, "content_index": i}
-                    if part.kind == "output_text":
-                        out.append(
-                            self.event("response.output_text.done", {**where, "text": part.text, "logprobs": []})
-                        )
-                    else:
-                        out.append(self.event("response.refusal.done", {**where, "refusal": part.text}))
-                    out.append(self.event("response.content_part.done", {**where, "part": _part_dict(part)}))
-            elif item.kind == "function_call":
-                out.append(
-                    self.event(
-                        "response.function_call_arguments.done",
-                        {
-                            "item_id": item.id,
-                            "output_index": item.index,
-                            "name": item.name,
-                            "arguments": item.arguments,
-                        },
-                    )
+            if not item.done:
+                self._end_item(item, status, out)
+
+    def _end_item(self, item: _Open, status: str, out: list[bytes]) -> None:
+        """An item's done events (`status`: the message's or reasoning's, when the answer was cut)."""
+        item.done = True
+        if item.kind == "message":
+            for i, part in enumerate(item.parts):
+                where = {"item_id": item.id, "output_index": item.index, "content_index": i}
+                if part.kind == "output_text":
+                    out.append(self.event("response.output_text.done", {**where, "text": part.text, "logprobs": []}))
+                else:
+                    out.append(self.event("response.refusal.done", {**where, "refusal": part.text}))
+                out.append(self.event("response.content_part.done", {**where, "part": _part_dict(part)}))
+        elif item.kind == "function_call":
+            out.append(
+                self.event(
+                    "response.function_call_arguments.done",
+                    {"item_id": item.id, "output_index": item.index, "name": item.name, "arguments": item.arguments},
                 )
-            elif item.kind == "reasoning":
-                out.append(
-                    self.event("response.reasoning_summary_text.done", {**_summary_at(item), "text": item.arguments})
-                )
-                summary = {"type": "summary_text", "text": item.arguments}
-                out.append(self.event("response.reasoning_summary_part.done", {**_summary_at(item), "part": summary}))
-            elif item.kind == "mcp_call":  # it has not run yet: the agent ends the item once it has
-                where = {"item_id": item.id, "output_index": item.index, "arguments": item.arguments}
-                out.append(self.event("response.mcp_call_arguments.done", where))
-                continue
-            done = item.item("completed" if item.kind == "function_call" else status, self.shell.thinking)
-            out.append(self.event("response.output_item.done", {"output_index": item.index, "item": done}))
+            )
+        elif item.kind == "reasoning":
+            out.append(
+                self.event("response.reasoning_summary_text.done", {**_summary_at(item), "text": item.arguments})
+            )
+            summary = {"type": "summary_text", "text": item.arguments}
+            out.append(self.event("response.reasoning_summary_part.done", {**_summary_at(item), "part": summary}))
+        elif item.kind == "mcp_call":  # it has not run yet: the agent ends the item once it has
+            where = {"item_id": item.id, "output_index": item.index, "arguments": item.arguments}
+            out.append(self.event("response.mcp_call_arguments.done", where))
+            return
+        done = item.item("completed" if item.kind == "function_call" else status, self.shell.thinking)
+        out.append(self.event("response.output_item.done", {"output_index": item.index, "item": done}))
+
+
+# The items a next item ends: text or reasoning, which nothing adds to once something else has begun (more
+# starts an item of its own). Not function calls: a chunk may begin two parallel calls and go on with the
+# first one's arguments, so they end when the upstream does; nor an agent step's MCP items, which the agent
+# ends once it has run them or asked for approval.
+_ENDED_BY_NEXT = frozenset({"message", "reasoning"})
 
 
 def _summary_at(item: _Open) -> dict[str, Any]:
