@@ -108,8 +108,11 @@ class LiveConfig:
             log.info("config reload: %s", "applied" if out["changed"] else "no change")
 
     async def reload_everywhere(self) -> dict[str, Any]:
-        """The admin call's reload: this process, then (with `--workers`) every worker."""
-        return await self.reload(everywhere=True)
+        """The admin call's reload: this process, then (with `--workers`) every worker. Logged as SIGHUP's
+        is, so the log shows each worker's reload whichever way it came."""
+        out = await self.reload(everywhere=True)
+        log.info("config reload: %s (admin API)", "applied" if out["changed"] else "no change")
+        return out
 
     async def reload(self, *, everywhere: bool = False) -> dict[str, Any]:
         """Read the file again and apply it, or raise ConfigError (nothing applied). `everywhere`: with

@@ -91,3 +91,36 @@ def test_the_image_is_multi_stage_slim_and_non_root():
     assert len(stages) == 2 and all("slim" in s for s in stages)
     assert "USER 10001:10001" in text and "COPY --from=build" in text
     assert "-c constraints.txt" in text  # the image gets the versions the suite passed with
+
+
+def test_the_chart_is_what_docs_deploy_md_says():
+    """docs/deploy.md's table of the chart's objects, number by number."""
+    objs = _render()
+    spec = objs["Deployment"]["spec"]
+    pod, meta = spec["template"]["spec"], spec["template"]["metadata"]
+    gateway = pod["containers"][0]
+    assert gateway["args"][3:] == ["--workers", "2"]
+    assert pod["securityContext"]["runAsUser"] == 10001 and pod["securityContext"]["seccompProfile"] == {
+        "type": "RuntimeDefault"
+    }
+    assert gateway["securityContext"]["capabilities"] == {"drop": ["ALL"]}
+    assert gateway["readinessProbe"]["periodSeconds"] == 2  # a draining pod leaves the Service at once
+    assert gateway["startupProbe"]["httpGet"]["path"] == "/readyz"
+    config = parse_config(objs["ConfigMap"]["data"]["config.yaml"])
+    assert (pod["terminationGracePeriodSeconds"], config.server.drain_timeout_s) == (45, 20)
+    assert (config.server.host, config.server.port) == ("0.0.0.0", 4000)
+    assert config.metrics.enabled and config.metrics.access == "open"  # scraped without a key
+    assert config.audit is not None and config.audit.dir == "/var/lib/multihome/audit"
+    assert config.metering.spool.dir == "/var/lib/multihome/usage-spool"
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    assert "emptyDir" in volumes["audit"] and "emptyDir" in volumes["usage-spool"]  # the defaults the doc warns of
+    assert spec["strategy"]["rollingUpdate"] == {"maxUnavailable": 0, "maxSurge": 1}  # one at a time, none missing
+    assert (
+        meta["annotations"]["prometheus.io/port"] == "4000" and meta["annotations"]["prometheus.io/path"] == "/metrics"
+    )
+    assert objs["Service"]["spec"]["ports"][0]["port"] == 80
+    hpa = objs["HorizontalPodAutoscaler"]["spec"]
+    assert (hpa["minReplicas"], hpa["maxReplicas"]) == (3, 10)
+    assert hpa["metrics"][0]["resource"]["target"]["averageUtilization"] == 70
+    assert objs["PodDisruptionBudget"]["spec"]["maxUnavailable"] == 1
+    assert objs["NetworkPolicy"]["spec"]["ingress"][0]["ports"][0]["port"] == 4000

@@ -13,7 +13,8 @@ import httpx
 import openai
 import yaml
 
-from .conftest import CLIENT_KEY, SECRETS
+from .conftest import CLIENT_KEY, SECRETS, shared_config
+from .processes import Gateway
 
 PROMPT = "the access log must never see this prompt 7f3a"
 
@@ -88,3 +89,40 @@ def test_streams_refusals_and_unknown_paths_are_logged_and_probes_are_not(gatewa
     )
     assert "GET /v1/nothing 404 " in _line(text, missing.headers["x-request-id"])
     assert "/healthz" not in text and PROMPT not in text and "wrong-key-0b1c" not in text
+
+
+def test_log_level_warning_keeps_only_problems(sims, tmp_path):
+    """docs/serving.md: `--log-level warning` keeps only problems: no start-up line, no access line, for a
+    served call or a refused one (the access log is off)."""
+    gw = Gateway(shared_config(sims), tmp_path, SECRETS, "--log-level", "warning")
+    try:
+        client = openai.OpenAI(base_url=gw.url + "/v1", api_key=CLIENT_KEY, max_retries=0, timeout=10)
+        served = client.chat.completions.with_raw_response.create(
+            model="gpt-4o", messages=[{"role": "user", "content": PROMPT}]
+        )
+        refused = httpx.post(gw.url + "/v1/chat/completions", json={"model": "gpt-4o", "messages": []})
+        assert (served.status_code, refused.status_code) == (200, 401)
+        # A call made after both: once it is answered, the two before it would have been logged already.
+        client.models.list()
+    finally:
+        output = gw.stop()
+    assert "multihome.access" not in output and "multihome listening on" not in output, output[-2000:]
+    assert served.headers["x-request-id"] not in output and PROMPT not in output
+
+
+def test_a_streams_ms_runs_to_its_end(gateway, sims, client: openai.OpenAI):
+    """docs/serving.md: `ms` is from the request's arrival to its last byte; a stream's, to its end. A
+    stream of 6 chunks 150 ms apart (at least 750 ms from its first chunk to its last) is logged with at
+    least that, not with its time to the first byte."""
+    for sim in ("azure", "openai"):
+        sims[sim].fault(chunks=6, chunk_delay_ms=150, match="gpt-4o-main")
+    start = len(gateway.output())
+    with client.chat.completions.with_streaming_response.create(
+        model="gpt-4o", messages=[{"role": "user", "content": "count slowly"}], stream=True
+    ) as resp:
+        rid = resp.headers["x-request-id"]
+        for _ in resp.iter_lines():
+            pass
+    line = _line(_log_after(gateway, start, rid), rid)
+    ms = float(re.search(r" 200 ([\d.]+)ms ", line).group(1))
+    assert ms >= 750, line

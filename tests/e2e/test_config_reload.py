@@ -13,10 +13,22 @@ import httpx
 import openai
 import pytest
 
-from builders import api_keys, audit, config, deployment, group, identity, simulated, yaml_text
+from builders import (
+    api_keys,
+    audit,
+    config,
+    deployment,
+    group,
+    identity,
+    key_budget,
+    price,
+    simulated,
+    sqlite,
+    yaml_text,
+)
 from multihome.audit import AuditReader, Filters
 
-from .helpers import until
+from .helpers import in_one_minute, until
 from .processes import Gateway, Simulators
 
 KEY, ADMIN = "mh-reload-client", "mh-reload-admin"
@@ -118,7 +130,7 @@ def test_sighup_mid_100_streams_breaks_none_and_serves_the_new_group(sim, tmp_pa
         assert gw.popen.poll() is None
     finally:
         log = gw.stop()
-    assert "config reload: applied" in log
+    assert log.count("config reload: applied") == workers  # the parent passed SIGHUP on to every worker
 
 
 def test_invalid_file_is_refused_and_the_old_config_keeps_serving(sim, tmp_path: Path):
@@ -167,20 +179,99 @@ def test_invalid_file_is_refused_and_the_old_config_keeps_serving(sim, tmp_path:
 
 
 def test_a_reloaded_rate_limit_admits_exactly_its_count(sim, tmp_path: Path):
-    """Limits change live: a deployment's rate limit lowered by a reload admits its new count, then 429."""
+    """Limits change live: a deployment's rate limit lowered by a reload admits its new count, then 429.
+    Rate windows are UTC minutes: a run that straddles one is done again on the other deployment."""
     sim.reset()
-    loose = {"rate_limits": [{"scope": "deployment", "id": "d-main", "requests_per_minute": 1000}]}
     cfg = _config(sim.url)
-    gw = Gateway({**cfg, "metering": loose}, tmp_path, ENV)
+
+    def limits(rpm: dict[str, int]) -> dict:
+        rules = [{"scope": "deployment", "id": d, "requests_per_minute": n} for d, n in rpm.items()]
+        return {**cfg, "metering": {"rate_limits": rules}}
+
+    gw = Gateway(limits({"d-main": 1000, "d-slow": 1000}), tmp_path, ENV)
     path = Path(gw.args[gw.args.index("--config") + 1])
-    try:
-        assert all(_serves(gw.url, "main") for _ in range(3))
-        tight = {"rate_limits": [{"scope": "deployment", "id": "d-main", "requests_per_minute": 5}]}
-        path.write_text(yaml_text({**cfg, "metering": tight}))
+
+    def attempt(variant: tuple[str, str]) -> list[bool]:
+        deployment, group_name = variant
+        assert all(_serves(gw.url, group_name) for _ in range(3))
+        path.write_text(yaml_text(limits({"d-main": 1000, "d-slow": 1000, deployment: 5})))
         r = httpx.post(gw.url + "/admin/v1/config/reload", headers={"authorization": f"Bearer {ADMIN}"}, timeout=10)
         assert r.status_code == 200 and r.json()["changed"], r.text
         # The minute's counter holds the 3 calls before the reload: 2 more are admitted, then none.
-        answers = [_serves(gw.url, "main") for _ in range(4)]
+        return [_serves(gw.url, group_name) for _ in range(4)]
+
+    try:
+        answers = in_one_minute(attempt, [("d-main", "main"), ("d-slow", "slow")])
         assert answers == [True, True, False, False], answers
     finally:
         gw.stop()
+
+
+def test_the_admin_call_with_two_workers_reloads_every_worker(sim, tmp_path: Path):
+    """docs/serving.md: the admin call is answered by one worker after it applied the file, then the parent
+    passes SIGHUP on and the other worker follows. Each worker logs its reload: two `applied`."""
+    sim.reset()
+    gw = Gateway(_config(sim.url), tmp_path, ENV, "--workers", "2")
+    try:
+        assert not _serves(gw.url, "fresh")
+        Path(gw.args[gw.args.index("--config") + 1]).write_text(yaml_text(_config(sim.url, fresh=True)))
+        ok = httpx.post(gw.url + "/admin/v1/config/reload", headers={"authorization": f"Bearer {ADMIN}"}, timeout=30)
+        assert ok.status_code == 200 and ok.json()["changed"] is True, ok.text
+        until(lambda: gw.output().count("config reload: applied") >= 2, 60, "both workers' reloads")
+        assert all(_serves(gw.url, "fresh") for _ in range(6))
+    finally:
+        log = gw.stop()
+    assert log.count("config reload: applied") == 2 and "config reload refused" not in log
+
+
+def test_reloaded_budgets_count_what_was_spent(sim, tmp_path: Path):
+    """docs/serving.md "Budgets and rate limits": a changed amount keeps what was spent, and a new budget's
+    counters start from the period's stored usage. Two keys spend about $9 each (10 cents a token); a reload
+    lowers the first one's $1000 budget to $5 and gives the second, unbudgeted, a new $5 one: both are then
+    refused, though a call's reservation (about $3) fits in $5 on its own."""
+    sim.reset()
+    env = {**ENV, "MH_RELOAD_SECOND": "mh-reload-second-key", "MH_RELOAD_FRESH": "mh-reload-fresh-key"}
+    keys = {"first": KEY, "second": env["MH_RELOAD_SECOND"]}
+
+    def budgeted(first: str, second: str | None) -> dict:
+        cfg = _config(sim.url)
+        cfg["server"]["api_keys_env"] = ["MH_RELOAD_CLIENT", "MH_RELOAD_SECOND", "MH_RELOAD_FRESH"]
+        cfg["storage"] = sqlite(tmp_path / "mh.db")
+        cfg["deployments"]["d-main"]["price"] = price(100_000, 100_000)
+        budgets = [key_budget("MH_RELOAD_CLIENT", first)]
+        if second is not None:
+            budgets += [key_budget("MH_RELOAD_SECOND", second), key_budget("MH_RELOAD_FRESH", second)]
+        cfg["metering"] = {"budgets": budgets}
+        return cfg
+
+    gw = Gateway(budgeted("1000", None), tmp_path, env)
+    admin = httpx.Client(base_url=gw.url, headers={"authorization": f"Bearer {ADMIN}"}, timeout=30)
+    try:
+        clients = {
+            n: openai.OpenAI(base_url=gw.url + "/v1", api_key=k, max_retries=0, timeout=30) for n, k in keys.items()
+        }
+        spent = {}
+        for name, client in clients.items():
+            spent[name] = sum(
+                client.chat.completions.create(model="main", messages=USER).usage.total_tokens * 0.1 for _ in range(5)
+            )
+            assert spent[name] > 6, spent  # well past the $5 below, and past a reservation
+        until(lambda: _stored_calls(admin) >= 10, 30, "the 10 usage rows")
+
+        Path(gw.args[gw.args.index("--config") + 1]).write_text(yaml_text(budgeted("5", "5")))
+        assert admin.post("/admin/v1/config/reload").json()["changed"] is True
+        for name, client in clients.items():
+            with pytest.raises(openai.RateLimitError) as refused:
+                client.chat.completions.create(model="main", messages=USER, max_tokens=1)
+            assert refused.value.code == "budget_exceeded", (name, refused.value.body)
+        # The control: a key that spent nothing, under the same new $5 budget, is admitted.
+        fresh = openai.OpenAI(base_url=gw.url + "/v1", api_key=env["MH_RELOAD_FRESH"], max_retries=0, timeout=30)
+        assert fresh.chat.completions.create(model="main", messages=USER, max_tokens=1).choices
+    finally:
+        admin.close()
+        gw.stop()
+
+
+def _stored_calls(admin: httpx.Client) -> int:
+    data = admin.get("/admin/v1/usage", params={"group_by": "deployment"}).json()["data"]
+    return sum(row["calls"] for row in data)

@@ -7,6 +7,7 @@ the access rule (metrics.access: key) is enforced; `--workers 2` sums both worke
 from __future__ import annotations
 
 import json
+import re
 import tempfile
 import time
 from pathlib import Path
@@ -14,6 +15,7 @@ from pathlib import Path
 import httpx
 import openai
 import pytest
+from prometheus_client.openmetrics.parser import text_string_to_metric_families as openmetrics_families
 from prometheus_client.parser import text_string_to_metric_families
 
 from builders import identity, key_budget, price, sqlite
@@ -205,3 +207,93 @@ def test_two_workers_sum_their_calls_and_log_json(sims, tmp_path):
     assert USER[0]["content"] not in output
     for secret in SECRETS.values():
         assert secret not in output
+
+
+METRICS_DOC = (Path(__file__).resolve().parents[2] / "docs" / "metrics.md").read_text()
+# What Prometheus itself sends (its default scrape_protocols), and the text format 1.0.0 alone.
+PROMETHEUS_ACCEPT = (
+    "application/openmetrics-text;version=1.0.0;escaping=allow-utf-8;q=0.5,application/openmetrics-text;"
+    "version=0.0.1;q=0.4,text/plain;version=1.0.0;escaping=allow-utf-8;q=0.3,text/plain;version=0.0.4;q=0.2,*/*;q=0.1"
+)
+
+
+def documented_metrics() -> dict[str, tuple[str, str]]:
+    """docs/metrics.md's tables: metric name -> (type, the labels cell)."""
+    out = {}
+    for line in METRICS_DOC.splitlines():
+        row = re.match(r"\| `([a-z_]+)` \| (counter|gauge|histogram) \|([^|]*)\|", line)
+        if row:
+            out[row[1]] = (row[2], row[3])
+    return out
+
+
+def test_every_documented_series_is_exposed_with_its_type_and_labels_in_every_format(metered):
+    """The names, types and label names of docs/metrics.md's tables are the exposition's; and the page parses
+    as each format a scraper may ask for (plain GET, text 1.0.0, and Prometheus's own Accept: OpenMetrics)."""
+    documented = documented_metrics()
+    assert len(documented) >= 17, sorted(documented)
+    client = openai.OpenAI(base_url=metered.url + "/v1", api_key=CLIENT_KEY, max_retries=0, timeout=10)
+    assert list(client.chat.completions.create(model="gpt-4o", messages=USER, stream=True))  # a label set for each
+    _until(metered, lambda s: _value(s, "gen_ai_client_operation_time_to_first_chunk_seconds_count") >= 1)
+    families = {f.name: f for f in text_string_to_metric_families(_scrape(metered))}
+    for name, (kind, labels_cell) in documented.items():
+        family = families.get(name[: -len("_total")] if kind == "counter" else name)
+        assert family is not None, f"{name} (docs/metrics.md) is not exposed"
+        assert family.type == kind, (name, family.type)
+        exposed = {label for sample in family.samples for label in sample.labels} - {"le"}
+        named = set(re.findall(r"`([a-z_]+)`", labels_cell))
+        assert exposed <= named, f"{name}: labels {sorted(exposed - named)} are not in docs/metrics.md"
+
+    # Buckets (docs/metrics.md): durations 0.01 s to 81.92 s doubling, time to first chunk 1 ms to 10 s,
+    # tokens 1 to 67,108,864 by powers of four.
+    def bounds(name: str) -> list[float]:
+        found = {float(s.labels["le"]) for s in families[name].samples if s.name.endswith("_bucket")}
+        return sorted(found - {float("inf")})
+
+    assert bounds("gen_ai_client_operation_duration_seconds") == pytest.approx([0.01 * 2**i for i in range(14)])
+    ttfc = bounds("gen_ai_client_operation_time_to_first_chunk_seconds")
+    assert (ttfc[0], ttfc[-1]) == (0.001, 10.0)
+    assert bounds("gen_ai_client_token_usage") == [4.0**i for i in range(14)]
+    documented_names = {n[: -len("_total")] if k == "counter" else n for n, (k, _) in documented.items()}
+    undocumented = sorted(n for n in families if n.startswith(("multihome_", "gen_ai_")) and n not in documented_names)
+    assert not undocumented, f"exposed but not in docs/metrics.md: {undocumented}"
+
+    for accept, wanted, parse in (
+        ("text/plain;version=1.0.0;escaping=allow-utf-8", "text/plain; version=1.0.0", text_string_to_metric_families),
+        (PROMETHEUS_ACCEPT, "application/openmetrics-text; version=1.0.0", openmetrics_families),
+    ):
+        resp = httpx.get(
+            metered.url + "/metrics", headers={"authorization": f"Bearer {ADMIN_KEY}", "accept": accept}, timeout=10
+        )
+        assert resp.status_code == 200 and resp.headers["content-type"].startswith(wanted), resp.headers
+        parsed = {f.name for f in parse(resp.text)}
+        assert {"multihome_requests", "gen_ai_client_operation_duration_seconds"} <= parsed, sorted(parsed)
+    plain = httpx.get(metered.url + "/metrics", headers={"authorization": f"Bearer {ADMIN_KEY}"}, timeout=10)
+    assert plain.headers["content-type"].startswith("text/plain; version=0.0.4")
+    # "/metrics is not written to the access log (like the health probes)": scrapes above, none logged.
+    assert "multihome.access: GET /metrics" not in metered.output()
+
+
+def test_a_multiproc_dir_the_operator_sets_is_emptied_at_each_start_and_kept(sims, tmp_path):
+    """docs/metrics.md: with PROMETHEUS_MULTIPROC_DIR set, `serve` deletes the `*.db` files in it at start-up
+    (files of an earlier run would be added to this one) and leaves the directory in place; a single-process
+    `serve` uses it too. Three runs on one directory (one process, two workers, one process again): each
+    scrape counts only its own run's calls. (A single process used to add the earlier runs' counts.)"""
+    chosen = tmp_path / "prom"
+    cfg = shared_config(sims)
+    cfg["metrics"] = {"enabled": True, "access": "loopback", "publish_interval_s": 0.2}
+    env = {**SECRETS, "PROMETHEUS_MULTIPROC_DIR": str(chosen)}
+    for run, (workers, calls) in enumerate([("1", 3), ("2", 2), ("1", 1)]):
+        (tmp_path / f"run{run}").mkdir()
+        gw = Gateway(cfg, tmp_path / f"run{run}", env, "--workers", workers)
+        try:
+            client = openai.OpenAI(base_url=gw.url + "/v1", api_key=CLIENT_KEY, max_retries=0, timeout=10)
+            for _ in range(calls):
+                client.chat.completions.create(model="gpt-4o", messages=USER)
+            _until(gw, lambda s, n=calls: _value(s, "multihome_requests_total", model_group="gpt-4o") >= n)
+            time.sleep(0.5)  # the workers publish twice more: nothing of an earlier run may show up late either
+            counted = _samples(_scrape(gw, None))
+            assert _value(counted, "multihome_requests_total", model_group="gpt-4o") == calls, (run, workers)
+        finally:
+            gw.stop()
+        assert chosen.is_dir() and list(chosen.glob("*.db")), "the chosen directory and its files are kept"

@@ -291,6 +291,25 @@ def test_no_content_and_no_secret_is_exported(traced, receiver):
         assert secret.encode() not in exported
 
 
+def test_a_request_refused_before_its_model_group_gets_no_span(traced, receiver):
+    """docs/telemetry.md: one span per call that reached a model group; a request refused before that (an
+    invalid key, an unknown model) gets none. A served call made after them is exported, so theirs would
+    have been by then (the export queue keeps its order)."""
+    gw, client = traced
+    bad_key = openai.OpenAI(base_url=gw.url + "/v1", api_key="mh-wrong-key-3b9d", max_retries=0, timeout=10)
+    with pytest.raises(openai.AuthenticationError) as no_key:
+        bad_key.chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": "hi"}])
+    with pytest.raises(openai.NotFoundError) as no_model:
+        client.chat.completions.create(model="no-such-group-1c2d", messages=[{"role": "user", "content": "hi"}])
+    served = client.chat.completions.with_raw_response.create(
+        model="gpt-4o", messages=[{"role": "user", "content": "hi"}]
+    )
+    receiver.span(served.headers["x-request-id"])
+    refused = {e.value.response.headers["x-request-id"] for e in (no_key, no_model)}
+    exported = {attrs(span).get("multihome.request_id") for _, span in receiver.spans()}
+    assert not refused & exported
+
+
 def test_shutdown_flushes_spans_and_metrics(sims, tmp_path):
     receiver = Receiver()
     try:
@@ -364,3 +383,24 @@ def _descendants_running(module: str, pid: int) -> list[int]:
                 if module in open(f"/proc/{child}/cmdline").read().replace("\0", " "):
                     found.append(int(child))
     return found
+
+
+def test_otel_resource_attributes_are_added_and_may_name_the_instance(sims, tmp_path):
+    """docs/telemetry.md: `OTEL_RESOURCE_ATTRIBUTES` adds resource attributes, and a `service.instance.id`
+    it names replaces the random one each process draws."""
+    receiver = Receiver()
+    env = {**ENV, "OTEL_RESOURCE_ATTRIBUTES": "deployment.environment=prod,service.instance.id=replica-7"}
+    try:
+        gw = Gateway(telemetry_config(sims, receiver.url), tmp_path, env)
+        try:
+            client = openai.OpenAI(base_url=gw.url + "/v1", api_key=CLIENT_KEY, max_retries=0, timeout=10)
+            raw = client.chat.completions.with_raw_response.create(
+                model="gpt-4o", messages=[{"role": "user", "content": "hi"}]
+            )
+            resource, _ = receiver.span(raw.headers["x-request-id"])
+        finally:
+            gw.stop()
+        assert resource["deployment.environment"] == "prod" and resource["service.instance.id"] == "replica-7"
+        assert resource["service.name"] == "multihome-e2e"  # the config's, beside the variable's
+    finally:
+        receiver.close()

@@ -9,6 +9,7 @@ import asyncio
 import functools
 import json
 import logging
+from dataclasses import replace
 from decimal import Decimal
 
 import httpx
@@ -287,3 +288,26 @@ model_groups:
     direct, through_metering = exposition(True), exposition(False)
     assert direct == through_metering
     assert any(name == "multihome_cost_total" and value > 0 for name, _, value in direct)
+
+
+@pytest.mark.parametrize("fails", ["hangs", "raises"])
+def test_a_headroom_read_that_hangs_or_fails_leaves_the_other_series_served(monkeypatch, caplog, fails):
+    """docs/metrics.md: headroom is read from the limiter's counters (Redis: bounded at 2 s); if Redis
+    cannot answer, the other series are still served and a warning is logged."""
+    from multihome.metering import headroom as headroom_module
+
+    async def unreachable(limiter, tenants):
+        if fails == "hangs":
+            await asyncio.Event().wait()
+        raise ConnectionError("Redis refused the connection")
+
+    monkeypatch.setattr(headroom_module, "headroom", unreachable)
+    metrics = Metrics(["g"], ["d"], static_tenants=["acme"])
+    metrics.sources = replace(metrics.sources, limiter=object())
+    metrics.metered(_metered(_call()))
+    with caplog.at_level(logging.WARNING, logger="multihome"):
+        body, content_type = asyncio.run(metrics.exposition(None))
+    samples = [(s.name, s.labels, s.value) for f in text_string_to_metric_families(body.decode()) for s in f.samples]
+    assert any(n == "multihome_requests_total" and v == 1 for n, _, v in samples)
+    assert not any(n == "multihome_budget_remaining" for n, _, _ in samples)
+    assert "headroom not read" in caplog.text and content_type.startswith("text/plain")

@@ -31,3 +31,19 @@ async def test_connections_racing_on_a_new_database_all_open_in_wal(tmp_path):
             conn.execute("CREATE TABLE t (x)")
         modes = await asyncio.gather(*(_connect(path) for _ in range(6)))
         assert modes == ["wal"] * 6
+
+
+def test_a_sqlite_file_in_a_directory_that_does_not_exist_is_named(tmp_path, monkeypatch):
+    """docs/storage.md: three slashes are a path relative to the working directory, four an absolute one. A
+    URL whose directory does not exist fails at once naming the path, not with sqlite3's "unable to open
+    database file" from the first connection."""
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ValueError) as relative:
+        create_engine("sqlite+aiosqlite:///var/lib/multihome/multihome.db")
+    assert f"{tmp_path}/var/lib/multihome/multihome.db" in str(relative.value) and "four slashes" in str(relative.value)
+    with pytest.raises(ValueError) as absolute:
+        create_engine(f"sqlite+aiosqlite:///{tmp_path}/missing/multihome.db")
+    assert f"{tmp_path}/missing does not exist" in str(absolute.value)
+    (tmp_path / "var/lib/multihome").mkdir(parents=True)
+    made = create_engine("sqlite+aiosqlite:///var/lib/multihome/multihome.db")  # relative, and there: fine
+    asyncio.run(made.dispose())

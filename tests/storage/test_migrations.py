@@ -120,7 +120,9 @@ async def test_sqlite_runs_in_wal_mode_with_foreign_keys(tmp_path):
         async with store.engine.connect() as conn:
             assert (await conn.exec_driver_sql("PRAGMA journal_mode")).scalar() == "wal"
             assert (await conn.exec_driver_sql("PRAGMA foreign_keys")).scalar() == 1
-            assert (await conn.exec_driver_sql("PRAGMA busy_timeout")).scalar() >= 1000
+            # docs/storage.md: busy_timeout=10000, journal_mode=WAL, foreign_keys=ON and synchronous=FULL.
+            assert (await conn.exec_driver_sql("PRAGMA busy_timeout")).scalar() == 10000
+            assert (await conn.exec_driver_sql("PRAGMA synchronous")).scalar() == 2  # FULL
         await store.create_tenant("t", actor="admin")
         assert path.exists() and path.with_name("wal.db-wal").exists()
     finally:

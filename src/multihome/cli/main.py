@@ -11,7 +11,7 @@ from ..config import ConfigError
 from . import admin, audit, contracts, demo, kms, memory, serve
 
 ENVIRONMENT = """environment:
-  MULTIHOME_URL        the gateway the admin commands talk to (default: http://127.0.0.1:4000)
+  MULTIHOME_URL        the gateway the admin commands and route explain talk to (default: http://127.0.0.1:4000)
   MULTIHOME_ADMIN_KEY  the admin credential they send (an org-admin, tenant-admin or auditor key)
   MULTIHOME_CONFIG     the config file serve, db upgrade, contracts and kms read when --config is not given
 

@@ -51,7 +51,7 @@ def serve(args: argparse.Namespace) -> int:
     from ..api.head_limit import protocol
     from ..app import CONFIG_ENV, DRAIN_ENV, LISTEN_ENV, SUPERVISED_ENV, served_app
     from ..observability.logs import serve_log_config
-    from ..observability.metrics_dir import per_run
+    from ..observability.metrics_dir import MULTIPROC_ENV, per_run
     from ..providers.transport import use_upstream_threads
     from .process_end import end_process
 
@@ -101,7 +101,11 @@ def serve(args: argparse.Namespace) -> int:
         with per_run() if config.metrics.enabled else contextlib.nullcontext():  # metrics summed over workers
             _run_workers(uvicorn.Config("multihome.app:app_from_env", factory=True, workers=args.workers, **common))
     else:
-        uvicorn.run(served_app(config, f"http://{host}:{port}", os.path.abspath(args.config)), **common)
+        # One process uses the multiprocess directory only when the operator set it: empty it of an earlier
+        # run's files first, as for --workers, or a restart would add the last run's counts to this one's.
+        chosen = config.metrics.enabled and os.environ.get(MULTIPROC_ENV)
+        with per_run() if chosen else contextlib.nullcontext():
+            uvicorn.run(served_app(config, f"http://{host}:{port}", os.path.abspath(args.config)), **common)
         end_process(0)  # stopped (SIGINT; SIGTERM never gets here): not through finalization, see process_end.py
     return 0
 
@@ -228,7 +232,13 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     explain = route_sub.add_parser("explain", help="show the plan a running gateway would follow, without sending")
     explain.add_argument("body", help="a model group name, a JSON request body, or @file.json")
     explain.add_argument("--prompt", default="hello", help="user message when BODY is a model name")
-    explain.add_argument("--url", default="http://127.0.0.1:4000", help="gateway base URL")
+    # The same default as the admin commands': README's `export MULTIHOME_URL=...` then `route explain` must
+    # reach that gateway, not the default port.
+    explain.add_argument(
+        "--url",
+        default=os.environ.get("MULTIHOME_URL", "http://127.0.0.1:4000"),
+        help="gateway base URL (default: $MULTIHOME_URL, else http://127.0.0.1:4000)",
+    )
     explain.add_argument("--key", help="gateway API key (default: $OPENAI_API_KEY)")
     explain.add_argument("--json", action="store_true", help="print the raw explanation")
     explain.set_defaults(func=route_explain)

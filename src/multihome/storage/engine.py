@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import sqlite3
 import time
+from pathlib import Path
 
 from sqlalchemy import create_engine as create_engine_sync
 from sqlalchemy import event
@@ -45,6 +46,7 @@ def is_sqlite(engine: AsyncEngine) -> bool:
 def create_engine(url: str) -> AsyncEngine:
     u = normalize_url(url)
     if u.drivername == "sqlite+aiosqlite":
+        _sqlite_directory(u)
         engine = (
             create_async_engine(u, pool_size=5, max_overflow=15, pool_timeout=30)
             if not _memory(u)
@@ -62,6 +64,22 @@ def create_engine(url: str) -> AsyncEngine:
 
 def _memory(u: URL) -> bool:
     return u.database in (None, "", ":memory:")
+
+
+def _sqlite_directory(u: URL) -> None:
+    """SQLite creates the file, not its directory; sqlite3 then says only "unable to open database file".
+    Name the path instead, and the slashes: `sqlite+aiosqlite:///var/x.db` is `var/x.db` in the working
+    directory, an absolute path takes four (`sqlite+aiosqlite:////var/x.db`)."""
+    if _memory(u) or (u.database or "").startswith("file:"):
+        return
+    path = Path(u.database or "")
+    if not path.parent.is_dir():
+        where = path if path.is_absolute() else Path.cwd() / path
+        raise ValueError(
+            f"cannot open the SQLite database {where}: its directory {where.parent} does not exist. Create it, or "
+            "fix the URL: sqlite+aiosqlite:///relative/path.db is relative to the working directory, "
+            "sqlite+aiosqlite:////absolute/path.db (four slashes) is absolute."
+        )
 
 
 def create_sync_sqlite_engine(engine: AsyncEngine) -> Engine:
