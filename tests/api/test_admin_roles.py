@@ -367,3 +367,21 @@ async def test_the_console_shows_who_set_each_policy_and_offers_no_change_of_it(
     setters = re.findall(r'<td class="policy-setter">([^<]*)</td>', page.text)
     assert sorted(setters) == ["org-admin", "tenant-admin"], setters  # the world's policy, and this one
     assert "/policies" not in page.text and own not in page.text  # no form names a policy
+
+
+async def test_budgets_say_who_set_them_in_the_list_and_the_console(world):
+    """Each budget says who set it (`set_by_role`), in the list as in one budget's answer, and on the console's
+    tenant page, as policies do: the world's budget is the org-admin's, one a tenant-admin sets its own."""
+    w = world
+    admin, a = await _key(w, "tenant-admin"), w.tenants["a"]
+    p = f"{T}/{a['tenant']}"
+    body = {"scope": "team", "scope_id": a["teams"], "amount": "3", "period": "day"}
+    own = (await ok(await w.call(admin, "POST", f"{p}/budgets", json=body), 201))["id"]
+    listed = {b["id"]: b["set_by_role"] for b in (await ok(await w.call(admin, "GET", f"{p}/budgets")))["data"]}
+    assert listed == {a["budgets"]: "org-admin", own: "tenant-admin"}, listed
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=w.app), base_url="http://gw") as browser:
+        assert (await browser.post("/console/login", data={"key": admin})).status_code == 303
+        page = await browser.get(f"/console/tenants/{a['tenant']}")
+        assert page.status_code == 200, page.text[:300]
+    setters = re.findall(r'<td class="budget-setter">([^<]*)</td>', page.text)
+    assert sorted(setters) == ["org-admin", "tenant-admin"], setters
