@@ -34,6 +34,7 @@ ORG_ROUTES = {  # routes that are the whole organisation's, not a tenant's
     "org_usage",
     "org_state",
     "reload_config",
+    "verify_trail",  # the whole organisation's trail: every tenant's counts, and a rehash of it all
     "grant_entitlement",
     "revoke_entitlement",
     "create_stateful_pin",
@@ -175,8 +176,6 @@ async def test_nothing_of_another_tenant_is_reached(world, role):
         if route.name == "reembed_memory_namespace" and role == "tenant-admin":
             assert error(resp, 404)["code"] == "not_found"  # another tenant's namespaces are not found
             continue
-        if route.name == "verify_trail":
-            continue  # the same organisation-wide integrity answer for every reader (docs/api.md)
         if "{tenant}" not in route.path and "{id}" in route.path and resp.status_code == 404:
             assert error(resp, 404)["code"] == "not_found"  # a token revocation by id: the caller's tenant's only
             continue
@@ -385,3 +384,21 @@ async def test_budgets_say_who_set_them_in_the_list_and_the_console(world):
         assert page.status_code == 200, page.text[:300]
     setters = re.findall(r'<td class="budget-setter">([^<]*)</td>', page.text)
     assert sorted(setters) == ["org-admin", "tenant-admin"], setters
+
+
+@pytest.mark.parametrize("role", ["tenant-admin", "auditor"])
+async def test_the_trail_s_verification_is_the_org_admin_s(world, role):
+    """`GET /admin/v1/audit/verify` answers for every tenant's events (counts that, polled, tell one tenant the
+    others' traffic) and re-hashes the whole trail: a tenant's roles get 403, and the console's Audit page
+    tells them whose it is; an org-admin gets the answer."""
+    w = world
+    key = await _key(w, role)
+    err = error(await w.call(key, "GET", "/admin/v1/audit/verify"), 403)
+    assert (err["code"], err["type"]) == ("insufficient_role", "permission_error"), err
+    answer = await ok(await w.call(ADMIN_KEY, "GET", "/admin/v1/audit/verify"))
+    assert answer["object"] == "audit.verification" and answer["events"] > 0
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=w.app), base_url="http://gw") as browser:
+        assert (await browser.post("/console/login", data={"key": key})).status_code == 303
+        page = await browser.get("/console/audit/verification")
+        assert page.status_code == 200, page.text[:300]
+    assert "an org admin runs it" in page.text and "Chain verified" not in page.text, page.text[:500]
