@@ -34,6 +34,7 @@ ORG_ROUTES = {  # routes that are the whole organisation's, not a tenant's
     "org_usage",
     "org_state",
     "reload_config",
+    "verify_trail",  # the whole organisation's trail: every tenant's counts, and a rehash of it all
     "grant_entitlement",
     "revoke_entitlement",
     "create_stateful_pin",
@@ -175,8 +176,6 @@ async def test_nothing_of_another_tenant_is_reached(world, role):
         if route.name == "reembed_memory_namespace" and role == "tenant-admin":
             assert error(resp, 404)["code"] == "not_found"  # another tenant's namespaces are not found
             continue
-        if route.name == "verify_trail":
-            continue  # the same organisation-wide integrity answer for every reader (docs/api.md)
         if "{tenant}" not in route.path and "{id}" in route.path and resp.status_code == 404:
             assert error(resp, 404)["code"] == "not_found"  # a token revocation by id: the caller's tenant's only
             continue
@@ -367,3 +366,39 @@ async def test_the_console_shows_who_set_each_policy_and_offers_no_change_of_it(
     setters = re.findall(r'<td class="policy-setter">([^<]*)</td>', page.text)
     assert sorted(setters) == ["org-admin", "tenant-admin"], setters  # the world's policy, and this one
     assert "/policies" not in page.text and own not in page.text  # no form names a policy
+
+
+async def test_budgets_say_who_set_them_in_the_list_and_the_console(world):
+    """Each budget says who set it (`set_by_role`), in the list as in one budget's answer, and on the console's
+    tenant page, as policies do: the world's budget is the org-admin's, one a tenant-admin sets its own."""
+    w = world
+    admin, a = await _key(w, "tenant-admin"), w.tenants["a"]
+    p = f"{T}/{a['tenant']}"
+    body = {"scope": "team", "scope_id": a["teams"], "amount": "3", "period": "day"}
+    own = (await ok(await w.call(admin, "POST", f"{p}/budgets", json=body), 201))["id"]
+    listed = {b["id"]: b["set_by_role"] for b in (await ok(await w.call(admin, "GET", f"{p}/budgets")))["data"]}
+    assert listed == {a["budgets"]: "org-admin", own: "tenant-admin"}, listed
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=w.app), base_url="http://gw") as browser:
+        assert (await browser.post("/console/login", data={"key": admin})).status_code == 303
+        page = await browser.get(f"/console/tenants/{a['tenant']}")
+        assert page.status_code == 200, page.text[:300]
+    setters = re.findall(r'<td class="budget-setter">([^<]*)</td>', page.text)
+    assert sorted(setters) == ["org-admin", "tenant-admin"], setters
+
+
+@pytest.mark.parametrize("role", ["tenant-admin", "auditor"])
+async def test_the_trail_s_verification_is_the_org_admin_s(world, role):
+    """`GET /admin/v1/audit/verify` answers for every tenant's events (counts that, polled, tell one tenant the
+    others' traffic) and re-hashes the whole trail: a tenant's roles get 403, and the console's Audit page
+    tells them whose it is; an org-admin gets the answer."""
+    w = world
+    key = await _key(w, role)
+    err = error(await w.call(key, "GET", "/admin/v1/audit/verify"), 403)
+    assert (err["code"], err["type"]) == ("insufficient_role", "permission_error"), err
+    answer = await ok(await w.call(ADMIN_KEY, "GET", "/admin/v1/audit/verify"))
+    assert answer["object"] == "audit.verification" and answer["events"] > 0
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=w.app), base_url="http://gw") as browser:
+        assert (await browser.post("/console/login", data={"key": key})).status_code == 303
+        page = await browser.get("/console/audit/verification")
+        assert page.status_code == 200, page.text[:300]
+    assert "an org admin runs it" in page.text and "Chain verified" not in page.text, page.text[:500]

@@ -436,3 +436,23 @@ async def test_an_admin_event_that_cannot_be_read_is_listed_apart(world, raw):
         ]
         bad = reported(listing, broken)
         assert bad["table"] == "admin_events" and bad["tenant_id"] == acme and "detail" in bad["problem"], bad
+
+
+async def test_a_tenant_admins_unreadable_budget_on_an_auditors_key_is_still_an_org_admins_to_change(world):
+    """A budget on a key holding a role only an org-admin grants is the org-admin's to change, whoever set it:
+    so also when its row cannot be read (its key read apart), and its tenant-admin's mends are refused."""
+    w = world
+    acme = await tenant(w, "acme")
+    _, admin = await w.key(acme, "admin", ["tenant-admin"])
+    auditor, _ = await w.key(acme, "auditor", ["auditor"])
+    await w.sql(
+        "INSERT INTO budgets (id, tenant_id, scope, scope_id, amount, currency, period, mode, created_at, "
+        "updated_at, set_by_role) SELECT 'bud_aud', id, 'key', :key, 'lots', 'USD', 'day', 'hard', created_at, "
+        "created_at, 'tenant-admin' FROM tenants WHERE id = :tenant",
+        {"key": auditor, "tenant": acme},
+    )
+    for method, body in (("DELETE", None), ("PATCH", {"amount": "5"})):
+        err = error(await w.admin(method, f"{T}/{acme}/budgets/bud_aud", admin, json=body), 403)
+        assert err["code"] == "budget_set_by_org_admin" and auditor in err["message"], err
+    gone = await ok(await w.admin("DELETE", f"{T}/{acme}/budgets/bud_aud"))  # an org-admin's to delete
+    assert gone["deleted"] is True

@@ -93,8 +93,9 @@ def test_an_operator_session_by_names(cli, gateway):
     client = openai.OpenAI(base_url=gateway.url + "/v1", api_key=secret, max_retries=0)
     client.chat.completions.create(model="priced", messages=[{"role": "user", "content": "hello"}])
     header, spent = rows(cli("budgets", "list", "--tenant", "acme"))
-    assert header == ["ID", "SCOPE", "APPLIES TO", "PERIOD", "MODE", "SPENT", "LIMIT", "USED", "REMAINING"]
+    assert header == ["ID", "SCOPE", "APPLIES TO", "PERIOD", "MODE", "SPENT", "LIMIT", "USED", "REMAINING", "SET BY"]
     assert spent[1:5] == ["tenant", f"{tenant} (acme)", "total", "hard"] and spent[6] == "USD 1,000.50"
+    assert spent[9] == "org-admin"
     assert re.fullmatch(r"USD [\d,]+\.\d\d", spent[5]) and Decimal(spent[5][4:].replace(",", "")) > 0
     assert re.fullmatch(r"\d+\.\d%", spent[7])
 

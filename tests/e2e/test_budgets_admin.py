@@ -196,6 +196,7 @@ def test_budgets_from_the_command_line(world):
         "USD 80.00",
         "0.0%",
         "USD 80.00",
+        "org-admin",
     ], row
     cli("delete", "--tenant", tenant, made["id"])
     assert [line.split() for line in cli("list", "--tenant", tenant).splitlines()] == [header.split()]  # no rows

@@ -1,7 +1,8 @@
 """A call that fails over is admitted on the rate limits of the deployment it fails over to before that
 deployment is called (docs/metering.md "Deployment limits"): one at its own requests-per-minute limit is
-passed over, as admission passes over a first deployment at its limit; the walk goes on to the next, and
-when none is left the client gets the limiter's 429 (OpenAI's envelope, Retry-After). In process and with
+passed over, as admission passes over a first deployment at its limit; the walk goes on to the next. When
+none is left, a deployment that failed is the answer (as if the one at its limit did not exist); the
+limiter's 429 (OpenAI's envelope, Retry-After) only when every candidate was at its limit. In process and with
 Redis counters, unary and streamed; the real app in process in front of a simulator over real HTTP, which
 says which deployments were called."""
 
@@ -52,13 +53,17 @@ def _config(sim_url: str, counters: dict, **limits: int) -> dict:
         server=open_door(),
         metering={"rate_limits": list(rules.values()), **counters},
         providers={"sim": simulated("openai", sim_url)},
-        deployments={name: deployment("sim", f"m-{name}") for name in ("a", "b", "c")},
+        deployments={
+            **{name: deployment("sim", f"m-{name}") for name in ("a", "b", "c")},
+            "x": deployment("sim", "m-x", capabilities=["chat", "streaming"]),  # no tools
+        },
         model_groups={
             "only-b": group("b", retries=0),
             "abc": group("a", "b", "c", retries=0),
             "ab": group("a", "b", retries=0),
             "hedged": group("a", "b", retries=0, hedge_after_ms=50),
             "retried": group("a", "c", retries=2, backoff_ms=1),
+            "x-then-b": group("x", retries=0, fallback_groups=["only-b"]),
         },
     )
 
@@ -102,20 +107,55 @@ async def test_a_failover_to_a_deployment_at_its_limit_skips_it(sim, counters, s
         assert _called(sim, "m-b") == 1, "the gateway called a deployment at its own rate limit"
         assert _called(sim, "m-c") == 1
 
-        # a fails and b, the only one left, is at its limit: the limiter's 429, and b is still not called.
+        # a fails and b, the only one left, is at its limit: b is still not called, and the client hears a's
+        # failure (a 503 it may retry), not a 429 telling it to back off for a limit (docs/routing.md).
         refused = await _chat(client, "ab", stream)
-        assert refused.status_code == 429, refused.text
+        assert refused.status_code == 503, refused.text
         error = refused.json()["error"]
-        assert error["code"] == "rate_limit_exceeded"
-        assert error["type"] == "requests"
-        assert "deployment b" in error["message"] and "a: http_503" in error["message"]
-        assert 1 <= int(refused.headers["retry-after"]) <= 60
-        assert int(refused.headers["retry-after-ms"]) <= 60_000
+        assert (error["type"], error["code"]) == ("server_error", "all_deployments_failed")
+        assert "a: http_503" in error["message"]
         assert _called(sim, "m-b") == 1
         assert _called(sim, "m-a") == 2
-        # Recorded as a declined call (a was called), not as one refused at admission: a re-seed counts it.
         record = records.calls[-1]
-        assert (record.status, record.outcome, record.error_code) == (429, "declined", "rate_limit_exceeded")
+        assert (record.status, record.outcome, record.error_code) == (503, "declined", "all_deployments_failed")
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["unary", "stream"])
+async def test_an_upstream_throttle_beside_a_deployment_at_its_limit_is_the_throttle(sim, counters, stream):
+    """a answers 429 (the provider's quota); b is at its own limit: the client gets what a's 429 alone gives,
+    every deployment called throttled, with a's Retry-After."""
+    sim.state.set_fault({"throttle": 7, "match": "m-a"})
+    async with served(_config(sim.url, counters, b_rpm=1)) as (client, _, _):
+        assert (await _chat(client, "only-b", stream)).status_code == 200  # b's one call of this minute
+        refused = await _chat(client, "ab", stream)
+        assert refused.status_code == 429, refused.text
+        assert refused.json()["error"]["code"] == "all_deployments_throttled"
+        assert refused.headers["retry-after"] == "7"
+        assert _called(sim, "m-b") == 1
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["unary", "stream"])
+async def test_every_candidate_at_its_limit_is_the_limiter_s_429(sim, counters, stream):
+    """No deployment failed: x cannot take tools, so the call falls back to b, at its own limit. Only then is
+    the answer the limiter's 429 (OpenAI's envelope, Retry-After at the minute's end)."""
+    async with served(_config(sim.url, counters, b_rpm=1)) as (client, _, app):
+        records = _Sink()
+        app.pipeline.accounting.sinks.append(records)
+        assert (await _chat(client, "only-b", stream)).status_code == 200  # b's one call of this minute
+        body = {"model": "x-then-b", "messages": USER, "stream": stream, "tools": [_TOOL]}
+        refused = await client.post("/v1/chat/completions", json=body)
+        await refused.aread()
+        assert refused.status_code == 429, refused.text
+        error = refused.json()["error"]
+        assert (error["type"], error["code"]) == ("requests", "rate_limit_exceeded")
+        assert "deployment b" in error["message"]
+        assert 1 <= int(refused.headers["retry-after"]) <= 60
+        assert int(refused.headers["retry-after-ms"]) <= 60_000
+        assert _called(sim, "m-b") == 1 and _called(sim, "m-x") == 0
+        assert records.calls[-1].status == 429
+
+
+_TOOL = {"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}
 
 
 @pytest.mark.parametrize("stream", [False, True], ids=["unary", "stream"])
@@ -142,10 +182,9 @@ async def test_a_failover_past_a_deployment_s_tokens_limit_skips_it(sim, counter
         resp = await _chat(client, "abc", False)  # reserves the prompt and 4096 output tokens: more than 100
         assert resp.status_code == 200, resp.text
         assert resp.headers["x-multihome-deployment"] == "c"
-        refused = await _chat(client, "ab", False)
-        assert refused.status_code == 429, refused.text
-        assert refused.json()["error"]["type"] == "tokens"
-        assert refused.headers["x-ratelimit-limit-tokens"] == "100"
+        refused = await _chat(client, "ab", False)  # a fails, b's tokens do not fit: a's failure answers
+        assert refused.status_code == 503, refused.text
+        assert "b: skipped (deployment rate limit reached)" in refused.json()["error"]["message"]
         assert _called(sim, "m-b") == 0
 
 

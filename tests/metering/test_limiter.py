@@ -108,7 +108,9 @@ async def _reserved(lim, body: dict, deployments, request_id: str, unchecked: di
     if unchecked:
         tracker.request = msgspec.structs.replace(tracker.request, **unchecked)
     await tracker.admit(
-        types.SimpleNamespace(name="g", fallback_deployments=()), deployments, estimate.output_tokens(tracker.request)
+        types.SimpleNamespace(name="g", fallback_deployments=(), answers=1),
+        deployments,
+        estimate.output_tokens(tracker.request),
     )
     return tracker.ticket.reserved[0][1]
 
@@ -140,7 +142,10 @@ async def _reserved_or_none(lim, body: dict, deployments, request_id: str) -> in
     tracker.request = parse_chat(
         json.dumps({"model": "g", "messages": [{"role": "user", "content": "hi"}], **body}).encode()
     ).request
-    assert tracker.admit_at_once(types.SimpleNamespace(name="g", fallback_deployments=()), deployments, 20) is not None
+    assert (
+        tracker.admit_at_once(types.SimpleNamespace(name="g", fallback_deployments=(), answers=1), deployments, 20)
+        is not None
+    )
     reserved = tracker.ticket.reserved
     return reserved[0][1] if reserved else None
 

@@ -81,7 +81,7 @@ async def test_the_tracker_reserves_at_the_tier_the_call_asked_for():
         tracker = Accounting(limiter=lim).begin("r1", "chat", principal(), b"{}", "g")
         assert tracker is not None
         tracker.tier = "priority"
-        tracker.admit_at_once(SimpleNamespace(name="g", fallback_deployments=()), [Dep("dep-a")], 500)
+        tracker.admit_at_once(SimpleNamespace(name="g", fallback_deployments=(), answers=1), [Dep("dep-a")], 500)
         assert tracker.ticket is not None
         (_, reserved), *_ = tracker.ticket.reserved
         assert reserved > AT_DEFAULT  # the prompt estimate of no request is 0 tokens: 16 at 10, 500 at 20

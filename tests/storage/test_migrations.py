@@ -205,3 +205,63 @@ async def test_policies_stored_before_0025_become_the_org_admins(kind, sqlite_da
         await store.delete_policy("ten_old", mine.id, actor="t", role="tenant-admin")
     finally:
         await store.close()
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "postgresql"])
+async def test_tenant_admin_budgets_on_privileged_keys_become_the_org_admins_at_0026(
+    kind, sqlite_database, pg_database
+):
+    """Migration 0026: a budget a tenant-admin set, before the rule that refuses it, on a key holding a role
+    only an org-admin grants (or roles that cannot be read) is the org-admin's; one on an ordinary key stays
+    the tenant-admin's."""
+    import datetime
+
+    from multihome.storage.engine import create_engine
+    from multihome.storage.tables import api_keys, budgets, tenants
+
+    db_url = sqlite_database(migrated=False) if kind == "sqlite" else pg_database(migrated=False)
+    await asyncio.to_thread(migrate_sync, db_url, "0025")
+    now = datetime.datetime.now(datetime.UTC)
+    engine = create_engine(db_url)
+    try:
+        async with engine.begin() as conn:
+            await conn.execute(sa.insert(tenants).values(id="ten_old", name="acme", metadata={}, created_at=now))
+            for n, (key_id, roles) in enumerate(
+                (("key_aud", ["auditor"]), ("key_org", ["org-admin", "member"]), ("key_mem", ["member"]))
+            ):
+                await conn.execute(
+                    sa.insert(api_keys).values(
+                        id=key_id,
+                        tenant_id="ten_old",
+                        name=key_id,
+                        prefix=f"p{n}xxxxxx",
+                        hash=str(n) * 64,
+                        roles=roles,
+                        metadata={},
+                        created_at=now,
+                    )
+                )
+                await conn.execute(
+                    sa.insert(budgets).values(
+                        id=f"bud_{key_id}",
+                        tenant_id="ten_old",
+                        scope="key",
+                        scope_id=key_id,
+                        amount="5",
+                        currency="USD",
+                        period="day",
+                        mode="hard",
+                        created_at=now,
+                        updated_at=now,
+                        set_by_role="tenant-admin",
+                    )
+                )
+    finally:
+        await engine.dispose()
+    await asyncio.to_thread(migrate_sync, db_url)
+    store = await open_store(db_url)
+    try:
+        setters = {b.id: b.set_by_role for b in await store.list_budgets("ten_old")}
+        assert setters == {"bud_key_aud": "org-admin", "bud_key_org": "org-admin", "bud_key_mem": "tenant-admin"}
+    finally:
+        await store.close()

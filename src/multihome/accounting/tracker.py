@@ -188,6 +188,9 @@ class CallTracker(msgspec.Struct, eq=False):
         if headers is None:
             assert self.acc.limiter is not None  # only the limiter's shared counters need an await
             prompt, choices = estimate.admission(self.request)
+            answers = group.answers
+            if answers > 1:  # as in admit_at_once
+                prompt, choices = prompt * answers, choices * answers
             self.ticket = ticket = await self.acc.limiter.admit(
                 self.principal,
                 group.name,
@@ -217,6 +220,10 @@ class CallTracker(msgspec.Struct, eq=False):
                     prompt, choices = estimate.prompt_tokens(request), 1  # estimate.admission's usual case
                 else:
                     prompt, choices = estimate.admission(request)
+                answers = group.answers
+                if answers > 1:  # a group that hedges or fails over on refusals: the reservation covers each
+                    # answer the call may be billed for (docs/metering.md "Unserved answers are reserved for")
+                    prompt, choices = prompt * answers, choices * answers
             else:  # no budget or limit to reserve or count against: no estimate (the rules are live)
                 prompt, choices = 0, 1
             # At the prices of the service tier the call asked for (None: the deployments' own), and of the

@@ -299,11 +299,12 @@ def _budgets_list(a: argparse.Namespace, api: Admin) -> None:
             money(b["amount"], b["currency"]),
             percent(b["spent_or_reserved"], b["amount"]),
             money(b["remaining"], b["currency"]),
+            b.get("set_by_role") or "config",
             "" if b.get("in_force", True) else "outranked by a smaller budget",
         ]
         for b in data
     ]
-    headers = ["id", "scope", "applies to", "period", "mode", "spent", "limit", "used", "remaining", "note"]
+    headers = ["id", "scope", "applies to", "period", "mode", "spent", "limit", "used", "remaining", "set by", "note"]
     if not any(row[-1] for row in rows):  # the note column only when a budget is outranked
         headers, rows = headers[:-1], [row[:-1] for row in rows]
     print(table(headers, rows), end="")

@@ -583,7 +583,10 @@ _CLOSED_EARLY = "connection closed before message completed"
 def _failed(
     group: GroupRuntime, plan: Plan | None, attempts: list[Attempt], last: _Result | None, budget_s: float | None = None
 ) -> AllDeclined:
-    tried = "; ".join(f"{a.deployment}: {a.outcome} after {a.ms:.0f} ms" for a in attempts)
+    tried = "; ".join(
+        f"{a.deployment}: {a.outcome} ({a.reason})" if a.reason else f"{a.deployment}: {a.outcome} after {a.ms:.0f} ms"
+        for a in attempts
+    )
     parts = [f"No deployment of model '{group.name}' could serve the request."]
     if budget_s is not None:
         parts.append(f"The time budget of {budget_s:g}s ran out.")
@@ -592,7 +595,9 @@ def _failed(
     skipped = "; ".join(f"{s.deployment}: {s.reason}" for s in plan.skipped) if plan is not None else ""
     if skipped:
         parts.append(f"Skipped: {skipped}.")
-    real = [a for a in attempts if a.ms > 0 or a.outcome != "breaker_open"]
+    # The deployments called: not a breaker that stood open, nor one passed over at its own rate limit (the
+    # answer is the one the call would get without it: docs/routing.md).
+    real = [a for a in attempts if (a.ms > 0 or a.outcome != "breaker_open") and a.reason != LIMITED_REASON]
     if budget_s is not None:
         err = ApiError(504, " ".join(parts), type="server_error", code="routing_budget_exhausted")
     elif real and all(a.outcome == "http_429" for a in real) and last is not None:

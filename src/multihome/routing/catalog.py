@@ -48,6 +48,8 @@ class GroupRuntime:
     # The deployments of its fallback groups (one level, as routing/router.py walks them), not its own: a call
     # may be served by one, so admission reserves at their prices too (metering/limiter.py `also`).
     fallback_deployments: tuple[DeploymentRuntime, ...] = field(init=False, default=())
+    # The most upstream answers one call may be billed for (`billed_answers`): admission reserves that many.
+    answers: int = field(init=False, default=1)
     needs_size: bool = field(init=False)  # whether any deployment has a window or output limit to check
 
     def __post_init__(self) -> None:
@@ -219,4 +221,18 @@ def _runtime(
                 if d.name not in group.position
             }.values()
         )
+        group.answers = billed_answers(group, [groups[n] for n in group.policy.fallback_groups if n in groups])
     return deployments, groups
+
+
+def billed_answers(group: GroupRuntime, fallbacks: list[GroupRuntime]) -> int:
+    """The most answers an upstream may bill one call of `group` for (routing/attempts.py): the one served,
+    each refusal a group that fails over on `refusal` passes over (at most one per deployment but its last:
+    a last refusal is the answer), and one hedge's loser that completed (only the winning pair has one).
+    Never more than the deployments of the chain's walks, each called at most once per walk for a billable
+    answer (a retry follows only an unbilled failure). 1 for a group that neither hedges nor fails over on refusals."""
+    chain = [group, *fallbacks]
+    extra = sum(len(g.deployments) - 1 for g in chain if "refusal" in g.policy.fail_over_on)
+    if any(g.policy.hedge_after_ms is not None for g in chain):
+        extra += 1
+    return min(1 + extra, sum(len(g.deployments) for g in chain))

@@ -72,7 +72,7 @@ class Router:
             except AllDeclined as exc:
                 last = exc
         assert last is not None
-        if gate is not None and gate.refusal is not None and last.body.code != "routing_budget_exhausted":
+        if gate is not None and gate.refusal is not None and not _failure_among(attempts):
             raise _limited(last, gate.refusal, attempts) from None
         raise last
 
@@ -94,10 +94,24 @@ class Router:
         }
 
 
+def _failure_among(attempts: list[Attempt]) -> bool:
+    """Whether a deployment the call could use failed: it was called and declined (or the time budget ran
+    out), or its breaker stood open. Then that failure is the call's answer, as if the deployments passed
+    over for their rate limit did not exist: a 429 would tell the client to back off for a limit when a
+    deployment is down. Skips for what the request needs or policy allows are not candidates."""
+    for a in attempts:
+        if a.outcome == "skipped":
+            if a.reason is not None and a.reason.startswith("breaker"):
+                return True
+        elif a.outcome != "fallback_group":
+            return True
+    return False
+
+
 def _limited(declined: AllDeclined, refusal: ApiError, attempts: list[Attempt]) -> AllDeclined:
-    """Nothing served the call and a deployment it would have failed over to was at its own rate limit:
-    the 429 admission gives when every deployment is (the limiter's, Retry-After and all), saying what
-    was tried."""
+    """Nothing served the call, no deployment failed, and one it would have failed over to was at its own
+    rate limit: the 429 admission gives when every deployment is (the limiter's, Retry-After and all),
+    saying what was tried."""
     err = ApiError(
         429,
         f"{declined.body.message} {refusal.body.message}",

@@ -7,7 +7,10 @@ up from its next snapshot.
 
 Authority: each row records the role that set it. A budget an org-admin set or changed is a cap a
 tenant-admin may tighten (lower the amount, make it hard) but never lift (raise it, make it soft,
-delete it). The check runs inside the write, so a cap set a moment earlier is never lifted.
+delete it). A budget on a key that holds a role only an org-admin grants (auditor, org-admin) is a
+change to that key: a tenant-admin may neither set nor change nor delete one, whoever set it (one set
+before that rule, migration 0026). The checks run inside the write, so a cap set a moment earlier is
+never lifted.
 """
 
 from __future__ import annotations
@@ -17,10 +20,11 @@ from collections.abc import Callable
 from decimal import Decimal, InvalidOperation
 from typing import Any, TypeVar
 
+import msgspec
 import sqlalchemy as sa
 
 from ..schema.errors import echo
-from ..schema.principal import ORG_ADMIN, TENANT_ADMIN
+from ..schema.principal import ORG_ADMIN, ORG_GRANTED, ROLES, TENANT_ADMIN
 from . import rows
 from .base import StoreBase, utcnow
 from .errors import Conflict, Invalid, NotFound, StorageError
@@ -28,7 +32,7 @@ from .ids import new_id
 from .records import Budget, BudgetMode, BudgetPeriod, BudgetRole, PolicyScope
 from .row_reads import Listed, either, one, read_all, read_one
 from .rows import Unreadable
-from .tables import budgets
+from .tables import api_keys, budgets
 
 SCOPES: tuple[PolicyScope, ...] = ("tenant", "team", "key")
 PERIODS: tuple[BudgetPeriod, ...] = ("day", "month", "total")
@@ -263,18 +267,45 @@ class BudgetsRepo(StoreBase):
         None and what is wrong with its row; who set it)."""
         before, bad = await one(conn, sa.select(budgets).where(*where).with_for_update(), budgets, rows.budget)
         if before is not None:
+            if role != ORG_ADMIN and before.scope == "key":
+                await _check_key(conn, budget_id, tenant_id, before.scope_id)
             _check_authority(before, role, lifts(before))
             return before, None, before.set_by_role
         if bad is None:
             raise NotFound("budget", budget_id, tenant_id)
         # Whether it lifts a cap cannot be told: only an org-admin, or a tenant-admin on a tenant-admin's budget.
-        setter = await conn.scalar(sa.select(budgets.c.set_by_role).where(*where))
-        if role != ORG_ADMIN and setter != TENANT_ADMIN:
+        held = (
+            await conn.execute(sa.select(budgets.c.set_by_role, budgets.c.scope, budgets.c.scope_id).where(*where))
+        ).one()
+        if role != ORG_ADMIN and held.set_by_role != TENANT_ADMIN:
             raise Outranked(
                 f"Budget {budget_id} cannot be read ({bad.problem}) and was not set by a tenant-admin, so only an "
                 "org admin may change or delete it."
             )
-        return None, bad, setter
+        if role != ORG_ADMIN and held.scope == "key":
+            await _check_key(conn, budget_id, tenant_id, held.scope_id)
+        return None, bad, held.set_by_role
+
+
+async def _check_key(conn: Any, budget_id: str, tenant_id: str, key_id: str) -> None:
+    """Outranked when the budget's key holds a role only an org-admin grants (or roles that cannot be read,
+    which may be one): a cap on such a key is a change to it, an org-admin's to make, whoever set it."""
+    where = (api_keys.c.tenant_id == tenant_id, api_keys.c.id == key_id)
+    raw = await conn.scalar(sa.select(sa.cast(api_keys.c.roles, sa.Text)).where(*where))  # as text: may not decode
+    if raw is None:
+        return  # no such key (any more): the budget caps nobody's key
+    try:
+        roles: list[str] | None = msgspec.json.decode(raw, type=list[str])
+    except msgspec.DecodeError:
+        roles = None
+    if roles is not None and all(r in ROLES for r in roles) and ORG_GRANTED.isdisjoint(roles):
+        return
+    held = ", ".join(sorted(ORG_GRANTED.intersection(roles))) if roles is not None else ""
+    what = f"holds the {held} role" if held else "has roles that cannot be read"
+    raise Outranked(
+        f"Budget {budget_id} is on key {key_id}, which {what}: a budget on a key holding a role only an "
+        "org-admin grants is an org admin's to change or delete. Ask an org admin."
+    )
 
 
 def _unreadable(bad: Unreadable | None) -> dict[str, Any]:

@@ -38,8 +38,12 @@ async def list_budgets(s: Services, c: AdminCall) -> Any:
         if b.tenant_id == tenant and id(b) not in listed and (len(asked) == 1 or (b.scope, b.id) in asked):
             rows.append((b.scope, b.id, b, _winner(rules, tenant, b.scope, b.id, b.period, b.currency) is b))
     # Budgets whose stored row cannot be read are not enforced (their tenant is refused instead): reported.
-    unreadable = (await s.store.list_budgets(tenant)).unreadable if s.store is not None else ()
-    return listing(await _status(s, tenant, rows), unreadable)
+    stored_rows = await s.store.list_budgets(tenant) if s.store is not None else None
+    listed_rows = await _status(s, tenant, rows)
+    setters = {b.id: b.set_by_role for b in stored_rows} if stored_rows is not None else {}
+    for row in listed_rows:  # who may change it, as a policy says (None: a config budget, the operator's)
+        row["set_by_role"] = setters.get(row["id"], "org-admin") if row["id"] is not None else None
+    return listing(listed_rows, stored_rows.unreadable if stored_rows is not None else ())
 
 
 async def create_budget(s: Services, c: AdminCall) -> Any:

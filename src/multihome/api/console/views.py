@@ -407,7 +407,10 @@ class Views:
         }
 
     async def verification(self, viewer: Principal) -> Any:
-        """The trail's verification (it reads the whole trail: the Audit page loads it after the events)."""
+        """The trail's verification (it reads the whole trail: the Audit page loads it after the events). An
+        org-admin's only (api/admin/audit.py): another viewer is told so, "org" instead of an answer."""
+        if not org(viewer):
+            return "org"
         return await self._optional("verify_trail", viewer)
 
     # -- State --------------------------------------------------------------------------------------

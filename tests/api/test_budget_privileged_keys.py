@@ -1,0 +1,71 @@
+"""A budget on a key that holds a role only an org-admin grants (auditor, org-admin) is the org-admin's,
+whoever set it: a tenant-admin may not set one (403 `insufficient_role`), nor change or delete one a
+tenant-admin set before that rule (403 `budget_set_by_org_admin`): lowering it to nothing, hard, would
+cut an auditor's or an org-admin's key off. The real app in process, SQLite then PostgreSQL; the budget
+from before the rule is written to the store as a tenant-admin's, as that rule's absence let it be."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+
+from admin_http import error, ok, running
+from builders import audit, database, identity, single
+from multihome.storage import open_store
+
+pytestmark = pytest.mark.anyio
+ADMIN_KEY = "mh-bootstrap-admin-key-for-budget-keys"
+T = "/admin/v1/tenants"
+
+
+async def _call(app, key: str, method: str, path: str, **kw) -> httpx.Response:
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://gw") as c:
+        return await c.request(method, path, headers={"authorization": f"Bearer {key}"}, **kw)
+
+
+@pytest.mark.parametrize("role", ["auditor", "org-admin"])
+async def test_a_tenant_admin_cannot_change_or_delete_a_budget_on_a_privileged_key(db_url, monkeypatch, tmp_path, role):
+    monkeypatch.setenv("MH_TEST_BUDGET_KEYS_ADMIN", ADMIN_KEY)
+    cfg = single(storage=database(db_url), identity=identity("MH_TEST_BUDGET_KEYS_ADMIN"), audit=audit(tmp_path / "a"))
+    async with running(cfg) as app:
+        tenant = (await ok(await _call(app, ADMIN_KEY, "POST", T, json={"name": "acme"}), 201))["id"]
+        keys = f"{T}/{tenant}/keys"
+
+        async def key(roles: list[str]) -> dict:
+            return await ok(await _call(app, ADMIN_KEY, "POST", keys, json={"name": "k", "roles": roles}), 201)
+
+        admin = (await key(["tenant-admin"]))["key"]
+        privileged = (await key([role]))["id"]
+        member = (await key(["member"]))["id"]
+        url = f"{T}/{tenant}/budgets"
+        body = {"scope": "key", "scope_id": privileged, "amount": "100", "period": "day"}
+        refused = error(await _call(app, admin, "POST", url, json=body), 403)
+        assert refused["code"] == "insufficient_role"
+
+        # Before the rule, a tenant-admin could: such a budget is in the store as a tenant-admin's.
+        store = await open_store(db_url)
+        try:
+            old = await store.create_budget(
+                tenant, scope="key", scope_id=privileged, amount="100", period="day", actor="t", role="tenant-admin"
+            )
+            spare = await store.create_budget(
+                tenant, scope="key", scope_id=privileged, amount="100", period="month", actor="t", role="tenant-admin"
+            )
+        finally:
+            await store.close()
+
+        for method, change in (("PATCH", {"amount": "0.000000001"}), ("PATCH", {"mode": "hard"}), ("DELETE", None)):
+            err = error(await _call(app, admin, method, f"{url}/{old.id}", json=change), 403)
+            assert (err["code"], err["type"]) == ("budget_set_by_org_admin", "permission_error"), err
+            assert privileged in err["message"] and role in err["message"]
+        kept = await ok(await _call(app, ADMIN_KEY, "GET", f"{url}/{old.id}"))
+        assert (kept["amount"], kept["mode"]) == ("100", "hard")
+
+        # An org-admin still may; a tenant-admin's budget on an ordinary key is still the tenant-admin's.
+        lowered = await ok(await _call(app, ADMIN_KEY, "PATCH", f"{url}/{old.id}", json={"amount": "50"}))
+        assert lowered["set_by_role"] == "org-admin"
+        await ok(await _call(app, ADMIN_KEY, "DELETE", f"{url}/{spare.id}"))
+        own = {"scope": "key", "scope_id": member, "amount": "5", "period": "day"}
+        mine = await ok(await _call(app, admin, "POST", url, json=own), 201)
+        await ok(await _call(app, admin, "PATCH", f"{url}/{mine['id']}", json={"amount": "9"}))
+        await ok(await _call(app, admin, "DELETE", f"{url}/{mine['id']}"))
