@@ -147,7 +147,10 @@ async def test_writer_retries_until_the_database_is_back(tmp_path):
     await store.close()
     m = await started(url)
     good = m.writer.engine
-    m.writer.engine = create_engine(f"sqlite+aiosqlite:///{tmp_path / 'missing' / 'dir.db'}")  # the database is away
+    away = tmp_path / "missing"
+    away.mkdir()  # create_engine refuses a directory that is not there; it goes once the engine exists
+    m.writer.engine = create_engine(f"sqlite+aiosqlite:///{away / 'dir.db'}")
+    away.rmdir()  # the database is away: every connection fails
     m.record(call("kept"))
     deadline = time.monotonic() + 60
     while m.writer.failures == 0 and time.monotonic() < deadline:
