@@ -24,11 +24,11 @@ from .api.pipeline import Pipeline
 from .api.policy_gate import PolicyGate
 from .api.responses.agent import AgentSetup
 from .api.responses.handlers import handlers as responses_handlers
-from .config import Config, check_drain_timeout, env_secret, load_config
+from .config import Config, check_drain_timeout, env_secret
 from .contracts.service import ContractsService
 from .identity.authenticator import Authenticator
 from .identity.stored_caller import stored_caller
-from .live_config import LiveConfig, Reloadable
+from .live_config import LiveConfig, Reloadable, read_config
 from .metering.service import Metering
 from .observability.call_log import CallLog
 from .routing.attempts import AttemptRunner
@@ -258,6 +258,7 @@ def served_app(
     listening: str | None = None,
     config_path: str | None = None,
     adjust: Callable[[Config], None] | None = None,
+    version: str | None = None,
 ) -> Gateway:
     """The app as uvicorn serves it: its stop signals start the gateway's drain (api/drain.py), SIGHUP
     reloads `config_path` (live_config.py; `adjust`: what was changed in `config` after it was read, done
@@ -271,6 +272,8 @@ def served_app(
             service.on_signals = True
             service.supervisor = os.getppid() if SUPERVISED_ENV in os.environ else None
             service.adjust = adjust
+            if version is not None:  # the file's version `config` was parsed from, not read again later
+                service.version = version
     return gateway
 
 
@@ -378,9 +381,9 @@ class _Started:
 
 def app_from_env() -> Gateway:
     """Factory for `uvicorn --factory` workers: each worker process builds its own app."""
-    config = load_config(os.environ[CONFIG_ENV])
+    config, version = read_config(os.environ[CONFIG_ENV])
     _as_worker(config)
-    return served_app(config, os.environ.get(LISTEN_ENV), os.environ[CONFIG_ENV], _as_worker)
+    return served_app(config, os.environ.get(LISTEN_ENV), os.environ[CONFIG_ENV], _as_worker, version)
 
 
 def _as_worker(config: Config) -> None:

@@ -86,6 +86,11 @@ class LiveConfig:
     async def start(self) -> None:
         if self.on_signals and self.path is not None:
             asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, self._on_hup)
+            # A SIGHUP that came while this process was starting was ignored (app.served_app): with
+            # `--workers`, an admin reload answered by a worker already up reaches the others that way.
+            # So a file changed since it was read is applied now, as that SIGHUP would have applied it.
+            if await asyncio.to_thread(_version_of, self.path) not in (self.version, None):
+                await self._reload_logged()
 
     async def close(self) -> None:
         if self.on_signals and self.path is not None:
@@ -168,6 +173,19 @@ def _read(path: str) -> str:
         return Path(path).read_text()
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read config file ({exc.strerror})") from None
+
+
+def read_config(path: str) -> tuple[Config, str]:
+    """The config file, and the version of the very text it was parsed from (LiveConfig.version)."""
+    text = _read(path)
+    return parse_config(text, source=path), _digest(text.encode())
+
+
+def _version_of(path: str) -> str | None:
+    try:
+        return _digest(Path(path).read_bytes())
+    except OSError:
+        return None  # what reading it again would say is the next reload's to say
 
 
 def _digest(data: bytes) -> str:

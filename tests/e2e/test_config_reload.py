@@ -213,6 +213,8 @@ def test_the_admin_call_with_two_workers_reloads_every_worker(sim, tmp_path: Pat
     sim.reset()
     gw = Gateway(_config(sim.url), tmp_path, ENV, "--workers", "2")
     try:
+        # Both workers up first: one that reads the file after the change below has nothing to reload.
+        until(lambda: gw.output().count("multihome listening") >= 2, 120, "both workers' start-up")
         assert not _serves(gw.url, "fresh")
         Path(gw.args[gw.args.index("--config") + 1]).write_text(yaml_text(_config(sim.url, fresh=True)))
         ok = httpx.post(gw.url + "/admin/v1/config/reload", headers={"authorization": f"Bearer {ADMIN}"}, timeout=30)

@@ -50,12 +50,13 @@ def serve(args: argparse.Namespace) -> int:
     from ..api.drain import uvicorn_timeout
     from ..api.head_limit import protocol
     from ..app import CONFIG_ENV, DRAIN_ENV, LISTEN_ENV, SUPERVISED_ENV, served_app
+    from ..live_config import read_config
     from ..observability.logs import serve_log_config
     from ..observability.metrics_dir import MULTIPROC_ENV, per_run
     from ..providers.transport import use_upstream_threads
     from .process_end import end_process
 
-    config = load_config(args.config)
+    config, version = read_config(args.config)
     use_upstream_threads(config.server.upstream_threads)
     if args.drain_timeout is not None:
         config.server.drain_timeout_s = check_drain_timeout(args.drain_timeout, "--drain-timeout")
@@ -105,7 +106,9 @@ def serve(args: argparse.Namespace) -> int:
         # run's files first, as for --workers, or a restart would add the last run's counts to this one's.
         chosen = config.metrics.enabled and os.environ.get(MULTIPROC_ENV)
         with per_run() if chosen else contextlib.nullcontext():
-            uvicorn.run(served_app(config, f"http://{host}:{port}", os.path.abspath(args.config)), **common)
+            uvicorn.run(
+                served_app(config, f"http://{host}:{port}", os.path.abspath(args.config), version=version), **common
+            )
         end_process(0)  # stopped (SIGINT; SIGTERM never gets here): not through finalization, see process_end.py
     return 0
 
