@@ -232,3 +232,50 @@ def _sigterm_mid_load(tmp_path: Path, db: str, rounds: int) -> None:
 
 def test_sigterm_under_load_loses_nothing_and_logs_no_traceback(tmp_path, db_url):
     _sigterm_mid_load(tmp_path, db_url, rounds=3)
+
+
+def test_sigterm_with_postgresql_down_exits_in_bounded_time_and_the_next_start_writes_the_rows(tmp_path):
+    """The database is gone when the stop comes: the process still exits, after the usage writer's
+    documented 30 s without a batch written (docs/metering.md) and the audit head registry's 5 s, saying
+    what it kept where; the answered calls' rows stay in the usage spool, and the next start writes them."""
+    from pg import PostgresServer  # a server of its own: this test stops it
+
+    pg = PostgresServer()
+    sim = Simulator("openai", "oa-pg-down")
+    try:
+        db = pg.migrated_database()
+        cfg = {
+            **_config(tmp_path, db, sim),
+            "server": {"drain_timeout_s": DRAIN_S, "api_keys_env": ["MH_LOAD_CLIENT"]},
+            "metering": {"spool": {"dir": str(tmp_path / "spool")}},
+        }
+        init_key_file(tmp_path / "kms.key")
+        env = {"MH_LOAD_ADMIN_KEY": ADMIN_KEY, "MH_LOAD_CLIENT": "client-key"}
+        gw = Gateway(cfg, tmp_path, env)
+        answered: list[str] = []
+        try:
+            client = _client(gw, "client-key")
+            ask = client.chat.completions.with_raw_response.create
+            answered += [ask(model="quick", messages=USER).headers["x-request-id"] for _ in range(2)]
+            pg.pause()
+            answered += [ask(model="quick", messages=USER).headers["x-request-id"] for _ in range(3)]
+            sent = time.monotonic()
+            gw.popen.send_signal(signal.SIGTERM)
+            gw.popen.wait(120)  # bounded: ~35 s with the defaults; generous for a busy machine
+            took = time.monotonic() - sent
+        finally:
+            log = gw.stop()
+        told = _told(log)
+        assert gw.popen.returncode in (0, -signal.SIGTERM), told
+        assert took < 90, f"{took:.0f}s to exit"
+        assert "Traceback" not in log, told
+        assert "unwritten rows kept in" in log and "the next start writes them" in log, told
+        pg.resume()
+        gw = Gateway(cfg, tmp_path, env)  # replays the spool before it is ready
+        log = gw.stop()
+        assert "Traceback" not in log, _told(log)
+        recorded = asyncio.run(_recorded(db))
+        assert set(answered) <= recorded.keys(), set(answered) - recorded.keys()
+    finally:
+        sim.stop()
+        pg.stop()
