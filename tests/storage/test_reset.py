@@ -1,5 +1,5 @@
-"""A task cancelled while its connection goes back to the pool (the pool's ROLLBACK, which it runs on
-every connection given back, after a COMMIT too): the rollback finishes, the connection goes back whole, nothing is logged, and the task
+"""A task cancelled while its connection goes back to the pool (the pool's ROLLBACK of a transaction still
+open on it; SQLAlchemy ran one after every COMMIT too, which is now skipped): the rollback finishes, the connection goes back whole, nothing is logged, and the task
 still ends cancelled (storage/reset.py). Before, SQLAlchemy logged the interrupted reset with a traceback
 into the gateway's log at shutdown, when a poller or a job was stopped at that moment."""
 
@@ -37,6 +37,41 @@ def _slow_rollbacks(monkeypatch, armed: asyncio.Event, rolling: asyncio.Event) -
     monkeypatch.setattr(owner, name, slow)
 
 
+async def _open_transaction(conn) -> None:
+    """A transaction open on the driver's connection that SQLAlchemy's Connection does not know of."""
+    await (await conn.get_raw_connection()).driver_connection.execute("BEGIN")
+
+
+async def test_a_committed_write_goes_back_to_the_pool_without_a_rollback(sqlite_database, monkeypatch):
+    """Nothing is open after a COMMIT: the pool's ROLLBACK (a hop to aiosqlite's thread) is skipped."""
+    import aiosqlite.core
+
+    engine = create_engine(sqlite_database())
+    rollbacks: list[int] = []
+    real = aiosqlite.core.Connection.rollback
+
+    async def counted(self):
+        rollbacks.append(1)
+        return await real(self)
+
+    try:
+        async with engine.connect():  # the first connection's set-up (the dialect rolls back once then)
+            pass
+        monkeypatch.setattr(aiosqlite.core.Connection, "rollback", counted)
+        for _ in range(3):
+            conn = await engine.connect()
+            async with conn.begin():
+                await conn.execute(sa.text("SELECT 1"))
+            await conn.close()
+        assert rollbacks == []
+        conn = await engine.connect()
+        await _open_transaction(conn)
+        await conn.close()
+        assert rollbacks == [1], "an open transaction is still rolled back"
+    finally:
+        await engine.dispose()
+
+
 async def test_a_task_cancelled_while_its_connection_rolls_back_gives_it_back_whole(
     sqlite_database, monkeypatch, caplog
 ):
@@ -45,11 +80,13 @@ async def test_a_task_cancelled_while_its_connection_rolls_back_gives_it_back_wh
     after: list[str] = []
 
     async def read() -> None:
-        # A write as the stores make them: committed, then closed in the task itself (the pool rolls back).
+        # Closed in the task itself, as the stores' writes are, with a transaction still open on the driver's
+        # connection (a COMMIT that failed, say): the pool rolls it back.
         conn = await engine.connect()
         try:
             async with conn.begin():
                 await conn.execute(sa.text("SELECT 1"))
+            await _open_transaction(conn)
             armed.set()
         finally:
             await conn.close()
@@ -84,8 +121,7 @@ async def test_a_rollback_that_does_not_end_is_given_up_at_the_grace(sqlite_data
     async def read() -> None:
         conn = await engine.connect()
         try:
-            async with conn.begin():
-                await conn.execute(sa.text("SELECT 1"))
+            await _open_transaction(conn)
             armed.set()
         finally:
             await conn.close()

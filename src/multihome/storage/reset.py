@@ -30,13 +30,28 @@ GRACE_S = 5.0  # how long a cancelled caller waits for its connection's rollback
 
 def finish_resets(engine: AsyncEngine) -> None:
     """Roll back connections given back to `engine`'s pool (made with `pool_reset_on_return=None`)."""
+    sqlite = engine.dialect.name == "sqlite"
 
     @event.listens_for(engine.sync_engine, "reset")
     def _reset(dbapi_connection: Any, _record: Any, state: PoolResetState) -> None:
         # Outside the greenlet (garbage collection) no I/O can run; the pool only terminates then.
         if state.transaction_was_reset or state.terminate_only or not state.asyncio_safe:
             return
+        if not _in_transaction(dbapi_connection.driver_connection):
+            # Nothing to roll back (a write committed: the usual return). On SQLite the pool's ROLLBACK was a
+            # hop to aiosqlite's thread for nothing; asyncpg's adapter is still asked, for its own transaction
+            # object, which it clears without I/O when none was begun.
+            if not sqlite:
+                dbapi_connection.rollback()
+            return
         await_(whole(greenlet_spawn(dbapi_connection.rollback)))
+
+
+def _in_transaction(driver: Any) -> bool:
+    """Whether the driver's connection is inside a transaction (unknown: assume so)."""
+    if hasattr(driver, "is_in_transaction"):  # asyncpg
+        return bool(driver.is_in_transaction())
+    return bool(getattr(driver, "in_transaction", True))  # aiosqlite (sqlite3's view: autocommit or not)
 
 
 async def whole(work: Coroutine[Any, Any, Any]) -> None:
