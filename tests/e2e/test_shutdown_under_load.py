@@ -50,8 +50,9 @@ def _config(tmp: Path, db: str, sim: Simulator) -> dict:
             "quick": deployment("oa", "m-quick"),
             "long": deployment("oa", "m-long"),
             "bg": deployment("oa", "m-bg"),
+            "endless": deployment("oa", "m-endless"),
         },
-        model_groups=groups({"quick": "quick", "long": "long", "bg": "bg"}, retries=0),
+        model_groups=groups({"quick": "quick", "long": "long", "bg": "bg", "endless": "endless"}, retries=0),
         contracts={"refresh_s": 0.1},
         responses=BUSY,
     )
@@ -97,8 +98,8 @@ def _unary(client: openai.OpenAI, seen: _Traffic) -> None:
         seen.answered.append(raw.headers["x-request-id"])
 
 
-def _stream(client: openai.OpenAI, seen: _Traffic) -> None:
-    raw = client.chat.completions.with_raw_response.create(model="long", messages=USER, stream=True)
+def _stream(client: openai.OpenAI, seen: _Traffic, model: str = "long") -> None:
+    raw = client.chat.completions.with_raw_response.create(model=model, messages=USER, stream=True)
     rid = raw.headers["x-request-id"]
     finish = None
     try:
@@ -119,6 +120,11 @@ def _stream(client: openai.OpenAI, seen: _Traffic) -> None:
             seen.answered.append(rid)
         else:
             seen.wrong.append(f"stream {rid} ended without its finish reason or an error event")
+
+
+def _endless_stream(client: openai.OpenAI, seen: _Traffic) -> None:
+    """A stream still going at the drain deadline: it must end with the error event."""
+    _stream(client, seen, "endless")
 
 
 def _drive(client: openai.OpenAI, seen: _Traffic, call) -> None:
@@ -158,6 +164,7 @@ def _faults(sim: Simulator) -> None:
     sim.fault(latency_ms=30, match="m-quick")
     sim.fault(chunks=30, chunk_delay_ms=20, match="m-long")  # ~0.6 s: some finish, some are cut
     sim.fault(chunks=80, chunk_delay_ms=50, match="m-bg")  # 4 s: still running at the signal
+    sim.fault(chunks=400, chunk_delay_ms=50, match="m-endless")  # 20 s: cut at the drain deadline
 
 
 def _told(log: str) -> str:
@@ -183,7 +190,7 @@ def _sigterm_mid_load(tmp_path: Path, db: str, rounds: int) -> None:
                 seen = _Traffic()
                 threads = [
                     threading.Thread(target=_drive, args=(_client(gw, key), seen, call), daemon=True)
-                    for call in (_unary, _unary, _unary, _stream, _stream, _stream)
+                    for call in (_unary, _unary, _unary, _stream, _stream, _stream, _endless_stream)
                 ]
                 for t in threads:
                     t.start()
@@ -205,12 +212,14 @@ def _sigterm_mid_load(tmp_path: Path, db: str, rounds: int) -> None:
             assert gw.popen.returncode in (0, -signal.SIGTERM), told
             assert "Traceback" not in log and " ERROR " not in log, told
             assert not seen.wrong, (seen.wrong, told)
+            assert seen.streams_cut, "the endless stream was open at the deadline: it ends with the error event"
             assert took < DRAIN_S + 30, f"round {n}: the process took {took:.1f}s to exit"
             recorded = asyncio.run(_recorded(db))
             assert set(seen.answered) <= recorded.keys(), set(seen.answered) - recorded.keys()
             # Nothing taken in is lost: each chat call the provider received is metered.
-            upstream = sum(1 for r in sim.requests() if r["model"] in ("m-quick", "m-long"))
-            metered = sum(1 for rid, group in recorded.items() if rid not in before and group in ("quick", "long"))
+            chat = ("quick", "long", "endless")
+            upstream = sum(1 for r in sim.requests() if r["model"] in [f"m-{g}" for g in chat])
+            metered = sum(1 for rid, group in recorded.items() if rid not in before and group in chat)
             assert metered >= upstream > 0, (metered, upstream)
             audited = {
                 e["body"]["request_id"]
