@@ -1,4 +1,4 @@
-"""SIGTERM in the middle of a busy gateway, as a tester of crashes and outages would send it: unary and
+"""SIGTERM (and SIGINT) in the middle of a busy gateway, as a tester of crashes and outages would send it: unary and
 streamed calls from the official SDK under way, a background response running, every poller of the
 database (snapshots, the job queue, retention sweeps, contracts) at work on an event loop kept busy.
 The process exits cleanly within its drain deadline, its log holds no traceback and no ERROR line,
@@ -196,7 +196,7 @@ def _sigterm_mid_load(tmp_path: Path, db: str, rounds: int) -> None:
                     t.start()
                 until(lambda: len(seen.answered) >= 30 or seen.wrong, what="traffic under way")
                 seen.signalled.set()
-                gw.popen.send_signal(signal.SIGTERM)
+                gw.popen.send_signal((signal.SIGTERM, signal.SIGINT)[n % 2])  # Ctrl-C stops the same way
                 sent = time.monotonic()
                 time.sleep(0.2)  # calls keep coming for a moment after the signal
                 seen.stop.set()
