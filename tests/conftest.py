@@ -25,6 +25,7 @@ HEAVY_FIRST = (
     "cluster/test_outages.py",
     "fuzz/test_openapi_fuzz.py",
     "e2e/test_agent_runs.py",
+    "e2e/test_shutdown_under_load.py",  # ~130 s (2026-12-07, measured alone: the load rounds, the 35 s outage stop)
     "crypto/test_suite.py",
     "api/test_unreadable_rows.py",
     "e2e/test_responses_conversation_races.py",

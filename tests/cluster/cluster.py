@@ -266,7 +266,7 @@ class Cluster:
 
     def stop_replicas(self) -> list[str]:
         """Graceful stops (SIGTERM: drain, then every queued usage row and audit event written), all
-        signalled at once. Only once each: a second SIGTERM would make the server skip its drain."""
+        signalled at once. Only once each: a second SIGTERM would end what is still open at once (api/drain.py)."""
         running = [r for r in self.replicas if r.popen.poll() is None]
         for r in running:
             r.popen.terminate()

@@ -169,6 +169,33 @@ DEBUG_ALL = [
 ]
 
 
+# `multihome` as a loaded machine runs it: every few milliseconds a callback holds the event loop for 3 ms,
+# and each ROLLBACK on SQLite waits 20 ms for aiosqlite's thread (a 2-core CI runner under a whole test run).
+# Each await takes longer, so a background task's database work is far more often under way when something
+# stops it.
+LOOP_LOAD = [
+    sys.executable,
+    "-c",
+    "import asyncio, sys, time\n"
+    "import aiosqlite.core, uvicorn.server\n"
+    "rollback = aiosqlite.core.Connection.rollback\n"
+    "async def slow_rollback(self):\n"
+    "    await asyncio.sleep(0.02)\n"
+    "    return await rollback(self)\n"
+    "aiosqlite.core.Connection.rollback = slow_rollback\n"
+    "started = uvicorn.server.Server.startup\n"
+    "async def startup(self, sockets=None):\n"
+    "    loop = asyncio.get_running_loop()\n"
+    "    def hog():\n"
+    "        time.sleep(0.003)\n"
+    "        loop.call_later(0.002, hog)\n"
+    "    hog()\n"
+    "    await started(self, sockets)\n"
+    "uvicorn.server.Server.startup = startup\n"
+    "from multihome.cli import main; sys.exit(main(sys.argv[1:]))",
+]
+
+
 class Gateway(Proc):
     """`multihome serve` on a free port with the given config (its text, or a mapping built with
     tests/builders.py). `command`: how to run `multihome` (DEBUG_ALL for every log line); `log`: where

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import anthropic
 import openai
+import pytest
 
 from builders import api_keys, audit, config, database_env, deployment, group, price, simulated, single
 from multihome.audit import AuditReader, Filters
@@ -251,3 +252,70 @@ def test_workers_drain_with_the_flags_deadline(tmp_path):
             result = slow.result(timeout=30)
     assert isinstance(result, openai.APIError) and result.code == "gateway_shutting_down", repr(result)
     assert "drain deadline (1s)" in result.message
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_a_second_stop_signal_ends_what_is_open_at_once_and_still_writes_every_row(tmp_path, sig):
+    """Documented (docs/serving.md): the second signal brings the drain deadline forward to now. Before, a
+    second SIGTERM changed nothing (the 600 s deadline held), and a second SIGINT made uvicorn skip the
+    lifespan shutdown: no queued row written, the stream dropped without an error event, tracebacks, then
+    a process hung on the threads nothing had stopped."""
+    db = tmp_path / "m.db"
+    env = {"MH_TEST_DB": f"sqlite+aiosqlite:///{db}"}
+
+    def held(url: str) -> dict:  # usage rows wait in memory for shutdown
+        return {**_drain_config(600, tmp_path / "audit")(url), "metering": {"writer": {"flush_interval_ms": 60000}}}
+
+    chunks: list = []
+    with _serving(tmp_path, held, env) as (sim, gw):
+        sim.fault(chunks=4000, chunk_delay_ms=50, match="m-slow")
+        sim.fault(latency_ms=600_000, match="m-stuck")
+        client = openai.OpenAI(base_url=gw.url + "/v1", api_key="client-key", max_retries=0, timeout=60)
+        client.chat.completions.create(model="fast", messages=USER)
+        with ThreadPoolExecutor(2) as pool:
+            slow = pool.submit(
+                _outcome,
+                lambda: _read_stream(client.chat.completions.create(model="slow", messages=USER, stream=True), chunks),
+            )
+            stuck = pool.submit(_outcome, lambda: client.chat.completions.create(model="stuck", messages=USER))
+            _wait_for(lambda: len(chunks) > 2, "the stream to be under way")
+            _wait_for(lambda: sim.stats()["requests"] >= 3, "the stuck call to reach the provider")
+            gw.popen.send_signal(sig)
+            _wait_for(lambda: "draining 2 open call(s)" in gw.output(), "the drain to begin")
+            gw.popen.send_signal(sig)
+            gw.popen.wait(30)  # generous for a busy machine; the drain deadline is 600 s
+            log = gw.stop()
+            slow, stuck = slow.result(timeout=30), stuck.result(timeout=30)
+    assert gw.popen.returncode in (0, -signal.SIGTERM), log
+    assert "Traceback" not in log and " ERROR " not in log, log
+    assert "a second stop signal: ending 2 open call(s) now" in log, log
+    assert isinstance(slow, openai.APIError) and not isinstance(slow, openai.APIConnectionError), repr(slow)
+    assert slow.code == "gateway_shutting_down" and "second stop signal" in slow.message, slow.message
+    assert isinstance(stuck, openai.InternalServerError) and stuck.status_code == 503, repr(stuck)
+    assert stuck.code == "gateway_shutting_down" and "second stop signal" in stuck.message
+    with sqlite3.connect(db) as conn:  # written at shutdown, not left in the spool for the next start
+        rows = sorted(conn.execute("SELECT model_group, outcome FROM usage_calls").fetchall())
+    assert rows == [("fast", "ok"), ("slow", "stream_error"), ("stuck", "cancelled")], rows
+
+
+def test_workers_pass_a_second_stop_signal_on(tmp_path):
+    """`--workers`: the supervisor passes the second signal on to each worker while they drain."""
+    chunks: list = []
+    with _serving(tmp_path, _drain_config(600), {}, "--workers", "2") as (sim, gw):
+        sim.fault(chunks=4000, chunk_delay_ms=50, match="m-slow")
+        client = openai.OpenAI(base_url=gw.url + "/v1", api_key="client-key", max_retries=0, timeout=60)
+        with ThreadPoolExecutor(1) as pool:
+            slow = pool.submit(
+                _outcome,
+                lambda: _read_stream(client.chat.completions.create(model="slow", messages=USER, stream=True), chunks),
+            )
+            _wait_for(lambda: len(chunks) > 2, "the stream to be under way")
+            gw.popen.send_signal(signal.SIGTERM)
+            _wait_for(lambda: "draining 1 open call(s)" in gw.output(), "the drain to begin")
+            gw.popen.send_signal(signal.SIGTERM)
+            gw.popen.wait(30)  # generous for a busy machine; the drain deadline is 600 s
+            log = gw.stop()
+            result = slow.result(timeout=30)
+    assert "Traceback" not in log, log
+    assert isinstance(result, openai.APIError) and result.code == "gateway_shutting_down", repr(result)
+    assert "second stop signal" in result.message

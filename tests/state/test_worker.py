@@ -252,3 +252,24 @@ async def test_a_job_of_a_replica_killed_mid_run_is_finished_by_another(engine, 
 
 async def _exists(path: Path) -> bool:
     return path.exists()
+
+
+async def test_a_database_outage_is_one_line_per_poll_not_a_traceback(engine, caplog):
+    """Every poll meets the outage: each says so in a line, with the driver's words; a traceback through the
+    driver and the pool at every poll (every `poll_s`) buried the rest of the log."""
+    queue = JobQueue(engine)
+
+    async def refused(*args, **kwargs):
+        driver = ConnectionRefusedError(111, "Connection refused")
+        raise sa.exc.OperationalError("SELECT", {}, driver) from driver  # as SQLAlchemy wraps the driver's
+
+    queue.claim = refused  # type: ignore[method-assign]
+    worker = JobWorker(queue, {"response": _async}, poll_s=0.01)
+    await worker.start()
+    try:
+        assert await until(lambda: _async(sum("job queue unreachable" in r.message for r in caplog.records) >= 3))
+    finally:
+        await worker.close()
+    polls = [r for r in caplog.records if "job queue unreachable" in r.message]
+    assert not any(r.exc_info for r in polls), "no traceback"
+    assert "ConnectionRefusedError: [Errno 111] Connection refused" in polls[0].message, polls[0].message

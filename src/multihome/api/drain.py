@@ -49,6 +49,8 @@ class Drain:
         self._calls: dict[asyncio.Task[Any], Call] = {}  # request task -> its call
         self._ended: set[asyncio.Task[Any]] = set()  # tasks this drain cancelled at the deadline
         self._timer: asyncio.TimerHandle | None = None
+        self._signalled = False  # a stop signal arrived (a second one hurries the drain)
+        self._hurried = False  # ... and it did: what was open was ended before the deadline
         # The loop the calls run on, once one entered: asyncio.current_task() or get_running_loop() ask
         # for the running loop, and each ask is a getpid() system call (CPython checks it is not a fork's).
         self.loop: asyncio.AbstractEventLoop | None = None
@@ -59,6 +61,12 @@ class Drain:
         uvicorn installed its handlers (signal.signal) just before; ours runs first and chains to
         its handler, so both act on the same signal. uvicorn restores the handlers it replaced when
         it returns, which removes ours too.
+
+        A second stop signal (SIGTERM or SIGINT) brings the deadline forward to now: what is still
+        open is ended as at the deadline (error events, 503s, each recorded), then the queued rows are
+        written and the process exits. It is not passed on: uvicorn takes a second SIGINT for "exit
+        without the lifespan shutdown", which wrote no queued row, dropped open streams without an
+        error event, logged tracebacks, and then hung on the threads nothing had stopped.
         """
         if not self.on_signals or threading.current_thread() is not threading.main_thread():
             return
@@ -69,7 +77,12 @@ class Drain:
                 continue  # not under uvicorn's handler: leave the signal alone
 
             def handler(signum: int, frame: Any, previous: Callable[[int, Any], Any] = previous) -> None:
-                loop.call_soon_threadsafe(self.begin)  # a signal handler must not touch the loop's state
+                # A signal handler must not touch the loop's state: both run on the loop.
+                if self._signalled:
+                    loop.call_soon_threadsafe(self.hurry)
+                    return
+                self._signalled = True
+                loop.call_soon_threadsafe(self.begin)
                 previous(signum, frame)
 
             signal.signal(sig, handler)
@@ -81,6 +94,17 @@ class Drain:
         self.draining = True
         log.info("draining %d open call(s); what is still open in %gs will be ended", len(self._calls), self.timeout_s)
         self._timer = asyncio.get_running_loop().call_later(self.timeout_s, self._expire)
+
+    def hurry(self) -> None:
+        """A second stop signal: end what is still open now rather than at the deadline."""
+        self.begin()
+        if self.expired:
+            return
+        log.warning("a second stop signal: ending %d open call(s) now, not at the drain deadline", len(self._calls))
+        if self._timer is not None:
+            self._timer.cancel()
+        self._hurried = True
+        self._expire()
 
     def close(self) -> None:
         if self._timer is not None:
@@ -143,7 +167,11 @@ class Drain:
 
     def _expire(self) -> None:
         self.expired = True
-        reason = f"the gateway is shutting down and its drain deadline ({self.timeout_s:g}s) passed"
+        reason = (
+            "the gateway is shutting down and was told to stop at once (a second stop signal)"
+            if self._hurried
+            else f"the gateway is shutting down and its drain deadline ({self.timeout_s:g}s) passed"
+        )
         for task, call in list(self._calls.items()):
             stream = call.stream  # set by the stream sender once the answer is streaming
             if stream is not None:
@@ -153,14 +181,18 @@ class Drain:
                 _record_ended(call, self.error())
                 self._ended.add(task)
                 task.cancel()
-        if self._calls:
+        if self._calls and not self._hurried:
             log.warning("drain deadline (%gs) passed: ended %d open call(s)", self.timeout_s, len(self._calls))
 
     def error(self) -> ApiError:
+        when = (
+            "when told to stop at once (a second stop signal)"
+            if self._hurried
+            else f"at its drain deadline ({self.timeout_s:g}s)"
+        )
         return ApiError(
             503,
-            f"The gateway is shutting down and stopped this call at its drain deadline ({self.timeout_s:g}s); "
-            "retry the request.",
+            f"The gateway is shutting down and stopped this call {when}; retry the request.",
             type="server_error",
             code=SHUTTING_DOWN,
         )

@@ -116,16 +116,31 @@ def serve(args: argparse.Namespace) -> int:
 def _run_workers(config: Any) -> None:
     """uvicorn.run's `workers > 1` branch, with a supervisor that passes SIGHUP on to every worker (each
     reloads the config file, live_config.py) instead of uvicorn's default of restarting them all, which
-    would end every open stream at the drain deadline."""
+    would end every open stream at the drain deadline; and a second stop signal too, while the workers
+    drain (uvicorn's would wait for them without reading its signals again), so each ends what it has
+    open at once (api/drain.py)."""
     import signal
 
     from uvicorn.supervisors.multiprocess import Multiprocess
 
     class Supervisor(Multiprocess):
         def handle_hup(self) -> None:
+            self._tell_workers(signal.SIGHUP)
+
+        def join_all(self) -> None:
+            while any(worker.process.is_alive() for worker in self.processes):
+                if self.signal_queue:
+                    stop = any(sig in (signal.SIGTERM, signal.SIGINT) for sig in self.signal_queue)
+                    self.signal_queue.clear()
+                    if stop:
+                        self._tell_workers(signal.SIGTERM)
+                for worker in self.processes:
+                    worker.process.join(0.5 / len(self.processes))
+
+        def _tell_workers(self, sig: int) -> None:
             for worker in self.processes:
                 if worker.process.pid is not None and worker.process.is_alive():
-                    os.kill(worker.process.pid, signal.SIGHUP)
+                    os.kill(worker.process.pid, sig)
 
     Supervisor(config, sockets=[config.bind_socket()]).run()
 

@@ -25,6 +25,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from ..storage.engine import is_sqlite, write_connection
+from ..storage.errors import outage
 from ..storage.pg_reads import HeldReads
 from ..storage.rows import DECODE_ERRORS, RowProblem, Unreadable, problem, stamp
 from ..storage.tables import provider_credentials as t
@@ -187,8 +188,11 @@ class ProviderCredentials:
                 await self.sync()
             except asyncio.CancelledError:
                 raise
-            except Exception:
-                log.exception("provider credentials: reading the store failed; trying again")
+            except Exception as exc:
+                if (why := outage(exc)) is not None:
+                    log.warning("provider credentials: reading the store failed (%s); trying again", why)
+                else:
+                    log.exception("provider credentials: reading the store failed; trying again")
 
     async def close(self) -> None:
         if self._task is not None:

@@ -6,6 +6,11 @@ uvicorn's own access log stays off (`access_log=False`): it would repeat each ca
 saying who made it or what served it.
 
 `server.log_format: json` writes every line (ours and uvicorn's) as one JSON object (json_log.py).
+
+SQLAlchemy's warnings and errors are written the same way (before, they reached Python's last-resort
+handler, bare). One of them is made a one-line warning (`PoolResets`): a connection the pool could not
+reset as it came back (its server gone, its rollback cut) is discarded and replaced, which the pool
+logged as an ERROR with a traceback, noise in the log of an orderly stop or a database outage.
 """
 
 from __future__ import annotations
@@ -36,6 +41,9 @@ def serve_log_config(level: str, log_format: str = "text") -> dict[str, Any]:
         "stream": "ext://sys.stderr",
     }
     config["loggers"]["multihome"] = {"handlers": ["multihome"], "level": ours, "propagate": False}
+    config.setdefault("filters", {})["pool_resets"] = {"()": f"{PoolResets.__module__}.PoolResets"}
+    config["handlers"]["sqlalchemy"] = {**config["handlers"]["multihome"], "filters": ["pool_resets"]}
+    config["loggers"]["sqlalchemy"] = {"handlers": ["sqlalchemy"], "level": "WARNING", "propagate": False}
     config["loggers"]["uvicorn.error"] = {"level": theirs}
     config["loggers"]["uvicorn.access"]["level"] = "WARNING"
     if log_format == "json":
@@ -77,6 +85,23 @@ class TextFormatter(logging.Formatter):
         msec = self.default_msec_format
         stamp = msec % (self._stamp, msecs) if msec else self._stamp
         return f"{stamp} {levelname} {name}: {message}"
+
+
+class PoolResets(logging.Filter):
+    """SQLAlchemy's "Exception during reset or similar" (pool/base.py `_finalize_fairy`) as one warning line:
+    the pool has already dropped the connection and opens another when one is needed; the exception's
+    type and message say why, a traceback through the pool's internals does not."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.msg != "Exception during reset or similar" or not record.exc_info:
+            return True
+        exc = record.exc_info[1]
+        why = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+        record.msg = "a database connection could not be reset as it went back to the pool (%s); it was discarded"
+        record.args = (why,)
+        record.levelno, record.levelname = logging.WARNING, "WARNING"
+        record.exc_info, record.exc_text = None, None
+        return True
 
 
 def _rank(name: str) -> int:

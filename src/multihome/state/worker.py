@@ -32,6 +32,7 @@ from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from typing import Any
 
 from ..aio import wait_event
+from ..storage.errors import outage
 from .jobs import CANCELLED, DONE, Job, JobQueue, Renewal
 
 log = logging.getLogger("multihome.jobs")
@@ -118,8 +119,9 @@ class JobWorker:
                         gave_up=gave_up,
                         running=set(self._running),  # its own, however late their renewal: not orphans here
                     )
-                except Exception:
-                    log.warning("job queue unreachable; retrying", exc_info=True)
+                except Exception as exc:
+                    why = outage(exc)
+                    log.warning("job queue unreachable (%s); retrying", why or exc, exc_info=why is None)
                     jobs = []
                 for job in gave_up:
                     self._give_up(job)
@@ -165,8 +167,9 @@ class JobWorker:
             await asyncio.sleep(self.lease_s / 3)
             try:
                 renewal = await self.queue.renew(job, self.owner, lease_s=self.lease_s)
-            except Exception:
-                log.warning("job %s: lease renewal failed; retrying", job.id, exc_info=True)
+            except Exception as exc:
+                why = outage(exc)
+                log.warning("job %s: lease renewal failed (%s); retrying", job.id, why or exc, exc_info=why is None)
                 continue
             if renewal is not Renewal.HELD:
                 work.cancel()

@@ -18,6 +18,8 @@ from sqlalchemy.engine import URL, Engine, make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlalchemy.pool import NullPool
 
+from .reset import finish_resets
+
 SQLITE_BUSY_TIMEOUT_MS = 10_000
 IMMEDIATE = "multihome_immediate"  # execution option: on SQLite, begin with BEGIN IMMEDIATE
 
@@ -45,21 +47,30 @@ def is_sqlite(engine: AsyncEngine) -> bool:
 
 def create_engine(url: str) -> AsyncEngine:
     u = normalize_url(url)
+    # The pool's rollback of a connection given back is done by storage/reset.py, to its end.
     if u.drivername == "sqlite+aiosqlite":
         _sqlite_directory(u)
         engine = (
-            create_async_engine(u, pool_size=5, max_overflow=15, pool_timeout=30)
+            create_async_engine(u, pool_size=5, max_overflow=15, pool_timeout=30, pool_reset_on_return=None)
             if not _memory(u)
-            else (create_async_engine(u))
+            else (create_async_engine(u, pool_reset_on_return=None))
         )
         _configure_sqlite(engine)
-        return engine
-    # use_insertmanyvalues=False: a many-row INSERT goes to asyncpg's executemany (one prepared
-    # statement, rows encoded in C) instead of a multi-VALUES statement rendered, bound and parsed
-    # anew for every batch size (the ledger writer spent ~30% more CPU that way).
-    return create_async_engine(
-        u, pool_size=5, max_overflow=15, pool_timeout=30, pool_pre_ping=True, use_insertmanyvalues=False
-    )
+    else:
+        # use_insertmanyvalues=False: a many-row INSERT goes to asyncpg's executemany (one prepared
+        # statement, rows encoded in C) instead of a multi-VALUES statement rendered, bound and parsed
+        # anew for every batch size (the ledger writer spent ~30% more CPU that way).
+        engine = create_async_engine(
+            u,
+            pool_size=5,
+            max_overflow=15,
+            pool_timeout=30,
+            pool_pre_ping=True,
+            use_insertmanyvalues=False,
+            pool_reset_on_return=None,
+        )
+    finish_resets(engine)
+    return engine
 
 
 def _memory(u: URL) -> bool:

@@ -93,3 +93,15 @@ def unavailable(exc: BaseException) -> bool:
             return True
         seen = seen.__cause__
     return False
+
+
+def outage(exc: BaseException) -> str | None:
+    """For a background task's log line: the database's own words when `exc` is an outage (`unavailable`),
+    else None (then the traceback is worth its lines). A poller meets an outage at every round: one line each,
+    not a traceback through the driver and the pool."""
+    if not unavailable(exc):
+        return None
+    seen: BaseException = exc
+    while seen.__cause__ is not None:  # the driver's error says it best (SQLAlchemy's wraps it with a URL to docs)
+        seen = seen.__cause__
+    return f"{type(seen).__name__}: {seen}" if str(seen) else type(seen).__name__

@@ -10,6 +10,7 @@ import contextlib
 import logging
 from typing import Any
 
+from ...storage.errors import outage
 from .embedder import Routed, WordLlamaEmbedder
 from .store import MemoryStore
 
@@ -50,8 +51,11 @@ class MemoryService:
                 swept = await store.sweep()
                 while swept > 0:  # a backlog goes in batches, one after the other
                     swept = await store.sweep()
-            except Exception:  # a failed sweep is retried at the next interval; the records are kept until then
-                log.exception("memory TTL sweep failed")
+            except Exception as exc:  # a failed sweep is retried at the next interval; the records are kept until then
+                if (why := outage(exc)) is not None:
+                    log.warning("memory TTL sweep failed (%s); trying again at the next interval", why)
+                else:
+                    log.exception("memory TTL sweep failed")
 
     async def close(self) -> None:
         task, self._sweeper = self._sweeper, None
