@@ -49,9 +49,11 @@ def test_demo_shows_failover_and_serves_the_sdk():
             "llama-3.1-8b",
             "text-embedding-3-small",
         }
-        assert client.chat.completions.create(
+        raw = client.chat.completions.with_raw_response.create(
             model="llama-3.1-8b", messages=[{"role": "user", "content": "hi"}]
-        ).choices
+        )
+        assert raw.parse().choices
+        assert "server" not in raw.headers  # as `multihome serve` answers (cli/serve.py)
         # Metrics are on in the demo: the failover tour's calls are counted by deployment.
         assert f"Prometheus metrics:     http://127.0.0.1:{port}/metrics" in out
         metrics = until(

@@ -218,6 +218,7 @@ async def _demo(port: int, scripted_only: bool) -> None:
             http=protocol(config.server.max_header_bytes, config.server.client_idle_timeout_s),  # type: ignore[arg-type]
             lifespan="on",
             access_log=False,
+            server_header=False,  # as `multihome serve` (cli/serve.py)
             log_level="warning",
             timeout_graceful_shutdown=uvicorn_timeout(config.server.drain_timeout_s),  # type: ignore[arg-type]
         )
