@@ -390,7 +390,17 @@ class _Walk(msgspec.Struct, eq=False):
         assert after_ms is not None  # _hedge_partner pairs deployments only when it is set
         hop = self._with_retries if self.gate is None else self._gated  # no coroutine more without a gate
         a = asyncio.create_task(hop(first))
-        done, _ = await asyncio.wait({a}, timeout=after_ms / 1000)
+        try:
+            done, _ = await asyncio.wait({a}, timeout=after_ms / 1000)
+        except BaseException:  # the call was cancelled (its client hung up): so is the first deployment's call
+            a.cancel()
+            try:
+                leftover = await a  # its attempt recorded before the call's record is made
+            except (asyncio.CancelledError, Exception):
+                pass
+            else:
+                self._lost_hedge(first, leftover)  # it answered as the cancel came: billed, so charged
+            raise
         if done:
             result = a.result()
             if result.kind == "ok" or self._decide_peek(first, result):
