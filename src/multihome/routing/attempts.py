@@ -591,7 +591,7 @@ _CLOSED_EARLY = "connection closed before message completed"
 
 
 # Attempts' outcomes of a deployment not called (routing/router.py adds the planner's skips and the fallback mark).
-_NOT_CALLED = frozenset({"breaker_open", "skipped", "skipped_window_too_small", "fallback_group"})
+NOT_CALLED = frozenset({"breaker_open", "skipped", "skipped_window_too_small", "fallback_group"})
 
 
 def _failed(
@@ -612,7 +612,7 @@ def _failed(
     # The deployments called: not a breaker that stood open, nor one passed over (at its own rate limit, for what
     # the request needs, by policy: the answer is the one the call would get without it, docs/routing.md), nor
     # the mark of a fallback group the walk went on to.
-    real = [a for a in attempts if a.outcome not in _NOT_CALLED]
+    real = [a for a in attempts if a.outcome not in NOT_CALLED]
     if budget_s is not None:
         err = ApiError(504, " ".join(parts), type="server_error", code="routing_budget_exhausted")
     elif real and all(a.outcome == "http_429" for a in real) and last is not None:
