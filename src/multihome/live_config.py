@@ -79,7 +79,7 @@ class LiveConfig:
         self.supervisor: int | None = None  # `serve --workers`: the parent, which passes SIGHUP to every worker
         # What `serve` changes in the config it read (a --workers process's settings), done to a reloaded one too.
         self.adjust: Callable[[Config], None] | None = None
-        self.version = _digest(Path(path).read_bytes()) if path is not None else None
+        self.version = _version_of(path) if path is not None else None
         self._lock = asyncio.Lock()  # one reload at a time
         self._tasks: set[asyncio.Task[None]] = set()
 
@@ -182,9 +182,11 @@ def read_config(path: str) -> tuple[Config, str]:
 
 
 def _version_of(path: str) -> str | None:
+    """The file's version as `reload` and `read_config` take it: of its text (read as `_read` reads it, newlines
+    as "\\n"), not of its bytes, which differ for a file with CRLF line ends (it was reloaded at every start)."""
     try:
-        return _digest(Path(path).read_bytes())
-    except OSError:
+        return _digest(Path(path).read_text().encode())
+    except (OSError, ValueError):
         return None  # what reading it again would say is the next reload's to say
 
 

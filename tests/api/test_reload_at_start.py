@@ -87,3 +87,21 @@ async def test_an_unchanged_file_is_not_reloaded_at_start(tmp_path, monkeypatch,
         assert set(app.catalog.groups) == {"same"} and "config reload" not in caplog.text
     finally:
         await stop()
+
+
+async def test_an_unchanged_file_with_crlf_line_ends_is_not_reloaded_at_start(
+    tmp_path, monkeypatch, caplog, hup_restored
+):
+    # The file was parsed (and its version taken) as text, whose newlines Python reads as "\n", but start-up
+    # compared that with the digest of its bytes: a file written on Windows was reloaded at every start.
+    monkeypatch.setenv("K", "client-key")
+    path = _file(tmp_path, "same")
+    Path(path).write_bytes(Path(path).read_bytes().replace(b"\n", b"\r\n"))
+    config, version = read_config(path)
+    app = served_app(config, None, path, version=version)
+    with caplog.at_level(logging.INFO, "multihome"):
+        stop = await _started(app)
+    try:
+        assert set(app.catalog.groups) == {"same"} and "config reload" not in caplog.text
+    finally:
+        await stop()

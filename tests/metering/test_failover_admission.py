@@ -64,6 +64,7 @@ def _config(sim_url: str, counters: dict, **limits: int) -> dict:
             "hedged": group("a", "b", retries=0, hedge_after_ms=50),
             "retried": group("a", "c", retries=2, backoff_ms=1),
             "x-then-b": group("x", retries=0, fallback_groups=["only-b"]),
+            "a-then-b": group("a", retries=0, fallback_groups=["only-b"]),
         },
     )
 
@@ -128,6 +129,21 @@ async def test_an_upstream_throttle_beside_a_deployment_at_its_limit_is_the_thro
     async with served(_config(sim.url, counters, b_rpm=1)) as (client, _, _):
         assert (await _chat(client, "only-b", stream)).status_code == 200  # b's one call of this minute
         refused = await _chat(client, "ab", stream)
+        assert refused.status_code == 429, refused.text
+        assert refused.json()["error"]["code"] == "all_deployments_throttled"
+        assert refused.headers["retry-after"] == "7"
+        assert _called(sim, "m-b") == 1
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["unary", "stream"])
+async def test_an_upstream_throttle_before_a_fallback_group_at_its_limit_is_the_throttle(sim, counters, stream):
+    """a answers 429; the fallback group's only deployment, b, is at its own limit: as if b did not exist, the
+    client gets a's group's answer (429 all_deployments_throttled, a's Retry-After), not the 503 of a fallback
+    walk that called nothing."""
+    sim.state.set_fault({"throttle": 7, "match": "m-a"})
+    async with served(_config(sim.url, counters, b_rpm=1)) as (client, _, _):
+        assert (await _chat(client, "only-b", stream)).status_code == 200  # b's one call of this minute
+        refused = await _chat(client, "a-then-b", stream)
         assert refused.status_code == 429, refused.text
         assert refused.json()["error"]["code"] == "all_deployments_throttled"
         assert refused.headers["retry-after"] == "7"

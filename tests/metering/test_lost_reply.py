@@ -107,3 +107,49 @@ async def test_an_admission_whose_caller_left_before_the_reply_is_given_back(red
     finally:
         await lim.close()
         await proxy.close()
+
+
+class _CancelsOnReply:
+    """An admission's future that cancels its caller as the reply is set, before the caller resumes: a
+    client's hang-up (api/head_limit.py) handled in the loop iteration that also read Redis's reply."""
+
+    def __init__(self, future: asyncio.Future, caller: asyncio.Task) -> None:
+        self.future, self.caller = future, caller
+
+    def done(self) -> bool:
+        return self.future.done()
+
+    def set_result(self, result) -> None:
+        self.future.set_result(result)
+        self.caller.cancel()
+
+    def set_exception(self, exc: BaseException) -> None:
+        self.future.set_exception(exc)
+
+
+async def test_an_admission_whose_caller_is_cancelled_as_its_reply_comes_is_given_back(redis_server):
+    # The reply is the future's result, but a cancel that comes before the caller resumes throws
+    # CancelledError into it at the await: the result is dropped, and the sender, which saw a caller still
+    # waiting, gave nothing back. A budget's reservation stayed counted until its period ended (for ever on
+    # a `total` budget).
+    (lim,) = await started(
+        replicas(
+            redis_server.url, 1, leases=False, rate_limits=[RateLimitRule(scope="key", id="*", requests_per_minute=10)]
+        )
+    )
+    try:
+        key = f"{lim.cfg.key_prefix}r:key:ten_a:key_b:r:{int(lim.clock()) // 60}"
+        waiting = asyncio.ensure_future(admit(lim, "left", key_id="key_b"))
+        deadline = time.monotonic() + 10
+        while not lim.counters._queue and time.monotonic() < deadline:
+            await asyncio.sleep(0)
+        entry = lim.counters._queue[-1]
+        entry[2] = _CancelsOnReply(entry[2], waiting)
+        with pytest.raises(asyncio.CancelledError):
+            await waiting
+        deadline = time.monotonic() + 10
+        while raw(redis_server.url, key) and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)  # the admission is given back
+        assert raw(redis_server.url, key) == 0, "the admission of a caller cancelled as its reply came stayed counted"
+    finally:
+        await lim.close()

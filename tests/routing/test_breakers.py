@@ -73,3 +73,41 @@ def test_shared_breakers_background_work_survives_redis_being_down():
 
     results = asyncio.run(run())
     assert results and not any(isinstance(r, BaseException) for r in results)
+
+
+def test_a_shared_probe_claim_cancelled_in_flight_leaves_the_breaker_probeable():
+    # The half-open probe slot is taken locally, then claimed in Redis (SET NX). A call cancelled during that
+    # round trip (its client hung up: api/head_limit.py) left `probing` set: this replica then refused the
+    # deployment for good ("probe in flight"), with no probe in flight to clear it.
+    import asyncio
+
+    from multihome.routing.breakers_redis import SharedBreakers
+
+    class _SlowRedis:  # a Redis whose answer to the claim has not come yet
+        async def set(self, *args, **kwargs):
+            await asyncio.Event().wait()
+
+        async def aclose(self) -> None:
+            pass
+
+    async def run() -> tuple[bool, str]:
+        b = SharedBreakers(Breaker(consecutive_failures=1, cooldown_s=0.05), "redis://127.0.0.1:1")
+        await b._redis.aclose()
+        b._redis = _SlowRedis()  # type: ignore[assignment]
+        try:
+            b.get("d").trip(b.now())  # open
+            await asyncio.sleep(0.1)  # the cooldown is over: the next call is the probe
+            claim = asyncio.ensure_future(b.admit("d"))
+            await asyncio.sleep(0)  # the probe slot taken, its claim in Redis in flight
+            assert b.get("d").probing
+            claim.cancel()
+            try:
+                await claim
+            except asyncio.CancelledError:
+                pass
+            return b.allows("d")
+        finally:
+            await b.close()
+
+    allowed, why = asyncio.run(run())
+    assert allowed, why

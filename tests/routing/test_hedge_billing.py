@@ -56,3 +56,44 @@ def test_a_hedge_loser_that_answered_too_is_billed_not_dropped():
     assert lost.deployment != served and lost.outcome == "hedge_lost"
     dep, peek = lost.billed
     assert dep.name == lost.deployment and peek.usage.completion_tokens == 5
+
+
+class _Slow(_Walk):
+    """Each deployment works until cancelled (an upstream call in flight), recording its cancel as `_one` does."""
+
+    started: int = 0
+
+    async def _with_retries(self, dep):  # type: ignore[override]
+        self.started += 1
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            self.attempts.append(Attempt(dep.name, "cancelled", 1.0))
+            raise
+        raise AssertionError("unreachable")
+
+
+async def _left_during_the_hedge_delay() -> tuple[_Slow, list[asyncio.Task]]:
+    policy = SimpleNamespace(hedge_after_ms=60_000, fail_over_on=["capacity", "unavailable"])
+    walk = _Slow(AttemptRunner(), SimpleNamespace(policy=policy), policy, None, None, False, False, [])
+    race = asyncio.ensure_future(walk._hedged(SimpleNamespace(name="a"), SimpleNamespace(name="b")))
+    while walk.started < 1:
+        await asyncio.sleep(0.005)
+    race.cancel()  # the client hung up before the second deployment was due (api/head_limit.py)
+    try:
+        await race
+    except asyncio.CancelledError:
+        pass
+    running = [t for t in asyncio.all_tasks() if t is not asyncio.current_task() and not t.done()]
+    for task in running:
+        task.cancel()
+    return walk, running
+
+
+def test_a_call_cancelled_before_its_hedge_starts_cancels_the_first_deployment_s_call():
+    # The first deployment's call ran in a task of its own, which the wait for the hedge's delay did not cancel
+    # when the call was: its upstream call ran to its end (the provider billed it) for a call already recorded,
+    # its attempt missing from the record.
+    walk, running = asyncio.run(_left_during_the_hedge_delay())
+    assert not running, "the first deployment's call outlived the call"
+    assert [(a.deployment, a.outcome) for a in walk.attempts] == [("a", "cancelled")]

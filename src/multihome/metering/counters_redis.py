@@ -159,11 +159,19 @@ class RedisCounters:
             group_asks.append(g)
         future = loop.create_future()
         deadline = loop.time() + self.timeout_s
-        self._queue.append([keys, ",".join(map(str, args)), future, deadline, asks, group_asks])
+        entry = [keys, ",".join(map(str, args)), future, deadline, asks, group_asks]
+        self._queue.append(entry)
         if self._watchdog is None:
             self._watchdog = loop.call_at(deadline, self._expire)
         self._kick()
-        gen, out = await future
+        try:
+            gen, out = await future
+        except asyncio.CancelledError:
+            # Cancelled (a client's hang-up: api/head_limit.py) after the reply was set and before this
+            # resumed: the sender saw a caller waiting and gave nothing back, and nobody settles it.
+            if future.done() and not future.cancelled() and future.exception() is None:
+                self._unreserve(entry, future.result()[1])
+            raise
         code = int(out[0])
         if code == OK:
             n = (len(out) - 2) // 2  # values, then the grants (the sender's)

@@ -390,7 +390,17 @@ class _Walk(msgspec.Struct, eq=False):
         assert after_ms is not None  # _hedge_partner pairs deployments only when it is set
         hop = self._with_retries if self.gate is None else self._gated  # no coroutine more without a gate
         a = asyncio.create_task(hop(first))
-        done, _ = await asyncio.wait({a}, timeout=after_ms / 1000)
+        try:
+            done, _ = await asyncio.wait({a}, timeout=after_ms / 1000)
+        except BaseException:  # the call was cancelled (its client hung up): so is the first deployment's call
+            a.cancel()
+            try:
+                leftover = await a  # its attempt recorded before the call's record is made
+            except (asyncio.CancelledError, Exception):
+                pass
+            else:
+                self._lost_hedge(first, leftover)  # it answered as the cancel came: billed, so charged
+            raise
         if done:
             result = a.result()
             if result.kind == "ok" or self._decide_peek(first, result):
@@ -580,6 +590,10 @@ def _conn_label(exc: Exception) -> str:
 _CLOSED_EARLY = "connection closed before message completed"
 
 
+# Attempts' outcomes of a deployment not called (routing/router.py adds the planner's skips and the fallback mark).
+NOT_CALLED = frozenset({"breaker_open", "skipped", "skipped_window_too_small", "fallback_group"})
+
+
 def _failed(
     group: GroupRuntime, plan: Plan | None, attempts: list[Attempt], last: _Result | None, budget_s: float | None = None
 ) -> AllDeclined:
@@ -595,9 +609,10 @@ def _failed(
     skipped = "; ".join(f"{s.deployment}: {s.reason}" for s in plan.skipped) if plan is not None else ""
     if skipped:
         parts.append(f"Skipped: {skipped}.")
-    # The deployments called: not a breaker that stood open, nor one passed over at its own rate limit (the
-    # answer is the one the call would get without it: docs/routing.md).
-    real = [a for a in attempts if (a.ms > 0 or a.outcome != "breaker_open") and a.reason != LIMITED_REASON]
+    # The deployments called: not a breaker that stood open, nor one passed over (at its own rate limit, for what
+    # the request needs, by policy: the answer is the one the call would get without it, docs/routing.md), nor
+    # the mark of a fallback group the walk went on to.
+    real = [a for a in attempts if a.outcome not in NOT_CALLED]
     if budget_s is not None:
         err = ApiError(504, " ".join(parts), type="server_error", code="routing_budget_exhausted")
     elif real and all(a.outcome == "http_429" for a in real) and last is not None:

@@ -85,6 +85,9 @@ class SharedBreakers(Breakers):
             )
         except aioredis.RedisError:
             claimed = True  # Redis down: fall back to a per-replica probe rather than never probing
+        except BaseException:  # cancelled (its client hung up: api/head_limit.py): no probe is in flight
+            state.probing = False  # (left set, this replica would refuse the deployment for good)
+            raise
         if not claimed:
             state.probing = False
             state.state = OPEN

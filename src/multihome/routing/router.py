@@ -7,7 +7,7 @@ from typing import Any
 from ..schema import estimate, tiers
 from ..schema.chat import ChatRequest
 from ..schema.errors import ApiError
-from .attempts import AllDeclined, Attempt, AttemptRunner, Build, Served, Translate
+from .attempts import NOT_CALLED, AllDeclined, Attempt, AttemptRunner, Build, Served, Translate
 from .catalog import Catalog, GroupRuntime
 from .planner import TOO_MUCH_OUTPUT, Plan, Planner, RequestShape
 
@@ -70,7 +70,8 @@ class Router:
                     request_id=request_id,
                 )
             except AllDeclined as exc:
-                last = exc
+                if last is None or _called_since_fallback(attempts):
+                    last = exc  # (a fallback walk that called nothing, all passed over, is no answer: docs/routing.md)
         assert last is not None
         if gate is not None and gate.refusal is not None and not _failure_among(attempts):
             raise _limited(last, gate.refusal, attempts) from None
@@ -104,6 +105,17 @@ def _failure_among(attempts: list[Attempt]) -> bool:
             if a.reason is not None and a.reason.startswith("breaker"):
                 return True
         elif a.outcome != "fallback_group":
+            return True
+    return False
+
+
+def _called_since_fallback(attempts: list[Attempt]) -> bool:
+    """Whether the fallback group walked last called a deployment (or ran out of time): else each was passed over
+    at its own rate limit, and the answer is the earlier group's, as if they did not exist."""
+    for a in reversed(attempts):
+        if a.outcome == "fallback_group":
+            return False
+        if a.outcome not in NOT_CALLED:
             return True
     return False
 
