@@ -357,7 +357,8 @@ def test_unsigned_trail_registers_unsigned_heads(tmp_path, db):
 
 def test_an_unreachable_registry_never_holds_back_audit_writes(tmp_path, monkeypatch):
     monkeypatch.setattr(head_publisher, "CLOSE_DEADLINE_S", 0.3)
-    nowhere = f"sqlite+aiosqlite:///{tmp_path / 'no-such-dir' / 'db.sqlite'}"
+    (tmp_path / "db.sqlite").mkdir()  # a directory where the database file should be: SQLite cannot open it
+    nowhere = f"sqlite+aiosqlite:///{tmp_path / 'db.sqlite'}"
 
     async def main():
         log = AuditLog(config(tmp_path / "audit", key_files(tmp_path)[1], checkpoint_every_events=2), heads_url=nowhere)

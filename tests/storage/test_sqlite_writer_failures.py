@@ -66,9 +66,12 @@ async def _outcome(write) -> object:
 
 @pytest.fixture
 async def vanished(tmp_path):
-    """A writer on a database file whose directory does not exist (yet): its first connect fails."""
+    """A writer on a database file whose directory is gone (removed after the engine was made, which
+    create_engine would refuse): its first connect fails."""
     folder = tmp_path / "gone"
+    folder.mkdir()
     engine = create_engine(f"sqlite+aiosqlite:///{folder / 'state.db'}")
+    folder.rmdir()
     threads = SqliteThreads(engine)
     yield threads, folder
     await asyncio.to_thread(threads.close)
