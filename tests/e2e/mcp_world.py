@@ -19,6 +19,7 @@ from multihome.crypto import init_key_file
 
 from .helpers import tenant_with_key
 from .processes import Gateway, Simulator
+from .stores import head_database
 
 ADMIN_KEY = "mh-responses-mcp-admin"
 SECRETS = {"MH_M_ADMIN_KEY": ADMIN_KEY, "MH_M_ANTHROPIC_KEY": "sk-ant-responses-mcp-77a1"}
@@ -47,9 +48,10 @@ class World:
         return [json.loads(r["body"]) for r in self.sims[sim].requests()]
 
 
-def start_world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
+def start_world(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     """The world for a module's tests (a generator: the module's fixture yields from it)."""
     tmp = tmp_path_factory.mktemp("responses-mcp")
+    db = head_database(request, "sqlite", tmp)
     init_key_file(tmp / "kms.key")
     sims = {
         "oa": Simulator("openai", "mcp-openai"),
@@ -57,7 +59,7 @@ def start_world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
         "an": Simulator("anthropic", "mcp-anthropic", "--api-key-env", "MH_M_ANTHROPIC_KEY", env=SECRETS),
     }
     cfg = config(
-        storage=database(f"sqlite+aiosqlite:///{tmp}/multihome.db"),
+        storage=database(db),
         kms={"local": {"key_file": str(tmp / "kms.key")}},
         identity=identity("MH_M_ADMIN_KEY"),
         routing=breakers(0),

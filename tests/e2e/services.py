@@ -48,20 +48,20 @@ class RedisServer:
 
 
 @contextlib.contextmanager
-def replicas(tmp: Path, config_for, env: dict[str, str], n: int = 2, redis: RedisServer | None = None):
-    """`n` gateway processes sharing one SQLite database and one Redis, in front of one OpenAI
-    simulator; `config_for(simulator_url)` gives the config (text or a tests/builders.py mapping; it
-    reads MH_TEST_DB and MH_TEST_REDIS_URL from the environment). A `redis` passed in is the caller's to stop (a test
-    that restarts it)."""
-    from .processes import Gateway, Simulator
+def replicas(tmp: Path, db: str, config_for, env: dict[str, str], n: int = 2, redis: RedisServer | None = None):
+    """`n` gateway processes sharing the database at `db` (at the head revision: stores.head_database;
+    they start together) and one Redis, in front of one OpenAI simulator; `config_for(simulator_url)`
+    gives the config (text or a tests/builders.py mapping; it reads MH_TEST_DB and MH_TEST_REDIS_URL from
+    the environment). A `redis` passed in is the caller's to stop (a test that restarts it)."""
+    from .processes import Gateway, Simulator, started_together
 
     own = redis is None
     redis, sim = redis or RedisServer(), Simulator("openai", "sim")
-    env = {**env, "MH_TEST_REDIS_URL": redis.url, "MH_TEST_DB": f"sqlite+aiosqlite:///{tmp}/multihome.db"}
+    env = {**env, "MH_TEST_REDIS_URL": redis.url, "MH_TEST_DB": db}
     gateways = []
     try:
-        gateways = [Gateway(config_for(sim.url), tmp, env) for _ in range(n)]
-        yield gateways
+        gateways = [Gateway(config_for(sim.url), tmp, env, wait=False) for _ in range(n)]
+        yield started_together(*gateways)
     finally:
         for g in gateways:
             g.stop()

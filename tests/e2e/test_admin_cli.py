@@ -18,16 +18,18 @@ import pytest
 from multihome.cli import main
 
 from .services import replicas
+from .stores import head_database
 from .test_budgets_admin import config_for  # one priced model group, storage, Redis, an admin key
 
 ADMIN_KEY = "mh-bootstrap-admin-key-for-the-cli"
 
 
 @pytest.fixture(scope="module")
-def gateway(tmp_path_factory):
+def gateway(request, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("cli")
     with replicas(
         tmp,
+        head_database(request, "sqlite", tmp),
         config_for,
         {"MH_TEST_ADMIN_KEY": ADMIN_KEY},
         n=1,

@@ -22,7 +22,7 @@ from mcp_server import McpTestServer
 from multihome.crypto import init_key_file
 
 from .helpers import stale_for, tenant_with_key, until
-from .processes import Gateway, Simulator
+from .processes import Gateway, Simulator, local_http
 
 ADMIN_KEY = "mh-agent-runs-admin"
 SECRETS = {"MH_AR_ADMIN_KEY": ADMIN_KEY, "MH_AR_REPLICA": "gateway-a"}
@@ -36,7 +36,7 @@ def lines(path: Path) -> list[dict]:
 
 def admin(gateway: Gateway) -> httpx.Client:
     # 60 s: a replica loading the MCP SDK at its first tool call holds its loop for seconds on a busy machine.
-    return httpx.Client(base_url=gateway.url, headers={"authorization": f"Bearer {ADMIN_KEY}"}, timeout=60)
+    return local_http(base_url=gateway.url, headers={"authorization": f"Bearer {ADMIN_KEY}"}, timeout=60)
 
 
 def setup_tenant(gateway: Gateway, server: McpTestServer, name: str = "acme") -> tuple[str, str]:

@@ -12,13 +12,16 @@ import pytest
 from openai import AsyncOpenAI
 
 from .fleet import CLIENT_KEY, fleet
+from .stores import head_database
 
 agents = pytest.importorskip("agents")
 
 
 @pytest.fixture(scope="module")
-def world(tmp_path_factory):
-    with fleet(tmp_path_factory.mktemp("agents-sdk")) as f:
+def world(request, tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("agents-sdk")
+    head_database(request, "sqlite", tmp)  # fleet_config's file, at the head revision
+    with fleet(tmp) as f:
         yield f
 
 

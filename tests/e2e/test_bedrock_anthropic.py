@@ -19,6 +19,7 @@ from . import stacks
 from .helpers import attempts, aws_env, tenant_with_key, until
 from .processes import Simulator
 from .stacks import gateway_stack
+from .stores import head_database
 
 sims, client = stacks.sims, stacks.client  # fixtures: each test's cleared simulators and SDK client
 
@@ -31,7 +32,7 @@ PROFILE = "anthropic.claude-sonnet-4-5-20250929-v1%3A0"
 
 
 @pytest.fixture(scope="module")
-def stack(tmp_path_factory):
+def stack(request, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("bedrock-claude")
     secrets = {"SIM_AKID": AKID, "SIM_SECRET": SECRET}
     aws = ("--aws-access-key-id-env", "SIM_AKID", "--aws-secret-access-key-env", "SIM_SECRET")
@@ -40,7 +41,7 @@ def stack(tmp_path_factory):
         s.sims["bedrock-us"] = Simulator("bedrock", "bedrock-us", "--region", "us-east-1", *aws, env=secrets)
         cfg = yaml.safe_load((ROOT / "examples/claude-on-bedrock.yaml").read_text())
         cfg["server"] = {"api_keys_env": ["MULTIHOME_API_KEY"]}
-        cfg["storage"] = database(f"sqlite+aiosqlite:///{tmp}/multihome.db")
+        cfg["storage"] = database(head_database(request, "sqlite", tmp))
         cfg["identity"] = identity("MH_ADMIN_KEY")
         for name, provider in cfg["providers"].items():
             provider["endpoint"] = s.sims[name].url

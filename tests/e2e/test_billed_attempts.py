@@ -26,12 +26,12 @@ KEY_ID = "env:MH_BA_CLIENT"
 
 
 @pytest.fixture
-def world(simulator, tmp_path: Path) -> Iterator[tuple[Gateway, object]]:
+def world(simulator, tmp_path: Path, sqlite_database) -> Iterator[tuple[Gateway, object]]:
     sim = simulator("openai", "upstream")
     cfg = config(
         server=api_keys("MH_BA_CLIENT"),
         identity=identity("MH_BA_ADMIN"),
-        storage=database(f"sqlite+aiosqlite:///{tmp_path}/multihome.db"),
+        storage=database(sqlite_database()),  # at the head revision
         audit=audit(tmp_path / "audit"),
         metering={"budgets": [key_budget("MH_BA_CLIENT", "100")]},
         providers={"up": simulated("openai", sim.url)},

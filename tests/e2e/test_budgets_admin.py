@@ -22,6 +22,7 @@ from builders import database_env, identity, price, simulated, single
 
 from .processes import VENV_BIN, Gateway
 from .services import replicas
+from .stores import head_database
 
 ADMIN_KEY = "mh-bootstrap-admin-key-for-budgets"
 USER = [{"role": "user", "content": "hello"}]
@@ -42,9 +43,11 @@ def config_for(sim: str) -> dict:
 
 
 @pytest.fixture(scope="module")
-def world(tmp_path_factory):
+def world(request, tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("budgets")
     with replicas(
-        tmp_path_factory.mktemp("budgets"),
+        tmp,
+        head_database(request, "sqlite", tmp),
         config_for,
         {"MH_TEST_ADMIN_KEY": ADMIN_KEY},
     ) as gateways:

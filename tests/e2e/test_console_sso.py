@@ -13,6 +13,7 @@ from builders import NOWHERE, config, deployment, group, identity, oidc, open_do
 from oidc_issuer import LocalIssuer  # tests/ is on sys.path (pytest rootdir insertion)
 
 from .processes import Gateway
+from .stores import head_database
 from .test_console import CHROMIUM
 
 ADMIN_KEY = "mh-test-sso-admin-key"
@@ -20,8 +21,9 @@ CLIENT = "multihome-console"
 
 
 @pytest.fixture(scope="module")
-def world(tmp_path_factory):
+def world(request, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("console-sso")
+    head_database(request, "sqlite", tmp, "mh.db")  # the config's file, at the head revision
     issuer = LocalIssuer().start()
     cfg = config(
         providers={"p": {"kind": "openai", "endpoint": NOWHERE}},

@@ -44,9 +44,9 @@ def _config(url: str, **sections) -> dict:
     )
 
 
-def test_calls_accrue_to_a_capped_revenue_share(tmp_path, simulator):
+def test_calls_accrue_to_a_capped_revenue_share(tmp_path, simulator, sqlite_database):
     sim = simulator("openai", "oa")
-    db = f"sqlite+aiosqlite:///{tmp_path}/m.db"
+    db = sqlite_database("m.db")  # at the head revision
     contracts = {"flush_interval_s": 0.02, "revenue_share": [CAPPED_SHARE]}
     env = {"MH_TEST_DB": db, "MH_TEST_ADMIN": ADMIN, "MH_TEST_CLIENT": "client-key"}
     gw = Gateway(_config(sim.url, contracts=contracts), tmp_path, env)
@@ -84,11 +84,11 @@ def test_calls_accrue_to_a_capped_revenue_share(tmp_path, simulator):
     assert "rs-test" in out.stdout
 
 
-def test_a_contract_created_through_the_admin_api_accrues_with_none_in_the_config(tmp_path, simulator):
+def test_a_contract_created_through_the_admin_api_accrues_with_none_in_the_config(tmp_path, simulator, sqlite_database):
     """With storage but no `contracts:` section the ledger still runs: the admin API used to answer
     501 "Contracts need storage" here, and calls would never have accrued."""
     sim = simulator("openai", "oa")
-    env = {"MH_TEST_DB": f"sqlite+aiosqlite:///{tmp_path}/m.db", "MH_TEST_ADMIN": ADMIN, "MH_TEST_CLIENT": "client-key"}
+    env = {"MH_TEST_DB": sqlite_database("m.db"), "MH_TEST_ADMIN": ADMIN, "MH_TEST_CLIENT": "client-key"}
     gw = Gateway(_config(sim.url), tmp_path, env)  # no contracts section
     try:
         admin = httpx.Client(base_url=gw.url, headers={"authorization": f"Bearer {ADMIN}"})

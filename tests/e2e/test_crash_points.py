@@ -28,7 +28,7 @@ from mcp_server import McpTestServer
 from multihome.crypto import init_key_file
 
 from .helpers import until
-from .processes import Gateway, Simulator
+from .processes import Gateway, Simulator, local_http
 
 ADMIN_KEY = "mh-crash-points-e2e-admin"
 SECRETS = {"MH_CP_ADMIN_KEY": ADMIN_KEY}
@@ -98,7 +98,7 @@ def _world(tmp_path: Path, sqlite_database, responses: dict) -> Iterator[tuple[S
 
 
 def admin(gateway: Gateway) -> httpx.Client:
-    return httpx.Client(base_url=gateway.url, headers={"authorization": f"Bearer {ADMIN_KEY}"}, timeout=30)
+    return local_http(base_url=gateway.url, headers={"authorization": f"Bearer {ADMIN_KEY}"}, timeout=30)
 
 
 def tenant_key(gateway: Gateway) -> tuple[str, str]:

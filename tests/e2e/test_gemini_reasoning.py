@@ -22,6 +22,7 @@ import pytest
 from builders import api_keys, config, deployment, group, identity, price, simulated, sqlite
 
 from .processes import Gateway, Simulators
+from .stores import head_database
 from .test_gemini import SECRETS, service_account  # noqa: F401 (a fixture, used by name)
 from .test_gemini import TOOLS as GEMINI_TOOLS
 
@@ -44,8 +45,9 @@ def sims():
 
 
 @pytest.fixture(scope="module")
-def gateway(sims, service_account, tmp_path_factory):  # noqa: F811 (the fixture imported above)
+def gateway(request, sims, service_account, tmp_path_factory):  # noqa: F811 (the fixture imported above)
     tmp = tmp_path_factory.mktemp("gemini-reasoning")
+    head_database(request, "sqlite", tmp, "mh.db")  # the config's file, at the head revision
     vertex_auth = {"google": {"service_account_file_env": "MH_GEM_SA_FILE"}}
     cfg = config(
         server=api_keys("MH_GEM_CLIENT_KEY"),

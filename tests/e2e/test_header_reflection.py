@@ -22,6 +22,7 @@ import pytest
 from builders import api_keys, config, deployment, group, identity, key_budget, price, simulated, sqlite
 
 from .processes import Gateway, Simulator
+from .stores import head_database
 
 KEY = "mh-header-reflection-client"
 ADMIN = "mh-header-reflection-admin"
@@ -52,8 +53,9 @@ def _config(tmp: Path, openai_url: str, anthropic_url: str) -> dict:
 
 
 @pytest.fixture(scope="module")
-def world(tmp_path_factory):
+def world(request, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("reflection")
+    head_database(request, "sqlite", tmp, "mh.db")  # the config's file, at the head revision
     oa, an = (
         Simulator("openai", "hr-oa"),
         Simulator("anthropic", "hr-an", "--api-key-env", "MH_HR_ANTHROPIC_KEY", env=ENV),

@@ -26,6 +26,7 @@ from builders import api_keys, config, database, deployment, group, identity, pr
 
 from .helpers import until
 from .processes import Gateway
+from .stores import head_database
 
 CLIENT_KEY, ADMIN_KEY = "mh-hostile-usage-client", "mh-hostile-usage-admin"
 SECRETS = {"MH_HU_CLIENT": CLIENT_KEY, "MH_HU_ADMIN": ADMIN_KEY, "MH_HU_GEMINI": "gemini-key"}
@@ -76,10 +77,7 @@ def upstream() -> Iterator[str]:
 @pytest.fixture(scope="module", params=["sqlite", "postgresql"])
 def gateway(request, upstream, tmp_path_factory) -> Iterator[Gateway]:
     tmp: Path = tmp_path_factory.mktemp(f"hostile-usage-{request.param}")
-    if request.param == "sqlite":
-        db = f"sqlite+aiosqlite:///{tmp}/multihome.db"
-    else:
-        db = request.getfixturevalue("pg_server").create_database()
+    db = head_database(request, request.param, tmp)
     cfg = config(
         server=api_keys("MH_HU_CLIENT"),
         identity=identity("MH_HU_ADMIN"),

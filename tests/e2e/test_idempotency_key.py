@@ -133,14 +133,14 @@ def test_expired_keys_are_swept_by_the_retention_job(backend, tmp_path, request)
     """Keys past their 24 h are deleted by the periodic sweep (one replica runs it), also when stored
     responses are kept until deleted (`ttl_s: null`); a key still live is kept."""
     if backend == "sqlite":
-        db = f"sqlite+aiosqlite:///{tmp_path / 'multihome.db'}"
+        db = request.getfixturevalue("sqlite_database")()  # tmp_path / "multihome.db", at the head revision
 
         def sql(query: str) -> list[str]:
             with contextlib.closing(sqlite3.connect(tmp_path / "multihome.db")) as conn, conn:
                 return [str(row[0]) for row in conn.execute(query)]
     else:
         pg = request.getfixturevalue("pg_server")
-        db = pg.create_database()
+        db = request.getfixturevalue("pg_database")()
 
         def sql(query: str) -> list[str]:
             return pg.psql(query, db.rsplit("/", 1)[1]).split()

@@ -17,7 +17,8 @@ from builders import config, database_env, deployment, group, identity, oidc, si
 from oidc_issuer import LocalIssuer  # tests/ is on sys.path (pytest rootdir insertion)
 
 from .helpers import stale_for
-from .processes import Gateway, Simulator
+from .processes import Gateway, Simulator, started_together
+from .stores import head_database
 
 ADMIN_KEY = "mh-bootstrap-admin-key-for-tests"
 USER = [{"role": "user", "content": "hello"}]
@@ -74,13 +75,13 @@ class World:
 @pytest.fixture(scope="module", params=["sqlite", "postgresql"])
 def world(request, tmp_path_factory):
     tmp = tmp_path_factory.mktemp(request.param)
-    pg = request.getfixturevalue("pg_server") if request.param == "postgresql" else None
-    db = pg.create_database() if pg else f"sqlite+aiosqlite:///{tmp}/multihome.db"
+    db = head_database(request, request.param, tmp)  # migrated: the replicas start together
     us, eu = Simulator("openai", "us"), Simulator("openai", "eu")
     issuer = LocalIssuer().start()
     cfg = _config(us.url, eu.url, issuer)
     env = {"MH_TEST_DB": db, "MH_TEST_ADMIN_KEY": ADMIN_KEY}
-    gateways = [Gateway(cfg, tmp, env), Gateway(cfg, tmp, env)]  # two replicas, one database
+    replicas = (Gateway(cfg, tmp, env, wait=False), Gateway(cfg, tmp, env, wait=False))  # one database
+    gateways = started_together(*replicas)
     w = World(gateways, us, eu, issuer)
     w.a = w.ok(w.admin.post("/admin/v1/tenants", json={"name": "acme"}), 201)["id"]
     w.b = w.ok(w.admin.post("/admin/v1/tenants", json={"name": "globex"}), 201)["id"]

@@ -22,6 +22,7 @@ from .conftest import CLIENT_KEY
 from .helpers import in_one_minute
 from .processes import Gateway
 from .services import RedisServer, replicas
+from .stores import head_database
 
 ADMIN_KEY = "mh-bootstrap-admin-key-for-limits"
 USER = [{"role": "user", "content": "hello"}]
@@ -55,10 +56,12 @@ def _config(sim: str) -> dict:
 
 
 @pytest.fixture(scope="module")
-def world(tmp_path_factory):
+def world(request, tmp_path_factory):
     env = {"MH_TEST_CLIENT_KEY": CLIENT_KEY, "MH_TEST_ADMIN_KEY": ADMIN_KEY, "MH_TEST_N_KEY": N_KEY}
+    tmp = tmp_path_factory.mktemp("limits")
     with replicas(
-        tmp_path_factory.mktemp("limits"),
+        tmp,
+        head_database(request, "sqlite", tmp),
         _config,
         env,
     ) as gateways:
@@ -201,14 +204,14 @@ def _stored_usage(gateway, deployment: str, until) -> dict:
         time.sleep(0.1)
 
 
-def test_an_empty_redis_keeps_the_periods_spend_and_the_minutes_requests(tmp_path):
+def test_an_empty_redis_keeps_the_periods_spend_and_the_minutes_requests(tmp_path, sqlite_database):
     """Use up a key's budget and a deployment's requests of this minute through two replicas, then
     restart Redis empty: the replicas re-seed the counters from the stored usage rows, so nothing
     more is admitted (before: spend went from 1.00 to 1.61, and 74 calls passed a limit of 37)."""
     redis = [RedisServer()]  # replaced by its empty restart
     env = {"MH_TEST_CLIENT_KEY": CLIENT_KEY, "MH_TEST_ADMIN_KEY": ADMIN_KEY, "MH_TEST_N_KEY": N_KEY}
     try:
-        with replicas(tmp_path, _config, env, redis=redis[0]) as gateways:
+        with replicas(tmp_path, sqlite_database(), _config, env, redis=redis[0]) as gateways:
             spent = sum((_cost(r.usage) for r in _use_up_budget(gateways, max_tokens=20)), Decimal(0))
             assert spent <= BUDGET
             assert (

@@ -20,6 +20,7 @@ from multihome.storage.engine import create_engine
 from pg import stored_bytes
 
 from .processes import Gateway, Simulator
+from .stores import head_database
 
 ADMIN_KEY = "mh-memory-e2e-admin"
 SECRETS = {"MH_M_ADMIN_KEY": ADMIN_KEY}
@@ -55,10 +56,7 @@ class World:
 @pytest.fixture(scope="module", params=["sqlite", "postgresql"])
 def world(request, tmp_path_factory):
     tmp: Path = tmp_path_factory.mktemp(f"memory-{request.param}")
-    if request.param == "sqlite":
-        db = f"sqlite+aiosqlite:///{tmp}/multihome.db"
-    else:
-        db = request.getfixturevalue("pg_server").create_database()
+    db = head_database(request, request.param, tmp)
     init_key_file(tmp / "kms.key")
     sim = Simulator("openai", "memory-openai")
     gateway = None

@@ -28,6 +28,7 @@ from multihome.storage.engine import create_engine
 
 from .helpers import tenant_with_key, until
 from .processes import Gateway, Simulator
+from .stores import head_database
 from .test_memory import get, post
 
 ADMIN_KEY = "mh-memory-routed-admin"
@@ -96,10 +97,7 @@ class World:
 @pytest.fixture(scope="module", params=["sqlite", "postgresql"])
 def world(request, tmp_path_factory):
     tmp: Path = tmp_path_factory.mktemp(f"memory-routed-{request.param}")
-    if request.param == "sqlite":
-        db = f"sqlite+aiosqlite:///{tmp}/multihome.db"
-    else:
-        db = request.getfixturevalue("pg_server").create_database()
+    db = head_database(request, request.param, tmp)
     init_key_file(tmp / "kms.key")
     sims = {"x": Simulator("openai", "mem-x"), "y": Simulator("openai", "mem-y")}
     gateway = None

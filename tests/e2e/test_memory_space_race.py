@@ -20,7 +20,7 @@ from builders import config, database, embedding, group, identity, simulated
 from multihome.crypto import init_key_file
 
 from .helpers import tenant_with_key
-from .processes import Gateway, Simulator
+from .processes import Gateway, Simulator, started_together
 from .test_memory import get, post
 
 ADMIN_KEY = "mh-memory-race-admin"
@@ -32,7 +32,7 @@ WRITES = 6  # per namespace and replica
 @pytest.fixture(scope="module")
 def fleet(pg_server, tmp_path_factory):
     tmp: Path = tmp_path_factory.mktemp("memory-race")
-    db = pg_server.create_database()
+    db = pg_server.migrated_database()  # at the head revision: the replicas start together
     init_key_file(tmp / "kms.key")
     sim = Simulator("openai", "mem-race")
     gateways: list[Gateway] = []
@@ -47,7 +47,8 @@ def fleet(pg_server, tmp_path_factory):
                 model_groups={"embed": group("e", retries=0)},
                 memory={"embeddings": {"model": "embed", "dimensions": dims, "matryoshka": True}},
             )
-            gateways.append(Gateway(cfg, tmp, {"MH_RACE_ADMIN": ADMIN_KEY}))
+            gateways.append(Gateway(cfg, tmp, {"MH_RACE_ADMIN": ADMIN_KEY}, wait=False))
+        started_together(*gateways)
         admin = httpx.Client(base_url=gateways[0].url, headers={"authorization": f"Bearer {ADMIN_KEY}"}, timeout=10)
         _, key = tenant_with_key(admin, "racer")
         yield [openai.OpenAI(base_url=g.url + "/v1", api_key=key, max_retries=0, timeout=60) for g in gateways]

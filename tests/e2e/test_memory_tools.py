@@ -26,6 +26,7 @@ from pg import stored_bytes
 
 from .helpers import tenant_with_key
 from .processes import Gateway, Simulator
+from .stores import head_database
 
 ADMIN_KEY = "mh-memory-tools-admin"
 SECRETS = {"MH_MT_ADMIN_KEY": ADMIN_KEY}
@@ -60,12 +61,12 @@ class World:
 
 
 @pytest.fixture(scope="module")
-def world(tmp_path_factory):
+def world(request, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("memory-tools")
     init_key_file(tmp / "kms.key")
     sim = Simulator("openai", "memory-tools")
     gateway = None
-    db = f"sqlite+aiosqlite:///{tmp}/multihome.db"
+    db = head_database(request, "sqlite", tmp)
     try:
         cfg = single(  # one model group "gpt" on the simulator; a database, a KMS and the audit trail
             simulated("openai", sim.url),

@@ -22,6 +22,7 @@ from builders import identity, key_budget, price, sqlite
 
 from .conftest import CLIENT_KEY, SECRETS, shared_config
 from .processes import Gateway
+from .stores import head_database
 
 ADMIN_KEY = "mh-test-metrics-admin-key"
 POOR_KEY = "mh-test-poor-client-key"
@@ -58,8 +59,9 @@ def _until(gw: Gateway, check, seconds: float = 10.0):
 
 
 @pytest.fixture(scope="module")
-def metered(sims, tmp_path_factory):
+def metered(request, sims, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("metrics")
+    head_database(request, "sqlite", tmp, "mh.db")  # the config's file, at the head revision
     cfg = shared_config(sims)
     cfg["server"]["api_keys_env"] = ["MH_TEST_CLIENT_KEY", "MH_TEST_POOR_KEY"]
     cfg["server"]["call_log"] = str(tmp / "calls.jsonl")

@@ -18,6 +18,7 @@ from builders import breakers, config, database, deployment, groups, identity, s
 from multihome.crypto import init_key_file
 
 from .processes import Gateway, Simulator
+from .stores import head_database
 
 ADMIN_KEY = "mh-responses-e2e-admin"
 SECRETS = {"MH_R_ADMIN_KEY": ADMIN_KEY, "MH_R_ANTHROPIC_KEY": "sk-ant-responses-e2e-3c1f"}
@@ -85,10 +86,7 @@ def world(request, tmp_path_factory):
 def running_world(request, tmp_path_factory):
     """The gateway and simulators of this module on `request.param`'s database (other modules' fixtures too)."""
     tmp = tmp_path_factory.mktemp(f"responses-{request.param}")
-    if request.param == "sqlite":
-        db = f"sqlite+aiosqlite:///{tmp}/multihome.db"
-    else:
-        db = request.getfixturevalue("pg_server").create_database()
+    db = head_database(request, request.param, tmp)
     init_key_file(tmp / "kms.key")
     sims = {
         "oa": Simulator("openai", "resp-openai"),

@@ -22,7 +22,8 @@ from builders import breakers, config, database, deployment, groups, identity, p
 from multihome.crypto import init_key_file
 
 from .helpers import until
-from .processes import Gateway, Simulator
+from .processes import Gateway, Simulator, local_http
+from .stores import head_database
 
 ADMIN_KEY = "mh-background-e2e-admin"
 SECRETS = {"MH_BG_ADMIN_KEY": ADMIN_KEY}
@@ -56,7 +57,7 @@ def gateway_config(tmp: Path, db: str, sim: Simulator) -> dict:
 
 
 def new_key(gateway: Gateway, name: str) -> str:
-    admin = httpx.Client(base_url=gateway.url, headers={"authorization": f"Bearer {ADMIN_KEY}"}, timeout=10)
+    admin = local_http(base_url=gateway.url, headers={"authorization": f"Bearer {ADMIN_KEY}"}, timeout=10)
     with admin:
         resp = admin.post("/admin/v1/tenants", json={"name": name})
         assert resp.status_code == 201, resp.text
@@ -73,10 +74,7 @@ def sdk(gateway: Gateway, key: str) -> openai.OpenAI:
 @pytest.fixture(scope="module", params=["sqlite", "postgresql"])
 def world(request, tmp_path_factory):
     tmp = tmp_path_factory.mktemp(f"background-{request.param}")
-    if request.param == "sqlite":
-        db = f"sqlite+aiosqlite:///{tmp}/multihome.db"
-    else:
-        db = request.getfixturevalue("pg_server").create_database()
+    db = head_database(request, request.param, tmp)
     init_key_file(tmp / "kms.key")
     sim = Simulator("openai", "bg-openai")
     gateway = None
@@ -233,20 +231,20 @@ def replicas(tmp: Path, db: str, name: str, responses: dict | None = None):
 
 def _tenant_and_key(gateway: Gateway, name: str) -> tuple[str, str]:
     key = new_key(gateway, name)
-    admin = httpx.Client(base_url=gateway.url, headers={"authorization": f"Bearer {ADMIN_KEY}"}, timeout=10)
+    admin = local_http(base_url=gateway.url, headers={"authorization": f"Bearer {ADMIN_KEY}"}, timeout=10)
     with admin:
         tenants = admin.get("/admin/v1/tenants").json()["data"]
     return next(t["id"] for t in tenants if t["name"] == name), key
 
 
 def _accrued(gateway: Gateway) -> Decimal:
-    admin = httpx.Client(base_url=gateway.url, headers={"authorization": f"Bearer {ADMIN_KEY}"}, timeout=10)
+    admin = local_http(base_url=gateway.url, headers={"authorization": f"Bearer {ADMIN_KEY}"}, timeout=10)
     with admin:
         return Decimal(str(admin.get("/admin/v1/contracts/rs-bg/report").json()["accrued"]))
 
 
 def _billed_calls(gateway: Gateway, tenant: str) -> int:
-    admin = httpx.Client(base_url=gateway.url, headers={"authorization": f"Bearer {ADMIN_KEY}"}, timeout=10)
+    admin = local_http(base_url=gateway.url, headers={"authorization": f"Bearer {ADMIN_KEY}"}, timeout=10)
     with admin:
         summary = admin.get(f"/admin/v1/tenants/{tenant}/usage", params={"group_by": "model_group"}).json()
     return sum(r["calls"] for r in summary["data"] if r["model_group"] == "gpt")
@@ -258,10 +256,7 @@ def test_kill_9_mid_response_completes_exactly_once_on_another_replica(backend, 
     them takes the job over once the lease runs out; a client resumes the stream on either and sees
     every sequence number once; the upstream was called twice (the first call died with the gateway),
     and the turn is billed once."""
-    if backend == "sqlite":
-        db = f"sqlite+aiosqlite:///{tmp_path / 'multihome.db'}"
-    else:
-        db = request.getfixturevalue("pg_server").create_database()
+    db = request.getfixturevalue("sqlite_database" if backend == "sqlite" else "pg_database")()  # at head already
     with replicas(tmp_path, db, "bg-kill") as (sim, start):
         first = start()
         tenant, key = _tenant_and_key(first, "acme")
@@ -300,10 +295,10 @@ def test_kill_9_mid_response_completes_exactly_once_on_another_replica(backend, 
         assert _accrued(both[0]) == Decimal(tokens) / 2  # and one ledger accrual, for the run that finished
 
 
-def test_retention_deletes_expired_responses_for_real(tmp_path):
+def test_retention_deletes_expired_responses_for_real(tmp_path, sqlite_database):
     db_path = tmp_path / "multihome.db"
     responses = {**FAST, "retention": {"ttl_s": 2.0, "sweep_interval_s": 0.5}}
-    with replicas(tmp_path, f"sqlite+aiosqlite:///{db_path}", "bg-retention", responses) as (sim, start):
+    with replicas(tmp_path, sqlite_database(db_path.name), "bg-retention", responses) as (sim, start):
         gateway = start()
         client = sdk(gateway, new_key(gateway, "acme"))
         fg = client.responses.create(model="gpt", input="kept for two seconds")
@@ -346,11 +341,11 @@ def _finished(client: openai.OpenAI, response_id: str):
     )
 
 
-def test_a_replica_stalled_past_its_lease_cannot_bill_or_finish_the_turn_again(tmp_path):
+def test_a_replica_stalled_past_its_lease_cannot_bill_or_finish_the_turn_again(tmp_path, sqlite_database):
     """SIGSTOP a replica mid-response: another takes the job over when the lease runs out and
     finishes it. When the stalled one wakes it finds its lease taken: the call it abandons is not
     billed (the turn's one usage row is the finishing run's) and its writes are refused."""
-    db = f"sqlite+aiosqlite:///{tmp_path / 'multihome.db'}"
+    db = sqlite_database()  # at the head revision
     with replicas(tmp_path, db, "bg-stall") as (sim, start):
         sim.fault(chunk_delay_ms=100, chunks=20)
         first, tenant, key, response_id = _running(start, "stall and wake")
@@ -375,10 +370,10 @@ def test_a_replica_stalled_past_its_lease_cannot_bill_or_finish_the_turn_again(t
         assert _accrued(second) == Decimal(done.usage.input_tokens + done.usage.output_tokens) / 2
 
 
-def test_a_replica_that_stops_hands_its_response_over_and_the_finished_run_is_billed(tmp_path):
+def test_a_replica_that_stops_hands_its_response_over_and_the_finished_run_is_billed(tmp_path, sqlite_database):
     """SIGTERM mid-response: the stopping replica hands the job back without recording the call it
     abandons; the replica that finishes it records the turn's one usage row, with the whole answer."""
-    db = f"sqlite+aiosqlite:///{tmp_path / 'multihome.db'}"
+    db = sqlite_database()  # at the head revision
     with replicas(tmp_path, db, "bg-stop") as (sim, start):
         sim.fault(chunk_delay_ms=100, chunks=20)
         first, tenant, key, response_id = _running(start, "hand me over")

@@ -22,8 +22,8 @@ from .test_responses import WEATHER
 
 
 @pytest.fixture(scope="module")
-def world(tmp_path_factory):
-    yield from start_world(tmp_path_factory)
+def world(request, tmp_path_factory):
+    yield from start_world(request, tmp_path_factory)
 
 
 @pytest.fixture(autouse=True)

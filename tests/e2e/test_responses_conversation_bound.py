@@ -12,6 +12,7 @@ from multihome.crypto import init_key_file
 from openai_schemas import problems
 
 from .processes import Gateway, Simulator
+from .stores import head_database
 from .test_responses import SECRETS, World, gateway_config
 
 MAX_ITEMS = 6
@@ -21,9 +22,7 @@ MAX_BYTES = 20_000
 @pytest.fixture(scope="module", params=["sqlite", "postgresql"])
 def world(request, tmp_path_factory):
     tmp = tmp_path_factory.mktemp(f"bound-{request.param}")
-    db = f"sqlite+aiosqlite:///{tmp}/multihome.db" if request.param == "sqlite" else None
-    if db is None:
-        db = request.getfixturevalue("pg_server").create_database()
+    db = head_database(request, request.param, tmp)
     init_key_file(tmp / "kms.key")
     sims = {
         "oa": Simulator("openai", "bound-openai"),

@@ -20,6 +20,7 @@ import pytest
 from multihome.crypto import init_key_file
 
 from .processes import Gateway, Simulator
+from .stores import head_database
 from .test_responses import SECRETS, WEATHER, World, gateway_config
 
 MAX_ITEMS = 8
@@ -30,9 +31,7 @@ DEADLINE = 60  # seconds: a condition polled for; reached only if it never holds
 @pytest.fixture(scope="module", params=["sqlite", "postgresql"])
 def world(request, tmp_path_factory):
     tmp = tmp_path_factory.mktemp(f"races-{request.param}")
-    db = f"sqlite+aiosqlite:///{tmp}/multihome.db" if request.param == "sqlite" else None
-    if db is None:
-        db = request.getfixturevalue("pg_server").create_database()
+    db = head_database(request, request.param, tmp)
     init_key_file(tmp / "kms.key")
     sims = {
         "oa": Simulator("openai", "races-openai"),

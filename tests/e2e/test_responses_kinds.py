@@ -12,6 +12,7 @@ import pydantic
 import pytest
 
 from .fleet import CLIENT_KEY, fleet
+from .stores import head_database
 
 # (model group, the deployment the call is narrowed to, the simulator kind that serves it)
 KINDS = [
@@ -40,8 +41,10 @@ WEATHER = {
 
 
 @pytest.fixture(scope="module")
-def world(tmp_path_factory):
-    with fleet(tmp_path_factory.mktemp("responses-kinds")) as f:
+def world(request, tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("responses-kinds")
+    head_database(request, "sqlite", tmp)  # fleet_config's file, at the head revision
+    with fleet(tmp) as f:
         yield f
 
 

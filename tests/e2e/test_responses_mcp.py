@@ -19,8 +19,8 @@ from .mcp_world import ADMIN_KEY, mcp, start_world
 
 
 @pytest.fixture(scope="module")
-def world(tmp_path_factory):
-    yield from start_world(tmp_path_factory)
+def world(request, tmp_path_factory):
+    yield from start_world(request, tmp_path_factory)
 
 
 def test_a_three_step_task_completes(world):

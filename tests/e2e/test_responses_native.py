@@ -12,6 +12,7 @@ import pytest
 from builders import deployment
 
 from .fleet import CLIENT_KEY, fleet
+from .stores import head_database
 
 
 def _edit(config: dict) -> None:
@@ -24,8 +25,10 @@ def _edit(config: dict) -> None:
 
 
 @pytest.fixture(scope="module")
-def world(tmp_path_factory):
-    with fleet(tmp_path_factory.mktemp("responses-native"), edit=_edit) as f:
+def world(request, tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("responses-native")
+    head_database(request, "sqlite", tmp)  # fleet_config's file, at the head revision
+    with fleet(tmp, edit=_edit) as f:
         yield f
 
 

@@ -22,6 +22,7 @@ from builders import api_keys, breakers, config, deployment, groups, key_budget,
 
 from .helpers import until
 from .processes import Gateway, Simulator
+from .stores import head_database
 
 SECRETS = {
     "MH_SDK_CLIENT": "mh-sdk-retries-client",
@@ -36,8 +37,9 @@ HI = [{"role": "user", "content": "hi"}]
 
 
 @pytest.fixture(scope="module")
-def gateway(tmp_path_factory) -> Iterator[Gateway]:
+def gateway(request, tmp_path_factory) -> Iterator[Gateway]:
     tmp = tmp_path_factory.mktemp("sdk-retries")
+    head_database(request, "sqlite", tmp, "mh.db")  # the config's file, at the head revision
     oa = Simulator("openai", "retries-openai")
     an = Simulator("anthropic", "retries-anthropic", "--api-key-env", "MH_SDK_UPSTREAM_KEY", env=SECRETS)
     gw = None

@@ -18,6 +18,7 @@ from builders import api_keys, config, database, deployment, group, identity, pr
 
 from .helpers import usage_of
 from .processes import Gateway
+from .stores import head_database
 
 CLIENT_KEY, ADMIN_KEY = "mh-service-tier-client", "mh-service-tier-admin"
 SECRETS = {"MH_ST_CLIENT": CLIENT_KEY, "MH_ST_ADMIN": ADMIN_KEY}
@@ -25,7 +26,7 @@ USER = [{"role": "user", "content": "Hello there"}]
 
 
 @pytest.fixture(scope="module")
-def gateway(tmp_path_factory) -> Iterator[Gateway]:
+def gateway(request, tmp_path_factory) -> Iterator[Gateway]:
     from .processes import Simulators
 
     tmp: Path = tmp_path_factory.mktemp("service-tier")
@@ -34,7 +35,7 @@ def gateway(tmp_path_factory) -> Iterator[Gateway]:
         cfg = config(
             server=api_keys("MH_ST_CLIENT"),
             identity=identity("MH_ST_ADMIN"),
-            storage=database(f"sqlite+aiosqlite:///{tmp}/multihome.db"),
+            storage=database(head_database(request, "sqlite", tmp)),
             providers={"up": simulated("openai", sim.url)},
             deployments={
                 "tiered": deployment(

@@ -20,6 +20,7 @@ from builders import api_keys, config, database, deployment, group, identity, pr
 
 from .helpers import usage_of
 from .processes import Gateway, Simulators
+from .stores import head_database
 
 CLIENT_KEY, ADMIN_KEY = "mh-tier-translated-client", "mh-tier-translated-admin"
 SECRETS = {
@@ -33,7 +34,7 @@ MODELS = {"claude": "claude-sonnet-4-5", "gemini": "gemini-2.5-flash"}
 
 
 @pytest.fixture(scope="module")
-def gateway(tmp_path_factory) -> Iterator[Gateway]:
+def gateway(request, tmp_path_factory) -> Iterator[Gateway]:
     tmp: Path = tmp_path_factory.mktemp("service-tier-translated")
     with Simulators() as sims:
         an = sims.start("anthropic", "tier-an", key_env="MH_TT_ANTHROPIC_KEY", env=SECRETS)
@@ -41,7 +42,7 @@ def gateway(tmp_path_factory) -> Iterator[Gateway]:
         cfg = config(
             server=api_keys("MH_TT_CLIENT"),
             identity=identity("MH_TT_ADMIN"),
-            storage=database(f"sqlite+aiosqlite:///{tmp}/multihome.db"),
+            storage=database(head_database(request, "sqlite", tmp)),
             providers={
                 "an": simulated("anthropic", an.url, key_env="MH_TT_ANTHROPIC_KEY"),
                 "gem": simulated("gemini", gem.url, key_env="MH_TT_GEMINI_KEY"),

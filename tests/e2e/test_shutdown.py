@@ -53,13 +53,13 @@ def _held_rows_config(url: str) -> dict:
 USER = [{"role": "user", "content": "count this call"}]
 
 
-def test_sigterm_answers_calls_in_flight_and_writes_every_row(tmp_path, simulator):
+def test_sigterm_answers_calls_in_flight_and_writes_every_row(tmp_path, simulator, sqlite_database):
     sim = simulator("openai", "oa")
     db = tmp_path / "m.db"
     gw = Gateway(
         _held_rows_config(sim.url),
         tmp_path,
-        {"MH_TEST_DB": f"sqlite+aiosqlite:///{db}", "MH_TEST_CLIENT": "client-key"},
+        {"MH_TEST_DB": sqlite_database(db.name), "MH_TEST_CLIENT": "client-key"},
     )
     client = openai.OpenAI(base_url=gw.url + "/v1", api_key="client-key", max_retries=0, timeout=30)
     try:
@@ -164,9 +164,9 @@ def _outcome(fn):
         return exc
 
 
-def test_calls_open_at_the_drain_deadline_end_with_an_error_the_sdks_raise_and_are_recorded(tmp_path):
+def test_calls_open_at_the_drain_deadline_end_with_an_error_the_sdks_raise_and_are_recorded(tmp_path, sqlite_database):
     db, audit = tmp_path / "m.db", tmp_path / "audit"
-    env = {"MH_TEST_DB": f"sqlite+aiosqlite:///{db}"}
+    env = {"MH_TEST_DB": sqlite_database(db.name)}
     chunks, events, fast = [], [], []
     with _serving(tmp_path, _drain_config(DRAIN_S, audit), env) as (sim, gw):
         sim.fault(chunks=400, chunk_delay_ms=50, match="m-slow")  # a 20 s stream: far past the deadline
@@ -225,9 +225,9 @@ def test_calls_open_at_the_drain_deadline_end_with_an_error_the_sdks_raise_and_a
     assert sorted((c["model_group"], c["outcome"]) for c in calls) == [(g, o) for g, o, _ in recorded]
 
 
-def test_an_idle_gateway_exits_at_once_whatever_its_drain_deadline(tmp_path):
+def test_an_idle_gateway_exits_at_once_whatever_its_drain_deadline(tmp_path, sqlite_database):
     db = tmp_path / "m.db"
-    env = {"MH_TEST_DB": f"sqlite+aiosqlite:///{db}"}
+    env = {"MH_TEST_DB": sqlite_database(db.name)}
     with _serving(tmp_path, _drain_config(600, tmp_path / "audit"), env) as (sim, gw):
         client = openai.OpenAI(base_url=gw.url + "/v1", api_key="client-key", max_retries=0, timeout=30)
         for _ in range(3):  # the client keeps its connection open, idle

@@ -27,6 +27,7 @@ from builders import api_keys, breakers, config, deployment, groups, simulated
 
 from .fleet import ADMIN_KEY, CHAT_GROUPS, CLIENT_KEY, fleet
 from .processes import Gateway
+from .stores import head_database
 
 
 class Canary:
@@ -66,8 +67,10 @@ def canary():
 
 
 @pytest.fixture(scope="module")
-def world(tmp_path_factory):
-    with fleet(tmp_path_factory.mktemp("ssrf")) as f:
+def world(request, tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("ssrf")
+    head_database(request, "sqlite", tmp)  # fleet_config's file, at the head revision
+    with fleet(tmp) as f:
         yield f
 
 

@@ -24,6 +24,7 @@ from multihome.crypto import init_key_file
 
 from .helpers import tenant_with_key, until
 from .processes import Gateway, Simulator
+from .stores import head_database
 
 ADMIN_KEY = "mh-pins-admin"
 SECRETS = {"MH_PIN_ADMIN_KEY": ADMIN_KEY}
@@ -80,12 +81,12 @@ class World:
 
 
 @pytest.fixture(scope="module")
-def world(tmp_path_factory):
+def world(request, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("pins")
     init_key_file(tmp / "kms.key")
     sims = {"x": Simulator("openai", "pin-x"), "y": Simulator("openai", "pin-y")}
     cfg = config(
-        storage=database(f"sqlite+aiosqlite:///{tmp}/multihome.db"),
+        storage=database(head_database(request, "sqlite", tmp)),
         kms={"local": {"key_file": str(tmp / "kms.key")}},
         identity=identity("MH_PIN_ADMIN_KEY"),
         routing=breakers(0),

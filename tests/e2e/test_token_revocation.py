@@ -20,7 +20,8 @@ from builders import audit, database_env, identity, oidc, simulated, single
 from oidc_issuer import LocalIssuer  # tests/ is on sys.path (pytest rootdir insertion)
 
 from .helpers import Staleness, stale_for
-from .processes import VENV_BIN, Gateway, Simulator
+from .processes import VENV_BIN, Gateway, Simulator, started_together
+from .stores import head_database
 
 ADMIN_KEY = "mh-bootstrap-admin-key-for-revocation-tests"
 USER = [{"role": "user", "content": "hello"}]
@@ -84,15 +85,15 @@ class World:
 @pytest.fixture(scope="module", params=["sqlite", "postgresql"])
 def world(request, tmp_path_factory):
     tmp = tmp_path_factory.mktemp(f"revocation-{request.param}")
-    pg = request.getfixturevalue("pg_server") if request.param == "postgresql" else None
-    db = pg.create_database() if pg else f"sqlite+aiosqlite:///{tmp}/multihome.db"
+    db = head_database(request, request.param, tmp)  # migrated: the replicas start together
     sim = Simulator("openai", "revocation-sim")
     issuer = LocalIssuer().start()
     env = {"MH_TEST_DB": db, "MH_TEST_ADMIN_KEY": ADMIN_KEY}
     gateways = []
     try:
         for i in (1, 2):  # two replicas, one database; each writes its own audit trail
-            gateways.append(Gateway(_config(issuer, sim.url, tmp / f"audit-{i}"), tmp, env))
+            gateways.append(Gateway(_config(issuer, sim.url, tmp / f"audit-{i}"), tmp, env, wait=False))
+        started_together(*gateways)
         w = World(gateways, sim, issuer, request.param)
         w.a = w.ok(w.admin.post("/admin/v1/tenants", json={"name": "acme"}), 201)["id"]
         w.b = w.ok(w.admin.post("/admin/v1/tenants", json={"name": "globex"}), 201)["id"]

@@ -20,6 +20,7 @@ from . import stacks
 from .helpers import attempts, tenant_with_key, until
 from .processes import Simulator
 from .stacks import gateway_stack
+from .stores import head_database
 
 sims, client = stacks.sims, stacks.client  # fixtures: each test's cleared simulators and SDK client
 
@@ -32,7 +33,7 @@ MODEL = "claude-sonnet-4-5@20250929"
 
 
 @pytest.fixture(scope="module")
-def stack(tmp_path_factory):
+def stack(request, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("vertex-claude")
     key = new_key()
     (tmp / "public.pem").write_text(public_pem(key))
@@ -43,7 +44,7 @@ def stack(tmp_path_factory):
             )
         cfg = yaml.safe_load((ROOT / "examples/claude-on-vertex.yaml").read_text())
         cfg["server"] = {"api_keys_env": ["MULTIHOME_API_KEY"]}
-        cfg["storage"] = database(f"sqlite+aiosqlite:///{tmp}/multihome.db")
+        cfg["storage"] = database(head_database(request, "sqlite", tmp))
         cfg["identity"] = identity("MH_ADMIN_KEY")
         env = {"MULTIHOME_API_KEY": CLIENT_KEY, "MH_ADMIN_KEY": ADMIN_KEY}
         for name, provider in cfg["providers"].items():

@@ -66,7 +66,7 @@ def test_two_workers_without_redis_refuse_to_start_when_limits_would_be_counted_
     assert out.returncode == 2 and "admin API" in out.stderr
 
 
-def test_two_workers_with_redis_let_exactly_the_rate_limit_through(tmp_path):
+def test_two_workers_with_redis_let_exactly_the_rate_limit_through(tmp_path, sqlite_database):
     redis, sim = RedisServer(), Simulator("openai", "sim")
     trail = tmp_path / "audit"
     gw = None
@@ -80,7 +80,7 @@ def test_two_workers_with_redis_let_exactly_the_rate_limit_through(tmp_path):
                 "rate_limits": [{"scope": "key", "id": "*", "requests_per_minute": RPM}],
             },
         )
-        env = {**ENV, "MH_TEST_REDIS_URL": redis.url, "MH_TEST_DB": f"sqlite+aiosqlite:///{tmp_path}/multihome.db"}
+        env = {**ENV, "MH_TEST_REDIS_URL": redis.url, "MH_TEST_DB": sqlite_database()}
         gw = Gateway(cfg, tmp_path, env, "--workers", "2")
         body = {"model": "g", "messages": [{"role": "user", "content": "hi"}]}
 
