@@ -16,7 +16,7 @@ from admin_http import running
 from builders import config, deployment, group, open_door, price, simulated
 from multihome.simulators import SimulatorConfig, start_simulator
 
-from .test_usual_release import Answer, _until
+from .test_usual_release import Answer, _receive, _scope, _until
 
 pytestmark = pytest.mark.anyio
 REFUSAL = ["capacity", "unavailable", "refusal"]
@@ -53,29 +53,6 @@ async def app():
             yield gateway, sim.url
     finally:
         await sim.close()
-
-
-def _scope() -> dict:
-    path = "/v1/chat/completions"
-    return {
-        "type": "http",
-        "method": "POST",
-        "path": path,
-        "raw_path": path.encode(),
-        "query_string": b"",
-        "headers": [(b"content-type", b"application/json")],
-    }
-
-
-def _receive(body: dict):
-    messages = [{"type": "http.request", "body": msgspec.json.encode(body), "more_body": False}]
-
-    async def receive():
-        if not messages:
-            await asyncio.sleep(3600)  # the client says nothing more until its request is cancelled
-        return messages.pop()
-
-    return receive
 
 
 def _held(limiter) -> tuple[int, int, int]:

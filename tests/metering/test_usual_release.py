@@ -62,8 +62,8 @@ def _scope() -> dict:
     }
 
 
-def _receive():
-    messages = [{"type": "http.request", "body": msgspec.json.encode(CHAT), "more_body": False}]
+def _receive(body: dict = CHAT):
+    messages = [{"type": "http.request", "body": msgspec.json.encode(body), "more_body": False}]
 
     async def receive():
         if not messages:
