@@ -1,12 +1,14 @@
 """Where the governed gateway spends its time: one configuration of bench/governance_bench.py under
 `wrk` at concurrency 64, sampled by py-spy, summarised as the top functions in µs per call.
 
-    .venv/bin/python bench/governance_profile.py [--config all-sqlite] [--seconds 15] [--native] [--out DIR]
+    PYTHONPATH=src:tests .venv/bin/python bench/governance_profile.py [--config all-sqlite] [--seconds 15] [--native]
+        [--out DIR]
 
 The gateway is pinned to core 0, the simulator and wrk to core 1 (as in the governance bench). py-spy
 samples every thread (`--threads`, 200 Hz; `--gil`: only the thread holding the GIL); the summary
 divides each function's samples by the calls served, so the figures read as µs of that thread's
-time per call. A flame graph (speedscope JSON) is left in --out. Loopback only; bounded by --seconds.
+time per call. A flame graph (speedscope JSON) is left in --out. `all-pg` starts PostgreSQL and Redis as the
+tests do. Loopback only; bounded by --seconds.
 """
 
 from __future__ import annotations
@@ -97,7 +99,15 @@ def main() -> None:
     out = Path(args.out) if args.out else tmp
     out.mkdir(parents=True, exist_ok=True)
     sim, sim_url = start_sim()
-    gw = start_gateway(args.config, config_for(args.config, sim_url, tmp, None), 4990, tmp, dict(ENV))
+    env, pg_url, services = dict(ENV), None, []
+    if args.config.startswith("all-pg"):  # real servers, as the tests start them (run with PYTHONPATH=src:tests)
+        from e2e.services import RedisServer
+        from pg import PostgresServer
+
+        pg, redis = PostgresServer(), RedisServer()
+        services = [pg, redis]
+        pg_url, env["BENCH_REDIS_URL"] = pg.create_database(), redis.url
+    gw = start_gateway(args.config, config_for(args.config, sim_url, tmp, pg_url), 4990, tmp, env)
     url = "http://127.0.0.1:4990"
     try:
         set_layout(gw.pid, sim.pid, pinned=False)
@@ -122,6 +132,8 @@ def main() -> None:
     finally:
         stop(gw)
         stop(sim)
+        for service in services:
+            service.stop()
     load = os.getloadavg()[0]
     head = (
         f"{args.config}: {c64['rps']:,.0f} req/s at c=64, gateway CPU {cpu / max(c64['requests'], 1) * 1e6:.0f} µs "
