@@ -20,10 +20,11 @@ KUBERNETES = "1.30"
 
 
 def _render(values: dict | None = None) -> dict[str, dict]:
-    """kind -> the rendered object (one of each kind in this chart)."""
+    """kind -> the rendered object (one of each kind in this chart, but the console's session key Secret:
+    `Secret/console`)."""
     manifests = Chart.load(CHART).render(values or {}, name="mh", namespace="ai", is_install=True)
     objects = [doc for text in manifests.values() for doc in yaml.safe_load_all(text) if doc]
-    kinds = {o["kind"]: o for o in objects}
+    kinds = {o["kind"] + ("/console" if o["metadata"]["name"] == "mh-multihome-console" else ""): o for o in objects}
     assert len(kinds) == len(objects), "one object of each kind"
     return kinds
 
@@ -47,7 +48,7 @@ def test_every_object_validates_against_the_kubernetes_schemas(values):
 def test_the_chart_has_what_a_platform_team_expects():
     objs = _render()
     assert set(objs) == {
-        "ConfigMap", "Secret", "Deployment", "Service", "HorizontalPodAutoscaler", "PodDisruptionBudget", "NetworkPolicy"
+        "ConfigMap", "Secret", "Secret/console", "Deployment", "Service", "HorizontalPodAutoscaler", "PodDisruptionBudget", "NetworkPolicy"
     }  # fmt: skip
     pod = objs["Deployment"]["spec"]["template"]
     gateway = pod["spec"]["containers"][0]
