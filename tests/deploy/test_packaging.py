@@ -56,7 +56,7 @@ def test_the_chart_has_what_a_platform_team_expects():
     assert gateway["securityContext"]["readOnlyRootFilesystem"] is True
     assert gateway["readinessProbe"]["httpGet"]["path"] == "/readyz"
     assert gateway["livenessProbe"]["httpGet"]["path"] == "/healthz"
-    assert pod["metadata"]["annotations"]["prometheus.io/scrape"] == "true"
+    assert "prometheus.io/scrape" not in pod["metadata"]["annotations"]  # scraped by a job with a key of its own
     assert gateway["envFrom"][0]["secretRef"]["name"] == objs["Secret"]["metadata"]["name"]
     assert gateway["args"][:3] == ["serve", "--config", "/etc/multihome/config.yaml"]
     # Egress: DNS, the database, Redis and the providers' ranges only.
@@ -110,15 +110,15 @@ def test_the_chart_is_what_docs_deploy_md_says():
     config = parse_config(objs["ConfigMap"]["data"]["config.yaml"])
     assert (pod["terminationGracePeriodSeconds"], config.server.drain_timeout_s) == (45, 20)
     assert (config.server.host, config.server.port) == ("0.0.0.0", 4000)
-    assert config.metrics.enabled and config.metrics.access == "open"  # scraped without a key
+    assert config.metrics.enabled and config.metrics.access == "key"  # every client reaches the port
     assert config.audit is not None and config.audit.dir == "/var/lib/multihome/audit"
     assert config.metering.spool.dir == "/var/lib/multihome/usage-spool"
     volumes = {v["name"]: v for v in pod["volumes"]}
     assert "emptyDir" in volumes["audit"] and "emptyDir" in volumes["usage-spool"]  # the defaults the doc warns of
     assert spec["strategy"]["rollingUpdate"] == {"maxUnavailable": 0, "maxSurge": 1}  # one at a time, none missing
-    assert (
-        meta["annotations"]["prometheus.io/port"] == "4000" and meta["annotations"]["prometheus.io/path"] == "/metrics"
-    )
+    scraped = _render({"prometheus": {"scrape": True}})["Deployment"]["spec"]["template"]["metadata"]["annotations"]
+    assert (scraped["prometheus.io/port"], scraped["prometheus.io/path"]) == ("4000", "/metrics")
+    assert not any(name.startswith("prometheus.io/") for name in meta["annotations"])
     assert objs["Service"]["spec"]["ports"][0]["port"] == 80
     hpa = objs["HorizontalPodAutoscaler"]["spec"]
     assert (hpa["minReplicas"], hpa["maxReplicas"]) == (3, 10)
