@@ -466,8 +466,15 @@ def _home(viewer: Principal) -> str:
 
 
 def _local(target: str | None) -> str | None:
-    """A `next` target only if it is a console path on this host (no open redirect to another site)."""
-    if target and target.startswith(PREFIX + "/") and not target.startswith("//") and "\\" not in target:
+    """A `next` target only if it is a console path on this host (no open redirect to another site), without a
+    control character (a header value with one is refused by the HTTP server: the answer would be cut)."""
+    if (
+        target
+        and target.startswith(PREFIX + "/")
+        and not target.startswith("//")
+        and "\\" not in target
+        and target.isprintable()
+    ):
         return target
     return None
 
