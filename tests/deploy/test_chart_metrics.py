@@ -5,17 +5,14 @@ The gateway runs in process with the chart's `metrics` section; the callers come
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import httpx
 import pytest
 import yaml
-from helm_python import Chart
+from helm_render import config_yaml, render_objects
 
 from admin_http import error, ok
 from stored_app import sdk_client, stored_world
 
-CHART = Path(__file__).resolve().parents[2] / "deploy" / "helm" / "multihome"
 ADMIN_ENV = "MH_TEST_CHART_METRICS"
 ADMIN_KEY = "mh-bootstrap-admin-key-for-chart-metrics"
 POD = ("10.42.0.17", 51234)  # another pod of the cluster: not loopback
@@ -27,9 +24,7 @@ def _admin_key(monkeypatch):
 
 
 def _chart() -> dict[str, dict]:
-    manifests = Chart.load(CHART).render({}, name="mh", namespace="ai", is_install=True)
-    objects = [doc for text in manifests.values() for doc in yaml.safe_load_all(text) if doc]
-    return {o["kind"]: o for o in objects if o["metadata"]["name"] == "mh-multihome"}
+    return {o["kind"]: o for o in render_objects() if o["metadata"]["name"] == "mh-multihome"}
 
 
 def test_the_charts_network_policy_admits_every_caller_to_the_metrics_port():
@@ -42,7 +37,7 @@ def test_the_charts_network_policy_admits_every_caller_to_the_metrics_port():
 
 @pytest.mark.anyio
 async def test_a_tenants_client_in_the_cluster_cannot_read_every_tenants_spend(tmp_path):
-    metrics = yaml.safe_load(_chart()["ConfigMap"]["data"]["config.yaml"])["metrics"]
+    metrics = yaml.safe_load(config_yaml(render_objects()))["metrics"]
     async with stored_world(f"sqlite+aiosqlite:///{tmp_path}/mh.db", ADMIN_ENV, ADMIN_KEY, metrics=metrics) as (
         w,
         _,

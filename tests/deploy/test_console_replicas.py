@@ -7,46 +7,19 @@ from __future__ import annotations
 
 import base64
 import os
-from pathlib import Path
 
 import pytest
 import yaml
-from helm_python import Chart
+from helm_render import ROOT, config_yaml, pod_env, render_objects
 
 from multihome.api.console.session import SESSION_KEY_ENV, Sessions, session_key
 from multihome.config import parse_config
 from multihome.config.env import named_env_vars
 
-ROOT = Path(__file__).resolve().parents[2]
-CHART = ROOT / "deploy" / "helm" / "multihome"
 
-
-def _objects(values: dict) -> list[dict]:
-    manifests = Chart.load(CHART).render(values, name="mh", namespace="ai", is_install=True)
-    return [doc for text in manifests.values() for doc in yaml.safe_load_all(text) if doc]
-
-
-def _secret_values(secret: dict) -> dict[str, str]:
-    out = {k: base64.b64decode(v).decode() for k, v in (secret.get("data") or {}).items()}
-    return {**out, **(secret.get("stringData") or {})}
-
-
-def _pod_env(objects: list[dict], existing: dict[str, dict[str, str]]) -> dict[str, str]:
-    """The environment the gateway container gets: its Secrets' values (`existing`: Secrets made outside)."""
-    secrets = {o["metadata"]["name"]: _secret_values(o) for o in objects if o["kind"] == "Secret"} | existing
-    container = next(o for o in objects if o["kind"] == "Deployment")["spec"]["template"]["spec"]["containers"][0]
-    env: dict[str, str] = {}
-    for source in container.get("envFrom", ()):
-        env.update(secrets[source["secretRef"]["name"]])
-    for var in container.get("env", ()):
-        ref = var["valueFrom"]["secretKeyRef"] if "valueFrom" in var else None
-        env[var["name"]] = secrets[ref["name"]][ref["key"]] if ref else var["value"]
-    return env
-
-
-def _replica_key(config_yaml: str, env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> bytes:
+def _replica_key(config_text: str, env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> bytes:
     """The key one replica's process seals sessions with (a fresh process: nothing inherited from this one)."""
-    config = parse_config(config_yaml)
+    config = parse_config(config_text)
     with monkeypatch.context() as m:
         m.delenv(SESSION_KEY_ENV, raising=False)
         for name, value in env.items():
@@ -72,10 +45,9 @@ def _one_session_everywhere(keys: list[bytes]) -> None:
     ids=["drawn", "existing-secret", "given"],
 )
 def test_the_charts_pods_share_the_console_session_key(values, monkeypatch):
-    objects = _objects(values)
-    config_yaml = next(o for o in objects if o["kind"] == "ConfigMap")["data"]["config.yaml"]
-    env = _pod_env(objects, {"made-elsewhere": {"MULTIHOME_ADMIN_KEY": "sk-admin"}})
-    pods = [_replica_key(config_yaml, env, monkeypatch) for _ in range(3)]
+    objects = render_objects(values)
+    env = pod_env(objects, {"made-elsewhere": {"MULTIHOME_ADMIN_KEY": "sk-admin"}})
+    pods = [_replica_key(config_yaml(objects), env, monkeypatch) for _ in range(3)]
     _one_session_everywhere(pods)
     if values.get("console"):
         assert pods[0] == b"k" * 32
@@ -83,6 +55,6 @@ def test_the_charts_pods_share_the_console_session_key(values, monkeypatch):
 
 def test_composes_gateways_share_the_console_session_key(monkeypatch):
     compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
-    config_yaml = (ROOT / "deploy" / "compose" / "multihome.yaml").read_text()
+    config = (ROOT / "deploy" / "compose" / "multihome.yaml").read_text()
     gateways = [compose["services"][g]["environment"] for g in ("gw1", "gw2", "gw3")]
-    _one_session_everywhere([_replica_key(config_yaml, env, monkeypatch) for env in gateways])
+    _one_session_everywhere([_replica_key(config, env, monkeypatch) for env in gateways])
