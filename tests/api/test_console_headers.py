@@ -13,6 +13,7 @@ import pytest
 
 from admin_http import running
 from builders import identity, single, sqlite
+from multihome.api.console import web
 
 pytestmark = pytest.mark.anyio
 ADMIN_KEY = "mh-bootstrap-admin-key-for-console-headers"
@@ -69,3 +70,15 @@ async def test_a_login_next_with_a_line_break_goes_home_not_into_the_location_he
                 assert logged_in.headers["set-cookie"].startswith("mh_console=")
             kept = await browser.post("/console/login", data={"key": ADMIN_KEY, "next": "/console/audit?kind=call"})
             assert kept.headers["location"] == "/console/audit?kind=call"
+
+
+async def test_a_credential_too_long_for_the_session_cookies_is_told_so_on_the_login_form(tmp_path, monkeypatch):
+    monkeypatch.setenv("MH_TEST_CONSOLE_ADMIN", ADMIN_KEY)
+    monkeypatch.setattr(web, "_PART", 16)  # the admin key's sealed session then needs more parts than allowed
+    cfg = single(storage=sqlite(tmp_path / "mh.db"), identity=identity("MH_TEST_CONSOLE_ADMIN"))
+    async with running(cfg) as app:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://gw") as browser:
+            refused = await browser.post("/console/login", data={"key": ADMIN_KEY})
+            assert refused.status_code == 400 and "too long to keep in a browser session" in refused.text
+            assert "set-cookie" not in refused.headers
+            _page_headers(refused)
