@@ -143,10 +143,13 @@ async def send_static(send: Send, name: str) -> None:
     if not name or any(p in ("", ".", "..") or p.startswith(".") for p in parts):
         raise ApiError(404, "No such file.", code="not_found")
     target = _STATIC.joinpath(*parts)
-    if not target.is_file():
+    try:  # a name the file system refuses (longer than it allows) is no file either, not a 500 to anyone
+        body = target.read_bytes() if target.is_file() else None
+    except OSError:
+        body = None
+    if body is None:
         raise ApiError(404, "No such file.", code="not_found")
     media = mimetypes.guess_type(name)[0] or "application/octet-stream"
-    body = target.read_bytes()
     headers = [
         (b"content-type", media.encode()),
         (b"x-content-type-options", b"nosniff"),
