@@ -101,6 +101,7 @@ def test_the_chart_is_what_docs_deploy_md_says():
     pod, meta = spec["template"]["spec"], spec["template"]["metadata"]
     gateway = pod["containers"][0]
     assert gateway["args"][3:] == ["--workers", "2"]
+    assert gateway["resources"]["requests"]["cpu"] == "2"  # "Sizing": one worker per core the pod gets
     assert pod["securityContext"]["runAsUser"] == 10001 and pod["securityContext"]["seccompProfile"] == {
         "type": "RuntimeDefault"
     }
