@@ -12,8 +12,9 @@ import httpx
 import pytest
 
 from admin_http import running
-from builders import identity, single, sqlite
+from builders import identity, oidc, single, sqlite
 from multihome.api.console import web
+from oidc_issuer import LocalIssuer
 
 pytestmark = pytest.mark.anyio
 ADMIN_KEY = "mh-bootstrap-admin-key-for-console-headers"
@@ -82,3 +83,22 @@ async def test_a_credential_too_long_for_the_session_cookies_is_told_so_on_the_l
             assert refused.status_code == 400 and "too long to keep in a browser session" in refused.text
             assert "set-cookie" not in refused.headers
             _page_headers(refused)
+
+
+async def test_secure_cookie_marks_the_sign_on_cookie_secure_too(tmp_path, monkeypatch):
+    """`console.secure_cookie: true` (a TLS proxy in front that does not say so) marks every console cookie
+    Secure: before, the pending sign-on's cookie (its PKCE verifier and nonce, sealed) was not."""
+    monkeypatch.setenv("MH_TEST_CONSOLE_ADMIN", ADMIN_KEY)
+    with LocalIssuer() as issuer:
+        cfg = single(
+            storage=sqlite(tmp_path / "mh.db"),
+            identity=identity("MH_TEST_CONSOLE_ADMIN", oidc(issuer, audiences=["mh-console"])),
+            console={"secure_cookie": True, "oidc": {"issuer": "local", "client_id": "mh-console"}},
+        )
+        async with running(cfg) as app:
+            async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://gw") as browser:
+                start = await browser.get("/console/login/oidc")
+                assert start.status_code == 303, start.text
+                (pending,) = start.headers.get_list("set-cookie")
+                assert pending.startswith("mh_console_sso=")
+                assert "Secure" in {part.strip() for part in pending.split(";")}, pending

@@ -311,7 +311,8 @@ class Console:
             await self.render(req, "login.html", {"next": None, "failed": str(exc)}, status=503)
             return
         # Lax, not Strict: the provider sends the browser back here from its own site.
-        cookie = web.set_cookie(PENDING_COOKIE, pending, secure=web.https(scope), max_age=600, same_site="Lax")
+        secure = self.config.secure_cookie or web.https(scope)
+        cookie = web.set_cookie(PENDING_COOKIE, pending, secure=secure, max_age=600, same_site="Lax")
         await web.redirect(req.send, location, [cookie])
 
     async def sso_callback(self, req: Request) -> None:
