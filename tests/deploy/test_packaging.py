@@ -126,3 +126,12 @@ def test_the_chart_is_what_docs_deploy_md_says():
     assert hpa["metrics"][0]["resource"]["target"]["averageUtilization"] == 70
     assert objs["PodDisruptionBudget"]["spec"]["maxUnavailable"] == 1
     assert objs["NetworkPolicy"]["spec"]["ingress"][0]["ports"][0]["port"] == 4000
+
+
+def test_no_local_secret_reaches_the_image_or_its_build_context():
+    """The image copies the package's sources only, and the build context leaves out what a checkout may hold
+    that is secret: a local KMS master key (`multihome kms init`, `multihome demo`), local databases, .env."""
+    copied = [line.split()[1:-1] for line in (ROOT / "Dockerfile").read_text().splitlines() if line.startswith("COPY ")]
+    assert copied == [["pyproject.toml", "README.md", "constraints.txt"], ["src"], ["--from=build", "/opt/multihome"]]
+    ignored = {line.strip() for line in (ROOT / ".dockerignore").read_text().splitlines()}
+    assert {"multihome-kms.key*", "*.key", "*.db", "*.sqlite*", ".env*"} <= ignored
