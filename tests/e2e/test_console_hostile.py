@@ -4,7 +4,9 @@ entitlement's and a pin's note, a call's `user`, model names, a request id searc
 `next`) is shown as text. A page that ran one would open a dialog (an alert) or hold an element the payload
 made (`[data-xss]`); the payload's own text must be on the page, so the check can fail.
 
-Coverage of docs/console.md "Front end" (autoescaping, no inline script under the CSP); it found no hole.
+A tenant-admin's pages hold nothing of another tenant (names, ids, keys, teams), whatever it opens.
+
+Coverage of docs/console.md "Front end" and "Logging in, sessions and roles"; it found no hole.
 """
 
 from __future__ import annotations
@@ -131,5 +133,48 @@ def test_no_hostile_string_runs_on_any_page(demo):
             stranger.click("button[type=submit]")
             _no_script_ran(stranger, dialogs, "after login")
             assert stranger.url.startswith(demo.root + "/console/")
+        finally:
+            browser.close()
+
+
+def test_a_tenant_admin_sees_nothing_of_another_tenant_on_any_page(demo):
+    """The demo's own tenants (Acme Retail, Globex Bank) have keys, teams, policies, budgets, calls and denials;
+    the admin of a new tenant, with calls of its own, opens every page its role may: none of theirs is on it."""
+    admin = demo.admin
+    tenant = _ok(admin.post("/tenants", json={"name": "Initech"}))["id"]
+    owner = _ok(admin.post(f"/tenants/{tenant}/keys", json={"name": "initech-admin", "roles": ["tenant-admin"]}))
+    member = _ok(admin.post(f"/tenants/{tenant}/keys", json={"name": "initech-app"}))
+    assert (
+        demo.client(member["key"])
+        .chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": "hello"}])
+        .choices
+    )
+    others = {demo.acme, demo.globex, "Acme Retail", "Globex Bank"}
+    for other in (demo.acme, demo.globex):  # their keys' and teams' ids and names too
+        for resource in ("keys", "teams"):
+            for row in admin.get(f"/tenants/{other}/{resource}").json()["data"]:
+                others |= {row["id"], row["name"]}
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        try:
+            page = login(browser, demo, owner["key"])
+            expect(page).to_have_url(re.compile(r"/console/overview$"))
+            for path in (
+                "/console/overview",
+                "/console/routing",
+                "/console/tenants",
+                "/console/spend",
+                "/console/spend?group_by=key",
+                "/console/audit",
+                "/console/state",
+            ):
+                page.goto(demo.root + path)
+                page.wait_for_load_state("networkidle")
+                html = page.content()
+                assert "Initech" in html or tenant in html, path
+                shown = sorted(o for o in others if o in html)
+                assert not shown, f"{path} shows another tenant's {shown}"
+            csv = page.request.get(demo.root + "/console/spend.csv?group_by=key")
+            assert csv.ok and not [o for o in others if o in csv.text()]
         finally:
             browser.close()
