@@ -5,11 +5,16 @@ alike, is sent with the exact Content-Security-Policy, `X-Frame-Options: DENY`, 
 
 from __future__ import annotations
 
+import html
+import re
+
 import httpx
 import pytest
 
 from admin_http import running
-from builders import identity, single, sqlite
+from builders import identity, oidc, single, sqlite
+from multihome.api.console import web
+from oidc_issuer import LocalIssuer
 
 pytestmark = pytest.mark.anyio
 ADMIN_KEY = "mh-bootstrap-admin-key-for-console-headers"
@@ -48,3 +53,52 @@ async def test_every_page_carries_the_documented_headers_and_the_cookie_its_ttl(
                 page = await browser.get(path)
                 assert page.status_code in (200, 403, 404), (path, page.status_code)
                 _page_headers(page)
+
+
+async def test_a_login_next_with_a_line_break_goes_home_not_into_the_location_header(tmp_path, monkeypatch):
+    """uvicorn refuses a header value with a control character: before, a login whose `next` (a hidden field the
+    login form fills from the URL) held one was a 500 with the answer cut, the session cookie never set."""
+    monkeypatch.setenv("MH_TEST_CONSOLE_ADMIN", ADMIN_KEY)
+    cfg = single(storage=sqlite(tmp_path / "mh.db"), identity=identity("MH_TEST_CONSOLE_ADMIN"))
+    async with running(cfg) as app:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://gw") as browser:
+            for bad in ("/console/audit\r\nSet-Cookie: mh_console=x", "/console/audit\n", "/console/\taudit\x00"):
+                form = await browser.get("/console/login", params={"next": bad})
+                kept_next = re.findall(r'name="next" value="([^"]*)"', form.text)
+                assert form.status_code == 200 and all(html.unescape(v).isprintable() for v in kept_next), kept_next
+                logged_in = await browser.post("/console/login", data={"key": ADMIN_KEY, "next": bad})
+                assert logged_in.status_code == 303 and logged_in.headers["location"] == "/console/overview"
+                assert logged_in.headers["set-cookie"].startswith("mh_console=")
+            kept = await browser.post("/console/login", data={"key": ADMIN_KEY, "next": "/console/audit?kind=call"})
+            assert kept.headers["location"] == "/console/audit?kind=call"
+
+
+async def test_a_credential_too_long_for_the_session_cookies_is_told_so_on_the_login_form(tmp_path, monkeypatch):
+    monkeypatch.setenv("MH_TEST_CONSOLE_ADMIN", ADMIN_KEY)
+    monkeypatch.setattr(web, "_PART", 16)  # the admin key's sealed session then needs more parts than allowed
+    cfg = single(storage=sqlite(tmp_path / "mh.db"), identity=identity("MH_TEST_CONSOLE_ADMIN"))
+    async with running(cfg) as app:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://gw") as browser:
+            refused = await browser.post("/console/login", data={"key": ADMIN_KEY})
+            assert refused.status_code == 400 and "too long to keep in a browser session" in refused.text
+            assert "set-cookie" not in refused.headers
+            _page_headers(refused)
+
+
+async def test_secure_cookie_marks_the_sign_on_cookie_secure_too(tmp_path, monkeypatch):
+    """`console.secure_cookie: true` (a TLS proxy in front that does not say so) marks every console cookie
+    Secure: before, the pending sign-on's cookie (its PKCE verifier and nonce, sealed) was not."""
+    monkeypatch.setenv("MH_TEST_CONSOLE_ADMIN", ADMIN_KEY)
+    with LocalIssuer() as issuer:
+        cfg = single(
+            storage=sqlite(tmp_path / "mh.db"),
+            identity=identity("MH_TEST_CONSOLE_ADMIN", oidc(issuer, audiences=["mh-console"])),
+            console={"secure_cookie": True, "oidc": {"issuer": "local", "client_id": "mh-console"}},
+        )
+        async with running(cfg) as app:
+            async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://gw") as browser:
+                start = await browser.get("/console/login/oidc")
+                assert start.status_code == 303, start.text
+                (pending,) = start.headers.get_list("set-cookie")
+                assert pending.startswith("mh_console_sso=")
+                assert "Secure" in {part.strip() for part in pending.split(";")}, pending

@@ -78,7 +78,17 @@ async def test_static_files_are_the_packaged_ones_only():
     await web.send_static(send, "vendor/htmx.min.js")
     assert sent[0]["status"] == 200 and (b"content-type", b"text/javascript") in sent[0]["headers"]
     assert b"htmx" in sent[1]["body"]
-    for name in ("../site.py", "vendor/../../site.py", ".hidden", "", "nope.js", "vendor"):
+    # "a" * 300: longer than a file name may be (before: OSError, a 500 and a traceback for anyone who asked).
+    for name in (
+        "../site.py",
+        "vendor/../../site.py",
+        ".hidden",
+        "",
+        "nope.js",
+        "vendor",
+        "a" * 300,
+        "vendor/" + "b" * 300,
+    ):
         with pytest.raises(ApiError) as info:
             await web.send_static(send, name)
         assert info.value.status == 404
@@ -119,3 +129,42 @@ identity:
         parse_config(BASE + issuer + "console: {oidc: {issuer: other, client_id: multihome-console}}\n")
     with pytest.raises(ConfigError, match=r"console.oidc.client_id: 'web' is not among identity.oidc 'corp' audiences"):
         parse_config(BASE + issuer + "console: {oidc: {issuer: corp, client_id: web}}\n")
+
+
+def _apply(jar: dict[str, str], headers: list[tuple[bytes, bytes]]) -> dict[str, str]:
+    """The cookies a browser holding `jar` holds after it is sent `headers` (Max-Age=0 removes one)."""
+    jar = dict(jar)
+    for _, value in headers:
+        pair, *attributes = value.decode().split("; ")
+        name, _, cookie = pair.partition("=")
+        assert len(pair) <= 4000  # a browser drops a cookie whose name and value pass 4,096 bytes
+        assert {"Path=/console", "HttpOnly", "SameSite=Strict"} <= set(attributes)
+        if "Max-Age=0" in attributes:
+            jar.pop(name, None)
+        else:
+            jar[name] = cookie
+    return jar
+
+
+def _scope(jar: dict[str, str]) -> dict:
+    return {"headers": [(b"cookie", "; ".join(f"{k}={v}" for k, v in jar.items()).encode())]}
+
+
+def test_a_long_session_cookie_is_sent_in_parts_a_browser_keeps():
+    """A sealed ID token with a person's every group is longer than the 4,096 bytes a browser keeps of a
+    cookie (tests/e2e/test_console_sso.py signs one in through Chromium)."""
+    short = web.set_cookie_parts(_scope({}), "mh_console", "abc", secure=False, max_age=60)
+    assert short == [web.set_cookie("mh_console", "abc", secure=False, max_age=60)]  # one cookie, as before
+    value = "A" * 9000 + "B"
+    jar = _apply({"other": "x"}, web.set_cookie_parts(_scope({}), "mh_console", value, secure=True, max_age=60))
+    assert set(jar) == {"other", "mh_console", "mh_console_1", "mh_console_2"}
+    assert web.cookie_parts(_scope(jar), "mh_console") == value
+    # A part missing, or a count out of bounds: no session (the login form), never a wrong one.
+    assert web.cookie_parts(_scope({k: v for k, v in jar.items() if k != "mh_console_1"}), "mh_console") is None
+    assert web.cookie_parts(_scope({**jar, "mh_console": "99.A"}), "mh_console") is None
+    # A shorter session after a longer one clears the longer one's further parts; logout clears them all.
+    shorter = _apply(jar, web.set_cookie_parts(_scope(jar), "mh_console", "xyz", secure=True, max_age=60))
+    assert shorter == {"other": "x", "mh_console": "xyz"}
+    assert _apply(jar, web.clear_cookie_parts(_scope(jar), "mh_console", secure=False)) == {"other": "x"}
+    with pytest.raises(ValueError, match="parts"):
+        web.set_cookie_parts(_scope({}), "mh_console", "A" * 60_000, secure=False, max_age=60)

@@ -20,10 +20,11 @@ KUBERNETES = "1.30"
 
 
 def _render(values: dict | None = None) -> dict[str, dict]:
-    """kind -> the rendered object (one of each kind in this chart)."""
+    """kind -> the rendered object (one of each kind in this chart, but the console's session key Secret:
+    `Secret/console`)."""
     manifests = Chart.load(CHART).render(values or {}, name="mh", namespace="ai", is_install=True)
     objects = [doc for text in manifests.values() for doc in yaml.safe_load_all(text) if doc]
-    kinds = {o["kind"]: o for o in objects}
+    kinds = {o["kind"] + ("/console" if o["metadata"]["name"] == "mh-multihome-console" else ""): o for o in objects}
     assert len(kinds) == len(objects), "one object of each kind"
     return kinds
 
@@ -47,7 +48,7 @@ def test_every_object_validates_against_the_kubernetes_schemas(values):
 def test_the_chart_has_what_a_platform_team_expects():
     objs = _render()
     assert set(objs) == {
-        "ConfigMap", "Secret", "Deployment", "Service", "HorizontalPodAutoscaler", "PodDisruptionBudget", "NetworkPolicy"
+        "ConfigMap", "Secret", "Secret/console", "Deployment", "Service", "HorizontalPodAutoscaler", "PodDisruptionBudget", "NetworkPolicy"
     }  # fmt: skip
     pod = objs["Deployment"]["spec"]["template"]
     gateway = pod["spec"]["containers"][0]
@@ -55,7 +56,7 @@ def test_the_chart_has_what_a_platform_team_expects():
     assert gateway["securityContext"]["readOnlyRootFilesystem"] is True
     assert gateway["readinessProbe"]["httpGet"]["path"] == "/readyz"
     assert gateway["livenessProbe"]["httpGet"]["path"] == "/healthz"
-    assert pod["metadata"]["annotations"]["prometheus.io/scrape"] == "true"
+    assert "prometheus.io/scrape" not in pod["metadata"]["annotations"]  # scraped by a job with a key of its own
     assert gateway["envFrom"][0]["secretRef"]["name"] == objs["Secret"]["metadata"]["name"]
     assert gateway["args"][:3] == ["serve", "--config", "/etc/multihome/config.yaml"]
     # Egress: DNS, the database, Redis and the providers' ranges only.
@@ -100,6 +101,7 @@ def test_the_chart_is_what_docs_deploy_md_says():
     pod, meta = spec["template"]["spec"], spec["template"]["metadata"]
     gateway = pod["containers"][0]
     assert gateway["args"][3:] == ["--workers", "2"]
+    assert gateway["resources"]["requests"]["cpu"] == "2"  # "Sizing": one worker per core the pod gets
     assert pod["securityContext"]["runAsUser"] == 10001 and pod["securityContext"]["seccompProfile"] == {
         "type": "RuntimeDefault"
     }
@@ -109,18 +111,27 @@ def test_the_chart_is_what_docs_deploy_md_says():
     config = parse_config(objs["ConfigMap"]["data"]["config.yaml"])
     assert (pod["terminationGracePeriodSeconds"], config.server.drain_timeout_s) == (45, 20)
     assert (config.server.host, config.server.port) == ("0.0.0.0", 4000)
-    assert config.metrics.enabled and config.metrics.access == "open"  # scraped without a key
+    assert config.metrics.enabled and config.metrics.access == "key"  # every client reaches the port
     assert config.audit is not None and config.audit.dir == "/var/lib/multihome/audit"
     assert config.metering.spool.dir == "/var/lib/multihome/usage-spool"
     volumes = {v["name"]: v for v in pod["volumes"]}
     assert "emptyDir" in volumes["audit"] and "emptyDir" in volumes["usage-spool"]  # the defaults the doc warns of
     assert spec["strategy"]["rollingUpdate"] == {"maxUnavailable": 0, "maxSurge": 1}  # one at a time, none missing
-    assert (
-        meta["annotations"]["prometheus.io/port"] == "4000" and meta["annotations"]["prometheus.io/path"] == "/metrics"
-    )
+    scraped = _render({"prometheus": {"scrape": True}})["Deployment"]["spec"]["template"]["metadata"]["annotations"]
+    assert (scraped["prometheus.io/port"], scraped["prometheus.io/path"]) == ("4000", "/metrics")
+    assert not any(name.startswith("prometheus.io/") for name in meta["annotations"])
     assert objs["Service"]["spec"]["ports"][0]["port"] == 80
     hpa = objs["HorizontalPodAutoscaler"]["spec"]
     assert (hpa["minReplicas"], hpa["maxReplicas"]) == (3, 10)
     assert hpa["metrics"][0]["resource"]["target"]["averageUtilization"] == 70
     assert objs["PodDisruptionBudget"]["spec"]["maxUnavailable"] == 1
     assert objs["NetworkPolicy"]["spec"]["ingress"][0]["ports"][0]["port"] == 4000
+
+
+def test_no_local_secret_reaches_the_image_or_its_build_context():
+    """The image copies the package's sources only, and the build context leaves out what a checkout may hold
+    that is secret: a local KMS master key (`multihome kms init`, `multihome demo`), local databases, .env."""
+    copied = [line.split()[1:-1] for line in (ROOT / "Dockerfile").read_text().splitlines() if line.startswith("COPY ")]
+    assert copied == [["pyproject.toml", "README.md", "constraints.txt"], ["src"], ["--from=build", "/opt/multihome"]]
+    ignored = {line.strip() for line in (ROOT / ".dockerignore").read_text().splitlines()}
+    assert {"multihome-kms.key*", "*.key", "*.db", "*.sqlite*", ".env*"} <= ignored

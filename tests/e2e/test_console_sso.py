@@ -92,3 +92,22 @@ def test_a_person_without_a_console_role_or_a_forged_callback_is_refused(world):
     resp = other.goto(gateway.url + "/console/oidc/callback?code=stolen&state=guessed")
     assert resp.status == 401
     expect(other.locator(".failed")).to_contain_text("not started here")
+
+
+def test_a_person_in_many_groups_stays_signed_in(world):
+    """An identity provider's ID token with a person's every group (Entra ID sends up to 200, Keycloak all of
+    them) is several kilobytes: sealed in one cookie it passed the 4,096 bytes a browser keeps of a cookie, so
+    the browser dropped it and the person was sent back to the login form after every sign-on."""
+    gateway, _, _, _ = world
+    groups = [f"{i:08x}-7d1c-4f5e-9a0b-{i:012x}" for i in range(150)]  # GUIDs, as Entra ID names groups
+    page = sign_in(world, sub="grace", roles=["mh-admins", *groups])
+    expect(page).to_have_url(re.compile(r"/console/overview$"))
+    expect(page.locator("header .who")).to_contain_text("grace")
+    page.goto(gateway.url + "/console/tenants")
+    expect(page.locator("body")).to_contain_text("Acme")
+    # Logging out ends it: every part of the session is gone from the browser.
+    page.click("text=Log out")
+    expect(page).to_have_url(re.compile(r"/console/login"))
+    assert not [c for c in page.context.cookies() if c["name"].startswith("mh_console")]
+    page.goto(gateway.url + "/console/tenants")
+    expect(page).to_have_url(re.compile(r"/console/login"))

@@ -1,7 +1,10 @@
 """`GET /metrics`: the Prometheus exposition (observability/metrics.py), behind the access rule the
 config chooses (`metrics.access`, config/metrics.py):
 
-- `loopback`: only a caller connecting from 127.0.0.1 / ::1 (no key); anyone else gets a 403;
+- `loopback`: only a caller connecting from 127.0.0.1 / ::1 (no key), not through a proxy; anyone else gets
+  a 403. uvicorn rewrites the client address from `X-Forwarded-For` when the connection comes from an address
+  it trusts (loopback by default, any with `FORWARDED_ALLOW_IPS=*`), and with `*` it takes the first address
+  of the header, which the caller wrote: so a request carrying a forwarding header is never loopback here;
 - `key`: a key or token whose principal is an org-admin or an auditor (401 without or with a bad
   one, 403 for another role). The exposition shows every tenant's spend, so a tenant's own admins
   and members do not read it, and an auditor, whose role is its tenant's (an auditor key belongs to
@@ -45,11 +48,14 @@ class MetricsEndpoint:
             return None
         if self.access == "loopback":
             client = call.scope.get("client")
-            if client is None or not str(client[0]).startswith(_LOOPBACK):
+            forwarded = (
+                header(call.scope, b"x-forwarded-for") is not None or header(call.scope, b"forwarded") is not None
+            )
+            if client is None or forwarded or not str(client[0]).startswith(_LOOPBACK):
                 raise ApiError(
                     403,
-                    "GET /metrics answers only callers on this host (metrics.access: loopback); scrape it from "
-                    "the same host, or set metrics.access to key (an org-admin or auditor key) or open.",
+                    "GET /metrics answers only callers on this host, not through a proxy (metrics.access: loopback); "
+                    "scrape it from the same host, or set metrics.access to key (an org-admin or auditor key) or open.",
                     type="permission_error",
                     code="metrics_forbidden",
                 )

@@ -18,12 +18,18 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
 {{- if .Values.secret.create -}}{{ include "multihome.fullname" . }}{{- else -}}{{ required "secret.existingSecret is required when secret.create is false" .Values.secret.existingSecret }}{{- end -}}
 {{- end -}}
 
-{{/* The gateway's config: the values' `config` with the server section the pod needs. */}}
+{{/* The gateway's config: the values' `config` with the server, audit, spool and console session key the pod
+needs (the console's key from the chart's console Secret: the same in every pod). */}}
+{{- define "multihome.consoleSecretName" -}}
+{{ include "multihome.fullname" . | trunc 55 | trimSuffix "-" }}-console
+{{- end -}}
+
 {{- define "multihome.config" -}}
 {{- $server := merge (dict "host" "0.0.0.0" "port" 4000 "drain_timeout_s" .Values.drainTimeoutSeconds) (default (dict) .Values.config.server) -}}
 {{- $audit := merge (dict "dir" "/var/lib/multihome/audit") (default (dict) .Values.config.audit) -}}
 {{- $metering := default (dict) .Values.config.metering -}}
 {{- $spool := merge (dict "dir" "/var/lib/multihome/usage-spool") (default (dict) (get $metering "spool")) -}}
 {{- $metering = merge (dict "spool" $spool) (omit $metering "spool") -}}
-{{- toYaml (merge (dict "server" $server "audit" $audit "metering" $metering) (omit .Values.config "server" "audit" "metering")) -}}
+{{- $console := merge (dict "session_key_env" "MULTIHOME_CONSOLE_KEY") (default (dict) .Values.config.console) -}}
+{{- toYaml (merge (dict "server" $server "audit" $audit "metering" $metering "console" $console) (omit .Values.config "server" "audit" "metering" "console")) -}}
 {{- end -}}

@@ -184,7 +184,7 @@ class Console:
     async def _identify(self, req: Request) -> bool:
         """The session's credential, identified again now; False (after redirecting to login) if it no longer is."""
         try:
-            req.session = self.sessions.open(web.cookie(req.call.scope, COOKIE))
+            req.session = self.sessions.open(web.cookie_parts(req.call.scope, COOKIE))
         except SessionError:
             await self._to_login(req, None)
             return False
@@ -209,15 +209,15 @@ class Console:
         if notice:
             query["notice"] = notice
         location = f"{PREFIX}/login" + ("?" + urlencode(query) if query else "")
-        clear = [self._cookie("", 0)] if notice else []
+        clear = self._clear(req) if notice else []
         if header(scope, b"hx-request") is not None:  # htmx follows a redirect inside the page: leave it instead
             await web.send_html(req.send, 200, "", [(b"hx-redirect", location.encode()), *clear])
             return
         await web.redirect(req.send, location, clear)
 
-    def _cookie(self, value: str, max_age: int) -> Header:
-        secure = self.config.secure_cookie
-        return web.set_cookie(COOKIE, value, secure=secure, max_age=max_age)
+    def _clear(self, req: Request) -> list[Header]:
+        """The session's cookies removed from the browser (each part of a long one)."""
+        return web.clear_cookie_parts(req.call.scope, COOKIE, secure=self.config.secure_cookie)
 
     async def _error(self, req: Request, err: ApiError) -> None:
         body = err.body
@@ -269,7 +269,9 @@ class Console:
             return
         if not await self._may_log_in(req, viewer, target):
             return
-        await web.redirect(req.send, target or _home(viewer), [self._session(req, viewer, credential)])
+        cookies = await self._session(req, viewer, credential, target)
+        if cookies is not None:
+            await web.redirect(req.send, target or _home(viewer), cookies)
 
     async def _may_log_in(self, req: Request, viewer: Principal, target: str | None) -> bool:
         if viewer.roles & CONSOLE_ROLES:
@@ -278,12 +280,25 @@ class Console:
         await self.render(req, "login.html", {"next": target, "failed": failed}, status=403)
         return False
 
-    def _session(self, req: Request, viewer: Principal, credential: str) -> Header:
-        """The session cookie for a credential that just identified `viewer`."""
+    async def _session(
+        self, req: Request, viewer: Principal, credential: str, target: str | None
+    ) -> list[Header] | None:
+        """The session's cookies for a credential that just identified `viewer` (several for a long ID token);
+        None, after saying so on the login form, for one too long to keep in cookies at all."""
         _, sealed = self.sessions.new(credential)
         secure = self.config.secure_cookie or web.https(req.call.scope)
+        scope = req.call.scope
+        try:
+            cookies = web.set_cookie_parts(scope, COOKIE, sealed, secure=secure, max_age=int(self.config.session_ttl_s))
+        except ValueError:
+            failed = (
+                f"This credential ({len(credential)} characters) is too long to keep in a browser session; ask "
+                "your identity provider to put fewer claims (such as groups) in the ID token."
+            )
+            await self.render(req, "login.html", {"next": target, "failed": failed}, status=400)
+            return None
         log.info("console login: %s (%s)", viewer.subject, ", ".join(sorted(viewer.roles)))
-        return web.set_cookie(COOKIE, sealed, secure=secure, max_age=int(self.config.session_ttl_s))
+        return cookies
 
     async def sso_start(self, req: Request) -> None:
         if self.sso is None:
@@ -296,7 +311,8 @@ class Console:
             await self.render(req, "login.html", {"next": None, "failed": str(exc)}, status=503)
             return
         # Lax, not Strict: the provider sends the browser back here from its own site.
-        cookie = web.set_cookie(PENDING_COOKIE, pending, secure=web.https(scope), max_age=600, same_site="Lax")
+        secure = self.config.secure_cookie or web.https(scope)
+        cookie = web.set_cookie(PENDING_COOKIE, pending, secure=secure, max_age=600, same_site="Lax")
         await web.redirect(req.send, location, [cookie])
 
     async def sso_callback(self, req: Request) -> None:
@@ -320,12 +336,15 @@ class Console:
             return
         # A page that moves on by itself: the Strict session cookie is sent on that same-site navigation
         # (on a redirect that began at the provider's site, the browser would hold it back).
+        cookies = await self._session(req, viewer, token, pending.next)
+        if cookies is None:
+            return
         target = pending.next or _home(viewer)
         html = self.templates.get_template("signed_in.html").render(target=target, prefix=PREFIX)
-        await web.send_html(req.send, 200, html, [self._session(req, viewer, token), clear])
+        await web.send_html(req.send, 200, html, [*cookies, clear])
 
     async def logout(self, req: Request) -> None:
-        await web.redirect(req.send, f"{PREFIX}/login?notice=logged_out", [self._cookie("", 0)])
+        await web.redirect(req.send, f"{PREFIX}/login?notice=logged_out", self._clear(req))
 
     async def home(self, req: Request) -> None:
         assert req.viewer is not None
@@ -466,8 +485,15 @@ def _home(viewer: Principal) -> str:
 
 
 def _local(target: str | None) -> str | None:
-    """A `next` target only if it is a console path on this host (no open redirect to another site)."""
-    if target and target.startswith(PREFIX + "/") and not target.startswith("//") and "\\" not in target:
+    """A `next` target only if it is a console path on this host (no open redirect to another site), without a
+    control character (a header value with one is refused by the HTTP server: the answer would be cut)."""
+    if (
+        target
+        and target.startswith(PREFIX + "/")
+        and not target.startswith("//")
+        and "\\" not in target
+        and target.isprintable()
+    ):
         return target
     return None
 

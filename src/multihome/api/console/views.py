@@ -15,6 +15,7 @@ import io
 from collections.abc import Mapping
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
+from types import SimpleNamespace
 from typing import Any, Protocol
 from urllib.parse import urlencode
 
@@ -195,7 +196,9 @@ class Views:
         if key_id:
             from ...identity.authenticator import principal_of_key
 
-            subject = principal_of_key(await self.admin.services.store.get_key(tenant, key_id))
+            # Read as the viewer through the admin API: an unknown key is its 404 (the answer to show).
+            key = await self._call("get_key", viewer, tenant=tenant, id=key_id)
+            subject = principal_of_key(SimpleNamespace(**key))
         work = fields.get("work") or ""  # a kind of stateful work (policy/pins.py): the tenant's pins narrow the plan
         body: dict[str, Any]
         if work == MEMORY_EMBEDDING:  # a memory embedding is an embeddings call (docs/memory.md)

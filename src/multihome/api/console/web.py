@@ -28,16 +28,19 @@ _STATIC = resources.files(__package__).joinpath("static")
 
 
 def cookie(scope: Scope, name: str) -> str | None:
+    return _jar(scope).get(name)
+
+
+def _jar(scope: Scope) -> dict[str, str]:
     raw = header(scope, b"cookie")
     if raw is None:
-        return None
+        return {}
     jar: SimpleCookie = SimpleCookie()
     try:
         jar.load(raw.decode("latin-1"))
     except CookieError:
-        return None
-    morsel = jar.get(name)
-    return morsel.value if morsel is not None else None
+        return {}
+    return {name: morsel.value for name, morsel in jar.items()}
 
 
 def query(scope: Scope) -> dict[str, str]:
@@ -77,6 +80,49 @@ def set_cookie(name: str, value: str, *, secure: bool, max_age: int, same_site: 
     return (b"set-cookie", "; ".join(parts).encode())
 
 
+# A browser keeps a cookie's name and value up to 4,096 bytes and drops a longer one without a word. A sealed
+# OIDC ID token can be longer (a person's every group in it), so a long value is sent in parts: the first
+# cookie holds `<parts>.<first part>` (a sealed value never holds a "."), the others `<name>_1`, `<name>_2`...
+_PART = 3800
+MAX_PARTS = 12  # ~45 KB in all, well within the request head the gateway accepts (server.max_header_bytes)
+
+
+def set_cookie_parts(scope: Scope, name: str, value: str, *, secure: bool, max_age: int) -> list[Header]:
+    """`value` in as many cookies as it needs (at most MAX_PARTS), and any further part a longer value left
+    in this browser cleared."""
+    pieces = [value[i : i + _PART] for i in range(0, len(value), _PART)] or [""]
+    if len(pieces) > MAX_PARTS:
+        raise ValueError(f"a cookie value of {len(value)} characters needs more than {MAX_PARTS} parts")
+    first = pieces[0] if len(pieces) == 1 else f"{len(pieces)}.{pieces[0]}"
+    out = [set_cookie(name, first, secure=secure, max_age=max_age)]
+    out += [set_cookie(f"{name}_{i}", piece, secure=secure, max_age=max_age) for i, piece in enumerate(pieces) if i]
+    return out + [set_cookie(n, "", secure=secure, max_age=0) for n in _parts_held(scope, name, len(pieces))]
+
+
+def clear_cookie_parts(scope: Scope, name: str, *, secure: bool) -> list[Header]:
+    return [set_cookie(name, "", secure=secure, max_age=0)] + [
+        set_cookie(n, "", secure=secure, max_age=0) for n in _parts_held(scope, name, 1)
+    ]
+
+
+def cookie_parts(scope: Scope, name: str) -> str | None:
+    """The value `set_cookie_parts` set, joined again; None if a part is missing."""
+    jar = _jar(scope)
+    first = jar.get(name)
+    if first is None or "." not in first:
+        return first
+    count, _, head = first.partition(".")
+    if not count.isdigit() or not 1 < int(count) <= MAX_PARTS:
+        return None
+    rest = [jar.get(f"{name}_{i}") for i in range(1, int(count))]
+    return None if None in rest else head + "".join(p for p in rest if p is not None)
+
+
+def _parts_held(scope: Scope, name: str, start: int) -> list[str]:
+    jar = _jar(scope)
+    return [f"{name}_{i}" for i in range(start, MAX_PARTS) if f"{name}_{i}" in jar]
+
+
 async def send_html(send: Send, status: int, html: str, headers: list[Header] | None = None) -> None:
     out = [(b"content-type", b"text/html; charset=utf-8"), *_SECURITY, *(headers or [])]
     await send_bytes(send, status, html.encode(), out)
@@ -97,10 +143,13 @@ async def send_static(send: Send, name: str) -> None:
     if not name or any(p in ("", ".", "..") or p.startswith(".") for p in parts):
         raise ApiError(404, "No such file.", code="not_found")
     target = _STATIC.joinpath(*parts)
-    if not target.is_file():
+    try:  # a name the file system refuses (longer than it allows) is no file either, not a 500 to anyone
+        body = target.read_bytes() if target.is_file() else None
+    except OSError:
+        body = None
+    if body is None:
         raise ApiError(404, "No such file.", code="not_found")
     media = mimetypes.guess_type(name)[0] or "application/octet-stream"
-    body = target.read_bytes()
     headers = [
         (b"content-type", media.encode()),
         (b"x-content-type-options", b"nosniff"),
