@@ -50,6 +50,10 @@ MAX_TOKEN_BYTES = 16 * 1024
 _JWT_SHAPE = re.compile(rb"^eyJ[A-Za-z0-9_-]*\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*$")
 _REQUIRED = ["exp", "iat", "iss", "aud"]
 _UNAUTHORIZED = {"www-authenticate": 'Bearer error="invalid_token"'}
+# RFC 7519 NumericDate claims. Each must be a JSON number of a date up to 9999-12-31T23:59:59Z: PyJWT's
+# int() takes "123" and true, and an integer no float holds passed its checks and then broke ours (a 500).
+_DATES = ("exp", "nbf", "iat")
+_MAX_DATE = 253402300799
 
 
 def looks_like_jwt(credential: bytes | str) -> bool:
@@ -68,6 +72,21 @@ def _unauthorized(message: str, code: str) -> ApiError:
 # frame it passes through to its __traceback__, keeping each refused request's frames alive for good.
 def _malformed() -> ApiError:
     return _unauthorized("The bearer token is not a well-formed JWT.", "malformed_token")
+
+
+def _bad_dates() -> ApiError:
+    return _unauthorized("The token's claims are malformed (exp, nbf, iat must be numbers).", "malformed_token")
+
+
+def _dates_ok(claims: dict[str, Any]) -> bool:
+    """Every NumericDate claim present is a JSON number within a date's range (before any key is fetched)."""
+    for name in _DATES:
+        value = claims.get(name)
+        if value is not None and (
+            isinstance(value, bool) or not isinstance(value, (int, float)) or not -_MAX_DATE <= value <= _MAX_DATE
+        ):
+            return False
+    return True
 
 
 def _too_large() -> ApiError:
@@ -208,6 +227,8 @@ class OidcVerifier:
         except (jwt_errors.PyJWTError, ValueError, TypeError):
             raise _malformed() from None
         header, claims = unverified["header"], unverified["payload"]
+        if not _dates_ok(claims):
+            raise _bad_dates()
         iss = claims.get("iss")
         issuer = self._by_iss.get(iss) if isinstance(iss, str) else None
         if issuer is None:
@@ -353,5 +374,5 @@ def _explain(exc: jwt_errors.PyJWTError, cfg: IssuerConfig) -> ApiError:
     if isinstance(exc, jwt_errors.InvalidIssuedAtError):
         return _unauthorized("The token's iat claim is not a number.", "malformed_token")
     if isinstance(exc, jwt_errors.DecodeError):
-        return _unauthorized("The token's claims are malformed (exp, nbf, iat must be numbers).", "malformed_token")
+        return _bad_dates()
     return _unauthorized("The token is not valid.", "invalid_token")
