@@ -92,3 +92,38 @@ async def test_unreachable_kms_is_unavailable_and_named(section, monkeypatch):
         await backend.generate_data_key("k", {}, create=False)
     assert f"127.0.0.1:{port}" in str(exc.value) and exc.value.kms == backend.label
     await backend.close()
+
+
+async def test_azure_disabled_key_refuses_new_data_keys_and_unwraps_until_enabled(
+    request, tmp_path, monkeypatch, engine
+):
+    # The SDK wraps with the public half it fetched, and Key Vault shows a disabled key's public half: a
+    # backend that did not look at `enabled` kept wrapping new data keys under a key the KMS had disabled.
+    from azure.keyvault.keys import KeyClient
+
+    from .services import StaticToken
+
+    kms = AzureHarness(request, tmp_path, monkeypatch)
+    ring = open_keyring(kms.config(), engine, build=kms.build)
+    sealed = await ring.seal("t1", "memory", "m", "1", b"before")
+    name = ring.resolver.kek_for("t1").kek_id
+    admin = KeyClient(
+        kms.kv.url, StaticToken(kms.kv.TOKEN), verify_challenge_resource=False, connection_verify=str(kms.kv.cert)
+    )
+    try:
+        assert admin.update_key_properties(name, enabled=False).properties.enabled is False
+        assert admin.get_key(name).properties.enabled is False  # still readable, as Key Vault shows it
+        await ring.repo.retire(tenants=["t1"])
+        ring.forget()  # a replica without the keys cached: a new data key, and an unwrap
+        with pytest.raises(KmsRefused, match="Azure Key Vault .*disabled"):
+            await ring.seal("t1", "memory", "m", "2", b"after")
+        with pytest.raises(KmsRefused, match="Azure Key Vault .*403 Forbidden"):
+            await ring.open("t1", "memory", "m", "1", sealed)
+        assert await ring.repo.count("t1") == 1  # nothing stored for the refused seal
+        admin.update_key_properties(name, enabled=True)
+        again = await ring.seal("t1", "memory", "m", "2", b"after")
+        assert await ring.open("t1", "memory", "m", "1", sealed) == b"before"
+        assert await ring.open("t1", "memory", "m", "2", again) == b"after"
+    finally:
+        admin.close()
+        await ring.close()
