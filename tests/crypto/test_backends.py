@@ -127,3 +127,20 @@ async def test_azure_disabled_key_refuses_new_data_keys_and_unwraps_until_enable
     finally:
         admin.close()
         await ring.close()
+
+
+async def test_aws_role_arn_is_assumed_with_the_configured_region(request, tmp_path, monkeypatch):
+    """`aws.role_arn` without AWS_REGION in the environment (an EC2 host, a plain container): the STS client
+    that assumes the role takes the section's region (it had none: every KMS call was a NoRegionError)."""
+    kms = AwsHarness(request, tmp_path, monkeypatch)
+    section = kms.section()
+    for var in ("AWS_REGION", "AWS_DEFAULT_REGION"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("AWS_ENDPOINT_URL_STS", section["aws"]["endpoint"])
+    section["aws"]["role_arn"] = "arn:aws:iam::123456789012:role/multihome-kms"
+    backend = kms.build(msgspec.convert(section, KmsTarget), "kms")
+    new = await backend.generate_data_key(f"{section['key_prefix']}role", {"multihome:tenant": "a"}, create=True)
+    assert await backend.decrypt(new.kek_id, "", new.wrapped, {"multihome:tenant": "a"}) == new.plaintext
+    role = backend._kms()._request_signer._credentials.get_frozen_credentials()
+    assert role.access_key != "testing" and role.token  # the assumed role's, not the source's
+    await backend.close()

@@ -93,6 +93,9 @@ class AwsKms(KmsBackend):
             if self._client is None:
                 cfg = self._cfg
                 session = botocore.session.Session(profile=cfg.profile)
+                # The STS client that assumes `role_arn` is made from this session: without a region of its own
+                # (no AWS_REGION in the environment, as on an EC2 host) it had none, a NoRegionError on every call.
+                session.set_config_variable("region", cfg.region)
                 if cfg.role_arn:
                     source = session.get_credentials()
                     if source is None:
