@@ -3,6 +3,8 @@ context, and an unreachable KMS named in the error."""
 
 from __future__ import annotations
 
+import base64
+
 import msgspec
 import pytest
 
@@ -127,6 +129,32 @@ async def test_azure_disabled_key_refuses_new_data_keys_and_unwraps_until_enable
     finally:
         admin.close()
         await ring.close()
+
+
+async def test_aws_credentials_stay_out_of_botocore_debug_logs(request, tmp_path, monkeypatch, caplog):
+    """Every logger at DEBUG: botocore logs each canonical request (the session token among its headers),
+    each prepared request, and each response body (STS AssumeRole's: the role's secret key and token)."""
+    import logging
+
+    kms = AwsHarness(request, tmp_path, monkeypatch)
+    section = kms.section()
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "source-secret-access-key/EXAMPLE+KEY")
+    monkeypatch.setenv("AWS_SESSION_TOKEN", "FwoGZXIvYXdzEXAMPLE-session-token/of+the=source")
+    monkeypatch.setenv("AWS_ENDPOINT_URL_STS", section["aws"]["endpoint"])  # moto's STS: the role is assumed there
+    section["aws"]["role_arn"] = "arn:aws:iam::123456789012:role/multihome-kms"
+    backend = kms.build(msgspec.convert(section, KmsTarget), "kms")
+    caplog.set_level(logging.DEBUG)
+    new = await backend.generate_data_key(f"{section['key_prefix']}logs", {"multihome:tenant": "a"}, create=True)
+    assert await backend.decrypt(new.kek_id, "", new.wrapped, {"multihome:tenant": "a"}) == new.plaintext
+    role = backend._kms()._request_signer._credentials.get_frozen_credentials()  # the assumed role's
+    assert role.token and role.secret_key != "source-secret-access-key/EXAMPLE+KEY"
+    assert "x-amz-security-token" in caplog.text.lower() and "AssumeRole" in caplog.text  # what is under test ran
+    secrets = ["FwoGZXIvYXdzEXAMPLE-session-token/of+the=source", role.token, role.secret_key]
+    secrets += ["source-secret-access-key/EXAMPLE+KEY"]
+    secrets += [base64.b64encode(new.plaintext).decode()]
+    for secret in secrets:
+        assert secret not in caplog.text
+    await backend.close()
 
 
 async def test_aws_role_arn_is_assumed_with_the_configured_region(request, tmp_path, monkeypatch):
