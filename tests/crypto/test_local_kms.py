@@ -87,3 +87,23 @@ def test_every_change_of_the_key_file_is_durable_with_its_name(tmp_path, monkeyp
         log.clear()
         change("k")
         assert log == ["fsync file", "renamed", "fsync dir"], (change.__name__, log)
+
+
+@pytest.mark.parametrize("value", ["not base64 at all!", "c2hvcnQ="])  # not base64; 5 bytes, no AES key
+async def test_a_key_file_holding_a_malformed_key_is_refused_not_a_crash(tmp_path, value):
+    """A hand-edited or damaged key file: a KmsRefused naming the key and version (a 503 `kms_refused`), not a
+    binascii or AESGCM ValueError that was a 500 on every use of the tenant's records."""
+    import msgspec
+
+    path = init_key_file(tmp_path / "kms.key")
+    kms = LocalKms(path)
+    new = await kms.generate_data_key("k", {"t": "a"}, create=True)
+    doc = msgspec.json.decode(path.read_bytes())
+    doc["keys"]["k"]["versions"]["1"] = value
+    path.write_bytes(msgspec.json.encode(doc))
+    for use in (
+        kms.decrypt("k", "1", new.wrapped, {"t": "a"}),
+        kms.generate_data_key("k", {"t": "a"}, create=False),
+    ):
+        with pytest.raises(KmsRefused, match="key 'k' version 1 in the key file is malformed"):
+            await use
