@@ -172,3 +172,46 @@ async def test_aws_role_arn_is_assumed_with_the_configured_region(request, tmp_p
     role = backend._kms()._request_signer._credentials.get_frozen_credentials()
     assert role.access_key != "testing" and role.token  # the assumed role's, not the source's
     await backend.close()
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        {},  # a proxy's empty 200
+        [1, 2],  # JSON, not an object
+        {"data": {"ciphertext": "vault:v1:abc"}},  # no plaintext
+        {"data": {"ciphertext": "vault:v1:abc", "plaintext": "not base64!"}},
+        {"data": {"ciphertext": "vault:v1:abc", "plaintext": "c2hvcnQ="}},  # 5 bytes: no AES-256 key
+        {"data": {"ciphertext": 7}},
+    ],
+)
+async def test_a_vault_answer_without_what_transit_returns_is_unavailable_not_a_crash(answer, monkeypatch):
+    """A 200 that is not Transit's answer (a proxy, a wrong mount): KmsUnavailable naming Vault (a 503), never
+    a KeyError, TypeError or binascii error, which were 500s; a key that is not 256 bits is never used."""
+    import json
+
+    from aiohttp import web
+
+    async def handle(request: web.Request) -> web.Response:
+        return web.Response(body=json.dumps(answer).encode(), content_type="application/json")
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", handle)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    monkeypatch.setenv("MH_T", "token")
+    section = {"backend": "vault", "vault": {"address": f"http://127.0.0.1:{port}", "token_env": "MH_T"}}
+    backend = build_backend(msgspec.convert(section, KmsTarget), "kms")
+    try:
+        for use in (
+            backend.generate_data_key("k", {"t": "a"}, create=False),
+            backend.decrypt("k", "1", b"vault:v1:abc", {"t": "a"}),
+        ):
+            with pytest.raises(KmsUnavailable, match=r"Vault Transit .*: (datakey|decrypt): the answer"):
+                await use
+    finally:
+        await backend.close()
+        await runner.cleanup()
