@@ -193,6 +193,8 @@ async def test_a_vault_answer_without_what_transit_returns_is_unavailable_not_a_
     from aiohttp import web
 
     async def handle(request: web.Request) -> web.Response:
+        if request.method == "GET":  # the key's description: a derived key
+            return web.json_response({"data": {"derived": True, "latest_version": 1}})
         return web.Response(body=json.dumps(answer).encode(), content_type="application/json")
 
     app = web.Application()
@@ -215,3 +217,24 @@ async def test_a_vault_answer_without_what_transit_returns_is_unavailable_not_a_
     finally:
         await backend.close()
         await runner.cleanup()
+
+
+async def test_vault_refuses_new_data_keys_under_a_key_that_is_not_derived(request, tmp_path, monkeypatch, engine):
+    """Transit ignores `context` for a key made without derived=true (checked on OpenBao: a data key wrapped
+    for tenant a decrypts with tenant b's context). Such a `key_id` gets no new data keys: KmsRefused, nothing
+    stored; a derived one works."""
+    kms = VaultHarness(request, tmp_path, monkeypatch)
+    bao = request.getfixturevalue("openbao")
+    plain, derived = f"{tmp_path.name[-12:]}-plain", f"{tmp_path.name[-12:]}-derived"
+    bao.request("POST", f"/v1/transit/keys/{plain}", {"type": "aes256-gcm96"})
+    bao.request("POST", f"/v1/transit/keys/{derived}", {"type": "aes256-gcm96", "derived": True})
+    ring = open_keyring(kms.config(key_id=plain), engine, build=kms.build)
+    with pytest.raises(KmsRefused, match="not a derived key"):
+        await ring.seal("t1", "memory", "m", "1", b"x")
+    assert await ring.repo.count() == 0
+    await ring.close()
+    ring = open_keyring(kms.config(key_id=derived), engine, build=kms.build)
+    sealed = await ring.seal("t1", "memory", "m", "1", b"x")
+    ring.forget()
+    assert await ring.open("t1", "memory", "m", "1", sealed) == b"x"
+    await ring.close()

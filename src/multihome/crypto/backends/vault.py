@@ -4,7 +4,9 @@
 Data keys come from `datakey/plaintext/<key>` and are unwrapped with `decrypt/<key>`; `rewrap/<key>`
 moves them to the newest key version without the plaintext leaving Vault; `keys/<key>/rotate` makes
 a version. Per-tenant keys are created as `derived` keys, so every call carries the encryption
-context (base64 of the canonical context) and a wrapped key copied to another row does not decrypt.
+context (base64 of the canonical context) and a wrapped key copied to another row does not decrypt. A key
+that is not derived (a `key_id` made without `derived=true`) gets no new data keys: Transit would ignore
+the context.
 The stored wrapped key is Vault's `vault:v<N>:...` string as is; N is the key version. A shred sets
 `deletion_allowed` and deletes the key (every version).
 """
@@ -45,6 +47,7 @@ class VaultKms(KmsBackend):
         if cfg.namespace:
             self._headers["X-Vault-Namespace"] = cfg.namespace
         self._session: aiohttp.ClientSession | None = None
+        self._derived: set[str] = set()  # keys read and found derived (_check_derived)
 
     @property
     def label(self) -> str:
@@ -103,9 +106,22 @@ class VaultKms(KmsBackend):
         body = {"context": base64.b64encode(context_bytes(context)).decode(), "bits": 256}
         if create:
             await self._ensure(kek_id)
+        if kek_id not in self._derived:
+            await self._check_derived(kek_id)
         data = await self._call("POST", f"datakey/plaintext/{kek_id}", body)
         ciphertext = self._field(data, "ciphertext", "datakey")
         return NewDataKey(self._key_bytes(data, "datakey"), ciphertext.encode(), kek_id, _version(ciphertext))
+
+    async def _check_derived(self, kek_id: str) -> None:
+        """Transit ignores `context` for a key that is not derived: a data key wrapped under one would unwrap
+        for any tenant's row. New data keys go only under derived keys (read once per key and process)."""
+        if (await self._call("GET", f"keys/{kek_id}")).get("derived") is not True:
+            raise KmsRefused(
+                self.label,
+                f"keys {kek_id}: not a derived key, so Vault would ignore the encryption context that binds each "
+                "data key to its tenant; make a key with derived=true and name it (docs/encryption.md)",
+            )
+        self._derived.add(kek_id)
 
     async def _ensure(self, kek_id: str) -> None:
         """Create the per-tenant key if missing (creating an existing key is a no-op in Transit)."""
