@@ -100,6 +100,15 @@ def _unknown_issuer() -> ApiError:
     )
 
 
+def untrusted_issuer() -> ApiError:
+    """Queued work whose token's issuer this gateway no longer trusts (identity.oidc changed since)."""
+    return _unauthorized(
+        "The identity provider whose token created this work is no longer trusted by this gateway "
+        "(identity.oidc), so the work is not run further: no model is called for it.",
+        "unknown_issuer",
+    )
+
+
 def _unknown_tenant() -> ApiError:
     return ApiError(
         403,
@@ -292,9 +301,13 @@ class OidcVerifier:
         return {"iss": issuer.cfg.issuer, "jti": _jti_of(payload), "iat": _iat_of(payload)}
 
     def check_stored(self, principal: Principal, facts: Mapping[str, Any]) -> None:
-        """Raise 401 token_revoked if a live revocation covers the token `facts` describe (queued work's)."""
+        """Raise 401 token_revoked if a live revocation covers the token `facts` describe (queued work's), and
+        401 unknown_issuer if its issuer is trusted no more (taken out of identity.oidc since: a compromised
+        identity provider's queued work must stop with its tokens)."""
         iss, jti, iat = facts.get("iss"), facts.get("jti"), facts.get("iat")
-        if isinstance(iss, str):
+        if not isinstance(iss, str) or iss not in self._by_iss:
+            raise untrusted_issuer()
+        if self.revocations is not None:
             self._check_revoked(
                 principal, iss, jti if isinstance(jti, str) else None, iat if isinstance(iat, (int, float)) else None
             )
