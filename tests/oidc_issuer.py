@@ -245,6 +245,17 @@ class LocalIssuer:
             assert "kid" not in jwt.get_unverified_header(token)
         return token
 
+    def sign_raw(self, payload: bytes, *, kid: str | None = None, header: dict | None = None) -> str:
+        """A token over these exact payload bytes (JSON PyJWT would not write: huge numbers, duplicated keys),
+        signed with a published key: only what the gateway makes of the claims is under test."""
+        key = self.keys[kid or self.default_kid]
+        head = {"alg": key.alg, "typ": "JWT", "kid": key.kid, **(header or {})}
+        signing_input = b".".join(
+            base64.urlsafe_b64encode(part).rstrip(b"=") for part in (json.dumps(head).encode(), payload)
+        )
+        signature = jwt.get_algorithm_by_name(key.alg).sign(signing_input, key.private)
+        return (signing_input + b"." + base64.urlsafe_b64encode(signature).rstrip(b"=")).decode()
+
     # -- gateway config ------------------------------------------------------------------------
 
     def config_dict(self, **overrides: Any) -> dict[str, Any]:

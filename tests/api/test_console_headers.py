@@ -102,3 +102,25 @@ async def test_secure_cookie_marks_the_sign_on_cookie_secure_too(tmp_path, monke
                 (pending,) = start.headers.get_list("set-cookie")
                 assert pending.startswith("mh_console_sso=")
                 assert "Secure" in {part.strip() for part in pending.split(";")}, pending
+
+
+async def test_the_sign_on_callback_shows_at_most_64_characters_of_the_providers_error(tmp_path, monkeypatch):
+    """`?error=` is anyone's to write (a link to the callback): the login page repeats its start only, as every
+    error repeats a client's value (schema/errors.py `echo`), so a crafted link cannot put a paragraph of
+    its own text on the gateway's page."""
+    from builders import oidc
+    from oidc_issuer import LocalIssuer
+
+    monkeypatch.setenv("MH_TEST_CONSOLE_ADMIN", ADMIN_KEY)
+    with LocalIssuer() as idp:
+        cfg = single(
+            storage=sqlite(tmp_path / "mh.db"),
+            identity=identity("MH_TEST_CONSOLE_ADMIN", oidc(idp, audiences=["console"])),
+            console={"oidc": {"issuer": "local", "client_id": "console"}},
+        )
+        async with running(cfg) as app:
+            async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://gw") as browser:
+                text = "access_denied " + "Your account is locked: call +1 555 0100 to unlock it now. " * 4
+                page = await browser.get("/console/oidc/callback", params={"error": text})
+    assert page.status_code == 401
+    assert "access_denied Your account is locked" in page.text and "to unlock it now. Your" not in page.text

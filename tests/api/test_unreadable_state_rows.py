@@ -155,3 +155,30 @@ async def test_sqlite_sealed_bodies_stored_as_text_are_a_409_not_a_500(sqlite_wo
     assert error(await w.call("GET", f"/v1/memory/records/{mine['mem']}", acme_key), 409)["code"] == "unreadable_row"
     assert (await ok(await w.call("DELETE", f"/v1/conversations/{mine['conv']}", acme_key)))["deleted"] is True
     assert (await ok(await w.call("DELETE", f"/v1/memory/records/{mine['mem']}", acme_key)))["deleted"] is True
+
+
+async def test_another_tenants_sealed_rows_copied_over_this_tenants_open_as_nothing(world):
+    """A database writer copies acme's sealed bodies over other's rows: other's reads are a 409 naming its own
+    row (WrongBinding: the data key is acme's), never acme's text; acme's rows still open."""
+    w = world
+    acme, acme_key = await w.tenant("acme")
+    other, other_key = await w.tenant("other")
+    mine, theirs = await w.turn(acme_key), await w.turn(other_key)
+    for table, name in (("responses", "resp"), ("conversations", "conv"), ("memory_records", "mem")):
+        copy = f"UPDATE {table} SET body = (SELECT body FROM {table} WHERE id = :a) WHERE id = :b"
+        await w.sql(copy, {"a": mine[name], "b": theirs[name]})
+    copy = "UPDATE conversation_items SET body = (SELECT body FROM conversation_items WHERE conversation_id = :a)"
+    await w.sql(copy + " WHERE conversation_id = :b", {"a": mine["conv"], "b": theirs["conv"]})
+    for path, row in (
+        (f"/v1/responses/{theirs['resp']}", theirs["resp"]),
+        (f"/v1/conversations/{theirs['conv']}", theirs["conv"]),
+        (f"/v1/conversations/{theirs['conv']}/items", theirs["conv"]),
+        (f"/v1/memory/records/{theirs['mem']}", theirs["mem"]),
+    ):
+        resp = await w.call("GET", path, other_key)
+        assert "WrongBinding" in error(resp, 409)["message"] and row in resp.text and "hello" not in resp.text
+    search = {"agent_id": "a", "user_id": "u", "query": "hello"}
+    found = await ok(await w.call("POST", "/v1/memory/search", other_key, json=search))
+    assert found["data"] == [] and named(found, "memory_records", other)[0]["id"] == theirs["mem"]
+    assert (await ok(await w.call("GET", f"/v1/memory/records/{mine['mem']}", acme_key)))["text"] == "hello world"
+    await ok(await w.call("GET", f"/v1/conversations/{mine['conv']}/items", acme_key))

@@ -87,3 +87,55 @@ def test_every_change_of_the_key_file_is_durable_with_its_name(tmp_path, monkeyp
         log.clear()
         change("k")
         assert log == ["fsync file", "renamed", "fsync dir"], (change.__name__, log)
+
+
+@pytest.mark.parametrize("value", ["not base64 at all!", "c2hvcnQ="])  # not base64; 5 bytes, no AES key
+async def test_a_key_file_holding_a_malformed_key_is_refused_not_a_crash(tmp_path, value):
+    """A hand-edited or damaged key file: a KmsRefused naming the key and version (a 503 `kms_refused`), not a
+    binascii or AESGCM ValueError that was a 500 on every use of the tenant's records."""
+    import msgspec
+
+    path = init_key_file(tmp_path / "kms.key")
+    kms = LocalKms(path)
+    new = await kms.generate_data_key("k", {"t": "a"}, create=True)
+    doc = msgspec.json.decode(path.read_bytes())
+    doc["keys"]["k"]["versions"]["1"] = value
+    path.write_bytes(msgspec.json.encode(doc))
+    for use in (
+        kms.decrypt("k", "1", new.wrapped, {"t": "a"}),
+        kms.generate_data_key("k", {"t": "a"}, create=False),
+    ):
+        with pytest.raises(KmsRefused, match="key 'k' version 1 in the key file is malformed"):
+            await use
+
+
+@pytest.mark.parametrize("length", [16, 5])  # AES-128 would be taken; 5 bytes was a ValueError (a 500)
+async def test_a_data_key_that_is_not_256_bits_is_refused(local_kms, engine, length):
+    """Whatever a KMS hands back as a data key (an Azure key wrapped by anyone holding the public half, a
+    misbehaving endpoint) is used only if it is 256 bits: else KmsRefused, audited, and nothing stored."""
+    from multihome.crypto import open_keyring
+
+    from .harness import Recording
+
+    class Short(Recording):
+        async def generate_data_key(self, kek_id, context, *, create):
+            new = await super().generate_data_key(kek_id, context, create=create)
+            return new._replace(plaintext=new.plaintext[:length])
+
+        async def decrypt(self, kek_id, kek_version, wrapped, context):
+            return (await super().decrypt(kek_id, kek_version, wrapped, context))[:length]
+
+    events: list = []
+    short = open_keyring(
+        local_kms.config(), engine, audit=events.append, build=lambda t, w: Short(local_kms.build(t, w))
+    )
+    with pytest.raises(KmsRefused, match="not a 256-bit key"):
+        await short.seal("t1", "memory", "m", "1", b"x")
+    assert await short.repo.count() == 0 and events[-1].op == "generate" and events[-1].outcome == "refused"
+    sound = open_keyring(local_kms.config(), engine)
+    sealed = await sound.seal("t1", "memory", "m", "1", b"x")
+    with pytest.raises(KmsRefused, match="not a 256-bit key"):
+        await short.open("t1", "memory", "m", "1", sealed)
+    assert events[-1].op == "unwrap" and events[-1].outcome == "refused"
+    await short.close()
+    await sound.close()

@@ -247,3 +247,58 @@ def test_verified_cache_is_bounded(idp):
         assert [(await v.verify(t)).subject for t in tokens[:3]] == ["user-0", "user-1", "user-2"]
 
     run([idp.config(claims=CLAIMS)], scenario, verified_cache_size=10)
+
+
+@pytest.mark.parametrize(
+    "mode, error",
+    [
+        ("redirect", "HTTP 302"),  # to the real JWKS, on loopback: not followed
+        ("junk", "not valid JSON"),
+        ("huge", "larger than 524288 bytes"),  # streamed without end: cut at the bound
+        ("gzip", "larger than 524288 bytes"),  # 64 KB on the wire, 64 MB inflated: cut as it inflates
+        ("hang", "TimeoutError"),  # never answers: fetch_timeout_s
+    ],
+)
+def test_a_jwks_endpoint_that_misbehaves_is_a_bounded_503(idp, mode, error):
+    import gzip
+
+    from aiohttp import web
+
+    bomb = gzip.compress(b" " * (64 << 20)) if mode == "gzip" else b""
+    release = asyncio.Event()
+
+    async def handle(request: web.Request) -> web.StreamResponse:
+        if mode == "redirect":
+            raise web.HTTPFound(idp.jwks_uri)
+        if mode == "junk":
+            return web.Response(body=b"\x00\xff" * 100)
+        if mode == "gzip":
+            return web.Response(body=bomb, headers={"content-encoding": "gzip", "content-type": "application/json"})
+        if mode == "hang":
+            await release.wait()
+        resp = web.StreamResponse()
+        await resp.prepare(request)
+        while not release.is_set():
+            await resp.write(b" " * 65536)
+        return resp
+
+    async def scenario():
+        runner = web.AppRunner(web.Application(), access_log=None)
+        runner.app.router.add_get("/keys", handle)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        cfg = idp.config(claims=CLAIMS, jwks_uri=f"http://127.0.0.1:{port}/keys", fetch_timeout_s=1)
+        verifier = OidcVerifier([cfg])
+        try:
+            err = refused(await asyncio.wait_for(outcome(verifier, idp.mint(tid="acme")), 60), 503, "jwks_unavailable")
+            return err, verifier.caches["local"].last_error
+        finally:
+            release.set()
+            await verifier.close()
+            await runner.cleanup()
+
+    err, last_error = asyncio.run(scenario())
+    assert error in last_error and "retry-after" in err.headers
+    assert idp.jwks_fetches == 0  # the redirect's target was never fetched

@@ -192,3 +192,38 @@ def test_max_token_lifetime_is_validated():
         assert idp.config(claims=CLAIMS, max_token_lifetime_s=3600).max_token_lifetime_s == 3600
         with pytest.raises(Exception, match="max_token_lifetime_s"):
             idp.config(claims=CLAIMS, max_token_lifetime_s=5)
+
+
+def test_work_queued_by_a_token_stops_once_its_issuer_is_trusted_no_more():
+    """An identity provider taken out of identity.oidc (compromised, replaced) and the gateway restarted: the
+    background work its tokens queued is refused like its tokens, not run on (the stored caller's check)."""
+    from types import SimpleNamespace
+
+    from multihome.identity.stored_caller import stored_caller
+    from multihome.schema.errors import ApiError
+
+    async def known(tenant):
+        return True
+
+    refusals = SimpleNamespace(refused={}, tokens_refused=frozenset())
+
+    async def scenario(idp, other):
+        token = idp.mint(tid="acme")
+        before = OidcVerifier([idp.config(claims={"tenant": "tid"})], revocations=lambda: None)
+        principal = await before.verify(token)
+        facts = before.facts(token)
+        await before.close()
+        await stored_caller(known, refusals, None, before.check_stored)(principal, facts)  # trusted: runs
+        # The restart trusts another issuer only.
+        after = OidcVerifier([other.config(claims={"tenant": "tid"})], revocations=lambda: None)
+        outcomes = []
+        for check in (after.check_stored, None):  # None: no issuer trusted at all
+            try:
+                await stored_caller(known, refusals, None, check)(principal, facts)
+            except ApiError as err:
+                outcomes.append((err.status, err.body.code))
+        await after.close()
+        return outcomes
+
+    with LocalIssuer() as idp, LocalIssuer(path="/other") as other:
+        assert asyncio.run(scenario(idp, other)) == [(401, "unknown_issuer")] * 2

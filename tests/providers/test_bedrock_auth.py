@@ -109,3 +109,28 @@ def test_assumed_role_refreshes_in_the_background(aws_env, monkeypatch):
         asyncio.run(scenario())
     finally:
         sim.close()
+
+
+def test_assumed_role_credentials_stay_out_of_botocore_debug_logs(aws_env, monkeypatch, caplog):
+    """Every logger at DEBUG: botocore logs STS's answer (the role's secret key and session token) and each
+    canonical request it signs (the session token among the headers); the gateway's filter redacts them."""
+    import logging
+
+    sim = start_simulator_in_thread(
+        SimulatorConfig(kind="bedrock", region=REGION, aws_access_key_id=AKID, aws_secret_access_key=SECRET)
+    )
+    try:
+        monkeypatch.setenv("AWS_ENDPOINT_URL_STS", sim.url)
+        creds = AwsCredentials("br", REGION, AwsAuth(role_arn="arn:aws:iam::1:role/r"))
+        caplog.set_level(logging.DEBUG)
+        adapter = _adapter()
+        adapter._runtime._signer._credentials = creds
+        url = adapter._runtime.url("anthropic.x-v1:0", "converse")
+        headers = asyncio.run(adapter._runtime._signer.headers(str(url), b"{}", {"content-type": "application/json"}))
+        role = creds._frozen
+        assert role is not None and role.token and headers["X-Amz-Security-Token"] == role.token
+        assert "CanonicalRequest" in caplog.text and "AssumeRole" in caplog.text  # what is under test ran
+        for secret in (role.token, role.secret_key, SECRET):
+            assert secret not in caplog.text
+    finally:
+        sim.close()

@@ -47,13 +47,14 @@ from .errors import (
     WrongBinding,
 )
 from .keks import KekResolver
-from .kms import KmsBackend
+from .kms import KmsBackend, NewDataKey
 from .purposes import PURPOSES
 
 T = TypeVar("T")
 AuditSink = Callable[[KmsEvent], object]
 # Picks the backend's method for a stored key (`lambda b: b.decrypt`): (kek_id, kek_version, wrapped, context)
 RowMethod = Callable[[KmsBackend], Callable[[str, str, bytes, Mapping[str, str]], Awaitable[T]]]
+DATA_KEY_BYTES = 32  # AES-256
 _RETRY_DOWN_S = 5.0  # while serving a stale key, ask the KMS again at most this often
 
 
@@ -385,6 +386,10 @@ class Keyring:
                     result = await call
             except TimeoutError:
                 raise KmsUnavailable(backend.label, f"{op}: no answer within {deadline:g} s (kms.timeout_s)") from None
+            # A data key is used only if it is one: AES-GCM would take 16 bytes (AES-128) and fail on others.
+            key = result.plaintext if isinstance(result, NewDataKey) else result if op == "unwrap" else None
+            if isinstance(key, bytes) and len(key) != DATA_KEY_BYTES:
+                raise KmsRefused(backend.label, f"{op}: the KMS returned {len(key)} bytes, not a 256-bit key")
         except (KmsUnavailable, KmsRefused) as exc:
             outcome = "unavailable" if isinstance(exc, KmsUnavailable) else "refused"
             self.emit(op, backend.label, tenant, purpose, kek_id, kek_version, data_key_id, outcome, str(exc), detail)

@@ -28,19 +28,15 @@ from jwt.exceptions import PyJWTError
 
 from ..config.oidc import ASYMMETRIC_ALGORITHMS, IssuerConfig, check_url
 from ..schema.errors import ApiError
+from .provider_http import FetchError, fetch_json
 
 log = logging.getLogger("multihome.identity.jwks")
 
-MAX_DOCUMENT_BYTES = 512 * 1024  # a JWKS or discovery document larger than this is refused
 MAX_KEYS = 100
 MAX_AGE_CAP_S = 24 * 3600
 _MAX_AGE = re.compile(r"(?:^|[,\s])max-age\s*=\s*\"?(\d+)", re.IGNORECASE)
 _NO_CACHE = re.compile(r"(?:^|[,\s])(no-cache|no-store)(?:$|[,\s])", re.IGNORECASE)
 _UNAUTHORIZED = {"www-authenticate": 'Bearer error="invalid_token"'}
-
-
-class FetchError(Exception):
-    """A JWKS or discovery document could not be fetched or used (message safe to log)."""
 
 
 class JwksCache:
@@ -211,25 +207,7 @@ class JwksCache:
         return uri
 
     async def _get_json(self, url: str, what: str) -> tuple[dict[str, Any], float | None]:
-        timeout = aiohttp.ClientTimeout(total=self._cfg.fetch_timeout_s)
-        try:
-            async with self._session().get(url, timeout=timeout, allow_redirects=False) as resp:
-                if resp.status != 200:
-                    raise FetchError(f"{what} fetch answered HTTP {resp.status}")
-                body = bytearray()
-                async for chunk in resp.content.iter_chunked(65536):
-                    body += chunk
-                    if len(body) > MAX_DOCUMENT_BYTES:
-                        raise FetchError(f"{what} is larger than {MAX_DOCUMENT_BYTES} bytes")
-                cache_control = resp.headers.get("cache-control", "")
-        except (TimeoutError, aiohttp.ClientError, OSError) as exc:
-            raise FetchError(f"{what} fetch failed ({type(exc).__name__})") from None
-        try:
-            doc = msgspec.json.decode(body)
-        except msgspec.DecodeError:
-            raise FetchError(f"{what} is not valid JSON") from None
-        if not isinstance(doc, dict):
-            raise FetchError(f"{what} is not a JSON object")
+        doc, cache_control = await fetch_json(self._session(), url, what, timeout_s=self._cfg.fetch_timeout_s)
         return doc, _max_age(cache_control)
 
 

@@ -50,6 +50,10 @@ MAX_TOKEN_BYTES = 16 * 1024
 _JWT_SHAPE = re.compile(rb"^eyJ[A-Za-z0-9_-]*\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*$")
 _REQUIRED = ["exp", "iat", "iss", "aud"]
 _UNAUTHORIZED = {"www-authenticate": 'Bearer error="invalid_token"'}
+# RFC 7519 NumericDate claims. Each must be a JSON number of a date up to 9999-12-31T23:59:59Z: PyJWT's
+# int() takes "123" and true, and an integer no float holds passed its checks and then broke ours (a 500).
+_DATES = ("exp", "nbf", "iat")
+_MAX_DATE = 253402300799
 
 
 def looks_like_jwt(credential: bytes | str) -> bool:
@@ -70,6 +74,21 @@ def _malformed() -> ApiError:
     return _unauthorized("The bearer token is not a well-formed JWT.", "malformed_token")
 
 
+def _bad_dates() -> ApiError:
+    return _unauthorized("The token's claims are malformed (exp, nbf, iat must be numbers).", "malformed_token")
+
+
+def _dates_ok(claims: dict[str, Any]) -> bool:
+    """Every NumericDate claim present is a JSON number within a date's range (before any key is fetched)."""
+    for name in _DATES:
+        value = claims.get(name)
+        if value is not None and (
+            isinstance(value, bool) or not isinstance(value, (int, float)) or not -_MAX_DATE <= value <= _MAX_DATE
+        ):
+            return False
+    return True
+
+
 def _too_large() -> ApiError:
     return _unauthorized(f"The bearer token is larger than {MAX_TOKEN_BYTES} bytes.", "malformed_token")
 
@@ -77,6 +96,15 @@ def _too_large() -> ApiError:
 def _unknown_issuer() -> ApiError:
     return _unauthorized(
         "The token's issuer (iss) is not one this gateway trusts; see identity.oidc in the gateway config.",
+        "unknown_issuer",
+    )
+
+
+def untrusted_issuer() -> ApiError:
+    """Queued work whose token's issuer this gateway no longer trusts (identity.oidc changed since)."""
+    return _unauthorized(
+        "The identity provider whose token created this work is no longer trusted by this gateway "
+        "(identity.oidc), so the work is not run further: no model is called for it.",
         "unknown_issuer",
     )
 
@@ -208,6 +236,8 @@ class OidcVerifier:
         except (jwt_errors.PyJWTError, ValueError, TypeError):
             raise _malformed() from None
         header, claims = unverified["header"], unverified["payload"]
+        if not _dates_ok(claims):
+            raise _bad_dates()
         iss = claims.get("iss")
         issuer = self._by_iss.get(iss) if isinstance(iss, str) else None
         if issuer is None:
@@ -271,9 +301,13 @@ class OidcVerifier:
         return {"iss": issuer.cfg.issuer, "jti": _jti_of(payload), "iat": _iat_of(payload)}
 
     def check_stored(self, principal: Principal, facts: Mapping[str, Any]) -> None:
-        """Raise 401 token_revoked if a live revocation covers the token `facts` describe (queued work's)."""
+        """Raise 401 token_revoked if a live revocation covers the token `facts` describe (queued work's), and
+        401 unknown_issuer if its issuer is trusted no more (taken out of identity.oidc since: a compromised
+        identity provider's queued work must stop with its tokens)."""
         iss, jti, iat = facts.get("iss"), facts.get("jti"), facts.get("iat")
-        if isinstance(iss, str):
+        if not isinstance(iss, str) or iss not in self._by_iss:
+            raise untrusted_issuer()
+        if self.revocations is not None:
             self._check_revoked(
                 principal, iss, jti if isinstance(jti, str) else None, iat if isinstance(iat, (int, float)) else None
             )
@@ -353,5 +387,5 @@ def _explain(exc: jwt_errors.PyJWTError, cfg: IssuerConfig) -> ApiError:
     if isinstance(exc, jwt_errors.InvalidIssuedAtError):
         return _unauthorized("The token's iat claim is not a number.", "malformed_token")
     if isinstance(exc, jwt_errors.DecodeError):
-        return _unauthorized("The token's claims are malformed (exp, nbf, iat must be numbers).", "malformed_token")
+        return _bad_dates()
     return _unauthorized("The token is not valid.", "invalid_token")

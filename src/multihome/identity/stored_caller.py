@@ -18,6 +18,7 @@ from typing import Any
 from ..schema.errors import ApiError
 from ..schema.principal import ALL_TENANTS, Principal
 from .authenticator import Refusals, check_refused
+from .oidc import untrusted_issuer
 
 # Raises the ApiError (401, 403) the work ends with; returns when the principal may call.
 Admitted = Callable[[Principal], Awaitable[None]]
@@ -74,7 +75,9 @@ def stored_caller(
                     "is not run further: no model is called for it.",
                     code="invalid_api_key",
                 )
-        if revoked is not None and token is not None and principal.source.startswith("oidc:"):
-            revoked(principal, token)  # a revocation made since the create covers the token that made it
+        if principal.source.startswith("oidc:") and token is not None:
+            if revoked is None:  # no issuer is trusted any more: none vouches for the token that made it
+                raise untrusted_issuer()
+            revoked(principal, token)  # a revocation made since the create, or its issuer no longer trusted
 
     return admitted

@@ -37,6 +37,7 @@ from botocore.credentials import (
 from ..config import AwsAuth, Provider, env_secret
 from ..schema.bounded import Decoder
 from ..schema.errors import ApiError
+from . import botocore_logs
 from .api_key import api_key_of
 from .base import (
     CAPACITY,
@@ -72,6 +73,7 @@ class AwsCredentials:
     """botocore credentials, resolved and refreshed off the event loop."""
 
     def __init__(self, provider: str, region: str, aws: AwsAuth | None) -> None:
+        botocore_logs.install()  # botocore's DEBUG log holds session tokens and an assumed role's keys
         self._provider = provider
         self._region = region
         self._aws = aws or AwsAuth()

@@ -23,7 +23,7 @@ from urllib.parse import quote, urlencode
 from ...config.console import ConsoleConfig
 from ...config.oidc import IssuerConfig
 from ...identity.authenticator import Authenticator
-from ...schema.errors import ApiError
+from ...schema.errors import ApiError, echo
 from ...schema.principal import AUDITOR, ORG_ADMIN, TENANT_ADMIN, Principal
 from ..asgi import ClientGone, Header, Receive, Send, header
 from ..pipeline import Call
@@ -321,7 +321,8 @@ class Console:
         q, clear = req.query, web.set_cookie(PENDING_COOKIE, "", secure=False, max_age=0, same_site="Lax")
         try:
             if q.get("error"):
-                raise SsoError(f"The identity provider refused the sign-on ({q['error'][:100]}).")
+                # Anyone can link here with an `error` of their own: its start only, as every echo of a client's value.
+                raise SsoError(f"The identity provider refused the sign-on ({echo(q['error'])}).")
             pending = self.sso.pending(web.cookie(req.call.scope, PENDING_COOKIE), q.get("state"))
             token = await self.sso.token(pending, q.get("code", ""))
             try:

@@ -1,5 +1,8 @@
 """Single sign-on to the console (config `console.oidc`): OpenID Connect's authorization code flow with PKCE.
 
+The provider is reached as the gateway reaches its JWKS (identity/provider_http.py): no redirect followed,
+a bounded answer, https endpoints (http on loopback only) named by the configured issuer's own document.
+
 `/console/login/oidc` sends the browser to the identity provider with a fresh state, nonce and PKCE
 challenge, sealed in a short-lived cookie of their own; `/console/oidc/callback` checks the state, trades
 the code for an ID token at the provider's token endpoint, and hands the token to the gateway's own
@@ -12,10 +15,10 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import logging
 import os
 import secrets
 import time
-from typing import Any
 from urllib.parse import urlencode
 
 import aiohttp
@@ -23,12 +26,16 @@ import jwt
 import msgspec
 
 from ...config.console import ConsoleOidc
+from ...config.oidc import check_url
+from ...identity.provider_http import FetchError, fetch_json
 from .session import Sessions
+
+log = logging.getLogger("multihome.console")
 
 PENDING_COOKIE = "mh_console_sso"
 _PURPOSE = b"multihome-console-sso-v1"
 _TTL_S = 600  # a sign-on must come back within ten minutes
-_TIMEOUT = aiohttp.ClientTimeout(total=10)
+_TIMEOUT_S = 10.0
 
 
 class SsoError(Exception):
@@ -47,23 +54,34 @@ class Pending(msgspec.Struct, frozen=True):
 class SingleSignOn:
     def __init__(self, cfg: ConsoleOidc, issuer_url: str, sessions: Sessions) -> None:
         self.cfg = cfg
+        self.issuer = issuer_url  # the exact `iss`, as identity.oidc has it
         self.issuer_url = issuer_url.rstrip("/")
         self.sessions = sessions
         self._endpoints: dict[str, str] | None = None
 
     async def endpoints(self) -> dict[str, str]:
-        """The provider's authorization and token endpoints, from its discovery document (read once)."""
+        """The provider's authorization and token endpoints, from its discovery document (read once). The
+        document must be the configured issuer's, and each endpoint https (http on loopback only): the token
+        endpoint gets the code and the client secret, the authorization endpoint the person's browser."""
         if self._endpoints is None:
             url = self.issuer_url + "/.well-known/openid-configuration"
             try:
-                async with aiohttp.ClientSession(timeout=_TIMEOUT) as http, http.get(url) as resp:
-                    doc = await resp.json(content_type=None) if resp.status == 200 else None
-            except (aiohttp.ClientError, TimeoutError, ValueError):
-                doc = None
-            if not isinstance(doc, dict) or not all(
-                isinstance(doc.get(k), str) for k in ("authorization_endpoint", "token_endpoint")
-            ):
-                raise SsoError("The identity provider's discovery document could not be read; try again shortly.")
+                async with aiohttp.ClientSession() as http:
+                    doc, _ = await fetch_json(http, url, "discovery document", timeout_s=_TIMEOUT_S)
+                if doc.get("issuer") != self.issuer:
+                    raise FetchError("it names another issuer")
+                for k in ("authorization_endpoint", "token_endpoint"):
+                    if not isinstance(doc.get(k), str):
+                        raise FetchError(f"it has no {k}")
+                    try:
+                        check_url(doc[k], k)
+                    except ValueError as exc:
+                        raise FetchError(str(exc)) from None
+            except FetchError as exc:
+                log.warning("console single sign-on: the identity provider's discovery document: %s", exc)
+                raise SsoError(
+                    "The identity provider's discovery document could not be used; try again shortly."
+                ) from None
             self._endpoints = {k: doc[k] for k in ("authorization_endpoint", "token_endpoint")}
         return self._endpoints
 
@@ -117,22 +135,24 @@ class SingleSignOn:
         if self.cfg.client_secret_env:
             form["client_secret"] = os.environ.get(self.cfg.client_secret_env, "")
         try:
-            async with (
-                aiohttp.ClientSession(timeout=_TIMEOUT) as http,
-                http.post(ends["token_endpoint"], data=form) as resp,
-            ):
-                answer: Any = await resp.json(content_type=None)
-                status = resp.status
-        except (aiohttp.ClientError, TimeoutError, ValueError):
-            raise SsoError("The identity provider could not be reached to finish the sign-on; try again.") from None
-        token = answer.get("id_token") if isinstance(answer, dict) else None
-        if status != 200 or not isinstance(token, str):
+            async with aiohttp.ClientSession() as http:
+                answer, _ = await fetch_json(
+                    http, ends["token_endpoint"], "token answer", timeout_s=_TIMEOUT_S, form=form
+                )
+        except FetchError as exc:  # unreachable, an error status, a redirect (not followed), too large, not JSON
+            log.warning("console single sign-on: the token endpoint: %s", exc)
+            raise SsoError("The identity provider did not issue an ID token for this sign-on.") from None
+        token = answer.get("id_token")
+        if not isinstance(token, str):
             raise SsoError("The identity provider did not issue an ID token for this sign-on.")
         return token
 
     @staticmethod
     def check_nonce(token: str, pending: Pending) -> None:
         """After the authenticator verified the token's signature: it was issued for this sign-on."""
-        claims = jwt.decode(token, options={"verify_signature": False})
+        try:
+            claims = jwt.decode(token, options={"verify_signature": False})
+        except jwt.PyJWTError:  # not a JWT at all (the authenticator took it for an API key): not this sign-on's
+            claims = {}
         if not secrets.compare_digest(str(claims.get("nonce", "")), pending.nonce):
             raise SsoError("The ID token was not issued for this sign-on; start again.")

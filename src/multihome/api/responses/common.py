@@ -12,7 +12,7 @@ from urllib.parse import parse_qs, unquote
 
 import msgspec
 
-from ...crypto import CryptoError, KmsRefused, KmsUnavailable
+from ...crypto import CryptoError, KmsError
 from ...providers.base import NativeResponses, UpstreamRequest, native_responses
 from ...routing.attempts import Served
 from ...routing.catalog import DeploymentRuntime
@@ -26,6 +26,7 @@ from ...state.pairs import BrokenPair
 from ...storage.errors import Conflict, UnreadableRow, unavailable
 from ..asgi import JSON, ClientGone, Header, Receive, Send
 from ..drain import SseCut
+from ..kms_errors import kms_api_error
 from ..openai.chat import chat_request, chat_response
 from ..pipeline import Call, Pipeline
 from ..render import send_json
@@ -81,8 +82,8 @@ def need_state(state: StateStore | None, what: str) -> StateStore:
 
 async def stored(op: Awaitable[T]) -> T:
     """A store operation; a KMS or a database that cannot be reached is a 503 naming it, a KMS that refuses
-    one too (the KMS errors name the KMS and key, never key material); a stored row that cannot be read or
-    does not open a 409 `unreadable_row` (docs/storage.md)."""
+    one too (naming the KMS, never its own answer: key ids, versions, an AWS account are the audit trail's);
+    a stored row that cannot be read or does not open a 409 `unreadable_row` (docs/storage.md)."""
     try:
         return await op
     except BrokenPair as exc:  # a bug, never the client's doing: nothing was written
@@ -100,20 +101,8 @@ async def stored(op: Awaitable[T]) -> T:
             param="items",
             code="duplicate_item_id",
         ) from None
-    except KmsUnavailable as exc:
-        raise ApiError(
-            503,
-            f"The key service is unavailable ({exc}); nothing was stored or read. Retry shortly.",
-            type="server_error",
-            code="kms_unavailable",
-        ) from None
-    except KmsRefused as exc:  # a 503 as on every other path (api/kms_errors.py, docs/encryption.md): never a 500
-        raise ApiError(
-            503,
-            f"The key service refused ({exc}); nothing was stored or read. An operator must fix the KMS setup.",
-            type="server_error",
-            code="kms_refused",
-        ) from None
+    except KmsError as exc:  # the 503 of every other path (api/kms_errors.py): names the KMS, not what it said
+        raise kms_api_error(exc) from None
     except UnreadableRow as exc:  # a stored row the gateway cannot read (storage/row_reads.py)
         raise ApiError(409, f"{exc}.", code="unreadable_row", headers=no_retry()) from None
     except CryptoError as exc:  # sealed for another row, cut short, its data key gone: the row, not the call

@@ -14,7 +14,6 @@ recorded is the KeyMaterialId where the API returns one, else "".
 from __future__ import annotations
 
 import asyncio
-import logging
 import re
 import threading
 from collections.abc import Mapping
@@ -27,6 +26,7 @@ from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
 from botocore.exceptions import ConnectionError as BotoConnectionError
 
 from ...config.kms import AwsKmsConfig
+from ...providers import botocore_logs
 from ..errors import KmsRefused, KmsUnavailable
 from ..kms import KmsBackend, NewDataKey, Rewrapped
 from .secrets import required_env
@@ -48,20 +48,6 @@ _UNAVAILABLE = frozenset(
 )
 
 
-class _RedactKeyBodies(logging.Filter):
-    """botocore logs every response body at DEBUG (`botocore.parsers`); a KMS answer carrying a
-    plaintext data key (GenerateDataKey, Decrypt) is logged with its body replaced."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        args = record.args
-        if isinstance(args, tuple) and args and isinstance(args[0], bytes) and b'"Plaintext"' in args[0]:
-            record.args = (b"<KMS response with a plaintext data key: not logged>",)
-        return True
-
-
-_REDACT = _RedactKeyBodies()
-
-
 def key_ref(kek_id: str) -> str:
     """What KeyId to send: ids, ARNs and `alias/...` as given; a bare name is an alias."""
     if kek_id.startswith(("alias/", "arn:")) or _KEY_ID.match(kek_id):
@@ -79,9 +65,7 @@ class AwsKms(KmsBackend):
         self._where = where
         self._client: Any = None
         self._lock = threading.Lock()
-        parsers = logging.getLogger("botocore.parsers")
-        if _REDACT not in parsers.filters:
-            parsers.addFilter(_REDACT)
+        botocore_logs.install()  # its DEBUG log: the plaintext data keys, the assumed role's credentials
 
     @property
     def label(self) -> str:
@@ -93,6 +77,9 @@ class AwsKms(KmsBackend):
             if self._client is None:
                 cfg = self._cfg
                 session = botocore.session.Session(profile=cfg.profile)
+                # The STS client that assumes `role_arn` is made from this session: without a region of its own
+                # (no AWS_REGION in the environment, as on an EC2 host) it had none, a NoRegionError on every call.
+                session.set_config_variable("region", cfg.region)
                 if cfg.role_arn:
                     source = session.get_credentials()
                     if source is None:

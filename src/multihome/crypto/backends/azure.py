@@ -4,7 +4,8 @@ managed identity, env, CLI...). The SDK is synchronous here; each call runs in a
 
 A data key is 32 random bytes made here and wrapped under the newest version of the tenant's RSA
 key (the SDK wraps with the public key it fetched; unwrapping always happens in Key Vault). The
-stored KEK id is `<vault>/keys/<name>` and the version the `kid`'s last segment. Key Vault has no
+stored KEK id is `<vault>/keys/<name>` and the version the `kid`'s last segment. A newest version that is
+disabled is refused here (the vault refuses its unwrapKey itself). Key Vault has no
 re-wrap call: `rewrap` unwraps with the stored version and wraps under the newest. RSA-OAEP has no
 associated data, so the encryption context is bound by the envelope's associated data instead
 (docs/encryption.md). A shred soft-deletes the key and purges it (a vault with purge protection
@@ -123,6 +124,10 @@ class AzureKms(KmsBackend):
         from azure.keyvault.keys.crypto import CryptographyClient, KeyWrapAlgorithm
 
         key = self._latest(name, create)
+        if key.properties.enabled is False:
+            # Key Vault shows a disabled key's public half and the SDK wraps with it here, never asking the
+            # vault: without this check new data keys would go on being wrapped under a key the KMS refuses.
+            raise KmsRefused(self.label, f"wrapKey: key {name} version {key.properties.version} is disabled")
         result = CryptographyClient(key, self._credential, **self._opts).wrap_key(
             KeyWrapAlgorithm.rsa_oaep_256, plaintext
         )

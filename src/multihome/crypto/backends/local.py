@@ -163,7 +163,10 @@ class LocalKms(KmsBackend):
         raw = kek.versions.get(str(v))
         if raw is None:
             raise KmsRefused(self.label, f"key {kek_id!r} has no version {v}")
-        return v, AESGCM(base64.b64decode(raw))
+        try:
+            return v, AESGCM(base64.b64decode(raw, validate=True))
+        except ValueError:  # binascii.Error is one: a damaged or hand-edited file, the KMS's problem, not a crash
+            raise KmsRefused(self.label, f"key {kek_id!r} version {v} in the key file is malformed") from None
 
     def _create(self, kek_id: str) -> None:
         with self._locked() as data:

@@ -4,7 +4,9 @@
 Data keys come from `datakey/plaintext/<key>` and are unwrapped with `decrypt/<key>`; `rewrap/<key>`
 moves them to the newest key version without the plaintext leaving Vault; `keys/<key>/rotate` makes
 a version. Per-tenant keys are created as `derived` keys, so every call carries the encryption
-context (base64 of the canonical context) and a wrapped key copied to another row does not decrypt.
+context (base64 of the canonical context) and a wrapped key copied to another row does not decrypt. A key
+that is not derived (a `key_id` made without `derived=true`) gets no new data keys: Transit would ignore
+the context.
 The stored wrapped key is Vault's `vault:v<N>:...` string as is; N is the key version. A shred sets
 `deletion_allowed` and deletes the key (every version).
 """
@@ -45,6 +47,7 @@ class VaultKms(KmsBackend):
         if cfg.namespace:
             self._headers["X-Vault-Namespace"] = cfg.namespace
         self._session: aiohttp.ClientSession | None = None
+        self._derived: set[str] = set()  # keys read and found derived (_check_derived)
 
     @property
     def label(self) -> str:
@@ -71,21 +74,54 @@ class VaultKms(KmsBackend):
             raise KmsUnavailable(self.label, f"{method} {path}: no answer within {self._timeout_s:g} s") from None
         except (aiohttp.ClientError, ValueError) as exc:
             raise KmsUnavailable(self.label, f"{method} {path}: {type(exc).__name__}") from None
+        if not isinstance(payload, dict):  # JSON, but not Vault's object (a proxy, another API): nothing in it
+            payload = {}
         if status >= 300:
-            errors = "; ".join(str(e) for e in (payload or {}).get("errors") or [])[:300] or f"HTTP {status}"
+            listed = payload.get("errors")
+            errors = "; ".join(str(e) for e in (listed if isinstance(listed, list) else []))[:300] or f"HTTP {status}"
             if status >= 500 or status == 429:  # sealed, standby without forwarding, rate limited
                 raise KmsUnavailable(self.label, f"{path.split('/')[0]}: HTTP {status}: {errors}")
             raise KmsRefused(self.label, f"{path.split('/')[0]} {path.split('/')[-1]}: HTTP {status}: {errors}")
-        return (payload or {}).get("data") or {}
+        data = payload.get("data")
+        return data if isinstance(data, dict) else {}
+
+    def _field(self, data: dict[str, Any], name: str, op: str) -> str:
+        """A string field of a 2xx answer; one that lacks it (a proxy's empty 200, another API) is the KMS's
+        failure to answer (a 503 naming it), not a KeyError that was a 500."""
+        value = data.get(name) if isinstance(data, dict) else None
+        if not isinstance(value, str):
+            raise KmsUnavailable(self.label, f"{op}: the answer has no {name!r}")
+        return value
+
+    def _key_bytes(self, data: dict[str, Any], op: str) -> bytes:
+        try:
+            key = base64.b64decode(self._field(data, "plaintext", op), validate=True)
+        except ValueError:
+            key = b""
+        if len(key) != 32:
+            raise KmsUnavailable(self.label, f"{op}: the answer's 'plaintext' is not a 256-bit key")
+        return key
 
     async def generate_data_key(self, kek_id: str, context: Mapping[str, str], *, create: bool) -> NewDataKey:
         body = {"context": base64.b64encode(context_bytes(context)).decode(), "bits": 256}
         if create:
             await self._ensure(kek_id)
+        if kek_id not in self._derived:
+            await self._check_derived(kek_id)
         data = await self._call("POST", f"datakey/plaintext/{kek_id}", body)
-        return NewDataKey(
-            base64.b64decode(data["plaintext"]), data["ciphertext"].encode(), kek_id, _version(data["ciphertext"])
-        )
+        ciphertext = self._field(data, "ciphertext", "datakey")
+        return NewDataKey(self._key_bytes(data, "datakey"), ciphertext.encode(), kek_id, _version(ciphertext))
+
+    async def _check_derived(self, kek_id: str) -> None:
+        """Transit ignores `context` for a key that is not derived: a data key wrapped under one would unwrap
+        for any tenant's row. New data keys go only under derived keys (read once per key and process)."""
+        if (await self._call("GET", f"keys/{kek_id}")).get("derived") is not True:
+            raise KmsRefused(
+                self.label,
+                f"keys {kek_id}: not a derived key, so Vault would ignore the encryption context that binds each "
+                "data key to its tenant; make a key with derived=true and name it (docs/encryption.md)",
+            )
+        self._derived.add(kek_id)
 
     async def _ensure(self, kek_id: str) -> None:
         """Create the per-tenant key if missing (creating an existing key is a no-op in Transit)."""
@@ -97,7 +133,7 @@ class VaultKms(KmsBackend):
             f"decrypt/{kek_id}",
             {"ciphertext": wrapped.decode(), "context": base64.b64encode(context_bytes(context)).decode()},
         )
-        return base64.b64decode(data["plaintext"])
+        return self._key_bytes(data, "decrypt")
 
     async def rewrap(self, kek_id: str, kek_version: str, wrapped: bytes, context: Mapping[str, str]) -> Rewrapped:
         data = await self._call(
@@ -105,11 +141,15 @@ class VaultKms(KmsBackend):
             f"rewrap/{kek_id}",
             {"ciphertext": wrapped.decode(), "context": base64.b64encode(context_bytes(context)).decode()},
         )
-        return Rewrapped(data["ciphertext"].encode(), _version(data["ciphertext"]))
+        ciphertext = self._field(data, "ciphertext", "rewrap")
+        return Rewrapped(ciphertext.encode(), _version(ciphertext))
 
     async def create_key_version(self, kek_id: str) -> str:
         await self._call("POST", f"keys/{kek_id}/rotate")
-        return str((await self._call("GET", f"keys/{kek_id}"))["latest_version"])
+        latest = (await self._call("GET", f"keys/{kek_id}")).get("latest_version")
+        if not isinstance(latest, int):
+            raise KmsUnavailable(self.label, "keys: the answer has no 'latest_version'")
+        return str(latest)
 
     async def destroy(self, kek_id: str) -> None:
         try:

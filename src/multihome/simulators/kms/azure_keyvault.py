@@ -2,14 +2,18 @@
 them (https only, `api-version` required, Entra bearer auth with Key Vault's 401 challenge).
 
     POST   /keys/{name}/create                 create a key, or a new version of it (KeyBundle)
-    GET    /keys/{name}[/{version}]            the key's public JWK and attributes (KeyBundle)
+    GET    /keys/{name}[/{version}]            the key's public JWK and attributes (KeyBundle), disabled or not
+    PATCH  /keys/{name}/[{version}]            update attributes (`enabled`) of a version (none: the newest)
     POST   /keys/{name}/{version}/wrapkey      {"alg","value"} -> {"kid","value"}  (base64url, no padding)
     POST   /keys/{name}/{version}/unwrapkey    same shape, the other way
     DELETE /keys/{name}                        soft-delete (DeletedKeyBundle)
     GET    /deletedkeys/{name}                 the deleted key (what the SDK's delete poller waits for)
     DELETE /deletedkeys/{name}                 purge: 204
 
-Keys are RSA; wrap algorithms RSA-OAEP and RSA-OAEP-256. An unauthenticated request gets 401 with
+Keys are RSA; wrap algorithms RSA-OAEP and RSA-OAEP-256. A disabled version still answers GET (its public
+half and `enabled: false`, as Key Vault shows disabled versions) but refuses wrapKey/unwrapKey with 403
+`Forbidden` ("Operation unwrapKey is not allowed on a disabled key.", inner error `KeyDisabled`, the shape
+Key Vault gives a disabled secret). An unauthenticated request gets 401 with
 `WWW-Authenticate: Bearer authorization="https://login.microsoftonline.com/<tenant>",
 resource="https://vault.azure.net"`; a request with another token gets 401 without a challenge.
 Errors use Key Vault's envelope `{"error": {"code", "message"}}`. `start_in_thread` serves it with
@@ -56,6 +60,8 @@ class _Version:
     version: str
     private: rsa.RSAPrivateKey
     created: int
+    enabled: bool = True
+    updated: int = 0
 
 
 @dataclass
@@ -87,9 +93,9 @@ class KeyVaultSim:
                 "e": b64url(_int_bytes(pub.e)),
             },
             "attributes": {
-                "enabled": True,
+                "enabled": v.enabled,
                 "created": v.created,
-                "updated": v.created,
+                "updated": v.updated or v.created,
                 "recoveryLevel": "Recoverable+Purgeable",
                 "recoverableDays": 90,
             },
@@ -150,6 +156,17 @@ class KeyVaultSim:
         v = self._version(name, request.match_info.get("version", ""))
         return v if isinstance(v, web.Response) else web.json_response(self._bundle(name, v))
 
+    async def update(self, request: web.Request) -> web.Response:
+        name = request.match_info["name"]
+        v = self._version(name, request.match_info.get("version", ""))
+        if isinstance(v, web.Response):
+            return v
+        attributes = (await request.json()).get("attributes") or {}
+        if "enabled" in attributes:
+            v.enabled = bool(attributes["enabled"])
+        v.updated = int(time.time())
+        return web.json_response(self._bundle(name, v))
+
     async def wrap(self, request: web.Request) -> web.Response:
         return await self._key_op(request, wrap=True)
 
@@ -161,6 +178,18 @@ class KeyVaultSim:
         v = self._version(name, request.match_info["version"])
         if isinstance(v, web.Response):
             return v
+        if not v.enabled:
+            op = "wrapKey" if wrap else "unwrapKey"
+            return web.json_response(
+                {
+                    "error": {
+                        "code": "Forbidden",
+                        "message": f"Operation {op} is not allowed on a disabled key.",
+                        "innererror": {"code": "KeyDisabled"},
+                    }
+                },
+                status=403,
+            )
         body = await request.json()
         pad = _PADDING.get(body.get("alg", ""))
         if pad is None or "value" not in body:
@@ -213,6 +242,8 @@ class KeyVaultSim:
                 web.get("/keys/{name}", self.get),
                 web.get("/keys/{name}/", self.get),
                 web.get("/keys/{name}/{version}", self.get),
+                web.patch("/keys/{name}/", self.update),
+                web.patch("/keys/{name}/{version}", self.update),
                 web.post("/keys/{name}/{version}/wrapkey", self.wrap),
                 web.post("/keys/{name}/{version}/unwrapkey", self.unwrap),
                 web.delete("/keys/{name}", self.delete),
