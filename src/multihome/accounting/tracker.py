@@ -207,8 +207,9 @@ class CallTracker(msgspec.Struct, eq=False):
         return headers
 
     def admit_at_once(self, group, deployments, max_output_tokens: int | None) -> Sequence[tuple[bytes, bytes]] | None:
-        """`admit` when it needs no await (no limiter, or one with in-process counters), else None:
-        the limiter's counters are shared (Redis), for `admit`. Costs no coroutine."""
+        """`admit` when it needs no await (no limiter, in-process counters, or shared ones this process's
+        leases cover), else None: the limiter's counters need a round trip to Redis, for `admit`. Costs no
+        coroutine."""
         self.model_group = name = group.name
         headers: Sequence[tuple[bytes, bytes]] = ()
         acc = self.acc
