@@ -282,7 +282,7 @@ async def _admit(
     """Limits and budgets when `CallTracker.admit_at_once` answered None (shared counters)."""
     if tracker is None:
         return ()
-    headers = await tracker.admit(group, _allowed(group, shape), max_output)
+    headers = await tracker.admit_awaited(group, _allowed(group, shape), max_output)
     _exclude_skipped(tracker, shape)
     return headers
 
