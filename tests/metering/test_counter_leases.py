@@ -154,6 +154,38 @@ async def test_most_admissions_at_steady_load_make_no_script_call(redis_server):
     await lim.close()
 
 
+async def test_an_admission_the_leases_cover_is_answered_at_once_and_a_miss_changes_nothing(redis_server):
+    """The hot path asks `at_once` first: from the leases it answers without a coroutine (the call's
+    ticket, headers and all); when they cannot cover the call it answers None and has counted nothing."""
+    (lim,) = await started(
+        replicas(
+            redis_server.url,
+            1,
+            budgets=[BudgetRule(scope="tenant", id="ten_a", amount=1000)],
+            rate_limits=[RateLimitRule(scope="key", id="*", requests_per_minute=1000)],
+        )
+    )
+    assert lim.at_once(principal(), "g", [Dep("dep-a")], 1000, 500, "cold") is None  # nothing leased yet
+    assert not lim.open
+    warm = await admit(lim, "warm")  # through Redis: grants the leases
+    before = evalsha_calls(redis_server.url)
+    ticket = lim.at_once(principal(), "g", [Dep("dep-a")], 1000, 500, "leased")
+    assert ticket is not None and lim.open["leased"] is ticket
+    assert dict(ticket.headers)[b"x-ratelimit-remaining-requests"] == b"998"
+    assert evalsha_calls(redis_server.url) == before
+    leases = lim.counters.leases
+    held = {key: leases.held(key) for key in leases.by_key}
+    counted = {key: raw(redis_server.url, key) for key in leases.by_key}
+    # A call whose tokens no lease covers (a reservation past the whole budget): None, nothing taken.
+    assert lim.at_once(principal(), "g", [Dep("dep-a")], 10**9, 500, "too-big") is None
+    assert "too-big" not in lim.open
+    assert {key: leases.held(key) for key in leases.by_key} == held
+    assert {key: raw(redis_server.url, key) for key in leases.by_key} == counted
+    for t in (warm, ticket):
+        t.settle(COST, "USD", 1000)
+    await lim.close()
+
+
 async def test_a_reservation_given_back_returns_to_the_lease_not_to_redis(redis_server):
     (lim,) = await started(
         replicas(redis_server.url, 1, rate_limits=[RateLimitRule(scope="key", id="*", tokens_per_minute=1_000_000)])

@@ -185,30 +185,34 @@ class CallTracker(msgspec.Struct, eq=False):
         """Limits and budgets (may raise 429); then start making the call's start durable. The answer's
         headers they add (the ticket's own: not to be changed)."""
         headers = self.admit_at_once(group, deployments, max_output_tokens)
-        if headers is None:
-            assert self.acc.limiter is not None  # only the limiter's shared counters need an await
-            prompt, choices = estimate.admission(self.request)
-            answers = group.answers
-            if answers > 1:  # as in admit_at_once
-                prompt, choices = prompt * answers, choices * answers
-            self.ticket = ticket = await self.acc.limiter.admit(
-                self.principal,
-                group.name,
-                deployments,
-                prompt,
-                max_output_tokens,
-                self.request_id,
-                choices,
-                self.tier,
-                group.fallback_deployments,
-            )
-            headers = ticket.headers
-            self._started(group)
-        return headers
+        return await self.admit_awaited(group, deployments, max_output_tokens) if headers is None else headers
+
+    async def admit_awaited(self, group, deployments, max_output_tokens: int | None) -> Sequence[tuple[bytes, bytes]]:
+        """`admit` once `admit_at_once` answered None: the limiter's counters need a round trip (Redis).
+        The limiter goes on from what `at_once` planned for this call."""
+        assert self.acc.limiter is not None  # only the limiter's shared counters need an await
+        prompt, choices = estimate.admission(self.request)
+        answers = group.answers
+        if answers > 1:  # as in admit_at_once
+            prompt, choices = prompt * answers, choices * answers
+        self.ticket = ticket = await self.acc.limiter.admit(
+            self.principal,
+            group.name,
+            deployments,
+            prompt,
+            max_output_tokens,
+            self.request_id,
+            choices,
+            self.tier,
+            group.fallback_deployments,
+        )
+        self._started(group)
+        return ticket.headers
 
     def admit_at_once(self, group, deployments, max_output_tokens: int | None) -> Sequence[tuple[bytes, bytes]] | None:
-        """`admit` when it needs no await (no limiter, or one with in-process counters), else None:
-        the limiter's counters are shared (Redis), for `admit`. Costs no coroutine."""
+        """`admit` when it needs no await (no limiter, in-process counters, or shared ones this process's
+        leases cover), else None: the limiter's counters need a round trip to Redis, for `admit`. Costs no
+        coroutine."""
         self.model_group = name = group.name
         headers: Sequence[tuple[bytes, bytes]] = ()
         acc = self.acc

@@ -179,9 +179,9 @@ class Pipeline:
             decision = policy.decision
         else:
             decision = None
-        # Limits and budgets for the deployments policy allows. Without accounting (tracker None), or with
-        # in-process counters, no coroutine is made for the limits; without accounting none for the audit's
-        # durability either.
+        # Limits and budgets for the deployments policy allows. Without accounting (tracker None), or when the
+        # counters answer at once (in process, or from Redis leases), no coroutine is made for the limits;
+        # without accounting none for the audit's durability either.
         extra: Sequence[Header] = ()
         if tracker is not None:
             if chat is not None and chat.service_tier is not None:
@@ -282,7 +282,7 @@ async def _admit(
     """Limits and budgets when `CallTracker.admit_at_once` answered None (shared counters)."""
     if tracker is None:
         return ()
-    headers = await tracker.admit(group, _allowed(group, shape), max_output)
+    headers = await tracker.admit_awaited(group, _allowed(group, shape), max_output)
     _exclude_skipped(tracker, shape)
     return headers
 

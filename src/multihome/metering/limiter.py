@@ -457,6 +457,9 @@ class Limiter:
         self.clock = clock
         self.periods = Periods()
         self.open: dict[str, Ticket] = {}
+        # Shared counters: the admission `at_once` planned and the leases could not cover, (request id, shape,
+        # ms, ticket, plan): `admit` of that call, next in the same loop step, counts it through Redis.
+        self._missed: tuple[str, _Shape, int, Ticket, Plan] | None = None
         # Set by Metering: its writer's backlog is full, or its usage spool cannot take new calls' rows.
         self.overloaded: Callable[[], bool] | None = None
         self.spool_refusing: Callable[[], bool] | None = None  # set by Metering: which of the two
@@ -504,16 +507,18 @@ class Limiter:
         `service_tier` the call asked for (None: none), whose prices the reservation is made at; `also`
         the deployments the call may fall back to besides (its fallback groups'), whose prices and output
         caps the reservation covers too (no deployment limit of theirs is charged at admission)."""
-        ticket = self.at_once(
-            principal, model_group, deployments, prompt_tokens, max_output_tokens, request_id, choices, tier, also
-        )
-        if ticket is not None:
-            return ticket
-        # Shared counters (Redis): the same admission, its counting awaited.
-        shape, values, now_ms = self._prepare(
-            principal, deployments, prompt_tokens, max_output_tokens, choices, tier, also
-        )
-        ticket, plan = self._planned(shape, values, request_id)
+        missed = self._missed
+        if missed is None or missed[0] != request_id:  # (at_once was not just asked about this call)
+            ticket = self.at_once(
+                principal, model_group, deployments, prompt_tokens, max_output_tokens, request_id, choices, tier, also
+            )
+            if ticket is not None:
+                return ticket
+            missed = self._missed
+            assert missed is not None and missed[0] == request_id  # at_once answers None having planned the call
+        # Shared counters (Redis): the admission at_once planned, its counting awaited.
+        self._missed = None
+        _, shape, now_ms, ticket, plan = missed
         outcome = await self._run(plan, now_ms, ticket)
         if outcome is None:
             return ticket  # Redis unreachable and fail_open: admitted without limits
@@ -532,8 +537,8 @@ class Limiter:
         also: tuple = (),
     ) -> Ticket | None:
         """`admit`'s answer when it needs no await (in-process counters answer at once, and a refusal
-        raises), else None: the counters are shared (Redis), for `admit`. The hot path asks this
-        first, so in-process counters cost no coroutine."""
+        raises; shared ones when this process's leases cover the call), else None: a round trip to Redis,
+        for `admit`. The hot path asks this first, so such an admission costs no coroutine."""
         overloaded = self.overloaded
         if overloaded is not None and overloaded():
             raise self._overload_error()
@@ -541,7 +546,17 @@ class Limiter:
             return _UNLIMITED_TICKET
         counters = self.counters
         if counters.shared:
-            return None
+            # From this process's leases when they cover the call: through `admit`'s four coroutines such an
+            # admission took ~7 us more of the loop (bench/RESULTS.md). A miss is kept for `admit` to go on from.
+            leased, values, now_ms = self._prepare(
+                principal, deployments, prompt_tokens, max_output_tokens, choices, tier, also
+            )
+            planned, plan = self._planned(leased, values, request_id)
+            outcome = counters.admit_now(plan, now_ms)
+            if outcome is None:
+                self._missed = (request_id, leased, now_ms, planned, plan)  # what `admit` goes on from
+                return None
+            return self._conclude(planned, plan, outcome, leased, deployments, now_ms)
         now = self.clock()
         now_ms = int(now * 1000)
         # _shape_at, written out (a call less on every admission)
