@@ -208,6 +208,7 @@ def build_app(config: Config, config_path: str | None = None) -> Gateway:
             audit_reader=audit_reader,
             audit_log=audit_log,
             after_change=after_change,
+            console_session_ttl_s=config.console.session_ttl_s,
             crypto=crypto,
             retention=config.responses.retention,
             background=background,
@@ -224,7 +225,10 @@ def build_app(config: Config, config_path: str | None = None) -> Gateway:
         from .api.console.views import Parts
 
         parts = Parts(admin, catalog, breakers, explain)
-        doors["console"] = Console(parts, auth, config.console, config.identity.oidc).handle
+        from .api.console.ends import SessionEnds
+
+        ends = SessionEnds(storage if storage.enabled else None)
+        doors["console"] = Console(parts, auth, config.console, config.identity.oidc, ends).handle
     probe = config.routing.health_probe
     prober = HealthProber(list(catalog.deployments.values()), breakers, probe.interval_s, probe.timeout_s)
     started = _Started(breakers, list(catalog.deployments))

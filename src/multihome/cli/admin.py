@@ -1,4 +1,5 @@
-"""`multihome tenants|teams|keys|policy|budgets|entitlements|stateful-pins|token-revocations|mcp-servers|runs|usage`:
+"""`multihome tenants|teams|keys|policy|budgets|entitlements|stateful-pins|token-revocations|console-sessions|
+mcp-servers|runs|usage`:
 the admin API
 from a shell.
 
@@ -490,6 +491,46 @@ def _delete_revocation(a: argparse.Namespace, api: Admin) -> None:
     print_json(api.call("delete_token_revocation", id=a.revocation_id))
 
 
+# -- console sessions (docs/console.md "Ending sessions") -----------------------------------------------
+def _end_console_sessions(a: argparse.Namespace, api: Admin) -> None:
+    body: dict[str, Any] = {"reason": a.reason}
+    for name, value in (
+        ("subject", a.subject),
+        ("tenant_id", api.tenant(a.tenant)),
+        ("not_before", _time_arg(a.not_before)),
+    ):
+        if value is not None:
+            body[name] = value
+    out = api.call("end_console_sessions", body)
+    if a.json:
+        print_json(out)
+        return
+    who = f"subject {out['subject']}" if out["subject"] else "every subject"
+    scope = f"tenant {out['tenant_id']}" if out["tenant_id"] else "every tenant"
+    print(f"ended the console sessions of {who} ({scope}) issued at or before {out['not_before']}: {out['id']}")
+
+
+def _list_console_session_ends(a: argparse.Namespace, api: Admin) -> None:
+    out = api.call("list_console_session_ends", query={"tenant": api.tenant(a.tenant)})
+    if a.json:
+        print_json(out)
+        return
+    rows = [
+        (
+            r["id"],
+            r["kind"],
+            r["subject"] or "(every subject)",
+            r["tenant_id"] or "(every tenant)",
+            r["not_before"] or "-",
+            r["expires_at"],
+            r["actor"],
+            r["reason"],
+        )
+        for r in out["data"]
+    ]
+    print(table(["id", "kind", "subject", "tenant", "issued up to", "kept until", "by", "reason"], rows), end="")
+
+
 # -- provider credentials and captures (docs/encryption.md) -------------------------------------------
 def _credentials_list(a: argparse.Namespace, api: Admin) -> None:
     out = api.call("list_provider_credentials")
@@ -864,6 +905,15 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     command(
         r, "delete", _delete_revocation, "lift a revocation: the tokens it refused work again", tenant=False
     ).add_argument("revocation_id")
+
+    cs = group("console-sessions", "end console sessions on every replica (docs/console.md)")
+    command(cs, "list", _list_console_session_ends, "logouts and cut-offs still in force (org-admin)", None)
+    c = command(cs, "end", _end_console_sessions, "end a subject's (or everyone's) console sessions", None)
+    c.add_argument("--subject", help="a viewer's subject: an API key's id, or a token's subject (default: everyone)")
+    c.add_argument(
+        "--not-before", help="sessions issued at or before this end (RFC 3339 or epoch seconds; default now)"
+    )
+    c.add_argument("--reason", default="", help="free text, shown in lists and the change record (not secret)")
 
     pc = group("provider-credentials", "provider API keys kept sealed in the database (auth.api_key_from: store)")
     command(pc, "list", _credentials_list, "every provider: is its key stored here, set, when (never the key)", False)

@@ -100,6 +100,26 @@ class TokenRevocation(msgspec.Struct, frozen=True):
         return self.expires_at is None or now < self.expires_at
 
 
+SessionEndKind = Literal["session", "subject", "all"]
+
+
+class ConsoleSessionEnd(msgspec.Struct, frozen=True):
+    """Console sessions ended before their own expiry: one session (kind "session", a logout), or every
+    session of a subject (kind "subject") or of anyone (kind "all") issued at or before `not_before`;
+    with `tenant_id`, only sessions whose viewer is of that tenant. Enforced by api/console from the snapshot."""
+
+    id: str
+    kind: SessionEndKind
+    session_id: str | None  # kind session: the random id the sealed cookie carries
+    tenant_id: str | None
+    subject: str | None  # kind subject: the viewer's subject (a key id, or a token's subject)
+    not_before: datetime | None  # kinds subject and all: sessions issued at or before this are ended
+    expires_at: datetime  # kept until then: every session it ends has expired by itself by then
+    reason: str
+    actor: str
+    created_at: datetime
+
+
 class Entitlement(msgspec.Struct, frozen=True):
     id: str
     tenant_id: str

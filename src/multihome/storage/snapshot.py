@@ -14,8 +14,19 @@ from typing import TYPE_CHECKING
 
 import msgspec
 
+from .console_sessions import SessionEndIndex
 from .keys import KeyIndex
-from .records import Budget, Entitlement, KeyRecord, Policy, StatefulPin, Team, Tenant, TokenRevocation
+from .records import (
+    Budget,
+    ConsoleSessionEnd,
+    Entitlement,
+    KeyRecord,
+    Policy,
+    StatefulPin,
+    Team,
+    Tenant,
+    TokenRevocation,
+)
 from .revocations import RevocationIndex
 from .rows import Unreadable
 
@@ -40,6 +51,7 @@ class Snapshot(msgspec.Struct, frozen=True):
     refused: dict[str | None, str] = msgspec.field(default_factory=dict)
     # The tenants (None: every tenant) with a token revocation that cannot be read (rows.token_refusals).
     tokens_refused: frozenset[str | None] = frozenset()
+    session_ends: tuple[ConsoleSessionEnd, ...] = ()  # console session ends not yet expired when loaded
 
     def key_index(self) -> KeyIndex:
         return KeyIndex(self.keys)
@@ -75,6 +87,7 @@ class SnapshotCache:
         self._snapshot: Snapshot | None = None
         self._keys: KeyIndex = KeyIndex({})
         self._revocations: RevocationIndex = RevocationIndex()
+        self._session_ends: SessionEndIndex = SessionEndIndex()
         self.known_tenants: Mapping[str, object] = {}  # stored tenants, with those whose row cannot be read
         self._reported: tuple[int, tuple[Unreadable, ...]] | None = None
         self._task: asyncio.Task[None] | None = None
@@ -95,6 +108,11 @@ class SnapshotCache:
     def revocations(self) -> RevocationIndex:
         """Live token revocations (empty until start()); OidcVerifier checks every token against it."""
         return self._revocations
+
+    @property
+    def session_ends(self) -> SessionEndIndex:
+        """Live console session ends (empty until start()); the console checks every page against it."""
+        return self._session_ends
 
     def subscribe(self, listener: Callable[[Snapshot], None]) -> None:
         """Call `listener(snapshot)` (on the event loop, without awaiting) after every reload."""
@@ -119,6 +137,7 @@ class SnapshotCache:
         snap = await self._store.snapshot()
         if self._snapshot is None or snap.version >= self._snapshot.version:
             self._snapshot, self._keys, self._revocations = snap, snap.key_index(), snap.revocation_index()
+            self._session_ends = SessionEndIndex(snap.session_ends)
             # A tenant whose own row cannot be read is refused by name (tenant_unavailable), not as unknown.
             unread = [t for t in snap.refused if t is not None and t not in snap.tenants]
             self.known_tenants = {**snap.tenants, **dict.fromkeys(unread)} if unread else snap.tenants

@@ -1,5 +1,5 @@
 """`Store`: the durable home of tenants, teams, API keys, policies, entitlements, stateful-work pins,
-budgets, token revocations and admin events.
+budgets, token revocations, console session ends and admin events.
 
 Every mutation runs in one transaction that also writes an admin event and bumps the one-row
 `state_version` counter; replicas poll that counter (`SnapshotCache`) and serve identity and
@@ -17,6 +17,7 @@ from . import row_reads, rows
 from .apikeys import KeysRepo
 from .base import as_utc, utcnow
 from .budgets import BudgetsRepo
+from .console_sessions import ConsoleSessionsRepo, live_session_ends, session_end
 from .engine import create_engine
 from .entitlements import EntitlementsRepo
 from .errors import Invalid, SchemaOutOfDate
@@ -29,6 +30,7 @@ from .tables import (
     admin_events,
     api_keys,
     budgets,
+    console_session_ends,
     entitlements,
     policies,
     state_version,
@@ -40,7 +42,16 @@ from .tables import (
 from .tenancy import TenancyRepo
 
 
-class Store(TenancyRepo, KeysRepo, PoliciesRepo, EntitlementsRepo, PinsRepo, BudgetsRepo, RevocationsRepo):
+class Store(
+    TenancyRepo,
+    KeysRepo,
+    PoliciesRepo,
+    EntitlementsRepo,
+    PinsRepo,
+    BudgetsRepo,
+    RevocationsRepo,
+    ConsoleSessionsRepo,
+):
     @property
     def url(self) -> str:
         return self.engine.url.render_as_string(hide_password=True)
@@ -105,6 +116,11 @@ class Store(TenancyRepo, KeysRepo, PoliciesRepo, EntitlementsRepo, PinsRepo, Bud
                     .where(live_revocations(utcnow()))
                     .order_by(token_revocations.c.created_at, token_revocations.c.id),
                 )
+                # Reported if unreadable, but refusing no tenant's calls: a console session end restricts
+                # only console sessions (docs/console.md "Ending sessions").
+                ends, ends_bad = await rows.fetch(
+                    conn, sa.select(console_session_ends).where(live_session_ends(utcnow())), console_session_ends
+                )
         finally:
             await conn.close()
         good_keys = rows.convert("api_keys", keys, rows.key, bad)
@@ -119,9 +135,10 @@ class Store(TenancyRepo, KeysRepo, PoliciesRepo, EntitlementsRepo, PinsRepo, Bud
             stateful_pins=tuple(rows.convert("stateful_pins", pins, rows.lenient(pin_from_row), bad)),
             budgets=tuple(rows.convert("budgets", buds, rows.budget, bad)),
             revocations=tuple(rows.convert("token_revocations", revs, rows.revocation, bad)),
-            unreadable=tuple(bad),
             refused=rows.refusals(bad),
             tokens_refused=rows.token_refusals(bad),
+            session_ends=tuple(rows.convert("console_session_ends", ends, session_end, ends_bad)),
+            unreadable=tuple(bad + ends_bad),
         )
         return snap
 

@@ -165,6 +165,32 @@ token_revocations = sa.Table(
     ),
 )
 
+# Console sessions ended before their own expiry (docs/console.md "Ending sessions"): one session by the
+# random id its sealed cookie carries (a logout), or every session of a subject, or of every subject, issued
+# at or before `not_before` (an org-admin's). Each replica holds the live rows in its snapshot; a row is
+# pruned once `expires_at` has passed (by then every session it ends has expired by itself).
+console_session_ends = sa.Table(
+    "console_session_ends",
+    metadata,
+    sa.Column("id", ID, primary_key=True),
+    sa.Column("kind", sa.String(8), nullable=False),
+    sa.Column("session_id", sa.String(64), nullable=True, unique=True),
+    sa.Column("tenant_id", ID, nullable=True),  # no foreign key: the bootstrap key's tenant is "*"
+    sa.Column("subject", sa.String(400), nullable=True),
+    sa.Column("not_before", TS, nullable=True),
+    sa.Column("expires_at", TS, nullable=False, index=True),
+    sa.Column("reason", sa.String(1000), nullable=False),
+    sa.Column("actor", sa.String(200), nullable=False),
+    sa.Column("created_at", TS, nullable=False),
+    sa.CheckConstraint("kind IN ('session', 'subject', 'all')", name="kind"),
+    sa.CheckConstraint(
+        "(kind = 'session' AND session_id IS NOT NULL AND not_before IS NULL) OR "
+        "(kind = 'subject' AND subject IS NOT NULL AND session_id IS NULL AND not_before IS NOT NULL) OR "
+        "(kind = 'all' AND subject IS NULL AND session_id IS NULL AND not_before IS NOT NULL)",
+        name="fields",
+    ),
+)
+
 # The audit head registry (docs/audit.md "Rollback"): the newest checkpoint of every audit chain,
 # kept apart from the audit files so that cutting the files back shows. `seq` never goes down.
 audit_heads = sa.Table(

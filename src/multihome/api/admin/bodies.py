@@ -85,6 +85,15 @@ class CreateTokenRevocation(_Body):
     reason: str = ""  # free text for people (never a secret: it is listed and recorded)
 
 
+class EndConsoleSessions(_Body):
+    """End console sessions before their own expiry: a subject's, or everyone's, issued up to a cut-off."""
+
+    subject: str | None = None  # a viewer's subject (an API key's id, a token's subject); None: every subject
+    tenant_id: str | None = None  # only sessions whose viewer is of this tenant; None: any tenant
+    not_before: dt.datetime | int | None = None  # sessions issued at or before this end (default: now)
+    reason: str = ""  # free text for people (never a secret: it is listed and recorded)
+
+
 class GrantEntitlement(_Body):
     model_group: str
     starts_on: dt.date

@@ -61,6 +61,7 @@ class Services:
     static_keys_tenant: str | None = None  # identity.static_keys_tenant: in no tenant list (whoami says it)
     # POST /admin/v1/config/reload: read the config file again and apply it (live_config.py); None: not from a file.
     reload: Callable[[], Awaitable[Any]] | None = None
+    console_session_ttl_s: float = 8 * 3600.0  # console.session_ttl_s: how long a session-end cut-off is kept
     # After every successful change: this replica applies it before answering (others within storage.refresh_s).
     after_change: Callable[[], Awaitable[None]] | None = None
 

@@ -5,7 +5,8 @@ key `serve` hands its workers, else one drawn at start), so the browser holds no
 change, and any replica with the key can serve the session. It carries the key or token itself so that
 every page re-identifies it through the gateway's own authenticator: the session is the key's identity,
 and it ends at the first request after the key is revoked or expires (or the token is revoked), at its
-`console.session_ttl_s`, or at logout. A CSRF token, drawn per session and sealed with it, must come
+`console.session_ttl_s`, or at logout. Each session carries a random id and the time it was issued: a
+logout, or an org-admin's cut-off, ends it by those on every replica (api/console/ends.py). A CSRF token, drawn per session and sealed with it, must come
 back with every POST; the cookie is HttpOnly, SameSite=Strict, and Secure when the request came over
 HTTPS (or `console.secure_cookie`).
 """
@@ -34,6 +35,8 @@ class Session(msgspec.Struct, frozen=True):
     credential: str  # the key or token presented at login; never shown, never logged
     csrf: str  # sent back as a hidden field with every POST
     expires: float  # unix seconds
+    sid: str  # random, per session: what a logout ends, on every replica (api/console/ends.py)
+    issued: float  # unix seconds: what an org-admin's "sessions issued before" cut-off compares
 
 
 class SessionError(Exception):
@@ -65,11 +68,21 @@ class Sessions:
 
     def new(self, credential: str) -> tuple[Session, str]:
         """A session for `credential` and its sealed cookie value."""
-        session = Session(credential=credential, csrf=secrets.token_urlsafe(24), expires=time.time() + self.ttl_s)
+        now = time.time()
+        session = Session(
+            credential=credential,
+            csrf=secrets.token_urlsafe(24),
+            expires=now + self.ttl_s,
+            sid=secrets.token_urlsafe(24),
+            issued=now,
+        )
         return session, self.seal(msgspec.json.encode(session), _AAD)
 
     def open(self, cookie: str | None) -> Session:
-        session = msgspec.json.decode(self.unseal(cookie, _AAD), type=Session)
+        try:
+            session = msgspec.json.decode(self.unseal(cookie, _AAD), type=Session)
+        except msgspec.DecodeError:  # a cookie sealed before sessions had ids: log in again
+            raise SessionError("the session is of an older form") from None
         if session.expires < time.time():
             raise SessionError("the session has expired")
         return session

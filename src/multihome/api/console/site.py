@@ -3,7 +3,8 @@
 One handler for every path under `/console`, declared in `PAGES` (method, path pattern, who may open it,
 handler). For each request, in order: the packaged static files and the login form answer without a
 session; every other page needs a session cookie (api/console/session.py), whose credential is
-identified again by the gateway's authenticator (a revoked key ends the session here); a POST must carry
+identified again by the gateway's authenticator (a revoked key ends the session here) and checked against the
+ended sessions (api/console/ends.py: a logout, an org-admin's cut-off); a POST must carry
 the session's CSRF token and, when the browser sends one, an Origin naming this host; the viewer's role
 must be one the page allows; then the page reads the admin API as the viewer (api/console/views.py), so a
 tenant-admin opening another tenant's page by its URL gets the admin API's 403. Errors are pages, not
@@ -28,6 +29,7 @@ from ...schema.principal import AUDITOR, ORG_ADMIN, TENANT_ADMIN, Principal
 from ..asgi import ClientGone, Header, Receive, Send, header
 from ..pipeline import Call
 from . import web
+from .ends import SessionEnds
 from .session import COOKIE, Session, SessionError, Sessions, csrf_ok, session_key
 from .sso import PENDING_COOKIE, SingleSignOn, SsoError
 from .views import Parts, Views
@@ -47,8 +49,19 @@ NOTICES = {
     "revoked": "Key revoked: it no longer authenticates on any replica.",
     "team": "Team created.",
     "tenant": "Tenant created.",
-    "logged_out": "Logged out.",
-    "ended": "Your session ended: its key was revoked or expired, or the session timed out. Log in again.",
+    "logged_out": "Logged out: this session no longer opens on any replica.",
+    "logged_out_here": (
+        "Logged out in this browser. The gateway could not record the logout for its other replicas: "
+        "a copy of this session's cookie may still open there until the session times out."
+    ),
+    "logged_out_local": (
+        "Logged out in this browser and on this gateway process. Without storage the gateway keeps no record of "
+        "sessions: a copy of this session's cookie still opens on other replicas until the session times out."
+    ),
+    "ended": (
+        "Your session ended: it was logged out or ended by an administrator, its key was revoked or expired, "
+        "or it timed out. Log in again."
+    ),
 }
 
 
@@ -97,9 +110,15 @@ MENU = (
 
 class Console:
     def __init__(
-        self, parts: Parts, auth: Authenticator, config: ConsoleConfig, issuers: Sequence[IssuerConfig] = ()
+        self,
+        parts: Parts,
+        auth: Authenticator,
+        config: ConsoleConfig,
+        issuers: Sequence[IssuerConfig] = (),
+        ends: SessionEnds | None = None,
     ) -> None:
         self.views = Views(parts)
+        self.ends = ends if ends is not None else SessionEnds()  # without storage: this process's logouts
         self.auth = auth
         self.config = config
         self.sessions = Sessions(session_key(config), config.session_ttl_s)
@@ -195,7 +214,7 @@ class Console:
         except ApiError:
             await self._to_login(req, "ended")
             return False
-        if not viewer.roles & CONSOLE_ROLES:
+        if not viewer.roles & CONSOLE_ROLES or self.ends.ended(req.session, viewer):
             await self._to_login(req, "ended")
             return False
         req.viewer = viewer
@@ -345,7 +364,10 @@ class Console:
         await web.send_html(req.send, 200, html, [*cookies, clear])
 
     async def logout(self, req: Request) -> None:
-        await web.redirect(req.send, f"{PREFIX}/login?notice=logged_out", self._clear(req))
+        assert req.session is not None and req.viewer is not None
+        spread = await self.ends.end(req.session, req.viewer)
+        notice = ("logged_out" if spread else "logged_out_here") if self.ends.stored else "logged_out_local"
+        await web.redirect(req.send, f"{PREFIX}/login?notice={notice}", self._clear(req))
 
     async def home(self, req: Request) -> None:
         assert req.viewer is not None

@@ -1,0 +1,198 @@
+"""Console session ends: a logout, or an org-admin's cut-off, ends console sessions on every replica.
+
+The console's session is a sealed cookie (api/console/session.py) that carries a random session id and
+the time it was issued. Ending one stores a row (`console_session_ends`):
+
+- `session`: one session, by its id (a logout). Kept until that session's own expiry.
+- `subject`: every session of a viewer's subject (and, with a tenant, of that tenant) issued at or
+  before `not_before`; `all`: every session issued at or before `not_before`. Kept until `not_before`
+  plus the console's session TTL: every session they end has expired by itself by then.
+
+Every write bumps `state_version`, so each replica's `SnapshotCache` reloads the live rows within
+`storage.refresh_s`, and `SessionEndIndex` answers each console page from memory (no read per page).
+Rows past their `expires_at` are pruned by the next write, and never loaded.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Iterable
+from datetime import datetime, timedelta
+from typing import Any
+
+import sqlalchemy as sa
+
+from .base import StoreBase, nonempty, to_utc, utcnow
+from .errors import Invalid
+from .ids import new_id
+from .records import ConsoleSessionEnd, SessionEndKind
+from .row_reads import Listed, read_all
+from .rows import _strict
+from .tables import console_session_ends
+
+_MAX = {"subject": 400, "reason": 1000, "session_id": 64}
+
+
+def live_session_ends(now: datetime):
+    """The WHERE clause of the rows a console page must still see."""
+    return console_session_ends.c.expires_at > now
+
+
+def session_end(r: Any, fields: tuple[str, ...]) -> ConsoleSessionEnd:
+    return _strict(ConsoleSessionEnd, r, fields)
+
+
+def _detail(r: ConsoleSessionEnd) -> dict[str, Any]:
+    # Never the session id: with the sealing key it is no secret, but it names one browser's session.
+    return {
+        "kind": r.kind,
+        "subject": r.subject,
+        "not_before": r.not_before.isoformat() if r.not_before else None,
+        "expires_at": r.expires_at.isoformat(),
+        "reason": r.reason,
+    }
+
+
+class ConsoleSessionsRepo(StoreBase):
+    async def end_console_session(
+        self, session_id: str, *, expires_at: datetime, subject: str, tenant_id: str | None, actor: str
+    ) -> ConsoleSessionEnd:
+        """End one session (a logout), kept until `expires_at` (the session's own expiry). Ending one ended
+        already changes nothing and returns the row stored first."""
+        nonempty(session_id, "session_id", _MAX["session_id"])
+        until = to_utc(expires_at, "expires_at") or utcnow()
+        now = utcnow()
+        record = ConsoleSessionEnd(
+            id=new_id("cse"),
+            kind="session",
+            session_id=session_id,
+            tenant_id=tenant_id,
+            subject=subject[: _MAX["subject"]],
+            not_before=None,
+            expires_at=max(until, now + timedelta(seconds=1)),
+            reason="logout",
+            actor=actor[:200],
+            created_at=now,
+        )
+        async with self._write() as conn:
+            had = (
+                await conn.execute(
+                    sa.select(console_session_ends).where(console_session_ends.c.session_id == session_id)
+                )
+            ).first()
+            if had is not None:
+                return session_end(had, tuple(map(str, had._fields)))
+            await self._insert(conn, record, now, "console_session.logout")
+        return record
+
+    async def end_console_sessions(
+        self,
+        *,
+        subject: str | None = None,
+        tenant_id: str | None = None,
+        not_before: datetime | None = None,
+        ttl_s: float,
+        reason: str = "",
+        actor: str,
+    ) -> ConsoleSessionEnd:
+        """End every console session of `subject` (None: of anyone), of `tenant_id` (None: any tenant),
+        issued at or before `not_before` (default: now). `ttl_s`: the console's session TTL, how long the
+        row is kept after `not_before`. Raises Invalid for bad input."""
+        kind: SessionEndKind = "all" if subject is None else "subject"
+        if subject is not None:
+            nonempty(subject, "subject", _MAX["subject"])
+        if not isinstance(reason, str):
+            raise Invalid("reason must be a string", field="reason")
+        nonempty(reason, "reason", _MAX["reason"], required=False)
+        if not (isinstance(ttl_s, (int, float)) and 0 < ttl_s < math.inf):
+            raise Invalid("ttl_s must be a positive number of seconds")
+        now = utcnow()
+        not_before = to_utc(not_before, "not_before") or now
+        expires_at = not_before + timedelta(seconds=ttl_s)
+        if expires_at <= now:
+            raise Invalid(
+                "not_before is so long ago that every session issued by then has expired already",
+                field="not_before",
+            )
+        record = ConsoleSessionEnd(
+            id=new_id("cse"),
+            kind=kind,
+            session_id=None,
+            tenant_id=tenant_id,
+            subject=subject,
+            not_before=not_before,
+            expires_at=expires_at,
+            reason=reason,
+            actor=actor,
+            created_at=now,
+        )
+        async with self._write() as conn:
+            await self._insert(conn, record, now, "console_sessions.end")
+        return record
+
+    async def _insert(self, conn: Any, record: ConsoleSessionEnd, now: datetime, action: str) -> None:
+        # Pruned here, by the next write: a row past its expiry ends no session that has not expired itself.
+        await conn.execute(sa.delete(console_session_ends).where(console_session_ends.c.expires_at <= now))
+        await conn.execute(
+            sa.insert(console_session_ends).values(**{f: getattr(record, f) for f in record.__struct_fields__})
+        )
+        await self._record(
+            conn,
+            actor=record.actor,
+            tenant_id=record.tenant_id,
+            action=action,
+            object_type="console_session_end",
+            object_id=record.id,
+            detail=_detail(record),
+            at=now,
+        )
+
+    async def list_console_session_ends(
+        self, *, tenant_id: str | None = None, live_only: bool = True
+    ) -> Listed[ConsoleSessionEnd]:
+        """Oldest first; with `tenant_id`, only that tenant's rows."""
+        q = sa.select(console_session_ends)
+        if tenant_id is not None:
+            q = q.where(console_session_ends.c.tenant_id == tenant_id)
+        if live_only:
+            q = q.where(live_session_ends(utcnow()))
+        q = q.order_by(console_session_ends.c.created_at, console_session_ends.c.id)
+        async with self._read() as conn:
+            return await read_all(conn, q, console_session_ends, session_end)
+
+
+class SessionEndIndex:
+    """Live session ends in memory, for every console page: one set lookup by session id, one dictionary
+    lookup by subject, and the organisation-wide cut-offs (few: each is an org-admin's act)."""
+
+    __slots__ = ("by_session", "by_subject", "everyone")
+
+    def __init__(self, ends: Iterable[ConsoleSessionEnd] = ()) -> None:
+        self.by_session: dict[str, float] = {}
+        by_subject: dict[str, list[tuple[str | None, float, float]]] = {}
+        everyone: list[tuple[str | None, float, float]] = []
+        for e in ends:
+            expires = e.expires_at.timestamp()
+            if e.kind == "session" and e.session_id is not None:
+                self.by_session[e.session_id] = expires
+            elif e.not_before is not None:
+                cut = (e.tenant_id, e.not_before.timestamp(), expires)
+                if e.kind == "subject" and e.subject is not None:
+                    by_subject.setdefault(e.subject, []).append(cut)
+                elif e.kind == "all":
+                    everyone.append(cut)
+        self.by_subject = {k: tuple(v) for k, v in by_subject.items()}
+        self.everyone = tuple(everyone)
+
+    def ended(self, session_id: str, subject: str, tenant: str, issued: float, now: float | None = None) -> bool:
+        """Whether a stored end covers this session (its id, its viewer's subject and tenant, when it was issued)."""
+        now = time.time() if now is None else now
+        expires = self.by_session.get(session_id)
+        if expires is not None and now < expires:
+            return True
+        cuts = self.by_subject.get(subject, ()) + self.everyone
+        return any((t is None or t == tenant) and issued <= cut and now < exp for t, cut, exp in cuts)
+
+
+EMPTY_SESSION_ENDS = SessionEndIndex()

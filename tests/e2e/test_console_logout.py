@@ -1,0 +1,134 @@
+"""A console logout ends the session for good, in Chromium against two `multihome serve` replicas sharing one
+database (SQLite, then a real PostgreSQL) and one session key (docs/console.md "Ending sessions"): a copy of
+the session cookie taken before the logout is refused by the replica that logged out at once and by the
+other within the snapshot bound; an org-admin's `multihome console-sessions end` ends a person's every
+session on both replicas, and they sign in again."""
+
+from __future__ import annotations
+
+import base64
+import re
+import subprocess
+import time
+
+import httpx
+import pytest
+from playwright.sync_api import expect, sync_playwright
+
+from builders import database_env, identity, open_door, single
+
+from .helpers import stale_for
+from .processes import VENV_BIN, Gateway, started_together
+from .stores import head_database
+from .test_console import CHROMIUM
+
+ADMIN_KEY = "mh-bootstrap-admin-key-for-console-logout"
+# storage.refresh_s is 0.25: a replica refuses a logged-out cookie sent this long after the logout was
+# answered, plus its own slowest answer meanwhile (helpers.Staleness).
+BOUND_S = 2.0
+
+
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def world(request, tmp_path_factory):
+    tmp = tmp_path_factory.mktemp(f"console-logout-{request.param}")
+    db = head_database(request, request.param, tmp)  # migrated: the replicas start together
+    cfg = single(
+        server=open_door(allow_unauthenticated=False),
+        storage=database_env(refresh_s=0.25),
+        identity=identity("MH_TEST_ADMIN_KEY"),
+        console={"session_key_env": "MH_TEST_CONSOLE_KEY"},
+    )
+    env = {
+        "MH_TEST_DB": db,
+        "MH_TEST_ADMIN_KEY": ADMIN_KEY,
+        "MH_TEST_CONSOLE_KEY": base64.b64encode(bytes(range(32))).decode(),
+    }
+    gateways = [Gateway(cfg, tmp, env, wait=False) for _ in (1, 2)]
+    try:
+        started_together(*gateways)
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+            yield gateways, browser
+            browser.close()
+    finally:
+        logs = [g.stop() for g in gateways]
+    for log in logs:
+        assert ADMIN_KEY not in log
+
+
+def opens(gw: Gateway, cookie: str) -> bool:
+    """Whether a copy of the session cookie, replayed from outside the browser, opens a page on `gw`."""
+    with httpx.Client(base_url=gw.url, cookies={"mh_console": cookie}, timeout=30) as replay:
+        page = replay.get("/console/audit")
+    assert page.status_code in (200, 303), page.status_code
+    return page.status_code == 200 and "/console/logout" in page.text
+
+
+def log_in(browser, gw: Gateway, key: str):
+    page = browser.new_context().new_page()
+    page.goto(gw.url + "/console/login")
+    page.fill("input[name=key]", key)
+    page.click("button[type=submit]")
+    expect(page).to_have_url(re.compile(r"/console/overview$"))
+    cookie = next(c["value"] for c in page.context.cookies() if c["name"] == "mh_console")
+    return page, cookie
+
+
+def test_a_copied_cookie_is_refused_after_logout_on_both_replicas(world):
+    (gw, gw2), browser = world
+    page, copied = log_in(browser, gw, ADMIN_KEY)
+    _, other = log_in(browser, gw2, ADMIN_KEY)  # the same key's other session, made on the other replica
+    assert opens(gw, copied) and opens(gw2, copied)
+
+    page.click("text=Log out")
+    expect(page).to_have_url(re.compile(r"/console/login"))
+    committed = time.monotonic()
+    expect(page.locator("body")).to_contain_text("no longer opens on any replica")
+    assert not [c for c in page.context.cookies() if c["name"] == "mh_console"]
+    # Before: the copy kept opening every page on both replicas until console.session_ttl_s.
+    assert not opens(gw, copied)  # the replica that logged out: at once
+    took = stale_for(lambda: not opens(gw2, copied), committed, what="replica 2 refusing the logged-out cookie")
+    assert took.within(BOUND_S), f"replica 2 accepted the logged-out cookie for {took}"
+    assert opens(gw, other) and opens(gw2, other)  # a logout ends that session only
+    page.goto(gw2.url + "/console/overview")  # the browser that logged out is asked to log in again
+    expect(page).to_have_url(re.compile(r"/console/login"))
+
+
+def test_an_org_admin_ends_a_persons_sessions_from_the_cli(world):
+    (gw, gw2), browser = world
+    admin = httpx.Client(base_url=gw.url, headers={"authorization": f"Bearer {ADMIN_KEY}"}, timeout=30)
+    tenant = admin.post("/admin/v1/tenants", json={"name": f"acme-{time.monotonic_ns()}"}).json()["id"]
+    made = admin.post(f"/admin/v1/tenants/{tenant}/keys", json={"name": "ops", "roles": ["tenant-admin"]}).json()
+    page, one = log_in(browser, gw, made["key"])
+    _, two = log_in(browser, gw2, made["key"])
+    _, mine = log_in(browser, gw, ADMIN_KEY)
+    assert opens(gw2, one) and opens(gw, two)
+
+    out = subprocess.run(
+        [str(VENV_BIN / "multihome"), "console-sessions", "end", "--subject", made["id"], "--reason", "left"]
+        + ["--url", gw2.url, "--key", ADMIN_KEY],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.returncode == 0, out.stderr
+    committed = time.monotonic()
+    assert f"subject {made['id']}" in out.stdout
+    assert not opens(gw2, one) and not opens(gw2, two)  # the replica that took the change: before it answered
+    for cookie in (one, two):
+        took = stale_for(lambda c=cookie: not opens(gw, c), committed, what="replica 1 refusing an ended session")
+        assert took.within(BOUND_S), f"replica 1 accepted an ended session for {took}"
+    assert opens(gw, mine) and opens(gw2, mine)  # another person's session goes on
+    page.reload()  # the person's own browser is sent to the login form, saying why
+    expect(page).to_have_url(re.compile(r"/console/login"))
+    expect(page.locator("body")).to_contain_text("ended by an administrator")
+    _, again = log_in(browser, gw, made["key"])  # and signs in again
+    assert opens(gw2, again)
+    listed = subprocess.run(
+        [str(VENV_BIN / "multihome"), "console-sessions", "list", "--url", gw.url, "--key", ADMIN_KEY],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert listed.returncode == 0 and made["id"] in listed.stdout and "left" in listed.stdout, listed.stderr
+    admin.close()

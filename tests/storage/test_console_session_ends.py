@@ -1,0 +1,105 @@
+"""Console session ends in the store, on SQLite and PostgreSQL: a logout by session id, an org-admin's
+cut-off by subject or for everyone, one version bump and one admin event each, only live rows in the
+snapshot, pruning once a row's expiry has passed, and propagation to another replica's snapshot cache
+at its next poll."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from datetime import UTC, datetime, timedelta
+
+import pytest
+import sqlalchemy as sa
+
+from multihome.storage import Invalid, SnapshotCache
+from multihome.storage.console_sessions import SessionEndIndex
+from multihome.storage.tables import console_session_ends
+from polls import Polls  # tests/ is on sys.path (rootdir conftest)
+
+pytestmark = pytest.mark.anyio
+TTL = 8 * 3600.0
+
+
+async def test_a_logout_is_stored_once_by_session_id_and_ends_only_that_session(store):
+    v = await store.version()
+    exp = datetime.now(UTC).replace(microsecond=0) + timedelta(hours=2)
+    row = await store.end_console_session("sid-1", expires_at=exp, subject="key_a", tenant_id="ten_a", actor="key_a")
+    assert await store.version() == v + 1
+    assert row.id.startswith("cse_") and (row.kind, row.session_id, row.expires_at) == ("session", "sid-1", exp)
+    again = await store.end_console_session("sid-1", expires_at=exp, subject="key_a", tenant_id="ten_a", actor="key_a")
+    assert again.id == row.id and await store.version() == v + 1  # a second logout of it changes nothing
+    events = await store.admin_events()
+    assert [e.action for e in events][-1] == "console_session.logout"
+    assert "sid-1" not in str(events[-1].detail)
+
+    index = SessionEndIndex((await store.snapshot()).session_ends)
+    now = time.time()
+    assert index.ended("sid-1", "key_a", "ten_a", issued=now - 60)
+    assert not index.ended("sid-2", "key_a", "ten_a", issued=now - 60)  # another session of the same key
+
+
+async def test_a_cut_off_ends_sessions_issued_up_to_it_of_its_subject_and_tenant(store):
+    cut = datetime.now(UTC).replace(microsecond=0)
+    by_subject = await store.end_console_sessions(subject="alice", tenant_id="ten_a", ttl_s=TTL, actor="org")
+    assert by_subject.kind == "subject" and by_subject.not_before is not None
+    assert cut <= by_subject.not_before and by_subject.expires_at == by_subject.not_before + timedelta(seconds=TTL)
+    everyone = await store.end_console_sessions(not_before=cut - timedelta(hours=1), ttl_s=TTL, actor="org")
+    assert everyone.kind == "all" and everyone.subject is None
+    index = SessionEndIndex((await store.snapshot()).session_ends)
+    before, after = by_subject.not_before.timestamp() - 5, time.time() + 5
+    assert index.ended("s1", "alice", "ten_a", issued=before)
+    assert not index.ended("s1", "alice", "ten_a", issued=after)  # signed in again since: let in
+    assert not index.ended("s1", "alice", "ten_b", issued=before)  # another tenant's alice
+    assert not index.ended("s1", "bob", "ten_a", issued=before)  # issued after the org-wide cut-off
+    assert index.ended("s1", "bob", "ten_a", issued=cut.timestamp() - 7200)  # before it
+
+    with pytest.raises(Invalid):  # everything issued by then has expired by itself
+        await store.end_console_sessions(not_before=cut - timedelta(seconds=TTL + 60), ttl_s=TTL, actor="org")
+    with pytest.raises(Invalid):
+        await store.end_console_sessions(subject="", ttl_s=TTL, actor="org")
+    listed = await store.list_console_session_ends()
+    assert [r.id for r in listed] == [by_subject.id, everyone.id]
+    assert [r.id for r in await store.list_console_session_ends(tenant_id="ten_a")] == [by_subject.id]
+
+
+async def test_rows_past_their_expiry_leave_the_snapshot_and_are_pruned_by_the_next_write(store):
+    soon = datetime.now(UTC) + timedelta(seconds=2)
+    await store.end_console_session("old", expires_at=soon, subject="k", tenant_id="t", actor="k")
+    assert [e.session_id for e in (await store.snapshot()).session_ends] == ["old"]
+    deadline = time.monotonic() + 60
+    while (await store.snapshot()).session_ends and time.monotonic() < deadline:
+        await asyncio.sleep(0.2)
+    assert (await store.snapshot()).session_ends == ()  # expired: not loaded
+    await store.end_console_session(
+        "new", expires_at=datetime.now(UTC) + timedelta(hours=1), subject="k", tenant_id="t", actor="k"
+    )
+    async with store.engine.connect() as conn:
+        stored = (await conn.execute(sa.select(console_session_ends.c.session_id))).scalars().all()
+    assert stored == ["new"]  # the expired row is gone from the table, not only from the snapshot
+
+
+async def test_a_logout_on_one_replica_reaches_another_at_its_next_poll(store, store2):
+    polls = Polls(store2)
+    cache = SnapshotCache(store2, interval_s=0.25)
+    await cache.start()
+    try:
+        issued = time.time()
+        assert not cache.session_ends.ended("sid-x", "key_a", "ten_a", issued)
+        exp = datetime.now(UTC) + timedelta(hours=1)
+        await store.end_console_session("sid-x", expires_at=exp, subject="key_a", tenant_id="ten_a", actor="key_a")
+        polls.mark()
+        deadline = time.monotonic() + 60
+        while not cache.session_ends.ended("sid-x", "key_a", "ten_a", issued) and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+        assert cache.session_ends.ended("sid-x", "key_a", "ten_a", issued), "the logout never reached the replica"
+        assert polls.since_mark() <= 1, f"applied only by the {polls.since_mark()}th poll after the logout"
+
+        await store.end_console_sessions(subject="alice", ttl_s=TTL, actor="org")
+        polls.mark()
+        deadline = time.monotonic() + 60
+        while not cache.session_ends.ended("s", "alice", "ten_a", issued) and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+        assert cache.session_ends.ended("s", "alice", "ten_a", issued) and polls.since_mark() <= 1
+    finally:
+        await cache.stop()
