@@ -394,12 +394,7 @@ class _Walk(msgspec.Struct, eq=False):
             done, _ = await asyncio.wait({a}, timeout=after_ms / 1000)
         except BaseException:  # the call was cancelled (its client hung up): so is the first deployment's call
             a.cancel()
-            try:
-                leftover = await a  # its attempt recorded before the call's record is made
-            except (asyncio.CancelledError, Exception):
-                pass
-            else:
-                self._lost_hedge(first, leftover)  # it answered as the cancel came: billed, so charged
+            await self._stopped({a: first})
             raise
         if done:
             result = a.result()
@@ -430,12 +425,25 @@ class _Walk(msgspec.Struct, eq=False):
         finally:
             for task in pending:
                 task.cancel()
-            for task in pending:
-                try:
-                    leftover = await task
-                except (asyncio.CancelledError, Exception):
-                    continue
-                self._lost_hedge(owners[task], leftover)
+            if pending:
+                await self._stopped({task: owners[task] for task in pending})
+
+    async def _stopped(self, cancelled: dict[asyncio.Task[_Result], DeploymentRuntime]) -> None:
+        """Wait for the cancelled attempts to end (each records its attempt before the call's record is made);
+        one that answered as the cancel came is billed, so charged. A cancel of the call itself meanwhile (its
+        client hung up) is raised once they have ended: taken for theirs and dropped, the call went on."""
+        hung_up = False
+        while True:
+            try:
+                await asyncio.wait(cancelled)
+                break
+            except asyncio.CancelledError:
+                hung_up = True
+        for task, dep in cancelled.items():
+            if not task.cancelled() and task.exception() is None:
+                self._lost_hedge(dep, task.result())
+        if hung_up:
+            raise asyncio.CancelledError
 
     def _decide_peek(self, dep: DeploymentRuntime, result: _Result) -> bool:
         """Whether this result would end the walk (so it must be the one reported)."""
