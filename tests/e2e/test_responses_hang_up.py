@@ -17,7 +17,7 @@ import httpx
 import openai
 import pytest
 
-from builders import api_keys, audit, breakers, config, database, deployment, groups, identity, simulated
+from builders import api_keys, audit, breakers, config, database, deployment, groups, identity, price, simulated
 
 from .helpers import until
 from .processes import Gateway
@@ -75,6 +75,26 @@ class World:
             what="three cancelled usage rows",
         )
         assert self.rows("SELECT DISTINCT status FROM usage_calls WHERE outcome = 'cancelled'") == [(499,)]
+        # Each upstream was sent the request, and bills its prompt at least: the prompt's estimate is charged, at
+        # the deployment's prices, on a row of its own beside the call's (docs/metering.md).
+        billed = until(
+            lambda: (
+                (
+                    rows := self.rows(
+                        "SELECT status, prompt_tokens, completion_tokens, estimated, cost_nanos FROM usage_calls "
+                        "WHERE outcome = 'unserved'"
+                    )
+                )
+                and len(rows) == 3
+                and rows
+            ),
+            what="the three abandoned requests' prompts charged",
+        )
+        assert all(
+            status == 499 and prompt > 0 and completion == 0 and estimated
+            for status, prompt, completion, estimated, _ in billed
+        )
+        assert all(cost == prompt * 1000 * 1000 for _, prompt, _, _, cost in billed)  # 1,000 per million tokens
 
         def cancelled_events() -> list:
             data = self.admin.get("/admin/v1/audit/events", params={"outcome": "cancelled"}).json()["data"]
@@ -97,7 +117,7 @@ def world(request, simulator, tmp_path: Path, sqlite_database) -> Iterator[World
         audit=audit(tmp_path / "audit"),
         routing=breakers(0),
         providers={"oa": simulated("openai", sim.url)},
-        deployments={"oa": deployment("oa", "gpt-r", responses_api=request.param)},
+        deployments={"oa": deployment("oa", "gpt-r", responses_api=request.param, price=price(1000, 2000))},
         model_groups=groups({"gpt": "oa"}, retries=0),
     )
     gw = Gateway(cfg, tmp_path, SECRETS)

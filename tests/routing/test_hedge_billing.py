@@ -111,6 +111,7 @@ class _SlowToStop(_Walk):
         assert self.stopping is not None and self.release is not None
         self.started += 1
         if dep.name == "b":
+            self.attempts.append(Attempt(dep.name, "ok", 1.0))
             return _Result("ok", "ok", status=200, body=ANSWER, peek=peek_decoder.decode(ANSWER))
         try:
             await asyncio.Event().wait()
@@ -142,4 +143,7 @@ def test_a_hang_up_while_the_hedge_s_loser_stops_cancels_the_call():
     # (its answer sent to nobody, or a stream read on) as if its client were there.
     walk, outcome = asyncio.run(_hung_up_while_the_loser_stops())
     assert isinstance(outcome, asyncio.CancelledError), f"the call went on: {outcome!r}"
-    assert [(a.deployment, a.outcome) for a in walk.attempts] == [("a", "cancelled")]  # the loser still recorded
+    # The loser still recorded; the winner's answer, not served now, is billed by its provider: charged.
+    assert [(a.deployment, a.outcome) for a in walk.attempts] == [("b", "hedge_lost"), ("a", "cancelled")]
+    dep, peek = walk.attempts[0].billed
+    assert dep.name == "b" and peek.usage.completion_tokens == 5
