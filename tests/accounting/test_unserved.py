@@ -82,3 +82,29 @@ def test_a_call_refused_by_the_next_deployment_s_request_building_is_charged_for
     assert set(by_id) == {"req_1", "req_1.1"}
     assert by_id["req_1.1"].outcome == "unserved" and by_id["req_1.1"].usage.completion_tokens == 7
     assert by_id["req_1"].status == 400 and [a.outcome for a in by_id["req_1"].attempts] == ["content_filter"]
+
+
+def test_a_request_sent_and_cancelled_before_its_answer_is_charged_its_prompt_estimate():
+    # The client hung up while the upstream worked (the SDKs do at their timeout, and send the call again): the
+    # provider read the prompt and bills it; the call was charged nothing.
+    from multihome.routing.attempts import UNANSWERED
+    from multihome.schema.chat import parse_chat
+
+    sink = Sink()
+    tracker = _tracker(sink)
+    tracker.request = parse_chat(
+        b'{"model": "g", "messages": [{"role": "user", "content": "' + b"x" * 400 + b'"}]}'
+    ).request
+    tracker.walked = [Attempt("filtered", "cancelled", 900.0, billed=(DEP, UNANSWERED))]
+    settle(tracker)
+    by_id = {c.request_id: c for c in sink.calls}
+    assert set(by_id) == {"req_1", "req_1.1"}
+    unserved = by_id["req_1.1"]
+    assert (unserved.deployment, unserved.outcome, unserved.status, unserved.error_code) == (
+        "filtered",
+        "unserved",
+        499,
+        "cancelled",
+    )
+    assert unserved.usage.prompt_tokens >= 100 and unserved.usage.completion_tokens == 0 and unserved.usage.estimated
+    assert by_id["req_1"].outcome == "cancelled" and by_id["req_1"].usage is None

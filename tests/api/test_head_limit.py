@@ -14,6 +14,7 @@ import pytest
 from uvicorn.config import Config
 from uvicorn.server import ServerState
 
+from multihome.api.asgi import CANCEL_ON_HANG_UP, HUNG_UP, hang_up_cancels
 from multihome.api.head_limit import protocol
 
 pytestmark = pytest.mark.anyio
@@ -307,3 +308,71 @@ async def test_a_trailer_section_over_the_bound_is_431(size, step):
         assert b"request_header_fields_too_large" in out
     else:
         assert served == [b"/a"] and out.startswith(b"HTTP/1.1 200 "), out[:200]
+
+
+class Stateful:
+    """A stateful call's handler: it reads its state, then its upstream call runs with a hang-up cancelling it
+    (asgi.hang_up_cancels), then it stores the answer with a hang-up no longer cancelling it."""
+
+    def __init__(self) -> None:
+        self.reading, self.upstream, self.storing = asyncio.Event(), asyncio.Event(), asyncio.Event()
+        self.release = asyncio.Event()  # lets the step the test holds it in go on
+        self.steps: list[str] = []
+        self.hung_up: object = None
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http":
+            return
+        await receive()
+        try:
+            self.reading.set()
+            await self.release.wait()  # reading its state
+            self.release.clear()
+            hang_up_cancels(scope)
+            self.steps.append("upstream")
+            self.upstream.set()
+            await self.release.wait()  # its upstream call
+            self.release.clear()
+            scope[CANCEL_ON_HANG_UP] = False
+            self.steps.append("stored")
+            self.storing.set()
+            await self.release.wait()  # storing the answer
+            self.steps.append("answered")
+        except asyncio.CancelledError:  # as the gateway ends a call its client hung up on (api/gateway.py)
+            self.steps.append("cancelled")
+            self.hung_up = scope.get(HUNG_UP)
+
+
+async def _hang_up_at(step: str) -> Stateful:
+    handler = Stateful()
+    proto, _ = connected(handler)
+    proto.data_received(b"POST /v1/responses HTTP/1.1\r\nHost: gw\r\nContent-Length: 2\r\n\r\n{}")
+    reached = getattr(handler, step)
+    for _ in range(1000):
+        if reached.is_set():
+            break
+        if handler.reading.is_set():
+            handler.release.set()  # on to the next step
+        await asyncio.sleep(0.01)
+    assert reached.is_set()
+    proto.connection_lost(None)  # the client hung up
+    for _ in range(3):
+        handler.release.set()
+        await asyncio.sleep(0.01)
+    await asyncio.wait_for(asyncio.gather(*proto.tasks), 10)
+    return handler
+
+
+async def test_a_stateful_call_whose_client_left_while_it_read_its_state_ends_before_its_upstream_call():
+    handler = await _hang_up_at("reading")
+    assert handler.steps == ["cancelled"] and handler.hung_up is True
+
+
+async def test_a_hang_up_cancels_a_stateful_call_s_upstream_call():
+    handler = await _hang_up_at("upstream")
+    assert handler.steps == ["upstream", "cancelled"] and handler.hung_up is True
+
+
+async def test_a_hang_up_once_a_stateful_call_stores_its_answer_lets_it_finish():
+    handler = await _hang_up_at("storing")
+    assert handler.steps == ["upstream", "stored", "answered"] and handler.hung_up is None

@@ -1,7 +1,8 @@
 """A group that may be billed for more answers than it serves reserves each of them (docs/metering.md
 "Unserved answers are reserved for"): the multiplied reservation, on the budget, the key's tokens and the
 charged deployment's tokens, is settled to exactly what the call was charged, whether it was answered (unary
-or streamed), declined by every deployment, or cancelled while its upstream worked. Nothing stays reserved.
+or streamed), declined by every deployment, or cancelled while its upstream worked (its prompt's estimate).
+Nothing else stays reserved.
 The real app in process in front of an in-process simulator over real HTTP."""
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from admin_http import running
 from builders import config, deployment, group, open_door, price, simulated
 from multihome.simulators import SimulatorConfig, start_simulator
 
-from .test_usual_release import Answer, _receive, _scope, _until
+from .test_usual_release import Answer, _receive, _scope, _until, prompt_estimate
 
 pytestmark = pytest.mark.anyio
 REFUSAL = ["capacity", "unavailable", "refusal"]
@@ -109,7 +110,8 @@ async def test_the_multiplied_reservation_is_settled_to_what_was_charged(app, mo
     await _until(lambda: not limiter.open, "a declined call's ticket stayed open")
     assert _held(limiter) == (spent, tokens, tokens)
 
-    # Cancelled while its upstream works (the client left): given back.
+    # Cancelled while its upstream works (the client left): given back but for the prompt's estimate, which the
+    # upstream sent the request bills (docs/metering.md), on the budget, the key's and that deployment's tokens.
     await _fault(sim, None)
     await _fault(sim, {"latency_ms": 30_000})
     call = asyncio.ensure_future(gateway(_scope(), _receive(plain), Answer()))
@@ -119,4 +121,5 @@ async def test_the_multiplied_reservation_is_settled_to_what_was_charged(app, mo
     with pytest.raises(asyncio.CancelledError):
         await call
     assert not limiter.open
-    assert _held(limiter) == (spent, tokens, tokens)
+    prompt = prompt_estimate(plain)
+    assert _held(limiter) == (spent + prompt * 3_000_000 // 1000, tokens + prompt, tokens + prompt)

@@ -1,7 +1,8 @@
 """The usual shape's admission and its in-place settlement on the real request path (the app in process,
 in front of an in-process simulator over real HTTP): a call in flight holds its reservation, so a second
 call that would pass the hard budget is refused (429, counting nothing and leaving no ticket); the first
-call, cancelled while its upstream works (the client went away), gives back everything but its request;
+call, cancelled while its upstream works (the client went away), gives back everything but its request and
+its prompt's estimate (the upstream read the prompt, and bills it);
 and a call that is answered is charged what it cost, no more."""
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ import pytest
 
 from admin_http import running
 from builders import config, deployment, group, open_door, price, simulated
+from multihome.schema import estimate
+from multihome.schema.chat import parse_chat
 from multihome.simulators import SimulatorConfig, start_simulator
 
 pytestmark = pytest.mark.anyio
@@ -47,6 +50,11 @@ async def app():
             yield gateway, sim.url
     finally:
         await sim.close()
+
+
+def prompt_estimate(body: dict) -> int:
+    """The gateway's estimate of the prompt tokens of a chat body (schema/estimate.py)."""
+    return estimate.input_tokens(parse_chat(msgspec.json.encode(body)).request)
 
 
 def _scope() -> dict:
@@ -125,7 +133,10 @@ async def test_a_cancelled_call_gives_its_reservation_back_and_a_refused_one_cou
     with pytest.raises(asyncio.CancelledError):
         await first
     assert not limiter.open
-    assert _counters(limiter) == (0, 1, 0)  # a request, once counted, stays counted
+    # A request, once counted, stays counted; and its upstream, sent the request, bills the prompt: its estimate
+    # is charged (docs/metering.md, "A request an upstream was sent and never answered").
+    prompt = prompt_estimate(CHAT)
+    assert _counters(limiter) == (prompt * 3_000_000 // 1000, 1, prompt)
 
 
 async def test_an_answered_call_is_charged_what_it_cost(app):

@@ -97,3 +97,53 @@ def test_a_call_cancelled_before_its_hedge_starts_cancels_the_first_deployment_s
     walk, running = asyncio.run(_left_during_the_hedge_delay())
     assert not running, "the first deployment's call outlived the call"
     assert [(a.deployment, a.outcome) for a in walk.attempts] == [("a", "cancelled")]
+
+
+class _SlowToStop(_Walk):
+    """`b` answers once the hedge started it; `a`, the loser, takes a while to stop when cancelled (its
+    upstream connection closing), as `_one` recording its attempt does."""
+
+    started: int = 0
+    stopping: asyncio.Event | None = None
+    release: asyncio.Event | None = None
+
+    async def _with_retries(self, dep):  # type: ignore[override]
+        assert self.stopping is not None and self.release is not None
+        self.started += 1
+        if dep.name == "b":
+            self.attempts.append(Attempt(dep.name, "ok", 1.0))
+            return _Result("ok", "ok", status=200, body=ANSWER, peek=peek_decoder.decode(ANSWER))
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            self.stopping.set()
+            await self.release.wait()
+            self.attempts.append(Attempt(dep.name, "cancelled", 1.0))
+            raise
+        raise AssertionError("unreachable")
+
+
+async def _hung_up_while_the_loser_stops() -> tuple[_SlowToStop, BaseException | object]:
+    policy = SimpleNamespace(hedge_after_ms=10, fail_over_on=["capacity", "unavailable"])
+    walk = _SlowToStop(AttemptRunner(), SimpleNamespace(policy=policy), policy, None, None, False, False, [])
+    walk.stopping, walk.release = asyncio.Event(), asyncio.Event()
+    race = asyncio.ensure_future(walk._hedged(SimpleNamespace(name="a"), SimpleNamespace(name="b")))
+    await walk.stopping.wait()  # `b` won; the hedge waits for `a` to stop
+    race.cancel()  # the client hung up meanwhile (api/head_limit.py)
+    walk.release.set()
+    try:
+        outcome: BaseException | object = await race
+    except asyncio.CancelledError as exc:
+        outcome = exc
+    return walk, outcome
+
+
+def test_a_hang_up_while_the_hedge_s_loser_stops_cancels_the_call():
+    # The wait for the loser to stop took the call's own cancel for the loser's and dropped it: the call went on
+    # (its answer sent to nobody, or a stream read on) as if its client were there.
+    walk, outcome = asyncio.run(_hung_up_while_the_loser_stops())
+    assert isinstance(outcome, asyncio.CancelledError), f"the call went on: {outcome!r}"
+    # The loser still recorded; the winner's answer, not served now, is billed by its provider: charged.
+    assert [(a.deployment, a.outcome) for a in walk.attempts] == [("b", "hedge_lost"), ("a", "cancelled")]
+    dep, peek = walk.attempts[0].billed
+    assert dep.name == "b" and peek.usage.completion_tokens == 5

@@ -511,9 +511,11 @@ class CallTracker(msgspec.Struct, eq=False):
 
     def _unserved(self, attempts: Sequence[Any]) -> None:
         """Charge the upstream answers the call got and did not serve (routing's `Attempt.billed`: a 200
-        refusal it failed over from, a hedge's loser that completed): the provider bills each, so each is
-        a call's worth of usage at its own deployment's prices, against the call's budgets and token
-        limits, with a record of its own (`<request id>.<n>`, n its place in the attempts) to every sink."""
+        refusal it failed over from, a hedge's loser that completed), and the requests it sent and cancelled
+        before their answer (a hedge lost, the client gone: the prompt's estimate, status 499): the provider
+        bills each, so each is a call's worth of usage at its own deployment's prices, against the call's
+        budgets and token limits, with a record of its own (`<request id>.<n>`, n its place in the attempts)
+        to every sink."""
         acc = self.acc
         for n, attempt in enumerate(attempts, 1):
             billed = getattr(attempt, "billed", None)
@@ -531,7 +533,7 @@ class CallTracker(msgspec.Struct, eq=False):
                     dep,
                     False,
                     (attempt,),
-                    200,
+                    499 if attempt.outcome == "cancelled" else 200,
                     "unserved",
                     attempt.outcome,
                     books,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import functools
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -21,6 +22,21 @@ JSON = (b"content-type", b"application/json")
 # Set in a call's scope when its client hung up before the answer began and the call's task was cancelled
 # for it (api/head_limit.py): the gateway ends that call quietly, recorded as cancelled.
 HUNG_UP = "multihome.hung_up"
+# Set in a call's scope by its handler while a hang-up before the answer began may cancel it (a stateful call
+# while its upstream call is in flight and nothing is stored yet: api/head_limit.py). The stateless model
+# calls' paths are always so, without it.
+CANCEL_ON_HANG_UP = "multihome.cancel_on_hang_up"
+# Set when the client hung up before the answer began and the call was not cancelled for it then.
+CLIENT_LEFT = "multihome.client_left"
+
+
+def hang_up_cancels(scope: Scope) -> None:
+    """From here until its answer begins a hang-up cancels the call, and its upstream call with it, as a
+    stateless call's does; a client that left already (while the call read its state, say) ends it now."""
+    if scope.get(CLIENT_LEFT):
+        scope[HUNG_UP] = True
+        raise asyncio.CancelledError
+    scope[CANCEL_ON_HANG_UP] = True
 
 
 async def read_body(scope: Scope, receive: Receive, limit: int, bodies: BigBodies | None = None) -> bytes:

@@ -74,12 +74,20 @@ class Gate:
         return self.cap - self.free
 
 
+# The message of the CancelledError a cancel during `wait_permit` raises: the request was never sent, so no
+# provider bills it (routing/attempts.py charges the prompt of one that was).
+UNSENT = "cancelled before its request was sent"
+
+
 async def wait_permit(gate: Gate, total_s: float | None) -> None:
     """Wait for a permit no longer than the call's total timeout (as aiohttp's total counted the wait
     for a pooled connection): TimeoutError then. A cancel (a hedge lost, the client gone, the group's
-    budget) ends the wait as it ends the call."""
-    if total_s is None:
-        await gate.wait()
-        return
-    async with asyncio.timeout(total_s):
-        await gate.wait()
+    budget) ends the wait as it ends the call, its CancelledError saying `UNSENT`."""
+    try:
+        if total_s is None:
+            await gate.wait()
+            return
+        async with asyncio.timeout(total_s):
+            await gate.wait()
+    except asyncio.CancelledError:
+        raise asyncio.CancelledError(UNSENT) from None

@@ -27,7 +27,7 @@ from ..providers.base import (
     UNSUPPORTED,
     UpstreamRequest,
 )
-from ..providers.gate import wait_permit
+from ..providers.gate import UNSENT, wait_permit
 from ..providers.transport import UPSTREAM_ERRORS
 from ..schema import header_text
 from ..schema.errors import ApiError
@@ -83,6 +83,18 @@ class Attempt(msgspec.Struct):
             return f'{self.deployment};outcome={self.outcome};reason="{reason}"'
         return f"{self.deployment};outcome={self.outcome};ms={self.ms:.1f}"
 
+
+class _Unanswered:
+    """What an attempt cancelled after its request was sent is billed with (`Attempt.billed`, in place of an
+    answer's peek): no usage and no characters, so the call's accounting charges the prompt's estimate
+    (accounting/tracker.py `_unserved`)."""
+
+    __slots__ = ()
+    usage = None
+    content_chars = 0
+
+
+UNANSWERED = _Unanswered()
 
 _MAX_REASON = 200  # characters of one skip reason in the header (the call record keeps it whole)
 _MAX_HEADER = 4096  # characters of the whole header; clients refuse response heads over 16 KiB
@@ -288,14 +300,14 @@ class _Walk(msgspec.Struct, eq=False):
 
     def _lost_hedge(self, dep: DeploymentRuntime, result: _Result) -> None:
         """A hedge's loser that completed anyway: the upstream bills it, so its attempt carries it for
-        the call's accounting (a unary answer's usage; a stream is closed, its use unknown)."""
+        the call's accounting (a unary answer's usage; a stream is closed, its output unknown: its prompt)."""
         result.discard()
-        if result.kind != "ok" or result.peek is None:
+        if result.kind != "ok":
             return
         for attempt in reversed(self.attempts):
             if attempt.deployment == dep.name and attempt.outcome == "ok" and attempt.billed is None:
                 attempt.outcome = "hedge_lost"
-                attempt.billed = (dep, result.peek)
+                attempt.billed = (dep, result.peek if result.peek is not None else UNANSWERED)
                 return
 
     def _decide(self, dep: DeploymentRuntime, result: _Result) -> Served | None:
@@ -356,17 +368,18 @@ class _Walk(msgspec.Struct, eq=False):
         t0 = time.perf_counter()
         try:
             req = await self.build(dep)
+        except asyncio.CancelledError:
+            self._cancelled(dep, t0, sent=False)
+            raise
+        try:
             if self.request_id is not None:
                 req.headers = {**req.headers, "x-request-id": self.request_id}
             if self.stream:
                 result = await _stream_once(dep, self.group, req, self.forward_usage)
             else:
                 result = await _unary_once(dep, self.group, req, self.translate)
-        except asyncio.CancelledError:
-            # Lost a hedge race, or the client went away: the breaker must not stay half-open.
-            if breakers is not None:
-                breakers.get(dep.name).probing = False
-            self.attempts.append(Attempt(dep.name, "cancelled", (time.perf_counter() - t0) * 1000))
+        except asyncio.CancelledError as exc:
+            self._cancelled(dep, t0, sent=exc.args != (UNSENT,))  # sent unless it waited for a connection
             raise
         ms = (time.perf_counter() - t0) * 1000
         self.attempts.append(Attempt(dep.name, result.label, ms))
@@ -384,6 +397,18 @@ class _Walk(msgspec.Struct, eq=False):
             result.attempt = attempt
         return result
 
+    def _cancelled(self, dep: DeploymentRuntime, t0: float, *, sent: bool) -> None:
+        """An attempt cancelled before its answer: a hedge it lost, or the call's end (the client went away, the
+        routing budget, a drain). One whose request was sent is billed by the provider (its prompt at least,
+        read as it arrived): the call's accounting charges the prompt's estimate (`UNANSWERED`)."""
+        breakers = self.runner.breakers
+        if breakers is not None:  # the breaker must not stay half-open
+            breakers.get(dep.name).probing = False
+        attempt = Attempt(dep.name, "cancelled", (time.perf_counter() - t0) * 1000)
+        if sent:
+            attempt.billed = (dep, UNANSWERED)
+        self.attempts.append(attempt)
+
     async def _hedged(self, first: DeploymentRuntime, second: DeploymentRuntime) -> tuple[_Result, DeploymentRuntime]:
         """Race `first` against `second`, which starts only if `first` is slow. The loser is cancelled."""
         after_ms = self.policy.hedge_after_ms
@@ -394,12 +419,7 @@ class _Walk(msgspec.Struct, eq=False):
             done, _ = await asyncio.wait({a}, timeout=after_ms / 1000)
         except BaseException:  # the call was cancelled (its client hung up): so is the first deployment's call
             a.cancel()
-            try:
-                leftover = await a  # its attempt recorded before the call's record is made
-            except (asyncio.CancelledError, Exception):
-                pass
-            else:
-                self._lost_hedge(first, leftover)  # it answered as the cancel came: billed, so charged
+            await self._stopped({a: first})
             raise
         if done:
             result = a.result()
@@ -410,10 +430,10 @@ class _Walk(msgspec.Struct, eq=False):
         owners = {a: first, b: second}
         pending = {a, b}
         fallback: tuple[_Result, DeploymentRuntime] | None = None
+        won: tuple[_Result, DeploymentRuntime] | None = None
         try:
             while pending:
                 done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
-                won: tuple[_Result, DeploymentRuntime] | None = None
                 for task in done:
                     result = task.result()
                     if result.kind == "ok":
@@ -430,12 +450,32 @@ class _Walk(msgspec.Struct, eq=False):
         finally:
             for task in pending:
                 task.cancel()
-            for task in pending:
-                try:
-                    leftover = await task
-                except (asyncio.CancelledError, Exception):
-                    continue
-                self._lost_hedge(owners[task], leftover)
+            if pending:
+                await self._stopped({task: owners[task] for task in pending}, won)
+
+    async def _stopped(
+        self,
+        cancelled: dict[asyncio.Task[_Result], DeploymentRuntime],
+        won: tuple[_Result, DeploymentRuntime] | None = None,
+    ) -> None:
+        """Wait for the cancelled attempts to end (each records its attempt before the call's record is made);
+        one that answered as the cancel came is billed, so charged. A cancel of the call itself meanwhile (its
+        client hung up) is raised once they have ended: taken for theirs and dropped, the call went on. The
+        answer that `won` the race is then not served: billed by its provider, it is charged as a loser's."""
+        hung_up = False
+        while True:
+            try:
+                await asyncio.wait(cancelled)
+                break
+            except asyncio.CancelledError:
+                hung_up = True
+        for task, dep in cancelled.items():
+            if not task.cancelled() and task.exception() is None:
+                self._lost_hedge(dep, task.result())
+        if hung_up:
+            if won is not None:
+                self._lost_hedge(won[1], won[0])
+            raise asyncio.CancelledError
 
     def _decide_peek(self, dep: DeploymentRuntime, result: _Result) -> bool:
         """Whether this result would end the walk (so it must be the one reported)."""

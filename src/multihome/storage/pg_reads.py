@@ -12,6 +12,10 @@ snapshot, which is all these reads need) on a connection kept checked out of the
 A connection whose statement fails is dropped (invalidated, so the pool opens a new one), and a statement
 that failed because the connection was gone (a restarted server) is run once more on a fresh connection:
 the pool's pre-ping, which these reads skip, would have caught that. Writes never go through here.
+
+A read cancelled (its call's client hung up) while it takes a new connection leaves nothing checked out:
+SQLAlchemy gives back a connection whose checkout was cancelled, and one checked out before the cancel is
+closed here (tests/storage/test_pg_reads.py cancels at every turn of the loop a new connection takes).
 """
 
 from __future__ import annotations
@@ -109,7 +113,11 @@ class HeldReads:
                 return conn, driver
             await _drop(conn)
         conn = await self._engine.connect()
-        driver = (await conn.get_raw_connection()).driver_connection
+        try:
+            driver = (await conn.get_raw_connection()).driver_connection
+        except BaseException:  # cancelled (its call's client hung up): checked out and unheld, it would never return
+            await conn.close()
+            raise
         assert driver is not None  # a connection just checked out of the pool is valid
         return conn, driver
 

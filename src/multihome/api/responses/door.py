@@ -28,7 +28,7 @@ from ...state.idempotency import held as held_key
 from ...tools.resolver import McpResolver
 from ...tools.servers import McpServerStore
 from ...tools.toolbox import Toolbox
-from ..asgi import JSON, Receive, Send, header, read_body
+from ..asgi import CANCEL_ON_HANG_UP, JSON, Receive, Send, hang_up_cancels, header, read_body
 from ..big_bodies import OFF_LOOP_OVER
 from ..openai.errors import OPENAI, upstream_client_error
 from ..pipeline import Call, Pipeline, finish_refused, finish_unary, stream_finisher
@@ -167,8 +167,14 @@ class ResponsesDoor:
         if shell.store or req.conversation_id is not None or req.previous_response_id is not None:
             call.work = STORED_RESPONSE  # a turn that keeps or reads state is stateful work (policy/pins.py)
         turn = NativeTurn(body, req, context, new)
+        # A client that hangs up while the upstream call is in flight ends it (the SDKs hang up at their timeout
+        # and send the call again): nothing is stored before the answer is in. Once it is, the turn is stored
+        # whole (and charged) whether the client stays or not; a stream's answer begins as it comes.
+        hang_up_cancels(call.scope)
         served, headers = await run_turn(self.pipeline, call, body, canonical, dropped, turn)
         native = native_upstream(served.deployment) is not None
+        if served.stream is None:
+            call.scope[CANCEL_ON_HANG_UP] = False
         if served.stream is not None:
             converter = NativeStream(shell) if native else ResponsesStream(shell)
 
