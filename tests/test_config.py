@@ -411,3 +411,51 @@ def test_the_defaults_the_operator_docs_promise():
     assert (t.batch_delay_ms, t.max_queue, t.shutdown_timeout_s) == (1000, 8192, 5)
     bare = parse_config(BASE)
     assert bare.telemetry is None and bare.storage.url is None and bare.storage.url_env is None  # both off
+
+
+@pytest.mark.parametrize(
+    ("amount", "message"),
+    [
+        ("'Infinity'", "not a finite number: 'Infinity'"),  # was accepted, then every call answered 500
+        (".inf", "not a finite number: 'inf'"),
+        ("'NaN'", "not a finite number: 'NaN'"),
+        ("'1e400'", "must be at most 1000000000"),  # overflowed the Redis counters' 64-bit nano-units
+        # "1E-400" was a budget of 0 nano-units, silently.
+        ("'1E-400'", "has more than 9 decimal places (budgets count in nano-units)"),
+        ("'0.1234567891'", "has more than 9 decimal places (budgets count in nano-units)"),
+        ("-5", "must not be negative"),
+        ("abc", "not a number: 'abc'"),
+    ],
+)
+def test_a_config_budget_amount_is_one_the_counters_can_hold(amount, message):
+    text = BASE + f"metering: {{budgets: [{{scope: tenant, id: '*', amount: {amount}, period: day}}]}}\n"
+    with pytest.raises(ConfigError) as info:
+        parse_config(text)
+    assert info.value.problems == [f"metering.budgets[0].amount: {message}"]
+
+
+@pytest.mark.parametrize("amount", ["0", "'1000000000'", "'0.000000001'", "2.5", "'12.50'"])
+def test_config_budget_amounts_the_counters_hold_are_accepted(amount):
+    parse_config(BASE + f"metering: {{budgets: [{{scope: tenant, id: '*', amount: {amount}, period: day}}]}}\n")
+
+
+@pytest.mark.parametrize("value", ["2026-02-30", "2026-13-01", "2026-12-31T25:00:00Z"])
+def test_a_date_the_calendar_has_not_is_a_config_error_naming_its_line(value, tmp_path):
+    """PyYAML reads these as timestamps and raised a bare ValueError: a traceback, not a config error."""
+    text = (
+        BASE
+        + "storage: {url: 'sqlite+aiosqlite:///x.db'}\ncontracts:\n  commitments:\n"
+        + f"    - {{id: c, provider: az, amount: '1', starts_on: 2026-01-01,\n       ends_on: {value}}}\n"
+    )
+    with pytest.raises(ConfigError) as info:
+        parse_config(text)
+    assert f"'{value}' is not a calendar date or time" in str(info.value) and "line 13" in str(info.value)
+    path = tmp_path / "gateway.yaml"
+    path.write_text(text)
+    out = subprocess.run(
+        [sys.executable, "-m", "multihome.cli", "contracts", "list", "--config", str(path)],
+        capture_output=True,
+        text=True,
+    )
+    assert out.returncode != 0 and "Traceback" not in out.stderr, out.stderr
+    assert f"'{value}' is not a calendar date or time" in out.stderr

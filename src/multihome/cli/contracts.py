@@ -22,18 +22,23 @@ UTC = dt.UTC
 
 def _load(args) -> tuple[object, str]:
     import msgspec
-    import yaml
 
     from ..config import ConfigError, Storage, env_secret
     from ..config.contracts import ContractsConfigError, parse_contracts
+    from ..config.yaml_source import read_yaml
 
     if not args.config:
         raise SystemExit("contracts: give --config FILE (or set MULTIHOME_CONFIG)")
     try:
         with open(args.config) as f:
-            data = yaml.safe_load(f) or {}
-    except (OSError, yaml.YAMLError) as exc:
+            # The gateway's own reader: a date the calendar has not is a config error, not a traceback.
+            data = read_yaml(f.read(), args.config) or {}
+    except OSError as exc:
         raise SystemExit(f"{args.config}: cannot read config ({exc})") from None
+    except ConfigError as exc:
+        raise SystemExit(f"{args.config}: cannot read config ({exc})") from None
+    if not isinstance(data, dict):
+        raise SystemExit(f"{args.config}: the config must be a mapping")
     try:
         cfg = parse_contracts(data.get("contracts"))
         storage = msgspec.convert(data.get("storage") or {}, Storage)

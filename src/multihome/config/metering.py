@@ -12,6 +12,11 @@ import msgspec
 
 from .struct import Strict
 
+# A budget's counter holds nano-units in a signed 64-bit integer (Redis), so an amount is at most a billion
+# with at most 9 decimal places: the admin API's rule too (storage/budgets.py), here for config budgets.
+BUDGET_MAX = Decimal(1_000_000_000)
+BUDGET_PLACES = 9
+
 
 class BudgetRule(Strict):
     scope: Literal["tenant", "team", "key"]
@@ -95,15 +100,32 @@ class MeteringConfig(Strict):
     ticket_ttl_s: float = 900.0
 
 
+def budget_problem(amount: str | int | float) -> str | None:
+    """What is wrong with a config budget's amount (None: fine). Infinity used to pass and fail every call
+    (500), "1e400" to overflow the Redis counters, "1E-400" to be a budget of 0."""
+    try:
+        limit = Decimal(str(amount))
+    except ArithmeticError:
+        return f"not a number: {str(amount)[:64]!r}"
+    if not limit.is_finite():
+        return f"not a finite number: {str(amount)[:64]!r}"
+    if limit < 0:
+        return "must not be negative"
+    if limit > BUDGET_MAX:
+        return f"must be at most {BUDGET_MAX}"
+    exponent = limit.normalize().as_tuple().exponent
+    if isinstance(exponent, int) and exponent < -BUDGET_PLACES:
+        return f"has more than {BUDGET_PLACES} decimal places (budgets count in nano-units)"
+    return None
+
+
 def check(cfg: MeteringConfig, deployments: set[str]) -> list[str]:
     """Problems as `metering.<path>: what is wrong` (empty list = fine)."""
     problems = []
     for i, b in enumerate(cfg.budgets):
-        try:
-            if b.limit < 0:
-                problems.append(f"metering.budgets[{i}].amount: must not be negative")
-        except ArithmeticError:
-            problems.append(f"metering.budgets[{i}].amount: not a number: {b.amount!r}")
+        found = budget_problem(b.amount)
+        if found is not None:
+            problems.append(f"metering.budgets[{i}].amount: {found}")
     for i, r in enumerate(cfg.rate_limits):
         if r.requests_per_minute is None and r.tokens_per_minute is None:
             problems.append(f"metering.rate_limits[{i}]: set requests_per_minute and/or tokens_per_minute")

@@ -23,6 +23,7 @@ from typing import Any, TypeVar
 import msgspec
 import sqlalchemy as sa
 
+from ..config.metering import BUDGET_MAX, BUDGET_PLACES
 from ..schema.errors import echo
 from ..schema.principal import ORG_ADMIN, ORG_GRANTED, ROLES, TENANT_ADMIN
 from . import rows
@@ -39,7 +40,7 @@ PERIODS: tuple[BudgetPeriod, ...] = ("day", "month", "total")
 MODES: tuple[BudgetMode, ...] = ("hard", "soft")
 SETTERS: tuple[BudgetRole, ...] = ("org-admin", "tenant-admin")  # schema.principal's ORG_ADMIN, TENANT_ADMIN
 # Counters hold nano-units in a signed 64-bit integer (Redis): 1e9 units leaves ample headroom.
-MAX_AMOUNT = Decimal(1_000_000_000)
+MAX_AMOUNT = BUDGET_MAX
 # Budgets one tenant may hold. Each is a headroom series of the metrics (docs/metrics.md) and a rule every
 # call of its scope is checked against; a tenant admin could otherwise make one per currency code and
 # period on the tenant alone (17,576 x 5), or one per key they make.
@@ -81,8 +82,8 @@ def budget_amount(value: Any) -> str:
     if amount > MAX_AMOUNT:
         raise Invalid(f"amount must be at most {MAX_AMOUNT}")
     exponent = amount.normalize().as_tuple().exponent  # an int: `amount` is finite
-    if isinstance(exponent, int) and exponent < -9:
-        raise Invalid("amount has more than 9 decimal places (budgets count in nano-units)")
+    if isinstance(exponent, int) and exponent < -BUDGET_PLACES:
+        raise Invalid(f"amount has more than {BUDGET_PLACES} decimal places (budgets count in nano-units)")
     return format(amount.normalize(), "f")
 
 
