@@ -330,8 +330,15 @@ async def test_numbers_dates_and_times_are_bounded(root):
         ({"ends_on": "9999-12-31"}, "ends_on must be from"),
         ({"amount": "1e400"}, "at most"),
         ({"starts_on": "0001-01-01"}, "starts_on must be from"),
+        ({"amount": "1E-1000000000"}, "amount has more than 9 decimal places"),  # was taken: 0 in the context
     ):
         await refused(await root.post("/admin/v1/contracts", json={**contract, **extra}), None, words)
+    share = {"kind": "revenue_share", "id": "rs", "rate": "0.1", "starts_on": "2025-01-01", "ends_on": "2025-12-31"}
+    for extra, words in (
+        ({"rate": "0." + "1" * 100}, "rate has more than 18 decimal places"),  # products rounded at 60 digits
+        ({"cap": "1E-1000000000"}, "cap has more than 9 decimal places"),
+    ):
+        await refused(await root.post("/admin/v1/contracts", json={**share, **extra}), None, words)
     await ok(await root.post("/admin/v1/contracts", json=contract), 201)
     for url in ("/admin/v1/contracts/base/report", "/admin/v1/contracts/report.csv"):
         for at in ("0001-01-01T00:00:00%2B05:00", "9999-12-31T23:59:59-05:00"):

@@ -32,12 +32,20 @@ from typing import Literal
 import msgspec
 
 from ..schema import admin_fields as fields
+from .decimals import places
 from .struct import Strict
 
 _ID = re.compile(r"^[A-Za-z0-9_\-]{1,64}$")  # also what the admin API's URL pattern accepts
 # Amounts (commitment amount, revenue-share cap) up to a quadrillion: reports round to cents in a
 # 60-digit context, which larger exponents would overflow.
 MAX_AMOUNT = Decimal(10**15)
+# Decimal places: an accrual is cost x rate at full precision in a 60-digit context (contracts/money.py), so
+# no product nor sum is ever rounded while the rate has at most 18 places (a cost has under 30 digits) and a
+# cap or an amount at most 9 (nano-units, as budgets). A 100-digit rate was taken and its products rounded
+# (the sum of accruals then differed from rate x the sum of costs); "1E-1000000000" as a cap underflowed
+# the context to 0, so it was never reached.
+RATE_PLACES = 18
+AMOUNT_PLACES = 9
 
 
 class Basis(Strict):
@@ -108,15 +116,27 @@ def problems(a: Agreement) -> list[str]:
         out.append(f"{a.id}: {found.message}")
     if isinstance(a, RevenueShare):
         if not a.rate.is_finite() or not Decimal(0) <= a.rate <= Decimal(1):
-            out.append(f"{a.id}: rate must be a fraction between 0 and 1, not {a.rate}")
+            out.append(f"{a.id}: rate must be a fraction between 0 and 1, not {_echo(a.rate)}")
+        elif places(a.rate) > RATE_PLACES:
+            out.append(f"{a.id}: rate has more than {RATE_PLACES} decimal places: {_echo(a.rate)}")
         if a.cap is not None and (not a.cap.is_finite() or not 0 <= a.cap <= MAX_AMOUNT):
-            out.append(f"{a.id}: cap must be a non-negative amount of at most {MAX_AMOUNT}, not {a.cap}")
+            out.append(f"{a.id}: cap must be a non-negative amount of at most {MAX_AMOUNT}, not {_echo(a.cap)}")
+        elif a.cap is not None and places(a.cap) > AMOUNT_PLACES:
+            out.append(f"{a.id}: cap has more than {AMOUNT_PLACES} decimal places: {_echo(a.cap)}")
     else:
         if not a.amount.is_finite() or not 0 < a.amount <= MAX_AMOUNT:
-            out.append(f"{a.id}: amount must be positive and at most {MAX_AMOUNT}, not {a.amount}")
+            out.append(f"{a.id}: amount must be positive and at most {MAX_AMOUNT}, not {_echo(a.amount)}")
+        elif places(a.amount) > AMOUNT_PLACES:
+            out.append(f"{a.id}: amount has more than {AMOUNT_PLACES} decimal places: {_echo(a.amount)}")
         if not a.provider:
             out.append(f"{a.id}: provider is required")
     return out
+
+
+def _echo(value: Decimal) -> str:
+    """A value in a message: at most its first 64 characters (a 100-digit rate is not echoed whole)."""
+    text = str(value)
+    return text if len(text) <= 64 else text[:64] + "..."
 
 
 class ContractsConfigError(ValueError):

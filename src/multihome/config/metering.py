@@ -10,6 +10,7 @@ from typing import Annotated, Literal
 
 import msgspec
 
+from .decimals import places
 from .struct import Strict
 
 # A budget's counter holds nano-units in a signed 64-bit integer (Redis), so an amount is at most a billion
@@ -113,8 +114,7 @@ def budget_problem(amount: str | int | float) -> str | None:
         return "must not be negative"
     if limit > BUDGET_MAX:
         return f"must be at most {BUDGET_MAX}"
-    exponent = limit.normalize().as_tuple().exponent
-    if isinstance(exponent, int) and exponent < -BUDGET_PLACES:
+    if places(limit) > BUDGET_PLACES:
         return f"has more than {BUDGET_PLACES} decimal places (budgets count in nano-units)"
     return None
 

@@ -23,6 +23,7 @@ from typing import Any, TypeVar
 import msgspec
 import sqlalchemy as sa
 
+from ..config.decimals import places
 from ..config.metering import BUDGET_MAX, BUDGET_PLACES
 from ..schema.errors import echo
 from ..schema.principal import ORG_ADMIN, ORG_GRANTED, ROLES, TENANT_ADMIN
@@ -81,8 +82,7 @@ def budget_amount(value: Any) -> str:
         raise Invalid(f"amount must be greater than 0, not '{echo(value)}'")
     if amount > MAX_AMOUNT:
         raise Invalid(f"amount must be at most {MAX_AMOUNT}")
-    exponent = amount.normalize().as_tuple().exponent  # an int: `amount` is finite
-    if isinstance(exponent, int) and exponent < -BUDGET_PLACES:
+    if places(amount) > BUDGET_PLACES:  # before normalize(), which rounds 1E-1000000000 to 0
         raise Invalid(f"amount has more than {BUDGET_PLACES} decimal places (budgets count in nano-units)")
     return format(amount.normalize(), "f")
 
