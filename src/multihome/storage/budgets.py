@@ -53,6 +53,16 @@ class Outranked(StorageError):
     """A tenant-admin tried to lift a budget an org-admin set (the admin API's 403)."""
 
 
+class PrivilegedKey(StorageError):
+    """A tenant-admin tried to set a budget on a key holding a role only an org-admin grants (the admin API's
+    403 `insufficient_role`): `roles` are those roles, empty when the key's roles cannot be read."""
+
+    def __init__(self, key_id: str, roles: tuple[str, ...]) -> None:
+        super().__init__(f"key {key_id} holds {', '.join(roles) or 'roles that cannot be read'}")
+        self.key_id = key_id
+        self.roles = roles
+
+
 def _lifts(before: Any, changes: dict[str, Any]) -> str | None:
     """What in `changes` loosens the budget `before` (None: it only tightens or keeps it)."""
     if "amount" in changes and Decimal(changes["amount"]) > Decimal(before.amount):
@@ -158,6 +168,12 @@ class BudgetsRepo(StoreBase):
         async with self._write(lock=f"budgets:{tenant_id}") as conn:
             await self._require_tenant(conn, tenant_id)
             await self._require_scope(conn, tenant_id, budget.scope, budget.scope_id, "budget")
+            if budget.scope == "key" and budget.set_by_role != ORG_ADMIN:
+                # In the write, the key's row locked (PostgreSQL), as update and delete check theirs: the roles
+                # the budget is judged by are the ones it is written beside.
+                held = _org_granted(await _key_roles(conn, tenant_id, budget.scope_id, lock=not self._sqlite))
+                if held is not None:
+                    raise PrivilegedKey(budget.scope_id, held)
             taken = await conn.scalar(sa.select(budgets.c.id).where(*slot))
             if taken is not None:
                 raise Conflict(
@@ -288,20 +304,40 @@ class BudgetsRepo(StoreBase):
         return None, bad, held.set_by_role
 
 
+_NO_KEY: list[str] = []  # _key_roles of a key that is not there: no role
+
+
+async def _key_roles(conn: Any, tenant_id: str, key_id: str, *, lock: bool = False) -> list[str] | None:
+    """A key's roles as stored (none for no such key), None when they cannot be read; `lock`: its row FOR
+    SHARE (PostgreSQL), so they stay what was read until the write commits."""
+    q = sa.select(sa.cast(api_keys.c.roles, sa.Text)).where(api_keys.c.tenant_id == tenant_id, api_keys.c.id == key_id)
+    raw = await conn.scalar(q.with_for_update(read=True) if lock else q)  # as text: may not decode
+    if raw is None:
+        return _NO_KEY
+    try:
+        return msgspec.json.decode(raw, type=list[str])
+    except msgspec.DecodeError:
+        return None
+
+
+def _org_granted(roles: list[str] | None) -> tuple[str, ...] | None:
+    """The roles only an org-admin grants among `roles` (empty: they cannot be read, so may hold one), or
+    None when there are none."""
+    if roles is not None and all(r in ROLES for r in roles) and ORG_GRANTED.isdisjoint(roles):
+        return None
+    return tuple(sorted(ORG_GRANTED.intersection(roles))) if roles is not None else ()
+
+
 async def _check_key(conn: Any, budget_id: str, tenant_id: str, key_id: str) -> None:
     """Outranked when the budget's key holds a role only an org-admin grants (or roles that cannot be read,
     which may be one): a cap on such a key is a change to it, an org-admin's to make, whoever set it."""
-    where = (api_keys.c.tenant_id == tenant_id, api_keys.c.id == key_id)
-    raw = await conn.scalar(sa.select(sa.cast(api_keys.c.roles, sa.Text)).where(*where))  # as text: may not decode
-    if raw is None:
+    roles = await _key_roles(conn, tenant_id, key_id)
+    if roles is _NO_KEY:
         return  # no such key (any more): the budget caps nobody's key
-    try:
-        roles: list[str] | None = msgspec.json.decode(raw, type=list[str])
-    except msgspec.DecodeError:
-        roles = None
-    if roles is not None and all(r in ROLES for r in roles) and ORG_GRANTED.isdisjoint(roles):
+    found = _org_granted(roles)
+    if found is None:
         return
-    held = ", ".join(sorted(ORG_GRANTED.intersection(roles))) if roles is not None else ""
+    held = ", ".join(found)
     what = f"holds the {held} role" if held else "has roles that cannot be read"
     raise Outranked(
         f"Budget {budget_id} is on key {key_id}, which {what}: a budget on a key holding a role only an "
