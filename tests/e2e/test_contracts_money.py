@@ -1,0 +1,111 @@
+"""The money a revenue share accrues, through two running replicas on one database (SQLite, then
+PostgreSQL), called with the official openai SDK: a rate of 0.175 on costs of millionths of a dollar,
+a cap crossed by concurrent calls on both replicas. Every accrual is cost x rate exactly, they sum to
+exactly the cap, one of them is partial, and the ledger's running total equals its rows."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import time
+from concurrent.futures import ThreadPoolExecutor
+from decimal import Decimal
+
+import httpx
+import openai
+
+from builders import api_keys, database_env, identity, price, simulated, single
+from multihome.contracts.ledger import Ledger
+from multihome.storage.engine import create_engine
+
+from .processes import Gateway, started_together
+
+ADMIN = "contracts-money-admin-key"
+RATE = Decimal("0.175")
+INPUT, OUTPUT = Decimal("0.15"), Decimal("0.6")  # per 1M tokens: a call costs millionths of a dollar
+CALLS = 40
+
+
+def _ledger(db_url: str):
+    async def read():
+        engine = create_engine(db_url)
+        try:
+            ledger = Ledger(engine)
+            return (await ledger.totals(["rs-money"])).get("rs-money"), await ledger.accruals("rs-money")
+        finally:
+            await engine.dispose()
+
+    return asyncio.run(read())
+
+
+def test_concurrent_calls_on_two_replicas_accrue_exactly_to_the_cap(db_url, tmp_path, simulator):
+    sim = simulator("openai", "oa")
+    cfg = single(
+        simulated("openai", sim.url),
+        names=("oa", "d", "gpt-4o"),
+        deployment_fields={"price": price(float(INPUT), float(OUTPUT))},
+        storage=database_env(refresh_s=0.1),
+        identity=identity("MH_TEST_ADMIN"),
+        server=api_keys("MH_TEST_CLIENT"),
+        contracts={"flush_interval_s": 0.02, "refresh_s": 0.1},
+    )
+    env = {"MH_TEST_DB": db_url, "MH_TEST_ADMIN": ADMIN, "MH_TEST_CLIENT": "client-key"}
+    replicas = started_together(Gateway(cfg, tmp_path, env, wait=False), Gateway(cfg, tmp_path, env, wait=False))
+    try:
+        clients = [openai.OpenAI(base_url=gw.url + "/v1", api_key="client-key", max_retries=0) for gw in replicas]
+        admins = [httpx.Client(base_url=gw.url, headers={"authorization": f"Bearer {ADMIN}"}) for gw in replicas]
+
+        def call(i: int):
+            return clients[i % 2].chat.completions.create(
+                model="gpt-4o", messages=[{"role": "user", "content": "the same question"}]
+            )
+
+        # What one call costs (before any agreement: it accrues to none), exactly, from its usage.
+        usage = call(0).usage
+        assert usage is not None
+        cost = (usage.prompt_tokens * INPUT + usage.completion_tokens * OUTPUT) / Decimal(1_000_000)
+        # A cap about half-way through the calls, with 9 places: the call that crosses it accrues part.
+        cap = (cost * RATE * Decimal("20.5")).quantize(Decimal("0.000000001"))
+        today = dt.datetime.now(dt.UTC).date()
+        contract = {
+            "kind": "revenue_share",
+            "id": "rs-money",
+            "rate": str(RATE),
+            "basis": {"providers": ["oa"]},
+            "starts_on": str(today - dt.timedelta(days=1)),
+            "ends_on": str(today + dt.timedelta(days=1)),
+            "cap": str(cap),
+        }
+        created = admins[0].post("/admin/v1/contracts", json=contract)
+        assert created.status_code == 201, created.text
+        deadline = time.monotonic() + 60  # the other replica reads it within refresh_s
+        while admins[1].get("/admin/v1/contracts/rs-money").status_code != 200:
+            assert time.monotonic() < deadline, "replica 2 never saw the agreement"
+            time.sleep(0.05)
+
+        with ThreadPoolExecutor(8) as pool:
+            answers = list(pool.map(call, range(CALLS)))
+        assert all(a.usage == usage for a in answers)  # every call costs `cost`
+
+        deadline = time.monotonic() + 60
+        while True:
+            total, rows = _ledger(db_url)
+            if total is not None and total.calls == CALLS:
+                break
+            assert time.monotonic() < deadline, f"{total} after 60 s"
+            time.sleep(0.1)
+    finally:
+        for gw in replicas:
+            gw.stop()
+
+    assert len(rows) == CALLS
+    assert all(r.basis == cost and r.requested == cost * RATE for r in rows)  # exact, no rounding
+    assert sum((r.amount for r in rows), Decimal(0)) == cap == total.accrued  # exactly the cap, not a cent off
+    assert total.requested == cost * RATE * CALLS
+    partial = [r for r in rows if 0 < r.amount < r.requested]
+    assert len(partial) == 1, partial
+    full = [r for r in rows if r.amount == r.requested]
+    assert len(full) == 20 and partial[0].amount == cap - 20 * cost * RATE
+    assert all(r.amount == 0 for r in rows if r not in full and r not in partial)
+    assert total.capped_at == partial[0].at
+    assert all(r.price_version for r in rows)
