@@ -459,3 +459,19 @@ def test_a_date_the_calendar_has_not_is_a_config_error_naming_its_line(value, tm
     )
     assert out.returncode != 0 and "Traceback" not in out.stderr, out.stderr
     assert f"'{value}' is not a calendar date or time" in out.stderr
+
+
+@pytest.mark.parametrize("code", ["usd", "US", "EURO", "'U5D'"])
+def test_a_price_or_budget_currency_is_a_capitalised_iso_code(code):
+    """A call counts towards a budget or a contract only in its price's currency, compared as written: a
+    deployment priced in "usd" escaped every USD budget (and accrued to no USD contract), silently."""
+    priced = BASE.replace(
+        "model: gpt-4o-prod}", f"model: gpt-4o-prod, price: {{input: 1, output: 1, currency: {code}}}}}"
+    )
+    with pytest.raises(ConfigError) as info:
+        parse_config(priced)
+    assert info.value.problems[0].startswith("deployments.d1.price.currency: must be a three-letter ISO 4217 code")
+    budget = BASE + f"metering: {{budgets: [{{scope: tenant, id: '*', amount: 1, currency: {code}}}]}}\n"
+    with pytest.raises(ConfigError) as info:
+        parse_config(budget)
+    assert info.value.problems[0].startswith("metering.budgets[0].currency: must be a three-letter ISO 4217 code")

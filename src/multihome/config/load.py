@@ -25,7 +25,7 @@ from .kms import KmsConfig
 from .kms import check as check_kms
 from .memory import MemoryConfig
 from .memory import check as memory_problems
-from .metering import MeteringConfig
+from .metering import MeteringConfig, currency_problem
 from .metering import check as check_metering
 from .metrics import MetricsConfig
 from .model import (
@@ -231,6 +231,8 @@ def _reference_problems(config: Config, names: dict[str, set[str]]) -> Iterator[
                     "translation drops it, so every call runs at the provider's standard tier, charged at the "
                     "price itself); remove `tiers`"
                 )
+        if dep.price is not None and (found := currency_problem(dep.price.currency)) is not None:
+            yield f"deployments.{name}.price.currency: {found}"
         for tier in dep.price.tiers or () if dep.price is not None else ():
             if tier not in PRICED_TIERS:
                 yield (

@@ -5,6 +5,7 @@ Absent section = metering on (usage rows and costs), no budgets, no rate limits.
 
 from __future__ import annotations
 
+import re
 from decimal import Decimal
 from typing import Annotated, Literal
 
@@ -119,6 +120,17 @@ def budget_problem(amount: str | int | float) -> str | None:
     return None
 
 
+def currency_problem(code: str) -> str | None:
+    """What is wrong with a price's or a budget's currency (None: fine). Budgets and contracts count a call's
+    cost only in its price's code, compared as written: a price in "usd" escaped every USD budget."""
+    if re.fullmatch(r"[A-Z]{3}", code):
+        return None
+    return (
+        f"must be a three-letter ISO 4217 code in capitals, such as USD, not '{code[:64]}' (budgets and contracts "
+        "count a call's cost only in the currency code its price names)"
+    )
+
+
 def check(cfg: MeteringConfig, deployments: set[str]) -> list[str]:
     """Problems as `metering.<path>: what is wrong` (empty list = fine)."""
     problems = []
@@ -126,6 +138,9 @@ def check(cfg: MeteringConfig, deployments: set[str]) -> list[str]:
         found = budget_problem(b.amount)
         if found is not None:
             problems.append(f"metering.budgets[{i}].amount: {found}")
+        found = currency_problem(b.currency)
+        if found is not None:
+            problems.append(f"metering.budgets[{i}].currency: {found}")
     for i, r in enumerate(cfg.rate_limits):
         if r.requests_per_minute is None and r.tokens_per_minute is None:
             problems.append(f"metering.rate_limits[{i}]: set requests_per_minute and/or tokens_per_minute")
