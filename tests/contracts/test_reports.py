@@ -185,6 +185,30 @@ async def test_commitment_source_serves_burn_down_from_memory(service, migrated_
         await other.close()
 
 
+async def test_a_commitment_that_has_ended_is_no_longer_burned_down(migrated_url):
+    """After its last day a commitment has no plan left to catch up with: its pool reads on plan (0.0), as an
+    unknown one does. It used to read `1 - burned / amount` for ever, so commitment-burn-down kept sending
+    calls first to a deployment whose commitment was over (their spend no longer burns it)."""
+    now = [dt.datetime(2026, 1, 31, 23, 59, 59, tzinfo=UTC).timestamp()]  # the commitment's last second
+    svc = ContractsService(parse_contracts(CFG), migrated_url, clock=lambda: now[0])
+    await svc.start()
+    try:
+        svc.metered(metered("req_1", "100.00", ts("2026-01-02T12:00")))
+        await svc.flush()
+        assert svc.behind_plan("azure-commit") == pytest.approx(1 - 100 / 3100, abs=1e-6)  # far behind: burn it
+        assert _order(svc) == ["on-azure", "on-openai"]
+        now[0] += 1  # 2026-02-01T00:00:00Z: the end instant
+        assert svc.behind_plan("azure-commit") == 0.0
+        assert _order(svc) == ["on-openai", "on-azure"]  # config order
+        svc.metered(metered("req_2", "100.00", now[0]))  # accrues to it no more
+        await svc.flush()
+        assert svc.accrued("azure-commit") == Decimal("100.00")
+        now[0] = dt.datetime(2025, 12, 31, 23, 59, 59, tzinfo=UTC).timestamp()  # a second before it starts
+        assert svc.behind_plan("azure-commit") == 0.0
+    finally:
+        await svc.close()
+
+
 # -- admin API ---------------------------------------------------------------------------------
 ORG_ADMIN = Principal(tenant="*", subject="admin@example.com", source="static", roles=frozenset({"org-admin"}))
 TENANT_ADMIN = Principal(tenant="ten_a", subject="ta", source="api_key", roles=frozenset({"tenant-admin"}))

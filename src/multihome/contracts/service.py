@@ -371,13 +371,17 @@ class ContractsService:
 
     # -- routing.commitments.CommitmentSource ----------------------------------------------------
     def behind_plan(self, pool: str) -> float:
-        """(planned burn to now - actual burn) / commitment amount; 0.0 for an unknown pool."""
+        """(planned burn to now - actual burn) / commitment amount; 0.0 for an unknown pool, and for one
+        outside its period: before it nothing is planned, after it a call's spend no longer burns it (an
+        ended commitment left behind plan would otherwise be preferred for ever)."""
         plan = self._plans.get(pool)
         if plan is None:
             return 0.0
         start, end, amount = plan
-        frac = min(1.0, max(0.0, (self._clock() - start) / (end - start)))
-        return frac - self._burned.get(pool, 0.0) / amount
+        now = self._clock()
+        if not start <= now < end:
+            return 0.0
+        return (now - start) / (end - start) - self._burned.get(pool, 0.0) / amount
 
     def accrued(self, contract_id: str) -> Decimal:
         t = self.totals.get(contract_id)
