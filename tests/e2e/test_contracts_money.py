@@ -14,16 +14,19 @@ from decimal import Decimal
 import httpx
 import openai
 
-from builders import api_keys, database_env, identity, price, simulated, single
+from builders import api_keys, config, database_env, deployment, group, identity, price, simulated, single
 from multihome.contracts.ledger import Ledger
 from multihome.storage.engine import create_engine
 
+from .helpers import until
 from .processes import Gateway, started_together
 
 ADMIN = "contracts-money-admin-key"
 RATE = Decimal("0.175")
 INPUT, OUTPUT = Decimal("0.15"), Decimal("0.6")  # per 1M tokens: a call costs millionths of a dollar
 CALLS = 40
+TODAY = dt.datetime.now(dt.UTC).date()
+TERM = {"starts_on": str(TODAY - dt.timedelta(days=1)), "ends_on": str(TODAY + dt.timedelta(days=1))}
 
 
 def _ledger(db_url: str):
@@ -66,14 +69,12 @@ def test_concurrent_calls_on_two_replicas_accrue_exactly_to_the_cap(db_url, tmp_
         cost = (usage.prompt_tokens * INPUT + usage.completion_tokens * OUTPUT) / Decimal(1_000_000)
         # A cap about half-way through the calls, with 9 places: the call that crosses it accrues part.
         cap = (cost * RATE * Decimal("20.5")).quantize(Decimal("0.000000001"))
-        today = dt.datetime.now(dt.UTC).date()
         contract = {
             "kind": "revenue_share",
             "id": "rs-money",
             "rate": str(RATE),
             "basis": {"providers": ["oa"]},
-            "starts_on": str(today - dt.timedelta(days=1)),
-            "ends_on": str(today + dt.timedelta(days=1)),
+            **TERM,
             "cap": str(cap),
         }
         created = admins[0].post("/admin/v1/contracts", json=contract)
@@ -109,3 +110,89 @@ def test_concurrent_calls_on_two_replicas_accrue_exactly_to_the_cap(db_url, tmp_
     assert all(r.amount == 0 for r in rows if r not in full and r not in partial)
     assert total.capped_at == partial[0].at
     assert all(r.price_version for r in rows)
+
+
+def _accruals(db_url: str, *contracts: str) -> dict[str, dict[str, tuple[Decimal, Decimal]]]:
+    """contract -> request id -> (basis, amount), as the ledger holds them."""
+
+    async def read():
+        engine = create_engine(db_url)
+        try:
+            ledger = Ledger(engine)
+            return {c: {r.request_id: (r.basis, r.amount) for r in await ledger.accruals(c)} for c in contracts}
+        finally:
+            await engine.dispose()
+
+    return asyncio.run(read())
+
+
+def test_primary_first_accrues_to_the_cloud_that_served_or_billed(db_url, tmp_path, simulator):
+    """Primary cloud first, unless it lacks or declines what the call needs: the contract terms follow the
+    provider that answered. A call the primary serves burns the primary's commitment; a 429 from it, or a
+    vision call it lacks the capability for, burns the secondary's only; a refusal it answered (200,
+    content_filter) is billed on the primary (`<request id>.1`) and the answer served on the secondary,
+    each accruing to its own provider's commitment and to a revenue share over both."""
+    sim = simulator("openai", "up")
+    chat_only = ["chat", "streaming", "tools"]
+    cfg = config(
+        server=api_keys("MH_TEST_CLIENT"),
+        identity=identity("MH_TEST_ADMIN"),
+        storage=database_env(),
+        providers={"primary": simulated("openai", sim.url), "secondary": simulated("openai", sim.url)},
+        deployments={
+            "p": deployment("primary", "m-primary", price=price(2, 8), capabilities=chat_only),
+            "s": deployment("secondary", "m-secondary", price=price(1, 4)),
+        },
+        model_groups={"g": group("p", "s", fail_over_on=["capacity", "unavailable", "refusal"], retries=0)},
+        contracts={
+            "flush_interval_s": 0.02,
+            "commitments": [
+                {
+                    "id": f"{p}-commit",
+                    "provider": p,
+                    "amount": "1000",
+                    **TERM,
+                }
+                for p in ("primary", "secondary")
+            ],
+            "revenue_share": [{"id": "rs-both", "rate": "0.175", **TERM}],
+        },
+    )
+    env = {"MH_TEST_DB": db_url, "MH_TEST_ADMIN": ADMIN, "MH_TEST_CLIENT": "client-key"}
+    gw = Gateway(cfg, tmp_path, env)
+    try:
+        client = openai.OpenAI(base_url=gw.url + "/v1", api_key="client-key", max_retries=0, timeout=30)
+
+        def call(content) -> tuple[str, str]:
+            raw = client.chat.completions.with_raw_response.create(
+                model="g", messages=[{"role": "user", "content": content}]
+            )
+            return raw.headers["x-request-id"], raw.headers["x-multihome-deployment"]
+
+        served = call("hello")
+        sim.fault(status=429, match="m-primary")
+        declined = call("hello again")
+        sim.clear_faults()
+        image = [
+            {"type": "text", "text": "what is this"},
+            {"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBORw0KGgo="}},
+        ]
+        lacking = call(image)
+        sim.fault(content_filter="output", match="m-primary")
+        refused = call("something the filter dislikes")
+        sim.clear_faults()
+        assert [d for _, d in (served, declined, lacking, refused)] == ["p", "s", "s", "s"]
+        ids = {rid for rid, _ in (served, declined, lacking, refused)} | {f"{refused[0]}.1"}
+        contracts = ("primary-commit", "secondary-commit", "rs-both")
+        ledger = until(
+            lambda: (a := _accruals(db_url, *contracts)) and set(a["rs-both"]) == ids and a,
+            what="every answer's accruals",
+        )
+    finally:
+        gw.stop()
+
+    primary, secondary, share = ledger["primary-commit"], ledger["secondary-commit"], ledger["rs-both"]
+    assert set(primary) == {served[0], f"{refused[0]}.1"}  # what the primary answered, served or billed
+    assert set(secondary) == {declined[0], lacking[0], refused[0]}
+    for rid, (basis, amount) in {**primary, **secondary}.items():
+        assert basis == amount > 0 and share[rid] == (basis, basis * RATE), rid  # the same cost, x 0.175
