@@ -475,3 +475,22 @@ def test_a_price_or_budget_currency_is_a_capitalised_iso_code(code):
     with pytest.raises(ConfigError) as info:
         parse_config(budget)
     assert info.value.problems[0].startswith("metering.budgets[0].currency: must be a three-letter ISO 4217 code")
+
+
+@pytest.mark.parametrize(
+    ("basis", "problem"),
+    [
+        ("{providers: [azz]}", "contracts.revenue_share[0].basis.providers[0]: unknown provider 'azz'"),
+        ("{providers: [az, azz]}", "contracts.revenue_share[0].basis.providers[1]: unknown provider 'azz'"),
+        ("{model_groups: [gpt4o]}", "contracts.revenue_share[0].basis.model_groups[0]: unknown model group 'gpt4o'"),
+    ],
+)
+def test_a_revenue_share_basis_naming_no_provider_or_group_of_the_config_is_refused(basis, problem):
+    """A typo in a basis matched no call: the agreement silently never accrued (a commitment's provider was
+    already checked)."""
+    share = f"{{id: rs, rate: '0.1', starts_on: 2026-01-01, ends_on: 2026-12-31, basis: {basis}}}"
+    text = BASE + f"storage: {{url: 'sqlite+aiosqlite:///x.db'}}\ncontracts: {{revenue_share: [{share}]}}\n"
+    with pytest.raises(ConfigError) as info:
+        parse_config(text)
+    assert info.value.problems == [problem]
+    parse_config(text.replace("azz", "az").replace("gpt4o", "gpt-4o"))

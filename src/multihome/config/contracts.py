@@ -156,7 +156,7 @@ def parse_contracts(data: object) -> ContractsConfig:
     return cfg
 
 
-def check(cfg: ContractsConfig, providers: set[str] | None = None) -> None:
+def check(cfg: ContractsConfig, providers: set[str] | None = None, model_groups: set[str] | None = None) -> None:
     seen: set[str] = set()
     sections: tuple[tuple[str, Sequence[Agreement]], ...] = (
         ("revenue_share", cfg.revenue_share),
@@ -173,6 +173,13 @@ def check(cfg: ContractsConfig, providers: set[str] | None = None) -> None:
             seen.add(a.id)
             if providers is not None and isinstance(a, Commitment) and a.provider not in providers:
                 raise ContractsConfigError(f"{where}.provider: unknown provider {a.provider!r}")
+            if isinstance(a, RevenueShare):
+                # A name no call can carry matches nothing: the agreement would silently never accrue.
+                for field, known in (("providers", providers), ("model_groups", model_groups)):
+                    for j, name in enumerate(getattr(a.basis, field)):
+                        if known is not None and name not in known:
+                            what = field[:-1].replace("_", " ")
+                            raise ContractsConfigError(f"{where}.basis.{field}[{j}]: unknown {what} {name[:64]!r}")
     if cfg.flush_interval_s <= 0 or cfg.batch_max < 1 or cfg.refresh_s <= 0 or cfg.rate_window_days < 1:
         raise ContractsConfigError(
             "contracts: flush_interval_s, batch_max, refresh_s, rate_window_days must be positive"

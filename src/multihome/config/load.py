@@ -178,7 +178,7 @@ def parse_config(text: str, *, source: str = "<config>") -> Config:
     problems.extend(check_metering(config.metering, names["deployments"]))
     problems.extend(check_kms(config.kms))
     try:
-        check_contracts(config.contracts, names["providers"])
+        check_contracts(config.contracts, names["providers"], names["model_groups"])
     except ContractsConfigError as exc:
         problems.append(str(exc))
     if (config.contracts.revenue_share or config.contracts.commitments) and not (
