@@ -10,12 +10,15 @@ import datetime as dt
 import time
 from concurrent.futures import ThreadPoolExecutor
 from decimal import Decimal
+from pathlib import Path
 
 import httpx
 import openai
+import sqlalchemy as sa
 
-from builders import api_keys, config, database_env, deployment, group, identity, price, simulated, single
+from builders import api_keys, config, database_env, deployment, group, identity, price, simulated, single, yaml_text
 from multihome.contracts.ledger import Ledger
+from multihome.metering.tables import usage_calls
 from multihome.storage.engine import create_engine
 
 from .helpers import until
@@ -196,3 +199,77 @@ def test_primary_first_accrues_to_the_cloud_that_served_or_billed(db_url, tmp_pa
     assert set(secondary) == {declined[0], lacking[0], refused[0]}
     for rid, (basis, amount) in {**primary, **secondary}.items():
         assert basis == amount > 0 and share[rid] == (basis, basis * RATE), rid  # the same cost, x 0.175
+
+
+def _usage_costs(db_url: str) -> dict[str, tuple[Decimal, str]]:
+    """request id -> (cost, price version) of the stored usage rows."""
+
+    async def read():
+        engine = create_engine(db_url)
+        try:
+            async with engine.connect() as conn:
+                found = await conn.execute(
+                    sa.select(usage_calls.c.request_id, usage_calls.c.cost, usage_calls.c.price_version)
+                )
+                return {r.request_id: (Decimal(r.cost), r.price_version) for r in found}
+        finally:
+            await engine.dispose()
+
+    return asyncio.run(read())
+
+
+def test_a_price_change_mid_agreement_accrues_each_call_at_its_own_price(db_url, tmp_path, simulator):
+    """A config reload changes the deployment's price half-way through an agreement: the calls before accrue
+    at the old price and the calls after at the new one, each accrual carrying its usage row's cost and price
+    version; nothing already accrued is rewritten."""
+    sim = simulator("openai", "oa")
+
+    def cfg(per_m_in: float, per_m_out: float) -> dict:
+        return single(
+            simulated("openai", sim.url),
+            names=("oa", "d", "gpt-4o"),
+            deployment_fields={"price": price(per_m_in, per_m_out)},
+            storage=database_env(),
+            identity=identity("MH_TEST_ADMIN"),
+            server=api_keys("MH_TEST_CLIENT"),
+            contracts={
+                "flush_interval_s": 0.02,
+                "revenue_share": [{"id": "rs-money", "rate": str(RATE), "basis": {"providers": ["oa"]}, **TERM}],
+            },
+        )
+
+    env = {"MH_TEST_DB": db_url, "MH_TEST_ADMIN": ADMIN, "MH_TEST_CLIENT": "client-key"}
+    gw = Gateway(cfg(0.15, 0.6), tmp_path, env)
+    try:
+        client = openai.OpenAI(base_url=gw.url + "/v1", api_key="client-key", max_retries=0, timeout=30)
+
+        def call() -> str:
+            raw = client.chat.completions.with_raw_response.create(
+                model="gpt-4o", messages=[{"role": "user", "content": "the same question"}]
+            )
+            return raw.headers["x-request-id"]
+
+        before = [call() for _ in range(3)]
+        path = Path(gw.args[gw.args.index("--config") + 1])
+        path.write_text(yaml_text(cfg(2.5, 10)))
+        admin = httpx.Client(base_url=gw.url, headers={"authorization": f"Bearer {ADMIN}"}, timeout=10)
+        reloaded = admin.post("/admin/v1/config/reload")
+        assert reloaded.status_code == 200 and reloaded.json()["changed"], reloaded.text
+        after = [call() for _ in range(3)]
+        rows = until(
+            lambda: (a := _accruals(db_url, "rs-money")["rs-money"]) and len(a) == 6 and a,
+            what="six accruals",
+        )
+        usage = until(lambda: (u := _usage_costs(db_url)) and set(before + after) <= set(u) and u, what="usage rows")
+    finally:
+        gw.stop()
+
+    versions = {usage[r][1] for r in before}, {usage[r][1] for r in after}
+    assert len(versions[0]) == len(versions[1]) == 1 and versions[0] != versions[1]  # one version each side
+    old, new = usage[before[0]][0], usage[after[0]][0]
+    assert new > old > 0 and all(usage[r][0] == old for r in before) and all(usage[r][0] == new for r in after)
+    for r in before + after:
+        assert rows[r] == (usage[r][0], usage[r][0] * RATE), r  # accrued at the call's own price, exactly
+    total, accruals = _ledger(db_url)
+    assert total.accrued == 3 * old * RATE + 3 * new * RATE
+    assert {a.request_id: a.price_version for a in accruals} == {r: usage[r][1] for r in before + after}
