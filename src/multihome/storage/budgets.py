@@ -20,21 +20,21 @@ from collections.abc import Callable
 from decimal import Decimal, InvalidOperation
 from typing import Any, TypeVar
 
-import msgspec
 import sqlalchemy as sa
 
 from ..config.decimals import places
 from ..config.metering import BUDGET_MAX, BUDGET_PLACES
 from ..schema.errors import echo
-from ..schema.principal import ORG_ADMIN, ORG_GRANTED, ROLES, TENANT_ADMIN
+from ..schema.principal import ORG_ADMIN, TENANT_ADMIN
 from . import rows
 from .base import StoreBase, utcnow
 from .errors import Conflict, Invalid, NotFound, StorageError
 from .ids import new_id
+from .key_roles import NO_KEY, key_roles, org_granted, refuse_privileged_key
 from .records import Budget, BudgetMode, BudgetPeriod, BudgetRole, PolicyScope
 from .row_reads import Listed, either, one, read_all, read_one
 from .rows import Unreadable
-from .tables import api_keys, budgets
+from .tables import budgets
 
 SCOPES: tuple[PolicyScope, ...] = ("tenant", "team", "key")
 PERIODS: tuple[BudgetPeriod, ...] = ("day", "month", "total")
@@ -51,16 +51,6 @@ _CURRENCY = re.compile(r"^[A-Z]{3}$")
 
 class Outranked(StorageError):
     """A tenant-admin tried to lift a budget an org-admin set (the admin API's 403)."""
-
-
-class PrivilegedKey(StorageError):
-    """A tenant-admin tried to set a budget on a key holding a role only an org-admin grants (the admin API's
-    403 `insufficient_role`): `roles` are those roles, empty when the key's roles cannot be read."""
-
-    def __init__(self, key_id: str, roles: tuple[str, ...]) -> None:
-        super().__init__(f"key {key_id} holds {', '.join(roles) or 'roles that cannot be read'}")
-        self.key_id = key_id
-        self.roles = roles
 
 
 def _lifts(before: Any, changes: dict[str, Any]) -> str | None:
@@ -171,9 +161,7 @@ class BudgetsRepo(StoreBase):
             if budget.scope == "key" and budget.set_by_role != ORG_ADMIN:
                 # In the write, the key's row locked (PostgreSQL), as update and delete check theirs: the roles
                 # the budget is judged by are the ones it is written beside.
-                held = _org_granted(await _key_roles(conn, tenant_id, budget.scope_id, lock=not self._sqlite))
-                if held is not None:
-                    raise PrivilegedKey(budget.scope_id, held)
+                await refuse_privileged_key(conn, tenant_id, budget.scope_id, lock=not self._sqlite)
             taken = await conn.scalar(sa.select(budgets.c.id).where(*slot))
             if taken is not None:
                 raise Conflict(
@@ -304,37 +292,13 @@ class BudgetsRepo(StoreBase):
         return None, bad, held.set_by_role
 
 
-_NO_KEY: list[str] = []  # _key_roles of a key that is not there: no role
-
-
-async def _key_roles(conn: Any, tenant_id: str, key_id: str, *, lock: bool = False) -> list[str] | None:
-    """A key's roles as stored (none for no such key), None when they cannot be read; `lock`: its row FOR
-    SHARE (PostgreSQL), so they stay what was read until the write commits."""
-    q = sa.select(sa.cast(api_keys.c.roles, sa.Text)).where(api_keys.c.tenant_id == tenant_id, api_keys.c.id == key_id)
-    raw = await conn.scalar(q.with_for_update(read=True) if lock else q)  # as text: may not decode
-    if raw is None:
-        return _NO_KEY
-    try:
-        return msgspec.json.decode(raw, type=list[str])
-    except msgspec.DecodeError:
-        return None
-
-
-def _org_granted(roles: list[str] | None) -> tuple[str, ...] | None:
-    """The roles only an org-admin grants among `roles` (empty: they cannot be read, so may hold one), or
-    None when there are none."""
-    if roles is not None and all(r in ROLES for r in roles) and ORG_GRANTED.isdisjoint(roles):
-        return None
-    return tuple(sorted(ORG_GRANTED.intersection(roles))) if roles is not None else ()
-
-
 async def _check_key(conn: Any, budget_id: str, tenant_id: str, key_id: str) -> None:
     """Outranked when the budget's key holds a role only an org-admin grants (or roles that cannot be read,
     which may be one): a cap on such a key is a change to it, an org-admin's to make, whoever set it."""
-    roles = await _key_roles(conn, tenant_id, key_id)
-    if roles is _NO_KEY:
+    roles = await key_roles(conn, tenant_id, key_id)
+    if roles is NO_KEY:
         return  # no such key (any more): the budget caps nobody's key
-    found = _org_granted(roles)
+    found = org_granted(roles)
     if found is None:
         return
     held = ", ".join(found)

@@ -16,8 +16,9 @@ from ...metering.prices import NANOS, text, to_nanos
 from ...metering.rules import AdminBudget, admin_budget, budget_base
 from ...schema.errors import ApiError, echo
 from ...schema.principal import ORG_ADMIN, TENANT_ADMIN, Principal
-from ...storage.budgets import Outranked, PrivilegedKey, budget_amount, budget_currency
+from ...storage.budgets import Outranked, budget_amount, budget_currency
 from ...storage.errors import Invalid, NotFound
+from ...storage.key_roles import PrivilegedKey
 from ...storage.rows import Unreadable
 from . import bodies as B
 from .keys import privileged_key
