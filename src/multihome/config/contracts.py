@@ -94,17 +94,28 @@ class ContractsConfig(Strict):
 
 def problems(a: Agreement) -> list[str]:
     """What is wrong with one agreement (empty when valid)."""
-    out = []
+    return [p.message for p in field_problems(a)]
+
+
+def field_problems(a: Agreement) -> list[fields.Problem]:
+    """`problems`, each with the field it is about (the admin API's `param`). A value is echoed to its first
+    64 characters: an id or a currency of megabytes was repeated whole."""
+    out: list[fields.Problem] = []
+    name = _echo(a.id)
+
+    def add(field: str, message: str) -> None:
+        out.append(fields.Problem(field, message))
+
     if not _ID.match(a.id):
-        out.append(f"id {a.id!r}: 1-64 characters from A-Z a-z 0-9 _ -")
-    for name in ("starts_on", "ends_on"):
-        found = fields.day(getattr(a, name), name)
+        add("id", f"id {name!r}: 1-64 characters from A-Z a-z 0-9 _ -")
+    for day in ("starts_on", "ends_on"):
+        found = fields.day(getattr(a, day), day)
         if found is not None:
-            out.append(f"{a.id}: {found.message}")
+            add(day, f"{name}: {found.message}")
     if a.ends_on < a.starts_on:
-        out.append(f"{a.id}: ends_on {a.ends_on} is before starts_on {a.starts_on}")
+        add("ends_on", f"{name}: ends_on {a.ends_on} is before starts_on {a.starts_on}")
     if not re.fullmatch(r"[A-Z]{3}", a.currency):
-        out.append(f"{a.id}: currency must be a 3-letter ISO code, not {a.currency!r}")
+        add("currency", f"{name}: currency must be a 3-letter ISO code, not {_echo(a.currency)!r}")
     # Stored, and held in memory by every replica: bounded like every admin-set field.
     if isinstance(a, RevenueShare):
         found = fields.strings(a.parties, "parties") or next(
@@ -113,27 +124,27 @@ def problems(a: Agreement) -> list[str]:
     else:
         found = fields.text(a.provider, "provider") if a.provider else None
     if found is not None:
-        out.append(f"{a.id}: {found.message}")
+        add(found.field, f"{name}: {found.message}")
     if isinstance(a, RevenueShare):
         if not a.rate.is_finite() or not Decimal(0) <= a.rate <= Decimal(1):
-            out.append(f"{a.id}: rate must be a fraction between 0 and 1, not {_echo(a.rate)}")
+            add("rate", f"{name}: rate must be a fraction between 0 and 1, not {_echo(a.rate)}")
         elif places(a.rate) > RATE_PLACES:
-            out.append(f"{a.id}: rate has more than {RATE_PLACES} decimal places: {_echo(a.rate)}")
+            add("rate", f"{name}: rate has more than {RATE_PLACES} decimal places: {_echo(a.rate)}")
         if a.cap is not None and (not a.cap.is_finite() or not 0 <= a.cap <= MAX_AMOUNT):
-            out.append(f"{a.id}: cap must be a non-negative amount of at most {MAX_AMOUNT}, not {_echo(a.cap)}")
+            add("cap", f"{name}: cap must be a non-negative amount of at most {MAX_AMOUNT}, not {_echo(a.cap)}")
         elif a.cap is not None and places(a.cap) > AMOUNT_PLACES:
-            out.append(f"{a.id}: cap has more than {AMOUNT_PLACES} decimal places: {_echo(a.cap)}")
+            add("cap", f"{name}: cap has more than {AMOUNT_PLACES} decimal places: {_echo(a.cap)}")
     else:
         if not a.amount.is_finite() or not 0 < a.amount <= MAX_AMOUNT:
-            out.append(f"{a.id}: amount must be positive and at most {MAX_AMOUNT}, not {_echo(a.amount)}")
+            add("amount", f"{name}: amount must be positive and at most {MAX_AMOUNT}, not {_echo(a.amount)}")
         elif places(a.amount) > AMOUNT_PLACES:
-            out.append(f"{a.id}: amount has more than {AMOUNT_PLACES} decimal places: {_echo(a.amount)}")
+            add("amount", f"{name}: amount has more than {AMOUNT_PLACES} decimal places: {_echo(a.amount)}")
         if not a.provider:
-            out.append(f"{a.id}: provider is required")
+            add("provider", f"{name}: provider is required")
     return out
 
 
-def _echo(value: Decimal) -> str:
+def _echo(value: object) -> str:
     """A value in a message: at most its first 64 characters (a 100-digit rate is not echoed whole)."""
     text = str(value)
     return text if len(text) <= 64 else text[:64] + "..."

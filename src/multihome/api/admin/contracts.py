@@ -9,7 +9,7 @@ from typing import Any
 
 from ...config.contracts import Agreement, encode_agreement
 from ...contracts.report import build_report, build_reports, to_csv
-from ...contracts.service import AgreementConflict
+from ...contracts.service import AgreementConflict, InvalidAgreement
 from ...schema import admin_fields
 from ...schema.errors import ApiError, echo
 from ...storage import row_reads
@@ -28,6 +28,8 @@ async def create_contract(s: Services, c: AdminCall) -> Any:
         await s.contracts.create_agreement(c.body, actor=c.who.subject)
     except AgreementConflict as exc:
         raise ApiError(409, str(exc), code="conflict") from None
+    except InvalidAgreement as exc:
+        raise ApiError(400, f"Invalid contract: {exc}", param=exc.field, code="invalid_value") from None
     except ValueError as exc:
         raise ApiError(400, f"Invalid contract: {exc}", code="invalid_value") from None
     return _view(s, c.body)
