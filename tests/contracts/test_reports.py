@@ -112,6 +112,22 @@ async def test_cap_reached_shows_capped_and_forgone(service):
     assert r.capped_at.startswith("2026-01-10T23:59:30")
 
 
+async def test_a_cap_of_zero_reads_not_started_before_its_term_and_capped_in_it(service):
+    """A cap of 0 holds back everything: in its term the report says capped, but before the term it said
+    capped too, for an agreement nothing could have accrued to yet."""
+    [a] = parse_contracts(
+        {
+            "revenue_share": [
+                {"id": "rs-zero", "rate": "0.5", "cap": "0", "starts_on": "2026-02-01", "ends_on": "2026-02-28"}
+            ]
+        }
+    ).revenue_share
+    before = await build_report(a, service.ledger, dt.datetime(2026, 1, 31, 23, 59, 59, tzinfo=UTC))
+    assert (before.status, before.limit, before.remaining, before.accrued) == ("not started", "0.00", "0.00", "0.00")
+    during = await build_report(a, service.ledger, dt.datetime(2026, 2, 1, tzinfo=UTC))
+    assert during.status == "capped"
+
+
 async def test_csv_has_the_documented_columns_and_values(service):
     reports = [await build_report(a, service.ledger, NOW) for a in service.agreements()]
     rows = list(csv.DictReader(io.StringIO(to_csv(reports))))
