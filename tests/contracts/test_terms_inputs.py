@@ -73,3 +73,23 @@ def test_accruals_at_the_finest_rate_sum_to_rate_times_the_costs_exactly():
     assert accrued == money.mul(a.rate, money.total(costs))
     assert terms.accrues(a, "t", "g", "p", "USD", dt.datetime(2026, 12, 31, 23, 59, 59, tzinfo=dt.UTC).timestamp())
     assert not terms.accrues(a, "t", "g", "p", "USD", dt.datetime(2027, 1, 1, tzinfo=dt.UTC).timestamp())
+
+
+@pytest.mark.parametrize("when", ["2026-12-31T23:59:59+05:00", "2026-12-31 23:59:59", "2026-12-31T00:00:00Z"])
+def test_a_term_given_as_a_time_is_refused_saying_it_is_a_whole_utc_day(when):
+    """YAML reads an unquoted time as a datetime: taken, its date would be the local one (23:59:59+05:00 is
+    18:59:59Z); it is refused, naming the key and saying what to write."""
+    from multihome.config import ConfigError, parse_config
+
+    text = (
+        "server: {api_keys_env: [K]}\nproviders: {p: {kind: openai, endpoint: 'http://127.0.0.1:9'}}\ndeployments: {d: {provider: p, model: m}}\n"
+        "model_groups: {g: {deployments: [d]}}\nstorage: {url: 'sqlite+aiosqlite:///x.db'}\n"
+        f"contracts: {{revenue_share: [{{id: rs, rate: '0.1', starts_on: 2026-01-01, ends_on: {when}}}]}}\n"
+    )
+    with pytest.raises(ConfigError) as info:
+        parse_config(text)
+    [problem] = info.value.problems
+    assert problem.startswith(
+        "contracts.revenue_share[0].ends_on: Expected `date`, got `datetime`: a date here is a whole UTC day"
+    )
+    parse_config(text.replace(when, "2026-12-31"))

@@ -33,6 +33,7 @@ import msgspec
 
 from ..schema import admin_fields as fields
 from .decimals import places
+from .errors import DATE_GOT_TIME, DATE_NOT_TIME
 from .struct import Strict
 
 _ID = re.compile(r"^[A-Za-z0-9_\-]{1,64}$")  # also what the admin API's URL pattern accepts
@@ -162,7 +163,10 @@ def parse_contracts(data: object) -> ContractsConfig:
         text = str(exc)
         m = re.search(r" - at `\$(?P<path>[^`]*)`$", text)
         where = "contracts" + (m.group("path") if m else "")
-        raise ContractsConfigError(f"{where}: {text[: m.start()] if m else text}") from None
+        what = text[: m.start()] if m else text
+        if what == DATE_GOT_TIME:
+            what += DATE_NOT_TIME
+        raise ContractsConfigError(f"{where}: {what}") from None
     check(cfg)
     return cfg
 

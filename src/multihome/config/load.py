@@ -20,7 +20,7 @@ from .console import ConsoleConfig
 from .contracts import ContractsConfig, ContractsConfigError
 from .contracts import check as check_contracts
 from .egress import EgressConfig
-from .errors import ConfigError
+from .errors import DATE_GOT_TIME, DATE_NOT_TIME, ConfigError
 from .kms import KmsConfig
 from .kms import check as check_kms
 from .memory import MemoryConfig
@@ -61,6 +61,8 @@ def _path_problem(exc: msgspec.ValidationError, type_: type, prefix: str) -> str
         valid = _literal_values(type_, sub)
         if valid:
             what += f" (valid: {', '.join(map(str, valid))})"
+    elif what == DATE_GOT_TIME:
+        what += DATE_NOT_TIME
     return f"{path}: {what}"
 
 
