@@ -494,3 +494,20 @@ def test_a_revenue_share_basis_naming_no_provider_or_group_of_the_config_is_refu
         parse_config(text)
     assert info.value.problems == [problem]
     parse_config(text.replace("azz", "az").replace("gpt4o", "gpt-4o"))
+
+
+@pytest.mark.parametrize("value", ["1.2e-41", "1.5e-19", "0.0000000000000000001"])
+def test_a_price_of_more_than_18_decimal_places_is_refused(value):
+    """A cost has its price's places plus 6: a price of 1.2e-41 made a cost text of 66 characters, past the
+    usage row's 64, so PostgreSQL refused every usage batch holding such a call (SQLite kept it)."""
+    for field in ("input", "output", "cached_input"):
+        fields = {"input": "1.0", "output": "1.0", field: value}
+        priced = ", ".join(f"{k}: {v}" for k, v in fields.items())
+        text = BASE.replace("model: gpt-4o-prod}", f"model: gpt-4o-prod, price: {{{priced}}}}}")
+        with pytest.raises(ConfigError) as info:
+            parse_config(text)
+        assert info.value.problems[0].startswith(f"deployments.d1.price.{field}: ")
+        assert "more than 18 decimal places" in info.value.problems[0]
+    parse_config(
+        BASE.replace("model: gpt-4o-prod}", "model: gpt-4o-prod, price: {input: 1.0e-18, output: 0.8333333333333334}}")
+    )

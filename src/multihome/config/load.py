@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Iterator
+from decimal import Decimal
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -19,6 +20,7 @@ from .capture import CaptureConfig
 from .console import ConsoleConfig
 from .contracts import ContractsConfig, ContractsConfigError
 from .contracts import check as check_contracts
+from .decimals import places
 from .egress import EgressConfig
 from .errors import DATE_GOT_TIME, DATE_NOT_TIME, ConfigError
 from .kms import KmsConfig
@@ -35,12 +37,14 @@ from .model import (
     Deployment,
     Identity,
     ModelGroup,
+    Price,
     Provider,
     ProviderAuth,
     Routing,
     Server,
     Storage,
     Telemetry,
+    TierPrice,
 )
 from .responses import ResponsesConfig
 from .yaml_source import read_yaml
@@ -235,6 +239,7 @@ def _reference_problems(config: Config, names: dict[str, set[str]]) -> Iterator[
                 )
         if dep.price is not None and (found := currency_problem(dep.price.currency)) is not None:
             yield f"deployments.{name}.price.currency: {found}"
+        yield from _price_places(f"deployments.{name}.price", dep.price)
         for tier in dep.price.tiers or () if dep.price is not None else ():
             if tier not in PRICED_TIERS:
                 yield (
@@ -302,6 +307,26 @@ def _reference_problems(config: Config, names: dict[str, set[str]]) -> Iterator[
         check_drain_timeout(config.server.drain_timeout_s, "server.drain_timeout_s")
     except ConfigError as exc:
         yield str(exc)
+
+
+# A cost has the places of its price plus 6 (per million tokens): at most 24, so its exact text fits the usage
+# row's 64 characters, and cost x a contract's rate (18 places) the ledger's 60-digit context. A price of
+# 1.2e-41 made a cost of 66 characters, which PostgreSQL refused: every usage batch with it failed.
+PRICE_PLACES = 18
+
+
+def _price_places(where: str, price: Price | TierPrice | None) -> Iterator[str]:
+    if price is None:
+        return
+    for field in ("input", "output", "cached_input"):
+        value = getattr(price, field)
+        if value is not None and places(Decimal(str(value))) > PRICE_PLACES:
+            yield (
+                f"{where}.{field}: {value} has more than {PRICE_PLACES} decimal places (a price is per million "
+                "tokens: write it with fewer)"
+            )
+    for tier, tier_price in (getattr(price, "tiers", None) or {}).items():
+        yield from _price_places(f"{where}.tiers.{tier}", tier_price)
 
 
 def _zone_problems(
