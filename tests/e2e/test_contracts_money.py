@@ -14,6 +14,7 @@ from pathlib import Path
 
 import httpx
 import openai
+import pytest
 import sqlalchemy as sa
 
 from builders import api_keys, config, database_env, deployment, group, identity, price, simulated, single, yaml_text
@@ -131,10 +132,11 @@ def _accruals(db_url: str, *contracts: str) -> dict[str, dict[str, tuple[Decimal
 
 def test_primary_first_accrues_to_the_cloud_that_served_or_billed(db_url, tmp_path, simulator):
     """Primary cloud first, unless it lacks or declines what the call needs: the contract terms follow the
-    provider that answered. A call the primary serves burns the primary's commitment; a 429 from it, or a
-    vision call it lacks the capability for, burns the secondary's only; a refusal it answered (200,
-    content_filter) is billed on the primary (`<request id>.1`) and the answer served on the secondary,
-    each accruing to its own provider's commitment and to a revenue share over both."""
+    provider that answered. A call the primary serves burns the primary's commitment; a 429 or a 400
+    `unsupported_parameter` from it, or a vision call it lacks the capability for, burns the secondary's only;
+    a refusal it answered (200, content_filter) is billed on the primary (`<request id>.1`) and the answer
+    served on the secondary, each accruing to its own provider's commitment and to a revenue share over both.
+    A plain 400 is the client's: no failover, and nothing accrues."""
     sim = simulator("openai", "up")
     chat_only = ["chat", "streaming", "tools"]
     cfg = config(
@@ -146,7 +148,9 @@ def test_primary_first_accrues_to_the_cloud_that_served_or_billed(db_url, tmp_pa
             "p": deployment("primary", "m-primary", price=price(2, 8), capabilities=chat_only),
             "s": deployment("secondary", "m-secondary", price=price(1, 4)),
         },
-        model_groups={"g": group("p", "s", fail_over_on=["capacity", "unavailable", "refusal"], retries=0)},
+        model_groups={
+            "g": group("p", "s", fail_over_on=["capacity", "unavailable", "unsupported", "refusal"], retries=0)
+        },
         contracts={
             "flush_interval_s": 0.02,
             "commitments": [
@@ -184,8 +188,15 @@ def test_primary_first_accrues_to_the_cloud_that_served_or_billed(db_url, tmp_pa
         sim.fault(content_filter="output", match="m-primary")
         refused = call("something the filter dislikes")
         sim.clear_faults()
-        assert [d for _, d in (served, declined, lacking, refused)] == ["p", "s", "s", "s"]
-        ids = {rid for rid, _ in (served, declined, lacking, refused)} | {f"{refused[0]}.1"}
+        sim.fault(status=400, error_code="unsupported_parameter", match="m-primary")  # a 4xx decline
+        unsupported = call("hello with a parameter the primary lacks")
+        sim.fault(status=400, match="m-primary")  # any other 4xx is the client's: no failover, nothing billed
+        with pytest.raises(openai.BadRequestError):
+            client.chat.completions.create(model="g", messages=[{"role": "user", "content": "a bad request"}])
+        sim.clear_faults()
+        answered = (served, declined, lacking, refused, unsupported)
+        assert [d for _, d in answered] == ["p", "s", "s", "s", "s"]
+        ids = {rid for rid, _ in answered} | {f"{refused[0]}.1"}
         contracts = ("primary-commit", "secondary-commit", "rs-both")
         ledger = until(
             lambda: (a := _accruals(db_url, *contracts)) and set(a["rs-both"]) == ids and a,
@@ -196,7 +207,7 @@ def test_primary_first_accrues_to_the_cloud_that_served_or_billed(db_url, tmp_pa
 
     primary, secondary, share = ledger["primary-commit"], ledger["secondary-commit"], ledger["rs-both"]
     assert set(primary) == {served[0], f"{refused[0]}.1"}  # what the primary answered, served or billed
-    assert set(secondary) == {declined[0], lacking[0], refused[0]}
+    assert set(secondary) == {declined[0], lacking[0], refused[0], unsupported[0]}
     for rid, (basis, amount) in {**primary, **secondary}.items():
         assert basis == amount > 0 and share[rid] == (basis, basis * RATE), rid  # the same cost, x 0.175
 
