@@ -342,6 +342,14 @@ async def test_numbers_dates_and_times_are_bounded(root):
         ({"ends_on": "2024-12-31"}, "ends_on", "is before starts_on"),
     ):
         await refused(await root.post("/admin/v1/contracts", json={**share, **extra}), param, words)
+    # A provider or model group the config has not: the agreement would never accrue (the config's are checked).
+    for body, param in (
+        ({**contract, "provider": "q"}, "provider"),
+        ({**share, "basis": {"providers": ["p", "q"]}}, "basis.providers[1]"),
+        ({**share, "basis": {"model_groups": ["gg"]}}, "basis.model_groups[0]"),
+    ):
+        err = await refused(await root.post("/admin/v1/contracts", json=body), param, "of the gateway's config")
+        assert "known: " in err["message"]
     # A client value is echoed to 64 characters: an id or a currency of 5,000 was repeated whole.
     for extra, param in (({"id": "x" * 5000 + "!"}, "id"), ({"currency": "u" * 5000}, "currency")):
         err = await refused(await root.post("/admin/v1/contracts", json={**share, **extra}), param)
