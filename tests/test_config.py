@@ -411,3 +411,103 @@ def test_the_defaults_the_operator_docs_promise():
     assert (t.batch_delay_ms, t.max_queue, t.shutdown_timeout_s) == (1000, 8192, 5)
     bare = parse_config(BASE)
     assert bare.telemetry is None and bare.storage.url is None and bare.storage.url_env is None  # both off
+
+
+@pytest.mark.parametrize(
+    ("amount", "message"),
+    [
+        ("'Infinity'", "not a finite number: 'Infinity'"),  # was accepted, then every call answered 500
+        (".inf", "not a finite number: 'inf'"),
+        ("'NaN'", "not a finite number: 'NaN'"),
+        ("'1e400'", "must be at most 1000000000"),  # overflowed the Redis counters' 64-bit nano-units
+        # "1E-400" was a budget of 0 nano-units, silently.
+        ("'1E-400'", "has more than 9 decimal places (budgets count in nano-units)"),
+        ("'0.1234567891'", "has more than 9 decimal places (budgets count in nano-units)"),
+        ("-5", "must not be negative"),
+        ("abc", "not a number: 'abc'"),
+    ],
+)
+def test_a_config_budget_amount_is_one_the_counters_can_hold(amount, message):
+    text = BASE + f"metering: {{budgets: [{{scope: tenant, id: '*', amount: {amount}, period: day}}]}}\n"
+    with pytest.raises(ConfigError) as info:
+        parse_config(text)
+    assert info.value.problems == [f"metering.budgets[0].amount: {message}"]
+
+
+@pytest.mark.parametrize("amount", ["0", "'1000000000'", "'0.000000001'", "2.5", "'12.50'"])
+def test_config_budget_amounts_the_counters_hold_are_accepted(amount):
+    parse_config(BASE + f"metering: {{budgets: [{{scope: tenant, id: '*', amount: {amount}, period: day}}]}}\n")
+
+
+@pytest.mark.parametrize("value", ["2026-02-30", "2026-13-01", "2026-12-31T25:00:00Z"])
+def test_a_date_the_calendar_has_not_is_a_config_error_naming_its_line(value, tmp_path):
+    """PyYAML reads these as timestamps and raised a bare ValueError: a traceback, not a config error."""
+    text = (
+        BASE
+        + "storage: {url: 'sqlite+aiosqlite:///x.db'}\ncontracts:\n  commitments:\n"
+        + f"    - {{id: c, provider: az, amount: '1', starts_on: 2026-01-01,\n       ends_on: {value}}}\n"
+    )
+    with pytest.raises(ConfigError) as info:
+        parse_config(text)
+    assert f"'{value}' is not a calendar date or time" in str(info.value) and "line 13" in str(info.value)
+    path = tmp_path / "gateway.yaml"
+    path.write_text(text)
+    out = subprocess.run(
+        [sys.executable, "-m", "multihome.cli", "contracts", "list", "--config", str(path)],
+        capture_output=True,
+        text=True,
+    )
+    assert out.returncode != 0 and "Traceback" not in out.stderr, out.stderr
+    assert f"'{value}' is not a calendar date or time" in out.stderr
+
+
+@pytest.mark.parametrize("code", ["usd", "US", "EURO", "'U5D'"])
+def test_a_price_or_budget_currency_is_a_capitalised_iso_code(code):
+    """A call counts towards a budget or a contract only in its price's currency, compared as written: a
+    deployment priced in "usd" escaped every USD budget (and accrued to no USD contract), silently."""
+    priced = BASE.replace(
+        "model: gpt-4o-prod}", f"model: gpt-4o-prod, price: {{input: 1, output: 1, currency: {code}}}}}"
+    )
+    with pytest.raises(ConfigError) as info:
+        parse_config(priced)
+    assert info.value.problems[0].startswith("deployments.d1.price.currency: must be a three-letter ISO 4217 code")
+    budget = BASE + f"metering: {{budgets: [{{scope: tenant, id: '*', amount: 1, currency: {code}}}]}}\n"
+    with pytest.raises(ConfigError) as info:
+        parse_config(budget)
+    assert info.value.problems[0].startswith("metering.budgets[0].currency: must be a three-letter ISO 4217 code")
+
+
+@pytest.mark.parametrize(
+    ("basis", "problem"),
+    [
+        ("{providers: [azz]}", "contracts.revenue_share[0].basis.providers[0]: unknown provider 'azz'"),
+        ("{providers: [az, azz]}", "contracts.revenue_share[0].basis.providers[1]: unknown provider 'azz'"),
+        ("{model_groups: [gpt4o]}", "contracts.revenue_share[0].basis.model_groups[0]: unknown model group 'gpt4o'"),
+    ],
+)
+def test_a_revenue_share_basis_naming_no_provider_or_group_of_the_config_is_refused(basis, problem):
+    """A typo in a basis matched no call: the agreement silently never accrued (a commitment's provider was
+    already checked)."""
+    share = f"{{id: rs, rate: '0.1', starts_on: 2026-01-01, ends_on: 2026-12-31, basis: {basis}}}"
+    text = BASE + f"storage: {{url: 'sqlite+aiosqlite:///x.db'}}\ncontracts: {{revenue_share: [{share}]}}\n"
+    with pytest.raises(ConfigError) as info:
+        parse_config(text)
+    assert info.value.problems == [problem]
+    parse_config(text.replace("azz", "az").replace("gpt4o", "gpt-4o"))
+
+
+@pytest.mark.parametrize("value", ["1.2e-41", "1.5e-19", "0.0000000000000000001"])
+def test_a_price_of_more_than_18_decimal_places_is_refused(value):
+    """A cost has its price's places plus 6: a price of 1.2e-41 made a cost text of 66 characters, past the
+    usage row's 64, so PostgreSQL refused every usage batch holding such a call (SQLite kept it)."""
+    for field in ("input", "output", "cached_input"):
+        fields = {"input": "1.0", "output": "1.0", field: value}
+        priced = ", ".join(f"{k}: {v}" for k, v in fields.items())
+        text = BASE.replace("model: gpt-4o-prod}", f"model: gpt-4o-prod, price: {{{priced}}}}}")
+        with pytest.raises(ConfigError) as info:
+            parse_config(text)
+        assert info.value.problems[0].startswith(f"deployments.d1.price.{field}: ")
+        assert "more than 18 decimal places" in info.value.problems[0]
+    parse_config(
+        BASE.replace("model: gpt-4o-prod}", "model: gpt-4o-prod, price: {input: 1.0e-18, output: 0.8333333333333334}}")
+    )

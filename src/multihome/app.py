@@ -202,6 +202,7 @@ def build_app(config: Config, config_path: str | None = None) -> Gateway:
             store=store,
             gate=gate,
             model_groups=frozenset(catalog.groups),
+            providers=frozenset(config.providers),
             metering=metering,
             issuers=tuple(config.identity.oidc),
             contracts=contracts,

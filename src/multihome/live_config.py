@@ -163,6 +163,7 @@ async def _apply(p: Reloadable, new: Config) -> None:
     p.gate.reconfigure(p.catalog)
     p.prober.deployments = list(p.catalog.deployments.values())
     p.admin.model_groups = frozenset(p.catalog.groups)
+    p.admin.providers = frozenset(new.providers)
     if p.metrics is not None:
         p.metrics.groups, p.metrics.deployments = frozenset(p.catalog.groups), frozenset(p.catalog.deployments)
         p.metrics.sources = replace(p.metrics.sources, deployments=tuple(p.catalog.deployments))

@@ -150,12 +150,12 @@ async def test_stored_free_form_fields_are_bounded(root):
     grant = {"model_group": "g", "starts_on": "2025-01-01", "ends_on": "2025-12-31"}
     await refused(await root.post(f"{t}/entitlements", json={**grant, "note": "n" * 1001}), "note", "longer than 1000")
     contract = {"kind": "revenue_share", "id": "rs", "rate": "0.1", "starts_on": "2025-01-01", "ends_on": "2025-12-31"}
-    for extra, words in (
-        ({"parties": ["p"] * 101}, "parties has more than 100"),
-        ({"parties": ["p" * 201]}, "parties[0] is longer than 200"),
-        ({"basis": {"tenants": ["t"] * 101}}, "basis.tenants has more than 100"),
+    for extra, param, words in (
+        ({"parties": ["p"] * 101}, "parties", "parties has more than 100"),
+        ({"parties": ["p" * 201]}, "parties[0]", "parties[0] is longer than 200"),
+        ({"basis": {"tenants": ["t"] * 101}}, "basis.tenants", "basis.tenants has more than 100"),
     ):
-        await refused(await root.post("/admin/v1/contracts", json={**contract, **extra}), None, words)
+        await refused(await root.post("/admin/v1/contracts", json={**contract, **extra}), param, words)
 
     # Nothing refused was stored.
     after = (await ok(await root.get(events)))["data"]
@@ -258,7 +258,7 @@ async def test_control_characters_are_refused_in_every_stored_string(root):
         "starts_on": "2025-01-01",
         "ends_on": "2025-12-31",
     }
-    await refused(await root.post("/admin/v1/contracts", json=contract), None, "provider", "U+000D")
+    await refused(await root.post("/admin/v1/contracts", json=contract), "provider", "provider", "U+000D")
     tenants = (await ok(await root.get("/admin/v1/tenants")))["data"]
     assert [x["name"] for x in tenants] == ["acme"]
     await tenant_admin.aclose()
@@ -326,12 +326,34 @@ async def test_numbers_dates_and_times_are_bounded(root):
         "starts_on": "2025-01-01",
         "ends_on": "2025-12-31",
     }
-    for extra, words in (
-        ({"ends_on": "9999-12-31"}, "ends_on must be from"),
-        ({"amount": "1e400"}, "at most"),
-        ({"starts_on": "0001-01-01"}, "starts_on must be from"),
+    for extra, param, words in (
+        ({"ends_on": "9999-12-31"}, "ends_on", "ends_on must be from"),
+        ({"amount": "1e400"}, "amount", "at most"),
+        ({"starts_on": "0001-01-01"}, "starts_on", "starts_on must be from"),
+        ({"amount": "1E-1000000000"}, "amount", "amount has more than 9 decimal places"),  # was 0 in the context
+        ({"currency": "usd"}, "currency", "3-letter ISO code"),
     ):
-        await refused(await root.post("/admin/v1/contracts", json={**contract, **extra}), None, words)
+        await refused(await root.post("/admin/v1/contracts", json={**contract, **extra}), param, words)
+    share = {"kind": "revenue_share", "id": "rs", "rate": "0.1", "starts_on": "2025-01-01", "ends_on": "2025-12-31"}
+    for extra, param, words in (
+        ({"rate": "0." + "1" * 100}, "rate", "rate has more than 18 decimal places"),  # products rounded at 60 digits
+        ({"cap": "1E-1000000000"}, "cap", "cap has more than 9 decimal places"),
+        ({"rate": "1.5"}, "rate", "rate must be a fraction between 0 and 1"),
+        ({"ends_on": "2024-12-31"}, "ends_on", "is before starts_on"),
+    ):
+        await refused(await root.post("/admin/v1/contracts", json={**share, **extra}), param, words)
+    # A provider or model group the config has not: the agreement would never accrue (the config's are checked).
+    for body, param in (
+        ({**contract, "provider": "q"}, "provider"),
+        ({**share, "basis": {"providers": ["p", "q"]}}, "basis.providers[1]"),
+        ({**share, "basis": {"model_groups": ["gg"]}}, "basis.model_groups[0]"),
+    ):
+        err = await refused(await root.post("/admin/v1/contracts", json=body), param, "of the gateway's config")
+        assert "known: " in err["message"]
+    # A client value is echoed to 64 characters: an id or a currency of 5,000 was repeated whole.
+    for extra, param in (({"id": "x" * 5000 + "!"}, "id"), ({"currency": "u" * 5000}, "currency")):
+        err = await refused(await root.post("/admin/v1/contracts", json={**share, **extra}), param)
+        assert len(err["message"]) < 400, err["message"][:200]
     await ok(await root.post("/admin/v1/contracts", json=contract), 201)
     for url in ("/admin/v1/contracts/base/report", "/admin/v1/contracts/report.csv"):
         for at in ("0001-01-01T00:00:00%2B05:00", "9999-12-31T23:59:59-05:00"):

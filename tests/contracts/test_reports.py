@@ -112,6 +112,22 @@ async def test_cap_reached_shows_capped_and_forgone(service):
     assert r.capped_at.startswith("2026-01-10T23:59:30")
 
 
+async def test_a_cap_of_zero_reads_not_started_before_its_term_and_capped_in_it(service):
+    """A cap of 0 holds back everything: in its term the report says capped, but before the term it said
+    capped too, for an agreement nothing could have accrued to yet."""
+    [a] = parse_contracts(
+        {
+            "revenue_share": [
+                {"id": "rs-zero", "rate": "0.5", "cap": "0", "starts_on": "2026-02-01", "ends_on": "2026-02-28"}
+            ]
+        }
+    ).revenue_share
+    before = await build_report(a, service.ledger, dt.datetime(2026, 1, 31, 23, 59, 59, tzinfo=UTC))
+    assert (before.status, before.limit, before.remaining, before.accrued) == ("not started", "0.00", "0.00", "0.00")
+    during = await build_report(a, service.ledger, dt.datetime(2026, 2, 1, tzinfo=UTC))
+    assert during.status == "capped"
+
+
 async def test_csv_has_the_documented_columns_and_values(service):
     reports = [await build_report(a, service.ledger, NOW) for a in service.agreements()]
     rows = list(csv.DictReader(io.StringIO(to_csv(reports))))
@@ -183,6 +199,30 @@ async def test_commitment_source_serves_burn_down_from_memory(service, migrated_
         assert _order(service) == ["on-openai", "on-azure"]  # now ahead of plan: config order wins
     finally:
         await other.close()
+
+
+async def test_a_commitment_that_has_ended_is_no_longer_burned_down(migrated_url):
+    """After its last day a commitment has no plan left to catch up with: its pool reads on plan (0.0), as an
+    unknown one does. It used to read `1 - burned / amount` for ever, so commitment-burn-down kept sending
+    calls first to a deployment whose commitment was over (their spend no longer burns it)."""
+    now = [dt.datetime(2026, 1, 31, 23, 59, 59, tzinfo=UTC).timestamp()]  # the commitment's last second
+    svc = ContractsService(parse_contracts(CFG), migrated_url, clock=lambda: now[0])
+    await svc.start()
+    try:
+        svc.metered(metered("req_1", "100.00", ts("2026-01-02T12:00")))
+        await svc.flush()
+        assert svc.behind_plan("azure-commit") == pytest.approx(1 - 100 / 3100, abs=1e-6)  # far behind: burn it
+        assert _order(svc) == ["on-azure", "on-openai"]
+        now[0] += 1  # 2026-02-01T00:00:00Z: the end instant
+        assert svc.behind_plan("azure-commit") == 0.0
+        assert _order(svc) == ["on-openai", "on-azure"]  # config order
+        svc.metered(metered("req_2", "100.00", now[0]))  # accrues to it no more
+        await svc.flush()
+        assert svc.accrued("azure-commit") == Decimal("100.00")
+        now[0] = dt.datetime(2025, 12, 31, 23, 59, 59, tzinfo=UTC).timestamp()  # a second before it starts
+        assert svc.behind_plan("azure-commit") == 0.0
+    finally:
+        await svc.close()
 
 
 # -- admin API ---------------------------------------------------------------------------------

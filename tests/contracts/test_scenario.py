@@ -310,3 +310,46 @@ def test_list_shows_a_table_in_words_and_money(config_file, capsys):
         ("rs-1", "revenue_share", 200),
         ("az-1", "commitment", 400),
     }
+
+
+@pytest.mark.parametrize(
+    ("argv", "words"),
+    [
+        # Each was a traceback (ValueError, OverflowError) or a chart of nonsense ("+nan% per 30 days").
+        (["report", "--at", "nonsense"], "--at 'nonsense': not an ISO 8601 time"),
+        (["report", "--at", "0001-01-01T00:00:00+05:00"], "--at must be a time from 1970-01-01T00:00:00Z"),
+        (["project", "--contract", "rs-1", "--rate", "nan"], "growth rate (--rate) must be a fraction per 30 days"),
+        (["project", "--contract", "rs-1", "--rate", "inf"], "growth rate (--rate) must be a fraction per 30 days"),
+        (["project", "--contract", "rs-1", "--rate", "1e400"], "growth rate (--rate) must be a fraction per 30 days"),
+        (["project", "--contract", "az-1", "--base", "-5"], "base rate (--base) must be an amount per day from 0"),
+        (["project", "--contract", "rs-1", "--base", "nan"], "base rate (--base) must be an amount per day from 0"),
+        (["project", "--contract", "rs-1", "--base", "1e308"], "base rate (--base) must be an amount per day from 0"),
+        (["project", "--contract", "rs-1", "--until", "2026-02-30"], "--until '2026-02-30': not a date"),
+        (["project", "--contract", "rs-1", "--until", "9999-12-31"], "--until must be from 1970-01-01 to 9998-12-31"),
+        (
+            [
+                "project",
+                "--contract",
+                "rs-1",
+                "--until",
+                "9998-12-31",
+                "--base",
+                "1",
+                "--growth",
+                "compound",
+                "--rate",
+                "1",
+            ],
+            "does not fit in numbers or dates",
+        ),
+        (
+            ["project", "--contract", "az-1", "--until", "9998-12-31", "--base", "1", "--out", "chart.png"],
+            "does not fit in numbers or dates",
+        ),
+    ],
+)
+def test_a_projection_or_report_input_out_of_range_is_an_error_naming_the_option(config_file, tmp_path, argv, words):
+    argv = [str(tmp_path / a) if a == "chart.png" else a for a in argv]
+    with pytest.raises(SystemExit) as info:
+        _cli("contracts", argv[0], "--config", config_file, "--at", "2026-01-10T00:00:00Z", *argv[1:])
+    assert words in str(info.value), info.value

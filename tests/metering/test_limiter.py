@@ -422,3 +422,12 @@ async def test_redis_down_fails_open_or_closed():
                 await lim.admit(principal(), "g", [Dep("dep-a")], 1, 1, "1")
             assert refused.value.status == 503 and refused.value.body.code == "limits_unavailable"
         await lim.counters.close(timeout=0.5)  # nothing reaches an unreachable Redis: not 5 s of tries
+
+
+@pytest.mark.parametrize(("amount", "shown"), [("0.000000001", "0.000000001"), ("1E+3", "1000"), ("0.0100", "0.0100")])
+def test_a_budget_is_named_in_fixed_point_as_written(amount, shown):
+    """A budget's 429 said "daily budget of 1E-9 USD" for one of 0.000000001."""
+    from multihome.metering.rules import BudgetSpec
+
+    spec = BudgetSpec("k", "tenant", "ten_a", 1, True, "day", "USD", budget(amount, period="day"))
+    assert spec.describe() == f"tenant ten_a's daily budget of {shown} USD"

@@ -14,6 +14,7 @@ import json
 import os
 import sys
 
+from ..schema import admin_fields
 from .output import money, percent, print_json, table
 from .serve import CONFIG_ENV
 
@@ -22,18 +23,23 @@ UTC = dt.UTC
 
 def _load(args) -> tuple[object, str]:
     import msgspec
-    import yaml
 
     from ..config import ConfigError, Storage, env_secret
     from ..config.contracts import ContractsConfigError, parse_contracts
+    from ..config.yaml_source import read_yaml
 
     if not args.config:
         raise SystemExit("contracts: give --config FILE (or set MULTIHOME_CONFIG)")
     try:
         with open(args.config) as f:
-            data = yaml.safe_load(f) or {}
-    except (OSError, yaml.YAMLError) as exc:
+            # The gateway's own reader: a date the calendar has not is a config error, not a traceback.
+            data = read_yaml(f.read(), args.config) or {}
+    except OSError as exc:
         raise SystemExit(f"{args.config}: cannot read config ({exc})") from None
+    except ConfigError as exc:
+        raise SystemExit(f"{args.config}: cannot read config ({exc})") from None
+    if not isinstance(data, dict):
+        raise SystemExit(f"{args.config}: the config must be a mapping")
     try:
         cfg = parse_contracts(data.get("contracts"))
         storage = msgspec.convert(data.get("storage") or {}, Storage)
@@ -48,8 +54,27 @@ def _load(args) -> tuple[object, str]:
 def _now(args) -> dt.datetime:
     if not getattr(args, "at", None):
         return dt.datetime.now(UTC)
-    at = dt.datetime.fromisoformat(args.at)
-    return at if at.tzinfo else at.replace(tzinfo=UTC)
+    try:
+        at = dt.datetime.fromisoformat(args.at)
+    except ValueError:
+        raise SystemExit(f"--at {args.at[:64]!r}: not an ISO 8601 time (e.g. 2026-03-01T00:00:00Z)") from None
+    at = at if at.tzinfo else at.replace(tzinfo=UTC)
+    found = admin_fields.moment(at, "--at")  # year 1 at +05:00 overflowed the report's arithmetic
+    if found is not None:
+        raise SystemExit(found.message)
+    return at
+
+
+def _until(value: str) -> dt.datetime:
+    """--until's day, inclusive: the instant after it."""
+    try:
+        day = dt.date.fromisoformat(value)
+    except ValueError:
+        raise SystemExit(f"--until {value[:64]!r}: not a date (YYYY-MM-DD)") from None
+    found = admin_fields.day(day, "--until")  # 9999-12-31 overflowed its next day
+    if found is not None:
+        raise SystemExit(found.message)
+    return dt.datetime.combine(day + dt.timedelta(days=1), dt.time(), UTC)
 
 
 async def _open(args):
@@ -200,10 +225,8 @@ def _project(args) -> int:
         finally:
             await _close(svc, engine)
 
+    until = _until(args.until) if args.until else None  # a bad --until before the database is opened
     a, rep, daily, now = asyncio.run(run())
-    until = None
-    if args.until:
-        until = dt.datetime.combine(dt.date.fromisoformat(args.until) + dt.timedelta(days=1), dt.time(), UTC)
     base = args.base if args.base is not None else float(rep.daily_rate_exact)
     try:
         p = scenario.project(
@@ -218,13 +241,18 @@ def _project(args) -> int:
         )
     except ValueError as exc:
         raise SystemExit(f"contracts project: {exc}") from None
+    except OverflowError:
+        raise SystemExit(_TOO_FAR) from None
     for path in args.out:
         if not path.lower().endswith((".png", ".svg")):
             raise SystemExit(f"--out {path}: use a .png or .svg file name")
     if args.out:
         from ..contracts.chart import render
 
-        render(p, args.out)
+        try:
+            render(p, args.out)
+        except OverflowError:  # the chart's margin past the calendar's last day
+            raise SystemExit(_TOO_FAR) from None
     if args.json:
         print(json.dumps({**p.to_dict(), "charts": args.out}, indent=2))
     else:
@@ -235,6 +263,12 @@ def _project(args) -> int:
         for path in args.out:
             print(f"wrote {path}")
     return 0
+
+
+_TOO_FAR = (
+    "contracts project: the projection does not fit in numbers or dates (compound growth over centuries, or a "
+    "chart past the year 9999): give a nearer --until or a lower --rate"
+)
 
 
 def _common(p: argparse.ArgumentParser) -> argparse.ArgumentParser:

@@ -32,12 +32,21 @@ from typing import Literal
 import msgspec
 
 from ..schema import admin_fields as fields
+from .decimals import places
+from .errors import DATE_GOT_TIME, DATE_NOT_TIME
 from .struct import Strict
 
 _ID = re.compile(r"^[A-Za-z0-9_\-]{1,64}$")  # also what the admin API's URL pattern accepts
 # Amounts (commitment amount, revenue-share cap) up to a quadrillion: reports round to cents in a
 # 60-digit context, which larger exponents would overflow.
 MAX_AMOUNT = Decimal(10**15)
+# Decimal places: an accrual is cost x rate at full precision in a 60-digit context (contracts/money.py), so
+# no product nor sum is ever rounded while the rate has at most 18 places (a cost has under 30 digits) and a
+# cap or an amount at most 9 (nano-units, as budgets). A 100-digit rate was taken and its products rounded
+# (the sum of accruals then differed from rate x the sum of costs); "1E-1000000000" as a cap underflowed
+# the context to 0, so it was never reached.
+RATE_PLACES = 18
+AMOUNT_PLACES = 9
 
 
 class Basis(Strict):
@@ -86,17 +95,28 @@ class ContractsConfig(Strict):
 
 def problems(a: Agreement) -> list[str]:
     """What is wrong with one agreement (empty when valid)."""
-    out = []
+    return [p.message for p in field_problems(a)]
+
+
+def field_problems(a: Agreement) -> list[fields.Problem]:
+    """`problems`, each with the field it is about (the admin API's `param`). A value is echoed to its first
+    64 characters: an id or a currency of megabytes was repeated whole."""
+    out: list[fields.Problem] = []
+    name = _echo(a.id)
+
+    def add(field: str, message: str) -> None:
+        out.append(fields.Problem(field, message))
+
     if not _ID.match(a.id):
-        out.append(f"id {a.id!r}: 1-64 characters from A-Z a-z 0-9 _ -")
-    for name in ("starts_on", "ends_on"):
-        found = fields.day(getattr(a, name), name)
+        add("id", f"id {name!r}: 1-64 characters from A-Z a-z 0-9 _ -")
+    for day in ("starts_on", "ends_on"):
+        found = fields.day(getattr(a, day), day)
         if found is not None:
-            out.append(f"{a.id}: {found.message}")
+            add(day, f"{name}: {found.message}")
     if a.ends_on < a.starts_on:
-        out.append(f"{a.id}: ends_on {a.ends_on} is before starts_on {a.starts_on}")
+        add("ends_on", f"{name}: ends_on {a.ends_on} is before starts_on {a.starts_on}")
     if not re.fullmatch(r"[A-Z]{3}", a.currency):
-        out.append(f"{a.id}: currency must be a 3-letter ISO code, not {a.currency!r}")
+        add("currency", f"{name}: currency must be a 3-letter ISO code, not {_echo(a.currency)!r}")
     # Stored, and held in memory by every replica: bounded like every admin-set field.
     if isinstance(a, RevenueShare):
         found = fields.strings(a.parties, "parties") or next(
@@ -105,18 +125,30 @@ def problems(a: Agreement) -> list[str]:
     else:
         found = fields.text(a.provider, "provider") if a.provider else None
     if found is not None:
-        out.append(f"{a.id}: {found.message}")
+        add(found.field, f"{name}: {found.message}")
     if isinstance(a, RevenueShare):
         if not a.rate.is_finite() or not Decimal(0) <= a.rate <= Decimal(1):
-            out.append(f"{a.id}: rate must be a fraction between 0 and 1, not {a.rate}")
+            add("rate", f"{name}: rate must be a fraction between 0 and 1, not {_echo(a.rate)}")
+        elif places(a.rate) > RATE_PLACES:
+            add("rate", f"{name}: rate has more than {RATE_PLACES} decimal places: {_echo(a.rate)}")
         if a.cap is not None and (not a.cap.is_finite() or not 0 <= a.cap <= MAX_AMOUNT):
-            out.append(f"{a.id}: cap must be a non-negative amount of at most {MAX_AMOUNT}, not {a.cap}")
+            add("cap", f"{name}: cap must be a non-negative amount of at most {MAX_AMOUNT}, not {_echo(a.cap)}")
+        elif a.cap is not None and places(a.cap) > AMOUNT_PLACES:
+            add("cap", f"{name}: cap has more than {AMOUNT_PLACES} decimal places: {_echo(a.cap)}")
     else:
         if not a.amount.is_finite() or not 0 < a.amount <= MAX_AMOUNT:
-            out.append(f"{a.id}: amount must be positive and at most {MAX_AMOUNT}, not {a.amount}")
+            add("amount", f"{name}: amount must be positive and at most {MAX_AMOUNT}, not {_echo(a.amount)}")
+        elif places(a.amount) > AMOUNT_PLACES:
+            add("amount", f"{name}: amount has more than {AMOUNT_PLACES} decimal places: {_echo(a.amount)}")
         if not a.provider:
-            out.append(f"{a.id}: provider is required")
+            add("provider", f"{name}: provider is required")
     return out
+
+
+def _echo(value: object) -> str:
+    """A value in a message: at most its first 64 characters (a 100-digit rate is not echoed whole)."""
+    text = str(value)
+    return text if len(text) <= 64 else text[:64] + "..."
 
 
 class ContractsConfigError(ValueError):
@@ -131,12 +163,15 @@ def parse_contracts(data: object) -> ContractsConfig:
         text = str(exc)
         m = re.search(r" - at `\$(?P<path>[^`]*)`$", text)
         where = "contracts" + (m.group("path") if m else "")
-        raise ContractsConfigError(f"{where}: {text[: m.start()] if m else text}") from None
+        what = text[: m.start()] if m else text
+        if what == DATE_GOT_TIME:
+            what += DATE_NOT_TIME
+        raise ContractsConfigError(f"{where}: {what}") from None
     check(cfg)
     return cfg
 
 
-def check(cfg: ContractsConfig, providers: set[str] | None = None) -> None:
+def check(cfg: ContractsConfig, providers: set[str] | None = None, model_groups: set[str] | None = None) -> None:
     seen: set[str] = set()
     sections: tuple[tuple[str, Sequence[Agreement]], ...] = (
         ("revenue_share", cfg.revenue_share),
@@ -153,6 +188,13 @@ def check(cfg: ContractsConfig, providers: set[str] | None = None) -> None:
             seen.add(a.id)
             if providers is not None and isinstance(a, Commitment) and a.provider not in providers:
                 raise ContractsConfigError(f"{where}.provider: unknown provider {a.provider!r}")
+            if isinstance(a, RevenueShare):
+                # A name no call can carry matches nothing: the agreement would silently never accrue.
+                for field, known in (("providers", providers), ("model_groups", model_groups)):
+                    for j, name in enumerate(getattr(a.basis, field)):
+                        if known is not None and name not in known:
+                            what = field[:-1].replace("_", " ")
+                            raise ContractsConfigError(f"{where}.basis.{field}[{j}]: unknown {what} {name[:64]!r}")
     if cfg.flush_interval_s <= 0 or cfg.batch_max < 1 or cfg.refresh_s <= 0 or cfg.rate_window_days < 1:
         raise ContractsConfigError(
             "contracts: flush_interval_s, batch_max, refresh_s, rate_window_days must be positive"

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Iterator
+from decimal import Decimal
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -19,13 +20,14 @@ from .capture import CaptureConfig
 from .console import ConsoleConfig
 from .contracts import ContractsConfig, ContractsConfigError
 from .contracts import check as check_contracts
+from .decimals import places
 from .egress import EgressConfig
-from .errors import ConfigError
+from .errors import DATE_GOT_TIME, DATE_NOT_TIME, ConfigError
 from .kms import KmsConfig
 from .kms import check as check_kms
 from .memory import MemoryConfig
 from .memory import check as memory_problems
-from .metering import MeteringConfig
+from .metering import MeteringConfig, currency_problem
 from .metering import check as check_metering
 from .metrics import MetricsConfig
 from .model import (
@@ -35,12 +37,14 @@ from .model import (
     Deployment,
     Identity,
     ModelGroup,
+    Price,
     Provider,
     ProviderAuth,
     Routing,
     Server,
     Storage,
     Telemetry,
+    TierPrice,
 )
 from .responses import ResponsesConfig
 from .yaml_source import read_yaml
@@ -61,6 +65,8 @@ def _path_problem(exc: msgspec.ValidationError, type_: type, prefix: str) -> str
         valid = _literal_values(type_, sub)
         if valid:
             what += f" (valid: {', '.join(map(str, valid))})"
+    elif what == DATE_GOT_TIME:
+        what += DATE_NOT_TIME
     return f"{path}: {what}"
 
 
@@ -178,7 +184,7 @@ def parse_config(text: str, *, source: str = "<config>") -> Config:
     problems.extend(check_metering(config.metering, names["deployments"]))
     problems.extend(check_kms(config.kms))
     try:
-        check_contracts(config.contracts, names["providers"])
+        check_contracts(config.contracts, names["providers"], names["model_groups"])
     except ContractsConfigError as exc:
         problems.append(str(exc))
     if (config.contracts.revenue_share or config.contracts.commitments) and not (
@@ -231,6 +237,9 @@ def _reference_problems(config: Config, names: dict[str, set[str]]) -> Iterator[
                     "translation drops it, so every call runs at the provider's standard tier, charged at the "
                     "price itself); remove `tiers`"
                 )
+        if dep.price is not None and (found := currency_problem(dep.price.currency)) is not None:
+            yield f"deployments.{name}.price.currency: {found}"
+        yield from _price_places(f"deployments.{name}.price", dep.price)
         for tier in dep.price.tiers or () if dep.price is not None else ():
             if tier not in PRICED_TIERS:
                 yield (
@@ -298,6 +307,26 @@ def _reference_problems(config: Config, names: dict[str, set[str]]) -> Iterator[
         check_drain_timeout(config.server.drain_timeout_s, "server.drain_timeout_s")
     except ConfigError as exc:
         yield str(exc)
+
+
+# A cost has the places of its price plus 6 (per million tokens): at most 24, so its exact text fits the usage
+# row's 64 characters, and cost x a contract's rate (18 places) the ledger's 60-digit context. A price of
+# 1.2e-41 made a cost of 66 characters, which PostgreSQL refused: every usage batch with it failed.
+PRICE_PLACES = 18
+
+
+def _price_places(where: str, price: Price | TierPrice | None) -> Iterator[str]:
+    if price is None:
+        return
+    for field in ("input", "output", "cached_input"):
+        value = getattr(price, field)
+        if value is not None and places(Decimal(str(value))) > PRICE_PLACES:
+            yield (
+                f"{where}.{field}: {value} has more than {PRICE_PLACES} decimal places (a price is per million "
+                "tokens: write it with fewer)"
+            )
+    for tier, tier_price in (getattr(price, "tiers", None) or {}).items():
+        yield from _price_places(f"{where}.tiers.{tier}", tier_price)
 
 
 def _zone_problems(

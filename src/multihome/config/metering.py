@@ -5,12 +5,19 @@ Absent section = metering on (usage rows and costs), no budgets, no rate limits.
 
 from __future__ import annotations
 
+import re
 from decimal import Decimal
 from typing import Annotated, Literal
 
 import msgspec
 
+from .decimals import places
 from .struct import Strict
+
+# A budget's counter holds nano-units in a signed 64-bit integer (Redis), so an amount is at most a billion
+# with at most 9 decimal places: the admin API's rule too (storage/budgets.py), here for config budgets.
+BUDGET_MAX = Decimal(1_000_000_000)
+BUDGET_PLACES = 9
 
 
 class BudgetRule(Strict):
@@ -95,15 +102,45 @@ class MeteringConfig(Strict):
     ticket_ttl_s: float = 900.0
 
 
+def budget_problem(amount: str | int | float) -> str | None:
+    """What is wrong with a config budget's amount (None: fine). Infinity used to pass and fail every call
+    (500), "1e400" to overflow the Redis counters, "1E-400" to be a budget of 0."""
+    try:
+        limit = Decimal(str(amount))
+    except ArithmeticError:
+        return f"not a number: {str(amount)[:64]!r}"
+    if not limit.is_finite():
+        return f"not a finite number: {str(amount)[:64]!r}"
+    if limit < 0:
+        return "must not be negative"
+    if limit > BUDGET_MAX:
+        return f"must be at most {BUDGET_MAX}"
+    if places(limit) > BUDGET_PLACES:
+        return f"has more than {BUDGET_PLACES} decimal places (budgets count in nano-units)"
+    return None
+
+
+def currency_problem(code: str) -> str | None:
+    """What is wrong with a price's or a budget's currency (None: fine). Budgets and contracts count a call's
+    cost only in its price's code, compared as written: a price in "usd" escaped every USD budget."""
+    if re.fullmatch(r"[A-Z]{3}", code):
+        return None
+    return (
+        f"must be a three-letter ISO 4217 code in capitals, such as USD, not '{code[:64]}' (budgets and contracts "
+        "count a call's cost only in the currency code its price names)"
+    )
+
+
 def check(cfg: MeteringConfig, deployments: set[str]) -> list[str]:
     """Problems as `metering.<path>: what is wrong` (empty list = fine)."""
     problems = []
     for i, b in enumerate(cfg.budgets):
-        try:
-            if b.limit < 0:
-                problems.append(f"metering.budgets[{i}].amount: must not be negative")
-        except ArithmeticError:
-            problems.append(f"metering.budgets[{i}].amount: not a number: {b.amount!r}")
+        found = budget_problem(b.amount)
+        if found is not None:
+            problems.append(f"metering.budgets[{i}].amount: {found}")
+        found = currency_problem(b.currency)
+        if found is not None:
+            problems.append(f"metering.budgets[{i}].currency: {found}")
     for i, r in enumerate(cfg.rate_limits):
         if r.requests_per_minute is None and r.tokens_per_minute is None:
             problems.append(f"metering.rate_limits[{i}]: set requests_per_minute and/or tokens_per_minute")

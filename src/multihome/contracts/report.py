@@ -131,10 +131,12 @@ async def build_report(
         remaining = None if a.cap is None else max(money.ZERO, money.sub(a.cap, accrued))
         when = projected(now, remaining, rate, end) if remaining is not None else None
         requested = total.requested if total else money.ZERO
-        if remaining is not None and remaining == 0:
+        if now < start:  # before the term, whatever the cap: one of 0 is not "capped" before anything could accrue
+            status = "not started"
+        elif remaining is not None and remaining == 0:
             status = "capped"
         else:
-            status = "not started" if now < start else "ended" if now >= end else "accruing"
+            status = "ended" if now >= end else "accruing"
         return report(
             kind="revenue_share",
             limit=None if a.cap is None else str(money.cents(a.cap)),

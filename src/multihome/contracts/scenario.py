@@ -23,10 +23,12 @@ import datetime as dt
 import math
 from dataclasses import dataclass, field
 
-from ..config.contracts import Agreement, Commitment
+from ..config.contracts import MAX_AMOUNT, Agreement, Commitment
 from . import terms
 
 GROWTH = ("flat", "linear", "compound")
+MAX_GROWTH = 100.0  # +10,000 % per 30 days: past any plan, short of overflowing a year of compounding
+MAX_BASE = float(MAX_AMOUNT)  # per day: the most a cap or a commitment can be
 UTC = dt.UTC
 
 
@@ -197,6 +199,15 @@ def project(
         raise ValueError(f"nothing to project: {until.date()} is not after {now.date()}")
     if growth == "compound" and growth_rate <= -1:
         raise ValueError("compound growth needs a rate above -1")
+    # A plan's inputs, bounded: NaN or infinity drew a chart of "+nan%" or failed with a traceback, a negative
+    # base projected a negative spend, 1e308 a number of 300 digits.
+    if not (math.isfinite(growth_rate) and -MAX_GROWTH <= growth_rate <= MAX_GROWTH):
+        raise ValueError(
+            f"the growth rate (--rate) must be a fraction per 30 days from -{MAX_GROWTH:g} to {MAX_GROWTH:g}, "
+            f"not {growth_rate}"
+        )
+    if not (math.isfinite(base_daily) and 0 <= base_daily <= MAX_BASE):
+        raise ValueError(f"the base rate (--base) must be an amount per day from 0 to {MAX_BASE:g}, not {base_daily}")
     limit = float(a.amount) if isinstance(a, Commitment) else (None if a.cap is None else float(a.cap))
     crossing = None
     if limit is not None:

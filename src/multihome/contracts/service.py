@@ -31,7 +31,7 @@ from collections.abc import Callable
 from decimal import Decimal
 
 from ..aio import wait_event
-from ..config.contracts import Agreement, Commitment, ContractsConfig, agreements_of, problems
+from ..config.contracts import Agreement, Commitment, ContractsConfig, agreements_of, field_problems
 from ..metering import row
 from ..metering.record import MeteredCall
 from ..storage.rows import Unreadable
@@ -44,6 +44,14 @@ UTC = dt.UTC
 
 class AgreementConflict(ValueError):
     pass
+
+
+class InvalidAgreement(ValueError):
+    """What is wrong with an agreement to create; `field` the first problem's (the admin API's `param`)."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(message)
+        self.field = field
 
 
 class ContractsService:
@@ -310,9 +318,9 @@ class ContractsService:
         return self._index.by_id.get(contract_id)
 
     async def create_agreement(self, a: Agreement, *, actor: str) -> Agreement:
-        errs = problems(a)
+        errs = field_problems(a)
         if errs:
-            raise ValueError("; ".join(errs))
+            raise InvalidAgreement(errs[0].field, "; ".join(p.message for p in errs))
         if a.id in self._index.by_id:
             raise AgreementConflict(f"a contract with id {a.id!r} already exists")
         from sqlalchemy.exc import IntegrityError
@@ -371,13 +379,17 @@ class ContractsService:
 
     # -- routing.commitments.CommitmentSource ----------------------------------------------------
     def behind_plan(self, pool: str) -> float:
-        """(planned burn to now - actual burn) / commitment amount; 0.0 for an unknown pool."""
+        """(planned burn to now - actual burn) / commitment amount; 0.0 for an unknown pool, and for one
+        outside its period: before it nothing is planned, after it a call's spend no longer burns it (an
+        ended commitment left behind plan would otherwise be preferred for ever)."""
         plan = self._plans.get(pool)
         if plan is None:
             return 0.0
         start, end, amount = plan
-        frac = min(1.0, max(0.0, (self._clock() - start) / (end - start)))
-        return frac - self._burned.get(pool, 0.0) / amount
+        now = self._clock()
+        if not start <= now < end:
+            return 0.0
+        return (now - start) / (end - start) - self._burned.get(pool, 0.0) / amount
 
     def accrued(self, contract_id: str) -> Decimal:
         t = self.totals.get(contract_id)

@@ -36,7 +36,8 @@ class BudgetSpec:
 
     def describe(self) -> str:
         every = {"day": "daily", "month": "monthly", "total": "total"}[self.period]
-        return f"{self.scope} {self.id}'s {every} budget of {self.rule.limit} {self.currency}"
+        # Fixed-point, as written otherwise: a budget of 0.000000001 read "1E-9" in its 429.
+        return f"{self.scope} {self.id}'s {every} budget of {self.rule.limit:f} {self.currency}"
 
 
 @dataclass(frozen=True, slots=True)

@@ -20,26 +20,28 @@ from collections.abc import Callable
 from decimal import Decimal, InvalidOperation
 from typing import Any, TypeVar
 
-import msgspec
 import sqlalchemy as sa
 
+from ..config.decimals import places
+from ..config.metering import BUDGET_MAX, BUDGET_PLACES
 from ..schema.errors import echo
-from ..schema.principal import ORG_ADMIN, ORG_GRANTED, ROLES, TENANT_ADMIN
+from ..schema.principal import ORG_ADMIN, TENANT_ADMIN
 from . import rows
 from .base import StoreBase, utcnow
 from .errors import Conflict, Invalid, NotFound, StorageError
 from .ids import new_id
+from .key_roles import NO_KEY, key_roles, org_granted, refuse_privileged_key
 from .records import Budget, BudgetMode, BudgetPeriod, BudgetRole, PolicyScope
 from .row_reads import Listed, either, one, read_all, read_one
 from .rows import Unreadable
-from .tables import api_keys, budgets
+from .tables import budgets
 
 SCOPES: tuple[PolicyScope, ...] = ("tenant", "team", "key")
 PERIODS: tuple[BudgetPeriod, ...] = ("day", "month", "total")
 MODES: tuple[BudgetMode, ...] = ("hard", "soft")
 SETTERS: tuple[BudgetRole, ...] = ("org-admin", "tenant-admin")  # schema.principal's ORG_ADMIN, TENANT_ADMIN
 # Counters hold nano-units in a signed 64-bit integer (Redis): 1e9 units leaves ample headroom.
-MAX_AMOUNT = Decimal(1_000_000_000)
+MAX_AMOUNT = BUDGET_MAX
 # Budgets one tenant may hold. Each is a headroom series of the metrics (docs/metrics.md) and a rule every
 # call of its scope is checked against; a tenant admin could otherwise make one per currency code and
 # period on the tenant alone (17,576 x 5), or one per key they make.
@@ -80,9 +82,8 @@ def budget_amount(value: Any) -> str:
         raise Invalid(f"amount must be greater than 0, not '{echo(value)}'")
     if amount > MAX_AMOUNT:
         raise Invalid(f"amount must be at most {MAX_AMOUNT}")
-    exponent = amount.normalize().as_tuple().exponent  # an int: `amount` is finite
-    if isinstance(exponent, int) and exponent < -9:
-        raise Invalid("amount has more than 9 decimal places (budgets count in nano-units)")
+    if places(amount) > BUDGET_PLACES:  # before normalize(), which rounds 1E-1000000000 to 0
+        raise Invalid(f"amount has more than {BUDGET_PLACES} decimal places (budgets count in nano-units)")
     return format(amount.normalize(), "f")
 
 
@@ -157,6 +158,10 @@ class BudgetsRepo(StoreBase):
         async with self._write(lock=f"budgets:{tenant_id}") as conn:
             await self._require_tenant(conn, tenant_id)
             await self._require_scope(conn, tenant_id, budget.scope, budget.scope_id, "budget")
+            if budget.scope == "key" and budget.set_by_role != ORG_ADMIN:
+                # In the write, the key's row locked (PostgreSQL), as update and delete check theirs: the roles
+                # the budget is judged by are the ones it is written beside.
+                await refuse_privileged_key(conn, tenant_id, budget.scope_id, lock=not self._sqlite)
             taken = await conn.scalar(sa.select(budgets.c.id).where(*slot))
             if taken is not None:
                 raise Conflict(
@@ -290,17 +295,13 @@ class BudgetsRepo(StoreBase):
 async def _check_key(conn: Any, budget_id: str, tenant_id: str, key_id: str) -> None:
     """Outranked when the budget's key holds a role only an org-admin grants (or roles that cannot be read,
     which may be one): a cap on such a key is a change to it, an org-admin's to make, whoever set it."""
-    where = (api_keys.c.tenant_id == tenant_id, api_keys.c.id == key_id)
-    raw = await conn.scalar(sa.select(sa.cast(api_keys.c.roles, sa.Text)).where(*where))  # as text: may not decode
-    if raw is None:
+    roles = await key_roles(conn, tenant_id, key_id)
+    if roles is NO_KEY:
         return  # no such key (any more): the budget caps nobody's key
-    try:
-        roles: list[str] | None = msgspec.json.decode(raw, type=list[str])
-    except msgspec.DecodeError:
-        roles = None
-    if roles is not None and all(r in ROLES for r in roles) and ORG_GRANTED.isdisjoint(roles):
+    found = org_granted(roles)
+    if found is None:
         return
-    held = ", ".join(sorted(ORG_GRANTED.intersection(roles))) if roles is not None else ""
+    held = ", ".join(found)
     what = f"holds the {held} role" if held else "has roles that cannot be read"
     raise Outranked(
         f"Budget {budget_id} is on key {key_id}, which {what}: a budget on a key holding a role only an "

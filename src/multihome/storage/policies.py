@@ -18,6 +18,7 @@ from . import rows
 from .base import StoreBase, as_utc, checked, nonempty, utcnow
 from .errors import Invalid, NotFound, StorageError
 from .ids import new_id
+from .key_roles import refuse_privileged_key
 from .records import BudgetRole, Policy, PolicyScope
 from .row_reads import Listed, either, one, read_all, read_one
 from .rows import Unreadable
@@ -120,6 +121,8 @@ class PoliciesRepo(StoreBase):
         async with self._write() as conn:
             await self._require_tenant(conn, tenant_id)
             await self._require_scope(conn, tenant_id, scope, policy.scope_id, "policy")
+            if scope == "key" and policy.set_by_role != ORG_ADMIN:  # in the write, as a budget's (key_roles.py)
+                await refuse_privileged_key(conn, tenant_id, policy.scope_id, lock=not self._sqlite)
             await conn.execute(
                 sa.insert(policies).values(
                     id=policy.id,

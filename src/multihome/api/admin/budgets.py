@@ -18,9 +18,10 @@ from ...schema.errors import ApiError, echo
 from ...schema.principal import ORG_ADMIN, TENANT_ADMIN, Principal
 from ...storage.budgets import Outranked, budget_amount, budget_currency
 from ...storage.errors import Invalid, NotFound
+from ...storage.key_roles import PrivilegedKey
 from ...storage.rows import Unreadable
 from . import bodies as B
-from .keys import check_key_scope
+from .keys import privileged_key
 from .rbac import READ, WRITE
 from .route import AdminCall, Needs, Route, Services, deleted, listing, unreadable_row
 from .tenancy import T
@@ -67,8 +68,6 @@ async def create_budget(s: Services, c: AdminCall) -> Any:
         )
     amount = _field(budget_amount, body.amount, "amount")
     currency = _field(budget_currency, body.currency, "currency")
-    if body.scope == "key" and body.scope_id:
-        await check_key_scope(s, c.who, tenant, body.scope_id)
     try:
         record = await s.store.create_budget(
             tenant,
@@ -81,6 +80,8 @@ async def create_budget(s: Services, c: AdminCall) -> Any:
             actor=c.who.subject,
             role=_role(c.who),
         )
+    except PrivilegedKey as exc:  # checked in the write (storage/budgets.py), as update and delete are
+        raise privileged_key(exc.key_id, exc.roles, "set a budget or policy on", "scope_id") from None
     except NotFound as exc:
         if exc.kind == "tenant":
             raise

@@ -7,9 +7,9 @@ import datetime as dt
 from functools import partial
 from typing import Any
 
-from ...config.contracts import Agreement, encode_agreement
+from ...config.contracts import Agreement, Commitment, encode_agreement, field_problems
 from ...contracts.report import build_report, build_reports, to_csv
-from ...contracts.service import AgreementConflict
+from ...contracts.service import AgreementConflict, InvalidAgreement
 from ...schema import admin_fields
 from ...schema.errors import ApiError, echo
 from ...storage import row_reads
@@ -24,13 +24,49 @@ async def list_contracts(s: Services, c: AdminCall) -> Any:
 
 
 async def create_contract(s: Services, c: AdminCall) -> Any:
+    errs = field_problems(c.body)  # what is wrong with the body itself first, then whether its names are known
+    if errs:
+        raise ApiError(
+            400, f"Invalid contract: {'; '.join(p.message for p in errs)}", param=errs[0].field, code="invalid_value"
+        )
+    _names_known(s, c.body)
     try:
         await s.contracts.create_agreement(c.body, actor=c.who.subject)
     except AgreementConflict as exc:
         raise ApiError(409, str(exc), code="conflict") from None
+    except InvalidAgreement as exc:
+        raise ApiError(400, f"Invalid contract: {exc}", param=exc.field, code="invalid_value") from None
     except ValueError as exc:
         raise ApiError(400, f"Invalid contract: {exc}", code="invalid_value") from None
     return _view(s, c.body)
+
+
+def _names_known(s: Services, a: Agreement) -> None:
+    """400 for a provider or model group the config has not (as the config's own agreements are checked): a
+    name no call carries matches nothing, and the agreement would silently never accrue."""
+    if s.providers is None:
+        return
+    named: list[tuple[str, str, frozenset[str]]] = []
+    if isinstance(a, Commitment):
+        named.append(("provider", a.provider, s.providers))
+    else:
+        named += [(f"basis.providers[{i}]", p, s.providers) for i, p in enumerate(a.basis.providers)]
+        named += [(f"basis.model_groups[{i}]", g, s.model_groups) for i, g in enumerate(a.basis.model_groups)]
+    for field, name, known in named:
+        if name not in known:
+            what = "provider" if "provider" in field else "model group"
+            raise ApiError(
+                400,
+                f"Invalid contract: {field} '{echo(name)}' is no {what} of the gateway's config, so no call would "
+                f"count towards it (known: {_listed(known)}).",
+                param=field,
+                code="invalid_value",
+            )
+
+
+def _listed(names: frozenset[str], most: int = 20) -> str:
+    shown = sorted(names)
+    return (", ".join(shown[:most]) + (", …" if len(shown) > most else "")) or "none"
 
 
 async def contracts_csv(s: Services, c: AdminCall) -> Any:

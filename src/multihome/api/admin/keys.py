@@ -80,9 +80,32 @@ async def _may_revoke(s: Services, c: AdminCall) -> None:
     await _may_change(s, c.who, c.tenant, c.params["id"], "revoke", None)
 
 
+def privileged_key(key_id: str, roles: tuple[str, ...], verb: str, param: str | None) -> ApiError:
+    """The 403 `_may_change` answers, for a key the store found holding `roles` only an org-admin grants (empty:
+    its roles cannot be read)."""
+    for role in (ORG_ADMIN, AUDITOR):  # the stronger named first, as _may_hold
+        if role in roles:
+            return ApiError(
+                403,
+                f"Only an org-admin can {verb} {role} keys; ask an org admin to {verb} it.",
+                type="permission_error",
+                param=param,
+                code="insufficient_role",
+            )
+    return ApiError(
+        403,
+        f"Key {echo(key_id)}'s roles cannot be read, so it may hold a role only an org-admin grants: "
+        f"ask an org admin to {verb} it.",
+        type="permission_error",
+        param=param,
+        code="insufficient_role",
+    )
+
+
 async def check_key_scope(s: Services, who: Principal, tenant: str, key_id: str) -> None:
-    """A tenant-admin sets no budget or policy on a key holding a role it could not grant (a cap or a deny on
-    an org-admin's key is a change to that key). An unknown key is left to the store (404 naming scope_id)."""
+    """A tenant-admin sets no policy on a key holding a role it could not grant (a deny on an org-admin's key is
+    a change to that key; a budget's store checks the same in its write). An unknown key is left to the store
+    (404 naming scope_id)."""
     if ORG_ADMIN in who.roles:
         return
     try:

@@ -18,11 +18,12 @@ from ...policy.model import policy_problems
 from ...schema.errors import ApiError, echo
 from ...schema.principal import ORG_ADMIN, TENANT_ADMIN, Principal
 from ...storage.errors import UnreadableRow
+from ...storage.key_roles import PrivilegedKey
 from ...storage.policies import PolicyOutranked
 from ...storage.rows import Unreadable
 from ..policy_gate import EGRESS
 from . import bodies as B
-from .keys import check_key_scope
+from .keys import check_key_scope, privileged_key
 from .rbac import READ, WRITE, anyone, authorize
 from .route import PREFIX, STORAGE, AdminCall, Route, Services, deleted, listed, unreadable_row
 from .tenancy import T
@@ -39,18 +40,19 @@ async def create_policy(s: Services, c: AdminCall) -> Any:
     body: B.CreatePolicy = c.body
     scope_id = body.scope_id if body.scope != "tenant" else (body.scope_id or c.tenant)
     _check_rules(c.tenant, body.scope, scope_id, body.rules)
-    if body.scope == "key" and scope_id:
-        await check_key_scope(s, c.who, c.tenant, scope_id)
     rules = {EGRESS: msgspec.to_builtins(body.rules)}
-    return await s.store.create_policy(
-        c.tenant,
-        scope=body.scope,
-        scope_id=scope_id,
-        rules=rules,
-        description=body.description,
-        actor=c.who.subject,
-        role=_role(c.who),
-    )
+    try:
+        return await s.store.create_policy(
+            c.tenant,
+            scope=body.scope,
+            scope_id=scope_id,
+            rules=rules,
+            description=body.description,
+            actor=c.who.subject,
+            role=_role(c.who),
+        )
+    except PrivilegedKey as exc:  # checked in the write (storage/key_roles.py), as a budget's
+        raise privileged_key(exc.key_id, exc.roles, "set a budget or policy on", "scope_id") from None
 
 
 async def get_policy(s: Services, c: AdminCall) -> Any:

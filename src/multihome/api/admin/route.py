@@ -44,6 +44,8 @@ class Services:
     store: Any = None  # storage.Store (or a stand-in until storage starts)
     gate: Any = None  # api.policy_gate.PolicyGate
     model_groups: frozenset[str] = frozenset()
+    # The config's provider names (kept with model_groups on a reload); None: not known, nothing checked by them.
+    providers: frozenset[str] | None = None
     metering: Any = None  # metering.service.Metering
     issuers: tuple[IssuerConfig, ...] = ()  # identity.oidc issuers (token revocations name one of them)
     contracts: Any = None  # contracts.service.ContractsService
