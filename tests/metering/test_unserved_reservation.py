@@ -1,6 +1,6 @@
 """A call of a group that hedges or fails over on refusals may be billed for more than the answer it serves
-(a hedge's loser that completed, each refusal failed over from: docs/metering.md "Unserved answers are
-reserved for"). Admission reserves each answer it may be billed for, so those answers cannot take a hard
+(a hedge's loser that completed, each refusal failed over from, an attempt its walk's time budget cut before a
+fallback group serves: docs/metering.md "Unserved answers are reserved for"). Admission reserves each answer it may be billed for, so those answers cannot take a hard
 budget past its amount: a budget with room for one answer's worst case, not two, refuses such a call
 (429 `budget_exceeded`) and admits the same call to a group that can be billed for one answer only. The
 real app in process in front of a simulator, in-process and Redis counters."""
@@ -46,10 +46,12 @@ def _groups() -> dict:
         "plain": group("a", "b", retries=0),
         "hedged": group("a", "b", retries=0, hedge_after_ms=50),
         "filtered": group("a", "b", retries=0, fail_over_on=REFUSAL),
+        # Its time budget may cut its attempt after the request went out (its prompt charged), then "plain" serves.
+        "cut": group("a", retries=0, timeouts={"budget_s": 30}, fallback_groups=["plain"]),
     }
 
 
-@pytest.mark.parametrize(("model", "status"), [("plain", 200), ("hedged", 429), ("filtered", 429)])
+@pytest.mark.parametrize(("model", "status"), [("plain", 200), ("hedged", 429), ("filtered", 429), ("cut", 429)])
 async def test_a_call_that_may_be_billed_twice_is_reserved_for_twice(sim, counters, model, status):
     cfg = config(
         server=open_door(),
@@ -82,6 +84,11 @@ def test_how_many_answers_a_group_may_be_billed_for():
                 "one": group("a", hedge_after_ms=50),
                 "falls": group("a", fallback_groups=["filtered"]),
                 "hedge-falls": group("a", "b", hedge_after_ms=50, fallback_groups=["filtered"]),
+                # A walk its time budget cuts charges its attempt in flight (a hedge: both) and falls back.
+                "cut-falls": group("a", timeouts={"budget_s": 1}, fallback_groups=["plain"]),
+                "cut-hedge-falls": group("a", "b", hedge_after_ms=50, timeouts={"budget_s": 1}, fallback_groups=["c1"]),
+                "cut-last": group("a", "b", timeouts={"budget_s": 1}),  # the cut is the call's end: nothing after
+                "c1": group("c"),
             },
         )
     )
@@ -90,9 +97,14 @@ def test_how_many_answers_a_group_may_be_billed_for():
         "plain": 1,
         "hedged": 2,
         "filtered": 2,
+        "cut": 2,
         "three": 3,
         "both": 3,  # never more than the deployments called
         "one": 1,
         "falls": 2,  # a refusal of the fallback group's first deployment, then its second's answer
         "hedge-falls": 3,
+        "cut-falls": 2,  # the cut attempt's prompt, then the fallback group's answer
+        "cut-hedge-falls": 3,  # both cut hedges' prompts, then the fallback group's answer
+        "cut-last": 1,
+        "c1": 1,
     }

@@ -228,11 +228,16 @@ def _runtime(
 def billed_answers(group: GroupRuntime, fallbacks: list[GroupRuntime]) -> int:
     """The most answers an upstream may bill one call of `group` for (routing/attempts.py): the one served,
     each refusal a group that fails over on `refusal` passes over (at most one per deployment but its last:
-    a last refusal is the answer), and one hedge's loser that completed (only the winning pair has one).
-    Never more than the deployments of the chain's walks, each called at most once per walk for a billable
-    answer (a retry follows only an unbilled failure). 1 for a group that neither hedges nor fails over on refusals."""
+    a last refusal is the answer), one hedge's loser that completed (only the winning pair has one), and the
+    attempts in flight when a walk's time budget cut it (their prompts: billed, the request was sent) if a
+    fallback group walks after it: one, both of a hedge. Never more than the deployments of the chain's walks,
+    each called at most once per walk for a billable answer (a retry follows only an unbilled failure; a cut
+    ends the walk). 1 for a group that neither hedges nor fails over on refusals."""
     chain = [group, *fallbacks]
     extra = sum(len(g.deployments) - 1 for g in chain if "refusal" in g.policy.fail_over_on)
     if any(g.policy.hedge_after_ms is not None for g in chain):
         extra += 1
+    for g in chain[:-1]:  # the last group's cut is the call's end: nothing served after it
+        if g.policy.timeouts.budget_s is not None:
+            extra += 2 if g.policy.hedge_after_ms is not None and len(g.deployments) > 1 else 1
     return min(1 + extra, sum(len(g.deployments) for g in chain))
