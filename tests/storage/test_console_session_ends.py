@@ -103,3 +103,21 @@ async def test_a_logout_on_one_replica_reaches_another_at_its_next_poll(store, s
         assert cache.session_ends.ended("s", "alice", "ten_a", issued) and polls.since_mark() <= 1
     finally:
         await cache.stop()
+
+
+async def test_logouts_of_one_session_at_once_on_two_replicas_store_one_row_and_both_succeed(store, store2):
+    # Two tabs of one browser, or a double click, on two replicas: on PostgreSQL both transactions read no
+    # row for the id, and the second insert was a unique violation (a Conflict: a logout said not stored).
+    exp = datetime.now(UTC).replace(microsecond=0) + timedelta(hours=1)
+    for n in range(5):
+        sid = f"twice-{n}"
+        rows = await asyncio.gather(
+            *(
+                s.end_console_session(sid, expires_at=exp, subject="key_a", tenant_id="ten_a", actor="key_a")
+                for s in (store, store2, store, store2)
+            )
+        )
+        assert len({r.id for r in rows}) == 1, rows
+    async with store.engine.connect() as conn:
+        stored = (await conn.execute(sa.select(console_session_ends.c.session_id))).scalars().all()
+    assert sorted(stored) == [f"twice-{n}" for n in range(5)]

@@ -75,7 +75,9 @@ class ConsoleSessionsRepo(StoreBase):
             actor=actor[:200],
             created_at=now,
         )
-        async with self._write() as conn:
+        # Locked by the id on PostgreSQL (SQLite's writes are serial): two logouts of one session at once (two
+        # tabs, two replicas) both read no row, and the second insert broke the id's unique constraint.
+        async with self._write(lock=f"console_session_end:{session_id}") as conn:
             had = (
                 await conn.execute(
                     sa.select(console_session_ends).where(console_session_ends.c.session_id == session_id)

@@ -123,14 +123,7 @@ async def _may_change(s: Services, who: Principal, tenant: str, key_id: str, ver
     except UnreadableRow:
         roles = await s.store.key_roles(tenant, key_id)
         if roles is None:
-            raise ApiError(
-                403,
-                f"Key {echo(key_id)}'s roles cannot be read, so it may hold a role only an org-admin grants: "
-                f"ask an org admin to {verb} it.",
-                type="permission_error",
-                param=param,
-                code="insufficient_role",
-            ) from None
+            raise privileged_key(key_id, (), verb, param) from None
     _may_hold(who, roles, verb, param, f"{verb} it")
 
 
