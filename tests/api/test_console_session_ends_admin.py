@@ -5,6 +5,8 @@ org-admin may; bad input is a 400; the change is in the audit trail; without sto
 
 from __future__ import annotations
 
+import time
+
 import httpx
 import pytest
 
@@ -58,6 +60,10 @@ async def test_an_org_admin_ends_a_subjects_console_sessions(sqlite_database, tm
             assert error(await root.post(URL, json=bad), 400)["param"] == param
         error(await root.post(URL, json={"subjects": ["a"]}), 400)  # an unknown field
         assert error(await root.post(URL, json={"not_before": 10}), 400)["code"]  # all expired by themselves
+        # A cut-off a year ahead would lock everyone out of the console until then, with no route to undo it.
+        assert error(await root.post(URL, json={"not_before": int(time.time()) + 365 * 86400}), 400)["param"] == (
+            "not_before"
+        )
         unknown = error(await root.post(URL, json={"subject": made["id"], "tenant_id": "ten_nope"}), 404)
         assert unknown["param"] == "tenant_id"
 

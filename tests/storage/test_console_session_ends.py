@@ -58,8 +58,16 @@ async def test_a_cut_off_ends_sessions_issued_up_to_it_of_its_subject_and_tenant
         await store.end_console_sessions(not_before=cut - timedelta(seconds=TTL + 60), ttl_s=TTL, actor="org")
     with pytest.raises(Invalid):
         await store.end_console_sessions(subject="", ttl_s=TTL, actor="org")
+    # A cut-off in the future would refuse everyone who signs in again until then (2027 for 2026: a year, and
+    # no route deletes one); a clock a little ahead is let through.
+    with pytest.raises(Invalid) as future:
+        await store.end_console_sessions(not_before=cut + timedelta(days=365), ttl_s=TTL, actor="org")
+    assert future.value.field == "not_before"
+    ahead = await store.end_console_sessions(
+        subject="carol", not_before=cut + timedelta(seconds=30), ttl_s=TTL, actor="org"
+    )
     listed = await store.list_console_session_ends()
-    assert [r.id for r in listed] == [by_subject.id, everyone.id]
+    assert [r.id for r in listed] == [by_subject.id, everyone.id, ahead.id]
     assert [r.id for r in await store.list_console_session_ends(tenant_id="ten_a")] == [by_subject.id]
 
 

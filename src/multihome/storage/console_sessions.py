@@ -32,6 +32,8 @@ from .rows import _strict
 from .tables import console_session_ends
 
 _MAX = {"subject": 400, "reason": 1000, "session_id": 64}
+# How far in the future a cut-off's not_before may be: a client's clock a little ahead of the database's.
+_SKEW = timedelta(minutes=5)
 
 
 def live_session_ends(now: datetime):
@@ -111,6 +113,11 @@ class ConsoleSessionsRepo(StoreBase):
             raise Invalid("ttl_s must be a positive number of seconds")
         now = utcnow()
         not_before = to_utc(not_before, "not_before") or now
+        if not_before > now + _SKEW:  # it would refuse the sessions signed in again until then: no one could undo it
+            raise Invalid(
+                "not_before is in the future: a cut-off ends the sessions issued up to now (or an earlier time)",
+                field="not_before",
+            )
         expires_at = not_before + timedelta(seconds=ttl_s)
         if expires_at <= now:
             raise Invalid(
