@@ -103,8 +103,8 @@ class MeteringConfig(Strict):
 
 
 def budget_problem(amount: str | int | float) -> str | None:
-    """What is wrong with a config budget's amount (None: fine). Infinity used to pass and fail every call
-    (500), "1e400" to overflow the Redis counters, "1E-400" to be a budget of 0."""
+    """What is wrong with a config budget's amount (None: fine). Infinity would fail every call (500),
+    "1e400" overflow the Redis counters, "1E-400" be a budget of 0."""
     try:
         limit = Decimal(str(amount))
     except ArithmeticError:
