@@ -2,13 +2,14 @@
 `wrk` at concurrency 64, sampled by py-spy, summarised as the top functions in µs per call.
 
     PYTHONPATH=src:tests .venv/bin/python bench/governance_profile.py [--config all-sqlite] [--seconds 15] [--native]
-        [--out DIR]
+        [--out DIR] [--pin-services]
 
 The gateway is pinned to core 0, the simulator and wrk to core 1 (as in the governance bench). py-spy
 samples every thread (`--threads`, 200 Hz; `--gil`: only the thread holding the GIL); the summary
 divides each function's samples by the calls served, so the figures read as µs of that thread's
 time per call. A flame graph (speedscope JSON) is left in --out. `all-pg` starts PostgreSQL and Redis as the
-tests do. Loopback only; bounded by --seconds.
+tests do, free on both cores unless `--pin-services` (then on core 1 with the simulator and wrk). Loopback
+only; bounded by --seconds.
 """
 
 from __future__ import annotations
@@ -43,6 +44,26 @@ def thread_cpu(pid: int) -> dict[int, tuple[float, float]]:
             continue
         out[int(task.name)] = (int(fields[11]) / CLK, int(fields[12]) / CLK)
     return out
+
+
+def service_pids(services: list) -> list[int]:
+    """The pids of the PostgreSQL servers (postmaster and every child: the gateway's backends are forked
+    already) and Redis servers the run started."""
+    pids = []
+    for service in services:
+        popen = getattr(service, "popen", None)
+        if popen is not None:  # Redis
+            pids.append(popen.pid)
+            continue
+        postmaster = int((service.data / "postmaster.pid").read_text().split()[0])
+        pids.append(postmaster)
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            try:
+                if int(stat.read_text().rsplit(")", 1)[1].split()[1]) == postmaster:
+                    pids.append(int(stat.parent.name))
+            except (OSError, ValueError):
+                continue
+    return pids
 
 
 def thread_names(path: Path) -> dict[int, str]:
@@ -93,6 +114,11 @@ def main() -> None:
     ap.add_argument("--gil", action="store_true", help="sample only the thread holding the GIL")
     ap.add_argument("--top", type=int, default=30)
     ap.add_argument("--out", default=None)
+    ap.add_argument(
+        "--pin-services",
+        action="store_true",
+        help="all-pg: PostgreSQL (every process of it) and Redis on the simulator's core, off the gateway's",
+    )
     ap.add_argument("--py-spy", default=None, help="the py-spy binary (default: beside this Python, else on PATH)")
     args = ap.parse_args()
     tmp = workspace("mh-gov-prof-", keep=args.out is None)  # the flame graph stays
@@ -113,6 +139,9 @@ def main() -> None:
         set_layout(gw.pid, sim.pid, pinned=False)
         wrk(url, "bench", KEY, connections=8, seconds=2, tmp=tmp)
         core = set_layout(gw.pid, sim.pid, pinned=True)
+        if args.pin_services and core is not None:
+            for pid in service_pids(services):
+                os.sched_setaffinity(pid, {core})
         prof = out / f"{args.config.strip('+')}.speedscope.json"
         spy_bin = args.py_spy or (
             str(BIN / "py-spy") if (BIN / "py-spy").exists() else shutil.which("py-spy") or "py-spy"

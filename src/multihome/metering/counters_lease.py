@@ -110,6 +110,35 @@ class Leases:
             values.append(e.base + e.used)
         return values
 
+    def take_usual(
+        self, budget: str, budget_limit: int, reserve: int, requests: str, rpm: int, tokens: str, tpm: int, est: int
+    ) -> tuple[int, int, int] | None:
+        """`take` of the usual shape (one hard budget, one requests- and one tokens-per-minute counter, no
+        deployment alternatives), written out: the three counters' values after it, or None (nothing
+        changed) when a lease is short. No Plan, values list or loops: it runs on nearly every admission."""
+        get = self.by_key.get
+        b, r, t = get(budget), get(requests), get(tokens)
+        if (
+            b is None
+            or r is None
+            or t is None
+            or not b.ready
+            or b.left < reserve
+            or b.limit != budget_limit
+            or r.left < 1
+            or r.limit != rpm
+            or t.left < est
+            or t.limit != tpm
+        ):
+            return None
+        b.used += reserve
+        self._spend(budget, b, reserve)
+        r.used += 1
+        self._spend(requests, r, 1)
+        t.used += est
+        self._spend(tokens, t, est)
+        return b.base + b.used, r.base + r.used, t.base + t.used
+
     def _spend(self, key: str, e: Lease, incr: int) -> None:
         e.left -= incr
         e.hits += 1

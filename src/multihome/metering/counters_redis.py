@@ -120,6 +120,35 @@ class RedisCounters:
             self._schedule()
         return Outcome(OK, 0 if plan.groups else -1, values, self.generation)
 
+    def admit_usual(
+        self,
+        budget: str,
+        budget_limit: int,
+        reserve: int,
+        requests: str,
+        rpm: int,
+        tokens: str,
+        tpm: int,
+        est: int,
+        now_ms: int,
+    ) -> tuple[int, int, int] | None:
+        """`admit_now` of the usual shape (Leases.take_usual): the counters' values, or None (nothing
+        changed) when the leases do not cover it; the Limiter's usual admission on shared counters."""
+        leases = self.leases
+        if leases is None:
+            return None
+        if now_ms // 60_000 != self._lease_wid:
+            self._lease_wid = now_ms // 60_000
+            leases.prune(now_ms)
+        values = leases.take_usual(budget, budget_limit, reserve, requests, rpm, tokens, tpm, est)
+        if values is None:
+            return None
+        if leases.due and self._sender is None:
+            self._kick()
+        elif self._pending:
+            self._schedule()
+        return values
+
     async def admit(self, plan: Plan, now_ms: int) -> Outcome:
         """Queue the admission; every admission of one loop iteration goes out in one script call."""
         outcome = self.admit_now(plan, now_ms)
@@ -216,8 +245,21 @@ class RedisCounters:
             self._kick()  # the sender probes Redis until it answers
 
     def adjust2(self, key1: str, delta1: int, key2: str, delta2: int) -> None:
-        """`adjust` of two deltas (LocalCounters.adjust2's signature)."""
-        self.adjust(((key1, delta1), (key2, delta2)))
+        """`adjust` of two deltas (LocalCounters.adjust2's signature; Ticket.settle's usual shape), written
+        out: no tuples, no loop."""
+        pending = self._pending
+        leases = self.leases
+        if delta1:
+            if leases is not None:
+                delta1 = leases.settle(key1, delta1)  # a reservation given back stays with the lease
+            if delta1:
+                pending[key1] = pending.get(key1, 0) + delta1
+        if delta2:
+            if leases is not None:
+                delta2 = leases.settle(key2, delta2)
+            if delta2:
+                pending[key2] = pending.get(key2, 0) + delta2
+        self._schedule()
 
     def adjust(self, deltas: Iterable[tuple[str, int]], made: Mapping[str, int] | None = None) -> None:
         """Settle: deltas are merged per counter and ride along with the next admissions' script

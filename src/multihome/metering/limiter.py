@@ -548,9 +548,15 @@ class Limiter:
         if counters.shared:
             # From this process's leases when they cover the call: through `admit`'s four coroutines such an
             # admission took ~7 us more of the loop (bench/RESULTS.md). A miss is kept for `admit` to go on from.
-            leased, values, now_ms = self._prepare(
-                principal, deployments, prompt_tokens, max_output_tokens, choices, tier, also
-            )
+            now = self.clock()
+            now_ms = int(now * 1000)
+            leased = self._shape_at(principal, deployments, now, now_ms, tier, also)
+            usual = leased.usual
+            if usual is not None:  # the usual shape from the leases, written out (_usual_leased)
+                ticket = usual(request_id, prompt_tokens, max_output_tokens, choices, now_ms)
+                if ticket is not None:
+                    return ticket
+            values = self._values(leased, prompt_tokens, max_output_tokens, choices)
             planned, plan = self._planned(leased, values, request_id)
             outcome = counters.admit_now(plan, now_ms)
             if outcome is None:
@@ -678,24 +684,6 @@ class Limiter:
                 f"x-ratelimit-reset-{kind}": go_duration(wait_ms),
             },
         )
-
-    def _prepare(
-        self,
-        principal: Principal,
-        deployments: list,
-        prompt_tokens: int,
-        max_output_tokens: int | None,
-        choices: int,
-        tier: str | None = None,
-        also: tuple = (),
-    ) -> tuple[_Shape, list[int], int]:
-        """The caller's shape on this route in this minute, the values a counter may be incremented
-        by ([0, 1, estimated tokens, the reservation in each currency], see _ZERO...; each counter's
-        increment is picked from them by its index), and the time in ms."""
-        now = self.clock()
-        now_ms = int(now * 1000)
-        shape = self._shape_at(principal, deployments, now, now_ms, tier, also)
-        return shape, self._values(shape, prompt_tokens, max_output_tokens, choices), now_ms
 
     def _shape_at(
         self, principal: Principal, deployments: list, now: float, now_ms: int, tier: str | None = None, also=()
@@ -831,7 +819,10 @@ class Limiter:
         counters = self.counters
         if not counters.shared:
             shape.slots.local = counters.tables()[0]
-        if shape.flat and not counters.shared:
+        if counters.shared:
+            if shape.flat:
+                shape.usual = _usual_leased(self, shape, counters)
+        elif shape.flat:
             shape.admit = counters.flat(shape.rows, shape.expiring)
             shape.usual = _usual_admission(self, shape, counters)
             if shape.usual is not None and wid != self._pruned_wid:
@@ -1097,6 +1088,73 @@ def _usual_admission(limiter: Limiter, shape: _Shape, counters: LocalCounters) -
             ],
             slots,
             (reserve, est),
+        )
+        opened[request_id] = ticket
+        return ticket
+
+    return usual
+
+
+def _usual_leased(limiter: Limiter, shape: _Shape, counters: RedisCounters) -> UsualAdmit | None:
+    """The usual shape's admission on shared counters when this process's leases cover it
+    (RedisCounters.admit_usual), as one function made once per shape: what at_once's shared path does for
+    it (the values, the Plan, Leases.take, the Outcome, _conclude's headers and ticket), written out, as
+    `_usual_admission` does for in-process counters. None (nothing counted) when a lease is short: the
+    general path then plans the admission for Redis. None for any other shape, or without leases."""
+    if (
+        counters.leases is None
+        or shape.soft
+        or shape.fixed is None
+        or shape.incr_idx != [_RESERVE, _ONE, _EST]
+        or len(shape.prices) != 1
+        or [kind for kind, _ in shape.meta] != ["requests", "tokens"]
+    ):
+        return None
+    ((budget, limit, _, _, _),) = shape.budgets  # hard (no soft ones): the limit a lease was granted under
+    (requests, _, _), (tokens, _, _) = shape.rates
+    (_, rpm), (_, tpm) = shape.meta
+    ((in_micro, out_micro),) = shape.prices
+    factor, extra = limiter._factor, limiter._extra  # as _values: a new config drops every shape
+    out_cap, wend, slots = shape.out_cap, shape.wend, shape.slots
+    admit = counters.admit_usual
+    opened = limiter.open
+    (_, head_r, remaining_r, reset_r, _), (_, head_t, remaining_t, reset_t, _) = _header_rows(
+        [(1, "requests", rpm), (2, "tokens", tpm)]
+    )
+    monotonic, ceil, max_out = _monotonic, _ceil, _MAX_OUT_TOKENS
+    reset_ms, reset_of_r, reset_of_t = -1, (reset_r, b""), (reset_t, b"")
+
+    def usual(request_id: str, prompt_tokens: int, max_output_tokens: int | None, choices: int, now_ms: int):
+        out = out_cap if max_output_tokens is None else max_output_tokens
+        if choices > 1:
+            out *= choices
+        if out > max_out:
+            out = max_out
+        est = prompt_tokens + out
+        reserve = -(-((ceil(prompt_tokens * factor) + extra) * in_micro + out * out_micro) // 1000)
+        after = admit(budget, limit, reserve, requests, rpm, tokens, tpm, est, now_ms)
+        if after is None:
+            return None
+        _, r, t = after
+        nonlocal reset_ms, reset_of_r, reset_of_t
+        if now_ms != reset_ms:  # calls a millisecond apart share their reset headers
+            reset = window_reset(wend - now_ms)
+            reset_ms, reset_of_r, reset_of_t = now_ms, (reset_r, reset), (reset_t, reset)
+        ticket = Ticket(
+            limiter,
+            request_id,
+            monotonic(),
+            [
+                head_r,
+                (remaining_r, b"%d" % (rpm - r) if r < rpm else b"0"),
+                reset_of_r,
+                head_t,
+                (remaining_t, b"%d" % (tpm - t) if t < tpm else b"0"),
+                reset_of_t,
+            ],
+            slots,
+            (reserve, est),
+            gen=counters.generation,
         )
         opened[request_id] = ticket
         return ticket
