@@ -28,7 +28,15 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 from gateway_bench import ENV, KEY, set_layout, start_sim, wrk  # noqa: E402
-from governance_bench import LAYERS, config_for, cpu_seconds, start_gateway, stop, workspace  # noqa: E402
+from governance_bench import (  # noqa: E402
+    LAYERS,
+    config_for,
+    cpu_seconds,
+    service_pids,
+    start_gateway,
+    stop,
+    workspace,
+)
 
 BIN = Path(sys.executable).parent
 CLK = os.sysconf("SC_CLK_TCK")
@@ -44,26 +52,6 @@ def thread_cpu(pid: int) -> dict[int, tuple[float, float]]:
             continue
         out[int(task.name)] = (int(fields[11]) / CLK, int(fields[12]) / CLK)
     return out
-
-
-def service_pids(services: list) -> list[int]:
-    """The pids of the PostgreSQL servers (postmaster and every child: the gateway's backends are forked
-    already) and Redis servers the run started."""
-    pids = []
-    for service in services:
-        popen = getattr(service, "popen", None)
-        if popen is not None:  # Redis
-            pids.append(popen.pid)
-            continue
-        postmaster = int((service.data / "postmaster.pid").read_text().split()[0])
-        pids.append(postmaster)
-        for stat in Path("/proc").glob("[0-9]*/stat"):
-            try:
-                if int(stat.read_text().rsplit(")", 1)[1].split()[1]) == postmaster:
-                    pids.append(int(stat.parent.name))
-            except (OSError, ValueError):
-                continue
-    return pids
 
 
 def thread_names(path: Path) -> dict[int, str]:
