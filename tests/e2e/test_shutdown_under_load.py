@@ -10,6 +10,7 @@ docs/metering.md, docs/audit.md)."""
 from __future__ import annotations
 
 import asyncio
+import re
 import signal
 import threading
 import time
@@ -244,9 +245,10 @@ def test_sigterm_under_load_loses_nothing_and_logs_no_traceback(tmp_path, db_url
 
 
 def test_sigterm_with_postgresql_down_exits_in_bounded_time_and_the_next_start_writes_the_rows(tmp_path):
-    """The database is gone when the stop comes: the process still exits, after the usage writer's
-    documented 30 s without a batch written (docs/metering.md) and the audit head registry's 5 s, saying
-    what it kept where; the answered calls' rows stay in the usage spool, and the next start writes them."""
+    """The database is gone when the stop comes: the answered calls' rows are in the usage spool, so the
+    stop does not wait out the 30 s the usage writer gives a database without one (docs/metering.md), nor
+    the head registry's 5 s (docs/audit.md): it says in one warning how many rows wait in the spool, logs
+    no error (nothing is lost), and the next start writes the rows."""
     from pg import PostgresServer  # a server of its own: this test stops it
 
     pg = PostgresServer()
@@ -270,15 +272,21 @@ def test_sigterm_with_postgresql_down_exits_in_bounded_time_and_the_next_start_w
             answered += [ask(model="quick", messages=USER).headers["x-request-id"] for _ in range(3)]
             sent = time.monotonic()
             gw.popen.send_signal(signal.SIGTERM)
-            gw.popen.wait(120)  # bounded: ~35 s with the defaults; generous for a busy machine
+            gw.popen.wait(120)  # bounded: a few seconds; generous for a busy machine
             took = time.monotonic() - sent
         finally:
             log = gw.stop()
         told = _told(log)
         assert gw.popen.returncode in (0, -signal.SIGTERM), told
         assert took < 90, f"{took:.0f}s to exit"
-        assert "Traceback" not in log, told
-        assert "unwritten rows kept in" in log and "the next start writes them" in log, told
+        assert "Traceback" not in log and " ERROR " not in log, told
+        [said] = re.findall(
+            r"usage writer closed with (\d+) rows unwritten: no batch could be written for (\d+) s .*; (\d+) rows "
+            r"kept in the usage spool .*, the next start writes them",
+            log,
+        )
+        assert 3 <= int(said[0]) == int(said[2]) <= 5 and int(said[1]) < 30, told  # its own count: not the 30 s
+        assert "the head registry did not take the last checkpoints" in log, told  # a warning: the files hold them
         pg.resume()
         gw = Gateway(cfg, tmp_path, env)  # replays the spool before it is ready
         log = gw.stop()
