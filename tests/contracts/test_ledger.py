@@ -172,3 +172,24 @@ async def test_close_drains_the_queue(sqlite_url):
         assert n == 2  # rs and az
     finally:
         await engine.dispose()
+
+
+async def test_close_waits_for_the_refresh_under_way(sqlite_url):
+    # The refresh task was cancelled and not awaited: a refresh mid-read was still giving its connection back
+    # (or "destroyed but pending" when the loop went) while close() closed the ledger and the engine under it.
+    svc = ContractsService(parse_contracts({**CFG, "refresh_s": 0.01}), sqlite_url)
+    await svc.start()
+    under_way, ended = asyncio.Event(), []
+
+    async def refresh() -> None:  # a refresh at close whose clean-up takes a few loop turns
+        under_way.set()
+        try:
+            await asyncio.sleep(3600)
+        finally:
+            await asyncio.sleep(0.2)
+            ended.append(True)
+
+    svc.refresh = refresh
+    await asyncio.wait_for(under_way.wait(), 10)
+    await svc.close()
+    assert ended == [True] and svc._refresher is not None and svc._refresher.done()

@@ -30,7 +30,7 @@ from collections import deque
 from collections.abc import Callable
 from decimal import Decimal
 
-from ..aio import wait_event
+from ..aio import cancel_and_wait, wait_event
 from ..config.contracts import Agreement, Commitment, ContractsConfig, agreements_of, field_problems
 from ..metering import row
 from ..metering.record import MeteredCall
@@ -112,14 +112,14 @@ class ContractsService:
 
     async def close(self, timeout_s: float = 10.0) -> None:
         self._closing = True
-        if self._refresher is not None:
-            self._refresher.cancel()
+        # Ended before the ledger and the engine close under it: a refresh mid-read gives its connection back.
+        await cancel_and_wait(self._refresher)
         if self._writer is not None:
             self._wake.set()
             try:
                 await asyncio.wait_for(asyncio.shield(self._writer), timeout_s)
             except TimeoutError:
-                self._writer.cancel()
+                await cancel_and_wait(self._writer)  # a batch being written is put back in the queue
                 log.error(
                     "contracts: %d accruals could not be written before shutdown (database unreachable); they are lost",
                     len(self._queue),

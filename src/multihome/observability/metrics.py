@@ -40,6 +40,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disa
 from prometheus_client.exposition import choose_encoder
 
 from ..accounting.record import Usage
+from ..aio import cancel_and_wait
 from ..metering.record import MeteredCall
 from .genai import CODE_SHAPE, DURATION_BUCKETS, OPERATION_NAMES, TOKEN_BUCKETS
 from .metrics_dir import MULTIPROC_ENV
@@ -557,9 +558,8 @@ class Metrics:
         self._task = asyncio.get_running_loop().create_task(self._publish_loop())
 
     async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            self._task = None
+        task, self._task = self._task, None
+        await cancel_and_wait(task)
         self.fold()  # the last calls of this worker into its files, before it exits
         if self.multiprocess:
             from prometheus_client import multiprocess
