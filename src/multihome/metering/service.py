@@ -499,7 +499,7 @@ class Metering:
         await cancel_and_wait(self._rescan)
         if self.holder is not None and self._spool is not None:
             try:  # its queue committed, so the spool lets go of the rows when the writer commits them
-                await self.holder.flush(10)
+                await self.holder.flush(10, stopping=True)  # (sooner when the database is down: the rows are spooled)
             except Exception as exc:
                 log.warning("metering: %s not flushed before closing (%s); the spool keeps its rows", self.holder, exc)
         if self.writer is not None:
