@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
 
 import msgspec
@@ -369,6 +370,28 @@ def test_an_unreachable_registry_never_holds_back_audit_writes(tmp_path, monkeyp
 
     seqs, published = asyncio.run(main())
     assert seqs == list(range(1, 11)) and published == 0
+
+
+def test_a_stop_with_the_registry_unreachable_gives_up_on_it_soon_and_warns(monkeypatch, caplog):
+    # A database that keeps failing is an outage: the checkpoint files hold what the registry lacks and the
+    # next chain opened in the directory links the closed one, so close() stops trying after _OUTAGE_S
+    # (however long its deadline) and says so in a warning, not an error.
+    monkeypatch.setattr(head_publisher, "CLOSE_DEADLINE_S", 600.0)
+    nowhere = "postgresql+asyncpg://mh:mh@127.0.0.1:9/mh"  # a PostgreSQL that is down: nothing listens there
+    from multihome.audit.checkpoint import new_checkpoint
+    from multihome.audit.head_publisher import HeadPublisher
+
+    async def main():
+        pub = HeadPublisher(nowhere, "host:/a", "host")
+        await pub.start()
+        pub.offer(new_checkpoint(None, None, "chn_x", 10, "h10", 1.0))
+        await asyncio.wait_for(pub.close(), 120)
+
+    asyncio.run(main())
+    said = [r for r in caplog.records if r.name == "multihome.audit"]
+    assert not [r for r in said if r.levelno >= logging.ERROR], [r.getMessage() for r in said]
+    [line] = [r.getMessage() for r in said if "did not take" in r.getMessage()]
+    assert "chn_x" in line and "ConnectionRefusedError" in line and "checkpoint files hold them" in line, line
 
 
 @pytest.mark.parametrize("backend", ["sqlite", "postgresql"])

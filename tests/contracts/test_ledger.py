@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import logging
 from decimal import Decimal
 
 import pytest
@@ -172,3 +173,54 @@ async def test_close_drains_the_queue(sqlite_url):
         assert n == 2  # rs and az
     finally:
         await engine.dispose()
+
+
+async def test_close_waits_for_the_refresh_under_way(sqlite_url):
+    # The refresh task was cancelled and not awaited: a refresh mid-read was still giving its connection back
+    # (or "destroyed but pending" when the loop went) while close() closed the ledger and the engine under it.
+    svc = ContractsService(parse_contracts({**CFG, "refresh_s": 0.01}), sqlite_url)
+    await svc.start()
+    under_way, ended = asyncio.Event(), []
+
+    async def refresh() -> None:  # a refresh at close whose clean-up takes a few loop turns
+        under_way.set()
+        try:
+            await asyncio.sleep(3600)
+        finally:
+            await asyncio.sleep(0.2)
+            ended.append(True)
+
+    svc.refresh = refresh
+    await asyncio.wait_for(under_way.wait(), 10)
+    await svc.close()
+    assert ended == [True] and svc._refresher is not None and svc._refresher.done()
+
+
+@pytest.mark.parametrize("spooled", [True, False])
+async def test_a_stop_with_the_database_down_leaves_spooled_accruals_to_the_next_start(sqlite_url, caplog, spooled):
+    # With every queued accrual's usage row in the usage spool, the next start replays the rows and accrues
+    # them again: the stop gives up on a database that keeps failing after a few seconds, and says so in a
+    # warning (the whole 10 s, then "they are lost" in an error, was wrong). Rows not spooled are lost: an error.
+    svc = ContractsService(parse_contracts(CFG), sqlite_url)
+    await svc.start()
+
+    async def down(batch, retry=()):
+        raise OSError("database unreachable")
+
+    svc.ledger.apply_readable = down
+    for i in range(3):
+        m = metered(f"req_{i}", "1.00", ts("2026-02-01T10:00") + i)
+        m.spooled = i + 1 if spooled else 0  # its position in the usage spool (0: not spooled)
+        svc.metered(m)
+    if spooled:
+        with pytest.raises(TimeoutError, match="OSError: database unreachable"):
+            await asyncio.wait_for(svc.flush(60, stopping=True), 120)  # as metering's close asks
+    await asyncio.wait_for(svc.close(60 if spooled else 1), 120)
+    said = [r for r in caplog.records if "before shutdown" in r.getMessage()]
+    assert len(said) == 1, [r.getMessage() for r in said]
+    line = said[0].getMessage()
+    assert "accruals not written before shutdown (OSError: database unreachable)" in line, line
+    if spooled:
+        assert said[0].levelno == logging.WARNING and "the next start accrues them" in line, line
+    else:
+        assert said[0].levelno == logging.ERROR and "they are lost" in line, line

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import logging
+import re
 import sqlite3
 import threading
 import time
@@ -31,9 +33,9 @@ async def sqlite_url(tmp_path) -> tuple[str, str]:
     return f"sqlite+aiosqlite:///{path}", path
 
 
-async def metering(url: str, **writer) -> Metering:
+async def metering(url: str, spool_dir: str | None = None, **writer) -> Metering:
     prices = PriceTable({"dep-a": DeploymentPrice.of("2.5", "10", None, "USD")})
-    m = Metering(MeteringConfig(writer=WriterConfig(**writer)), prices, storage_url=url)
+    m = Metering(MeteringConfig(writer=WriterConfig(**writer)), prices, storage_url=url, spool_dir=spool_dir)
     await m.start()
     return m
 
@@ -126,6 +128,31 @@ async def test_close_gives_up_and_says_so_when_the_database_refuses_every_batch(
     assert len(m.writer.rows) == 1 and m.writer.failures >= 1
     assert "1 rows unwritten: no batch could be written for 1 s" in caplog.text
     await m.close()
+
+
+async def test_a_stop_with_the_database_away_leaves_the_rows_in_the_spool_at_once_and_says_so(tmp_path, caplog):
+    # Every unwritten row is in the spool, which the next start writes: the stop does not wait out the 30 s
+    # it gives a database that fails every batch without one (docs/metering.md), and says in one warning
+    # how many rows wait where, not an error.
+    url, _ = await sqlite_url(tmp_path)
+    m = await metering(url, str(tmp_path / "spool"), flush_interval_ms=1)
+    assert m.writer.spool is not None
+    async with m.engine.begin() as conn:  # every insert now fails: the table is gone
+        await conn.execute(sa.text("ALTER TABLE usage_calls RENAME TO usage_calls_away"))
+    for i in range(3):
+        m.record(call(f"kept{i}"))
+    await asyncio.wait_for(m.close(), 120)
+    said = [r for r in caplog.records if r.name.startswith("multihome.metering")]
+    assert not [r for r in said if r.levelno >= logging.ERROR], [r.getMessage() for r in said]
+    [line] = [r.getMessage() for r in said if "unwritten" in r.getMessage()]
+    waited = re.search(r"3 rows unwritten: no batch could be written for (\d+) s", line)
+    assert waited and int(waited[1]) < 30, line  # the writer's own count: it gave up before the 30 s
+    assert f"3 rows kept in the usage spool {m.writer.spool.dir}, the next start writes them" in line, line
+    async with m.engine.begin() as conn:  # the database is back
+        await conn.execute(sa.text("ALTER TABLE usage_calls_away RENAME TO usage_calls"))
+    again = await metering(url, str(tmp_path / "spool"))  # replays the spool before it starts
+    assert await stored(again) == ["kept0", "kept1", "kept2"]
+    await again.close()
 
 
 async def test_rows_read_back_as_sqlalchemy_writes_them(tmp_path):

@@ -60,3 +60,32 @@ async def test_a_whole_file_gets_no_empty_line(tmp_path):
     await logged(path, "req_1")
     await logged(path, "req_2")
     assert [json.loads(line)["request_id"] for line in path.read_text().splitlines()] == ["req_1", "req_2"]
+
+
+async def test_close_lets_the_batch_being_appended_finish_first(tmp_path, monkeypatch):
+    # close() cancelled the writer task mid-append: the batch's thread appended on while close() appended the
+    # rest from another thread, so close() returned before the file had the earlier records (and they landed
+    # after the later ones).
+    import asyncio
+    import threading
+    import time
+
+    path = tmp_path / "calls.jsonl"
+    appending = threading.Event()
+    real = CallLog._append
+
+    def slow_append(self, data: bytes) -> None:  # a disk that takes a while with the first batch
+        if b"req_early" in data:
+            appending.set()
+            time.sleep(0.5)
+        real(self, data)
+
+    monkeypatch.setattr(CallLog, "_append", slow_append)
+    log = CallLog(str(path))
+    await log.start()
+    log.record(call("req_early"))
+    assert await asyncio.to_thread(appending.wait, 10)
+    log.record(call("req_late"))
+    await log.close()
+    ids = [json.loads(line)["request_id"] for line in path.read_bytes().splitlines()]
+    assert ids == ["req_early", "req_late"]

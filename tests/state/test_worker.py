@@ -273,3 +273,22 @@ async def test_a_database_outage_is_one_line_per_poll_not_a_traceback(engine, ca
     polls = [r for r in caplog.records if "job queue unreachable" in r.message]
     assert not any(r.exc_info for r in polls), "no traceback"
     assert "ConnectionRefusedError: [Errno 111] Connection refused" in polls[0].message, polls[0].message
+
+
+async def test_an_outcome_not_recorded_in_an_outage_is_one_line_not_a_traceback(caplog):
+    """A job ended while the database was away: its outcome's write fails, which is said in a line with the
+    driver's words (the lease runs out and the job runs again), not a traceback through the driver and the pool."""
+
+    async def refused() -> bool:
+        driver = ConnectionRefusedError(111, "Connection refused")
+        raise sa.exc.OperationalError("UPDATE", {}, driver) from driver  # as SQLAlchemy wraps the driver's
+
+    assert await JobWorker._settle(refused()) is False
+    [line] = [r for r in caplog.records if "could not record a job's outcome" in r.message]
+    assert not line.exc_info and "ConnectionRefusedError: [Errno 111] Connection refused" in line.message, line.message
+
+    async def broken() -> bool:
+        raise ValueError("a bug")
+
+    assert await JobWorker._settle(broken()) is False
+    assert [bool(r.exc_info) for r in caplog.records if "could not record" in r.message] == [False, True]

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Protocol
 
 import msgspec
 
+from ..aio import cancel_and_wait
 from ..policy.engine import POLICY_UNAVAILABLE, Decision, PolicyEngine
 from ..policy.model import DeploymentFacts, EgressRule, Entitlement, Policy
 from ..policy.pins import STATEFUL_PIN_UNAVAILABLE, CompiledPin, PinIndex, Pinned, StatefulPin, compile_pin
@@ -252,8 +253,7 @@ class PolicyGate:
             self._pin_rows = snap.stateful_pins
 
     async def close(self) -> None:
-        if self._building is not None:
-            self._building.cancel()
+        await cancel_and_wait(self._building)
 
     async def _rebuild(self, snap: Snapshot) -> None:
         try:

@@ -5,7 +5,9 @@ thread-safe hop onto the loop, nothing else). One task on the loop keeps only th
 per chain and writes them in one statement; the database therefore lags the files by at most one
 write, which only narrows what it can prove, never makes an honest trail fail. A database that is
 down is retried with backoff and logged, and never holds back an audit write; `close` flushes the
-final checkpoint within a deadline.
+final checkpoint within a deadline, and gives up sooner on a database that has been failing for
+`_OUTAGE_S`: the checkpoint files hold what the registry lacks, and the next chain opened in the same
+directory links the closed ones (docs/audit.md), so waiting out an outage protects nothing more.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ log = logging.getLogger("multihome.audit")
 CLOSE_DEADLINE_S = 5.0
 _RETRY_S = (0.1, 0.25, 0.5, 1.0, 2.0, 5.0)
 _QUIET_S = 10.0  # a registry that is only late (the storage service is still migrating) is not news
+_OUTAGE_S = 2.0  # at close, writes failing for this long are an outage, not a blip: stop trying
 
 
 class HeadPublisher:
@@ -39,6 +42,7 @@ class HeadPublisher:
         self._engine: AsyncEngine | None = None
         self._task: asyncio.Task[None] | None = None
         self._failing_since: float | None = None
+        self._last_error = ""
         self._last_warning = 0.0
 
     async def start(self) -> None:
@@ -109,6 +113,7 @@ class HeadPublisher:
 
     def _failed(self, exc: Exception) -> None:
         now = time.monotonic()
+        self._last_error = f"{exc.__class__.__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}"
         if self._failing_since is None:
             self._failing_since = now
         if now - self._failing_since >= _QUIET_S and now - self._last_warning >= 60:
@@ -139,15 +144,22 @@ class HeadPublisher:
         except TimeoutError:
             pass
         if self._latest:
-            log.error(
-                "audit: the head registry did not take the last checkpoints of %s before shutdown; the "
-                "checkpoint files still hold them",
+            # Nothing is lost: the files hold the checkpoints, and the next chain opened in this directory links
+            # these chains (what the registry would have protected until then). A warning, as while running.
+            log.warning(
+                "audit: the head registry did not take the last checkpoints of %s before shutdown (%s); the "
+                "checkpoint files hold them, and the next chain opened in this directory links them",
                 ", ".join(sorted(self._latest)),
+                self._last_error or "timed out",
             )
         if self._engine is not None:  # set with _task, in start()
             await self._engine.dispose()
 
     async def _drain(self) -> None:
-        # Retried until the store takes it: there is nothing to wait on but time.
-        while not await self._flush():  # noqa: ASYNC110
+        # Retried until the store takes it (there is nothing to wait on but time), or it has been failing
+        # for _OUTAGE_S (already before the stop, or since).
+        while not await self._flush():
+            since = self._failing_since
+            if since is not None and time.monotonic() - since >= _OUTAGE_S:
+                return
             await asyncio.sleep(0.1)

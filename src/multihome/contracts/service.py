@@ -30,7 +30,7 @@ from collections import deque
 from collections.abc import Callable
 from decimal import Decimal
 
-from ..aio import wait_event
+from ..aio import cancel_and_wait, wait_event
 from ..config.contracts import Agreement, Commitment, ContractsConfig, agreements_of, field_problems
 from ..metering import row
 from ..metering.record import MeteredCall
@@ -40,6 +40,10 @@ from .ledger import Ledger, Pending, Total
 
 log = logging.getLogger("multihome.contracts")
 UTC = dt.UTC
+# At close (and in the flush before it), batches failing this long while every queued accrual's usage row is in
+# the usage spool end the wait: the next start replays the rows and accrues them again, so waiting out an outage
+# (the whole `timeout_s`) would lose nothing less.
+_OUTAGE_S = 2.0
 
 
 class AgreementConflict(ValueError):
@@ -84,6 +88,8 @@ class ContractsService:
         self.committed = 0
         self.batches = 0
         self.write_errors = 0
+        self._failing_since: float | None = None  # batches have failed since (None: the last one was written)
+        self._last_error = ""
         self._writer: asyncio.Task | None = None
         self._refresher: asyncio.Task | None = None
         self._closing = False
@@ -112,18 +118,31 @@ class ContractsService:
 
     async def close(self, timeout_s: float = 10.0) -> None:
         self._closing = True
-        if self._refresher is not None:
-            self._refresher.cancel()
-        if self._writer is not None:
+        # Ended before the ledger and the engine close under it: a refresh mid-read gives its connection back.
+        await cancel_and_wait(self._refresher)
+        writer = self._writer
+        if writer is not None:
             self._wake.set()
-            try:
-                await asyncio.wait_for(asyncio.shield(self._writer), timeout_s)
-            except TimeoutError:
-                self._writer.cancel()
-                log.error(
-                    "contracts: %d accruals could not be written before shutdown (database unreachable); they are lost",
-                    len(self._queue),
-                )
+            deadline = time.monotonic() + timeout_s
+            while not writer.done() and not self._outage():
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    break
+                await asyncio.wait({writer}, timeout=min(0.5, left))
+            if not writer.done():
+                await cancel_and_wait(writer)  # a batch being written is put back in the queue
+                why = self._last_error or f"not written within {timeout_s:g} s"
+                if self._spooled():
+                    log.warning(
+                        "contracts: %d accruals not written before shutdown (%s); their calls' usage rows stay in "
+                        "the usage spool, and the next start accrues them",
+                        len(self._queue),
+                        why,
+                    )
+                else:
+                    log.error(
+                        "contracts: %d accruals not written before shutdown (%s); they are lost", len(self._queue), why
+                    )
         if self.ledger is not None:
             await self.ledger.close()
         if self._engine is not None and self._own_engine:
@@ -195,8 +214,9 @@ class ContractsService:
         if was_idle or len(self._queue) >= self.cfg.batch_max:
             self._wake.set()  # an idle writer must not wait for a full batch
 
-    async def flush(self, timeout_s: float = 30.0) -> None:
-        """Return once every accrual enqueued before the call is committed (TimeoutError if not)."""
+    async def flush(self, timeout_s: float = 30.0, *, stopping: bool = False) -> None:
+        """Return once every accrual enqueued before the call is committed (TimeoutError if not; `stopping`:
+        also as soon as batches have been failing for _OUTAGE_S with every queued row in the usage spool)."""
         target = self.enqueued
         deadline = time.monotonic() + timeout_s
         while self.committed < target:
@@ -205,8 +225,8 @@ class ContractsService:
             self._wake.set()
             self._committed_evt.clear()
             left = deadline - time.monotonic()
-            if left <= 0:
-                raise TimeoutError(f"{target - self.committed} accruals not yet committed")
+            if left <= 0 or (stopping and self._outage()):
+                raise TimeoutError(f"{target - self.committed} accruals not yet committed ({self._last_error})")
             await wait_event(self._committed_evt, min(left, 1.0))
 
     async def _write_loop(self) -> None:
@@ -249,12 +269,16 @@ class ContractsService:
                 self._queue.extendleft(reversed(batch))
                 self._inflight = 0
                 self.write_errors += 1
+                self._last_error = f"{type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}"
+                if self._failing_since is None:
+                    self._failing_since = time.monotonic()
                 failures += 1
                 delay = min(0.05 * 2 ** min(failures, 6), 2.0)
                 log.warning("contracts: writing %d accruals failed (%s); retrying in %.2fs", n, exc, delay)
                 await asyncio.sleep(delay)
                 continue
             failures = 0
+            self._failing_since = None
             self._inflight = 0
             self._hold(retried, held)
             self.batches += 1
@@ -263,6 +287,16 @@ class ContractsService:
             self._committed_evt.set()
             if self.progress is not None:
                 self.progress()
+
+    def _spooled(self) -> bool:
+        """Every queued accrual's usage row is held in the usage spool (so replayed, and accrued again, at the
+        next start)."""
+        return all(p.spooled for p in self._queue)
+
+    def _outage(self) -> bool:
+        """Batches have been failing for _OUTAGE_S, and giving up loses nothing (`_spooled`)."""
+        since = self._failing_since
+        return since is not None and time.monotonic() - since >= _OUTAGE_S and self._spooled()
 
     def _held_due(self) -> bool:
         return bool(self._held) and time.monotonic() >= self._held_until

@@ -34,7 +34,7 @@ from typing import ClassVar, Literal
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import MasterDownError, NoScriptError, ReadOnlyError, ResponseError
 
-from ..aio import wait_event
+from ..aio import cancel_and_wait, wait_event
 from ..storage.redis_client import connect
 from . import redis_eviction
 from .counters import BUDGET, DEPLOYMENT, OK, RATE, Outcome, Plan
@@ -657,8 +657,7 @@ class RedisCounters:
             self._reaper.cancel()
         await self.drain(timeout)
         self._log_unwritten()
-        if self._sender is not None:
-            self._sender.cancel()  # still probing an unanswering Redis
+        await cancel_and_wait(self._sender)  # still probing an unanswering Redis
         if self._conn is not None:
             await self._conn.disconnect()
         await self.redis.aclose()

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 
 import msgspec
 
+from ..aio import cancel_and_wait
 from ..config.metering import MeteringConfig
 from ..schema import header_text
 from ..schema.errors import ApiError, no_retry
@@ -930,8 +931,7 @@ class Limiter:
         await self.counters.seed(items)
 
     async def close(self) -> None:
-        if self._sweeper is not None:
-            self._sweeper.cancel()
+        await cancel_and_wait(self._sweeper)
         await self.counters.close()
 
     async def _sweep(self) -> None:

@@ -27,6 +27,7 @@ import msgspec
 import sqlalchemy as sa
 
 from ..accounting.record import CallRecord, Usage
+from ..aio import cancel_and_wait
 from ..config import env_secret
 from ..config.call_bound import longest_call_s
 from ..config.metering import BudgetRule, MeteringConfig
@@ -492,13 +493,13 @@ class Metering:
         return f"{self.limiter.rules.prefix}c:{request_id}"
 
     async def close(self) -> None:
-        if self._following is not None:
-            self._following.cancel()
-        if self._rescan is not None:
-            self._rescan.cancel()
+        # Ended before the writer and the spool close: a replay under way unlocks the files it read (the next
+        # start replays them), and budgets being applied give their connection back.
+        await cancel_and_wait(self._following)
+        await cancel_and_wait(self._rescan)
         if self.holder is not None and self._spool is not None:
             try:  # its queue committed, so the spool lets go of the rows when the writer commits them
-                await self.holder.flush(10)
+                await self.holder.flush(10, stopping=True)  # (sooner when the database is down: the rows are spooled)
             except Exception as exc:
                 log.warning("metering: %s not flushed before closing (%s); the spool keeps its rows", self.holder, exc)
         if self.writer is not None:

@@ -435,9 +435,9 @@ class UsageSpool:
                         self._drop(seg)
 
     # -- lifecycle -----------------------------------------------------------------------------------
-    async def close(self) -> int:
+    async def close(self, quiet: bool = False) -> int:
         """Delete the files whose rows are all committed, keep (cut to their rows, unlocked) the rest for
-        the next start. -> rows kept."""
+        the next start, and say so (unless `quiet`: the caller says it with why). -> rows kept."""
         if self._syncer is not None:
             self._syncer.cancel()
             with contextlib.suppress(BaseException):
@@ -468,7 +468,7 @@ class UsageSpool:
                 os.close(seg.fd)
         self._segments = []
         self._cur = None
-        if kept:
+        if kept and not quiet:
             log.warning("usage spool: %d unwritten rows kept in %s; the next start writes them", kept, self.dir)
         return kept
 

@@ -15,7 +15,9 @@ With a spool (spool.py) every row `put` takes is also copied to a local file fir
 there once committed: a process killed before the commit loses no row (the next start replays it).
 A spool that cannot make its next file (a full disk) refuses new calls the same way as a full
 backlog, while the room left in its current file takes the rows of the calls already admitted.
-`close()` that gives up keeps the unwritten rows in the spool instead of losing them.
+`close()` that gives up keeps the unwritten rows in the spool instead of losing them; so when the spool
+holds every unwritten row, a stop waits only `_SPOOLED_STALL_S` for a database that fails every batch
+(the next start writes the rows), not `_STALL_S`.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ import msgspec
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from ..aio import wait_event
 from ..storage.engine import create_sync_sqlite_engine
 from .row import COLUMNS, Row
 from .spool import UsageSpool
@@ -50,6 +53,9 @@ sqlite3.register_adapter(type(None), cast(Callable[[None], None], {}.get))
 _PER_STATEMENT = 250  # rows per INSERT on SQLite: 250 x 23 columns stays under its 32,766 parameters
 _GROWTH = 10  # on SQLite a backlog is written in batches of up to this many times batch_size
 _STALL_S = 30.0  # close() gives up when no batch could be written for this long (database away)
+# ... or this long when the spool holds every unwritten row: waiting longer loses nothing less, and a stop that
+# takes 30 s outlives the usual grace before SIGKILL (Kubernetes': 30 s).
+_SPOOLED_STALL_S = 2.0
 _HOLD_S = 1.0  # PostgreSQL: the writer's connection goes back to the pool after this long without rows
 
 
@@ -75,6 +81,7 @@ class UsageWriter:
         self.rows: deque[Row] = deque()  # row.py: tuples in the table's column order, stamps as text
         self.written = 0
         self.failures = 0
+        self.last_error = ""  # the last failed batch's error, first line (for close's report)
         self.skipped = 0  # rows of free calls not queued because the backlog was full
         self.rate = 0.0  # rows per second of writing, from recent batches (0: not measured yet)
         self._limit = max_backlog  # the backlog that refuses calls: max_backlog, or less if the database is slow
@@ -84,6 +91,7 @@ class UsageWriter:
         self._flush_to = 0  # a flush() waits for `written` to reach this: write without gathering until then
         self._task: asyncio.Task | None = None
         self._closing = False
+        self._closed = asyncio.Event()  # set by close(): a retry waiting out its backoff goes at once
         self._skip_logged = 0.0
         self.on_flush: Callable[[float], None] | None = None  # seconds per committed batch (metrics)
         self._columns = [c.name for c in table.columns]
@@ -166,28 +174,54 @@ class UsageWriter:
         async with self._committed:
             await asyncio.wait_for(self._committed.wait_for(lambda: self.written >= target), timeout)
 
-    async def close(self, stall_timeout: float = _STALL_S) -> None:
+    async def close(self, stall_timeout: float | None = None) -> None:
         """Write every accepted row. Waits as long as batches keep committing, or a batch is still
         waiting for a slow database (admission bounds the work to about max_backlog_s); gives up
         when batches have been failing with none written for `stall_timeout` (the database is away),
-        or when nothing was written for ten times that."""
+        or when nothing was written for ten times that. By default `stall_timeout` is `_SPOOLED_STALL_S`
+        when the spool holds every unwritten row (they are written at the next start), else `_STALL_S`."""
         self._closing = True
+        self._closed.set()
         self._wake.set()
         task = self._task
         if task is None:
             if self.spool is not None:
                 await self.spool.close()
             return
-        if await self._drain(task, stall_timeout):
+        spooled = self.spool is not None and self.spool.errors == 0  # (replayed rows: still in their files)
+        if stall_timeout is None:
+            stall_timeout = _SPOOLED_STALL_S if spooled else _STALL_S
+        gave_up = await self._drain(task, stall_timeout)
+        if gave_up is None:
             await self._stop_thread()
         elif self._thread is not None:  # gave up: a batch may still hold the thread; do not wait for it
             self._thread.shutdown(wait=False)
             self._thread = None
-        if self.spool is not None:
-            await self.spool.close()  # keeps the rows not written, for the next start
+        if self.spool is None:
+            if gave_up is not None:
+                log.error(
+                    "usage writer closed with %d rows unwritten: %s; without a usage spool they are lost",
+                    len(self.rows),
+                    gave_up,
+                )
+            return
+        kept = await self.spool.close(quiet=gave_up is not None)  # keeps the rows not written, for the next start
+        if gave_up is not None:
+            # One line: how many, why, and where they wait. Rows the spool could not take are only in memory,
+            # lost with the process: then an error, as without a spool.
+            lost = min(self.spool.errors, len(self.rows))
+            (log.error if lost else log.warning)(
+                "usage writer closed with %d rows unwritten: %s; %d rows kept in the usage spool %s, the next "
+                "start writes them%s",
+                len(self.rows),
+                gave_up,
+                kept,
+                self.spool.dir,
+                f"; up to {lost} rows the spool could not take are lost" if lost else "",
+            )
 
-    async def _drain(self, task: asyncio.Task, stall_timeout: float) -> bool:
-        """Wait for the writer task to write every row; False if it had to be given up."""
+    async def _drain(self, task: asyncio.Task, stall_timeout: float) -> str | None:
+        """Wait for the writer task to write every row; if it had to be given up, why (None: all written)."""
         t0, written = time.monotonic(), self.written
         seen = (self.written, self.failures, t0)  # progress, failures, when progress was last seen
         while not task.done():
@@ -199,19 +233,20 @@ class UsageWriter:
             idle = now - seen[2]
             if (self.failures != seen[1] and idle >= stall_timeout) or idle >= 10 * stall_timeout:
                 task.cancel()
-                log.error(
-                    "usage writer closed with %d rows unwritten: no batch could be written for %.0f s "
-                    "(%d failed attempts: the database is unreachable or refuses the rows)",
-                    len(self.rows),
-                    idle,
-                    self.failures - seen[1],
+                # Awaited, so its connection is let go on this loop (not left to the garbage collector), but
+                # bounded: closing a connection to a host that stopped answering can itself hang.
+                await asyncio.wait({task}, timeout=5)
+                failed = self.failures - seen[1]
+                last = f", the last: {self.last_error}" if failed and self.last_error else ""
+                return (
+                    f"no batch could be written for {idle:.0f} s ({failed} failed attempts{last}; the database "
+                    "is unreachable or refuses the rows)"
                 )
-                return False
         if self.written - written > self.batch_size:
             log.info(
                 "usage writer wrote %d queued rows in %.1f s at close", self.written - written, time.monotonic() - t0
             )
-        return True
+        return None
 
     async def _write(self, batch: list[Row]) -> None:
         if self._pg is not None:
@@ -381,8 +416,12 @@ class UsageWriter:
                 await self._write(batch)
             except Exception as exc:
                 self.failures += 1
+                self.last_error = f"{type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}"
                 log.warning("usage batch of %d rows not written (%s); retrying in %.1fs", len(batch), exc, backoff)
-                await asyncio.sleep(backoff)
+                if self._closing:  # a stop's tries are not spaced out by the backoff of an outage before it
+                    await asyncio.sleep(min(backoff, 0.5))
+                else:
+                    await wait_event(self._closed, backoff)
                 backoff = min(backoff * 2, 5.0)
                 continue
             took = time.perf_counter() - t0

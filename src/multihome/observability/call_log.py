@@ -30,6 +30,8 @@ class CallLog:
         # a log shipper reads one bad line, not this process's first record glued onto it. (With --workers the
         # file is shared: a worker starting while another is mid-append may end that line early; as rare.)
         self._torn = False
+        self._closing = False
+        self._waiting = False  # the writer task waits for a record (not appending a batch)
 
     @property
     def depth(self) -> int:
@@ -51,9 +53,18 @@ class CallLog:
         self._task = asyncio.create_task(self._write_loop())
 
     async def close(self) -> None:
-        if self._task is None:
+        task, self._task = self._task, None
+        if task is None:
             return
-        self._task.cancel()
+        # A batch being appended is let finish: cancelled, its thread appended on while the rest went after it
+        # from another thread (lines out of order, or close returning before the file had them). Only the
+        # wait for the next record is cancelled.
+        self._closing = True
+        if self._waiting:
+            task.cancel()
+        await asyncio.wait({task})
+        if not task.cancelled():
+            task.exception()  # retrieved: a loop that failed has lost its batch already, the rest is written below
         batch = self._take()
         if batch:
             await self._write(batch)
@@ -61,8 +72,10 @@ class CallLog:
     async def _write_loop(self) -> None:
         queue = self._queue
         assert queue is not None  # made by start(), before this task
-        while True:
+        while not self._closing:
+            self._waiting = True
             first = await queue.get()
+            self._waiting = False
             await self._write([first, *self._take()])
 
     def _take(self) -> list[CallRecord]:

@@ -40,6 +40,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disa
 from prometheus_client.exposition import choose_encoder
 
 from ..accounting.record import Usage
+from ..aio import cancel_and_wait, wait_event
 from ..metering.record import MeteredCall
 from .genai import CODE_SHAPE, DURATION_BUCKETS, OPERATION_NAMES, TOKEN_BUCKETS
 from .metrics_dir import MULTIPROC_ENV
@@ -170,6 +171,7 @@ class Metrics:
         self._static_tenants = frozenset(static_tenants)
         self.sources = Sources()
         self.publish_interval_s = publish_interval_s
+        self._stop = asyncio.Event()  # set by close(): the publish loop ends
         self.headroom = headroom
         self._series: dict[tuple, _Series] = {}
         self._codes = _Bounded(_MAX_CODES)
@@ -557,9 +559,13 @@ class Metrics:
         self._task = asyncio.get_running_loop().create_task(self._publish_loop())
 
     async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            self._task = None
+        task, self._task = self._task, None
+        if task is not None:
+            # Told to stop, then awaited (bounded): a cancel alone can be lost in a publish's read on 3.11 (aio.py),
+            # and the loop then ran on past close.
+            self._stop.set()
+            await asyncio.wait({task}, timeout=5.0)
+            await cancel_and_wait(task)  # (done already, unless a publish is stuck)
         self.fold()  # the last calls of this worker into its files, before it exits
         if self.multiprocess:
             from prometheus_client import multiprocess
@@ -572,7 +578,8 @@ class Metrics:
                 await self.publish()
             except Exception:
                 log.exception("metrics: publishing this worker's gauges failed")
-            await asyncio.sleep(self.publish_interval_s)
+            if await wait_event(self._stop, self.publish_interval_s):
+                return
 
     # -- exposition ------------------------------------------------------------------------------
     async def exposition(self, accept: str | None, tenant: str | None = None) -> tuple[bytes, str]:

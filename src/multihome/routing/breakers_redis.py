@@ -16,6 +16,7 @@ from typing import Any
 import redis.asyncio as aioredis
 from redis.asyncio.client import PubSub
 
+from ..aio import cancel_and_wait
 from ..config import Breaker as BreakerPolicy
 from ..storage.redis_client import connect
 from .breakers import CLOSED, OPEN, Breakers
@@ -46,10 +47,11 @@ class SharedBreakers(Breakers):
                 self._apply(dep, OPEN, float(until))
 
     async def close(self) -> None:
-        if self._listener is not None:
-            self._listener.cancel()
+        await cancel_and_wait(self._listener)
+        if self._tasks:  # breaker writes under way finish (bounded: Redis may not answer), not cut mid-way
+            await asyncio.wait(set(self._tasks), timeout=2.0)
         for task in list(self._tasks):
-            task.cancel()
+            await cancel_and_wait(task)
         if self._pubsub is not None:
             await self._pubsub.aclose()  # type: ignore[no-untyped-call,unused-ignore]  # annotated only in redis-py 8.2+
         await self._redis.aclose()

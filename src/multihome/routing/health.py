@@ -17,6 +17,7 @@ import logging
 from collections.abc import Awaitable, Mapping
 from typing import cast
 
+from ..aio import cancel_and_wait
 from ..providers.base import CAPACITY, UNAVAILABLE, UpstreamRequest
 from ..providers.transport import UPSTREAM_ERRORS
 from ..schema.chat import parse_chat
@@ -45,8 +46,7 @@ class HealthProber:
             self._task = asyncio.get_running_loop().create_task(self._run())
 
     async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
+        await cancel_and_wait(self._task)
 
     async def _run(self) -> None:
         while True:

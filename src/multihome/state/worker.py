@@ -191,8 +191,14 @@ class JobWorker:
     async def _settle_given_up(hook: GaveUp, job: Job) -> None:
         try:
             await hook(job)
-        except Exception:
-            log.warning("job %s: its record could not be settled; left to its next read", job.id, exc_info=True)
+        except Exception as exc:
+            why = outage(exc)  # the database away: one line, not a traceback through the driver and the pool
+            log.warning(
+                "job %s: its record could not be settled (%s); left to its next read",
+                job.id,
+                why or exc,
+                exc_info=why is None,
+            )
 
     @staticmethod
     async def _settle(write: Awaitable[bool]) -> bool:
@@ -200,8 +206,9 @@ class JobWorker:
             if not await write:
                 log.warning("job settled elsewhere: this replica's lease had been taken over")
                 return False
-        except Exception:
+        except Exception as exc:
             # The lease runs out and another replica runs the job again (its steps are checkpointed).
-            log.warning("could not record a job's outcome; it will be retried", exc_info=True)
+            why = outage(exc)  # the database away: one line, not a traceback through the driver and the pool
+            log.warning("could not record a job's outcome (%s); it will be retried", why or exc, exc_info=why is None)
             return False
         return True
