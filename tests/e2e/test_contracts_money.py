@@ -198,8 +198,14 @@ def test_primary_first_accrues_to_the_cloud_that_served_or_billed(db_url, tmp_pa
         assert [d for _, d in answered] == ["p", "s", "s", "s", "s"]
         ids = {rid for rid, _ in answered} | {f"{refused[0]}.1"}
         contracts = ("primary-commit", "secondary-commit", "rs-both")
+        # A billed refusal's accrual to the primary's commitment can land after the revenue share's: wait for both.
         ledger = until(
-            lambda: (a := _accruals(db_url, *contracts)) and set(a["rs-both"]) == ids and a,
+            lambda: (
+                (a := _accruals(db_url, *contracts))
+                and set(a["rs-both"]) == ids
+                and set(a["primary-commit"]) | set(a["secondary-commit"]) == ids
+                and a
+            ),
             what="every answer's accruals",
         )
     finally:
