@@ -12,11 +12,11 @@ import contextlib
 import re
 import time
 
-import httpx
 import pytest
 
 from admin_http import running
 from builders import database, identity, open_door, single
+from console_browser import client, login, opens
 
 pytestmark = pytest.mark.anyio
 ADMIN_ENV, KEY_ENV = "MH_TEST_CONSOLE_LOGOUT", "MH_TEST_CONSOLE_LOGOUT_KEY"
@@ -34,31 +34,9 @@ def _cfg(storage: dict | None) -> dict:
     return single(identity=identity(ADMIN_ENV), console={"session_key_env": KEY_ENV}, **extra)
 
 
-def _client(app) -> httpx.AsyncClient:
-    return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://gw")
-
-
-async def _login(app) -> str:
-    async with _client(app) as browser:
-        resp = await browser.post("/console/login", data={"key": ADMIN_KEY})
-        assert resp.status_code == 303, resp.text[:300]
-        return browser.cookies["mh_console"]
-
-
-async def _opens(app, cookie: str) -> bool:
-    """Whether a replayed copy of the cookie opens a page (else: sent to the login form, session ended)."""
-    async with _client(app) as replay:
-        replay.cookies.set("mh_console", cookie)
-        page = await replay.get("/console/audit")
-    if page.status_code == 200:
-        return True
-    assert page.status_code == 303 and page.headers["location"].startswith("/console/login"), page.status_code
-    return False
-
-
 async def _logout(app, cookie: str) -> str:
     """Log out as the browser holding `cookie` does (the page's form, its CSRF token); the notice shown."""
-    async with _client(app) as browser:
+    async with client(app) as browser:
         browser.cookies.set("mh_console", cookie)
         page = await browser.get("/console/audit")
         csrf = re.search(r'name="csrf" value="([^"]+)"', page.text).group(1)
@@ -72,25 +50,25 @@ async def test_a_copied_cookie_is_refused_after_logout_on_every_replica(sqlite_d
     async with contextlib.AsyncExitStack() as stack:
         one = await stack.enter_async_context(running(_cfg(database(url, refresh_s=0.25))))
         two = await stack.enter_async_context(running(_cfg(database(url, refresh_s=0.25))))
-        copied, other = await _login(one), await _login(one)
-        assert await _opens(one, copied) and await _opens(two, copied)  # one key, two replicas
+        copied, other = await login(one, ADMIN_KEY), await login(one, ADMIN_KEY)
+        assert await opens(one, copied) and await opens(two, copied)  # one key, two replicas
 
         notice = await _logout(one, copied)
         assert "no longer opens on any replica" in notice
-        assert not await _opens(one, copied)  # the replica that logged out: at once
+        assert not await opens(one, copied)  # the replica that logged out: at once
         deadline = time.monotonic() + 60
-        while await _opens(two, copied) and time.monotonic() < deadline:
+        while await opens(two, copied) and time.monotonic() < deadline:
             await asyncio.sleep(0.05)
         # Before: the copy opened every page on both replicas until session_ttl_s.
-        assert not await _opens(two, copied), "the other replica still accepts a logged-out session"
-        assert await _opens(one, other) and await _opens(two, other)  # the same key's other session goes on
-        assert await _opens(two, await _login(two))  # and the key logs in again
+        assert not await opens(two, copied), "the other replica still accepts a logged-out session"
+        assert await opens(one, other) and await opens(two, other)  # the same key's other session goes on
+        assert await opens(two, await login(two, ADMIN_KEY))  # and the key logs in again
 
 
 async def test_without_storage_a_logout_holds_on_its_process_and_says_so():
     async with running(_cfg(None)) as one, running(_cfg(None)) as two:
-        copied = await _login(one)
+        copied = await login(one, ADMIN_KEY)
         notice = await _logout(one, copied)
         assert "Without storage" in notice and "other replicas" in notice
-        assert not await _opens(one, copied)  # before: opened until session_ttl_s
-        assert await _opens(two, copied)  # what docs/console.md says: no store, no record elsewhere
+        assert not await opens(one, copied)  # before: opened until session_ttl_s
+        assert await opens(two, copied)  # what docs/console.md says: no store, no record elsewhere

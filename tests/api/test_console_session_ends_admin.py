@@ -7,11 +7,11 @@ from __future__ import annotations
 
 import time
 
-import httpx
 import pytest
 
 from admin_http import error, ok, running
 from builders import audit, database, identity, open_door, single
+from console_browser import client, login, opens
 
 pytestmark = pytest.mark.anyio
 ADMIN_ENV = "MH_TEST_CONSOLE_ENDS"
@@ -19,40 +19,20 @@ ADMIN_KEY = "mh-bootstrap-admin-key-for-console-session-ends"
 URL = "/admin/v1/console-session-ends"
 
 
-def _client(app, key: str | None = None) -> httpx.AsyncClient:
-    headers = {"authorization": f"Bearer {key}"} if key else {}
-    return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://gw", headers=headers)
-
-
-async def _login(app, key: str) -> str:
-    async with _client(app) as browser:
-        resp = await browser.post("/console/login", data={"key": key})
-        assert resp.status_code == 303, resp.text[:300]
-        return browser.cookies["mh_console"]
-
-
-async def _opens(app, cookie: str) -> bool:
-    async with _client(app) as replay:
-        replay.cookies.set("mh_console", cookie)
-        page = await replay.get("/console/audit")
-    assert page.status_code in (200, 303), page.status_code
-    return page.status_code == 200
-
-
 async def test_an_org_admin_ends_a_subjects_console_sessions(sqlite_database, tmp_path, monkeypatch):
     monkeypatch.setenv(ADMIN_ENV, ADMIN_KEY)
     cfg = single(storage=database(sqlite_database()), identity=identity(ADMIN_ENV), audit=audit(tmp_path / "audit"))
-    async with running(cfg) as app, _client(app, ADMIN_KEY) as root:
+    async with running(cfg) as app, client(app, ADMIN_KEY) as root:
         tenant = (await ok(await root.post("/admin/v1/tenants", json={"name": "acme"}), 201))["id"]
         made = await ok(
             await root.post(f"/admin/v1/tenants/{tenant}/keys", json={"name": "ops", "roles": ["tenant-admin"]}), 201
         )
-        sessions = [await _login(app, made["key"]) for _ in range(2)]
-        mine = await _login(app, ADMIN_KEY)
-        assert all([await _opens(app, c) for c in (*sessions, mine)])
+        sessions = [await login(app, made["key"]) for _ in range(2)]
+        mine = await login(app, ADMIN_KEY)
+        assert all([await opens(app, c) for c in (*sessions, mine)])
 
         # Only an org-admin ends sessions (a tenant-admin's own included).
-        async with _client(app, made["key"]) as tenant_admin:
+        async with client(app, made["key"]) as tenant_admin:
             denied = error(await tenant_admin.post(URL, json={"subject": made["id"]}), 403)
             assert denied["code"] == "insufficient_role"
             assert error(await tenant_admin.get(URL), 403)["code"] == "insufficient_role"
@@ -71,15 +51,15 @@ async def test_an_org_admin_ends_a_subjects_console_sessions(sqlite_database, tm
         assert (ended["object"], ended["kind"], ended["subject"]) == ("console_session_end", "subject", made["id"])
         assert "session_id" not in ended
         # This replica applied it before answering: both of that key's sessions end, others go on.
-        assert not any([await _opens(app, c) for c in sessions])
-        assert await _opens(app, mine)
-        assert await _opens(app, await _login(app, made["key"]))  # signing in again is let in
+        assert not any([await opens(app, c) for c in sessions])
+        assert await opens(app, mine)
+        assert await opens(app, await login(app, made["key"]))  # signing in again is let in
         listed = (await ok(await root.get(URL)))["data"]
         assert [r["id"] for r in listed] == [ended["id"]] and listed[0]["reason"] == "left the team"
 
         everyone = await ok(await root.post(URL, json={}), 201)
         assert everyone["kind"] == "all" and everyone["subject"] is None
-        assert not await _opens(app, mine)  # the org-admin's own session too
+        assert not await opens(app, mine)  # the org-admin's own session too
 
         trail = (await ok(await root.get("/admin/v1/audit/events", params={"kind": "admin_change"})))["data"]
         changes = [e["body"]["action"] for e in trail if e["body"]["action"].startswith("console_sessions")]
@@ -90,7 +70,7 @@ async def test_without_storage_ending_sessions_is_a_501_that_says_why(monkeypatc
     monkeypatch.setenv(ADMIN_ENV, ADMIN_KEY)
     async with (
         running(single(identity=identity(ADMIN_ENV), server=open_door())) as app,
-        _client(app, ADMIN_KEY) as root,
+        client(app, ADMIN_KEY) as root,
     ):
         refused = error(await root.post(URL, json={}), 501)
         assert "storage" in refused["message"] and "revoke the key" in refused["message"]
