@@ -13,10 +13,25 @@ ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "deploy" / "helm" / "multihome"
 
 
+# Each variable the chart's default config names, with a value: the chart refuses to render an empty one.
+FILLED = {
+    "secret": {
+        "env": {
+            var: f"test-{var.lower()}" for var in yaml.safe_load((CHART / "values.yaml").read_text())["secret"]["env"]
+        }
+    }
+}
+
+
+def render_manifests(values: dict | None = None) -> dict[str, str]:
+    """The chart's files as `helm install mh -n ai` renders them; `values` over FILLED (a top-level key replaces
+    FILLED's). Raises helm_python's error where the chart refuses (`fail`)."""
+    return Chart.load(CHART).render(FILLED | (values or {}), name="mh", namespace="ai", is_install=True)
+
+
 def render_objects(values: dict | None = None) -> list[dict]:
-    """Every object the chart renders with `values`, as `helm install mh -n ai` would."""
-    manifests = Chart.load(CHART).render(values or {}, name="mh", namespace="ai", is_install=True)
-    return [doc for text in manifests.values() for doc in yaml.safe_load_all(text) if doc]
+    """Every object the chart renders with `values` (render_manifests)."""
+    return [doc for text in render_manifests(values).values() for doc in yaml.safe_load_all(text) if doc]
 
 
 def _secret_values(secret: dict) -> dict[str, str]:

@@ -10,7 +10,7 @@ from pathlib import Path
 import kubernetes_validate
 import pytest
 import yaml
-from helm_python import Chart
+from helm_render import render_objects
 
 from multihome.config import parse_config
 
@@ -22,8 +22,7 @@ KUBERNETES = "1.30"
 def _render(values: dict | None = None) -> dict[str, dict]:
     """kind -> the rendered object (one of each kind in this chart, but the console's session key Secret:
     `Secret/console`)."""
-    manifests = Chart.load(CHART).render(values or {}, name="mh", namespace="ai", is_install=True)
-    objects = [doc for text in manifests.values() for doc in yaml.safe_load_all(text) if doc]
+    objects = render_objects(values)
     kinds = {o["kind"] + ("/console" if o["metadata"]["name"] == "mh-multihome-console" else ""): o for o in objects}
     assert len(kinds) == len(objects), "one object of each kind"
     return kinds

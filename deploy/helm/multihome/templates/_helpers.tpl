@@ -33,3 +33,13 @@ needs (the console's key from the chart's console Secret: the same in every pod)
 {{- $console := merge (dict "session_key_env" "MULTIHOME_CONSOLE_KEY") (default (dict) .Values.config.console) -}}
 {{- toYaml (merge (dict "server" $server "audit" $audit "metering" $metering "console" $console) (omit .Values.config "server" "audit" "metering" "console")) -}}
 {{- end -}}
+
+{{/* The environment variables a config (a map) names by its `*_env` keys, each followed by a space. */}}
+{{- define "multihome.envNames" -}}
+{{- range $key, $value := . -}}
+{{- if and (hasSuffix "_env" (toString $key)) (kindIs "string" $value) -}}{{ $value }} {{ end -}}
+{{- if and (hasSuffix "_env" (toString $key)) (kindIs "slice" $value) -}}{{- range $value -}}{{- if kindIs "string" . -}}{{ . }} {{ end -}}{{- end -}}{{- end -}}
+{{- if kindIs "map" $value -}}{{ include "multihome.envNames" $value }}{{- end -}}
+{{- if and (not (hasSuffix "_env" (toString $key))) (kindIs "slice" $value) -}}{{- range $value -}}{{- if kindIs "map" . -}}{{ include "multihome.envNames" . }}{{- end -}}{{- end -}}{{- end -}}
+{{- end -}}
+{{- end -}}
