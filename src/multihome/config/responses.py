@@ -39,6 +39,14 @@ class AgentConfig(Strict):
     max_spend: Positive | None = None  # a run's spend cap, in the deployments' price currency (None: no cap)
 
 
+class TenantConversations(Strict):
+    """A tenant's conversations at most: how many, and the plaintext bytes of their metadata and items (None:
+    no limit)."""
+
+    max_conversations: PositiveCount | None = 1_000_000
+    max_bytes: PositiveCount | None = 10 << 30
+
+
 class ConversationsConfig(Strict):
     """A conversation's bound (docs/responses.md "How state is kept"): every turn of it is rebuilt from all its
     items, so without one a tenant could make each turn cost more, and its storage grow, for ever. An add of
@@ -46,6 +54,11 @@ class ConversationsConfig(Strict):
 
     max_items: PositiveCount = 10_000  # items in one conversation (10,000 messages of 100 tokens fill 1M tokens)
     max_bytes: PositiveCount = 64 << 20  # their plaintext bytes as stored (about three full 20 MiB request bodies)
+    # What one tenant keeps in all its conversations (docs/responses.md "A tenant's conversations"): creating
+    # a conversation and adding items cost no upstream call, so no budget holds them; this does.
+    per_tenant: TenantConversations = msgspec.field(default_factory=TenantConversations)
+    tenants: dict[str, TenantConversations] = msgspec.field(default_factory=dict)  # tenant id -> its own
+    per_tenant_refresh_s: Positive = 30.0  # how old a replica's reading of a tenant's totals may be
 
 
 class ResponsesConfig(Strict):

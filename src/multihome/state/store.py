@@ -41,6 +41,7 @@ from .bound import DEFAULT, ConversationChanged, over
 from .cache import OpenedResponses, held_cost
 from .idempotency import held, mark, mark_async, mark_sqlite
 from .pairs import check_pairs
+from .tenant_quota import TenantQuota
 
 PURPOSE = "responses"
 # Only these never change once stored (a background response is queued, then runs; a cancelled one
@@ -250,6 +251,7 @@ class StateStore(StoreBase):
         super().__init__(engine)
         self.keyring = keyring
         self.bound = conversations  # a conversation's items at most (state/bound.py)
+        self.quota = TenantQuota(conversations, self.tenant_totals)  # a tenant's conversations at most
         self._opened = OpenedResponses(cache_bytes)  # what chains are rebuilt from (state/cache.py)
         # SQLite (a file): the hot reads and writes on threads of their own, writes group-committed.
         self._threads = (
@@ -507,6 +509,8 @@ class StateStore(StoreBase):
         now = datetime.now(UTC)
         body, size = await self._seal(tenant, "conversations", conversation_id, {"metadata": metadata})
         sealed = await self._seal_items(tenant, conversation_id, items)
+        added = size + sum(n for _, _, n in sealed)
+        await self.quota.admit(tenant, 1, added)
         key = held("conversations")
         async with self._write() as conn:
             await conn.execute(
@@ -522,6 +526,7 @@ class StateStore(StoreBase):
             )
             await conn.run_sync(insert_items, tenant, conversation_id, sealed, self.bound)
             await mark_async(conn, key, conversation_id)
+        self.quota.added(tenant, 1, added)
         return Conversation(conversation_id, tenant, now, metadata)
 
     async def get_conversation(self, tenant: str, conversation_id: str) -> Conversation | None:
@@ -561,6 +566,7 @@ class StateStore(StoreBase):
                     conversations.c.id == conversation_id, conversations.c.tenant_id == tenant
                 )
             )
+        self.quota.forget(tenant)
         return bool(done.rowcount)
 
     async def append_items(
@@ -581,6 +587,11 @@ class StateStore(StoreBase):
         turn (not stored itself) these items are the input and answer of."""
         sealed = await self._seal_items(tenant, conversation_id, items)
         bound = self.bound
+        # A client's add is held to its tenant's limit; a turn's items are not (the turn is metered, and its
+        # answer, served, is never lost).
+        added = sum(n for _, _, n in sealed) if response_id is None else 0
+        if added:
+            await self.quota.admit(tenant, 0, added)
         # A keyed create's key is done with these items: an add's (named by its first item), or a turn's
         # that stores no response (`response_id`: what its key names).
         if response_id is not None:
@@ -596,6 +607,7 @@ class StateStore(StoreBase):
             await self._commit(write, lock=conversation_id)
         except LookupError:
             return False
+        self.quota.added(tenant, 0, added)
         return True
 
     async def items(
@@ -655,7 +667,10 @@ class StateStore(StoreBase):
             conn.execute(_SHRINK, {"conv": conversation_id, "bytes": size})
             return True
 
-        return await self._commit(delete, lock=conversation_id)
+        deleted = await self._commit(delete, lock=conversation_id)
+        if deleted:
+            self.quota.forget(tenant)
+        return deleted
 
     async def _open_item(self, tenant: str, conversation_id: str, item_id: str, body: bytes) -> Item:
         return await self._open(tenant, "conversation_items", f"{conversation_id}/{item_id}", body)
@@ -670,6 +685,12 @@ class StateStore(StoreBase):
             body, size = await self._seal(tenant, "conversation_items", record, item)
             out.append((item["id"], body, size))
         return out
+
+    async def tenant_totals(self, tenant: str) -> tuple[int, int]:
+        """The tenant's conversations: how many, and the plaintext bytes of their metadata and items."""
+        async with self._read() as conn:
+            row = (await conn.execute(_TENANT_TOTALS, {"tenant": tenant})).one()
+        return int(row[0]), int(row[1])
 
     async def _totals(self, conn: AsyncConnection, tenant: str, conversation_id: str) -> sa.Row[Any, Any, Any] | None:
         """The conversation's totals and end, if it is this tenant's."""
@@ -749,6 +770,9 @@ _CONVERSATION_END = sa.select(_c.c.next_position, _c.c.item_count, _c.c.item_byt
     _c.c.id == sa.bindparam("conv"), _c.c.tenant_id == sa.bindparam("tenant")
 )
 _INSERT_ITEM = sa.insert(_i)
+_TENANT_TOTALS = sa.select(sa.func.count(), sa.func.coalesce(sa.func.sum(_c.c.size + _c.c.item_bytes), 0)).where(
+    _c.c.tenant_id == sa.bindparam("tenant")
+)
 _GROW = (
     sa.update(_c)
     .where(_c.c.id == sa.bindparam("conv"))

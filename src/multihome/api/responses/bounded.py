@@ -9,9 +9,10 @@ from __future__ import annotations
 import msgspec
 
 from ...config.responses import ConversationsConfig
-from ...schema.errors import ApiError, bad_request, echo
+from ...schema.errors import ApiError, bad_request, echo, no_retry
 from ...state import ItemPage
 from ...state.bound import ConversationFull, over
+from ...state.tenant_quota import TenantStorageFull
 from .items import Item
 
 _encode = msgspec.json.encode
@@ -28,6 +29,22 @@ def too_large(full: ConversationFull, param: str, named: bool = True) -> ApiErro
         "(DELETE /v1/conversations/{conversation_id}/items/{item_id}) or continue in a new conversation.",
         param=param,
         code="conversation_too_large",
+    )
+
+
+def tenant_full(full: TenantStorageFull) -> ApiError:
+    """The 429 for a create or an add that would take the tenant past its conversations' limit: a quota, as
+    a used-up budget is (`insufficient_quota`), that no retry meets room in until something is deleted."""
+    what = "conversations" if full.what == "conversations" else "bytes in its conversations"
+    setting = "max_conversations" if full.what == "conversations" else "max_bytes"
+    return ApiError(
+        429,
+        f"This tenant would hold {full.would:,} {what}; this gateway keeps at most {full.limit:,} per tenant "
+        f"(responses.conversations.per_tenant.{setting}). Delete conversations or items to make room "
+        "(DELETE /v1/conversations/{conversation_id}), or ask the gateway's operator to raise the limit.",
+        type="insufficient_quota",
+        code="conversation_quota_exceeded",
+        headers=no_retry(),
     )
 
 

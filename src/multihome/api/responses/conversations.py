@@ -13,9 +13,10 @@ from ...state.bound import ConversationChanged, ConversationFull
 from ...state.idempotency import IdempotencyKeys
 from ...state.pairs import CALL_ITEMS
 from ...state.store import UnknownItem
+from ...state.tenant_quota import TenantStorageFull
 from ..asgi import Receive, Send, header, read_body
 from ..pipeline import Call, Pipeline
-from .bounded import too_large
+from .bounded import tenant_full, too_large
 from .common import (
     answer,
     checked_include,
@@ -117,6 +118,8 @@ class ConversationsDoor:
             conv = await stored(state.create_conversation(tenant(call), new_id("conv"), req.metadata or {}, items))
         except ConversationFull as full:
             raise too_large(full, "items", named=False) from None
+        except TenantStorageFull as full:
+            raise tenant_full(full) from None
         await answer(call, send, _view(conv))
 
     async def retrieve(self, call: Call, receive: Receive, send: Send) -> None:
@@ -206,6 +209,8 @@ class ConversationsDoor:
                 continue
             except ConversationFull as full:
                 raise too_large(full, "items") from None
+            except TenantStorageFull as full:
+                raise tenant_full(full) from None
             if not added:
                 raise conversation_not_found(conv_id)
             await answer(call, send, page(items, False))

@@ -1,0 +1,75 @@
+"""A tenant's conversations at most, at the API (`responses.conversations.per_tenant`, docs/responses.md "A
+tenant's conversations"): the official openai SDK, with its default retries, against the app in process on
+SQLite and PostgreSQL. A create or an add past the tenant's limit is a 429 in OpenAI's envelope (`type`
+`insufficient_quota`, `code` `conversation_quota_exceeded`, naming the setting) that the SDK does not retry
+(`x-should-retry: false`); another tenant of the same gateway goes on; a delete makes room."""
+
+from __future__ import annotations
+
+import httpx
+import openai
+import pytest
+
+from openai_schemas import problems
+from stored_app import STORES, store_url, stored_world
+
+pytestmark = pytest.mark.anyio
+ADMIN_KEY = "mh-bootstrap-admin-key-for-conversation-quota"
+QUOTA = {"conversations": {"per_tenant": {"max_conversations": 2, "max_bytes": 4000}}}
+
+
+@pytest.fixture(autouse=True)
+def _admin_key(monkeypatch):
+    monkeypatch.setenv("MH_TEST_CONV_QUOTA", ADMIN_KEY)
+
+
+@pytest.fixture(params=STORES)
+async def world(request, tmp_path):
+    async with stored_world(store_url(request, tmp_path), "MH_TEST_CONV_QUOTA", ADMIN_KEY, responses=QUOTA) as made:
+        yield made
+
+
+def _sdk(key: str, transport: httpx.ASGITransport, sent: list) -> openai.AsyncOpenAI:
+    """The SDK with its own retry rule (2 retries of a 429 unless told not to), counting what it sends."""
+
+    async def count(request: httpx.Request) -> None:
+        sent.append(request.url.path)
+
+    http = httpx.AsyncClient(transport=transport, base_url="http://gw/v1", event_hooks={"request": [count]})
+    return openai.AsyncOpenAI(api_key=key, base_url="http://gw/v1", http_client=http)
+
+
+def _msg(text: str) -> dict:
+    return {"type": "message", "role": "user", "content": text}
+
+
+def _refused(err: pytest.ExceptionInfo, setting: str) -> None:
+    body = err.value.response.json()
+    assert not problems("ErrorResponse", body), body
+    assert err.value.status_code == 429 and err.value.response.headers["x-should-retry"] == "false"
+    assert (body["error"]["type"], body["error"]["code"]) == ("insufficient_quota", "conversation_quota_exceeded")
+    assert f"responses.conversations.per_tenant.{setting}" in body["error"]["message"], body
+
+
+async def test_a_tenant_past_its_conversations_is_refused_once_and_others_go_on(world):
+    w, _, transport = world
+    _, key = await w.tenant("acme")
+    _, other_key = await w.tenant("globex")
+    sent: list = []
+    sdk = _sdk(key, transport, sent)
+    first = await sdk.conversations.create(items=[_msg("hello")])
+    await sdk.conversations.create()
+    sent.clear()
+    with pytest.raises(openai.RateLimitError) as err:
+        await sdk.conversations.create()
+    _refused(err, "max_conversations")
+    assert sent == ["/v1/conversations"]  # not retried: no retry finds room
+    with pytest.raises(openai.RateLimitError) as err:  # bytes: one add too big for what is left
+        await sdk.conversations.items.create(first.id, items=[_msg("x" * 4000)])
+    _refused(err, "max_bytes")
+    assert len((await sdk.conversations.items.list(first.id)).data) == 1
+    other = _sdk(other_key, transport, [])
+    for _ in range(2):
+        await other.conversations.create()  # another tenant: its own count
+    await sdk.conversations.delete(first.id)
+    await sdk.conversations.create(items=[_msg("room again")])
