@@ -128,7 +128,11 @@ def build_app(config: Config, config_path: str | None = None) -> Gateway:
 
             routed = RoutedEmbeddings(pipeline, config.memory.embeddings)
         memory = MemoryService(
-            storage, _Lazy(crypto, "keyring"), routed=routed, prefix=config.memory.embeddings.matryoshka
+            storage,
+            _Lazy(crypto, "keyring"),
+            routed=routed,
+            prefix=config.memory.embeddings.matryoshka,
+            limits=config.memory,
         )
     # Agent runs (responses with mcp or memory tools): their limits, what their steps cost, where MCP servers
     # may be, the memory store. metering.prices through _Lazy: a run after a config reload pays the new prices.

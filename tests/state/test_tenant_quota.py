@@ -76,7 +76,7 @@ async def test_a_tenant_past_its_count_or_bytes_is_refused_with_nothing_written(
     await store.create_conversation("t1", "conv_c", {})  # a third conversation: at the count
     with pytest.raises(TenantStorageFull) as err:
         await store.create_conversation("t1", "conv_d", {})
-    assert (err.value.what, err.value.limit, err.value.would) == ("conversations", 3, 4)
+    assert (err.value.what, err.value.limit, err.value.would) == ("count", 3, 4)
     assert await store.delete_conversation("t1", "conv_a")
     await store.create_conversation("t1", "conv_d", {})
     assert (await store.tenant_totals("t1"))[0] == 3

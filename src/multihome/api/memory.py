@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 import msgspec
 
 from ..audit.events import MemoryDeletion
-from ..schema.errors import ApiError, bad_request, echo
+from ..schema.errors import ApiError, bad_request, echo, storage_quota_exceeded
 from ..schema.memory import (
     check_id,
     parse_create_records,
@@ -26,6 +26,8 @@ from ..schema.principal import ALL_TENANTS, ORG_ADMIN, TENANT_ADMIN
 from ..state.memory import EmbedderUnavailable, Hit, MemoryRecord, MemoryStore, Namespace, NewRecord, compile_filter
 from ..state.memory.embedder import SpaceUnavailable
 from ..state.memory.filters import Predicate
+from ..state.memory.tools import memory_full
+from ..state.tenant_quota import TenantStorageFull
 from .admin.route import listing, unreadable_row
 from .asgi import Receive, Send, read_body
 from .memory_embeddings import caller_of, space_refusal
@@ -120,6 +122,8 @@ class MemoryDoor:
             ) from None
         except SpaceUnavailable as exc:
             raise space_refusal(exc) from None
+        except TenantStorageFull as full:
+            raise storage_quota_exceeded(memory_full(full), "memory_quota_exceeded") from None
 
     async def _record(self, call: Call, op: str, who: str, agent: str | None, user: str, ns: int, n: int) -> None:
         """A bulk delete's audit event, on disk before the client has its answer."""

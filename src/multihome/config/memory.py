@@ -13,7 +13,7 @@ from typing import Annotated
 
 import msgspec
 
-from .struct import Strict
+from .struct import Positive, PositiveCount, Strict
 
 Dimensions = Annotated[int, msgspec.Meta(ge=16, le=8192)]
 Batch = Annotated[int, msgspec.Meta(ge=1, le=2048)]
@@ -31,8 +31,23 @@ class MemoryEmbeddingsConfig(Strict):
     max_batch: Batch = 96
 
 
+class TenantMemory(Strict):
+    """A tenant's memory records at most: how many, and their plaintext bytes (text, metadata, vector; None:
+    no limit). Records with the offline model cost no upstream call, so no budget holds them; this does."""
+
+    max_records: PositiveCount | None = 1_000_000
+    max_bytes: PositiveCount | None = 10 << 30
+
+
 class MemoryConfig(Strict):
     embeddings: MemoryEmbeddingsConfig = msgspec.field(default_factory=MemoryEmbeddingsConfig)
+    per_tenant: TenantMemory = msgspec.field(default_factory=TenantMemory)  # docs/memory.md "A tenant's memory"
+    tenants: dict[str, TenantMemory] = msgspec.field(default_factory=dict)  # tenant id -> its own
+    per_tenant_refresh_s: Positive = 30.0  # how old a replica's reading of a tenant's totals may be
+
+    def tenant_limits(self, tenant: str) -> tuple[int | None, int | None]:
+        limits = self.tenants.get(tenant, self.per_tenant)
+        return limits.max_records, limits.max_bytes
 
 
 def check(memory: MemoryConfig, groups: dict[str, list[str]], caps: dict[str, list[str]]) -> Iterator[str]:

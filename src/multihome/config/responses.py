@@ -60,6 +60,10 @@ class ConversationsConfig(Strict):
     tenants: dict[str, TenantConversations] = msgspec.field(default_factory=dict)  # tenant id -> its own
     per_tenant_refresh_s: Positive = 30.0  # how old a replica's reading of a tenant's totals may be
 
+    def tenant_limits(self, tenant: str) -> tuple[int | None, int | None]:
+        limits = self.tenants.get(tenant, self.per_tenant)
+        return limits.max_conversations, limits.max_bytes
+
 
 class ResponsesConfig(Strict):
     background: BackgroundConfig = msgspec.field(default_factory=BackgroundConfig)

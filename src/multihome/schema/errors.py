@@ -85,6 +85,12 @@ def bad_request(message: str, *, param: str | None = None, code: str | None = No
     return ApiError(400, message, param=param, code=code)
 
 
+def storage_quota_exceeded(message: str, code: str) -> ApiError:
+    """A write past a tenant's stored-state limit (state/tenant_quota.py): a quota, as a used-up budget is
+    (429 `insufficient_quota`), that no retry meets room in until something is deleted."""
+    return ApiError(429, message, type="insufficient_quota", code=code, headers=no_retry())
+
+
 def no_retry(headers: dict[str, str] | None = None) -> dict[str, str]:
     """`headers` and `x-should-retry: false`, for an error the same request meets again however soon it is
     retried (a used-up budget, a provider rejecting the gateway's credentials, an unreadable row). The

@@ -251,7 +251,8 @@ class StateStore(StoreBase):
         super().__init__(engine)
         self.keyring = keyring
         self.bound = conversations  # a conversation's items at most (state/bound.py)
-        self.quota = TenantQuota(conversations, self.tenant_totals)  # a tenant's conversations at most
+        # a tenant's conversations at most (state/tenant_quota.py)
+        self.quota = TenantQuota(conversations.tenant_limits, self.tenant_totals, conversations.per_tenant_refresh_s)
         self._opened = OpenedResponses(cache_bytes)  # what chains are rebuilt from (state/cache.py)
         # SQLite (a file): the hot reads and writes on threads of their own, writes group-committed.
         self._threads = (

@@ -9,7 +9,7 @@ from __future__ import annotations
 import msgspec
 
 from ...config.responses import ConversationsConfig
-from ...schema.errors import ApiError, bad_request, echo, no_retry
+from ...schema.errors import ApiError, bad_request, echo, storage_quota_exceeded
 from ...state import ItemPage
 from ...state.bound import ConversationFull, over
 from ...state.tenant_quota import TenantStorageFull
@@ -33,18 +33,14 @@ def too_large(full: ConversationFull, param: str, named: bool = True) -> ApiErro
 
 
 def tenant_full(full: TenantStorageFull) -> ApiError:
-    """The 429 for a create or an add that would take the tenant past its conversations' limit: a quota, as
-    a used-up budget is (`insufficient_quota`), that no retry meets room in until something is deleted."""
-    what = "conversations" if full.what == "conversations" else "bytes in its conversations"
-    setting = "max_conversations" if full.what == "conversations" else "max_bytes"
-    return ApiError(
-        429,
+    """The 429 for a create or an add that would take the tenant past its conversations' limit."""
+    what = "conversations" if full.what == "count" else "bytes in its conversations"
+    setting = "max_conversations" if full.what == "count" else "max_bytes"
+    return storage_quota_exceeded(
         f"This tenant would hold {full.would:,} {what}; this gateway keeps at most {full.limit:,} per tenant "
         f"(responses.conversations.per_tenant.{setting}). Delete conversations or items to make room "
         "(DELETE /v1/conversations/{conversation_id}), or ask the gateway's operator to raise the limit.",
-        type="insufficient_quota",
-        code="conversation_quota_exceeded",
-        headers=no_retry(),
+        "conversation_quota_exceeded",
     )
 
 

@@ -10,6 +10,7 @@ import contextlib
 import logging
 from typing import Any
 
+from ...config.memory import MemoryConfig
 from ...storage.errors import outage
 from .embedder import Routed, WordLlamaEmbedder
 from .store import MemoryStore
@@ -27,8 +28,10 @@ class MemoryService:
         sweep_interval_s: float = SWEEP_INTERVAL_S,
         routed: Routed | None = None,
         prefix: bool = False,
+        limits: MemoryConfig | None = None,
     ) -> None:
         self._storage = storage
+        self._limits = limits if limits is not None else MemoryConfig()  # a tenant's records at most
         self._routed = routed  # memory.embeddings.model: new namespaces embedded by a routed deployment
         self._prefix = (
             prefix  # memory.embeddings.matryoshka  # StorageService: its store (and engine) exist once it has started
@@ -40,7 +43,12 @@ class MemoryService:
 
     async def start(self) -> None:
         self.store = MemoryStore(
-            self._storage.store.engine, self._keyring, WordLlamaEmbedder, routed=self._routed, prefix=self._prefix
+            self._storage.store.engine,
+            self._keyring,
+            WordLlamaEmbedder,
+            routed=self._routed,
+            prefix=self._prefix,
+            limits=self._limits,
         )
         self._sweeper = asyncio.create_task(self._sweep_forever(self.store), name="memory-sweeper")
 

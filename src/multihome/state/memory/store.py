@@ -42,6 +42,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from ...config.memory import MemoryConfig
 from ...crypto import Keyring
 from ...crypto.envelope import stored_bytes
 from ...crypto.errors import CryptoError, KmsError
@@ -54,6 +55,7 @@ from ...storage.rows import DECODE_ERRORS, RowProblem, Unreadable
 from ...storage.rows import fetch as rows_of
 from ...storage.rows import problem as row_problem
 from ...storage.tables import memory_namespaces, memory_records, memory_tombstones
+from ..tenant_quota import TenantQuota
 from .embedder import OFFLINE_PREFIX, Caller, Embedder, Routed, Space, SpaceUnavailable
 from .locks import NamespaceLock, NamespaceLocks
 
@@ -259,6 +261,14 @@ _RECORDS = (
     .order_by(_r.seq)
     .limit(LOAD_BATCH)
 )
+# A tenant's records and their bytes, through its namespaces (indexed by tenant) and each one's records (by
+# namespace and seq): no scan of every tenant's records.
+_TENANT_TOTALS = (
+    sa.select(sa.func.count(), sa.func.coalesce(sa.func.sum(_r.size), 0))
+    .select_from(memory_namespaces)
+    .join(memory_records, _r.namespace_id == _ns.id)
+    .where(_ns.tenant_id == sa.bindparam("tenant"))
+)
 _GONE = sa.select(_t.record_id).where(
     _t.namespace_id == sa.bindparam("ns"), _t.seq > sa.bindparam("since"), _t.seq <= sa.bindparam("head")
 )
@@ -318,8 +328,12 @@ class MemoryStore(StoreBase):
         routed: Routed | None = None,
         prefix: bool = False,
         max_records_in_memory: int = 1_000_000,
+        limits: MemoryConfig | None = None,
     ) -> None:
         super().__init__(engine)
+        limits = limits if limits is not None else MemoryConfig()
+        # a tenant's records at most (state/tenant_quota.py)
+        self.quota = TenantQuota(limits.tenant_limits, self.tenant_totals, limits.per_tenant_refresh_s)
         self.keyring = keyring
         self._make_embedder = embedder
         self._routed = routed  # memory.embeddings.model: new namespaces are embedded by a routed deployment
@@ -433,6 +447,8 @@ class MemoryStore(StoreBase):
         for rid, rec, vec in zip(ids, records, vectors, strict=True):
             plain = _encode(_Body(rec.text, rec.metadata, made.model, vec.astype(np.float16).tobytes()))
             sealed.append((await self.keyring.seal(tenant, PURPOSE, TABLE, rid, plain), len(plain)))
+        # (a keyed write's records already there count too: a retry at the limit is refused, conservative)
+        await self.quota.admit(tenant, len(sealed), sum(size for _, size in sealed))
         async with self._write(lock=f"memory:{tenant}:{agent_id}:{user_id}") as conn:
             ns_id, ttl, held = await self._namespace(conn, tenant, agent_id, user_id, now, create=True)
             first = await self._take_seqs(conn, ns_id, len(records), now)
@@ -474,7 +490,14 @@ class MemoryStore(StoreBase):
                 out.append(MemoryRecord(rid, agent_id, user_id, rec.text, rec.metadata, now, expires))
             if rows:
                 await conn.execute(sa.insert(memory_records), rows)
+        self.quota.added(tenant, len(todo), sum(size for _, _, (_, size) in todo))
         return out
+
+    async def tenant_totals(self, tenant: str) -> tuple[int, int]:
+        """The tenant's records (expired ones not yet swept too): how many, and their plaintext bytes."""
+        async with self._read() as conn:
+            row = (await conn.execute(_TENANT_TOTALS, {"tenant": tenant})).one()
+        return int(row[0]), int(row[1])
 
     @staticmethod
     async def _known(conn: AsyncConnection, tenant: str, ns_id: str, ids: list[str]) -> set[str]:
@@ -538,7 +561,9 @@ class MemoryStore(StoreBase):
             ).first()
             if row is None:
                 return False
-            return await self._tombstone(conn, row.namespace_id, [record_id], _now())
+            deleted = await self._tombstone(conn, row.namespace_id, [record_id], _now())
+        self.quota.forget(tenant)
+        return deleted
 
     async def _tombstone(self, conn: AsyncConnection, ns_id: str, ids: list[str], now: datetime) -> bool:
         """Delete the records and leave their tombstones; False if the namespace went meanwhile (with them)."""
@@ -595,6 +620,7 @@ class MemoryStore(StoreBase):
             await conn.execute(sa.delete(memory_namespaces).where(ns.id.in_(ids)))
         for row in found:  # this replica's copies go now; the others' at their next look (the row is gone)
             self._cache.pop((row.tenant_id, row.agent_id, row.user_id), None)
+            self.quota.forget(row.tenant_id)
         return len(ids), int(gone or 0)
 
     async def sweep(self, *, batch: int = 500) -> int:
@@ -622,6 +648,8 @@ class MemoryStore(StoreBase):
                     done += len(present)
         async with self._write() as conn:
             await conn.execute(sa.delete(memory_tombstones).where(t.created_at < now - TOMBSTONE_TTL))
+        if done:
+            self.quota.forget()  # (tenants' totals read again: the sweep made room)
         idle = time.monotonic() - INDEX_IDLE_S
         for key in [k for k, c in self._cache.items() if c.used < idle]:
             self._cache.pop(key, None)

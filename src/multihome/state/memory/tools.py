@@ -30,6 +30,7 @@ import msgspec
 from ...schema.errors import ApiError, echo_quoted
 from ...schema.memory import MAX_QUERY, MAX_TOP_K, RecordIn, Scalar, check_id, check_record
 from ...schema.responses import MEMORY_LABEL
+from ..tenant_quota import TenantStorageFull
 from .embedder import Caller, SpaceUnavailable
 from .filters import compile_filter
 from .store import MemoryStore, NewRecord, keyed_id
@@ -157,6 +158,17 @@ _write_args = msgspec.json.Decoder(_WriteArgs)
 _encode = msgspec.json.encode
 
 
+def memory_full(full: TenantStorageFull) -> str:
+    """What a write past the tenant's memory limit is told (the API's 429 and the memory tool's failure)."""
+    what = "records" if full.what == "count" else "bytes of memory records"
+    setting = "max_records" if full.what == "count" else "max_bytes"
+    return (
+        f"This tenant would hold {full.would:,} {what}; this gateway keeps at most {full.limit:,} per tenant "
+        f"(memory.per_tenant.{setting}). Delete records or namespaces to make room, or ask the gateway's "
+        "operator to raise the limit."
+    )
+
+
 class _Refused(Exception):
     """A call the model made wrongly: its message is the model's to read."""
 
@@ -205,6 +217,8 @@ class MemoryTools:
             done.update(status="failed", error=_execution_error(exc.body.message))
         except SpaceUnavailable as exc:
             done.update(status="failed", error=_execution_error(f"Memory cannot embed in its model now: {exc}."))
+        except TenantStorageFull as exc:
+            done.update(status="failed", error=_execution_error(memory_full(exc)))
         except asyncio.CancelledError:
             raise
         except Exception:  # the store or its key: the model hears it failed, the operator's log says why

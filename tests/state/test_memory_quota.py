@@ -1,0 +1,78 @@
+"""A tenant's memory records at most (`memory.per_tenant`, state/tenant_quota.py), on SQLite and PostgreSQL: a
+write past the tenant's count or bytes is refused with nothing written, another tenant is not held by it, a
+delete, a forgotten user and a TTL sweep make room, and the memory tool tells the model its write was refused
+(a failed item, not a failed run)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+
+import msgspec
+import pytest
+
+from multihome.config.memory import MemoryConfig
+from multihome.crypto import open_keyring
+from multihome.state.memory import MemoryStore, NewRecord
+from multihome.state.memory.tools import MemoryTools, parse_tool
+from multihome.state.tenant_quota import TenantStorageFull
+from multihome.storage.engine import create_engine
+
+from .test_memory import embedder
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture
+async def limited(db_url, kms_config):
+    engine = create_engine(db_url)
+    keyring = open_keyring(kms_config, engine)
+    limits = msgspec.convert({"per_tenant": {"max_records": 3}, "tenants": {"small": {"max_bytes": 1}}}, MemoryConfig)
+    store = MemoryStore(engine, keyring, embedder, limits=limits)
+    yield store
+    await store.close()
+    await keyring.close()
+    await engine.dispose()
+
+
+def _records(*texts: str, ttl_s: int | None = None) -> list[NewRecord]:
+    return [NewRecord(t, {}, ttl_s) for t in texts]
+
+
+async def test_a_tenant_past_its_records_is_refused_with_nothing_written_until_room_is_made(limited):
+    first = await limited.write("t1", "bot", "u1", _records("one", "two"))
+    with pytest.raises(TenantStorageFull) as err:
+        await limited.write("t1", "bot", "u2", _records("three", "four"))
+    assert (err.value.what, err.value.limit, err.value.would) == ("count", 3, 4)
+    assert (await limited.tenant_totals("t1"))[0] == 2  # nothing of the two written
+    await limited.write("t1", "bot", "u2", _records("three"))
+    await limited.write("t2", "bot", "u1", _records("another tenant's", "own", "three"))
+    with pytest.raises(TenantStorageFull):
+        await limited.write("t1", "bot", "u1", _records("four"))
+    assert await limited.delete("t1", first[0].id)  # a delete makes room at once
+    await limited.write("t1", "bot", "u1", _records("four"))
+    assert await limited.forget_user("t1", "u2") == (1, 1)  # so does forgetting a user
+    await limited.write("t1", "bot", "u1", _records("five"))
+    with pytest.raises(TenantStorageFull):  # bytes: a tenant of its own
+        await limited.write("small", "bot", "u1", _records("x"))
+
+
+async def test_a_sweep_of_expired_records_makes_room(limited):
+    await limited.write("t1", "bot", "u1", _records("a", "b", "c", ttl_s=1))
+    with pytest.raises(TenantStorageFull):
+        await limited.write("t1", "bot", "u1", _records("d"))
+    deadline = time.monotonic() + 30
+    while await limited.sweep() < 3:
+        assert time.monotonic() < deadline, "the expired records were never swept"
+        await asyncio.sleep(0.2)
+    await limited.write("t1", "bot", "u1", _records("d"))
+
+
+async def test_the_memory_tool_tells_the_model_its_write_was_refused(limited):
+    await limited.write("t1", "bot", "u1", _records("a", "b", "c"))
+    tools = MemoryTools(limited, "t1", parse_tool({"type": "memory", "agent_id": "bot", "user_id": "u1"}))
+    item = {"type": "mcp_call", "id": "mcp_1", "server_label": "memory", "name": "memory_write"}
+    done = await tools.call({**item, "arguments": json.dumps({"text": "one too many"})}, "resp_1/1/mcp_1")
+    assert done["status"] == "failed" and done["output"] is None
+    assert "memory.per_tenant.max_records" in json.dumps(done["error"]), done["error"]
