@@ -21,6 +21,7 @@ error messages, the documented examples) keeps that text inline instead.
 
 from __future__ import annotations
 
+import tempfile
 from decimal import Decimal
 from pathlib import PurePath
 from typing import Any, Protocol
@@ -163,7 +164,19 @@ def config(
     `open_door()`), and any other top-level sections (storage, identity, audit, metering, routing,
     contracts, kms, telemetry) by their names."""
     head = {"server": server} if server is not None else {}
+    if "storage" in sections and "kms" not in sections:  # the default key file is in the working directory:
+        sections["kms"] = {"local": {"key_file": _test_key_file()}}  # not the checkout's, shared by every test
     return {**head, **sections, "providers": providers, "deployments": deployments, "model_groups": model_groups}
+
+
+_KEY_DIR: list[str] = []
+
+
+def _test_key_file() -> str:
+    """This test process's own local KMS key file (made by the first seal, as the gateway's default is)."""
+    if not _KEY_DIR:
+        _KEY_DIR.append(tempfile.mkdtemp(prefix="mh-test-kms-"))
+    return f"{_KEY_DIR[0]}/multihome-kms.key"
 
 
 def single(
