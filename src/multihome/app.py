@@ -232,7 +232,9 @@ def build_app(config: Config, config_path: str | None = None) -> Gateway:
         parts = Parts(admin, catalog, breakers, explain)
         from .api.console.ends import SessionEnds
 
-        ends = SessionEnds(storage if storage.enabled else None)
+        ends = SessionEnds(
+            storage if storage.enabled else None, {i.name: i.issuer for i in config.identity.oidc}, audit_log
+        )
         doors["console"] = Console(parts, auth, config.console, config.identity.oidc, ends).handle
     probe = config.routing.health_probe
     prober = HealthProber(list(catalog.deployments.values()), breakers, probe.interval_s, probe.timeout_s)

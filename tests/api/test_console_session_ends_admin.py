@@ -31,11 +31,10 @@ async def test_an_org_admin_ends_a_subjects_console_sessions(sqlite_database, tm
         mine = await login(app, ADMIN_KEY)
         assert all([await opens(app, c) for c in (*sessions, mine)])
 
-        # Only an org-admin ends sessions (a tenant-admin's own included).
+        # Everyone's sessions are an org-admin's to end (a tenant-admin's part: test_console_session_ends_tenant_admin.py).
         async with client(app, made["key"]) as tenant_admin:
-            denied = error(await tenant_admin.post(URL, json={"subject": made["id"]}), 403)
+            denied = error(await tenant_admin.post(URL, json={}), 403)
             assert denied["code"] == "insufficient_role"
-            assert error(await tenant_admin.get(URL), 403)["code"] == "insufficient_role"
         for bad, param in (({"subject": 5}, "subject"), ({"not_before": "yesterday"}, "not_before")):
             assert error(await root.post(URL, json=bad), 400)["param"] == param
         error(await root.post(URL, json={"subjects": ["a"]}), 400)  # an unknown field

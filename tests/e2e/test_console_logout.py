@@ -2,7 +2,8 @@
 database (SQLite, then a real PostgreSQL) and one session key (docs/console.md "Ending sessions"): a copy of
 the session cookie taken before the logout is refused by the replica that logged out at once and by the
 other within the snapshot bound; an org-admin's `multihome console-sessions end` ends a person's every
-session on both replicas, and they sign in again."""
+session on both replicas, and they sign in again; a tenant-admin's ends its own tenant's person's, and is
+refused an org-admin's and everyone's."""
 
 from __future__ import annotations
 
@@ -131,4 +132,42 @@ def test_an_org_admin_ends_a_persons_sessions_from_the_cli(world):
         timeout=60,
     )
     assert listed.returncode == 0 and made["id"] in listed.stdout and "left" in listed.stdout, listed.stderr
+    admin.close()
+
+
+def _cli(*args: str, key: str, url: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [str(VENV_BIN / "multihome"), "console-sessions", *args, "--url", url, "--key", key],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_a_tenant_admin_ends_its_own_tenants_sessions_from_the_cli_and_not_an_org_admins(world):
+    (gw, gw2), browser = world
+    admin = httpx.Client(base_url=gw.url, headers={"authorization": f"Bearer {ADMIN_KEY}"}, timeout=30)
+    tenant = admin.post("/admin/v1/tenants", json={"name": f"initech-{time.monotonic_ns()}"}).json()["id"]
+
+    def key(name: str, role: str) -> dict:
+        return admin.post(f"/admin/v1/tenants/{tenant}/keys", json={"name": name, "roles": [role]}).json()
+
+    lead, peer, org = key("lead", "tenant-admin"), key("peer", "tenant-admin"), key("org", "org-admin")
+    _, peer_session = log_in(browser, gw, peer["key"])
+    _, org_session = log_in(browser, gw, org["key"])
+
+    out = _cli("end", "--subject", peer["id"], "--reason", "moved", key=lead["key"], url=gw2.url)
+    assert out.returncode == 0, out.stderr  # before: 403, only an org-admin could
+    committed = time.monotonic()
+    assert not opens(gw2, peer_session)
+    took = stale_for(lambda: not opens(gw, peer_session), committed, what="replica 1 refusing an ended session")
+    assert took.within(BOUND_S), f"replica 1 accepted an ended session for {took}"
+
+    refused = _cli("end", "--subject", org["id"], key=lead["key"], url=gw2.url)
+    assert refused.returncode != 0 and "org-admin" in refused.stderr, (refused.stdout, refused.stderr)
+    everyone = _cli("end", key=lead["key"], url=gw2.url)
+    assert everyone.returncode != 0 and "org-admin" in everyone.stderr, (everyone.stdout, everyone.stderr)
+    assert opens(gw, org_session) and opens(gw2, org_session)
+    listed = _cli("list", key=lead["key"], url=gw.url)
+    assert listed.returncode == 0 and peer["id"] in listed.stdout and org["id"] not in listed.stdout, listed.stderr
     admin.close()

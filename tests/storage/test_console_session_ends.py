@@ -1,7 +1,7 @@
-"""Console session ends in the store, on SQLite and PostgreSQL: a logout by session id, an org-admin's
-cut-off by subject or for everyone, one version bump and one admin event each, only live rows in the
-snapshot, pruning once a row's expiry has passed, and propagation to another replica's snapshot cache
-at its next poll."""
+"""Console session ends in the store, on SQLite and PostgreSQL: a logout by session id, a cut-off by subject
+(of one issuer) or for everyone, one version bump and one admin event each, only live rows in the snapshot,
+pruning once a row's expiry has passed, and propagation to another replica's snapshot cache at its next
+poll; a tenant-admin's cut-off ends no org-admin's or auditor's session."""
 
 from __future__ import annotations
 
@@ -13,12 +13,13 @@ import pytest
 import sqlalchemy as sa
 
 from multihome.storage import Invalid, SnapshotCache
-from multihome.storage.console_sessions import SessionEndIndex
+from multihome.storage.console_sessions import API_KEY_ISSUER, SessionEndIndex
 from multihome.storage.tables import console_session_ends
 from polls import Polls  # tests/ is on sys.path (rootdir conftest)
 
 pytestmark = pytest.mark.anyio
 TTL = 8 * 3600.0
+A, B = "https://a.example/realms/corp", "https://b.example/realms/corp"  # two OIDC issuers' iss
 
 
 async def test_a_logout_is_stored_once_by_session_id_and_ends_only_that_session(store):
@@ -41,30 +42,34 @@ async def test_a_logout_is_stored_once_by_session_id_and_ends_only_that_session(
 
 async def test_a_cut_off_ends_sessions_issued_up_to_it_of_its_subject_and_tenant(store):
     cut = datetime.now(UTC).replace(microsecond=0)
-    by_subject = await store.end_console_sessions(subject="alice", tenant_id="ten_a", ttl_s=TTL, actor="org")
+    by_subject = await store.end_console_sessions(subject="alice", issuer=A, tenant_id="ten_a", ttl_s=TTL, actor="org")
     assert by_subject.kind == "subject" and by_subject.not_before is not None
     assert cut <= by_subject.not_before and by_subject.expires_at == by_subject.not_before + timedelta(seconds=TTL)
     everyone = await store.end_console_sessions(not_before=cut - timedelta(hours=1), ttl_s=TTL, actor="org")
     assert everyone.kind == "all" and everyone.subject is None
     index = SessionEndIndex((await store.snapshot()).session_ends)
     before, after = by_subject.not_before.timestamp() - 5, time.time() + 5
-    assert index.ended("s1", "alice", "ten_a", issued=before)
-    assert not index.ended("s1", "alice", "ten_a", issued=after)  # signed in again since: let in
-    assert not index.ended("s1", "alice", "ten_b", issued=before)  # another tenant's alice
-    assert not index.ended("s1", "bob", "ten_a", issued=before)  # issued after the org-wide cut-off
-    assert index.ended("s1", "bob", "ten_a", issued=cut.timestamp() - 7200)  # before it
+    assert index.ended("s1", "alice", "ten_a", issued=before, issuer=A)
+    assert not index.ended("s1", "alice", "ten_a", issued=after, issuer=A)  # signed in again since: let in
+    assert not index.ended("s1", "alice", "ten_b", issued=before, issuer=A)  # another tenant's alice
+    assert not index.ended("s1", "alice", "ten_a", issued=before, issuer=B)  # another issuer's alice
+    assert not index.ended("s1", "bob", "ten_a", issued=before, issuer=A)  # issued after the org-wide cut-off
+    assert index.ended("s1", "bob", "ten_a", issued=cut.timestamp() - 7200, issuer=A)  # before it
 
     with pytest.raises(Invalid):  # everything issued by then has expired by itself
         await store.end_console_sessions(not_before=cut - timedelta(seconds=TTL + 60), ttl_s=TTL, actor="org")
     with pytest.raises(Invalid):
-        await store.end_console_sessions(subject="", ttl_s=TTL, actor="org")
+        await store.end_console_sessions(subject="", issuer=A, ttl_s=TTL, actor="org")
+    with pytest.raises(Invalid) as no_issuer:  # "alice" of which issuer?
+        await store.end_console_sessions(subject="alice", ttl_s=TTL, actor="org")
+    assert no_issuer.value.field == "issuer"
     # A cut-off in the future would refuse everyone who signs in again until then (2027 for 2026: a year, and
     # no route deletes one); a clock a little ahead is let through.
     with pytest.raises(Invalid) as future:
         await store.end_console_sessions(not_before=cut + timedelta(days=365), ttl_s=TTL, actor="org")
     assert future.value.field == "not_before"
     ahead = await store.end_console_sessions(
-        subject="carol", not_before=cut + timedelta(seconds=30), ttl_s=TTL, actor="org"
+        subject="carol", issuer=A, not_before=cut + timedelta(seconds=30), ttl_s=TTL, actor="org"
     )
     listed = await store.list_console_session_ends()
     assert [r.id for r in listed] == [by_subject.id, everyone.id, ahead.id]
@@ -103,12 +108,12 @@ async def test_a_logout_on_one_replica_reaches_another_at_its_next_poll(store, s
         assert cache.session_ends.ended("sid-x", "key_a", "ten_a", issued), "the logout never reached the replica"
         assert polls.since_mark() <= 1, f"applied only by the {polls.since_mark()}th poll after the logout"
 
-        await store.end_console_sessions(subject="alice", ttl_s=TTL, actor="org")
+        await store.end_console_sessions(subject="alice", issuer=A, ttl_s=TTL, actor="org")
         polls.mark()
         deadline = time.monotonic() + 60
-        while not cache.session_ends.ended("s", "alice", "ten_a", issued) and time.monotonic() < deadline:
+        while not cache.session_ends.ended("s", "alice", "ten_a", issued, issuer=A) and time.monotonic() < deadline:
             await asyncio.sleep(0.01)
-        assert cache.session_ends.ended("s", "alice", "ten_a", issued) and polls.since_mark() <= 1
+        assert cache.session_ends.ended("s", "alice", "ten_a", issued, issuer=A) and polls.since_mark() <= 1
     finally:
         await cache.stop()
 
@@ -129,3 +134,33 @@ async def test_logouts_of_one_session_at_once_on_two_replicas_store_one_row_and_
     async with store.engine.connect() as conn:
         stored = (await conn.execute(sa.select(console_session_ends.c.session_id))).scalars().all()
     assert sorted(stored) == [f"twice-{n}" for n in range(5)]
+
+
+async def test_a_subjects_cut_off_names_its_issuer_and_a_keys_is_its_own_id(store):
+    """Before: "alice" of issuer A and "alice" of issuer B (or an API key whose id a token's subject repeats)
+    were ended by one cut-off."""
+    a = await store.end_console_sessions(subject="alice", issuer=A, ttl_s=TTL, actor="org")
+    key = await store.end_console_sessions(subject="key_x", issuer=API_KEY_ISSUER, ttl_s=TTL, actor="org")
+    assert (a.issuer, a.set_by_role, key.issuer) == (A, "org-admin", API_KEY_ISSUER)
+    index = SessionEndIndex((await store.snapshot()).session_ends)
+    issued = a.not_before.timestamp() - 5
+    assert index.ended("s", "alice", "ten_a", issued, issuer=A)
+    assert not index.ended("s", "alice", "ten_a", issued, issuer=B)
+    assert index.ended("s", "key_x", "ten_a", issued, issuer=API_KEY_ISSUER)
+    assert not index.ended("s", "key_x", "ten_a", issued, issuer=A)  # a token whose subject is "key_x"
+    detail = next(e.detail for e in await store.admin_events() if e.object_id == a.id)
+    assert (detail["issuer"], detail["subject"], detail["set_by_role"]) == (A, "alice", "org-admin")
+
+
+async def test_a_tenant_admins_cut_off_ends_no_org_admins_or_auditors_session(store):
+    cut = await store.end_console_sessions(
+        subject="alice", issuer=A, tenant_id="ten_a", ttl_s=TTL, actor="key_ta", role="tenant-admin"
+    )
+    assert cut.set_by_role == "tenant-admin"
+    index = SessionEndIndex((await store.snapshot()).session_ends)
+    issued = cut.not_before.timestamp() - 5
+    assert index.ended("s", "alice", "ten_a", issued, issuer=A, roles=frozenset({"tenant-admin"}))
+    for held in ({"org-admin"}, {"auditor"}, {"tenant-admin", "auditor"}):
+        assert not index.ended("s", "alice", "ten_a", issued, issuer=A, roles=frozenset(held)), held
+    with pytest.raises(Invalid):
+        await store.end_console_sessions(subject="alice", issuer=A, ttl_s=TTL, actor="x", role="member")

@@ -265,3 +265,53 @@ async def test_tenant_admin_budgets_on_privileged_keys_become_the_org_admins_at_
         assert setters == {"bud_key_aud": "org-admin", "bud_key_org": "org-admin", "bud_key_mem": "tenant-admin"}
     finally:
         await store.close()
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "postgresql"])
+async def test_console_session_ends_stored_before_0028_keep_meaning_what_they_meant(kind, sqlite_database, pg_database):
+    """Migration 0028 names the issuer of a cut-off's subject and the role that set it. A cut-off stored before
+    it named a subject of any issuer and was an org-admin's (only an org-admin could end sessions): it still
+    ends that subject of every issuer, and ends an org-admin's session too; a logout names no role."""
+    import datetime
+    import time
+
+    from multihome.storage.console_sessions import SessionEndIndex
+    from multihome.storage.engine import create_engine
+    from multihome.storage.tables import console_session_ends
+
+    db_url = sqlite_database(migrated=False) if kind == "sqlite" else pg_database(migrated=False)
+    await asyncio.to_thread(migrate_sync, db_url, "0027")
+    now = datetime.datetime.now(datetime.UTC)
+    later = now + datetime.timedelta(hours=1)
+    old = {"tenant_id": None, "reason": "", "actor": "root", "created_at": now, "expires_at": later}
+    old |= {"session_id": None, "subject": None, "not_before": None}
+    engine = create_engine(db_url)
+    try:
+        async with engine.begin() as conn:  # the columns 0027 has: no issuer, no set_by_role
+            await conn.execute(
+                sa.insert(console_session_ends),
+                [
+                    {**old, "id": "cse_sub", "kind": "subject", "subject": "alice", "not_before": now},
+                    {**old, "id": "cse_all", "kind": "all", "not_before": now - datetime.timedelta(hours=2)},
+                    {**old, "id": "cse_out", "kind": "session", "session_id": "sid-1", "subject": "key_a"},
+                ],
+            )
+    finally:
+        await engine.dispose()
+    await asyncio.to_thread(migrate_sync, db_url)
+    store = await open_store(db_url)
+    try:
+        rows = {r.id: r for r in await store.list_console_session_ends()}
+        assert {i: (r.issuer, r.set_by_role) for i, r in rows.items()} == {
+            "cse_sub": (None, "org-admin"),
+            "cse_all": (None, "org-admin"),
+            "cse_out": (None, None),
+        }
+        index = SessionEndIndex((await store.snapshot()).session_ends)
+        issued = now.timestamp() - 60
+        for issuer in ("https://a.example", "https://b.example", "api_key"):
+            assert index.ended("s", "alice", "ten_a", issued, issuer=issuer, roles=frozenset({"org-admin"}))
+        assert not index.ended("s", "bob", "ten_a", issued)  # after the org-wide cut-off
+        assert index.ended("sid-1", "key_a", "ten_a", time.time())
+    finally:
+        await store.close()

@@ -442,6 +442,7 @@ def _create_revocation(a: argparse.Namespace, api: Admin) -> None:
     for name, value in (
         ("jti", a.jti),
         ("subject", a.subject),
+        ("issuer", a.issuer),
         ("tenant_id", api.tenant(a.tenant)),
         ("not_before", _time_arg(a.not_before)),
         ("expires_at", _time_arg(a.expires_at)),
@@ -496,6 +497,7 @@ def _end_console_sessions(a: argparse.Namespace, api: Admin) -> None:
     body: dict[str, Any] = {"reason": a.reason}
     for name, value in (
         ("subject", a.subject),
+        ("issuer", a.issuer),
         ("tenant_id", api.tenant(a.tenant)),
         ("not_before", _time_arg(a.not_before)),
     ):
@@ -506,6 +508,8 @@ def _end_console_sessions(a: argparse.Namespace, api: Admin) -> None:
         print_json(out)
         return
     who = f"subject {out['subject']}" if out["subject"] else "every subject"
+    if out["subject"] and out.get("issuer") not in (None, "api_key", "static"):
+        who += f" of {out.get('issuer_name') or out['issuer']}"
     scope = f"tenant {out['tenant_id']}" if out["tenant_id"] else "every tenant"
     print(f"ended the console sessions of {who} ({scope}) issued at or before {out['not_before']}: {out['id']}")
 
@@ -520,6 +524,7 @@ def _list_console_session_ends(a: argparse.Namespace, api: Admin) -> None:
             r["id"],
             r["kind"],
             r["subject"] or "(every subject)",
+            r.get("issuer_name") or r.get("issuer") or ("(any)" if r["kind"] == "subject" else "-"),
             r["tenant_id"] or "(every tenant)",
             r["not_before"] or "-",
             r["expires_at"],
@@ -528,7 +533,8 @@ def _list_console_session_ends(a: argparse.Namespace, api: Admin) -> None:
         )
         for r in out["data"]
     ]
-    print(table(["id", "kind", "subject", "tenant", "issued up to", "kept until", "by", "reason"], rows), end="")
+    headers = ["id", "kind", "subject", "issuer", "tenant", "issued up to", "kept until", "by", "reason"]
+    print(table(headers, rows), end="")
 
 
 # -- provider credentials and captures (docs/encryption.md) -------------------------------------------
@@ -907,9 +913,12 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     ).add_argument("revocation_id")
 
     cs = group("console-sessions", "end console sessions on every replica (docs/console.md)")
-    command(cs, "list", _list_console_session_ends, "logouts and cut-offs still in force (org-admin)", None)
-    c = command(cs, "end", _end_console_sessions, "end a subject's (or everyone's) console sessions", None)
+    command(
+        cs, "list", _list_console_session_ends, "logouts and cut-offs still in force (tenant-admin: its tenant's)", None
+    )
+    c = command(cs, "end", _end_console_sessions, "end a subject's (org-admin: or everyone's) console sessions", None)
     c.add_argument("--subject", help="a viewer's subject: an API key's id, or a token's subject (default: everyone)")
+    c.add_argument("--issuer", help="a token subject's issuer: its identity.oidc name or exact iss (not for a key)")
     c.add_argument(
         "--not-before", help="sessions issued at or before this end (RFC 3339 or epoch seconds; default now)"
     )

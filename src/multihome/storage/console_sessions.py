@@ -4,9 +4,15 @@ The console's session is a sealed cookie (api/console/session.py) that carries a
 the time it was issued. Ending one stores a row (`console_session_ends`):
 
 - `session`: one session, by its id (a logout). Kept until that session's own expiry.
-- `subject`: every session of a viewer's subject (and, with a tenant, of that tenant) issued at or
-  before `not_before`; `all`: every session issued at or before `not_before`. Kept until `not_before`
-  plus the console's session TTL: every session they end has expired by itself by then.
+- `subject`: every session of a viewer's subject of one issuer (and, with a tenant, of that tenant)
+  issued at or before `not_before`; `all`: every session issued at or before `not_before`. Kept until
+  `not_before` plus the console's session TTL: every session they end has expired by itself by then.
+
+A subject is named with its issuer (`issuer`): an identity.oidc issuer's exact `iss` for a token's
+subject, `api_key` for a managed key (its subject is the key's own id), `static` for the environment's
+keys. A row stored before the issuer was recorded has none, and ends that subject of any issuer, as it
+did. A cut-off a tenant-admin set (`set_by_role`) never ends the session of a viewer holding a role only
+an org-admin grants (org-admin, auditor): a tenant-admin cannot end an org-admin's access.
 
 Every write bumps `state_version`, so each replica's `SnapshotCache` reloads the live rows within
 `storage.refresh_s`, and `SessionEndIndex` answers each console page from memory (no read per page).
@@ -17,12 +23,13 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, NamedTuple
 
 import sqlalchemy as sa
 
+from ..schema.principal import ORG_ADMIN, ORG_GRANTED, TENANT_ADMIN
 from .base import StoreBase, nonempty, to_utc, utcnow
 from .errors import Invalid
 from .ids import new_id
@@ -31,9 +38,23 @@ from .row_reads import Listed, read_all
 from .rows import _strict
 from .tables import console_session_ends
 
-_MAX = {"subject": 400, "reason": 1000, "session_id": 64}
+_MAX = {"subject": 400, "reason": 1000, "session_id": 64, "issuer": 400}
+# The issuer of a managed API key's subject (its own id), and of the environment's keys (Principal.source).
+API_KEY_ISSUER, STATIC_ISSUER = "api_key", "static"
+_OIDC = "oidc:"
 # How far in the future a cut-off's not_before may be: a client's clock a little ahead of the database's.
 _SKEW = timedelta(minutes=5)
+
+
+def viewer_issuer(source: str, iss_by_name: Mapping[str, str]) -> str | None:
+    """The issuer a viewer's subject is of, as session ends name it: a Principal's `source` (`api_key`,
+    `static`, `oidc:<identity.oidc name>`) with an OIDC issuer's name turned into its exact `iss` (what a
+    token carries; the name is the config's). None: a source no end names."""
+    if source in (API_KEY_ISSUER, STATIC_ISSUER):
+        return source
+    if source.startswith(_OIDC):
+        return iss_by_name.get(source[len(_OIDC) :])
+    return None
 
 
 def live_session_ends(now: datetime):
@@ -49,16 +70,25 @@ def _detail(r: ConsoleSessionEnd) -> dict[str, Any]:
     # Never the session id: with the sealing key it is no secret, but it names one browser's session.
     return {
         "kind": r.kind,
+        "issuer": r.issuer,
         "subject": r.subject,
         "not_before": r.not_before.isoformat() if r.not_before else None,
         "expires_at": r.expires_at.isoformat(),
         "reason": r.reason,
+        "set_by_role": r.set_by_role,
     }
 
 
 class ConsoleSessionsRepo(StoreBase):
     async def end_console_session(
-        self, session_id: str, *, expires_at: datetime, subject: str, tenant_id: str | None, actor: str
+        self,
+        session_id: str,
+        *,
+        expires_at: datetime,
+        subject: str,
+        tenant_id: str | None,
+        actor: str,
+        issuer: str | None = None,
     ) -> ConsoleSessionEnd:
         """End one session (a logout), kept until `expires_at` (the session's own expiry). Ending one ended
         already changes nothing and returns the row stored first."""
@@ -76,6 +106,7 @@ class ConsoleSessionsRepo(StoreBase):
             reason="logout",
             actor=actor[:200],
             created_at=now,
+            issuer=issuer[: _MAX["issuer"]] if issuer is not None else None,
         )
         # Locked by the id on PostgreSQL (SQLite's writes are serial): two logouts of one session at once (two
         # tabs, two replicas) both read no row, and the second insert broke the id's unique constraint.
@@ -94,18 +125,29 @@ class ConsoleSessionsRepo(StoreBase):
         self,
         *,
         subject: str | None = None,
+        issuer: str | None = None,
         tenant_id: str | None = None,
         not_before: datetime | None = None,
         ttl_s: float,
         reason: str = "",
         actor: str,
+        role: str = ORG_ADMIN,
     ) -> ConsoleSessionEnd:
-        """End every console session of `subject` (None: of anyone), of `tenant_id` (None: any tenant),
-        issued at or before `not_before` (default: now). `ttl_s`: the console's session TTL, how long the
-        row is kept after `not_before`. Raises Invalid for bad input."""
+        """End every console session of `subject` of `issuer` (None: of anyone), of `tenant_id` (None: any
+        tenant), issued at or before `not_before` (default: now). `ttl_s`: the console's session TTL, how long
+        the row is kept after `not_before`. `role`: who sets it (a tenant-admin's never ends a session holding
+        a role only an org-admin grants; who may set which is the caller's check). Raises Invalid for bad
+        input."""
         kind: SessionEndKind = "all" if subject is None else "subject"
         if subject is not None:
             nonempty(subject, "subject", _MAX["subject"])
+            if issuer is None:
+                raise Invalid("a subject is named with its issuer", field="issuer")
+            nonempty(issuer, "issuer", _MAX["issuer"])
+        elif issuer is not None:
+            raise Invalid("an issuer names whose subject: give the subject too", field="subject")
+        if role not in (ORG_ADMIN, TENANT_ADMIN):
+            raise Invalid("role must be org-admin or tenant-admin")
         if not isinstance(reason, str):
             raise Invalid("reason must be a string", field="reason")
         nonempty(reason, "reason", _MAX["reason"], required=False)
@@ -135,6 +177,8 @@ class ConsoleSessionsRepo(StoreBase):
             reason=reason,
             actor=actor,
             created_at=now,
+            issuer=issuer,
+            set_by_role=role,
         )
         async with self._write() as conn:
             await self._insert(conn, record, now, "console_sessions.end")
@@ -171,6 +215,14 @@ class ConsoleSessionsRepo(StoreBase):
             return await read_all(conn, q, console_session_ends, session_end)
 
 
+class _Cut(NamedTuple):
+    tenant: str | None  # None: any tenant
+    issuer: str | None  # None: any issuer (a row from before issuers were recorded, or kind all)
+    not_before: float
+    expires: float
+    by_tenant_admin: bool  # ends no session holding a role only an org-admin grants
+
+
 class SessionEndIndex:
     """Live session ends in memory, for every console page: one set lookup by session id, one dictionary
     lookup by subject, and the organisation-wide cut-offs (few: each is an org-admin's act)."""
@@ -179,14 +231,15 @@ class SessionEndIndex:
 
     def __init__(self, ends: Iterable[ConsoleSessionEnd] = ()) -> None:
         self.by_session: dict[str, float] = {}
-        by_subject: dict[str, list[tuple[str | None, float, float]]] = {}
-        everyone: list[tuple[str | None, float, float]] = []
+        by_subject: dict[str, list[_Cut]] = {}
+        everyone: list[_Cut] = []
         for e in ends:
             expires = e.expires_at.timestamp()
             if e.kind == "session" and e.session_id is not None:
                 self.by_session[e.session_id] = expires
             elif e.not_before is not None:
-                cut = (e.tenant_id, e.not_before.timestamp(), expires)
+                # Anything but an org-admin's (a value no writer makes) is read as the weaker tenant-admin's.
+                cut = _Cut(e.tenant_id, e.issuer, e.not_before.timestamp(), expires, e.set_by_role != ORG_ADMIN)
                 if e.kind == "subject" and e.subject is not None:
                     by_subject.setdefault(e.subject, []).append(cut)
                 elif e.kind == "all":
@@ -194,14 +247,33 @@ class SessionEndIndex:
         self.by_subject = {k: tuple(v) for k, v in by_subject.items()}
         self.everyone = tuple(everyone)
 
-    def ended(self, session_id: str, subject: str, tenant: str, issued: float, now: float | None = None) -> bool:
-        """Whether a stored end covers this session (its id, its viewer's subject and tenant, when it was issued)."""
+    def ended(
+        self,
+        session_id: str,
+        subject: str,
+        tenant: str,
+        issued: float,
+        now: float | None = None,
+        *,
+        issuer: str | None = None,
+        roles: frozenset[str] = frozenset(),
+    ) -> bool:
+        """Whether a stored end covers this session: its id, its viewer's subject, that subject's issuer
+        (viewer_issuer), tenant and roles, and when it was issued."""
         now = time.time() if now is None else now
         expires = self.by_session.get(session_id)
         if expires is not None and now < expires:
             return True
+        privileged = not ORG_GRANTED.isdisjoint(roles)
         cuts = self.by_subject.get(subject, ()) + self.everyone
-        return any((t is None or t == tenant) and issued <= cut and now < exp for t, cut, exp in cuts)
+        return any(
+            (c.tenant is None or c.tenant == tenant)
+            and (c.issuer is None or c.issuer == issuer)
+            and not (c.by_tenant_admin and privileged)
+            and issued <= c.not_before
+            and now < c.expires
+            for c in cuts
+        )
 
 
 EMPTY_SESSION_ENDS = SessionEndIndex()

@@ -118,6 +118,10 @@ class ConsoleSessionEnd(msgspec.Struct, frozen=True):
     reason: str
     actor: str
     created_at: datetime
+    # Whose subject: an identity.oidc issuer's exact `iss`, API_KEY_ISSUER (the subject is a key's id) or
+    # STATIC_ISSUER (the environment's keys); None (a row from before it was recorded): of any issuer.
+    issuer: str | None = None
+    set_by_role: str | None = None  # kinds subject and all: "org-admin" or "tenant-admin"; None: a logout
 
 
 class Entitlement(msgspec.Struct, frozen=True):

@@ -182,7 +182,17 @@ console_session_ends = sa.Table(
     sa.Column("reason", sa.String(1000), nullable=False),
     sa.Column("actor", sa.String(200), nullable=False),
     sa.Column("created_at", TS, nullable=False),
+    # Whose subject: an identity.oidc issuer's exact `iss`, `api_key` (the subject is the key's id) or `static`;
+    # NULL in a row from before 0028: that subject of any issuer, as it meant then.
+    sa.Column("issuer", sa.String(400), nullable=True),
+    # Who set a cut-off: one a tenant-admin set never ends an org-admin's or an auditor's session. NULL: a logout.
+    sa.Column("set_by_role", sa.String(16), nullable=True),
     sa.CheckConstraint("kind IN ('session', 'subject', 'all')", name="kind"),
+    sa.CheckConstraint(
+        "(kind = 'session' AND set_by_role IS NULL) OR "
+        "(kind <> 'session' AND set_by_role IN ('org-admin', 'tenant-admin'))",
+        name="set_by_role",
+    ),
     sa.CheckConstraint(
         "(kind = 'session' AND session_id IS NOT NULL AND not_before IS NULL) OR "
         "(kind = 'subject' AND subject IS NOT NULL AND session_id IS NULL AND not_before IS NOT NULL) OR "

@@ -89,6 +89,9 @@ class EndConsoleSessions(_Body):
     """End console sessions before their own expiry: a subject's, or everyone's, issued up to a cut-off."""
 
     subject: str | None = None  # a viewer's subject (an API key's id, a token's subject); None: every subject
+    # A token subject's issuer: an identity.oidc issuer's name or exact iss. Left out for an API key's id
+    # (key_...) or the gateway's own keys (bootstrap-admin, env:...).
+    issuer: str | None = None
     tenant_id: str | None = None  # only sessions whose viewer is of this tenant; None: any tenant
     not_before: dt.datetime | int | None = None  # sessions issued at or before this end (default: now)
     reason: str = ""  # free text for people (never a secret: it is listed and recorded)

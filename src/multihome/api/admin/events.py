@@ -36,12 +36,15 @@ def admin_change(
     action = route.event if route is not None and route.event else "unknown"
     noun = action.partition(".")[0] if "." in action else ""
     object_id, tenant = params.get("id"), params.get("tenant")
-    if object_id is None or tenant is None:
+    fields = route.detail if route is not None else ()
+    extra: dict[str, object] = {}
+    if object_id is None or tenant is None or fields:
         try:
             out = msgspec.json.decode(response)
         except msgspec.DecodeError:
             out = None
         if isinstance(out, dict):
+            extra = {f: out.get(f) for f in fields}
             object_id = object_id if object_id is not None else out.get("id")
             # Routes outside /tenants/{tenant} (token revocations) say their tenant in the response.
             if tenant is None and isinstance(out.get("tenant_id"), str):
@@ -52,5 +55,5 @@ def admin_change(
         action=action,
         object_type=noun or "unknown",
         object_id=object_id,
-        detail={"method": method, "path": path, "actor_source": principal.source},
+        detail={**extra, "method": method, "path": path, "actor_source": principal.source},
     )

@@ -51,7 +51,7 @@ async def list_token_revocations(s: Services, c: AdminCall) -> Any:
         tenant = c.who.tenant
     issuer = c.query.get("issuer") or None
     if issuer is not None:
-        cfg = _find(s, issuer)
+        cfg = find_issuer(s, issuer)
         issuer = cfg.issuer if cfg is not None else issuer
     rows = await s.store.list_token_revocations(
         tenant,
@@ -71,7 +71,7 @@ async def create_token_revocation(s: Services, c: AdminCall) -> Any:
         authorize(c.who, WRITE, body.tenant_id or c.who.tenant)  # another tenant: 403 other_tenant
         tenant = c.who.tenant
     cfg = _issuer(s, body.issuer)
-    if tenant is not None and not _reaches(cfg, tenant):
+    if tenant is not None and not reaches(cfg, tenant):
         raise ApiError(
             400,
             f"Tokens of issuer '{cfg.name}' never map to tenant {tenant} (see its "
@@ -125,7 +125,7 @@ def _role(who: Principal) -> str:
     return ORG_ADMIN if ORG_ADMIN in who.roles else TENANT_ADMIN
 
 
-def _find(s: Services, value: str) -> IssuerConfig | None:
+def find_issuer(s: Services, value: str) -> IssuerConfig | None:
     for cfg in s.issuers:
         if value in (cfg.name, cfg.issuer):
             return cfg
@@ -133,7 +133,7 @@ def _find(s: Services, value: str) -> IssuerConfig | None:
 
 
 def _issuer(s: Services, value: str) -> IssuerConfig:
-    cfg = _find(s, value)
+    cfg = find_issuer(s, value)
     if cfg is not None:
         return cfg
     if not s.issuers:
@@ -155,7 +155,7 @@ def _issuer(s: Services, value: str) -> IssuerConfig:
 
 
 def _view(s: Services, record: Any) -> dict[str, Any]:
-    cfg = _find(s, record.issuer)
+    cfg = find_issuer(s, record.issuer)
     now = dt.datetime.now(dt.UTC)
     return {
         "object": "token_revocation",
@@ -165,7 +165,7 @@ def _view(s: Services, record: Any) -> dict[str, Any]:
     }
 
 
-def _reaches(cfg: IssuerConfig, tenant: str) -> bool:
+def reaches(cfg: IssuerConfig, tenant: str) -> bool:
     """Can a token of this issuer map to `tenant` at all (claims.py: tenant_value, or tenant_map's values)?"""
     claims = cfg.claims
     if claims.tenant_value is not None:

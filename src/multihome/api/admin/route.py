@@ -92,6 +92,9 @@ class Route:
     response: Any = None  # the response body type, for the OpenAPI document (None: a JSON object)
     status: int = 200
     event: str | None = None  # "key.create": the admin_change a success writes to the audit trail
+    # Fields of the answer the event's detail also holds (what a change was, where ids alone do not say it);
+    # never a field that may hold a secret.
+    detail: tuple[str, ...] = ()
     query: tuple[str, ...] = ()  # query parameters, for the OpenAPI document and the CLI
     media: str = JSON_MEDIA
     needs: Needs | None = None  # checked after the body is decoded
