@@ -215,6 +215,32 @@ def test_client_may_narrow_but_not_widen(world):
     assert info.value.code == "invalid_route_narrowing"
 
 
+def test_narrowing_turns_off_fallback_groups(world):
+    """docs/routing.md: narrowing also turns off fallback groups (the client said which deployments)."""
+    a, b, gw, client = world
+    b.fault(status=503, match="b-p")
+    with pytest.raises(openai.APIStatusError) as info:
+        client.chat.completions.create(model="primary", messages=USER, extra_headers={"x-multihome-deployments": "b-p"})
+    assert info.value.status_code == 503 and info.value.code == "all_deployments_failed"
+    assert _outcomes(info.value.response.headers) == ["a-p:skipped", "b-p:http_503"]
+    assert b.stats()["requests"] == 1  # b-backup, the fallback group's, was never called
+    raw = client.chat.completions.with_raw_response.create(model="primary", messages=USER)  # not narrowed
+    assert raw.headers["x-multihome-deployment"] == "a-p"
+
+
+def test_every_deployment_skipped_for_a_capability_is_a_400(world):
+    """docs/routing.md: if every deployment is skipped for capabilities the answer is 400
+    `unsupported_capability`, before any upstream call."""
+    a, b, gw, client = world
+    tool = {"type": "function", "function": {"name": "f", "parameters": {"type": "object", "properties": {}}}}
+    with pytest.raises(openai.BadRequestError) as info:
+        client.chat.completions.create(
+            model="primary", messages=USER, tools=[tool], extra_headers={"x-multihome-deployments": "b-p"}
+        )
+    assert info.value.code == "unsupported_capability", info.value.body
+    assert (a.stats()["requests"], b.stats()["requests"]) == (0, 0)
+
+
 def test_time_budget_ends_the_walk_with_504(world):
     a, b, gw, client = world
     a.fault(latency_ms=SLOW_MS, match="a-bud")
