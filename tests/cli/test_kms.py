@@ -130,6 +130,28 @@ def test_status_rotate_rewrap_keep_every_record_readable(cfg, tmp_path, capsys):
     assert ops.count("rotate") == 2 and ops.count("rewrap") == 4
 
 
+def test_rewrap_exits_1_naming_each_key_the_kms_refused_and_rewraps_the_others(cfg, tmp_path, capsys):
+    """docs/encryption.md: `kms rewrap` exits 1 if the KMS refused a key; the rest are re-wrapped."""
+    from multihome.crypto.backends.local import LocalKms
+
+    main(["kms", "init", "--config", cfg])
+    sealed = _seal_some(cfg)
+    assert main(["kms", "rotate", "--config", cfg]) == 0
+    local = LocalKms(tmp_path / "kms.key")
+    (lost, _), (kept, _) = sorted(local.kek_versions().items())  # one KEK per tenant: ten_a's, ten_b's
+    local.drop_version(lost, "1")  # ten_a's data keys are wrapped under a version the KMS no longer has
+    capsys.readouterr()
+    assert main(["kms", "rewrap", "--config", cfg]) == 1
+    out = capsys.readouterr()
+    assert "re-wrapped 2 of 4" in out.out
+    assert out.err.count("refused by the KMS") == 2
+    main(["kms", "status", "--config", cfg, "--json"])
+    versions = {(r["tenant_id"], r["kek_version"]) for r in json.loads(capsys.readouterr().out)["data_keys"]}
+    assert versions == {("ten_a", "1"), ("ten_b", "2")}
+    opened = _open_all(cfg, sealed)
+    assert all(opened[(t, rid)] == f"{t} {rid.split('-')[0]}".encode() for t, rid in opened if t == "ten_b")
+
+
 def test_shred_asks_then_makes_exactly_one_tenant_unreadable(cfg, tmp_path, capsys, monkeypatch):
     main(["kms", "init", "--config", cfg])
     sealed = _seal_some(cfg)
