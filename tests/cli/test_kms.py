@@ -91,6 +91,29 @@ def test_init_makes_a_private_key_file_and_never_overwrites_it(cfg, tmp_path, ca
     assert main(["kms", "init", "--key-file", str(other)]) == 0 and other.exists()  # no config needed
 
 
+def test_status_before_the_first_seal_needs_no_key_file_and_a_lost_one_is_exit_1(cfg, tmp_path, capsys):
+    """A gateway that never sealed made no key file (docs/encryption.md): `kms status` says so and exits 0
+    (it exited 1, "key file not found", on the quickstart's fresh gateway). Once data keys are stored, a
+    key file that cannot be read is a problem: exit 1."""
+    migrate_sync(load_config(cfg).storage.url)
+    assert main(["kms", "status", "--config", cfg]) == 0
+    out = capsys.readouterr().out
+    assert "nothing has been sealed" in out and "key file not found" in out
+    assert main(["kms", "status", "--config", cfg, "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["data_keys"] == []
+    assert not (tmp_path / "kms.key").exists()  # status made none
+    assert main(["kms", "init", "--config", cfg]) == 0  # (a gateway's first seal makes it)
+    _seal_some(cfg)
+    assert main(["kms", "status", "--config", cfg]) == 0
+    capsys.readouterr()
+    (tmp_path / "kms.key").unlink()  # lost
+    assert main(["kms", "status", "--config", cfg]) == 1
+    said = capsys.readouterr()
+    assert "key file not found" in said.out and "does not open" in said.err
+    assert main(["kms", "status", "--config", cfg, "--json"]) == 1
+    assert json.loads(capsys.readouterr().out)["keks_unreadable"]
+
+
 def test_status_rotate_rewrap_keep_every_record_readable(cfg, tmp_path, capsys):
     main(["kms", "init", "--config", cfg])
     migrate_sync(load_config(cfg).storage.url)  # what `multihome db upgrade` (or a gateway's start) does
