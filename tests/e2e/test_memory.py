@@ -291,3 +291,11 @@ def test_the_cli_lists_searches_and_forgets(world, monkeypatch, capsys):
     assert "cli-user" not in run("memory", "namespaces", "--tenant", "acme")
     with pytest.raises(SystemExit, match="tenant"):  # the bootstrap key acts across tenants: it must name one
         main(["memory", "namespaces"])
+    # docs/memory.md's `delete-namespace --agent concierge --tenant acme --yes`: an agent's own memory.
+    post(world.sdk(), "/memory/records", {"agent_id": "cli-own", "text": "The agent's own note."})
+    with pytest.raises(SystemExit, match="--yes"):
+        main(["memory", "delete-namespace", "--agent", "cli-own", "--tenant", "acme"])
+    assert "deleted namespace agent=cli-own user=-: 1 records" in run(
+        "memory", "delete-namespace", "--agent", "cli-own", "--tenant", "acme", "--yes"
+    )
+    assert "cli-own" not in run("memory", "namespaces", "--tenant", "acme")
