@@ -284,3 +284,31 @@ async def test_a_kms_that_never_answers_is_a_503_by_kms_timeout_s(backend, hung_
     (failed,) = [e["body"] for e in trail if e["kind"] == "kms"]
     # kms.timeout_s ended it (vault's own 60 s request timeout is capped to it), not a connection error.
     assert failed["outcome"] == "unavailable" and "no answer within 1 s" in failed["error"]
+
+
+async def test_a_key_set_on_one_replica_reaches_the_others_by_their_poll(tmp_path, monkeypatch, sqlite_database):
+    """docs/encryption.md "Provider credentials": the replica that took the change applies it before it
+    answers; every other replica polls the table's versions every `storage.refresh_s` and swaps in the new
+    key (a rotation and a delete too)."""
+    import asyncio
+    import time
+
+    monkeypatch.setenv("MH_TEST_CRED_ADMIN", ADMIN_KEY)
+    sqlite_database("mh.db")
+    text = CONFIG.format(tmp=tmp_path, kms=f'{{local: {{key_file: "{tmp_path}/kms.key"}}}}')
+    async with running(text) as one, running(text) as other:
+
+        async def reaches_other(expected: str | None) -> None:
+            deadline = time.monotonic() + 30  # generous: the poll runs every storage.refresh_s (0.25 s)
+            while _sent_key(other) != expected:
+                assert time.monotonic() < deadline, f"the other replica still sends {_sent_key(other)!r}"
+                await asyncio.sleep(0.05)
+
+        admin = _client(one, ADMIN_KEY)
+        await ok(await admin.put("/admin/v1/provider-credentials/sealed", json={"api_key": SECRET}))
+        assert _sent_key(one) == f"Bearer {SECRET}"  # this replica: before it answered
+        await reaches_other(f"Bearer {SECRET}")
+        await ok(await admin.put("/admin/v1/provider-credentials/sealed", json={"api_key": ROTATED}))
+        await reaches_other(f"Bearer {ROTATED}")
+        await ok(await admin.delete("/admin/v1/provider-credentials/sealed"))
+        await reaches_other(None)
