@@ -40,10 +40,10 @@ DEFAULT_AUDIENCE = "api://multihome"
 
 
 class SigningKey:
-    def __init__(self, alg: str, kid: str) -> None:
+    def __init__(self, alg: str, kid: str, key_size: int = 2048) -> None:
         self.alg, self.kid = alg, kid
         if alg.startswith(("RS", "PS")):
-            self.private = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+            self.private = rsa.generate_private_key(public_exponent=65537, key_size=key_size)
             jwk = RSAAlgorithm.to_jwk(self.private.public_key(), as_dict=True)
         elif alg == "ES256":
             self.private = ec.generate_private_key(ec.SECP256R1())
@@ -195,8 +195,8 @@ class LocalIssuer:
 
     # -- keys ----------------------------------------------------------------------------------
 
-    def add_key(self, alg: str = "RS256", kid: str | None = None) -> str:
-        key = SigningKey(alg, kid or f"{alg.lower()}-{uuid.uuid4().hex[:8]}")
+    def add_key(self, alg: str = "RS256", kid: str | None = None, key_size: int = 2048) -> str:
+        key = SigningKey(alg, kid or f"{alg.lower()}-{uuid.uuid4().hex[:8]}", key_size)
         with self._lock:
             self.keys[key.kid] = key
         return key.kid

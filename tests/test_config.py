@@ -511,3 +511,40 @@ def test_a_price_of_more_than_18_decimal_places_is_refused(value):
     parse_config(
         BASE.replace("model: gpt-4o-prod}", "model: gpt-4o-prod, price: {input: 1.0e-18, output: 0.8333333333333334}}")
     )
+
+
+STORED = "storage: {url: 'sqlite+aiosqlite:///mh.db'}\n"
+
+
+@pytest.mark.parametrize(
+    "provider, storage, message",
+    [
+        (
+            "{kind: vertex, endpoint: 'https://x', region: us-central1, auth: {api_key_from: store}}",
+            STORED,
+            "providers.az.auth.api_key_from: store keeps an API key; kind 'vertex' takes none",
+        ),
+        (
+            "{kind: azure, endpoint: 'https://x.openai.azure.com', auth: {api_key_from: store, api_key_env: K}}",
+            STORED,
+            "providers.az.auth.api_key_from: store takes the API key from the admin API; remove auth.api_key_env",
+        ),
+        (
+            "{kind: azure, endpoint: 'https://x.openai.azure.com', auth: {api_key_from: store}}",
+            "",
+            "providers.az.auth.api_key_from: store keeps the key sealed in the database; set storage.url",
+        ),
+    ],
+)
+def test_a_stored_api_key_is_refused_where_it_cannot_work(provider, storage, message):
+    """docs/encryption.md "Provider credentials": `store` is refused, with the key path, for a kind that
+    takes no API key, together with another auth method, or without storage."""
+    text = BASE.replace('az: {kind: azure, endpoint: "https://x.openai.azure.com"}', f"az: {provider}") + storage
+    with pytest.raises(ConfigError) as info:
+        parse_config(text)
+    assert message in str(info.value)
+    fine = BASE.replace(
+        'az: {kind: azure, endpoint: "https://x.openai.azure.com"}',
+        "az: {kind: azure, endpoint: 'https://x.openai.azure.com', auth: {api_key_from: store}}",
+    )
+    assert parse_config(fine + STORED).providers["az"].auth.api_key_from == "store"

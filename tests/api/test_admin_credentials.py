@@ -117,6 +117,12 @@ async def test_set_rotate_delete(gw, tmp_path):
     assert _sent_key(app) == f"Bearer {ROTATED}"
     answers.append(await ok(await admin.get("/admin/v1/provider-credentials/sealed")))
     answers.append(await ok(await admin.get("/admin/v1/provider-credentials")))
+    # docs/encryption.md: the last 4 characters, none for a key shorter than 16 (4 would be too much of it).
+    for key, shown in (("sk-fifteen-char", None), ("sk-sixteen-chars", "hars")):
+        answers.append(
+            view := await ok(await admin.put("/admin/v1/provider-credentials/sealed", json={"api_key": key}))
+        )
+        assert view["fingerprint"] == shown and _sent_key(app) == f"Bearer {key}"
 
     answers.append(await ok(await admin.delete("/admin/v1/provider-credentials/sealed")))
     assert _sent_key(app) is None
@@ -128,12 +134,12 @@ async def test_set_rotate_delete(gw, tmp_path):
     # Nothing shown, written to the trail or stored in clear holds either key.
     trail = "".join(p.read_text() for p in (tmp_path / "audit").glob("*.jsonl"))
     shown = json.dumps(answers)
-    for secret in (SECRET, ROTATED):
+    for secret in (SECRET, ROTATED, "sk-fifteen-char", "sk-sixteen-chars"):
         assert secret not in shown and secret not in trail
         assert secret.encode() not in _database_bytes(tmp_path)
     events = [json.loads(line) for line in trail.splitlines()]
     actions = [e["body"]["action"] for e in events if e["kind"] == "admin_change"]
-    assert actions.count("provider_credential.set") == 3 and actions.count("provider_credential.delete") == 1
+    assert actions.count("provider_credential.set") == 5 and actions.count("provider_credential.delete") == 1
     kms = [e["body"] for e in events if e["kind"] == "kms"]
     assert kms and {e["op"] for e in kms} == {"generate"} and kms[0]["purpose"] == "credentials"
 
@@ -173,9 +179,12 @@ async def test_a_kms_that_cannot_be_reached_is_a_503_and_nothing_is_stored(tmp_p
     kms = f'{{backend: vault, vault: {{address: "{address}", token_env: MH_TEST_VAULT_TOKEN, timeout_s: 2}}}}'
     async with running(CONFIG.format(tmp=tmp_path, kms=kms)) as app:
         admin = _client(app, ADMIN_KEY)
-        refused = error(await admin.put("/admin/v1/provider-credentials/sealed", json={"api_key": SECRET}), 503)
+        answer = await admin.put("/admin/v1/provider-credentials/sealed", json={"api_key": SECRET})
+        refused = error(answer, 503)
         assert refused["code"] == "kms_unavailable" and refused["type"] == "server_error"
         assert "Vault Transit" in refused["message"] and address.split("//")[1] in refused["message"]
+        # docs/encryption.md "KMS outage": it says nothing was stored, and when to try again.
+        assert "nothing was stored" in refused["message"] and answer.headers["retry-after"] == "5"
         assert (await ok(await admin.get("/admin/v1/provider-credentials/sealed")))["set"] is False
         assert _sent_key(app) is None
     with sqlite3.connect(tmp_path / "mh.db") as db:
@@ -275,3 +284,31 @@ async def test_a_kms_that_never_answers_is_a_503_by_kms_timeout_s(backend, hung_
     (failed,) = [e["body"] for e in trail if e["kind"] == "kms"]
     # kms.timeout_s ended it (vault's own 60 s request timeout is capped to it), not a connection error.
     assert failed["outcome"] == "unavailable" and "no answer within 1 s" in failed["error"]
+
+
+async def test_a_key_set_on_one_replica_reaches_the_others_by_their_poll(tmp_path, monkeypatch, sqlite_database):
+    """docs/encryption.md "Provider credentials": the replica that took the change applies it before it
+    answers; every other replica polls the table's versions every `storage.refresh_s` and swaps in the new
+    key (a rotation and a delete too)."""
+    import asyncio
+    import time
+
+    monkeypatch.setenv("MH_TEST_CRED_ADMIN", ADMIN_KEY)
+    sqlite_database("mh.db")
+    text = CONFIG.format(tmp=tmp_path, kms=f'{{local: {{key_file: "{tmp_path}/kms.key"}}}}')
+    async with running(text) as one, running(text) as other:
+
+        async def reaches_other(expected: str | None) -> None:
+            deadline = time.monotonic() + 30  # generous: the poll runs every storage.refresh_s (0.25 s)
+            while _sent_key(other) != expected:
+                assert time.monotonic() < deadline, f"the other replica still sends {_sent_key(other)!r}"
+                await asyncio.sleep(0.05)
+
+        admin = _client(one, ADMIN_KEY)
+        await ok(await admin.put("/admin/v1/provider-credentials/sealed", json={"api_key": SECRET}))
+        assert _sent_key(one) == f"Bearer {SECRET}"  # this replica: before it answered
+        await reaches_other(f"Bearer {SECRET}")
+        await ok(await admin.put("/admin/v1/provider-credentials/sealed", json={"api_key": ROTATED}))
+        await reaches_other(f"Bearer {ROTATED}")
+        await ok(await admin.delete("/admin/v1/provider-credentials/sealed"))
+        await reaches_other(None)

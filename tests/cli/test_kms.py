@@ -91,6 +91,29 @@ def test_init_makes_a_private_key_file_and_never_overwrites_it(cfg, tmp_path, ca
     assert main(["kms", "init", "--key-file", str(other)]) == 0 and other.exists()  # no config needed
 
 
+def test_status_before_the_first_seal_needs_no_key_file_and_a_lost_one_is_exit_1(cfg, tmp_path, capsys):
+    """A gateway that never sealed made no key file (docs/encryption.md): `kms status` says so and exits 0
+    (it exited 1, "key file not found", on the quickstart's fresh gateway). Once data keys are stored, a
+    key file that cannot be read is a problem: exit 1."""
+    migrate_sync(load_config(cfg).storage.url)
+    assert main(["kms", "status", "--config", cfg]) == 0
+    out = capsys.readouterr().out
+    assert "nothing has been sealed" in out and "key file not found" in out
+    assert main(["kms", "status", "--config", cfg, "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["data_keys"] == []
+    assert not (tmp_path / "kms.key").exists()  # status made none
+    assert main(["kms", "init", "--config", cfg]) == 0  # (a gateway's first seal makes it)
+    _seal_some(cfg)
+    assert main(["kms", "status", "--config", cfg]) == 0
+    capsys.readouterr()
+    (tmp_path / "kms.key").unlink()  # lost
+    assert main(["kms", "status", "--config", cfg]) == 1
+    said = capsys.readouterr()
+    assert "key file not found" in said.out and "does not open" in said.err
+    assert main(["kms", "status", "--config", cfg, "--json"]) == 1
+    assert json.loads(capsys.readouterr().out)["keks_unreadable"]
+
+
 def test_status_rotate_rewrap_keep_every_record_readable(cfg, tmp_path, capsys):
     main(["kms", "init", "--config", cfg])
     migrate_sync(load_config(cfg).storage.url)  # what `multihome db upgrade` (or a gateway's start) does
@@ -128,6 +151,28 @@ def test_status_rotate_rewrap_keep_every_record_readable(cfg, tmp_path, capsys):
 
     ops = [e["body"]["op"] for e in _trail(tmp_path) if e["kind"] == "kms"]
     assert ops.count("rotate") == 2 and ops.count("rewrap") == 4
+
+
+def test_rewrap_exits_1_naming_each_key_the_kms_refused_and_rewraps_the_others(cfg, tmp_path, capsys):
+    """docs/encryption.md: `kms rewrap` exits 1 if the KMS refused a key; the rest are re-wrapped."""
+    from multihome.crypto.backends.local import LocalKms
+
+    main(["kms", "init", "--config", cfg])
+    sealed = _seal_some(cfg)
+    assert main(["kms", "rotate", "--config", cfg]) == 0
+    local = LocalKms(tmp_path / "kms.key")
+    (lost, _), (kept, _) = sorted(local.kek_versions().items())  # one KEK per tenant: ten_a's, ten_b's
+    local.drop_version(lost, "1")  # ten_a's data keys are wrapped under a version the KMS no longer has
+    capsys.readouterr()
+    assert main(["kms", "rewrap", "--config", cfg]) == 1
+    out = capsys.readouterr()
+    assert "re-wrapped 2 of 4" in out.out
+    assert out.err.count("refused by the KMS") == 2
+    main(["kms", "status", "--config", cfg, "--json"])
+    versions = {(r["tenant_id"], r["kek_version"]) for r in json.loads(capsys.readouterr().out)["data_keys"]}
+    assert versions == {("ten_a", "1"), ("ten_b", "2")}
+    opened = _open_all(cfg, sealed)
+    assert all(opened[(t, rid)] == f"{t} {rid.split('-')[0]}".encode() for t, rid in opened if t == "ten_b")
 
 
 def test_shred_asks_then_makes_exactly_one_tenant_unreadable(cfg, tmp_path, capsys, monkeypatch):

@@ -36,3 +36,23 @@ def test_serve_takes_its_config_from_the_environment(monkeypatch, tmp_path):
     bad.write_text("providers: {}\n")
     monkeypatch.setenv("MULTIHOME_CONFIG", str(bad))
     assert main(["db", "upgrade"]) == 2  # read (and refused) the file the variable names
+
+
+def test_output_piped_into_a_reader_that_stops_early_is_no_traceback(tmp_path):
+    """`multihome contracts report --json | head`: the reader closes the pipe; the command stops quietly."""
+    import os
+
+    read, write = os.pipe()
+    os.close(read)  # the reader is gone before the command prints: its first write fails with EPIPE
+    try:
+        done = subprocess.run(
+            [sys.executable, "-m", "multihome.cli", "audit", "keygen", "--out", str(tmp_path / "k.pem")],
+            stdout=write,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=60,
+        )
+    finally:
+        os.close(write)
+    assert "Traceback" not in done.stderr and "BrokenPipeError" not in done.stderr, done.stderr
+    assert done.returncode == 1

@@ -269,6 +269,27 @@ def test_the_ledger_line_ends_at_today_where_the_projection_starts():
     assert p.value_at(now) == ys[-1]  # the projection starts where the actual line ends
 
 
+@pytest.mark.parametrize("growth, rate", [("flat", 0.0), ("linear", 0.1), ("compound", 0.01)])
+def test_a_commitment_barely_burnt_projects_a_shortfall_not_an_error(growth, rate, tmp_path):
+    """The quickstart's `contracts project` on its commitment: two calls burnt a fraction of a cent of
+    $50,000, so at that rate the commitment is used up in millions of years. That crossing lies past the
+    contract's end: no crossing, a shortfall, and a chart (it was "the projection does not fit in dates")."""
+    a = parse_contracts(
+        {
+            "commitments": [
+                {"id": "az", "provider": "p", "amount": "50000.00", "starts_on": "2025-01-01", "ends_on": "2035-12-31"}
+            ]
+        }
+    ).commitments[0]
+    now = dt.datetime(2026, 12, 7, 12, 0, tzinfo=UTC)
+    p = scenario.project(a, accrued_now=0.0003, base_daily=0.0000423, growth=growth, growth_rate=rate, now=now)
+    assert p.crossing is None and p.headline.startswith("Projected shortfall")
+    from multihome.contracts.chart import render
+
+    render(p, [str(tmp_path / "burn.svg")])
+    assert "Projected shortfall" in (tmp_path / "burn.svg").read_text()
+
+
 def test_report_csv_from_the_cli(config_file, capsys):
     assert _cli("contracts", "report", "--config", config_file, "--csv", "--at", "2026-01-02T00:00:00+00:00") == 0
     rows = list(csv.DictReader(io.StringIO(capsys.readouterr().out)))

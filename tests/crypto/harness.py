@@ -115,7 +115,9 @@ class Recording(KmsBackend):
         self.calls: dict[str, int] = {}
         self.plaintexts: list[bytes] = []
         self.down = False
+        self.refusing = False  # every call is refused (a destroyed key, access denied)
         self.hung = False  # every call waits forever (a KMS that accepted the connection and never answers)
+        self.tried: dict[str, int] = {}  # calls made, answered or not
 
     @property
     def label(self) -> str:
@@ -126,6 +128,11 @@ class Recording(KmsBackend):
             await asyncio.Event().wait()
 
     def _count(self, op: str) -> None:
+        self.tried[op] = self.tried.get(op, 0) + 1
+        if self.refusing:
+            from multihome.crypto import KmsRefused
+
+            raise KmsRefused(self.label, "access denied (test refusal)")
         if self.down:
             from multihome.crypto import KmsUnavailable
 

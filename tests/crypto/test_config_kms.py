@@ -64,3 +64,33 @@ def test_problems_name_the_key_path(section, problem):
     with pytest.raises(ConfigError) as exc:
         parse_config(BASE + section)
     assert problem in str(exc.value)
+
+
+def _doc_block(first_line: str) -> str:
+    """The ```yaml block of docs/encryption.md that starts with `first_line`."""
+    import re
+    from pathlib import Path
+
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "encryption.md").read_text()
+    blocks = [b for b in re.findall(r"^```yaml\n(.*?)^```$", doc, re.M | re.S) if b.startswith(first_line)]
+    assert len(blocks) == 1, f"docs/encryption.md has no single ```yaml block starting {first_line!r}"
+    return blocks[0]
+
+
+def test_the_documented_kms_and_capture_sections_are_the_defaults():
+    """docs/encryption.md shows the `kms:` and `capture:` sections with their defaults: written out, they
+    make the same config as leaving them out (only the per-tenant examples differ)."""
+    import msgspec
+
+    from multihome.config.kms import bounded
+
+    default = parse_config(BASE)
+    kms = _doc_block("kms:\n  backend: local")
+    kms = kms[: kms.index("  tenants:")]  # the example of a tenant's own key is not a default
+    documented = parse_config(BASE + kms).kms
+    # Unset, timeout_s and attempts are the organisation's for every tenant entry, else 5 s and 2 tries.
+    assert (documented.timeout_s, documented.attempts) == (bounded(default.kms, default.kms).timeout_s, 2)
+    documented = msgspec.structs.replace(documented, tenants={}, timeout_s=None, attempts=None)
+    assert msgspec.to_builtins(documented) == msgspec.to_builtins(default.kms)
+    capture = "\n".join(line for line in _doc_block("capture:").splitlines() if "tenants:" not in line)
+    assert parse_config(BASE + capture + "\n").capture == default.capture

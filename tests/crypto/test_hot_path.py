@@ -8,7 +8,7 @@ import anyio
 import pytest
 import sqlalchemy as sa
 
-from multihome.crypto import KmsUnavailable, open_keyring
+from multihome.crypto import KmsRefused, KmsUnavailable, open_keyring
 from multihome.crypto.envelope import parse_header
 from multihome.storage.tables import data_keys
 
@@ -115,6 +115,29 @@ async def test_kms_outage_cached_keys_serve_new_keys_fail_closed(local_kms, engi
         await ring.open("t1", "credentials", "c", "1", s)
     kms.down = False
     assert await ring.open("t1", "credentials", "c", "1", s) == b"cached"
+
+
+async def test_a_stale_key_asks_the_kms_again_at_most_every_5_s_and_a_refusal_is_never_masked(local_kms, engine):
+    """docs/encryption.md "KMS outage": while a stale key serves, the KMS is asked again at most every 5 s;
+    `KmsRefused` (a destroyed key, denied access) is never masked by the stale cache: it fails at once."""
+    now = [0.0]
+    ring, kms = _ring(local_kms, engine, cache_ttl_s=10, serve_stale_s=100)
+    ring._clock = lambda: now[0]
+    s = await ring.seal("t1", "memory", "m", "1", b"cached")
+    kms.down = True
+    for t in (50, 51, 54.9):  # TTL over: one unwrap tried at 50, none again until 55
+        now[0] = t
+        assert await ring.open("t1", "memory", "m", "1", s) == b"cached"
+    assert kms.tried.get("decrypt") == 1
+    now[0] = 55.1
+    assert await ring.open("t1", "memory", "m", "1", s) == b"cached"
+    assert kms.tried.get("decrypt") == 2
+    kms.down, kms.refusing = False, True
+    now[0] = 61  # the KMS answers again, and answers no: the stale key must not hide it
+    with pytest.raises(KmsRefused):
+        await ring.open("t1", "memory", "m", "1", s)
+    with pytest.raises(KmsRefused):
+        await ring.seal("t1", "memory", "m", "2", b"new")
 
 
 async def test_a_hung_kms_is_cut_at_kms_timeout_s_and_cached_keys_keep_serving(local_kms, engine):

@@ -214,6 +214,22 @@ def test_forget_user_needs_an_admin_and_really_deletes(world):
     assert MARK not in json.dumps(events)  # ids and counts, never content
 
 
+def test_deleting_a_namespace_needs_an_admin_and_deletes_only_it(world):
+    """docs/memory.md: the two bulk deletes (this one and forget-user) need a tenant-admin or org-admin key."""
+    member, admin = world.sdk(), world.sdk("acme-tenant-admin")
+    gone = post(member, "/memory/records", {"agent_id": "drop", "user_id": "u", "text": "in the dropped namespace"})
+    kept = post(member, "/memory/records", {"agent_id": "drop", "user_id": "other", "text": "in a neighbour"})
+    with pytest.raises(openai.PermissionDeniedError) as refused:
+        member.delete("/memory/namespaces", cast_to=object, options={"params": {"agent_id": "drop", "user_id": "u"}})
+    assert (refused.value.body["type"], refused.value.code) == ("permission_error", "insufficient_role")
+    assert get(member, f"/memory/records/{gone['id']}")["text"] == "in the dropped namespace"  # nothing deleted
+    done = admin.delete("/memory/namespaces", cast_to=object, options={"params": {"agent_id": "drop", "user_id": "u"}})
+    assert done["deleted"] is True and done["records_deleted"] == 1
+    with pytest.raises(openai.NotFoundError):
+        get(member, f"/memory/records/{gone['id']}")
+    assert get(member, f"/memory/records/{kept['id']}")["text"] == "in a neighbour"
+
+
 def test_ttl_per_record_and_per_namespace(world):
     client = world.sdk()
     ns = {"agent_id": "ttl", "user_id": "u"}
@@ -275,3 +291,11 @@ def test_the_cli_lists_searches_and_forgets(world, monkeypatch, capsys):
     assert "cli-user" not in run("memory", "namespaces", "--tenant", "acme")
     with pytest.raises(SystemExit, match="tenant"):  # the bootstrap key acts across tenants: it must name one
         main(["memory", "namespaces"])
+    # docs/memory.md's `delete-namespace --agent concierge --tenant acme --yes`: an agent's own memory.
+    post(world.sdk(), "/memory/records", {"agent_id": "cli-own", "text": "The agent's own note."})
+    with pytest.raises(SystemExit, match="--yes"):
+        main(["memory", "delete-namespace", "--agent", "cli-own", "--tenant", "acme"])
+    assert "deleted namespace agent=cli-own user=-: 1 records" in run(
+        "memory", "delete-namespace", "--agent", "cli-own", "--tenant", "acme", "--yes"
+    )
+    assert "cli-own" not in run("memory", "namespaces", "--tenant", "acme")

@@ -30,6 +30,7 @@ FIXED_PORTS = ("4000", "9101", "9102")  # gateway, Azure simulator, OpenAI simul
 TIMEOUT_S = 150
 # A block: an optional NOT_RUN line, then the fence; group 1 = the marker, group 2 = the commands.
 _BLOCK = re.compile(r"^(<!-- not run -->\n)?```sh\n(.*?)^```$", re.M | re.S)
+_TEXT = re.compile(r"^```text\n(.*?)^```$", re.M | re.S)
 _HEREDOC = re.compile(r"<<'(\w+)'\n.*?^\1$", re.M | re.S)
 # Variables a user's shell may already hold that would change what the page's commands do.
 _FOREIGN_ENV = re.compile(r"^(MULTIHOME_|OPENAI_|AZURE_OPENAI_)")
@@ -148,6 +149,13 @@ def test_quickstart_runs_as_written(tmp_path):
         "azure-commit,commitment,USD",
     ):
         assert expected in out, f"missing from the output: {expected!r}\n{report}"
+    # The tables' headers as the page shows them (a column added or renamed is a page to update).
+    headers = [
+        line for block in _TEXT.findall(DOC.read_text()) for line in block.splitlines() if line.startswith("ID ")
+    ]
+    assert len(headers) >= 3, headers
+    for header in headers:
+        assert header in out.splitlines(), f"the page shows a table header the CLI does not print: {header!r}\n{report}"
 
 
 def _kill_group(pgid: int) -> None:

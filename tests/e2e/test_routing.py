@@ -35,6 +35,9 @@ def _config(a: str, b: str) -> dict:
         deployments={
             "a-small": dep("a-small", context_window=4000),
             "b-big": dep("b-big", context_window=128000),
+            "b-same": dep("b-same", context_window=4000),
+            "a-nar": dep("a-nar"),
+            "b-nar": dep("b-nar", capabilities=["chat", "streaming"]),
             **{n: dep(n) for n in ("a-brk", "b-brk", "a-hedge", "b-hedge", "a-p")},
             "b-p": dep("b-p", capabilities=["chat", "streaming"]),
             "b-backup": dep("b-backup"),
@@ -44,12 +47,15 @@ def _config(a: str, b: str) -> dict:
         },
         model_groups={
             "overflow": group("a-small", "b-big", retries=0),
+            "overflow-3": group("a-small", "b-same", "b-big", retries=0),
             "breaker": group("a-brk", "b-brk", retries=0),
             "hedge": group("a-hedge", "b-hedge", hedge_after_ms=100, retries=0),
             # A first answer counts as fast before this on any machine, however busy.
             "hedge-late": group("a-hedge", "b-hedge", hedge_after_ms=10_000, retries=0),
             "primary": group("a-p", "b-p", retries=0, fallback_groups=["backup"]),
             "backup": group("b-backup"),
+            # Only the narrowing tests call it: no breaker of its deployments is left open by another test.
+            "narrowed": group("a-nar", "b-nar", retries=0, fallback_groups=["backup"]),
             "cheap": group("a-exp", "b-cheap", strategy="lowest-cost"),
             "budget": group("a-bud", "b-bud", retries=0, timeouts={"budget_s": 0.6, "first_byte_s": 5}),
         },
@@ -85,6 +91,15 @@ def test_context_overflow_moves_to_a_larger_window(world):
     a.fault(status=400, error_code="context_length_exceeded", match="a-small")
     raw = client.chat.completions.with_raw_response.create(model="overflow", messages=USER)
     assert _outcomes(raw.headers) == ["a-small:context_overflow", "b-big:ok"]
+
+
+def test_context_overflow_skips_deployments_whose_window_is_not_larger(world):
+    """docs/routing.md: context_overflow fails over, skipping deployments whose window is not larger."""
+    a, b, gw, client = world
+    a.fault(status=400, error_code="context_length_exceeded", match="a-small")
+    raw = client.chat.completions.with_raw_response.create(model="overflow-3", messages=USER)
+    assert _outcomes(raw.headers) == ["a-small:context_overflow", "b-same:skipped_window_too_small", "b-big:ok"]
+    assert [r["model"] for r in b.requests()] == ["b-big"]  # the same-sized window was never called
 
 
 def test_estimated_context_skips_the_small_window_before_any_call(world):
@@ -213,6 +228,32 @@ def test_client_may_narrow_but_not_widen(world):
             model="primary", messages=USER, extra_headers={"x-multihome-deployments": "b-cheap"}
         )
     assert info.value.code == "invalid_route_narrowing"
+
+
+def test_narrowing_turns_off_fallback_groups(world):
+    """docs/routing.md: narrowing also turns off fallback groups (the client said which deployments)."""
+    a, b, gw, client = world
+    b.fault(status=503, match="b-nar")
+    with pytest.raises(openai.APIStatusError) as info:
+        client.chat.completions.create(
+            model="narrowed", messages=USER, extra_headers={"x-multihome-deployments": "b-nar"}
+        )
+    assert info.value.status_code == 503 and info.value.code == "all_deployments_failed"
+    assert _outcomes(info.value.response.headers) == ["a-nar:skipped", "b-nar:http_503"]
+    assert [r["model"] for r in b.requests()] == ["b-nar"]  # b-backup, the fallback group's, was never called
+
+
+def test_every_deployment_skipped_for_a_capability_is_a_400(world):
+    """docs/routing.md: if every deployment is skipped for capabilities the answer is 400
+    `unsupported_capability`, before any upstream call."""
+    a, b, gw, client = world
+    tool = {"type": "function", "function": {"name": "f", "parameters": {"type": "object", "properties": {}}}}
+    with pytest.raises(openai.BadRequestError) as info:
+        client.chat.completions.create(
+            model="narrowed", messages=USER, tools=[tool], extra_headers={"x-multihome-deployments": "b-nar"}
+        )
+    assert info.value.code == "unsupported_capability", info.value.body
+    assert (a.stats()["requests"], b.stats()["requests"]) == (0, 0)
 
 
 def test_time_budget_ends_the_walk_with_504(world):

@@ -130,6 +130,16 @@ def test_config_defaults_and_duplicates():
     c = msgspec.convert({"name": "corp", "issuer": "https://idp.example.com", "audiences": ["a"]}, IssuerConfig)
     assert (c.algorithms, c.leeway_s, c.refresh_s, c.min_refresh_interval_s) == (["RS256"], 30.0, 600.0, 30.0)
     assert (c.claims.subject, c.claims.tenant, c.claims.default_roles) == ("sub", "tenant", ["member"])
+    # docs/oidc.md's table: the other defaults, and the bounds of the lifetime a revocation is kept.
+    assert (c.fetch_timeout_s, c.max_token_lifetime_s, c.jwks_uri, c.required_claims) == (5.0, 86400.0, None, {})
+    assert (c.claims.team, c.claims.roles, c.claims.role_map, c.claims.tenant_map) == (None, None, {}, {})
+    base = {"name": "corp", "issuer": "https://idp.example.com", "audiences": ["a"]}
+    for bound in (60, 366 * 86400):
+        assert msgspec.convert({**base, "max_token_lifetime_s": bound}, IssuerConfig).max_token_lifetime_s == bound
+    for beyond in (59, 366 * 86400 + 1):
+        with pytest.raises(msgspec.ValidationError, match="max_token_lifetime_s"):
+            msgspec.convert({**base, "max_token_lifetime_s": beyond}, IssuerConfig)
+    assert msgspec.convert({**base, "leeway_s": 300}, IssuerConfig).leeway_s == 300
     other = msgspec.convert({"name": "corp", "issuer": "https://other.example.com", "audiences": ["a"]}, IssuerConfig)
     with pytest.raises(ValueError, match=r"identity.oidc\[1\].name"):
         OidcVerifier([c, other])
@@ -158,3 +168,24 @@ def test_ordinary_subjects_tenants_and_teams_pass(idp):
     config = idp.config(claims={"tenant": "tid", "team": "team"})
     p = verify_one(config, idp.mint(sub="jöhn.doe@example.com", tid="acme", team="Équipe bleue"))
     assert (p.subject, p.tenant, p.team) == ("jöhn.doe@example.com", "acme", "Équipe bleue")
+
+
+def test_a_top_level_claim_named_with_dots_is_found_before_a_nested_path(idp):
+    """docs/oidc.md: claim names may be dotted paths into nested objects; a top-level claim with that exact
+    name (Okta/Auth0 URL-named claims such as `https://example.com/roles`) is found first."""
+    c = idp.config(
+        claims={"tenant": "tid", "roles": "https://example.com/roles", "role_map": {"ai-admins": TENANT_ADMIN}}
+    )
+    url_named = verify_one(c, idp.mint(tid="acme", **{"https://example.com/roles": ["ai-admins"]}))
+    assert url_named.roles == {MEMBER, TENANT_ADMIN}
+    dotted = idp.config(claims={"tenant": "tid", "roles": "realm.roles", "role_map": {"x": AUDITOR}})
+    top, nested = verify_all(
+        [dotted],
+        [
+            idp.mint(tid="acme", **{"realm.roles": ["x"]}, realm={"roles": []}),
+            idp.mint(tid="acme", realm={"roles": ["x"]}),
+        ],
+    )
+    assert top.roles == {MEMBER, AUDITOR} and nested.roles == {MEMBER, AUDITOR}
+    shadowed = verify_one(dotted, idp.mint(tid="acme", **{"realm.roles": []}, realm={"roles": ["x"]}))
+    assert shadowed.roles == {MEMBER}  # the top-level claim wins, even when the nested one would grant more

@@ -75,3 +75,22 @@ def test_bad_tokens_get_a_401_that_says_why_and_api_keys_still_work(stack):
         chat(gw, idp.mint())  # genuine, but no tenant claim
     assert info.value.code == "no_tenant"
     assert chat(gw, ENV["MH_OIDC_TEST_KEY"]).choices
+
+
+def test_a_genuine_token_over_16_kib_is_a_malformed_token_not_an_api_key(stack):
+    """docs/oidc.md: tokens over 16 KiB are refused before parsing, 401 `malformed_token` with
+    `WWW-Authenticate`. A big but genuine token (an IdP that put every group in it) must be told so, not
+    be taken for an API key and answered "invalid API key"."""
+    idp, gw = stack
+    groups = [f"group-{i:05d}-{'x' * 40}" for i in range(400)]
+    big = idp.mint(tid="acme", groups=groups)
+    assert len(big) > 16 * 1024
+    with pytest.raises(openai.AuthenticationError) as info:
+        chat(gw, big)
+    assert info.value.code == "malformed_token", info.value.message
+    assert "16384" in info.value.message
+    assert info.value.response.headers["www-authenticate"] == 'Bearer error="invalid_token"'
+    # Just under the bound it is verified as usual.
+    fits = idp.mint(tid="acme", groups=groups[:200])
+    assert 8 * 1024 < len(fits) < 16 * 1024
+    assert chat(gw, fits).choices

@@ -181,6 +181,26 @@ def test_scheduled_refresh_follows_cache_control_max_age_or_refresh_s(idp):
     run([idp.config(claims=CLAIMS)], scenario, clock=clock)
 
 
+@pytest.mark.parametrize(
+    "cache_control, interval",
+    [
+        ("max-age=5", 30),  # below min_refresh_interval_s: a flood of short lifetimes costs no more fetches
+        ("no-store", 30),
+        ("max-age=31536000", 24 * 3600),  # a year: capped at 24 h, so a rotated key is picked up within a day
+    ],
+)
+def test_max_age_is_clamped_to_the_minimum_interval_and_a_day(idp, cache_control, interval):
+    """docs/oidc.md: refresh follows `Cache-Control: max-age`, clamped to [min_refresh_interval_s, 24 h]."""
+    clock = Clock()
+
+    async def scenario(v):
+        await outcome(v, idp.mint(tid="acme"))
+        assert v.caches["local"].next_refresh == clock.t + interval
+
+    idp.cache_control = cache_control
+    run([idp.config(claims=CLAIMS)], scenario, clock=clock)
+
+
 def test_discovery_finds_the_jwks_and_a_mismatched_discovery_is_refused(idp):
     cfg = idp.config(claims=CLAIMS, jwks_uri=None)
     assert cfg.jwks_uri is None

@@ -218,3 +218,25 @@ def test_a_token_signed_over_raw_json_verifies_like_a_minted_one(idp):
     # The test above proves its refusals with `sign_raw`; the same bytes with ordinary dates pass.
     payload = json.dumps(idp.claims(tid="acme", exp_in=300.5)).encode()
     assert isinstance(verify_one(cfg(idp), idp.sign_raw(payload)), Principal)
+
+
+def test_an_rsa_key_shorter_than_2048_bits_is_not_trusted(idp):
+    """docs/oidc.md: RSA keys shorter than 2048 bits are refused. An issuer that publishes one beside its
+    good key: a token it signs is refused, saying why."""
+    short = idp.add_key("RS256", kid="rsa-1024", key_size=1024)
+    with pytest.warns(jwt.warnings.InsecureKeyLengthWarning):  # PyJWT's, as the test issuer signs
+        token = idp.mint(tid="acme", kid=short)
+    err = refused(verify_one(cfg(idp), token), 401, "invalid_signature")
+    assert "too weak" in err.body.message
+    no_token_text(err, token)
+    assert isinstance(verify_one(cfg(idp), idp.mint(tid="acme")), Principal)
+
+
+def test_only_the_first_100_keys_of_a_jwks_are_read(idp):
+    """docs/oidc.md: only the first 100 keys are read (a JWKS of a million keys costs no more)."""
+    kids = [idp.add_key("ES256") for _ in range(100)]  # with the default RS256 key first: 101 keys
+    config = cfg(idp, algorithms=["RS256", "ES256"])
+    last, hundredth = idp.mint(tid="acme", kid=kids[-1]), idp.mint(tid="acme", kid=kids[-2])
+    results = verify_all([config], [hundredth, last])
+    assert isinstance(results[0], Principal)
+    refused(results[1], 401, "unknown_key")

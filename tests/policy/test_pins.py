@@ -44,6 +44,26 @@ def test_only_live_pins_covering_the_work_apply():
     assert index.applying("t", "agent_step", NOW - 4 * HOUR) is None  # before either began
 
 
+def test_a_pin_is_live_from_valid_from_up_to_not_including_valid_until():
+    """docs/policy.md: `valid_until` is exclusive; a pin that ends stops applying at that moment."""
+    index = PinIndex([pin(providers=["azure"], valid_from=NOW, valid_until=NOW + HOUR)])
+    assert index.applying("t", "agent_step", NOW) is not None
+    assert index.applying("t", "agent_step", NOW + HOUR - dt.timedelta(microseconds=1)) is not None
+    assert index.applying("t", "agent_step", NOW + HOUR) is None
+    assert index.applying("t", "agent_step", NOW - dt.timedelta(microseconds=1)) is None
+
+
+def test_under_several_live_pins_a_deployment_must_be_inside_all_of_them():
+    az_us = DeploymentFacts("az-us", "azure", "azure", "eastus", "US")
+    pinned = PinIndex([pin(id="pin_az", providers=["azure"]), pin(id="pin_eu", data_zones=["EU"])]).applying(
+        "t", "agent_step", NOW
+    )
+    assert pinned is not None
+    removed = pinned.split([AZ, BR, az_us], frozenset({"az-eu", "br-us", "az-us"}))
+    assert set(removed) == {"br-us", "az-us"} and pinned.kept  # az-eu, inside both, is kept
+    assert "pin_eu" in removed["az-us"]  # inside pin_az, outside pin_eu: named by the pin it is outside
+
+
 def test_pinned_removes_only_allowed_deployments_outside_every_pin_and_says_which():
     pinned = PinIndex([pin(providers=["azure"])]).applying("t", "background", NOW)
     assert pinned is not None

@@ -11,7 +11,7 @@ import msgspec
 import pytest
 
 from builders import config, deployment, group, open_door, simulated, typed
-from multihome.config import Breaker
+from multihome.config import Breaker, ModelGroup
 from multihome.routing.attempts import AttemptRunner
 from multihome.routing.breakers import Breakers
 from multihome.routing.catalog import Catalog
@@ -41,6 +41,9 @@ def _config(url: str, fail_over_on: list[str]) -> dict:
 
 
 DEFAULT = ["capacity", "unavailable"]
+# A group that names no fail_over_on: docs/routing.md's "default" column (capacity, unavailable,
+# unsupported and context_overflow fail over; a refusal is returned to the client).
+CONFIG_DEFAULT = list(ModelGroup(deployments=["primary"]).fail_over_on)
 WITH_REFUSAL = ["capacity", "unavailable", "refusal"]
 CAPACITY_ONLY = ["capacity"]
 
@@ -86,6 +89,33 @@ CASES = [
         ["primary:content_filter", "secondary:ok"],
         "secondary",
         200,
+        [],
+    ),
+    (
+        "unsupported fails over by default",
+        CONFIG_DEFAULT,
+        {"status": 400, "error_code": "unsupported_parameter"},
+        ["primary:unsupported_parameter", "secondary:ok"],
+        "secondary",
+        200,
+        [],
+    ),
+    (
+        "unsupported kept when not listed",
+        DEFAULT,
+        {"status": 400, "error_code": "unsupported_value"},
+        ["primary:unsupported_parameter"],
+        "primary",
+        400,
+        [],
+    ),
+    (
+        "refusal kept by default",
+        CONFIG_DEFAULT,
+        {"content_filter": "prompt"},
+        ["primary:content_filter"],
+        "primary",
+        400,
         [],
     ),
     ("5xx not a decline here", CAPACITY_ONLY, {"status": 502}, ["primary:http_502"], "primary", 502, []),

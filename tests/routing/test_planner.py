@@ -133,6 +133,21 @@ def test_lowest_cost_orders_by_estimated_cost_with_config_order_breaking_ties(wo
     )
 
 
+def test_lowest_cost_prices_1024_output_tokens_when_the_client_sets_no_limit(world):
+    """docs/routing.md: estimated cost = prompt tokens x input price + (max tokens or 1,024) x output price."""
+    catalog, planner = world
+
+    def scores(**body):
+        plan = planner.plan(catalog.groups["cost"], _shape(**body), explain=True)
+        return {c.deployment: c.score for c in plan.considered}
+
+    unset, at_1024, at_100 = scores(), scores(max_tokens=1024), scores(max_tokens=100)
+    assert unset == at_1024 != at_100
+    # The output part: (1024 - 100) tokens x small's output price of 1.50 per million.
+    assert unset["small"] - at_100["small"] == pytest.approx(924 * 1.5 / 1_000_000)
+    assert scores(max_completion_tokens=100) == at_100
+
+
 def test_lowest_latency_uses_observed_latency_and_tries_unmeasured_first(world):
     catalog, planner = world
     for dep, ms in {"big": 50.0, "small": 20.0, "text": 90.0}.items():

@@ -227,7 +227,14 @@ def _keygen(args) -> int:
     from ..audit.keys import key_id_of, private_pem, public_pem
 
     key = Ed25519PrivateKey.generate()
-    fd = os.open(args.out, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        fd = os.open(args.out, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:  # perhaps the key checkpoints are signed with: never replaced
+        print(f"audit keygen: {args.out} exists already; not overwritten (choose another --out)", file=sys.stderr)
+        return 1
+    except OSError as exc:  # no such directory, not writable
+        print(f"audit keygen: cannot create {args.out}: {exc.strerror}", file=sys.stderr)
+        return 1
     with os.fdopen(fd, "wb") as f:
         f.write(private_pem(key))
     print(f"key id: {key_id_of(key.public_key())}")

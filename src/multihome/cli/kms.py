@@ -134,13 +134,19 @@ def _status(args: argparse.Namespace) -> int:
 async def _status_async(args: argparse.Namespace) -> int:
     import json
 
+    from ..crypto import KmsError
+
     async with _keyring(args) as keyring:
         config = keyring.config
         stats = await keyring.repo.stats()
         keks: dict[str, Any] = {}
+        unreadable: dict[str, str] = {}
         for backend in keyring.resolver.backends():
             versions = getattr(backend, "kek_versions", None)
-            keks[backend.label] = versions() if versions is not None else None
+            try:
+                keks[backend.label] = versions() if versions is not None else None
+            except KmsError as exc:  # no local key file yet (nothing sealed: the normal fresh state), or a lost one
+                keks[backend.label], unreadable[backend.label] = {}, str(exc)
     limit = config.max_messages_per_key
     out = {
         "backend": config.backend,
@@ -153,11 +159,14 @@ async def _status_async(args: argparse.Namespace) -> int:
             )
             for label, kv in keks.items()
         },
+        "keks_unreadable": unreadable,
         "data_keys": [s._asdict() for s in stats],
     }
+    # Keys that cannot be read are a problem once something is sealed under them (exit 1), not before.
+    failed = 1 if unreadable and stats else 0
     if args.json:
         print(json.dumps(out, indent=2))
-        return 0
+        return failed
     print(
         f"backend: {config.backend}" + (f" (shared KEK {config.key_id})" if config.key_id else " (one KEK per tenant)")
     )
@@ -167,18 +176,25 @@ async def _status_async(args: argparse.Namespace) -> int:
         print(f"KMS {label}:")
         if kv is None:
             print("  KEK versions are kept by the KMS (see the data keys below)")
+        if label in unreadable:
+            print(f"  its KEKs cannot be read: {unreadable[label]}")
         for name, (latest, versions) in (kv or {}).items():
             print(f"  KEK {name}: latest version {latest}, versions held {', '.join(versions) or 'none (destroyed)'}")
     if not stats:
         print("data keys: none yet (nothing has been sealed)")
         return 0
+    if unreadable:
+        print(
+            "data keys are stored, but the KEKs of a KMS above cannot be read: what they wrap does not open",
+            file=sys.stderr,
+        )
     print(f"data keys (seals are counted per key against the limit of {limit}):")
     print(f"  {'tenant':<24} {'purpose':<12} {'state':<8} {'keys':>5} {'seals':>12} {'busiest key':>14}  KEK")
     for s in stats:
         share = f"{s.max_messages / limit:.2%}"
         kek = f"{s.kek_id}" + (f" v{s.kek_version}" if s.kek_version else "")
         print(f"  {s.tenant_id:<24} {s.purpose:<12} {s.state:<8} {s.keys:>5} {s.messages:>12} {share:>14}  {kek}")
-    return 0
+    return failed
 
 
 def _rotate(args: argparse.Namespace) -> int:

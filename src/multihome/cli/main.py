@@ -4,6 +4,7 @@ the chosen command. `python -m multihome.cli` runs the same."""
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from .. import __version__
@@ -41,3 +42,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:  # `multihome ... | head`: the reader has what it wanted; no traceback
+        # Python flushes stdout again at exit, which would fail once more: point it at /dev/null first.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1

@@ -212,9 +212,10 @@ def project(
     crossing = None
     if limit is not None:
         d = days_to_reach(growth, base_daily, growth_rate, limit - accrued_now)
-        if d is not None:
-            at = now + dt.timedelta(days=d)
-            crossing = at if at <= until else None
+        # Compared in days first: a crossing past `until` is none, and at a tiny rate it can lie millions of
+        # years out, past what a date holds (a barely used commitment failed as "does not fit in dates").
+        if d is not None and d <= (until - now).total_seconds() / 86400.0:
+            crossing = now + dt.timedelta(days=d)
     p = Projection(
         a.id,
         "commitment" if isinstance(a, Commitment) else "revenue_share",

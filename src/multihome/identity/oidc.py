@@ -58,10 +58,12 @@ _MAX_DATE = 253402300799
 
 def looks_like_jwt(credential: bytes | str) -> bool:
     """True for a compact JWS (three base64url segments, a JSON header): send it to verify();
-    anything else is an API key. Unsigned (`alg: none`) tokens count, so they get a clear refusal."""
+    anything else is an API key. Unsigned (`alg: none`) tokens count, so they get a clear refusal, and so do
+    tokens over MAX_TOKEN_BYTES: verify() refuses them as such (`malformed_token`), where taken for an API
+    key they were told "invalid API key". (The shape check is linear; the server bounds a header's size.)"""
     if isinstance(credential, str):
         credential = credential.encode("ascii", "replace")
-    return len(credential) <= MAX_TOKEN_BYTES and _JWT_SHAPE.match(credential) is not None
+    return _JWT_SHAPE.match(credential) is not None
 
 
 def _unauthorized(message: str, code: str) -> ApiError:
