@@ -14,6 +14,7 @@ import asyncio
 import gzip
 import json
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -29,7 +30,11 @@ from multihome.tools.mcp_client import (
     connect,
 )
 from multihome.tools.model import McpEndpoint
+from multihome.tools.names import _hashed
+from multihome.tools.resolver import ResolvedMcp
+from multihome.tools.servers import McpServerView
 from multihome.tools.spec import check_headers
+from multihome.tools.toolbox import Toolbox
 
 pytestmark = pytest.mark.anyio
 LOOPBACK = EgressPolicy(["127.0.0.0/8"])
@@ -316,3 +321,53 @@ async def test_a_json_rpc_error_after_a_refused_get_stream_is_the_servers_error(
                         await asyncio.sleep(0.02)
                 await _bounded(session.call_tool("echo", {}))
     assert "no such customer" in caught.value.body.message, caught.value.body
+
+
+# -- tool names ---------------------------------------------------------------------------------------------
+
+
+def _resolved(label: str, url: str) -> ResolvedMcp:
+    now = datetime.now(UTC)
+    view = McpServerView(
+        id=label, tenant_id="t", name=label, url=url, description="", allowed_tools=None,
+        require_approval="never", header_names=[], created_at=now, created_by="a", updated_at=now, updated_by="a",
+    )  # fmt: skip
+    return ResolvedMcp(label, view, McpEndpoint(label, url), None, False, ("never",))
+
+
+def _listing(names: list[str]) -> Script:
+    async def script(kind: str, body: dict[str, Any], headers: dict[str, str]) -> Answer | None:
+        if kind != "tools/list":
+            return None
+        return 200, JSON, rpc(body, {"tools": [{"name": n, "inputSchema": {"type": "object"}} for n in names]})
+
+    return script
+
+
+async def test_tool_names_a_server_made_collide_are_a_424_not_a_500():
+    """A function name that had to be changed carries 32 bits of a hash; a server that searches ~65,000 names
+    (half a second) finds two alike. NameMap refused them with a ValueError, which the run did not expect:
+    a 500 (a background run: failed with server_error)."""
+    first, second = "t" * 60 + "36765", "t" * 60 + "47514"
+    assert _hashed(f"h__{first}") == _hashed(f"h__{second}")  # the pair the server found
+    async with Scripted(_listing([first, second])) as server:
+        box = Toolbox([_resolved("h", server.url)], LIMITS)
+        try:
+            with pytest.raises(McpProtocolError) as caught:
+                await _bounded(box.prepare([], lambda kind: f"{kind}_1"))
+        finally:
+            await box.close()
+    assert caught.value.status == 424 and "map to one function name" in caught.value.body.message
+
+
+async def test_two_servers_whose_names_meet_are_refused_not_one_taken_for_the_other():
+    """Labels `a` and `a__b` with tools `b__c` and `c`: both are function `a__b__c`, and the second silently
+    took the first's place, so a model calling the first server's tool ran the second's."""
+    async with Scripted(_listing(["b__c"])) as one, Scripted(_listing(["c"])) as two:
+        box = Toolbox([_resolved("a", one.url), _resolved("a__b", two.url)], LIMITS)
+        try:
+            with pytest.raises(ApiError) as caught:
+                await _bounded(box.prepare([], lambda kind: f"{kind}_1"))
+        finally:
+            await box.close()
+    assert caught.value.status == 400 and "a__b__c" in caught.value.body.message, caught.value.body
