@@ -14,6 +14,8 @@ What it promises:
   compressed body is bounded only before it is inflated (1 MiB of gzip is 1 GiB of text). A listing holds at
   most `max_listed_tools` tools in at most `max_result_bytes` of JSON (what a stored `mcp_list_tools` item
   may hold when a client sends it back).
+- The server's own stream (the GET without Last-Event-ID: its requests and notifications, none of
+  which the gateway uses) is never opened; `_Watch` answers it 405 itself.
 - The endpoint's header values never come back out: a server that echoes one (in a result, an error, a
   tool's description or a redirect) has it replaced by `[redacted]` before anything is returned.
 - Failures are `McpFailure`s (an `ApiError`, 424 in OpenAI's envelope, naming the server), never an
@@ -179,11 +181,17 @@ class _Watch(httpx2.AsyncBaseTransport):
         self.encoded: str | None = None  # the Content-Encoding of an answer refused for it
 
     async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response:
+        if request.method == "GET" and "last-event-id" not in request.headers:
+            # The server's own stream (what it starts: requests to the client, notifications), which the
+            # gateway uses none of, is never opened: answered here as a server without one answers. A server
+            # that ended it with `retry: 0` had the SDK reconnect at once, for as long as the run held the
+            # session. A GET with Last-Event-ID resumes an answer (a tool call's), and is one (bounded below).
+            return httpx2.Response(405, request=request)
         response = await self._inner.handle_async_request(request)
         if 300 <= response.status_code < 400:
             self.redirect = response.headers.get("location", "")
         elif response.status_code >= 400 and request.method == "POST":
-            # Not the GET stream's: a server without one answers it 405 (as the spec allows), and that
+            # Not a GET's: a server without its own stream answers it 405 (as the spec allows), and that
             # status made every later JSON-RPC error of the session read "answered HTTP 405".
             self.status = response.status_code
         encoding = response.headers.get("content-encoding", "").strip().lower()
@@ -191,7 +199,7 @@ class _Watch(httpx2.AsyncBaseTransport):
             # httpx would inflate it after the bound counted its compressed bytes: refused, never inflated.
             self.encoded = encoding[:64]
             response.stream = _Bounded(response.stream, self, refuse=True)
-        elif request.method == "POST":  # the GET stream is long-lived: its total is no answer's size
+        elif request.method != "DELETE":  # an answer, or its resumption: bounded as it is read
             response.stream = _Bounded(response.stream, self)
         return response
 
