@@ -250,6 +250,38 @@ async def test_the_servers_own_stream_is_never_opened():
     assert "GET" not in server.methods, server.methods.count("GET")
 
 
+async def test_an_answer_resumed_for_ever_is_given_up():
+    """A tool call answered as SSE with an event id and `retry: 0`, then ended without the result; each resume
+    (GET with Last-Event-ID) answered the same. The SDK resumed at once, for ever, and the loop outlived the
+    call's timeout (it runs in the transport's task, not the caller's): it ran as long as the run held the
+    session (until ~1,000 nested resumes broke it). Past `max_resumptions` (100) the gateway refuses to
+    resume, and the loop ends."""
+    again = b'id: e1\nretry: 0\ndata: {"jsonrpc": "2.0", "method": "notifications/message", "params": {"level": "info", "data": 1}}\n\n'
+
+    async def script(kind: str, body: dict[str, Any], headers: dict[str, str]) -> Answer | None:
+        return (200, {"content-type": "text/event-stream"}, again) if kind == "tools/call" else None
+
+    class Resuming(Scripted):
+        async def _answer(self, method: str, body: dict[str, Any] | None, headers: dict[str, str]) -> Answer:
+            if method == "GET" and "last-event-id" in headers:
+                return 200, {"content-type": "text/event-stream"}, again
+            return await super()._answer(method, body, headers)
+
+    limits = McpLimits(connect_timeout_s=5.0, list_timeout_s=5.0, call_timeout_s=2.0, egress=LOOPBACK)
+    async with Resuming(script) as server:
+        async with connect(McpEndpoint("scripted", server.url), limits) as session:
+            with pytest.raises(McpFailure):
+                await _bounded(session.call_tool("echo", {}))
+            async with asyncio.timeout(BOUND_S):  # the loop ends: no further resume for a while
+                while True:
+                    seen = server.methods.count("GET")
+                    await asyncio.sleep(1.0)
+                    if server.methods.count("GET") == seen:
+                        break
+            assert server.methods.count("GET") <= 100  # max_resumptions
+            assert await _bounded(session.list_tools())  # the session is still usable
+
+
 async def _no_script(kind: str, body: dict[str, Any], headers: dict[str, str]) -> Answer | None:
     return None
 

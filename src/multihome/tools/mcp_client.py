@@ -70,6 +70,10 @@ class McpLimits:
     # Tools one server may list: the chat request a step is translated into holds at most 1,000 tools
     # (schema/bounds.py MAX_TOOLS_OTHER), and a listing of more is no tool list a model can choose from.
     max_listed_tools: int = 1_000
+    # Answers resumed (GET with Last-Event-ID, after the server ended an answer's stream early) per session.
+    # Well under the recursion limit: the SDK resumes a resumed answer by recursing, and about 1,000 in a row
+    # broke the session with a RuntimeError from a cancel scope left in the wrong task.
+    max_resumptions: int = 100
     egress: EgressPolicy = EgressPolicy()  # public addresses only (config: `egress:`)
 
 
@@ -172,9 +176,10 @@ class _Watch(httpx2.AsyncBaseTransport):
     """The HTTP transport under the SDK: bounds each answer's body as it is read and remembers
     what went wrong at the HTTP level (an error status, a redirect), so a failure can say it."""
 
-    def __init__(self, max_bytes: int, egress: EgressPolicy) -> None:
+    def __init__(self, max_bytes: int, egress: EgressPolicy, max_resumptions: int = 100) -> None:
         self._inner, self.guard = guarded_transport(egress)
         self.max_bytes = max_bytes
+        self.resumptions_left = max_resumptions
         self.status: int | None = None
         self.redirect: str | None = None
         self.too_large = False
@@ -187,6 +192,14 @@ class _Watch(httpx2.AsyncBaseTransport):
             # that ended it with `retry: 0` had the SDK reconnect at once, for as long as the run held the
             # session. A GET with Last-Event-ID resumes an answer (a tool call's), and is one (bounded below).
             return httpx2.Response(405, request=request)
+        if request.method == "GET":
+            # A server that ends each resumed answer with a new event id and `retry: 0` had the SDK resume it at
+            # once, for ever: the loop outlives the call's timeout (it is not the caller's task), so it ran for
+            # as long as the run held the session. Past the session's allowance, resuming fails here (the
+            # SDK gives up after two more tries).
+            self.resumptions_left -= 1
+            if self.resumptions_left < 0:
+                return httpx2.Response(405, request=request)
         response = await self._inner.handle_async_request(request)
         if 300 <= response.status_code < 400:
             self.redirect = response.headers.get("location", "")
@@ -317,7 +330,7 @@ class McpSession:
 async def connect(endpoint: McpEndpoint, limits: McpLimits | None = None) -> AsyncIterator[McpSession]:
     """An initialized session with the server; closed (its MCP session ended) when the block ends."""
     limits = limits or McpLimits()
-    watch = _Watch(limits.max_result_bytes, limits.egress)
+    watch = _Watch(limits.max_result_bytes, limits.egress, limits.max_resumptions)
     secrets = Secrets(endpoint.headers)
     timeout = httpx2.Timeout(limits.connect_timeout_s, read=max(limits.call_timeout_s, limits.list_timeout_s) + 5)
     # Uncompressed answers only (_Watch refuses the rest); Accept-Encoding cannot be registered (spec.py).
