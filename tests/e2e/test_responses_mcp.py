@@ -334,6 +334,27 @@ def test_a_model_calling_a_tool_the_run_does_not_offer_gets_a_failed_call_and_no
     assert out.output[1].name == "tools__record"
 
 
+def test_an_offered_tool_called_by_its_mcp_name_still_waits_for_approval(world):
+    """`weather.get-current` is offered as a function with a hash (a dot is no function name's); a model that
+    calls it by its MCP name is read as a call of that tool, and it needs approval on `guarded` as any call
+    of it does: asked, not run."""
+    admin = httpx.Client(base_url=world.gateway.url, headers={"authorization": f"Bearer {ADMIN_KEY}"}, timeout=10)
+    path = f"/admin/v1/tenants/{world.tenants['acme']}/mcp-servers/guarded"
+    assert admin.patch(path, json={"allowed_tools": ["weather.get-current"]}).status_code == 200
+    requests = len(world.server.requests)
+    try:
+        out = world.sdk().responses.create(
+            model="gpt", input='call guarded__weather.get-current {"city": "Oslo"}', tools=[mcp(world, "guarded")]
+        )
+    finally:
+        admin.patch(path, json={"allowed_tools": ["add", "echo", "record"]})
+        admin.close()
+    assert [i.type for i in out.output] == ["mcp_list_tools", "mcp_approval_request"], out.output
+    assert out.output[1].name == "weather.get-current"
+    calls = [r for r in world.server.requests[requests:] if r.get("content-length")]
+    assert len(calls) <= 3, calls  # the handshake and the listing only (initialize, initialized, tools/list)
+
+
 def test_the_worked_example_of_docs_agents_runs_as_written(world, capsys):
     # The page's code block, executed as it stands, with what it takes from around it: a client, a
     # customer id, `time`, and `crm` registered for the tenant with no approval (as the page says).

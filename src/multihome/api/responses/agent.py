@@ -516,7 +516,13 @@ class AgentRun:
         label = self.box.claimed(function)
         if label is None or function in self._own:
             return None
-        return "mcp_call", label, function[len(label) + len(SEPARATOR) :]
+        tool = function[len(label) + len(SEPARATOR) :]
+        offered = self.box.find(
+            label, tool
+        )  # an offered tool by its MCP name (`crm__a.b`, offered as `crm__a_b_<hash>`)
+        if offered is not None:  # held to its approvals like any call of it
+            return ("mcp_approval_request" if offered.needs_approval else "mcp_call"), label, tool
+        return "mcp_call", label, tool
 
     async def _run_call(self, item: Item, approval_request_id: str | None = None) -> Item:
         """Run one MCP (or memory) call (the same idempotency key in every run of this response)."""
