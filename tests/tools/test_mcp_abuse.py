@@ -68,6 +68,8 @@ class Scripted:
         self.url = ""
         self.requests: list[dict[str, str]] = []
         self.methods: list[str] = []  # the HTTP methods, in order
+        self.answered: list[str] = []  # the methods whose answer was written whole (the client read it)
+        self.ended: list[str] = []  # each connection's last method, once it is over
         self._handlers: set[asyncio.Task[None]] = set()
 
     async def __aenter__(self) -> Scripted:
@@ -86,6 +88,7 @@ class Scripted:
         task = asyncio.current_task()
         assert task is not None
         self._handlers.add(task)
+        method = ""
         try:
             while True:
                 head = await reader.readuntil(b"\r\n\r\n")
@@ -109,9 +112,11 @@ class Scripted:
                     + data
                 )
                 await writer.drain()
+                self.answered.append(method)
         except (asyncio.IncompleteReadError, ConnectionError):
             pass
         finally:
+            self.ended.append(method)
             writer.close()
             self._handlers.discard(task)
 
@@ -191,6 +196,25 @@ def _many_pages(tools_per_page: int, tool: Callable[[int], dict[str, Any]]) -> S
         return 200, JSON, rpc(body, {"tools": page, "nextCursor": str(start + tools_per_page)})
 
     return script
+
+
+async def test_the_answer_to_the_sessions_end_is_bounded_too():
+    """The SDK reads the answer to its DELETE (the session's end) whole, and only POST answers were bounded:
+    a server answering it with 256 MiB had all of it read into memory as the run closed."""
+
+    class Bloated(Scripted):
+        async def _answer(self, method: str, body: dict[str, Any] | None, headers: dict[str, str]) -> Answer:
+            if method == "DELETE":
+                return 200, {"content-type": "text/plain"}, b"x" * (256 << 20)
+            return await super()._answer(method, body, headers)
+
+    async with Bloated(_no_script) as server:
+        async with connect(McpEndpoint("scripted", server.url), LIMITS) as session:
+            await _bounded(session.list_tools())
+        async with asyncio.timeout(BOUND_S):  # the connection that carried the DELETE is over
+            while "DELETE" not in server.ended:
+                await asyncio.sleep(0.02)
+    assert "DELETE" not in server.answered  # its answer was not read to the end
 
 
 async def test_a_listing_of_thousands_of_tools_is_refused():

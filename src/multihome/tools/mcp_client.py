@@ -212,7 +212,7 @@ class _Watch(httpx2.AsyncBaseTransport):
             # httpx would inflate it after the bound counted its compressed bytes: refused, never inflated.
             self.encoded = encoding[:64]
             response.stream = _Bounded(response.stream, self, refuse=True)
-        elif request.method != "DELETE":  # an answer, or its resumption: bounded as it is read
+        else:  # an answer, its resumption, or the session's end (whose body the SDK reads whole): bounded
             response.stream = _Bounded(response.stream, self)
         return response
 
