@@ -33,6 +33,7 @@ from multihome.tools.model import McpEndpoint
 from multihome.tools.names import _hashed
 from multihome.tools.resolver import ResolvedMcp
 from multihome.tools.servers import McpServerView
+from multihome.tools.sessions import Sessions
 from multihome.tools.spec import check_headers
 from multihome.tools.toolbox import Toolbox
 
@@ -200,7 +201,8 @@ def _many_pages(tools_per_page: int, tool: Callable[[int], dict[str, Any]]) -> S
 
 async def test_the_answer_to_the_sessions_end_is_bounded_too():
     """The SDK reads the answer to its DELETE (the session's end) whole, and only POST answers were bounded:
-    a server answering it with 256 MiB had all of it read into memory as the run closed."""
+    a server answering it with 256 MiB had all of it read into memory as the run closed. (Its body is no
+    longer read at all.)"""
 
     class Bloated(Scripted):
         async def _answer(self, method: str, body: dict[str, Any] | None, headers: dict[str, str]) -> Answer:
@@ -215,6 +217,45 @@ async def test_the_answer_to_the_sessions_end_is_bounded_too():
             while "DELETE" not in server.ended:
                 await asyncio.sleep(0.02)
     assert "DELETE" not in server.answered  # its answer was not read to the end
+
+
+async def test_a_failed_call_is_told_at_once_though_the_server_drips_the_sessions_end():
+    """A JSON-RPC error ends the session, and the run heard of the failure only once the session was closed:
+    after the server's answer to the SDK's DELETE, which a server dripping a byte a second (each within the
+    read timeout) made last for ever, with the run waiting. The failure is told first; the session's end is
+    awaited 5 s at most, in the background, and the next call opens a new session."""
+    deletes: list[bool] = []
+
+    class Dripping(Scripted):
+        async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            self.writer = writer
+            await super()._serve(reader, writer)
+
+        async def _answer(self, method: str, body: dict[str, Any] | None, headers: dict[str, str]) -> Answer:
+            if method == "DELETE":
+                deletes.append(True)
+                self.writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 100000\r\n\r\n")
+                while True:
+                    self.writer.write(b"x")
+                    await self.writer.drain()
+                    await asyncio.sleep(0.5)
+            return await super()._answer(method, body, headers)
+
+    async def script(kind: str, body: dict[str, Any], headers: dict[str, str]) -> Answer | None:
+        return (200, JSON, rpc_error(body, "no such customer")) if kind == "tools/call" else None
+
+    async with Dripping(script) as server:
+        sessions = Sessions(LIMITS)
+        endpoint = McpEndpoint("scripted", server.url)
+        try:
+            await _bounded(sessions.use(endpoint, lambda session: session.list_tools()))
+            with pytest.raises(McpProtocolError) as caught:
+                await _bounded(sessions.use(endpoint, lambda session: session.call_tool("echo", {})))
+            assert "no such customer" in caught.value.body.message
+            assert await _bounded(sessions.use(endpoint, lambda session: session.list_tools()))  # a new session
+        finally:
+            await _bounded(sessions.close())
+    assert deletes  # the server was dripping the session's end all along
 
 
 async def test_a_listing_of_thousands_of_tools_is_refused():

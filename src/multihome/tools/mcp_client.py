@@ -59,6 +59,7 @@ _MIN_SECRET = 8
 # its result by then (the SDK's request task drains, not the caller). Short: against a server that
 # keeps its answers open, each drain holds one of the pool's 10 connections that long.
 _DRAIN_S = 0.1
+_END_S = 5.0  # how long the answer to a session's end (DELETE) is awaited: nobody needs it
 
 
 @dataclass(frozen=True)
@@ -192,6 +193,8 @@ class _Watch(httpx2.AsyncBaseTransport):
             # that ended it with `retry: 0` had the SDK reconnect at once, for as long as the run held the
             # session. A GET with Last-Event-ID resumes an answer (a tool call's), and is one (bounded below).
             return httpx2.Response(405, request=request)
+        if request.method == "DELETE":
+            return await self._end(request)
         if request.method == "GET":
             # A server that ends each resumed answer with a new event id and `retry: 0` had the SDK resume it at
             # once, for ever: the loop outlives the call's timeout (it is not the caller's task), so it ran for
@@ -212,9 +215,18 @@ class _Watch(httpx2.AsyncBaseTransport):
             # httpx would inflate it after the bound counted its compressed bytes: refused, never inflated.
             self.encoded = encoding[:64]
             response.stream = _Bounded(response.stream, self, refuse=True)
-        else:  # an answer, its resumption, or the session's end (whose body the SDK reads whole): bounded
+        else:  # an answer, or its resumption: bounded as it is read
             response.stream = _Bounded(response.stream, self)
         return response
+
+    async def _end(self, request: httpx2.Request) -> httpx2.Response:
+        """The session's end (the SDK's DELETE): its status within _END_S, its body never read (the SDK read
+        it whole, and a server that dripped it held the session's closing for as long as it liked)."""
+        with anyio.move_on_after(_END_S):
+            response = await self._inner.handle_async_request(request)
+            await response.aclose()
+            return httpx2.Response(response.status_code, request=request)
+        raise httpx2.ReadTimeout(f"the session's end was not answered within {_END_S:g} s", request=request)
 
     async def aclose(self) -> None:
         await self._inner.aclose()
