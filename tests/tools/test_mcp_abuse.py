@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import gzip
 import json
+import logging
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
@@ -487,3 +488,29 @@ async def test_two_servers_whose_names_meet_are_refused_not_one_taken_for_the_ot
         finally:
             await box.close()
     assert caught.value.status == 400 and "a__b__c" in caught.value.body.message, caught.value.body
+
+
+async def test_a_credential_the_server_says_back_is_not_logged(caplog):
+    """The SDK logs what a server said: a redirect's location at warning level (its path kept, only the query
+    dropped), an answer that does not parse, the answer's headers at debug level. A server that put the
+    credential it was sent there had it written to the gateway's log."""
+    caplog.set_level(logging.DEBUG)
+
+    async def script(kind: str, body: dict[str, Any], headers: dict[str, str]) -> Answer | None:
+        if kind == "tools/list":
+            return 307, {"location": f"/moved/{TOKEN}/mcp"}, b""
+        if kind == "tools/call":
+            return 200, JSON, b'{"jsonrpc": "2.0", "id": %d, "oops": "%s' % (body["id"], TOKEN.encode())
+        return None
+
+    async with Scripted(script) as server:
+        for work in ("list", "call"):
+            with pytest.raises(McpFailure):
+                async with connect(McpEndpoint("scripted", server.url, HEADERS), LIMITS) as session:
+                    if work == "list":
+                        await _bounded(session.list_tools())
+                    else:
+                        await _bounded(session.call_tool("echo", {}))
+    logged = "\n".join(caplog.handler.format(r) for r in caplog.records)
+    assert "/moved/" in logged  # the SDK did log the redirect
+    assert TOKEN not in logged, [r.name for r in caplog.records if TOKEN in caplog.handler.format(r)]

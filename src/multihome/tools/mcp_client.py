@@ -30,10 +30,13 @@ What it promises:
 from __future__ import annotations
 
 import json
+import logging
+import traceback
+import weakref
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import anyio
 import httpx2
@@ -144,6 +147,8 @@ class _Encoded(httpx2.StreamError):
 class Secrets:
     """The values of an endpoint's headers (its credentials), to take out of whatever the server says."""
 
+    open: ClassVar[weakref.WeakSet[Secrets]] = weakref.WeakSet()  # those of the sessions open now (_ScrubLog)
+
     def __init__(self, headers: Any) -> None:
         found: set[str] = set()
         for value in headers.values():
@@ -160,6 +165,12 @@ class Secrets:
                 text = text.replace(value, REDACTED)
         return text
 
+    @classmethod
+    def scrub_all(cls, text: str) -> str:
+        for secrets in list(cls.open):
+            text = secrets.scrub(text)
+        return text
+
     def tool(self, tool: McpTool) -> McpTool:
         if not self.values:
             return tool
@@ -171,6 +182,31 @@ class Secrets:
             return msgspec.json.decode(clean, type=McpTool)
         except msgspec.ValidationError:  # the value was the tool's name or a schema's key: nothing of it is kept
             return McpTool(name=self.scrub(tool.name), input_schema={"type": "object", "properties": {}})
+
+
+class _ScrubLog(logging.Filter):
+    """On the SDK's and its HTTP stack's loggers: what a server said (a redirect's location, an answer that
+    did not parse, response headers at debug level) is logged there, and may echo a credential it was sent.
+    A record holding an open session's header value has it replaced; the others pass untouched."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not Secrets.open:
+            return True
+        message, moved = record.getMessage(), False
+        if record.exc_info and record.exc_info[1] is not None:
+            trace = "".join(traceback.format_exception(record.exc_info[1]))
+            if Secrets.scrub_all(trace) != trace:  # the trace goes into the message, scrubbed
+                message, record.exc_info, record.exc_text, moved = f"{message}\n{trace}", None, None, True
+        clean = Secrets.scrub_all(message)
+        if moved or clean != message:
+            record.msg, record.args = clean, None
+        return True
+
+
+_SCRUB = _ScrubLog()
+for _name in list(logging.root.manager.loggerDict):  # every logger of the SDK and its HTTP stack, imported above
+    if _name.split(".", 1)[0] in ("mcp", "mcp_types", "httpx2", "httpcore2"):
+        logging.getLogger(_name).addFilter(_SCRUB)
 
 
 class _Watch(httpx2.AsyncBaseTransport):
@@ -344,6 +380,7 @@ async def connect(endpoint: McpEndpoint, limits: McpLimits | None = None) -> Asy
     limits = limits or McpLimits()
     watch = _Watch(limits.max_result_bytes, limits.egress, limits.max_resumptions)
     secrets = Secrets(endpoint.headers)
+    Secrets.open.add(secrets)  # until the session is gone (a weak reference: nothing to undo)
     timeout = httpx2.Timeout(limits.connect_timeout_s, read=max(limits.call_timeout_s, limits.list_timeout_s) + 5)
     # Uncompressed answers only (_Watch refuses the rest); Accept-Encoding cannot be registered (spec.py).
     headers = {**endpoint.headers, "Accept-Encoding": "identity"}
