@@ -47,6 +47,7 @@ NOT_PUBLIC = [
     "5f00::1",
     "3fff::1",
     "192.0.0.8",
+    "192.0.0.192",  # SSRF lists give it as Oracle Cloud's metadata address
 ]
 
 
