@@ -192,7 +192,11 @@ class _ScrubLog(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         if not Secrets.open:
             return True
-        message, moved = record.getMessage(), False
+        try:
+            message = record.getMessage()
+        except Exception:  # a record that cannot be formatted: the handler reports it, as without this filter
+            return True
+        moved = False
         if record.exc_info and record.exc_info[1] is not None:
             trace = "".join(traceback.format_exception(record.exc_info[1]))
             if Secrets.scrub_all(trace) != trace:  # the trace goes into the message, scrubbed
