@@ -15,9 +15,12 @@ What it promises:
   most `max_listed_tools` tools in at most `max_result_bytes` of JSON (what a stored `mcp_list_tools` item
   may hold when a client sends it back).
 - The server's own stream (the GET without Last-Event-ID: its requests and notifications, none of
-  which the gateway uses) is never opened; `_Watch` answers it 405 itself.
+  which the gateway uses) is never opened; `_Watch` answers it 405 itself. Resuming answers (GET with
+  Last-Event-ID) stops after `max_resumptions` in a session. The session's end (DELETE) is awaited
+  `_END_S`, its body unread.
 - The endpoint's header values never come back out: a server that echoes one (in a result, an error, a
-  tool's description or a redirect) has it replaced by `[redacted]` before anything is returned.
+  tool's description or a redirect) has it replaced by `[redacted]` before anything is returned, and in
+  the SDK's and its HTTP stack's log records (`_ScrubLog`).
 - Failures are `McpFailure`s (an `ApiError`, 424 in OpenAI's envelope, naming the server), never an
   exception a caller did not expect: `McpUnreachable` (cannot connect, refused the request, answered
   an HTTP error or a redirect, did not initialize in time), `McpProtocolError` (a JSON-RPC error or
