@@ -307,6 +307,54 @@ def test_parallel_calls_in_one_step_each_run_with_their_result(world):
     assert [m["role"] for m in messages] == ["user", "assistant", "tool", "assistant", "tool", "assistant", "tool"]
 
 
+def test_a_model_calling_a_tool_the_run_does_not_offer_gets_a_failed_call_and_nothing_runs(world):
+    """The request allows `add` only; the model calls the server's `record` anyway (as a model may: the
+    simulator's scripted calls). It was handed to the client as a function_call of a function it never
+    declared, the response ending there; now it is a failed mcp_call the model reads, the server is never
+    asked, and the run goes on. A function of the client's own that reads like one stays the client's."""
+    before, requests = len(world.server.calls), len(world.server.requests)
+    script = 'call tools__record {"note": "not allowed"}\ncall tools__add {"a": 2, "b": 3}'
+    out = world.sdk().responses.create(model="gpt", input=script, tools=[mcp(world, allowed_tools=["add"])])
+    assert out.status == "completed", out
+    assert [i.type for i in out.output] == ["mcp_list_tools", "mcp_call", "mcp_call", "message"], out.output
+    refused, added = out.output[1], out.output[2]
+    assert (refused.server_label, refused.name, refused.status, refused.output) == ("tools", "record", "failed", None)
+    error = json.dumps(refused.error.model_dump())
+    assert "not offered" in error and "call was not made" in error
+    assert added.name == "add" and json.loads(added.output) == {"sum": 5}
+    assert world.server.calls[before:] == []  # `record`, the side effect, never ran
+    called = [r for r in world.server.requests[requests:] if r.get("content-length")]
+    assert called, "the allowed call reached the server"
+
+    own = {"type": "function", "name": "tools__record", "parameters": {"type": "object", "properties": {}}}
+    out = world.sdk().responses.create(
+        model="gpt", input="call tools__record {}", tools=[mcp(world, allowed_tools=["add"]), own]
+    )
+    assert [i.type for i in out.output] == ["mcp_list_tools", "function_call"]
+    assert out.output[1].name == "tools__record"
+
+
+def test_an_offered_tool_called_by_its_mcp_name_still_waits_for_approval(world):
+    """`weather.get-current` is offered as a function with a hash (a dot is no function name's); a model that
+    calls it by its MCP name is read as a call of that tool, and it needs approval on `guarded` as any call
+    of it does: asked, not run."""
+    admin = httpx.Client(base_url=world.gateway.url, headers={"authorization": f"Bearer {ADMIN_KEY}"}, timeout=10)
+    path = f"/admin/v1/tenants/{world.tenants['acme']}/mcp-servers/guarded"
+    assert admin.patch(path, json={"allowed_tools": ["weather.get-current"]}).status_code == 200
+    requests = len(world.server.requests)
+    try:
+        out = world.sdk().responses.create(
+            model="gpt", input='call guarded__weather.get-current {"city": "Oslo"}', tools=[mcp(world, "guarded")]
+        )
+    finally:
+        admin.patch(path, json={"allowed_tools": ["add", "echo", "record"]})
+        admin.close()
+    assert [i.type for i in out.output] == ["mcp_list_tools", "mcp_approval_request"], out.output
+    assert out.output[1].name == "weather.get-current"
+    calls = [r for r in world.server.requests[requests:] if r.get("content-length")]
+    assert len(calls) <= 3, calls  # the handshake and the listing only (initialize, initialized, tools/list)
+
+
 def test_the_worked_example_of_docs_agents_runs_as_written(world, capsys):
     # The page's code block, executed as it stands, with what it takes from around it: a client, a
     # customer id, `time`, and `crm` registered for the tenant with no approval (as the page says).

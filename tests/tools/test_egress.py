@@ -37,6 +37,17 @@ NOT_PUBLIC = [
     "::7f00:1",  # 127.0.0.1, IPv4-compatible
     "2002:a9fe:a9fe::1",  # 169.254.169.254 through 6to4
     "224.0.0.1",  # multicast
+    # Python 3.11's is_global calls each of these public: RFC 8215's local-use NAT64 prefix (a local
+    # translator delivers 64:ff9b:1::a9fe:a9fe to 169.254.169.254), the deprecated site-local prefix, space
+    # outside global unicast 2000::/3, documentation, IETF protocol assignments
+    "64:ff9b:1::a9fe:a9fe",
+    "64:ff9b:1:a9:fea9:fe00::",  # the same at a /56 prefix, which embeds it elsewhere
+    "fec0::1",
+    "4000::1",
+    "5f00::1",
+    "3fff::1",
+    "192.0.0.8",
+    "192.0.0.192",  # SSRF lists give it as Oracle Cloud's metadata address
 ]
 
 
@@ -44,6 +55,7 @@ NOT_PUBLIC = [
 def test_only_public_addresses_by_default(addr):
     assert not EgressPolicy().allows(ip_address(addr))
     assert EgressPolicy().allows(ip_address("8.8.8.8"))
+    assert EgressPolicy().allows(ip_address("2606:4700:4700::1111"))
 
 
 def test_an_embedded_ipv4_address_decides_for_its_ipv6_spelling():
@@ -60,7 +72,22 @@ def test_listed_networks_are_allowed_and_public_can_be_closed():
     assert not policy.allows(ip_address("8.8.8.8")) and not policy.allows(ip_address("192.168.1.1"))
 
 
-@pytest.mark.parametrize("host", ["127.0.0.1", "localhost", "[::ffff:127.0.0.1]"])
+@pytest.mark.parametrize(
+    "host",
+    [
+        "127.0.0.1",
+        "localhost",
+        "[::ffff:127.0.0.1]",
+        "[::1]",
+        "[::]",
+        "0.0.0.0",  # Linux delivers a connection to it on the host itself
+        "127.1",
+        "2130706433",  # 127.0.0.1 in decimal, octal and hex, as inet_aton reads them
+        "017700000001",
+        "0x7f.1",
+        "[64:ff9b::7f00:1]",
+    ],
+)
 async def test_a_server_at_a_refused_address_is_never_contacted(host):
     with McpTestServer() as server:
         url = server.url.replace("127.0.0.1", host)

@@ -49,7 +49,36 @@ class EgressPolicy:
             inner = _embedded(addr)
             if inner is not None:  # reaches that IPv4 address through a translator: its verdict is the one
                 return self.allows(inner)
-        return self.allow_public and addr.is_global and not addr.is_multicast
+        return self.allow_public and _public(addr)
+
+
+# Globally routable unicast IPv6 is 2000::/3 (IANA); Python's `is_global` also says yes to unassigned
+# space (4000::1), the deprecated site-local fec0::/10 that old internal networks still route, and, before
+# Python 3.12.4 (the gateway runs on 3.11), RFC 8215's local-use NAT64 prefix, which reaches whatever IPv4
+# address the local translator embeds: 64:ff9b:1::a9fe:a9fe is the metadata service. So the verdict is
+# not left to the running Python's tables alone: these are never public (IANA special-purpose registries,
+# "globally reachable: false").
+_GLOBAL_UNICAST = IPv6Network("2000::/3")
+_NOT_PUBLIC: tuple[IPv4Network | IPv6Network, ...] = (
+    IPv4Network("0.0.0.0/8"),
+    IPv4Network("100.64.0.0/10"),  # carrier-grade NAT
+    IPv4Network("192.0.0.0/24"),  # IETF protocol assignments (Python < 3.12.4: only a /29 of it)
+    IPv4Network("198.18.0.0/15"),
+    IPv4Network("240.0.0.0/4"),
+    IPv6Network("64:ff9b:1::/48"),  # local-use NAT64 (RFC 8215)
+    IPv6Network("2001::/23"),  # IETF protocol assignments: Teredo, benchmarking, ORCHID
+    IPv6Network("2001:db8::/32"),  # documentation
+    IPv6Network("3fff::/20"),  # documentation (RFC 9637)
+    IPv6Network("fec0::/10"),  # site-local (deprecated, still routed inside some networks)
+)
+
+
+def _public(addr: Address) -> bool:
+    if not addr.is_global or addr.is_multicast:
+        return False
+    if isinstance(addr, IPv6Address) and addr not in _GLOBAL_UNICAST:
+        return False
+    return not any(addr in net for net in _NOT_PUBLIC)
 
 
 # IPv6 spellings of an IPv4 address that a translator or tunnel delivers to it, and which Python's

@@ -30,10 +30,11 @@ Work = Callable[[Any], Awaitable[Any]]  # given the open McpSession
 class _Held:
     def __init__(self, endpoint: McpEndpoint, limits: Any) -> None:
         self.inbox: asyncio.Queue[tuple[Work, asyncio.Future[Any]] | None] = asyncio.Queue()
+        self.closing = False  # failed, and being closed: takes no more work
         self.task = asyncio.create_task(self._hold(endpoint, limits), name=f"mcp-session-{endpoint.name}")
 
     async def _hold(self, endpoint: McpEndpoint, limits: Any) -> None:
-        from .mcp_client import McpToolTimeout, connect
+        from .mcp_client import McpFailure, McpToolTimeout, connect
 
         job: tuple[Work, asyncio.Future[Any]] | None = None
         try:
@@ -49,6 +50,15 @@ class _Held:
                         if not done.done():
                             done.set_exception(exc)
                         continue
+                    except McpFailure as exc:
+                        # The session is over. Whoever waits hears it now, not once the server has let the
+                        # session end (the SDK's DELETE): a server that dripped that answer held the run.
+                        self.closing = True
+                        if not done.done():
+                            done.set_exception(exc)
+                        job = None
+                        self._fail_waiting(exc)
+                        raise
                     if not done.done():
                         done.set_result(result)
                     job = None
@@ -71,6 +81,7 @@ class Sessions:
         self.limits = limits  # mcp_client.McpLimits; None: its defaults, with `egress` (the config's `egress:`)
         self.egress = egress
         self._held: dict[str, _Held] = {}
+        self._closing: list[_Held] = []
 
     def _limits(self) -> Any:
         if self.limits is None:  # made at first use: the SDK is imported only when a server is called
@@ -82,7 +93,9 @@ class Sessions:
     async def use(self, endpoint: McpEndpoint, work: Callable[[Any], Awaitable[T]]) -> T:
         """`work(session)` on the endpoint's session (opened now if there is none, or it failed)."""
         held = self._held.get(endpoint.name)
-        if held is None or held.task.done():
+        if held is None or held.task.done() or held.closing:
+            if held is not None and not held.task.done():
+                self._closing.append(held)  # still ending: close() waits for it, then cancels it
             held = self._held[endpoint.name] = _Held(endpoint, self._limits())
         done: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         held.inbox.put_nowait((work, done))
@@ -90,7 +103,8 @@ class Sessions:
 
     async def close(self) -> None:
         """End every session (their MCP sessions are closed in their own tasks)."""
-        held, self._held = list(self._held.values()), {}
+        held, self._held = [*self._held.values(), *self._closing], {}
+        self._closing = []
         for h in held:
             h.inbox.put_nowait(None)
         for h in held:

@@ -3,10 +3,11 @@
 - A name: 1-40 of `a-z A-Z 0-9 _ -` (it is a path segment of the admin API and the prefix of the
   function names a model sees, which OpenAI limits to 64 characters).
 - A URL: `http` or `https`, a host, no userinfo (credentials go in sealed headers, never in a URL
-  that is shown), no fragment. Whatever host the admin names is reachable: registering is the
-  decision. The comparison key (`url_key`) lower-cases scheme and host and drops a default port.
+  that is shown), no fragment. The host is reached only at an address the organisation's `egress:` rules
+  allow (tools/egress.py, checked when it is dialled); within those, registering is the decision. The
+  comparison key (`url_key`) lower-cases scheme and host and drops a default port.
 - Headers: HTTP token names, values without line breaks, none of the headers the MCP transport sets
-  itself (`Host`, `Content-Type`, `Accept`, `Mcp-Session-Id`, …).
+  itself (`Host`, `Content-Type`, `Accept`, `Accept-Encoding`, `Mcp-Session-Id`, …).
 - Tool filters and approval rules in OpenAI's shapes: `allowed_tools` a list of names or
   `{tool_names, read_only}`; `require_approval` `"always"`, `"never"` or
   `{always: {tool_names, read_only}, never: {…}}` (a tool matched by neither needs approval).
@@ -38,6 +39,7 @@ RESERVED_HEADERS = frozenset(
         "content-length",
         "content-type",
         "accept",
+        "accept-encoding",  # identity only: a compressed answer is not bounded as it is read (mcp_client.py)
         "transfer-encoding",
         "connection",
         "upgrade",

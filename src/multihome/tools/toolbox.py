@@ -21,9 +21,10 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
+from ..schema.errors import ApiError
 from .egress import EgressPolicy
 from .model import IDEMPOTENCY_META, McpTool
-from .names import NameMap
+from .names import SEPARATOR, NameMap
 from .resolver import ResolvedMcp
 from .servers import McpServerView
 from .sessions import Sessions
@@ -96,10 +97,24 @@ class Toolbox:
                         "error": None,
                     }
                 )
-            names = NameMap(resolved.label, [t.name for t in offered])
+            try:
+                names = NameMap(resolved.label, [t.name for t in offered])
+            except ValueError as exc:  # two of its tools' names hashed alike (a server can search for a pair)
+                from .mcp_client import McpProtocolError
+
+                raise McpProtocolError(resolved.server.name, f"{exc}; the tool list cannot be offered") from None
             server = Server(resolved, {t.name: t for t in offered}, names)
             self.servers[resolved.label] = server
             for tool, function in names.items():
+                taken = self._by_function.get(function)
+                if taken is not None:  # the request's labels make two servers' names meet (`a` and `a__b`)
+                    raise ApiError(
+                        400,
+                        f"MCP tools {taken.label}/{taken.tool.name} and {resolved.label}/{tool} would both be offered "
+                        f"to the model as function {function}: give one of the servers another server_label.",
+                        param="tools",
+                        code="invalid_value",
+                    )
                 self._by_function[function] = Found(server, server.tools[tool])
         return out
 
@@ -115,6 +130,12 @@ class Toolbox:
 
     def lookup(self, function: str) -> Found | None:
         return self._by_function.get(function)
+
+    def claimed(self, function: str) -> str | None:
+        """The label of the run's server whose tools' function names `function` has the form of
+        (`<label>__…`; the longest such label), whether or not the tool is offered; None if none."""
+        labels = [label for label in self.servers if function.startswith(label + SEPARATOR)]
+        return max(labels, key=len) if labels else None
 
     def find(self, label: str, tool: str) -> Found | None:
         server = self.servers.get(label)

@@ -53,6 +53,7 @@ from ...schema.responses import CreateResponse
 from ...state.memory.store import MemoryStore
 from ...state.memory.tools import MemoryTools, parse_tool
 from ...tools.egress import EgressPolicy
+from ...tools.names import SEPARATOR
 from ...tools.toolbox import Toolbox
 from ..asgi import Header
 from ..memory_embeddings import caller_of
@@ -262,6 +263,8 @@ class AgentRun:
         self.call = call
         self.body = body
         self.req = req
+        # The client's own function names: a model's call of one is the client's, even if it reads like an MCP tool's.
+        self._own = frozenset(t.name for t in req.tools or () if t.type == "function" and t.name is not None)
         self.shell = shell
         self.context = context
         self.new = new
@@ -505,9 +508,21 @@ class AgentRun:
         if self.memory is not None and self.memory.claims(function):
             return "mcp_call", self.memory.label, function
         found = self.box.lookup(function)
-        if found is None:
+        if found is not None:
+            return ("mcp_approval_request" if found.needs_approval else "mcp_call"), found.label, found.tool.name
+        # A tool of one of the run's servers that is not offered (left out by allowed_tools, or not listed):
+        # a failed call the model reads and the audit trail records (_run_call), never run. It was handed to
+        # the client as a function_call of a function it never declared.
+        label = self.box.claimed(function)
+        if label is None or function in self._own:
             return None
-        return ("mcp_approval_request" if found.needs_approval else "mcp_call"), found.label, found.tool.name
+        tool = function[len(label) + len(SEPARATOR) :]
+        offered = self.box.find(
+            label, tool
+        )  # an offered tool by its MCP name (`crm__a.b`, offered as `crm__a_b_<hash>`)
+        if offered is not None:  # held to its approvals like any call of it
+            return ("mcp_approval_request" if offered.needs_approval else "mcp_call"), label, tool
+        return "mcp_call", label, tool
 
     async def _run_call(self, item: Item, approval_request_id: str | None = None) -> Item:
         """Run one MCP (or memory) call (the same idempotency key in every run of this response)."""
@@ -517,9 +532,13 @@ class AgentRun:
         done: Item
         if self.memory is not None and item["server_label"] == self.memory.label:
             done = await self.memory.call({**item, "approval_request_id": approval_request_id}, key)
-        elif found is None:  # a resumed run whose server no longer offers the tool: the model reads why
+        elif found is None:  # not offered (allowed_tools; or a resumed run's server no longer lists it): not run
             done = {**item, "approval_request_id": approval_request_id, "output": None, "status": "failed"}
-            done["error"] = {"type": "mcp_tool_execution_error", "content": [{"type": "text", "text": "not offered"}]}
+            text = (
+                f"Tool {item['name']} of MCP server {item['server_label']} is not offered to this response (the "
+                "registration's or the request's allowed_tools, or the server's list): the call was not made."
+            )
+            done["error"] = {"type": "mcp_tool_execution_error", "content": [{"type": "text", "text": text}]}
         else:
             done = await self.box.call(
                 found, item["arguments"], item_id=item["id"], approval_request_id=approval_request_id, key=key
