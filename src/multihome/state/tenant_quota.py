@@ -9,9 +9,9 @@ bytes) at its first write and then at most every `refresh_s`. Between readings i
 one admitted holds its room until it ends (so concurrent writes on one replica cannot pass the limit
 together), one committed is added; a delete that knows what it freed subtracts it (a delete frees room at
 once here, and a tenant deleting and writing in turn costs no aggregate each write); one that does not
-(a namespace, a sweep) has the totals read again at the next write. A write or delete that commits while
-the totals are being read is added to the reading (a write it saw is then counted twice until the next
-one: never under), a delete has the reading used once and read again. An exact count across replicas
+(a memory sweep) has the totals read again at the next write. A write that commits while the totals
+are being read is added to the reading (counted twice until the next one if the reading saw it: never
+under); a delete meanwhile has that reading used once and read again at the next write. An exact count across replicas
 would need one row every write of the tenant locks, serialising them all; so the replicas together can
 pass a limit by what the others wrote since their last reading."""
 

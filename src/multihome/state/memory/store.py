@@ -618,12 +618,21 @@ class MemoryStore(StoreBase):
             ids = [row.id for row in found]
             if not ids:
                 return 0, 0
+            # What they free, per tenant (the tenant's quota counts it at once; no aggregate of all its records)
+            freed = (
+                await conn.execute(
+                    sa.select(r.tenant_id, sa.func.count(), sa.func.coalesce(sa.func.sum(r.size), 0))
+                    .where(r.namespace_id.in_(ids))
+                    .group_by(r.tenant_id)
+                )
+            ).all()
             gone = (await conn.execute(sa.delete(memory_records).where(r.namespace_id.in_(ids)))).rowcount
             await conn.execute(sa.delete(memory_tombstones).where(t.namespace_id.in_(ids)))
             await conn.execute(sa.delete(memory_namespaces).where(ns.id.in_(ids)))
         for row in found:  # this replica's copies go now; the others' at their next look (the row is gone)
             self._cache.pop((row.tenant_id, row.agent_id, row.user_id), None)
-            self.quota.forget(row.tenant_id)
+        for tenant, count, size in freed:
+            self.quota.removed(tenant, int(count), int(size))
         return len(ids), int(gone or 0)
 
     async def sweep(self, *, batch: int = 500) -> int:
