@@ -21,6 +21,8 @@ error messages, the documented examples) keeps that text inline instead.
 
 from __future__ import annotations
 
+import atexit
+import shutil
 import tempfile
 from decimal import Decimal
 from pathlib import PurePath
@@ -176,6 +178,7 @@ def _test_key_file() -> str:
     """This test process's own local KMS key file (made by the first seal, as the gateway's default is)."""
     if not _KEY_DIR:
         _KEY_DIR.append(tempfile.mkdtemp(prefix="mh-test-kms-"))
+        atexit.register(shutil.rmtree, _KEY_DIR[0], True)  # each run's: /tmp does not keep them
     return f"{_KEY_DIR[0]}/multihome-kms.key"
 
 

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import datetime as dt
+import os
+import subprocess
+import sys
 from decimal import Decimal
 from pathlib import Path
 
@@ -50,7 +53,10 @@ def test_yaml_reads_back_to_the_same_values() -> None:
     assert back["storage"] == {"url": "sqlite+aiosqlite:////tmp/x.db"}
     assert back["metering"]["budgets"][0]["amount"] == "0.50"  # a money string stays a string
     assert back["contracts"]["commitments"][0]["starts_on"] == dt.date(2026, 1, 1)
-    assert list(back) == ["server", "storage", "metering", "contracts", "providers", "deployments", "model_groups"]
+    # with storage and no kms section: the test process's own key file (test below)
+    assert back["kms"]["local"]["key_file"].endswith("/multihome-kms.key")
+    sections = ["server", "storage", "metering", "contracts", "kms", "providers", "deployments", "model_groups"]
+    assert list(back) == sections
 
 
 def test_groups_share_their_fields_and_embeddings_say_so() -> None:
@@ -65,3 +71,22 @@ def test_a_single_route_config_is_a_valid_gateway_config() -> None:
     cfg = typed(single(server=api_keys("K"), group_fields={"retries": 0}))
     assert list(cfg.model_groups) == ["g"] and cfg.model_groups["g"].deployments == ["d"]
     assert cfg.deployments["d"].provider == "p" and cfg.server.api_keys_env == ["K"]
+
+
+def test_a_storage_configs_key_file_is_the_test_processs_own_and_goes_when_it_ends() -> None:
+    """A config with storage and no kms section gets a local key file in a directory of the test process's
+    own (not the checkout's default file), removed when the process ends (each run's were left in /tmp)."""
+    script = (
+        "import builders, pathlib\n"
+        "cfg = builders.config(providers={}, deployments={}, model_groups={}, storage={'url': 'sqlite:///x.db'})\n"
+        "key = pathlib.Path(cfg['kms']['local']['key_file'])\n"
+        "key.write_text('k')\n"
+        "print(key.parent)\n"
+    )
+    tests = Path(__file__).resolve().parent
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tests.parent / "src"), str(tests)])}
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=120)
+    assert done.returncode == 0, done.stderr
+    folder = Path(done.stdout.strip())
+    assert folder.name.startswith("mh-test-kms-"), done.stdout
+    assert not folder.exists()

@@ -76,3 +76,29 @@ async def test_the_memory_tool_tells_the_model_its_write_was_refused(limited):
     done = await tools.call({**item, "arguments": json.dumps({"text": "one too many"})}, "resp_1/1/mcp_1")
     assert done["status"] == "failed" and done["output"] is None
     assert "memory.per_tenant.max_records" in json.dumps(done["error"]), done["error"]
+
+
+async def test_deletes_make_room_without_reading_the_tenants_totals_again(limited):
+    reads = []
+    read = limited.quota._read
+
+    async def counted(tenant: str) -> tuple[int, int]:
+        reads.append(tenant)
+        return await read(tenant)
+
+    limited.quota._read = counted
+    first = await limited.write("t1", "bot", "u1", _records("one", "two", "three"))
+    for i in range(3):  # a tenant at its limit deleting and writing in turn: no aggregate each write
+        with pytest.raises(TenantStorageFull):
+            await limited.write("t1", "bot", "u2", _records("more"))
+        if i == 0:
+            assert await limited.delete("t1", first[0].id)
+            await limited.write("t1", "bot", "u2", _records("four"))
+        elif i == 1:
+            assert await limited.forget_user("t1", "u2") == (1, 1)
+            await limited.write("t1", "bot", "u3", _records("five"))
+        else:
+            assert await limited.delete_namespace("t1", "bot", "u3") == 1
+            await limited.write("t1", "bot", "u4", _records("six"))
+    assert reads == ["t1"]
+    assert (await limited.tenant_totals("t1"))[0] == 3

@@ -511,9 +511,8 @@ class StateStore(StoreBase):
         body, size = await self._seal(tenant, "conversations", conversation_id, {"metadata": metadata})
         sealed = await self._seal_items(tenant, conversation_id, items)
         added = size + sum(n for _, _, n in sealed)
-        await self.quota.admit(tenant, 1, added)
         key = held("conversations")
-        async with self._write() as conn:
+        async with self.quota.holding(tenant, 1, added), self._write() as conn:
             await conn.execute(
                 sa.insert(conversations).values(
                     id=conversation_id,
@@ -562,13 +561,15 @@ class StateStore(StoreBase):
                     conversation_items.c.conversation_id == conversation_id, conversation_items.c.tenant_id == tenant
                 )
             )
-            done = await conn.execute(
-                sa.delete(conversations).where(
-                    conversations.c.id == conversation_id, conversations.c.tenant_id == tenant
-                )
+            freed = await conn.scalar(
+                sa.delete(conversations)
+                .where(conversations.c.id == conversation_id, conversations.c.tenant_id == tenant)
+                .returning(conversations.c.size + conversations.c.item_bytes)
             )
-        self.quota.forget(tenant)
-        return bool(done.rowcount)
+        if freed is None:
+            return False
+        self.quota.removed(tenant, 1, int(freed))
+        return True
 
     async def append_items(
         self,
@@ -591,8 +592,6 @@ class StateStore(StoreBase):
         # A client's add is held to its tenant's limit; a turn's items are not (the turn is metered, and its
         # answer, served, is never lost).
         added = sum(n for _, _, n in sealed) if response_id is None else 0
-        if added:
-            await self.quota.admit(tenant, 0, added)
         # A keyed create's key is done with these items: an add's (named by its first item), or a turn's
         # that stores no response (`response_id`: what its key names).
         if response_id is not None:
@@ -605,7 +604,8 @@ class StateStore(StoreBase):
             mark(conn, key, made)
 
         try:
-            await self._commit(write, lock=conversation_id)
+            async with self.quota.holding(tenant, 0, added):
+                await self._commit(write, lock=conversation_id)
         except LookupError:
             return False
         self.quota.added(tenant, 0, added)
@@ -661,17 +661,17 @@ class StateStore(StoreBase):
         or result was checked against the items before the delete sees the conversation changed at its
         append (`expect_end`) and is checked again, so a result never lands after its call was deleted."""
 
-        def delete(conn: Connection) -> bool:
+        def delete(conn: Connection) -> int | None:
             size = conn.scalar(_DELETE_ITEM, {"conv": conversation_id, "item": item_id, "tenant": tenant})
-            if size is None:
-                return False
-            conn.execute(_SHRINK, {"conv": conversation_id, "bytes": size})
-            return True
+            if size is not None:
+                conn.execute(_SHRINK, {"conv": conversation_id, "bytes": size})
+            return size
 
-        deleted = await self._commit(delete, lock=conversation_id)
-        if deleted:
-            self.quota.forget(tenant)
-        return deleted
+        freed = await self._commit(delete, lock=conversation_id)
+        if freed is None:
+            return False
+        self.quota.removed(tenant, 0, freed)
+        return True
 
     async def _open_item(self, tenant: str, conversation_id: str, item_id: str, body: bytes) -> Item:
         return await self._open(tenant, "conversation_items", f"{conversation_id}/{item_id}", body)

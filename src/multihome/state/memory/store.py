@@ -448,8 +448,10 @@ class MemoryStore(StoreBase):
             plain = _encode(_Body(rec.text, rec.metadata, made.model, vec.astype(np.float16).tobytes()))
             sealed.append((await self.keyring.seal(tenant, PURPOSE, TABLE, rid, plain), len(plain)))
         # (a keyed write's records already there count too: a retry at the limit is refused, conservative)
-        await self.quota.admit(tenant, len(sealed), sum(size for _, size in sealed))
-        async with self._write(lock=f"memory:{tenant}:{agent_id}:{user_id}") as conn:
+        async with (
+            self.quota.holding(tenant, len(sealed), sum(size for _, size in sealed)),
+            self._write(lock=f"memory:{tenant}:{agent_id}:{user_id}") as conn,
+        ):
             ns_id, ttl, held = await self._namespace(conn, tenant, agent_id, user_id, now, create=True)
             first = await self._take_seqs(conn, ns_id, len(records), now)
             if first is None:  # the namespace was deleted (a user forgotten) since the read: a new one
@@ -557,12 +559,13 @@ class MemoryStore(StoreBase):
         r = memory_records.c
         async with self._write() as conn:
             row = (
-                await conn.execute(sa.select(r.namespace_id).where(r.id == record_id, r.tenant_id == tenant))
+                await conn.execute(sa.select(r.namespace_id, r.size).where(r.id == record_id, r.tenant_id == tenant))
             ).first()
             if row is None:
                 return False
             deleted = await self._tombstone(conn, row.namespace_id, [record_id], _now())
-        self.quota.forget(tenant)
+        if deleted:
+            self.quota.removed(tenant, 1, row.size)
         return deleted
 
     async def _tombstone(self, conn: AsyncConnection, ns_id: str, ids: list[str], now: datetime) -> bool:
@@ -615,12 +618,21 @@ class MemoryStore(StoreBase):
             ids = [row.id for row in found]
             if not ids:
                 return 0, 0
+            # What they free, per tenant (the tenant's quota counts it at once; no aggregate of all its records)
+            freed = (
+                await conn.execute(
+                    sa.select(r.tenant_id, sa.func.count(), sa.func.coalesce(sa.func.sum(r.size), 0))
+                    .where(r.namespace_id.in_(ids))
+                    .group_by(r.tenant_id)
+                )
+            ).all()
             gone = (await conn.execute(sa.delete(memory_records).where(r.namespace_id.in_(ids)))).rowcount
             await conn.execute(sa.delete(memory_tombstones).where(t.namespace_id.in_(ids)))
             await conn.execute(sa.delete(memory_namespaces).where(ns.id.in_(ids)))
         for row in found:  # this replica's copies go now; the others' at their next look (the row is gone)
             self._cache.pop((row.tenant_id, row.agent_id, row.user_id), None)
-            self.quota.forget(row.tenant_id)
+        for tenant, count, size in freed:
+            self.quota.removed(tenant, int(count), int(size))
         return len(ids), int(gone or 0)
 
     async def sweep(self, *, batch: int = 500) -> int:
