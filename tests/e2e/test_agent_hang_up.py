@@ -111,7 +111,8 @@ def world(tmp_path, sqlite_database):
         audit=audit(tmp_path / "audit"),
         providers={"oa": simulated("openai", sim.url)},
         deployments={"oa": deployment("oa", "gpt-ah", price=price(1000, 2000))},
-        model_groups=groups({"gpt": "oa"}, retries=0),
+        # The gateway's own first-byte timeout far past the slow step: only the hang-up can end it.
+        model_groups=groups({"gpt": "oa"}, retries=0, timeouts={"first_byte_s": 600}),
         responses={"background": {"poll_s": 0.1, "event_flush_ms": 50}},
         egress={"allow_networks": ["127.0.0.0/8"]},  # the MCP test server listens on loopback
     )
