@@ -86,13 +86,16 @@ def _check_timed_out_row(row: tuple) -> int:
     return nanos
 
 
-def test_an_attempt_timed_out_after_its_request_was_sent_is_charged_its_prompt(world):
+@pytest.mark.parametrize("stream", [False, True], ids=["unary", "stream"])
+def test_an_attempt_timed_out_after_its_request_was_sent_is_charged_its_prompt(world, stream):
     gw, sim, db_url = world
     sim.fault(latency_ms=SLOW_MS, match="m-slow")
     client = openai.OpenAI(base_url=gw.url + "/v1", api_key=CLIENT_KEY, max_retries=0, timeout=30)
     raw = client.chat.completions.with_raw_response.create(
-        model="g", messages=[{"role": "user", "content": "a prompt the slow deployment read " * 20}]
+        model="g", messages=[{"role": "user", "content": "a prompt the slow deployment read " * 20}], stream=stream
     )
+    if stream:
+        assert [chunk for chunk in raw.parse()]  # read to its end
     assert raw.headers["x-multihome-deployment"] == "fast"
     assert raw.headers["x-multihome-attempts"].startswith("slow;outcome=timeout")
     request_id = raw.headers["x-request-id"]
