@@ -81,6 +81,8 @@ class World:
         assert done.status == "completed"
         (self.tmp / "calls.jsonl").unlink()
         self.sim.reset()
+        # Its two steps' usage rows written (the writer flushes apart from the answer), then forgotten.
+        until(lambda: self.rows("SELECT count(*) FROM usage_calls") == [(2,)], what="the warm-up's usage rows")
         with sqlite3.connect(self.db) as conn:
             conn.execute("DELETE FROM usage_calls")
 
@@ -154,11 +156,11 @@ def test_a_hang_up_during_a_model_step_ends_it_upstream_and_keeps_what_ran_as_ca
 
     # Metered: step 1 ok; step 2 cancelled (499), its prompt charged on a row of its own.
     def usage() -> list[tuple]:
-        got = world.rows("SELECT request_id, outcome, status, prompt_tokens FROM usage_calls ORDER BY request_id")
-        return got if len(got) == 3 else []
+        return world.rows("SELECT request_id, outcome, status, prompt_tokens FROM usage_calls ORDER BY request_id")
 
-    rows = until(usage, what="the steps' usage rows")
-    assert [(o, s) for _, o, s, _ in rows] == [("ok", 200), ("cancelled", 499), ("unserved", 499)]
+    until(lambda: len(usage()) >= 3, what="the steps' usage rows")
+    rows = usage()
+    assert [(o, s) for _, o, s, _ in rows] == [("ok", 200), ("cancelled", 499), ("unserved", 499)], rows
     assert rows[2][0] == rows[1][0] + ".1" and rows[2][3] > 0
 
 
