@@ -67,7 +67,7 @@ class World:
 
     def upstream_after_hang_up(self, expected: int) -> None:
         """The simulator was sent `expected` model steps, and no more come (the run stopped)."""
-        time.sleep(3)  # a run going on would make its next step within this (its tool call is 1 s)
+        time.sleep(3)  # a run that went on would make its next model step within this (at once, or after a 2 s tool)
         assert len(self.sim.requests()) == expected, [r.get("request_id") for r in self.sim.requests()]
 
     def stored(self) -> list[tuple]:
@@ -132,6 +132,8 @@ def world(tmp_path, sqlite_database):
 
 # The model calls the slow tool (2 s), then `record`, then answers: three model steps and two tool calls.
 SCRIPT = 'call tools__slow {"seconds": 2}\ncall tools__record {"note": "after"}'
+# For a client that gives up at its SDK timeout (2 s) while the slow tool (4 s) runs, on a busy machine too.
+LONG_TOOL = 'call tools__slow {"seconds": 4}\ncall tools__record {"note": "after"}'
 
 
 @pytest.mark.parametrize("stream", [False, True], ids=["unary", "stream"])
@@ -165,17 +167,17 @@ def test_a_hang_up_during_a_model_step_ends_it_upstream_and_keeps_what_ran_as_ca
 
 
 def test_a_hang_up_during_a_tool_call_lets_it_finish_then_stops(world):
-    """The client (the SDK, timeout 1 s) leaves while the slow tool runs: the call finishes and is kept, and
+    """The client (the SDK, timeout 2 s) leaves while the slow tool runs: the call finishes and is kept, and
     the run makes no further model step: one upstream call (the run would have made three)."""
     with pytest.raises(openai.APITimeoutError):
-        world.sdk(timeout=1).responses.create(model="gpt", input=SCRIPT, tools=[world.tool])
+        world.sdk(timeout=2).responses.create(model="gpt", input=LONG_TOOL, tools=[world.tool])
     [(response_id, status)] = until(lambda: world.stored(), what="the cancelled response to be stored")
     assert status == "cancelled"
     world.upstream_after_hang_up(1)  # only the step that asked for the slow call
     assert world.calls() == ["slow"]
     got = world.sdk(timeout=30).responses.retrieve(response_id)
     assert [i.type for i in got.output] == ["mcp_list_tools", "mcp_call"]
-    assert "slept 2.0" in got.output[1].output
+    assert "slept 4.0" in got.output[1].output
 
 
 def test_a_hang_up_before_any_tool_ran_stores_nothing(world):
@@ -193,7 +195,7 @@ def test_a_conversation_does_not_get_the_cancelled_turn(world):
     client = world.sdk(timeout=30)
     conv = client.conversations.create()
     with pytest.raises(openai.APITimeoutError):
-        world.sdk(timeout=1).responses.create(model="gpt", input=SCRIPT, tools=[world.tool], conversation=conv.id)
+        world.sdk(timeout=2).responses.create(model="gpt", input=LONG_TOOL, tools=[world.tool], conversation=conv.id)
     until(lambda: (s := world.stored()) and s[0][1] == "cancelled", what="the cancelled response")
     world.upstream_after_hang_up(1)
     assert client.conversations.items.list(conv.id).data == []
