@@ -104,9 +104,18 @@ def test_an_operator_session_by_names(cli, gateway):
     by_key = cli("usage", "--tenant", "acme", "--by", "key")
     assert by_key.splitlines()[0] == f"spend by key in tenant {tenant} (acme), the beginning to now"
     header, line = rows("\n".join(by_key.splitlines()[1:]))
-    assert header == ["KEY", "CALLS", "ERRORS", "INPUT TOKENS", "OUTPUT TOKENS", "OF WHICH REASONING", "COST"]
-    assert line[0].endswith("(app)") and line[1:3] == ["1", "0"] and line[5] == "0"
-    assert re.fullmatch(r"USD [\d,]+\.\d{4}", line[6])
+    assert header == [
+        "KEY",
+        "CALLS",
+        "ERRORS",
+        "UNSERVED",
+        "INPUT TOKENS",
+        "OUTPUT TOKENS",
+        "OF WHICH REASONING",
+        "COST",
+    ]
+    assert line[0].endswith("(app)") and line[1:4] == ["1", "0", "0"] and line[6] == "0"
+    assert re.fullmatch(r"USD [\d,]+\.\d{4}", line[7])
     hourly = rows("\n".join(cli("usage", "--tenant", "acme", "--by", "key", "--per", "hour").splitlines()[1:]))
     assert hourly[0][:2] == ["HOUR", "KEY"] and re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:00:00Z", hourly[1][0])
     org = rows("\n".join(cli("usage", "--by", "tenant", "--from", "2020-01-01").splitlines()[1:]))

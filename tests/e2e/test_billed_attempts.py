@@ -81,7 +81,9 @@ def test_a_refused_answer_failed_over_from_is_metered_budgeted_and_audited(world
 
     by_dep = until(lambda: (r := rows()).get("filtered") and r.get("backup") and r, what="both usage rows")
     filtered, backup = by_dep["filtered"], by_dep["backup"]
-    assert filtered["calls"] == 1 and filtered["completion_tokens"] > 0 and filtered["prompt_tokens"] > 0
+    # The refused answer is no call of a client's: an unserved answer at its deployment, tokens and cost counted.
+    assert (filtered["calls"], filtered["unserved"]) == (0, 1) and (backup["calls"], backup["unserved"]) == (1, 0)
+    assert filtered["completion_tokens"] > 0 and filtered["prompt_tokens"] > 0
     assert Decimal(filtered["cost"]) == _cost(filtered["prompt_tokens"], filtered["completion_tokens"], 3, 30)
     assert Decimal(backup["cost"]) == _cost(reply.usage.prompt_tokens, reply.usage.completion_tokens, 1, 10)
     total = Decimal(filtered["cost"]) + Decimal(backup["cost"])

@@ -103,6 +103,15 @@ class World:
         events = until(cancelled_events, what="three cancelled calls in the audit trail")
         assert {e.get("body", e)["endpoint"] for e in events} == {"responses"}
 
+        # Six rows, rightly: one per request id the gateway saw (the SDK's three tries) and one per request an
+        # upstream was sent. The usage summary counts the first as calls, the second as unserved answers.
+        [(own,)] = self.rows("SELECT count(*) FROM usage_calls WHERE request_id NOT LIKE '%.%'")
+        [(total,)] = self.rows("SELECT count(*) FROM usage_calls")
+        assert total == own + 3
+        [entry] = self.admin.get("/admin/v1/usage", params={"group_by": "tenant"}).json()["data"]
+        assert (entry["calls"], entry["unserved"]) == (own, 3)
+        assert entry["errors"] == 3  # the three cancelled calls; an unserved answer is not one more error
+
 
 @pytest.fixture(params=["native", "translated"])
 def world(request, simulator, tmp_path: Path, sqlite_database) -> Iterator[World]:

@@ -6,6 +6,7 @@ The sleep function is recorded instead of awaited so backoff decisions are visib
 from __future__ import annotations
 
 import asyncio
+import time
 
 import msgspec
 import pytest
@@ -228,7 +229,9 @@ async def _fanned(pieces: int, fail_at: int | None = None):
             join=lambda bodies: b"[" + b",".join(b[1:-1] for b in bodies) + b"]",
         )
         dep = catalog.groups["g"].deployments[0]
-        result = await attempts._unary_once(dep, catalog.groups["g"], req, lambda d, b, h: b'{"joined":%s}' % b)
+        result = await attempts._unary_once(
+            dep, catalog.groups["g"], req, lambda d, b, h: b'{"joined":%s}' % b, time.perf_counter()
+        )
         return result, peak, sorted(seen)
     finally:
         await catalog.close()

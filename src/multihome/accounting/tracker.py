@@ -511,8 +511,9 @@ class CallTracker(msgspec.Struct, eq=False):
 
     def _unserved(self, attempts: Sequence[Any]) -> None:
         """Charge the upstream answers the call got and did not serve (routing's `Attempt.billed`: a 200
-        refusal it failed over from, a hedge's loser that completed), and the requests it sent and cancelled
-        before their answer (a hedge lost, the client gone: the prompt's estimate, status 499): the provider
+        refusal it failed over from, a hedge's loser that completed), and the requests it sent and cancelled or
+        timed out before their answer (a hedge lost, the client gone, the attempt's own timeout: the prompt's
+        estimate, status 499): the provider
         bills each, so each is a call's worth of usage at its own deployment's prices, against the call's
         budgets and token limits, with a record of its own (`<request id>.<n>`, n its place in the attempts)
         to every sink."""
@@ -533,7 +534,7 @@ class CallTracker(msgspec.Struct, eq=False):
                     dep,
                     False,
                     (attempt,),
-                    499 if attempt.outcome == "cancelled" else 200,
+                    499 if attempt.outcome in _UNANSWERED else 200,
                     "unserved",
                     attempt.outcome,
                     books,
@@ -627,6 +628,9 @@ def _count(tokens: int) -> int:
     return min(max(tokens, 0), _MAX_COUNT)
 
 
+# An unserved attempt's outcomes that got no answer (a request sent, then cancelled or timed out): 499, as the
+# gateway, the upstream's client, closed it.
+_UNANSWERED = frozenset({"cancelled", "timeout"})
 _PRODUCED = frozenset({"ok", "stream_error"})  # outcomes that carry usage (as does any call an upstream answered)
 
 

@@ -26,8 +26,18 @@ HUNG_UP = "multihome.hung_up"
 # while its upstream call is in flight and nothing is stored yet: api/head_limit.py). The stateless model
 # calls' paths are always so, without it.
 CANCEL_ON_HANG_UP = "multihome.cancel_on_hang_up"
-# Set when the client hung up before the answer began and the call was not cancelled for it then.
+# Set when the client hung up (before the answer began; or, for a foreground agent run's stream, at any time):
+# a call not cancelled for it then stops at a point of its own choosing (api/responses/agent.py).
 CLIENT_LEFT = "multihome.client_left"
+
+
+def client_gone(scope: Scope, task: asyncio.Task[Any]) -> None:
+    """The client of `scope`'s call hung up: cancel the call's `task` if it said a hang-up may (CANCEL_ON_HANG_UP),
+    else note it (CLIENT_LEFT) for the call to read where it can stop whole."""
+    scope[CLIENT_LEFT] = True
+    if scope.get(CANCEL_ON_HANG_UP):
+        scope[HUNG_UP] = True
+        task.cancel()
 
 
 def hang_up_cancels(scope: Scope) -> None:

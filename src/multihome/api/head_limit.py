@@ -38,10 +38,11 @@ streams (api/render.py): the upstream call stops instead of running, and being b
 nobody reads, once per attempt. What the upstream produced is still charged (accounting/tracker.py
 `settle`). A stateful call says when a hang-up may cancel it (`asgi.hang_up_cancels`): a foreground
 Responses turn while its upstream call is in flight, before anything of it is stored (a hang-up that
-came earlier, while it read its state, is noted in its scope and ends it there). The rest of stateful
-work (storing an answer, background creates, agent runs, Conversations, memory, admin) runs to its end:
-a write cut short by a hang-up would be worse than the work. Cost on the plain path: one attribute store
-per request.
+came earlier, while it read its state, is noted in its scope and ends it there); a foreground agent run
+while a model step is in flight, and it stops itself at its next step or tool call otherwise
+(api/responses/agent.py). The rest of stateful work (storing an answer, a tool call, background creates,
+Conversations, memory, admin) runs to its end: a write cut short by a hang-up would be worse than the
+work. Cost on the plain path: one attribute store per request.
 """
 
 from __future__ import annotations
@@ -55,7 +56,7 @@ from typing import Any
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from ..schema.errors import ApiError
-from .asgi import CANCEL_ON_HANG_UP, CLIENT_LEFT, HUNG_UP
+from .asgi import HUNG_UP, client_gone
 from .pipeline import new_request_id
 from .routes import family_of
 
@@ -114,11 +115,11 @@ class HeadLimitedProtocol(HttpToolsProtocol):
             cycle, task = running
             if not cycle.response_started and not task.done():
                 scope = cycle.scope
-                if scope["path"] in _ABANDONED_ON_HANG_UP or scope.get(CANCEL_ON_HANG_UP):
+                if scope["path"] in _ABANDONED_ON_HANG_UP:
                     scope[HUNG_UP] = True
                     task.cancel()
-                else:  # told to a stateful call that enters its cancellable part later (asgi.hang_up_cancels)
-                    scope[CLIENT_LEFT] = True
+                else:  # a stateful call: cancelled only in its cancellable part, else told (asgi.client_gone)
+                    client_gone(scope, task)
 
     def _start_asgi_task(self, cycle: Any, app: Any) -> None:
         # uvicorn's own (0.55), keeping the task, which a hang-up before the answer cancels (connection_lost).

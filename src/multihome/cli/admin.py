@@ -720,6 +720,7 @@ def _usage(a: argparse.Namespace, api: Admin) -> None:
             f"{e['tenant_id']}/{named(e[by], names)}" if "tenant_id" in e else named(e[by], names),
             e["calls"],
             e["errors"],
+            e.get("unserved", 0),  # upstream answers billed and not served (docs/metering.md)
             e["prompt_tokens"],
             e["completion_tokens"],
             e.get("reasoning_tokens", 0),
@@ -727,7 +728,8 @@ def _usage(a: argparse.Namespace, api: Admin) -> None:
         )
         for i, e in enumerate(out["data"])
     ]
-    headers = [*([a.per] if a.per else []), by.replace("_", " "), "calls", "errors", "input tokens", "output tokens"]
+    headers = [*([a.per] if a.per else []), by.replace("_", " "), "calls", "errors", "unserved"]
+    headers += ["input tokens", "output tokens"]
     headers.append("of which reasoning")  # reasoning tokens are output tokens: counted in the column before
     print(table([*headers, "cost"], rows), end="")
 

@@ -67,14 +67,18 @@ async def usage_summary(
         keys.insert(0, _bucket(engine, interval).label("bucket"))
     q = sa.select(
         *keys,
-        sa.func.count().label("calls"),
+        # A call is a request a client made (its own row); an `unserved` row is an upstream answer or request
+        # the call was billed for and did not serve (accounting/tracker.py `_unserved`): counted apart, its
+        # tokens and cost in the totals. So three SDK give-ups are three calls with three unserved prompts.
+        sa.func.sum(sa.case((u.c.outcome == "unserved", 0), else_=1)).label("calls"),
+        sa.func.sum(sa.case((u.c.outcome == "unserved", 1), else_=0)).label("unserved"),
         sa.func.sum(u.c.prompt_tokens).label("prompt"),
         sa.func.sum(u.c.completion_tokens).label("completion"),
         sa.func.sum(u.c.cached_tokens).label("cached"),
         sa.func.sum(u.c.reasoning_tokens).label("reasoning"),
         sa.func.sum(u.c.cost_nanos).label("nanos"),
         sa.func.sum(sa.case((u.c.estimated, 1), else_=0)).label("estimated"),
-        sa.func.sum(sa.case((u.c.outcome != "ok", 1), else_=0)).label("errors"),
+        sa.func.sum(sa.case((u.c.outcome.not_in(("ok", "unserved")), 1), else_=0)).label("errors"),
         sa.func.avg(u.c.latency_ms).label("latency"),
         sa.func.max(u.c.latency_ms).label("latency_max"),
     ).group_by(col, u.c.currency)
@@ -98,13 +102,15 @@ async def usage_summary(
             **({"tenant_id": r.tenant_id} if per_tenant else {}),
             group_by: r.group,
             "currency": r.currency,
-            "calls": int(r.calls),
+            "calls": int(r.calls or 0),  # requests clients made (one per request id the gateway saw)
+            # upstream answers and requests the calls were billed for and did not serve (`<request id>.<n>`)
+            "unserved": int(r.unserved or 0),
             "prompt_tokens": int(r.prompt or 0),
             "completion_tokens": int(r.completion or 0),
             "cached_tokens": int(r.cached or 0),
             "reasoning_tokens": int(r.reasoning or 0),  # part of completion_tokens, as OpenAI counts it
-            "estimated_calls": int(r.estimated or 0),
-            "errors": int(r.errors or 0),  # calls whose outcome was not ok (denied, declined, failed)
+            "estimated_calls": int(r.estimated or 0),  # calls and unserved answers charged an estimate
+            "errors": int(r.errors or 0),  # calls whose outcome was not ok (denied, declined, failed, cancelled)
             "latency_ms_avg": round(float(r.latency or 0.0), 1),
             "latency_ms_max": round(float(r.latency_max or 0.0), 1),
             # Exact: integer nano-units summed by the database, divided by 10^9 in Decimal.

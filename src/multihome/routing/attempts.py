@@ -375,9 +375,9 @@ class _Walk(msgspec.Struct, eq=False):
             if self.request_id is not None:
                 req.headers = {**req.headers, "x-request-id": self.request_id}
             if self.stream:
-                result = await _stream_once(dep, self.group, req, self.forward_usage)
+                result = await _stream_once(dep, self.group, req, self.forward_usage, t0)
             else:
-                result = await _unary_once(dep, self.group, req, self.translate)
+                result = await _unary_once(dep, self.group, req, self.translate, t0)
         except asyncio.CancelledError as exc:
             self._cancelled(dep, t0, sent=exc.args != (UNSENT,))  # sent unless it waited for a connection
             raise
@@ -390,8 +390,9 @@ class _Walk(msgspec.Struct, eq=False):
         if result.kind == "ok":
             result.dropped = req.dropped or None
         elif result.peek is not None:
-            # A refusal the upstream answered (and billed, usage and all): the call is charged for it
-            # unless it is the answer served (`_answer`).
+            # A refusal the upstream answered (and billed, usage and all), or a request sent and timed out
+            # (UNANSWERED: the provider bills the prompt it read): the call is charged for it unless it is
+            # the answer served (`_answer`).
             attempt = self.attempts[-1]
             attempt.billed = (dep, result.peek)
             result.attempt = attempt
@@ -483,22 +484,28 @@ class _Walk(msgspec.Struct, eq=False):
 
 
 async def _unary_once(
-    dep: DeploymentRuntime, group: GroupRuntime, req: UpstreamRequest, translate: Translate
+    dep: DeploymentRuntime, group: GroupRuntime, req: UpstreamRequest, translate: Translate, t0: float
 ) -> _Result:
+    """One upstream request. `t0`: when the attempt began (perf_counter), which tells a timeout of the
+    connect from one of the answer (`_timed_out`)."""
     try:
         if req.fan_out:
             status, headers, body = await _post_fanned(dep, group, req)
         else:  # _post, inline: one coroutine less per call (the client follows no redirect: see _redirect)
             client, gate = group.clients[dep.name]
             if not gate.take():
-                await wait_permit(gate, group.timeouts[2])
+                try:
+                    await wait_permit(gate, group.timeouts[2])
+                except TimeoutError:  # no connection of the pool came free: nothing was sent
+                    return _Result(UNAVAILABLE, "timeout")
+                t0 = time.perf_counter()  # the request starts now
             try:
                 resp = await client.post(req.url, req.headers, req.body)
             finally:
                 gate.give()  # the answer is read whole (or the call is over): its connection is free
             status, headers, body = resp.status, resp.headers, resp.content  # type: ignore[assignment]  # pyqwest's Headers: a case-insensitive str mapping, not registered as one
     except TimeoutError:  # pyqwest's timeouts (connect, first byte or a later gap, total) are TimeoutErrors
-        return _Result(UNAVAILABLE, "timeout")
+        return _timed_out(group, t0)
     except UPSTREAM_ERRORS as exc:
         return _Result(UNAVAILABLE, _conn_label(exc))
     if 300 <= status < 400:
@@ -565,7 +572,7 @@ async def _post_fanned(
 
 
 async def _stream_once(
-    dep: DeploymentRuntime, group: GroupRuntime, req: UpstreamRequest, forward_usage: bool
+    dep: DeploymentRuntime, group: GroupRuntime, req: UpstreamRequest, forward_usage: bool, t0: float
 ) -> _Result:
     client, gate = group.clients[dep.name]
     # The permit is held until the stream's connection is free again: its end read, or its close done.
@@ -574,11 +581,12 @@ async def _stream_once(
             await wait_permit(gate, group.timeouts[2])
         except TimeoutError:
             return _Result(UNAVAILABLE, "timeout")
+        t0 = time.perf_counter()  # the request starts now
     try:  # the client follows no redirect: see _redirect
         resp = await client.stream("POST", req.url, req.headers, req.body)
     except TimeoutError:
         gate.give()
-        return _Result(UNAVAILABLE, "timeout")
+        return _timed_out(group, t0)
     except UPSTREAM_ERRORS as exc:
         gate.give()
         return _Result(UNAVAILABLE, _conn_label(exc))
@@ -603,11 +611,32 @@ async def _stream_once(
         first = await relay.first()
     except StreamBroken as exc:
         relay.close()
+        if exc.label == "timeout":  # the head came, its first event did not: the request was read, and is billed
+            return _Result(UNAVAILABLE, "timeout", peek=UNANSWERED)  # type: ignore[arg-type]
         return _Result(UNAVAILABLE, exc.label)
     except BaseException:
         relay.close()
         raise
     return _Result("ok", "ok", status=200, stream=relay, first=first)
+
+
+def _timed_out(group: GroupRuntime, t0: float) -> _Result:
+    """An attempt that pyqwest timed out. Sent, it is billed by its provider (the prompt it read) and carries
+    that for the call's accounting (UNANSWERED, as a request cancelled once sent); timed out while it
+    connected, nothing was sent. pyqwest raises the same TimeoutError, with the same words, for its connect,
+    read and total timeouts, so the time tells them apart: a read timeout comes no sooner than `first_byte_s`
+    after the request began, a total one no sooner than `total_s`; one sooner than both was the connect's.
+    (With `connect_s` at or past the sooner of the two a connect timeout cannot be told apart: charged.)"""
+    _, first_byte_s, total_s = group.timeouts
+    least = first_byte_s if total_s is None else min(first_byte_s, total_s)
+    if time.perf_counter() - t0 < least - _TIMER_SLACK_S:
+        return _Result(UNAVAILABLE, "timeout")
+    return _Result(UNAVAILABLE, "timeout", peek=UNANSWERED)  # type: ignore[arg-type]
+
+
+# How much sooner than its deadline a timer of pyqwest's (Tokio's) may be seen to fire, measured from before the
+# request was handed to it: none (both clocks are the monotonic one); a millisecond for rounding.
+_TIMER_SLACK_S = 0.001
 
 
 def _redirect(status: int) -> _Result:

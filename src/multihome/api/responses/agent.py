@@ -24,6 +24,11 @@ there: no completed model call is made again, no completed tool call runs again.
 carries an idempotency key (`<response id>/<step>/<item>`, in the MCP request's `_meta`), the same
 in every run. Every model step and tool call is an `agent_step` audit event.
 
+A foreground run whose client hangs up stops whole (docs/agents.md, "A client that hangs up"): a model
+step in flight is cancelled with its upstream call (the request's task is cancelled only then: `_cut`), a
+tool call in flight runs to its end, nothing comes after, and once a tool ran the response is kept
+`cancelled` with what it did; nobody is answered (ClientGone). A background run runs on.
+
 Upstream steps are always streamed (so the stream a client gets is live); a unary create drains the
 same events. Before anything ran, a failure is the plain HTTP error a turn would give; after a tool
 ran, the response is kept as `failed` with what was done, so no side effect is lost from the record.
@@ -31,7 +36,9 @@ ran, the response is kept as `failed` with what was done, so no side effect is l
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
+import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field, replace
@@ -55,7 +62,7 @@ from ...state.memory.tools import MemoryTools, parse_tool
 from ...tools.egress import EgressPolicy
 from ...tools.names import SEPARATOR
 from ...tools.toolbox import Toolbox
-from ..asgi import Header
+from ..asgi import CANCEL_ON_HANG_UP, CLIENT_LEFT, HUNG_UP, ClientGone, Header, Scope
 from ..memory_embeddings import caller_of
 from ..openai.errors import upstream_client_error
 from ..pipeline import Call, Pipeline, finish_refused
@@ -66,6 +73,8 @@ from .step_context import StepContext
 from .stream import ResponsesStream, converted
 from .translate import Shell, open_thinking
 
+log = logging.getLogger("multihome.responses")
+
 # Stores the final Response (with the stream's terminal event, for a background run's event log).
 Keep = Callable[[dict[str, Any], bytes], Awaitable[None]]
 # Commits the response so far with the run's journal; False: the response was cancelled or deleted.
@@ -74,6 +83,10 @@ Checkpoint = Callable[["AgentRun"], Awaitable[bool]]
 
 class Stopped(Exception):
     """The response was cancelled (or deleted) while its run went on: the run ends without writing."""
+
+
+class _Left(Exception):
+    """A foreground run's client hung up: the run stops before its next model step or tool call."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -257,8 +270,13 @@ class AgentRun:
         recorded: Callable[[str], Awaitable[bool]] | None = None,
         mark: Callable[[str], None] | None = None,
         admitted: Admitted | None = None,
+        foreground: Scope | None = None,
     ) -> None:
         self.pipeline = pipeline
+        # A foreground run's request scope: a client that hangs up stops it (`_left`, `_hung_up`). A background
+        # run (a job) has none: it runs on without its client.
+        self._fg = foreground
+        self._gone = False  # stopped because its client hung up
         self.limits = limits.narrowed(req)
         self.call = call
         self.body = body
@@ -310,11 +328,24 @@ class AgentRun:
             if first_step and not self.journal.todo and self.journal.stop is None and not approvals:
                 self._served = await self._model()
         except ApiError as err:
-            if not any(item["type"] == "mcp_call" for item in self.output):
+            if not self._acted():
                 await self.box.close()
                 raise  # nothing with a side effect ran: the client's plain error
             self._failure = err
+        except (_Left, asyncio.CancelledError) as exc:
+            self._cut(False)
+            if isinstance(exc, asyncio.CancelledError) and not self._hung_up():
+                self._end_step()
+                await self.box.close()
+                raise
+            self._end_step()  # the first step, cut: charged for what it was sent and produced
+            self._gone = True
+            if not self._acted():
+                await self.box.close()
+                self.call.status = 499
+                raise ClientGone() from None  # nothing with a side effect ran: nothing to keep, as a plain turn
         except BaseException:
+            self._end_step()
             await self.box.close()
             raise
 
@@ -335,8 +366,54 @@ class AgentRun:
         self.output.append(item)
         self._ran.append(item)
 
+    # -- a foreground run's client hanging up ----------------------------------------------------------
+    def _left(self) -> bool:
+        """Whether a foreground run's client hung up (api/asgi.py client_gone)."""
+        fg = self._fg
+        return fg is not None and bool(fg.get(CLIENT_LEFT))
+
+    def _cut(self, on: bool) -> None:
+        """Whether a hang-up may cancel the run now: while a model step is in flight (its upstream call ends
+        with it, charged for what it was sent and produced); never during a tool call or a write."""
+        if self._fg is not None:
+            self._fg[CANCEL_ON_HANG_UP] = on
+
+    def _hung_up(self) -> bool:
+        """In a CancelledError: whether it is the hang-up's cancel alone, taken back (the run then stops whole)."""
+        fg = self._fg
+        task = asyncio.current_task()
+        if fg is None or not fg.get(HUNG_UP) or task is None or task.cancelling() != 1:
+            return False  # a drain deadline, a shutdown: not the run's to handle
+        task.uncancel()
+        return True
+
+    def _acted(self) -> bool:
+        """Whether a tool call ran (a side effect outside the gateway, kept on record)."""
+        return any(item["type"] == "mcp_call" for item in self.output)
+
+    def _end_step(self) -> None:
+        """The step in flight, ended outside its relay: a durable run leaves it to the run that resumes it
+        (billed there, once); a foreground run's is charged for what it was sent and produced."""
+        step = self._step_call
+        if step is None:
+            return
+        if self._checkpoint is not None:
+            abandon(step)
+        else:
+            settle(step.tracker)
+
     async def _model(self) -> Served:
         """The next model step, admitted and answering (its stream not read yet)."""
+        if self._left():
+            raise _Left()
+        self._cut(True)
+        try:
+            return await self._admitted_step()
+        except BaseException:
+            self._cut(False)
+            raise
+
+    async def _admitted_step(self) -> Served:
         journal = self.journal
         journal.steps += 1
         thinking = self.shell.thinking
@@ -399,33 +476,45 @@ class AgentRun:
         try:
             if self._ran and self._failure is None:
                 await self.checkpoint()
-            while self._failure is None:
-                while journal.todo:  # the last step's items, in order: each call runs and is kept with its result
-                    item = journal.todo[0]
-                    if item["type"] == "mcp_call":
-                        item = await self._run_call(item)
-                        yield self._ended(item, len(self.output))
-                    self.output.append(item)
-                    del journal.todo[0]
-                    if item["type"] == "mcp_call":
-                        await self.checkpoint()
-                if journal.stop is not None:
-                    break
-                reason = self._limit()
-                if reason is not None:
-                    journal.stop = ["incomplete", reason, None]
-                    break
-                served = self._served
-                self._served = None
-                if served is None:
-                    try:
-                        served = await self._model()
-                    except ApiError as err:
-                        self._failure = err
+            try:
+                while self._failure is None and not self._gone:
+                    while journal.todo:  # the last step's items, in order: each call runs and is kept with its result
+                        item = journal.todo[0]
+                        if item["type"] == "mcp_call":
+                            if self._left():
+                                raise _Left()
+                            item = await self._run_call(item)
+                            yield self._ended(item, len(self.output))
+                        self.output.append(item)
+                        del journal.todo[0]
+                        if item["type"] == "mcp_call":
+                            await self.checkpoint()
+                    if journal.stop is not None:
                         break
-                async for piece in self._step(served):
-                    yield piece
-                await self.checkpoint()  # the model's answer, before any of its calls runs
+                    reason = self._limit()
+                    if reason is not None:
+                        journal.stop = ["incomplete", reason, None]
+                        break
+                    served = self._served
+                    self._served = None
+                    if served is None:
+                        try:
+                            served = await self._model()
+                        except ApiError as err:
+                            self._failure = err
+                            break
+                    async for piece in self._step(served):
+                        yield piece
+                    await self.checkpoint()  # the model's answer, before any of its calls runs
+            except (_Left, asyncio.CancelledError) as exc:
+                # A foreground run's client hung up: it stops whole. The step in flight ends with its upstream call
+                # (settled below); the calls the last step asked for and that have not run are not made; what
+                # ran stays, each call with its result.
+                self._cut(False)
+                if isinstance(exc, asyncio.CancelledError) and not self._hung_up():
+                    raise
+                self._gone = True
+                journal.todo = []
         except BaseException:
             # A durable run that stops here (its replica closing, its lease lost) leaves the step in
             # flight to the run that resumes it, under the same request id: billed there, once.
@@ -435,6 +524,8 @@ class AgentRun:
         finally:
             settle(self._step_call.tracker if self._step_call is not None else None)
             await self.box.close()
+        if self._gone:
+            await self._keep_cancelled()
         status, incomplete, error = journal.stop or ["completed", None, None]
         if self._failure is not None:
             status, incomplete = "failed", None
@@ -451,6 +542,19 @@ class AgentRun:
         self.response = response
         yield terminal
 
+    async def _keep_cancelled(self) -> None:
+        """A foreground run its client left: once a tool call ran, the response is kept `cancelled` with what
+        it did (each call with its result; no usage, as a cancelled background response), not appended to its
+        conversation; before, nothing is kept, as for a plain turn. Either way nobody is answered (ClientGone)."""
+        self.call.status = 499
+        if self._acted():
+            response = self.shell.render("cancelled", self.output, None)
+            try:
+                await self.keep(response, b"")
+            except Exception:  # nobody to tell: the calls' audit events and usage rows stand
+                log.exception("storing cancelled response %s failed", self.shell.id)
+        raise ClientGone()
+
     async def _step(self, served: Served) -> AsyncIterator[bytes]:
         """Stream one model step; its items become the journal's `todo`."""
         journal = self.journal
@@ -458,6 +562,7 @@ class AgentRun:
         conv.mcp = self._kind
         async for piece in self._relay(served, conv):
             yield piece
+        self._cut(False)  # the step is in: what follows (its audit, its calls) runs whole
         outcome = conv.outcome()
         self._add_usage(outcome.usage, served)
         kinds = {item["type"] for item in outcome.output}

@@ -24,7 +24,7 @@ from ...schema.tool_names import MAX_NAME
 from ...state import StateStore
 from ...state.pairs import BrokenPair
 from ...storage.errors import Conflict, UnreadableRow, unavailable
-from ..asgi import JSON, ClientGone, Header, Receive, Send
+from ..asgi import JSON, ClientGone, Header, Receive, Send, client_gone
 from ..drain import SseCut
 from ..kms_errors import kms_api_error
 from ..openai.chat import chat_request, chat_response
@@ -315,9 +315,12 @@ async def send_sse(
     events: AsyncIterator[bytes],
     headers: Sequence[Header] = (),
     closing: Callable[[str, str], bytes] | None = None,
+    stops_itself: bool = False,
 ) -> None:
-    """An SSE answer from `events`; a client that goes away ends it (a background response runs on;
-    an agent run's generator is closed, which settles its step). With `closing`, the drain deadline
+    """An SSE answer from `events`; a client that goes away ends it (a background response runs on).
+    `stops_itself` (a foreground agent run): a client that goes away is told to the run (asgi.client_gone),
+    which is cancelled only while it says so (a model step in flight) and otherwise stops at its next step
+    or tool call, where what it did is whole; its events are read on to that end, sent nowhere. With `closing`, the drain deadline
     (api/drain.py), or an ApiError `events` raises once the answer has begun (a store it cannot read), ends
     it with `closing(reason, code)`'s events and a proper end of the body: without, the answer was cut off
     mid-body and the client's read failed on it, with no error it could read (a resumable stream did not
@@ -334,7 +337,10 @@ async def send_sse(
         while (await receive())["type"] != "http.disconnect":
             pass
         gone.set()
-        task.cancel()
+        if stops_itself:
+            client_gone(call.scope, task)
+        else:
+            task.cancel()
 
     watcher = asyncio.create_task(watch())
     extra = [h for h in headers if h[0] != b"x-request-id"]
@@ -354,6 +360,9 @@ async def send_sse(
     except asyncio.CancelledError:
         if gone.is_set():
             task.uncancel()
+            if stops_itself:  # cancelled outside the run (in a send): it stops itself, its events sent nowhere
+                async for _ in events:
+                    pass
             raise ClientGone() from None
         if cut is None or closing is None or not cut.took(task):
             raise

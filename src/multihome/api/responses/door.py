@@ -68,6 +68,7 @@ from .turn_append import append_turn, checked_end
 log = logging.getLogger("multihome.responses")
 _encode = msgspec.json.encode
 MAX_ID = 40  # longer ids were never issued here
+_NOT_APPENDED = ("failed", "cancelled")  # a turn kept for retrieval that its conversation goes on without
 
 
 def not_found(response_id: str) -> ApiError:
@@ -268,10 +269,11 @@ class ResponsesDoor:
             prices=prices,
             memory=memory,
             admitted=self.agent.again(call),
+            foreground=call.scope,  # a client that hangs up stops the run (agent.py `_left`)
         )
         await run.begin()
         if req.stream:
-            await send_sse(call, receive, send, run.events(), run.headers, closing=run.cut_events)
+            await send_sse(call, receive, send, run.events(), run.headers, closing=run.cut_events, stops_itself=True)
             return
         out = _encode(await run.result())
         await send_json(call, send, 200, out, [JSON, *run.headers])
@@ -348,7 +350,8 @@ class ResponsesDoor:
         state = self.state
         assert state is not None  # create refused a request that needs one
         # A failed turn is kept (when stored) for retrieval, but the conversation goes on without it.
-        append = [*new, *response["output"]] if conv is not None and response["status"] != "failed" else []
+        # So is a cancelled one (a foreground agent run its client left: agent.py).
+        append = [*new, *response["output"]] if conv is not None and response["status"] not in _NOT_APPENDED else []
         record = None
         if shell.store:
             record = StoredResponse(
