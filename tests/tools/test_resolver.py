@@ -82,7 +82,11 @@ async def test_another_tenants_server_is_not_this_tenants(resolver, store):
         resolver, "t2", {"type": "mcp", "server_label": "x", "server_url": "https://crm.example.com/mcp"}
     )
     assert refused["code"] == "mcp_server_not_registered"
-    for bad in ({"type": "mcp", "server_label": "x", "connector_id": "connector_gmail"}, {"type": "mcp"}):
+    for bad in (
+        {"type": "mcp", "server_label": "x", "connector_id": "connector_gmail"},
+        {"type": "mcp", "server_label": "crm", "tunnel_id": "tun_1"},  # even beside a registered server's name
+        {"type": "mcp"},
+    ):
         assert (await _refused(resolver, "t1", bad))["param"] == "tools[0]"
     refused = await _refused(resolver, "t1", {"type": "mcp", "server_label": "x", "server_url": "file:///etc/passwd"})
     assert refused["param"] == "tools[0].server_url"
