@@ -30,6 +30,8 @@ SECRETS = {
     "MH_RF_A1": "mh-refusals-anthropic-1",
     "MH_RF_A2": "mh-refusals-anthropic-2",
     "MH_RF_DAY": "mh-refusals-day-budget",
+    "MH_RF_C1": "mh-refusals-count-tokens-1",
+    "MH_RF_C2": "mh-refusals-count-tokens-2",
 }
 RPM, TPM = 2, 100
 HI = [{"role": "user", "content": "hi"}]
@@ -40,7 +42,7 @@ GO = r"(\d+m)?\d+(\.\d+)?(ms|s)"  # a Go duration, as OpenAI writes its reset ti
 def gateway(tmp_path_factory) -> Iterator[Gateway]:
     tmp = tmp_path_factory.mktemp("refusals")
     sim = Simulator("openai", "refusals-openai")
-    rates = [{"scope": "key", "id": f"env:{env}", "requests_per_minute": RPM} for env in SECRETS if env[6] in "RA"] + [
+    rates = [{"scope": "key", "id": f"env:{env}", "requests_per_minute": RPM} for env in SECRETS if env[6] in "RAC"] + [
         {"scope": "key", "id": f"env:{env}", "tokens_per_minute": TPM} for env in SECRETS if env[6] == "T"
     ]
     gw = None
@@ -158,3 +160,17 @@ def test_a_used_up_budget_names_itself_and_its_reset_and_retry_after_points_ther
     wait = int(headers["retry-after"])
     assert abs((asked + wait) - reset.timestamp()) <= 30, (wait, reset)
     assert abs(int(headers["retry-after-ms"]) / 1000 - wait) <= 1
+
+
+def test_count_tokens_spends_no_rate_limit(gateway):
+    """docs/anthropic-front-door.md: count_tokens is an estimate; nothing is metered. Twice a minute's
+    requests of counting leave the whole minute's requests for messages."""
+
+    def run(env: str) -> None:
+        client = anthropic.Anthropic(base_url=gateway.url, api_key=SECRETS[env], max_retries=0, timeout=20)
+        for _ in range(2 * RPM):
+            assert client.messages.count_tokens(model="gpt", messages=HI).input_tokens > 0
+        for _ in range(RPM):
+            client.messages.create(model="gpt", max_tokens=10, messages=HI)
+
+    in_one_minute(run, ["MH_RF_C1", "MH_RF_C2"])
