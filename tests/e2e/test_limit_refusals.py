@@ -150,6 +150,7 @@ def test_a_used_up_budget_names_itself_and_its_reset_and_retry_after_points_ther
     )
     message = err.body["message"]
     assert message.startswith("Budget exceeded: key env:MH_RF_DAY's daily budget of 0.0000001 USD is used up"), message
+    assert re.search(r"this call could cost up to \d+\.\d{6} USD\)", message), message  # an amount names its currency
     # Which period's end: the next UTC midnight (unless the call straddled it).
     ends = re.search(r"It resets at (\S+Z)\.", message)
     assert ends, message

@@ -860,7 +860,7 @@ class Limiter:
             return ApiError(
                 429,
                 f"Budget exceeded: {b.describe()} is used up ({used:.6f} {b.currency} spent or reserved by calls in "
-                f"flight; this call could cost up to {want:.6f}).{when} Ask your tenant admin to raise the budget.",
+                f"flight; this call could cost up to {want:.6f} {b.currency}).{when} Ask your tenant admin to raise the budget.",
                 type="insufficient_quota",
                 code="budget_exceeded",
                 headers=no_retry(headers),  # spent stays spent: nothing frees it within a retry's wait
