@@ -24,6 +24,23 @@ XSS = "\"'><img src=x data-xss onerror=alert(1)><svg data-xss onload=alert(2)>{{
 
 
 @pytest.fixture(scope="module")
+def browser():
+    """One Chromium for the module's tests (each makes contexts of its own)."""
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        yield b
+        b.close()
+
+
+@pytest.fixture(autouse=True)
+def _own_contexts(browser):
+    """What a test opened in the shared browser is closed when it ends."""
+    yield
+    for context in browser.contexts:
+        context.close()
+
+
+@pytest.fixture(scope="module")
 def demo(tmp_path_factory):
     d = Demo(tmp_path_factory.mktemp("console-hostile"))
     yield d
@@ -66,78 +83,99 @@ def _no_script_ran(page: Page, dialogs: list[str], where: str) -> None:
     assert not dialogs, f"{where}: a dialog opened: {dialogs}"
 
 
-def test_no_hostile_string_runs_on_any_page(demo):
+def _opened(like: Page, paths: list[str], dialogs: list[str], root: str, prefix: str = "") -> dict[str, Page]:
+    """Each of `paths` in a tab of its own in `like`'s browser context (its session), each checked as
+    `_no_script_ran`. The tabs load side by side: each tab's wait for its network to go quiet (half a second
+    at least) overlaps the others' instead of following them."""
+    pages: dict[str, Page] = {}
+    try:
+        for path in paths:
+            page = like.context.new_page()
+            page.on("dialog", lambda d, path=path: (dialogs.append(f"{prefix}{path}: {d.message}"), d.dismiss()))
+            pages[path] = page
+            page.goto(root + path)
+        for path, page in pages.items():
+            _no_script_ran(page, dialogs, prefix + path)
+    except BaseException:
+        for page in pages.values():
+            page.close()
+        raise
+    return pages
+
+
+def _close(pages: dict[str, Page]) -> None:
+    for page in pages.values():
+        page.close()
+
+
+def test_no_hostile_string_runs_on_any_page(demo, browser):
     world = _hostile_tenant(demo)
     tenant = world["tenant"]
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
-        try:
-            dialogs: list[str] = []
-            org = login(browser, demo, demo.admin_key)
-            org.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
-            expect(org).to_have_url(re.compile(r"/console/overview$"))
-            # Pages that must show the payload as text (so the check can fail); the audit trail's events are
-            # shown as JSON, where it is escaped (\u003c).
-            shown_as_text = {f"/console/tenants/{tenant}", "/console/tenants"}
-            for path in (
-                f"/console/tenants/{tenant}",
-                "/console/tenants",
-                f"/console/overview?tenant={tenant}",
-                "/console/routing",
-                f"/console/spend?tenant={tenant}&group_by=team",
-                f"/console/spend?tenant={tenant}&group_by=key",
-                f"/console/audit?tenant={tenant}",
-                f"/console/audit?request_id={quote(world['served'])}",
-                f"/console/audit?request_id={quote(XSS)}&since={quote(XSS)}",
-                f"/console/state?tenant={tenant}",
-                "/console/contracts",
-                f"/console/overview?tenant={quote(XSS)}",
-                f"/console/state/runs/run_x?tenant={quote(XSS)}",
-                f"/console/nope{quote(XSS)}",
-            ):
-                org.goto(demo.root + path)
-                _no_script_ran(org, dialogs, path)
-                if path in shown_as_text:
-                    expect(org.locator("body")).to_contain_text(XSS)  # as text, the template syntax unevaluated
-            # The route-explain form with the payload as the key id and the tenant.
-            org.goto(demo.root + "/console/routing")
-            org.fill("input[name=tenant]", XSS)
-            org.fill("input[name=key_id]", XSS)
-            org.click("button:has-text('Explain')")
-            _no_script_ran(org, dialogs, "route explain")
-            # A key and a team made in the browser with the payload as their names.
-            org.goto(f"{demo.root}/console/tenants/{tenant}")
-            org.fill("form[action$='/keys'] input[name=name]", "browser " + XSS)
-            org.click("button:has-text('Create key')")
-            _no_script_ran(org, dialogs, "key created")
-            expect(org.locator("section.secret")).to_contain_text(XSS)
-            org.fill("form[action$='/teams'] input[name=name]", "browser team " + XSS)
-            org.click("button:has-text('Create team')")
-            _no_script_ran(org, dialogs, "team created")
+    dialogs: list[str] = []
+    org = login(browser, demo, demo.admin_key)
+    org.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
+    expect(org).to_have_url(re.compile(r"/console/overview$"))
+    # Pages that must show the payload as text (so the check can fail); the audit trail's events are
+    # shown as JSON, where it is escaped (\u003c).
+    shown_as_text = {f"/console/tenants/{tenant}", "/console/tenants"}
+    paths = [
+        f"/console/tenants/{tenant}",
+        "/console/tenants",
+        f"/console/overview?tenant={tenant}",
+        "/console/routing",
+        f"/console/spend?tenant={tenant}&group_by=team",
+        f"/console/spend?tenant={tenant}&group_by=key",
+        f"/console/audit?tenant={tenant}",
+        f"/console/audit?request_id={quote(world['served'])}",
+        f"/console/audit?request_id={quote(XSS)}&since={quote(XSS)}",
+        f"/console/state?tenant={tenant}",
+        "/console/contracts",
+        f"/console/overview?tenant={quote(XSS)}",
+        f"/console/state/runs/run_x?tenant={quote(XSS)}",
+        f"/console/nope{quote(XSS)}",
+    ]
+    pages = _opened(org, paths, dialogs, demo.root)
+    for path in shown_as_text:
+        expect(pages[path].locator("body")).to_contain_text(XSS)  # as text, the template syntax unevaluated
+    _close(pages)
+    # The route-explain form with the payload as the key id and the tenant.
+    org.goto(demo.root + "/console/routing")
+    org.fill("input[name=tenant]", XSS)
+    org.fill("input[name=key_id]", XSS)
+    org.click("button:has-text('Explain')")
+    _no_script_ran(org, dialogs, "route explain")
+    # A key and a team made in the browser with the payload as their names.
+    org.goto(f"{demo.root}/console/tenants/{tenant}")
+    org.fill("form[action$='/keys'] input[name=name]", "browser " + XSS)
+    org.click("button:has-text('Create key')")
+    _no_script_ran(org, dialogs, "key created")
+    expect(org.locator("section.secret")).to_contain_text(XSS)
+    org.fill("form[action$='/teams'] input[name=name]", "browser team " + XSS)
+    org.click("button:has-text('Create team')")
+    _no_script_ran(org, dialogs, "team created")
 
-            # The tenant's own admin, on its pages.
-            owner = login(browser, demo, world["owner"])
-            owner.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
-            expect(owner).to_have_url(re.compile(r"/console/overview$"))
-            for path in ("/console/overview", "/console/tenants", "/console/audit", "/console/state", "/console/spend"):
-                owner.goto(demo.root + path)
-                _no_script_ran(owner, dialogs, "tenant-admin " + path)
-            expect(owner.locator("header")).to_contain_text(tenant)
+    # The tenant's own admin, on its pages.
+    owner = login(browser, demo, world["owner"])
+    owner.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
+    expect(owner).to_have_url(re.compile(r"/console/overview$"))
+    paths = ["/console/overview", "/console/tenants", "/console/audit", "/console/state", "/console/spend"]
+    pages = _opened(owner, paths, dialogs, demo.root, "tenant-admin ")
+    for page in pages.values():
+        expect(page.locator("header")).to_contain_text(tenant)
+    _close(pages)
 
-            # The login form, from a link with the payload in `next` and `notice`.
-            stranger = browser.new_context().new_page()
-            stranger.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
-            stranger.goto(f"{demo.root}/console/login?next={quote('/console/' + XSS)}&notice={quote(XSS)}")
-            _no_script_ran(stranger, dialogs, "login form")
-            stranger.fill("input[name=key]", demo.admin_key)
-            stranger.click("button[type=submit]")
-            _no_script_ran(stranger, dialogs, "after login")
-            assert stranger.url.startswith(demo.root + "/console/")
-        finally:
-            browser.close()
+    # The login form, from a link with the payload in `next` and `notice`.
+    stranger = browser.new_context().new_page()
+    stranger.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
+    stranger.goto(f"{demo.root}/console/login?next={quote('/console/' + XSS)}&notice={quote(XSS)}")
+    _no_script_ran(stranger, dialogs, "login form")
+    stranger.fill("input[name=key]", demo.admin_key)
+    stranger.click("button[type=submit]")
+    _no_script_ran(stranger, dialogs, "after login")
+    assert stranger.url.startswith(demo.root + "/console/")
 
 
-def test_a_tenant_admin_sees_nothing_of_another_tenant_on_any_page(demo):
+def test_a_tenant_admin_sees_nothing_of_another_tenant_on_any_page(demo, browser):
     """The demo's own tenants (Acme Retail, Globex Bank) have keys, teams, policies, budgets, calls and denials;
     the admin of a new tenant, with calls of its own, opens every page its role may: none of theirs is on it."""
     admin = demo.admin
@@ -154,27 +192,24 @@ def test_a_tenant_admin_sees_nothing_of_another_tenant_on_any_page(demo):
         for resource in ("keys", "teams"):
             for row in admin.get(f"/tenants/{other}/{resource}").json()["data"]:
                 others |= {row["id"], row["name"]}
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
-        try:
-            page = login(browser, demo, owner["key"])
-            expect(page).to_have_url(re.compile(r"/console/overview$"))
-            for path in (
-                "/console/overview",
-                "/console/routing",
-                "/console/tenants",
-                "/console/spend",
-                "/console/spend?group_by=key",
-                "/console/audit",
-                "/console/state",
-            ):
-                page.goto(demo.root + path)
-                page.wait_for_load_state("networkidle")
-                html = page.content()
-                assert "Initech" in html or tenant in html, path
-                shown = sorted(o for o in others if o in html)
-                assert not shown, f"{path} shows another tenant's {shown}"
-            csv = page.request.get(demo.root + "/console/spend.csv?group_by=key")
-            assert csv.ok and not [o for o in others if o in csv.text()]
-        finally:
-            browser.close()
+    page = login(browser, demo, owner["key"])
+    expect(page).to_have_url(re.compile(r"/console/overview$"))
+    paths = [
+        "/console/overview",
+        "/console/routing",
+        "/console/tenants",
+        "/console/spend",
+        "/console/spend?group_by=key",
+        "/console/audit",
+        "/console/state",
+    ]
+    dialogs: list[str] = []
+    pages = _opened(page, paths, dialogs, demo.root)
+    for path, tab in pages.items():
+        html = tab.content()
+        assert "Initech" in html or tenant in html, path
+        shown = sorted(o for o in others if o in html)
+        assert not shown, f"{path} shows another tenant's {shown}"
+    _close(pages)
+    csv = page.request.get(demo.root + "/console/spend.csv?group_by=key")
+    assert csv.ok and not [o for o in others if o in csv.text()]

@@ -29,8 +29,17 @@ ADMIN_KEY = "mh-bootstrap-admin-key-for-console-logout"
 BOUND_S = 2.0
 
 
+@pytest.fixture(scope="module")
+def chromium():
+    """One browser for both stores' replicas (each test makes contexts of its own)."""
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        yield browser
+        browser.close()
+
+
 @pytest.fixture(scope="module", params=["sqlite", "postgresql"])
-def world(request, tmp_path_factory):
+def world(request, tmp_path_factory, chromium):
     tmp = tmp_path_factory.mktemp(f"console-logout-{request.param}")
     db = head_database(request, request.param, tmp)  # migrated: the replicas start together
     cfg = single(
@@ -47,11 +56,10 @@ def world(request, tmp_path_factory):
     gateways = [Gateway(cfg, tmp, env, wait=False) for _ in (1, 2)]
     try:
         started_together(*gateways)
-        with sync_playwright() as p:
-            browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
-            yield gateways, browser
-            browser.close()
+        yield gateways, chromium
     finally:
+        for context in chromium.contexts:  # the store's sessions end with its replicas
+            context.close()
         logs = [g.stop() for g in gateways]
     for log in logs:
         assert ADMIN_KEY not in log

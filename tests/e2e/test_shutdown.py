@@ -255,13 +255,13 @@ def test_workers_drain_with_the_flags_deadline(tmp_path):
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
-def test_a_second_stop_signal_ends_what_is_open_at_once_and_still_writes_every_row(tmp_path, sig):
+def test_a_second_stop_signal_ends_what_is_open_at_once_and_still_writes_every_row(tmp_path, sig, sqlite_database):
     """Documented (docs/serving.md): the second signal brings the drain deadline forward to now. Before, a
     second SIGTERM changed nothing (the 600 s deadline held), and a second SIGINT made uvicorn skip the
     lifespan shutdown: no queued row written, the stream dropped without an error event, tracebacks, then
     a process hung on the threads nothing had stopped."""
     db = tmp_path / "m.db"
-    env = {"MH_TEST_DB": f"sqlite+aiosqlite:///{db}"}
+    env = {"MH_TEST_DB": sqlite_database(db.name)}  # at the head revision: the start does not migrate
 
     def held(url: str) -> dict:  # usage rows wait in memory for shutdown
         return {**_drain_config(600, tmp_path / "audit")(url), "metering": {"writer": {"flush_interval_ms": 60000}}}

@@ -247,7 +247,9 @@ def _sigterm_mid_load(tmp_path: Path, db: str, rounds: int) -> None:
                 for _, e in AuditReader(str(tmp_path / "audit")).iter_events(Filters(kind="call"))
             }
             assert set(seen.answered) <= audited, set(seen.answered) - audited
-        # The background responses handed back at each stop are finished by the next gateway on the database.
+        # The background responses handed back at each stop are finished by the next gateway on the database
+        # (each runs its turn again: quick now, the 4 s was there to be under way at a signal).
+        sim.clear_faults()
         gw = Gateway(_config(tmp_path, db, sim), tmp_path, env)
         try:
             client = _client(gw, key)
@@ -264,17 +266,18 @@ def test_sigterm_under_load_loses_nothing_and_logs_no_traceback(tmp_path, db_url
     _sigterm_mid_load(tmp_path, db_url, rounds=3)
 
 
-def test_sigterm_with_postgresql_down_exits_in_bounded_time_and_the_next_start_writes_the_rows(tmp_path):
+def test_sigterm_with_postgresql_down_exits_in_bounded_time_and_the_next_start_writes_the_rows(
+    tmp_path, pg_server, pg_database
+):
     """The database is gone when the stop comes: the answered calls' rows are in the usage spool, so the
     stop does not wait out the 30 s the usage writer gives a database without one (docs/metering.md), nor
     the head registry's 5 s (docs/audit.md): it says in one warning how many rows wait in the spool, logs
     no error (nothing is lost), and the next start writes the rows."""
-    from pg import PostgresServer  # a server of its own: this test stops it
-
-    pg = PostgresServer()
+    pg = pg_server  # the worker's server, stopped for this test and started again however it ends
+    paused = False
     sim = Simulator("openai", "oa-pg-down")
     try:
-        db = pg.migrated_database()
+        db = pg_database()
         cfg = {
             **_config(tmp_path, db, sim),
             "server": {"drain_timeout_s": DRAIN_S, "api_keys_env": ["MH_LOAD_CLIENT"]},
@@ -292,6 +295,7 @@ def test_sigterm_with_postgresql_down_exits_in_bounded_time_and_the_next_start_w
             ask = client.chat.completions.with_raw_response.create
             answered += [ask(model="quick", messages=USER).headers["x-request-id"] for _ in range(2)]
             pg.pause()
+            paused = True
             answered += [ask(model="quick", messages=USER).headers["x-request-id"] for _ in range(3)]
             sent = time.monotonic()
             gw.popen.send_signal(signal.SIGTERM)
@@ -314,6 +318,7 @@ def test_sigterm_with_postgresql_down_exits_in_bounded_time_and_the_next_start_w
         assert "the head registry did not take the last checkpoints" in log, told  # a warning: the files hold them
         assert "their calls' usage rows stay in the usage spool, and the next start accrues them" in log, told
         pg.resume()
+        paused = False
         gw = Gateway(cfg, tmp_path, env)  # replays the spool before it is ready
         log = gw.stop()
         assert "Traceback" not in log, _told(log)
@@ -322,4 +327,5 @@ def test_sigterm_with_postgresql_down_exits_in_bounded_time_and_the_next_start_w
         assert set(answered) <= asyncio.run(_accrued(db)), "every answered call accrues to the share, once back"
     finally:
         sim.stop()
-        pg.stop()
+        if paused:
+            pg.resume()
