@@ -144,9 +144,17 @@ def _drive(client: openai.OpenAI, seen: _Traffic, call) -> None:
             call(client, seen)
         except openai.APIConnectionError as exc:
             # After the signal: refused, or reset while still in the kernel's accept queue when the listening
-            # socket closed (the gateway never read it; the SDKs retry both). That none of these had been
-            # taken in is checked below: every call the provider received has its usage row.
-            if seen.signalled.is_set() and isinstance(exc.__cause__, (httpx.ConnectError, httpx.ReadError)):
+            # socket closed, or closed by uvicorn's shutdown as a connection without a request yet (accepted
+            # just before the socket closed, its bytes not yet read: the gateway never read it; the SDKs
+            # retry all three). That none of these had been taken in is checked below: every call the
+            # provider received has its usage row.
+            if seen.signalled.is_set() and (
+                isinstance(exc.__cause__, (httpx.ConnectError, httpx.ReadError))
+                or (
+                    isinstance(exc.__cause__, httpx.RemoteProtocolError)
+                    and "without sending a response" in str(exc.__cause__)
+                )
+            ):
                 with seen.lock:
                     seen.refused += 1
                 return
