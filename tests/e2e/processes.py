@@ -7,6 +7,7 @@ import ssl
 import subprocess
 import sys
 import time
+from decimal import Decimal
 from pathlib import Path
 
 import httpx
@@ -273,3 +274,16 @@ def started_together(*gateways: Gateway) -> list[Gateway]:
             gw.stop()
         raise
     return list(gateways)
+
+
+def key_budget_spent(gw: Gateway, admin_key: str, key_id: str) -> Decimal:
+    """What the default tenant's budget of key `key_id` holds spent or reserved, as the admin API reports it."""
+    resp = httpx.get(
+        f"{gw.url}/admin/v1/tenants/default/budgets",
+        params={"key": key_id},
+        headers={"authorization": f"Bearer {admin_key}"},
+        timeout=10,
+    )
+    assert resp.status_code == 200, resp.text
+    [budget] = [b for b in resp.json()["data"] if b["scope"] == "key" and b["scope_id"] == key_id]
+    return Decimal(budget["spent_or_reserved"])

@@ -21,7 +21,7 @@ from multihome.metering.tables import usage_calls
 from multihome.storage.engine import create_engine
 
 from .helpers import until
-from .processes import Gateway
+from .processes import Gateway, key_budget_spent
 
 CLIENT_KEY, ADMIN_KEY = "mh-timeout-billing-client", "mh-timeout-billing-admin"
 SECRETS = {"MH_TB_CLIENT": CLIENT_KEY, "MH_TB_ADMIN": ADMIN_KEY}
@@ -67,15 +67,7 @@ async def _rows(db_url: str) -> dict[str, tuple]:
 
 
 def _spent(gw: Gateway) -> Decimal:
-    resp = httpx.get(
-        f"{gw.url}/admin/v1/tenants/default/budgets",
-        params={"key": KEY_ID},
-        headers={"authorization": f"Bearer {ADMIN_KEY}"},
-        timeout=10,
-    )
-    assert resp.status_code == 200, resp.text
-    [budget] = [b for b in resp.json()["data"] if b["scope"] == "key"]
-    return Decimal(budget["spent_or_reserved"])
+    return key_budget_spent(gw, ADMIN_KEY, KEY_ID)
 
 
 def _check_timed_out_row(row: tuple) -> int:

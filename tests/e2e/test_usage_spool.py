@@ -26,7 +26,7 @@ from builders import api_keys, database, identity, key_budget, price, simulated,
 from multihome.metering.tables import usage_calls
 from multihome.storage.engine import create_engine
 
-from .processes import Gateway, Simulator
+from .processes import Gateway, Simulator, key_budget_spent
 
 CLIENT_KEY, ADMIN_KEY = "mh-spool-client-key", "mh-spool-admin-key"
 ENV = {"MH_SPOOL_CLIENT": CLIENT_KEY, "MH_SPOOL_ADMIN": ADMIN_KEY}
@@ -95,15 +95,7 @@ async def _rows(db_url: str) -> dict[str, tuple[str, int]]:
 
 
 def _spent(gw: Gateway) -> Decimal:
-    resp = httpx.get(
-        f"{gw.url}/admin/v1/tenants/default/budgets",
-        params={"key": KEY_ID},
-        headers={"authorization": f"Bearer {ADMIN_KEY}"},
-        timeout=10,
-    )
-    assert resp.status_code == 200, resp.text
-    [budget] = [b for b in resp.json()["data"] if b["scope"] == "key" and b["scope_id"] == KEY_ID]
-    return Decimal(budget["spent_or_reserved"])
+    return key_budget_spent(gw, ADMIN_KEY, KEY_ID)
 
 
 def _kill_and_restart(tmp_path: Path, db_url: str, spool: dict) -> tuple[list[str], Gateway]:
