@@ -38,6 +38,8 @@ from multihome.tools.sessions import Sessions
 from multihome.tools.spec import check_headers
 from multihome.tools.toolbox import Toolbox
 
+from .raw_server import RawServer
+
 pytestmark = pytest.mark.anyio
 LOOPBACK = EgressPolicy(["127.0.0.0/8"])
 LIMITS = McpLimits(connect_timeout_s=5.0, list_timeout_s=5.0, call_timeout_s=5.0, egress=LOOPBACK)
@@ -60,36 +62,19 @@ def rpc_error(body: dict[str, Any], message: str) -> bytes:
 JSON = {"content-type": "application/json"}
 
 
-class Scripted:
+class Scripted(RawServer):
     """A raw MCP server: the handshake answered properly, anything else as `script` says (None: the default)."""
 
     def __init__(self, script: Script, get_stream: bytes | None = None) -> None:
+        super().__init__()
         self.script = script
         self.get_stream = get_stream  # what a GET (the server's own stream) is answered, as SSE; None: 405
-        self.server: asyncio.Server | None = None
-        self.url = ""
         self.requests: list[dict[str, str]] = []
         self.methods: list[str] = []  # the HTTP methods, in order
         self.answered: list[str] = []  # the methods whose answer was written whole (the client read it)
         self.ended: list[str] = []  # each connection's last method, once it is over
-        self._handlers: set[asyncio.Task[None]] = set()
-
-    async def __aenter__(self) -> Scripted:
-        self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
-        self.url = f"http://127.0.0.1:{self.server.sockets[0].getsockname()[1]}/mcp"
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        assert self.server is not None
-        self.server.close()
-        for task in self._handlers:
-            task.cancel()
-        await asyncio.gather(*self._handlers, return_exceptions=True)
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        task = asyncio.current_task()
-        assert task is not None
-        self._handlers.add(task)
         method = ""
         try:
             while True:
@@ -120,7 +105,6 @@ class Scripted:
         finally:
             self.ended.append(method)
             writer.close()
-            self._handlers.discard(task)
 
     async def _answer(self, method: str, body: dict[str, Any] | None, headers: dict[str, str]) -> Answer:
         if method == "GET" and self.get_stream is not None:

@@ -20,37 +20,21 @@ from multihome.tools.egress import EgressPolicy
 from multihome.tools.mcp_client import McpFailure, McpLimits, connect
 from multihome.tools.model import McpEndpoint
 
+from .raw_server import RawServer
+
 pytestmark = pytest.mark.anyio
 LIMITS = McpLimits(connect_timeout_s=2.0, list_timeout_s=2.0, call_timeout_s=2.0, egress=EgressPolicy(["127.0.0.0/8"]))
 BOUND_S = 30.0  # far above every limit: what is asserted is that the call ends, not how fast
 
 
-class Hostile:
+class Hostile(RawServer):
     """Answers the MCP handshake properly, then `tools/call` (and `tools/list` when `on_list`) the way `mode` says."""
 
     def __init__(self, mode: str, *, on_list: bool = False, on_initialize: bool = False) -> None:
+        super().__init__()
         self.mode, self.on_list, self.on_initialize = mode, on_list, on_initialize
-        self.server: asyncio.Server | None = None
-        self.url = ""
-        self._handlers: set[asyncio.Task[None]] = set()
-
-    async def __aenter__(self) -> Hostile:
-        self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
-        port = self.server.sockets[0].getsockname()[1]
-        self.url = f"http://127.0.0.1:{port}/mcp"
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        assert self.server is not None
-        self.server.close()
-        for task in self._handlers:  # those still misbehaving
-            task.cancel()
-        await asyncio.gather(*self._handlers, return_exceptions=True)
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        task = asyncio.current_task()
-        assert task is not None
-        self._handlers.add(task)
         try:
             while True:
                 head = await reader.readuntil(b"\r\n\r\n")
@@ -67,7 +51,6 @@ class Hostile:
             pass
         finally:
             writer.close()
-            self._handlers.discard(task)
 
     async def _answer(self, method: bytes, body: dict | None, writer: asyncio.StreamWriter) -> bool:
         """Whether the connection may serve another request."""
