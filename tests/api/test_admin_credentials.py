@@ -17,6 +17,7 @@ import httpx
 import pytest
 
 from admin_http import error, ok, running
+from ports import free_port
 
 pytestmark = pytest.mark.anyio
 ADMIN_KEY = "mh-bootstrap-admin-key-for-credentials"
@@ -40,9 +41,9 @@ model_groups:
 
 
 def _closed_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]  # closed again when the block ends: nothing listens there
+    # Not port 0: a connect to a closed port in the kernel's ephemeral range can be given that same
+    # port as its source and connect to itself (TCP simultaneous open), then wait for its own answer.
+    return free_port()
 
 
 @pytest.fixture

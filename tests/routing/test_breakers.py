@@ -55,13 +55,11 @@ def test_shared_breakers_background_work_survives_redis_being_down():
     # Resetting the shared failure count after a success ran as a bare Redis call: with Redis down
     # its task died with an unretrieved ConnectionError instead of the warning the other writes log.
     import asyncio
-    import socket
 
     from multihome.routing.breakers_redis import SharedBreakers
+    from ports import free_port
 
-    with socket.socket() as s:  # a port nobody listens on
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()  # nobody listens there (below the ephemeral range: no self-connect)
 
     async def run():
         b = SharedBreakers(Breaker(consecutive_failures=3, cooldown_s=10), f"redis://127.0.0.1:{port}")

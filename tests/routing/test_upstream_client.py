@@ -6,7 +6,6 @@ read the upstream keeps waiting."""
 from __future__ import annotations
 
 import asyncio
-import socket
 import time
 
 import msgspec
@@ -16,6 +15,7 @@ from multihome.providers.transport import Transport
 from multihome.routing.catalog import Catalog
 from multihome.schema.errors import ApiError
 from multihome.simulators import SimulatorConfig, start_simulator
+from ports import free_port
 from routing.attempt_call import attempt_call
 
 BODY = msgspec.json.encode({"model": "g", "messages": [{"role": "user", "content": "hi"}]})
@@ -35,19 +35,13 @@ def _config(url: str) -> dict:
     )
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 async def _call(catalog: Catalog, name: str, body: bytes = BODY, stream: bool = False):
     return await attempt_call(catalog, name, body, stream)
 
 
 def test_a_system_proxy_is_not_used(monkeypatch):
     # reqwest reads HTTP(S)_PROXY when a client is built; the gateway calls the addresses its config names.
-    dead = f"http://127.0.0.1:{_free_port()}"
+    dead = f"http://127.0.0.1:{free_port()}"
     for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy"):
         monkeypatch.setenv(name, dead)
 
@@ -82,7 +76,7 @@ def test_groups_with_the_same_timeouts_share_a_client_and_others_get_their_own()
 
 def test_a_refused_connection_is_a_connection_error():
     async def run():
-        catalog = Catalog(typed(_config(f"http://127.0.0.1:{_free_port()}")))
+        catalog = Catalog(typed(_config(f"http://127.0.0.1:{free_port()}")))
         await catalog.start()
         try:
             return await _call(catalog, "g")
