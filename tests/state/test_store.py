@@ -264,14 +264,14 @@ async def test_the_opened_cache_holds_about_the_memory_it_counts(db_url, kms_con
     from multihome.storage.engine import create_engine
 
     engines = [create_engine(db_url), create_engine(db_url)]
-    writer, reader = (StateStore(e, open_keyring(kms_config, e), cache_bytes=128 << 10) for e in engines)
+    writer, reader = (StateStore(e, open_keyring(kms_config, e), cache_bytes=64 << 10) for e in engines)
     try:
         for store, fill in ((writer, True), (reader, False)):
             gc.collect()
             tracemalloc.start()
             try:
                 prev = None
-                for i in range(300):
+                for i in range(150):
                     if fill:
                         await store.put_response(_response(f"resp_m{i}", prev=prev))
                     else:
