@@ -35,8 +35,27 @@ def _runtime_threads(pid: int) -> int:
     return names.count("tokio-rt-worker")
 
 
-@pytest.mark.parametrize("threads", [None, 3])
-def test_upstream_calls_run_on_the_configured_threads(sim, tmp_path, threads):
+def test_upstream_calls_run_on_the_configured_threads(sim, tmp_path):
+    # Both settings at once: the wait for the blocking threads' 10 s idle is then paid once.
+    gateways = {threads: _gateway(sim, tmp_path / str(threads), threads) for threads in (None, 3)}
+    try:
+        for gw in gateways.values():
+            client = openai.OpenAI(base_url=gw.url + "/v1", api_key=KEY, max_retries=0)
+            for _ in range(3):  # the runtime starts with the first upstream call
+                client.chat.completions.create(model="g", messages=[{"role": "user", "content": "hi"}])
+        for threads, gw in gateways.items():
+            expected = threads or 1
+            until(
+                lambda: _runtime_threads(gw.popen.pid) == expected, 60, f"{expected} runtime threads, no blocking ones"
+            )
+    finally:
+        logs = [gw.stop() for gw in gateways.values()]
+    for log in logs:
+        assert "Traceback" not in log, log[-3000:]
+
+
+def _gateway(sim: Simulator, tmp_path: Path, threads: int | None) -> Gateway:
+    tmp_path.mkdir()
     server = api_keys("MH_THREADS_KEY", **({"upstream_threads": threads} if threads else {}))
     cfg = config(
         server=server,
@@ -45,13 +64,4 @@ def test_upstream_calls_run_on_the_configured_threads(sim, tmp_path, threads):
         model_groups={"g": group("oa", retries=0)},
     )
     # The config decides, whatever the environment says.
-    gw = Gateway(cfg, tmp_path, {"MH_THREADS_KEY": KEY, "TOKIO_WORKER_THREADS": "5"})
-    try:
-        client = openai.OpenAI(base_url=gw.url + "/v1", api_key=KEY, max_retries=0)
-        for _ in range(3):  # the runtime starts with the first upstream call
-            client.chat.completions.create(model="g", messages=[{"role": "user", "content": "hi"}])
-        expected = threads or 1
-        until(lambda: _runtime_threads(gw.popen.pid) == expected, 60, f"{expected} runtime threads, no blocking ones")
-    finally:
-        log = gw.stop()
-    assert "Traceback" not in log, log[-3000:]
+    return Gateway(cfg, tmp_path, {"MH_THREADS_KEY": KEY, "TOKIO_WORKER_THREADS": "5"})
