@@ -58,12 +58,21 @@ def client(app, key: str = ADMIN_KEY) -> httpx.AsyncClient:
 
 
 async def sql(tmp: Path, statement: str, params: tuple = ()) -> list:
-    """On a thread, with a generous busy timeout: the app (on this event loop) may hold the write lock a moment."""
+    """On a thread, with a generous busy timeout: the app (on this event loop) may hold the write lock a moment.
+    Retried too: on a loaded machine SQLite once answered `database is locked` at once, without waiting
+    (a WAL database whose last connection was closing as this one opened)."""
 
     def run() -> list:
         with sqlite3.connect(tmp / "mh.db", timeout=60) as db:
             return db.execute(statement, params).fetchall()
 
+    for _ in range(100):  # bounded: ~10 s of retries on top of the busy timeout
+        try:
+            return await asyncio.to_thread(run)
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc):
+                raise
+            await asyncio.sleep(0.1)
     return await asyncio.to_thread(run)
 
 
