@@ -136,10 +136,11 @@ def build_app(config: Config, config_path: str | None = None) -> Gateway:
         )
     # Agent runs (responses with mcp or memory tools): their limits, what their steps cost, where MCP servers
     # may be, the memory store. metering.prices through _Lazy: a run after a config reload pays the new prices.
+    egress = EgressPolicy.from_config(config.egress)  # MCP calls are dialled, and registrations judged, by it
     agent = AgentSetup(
         config.responses.agent,
         cast(Any, _Lazy(metering, "prices")),
-        EgressPolicy.from_config(config.egress),
+        egress,
         cast(Any, _Lazy(memory, "store")) if memory is not None else None,
         auth.authenticate,
     )
@@ -218,6 +219,7 @@ def build_app(config: Config, config_path: str | None = None) -> Gateway:
             retention=config.responses.retention,
             background=background,
             memory=_Lazy(memory, "store") if memory is not None else None,
+            egress=egress,
             known_tenant=known_tenant,
             static_keys_tenant=config.identity.static_keys_tenant,
             refusals=storage if storage.enabled else None,

@@ -275,3 +275,65 @@ async def test_a_kms_that_cannot_be_reached_is_a_503_and_nothing_is_stored(tmp_p
         assert (await ok(await admin.get(_servers("default"))))["data"] == []
         # Without headers nothing is sealed: the registration needs no KMS.
         await ok(await admin.post(_servers("default"), json={"name": "open", "url": "https://o.example/mcp"}), 201)
+
+
+# An address the default egress rules (public addresses only) refuse, in the spellings a resolver reads:
+# (the URL, its host, the address it resolves to). On main each was registered (201), every call refused (403).
+REFUSED = [
+    pytest.param("http://169.254.169.254/latest/", "169.254.169.254", "169.254.169.254", id="metadata"),
+    pytest.param("http://127.0.0.1:8080/", "127.0.0.1", "127.0.0.1", id="loopback"),
+    pytest.param("http://[::ffff:10.0.0.1]/", "::ffff:10.0.0.1", "::ffff:10.0.0.1", id="v4-mapped"),
+    pytest.param("http://2130706433/", "2130706433", "127.0.0.1", id="decimal"),
+    pytest.param("http://017700000001/", "017700000001", "127.0.0.1", id="octal"),
+    pytest.param("http://0x7f.1/", "0x7f.1", "127.0.0.1", id="hex-short"),
+    pytest.param("http://127.1/", "127.1", "127.0.0.1", id="short"),
+    pytest.param("http://[::1]/", "::1", "::1", id="v6-loopback"),
+    pytest.param("http://[64:ff9b::a9fe:a9fe]/", "64:ff9b::a9fe:a9fe", "64:ff9b::a9fe:a9fe", id="nat64-metadata"),
+    pytest.param("http://localhost/", "localhost", "127.0.0.1", id="a-name"),  # resolved: its addresses judged
+]
+
+
+def _egress_refused(refused: dict, host: str, address: str) -> None:
+    assert refused["param"] == "url" and refused["code"] == "mcp_egress_denied", refused
+    assert refused["type"] == "invalid_request_error"
+    assert refused["message"].startswith(f"url: {host} (") and address in refused["message"], refused
+    assert "egress.allow_networks" in refused["message"], refused
+
+
+@pytest.mark.parametrize(("url", "host", "address"), REFUSED)
+async def test_a_server_at_an_address_the_egress_rules_refuse_is_not_registered(gw, tmp_path, url, host, address):
+    app, admin, (a, _) = gw
+    _egress_refused(error(await admin.post(_servers(a), json={"name": "t", "url": url}), 400), host, address)
+    assert (await ok(await admin.get(_servers(a))))["data"] == []  # nothing stored
+
+    created = await ok(await admin.post(_servers(a), json={"name": "t", "url": "http://mcp.invalid/mcp"}), 201)
+    _egress_refused(error(await admin.patch(_servers(a, "t"), json={"url": url}), 400), host, address)
+    assert await ok(await admin.get(_servers(a, "t"))) == created  # the registration unchanged
+    trail = "".join(p.read_text() for p in (tmp_path / "audit").glob("*.jsonl"))
+    changes = [json.loads(line)["body"]["action"] for line in trail.splitlines() if '"admin_change"' in line]
+    assert [c for c in changes if c.startswith("mcp_server.")] == ["mcp_server.create"]  # the accepted one
+
+
+async def test_a_host_that_cannot_be_resolved_now_is_registered(gw):
+    """No DNS here, NXDOMAIN (.invalid never resolves): the address is not known, so it is not judged now;
+    every call is, where it is dialled."""
+    app, admin, (a, _) = gw
+    await ok(await admin.post(_servers(a), json={"name": "t", "url": "http://mcp.invalid/mcp"}), 201)
+    changed = await ok(await admin.patch(_servers(a, "t"), json={"url": "https://other.mcp.invalid:8443/"}))
+    assert changed["url"] == "https://other.mcp.invalid:8443/"
+
+
+async def test_an_address_the_egress_rules_allow_is_registered(tmp_path, monkeypatch, sqlite_database):
+    monkeypatch.setenv("MH_TEST_MCP_ADMIN", ADMIN_KEY)
+    sqlite_database("mh.db")
+    text = CONFIG.format(tmp=tmp_path) + "egress: {allow_networks: [127.0.0.0/8]}\n"
+    async with running(text) as app:
+        admin = _client(app, ADMIN_KEY)
+        for name, url in (("loop", "http://127.0.0.1:8080/mcp"), ("named", "http://localhost:8080/mcp")):
+            await ok(await admin.post(_servers("default"), json={"name": name, "url": url}), 201)
+        changed = await ok(await admin.patch(_servers("default", "loop"), json={"url": "http://2130706433/"}))
+        assert changed["url"] == "http://2130706433/"
+        # The list decides: the metadata service is still refused.
+        url = "http://169.254.169.254/latest/"
+        refused = error(await admin.post(_servers("default"), json={"name": "meta", "url": url}), 400)
+        _egress_refused(refused, "169.254.169.254", "169.254.169.254")

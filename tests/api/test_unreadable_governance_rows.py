@@ -54,6 +54,19 @@ def unreadable(resp: httpx.Response, name: str) -> dict:
     return err
 
 
+async def register_on_loopback(w: World, servers: list[tuple[str, dict]]) -> None:
+    """Register `servers` ((tenant, body) pairs) at http://127.0.0.1:9/mcp through a second app on the same
+    store whose `egress:` allows loopback, as a gateway of an earlier config did: this world's app (public
+    addresses only) refuses such a registration, but keeps the rows and refuses every call to them where it
+    is dialled (403 mcp_egress_denied), which is how far a readable one gets here."""
+    loopback = {"egress": {"allow_networks": ["127.0.0.0/8"]}}
+    async with stored_app(w.url, "MH_TEST_UNREADABLE_GOV", **loopback) as (client, _):
+        earlier = World(client, w.url, w.admin_key)
+        for tenant, body in servers:
+            url = {"url": "http://127.0.0.1:9/mcp"}
+            await ok(await earlier.call("POST", f"{T}/{tenant}/mcp-servers", json={**body, **url}), 201)
+
+
 def mcp(label: str) -> dict:
     tool = {"type": "mcp", "server_label": label, "require_approval": "never"}
     return {"model": "g", "input": "use it", "tools": [tool]}
@@ -73,10 +86,10 @@ async def test_an_mcp_server_that_cannot_be_read_is_listed_apart_refused_by_get_
     w = world
     acme, acme_key = await w.tenant("acme")
     other, other_key = await w.tenant("other")
-    body = {"url": "http://127.0.0.1:9/mcp", "headers": {"Authorization": SECRET}, "require_approval": "never"}
-    for tenant in (acme, other):
-        for name in ("broken", "fine"):
-            await ok(await w.call("POST", f"{T}/{tenant}/mcp-servers", json={"name": name, **body}), 201)
+    body = {"headers": {"Authorization": SECRET}, "require_approval": "never"}
+    await register_on_loopback(w, [(t, {"name": n, **body}) for t in (acme, other) for n in ("broken", "fine")])
+    again = await w.call("POST", f"{T}/{acme}/mcp-servers", json={"name": "again", "url": "http://127.0.0.1:9/mcp"})
+    assert error(again, 400)["code"] == "mcp_egress_denied"  # this app's rules refuse loopback
     where = "tenant_id = :t AND name = 'broken'"
     if column == "headers":  # a sealed value that no longer opens: the one sealed for its neighbour
         await w.sql(
@@ -124,9 +137,8 @@ async def test_an_mcp_server_that_cannot_be_read_is_mended_by_a_patch_of_what_is
     w = world
     w.secrets = (SECRET, NEW)
     acme, acme_key = await w.tenant("acme")
-    body = {"url": "http://127.0.0.1:9/mcp", "headers": {"Authorization": SECRET}, "require_approval": "never"}
-    for name in ("broken", "fine"):
-        await ok(await w.call("POST", f"{T}/{acme}/mcp-servers", json={"name": name, "description": "d", **body}), 201)
+    body = {"headers": {"Authorization": SECRET}, "require_approval": "never"}
+    await register_on_loopback(w, [(acme, {"name": n, "description": "d", **body}) for n in ("broken", "fine")])
     where = "tenant_id = :t AND name = 'broken'"
     if column == "headers":
         await w.sql(
@@ -147,7 +159,7 @@ async def test_an_mcp_server_that_cannot_be_read_is_mended_by_a_patch_of_what_is
     unreadable(await w.call("POST", "/v1/responses", acme_key, json=mcp("broken")), "broken")
 
     mended = await ok(await w.call("PATCH", f"{T}/{acme}/mcp-servers/broken", json=mend))  # on main: 409
-    assert mended["name"] == "broken" and mended["url"] == body["url"]
+    assert mended["name"] == "broken" and mended["url"] == "http://127.0.0.1:9/mcp"
     assert mended["description"] == ("other" if column == "headers" else "d")
     assert mended["header_names"] == ["Authorization"]
     if column == "allowed_tools":

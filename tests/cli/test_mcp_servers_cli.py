@@ -103,3 +103,26 @@ def test_add_list_update_remove(gateway, capsys, monkeypatch):
     with pytest.raises(SystemExit, match="error 400"):
         main(["mcp-servers", "add", "x", "--tenant", "acme", "--server-url", "ftp://x.example/mcp"])
     assert SECRET not in capsys.readouterr().out
+
+
+def test_a_server_at_an_address_the_egress_rules_refuse_is_refused_in_one_line(gateway, capsys):
+    """The gateway (no `egress:`: public addresses only) refuses the cloud's metadata service when it is
+    registered, not at every call; the command exits with the API's reason and registers nothing."""
+    assert main(["tenants", "create", "acme"]) == 0
+    for argv in (
+        ["add", "meta", "--tenant", "acme", "--server-url", "http://169.254.169.254/latest/"],
+        ["add", "meta", "--tenant", "acme", "--server-url", "http://2130706433/"],
+    ):
+        with pytest.raises(SystemExit) as refused:
+            main(["mcp-servers", *argv])
+        said = str(refused.value.code)
+        assert said.startswith("error 400: url: "), said
+        assert "is not an address the gateway may connect to" in said and "egress.allow_networks" in said, said
+    assert "(127.0.0.1)" in said  # what the decimal spelling resolves to
+    assert main(["mcp-servers", "add", "crm", "--tenant", "acme", "--server-url", "http://mcp.invalid/"]) == 0
+    with pytest.raises(SystemExit, match=r"error 400: url: localhost \(127\.0\.0\.1"):
+        main(["mcp-servers", "update", "crm", "--tenant", "acme", "--server-url", "http://localhost:8080/"])
+    capsys.readouterr()
+    assert main(["mcp-servers", "list", "--tenant", "acme", "--json"]) == 0
+    listed = json.loads(capsys.readouterr().out)["data"]
+    assert [(s["name"], s["url"]) for s in listed] == [("crm", "http://mcp.invalid/")]

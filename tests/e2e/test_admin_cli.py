@@ -166,6 +166,16 @@ def test_the_static_keys_tenant_is_named_by_its_id(cli):
         cli("usage", "--tenant", "defaults")
 
 
+def test_an_mcp_server_at_an_address_the_egress_rules_refuse_is_refused_when_registered(cli):
+    """A real `multihome serve` without `egress:` (public addresses only): registering the cloud's metadata
+    service is a 400 the command shows in one line, naming the address and the setting; nothing is stored.
+    On main: registered, and every call to it refused."""
+    refused = r"error 400: url: 169\.254\.169\.254 \(169\.254\.169\.254\) is not an address .*egress\.allow_networks"
+    with pytest.raises(SystemExit, match=refused):
+        cli("mcp-servers", "add", "meta", "--tenant", "default", "--server-url", "http://169.254.169.254/latest/")
+    assert json.loads(cli("mcp-servers", "list", "--tenant", "default", "--json"))["data"] == []
+
+
 def test_a_stored_row_that_cannot_be_read_is_named_beside_the_list(cli, gateway, capsys):
     # The admin API reports such a row under `unreadable`, apart from `data`; a table without it would
     # silently miss a key the operator has to revoke.

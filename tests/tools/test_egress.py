@@ -10,7 +10,7 @@ import pytest
 from builders import single, yaml_text
 from mcp_server import McpTestServer
 from multihome.config import ConfigError, parse_config
-from multihome.tools.egress import EgressPolicy
+from multihome.tools.egress import EgressPolicy, registration_refusal
 from multihome.tools.mcp_client import McpEgressDenied, McpLimits, connect
 from multihome.tools.model import McpEndpoint
 
@@ -97,9 +97,32 @@ async def test_a_server_at_a_refused_address_is_never_contacted(host):
         assert err.value.status == 403 and err.value.body.code == "mcp_egress_denied"
         assert "egress.allow_networks" in err.value.body.message
         assert server.requests == []  # refused before anything was sent
+        # A registration of it is refused in the same words (the admin API's 400), resolved the same way.
+        said = await registration_refusal(EgressPolicy(), url)
+        assert said is not None and said in err.value.body.message
         allowed = McpLimits(egress=EgressPolicy(["127.0.0.0/8"]))
         async with connect(McpEndpoint("internal", server.url), allowed) as session:
             assert await session.list_tools()  # listed, the same server is reached
+
+
+async def test_a_registration_whose_host_cannot_be_resolved_now_is_not_judged(monkeypatch):
+    """NXDOMAIN, or a resolver that does not answer within the bound: accepted (None), the call's dial is
+    judged anyway; the dial itself still fails such a host as a connection error."""
+    import anyio
+    import httpcore2
+
+    from multihome.tools.dial import GuardedBackend
+
+    assert await registration_refusal(EgressPolicy(), "http://mcp.invalid/") is None
+    with pytest.raises(httpcore2.ConnectError, match="cannot resolve mcp.invalid"):
+        await GuardedBackend(EgressPolicy()).connect_tcp("mcp.invalid", 80)
+
+    async def hanging(*args, **kwargs):
+        await anyio.sleep_forever()
+
+    monkeypatch.setattr(anyio, "getaddrinfo", hanging)  # localhost would be refused, were it resolved
+    with anyio.fail_after(60):  # a generous deadline: the bound under test is the check's own
+        assert await registration_refusal(EgressPolicy(), "http://localhost/", timeout_s=0.2) is None
 
 
 def test_the_config_refuses_a_network_that_is_not_one():

@@ -1,18 +1,15 @@
-"""The connection an MCP call makes under the `egress:` rules (egress.py): the host resolved once here
-and only an allowed address dialled, through httpcore's own asyncio backend. Imported with the MCP
-client (mcp_client.py), on the first MCP call, not at gateway start.
+"""The connection an MCP call makes under the `egress:` rules (egress.py): the host resolved once
+(egress.py `resolve`, as a registration's check resolves it) and only an allowed address dialled,
+through httpcore's own asyncio backend. Imported with the MCP client (mcp_client.py), on the first MCP
+call, not at gateway start.
 """
 
 from __future__ import annotations
 
-import socket
-from ipaddress import ip_address
-
-import anyio
 import httpcore2
 import httpx2
 
-from .egress import Address, EgressPolicy
+from .egress import Address, EgressPolicy, refusal, resolve
 
 
 class EgressDenied(httpcore2.ConnectError):
@@ -31,11 +28,7 @@ class GuardedBackend(httpcore2.AnyIOBackend):
         addresses = await _resolve(host, port)
         allowed = [a for a in addresses if self.policy.allows(a)]
         if not allowed:
-            shown = ", ".join(sorted({str(a) for a in addresses})) or "no address"
-            self.denied = (
-                f"{host} ({shown}) is not an address the gateway may connect to: public addresses only, "
-                'unless listed in egress.allow_networks (docs/agents.md "What a tenant can reach")'
-            )
+            self.denied = refusal(host, addresses)
             raise EgressDenied(self.denied)
         failure: Exception | None = None
         for addr in allowed:
@@ -61,15 +54,6 @@ def guarded_transport(policy: EgressPolicy) -> tuple[httpx2.AsyncHTTPTransport, 
 
 async def _resolve(host: str, port: int) -> list[Address]:
     try:
-        return [ip_address(host)]
-    except ValueError:
-        pass
-    try:
-        infos = await anyio.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        return await resolve(host, port)
     except OSError as exc:
         raise httpcore2.ConnectError(f"cannot resolve {host}: {exc}") from None
-    seen: dict[str, Address] = {}
-    for _family, _type, _proto, _name, sockaddr in infos:
-        text = str(sockaddr[0]).split("%", 1)[0]  # an IPv6 scope id is not part of the address
-        seen.setdefault(text, ip_address(text))
-    return list(seen.values())

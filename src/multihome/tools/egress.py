@@ -1,22 +1,32 @@
 """Where an MCP call may connect: the `egress:` rules (config/egress.py), enforced on the address
 actually dialled.
 
-The host is resolved (dial.py) and the connection made to an address that passed the check, so a name
-that resolves to an allowed address when checked and to the metadata service when dialled (DNS
+The host is resolved (`resolve`) and the connection made to an address that passed the check (dial.py), so
+a name that resolves to an allowed address when checked and to the metadata service when dialled (DNS
 rebinding) cannot get through: there is one resolution, and it is the one used. TLS still
 verifies the certificate for the host name (httpcore takes the server name from the URL).
 
-The policy is here; the guarded connection is in dial.py, imported with the MCP client on the first MCP
-call, so a gateway starts without loading httpx and httpcore (~0.2 s of imports on a busy machine).
+A registration is judged too (`registration_refusal`, by the admin API): a URL whose host resolves, now, to
+no allowed address is refused with the call's reason, so an admin hears of it at once. That is early
+feedback, not the guard: a name that cannot be resolved then is accepted, and a name's addresses and the
+rules may change before a call, which is checked again as it is dialled.
+
+The policy and the resolution are here; the guarded connection is in dial.py, imported with the MCP client
+on the first MCP call, so a gateway starts without loading httpx and httpcore (~0.2 s of imports on a busy
+machine).
 """
 
 from __future__ import annotations
 
+import asyncio
+import socket
 import ssl
 from collections.abc import Iterable
-from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network, ip_network
+from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network, ip_address, ip_network
+from urllib.parse import urlsplit
 
 from ..config.egress import EgressConfig
+from ..schema.errors import echo
 
 Address = IPv4Address | IPv6Address
 
@@ -94,3 +104,52 @@ def _embedded(addr: IPv6Address) -> IPv4Address | None:
     if any(addr in net for net in _NAT64):
         return IPv4Address(int(addr) & 0xFFFFFFFF)
     return None
+
+
+async def resolve(host: str, port: int) -> list[Address]:
+    """Every address `host` stands for: an IP literal as itself, anything else as the system resolver reads
+    it (a name, or an address spelt as inet_aton reads one: 2130706433, 0x7f.1, 127.1), through anyio's
+    getaddrinfo (IDNA-encoded as httpcore's own dial would). The one resolution of the dial and of a
+    registration's check. OSError (socket.gaierror) when the host cannot be resolved."""
+    try:
+        return [ip_address(host)]
+    except ValueError:
+        pass
+    import anyio  # here, not at module level: loaded with the MCP client, not at gateway start
+
+    infos = await anyio.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    seen: dict[str, Address] = {}
+    for _family, _type, _proto, _name, sockaddr in infos:
+        text = str(sockaddr[0]).split("%", 1)[0]  # an IPv6 scope id is not part of the address
+        seen.setdefault(text, ip_address(text))
+    return list(seen.values())
+
+
+def refusal(host: str, addresses: Iterable[Address]) -> str:
+    """Why `host` is not dialled, none of its `addresses` being allowed: the call's 403 and the
+    registration's 400 say it in these words."""
+    shown = ", ".join(sorted({str(a) for a in addresses})) or "no address"
+    return (
+        f"{echo(host)} ({shown}) is not an address the gateway may connect to: public addresses only, "
+        'unless listed in egress.allow_networks (docs/agents.md "What a tenant can reach")'
+    )
+
+
+REGISTRATION_RESOLVE_S = 2.0  # an admin's answer waits at most this long for the resolver
+
+
+async def registration_refusal(policy: EgressPolicy, url: str, timeout_s: float = REGISTRATION_RESOLVE_S) -> str | None:
+    """Why an MCP server at `url` (a checked one, tools/spec.py `check_url`) could not be called under
+    `policy` today: its host resolves, now, and to no allowed address. None when an address is allowed, and
+    when the host cannot be resolved within `timeout_s` (no DNS here, NXDOMAIN, a slow resolver): DNS may
+    answer otherwise by the first call, whose dial is checked anyway."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    try:
+        addresses = await asyncio.wait_for(resolve(host, port), timeout_s)
+    except (OSError, UnicodeError, TimeoutError):  # UnicodeError: a name IDNA cannot encode
+        return None
+    if not addresses or any(policy.allows(a) for a in addresses):
+        return None
+    return refusal(host, addresses)

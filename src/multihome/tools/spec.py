@@ -4,8 +4,9 @@
   function names a model sees, which OpenAI limits to 64 characters).
 - A URL: `http` or `https`, a host, no userinfo (credentials go in sealed headers, never in a URL
   that is shown), no fragment. The host is reached only at an address the organisation's `egress:` rules
-  allow (tools/egress.py, checked when it is dialled); within those, registering is the decision. The
-  comparison key (`url_key`) lower-cases scheme and host and drops a default port.
+  allow (tools/egress.py, checked when it is dialled, and by the admin API when it is registered: a host
+  that resolves then only to refused addresses is not registered); within those, registering is the
+  decision. The comparison key (`url_key`) lower-cases scheme and host and drops a default port.
 - Headers: HTTP token names, values without line breaks, none of the headers the MCP transport sets
   itself (`Host`, `Content-Type`, `Accept`, `Accept-Encoding`, `Mcp-Session-Id`, …).
 - Tool filters and approval rules in OpenAI's shapes: `allowed_tools` a list of names or

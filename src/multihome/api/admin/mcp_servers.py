@@ -6,6 +6,11 @@ keys, bearer tokens for the server) are sealed under the tenant's `credentials` 
 anything is written (a KMS that cannot be reached answers 503 and nothing is stored); answers and
 audit events name the headers, never their values. The tenant's admins manage them (org-admin any
 tenant's); its auditors may read the registrations.
+
+A URL whose host resolves, now, to no address the `egress:` rules allow is refused (400
+`mcp_egress_denied`, the words a call to it would fail with) before anything is stored: an admin hears
+at once that the server cannot be reached, not at every later call. A host that cannot be resolved now
+is accepted; every call is judged again where it is dialled (tools/egress.py).
 """
 
 from __future__ import annotations
@@ -15,7 +20,9 @@ from typing import Any
 
 import msgspec
 
+from ...schema.errors import ApiError
 from ...storage.errors import NotFound
+from ...tools.egress import registration_refusal
 from ...tools.servers import McpServerStore, McpServerView
 from ...tools.spec import check_approval, check_description, check_headers, check_name, check_tool_names, check_url
 from . import bodies as B
@@ -30,6 +37,14 @@ def _store(s: Services) -> McpServerStore:
     return McpServerStore(s.crypto.keyring, s.crypto.keyrings.engine)
 
 
+async def _reachable(s: Services, url: str) -> None:
+    """A 400 when the host of `url` (checked by `check_url`) resolves only to addresses the egress rules
+    refuse (resolved by the dial's own code, for at most ~2 s; a host not resolved is accepted)."""
+    refused = await registration_refusal(s.egress, url)
+    if refused is not None:
+        raise ApiError(400, f"url: {refused}.", param="url", code="mcp_egress_denied")
+
+
 async def list_mcp_servers(s: Services, c: AdminCall) -> Any:
     return listed(await _store(s).servers(c.tenant))
 
@@ -39,14 +54,19 @@ async def create_mcp_server(s: Services, c: AdminCall) -> Any:
     # No foreign key (a static-key tenant has no row): a name or a typo would register for no one.
     if s.known_tenant is not None and not await s.known_tenant(c.tenant):
         raise NotFound("tenant", c.tenant)
+    name, url = check_name(body.name), check_url(body.url)
+    description = check_description(body.description)
+    allowed_tools = check_tool_names(body.allowed_tools, "allowed_tools")
+    require_approval, headers = check_approval(body.require_approval), check_headers(body.headers)
+    await _reachable(s, url)  # last: the whole body is checked before the resolver is waited for
     return await _store(s).create(
         c.tenant,
-        check_name(body.name),
-        url=check_url(body.url),
-        description=check_description(body.description),
-        allowed_tools=check_tool_names(body.allowed_tools, "allowed_tools"),
-        require_approval=check_approval(body.require_approval),
-        headers=check_headers(body.headers),
+        name,
+        url=url,
+        description=description,
+        allowed_tools=allowed_tools,
+        require_approval=require_approval,
+        headers=headers,
         actor=c.who.subject,
     )
 
@@ -70,6 +90,8 @@ async def update_mcp_server(s: Services, c: AdminCall) -> Any:
         changes["require_approval"] = check_approval(body.require_approval)
     if body.headers is not msgspec.UNSET:
         changes["headers"] = check_headers(body.headers)
+    if "url" in changes:
+        await _reachable(s, changes["url"])
     return await _store(s).update(c.tenant, c.params["name"], changes, c.who.subject)
 
 
@@ -94,7 +116,8 @@ ROUTES = (
         M,
         WRITE,
         create_mcp_server,
-        "Register an MCP server for the tenant: its URL (http/https), allowed tools, approval default and "
+        "Register an MCP server for the tenant: its URL (http/https; 400 mcp_egress_denied when its host "
+        "resolves only to addresses the egress rules refuse), allowed tools, approval default and "
         "headers (sealed under the KMS before they are stored; 503 when the KMS cannot be reached)",
         B.CreateMcpServer,
         status=201,

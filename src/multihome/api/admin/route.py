@@ -17,6 +17,7 @@ from typing import Any
 
 from ...config.oidc import IssuerConfig
 from ...schema.principal import Principal
+from ...tools.egress import EgressPolicy
 
 PREFIX = "/admin/v1"
 JSON_MEDIA, CSV_MEDIA = "application/json", "text/csv"
@@ -55,6 +56,9 @@ class Services:
     retention: Any = None  # config.responses.RetentionConfig: how long stored responses are kept
     background: Any = None  # api.responses.background.Background: background responses and agent runs
     memory: Any = None  # state.memory.MemoryStore: agent memory (with storage and a KMS)
+    # The config's `egress:` rules, the agent runtime's instance: an MCP server's URL is judged by them when
+    # registered (api/admin/mcp_servers.py) as every call to it is when dialled.
+    egress: EgressPolicy = field(default_factory=EgressPolicy)
     # Whether a tenant id exists (stored, or the static keys'), for resources kept without a foreign key.
     known_tenant: Callable[[str], Awaitable[bool]] | None = None
     # Who is refused because a stored row cannot be read (identity's Refusals: storage.service.StorageService);
