@@ -112,6 +112,29 @@ async def test_cap_reached_shows_capped_and_forgone(service):
     assert r.capped_at.startswith("2026-01-10T23:59:30")
 
 
+async def test_a_report_as_of_a_past_time_counts_no_later_accrual(service):
+    """`--at` / `?at=` in the past read the running totals, later accruals and all: a report as of Jan 6
+    said 29.01 over 4 calls (two of them made on Jan 8 and Jan 10), and `capped` for a cap reached later."""
+    service.metered(metered("req_big", "600.00", ts("2026-01-10T23:59:30")))  # caps the revenue share
+    await service.flush()
+    jan6 = dt.datetime(2026, 1, 6, tzinfo=UTC)
+    rs = await build_report(service.agreement("rs-fabrikam"), service.ledger, jan6, window_days=7)
+    # req_1 and req_2 only: 15.00 + 6.00
+    assert (Decimal(rs.accrued_exact), rs.calls, rs.requested, rs.status, rs.capped_at) == (
+        21,
+        2,
+        "21.00",
+        "accruing",
+        None,
+    )
+    assert rs.remaining == "79.00"
+    az = await build_report(service.agreement("azure-commit"), service.ledger, jan6, window_days=7)
+    assert (Decimal(az.accrued_exact), az.calls) == (140, 2)
+    # At NOW, after every accrual, the running totals are the answer as before.
+    now = await build_report(service.agreement("rs-fabrikam"), service.ledger, NOW)
+    assert (now.accrued, now.calls, now.status) == ("100.00", 5, "capped")
+
+
 async def test_a_cap_of_zero_reads_not_started_before_its_term_and_capped_in_it(service):
     """A cap of 0 holds back everything: in its term the report says capped, but before the term it said
     capped too, for an agreement nothing could have accrued to yet."""

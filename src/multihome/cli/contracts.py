@@ -220,7 +220,7 @@ def _project(args) -> int:
             a = _pick(svc, args.contract)[0]
             now = _now(args)
             rep = await build_report(a, svc.ledger, now, svc.cfg.rate_window_days)
-            daily = await svc.ledger.daily(a.id)
+            daily = await svc.ledger.daily(a.id, until=now)  # the ledger as of --at, as the report is
             return a, rep, daily, now
         finally:
             await _close(svc, engine)

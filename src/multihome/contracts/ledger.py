@@ -127,12 +127,18 @@ class Ledger:
             q = q.with_for_update()
         return _totals((await conn.execute(q)).all(), bad)
 
-    async def _rebuilt(self, conn, contract_id: str, cap: Decimal | None) -> Total | Unreadable:
-        """A contract's totals as its accruals add up (the totals row is their running sum, kept in the same
-        transactions), for a totals row that cannot be read; or the accrual that cannot be read either."""
+    async def _rebuilt(
+        self, conn, contract_id: str, cap: Decimal | None, until: dt.datetime | None = None
+    ) -> Total | Unreadable:
+        """A contract's totals as its accruals (those before `until`, if given) add up: the totals row is their
+        running sum, kept in the same transactions. For a totals row that cannot be read, or a report as of a
+        past time; the accrual that cannot be read, if one cannot."""
         c = ledger_accruals.c
         q = sa.select(c.request_id.label("id"), c.amount, c.requested, sa.type_coerce(c.at, sa.Text).label("at"))
-        found = (await conn.execute(q.where(c.contract_id == contract_id).order_by(c.at, c.request_id))).all()
+        q = q.where(c.contract_id == contract_id)
+        if until is not None:
+            q = q.where(c.at < until)
+        found = (await conn.execute(q.order_by(c.at, c.request_id))).all()
         bad: list[Unreadable] = []
         accruals = rows.convert(str(ledger_accruals.name), found, _accrual_parts, bad)
         if bad:
@@ -358,6 +364,19 @@ class Ledger:
             raise _unreadable(bad[0], bad[0].id)
         return out
 
+    async def total_before(self, contract_id: str, until: dt.datetime, cap: Decimal | None) -> Total | None:
+        """The contract's totals as of `until` (its accruals before it), when it has accruals at or after it;
+        None when it has none (the totals row, `totals`, is then the answer, and is read without a sum)."""
+        c = ledger_accruals.c
+        later = sa.select(c.request_id).where(c.contract_id == contract_id, c.at >= until).limit(1)
+        async with self.engine.connect() as conn:
+            if (await conn.execute(later)).first() is None:
+                return None
+            total = await self._rebuilt(conn, contract_id, cap, until)
+        if isinstance(total, Unreadable):
+            raise _unreadable(total, contract_id)
+        return total
+
     async def accruals(
         self, contract_id: str, *, since: dt.datetime | None = None, until: dt.datetime | None = None
     ) -> list[Accrual]:
@@ -389,13 +408,16 @@ class Ledger:
             found = (await conn.execute(q)).all()
         return money.total(_readable(found, lambda r, fields: _amount(r.amount), contract_id))
 
-    async def daily(self, contract_id: str) -> list[tuple[dt.date, Decimal]]:
-        """Accrued per UTC day, in day order (days without accruals are left out)."""
+    async def daily(self, contract_id: str, until: dt.datetime | None = None) -> list[tuple[dt.date, Decimal]]:
+        """Accrued per UTC day (before `until`, if given), in day order (days without accruals are left out)."""
         c = ledger_accruals.c
         q = sa.select(c.request_id.label("id"), sa.type_coerce(c.at, sa.Text).label("at"), c.amount, c.requested)
+        q = q.where(c.contract_id == contract_id)
+        if until is not None:
+            q = q.where(c.at < until)
         out: dict[dt.date, Decimal] = {}
         async with self.engine.connect() as conn:
-            found = (await conn.execute(q.where(c.contract_id == contract_id).order_by(c.at))).all()
+            found = (await conn.execute(q.order_by(c.at))).all()
         for at, amount, _ in _readable(found, _accrual_parts, contract_id):
             day = at.date()
             out[day] = money.add(out.get(day, money.ZERO), amount)

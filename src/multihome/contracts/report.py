@@ -105,7 +105,12 @@ def projected(now: dt.datetime, remaining: Decimal, rate: Decimal, end: dt.datet
 async def build_report(
     a: Agreement, ledger: Ledger, now: dt.datetime, window_days: int = 7, total: Total | None = None
 ) -> ContractReport:
-    if total is None:
+    # As of `now`: a report for a past time (`--at`, `?at=`) counts no accrual made after it.
+    cap = a.cap if isinstance(a, RevenueShare) else None
+    past = await ledger.total_before(a.id, now, cap)
+    if past is not None:
+        total = past
+    elif total is None:
         total = (await ledger.totals([a.id])).get(a.id)
     accrued = total.accrued if total else money.ZERO
     lo, hi = recent_window(a, now, window_days)
