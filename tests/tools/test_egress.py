@@ -125,6 +125,19 @@ async def test_a_registration_whose_host_cannot_be_resolved_now_is_not_judged(mo
         assert await registration_refusal(EgressPolicy(), "http://localhost/", timeout_s=0.2) is None
 
 
+async def test_a_host_idna_cannot_encode_is_a_name_that_does_not_resolve():
+    """A 70-character non-ASCII label: the resolver's IDNA encoding raised UnicodeError out of the dial (not a connection
+    error the MCP client reports), and out of an agent run's step."""
+    import httpcore2
+
+    from multihome.tools.dial import GuardedBackend
+
+    host = "ü" * 70 + ".example"
+    assert await registration_refusal(EgressPolicy(), f"http://{host}/") is None
+    with pytest.raises(httpcore2.ConnectError, match="cannot resolve"):
+        await GuardedBackend(EgressPolicy()).connect_tcp(host, 80)
+
+
 def test_the_config_refuses_a_network_that_is_not_one():
     with pytest.raises(ConfigError) as err:
         parse_config(yaml_text(single(server=OPEN, egress={"allow_networks": ["10.0.0.0/8", "intranet"]})))

@@ -117,7 +117,10 @@ async def resolve(host: str, port: int) -> list[Address]:
         pass
     import anyio  # here, not at module level: loaded with the MCP client, not at gateway start
 
-    infos = await anyio.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    try:
+        infos = await anyio.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except UnicodeError as exc:  # a name IDNA cannot encode (a label over 63 characters): no DNS name at all
+        raise socket.gaierror(socket.EAI_NONAME, f"not a host name DNS can hold ({exc})") from None
     seen: dict[str, Address] = {}
     for _family, _type, _proto, _name, sockaddr in infos:
         text = str(sockaddr[0]).split("%", 1)[0]  # an IPv6 scope id is not part of the address
@@ -148,7 +151,7 @@ async def registration_refusal(policy: EgressPolicy, url: str, timeout_s: float 
     port = parts.port or (443 if parts.scheme == "https" else 80)
     try:
         addresses = await asyncio.wait_for(resolve(host, port), timeout_s)
-    except (OSError, UnicodeError, TimeoutError):  # UnicodeError: a name IDNA cannot encode
+    except (OSError, TimeoutError):
         return None
     if not addresses or any(policy.allows(a) for a in addresses):
         return None
