@@ -126,8 +126,8 @@ async def test_a_registration_whose_host_cannot_be_resolved_now_is_not_judged(mo
 
 
 async def test_a_host_idna_cannot_encode_is_a_name_that_does_not_resolve():
-    """A 70-character non-ASCII label: the resolver's IDNA encoding raised UnicodeError out of the dial (not a connection
-    error the MCP client reports), and out of an agent run's step."""
+    """A 70-character non-ASCII label: the resolver's IDNA encoding raised UnicodeEncodeError out of the dial,
+    not the connection error the MCP client reports as an unreachable server."""
     import httpcore2
 
     from multihome.tools.dial import GuardedBackend
