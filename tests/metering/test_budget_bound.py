@@ -1,0 +1,118 @@
+"""In-process team and key budget counters are capped (metering/budget_bound.py): a tenant's identity
+provider can mint any number of subjects, and a `"*"` `total` budget kept a counter per subject for ever.
+A dropped counter is read back from the stored usage when its caller returns, so no budget is passed."""
+
+from __future__ import annotations
+
+import time
+import uuid
+
+import msgspec
+import pytest
+
+from multihome.config.metering import BudgetRule, MeteringConfig, RateLimitRule
+from multihome.metering.prices import DeploymentPrice, PriceTable
+from multihome.metering.service import Metering
+from multihome.schema.errors import ApiError
+from multihome.schema.principal import Principal
+
+from .conftest import Dep, call
+
+pytestmark = pytest.mark.anyio
+PLAN = [Dep("dep-b")]
+PRICES = PriceTable({"dep-b": DeploymentPrice.of(3.0, 4.0, None, "USD")})
+CAP = 40
+
+
+def oidc(sub: str) -> Principal:
+    """A caller as an OIDC token makes it: a subject the tenant's identity provider chose, no key id."""
+    return Principal(tenant="acme", subject=sub, source="oidc:corp")
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = (time.time() // 60) * 60 + 1
+
+    def __call__(self) -> float:
+        return self.now
+
+
+async def _metering(db_url: str, clock: Clock, **cfg) -> Metering:
+    m = Metering(MeteringConfig(key_prefix=f"t{uuid.uuid4().hex[:8]}:", **cfg), PRICES, storage_url=db_url, clock=clock)
+    await m.start()
+    m.limiter.bound.cap = CAP
+    return m
+
+
+def _kept(m: Metering) -> int:
+    values, _ = m.limiter.counters.tables()
+    return sum(1 for k in values if k.startswith(m.limiter.bound.prefixes))
+
+
+async def _spend(m: Metering, sub: str, rid: str, clock: Clock, completion: int = 10) -> None:
+    await m.limiter.admit(oidc(sub), "g", PLAN, 10, 10, rid)
+    record = call(rid, "dep-b", prompt=10, completion=completion, tenant="acme", key_id=None, started=clock.now)
+    m.record(msgspec.structs.replace(record, subject=sub))
+
+
+@pytest.mark.parametrize("usual", [False, True], ids=["general", "usual"])
+async def test_minted_subjects_keep_no_more_budget_counters_than_the_cap(db_url, usual):
+    clock = Clock()
+    rates = [RateLimitRule(scope="key", id="*", requests_per_minute=1000, tokens_per_minute=10**9)] if usual else []
+    m = await _metering(
+        db_url, clock, budgets=[BudgetRule(scope="key", id="*", amount="1", period="total")], rate_limits=rates
+    )
+    try:
+        most = 0
+        for i in range(6 * CAP):
+            if i % 25 == 0:
+                clock.now += 60  # the calls of several minutes (the rate windows come and go)
+            await _spend(m, f"sub-{i}", f"r{i}", clock)
+            most = max(most, _kept(m))
+        # at most the cap, and what one caller's first call makes before the next shape looks them over
+        assert most <= CAP + 1, most
+    finally:
+        await m.close()
+
+
+async def test_a_dropped_counter_is_read_back_so_a_spent_budget_stays_spent(db_url):
+    clock = Clock()
+    # 10 prompt + 3000 completion tokens at 3 / 4 per 1M: 0.01203, past a total budget of 0.0100
+    m = await _metering(db_url, clock, budgets=[BudgetRule(scope="key", id="*", amount="0.0100", period="total")])
+    try:
+        await _spend(m, "alice", "alice-1", clock, completion=3000)
+        with pytest.raises(ApiError) as refused:
+            await m.limiter.admit(oidc("alice"), "g", PLAN, 10, 10, "alice-2")
+        assert refused.value.body.code == "budget_exceeded"
+        for i in range(3 * CAP):  # minted subjects push alice's counter out
+            await _spend(m, f"sub-{i}", f"r{i}", clock)
+        alice = next(k for k in m.limiter.counters.tables()[0] if k.startswith(m.limiter.bound.prefixes))
+        assert "alice" not in alice, "alice's counter was kept: the test did not drop it"
+        clock.now += 60
+        with pytest.raises(ApiError) as again:
+            await m.limiter.admit(oidc("alice"), "g", PLAN, 10, 10, "alice-3")
+        assert again.value.body.code == "budget_exceeded"
+        # a subject with nothing stored is read back as 0 and served
+        await m.limiter.admit(oidc("new"), "g", PLAN, 10, 10, "new-1")
+    finally:
+        await m.close()
+
+
+async def test_a_counter_a_call_in_flight_holds_is_never_dropped(db_url):
+    clock = Clock()
+    m = await _metering(db_url, clock, budgets=[BudgetRule(scope="key", id="*", amount="0.0100", period="total")])
+    try:
+        held = await m.limiter.admit(oidc("alice"), "g", PLAN, 10, 10, "alice-1")  # not settled yet
+        for i in range(3 * CAP):
+            await _spend(m, f"sub-{i}", f"r{i}", clock)
+        ((key, reserved),) = held.reserved
+        assert m.limiter.counters.tables()[0][key] == reserved
+        # settled after the drops: its cost lands on its counter, and the stored row matches it
+        record = call("alice-1", "dep-b", prompt=10, completion=3000, tenant="acme", key_id=None, started=clock.now)
+        m.record(msgspec.structs.replace(record, subject="alice"))
+        assert m.limiter.counters.tables()[0][key] == 12_030_000
+        with pytest.raises(ApiError) as refused:
+            await m.limiter.admit(oidc("alice"), "g", PLAN, 10, 10, "alice-2")
+        assert refused.value.body.code == "budget_exceeded"
+    finally:
+        await m.close()
