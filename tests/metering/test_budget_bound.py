@@ -7,14 +7,20 @@ from __future__ import annotations
 import time
 import uuid
 
+import httpx
 import msgspec
 import pytest
 
+from admin_http import running
+from builders import identity, price, simulated, single, sqlite
+from builders import oidc as trusting
 from multihome.config.metering import BudgetRule, MeteringConfig, RateLimitRule
 from multihome.metering.prices import DeploymentPrice, PriceTable
 from multihome.metering.service import Metering
 from multihome.schema.errors import ApiError
 from multihome.schema.principal import Principal
+from multihome.simulators import SimulatorConfig, start_simulator
+from oidc_issuer import LocalIssuer
 
 from .conftest import Dep, call
 
@@ -116,3 +122,58 @@ async def test_a_counter_a_call_in_flight_holds_is_never_dropped(db_url):
         assert refused.value.body.code == "budget_exceeded"
     finally:
         await m.close()
+
+
+async def test_through_the_app_minted_oidc_subjects_stay_under_the_cap_and_a_spent_one_stays_refused(
+    tmp_path, monkeypatch
+):
+    """The real app in process (SQLite storage, a local OIDC issuer, an OpenAI simulator): a tenant's identity
+    provider mints a subject per call under a `"*"` total key budget; the counters stay under the cap, and a
+    subject whose budget is spent is refused again after its counter was dropped (the read back on the request
+    path: the tracker's awaited admission)."""
+    monkeypatch.setenv("MH_TEST_BOUND_ADMIN", "mh-bootstrap-admin-key-for-budget-bound")
+    sim = await start_simulator(SimulatorConfig(kind="openai", name="bound"))
+    with LocalIssuer() as idp:
+        cfg = single(
+            simulated("openai", sim.url),
+            deployment_fields={"price": price(3, 15)},
+            storage=sqlite(tmp_path / "mh.db", refresh_s=0.05),
+            identity=identity("MH_TEST_BOUND_ADMIN", trusting(idp, "corp")),
+            metering={"budgets": [{"scope": "key", "id": "*", "amount": "0.0002", "period": "total"}]},
+        )
+        try:
+            async with running(cfg) as app:
+                (metering,) = [s for s in app.services if isinstance(s, Metering)]
+                metering.limiter.bound.cap = CAP
+                transport = httpx.ASGITransport(app=app)
+                async with httpx.AsyncClient(transport=transport, base_url="http://gw") as http:
+                    root = {"authorization": "Bearer mh-bootstrap-admin-key-for-budget-bound"}
+                    made = await http.post("/admin/v1/tenants", json={"name": "acme"}, headers=root)
+                    tenant = made.json()["id"]
+                    body = {"model": "g", "messages": [{"role": "user", "content": "hello"}], "max_tokens": 5}
+
+                    async def chat(sub: str) -> httpx.Response:
+                        token = idp.mint(tenant=tenant, sub=sub)
+                        headers = {"authorization": f"Bearer {token}"}
+                        return await http.post("/v1/chat/completions", json=body, headers=headers)
+
+                    # a budget of 0.0002 USD: a call's reservation (~0.00015) fits it, its cost and another's do not
+                    assert (await chat("alice")).status_code == 200
+                    assert (await chat("alice")).status_code == 429
+                    most = 0
+                    for i in range(3 * CAP):
+                        answer = await chat(f"sub-{i}")
+                        assert answer.status_code == 200, answer.text
+                        most = max(most, _kept(metering))
+                    assert most <= CAP + 1, most
+                    kept = [
+                        k
+                        for k in metering.limiter.counters.tables()[0]
+                        if k.startswith(metering.limiter.bound.prefixes)
+                    ]
+                    assert not [k for k in kept if ":alice:" in k], "alice's counter was kept: the test did not drop it"
+                    again = await chat("alice")
+                    assert again.status_code == 429, again.text
+                    assert again.json()["error"]["code"] == "budget_exceeded"
+        finally:
+            await sim.close()
