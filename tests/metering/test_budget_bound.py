@@ -177,3 +177,29 @@ async def test_through_the_app_minted_oidc_subjects_stay_under_the_cap_and_a_spe
                     assert again.json()["error"]["code"] == "budget_exceeded"
         finally:
             await sim.close()
+
+
+def test_near_the_cap_the_counters_are_not_read_once_per_caller():
+    """One look reads every counter: callers' new counters made one by one near the cap (a minute's rate
+    windows of callers whose budget counters are kept) must not each cost one. A look past three quarters of
+    the cap drops down to half; the next comes at least a quarter of the cap later."""
+    from multihome.metering.budget_bound import BudgetBound
+
+    bound = BudgetBound("p:", cap=400)
+    values: dict[str, int] = {}
+    looks = 0
+
+    def made(key: str) -> None:
+        nonlocal looks
+        values[key] = 1
+        if bound.due(len(values), 7):
+            looks += 1
+            bound.drop_idle(values, {}, held=())
+        assert sum(1 for k in values if k.startswith(bound.prefixes)) <= 400
+
+    for i in range(399):  # just under the cap
+        made(f"p:b:key:t:s{i}:total:USD:all")
+    looks = 0
+    for i in range(2000):  # the kept callers' rate windows: never dropped
+        made(f"p:r:key:t:s{i}:r:1")
+    assert looks <= 2000 // 100 + 1, looks

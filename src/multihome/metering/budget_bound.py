@@ -2,14 +2,16 @@
 
 A `"*"` budget of the team or key scope keeps a counter per team or subject, and a tenant's identity
 provider can mint any number of subjects (or a tenant admin any number of keys): a `total` budget's
-counter never expires, and a day's or month's lives until a day after its period. Past `cap` such
-counters, the oldest-made that no call in flight holds a reservation on are dropped, down to half the
-cap, when the limiter makes an admission shape (a caller's first call of a minute; the only place new
-counters come from), and every shape is dropped with them, so none names a dropped counter. A dropped counter is settled spend only, and its spend is in the
-store's usage rows (every settled call's row, which the writer commits before the read): when its
-caller comes back, the limiter has the store read it back before admitting (Metering's
-`seed_missing`), as a restart would. Without a store nothing is dropped (memory is the only record).
-Tenant counters are one per stored tenant: never dropped. docs/metering.md "In-process counters".
+counter never expires, and a day's or month's lives until a day after its period. At most `cap` such
+counters are kept: when the limiter makes an admission shape (a caller's first call of a minute; the
+only place new counters come from) and a look finds more than three quarters of the cap, the
+oldest-made that no call in flight holds a reservation on are dropped, down to half the cap, and every
+shape with them, so none names a dropped counter. A dropped counter held settled spend only, and that
+spend is in the store's usage rows (every settled call's row, which the writer commits before the
+read): when its caller comes back, the limiter has the store read it back before admitting (Metering's
+`seed_dropped`), as a restart would. Without a store nothing is dropped (memory is the only record).
+Tenant counters are one per stored tenant: never dropped. docs/metering.md "In-process counters are
+capped".
 """
 
 from __future__ import annotations
@@ -44,11 +46,13 @@ class BudgetBound:
         return kept > self.next_scan
 
     def drop_idle(self, values: dict[str, int], expiries: dict[str, int], held: Iterable[str]) -> int:
-        """Past the cap, drop the oldest-made team and key budget counters not in `held` down to half the
-        cap; how many were dropped."""
+        """Past three quarters of the cap, drop the oldest-made team and key budget counters not in `held`
+        down to half the cap; how many were dropped. The next look comes after at least a quarter of the cap
+        more counters (one look reads every counter: looks close together, under counters made one by one
+        near the cap, cost a read of them all per caller), and before the cap can be passed."""
         keys = [k for k in values if k.startswith(self.prefixes)]
         dropped = 0
-        if len(keys) > self.cap:
+        if len(keys) > self.cap * 3 // 4:
             excess = len(keys) - self.cap // 2
             keep = set(held)
             for key in keys:  # a dict keeps the order counters were made in
@@ -61,7 +65,8 @@ class BudgetBound:
                 dropped += 1
             if dropped:
                 self.dropped = True
-        self.next_scan = len(values) + max(1, self.cap - (len(keys) - dropped))
+        # (more than cap - a quarter kept only while calls in flight hold them: then a quarter more at most)
+        self.next_scan = len(values) + max(1, self.cap // 4, self.cap - (len(keys) - dropped))
         return dropped
 
     def missing(
