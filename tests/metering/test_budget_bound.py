@@ -45,8 +45,8 @@ class Clock:
 
 async def _metering(db_url: str, clock: Clock, **cfg) -> Metering:
     m = Metering(MeteringConfig(key_prefix=f"t{uuid.uuid4().hex[:8]}:", **cfg), PRICES, storage_url=db_url, clock=clock)
-    await m.start()
     m.limiter.bound.cap = CAP
+    await m.start()
     return m
 
 
@@ -102,6 +102,30 @@ async def test_a_dropped_counter_is_read_back_so_a_spent_budget_stays_spent(db_u
         await m.limiter.admit(oidc("new"), "g", PLAN, 10, 10, "new-1")
     finally:
         await m.close()
+
+
+async def test_a_restart_seeds_no_more_than_the_cap_and_reads_the_rest_back(db_url):
+    """Every subject that ever spent was seeded at start: past the cap they are read back as they come."""
+    clock = Clock()
+    budgets = [BudgetRule(scope="key", id="*", amount="0.0100", period="total")]
+    cfg = MeteringConfig(key_prefix=f"t{uuid.uuid4().hex[:8]}:", budgets=budgets)
+    first = Metering(cfg, PRICES, storage_url=db_url, clock=clock)
+    first.limiter.bound.cap = 10**6  # the first process keeps them all
+    await first.start()
+    await _spend(first, "alice", "alice-1", clock, completion=3000)
+    for i in range(2 * CAP):
+        await _spend(first, f"sub-{i}", f"r{i}", clock)
+    await first.close()
+    again = Metering(cfg, PRICES, storage_url=db_url, clock=clock)
+    again.limiter.bound.cap = CAP
+    await again.start()
+    try:
+        assert _kept(again) <= CAP
+        with pytest.raises(ApiError) as refused:
+            await again.limiter.admit(oidc("alice"), "g", PLAN, 10, 10, "alice-2")
+        assert refused.value.body.code == "budget_exceeded"
+    finally:
+        await again.close()
 
 
 async def test_a_counter_a_call_in_flight_holds_is_never_dropped(db_url):

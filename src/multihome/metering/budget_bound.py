@@ -69,6 +69,17 @@ class BudgetBound:
         self.next_scan = len(values) + max(1, self.cap // 4, self.cap - (len(keys) - dropped))
         return dropped
 
+    def seeding(self, items: list[tuple[str, int, int]]) -> list[tuple[str, int, int]]:
+        """Of a seed's (key, value, expire_at_ms) items, those to set: without the team and key ones when they
+        are more than three quarters of the cap (every subject that ever spent, at start), which are then
+        read back one caller at a time, as dropped ones are."""
+        prefixes = self.prefixes
+        theirs = sum(1 for key, _, _ in items if key.startswith(prefixes))
+        if theirs <= self.cap * 3 // 4:
+            return items
+        self.dropped = True
+        return [item for item in items if not item[0].startswith(prefixes)]
+
     def missing(
         self, budgets: Sequence[BudgetSpec], periods: Mapping[str, Period], values: Mapping[str, int]
     ) -> list[tuple[BudgetSpec, Period]]:

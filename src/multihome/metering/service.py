@@ -626,6 +626,8 @@ class Metering:
                 for spec in rules.budgets_for(rule.scope, ident, tenant):
                     if spec.period == rule.period and spec.currency == rule.currency:
                         items.append((spec.base + per.bucket, int(spent or 0), per.expire_ms))
+        if not self.limiter.counters.shared:  # past the cap, team and key counters are read back as callers come
+            items = self.limiter.bound.seeding(items)
         await self.limiter.counters.seed(items)
 
     async def seed_dropped(self, missing: list[tuple[BudgetSpec, Period]], tenant: str) -> None:
