@@ -562,7 +562,8 @@ class Limiter:
     ) -> Ticket | None:
         """`admit`'s answer when it needs no await (in-process counters answer at once, and a refusal
         raises; shared ones when this process's leases cover the call), else None: a round trip to Redis,
-        or a read of the store for a caller whose in-process budget counter was dropped, for `admit`. The hot path asks this first, so such an admission costs no coroutine."""
+        or a read of the store for a caller whose in-process budget counter was dropped, for `admit`. The
+        hot path asks this first, so such an admission costs no coroutine."""
         overloaded = self.overloaded
         if overloaded is not None and overloaded():
             raise self._overload_error()
