@@ -164,3 +164,27 @@ async def test_a_tenant_admins_cut_off_ends_no_org_admins_or_auditors_session(st
         assert not index.ended("s", "alice", "ten_a", issued, issuer=A, roles=frozenset(held)), held
     with pytest.raises(Invalid):
         await store.end_console_sessions(subject="alice", issuer=A, ttl_s=TTL, actor="x", role="member")
+
+
+async def test_a_tenant_has_at_most_max_cutoffs_in_force(store, monkeypatch):
+    """Every replica holds every cut-off in force (SessionEndIndex) for the session TTL: a tenant admin naming
+    a new subject each time grew them all. Expired rows, logouts, other tenants' and org-wide cut-offs are
+    not counted."""
+    from multihome.storage import console_sessions
+
+    monkeypatch.setattr(console_sessions, "MAX_CUTOFFS_PER_TENANT", 3, raising=False)
+    made = [
+        await store.end_console_sessions(subject=f"s-{i}", issuer=A, tenant_id="ten_a", ttl_s=TTL, actor="ta")
+        for i in range(3)
+    ]
+    with pytest.raises(Invalid, match="the most a tenant may have"):
+        await store.end_console_sessions(subject="s-3", issuer=A, tenant_id="ten_a", ttl_s=TTL, actor="ta")
+    exp = datetime.now(UTC) + timedelta(hours=2)
+    await store.end_console_session("sid-9", expires_at=exp, subject="s-9", tenant_id="ten_a", actor="s-9")
+    await store.end_console_sessions(subject="s-3", issuer=A, tenant_id="ten_b", ttl_s=TTL, actor="ta")
+    await store.end_console_sessions(subject="s-3", issuer=A, ttl_s=TTL, actor="org")  # org-wide
+    async with store.engine.begin() as conn:  # one expires: it ends nothing any more, and is not held
+        past = datetime.now(UTC) - timedelta(seconds=1)
+        t = console_session_ends.c
+        await conn.execute(sa.update(console_session_ends).where(t.id == made[0].id).values(expires_at=past))
+    await store.end_console_sessions(subject="s-3", issuer=A, tenant_id="ten_a", ttl_s=TTL, actor="ta")

@@ -131,3 +131,19 @@ async def test_many_keys_have_distinct_prefixes(store):
 
 def test_key_index_is_pure_memory():
     assert KeyIndex({}).lookup("mh_abcdefgh_" + "x" * 43) is None
+
+
+async def test_a_tenant_holds_at_most_max_keys_not_revoked(store, monkeypatch):
+    """Every replica holds every key not revoked (the snapshot): a tenant admin making one after another grew
+    them all for good. Revoked keys and other tenants' are not counted."""
+    from multihome.storage import apikeys
+
+    monkeypatch.setattr(apikeys, "MAX_KEYS_PER_TENANT", 3, raising=False)
+    t, other = await _tenant(store), await _tenant(store, "globex")
+    made = [(await store.create_key(t.id, name=f"k{i}", actor="ta"))[0] for i in range(3)]
+    with pytest.raises(Invalid, match="the most a tenant may hold"):
+        await store.create_key(t.id, name="k3", actor="ta")
+    await store.create_key(other.id, name="k3", actor="ta")
+    await store.revoke_key(t.id, made[0].id, actor="ta")
+    await store.create_key(t.id, name="k3", actor="ta")
+    assert len([k for k in await store.list_keys(t.id) if k.revoked_at is None]) == 3

@@ -64,3 +64,20 @@ async def test_policies_cannot_point_across_tenants(store):
         await store.delete_policy(a.id, pol_b.id, actor="admin")
     assert await store.list_policies(a.id) == []
     assert (await store.get_policy(b.id, pol_b.id)).rules == {}
+
+
+async def test_a_tenant_holds_at_most_max_policies(store, monkeypatch):
+    """Every replica compiles and holds every policy (each up to 256 KiB of rules): a tenant admin making policy
+    after policy grew them all for good. Other tenants' are not counted; a deleted policy frees its place."""
+    from multihome.storage import policies
+
+    monkeypatch.setattr(policies, "MAX_POLICIES_PER_TENANT", 3, raising=False)
+    t = await store.create_tenant("acme", actor="admin")
+    other = await store.create_tenant("globex", actor="admin")
+    rules = {"egress": {"regions": ["eu"]}}
+    made = [await store.create_policy(t.id, scope="tenant", rules=rules, actor="ta") for _ in range(3)]
+    with pytest.raises(Invalid, match="the most a tenant may hold"):
+        await store.create_policy(t.id, scope="tenant", rules=rules, actor="ta")
+    await store.create_policy(other.id, scope="tenant", rules=rules, actor="ta")
+    await store.delete_policy(t.id, made[0].id, actor="ta")
+    await store.create_policy(t.id, scope="tenant", rules=rules, actor="ta")

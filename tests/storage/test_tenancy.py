@@ -103,3 +103,19 @@ async def test_team_with_active_keys_cannot_be_deleted(store):
     assert await store.list_teams(t.id) == []
     assert (await store.get_key(t.id, key.id)).team_id is None  # revoked key kept, detached
     assert await store.list_policies(t.id) == []  # the team's policies went with it
+
+
+async def test_a_tenant_has_at_most_max_teams(store, monkeypatch):
+    """Every replica holds every team (the snapshot): a tenant admin making team after team grew them all for
+    good. Other tenants' are not counted; a deleted team frees its place."""
+    from multihome.storage import tenancy
+
+    monkeypatch.setattr(tenancy, "MAX_TEAMS_PER_TENANT", 3, raising=False)
+    t = await store.create_tenant("acme", actor="admin")
+    other = await store.create_tenant("globex", actor="admin")
+    made = [await store.create_team(t.id, f"team-{i}", actor="ta") for i in range(3)]
+    with pytest.raises(Invalid, match="the most a tenant may have"):
+        await store.create_team(t.id, "team-3", actor="ta")
+    await store.create_team(other.id, "team-3", actor="ta")
+    await store.delete_team(t.id, made[0].id, actor="ta")
+    await store.create_team(t.id, "team-3", actor="ta")

@@ -220,3 +220,33 @@ async def test_revocations_reach_another_replicas_snapshot_at_its_next_poll(stor
         assert len(cache.revocations) == 4 and cache.snapshot.version == await store.version()
     finally:
         await cache.stop()
+
+
+async def test_a_tenant_holds_at_most_max_revocations(store, monkeypatch):
+    """Every replica holds every live revocation (RevocationIndex), and a subject's may never expire: a tenant
+    admin naming a new jti or subject each time grew them all for good. Expired rows and other tenants' are not
+    counted; org-wide ones (no tenant: an org-admin's) are not held to it."""
+    from multihome.storage import revocations
+
+    monkeypatch.setattr(revocations, "MAX_REVOCATIONS_PER_TENANT", 3, raising=False)
+    t = await store.create_tenant("t", actor="admin")
+    other = await store.create_tenant("u", actor="admin")
+    made = [
+        await store.create_token_revocation(kind="subject", issuer=ISS, subject=f"s-{i}", tenant_id=t.id, actor="ta")
+        for i in range(3)
+    ]
+    for kind, name in (("subject", {"subject": "s-3"}), ("jti", {"jti": "j-3"})):
+        with pytest.raises(Invalid, match="the most a tenant may hold"):
+            await store.create_token_revocation(kind=kind, issuer=ISS, tenant_id=t.id, actor="ta", **name)
+    assert len(await store.list_token_revocations(t.id)) == 3
+    await store.create_token_revocation(kind="subject", issuer=ISS, subject="s-3", tenant_id=other.id, actor="ta")
+    await store.create_token_revocation(kind="subject", issuer=ISS, subject="s-3", actor="org")  # org-wide
+    # a row past its expiry is not held: it refuses nothing and leaves the snapshot
+    async with store.engine.begin() as conn:
+        past = datetime.now(UTC) - timedelta(seconds=1)
+        await conn.execute(
+            sa.update(token_revocations).where(token_revocations.c.id == made[0].id).values(expires_at=past)
+        )
+    await store.create_token_revocation(kind="subject", issuer=ISS, subject="s-4", tenant_id=t.id, actor="ta")
+    await store.delete_token_revocation(made[1].id, actor="ta")
+    await store.create_token_revocation(kind="jti", issuer=ISS, jti="j-4", tenant_id=t.id, actor="ta")

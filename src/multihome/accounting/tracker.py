@@ -188,8 +188,9 @@ class CallTracker(msgspec.Struct, eq=False):
         return await self.admit_awaited(group, deployments, max_output_tokens) if headers is None else headers
 
     async def admit_awaited(self, group, deployments, max_output_tokens: int | None) -> Sequence[tuple[bytes, bytes]]:
-        """`admit` once `admit_at_once` answered None: the limiter's counters need a round trip (Redis).
-        The limiter goes on from what `at_once` planned for this call."""
+        """`admit` once `admit_at_once` answered None: the limiter's counters need a round trip (Redis), or
+        the store must read back a dropped in-process counter (metering/budget_bound.py). The limiter goes on
+        from what `at_once` planned or found for this call."""
         assert self.acc.limiter is not None  # only the limiter's shared counters need an await
         prompt, choices = estimate.admission(self.request)
         answers = group.answers

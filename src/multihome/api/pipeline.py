@@ -191,7 +191,7 @@ class Pipeline:
             else:
                 deployments = _allowed(group, shape)
             headers = tracker.admit_at_once(group, deployments, max_output)
-            if headers is None:  # the limiter's counters are shared (Redis)
+            if headers is None:  # shared counters (Redis), or a dropped in-process counter read back from the store
                 extra = await _admit(tracker, group, shape, max_output)
             else:
                 extra = headers
@@ -279,7 +279,8 @@ def begin_call(
 async def _admit(
     tracker: CallTracker | None, group: GroupRuntime, shape: RequestShape, max_output: int | None
 ) -> Sequence[Header]:
-    """Limits and budgets when `CallTracker.admit_at_once` answered None (shared counters)."""
+    """Limits and budgets when `CallTracker.admit_at_once` answered None (shared counters, or in-process ones
+    the store reads a dropped counter back into: metering/budget_bound.py)."""
     if tracker is None:
         return ()
     headers = await tracker.admit_awaited(group, _allowed(group, shape), max_output)

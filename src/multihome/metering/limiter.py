@@ -23,8 +23,9 @@ from ..config.metering import MeteringConfig
 from ..schema import header_text
 from ..schema.errors import ApiError, no_retry
 from ..schema.principal import Principal
+from .budget_bound import BudgetBound
 from .counters import BUDGET, DEPLOYMENT, OK, FlatAdmit, Outcome, Plan
-from .periods import WINDOW_MS, Periods, go_duration, window_reset
+from .periods import WINDOW_MS, Period, Periods, go_duration, window_reset
 from .prices import PriceTable, reserve_nanos
 from .rules import BudgetSpec, Rules, window_expire_ms, window_key
 
@@ -472,6 +473,11 @@ class Limiter:
         self._shapes: dict[tuple, _Shape] = {}  # by (tenant, team, key, *ids of the deployments)
         self._reset_ms, self._reset = -1, b""  # the last x-ratelimit-reset-* value, and its ms
         self._pruned_wid = -1  # the minute in-process counters were last pruned of expired keys in
+        # In-process counters with a store: the cap on team and key budget counters (budget_bound.py), and
+        # what reads a dropped one's spend back (set by Metering: (spec, its period) and tenant of each).
+        self.bound = BudgetBound(cfg.key_prefix)
+        self.seed_missing: Callable[[list[tuple[BudgetSpec, Period]], str], Awaitable[None]] | None = None
+        self._unseeded: tuple[str, list[tuple[BudgetSpec, Period]], str] | None = None  # (request id, what, tenant)
 
     # -- the hot path ------------------------------------------------------------------------------
     def _overload_error(self) -> ApiError:
@@ -509,14 +515,31 @@ class Limiter:
         the deployments the call may fall back to besides (its fallback groups'), whose prices and output
         caps the reservation covers too (no deployment limit of theirs is charged at admission)."""
         missed = self._missed
-        if missed is None or missed[0] != request_id:  # (at_once was not just asked about this call)
+        unseeded = self._unseeded
+        asked = (missed is not None and missed[0] == request_id) or (unseeded is not None and unseeded[0] == request_id)
+        if not asked:  # (at_once was not just asked about this call)
             ticket = self.at_once(
                 principal, model_group, deployments, prompt_tokens, max_output_tokens, request_id, choices, tier, also
             )
             if ticket is not None:
                 return ticket
-            missed = self._missed
-            assert missed is not None and missed[0] == request_id  # at_once answers None having planned the call
+        for _ in range(3):
+            unseeded = self._unseeded
+            if unseeded is None or unseeded[0] != request_id:
+                break
+            # In-process counters, a dropped one of this caller's: the store reads its spend back first.
+            self._unseeded = None
+            await self._seed(unseeded[1], unseeded[2])
+            ticket = self.at_once(
+                principal, model_group, deployments, prompt_tokens, max_output_tokens, request_id, choices, tier, also
+            )
+            if ticket is not None:
+                return ticket
+        else:
+            self._unseeded = None
+            raise _limits_unavailable()  # dropped again each time it was read back (never seen)
+        missed = self._missed
+        assert missed is not None and missed[0] == request_id  # at_once answers None having planned the call
         # Shared counters (Redis): the admission at_once planned, its counting awaited.
         self._missed = None
         _, shape, now_ms, ticket, plan = missed
@@ -539,7 +562,8 @@ class Limiter:
     ) -> Ticket | None:
         """`admit`'s answer when it needs no await (in-process counters answer at once, and a refusal
         raises; shared ones when this process's leases cover the call), else None: a round trip to Redis,
-        for `admit`. The hot path asks this first, so such an admission costs no coroutine."""
+        or a read of the store for a caller whose in-process budget counter was dropped, for `admit`. The
+        hot path asks this first, so such an admission costs no coroutine."""
         overloaded = self.overloaded
         if overloaded is not None and overloaded():
             raise self._overload_error()
@@ -578,6 +602,8 @@ class Limiter:
             key = (*key, id(also))
         shape = self._shapes.get(key)
         if shape is None or shape.wid != now_ms // WINDOW_MS:
+            if self.seed_missing is not None and self._dropped_for(principal, now, now_ms, request_id):
+                return None  # `admit` has the store read the caller's dropped counters back
             shape = self._shape(key, principal, deployments, now_ms // WINDOW_MS, now, tier, also)
         usual = shape.usual
         if usual is not None:
@@ -605,6 +631,41 @@ class Limiter:
                 return ticket
         ticket, plan = self._planned(shape, values, request_id)
         return self._conclude(ticket, plan, counters.admit(plan, now_ms), shape, deployments, now_ms)
+
+    def _dropped_for(self, principal: Principal, now: float, now_ms: int, request_id: str) -> bool:
+        """In-process counters with a store, before making a caller's shape: bound the budget counters
+        (budget_bound.py), then whether one of this caller's was dropped (True: kept in `_unseeded` for
+        `admit`, which reads it back from the store)."""
+        bound = self.bound
+        wid = now_ms // WINDOW_MS
+        counters = self.counters
+        assert not counters.shared  # (seed_missing is set for in-process counters only)
+        values, expiries = counters.tables()
+        if wid != bound.wid and wid != self._pruned_wid:
+            # Expired counters go first (as _shape would): what is left under the cap is counted without them.
+            self._pruned_wid = wid
+            counters.prune(now_ms)
+        if bound.due(len(values), wid):
+            held = [k for ticket in self.open.values() for k in ticket._slots.keys]
+            dropped = bound.drop_idle(values, expiries, held)
+            if dropped:
+                self._shapes = {}  # a shape may name a dropped counter: each caller's next call makes its own
+                log.info("dropped %d idle team and key budget counters (past %d kept)", dropped, bound.cap)
+        if not bound.dropped:
+            return False
+        missing = bound.missing(self.rules.for_principal(principal)[0], self.periods.at(now), values)
+        if not missing:
+            return False
+        self._unseeded = (request_id, missing, principal.tenant)
+        return True
+
+    async def _seed(self, missing: list[tuple[BudgetSpec, Period]], tenant: str) -> None:
+        assert self.seed_missing is not None  # set whenever a counter can be dropped
+        try:
+            await self.seed_missing(missing, tenant)
+        except Exception as exc:  # the database unreachable: the spend cannot be known, so no admission
+            log.warning("budget counters not read back from the store (%s): call refused", type(exc).__name__)
+            raise _limits_unavailable() from None
 
     async def admit_attempt(
         self,

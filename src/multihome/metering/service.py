@@ -32,11 +32,11 @@ from ..config import env_secret
 from ..config.call_bound import longest_call_s
 from ..config.metering import BudgetRule, MeteringConfig
 from .limiter import Limiter
-from .periods import UTC, WINDOW_MS, period, window
+from .periods import UTC, WINDOW_MS, Period, period, window
 from .prices import PriceTable
 from .record import MeteredCall, MeteredSink, SpoolHolder
 from .row import Row, stamp_pairs
-from .rules import AdminBudget, Rules, admin_budget, principal_key, slot, window_expire_ms, window_key
+from .rules import AdminBudget, BudgetSpec, Rules, admin_budget, principal_key, slot, window_expire_ms, window_key
 
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncEngine
@@ -373,6 +373,8 @@ class Metering:
             spool=spool,
         )
         self.limiter.overloaded = writer.overloaded
+        if not self.limiter.counters.shared:  # a dropped in-process budget counter is read back from here
+            self.limiter.seed_missing = self.seed_dropped
         if spool is not None:
             self.limiter.spool_refusing = spool.refusing
         await writer.start()
@@ -624,6 +626,31 @@ class Metering:
                 for spec in rules.budgets_for(rule.scope, ident, tenant):
                     if spec.period == rule.period and spec.currency == rule.currency:
                         items.append((spec.base + per.bucket, int(spent or 0), per.expire_ms))
+        if not self.limiter.counters.shared:  # past the cap, team and key counters are read back as callers come
+            items = self.limiter.bound.seeding(items)
+        await self.limiter.counters.seed(items)
+
+    async def seed_dropped(self, missing: list[tuple[BudgetSpec, Period]], tenant: str) -> None:
+        """Read back the spend of `tenant`'s team or key budget counters the limiter dropped
+        (budget_bound.py), or made none of yet since it dropped one: each counter from the stored usage of
+        its period (0 with none), once this process's accepted rows are committed. As a seed, a counter
+        made meanwhile wins."""
+        from .tables import usage_calls as u
+
+        assert self.engine is not None and self.writer is not None  # set in start, with them
+        await self.writer.flush(timeout=5)
+        column = {"team": u.c.team_id, "key": u.c.key_id}
+        items: list[tuple[str, int, int]] = []
+        async with self.engine.connect() as conn:
+            for spec, per in missing:
+                col = column[spec.scope]
+                q = sa.select(sa.func.sum(u.c.cost_nanos)).where(
+                    u.c.currency == spec.currency, u.c.tenant_id == tenant, col == spec.id
+                )
+                if per.start is not None:
+                    q = q.where(u.c.started_at >= per.start)
+                spent = (await conn.execute(q)).scalar()
+                items.append((spec.base + per.bucket, int(spent or 0), per.expire_ms))
         await self.limiter.counters.seed(items)
 
     async def seed_rates(self, rules: Rules) -> None:

@@ -25,6 +25,9 @@ from .tenancy import _metadata
 # A key expires within this many days, or never (expires_at left out): a later date is a typo or
 # a wish for a key that never expires, and far-future dates are where date arithmetic overflows.
 KEY_MAX_LIFETIME_DAYS = 36525  # 100 years
+# Keys not revoked of one tenant at most: every replica holds each (the snapshot's keys, expired ones too, until
+# revoked), so a tenant admin making a key after another grew them all for good.
+MAX_KEYS_PER_TENANT = 100_000
 
 
 def key_from_row(r: Any) -> KeyRecord:
@@ -97,8 +100,20 @@ class KeysRepo(StoreBase):
             revoked_at=None,
             created_at=utcnow(),
         )
-        async with self._write() as conn:
+        # One lock per tenant (PostgreSQL; SQLite serializes writes): concurrent creates cannot all count room
+        # for one and all insert.
+        async with self._write(lock=f"api_keys:{tenant_id}") as conn:
             await self._require_tenant(conn, tenant_id)
+            held = await conn.scalar(
+                sa.select(sa.func.count())
+                .select_from(api_keys)
+                .where(api_keys.c.tenant_id == tenant_id, api_keys.c.revoked_at.is_(None))
+            )
+            if held is not None and held >= MAX_KEYS_PER_TENANT:
+                raise Invalid(
+                    f"tenant {tenant_id} already holds {held} keys not revoked, the most a tenant may hold "
+                    f"({MAX_KEYS_PER_TENANT}); revoke one it no longer needs first (an expired key counts until revoked)"
+                )
             if (
                 team_id is not None
                 and await conn.scalar(

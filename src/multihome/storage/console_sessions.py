@@ -39,6 +39,10 @@ from .rows import _strict
 from .tables import console_session_ends
 
 _MAX = {"subject": 400, "reason": 1000, "session_id": 64, "issuer": 400}
+# Cut-offs in force of one tenant at most: every replica holds each (SessionEndIndex) for the console's
+# session TTL, and a tenant admin naming a new subject each time grew them all. Logouts (each a real
+# session's) and org-wide cut-offs (an org-admin's, no tenant) are not counted.
+MAX_CUTOFFS_PER_TENANT = 10_000
 # The issuer of a managed API key's subject (its own id), and of the environment's keys (Principal.source).
 API_KEY_ISSUER, STATIC_ISSUER = "api_key", "static"
 _OIDC = "oidc:"
@@ -180,7 +184,21 @@ class ConsoleSessionsRepo(StoreBase):
             issuer=issuer,
             set_by_role=role,
         )
-        async with self._write() as conn:
+        # One lock per tenant (PostgreSQL; SQLite serializes writes): concurrent cut-offs cannot all count room
+        # for one and all insert.
+        async with self._write(lock=f"console_session_cutoffs:{tenant_id}" if tenant_id is not None else None) as conn:
+            if tenant_id is not None:
+                t = console_session_ends.c
+                held = await conn.scalar(
+                    sa.select(sa.func.count())
+                    .select_from(console_session_ends)
+                    .where(t.tenant_id == tenant_id, t.kind != "session", t.expires_at > now)
+                )
+                if held is not None and held >= MAX_CUTOFFS_PER_TENANT:
+                    raise Invalid(
+                        f"tenant {tenant_id} already has {held} session cut-offs in force, the most a tenant may "
+                        f"have ({MAX_CUTOFFS_PER_TENANT}); each lasts the console's session TTL after its cut-off"
+                    )
             await self._insert(conn, record, now, "console_sessions.end")
         return record
 

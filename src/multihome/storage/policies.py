@@ -30,6 +30,9 @@ SCOPES = ("tenant", "team", "key")
 RULES_MAX_BYTES = 256 * 1024
 RULES_MAX_ITEMS = 20_000
 RULES_MAX_DEPTH = 4
+# Policies of one tenant at most: every replica compiles and holds each (up to RULES_MAX_BYTES of rules), so a
+# tenant admin making policy after policy grew them all for good.
+MAX_POLICIES_PER_TENANT = 1_000
 SETTERS: tuple[BudgetRole, ...] = ("org-admin", "tenant-admin")  # schema.principal ORG_ADMIN, TENANT_ADMIN
 
 
@@ -118,11 +121,21 @@ class PoliciesRepo(StoreBase):
             updated_at=now,
             set_by_role=_setter(role),
         )
-        async with self._write() as conn:
+        # One lock per tenant (PostgreSQL; SQLite serializes writes): concurrent creates cannot all count room
+        # for one and all insert.
+        async with self._write(lock=f"policies:{tenant_id}") as conn:
             await self._require_tenant(conn, tenant_id)
             await self._require_scope(conn, tenant_id, scope, policy.scope_id, "policy")
             if scope == "key" and policy.set_by_role != ORG_ADMIN:  # in the write, as a budget's (key_roles.py)
                 await refuse_privileged_key(conn, tenant_id, policy.scope_id, lock=not self._sqlite)
+            held = await conn.scalar(
+                sa.select(sa.func.count()).select_from(policies).where(policies.c.tenant_id == tenant_id)
+            )
+            if held is not None and held >= MAX_POLICIES_PER_TENANT:
+                raise Invalid(
+                    f"tenant {tenant_id} already holds {held} policies, the most a tenant may hold "
+                    f"({MAX_POLICIES_PER_TENANT}); delete one it no longer needs, or put its rules in another first"
+                )
             await conn.execute(
                 sa.insert(policies).values(
                     id=policy.id,

@@ -38,6 +38,10 @@ from .tables import token_revocations
 KINDS: tuple[RevocationKind, ...] = ("jti", "subject")
 SETTERS = (ORG_ADMIN, TENANT_ADMIN)
 DEFAULT_MAX_TOKEN_LIFETIME_S = 24 * 3600.0
+# Live revocations of one tenant at most: each is held by every replica (RevocationIndex, reloaded whole with
+# the snapshot), and a subject's may never expire, so a tenant admin naming a new jti or subject each time grew
+# every replica's memory for good. Org-wide ones (an org-admin's, no tenant) are not counted.
+MAX_REVOCATIONS_PER_TENANT = 10_000
 _MAX = {"issuer": 1000, "subject": 400, "jti": 400, "reason": 1000}
 
 
@@ -148,9 +152,22 @@ class RevocationsRepo(StoreBase):
             created_at=now,
             set_by_role=role,
         )
-        async with self._write() as conn:
+        # One lock per tenant (PostgreSQL; SQLite serializes writes): concurrent creates cannot all count
+        # room for one and all insert.
+        async with self._write(lock=f"token_revocations:{tenant_id}" if tenant_id is not None else None) as conn:
             if tenant_id is not None:
                 await self._require_tenant(conn, tenant_id)
+                held = await conn.scalar(
+                    sa.select(sa.func.count())
+                    .select_from(token_revocations)
+                    .where(token_revocations.c.tenant_id == tenant_id, live_revocations(now))
+                )
+                if held is not None and held >= MAX_REVOCATIONS_PER_TENANT:
+                    raise Invalid(
+                        f"tenant {tenant_id} already holds {held} live token revocations, the most a tenant may "
+                        f"hold ({MAX_REVOCATIONS_PER_TENANT}); delete one it no longer needs first (a revocation "
+                        "of a subject refuses every token of it, however many)"
+                    )
             await conn.execute(
                 sa.insert(token_revocations).values(**{f: getattr(record, f) for f in record.__struct_fields__})
             )

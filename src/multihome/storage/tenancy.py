@@ -19,6 +19,10 @@ from .records import Team, Tenant
 from .row_reads import Listed, read_all, read_one
 from .tables import api_keys, budgets, entitlements, policies, stateful_pins, teams, tenants
 
+# Teams of one tenant at most: every replica holds each (the snapshot), so a tenant admin making team after
+# team grew them all for good.
+MAX_TEAMS_PER_TENANT = 10_000
+
 
 def _metadata(value: dict[str, Any] | None) -> dict[str, Any]:
     if value is None:
@@ -136,12 +140,22 @@ class TenancyRepo(StoreBase):
 
     async def create_team(self, tenant_id: str, name: str, *, actor: str) -> Team:
         team = Team(id=new_id("team"), tenant_id=tenant_id, name=nonempty(name, "name"), created_at=utcnow())
-        async with self._write() as conn:
+        # One lock per tenant (PostgreSQL; SQLite serializes writes): concurrent creates cannot all count room
+        # for one and all insert.
+        async with self._write(lock=f"teams:{tenant_id}") as conn:
             await self._require_tenant(conn, tenant_id)
             taken = await conn.scalar(sa.select(teams.c.id).where(teams.c.tenant_id == tenant_id, teams.c.name == name))
             if taken is not None:
                 raise Conflict(
                     f"tenant {tenant_id} already has a team named '{echo(name)}' ({taken})", conflicting=taken
+                )
+            held = await conn.scalar(
+                sa.select(sa.func.count()).select_from(teams).where(teams.c.tenant_id == tenant_id)
+            )
+            if held is not None and held >= MAX_TEAMS_PER_TENANT:
+                raise Invalid(
+                    f"tenant {tenant_id} already has {held} teams, the most a tenant may have "
+                    f"({MAX_TEAMS_PER_TENANT}); delete one it no longer needs first"
                 )
             await conn.execute(
                 sa.insert(teams).values(id=team.id, tenant_id=tenant_id, name=team.name, created_at=team.created_at)
