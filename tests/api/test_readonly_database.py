@@ -1,0 +1,121 @@
+"""A PostgreSQL failover that leaves the gateway on a server that only reads (a standby, or a DNS name not yet
+moved to the new primary): every write fails with SQLSTATE 25006 `read_only_sql_transaction`, reads work.
+Played on a real PostgreSQL with `default_transaction_read_only` on the gateway's database and its sessions
+ended, so every one of them reconnects read-only; then off again (the new primary reached). The app in
+process with the official openai SDK: admin writes and stored Responses answer 503 `storage_unavailable`
+(never 500, nothing written), reads answer, and every answered chat call's usage row is written once when
+writes return (docs/storage.md "Outages")."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+
+import asyncpg
+import pytest
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import create_async_engine
+
+from admin_http import error, ok
+from stored_app import sdk_client, stored_world, until
+
+pytestmark = pytest.mark.anyio
+ADMIN_KEY = "mh-bootstrap-admin-key-for-read-only-database"
+DEADLINE = 60  # seconds: a condition polled for (the usage writer's backoff is at most 5 s)
+
+
+@pytest.fixture(autouse=True)
+def _admin_key(monkeypatch):
+    monkeypatch.setenv("MH_TEST_READ_ONLY", ADMIN_KEY)
+
+
+@pytest.fixture
+async def world(pg_database) -> AsyncIterator[tuple]:
+    async with stored_world(pg_database(), "MH_TEST_READ_ONLY", ADMIN_KEY) as (world, _, transport):
+        yield world, transport
+
+
+async def read_only(url: str, on: bool) -> None:
+    """The gateway's database read-only (a standby) or not (the primary): its new sessions take the setting,
+    and its existing ones are ended so the gateway's pools reconnect to the server as it now is."""
+    base, db = url.replace("postgresql+asyncpg", "postgresql").rsplit("/", 1)
+    conn = await asyncpg.connect(f"{base}/postgres")
+    try:
+        await conn.execute(f'ALTER DATABASE "{db}" SET default_transaction_read_only = {"on" if on else "off"}')
+        await conn.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1 AND pid <> pg_backend_pid()", db
+        )
+    finally:
+        await conn.close()
+
+
+async def usage_rows(url: str) -> list[str]:
+    engine = create_async_engine(url)
+    try:
+        async with engine.connect() as conn:
+            return list((await conn.execute(sa.text("SELECT request_id FROM usage_calls"))).scalars())
+    finally:
+        await engine.dispose()
+
+
+def unavailable_503(resp) -> None:
+    body = error(resp, 503)
+    assert body["code"] == "storage_unavailable" and body["type"] == "server_error", body
+    assert resp.headers.get("retry-after"), resp.headers
+
+
+async def test_a_read_only_database_is_an_outage_and_nothing_is_lost(world, caplog):
+    world, transport = world
+    tid, key = await world.tenant("ro")
+    await ok(await world.call("GET", "/admin/v1/tenants"))
+    chat = sdk_client(key, transport)
+    await read_only(world.url, True)
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        # Reads still answer (the first, perhaps, after the pool notices its ended connection).
+        async def listed():
+            resp = await world.client.get("/admin/v1/tenants", headers={"authorization": f"Bearer {ADMIN_KEY}"})
+            return resp.status_code == 200 and resp
+
+        assert any(
+            t["id"] == tid for t in (await until(listed, "reads answer while read-only", DEADLINE)).json()["data"]
+        )
+        unavailable_503(await world.client.post("/admin/v1/tenants", json={"name": "later"}, headers=_admin()))
+        unavailable_503(
+            await world.client.post(
+                f"/admin/v1/tenants/{tid}/keys", json={"name": "k2", "roles": ["member"]}, headers=_admin()
+            )
+        )
+        answered = []
+        for i in range(5):  # chat calls are answered; their usage rows wait for the database
+            done = await chat.chat.completions.with_raw_response.create(
+                model="g", messages=[{"role": "user", "content": f"hi {i}"}]
+            )
+            answered.append(done.headers["x-request-id"])
+        stored = await world.client.post(
+            "/v1/responses", json={"model": "g", "input": "keep me", "store": True}, headers=_bearer(key)
+        )
+        unavailable_503(stored)
+        unavailable_503(await world.client.post("/v1/conversations", json={}, headers=_bearer(key)))
+        assert not [r for r in caplog.records if r.levelno >= logging.ERROR or r.exc_info], [
+            r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR or r.exc_info
+        ]
+    names = [t["name"] for t in (await ok(await world.call("GET", "/admin/v1/tenants")))["data"]]
+    assert "later" not in names  # nothing half-written
+    await read_only(world.url, False)
+
+    async def all_written():
+        rows = await usage_rows(world.url)
+        return set(answered) <= set(rows) and rows
+
+    rows = await until(all_written, "every answered call's usage row written once writes return", DEADLINE)
+    assert sorted(r for r in rows if r in answered) == sorted(answered)  # none twice
+    await ok(await world.call("POST", "/admin/v1/tenants", json={"name": "later"}), 201)  # writes work again
+
+
+def _admin() -> dict:
+    return _bearer(ADMIN_KEY)
+
+
+def _bearer(key: str) -> dict:
+    return {"authorization": f"Bearer {key}"}
