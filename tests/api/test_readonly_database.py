@@ -69,6 +69,16 @@ async def test_a_read_only_database_is_an_outage_and_nothing_is_lost(world, capl
     tid, key = await world.tenant("ro")
     await ok(await world.call("GET", "/admin/v1/tenants"))
     chat = sdk_client(key, transport)
+    conv = (await ok(await world.call("POST", "/v1/conversations", key, json={})))["id"]
+    writes = [  # one of each kind of write a client or an operator makes: none may answer 500 nor half-write
+        (f"/admin/v1/tenants/{tid}/keys", {"name": "k2", "roles": ["member"]}),
+        (f"/admin/v1/tenants/{tid}/budgets", {"scope": "tenant", "scope_id": tid, "amount": "10", "period": "day"}),
+        (f"/admin/v1/tenants/{tid}/mcp-servers", {"name": "tools", "url": "http://mcp.invalid/mcp"}),
+    ]
+    state_writes = [
+        (f"/v1/conversations/{conv}/items", {"items": [{"role": "user", "content": "later"}]}),
+        ("/v1/memory/records", {"agent_id": "a", "user_id": "u", "text": "remember me"}),
+    ]
     await read_only(world.url, True)
     caplog.clear()
     with caplog.at_level(logging.WARNING):
@@ -81,11 +91,10 @@ async def test_a_read_only_database_is_an_outage_and_nothing_is_lost(world, capl
             t["id"] == tid for t in (await until(listed, "reads answer while read-only", DEADLINE)).json()["data"]
         )
         unavailable_503(await world.client.post("/admin/v1/tenants", json={"name": "later"}, headers=_admin()))
-        unavailable_503(
-            await world.client.post(
-                f"/admin/v1/tenants/{tid}/keys", json={"name": "k2", "roles": ["member"]}, headers=_admin()
-            )
-        )
+        for path, body in writes:
+            unavailable_503(await world.client.post(path, json=body, headers=_admin()))
+        for path, body in state_writes:
+            unavailable_503(await world.client.post(path, json=body, headers=_bearer(key)))
         answered = []
         for i in range(5):  # chat calls are answered; their usage rows wait for the database
             done = await chat.chat.completions.with_raw_response.create(
@@ -102,6 +111,10 @@ async def test_a_read_only_database_is_an_outage_and_nothing_is_lost(world, capl
         ]
     names = [t["name"] for t in (await ok(await world.call("GET", "/admin/v1/tenants")))["data"]]
     assert "later" not in names  # nothing half-written
+    assert [k["name"] for k in (await ok(await world.call("GET", f"/admin/v1/tenants/{tid}/keys")))["data"]] == ["k"]
+    assert not (await ok(await world.call("GET", f"/admin/v1/tenants/{tid}/budgets")))["data"]
+    assert not (await ok(await world.call("GET", f"/admin/v1/tenants/{tid}/mcp-servers")))["data"]
+    assert len((await ok(await world.call("GET", f"/v1/conversations/{conv}/items", key)))["data"]) == 0
     await read_only(world.url, False)
 
     async def all_written():
