@@ -8,6 +8,7 @@ writes return (docs/storage.md "Outages")."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
 
@@ -17,6 +18,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from admin_http import error, ok
+from multihome.simulators import Fault
 from stored_app import sdk_client, stored_world, until
 
 pytestmark = pytest.mark.anyio
@@ -31,7 +33,8 @@ def _admin_key(monkeypatch):
 
 @pytest.fixture
 async def world(pg_database) -> AsyncIterator[tuple]:
-    async with stored_world(pg_database(), "MH_TEST_READ_ONLY", ADMIN_KEY) as (world, _, transport):
+    async with stored_world(pg_database(), "MH_TEST_READ_ONLY", ADMIN_KEY) as (world, sim, transport):
+        world.sim = sim
         yield world, transport
 
 
@@ -47,6 +50,15 @@ async def read_only(url: str, on: bool) -> None:
         )
     finally:
         await conn.close()
+
+
+async def scalar(url: str, query: str):
+    engine = create_async_engine(url)
+    try:
+        async with engine.connect() as conn:
+            return (await conn.execute(sa.text(query))).scalar()
+    finally:
+        await engine.dispose()
 
 
 async def usage_rows(url: str) -> list[str]:
@@ -132,3 +144,40 @@ def _admin() -> dict:
 
 def _bearer(key: str) -> dict:
     return {"authorization": f"Bearer {key}"}
+
+
+async def test_a_background_turn_under_way_when_writes_stop_is_finished_once_when_they_return(world, caplog):
+    """Its events, lease renewals and final record cannot be written while the database is read-only: the turn
+    is not lost (it completes once writes return) and its upstream call is made and billed once."""
+    world, transport = world
+    _, key = await world.tenant("bg")
+    sim = world.sim
+    sim.state.faults.add(Fault(chunk_delay_ms=100, chunks=30, times=1))  # ~3 s: under way at the switch
+    client = sdk_client(key, transport)
+    body = {"model": "g", "input": "a long one", "background": True, "stream": True}  # its events persisted
+
+    async def follow() -> None:  # (the in-process transport hands the stream over only when it has ended)
+        await world.client.post("/v1/responses", json=body, headers=_bearer(key))
+
+    follower = asyncio.create_task(follow())
+
+    async def running():
+        return await scalar(world.url, "SELECT id FROM responses WHERE status = 'in_progress'")
+
+    rid = await until(running, "the turn under way", DEADLINE)
+    await read_only(world.url, True)
+    with caplog.at_level(logging.WARNING):
+        await asyncio.sleep(6)  # past the upstream's answer: its record waits for writes
+        await read_only(world.url, False)
+
+        async def final():
+            got = await client.responses.retrieve(rid)
+            return got.status in ("completed", "failed", "cancelled", "incomplete") and got
+
+        done = await until(final, "the turn finished once writes return", 3 * DEADLINE)
+    assert done.status == "completed", done
+    await follower
+    assert sim.state.stats.requests == 1, "the turn's upstream call was made once"
+    rows = await until(lambda: usage_rows(world.url), "its usage row written", DEADLINE)
+    assert len(rows) == 1, rows  # billed once
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR or r.exc_info]

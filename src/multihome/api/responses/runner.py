@@ -36,6 +36,7 @@ from ...state.background import OPEN, BackgroundStore, Event
 from ...state.feed import Feed
 from ...state.jobs import Job
 from ...state.store import StoredResponse
+from ...storage.errors import outage as db_outage
 from ..openai.errors import upstream_client_error
 from ..pipeline import Call, Pipeline, finish_refused
 from .agent import AgentSetup
@@ -81,6 +82,7 @@ class _Run:
     end: int | None = None  # the conversation's end when the turn's tool call or result was checked (final_turn.py)
     closing: asyncio.Event = field(default_factory=asyncio.Event)
     more: asyncio.Event = field(default_factory=asyncio.Event)  # events are waiting to be written
+    failing: bool = False  # persisting events fails for an outage: said once, not at every flush
 
 
 class Runner:
@@ -254,10 +256,21 @@ class Runner:
             batch = run.pending[:]
             try:
                 open_ = await self._store().progress(run.record, batch)
-            except Exception:
-                log.warning("background response %s: persisting events failed; retrying", run.record.id, exc_info=True)
+            except Exception as exc:
                 open_ = True
+                why = db_outage(exc)  # the database away or read-only (a standby): one line per outage, kept events
+                if why is None or not run.failing:
+                    log.warning(
+                        "background response %s: persisting events failed (%s); retrying",
+                        run.record.id,
+                        why or type(exc).__name__,
+                        exc_info=why is None,
+                    )
+                run.failing = why is not None
             else:
+                if run.failing:
+                    run.failing = False
+                    log.info("background response %s: persisting events again", run.record.id)
                 del run.pending[: len(batch)]
                 if batch:
                     self.feed.publish(run.record.id)
@@ -278,15 +291,23 @@ class Runner:
         """Usage durable, then the final response and its last events in one write (the checkpoint)."""
         record, conv = run.record, run.converter
         if run.pending and not run.stopped:  # the clients following need not wait for the usage write
-            if await self._store().progress(record, run.pending):
-                run.pending = []
-                self.feed.publish(record.id)
-        if self.flush_usage is not None:
-            await self.flush_usage()
+            try:
+                if await self._store().progress(record, run.pending):
+                    run.pending = []
+                    self.feed.publish(record.id)
+            except Exception as exc:  # an outage: the events go with the final write, which waits it out
+                if db_outage(exc) is None:
+                    raise
         events = [*run.pending, *split_events(tail, conv)] if run.streamed else []
         seq = conv.next_seq if run.streamed else None
         final = replace(record, status=response["status"], response=response, background=_done(record))
-        if not await write_final(self._store(), final, events, shell, seq, run.end, err):
+
+        async def checkpoint() -> bool:
+            if self.flush_usage is not None:
+                await self.flush_usage()
+            return await write_final(self._store(), final, events, shell, seq, run.end, err)
+
+        if not await _through_outage(record.id, checkpoint):
             await self._keep_partial(run, None)  # a cancel got there first
 
     async def _fail(self, run: _Run, shell: BackgroundShell, err: ApiError) -> None:
@@ -328,3 +349,30 @@ def _scope(info: dict[str, Any]) -> dict[str, Any]:
         "query_string": b"",
         "headers": headers,
     }
+
+
+async def _through_outage(response_id: str, checkpoint: Callable[[], Awaitable[bool]]) -> bool:
+    """`checkpoint()`, tried again while the database cannot take it (away, or read-only: a standby after a
+    failover): the run's upstream answer is in hand, and raising would have the job run the turn again, its
+    model call made twice. The lease renewal goes on beside it (state/worker.py): a lease lost to another
+    replica cancels this wait, as a stop does. One warning per outage."""
+    backoff, said = 0.1, False
+    while True:
+        try:
+            return await checkpoint()
+        except Exception as exc:
+            why = db_outage(exc) or (
+                "storage_unavailable" if isinstance(exc, ApiError) and exc.body.code == "storage_unavailable" else None
+            )
+            if why is None:
+                raise
+            if not said:
+                said = True
+                log.warning(
+                    "background response %s: its final record cannot be written (%s); retrying until the database "
+                    "takes writes",
+                    response_id,
+                    why,
+                )
+        await asyncio.sleep(backoff)
+        backoff = min(backoff * 2, 5.0)
