@@ -19,7 +19,7 @@ from sqlalchemy.ext.asyncio import create_async_engine
 
 from admin_http import error, ok
 from multihome.simulators import Fault
-from stored_app import sdk_client, stored_world, until
+from stored_app import agent_world, sdk_client, stored_world, until
 
 pytestmark = pytest.mark.anyio
 ADMIN_KEY = "mh-bootstrap-admin-key-for-read-only-database"
@@ -180,4 +180,44 @@ async def test_a_background_turn_under_way_when_writes_stop_is_finished_once_whe
     assert sim.state.stats.requests == 1, "the turn's upstream call was made once"
     rows = await until(lambda: usage_rows(world.url), "its usage row written", DEADLINE)
     assert len(rows) == 1, rows  # billed once
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR or r.exc_info]
+
+
+@pytest.fixture
+async def agents(pg_database, tmp_path) -> AsyncIterator[tuple]:
+    async with agent_world(pg_database(), tmp_path, "MH_TEST_READ_ONLY", ADMIN_KEY) as world:
+        yield world
+
+
+async def test_an_agent_run_whose_step_cannot_be_checkpointed_waits_and_repeats_nothing(agents, caplog):
+    """A step done (its model call made) while the database takes no writes: its checkpoint waits for writes
+    rather than raising (the job would run the step again, the model called twice); the run completes once."""
+    w, sim, transport, server = agents
+    tenant, key = await w.tenant("acme")
+    body = {"name": "tools", "url": server.url, "allowed_tools": ["record"], "require_approval": "never"}
+    await ok(await w.call("POST", f"/admin/v1/tenants/{tenant}/mcp-servers", json=body), 201)
+    sim.state.faults.add(Fault(latency_ms=2000, times=1))  # the first step's model call: under way at the switch
+    sdk = sdk_client(key, transport)
+    tool = {"type": "mcp", "server_label": "tools", "server_url": server.url, "allowed_tools": ["record"]}
+    created = await sdk.responses.create(model="g", input="steps=2", tools=[tool], background=True)
+
+    async def asked():
+        return sim.state.stats.requests >= 1
+
+    await until(asked, "the first step's model call", DEADLINE)
+    await read_only(w.url, True)
+    with caplog.at_level(logging.WARNING):
+        await asyncio.sleep(5)  # past the model's answer: the step's checkpoint waits for writes
+        await read_only(w.url, False)
+
+        async def final():
+            got = await sdk.responses.retrieve(created.id)
+            return got if got.status not in ("queued", "in_progress") else None
+
+        done = await until(final, "the run ended once writes return", 3 * DEADLINE)
+    await sdk.close()
+    assert done.status == "completed", (done.status, done.error)
+    calls = [i for i in done.output if i.type == "mcp_call"]
+    assert calls and len(server.calls) == len(calls), server.calls  # each tool called once
+    assert sim.state.stats.requests == len(calls) + 1, "one model call per step and one for the answer"
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR or r.exc_info]

@@ -44,6 +44,7 @@ from .agent_job import run_agent
 from .common import abandon, outage, run_turn
 from .final_turn import failed, write_final
 from .items import Item
+from .outage_wait import through_outage
 from .stream import ResponsesStream, split_events
 from .thinking import ThinkingKeys
 from .translate import Shell, to_canonical
@@ -307,7 +308,7 @@ class Runner:
                 await self.flush_usage()
             return await write_final(self._store(), final, events, shell, seq, run.end, err)
 
-        if not await _through_outage(record.id, checkpoint):
+        if not await through_outage(record.id, checkpoint):
             await self._keep_partial(run, None)  # a cancel got there first
 
     async def _fail(self, run: _Run, shell: BackgroundShell, err: ApiError) -> None:
@@ -349,30 +350,3 @@ def _scope(info: dict[str, Any]) -> dict[str, Any]:
         "query_string": b"",
         "headers": headers,
     }
-
-
-async def _through_outage(response_id: str, checkpoint: Callable[[], Awaitable[bool]]) -> bool:
-    """`checkpoint()`, tried again while the database cannot take it (away, or read-only: a standby after a
-    failover): the run's upstream answer is in hand, and raising would have the job run the turn again, its
-    model call made twice. The lease renewal goes on beside it (state/worker.py): a lease lost to another
-    replica cancels this wait, as a stop does. One warning per outage."""
-    backoff, said = 0.1, False
-    while True:
-        try:
-            return await checkpoint()
-        except Exception as exc:
-            why = db_outage(exc) or (
-                "storage_unavailable" if isinstance(exc, ApiError) and exc.body.code == "storage_unavailable" else None
-            )
-            if why is None:
-                raise
-            if not said:
-                said = True
-                log.warning(
-                    "background response %s: its final record cannot be written (%s); retrying until the database "
-                    "takes writes",
-                    response_id,
-                    why,
-                )
-        await asyncio.sleep(backoff)
-        backoff = min(backoff * 2, 5.0)
