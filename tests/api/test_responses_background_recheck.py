@@ -1,8 +1,9 @@
 """A background Responses turn whose append must be checked again (an item was added to its conversation
-while the model answered) and whose recheck cannot read the store (a 503 `storage_unavailable`): the run
-raises, so its job is tried again (state/worker.py's backoff), instead of ending the response `failed`
-with an outage that was not the turn's fault (api/responses/final_turn.py). The retry completes it and
-the conversation holds the turn once. The official openai SDK against the app in process, with one
+while the model answered) and whose recheck cannot read the store (a 503 `storage_unavailable`): the run's
+final write is tried again in place (api/responses/runner.py `_through_outage`; before, the run raised and its
+job ran the turn again, the model called twice), instead of ending the response `failed` with an outage that
+was not the turn's fault (api/responses/final_turn.py). The retry completes it and the conversation holds the
+turn once. The official openai SDK against the app in process, with one
 simulated upstream, on SQLite and PostgreSQL; the store made unavailable at exactly that read, once."""
 
 from __future__ import annotations
@@ -51,7 +52,7 @@ class _OutageAtNextItemsRead:
         return await self._items(*args, **kwargs)
 
 
-async def test_a_recheck_that_cannot_read_the_store_retries_the_run_which_appends_once(world):
+async def test_a_recheck_that_cannot_read_the_store_retries_the_final_write_which_appends_once(world):
     w, sim, transport = world
     tenant, key = await w.tenant("acme")
     (state,) = [s for s in w.app.services if isinstance(s, StateService)]
@@ -82,7 +83,7 @@ async def test_a_recheck_that_cannot_read_the_store_retries_the_run_which_append
     # Without final_turn.py's re-raise (before 8257381): `failed`, the outage shown as the turn's error.
     assert done.status == "completed", (done.status, done.error)
     assert outage.fired == 1 and not outage.armed
-    assert sim.state.stats.requests == 2, "the run was tried again: its upstream call made again"
+    assert sim.state.stats.requests == 1, "the final write was tried again, not the run: one upstream call"
 
     items = [i async for i in sdk.conversations.items.list(conv.id, limit=100, order="asc")]
     kinds = [(i.type, getattr(i, "call_id", None) or getattr(i, "role", None)) for i in items]

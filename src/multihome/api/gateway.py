@@ -21,6 +21,7 @@ from ..crypto.errors import KmsError
 from ..identity.authenticator import Authenticator, credential_of
 from ..providers.transport import on_loop_thread
 from ..schema.errors import ApiError
+from ..storage.errors import outage
 from . import access_log
 from .asgi import HUNG_UP, JSON, ClientGone, Message, Receive, Scope, Send, header
 from .drain import Drain
@@ -110,8 +111,15 @@ class Gateway:
                     for service in self.services:
                         await service.start()
                 except Exception as exc:
-                    log.exception("start-up failed")
-                    await send({"type": "lifespan.startup.failed", "message": str(exc)})
+                    if (why := outage(exc)) is None:
+                        log.exception("start-up failed")
+                        await send({"type": "lifespan.startup.failed", "message": str(exc)})
+                        return
+                    # The database away, or a standby that takes no writes (a migration or a first write at
+                    # start): one line with the driver's words, not a traceback nor the statement and its values.
+                    # No "message": the server (uvicorn) would log it again under this line.
+                    log.error("start-up failed: the database cannot be reached or takes no writes (%s)", why)
+                    await send({"type": "lifespan.startup.failed"})
                     return
                 _tune_gc()
                 on_loop_thread()

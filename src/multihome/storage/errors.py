@@ -68,6 +68,12 @@ class SchemaOutOfDate(StorageError):
 # busy timeout). CORRUPT and NOTADB are not among them: retrying will not help, a 500 says so.
 _SQLITE_UNAVAILABLE = frozenset({5, 6, 8, 10, 13, 14})
 
+# SQLSTATEs of a server that takes no writes now, rather than a bug: 25006 read_only_sql_transaction, what a hot
+# standby (or `default_transaction_read_only`) answers every write with. After a failover a pooled connection, or a
+# DNS name not yet moved, can still reach the old primary turned standby (RDS/Aurora, Azure, Patroni): retrying
+# once the name or the pool reaches the new primary helps. Reads still work meanwhile.
+_SQLSTATE_UNAVAILABLE = frozenset({"25006"})
+
 # asyncpg's errors for a server that refuses or ends connections (shutting down, starting, restarting).
 _CONNECTION_ERRORS = frozenset(
     {"CannotConnectNowError", "AdminShutdownError", "ConnectionDoesNotExistError", "ConnectionFailureError"}
@@ -75,8 +81,8 @@ _CONNECTION_ERRORS = frozenset(
 
 
 def unavailable(exc: BaseException) -> bool:
-    """Whether `exc` says the database cannot be reached now (refused, reset, shutting down, timed out),
-    rather than a bug or bad data: the admin API and the Responses and Conversations APIs answer it with 503
+    """Whether `exc` says the database cannot be reached now (refused, reset, shutting down, timed out, or
+    reached but read-only: a standby after a failover, a SQLite file made read-only), rather than a bug or bad data: the admin API and the Responses and Conversations APIs answer it with 503
     `storage_unavailable`, not a 500.
     Only the error itself and what it was raised from (`__cause__`, as SQLAlchemy wraps the driver's)
     count: an error raised while handling another (a KMS refusal after a missing file) is not an outage."""
@@ -88,6 +94,8 @@ def unavailable(exc: BaseException) -> bool:
             return True
         code = getattr(seen, "sqlite_errorcode", None)  # sqlite3.Error (3.11+): the extended result code
         if isinstance(code, int) and code & 0xFF in _SQLITE_UNAVAILABLE:
+            return True
+        if getattr(seen, "sqlstate", None) in _SQLSTATE_UNAVAILABLE:  # asyncpg's, SQLAlchemy's adapted, psycopg's
             return True
         if getattr(seen, "connection_invalidated", False):  # sqlalchemy.exc.DBAPIError on a dead connection
             return True

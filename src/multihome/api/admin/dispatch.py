@@ -21,7 +21,7 @@ import msgspec
 from ...schema.decoding import decode_body
 from ...schema.errors import ApiError, echo_path, echo_quoted, no_retry
 from ...schema.principal import Principal
-from ...storage.errors import Conflict, Invalid, NotFound, UnreadableRow, unavailable
+from ...storage.errors import Conflict, Invalid, NotFound, UnreadableRow, outage, unavailable
 from ..asgi import JSON, read_body, send_bytes
 from ..big_bodies import OFF_LOOP_OVER, BigBodies
 from .events import admin_change
@@ -119,12 +119,18 @@ class AdminApi:
         except Exception as exc:
             if not unavailable(exc):
                 raise
-            log.warning("admin %s %s: the database cannot be reached (%s)", route.method, path, type(exc).__name__)
+            log.warning(
+                "admin %s %s: the database cannot be reached or takes no writes (%s)",
+                route.method,
+                path,
+                outage(exc) or type(exc).__name__,
+            )
             raise ApiError(
                 503,
                 "The gateway's database cannot be reached right now; retry shortly. Calls are still served.",
                 type="server_error",
                 code="storage_unavailable",
+                headers={"retry-after": "5"},  # as the KMS's 503: a standby's failover or a restart takes seconds
             ) from None
         if route.media == CSV_MEDIA:
             return out, b""

@@ -35,6 +35,7 @@ from ..pipeline import Call
 from .agent import AgentRun, Journal, Stopped
 from .common import outage, stored
 from .final_turn import failed, write_final
+from .outage_wait import through_outage
 from .stream import split_events
 
 if TYPE_CHECKING:
@@ -59,25 +60,35 @@ async def run_agent(
     call.principal = msgspec.convert(info["principal"], Principal)
 
     async def checkpoint(run: AgentRun) -> bool:
-        if runner.flush_usage is not None:
-            await runner.flush_usage()  # the step's usage row is durable before the step is
         events = split_events(b"".join(pending), run.conv) if pending else []
         pending.clear()
         snapshot = shell.render("in_progress", run.output, run.journal.usage)
         current = replace(with_journal(record, run.journal), status="in_progress", response=snapshot)
-        done = await bg.progress(current, events, status="in_progress")
+
+        async def write() -> bool:
+            if runner.flush_usage is not None:
+                await runner.flush_usage()  # the step's usage row is durable before the step is
+            return await bg.progress(current, events, status="in_progress")
+
+        # The step is done (its model call made, its tools called): through an outage its checkpoint waits for
+        # the database rather than raising, which would have the job run the step again.
+        done = await through_outage(record.id, write)
         runner.feed.publish(record.id)
         return done
 
     async def keep(response: dict[str, Any], terminal: bytes) -> None:
-        if runner.flush_usage is not None:
-            await runner.flush_usage()
         events = split_events(b"".join(pending) + terminal, run.conv) if streamed else []
         pending.clear()
         seq = events.pop()[0] if events else None  # the terminal event's number: write_final makes it
         done = runner.done(with_journal(record, run.journal))
         final = replace(record, status=response["status"], response=response, background=done)
-        if not await write_final(bg, final, events, shell, seq, end):
+
+        async def write() -> bool:
+            if runner.flush_usage is not None:
+                await runner.flush_usage()
+            return await write_final(bg, final, events, shell, seq, end)
+
+        if not await through_outage(record.id, write):
             raise Stopped()
 
     try:

@@ -123,6 +123,7 @@ async def stored(op: Awaitable[T]) -> T:
             "The gateway's state database cannot be used right now; nothing was stored. Retry shortly.",
             type="server_error",
             code="storage_unavailable",
+            headers={"retry-after": "5"},  # as the KMS's 503 (api/kms_errors.py)
         ) from None
 
 

@@ -36,6 +36,7 @@ from ...state.background import OPEN, BackgroundStore, Event
 from ...state.feed import Feed
 from ...state.jobs import Job
 from ...state.store import StoredResponse
+from ...storage.errors import outage as db_outage
 from ..openai.errors import upstream_client_error
 from ..pipeline import Call, Pipeline, finish_refused
 from .agent import AgentSetup
@@ -43,6 +44,7 @@ from .agent_job import run_agent
 from .common import abandon, outage, run_turn
 from .final_turn import failed, write_final
 from .items import Item
+from .outage_wait import through_outage
 from .stream import ResponsesStream, split_events
 from .thinking import ThinkingKeys
 from .translate import Shell, to_canonical
@@ -81,6 +83,7 @@ class _Run:
     end: int | None = None  # the conversation's end when the turn's tool call or result was checked (final_turn.py)
     closing: asyncio.Event = field(default_factory=asyncio.Event)
     more: asyncio.Event = field(default_factory=asyncio.Event)  # events are waiting to be written
+    failing: bool = False  # persisting events fails for an outage: said once, not at every flush
 
 
 class Runner:
@@ -254,10 +257,21 @@ class Runner:
             batch = run.pending[:]
             try:
                 open_ = await self._store().progress(run.record, batch)
-            except Exception:
-                log.warning("background response %s: persisting events failed; retrying", run.record.id, exc_info=True)
+            except Exception as exc:
                 open_ = True
+                why = db_outage(exc)  # the database away or read-only (a standby): one line per outage, kept events
+                if why is None or not run.failing:
+                    log.warning(
+                        "background response %s: persisting events failed (%s); retrying",
+                        run.record.id,
+                        why or type(exc).__name__,
+                        exc_info=why is None,
+                    )
+                run.failing = why is not None
             else:
+                if run.failing:
+                    run.failing = False
+                    log.info("background response %s: persisting events again", run.record.id)
                 del run.pending[: len(batch)]
                 if batch:
                     self.feed.publish(run.record.id)
@@ -278,15 +292,23 @@ class Runner:
         """Usage durable, then the final response and its last events in one write (the checkpoint)."""
         record, conv = run.record, run.converter
         if run.pending and not run.stopped:  # the clients following need not wait for the usage write
-            if await self._store().progress(record, run.pending):
-                run.pending = []
-                self.feed.publish(record.id)
-        if self.flush_usage is not None:
-            await self.flush_usage()
+            try:
+                if await self._store().progress(record, run.pending):
+                    run.pending = []
+                    self.feed.publish(record.id)
+            except Exception as exc:  # an outage: the events go with the final write, which waits it out
+                if db_outage(exc) is None:
+                    raise
         events = [*run.pending, *split_events(tail, conv)] if run.streamed else []
         seq = conv.next_seq if run.streamed else None
         final = replace(record, status=response["status"], response=response, background=_done(record))
-        if not await write_final(self._store(), final, events, shell, seq, run.end, err):
+
+        async def checkpoint() -> bool:
+            if self.flush_usage is not None:
+                await self.flush_usage()
+            return await write_final(self._store(), final, events, shell, seq, run.end, err)
+
+        if not await through_outage(record.id, checkpoint):
             await self._keep_partial(run, None)  # a cancel got there first
 
     async def _fail(self, run: _Run, shell: BackgroundShell, err: ApiError) -> None:
