@@ -253,3 +253,24 @@ def test_a_minute_that_prunes_many_counters_leaves_no_stale_room_past_the_cap():
         del values[key]
     most = max(made(f"p:b:key:t:s{i}:total:USD:all", 9) for i in range(100, 1100))
     assert most <= 400, most
+
+
+async def test_the_admin_api_budget_status_of_a_dropped_counter_is_read_back(db_url):
+    """The budget list's `spent_or_reserved` reads the counters: a key whose counter was dropped showed 0 spent
+    (and its whole amount remaining) although its calls stay refused."""
+    from types import SimpleNamespace
+
+    from multihome.api.admin.budgets import _status
+
+    clock = Clock()
+    m = await _metering(db_url, clock, budgets=[BudgetRule(scope="key", id="*", amount="0.0100", period="total")])
+    try:
+        await _spend(m, "alice", "alice-1", clock, completion=3000)
+        for i in range(3 * CAP):  # minted subjects push alice's counter out
+            await _spend(m, f"sub-{i}", f"r{i}", clock)
+        assert not [k for k in m.limiter.counters.tables()[0] if ":alice:" in k], "the test did not drop it"
+        rows = [(b.scope, b.id, b.rule, True) for b in m.limiter.rules.budgets_for("key", "alice", "acme")]
+        (shown,) = await _status(SimpleNamespace(metering=m), "acme", rows)  # type: ignore[arg-type]
+        assert (shown["spent_or_reserved"], shown["remaining"]) == ("0.01203", "0")
+    finally:
+        await m.close()
