@@ -190,3 +190,15 @@ def test_the_config_refuses_a_network_that_is_not_one():
     assert "egress" in str(err.value) and "'intranet' is not an IP network" in str(err.value)
     cfg = parse_config(yaml_text(single(server=OPEN, egress={"allow_networks": ["10.0.0.0/8"], "allow_public": False})))
     assert cfg.egress.allow_networks == ["10.0.0.0/8"] and cfg.egress.allow_public is False
+
+
+async def test_a_name_with_hundreds_of_refused_addresses_is_refused_in_a_short_message(monkeypatch):
+    """The refusal lists the addresses the host resolved to, and whoever runs its zone picks how many (a DNS
+    answer over TCP holds thousands): the 400 (and the call's 403) names a few and counts the rest."""
+    import socket
+
+    many = [(socket.AF_INET, socket.SOCK_STREAM, 6, "", (f"10.0.{i // 250}.{i % 250 + 1}", 80)) for i in range(2000)]
+    monkeypatch.setattr(socket, "getaddrinfo", lambda *args, **kwargs: many)
+    said = await registration_refusal(EgressPolicy(), "http://many.example/")
+    assert said is not None and said.startswith("many.example (10.0.0.1, ")
+    assert "1992 more" in said and len(said) < 600, len(said)

@@ -141,10 +141,16 @@ def _addresses(infos: Iterable[tuple[Any, ...]]) -> list[Address]:
     return list(seen.values())
 
 
+_SHOWN = 8  # addresses a refusal names
+
+
 def refusal(host: str, addresses: Iterable[Address]) -> str:
     """Why `host` is not dialled, none of its `addresses` being allowed: the call's 403 and the
     registration's 400 say it in these words."""
-    shown = ", ".join(sorted({str(a) for a in addresses})) or "no address"
+    texts = sorted({str(a) for a in addresses})
+    # A few, and how many more: the name's zone picks how many addresses it has (thousands over TCP).
+    shown = ", ".join(texts[:_SHOWN]) + (f" and {len(texts) - _SHOWN} more" if len(texts) > _SHOWN else "")
+    shown = shown or "no address"
     return (
         f"{echo(host)} ({shown}) is not an address the gateway may connect to: public addresses only, "
         'unless listed in egress.allow_networks (docs/agents.md "What a tenant can reach")'
