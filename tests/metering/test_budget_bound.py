@@ -227,3 +227,50 @@ def test_near_the_cap_the_counters_are_not_read_once_per_caller():
     for i in range(2000):  # the kept callers' rate windows: never dropped
         made(f"p:r:key:t:s{i}:r:1")
     assert looks <= 2000 // 100 + 1, looks
+
+
+def test_a_minute_that_prunes_many_counters_leaves_no_stale_room_past_the_cap():
+    """The look at a minute's turn is skipped when the counters left after the prune are at most half the cap;
+    the next look then came when the counters outnumbered the count the last look allowed for, a count that
+    still held every counter the prune had just removed (the previous minutes' rate windows): that many more
+    budget counters were made before any look, past the cap."""
+    from multihome.metering.budget_bound import BudgetBound
+
+    bound = BudgetBound("p:", cap=400)
+    values: dict[str, int] = {}
+
+    def made(key: str, wid: int) -> int:
+        values[key] = 1
+        if bound.due(len(values), wid):
+            bound.drop_idle(values, {}, held=())
+        return sum(1 for k in values if k.startswith(bound.prefixes))
+
+    for i in range(100):  # callers' budget counters, and their rate windows of a minute
+        made(f"p:b:key:t:s{i}:total:USD:all", 7)
+    for i in range(1000):
+        made(f"p:r:key:t:s{i % 100}:r:{i}", 7)
+    for key in [k for k in values if k.startswith("p:r:")]:  # expired: pruned before the look (limiter.py)
+        del values[key]
+    most = max(made(f"p:b:key:t:s{i}:total:USD:all", 9) for i in range(100, 1100))
+    assert most <= 400, most
+
+
+async def test_the_admin_api_budget_status_of_a_dropped_counter_is_read_back(db_url):
+    """The budget list's `spent_or_reserved` reads the counters: a key whose counter was dropped showed 0 spent
+    (and its whole amount remaining) although its calls stay refused."""
+    from types import SimpleNamespace
+
+    from multihome.api.admin.budgets import _status
+
+    clock = Clock()
+    m = await _metering(db_url, clock, budgets=[BudgetRule(scope="key", id="*", amount="0.0100", period="total")])
+    try:
+        await _spend(m, "alice", "alice-1", clock, completion=3000)
+        for i in range(3 * CAP):  # minted subjects push alice's counter out
+            await _spend(m, f"sub-{i}", f"r{i}", clock)
+        assert not [k for k in m.limiter.counters.tables()[0] if ":alice:" in k], "the test did not drop it"
+        rows = [(b.scope, b.id, b.rule, True) for b in m.limiter.rules.budgets_for("key", "alice", "acme")]
+        (shown,) = await _status(SimpleNamespace(metering=m), "acme", rows)  # type: ignore[arg-type]
+        assert (shown["spent_or_reserved"], shown["remaining"]) == ("0.01203", "0")
+    finally:
+        await m.close()

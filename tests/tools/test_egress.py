@@ -117,12 +117,58 @@ async def test_a_registration_whose_host_cannot_be_resolved_now_is_not_judged(mo
     with pytest.raises(httpcore2.ConnectError, match="cannot resolve mcp.invalid"):
         await GuardedBackend(EgressPolicy()).connect_tcp("mcp.invalid", 80)
 
-    async def hanging(*args, **kwargs):
-        await anyio.sleep_forever()
+    import socket
+    import threading
 
-    monkeypatch.setattr(anyio, "getaddrinfo", hanging)  # localhost would be refused, were it resolved
-    with anyio.fail_after(60):  # a generous deadline: the bound under test is the check's own
-        assert await registration_refusal(EgressPolicy(), "http://localhost/", timeout_s=0.2) is None
+    release = threading.Event()
+
+    def hanging(*args, **kwargs):  # the system resolver, holding its thread
+        release.wait(60)
+        raise socket.gaierror(socket.EAI_AGAIN, "timed out")
+
+    monkeypatch.setattr(socket, "getaddrinfo", hanging)  # localhost would be refused, were it resolved
+    try:
+        with anyio.fail_after(60):  # a generous deadline: the bound under test is the check's own
+            assert await registration_refusal(EgressPolicy(), "http://localhost/", timeout_s=0.2) is None
+    finally:
+        release.set()
+
+
+async def test_registrations_against_a_hung_resolver_leave_the_default_executor_free(monkeypatch):
+    """The system resolver blocks a thread until it gives up (seconds, for a name whose nameserver does not
+    answer), and the 2 s bound only stops the wait. Registrations checked through the loop's default executor
+    filled its few threads, where the usage spool's fsync, the KMS and the call log run: a tenant admin
+    registering such names stalled every tenant's calls. A registration's check has threads of its own,
+    and while too many of its resolutions are still running it is not judged (None), as a slow resolver."""
+    import asyncio
+    import socket
+    import threading
+
+    release = threading.Event()
+    entered = threading.Semaphore(0)
+
+    def hung(*args, **kwargs):
+        entered.release()
+        release.wait(120)
+        raise socket.gaierror(socket.EAI_AGAIN, "timed out")
+
+    monkeypatch.setattr(socket, "getaddrinfo", hung)
+    try:
+        answers = await asyncio.gather(
+            *(registration_refusal(EgressPolicy(), f"http://mcp{i}.example/", timeout_s=0.2) for i in range(40))
+        )
+        assert answers == [None] * 40
+        for _ in range(600):  # (a resolution did reach the resolver; polled, not waited for in a thread)
+            if entered.acquire(blocking=False):
+                break
+            await asyncio.sleep(0.1)
+        else:
+            raise AssertionError("no resolution reached the resolver")
+        loop = asyncio.get_running_loop()
+        # The default executor still runs work while those resolutions hang (a generous deadline).
+        assert await asyncio.wait_for(loop.run_in_executor(None, lambda: "ran"), 30) == "ran"
+    finally:
+        release.set()
 
 
 async def test_a_host_idna_cannot_encode_is_a_name_that_does_not_resolve():
@@ -144,3 +190,15 @@ def test_the_config_refuses_a_network_that_is_not_one():
     assert "egress" in str(err.value) and "'intranet' is not an IP network" in str(err.value)
     cfg = parse_config(yaml_text(single(server=OPEN, egress={"allow_networks": ["10.0.0.0/8"], "allow_public": False})))
     assert cfg.egress.allow_networks == ["10.0.0.0/8"] and cfg.egress.allow_public is False
+
+
+async def test_a_name_with_hundreds_of_refused_addresses_is_refused_in_a_short_message(monkeypatch):
+    """The refusal lists the addresses the host resolved to, and whoever runs its zone picks how many (a DNS
+    answer over TCP holds thousands): the 400 (and the call's 403) names a few and counts the rest."""
+    import socket
+
+    many = [(socket.AF_INET, socket.SOCK_STREAM, 6, "", (f"10.0.{i // 250}.{i % 250 + 1}", 80)) for i in range(2000)]
+    monkeypatch.setattr(socket, "getaddrinfo", lambda *args, **kwargs: many)
+    said = await registration_refusal(EgressPolicy(), "http://many.example/")
+    assert said is not None and said.startswith("many.example (10.0.0.1, ")
+    assert "1992 more" in said and len(said) < 600, len(said)

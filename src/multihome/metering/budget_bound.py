@@ -42,7 +42,12 @@ class BudgetBound:
         first time in a minute (expired rate windows were pruned: the room under the cap is counted anew)."""
         if wid != self.wid:
             self.wid = wid
-            return kept > self.cap // 2
+            if kept > self.cap // 2:
+                return True
+            # Not looked over: the last look's room counted the counters just pruned, so it is set anew. With
+            # all of them at most the cap, the budget counters among them are too.
+            self.next_scan = self.cap
+            return False
         return kept > self.next_scan
 
     def drop_idle(self, values: dict[str, int], expiries: dict[str, int], held: Iterable[str]) -> int:

@@ -659,6 +659,19 @@ class Limiter:
         self._unseeded = (request_id, missing, principal.tenant)
         return True
 
+    async def read_back(self, budgets: Sequence[BudgetSpec], tenant: str) -> None:
+        """Before a read of `tenant`'s budget counters that is no caller's admission (the admin API's budget
+        status): those of its teams and keys a drop left out are read back from the store first, as an
+        admission has them read (budget_bound.py); else they read as nothing spent."""
+        if self.seed_missing is None:
+            return  # nothing is ever dropped
+        counters = self.counters
+        assert not counters.shared  # (seed_missing is set for in-process counters only)
+        values, _ = counters.tables()
+        missing = self.bound.missing(budgets, self.periods.at(self.clock()), values)
+        if missing:
+            await self._seed(missing, tenant)
+
     async def _seed(self, missing: list[tuple[BudgetSpec, Period]], tenant: str) -> None:
         assert self.seed_missing is not None  # set whenever a counter can be dropped
         try:

@@ -21,8 +21,11 @@ from __future__ import annotations
 import asyncio
 import socket
 import ssl
+import threading
 from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
 from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network, ip_address, ip_network
+from typing import Any
 from urllib.parse import urlsplit
 
 from ..config.egress import EgressConfig
@@ -120,18 +123,34 @@ async def resolve(host: str, port: int) -> list[Address]:
     try:
         infos = await anyio.getaddrinfo(host, port, type=socket.SOCK_STREAM)
     except UnicodeError as exc:  # a name IDNA cannot encode (a label over 63 characters): no DNS name at all
-        raise socket.gaierror(socket.EAI_NONAME, f"not a host name DNS can hold ({exc})") from None
+        raise _not_a_name(exc) from None
+    return _addresses(infos)
+
+
+def _not_a_name(exc: UnicodeError) -> socket.gaierror:
+    return socket.gaierror(socket.EAI_NONAME, f"not a host name DNS can hold ({exc})")
+
+
+def _addresses(infos: Iterable[tuple[Any, ...]]) -> list[Address]:
     seen: dict[str, Address] = {}
     for _family, _type, _proto, _name, sockaddr in infos:
+        if isinstance(sockaddr[0], int):  # (an IPv6 answer where IPv6 is disabled: anyio leaves it out too)
+            continue
         text = str(sockaddr[0]).split("%", 1)[0]  # an IPv6 scope id is not part of the address
         seen.setdefault(text, ip_address(text))
     return list(seen.values())
 
 
+_SHOWN = 8  # addresses a refusal names
+
+
 def refusal(host: str, addresses: Iterable[Address]) -> str:
     """Why `host` is not dialled, none of its `addresses` being allowed: the call's 403 and the
     registration's 400 say it in these words."""
-    shown = ", ".join(sorted({str(a) for a in addresses})) or "no address"
+    texts = sorted({str(a) for a in addresses})
+    # A few, and how many more: the name's zone picks how many addresses it has (thousands over TCP).
+    shown = ", ".join(texts[:_SHOWN]) + (f" and {len(texts) - _SHOWN} more" if len(texts) > _SHOWN else "")
+    shown = shown or "no address"
     return (
         f"{echo(host)} ({shown}) is not an address the gateway may connect to: public addresses only, "
         'unless listed in egress.allow_networks (docs/agents.md "What a tenant can reach")'
@@ -139,6 +158,50 @@ def refusal(host: str, addresses: Iterable[Address]) -> str:
 
 
 REGISTRATION_RESOLVE_S = 2.0  # an admin's answer waits at most this long for the resolver
+# A registration's resolutions run on threads of their own, not the loop's default executor (where the usage
+# spool's fsync, the KMS and the call log run): the system resolver holds its thread until it gives up, which
+# the bound on the wait does not shorten, so registrations of names whose nameserver does not answer filled
+# that executor. At most REGISTRATION_PENDING run or wait at once, a hung one counted until its thread
+# returns; past them a registration is not judged, as under any slow resolver.
+REGISTRATION_THREADS = 2
+REGISTRATION_PENDING = 8
+_registration_pool: ThreadPoolExecutor | None = None
+_registration_slots = threading.BoundedSemaphore(REGISTRATION_PENDING)
+
+
+def _getaddrinfo(host: str, port: int) -> list[Address]:
+    """`resolve`'s resolution, on the calling thread (IDNA-encoded as anyio's getaddrinfo does)."""
+    try:
+        try:
+            encoded = host.encode("ascii")
+        except UnicodeEncodeError:
+            import idna
+
+            encoded = idna.encode(host, uts46=True)
+    except UnicodeError as exc:  # (idna.IDNAError is one)
+        raise _not_a_name(exc) from None
+    return _addresses(socket.getaddrinfo(encoded, port, type=socket.SOCK_STREAM))
+
+
+async def _resolve_for_registration(host: str, port: int) -> list[Address] | None:
+    """`resolve` on the registrations' own threads; None when too many of their resolutions still run."""
+    global _registration_pool
+    try:
+        return [ip_address(host)]
+    except ValueError:
+        pass
+    if not _registration_slots.acquire(blocking=False):
+        return None
+    try:
+        if _registration_pool is None:
+            _registration_pool = ThreadPoolExecutor(REGISTRATION_THREADS, thread_name_prefix="mcp-registration-dns")
+        job = _registration_pool.submit(_getaddrinfo, host, port)
+    except BaseException:
+        _registration_slots.release()
+        raise
+    # Released when the thread returns, or at once when the wait ends before the job started (cancelled).
+    job.add_done_callback(lambda _: _registration_slots.release())
+    return await asyncio.wrap_future(job)
 
 
 async def registration_refusal(policy: EgressPolicy, url: str, timeout_s: float = REGISTRATION_RESOLVE_S) -> str | None:
@@ -150,9 +213,9 @@ async def registration_refusal(policy: EgressPolicy, url: str, timeout_s: float 
     host = parts.hostname or ""
     port = parts.port or (443 if parts.scheme == "https" else 80)
     try:
-        addresses = await asyncio.wait_for(resolve(host, port), timeout_s)
+        addresses = await asyncio.wait_for(_resolve_for_registration(host, port), timeout_s)
     except (OSError, TimeoutError):
         return None
-    if not addresses or any(policy.allows(a) for a in addresses):
+    if addresses is None or not addresses or any(policy.allows(a) for a in addresses):
         return None
     return refusal(host, addresses)
