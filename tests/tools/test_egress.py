@@ -171,6 +171,42 @@ async def test_registrations_against_a_hung_resolver_leave_the_default_executor_
         release.set()
 
 
+async def test_mcp_calls_against_a_hung_resolver_leave_the_default_executor_free(monkeypatch):
+    """The dial's lookups ran on the loop's default executor too (anyio's getaddrinfo): a tenant's tool calls to
+    a server whose name hangs filled it, stalling the usage spool's fsync and the KMS for every tenant. The
+    dial has threads of its own; past 64 lookups still running, a dial fails at once as not resolved."""
+    import asyncio
+    import socket
+    import threading
+
+    import httpcore2
+
+    from multihome.tools import egress
+    from multihome.tools.dial import GuardedBackend
+
+    release = threading.Event()
+
+    def hung(*args, **kwargs):
+        release.wait(120)
+        raise socket.gaierror(socket.EAI_AGAIN, "timed out")
+
+    monkeypatch.setattr(socket, "getaddrinfo", hung)
+    monkeypatch.setattr(egress, "_DIAL", egress._Resolver(threads=2, pending=4, name="test-dns"))
+    dials = [asyncio.ensure_future(GuardedBackend(EgressPolicy()).connect_tcp(f"mcp{i}.example", 80)) for i in range(4)]
+    try:
+        await asyncio.sleep(0.2)
+        # Past the pending lookups: refused at once, as a name that does not resolve now.
+        with pytest.raises(httpcore2.ConnectError, match="too many host lookups"):
+            await asyncio.wait_for(GuardedBackend(EgressPolicy()).connect_tcp("mcp-more.example", 80), 30)
+        loop = asyncio.get_running_loop()
+        assert await asyncio.wait_for(loop.run_in_executor(None, lambda: "ran"), 30) == "ran"
+    finally:
+        release.set()
+        for dial in dials:
+            with pytest.raises(httpcore2.ConnectError):
+                await asyncio.wait_for(dial, 60)
+
+
 async def test_a_host_idna_cannot_encode_is_a_name_that_does_not_resolve():
     """A 70-character non-ASCII label: the resolver's IDNA encoding raised UnicodeEncodeError out of the dial,
     not the connection error the MCP client reports as an unreachable server."""

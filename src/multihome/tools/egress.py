@@ -111,20 +111,13 @@ def _embedded(addr: IPv6Address) -> IPv4Address | None:
 
 async def resolve(host: str, port: int) -> list[Address]:
     """Every address `host` stands for: an IP literal as itself, anything else as the system resolver reads
-    it (a name, or an address spelt as inet_aton reads one: 2130706433, 0x7f.1, 127.1), through anyio's
-    getaddrinfo (IDNA-encoded as httpcore's own dial would). The one resolution of the dial and of a
-    registration's check. OSError (socket.gaierror) when the host cannot be resolved."""
-    try:
-        return [ip_address(host)]
-    except ValueError:
-        pass
-    import anyio  # here, not at module level: loaded with the MCP client, not at gateway start
-
-    try:
-        infos = await anyio.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-    except UnicodeError as exc:  # a name IDNA cannot encode (a label over 63 characters): no DNS name at all
-        raise _not_a_name(exc) from None
-    return _addresses(infos)
+    it (a name, or an address spelt as inet_aton reads one: 2130706433, 0x7f.1, 127.1), IDNA-encoded as
+    httpcore's own dial would. The dial's resolution, on the dial's own threads (`_DIAL`). OSError
+    (socket.gaierror) when the host cannot be resolved, or when too many lookups are still running."""
+    found = await _DIAL.lookup(host, port)
+    if found is None:
+        raise socket.gaierror(socket.EAI_AGAIN, "too many host lookups still running; try again shortly")
+    return found
 
 
 def _not_a_name(exc: UnicodeError) -> socket.gaierror:
@@ -158,19 +151,47 @@ def refusal(host: str, addresses: Iterable[Address]) -> str:
 
 
 REGISTRATION_RESOLVE_S = 2.0  # an admin's answer waits at most this long for the resolver
-# A registration's resolutions run on threads of their own, not the loop's default executor (where the usage
-# spool's fsync, the KMS and the call log run): the system resolver holds its thread until it gives up, which
-# the bound on the wait does not shorten, so registrations of names whose nameserver does not answer filled
-# that executor. At most REGISTRATION_PENDING run or wait at once, a hung one counted until its thread
-# returns; past them a registration is not judged, as under any slow resolver.
-REGISTRATION_THREADS = 2
-REGISTRATION_PENDING = 8
-_registration_pool: ThreadPoolExecutor | None = None
-_registration_slots = threading.BoundedSemaphore(REGISTRATION_PENDING)
+
+
+class _Resolver:
+    """Lookups on threads of their own, not the loop's default executor (where the usage spool's fsync, the
+    KMS and the call log run): the system resolver holds its thread until it gives up (seconds, for a name
+    whose nameserver does not answer), which a bound on the wait does not shorten, so lookups of such names
+    filled that executor and stalled every tenant's calls. At most `pending` run or wait at once, a hung one
+    counted until its thread returns; past them `lookup` answers None at once."""
+
+    def __init__(self, threads: int, pending: int, name: str) -> None:
+        self.threads, self.name = threads, name
+        self.slots = threading.BoundedSemaphore(pending)
+        self.pool: ThreadPoolExecutor | None = None  # made at the first lookup of a name
+
+    async def lookup(self, host: str, port: int) -> list[Address] | None:
+        try:
+            return [ip_address(host)]
+        except ValueError:
+            pass
+        if not self.slots.acquire(blocking=False):
+            return None
+        try:
+            if self.pool is None:
+                self.pool = ThreadPoolExecutor(self.threads, thread_name_prefix=self.name)
+            job = self.pool.submit(_getaddrinfo, host, port)
+        except BaseException:
+            self.slots.release()
+            raise
+        # Released when the thread returns, or at once when the wait ends before the job started (cancelled).
+        job.add_done_callback(lambda _: self.slots.release())
+        return await asyncio.wrap_future(job)
+
+
+# Separate for the dial and for registrations: a tenant admin registering names that hang cannot hold up
+# the lookups of MCP calls; past its own 8, a registration is not judged, as under any slow resolver.
+_DIAL = _Resolver(threads=8, pending=64, name="mcp-dns")
+_REGISTRATION = _Resolver(threads=2, pending=8, name="mcp-registration-dns")
 
 
 def _getaddrinfo(host: str, port: int) -> list[Address]:
-    """`resolve`'s resolution, on the calling thread (IDNA-encoded as anyio's getaddrinfo does)."""
+    """A name's addresses, on the calling thread (IDNA-encoded as anyio's getaddrinfo does)."""
     try:
         try:
             encoded = host.encode("ascii")
@@ -183,27 +204,6 @@ def _getaddrinfo(host: str, port: int) -> list[Address]:
     return _addresses(socket.getaddrinfo(encoded, port, type=socket.SOCK_STREAM))
 
 
-async def _resolve_for_registration(host: str, port: int) -> list[Address] | None:
-    """`resolve` on the registrations' own threads; None when too many of their resolutions still run."""
-    global _registration_pool
-    try:
-        return [ip_address(host)]
-    except ValueError:
-        pass
-    if not _registration_slots.acquire(blocking=False):
-        return None
-    try:
-        if _registration_pool is None:
-            _registration_pool = ThreadPoolExecutor(REGISTRATION_THREADS, thread_name_prefix="mcp-registration-dns")
-        job = _registration_pool.submit(_getaddrinfo, host, port)
-    except BaseException:
-        _registration_slots.release()
-        raise
-    # Released when the thread returns, or at once when the wait ends before the job started (cancelled).
-    job.add_done_callback(lambda _: _registration_slots.release())
-    return await asyncio.wrap_future(job)
-
-
 async def registration_refusal(policy: EgressPolicy, url: str, timeout_s: float = REGISTRATION_RESOLVE_S) -> str | None:
     """Why an MCP server at `url` (a checked one, tools/spec.py `check_url`) could not be called under
     `policy` today: its host resolves, now, and to no allowed address. None when an address is allowed, and
@@ -213,7 +213,7 @@ async def registration_refusal(policy: EgressPolicy, url: str, timeout_s: float 
     host = parts.hostname or ""
     port = parts.port or (443 if parts.scheme == "https" else 80)
     try:
-        addresses = await asyncio.wait_for(_resolve_for_registration(host, port), timeout_s)
+        addresses = await asyncio.wait_for(_REGISTRATION.lookup(host, port), timeout_s)
     except (OSError, TimeoutError):
         return None
     if addresses is None or not addresses or any(policy.allows(a) for a in addresses):
