@@ -92,8 +92,23 @@ class Admin:
     def listed(self, name: str, tenant: str | None = None) -> list[dict[str, Any]]:
         """The `data` of a list route (tenants, teams, keys), fetched once per command."""
         if (name, tenant) not in self._lists:
-            self._lists[name, tenant] = self.call(name, tenant=tenant)["data"]
+            self._lists[name, tenant] = self.every(name, tenant=tenant)["data"]
         return self._lists[name, tenant]
+
+    def every(self, name: str, query: dict[str, Any] | None = None, **params: str | None) -> dict[str, Any]:
+        """A list route's answer, every page of it: a list answered a page at a time (`has_more`, `last_id`:
+        the keys) is read to its end, its pages' `data` and `unreadable` joined."""
+        out = self.call(name, None, query, **params)
+        while out.get("has_more") and out.get("last_id"):
+            page = self.call(name, None, {**(query or {}), "after": out["last_id"]}, **params)
+            out = {
+                **page,
+                "data": out["data"] + page["data"],
+                **({"unreadable": u} if (u := out.get("unreadable", []) + page.get("unreadable", [])) else {}),
+            }
+        out.pop("has_more", None)
+        out.pop("last_id", None)
+        return out
 
     def names(self, name: str, tenant: str | None = None) -> dict[str, str]:
         return {item["id"]: item["name"] for item in self.listed(name, tenant)}
@@ -131,7 +146,7 @@ _LISTS = {"tenant": ("list_tenants", "ten_"), "team": ("list_teams", "team_"), "
 def _fetch(a: argparse.Namespace, api: Admin, name: str, query: dict[str, Any] | None = None) -> list[Any] | None:
     """The rows of list route `name` (for --tenant when the command takes one); with --json, print the
     API's answer instead and return None."""
-    out = api.call(name, query=query, tenant=api.tenant(getattr(a, "tenant", None)))
+    out = api.every(name, query=query, tenant=api.tenant(getattr(a, "tenant", None)))
     if a.json:
         print_json(out)
         return None

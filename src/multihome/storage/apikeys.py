@@ -17,7 +17,7 @@ from .errors import Invalid, NotFound
 from .ids import new_id, new_key_prefix, new_key_secret
 from .keys import hash_key
 from .records import KeyRecord
-from .row_reads import Listed, either, is_live, one, read_all, read_one
+from .row_reads import Listed, Page, either, is_live, one, read_all, read_one, read_page
 from .rows import Unreadable
 from .tables import api_keys, teams
 from .tenancy import _metadata
@@ -152,6 +152,13 @@ class KeysRepo(StoreBase):
             q = q.where(api_keys.c.revoked_at.is_(None))
         async with self._read() as conn:
             return await read_all(conn, q.order_by(api_keys.c.created_at, api_keys.c.id), api_keys, rows.key)
+
+    async def page_keys(self, tenant_id: str, limit: int, after: str | None = None) -> Page[KeyRecord]:
+        """A page of the tenant's keys, revoked ones too, oldest first, after the key `after`: revoked keys stay
+        listed, so the whole list grows with every key ever made (the admin API's list is read a page at a time)."""
+        q = sa.select(api_keys).where(api_keys.c.tenant_id == tenant_id)
+        async with self._read() as conn:
+            return await read_page(conn, q, api_keys, rows.key, api_keys.c.created_at, limit, after)
 
     async def key_roles(self, tenant_id: str, key_id: str) -> tuple[str, ...] | None:
         """The key's roles as stored, read on their own (its row as a whole may not be readable); None when

@@ -13,8 +13,9 @@ from typing import Any, Generic, TypeVar
 
 import sqlalchemy as sa
 
+from ..schema.errors import echo
 from . import rows
-from .errors import NotFound, UnreadableRow
+from .errors import Invalid, NotFound, UnreadableRow
 from .rows import Fields, Unreadable
 
 T = TypeVar("T")
@@ -59,6 +60,42 @@ async def read_all(conn: Any, query: sa.Select, table: sa.Table, build: Build[T]
     found, bad = await rows.fetch(conn, query, table)
     out: Listed[T] = Listed(rows.convert(str(table.name), found, build, bad))  # str: not SQLAlchemy's quoted_name
     out.unreadable = tuple(bad)
+    return out
+
+
+class Page(Listed[T]):
+    """One page of a list: `more` when rows follow its last (whose id is the next page's `after`)."""
+
+    more: bool = False
+    last: str | None = None  # the id of its last row, readable or not
+
+
+async def read_page(
+    conn: Any,
+    query: sa.Select,
+    table: sa.Table,
+    build: Build[T],
+    order: sa.ColumnElement,
+    limit: int,
+    after: str | None,
+) -> Page[T]:
+    """The rows of `query` in (`order`, id) order after the row `after` (its id; Invalid, a 400, when `query` has
+    no such row), `limit` at most. Their ids are read first (one more, for `more`), then the rows, so a row that
+    cannot be read takes its place in the page like any other."""
+    if after is not None:
+        mark = (await conn.execute(query.with_only_columns(order).where(table.c.id == after))).first()
+        if mark is None:
+            raise Invalid(f"after: '{echo(after)}' is not the id of a row of this list")
+        query = query.where(sa.or_(order > mark[0], sa.and_(order == mark[0], table.c.id > after)))
+    ordered = query.order_by(order, table.c.id)
+    ids = [r[0] for r in (await conn.execute(ordered.with_only_columns(table.c.id).limit(limit + 1))).all()]
+    out: Page[T] = Page()
+    if ids[:limit]:
+        listed = await read_all(conn, ordered.where(table.c.id.in_(ids[:limit])), table, build)
+        out.extend(listed)
+        out.unreadable = listed.unreadable
+        out.last = ids[limit - 1] if len(ids) > limit else ids[-1]
+    out.more = len(ids) > limit
     return out
 
 
