@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import contextlib
+import threading
+import time
+from collections.abc import Iterator
 
 import httpx
+import uvicorn
 
 from builders import yaml_text
 from multihome.app import build_app
 from multihome.config import parse_config
+from ports import free_port
 
 
 @contextlib.asynccontextmanager
@@ -36,3 +41,25 @@ def error(resp: httpx.Response, status: int) -> dict:
     body = resp.json()["error"]
     assert set(body) == {"message", "type", "param", "code"} and body["message"]
     return body
+
+
+@contextlib.contextmanager
+def served_for_cli(config_text: str, monkeypatch, admin_key: str) -> Iterator[None]:
+    """The real app served by uvicorn on 127.0.0.1 (a thread of this process), with MULTIHOME_URL and
+    MULTIHOME_ADMIN_KEY set for the `multihome` admin commands a test runs in process."""
+    port = free_port()
+    app = build_app(parse_config(config_text))
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        assert thread.is_alive() and time.monotonic() < deadline, "the gateway did not start"
+        time.sleep(0.05)
+    monkeypatch.setenv("MULTIHOME_URL", f"http://127.0.0.1:{port}")
+    monkeypatch.setenv("MULTIHOME_ADMIN_KEY", admin_key)
+    try:
+        yield
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)

@@ -6,19 +6,13 @@ every page, the console shows the first (docs/api.md)."""
 from __future__ import annotations
 
 import json
-import threading
-import time
 
 import httpx
 import pytest
-import uvicorn
 
-from admin_http import error, ok, running
+from admin_http import error, ok, running, served_for_cli
 from multihome.api.admin import keys as admin_keys
-from multihome.app import build_app
 from multihome.cli import main
-from multihome.config import parse_config
-from ports import free_port
 
 pytestmark = pytest.mark.anyio
 ADMIN_KEY = "mh-bootstrap-admin-key-for-key-pages"
@@ -73,20 +67,8 @@ async def test_keys_come_a_page_at_a_time_revoked_ones_too(tmp_path):
 
 @pytest.fixture
 def served(tmp_path, monkeypatch):
-    port = free_port()
-    app = build_app(parse_config(CONFIG.format(tmp=tmp_path)))
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        assert thread.is_alive() and time.monotonic() < deadline, "the gateway did not start"
-        time.sleep(0.05)
-    monkeypatch.setenv("MULTIHOME_URL", f"http://127.0.0.1:{port}")
-    monkeypatch.setenv("MULTIHOME_ADMIN_KEY", ADMIN_KEY)
-    yield
-    server.should_exit = True
-    thread.join(timeout=30)
+    with served_for_cli(CONFIG.format(tmp=tmp_path), monkeypatch, ADMIN_KEY):
+        yield
 
 
 def test_the_cli_lists_every_page(served, capsys, monkeypatch):

@@ -6,16 +6,11 @@ from __future__ import annotations
 
 import io
 import json
-import threading
-import time
 
 import pytest
-import uvicorn
 
-from mcp_server import free_port
-from multihome.app import build_app
+from admin_http import served_for_cli
 from multihome.cli import main
-from multihome.config import parse_config
 
 ADMIN_KEY = "mh-bootstrap-admin-key-for-the-mcp-cli"
 SECRET = "mcp-cli-header-secret-0b7d41"
@@ -33,20 +28,8 @@ model_groups: {{g: {{deployments: [d]}}}}
 @pytest.fixture
 def gateway(tmp_path, monkeypatch):
     monkeypatch.setenv("MH_TEST_MCP_CLI_ADMIN", ADMIN_KEY)
-    port = free_port()
-    app = build_app(parse_config(CONFIG.format(tmp=tmp_path)))
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        assert thread.is_alive() and time.monotonic() < deadline, "the gateway did not start"
-        time.sleep(0.05)
-    monkeypatch.setenv("MULTIHOME_URL", f"http://127.0.0.1:{port}")
-    monkeypatch.setenv("MULTIHOME_ADMIN_KEY", ADMIN_KEY)
-    yield
-    server.should_exit = True
-    thread.join(timeout=30)
+    with served_for_cli(CONFIG.format(tmp=tmp_path), monkeypatch, ADMIN_KEY):
+        yield
 
 
 def test_add_list_update_remove(gateway, capsys, monkeypatch):
