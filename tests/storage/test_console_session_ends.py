@@ -177,7 +177,7 @@ async def test_a_tenant_has_at_most_max_cutoffs_in_force(store, monkeypatch):
         await store.end_console_sessions(subject=f"s-{i}", issuer=A, tenant_id="ten_a", ttl_s=TTL, actor="ta")
         for i in range(3)
     ]
-    with pytest.raises(Invalid, match="the most a tenant may have"):
+    with pytest.raises(Invalid, match="the most a tenant may hold"):
         await store.end_console_sessions(subject="s-3", issuer=A, tenant_id="ten_a", ttl_s=TTL, actor="ta")
     exp = datetime.now(UTC) + timedelta(hours=2)
     await store.end_console_session("sid-9", expires_at=exp, subject="s-9", tenant_id="ten_a", actor="s-9")

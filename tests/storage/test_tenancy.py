@@ -114,7 +114,7 @@ async def test_a_tenant_has_at_most_max_teams(store, monkeypatch):
     t = await store.create_tenant("acme", actor="admin")
     other = await store.create_tenant("globex", actor="admin")
     made = [await store.create_team(t.id, f"team-{i}", actor="ta") for i in range(3)]
-    with pytest.raises(Invalid, match="the most a tenant may have"):
+    with pytest.raises(Invalid, match="the most a tenant may hold"):
         await store.create_team(t.id, "team-3", actor="ta")
     await store.create_team(other.id, "team-3", actor="ta")
     await store.delete_team(t.id, made[0].id, actor="ta")

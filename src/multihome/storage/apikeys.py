@@ -12,7 +12,7 @@ import sqlalchemy as sa
 from ..schema import admin_fields as fields
 from ..schema.principal import ENDPOINT_SCOPES, ROLES
 from . import rows
-from .base import StoreBase, as_utc, checked, nonempty, to_utc, utcnow
+from .base import StoreBase, as_utc, checked, nonempty, refuse_past, to_utc, utcnow
 from .errors import Invalid, NotFound
 from .ids import new_id, new_key_prefix, new_key_secret
 from .keys import hash_key
@@ -104,16 +104,16 @@ class KeysRepo(StoreBase):
         # for one and all insert.
         async with self._write(lock=f"api_keys:{tenant_id}") as conn:
             await self._require_tenant(conn, tenant_id)
-            held = await conn.scalar(
-                sa.select(sa.func.count())
-                .select_from(api_keys)
-                .where(api_keys.c.tenant_id == tenant_id, api_keys.c.revoked_at.is_(None))
+            live = (api_keys.c.tenant_id == tenant_id, api_keys.c.revoked_at.is_(None))
+            await refuse_past(
+                conn,
+                api_keys,
+                live,
+                MAX_KEYS_PER_TENANT,
+                tenant_id,
+                "keys not revoked",
+                "revoke one it no longer needs first (an expired key counts until revoked)",
             )
-            if held is not None and held >= MAX_KEYS_PER_TENANT:
-                raise Invalid(
-                    f"tenant {tenant_id} already holds {held} keys not revoked, the most a tenant may hold "
-                    f"({MAX_KEYS_PER_TENANT}); revoke one it no longer needs first (an expired key counts until revoked)"
-                )
             if (
                 team_id is not None
                 and await conn.scalar(

@@ -73,6 +73,16 @@ def nonempty(value: str, what: str, max_len: int = fields.NAME_MAX, *, required:
     return value
 
 
+async def refuse_past(
+    conn: AsyncConnection, table: sa.Table, where: tuple[Any, ...], most: int, tenant_id: str, what: str, advice: str
+) -> None:
+    """A per-tenant cap on what every replica holds (docs/storage.md): Invalid (a 400) when the rows of `table`
+    matching `where` are already `most`. Run in the write, under the tenant's lock, before the insert."""
+    held = await conn.scalar(sa.select(sa.func.count()).select_from(table).where(*where))
+    if held is not None and held >= most:
+        raise Invalid(f"tenant {tenant_id} already holds {held} {what}, the most a tenant may hold ({most}); {advice}")
+
+
 def advisory_lock_id(name: str) -> int:
     """A stable signed 64-bit key for pg_advisory_xact_lock."""
     return int.from_bytes(hashlib.sha256(name.encode()).digest()[:8], "big", signed=True)

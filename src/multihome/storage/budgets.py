@@ -27,7 +27,7 @@ from ..config.metering import BUDGET_MAX, BUDGET_PLACES
 from ..schema.errors import echo
 from ..schema.principal import ORG_ADMIN, TENANT_ADMIN
 from . import rows
-from .base import StoreBase, utcnow
+from .base import StoreBase, refuse_past, utcnow
 from .errors import Conflict, Invalid, NotFound, StorageError
 from .ids import new_id
 from .key_roles import NO_KEY, key_roles, org_granted, refuse_privileged_key
@@ -169,14 +169,10 @@ class BudgetsRepo(StoreBase):
                     f"budget ({taken}); change its amount instead",
                     conflicting=taken,
                 )
-            held = await conn.scalar(
-                sa.select(sa.func.count()).select_from(budgets).where(budgets.c.tenant_id == tenant_id)
+            mine = (budgets.c.tenant_id == tenant_id,)
+            await refuse_past(
+                conn, budgets, mine, MAX_BUDGETS_PER_TENANT, tenant_id, "budgets", "delete one it no longer needs first"
             )
-            if held is not None and held >= MAX_BUDGETS_PER_TENANT:
-                raise Invalid(
-                    f"tenant {tenant_id} already holds {held} budgets, the most a tenant may hold "
-                    f"({MAX_BUDGETS_PER_TENANT}); delete one it no longer needs first"
-                )
             await conn.execute(sa.insert(budgets).values(**{f: getattr(budget, f) for f in budget.__struct_fields__}))
             await self._record(
                 conn,

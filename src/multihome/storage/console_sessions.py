@@ -30,7 +30,7 @@ from typing import Any, NamedTuple
 import sqlalchemy as sa
 
 from ..schema.principal import ORG_ADMIN, ORG_GRANTED, TENANT_ADMIN
-from .base import StoreBase, nonempty, to_utc, utcnow
+from .base import StoreBase, nonempty, refuse_past, to_utc, utcnow
 from .errors import Invalid
 from .ids import new_id
 from .records import ConsoleSessionEnd, SessionEndKind
@@ -189,16 +189,16 @@ class ConsoleSessionsRepo(StoreBase):
         async with self._write(lock=f"console_session_cutoffs:{tenant_id}" if tenant_id is not None else None) as conn:
             if tenant_id is not None:
                 t = console_session_ends.c
-                held = await conn.scalar(
-                    sa.select(sa.func.count())
-                    .select_from(console_session_ends)
-                    .where(t.tenant_id == tenant_id, t.kind != "session", t.expires_at > now)
+                in_force = (t.tenant_id == tenant_id, t.kind != "session", t.expires_at > now)
+                await refuse_past(
+                    conn,
+                    console_session_ends,
+                    in_force,
+                    MAX_CUTOFFS_PER_TENANT,
+                    tenant_id,
+                    "session cut-offs in force",
+                    "each lasts the console's session TTL after its cut-off",
                 )
-                if held is not None and held >= MAX_CUTOFFS_PER_TENANT:
-                    raise Invalid(
-                        f"tenant {tenant_id} already has {held} session cut-offs in force, the most a tenant may "
-                        f"have ({MAX_CUTOFFS_PER_TENANT}); each lasts the console's session TTL after its cut-off"
-                    )
             await self._insert(conn, record, now, "console_sessions.end")
         return record
 

@@ -15,7 +15,7 @@ from ..schema import admin_fields as fields
 from ..schema.errors import echo
 from ..schema.principal import ORG_ADMIN, TENANT_ADMIN
 from . import rows
-from .base import StoreBase, as_utc, checked, nonempty, utcnow
+from .base import StoreBase, as_utc, checked, nonempty, refuse_past, utcnow
 from .errors import Invalid, NotFound, StorageError
 from .ids import new_id
 from .key_roles import refuse_privileged_key
@@ -128,14 +128,16 @@ class PoliciesRepo(StoreBase):
             await self._require_scope(conn, tenant_id, scope, policy.scope_id, "policy")
             if scope == "key" and policy.set_by_role != ORG_ADMIN:  # in the write, as a budget's (key_roles.py)
                 await refuse_privileged_key(conn, tenant_id, policy.scope_id, lock=not self._sqlite)
-            held = await conn.scalar(
-                sa.select(sa.func.count()).select_from(policies).where(policies.c.tenant_id == tenant_id)
+            mine = (policies.c.tenant_id == tenant_id,)
+            await refuse_past(
+                conn,
+                policies,
+                mine,
+                MAX_POLICIES_PER_TENANT,
+                tenant_id,
+                "policies",
+                "delete one it no longer needs, or put its rules in another first",
             )
-            if held is not None and held >= MAX_POLICIES_PER_TENANT:
-                raise Invalid(
-                    f"tenant {tenant_id} already holds {held} policies, the most a tenant may hold "
-                    f"({MAX_POLICIES_PER_TENANT}); delete one it no longer needs, or put its rules in another first"
-                )
             await conn.execute(
                 sa.insert(policies).values(
                     id=policy.id,

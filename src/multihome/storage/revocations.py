@@ -27,7 +27,7 @@ import sqlalchemy as sa
 from ..schema.errors import echo
 from ..schema.principal import ORG_ADMIN, ORG_GRANTED, TENANT_ADMIN
 from . import rows
-from .base import StoreBase, nonempty, to_utc, utcnow
+from .base import StoreBase, nonempty, refuse_past, to_utc, utcnow
 from .errors import Invalid, NotFound, StorageError
 from .ids import new_id
 from .records import RevocationKind, TokenRevocation
@@ -157,17 +157,16 @@ class RevocationsRepo(StoreBase):
         async with self._write(lock=f"token_revocations:{tenant_id}" if tenant_id is not None else None) as conn:
             if tenant_id is not None:
                 await self._require_tenant(conn, tenant_id)
-                held = await conn.scalar(
-                    sa.select(sa.func.count())
-                    .select_from(token_revocations)
-                    .where(token_revocations.c.tenant_id == tenant_id, live_revocations(now))
+                live = (token_revocations.c.tenant_id == tenant_id, live_revocations(now))
+                await refuse_past(
+                    conn,
+                    token_revocations,
+                    live,
+                    MAX_REVOCATIONS_PER_TENANT,
+                    tenant_id,
+                    "live token revocations",
+                    "delete one it no longer needs first (a revocation of a subject refuses every token of it, however many)",
                 )
-                if held is not None and held >= MAX_REVOCATIONS_PER_TENANT:
-                    raise Invalid(
-                        f"tenant {tenant_id} already holds {held} live token revocations, the most a tenant may "
-                        f"hold ({MAX_REVOCATIONS_PER_TENANT}); delete one it no longer needs first (a revocation "
-                        "of a subject refuses every token of it, however many)"
-                    )
             await conn.execute(
                 sa.insert(token_revocations).values(**{f: getattr(record, f) for f in record.__struct_fields__})
             )

@@ -10,7 +10,7 @@ from ..schema import admin_fields as fields
 from ..schema.errors import echo
 from ..schema.principal import ORG_ADMIN, TENANT_ADMIN
 from . import rows
-from .base import StoreBase, checked, nonempty, utcnow
+from .base import StoreBase, checked, nonempty, refuse_past, utcnow
 from .budgets import Outranked
 from .errors import Conflict, Invalid, NotFound
 from .ids import new_id
@@ -149,14 +149,10 @@ class TenancyRepo(StoreBase):
                 raise Conflict(
                     f"tenant {tenant_id} already has a team named '{echo(name)}' ({taken})", conflicting=taken
                 )
-            held = await conn.scalar(
-                sa.select(sa.func.count()).select_from(teams).where(teams.c.tenant_id == tenant_id)
+            mine = (teams.c.tenant_id == tenant_id,)
+            await refuse_past(
+                conn, teams, mine, MAX_TEAMS_PER_TENANT, tenant_id, "teams", "delete one it no longer needs first"
             )
-            if held is not None and held >= MAX_TEAMS_PER_TENANT:
-                raise Invalid(
-                    f"tenant {tenant_id} already has {held} teams, the most a tenant may have "
-                    f"({MAX_TEAMS_PER_TENANT}); delete one it no longer needs first"
-                )
             await conn.execute(
                 sa.insert(teams).values(id=team.id, tenant_id=tenant_id, name=team.name, created_at=team.created_at)
             )
