@@ -66,6 +66,32 @@ async def test_policies_cannot_point_across_tenants(store):
     assert (await store.get_policy(b.id, pol_b.id)).rules == {}
 
 
+async def test_a_tenant_holds_at_most_max_rules_characters(store, monkeypatch):
+    """1,000 policies of up to 256 KiB each were 256 MB of rules that every replica holds: their total is
+    bounded too, on create and on an update that grows one (the policy replaced is not counted twice)."""
+    import json
+
+    from multihome.storage import policies
+
+    rules = {"egress": {"regions": ["eu"]}}
+    size = len(json.dumps(rules))
+    monkeypatch.setattr(policies, "RULES_MAX_CHARS_PER_TENANT", 3 * size, raising=False)
+    t = await store.create_tenant("acme", actor="admin")
+    other = await store.create_tenant("globex", actor="admin")
+    made = [await store.create_policy(t.id, scope="tenant", rules=rules, actor="ta") for _ in range(3)]
+    with pytest.raises(Invalid, match="the most a tenant may hold") as refused:
+        await store.create_policy(t.id, scope="tenant", rules=rules, actor="ta")
+    assert refused.value.field == "rules"
+    await store.create_policy(other.id, scope="tenant", rules=rules, actor="ta")  # another tenant's room
+    await store.update_policy(t.id, made[0].id, rules={"egress": {"regions": ["us"]}}, actor="ta")  # same size
+    bigger = {"egress": {"regions": ["eu", "us"]}}
+    with pytest.raises(Invalid, match="the most a tenant may hold"):
+        await store.update_policy(t.id, made[0].id, rules=bigger, actor="ta")
+    assert (await store.get_policy(t.id, made[0].id)).rules == {"egress": {"regions": ["us"]}}  # unchanged
+    await store.delete_policy(t.id, made[1].id, actor="ta")
+    await store.update_policy(t.id, made[0].id, rules=bigger, actor="ta")  # room again
+
+
 async def test_a_tenant_holds_at_most_max_policies(store, monkeypatch):
     """Every replica compiles and holds every policy (each up to 256 KiB of rules): a tenant admin making policy
     after policy grew them all for good. Other tenants' are not counted; a deleted policy frees its place."""

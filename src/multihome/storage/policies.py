@@ -7,6 +7,7 @@ write, so a policy an org-admin took over a moment earlier is never changed by a
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import sqlalchemy as sa
@@ -33,6 +34,9 @@ RULES_MAX_DEPTH = 4
 # Policies of one tenant at most: every replica compiles and holds each (up to RULES_MAX_BYTES of rules), so a
 # tenant admin making policy after policy grew them all for good.
 MAX_POLICIES_PER_TENANT = 1_000
+# And their rules, together, at most this many characters of JSON: 1,000 policies of 256 KiB were 256 MB held
+# by every replica (and one list answer); this leaves room for 64 of the largest, or thousands of the usual few KB.
+RULES_MAX_CHARS_PER_TENANT = 16 * 1024 * 1024
 SETTERS: tuple[BudgetRole, ...] = ("org-admin", "tenant-admin")  # schema.principal ORG_ADMIN, TENANT_ADMIN
 
 
@@ -73,6 +77,23 @@ def policy_from_row(r: Any) -> Policy:
 
 
 _POLICY = rows.lenient(policy_from_row)  # as stored: the policy gate checks what the rules hold
+
+
+async def _refuse_rules_past(conn: Any, tenant_id: str, rules: dict[str, Any], replacing: str | None = None) -> None:
+    """Invalid (a 400) when `rules` would take the tenant's policies past RULES_MAX_CHARS_PER_TENANT (`replacing`:
+    the policy whose rules these replace, not counted). Measured as stored: the JSON text SQLAlchemy writes."""
+    text = sa.func.length(sa.cast(policies.c.rules, sa.Text))
+    q = sa.select(sa.func.coalesce(sa.func.sum(text), 0)).where(policies.c.tenant_id == tenant_id)
+    if replacing is not None:
+        q = q.where(policies.c.id != replacing)
+    held = int(await conn.scalar(q) or 0)
+    adding = len(json.dumps(rules))
+    if held + adding > RULES_MAX_CHARS_PER_TENANT:
+        raise Invalid(
+            f"tenant {tenant_id}'s policies hold {held} characters of rules; these {adding} would pass the most a "
+            f"tenant may hold ({RULES_MAX_CHARS_PER_TENANT}): make rules smaller, or delete a policy first",
+            field="rules",
+        )
 
 
 def _rules(value: Any) -> dict[str, Any]:
@@ -138,6 +159,7 @@ class PoliciesRepo(StoreBase):
                 "policies",
                 "delete one it no longer needs, or put its rules in another first",
             )
+            await _refuse_rules_past(conn, tenant_id, policy.rules)
             await conn.execute(
                 sa.insert(policies).values(
                     id=policy.id,
@@ -228,8 +250,11 @@ class PoliciesRepo(StoreBase):
             changes["description"] = nonempty(description, "description", fields.TEXT_MAX, required=False)
         where = (policies.c.tenant_id == tenant_id, policies.c.id == policy_id)
         q = sa.select(policies).where(*where)
-        async with self._write() as conn:
+        # The tenant's lock, as a create's: concurrent changes cannot all count room for one.
+        async with self._write(lock=f"policies:{tenant_id}") as conn:
             setter = await self._authority(conn, where, policy_id, tenant_id, role, "change")
+            if rules is not None:
+                await _refuse_rules_past(conn, tenant_id, changes["rules"], replacing=policy_id)
             before, bad = await one(conn, q, policies, _POLICY)
             changes["set_by_role"] = ORG_ADMIN if ORG_ADMIN in (role, setter) else TENANT_ADMIN
             await conn.execute(sa.update(policies).where(*where).values(**changes))
