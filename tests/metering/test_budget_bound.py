@@ -81,15 +81,20 @@ async def test_minted_subjects_keep_no_more_budget_counters_than_the_cap(db_url,
         await m.close()
 
 
+async def _refused_alice(m) -> None:
+    """alice's next call is refused for her spent budget."""
+    with pytest.raises(ApiError) as refused:
+        await m.limiter.admit(oidc("alice"), "g", PLAN, 10, 10, "alice-2")
+    assert refused.value.body.code == "budget_exceeded"
+
+
 async def test_a_dropped_counter_is_read_back_so_a_spent_budget_stays_spent(db_url):
     clock = Clock()
     # 10 prompt + 3000 completion tokens at 3 / 4 per 1M: 0.01203, past a total budget of 0.0100
     m = await _metering(db_url, clock, budgets=[BudgetRule(scope="key", id="*", amount="0.0100", period="total")])
     try:
         await _spend(m, "alice", "alice-1", clock, completion=3000)
-        with pytest.raises(ApiError) as refused:
-            await m.limiter.admit(oidc("alice"), "g", PLAN, 10, 10, "alice-2")
-        assert refused.value.body.code == "budget_exceeded"
+        await _refused_alice(m)
         for i in range(3 * CAP):  # minted subjects push alice's counter out
             await _spend(m, f"sub-{i}", f"r{i}", clock)
         alice = next(k for k in m.limiter.counters.tables()[0] if k.startswith(m.limiter.bound.prefixes))
@@ -121,9 +126,7 @@ async def test_a_restart_seeds_no_more_than_the_cap_and_reads_the_rest_back(db_u
     await again.start()
     try:
         assert _kept(again) <= CAP
-        with pytest.raises(ApiError) as refused:
-            await again.limiter.admit(oidc("alice"), "g", PLAN, 10, 10, "alice-2")
-        assert refused.value.body.code == "budget_exceeded"
+        await _refused_alice(again)
     finally:
         await again.close()
 
@@ -141,9 +144,7 @@ async def test_a_counter_a_call_in_flight_holds_is_never_dropped(db_url):
         record = call("alice-1", "dep-b", prompt=10, completion=3000, tenant="acme", key_id=None, started=clock.now)
         m.record(msgspec.structs.replace(record, subject="alice"))
         assert m.limiter.counters.tables()[0][key] == 12_030_000
-        with pytest.raises(ApiError) as refused:
-            await m.limiter.admit(oidc("alice"), "g", PLAN, 10, 10, "alice-2")
-        assert refused.value.body.code == "budget_exceeded"
+        await _refused_alice(m)
     finally:
         await m.close()
 
