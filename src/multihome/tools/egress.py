@@ -120,10 +120,6 @@ async def resolve(host: str, port: int) -> list[Address]:
     return found
 
 
-def _not_a_name(exc: UnicodeError) -> socket.gaierror:
-    return socket.gaierror(socket.EAI_NONAME, f"not a host name DNS can hold ({exc})")
-
-
 def _addresses(infos: Iterable[tuple[Any, ...]]) -> list[Address]:
     seen: dict[str, Address] = {}
     for _family, _type, _proto, _name, sockaddr in infos:
@@ -199,8 +195,8 @@ def _getaddrinfo(host: str, port: int) -> list[Address]:
             import idna
 
             encoded = idna.encode(host, uts46=True)
-    except UnicodeError as exc:  # (idna.IDNAError is one)
-        raise _not_a_name(exc) from None
+    except UnicodeError as exc:  # a label over 63 characters, or one IDNA refuses (idna.IDNAError is one)
+        raise socket.gaierror(socket.EAI_NONAME, f"not a host name DNS can hold ({exc})") from None
     return _addresses(socket.getaddrinfo(encoded, port, type=socket.SOCK_STREAM))
 
 
@@ -216,6 +212,6 @@ async def registration_refusal(policy: EgressPolicy, url: str, timeout_s: float 
         addresses = await asyncio.wait_for(_REGISTRATION.lookup(host, port), timeout_s)
     except (OSError, TimeoutError):
         return None
-    if addresses is None or not addresses or any(policy.allows(a) for a in addresses):
+    if not addresses or any(policy.allows(a) for a in addresses):  # (None: too many lookups running)
         return None
     return refusal(host, addresses)
