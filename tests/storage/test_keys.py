@@ -83,8 +83,9 @@ async def test_expired_and_revoked_keys_are_rejected(store):
     again = await store.revoke_key(t.id, doomed.id, actor="admin")  # idempotent: no new event
     assert again.revoked_at == revoked.revoked_at
     assert [e.action for e in await store.admin_events(t.id)].count("key.revoke") == 1
-    assert [k.id for k in await store.list_keys(t.id, include_revoked=False)] == [expiring.id]
-    assert {k.id for k in await store.list_keys(t.id)} == {expiring.id, doomed.id}
+    listed = await store.page_keys(t.id, 1000)
+    assert [k.id for k in listed if k.revoked_at is None] == [expiring.id]
+    assert {k.id for k in listed} == {expiring.id, doomed.id}
 
 
 async def test_bad_key_requests_are_refused(store):
@@ -103,7 +104,7 @@ async def test_bad_key_requests_are_refused(store):
         await store.create_key(a.id, name="k", scopes_models="gpt-4o", actor="admin")  # type: ignore[arg-type]
     with pytest.raises(NotFound):
         await store.create_key("ten_missing", name="k", actor="admin")
-    assert await store.list_keys(a.id) == [] and await store.version() == 3
+    assert await store.page_keys(a.id, 1000) == [] and await store.version() == 3
 
 
 async def test_tenant_b_never_sees_tenant_a_keys(store):
@@ -111,8 +112,8 @@ async def test_tenant_b_never_sees_tenant_a_keys(store):
     b = await _tenant(store, "b")
     key_a, _ = await store.create_key(a.id, name="shared-name", actor="admin")
     key_b, _ = await store.create_key(b.id, name="shared-name", actor="admin")
-    assert [k.id for k in await store.list_keys(a.id)] == [key_a.id]
-    assert [k.id for k in await store.list_keys(b.id)] == [key_b.id]
+    assert [k.id for k in await store.page_keys(a.id, 1000)] == [key_a.id]
+    assert [k.id for k in await store.page_keys(b.id, 1000)] == [key_b.id]
     with pytest.raises(NotFound):
         await store.get_key(b.id, key_a.id)
     with pytest.raises(NotFound):
@@ -146,4 +147,4 @@ async def test_a_tenant_holds_at_most_max_keys_not_revoked(store, monkeypatch):
     await store.create_key(other.id, name="k3", actor="ta")
     await store.revoke_key(t.id, made[0].id, actor="ta")
     await store.create_key(t.id, name="k3", actor="ta")
-    assert len([k for k in await store.list_keys(t.id) if k.revoked_at is None]) == 3
+    assert len([k for k in await store.page_keys(t.id, 1000) if k.revoked_at is None]) == 3

@@ -98,17 +98,14 @@ class Admin:
     def every(self, name: str, query: dict[str, Any] | None = None, **params: str | None) -> dict[str, Any]:
         """A list route's answer, every page of it: a list answered a page at a time (`has_more`, `last_id`:
         the keys) is read to its end, its pages' `data` and `unreadable` joined."""
-        out = self.call(name, None, query, **params)
-        while out.get("has_more") and out.get("last_id"):
-            page = self.call(name, None, {**(query or {}), "after": out["last_id"]}, **params)
-            out = {
-                **page,
-                "data": out["data"] + page["data"],
-                **({"unreadable": u} if (u := out.get("unreadable", []) + page.get("unreadable", [])) else {}),
-            }
-        out.pop("has_more", None)
-        out.pop("last_id", None)
-        return out
+        page = self.call(name, None, query, **params)
+        data, bad = list(page["data"]), list(page.get("unreadable", ()))
+        while page.get("has_more") and page.get("last_id"):
+            page = self.call(name, None, {**(query or {}), "after": page["last_id"]}, **params)
+            data += page["data"]
+            bad += page.get("unreadable", ())
+        out = {k: v for k, v in page.items() if k not in ("has_more", "last_id", "unreadable")}
+        return {**out, "data": data, **({"unreadable": bad} if bad else {})}
 
     def names(self, name: str, tenant: str | None = None) -> dict[str, str]:
         return {item["id"]: item["name"] for item in self.listed(name, tenant)}

@@ -17,7 +17,7 @@ from .errors import Invalid, NotFound
 from .ids import new_id, new_key_prefix, new_key_secret
 from .keys import hash_key
 from .records import KeyRecord
-from .row_reads import Listed, Page, either, is_live, one, read_all, read_one, read_page
+from .row_reads import Page, either, is_live, one, read_one, read_page
 from .rows import Unreadable
 from .tables import api_keys, teams
 from .tenancy import _metadata
@@ -144,14 +144,6 @@ class KeysRepo(StoreBase):
         async with self._read() as conn:
             q = sa.select(api_keys).where(api_keys.c.tenant_id == tenant_id, api_keys.c.id == key_id)
             return await read_one(conn, q, api_keys, rows.key, "api key", key_id, tenant_id)
-
-    async def list_keys(self, tenant_id: str, *, include_revoked: bool = True) -> Listed[KeyRecord]:
-        """The tenant's readable keys; `.unreadable` reports the others (by id, never their hash)."""
-        q = sa.select(api_keys).where(api_keys.c.tenant_id == tenant_id)
-        if not include_revoked:
-            q = q.where(api_keys.c.revoked_at.is_(None))
-        async with self._read() as conn:
-            return await read_all(conn, q.order_by(api_keys.c.created_at, api_keys.c.id), api_keys, rows.key)
 
     async def page_keys(self, tenant_id: str, limit: int, after: str | None = None) -> Page[KeyRecord]:
         """A page of the tenant's keys, revoked ones too, oldest first, after the key `after`: revoked keys stay

@@ -90,12 +90,11 @@ async def read_page(
     ordered = query.order_by(order, table.c.id)
     ids = [r[0] for r in (await conn.execute(ordered.with_only_columns(table.c.id).limit(limit + 1))).all()]
     out: Page[T] = Page()
-    if ids[:limit]:
-        listed = await read_all(conn, ordered.where(table.c.id.in_(ids[:limit])), table, build)
+    page, out.more = ids[:limit], len(ids) > limit
+    if page:
+        listed = await read_all(conn, ordered.where(table.c.id.in_(page)), table, build)
         out.extend(listed)
-        out.unreadable = listed.unreadable
-        out.last = ids[limit - 1] if len(ids) > limit else ids[-1]
-    out.more = len(ids) > limit
+        out.unreadable, out.last = listed.unreadable, page[-1]
     return out
 
 
