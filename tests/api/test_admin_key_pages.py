@@ -63,6 +63,13 @@ async def test_keys_come_a_page_at_a_time_revoked_ones_too(tmp_path):
             assert error(await admin.get(f"{T}/{tid}/keys", params=bad), 400)["param"] == "limit"
         refused = error(await admin.get(f"{T}/{tid}/keys", params={"after": "key_nosuchkey"}), 400)
         assert "after" in refused["message"]
+        # Another tenant's key is no cursor here: the same answer as an id that does not exist, nothing of it shown.
+        other = (await ok(await admin.post(T, json={"name": "globex"}), 201))["id"]
+        theirs = (await ok(await admin.post(f"{T}/{other}/keys", json={"name": "theirs"}), 201))["id"]
+        foreign = error(await admin.get(f"{T}/{tid}/keys", params={"after": theirs}), 400)
+        assert foreign["message"] == refused["message"].replace("key_nosuchkey", theirs)
+        hostile = error(await admin.get(f"{T}/{tid}/keys", params={"after": "\u0000" + "x" * 10_000}), 400)
+        assert len(hostile["message"]) < 300
 
 
 @pytest.fixture
