@@ -126,7 +126,8 @@ async def test_close_gives_up_and_says_so_when_the_database_refuses_every_batch(
     m.record(call("lost"))
     await m.writer.close(1)
     assert len(m.writer.rows) == 1 and m.writer.failures >= 1
-    assert "1 rows unwritten: no batch could be written for 1 s" in caplog.text
+    # How long it tried is at least the stall timeout; on a loaded machine a retry's wait makes it more.
+    assert re.search(r"1 rows unwritten: no batch could be written for \d+ s", caplog.text), caplog.text
     await m.close()
 
 
