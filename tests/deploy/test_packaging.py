@@ -5,6 +5,10 @@ the Dockerfile's shape (no container tool runs here to build it)."""
 
 from __future__ import annotations
 
+import shutil
+import subprocess
+import sys
+import zipfile
 from pathlib import Path
 
 import kubernetes_validate
@@ -134,3 +138,27 @@ def test_no_local_secret_reaches_the_image_or_its_build_context():
     assert copied == [["pyproject.toml", "README.md", "constraints.txt"], ["src"], ["--from=build", "/opt/multihome"]]
     ignored = {line.strip() for line in (ROOT / ".dockerignore").read_text().splitlines()}
     assert {"multihome-kms.key*", "*.key", "*.db", "*.sqlite*", ".env*"} <= ignored
+
+
+def test_the_wheel_the_image_installs_holds_every_file_of_the_package(tmp_path):
+    """The Dockerfile installs a wheel, not the checkout: a template, stylesheet, vendored script or migration
+    that package-data does not name is missing from the image only (editable installs read the checkout)."""
+    context = tmp_path / "context"  # what the image's build stage copies, and nothing else
+    shutil.copytree(ROOT / "src", context / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+    for name in ("pyproject.toml", "README.md", "constraints.txt"):
+        shutil.copy(ROOT / name, context / name)
+    subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--wheel-dir", str(tmp_path), str(context)],
+        check=True,
+        capture_output=True,
+        timeout=600,
+    )
+    (wheel,) = tmp_path.glob("multihome-*.whl")
+    shipped = {name for name in zipfile.ZipFile(wheel).namelist() if name.startswith("multihome/")}
+    files = {
+        p.relative_to(ROOT / "src").as_posix()
+        for p in (ROOT / "src" / "multihome").rglob("*")
+        if p.is_file() and "__pycache__" not in p.parts and p.suffix != ".pyc"
+    }
+    assert files - shipped == set()
+    assert {"multihome/api/console/templates/base.html", "multihome/storage/migrations/script.py.mako"} <= shipped
