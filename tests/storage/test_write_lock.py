@@ -147,7 +147,7 @@ def test_a_connection_closed_in_its_write_transaction_is_named(tmp_path):
     conn.close()
     try:
         [named] = [d for d in write_lock.describe() if "closed" in d]
-        assert "closed in the middle of the transaction" in named, named
+        assert "closed mid-transaction: it keeps the lock" in named, named
     finally:
         write_lock.ended(conn)
         del stepping

@@ -26,7 +26,9 @@ log = logging.getLogger("multihome.storage")
 # driver connection's id -> (the connection: sqlite3's or aiosqlite's, the task or thread that began, when). Names, not
 # the tasks themselves: a task kept here would keep its frames, and a cancelled one's statement with them.
 _held: dict[int, tuple[Any, str, float]] = {}
+_BUSY_SNAPSHOT = 517  # SQLITE_BUSY_SNAPSHOT
 _MOST = 64  # entries kept: past that, those whose connection is no longer in a transaction are dropped
+_CLOSED = " (its connection was closed mid-transaction: it keeps the lock while a statement of it is unfinished)"
 _said = {"at": -1e9, "unsaid": 0}  # the last warning (monotonic) and the waits given up since, unsaid
 
 
@@ -54,14 +56,15 @@ def ended(driver: Any) -> None:
 
 
 def busy(exc: BaseException) -> bool:
-    """Whether `exc` (or what it was raised from) is SQLite's "database is locked" after waiting: SQLITE_BUSY, not
-    BUSY_SNAPSHOT (a read that cannot become a write, said at once)."""
+    """Whether `exc` (or what it was raised from) is SQLite's "database is locked" after waiting: SQLITE_BUSY or one of
+    its extended codes, but not BUSY_SNAPSHOT (a read that cannot become a write, said at once)."""
     seen: BaseException | None = exc
     for _ in range(4):  # SQLAlchemy wraps the driver's error, sometimes twice
         if seen is None:
             return False
-        if getattr(seen, "sqlite_errorcode", None) == sqlite3.SQLITE_BUSY:
-            return True
+        code = getattr(seen, "sqlite_errorcode", None)  # the extended result code
+        if isinstance(code, int) and code & 0xFF == sqlite3.SQLITE_BUSY:
+            return code != _BUSY_SNAPSHOT
         seen = seen.__cause__ or seen.__context__
     return False
 
@@ -105,7 +108,7 @@ def _state(driver: Any) -> str | None:
     try:
         return "" if driver.in_transaction else None
     except Exception:  # closed (sqlite3's ProgrammingError, aiosqlite's ValueError): closed mid-transaction
-        return " (its connection was closed in the middle of the transaction: the lock is kept while a statement of it is unfinished)"
+        return _CLOSED
 
 
 def _prune() -> None:
