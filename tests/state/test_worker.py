@@ -17,8 +17,11 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
+from held_rows import hold_rows, no_collection
 from multihome.state.jobs import CANCELLED, DONE, FAILED, QUEUED, RUNNING, Job, JobQueue
 from multihome.state.worker import JobWorker
+from multihome.storage import engine as engine_module
+from multihome.storage.engine import create_engine
 from multihome.storage.tables import jobs
 
 pytestmark = pytest.mark.anyio
@@ -292,3 +295,33 @@ async def test_an_outcome_not_recorded_in_an_outage_is_one_line_not_a_traceback(
 
     assert await JobWorker._settle(broken()) is False
     assert [bool(r.exc_info) for r in caplog.records if "could not record" in r.message] == [False, True]
+
+
+async def test_a_replica_closing_mid_claim_on_sqlite_still_hands_its_jobs_back(sqlite_database, monkeypatch, caplog):
+    """The stop cancels the claim loop while a claim's UPDATE ... RETURNING rows come back to it (a busy loop makes
+    that a long moment): its connection lets go of SQLite's write lock, so the running job's release is written.
+    Before, the lock stayed with that connection until the garbage collector ran: every later write, the release
+    first, waited out the busy timeout (a stop under load took 38 s, storage/engine.py `_finish_statement`)."""
+    monkeypatch.setattr(engine_module, "SQLITE_BUSY_TIMEOUT_MS", 1000)  # a held lock fails the release soon
+    engine = create_engine(sqlite_database())
+    queue = JobQueue(engine)
+    started, landed = asyncio.Event(), asyncio.Event()
+
+    async def slow(job: Job) -> None:
+        started.set()
+        await asyncio.sleep(60)
+
+    worker = JobWorker(queue, {"response": slow}, poll_s=0.05, lease_s=60)
+    try:
+        await worker.start()
+        await queue.enqueue("response", "ten_a", "resp_1")
+        await asyncio.wait_for(started.wait(), 20)
+        hold_rows(monkeypatch, landed, lambda sql: sql.startswith("UPDATE jobs") and "attempt=(jobs.attempt + " in sql)
+        with no_collection():
+            await queue.enqueue("response", "ten_a", "resp_2")  # claimed next: its rows are held back
+            await asyncio.wait_for(landed.wait(), 20)
+            await worker.close()
+            assert (await queue.get("response", "resp_1")).status == QUEUED, caplog.text  # handed back
+    finally:
+        await worker.close()
+        await engine.dispose()

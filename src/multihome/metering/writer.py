@@ -37,7 +37,8 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from ..aio import wait_event
-from ..storage.engine import create_sync_sqlite_engine
+from ..storage import write_lock
+from ..storage.engine import SQLITE_BUSY_TIMEOUT_MS, create_sync_sqlite_engine
 from .row import COLUMNS, Row
 from .spool import UsageSpool
 
@@ -304,7 +305,7 @@ class UsageWriter:
     def _sqlite_batch(self, engine: AsyncEngine, batch: list[Row]) -> None:
         """One transaction on the writer thread: BEGIN IMMEDIATE, INSERTs of up to 250 rows, COMMIT."""
         raw = self._sqlite_connection(engine)
-        raw.execute("BEGIN IMMEDIATE")
+        write_lock.begin_immediate(raw, SQLITE_BUSY_TIMEOUT_MS / 1000)
         try:
             full = len(batch) - len(batch) % _PER_STATEMENT
             if full:
@@ -320,6 +321,8 @@ class UsageWriter:
         except BaseException:
             self._drop_connection()  # rolls back; the next batch starts on a fresh connection
             raise
+        finally:
+            write_lock.ended(raw)
 
     def _sqlite_connection(self, engine: AsyncEngine):
         """The writer thread's sqlite3 connection to `engine`'s file, opened with the same settings

@@ -2,12 +2,16 @@
 
 SQLite (the embedded default) runs in WAL mode with foreign keys on, a busy timeout, and
 SQLAlchemy (not the sqlite3 module) emitting BEGIN, so that a write transaction can ask for
-`BEGIN IMMEDIATE` (take the write lock up front instead of failing on a lock upgrade).
-PostgreSQL goes through asyncpg.
+`BEGIN IMMEDIATE` (take the write lock up front instead of failing on a lock upgrade); each such write transaction
+is noted in write_lock.py, which names the holders when a write waits out the busy timeout. A statement whose await
+is cancelled has its cursor closed before its connection (`_finish_statement`), so the connection lets go of the
+lock when it closes. PostgreSQL goes through asyncpg.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import sqlite3
 import time
 from pathlib import Path
@@ -18,6 +22,7 @@ from sqlalchemy.engine import URL, Engine, make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlalchemy.pool import NullPool
 
+from . import write_lock
 from .reset import finish_resets
 
 SQLITE_BUSY_TIMEOUT_MS = 10_000
@@ -117,7 +122,39 @@ def _configure_sqlite(engine: AsyncEngine | Engine) -> None:
 
     @event.listens_for(target, "begin")
     def _on_begin(conn) -> None:
-        conn.exec_driver_sql("BEGIN IMMEDIATE" if conn.get_execution_options().get(IMMEDIATE) else "BEGIN")
+        if conn.get_execution_options().get(IMMEDIATE):
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
+            write_lock.began(conn.connection.driver_connection)
+        else:
+            conn.exec_driver_sql("BEGIN")
+
+    @event.listens_for(target, "commit")
+    @event.listens_for(target, "rollback")
+    def _on_end(conn) -> None:
+        if not (conn.invalidated or conn.closed):
+            write_lock.ended(conn.connection.driver_connection)
+
+    @event.listens_for(target, "handle_error")
+    def _on_error(ctx) -> None:
+        if isinstance(ctx.original_exception, asyncio.CancelledError) and ctx.execution_context is not None:
+            _finish_statement(ctx)
+        else:  # a write that gave up on the lock: the warning names who holds it
+            write_lock.waited_out(ctx.original_exception, SQLITE_BUSY_TIMEOUT_MS / 1000)
+
+
+def _finish_statement(ctx) -> None:
+    """A statement's await cancelled (on the async engine): its cursor is closed before its connection is.
+
+    SQLAlchemy closes the connection (invalidated: a cancellation may have left it anywhere) but not the cursor, and
+    the cursor of a statement that returns rows still holds it stepping (UPDATE ... RETURNING, a SELECT). sqlite3
+    closes with sqlite3_close_v2, which leaves such a connection open, its transaction and SQLite's write lock
+    with it, until the cursor is freed, by the garbage collector (the traceback holding it is a cycle), which the
+    gateway runs rarely: every other write waited out the busy timeout. The cursor's close is queued on the
+    connection's thread ahead of the connection's, so it runs even if this wait is cancelled again."""
+    with contextlib.suppress(Exception):  # a connection closed already: nothing of it is left to close
+        ctx.execution_context.cursor.close()
+    if ctx.connection is not None and not (ctx.connection.invalidated or ctx.connection.closed):
+        write_lock.ended(ctx.connection.connection.driver_connection)  # the connection's close rolls it back
 
 
 def _ensure_wal(cur) -> None:

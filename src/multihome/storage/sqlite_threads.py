@@ -45,7 +45,8 @@ from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from .engine import IMMEDIATE, create_sync_sqlite_engine
+from . import write_lock
+from .engine import IMMEDIATE, SQLITE_BUSY_TIMEOUT_MS, create_sync_sqlite_engine
 from .errors import Refused, Unavailable
 from .sqlite_readers import SqliteReaders, broken
 
@@ -302,7 +303,7 @@ class SqliteThreads:
 
 def _raw_transaction(raw: sqlite3.Connection, batch: list[_Unit]) -> list[Any]:
     """The units in one transaction on the sqlite3 connection (autocommit mode: BEGIN is explicit)."""
-    raw.execute("BEGIN IMMEDIATE")
+    write_lock.begin_immediate(raw, SQLITE_BUSY_TIMEOUT_MS / 1000)
     try:
         results = [work(raw) for work, _, _, _ in batch]  # type: ignore[arg-type]
         raw.execute("COMMIT")
@@ -310,6 +311,8 @@ def _raw_transaction(raw: sqlite3.Connection, batch: list[_Unit]) -> list[Any]:
         if raw.in_transaction:
             raw.execute("ROLLBACK")
         raise
+    finally:
+        write_lock.ended(raw)
     return results
 
 

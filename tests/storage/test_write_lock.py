@@ -1,0 +1,153 @@
+"""A write on SQLite that waits out the busy timeout is warned of with who holds the write lock: the gateway's task or
+thread in a write transaction, and for how long (storage/write_lock.py). SQLite says only "database is locked"."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import sqlite3
+import threading
+
+import pytest
+import sqlalchemy as sa
+
+from multihome.storage import engine as engine_module
+from multihome.storage import write_lock
+from multihome.storage.engine import create_engine, write_connection
+from multihome.storage.sqlite_threads import SqliteThreads
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture
+def anyio_backend():
+    return "asyncio"
+
+
+@pytest.fixture
+def short_busy_timeout(monkeypatch):
+    """A busy timeout of 0.2 s for the engines made in the test, and no warning said yet."""
+    monkeypatch.setattr(engine_module, "SQLITE_BUSY_TIMEOUT_MS", 200)
+    monkeypatch.setattr(write_lock, "_said", {"at": -1e9, "unsaid": 0})
+
+
+async def _table(engine) -> None:
+    async with engine.begin() as conn:
+        await conn.execute(sa.text("CREATE TABLE t (x INTEGER)"))
+
+
+async def _write(engine) -> None:
+    conn = await write_connection(engine)
+    try:
+        async with conn.begin():
+            await conn.execute(sa.text("INSERT INTO t VALUES (1)"))
+    finally:
+        await conn.close()
+
+
+def _warnings(caplog) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING and "write lock" in r.getMessage()]
+
+
+async def test_the_warning_names_the_task_in_a_write_transaction(sqlite_database, short_busy_timeout, caplog):
+    engine = create_engine(sqlite_database(migrated=False))
+    holding, done = asyncio.Event(), asyncio.Event()
+
+    async def hold() -> None:
+        conn = await write_connection(engine)
+        try:
+            async with conn.begin():
+                await conn.execute(sa.text("INSERT INTO t VALUES (0)"))
+                holding.set()
+                await done.wait()
+        finally:
+            await conn.close()
+
+    try:
+        await _table(engine)
+        holder = asyncio.create_task(hold(), name="the-holder")
+        await asyncio.wait_for(holding.wait(), 10)
+        with caplog.at_level(logging.WARNING, logger="multihome.storage"):
+            with pytest.raises(sa.exc.OperationalError, match="locked"):
+                await asyncio.create_task(_write(engine), name="a-waiter")
+        [said] = _warnings(caplog)
+        assert said.startswith("SQLite: task a-waiter (_write) waited 0.2 s for the write lock and gave up"), said
+        assert re.search(r"held by task the-holder \(.*hold\) for \d+\.\d s$", said), said
+        done.set()
+        await asyncio.wait_for(holder, 10)
+        assert write_lock.describe() == [], "committed: no longer a holder"
+        await _write(engine)
+    finally:
+        done.set()
+        await engine.dispose()
+
+
+async def test_the_warning_names_the_writer_thread_holding_the_lock(sqlite_database, short_busy_timeout, caplog):
+    url = sqlite_database(migrated=False)
+    engine = create_engine(url)
+    threads = SqliteThreads(engine)
+    holding, done = threading.Event(), threading.Event()
+
+    def hold(raw: sqlite3.Connection) -> None:
+        raw.execute("INSERT INTO t VALUES (0)")
+        holding.set()
+        done.wait(30)
+
+    try:
+        await _table(engine)
+        held = asyncio.create_task(threads.write_raw(hold))
+        assert await asyncio.to_thread(holding.wait, 10)
+        with caplog.at_level(logging.WARNING, logger="multihome.storage"):
+            with pytest.raises(sa.exc.OperationalError, match="locked"):
+                await _write(engine)
+        [said] = _warnings(caplog)
+        assert re.search(r"held by thread mh-sqlite-write for \d+\.\d s$", said), said
+        done.set()
+        await asyncio.wait_for(held, 10)
+        await _write(engine)
+    finally:
+        done.set()
+        await asyncio.to_thread(threads.close)
+        await engine.dispose()
+
+
+async def test_a_thread_of_its_own_that_waits_out_the_timeout_is_warned_of_once_per_timeout(
+    sqlite_database, short_busy_timeout, caplog
+):
+    """The usage writer's and state writer's own BEGIN IMMEDIATE; an outage fails every write: one line per timeout."""
+    url = sqlite_database(migrated=False)
+    path = str(sa.engine.make_url(url).database)
+    holder = sqlite3.connect(path, isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")  # another process, as far as the gateway knows
+    waiter = sqlite3.connect(path, isolation_level=None, timeout=0.05)
+    try:
+        with caplog.at_level(logging.WARNING, logger="multihome.storage"):
+            for _ in range(3):
+                with pytest.raises(sqlite3.OperationalError, match="locked"):
+                    write_lock.begin_immediate(waiter, 60)
+        [said] = _warnings(caplog)
+        assert said.endswith(
+            "held by none of this process's connections (another process on the same file, or a commit being synced)"
+        ), said
+        assert not waiter.in_transaction
+    finally:
+        waiter.close()
+        holder.close()
+
+
+def test_a_connection_closed_in_its_write_transaction_is_named(tmp_path):
+    """sqlite3 keeps such a connection's transaction, and the lock, while a statement of it is still stepping."""
+    path = str(tmp_path / "z.db")
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.execute("CREATE TABLE t (x INTEGER)")
+    conn.execute("INSERT INTO t VALUES (1), (2)")
+    write_lock.begin_immediate(conn, 1)
+    stepping = conn.execute("UPDATE t SET x = x + 1 RETURNING x")
+    conn.close()
+    try:
+        [named] = [d for d in write_lock.describe() if "closed" in d]
+        assert "closed mid-transaction: it keeps the lock" in named, named
+    finally:
+        write_lock.ended(conn)
+        del stepping
