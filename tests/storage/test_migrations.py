@@ -189,7 +189,7 @@ async def test_policies_stored_before_0025_become_the_org_admins(kind, sqlite_da
     await asyncio.to_thread(migrate_sync, db_url)
     store = await open_store(db_url)
     try:
-        stored = list(await store.list_policies("ten_old"))
+        stored = list(await store.page_policies("ten_old", 1000))
         assert [(p.id, p.rules, p.description, p.set_by_role) for p in stored] == [
             ("pol_eu", rules, "EU only", "org-admin"),
             ("pol_other", rules, "EU only", "org-admin"),

@@ -8,6 +8,7 @@ the admin API mends it; a revoke or delete of such a row still works (`one` lets
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from typing import Any, Generic, TypeVar
 
@@ -63,11 +64,15 @@ async def read_all(conn: Any, query: sa.Select, table: sa.Table, build: Build[T]
     return out
 
 
+# What no stored text holds: PostgreSQL's text no NUL, UTF-8 no lone surrogate.
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+
+
 class Page(Listed[T]):
     """One page of a list: `more` when rows follow its last (whose id is the next page's `after`)."""
 
     more: bool = False
-    last: str | None = None  # the id of its last row, readable or not
+    last: str | None = None  # the key (id) of its last row, readable or not
 
 
 async def read_page(
@@ -78,21 +83,25 @@ async def read_page(
     order: sa.ColumnElement,
     limit: int,
     after: str | None,
+    key: sa.ColumnElement | None = None,
 ) -> Page[T]:
-    """The rows of `query` in (`order`, id) order after the row `after` (its id; Invalid, a 400, when `query` has
-    no such row), `limit` at most. Their ids are read first (one more, for `more`), then the rows, so a row that
-    cannot be read takes its place in the page like any other."""
+    """The rows of `query` in (`order`, `key`) order after the row whose `key` is `after` (Invalid, a 400, when
+    `query` has no such row), `limit` at most. `key`: the column the API names a row by, unique in `query`
+    (default the id). Their keys are read first (one more, for `more`), then the rows, so a row that cannot be
+    read takes its place in the page like any other."""
+    key = table.c.id if key is None else key
     if after is not None:
-        mark = (await conn.execute(query.with_only_columns(order).where(table.c.id == after))).first()
+        held = _UNSTORABLE.search(after) is None  # else no row's: not asked (PostgreSQL refuses the query)
+        mark = (await conn.execute(query.with_only_columns(order).where(key == after))).first() if held else None
         if mark is None:
             raise Invalid(f"after: '{echo(after)}' is not the id of a row of this list")
-        query = query.where(sa.or_(order > mark[0], sa.and_(order == mark[0], table.c.id > after)))
-    ordered = query.order_by(order, table.c.id)
-    ids = [r[0] for r in (await conn.execute(ordered.with_only_columns(table.c.id).limit(limit + 1))).all()]
+        query = query.where(sa.or_(order > mark[0], sa.and_(order == mark[0], key > after)))
+    ordered = query.order_by(order, key)
+    ids = [r[0] for r in (await conn.execute(ordered.with_only_columns(key).limit(limit + 1))).all()]
     out: Page[T] = Page()
     page, out.more = ids[:limit], len(ids) > limit
     if page:
-        listed = await read_all(conn, ordered.where(table.c.id.in_(page)), table, build)
+        listed = await read_all(conn, ordered.where(key.in_(page)), table, build)
         out.extend(listed)
         out.unreadable, out.last = listed.unreadable, page[-1]
     return out
