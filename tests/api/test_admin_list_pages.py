@@ -12,7 +12,6 @@ import httpx
 import pytest
 
 from admin_http import ok, refuses_bad_pages, running, served_for_cli, walk
-from multihome.api.admin import pages
 from multihome.cli import main
 
 pytestmark = pytest.mark.anyio
@@ -85,8 +84,14 @@ def served(tmp_path, monkeypatch):
         yield
 
 
-def test_the_cli_lists_every_page(served, capsys, monkeypatch):
-    monkeypatch.setattr(pages, "MAX_PAGE", 4)  # pages of 4: the 11 keys come in three
+@pytest.fixture
+def pages_of_4(monkeypatch):
+    from multihome.api.admin import pages
+
+    monkeypatch.setattr(pages, "MAX_PAGE", 4)
+
+
+def test_the_cli_lists_every_page(served, pages_of_4, capsys):  # the 11 keys come in three pages
 
     def run(*argv: str) -> str:
         assert main(list(argv)) == 0
@@ -105,8 +110,7 @@ def test_the_cli_lists_every_page(served, capsys, monkeypatch):
     assert revoked["id"] == listed["data"][-1]["id"] and revoked["revoked_at"]
 
 
-def test_the_cli_lists_every_page_of_teams_policies_and_mcp_servers(served, capsys, monkeypatch):
-    monkeypatch.setattr(pages, "MAX_PAGE", 4)  # pages of 4: the 9 of each come in three
+def test_the_cli_lists_every_page_of_teams_policies_and_mcp_servers(served, pages_of_4, capsys):  # 9 in 3 pages
 
     def run(*argv: str) -> str:
         assert main(list(argv)) == 0

@@ -344,7 +344,7 @@ async def test_a_tenant_registers_at_most_max_servers(gw, monkeypatch):
     cap a 400 in OpenAI's error format, as the other per-tenant caps answer; another tenant is not counted."""
     from multihome.tools import servers
 
-    monkeypatch.setattr(servers, "MAX_SERVERS_PER_TENANT", 2)
+    monkeypatch.setattr(servers, "MAX_SERVERS_PER_TENANT", 2, raising=False)
     _, admin, (a, b) = gw
     for name in ("one", "two"):
         await ok(await admin.post(_servers(a), json={"name": name, "url": "https://mcp.example.com/mcp"}), 201)

@@ -44,11 +44,7 @@ async def test_a_cursor_that_is_no_row_of_the_list_is_invalid(store):
     their_policy = await store.create_policy(other.id, scope="tenant", rules={}, actor="ta")
     await store.create_key(t.id, name="mine", actor="ta")
     their_key, _ = await store.create_key(other.id, name="theirs", actor="ta")
-    for read, foreign in (
-        (store.page_teams, theirs.id),
-        (store.page_policies, their_policy.id),
-        (store.page_keys, their_key.id),
-    ):
+    for read, foreign in (("page_keys", their_key.id), ("page_teams", theirs.id), ("page_policies", their_policy.id)):
         for after in (foreign, *NOT_A_ROW):
             with pytest.raises(Invalid, match="is not the id of a row of this list"):
-                await read(t.id, 10, after)
+                await getattr(store, read)(t.id, 10, after)
