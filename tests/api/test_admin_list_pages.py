@@ -131,3 +131,17 @@ def test_the_cli_lists_every_page_of_teams_policies_and_mcp_servers(served, page
     assert "server-8" in run("mcp-servers", "list", "--tenant", "acme")  # the table too
     key = json.loads(run("keys", "create", "--tenant", "acme", "--name", "k", "--team", "team-8", "--json"))
     assert key["team_id"] == json.loads(run("teams", "list", "--tenant", "acme", "--json"))["data"][-1]["id"]
+
+
+async def test_the_console_shows_the_first_page_of_keys_and_teams_and_says_so(tmp_path, pages_of_4):
+    async with running(CONFIG.format(tmp=tmp_path)) as app:
+        admin = _client(app)
+        tid = (await ok(await admin.post(T, json={"name": "acme"}), 201))["id"]
+        for i in range(6):
+            await ok(await admin.post(f"{T}/{tid}/teams", json={"name": f"team-{i}"}), 201)
+            await ok(await admin.post(f"{T}/{tid}/keys", json={"name": f"key-{i}"}), 201)
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://gw") as browser:
+            assert (await browser.post("/console/login", data={"key": ADMIN_KEY})).status_code == 303
+            page = (await browser.get(f"/console/tenants/{tid}")).text
+    assert "The first 4 keys, oldest first" in page and "The first 4 teams by name" in page
+    assert "team-3" in page and "team-4" not in page  # the first page of teams only (the key form's choices too)
