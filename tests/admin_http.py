@@ -43,13 +43,13 @@ def error(resp: httpx.Response, status: int) -> dict:
     return body
 
 
-async def walk(admin: httpx.AsyncClient, path: str, limit: int) -> tuple[list[str], int]:
-    """The ids of a paged admin list (api/admin/pages.py) read `limit` at a time, and how many pages that took;
-    each page checked for its size and its `last_id`."""
+async def walk(admin: httpx.AsyncClient, path: str, limit: int, **query: str) -> tuple[list[str], int]:
+    """The ids of a paged admin list (api/admin/pages.py) read `limit` at a time (`query`: its other parameters),
+    and how many pages that took; each page checked for its size and its `last_id`."""
     seen: list[str] = []
     after, pages = None, 0
     while True:
-        page = await ok(await admin.get(path, params={"limit": limit, **({"after": after} if after else {})}))
+        page = await ok(await admin.get(path, params={**query, "limit": limit, **({"after": after} if after else {})}))
         pages += 1
         assert len(page["data"]) <= limit and pages <= 1000, page
         seen += [row["id"] for row in page["data"]]
@@ -59,17 +59,18 @@ async def walk(admin: httpx.AsyncClient, path: str, limit: int) -> tuple[list[st
         after = page["last_id"]
 
 
-async def refuses_bad_pages(admin: httpx.AsyncClient, path: str, foreign: str) -> None:
+async def refuses_bad_pages(admin: httpx.AsyncClient, path: str, foreign: str, **query: str) -> None:
     """A paged list's 400s (OpenAI's error format, never a 500): a limit out of 1-1000 or not a number, an
     `after` that is no row of this list (`foreign`: another tenant's row, answered as one that does not exist,
-    nothing of it shown), a NUL-led 10,000-character one answered in a short message."""
+    nothing of it shown), a NUL-led 10,000-character one answered in a short message. `query`: the list's other
+    parameters."""
     for bad in ({"limit": 0}, {"limit": 1001}, {"limit": "ten"}, {"limit": "9" * 30}):
-        assert error(await admin.get(path, params=bad), 400)["param"] == "limit"
-    refused = error(await admin.get(path, params={"after": "nosuchrow"}), 400)
+        assert error(await admin.get(path, params={**query, **bad}), 400)["param"] == "limit"
+    refused = error(await admin.get(path, params={**query, "after": "nosuchrow"}), 400)
     assert "after" in refused["message"]
-    theirs = error(await admin.get(path, params={"after": foreign}), 400)
+    theirs = error(await admin.get(path, params={**query, "after": foreign}), 400)
     assert theirs["message"] == refused["message"].replace("nosuchrow", foreign)
-    hostile = error(await admin.get(path, params={"after": "\u0000" + "x" * 10_000}), 400)
+    hostile = error(await admin.get(path, params={**query, "after": "\u0000" + "x" * 10_000}), 400)
     assert len(hostile["message"]) < 300
 
 

@@ -13,6 +13,7 @@ import pytest
 
 from admin_http import ok, refuses_bad_pages, running, served_for_cli, walk
 from multihome.cli import main
+from multihome.storage import open_store
 
 pytestmark = pytest.mark.anyio
 ADMIN_KEY = "mh-bootstrap-admin-key-for-key-pages"
@@ -145,3 +146,29 @@ async def test_the_console_shows_the_first_page_of_keys_and_teams_and_says_so(tm
             page = (await browser.get(f"/console/tenants/{tid}")).text
     assert "The first 4 keys, oldest first" in page and "The first 4 teams by name" in page
     assert "team-3" in page and "team-4" not in page  # the first page of teams only (the key form's choices too)
+
+
+async def test_token_revocations_come_a_page_at_a_time(tmp_path):
+    """Stored straight (no issuer need be configured to list them); ?tenant= and the filters apply to every page."""
+    async with running(CONFIG.format(tmp=tmp_path)) as app:
+        admin = _client(app)
+        tid, other = [(await ok(await admin.post(T, json={"name": n}), 201))["id"] for n in ("acme", "globex")]
+        store = await open_store(f"sqlite+aiosqlite:///{tmp_path}/mh.db")
+        try:
+
+            async def revoke(tenant: str, subject: str) -> str:
+                made = await store.create_token_revocation(
+                    kind="subject", issuer="https://idp.example", subject=subject, tenant_id=tenant, actor="t"
+                )
+                return made.id
+
+            made = [await revoke(tid, f"s-{i}") for i in range(25)]
+            theirs = await revoke(other, "s-0")
+        finally:
+            await store.close()
+        path = "/admin/v1/token-revocations"
+        assert await walk(admin, path, 10, tenant=tid) == (made, 3)
+        assert await walk(admin, path, 10, tenant=tid, subject="s-7") == ([made[7]], 1)
+        whole = await ok(await admin.get(path, params={"tenant": tid}))
+        assert [r["id"] for r in whole["data"]] == made and whole["has_more"] is False
+        await refuses_bad_pages(admin, path, theirs, tenant=tid)

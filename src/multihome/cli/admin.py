@@ -481,7 +481,7 @@ def _list_revocations(a: argparse.Namespace, api: Admin) -> None:
         "subject": a.subject,
         "live": "true" if a.live else None,
     }
-    out = api.call("list_token_revocations", query=query)
+    out = api.every("list_token_revocations", query)
     if a.json:
         print_json(out)
         return
