@@ -172,3 +172,20 @@ async def test_token_revocations_come_a_page_at_a_time(tmp_path):
         whole = await ok(await admin.get(path, params={"tenant": tid}))
         assert [r["id"] for r in whole["data"]] == made and whole["has_more"] is False
         await refuses_bad_pages(admin, path, theirs, tenant=tid)
+
+
+async def test_console_session_ends_come_a_page_at_a_time(tmp_path):
+    async with running(CONFIG.format(tmp=tmp_path)) as app:
+        admin = _client(app)
+        tid, other = [(await ok(await admin.post(T, json={"name": n}), 201))["id"] for n in ("acme", "globex")]
+        path = "/admin/v1/console-session-ends"
+
+        async def end(tenant: str, subject: str) -> str:
+            return (await ok(await admin.post(path, json={"subject": subject, "tenant_id": tenant}), 201))["id"]
+
+        made = [await end(tid, f"key_s{i}") for i in range(25)]
+        theirs = await end(other, "key_s0")
+        assert await walk(admin, path, 10, tenant=tid) == (made, 3)
+        whole = await ok(await admin.get(path, params={"tenant": tid}))
+        assert [r["id"] for r in whole["data"]] == made and whole["has_more"] is False
+        await refuses_bad_pages(admin, path, theirs, tenant=tid)

@@ -301,7 +301,7 @@ async def test_console_session_ends_stored_before_0028_keep_meaning_what_they_me
     await asyncio.to_thread(migrate_sync, db_url)
     store = await open_store(db_url)
     try:
-        rows = {r.id: r for r in await store.list_console_session_ends()}
+        rows = {r.id: r for r in await store.page_console_session_ends(1000)}
         assert {i: (r.issuer, r.set_by_role) for i, r in rows.items()} == {
             "cse_sub": (None, "org-admin"),
             "cse_all": (None, "org-admin"),

@@ -527,7 +527,7 @@ def _end_console_sessions(a: argparse.Namespace, api: Admin) -> None:
 
 
 def _list_console_session_ends(a: argparse.Namespace, api: Admin) -> None:
-    out = api.call("list_console_session_ends", query={"tenant": api.tenant(a.tenant)})
+    out = api.every("list_console_session_ends", {"tenant": api.tenant(a.tenant)})
     if a.json:
         print_json(out)
         return
