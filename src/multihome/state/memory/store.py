@@ -47,7 +47,7 @@ from ...crypto import Keyring
 from ...crypto.envelope import stored_bytes
 from ...crypto.errors import CryptoError, KmsError
 from ...storage import row_reads
-from ...storage.base import StoreBase, as_utc
+from ...storage.base import StoreBase, as_utc, hold_lock
 from ...storage.errors import UnreadableRow
 from ...storage.ids import new_id
 from ...storage.pg_reads import HeldReads
@@ -55,7 +55,7 @@ from ...storage.rows import DECODE_ERRORS, RowProblem, Unreadable
 from ...storage.rows import fetch as rows_of
 from ...storage.rows import problem as row_problem
 from ...storage.tables import memory_namespaces, memory_records, memory_tombstones
-from ..tenant_quota import TenantQuota
+from ..tenant_quota import TenantQuota, TenantStorageFull
 from .embedder import OFFLINE_PREFIX, Caller, Embedder, Routed, Space, SpaceUnavailable
 from .locks import NamespaceLock, NamespaceLocks
 
@@ -334,6 +334,7 @@ class MemoryStore(StoreBase):
         limits = limits if limits is not None else MemoryConfig()
         # a tenant's records at most (state/tenant_quota.py)
         self.quota = TenantQuota(limits.tenant_limits, self.tenant_totals, limits.per_tenant_refresh_s)
+        self._most_namespaces = limits.tenant_namespaces
         self.keyring = keyring
         self._make_embedder = embedder
         self._routed = routed  # memory.embeddings.model: new namespaces are embedded by a routed deployment
@@ -524,6 +525,7 @@ class MemoryStore(StoreBase):
             return row.id, row.default_ttl_s, _space_of(row.embedding_model, row.embedding_dim)
         if not create:
             raise LookupError("no such namespace")
+        await self._refuse_past_namespaces(conn, tenant)
         ns_id = new_id("mns")
         await conn.execute(
             sa.insert(memory_namespaces).values(
@@ -538,6 +540,21 @@ class MemoryStore(StoreBase):
             )
         )
         return ns_id, None, None
+
+    async def _refuse_past_namespaces(self, conn: AsyncConnection, tenant: str) -> None:
+        """TenantStorageFull when the tenant holds `max_namespaces` already: counted under the tenant's lock
+        (PostgreSQL; SQLite serializes writes), so new namespaces made at once cannot all find room. Only a new
+        namespace pays for the count."""
+        most = self._most_namespaces(tenant)
+        if most is None:
+            return
+        await hold_lock(conn, f"memory_namespaces:{tenant}")
+        ns = memory_namespaces.c
+        held = await conn.scalar(
+            sa.select(sa.func.count()).select_from(memory_namespaces).where(ns.tenant_id == tenant)
+        )
+        if held is not None and held >= most:
+            raise TenantStorageFull(tenant, "namespaces", most, held + 1)
 
     @staticmethod
     async def _take_seqs(conn: AsyncConnection, ns_id: str, count: int, now: datetime) -> int | None:
