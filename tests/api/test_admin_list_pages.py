@@ -189,3 +189,36 @@ async def test_console_session_ends_come_a_page_at_a_time(tmp_path):
         whole = await ok(await admin.get(path, params={"tenant": tid}))
         assert [r["id"] for r in whole["data"]] == made and whole["has_more"] is False
         await refuses_bad_pages(admin, path, theirs, tenant=tid)
+
+
+async def test_memory_namespaces_come_a_page_at_a_time_to_a_client_and_an_admin(tmp_path):
+    """A tenant may hold 100,000 (memory.per_tenant.max_namespaces): both lists were read and aggregated whole."""
+    async with running(CONFIG.format(tmp=tmp_path)) as app:
+        admin = _client(app)
+        tid, other = [(await ok(await admin.post(T, json={"name": n}), 201))["id"] for n in ("acme", "globex")]
+        keys = {}
+        for tenant in (tid, other):
+            made = await ok(await admin.post(f"{T}/{tenant}/keys", json={"name": "app", "roles": ["member"]}), 201)
+            keys[tenant] = httpx.AsyncClient(
+                transport=httpx.ASGITransport(app=app),
+                base_url="http://gw",
+                headers={"authorization": f"Bearer {made['key']}"},
+            )
+        users = [f"u{i:02}" for i in range(25)]
+        for user in users:
+            await ok(await keys[tid].post("/v1/memory/namespaces", json={"agent_id": "bot", "user_id": user}))
+        await ok(await keys[other].post("/v1/memory/namespaces", json={"agent_id": "bot", "user_id": "theirs"}))
+        theirs = (await ok(await keys[other].get("/v1/memory/namespaces")))["last_id"]
+        for client, path in ((keys[tid], "/v1/memory/namespaces"), (admin, f"{T}/{tid}/memory/namespaces")):
+            pages, after, seen = 0, None, []
+            while True:
+                page = await ok(await client.get(path, params={"limit": 10, **({"after": after} if after else {})}))
+                seen += [ns["user_id"] for ns in page["data"]]
+                pages += 1
+                if not page["has_more"]:
+                    break
+                after = page["last_id"]
+            assert (seen, pages) == (users, 3)
+            whole = await ok(await client.get(path))
+            assert [ns["user_id"] for ns in whole["data"]] == users and whole["has_more"] is False
+            await refuses_bad_pages(client, path, theirs)

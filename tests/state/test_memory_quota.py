@@ -134,7 +134,7 @@ async def test_a_tenant_holds_at_most_max_namespaces_even_made_at_once(db_url, k
 
         done = await asyncio.gather(*(make(f"u{i}") for i in range(6)))
         assert sum(isinstance(d, TenantStorageFull) for d in done) == 4
-        assert len(await store.namespaces("t3")) == 2
+        assert len(await store.namespaces("t3", 1000)) == 2
     finally:
         await store.close()
         await keyring.close()

@@ -75,36 +75,65 @@ class Page(Listed[T]):
     last: str | None = None  # the key (id) of its last row, readable or not
 
 
+Order = sa.ColumnElement | tuple[sa.ColumnElement, ...]
+
+
 async def read_page(
     conn: Any,
     query: sa.Select,
     table: sa.Table,
     build: Build[T],
-    order: sa.ColumnElement,
+    order: Order,
     limit: int,
     after: str | None,
     key: sa.ColumnElement | None = None,
 ) -> Page[T]:
     """The rows of `query` in (`order`, `key`) order after the row whose `key` is `after` (Invalid, a 400, when
     `query` has no such row), `limit` at most. `key`: the column the API names a row by, unique in `query`
-    (default the id). Their keys are read first (one more, for `more`), then the rows, so a row that cannot be
-    read takes its place in the page like any other."""
+    (default the id). Their keys are read first (`page_keys`), then the rows, so a row that cannot be read
+    takes its place in the page like any other."""
     key = table.c.id if key is None else key
-    if after is not None:
-        held = _UNSTORABLE.search(after) is None  # else no row's: not asked (PostgreSQL refuses the query)
-        mark = (await conn.execute(query.with_only_columns(order).where(key == after))).first() if held else None
-        if mark is None:
-            raise Invalid(f"after: '{echo(after)}' is not the id of a row of this list")
-        query = query.where(sa.or_(order > mark[0], sa.and_(order == mark[0], key > after)))
-    ordered = query.order_by(order, key)
-    ids = [r[0] for r in (await conn.execute(ordered.with_only_columns(key).limit(limit + 1))).all()]
+    page, more = await page_keys(conn, query, order, limit, after, key)
     out: Page[T] = Page()
-    page, out.more = ids[:limit], len(ids) > limit
+    out.more = more
     if page:
+        ordered = query.order_by(*_columns(order), key)
         listed = await read_all(conn, ordered.where(key.in_(page)), table, build)
         out.extend(listed)
         out.unreadable, out.last = listed.unreadable, page[-1]
     return out
+
+
+async def page_keys(
+    conn: Any, query: sa.Select, order: Order, limit: int, after: str | None, key: sa.ColumnElement
+) -> tuple[list[Any], bool]:
+    """The `key`s of `query`'s rows in (`order`, `key`) order after the row whose `key` is `after` (Invalid when
+    `query` has no such row), `limit` at most, and whether more follow (one more is read)."""
+    columns = (*_columns(order), key)
+    if after is not None:
+        held = _UNSTORABLE.search(after) is None  # else no row's: not asked (PostgreSQL refuses the query)
+        mark = (
+            (await conn.execute(query.with_only_columns(*columns[:-1]).where(key == after))).first() if held else None
+        )
+        if mark is None:
+            raise Invalid(f"after: '{echo(after)}' is not the id of a row of this list")
+        query = query.where(_past(columns, (*mark, after)))
+    ordered = query.order_by(*columns).with_only_columns(key).limit(limit + 1)
+    keys = [r[0] for r in (await conn.execute(ordered)).all()]
+    return keys[:limit], len(keys) > limit
+
+
+def _columns(order: Order) -> tuple[sa.ColumnElement, ...]:
+    return order if isinstance(order, tuple) else (order,)
+
+
+def _past(columns: tuple[sa.ColumnElement, ...], values: tuple[Any, ...]) -> sa.ColumnElement[bool]:
+    """The rows after `values` in the order of `columns` (each compared in turn: no row values, which not every
+    SQLite build compares)."""
+    after = columns[-1] > values[-1]
+    for column, value in zip(reversed(columns[:-1]), reversed(values[:-1]), strict=True):
+        after = sa.or_(column > value, sa.and_(column == value, after))
+    return after
 
 
 async def one(conn: Any, query: sa.Select, table: sa.Table, build: Build[T]) -> tuple[T | None, Unreadable | None]:

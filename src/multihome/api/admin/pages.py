@@ -35,9 +35,14 @@ def query_int(q: dict[str, str], name: str, lo: int, hi: int, default: int | Non
 
 def asked(c: AdminCall) -> tuple[int, str | None]:
     """(limit, after) of a call to a paged list; 400 for a limit out of range (an unknown `after`: the store's)."""
-    limit = query_int(c.query, "limit", 1, MAX_PAGE, MAX_PAGE)
+    return limit_after(c.query)
+
+
+def limit_after(q: dict[str, str]) -> tuple[int, str | None]:
+    """`asked` of a query as a dict (each parameter's last value): the gateway's own lists outside the admin API."""
+    limit = query_int(q, "limit", 1, MAX_PAGE, MAX_PAGE)
     assert limit is not None
-    return limit, c.query.get("after") or None
+    return limit, q.get("after") or None
 
 
 def paged(found: Page[Any], data: list[Any] | None = None) -> dict[str, Any]:

@@ -610,7 +610,7 @@ class MemoryStore(StoreBase):
             await conn.execute(
                 sa.update(memory_namespaces).where(ns.id == ns_id).values(default_ttl_s=default_ttl_s, updated_at=now)
             )
-        found = [n for n in await self.namespaces(tenant, agent_id=agent_id, user_id=user_id) if n.id == ns_id]
+        found = [n for n in await self.namespaces(tenant, 1, agent_id=agent_id, user_id=user_id) if n.id == ns_id]
         return found[0]
 
     async def delete_namespace(self, tenant: str, agent_id: str, user_id: str) -> int | None:
@@ -789,10 +789,17 @@ class MemoryStore(StoreBase):
                     out.unreadable = tuple(u for _, u in unreadable)
 
     async def namespaces(
-        self, tenant: str, *, agent_id: str | None = None, user_id: str | None = None
-    ) -> row_reads.Listed[Namespace]:
-        """The tenant's namespaces (optionally one agent's or one user's) with their live record counts;
-        `.unreadable` the rows that cannot be read (storage/row_reads.py)."""
+        self,
+        tenant: str,
+        limit: int,
+        after: str | None = None,
+        *,
+        agent_id: str | None = None,
+        user_id: str | None = None,
+    ) -> row_reads.Page[Namespace]:
+        """A page of the tenant's namespaces (optionally one agent's or one user's) by agent and user, after the
+        namespace whose id is `after`, with their live record counts; `.unreadable` the page's rows that cannot
+        be read (storage/row_reads.py). A tenant may hold 100,000 namespaces: they are read a page at a time."""
         ns, r = memory_namespaces.c, memory_records.c
         now = _now()
         live = sa.and_(r.namespace_id == ns.id, sa.or_(r.expires_at.is_(None), r.expires_at > now))
@@ -814,16 +821,18 @@ class MemoryStore(StoreBase):
         if user_id is not None:
             q = q.where(ns.user_id == user_id)
         async with self._read() as conn:
-            return await row_reads.read_all(
-                conn, q.order_by(ns.agent_id, ns.user_id), memory_namespaces, _listed_namespace
-            )
+            order = (ns.agent_id, ns.user_id)
+            return await row_reads.read_page(conn, q, memory_namespaces, _listed_namespace, order, limit, after)
 
-    async def usage(self, tenant: str) -> row_reads.Listed[dict[str, Any]]:
-        """What each of the tenant's namespaces holds, for operators: live records, their bodies' bytes and
-        the oldest and newest write. One grouped read of the clear columns; nothing is opened. Rows SQLite
-        holds with a time or size not of its type are left out (row_reads.misfits) and listed in `unreadable`."""
+    async def usage(self, tenant: str, limit: int, after: str | None = None) -> row_reads.Page[dict[str, Any]]:
+        """What each of a page of the tenant's namespaces holds (by agent and user, after the namespace whose id
+        is `after`), for operators: live records, their bodies' bytes and the oldest and newest write. The
+        page's namespaces are read first, then one grouped read of their clear columns; nothing is opened. Rows
+        SQLite holds with a time or size not of its type are left out (row_reads.misfits) and listed in the
+        first page's `unreadable`."""
         ns, r = memory_namespaces.c, memory_records.c
         now = _now()
+        fitting_ns = row_reads.fitting(self.engine, _NS_MISFITS)
         fitting = row_reads.fitting(self.engine, _RECORD_MISFITS)
         live = sa.and_(r.namespace_id == ns.id, sa.or_(r.expires_at.is_(None), r.expires_at > now))
         q = (
@@ -838,16 +847,21 @@ class MemoryStore(StoreBase):
                 sa.func.max(r.created_at),
             )
             .select_from(memory_namespaces.outerjoin(memory_records, sa.and_(live, *fitting)))
-            .where(ns.tenant_id == tenant, *row_reads.fitting(self.engine, _NS_MISFITS))
             .group_by(ns.id, ns.agent_id, ns.user_id, ns.default_ttl_s, ns.updated_at)
-            .order_by(ns.agent_id, ns.user_id)
+            .order_by(ns.agent_id, ns.user_id, ns.id)
         )
+        mine = sa.select(memory_namespaces).where(ns.tenant_id == tenant, *fitting_ns)
         async with self._read() as conn:
-            rows = (await conn.execute(q)).all()
-            mine = [memory_namespaces.c.tenant_id == tenant]
-            unreadable = await row_reads.misfit_rows(conn, memory_namespaces, _NS_MISFITS, mine)
-            unreadable += await row_reads.misfit_rows(conn, memory_records, _RECORD_MISFITS, [r.tenant_id == tenant])
-        out: row_reads.Listed[dict[str, Any]] = row_reads.Listed(
+            page, more = await row_reads.page_keys(conn, mine, (ns.agent_id, ns.user_id), limit, after, ns.id)
+            rows = (await conn.execute(q.where(ns.id.in_(page)))).all() if page else []
+            unreadable: tuple[Unreadable, ...] = ()
+            if after is None:
+                where = [memory_namespaces.c.tenant_id == tenant]
+                unreadable = await row_reads.misfit_rows(conn, memory_namespaces, _NS_MISFITS, where)
+                unreadable += await row_reads.misfit_rows(
+                    conn, memory_records, _RECORD_MISFITS, [r.tenant_id == tenant]
+                )
+        out: row_reads.Page[dict[str, Any]] = row_reads.Page(
             {
                 "agent_id": row[0],
                 "user_id": row[1],
@@ -860,7 +874,7 @@ class MemoryStore(StoreBase):
             }
             for row in rows
         )
-        out.unreadable = unreadable
+        out.unreadable, out.more, out.last = unreadable, more, (page[-1] if page else None)
         return out
 
     # -- search ---------------------------------------------------------------------------------
