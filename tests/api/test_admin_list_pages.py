@@ -11,7 +11,7 @@ import json
 import httpx
 import pytest
 
-from admin_http import ok, refuses_bad_pages, running, served_for_cli, walk
+from admin_http import ok, pages_through, running, served_for_cli, walk
 from multihome.cli import main
 from multihome.storage import open_store
 
@@ -54,13 +54,10 @@ async def test_keys_come_a_page_at_a_time_revoked_ones_too(tmp_path):
         made = [(await ok(await admin.post(f"{T}/{tid}/keys", json={"name": f"k{i}"}), 201))["id"] for i in range(25)]
         for key_id in made[3:6]:
             await ok(await admin.delete(f"{T}/{tid}/keys/{key_id}"))
-        assert await walk(admin, f"{T}/{tid}/keys", 10) == (made, 3)  # oldest first, each once, revoked ones too
-        whole = await ok(await admin.get(f"{T}/{tid}/keys"))  # the default page holds up to 1,000
-        assert [k["id"] for k in whole["data"]] == made and whole["has_more"] is False
         # Another tenant's key is no cursor here: the same answer as an id that does not exist, nothing of it shown.
         other = (await ok(await admin.post(T, json={"name": "globex"}), 201))["id"]
         theirs = (await ok(await admin.post(f"{T}/{other}/keys", json={"name": "theirs"}), 201))["id"]
-        await refuses_bad_pages(admin, f"{T}/{tid}/keys", theirs)
+        await pages_through(admin, f"{T}/{tid}/keys", made, theirs)  # oldest first, each once, revoked ones too
 
 
 @pytest.mark.parametrize("kind", sorted(MAKE))
@@ -72,11 +69,7 @@ async def test_teams_policies_and_mcp_servers_come_a_page_at_a_time(tmp_path, ki
         path = f"{T}/{tid}/{kind}"
         made = [(await ok(await admin.post(path, json=MAKE[kind](i)), 201))["id"] for i in range(25)]
         theirs = (await ok(await admin.post(f"{T}/{other}/{kind}", json=MAKE[kind](99)), 201))["id"]
-        assert await walk(admin, path, 10) == (made, 3)  # in order, each once, none of the other tenant's
-        whole = await ok(await admin.get(path))  # the default page holds up to 1,000: as the list answered before
-        assert [row["id"] for row in whole["data"]] == made
-        assert (whole["object"], whole["has_more"], whole["last_id"]) == ("list", False, made[-1])
-        await refuses_bad_pages(admin, path, theirs)
+        await pages_through(admin, path, made, theirs)  # in order, each once, none of the other tenant's
 
 
 @pytest.fixture
@@ -167,11 +160,8 @@ async def test_token_revocations_come_a_page_at_a_time(tmp_path):
         finally:
             await store.close()
         path = "/admin/v1/token-revocations"
-        assert await walk(admin, path, 10, tenant=tid) == (made, 3)
+        await pages_through(admin, path, made, theirs, tenant=tid)
         assert await walk(admin, path, 10, tenant=tid, subject="s-7") == ([made[7]], 1)
-        whole = await ok(await admin.get(path, params={"tenant": tid}))
-        assert [r["id"] for r in whole["data"]] == made and whole["has_more"] is False
-        await refuses_bad_pages(admin, path, theirs, tenant=tid)
 
 
 async def test_console_session_ends_come_a_page_at_a_time(tmp_path):
@@ -185,10 +175,7 @@ async def test_console_session_ends_come_a_page_at_a_time(tmp_path):
 
         made = [await end(tid, f"key_s{i}") for i in range(25)]
         theirs = await end(other, "key_s0")
-        assert await walk(admin, path, 10, tenant=tid) == (made, 3)
-        whole = await ok(await admin.get(path, params={"tenant": tid}))
-        assert [r["id"] for r in whole["data"]] == made and whole["has_more"] is False
-        await refuses_bad_pages(admin, path, theirs, tenant=tid)
+        await pages_through(admin, path, made, theirs, tenant=tid)
 
 
 async def test_memory_namespaces_come_a_page_at_a_time_to_a_client_and_an_admin(tmp_path):
@@ -210,15 +197,4 @@ async def test_memory_namespaces_come_a_page_at_a_time_to_a_client_and_an_admin(
         await ok(await keys[other].post("/v1/memory/namespaces", json={"agent_id": "bot", "user_id": "theirs"}))
         theirs = (await ok(await keys[other].get("/v1/memory/namespaces")))["last_id"]
         for client, path in ((keys[tid], "/v1/memory/namespaces"), (admin, f"{T}/{tid}/memory/namespaces")):
-            pages, after, seen = 0, None, []
-            while True:
-                page = await ok(await client.get(path, params={"limit": 10, **({"after": after} if after else {})}))
-                seen += [ns["user_id"] for ns in page["data"]]
-                pages += 1
-                if not page["has_more"]:
-                    break
-                after = page["last_id"]
-            assert (seen, pages) == (users, 3)
-            whole = await ok(await client.get(path))
-            assert [ns["user_id"] for ns in whole["data"]] == users and whole["has_more"] is False
-            await refuses_bad_pages(client, path, theirs)
+            await pages_through(client, path, users, theirs, "user_id")
