@@ -43,6 +43,53 @@ def error(resp: httpx.Response, status: int) -> dict:
     return body
 
 
+async def walk(
+    admin: httpx.AsyncClient, path: str, limit: int, field: str = "id", **query: str
+) -> tuple[list[str], int]:
+    """The `field` (the ids) of a paged list's rows (api/admin/pages.py) read `limit` at a time (`query`: its
+    other parameters), and how many pages that took; each page checked for its size and, by ids, its `last_id`."""
+    seen: list[str] = []
+    after, pages = None, 0
+    while True:
+        page = await ok(await admin.get(path, params={**query, "limit": limit, **({"after": after} if after else {})}))
+        pages += 1
+        assert len(page["data"]) <= limit and pages <= 1000, page
+        seen += [row[field] for row in page["data"]]
+        if field == "id":
+            assert page["last_id"] == (page["data"][-1]["id"] if page["data"] else None)
+        if not page["has_more"]:
+            return seen, pages
+        after = page["last_id"]
+
+
+async def pages_through(
+    client: httpx.AsyncClient, path: str, made: list[str], foreign: str, field: str = "id", **query: str
+) -> None:
+    """A paged list holding `made` (its rows' `field`, in its order): read 10 at a time, each once, in as many
+    pages as that takes; the default page (up to 1,000) all of it, as a list under the page size answered before
+    paging; and `refuses_bad_pages` (`foreign`: another tenant's row)."""
+    assert await walk(client, path, 10, field, **query) == (made, -(-len(made) // 10))
+    whole = await ok(await client.get(path, params=query))
+    assert [row[field] for row in whole["data"]] == made
+    assert (whole["object"], whole["has_more"]) == ("list", False)
+    await refuses_bad_pages(client, path, foreign, **query)
+
+
+async def refuses_bad_pages(admin: httpx.AsyncClient, path: str, foreign: str, **query: str) -> None:
+    """A paged list's 400s (OpenAI's error format, never a 500): a limit out of 1-1000 or not a number, an
+    `after` that is no row of this list (`foreign`: another tenant's row, answered as one that does not exist,
+    nothing of it shown), a NUL-led 10,000-character one answered in a short message. `query`: the list's other
+    parameters."""
+    for bad in ({"limit": 0}, {"limit": 1001}, {"limit": "ten"}, {"limit": "9" * 30}):
+        assert error(await admin.get(path, params={**query, **bad}), 400)["param"] == "limit"
+    refused = error(await admin.get(path, params={**query, "after": "nosuchrow"}), 400)
+    assert "after" in refused["message"]
+    theirs = error(await admin.get(path, params={**query, "after": foreign}), 400)
+    assert theirs["message"] == refused["message"].replace("nosuchrow", foreign)
+    hostile = error(await admin.get(path, params={**query, "after": "\u0000" + "x" * 10_000}), 400)
+    assert len(hostile["message"]) < 300
+
+
 @contextlib.contextmanager
 def served_for_cli(config_text: str, monkeypatch, admin_key: str) -> Iterator[None]:
     """The real app served by uvicorn on 127.0.0.1 (a thread of this process), with MULTIHOME_URL and

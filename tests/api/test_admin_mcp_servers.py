@@ -337,3 +337,18 @@ async def test_an_address_the_egress_rules_allow_is_registered(tmp_path, monkeyp
         url = "http://169.254.169.254/latest/"
         refused = error(await admin.post(_servers("default"), json={"name": "meta", "url": url}), 400)
         _egress_refused(refused, "169.254.169.254", "169.254.169.254")
+
+
+async def test_a_tenant_registers_at_most_max_servers(gw, monkeypatch):
+    """Registrations had no bound (a tenant's admin registering server after server got 201 each time): past the
+    cap a 400 in OpenAI's error format, as the other per-tenant caps answer; another tenant is not counted."""
+    from multihome.tools import servers
+
+    monkeypatch.setattr(servers, "MAX_SERVERS_PER_TENANT", 2, raising=False)
+    _, admin, (a, b) = gw
+    for name in ("one", "two"):
+        await ok(await admin.post(_servers(a), json={"name": name, "url": "https://mcp.example.com/mcp"}), 201)
+    refused = error(await admin.post(_servers(a), json={"name": "three", "url": "https://mcp.example.com/mcp"}), 400)
+    assert "the most a tenant may hold (2)" in refused["message"] and refused["type"] == "invalid_request_error"
+    await ok(await admin.post(_servers(b), json={"name": "three", "url": "https://mcp.example.com/mcp"}), 201)
+    assert [s["name"] for s in (await ok(await admin.get(_servers(a))))["data"]] == ["one", "two"]

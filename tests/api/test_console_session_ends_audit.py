@@ -75,7 +75,7 @@ async def test_a_logout_and_a_cut_off_are_in_the_signed_chain_and_it_verifies(sq
         assert {p["severity"] for p in verified["problems"]} <= {"warning"}, verified
         stored = await open_store(db)
         try:
-            session_ids = [r.session_id for r in await stored.list_console_session_ends() if r.kind == "session"]
+            session_ids = [r.session_id for r in await stored.page_console_session_ends(1000) if r.kind == "session"]
         finally:
             await stored.close()
         assert len(session_ids) == 1 and session_ids[0]

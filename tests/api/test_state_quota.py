@@ -18,7 +18,7 @@ from stored_app import STORES, store_url, stored_world
 pytestmark = pytest.mark.anyio
 ADMIN_KEY = "mh-bootstrap-admin-key-for-conversation-quota"
 QUOTA = {"conversations": {"per_tenant": {"max_conversations": 2, "max_bytes": 4000}}}
-MEMORY = {"per_tenant": {"max_records": 2}}
+MEMORY = {"per_tenant": {"max_records": 2, "max_namespaces": 2}}
 
 
 @pytest.fixture(autouse=True)
@@ -96,3 +96,19 @@ async def test_a_tenant_past_its_memory_records_is_refused_once_and_a_delete_mak
     assert sent == ["/v1/memory/records"]
     await sdk.delete(f"/memory/records/{made['data'][0]['id']}", cast_to=object)
     await sdk.post("/memory/records", body={**ns, "text": "room again"}, cast_to=object)
+
+
+async def test_a_tenant_past_its_memory_namespaces_is_refused_once(world):
+    """A namespace stays when its records go: past `max_namespaces` a new one is a 429 the SDK does not retry."""
+    w, _, transport = world
+    _, key = await w.tenant("acme")
+    sent: list = []
+    sdk = _sdk(key, transport, sent)
+    for user in ("u1", "u2"):
+        await sdk.post("/memory/namespaces", body={"agent_id": "bot", "user_id": user}, cast_to=object)
+    sent.clear()
+    with pytest.raises(openai.RateLimitError) as err:
+        await sdk.post("/memory/records", body={"agent_id": "bot", "user_id": "u3", "text": "new"}, cast_to=object)
+    _refused(err, "memory.per_tenant.max_namespaces", "memory_quota_exceeded")
+    assert sent == ["/v1/memory/records"]
+    await sdk.post("/memory/records", body={"agent_id": "bot", "user_id": "u2", "text": "an old one"}, cast_to=object)

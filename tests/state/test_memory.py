@@ -71,8 +71,8 @@ async def test_a_record_comes_back_only_to_its_tenant(memory):
     assert await memory.search("t2", "support", "u1", "jazz") == []
     assert not await memory.delete("t2", rec.id)
     assert await memory.get("t1", rec.id) is not None
-    assert [n.records for n in await memory.namespaces("t2")] == []
-    assert [(n.agent_id, n.user_id, n.records) for n in await memory.namespaces("t1")] == [("support", "u1", 1)]
+    assert [n.records for n in await memory.namespaces("t2", 1000)] == []
+    assert [(n.agent_id, n.user_id, n.records) for n in await memory.namespaces("t1", 1000)] == [("support", "u1", 1)]
 
 
 @pytest.mark.parametrize("mode", ["hybrid", "vector", "keyword"])
@@ -229,7 +229,7 @@ async def test_usage_counts_records_and_bytes_per_namespace_without_opening_them
     await memory.set_namespace("t1", "planner", "", 60)  # empty: a row with zero records
     await _write(memory, ["another tenant's"], tenant="t2")
     await asyncio.sleep(1.2)  # the TTL record is no longer live
-    rows = await memory.usage("t1")
+    rows = await memory.usage("t1", 1000)
     assert [(r["agent_id"], r["user_id"], r["records"]) for r in rows] == [
         ("planner", "", 0),
         ("support", "u1", 2),
@@ -240,7 +240,7 @@ async def test_usage_counts_records_and_bytes_per_namespace_without_opening_them
     assert one["oldest_at"] <= one["newest_at"] and one["oldest_at"].tzinfo is not None
     assert rows[0]["oldest_at"] is None and rows[0]["default_ttl_s"] == 60
     assert MARKER not in repr(rows)
-    assert [r["records"] for r in await memory.usage("t3")] == []
+    assert [r["records"] for r in await memory.usage("t3", 1000)] == []
 
 
 async def test_searches_of_namespaces_that_do_not_exist_leave_no_lock_each(memory):
@@ -324,3 +324,32 @@ async def test_many_small_namespaces_held_stay_within_the_memory_budget(db_url, 
         await memory.close()
         await keyring.close()
         await engine.dispose()
+
+
+async def test_namespaces_and_their_usage_come_a_page_at_a_time_by_agent_and_user(memory):
+    """A tenant may hold 100,000 namespaces: both lists are read a page at a time, in (agent, user) order (agent
+    "a" user "z" before agent "ab"), each once; a cursor that is no namespace of the tenant is Invalid."""
+    from multihome.storage.errors import Invalid
+
+    names = [("ab", "a"), ("a", "z"), ("b", ""), ("a", "b"), ("ab", ""), ("a", "")]
+    for agent, user in names:
+        await memory.set_namespace("t1", agent, user, 60)
+    await memory.set_namespace("t2", "a", "a", 60)
+    expected = sorted(names)
+    for read, pick in (
+        (memory.namespaces, lambda n: (n.agent_id, n.user_id)),
+        (memory.usage, lambda r: (r["agent_id"], r["user_id"])),
+    ):
+        seen, after, pages = [], None, 0
+        while True:
+            page = await read("t1", 4, after)
+            seen += [pick(n) for n in page]
+            pages += 1
+            if not page.more:
+                break
+            after = page.last
+        assert (seen, pages) == (expected, 2)
+        foreign = (await memory.namespaces("t2", 1)).last
+        for bad in (foreign, "\x00mns", "mns_nosuchnamespace"):
+            with pytest.raises(Invalid, match="is not the id of a row of this list"):
+                await read("t1", 4, bad)

@@ -102,3 +102,58 @@ async def test_deletes_make_room_without_reading_the_tenants_totals_again(limite
             await limited.write("t1", "bot", "u4", _records("six"))
     assert reads == ["t1"]
     assert (await limited.tenant_totals("t1"))[0] == 3
+
+
+async def test_a_tenant_holds_at_most_max_namespaces_even_made_at_once(db_url, kms_config):
+    """A namespace stays when its records go (its TTL with it), so writing a record to a new namespace and deleting
+    it grew the table by a row each time, within any record limit. Past `max_namespaces` a new one is refused
+    (a write or a TTL set); the tenant's namespaces go on taking records, another tenant is not held by it, and a
+    deleted namespace makes room. Counted under the tenant's lock: namespaces made at once cannot all find room."""
+    engine = create_engine(db_url)
+    keyring = open_keyring(kms_config, engine)
+    limits = msgspec.convert({"per_tenant": {"max_namespaces": 2}}, MemoryConfig)
+    store = MemoryStore(engine, keyring, embedder, limits=limits)
+    try:
+        made = await store.write("t1", "bot", "u1", _records("one"))
+        assert await store.delete("t1", made[0].id)  # its namespace stays
+        await store.set_namespace("t1", "bot", "u2", 60)
+        for refused in (store.write("t1", "bot", "u3", _records("x")), store.set_namespace("t1", "bot", "u3", 60)):
+            with pytest.raises(TenantStorageFull) as err:
+                await refused
+            assert (err.value.what, err.value.limit, err.value.would) == ("namespaces", 2, 3)
+        await store.write("t1", "bot", "u1", _records("two"))  # its own namespaces take records
+        await store.write("t2", "bot", "u3", _records("another tenant's"))
+        assert await store.delete_namespace("t1", "bot", "u2") == 0
+        await store.write("t1", "bot", "u3", _records("room again"))
+
+        async def make(user: str) -> object:
+            try:
+                return await store.set_namespace("t3", "bot", user, None)
+            except TenantStorageFull as exc:
+                return exc
+
+        done = await asyncio.gather(*(make(f"u{i}") for i in range(6)))
+        assert sum(isinstance(d, TenantStorageFull) for d in done) == 4
+        assert len(await store.namespaces("t3", 1000)) == 2
+    finally:
+        await store.close()
+        await keyring.close()
+        await engine.dispose()
+
+
+async def test_the_memory_tool_names_the_namespace_limit(db_url, kms_config):
+    engine = create_engine(db_url)
+    keyring = open_keyring(kms_config, engine)
+    store = MemoryStore(
+        engine, keyring, embedder, limits=msgspec.convert({"per_tenant": {"max_namespaces": 1}}, MemoryConfig)
+    )
+    try:
+        await store.set_namespace("t1", "bot", "u0", None)
+        tools = MemoryTools(store, "t1", parse_tool({"type": "memory", "agent_id": "bot", "user_id": "u1"}))
+        item = {"type": "mcp_call", "id": "mcp_1", "server_label": "memory", "name": "memory_write"}
+        done = await tools.call({**item, "arguments": json.dumps({"text": "a new namespace"})}, "resp_1/1/mcp_1")
+        assert done["status"] == "failed" and "memory.per_tenant.max_namespaces" in json.dumps(done["error"])
+    finally:
+        await store.close()
+        await keyring.close()
+        await engine.dispose()

@@ -57,7 +57,7 @@ class Source:
 
 
 async def _space(store: MemoryStore, tenant: str = "t1") -> tuple[str | None, int | None]:
-    (ns,) = await store.namespaces(tenant, agent_id="a")
+    (ns,) = await store.namespaces(tenant, 1000, agent_id="a")
     return ns.embedding_model, ns.embedding_dim
 
 

@@ -63,7 +63,7 @@ async def open_store(db_url, kms_config):
 
 
 async def _space(store: MemoryStore, agent: str) -> tuple[str | None, int | None]:
-    (ns,) = await store.namespaces("t1", agent_id=agent)
+    (ns,) = await store.namespaces("t1", 1000, agent_id=agent)
     return ns.embedding_model, ns.embedding_dim
 
 
@@ -90,7 +90,7 @@ async def test_a_namespace_whose_model_is_gone_is_refused_not_compared(open_stor
         await store.search("t1", "a", "u", "parking", caller=CALLER)
     with pytest.raises(SpaceUnavailable):
         await store.write("t1", "a", "u", [NewRecord("Another fact.", {})], caller=CALLER)
-    assert (await store.namespaces("t1"))[0].records == 1  # nothing written
+    assert (await store.namespaces("t1", 1000))[0].records == 1  # nothing written
     hits = await store.search("t1", "a", "u", "parking code", mode="keyword", caller=CALLER)
     assert [h.record.text for h in hits] == ["Parking code 5512."]  # keyword search needs no embedding
     # A gateway switched back to the offline model refuses the routed namespace the same way.

@@ -145,11 +145,11 @@ async def test_bad_calls_are_answered_to_the_model(memory, name, args, says):
     assert done["status"] == "failed" and done["output"] is None
     assert done["error"]["type"] == "mcp_tool_execution_error"
     assert says in done["error"]["content"][0]["text"]
-    assert (await memory.namespaces("t1")) == []  # nothing was written
+    assert (await memory.namespaces("t1", 1000)) == []  # nothing was written
 
 
 async def test_a_search_only_run_cannot_write(memory):
     tools = MemoryTools(memory, "t1", parse_tool({"type": "memory", "allowed_tools": ["memory_search"]}))
     assert not tools.offers("memory_write")
     done = await run(tools, "memory_write", {"text": "x"})
-    assert done["status"] == "failed" and (await memory.namespaces("t1")) == []
+    assert done["status"] == "failed" and (await memory.namespaces("t1", 1000)) == []

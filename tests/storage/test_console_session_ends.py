@@ -71,9 +71,9 @@ async def test_a_cut_off_ends_sessions_issued_up_to_it_of_its_subject_and_tenant
     ahead = await store.end_console_sessions(
         subject="carol", issuer=A, not_before=cut + timedelta(seconds=30), ttl_s=TTL, actor="org"
     )
-    listed = await store.list_console_session_ends()
+    listed = await store.page_console_session_ends(1000)
     assert [r.id for r in listed] == [by_subject.id, everyone.id, ahead.id]
-    assert [r.id for r in await store.list_console_session_ends(tenant_id="ten_a")] == [by_subject.id]
+    assert [r.id for r in await store.page_console_session_ends(1000, tenant_id="ten_a")] == [by_subject.id]
 
 
 async def test_rows_past_their_expiry_leave_the_snapshot_and_are_pruned_by_the_next_write(store):

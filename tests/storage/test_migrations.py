@@ -189,7 +189,7 @@ async def test_policies_stored_before_0025_become_the_org_admins(kind, sqlite_da
     await asyncio.to_thread(migrate_sync, db_url)
     store = await open_store(db_url)
     try:
-        stored = list(await store.list_policies("ten_old"))
+        stored = list(await store.page_policies("ten_old", 1000))
         assert [(p.id, p.rules, p.description, p.set_by_role) for p in stored] == [
             ("pol_eu", rules, "EU only", "org-admin"),
             ("pol_other", rules, "EU only", "org-admin"),
@@ -301,7 +301,7 @@ async def test_console_session_ends_stored_before_0028_keep_meaning_what_they_me
     await asyncio.to_thread(migrate_sync, db_url)
     store = await open_store(db_url)
     try:
-        rows = {r.id: r for r in await store.list_console_session_ends()}
+        rows = {r.id: r for r in await store.page_console_session_ends(1000)}
         assert {i: (r.issuer, r.set_by_role) for i, r in rows.items()} == {
             "cse_sub": (None, "org-admin"),
             "cse_all": (None, "org-admin"),

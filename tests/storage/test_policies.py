@@ -19,9 +19,9 @@ async def test_policy_crud_at_each_scope(store):
     )
     pkey = await store.create_policy(t.id, scope="key", scope_id=key.id, rules={"rpm": 10}, actor="admin")
 
-    assert [p.id for p in await store.list_policies(t.id)] == [pt.id, pteam.id, pkey.id]
-    assert [p.id for p in await store.list_policies(t.id, scope="team")] == [pteam.id]
-    assert [p.id for p in await store.list_policies(t.id, scope="key", scope_id=key.id)] == [pkey.id]
+    listed = await store.page_policies(t.id, 1000)
+    assert [p.id for p in listed] == [pt.id, pteam.id, pkey.id]
+    assert [(p.scope, p.scope_id) for p in listed] == [("tenant", t.id), ("team", team.id), ("key", key.id)]
 
     updated = await store.update_policy(t.id, pteam.id, rules={"models": ["claude"]}, actor="lead")
     assert updated.rules == {"models": ["claude"]} and updated.description == "ml team"
@@ -62,7 +62,7 @@ async def test_policies_cannot_point_across_tenants(store):
         await store.update_policy(a.id, pol_b.id, rules={"hijack": True}, actor="admin")
     with pytest.raises(NotFound):
         await store.delete_policy(a.id, pol_b.id, actor="admin")
-    assert await store.list_policies(a.id) == []
+    assert await store.page_policies(a.id, 1000) == []
     assert (await store.get_policy(b.id, pol_b.id)).rules == {}
 
 

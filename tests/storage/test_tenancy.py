@@ -80,7 +80,7 @@ async def test_teams_are_unique_per_tenant_and_isolated(store):
     with pytest.raises(NotFound):
         await store.create_team("ten_nosuchtenant", "ml", actor="admin")
 
-    assert [t.id for t in await store.list_teams(a.id)] == [ml_a.id]
+    assert [t.id for t in await store.page_teams(a.id, 1000)] == [ml_a.id]
     assert await store.get_team(a.id, ml_a.id) == ml_a
     with pytest.raises(NotFound):
         await store.get_team(a.id, ml_b.id)  # B's team through A's scope
@@ -100,9 +100,9 @@ async def test_team_with_active_keys_cannot_be_deleted(store):
 
     await store.revoke_key(t.id, key.id, actor="admin")
     await store.delete_team(t.id, team.id, actor="admin")
-    assert await store.list_teams(t.id) == []
+    assert await store.page_teams(t.id, 1000) == []
     assert (await store.get_key(t.id, key.id)).team_id is None  # revoked key kept, detached
-    assert await store.list_policies(t.id) == []  # the team's policies went with it
+    assert await store.page_policies(t.id, 1000) == []  # the team's policies went with it
 
 
 async def test_a_tenant_has_at_most_max_teams(store, monkeypatch):

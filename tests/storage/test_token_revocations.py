@@ -51,11 +51,11 @@ async def test_create_list_get_delete_bump_the_version_once_each_and_are_recorde
     )
     assert await store.version() == v + 4
 
-    assert await store.list_token_revocations() == [one, two, sub, sub2]
-    assert await store.list_token_revocations(t.id) == [two, sub]  # a tenant's own; org-wide rows are not
-    assert await store.list_token_revocations(kind="subject") == [sub, sub2]
-    assert await store.list_token_revocations(issuer=ISS, subject="bob") == [sub2]
-    assert await store.list_token_revocations(issuer="https://other") == []
+    assert await store.page_token_revocations(None, 1000) == [one, two, sub, sub2]
+    assert await store.page_token_revocations(t.id, 1000) == [two, sub]  # a tenant's own; org-wide rows are not
+    assert await store.page_token_revocations(None, 1000, kind="subject") == [sub, sub2]
+    assert await store.page_token_revocations(None, 1000, issuer=ISS, subject="bob") == [sub2]
+    assert await store.page_token_revocations(None, 1000, issuer="https://other") == []
     assert await store.get_token_revocation(sub2.id) == sub2
     assert await store.get_token_revocation(two.id, tenant_id=t.id) == two
     with pytest.raises(NotFound):
@@ -125,7 +125,7 @@ async def test_bad_values_name_the_field_and_leave_nothing_behind(store, args, f
     with pytest.raises(Invalid, match=message) as info:
         await store.create_token_revocation(**{"issuer": ISS, **args}, actor="admin")
     assert info.value.field == field
-    assert await store.version() == v and await store.list_token_revocations() == []
+    assert await store.version() == v and await store.page_token_revocations(None, 1000) == []
 
 
 async def test_unknown_tenant_and_ids_are_not_found_and_tenants_cannot_touch_each_others_rows(store):
@@ -139,10 +139,10 @@ async def test_unknown_tenant_and_ids_are_not_found_and_tenants_cannot_touch_eac
     for rid in (of_b.id, org.id, "rev_unknown"):
         with pytest.raises(NotFound):
             await store.delete_token_revocation(rid, tenant_id=a.id, actor="admin")
-    assert await store.version() == v and await store.list_token_revocations() == [of_b, org]
+    assert await store.version() == v and await store.page_token_revocations(None, 1000) == [of_b, org]
     # Deleting a tenant deletes its revocations; org-wide ones stay.
     await store.delete_tenant(b.id, actor="admin")
-    assert await store.list_token_revocations() == [org]
+    assert await store.page_token_revocations(None, 1000) == [org]
 
 
 async def test_the_database_refuses_a_row_that_mixes_the_kinds(store):
@@ -182,7 +182,7 @@ async def test_snapshot_holds_only_live_revocations_indexed_by_issuer_and_jti_or
 
     snap = await store.snapshot()
     assert snap.revocations == (j, s)
-    assert [r.id for r in await store.list_token_revocations(live_only=True)] == [j.id, s.id]
+    assert [r.id for r in await store.page_token_revocations(None, 1000, live_only=True)] == [j.id, s.id]
     index = snap.revocation_index()
     assert len(index) == 2
     assert index.match(ISS, "j-1", "anyone", 0, "any-tenant") == j
@@ -238,7 +238,7 @@ async def test_a_tenant_holds_at_most_max_revocations(store, monkeypatch):
     for kind, name in (("subject", {"subject": "s-3"}), ("jti", {"jti": "j-3"})):
         with pytest.raises(Invalid, match="the most a tenant may hold"):
             await store.create_token_revocation(kind=kind, issuer=ISS, tenant_id=t.id, actor="ta", **name)
-    assert len(await store.list_token_revocations(t.id)) == 3
+    assert len(await store.page_token_revocations(t.id, 1000)) == 3
     await store.create_token_revocation(kind="subject", issuer=ISS, subject="s-3", tenant_id=other.id, actor="ta")
     await store.create_token_revocation(kind="subject", issuer=ISS, subject="s-3", actor="org")  # org-wide
     # a row past its expiry is not held: it refuses nothing and leaves the snapshot
@@ -250,3 +250,39 @@ async def test_a_tenant_holds_at_most_max_revocations(store, monkeypatch):
     await store.create_token_revocation(kind="subject", issuer=ISS, subject="s-4", tenant_id=t.id, actor="ta")
     await store.delete_token_revocation(made[1].id, actor="ta")
     await store.create_token_revocation(kind="jti", issuer=ISS, jti="j-4", tenant_id=t.id, actor="ta")
+
+
+async def test_a_tenant_keeps_at_most_max_expired_revocations(store, monkeypatch):
+    """The cap counts live revocations only and expired ones stay listed: a tenant admin revoking jti after jti,
+    each expiring a second later, grew the table and its list without bound. Its next revocation deletes its
+    oldest expired ones past MAX_EXPIRED_PER_TENANT; live ones, other tenants' and org-wide ones stay."""
+    from multihome.storage import revocations
+
+    monkeypatch.setattr(revocations, "MAX_EXPIRED_PER_TENANT", 2, raising=False)
+    t = await store.create_tenant("t", actor="admin")
+    other = await store.create_tenant("u", actor="admin")
+
+    async def expired(tenant_id: str | None, n: int) -> list[str]:
+        made = [
+            (
+                await store.create_token_revocation(
+                    kind="jti", issuer=ISS, jti=f"j-{n}-{i}", tenant_id=tenant_id, actor="a"
+                )
+            ).id
+            for i in range(n)
+        ]
+        async with store.engine.begin() as conn:
+            for i, rid in enumerate(made):  # expired, the first made the longest ago
+                past = datetime.now(UTC) - timedelta(minutes=n - i)
+                await conn.execute(
+                    sa.update(token_revocations).where(token_revocations.c.id == rid).values(expires_at=past)
+                )
+        return made
+
+    mine, theirs, org = await expired(t.id, 5), await expired(other.id, 4), await expired(None, 3)
+    live = await store.create_token_revocation(kind="subject", issuer=ISS, subject="s", tenant_id=t.id, actor="a")
+    kept = [r.id for r in await store.page_token_revocations(t.id, 1000)]
+    assert kept == [*mine[-2:], live.id]  # the newest two expired, and the live one
+    assert [r.id for r in await store.page_token_revocations(other.id, 1000)] == theirs
+    everyone = {r.id for r in await store.page_token_revocations(None, 1000)}
+    assert everyone == {*mine[-2:], live.id, *theirs, *org}  # org-wide expired ones are an org-admin's to delete

@@ -3,10 +3,12 @@ their row (a copied blob does not open), never in the database file or a pg_dump
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 import sqlalchemy as sa
 
-from multihome.storage.errors import Conflict, NotFound, UnreadableRow
+from multihome.storage.errors import Conflict, Invalid, NotFound, UnreadableRow
 from multihome.storage.tables import mcp_servers
 from pg import stored_bytes
 
@@ -33,7 +35,7 @@ async def test_rows_per_tenant_with_sealed_headers(store, db_url):
     await _add(store, "t2", "crm", {"X-Key": MARKER})
     with pytest.raises(Conflict):
         await _add(store, "t1", "crm")
-    assert [s.name for s in await store.servers("t1")] == ["crm", "docs"]
+    assert [s.name for s in await store.page("t1", 1000)] == ["crm", "docs"]
     assert (await store.get("t1", "crm")).header_names == ["Authorization"]
     assert dict((await store.endpoint("t1", "crm")).headers) == {"Authorization": f"Bearer {MARKER}"}
     assert dict((await store.endpoint("t1", "docs")).headers) == {}
@@ -71,4 +73,42 @@ async def test_headers_are_sealed_again_on_change_and_removed_with_an_empty_set(
     assert (await store.update("t1", "crm", {"headers": {}}, "someone")).header_names == []
     assert dict((await store.endpoint("t1", "crm")).headers) == {}
     await store.delete("t1", "crm")
-    assert await store.servers("t1") == []
+    assert await store.page("t1", 1000) == []
+
+
+async def test_a_tenant_registers_at_most_max_servers_even_at_once(store, monkeypatch):
+    """Registrations had no bound: a tenant's admin could register server after server (and every request naming
+    a server by URL reads the tenant's). Counted and inserted under the tenant's lock, so registrations at once
+    cannot all find room; other tenants' are not counted; a removed server frees its place."""
+    from multihome.tools import servers
+
+    monkeypatch.setattr(servers, "MAX_SERVERS_PER_TENANT", 3, raising=False)
+
+    async def add(name: str):
+        try:
+            return await _add(store, "t1", name)
+        except Invalid as exc:
+            return exc
+
+    done = await asyncio.gather(*(add(f"s{i}") for i in range(8)))
+    refused = [d for d in done if isinstance(d, Invalid)]
+    assert len(refused) == 5 and "the most a tenant may hold (3)" in str(refused[0])
+    assert len(await store.page("t1", 1000)) == 3
+    await _add(store, "t2", "s0")
+    await store.delete("t1", (await store.page("t1", 1000))[0].name)
+    await _add(store, "t1", "again")
+
+
+async def test_servers_come_a_page_at_a_time_by_name(store):
+    for name in ("e", "c", "a", "d", "b"):
+        await _add(store, "t1", name)
+    await _add(store, "t2", "z")
+    first = await store.page("t1", 2)
+    assert [s.name for s in first] == ["a", "b"] and first.more and first.last == "b"
+    second = await store.page("t1", 2, first.last)
+    assert [s.name for s in second] == ["c", "d"] and second.more
+    last = await store.page("t1", 2, second.last)
+    assert [s.name for s in last] == ["e"] and not last.more and last.last == "e"
+    for bad in ("z", "\x00a", "\ud800", "x" * 10_000):  # another tenant's, none the database could hold, a long one
+        with pytest.raises(Invalid, match="is not the id of a row of this list"):
+            await store.page("t1", 2, bad)

@@ -28,7 +28,9 @@ from ..state.memory.embedder import SpaceUnavailable
 from ..state.memory.filters import Predicate
 from ..state.memory.tools import memory_full
 from ..state.tenant_quota import TenantStorageFull
-from .admin.route import listing, unreadable_row
+from ..storage.errors import Invalid
+from .admin.pages import limit_after, paged
+from .admin.route import unreadable_row
 from .asgi import Receive, Send, read_body
 from .memory_embeddings import caller_of, space_refusal
 from .pipeline import Call, Pipeline
@@ -287,8 +289,12 @@ class MemoryDoor:
         raw = query(call)
         agent = check_id(raw["agent_id"][-1], "agent_id") if "agent_id" in raw else None
         user = check_id(raw["user_id"][-1], "user_id") if "user_id" in raw else None
-        found = await self._do(memory.namespaces(who, agent_id=agent, user_id=user))
-        await answer(call, send, listing([_namespace_view(n) for n in found], found.unreadable))
+        limit, after = limit_after({name: values[-1] for name, values in raw.items()})
+        try:
+            found = await self._do(memory.namespaces(who, limit, after, agent_id=agent, user_id=user))
+        except Invalid as exc:  # a cursor that is no namespace of the tenant's list
+            raise bad_request(f"{exc}.", param="after") from None
+        await answer(call, send, paged(found, [_namespace_view(n) for n in found]))
 
     async def update_namespace(self, call: Call, receive: Receive, send: Send) -> None:
         memory, who = self._store(), await self._tenant(call)

@@ -246,7 +246,8 @@ ROUTES = [
         "GET",
         "/v1/memory/namespaces",
         "listMemoryNamespaces",
-        "The tenant's memory namespaces with their live record counts and default TTLs",
+        "The tenant's memory namespaces with their live record counts and default TTLs, by agent and user, a "
+        "page at a time (`?limit=` 1-1000, default 1000; `?after=` the `last_id` of the page before)",
         OPENAI,
         None,
         "MemoryNamespaceList",
@@ -793,7 +794,11 @@ def _memory_schemas() -> dict[str, Schema]:
         ),
         "MemoryNamespace": namespace,
         "MemoryNamespaceList": _obj(
-            ["object", "data"], object=_const("list"), data={"type": "array", "items": namespace}
+            ["object", "data", "has_more"],
+            object=_const("list"),
+            data={"type": "array", "items": namespace},
+            has_more=BOOL,
+            last_id={**_null(STR), "description": "the `after` of the next page (a namespace's id)"},
         ),
         "MemoryNamespaceRequest": _obj(extra=False, agent_id=ns_id, user_id=ns_id, default_ttl_seconds=ttl),
         "MemoryDeleted": _obj(["object", "deleted"], object=STR, deleted=BOOL, records_deleted=INT),

@@ -481,7 +481,7 @@ def _list_revocations(a: argparse.Namespace, api: Admin) -> None:
         "subject": a.subject,
         "live": "true" if a.live else None,
     }
-    out = api.call("list_token_revocations", query=query)
+    out = api.every("list_token_revocations", query)
     if a.json:
         print_json(out)
         return
@@ -527,7 +527,7 @@ def _end_console_sessions(a: argparse.Namespace, api: Admin) -> None:
 
 
 def _list_console_session_ends(a: argparse.Namespace, api: Admin) -> None:
-    out = api.call("list_console_session_ends", query={"tenant": api.tenant(a.tenant)})
+    out = api.every("list_console_session_ends", {"tenant": api.tenant(a.tenant)})
     if a.json:
         print_json(out)
         return

@@ -33,10 +33,13 @@ class MemoryEmbeddingsConfig(Strict):
 
 class TenantMemory(Strict):
     """A tenant's memory records at most: how many, and their plaintext bytes (text, metadata, vector; None:
-    no limit). Records with the offline model cost no upstream call, so no budget holds them; this does."""
+    no limit). Records with the offline model cost no upstream call, so no budget holds them; this does.
+    And its namespaces at most: a namespace stays when its records go (its TTL is kept), so writing a record
+    to a new one and deleting it grew the table by a row each time, whatever the record limits."""
 
     max_records: PositiveCount | None = 1_000_000
     max_bytes: PositiveCount | None = 10 << 30
+    max_namespaces: PositiveCount | None = 100_000
 
 
 class MemoryConfig(Strict):
@@ -48,6 +51,9 @@ class MemoryConfig(Strict):
     def tenant_limits(self, tenant: str) -> tuple[int | None, int | None]:
         limits = self.tenants.get(tenant, self.per_tenant)
         return limits.max_records, limits.max_bytes
+
+    def tenant_namespaces(self, tenant: str) -> int | None:
+        return self.tenants.get(tenant, self.per_tenant).max_namespaces
 
 
 def check(memory: MemoryConfig, groups: dict[str, list[str]], caps: dict[str, list[str]]) -> Iterator[str]:

@@ -88,6 +88,13 @@ def advisory_lock_id(name: str) -> int:
     return int.from_bytes(hashlib.sha256(name.encode()).digest()[:8], "big", signed=True)
 
 
+async def hold_lock(conn: AsyncConnection, name: str) -> None:
+    """PostgreSQL: hold the advisory lock `name` to the end of `conn`'s transaction, so check-then-insert under
+    the same name is race-free (SQLite's BEGIN IMMEDIATE already serializes every write)."""
+    if conn.dialect.name != "sqlite":
+        await conn.execute(sa.select(sa.func.pg_advisory_xact_lock(advisory_lock_id(name))))
+
+
 class StoreBase:
     def __init__(self, engine: AsyncEngine) -> None:
         self.engine = engine
@@ -107,8 +114,8 @@ class StoreBase:
         conn = await write_connection(self.engine)
         try:
             async with conn.begin():
-                if lock is not None and not self._sqlite:
-                    await conn.execute(sa.select(sa.func.pg_advisory_xact_lock(advisory_lock_id(lock))))
+                if lock is not None:
+                    await hold_lock(conn, lock)
                 yield conn
         except IntegrityError as exc:
             raise Conflict(f"the change conflicts with stored data: {exc.orig}") from exc

@@ -34,7 +34,7 @@ from .base import StoreBase, nonempty, refuse_past, to_utc, utcnow
 from .errors import Invalid
 from .ids import new_id
 from .records import ConsoleSessionEnd, SessionEndKind
-from .row_reads import Listed, read_all
+from .row_reads import Page, read_page
 from .rows import _strict
 from .tables import console_session_ends
 
@@ -219,18 +219,19 @@ class ConsoleSessionsRepo(StoreBase):
             at=now,
         )
 
-    async def list_console_session_ends(
-        self, *, tenant_id: str | None = None, live_only: bool = True
-    ) -> Listed[ConsoleSessionEnd]:
-        """Oldest first; with `tenant_id`, only that tenant's rows."""
+    async def page_console_session_ends(
+        self, limit: int, after: str | None = None, *, tenant_id: str | None = None, live_only: bool = True
+    ) -> Page[ConsoleSessionEnd]:
+        """A page of them, oldest first, after the row `after` (its id); with `tenant_id`, only that tenant's."""
         q = sa.select(console_session_ends)
         if tenant_id is not None:
             q = q.where(console_session_ends.c.tenant_id == tenant_id)
         if live_only:
             q = q.where(live_session_ends(utcnow()))
-        q = q.order_by(console_session_ends.c.created_at, console_session_ends.c.id)
         async with self._read() as conn:
-            return await read_all(conn, q, console_session_ends, session_end)
+            return await read_page(
+                conn, q, console_session_ends, session_end, console_session_ends.c.created_at, limit, after
+            )
 
 
 class _Cut(NamedTuple):

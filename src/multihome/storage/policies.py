@@ -21,7 +21,7 @@ from .errors import Invalid, NotFound, StorageError
 from .ids import new_id
 from .key_roles import refuse_privileged_key
 from .records import BudgetRole, Policy, PolicyScope
-from .row_reads import Listed, either, one, read_all, read_one
+from .row_reads import Page, either, one, read_one, read_page
 from .rows import Unreadable
 from .tables import policies
 
@@ -217,17 +217,12 @@ class PoliciesRepo(StoreBase):
             raise NotFound("policy", policy_id, tenant_id)
         return row.scope, row.scope_id, row.set_by_role
 
-    async def list_policies(
-        self, tenant_id: str, *, scope: PolicyScope | None = None, scope_id: str | None = None
-    ) -> Listed[Policy]:
-        """As stored (the policy gate checks them); `.unreadable`: those the driver cannot decode."""
+    async def page_policies(self, tenant_id: str, limit: int, after: str | None = None) -> Page[Policy]:
+        """A page of the tenant's policies as stored (the policy gate checks them), oldest first, after the policy
+        `after` (its id); `.unreadable`: those of the page the driver cannot decode."""
         q = sa.select(policies).where(policies.c.tenant_id == tenant_id)
-        if scope is not None:
-            q = q.where(policies.c.scope == scope)
-        if scope_id is not None:
-            q = q.where(policies.c.scope_id == scope_id)
         async with self._read() as conn:
-            return await read_all(conn, q.order_by(policies.c.created_at, policies.c.id), policies, _POLICY)
+            return await read_page(conn, q, policies, _POLICY, policies.c.created_at, limit, after)
 
     async def update_policy(
         self,

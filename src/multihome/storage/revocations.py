@@ -31,7 +31,7 @@ from .base import StoreBase, nonempty, refuse_past, to_utc, utcnow
 from .errors import Invalid, NotFound, StorageError
 from .ids import new_id
 from .records import RevocationKind, TokenRevocation
-from .row_reads import Listed, either, one, read_all, read_one
+from .row_reads import Page, either, one, read_one, read_page
 from .rows import Unreadable
 from .tables import token_revocations
 
@@ -42,6 +42,10 @@ DEFAULT_MAX_TOKEN_LIFETIME_S = 24 * 3600.0
 # the snapshot), and a subject's may never expire, so a tenant admin naming a new jti or subject each time grew
 # every replica's memory for good. Org-wide ones (an org-admin's, no tenant) are not counted.
 MAX_REVOCATIONS_PER_TENANT = 10_000
+# Expired revocations of one tenant kept at most (listed, `live: false`, until deleted): the cap counts live ones
+# only, so a tenant admin revoking jti after jti, each expiring a second later, grew the table and its list
+# without bound. The tenant's next revocation deletes the oldest past this.
+MAX_EXPIRED_PER_TENANT = 10_000
 _MAX = {"issuer": 1000, "subject": 400, "jti": 400, "reason": 1000}
 
 
@@ -167,6 +171,7 @@ class RevocationsRepo(StoreBase):
                     "live token revocations",
                     "delete one it no longer needs first (a revocation of a subject refuses every token of it, however many)",
                 )
+                await _drop_oldest_expired(conn, tenant_id, now)
             await conn.execute(
                 sa.insert(token_revocations).values(**{f: getattr(record, f) for f in record.__struct_fields__})
             )
@@ -192,17 +197,20 @@ class RevocationsRepo(StoreBase):
                 conn, q, token_revocations, rows.revocation, "token revocation", revocation_id, tenant_id
             )
 
-    async def list_token_revocations(
+    async def page_token_revocations(
         self,
-        tenant_id: str | None = None,
+        tenant_id: str | None,
+        limit: int,
+        after: str | None = None,
         *,
         kind: str | None = None,
         issuer: str | None = None,
         subject: str | None = None,
         live_only: bool = False,
-    ) -> Listed[TokenRevocation]:
-        """Oldest first. `tenant_id=None`: every row, org-wide ones included; else that tenant's only.
-        `.unreadable` reports the rows that cannot be read (their tenant's tokens are refused)."""
+    ) -> Page[TokenRevocation]:
+        """A page of them, oldest first, after the revocation `after` (its id). `tenant_id=None`: every row,
+        org-wide ones included; else that tenant's only. `.unreadable` reports the page's rows that cannot be
+        read (their tenant's tokens are refused)."""
         q = sa.select(token_revocations)
         if tenant_id is not None:
             q = q.where(token_revocations.c.tenant_id == tenant_id)
@@ -214,9 +222,10 @@ class RevocationsRepo(StoreBase):
             q = q.where(token_revocations.c.subject == subject)
         if live_only:
             q = q.where(live_revocations(utcnow()))
-        q = q.order_by(token_revocations.c.created_at, token_revocations.c.id)
         async with self._read() as conn:
-            return await read_all(conn, q, token_revocations, rows.revocation)
+            return await read_page(
+                conn, q, token_revocations, rows.revocation, token_revocations.c.created_at, limit, after
+            )
 
     async def delete_token_revocation(
         self, revocation_id: str, *, tenant_id: str | None = None, actor: str, role: str = ORG_ADMIN
@@ -333,3 +342,11 @@ EMPTY_INDEX = RevocationIndex()
 def _binds(record: TokenRevocation, roles: frozenset[str]) -> bool:
     """Whether `record` may refuse a token with `roles`: what a tenant-admin could not grant, it cannot revoke."""
     return record.set_by_role == ORG_ADMIN or ORG_GRANTED.isdisjoint(roles)
+
+
+async def _drop_oldest_expired(conn: Any, tenant_id: str, now: datetime) -> None:
+    """Delete the tenant's expired revocations past the newest MAX_EXPIRED_PER_TENANT (they refuse nothing)."""
+    t = token_revocations.c
+    expired = sa.and_(t.tenant_id == tenant_id, t.expires_at.is_not(None), t.expires_at <= now)
+    older = sa.select(t.id).where(expired).order_by(t.expires_at.desc(), t.id.desc()).offset(MAX_EXPIRED_PER_TENANT)
+    await conn.execute(sa.delete(token_revocations).where(t.id.in_(older)))

@@ -8,6 +8,7 @@ the admin API mends it; a revoke or delete of such a row still works (`one` lets
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from typing import Any, Generic, TypeVar
 
@@ -63,11 +64,18 @@ async def read_all(conn: Any, query: sa.Select, table: sa.Table, build: Build[T]
     return out
 
 
+# What no stored text holds: PostgreSQL's text no NUL, UTF-8 no lone surrogate.
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+
+
 class Page(Listed[T]):
     """One page of a list: `more` when rows follow its last (whose id is the next page's `after`)."""
 
     more: bool = False
-    last: str | None = None  # the id of its last row, readable or not
+    last: str | None = None  # the key (id) of its last row, readable or not
+
+
+Order = sa.ColumnElement | tuple[sa.ColumnElement, ...]
 
 
 async def read_page(
@@ -75,27 +83,57 @@ async def read_page(
     query: sa.Select,
     table: sa.Table,
     build: Build[T],
-    order: sa.ColumnElement,
+    order: Order,
     limit: int,
     after: str | None,
+    key: sa.ColumnElement | None = None,
 ) -> Page[T]:
-    """The rows of `query` in (`order`, id) order after the row `after` (its id; Invalid, a 400, when `query` has
-    no such row), `limit` at most. Their ids are read first (one more, for `more`), then the rows, so a row that
-    cannot be read takes its place in the page like any other."""
-    if after is not None:
-        mark = (await conn.execute(query.with_only_columns(order).where(table.c.id == after))).first()
-        if mark is None:
-            raise Invalid(f"after: '{echo(after)}' is not the id of a row of this list")
-        query = query.where(sa.or_(order > mark[0], sa.and_(order == mark[0], table.c.id > after)))
-    ordered = query.order_by(order, table.c.id)
-    ids = [r[0] for r in (await conn.execute(ordered.with_only_columns(table.c.id).limit(limit + 1))).all()]
+    """The rows of `query` in (`order`, `key`) order after the row whose `key` is `after` (Invalid, a 400, when
+    `query` has no such row), `limit` at most. `key`: the column the API names a row by, unique in `query`
+    (default the id). Their keys are read first (`page_keys`), then the rows, so a row that cannot be read
+    takes its place in the page like any other."""
+    key = table.c.id if key is None else key
+    page, more = await page_keys(conn, query, order, limit, after, key)
     out: Page[T] = Page()
-    page, out.more = ids[:limit], len(ids) > limit
+    out.more = more
     if page:
-        listed = await read_all(conn, ordered.where(table.c.id.in_(page)), table, build)
+        ordered = query.order_by(*_columns(order), key)
+        listed = await read_all(conn, ordered.where(key.in_(page)), table, build)
         out.extend(listed)
         out.unreadable, out.last = listed.unreadable, page[-1]
     return out
+
+
+async def page_keys(
+    conn: Any, query: sa.Select, order: Order, limit: int, after: str | None, key: sa.ColumnElement
+) -> tuple[list[Any], bool]:
+    """The `key`s of `query`'s rows in (`order`, `key`) order after the row whose `key` is `after` (Invalid when
+    `query` has no such row), `limit` at most, and whether more follow (one more is read)."""
+    columns = (*_columns(order), key)
+    if after is not None:
+        held = _UNSTORABLE.search(after) is None  # else no row's: not asked (PostgreSQL refuses the query)
+        mark = (
+            (await conn.execute(query.with_only_columns(*columns[:-1]).where(key == after))).first() if held else None
+        )
+        if mark is None:
+            raise Invalid(f"after: '{echo(after)}' is not the id of a row of this list")
+        query = query.where(_past(columns, (*mark, after)))
+    ordered = query.order_by(*columns).with_only_columns(key).limit(limit + 1)
+    keys = [r[0] for r in (await conn.execute(ordered)).all()]
+    return keys[:limit], len(keys) > limit
+
+
+def _columns(order: Order) -> tuple[sa.ColumnElement, ...]:
+    return order if isinstance(order, tuple) else (order,)
+
+
+def _past(columns: tuple[sa.ColumnElement, ...], values: tuple[Any, ...]) -> sa.ColumnElement[bool]:
+    """The rows after `values` in the order of `columns` (each compared in turn: no row values, which not every
+    SQLite build compares)."""
+    after = columns[-1] > values[-1]
+    for column, value in zip(reversed(columns[:-1]), reversed(values[:-1]), strict=True):
+        after = sa.or_(column > value, sa.and_(column == value, after))
+    return after
 
 
 async def one(conn: Any, query: sa.Select, table: sa.Table, build: Build[T]) -> tuple[T | None, Unreadable | None]:

@@ -16,7 +16,7 @@ from .errors import Conflict, Invalid, NotFound
 from .ids import new_id
 from .policies import PolicyOutranked
 from .records import Team, Tenant
-from .row_reads import Listed, read_all, read_one
+from .row_reads import Listed, Page, read_all, read_one, read_page
 from .tables import api_keys, budgets, entitlements, policies, stateful_pins, teams, tenants
 
 # Teams of one tenant at most: every replica holds each (the snapshot), so a tenant admin making team after
@@ -172,11 +172,12 @@ class TenancyRepo(StoreBase):
             q = sa.select(teams).where(teams.c.tenant_id == tenant_id, teams.c.id == team_id)
             return await read_one(conn, q, teams, rows.team, "team", team_id, tenant_id)
 
-    async def list_teams(self, tenant_id: str) -> Listed[Team]:
-        """The tenant's readable teams by name; `.unreadable` reports the others."""
+    async def page_teams(self, tenant_id: str, limit: int, after: str | None = None) -> Page[Team]:
+        """A page of the tenant's teams by name, after the team `after` (its id); `.unreadable` reports the rows of
+        the page that cannot be read. A tenant may hold 10,000 teams: the admin API reads them a page at a time."""
+        q = sa.select(teams).where(teams.c.tenant_id == tenant_id)
         async with self._read() as conn:
-            q = sa.select(teams).where(teams.c.tenant_id == tenant_id).order_by(teams.c.name)
-            return await read_all(conn, q, teams, rows.team)
+            return await read_page(conn, q, teams, rows.team, teams.c.name, limit, after)
 
     async def delete_team(self, tenant_id: str, team_id: str, *, actor: str, role: str = ORG_ADMIN) -> None:
         """Refused while the team has usable keys; revoked keys are detached, team policies and budgets go.

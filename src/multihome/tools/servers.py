@@ -23,6 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from ..crypto.errors import CryptoError, KmsError
 from ..crypto.keyring import Keyring
 from ..storage import row_reads
+from ..storage.base import hold_lock, refuse_past
 from ..storage.engine import write_connection
 from ..storage.errors import Conflict, NotFound, UnreadableRow, unavailable
 from ..storage.ids import new_id
@@ -34,6 +35,9 @@ from .spec import Approval, url_key
 PURPOSE = "credentials"
 TABLE = "mcp_servers"
 KIND = "MCP server"  # in NotFound's message: "MCP server x not found in tenant y"
+# Registrations of one tenant at most: a tenant's admin registering server after server grew the table, and every
+# request naming a server by URL reads the tenant's registrations (`lookup`).
+MAX_SERVERS_PER_TENANT = 1_000
 
 
 class McpServerView(msgspec.Struct, kw_only=True):
@@ -97,8 +101,19 @@ class McpServerStore:
         conn = await write_connection(self.engine)
         try:
             async with conn.begin():
+                # One lock per tenant: concurrent registrations cannot all count room for one and all insert.
+                await hold_lock(conn, f"mcp_servers:{tenant}")
                 if await conn.scalar(sa.select(t.c.id).where(t.c.tenant_id == tenant, t.c.name == name)):
                     raise Conflict(f"tenant {tenant} already has an MCP server named {name}", conflicting=name)
+                await refuse_past(
+                    conn,
+                    t,
+                    (t.c.tenant_id == tenant,),
+                    MAX_SERVERS_PER_TENANT,
+                    tenant,
+                    "MCP servers",
+                    "delete one it no longer needs first",
+                )
                 await conn.execute(sa.insert(t).values(**values))
         finally:
             await conn.close()
@@ -148,11 +163,15 @@ class McpServerStore:
         if not gone.rowcount:
             raise NotFound(KIND, name, tenant)
 
-    async def servers(self, tenant: str) -> row_reads.Listed[McpServerView]:
-        """The tenant's servers; `.unreadable` the rows that cannot be read (storage/row_reads.py)."""
-        rows = await self._rows(tenant)
-        out = row_reads.Listed(_view(r) for r in rows)
-        out.unreadable = rows.unreadable
+    async def page(self, tenant: str, limit: int, after: str | None = None) -> row_reads.Page[McpServerView]:
+        """A page of the tenant's servers by name, after the server named `after`; `.unreadable` the rows of the
+        page that cannot be read, named as the API names servers (by name)."""
+        q = sa.select(t).where(t.c.tenant_id == tenant)
+        async with self.engine.connect() as conn:
+            found = await row_reads.read_page(conn, q, t, _row, t.c.name, limit, after, key=t.c.name)
+            bad = await self._by_name(conn, found.unreadable)
+        out: row_reads.Page[McpServerView] = row_reads.Page(_view(r) for r in found)
+        out.unreadable, out.more, out.last = bad, found.more, found.last
         return out
 
     async def _rows(self, tenant: str) -> row_reads.Listed[dict[str, Any]]:
@@ -160,11 +179,17 @@ class McpServerStore:
         async with self.engine.connect() as conn:
             q = sa.select(t).where(t.c.tenant_id == tenant).order_by(t.c.name)
             found = await row_reads.read_all(conn, q, t, _row)
-            if found.unreadable:  # named as the API names servers (by name), not by the row's id
-                ids = [u.id for u in found.unreadable]
-                names = dict((await conn.execute(sa.select(t.c.id, t.c.name).where(t.c.id.in_(ids)))).all())
-                found.unreadable = tuple(msgspec.structs.replace(u, id=names.get(u.id, u.id)) for u in found.unreadable)
+            found.unreadable = await self._by_name(conn, found.unreadable)
             return found
+
+    @staticmethod
+    async def _by_name(conn: Any, bad: tuple[Unreadable, ...]) -> tuple[Unreadable, ...]:
+        """Rows that cannot be read, named as the API names servers (by name), not by the row's id."""
+        if not bad:
+            return bad
+        ids = [u.id for u in bad]
+        names = dict((await conn.execute(sa.select(t.c.id, t.c.name).where(t.c.id.in_(ids)))).all())
+        return tuple(msgspec.structs.replace(u, id=names.get(u.id, u.id)) for u in bad)
 
     async def get(self, tenant: str, name: str) -> McpServerView:
         return _view(await self._row(tenant, name))

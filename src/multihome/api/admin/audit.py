@@ -4,18 +4,16 @@ organisation-wide) and the hash-chained audit trail (`/audit/events`, when `audi
 from __future__ import annotations
 
 import asyncio
-import re
 from typing import Any
 
 from ...audit.reader import BadQuery, Filters, parse_time
 from ...schema.errors import ApiError
 from ...schema.principal import ORG_ADMIN, Principal
+from .pages import MAX_PAGE, query_int
 from .rbac import AUDIT, ORG, authorize
 from .route import PREFIX, STORAGE, AdminCall, Needs, Route, Services, listed
 from .tenancy import T
 
-MAX_PAGE = 1000
-_WHOLE = re.compile(r"[+-]?[0-9]{1,20}")  # bounded before int(): no 100 000-digit conversions
 _FILTERS = ("kind", "model_group", "deployment", "outcome", "subject", "key_id", "request_id")
 _PAGE = ("limit", "after")
 
@@ -31,18 +29,6 @@ async def all_events(s: Services, c: AdminCall) -> Any:
 def _page(q: dict[str, str]) -> dict[str, int | None]:
     """?limit= (1-1000, default 100) and ?after= (the seq of the last event seen) of an events list."""
     return {"limit": query_int(q, "limit", 1, MAX_PAGE, 100), "after": query_int(q, "after", 0, 2**63 - 1)}
-
-
-def query_int(q: dict[str, str], name: str, lo: int, hi: int, default: int | None = None) -> int | None:
-    """A whole-number query parameter from lo to hi, else 400 saying so."""
-    text = q.get(name)
-    if not text:
-        return default
-    if not _WHOLE.fullmatch(text) or not lo <= int(text) <= hi:
-        raise ApiError(
-            400, f"Query parameter '{name}' must be a whole number from {lo} to {hi}.", param=name, code="invalid_value"
-        )
-    return int(text)
 
 
 def _may_audit(who: Principal, params: dict[str, str], query: dict[str, str]) -> None:

@@ -13,7 +13,7 @@ from typing import Any
 
 from ...schema.errors import ApiError
 from ...schema.principal import ALL_TENANTS, AUDITOR, Principal
-from .audit import query_int
+from .pages import query_int
 from .rbac import CONTENT
 from .route import AdminCall, Needs, Route, Services, listed
 from .tenancy import T

@@ -26,9 +26,10 @@ from ...schema.principal import ALL_TENANTS, ORG_ADMIN, TENANT_ADMIN, Principal
 from ...storage.console_sessions import API_KEY_ISSUER, STATIC_ISSUER
 from ...storage.errors import NotFound, UnreadableRow
 from . import bodies as B
+from .pages import QUERY, SAYS, asked, paged
 from .rbac import WRITE, authorize, may_grant
 from .revocations import find_issuer, reaches
-from .route import PREFIX, AdminCall, Needs, Route, Services, listing
+from .route import PREFIX, AdminCall, Needs, Route, Services
 
 R = PREFIX + "/console-session-ends"
 _ALL = ("false", "0", "no")
@@ -50,10 +51,10 @@ async def list_console_session_ends(s: Services, c: AdminCall) -> Any:
     if ORG_ADMIN not in c.who.roles:
         authorize(c.who, WRITE, tenant or c.who.tenant)  # another tenant's: 403 other_tenant
         tenant = c.who.tenant
-    rows = await s.store.list_console_session_ends(
-        tenant_id=tenant, live_only=c.query.get("live", "").lower() not in _ALL
+    found = await s.store.page_console_session_ends(
+        *asked(c), tenant_id=tenant, live_only=c.query.get("live", "").lower() not in _ALL
     )
-    return listing([_view(s, r) for r in rows], rows.unreadable)
+    return paged(found, [_view(s, r) for r in found])
 
 
 async def end_console_sessions(s: Services, c: AdminCall) -> Any:
@@ -195,8 +196,8 @@ ROUTES = (
         list_console_session_ends,
         "Ended console sessions still in force: logouts (kind session) and cut-offs (subject, all); org-admin: "
         "all, ?tenant= narrows; tenant-admin: its tenant's; ?live=false also lists those past their expiry "
-        "not yet pruned",
-        query=("tenant", "live"),
+        "not yet pruned; oldest first, " + SAYS,
+        query=("tenant", "live", *QUERY),
         needs=_NEEDS,
         noun="console session end",
         check=_may,

@@ -26,8 +26,9 @@ from ...tools.egress import registration_refusal
 from ...tools.servers import McpServerStore, McpServerView
 from ...tools.spec import check_approval, check_description, check_headers, check_name, check_tool_names, check_url
 from . import bodies as B
+from .pages import QUERY, SAYS, asked, paged
 from .rbac import READ, WRITE
-from .route import AdminCall, Needs, Route, Services, deleted, listed
+from .route import AdminCall, Needs, Route, Services, deleted
 from .tenancy import T
 
 M = T + "/{tenant}/mcp-servers"
@@ -46,7 +47,7 @@ async def _reachable(s: Services, url: str) -> None:
 
 
 async def list_mcp_servers(s: Services, c: AdminCall) -> Any:
-    return listed(await _store(s).servers(c.tenant))
+    return paged(await _store(s).page(c.tenant, *asked(c)))
 
 
 async def create_mcp_server(s: Services, c: AdminCall) -> Any:
@@ -108,8 +109,9 @@ ROUTES = (
         M,
         READ,
         list_mcp_servers,
-        "The MCP servers this tenant's requests may reach (header names, never their values)",
+        "The MCP servers this tenant's requests may reach (header names, never their values), by name, " + SAYS,
         response=None,
+        query=QUERY,
     ),
     _route(
         "POST",

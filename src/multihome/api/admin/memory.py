@@ -21,8 +21,9 @@ from ...state.memory.embedder import Caller, SpaceUnavailable
 from ...state.memory.reembed import DEFAULT_BATCH, MAX_BATCH, Unchanged, step
 from ..memory_embeddings import space_refusal
 from . import bodies as B
+from .pages import QUERY, SAYS, asked, paged
 from .rbac import READ, WRITE, authorize
-from .route import AdminCall, Needs, Route, Services, listed
+from .route import AdminCall, Needs, Route, Services
 from .tenancy import T
 
 _MEMORY = Needs(lambda s: s.memory, "Agent memory needs storage and a KMS: set storage.url and kms in the config.")
@@ -37,7 +38,7 @@ class ReembedNamespace(B._Body):
 
 
 async def list_memory_namespaces(s: Services, c: AdminCall) -> Any:
-    return listed(await s.memory.usage(c.tenant))
+    return paged(await s.memory.usage(c.tenant, *asked(c)))
 
 
 async def reembed_memory_namespace(s: Services, c: AdminCall) -> Any:
@@ -71,7 +72,8 @@ ROUTES = (
         READ,
         list_memory_namespaces,
         "The tenant's memory namespaces: agent_id, user_id, default TTL, live records, their plaintext bytes, "
-        "oldest and newest write (never content)",
+        "oldest and newest write (never content); by agent and user, " + SAYS + " (last_id: a namespace's id)",
+        query=QUERY,
         needs=_MEMORY,
     ),
     Route(

@@ -24,8 +24,9 @@ from ...storage.rows import Unreadable
 from ..policy_gate import EGRESS
 from . import bodies as B
 from .keys import check_key_scope, privileged_key
+from .pages import QUERY, SAYS, asked, paged
 from .rbac import READ, WRITE, anyone, authorize
-from .route import PREFIX, STORAGE, AdminCall, Route, Services, deleted, listed, unreadable_row
+from .route import PREFIX, STORAGE, AdminCall, Route, Services, deleted, unreadable_row
 from .tenancy import T
 
 P = T + "/{tenant}/policies"
@@ -33,7 +34,7 @@ _PROBLEM_PATH = re.compile(r"^policy new\.(\S+?)(?::|\s)")
 
 
 async def list_policies(s: Services, c: AdminCall) -> Any:
-    return listed(await s.store.list_policies(c.tenant))
+    return paged(await s.store.page_policies(c.tenant, *asked(c)))
 
 
 async def create_policy(s: Services, c: AdminCall) -> Any:
@@ -149,7 +150,7 @@ def _check_rules(tenant: str, scope: Any, scope_id: str | None, rules: list[Any]
 
 _route = partial(Route, needs=STORAGE)
 ROUTES = (
-    _route("GET", P, READ, list_policies, "List egress/residency policies"),
+    _route("GET", P, READ, list_policies, "List egress/residency policies, oldest first, " + SAYS, query=QUERY),
     _route("POST", P, WRITE, create_policy, "Create a policy", B.CreatePolicy, status=201, event="policy.create"),
     _route("GET", P + "/{id}", READ, get_policy, "Get a policy"),
     _route(

@@ -26,8 +26,9 @@ from ...schema.principal import ORG_ADMIN, TENANT_ADMIN, Principal
 from ...storage.errors import NotFound
 from ...storage.revocations import SetByOrgAdmin
 from . import bodies as B
+from .pages import QUERY, SAYS, asked, paged
 from .rbac import READ, WRITE, authorize
-from .route import PREFIX, AdminCall, Needs, Route, Services, listing
+from .route import PREFIX, AdminCall, Needs, Route, Services
 
 R = PREFIX + "/token-revocations"
 _LIVE = ("true", "1", "yes")
@@ -53,14 +54,15 @@ async def list_token_revocations(s: Services, c: AdminCall) -> Any:
     if issuer is not None:
         cfg = find_issuer(s, issuer)
         issuer = cfg.issuer if cfg is not None else issuer
-    rows = await s.store.list_token_revocations(
+    found = await s.store.page_token_revocations(
         tenant,
+        *asked(c),
         kind=c.query.get("kind") or None,
         issuer=issuer,
         subject=c.query.get("subject") or None,
         live_only=c.query.get("live", "").lower() in _LIVE,
     )
-    return listing([_view(s, r) for r in rows], rows.unreadable)
+    return paged(found, [_view(s, r) for r in found])
 
 
 async def create_token_revocation(s: Services, c: AdminCall) -> Any:
@@ -200,9 +202,9 @@ ROUTES = (
         R,
         READ,
         list_token_revocations,
-        "Token revocations (org-admin: all, ?tenant= narrows; tenant-admin and auditor: their tenant's); "
-        "?kind=, ?issuer=, ?subject=, ?live=true filter",
-        query=("tenant", "kind", "issuer", "subject", "live"),
+        "Token revocations, oldest first (org-admin: all, ?tenant= narrows; tenant-admin and auditor: their "
+        "tenant's); ?kind=, ?issuer=, ?subject=, ?live=true filter; " + SAYS,
+        query=("tenant", "kind", "issuer", "subject", "live", *QUERY),
         check=_may_read,
     ),
     _route(

@@ -15,7 +15,7 @@ from typing import Any
 from ...audit.reader import Filters
 from ...schema.errors import ApiError, echo
 from ...state.runs import get_run, list_runs
-from .audit import query_int
+from .pages import query_int
 from .rbac import READ, WRITE
 from .route import AdminCall, Needs, Route, Services, listed
 from .tenancy import T

@@ -12,8 +12,9 @@ from ...schema.principal import ORG_ADMIN, TENANT_ADMIN, Principal
 from ...storage.budgets import Outranked
 from ...storage.policies import PolicyOutranked
 from . import bodies as B
+from .pages import QUERY, SAYS, asked, paged
 from .rbac import ANY, ORG, READ, WRITE, anyone, authorize
-from .route import PREFIX, STORAGE, AdminCall, Route, Services, deleted, listed, listing
+from .route import PREFIX, STORAGE, AdminCall, Route, Services, deleted, listing
 
 T = f"{PREFIX}/tenants"
 
@@ -56,7 +57,7 @@ async def delete_tenant(s: Services, c: AdminCall) -> Any:
 
 
 async def list_teams(s: Services, c: AdminCall) -> Any:
-    return listed(await s.store.list_teams(c.tenant))
+    return paged(await s.store.page_teams(c.tenant, *asked(c)))
 
 
 async def create_team(s: Services, c: AdminCall) -> Any:
@@ -98,7 +99,7 @@ ROUTES = (
     _route(
         "DELETE", T + "/{tenant}", ORG, delete_tenant, "Delete a tenant and everything in it", event="tenant.delete"
     ),
-    _route("GET", T + "/{tenant}/teams", READ, list_teams, "List teams"),
+    _route("GET", T + "/{tenant}/teams", READ, list_teams, "List teams by name, " + SAYS, query=QUERY),
     _route(
         "POST",
         T + "/{tenant}/teams",

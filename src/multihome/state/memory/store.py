@@ -47,7 +47,7 @@ from ...crypto import Keyring
 from ...crypto.envelope import stored_bytes
 from ...crypto.errors import CryptoError, KmsError
 from ...storage import row_reads
-from ...storage.base import StoreBase, as_utc
+from ...storage.base import StoreBase, as_utc, hold_lock
 from ...storage.errors import UnreadableRow
 from ...storage.ids import new_id
 from ...storage.pg_reads import HeldReads
@@ -55,7 +55,7 @@ from ...storage.rows import DECODE_ERRORS, RowProblem, Unreadable
 from ...storage.rows import fetch as rows_of
 from ...storage.rows import problem as row_problem
 from ...storage.tables import memory_namespaces, memory_records, memory_tombstones
-from ..tenant_quota import TenantQuota
+from ..tenant_quota import TenantQuota, TenantStorageFull
 from .embedder import OFFLINE_PREFIX, Caller, Embedder, Routed, Space, SpaceUnavailable
 from .locks import NamespaceLock, NamespaceLocks
 
@@ -334,6 +334,7 @@ class MemoryStore(StoreBase):
         limits = limits if limits is not None else MemoryConfig()
         # a tenant's records at most (state/tenant_quota.py)
         self.quota = TenantQuota(limits.tenant_limits, self.tenant_totals, limits.per_tenant_refresh_s)
+        self._most_namespaces = limits.tenant_namespaces
         self.keyring = keyring
         self._make_embedder = embedder
         self._routed = routed  # memory.embeddings.model: new namespaces are embedded by a routed deployment
@@ -524,6 +525,7 @@ class MemoryStore(StoreBase):
             return row.id, row.default_ttl_s, _space_of(row.embedding_model, row.embedding_dim)
         if not create:
             raise LookupError("no such namespace")
+        await self._refuse_past_namespaces(conn, tenant)
         ns_id = new_id("mns")
         await conn.execute(
             sa.insert(memory_namespaces).values(
@@ -538,6 +540,21 @@ class MemoryStore(StoreBase):
             )
         )
         return ns_id, None, None
+
+    async def _refuse_past_namespaces(self, conn: AsyncConnection, tenant: str) -> None:
+        """TenantStorageFull when the tenant holds `max_namespaces` already: counted under the tenant's lock
+        (PostgreSQL; SQLite serializes writes), so new namespaces made at once cannot all find room. Only a new
+        namespace pays for the count."""
+        most = self._most_namespaces(tenant)
+        if most is None:
+            return
+        await hold_lock(conn, f"memory_namespaces:{tenant}")
+        ns = memory_namespaces.c
+        held = await conn.scalar(
+            sa.select(sa.func.count()).select_from(memory_namespaces).where(ns.tenant_id == tenant)
+        )
+        if held is not None and held >= most:
+            raise TenantStorageFull(tenant, "namespaces", most, held + 1)
 
     @staticmethod
     async def _take_seqs(conn: AsyncConnection, ns_id: str, count: int, now: datetime) -> int | None:
@@ -593,7 +610,7 @@ class MemoryStore(StoreBase):
             await conn.execute(
                 sa.update(memory_namespaces).where(ns.id == ns_id).values(default_ttl_s=default_ttl_s, updated_at=now)
             )
-        found = [n for n in await self.namespaces(tenant, agent_id=agent_id, user_id=user_id) if n.id == ns_id]
+        found = [n for n in await self.namespaces(tenant, 1, agent_id=agent_id, user_id=user_id) if n.id == ns_id]
         return found[0]
 
     async def delete_namespace(self, tenant: str, agent_id: str, user_id: str) -> int | None:
@@ -772,10 +789,17 @@ class MemoryStore(StoreBase):
                     out.unreadable = tuple(u for _, u in unreadable)
 
     async def namespaces(
-        self, tenant: str, *, agent_id: str | None = None, user_id: str | None = None
-    ) -> row_reads.Listed[Namespace]:
-        """The tenant's namespaces (optionally one agent's or one user's) with their live record counts;
-        `.unreadable` the rows that cannot be read (storage/row_reads.py)."""
+        self,
+        tenant: str,
+        limit: int,
+        after: str | None = None,
+        *,
+        agent_id: str | None = None,
+        user_id: str | None = None,
+    ) -> row_reads.Page[Namespace]:
+        """A page of the tenant's namespaces (optionally one agent's or one user's) by agent and user, after the
+        namespace whose id is `after`, with their live record counts; `.unreadable` the page's rows that cannot
+        be read (storage/row_reads.py). A tenant may hold 100,000 namespaces: they are read a page at a time."""
         ns, r = memory_namespaces.c, memory_records.c
         now = _now()
         live = sa.and_(r.namespace_id == ns.id, sa.or_(r.expires_at.is_(None), r.expires_at > now))
@@ -797,16 +821,18 @@ class MemoryStore(StoreBase):
         if user_id is not None:
             q = q.where(ns.user_id == user_id)
         async with self._read() as conn:
-            return await row_reads.read_all(
-                conn, q.order_by(ns.agent_id, ns.user_id), memory_namespaces, _listed_namespace
-            )
+            order = (ns.agent_id, ns.user_id)
+            return await row_reads.read_page(conn, q, memory_namespaces, _listed_namespace, order, limit, after)
 
-    async def usage(self, tenant: str) -> row_reads.Listed[dict[str, Any]]:
-        """What each of the tenant's namespaces holds, for operators: live records, their bodies' bytes and
-        the oldest and newest write. One grouped read of the clear columns; nothing is opened. Rows SQLite
-        holds with a time or size not of its type are left out (row_reads.misfits) and listed in `unreadable`."""
+    async def usage(self, tenant: str, limit: int, after: str | None = None) -> row_reads.Page[dict[str, Any]]:
+        """What each of a page of the tenant's namespaces holds (by agent and user, after the namespace whose id
+        is `after`), for operators: live records, their bodies' bytes and the oldest and newest write. The
+        page's namespaces are read first, then one grouped read of their clear columns; nothing is opened. Rows
+        SQLite holds with a time or size not of its type are left out (row_reads.misfits) and listed in the
+        first page's `unreadable`."""
         ns, r = memory_namespaces.c, memory_records.c
         now = _now()
+        fitting_ns = row_reads.fitting(self.engine, _NS_MISFITS)
         fitting = row_reads.fitting(self.engine, _RECORD_MISFITS)
         live = sa.and_(r.namespace_id == ns.id, sa.or_(r.expires_at.is_(None), r.expires_at > now))
         q = (
@@ -821,16 +847,21 @@ class MemoryStore(StoreBase):
                 sa.func.max(r.created_at),
             )
             .select_from(memory_namespaces.outerjoin(memory_records, sa.and_(live, *fitting)))
-            .where(ns.tenant_id == tenant, *row_reads.fitting(self.engine, _NS_MISFITS))
             .group_by(ns.id, ns.agent_id, ns.user_id, ns.default_ttl_s, ns.updated_at)
-            .order_by(ns.agent_id, ns.user_id)
+            .order_by(ns.agent_id, ns.user_id, ns.id)
         )
+        mine = sa.select(memory_namespaces).where(ns.tenant_id == tenant, *fitting_ns)
         async with self._read() as conn:
-            rows = (await conn.execute(q)).all()
-            mine = [memory_namespaces.c.tenant_id == tenant]
-            unreadable = await row_reads.misfit_rows(conn, memory_namespaces, _NS_MISFITS, mine)
-            unreadable += await row_reads.misfit_rows(conn, memory_records, _RECORD_MISFITS, [r.tenant_id == tenant])
-        out: row_reads.Listed[dict[str, Any]] = row_reads.Listed(
+            page, more = await row_reads.page_keys(conn, mine, (ns.agent_id, ns.user_id), limit, after, ns.id)
+            rows = (await conn.execute(q.where(ns.id.in_(page)))).all() if page else []
+            unreadable: tuple[Unreadable, ...] = ()
+            if after is None:
+                where = [memory_namespaces.c.tenant_id == tenant]
+                unreadable = await row_reads.misfit_rows(conn, memory_namespaces, _NS_MISFITS, where)
+                unreadable += await row_reads.misfit_rows(
+                    conn, memory_records, _RECORD_MISFITS, [r.tenant_id == tenant]
+                )
+        out: row_reads.Page[dict[str, Any]] = row_reads.Page(
             {
                 "agent_id": row[0],
                 "user_id": row[1],
@@ -843,7 +874,7 @@ class MemoryStore(StoreBase):
             }
             for row in rows
         )
-        out.unreadable = unreadable
+        out.unreadable, out.more, out.last = unreadable, more, (page[-1] if page else None)
         return out
 
     # -- search ---------------------------------------------------------------------------------

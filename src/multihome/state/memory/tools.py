@@ -158,10 +158,17 @@ _write_args = msgspec.json.Decoder(_WriteArgs)
 _encode = msgspec.json.encode
 
 
+# TenantStorageFull.what -> what the tenant would hold too many of, and the setting that says how many
+_LIMITS = {
+    "count": ("records", "max_records"),
+    "bytes": ("bytes of memory records", "max_bytes"),
+    "namespaces": ("memory namespaces", "max_namespaces"),
+}
+
+
 def memory_full(full: TenantStorageFull) -> str:
     """What a write past the tenant's memory limit is told (the API's 429 and the memory tool's failure)."""
-    what = "records" if full.what == "count" else "bytes of memory records"
-    setting = "max_records" if full.what == "count" else "max_bytes"
+    what, setting = _LIMITS[full.what]
     return (
         f"This tenant would hold {full.would:,} {what}; this gateway keeps at most {full.limit:,} per tenant "
         f"(memory.per_tenant.{setting}). Delete records or namespaces to make room, or ask the gateway's "
