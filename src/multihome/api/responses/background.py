@@ -99,6 +99,7 @@ class Background:
             queue,
             {KIND: self.runner.run, SWEEP: self._sweep},
             concurrency=cfg.concurrency,
+            per_tenant=cfg.max_running_per_tenant,
             lease_s=cfg.lease_s,
             poll_s=cfg.poll_s,
             replica_id=env_secret(cfg.replica_id_env, what="responses.background.replica_id_env"),
