@@ -20,6 +20,9 @@ class BackgroundConfig(Strict):
     # Background responses of one tenant running at once, across replicas (None: no share): past it the tenant's
     # others wait queued and other tenants' run, so one tenant's queue of hour-long runs does not hold them back.
     max_running_per_tenant: PositiveCount | None = 4
+    # Background responses' streams one tenant follows at once on one replica (None: no bound): each holds a
+    # connection and reads the store every poll_s; a resume (GET ?stream=true) past it is a 429.
+    max_streams_per_tenant: PositiveCount | None = 100
     event_flush_ms: PositiveCount = 100  # a streamed delta waits at most this long to be persisted and sent
     # The variable holding this replica's stable id (a StatefulSet pod's name, a host name): a replica
     # that restarts under the same id takes its dead incarnation's running jobs back at once, without
