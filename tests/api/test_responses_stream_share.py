@@ -7,12 +7,12 @@ raw ASGI (a follower of a response that never ends stays open); the upstream nev
 
 from __future__ import annotations
 
-import asyncio
 import json
 from collections.abc import AsyncIterator
 
 import pytest
 
+from asgi_client import AsgiClient
 from multihome.simulators import Fault
 from stored_app import STORES, store_url, stored_world
 
@@ -38,61 +38,9 @@ async def world(request, tmp_path) -> AsyncIterator[tuple]:
         yield w
 
 
-class _Client:
-    """One request to the app over ASGI, left open until `leave` (the client disconnects)."""
-
-    def __init__(self, app, key: str, method: str, path: str, body: dict | None = None) -> None:
-        self.started: asyncio.Future[int] = asyncio.get_running_loop().create_future()
-        self.body = bytearray()
-        self._gone = asyncio.Event()
-        self._request = json.dumps(body).encode() if body is not None else b""
-        path, _, query = path.partition("?")
-        scope = {
-            "type": "http",
-            "http_version": "1.1",
-            "method": method,
-            "scheme": "http",
-            "path": path,
-            "raw_path": path.encode(),
-            "query_string": query.encode(),
-            "headers": [(b"host", b"gw"), (b"authorization", f"Bearer {key}".encode())]
-            + ([(b"content-type", b"application/json")] if body is not None else []),
-            "client": ("127.0.0.1", 1),
-            "server": ("gw", 80),
-        }
-        self.task = asyncio.create_task(app(scope, self._receive, self._send))
-
-    async def _receive(self) -> dict:
-        if self._request is not None:
-            request, self._request = self._request, None
-            return {"type": "http.request", "body": request, "more_body": False}
-        await self._gone.wait()
-        return {"type": "http.disconnect"}
-
-    async def _send(self, message: dict) -> None:
-        if message["type"] == "http.response.start" and not self.started.done():
-            self.started.set_result(message["status"])
-        elif message["type"] == "http.response.body":
-            self.body += message.get("body", b"")
-
-    async def status(self) -> int:
-        return await asyncio.wait_for(asyncio.shield(self.started), 30)
-
-    async def events(self, count: int) -> None:
-        for _ in range(600):
-            if self.body.count(b"\n\n") >= count:
-                return
-            await asyncio.sleep(0.05)
-        raise AssertionError(f"fewer than {count} events: {bytes(self.body)[:300]!r}")
-
-    async def leave(self) -> None:
-        self._gone.set()
-        await asyncio.wait_for(self.task, 30)
-
-
 async def _open_response(w, key: str) -> str:
     """A background response with `stream: true` whose run never ends; its creating stream left at once."""
-    create = _Client(
+    create = AsgiClient(
         w.app, key, "POST", "/v1/responses", {"model": "g", "input": "hi", "background": True, "stream": True}
     )
     assert await create.status() == 200
@@ -110,15 +58,15 @@ async def test_a_tenant_past_its_share_of_streams_gets_a_429_and_others_are_not_
     acme_id = await _open_response(w, acme_key)
     other_id = await _open_response(w, other_key)
 
-    def resume(key: str, response_id: str) -> _Client:
-        return _Client(w.app, key, "GET", f"/v1/responses/{response_id}?stream=true&starting_after=0")
+    def resume(key: str, response_id: str) -> AsgiClient:
+        return AsgiClient(w.app, key, "GET", f"/v1/responses/{response_id}?stream=true&starting_after=0")
 
     followers = [resume(acme_key, acme_id) for _ in range(SHARE)]
     try:
         assert [await f.status() for f in followers] == [200] * SHARE
         refused = resume(acme_key, acme_id)
         assert await refused.status() == 429
-        await asyncio.wait_for(refused.task, 30)
+        await refused.ended()
         err = json.loads(bytes(refused.body))["error"]
         assert err["code"] == "too_many_response_streams" and err["type"] == "requests"
         assert "responses.background.max_streams_per_tenant" in err["message"] and err["param"] is None

@@ -43,6 +43,9 @@ class AgentConfig(Strict):
     max_tool_calls: PositiveCount = 50  # MCP calls in one response at most (a request's `max_tool_calls` may lower it)
     max_run_s: Positive = 3600.0  # a run's time budget, from its first step (a background run's too, across restarts)
     max_spend: Positive | None = None  # a run's spend cap, in the deployments' price currency (None: no cap)
+    # Foreground runs (not `background`) one tenant has in progress at once on one replica (None: no bound):
+    # each holds its connection and MCP sessions for up to max_run_s; past it a create is a 429.
+    max_foreground_per_tenant: PositiveCount | None = 32
 
 
 class TenantConversations(Strict):

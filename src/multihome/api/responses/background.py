@@ -42,7 +42,7 @@ from .final_turn import closing
 from .items import Item
 from .runner import BackgroundShell, Runner, shell_of
 from .stream import ResponsesStream, split_events
-from .stream_share import StreamShare
+from .tenant_share import TenantShare
 from .translate import as_published
 
 log = logging.getLogger("multihome.responses.background")
@@ -68,7 +68,15 @@ class Background:
         self.state = state  # the StateStore (a stand-in until storage has started)
         self.config = config
         self.feed = Feed()
-        self.streams = StreamShare(config.background.max_streams_per_tenant)  # followed on this replica, per tenant
+        # Streams followed on this replica, per tenant: each holds a connection and reads the store every poll.
+        # A create's own stream counts, never refused (its response is stored; open creates are capped).
+        self.streams = TenantShare(
+            config.background.max_streams_per_tenant,
+            "background response streams open",
+            "responses.background.max_streams_per_tenant",
+            "too_many_response_streams",
+            "Close some, or poll GET /v1/responses/{id} without stream, and retry.",
+        )
         self.store: BackgroundStore | None = None
         self.worker: JobWorker | None = None
         cfg = config.background
@@ -261,7 +269,7 @@ class Background:
         stopping) or by a store it cannot read (the database restarting), it ends with an `error` event
         saying where to resume (the run goes on: handed back, any replica resumes it), whose
         `sequence_number` is the last event's sent: `starting_after` for the resume. A resume (`resumed`)
-        past the tenant's share of streams on this replica is a 429 before anything is sent (stream_share.py)."""
+        past the tenant's share of streams on this replica is a 429 before anything is sent (tenant_share.py)."""
         at = [after]
 
         def closing(reason: str, code: str) -> bytes:
