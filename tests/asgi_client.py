@@ -18,11 +18,14 @@ import json
 class AsgiClient:
     """One request to the app over ASGI, left open until `leave` (the client disconnects)."""
 
-    def __init__(self, app, key: str, method: str, path: str, body: dict | None = None) -> None:
+    def __init__(
+        self, app, key: str, method: str, path: str, body: dict | None = None, *, body_held: bool = False
+    ) -> None:
         self.started: asyncio.Future[int] = asyncio.get_running_loop().create_future()
         self.body = bytearray()
         self._gone = asyncio.Event()
         self._request = json.dumps(body).encode() if body is not None else b""
+        self._body_held = body_held  # the body never arrives (a client that sends its headers, then stalls)
         path, _, query = path.partition("?")
         scope = {
             "type": "http",
@@ -40,7 +43,7 @@ class AsgiClient:
         self.task = asyncio.create_task(app(scope, self._receive, self._send))
 
     async def _receive(self) -> dict:
-        if self._request is not None:
+        if self._request is not None and not self._body_held:
             request, self._request = self._request, None
             return {"type": "http.request", "body": request, "more_body": False}
         await self._gone.wait()

@@ -48,6 +48,9 @@ class MemoryConfig(Strict):
     # of them one tenant's work may hold at once: its further work waits, the rest are the other tenants'.
     threads: PositiveCount = 4
     threads_per_tenant: PositiveCount = 2
+    # Calls of one tenant on the /v1/memory routes running at once on one replica (None: no bound); 8 times as
+    # many more wait their turn, past that a 429: they hold the store's connections, which every tenant shares.
+    max_concurrent_per_tenant: PositiveCount | None = 8
 
     def tenant_limits(self, tenant: str) -> tuple[int | None, int | None]:
         limits = self.tenants.get(tenant, self.per_tenant)
