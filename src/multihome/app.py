@@ -183,10 +183,7 @@ def build_app(config: Config, config_path: str | None = None) -> Gateway:
             cast(Any, _Lazy(state, "store")) if state is not None else None,
             background,
             agent,
-            TenantGate(
-                config.responses.conversations.max_concurrent_per_tenant,
-                "responses.conversations.max_concurrent_per_tenant",
-            ),
+            TenantGate(config.responses.max_concurrent_per_tenant, "responses.max_concurrent_per_tenant"),
         ),
         **memory_handlers(
             pipeline,

@@ -20,7 +20,7 @@ ADMIN_KEY = "mh-bootstrap-admin-key-for-tenant-gate"
 RUNNING = 1
 HELD = RUNNING * 9  # running, and 8 times as many waiting
 ROUTES = {
-    "conversations": ("/v1/conversations", {"items": []}, "responses.conversations.max_concurrent_per_tenant"),
+    "conversations": ("/v1/conversations", {"items": []}, "responses.max_concurrent_per_tenant"),
     "memory": (
         "/v1/memory/records",
         {"agent_id": "a", "user_id": "u", "records": [{"text": "x"}]},
@@ -37,7 +37,7 @@ def _admin_key(monkeypatch):
 @pytest.fixture(params=STORES)
 async def world(request, tmp_path) -> AsyncIterator:
     fields = {
-        "responses": {"conversations": {"max_concurrent_per_tenant": RUNNING}},
+        "responses": {"max_concurrent_per_tenant": RUNNING},
         "memory": {"max_concurrent_per_tenant": RUNNING},
     }
     async with stored_world(store_url(request, tmp_path), "MH_TEST_TENANT_GATE", ADMIN_KEY, **fields) as (w, _, _):
@@ -72,3 +72,40 @@ async def test_a_tenant_past_its_share_of_calls_gets_a_429_and_others_are_not_he
     again = AsgiClient(w.app, acme_key, "POST", path, body)  # calls that ended gave their turns back
     assert await again.status() == 200
     await again.ended()
+
+
+async def test_a_tenant_past_its_share_of_response_reads_gets_a_429(world, monkeypatch):
+    """Reading a response (polling a background one) holds a store connection too: a tenant's reads whose store
+    read is slow (here: held until the test lets it go) fill its share alone."""
+    import asyncio
+
+    from multihome.state.store import StateStore
+
+    w = world
+    acme, acme_key = await w.tenant("acme")
+    _, other_key = await w.tenant("other")
+    path = "/v1/responses/resp_0123456789abcdef"
+    primed = AsgiClient(w.app, acme_key, "GET", path)
+    assert await primed.status() == 404
+    await primed.ended()
+    release = asyncio.Event()
+    read = StateStore.get_response
+
+    async def slow_for_acme(self, tenant, response_id):
+        if tenant == acme:
+            await release.wait()
+        return await read(self, tenant, response_id)
+
+    monkeypatch.setattr(StateStore, "get_response", slow_for_acme)
+    held = [AsgiClient(w.app, acme_key, "GET", path) for _ in range(HELD)]
+    try:
+        refused = AsgiClient(w.app, acme_key, "GET", path)
+        assert await refused.status() == 429
+        await refused.ended()
+        assert json.loads(bytes(refused.body))["error"]["code"] == "too_many_concurrent_requests"
+        theirs = AsgiClient(w.app, other_key, "GET", path)  # another tenant's read runs: the id is not its
+        assert await theirs.status() == 404
+        await theirs.ended()
+    finally:
+        release.set()
+        assert [await h.status() for h in held] == [404] * HELD  # the held reads ran in turn

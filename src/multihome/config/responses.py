@@ -68,9 +68,6 @@ class ConversationsConfig(Strict):
     per_tenant: TenantConversations = msgspec.field(default_factory=TenantConversations)
     tenants: dict[str, TenantConversations] = msgspec.field(default_factory=dict)  # tenant id -> its own
     per_tenant_refresh_s: Positive = 30.0  # how old a replica's reading of a tenant's totals may be
-    # Calls of one tenant on the /v1/conversations routes running at once on one replica (None: no bound); 8 times
-    # as many more wait their turn, past that a 429: they hold the store's connections, which every tenant shares.
-    max_concurrent_per_tenant: PositiveCount | None = 8
 
     def tenant_limits(self, tenant: str) -> tuple[int | None, int | None]:
         limits = self.tenants.get(tenant, self.per_tenant)
@@ -82,3 +79,7 @@ class ResponsesConfig(Strict):
     agent: AgentConfig = msgspec.field(default_factory=AgentConfig)
     retention: RetentionConfig = msgspec.field(default_factory=RetentionConfig)
     conversations: ConversationsConfig = msgspec.field(default_factory=ConversationsConfig)
+    # Calls of one tenant on the stored-state routes (/v1/conversations; reading, deleting and cancelling a
+    # response, not a create nor a stream) running at once on one replica (None: no bound); 8 times as many
+    # more wait their turn, past that a 429: they hold the store's connections, which every tenant shares.
+    max_concurrent_per_tenant: PositiveCount | None = 8

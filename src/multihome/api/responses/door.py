@@ -80,6 +80,11 @@ def conversation_not_found(conversation_id: str) -> ApiError:
     return ApiError(404, f"Conversation with id '{echo(conversation_id)}' not found.", param="conversation")
 
 
+def streams(raw: dict[str, list[str]]) -> bool:
+    """Whether a retrieve's query asks for the response's stream (`stream=true`)."""
+    return raw.get("stream", ["false"])[-1].lower() == "true"
+
+
 class ResponsesDoor:
     def __init__(
         self,
@@ -413,7 +418,7 @@ class ResponsesDoor:
         raw = query(call)
         check_include(raw)
         found = await self._stored(call, segments(call)[1])
-        if raw.get("stream", ["false"])[-1].lower() == "true":
+        if streams(raw):
             if self.background is None or found.background is None:
                 raise bad_request(
                     "Only a background response created with 'stream': true can be streamed again.", param="stream"
