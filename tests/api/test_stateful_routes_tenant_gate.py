@@ -7,12 +7,14 @@ SQLite and PostgreSQL, over raw ASGI."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator
 
 import pytest
 
 from asgi_client import AsgiClient
+from multihome.state.store import StateStore
 from stored_app import STORES, store_url, stored_world
 
 pytestmark = pytest.mark.anyio
@@ -77,10 +79,6 @@ async def test_a_tenant_past_its_share_of_calls_gets_a_429_and_others_are_not_he
 async def test_a_tenant_past_its_share_of_response_reads_gets_a_429(world, monkeypatch):
     """Reading a response (polling a background one) holds a store connection too: a tenant's reads whose store
     read is slow (here: held until the test lets it go) fill its share alone."""
-    import asyncio
-
-    from multihome.state.store import StateStore
-
     w = world
     acme, acme_key = await w.tenant("acme")
     _, other_key = await w.tenant("other")
