@@ -88,15 +88,16 @@ async def stored_world(
 
 
 @asynccontextmanager
-async def agent_world(url: str, key_dir: Path, admin_env: str, admin_key: str) -> AsyncIterator[tuple]:
+async def agent_world(url: str, key_dir: Path, admin_env: str, admin_key: str, **fields: Any) -> AsyncIterator[tuple]:
     """`stored_world` with a local KMS (its key file in `key_dir`), loopback egress and a real MCP server
-    (tests/mcp_server.py): (the StoredWorld, the simulated upstream, the transport, the MCP server)."""
+    (tests/mcp_server.py): (the StoredWorld, the simulated upstream, the transport, the MCP server);
+    `fields`: more config sections."""
     init_key_file(key_dir / "kms.key")
     server = McpTestServer().start()
     kms = {"local": {"key_file": str(key_dir / "kms.key")}}
     egress = {"allow_networks": ["127.0.0.0/8"]}  # the MCP test server listens on loopback
     try:
-        async with stored_world(url, admin_env, admin_key, kms=kms, egress=egress) as (world, sim, transport):
+        async with stored_world(url, admin_env, admin_key, kms=kms, egress=egress, **fields) as (world, sim, transport):
             yield world, sim, transport, server
     finally:
         server.stop()

@@ -24,6 +24,7 @@ from .api.pipeline import Pipeline
 from .api.policy_gate import PolicyGate
 from .api.responses.agent import AgentSetup
 from .api.responses.handlers import handlers as responses_handlers
+from .api.tenant_gate import TenantGate
 from .config import Config, check_drain_timeout, env_secret
 from .contracts.service import ContractsService
 from .identity.authenticator import Authenticator
@@ -182,9 +183,14 @@ def build_app(config: Config, config_path: str | None = None) -> Gateway:
             cast(Any, _Lazy(state, "store")) if state is not None else None,
             background,
             agent,
+            TenantGate(config.responses.max_concurrent_per_tenant, "responses.max_concurrent_per_tenant"),
         ),
         **memory_handlers(
-            pipeline, cast(Any, _Lazy(memory, "store")) if memory is not None else None, audit_log, known_tenant
+            pipeline,
+            cast(Any, _Lazy(memory, "store")) if memory is not None else None,
+            audit_log,
+            known_tenant,
+            TenantGate(config.memory.max_concurrent_per_tenant, "memory.max_concurrent_per_tenant"),
         ),
     }
     if metrics is not None:

@@ -52,6 +52,26 @@ async def test_a_job_is_claimed_run_and_finished(queue):
     assert await queue.claim("r2", ["response"], lease_s=30) == []
 
 
+async def test_a_tenant_at_its_share_of_running_jobs_leaves_the_queue_to_the_others(queue, clock):
+    """The queue is first-come: a tenant that queued 10 runs ahead of another's had all 8 of a replica's places
+    and the other tenant's run waited for them (an agent run may take an hour). Under a share of 3, a tenant
+    runs 3 at once, on every replica together, and the rest of the places go to the others' jobs."""
+    for i in range(10):
+        await queue.enqueue("response", "ten_a", f"resp_a{i}")
+        clock.advance(1)
+    for i in range(2):
+        await queue.enqueue("response", "ten_b", f"resp_b{i}")
+    first = await queue.claim("r1", ["response"], lease_s=30, limit=8, per_tenant=3)
+    assert sorted(j.ref_id for j in first) == ["resp_a0", "resp_a1", "resp_a2", "resp_b0", "resp_b1"]
+    assert await queue.claim("r2", ["response"], lease_s=30, limit=8, per_tenant=3) == []  # across replicas
+    assert await queue.finish(first[0], "r1", DONE)
+    [next_a] = await queue.claim("r2", ["response"], lease_s=30, limit=8, per_tenant=3)
+    assert next_a.ref_id == "resp_a3"
+    clock.advance(31)  # the leases ran out: those jobs no longer count as running, and are taken over as before
+    again = await queue.claim("r3", ["response"], lease_s=30, limit=8, per_tenant=3)
+    assert sorted(j.ref_id for j in again) == ["resp_a1", "resp_a2", "resp_a3", "resp_b0", "resp_b1"]
+
+
 async def test_only_the_named_kinds_and_due_jobs_are_claimed(queue, clock):
     await queue.enqueue("run", "ten_a", "run_1")
     await queue.enqueue("response", "ten_a", "resp_later", delay_s=10)

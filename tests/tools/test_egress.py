@@ -174,7 +174,8 @@ async def test_registrations_against_a_hung_resolver_leave_the_default_executor_
 async def test_mcp_calls_against_a_hung_resolver_leave_the_default_executor_free(monkeypatch):
     """The dial's lookups ran on the loop's default executor too (anyio's getaddrinfo): a tenant's tool calls to
     a server whose name hangs filled it, stalling the usage spool's fsync and the KMS for every tenant. The
-    dial has threads of its own; past 64 lookups still running, a dial fails at once as not resolved."""
+    dial has threads of its own; past 64 lookups still running, a dial fails at once as not resolved (a tenant's
+    share of them is below, in test_a_tenant_whose_names_hang_fills_only_its_own_share_of_lookups)."""
     import asyncio
     import socket
     import threading
@@ -191,7 +192,7 @@ async def test_mcp_calls_against_a_hung_resolver_leave_the_default_executor_free
         raise socket.gaierror(socket.EAI_AGAIN, "timed out")
 
     monkeypatch.setattr(socket, "getaddrinfo", hung)
-    monkeypatch.setattr(egress, "_DIAL", egress._Resolver(threads=2, pending=4, name="test-dns"))
+    monkeypatch.setattr(egress, "_DIAL", egress._Resolver(pending=4, per_tenant=8, name="test-dns"))
     dials = [asyncio.ensure_future(GuardedBackend(EgressPolicy()).connect_tcp(f"mcp{i}.example", 80)) for i in range(4)]
     try:
         await asyncio.sleep(0.2)
@@ -205,6 +206,76 @@ async def test_mcp_calls_against_a_hung_resolver_leave_the_default_executor_free
         for dial in dials:
             with pytest.raises(httpcore2.ConnectError):
                 await asyncio.wait_for(dial, 60)
+
+
+def _hanging_for(monkeypatch, hung_host: str):
+    """The system resolver as a hostile tenant's nameserver makes it: `hung_host` holds its thread until
+    the returned event is set; every other name is 127.0.0.1 (the test MCP server)."""
+    import socket
+    import threading
+
+    release = threading.Event()
+
+    def getaddrinfo(host, port, *args, **kwargs):
+        if host in (hung_host, hung_host.encode()):
+            release.wait(120)
+            raise socket.gaierror(socket.EAI_AGAIN, "timed out")
+        return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", ("127.0.0.1", port))]
+
+    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+    return release
+
+
+async def test_a_tenant_whose_names_hang_fills_only_its_own_share_of_lookups(monkeypatch):
+    """A tenant whose registered server's name never resolves (its nameserver hangs) dialled it 64 times: the
+    dial's pending lookups were full, and every other tenant's MCP calls failed at once as "too many host
+    lookups still running". A tenant has a share of them (8): past it, that tenant's dials fail alone, naming
+    its share, and another tenant's call resolves its server's name and is served."""
+    import asyncio
+
+    import httpcore2
+
+    from multihome.tools.dial import GuardedBackend
+
+    release = _hanging_for(monkeypatch, "hang.example")
+    hostile = GuardedBackend(EgressPolicy(), tenant="hostile")
+    dials = [asyncio.ensure_future(hostile.connect_tcp("hang.example", 80)) for _ in range(80)]
+    try:
+        done, _ = await asyncio.wait(dials, timeout=60, return_when=asyncio.FIRST_EXCEPTION)
+        refused = [d for d in done if d.exception() is not None]
+        assert refused, "the hostile tenant's dials past its share did not fail at once"
+        assert "too many of this tenant's host lookups" in str(refused[0].exception())
+        with pytest.raises(httpcore2.ConnectError, match="this tenant's host lookups"):
+            await asyncio.wait_for(hostile.connect_tcp("hang.example", 80), 30)
+        with McpTestServer() as server:
+            url = server.url.replace("127.0.0.1", "localhost")  # a name: resolved, on the shared threads
+            limits = McpLimits(egress=EgressPolicy(["127.0.0.0/8"]))
+            async with connect(McpEndpoint("crm", url, tenant="other"), limits) as session:
+                assert await session.list_tools()
+    finally:
+        release.set()
+        failed = await asyncio.wait_for(asyncio.gather(*dials, return_exceptions=True), 60)
+        assert all(isinstance(f, httpcore2.ConnectError) for f in failed)
+
+
+async def test_a_tenant_whose_names_hang_leaves_the_others_registrations_judged(monkeypatch):
+    """Registrations' lookups are shared the same way: a tenant admin registering names that hang took all 8
+    of them, and another tenant's registration of a refused address went unjudged (accepted). Past its share
+    of 2, only that tenant's registrations go unjudged."""
+    import asyncio
+
+    release = _hanging_for(monkeypatch, "hang.example")
+    hostile = [
+        asyncio.ensure_future(registration_refusal(EgressPolicy(), "http://hang.example/", "hostile", timeout_s=60))
+        for _ in range(10)
+    ]
+    try:
+        await asyncio.sleep(0.2)
+        said = await registration_refusal(EgressPolicy(), "http://internal.example/", "other", timeout_s=30)
+        assert said is not None and said.startswith("internal.example (127.0.0.1)")
+    finally:
+        release.set()
+        assert await asyncio.wait_for(asyncio.gather(*hostile), 60) == [None] * 10
 
 
 async def test_a_host_idna_cannot_encode_is_a_name_that_does_not_resolve():

@@ -55,6 +55,7 @@ async def test_a_registered_server_by_url_or_by_name(resolver):
     for resolved in (by_url, by_name):
         assert resolved.server.name == "crm" and resolved.server.tenant_id == "t1"
         assert dict(resolved.endpoint.headers) == {"Authorization": "Bearer registered"}
+        assert resolved.endpoint.tenant == "t1"  # its dial's host lookups count against t1's share (egress.py)
     assert by_url.label == "c"
 
 
@@ -129,6 +130,7 @@ async def test_allowed_tools_intersect_and_approvals_only_add(resolver):
 async def test_request_headers_add_but_never_replace(resolver):
     added = await resolver.resolve("t1", {"type": "mcp", "server_label": "crm", "headers": {"X-Request-Id": "r1"}})
     assert dict(added.endpoint.headers) == {"Authorization": "Bearer registered", "X-Request-Id": "r1"}
+    assert added.endpoint.tenant == "t1"
     for tool in (
         {"type": "mcp", "server_label": "crm", "headers": {"authorization": "Bearer mine"}},
         {"type": "mcp", "server_label": "crm", "authorization": "mine"},

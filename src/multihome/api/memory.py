@@ -35,6 +35,7 @@ from .asgi import Receive, Send, read_body
 from .memory_embeddings import caller_of, space_refusal
 from .pipeline import Call, Pipeline
 from .responses.common import answer, list_query, page, query, segments, stored
+from .tenant_gate import TenantGate
 
 T = TypeVar("T")
 
@@ -340,18 +341,24 @@ class MemoryDoor:
 
 
 def handlers(
-    pipeline: Pipeline, memory: MemoryStore | None, audit: Any = None, known: Known = _any_tenant
+    pipeline: Pipeline,
+    memory: MemoryStore | None,
+    audit: Any = None,
+    known: Known = _any_tenant,
+    gate: TenantGate | None = None,
 ) -> dict[str, Any]:
-    """The handler names of the memory routes (api/routes.py), bound to one door."""
+    """The handler names of the memory routes (api/routes.py), bound to one door; `gate`: a tenant's share of
+    their calls running at once (tenant_gate.py)."""
     door = MemoryDoor(pipeline, memory, audit, known)
+    guard = (gate or TenantGate(None, "")).guard
     return {
-        "memory_records_create": door.create,
-        "memory_records_list": door.list,
-        "memory_record_retrieve": door.retrieve,
-        "memory_record_delete": door.delete,
-        "memory_search": door.search,
-        "memory_namespaces_list": door.namespaces,
-        "memory_namespace_update": door.update_namespace,
-        "memory_namespace_delete": door.delete_namespace,
-        "memory_user_forget": door.forget_user,
+        "memory_records_create": guard(door.create),
+        "memory_records_list": guard(door.list),
+        "memory_record_retrieve": guard(door.retrieve),
+        "memory_record_delete": guard(door.delete),
+        "memory_search": guard(door.search),
+        "memory_namespaces_list": guard(door.namespaces),
+        "memory_namespace_update": guard(door.update_namespace),
+        "memory_namespace_delete": guard(door.delete_namespace),
+        "memory_user_forget": guard(door.forget_user),
     }

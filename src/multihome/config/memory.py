@@ -47,6 +47,13 @@ class MemoryConfig(Strict):
     per_tenant: TenantMemory = msgspec.field(default_factory=TenantMemory)  # docs/memory.md "A tenant's memory"
     tenants: dict[str, TenantMemory] = msgspec.field(default_factory=dict)  # tenant id -> its own
     per_tenant_refresh_s: Positive = 30.0  # how old a replica's reading of a tenant's totals may be
+    # Threads for searches, index loads and long embeddings (docs/memory.md "A tenant's memory"), and how many
+    # of them one tenant's work may hold at once: its further work waits, the rest are the other tenants'.
+    threads: PositiveCount = 4
+    threads_per_tenant: PositiveCount = 2
+    # Calls of one tenant on the /v1/memory routes running at once on one replica (None: no bound); 8 times as
+    # many more wait their turn, past that a 429: they hold the store's connections, which every tenant shares.
+    max_concurrent_per_tenant: PositiveCount | None = 8
 
     def tenant_limits(self, tenant: str) -> tuple[int | None, int | None]:
         limits = self.tenants.get(tenant, self.per_tenant)

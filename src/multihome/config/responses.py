@@ -17,6 +17,12 @@ class BackgroundConfig(Strict):
     # Background responses of one tenant queued or running at once, across replicas (None: no cap). The job
     # queue is shared and first-come: without it one tenant's thousands of queued runs delay every other's.
     max_open_per_tenant: PositiveCount | None = 100
+    # Background responses of one tenant running at once, across replicas (None: no share): past it the tenant's
+    # others wait queued and other tenants' run, so one tenant's queue of hour-long runs does not hold them back.
+    max_running_per_tenant: PositiveCount | None = 4
+    # Background responses' streams one tenant follows at once on one replica (None: no bound): each holds a
+    # connection and reads the store every poll_s; a resume (GET ?stream=true) past it is a 429.
+    max_streams_per_tenant: PositiveCount | None = 100
     event_flush_ms: PositiveCount = 100  # a streamed delta waits at most this long to be persisted and sent
     # The variable holding this replica's stable id (a StatefulSet pod's name, a host name): a replica
     # that restarts under the same id takes its dead incarnation's running jobs back at once, without
@@ -37,6 +43,9 @@ class AgentConfig(Strict):
     max_tool_calls: PositiveCount = 50  # MCP calls in one response at most (a request's `max_tool_calls` may lower it)
     max_run_s: Positive = 3600.0  # a run's time budget, from its first step (a background run's too, across restarts)
     max_spend: Positive | None = None  # a run's spend cap, in the deployments' price currency (None: no cap)
+    # Foreground runs (not `background`) one tenant has in progress at once on one replica (None: no bound):
+    # each holds its connection and MCP sessions for up to max_run_s; past it a create is a 429.
+    max_foreground_per_tenant: PositiveCount | None = 32
 
 
 class TenantConversations(Strict):
@@ -70,3 +79,7 @@ class ResponsesConfig(Strict):
     agent: AgentConfig = msgspec.field(default_factory=AgentConfig)
     retention: RetentionConfig = msgspec.field(default_factory=RetentionConfig)
     conversations: ConversationsConfig = msgspec.field(default_factory=ConversationsConfig)
+    # Calls of one tenant on the stored-state routes (/v1/conversations; reading, deleting and cancelling a
+    # response, not a create nor a stream) running at once on one replica (None: no bound); 8 times as many
+    # more wait their turn, past that a 429: they hold the store's connections, which every tenant shares.
+    max_concurrent_per_tenant: PositiveCount | None = 8

@@ -115,7 +115,7 @@ class JobQueue:
         # PostgreSQL: the peek alone on a held connection, one round trip instead of the engine's six
         # (storage/pg_reads.py).
         self._pg_reads = HeldReads(engine, size=1) if not is_sqlite(engine) else None
-        self._peeks: dict[tuple[tuple[str, ...], str, str | None], sa.Select[tuple[str]]] = {}
+        self._peeks: dict[tuple[tuple[str, ...], str, str | None, int | None], sa.Select[tuple[str]]] = {}
         self._unreadable_at: datetime | None = datetime.min.replace(tzinfo=UTC) if is_sqlite(engine) else None
 
     async def close(self) -> None:
@@ -197,6 +197,7 @@ class JobQueue:
         reclaim: str | None = None,
         gave_up: list[Job] | None = None,
         running: Collection[str] = (),
+        per_tenant: int | None = None,
     ) -> list[Job]:
         """Take up to `limit` jobs that are due, or whose holder's lease ran out. `reclaim`: an owner
         prefix naming this replica's earlier incarnations (`<replica id>#`): their running jobs are
@@ -206,7 +207,9 @@ class JobQueue:
         `running`: the ids of the jobs the claiming worker is running now. One of them whose lease ran out
         (its renewal late: a busy loop, a slow commit) is not an orphan to it: taken again, it ran twice in
         one process (a second upstream call, the first run cancelled at its next renewal), or, its
-        attempts used up, was failed under its own run. Its renewal extends the lease as it comes."""
+        attempts used up, was failed under its own run. Its renewal extends the lease as it comes.
+        `per_tenant`: a tenant with this many of these kinds' jobs running (leases not run out, on any replica)
+        has none claimed; the others' are, in their order, so one tenant's queue cannot hold the rest behind it."""
         kinds = list(kinds)
         now = self.clock()
         if self._unreadable_at is not None and now >= self._unreadable_at:
@@ -214,7 +217,7 @@ class JobQueue:
             await self.fail_unreadable(lease_s)
         # An idle replica polls: a read first, so finding nothing takes no write lock (SQLite's is the
         # whole database's, wanted by every usage batch and stored response).
-        peek = self._peek_statement(tuple(kinds), owner, reclaim)
+        peek = self._peek_statement(tuple(kinds), owner, reclaim, per_tenant)
         if self._pg_reads is not None:
             if not await self._pg_reads.fetch(peek, {"now": now}):
                 return []
@@ -234,26 +237,36 @@ class JobQueue:
                     .returning(*_COLUMNS)
                 )
                 failed = [_job(r) for r in exhausted]
-                pick = (
-                    sa.select(t.c.id)
-                    .where(t.c.kind.in_(kinds), due | orphaned)
-                    .order_by(t.c.available_at, t.c.id)
-                    .limit(limit)
-                    .with_for_update(skip_locked=True)
-                )
-                rows = await conn.execute(
-                    sa.update(t)
-                    .where(t.c.id.in_(pick.scalar_subquery()))
-                    .values(
-                        status=RUNNING,
-                        lease_owner=owner,
-                        lease_until=now + timedelta(seconds=lease_s),
-                        attempt=t.c.attempt + 1,
-                        updated_at=now,
+                claimable = due | orphaned
+                if per_tenant is not None:
+                    claimable = claimable & _below_share(t.c.kind.in_(kinds), now, per_tenant)
+                # Under a share, one at a time: each claim counts towards its tenant's running jobs for the next.
+                batch = limit if per_tenant is None else 1
+                claimed: list[Job] = []
+                while len(claimed) < limit:
+                    pick = (
+                        sa.select(t.c.id)
+                        .where(t.c.kind.in_(kinds), claimable)
+                        .order_by(t.c.available_at, t.c.id)
+                        .limit(batch)
+                        .with_for_update(skip_locked=True)
                     )
-                    .returning(*_COLUMNS)
-                )
-                claimed = [_job(r) for r in rows]
+                    rows = await conn.execute(
+                        sa.update(t)
+                        .where(t.c.id.in_(pick.scalar_subquery()))
+                        .values(
+                            status=RUNNING,
+                            lease_owner=owner,
+                            lease_until=now + timedelta(seconds=lease_s),
+                            attempt=t.c.attempt + 1,
+                            updated_at=now,
+                        )
+                        .returning(*_COLUMNS)
+                    )
+                    taken = [_job(r) for r in rows]
+                    claimed += taken
+                    if len(taken) < batch:
+                        break
         finally:
             await conn.close()
         if gave_up is not None:
@@ -283,19 +296,26 @@ class JobQueue:
                 failed += ids
         return failed
 
-    def _peek_statement(self, kinds: tuple[str, ...], owner: str, reclaim: str | None) -> sa.Select[tuple[str]]:
+    def _peek_statement(
+        self, kinds: tuple[str, ...], owner: str, reclaim: str | None, per_tenant: int | None
+    ) -> sa.Select[tuple[str]]:
         """The poll's statement, built once per worker: SQLAlchemy keys a statement for its compiled
         cache at every execution unless it is the same object (the key is kept on it), and keying a
         new one cost more than the poll's query (10-13 % of an idle gateway's instructions). On PostgreSQL the
         kinds are bound one by one, not as an expanding IN list, which a held read cannot take."""
-        key = (kinds, owner, reclaim)
+        key = (kinds, owner, reclaim, per_tenant)
         stmt = self._peeks.get(key)
         if stmt is None:
             if len(self._peeks) > 64:  # bounded: one worker polls with one owner and one list of kinds
                 self._peeks.clear()
-            orphaned, due = _claimable(sa.bindparam("now", type_=t.c.available_at.type), owner, reclaim)
+            now = sa.bindparam("now", type_=t.c.available_at.type)
+            orphaned, due = _claimable(now, owner, reclaim)
             listed = t.c.kind.in_(kinds if self._pg_reads is None else [sa.literal(k, t.c.kind.type) for k in kinds])
-            stmt = self._peeks[key] = sa.select(t.c.id).where(listed, due | orphaned).limit(1)
+            # A tenant at its share is left out here too: its queued jobs alone do not take the write lock.
+            claimable = due | orphaned
+            if per_tenant is not None:
+                claimable = claimable & _below_share(listed, now, per_tenant)
+            stmt = self._peeks[key] = sa.select(t.c.id).where(listed, claimable).limit(1)
         return stmt
 
     async def renew(self, job: Job, owner: str, *, lease_s: float) -> Renewal:
@@ -380,6 +400,17 @@ def _claimable(now: Any, owner: str, reclaim: str | None) -> tuple[sa.ColumnElem
         mine = t.c.lease_owner.startswith(reclaim, autoescape=True) & (t.c.lease_owner != owner)
         orphaned = orphaned | ((t.c.status == RUNNING) & mine)
     return orphaned, (t.c.status == QUEUED) & (t.c.available_at <= now)
+
+
+def _below_share(listed: sa.ColumnElement[bool], now: Any, per_tenant: int) -> sa.ColumnElement[bool]:
+    """A job whose tenant has fewer than `per_tenant` of the `listed` kinds' jobs running (a lease not run out)."""
+    busy = (
+        sa.select(t.c.tenant_id)
+        .where(listed, t.c.status == RUNNING, t.c.lease_until >= now)
+        .group_by(t.c.tenant_id)
+        .having(sa.func.count() >= per_tenant)
+    )
+    return t.c.tenant_id.not_in(busy)
 
 
 def _clip(error: str | None) -> str | None:

@@ -58,6 +58,7 @@ class JobWorker:
         owner: str | None = None,
         replica_id: str | None = None,
         concurrency: int = 4,
+        per_tenant: int | None = None,
         lease_s: float = 30.0,
         poll_s: float = 0.5,
         max_backoff_s: float = 60.0,
@@ -71,6 +72,7 @@ class JobWorker:
         # Jobs a dead incarnation of this replica held are taken back at once (not after their lease).
         self.reclaim = f"{replica_id}#" if replica_id else None
         self.concurrency = concurrency
+        self.per_tenant = per_tenant  # one tenant's jobs running at once, on every replica together (None: no share)
         self.lease_s = lease_s
         self.poll_s = poll_s
         self.max_backoff_s = max_backoff_s
@@ -118,6 +120,7 @@ class JobWorker:
                         reclaim=self.reclaim,
                         gave_up=gave_up,
                         running=set(self._running),  # its own, however late their renewal: not orphans here
+                        per_tenant=self.per_tenant,
                     )
                 except Exception as exc:
                     why = outage(exc)

@@ -20,12 +20,13 @@ class GuardedBackend(httpcore2.AnyIOBackend):
     """httpcore's asyncio network backend (what httpx picks under asyncio), dialling only addresses the
     policy allows."""
 
-    def __init__(self, policy: EgressPolicy) -> None:
+    def __init__(self, policy: EgressPolicy, tenant: str = "") -> None:
         self.policy = policy
+        self.tenant = tenant  # whose share of the lookups a dial's resolution counts against
         self.denied: str | None = None  # why the last connection was refused, for the caller's error
 
     async def connect_tcp(self, host: str, port: int, *args: object, **kwargs: object) -> httpcore2.AsyncNetworkStream:
-        addresses = await _resolve(host, port)
+        addresses = await _resolve(host, port, self.tenant)
         allowed = [a for a in addresses if self.policy.allows(a)]
         if not allowed:
             self.denied = refusal(host, addresses)
@@ -40,20 +41,20 @@ class GuardedBackend(httpcore2.AnyIOBackend):
         raise failure
 
 
-def guarded_transport(policy: EgressPolicy) -> tuple[httpx2.AsyncHTTPTransport, GuardedBackend]:
+def guarded_transport(policy: EgressPolicy, tenant: str = "") -> tuple[httpx2.AsyncHTTPTransport, GuardedBackend]:
     """An httpx transport whose connections go through the guard. httpx has no public way to give
     its pool a network backend, so the pool is replaced by one built with the same defaults. The TLS
     context is the policy's one (`EgressPolicy.tls`): loading the CA bundle costs ~50 ms of CPU, which
     every MCP session paid twice before."""
     tls = policy.tls()
     transport = httpx2.AsyncHTTPTransport(verify=tls)
-    backend = GuardedBackend(policy)
+    backend = GuardedBackend(policy, tenant)
     transport._pool = httpcore2.AsyncConnectionPool(ssl_context=tls, network_backend=backend)
     return transport, backend
 
 
-async def _resolve(host: str, port: int) -> list[Address]:
+async def _resolve(host: str, port: int, tenant: str) -> list[Address]:
     try:
-        return await resolve(host, port)
+        return await resolve(host, port, tenant)
     except OSError as exc:
         raise httpcore2.ConnectError(f"cannot resolve {host}: {exc}") from None

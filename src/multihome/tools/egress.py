@@ -109,15 +109,13 @@ def _embedded(addr: IPv6Address) -> IPv4Address | None:
     return None
 
 
-async def resolve(host: str, port: int) -> list[Address]:
+async def resolve(host: str, port: int, tenant: str = "") -> list[Address]:
     """Every address `host` stands for: an IP literal as itself, anything else as the system resolver reads
     it (a name, or an address spelt as inet_aton reads one: 2130706433, 0x7f.1, 127.1), IDNA-encoded as
-    httpcore's own dial would. The dial's resolution, on the dial's own threads (`_DIAL`). OSError
-    (socket.gaierror) when the host cannot be resolved, or when too many lookups are still running."""
-    found = await _DIAL.lookup(host, port)
-    if found is None:
-        raise socket.gaierror(socket.EAI_AGAIN, "too many host lookups still running; try again shortly")
-    return found
+    httpcore's own dial would. The dial's resolution, on the dial's own threads (`_DIAL`), counted against
+    `tenant`'s share of them. OSError (socket.gaierror) when the host cannot be resolved, or when too many
+    lookups (of the tenant's, or of all) are still running."""
+    return await _DIAL.lookup(host, port, tenant)
 
 
 def _addresses(infos: Iterable[tuple[Any, ...]]) -> list[Address]:
@@ -153,37 +151,65 @@ class _Resolver:
     """Lookups on threads of their own, not the loop's default executor (where the usage spool's fsync, the
     KMS and the call log run): the system resolver holds its thread until it gives up (seconds, for a name
     whose nameserver does not answer), which a bound on the wait does not shorten, so lookups of such names
-    filled that executor and stalled every tenant's calls. At most `pending` run or wait at once, a hung one
-    counted until its thread returns; past them `lookup` answers None at once."""
+    filled that executor and stalled every tenant's calls.
 
-    def __init__(self, threads: int, pending: int, name: str) -> None:
-        self.threads, self.name = threads, name
-        self.slots = threading.BoundedSemaphore(pending)
+    At most `pending` run at once, each on a thread of its own (none waits behind a hung one), a hung one
+    counted until its thread returns; of them, at most `per_tenant` are one tenant's, so a tenant whose names
+    hang fills its own share, not the others': past either bound `lookup` fails at once, saying which."""
+
+    def __init__(self, pending: int, per_tenant: int, name: str) -> None:
+        self.pending, self.per_tenant, self.name = pending, per_tenant, name
+        self._lock = threading.Lock()  # the counts are given back on the resolver's threads
+        self._running = 0
+        self._by_tenant: dict[str, int] = {}
         self.pool: ThreadPoolExecutor | None = None  # made at the first lookup of a name
 
-    async def lookup(self, host: str, port: int) -> list[Address] | None:
+    async def lookup(self, host: str, port: int, tenant: str = "") -> list[Address]:
         try:
             return [ip_address(host)]
         except ValueError:
             pass
-        if not self.slots.acquire(blocking=False):
-            return None
+        self._take(tenant)
         try:
             if self.pool is None:
-                self.pool = ThreadPoolExecutor(self.threads, thread_name_prefix=self.name)
+                self.pool = ThreadPoolExecutor(self.pending, thread_name_prefix=self.name)
             job = self.pool.submit(_getaddrinfo, host, port)
         except BaseException:
-            self.slots.release()
+            self._give(tenant)
             raise
-        # Released when the thread returns, or at once when the wait ends before the job started (cancelled).
-        job.add_done_callback(lambda _: self.slots.release())
+        # Given back when the thread returns, or at once when the wait ends before the job started (cancelled).
+        job.add_done_callback(lambda _: self._give(tenant))
         return await asyncio.wrap_future(job)
+
+    def _take(self, tenant: str) -> None:
+        with self._lock:
+            mine = self._by_tenant.get(tenant, 0)
+            if mine >= self.per_tenant:
+                raise socket.gaierror(
+                    socket.EAI_AGAIN,
+                    f"too many of this tenant's host lookups still running ({self.per_tenant}, its share); "
+                    "try again shortly",
+                )
+            if self._running >= self.pending:
+                raise socket.gaierror(socket.EAI_AGAIN, "too many host lookups still running; try again shortly")
+            self._by_tenant[tenant] = mine + 1
+            self._running += 1
+
+    def _give(self, tenant: str) -> None:
+        with self._lock:
+            self._running -= 1
+            left = self._by_tenant[tenant] - 1
+            if left:
+                self._by_tenant[tenant] = left
+            else:
+                del self._by_tenant[tenant]
 
 
 # Separate for the dial and for registrations: a tenant admin registering names that hang cannot hold up
-# the lookups of MCP calls; past its own 8, a registration is not judged, as under any slow resolver.
-_DIAL = _Resolver(threads=8, pending=64, name="mcp-dns")
-_REGISTRATION = _Resolver(threads=2, pending=8, name="mcp-registration-dns")
+# the lookups of MCP calls; past its share, a registration is not judged, as under any slow resolver. A
+# tenant's share is an eighth of the whole: the others' lookups find threads free unless eight tenants' all hang.
+_DIAL = _Resolver(pending=64, per_tenant=8, name="mcp-dns")
+_REGISTRATION = _Resolver(pending=8, per_tenant=2, name="mcp-registration-dns")
 
 
 def _getaddrinfo(host: str, port: int) -> list[Address]:
@@ -200,18 +226,20 @@ def _getaddrinfo(host: str, port: int) -> list[Address]:
     return _addresses(socket.getaddrinfo(encoded, port, type=socket.SOCK_STREAM))
 
 
-async def registration_refusal(policy: EgressPolicy, url: str, timeout_s: float = REGISTRATION_RESOLVE_S) -> str | None:
+async def registration_refusal(
+    policy: EgressPolicy, url: str, tenant: str = "", timeout_s: float = REGISTRATION_RESOLVE_S
+) -> str | None:
     """Why an MCP server at `url` (a checked one, tools/spec.py `check_url`) could not be called under
     `policy` today: its host resolves, now, and to no allowed address. None when an address is allowed, and
-    when the host cannot be resolved within `timeout_s` (no DNS here, NXDOMAIN, a slow resolver): DNS may
-    answer otherwise by the first call, whose dial is checked anyway."""
+    when the host cannot be resolved within `timeout_s` (no DNS here, NXDOMAIN, a slow resolver, `tenant`'s
+    share of the lookups taken): DNS may answer otherwise by the first call, whose dial is checked anyway."""
     parts = urlsplit(url)
     host = parts.hostname or ""
     port = parts.port or (443 if parts.scheme == "https" else 80)
     try:
-        addresses = await asyncio.wait_for(_REGISTRATION.lookup(host, port), timeout_s)
+        addresses = await asyncio.wait_for(_REGISTRATION.lookup(host, port, tenant), timeout_s)
     except (OSError, TimeoutError):
         return None
-    if not addresses or any(policy.allows(a) for a in addresses):  # (None: too many lookups running)
+    if not addresses or any(policy.allows(a) for a in addresses):
         return None
     return refusal(host, addresses)

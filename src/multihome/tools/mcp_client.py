@@ -220,8 +220,8 @@ class _Watch(httpx2.AsyncBaseTransport):
     """The HTTP transport under the SDK: bounds each answer's body as it is read and remembers
     what went wrong at the HTTP level (an error status, a redirect), so a failure can say it."""
 
-    def __init__(self, max_bytes: int, egress: EgressPolicy, max_resumptions: int = 100) -> None:
-        self._inner, self.guard = guarded_transport(egress)
+    def __init__(self, max_bytes: int, egress: EgressPolicy, max_resumptions: int = 100, tenant: str = "") -> None:
+        self._inner, self.guard = guarded_transport(egress, tenant)
         self.max_bytes = max_bytes
         self.resumptions_left = max_resumptions
         self.status: int | None = None
@@ -385,7 +385,7 @@ class McpSession:
 async def connect(endpoint: McpEndpoint, limits: McpLimits | None = None) -> AsyncIterator[McpSession]:
     """An initialized session with the server; closed (its MCP session ended) when the block ends."""
     limits = limits or McpLimits()
-    watch = _Watch(limits.max_result_bytes, limits.egress, limits.max_resumptions)
+    watch = _Watch(limits.max_result_bytes, limits.egress, limits.max_resumptions, endpoint.tenant)
     secrets = Secrets(endpoint.headers)
     Secrets.open.add(secrets)  # until the session is gone (a weak reference: nothing to undo)
     timeout = httpx2.Timeout(limits.connect_timeout_s, read=max(limits.call_timeout_s, limits.list_timeout_s) + 5)

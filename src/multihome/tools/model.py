@@ -23,6 +23,7 @@ class McpEndpoint:
     name: str  # the registered server's name (errors name it)
     url: str
     headers: Mapping[str, str] = field(default_factory=dict, repr=False)
+    tenant: str = ""  # whose registration: its host lookups count against that tenant's share (egress.py)
 
 
 class McpTool(msgspec.Struct, frozen=True):

@@ -19,7 +19,7 @@ What the request may add, and what it may not change:
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import msgspec
@@ -102,7 +102,7 @@ class McpResolver:
             endpoint = await loaded.endpoint()  # the row `_server` read, not read again
         except UnreadableRow as exc:
             raise _unreadable(exc, param) from None
-        endpoint = McpEndpoint(endpoint.name, endpoint.url, {**endpoint.headers, **added})
+        endpoint = replace(endpoint, headers={**endpoint.headers, **added})
         names, read_only = _allowed(server.allowed_tools, spec.allowed_tools)
         approvals: tuple[Approval, ...] = (server.require_approval,)
         if spec.require_approval is not None:

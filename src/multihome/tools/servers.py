@@ -224,7 +224,7 @@ class McpServerStore:
                 raise row_reads.unreadable(KIND, bad) from None
             if not isinstance(headers, dict) or not all(isinstance(v, str) for v in headers.values()):
                 raise row_reads.unreadable(KIND, Unreadable(TABLE, name, tenant, "its headers are not a map"))
-        return McpEndpoint(name=name, url=row["url"], headers=headers)
+        return McpEndpoint(name=name, url=row["url"], headers=headers, tenant=tenant)
 
     async def unchanged(self, tenant: str, view: McpServerView, *, outage_raises: bool = False) -> bool:
         """Whether the registration `view` was read from is still there as it was: not deleted, recreated or

@@ -38,10 +38,10 @@ def _store(s: Services) -> McpServerStore:
     return McpServerStore(s.crypto.keyring, s.crypto.keyrings.engine)
 
 
-async def _reachable(s: Services, url: str) -> None:
+async def _reachable(s: Services, tenant: str, url: str) -> None:
     """A 400 when the host of `url` (checked by `check_url`) resolves only to addresses the egress rules
     refuse (resolved by the dial's own code, for at most ~2 s; a host not resolved is accepted)."""
-    refused = await registration_refusal(s.egress, url)
+    refused = await registration_refusal(s.egress, url, tenant)
     if refused is not None:
         raise ApiError(400, f"url: {refused}.", param="url", code="mcp_egress_denied")
 
@@ -59,7 +59,7 @@ async def create_mcp_server(s: Services, c: AdminCall) -> Any:
     description = check_description(body.description)
     allowed_tools = check_tool_names(body.allowed_tools, "allowed_tools")
     require_approval, headers = check_approval(body.require_approval), check_headers(body.headers)
-    await _reachable(s, url)  # last: the whole body is checked before the resolver is waited for
+    await _reachable(s, c.tenant, url)  # last: the whole body is checked before the resolver is waited for
     return await _store(s).create(
         c.tenant,
         name,
@@ -92,7 +92,7 @@ async def update_mcp_server(s: Services, c: AdminCall) -> Any:
     if body.headers is not msgspec.UNSET:
         changes["headers"] = check_headers(body.headers)
     if "url" in changes:
-        await _reachable(s, changes["url"])
+        await _reachable(s, c.tenant, changes["url"])
     return await _store(s).update(c.tenant, c.params["name"], changes, c.who.subject)
 
 

@@ -42,6 +42,7 @@ from .final_turn import closing
 from .items import Item
 from .runner import BackgroundShell, Runner, shell_of
 from .stream import ResponsesStream, split_events
+from .tenant_share import TenantShare
 from .translate import as_published
 
 log = logging.getLogger("multihome.responses.background")
@@ -67,6 +68,15 @@ class Background:
         self.state = state  # the StateStore (a stand-in until storage has started)
         self.config = config
         self.feed = Feed()
+        # Streams followed on this replica, per tenant: each holds a connection and reads the store every poll.
+        # A create's own stream counts, never refused (its response is stored; open creates are capped).
+        self.streams = TenantShare(
+            config.background.max_streams_per_tenant,
+            "background response streams open",
+            "responses.background.max_streams_per_tenant",
+            "too_many_response_streams",
+            "Close some, or poll GET /v1/responses/{id} without stream, and retry.",
+        )
         self.store: BackgroundStore | None = None
         self.worker: JobWorker | None = None
         cfg = config.background
@@ -99,6 +109,7 @@ class Background:
             queue,
             {KIND: self.runner.run, SWEEP: self._sweep},
             concurrency=cfg.concurrency,
+            per_tenant=cfg.max_running_per_tenant,
             lease_s=cfg.lease_s,
             poll_s=cfg.poll_s,
             replica_id=env_secret(cfg.replica_id_env, what="responses.background.replica_id_env"),
@@ -172,7 +183,7 @@ class Background:
         assert self.worker is not None
         self.worker.notify()
         if req.stream:
-            await self.send_events(call, receive, send, record.tenant, record.id, -1)
+            await self.send_events(call, receive, send, record.tenant, record.id, -1, resumed=False)
         else:
             await answer(call, send, queued)
 
@@ -244,12 +255,21 @@ class Background:
                 await wait_event(woken, poll)
 
     async def send_events(
-        self, call: Call, receive: Receive, send: Send, tenant: str, response_id: str, after: int
+        self,
+        call: Call,
+        receive: Receive,
+        send: Send,
+        tenant: str,
+        response_id: str,
+        after: int,
+        *,
+        resumed: bool = True,
     ) -> None:
         """Follow the response's stream after `after` (`follow`). Ended by the drain deadline (this replica
         stopping) or by a store it cannot read (the database restarting), it ends with an `error` event
         saying where to resume (the run goes on: handed back, any replica resumes it), whose
-        `sequence_number` is the last event's sent: `starting_after` for the resume."""
+        `sequence_number` is the last event's sent: `starting_after` for the resume. A resume (`resumed`)
+        past the tenant's share of streams on this replica is a 429 before anything is sent (tenant_share.py)."""
         at = [after]
 
         def closing(reason: str, code: str) -> bytes:
@@ -260,7 +280,8 @@ class Background:
             payload = {"type": "error", "code": code, "message": message, "param": None, "sequence_number": at[0]}
             return b"event: error\ndata: " + msgspec.json.encode(payload) + b"\n\n"
 
-        await send_sse(call, receive, send, self.follow(tenant, response_id, after, at), closing=closing)
+        with self.streams.held(tenant, may_refuse=resumed):
+            await send_sse(call, receive, send, self.follow(tenant, response_id, after, at), closing=closing)
 
     async def cancel(self, call: Call, send: Send, found: StoredResponse) -> None:
         """`POST /v1/responses/{id}/cancel` on a background response."""

@@ -61,6 +61,7 @@ from .items import (
 )
 from .native import NativeStream, NativeTurn, from_response
 from .stream import ResponsesRelay, ResponsesStream
+from .tenant_share import TenantShare
 from .thinking import ThinkingKeys
 from .translate import Shell, as_published, from_completion, open_thinking, to_canonical
 from .turn_append import append_turn, checked_end
@@ -79,6 +80,11 @@ def conversation_not_found(conversation_id: str) -> ApiError:
     return ApiError(404, f"Conversation with id '{echo(conversation_id)}' not found.", param="conversation")
 
 
+def streams(raw: dict[str, list[str]]) -> bool:
+    """Whether a retrieve's query asks for the response's stream (`stream=true`)."""
+    return raw.get("stream", ["false"])[-1].lower() == "true"
+
+
 class ResponsesDoor:
     def __init__(
         self,
@@ -95,6 +101,15 @@ class ResponsesDoor:
         self._keys: IdempotencyKeys | None = None
         self.thinking = ThinkingKeys((lambda: state.keyring) if state is not None else None)
         self.held = HeldContexts()  # chains' contexts as chat messages, converted once per conversation
+        # Foreground agent runs in progress on this replica, per tenant: each holds its connection and its MCP
+        # sessions for up to max_run_s (background runs are shared out by the job queue instead).
+        self.agent_runs = TenantShare(
+            self.agent.config.max_foreground_per_tenant,
+            "agent runs in progress",
+            "responses.agent.max_foreground_per_tenant",
+            "too_many_agent_runs",
+            "Wait for some to finish, or create them with background: true, and retry.",
+        )
 
     async def create(self, call: Call, receive: Receive, send: Send) -> None:
         key = header(call.scope, IDEMPOTENCY_KEY)
@@ -253,30 +268,33 @@ class ResponsesDoor:
         async def keep(response: dict[str, Any], terminal: bytes) -> None:
             await self._keep(who, shell, req, new, response, end=end)
 
-        box = Toolbox(resolved, egress=self.agent.egress, registered=lambda view: servers.unchanged(who, view))
-        prices = self.agent.prices
-        run = AgentRun(
-            self.pipeline,
-            self.limits,
-            call,
-            body,
-            req,
-            shell,
-            context,
-            new,
-            box,
-            keep,
-            prices=prices,
-            memory=memory,
-            admitted=self.agent.again(call),
-            foreground=call.scope,  # a client that hangs up stops the run (agent.py `_left`)
-        )
-        await run.begin()
-        if req.stream:
-            await send_sse(call, receive, send, run.events(), run.headers, closing=run.cut_events, stops_itself=True)
-            return
-        out = _encode(await run.result())
-        await send_json(call, send, 200, out, [JSON, *run.headers])
+        with self.agent_runs.held(who):  # a 429 past the tenant's share, before any server is called
+            box = Toolbox(resolved, egress=self.agent.egress, registered=lambda view: servers.unchanged(who, view))
+            prices = self.agent.prices
+            run = AgentRun(
+                self.pipeline,
+                self.limits,
+                call,
+                body,
+                req,
+                shell,
+                context,
+                new,
+                box,
+                keep,
+                prices=prices,
+                memory=memory,
+                admitted=self.agent.again(call),
+                foreground=call.scope,  # a client that hangs up stops the run (agent.py `_left`)
+            )
+            await run.begin()
+            if req.stream:
+                await send_sse(
+                    call, receive, send, run.events(), run.headers, closing=run.cut_events, stops_itself=True
+                )
+                return
+            out = _encode(await run.result())
+            await send_json(call, send, 200, out, [JSON, *run.headers])
 
     async def run_context(self, who: str, req: CreateResponse, new: list[Item]) -> tuple[list[Item], int | None]:
         """A background run's context (the items before its input `new`, oldest first), read when the run
@@ -400,7 +418,7 @@ class ResponsesDoor:
         raw = query(call)
         check_include(raw)
         found = await self._stored(call, segments(call)[1])
-        if raw.get("stream", ["false"])[-1].lower() == "true":
+        if streams(raw):
             if self.background is None or found.background is None:
                 raise bad_request(
                     "Only a background response created with 'stream': true can be streamed again.", param="stream"

@@ -98,7 +98,7 @@ async def step(
     if not todo:
         return await _switch(store, tenant, agent_id, user_id, row.id)
     bodies = [await _opened(store, tenant, rid, body) for rid, body in todo]
-    vectors, made = await store._vectors([b.text for b in bodies], target, caller, "records")
+    vectors, made = await store._vectors(tenant, [b.text for b in bodies], target, caller, "records")
     if target is None and _same(made, current):
         raise Unchanged(f"the configured embedding source makes {made.model} ({made.dim} dimensions) vectors already")
     from .numeric import np

@@ -58,6 +58,7 @@ from ...storage.tables import memory_namespaces, memory_records, memory_tombston
 from ..tenant_quota import TenantQuota, TenantStorageFull
 from .embedder import OFFLINE_PREFIX, Caller, Embedder, Routed, Space, SpaceUnavailable
 from .locks import NamespaceLock, NamespaceLocks
+from .threads import TenantThreads
 
 if TYPE_CHECKING:  # numpy and the index are imported on the first memory use (numeric.py), not at gateway start
     import numpy as np
@@ -349,8 +350,11 @@ class MemoryStore(StoreBase):
         # PostgreSQL: the same read as one statement at a time on connections held for it, one round trip each
         # instead of the engine's four (storage/pg_reads.py).
         self._held = HeldReads(engine) if not self._sqlite else None
+        # Searches, index loads and long embeddings: threads of memory's own, a share of them per tenant.
+        self._threads = TenantThreads(limits.threads, limits.threads_per_tenant, name="mh-memory")
 
     async def close(self) -> None:
+        self._threads.close()
         await self.close_readers()
         held, self._held = self._held, None
         if held is not None:
@@ -365,14 +369,14 @@ class MemoryStore(StoreBase):
                     self._embedder = await asyncio.to_thread(self._make_embedder)
         return self._embedder
 
-    async def _embed(self, texts: list[str]) -> np.ndarray:
+    async def _embed(self, tenant: str, texts: list[str]) -> np.ndarray:
         model = await self.embedder()
         if sum(len(t) for t in texts) > 20_000:  # ~2 ms of work: off the event loop
-            return await asyncio.to_thread(model.embed, texts)
+            return await self._threads.run(tenant, model.embed, texts)
         return model.embed(texts)
 
     async def _vectors(
-        self, texts: list[str], space: Space | None, caller: Caller | None, purpose: str
+        self, tenant: str, texts: list[str], space: Space | None, caller: Caller | None, purpose: str
     ) -> tuple[np.ndarray, Space]:
         """`texts` embedded in `space` (None: a new namespace's, the configured source's), and the space.
         An offline space is the offline model here; any other is a routed deployment's, as `caller`'s calls."""
@@ -388,7 +392,7 @@ class MemoryStore(StoreBase):
             vectors, made = await self._routed.embed(texts, space, caller, purpose=purpose)
             return vectors, Space(made.model, made.dim, self._prefix)
         model = await self.embedder()
-        return await self._embed(texts), Space(model.name, model.dim, True)
+        return await self._embed(tenant, texts), Space(model.name, model.dim, True)
 
     def _index_space(self, space: Space | None) -> Space | None:
         """The space an index of a namespace holds: an offline namespace is indexed by the offline model here."""
@@ -442,7 +446,7 @@ class MemoryStore(StoreBase):
     ) -> list[MemoryRecord]:
         from .numeric import np
 
-        vectors, made = await self._vectors([r.text for r in records], space, caller, "records")
+        vectors, made = await self._vectors(tenant, [r.text for r in records], space, caller, "records")
         now = _now()
         sealed: list[tuple[bytes, int]] = []
         for rid, rec, vec in zip(ids, records, vectors, strict=True):
@@ -907,7 +911,7 @@ class MemoryStore(StoreBase):
                     if known is None or known.space is None:  # no namespace, or nothing in it was ever embedded
                         return row_reads.Listed()
                 try:
-                    qvec = (await self._vectors([query], known.space, caller, "query"))[0][0]
+                    qvec = (await self._vectors(tenant, [query], known.space, caller, "query"))[0][0]
                 except SpaceUnavailable:
                     if known is not self._cache.get(key) or not await self._moved(key, known):
                         raise
@@ -923,7 +927,7 @@ class MemoryStore(StoreBase):
                 index = cached.index
                 args = (qvec, terms(query), top_k)
                 if len(index) > EXACT_UPTO:  # milliseconds of numpy (which lets go of the GIL): off the event loop
-                    found = await asyncio.to_thread(index.search, *args, now=time.time(), keep=keep, mode=mode)
+                    found = await self._threads.run(tenant, index.search, *args, now=time.time(), keep=keep, mode=mode)
                 else:
                     found = index.search(*args, now=time.time(), keep=keep, mode=mode)
                 break
@@ -997,7 +1001,7 @@ class MemoryStore(StoreBase):
         self._cache.move_to_end(key)
         cached.used = time.monotonic()
         if cached.index.needs_rebuild():
-            await asyncio.to_thread(cached.index.rebuild)
+            await self._threads.run(tenant, cached.index.rebuild)
         self._evict(key)
         return cached
 
@@ -1059,7 +1063,7 @@ class MemoryStore(StoreBase):
                 continue
             opened.append(row)
         if len(opened) > 64:  # decoding, stemming and indexing: off the event loop (the lock keeps searches out)
-            bad = await asyncio.to_thread(self._apply, cached, model, opened, plain)
+            bad = await self._threads.run(tenant, self._apply, cached, model, opened, plain)
         else:
             bad = self._apply(cached, model, opened, plain) if opened else []
         for rid, err in bad:

@@ -1,0 +1,74 @@
+"""How many calls of one tenant run at once on this replica on routes whose work is the shared database's
+(conversations, memory): they cost no upstream call, so no rate limit or budget holds them, and one tenant's
+thousand concurrent item writes held every connection of the store's pool, so every tenant's stored state
+waited behind them.
+
+    gate = TenantGate(8, "responses.conversations.max_concurrent_per_tenant")
+    handler = gate.guard(handler)     # a route's handler, run in its tenant's turn
+
+A tenant's calls run at most `running` at once; up to `WAITING_FACTOR` times as many more wait their turn; a
+call past those is a 429 (`too_many_concurrent_requests`) at once. The other tenants' calls are not held.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+
+from ..schema.errors import ApiError
+from .asgi import Receive, Send
+from .pipeline import Call
+from .routes import Handler
+
+WAITING_FACTOR = 8  # calls that may wait their turn, per call that may run
+
+
+class _Turns:
+    __slots__ = ("gate", "users")
+
+    def __init__(self, running: int) -> None:
+        self.gate = asyncio.Semaphore(running)
+        self.users = 0  # running or waiting: dropped when none is
+
+
+class TenantGate:
+    def __init__(self, running: int | None, setting: str) -> None:
+        self.running, self.setting = running, setting
+        self._tenants: dict[str, _Turns] = {}
+
+    def guard(self, handler: Handler) -> Handler:
+        if self.running is None:
+            return handler
+
+        async def guarded(call: Call, receive: Receive, send: Send) -> None:
+            assert call.principal is not None  # these routes identify first
+            async with self._turn(call.principal.tenant):
+                await handler(call, receive, send)
+
+        return guarded
+
+    @contextlib.asynccontextmanager
+    async def _turn(self, tenant: str) -> AsyncIterator[None]:
+        assert self.running is not None
+        turns = self._tenants.get(tenant)
+        if turns is None:
+            turns = self._tenants[tenant] = _Turns(self.running)
+        if turns.users >= self.running * (1 + WAITING_FACTOR):
+            raise ApiError(
+                429,
+                f"Your tenant has {turns.users} of these requests running or waiting on this replica; at most "
+                f"{self.running} run at once ({self.setting}) and {self.running * WAITING_FACTOR} wait. "
+                "Retry when some have finished.",
+                type="requests",
+                code="too_many_concurrent_requests",
+                headers={"retry-after": "1"},
+            )
+        turns.users += 1
+        try:
+            async with turns.gate:
+                yield
+        finally:
+            turns.users -= 1
+            if not turns.users and self._tenants.get(tenant) is turns:
+                del self._tenants[tenant]
