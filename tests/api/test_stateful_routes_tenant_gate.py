@@ -1,5 +1,5 @@
 """A tenant's calls on the conversation and memory routes run at most `max_concurrent_per_tenant` at once on a
-replica, 8 times as many more wait their turn, and a call past those is a 429 in OpenAI's error format at once.
+replica, `WAITING_FACTOR` times as many more wait their turn, and a call past those is a 429 in OpenAI's error format at once.
 These routes cost no upstream call, so no rate limit or budget held them: one tenant's thousand concurrent
 writes (here: adds whose bodies never arrive, each holding its call open) held every connection of the store's
 pool that every tenant's stored state waits on. Another tenant's calls are not held. The app in process on
@@ -14,13 +14,14 @@ from collections.abc import AsyncIterator
 import pytest
 
 from asgi_client import AsgiClient
+from multihome.api.tenant_gate import WAITING_FACTOR
 from multihome.state.store import StateStore
 from stored_app import STORES, store_url, stored_world
 
 pytestmark = pytest.mark.anyio
 ADMIN_KEY = "mh-bootstrap-admin-key-for-tenant-gate"
 RUNNING = 1
-HELD = RUNNING * 9  # running, and 8 times as many waiting
+HELD = RUNNING * (1 + WAITING_FACTOR)  # running, and those waiting
 ROUTES = {
     "conversations": ("/v1/conversations", {"items": []}, "responses.max_concurrent_per_tenant"),
     "memory": (

@@ -21,7 +21,7 @@ from .asgi import Receive, Send
 from .pipeline import Call
 from .routes import Handler
 
-WAITING_FACTOR = 8  # calls that may wait their turn, per call that may run
+WAITING_FACTOR = 32  # calls that may wait their turn, per call that may run: each waits before its body is read
 
 
 class _Turns:

@@ -51,7 +51,7 @@ class MemoryConfig(Strict):
     # of them one tenant's work may hold at once: its further work waits, the rest are the other tenants'.
     threads: PositiveCount = 4
     threads_per_tenant: PositiveCount = 2
-    # Calls of one tenant on the /v1/memory routes running at once on one replica (None: no bound); 8 times as
+    # Calls of one tenant on the /v1/memory routes running at once on one replica (None: no bound); 32 times as
     # many more wait their turn, past that a 429: they hold the store's connections, which every tenant shares.
     max_concurrent_per_tenant: PositiveCount | None = 8
 
