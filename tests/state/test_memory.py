@@ -5,6 +5,7 @@ really delete, and no row holds a record's text or metadata."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from datetime import UTC, datetime
 
@@ -182,6 +183,24 @@ async def test_a_namespace_ttl_applies_to_records_written_after(memory):
     [own] = await memory.write("t1", "a", "u", [NewRecord("y", {}, ttl_s=60)])
     assert rec.expires_at is not None and 3590 < (rec.expires_at - rec.created_at).total_seconds() <= 3600
     assert own.expires_at is not None and (own.expires_at - own.created_at).total_seconds() == 60
+
+
+async def test_a_namespace_deleted_right_after_it_was_set_still_answers_what_was_set(stores, monkeypatch):
+    """The answer is read in the transaction that sets the TTL: a delete committed just after it (another
+    replica's, or a forget-user of the same gateway) left the read after it nothing (an IndexError: a 500)."""
+    mine, other = stores
+    write = mine._write
+
+    @contextlib.asynccontextmanager
+    async def then_deleted(*args, **kwargs):
+        async with write(*args, **kwargs) as conn:
+            yield conn
+        assert await other.delete_namespace("t1", "a", "u") == 0
+
+    monkeypatch.setattr(mine, "_write", then_deleted)
+    ns = await mine.set_namespace("t1", "a", "u", 60)
+    assert (ns.agent_id, ns.user_id, ns.default_ttl_s, ns.records) == ("a", "u", 60, 0)
+    assert await other.namespaces("t1", agent_id="a") == []
 
 
 async def test_forget_user_deletes_every_namespace_of_the_user(stores, engine):
