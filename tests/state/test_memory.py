@@ -203,6 +203,32 @@ async def test_a_namespace_deleted_right_after_it_was_set_still_answers_what_was
     assert await other.namespaces("t1", agent_id="a") == []
 
 
+async def test_a_namespace_deleted_between_its_read_and_its_ttl_update_is_made_again(stores, db_url, monkeypatch):
+    """PostgreSQL (READ COMMITTED, no lock on the read): a forget-user committed between the namespace's read
+    and the TTL's update left the update nothing to change and the answer nothing to read (NotFound: a 500).
+    SQLite's write lock keeps the delete out of that gap."""
+    if db_url.startswith("sqlite"):
+        pytest.skip("SQLite holds the database write lock from the read on: the delete waits")
+    mine, other = stores
+    await mine.set_namespace("t1", "a", "u", 30)
+    read = mine._namespace
+    calls = 0
+
+    async def then_forgotten(*args, **kwargs):
+        nonlocal calls
+        found = await read(*args, **kwargs)
+        calls += 1
+        if calls == 1:
+            assert await other.forget_user("t1", "u") == (1, 0)
+        return found
+
+    monkeypatch.setattr(mine, "_namespace", then_forgotten)
+    ns = await mine.set_namespace("t1", "a", "u", 60)
+    assert (ns.agent_id, ns.user_id, ns.default_ttl_s) == ("a", "u", 60)
+    [listed] = await other.namespaces("t1", agent_id="a")
+    assert (listed.id, listed.default_ttl_s) == (ns.id, 60)
+
+
 async def test_forget_user_deletes_every_namespace_of_the_user(stores, engine):
     a, b = stores
     await _write(a, FACTS, agent="support", user="u1")

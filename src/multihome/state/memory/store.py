@@ -607,11 +607,14 @@ class MemoryStore(StoreBase):
         """Create the namespace if new; set the TTL given to records written afterwards without one."""
         now = _now()
         async with self._write(lock=f"memory:{tenant}:{agent_id}:{user_id}") as conn:
-            ns_id, _, _ = await self._namespace(conn, tenant, agent_id, user_id, now, create=True)
             ns = memory_namespaces.c
-            await conn.execute(
-                sa.update(memory_namespaces).where(ns.id == ns_id).values(default_ttl_s=default_ttl_s, updated_at=now)
-            )
+            # PostgreSQL: the namespace read may be deleted (a user forgotten) before the update takes its row;
+            # then it is made again, as a write makes it (the second pass creates it in this transaction).
+            for _ in range(2):
+                ns_id, _, _ = await self._namespace(conn, tenant, agent_id, user_id, now, create=True)
+                set_ttl = sa.update(memory_namespaces).where(ns.id == ns_id)
+                if (await conn.execute(set_ttl.values(default_ttl_s=default_ttl_s, updated_at=now))).rowcount:
+                    break
             # Read in this transaction: a delete committed just after it (a forget-user, another replica's)
             # must not leave the answer nothing to read.
             q = _namespaces_query(tenant, now).where(ns.id == ns_id)
