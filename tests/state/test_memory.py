@@ -229,6 +229,27 @@ async def test_a_namespace_deleted_between_its_read_and_its_ttl_update_is_made_a
     assert (listed.id, listed.default_ttl_s) == (ns.id, 60)
 
 
+async def test_a_search_whose_namespace_is_deleted_while_it_catches_up_answers_as_it_read(stores, monkeypatch):
+    """A delete on the same replica drops the namespace's index without its lock (a forget-user, a namespace
+    delete): one that came while a search caught its index up left the search a key no longer held (a
+    KeyError: a 500). The search answers from what it read, and the index is not kept."""
+    mine, other = stores
+    await _write(mine, FACTS[:2])
+    assert await mine.search("t1", "support", "u1", "beagle")  # the index is held, at its current change
+    await _write(other, FACTS[2:])  # another replica's writes: the next search catches up
+    catch_up = mine._catch_up
+
+    async def then_deleted(*args, **kwargs):
+        await catch_up(*args, **kwargs)
+        assert await mine.delete_namespace("t1", "support", "u1") == len(FACTS)
+
+    monkeypatch.setattr(mine, "_catch_up", then_deleted)
+    hits = await mine.search("t1", "support", "u1", "lemon tart")
+    assert hits and hits[0].record.text == FACTS[4]
+    monkeypatch.undo()
+    assert await mine.search("t1", "support", "u1", "lemon tart") == []
+
+
 async def test_forget_user_deletes_every_namespace_of_the_user(stores, engine):
     a, b = stores
     await _write(a, FACTS, agent="support", user="u1")

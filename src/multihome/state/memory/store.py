@@ -975,6 +975,10 @@ class MemoryStore(StoreBase):
             await self._catch_up(tenant, cached, head, ahead)
         if cached.unreadable:
             await self._reread(tenant, cached)
+        if self._cache.get(key) is not cached:
+            # Dropped meanwhile: a delete of its namespace on this replica (which takes no namespace lock).
+            # The search answers from what it read, before that delete; the index is not kept.
+            return cached
         self._cache.move_to_end(key)
         cached.used = time.monotonic()
         if cached.index.needs_rebuild():
