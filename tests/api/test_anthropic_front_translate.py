@@ -101,6 +101,9 @@ def test_parameters_map_to_openai(field, value, openai_field, openai_value):
         ({"container": "c1", "mcp_servers": []}, ["container", "mcp_servers"]),
         ({"system": [{"type": "text", "text": "S", "cache_control": {"type": "ephemeral"}}]}, ["cache_control"]),
         ({"tools": [{**WEATHER, "cache_control": {"type": "ephemeral"}}]}, ["cache_control"]),
+        # metadata holds user_id only (Anthropic refuses other keys): any other is named, not dropped unseen
+        ({"metadata": {"user_id": "u", "session": "s", "x y": 1}}, ["metadata.session", "metadata.x y"]),
+        ({"metadata": None}, []),
     ],
 )
 def test_parameters_without_an_openai_equivalent_are_reported(body, reported):
