@@ -19,7 +19,7 @@ from urllib.parse import parse_qs
 import msgspec
 
 from ...schema.decoding import decode_body
-from ...schema.errors import ApiError, echo_path, echo_quoted, no_retry
+from ...schema.errors import ApiError, echo, echo_path, echo_quoted, no_retry
 from ...schema.principal import Principal
 from ...storage.errors import Conflict, Invalid, NotFound, UnreadableRow, outage, unavailable
 from ..asgi import JSON, read_body, send_bytes
@@ -57,6 +57,7 @@ class AdminApi:
         method, path = scope["method"], scope["path"]
         route, params = match_route(self.routes, method, path)
         query = {k: v[-1] for k, v in parse_qs(scope.get("query_string", b"").decode()).items()}
+        _no_nul(query)
         self._authorize(route, principal, params, query)
         body = None
         if route.body is not None:
@@ -172,6 +173,18 @@ def match_route(routes: tuple[Route, ...], method: str, path: str) -> tuple[Rout
     raise ApiError(
         404, f"Unknown admin endpoint {method} {echo_path(path)}. See GET /admin/v1/openapi.json.", code="unknown_url"
     )
+
+
+def _no_nul(query: dict[str, str]) -> None:
+    """A NUL in a query value names nothing stored (PostgreSQL's text refuses one: a read would be a 500)."""
+    for name, value in query.items():
+        if value.find("\x00") >= 0 or name.find("\x00") >= 0:
+            raise ApiError(
+                400,
+                f"The query parameter '{echo(name)}' holds a NUL character, which names nothing here.",
+                param=name,
+                code="invalid_value",
+            )
 
 
 def _decode(raw: bytes, route: Route) -> Any:
