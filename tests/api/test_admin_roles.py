@@ -353,6 +353,18 @@ async def test_a_tenant_admins_allow_does_not_widen_an_org_admins_deny(world):
     assert (decision["allowed"], decision["code"], decision["deployments"]) == (False, "egress_denied", []), decision
 
 
+async def test_explaining_the_policy_of_a_tenant_that_does_not_exist_is_a_404(world):
+    """Was a 200 "allowed" with an empty trace: a typo in the tenant id looked like a tenant with no policy."""
+    for tenant in ("ten_doesnotexist", "x" * 300):
+        resp = await _explain_for(world, tenant)
+        assert resp.status_code == 404 and resp.json()["error"]["code"] == "not_found", resp.text
+    assert (await _explain_for(world, world.tenants["a"]["tenant"])).status_code == 200
+
+
+async def _explain_for(w: World, tenant: str) -> httpx.Response:
+    return await w.call(ADMIN_KEY, "POST", "/admin/v1/policy/explain", json={"tenant_id": tenant, "model": "g"})
+
+
 async def test_the_console_shows_who_set_each_policy_and_offers_no_change_of_it(world):
     """The tenant page lists each policy with who set it; it has no form that changes or deletes a policy, so a
     tenant-admin is never offered the change the admin API refuses it."""

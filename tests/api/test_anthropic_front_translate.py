@@ -101,6 +101,9 @@ def test_parameters_map_to_openai(field, value, openai_field, openai_value):
         ({"container": "c1", "mcp_servers": []}, ["container", "mcp_servers"]),
         ({"system": [{"type": "text", "text": "S", "cache_control": {"type": "ephemeral"}}]}, ["cache_control"]),
         ({"tools": [{**WEATHER, "cache_control": {"type": "ephemeral"}}]}, ["cache_control"]),
+        # metadata holds user_id only (Anthropic refuses other keys): any other is named, not dropped unseen
+        ({"metadata": {"user_id": "u", "session": "s", "x y": 1}}, ["metadata.session", "metadata.x y"]),
+        ({"metadata": None}, []),
     ],
 )
 def test_parameters_without_an_openai_equivalent_are_reported(body, reported):
@@ -245,6 +248,26 @@ def test_images_become_image_url_parts_and_need_vision(source, url):
             "no tool named 'nope'",
         ),
         ({"max_tokens": 5, "tool_choice": {"type": "any"}}, "needs 'tools'"),
+        # An unknown choice is refused with tools or without (Anthropic's 400), never served as if absent.
+        ({"max_tokens": 5, "tool_choice": {"type": "sometimes"}}, "'sometimes' is not one of"),
+        # A block in the other role's turn: the message lists what that role's turn takes.
+        (
+            {
+                "max_tokens": 5,
+                "messages": [{"role": "user", "content": [{"type": "tool_use", "id": "t", "name": "f"}]}],
+            },
+            "'tool_use' are not supported in user turns by this gateway (supported: text, image, tool_result)",
+        ),
+        (
+            {
+                "max_tokens": 5,
+                "messages": [
+                    {"role": "user", "content": "q"},
+                    {"role": "assistant", "content": [{"type": "tool_result", "tool_use_id": "t", "content": "x"}]},
+                ],
+            },
+            "'tool_result' are not supported in assistant turns",
+        ),
         (
             {
                 "max_tokens": 5,

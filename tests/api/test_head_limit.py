@@ -109,6 +109,24 @@ async def test_a_head_over_the_bound_is_431_in_one_read_or_many(size, split):
     assert body["error"]["code"] == "request_header_fields_too_large"
 
 
+@pytest.mark.parametrize(
+    "request_bytes",
+    [
+        b"POST /v1/messages HTTP/1.1\r\nHost: gw\r\nX-Pad: " + b"p" * LIMIT + b"\r\n\r\n",  # the 431
+        b"POST /v1/messages HTTP/1.1\r\nHost: gw\r\nTransfer-Encoding: chunked\r\n\r\nZZ\r\n",  # the 400
+    ],
+    ids=["431", "400"],
+)
+async def test_an_answer_before_the_anthropic_door_names_its_request_id_as_the_anthropic_sdk_reads_it(request_bytes):
+    """docs/anthropic-front-door.md: every answer carries the id as `x-request-id` and as `request-id` (what the
+    anthropic SDK puts in an error's `request_id`). These two were written with `x-request-id` only."""
+    transport = await exchange([request_bytes])
+    head, _, body = bytes(transport.out).partition(b"\r\n\r\n")
+    request_id = json.loads(body)["request_id"].encode()
+    lines = head.lower().split(b"\r\n")
+    assert b"x-request-id: " + request_id in lines and b"request-id: " + request_id in lines, head
+
+
 @pytest.mark.parametrize("size", [LIMIT, LIMIT - 1, 48_000])
 async def test_a_head_within_the_bound_is_served_with_its_body_in_the_same_read(size):
     transport = await exchange([head_of(size, b'{"a": 1}')])

@@ -92,3 +92,17 @@ async def test_the_responses_memory_tool_needs_the_memory_scope(world):
     both = await _key(w, tenant, ["responses", "memory"])
     answered = await w.call("POST", "/v1/responses", both, json=body)
     assert answered.status_code == 200 and answered.json()["status"] == "completed", answered.text
+
+
+async def test_counting_a_messages_body_needs_the_messages_scope(world):
+    """`/v1/messages/count_tokens` is part of Anthropic's Messages API, as conversations are of Responses: a
+    key scoped to `chat` alone is refused it (in Anthropic's envelope), a `messages` key counts."""
+    w = world
+    tenant, _ = await w.tenant("acme")
+    body = {"model": "g", "messages": [{"role": "user", "content": "how many tokens is this?"}]}
+    refused = await w.call("POST", "/v1/messages/count_tokens", await _key(w, tenant, ["chat"]), json=body)
+    assert refused.status_code == 403, refused.text
+    assert refused.json()["error"]["type"] == "permission_error"
+    assert "not 'messages'" in refused.json()["error"]["message"]
+    counted = await w.call("POST", "/v1/messages/count_tokens", await _key(w, tenant, ["messages"]), json=body)
+    assert counted.status_code == 200 and counted.json()["input_tokens"] > 0, counted.text

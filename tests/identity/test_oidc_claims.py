@@ -164,6 +164,20 @@ def test_a_subject_tenant_or_team_that_is_not_one_line_of_text_is_refused_withou
     assert f"'{claim}' claim" in err.body.message and value not in err.body.message
 
 
+@pytest.mark.parametrize("subject_claim", ["sub", "oid"])
+@pytest.mark.parametrize("value", [5, ["user-1"], {"id": "user-1"}, True])
+def test_a_subject_that_is_not_a_string_is_the_invalid_claim_refusal(idp, subject_claim, value):
+    """The same 403 whichever claim names the subject, and whether PyJWT (`sub`) or the claim map reads it."""
+    config = idp.config(claims={"tenant": "tid", "subject": subject_claim})
+    err = refused(verify_one(config, idp.mint(tid="acme", **{subject_claim: value})), 403, "invalid_claim")
+    assert f"'{subject_claim}' claim is not a string" in err.body.message
+
+
+def test_a_jti_that_is_not_a_string_makes_the_token_malformed(idp):
+    config = idp.config(claims={"tenant": "tid"})
+    refused(verify_one(config, idp.mint(tid="acme", jti=7)), 401, "malformed_token")
+
+
 def test_ordinary_subjects_tenants_and_teams_pass(idp):
     config = idp.config(claims={"tenant": "tid", "team": "team"})
     p = verify_one(config, idp.mint(sub="jöhn.doe@example.com", tid="acme", team="Équipe bleue"))

@@ -5,6 +5,7 @@ really delete, and no row holds a record's text or metadata."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from datetime import UTC, datetime
 
@@ -182,6 +183,71 @@ async def test_a_namespace_ttl_applies_to_records_written_after(memory):
     [own] = await memory.write("t1", "a", "u", [NewRecord("y", {}, ttl_s=60)])
     assert rec.expires_at is not None and 3590 < (rec.expires_at - rec.created_at).total_seconds() <= 3600
     assert own.expires_at is not None and (own.expires_at - own.created_at).total_seconds() == 60
+
+
+async def test_a_namespace_deleted_right_after_it_was_set_still_answers_what_was_set(stores, monkeypatch):
+    """The answer is read in the transaction that sets the TTL: a delete committed just after it (another
+    replica's, or a forget-user of the same gateway) left the read after it nothing (an IndexError: a 500)."""
+    mine, other = stores
+    write = mine._write
+
+    @contextlib.asynccontextmanager
+    async def then_deleted(*args, **kwargs):
+        async with write(*args, **kwargs) as conn:
+            yield conn
+        assert await other.delete_namespace("t1", "a", "u") == 0
+
+    monkeypatch.setattr(mine, "_write", then_deleted)
+    ns = await mine.set_namespace("t1", "a", "u", 60)
+    assert (ns.agent_id, ns.user_id, ns.default_ttl_s, ns.records) == ("a", "u", 60, 0)
+    assert await other.namespaces("t1", agent_id="a") == []
+
+
+async def test_a_namespace_deleted_between_its_read_and_its_ttl_update_is_made_again(stores, db_url, monkeypatch):
+    """PostgreSQL (READ COMMITTED, no lock on the read): a forget-user committed between the namespace's read
+    and the TTL's update left the update nothing to change and the answer nothing to read (NotFound: a 500).
+    SQLite's write lock keeps the delete out of that gap."""
+    if db_url.startswith("sqlite"):
+        pytest.skip("SQLite holds the database write lock from the read on: the delete waits")
+    mine, other = stores
+    await mine.set_namespace("t1", "a", "u", 30)
+    read = mine._namespace
+    calls = 0
+
+    async def then_forgotten(*args, **kwargs):
+        nonlocal calls
+        found = await read(*args, **kwargs)
+        calls += 1
+        if calls == 1:
+            assert await other.forget_user("t1", "u") == (1, 0)
+        return found
+
+    monkeypatch.setattr(mine, "_namespace", then_forgotten)
+    ns = await mine.set_namespace("t1", "a", "u", 60)
+    assert (ns.agent_id, ns.user_id, ns.default_ttl_s) == ("a", "u", 60)
+    [listed] = await other.namespaces("t1", agent_id="a")
+    assert (listed.id, listed.default_ttl_s) == (ns.id, 60)
+
+
+async def test_a_search_whose_namespace_is_deleted_while_it_catches_up_answers_as_it_read(stores, monkeypatch):
+    """A delete on the same replica drops the namespace's index without its lock (a forget-user, a namespace
+    delete): one that came while a search caught its index up left the search a key no longer held (a
+    KeyError: a 500). The search answers from what it read, and the index is not kept."""
+    mine, other = stores
+    await _write(mine, FACTS[:2])
+    assert await mine.search("t1", "support", "u1", "beagle")  # the index is held, at its current change
+    await _write(other, FACTS[2:])  # another replica's writes: the next search catches up
+    catch_up = mine._catch_up
+
+    async def then_deleted(*args, **kwargs):
+        await catch_up(*args, **kwargs)
+        assert await mine.delete_namespace("t1", "support", "u1") == len(FACTS)
+
+    monkeypatch.setattr(mine, "_catch_up", then_deleted)
+    hits = await mine.search("t1", "support", "u1", "lemon tart")
+    assert hits and hits[0].record.text == FACTS[4]
+    monkeypatch.undo()
+    assert await mine.search("t1", "support", "u1", "lemon tart") == []
 
 
 async def test_forget_user_deletes_every_namespace_of_the_user(stores, engine):

@@ -351,15 +351,17 @@ def _answer(url: bytes, err: ApiError, status_line: bytes) -> bytes:
         request_id.decode(),
         _shown(url),
     )
-    body = family_of(url).error_body(err, request_id)
+    family = family_of(url)
+    body = family.error_body(err, request_id)
+    # Each name the family's SDK reads the id from (the anthropic SDK: `request-id`), as a routed answer has.
+    ids = b"".join(b"%s: %s\r\n" % (name, request_id) for name in family.request_id_headers)
     return b"".join(
         (
             b"HTTP/1.1 ",
             status_line,
             b"\r\ncontent-type: application/json\r\n",
-            b"x-request-id: ",
-            request_id,
-            b"\r\ncontent-length: ",
+            ids,
+            b"content-length: ",
             str(len(body)).encode(),
             b"\r\nconnection: close\r\n\r\n",
             body,

@@ -384,9 +384,11 @@ def narrowing(scope: Scope, raw: dict[str, msgspec.Raw], group: GroupRuntime) ->
         except msgspec.DecodeError as exc:
             raise ApiError(400, f"Invalid 'multihome' extension: {echo_quoted(str(exc))}.", param="multihome") from None
         names = route.deployments if route else None
+    param = "multihome.route.deployments"
     value = header(scope, b"x-multihome-deployments")
-    if value is not None:
+    if value is not None:  # the header wins over the body's list
         names = [n.strip() for n in value.decode(errors="replace").split(",") if n.strip()]
+        param = "x-multihome-deployments"
     if names is None:
         return None
     known = {d.name for d in group.deployments}
@@ -396,7 +398,7 @@ def narrowing(scope: Scope, raw: dict[str, msgspec.Raw], group: GroupRuntime) ->
             400,
             f"Cannot narrow model '{group.name}' to {echo(', '.join(unknown)) or 'nothing'}: a request may only pick among "
             f"the group's deployments ({', '.join(sorted(known))}).",
-            param="x-multihome-deployments",
+            param=param,
             code="invalid_route_narrowing",
         )
     return frozenset(names)

@@ -292,7 +292,12 @@ class PolicyGate:
                     if ent.exclusive is not False:  # left out, it would open its group to every tenant
                         grants += ((ent.tenant_id, ent.model_group if isinstance(ent.model_group, str) else "*"),)
             engine = PolicyEngine.from_rows(
-                policies, entitlements, self._licensed, unreadable=unreadable, unreadable_grants=grants
+                policies,
+                entitlements,
+                self._licensed,
+                unreadable=unreadable,
+                unreadable_grants=grants,
+                previous=self._engine,
             )
         except Exception as exc:  # not one row's fault: refuse every call rather than keep stale decisions
             log.exception("stored policy data could not be built, refusing every call until it changes")

@@ -82,7 +82,7 @@ ROUTES: tuple[Route, ...] = (
     Route("GET", "/v1/models", "models"),
     Route("GET", "/v1/models/{model}", "model"),
     Route("POST", "/v1/messages", "messages", ANTHROPIC),
-    Route("POST", "/v1/messages/count_tokens", "count_tokens", ANTHROPIC),
+    Route("POST", "/v1/messages/count_tokens", "count_tokens", ANTHROPIC, scope="messages"),
     Route("POST", "/v1/route/explain", "explain"),
     Route("POST", "/v1/responses", "responses_create"),
     Route("GET", "/v1/responses/{response_id}", "responses_retrieve", scope="responses"),

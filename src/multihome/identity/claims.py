@@ -44,7 +44,9 @@ def principal_from_claims(cfg: IssuerConfig, payload: dict[str, Any]) -> Princip
     _check_required(cfg, payload)
 
     subject = claim(payload, m.subject)
-    if not isinstance(subject, str) or not subject:
+    if subject is not _MISSING and subject is not None and not isinstance(subject, str):
+        raise forbidden(f"The token's '{m.subject}' claim is not a string.", "invalid_claim")
+    if not isinstance(subject, str) or not subject:  # absent, null or ""
         raise ApiError(
             401,
             f"The token has no '{m.subject}' claim naming its subject.",

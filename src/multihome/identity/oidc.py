@@ -36,7 +36,7 @@ from jwt import exceptions as jwt_errors
 from ..config.oidc import IssuerConfig, check_issuers
 from ..schema.errors import ApiError
 from ..schema.principal import Principal
-from .claims import principal_from_claims
+from .claims import forbidden, principal_from_claims
 from .jwks import JwksCache
 
 if TYPE_CHECKING:
@@ -388,6 +388,10 @@ def _explain(exc: jwt_errors.PyJWTError, cfg: IssuerConfig) -> ApiError:
         )
     if isinstance(exc, jwt_errors.InvalidIssuedAtError):
         return _unauthorized("The token's iat claim is not a number.", "malformed_token")
+    if isinstance(exc, jwt_errors.InvalidSubjectError):  # PyJWT checks `sub` whichever claim names the subject
+        return forbidden("The token's 'sub' claim is not a string.", "invalid_claim")
+    if isinstance(exc, jwt_errors.InvalidJTIError):
+        return _unauthorized("The token's jti claim is not a string.", "malformed_token")
     if isinstance(exc, jwt_errors.DecodeError):
         return _bad_dates()
     return _unauthorized("The token is not valid.", "invalid_token")

@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime as dt
 import functools
 from collections.abc import Iterable, Sequence
+from typing import NamedTuple
 
 import msgspec
 
@@ -72,6 +73,10 @@ class Snapshot:
         # (tenant, group pattern) of grants that cannot be read: each may be exclusive, so
         # its group is refused to every other tenant until it is fixed (left out, it would open the group).
         self.unreadable_grants = unreadable_grants
+        # Each policy's checks and compiled form by its encoded bytes, for the next build to take unchanged
+        # policies from: a change of one policy compiles that one, not every tenant's (a build runs on a
+        # thread, but holds the GIL the event loop needs while it compiles).
+        self.compiled: dict[bytes, _Checked] = {}
 
     @classmethod
     def build(
@@ -81,21 +86,31 @@ class Snapshot:
         licensed_groups: Iterable[str],
         unreadable: dict[str, list[str]] | None = None,
         unreadable_grants: Iterable[tuple[str | None, str]] = (),
+        previous: Snapshot | None = None,
     ) -> Snapshot:
         """`unreadable`: tenant -> its stored rows that could not be read at all; refused like bad rows.
-        `unreadable_grants`: (tenant, model group pattern) of grants that could not be read."""
+        `unreadable_grants`: (tenant, model group pattern) of grants that could not be read. `previous`: the
+        snapshot this one replaces, whose policies' checks and compiled forms are taken for equal policies."""
         grants = list(unreadable_grants)
         compiled: dict[tuple[str, str, str], list[CompiledPolicy]] = {}
         by_tenant: dict[str, list[Entitlement]] = {}
         exclusive: list[Entitlement] = []
         quarantined: dict[str, list[str]] = {t: list(p) for t, p in (unreadable or {}).items()}
+        before = previous.compiled if previous is not None else {}
+        checked: dict[bytes, _Checked] = {}
         for policy in sorted(policies, key=lambda p: p.id):
-            problems = policy_problems(policy)
-            if problems:  # skipping a bad row could drop a deny: refuse the tenant's calls instead
-                quarantined.setdefault(policy.tenant_id, []).extend(problems)
+            key = _encode(policy)
+            done = before.get(key)
+            if done is None:
+                problems = policy_problems(policy)
+                # A policy without rules keeps everything: nothing to compile.
+                done = _Checked(problems, compile_policy(policy) if policy.rules and not problems else None)
+            checked[key] = done
+            if done.problems:  # skipping a bad row could drop a deny: refuse the tenant's calls instead
+                quarantined.setdefault(policy.tenant_id, []).extend(done.problems)
                 continue
-            if policy.rules:  # a policy without rules keeps everything
-                c = compile_policy(policy)
+            c = done.policy
+            if c is not None:
                 compiled.setdefault((policy.tenant_id, c.scope, c.scope_id), []).append(c)
         for ent in entitlements:
             problems = entitlement_problems(ent)
@@ -107,7 +122,19 @@ class Snapshot:
             by_tenant.setdefault(ent.tenant_id, []).append(ent)
             if ent.exclusive and not ent.revoked:
                 exclusive.append(ent)
-        return cls(compiled, by_tenant, exclusive, frozenset(licensed_groups), quarantined, tuple(grants))
+        snapshot = cls(compiled, by_tenant, exclusive, frozenset(licensed_groups), quarantined, tuple(grants))
+        snapshot.compiled = checked
+        return snapshot
+
+
+class _Checked(NamedTuple):
+    """A policy's problems (it is quarantined if any) and its compiled form (None: no rules, or problems)."""
+
+    problems: list[str]
+    policy: CompiledPolicy | None
+
+
+_encode = msgspec.json.Encoder().encode
 
 
 class PolicyEngine:
@@ -129,9 +156,12 @@ class PolicyEngine:
         cache_size: int = 8192,
         unreadable: dict[str, list[str]] | None = None,
         unreadable_grants: Iterable[tuple[str | None, str]] = (),
+        previous: PolicyEngine | None = None,
     ) -> PolicyEngine:
+        """`previous`: the engine this one replaces; its compiled policies are reused where they are equal."""
+        before = previous.snapshot if previous is not None else None
         return cls(
-            Snapshot.build(policies, entitlements, licensed_groups, unreadable, unreadable_grants),
+            Snapshot.build(policies, entitlements, licensed_groups, unreadable, unreadable_grants, before),
             cache_size=cache_size,
         )
 

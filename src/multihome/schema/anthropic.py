@@ -141,4 +141,9 @@ def parse_messages(body: bytes, *, counting: bool = False) -> ParsedMessages:
     if req.tools is not None and len(req.tools) > MAX_TOOLS_OTHER:
         raise too_many("tools", len(req.tools), MAX_TOOLS_OTHER)
     unknown = sorted(k for k in top if k not in KNOWN_FIELDS)
+    if req.metadata is not None:  # metadata holds user_id only; another key is dropped, and said so
+        unknown += sorted(f"metadata.{k}" for k in _metadata_keys.decode(top["metadata"]) if k != "user_id")
     return ParsedMessages(request=req, unknown=unknown, multihome=top.get("multihome"))
+
+
+_metadata_keys = msgspec.json.Decoder(dict[str, msgspec.Raw])  # its keys, values left unread

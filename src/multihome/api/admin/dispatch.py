@@ -18,8 +18,9 @@ from urllib.parse import parse_qs
 
 import msgspec
 
+from ...schema.admin_fields import Problem, text
 from ...schema.decoding import decode_body
-from ...schema.errors import ApiError, echo_path, echo_quoted, no_retry
+from ...schema.errors import ApiError, echo, echo_path, echo_quoted, no_retry
 from ...schema.principal import Principal
 from ...storage.errors import Conflict, Invalid, NotFound, UnreadableRow, outage, unavailable
 from ..asgi import JSON, read_body, send_bytes
@@ -57,10 +58,12 @@ class AdminApi:
         method, path = scope["method"], scope["path"]
         route, params = match_route(self.routes, method, path)
         query = {k: v[-1] for k, v in parse_qs(scope.get("query_string", b"").decode()).items()}
+        _no_nul(query)
         self._authorize(route, principal, params, query)
         body = None
         if route.body is not None:
             raw = await read_body(scope, receive, MAX_BODY_BYTES, self.bodies)
+            _no_nul_in(raw)
             if len(raw) <= OFF_LOOP_OVER:
                 body = _decode(raw, route)
             else:
@@ -172,6 +175,48 @@ def match_route(routes: tuple[Route, ...], method: str, path: str) -> tuple[Rout
     raise ApiError(
         404, f"Unknown admin endpoint {method} {echo_path(path)}. See GET /admin/v1/openapi.json.", code="unknown_url"
     )
+
+
+# JSON's escape of a NUL: a backslash that is not itself escaped (an even run of them before it), then u0000.
+_NUL_ESCAPE = re.compile(rb"(?<!\\)(?:\\\\)*\\u0000")
+
+
+def _no_nul_in(raw: bytes) -> None:
+    """A 400 for a body holding a NUL, naming the first string that holds one as the field checks name a control
+    character: not every field is checked before it is read (an id in a body is looked up), and PostgreSQL's
+    text refuses a NUL (a 500)."""
+    if raw.find(b"u0000") < 0 or _NUL_ESCAPE.search(raw) is None:  # find first: the scan only when it may be
+        return
+    try:
+        todo: list[tuple[str, Any]] = [("body", msgspec.json.decode(raw))]
+    except (msgspec.DecodeError, RecursionError):
+        return  # not JSON this reads: the route's decoder refuses it
+    while todo:
+        at, value = todo.pop()
+        found: Problem | None = None
+        if isinstance(value, dict):
+            for key, item in reversed(value.items()):
+                path = key if at == "body" else f"{at}.{key}"
+                found = found or (text(key, path, max_len=len(key)) if "\x00" in key else None)
+                todo.append((path, item))
+        elif isinstance(value, list):
+            todo.extend((f"{at}[{n}]", item) for n, item in reversed(list(enumerate(value))))
+        elif isinstance(value, str) and "\x00" in value:
+            found = text(value, at, max_len=len(value))
+        if found is not None:
+            raise ApiError(400, found.message, param=found.field, code="invalid_value")
+
+
+def _no_nul(query: dict[str, str]) -> None:
+    """A NUL in a query value names nothing stored (PostgreSQL's text refuses one: a read would be a 500)."""
+    for name, value in query.items():
+        if value.find("\x00") >= 0 or name.find("\x00") >= 0:
+            raise ApiError(
+                400,
+                f"The query parameter '{echo(name)}' holds a NUL character, which names nothing here.",
+                param=name,
+                code="invalid_value",
+            )
 
 
 def _decode(raw: bytes, route: Route) -> Any:

@@ -121,6 +121,10 @@ async def explain(s: Services, c: AdminCall) -> Any:
     authorize(c.who, READ, body.tenant_id)  # on the body's tenant: the route has none in its path
     if body.model not in s.model_groups:
         raise ApiError(404, f"Unknown model group '{echo(body.model)}'.", param="model", code="model_not_found")
+    if s.store is not None and body.tenant_id != s.static_keys_tenant:
+        # A tenant id that is none (a typo, an offboarded tenant) is a 404, as on every tenant's route: no
+        # caller of it can exist, so "allowed" with no policy in force would explain nothing real.
+        await s.store.get_tenant(body.tenant_id)
     subject = Principal(
         tenant=body.tenant_id,
         subject="explain",

@@ -58,9 +58,7 @@ def to_canonical(parsed: ParsedMessages) -> tuple[ParsedChat, list[str]]:
         body["stream_options"] = {"include_usage": True}
     if req.tools:
         body["tools"] = [_tool(t, i, dropped) for i, t in enumerate(req.tools)]
-        _tool_choice(req, body)
-    elif req.tool_choice is not None and req.tool_choice.type in ("any", "tool"):
-        raise bad_request(f"tool_choice: type '{req.tool_choice.type}' needs 'tools'.", param="tool_choice")
+    _tool_choice(req, body)
     budget = _thinking(req, body)
     if req.service_tier is not None:
         dropped.add("service_tier")
@@ -160,7 +158,7 @@ def _user(content: str | list[Block], where: str, dropped: set[str]) -> list[Jso
         elif block.type in _HISTORY_ONLY:
             dropped.add("thinking")
         else:
-            raise _unsupported_block(block.type, at)
+            raise _unsupported_block(block.type, at, "user", _USER_BLOCKS)
     if not parts and not tools:
         raise bad_request(f"{where}.content: at least one content block is required.", param=f"{where}.content")
     if parts:
@@ -193,7 +191,7 @@ def _assistant(content: str | list[Block], where: str, dropped: set[str]) -> Jso
                 raise bad_request(f"{at}.data: Field required (a redacted_thinking block's data).", param=f"{at}.data")
             thinking.append({"type": "redacted_thinking", "data": block.data})
         else:
-            raise _unsupported_block(block.type, at)
+            raise _unsupported_block(block.type, at, "assistant", _ASSISTANT_BLOCKS)
     message: Json = {"role": "assistant", "content": None}
     if thinking:
         message["thinking_blocks"] = thinking
@@ -301,6 +299,15 @@ def _tool_choice(req: MessagesRequest, body: Json) -> None:
     choice = req.tool_choice
     if choice is None:
         return
+    if choice.type not in _TOOL_CHOICE and choice.type != "tool":
+        raise bad_request(
+            f"tool_choice.type: '{echo(choice.type)}' is not one of 'auto', 'any', 'tool', 'none'.",
+            param="tool_choice.type",
+        )
+    if not req.tools:
+        if choice.type in ("any", "tool"):
+            raise bad_request(f"tool_choice: type '{choice.type}' needs 'tools'.", param="tool_choice")
+        return  # auto or none without tools: nothing to choose among
     if choice.type == "tool":
         if not choice.name:
             raise bad_request("tool_choice.name: Field required when type is 'tool'.", param="tool_choice.name")
@@ -309,13 +316,8 @@ def _tool_choice(req: MessagesRequest, body: Json) -> None:
                 f"tool_choice.name: no tool named '{echo(choice.name)}' in 'tools'.", param="tool_choice.name"
             )
         body["tool_choice"] = {"type": "function", "function": {"name": choice.name}}
-    elif choice.type in _TOOL_CHOICE:
-        body["tool_choice"] = _TOOL_CHOICE[choice.type]
     else:
-        raise bad_request(
-            f"tool_choice.type: '{echo(choice.type)}' is not one of 'auto', 'any', 'tool', 'none'.",
-            param="tool_choice.type",
-        )
+        body["tool_choice"] = _TOOL_CHOICE[choice.type]
     if choice.disable_parallel_tool_use and choice.type != "none":
         body["parallel_tool_calls"] = False
 
@@ -349,10 +351,15 @@ def _required(value: str | None, at: str) -> None:
         raise bad_request(f"{at}: Field required.", param=at)
 
 
-def _unsupported_block(kind: str, at: str) -> ApiError:
+# The block types each role's turn may hold here: a tool_use in a user turn is as wrong as a PDF.
+_USER_BLOCKS = "text, image, tool_result"
+_ASSISTANT_BLOCKS = "text, tool_use, thinking, redacted_thinking"
+
+
+def _unsupported_block(kind: str, at: str, role: str, supported: str) -> ApiError:
     return bad_request(
-        f"{at}.type: content blocks of type '{echo(kind)}' are not supported by this gateway "
-        "(supported: text, image, tool_use, tool_result).",
+        f"{at}.type: content blocks of type '{echo(kind)}' are not supported in {role} turns by this gateway "
+        f"(supported: {supported}).",
         param=f"{at}.type",
     )
 

@@ -170,6 +170,25 @@ def _unopened(record_id: str, tenant: str, exc: BaseException) -> Unreadable:
     return Unreadable(str(memory_records.name), record_id, tenant, f"its body cannot be opened ({type(exc).__name__})")
 
 
+def _namespaces_query(tenant: str, now: datetime) -> sa.Select:
+    """The tenant's namespaces with their records live at `now`, as `_listed_namespace` reads them."""
+    ns, r = memory_namespaces.c, memory_records.c
+    live = sa.and_(r.namespace_id == ns.id, sa.or_(r.expires_at.is_(None), r.expires_at > now))
+    count = sa.select(sa.func.count()).select_from(memory_records).where(live).scalar_subquery()
+    return sa.select(
+        ns.id,
+        ns.agent_id,
+        ns.user_id,
+        ns.default_ttl_s,
+        ns.created_at,
+        ns.updated_at,
+        count,
+        ns.embedding_model,
+        ns.embedding_dim,
+        ns.tenant_id,  # names the tenant of a row that cannot be read
+    ).where(ns.tenant_id == tenant)
+
+
 def _listed_namespace(row: Any, fields: tuple[str, ...]) -> Namespace:
     """`namespaces`' row, checked: a time that is not a time is reported (row_reads), not served."""
     if not (isinstance(row[4], datetime) and isinstance(row[5], datetime)):
@@ -609,13 +628,20 @@ class MemoryStore(StoreBase):
         """Create the namespace if new; set the TTL given to records written afterwards without one."""
         now = _now()
         async with self._write(lock=f"memory:{tenant}:{agent_id}:{user_id}") as conn:
-            ns_id, _, _ = await self._namespace(conn, tenant, agent_id, user_id, now, create=True)
             ns = memory_namespaces.c
-            await conn.execute(
-                sa.update(memory_namespaces).where(ns.id == ns_id).values(default_ttl_s=default_ttl_s, updated_at=now)
+            # PostgreSQL: the namespace read may be deleted (a user forgotten) before the update takes its row;
+            # then it is made again, as a write makes it (the second pass creates it in this transaction).
+            for _ in range(2):
+                ns_id, _, _ = await self._namespace(conn, tenant, agent_id, user_id, now, create=True)
+                set_ttl = sa.update(memory_namespaces).where(ns.id == ns_id)
+                if (await conn.execute(set_ttl.values(default_ttl_s=default_ttl_s, updated_at=now))).rowcount:
+                    break
+            # Read in this transaction: a delete committed just after it (a forget-user, another replica's)
+            # must not leave the answer nothing to read.
+            q = _namespaces_query(tenant, now).where(ns.id == ns_id)
+            return await row_reads.read_one(
+                conn, q, memory_namespaces, _listed_namespace, "memory namespace", ns_id, tenant
             )
-        found = [n for n in await self.namespaces(tenant, 1, agent_id=agent_id, user_id=user_id) if n.id == ns_id]
-        return found[0]
 
     async def delete_namespace(self, tenant: str, agent_id: str, user_id: str) -> int | None:
         """Delete the namespace and every record in it; the number of records, or None if there was none."""
@@ -804,22 +830,8 @@ class MemoryStore(StoreBase):
         """A page of the tenant's namespaces (optionally one agent's or one user's) by agent and user, after the
         namespace whose id is `after`, with their live record counts; `.unreadable` the page's rows that cannot
         be read (storage/row_reads.py). A tenant may hold 100,000 namespaces: they are read a page at a time."""
-        ns, r = memory_namespaces.c, memory_records.c
-        now = _now()
-        live = sa.and_(r.namespace_id == ns.id, sa.or_(r.expires_at.is_(None), r.expires_at > now))
-        count = sa.select(sa.func.count()).select_from(memory_records).where(live).scalar_subquery()
-        q = sa.select(
-            ns.id,
-            ns.agent_id,
-            ns.user_id,
-            ns.default_ttl_s,
-            ns.created_at,
-            ns.updated_at,
-            count,
-            ns.embedding_model,
-            ns.embedding_dim,
-            ns.tenant_id,  # names the tenant of a row that cannot be read
-        ).where(ns.tenant_id == tenant)
+        ns = memory_namespaces.c
+        q = _namespaces_query(tenant, _now())
         if agent_id is not None:
             q = q.where(ns.agent_id == agent_id)
         if user_id is not None:
@@ -998,6 +1010,10 @@ class MemoryStore(StoreBase):
             await self._catch_up(tenant, cached, head, ahead)
         if cached.unreadable:
             await self._reread(tenant, cached)
+        if self._cache.get(key) is not cached:
+            # Dropped meanwhile: a delete of its namespace on this replica (which takes no namespace lock).
+            # The search answers from what it read, before that delete; the index is not kept.
+            return cached
         self._cache.move_to_end(key)
         cached.used = time.monotonic()
         if cached.index.needs_rebuild():
