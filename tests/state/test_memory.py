@@ -200,7 +200,7 @@ async def test_a_namespace_deleted_right_after_it_was_set_still_answers_what_was
     monkeypatch.setattr(mine, "_write", then_deleted)
     ns = await mine.set_namespace("t1", "a", "u", 60)
     assert (ns.agent_id, ns.user_id, ns.default_ttl_s, ns.records) == ("a", "u", 60, 0)
-    assert await other.namespaces("t1", agent_id="a") == []
+    assert await other.namespaces("t1", 1000, agent_id="a") == []
 
 
 async def test_a_namespace_deleted_between_its_read_and_its_ttl_update_is_made_again(stores, db_url, monkeypatch):
@@ -225,7 +225,7 @@ async def test_a_namespace_deleted_between_its_read_and_its_ttl_update_is_made_a
     monkeypatch.setattr(mine, "_namespace", then_forgotten)
     ns = await mine.set_namespace("t1", "a", "u", 60)
     assert (ns.agent_id, ns.user_id, ns.default_ttl_s) == ("a", "u", 60)
-    [listed] = await other.namespaces("t1", agent_id="a")
+    [listed] = await other.namespaces("t1", 1000, agent_id="a")
     assert (listed.id, listed.default_ttl_s) == (ns.id, 60)
 
 
