@@ -198,3 +198,17 @@ async def test_memory_namespaces_come_a_page_at_a_time_to_a_client_and_an_admin(
         theirs = (await ok(await keys[other].get("/v1/memory/namespaces")))["last_id"]
         for client, path in ((keys[tid], "/v1/memory/namespaces"), (admin, f"{T}/{tid}/memory/namespaces")):
             await pages_through(client, path, users, theirs, "user_id")
+
+
+async def test_the_console_shows_the_first_page_of_memory_namespaces_and_says_so(tmp_path, pages_of_4):
+    async with running(CONFIG.format(tmp=tmp_path)) as app:
+        admin = _client(app)
+        tid = (await ok(await admin.post(T, json={"name": "acme"}), 201))["id"]
+        for i in range(6):
+            body = {"agent_id": "bot", "user_id": f"u{i:02}"}
+            await ok(await admin.post("/v1/memory/namespaces", params={"tenant": tid}, json=body))
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://gw") as browser:
+            assert (await browser.post("/console/login", data={"key": ADMIN_KEY})).status_code == 303
+            page = (await browser.get("/console/state", params={"tenant": tid})).text
+    assert "u03" in page and "u04" not in page
+    assert "The first 4 namespaces by agent and user" in page
