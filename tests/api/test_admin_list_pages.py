@@ -7,6 +7,7 @@ cursor is a 400; the CLI reads every page, the console shows the first (docs/api
 from __future__ import annotations
 
 import json
+import os
 
 import httpx
 import pytest
@@ -125,6 +126,21 @@ def test_the_cli_lists_every_page_of_teams_policies_and_mcp_servers(served, page
     assert "server-8" in run("mcp-servers", "list", "--tenant", "acme")  # the table too
     key = json.loads(run("keys", "create", "--tenant", "acme", "--name", "k", "--team", "team-8", "--json"))
     assert key["team_id"] == json.loads(run("teams", "list", "--tenant", "acme", "--json"))["data"][-1]["id"]
+
+
+def test_the_cli_lists_every_page_of_memory_namespaces(served, pages_of_4, capsys):  # 6 in 2 pages
+    assert main(["tenants", "create", "acme"]) == 0
+    tenant = capsys.readouterr().out.split(": ")[1].strip()
+    url, auth = os.environ["MULTIHOME_URL"], {"authorization": f"Bearer {ADMIN_KEY}"}
+    users = [f"page-user-{i}" for i in range(6)]
+    for user in users:
+        body = {"agent_id": "cli", "user_id": user}
+        assert httpx.post(f"{url}/v1/memory/namespaces", params={"tenant": tenant}, json=body, headers=auth).is_success
+    assert main(["memory", "namespaces", "--tenant", "acme", "--json"]) == 0
+    listed = json.loads(capsys.readouterr().out)
+    assert [n["user_id"] for n in listed["data"]] == users and "has_more" not in listed
+    assert main(["memory", "namespaces", "--tenant", "acme"]) == 0
+    assert "page-user-5" in capsys.readouterr().out  # the table too
 
 
 async def test_the_console_shows_the_first_page_of_keys_and_teams_and_says_so(tmp_path, pages_of_4):

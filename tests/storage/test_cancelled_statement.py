@@ -26,30 +26,38 @@ def anyio_backend():
     return "asyncio"
 
 
-@pytest.mark.parametrize(
-    "statement", ["UPDATE t SET x = x + 1 RETURNING x", "SELECT x FROM t"], ids=["returning", "select"]
-)
+RETURNING = "UPDATE t SET x = x + 1 RETURNING x"
+
+
+async def _table(sqlite_database):
+    """An engine on a new file holding table t of two rows."""
+    engine = create_engine(sqlite_database(migrated=False))
+    async with engine.begin() as conn:
+        await conn.execute(sa.text("CREATE TABLE t (x INTEGER)"))
+        await conn.execute(sa.text("INSERT INTO t VALUES (1), (2)"))
+    return engine
+
+
+async def _write(engine, statement: str) -> None:
+    """`statement` in a write transaction (BEGIN IMMEDIATE) of its own connection."""
+    conn = await write_connection(engine)
+    try:
+        async with conn.begin():
+            await conn.execute(sa.text(statement))
+    finally:
+        await conn.close()
+
+
+@pytest.mark.parametrize("statement", [RETURNING, "SELECT x FROM t"], ids=["returning", "select"])
 async def test_a_write_cancelled_as_its_rows_come_back_lets_go_of_the_write_lock(
     sqlite_database, monkeypatch, statement
 ):
-    engine = create_engine(sqlite_database(migrated=False))
+    engine = await _table(sqlite_database)
     landed = asyncio.Event()
-
-    async def write() -> None:
-        conn = await write_connection(engine)
-        try:
-            async with conn.begin():
-                await conn.execute(sa.text(statement))
-        finally:
-            await conn.close()
-
     try:
-        async with engine.begin() as conn:
-            await conn.execute(sa.text("CREATE TABLE t (x INTEGER)"))
-            await conn.execute(sa.text("INSERT INTO t VALUES (1), (2)"))
         hold_rows(monkeypatch, landed, lambda sql: sql == statement)
         with no_collection():
-            task = asyncio.create_task(write())
+            task = asyncio.create_task(_write(engine, statement))
             await asyncio.wait_for(landed.wait(), 10)
             task.cancel()
             with pytest.raises(asyncio.CancelledError):
@@ -64,7 +72,7 @@ async def test_a_write_cancelled_again_while_its_cursor_closes_leaves_no_holder_
     forgotten all the same (write_lock.py), not named as a holder in every later warning."""
     import aiosqlite.cursor
 
-    engine = create_engine(sqlite_database(migrated=False))
+    engine = await _table(sqlite_database)
     landed, closing = asyncio.Event(), asyncio.Event()
     real_close = aiosqlite.cursor.Cursor.close
 
@@ -76,22 +84,11 @@ async def test_a_write_cancelled_again_while_its_cursor_closes_leaves_no_holder_
         await asyncio.sleep(30)
         await done
 
-    async def write() -> None:
-        conn = await write_connection(engine)
-        try:
-            async with conn.begin():
-                await conn.execute(sa.text("UPDATE t SET x = x + 1 RETURNING x"))
-        finally:
-            await conn.close()
-
     try:
-        async with engine.begin() as conn:
-            await conn.execute(sa.text("CREATE TABLE t (x INTEGER)"))
-            await conn.execute(sa.text("INSERT INTO t VALUES (1), (2)"))
-        hold_rows(monkeypatch, landed, lambda sql: sql.startswith("UPDATE"))
+        hold_rows(monkeypatch, landed, lambda sql: sql == RETURNING)
         monkeypatch.setattr(aiosqlite.cursor.Cursor, "close", slow_close)
         with no_collection():
-            task = asyncio.create_task(write())
+            task = asyncio.create_task(_write(engine, RETURNING))
             await asyncio.wait_for(landed.wait(), 10)
             task.cancel()
             await asyncio.wait_for(closing.wait(), 10)
