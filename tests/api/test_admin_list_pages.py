@@ -7,6 +7,7 @@ cursor is a 400; the CLI reads every page, the console shows the first (docs/api
 from __future__ import annotations
 
 import json
+import os
 
 import httpx
 import pytest
@@ -127,6 +128,21 @@ def test_the_cli_lists_every_page_of_teams_policies_and_mcp_servers(served, page
     assert key["team_id"] == json.loads(run("teams", "list", "--tenant", "acme", "--json"))["data"][-1]["id"]
 
 
+def test_the_cli_lists_every_page_of_memory_namespaces(served, pages_of_4, capsys):  # 6 in 2 pages
+    assert main(["tenants", "create", "acme"]) == 0
+    tenant = capsys.readouterr().out.split(": ")[1].strip()
+    url, auth = os.environ["MULTIHOME_URL"], {"authorization": f"Bearer {ADMIN_KEY}"}
+    users = [f"page-user-{i}" for i in range(6)]
+    for user in users:
+        body = {"agent_id": "cli", "user_id": user}
+        assert httpx.post(f"{url}/v1/memory/namespaces", params={"tenant": tenant}, json=body, headers=auth).is_success
+    assert main(["memory", "namespaces", "--tenant", "acme", "--json"]) == 0
+    listed = json.loads(capsys.readouterr().out)
+    assert [n["user_id"] for n in listed["data"]] == users and "has_more" not in listed
+    assert main(["memory", "namespaces", "--tenant", "acme"]) == 0
+    assert "page-user-5" in capsys.readouterr().out  # the table too
+
+
 async def test_the_console_shows_the_first_page_of_keys_and_teams_and_says_so(tmp_path, pages_of_4):
     async with running(CONFIG.format(tmp=tmp_path)) as app:
         admin = _client(app)
@@ -198,3 +214,17 @@ async def test_memory_namespaces_come_a_page_at_a_time_to_a_client_and_an_admin(
         theirs = (await ok(await keys[other].get("/v1/memory/namespaces")))["last_id"]
         for client, path in ((keys[tid], "/v1/memory/namespaces"), (admin, f"{T}/{tid}/memory/namespaces")):
             await pages_through(client, path, users, theirs, "user_id")
+
+
+async def test_the_console_shows_the_first_page_of_memory_namespaces_and_says_so(tmp_path, pages_of_4):
+    async with running(CONFIG.format(tmp=tmp_path)) as app:
+        admin = _client(app)
+        tid = (await ok(await admin.post(T, json={"name": "acme"}), 201))["id"]
+        for i in range(6):
+            body = {"agent_id": "bot", "user_id": f"u{i:02}"}
+            await ok(await admin.post("/v1/memory/namespaces", params={"tenant": tid}, json=body))
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://gw") as browser:
+            assert (await browser.post("/console/login", data={"key": ADMIN_KEY})).status_code == 303
+            page = (await browser.get("/console/state", params={"tenant": tid})).text
+    assert "u03" in page and "u04" not in page
+    assert "The first 4 namespaces by agent and user" in page

@@ -201,3 +201,11 @@ async def test_every_query_parameter_a_route_reads_is_documented(monkeypatch, tm
                 if undocumented:
                     unread.append(f"{method.upper()} {path} reads {sorted(undocumented)}")
     assert not unread, "query parameters read but not documented:\n" + "\n".join(unread)
+
+
+def test_the_memory_namespaces_list_declares_its_page_parameters():
+    """The list is answered a page at a time (`?limit=` 1-1000, `?after=` a namespace's id): a client generated
+    from the document can only page through it if both are declared."""
+    op = public_openapi.openapi_document()["paths"]["/v1/memory/namespaces"]["get"]
+    query = {p["name"]: p["schema"] for p in op["parameters"] if p["in"] == "query"}
+    assert query["limit"] == {"type": "integer", "minimum": 1, "maximum": 1000} and query["after"]["type"] == "string"

@@ -286,3 +286,26 @@ async def test_a_tenant_keeps_at_most_max_expired_revocations(store, monkeypatch
     assert [r.id for r in await store.page_token_revocations(other.id, 1000)] == theirs
     everyone = {r.id for r in await store.page_token_revocations(None, 1000)}
     assert everyone == {*mine[-2:], live.id, *theirs, *org}  # org-wide expired ones are an org-admin's to delete
+
+
+async def test_a_live_list_goes_on_past_a_page_whose_last_row_expired_since(store):
+    """`?live=true` read a page at a time: the page's last row expiring before the next page is asked for (its
+    id the cursor) does not end the walk with a 400; the next page starts after it. Another tenant's row is still
+    no cursor of a tenant's list, expired or not."""
+    t = await store.create_tenant("t", actor="admin")
+    other = await store.create_tenant("o", actor="admin")
+    made = [
+        await store.create_token_revocation(kind="jti", issuer=ISS, jti=f"j-{i}", tenant_id=t.id, actor="admin")
+        for i in range(3)
+    ]
+    theirs = await store.create_token_revocation(kind="jti", issuer=ISS, jti="j-o", tenant_id=other.id, actor="a")
+    first = await store.page_token_revocations(t.id, 1, live_only=True)
+    assert [r.id for r in first] == [made[0].id] and first.more
+    past = datetime.now(UTC) - timedelta(seconds=1)
+    async with store.engine.begin() as conn:  # as if their time had come (creating one in the past is refused)
+        expire = sa.update(token_revocations).values(expires_at=past)
+        await conn.execute(expire.where(token_revocations.c.id.in_([first.last, theirs.id])))
+    rest = await store.page_token_revocations(t.id, 10, first.last, live_only=True)
+    assert [r.id for r in rest] == [made[1].id, made[2].id] and not rest.more
+    with pytest.raises(Invalid):
+        await store.page_token_revocations(t.id, 10, theirs.id, live_only=True)

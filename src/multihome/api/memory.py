@@ -29,6 +29,7 @@ from ..state.memory.filters import Predicate
 from ..state.memory.tools import memory_full
 from ..state.tenant_quota import TenantStorageFull
 from ..storage.errors import Invalid
+from .admin.pages import QUERY as PAGE_QUERY
 from .admin.pages import limit_after, paged
 from .admin.route import unreadable_row
 from .asgi import Receive, Send, read_body
@@ -290,7 +291,7 @@ class MemoryDoor:
         raw = query(call)
         agent = check_id(raw["agent_id"][-1], "agent_id") if "agent_id" in raw else None
         user = check_id(raw["user_id"][-1], "user_id") if "user_id" in raw else None
-        limit, after = limit_after({name: values[-1] for name, values in raw.items()})
+        limit, after = limit_after({name: raw[name][-1] for name in PAGE_QUERY if name in raw})
         try:
             found = await self._do(memory.namespaces(who, limit, after, agent_id=agent, user_id=user))
         except Invalid as exc:  # a cursor that is no namespace of the tenant's list

@@ -1034,6 +1034,8 @@ _EXTRA_QUERY: dict[str, list[Schema]] = {
     "listMemoryNamespaces": [
         _query("agent_id", STR, "Only this agent's namespaces"),
         _query("user_id", STR, "Only this user's namespaces"),
+        _query("after", STR, "A namespace's id (the `last_id` of the page before): the page after it"),
+        _query("limit", {"type": "integer", "minimum": 1, "maximum": 1000}, "Namespaces of the page (default 1000)"),
         _TENANT,
     ],
     "updateMemoryNamespace": [_TENANT],

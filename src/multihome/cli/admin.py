@@ -23,6 +23,7 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
+from collections.abc import Callable
 from typing import Any
 
 from ..policy.pins import WORK_KINDS
@@ -98,10 +99,16 @@ class Admin:
     def every(self, name: str, query: dict[str, Any] | None = None, **params: str | None) -> dict[str, Any]:
         """A list route's answer, every page of it: a list answered a page at a time (`has_more`, `last_id`:
         the keys) is read to its end, its pages' `data` and `unreadable` joined."""
-        page = self.call(name, None, query, **params)
+        return self.walk(lambda after: self.call(name, None, {**(query or {}), "after": after}, **params))
+
+    @staticmethod
+    def walk(page_after: Callable[[str | None], dict[str, Any]]) -> dict[str, Any]:
+        """Every page of a list answered a page at a time (`has_more`, `last_id`), `page_after(after)` reading
+        one: their `data` and `unreadable` joined."""
+        page = page_after(None)
         data, bad = list(page["data"]), list(page.get("unreadable", ()))
         while page.get("has_more") and page.get("last_id"):
-            page = self.call(name, None, {**(query or {}), "after": page["last_id"]}, **params)
+            page = page_after(page["last_id"])
             data += page["data"]
             bad += page.get("unreadable", ())
         out = {k: v for k, v in page.items() if k not in ("has_more", "last_id", "unreadable")}

@@ -33,7 +33,9 @@ def _when(ts: int | None) -> str:
 
 
 def _namespaces(a: argparse.Namespace, api: Admin) -> None:
-    found = api._request("GET", _path(a, api, "/namespaces", agent_id=a.agent, user_id=a.user))
+    found = api.walk(
+        lambda after: api._request("GET", _path(a, api, "/namespaces", agent_id=a.agent, user_id=a.user, after=after))
+    )
     if a.json:
         return print_json(found)
     rows = [

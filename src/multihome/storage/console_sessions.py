@@ -226,11 +226,17 @@ class ConsoleSessionsRepo(StoreBase):
         q = sa.select(console_session_ends)
         if tenant_id is not None:
             q = q.where(console_session_ends.c.tenant_id == tenant_id)
-        if live_only:
-            q = q.where(live_session_ends(utcnow()))
+        listed = q.where(live_session_ends(utcnow())) if live_only else q
         async with self._read() as conn:
             return await read_page(
-                conn, q, console_session_ends, session_end, console_session_ends.c.created_at, limit, after
+                conn,
+                listed,
+                console_session_ends,
+                session_end,
+                console_session_ends.c.created_at,
+                limit,
+                after,
+                marks=q,
             )
 
 

@@ -150,11 +150,12 @@ def _finish_statement(ctx) -> None:
     closes with sqlite3_close_v2, which leaves such a connection open, its transaction and SQLite's write lock
     with it, until the cursor is freed, by the garbage collector (the traceback holding it is a cycle), which the
     gateway runs rarely: every other write waited out the busy timeout. The cursor's close is queued on the
-    connection's thread ahead of the connection's, so it runs even if this wait is cancelled again."""
+    connection's thread ahead of the connection's, so it runs even if this wait is cancelled again. The
+    transaction is forgotten first (the connection's close rolls it back): a second cancellation ends this wait."""
+    if ctx.connection is not None and not (ctx.connection.invalidated or ctx.connection.closed):
+        write_lock.ended(ctx.connection.connection.driver_connection)
     with contextlib.suppress(Exception):  # a connection closed already: nothing of it is left to close
         ctx.execution_context.cursor.close()
-    if ctx.connection is not None and not (ctx.connection.invalidated or ctx.connection.closed):
-        write_lock.ended(ctx.connection.connection.driver_connection)  # the connection's close rolls it back
 
 
 def _ensure_wal(cur) -> None:

@@ -220,11 +220,10 @@ class RevocationsRepo(StoreBase):
             q = q.where(token_revocations.c.issuer == issuer)
         if subject is not None:
             q = q.where(token_revocations.c.subject == subject)
-        if live_only:
-            q = q.where(live_revocations(utcnow()))
+        listed = q.where(live_revocations(utcnow())) if live_only else q
         async with self._read() as conn:
             return await read_page(
-                conn, q, token_revocations, rows.revocation, token_revocations.c.created_at, limit, after
+                conn, listed, token_revocations, rows.revocation, token_revocations.c.created_at, limit, after, marks=q
             )
 
     async def delete_token_revocation(

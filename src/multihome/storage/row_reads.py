@@ -87,13 +87,14 @@ async def read_page(
     limit: int,
     after: str | None,
     key: sa.ColumnElement | None = None,
+    marks: sa.Select | None = None,
 ) -> Page[T]:
     """The rows of `query` in (`order`, `key`) order after the row whose `key` is `after` (Invalid, a 400, when
-    `query` has no such row), `limit` at most. `key`: the column the API names a row by, unique in `query`
-    (default the id). Their keys are read first (`page_keys`), then the rows, so a row that cannot be read
-    takes its place in the page like any other."""
+    `marks`, default `query`, has no such row), `limit` at most. `key`: the column the API names a row by, unique
+    in `query` (default the id). Their keys are read first (`page_keys`), then the rows, so a row that cannot be
+    read takes its place in the page like any other."""
     key = table.c.id if key is None else key
-    page, more = await page_keys(conn, query, order, limit, after, key)
+    page, more = await page_keys(conn, query, order, limit, after, key, marks)
     out: Page[T] = Page()
     out.more = more
     if page:
@@ -105,16 +106,23 @@ async def read_page(
 
 
 async def page_keys(
-    conn: Any, query: sa.Select, order: Order, limit: int, after: str | None, key: sa.ColumnElement
+    conn: Any,
+    query: sa.Select,
+    order: Order,
+    limit: int,
+    after: str | None,
+    key: sa.ColumnElement,
+    marks: sa.Select | None = None,
 ) -> tuple[list[Any], bool]:
     """The `key`s of `query`'s rows in (`order`, `key`) order after the row whose `key` is `after` (Invalid when
-    `query` has no such row), `limit` at most, and whether more follow (one more is read)."""
+    `marks` has no such row), `limit` at most, and whether more follow (one more is read). `marks` (default
+    `query`): the rows a cursor may name, for a list narrowed to live rows the same rows expired too, so that a
+    walk goes on past a page whose last row expired since it was read."""
     columns = (*_columns(order), key)
     if after is not None:
         held = _UNSTORABLE.search(after) is None  # else no row's: not asked (PostgreSQL refuses the query)
-        mark = (
-            (await conn.execute(query.with_only_columns(*columns[:-1]).where(key == after))).first() if held else None
-        )
+        where = (query if marks is None else marks).with_only_columns(*columns[:-1]).where(key == after)
+        mark = (await conn.execute(where)).first() if held else None
         if mark is None:
             raise Invalid(f"after: '{echo(after)}' is not the id of a row of this list")
         query = query.where(_past(columns, (*mark, after)))

@@ -437,6 +437,7 @@ class Views:
             "runs": runs["data"] if runs is not None else None,
             "runs_more": bool(runs and runs["has_more"]),
             "namespaces": namespaces["data"] if namespaces is not None else None,
+            "namespaces_more": bool(namespaces and namespaces["has_more"]),  # the first page only (api/admin/pages.py)
         }
 
     async def run(self, viewer: Principal, run_id: str, q: dict[str, str]) -> dict[str, Any]:
