@@ -240,7 +240,15 @@ async def test_openapi_document_describes_the_revocation_routes(app):
     validate(doc)
     listed = doc["paths"]["/admin/v1/token-revocations"]
     assert set(listed) == {"get", "post"}
-    assert {p["name"] for p in listed["get"]["parameters"]} == {"tenant", "kind", "issuer", "subject", "live"}
+    assert {p["name"] for p in listed["get"]["parameters"]} == {
+        "tenant",
+        "kind",
+        "issuer",
+        "subject",
+        "live",
+        "limit",
+        "after",
+    }
     assert listed["post"]["requestBody"]["content"]["application/json"]["schema"]["$ref"].endswith(
         "/CreateTokenRevocation"
     )
