@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from multihome.storage import open_store
+from multihome.storage import open_store, write_lock
 
 BACKENDS = ["sqlite", "postgresql"]
 
@@ -45,3 +45,11 @@ async def store2(store, migrated_url):
     s = await open_store(migrated_url)
     yield s
     await s.close()
+
+
+@pytest.fixture(autouse=True)
+def own_write_lock_registry(monkeypatch):
+    """An empty registry of SQLite write transactions (storage/write_lock.py) for each test: the worker's earlier
+    tests may leave a connection closed mid-transaction in it (named until the registry's prune), which a test
+    reading the registry would see too."""
+    monkeypatch.setattr(write_lock, "_held", {})

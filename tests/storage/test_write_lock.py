@@ -25,13 +25,6 @@ def anyio_backend():
     return "asyncio"
 
 
-@pytest.fixture(autouse=True)
-def own_registry(monkeypatch):
-    """An empty registry for each test: the worker's earlier tests may leave a connection closed mid-transaction
-    in it (named until the registry's prune), which these tests' warnings would name too."""
-    monkeypatch.setattr(write_lock, "_held", {})
-
-
 @pytest.fixture
 def short_busy_timeout(monkeypatch):
     """A busy timeout of 0.2 s for the engines made in the test, and no warning said yet."""
