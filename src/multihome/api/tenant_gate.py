@@ -17,6 +17,7 @@ import contextlib
 from collections.abc import AsyncIterator
 
 from ..schema.errors import ApiError
+from ..tenant_tally import TallyFull, TenantTally
 from .asgi import Receive, Send
 from .pipeline import Call
 from .routes import Handler
@@ -24,18 +25,11 @@ from .routes import Handler
 WAITING_FACTOR = 32  # calls that may wait their turn, per call that may run: each waits before its body is read
 
 
-class _Turns:
-    __slots__ = ("gate", "users")
-
-    def __init__(self, running: int) -> None:
-        self.gate = asyncio.Semaphore(running)
-        self.users = 0  # running or waiting: dropped when none is
-
-
 class TenantGate:
     def __init__(self, running: int | None, setting: str) -> None:
         self.running, self.setting = running, setting
-        self._tenants: dict[str, _Turns] = {}
+        self._calls = TenantTally(None if running is None else running * (1 + WAITING_FACTOR))  # running or waiting
+        self._turns: dict[str, asyncio.Semaphore] = {}  # of each tenant with a call in `_calls`
 
     def guard(self, handler: Handler) -> Handler:
         if self.running is None:
@@ -51,24 +45,24 @@ class TenantGate:
     @contextlib.asynccontextmanager
     async def _turn(self, tenant: str) -> AsyncIterator[None]:
         assert self.running is not None
-        turns = self._tenants.get(tenant)
-        if turns is None:
-            turns = self._tenants[tenant] = _Turns(self.running)
-        if turns.users >= self.running * (1 + WAITING_FACTOR):
+        try:
+            self._calls.take(tenant)
+        except TallyFull as full:
             raise ApiError(
                 429,
-                f"Your tenant has {turns.users} of these requests running or waiting on this replica; at most "
+                f"Your tenant has {full.held} of these requests running or waiting on this replica; at most "
                 f"{self.running} run at once ({self.setting}) and {self.running * WAITING_FACTOR} wait. "
                 "Retry when some have finished.",
                 type="requests",
                 code="too_many_concurrent_requests",
                 headers={"retry-after": "1"},
-            )
-        turns.users += 1
+            ) from None
+        turns = self._turns.get(tenant)
+        if turns is None:
+            turns = self._turns[tenant] = asyncio.Semaphore(self.running)
         try:
-            async with turns.gate:
+            async with turns:
                 yield
         finally:
-            turns.users -= 1
-            if not turns.users and self._tenants.get(tenant) is turns:
-                del self._tenants[tenant]
+            if not self._calls.give(tenant):
+                del self._turns[tenant]
