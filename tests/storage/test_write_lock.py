@@ -151,3 +151,51 @@ def test_a_connection_closed_in_its_write_transaction_is_named(tmp_path):
     finally:
         write_lock.ended(conn)
         del stepping
+
+
+def test_a_connection_closed_in_its_write_transaction_with_no_cursor_left_is_forgotten(
+    tmp_path, short_busy_timeout, caplog
+):
+    """Its last statement finalized, SQLite has closed it and rolled its transaction back: a later warning does not
+    name it (before, it was named until the registry's prune at 64 entries)."""
+    path = str(tmp_path / "z.db")
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.execute("CREATE TABLE t (x INTEGER)")
+    conn.execute("INSERT INTO t VALUES (1), (2)")
+    write_lock.begin_immediate(conn, 1)
+    stepping = conn.execute("UPDATE t SET x = x + 1 RETURNING x")
+    conn.close()
+    del stepping  # the last cursor: its statement finalized, the connection lets go of the lock
+    holder = sqlite3.connect(path, isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")  # (it did let go)
+    waiter = sqlite3.connect(path, isolation_level=None, timeout=0.05)
+    try:
+        with caplog.at_level(logging.WARNING, logger="multihome.storage"):
+            with pytest.raises(sqlite3.OperationalError, match="locked"):
+                write_lock.begin_immediate(waiter, 60)
+        [said] = _warnings(caplog)
+        assert said.endswith(
+            "held by none of this process's connections (another process on the same file, or a commit being synced)"
+        ), said
+        assert write_lock._held == {}
+    finally:
+        waiter.close()
+        holder.close()
+
+
+async def test_an_invalidated_write_connection_is_not_named(sqlite_database):
+    """SQLAlchemy closes an invalidated connection without a rollback event: its entry is a closed aiosqlite
+    connection's, with no cursor left."""
+    engine = create_engine(sqlite_database(migrated=False))
+    try:
+        await _table(engine)
+        conn = await write_connection(engine)
+        await conn.begin()
+        await conn.execute(sa.text("INSERT INTO t VALUES (1)"))
+        assert len(write_lock.describe()) == 1
+        await conn.invalidate()
+        await conn.close()
+        assert write_lock.describe() == [] and write_lock._held == {}
+        await _write(engine)
+    finally:
+        await engine.dispose()
