@@ -1,5 +1,5 @@
 """The per-tenant tally (tenant_tally.py) on its own: a tenant's cap, the total of all, a tenant holding none
-not kept, and counts given back on other threads."""
+not kept (nor its turns), and counts given back on other threads."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import threading
 
 import pytest
 
-from multihome.tenant_tally import TallyFull, TenantTally
+from multihome.tenant_tally import TallyFull, TenantTally, TenantTurns
 
 
 def test_a_tenant_is_refused_past_its_cap_and_all_past_the_total():
@@ -42,3 +42,15 @@ def test_counts_given_back_on_other_threads_add_up():
     for t in threads:
         t.join()
     assert tally.held == {} and tally.everyone == 0
+
+
+def test_a_tenants_turns_are_kept_while_it_holds_any():
+    turns = TenantTurns(1, cap=2)
+    turns.take("acme")
+    first = turns.turns["acme"]
+    turns.take("acme")
+    assert turns.turns["acme"] is first  # one semaphore: the second waits for the first's turn
+    with pytest.raises(TallyFull):
+        turns.take("acme")
+    assert turns.give("acme") == 1 and turns.turns["acme"] is first
+    assert turns.give("acme") == 0 and turns.turns == {} and turns.held == {}

@@ -1,6 +1,7 @@
 """How many of something each tenant holds now, at most `cap` each and `total` of all tenants together:
-the one count behind a tenant's share of long-lived work (api/responses/tenant_share.py), of a stored-state
-route's turns (api/tenant_gate.py) and of MCP host lookups (tools/egress.py).
+the one count behind a tenant's share of long-lived work (api/responses/tenant_share.py), of MCP host lookups
+(tools/egress.py), and, with each tenant's turns (`TenantTurns`), of a stored-state route's calls
+(api/tenant_gate.py) and of memory's threads (state/memory/threads.py).
 
     lookups = TenantTally(cap=8, total=64)
     lookups.take(tenant)        # TallyFull past either bound; counted otherwise
@@ -13,6 +14,7 @@ thread (an uncontended acquire is some 50 ns: the loop-only users pay that, not 
 
 from __future__ import annotations
 
+import asyncio
 import threading
 
 
@@ -55,3 +57,26 @@ class TenantTally:
             else:
                 del self.held[tenant]
             return left
+
+
+class TenantTurns(TenantTally):
+    """A tally whose tenants each take turns, `running` at once (`turns[tenant]`, an asyncio.Semaphore kept while the
+    tenant holds any): a taker waits its turn on it, and gives back here once it is over. Loop-only."""
+
+    __slots__ = ("running", "turns")
+
+    def __init__(self, running: int, cap: int | None = None) -> None:
+        super().__init__(cap)
+        self.running = running
+        self.turns: dict[str, asyncio.Semaphore] = {}
+
+    def take(self, tenant: str, *, may_refuse: bool = True) -> None:
+        super().take(tenant, may_refuse=may_refuse)
+        if tenant not in self.turns:
+            self.turns[tenant] = asyncio.Semaphore(self.running)
+
+    def give(self, tenant: str) -> int:
+        left = super().give(tenant)
+        if not left:
+            del self.turns[tenant]  # none running or waiting: its semaphore is whole
+        return left

@@ -12,12 +12,11 @@ call past those is a 429 (`too_many_concurrent_requests`) at once. The other ten
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 
 from ..schema.errors import ApiError
-from ..tenant_tally import TallyFull, TenantTally
+from ..tenant_tally import TallyFull, TenantTurns
 from .asgi import Receive, Send
 from .pipeline import Call
 from .routes import Handler
@@ -28,8 +27,8 @@ WAITING_FACTOR = 32  # calls that may wait their turn, per call that may run: ea
 class TenantGate:
     def __init__(self, running: int | None, setting: str) -> None:
         self.running, self.setting = running, setting
-        self._calls = TenantTally(None if running is None else running * (1 + WAITING_FACTOR))  # running or waiting
-        self._turns: dict[str, asyncio.Semaphore] = {}  # of each tenant with a call in `_calls`
+        # Each tenant's calls running or waiting, and its turns (None: no bound, handlers are left as they are).
+        self._calls = None if running is None else TenantTurns(running, cap=running * (1 + WAITING_FACTOR))
 
     def guard(self, handler: Handler) -> Handler:
         if self.running is None:
@@ -44,7 +43,7 @@ class TenantGate:
 
     @contextlib.asynccontextmanager
     async def _turn(self, tenant: str) -> AsyncIterator[None]:
-        assert self.running is not None
+        assert self.running is not None and self._calls is not None
         try:
             self._calls.take(tenant)
         except TallyFull as full:
@@ -57,12 +56,8 @@ class TenantGate:
                 code="too_many_concurrent_requests",
                 headers={"retry-after": "1"},
             ) from None
-        turns = self._turns.get(tenant)
-        if turns is None:
-            turns = self._turns[tenant] = asyncio.Semaphore(self.running)
         try:
-            async with turns:
+            async with self._calls.turns[tenant]:
                 yield
         finally:
-            if not self._calls.give(tenant):
-                del self._turns[tenant]
+            self._calls.give(tenant)
