@@ -112,6 +112,10 @@ class AdminApi:
         s = self.services
         if route.needs is not None and route.needs.present(s) is None:
             raise ApiError(501, route.needs.message, code="storage_not_configured")
+        if route.tenant_must_exist and s.store is not None and s.known_tenant is not None:
+            # After the RBAC check: another tenant's admin is refused whether the tenant exists or not.
+            if not await s.known_tenant(params["tenant"]):
+                raise ApiError(404, str(NotFound("tenant", params["tenant"])), code="not_found")  # as GET …/{tenant}
         try:
             out = await route.handler(s, AdminCall(principal, params, body, query))
         except NotFound as exc:
@@ -230,8 +234,15 @@ def _strings_of(raw: bytes, names: tuple[str, ...]) -> dict[str, str]:
         members = _top.decode(raw)
     except (msgspec.DecodeError, RecursionError):
         return {}
-    found = {name: bytes(members[name]) for name in names if name in members}
-    return {name: msgspec.json.decode(v) for name, v in found.items() if v[:1] == b'"'}
+    found: dict[str, str] = {}
+    for name in names:
+        value = bytes(members.get(name, b""))
+        if value[:1] == b'"':
+            try:
+                found[name] = msgspec.json.decode(value)
+            except msgspec.DecodeError:  # not UTF-8: the typed decode refuses it, naming it
+                continue
+    return found
 
 
 _top = msgspec.json.Decoder(dict[str, msgspec.Raw])

@@ -50,7 +50,7 @@ async def revoke_entitlement(s: Services, c: AdminCall) -> Any:
 
 _route = partial(Route, needs=STORAGE)
 ROUTES = (
-    _route("GET", E, READ, list_entitlements, "List model entitlements"),
+    _route("GET", E, READ, list_entitlements, "List model entitlements", tenant_must_exist=True),
     _route(
         "POST",
         E,
