@@ -33,6 +33,16 @@ from .tables import entitlements
 _GRANT_LOCK = "entitlement-grants"
 
 
+def check_model_group(model_group: str) -> None:
+    """Invalid unless `model_group` is a name, or a family glob with its one `*` last ("legal-*")."""
+    nonempty(model_group, "model_group")
+    if "*" in model_group[:-1]:
+        raise Invalid(
+            f"model_group may use '*' only as its last character (a family such as 'legal-*'), not '{echo(model_group)}'",
+            field="model_group",
+        )
+
+
 class EntitlementsRepo(StoreBase):
     async def grant_entitlement(
         self,
@@ -45,12 +55,7 @@ class EntitlementsRepo(StoreBase):
         note: str = "",
         actor: str,
     ) -> Entitlement:
-        nonempty(model_group, "model_group")
-        if "*" in model_group[:-1]:
-            raise Invalid(
-                f"model_group may use '*' only as its last character (a family such as 'legal-*'), not '{echo(model_group)}'",
-                field="model_group",
-            )
+        check_model_group(model_group)
         checked(fields.day(starts_on, "starts_on"))
         checked(fields.day(ends_on, "ends_on"))
         if ends_on < starts_on:

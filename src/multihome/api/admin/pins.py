@@ -67,7 +67,7 @@ async def revoke_stateful_pin(s: Services, c: AdminCall) -> Any:
 
 _route = partial(Route, needs=STORAGE, noun="stateful pin")
 ROUTES = (
-    _route("GET", P, READ, list_stateful_pins, "List stateful-work pins"),
+    _route("GET", P, READ, list_stateful_pins, "List stateful-work pins", tenant_must_exist=True),
     _route(
         "POST",
         P,
