@@ -1,0 +1,209 @@
+"""What one snapshot reload costs a replica's event loop after one governance write (storage/snapshot.py).
+
+    PYTHONPATH=src:tests .venv/bin/python bench/snapshot_reload.py [--backends sqlite,postgres] [--rounds 5]
+
+One store handle writes (the admin API's replica), a second one (another replica) holds a `SnapshotCache` and
+reloads it after each write; a ticker task on the same loop (1 ms sleeps) records the loop's longest stall
+during the reload. Scenarios, `--rounds` writes each:
+
+- `policy`: one policy of a tenant holding 16 MiB of policy rules (64 policies of 256 KiB) is edited;
+- `key`: one key is created among 50,000 keys across 50 tenants;
+- `team`: one team is created in that same big database (a small write among big data);
+- `small`: one team is created in a database of 10 tenants with a key and a policy each (nothing big).
+
+The big data is inserted by SQL (an API call per key would take minutes); the measured writes go through the
+store. Prints, per scenario, the median and largest reload time and the largest loop stall. PostgreSQL:
+a throwaway server from tests/pg.py.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import statistics
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+import sqlalchemy as sa
+
+from multihome.storage import SnapshotCache
+from multihome.storage.store import Store, open_store
+from multihome.storage.tables import api_keys, policies, tenants
+
+POLICIES = 64
+RULE_ITEMS = 2_000  # strings of ~125 characters: ~256 KiB of JSON per policy
+KEY_TENANTS, KEYS = 50, 50_000
+
+
+def _rules(n: int, salt: str) -> dict:
+    return {"deny_model_groups": [f"group-{salt}-{i:06d}-" + "x" * 100 for i in range(n)]}
+
+
+async def _populate_big(store: Store) -> dict[str, str]:
+    """A tenant with 16 MiB of policies, and 50,000 keys across 50 tenants, by SQL in one transaction each."""
+    now = datetime.now(UTC)
+    big = await store.create_tenant("big-policies", actor="bench")
+    rows = [
+        {
+            "id": f"pol_bench{i:04d}",
+            "tenant_id": big.id,
+            "scope": "tenant",
+            "scope_id": big.id,
+            "rules": _rules(RULE_ITEMS, str(i)),
+            "description": "",
+            "created_at": now,
+            "updated_at": now,
+            "set_by_role": "org-admin",
+        }
+        for i in range(POLICIES)
+    ]
+    ten_rows = [
+        {"id": f"ten_bench{t:04d}", "name": f"keys-{t}", "metadata": {}, "created_at": now} for t in range(KEY_TENANTS)
+    ]
+    key_rows = [
+        {
+            "id": f"key_bench{i:06d}",
+            "tenant_id": f"ten_bench{i % KEY_TENANTS:04d}",
+            "team_id": None,
+            "name": f"k{i}",
+            "prefix": f"b{i:07d}",
+            "hash": f"{i:064x}",
+            "roles": ["member"],
+            "scopes_models": None,
+            "scopes_endpoints": None,
+            "metadata": {},
+            "expires_at": None,
+            "revoked_at": None,
+            "created_at": now,
+        }
+        for i in range(KEYS)
+    ]
+    async with store._write() as conn:
+        await conn.execute(sa.insert(policies), rows)
+        await conn.execute(sa.insert(tenants), ten_rows)
+        for start in range(0, len(key_rows), 5_000):
+            await conn.execute(sa.insert(api_keys), key_rows[start : start + 5_000])
+    await store.create_team(big.id, "bump", actor="bench")  # a recorded change: every replica reloads
+    return {"tenant": big.id, "policy": rows[0]["id"], "key_tenant": ten_rows[0]["id"]}
+
+
+async def _populate_small(store: Store) -> dict[str, str]:
+    first = ""
+    for t in range(10):
+        ten = await store.create_tenant(f"small-{t}", actor="bench")
+        await store.create_key(ten.id, name="k", actor="bench")
+        await store.create_policy(ten.id, scope="tenant", scope_id=ten.id, rules={"r": [1]}, actor="bench")
+        first = first or ten.id
+    return {"tenant": first}
+
+
+async def _measure(cache: SnapshotCache, write) -> tuple[float, float]:
+    """(reload seconds, the loop's longest stall in seconds) of one reload after `write()`."""
+    await write()
+    stall = 0.0
+    done = False
+
+    async def tick() -> None:
+        nonlocal stall
+        while not done:
+            t = time.perf_counter()
+            await asyncio.sleep(0.001)
+            stall = max(stall, time.perf_counter() - t - 0.001)
+
+    ticker = asyncio.create_task(tick())
+    await asyncio.sleep(0.01)
+    t0 = time.perf_counter()
+    await cache.refresh()
+    took = time.perf_counter() - t0
+    done = True
+    await ticker
+    return took, stall
+
+
+async def _scenarios(url: str, small_url: str, rounds: int) -> dict[str, list[tuple[float, float]]]:
+    out: dict[str, list[tuple[float, float]]] = {}
+    writer = await open_store(url, migrate=True)
+    reader = await open_store(url)
+    try:
+        ids = await _populate_big(writer)
+        cache = SnapshotCache(reader)
+        await cache.refresh()
+        n = 0
+
+        async def edit_policy() -> None:
+            nonlocal n
+            n += 1
+            await writer.update_policy(
+                ids["tenant"], ids["policy"], rules=_rules(RULE_ITEMS, f"edit{n}"), actor="tenant-admin"
+            )
+
+        async def create_key() -> None:
+            nonlocal n
+            n += 1
+            await writer.create_key(ids["key_tenant"], name=f"new{n}", actor="bench")
+
+        async def create_team() -> None:
+            nonlocal n
+            n += 1
+            await writer.create_team(ids["tenant"], f"t{n}", actor="bench")
+
+        for name, write in (("policy", edit_policy), ("key", create_key), ("team", create_team)):
+            out[name] = [await _measure(cache, write) for _ in range(rounds)]
+    finally:
+        await writer.close()
+        await reader.close()
+    writer = await open_store(small_url, migrate=True)
+    reader = await open_store(small_url)
+    try:
+        small = await _populate_small(writer)
+        cache = SnapshotCache(reader)
+        await cache.refresh()
+        m = 0
+
+        async def small_team() -> None:
+            nonlocal m
+            m += 1
+            await writer.create_team(small["tenant"], f"t{m}", actor="bench")
+
+        out["small"] = [await _measure(cache, small_team) for _ in range(rounds)]
+    finally:
+        await writer.close()
+        await reader.close()
+    return out
+
+
+def _report(backend: str, results: dict[str, list[tuple[float, float]]]) -> None:
+    for name, runs in results.items():
+        took = [r[0] * 1000 for r in runs]
+        stall = [r[1] * 1000 for r in runs]
+        print(
+            f"{backend:9} {name:7} reload median {statistics.median(took):8.1f} ms  max {max(took):8.1f} ms  "
+            f"longest loop stall {max(stall):8.1f} ms",
+            flush=True,
+        )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--backends", default="sqlite,postgres")
+    parser.add_argument("--rounds", type=int, default=5)
+    args = parser.parse_args()
+    for backend in args.backends.split(","):
+        if backend == "sqlite":
+            with tempfile.TemporaryDirectory() as d:
+                urls = (f"sqlite+aiosqlite:///{Path(d) / 'big.db'}", f"sqlite+aiosqlite:///{Path(d) / 'small.db'}")
+                _report(backend, asyncio.run(_scenarios(*urls, args.rounds)))
+        else:
+            from pg import PostgresServer  # tests/ on PYTHONPATH
+
+            pg = PostgresServer()
+            try:
+                _report(backend, asyncio.run(_scenarios(pg.url, pg.create_database(), args.rounds)))
+            finally:
+                pg.stop()
+
+
+if __name__ == "__main__":
+    main()
