@@ -9,7 +9,7 @@ from datetime import UTC, date, datetime, timedelta
 import pytest
 import sqlalchemy as sa
 
-from multihome.storage import SnapshotCache, base
+from multihome.storage import SnapshotCache, base, snapshot_load
 from multihome.storage.snapshot import Snapshot
 from multihome.storage.tables import budgets, state_version
 
@@ -171,3 +171,16 @@ async def test_a_console_session_end_expires_on_a_replica(store, store2):
         await cache.refresh()  # no wall-clock assertion: waits for the first to expire
     await _reload(cache, store)
     assert [e.session_id for e in cache.snapshot.session_ends] == ["t" * 32]
+
+
+async def test_every_table_the_snapshot_holds_records_its_changes(store):
+    """A migration that alters one of them on SQLite (batch mode: copy and move) drops its triggers: each
+    must be made again, or a replica would never learn of that table's changes."""
+    assert {kind.name for kind in snapshot_load.KINDS} == set(KINDS)
+    if store.engine.dialect.name == "sqlite":  # one trigger per event
+        sql = "SELECT tbl_name FROM sqlite_master WHERE type = 'trigger' AND name LIKE '%\\_changed' ESCAPE '\\'"
+    else:  # one trigger for the three events, one row per event
+        sql = "SELECT event_object_table FROM information_schema.triggers WHERE trigger_name LIKE '%\\_changed'"
+    async with store.engine.connect() as conn:
+        found = [r[0] for r in (await conn.exec_driver_sql(sql)).all()]
+    assert {t: found.count(t) for t in KINDS} == dict.fromkeys(KINDS, 3)
