@@ -3,8 +3,9 @@
     PYTHONPATH=src:tests .venv/bin/python bench/snapshot_reload.py [--backends sqlite,postgres] [--rounds 5]
 
 One store handle writes (the admin API's replica), a second one (another replica) holds a `SnapshotCache` and
-reloads it after each write; a ticker task on the same loop (1 ms sleeps) records the loop's longest stall
-during the reload. Scenarios, `--rounds` writes each:
+reloads it after each write, then the policy gate (api/policy_gate.py) rebuilds its engine from it, in its
+worker thread as in the gateway; a ticker task on the same loop (1 ms sleeps) records the loop's longest stall
+during each. Scenarios, `--rounds` writes each:
 
 - `policy`: one policy of a tenant holding 16 MiB of policy rules (64 policies of 256 KiB) is edited;
 - `key`: one key is created among 50,000 keys across 50 tenants;
@@ -12,7 +13,8 @@ during the reload. Scenarios, `--rounds` writes each:
 - `small`: one team is created in a database of 10 tenants with a key and a policy each (nothing big).
 
 The big data is inserted by SQL (an API call per key would take minutes); the measured writes go through the
-store. Prints, per scenario, the median and largest reload time and the largest loop stall. PostgreSQL:
+store. Prints, per scenario, the median and largest reload time, the largest loop stall during the reloads,
+and the same for the engine's rebuilds. PostgreSQL:
 a throwaway server from tests/pg.py.
 """
 
@@ -28,6 +30,9 @@ from pathlib import Path
 
 import sqlalchemy as sa
 
+from multihome.api.policy_gate import PolicyGate
+from multihome.config import parse_config
+from multihome.routing.catalog import Catalog
 from multihome.storage import SnapshotCache
 from multihome.storage.store import Store, open_store
 from multihome.storage.tables import api_keys, policies, tenants
@@ -38,7 +43,7 @@ KEY_TENANTS, KEYS = 50, 50_000
 
 
 def _rules(n: int, salt: str) -> dict:
-    return {"deny_model_groups": [f"group-{salt}-{i:06d}-" + "x" * 100 for i in range(n)]}
+    return {"egress": [{"effect": "deny", "model_groups": [f"group-{salt}-{i:06d}-" + "x" * 100 for i in range(n)]}]}
 
 
 async def _populate_big(store: Store) -> dict[str, str]:
@@ -99,8 +104,26 @@ async def _populate_small(store: Store) -> dict[str, str]:
     return {"tenant": first}
 
 
-async def _measure(cache: SnapshotCache, write) -> tuple[float, float]:
-    """(reload seconds, the loop's longest stall in seconds) of one reload after `write()`."""
+CATALOG = """
+server: {allow_unauthenticated: true}
+providers:
+  az: {kind: openai, endpoint: "http://127.0.0.1:9/v1"}
+deployments:
+  a1: {provider: az, model: m}
+model_groups:
+  m: {deployments: [a1]}
+"""
+
+
+async def _gate(cache: SnapshotCache) -> PolicyGate:
+    gate = PolicyGate(Catalog(parse_config(CATALOG)), cache)
+    await gate.start()
+    return gate
+
+
+async def _measure(cache: SnapshotCache, gate: PolicyGate, write) -> tuple[float, float, float, float]:
+    """(reload seconds, the loop's longest stall in seconds during it; the same for the policy engine's
+    rebuild after it, in its worker thread as in the gateway) after `write()`."""
     await write()
     stall = 0.0
     done = False
@@ -117,19 +140,27 @@ async def _measure(cache: SnapshotCache, write) -> tuple[float, float]:
     t0 = time.perf_counter()
     await cache.refresh()
     took = time.perf_counter() - t0
+    reload_stall, stall = stall, 0.0
+    t0 = time.perf_counter()
+    await gate.refresh()
+    built = time.perf_counter() - t0
     done = True
     await ticker
-    return took, stall
+    return took, reload_stall, built, stall
 
 
-async def _scenarios(url: str, small_url: str, rounds: int) -> dict[str, list[tuple[float, float]]]:
-    out: dict[str, list[tuple[float, float]]] = {}
+Runs = list[tuple[float, float, float, float]]
+
+
+async def _scenarios(url: str, small_url: str, rounds: int) -> dict[str, Runs]:
+    out: dict[str, Runs] = {}
     writer = await open_store(url, migrate=True)
     reader = await open_store(url)
     try:
         ids = await _populate_big(writer)
         cache = SnapshotCache(reader)
         await cache.refresh()
+        gate = await _gate(cache)
         n = 0
 
         async def edit_policy() -> None:
@@ -150,7 +181,7 @@ async def _scenarios(url: str, small_url: str, rounds: int) -> dict[str, list[tu
             await writer.create_team(ids["tenant"], f"t{n}", actor="bench")
 
         for name, write in (("policy", edit_policy), ("key", create_key), ("team", create_team)):
-            out[name] = [await _measure(cache, write) for _ in range(rounds)]
+            out[name] = [await _measure(cache, gate, write) for _ in range(rounds)]
     finally:
         await writer.close()
         await reader.close()
@@ -160,6 +191,7 @@ async def _scenarios(url: str, small_url: str, rounds: int) -> dict[str, list[tu
         small = await _populate_small(writer)
         cache = SnapshotCache(reader)
         await cache.refresh()
+        gate = await _gate(cache)
         m = 0
 
         async def small_team() -> None:
@@ -167,20 +199,20 @@ async def _scenarios(url: str, small_url: str, rounds: int) -> dict[str, list[tu
             m += 1
             await writer.create_team(small["tenant"], f"t{m}", actor="bench")
 
-        out["small"] = [await _measure(cache, small_team) for _ in range(rounds)]
+        out["small"] = [await _measure(cache, gate, small_team) for _ in range(rounds)]
     finally:
         await writer.close()
         await reader.close()
     return out
 
 
-def _report(backend: str, results: dict[str, list[tuple[float, float]]]) -> None:
+def _report(backend: str, results: dict[str, Runs]) -> None:
     for name, runs in results.items():
-        took = [r[0] * 1000 for r in runs]
-        stall = [r[1] * 1000 for r in runs]
+        took, stall, built, build_stall = ([r[i] * 1000 for r in runs] for i in range(4))
         print(
-            f"{backend:9} {name:7} reload median {statistics.median(took):8.1f} ms  max {max(took):8.1f} ms  "
-            f"longest loop stall {max(stall):8.1f} ms",
+            f"{backend:9} {name:7} reload median {statistics.median(took):7.1f} ms  max {max(took):7.1f} ms  "
+            f"stall max {max(stall):6.1f} ms | policy engine median {statistics.median(built):7.1f} ms  "
+            f"stall max {max(build_stall):6.1f} ms",
             flush=True,
         )
 
