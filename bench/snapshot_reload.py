@@ -43,7 +43,9 @@ KEY_TENANTS, KEYS = 50, 50_000
 
 
 def _rules(n: int, salt: str) -> dict:
-    return {"egress": [{"effect": "deny", "model_groups": [f"group-{salt}-{i:06d}-" + "x" * 100 for i in range(n)]}]}
+    """`n` model groups denied, 100 a rule (the most a rule's list holds)."""
+    groups = [f"group-{salt}-{i:06d}-" + "x" * 100 for i in range(n)]
+    return {"egress": [{"effect": "deny", "model_groups": groups[i : i + 100]} for i in range(0, n, 100)]}
 
 
 async def _populate_big(store: Store) -> dict[str, str]:
@@ -140,6 +142,8 @@ async def _measure(cache: SnapshotCache, gate: PolicyGate, write) -> tuple[float
     t0 = time.perf_counter()
     await cache.refresh()
     took = time.perf_counter() - t0
+    held = getattr(cache.snapshot, "held", None)  # None: a tree that reads every row at each reload
+    READ.append(sum(held.read.values()) if held is not None else -1)
     reload_stall, stall = stall, 0.0
     t0 = time.perf_counter()
     await gate.refresh()
@@ -150,6 +154,7 @@ async def _measure(cache: SnapshotCache, gate: PolicyGate, write) -> tuple[float
 
 
 Runs = list[tuple[float, float, float, float]]
+READ: list[int] = []  # rows each reload read (-1: every row)
 
 
 async def _scenarios(url: str, small_url: str, rounds: int) -> dict[str, Runs]:
@@ -209,8 +214,12 @@ async def _scenarios(url: str, small_url: str, rounds: int) -> dict[str, Runs]:
 def _report(backend: str, results: dict[str, Runs]) -> None:
     for name, runs in results.items():
         took, stall, built, build_stall = ([r[i] * 1000 for r in runs] for i in range(4))
+        read = READ[: len(runs)]
+        del READ[: len(runs)]
+        rows = "all" if min(read) < 0 else f"{max(read)}"
         print(
-            f"{backend:9} {name:7} reload median {statistics.median(took):7.1f} ms  max {max(took):7.1f} ms  "
+            f"{backend:9} {name:7} rows read {rows:>4}  reload median {statistics.median(took):7.1f} ms  "
+            f"max {max(took):7.1f} ms  "
             f"stall max {max(stall):6.1f} ms | policy engine median {statistics.median(built):7.1f} ms  "
             f"stall max {max(build_stall):6.1f} ms",
             flush=True,
