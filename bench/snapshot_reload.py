@@ -30,6 +30,7 @@ from pathlib import Path
 
 import sqlalchemy as sa
 
+from api.test_policy_gate_reload import CONFIG  # tests/ on PYTHONPATH: one group, one deployment
 from multihome.api.policy_gate import PolicyGate
 from multihome.config import parse_config
 from multihome.routing.catalog import Catalog
@@ -106,19 +107,8 @@ async def _populate_small(store: Store) -> dict[str, str]:
     return {"tenant": first}
 
 
-CATALOG = """
-server: {allow_unauthenticated: true}
-providers:
-  az: {kind: openai, endpoint: "http://127.0.0.1:9/v1"}
-deployments:
-  a1: {provider: az, model: m}
-model_groups:
-  m: {deployments: [a1]}
-"""
-
-
 async def _gate(cache: SnapshotCache) -> PolicyGate:
-    gate = PolicyGate(Catalog(parse_config(CATALOG)), cache)
+    gate = PolicyGate(Catalog(parse_config(CONFIG)), cache)
     await gate.start()
     return gate
 
@@ -157,58 +147,45 @@ Runs = list[tuple[float, float, float, float]]
 READ: list[int] = []  # rows each reload read (-1: every row)
 
 
-async def _scenarios(url: str, small_url: str, rounds: int) -> dict[str, Runs]:
-    out: dict[str, Runs] = {}
+async def _database(url: str, populate, writes: dict[str, str], rounds: int) -> dict[str, Runs]:
+    """`rounds` runs of each of `writes` (scenario -> the writing function's name below) on the database at `url`,
+    made by `populate(writer)`: one store handle writes, another holds the cache and the policy gate."""
     writer = await open_store(url, migrate=True)
     reader = await open_store(url)
     try:
-        ids = await _populate_big(writer)
+        ids = await populate(writer)
         cache = SnapshotCache(reader)
         await cache.refresh()
         gate = await _gate(cache)
         n = 0
 
-        async def edit_policy() -> None:
+        async def policy() -> None:
             nonlocal n
             n += 1
             await writer.update_policy(
                 ids["tenant"], ids["policy"], rules=_rules(RULE_ITEMS, f"edit{n}"), actor="tenant-admin"
             )
 
-        async def create_key() -> None:
+        async def key() -> None:
             nonlocal n
             n += 1
             await writer.create_key(ids["key_tenant"], name=f"new{n}", actor="bench")
 
-        async def create_team() -> None:
+        async def team() -> None:
             nonlocal n
             n += 1
             await writer.create_team(ids["tenant"], f"t{n}", actor="bench")
 
-        for name, write in (("policy", edit_policy), ("key", create_key), ("team", create_team)):
-            out[name] = [await _measure(cache, gate, write) for _ in range(rounds)]
+        made = {"policy": policy, "key": key, "team": team}
+        return {name: [await _measure(cache, gate, made[w]) for _ in range(rounds)] for name, w in writes.items()}
     finally:
         await writer.close()
         await reader.close()
-    writer = await open_store(small_url, migrate=True)
-    reader = await open_store(small_url)
-    try:
-        small = await _populate_small(writer)
-        cache = SnapshotCache(reader)
-        await cache.refresh()
-        gate = await _gate(cache)
-        m = 0
 
-        async def small_team() -> None:
-            nonlocal m
-            m += 1
-            await writer.create_team(small["tenant"], f"t{m}", actor="bench")
 
-        out["small"] = [await _measure(cache, gate, small_team) for _ in range(rounds)]
-    finally:
-        await writer.close()
-        await reader.close()
-    return out
+async def _scenarios(url: str, small_url: str, rounds: int) -> dict[str, Runs]:
+    big = await _database(url, _populate_big, {"policy": "policy", "key": "key", "team": "team"}, rounds)
+    return big | await _database(small_url, _populate_small, {"small": "team"}, rounds)
 
 
 def _report(backend: str, results: dict[str, Runs]) -> None:

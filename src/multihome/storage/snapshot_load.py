@@ -30,6 +30,7 @@ from .base import utcnow
 from .console_sessions import live_session_ends, session_end
 from .pins import pin_from_row
 from .policies import policy_from_row
+from .records import KeyRecord
 from .revocations import live_revocations
 from .snapshot import Snapshot
 from .tables import (
@@ -183,11 +184,11 @@ async def _read(conn: Any, kind: Kind, now: datetime, before: Table | None, ids:
     query = sa.select(kind.table).where(*kind.live(now))
     found: list[Any] = []
     bad: list[rows.Unreadable] = []
-    whole = before is None or ids is None or len(ids) > MAX_IDS
-    if whole:
+    good: dict[str, Any] = {}
+    unread: dict[str, rows.Unreadable] = {}
+    if before is None or ids is None or len(ids) > MAX_IDS:
         found, bad = await rows.fetch(conn, query, kind.table)
-        good: dict[str, Any] = {}
-        unread: dict[str, rows.Unreadable] = {}
+        before = ids = None
     else:
         good, unread = dict(before.good), dict(before.bad)
         for row_id in ids:
@@ -205,18 +206,18 @@ async def _read(conn: Any, kind: Kind, now: datetime, before: Table | None, ids:
         good[str(record.id)] = record
     for u in bad:
         unread[u.id] = u
-    if kind.table is api_keys and not whole:
-        assert before is not None and ids is not None
+    if kind.table is api_keys and before is not None and ids is not None:
         return Table(good, unread, _keys_changed(before, good, ids)), read
     return Table(good, unread, _shown(kind, good)), read
 
 
-def _keys_changed(before: Table, good: dict[str, Any], ids: set[str]) -> dict[str, Any]:
+def _keys_changed(before: Table, good: dict[str, KeyRecord], ids: set[str]) -> dict[str, KeyRecord]:
     """The keys by prefix after `ids` changed: the previous ones copied and the changed ones replaced (up to
     100,000 keys a tenant: a copy costs less than building them all again)."""
-    shown = dict(before.shown)
+    shown: dict[str, KeyRecord] = dict(before.shown)
+    held: dict[str, KeyRecord] = before.good
     for row_id in ids:
-        old = before.good.get(row_id)
+        old = held.get(row_id)
         if old is not None and shown.get(old.prefix) is old:
             del shown[old.prefix]
     for row_id in ids:
