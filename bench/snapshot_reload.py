@@ -115,8 +115,10 @@ async def _gate(cache: SnapshotCache) -> PolicyGate:
 
 async def _measure(cache: SnapshotCache, gate: PolicyGate, write) -> tuple[float, float, float, float]:
     """(reload seconds, the loop's longest stall in seconds during it; the same for the policy engine's
-    rebuild after it, in its worker thread as in the gateway) after `write()`."""
+    rebuild after it, in its worker thread as in the gateway) after `write()`; the write's own time in WROTE."""
+    t0 = time.perf_counter()
     await write()
+    WROTE.append(time.perf_counter() - t0)
     stall = 0.0
     done = False
 
@@ -145,6 +147,7 @@ async def _measure(cache: SnapshotCache, gate: PolicyGate, write) -> tuple[float
 
 Runs = list[tuple[float, float, float, float]]
 READ: list[int] = []  # rows each reload read (-1: every row)
+WROTE: list[float] = []  # each write's seconds, through the writer's store
 
 
 async def _database(url: str, populate, writes: dict[str, str], rounds: int) -> dict[str, Runs]:
@@ -191,11 +194,12 @@ async def _scenarios(url: str, small_url: str, rounds: int) -> dict[str, Runs]:
 def _report(backend: str, results: dict[str, Runs]) -> None:
     for name, runs in results.items():
         took, stall, built, build_stall = ([r[i] * 1000 for r in runs] for i in range(4))
-        read = READ[: len(runs)]
-        del READ[: len(runs)]
+        read, wrote = READ[: len(runs)], WROTE[: len(runs)]
+        del READ[: len(runs)], WROTE[: len(runs)]
         rows = "all" if min(read) < 0 else f"{max(read)}"
         print(
-            f"{backend:9} {name:7} rows read {rows:>4}  reload median {statistics.median(took):7.1f} ms  "
+            f"{backend:9} {name:7} write median {statistics.median(wrote) * 1000:6.1f} ms  rows read {rows:>4}  "
+            f"reload median {statistics.median(took):7.1f} ms  "
             f"max {max(took):7.1f} ms  "
             f"stall max {max(stall):6.1f} ms | policy engine median {statistics.median(built):7.1f} ms  "
             f"stall max {max(build_stall):6.1f} ms",

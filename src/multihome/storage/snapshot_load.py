@@ -95,7 +95,7 @@ KINDS = (
     Kind(token_revocations, rows.revocation, lambda now: [live_revocations(now)], _by_creation, expires=True),
     Kind(console_session_ends, session_end, lambda now: [live_session_ends(now)], expires=True),
 )
-SESSION_ENDS = console_session_ends.name
+SESSION_ENDS = str(console_session_ends.name)
 
 
 class Table:
