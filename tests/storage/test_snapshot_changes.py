@@ -196,3 +196,15 @@ async def test_a_replica_reloading_among_concurrent_writers_ends_with_every_chan
     assert await reloading > 0
     await _reload(cache, store)  # what a whole read gives
     assert len(cache.snapshot.keys) == 40
+
+
+async def test_a_table_with_more_changed_rows_than_it_held_is_read_whole(store, store2, monkeypatch):
+    monkeypatch.setattr(snapshot_load, "MAX_IDS", 3)
+    t, *_ = await _tenant_with_rows(store, "t", keys=10)
+    cache = await _replica(store2)
+    for i in range(5):  # more than MAX_IDS, fewer than the 10 held: only they are read
+        await store.create_key(t.id, name=f"n{i}", actor="admin")
+    assert await _reload(cache, store) == {"api_keys": 5}
+    for i in range(20):  # more than the 15 held: the table is read whole
+        await store.create_key(t.id, name=f"m{i}", actor="admin")
+    assert await _reload(cache, store) == {"api_keys": 35}

@@ -8,7 +8,7 @@ the previous one's, and only those rows: a row still there replaces what was hel
 revoked, expired) is dropped. Rows no transaction stamped yet (a write that bumped nothing, a hand
 edit) are read at every load until one does. Everything is read again when there is no previous
 snapshot, when the changes it needs were pruned (`state_version.changes_from`), when the version went
-back, or, per table, when more than `MAX_IDS` of its rows changed.
+back, or, per table, when more of its rows changed than `MAX_IDS` and than it held.
 
 What is held per table (`Held`) is copied on change, never mutated: a snapshot handed out stays as it
 was, and a table that did not change is the same object in the next snapshot (its records too, so the
@@ -50,7 +50,8 @@ from .tables import (
 if TYPE_CHECKING:
     from .store import Store
 
-MAX_IDS = 5_000  # more rows of one table changed than this: the whole table is read instead
+# More rows of one table changed than this, and than the table held: the whole table is read instead.
+MAX_IDS = 5_000
 CHUNK = 500  # ids per IN list (SQLite binds at most 32,766 values in one statement)
 
 
@@ -186,7 +187,7 @@ async def _read(conn: Any, kind: Kind, now: datetime, before: Table | None, ids:
     bad: list[rows.Unreadable] = []
     good: dict[str, Any] = {}
     unread: dict[str, rows.Unreadable] = {}
-    if before is None or ids is None or len(ids) > MAX_IDS:
+    if before is None or ids is None or len(ids) > max(MAX_IDS, len(before.good) + len(before.bad)):
         found, bad = await rows.fetch(conn, query, kind.table)
         before = ids = None
     else:
