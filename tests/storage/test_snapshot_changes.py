@@ -12,7 +12,7 @@ import sqlalchemy as sa
 
 from multihome.storage import SnapshotCache, base, snapshot_load
 from multihome.storage.snapshot import Snapshot
-from multihome.storage.tables import budgets, state_version
+from multihome.storage.tables import api_keys, budgets, state_version
 
 pytestmark = pytest.mark.anyio
 KINDS = [kind.name for kind in snapshot_load.KINDS]  # the tables the snapshot holds
@@ -208,3 +208,16 @@ async def test_a_table_with_more_changed_rows_than_it_held_is_read_whole(store, 
     for i in range(20):  # more than the 15 held: the table is read whole
         await store.create_key(t.id, name=f"m{i}", actor="admin")
     assert await _reload(cache, store) == {"api_keys": 35}
+
+
+async def test_a_row_the_driver_cannot_decode_is_reported_by_an_incremental_reload(store, store2, backend):
+    if backend != "sqlite":
+        pytest.skip("PostgreSQL's column types refuse the hand edit")
+    t, _, made, _ = await _tenant_with_rows(store, "t")
+    cache = await _replica(store2)
+    (record, secret), (other, other_secret) = made[0], made[1]
+    async with store.engine.begin() as conn:  # a timestamp that is not one: the driver's decoding raises
+        await conn.execute(sa.update(api_keys).where(api_keys.c.id == record.id).values(created_at=sa.literal("soon")))
+    assert await _reload(cache, store) == {"api_keys": 1}
+    assert [u.id for u in cache.snapshot.unreadable] == [record.id] and cache.snapshot.refused == {}
+    assert cache.keys.lookup(secret) is None and cache.keys.lookup(other_secret) == other
