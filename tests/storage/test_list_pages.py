@@ -1,6 +1,8 @@
-"""The lists a tenant's admin can grow (keys, teams, policies) read a page at a time, on SQLite and PostgreSQL
-(storage/row_reads.py `read_page`): in order, each row once, and a cursor that is no row of the list refused as
-Invalid (a 400), PostgreSQL's included, which refuses a query holding a NUL or a lone surrogate."""
+"""The lists a tenant's admin can grow (keys, teams, policies, token revocations) read a page at a time, on SQLite
+and PostgreSQL (storage/row_reads.py `read_page`): oldest first, each row once; a cursor whose row was deleted
+between two pages keeps its place (its id carries its creation time, storage/ids.py `timed_id`); another tenant's
+id is a place in this list's order, nothing of that tenant's shown; a cursor that is no id the gateway mints is
+refused as Invalid (a 400), PostgreSQL's included, which refuses a query holding a NUL or a lone surrogate."""
 
 from __future__ import annotations
 
@@ -12,8 +14,8 @@ pytestmark = pytest.mark.anyio
 NOT_A_ROW = ("\x00abc", "\ud800", "x" * 10_000)  # none any database holds, and a long one
 
 
-async def _walk(read, tenant: str, limit: int) -> list[str]:
-    seen, after = [], None
+async def _walk(read, tenant: str, limit: int, after: str | None = None) -> list[str]:
+    seen = []
     while True:
         page = await read(tenant, limit, after)
         seen += [row.id for row in page]
@@ -23,19 +25,47 @@ async def _walk(read, tenant: str, limit: int) -> list[str]:
         after = page.last
 
 
-async def test_teams_by_name_and_policies_oldest_first_a_page_at_a_time(store):
+async def test_teams_and_policies_oldest_first_a_page_at_a_time(store):
     t = await store.create_tenant("acme", actor="admin")
     other = await store.create_tenant("globex", actor="admin")
     teams = [await store.create_team(t.id, f"team-{i}", actor="ta") for i in reversed(range(7))]
     made = [await store.create_policy(t.id, scope="tenant", rules={}, actor="ta") for _ in range(7)]
     await store.create_team(other.id, "team-9", actor="ta")
     await store.create_policy(other.id, scope="tenant", rules={}, actor="ta")
-    assert await _walk(store.page_teams, t.id, 3) == [team.id for team in reversed(teams)]
+    assert await _walk(store.page_teams, t.id, 3) == [team.id for team in teams]
     assert await _walk(store.page_policies, t.id, 3) == [p.id for p in made]
     assert [p.id for p in await store.page_policies(t.id, 1000)] == [p.id for p in made]
 
 
-async def test_a_cursor_that_is_no_row_of_the_list_is_invalid(store):
+async def _revoke(store, tenant: str, subject: str):
+    return await store.create_token_revocation(
+        kind="subject", issuer="https://idp.example", subject=subject, tenant_id=tenant, actor="ta"
+    )
+
+
+async def test_a_walk_goes_on_past_a_cursor_row_deleted_between_pages(store):
+    """Another admin deletes the last row of the page a client has read, and the one before it: the next page
+    starts after it all the same (it was a 400, the walk ended half-way)."""
+    t = await store.create_tenant("acme", actor="admin")
+    made = {
+        "teams": [(await store.create_team(t.id, f"team-{i}", actor="ta")).id for i in range(7)],
+        "policies": [(await store.create_policy(t.id, scope="tenant", rules={}, actor="ta")).id for _ in range(7)],
+        "revocations": [(await _revoke(store, t.id, f"s{i}")).id for i in range(7)],
+    }
+    lists = {
+        "teams": (store.page_teams, lambda row_id: store.delete_team(t.id, row_id, actor="ta")),
+        "policies": (store.page_policies, lambda row_id: store.delete_policy(t.id, row_id, actor="ta")),
+        "revocations": (store.page_token_revocations, lambda row_id: store.delete_token_revocation(row_id, actor="ta")),
+    }
+    for name, (read, delete) in lists.items():
+        first = await read(t.id, 3)
+        assert [row.id for row in first] == made[name][:3] and first.more, name
+        for row_id in made[name][1:3]:
+            await delete(row_id)
+        assert await _walk(read, t.id, 3, first.last) == made[name][3:], name
+
+
+async def test_a_cursor_that_is_no_row_of_the_list_is_invalid_or_placed_by_its_time(store):
     t = await store.create_tenant("acme", actor="admin")
     other = await store.create_tenant("globex", actor="admin")
     await store.create_team(t.id, "mine", actor="ta")
@@ -45,6 +75,7 @@ async def test_a_cursor_that_is_no_row_of_the_list_is_invalid(store):
     await store.create_key(t.id, name="mine", actor="ta")
     their_key, _ = await store.create_key(other.id, name="theirs", actor="ta")
     for read, foreign in (("page_keys", their_key.id), ("page_teams", theirs.id), ("page_policies", their_policy.id)):
-        for after in (foreign, *NOT_A_ROW):
+        assert list(await getattr(store, read)(t.id, 10, foreign)) == []  # made after this tenant's: none after it
+        for after in (*NOT_A_ROW, "team_" + "a" * 20, "team_" + "a" * 21):  # a random id (as tenants'), no id
             with pytest.raises(Invalid, match="is not the id of a row of this list"):
                 await getattr(store, read)(t.id, 10, after)
