@@ -144,6 +144,44 @@ def test_the_cli_lists_every_page_of_teams_policies_and_mcp_servers(served, page
     assert key["team_id"] == json.loads(run("teams", "list", "--tenant", "acme", "--json"))["data"][-1]["id"]
 
 
+def test_the_cli_reads_every_page_of_a_usage_summary(served, pages_of_4, capsys):  # 6 keys in 2 pages
+    """A call to no answering upstream is metered all the same (an error): one entry per key."""
+    assert main(["tenants", "create", "acme"]) == 0
+    capsys.readouterr()
+    url = os.environ["MULTIHOME_URL"]
+    for i in range(6):
+        assert main(["keys", "create", "--tenant", "acme", "--name", f"usage-key-{i}", "--json"]) == 0
+        secret = json.loads(capsys.readouterr().out)["key"]
+        body = {"model": "g", "messages": [{"role": "user", "content": "hi"}]}
+        httpx.post(f"{url}/v1/chat/completions", json=body, headers={"authorization": f"Bearer {secret}"}, timeout=30)
+    auth = {"authorization": f"Bearer {ADMIN_KEY}"}
+    tenant = httpx.get(f"{url}{T}", headers=auth).json()["data"][0]["id"]
+    first = httpx.get(f"{url}{T}/{tenant}/usage", params={"group_by": "key"}, headers=auth).json()
+    assert len(first["data"]) == 4 and first["has_more"] and first["next_page"]  # the API's page: 4 here
+    assert main(["usage", "--tenant", "acme", "--by", "key", "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert len(summary["data"]) == 6 and "has_more" not in summary and "next_page" not in summary
+    assert sum(e["calls"] for e in summary["data"]) == 6
+    assert main(["usage", "--tenant", "acme", "--by", "key"]) == 0
+    table = capsys.readouterr().out
+    assert all(f"usage-key-{i}" in table for i in range(6)), table
+
+
+async def test_the_console_shows_the_first_page_of_a_usage_summary_and_says_so(tmp_path, pages_of_4):
+    async with running(CONFIG.format(tmp=tmp_path)) as app:
+        admin = _client(app)
+        tid = (await ok(await admin.post(T, json={"name": "acme"}), 201))["id"]
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://gw") as gw:
+            for i in range(6):
+                secret = (await ok(await admin.post(f"{T}/{tid}/keys", json={"name": f"key-{i}"}), 201))["key"]
+                body = {"model": "g", "messages": [{"role": "user", "content": "hi"}]}
+                await gw.post("/v1/chat/completions", json=body, headers={"authorization": f"Bearer {secret}"})
+            assert (await gw.post("/console/login", data={"key": ADMIN_KEY})).status_code == 303
+            by_key = (await gw.get("/console/spend", params={"tenant": tid, "group_by": "key"})).text
+            by_group = (await gw.get("/console/spend", params={"tenant": tid, "group_by": "model_group"})).text
+    assert "The first 4 entries of the period only" in by_key and "usage-more" not in by_group
+
+
 def test_the_cli_lists_every_page_of_memory_namespaces(served, pages_of_4, capsys):  # 6 in 2 pages
     assert main(["tenants", "create", "acme"]) == 0
     tenant = capsys.readouterr().out.split(": ")[1].strip()

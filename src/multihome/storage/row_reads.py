@@ -144,7 +144,7 @@ async def page_keys(
             mark = place(after)
         if mark is None:
             raise Invalid(f"after: '{echo(after)}' is not the id of a row of this list")
-        query = query.where(_past(columns, (*mark, after)))
+        query = query.where(past(columns, (*mark, after)))
     ordered = query.order_by(*columns).with_only_columns(key).limit(limit + 1)
     keys = [r[0] for r in (await conn.execute(ordered)).all()]
     return keys[:limit], len(keys) > limit
@@ -154,7 +154,7 @@ def _columns(order: Order) -> tuple[sa.ColumnElement, ...]:
     return order if isinstance(order, tuple) else (order,)
 
 
-def _past(columns: tuple[sa.ColumnElement, ...], values: tuple[Any, ...]) -> sa.ColumnElement[bool]:
+def past(columns: tuple[sa.ColumnElement, ...], values: tuple[Any, ...]) -> sa.ColumnElement[bool]:
     """The rows after `values` in the order of `columns` (each compared in turn: no row values, which not every
     SQLite build compares)."""
     after = columns[-1] > values[-1]
