@@ -33,6 +33,9 @@ MAKE = {
     "teams": lambda i: {"name": f"team-{i:02}"},
     "policies": lambda i: {"scope": "tenant", "rules": [], "description": f"policy {i:02}"},
     "mcp-servers": lambda i: {"name": f"server-{i:02}", "url": SERVER_URL},
+    # An org-admin's, revoked ones listed too: each grant or pin ever made (a revoke keeps the row).
+    "entitlements": lambda i: {"model_group": "g", "starts_on": "2026-01-01", "ends_on": "2026-12-31", "note": f"{i}"},
+    "stateful-pins": lambda i: {"providers": ["p"], "note": f"pin {i:02}"},
 }
 
 
@@ -197,17 +200,19 @@ def test_the_cli_lists_every_page_of_memory_namespaces(served, pages_of_4, capsy
     assert "page-user-5" in capsys.readouterr().out  # the table too
 
 
-async def test_the_console_shows_the_first_page_of_keys_and_teams_and_says_so(tmp_path, pages_of_4):
+async def test_the_console_shows_the_first_page_of_keys_teams_and_entitlements_and_says_so(tmp_path, pages_of_4):
     async with running(CONFIG.format(tmp=tmp_path)) as app:
         admin = _client(app)
         tid = (await ok(await admin.post(T, json={"name": "acme"}), 201))["id"]
         for i in range(6):
             await ok(await admin.post(f"{T}/{tid}/teams", json={"name": f"team-{i}"}), 201)
             await ok(await admin.post(f"{T}/{tid}/keys", json={"name": f"key-{i}"}), 201)
+            await ok(await admin.post(f"{T}/{tid}/entitlements", json=MAKE["entitlements"](i)), 201)
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://gw") as browser:
             assert (await browser.post("/console/login", data={"key": ADMIN_KEY})).status_code == 303
             page = (await browser.get(f"/console/tenants/{tid}")).text
     assert "The first 4 keys, oldest first" in page and "The first 4 teams, oldest first" in page
+    assert "The first 4 entitlements, oldest first" in page
     assert "team-3" in page and "team-4" not in page  # the first page of teams only (the key form's choices too)
 
 

@@ -6,6 +6,8 @@ refused as Invalid (a 400), PostgreSQL's included, which refuses a query holding
 
 from __future__ import annotations
 
+from datetime import date
+
 import pytest
 
 from multihome.storage import Invalid
@@ -41,6 +43,27 @@ async def _revoke(store, tenant: str, subject: str):
     return await store.create_token_revocation(
         kind="subject", issuer="https://idp.example", subject=subject, tenant_id=tenant, actor="ta"
     )
+
+
+async def test_entitlements_and_stateful_pins_oldest_first_a_page_at_a_time_revoked_ones_too(store):
+    """An org-admin's grants and pins stay stored once revoked: each ever made is a row of its list (read whole)."""
+    t = await store.create_tenant("acme", actor="admin")
+    grant = {"model_group": "m", "starts_on": date(2026, 1, 1), "ends_on": date(2026, 12, 31), "actor": "admin"}
+    grants = [(await store.grant_entitlement(t.id, note=f"{i}", **grant)).id for i in range(7)]
+    pin = {"providers": ["p"], "data_zones": None, "work": None, "valid_from": None, "valid_until": None}
+    pins = [(await store.create_pin(t.id, note=f"{i}", actor="admin", **pin)).id for i in range(7)]
+    await store.revoke_entitlement(t.id, grants[3], actor="admin")
+    await store.revoke_pin(t.id, pins[3], actor="admin")
+
+    async def entitlements(tenant: str, limit: int, after: str | None = None):
+        return await store.page_entitlements(tenant, limit, after, include_revoked=True)
+
+    async def stateful_pins(tenant: str, limit: int, after: str | None = None):
+        return await store.page_pins(tenant, limit, after, include_revoked=True)
+
+    assert await _walk(entitlements, t.id, 3) == grants
+    assert await _walk(stateful_pins, t.id, 3) == pins
+    assert len(await store.page_entitlements(t.id, 1000)) == len(await store.page_pins(t.id, 1000)) == 6  # live
 
 
 async def test_a_walk_goes_on_past_a_cursor_row_deleted_between_pages(store):

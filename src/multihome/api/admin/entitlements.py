@@ -7,15 +7,16 @@ from typing import Any
 
 from ...storage.rows import Unreadable
 from . import bodies as B
+from .pages import QUERY, SAYS, asked, paged
 from .rbac import ORG, READ
-from .route import STORAGE, AdminCall, Route, Services, listed, unreadable_row
+from .route import STORAGE, AdminCall, Route, Services, unreadable_row
 from .tenancy import T
 
 E = T + "/{tenant}/entitlements"
 
 
 async def list_entitlements(s: Services, c: AdminCall) -> Any:
-    return listed(await s.store.list_entitlements(c.tenant, include_revoked=True))
+    return paged(await s.store.page_entitlements(c.tenant, *asked(c), include_revoked=True))
 
 
 async def grant_entitlement(s: Services, c: AdminCall) -> Any:
@@ -42,7 +43,7 @@ async def revoke_entitlement(s: Services, c: AdminCall) -> Any:
 
 _route = partial(Route, needs=STORAGE)
 ROUTES = (
-    _route("GET", E, READ, list_entitlements, "List model entitlements"),
+    _route("GET", E, READ, list_entitlements, "List model entitlements, oldest first, " + SAYS, query=QUERY),
     _route(
         "POST",
         E,

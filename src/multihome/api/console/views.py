@@ -236,9 +236,11 @@ class Views:
             "tenant": t,
             # A key holding a role the viewer may not grant is not the viewer's to revoke (the API says 403).
             "keys": [{**k, "revocable": not k.get("revoked_at") and may_grant(viewer, k["roles"])} for k in keys],
-            # Keys and teams come a page at a time (api/admin/pages.py); a tenant holds at most 1,000 policies: one page.
+            # Keys, teams and entitlements come a page at a time (api/admin/pages.py); a tenant holds at most 1,000
+            # policies: one page.
             "keys_more": pages[0].get("has_more", False),
             "teams_more": pages[1].get("has_more", False),
+            "entitlements_more": pages[3].get("has_more", False),
             "grantable": [r for r in ("member", "tenant-admin", "auditor", "org-admin") if may_grant(viewer, (r,))],
             "teams": teams,
             "policies": policies,
