@@ -6,6 +6,7 @@ refused as Invalid (a 400), PostgreSQL's included, which refuses a query holding
 
 from __future__ import annotations
 
+import asyncio
 from datetime import date
 
 import pytest
@@ -64,6 +65,35 @@ async def test_entitlements_and_stateful_pins_oldest_first_a_page_at_a_time_revo
     assert await _walk(entitlements, t.id, 3) == grants
     assert await _walk(stateful_pins, t.id, 3) == pins
     assert len(await store.page_entitlements(t.id, 1000)) == len(await store.page_pins(t.id, 1000)) == 6  # live
+
+
+async def test_a_tenant_holds_at_most_max_live_entitlements_and_pins_even_at_once(store, monkeypatch):
+    """An org-admin's grants and pins had no bound, and every replica's snapshot holds each live one. Counted and
+    inserted under a lock, so creates at once cannot all find room; a revoked one frees its place."""
+    from multihome.storage import entitlements, pins
+
+    monkeypatch.setattr(entitlements, "MAX_LIVE_PER_TENANT", 3)
+    monkeypatch.setattr(pins, "MAX_LIVE_PER_TENANT", 3)
+    t = await store.create_tenant("acme", actor="admin")
+    grant = {"model_group": "m", "starts_on": date(2026, 1, 1), "ends_on": date(2026, 12, 31), "actor": "admin"}
+    pin = {"providers": ["p"], "data_zones": None, "work": None, "valid_from": None, "valid_until": None}
+    makers = {
+        "entitlements": (lambda: store.grant_entitlement(t.id, **grant), store.revoke_entitlement),
+        "pins": (lambda: store.create_pin(t.id, actor="admin", **pin), store.revoke_pin),
+    }
+    for what, (make, revoke) in makers.items():
+
+        async def attempt(make=make):
+            try:
+                return await make()
+            except Invalid as exc:
+                return exc
+
+        done = await asyncio.gather(*(attempt() for _ in range(6)))
+        refused = [d for d in done if isinstance(d, Invalid)]
+        assert len(refused) == 3 and "the most a tenant may hold (3)" in str(refused[0]), what
+        await revoke(t.id, next(d for d in done if not isinstance(d, Invalid)).id, actor="admin")
+        await make()  # the revoked one's place
 
 
 async def test_a_walk_goes_on_past_a_cursor_row_deleted_between_pages(store):

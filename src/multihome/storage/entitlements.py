@@ -20,7 +20,7 @@ from ..policy.model import globs_overlap
 from ..schema import admin_fields as fields
 from ..schema.errors import echo
 from . import rows
-from .base import StoreBase, checked, nonempty, utcnow
+from .base import StoreBase, checked, nonempty, refuse_past, utcnow
 from .errors import Conflict, Invalid
 from .ids import timed_id
 from .records import Entitlement
@@ -31,6 +31,8 @@ from .tables import entitlements
 # Not one lock per model group: a family grant ("legal-*") and an exact one ("legal-ft") collide
 # without sharing a name. Grants are rare admin changes, so serialising all of them costs nothing.
 _GRANT_LOCK = "entitlement-grants"
+# Grants not revoked of one tenant at most: every replica's snapshot holds each (docs/storage.md).
+MAX_LIVE_PER_TENANT = 1_000
 
 
 class EntitlementsRepo(StoreBase):
@@ -104,6 +106,11 @@ class EntitlementsRepo(StoreBase):
                     f"from {other.starts_on} to {other.ends_on}",
                     conflicting=other.id,
                 )
+            live = (entitlements.c.tenant_id == tenant_id, entitlements.c.revoked_at.is_(None))
+            advice = "revoke one it no longer needs first"
+            await refuse_past(
+                conn, entitlements, live, MAX_LIVE_PER_TENANT, tenant_id, "entitlements not revoked", advice
+            )
             await conn.execute(
                 sa.insert(entitlements).values(
                     id=ent.id,

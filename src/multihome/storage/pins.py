@@ -16,13 +16,16 @@ import sqlalchemy as sa
 from ..policy.pins import StatefulPin as EnginePin
 from ..policy.pins import pin_problems
 from . import rows
-from .base import StoreBase, as_utc, utcnow
+from .base import StoreBase, as_utc, refuse_past, utcnow
 from .errors import Invalid
 from .ids import timed_id
 from .records import StatefulPin
 from .row_reads import Page, by_creation, read_one, read_page
 from .rows import Unreadable
 from .tables import stateful_pins
+
+# Pins not revoked of one tenant at most: every replica's snapshot holds each, ended or not (docs/storage.md).
+MAX_LIVE_PER_TENANT = 1_000
 
 
 def pin_from_row(r: Any) -> StatefulPin:
@@ -86,8 +89,12 @@ class PinsRepo(StoreBase):
             created_at=now,
             revoked_at=None,
         )
-        async with self._write() as conn:
+        # One lock per tenant (PostgreSQL; SQLite serializes writes): concurrent creates cannot all count room.
+        async with self._write(lock=f"stateful-pins:{tenant_id}") as conn:
             await self._require_tenant(conn, tenant_id)
+            live = (stateful_pins.c.tenant_id == tenant_id, stateful_pins.c.revoked_at.is_(None))
+            advice = "revoke one it no longer needs first"
+            await refuse_past(conn, stateful_pins, live, MAX_LIVE_PER_TENANT, tenant_id, "pins not revoked", advice)
             await conn.execute(
                 sa.insert(stateful_pins).values(
                     id=pin.id,
