@@ -1,7 +1,7 @@
 """Table definitions: the single source of truth the migrations must match (a test checks it).
 
-Ids are readable prefixed random strings (`ten_...`, `team_...`, `key_...`, `pol_...`, `ent_...`,
-`bud_...`, `rev_...`, `evt_...`). Timestamps are UTC. JSON columns hold plain JSON (dicts/lists of str, numbers, bools).
+Ids are readable prefixed strings (`ten_...`, `team_...`, `key_...`, `pol_...`, `ent_...`, `bud_...`, `rev_...`,
+`evt_...`): random, or, for the rows of a list read oldest first, their `created_at` then random (ids.py `timed_id`). Timestamps are UTC. JSON columns hold plain JSON (dicts/lists of str, numbers, bools).
 """
 
 from __future__ import annotations

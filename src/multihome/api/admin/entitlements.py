@@ -10,15 +10,16 @@ from ...storage.entitlements import check_model_group
 from ...storage.rows import Unreadable
 from . import bodies as B
 from .config_names import unknown_name
+from .pages import QUERY, SAYS, asked, paged
 from .rbac import ORG, READ
-from .route import STORAGE, AdminCall, Route, Services, listed, unreadable_row
+from .route import STORAGE, AdminCall, Route, Services, unreadable_row
 from .tenancy import T
 
 E = T + "/{tenant}/entitlements"
 
 
 async def list_entitlements(s: Services, c: AdminCall) -> Any:
-    return listed(await s.store.list_entitlements(c.tenant, include_revoked=True))
+    return paged(await s.store.page_entitlements(c.tenant, *asked(c), include_revoked=True))
 
 
 async def grant_entitlement(s: Services, c: AdminCall) -> Any:
@@ -50,7 +51,15 @@ async def revoke_entitlement(s: Services, c: AdminCall) -> Any:
 
 _route = partial(Route, needs=STORAGE)
 ROUTES = (
-    _route("GET", E, READ, list_entitlements, "List model entitlements", tenant_must_exist=True),
+    _route(
+        "GET",
+        E,
+        READ,
+        list_entitlements,
+        "List model entitlements, oldest first, " + SAYS,
+        query=QUERY,
+        tenant_must_exist=True,
+    ),
     _route(
         "POST",
         E,

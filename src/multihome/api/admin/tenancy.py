@@ -104,7 +104,7 @@ ROUTES = (
         T + "/{tenant}/teams",
         READ,
         list_teams,
-        "List teams by name, " + SAYS,
+        "List teams, oldest first, " + SAYS,
         query=QUERY,
         tenant_must_exist=True,
     ),
