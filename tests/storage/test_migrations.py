@@ -315,3 +315,64 @@ async def test_console_session_ends_stored_before_0028_keep_meaning_what_they_me
         assert index.ended("sid-1", "key_a", "ten_a", time.time())
     finally:
         await store.close()
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "postgresql"])
+async def test_0029_on_a_database_with_rows_and_back(kind, sqlite_database, pg_database):
+    """Migration 0029 on a database with governance rows: a replica's first load reads them all (they have no
+    recorded changes), later loads only what changed; it goes down to 0028 and up again."""
+    import datetime
+
+    from multihome.storage import SnapshotCache
+    from multihome.storage.engine import create_engine
+    from multihome.storage.tables import state_version, tenants
+
+    db_url = sqlite_database(migrated=False) if kind == "sqlite" else pg_database(migrated=False)
+    await asyncio.to_thread(migrate_sync, db_url, "0028")
+    engine = create_engine(db_url)
+    try:
+        async with engine.begin() as conn:
+            now = datetime.datetime.now(datetime.UTC)
+            await conn.execute(sa.insert(tenants).values(id="ten_old", name="old", metadata={}, created_at=now))
+            await conn.execute(sa.update(state_version).values(version=41))
+    finally:
+        await engine.dispose()
+    await asyncio.to_thread(migrate_sync, db_url)
+    store, replica = await open_store(db_url), await open_store(db_url)
+    try:
+        cache = SnapshotCache(replica, interval_s=3600)
+        assert set((await cache.refresh()).tenants) == {"ten_old"}
+        new = await store.create_tenant("new", actor="admin")
+        snap = await cache.refresh()
+        assert set(snap.tenants) == {"ten_old", new.id} and snap.held.read["tenants"] == 1
+    finally:
+        await store.close()
+        await replica.close()
+    await _downgrade(db_url, "0028")  # (alembic's: the CLI has no downgrade)
+    assert await asyncio.to_thread(migrate_sync, db_url) == HEAD
+    store = await open_store(db_url)
+    try:
+        await store.create_tenant("after", actor="admin")
+        assert len((await store.snapshot()).tenants) == 3
+    finally:
+        await store.close()
+
+
+async def _downgrade(db_url: str, target: str) -> None:
+    from alembic import command
+
+    from multihome.storage.engine import create_engine
+    from multihome.storage.migrate import alembic_config
+
+    def down(conn) -> None:
+        cfg = alembic_config()
+        cfg.attributes["connection"] = conn
+        command.downgrade(cfg, target)
+
+    engine = create_engine(db_url)
+    try:
+        async with engine.begin() as conn:
+            await conn.run_sync(down)
+        assert await current_revision(engine) == target
+    finally:
+        await engine.dispose()

@@ -221,3 +221,20 @@ async def test_a_row_the_driver_cannot_decode_is_reported_by_an_incremental_relo
     assert await _reload(cache, store) == {"api_keys": 1}
     assert [u.id for u in cache.snapshot.unreadable] == [record.id] and cache.snapshot.refused == {}
     assert cache.keys.lookup(secret) is None and cache.keys.lookup(other_secret) == other
+
+
+async def test_writes_go_on_under_a_publication_of_every_table(store, store2, backend, monkeypatch):
+    """Change capture, or a blue/green upgrade, publishes every table (CREATE PUBLICATION … FOR ALL TABLES):
+    PostgreSQL then takes no UPDATE or DELETE on a table without a key, and each write stamps (and, every
+    CHANGES_PRUNE_EVERY versions, prunes) snapshot_changes."""
+    if backend == "sqlite":
+        pytest.skip("publications are PostgreSQL's")
+    monkeypatch.setattr(base, "CHANGES_KEPT", 2)
+    monkeypatch.setattr(base, "CHANGES_PRUNE_EVERY", 1)  # every write prunes too
+    async with store.engine.begin() as conn:
+        await conn.exec_driver_sql("CREATE PUBLICATION everything FOR ALL TABLES")
+    cache = await _replica(store2)
+    t, team, made, _ = await _tenant_with_rows(store, "t", keys=2)
+    await store.revoke_key(t.id, made[0][0].id, actor="admin")
+    assert await _reload(cache, store)
+    assert len(cache.snapshot.keys) == 1

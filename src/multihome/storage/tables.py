@@ -467,9 +467,12 @@ memory_tombstones = sa.Table(
 # table the snapshot holds, with `seq` NULL, and stamped by the writing transaction with the version it bumped
 # (storage/base.py `_write`), under the counter's row lock: in commit order, like admin_events' `seq`. A
 # replica reads the rows changed since the version it holds; rows older than CHANGES_KEPT versions are pruned.
+# Its `id` is a key only for PostgreSQL: a table without one takes no UPDATE or DELETE once a publication covers it
+# (CREATE PUBLICATION … FOR ALL TABLES: change capture, a blue/green upgrade), and every write stamps and prunes here.
 snapshot_changes = sa.Table(
     "snapshot_changes",
     metadata,
+    sa.Column("id", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True, autoincrement=True),
     sa.Column("seq", sa.BigInteger, nullable=True, index=True),
     sa.Column("tbl", sa.String(40), nullable=False),
     sa.Column("row_id", sa.String(40), nullable=False),

@@ -52,9 +52,12 @@ $$
 def upgrade() -> None:
     op.create_table(
         "snapshot_changes",
+        # A key, or PostgreSQL refuses its UPDATE and DELETE once a publication covers every table (tables.py).
+        sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), autoincrement=True, nullable=False),
         sa.Column("seq", sa.BigInteger(), nullable=True),
         sa.Column("tbl", sa.String(length=40), nullable=False),
         sa.Column("row_id", sa.String(length=40), nullable=False),
+        sa.PrimaryKeyConstraint("id"),
     )
     op.create_index(op.f("ix_snapshot_changes_seq"), "snapshot_changes", ["seq"], unique=False)
     with op.batch_alter_table("state_version", schema=None) as batch_op:
