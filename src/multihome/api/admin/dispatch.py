@@ -18,12 +18,14 @@ from urllib.parse import parse_qs
 
 import msgspec
 
+from ...audit.writer import AuditUnwritable
 from ...schema.admin_fields import Problem, text
 from ...schema.decoding import decode_body
 from ...schema.errors import ApiError, echo, echo_path, echo_quoted, no_retry
 from ...schema.principal import Principal
 from ...storage.errors import Conflict, Invalid, NotFound, UnreadableRow, outage, unavailable
 from ..asgi import JSON, read_body, send_bytes
+from ..audit_errors import MADE_UNAUDITED, audit_api_error
 from ..big_bodies import OFF_LOOP_OVER, BigBodies
 from .events import admin_change
 from .rbac import authorize
@@ -108,6 +110,8 @@ class AdminApi:
         s = self.services
         if route.needs is not None and route.needs.present(s) is None:
             raise ApiError(501, route.needs.message, code="storage_not_configured")
+        if route.event is not None and s.audit_log is not None:
+            s.audit_log.check_writable()  # a trail that cannot take the change's event: refused, nothing changed
         try:
             out = await route.handler(s, AdminCall(principal, params, body, query))
         except NotFound as exc:
@@ -142,9 +146,15 @@ class AdminApi:
             if route.refresh and s.after_change is not None:
                 await s.after_change()
             if s.audit_log is not None:  # an acknowledged change is always in the trail
-                await s.audit_log.append(
-                    "admin_change", admin_change(route, params, route.method, path, principal, data)
-                )
+                try:
+                    await s.audit_log.append(
+                        "admin_change", admin_change(route, params, route.method, path, principal, data)
+                    )
+                except AuditUnwritable as exc:
+                    log.error(
+                        "admin %s %s: the change is stored but not in the audit trail (%s)", route.method, path, exc
+                    )
+                    raise audit_api_error(MADE_UNAUDITED) from None
         return out, data
 
     def _authorize(self, route: Route, principal: Principal, params: dict[str, str], query: dict[str, str]) -> None:
