@@ -1,9 +1,9 @@
 """The audit directory's disk full, against the real `multihome` process (a 2 MiB tmpfs filled up), with the
 official openai SDK as client. docs/audit.md promises that nothing is answered or changed unaudited: while
 the trail cannot be written, calls and admin changes are refused with a 503 `audit_unavailable` in OpenAI's
-error format (never a 500), an admin change is refused before it is made, reads are served, and once the
-disk has room again the gateway writes a new chain and serves, without a restart; the trail verifies and
-holds no empty chain files."""
+error format (never a 500), an admin change and a memory bulk delete are refused before they are made,
+reads are served, and once the disk has room again the gateway writes a new chain and serves, without a
+restart; the trail verifies and holds no empty chain files."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ import pytest
 
 from builders import audit, config, deployment, groups, identity, simulated, sqlite
 
-from .helpers import until
+from .helpers import tenant_with_key, until
 from .processes import VENV_BIN, Gateway, Simulator
 
 ADMIN_KEY = "mh-audit-full-admin"
@@ -82,6 +82,10 @@ def test_a_full_audit_disk_refuses_with_503_changes_nothing_and_serves_again_onc
         client = openai.OpenAI(base_url=gateway.url + "/v1", api_key=CLIENT_KEY, max_retries=0, timeout=30)
         admin = httpx.Client(base_url=gateway.url, headers={"authorization": f"Bearer {ADMIN_KEY}"}, timeout=30)
         assert _chat(client) == 200
+        _, owner_key = tenant_with_key(admin, "acme", roles=("tenant-admin",))
+        owner = httpx.Client(base_url=gateway.url, headers={"authorization": f"Bearer {owner_key}"}, timeout=30)
+        kept = owner.post("/v1/memory/records", json={"agent_id": "a", "user_id": "u", "text": "my dog is Rex"})
+        assert kept.status_code == 200, kept.text
 
         filler = _fill(small_disk)
         # The chain file's last page may still take a line or two: then the next call meets the full disk.
@@ -94,6 +98,9 @@ def test_a_full_audit_disk_refuses_with_503_changes_nothing_and_serves_again_onc
         listed = admin.get("/admin/v1/tenants")
         assert listed.status_code == 200, listed.text  # reads are served
         assert "made-while-full" not in [t["name"] for t in listed.json()["data"]], "refused, yet made"
+        forgotten = owner.delete("/v1/memory/users/u")  # a bulk delete: its `memory` event first
+        assert forgotten.status_code == 503 and forgotten.json()["error"]["code"] == "audit_unavailable", forgotten.text
+        assert owner.get(f"/v1/memory/records/{kept.json()['id']}").status_code == 200, "refused, yet deleted"
 
         filler.unlink()
         until(lambda: _chat(client) == 200, timeout=30, what="calls served once the disk has room")

@@ -10,9 +10,10 @@ from __future__ import annotations
 from ..schema.errors import ApiError
 
 REFUSED = "The gateway cannot write its audit trail right now, so the request was not served; retry shortly."
-# An admin change stored before its event could be written: said so, as a retry could make it twice.
+# A change made before its event could be written (an admin change, a memory deletion): said so, as a retry
+# could make it twice.
 MADE_UNAUDITED = (
-    "The change was stored, but the gateway cannot write its audit trail right now, so it is not confirmed; "
+    "The change was made, but the gateway cannot write its audit trail right now, so it is not confirmed; "
     "read it back before retrying."
 )
 
